@@ -1,0 +1,1 @@
+//! Actuators: the knobs KPO can move, behind one trait.

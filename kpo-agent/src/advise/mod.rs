@@ -1,0 +1,2 @@
+//! Advisors. Each produces recommendations for the policy gate.
+pub mod optimizer;

@@ -1,0 +1,1 @@
+//! Energy sensing: RAPL through powercap sysfs, or a labelled estimate.

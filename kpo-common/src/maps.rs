@@ -1,0 +1,140 @@
+//! Map keys and values, and the names of every map and program.
+
+/// Global holding [`crate::KernelOffsets`].
+pub const GLOBAL_OFFSETS: &str = "KPO_OFFSETS";
+
+/// `Array<u64>` written by user space: see the `CONFIG_*` indices.
+pub const MAP_CONFIG: &str = "KPO_CONFIG";
+/// Index in [`MAP_CONFIG`]: monotonic ns at which the current sampling period of the duty-cycled
+/// sensors began. State recorded before it (a wake-up, a pending request) is stale and ignored.
+pub const CONFIG_SAMPLE_START_NS: u32 = 0;
+/// Index in [`MAP_CONFIG`]: the current tick epoch, used to take per-tick peaks without races.
+pub const CONFIG_EPOCH: u32 = 1;
+pub const CONFIG_LEN: u32 = 2;
+
+/// `LruPerCpuHashMap<ListenerKey, ListenerCounters>`.
+pub const MAP_LISTENERS: &str = "KPO_LISTENERS";
+/// `RingBuf` of [`NotableEvent`].
+pub const MAP_NOTABLE: &str = "KPO_NOTABLE";
+/// `PerCpuHashMap<u32 irq, IrqCounters>`.
+pub const MAP_IRQS: &str = "KPO_IRQS";
+/// `PerCpuArray<u64>`: the entry time of the handler running on this CPU.
+pub const MAP_IRQ_START: &str = "KPO_IRQ_START";
+/// `PerCpuArray<SoftirqCounters>`, indexed by softirq vector.
+pub const MAP_SOFTIRQS: &str = "KPO_SOFTIRQS";
+/// `PerCpuArray<u64>`, indexed by softirq vector: entry time on this CPU.
+pub const MAP_SOFTIRQ_START: &str = "KPO_SOFTIRQ_START";
+/// `PerCpuHashMap<u32 ifindex, NapiCounters>`; ifindex 0 is the per-CPU backlog (no device).
+pub const MAP_NAPI: &str = "KPO_NAPI";
+/// `LruHashMap<u32 pid, u64 ns>`: when the task became runnable.
+pub const MAP_WAKE_TS: &str = "KPO_WAKE_TS";
+/// `PerCpuArray<Hist>`, one entry: run-queue latency.
+pub const MAP_RUNQ_HIST: &str = "KPO_RUNQ_HIST";
+/// `PerCpuArray<u64>`, one entry: context switches.
+pub const MAP_CSW: &str = "KPO_CSW";
+/// `HashMap<ListenerKey, u32>` written by user space: listening ports whose requests are timed.
+pub const MAP_SERVICE_PORTS: &str = "KPO_SERVICE_PORTS";
+/// `LruHashMap<u64 sock pointer, u64 ns>`: when the pending request was read.
+pub const MAP_REQ_PENDING: &str = "KPO_REQ_PENDING";
+/// `PerCpuHashMap<ListenerKey, Hist>`: request latency per listening port.
+pub const MAP_REQ_HIST: &str = "KPO_REQ_HIST";
+
+/// Programs, as (program name, tracepoint name). All are raw tracepoints.
+pub const PROG_SK_DATA_READY: (&str, &str) = ("kpo_sk_data_ready", "sk_data_ready");
+pub const PROG_SYNACK_RETRANS: (&str, &str) = ("kpo_synack_retrans", "tcp_retransmit_synack");
+pub const PROG_IRQ_ENTRY: (&str, &str) = ("kpo_irq_entry", "irq_handler_entry");
+pub const PROG_IRQ_EXIT: (&str, &str) = ("kpo_irq_exit", "irq_handler_exit");
+pub const PROG_SOFTIRQ_ENTRY: (&str, &str) = ("kpo_softirq_entry", "softirq_entry");
+pub const PROG_SOFTIRQ_EXIT: (&str, &str) = ("kpo_softirq_exit", "softirq_exit");
+pub const PROG_NAPI_POLL: (&str, &str) = ("kpo_napi_poll", "napi_poll");
+pub const PROG_SCHED_WAKEUP: (&str, &str) = ("kpo_sched_wakeup", "sched_wakeup");
+pub const PROG_SCHED_WAKEUP_NEW: (&str, &str) = ("kpo_sched_wakeup_new", "sched_wakeup_new");
+pub const PROG_SCHED_SWITCH: (&str, &str) = ("kpo_sched_switch", "sched_switch");
+pub const PROG_SOCK_RECV: (&str, &str) = ("kpo_sock_recv", "sock_recv_length");
+pub const PROG_SOCK_SEND: (&str, &str) = ("kpo_sock_send", "sock_send_length");
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const IPPROTO_TCP: u16 = 6;
+pub const TCP_LISTEN: u8 = 10;
+pub const NR_SOFTIRQS: u32 = 10;
+
+/// A listening socket: network namespace inode, local port, address family.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerKey {
+    pub netns: u32,
+    pub port: u16,
+    pub family: u16,
+}
+
+/// Per-CPU counters of one listener.
+///
+/// `enqueued` and `synack_retrans` only grow; user space takes differences. The peak depth uses two
+/// slots chosen by the tick epoch (`CONFIG_EPOCH`): the kernel writes the slot of the current epoch,
+/// user space advances the epoch and then reads the finished slot, so no peak is lost to a race
+/// between reading and resetting.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ListenerCounters {
+    pub enqueued: u64,
+    pub synack_retrans: u64,
+    pub slot_epoch: [u64; 2],
+    pub slot_max: [u32; 2],
+    pub backlog_limit: u32,
+    /// Epoch in which a "listener full" event was last sent, to send at most one per tick.
+    pub full_reported_epoch: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IrqCounters {
+    pub count: u64,
+    pub time_ns: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SoftirqCounters {
+    pub count: u64,
+    pub time_ns: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NapiCounters {
+    pub polls: u64,
+    pub packets: u64,
+    pub budget_exhausted: u64,
+}
+
+/// Kinds of [`NotableEvent`], explicitly numbered so both sides agree.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotableKind {
+    /// A listener's accept queue reached its limit.
+    ListenerFull = 1,
+}
+
+/// A rare event sent at once through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NotableEvent {
+    pub kind: u32,
+    pub backlog: u32,
+    pub backlog_limit: u32,
+    pub _pad: u32,
+    pub key: ListenerKey,
+    pub ts_ns: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for ListenerKey {}
+    unsafe impl aya::Pod for ListenerCounters {}
+    unsafe impl aya::Pod for IrqCounters {}
+    unsafe impl aya::Pod for SoftirqCounters {}
+    unsafe impl aya::Pod for NapiCounters {}
+    unsafe impl aya::Pod for NotableEvent {}
+}
