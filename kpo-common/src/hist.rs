@@ -74,5 +74,11 @@ pub fn bucket_lower_ns(idx: usize) -> u64 {
     (1u64 << m) + (sub << (m - SUB_BITS))
 }
 
+impl Default for Hist {
+    fn default() -> Self {
+        Self { buckets: [0; HIST_BUCKETS] }
+    }
+}
+
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Hist {}

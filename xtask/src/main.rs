@@ -1,1 +1,135 @@
-fn main() {}
+//! `cargo xtask`: setup | build | run | test | bench. The project's one entry point for developers
+//! and CI, so that a fresh Debian machine needs nothing but this repository.
+mod bench;
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the eBPF build and the tests need (idempotent).
+    Setup,
+    /// Build the eBPF object and a release `target/release/kpo`.
+    Build,
+    /// Build and run `kpo run ARGS` (needs root).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Unit tests, then the root integration tests that load the real eBPF programs.
+    Test {
+        /// Extra arguments for the test binaries (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks; prints ratios measured side by side in one run.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Setup => setup::install(),
+        Cmd::Build => {
+            setup::ensure()?;
+            build_release()
+        }
+        Cmd::Run { args } => {
+            setup::ensure()?;
+            build_release()?;
+            if !is_root() {
+                bail!("kpo run needs root to load eBPF programs; run: sudo -E cargo xtask run");
+            }
+            let status = Command::new(kpo_binary()).arg("run").args(&args).status()?;
+            if !status.success() {
+                bail!("kpo exited with {status}");
+            }
+            Ok(())
+        }
+        Cmd::Test { args } => {
+            setup::ensure()?;
+            test(&args)
+        }
+        Cmd::Bench { which } => {
+            setup::ensure()?;
+            build_release()?;
+            bench::run(which)
+        }
+    }
+}
+
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask in workspace").into()
+}
+
+pub fn kpo_binary() -> std::path::PathBuf {
+    workspace_root().join("target/release/kpo")
+}
+
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn build_release() -> Result<()> {
+    println!("xtask: building the eBPF object and target/release/kpo");
+    let status = cargo().args(["build", "--release", "-p", "kpo-agent", "--bin", "kpo"]).status()?;
+    if !status.success() {
+        bail!("cargo build failed");
+    }
+    Ok(())
+}
+
+fn test(args: &[String]) -> Result<()> {
+    println!("xtask: unit tests");
+    let status = cargo()
+        .args(["test", "-p", "kpo-common", "-p", "kpo-agent"])
+        .arg("--")
+        .args(args)
+        .status()
+        .context("running cargo test")?;
+    if !status.success() {
+        bail!("unit tests failed");
+    }
+    // The integration tests share kernel state (tracepoints, namespaces): one at a time. When not
+    // root they report themselves as ignored, with the reason, rather than passing.
+    println!("xtask: integration tests (real eBPF, network namespaces)");
+    let status = cargo()
+        .args(["test", "-p", "kpo-integration"])
+        .arg("--")
+        .arg("--test-threads=1")
+        .args(args)
+        .status()
+        .context("running the integration tests")?;
+    if !status.success() {
+        bail!("integration tests failed");
+    }
+    Ok(())
+}

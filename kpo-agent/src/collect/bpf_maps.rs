@@ -1,0 +1,140 @@
+//! Reads the eBPF maps once per tick. Counters and histograms in the maps only grow; windows take
+//! differences. Per-tick peaks come from the epoch slots (see `ListenerCounters`).
+use std::collections::BTreeMap;
+
+use aya::{
+    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    Ebpf, Pod,
+};
+use kpo_common::*;
+
+/// One listener as the accept-queue sensor saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ListenerBpf {
+    pub enqueued: u64,
+    pub synack_retrans: u64,
+    pub backlog_limit: u32,
+    /// Largest accept-queue depth seen during the tick that just ended (None: no enqueue in it).
+    pub tick_peak: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BpfSnapshot {
+    pub listeners: BTreeMap<ListenerKey, ListenerBpf>,
+    pub irqs: BTreeMap<u32, IrqCounters>,
+    pub softirqs: Vec<SoftirqCounters>,
+    pub napi: BTreeMap<u32, NapiCounters>,
+    pub runq_hist: Vec<u64>,
+    pub context_switches: u64,
+    pub request_hist: BTreeMap<ListenerKey, Vec<u64>>,
+}
+
+/// Advances the tick epoch, then reads every map. Returns None for a map that is absent.
+pub fn read(ebpf: &mut Ebpf, epoch: &mut u64) -> BpfSnapshot {
+    let finished = *epoch;
+    *epoch += 1;
+    if let Some(Ok(mut config)) = ebpf.map_mut(MAP_CONFIG).map(Array::<_, u64>::try_from) {
+        let _ = config.set(CONFIG_EPOCH, *epoch, 0);
+    }
+    BpfSnapshot {
+        listeners: read_listeners(ebpf, finished),
+        irqs: per_cpu_hash(ebpf, MAP_IRQS, |a: &mut IrqCounters, b| {
+            a.count += b.count;
+            a.time_ns += b.time_ns;
+        }),
+        softirqs: per_cpu_array(ebpf, MAP_SOFTIRQS, |a: &mut SoftirqCounters, b| {
+            a.count += b.count;
+            a.time_ns += b.time_ns;
+        }),
+        napi: per_cpu_hash(ebpf, MAP_NAPI, |a: &mut NapiCounters, b| {
+            a.polls += b.polls;
+            a.packets += b.packets;
+            a.budget_exhausted += b.budget_exhausted;
+        }),
+        runq_hist: per_cpu_array(ebpf, MAP_RUNQ_HIST, add_hist)
+            .first()
+            .map(|h| h.buckets.to_vec())
+            .unwrap_or_default(),
+        context_switches: per_cpu_array(ebpf, MAP_CSW, |a: &mut u64, b| *a += b)
+            .first()
+            .copied()
+            .unwrap_or(0),
+        request_hist: per_cpu_hash(ebpf, MAP_REQ_HIST, add_hist)
+            .into_iter()
+            .map(|(k, h)| (k, h.buckets.to_vec()))
+            .collect(),
+    }
+}
+
+fn add_hist(a: &mut Hist, b: &Hist) {
+    for (x, y) in a.buckets.iter_mut().zip(b.buckets.iter()) {
+        *x += y;
+    }
+}
+
+fn read_listeners(ebpf: &Ebpf, finished_epoch: u64) -> BTreeMap<ListenerKey, ListenerBpf> {
+    let slot = (finished_epoch & 1) as usize;
+    let mut out = BTreeMap::new();
+    let Some(Ok(map)) = ebpf.map(MAP_LISTENERS).map(PerCpuHashMap::<_, ListenerKey, ListenerCounters>::try_from) else {
+        return out;
+    };
+    for (key, per_cpu) in map.iter().flatten() {
+        let mut merged = ListenerBpf::default();
+        for c in per_cpu.iter() {
+            merged.enqueued += c.enqueued;
+            merged.synack_retrans += c.synack_retrans;
+            merged.backlog_limit = merged.backlog_limit.max(c.backlog_limit);
+            if c.slot_epoch[slot] == finished_epoch {
+                let peak = merged.tick_peak.unwrap_or(0).max(c.slot_max[slot]);
+                merged.tick_peak = Some(peak);
+            }
+        }
+        out.insert(key, merged);
+    }
+    out
+}
+
+fn per_cpu_hash<K: Pod + Ord, V: Pod + Default>(
+    ebpf: &Ebpf,
+    name: &str,
+    add: impl Fn(&mut V, &V),
+) -> BTreeMap<K, V> {
+    let mut out = BTreeMap::new();
+    let Some(Ok(map)) = ebpf.map(name).map(PerCpuHashMap::<&MapData, K, V>::try_from) else {
+        return out;
+    };
+    for (key, values) in map.iter().flatten() {
+        out.insert(key, sum(&values, &add));
+    }
+    out
+}
+
+fn per_cpu_array<V: Pod + Default>(ebpf: &Ebpf, name: &str, add: impl Fn(&mut V, &V)) -> Vec<V> {
+    let Some(Ok(map)) = ebpf.map(name).map(PerCpuArray::<&MapData, V>::try_from) else {
+        return Vec::new();
+    };
+    map.iter().flatten().map(|values| sum(&values, &add)).collect()
+}
+
+fn sum<V: Pod + Default>(values: &PerCpuValues<V>, add: &impl Fn(&mut V, &V)) -> V {
+    let mut total = V::default();
+    for v in values.iter() {
+        add(&mut total, v);
+    }
+    total
+}
+
+/// Replaces the set of listening ports whose requests the latency sensor times.
+pub fn set_service_ports(ebpf: &mut Ebpf, ports: &[ListenerKey]) {
+    use aya::maps::HashMap;
+    let Some(Ok(mut map)) = ebpf.map_mut(MAP_SERVICE_PORTS).map(HashMap::<_, ListenerKey, u32>::try_from) else {
+        return;
+    };
+    let stale: Vec<ListenerKey> = map.keys().flatten().filter(|k| !ports.contains(k)).collect();
+    for key in stale {
+        let _ = map.remove(&key);
+    }
+    for key in ports {
+        let _ = map.insert(key, 1, 0);
+    }
+}

@@ -1,0 +1,95 @@
+//! Which process owns a listening socket: socket inode -> (pid, comm), found by scanning
+//! /proc/<pid>/fd. The scan is costly, so it runs only when an unknown inode shows up, and its
+//! answers are cached.
+use std::{collections::HashMap, path::Path};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: String,
+}
+
+#[derive(Default)]
+pub struct OwnerCache {
+    known: HashMap<u32, Option<Owner>>,
+}
+
+impl OwnerCache {
+    /// Resolves every inode, scanning /proc once if any is new. Inodes not found are remembered as
+    /// ownerless (a socket handed between processes is re-resolved when it is retired and reused).
+    pub fn resolve(&mut self, proc_root: &Path, inodes: &[u32]) {
+        let unknown: Vec<u32> =
+            inodes.iter().copied().filter(|i| !self.known.contains_key(i)).collect();
+        if unknown.is_empty() {
+            return;
+        }
+        let mut found = scan(proc_root, &unknown);
+        for inode in unknown {
+            self.known.insert(inode, found.remove(&inode));
+        }
+    }
+
+    pub fn get(&self, inode: u32) -> Option<&Owner> {
+        self.known.get(&inode).and_then(Option::as_ref)
+    }
+
+    /// Forgets inodes no longer listening.
+    pub fn retain(&mut self, live: &[u32]) {
+        self.known.retain(|inode, _| live.contains(inode));
+    }
+}
+
+fn scan(proc_root: &Path, wanted: &[u32]) -> HashMap<u32, Owner> {
+    let mut found = HashMap::new();
+    let Ok(procs) = std::fs::read_dir(proc_root) else { return found };
+    for proc_entry in procs.flatten() {
+        let Some(pid) = proc_entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else { continue };
+            let Some(inode) = socket_inode(&target.to_string_lossy()) else { continue };
+            if wanted.contains(&inode) && !found.contains_key(&inode) {
+                let comm = std::fs::read_to_string(proc_entry.path().join("comm"))
+                    .map(|c| c.trim_end().to_string())
+                    .unwrap_or_default();
+                found.insert(inode, Owner { pid, comm });
+            }
+        }
+        if found.len() == wanted.len() {
+            break;
+        }
+    }
+    found
+}
+
+/// Parses a `socket:[12345]` link target.
+fn socket_inode(target: &str) -> Option<u32> {
+    target.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_socket_link_targets() {
+        assert_eq!(socket_inode("socket:[12345]"), Some(12345));
+        assert_eq!(socket_inode("pipe:[1]"), None);
+        assert_eq!(socket_inode("socket:[x]"), None);
+        assert_eq!(socket_inode("/dev/null"), None);
+    }
+
+    #[test]
+    fn finds_the_owner_of_our_own_socket() {
+        use std::os::unix::fs::MetadataExt;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+        let inode = std::fs::metadata(format!("/proc/self/fd/{fd}")).unwrap().ino() as u32;
+        let mut cache = OwnerCache::default();
+        cache.resolve(Path::new("/proc"), &[inode]);
+        let owner = cache.get(inode).expect("owner found");
+        assert_eq!(owner.pid, std::process::id());
+    }
+}

@@ -1,0 +1,2 @@
+//! Outputs: the NDJSON event stream.
+pub mod events;

@@ -1,0 +1,135 @@
+//! Struct field offsets from the running kernel's BTF (`/sys/kernel/btf/vmlinux`).
+//!
+//! Offsets are resolved by name, descending through anonymous unions and structs, so a field that
+//! moves between kernel builds is still found. A field that cannot be resolved stays
+//! `KernelOffsets::MISSING` and the sensors that need it are switched off with the reason.
+use std::path::Path;
+
+use btf_rs::{Btf, Type};
+use kpo_common::KernelOffsets;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("cannot read kernel BTF at {path}: {reason} (is CONFIG_DEBUG_INFO_BTF enabled?)")]
+    Unreadable { path: String, reason: String },
+}
+
+/// The offsets that were found, and for each missing one a human-readable reason.
+#[derive(Debug, Clone)]
+pub struct ResolvedOffsets {
+    pub offsets: KernelOffsets,
+    pub missing: Vec<String>,
+}
+
+impl ResolvedOffsets {
+    pub fn none(reason: &str) -> Self {
+        Self { offsets: KernelOffsets::ALL_MISSING, missing: vec![reason.to_string()] }
+    }
+}
+
+pub fn resolve(path: &Path) -> Result<ResolvedOffsets, BtfError> {
+    let btf = Btf::from_file(path).map_err(|e| BtfError::Unreadable {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut missing = Vec::new();
+    let mut field = |strukt: &str, path: &[&str]| -> u32 {
+        match member_offset(&btf, strukt, path) {
+            Some(off) => off,
+            None => {
+                missing.push(format!("struct {strukt}.{}", path.join(".")));
+                KernelOffsets::MISSING
+            }
+        }
+    };
+    let offsets = KernelOffsets {
+        sk_family: field("sock", &["__sk_common", "skc_family"]),
+        sk_state: field("sock", &["__sk_common", "skc_state"]),
+        sk_num: field("sock", &["__sk_common", "skc_num"]),
+        sk_net: field("sock", &["__sk_common", "skc_net"]),
+        net_inum: field("net", &["ns", "inum"]),
+        sk_protocol: field("sock", &["sk_protocol"]),
+        sk_ack_backlog: field("sock", &["sk_ack_backlog"]),
+        sk_max_ack_backlog: field("sock", &["sk_max_ack_backlog"]),
+        task_pid: field("task_struct", &["pid"]),
+        napi_dev: field("napi_struct", &["dev"]),
+        dev_ifindex: field("net_device", &["ifindex"]),
+    };
+    Ok(ResolvedOffsets { offsets, missing })
+}
+
+/// Byte offset of `path` inside `struct strukt`, or None if any step is missing or a bitfield.
+pub fn member_offset(btf: &Btf, strukt: &str, path: &[&str]) -> Option<u32> {
+    let mut current = find_struct(btf, strukt)?;
+    let mut total_bits = 0u32;
+    for (i, name) in path.iter().enumerate() {
+        let (bits, member_type) = find_member(btf, &current, name)?;
+        total_bits += bits;
+        if i + 1 < path.len() {
+            current = strip_to_struct(btf, member_type)?;
+        }
+    }
+    (total_bits % 8 == 0).then_some(total_bits / 8)
+}
+
+fn find_struct(btf: &Btf, name: &str) -> Option<btf_rs::Struct> {
+    btf.resolve_types_by_name(name).ok()?.into_iter().find_map(|t| match t {
+        Type::Struct(s) if !s.members.is_empty() => Some(s),
+        _ => None,
+    })
+}
+
+/// Finds `name` among the members, looking inside anonymous unions/structs. Returns its bit offset
+/// relative to `strukt` and its type.
+fn find_member(btf: &Btf, strukt: &btf_rs::Struct, name: &str) -> Option<(u32, Type)> {
+    for member in &strukt.members {
+        let member_name = btf.resolve_name(member).unwrap_or_default();
+        if member.bitfield_size().is_some_and(|size| size != 0) && member_name == name {
+            return None;
+        }
+        let member_type = btf.resolve_chained_type(member).ok()?;
+        if member_name == name {
+            return Some((member.bit_offset(), member_type));
+        }
+        if member_name.is_empty() {
+            if let Some(inner) = strip_to_struct(btf, member_type) {
+                if let Some((bits, t)) = find_member(btf, &inner, name) {
+                    return Some((member.bit_offset() + bits, t));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Follows typedefs and qualifiers to a struct or union.
+fn strip_to_struct(btf: &Btf, mut t: Type) -> Option<btf_rs::Struct> {
+    for _ in 0..16 {
+        t = match t {
+            Type::Struct(s) | Type::Union(s) => return Some(s),
+            Type::Typedef(_) | Type::Volatile(_) | Type::Const(_) | Type::Restrict(_)
+            | Type::TypeTag(_) => btf.resolve_chained_type(t.as_btf_type()?).ok()?,
+            _ => return None,
+        };
+    }
+    None
+}
+
+/// True if the running kernel declares the raw tracepoint `name` (BTF has `btf_trace_<name>`).
+pub fn has_raw_tracepoint(btf_path: &Path, name: &str) -> Option<bool> {
+    let btf = Btf::from_file(btf_path).ok()?;
+    Some(btf.resolve_ids_by_name(&format!("btf_trace_{name}")).is_ok_and(|ids| !ids.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_btf_is_a_clear_error() {
+        let err = resolve(Path::new("/nonexistent/vmlinux")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/vmlinux"), "{err}");
+    }
+}

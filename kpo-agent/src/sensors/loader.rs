@@ -1,0 +1,272 @@
+//! Loads the eBPF object and attaches each sensor's programs, switching a sensor off (never the
+//! agent) when its tracepoint, a BTF field or the verifier says no.
+use std::{collections::BTreeMap, path::PathBuf};
+
+use aya::{
+    maps::Array,
+    programs::{raw_trace_point::RawTracePointLinkId, RawTracePoint},
+    Ebpf, EbpfLoader,
+};
+use kpo_common::{CONFIG_SAMPLE_START_NS, GLOBAL_OFFSETS, MAP_CONFIG};
+use tracing::{info, warn};
+
+use super::{btf, SensorKind, SensorStatus};
+
+/// The compiled eBPF object, built by build.rs from `kpo-ebpf`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kpo"));
+
+pub struct SensorOptions {
+    pub btf_path: PathBuf,
+    /// Sensors the operator switched off.
+    pub disabled: Vec<SensorKind>,
+    /// Whether a raw tracepoint exists on this kernel. Production asks the kernel's BTF; tests
+    /// substitute their own answer to exercise the missing-tracepoint path.
+    pub tracepoint_exists: Box<dyn Fn(&str) -> bool + Send>,
+}
+
+impl SensorOptions {
+    pub fn new(btf_path: PathBuf) -> Self {
+        let path = btf_path.clone();
+        Self {
+            btf_path,
+            disabled: Vec::new(),
+            tracepoint_exists: Box::new(move |tp| {
+                // Without BTF we cannot tell; let the attach attempt decide.
+                btf::has_raw_tracepoint(&path, tp).unwrap_or(true)
+            }),
+        }
+    }
+}
+
+pub struct Sensors {
+    ebpf: Option<Ebpf>,
+    status: Vec<SensorStatus>,
+    links: BTreeMap<SensorKind, Vec<(&'static str, RawTracePointLinkId)>>,
+    duty_attached: bool,
+}
+
+impl Sensors {
+    /// Loads what can be loaded. Never fails: a sensor that cannot run is recorded as off, with the
+    /// reason, and logged.
+    pub fn load(opts: &SensorOptions) -> Sensors {
+        raise_memlock_limit();
+        let resolved = match btf::resolve(&opts.btf_path) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("{e}; sensors that read kernel structs are off");
+                btf::ResolvedOffsets::none(&e.to_string())
+            }
+        };
+        let mut sensors =
+            Sensors { ebpf: None, status: Vec::new(), links: BTreeMap::new(), duty_attached: false };
+        let ebpf = if EBPF_OBJECT.is_empty() {
+            Err("the eBPF object is empty (built with AYA_BUILD_SKIP=1)".to_string())
+        } else {
+            EbpfLoader::new()
+                .override_global(GLOBAL_OFFSETS, &resolved.offsets, true)
+                .load(EBPF_OBJECT)
+                .map_err(|e| format!("loading the eBPF object failed: {e}"))
+        };
+        let mut ebpf = match ebpf {
+            Ok(ebpf) => ebpf,
+            Err(reason) => {
+                warn!("{reason}; all eBPF sensors are off, /proc metrics continue");
+                for kind in SensorKind::ALL {
+                    sensors.set_status(kind, Some(reason.clone()));
+                }
+                return sensors;
+            }
+        };
+        for kind in SensorKind::ALL {
+            let reason = sensors.prepare(&mut ebpf, kind, opts, &resolved);
+            sensors.set_status(kind, reason);
+        }
+        sensors.ebpf = Some(ebpf);
+        // Low-rate sensors stay attached for the agent's lifetime.
+        for kind in SensorKind::ALL.into_iter().filter(|k| !k.duty_cycled()) {
+            if sensors.is_enabled(kind) {
+                if let Err(reason) = sensors.attach(kind) {
+                    sensors.set_status(kind, Some(reason));
+                }
+            }
+        }
+        for s in &sensors.status {
+            match &s.reason {
+                None => info!(sensor = s.sensor.name(), duty_cycled = s.duty_cycled, "sensor on"),
+                Some(r) => warn!(sensor = s.sensor.name(), reason = %r, "sensor off"),
+            }
+        }
+        sensors
+    }
+
+    /// Checks the kernel offers what `kind` needs and loads its programs. Returns why not.
+    fn prepare(
+        &mut self,
+        ebpf: &mut Ebpf,
+        kind: SensorKind,
+        opts: &SensorOptions,
+        resolved: &btf::ResolvedOffsets,
+    ) -> Option<String> {
+        if opts.disabled.contains(&kind) {
+            return Some("disabled by configuration".into());
+        }
+        let missing = kind.missing_offsets(&resolved.offsets);
+        if !missing.is_empty() {
+            return Some(format!("kernel BTF lacks {}", missing.join(", ")));
+        }
+        for (prog, tp) in kind.programs() {
+            if !(opts.tracepoint_exists)(tp) {
+                return Some(format!("tracepoint {tp} does not exist on this kernel"));
+            }
+            let program: &mut RawTracePoint = match ebpf.program_mut(prog).map(TryInto::try_into) {
+                Some(Ok(p)) => p,
+                Some(Err(e)) => return Some(format!("program {prog}: {e}")),
+                None => return Some(format!("program {prog} missing from the eBPF object")),
+            };
+            if let Err(e) = program.load() {
+                return Some(format!("the verifier rejected {prog}: {e}"));
+            }
+        }
+        None
+    }
+
+    fn set_status(&mut self, kind: SensorKind, reason: Option<String>) {
+        self.status.retain(|s| s.sensor != kind);
+        self.status.push(SensorStatus {
+            sensor: kind,
+            enabled: reason.is_none(),
+            duty_cycled: kind.duty_cycled(),
+            reason,
+        });
+        self.status.sort_by_key(|s| s.sensor);
+    }
+
+    pub fn status(&self) -> &[SensorStatus] {
+        &self.status
+    }
+
+    pub fn is_enabled(&self, kind: SensorKind) -> bool {
+        self.status.iter().any(|s| s.sensor == kind && s.enabled)
+    }
+
+    /// Takes a map out of the object, e.g. the ring buffer to poll it on its own.
+    pub fn take_map(&mut self, name: &str) -> Option<aya::maps::Map> {
+        self.ebpf.as_mut()?.take_map(name)
+    }
+
+    pub fn ebpf_mut(&mut self) -> Option<&mut Ebpf> {
+        self.ebpf.as_mut()
+    }
+
+    fn attach(&mut self, kind: SensorKind) -> Result<(), String> {
+        let Some(ebpf) = self.ebpf.as_mut() else { return Err("eBPF not loaded".into()) };
+        let mut links = Vec::new();
+        for (prog, tp) in kind.programs() {
+            let program: &mut RawTracePoint = ebpf
+                .program_mut(prog)
+                .and_then(|p| p.try_into().ok())
+                .ok_or_else(|| format!("program {prog} missing"))?;
+            match program.attach(tp) {
+                Ok(link) => links.push((*prog, link)),
+                Err(e) => {
+                    for (prog, link) in links {
+                        detach(ebpf, prog, link);
+                    }
+                    return Err(format!("attaching {prog} to {tp} failed: {e}"));
+                }
+            }
+        }
+        self.links.insert(kind, links);
+        Ok(())
+    }
+
+    fn detach(&mut self, kind: SensorKind) {
+        let Some(ebpf) = self.ebpf.as_mut() else { return };
+        for (prog, link) in self.links.remove(&kind).unwrap_or_default() {
+            detach(ebpf, prog, link);
+        }
+    }
+
+    /// Attaches or detaches every enabled duty-cycled sensor. Attaching first marks the start of a
+    /// sampling period so the programs ignore state left from before it.
+    pub fn set_duty_attached(&mut self, attached: bool) {
+        if attached == self.duty_attached {
+            return;
+        }
+        self.duty_attached = attached;
+        let kinds: Vec<SensorKind> = SensorKind::ALL
+            .into_iter()
+            .filter(|k| k.duty_cycled() && self.is_enabled(*k))
+            .collect();
+        if attached {
+            self.mark_sample_start();
+            for kind in kinds {
+                if let Err(reason) = self.attach(kind) {
+                    warn!(sensor = kind.name(), %reason, "sensor off");
+                    self.set_status(kind, Some(reason));
+                }
+            }
+        } else {
+            for kind in kinds {
+                self.detach(kind);
+            }
+        }
+    }
+
+    pub fn duty_attached(&self) -> bool {
+        self.duty_attached
+    }
+
+    fn mark_sample_start(&mut self) {
+        let Some(ebpf) = self.ebpf.as_mut() else { return };
+        let now = monotonic_ns();
+        if let Some(Ok(mut config)) = ebpf.map_mut(MAP_CONFIG).map(Array::<_, u64>::try_from) {
+            if let Err(e) = config.set(CONFIG_SAMPLE_START_NS, now, 0) {
+                warn!("cannot write the sampling start: {e}");
+            }
+        }
+    }
+
+    /// Detaches everything (on shutdown).
+    pub fn detach_all(&mut self) {
+        let kinds: Vec<SensorKind> = self.links.keys().copied().collect();
+        for kind in kinds {
+            self.detach(kind);
+        }
+        self.duty_attached = false;
+    }
+}
+
+impl Drop for Sensors {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+fn detach(ebpf: &mut Ebpf, prog: &str, link: RawTracePointLinkId) {
+    let program: Option<&mut RawTracePoint> = ebpf.program_mut(prog).and_then(|p| p.try_into().ok());
+    if let Some(program) = program {
+        if let Err(e) = program.detach(link) {
+            warn!("detaching {prog} failed: {e}");
+        }
+    }
+}
+
+/// The clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always available");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK. Raising it can fail (here root lacks
+/// CAP_SYS_RESOURCE) and newer kernels do not need it, so failure is a warning only.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!(
+            "could not raise RLIMIT_MEMLOCK ({}); fine on kernels >= 5.11",
+            std::io::Error::last_os_error()
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! Percentiles from the log-linear histograms (see `kpo_common::hist`).
+use kpo_common::{bucket_lower_ns, HIST_BUCKETS};
+use serde::Serialize;
+
+/// Summary of a latency histogram, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LatencySummary {
+    pub samples: u64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    /// Upper edge of the highest non-empty bucket.
+    pub max_us: f64,
+}
+
+/// Bucket-wise `last - first`; a bucket that went backwards (map entry evicted and recreated)
+/// counts from zero.
+pub fn delta(first: Option<&[u64]>, last: &[u64]) -> Vec<u64> {
+    last.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let before = first.and_then(|f| f.get(i)).copied().unwrap_or(0);
+            if v >= before { v - before } else { v }
+        })
+        .collect()
+}
+
+fn upper_ns(idx: usize) -> u64 {
+    if idx + 1 < HIST_BUCKETS { bucket_lower_ns(idx + 1) } else { bucket_lower_ns(idx) * 2 }
+}
+
+/// Value at quantile `q` (0..=1), interpolated linearly inside its bucket.
+pub fn quantile_ns(buckets: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (q * total as f64).ceil().max(1.0);
+    let mut seen = 0u64;
+    for (idx, &count) in buckets.iter().enumerate() {
+        if count == 0 {
+            continue;
+        }
+        if (seen + count) as f64 >= rank {
+            let lower = bucket_lower_ns(idx) as f64;
+            let width = upper_ns(idx) as f64 - lower;
+            let within = (rank - seen as f64) / count as f64;
+            return Some(lower + width * within);
+        }
+        seen += count;
+    }
+    None
+}
+
+pub fn summarize(buckets: &[u64]) -> Option<LatencySummary> {
+    let samples: u64 = buckets.iter().sum();
+    if samples == 0 {
+        return None;
+    }
+    let us = |q: f64| round2(quantile_ns(buckets, q).unwrap_or(0.0) / 1000.0);
+    let top = buckets.iter().rposition(|&c| c > 0).unwrap_or(0);
+    Some(LatencySummary {
+        samples,
+        p50_us: us(0.50),
+        p90_us: us(0.90),
+        p99_us: us(0.99),
+        max_us: round2(upper_ns(top) as f64 / 1000.0),
+    })
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kpo_common::bucket_of;
+
+    fn hist_of(values_ns: &[u64]) -> Vec<u64> {
+        let mut h = vec![0; HIST_BUCKETS];
+        for &v in values_ns {
+            h[bucket_of(v)] += 1;
+        }
+        h
+    }
+
+    #[test]
+    fn buckets_are_contiguous_and_at_most_a_quarter_octave_wide() {
+        for idx in 4..HIST_BUCKETS - 1 {
+            let lo = bucket_lower_ns(idx);
+            let hi = bucket_lower_ns(idx + 1);
+            assert!(hi > lo, "bucket {idx}");
+            assert!((hi - lo) as f64 <= lo as f64 * 0.25 + 1.0, "bucket {idx} too wide");
+            assert_eq!(bucket_of(lo), idx);
+            assert_eq!(bucket_of(hi - 1), idx);
+        }
+        assert_eq!(bucket_of(0), 0);
+        assert_eq!(bucket_of(3), 3);
+        assert_eq!(bucket_of(u64::MAX), HIST_BUCKETS - 1);
+    }
+
+    #[test]
+    fn quantiles_land_within_the_bucket_of_the_true_value() {
+        // 1000 values: 1..=1000 µs.
+        let values: Vec<u64> = (1..=1000).map(|us| us * 1000).collect();
+        let h = hist_of(&values);
+        for (q, truth_us) in [(0.5, 500.0), (0.9, 900.0), (0.99, 990.0)] {
+            let got = quantile_ns(&h, q).unwrap() / 1000.0;
+            assert!((got - truth_us).abs() / truth_us <= 0.25, "q{q}: {got} vs {truth_us}");
+        }
+        let s = summarize(&h).unwrap();
+        assert_eq!(s.samples, 1000);
+        assert!(s.max_us >= 1000.0 && s.max_us <= 1250.0, "{}", s.max_us);
+    }
+
+    #[test]
+    fn single_value_reports_its_bucket() {
+        let h = hist_of(&[100_000]); // 100 µs
+        let s = summarize(&h).unwrap();
+        let idx = bucket_of(100_000);
+        let lo = bucket_lower_ns(idx) as f64 / 1000.0;
+        let hi = bucket_lower_ns(idx + 1) as f64 / 1000.0;
+        assert!(s.p50_us >= lo && s.p50_us <= hi);
+        assert_eq!(s.p50_us, s.p99_us);
+    }
+
+    #[test]
+    fn empty_histogram_has_no_summary() {
+        assert_eq!(summarize(&vec![0; HIST_BUCKETS]), None);
+    }
+
+    #[test]
+    fn delta_handles_missing_and_reset_baselines() {
+        assert_eq!(delta(None, &[1, 2]), vec![1, 2]);
+        assert_eq!(delta(Some(&[1, 1]), &[3, 1]), vec![2, 0]);
+        assert_eq!(delta(Some(&[5, 0]), &[2, 0]), vec![2, 0]);
+    }
+}

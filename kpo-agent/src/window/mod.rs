@@ -1,0 +1,387 @@
+//! Samples into windows. A window spans from the last sample of the previous window (its baseline)
+//! to its own last sample; counters become differences and rates, peaks are taken over its ticks.
+pub mod hist;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use kpo_common::{ListenerKey, AF_INET6};
+use serde::Serialize;
+
+use crate::collect::{procfs::HostMetrics, Sample};
+pub use hist::LatencySummary;
+
+const SOFTIRQ_NAMES: [&str; 10] =
+    ["HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU"];
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ListenerWindow {
+    pub netns: u64,
+    pub port: u16,
+    pub family: &'static str,
+    pub addresses: Vec<String>,
+    /// Accept-queue limit: min(backlog given to listen(), net.core.somaxconn) at listen() time.
+    pub backlog_limit: u32,
+    /// Largest accept-queue depth seen in the window (eBPF peaks at each enqueue, and the depth
+    /// sock_diag reported at each tick).
+    pub backlog_max: u32,
+    /// Depth at the end of the window.
+    pub backlog_now: u32,
+    /// Connections added to the accept queue (eBPF); null when the accept-queue sensor is off.
+    pub enqueued: Option<u64>,
+    /// SYN-ACK retransmits (eBPF); null when the accept-queue sensor is off.
+    pub synack_retrans: Option<u64>,
+    /// Connections this listener dropped in the window (its sk_drops counter, via sock_diag).
+    pub overflows: u64,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NetnsWindow {
+    pub netns: u64,
+    pub listen_overflows: u64,
+    pub listen_drops: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IrqWindow {
+    pub irq: u32,
+    pub name: Option<String>,
+    pub count: u64,
+    pub per_s: f64,
+    pub time_us: f64,
+    pub mean_ns: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SoftirqWindow {
+    pub vector: &'static str,
+    /// Handler runs seen while sampling.
+    pub count: u64,
+    pub per_s: f64,
+    pub time_us: f64,
+    pub mean_ns: f64,
+    /// Share of all CPUs' time spent in this vector while sampling, percent.
+    pub cpu_pct: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NapiWindow {
+    pub ifindex: u32,
+    /// Interface name in the agent's namespace; "backlog" for ifindex 0 (per-CPU backlog polling:
+    /// loopback, RPS).
+    pub device: Option<String>,
+    pub polls: u64,
+    pub packets: u64,
+    pub budget_exhausted: u64,
+    pub polls_per_s: f64,
+    pub packets_per_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RequestLatencyWindow {
+    pub netns: u64,
+    pub port: u16,
+    pub family: &'static str,
+    #[serde(flatten)]
+    pub latency: LatencySummary,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Window {
+    pub start: String,
+    pub end: String,
+    pub duration_s: f64,
+    /// Fraction of the window during which the duty-cycled sensors (softirq, napi, sched,
+    /// request_latency) were attached. Their counts cover only that time; their rates are per
+    /// second of sampling.
+    pub sampled_fraction: f64,
+    pub listeners: Vec<ListenerWindow>,
+    pub netns: Vec<NetnsWindow>,
+    pub irqs: Vec<IrqWindow>,
+    pub softirqs: Vec<SoftirqWindow>,
+    pub napi: Vec<NapiWindow>,
+    pub runq_latency: Option<LatencySummary>,
+    pub context_switches_per_s: Option<f64>,
+    pub request_latency: Vec<RequestLatencyWindow>,
+    pub system: HostMetrics,
+}
+
+/// Accumulates the samples of one window.
+pub struct WindowBuilder {
+    baseline: Sample,
+    last: Option<Sample>,
+    peaks: BTreeMap<ListenerKey, u32>,
+    sampled: Duration,
+    elapsed: Duration,
+}
+
+impl WindowBuilder {
+    pub fn new(baseline: Sample) -> Self {
+        Self {
+            baseline,
+            last: None,
+            peaks: BTreeMap::new(),
+            sampled: Duration::ZERO,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// The most recent sample (the baseline until the first tick).
+    pub fn last_sample(&self) -> &Sample {
+        self.last.as_ref().unwrap_or(&self.baseline)
+    }
+
+    pub fn push(&mut self, sample: Sample) {
+        let previous = self.last.as_ref().unwrap_or(&self.baseline);
+        let tick = sample.at.saturating_duration_since(previous.at);
+        self.elapsed += tick;
+        if sample.duty_attached {
+            self.sampled += tick;
+        }
+        let mut observe = |key: ListenerKey, depth: u32| {
+            let peak = self.peaks.entry(key).or_insert(0);
+            *peak = (*peak).max(depth);
+        };
+        if let Some(bpf) = &sample.bpf {
+            for (key, l) in &bpf.listeners {
+                if let Some(p) = l.tick_peak {
+                    observe(*key, p);
+                }
+            }
+        }
+        for (key, l) in &sample.listeners {
+            observe(*key, l.depth);
+        }
+        self.last = Some(sample);
+    }
+
+    /// Closes the window. Returns it and the sample that becomes the next window's baseline.
+    pub fn finish(self) -> Option<(Window, Sample)> {
+        let last = self.last?;
+        let first = &self.baseline;
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let sampled_secs = self.sampled.as_secs_f64();
+        let per_sampled_s =
+            |n: u64| if sampled_secs > 0.0 { round3(n as f64 / sampled_secs) } else { 0.0 };
+        let ncpus = num_cpus();
+        let window = Window {
+            start: rfc3339(first.wall),
+            end: rfc3339(last.wall),
+            duration_s: round3(secs),
+            sampled_fraction: round3(sampled_secs / secs),
+            listeners: listeners(first, &last, &self.peaks),
+            netns: last
+                .netns
+                .iter()
+                .map(|(inum, c)| {
+                    let before = first.netns.get(inum).copied().unwrap_or_default();
+                    NetnsWindow {
+                        netns: *inum,
+                        listen_overflows: c.listen_overflows.saturating_sub(before.listen_overflows),
+                        listen_drops: c.listen_drops.saturating_sub(before.listen_drops),
+                    }
+                })
+                .collect(),
+            irqs: irqs(first, &last, secs),
+            softirqs: last
+                .bpf
+                .as_ref()
+                .map(|b| {
+                    b.softirqs
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(vec, c)| {
+                            let before = first
+                                .bpf
+                                .as_ref()
+                                .and_then(|f| f.softirqs.get(vec).copied())
+                                .unwrap_or_default();
+                            let count = counter_delta(before.count, c.count);
+                            let time_ns = counter_delta(before.time_ns, c.time_ns);
+                            (count > 0).then(|| SoftirqWindow {
+                                vector: SOFTIRQ_NAMES.get(vec).copied().unwrap_or("?"),
+                                count,
+                                per_s: per_sampled_s(count),
+                                time_us: round3(time_ns as f64 / 1000.0),
+                                mean_ns: round3(time_ns as f64 / count as f64),
+                                cpu_pct: if sampled_secs > 0.0 {
+                                    round3(time_ns as f64 / (sampled_secs * 1e9 * ncpus) * 100.0)
+                                } else {
+                                    0.0
+                                },
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            napi: last
+                .bpf
+                .as_ref()
+                .map(|b| {
+                    b.napi
+                        .iter()
+                        .filter_map(|(ifindex, c)| {
+                            let before = first
+                                .bpf
+                                .as_ref()
+                                .and_then(|f| f.napi.get(ifindex).copied())
+                                .unwrap_or_default();
+                            let polls = counter_delta(before.polls, c.polls);
+                            let packets = counter_delta(before.packets, c.packets);
+                            (polls > 0).then(|| NapiWindow {
+                                ifindex: *ifindex,
+                                device: device_name(*ifindex),
+                                polls,
+                                packets,
+                                budget_exhausted: counter_delta(
+                                    before.budget_exhausted,
+                                    c.budget_exhausted,
+                                ),
+                                polls_per_s: per_sampled_s(polls),
+                                packets_per_s: per_sampled_s(packets),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            runq_latency: last.bpf.as_ref().and_then(|b| {
+                let before = first.bpf.as_ref().map(|f| f.runq_hist.as_slice());
+                hist::summarize(&hist::delta(before, &b.runq_hist))
+            }),
+            context_switches_per_s: last.bpf.as_ref().and_then(|b| {
+                let before = first.bpf.as_ref().map_or(0, |f| f.context_switches);
+                (sampled_secs > 0.0).then(|| per_sampled_s(counter_delta(before, b.context_switches)))
+            }),
+            request_latency: last
+                .bpf
+                .as_ref()
+                .map(|b| {
+                    b.request_hist
+                        .iter()
+                        .filter_map(|(key, h)| {
+                            let before = first
+                                .bpf
+                                .as_ref()
+                                .and_then(|f| f.request_hist.get(key))
+                                .map(Vec::as_slice);
+                            let latency = hist::summarize(&hist::delta(before, h))?;
+                            Some(RequestLatencyWindow {
+                                netns: u64::from(key.netns),
+                                port: key.port,
+                                family: family_name(key.family),
+                                latency,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            system: HostMetrics::between(&first.host, &last.host),
+        };
+        Some((window, last))
+    }
+}
+
+fn listeners(
+    first: &Sample,
+    last: &Sample,
+    peaks: &BTreeMap<ListenerKey, u32>,
+) -> Vec<ListenerWindow> {
+    let bpf_of = |s: &Sample, key: &ListenerKey| s.bpf.as_ref().and_then(|b| b.listeners.get(key)).copied();
+    let bpf_on = last.accept_queue_sensor;
+    let mut keys: Vec<ListenerKey> = last.listeners.keys().copied().collect();
+    // Listeners that closed during the window but were active in it.
+    if let Some(b) = &last.bpf {
+        for (key, l) in &b.listeners {
+            let before = bpf_of(first, key).map_or(0, |f| f.enqueued);
+            if !last.listeners.contains_key(key) && l.enqueued > before {
+                keys.push(*key);
+            }
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .map(|key| {
+            let view = last.listeners.get(&key);
+            // A listener first seen in this window was created in it: its counters began at 0.
+            let drops_before = first.listeners.get(&key).map_or(0, |l| l.drops);
+            let now_bpf = bpf_of(last, &key);
+            let before_bpf = bpf_of(first, &key).unwrap_or_default();
+            ListenerWindow {
+                netns: u64::from(key.netns),
+                port: key.port,
+                family: family_name(key.family),
+                addresses: view
+                    .map(|v| v.addresses.iter().map(ToString::to_string).collect())
+                    .unwrap_or_default(),
+                backlog_limit: view
+                    .map(|v| v.limit)
+                    .or(now_bpf.map(|b| b.backlog_limit))
+                    .unwrap_or(0),
+                backlog_max: peaks.get(&key).copied().unwrap_or(0),
+                backlog_now: view.map_or(0, |v| v.depth),
+                enqueued: bpf_on.then(|| {
+                    now_bpf.map_or(0, |b| counter_delta(before_bpf.enqueued, b.enqueued))
+                }),
+                synack_retrans: bpf_on.then(|| {
+                    now_bpf.map_or(0, |b| counter_delta(before_bpf.synack_retrans, b.synack_retrans))
+                }),
+                overflows: view.map_or(0, |v| v.drops.saturating_sub(drops_before)),
+                pid: view.and_then(|v| v.pid),
+                comm: view.and_then(|v| v.comm.clone()),
+            }
+        })
+        .collect()
+}
+
+fn irqs(first: &Sample, last: &Sample, secs: f64) -> Vec<IrqWindow> {
+    let Some(b) = &last.bpf else { return Vec::new() };
+    let names = crate::collect::procfs::irq_names(&last.host);
+    b.irqs
+        .iter()
+        .filter_map(|(irq, c)| {
+            let before =
+                first.bpf.as_ref().and_then(|f| f.irqs.get(irq).copied()).unwrap_or_default();
+            let count = counter_delta(before.count, c.count);
+            let time_ns = counter_delta(before.time_ns, c.time_ns);
+            (count > 0).then(|| IrqWindow {
+                irq: *irq,
+                name: names.get(irq).cloned(),
+                count,
+                per_s: round3(count as f64 / secs),
+                time_us: round3(time_ns as f64 / 1000.0),
+                mean_ns: round3(time_ns as f64 / count as f64),
+            })
+        })
+        .collect()
+}
+
+/// Difference of a counter that only grows; if it went backwards the map entry was recreated and
+/// the new value is the whole count.
+fn counter_delta(before: u64, now: u64) -> u64 {
+    if now >= before { now - before } else { now }
+}
+
+pub fn family_name(family: u16) -> &'static str {
+    if family == AF_INET6 { "ipv6" } else { "ipv4" }
+}
+
+fn device_name(ifindex: u32) -> Option<String> {
+    if ifindex == 0 {
+        return Some("backlog".into());
+    }
+    nix::net::if_::if_indextoname(ifindex).ok().map(|n| n.to_string_lossy().into_owned())
+}
+
+fn num_cpus() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}

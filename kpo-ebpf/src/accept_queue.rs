@@ -1,0 +1,89 @@
+//! Accept queue per listening socket: enqueues, peak depth per tick, limit, SYN-ACK retransmits.
+//! Always attached: `sk_data_ready` fires on every data arrival, but the state check is the first
+//! read and non-listeners leave at once.
+use aya_ebpf::{
+    macros::{map, raw_tracepoint},
+    maps::{LruPerCpuHashMap, RingBuf},
+    programs::RawTracePointContext,
+};
+use kpo_common::{ListenerCounters, ListenerKey, NotableEvent, NotableKind, TCP_LISTEN};
+
+use crate::kernel::{epoch, now_ns, offsets, read, socket_key, tcp_socket_key};
+
+#[map(name = "KPO_LISTENERS")]
+static LISTENERS: LruPerCpuHashMap<ListenerKey, ListenerCounters> =
+    LruPerCpuHashMap::with_max_entries(4096, 0);
+
+#[map(name = "KPO_NOTABLE")]
+static NOTABLE: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+#[raw_tracepoint(tracepoint = "sk_data_ready")]
+pub fn kpo_sk_data_ready(ctx: RawTracePointContext) -> i32 {
+    match try_sk_data_ready(&ctx) {
+        Ok(v) | Err(v) => v as i32,
+    }
+}
+
+fn try_sk_data_ready(ctx: &RawTracePointContext) -> Result<i64, i64> {
+    let sk: *const u8 = ctx.arg(0);
+    let off = offsets();
+    let state: u8 = read(sk, off.sk_state)?;
+    if state != TCP_LISTEN {
+        return Ok(0);
+    }
+    let key = tcp_socket_key(sk, &off)?;
+    let depth: u32 = read(sk, off.sk_ack_backlog)?;
+    let limit: u32 = read(sk, off.sk_max_ack_backlog)?;
+    let counters = counters_of(&key)?;
+    let epoch = epoch();
+    let slot = (epoch & 1) as usize;
+    counters.enqueued += 1;
+    counters.backlog_limit = limit;
+    if counters.slot_epoch[slot] != epoch {
+        counters.slot_epoch[slot] = epoch;
+        counters.slot_max[slot] = depth;
+    } else if depth > counters.slot_max[slot] {
+        counters.slot_max[slot] = depth;
+    }
+    // The kernel drops a connection when the queue is already *above* the limit, so a depth at the
+    // limit means the next connection may be lost: worth telling at once, once per tick per CPU.
+    if depth >= limit && counters.full_reported_epoch != epoch as u32 {
+        counters.full_reported_epoch = epoch as u32;
+        if let Some(mut entry) = NOTABLE.reserve::<NotableEvent>(0) {
+            entry.write(NotableEvent {
+                kind: NotableKind::ListenerFull as u32,
+                backlog: depth,
+                backlog_limit: limit,
+                _pad: 0,
+                key,
+                ts_ns: now_ns(),
+            });
+            entry.submit(0);
+        }
+    }
+    Ok(0)
+}
+
+#[raw_tracepoint(tracepoint = "tcp_retransmit_synack")]
+pub fn kpo_synack_retrans(ctx: RawTracePointContext) -> i32 {
+    match try_synack_retrans(&ctx) {
+        Ok(v) | Err(v) => v as i32,
+    }
+}
+
+fn try_synack_retrans(ctx: &RawTracePointContext) -> Result<i64, i64> {
+    let sk: *const u8 = ctx.arg(0);
+    let key = socket_key(sk, &offsets())?;
+    let counters = counters_of(&key)?;
+    counters.synack_retrans += 1;
+    Ok(0)
+}
+
+#[inline(always)]
+fn counters_of(key: &ListenerKey) -> Result<&'static mut ListenerCounters, i64> {
+    if let Some(ptr) = LISTENERS.get_ptr_mut(key) {
+        return Ok(unsafe { &mut *ptr });
+    }
+    let _ = LISTENERS.insert(key, ListenerCounters::default(), 0);
+    LISTENERS.get_ptr_mut(key).map(|ptr| unsafe { &mut *ptr }).ok_or(0)
+}

@@ -1,0 +1,66 @@
+//! Shared helpers: load-time offsets, the user-written config array, and field reads.
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::map,
+    maps::Array,
+    Global,
+};
+use kpo_common::{
+    KernelOffsets, ListenerKey, CONFIG_EPOCH, CONFIG_LEN, CONFIG_SAMPLE_START_NS, IPPROTO_TCP,
+};
+
+#[unsafe(no_mangle)]
+pub static KPO_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::ALL_MISSING);
+
+#[map(name = "KPO_CONFIG")]
+pub static CONFIG: Array<u64> = Array::with_max_entries(CONFIG_LEN, 0);
+
+#[inline(always)]
+pub fn offsets() -> KernelOffsets {
+    KPO_OFFSETS.load()
+}
+
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+pub fn config(index: u32) -> u64 {
+    CONFIG.get(index).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+pub fn sample_start_ns() -> u64 {
+    config(CONFIG_SAMPLE_START_NS)
+}
+
+#[inline(always)]
+pub fn epoch() -> u64 {
+    config(CONFIG_EPOCH)
+}
+
+/// Reads a `T` at `base + offset` in kernel memory.
+#[inline(always)]
+pub fn read<T>(base: *const u8, offset: u32) -> Result<T, i64> {
+    unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const T) }.map_err(|e| e as i64)
+}
+
+/// The listener key of a socket (namespace, local port, family), if it is TCP.
+#[inline(always)]
+pub fn tcp_socket_key(sk: *const u8, off: &KernelOffsets) -> Result<ListenerKey, i64> {
+    let protocol: u16 = read(sk, off.sk_protocol)?;
+    if protocol != IPPROTO_TCP {
+        return Err(0);
+    }
+    socket_key(sk, off)
+}
+
+#[inline(always)]
+pub fn socket_key(sk: *const u8, off: &KernelOffsets) -> Result<ListenerKey, i64> {
+    let family: u16 = read(sk, off.sk_family)?;
+    let port: u16 = read(sk, off.sk_num)?;
+    let net: *const u8 = read(sk, off.sk_net)?;
+    let netns: u32 = read(net, off.net_inum)?;
+    Ok(ListenerKey { netns, port, family })
+}

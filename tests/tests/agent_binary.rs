@@ -1,0 +1,148 @@
+//! The `kpo` binary end to end: every line it writes validates against docs/events.schema.json,
+//! an unparsable /proc file and a missing BTF are survived, and SIGTERM flushes a partial window
+//! and exits 0.
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use crate::common::wait_until;
+
+fn kpo_binary() -> PathBuf {
+    // target/<profile>/deps/integration-<hash> -> target/<profile>/kpo
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("kpo");
+    assert!(bin.exists(), "{} missing: build it with cargo build -p kpo-agent (cargo xtask test does)", bin.display());
+    bin
+}
+
+fn schema() -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/events.schema.json");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).expect("schema compiles")
+}
+
+/// A copy of /proc's host-wide files with one made unparsable.
+struct FakeProc(PathBuf);
+
+impl FakeProc {
+    fn new(broken: &str) -> FakeProc {
+        let root = std::env::temp_dir().join(format!("kpo-proc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for rel in [
+            "stat", "meminfo", "loadavg", "pressure/cpu", "pressure/memory", "pressure/io",
+            "net/netstat", "net/snmp", "net/softnet_stat", "diskstats", "softirqs", "interrupts",
+            "schedstat",
+        ] {
+            let dst = root.join(rel);
+            std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+            if let Ok(text) = std::fs::read(Path::new("/proc").join(rel)) {
+                std::fs::write(&dst, text).unwrap();
+            }
+        }
+        std::fs::write(root.join(broken), "this is not a number at all\n").unwrap();
+        FakeProc(root)
+    }
+}
+
+impl Drop for FakeProc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Agent {
+    child: Child,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn kinds(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["kind"].as_str().unwrap_or("?").to_string()).collect()
+}
+
+/// Runs the agent until it wrote two full windows, then SIGTERM; returns every event.
+fn run_agent(extra: &[&str], events: &Path) -> Vec<Value> {
+    let _ = std::fs::remove_file(events);
+    let child = Command::new(kpo_binary())
+        .args(["run", "--tick", "100ms", "--window", "300ms", "--duty-fraction", "0.5", "--events"])
+        .arg(events)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut agent = Agent { child };
+    wait_until("two windows", Duration::from_secs(30), || {
+        kinds(&lines(events)).iter().filter(|k| *k == "window").count() >= 2
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = agent.child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(agent.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "exit {status}; stderr:\n{stderr}");
+    let events_out = lines(events);
+    let _ = std::fs::remove_file(events);
+    events_out
+}
+
+fn check_stream(events: &[Value]) {
+    let validator = schema();
+    for e in events {
+        let errors: Vec<String> = validator.iter_errors(e).map(|err| format!("{} at {}", err, err.instance_path)).collect();
+        assert!(errors.is_empty(), "event does not match the schema: {errors:#?}\n{e:#}");
+        assert_eq!(e["schema"], "kpo.event/v1");
+    }
+    let k = kinds(events);
+    assert_eq!(&k[..2], ["start", "sensors"], "{k:?}");
+    assert_eq!(k.last().unwrap(), "stop", "{k:?}");
+    let windows: Vec<&Value> = events.iter().filter(|e| e["kind"] == "window").collect();
+    assert!(windows.len() >= 3, "two full windows and the flushed one: {k:?}");
+    assert_eq!(windows.last().unwrap()["partial"], true, "SIGTERM flushes a partial window");
+    assert!(windows[..windows.len() - 1].iter().all(|w| w["partial"] == false));
+    assert_eq!(events.last().unwrap()["reason"], "SIGTERM");
+    assert_eq!(events.last().unwrap()["windows"], windows.len() as u64);
+}
+
+pub fn events_match_schema_and_sigterm_flushes() {
+    let dir = std::env::temp_dir();
+    let fake = FakeProc::new("loadavg");
+
+    // Real BTF, one unparsable /proc file: every sensor on, load average absent, the rest there.
+    let events = run_agent(&["--proc-root", fake.0.to_str().unwrap()], &dir.join("kpo-e2e-a.ndjson"));
+    check_stream(&events);
+    let sensors = &events[1]["sensors"];
+    assert!(sensors.as_array().unwrap().iter().all(|s| s["enabled"] == true), "{sensors:#}");
+    let window = events.iter().find(|e| e["kind"] == "window").unwrap();
+    assert!(window["system"]["load1"].is_null(), "unparsable loadavg must not produce a value");
+    assert!(window["system"]["cpu_idle_pct"].is_number(), "other sources still read");
+
+    // No BTF: the offset-free sensors stay, the others are off with a reason; windows go on.
+    let events = run_agent(&["--btf", "/nonexistent/vmlinux"], &dir.join("kpo-e2e-b.ndjson"));
+    check_stream(&events);
+    let sensors = events[1]["sensors"].as_array().unwrap();
+    let off: Vec<&Value> = sensors.iter().filter(|s| s["enabled"] == false).collect();
+    assert_eq!(off.len(), 4, "{sensors:#?}");
+    assert!(off.iter().all(|s| s["reason"].as_str().unwrap().contains("BTF")));
+}

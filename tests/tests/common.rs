@@ -1,0 +1,41 @@
+//! Shared set-up: a collector over the real sensors, driven tick by tick.
+use std::path::PathBuf;
+
+use kpo_agent::{
+    collect::Collector,
+    sensors::{SensorOptions, Sensors},
+    window::{Window, WindowBuilder},
+};
+
+pub fn sensors(duty_full_time: bool) -> Sensors {
+    let opts = SensorOptions::new(PathBuf::from("/sys/kernel/btf/vmlinux"));
+    let mut sensors = Sensors::load(&opts);
+    let off: Vec<_> = sensors.status().iter().filter(|s| !s.enabled).cloned().collect();
+    assert!(off.is_empty(), "sensors off on a kernel that should have them all: {off:?}");
+    sensors.set_duty_attached(duty_full_time);
+    sensors
+}
+
+/// A collector and the builder of its first window.
+pub fn start(duty_full_time: bool) -> (Collector, WindowBuilder) {
+    let mut collector = Collector::new(sensors(duty_full_time), PathBuf::from("/proc"));
+    let baseline = collector.sample();
+    (collector, WindowBuilder::new(baseline))
+}
+
+/// One tick then close the window; returns it and the next window's builder.
+pub fn close_window(collector: &mut Collector, builder: WindowBuilder) -> (Window, WindowBuilder) {
+    let mut builder = builder;
+    builder.push(collector.sample());
+    let (window, last) = builder.finish().expect("window has a tick");
+    (window, WindowBuilder::new(last))
+}
+
+/// Polls `condition` every 20 ms for at most `limit`; panics with `what` if it never holds.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

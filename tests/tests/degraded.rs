@@ -1,0 +1,54 @@
+//! Missing kernel features switch sensors off with a reason; the rest keep working.
+use std::path::PathBuf;
+
+use kpo_agent::{
+    collect::Collector,
+    sensors::{btf, SensorKind, SensorOptions, Sensors},
+    window::WindowBuilder,
+};
+
+fn reason(sensors: &Sensors, kind: SensorKind) -> Option<String> {
+    sensors.status().iter().find(|s| s.sensor == kind).and_then(|s| s.reason.clone())
+}
+
+pub fn no_btf_keeps_offset_free_sensors() {
+    let sensors = Sensors::load(&SensorOptions::new(PathBuf::from("/nonexistent/vmlinux")));
+    for kind in [SensorKind::AcceptQueue, SensorKind::Napi, SensorKind::Sched, SensorKind::RequestLatency] {
+        let r = reason(&sensors, kind).unwrap_or_else(|| panic!("{kind:?} should be off"));
+        assert!(r.contains("BTF"), "{kind:?}: {r}");
+    }
+    assert!(sensors.is_enabled(SensorKind::Irq));
+    assert!(sensors.is_enabled(SensorKind::Softirq));
+    // The collector keeps producing windows from /proc and the sensors still on.
+    let mut collector = Collector::new(sensors, PathBuf::from("/proc"));
+    let mut builder = WindowBuilder::new(collector.sample());
+    builder.push(collector.sample());
+    let (window, _) = builder.finish().unwrap();
+    assert!(window.system.cpu_idle_pct.is_some());
+    assert!(window.listeners.iter().all(|l| l.enqueued.is_none()), "enqueued unknown, not zero");
+}
+
+pub fn missing_tracepoint_turns_one_sensor_off() {
+    let mut opts = SensorOptions::new(PathBuf::from(btf::VMLINUX_BTF));
+    opts.tracepoint_exists = Box::new(|tp| tp != "napi_poll");
+    let sensors = Sensors::load(&opts);
+    let r = reason(&sensors, SensorKind::Napi).expect("napi off");
+    assert!(r.contains("napi_poll"), "{r}");
+    for kind in SensorKind::ALL.into_iter().filter(|k| *k != SensorKind::Napi) {
+        assert!(sensors.is_enabled(kind), "{kind:?}: {:?}", reason(&sensors, kind));
+    }
+}
+
+pub fn btf_offsets_resolve_on_this_kernel() {
+    let resolved = btf::resolve(std::path::Path::new(btf::VMLINUX_BTF)).expect("BTF readable");
+    assert!(resolved.missing.is_empty(), "missing: {:?}", resolved.missing);
+    let o = resolved.offsets;
+    // struct sock begins with struct sock_common, whose family/state/num sit in its first 32 bytes.
+    assert!(o.sk_family < 32 && o.sk_state < 32 && o.sk_num < 32, "{o:?}");
+    assert_eq!(o.sk_max_ack_backlog, o.sk_ack_backlog + 4, "adjacent u32 fields: {o:?}");
+    for kind in SensorKind::ALL {
+        assert!(kind.missing_offsets(&o).is_empty());
+    }
+    assert_eq!(btf::has_raw_tracepoint(std::path::Path::new(btf::VMLINUX_BTF), "sched_switch"), Some(true));
+    assert_eq!(btf::has_raw_tracepoint(std::path::Path::new(btf::VMLINUX_BTF), "no_such_tp"), Some(false));
+}

@@ -1,0 +1,159 @@
+//! IRQ, softirq, NAPI and scheduler sensors against the kernel's own counters, under bounded
+//! loopback load inside a namespace, and when idle.
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    time::Duration,
+};
+
+use kpo_integration::Netns;
+
+use crate::common::{close_window, start};
+
+const ROUND_TRIPS: usize = 20_000;
+
+/// TCP ping-pong of `ROUND_TRIPS` one-byte messages over the namespace's loopback.
+fn ping_pong(ns: &Netns) {
+    let listener = ns.run(|| TcpListener::bind("127.0.0.1:0").unwrap());
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut b = [0u8; 1];
+        for _ in 0..ROUND_TRIPS {
+            s.read_exact(&mut b).unwrap();
+            s.write_all(&b).unwrap();
+        }
+    });
+    let mut c = ns.run(|| TcpStream::connect(addr).unwrap());
+    c.set_nodelay(true).unwrap();
+    let mut b = [7u8; 1];
+    for _ in 0..ROUND_TRIPS {
+        c.write_all(&b).unwrap();
+        c.read_exact(&mut b).unwrap();
+    }
+    server.join().unwrap();
+}
+
+/// Some block-device interrupts: a file in the build directory, written and synced.
+fn disk_io() {
+    let path = std::env::current_dir().unwrap().join(format!("kpo-irq-{}.tmp", std::process::id()));
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _guard = Remove(path.clone());
+    let mut f = std::fs::File::create(&path).unwrap();
+    for _ in 0..8 {
+        f.write_all(&vec![1u8; 256 * 1024]).unwrap();
+        f.sync_all().unwrap();
+    }
+}
+
+fn softirqs() -> BTreeMap<String, u64> {
+    std::fs::read_to_string("/proc/softirqs")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (name, counts) = l.split_once(':')?;
+            Some((name.trim().to_string(), counts.split_whitespace().filter_map(|c| c.parse::<u64>().ok()).sum()))
+        })
+        .collect()
+}
+
+fn context_switches() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("ctxt ")?.trim().parse().ok())
+        .unwrap()
+}
+
+fn interrupts() -> BTreeMap<u32, u64> {
+    let text = std::fs::read_to_string("/proc/interrupts").unwrap();
+    let ncpu = text.lines().next().unwrap().split_whitespace().count();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (irq, rest) = l.split_once(':')?;
+            let irq = irq.trim().parse::<u32>().ok()?;
+            let total = rest.split_whitespace().take(ncpu).filter_map(|c| c.parse::<u64>().ok()).sum();
+            Some((irq, total))
+        })
+        .collect()
+}
+
+fn within(what: &str, got: u64, expected: u64, rel: f64, abs: u64) {
+    let diff = got.abs_diff(expected);
+    assert!(
+        diff <= abs || diff as f64 <= rel * expected as f64,
+        "{what}: eBPF {got} vs kernel {expected} (tolerance {:.0}% or {abs})",
+        rel * 100.0
+    );
+}
+
+/// Tolerances: the kernel's counters are read a few microseconds apart from the collector's map
+/// reads, so counts may differ by what happens in between: 5% (or a small absolute slack).
+pub fn irq_softirq_sched_agree_with_proc() {
+    let ns = Netns::new();
+    let (mut collector, builder) = start(true);
+    let (soft0, ctxt0, irq0) = (softirqs(), context_switches(), interrupts());
+    ping_pong(&ns);
+    disk_io();
+    let (soft1, ctxt1, irq1) = (softirqs(), context_switches(), interrupts());
+    let (window, _) = close_window(&mut collector, builder);
+
+    assert_eq!(window.sampled_fraction, 1.0);
+    let net_rx = window.softirqs.iter().find(|s| s.vector == "NET_RX").expect("NET_RX sampled");
+    let kernel_net_rx = soft1["NET_RX"] - soft0["NET_RX"];
+    assert!(kernel_net_rx > 1000, "loopback ping-pong raises NET_RX ({kernel_net_rx})");
+    within("NET_RX", net_rx.count, kernel_net_rx, 0.05, 50);
+    assert!(net_rx.time_us > 0.0);
+
+    let csw = window.context_switches_per_s.expect("sched on") * window.duration_s;
+    within("context switches", csw.round() as u64, ctxt1 - ctxt0, 0.05, 200);
+    let runq = window.runq_latency.expect("run-queue latency sampled");
+    assert!(runq.samples > (ROUND_TRIPS / 10) as u64, "runq samples {}", runq.samples);
+    assert!(runq.p50_us > 0.0 && runq.p99_us >= runq.p50_us && runq.max_us >= runq.p99_us);
+
+    let backlog = window.napi.iter().find(|n| n.ifindex == 0).expect("backlog NAPI polls");
+    assert!(backlog.polls > 0 && backlog.packets >= backlog.polls / 2);
+
+    let mut compared = 0;
+    for irq in &window.irqs {
+        let kernel = irq1.get(&irq.irq).copied().unwrap_or(0) - irq0.get(&irq.irq).copied().unwrap_or(0);
+        within(&format!("irq {}", irq.irq), irq.count, kernel, 0.05, 3);
+        compared += irq.count;
+    }
+    assert!(compared > 0, "disk writes with fsync raise block-device interrupts");
+    let busiest = irq1.iter().map(|(n, c)| (c - irq0.get(n).copied().unwrap_or(0), *n)).max().unwrap();
+    assert!(
+        window.irqs.iter().any(|i| i.irq == busiest.1),
+        "the busiest IRQ ({}: {} interrupts) is reported",
+        busiest.1,
+        busiest.0
+    );
+}
+
+/// With no traffic, the network sensors stay near zero: at most 1/20 of the loaded NET_RX count.
+pub fn idle_namespace_traffic_is_quiet() {
+    let ns = Netns::new();
+    let (mut collector, builder) = start(true);
+    ping_pong(&ns);
+    let (loaded, builder) = close_window(&mut collector, builder);
+    let count = |w: &kpo_agent::window::Window| {
+        w.softirqs.iter().find(|s| s.vector == "NET_RX").map_or(0, |s| s.count)
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let (idle, _) = close_window(&mut collector, builder);
+    let (loaded_rx, idle_rx) = (count(&loaded), count(&idle));
+    assert!(loaded_rx > 1000, "loaded NET_RX {loaded_rx}");
+    assert!(idle_rx * 20 <= loaded_rx, "idle NET_RX {idle_rx} vs loaded {loaded_rx}");
+    let idle_backlog = idle.napi.iter().find(|n| n.ifindex == 0).map_or(0, |n| n.packets);
+    let loaded_backlog = loaded.napi.iter().find(|n| n.ifindex == 0).map_or(0, |n| n.packets);
+    assert!(idle_backlog * 20 <= loaded_backlog, "backlog packets idle {idle_backlog} vs {loaded_backlog}");
+}

@@ -1,0 +1,372 @@
+//! `cargo xtask bench overhead`: what the agent costs the workloads it watches.
+//!
+//! Three loopback workloads, bounded in time: short HTTP connections and keep-alive requests
+//! (nginx and wrk from Debian), and a 1-byte TCP ping-pong. Each runs with no agent, with the
+//! agent in its default configuration, and with every sensor attached full time; configurations
+//! alternate within each repetition so that drift affects all alike. Prints the median throughput
+//! ratio against no agent, the agent's CPU share and peak RSS, and per-program mean run time per
+//! event from the kernel's BPF statistics (enabled through BPF_ENABLE_STATS, which reverts when
+//! its fd closes, so no sysctl is left changed).
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+#[derive(clap::Subcommand)]
+pub enum Which {
+    /// Agent overhead on loopback workloads.
+    Overhead {
+        /// Repetitions of the whole alternation.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Seconds per workload run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Seconds of idle agent for the idle CPU and RSS figures.
+        #[arg(long, default_value_t = 10)]
+        idle_seconds: u64,
+    },
+}
+
+pub fn run(which: Which) -> Result<()> {
+    match which {
+        Which::Overhead { reps, seconds, idle_seconds } => overhead(reps, seconds, idle_seconds),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Config {
+    None,
+    Default,
+    FullTime,
+}
+
+impl Config {
+    fn name(self) -> &'static str {
+        match self {
+            Config::None => "no agent",
+            Config::Default => "default",
+            Config::FullTime => "full time",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Workload {
+    ShortConnections,
+    KeepAlive,
+    PingPong,
+}
+
+impl Workload {
+    const ALL: [Workload; 3] = [Workload::ShortConnections, Workload::KeepAlive, Workload::PingPong];
+    fn name(self) -> &'static str {
+        match self {
+            Workload::ShortConnections => "short connections (wrk, Connection: close)",
+            Workload::KeepAlive => "keep-alive requests (wrk)",
+            Workload::PingPong => "TCP ping-pong (1 byte)",
+        }
+    }
+}
+
+const NGINX_PORT: u16 = 18080;
+
+fn overhead(reps: usize, seconds: u64, idle_seconds: u64) -> Result<()> {
+    if !crate::is_root() {
+        bail!("the overhead benchmark loads the agent's eBPF programs: run it as root");
+    }
+    ensure_tools()?;
+    let dir = std::env::temp_dir().join(format!("kpo-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let _cleanup = RemoveDir(dir.clone());
+    let _nginx = Nginx::start(&dir)?;
+    let duration = Duration::from_secs(seconds);
+
+    // Per-program run time needs the kernel's BPF statistics; they stay on while `_stats` lives.
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .context("enabling BPF run-time statistics")?;
+
+    let mut throughput: BTreeMap<(Workload, Config), Vec<f64>> = BTreeMap::new();
+    let mut agent_cpu: BTreeMap<Config, Vec<f64>> = BTreeMap::new();
+    let mut prog_stats: BTreeMap<(Config, String), (u64, u64)> = BTreeMap::new();
+    for rep in 0..reps {
+        for config in [Config::None, Config::Default, Config::FullTime] {
+            let agent = match config {
+                Config::None => None,
+                Config::Default => Some(Agent::start(&dir, &[])?),
+                Config::FullTime => Some(Agent::start(&dir, &["--duty-fraction", "1"])?),
+            };
+            let cpu_before = agent.as_ref().map(|a| a.cpu_seconds()).transpose()?;
+            let started = Instant::now();
+            for workload in Workload::ALL {
+                let rate = measure(workload, duration)?;
+                println!("rep {}/{reps} {:>9}: {:<45} {rate:>12.0}/s", rep + 1, config.name(), workload.name());
+                throughput.entry((workload, config)).or_default().push(rate);
+            }
+            if let (Some(agent), Some(before)) = (&agent, cpu_before) {
+                let share = (agent.cpu_seconds()? - before) / started.elapsed().as_secs_f64();
+                agent_cpu.entry(config).or_default().push(share * 100.0);
+                for (name, time_ns, count) in kpo_programs()? {
+                    let e = prog_stats.entry((config, name)).or_default();
+                    e.0 += time_ns;
+                    e.1 += count;
+                }
+            }
+        }
+    }
+
+    println!("\nThroughput relative to no agent (median of {reps}; 1.000 = no cost):");
+    println!("{:<45} {:>10} {:>10}", "workload", "default", "full time");
+    for workload in Workload::ALL {
+        let base = median(&throughput[&(workload, Config::None)]);
+        let ratio = |c| median(&throughput[&(workload, c)]) / base;
+        println!(
+            "{:<45} {:>10.3} {:>10.3}",
+            workload.name(),
+            ratio(Config::Default),
+            ratio(Config::FullTime)
+        );
+    }
+    println!("\nAgent CPU under load, % of one core (median): default {:.2}, full time {:.2}",
+        median(&agent_cpu[&Config::Default]), median(&agent_cpu[&Config::FullTime]));
+
+    println!("\nPer-program mean run time per event (kernel BPF stats, all runs of each configuration):");
+    println!("{:<18} {:>12} {:>14} {:>12} {:>14}", "program", "default ns", "default events", "full ns", "full events");
+    let names: std::collections::BTreeSet<&String> = prog_stats.keys().map(|(_, n)| n).collect();
+    for name in names {
+        let cell = |c: Config| {
+            prog_stats.get(&(c, name.clone())).map_or((f64::NAN, 0), |&(t, n)| {
+                (if n > 0 { t as f64 / n as f64 } else { f64::NAN }, n)
+            })
+        };
+        let (d, dn) = cell(Config::Default);
+        let (f, fnum) = cell(Config::FullTime);
+        println!("{name:<18} {d:>12.1} {dn:>14} {f:>12.1} {fnum:>14}");
+    }
+
+    let idle = Agent::start(&dir, &[])?;
+    let before = idle.cpu_seconds()?;
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(idle_seconds));
+    let idle_share = (idle.cpu_seconds()? - before) / t.elapsed().as_secs_f64() * 100.0;
+    let rss_mb = idle.peak_rss_kb()? as f64 / 1024.0;
+    println!("\nAgent at idle ({idle_seconds} s, default configuration): CPU {idle_share:.2}% of one core, peak RSS {rss_mb:.1} MB");
+    Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
+}
+
+fn ensure_tools() -> Result<()> {
+    let mut missing = Vec::new();
+    if which("nginx").is_none() {
+        missing.push("nginx-light".to_string());
+    }
+    if which("wrk").is_none() {
+        missing.push("wrk".to_string());
+    }
+    if !missing.is_empty() {
+        crate::setup::apt_install(&missing)?;
+    }
+    Ok(())
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var("PATH").ok()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.exists())
+        .or_else(|| ["/usr/sbin", "/sbin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.exists()))
+}
+
+fn measure(workload: Workload, duration: Duration) -> Result<f64> {
+    match workload {
+        Workload::ShortConnections => wrk(duration, true),
+        Workload::KeepAlive => wrk(duration, false),
+        Workload::PingPong => Ok(ping_pong(duration)),
+    }
+}
+
+fn wrk(duration: Duration, close: bool) -> Result<f64> {
+    let mut cmd = Command::new(which("wrk").context("wrk")?);
+    cmd.args(["-t1", "-c32", &format!("-d{}s", duration.as_secs())]);
+    if close {
+        cmd.args(["-H", "Connection: close"]);
+    }
+    let out = cmd.arg(format!("http://127.0.0.1:{NGINX_PORT}/")).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("wrk printed no rate:\n{text}"))
+}
+
+/// Round trips per second of a 1-byte ping-pong over loopback for `duration`.
+fn ping_pong(duration: Duration) -> f64 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut b = [0u8; 1];
+        while s.read_exact(&mut b).is_ok() {
+            if s.write_all(&b).is_err() {
+                break;
+            }
+        }
+    });
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_nodelay(true).unwrap();
+    let stop_flag = stop.clone();
+    let timer = std::thread::spawn(move || {
+        std::thread::sleep(duration);
+        stop_flag.store(true, Ordering::Relaxed);
+    });
+    let started = Instant::now();
+    let mut trips = 0u64;
+    let mut b = [1u8; 1];
+    while !stop.load(Ordering::Relaxed) {
+        c.write_all(&b).unwrap();
+        c.read_exact(&mut b).unwrap();
+        trips += 1;
+    }
+    let rate = trips as f64 / started.elapsed().as_secs_f64();
+    drop(c);
+    let _ = server.join();
+    let _ = timer.join();
+    rate
+}
+
+/// (name, run time ns, run count) of the agent's loaded programs.
+fn kpo_programs() -> Result<Vec<(String, u64, u64)>> {
+    let mut out = Vec::new();
+    for info in aya::programs::loaded_programs() {
+        let info = info?;
+        let Some(name) = info.name_as_str() else { continue };
+        if name.starts_with("kpo_") {
+            out.push((name.to_string(), info.run_time().as_nanos() as u64, info.run_count()));
+        }
+    }
+    Ok(out)
+}
+
+struct RemoveDir(PathBuf);
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Nginx(Child);
+
+impl Nginx {
+    fn start(dir: &Path) -> Result<Nginx> {
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
+                 events {{ worker_connections 4096; }}\n\
+                 http {{ access_log off; server {{ listen 127.0.0.1:{NGINX_PORT} backlog=4096; \
+                 location / {{ return 200 \"ok\\n\"; }} }} }}\n",
+                dir = dir.display()
+            ),
+        )?;
+        let child = Command::new(which("nginx").context("nginx")?)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting nginx")?;
+        let nginx = Nginx(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", NGINX_PORT)).is_err() {
+            if Instant::now() > deadline {
+                bail!("nginx did not start listening on 127.0.0.1:{NGINX_PORT}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(nginx)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Agent(Child);
+
+impl Agent {
+    fn start(dir: &Path, extra: &[&str]) -> Result<Agent> {
+        let events = dir.join("events.ndjson");
+        let _ = std::fs::remove_file(&events);
+        let child = Command::new(crate::kpo_binary())
+            .args(["run", "--events"])
+            .arg(&events)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting kpo")?;
+        let agent = Agent(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // Ready once it has reported its sensors (programs loaded and attached).
+        while !std::fs::read_to_string(&events).unwrap_or_default().contains("\"kind\":\"sensors\"") {
+            if Instant::now() > deadline {
+                bail!("kpo did not report its sensors within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(agent)
+    }
+
+    fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id()))?;
+        // Fields after the parenthesised command: utime and stime are the 12th and 13th.
+        let after = stat.rsplit_once(')').context("stat format")?.1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        Ok(ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64)
+    }
+
+    fn peak_rss_kb(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("VmHWM missing")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = nix_kill(self.0.id());
+        let _ = self.0.wait();
+    }
+}
+
+fn nix_kill(pid: u32) -> i32 {
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) }
+}

@@ -1,0 +1,127 @@
+//! `cargo xtask setup`: installs what the eBPF build and the tests need on a Debian host, skipping
+//! what is already there. See DESIGN.md "Build toolchain".
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// Debian packages: LLVM 22 for bpf-linker (its LLVM must match nightly's), iproute2 for the
+/// namespace tests (`ip`, `ss`, `nstat`).
+const APT_PACKAGES: &[&str] =
+    &["llvm-22-dev", "libpolly-22-dev", "zlib1g-dev", "libzstd-dev", "iproute2"];
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// What is missing, as human-readable items.
+pub fn missing() -> Vec<String> {
+    let mut missing = Vec::new();
+    let apt = missing_apt(APT_PACKAGES);
+    if !apt.is_empty() {
+        missing.push(format!("apt packages {}", apt.join(" ")));
+    }
+    if !has_nightly_rust_src() {
+        missing.push("nightly toolchain with rust-src".into());
+    }
+    if !succeeds(Command::new("bpf-linker").arg("--version")) {
+        missing.push("bpf-linker".into());
+    }
+    missing
+}
+
+/// Runs setup if anything is missing.
+pub fn ensure() -> Result<()> {
+    let missing = missing();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("xtask: missing {}; running setup", missing.join(", "));
+    install()
+}
+
+pub fn install() -> Result<()> {
+    let apt = missing_apt(APT_PACKAGES);
+    if apt.is_empty() {
+        println!("xtask setup: apt packages present");
+    } else {
+        apt_install(&apt)?;
+    }
+    if has_nightly_rust_src() {
+        println!("xtask setup: nightly rust-src present");
+    } else {
+        println!("xtask setup: installing the nightly toolchain with rust-src");
+        let toolchain_present =
+            succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"]));
+        let status = if toolchain_present {
+            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]).status()
+        } else {
+            Command::new("rustup")
+                .args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"])
+                .status()
+        }
+        .context("running rustup")?;
+        if !status.success() {
+            bail!("rustup could not install nightly rust-src");
+        }
+    }
+    if succeeds(Command::new("bpf-linker").arg("--version")) {
+        println!("xtask setup: bpf-linker present");
+    } else {
+        println!("xtask setup: building bpf-linker against LLVM 22 (about a minute)");
+        let path = format!("{LLVM_PREFIX}/bin:{}", std::env::var("PATH").unwrap_or_default());
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["install", "bpf-linker", "--no-default-features", "--features", "llvm-22"])
+            .env("PATH", path)
+            .env("LLVM_PREFIX", LLVM_PREFIX)
+            .status()
+            .context("running cargo install bpf-linker")?;
+        if !status.success() {
+            bail!("cargo install bpf-linker failed");
+        }
+    }
+    println!("xtask setup: done");
+    Ok(())
+}
+
+pub fn missing_apt(packages: &[&str]) -> Vec<String> {
+    packages
+        .iter()
+        .filter(|p| {
+            let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output();
+            !out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .map(|p| p.to_string())
+        .collect()
+}
+
+pub fn apt_install(packages: &[String]) -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("missing apt packages {}; install them as root: apt-get install -y {}", packages.join(" "), packages.join(" "));
+    }
+    println!("xtask setup: apt-get install {}", packages.join(" "));
+    let update = Command::new("apt-get").args(["update", "-q"]).status().context("apt-get update")?;
+    if !update.success() {
+        bail!("apt-get update failed");
+    }
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("apt-get install")?;
+    if !status.success() {
+        bail!("apt-get install {} failed", packages.join(" "));
+    }
+    Ok(())
+}
+
+fn has_nightly_rust_src() -> bool {
+    let Ok(out) = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+    else {
+        return false;
+    };
+    out.status.success() && String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("rust-src"))
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
