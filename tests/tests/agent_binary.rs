@@ -114,6 +114,13 @@ fn check_stream(events: &[Value]) {
         assert!(errors.is_empty(), "event does not match the schema: {errors:#?}\n{e:#}");
         assert_eq!(e["schema"], "kpo.event/v1");
     }
+    // The schema is strict: an unknown field or a wrong type is rejected.
+    let mut bad = events.iter().find(|e| e["kind"] == "window").unwrap().clone();
+    bad["listners"] = serde_json::json!([]);
+    assert!(!validator.is_valid(&bad), "schema accepts an unknown field");
+    let mut bad = events.iter().find(|e| e["kind"] == "window").unwrap().clone();
+    bad["sampled_fraction"] = serde_json::json!("half");
+    assert!(!validator.is_valid(&bad), "schema accepts a wrong type");
     let k = kinds(events);
     assert_eq!(&k[..2], ["start", "sensors"], "{k:?}");
     assert_eq!(k.last().unwrap(), "stop", "{k:?}");

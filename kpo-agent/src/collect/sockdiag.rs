@@ -65,7 +65,7 @@ fn request(socket: &Socket, family: u8) -> Result<(), SockDiagError> {
         SockDiagMessage::InetRequest(InetRequest {
             family,
             protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::MEMINFO,
+            extensions: ExtensionFlags::SKMEMINFO,
             states: StateFlags::LISTEN,
             socket_id,
         })

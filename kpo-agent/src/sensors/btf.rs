@@ -29,14 +29,41 @@ impl ResolvedOffsets {
     }
 }
 
+/// The running kernel's type information, parsed once at start-up.
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn open(path: &Path) -> Result<KernelBtf, BtfError> {
+        let btf = Btf::from_file(path).map_err(|e| BtfError::Unreadable {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(KernelBtf { btf })
+    }
+
+    pub fn offsets(&self) -> ResolvedOffsets {
+        resolve_offsets(&self.btf)
+    }
+
+    /// True if the kernel declares the raw tracepoint `name` (BTF has `btf_trace_<name>`).
+    pub fn has_raw_tracepoint(&self, name: &str) -> bool {
+        self.btf
+            .resolve_ids_by_name(&format!("btf_trace_{name}"))
+            .is_ok_and(|ids| !ids.is_empty())
+    }
+}
+
+/// Opens the BTF at `path` and resolves every offset.
 pub fn resolve(path: &Path) -> Result<ResolvedOffsets, BtfError> {
-    let btf = Btf::from_file(path).map_err(|e| BtfError::Unreadable {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    Ok(KernelBtf::open(path)?.offsets())
+}
+
+fn resolve_offsets(btf: &Btf) -> ResolvedOffsets {
     let mut missing = Vec::new();
     let mut field = |strukt: &str, path: &[&str]| -> u32 {
-        match member_offset(&btf, strukt, path) {
+        match member_offset(btf, strukt, path) {
             Some(off) => off,
             None => {
                 missing.push(format!("struct {strukt}.{}", path.join(".")));
@@ -57,7 +84,7 @@ pub fn resolve(path: &Path) -> Result<ResolvedOffsets, BtfError> {
         napi_dev: field("napi_struct", &["dev"]),
         dev_ifindex: field("net_device", &["ifindex"]),
     };
-    Ok(ResolvedOffsets { offsets, missing })
+    ResolvedOffsets { offsets, missing }
 }
 
 /// Byte offset of `path` inside `struct strukt`, or None if any step is missing or a bitfield.
@@ -115,12 +142,6 @@ fn strip_to_struct(btf: &Btf, mut t: Type) -> Option<btf_rs::Struct> {
         };
     }
     None
-}
-
-/// True if the running kernel declares the raw tracepoint `name` (BTF has `btf_trace_<name>`).
-pub fn has_raw_tracepoint(btf_path: &Path, name: &str) -> Option<bool> {
-    let btf = Btf::from_file(btf_path).ok()?;
-    Some(btf.resolve_ids_by_name(&format!("btf_trace_{name}")).is_ok_and(|ids| !ids.is_empty()))
 }
 
 #[cfg(test)]

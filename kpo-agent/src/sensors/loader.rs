@@ -19,21 +19,30 @@ pub struct SensorOptions {
     pub btf_path: PathBuf,
     /// Sensors the operator switched off.
     pub disabled: Vec<SensorKind>,
-    /// Whether a raw tracepoint exists on this kernel. Production asks the kernel's BTF; tests
-    /// substitute their own answer to exercise the missing-tracepoint path.
-    pub tracepoint_exists: Box<dyn Fn(&str) -> bool + Send>,
+    /// Overrides the kernel's answer to "does this raw tracepoint exist?". Production leaves it
+    /// None and asks the kernel's BTF; tests use it to exercise the missing-tracepoint path.
+    pub tracepoint_exists: Option<Box<dyn Fn(&str) -> bool + Send>>,
 }
 
 impl SensorOptions {
     pub fn new(btf_path: PathBuf) -> Self {
-        let path = btf_path.clone();
-        Self {
-            btf_path,
-            disabled: Vec::new(),
-            tracepoint_exists: Box::new(move |tp| {
-                // Without BTF we cannot tell; let the attach attempt decide.
-                btf::has_raw_tracepoint(&path, tp).unwrap_or(true)
-            }),
+        Self { btf_path, disabled: Vec::new(), tracepoint_exists: None }
+    }
+}
+
+/// What the kernel offers, learned once from its BTF.
+struct KernelFacts {
+    offsets: btf::ResolvedOffsets,
+    btf: Option<btf::KernelBtf>,
+}
+
+impl KernelFacts {
+    fn tracepoint_exists(&self, opts: &SensorOptions, tp: &str) -> bool {
+        match (&opts.tracepoint_exists, &self.btf) {
+            (Some(answer), _) => answer(tp),
+            (None, Some(btf)) => btf.has_raw_tracepoint(tp),
+            // Without BTF we cannot tell; the attach attempt decides.
+            (None, None) => true,
         }
     }
 }
@@ -50,13 +59,14 @@ impl Sensors {
     /// reason, and logged.
     pub fn load(opts: &SensorOptions) -> Sensors {
         raise_memlock_limit();
-        let resolved = match btf::resolve(&opts.btf_path) {
-            Ok(r) => r,
+        let facts = match btf::KernelBtf::open(&opts.btf_path) {
+            Ok(btf) => KernelFacts { offsets: btf.offsets(), btf: Some(btf) },
             Err(e) => {
                 warn!("{e}; sensors that read kernel structs are off");
-                btf::ResolvedOffsets::none(&e.to_string())
+                KernelFacts { offsets: btf::ResolvedOffsets::none(&e.to_string()), btf: None }
             }
         };
+        let resolved = &facts.offsets;
         let mut sensors =
             Sensors { ebpf: None, status: Vec::new(), links: BTreeMap::new(), duty_attached: false };
         let ebpf = if EBPF_OBJECT.is_empty() {
@@ -78,7 +88,7 @@ impl Sensors {
             }
         };
         for kind in SensorKind::ALL {
-            let reason = sensors.prepare(&mut ebpf, kind, opts, &resolved);
+            let reason = sensors.prepare(&mut ebpf, kind, opts, &facts);
             sensors.set_status(kind, reason);
         }
         sensors.ebpf = Some(ebpf);
@@ -105,17 +115,17 @@ impl Sensors {
         ebpf: &mut Ebpf,
         kind: SensorKind,
         opts: &SensorOptions,
-        resolved: &btf::ResolvedOffsets,
+        facts: &KernelFacts,
     ) -> Option<String> {
         if opts.disabled.contains(&kind) {
             return Some("disabled by configuration".into());
         }
-        let missing = kind.missing_offsets(&resolved.offsets);
+        let missing = kind.missing_offsets(&facts.offsets.offsets);
         if !missing.is_empty() {
             return Some(format!("kernel BTF lacks {}", missing.join(", ")));
         }
         for (prog, tp) in kind.programs() {
-            if !(opts.tracepoint_exists)(tp) {
+            if !facts.tracepoint_exists(opts, tp) {
                 return Some(format!("tracepoint {tp} does not exist on this kernel"));
             }
             let program: &mut RawTracePoint = match ebpf.program_mut(prog).map(TryInto::try_into) {

@@ -233,6 +233,14 @@ impl Optimizer {
         Ok(self.observations.last().expect("just pushed"))
     }
 
+    /// Never propose candidate `index` (e.g. the policy refused it). Out-of-range indices are
+    /// ignored.
+    pub fn exclude(&mut self, index: usize) {
+        if let Some(e) = self.evaluated.get_mut(index) {
+            *e = true;
+        }
+    }
+
     /// Forget every observation (e.g. after a load change); candidates become available again.
     pub fn reset(&mut self) {
         self.observations.clear();

@@ -1,0 +1,143 @@
+//! RAPL energy counters through powercap sysfs.
+//!
+//! Zones live at `<sys_root>/class/powercap/intel-rapl:<N>` (top level, one per package, plus
+//! `psys` on some client parts) and `intel-rapl:<N>:<M>` (subzones: core, uncore, dram). Each has
+//! `name`, `energy_uj` (a counter in µJ that wraps to 0 after `max_energy_range_uj`) and
+//! `max_energy_range_uj`.
+//!
+//! Which zones are summed: the top-level `package-*` zones (they contain core and uncore, so
+//! subzones would count twice), plus `dram` zones when asked (DRAM is outside the package). `psys`
+//! covers the packages too and is used only when there is no package zone. A counter that went
+//! down between two reads wrapped once: the delta is `max - before + after`. Reads must therefore be
+//! closer together than one wrap period (with a 2^32 µJ-scale range that is tens of minutes at
+//! server power).
+
+use std::path::{Path, PathBuf};
+
+use super::{read_text, read_u64, EnergyError, EnergyMeter, EnergyReading, EnergySource};
+
+/// One powercap zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaplZone {
+    /// Directory name, e.g. `intel-rapl:0`.
+    pub id: String,
+    /// Contents of `name`, e.g. `package-0`.
+    pub name: String,
+    pub path: PathBuf,
+    pub max_energy_range_uj: u64,
+}
+
+/// Counter values of the selected zones at one instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaplSnapshot {
+    pub energy_uj: Vec<u64>,
+}
+
+/// Energy counted between two reads of one counter that wraps after `max_range`.
+pub fn counter_delta(before: u64, after: u64, max_range: u64) -> u64 {
+    if after >= before {
+        after - before
+    } else {
+        max_range.saturating_sub(before) + after
+    }
+}
+
+/// The selected RAPL zones under a sysfs root.
+#[derive(Debug, Clone)]
+pub struct RaplReader {
+    zones: Vec<RaplZone>,
+}
+
+impl RaplReader {
+    /// Find zones under `<sys_root>/class/powercap`.
+    pub fn discover(sys_root: &Path, include_dram: bool) -> Result<Self, EnergyError> {
+        let dir = sys_root.join("class/powercap");
+        let entries = std::fs::read_dir(&dir).map_err(|source| EnergyError::Io {
+            path: dir.clone(),
+            source,
+            hint: " (no powercap: no RAPL on this machine or VM)",
+        })?;
+        let mut all: Vec<RaplZone> = Vec::new();
+        for e in entries.filter_map(Result::ok) {
+            let id = e.file_name().to_string_lossy().to_string();
+            let Some(rest) = id.strip_prefix("intel-rapl:") else { continue };
+            if rest.is_empty() || !rest.split(':').all(|p| p.parse::<u32>().is_ok()) {
+                continue;
+            }
+            let path = e.path();
+            let name = read_text(&path.join("name"))?.trim().to_string();
+            let max = read_u64(&path.join("max_energy_range_uj"), "a range in µJ")?;
+            all.push(RaplZone { id, name, path, max_energy_range_uj: max });
+        }
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        let top = |z: &RaplZone| z.id.matches(':').count() == 1;
+        let mut zones: Vec<RaplZone> =
+            all.iter().filter(|z| top(z) && z.name.starts_with("package")).cloned().collect();
+        if zones.is_empty() {
+            zones = all.iter().filter(|z| top(z) && z.name == "psys").cloned().collect();
+        }
+        if zones.is_empty() {
+            return Err(EnergyError::NoZones(dir));
+        }
+        if include_dram {
+            zones.extend(all.iter().filter(|z| z.name == "dram").cloned());
+        }
+        Ok(Self { zones })
+    }
+
+    pub fn zones(&self) -> &[RaplZone] {
+        &self.zones
+    }
+
+    pub fn snapshot(&self) -> Result<RaplSnapshot, EnergyError> {
+        let energy_uj = self
+            .zones
+            .iter()
+            .map(|z| read_u64(&z.path.join("energy_uj"), "an energy counter in µJ"))
+            .collect::<Result<_, _>>()?;
+        Ok(RaplSnapshot { energy_uj })
+    }
+
+    /// Joules used between two snapshots of this reader, with wrap-around.
+    pub fn joules_between(&self, before: &RaplSnapshot, after: &RaplSnapshot) -> f64 {
+        self.zones
+            .iter()
+            .zip(before.energy_uj.iter().zip(&after.energy_uj))
+            .map(|(z, (&b, &a))| counter_delta(b, a, z.max_energy_range_uj) as f64)
+            .sum::<f64>()
+            / 1e6
+    }
+}
+
+/// An [`EnergyMeter`] over RAPL.
+#[derive(Debug, Clone)]
+pub struct RaplMeter {
+    reader: RaplReader,
+    last: RaplSnapshot,
+}
+
+impl RaplMeter {
+    /// Discover zones and take the first snapshot.
+    pub fn open(sys_root: &Path, include_dram: bool) -> Result<Self, EnergyError> {
+        let reader = RaplReader::discover(sys_root, include_dram)?;
+        let last = reader.snapshot()?;
+        Ok(Self { reader, last })
+    }
+
+    pub fn reader(&self) -> &RaplReader {
+        &self.reader
+    }
+}
+
+impl EnergyMeter for RaplMeter {
+    fn source(&self) -> EnergySource {
+        EnergySource::Rapl
+    }
+
+    fn read(&mut self) -> Result<EnergyReading, EnergyError> {
+        let now = self.reader.snapshot()?;
+        let joules = self.reader.joules_between(&self.last, &now);
+        self.last = now;
+        Ok(EnergyReading { joules, source: EnergySource::Rapl })
+    }
+}
