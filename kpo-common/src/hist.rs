@@ -6,7 +6,7 @@
 
 /// Sub-buckets per power of two, as a shift (4 sub-buckets).
 pub const SUB_BITS: u32 = 2;
-/// Number of buckets: values up to 2^40 ns (about 18 minutes); larger values land in the last one.
+/// Number of buckets: values up to 2^42 ns (about 73 minutes); larger values land in the last one.
 pub const HIST_BUCKETS: usize = 41 << SUB_BITS;
 
 #[repr(C)]
@@ -48,7 +48,8 @@ pub fn msb(mut v: u64) -> u32 {
 
 /// Bucket index for a value in nanoseconds.
 ///
-/// Values below 4 ns map to buckets 0..3 exactly; above, bucket = 4 * msb + the next two bits.
+/// Values below 4 ns map to buckets 0..3 exactly; above, bucket = 4 * (msb - 1) + the two bits
+/// below the most significant one, so buckets continue without a gap (4 ns is bucket 4).
 #[inline(always)]
 pub fn bucket_of(ns: u64) -> usize {
     if ns < (1 << SUB_BITS) {
@@ -56,7 +57,7 @@ pub fn bucket_of(ns: u64) -> usize {
     }
     let m = msb(ns);
     let sub = (ns >> (m - SUB_BITS)) & ((1 << SUB_BITS) - 1);
-    let idx = ((m as u64) << SUB_BITS) + sub;
+    let idx = (((m - 1) as u64) << SUB_BITS) + sub;
     if idx as usize >= HIST_BUCKETS {
         HIST_BUCKETS - 1
     } else {
@@ -69,7 +70,7 @@ pub fn bucket_lower_ns(idx: usize) -> u64 {
     if idx < (1 << SUB_BITS) {
         return idx as u64;
     }
-    let m = (idx >> SUB_BITS) as u32;
+    let m = (idx >> SUB_BITS) as u32 + 1;
     let sub = (idx as u64) & ((1 << SUB_BITS) - 1);
     (1u64 << m) + (sub << (m - SUB_BITS))
 }

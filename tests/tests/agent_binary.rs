@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use kpo_integration::Netns;
 use serde_json::Value;
 
 use crate::common::wait_until;
@@ -77,8 +78,9 @@ fn kinds(events: &[Value]) -> Vec<String> {
     events.iter().map(|e| e["kind"].as_str().unwrap_or("?").to_string()).collect()
 }
 
-/// Runs the agent until it wrote two full windows, then SIGTERM; returns every event.
-fn run_agent(extra: &[&str], events: &Path) -> Vec<Value> {
+/// Runs the agent until it wrote two full windows (and `during` has run), then SIGTERM; returns
+/// every event.
+fn run_agent(extra: &[&str], events: &Path, during: impl FnOnce(&Path)) -> Vec<Value> {
     let _ = std::fs::remove_file(events);
     let child = Command::new(kpo_binary())
         .args(["run", "--tick", "100ms", "--window", "300ms", "--duty-fraction", "0.5", "--events"])
@@ -90,6 +92,8 @@ fn run_agent(extra: &[&str], events: &Path) -> Vec<Value> {
         .spawn()
         .unwrap();
     let mut agent = Agent { child };
+    wait_until("sensors reported", Duration::from_secs(30), || kinds(&lines(events)).len() >= 2);
+    during(events);
     wait_until("two windows", Duration::from_secs(30), || {
         kinds(&lines(events)).iter().filter(|k| *k == "window").count() >= 2
     });
@@ -137,7 +141,29 @@ pub fn events_match_schema_and_sigterm_flushes() {
     let fake = FakeProc::new("loadavg");
 
     // Real BTF, one unparsable /proc file: every sensor on, load average absent, the rest there.
-    let events = run_agent(&["--proc-root", fake.0.to_str().unwrap()], &dir.join("kpo-e2e-a.ndjson"));
+    // Meanwhile a listener with backlog 4 in a namespace gets 12 connections: a `listener_full`
+    // event must arrive at once, before any window closes it.
+    let ns = Netns::new();
+    let mut port = 0;
+    let events = run_agent(&["--proc-root", fake.0.to_str().unwrap()], &dir.join("kpo-e2e-a.ndjson"), |path| {
+        let listener = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        // Re-listen with a small backlog (listen() may be called again to change it).
+        assert_eq!(unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 4) }, 0);
+        port = listener.local_addr().unwrap().port();
+        let clients: Vec<_> = ns.run(|| {
+            (0..12).map(|_| std::net::TcpStream::connect_timeout(&listener.local_addr().unwrap(), Duration::from_millis(200))).collect()
+        });
+        wait_until("listener_full event", Duration::from_secs(10), || {
+            lines(path).iter().any(|e| e["kind"] == "listener_full" && e["port"] == port)
+        });
+        drop(clients);
+        drop(listener);
+    });
+    let full = events.iter().find(|e| e["kind"] == "listener_full" && e["port"] == port).unwrap();
+    assert_eq!(full["netns"], ns.inum());
+    assert_eq!(full["backlog_limit"], 4);
+    assert!(full["backlog"].as_u64().unwrap() >= 4);
+    assert_eq!(full["family"], "ipv4");
     check_stream(&events);
     let sensors = &events[1]["sensors"];
     assert!(sensors.as_array().unwrap().iter().all(|s| s["enabled"] == true), "{sensors:#}");
@@ -146,7 +172,7 @@ pub fn events_match_schema_and_sigterm_flushes() {
     assert!(window["system"]["cpu_idle_pct"].is_number(), "other sources still read");
 
     // No BTF: the offset-free sensors stay, the others are off with a reason; windows go on.
-    let events = run_agent(&["--btf", "/nonexistent/vmlinux"], &dir.join("kpo-e2e-b.ndjson"));
+    let events = run_agent(&["--btf", "/nonexistent/vmlinux"], &dir.join("kpo-e2e-b.ndjson"), |_| {});
     check_stream(&events);
     let sensors = events[1]["sensors"].as_array().unwrap();
     let off: Vec<&Value> = sensors.iter().filter(|s| s["enabled"] == false).collect();

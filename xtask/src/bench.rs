@@ -27,7 +27,7 @@ pub enum Which {
     /// Agent overhead on loopback workloads.
     Overhead {
         /// Repetitions of the whole alternation.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 5)]
         reps: usize,
         /// Seconds per workload run.
         #[arg(long, default_value_t = 5)]
@@ -202,7 +202,9 @@ fn measure(workload: Workload, duration: Duration) -> Result<f64> {
 }
 
 fn wrk(duration: Duration, close: bool) -> Result<f64> {
-    let mut cmd = Command::new(which("wrk").context("wrk")?);
+    // Load generator on CPU 0, server on CPU 1 (see Nginx::start): stable placement, less noise.
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0"]).arg(which("wrk").context("wrk")?);
     cmd.args(["-t1", "-c32", &format!("-d{}s", duration.as_secs())]);
     if close {
         cmd.args(["-H", "Connection: close"]);
@@ -221,6 +223,7 @@ fn ping_pong(duration: Duration) -> f64 {
     let addr = listener.local_addr().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let server = std::thread::spawn(move || {
+        pin_to_cpu(1);
         let (mut s, _) = listener.accept().unwrap();
         s.set_nodelay(true).unwrap();
         let mut b = [0u8; 1];
@@ -232,6 +235,7 @@ fn ping_pong(duration: Duration) -> f64 {
     });
     let mut c = TcpStream::connect(addr).unwrap();
     c.set_nodelay(true).unwrap();
+    pin_to_cpu(0);
     let stop_flag = stop.clone();
     let timer = std::thread::spawn(move || {
         std::thread::sleep(duration);
@@ -246,10 +250,31 @@ fn ping_pong(duration: Duration) -> f64 {
         trips += 1;
     }
     let rate = trips as f64 / started.elapsed().as_secs_f64();
+    unpin();
     drop(c);
     let _ = server.join();
     let _ = timer.join();
     rate
+}
+
+fn pin_to_cpu(cpu: usize) {
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % ncpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn unpin() {
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..ncpu {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
 }
 
 /// (name, run time ns, run count) of the agent's loaded programs.
@@ -287,7 +312,10 @@ impl Nginx {
                 dir = dir.display()
             ),
         )?;
-        let child = Command::new(which("nginx").context("nginx")?)
+        let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let child = Command::new("taskset")
+            .args(["-c", &(1 % ncpu).to_string()])
+            .arg(which("nginx").context("nginx")?)
             .arg("-p")
             .arg(dir)
             .arg("-c")

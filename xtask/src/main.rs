@@ -85,7 +85,10 @@ pub fn workspace_root() -> std::path::PathBuf {
 }
 
 pub fn kpo_binary() -> std::path::PathBuf {
-    workspace_root().join("target/release/kpo")
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target.join("release/kpo")
 }
 
 pub fn is_root() -> bool {

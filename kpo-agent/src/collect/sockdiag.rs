@@ -82,27 +82,36 @@ fn receive(socket: &Socket, out: &mut Vec<DiagListener>) -> Result<(), SockDiagE
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let size = socket.recv(&mut &mut buf[..], 0)?;
-        let mut offset = 0;
-        while offset < size {
-            let message = NetlinkMessage::<SockDiagMessage>::deserialize(&buf[offset..size])
-                .map_err(|e| SockDiagError::Decode(e.to_string()))?;
-            let length = message.header.length as usize;
-            match message.payload {
-                NetlinkPayload::Done(_) => return Ok(()),
-                NetlinkPayload::Error(e) => {
-                    return Err(SockDiagError::Kernel(e.code.map_or(0, |c| c.get())))
-                }
-                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-                    out.push(listener_of(&response));
-                }
-                _ => {}
-            }
-            if length == 0 {
-                break;
-            }
-            offset += length;
+        if parse_messages(&buf[..size], out)? {
+            return Ok(());
         }
     }
+}
+
+/// Decodes one datagram of netlink messages into `out`. Returns true at the end of the dump.
+pub fn parse_messages(mut bytes: &[u8], out: &mut Vec<DiagListener>) -> Result<bool, SockDiagError> {
+    while !bytes.is_empty() {
+        let message = NetlinkMessage::<SockDiagMessage>::deserialize(bytes)
+            .map_err(|e| SockDiagError::Decode(e.to_string()))?;
+        let length = message.header.length as usize;
+        match message.payload {
+            NetlinkPayload::Done(_) => return Ok(true),
+            NetlinkPayload::Error(e) => {
+                return Err(SockDiagError::Kernel(e.code.map_or(0, |c| c.get())))
+            }
+            NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
+                out.push(listener_of(&response));
+            }
+            _ => {}
+        }
+        // Messages are 4-byte aligned within a datagram.
+        let advance = (length + 3) & !3;
+        if length == 0 || advance > bytes.len() {
+            break;
+        }
+        bytes = &bytes[advance..];
+    }
+    Ok(false)
 }
 
 fn listener_of(response: &InetResponse) -> DiagListener {
@@ -123,5 +132,93 @@ fn listener_of(response: &InetResponse) -> DiagListener {
         depth: h.recv_queue,
         limit: h.send_queue,
         drops,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use netlink_packet_core::{DoneMessage, NetlinkHeader};
+    use netlink_packet_sock_diag::inet::{nlas::MemInfo, InetResponseHeader};
+
+    use super::*;
+
+    fn response(port: u16, depth: u32, limit: u32, drops: u32) -> Vec<u8> {
+        let mut socket_id = SocketId::new_v4();
+        socket_id.source_port = port;
+        socket_id.source_address = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let header = InetResponseHeader {
+            family: AF_INET,
+            state: 10,
+            timer: None,
+            socket_id,
+            recv_queue: depth,
+            send_queue: limit,
+            uid: 0,
+            inode: 4242,
+        };
+        let meminfo = MemInfo {
+            receive_queue: 0,
+            receive_queue_max: 0,
+            send_queue: 0,
+            send_queue_max: 0,
+            bottom_send_queues: 0,
+            cache: 0,
+            options: 0,
+            backlog_queue_length: 0,
+            drops,
+        };
+        let response = InetResponse { header, nlas: vec![Nla::MemInfo(meminfo)].into() };
+        let mut message = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            SockDiagMessage::InetResponse(Box::new(response)).into(),
+        );
+        message.finalize();
+        let mut buf = vec![0; message.buffer_len()];
+        message.serialize(&mut buf);
+        buf
+    }
+
+    fn done() -> Vec<u8> {
+        let mut message: NetlinkMessage<SockDiagMessage> =
+            NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::Done(DoneMessage::default()));
+        message.finalize();
+        let mut buf = vec![0; message.buffer_len()];
+        message.serialize(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn decodes_listeners_with_their_drop_counter() {
+        let mut datagram = response(8080, 9, 8, 51);
+        datagram.extend(response(9090, 0, 4096, 0));
+        let mut out = Vec::new();
+        assert!(!parse_messages(&datagram, &mut out).unwrap(), "no Done yet");
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            out[0],
+            DiagListener {
+                family: 2,
+                port: 8080,
+                address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                inode: 4242,
+                depth: 9,
+                limit: 8,
+                drops: 51,
+            }
+        );
+        assert_eq!((out[1].port, out[1].limit, out[1].drops), (9090, 4096, 0));
+        assert!(parse_messages(&done(), &mut out).unwrap(), "Done ends the dump");
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_not_a_panic() {
+        let mut out = Vec::new();
+        let err = parse_messages(&[0xff; 7], &mut out).unwrap_err();
+        assert!(matches!(err, SockDiagError::Decode(_)), "{err}");
+        let mut truncated = response(1, 0, 0, 0);
+        truncated.truncate(30);
+        assert!(parse_messages(&truncated, &mut out).is_err());
     }
 }
