@@ -86,7 +86,7 @@ impl Config {
                 format!("({:?}) must be at least one tick ({:?})", self.window, self.tick),
             ));
         }
-        if self.window.as_nanos() % self.tick.as_nanos() != 0 {
+        if !self.window.as_nanos().is_multiple_of(self.tick.as_nanos()) {
             return Err(invalid(
                 "window",
                 format!("({:?}) must be a whole number of ticks ({:?})", self.window, self.tick),

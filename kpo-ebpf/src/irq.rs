@@ -43,13 +43,13 @@ pub fn kpo_irq_exit(ctx: RawTracePointContext) -> i32 {
     unsafe { *start = 0 };
     let elapsed = now_ns().saturating_sub(started);
     let irq = irq as u32;
-    match IRQS.get_ptr_mut(&irq) {
+    match IRQS.get_ptr_mut(irq) {
         Some(c) => unsafe {
             (*c).count += 1;
             (*c).time_ns += elapsed;
         },
         None => {
-            let _ = IRQS.insert(&irq, &IrqCounters { count: 1, time_ns: elapsed }, 0);
+            let _ = IRQS.insert(irq, IrqCounters { count: 1, time_ns: elapsed }, 0);
         }
     }
     0
@@ -99,7 +99,7 @@ fn try_napi_poll(ctx: &RawTracePointContext) -> Result<i64, i64> {
     // The per-CPU backlog (loopback, RPS) polls without a device: ifindex 0.
     let ifindex: u32 = if dev.is_null() { 0 } else { read::<i32>(dev, off.dev_ifindex)? as u32 };
     let exhausted = (work >= budget) as u64;
-    match NAPI.get_ptr_mut(&ifindex) {
+    match NAPI.get_ptr_mut(ifindex) {
         Some(c) => unsafe {
             (*c).polls += 1;
             (*c).packets += work as u64;
@@ -108,7 +108,7 @@ fn try_napi_poll(ctx: &RawTracePointContext) -> Result<i64, i64> {
         None => {
             let first =
                 NapiCounters { polls: 1, packets: work as u64, budget_exhausted: exhausted };
-            let _ = NAPI.insert(&ifindex, &first, 0);
+            let _ = NAPI.insert(ifindex, first, 0);
         }
     }
     Ok(0)

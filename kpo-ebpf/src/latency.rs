@@ -40,24 +40,24 @@ fn try_sock_recv(ctx: &RawTracePointContext) -> Result<i64, i64> {
     let id = sk as u64;
     if ret == 0 {
         // Peer closed: no response will follow.
-        let _ = REQ_PENDING.remove(&id);
+        let _ = REQ_PENDING.remove(id);
         return Ok(0);
     }
     if ret < 0 || flags & MSG_PEEK != 0 {
         return Ok(0);
     }
     let key = tcp_socket_key(sk, &offsets())?;
-    if unsafe { SERVICE_PORTS.get(&key) }.is_none() {
+    if unsafe { SERVICE_PORTS.get(key) }.is_none() {
         return Ok(0);
     }
     // A request read in several pieces is timed from its first piece, unless that piece predates
     // the current sampling period (the response may have gone out while we were detached).
-    if let Some(&started) = unsafe { REQ_PENDING.get(&id) } {
+    if let Some(&started) = unsafe { REQ_PENDING.get(id) } {
         if started >= sample_start_ns() {
             return Ok(0);
         }
     }
-    let _ = REQ_PENDING.insert(&id, &now_ns(), 0);
+    let _ = REQ_PENDING.insert(id, now_ns(), 0);
     Ok(0)
 }
 
@@ -75,20 +75,20 @@ fn try_sock_send(ctx: &RawTracePointContext) -> Result<i64, i64> {
         return Ok(0);
     }
     let id = sk as u64;
-    let Some(&started) = (unsafe { REQ_PENDING.get(&id) }) else { return Ok(0) };
-    let _ = REQ_PENDING.remove(&id);
+    let Some(&started) = (unsafe { REQ_PENDING.get(id) }) else { return Ok(0) };
+    let _ = REQ_PENDING.remove(id);
     if started < sample_start_ns() {
         return Ok(0);
     }
     let elapsed = now_ns().saturating_sub(started);
     let key = tcp_socket_key(sk, &offsets())?;
     let bucket = bucket_of(elapsed);
-    let hist = match REQ_HIST.get_ptr_mut(&key) {
+    let hist = match REQ_HIST.get_ptr_mut(key) {
         Some(hist) => hist,
         None => {
             let zero = ZERO_HIST.get(0).ok_or(0)?;
-            let _ = REQ_HIST.insert(&key, zero, 0);
-            REQ_HIST.get_ptr_mut(&key).ok_or(0)?
+            let _ = REQ_HIST.insert(key, zero, 0);
+            REQ_HIST.get_ptr_mut(key).ok_or(0)?
         }
     };
     if let Some(slot) = unsafe { (*hist).buckets.get_mut(bucket) } {

@@ -52,6 +52,12 @@ pub struct Netns {
     pub name: String,
 }
 
+impl Default for Netns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Netns {
     pub fn new() -> Netns {
         let name = format!("kpo-t{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));

@@ -98,7 +98,7 @@ pub fn member_offset(btf: &Btf, strukt: &str, path: &[&str]) -> Option<u32> {
             current = strip_to_struct(btf, member_type)?;
         }
     }
-    (total_bits % 8 == 0).then_some(total_bits / 8)
+    total_bits.is_multiple_of(8).then_some(total_bits / 8)
 }
 
 fn find_struct(btf: &Btf, name: &str) -> Option<btf_rs::Struct> {

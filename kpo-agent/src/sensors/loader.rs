@@ -15,13 +15,16 @@ use super::{btf, SensorKind, SensorStatus};
 /// The compiled eBPF object, built by build.rs from `kpo-ebpf`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kpo"));
 
+/// Answers "does this raw tracepoint exist on this kernel?".
+pub type TracepointCheck = Box<dyn Fn(&str) -> bool + Send>;
+
 pub struct SensorOptions {
     pub btf_path: PathBuf,
     /// Sensors the operator switched off.
     pub disabled: Vec<SensorKind>,
     /// Overrides the kernel's answer to "does this raw tracepoint exist?". Production leaves it
     /// None and asks the kernel's BTF; tests use it to exercise the missing-tracepoint path.
-    pub tracepoint_exists: Option<Box<dyn Fn(&str) -> bool + Send>>,
+    pub tracepoint_exists: Option<TracepointCheck>,
 }
 
 impl SensorOptions {
