@@ -123,6 +123,11 @@ fn test(args: &[String]) -> Result<()> {
     }
     // The integration tests share kernel state (tracepoints, namespaces): one at a time. When not
     // root they report themselves as ignored, with the reason, rather than passing.
+    // The end-to-end test runs the `kpo` binary next to the test executable.
+    let status = cargo().args(["build", "-p", "kpo-agent", "--bin", "kpo"]).status()?;
+    if !status.success() {
+        bail!("building kpo failed");
+    }
     println!("xtask: integration tests (real eBPF, network namespaces)");
     let status = cargo()
         .args(["test", "-p", "kpo-integration"])
