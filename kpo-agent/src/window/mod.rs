@@ -385,3 +385,114 @@ fn round3(v: f64) -> f64 {
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use kpo_common::{ListenerKey, AF_INET};
+
+    use super::*;
+    use crate::collect::{
+        bpf_maps::{BpfSnapshot, ListenerBpf},
+        procfs::{HostSnapshot, ProcRoot},
+        ListenerView,
+    };
+
+    const KEY: ListenerKey = ListenerKey { netns: 7, port: 80, family: AF_INET };
+
+    fn sample(at: Instant, secs: u64, duty: bool, depth: u32, drops: u64, bpf: ListenerBpf) -> Sample {
+        let host: HostSnapshot = HostSnapshot::read(&ProcRoot("/proc".into())).0;
+        let mut snapshot = BpfSnapshot::default();
+        snapshot.listeners.insert(KEY, bpf);
+        snapshot.context_switches = secs * 1000;
+        Sample {
+            at: at + Duration::from_secs(secs),
+            wall: time::OffsetDateTime::UNIX_EPOCH + Duration::from_secs(secs),
+            bpf: Some(snapshot),
+            listeners: [(
+                KEY,
+                ListenerView {
+                    addresses: vec!["0.0.0.0".parse().unwrap()],
+                    depth,
+                    limit: 128,
+                    drops,
+                    pid: Some(42),
+                    comm: Some("nginx".into()),
+                },
+            )]
+            .into(),
+            netns: BTreeMap::new(),
+            host,
+            duty_attached: duty,
+            accept_queue_sensor: true,
+        }
+    }
+
+    fn bpf(enqueued: u64, peak: Option<u32>) -> ListenerBpf {
+        ListenerBpf { enqueued, synack_retrans: 0, backlog_limit: 128, tick_peak: peak }
+    }
+
+    #[test]
+    fn windows_take_differences_peaks_and_roll_over() {
+        let t0 = Instant::now();
+        let mut b = WindowBuilder::new(sample(t0, 0, false, 3, 10, bpf(100, Some(50))));
+        b.push(sample(t0, 1, true, 5, 12, bpf(130, Some(20))));
+        b.push(sample(t0, 2, false, 4, 15, bpf(150, None)));
+        b.push(sample(t0, 3, false, 1, 15, bpf(160, Some(7))));
+        b.push(sample(t0, 4, true, 0, 15, bpf(160, None)));
+        let (w, last) = b.finish().unwrap();
+        assert_eq!(w.duration_s, 4.0);
+        assert_eq!(w.sampled_fraction, 0.5, "two of four ticks attached");
+        let l = &w.listeners[0];
+        assert_eq!((l.netns, l.port, l.family), (7, 80, "ipv4"));
+        // The baseline's own peak (50) belongs to the previous window.
+        assert_eq!(l.backlog_max, 20);
+        assert_eq!(l.backlog_now, 0);
+        assert_eq!(l.enqueued, Some(60));
+        assert_eq!(l.overflows, 5);
+        assert_eq!((l.pid, l.comm.as_deref()), (Some(42), Some("nginx")));
+        // 4000 switches over 2 sampled seconds.
+        assert_eq!(w.context_switches_per_s, Some(2000.0));
+
+        // The last sample is the next window's baseline.
+        let mut b = WindowBuilder::new(last);
+        b.push(sample(t0, 5, true, 2, 16, bpf(161, Some(2))));
+        let (w2, _) = b.finish().unwrap();
+        let l = &w2.listeners[0];
+        assert_eq!((l.enqueued, l.overflows, l.backlog_max), (Some(1), 1, 2));
+    }
+
+    #[test]
+    fn a_listener_born_in_the_window_counts_from_zero() {
+        let t0 = Instant::now();
+        let mut first = sample(t0, 0, false, 0, 0, bpf(0, None));
+        first.listeners.clear();
+        first.bpf.as_mut().unwrap().listeners.clear();
+        let mut b = WindowBuilder::new(first);
+        b.push(sample(t0, 1, false, 9, 51, bpf(9, Some(9))));
+        let (w, _) = b.finish().unwrap();
+        let l = &w.listeners[0];
+        assert_eq!((l.overflows, l.enqueued, l.backlog_max), (51, Some(9), 9));
+    }
+
+    #[test]
+    fn unknown_stays_unknown_when_the_sensor_is_off() {
+        let t0 = Instant::now();
+        let mut off = sample(t0, 0, false, 0, 0, bpf(0, None));
+        off.accept_queue_sensor = false;
+        let mut next = sample(t0, 1, false, 1, 0, bpf(0, None));
+        next.accept_queue_sensor = false;
+        let mut b = WindowBuilder::new(off);
+        b.push(next);
+        let (w, _) = b.finish().unwrap();
+        assert_eq!(w.listeners[0].enqueued, None);
+        assert_eq!(w.listeners[0].backlog_max, 1, "sock_diag depth still counts");
+    }
+
+    #[test]
+    fn an_empty_builder_has_no_window() {
+        let b = WindowBuilder::new(sample(Instant::now(), 0, false, 0, 0, bpf(0, None)));
+        assert!(b.finish().is_none());
+    }
+}
