@@ -5,7 +5,7 @@
 //! `KernelOffsets::MISSING` and the sensors that need it are switched off with the reason.
 use std::path::Path;
 
-use btf_rs::{Btf, Type};
+use btf_rs::{Backend, Btf, Type};
 use kpo_common::KernelOffsets;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -35,11 +35,16 @@ pub struct KernelBtf {
 }
 
 impl KernelBtf {
+    /// Maps the file rather than parsing all of it up front: parsing every vmlinux type costs
+    /// tens of MB at start-up, and we look up a handful of them. Falls back to reading when the
+    /// file cannot be mapped (sysfs allows it only on newer kernels).
     pub fn open(path: &Path) -> Result<KernelBtf, BtfError> {
-        let btf = Btf::from_file(path).map_err(|e| BtfError::Unreadable {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let btf = Btf::from_file_with_backend(path, Backend::Mmap)
+            .or_else(|_| Btf::from_file_with_backend(path, Backend::Cache))
+            .map_err(|e| BtfError::Unreadable {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
         Ok(KernelBtf { btf })
     }
 
