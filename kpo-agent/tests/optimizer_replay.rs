@@ -10,7 +10,9 @@ use std::process::{Command, Output};
 use serde_json::{json, Value};
 
 fn data(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seed-paper").join(file)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/seed-paper")
+        .join(file)
 }
 
 fn kpo(args: &[&str]) -> Output {
@@ -60,9 +62,17 @@ fn replay_json(table: &str, constraint: &str, extra: &[&str]) -> Value {
     ];
     args.extend_from_slice(extra);
     let out = kpo(&args);
-    assert!(out.status.success(), "kpo failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kpo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(stdout.trim().lines().count(), 1, "exactly one JSON object: {stdout}");
+    assert_eq!(
+        stdout.trim().lines().count(),
+        1,
+        "exactly one JSON object: {stdout}"
+    );
     serde_json::from_str(&stdout).expect("valid JSON")
 }
 
@@ -134,40 +144,103 @@ fn beats_random_search_on_every_seed_paper_table_at_budget_10() {
         let best = &r["best_feasible"];
         assert!(best[column].as_f64().unwrap() <= stock(table, column).parse::<f64>().unwrap());
 
-        let median = r["median_regret_pct"].as_f64().unwrap_or_else(|| panic!("{table}: {r}"));
+        let median = r["median_regret_pct"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{table}: {r}"));
         // No feasible pick in half the random runs counts as an infinite median (null).
-        let random = r["random_median_regret_pct"].as_f64().unwrap_or(f64::INFINITY);
-        assert!(median <= 2.0, "{table}: median regret {median}% above the 2% target");
-        assert!(median < random, "{table}: optimizer {median}% vs random {random}%");
+        let random = r["random_median_regret_pct"]
+            .as_f64()
+            .unwrap_or(f64::INFINITY);
+        assert!(
+            median <= 2.0,
+            "{table}: median regret {median}% above the 2% target"
+        );
+        assert!(
+            median < random,
+            "{table}: optimizer {median}% vs random {random}%"
+        );
         assert_eq!(r["runs_without_feasible_pick"], 0, "{table}");
         // The stock row is not in the grid; saving against it must be positive at the pick.
         let saved = r["median_saved_vs_baseline_pct"].as_f64().unwrap();
         let best_saved = r["best_feasible_saved_vs_baseline_pct"].as_f64().unwrap();
-        assert!(saved > 0.0 && saved <= best_saved + 1e-9, "{table}: saved {saved} best {best_saved}");
+        assert!(
+            saved > 0.0 && saved <= best_saved + 1e-9,
+            "{table}: saved {saved} best {best_saved}"
+        );
         // Each run's regret is consistent with its pick.
         for run in r["runs"].as_array().unwrap() {
             let pick = run["optimizer"]["pick"]["energy_j"].as_f64().unwrap();
             let regret = run["optimizer"]["regret_pct"].as_f64().unwrap();
-            let want = 100.0 * (pick - best["energy_j"].as_f64().unwrap()) / best["energy_j"].as_f64().unwrap();
+            let want = 100.0 * (pick - best["energy_j"].as_f64().unwrap())
+                / best["energy_j"].as_f64().unwrap();
             assert!((regret - want).abs() < 1e-9);
-            assert!(run["optimizer"]["pick"][column].as_f64().unwrap() <= stock(table, column).parse().unwrap());
+            assert!(
+                run["optimizer"]["pick"][column].as_f64().unwrap()
+                    <= stock(table, column).parse().unwrap()
+            );
         }
     }
 }
 
 #[test]
 fn replay_is_deterministic_and_budget_bounds_evaluations() {
-    let a = replay_json("netpipe_8192B", "time_s<=0.366", &["--budget", "4", "--seeds", "3"]);
-    let b = replay_json("netpipe_8192B", "time_s<=0.366", &["--budget", "4", "--seeds", "3"]);
+    let a = replay_json(
+        "netpipe_8192B",
+        "time_s<=0.366",
+        &["--budget", "4", "--seeds", "3"],
+    );
+    let b = replay_json(
+        "netpipe_8192B",
+        "time_s<=0.366",
+        &["--budget", "4", "--seeds", "3"],
+    );
     assert_eq!(a, b);
     for run in a["runs"].as_array().unwrap() {
         if let Some(e) = run["optimizer"]["evaluations_to_within_1pct"].as_u64() {
             assert!((1..=4).contains(&e));
         }
     }
-    // A budget as large as the table finds the best row in every run.
-    let all = replay_json("nodejs", "p99_us<=92", &["--budget", "1000", "--seeds", "2"]);
-    assert_eq!(all["budget"], 147);
+    // A budget as large as the table evaluates every row: the best row is always found.
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small.csv");
+    let mut csv = String::from("a,b,cost,lat\n");
+    for a in 0..4 {
+        for b in 0..4 {
+            let cost = 10.0 + ((a as f64) - 2.0).powi(2) + 2.0 * ((b as f64) - 1.0).powi(2);
+            csv.push_str(&format!("{a},{b},{cost},{}\n", 10 * (a + b)));
+        }
+    }
+    std::fs::write(&small, csv).unwrap();
+    let out = kpo(&[
+        "--grid",
+        small.to_str().unwrap(),
+        "--knob",
+        "a",
+        "--knob",
+        "b",
+        "--minimize",
+        "cost",
+        "--constraint",
+        "lat<=20",
+        "--budget",
+        "1000",
+        "--seeds",
+        "3",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all["budget"], 16);
+    assert_eq!(all["feasible_rows"], 6);
+    // The unconstrained best (2,1) has lat 30; the constrained best is (1,1) with cost 11.
+    assert_eq!(
+        all["best_feasible"],
+        json!({"a": 1.0, "b": 1.0, "cost": 11.0, "lat": 20.0})
+    );
     assert_eq!(all["median_regret_pct"].as_f64(), Some(0.0));
     assert_eq!(all["random_median_regret_pct"].as_f64(), Some(0.0));
 }
@@ -176,22 +249,50 @@ fn replay_is_deterministic_and_budget_bounds_evaluations() {
 fn human_readable_report_and_ge_constraints() {
     let grid = data("netpipe_65536B_linux_tuned.csv");
     let out = kpo(&[
-        "--grid", grid.to_str().unwrap(), "--knob", "itr_us", "--knob", "freq_mhz",
-        "--minimize", "energy_j", "--constraint", "tput_mbps>=3606.803", "--budget", "6", "--seeds", "3",
+        "--grid",
+        grid.to_str().unwrap(),
+        "--knob",
+        "itr_us",
+        "--knob",
+        "freq_mhz",
+        "--minimize",
+        "energy_j",
+        "--constraint",
+        "tput_mbps>=3606.803",
+        "--budget",
+        "6",
+        "--seeds",
+        "3",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    for needle in ["median regret", "p90 regret", "random search", "tput_mbps>=3606.803", "best feasible row"] {
+    for needle in [
+        "median regret",
+        "p90 regret",
+        "random search",
+        "tput_mbps>=3606.803",
+        "best feasible row",
+    ] {
         assert!(text.contains(needle), "missing '{needle}' in:\n{text}");
     }
-    assert!(serde_json::from_str::<Value>(text.trim()).is_err(), "not JSON without --json");
+    assert!(
+        serde_json::from_str::<Value>(text.trim()).is_err(),
+        "not JSON without --json"
+    );
 }
 
 fn fails_with(args: &[&str], needle: &str) {
     let out = kpo(args);
     assert!(!out.status.success(), "expected failure for {args:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(needle), "stderr for {args:?} lacks '{needle}':\n{err}");
+    assert!(
+        err.contains(needle),
+        "stderr for {args:?} lacks '{needle}':\n{err}"
+    );
     assert!(out.stdout.is_empty(), "nothing on stdout on error");
 }
 
@@ -200,11 +301,19 @@ fn clear_errors() {
     let grid = data("nodejs_linux_tuned.csv");
     let g = grid.to_str().unwrap();
     let base = |extra: &[&'static str]| -> Vec<String> {
-        let mut v: Vec<String> =
-            ["--grid", g, "--knob", "itr_us", "--knob", "freq_mhz", "--minimize", "energy_j"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+        let mut v: Vec<String> = [
+            "--grid",
+            g,
+            "--knob",
+            "itr_us",
+            "--knob",
+            "freq_mhz",
+            "--minimize",
+            "energy_j",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
@@ -212,16 +321,35 @@ fn clear_errors() {
         fails_with(&v.iter().map(String::as_str).collect::<Vec<_>>(), needle)
     };
     fails_with(
-        &["--grid", "/nonexistent/table.csv", "--knob", "a", "--minimize", "b"],
+        &[
+            "--grid",
+            "/nonexistent/table.csv",
+            "--knob",
+            "a",
+            "--minimize",
+            "b",
+        ],
         "cannot read /nonexistent/table.csv",
     );
-    run(base(&["--constraint", "latency<=5"]), "no column named 'latency'");
+    run(
+        base(&["--constraint", "latency<=5"]),
+        "no column named 'latency'",
+    );
     let mut v = base(&[]);
     v[3] = "itr".into();
     run(v, "no column named 'itr'");
-    run(base(&["--constraint", "p99_us<92"]), "malformed constraint 'p99_us<92'");
-    run(base(&["--constraint", "p99_us<=fast"]), "malformed constraint");
-    run(base(&["--constraint", "p99_us<=10"]), "no row satisfies the constraints p99_us<=10");
+    run(
+        base(&["--constraint", "p99_us<92"]),
+        "malformed constraint 'p99_us<92'",
+    );
+    run(
+        base(&["--constraint", "p99_us<=fast"]),
+        "malformed constraint",
+    );
+    run(
+        base(&["--constraint", "p99_us<=10"]),
+        "no row satisfies the constraints p99_us<=10",
+    );
     run(base(&["--constraint", "energy_j<=300"]), "used twice");
     run(base(&["--budget", "0"]), "budget");
 
@@ -229,19 +357,44 @@ fn clear_errors() {
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, "itr_us,freq_mhz,energy_j\n2,1200,10.5\n4,1300,n/a\n").unwrap();
     fails_with(
-        &["--grid", bad.to_str().unwrap(), "--knob", "itr_us", "--knob", "freq_mhz", "--minimize", "energy_j"],
+        &[
+            "--grid",
+            bad.to_str().unwrap(),
+            "--knob",
+            "itr_us",
+            "--knob",
+            "freq_mhz",
+            "--minimize",
+            "energy_j",
+        ],
         "line 3, column 'energy_j': 'n/a' is not a finite number",
     );
     let dup = dir.path().join("dup.csv");
     std::fs::write(&dup, "itr_us,freq_mhz,energy_j\n2,1200,10.5\n2,1200,11\n").unwrap();
     fails_with(
-        &["--grid", dup.to_str().unwrap(), "--knob", "itr_us", "--knob", "freq_mhz", "--minimize", "energy_j"],
+        &[
+            "--grid",
+            dup.to_str().unwrap(),
+            "--knob",
+            "itr_us",
+            "--knob",
+            "freq_mhz",
+            "--minimize",
+            "energy_j",
+        ],
         "lines 2 and 3 have the same knob values",
     );
     let empty = dir.path().join("empty.csv");
     std::fs::write(&empty, "itr_us,freq_mhz,energy_j\n").unwrap();
     fails_with(
-        &["--grid", empty.to_str().unwrap(), "--knob", "itr_us", "--minimize", "energy_j"],
+        &[
+            "--grid",
+            empty.to_str().unwrap(),
+            "--knob",
+            "itr_us",
+            "--minimize",
+            "energy_j",
+        ],
         "has no rows",
     );
 }

@@ -114,7 +114,7 @@ pub fn irq_softirq_sched_agree_with_proc() {
     within("NET_RX", net_rx.count, kernel_net_rx, 0.05, 50);
     assert!(net_rx.time_us > 0.0);
 
-    let csw = window.context_switches_per_s.expect("sched on") * window.duration_s;
+    let csw = window.sampled_context_switches_per_s.expect("sched on") * window.duration_s;
     within("context switches", csw.round() as u64, ctxt1 - ctxt0, 0.05, 200);
     let runq = window.runq_latency.expect("run-queue latency sampled");
     assert!(runq.samples > (ROUND_TRIPS / 10) as u64, "runq samples {}", runq.samples);

@@ -65,10 +65,15 @@ impl<B: CoalesceBackend> RxUsecsKnob<B> {
         if original.adaptive_rx {
             match adaptive {
                 AdaptiveMode::Respect => {
-                    return Err(ActuateError::AdaptiveOn { iface: iface.to_string() })
+                    return Err(ActuateError::AdaptiveOn {
+                        iface: iface.to_string(),
+                    })
                 }
                 AdaptiveMode::TurnOff => {
-                    let off = CoalesceSettings { adaptive_rx: false, ..original };
+                    let off = CoalesceSettings {
+                        adaptive_rx: false,
+                        ..original
+                    };
                     backend.set(iface, off)?;
                     let back = backend.get(iface)?;
                     if back.adaptive_rx {
@@ -107,11 +112,15 @@ impl<B: CoalesceBackend> RxUsecsKnob<B> {
 
     fn current(&mut self) -> Result<CoalesceSettings, ActuateError> {
         if self.released {
-            return Err(ActuateError::Released { knob: self.name.clone() });
+            return Err(ActuateError::Released {
+                knob: self.name.clone(),
+            });
         }
         let s = self.backend.get(&self.iface)?;
         if s.adaptive_rx {
-            return Err(ActuateError::AdaptiveOn { iface: self.iface.clone() });
+            return Err(ActuateError::AdaptiveOn {
+                iface: self.iface.clone(),
+            });
         }
         Ok(s)
     }
@@ -147,7 +156,10 @@ impl<B: CoalesceBackend> Knob for RxUsecsKnob<B> {
             });
         }
         let cur = self.current()?;
-        let want = CoalesceSettings { rx_usecs: value as u32, ..cur };
+        let want = CoalesceSettings {
+            rx_usecs: value as u32,
+            ..cur
+        };
         self.backend.set(&self.iface, want)?;
         let back = self.current()?;
         if back.rx_usecs != want.rx_usecs {
@@ -184,13 +196,21 @@ impl FakeCoalesce {
 
     /// Add (or reset) a NIC with the given settings.
     pub fn add_nic(&self, iface: &str, settings: CoalesceSettings) -> &Self {
-        self.state.lock().expect("fake state").nics.insert(iface.to_string(), settings);
+        self.state
+            .lock()
+            .expect("fake state")
+            .nics
+            .insert(iface.to_string(), settings);
         self
     }
 
     /// Make `set` on `iface` fail as virtio-net and veth do (EOPNOTSUPP).
     pub fn make_unsupported(&self, iface: &str) -> &Self {
-        self.state.lock().expect("fake state").unsupported.push(iface.to_string());
+        self.state
+            .lock()
+            .expect("fake state")
+            .unsupported
+            .push(iface.to_string());
         self
     }
 
@@ -202,12 +222,21 @@ impl FakeCoalesce {
 
     /// Current settings of a NIC.
     pub fn settings(&self, iface: &str) -> Option<CoalesceSettings> {
-        self.state.lock().expect("fake state").nics.get(iface).copied()
+        self.state
+            .lock()
+            .expect("fake state")
+            .nics
+            .get(iface)
+            .copied()
     }
 
     /// Change settings behind the agent's back (an administrator running ethtool).
     pub fn set_externally(&self, iface: &str, settings: CoalesceSettings) {
-        self.state.lock().expect("fake state").nics.insert(iface.to_string(), settings);
+        self.state
+            .lock()
+            .expect("fake state")
+            .nics
+            .insert(iface.to_string(), settings);
     }
 
     /// Every successful `set`, in order.
@@ -218,9 +247,16 @@ impl FakeCoalesce {
 
 impl CoalesceBackend for FakeCoalesce {
     fn get(&mut self, iface: &str) -> Result<CoalesceSettings, ActuateError> {
-        self.state.lock().expect("fake state").nics.get(iface).copied().ok_or_else(|| {
-            ActuateError::NotFound { knob: format!("rx-usecs:{iface}"), reason: "no such device".into() }
-        })
+        self.state
+            .lock()
+            .expect("fake state")
+            .nics
+            .get(iface)
+            .copied()
+            .ok_or_else(|| ActuateError::NotFound {
+                knob: format!("rx-usecs:{iface}"),
+                reason: "no such device".into(),
+            })
     }
 
     fn set(&mut self, iface: &str, settings: CoalesceSettings) -> Result<(), ActuateError> {
@@ -233,13 +269,19 @@ impl CoalesceBackend for FakeCoalesce {
         }
         let g = st.granularity;
         let stored = CoalesceSettings {
-            rx_usecs: if g > 0 { settings.rx_usecs / g * g } else { settings.rx_usecs },
+            rx_usecs: settings
+                .rx_usecs
+                .checked_div(g)
+                .map_or(settings.rx_usecs, |q| q * g),
             ..settings
         };
-        let slot = st.nics.get_mut(iface).ok_or_else(|| ActuateError::NotFound {
-            knob: format!("rx-usecs:{iface}"),
-            reason: "no such device".into(),
-        })?;
+        let slot = st
+            .nics
+            .get_mut(iface)
+            .ok_or_else(|| ActuateError::NotFound {
+                knob: format!("rx-usecs:{iface}"),
+                reason: "no such device".into(),
+            })?;
         *slot = stored;
         st.history.push((iface.to_string(), stored));
         Ok(())
@@ -250,8 +292,14 @@ impl CoalesceBackend for FakeCoalesce {
 mod tests {
     use super::*;
 
-    const ADAPTIVE: CoalesceSettings = CoalesceSettings { rx_usecs: 50, adaptive_rx: true };
-    const STATIC: CoalesceSettings = CoalesceSettings { rx_usecs: 8, adaptive_rx: false };
+    const ADAPTIVE: CoalesceSettings = CoalesceSettings {
+        rx_usecs: 50,
+        adaptive_rx: true,
+    };
+    const STATIC: CoalesceSettings = CoalesceSettings {
+        rx_usecs: 8,
+        adaptive_rx: false,
+    };
 
     #[test]
     fn refuses_a_nic_with_adaptive_rx_unless_told_to_turn_it_off() {
@@ -260,11 +308,21 @@ mod tests {
         let err = RxUsecsKnob::take(fake.clone(), "eth0", AdaptiveMode::Respect, 1000).unwrap_err();
         assert!(matches!(err, ActuateError::AdaptiveOn { .. }));
         assert!(err.to_string().contains("leaves this NIC alone"));
-        assert_eq!(fake.settings("eth0"), Some(ADAPTIVE), "refusal must not touch the NIC");
+        assert_eq!(
+            fake.settings("eth0"),
+            Some(ADAPTIVE),
+            "refusal must not touch the NIC"
+        );
         assert!(fake.history().is_empty());
 
         let mut k = RxUsecsKnob::take(fake.clone(), "eth0", AdaptiveMode::TurnOff, 1000).unwrap();
-        assert_eq!(fake.settings("eth0"), Some(CoalesceSettings { rx_usecs: 50, adaptive_rx: false }));
+        assert_eq!(
+            fake.settings("eth0"),
+            Some(CoalesceSettings {
+                rx_usecs: 50,
+                adaptive_rx: false
+            })
+        );
         assert_eq!(k.read().unwrap(), 50.0);
         assert_eq!(k.apply(20.0).unwrap(), 20.0);
         assert_eq!(fake.settings("eth0").unwrap().rx_usecs, 20);
@@ -280,9 +338,22 @@ mod tests {
         fake.add_nic("eth1", STATIC);
         let mut k = RxUsecsKnob::take(fake.clone(), "eth1", AdaptiveMode::Respect, 1000).unwrap();
         k.apply(16.0).unwrap();
-        fake.set_externally("eth1", CoalesceSettings { rx_usecs: 16, adaptive_rx: true });
-        assert!(matches!(k.apply(24.0), Err(ActuateError::AdaptiveOn { .. })));
-        assert_eq!(fake.settings("eth1").unwrap().rx_usecs, 16, "never fights net_dim");
+        fake.set_externally(
+            "eth1",
+            CoalesceSettings {
+                rx_usecs: 16,
+                adaptive_rx: true,
+            },
+        );
+        assert!(matches!(
+            k.apply(24.0),
+            Err(ActuateError::AdaptiveOn { .. })
+        ));
+        assert_eq!(
+            fake.settings("eth1").unwrap().rx_usecs,
+            16,
+            "never fights net_dim"
+        );
     }
 
     #[test]
@@ -292,12 +363,23 @@ mod tests {
         let mut k = RxUsecsKnob::take(fake.clone(), "eth2", AdaptiveMode::Respect, 100).unwrap();
         assert_eq!(k.name(), "rx-usecs:eth2");
         assert_eq!(k.bounds(), Some((0.0, 100.0)));
-        assert!(matches!(k.apply(101.0), Err(ActuateError::OutOfBounds { .. })));
-        assert!(matches!(k.apply(-1.0), Err(ActuateError::OutOfBounds { .. })));
-        assert!(matches!(k.apply(2.5), Err(ActuateError::InvalidValue { .. })));
+        assert!(matches!(
+            k.apply(101.0),
+            Err(ActuateError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            k.apply(-1.0),
+            Err(ActuateError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            k.apply(2.5),
+            Err(ActuateError::InvalidValue { .. })
+        ));
         fake.set_granularity(4);
         let err = k.apply(10.0).unwrap_err();
-        assert!(matches!(err, ActuateError::Verify { wrote, read, .. } if wrote == 10.0 && read == 8.0));
+        assert!(
+            matches!(err, ActuateError::Verify { wrote, read, .. } if wrote == 10.0 && read == 8.0)
+        );
         assert_eq!(k.apply(12.0).unwrap(), 12.0);
     }
 

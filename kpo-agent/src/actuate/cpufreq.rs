@@ -29,7 +29,10 @@ pub struct CpufreqMaxFreq {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ActuateError + '_ {
-    move |source| ActuateError::Io { path: path.to_path_buf(), source }
+    move |source| ActuateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn read_khz(path: &Path) -> Result<u64, ActuateError> {
@@ -52,12 +55,20 @@ impl CpufreqMaxFreq {
                 ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
             ),
         };
-        let not_found = |reason: String| ActuateError::NotFound { knob: name.clone(), reason };
+        let not_found = |reason: String| ActuateError::NotFound {
+            knob: name.clone(),
+            reason,
+        };
         let mut found: Vec<(u32, PathBuf)> = match std::fs::read_dir(&dir) {
             Ok(entries) => entries
                 .filter_map(Result::ok)
                 .filter_map(|e| {
-                    let n = e.file_name().to_str()?.strip_prefix("policy")?.parse::<u32>().ok()?;
+                    let n = e
+                        .file_name()
+                        .to_str()?
+                        .strip_prefix("policy")?
+                        .parse::<u32>()
+                        .ok()?;
                     Some((n, e.path()))
                 })
                 .collect(),
@@ -74,14 +85,21 @@ impl CpufreqMaxFreq {
             PolicySelect::Ids(ids) => ids
                 .iter()
                 .map(|id| {
-                    found.iter().find(|(n, _)| n == id).map(|(_, p)| p.clone()).ok_or_else(|| {
-                        not_found(format!("{}/policy{id} does not exist", dir.display()))
-                    })
+                    found
+                        .iter()
+                        .find(|(n, _)| n == id)
+                        .map(|(_, p)| p.clone())
+                        .ok_or_else(|| {
+                            not_found(format!("{}/policy{id} does not exist", dir.display()))
+                        })
                 })
                 .collect::<Result<_, _>>()?,
         };
         if policies.is_empty() {
-            return Err(not_found(format!("no policy* directories in {}", dir.display())));
+            return Err(not_found(format!(
+                "no policy* directories in {}",
+                dir.display()
+            )));
         }
         let mut min_khz = 0u64;
         let mut max_khz = u64::MAX;
@@ -90,9 +108,16 @@ impl CpufreqMaxFreq {
             max_khz = max_khz.min(read_khz(&p.join("cpuinfo_max_freq"))?);
         }
         if min_khz > max_khz {
-            return Err(not_found("the selected policies have no common frequency range".into()));
+            return Err(not_found(
+                "the selected policies have no common frequency range".into(),
+            ));
         }
-        Ok(Self { name, policies, min_mhz: min_khz as f64 / 1000.0, max_mhz: max_khz as f64 / 1000.0 })
+        Ok(Self {
+            name,
+            policies,
+            min_mhz: min_khz as f64 / 1000.0,
+            max_mhz: max_khz as f64 / 1000.0,
+        })
     }
 
     pub fn policies(&self) -> &[PathBuf] {
@@ -185,20 +210,39 @@ mod tests {
         assert_eq!(k.read().unwrap(), 2900.0);
         assert_eq!(k.apply(1800.0).unwrap(), 1800.0);
         for p in [&p0, &p1] {
-            assert_eq!(std::fs::read_to_string(p.join("scaling_max_freq")).unwrap().trim(), "1800000");
+            assert_eq!(
+                std::fs::read_to_string(p.join("scaling_max_freq"))
+                    .unwrap()
+                    .trim(),
+                "1800000"
+            );
         }
-        assert!(matches!(k.apply(1100.0), Err(ActuateError::OutOfBounds { .. })));
-        assert!(matches!(k.apply(3000.0), Err(ActuateError::OutOfBounds { .. })));
+        assert!(matches!(
+            k.apply(1100.0),
+            Err(ActuateError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            k.apply(3000.0),
+            Err(ActuateError::OutOfBounds { .. })
+        ));
         // Below the current minimum limit is refused before writing.
         std::fs::write(p1.join("scaling_min_freq"), "2000000\n").unwrap();
-        assert!(matches!(k.apply(1500.0), Err(ActuateError::InvalidValue { .. })));
+        assert!(matches!(
+            k.apply(1500.0),
+            Err(ActuateError::InvalidValue { .. })
+        ));
         assert_eq!(k.read().unwrap(), 1800.0);
 
         let mut one = CpufreqMaxFreq::open(tmp.path(), PolicySelect::Ids(vec![1])).unwrap();
         assert_eq!(one.name(), "cpufreq:policy1:max_mhz");
         assert_eq!(one.bounds(), Some((1000.0, 3000.0)));
         one.apply(2600.0).unwrap();
-        assert_eq!(std::fs::read_to_string(p0.join("scaling_max_freq")).unwrap().trim(), "1800000");
+        assert_eq!(
+            std::fs::read_to_string(p0.join("scaling_max_freq"))
+                .unwrap()
+                .trim(),
+            "1800000"
+        );
     }
 
     #[test]
@@ -209,8 +253,12 @@ mod tests {
         policy(tmp.path(), 0, 1_200_000, 2_900_000, 2_900_000);
         let err = CpufreqMaxFreq::open(tmp.path(), PolicySelect::Ids(vec![3])).unwrap_err();
         assert!(err.to_string().contains("policy3 does not exist"), "{err}");
-        std::fs::write(tmp.path().join("devices/system/cpu/cpufreq/policy0/cpuinfo_max_freq"), "fast")
-            .unwrap();
+        std::fs::write(
+            tmp.path()
+                .join("devices/system/cpu/cpufreq/policy0/cpuinfo_max_freq"),
+            "fast",
+        )
+        .unwrap();
         assert!(matches!(
             CpufreqMaxFreq::open(tmp.path(), PolicySelect::All),
             Err(ActuateError::Parse { .. })

@@ -20,16 +20,34 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ActuateError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: cannot parse '{text}' as {what}")]
-    Parse { path: PathBuf, text: String, what: &'static str },
+    Parse {
+        path: PathBuf,
+        text: String,
+        what: &'static str,
+    },
     #[error("{knob}: not available: {reason}")]
     NotFound { knob: String, reason: String },
     #[error("{knob}: {value} is outside the allowed range [{min}, {max}]")]
-    OutOfBounds { knob: String, value: f64, min: f64, max: f64 },
+    OutOfBounds {
+        knob: String,
+        value: f64,
+        min: f64,
+        max: f64,
+    },
     #[error("{knob}: {value} is not a valid value: {reason}")]
-    InvalidValue { knob: String, value: f64, reason: String },
-    #[error("{knob}: wrote {wrote} but read back {read}; the kernel or driver did not take the value")]
+    InvalidValue {
+        knob: String,
+        value: f64,
+        reason: String,
+    },
+    #[error(
+        "{knob}: wrote {wrote} but read back {read}; the kernel or driver did not take the value"
+    )]
     Verify { knob: String, wrote: f64, read: f64 },
     #[error(
         "{iface}: adaptive-rx is on, so the kernel already moves rx-usecs; KPO leaves this NIC alone \
@@ -79,7 +97,9 @@ pub struct KnobSet {
 
 impl std::fmt::Debug for KnobSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.knobs.iter().map(|k| k.name().to_string())).finish()
+        f.debug_list()
+            .entries(self.knobs.iter().map(|k| k.name().to_string()))
+            .finish()
     }
 }
 
@@ -112,7 +132,10 @@ impl KnobSet {
     /// fails, the knobs changed before it are put back (best effort) and the error is returned.
     pub fn apply_all(&mut self, values: &[f64]) -> Result<(), ActuateError> {
         if values.len() != self.knobs.len() {
-            return Err(ActuateError::Arity { got: values.len(), want: self.knobs.len() });
+            return Err(ActuateError::Arity {
+                got: values.len(),
+                want: self.knobs.len(),
+            });
         }
         let mut changed: Vec<(usize, f64)> = Vec::new();
         for (i, &v) in values.iter().enumerate() {
@@ -173,8 +196,16 @@ mod tests {
         let a = Arc::new(Mutex::new(1.0));
         let b = Arc::new(Mutex::new(2.0));
         let mut set = KnobSet::new(vec![
-            Box::new(Mem { name: "a".into(), value: a.clone(), fail_on: None }),
-            Box::new(Mem { name: "b".into(), value: b.clone(), fail_on: Some(9.0) }),
+            Box::new(Mem {
+                name: "a".into(),
+                value: a.clone(),
+                fail_on: None,
+            }),
+            Box::new(Mem {
+                name: "b".into(),
+                value: b.clone(),
+                fail_on: Some(9.0),
+            }),
         ]);
         set.apply_all(&[5.0, 6.0]).unwrap();
         assert_eq!(set.read_all().unwrap(), vec![5.0, 6.0]);
@@ -182,7 +213,10 @@ mod tests {
         assert!(matches!(err, ActuateError::InvalidValue { .. }));
         assert_eq!(*a.lock().unwrap(), 5.0, "first knob rolled back");
         assert_eq!(*b.lock().unwrap(), 6.0);
-        assert!(matches!(set.apply_all(&[1.0]), Err(ActuateError::Arity { got: 1, want: 2 })));
+        assert!(matches!(
+            set.apply_all(&[1.0]),
+            Err(ActuateError::Arity { got: 1, want: 2 })
+        ));
         assert_eq!(set.names(), vec!["a", "b"]);
     }
 }

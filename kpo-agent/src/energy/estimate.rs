@@ -143,21 +143,35 @@ impl EstimatedMeter {
     pub fn open(proc_root: &Path, sys_root: &Path, model: PowerModel) -> Result<Self, EnergyError> {
         let stat_path = proc_root.join("stat");
         let last = parse_proc_stat(&read_text(&stat_path)?, &stat_path)?;
-        Ok(Self { stat_path, cpu_dir: sys_root.join("devices/system/cpu"), model, last })
+        Ok(Self {
+            stat_path,
+            cpu_dir: sys_root.join("devices/system/cpu"),
+            model,
+            last,
+        })
     }
 
     /// Mean current frequency over CPUs divided by the maximum; 1.0 without cpufreq.
     pub fn freq_ratio(&self) -> f64 {
-        let Ok(entries) = std::fs::read_dir(&self.cpu_dir) else { return 1.0 };
+        let Ok(entries) = std::fs::read_dir(&self.cpu_dir) else {
+            return 1.0;
+        };
         let mut cur = Vec::new();
         let mut max: f64 = 0.0;
         for e in entries.filter_map(Result::ok) {
             let name = e.file_name().to_string_lossy().to_string();
-            if !name.strip_prefix("cpu").is_some_and(|n| n.parse::<u32>().is_ok()) {
+            if name
+                .strip_prefix("cpu")
+                .is_none_or(|n| n.parse::<u32>().is_err())
+            {
                 continue;
             }
             let read = |f: &str| -> Option<f64> {
-                std::fs::read_to_string(e.path().join("cpufreq").join(f)).ok()?.trim().parse().ok()
+                std::fs::read_to_string(e.path().join("cpufreq").join(f))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
             };
             if let Some(c) = read("scaling_cur_freq") {
                 cur.push(c);
@@ -190,6 +204,9 @@ impl EnergyMeter for EstimatedMeter {
         let busy_s = d_busy / self.model.user_hz;
         let joules = self.model.joules(n, interval_s, busy_s, self.freq_ratio());
         self.last = now;
-        Ok(EnergyReading { joules, source: EnergySource::Estimated })
+        Ok(EnergyReading {
+            joules,
+            source: EnergySource::Estimated,
+        })
     }
 }

@@ -54,9 +54,17 @@ pub struct EnergyReading {
 #[derive(Debug, thiserror::Error)]
 pub enum EnergyError {
     #[error("{path}: {source}{hint}")]
-    Io { path: PathBuf, source: std::io::Error, hint: &'static str },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+        hint: &'static str,
+    },
     #[error("{path}: cannot parse '{text}' as {what}")]
-    Parse { path: PathBuf, text: String, what: &'static str },
+    Parse {
+        path: PathBuf,
+        text: String,
+        what: &'static str,
+    },
     #[error("no RAPL package zones under {0}")]
     NoZones(PathBuf),
     #[error("{0}: no per-CPU lines")]
@@ -70,7 +78,11 @@ pub(crate) fn read_text(path: &Path) -> Result<String, EnergyError> {
         } else {
             ""
         };
-        EnergyError::Io { path: path.to_path_buf(), source, hint }
+        EnergyError::Io {
+            path: path.to_path_buf(),
+            source,
+            hint,
+        }
     })
 }
 
@@ -101,7 +113,9 @@ pub fn open_meter(
         Ok(m) => Ok(Box::new(m)),
         Err(e) => {
             tracing::info!(error = %e, "RAPL unavailable; energy will be estimated and labelled so");
-            Ok(Box::new(estimate::EstimatedMeter::open(proc_root, sys_root, model)?))
+            Ok(Box::new(estimate::EstimatedMeter::open(
+                proc_root, sys_root, model,
+            )?))
         }
     }
 }
@@ -112,10 +126,22 @@ mod tests {
 
     #[test]
     fn source_serializes_as_label() {
-        assert_eq!(serde_json::to_string(&EnergySource::Rapl).unwrap(), "\"rapl\"");
-        assert_eq!(serde_json::to_string(&EnergySource::Estimated).unwrap(), "\"estimated\"");
-        let r = EnergyReading { joules: 1.5, source: EnergySource::Estimated };
-        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"joules":1.5,"source":"estimated"}"#);
+        assert_eq!(
+            serde_json::to_string(&EnergySource::Rapl).unwrap(),
+            "\"rapl\""
+        );
+        assert_eq!(
+            serde_json::to_string(&EnergySource::Estimated).unwrap(),
+            "\"estimated\""
+        );
+        let r = EnergyReading {
+            joules: 1.5,
+            source: EnergySource::Estimated,
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"joules":1.5,"source":"estimated"}"#
+        );
         assert_eq!(EnergySource::Rapl.to_string(), "rapl");
     }
 }

@@ -60,21 +60,35 @@ impl RaplReader {
         let mut all: Vec<RaplZone> = Vec::new();
         for e in entries.filter_map(Result::ok) {
             let id = e.file_name().to_string_lossy().to_string();
-            let Some(rest) = id.strip_prefix("intel-rapl:") else { continue };
+            let Some(rest) = id.strip_prefix("intel-rapl:") else {
+                continue;
+            };
             if rest.is_empty() || !rest.split(':').all(|p| p.parse::<u32>().is_ok()) {
                 continue;
             }
             let path = e.path();
             let name = read_text(&path.join("name"))?.trim().to_string();
             let max = read_u64(&path.join("max_energy_range_uj"), "a range in µJ")?;
-            all.push(RaplZone { id, name, path, max_energy_range_uj: max });
+            all.push(RaplZone {
+                id,
+                name,
+                path,
+                max_energy_range_uj: max,
+            });
         }
         all.sort_by(|a, b| a.id.cmp(&b.id));
         let top = |z: &RaplZone| z.id.matches(':').count() == 1;
-        let mut zones: Vec<RaplZone> =
-            all.iter().filter(|z| top(z) && z.name.starts_with("package")).cloned().collect();
+        let mut zones: Vec<RaplZone> = all
+            .iter()
+            .filter(|z| top(z) && z.name.starts_with("package"))
+            .cloned()
+            .collect();
         if zones.is_empty() {
-            zones = all.iter().filter(|z| top(z) && z.name == "psys").cloned().collect();
+            zones = all
+                .iter()
+                .filter(|z| top(z) && z.name == "psys")
+                .cloned()
+                .collect();
         }
         if zones.is_empty() {
             return Err(EnergyError::NoZones(dir));
@@ -138,6 +152,9 @@ impl EnergyMeter for RaplMeter {
         let now = self.reader.snapshot()?;
         let joules = self.reader.joules_between(&self.last, &now);
         self.last = now;
-        Ok(EnergyReading { joules, source: EnergySource::Rapl })
+        Ok(EnergyReading {
+            joules,
+            source: EnergySource::Rapl,
+        })
     }
 }

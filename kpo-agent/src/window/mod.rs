@@ -102,7 +102,9 @@ pub struct Window {
     pub softirqs: Vec<SoftirqWindow>,
     pub napi: Vec<NapiWindow>,
     pub runq_latency: Option<LatencySummary>,
-    pub context_switches_per_s: Option<f64>,
+    /// Context switches per second of sampling (eBPF); `system.context_switches_per_s` is the
+    /// kernel's count over the whole window.
+    pub sampled_context_switches_per_s: Option<f64>,
     pub request_latency: Vec<RequestLatencyWindow>,
     pub system: HostMetrics,
 }
@@ -249,7 +251,7 @@ impl WindowBuilder {
                 let before = first.bpf.as_ref().map(|f| f.runq_hist.as_slice());
                 hist::summarize(&hist::delta(before, &b.runq_hist))
             }),
-            context_switches_per_s: last.bpf.as_ref().and_then(|b| {
+            sampled_context_switches_per_s: last.bpf.as_ref().and_then(|b| {
                 let before = first.bpf.as_ref().map_or(0, |f| f.context_switches);
                 (sampled_secs > 0.0).then(|| per_sampled_s(counter_delta(before, b.context_switches)))
             }),
@@ -374,8 +376,10 @@ fn device_name(ifindex: u32) -> Option<String> {
     nix::net::if_::if_indextoname(ifindex).ok().map(|n| n.to_string_lossy().into_owned())
 }
 
+/// CPUs online on the host (not this process's affinity or cgroup share: the sensors see all).
 fn num_cpus() -> f64 {
-    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 { n as f64 } else { 1.0 }
 }
 
 fn round3(v: f64) -> f64 {
@@ -453,7 +457,7 @@ mod tests {
         assert_eq!(l.overflows, 5);
         assert_eq!((l.pid, l.comm.as_deref()), (Some(42), Some("nginx")));
         // 4000 switches over 2 sampled seconds.
-        assert_eq!(w.context_switches_per_s, Some(2000.0));
+        assert_eq!(w.sampled_context_switches_per_s, Some(2000.0));
 
         // The last sample is the next window's baseline.
         let mut b = WindowBuilder::new(last);

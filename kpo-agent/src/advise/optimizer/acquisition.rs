@@ -90,14 +90,24 @@ pub fn constrained_ei(
         .iter()
         .enumerate()
         .map(|(j, o)| {
-            let pof: f64 =
-                constraints.iter().map(|(p, b)| probability_of_feasibility(&p[j], *b)).product();
+            let pof: f64 = constraints
+                .iter()
+                .map(|(p, b)| probability_of_feasibility(&p[j], *b))
+                .product();
             match best_feasible {
                 Some(best) => {
                     let ei = expected_improvement(o.mean, o.std(), best, xi);
-                    Score { ei, pof, value: ei * pof }
+                    Score {
+                        ei,
+                        pof,
+                        value: ei * pof,
+                    }
                 }
-                None => Score { ei: 0.0, pof, value: pof },
+                None => Score {
+                    ei: 0.0,
+                    pof,
+                    value: pof,
+                },
             }
         })
         .collect()
@@ -108,7 +118,10 @@ mod tests {
     use super::*;
 
     fn pred(mean: f64, std: f64) -> Prediction {
-        Prediction { mean, var: std * std }
+        Prediction {
+            mean,
+            var: std * std,
+        }
     }
 
     #[test]
@@ -122,19 +135,31 @@ mod tests {
         // Far above the best with small σ: almost nothing.
         assert!(expected_improvement(10.0, 0.1, 0.0, 0.0) < 1e-12);
         // Monotone: lower mean, or more uncertainty, means more EI.
-        assert!(expected_improvement(0.0, 1.0, 1.0, 0.0) > expected_improvement(0.5, 1.0, 1.0, 0.0));
-        assert!(expected_improvement(1.0, 2.0, 1.0, 0.0) > expected_improvement(1.0, 1.0, 1.0, 0.0));
+        assert!(
+            expected_improvement(0.0, 1.0, 1.0, 0.0) > expected_improvement(0.5, 1.0, 1.0, 0.0)
+        );
+        assert!(
+            expected_improvement(1.0, 2.0, 1.0, 0.0) > expected_improvement(1.0, 1.0, 1.0, 0.0)
+        );
     }
 
     #[test]
     fn feasibility_probability() {
-        assert!((probability_of_feasibility(&pred(1.0, 1.0), Bound::AtMost(1.0)) - 0.5).abs() < 1e-7);
+        assert!(
+            (probability_of_feasibility(&pred(1.0, 1.0), Bound::AtMost(1.0)) - 0.5).abs() < 1e-7
+        );
         let p = probability_of_feasibility(&pred(0.0, 1.0), Bound::AtMost(1.959_963_985));
         assert!((p - 0.975).abs() < 1e-6);
         let q = probability_of_feasibility(&pred(0.0, 1.0), Bound::AtLeast(1.959_963_985));
         assert!((q - 0.025).abs() < 1e-6);
-        assert_eq!(probability_of_feasibility(&pred(2.0, 0.0), Bound::AtLeast(1.0)), 1.0);
-        assert_eq!(probability_of_feasibility(&pred(2.0, 0.0), Bound::AtMost(1.0)), 0.0);
+        assert_eq!(
+            probability_of_feasibility(&pred(2.0, 0.0), Bound::AtLeast(1.0)),
+            1.0
+        );
+        assert_eq!(
+            probability_of_feasibility(&pred(2.0, 0.0), Bound::AtMost(1.0)),
+            0.0
+        );
     }
 
     #[test]

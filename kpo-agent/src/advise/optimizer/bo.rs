@@ -46,11 +46,17 @@ pub struct Constraint {
 
 impl Constraint {
     pub fn at_most(name: impl Into<String>, threshold: f64) -> Self {
-        Self { name: name.into(), bound: Bound::AtMost(threshold) }
+        Self {
+            name: name.into(),
+            bound: Bound::AtMost(threshold),
+        }
     }
 
     pub fn at_least(name: impl Into<String>, threshold: f64) -> Self {
-        Self { name: name.into(), bound: Bound::AtLeast(threshold) }
+        Self {
+            name: name.into(),
+            bound: Bound::AtLeast(threshold),
+        }
     }
 }
 
@@ -90,7 +96,12 @@ pub struct BoConfig {
 
 impl Default for BoConfig {
     fn default() -> Self {
-        Self { initial_points: 2, xi: 0.0, log_outputs: true, fit: FitOptions::default() }
+        Self {
+            initial_points: 2,
+            xi: 0.0,
+            log_outputs: true,
+            fit: FitOptions::default(),
+        }
     }
 }
 
@@ -214,7 +225,9 @@ impl Optimizer {
                 want: self.constraints.len(),
             });
         }
-        if let Some(v) = std::iter::once(&objective).chain(constraint_values).find(|v| !v.is_finite())
+        if let Some(v) = std::iter::once(&objective)
+            .chain(constraint_values)
+            .find(|v| !v.is_finite())
         {
             return Err(BoError::NotFinite(*v));
         }
@@ -222,8 +235,11 @@ impl Optimizer {
         if let Some(i) = self.candidate_index(point) {
             self.evaluated[i] = true;
         }
-        let feasible =
-            self.constraints.iter().zip(constraint_values).all(|(c, &v)| c.bound.holds(v));
+        let feasible = self
+            .constraints
+            .iter()
+            .zip(constraint_values)
+            .all(|(c, &v)| c.bound.holds(v));
         self.observations.push(Observation {
             point: point.to_vec(),
             objective,
@@ -251,34 +267,47 @@ impl Optimizer {
     /// The feasible observation with the lowest objective. Repeated measurements of one point are
     /// averaged, and a point counts as feasible only if all of its measurements were.
     pub fn best_feasible(&self) -> Option<Observation> {
-        let mut groups: Vec<(Vec<f64>, f64, usize, bool, Vec<f64>)> = Vec::new();
+        // Per distinct point: sums of objective and constraints, and the count.
+        let mut groups: Vec<(Observation, usize)> = Vec::new();
         for o in &self.observations {
-            match groups.iter_mut().find(|g| g.0 == o.point) {
-                Some(g) => {
-                    g.1 += o.objective;
-                    g.2 += 1;
-                    g.3 &= o.feasible;
-                    for (a, b) in g.4.iter_mut().zip(&o.constraints) {
+            match groups.iter_mut().find(|(g, _)| g.point == o.point) {
+                Some((g, n)) => {
+                    g.objective += o.objective;
+                    g.feasible &= o.feasible;
+                    for (a, b) in g.constraints.iter_mut().zip(&o.constraints) {
                         *a += b;
                     }
+                    *n += 1;
                 }
-                None => groups.push((o.point.clone(), o.objective, 1, o.feasible, o.constraints.clone())),
+                None => groups.push((o.clone(), 1)),
             }
         }
         groups
             .into_iter()
-            .filter(|g| g.3)
-            .map(|(point, sum, n, feasible, cons)| Observation {
-                point,
-                objective: sum / n as f64,
-                constraints: cons.into_iter().map(|c| c / n as f64).collect(),
-                feasible,
+            .filter(|(g, _)| g.feasible)
+            .map(|(mut g, n)| {
+                g.objective /= n as f64;
+                g.constraints.iter_mut().for_each(|c| *c /= n as f64);
+                g
             })
             .min_by(|a, b| a.objective.total_cmp(&b.objective))
     }
 
+    /// Number of distinct points measured (repeated measurements count once).
+    fn distinct_points(&self) -> usize {
+        let mut seen: Vec<&[f64]> = Vec::new();
+        for o in &self.observations {
+            if !seen.contains(&o.point.as_slice()) {
+                seen.push(&o.point);
+            }
+        }
+        seen.len()
+    }
+
     fn remaining(&self) -> Vec<usize> {
-        (0..self.candidates.len()).filter(|&i| !self.evaluated[i]).collect()
+        (0..self.candidates.len())
+            .filter(|&i| !self.evaluated[i])
+            .collect()
     }
 
     /// The remaining candidate farthest from every evaluated point (ties broken at random).
@@ -291,11 +320,15 @@ impl Optimizer {
         if evaluated.is_empty() {
             return remaining[self.rng.gen_range(0..remaining.len())];
         }
-        let dist = |a: &[f64], b: &[f64]| -> f64 { a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum() };
+        let dist =
+            |a: &[f64], b: &[f64]| -> f64 { a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum() };
         let scores: Vec<f64> = remaining
             .iter()
             .map(|&i| {
-                evaluated.iter().map(|e| dist(&self.normalized[i], e)).fold(f64::INFINITY, f64::min)
+                evaluated
+                    .iter()
+                    .map(|e| dist(&self.normalized[i], e))
+                    .fold(f64::INFINITY, f64::min)
             })
             .collect();
         let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -310,11 +343,21 @@ impl Optimizer {
 
     /// Fit a GP to one output column (0 = objective, k = constraint k-1), on a log scale when
     /// allowed. Returns the model and whether the log was used.
-    fn fit_output(&mut self, which: usize, extra_positive: Option<f64>) -> Result<(FittedGp, bool), BoError> {
+    fn fit_output(
+        &mut self,
+        which: usize,
+        extra_positive: Option<f64>,
+    ) -> Result<(FittedGp, bool), BoError> {
         let values: Vec<f64> = self
             .observations
             .iter()
-            .map(|o| if which == 0 { o.objective } else { o.constraints[which - 1] })
+            .map(|o| {
+                if which == 0 {
+                    o.objective
+                } else {
+                    o.constraints[which - 1]
+                }
+            })
             .collect();
         let log = self.config.log_outputs
             && values.iter().all(|&v| v > 0.0)
@@ -334,23 +377,38 @@ impl Optimizer {
     /// Scores of the given candidates (indices into the candidate list) under the current data.
     pub fn score(&mut self, indices: &[usize]) -> Result<Vec<Score>, BoError> {
         if self.observations.is_empty() {
-            return Ok(indices.iter().map(|_| Score { ei: 0.0, pof: 1.0, value: 1.0 }).collect());
+            return Ok(indices
+                .iter()
+                .map(|_| Score {
+                    ei: 0.0,
+                    pof: 1.0,
+                    value: 1.0,
+                })
+                .collect());
         }
-        let points: Vec<Vec<f64>> = indices.iter().map(|&i| self.normalized[i].clone()).collect();
+        let points: Vec<Vec<f64>> = indices
+            .iter()
+            .map(|&i| self.normalized[i].clone())
+            .collect();
         let (obj_model, obj_log) = self.fit_output(0, None)?;
         let obj_pred = obj_model.predict_many(&points);
         let mut cons = Vec::with_capacity(self.constraints.len());
         for k in 0..self.constraints.len() {
             let bound = self.constraints[k].bound;
             let (model, log) = self.fit_output(k + 1, Some(bound.threshold()))?;
-            cons.push((model.predict_many(&points), bound.map(|t| transform(log, t))));
+            cons.push((
+                model.predict_many(&points),
+                bound.map(|t| transform(log, t)),
+            ));
         }
         let best = self
             .observations
             .iter()
             .filter(|o| o.feasible)
             .map(|o| transform(obj_log, o.objective))
-            .fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.min(v))));
+            .fold(None, |acc: Option<f64>, v| {
+                Some(acc.map_or(v, |a| a.min(v)))
+            });
         Ok(constrained_ei(&obj_pred, &cons, best, self.config.xi))
     }
 
@@ -360,7 +418,7 @@ impl Optimizer {
         if remaining.is_empty() {
             return Ok(None);
         }
-        if self.observations.len() <= self.config.initial_points {
+        if self.distinct_points() <= self.config.initial_points {
             let i = self.space_filling(&remaining);
             return Ok(Some(self.proposal(i, ProposalKind::Initial, None)));
         }
@@ -371,18 +429,34 @@ impl Optimizer {
             .enumerate()
             .max_by(|a, b| a.1.value.total_cmp(&b.1.value).then(b.0.cmp(&a.0)))
             .expect("remaining is not empty");
-        if !(best_score.value > 0.0) {
+        if best_score.value.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             // Every score underflowed: fall back to exploring the emptiest region.
             let i = self.space_filling(&remaining);
-            return Ok(Some(self.proposal(i, ProposalKind::Initial, Some(*best_score))));
+            return Ok(Some(self.proposal(
+                i,
+                ProposalKind::Initial,
+                Some(*best_score),
+            )));
         }
-        let kind =
-            if any_feasible { ProposalKind::ExpectedImprovement } else { ProposalKind::Feasibility };
-        Ok(Some(self.proposal(remaining[best_pos], kind, Some(*best_score))))
+        let kind = if any_feasible {
+            ProposalKind::ExpectedImprovement
+        } else {
+            ProposalKind::Feasibility
+        };
+        Ok(Some(self.proposal(
+            remaining[best_pos],
+            kind,
+            Some(*best_score),
+        )))
     }
 
     fn proposal(&self, index: usize, kind: ProposalKind, score: Option<Score>) -> Proposal {
-        Proposal { index, point: self.candidates[index].clone(), kind, score }
+        Proposal {
+            index,
+            point: self.candidates[index].clone(),
+            kind,
+            score,
+        }
     }
 }
 
@@ -404,13 +478,27 @@ mod tests {
     #[test]
     fn tell_checks_its_input() {
         let (space, cands) = grid_space();
-        let mut o =
-            Optimizer::new(space, cands, vec![Constraint::at_most("c", 1.0)], BoConfig::default(), 1)
-                .unwrap();
-        assert!(matches!(o.tell(&[0.0, 0.0], 1.0, &[]), Err(BoError::ConstraintArity { .. })));
-        assert!(matches!(o.tell(&[0.0, 0.0], f64::NAN, &[0.0]), Err(BoError::NotFinite(_))));
-        assert!(matches!(o.tell(&[0.0], 1.0, &[0.0]), Err(BoError::Space(_))));
-        assert!(o.tell(&[0.0, 0.0], 1.0, &[2.0]).unwrap().feasible == false);
+        let mut o = Optimizer::new(
+            space,
+            cands,
+            vec![Constraint::at_most("c", 1.0)],
+            BoConfig::default(),
+            1,
+        )
+        .unwrap();
+        assert!(matches!(
+            o.tell(&[0.0, 0.0], 1.0, &[]),
+            Err(BoError::ConstraintArity { .. })
+        ));
+        assert!(matches!(
+            o.tell(&[0.0, 0.0], f64::NAN, &[0.0]),
+            Err(BoError::NotFinite(_))
+        ));
+        assert!(matches!(
+            o.tell(&[0.0], 1.0, &[0.0]),
+            Err(BoError::Space(_))
+        ));
+        assert!(!o.tell(&[0.0, 0.0], 1.0, &[2.0]).unwrap().feasible);
         assert!(o.tell(&[0.5, 0.0], 3.0, &[0.5]).unwrap().feasible);
         assert!(o.tell(&[0.5, 0.5], 2.0, &[0.5]).unwrap().feasible);
         assert_eq!(o.best_feasible().unwrap().point, vec![0.5, 0.5]);

@@ -82,11 +82,17 @@ fn validate(x: &[Vec<f64>], y: &[f64]) -> Result<usize, GpError> {
         return Err(GpError::NoData);
     }
     if x.len() != y.len() {
-        return Err(GpError::Length { inputs: x.len(), outputs: y.len() });
+        return Err(GpError::Length {
+            inputs: x.len(),
+            outputs: y.len(),
+        });
     }
     let d = x[0].len();
     if let Some(p) = x.iter().find(|p| p.len() != d) {
-        return Err(GpError::Dimension { got: p.len(), want: d });
+        return Err(GpError::Dimension {
+            got: p.len(),
+            want: d,
+        });
     }
     if !y.iter().chain(x.iter().flatten()).all(|v| v.is_finite()) {
         return Err(GpError::NotFinite);
@@ -105,7 +111,11 @@ fn factorize(
     let mut k = DMatrix::<f64>::zeros(n, n);
     for i in 0..n {
         for j in 0..=i {
-            let v = if i == j { signal_var } else { matern52(&x[i], &x[j], ls, signal_var) };
+            let v = if i == j {
+                signal_var
+            } else {
+                matern52(&x[i], &x[j], ls, signal_var)
+            };
             k[(i, j)] = v;
             k[(j, i)] = v;
         }
@@ -119,7 +129,11 @@ fn factorize(
         if let Some(c) = Cholesky::new(m) {
             return Ok(c);
         }
-        jitter = if jitter == 0.0 { 1e-10 * signal_var.max(1e-300) } else { jitter * 10.0 };
+        jitter = if jitter == 0.0 {
+            1e-10 * signal_var.max(1e-300)
+        } else {
+            jitter * 10.0
+        };
         if jitter > 1e-3 * signal_var {
             return Err(GpError::NotPositiveDefinite);
         }
@@ -142,19 +156,34 @@ impl Gp {
             )));
         }
         let positive = |v: f64| v.is_finite() && v > 0.0;
-        if !hyper.length_scales.iter().all(|&l| positive(l))
-            || !positive(hyper.signal_var)
-            || !(hyper.noise_var.is_finite() && hyper.noise_var >= 0.0)
-        {
+        let valid = hyper.length_scales.iter().all(|&l| positive(l))
+            && positive(hyper.signal_var)
+            && hyper.noise_var.is_finite()
+            && hyper.noise_var >= 0.0;
+        if !valid {
             return Err(GpError::Hyper(format!("{hyper:?}")));
         }
         let chol = factorize(x, &hyper.length_scales, hyper.signal_var, hyper.noise_var)?;
         let r = DVector::from_iterator(y.len(), y.iter().map(|v| v - prior_mean));
         let alpha = chol.solve(&r);
         let n = y.len() as f64;
-        let log_det: f64 = chol.l_dirty().diagonal().iter().map(|v| v.ln()).sum::<f64>() * 2.0;
-        let lml = -0.5 * r.dot(&alpha) - 0.5 * log_det - 0.5 * n * (2.0 * std::f64::consts::PI).ln();
-        Ok(Self { x: x.to_vec(), hyper, prior_mean, chol, alpha, lml })
+        let log_det: f64 = chol
+            .l_dirty()
+            .diagonal()
+            .iter()
+            .map(|v| v.ln())
+            .sum::<f64>()
+            * 2.0;
+        let lml =
+            -0.5 * r.dot(&alpha) - 0.5 * log_det - 0.5 * n * (2.0 * std::f64::consts::PI).ln();
+        Ok(Self {
+            x: x.to_vec(),
+            hyper,
+            prior_mean,
+            chol,
+            alpha,
+            lml,
+        })
     }
 
     pub fn hyper(&self) -> &GpHyper {
@@ -182,11 +211,16 @@ impl Gp {
         }
         let mean = ks.tr_mul(&self.alpha);
         let l = self.chol.l();
-        let v = l.solve_lower_triangular(&ks).expect("Cholesky factor has a positive diagonal");
+        let v = l
+            .solve_lower_triangular(&ks)
+            .expect("Cholesky factor has a positive diagonal");
         (0..m)
             .map(|j| {
                 let vv = v.column(j).norm_squared();
-                Prediction { mean: self.prior_mean + mean[j], var: (sv - vv).max(0.0) }
+                Prediction {
+                    mean: self.prior_mean + mean[j],
+                    var: (sv - vv).max(0.0),
+                }
             })
             .collect()
     }
@@ -211,6 +245,10 @@ pub struct FitOptions {
     pub noise_ratio_starts: Vec<f64>,
     /// How many of the best starts are refined by coordinate search.
     pub refine: usize,
+    /// Above this many points, a fit with a warm start refines only the warm start (with a
+    /// smaller first step) instead of searching from every start: the hyperparameters change
+    /// little once there is that much data, and each likelihood costs O(n³).
+    pub full_search_up_to: usize,
 }
 
 impl Default for FitOptions {
@@ -221,6 +259,7 @@ impl Default for FitOptions {
             length_scale_starts: vec![0.15, 0.5, 1.5],
             noise_ratio_starts: vec![1e-4, 1e-2],
             refine: 2,
+            full_search_up_to: 30,
         }
     }
 }
@@ -278,7 +317,8 @@ fn profile_lml(x: &[Vec<f64>], y: &DVector<f64>, theta: &[f64]) -> Option<(f64, 
     let n = y.len() as f64;
     let s2 = (y.dot(&alpha) / n).max(1e-12);
     let half_log_det: f64 = chol.l_dirty().diagonal().iter().map(|v| v.ln()).sum();
-    let lml = -0.5 * n * s2.ln() - half_log_det - 0.5 * n * (1.0 + (2.0 * std::f64::consts::PI).ln());
+    let lml =
+        -0.5 * n * s2.ln() - half_log_det - 0.5 * n * (1.0 + (2.0 * std::f64::consts::PI).ln());
     lml.is_finite().then_some((lml, s2))
 }
 
@@ -299,14 +339,29 @@ pub fn fit(
     let ys: Vec<f64> = y.iter().map(|v| (v - y_mean) / y_scale).collect();
     let yv = DVector::from_vec(ys.clone());
 
-    let (l_lo, l_hi) = (opts.length_scale_bounds.0.ln(), opts.length_scale_bounds.1.ln());
-    let (g_lo, g_hi) = (opts.noise_ratio_bounds.0.ln(), opts.noise_ratio_bounds.1.ln());
+    let (l_lo, l_hi) = (
+        opts.length_scale_bounds.0.ln(),
+        opts.length_scale_bounds.1.ln(),
+    );
+    let (g_lo, g_hi) = (
+        opts.noise_ratio_bounds.0.ln(),
+        opts.noise_ratio_bounds.1.ln(),
+    );
     let clamp = |theta: &mut [f64]| {
         for v in theta[..d].iter_mut() {
             *v = v.clamp(l_lo, l_hi);
         }
         theta[d] = theta[d].clamp(g_lo, g_hi);
     };
+
+    let warm_theta = warm_start
+        .filter(|(ls, g)| ls.len() == d && *g > 0.0)
+        .map(|(ls, g)| {
+            let mut t: Vec<f64> = ls.iter().map(|v| v.ln()).collect();
+            t.push(g.ln());
+            t
+        });
+    let incremental = warm_theta.is_some() && y.len() > opts.full_search_up_to;
 
     // Starting points.
     let mut starts: Vec<Vec<f64>> = Vec::new();
@@ -329,20 +384,16 @@ pub fn fit(
     } else {
         ls_starts.iter().map(|&l| vec![l; d]).collect()
     };
-    for c in &combos {
-        for g in &opts.noise_ratio_starts {
-            let mut t = c.clone();
-            t.push(g.ln());
-            starts.push(t);
+    if !incremental {
+        for c in &combos {
+            for g in &opts.noise_ratio_starts {
+                let mut t = c.clone();
+                t.push(g.ln());
+                starts.push(t);
+            }
         }
     }
-    if let Some((ls, g)) = warm_start {
-        if ls.len() == d && g > 0.0 {
-            let mut t: Vec<f64> = ls.iter().map(|v| v.ln()).collect();
-            t.push(g.ln());
-            starts.push(t);
-        }
-    }
+    starts.extend(warm_theta);
     let mut scored: Vec<(f64, Vec<f64>)> = starts
         .into_iter()
         .filter_map(|mut t| {
@@ -355,7 +406,7 @@ pub fn fit(
 
     let mut best: Option<(f64, Vec<f64>)> = None;
     for (mut cur_l, mut cur) in scored {
-        let mut step = 1.0;
+        let mut step = if incremental { 0.25 } else { 1.0 };
         while step > 0.06 {
             let mut improved = false;
             for i in 0..=d {
@@ -393,7 +444,12 @@ pub fn fit(
         noise_var: g * s2,
     };
     let gp = Gp::new(x, &ys, hyper, 0.0)?;
-    Ok(FittedGp { gp, y_mean, y_scale, noise_ratio: g })
+    Ok(FittedGp {
+        gp,
+        y_mean,
+        y_scale,
+        noise_ratio: g,
+    })
 }
 
 #[cfg(test)]
@@ -401,7 +457,11 @@ mod tests {
     use super::*;
 
     fn hyper(ls: &[f64], sv: f64, nv: f64) -> GpHyper {
-        GpHyper { length_scales: ls.to_vec(), signal_var: sv, noise_var: nv }
+        GpHyper {
+            length_scales: ls.to_vec(),
+            signal_var: sv,
+            noise_var: nv,
+        }
     }
 
     #[test]
@@ -442,7 +502,10 @@ mod tests {
         let det = a * c - b * b;
         let inv = [[c / det, -b / det], [-b / det, a / det]];
         let xs = [0.1, 0.05];
-        let ks = [matern52(&xs, &x[0], &h.length_scales, 1.0), matern52(&xs, &x[1], &h.length_scales, 1.0)];
+        let ks = [
+            matern52(&xs, &x[0], &h.length_scales, 1.0),
+            matern52(&xs, &x[1], &h.length_scales, 1.0),
+        ];
         let mut mean = 0.0;
         let mut quad = 0.0;
         for i in 0..2 {
@@ -454,7 +517,8 @@ mod tests {
         let p = gp.predict(&xs);
         assert!((p.mean - mean).abs() < 1e-12, "{} vs {mean}", p.mean);
         assert!((p.var - (1.0 - quad)).abs() < 1e-12);
-        let yky = y[0] * (inv[0][0] * y[0] + inv[0][1] * y[1]) + y[1] * (inv[1][0] * y[0] + inv[1][1] * y[1]);
+        let yky = y[0] * (inv[0][0] * y[0] + inv[0][1] * y[1])
+            + y[1] * (inv[1][0] * y[0] + inv[1][1] * y[1]);
         let lml = -0.5 * yky - 0.5 * det.ln() - (2.0 * std::f64::consts::PI).ln();
         assert!((gp.log_marginal_likelihood() - lml).abs() < 1e-12);
     }
@@ -476,7 +540,10 @@ mod tests {
 
     #[test]
     fn bad_input_is_refused() {
-        assert_eq!(Gp::new(&[], &[], hyper(&[1.0], 1.0, 0.0), 0.0).unwrap_err(), GpError::NoData);
+        assert_eq!(
+            Gp::new(&[], &[], hyper(&[1.0], 1.0, 0.0), 0.0).unwrap_err(),
+            GpError::NoData
+        );
         assert!(matches!(
             Gp::new(&[vec![0.0]], &[1.0, 2.0], hyper(&[1.0], 1.0, 0.0), 0.0),
             Err(GpError::Length { .. })
@@ -490,7 +557,12 @@ mod tests {
             Err(GpError::Hyper(_))
         ));
         // Duplicate inputs without noise still factorize thanks to jitter.
-        let gp = Gp::new(&[vec![0.1], vec![0.1]], &[1.0, 1.0], hyper(&[1.0], 1.0, 0.0), 0.0);
+        let gp = Gp::new(
+            &[vec![0.1], vec![0.1]],
+            &[1.0, 1.0],
+            hyper(&[1.0], 1.0, 0.0),
+            0.0,
+        );
         assert!(gp.is_ok());
     }
 
@@ -500,7 +572,10 @@ mod tests {
         let mut x = Vec::new();
         for i in 0..7 {
             for j in 0..3 {
-                x.push(vec![i as f64 / 6.0, (j as f64 + 0.5 * (i % 2) as f64) / 3.0]);
+                x.push(vec![
+                    i as f64 / 6.0,
+                    (j as f64 + 0.5 * (i % 2) as f64) / 3.0,
+                ]);
             }
         }
         let f = |p: &[f64]| 10.0 + 3.0 * (3.0 * p[0]).sin();
@@ -511,12 +586,22 @@ mod tests {
         // At a measured x0 with an unseen x1 the irrelevant dimension must not matter...
         for q in [[1.0 / 3.0, 0.9], [5.0 / 6.0, 0.05]] {
             let p = gp.predict(&q);
-            assert!((p.mean - f(&q)).abs() < 0.02, "at {q:?}: {} vs {} ({ls:?})", p.mean, f(&q));
+            assert!(
+                (p.mean - f(&q)).abs() < 0.02,
+                "at {q:?}: {} vs {} ({ls:?})",
+                p.mean,
+                f(&q)
+            );
         }
         // ...and between measured x0 values the error stays small against the range of 6.
         for q in [[0.1, 0.9], [0.55, 0.33], [0.9, 0.05]] {
             let p = gp.predict(&q);
-            assert!((p.mean - f(&q)).abs() < 0.2, "at {q:?}: {} vs {} ({ls:?})", p.mean, f(&q));
+            assert!(
+                (p.mean - f(&q)).abs() < 0.2,
+                "at {q:?}: {} vs {} ({ls:?})",
+                p.mean,
+                f(&q)
+            );
         }
         // The fit is at least as likely as the starting hyperparameters.
         let ys: Vec<f64> = y.iter().map(|v| (v - gp.y_mean) / gp.y_scale).collect();
@@ -525,10 +610,40 @@ mod tests {
     }
 
     #[test]
+    fn large_fits_refine_the_warm_start_and_never_lose_likelihood() {
+        let x: Vec<Vec<f64>> = (0..40)
+            .map(|i| vec![(i % 8) as f64 / 7.0, (i / 8) as f64 / 4.0])
+            .collect();
+        let y: Vec<f64> = x.iter().map(|p| (4.0 * p[0]).cos() + 0.3 * p[1]).collect();
+        let opts = FitOptions::default();
+        assert!(x.len() > opts.full_search_up_to);
+        let warm = [0.3, 0.3];
+        let fitted = fit(&x, &y, &opts, Some((&warm, 1e-3))).unwrap();
+        let ys: Vec<f64> = y
+            .iter()
+            .map(|v| (v - fitted.y_mean) / fitted.y_scale)
+            .collect();
+        let yv = DVector::from_vec(ys);
+        let (warm_lml, _) =
+            profile_lml(&x, &yv, &[0.3f64.ln(), 0.3f64.ln(), 1e-3f64.ln()]).unwrap();
+        let l = &fitted.hyper().length_scales;
+        let (fit_lml, _) =
+            profile_lml(&x, &yv, &[l[0].ln(), l[1].ln(), fitted.noise_ratio().ln()]).unwrap();
+        assert!(fit_lml >= warm_lml, "{fit_lml} < {warm_lml}");
+        assert!((fitted.predict(&[0.5, 0.5]).mean - ((2.0f64).cos() + 0.15)).abs() < 0.05);
+    }
+
+    #[test]
     fn fit_handles_constant_and_single_outputs() {
         let gp = fit(&[vec![0.2]], &[5.0], &FitOptions::default(), None).unwrap();
         assert!((gp.predict(&[0.2]).mean - 5.0).abs() < 1e-3);
-        let gp = fit(&[vec![0.2], vec![0.8]], &[3.0, 3.0], &FitOptions::default(), None).unwrap();
+        let gp = fit(
+            &[vec![0.2], vec![0.8]],
+            &[3.0, 3.0],
+            &FitOptions::default(),
+            None,
+        )
+        .unwrap();
         assert!((gp.predict(&[0.5]).mean - 3.0).abs() < 1e-9);
     }
 }

@@ -116,7 +116,9 @@ impl Slo {
 
     pub fn holds(&self, m: &Measurement) -> bool {
         self.p99_us_max.is_none_or(|p| m.p99_us <= p)
-            && self.min_throughput_rps.is_none_or(|t| m.throughput_rps() >= t)
+            && self
+                .min_throughput_rps
+                .is_none_or(|t| m.throughput_rps() >= t)
     }
 }
 
@@ -140,8 +142,10 @@ impl Objective {
     }
 }
 
-/// Tuning of the live loop.
-#[derive(Debug, Clone, PartialEq)]
+/// Tuning of the live loop (deserializable from the agent's configuration; every field has a
+/// default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LiveConfig {
     pub slo: Slo,
     pub objective: Objective,
@@ -240,15 +244,44 @@ pub enum LiveEvent {
         feasible: bool,
         energy_source: EnergySource,
     },
-    LoadChanged { from_rps: f64, to_rps: f64 },
-    Restarted { reason: String },
-    SloBreach { config: Vec<f64>, p99_us: f64, throughput_rps: f64 },
-    Reverted { from: Vec<f64>, to: Vec<f64> },
-    Applied { config: Vec<f64>, kind: ProposalKind },
-    Refused { config: Vec<f64> },
-    ApplyFailed { config: Vec<f64>, error: String },
-    Converged { best: Vec<f64>, objective: Option<f64>, evaluations: usize },
-    Recheck { config: Vec<f64>, objective: f64, expected: f64, ok: bool },
+    LoadChanged {
+        from_rps: f64,
+        to_rps: f64,
+    },
+    Restarted {
+        reason: String,
+    },
+    SloBreach {
+        config: Vec<f64>,
+        p99_us: f64,
+        throughput_rps: f64,
+    },
+    Reverted {
+        from: Vec<f64>,
+        to: Vec<f64>,
+    },
+    Applied {
+        config: Vec<f64>,
+        kind: ProposalKind,
+    },
+    Refused {
+        config: Vec<f64>,
+    },
+    ApplyFailed {
+        config: Vec<f64>,
+        error: String,
+    },
+    Converged {
+        best: Vec<f64>,
+        objective: Option<f64>,
+        evaluations: usize,
+    },
+    Recheck {
+        config: Vec<f64>,
+        objective: f64,
+        expected: f64,
+        ok: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -297,13 +330,21 @@ impl<A: Actuators, M: MeasurementSource, G: Gate> LiveOptimizer<A, M, G> {
         gate: G,
         config: LiveConfig,
     ) -> Result<Self, LiveError> {
-        let candidates = space.enumerate(MAX_LIVE_CANDIDATES).ok_or(LiveError::SpaceTooLarge)?;
+        let candidates = space
+            .enumerate(MAX_LIVE_CANDIDATES)
+            .ok_or(LiveError::SpaceTooLarge)?;
         let start = actuators.read()?;
         if start.len() != space.dims() {
-            return Err(LiveError::Arity { got: start.len(), want: space.dims() });
+            return Err(LiveError::Arity {
+                got: start.len(),
+                want: space.dims(),
+            });
         }
         let knobs = space.names().into_iter().map(String::from).collect();
-        let bo = BoConfig { initial_points: config.initial_points, ..BoConfig::default() };
+        let bo = BoConfig {
+            initial_points: config.initial_points,
+            ..BoConfig::default()
+        };
         let opt = Optimizer::new(space, candidates, config.slo.constraints(), bo, config.seed)?;
         Ok(Self {
             actuators,
@@ -383,11 +424,18 @@ impl<A: Actuators, M: MeasurementSource, G: Gate> LiveOptimizer<A, M, G> {
         self.hold_windows = 0;
         self.hold_sum = 0.0;
         self.restarts += 1;
-        ev.push(LiveEvent::Restarted { reason: reason.to_string() });
+        ev.push(LiveEvent::Restarted {
+            reason: reason.to_string(),
+        });
     }
 
     fn change(&self, to: &[f64], reason: ChangeReason) -> Change {
-        Change { knobs: self.knobs.clone(), from: self.current.clone(), to: to.to_vec(), reason }
+        Change {
+            knobs: self.knobs.clone(),
+            from: self.current.clone(),
+            to: to.to_vec(),
+            reason,
+        }
     }
 
     /// Measure the last window and decide what to hold next.
@@ -421,7 +469,10 @@ impl<A: Actuators, M: MeasurementSource, G: Gate> LiveOptimizer<A, M, G> {
             None => self.ref_load = Some(m.load_rps),
             Some(r) => {
                 if (m.load_rps - r).abs() > self.config.load_change_rel * r.abs().max(1e-9) {
-                    ev.push(LiveEvent::LoadChanged { from_rps: r, to_rps: m.load_rps });
+                    ev.push(LiveEvent::LoadChanged {
+                        from_rps: r,
+                        to_rps: m.load_rps,
+                    });
                     self.restart(m.load_rps, "load changed", ev);
                 }
             }
@@ -446,12 +497,18 @@ impl<A: Actuators, M: MeasurementSource, G: Gate> LiveOptimizer<A, M, G> {
                 p99_us: m.p99_us,
                 throughput_rps: m.throughput_rps(),
             });
-            let target = self.opt.best_feasible().map_or_else(|| self.start.clone(), |o| o.point);
+            let target = self
+                .opt
+                .best_feasible()
+                .map_or_else(|| self.start.clone(), |o| o.point);
             if target != self.current {
                 let change = self.change(&target, ChangeReason::Revert);
                 let _ = self.gate.review(&change);
                 self.actuators.apply(&target)?;
-                ev.push(LiveEvent::Reverted { from: self.current.clone(), to: target.clone() });
+                ev.push(LiveEvent::Reverted {
+                    from: self.current.clone(),
+                    to: target.clone(),
+                });
                 self.current = target;
             }
             return Ok(());
@@ -469,7 +526,9 @@ impl<A: Actuators, M: MeasurementSource, G: Gate> LiveOptimizer<A, M, G> {
             if self.evaluations >= self.config.budget {
                 return self.converge(ev);
             }
-            let Some(p) = self.opt.ask()? else { return self.converge(ev) };
+            let Some(p) = self.opt.ask()? else {
+                return self.converge(ev);
+            };
             let proposals = self.evaluations.saturating_sub(1);
             if p.kind == ProposalKind::ExpectedImprovement
                 && proposals >= self.config.min_proposals
@@ -485,13 +544,19 @@ impl<A: Actuators, M: MeasurementSource, G: Gate> LiveOptimizer<A, M, G> {
             }
             match self.actuators.apply(&p.point) {
                 Ok(()) => {
-                    ev.push(LiveEvent::Applied { config: p.point.clone(), kind: p.kind });
+                    ev.push(LiveEvent::Applied {
+                        config: p.point.clone(),
+                        kind: p.kind,
+                    });
                     self.current = p.point;
                     return Ok(());
                 }
                 Err(e) => {
                     self.opt.exclude(p.index);
-                    ev.push(LiveEvent::ApplyFailed { config: p.point, error: e.to_string() });
+                    ev.push(LiveEvent::ApplyFailed {
+                        config: p.point,
+                        error: e.to_string(),
+                    });
                     continue;
                 }
             }
@@ -503,7 +568,11 @@ impl<A: Actuators, M: MeasurementSource, G: Gate> LiveOptimizer<A, M, G> {
             Some(o) => (o.point, Some(o.objective)),
             None => (self.start.clone(), None),
         };
-        ev.push(LiveEvent::Converged { best: best.clone(), objective, evaluations: self.evaluations });
+        ev.push(LiveEvent::Converged {
+            best: best.clone(),
+            objective,
+            evaluations: self.evaluations,
+        });
         self.phase = Phase::Holding;
         self.hold_windows = 0;
         self.hold_sum = 0.0;
@@ -511,10 +580,15 @@ impl<A: Actuators, M: MeasurementSource, G: Gate> LiveOptimizer<A, M, G> {
             let change = self.change(&best, ChangeReason::Converge);
             if self.gate.review(&change) {
                 self.actuators.apply(&best)?;
-                ev.push(LiveEvent::Applied { config: best.clone(), kind: ProposalKind::ExpectedImprovement });
+                ev.push(LiveEvent::Applied {
+                    config: best.clone(),
+                    kind: ProposalKind::ExpectedImprovement,
+                });
                 self.current = best.clone();
             } else {
-                ev.push(LiveEvent::Refused { config: best.clone() });
+                ev.push(LiveEvent::Refused {
+                    config: best.clone(),
+                });
                 self.held = Some((self.current.clone(), None));
                 return Ok(());
             }
@@ -533,16 +607,74 @@ impl<A: Actuators, M: MeasurementSource, G: Gate> LiveOptimizer<A, M, G> {
         let mean = self.hold_sum / self.hold_windows as f64;
         self.hold_windows = 0;
         self.hold_sum = 0.0;
-        let Some((config, Some(expected))) = self.held.clone() else { return Ok(()) };
+        let Some((config, Some(expected))) = self.held.clone() else {
+            return Ok(());
+        };
         let ok = mean <= expected * (1.0 + self.config.recheck_tolerance_rel);
-        ev.push(LiveEvent::Recheck { config: config.clone(), objective: mean, expected, ok });
+        ev.push(LiveEvent::Recheck {
+            config: config.clone(),
+            objective: mean,
+            expected,
+            ok,
+        });
         if !ok {
             // The model no longer describes the machine: search again, starting from here.
             self.restart(m.load_rps, "re-check: the held best got worse", ev);
-            self.opt.tell(&config, objective, &self.config.slo.values(m))?;
+            self.opt
+                .tell(&config, objective, &self.config.slo.values(m))?;
             self.evaluations += 1;
             return self.explore(ev);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_and_slo_from_json() {
+        let c: LiveConfig = serde_json::from_str(
+            r#"{"slo":{"p99_us_max":500},"objective":"joules_per_window","budget":12}"#,
+        )
+        .unwrap();
+        assert_eq!(c.slo.p99_us_max, Some(500.0));
+        assert_eq!(c.objective, Objective::JoulesPerWindow);
+        assert_eq!(c.budget, 12);
+        assert_eq!(c.recheck_every, LiveConfig::default().recheck_every);
+        assert!(serde_json::from_str::<LiveConfig>(r#"{"budgte":3}"#).is_err());
+    }
+
+    #[test]
+    fn slo_and_objective_values() {
+        let m = Measurement {
+            energy_j: 50.0,
+            energy_source: EnergySource::Rapl,
+            requests: 1000.0,
+            window_s: 2.0,
+            p99_us: 400.0,
+            load_rps: 500.0,
+        };
+        assert_eq!(m.throughput_rps(), 500.0);
+        assert_eq!(Objective::JoulesPerRequest.value(&m), 0.05);
+        assert_eq!(Objective::JoulesPerWindow.value(&m), 50.0);
+        let slo = Slo {
+            p99_us_max: Some(500.0),
+            min_throughput_rps: Some(400.0),
+        };
+        assert!(slo.holds(&m));
+        assert_eq!(slo.values(&m), vec![400.0, 500.0]);
+        assert!(!Slo {
+            p99_us_max: Some(300.0),
+            ..slo
+        }
+        .holds(&m));
+        assert!(!Slo {
+            min_throughput_rps: Some(600.0),
+            ..slo
+        }
+        .holds(&m));
+        assert!(Slo::default().holds(&m));
     }
 }

@@ -20,7 +20,7 @@ use super::bo::{BoConfig, BoError, Constraint, Optimizer};
 use super::space::{KnobSpec, Space, SpaceError};
 use super::stats::{median, percentile_nearest_rank};
 
-/// Arguments of `kpo optimize replay`.
+/// Replay the optimizer against a CSV table of measured configurations.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayArgs {
     /// CSV table of measured configurations, one row per configuration, with a header line.
@@ -53,20 +53,38 @@ pub struct ReplayArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: malformed CSV: {source}")]
     Csv { path: PathBuf, source: csv::Error },
     #[error("{path}: no column named '{column}' (columns: {available})")]
-    UnknownColumn { path: PathBuf, column: String, available: String },
+    UnknownColumn {
+        path: PathBuf,
+        column: String,
+        available: String,
+    },
     #[error("{path}, line {line}, column '{column}': '{value}' is not a finite number")]
-    NotNumeric { path: PathBuf, line: u64, column: String, value: String },
+    NotNumeric {
+        path: PathBuf,
+        line: u64,
+        column: String,
+        value: String,
+    },
     #[error("{path}: the table has no rows")]
     NoRows { path: PathBuf },
     #[error("{path}: lines {first} and {second} have the same knob values")]
-    DuplicateConfiguration { path: PathBuf, first: u64, second: u64 },
+    DuplicateConfiguration {
+        path: PathBuf,
+        first: u64,
+        second: u64,
+    },
     #[error("malformed constraint '{0}': expected COL<=NUMBER or COL>=NUMBER, e.g. 'p99_us<=500'")]
     MalformedConstraint(String),
-    #[error("column '{0}' is used twice (knobs, objective and constraints must be distinct columns)")]
+    #[error(
+        "column '{0}' is used twice (knobs, objective and constraints must be distinct columns)"
+    )]
     ColumnReused(String),
     #[error("no row satisfies the constraints {0}")]
     NoFeasibleRow(String),
@@ -93,7 +111,11 @@ pub fn parse_constraint(text: &str) -> Result<Constraint, ReplayError> {
     if col.is_empty() || !value.is_finite() || col.contains(['<', '>', '=']) {
         return Err(bad());
     }
-    Ok(if le { Constraint::at_most(col, value) } else { Constraint::at_least(col, value) })
+    Ok(if le {
+        Constraint::at_most(col, value)
+    } else {
+        Constraint::at_least(col, value)
+    })
 }
 
 /// A CSV table of measured configurations.
@@ -107,25 +129,44 @@ pub struct Table {
 
 impl Table {
     pub fn load(path: &Path) -> Result<Self, ReplayError> {
-        let file = std::fs::File::open(path)
-            .map_err(|source| ReplayError::Io { path: path.to_path_buf(), source })?;
-        let csv_err = |source| ReplayError::Csv { path: path.to_path_buf(), source };
-        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(file);
-        let columns: Vec<String> = reader.headers().map_err(csv_err)?.iter().map(String::from).collect();
+        let file = std::fs::File::open(path).map_err(|source| ReplayError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let csv_err = |source| ReplayError::Csv {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_reader(file);
+        let columns: Vec<String> = reader
+            .headers()
+            .map_err(csv_err)?
+            .iter()
+            .map(String::from)
+            .collect();
         let mut rows = Vec::new();
         for rec in reader.records() {
             let rec = rec.map_err(csv_err)?;
             rows.push(rec.iter().map(String::from).collect());
         }
-        Ok(Self { path: path.to_path_buf(), columns, rows })
+        Ok(Self {
+            path: path.to_path_buf(),
+            columns,
+            rows,
+        })
     }
 
     pub fn column(&self, name: &str) -> Result<usize, ReplayError> {
-        self.columns.iter().position(|c| c == name).ok_or_else(|| ReplayError::UnknownColumn {
-            path: self.path.clone(),
-            column: name.to_string(),
-            available: self.columns.join(", "),
-        })
+        self.columns
+            .iter()
+            .position(|c| c == name)
+            .ok_or_else(|| ReplayError::UnknownColumn {
+                path: self.path.clone(),
+                column: name.to_string(),
+                available: self.columns.join(", "),
+            })
     }
 
     /// Line number in the file of data row `i` (the header is line 1).
@@ -140,14 +181,15 @@ impl Table {
             .enumerate()
             .map(|(i, r)| {
                 let cell = r.get(col).map(String::as_str).unwrap_or("");
-                cell.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| {
-                    ReplayError::NotNumeric {
+                cell.parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| ReplayError::NotNumeric {
                         path: self.path.clone(),
                         line: Self::line(i),
                         column: self.columns[col].clone(),
                         value: cell.to_string(),
-                    }
-                })
+                    })
             })
             .collect()
     }
@@ -193,7 +235,13 @@ pub struct ReplaySpec {
 }
 
 impl ReplaySpec {
-    pub fn new(knobs: &[&str], minimize: &str, constraints: Vec<Constraint>, budget: usize, seeds: u64) -> Self {
+    pub fn new(
+        knobs: &[&str],
+        minimize: &str,
+        constraints: Vec<Constraint>,
+        budget: usize,
+        seeds: u64,
+    ) -> Self {
         Self {
             knobs: knobs.iter().map(|s| s.to_string()).collect(),
             minimize: minimize.to_string(),
@@ -217,7 +265,9 @@ struct Problem {
 impl Problem {
     fn build(table: &Table, spec: &ReplaySpec) -> Result<(Self, Space), ReplayError> {
         if table.rows.is_empty() {
-            return Err(ReplayError::NoRows { path: table.path.clone() });
+            return Err(ReplayError::NoRows {
+                path: table.path.clone(),
+            });
         }
         let mut used: Vec<&str> = Vec::new();
         let names = spec
@@ -245,7 +295,9 @@ impl Problem {
             .map(|c| table.numeric(table.column(&c.name)?))
             .collect::<Result<_, _>>()?;
         let n = table.rows.len();
-        let points: Vec<Vec<f64>> = (0..n).map(|i| knob_cols.iter().map(|c| c[i]).collect()).collect();
+        let points: Vec<Vec<f64>> = (0..n)
+            .map(|i| knob_cols.iter().map(|c| c[i]).collect())
+            .collect();
         for i in 0..n {
             if let Some(j) = points[..i].iter().position(|p| *p == points[i]) {
                 return Err(ReplayError::DuplicateConfiguration {
@@ -255,17 +307,28 @@ impl Problem {
                 });
             }
         }
-        let constraints: Vec<Vec<f64>> = (0..n).map(|i| cons_cols.iter().map(|c| c[i]).collect()).collect();
+        let constraints: Vec<Vec<f64>> = (0..n)
+            .map(|i| cons_cols.iter().map(|c| c[i]).collect())
+            .collect();
         let feasible: Vec<bool> = constraints
             .iter()
-            .map(|vals| spec.constraints.iter().zip(vals).all(|(c, &v)| c.bound.holds(v)))
+            .map(|vals| {
+                spec.constraints
+                    .iter()
+                    .zip(vals)
+                    .all(|(c, &v)| c.bound.holds(v))
+            })
             .collect();
         let best_row = (0..n)
             .filter(|&i| feasible[i])
             .min_by(|&a, &b| objective[a].total_cmp(&objective[b]))
             .ok_or_else(|| {
                 ReplayError::NoFeasibleRow(
-                    spec.constraints.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", "),
+                    spec.constraints
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 )
             })?;
         let space = Space::new(
@@ -275,7 +338,16 @@ impl Problem {
                 .map(|(k, vals)| KnobSpec::discrete(k.clone(), vals.clone()))
                 .collect(),
         )?;
-        Ok((Self { points, objective, constraints, feasible, best_row }, space))
+        Ok((
+            Self {
+                points,
+                objective,
+                constraints,
+                feasible,
+                best_row,
+            },
+            space,
+        ))
     }
 
     fn regret_pct(&self, value: f64) -> f64 {
@@ -329,6 +401,9 @@ pub struct SeedRun {
 /// The replay report; `--json` prints it as one object.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayReport {
+    /// Index of the table's best feasible row (0-based data row).
+    #[serde(skip)]
+    pub best_row: usize,
     pub grid: String,
     pub rows: usize,
     pub feasible_rows: usize,
@@ -382,11 +457,19 @@ pub fn replay(
             seed,
         )?;
         let mut bo_rows = vec![start];
-        opt.tell(&problem.points[start], problem.objective[start], &problem.constraints[start])?;
+        opt.tell(
+            &problem.points[start],
+            problem.objective[start],
+            &problem.constraints[start],
+        )?;
         while bo_rows.len() < budget {
             let Some(p) = opt.ask()? else { break };
             let r = p.index;
-            opt.tell(&problem.points[r], problem.objective[r], &problem.constraints[r])?;
+            opt.tell(
+                &problem.points[r],
+                problem.objective[r],
+                &problem.constraints[r],
+            )?;
             bo_rows.push(r);
         }
 
@@ -395,12 +478,18 @@ pub fn replay(
         rnd_rng.set_stream(1);
         let others: Vec<usize> = (0..n).filter(|&i| i != start).collect();
         let mut rnd_rows = vec![start];
-        rnd_rows.extend(sample(&mut rnd_rng, others.len(), budget - 1).into_iter().map(|i| others[i]));
+        rnd_rows.extend(
+            sample(&mut rnd_rng, others.len(), budget - 1)
+                .into_iter()
+                .map(|i| others[i]),
+        );
 
         let method = |rows: Vec<usize>| -> MethodRun {
             let trace = problem.trace(&rows);
             let last = *trace.last().expect("budget >= 1");
-            let within = trace.iter().position(|b| b.is_some_and(|r| problem.regret_pct(problem.objective[r]) <= 1.0));
+            let within = trace
+                .iter()
+                .position(|b| b.is_some_and(|r| problem.regret_pct(problem.objective[r]) <= 1.0));
             let saved = baseline.as_ref().map(|(_, base)| match last {
                 Some(r) => 100.0 * (base - problem.objective[r]) / base.abs(),
                 None => 0.0,
@@ -422,15 +511,27 @@ pub fn replay(
     }
 
     let regrets = |f: fn(&SeedRun) -> &MethodRun| -> Vec<f64> {
-        runs.iter().map(|r| f(r).regret_pct.unwrap_or(f64::INFINITY)).collect()
+        runs.iter()
+            .map(|r| f(r).regret_pct.unwrap_or(f64::INFINITY))
+            .collect()
     };
     let evals = |f: fn(&SeedRun) -> &MethodRun| -> Vec<f64> {
         runs.iter()
-            .map(|r| f(r).evaluations_to_within_1pct.map_or(f64::INFINITY, |v| v as f64))
+            .map(|r| {
+                f(r).evaluations_to_within_1pct
+                    .map_or(f64::INFINITY, |v| v as f64)
+            })
             .collect()
     };
     let saved = |f: fn(&SeedRun) -> &MethodRun| -> Option<f64> {
-        baseline.as_ref().map(|_| median(&runs.iter().filter_map(|r| f(r).saved_vs_baseline_pct).collect::<Vec<_>>()))
+        baseline.as_ref().map(|_| {
+            median(
+                &runs
+                    .iter()
+                    .filter_map(|r| f(r).saved_vs_baseline_pct)
+                    .collect::<Vec<_>>(),
+            )
+        })
     };
     let best = problem.best_row;
     let bo: fn(&SeedRun) -> &MethodRun = |r| &r.optimizer;
@@ -445,6 +546,7 @@ pub fn replay(
         budget,
         seeds: spec.seeds,
         start: "random_row_per_seed",
+        best_row: best,
         best_feasible: table.row_json(best),
         median_regret_pct: finite(median(&regrets(bo))),
         p90_regret_pct: finite(percentile_nearest_rank(&regrets(bo), 90.0)),
@@ -467,10 +569,31 @@ pub fn replay(
 fn load_baseline(path: &Path, column: &str) -> Result<(Value, f64), ReplayError> {
     let t = Table::load(path)?;
     if t.rows.is_empty() {
-        return Err(ReplayError::EmptyBaseline { path: path.to_path_buf() });
+        return Err(ReplayError::EmptyBaseline {
+            path: path.to_path_buf(),
+        });
     }
     let v = t.numeric(t.column(column)?)?[0];
     Ok((t.row_json(0), v))
+}
+
+/// `k=v k=v` for a JSON object (numbers without a needless `.0`).
+fn object_text(v: &Value) -> String {
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::Number(n) => format!(
+                    "{k}={}",
+                    n.as_f64().map_or(n.to_string(), |f| f.to_string())
+                ),
+                Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => other.to_string(),
+    }
 }
 
 fn pct(v: Option<f64>, none: &str) -> String {
@@ -490,22 +613,40 @@ pub fn render(report: &ReplayReport, table: &Table) -> String {
     } else {
         format!("subject to {}", report.constraints.join(", "))
     };
-    let _ = writeln!(s, "replay of {} ({} rows, {} feasible)", report.grid, report.rows, report.feasible_rows);
-    let _ = writeln!(s, "knobs: {}; minimize {} {}", report.knobs.join(", "), report.minimize, cons);
-    let best = table
-        .rows
-        .iter()
-        .position(|r| table.columns.iter().zip(r).all(|(c, v)| report.best_feasible.get(c).is_some_and(|j| match j {
-            Value::String(sv) => sv == v,
-            other => v.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Value::Number).as_ref() == Some(other),
-        })))
-        .map(|i| table.row_text(i))
-        .unwrap_or_else(|| report.best_feasible.to_string());
+    let _ = writeln!(
+        s,
+        "replay of {} ({} rows, {} feasible)",
+        report.grid, report.rows, report.feasible_rows
+    );
+    let _ = writeln!(
+        s,
+        "knobs: {}; minimize {} {}",
+        report.knobs.join(", "),
+        report.minimize,
+        cons
+    );
+    let best = table.row_text(report.best_row);
     let _ = writeln!(s, "table's best feasible row: {best}");
-    let _ = writeln!(s, "budget {} evaluations, {} seeds, each run starting from a random row\n", report.budget, report.seeds);
+    let _ = writeln!(
+        s,
+        "budget {} evaluations, {} seeds, each run starting from a random row\n",
+        report.budget, report.seeds
+    );
     let _ = writeln!(s, "{:<36}{:>14}{:>16}", "", "optimizer", "random search");
-    let _ = writeln!(s, "{:<36}{:>14}{:>16}", "median regret", pct(report.median_regret_pct, "inf"), pct(report.random_median_regret_pct, "inf"));
-    let _ = writeln!(s, "{:<36}{:>14}{:>16}", "p90 regret", pct(report.p90_regret_pct, "inf"), pct(report.random_p90_regret_pct, "inf"));
+    let _ = writeln!(
+        s,
+        "{:<36}{:>14}{:>16}",
+        "median regret",
+        pct(report.median_regret_pct, "inf"),
+        pct(report.random_median_regret_pct, "inf")
+    );
+    let _ = writeln!(
+        s,
+        "{:<36}{:>14}{:>16}",
+        "p90 regret",
+        pct(report.p90_regret_pct, "inf"),
+        pct(report.random_p90_regret_pct, "inf")
+    );
     let _ = writeln!(
         s,
         "{:<36}{:>14}{:>16}",
@@ -516,7 +657,9 @@ pub fn render(report: &ReplayReport, table: &Table) -> String {
     let _ = writeln!(
         s,
         "{:<36}{:>14}{:>16}",
-        "runs without a feasible pick", report.runs_without_feasible_pick, report.random_runs_without_feasible_pick
+        "runs without a feasible pick",
+        report.runs_without_feasible_pick,
+        report.random_runs_without_feasible_pick
     );
     if let Some(base) = &report.baseline {
         let _ = writeln!(
@@ -528,7 +671,8 @@ pub fn render(report: &ReplayReport, table: &Table) -> String {
         );
         let _ = writeln!(
             s,
-            "\nbaseline: {base}; the table's best feasible row saves {}",
+            "\nbaseline: {}; the table's best feasible row saves {}",
+            object_text(base),
             pct(report.best_feasible_saved_vs_baseline_pct, "-")
         );
     }
@@ -537,8 +681,11 @@ pub fn render(report: &ReplayReport, table: &Table) -> String {
 
 /// Entry point of `kpo optimize replay`.
 pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
-    let constraints =
-        args.constraints.iter().map(|c| parse_constraint(c)).collect::<Result<Vec<_>, _>>()?;
+    let constraints = args
+        .constraints
+        .iter()
+        .map(|c| parse_constraint(c))
+        .collect::<Result<Vec<_>, _>>()?;
     let table = Table::load(&args.grid)?;
     let spec = ReplaySpec::new(
         &args.knobs.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -547,7 +694,11 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
         usize::try_from(args.budget).unwrap_or(usize::MAX),
         args.seeds,
     );
-    let baseline = args.baseline.as_deref().map(|p| load_baseline(p, &args.minimize)).transpose()?;
+    let baseline = args
+        .baseline
+        .as_deref()
+        .map(|p| load_baseline(p, &args.minimize))
+        .transpose()?;
     let report = replay(&table, &spec, baseline)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -575,8 +726,22 @@ mod tests {
         let c = parse_constraint(" tput_mbps >= 7334.5 ").unwrap();
         assert_eq!(c.name, "tput_mbps");
         assert_eq!(c.bound, Bound::AtLeast(7334.5));
-        for bad in ["p99_us<500", "p99_us<=", "<=5", "p99_us<=abc", "p99_us<=inf", "a<=b<=3", "p99"] {
-            assert!(matches!(parse_constraint(bad), Err(ReplayError::MalformedConstraint(_))), "{bad}");
+        for bad in [
+            "p99_us<500",
+            "p99_us<=",
+            "<=5",
+            "p99_us<=abc",
+            "p99_us<=inf",
+            "a<=b<=3",
+            "p99",
+        ] {
+            assert!(
+                matches!(
+                    parse_constraint(bad),
+                    Err(ReplayError::MalformedConstraint(_))
+                ),
+                "{bad}"
+            );
         }
     }
 }

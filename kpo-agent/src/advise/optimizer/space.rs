@@ -44,15 +44,24 @@ pub struct KnobSpec {
 
 impl KnobSpec {
     pub fn discrete(name: impl Into<String>, values: Vec<f64>) -> Self {
-        Self { name: name.into(), domain: Domain::Discrete { values } }
+        Self {
+            name: name.into(),
+            domain: Domain::Discrete { values },
+        }
     }
 
     pub fn range(name: impl Into<String>, min: f64, max: f64, step: f64) -> Self {
-        Self { name: name.into(), domain: Domain::Range { min, max, step } }
+        Self {
+            name: name.into(),
+            domain: Domain::Range { min, max, step },
+        }
     }
 
     fn levels(&self) -> Result<Vec<f64>, SpaceError> {
-        let invalid = |reason: String| SpaceError::Invalid { knob: self.name.clone(), reason };
+        let invalid = |reason: String| SpaceError::Invalid {
+            knob: self.name.clone(),
+            reason,
+        };
         let mut levels = match &self.domain {
             Domain::Discrete { values } => {
                 if values.is_empty() {
@@ -108,7 +117,10 @@ impl Space {
                 return Err(SpaceError::Duplicate(k.name.clone()));
             }
         }
-        let levels = knobs.iter().map(KnobSpec::levels).collect::<Result<Vec<_>, _>>()?;
+        let levels = knobs
+            .iter()
+            .map(KnobSpec::levels)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self { knobs, levels })
     }
 
@@ -131,12 +143,17 @@ impl Space {
 
     /// Number of points in the space (saturating).
     pub fn size(&self) -> usize {
-        self.levels.iter().fold(1usize, |acc, l| acc.saturating_mul(l.len()))
+        self.levels
+            .iter()
+            .fold(1usize, |acc, l| acc.saturating_mul(l.len()))
     }
 
     fn check(&self, x: &[f64]) -> Result<(), SpaceError> {
         if x.len() != self.dims() {
-            return Err(SpaceError::Arity { got: x.len(), want: self.dims() });
+            return Err(SpaceError::Arity {
+                got: x.len(),
+                want: self.dims(),
+            });
         }
         Ok(())
     }
@@ -144,7 +161,9 @@ impl Space {
     /// Whether every value of `x` is one of its knob's levels.
     pub fn contains(&self, x: &[f64]) -> bool {
         x.len() == self.dims()
-            && x.iter().zip(&self.levels).all(|(v, l)| l.binary_search_by(|p| p.total_cmp(v)).is_ok())
+            && x.iter()
+                .zip(&self.levels)
+                .all(|(v, l)| l.binary_search_by(|p| p.total_cmp(v)).is_ok())
     }
 
     /// The nearest allowed point (per knob, the nearest level; ties go to the lower level).
@@ -164,7 +183,10 @@ impl Space {
     /// that are not levels and clamping outside the bounds.
     pub fn normalize(&self, x: &[f64]) -> Result<Vec<f64>, SpaceError> {
         self.check(x)?;
-        Ok(x.iter().zip(&self.levels).map(|(&v, l)| normalize_one(l, v)).collect())
+        Ok(x.iter()
+            .zip(&self.levels)
+            .map(|(&v, l)| normalize_one(l, v))
+            .collect())
     }
 
     /// Every point of the space in lexicographic order, or `None` if there are more than `limit`.
@@ -258,11 +280,17 @@ mod tests {
             Err(SpaceError::Invalid { .. })
         ));
         assert!(matches!(
-            Space::new(vec![KnobSpec::discrete("a", vec![1.0]), KnobSpec::discrete("a", vec![2.0])]),
+            Space::new(vec![
+                KnobSpec::discrete("a", vec![1.0]),
+                KnobSpec::discrete("a", vec![2.0])
+            ]),
             Err(SpaceError::Duplicate(_))
         ));
         let s = Space::new(vec![KnobSpec::discrete("a", vec![1.0])]).unwrap();
-        assert_eq!(s.normalize(&[1.0, 2.0]), Err(SpaceError::Arity { got: 2, want: 1 }));
+        assert_eq!(
+            s.normalize(&[1.0, 2.0]),
+            Err(SpaceError::Arity { got: 2, want: 1 })
+        );
         assert_eq!(s.normalize(&[1.0]).unwrap(), vec![0.5]);
     }
 

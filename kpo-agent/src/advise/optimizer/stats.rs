@@ -77,7 +77,10 @@ mod tests {
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.0);
         assert_eq!(median(&[1.0, f64::INFINITY, f64::INFINITY]), f64::INFINITY);
         assert_eq!(median(&[1.0, 2.0, f64::INFINITY, f64::INFINITY]), 2.0);
-        assert_eq!(median(&[1.0, f64::INFINITY, f64::INFINITY, f64::INFINITY]), f64::INFINITY);
+        assert_eq!(
+            median(&[1.0, f64::INFINITY, f64::INFINITY, f64::INFINITY]),
+            f64::INFINITY
+        );
         let v: Vec<f64> = (1..=10).map(f64::from).collect();
         assert_eq!(percentile_nearest_rank(&v, 90.0), 9.0);
         assert_eq!(percentile_nearest_rank(&v, 100.0), 10.0);

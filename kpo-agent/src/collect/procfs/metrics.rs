@@ -1,0 +1,682 @@
+//! [`HostMetrics`]: what two [`HostSnapshot`]s say about the time between them. This is the
+//! `system` object of the window event; docs/host-metrics.md documents every field and
+//! `$defs/system` in docs/events.schema.json is its JSON Schema (a test keeps all three in step).
+//!
+//! Rules applied throughout:
+//! - rates are window differences divided by the seconds between the snapshots;
+//! - levels (memory, load, PSI averages) are the last snapshot's values;
+//! - counter differences never go negative ([`super::deltas`] says how resets, 32-bit wraps and
+//!   CPUs or devices present in only one snapshot are handled);
+//! - a field whose source is missing from either snapshot, or a rate over a zero interval, is
+//!   `None` and serializes as `null`: every field is always present, so the shape of the event
+//!   never changes (the event stream uses null for "unknown" elsewhere too);
+//! - floating-point values are rounded to 3 decimal places, like the rest of the window event.
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{
+    deltas::{
+        delta, disk_deltas, interrupt_delta, net_delta, sched_deltas, softirq_deltas,
+        softnet_deltas,
+    },
+    snapshot::HostSnapshot,
+    stat::CpuJiffies,
+    Pressure, PressureFile, Stat,
+};
+
+/// Diskstats sectors are 512 bytes whatever the device's sector size.
+const SECTOR_BYTES: u64 = 512;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostMetrics {
+    // CPU time shares of all CPUs from /proc/stat; they add up to 100 with cpu_idle_pct.
+    /// Idle including I/O wait, percent.
+    pub cpu_idle_pct: Option<f64>,
+    /// user + nice (guest time included), percent.
+    pub cpu_user_pct: Option<f64>,
+    pub cpu_system_pct: Option<f64>,
+    /// Hard interrupt handlers, percent.
+    pub cpu_irq_pct: Option<f64>,
+    pub cpu_softirq_pct: Option<f64>,
+    /// Time a hypervisor ran something else while this guest wanted the CPU, percent.
+    pub cpu_steal_pct: Option<f64>,
+    /// The part of cpu_idle_pct with I/O outstanding, percent.
+    pub cpu_iowait_pct: Option<f64>,
+    pub context_switches_per_s: Option<f64>,
+    pub forks_per_s: Option<f64>,
+    pub procs_running: Option<u64>,
+    pub procs_blocked: Option<u64>,
+
+    pub mem_total_bytes: Option<u64>,
+    pub mem_free_bytes: Option<u64>,
+    pub mem_available_bytes: Option<u64>,
+    pub mem_buffers_bytes: Option<u64>,
+    pub mem_cached_bytes: Option<u64>,
+    pub mem_dirty_bytes: Option<u64>,
+    pub swap_total_bytes: Option<u64>,
+    pub swap_free_bytes: Option<u64>,
+
+    pub load1: Option<f64>,
+    pub load5: Option<f64>,
+    pub load15: Option<f64>,
+    pub tasks_total: Option<u64>,
+
+    // PSI: `avg10` is the kernel's 10-second average (percent); `stall_pct` is the share of the
+    // window spent stalled, from the `total` microseconds.
+    pub psi_cpu_some_avg10: Option<f64>,
+    pub psi_cpu_full_avg10: Option<f64>,
+    pub psi_cpu_some_stall_pct: Option<f64>,
+    pub psi_cpu_full_stall_pct: Option<f64>,
+    pub psi_memory_some_avg10: Option<f64>,
+    pub psi_memory_full_avg10: Option<f64>,
+    pub psi_memory_some_stall_pct: Option<f64>,
+    pub psi_memory_full_stall_pct: Option<f64>,
+    pub psi_io_some_avg10: Option<f64>,
+    pub psi_io_full_avg10: Option<f64>,
+    pub psi_io_some_stall_pct: Option<f64>,
+    pub psi_io_full_stall_pct: Option<f64>,
+
+    // The agent's network namespace, from /proc/net/netstat and /proc/net/snmp.
+    /// TcpExtListenOverflows over the window.
+    pub listen_overflows: Option<u64>,
+    /// TcpExtListenDrops over the window.
+    pub listen_drops: Option<u64>,
+    pub listen_overflows_per_s: Option<f64>,
+    pub listen_drops_per_s: Option<f64>,
+    pub tcp_retrans_segs_per_s: Option<f64>,
+    pub tcp_syn_retrans_per_s: Option<f64>,
+    pub tcp_active_opens_per_s: Option<f64>,
+    pub tcp_passive_opens_per_s: Option<f64>,
+    pub tcp_in_segs_per_s: Option<f64>,
+    pub tcp_out_segs_per_s: Option<f64>,
+    pub ip_in_bytes_per_s: Option<f64>,
+    pub ip_out_bytes_per_s: Option<f64>,
+
+    // /proc/net/softnet_stat, summed over CPUs.
+    pub softnet_processed_per_s: Option<f64>,
+    /// Packets dropped over the window because a CPU's backlog was full.
+    pub softnet_dropped: Option<u64>,
+    pub softnet_dropped_per_s: Option<f64>,
+    /// Times over the window the receive softirq stopped with work left.
+    pub softnet_time_squeeze: Option<u64>,
+    pub softnet_time_squeeze_per_s: Option<f64>,
+
+    // /proc/diskstats, summed over whole disks.
+    pub disk_reads_per_s: Option<f64>,
+    pub disk_writes_per_s: Option<f64>,
+    pub disk_read_bytes_per_s: Option<f64>,
+    pub disk_write_bytes_per_s: Option<f64>,
+
+    /// /proc/softirqs: vector name to runs per second, summed over CPUs.
+    pub softirqs_per_s: Option<BTreeMap<String, f64>>,
+    /// /proc/interrupts: all per-CPU lines (numbered IRQs and architecture counters such as
+    /// LOC, RES, CAL), summed; ERR and MIS are error counts and left out.
+    pub interrupts_per_s: Option<f64>,
+
+    /// /proc/schedstat: nanoseconds tasks spent waiting on run queues per second, averaged over
+    /// CPUs (1e9 means one task waiting all the time on every CPU).
+    pub sched_run_delay_ns_per_s_per_cpu: Option<f64>,
+    pub sched_timeslices_per_s: Option<f64>,
+}
+
+impl HostMetrics {
+    pub fn between(first: &HostSnapshot, last: &HostSnapshot) -> Self {
+        let secs = last.at.saturating_duration_since(first.at).as_secs_f64();
+        let span = Span((secs > 0.0).then_some(secs));
+        let shares =
+            both(&first.stat, &last.stat).and_then(|(a, b)| cpu_shares(&a.total, &b.total));
+        let stat_rate = |counter: fn(&Stat) -> u64| {
+            both(&first.stat, &last.stat)
+                .and_then(|(a, b)| span.rate(delta(counter(a), counter(b))))
+        };
+        let last_stat = last.stat.as_ref();
+        let mem = last.meminfo.as_ref();
+        let load = last.loadavg.as_ref();
+        let psi = |pick: fn(&Pressure) -> &PressureFile| {
+            Psi::between(
+                first.pressure.as_ref().map(pick),
+                last.pressure.as_ref().map(pick),
+                span,
+            )
+        };
+        let (cpu, memory, io) = (psi(|p| &p.cpu), psi(|p| &p.memory), psi(|p| &p.io));
+        let netstat =
+            |key: &str| both(&first.netstat, &last.netstat).and_then(|(a, b)| net_delta(a, b, key));
+        let snmp =
+            |key: &str| both(&first.snmp, &last.snmp).and_then(|(a, b)| net_delta(a, b, key));
+        let (overflows, drops) = (
+            netstat("TcpExtListenOverflows"),
+            netstat("TcpExtListenDrops"),
+        );
+        let softnet = both(&first.softnet, &last.softnet).map(|(a, b)| softnet_deltas(a, b));
+        let disks = both(&first.diskstats, &last.diskstats).map(|(a, b)| disk_deltas(a, b));
+        let sched = both(&first.schedstat, &last.schedstat).and_then(|(a, b)| sched_deltas(a, b));
+        Self {
+            cpu_idle_pct: shares.map(|s| s.idle),
+            cpu_user_pct: shares.map(|s| s.user),
+            cpu_system_pct: shares.map(|s| s.system),
+            cpu_irq_pct: shares.map(|s| s.irq),
+            cpu_softirq_pct: shares.map(|s| s.softirq),
+            cpu_steal_pct: shares.map(|s| s.steal),
+            cpu_iowait_pct: shares.map(|s| s.iowait),
+            context_switches_per_s: stat_rate(|s| s.context_switches),
+            forks_per_s: stat_rate(|s| s.forks),
+            procs_running: last_stat.map(|s| s.procs_running),
+            procs_blocked: last_stat.map(|s| s.procs_blocked),
+
+            mem_total_bytes: mem.map(|m| m.mem_total_bytes),
+            mem_free_bytes: mem.map(|m| m.mem_free_bytes),
+            mem_available_bytes: mem.and_then(|m| m.mem_available_bytes),
+            mem_buffers_bytes: mem.map(|m| m.buffers_bytes),
+            mem_cached_bytes: mem.map(|m| m.cached_bytes),
+            mem_dirty_bytes: mem.map(|m| m.dirty_bytes),
+            swap_total_bytes: mem.map(|m| m.swap_total_bytes),
+            swap_free_bytes: mem.map(|m| m.swap_free_bytes),
+
+            load1: load.map(|l| round3(l.load1)),
+            load5: load.map(|l| round3(l.load5)),
+            load15: load.map(|l| round3(l.load15)),
+            tasks_total: load.map(|l| l.total),
+
+            psi_cpu_some_avg10: cpu.some_avg10,
+            psi_cpu_full_avg10: cpu.full_avg10,
+            psi_cpu_some_stall_pct: cpu.some_stall_pct,
+            psi_cpu_full_stall_pct: cpu.full_stall_pct,
+            psi_memory_some_avg10: memory.some_avg10,
+            psi_memory_full_avg10: memory.full_avg10,
+            psi_memory_some_stall_pct: memory.some_stall_pct,
+            psi_memory_full_stall_pct: memory.full_stall_pct,
+            psi_io_some_avg10: io.some_avg10,
+            psi_io_full_avg10: io.full_avg10,
+            psi_io_some_stall_pct: io.some_stall_pct,
+            psi_io_full_stall_pct: io.full_stall_pct,
+
+            listen_overflows: overflows,
+            listen_drops: drops,
+            listen_overflows_per_s: span.rate_of(overflows),
+            listen_drops_per_s: span.rate_of(drops),
+            tcp_retrans_segs_per_s: span.rate_of(snmp("TcpRetransSegs")),
+            tcp_syn_retrans_per_s: span.rate_of(netstat("TcpExtTCPSynRetrans")),
+            tcp_active_opens_per_s: span.rate_of(snmp("TcpActiveOpens")),
+            tcp_passive_opens_per_s: span.rate_of(snmp("TcpPassiveOpens")),
+            tcp_in_segs_per_s: span.rate_of(snmp("TcpInSegs")),
+            tcp_out_segs_per_s: span.rate_of(snmp("TcpOutSegs")),
+            ip_in_bytes_per_s: span.rate_of(netstat("IpExtInOctets")),
+            ip_out_bytes_per_s: span.rate_of(netstat("IpExtOutOctets")),
+
+            softnet_processed_per_s: span.rate_of(softnet.map(|s| s.processed)),
+            softnet_dropped: softnet.map(|s| s.dropped),
+            softnet_dropped_per_s: span.rate_of(softnet.map(|s| s.dropped)),
+            softnet_time_squeeze: softnet.map(|s| s.time_squeeze),
+            softnet_time_squeeze_per_s: span.rate_of(softnet.map(|s| s.time_squeeze)),
+
+            disk_reads_per_s: span.rate_of(disks.map(|d| d.reads)),
+            disk_writes_per_s: span.rate_of(disks.map(|d| d.writes)),
+            disk_read_bytes_per_s: span
+                .rate_of(disks.map(|d| d.sectors_read.saturating_mul(SECTOR_BYTES))),
+            disk_write_bytes_per_s: span
+                .rate_of(disks.map(|d| d.sectors_written.saturating_mul(SECTOR_BYTES))),
+
+            softirqs_per_s: both(&first.softirqs, &last.softirqs).and_then(|(a, b)| {
+                let secs = span.0?;
+                Some(
+                    softirq_deltas(a, b)
+                        .into_iter()
+                        .map(|(name, n)| (name, round3(n as f64 / secs)))
+                        .collect(),
+                )
+            }),
+            interrupts_per_s: both(&first.interrupts, &last.interrupts)
+                .and_then(|(a, b)| span.rate(interrupt_delta(a, b))),
+
+            sched_run_delay_ns_per_s_per_cpu: sched.and_then(|s| {
+                span.0
+                    .map(|secs| round3(s.run_delay_ns as f64 / secs / s.cpus as f64))
+            }),
+            sched_timeslices_per_s: sched.and_then(|s| span.rate(s.timeslices)),
+        }
+    }
+}
+
+/// Seconds between the snapshots, `None` when zero (no rate can be computed).
+#[derive(Clone, Copy)]
+struct Span(Option<f64>);
+
+impl Span {
+    fn rate(self, delta: u64) -> Option<f64> {
+        self.0.map(|secs| round3(delta as f64 / secs))
+    }
+
+    fn rate_of(self, delta: Option<u64>) -> Option<f64> {
+        delta.and_then(|d| self.rate(d))
+    }
+}
+
+fn both<'a, T>(first: &'a Option<T>, last: &'a Option<T>) -> Option<(&'a T, &'a T)> {
+    Some((first.as_ref()?, last.as_ref()?))
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+#[derive(Clone, Copy)]
+struct CpuShares {
+    idle: f64,
+    user: f64,
+    system: f64,
+    irq: f64,
+    softirq: f64,
+    steal: f64,
+    iowait: f64,
+}
+
+/// Shares of CPU time from the `cpu` line. The total is the sum of each column's own change, so
+/// a column that went backwards (iowait can, on tickless kernels) counts as 0 and the shares
+/// still add up to 100.
+fn cpu_shares(first: &CpuJiffies, last: &CpuJiffies) -> Option<CpuShares> {
+    let d = |column: fn(&CpuJiffies) -> u64| delta(column(first), column(last));
+    let user = d(|j| j.user).saturating_add(d(|j| j.nice));
+    let (system, idle, iowait) = (d(|j| j.system), d(|j| j.idle), d(|j| j.iowait));
+    let (irq, softirq, steal) = (d(|j| j.irq), d(|j| j.softirq), d(|j| j.steal));
+    let total = [user, system, idle, iowait, irq, softirq, steal]
+        .into_iter()
+        .fold(0u64, u64::saturating_add);
+    if total == 0 {
+        return None;
+    }
+    let pct = |n: u64| round3(n as f64 * 100.0 / total as f64);
+    Some(CpuShares {
+        idle: pct(idle.saturating_add(iowait)),
+        user: pct(user),
+        system: pct(system),
+        irq: pct(irq),
+        softirq: pct(softirq),
+        steal: pct(steal),
+        iowait: pct(iowait),
+    })
+}
+
+struct Psi {
+    some_avg10: Option<f64>,
+    full_avg10: Option<f64>,
+    some_stall_pct: Option<f64>,
+    full_stall_pct: Option<f64>,
+}
+
+impl Psi {
+    /// The stall share may read slightly above 100: the snapshot times are taken in user space,
+    /// not when the kernel read its clock.
+    fn between(first: Option<&PressureFile>, last: Option<&PressureFile>, span: Span) -> Self {
+        let stall_pct = |before: Option<u64>, now: Option<u64>| {
+            let (before, now, secs) = (before?, now?, span.0?);
+            Some(round3(delta(before, now) as f64 / (secs * 1e6) * 100.0))
+        };
+        Self {
+            some_avg10: last.map(|p| round3(p.some.avg10)),
+            full_avg10: last.and_then(|p| p.full).map(|f| round3(f.avg10)),
+            some_stall_pct: stall_pct(
+                first.map(|p| p.some.total_us),
+                last.map(|p| p.some.total_us),
+            ),
+            full_stall_pct: stall_pct(
+                first.and_then(|p| p.full).map(|f| f.total_us),
+                last.and_then(|p| p.full).map(|f| f.total_us),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::collect::procfs::{
+        diskstats::parse_diskstats,
+        interrupts::parse_interrupts,
+        loadavg::parse_loadavg,
+        meminfo::parse_meminfo,
+        netstat::{parse_netstat, parse_snmp},
+        pressure::parse_pressure,
+        schedstat::parse_schedstat,
+        softirqs::parse_softirqs,
+        softnet::parse_softnet,
+        stat::parse_stat,
+        NetCounters, Softnet,
+    };
+
+    const SCHEMA: &str = include_str!("../../../../docs/events.schema.json");
+    const DOC: &str = include_str!("../../../../docs/host-metrics.md");
+
+    fn stat(cpu: &str, ctxt: u64, forks: u64) -> Stat {
+        parse_stat(&format!(
+            "cpu {cpu}\nctxt {ctxt}\nprocesses {forks}\nprocs_running 3\nprocs_blocked 2\n"
+        ))
+        .unwrap()
+    }
+
+    fn pressure(cpu_some: u64, mem: (u64, u64), io: (u64, u64)) -> Pressure {
+        let line = |kind: &str, total: u64| {
+            format!("{kind} avg10=2.50 avg60=1.00 avg300=0.50 total={total}\n")
+        };
+        Pressure {
+            cpu: parse_pressure(&line("some", cpu_some)).unwrap(),
+            memory: parse_pressure(&(line("some", mem.0) + &line("full", mem.1))).unwrap(),
+            io: parse_pressure(&(line("some", io.0) + &line("full", io.1))).unwrap(),
+        }
+    }
+
+    fn net(text: &str) -> NetCounters {
+        parse_netstat(text).unwrap()
+    }
+
+    fn softnet(cpu0: (u32, u32, u32), cpu1: (u32, u32, u32)) -> Softnet {
+        let line = |(p, d, s): (u32, u32, u32), id: u32| {
+            format!("{p:08x} {d:08x} {s:08x} 0 0 0 0 0 0 0 0 0 {id:08x}\n")
+        };
+        parse_softnet(&(line(cpu0, 0) + &line(cpu1, 1))).unwrap()
+    }
+
+    /// Two snapshots 2 s apart with every source, chosen so each metric has an exact value.
+    fn window() -> (HostSnapshot, HostSnapshot) {
+        let t0 = Instant::now();
+        let mut a = HostSnapshot::empty(t0);
+        let mut b = HostSnapshot::empty(t0 + Duration::from_secs(2));
+
+        // Δ: user 100, system 50, idle 700, iowait 50, softirq 100 = 1000 jiffies.
+        a.stat = Some(stat("100 0 50 800 50 0 0 0 0 0", 1000, 10));
+        b.stat = Some(stat("200 0 100 1500 100 0 100 0 0 0", 3000, 30));
+        b.meminfo = Some(
+            parse_meminfo(
+                "MemTotal: 1000 kB\nMemFree: 100 kB\nMemAvailable: 500 kB\nBuffers: 1 kB\n\
+                 Cached: 2 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\nDirty: 3 kB\n",
+            )
+            .unwrap(),
+        );
+        b.loadavg = Some(parse_loadavg("1.50 0.75 0.25 3/200 99\n").unwrap());
+        a.pressure = Some(pressure(1_000_000, (0, 0), (0, 0)));
+        b.pressure = Some(pressure(1_500_000, (200_000, 100_000), (0, 0)));
+        a.netstat = Some(net(
+            "TcpExt: ListenOverflows ListenDrops TCPSynRetrans\nTcpExt: 10 10 0\n\
+             IpExt: InOctets OutOctets\nIpExt: 1000 5000\n",
+        ));
+        b.netstat = Some(net(
+            "TcpExt: ListenOverflows ListenDrops TCPSynRetrans\nTcpExt: 30 40 4\n\
+             IpExt: InOctets OutOctets\nIpExt: 5000 1000\n",
+        ));
+        let snmp = |v: &str| {
+            parse_snmp(&format!(
+                "Tcp: MaxConn ActiveOpens PassiveOpens InSegs OutSegs RetransSegs\nTcp: -1 {v}\n"
+            ))
+            .unwrap()
+        };
+        a.snmp = Some(snmp("0 0 100 100 5"));
+        b.snmp = Some(snmp("20 2 300 100 9"));
+        // CPU 1's processed counter wraps past 2^32: 0xfffffff0 -> 0x10 is 0x20 packets.
+        a.softnet = Some(softnet((0x10, 1, 0), (0xffff_fff0, 0, 2)));
+        b.softnet = Some(softnet((0x30, 5, 0), (0x10, 0, 6)));
+        // vda1 (a partition) and loop0 must not count; dm-0 does.
+        let disks = |vda: &str, dm: &str| {
+            parse_diskstats(&format!(
+                " 254 0 vda {vda}\n 254 1 vda1 9999 0 99999 0 9999 0 99999 0 0 0 0\n\
+                 7 0 loop0 500 0 5000 0 0 0 0 0 0 0 0\n 253 0 dm-0 {dm}\n"
+            ))
+            .unwrap()
+        };
+        a.diskstats = Some(disks(
+            "100 0 1000 0 10 0 100 0 0 0 0",
+            "0 0 0 0 0 0 0 0 0 0 0",
+        ));
+        b.diskstats = Some(disks(
+            "300 0 3000 0 30 0 500 0 0 0 0",
+            "2 0 8 0 0 0 0 0 0 0 0",
+        ));
+        a.softirqs = Some(parse_softirqs("CPU0 CPU1\nTIMER: 10 10\nNET_RX: 100 200\n").unwrap());
+        b.softirqs = Some(
+            parse_softirqs("CPU0 CPU1\nTIMER: 10 10\nNET_RX: 300 400\nNEWVEC: 9 9\n").unwrap(),
+        );
+        a.interrupts = Some(
+            parse_interrupts(
+                "CPU0 CPU1\n 24: 1 0 IO-APIC 5-edge x\nLOC: 100 100 Local timer\nERR: 5\n",
+            )
+            .unwrap(),
+        );
+        b.interrupts = Some(
+            parse_interrupts(
+                "CPU0 CPU1\n 24: 3 2 IO-APIC 5-edge x\nLOC: 200 300 Local timer\nERR: 50\n",
+            )
+            .unwrap(),
+        );
+        let sched = |cpu0: (u64, u64), cpu1: (u64, u64)| {
+            parse_schedstat(&format!(
+                "version 15\ncpu0 0 0 0 0 0 0 0 {} {}\ncpu1 0 0 0 0 0 0 0 {} {}\n",
+                cpu0.0, cpu0.1, cpu1.0, cpu1.1
+            ))
+            .unwrap()
+        };
+        a.schedstat = Some(sched((1000, 10), (0, 0)));
+        b.schedstat = Some(sched((2_001_000, 30), (1_000_000, 20)));
+        (a, b)
+    }
+
+    #[test]
+    fn between_gives_exact_rates_and_levels() {
+        let (a, b) = window();
+        let m = HostMetrics::between(&a, &b);
+        let cpu = (
+            m.cpu_idle_pct,
+            m.cpu_user_pct,
+            m.cpu_system_pct,
+            m.cpu_softirq_pct,
+            m.cpu_iowait_pct,
+        );
+        assert_eq!(
+            cpu,
+            (Some(75.0), Some(10.0), Some(5.0), Some(10.0), Some(5.0))
+        );
+        assert_eq!((m.cpu_irq_pct, m.cpu_steal_pct), (Some(0.0), Some(0.0)));
+        assert_eq!(
+            (m.context_switches_per_s, m.forks_per_s),
+            (Some(1000.0), Some(10.0))
+        );
+        assert_eq!((m.procs_running, m.procs_blocked), (Some(3), Some(2)));
+
+        assert_eq!(
+            (m.mem_total_bytes, m.mem_free_bytes),
+            (Some(1_024_000), Some(102_400))
+        );
+        assert_eq!(
+            (m.mem_available_bytes, m.mem_dirty_bytes),
+            (Some(512_000), Some(3072))
+        );
+        assert_eq!(
+            (m.load1, m.load5, m.load15, m.tasks_total),
+            (Some(1.5), Some(0.75), Some(0.25), Some(200))
+        );
+
+        // 500 000 µs stalled over 2 s is 25 %; memory: 200 000 and 100 000 µs.
+        assert_eq!(
+            (m.psi_cpu_some_avg10, m.psi_cpu_some_stall_pct),
+            (Some(2.5), Some(25.0))
+        );
+        assert_eq!(
+            (m.psi_cpu_full_avg10, m.psi_cpu_full_stall_pct),
+            (None, None),
+            "no cpu full line"
+        );
+        assert_eq!(
+            (m.psi_memory_some_stall_pct, m.psi_memory_full_stall_pct),
+            (Some(10.0), Some(5.0))
+        );
+        assert_eq!(
+            (m.psi_io_full_avg10, m.psi_io_some_stall_pct),
+            (Some(2.5), Some(0.0))
+        );
+
+        assert_eq!((m.listen_overflows, m.listen_drops), (Some(20), Some(30)));
+        assert_eq!(
+            (m.listen_overflows_per_s, m.listen_drops_per_s),
+            (Some(10.0), Some(15.0))
+        );
+        assert_eq!(
+            (m.tcp_syn_retrans_per_s, m.tcp_retrans_segs_per_s),
+            (Some(2.0), Some(2.0))
+        );
+        assert_eq!(
+            (m.tcp_active_opens_per_s, m.tcp_passive_opens_per_s),
+            (Some(10.0), Some(1.0))
+        );
+        assert_eq!(
+            (m.tcp_in_segs_per_s, m.tcp_out_segs_per_s),
+            (Some(100.0), Some(0.0))
+        );
+        assert_eq!(m.ip_in_bytes_per_s, Some(2000.0));
+        assert_eq!(
+            m.ip_out_bytes_per_s,
+            Some(0.0),
+            "a counter that went backwards counts 0"
+        );
+
+        assert_eq!(
+            m.softnet_processed_per_s,
+            Some(32.0),
+            "0x20 on each CPU, one of them wrapped"
+        );
+        assert_eq!(
+            (m.softnet_dropped, m.softnet_dropped_per_s),
+            (Some(4), Some(2.0))
+        );
+        assert_eq!(
+            (m.softnet_time_squeeze, m.softnet_time_squeeze_per_s),
+            (Some(4), Some(2.0))
+        );
+
+        // vda + dm-0: 202 reads, 2008 sectors read; 20 writes, 400 sectors written.
+        assert_eq!(
+            (m.disk_reads_per_s, m.disk_writes_per_s),
+            (Some(101.0), Some(10.0))
+        );
+        assert_eq!(m.disk_read_bytes_per_s, Some(2008.0 * 512.0 / 2.0));
+        assert_eq!(m.disk_write_bytes_per_s, Some(400.0 * 512.0 / 2.0));
+
+        let softirqs = m.softirqs_per_s.as_ref().unwrap();
+        assert_eq!(softirqs.get("NET_RX"), Some(&200.0));
+        assert_eq!(softirqs.get("TIMER"), Some(&0.0));
+        assert_eq!(softirqs.get("NEWVEC"), None, "only in the last reading");
+        // 24: 2 + 2, LOC: 100 + 200; ERR is an error count.
+        assert_eq!(m.interrupts_per_s, Some(152.0));
+
+        // Run delay 3 000 000 ns over 2 s and 2 CPUs; 40 timeslices over 2 s.
+        assert_eq!(m.sched_run_delay_ns_per_s_per_cpu, Some(750_000.0));
+        assert_eq!(m.sched_timeslices_per_s, Some(20.0));
+    }
+
+    #[test]
+    fn counters_that_go_backwards_count_zero() {
+        let (mut a, b) = window();
+        a.stat = Some(stat(
+            "1000 0 1000 9000 1000 0 1000 0 0 0",
+            10_000_000,
+            1_000_000,
+        ));
+        a.netstat = Some(net(
+            "TcpExt: ListenOverflows ListenDrops\nTcpExt: 1000 1000\n",
+        ));
+        let m = HostMetrics::between(&a, &b);
+        assert_eq!(
+            (m.context_switches_per_s, m.forks_per_s),
+            (Some(0.0), Some(0.0))
+        );
+        assert_eq!(
+            (m.listen_overflows, m.listen_drops_per_s),
+            (Some(0), Some(0.0))
+        );
+        assert_eq!(
+            m.tcp_syn_retrans_per_s, None,
+            "counter absent from the first reading"
+        );
+        // Every CPU column went backwards: no time passed as far as the shares can tell.
+        assert_eq!(m.cpu_idle_pct, None);
+    }
+
+    #[test]
+    fn missing_sources_and_a_zero_interval_give_nulls() {
+        let (a, mut b) = window();
+        b.at = a.at;
+        b.schedstat = None;
+        let m = HostMetrics::between(&a, &b);
+        assert_eq!(
+            (
+                m.context_switches_per_s,
+                m.interrupts_per_s,
+                m.softirqs_per_s.as_ref()
+            ),
+            (None, None, None)
+        );
+        assert_eq!(m.sched_timeslices_per_s, None);
+        assert_eq!(m.cpu_idle_pct, Some(75.0), "shares need no interval");
+        assert_eq!(
+            (m.listen_overflows, m.softnet_dropped),
+            (Some(20), Some(4)),
+            "totals need none"
+        );
+        assert_eq!((m.mem_total_bytes, m.load1), (Some(1_024_000), Some(1.5)));
+
+        let empty = HostSnapshot::empty(a.at);
+        let m = HostMetrics::between(&empty, &empty);
+        let json = serde_json::to_value(&m).unwrap();
+        assert!(
+            json.as_object().unwrap().values().all(|v| v.is_null()),
+            "{json}"
+        );
+    }
+
+    /// The JSON shape is a contract: every field present (null when unknown), required by the
+    /// schema fragment and documented in docs/host-metrics.md.
+    #[test]
+    fn json_matches_the_event_schema_and_the_doc() {
+        let events: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+        let schema = events["$defs"]["system"].clone();
+        let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+        let (a, b) = window();
+        let full = serde_json::to_value(HostMetrics::between(&a, &b)).unwrap();
+        let empty = HostSnapshot::empty(a.at);
+        let nulls = serde_json::to_value(HostMetrics::between(&empty, &empty)).unwrap();
+        for instance in [&full, &nulls] {
+            let errors: Vec<String> = validator
+                .iter_errors(instance)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{errors:?}");
+        }
+        // Compared as sorted sets: serde_json's map does not keep field order.
+        fn sorted(mut v: Vec<&str>) -> Vec<&str> {
+            v.sort_unstable();
+            v
+        }
+        let fields = sorted(
+            full.as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect(),
+        );
+        let required = sorted(
+            schema["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect(),
+        );
+        assert_eq!(fields, required);
+        let documented = sorted(
+            DOC.lines()
+                .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+                .collect(),
+        );
+        assert_eq!(fields, documented);
+    }
+}

@@ -1,0 +1,112 @@
+//! The estimate path (no RAPL): CPU time and frequency through the documented power model, always
+//! labelled "estimated".
+
+use std::path::Path;
+
+use kpo_agent::energy::estimate::{parse_proc_stat, EstimatedMeter, PowerModel};
+use kpo_agent::energy::{open_meter, EnergyMeter, EnergySource};
+
+/// `/proc/stat` with 2 CPUs; fields: user nice system idle iowait irq softirq steal.
+fn stat(user: u64, system: u64, idle: u64, iowait: u64, steal: u64) -> String {
+    format!(
+        "cpu  {user} 0 {system} {idle} {iowait} 0 0 {steal} 0 0\n\
+         cpu0 1 0 1 1 0 0 0 0 0 0\n\
+         cpu1 1 0 1 1 0 0 0 0 0 0\n\
+         intr 12345\nctxt 999\n"
+    )
+}
+
+fn freq(sys: &Path, cpu: u32, cur_khz: u64, max_khz: u64) {
+    let d = sys.join(format!("devices/system/cpu/cpu{cpu}/cpufreq"));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("scaling_cur_freq"), format!("{cur_khz}\n")).unwrap();
+    std::fs::write(d.join("cpuinfo_max_freq"), format!("{max_khz}\n")).unwrap();
+}
+
+#[test]
+fn model_closed_form() {
+    let m = PowerModel::default();
+    // 4 CPUs, 10 s, 15 CPU-seconds busy at half the maximum frequency:
+    // 4·1.2·10 + 15·7·0.5² = 48 + 26.25.
+    assert!((m.joules(4, 10.0, 15.0, 0.5) - 74.25).abs() < 1e-12);
+    // Idle machine: only the idle term.
+    assert!((m.joules(2, 1.0, 0.0, 1.0) - 2.4).abs() < 1e-12);
+    // The ratio is clamped to [0, 1].
+    assert_eq!(m.joules(1, 1.0, 1.0, 3.0), m.joules(1, 1.0, 1.0, 1.0));
+}
+
+#[test]
+fn parses_proc_stat() {
+    let t = parse_proc_stat(&stat(100, 50, 800, 20, 30), Path::new("/proc/stat")).unwrap();
+    assert_eq!((t.busy, t.idle, t.steal, t.n_cpus), (150, 820, 30, 2));
+    assert!(parse_proc_stat("intr 1\n", Path::new("x")).is_err());
+    assert!(parse_proc_stat("cpu  1 2 x 4\ncpu0 1 2 3 4\n", Path::new("x")).is_err());
+    assert!(
+        parse_proc_stat("cpu  1 2 3 4\n", Path::new("x")).is_err(),
+        "no per-CPU lines"
+    );
+}
+
+#[test]
+fn estimated_meter_reads_utilization_and_frequency_and_labels_every_reading() {
+    let proc_dir = tempfile::tempdir().unwrap();
+    let sys_dir = tempfile::tempdir().unwrap();
+    std::fs::write(proc_dir.path().join("stat"), stat(1000, 0, 1000, 0, 0)).unwrap();
+    freq(sys_dir.path(), 0, 1_500_000, 3_000_000);
+    freq(sys_dir.path(), 1, 1_500_000, 3_000_000);
+    let mut meter =
+        EstimatedMeter::open(proc_dir.path(), sys_dir.path(), PowerModel::default()).unwrap();
+    assert_eq!(meter.source(), EnergySource::Estimated);
+    assert!((meter.freq_ratio() - 0.5).abs() < 1e-12);
+
+    // 10 s on 2 CPUs = 2000 jiffies: 500 busy (5 CPU-seconds), 1500 idle.
+    std::fs::write(proc_dir.path().join("stat"), stat(1400, 100, 2000, 500, 0)).unwrap();
+    let r = meter.read().unwrap();
+    assert_eq!(r.source, EnergySource::Estimated);
+    let want = 2.0 * 1.2 * 10.0 + 5.0 * 7.0 * 0.25;
+    assert!((r.joules - want).abs() < 1e-9, "{} vs {want}", r.joules);
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(json.contains(r#""source":"estimated""#), "{json}");
+
+    // At full frequency the same work costs more.
+    freq(sys_dir.path(), 0, 3_000_000, 3_000_000);
+    freq(sys_dir.path(), 1, 3_000_000, 3_000_000);
+    std::fs::write(proc_dir.path().join("stat"), stat(1800, 200, 3000, 1000, 0)).unwrap();
+    let r2 = meter.read().unwrap();
+    assert!((r2.joules - (2.0 * 1.2 * 10.0 + 5.0 * 7.0)).abs() < 1e-9);
+}
+
+#[test]
+fn without_cpufreq_the_ratio_is_one_and_steal_is_not_work() {
+    let proc_dir = tempfile::tempdir().unwrap();
+    let sys_dir = tempfile::tempdir().unwrap();
+    std::fs::write(proc_dir.path().join("stat"), stat(0, 0, 0, 0, 0)).unwrap();
+    let mut meter =
+        EstimatedMeter::open(proc_dir.path(), sys_dir.path(), PowerModel::default()).unwrap();
+    assert_eq!(meter.freq_ratio(), 1.0);
+    // 1 s on 2 CPUs: 100 busy, 50 idle, 50 stolen by the hypervisor.
+    std::fs::write(proc_dir.path().join("stat"), stat(100, 0, 50, 0, 50)).unwrap();
+    let r = meter.read().unwrap();
+    assert!(
+        (r.joules - (2.0 * 1.2 * 1.0 + 1.0 * 7.0)).abs() < 1e-9,
+        "{r:?}"
+    );
+}
+
+#[test]
+fn open_meter_falls_back_to_the_labelled_estimate_without_rapl() {
+    let proc_dir = tempfile::tempdir().unwrap();
+    let sys_dir = tempfile::tempdir().unwrap();
+    std::fs::write(proc_dir.path().join("stat"), stat(0, 0, 0, 0, 0)).unwrap();
+    let meter = open_meter(sys_dir.path(), proc_dir.path(), PowerModel::default()).unwrap();
+    assert_eq!(meter.source(), EnergySource::Estimated);
+
+    // With a package zone present, RAPL wins.
+    let z = sys_dir.path().join("class/powercap/intel-rapl:0");
+    std::fs::create_dir_all(&z).unwrap();
+    std::fs::write(z.join("name"), "package-0\n").unwrap();
+    std::fs::write(z.join("energy_uj"), "5\n").unwrap();
+    std::fs::write(z.join("max_energy_range_uj"), "1000\n").unwrap();
+    let meter = open_meter(sys_dir.path(), proc_dir.path(), PowerModel::default()).unwrap();
+    assert_eq!(meter.source(), EnergySource::Rapl);
+}
