@@ -40,7 +40,7 @@ pub const MAP_REQ_PENDING: &str = "KPO_REQ_PENDING";
 pub const MAP_REQ_HIST: &str = "KPO_REQ_HIST";
 
 /// Programs, as (program name, tracepoint name). All are raw tracepoints.
-pub const PROG_SK_DATA_READY: (&str, &str) = ("kpo_sk_data_ready", "sk_data_ready");
+pub const PROG_SOCK_SET_STATE: (&str, &str) = ("kpo_sock_set_state", "inet_sock_set_state");
 pub const PROG_SYNACK_RETRANS: (&str, &str) = ("kpo_synack_retrans", "tcp_retransmit_synack");
 pub const PROG_IRQ_ENTRY: (&str, &str) = ("kpo_irq_entry", "irq_handler_entry");
 pub const PROG_IRQ_EXIT: (&str, &str) = ("kpo_irq_exit", "irq_handler_exit");
@@ -57,6 +57,7 @@ pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u16 = 6;
 pub const TCP_LISTEN: u8 = 10;
+pub const TCP_SYN_RECV: u8 = 3;
 pub const NR_SOFTIRQS: u32 = 10;
 
 /// A listening socket: network namespace inode, local port, address family.

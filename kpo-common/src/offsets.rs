@@ -7,8 +7,6 @@
 pub struct KernelOffsets {
     /// `struct sock_common.skc_family` (u16), as seen from `struct sock`.
     pub sk_family: u32,
-    /// `struct sock_common.skc_state` (u8).
-    pub sk_state: u32,
     /// `struct sock_common.skc_num` (u16, local port in host order).
     pub sk_num: u32,
     /// `struct sock_common.skc_net` (a `struct net *`).
@@ -33,7 +31,6 @@ impl KernelOffsets {
     pub const MISSING: u32 = u32::MAX;
     pub const ALL_MISSING: Self = Self {
         sk_family: Self::MISSING,
-        sk_state: Self::MISSING,
         sk_num: Self::MISSING,
         sk_net: Self::MISSING,
         net_inum: Self::MISSING,

@@ -35,12 +35,18 @@ pub enum Which {
         /// Seconds of idle agent for the idle CPU and RSS figures.
         #[arg(long, default_value_t = 10)]
         idle_seconds: u64,
+        /// An extra agent configuration to measure alongside, as `kpo run` arguments
+        /// (e.g. "--duty-fraction 0.05"); used to choose the default duty fraction.
+        #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+        also: Option<String>,
     },
 }
 
 pub fn run(which: Which) -> Result<()> {
     match which {
-        Which::Overhead { reps, seconds, idle_seconds } => overhead(reps, seconds, idle_seconds),
+        Which::Overhead { reps, seconds, idle_seconds, also } => {
+            overhead(reps, seconds, idle_seconds, also.as_deref())
+        }
     }
 }
 
@@ -49,6 +55,7 @@ enum Config {
     None,
     Default,
     FullTime,
+    Also,
 }
 
 impl Config {
@@ -57,6 +64,7 @@ impl Config {
             Config::None => "no agent",
             Config::Default => "default",
             Config::FullTime => "full time",
+            Config::Also => "--also",
         }
     }
 }
@@ -81,7 +89,12 @@ impl Workload {
 
 const NGINX_PORT: u16 = 18080;
 
-fn overhead(reps: usize, seconds: u64, idle_seconds: u64) -> Result<()> {
+fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) -> Result<()> {
+    let also_args: Vec<&str> = also.map(|a| a.split_whitespace().collect()).unwrap_or_default();
+    let mut configs = vec![Config::None, Config::Default, Config::FullTime];
+    if also.is_some() {
+        configs.push(Config::Also);
+    }
     if !crate::is_root() {
         bail!("the overhead benchmark loads the agent's eBPF programs: run it as root");
     }
@@ -100,11 +113,12 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64) -> Result<()> {
     let mut agent_cpu: BTreeMap<Config, Vec<f64>> = BTreeMap::new();
     let mut prog_stats: BTreeMap<(Config, String), (u64, u64)> = BTreeMap::new();
     for rep in 0..reps {
-        for config in [Config::None, Config::Default, Config::FullTime] {
+        for &config in &configs {
             let agent = match config {
                 Config::None => None,
                 Config::Default => Some(Agent::start(&dir, &[])?),
                 Config::FullTime => Some(Agent::start(&dir, &["--duty-fraction", "1"])?),
+                Config::Also => Some(Agent::start(&dir, &also_args)?),
             };
             let cpu_before = agent.as_ref().map(|a| a.cpu_seconds()).transpose()?;
             let started = Instant::now();
@@ -126,19 +140,28 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64) -> Result<()> {
     }
 
     println!("\nThroughput relative to no agent (median of {reps}; 1.000 = no cost):");
-    println!("{:<45} {:>10} {:>10}", "workload", "default", "full time");
+    let measured = &configs[1..];
+    print!("{:<45}", "workload");
+    for c in measured {
+        print!(" {:>10}", c.name());
+    }
+    println!();
     for workload in Workload::ALL {
         let base = median(&throughput[&(workload, Config::None)]);
-        let ratio = |c| median(&throughput[&(workload, c)]) / base;
-        println!(
-            "{:<45} {:>10.3} {:>10.3}",
-            workload.name(),
-            ratio(Config::Default),
-            ratio(Config::FullTime)
-        );
+        print!("{:<45}", workload.name());
+        for &c in measured {
+            print!(" {:>10.3}", median(&throughput[&(workload, c)]) / base);
+        }
+        println!();
     }
-    println!("\nAgent CPU under load, % of one core (median): default {:.2}, full time {:.2}",
-        median(&agent_cpu[&Config::Default]), median(&agent_cpu[&Config::FullTime]));
+    if let Some(also) = also {
+        println!("(--also = kpo run {also})");
+    }
+    print!("\nAgent CPU under load, % of one core (median):");
+    for c in measured {
+        print!(" {} {:.2};", c.name(), median(&agent_cpu[c]));
+    }
+    println!();
 
     println!("\nPer-program mean run time per event (kernel BPF stats, all runs of each configuration):");
     println!("{:<18} {:>12} {:>14} {:>12} {:>14}", "program", "default ns", "default events", "full ns", "full events");

@@ -78,7 +78,6 @@ fn resolve_offsets(btf: &Btf) -> ResolvedOffsets {
     };
     let offsets = KernelOffsets {
         sk_family: field("sock", &["__sk_common", "skc_family"]),
-        sk_state: field("sock", &["__sk_common", "skc_state"]),
         sk_num: field("sock", &["__sk_common", "skc_num"]),
         sk_net: field("sock", &["__sk_common", "skc_net"]),
         net_inum: field("net", &["ns", "inum"]),

@@ -48,7 +48,7 @@ impl SensorKind {
     /// (program, raw tracepoint) pairs.
     pub fn programs(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            SensorKind::AcceptQueue => &[PROG_SK_DATA_READY, PROG_SYNACK_RETRANS],
+            SensorKind::AcceptQueue => &[PROG_SOCK_SET_STATE, PROG_SYNACK_RETRANS],
             SensorKind::Irq => &[PROG_IRQ_ENTRY, PROG_IRQ_EXIT],
             SensorKind::Softirq => &[PROG_SOFTIRQ_ENTRY, PROG_SOFTIRQ_EXIT],
             SensorKind::Napi => &[PROG_NAPI_POLL],
@@ -79,7 +79,6 @@ impl SensorKind {
             SensorKind::AcceptQueue => {
                 let mut v = sock.to_vec();
                 v.extend([
-                    ("sock.skc_state", off.sk_state),
                     ("sock.sk_ack_backlog", off.sk_ack_backlog),
                     ("sock.sk_max_ack_backlog", off.sk_max_ack_backlog),
                 ]);
