@@ -32,7 +32,8 @@ pub struct RunArgs {
     /// Fraction of each window (0..=1) during which high-rate sensors are attached.
     #[arg(long, value_name = "FRACTION")]
     pub duty_fraction: Option<f64>,
-    /// Keep a sensor off (repeatable): accept_queue, irq, softirq, napi, sched, request_latency.
+    /// Keep a sensor off (repeatable): accept_queue, synack_retrans, irq, softirq, napi, sched,
+    /// request_latency.
     #[arg(long = "disable-sensor", value_name = "SENSOR")]
     pub disable_sensor: Vec<String>,
     /// Kernel BTF file used for struct offsets.
@@ -119,7 +120,8 @@ pub async fn run(config: Config, mut events: EventWriter) -> anyhow::Result<()> 
     let mut collector = Collector::new(sensors, config.proc_root.clone());
     let ticks_per_window = config.ticks_per_window();
     let mut tick_in_window = 0u64;
-    collector.sensors.set_duty_attached(duty_tick(0, config.duty_fraction));
+    let mut pressure = PressureWatch::new(ticks_per_window);
+    collector.sensors.apply_duty(duty_tick(0, config.duty_fraction), false);
     let mut builder = WindowBuilder::new(collector.sample());
     let mut windows = 0u64;
     let mut interval = tokio::time::interval(config.tick);
@@ -132,7 +134,15 @@ pub async fn run(config: Config, mut events: EventWriter) -> anyhow::Result<()> 
     let reason = loop {
         tokio::select! {
             _ = interval.tick() => {
-                builder.push(collector.sample());
+                let sample = collector.sample();
+                pressure.observe(builder.last_sample(), &sample);
+                // Without the eBPF hook attached this tick, a full queue is seen only here.
+                if !sample.accept_queue_attached {
+                    for event in full_listeners(&sample) {
+                        events.emit(&event)?;
+                    }
+                }
+                builder.push(sample);
                 tick_in_window += 1;
                 if tick_in_window == ticks_per_window {
                     tick_in_window = 0;
@@ -141,7 +151,9 @@ pub async fn run(config: Config, mut events: EventWriter) -> anyhow::Result<()> 
                     windows += 1;
                     builder = WindowBuilder::new(last);
                 }
-                collector.sensors.set_duty_attached(duty_tick(tick_in_window, config.duty_fraction));
+                collector
+                    .sensors
+                    .apply_duty(duty_tick(tick_in_window, config.duty_fraction), pressure.escalated());
                 if collector.sensors.status() != reported_status.as_slice() {
                     reported_status = collector.sensors.status().to_vec();
                     events.emit(&Event::Sensors { sensors: reported_status.clone() })?;
@@ -175,6 +187,53 @@ pub async fn run(config: Config, mut events: EventWriter) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Keeps the accept-queue sensor attached full time from the tick a listener shows pressure (queue
+/// at half its limit or more, or new drops) until a whole window passes without any.
+struct PressureWatch {
+    ticks_per_window: u64,
+    ticks_left: u64,
+}
+
+impl PressureWatch {
+    fn new(ticks_per_window: u64) -> Self {
+        Self { ticks_per_window, ticks_left: 0 }
+    }
+
+    fn observe(&mut self, previous: &Sample, now: &Sample) {
+        let under_pressure = now.listeners.iter().any(|(key, l)| {
+            (l.limit > 0 && l.depth.saturating_mul(2) >= l.limit)
+                || previous.listeners.get(key).is_some_and(|p| l.drops > p.drops)
+        });
+        self.ticks_left = if under_pressure {
+            self.ticks_per_window
+        } else {
+            self.ticks_left.saturating_sub(1)
+        };
+    }
+
+    fn escalated(&self) -> bool {
+        self.ticks_left > 0
+    }
+}
+
+/// `listener_full` events for listeners sock_diag found at their limit.
+fn full_listeners(sample: &Sample) -> Vec<Event> {
+    sample
+        .listeners
+        .iter()
+        .filter(|(_, l)| l.limit > 0 && l.depth >= l.limit)
+        .map(|(key, l)| Event::ListenerFull {
+            netns: u64::from(key.netns),
+            port: key.port,
+            family: family_name(key.family),
+            backlog: l.depth,
+            backlog_limit: l.limit,
+            pid: l.pid,
+            comm: l.comm.clone(),
+        })
+        .collect()
+}
+
 async fn readable(
     notable: &mut Option<AsyncFd<RingBuf<MapData>>>,
 ) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, RingBuf<MapData>>> {
@@ -204,5 +263,58 @@ fn notable_event(e: &NotableEvent, last: &Sample) -> Event {
         backlog_limit: e.backlog_limit,
         pid: owner.and_then(|o| o.pid),
         comm: owner.and_then(|o| o.comm.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, time::Instant};
+
+    use kpo_common::{ListenerKey, AF_INET};
+
+    use super::*;
+    use crate::collect::{procfs::HostSnapshot, ListenerView};
+
+    fn sample(depth: u32, limit: u32, drops: u64) -> Sample {
+        let key = ListenerKey { netns: 1, port: 80, family: AF_INET };
+        let view = ListenerView { addresses: vec![], depth, limit, drops, pid: None, comm: None };
+        Sample {
+            at: Instant::now(),
+            wall: time::OffsetDateTime::UNIX_EPOCH,
+            bpf: None,
+            listeners: [(key, view)].into(),
+            netns: BTreeMap::new(),
+            host: HostSnapshot::empty(Instant::now()),
+            duty_attached: false,
+            accept_queue_sensor: true,
+            accept_queue_attached: false,
+        }
+    }
+
+    #[test]
+    fn pressure_escalates_for_a_window_then_relaxes() {
+        let mut watch = PressureWatch::new(3);
+        watch.observe(&sample(0, 128, 0), &sample(10, 128, 0));
+        assert!(!watch.escalated(), "a queue below half its limit is calm");
+        watch.observe(&sample(10, 128, 0), &sample(64, 128, 0));
+        assert!(watch.escalated(), "half the limit is pressure");
+        for _ in 0..2 {
+            watch.observe(&sample(0, 128, 0), &sample(0, 128, 0));
+            assert!(watch.escalated());
+        }
+        watch.observe(&sample(0, 128, 0), &sample(0, 128, 0));
+        assert!(!watch.escalated(), "a whole calm window relaxes it");
+        watch.observe(&sample(0, 128, 5), &sample(0, 128, 6));
+        assert!(watch.escalated(), "new drops are pressure");
+    }
+
+    #[test]
+    fn full_queues_are_reported_from_sock_diag() {
+        assert!(full_listeners(&sample(8, 9, 0)).is_empty());
+        let events = full_listeners(&sample(9, 9, 0));
+        assert!(matches!(
+            events.as_slice(),
+            [Event::ListenerFull { port: 80, backlog: 9, backlog_limit: 9, .. }]
+        ));
     }
 }

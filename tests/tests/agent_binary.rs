@@ -78,8 +78,8 @@ fn kinds(events: &[Value]) -> Vec<String> {
     events.iter().map(|e| e["kind"].as_str().unwrap_or("?").to_string()).collect()
 }
 
-/// Runs the agent until it wrote two full windows (and `during` has run), then SIGTERM; returns
-/// every event.
+/// Runs the agent, runs `during`, waits for two more full windows, then SIGTERM; returns every
+/// event.
 fn run_agent(extra: &[&str], events: &Path, during: impl FnOnce(&Path)) -> Vec<Value> {
     let _ = std::fs::remove_file(events);
     let child = Command::new(kpo_binary())
@@ -94,9 +94,9 @@ fn run_agent(extra: &[&str], events: &Path, during: impl FnOnce(&Path)) -> Vec<V
     let mut agent = Agent { child };
     wait_until("sensors reported", Duration::from_secs(30), || kinds(&lines(events)).len() >= 2);
     during(events);
-    wait_until("two windows", Duration::from_secs(30), || {
-        kinds(&lines(events)).iter().filter(|k| *k == "window").count() >= 2
-    });
+    let windows = || kinds(&lines(events)).iter().filter(|k| *k == "window").count();
+    let before = windows();
+    wait_until("two more windows", Duration::from_secs(30), || windows() >= before + 2);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent.child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -164,6 +164,17 @@ pub fn events_match_schema_and_sigterm_flushes() {
     assert_eq!(full["backlog_limit"], 4);
     assert!(full["backlog"].as_u64().unwrap() >= 4);
     assert_eq!(full["family"], "ipv4");
+    // Pressure keeps the accept-queue sensor attached for the following window.
+    let after: Vec<&Value> = events
+        .iter()
+        .skip_while(|e| !(e["kind"] == "listener_full" && e["port"] == port))
+        .filter(|e| e["kind"] == "window" && e["partial"] == false)
+        .collect();
+    assert!(
+        after.iter().any(|w| w["accept_queue_sampled_fraction"] == 1.0),
+        "no fully attached window after pressure: {:?}",
+        after.iter().map(|w| &w["accept_queue_sampled_fraction"]).collect::<Vec<_>>()
+    );
     check_stream(&events);
     let sensors = &events[1]["sensors"];
     assert!(sensors.as_array().unwrap().iter().all(|s| s["enabled"] == true), "{sensors:#}");
@@ -177,6 +188,6 @@ pub fn events_match_schema_and_sigterm_flushes() {
     check_stream(&events);
     let sensors = events[1]["sensors"].as_array().unwrap();
     let off: Vec<&Value> = sensors.iter().filter(|s| s["enabled"] == false).collect();
-    assert_eq!(off.len(), 4, "{sensors:#?}");
+    assert_eq!(off.len(), 5, "{sensors:#?}");
     assert!(off.iter().all(|s| s["reason"].as_str().unwrap().contains("BTF")));
 }

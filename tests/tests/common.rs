@@ -12,7 +12,8 @@ pub fn sensors(duty_full_time: bool) -> Sensors {
     let mut sensors = Sensors::load(&opts);
     let off: Vec<_> = sensors.status().iter().filter(|s| !s.enabled).cloned().collect();
     assert!(off.is_empty(), "sensors off on a kernel that should have them all: {off:?}");
-    sensors.set_duty_attached(duty_full_time);
+    // The accept-queue sensor is attached full time, as the agent does under pressure.
+    sensors.apply_duty(duty_full_time, true);
     sensors
 }
 

@@ -51,6 +51,8 @@ pub struct Sample {
     pub duty_attached: bool,
     /// Whether the accept-queue sensor is on (else `enqueued` is unknown, not zero).
     pub accept_queue_sensor: bool,
+    /// Whether the accept-queue sensor was attached during the tick this sample closes.
+    pub accept_queue_attached: bool,
 }
 
 pub struct Collector {
@@ -77,6 +79,7 @@ impl Collector {
 
     pub fn sample(&mut self) -> Sample {
         let duty_attached = self.sensors.duty_attached();
+        let accept_queue_attached = self.sensors.is_attached(SensorKind::AcceptQueue);
         let epoch = &mut self.epoch;
         let bpf = self.sensors.ebpf_mut().map(|ebpf| bpf_maps::read(ebpf, epoch));
         let (host, errors) = HostSnapshot::read(&ProcRoot(self.proc_root.clone()));
@@ -99,6 +102,7 @@ impl Collector {
             host,
             duty_attached,
             accept_queue_sensor: self.sensors.is_enabled(SensorKind::AcceptQueue),
+            accept_queue_attached,
         }
     }
 

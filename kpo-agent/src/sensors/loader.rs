@@ -54,7 +54,6 @@ pub struct Sensors {
     ebpf: Option<Ebpf>,
     status: Vec<SensorStatus>,
     links: BTreeMap<SensorKind, Vec<(&'static str, RawTracePointLinkId)>>,
-    duty_attached: bool,
 }
 
 impl Sensors {
@@ -71,7 +70,7 @@ impl Sensors {
         };
         let resolved = &facts.offsets;
         let mut sensors =
-            Sensors { ebpf: None, status: Vec::new(), links: BTreeMap::new(), duty_attached: false };
+            Sensors { ebpf: None, status: Vec::new(), links: BTreeMap::new() };
         let ebpf = if EBPF_OBJECT.is_empty() {
             Err("the eBPF object is empty (built with AYA_BUILD_SKIP=1)".to_string())
         } else {
@@ -200,34 +199,39 @@ impl Sensors {
         }
     }
 
-    /// Attaches or detaches every enabled duty-cycled sensor. Attaching first marks the start of a
-    /// sampling period so the programs ignore state left from before it.
-    pub fn set_duty_attached(&mut self, attached: bool) {
-        if attached == self.duty_attached {
-            return;
-        }
-        self.duty_attached = attached;
-        let kinds: Vec<SensorKind> = SensorKind::ALL
-            .into_iter()
-            .filter(|k| k.duty_cycled() && self.is_enabled(*k))
-            .collect();
-        if attached {
-            self.mark_sample_start();
-            for kind in kinds {
-                if let Err(reason) = self.attach(kind) {
-                    warn!(sensor = kind.name(), %reason, "sensor off");
-                    self.set_status(kind, Some(reason));
-                }
-            }
-        } else {
-            for kind in kinds {
-                self.detach(kind);
-            }
-        }
+    pub fn is_attached(&self, kind: SensorKind) -> bool {
+        self.links.contains_key(&kind)
     }
 
+    /// Whether the duty-cycled sensors other than the accept queue are attached now.
     pub fn duty_attached(&self) -> bool {
-        self.duty_attached
+        SensorKind::ALL
+            .into_iter()
+            .any(|k| k.duty_cycled() && k != SensorKind::AcceptQueue && self.is_attached(k))
+    }
+
+    /// Attaches or detaches the enabled duty-cycled sensors for the coming tick: all of them when
+    /// `duty` is set; the accept queue also when `accept_queue_escalated` is. Attaching first marks
+    /// the start of a sampling period so the programs ignore state left from before it.
+    pub fn apply_duty(&mut self, duty: bool, accept_queue_escalated: bool) {
+        let wanted = |k: SensorKind| duty || (k == SensorKind::AcceptQueue && accept_queue_escalated);
+        let changes: Vec<(SensorKind, bool)> = SensorKind::ALL
+            .into_iter()
+            .filter(|k| k.duty_cycled() && self.is_enabled(*k))
+            .filter(|k| wanted(*k) != self.is_attached(*k))
+            .map(|k| (k, wanted(k)))
+            .collect();
+        if changes.iter().any(|&(_, on)| on) {
+            self.mark_sample_start();
+        }
+        for (kind, on) in changes {
+            if !on {
+                self.detach(kind);
+            } else if let Err(reason) = self.attach(kind) {
+                warn!(sensor = kind.name(), %reason, "sensor off");
+                self.set_status(kind, Some(reason));
+            }
+        }
     }
 
     fn mark_sample_start(&mut self) {
@@ -246,7 +250,6 @@ impl Sensors {
         for kind in kinds {
             self.detach(kind);
         }
-        self.duty_attached = false;
     }
 }
 

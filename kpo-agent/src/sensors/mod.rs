@@ -13,6 +13,7 @@ use serde::Serialize;
 #[serde(rename_all = "snake_case")]
 pub enum SensorKind {
     AcceptQueue,
+    SynackRetrans,
     Irq,
     Softirq,
     Napi,
@@ -21,8 +22,9 @@ pub enum SensorKind {
 }
 
 impl SensorKind {
-    pub const ALL: [SensorKind; 6] = [
+    pub const ALL: [SensorKind; 7] = [
         SensorKind::AcceptQueue,
+        SensorKind::SynackRetrans,
         SensorKind::Irq,
         SensorKind::Softirq,
         SensorKind::Napi,
@@ -33,6 +35,7 @@ impl SensorKind {
     pub fn name(self) -> &'static str {
         match self {
             SensorKind::AcceptQueue => "accept_queue",
+            SensorKind::SynackRetrans => "synack_retrans",
             SensorKind::Irq => "irq",
             SensorKind::Softirq => "softirq",
             SensorKind::Napi => "napi",
@@ -48,7 +51,8 @@ impl SensorKind {
     /// (program, raw tracepoint) pairs.
     pub fn programs(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            SensorKind::AcceptQueue => &[PROG_SOCK_SET_STATE, PROG_SYNACK_RETRANS],
+            SensorKind::AcceptQueue => &[PROG_SOCK_SET_STATE],
+            SensorKind::SynackRetrans => &[PROG_SYNACK_RETRANS],
             SensorKind::Irq => &[PROG_IRQ_ENTRY, PROG_IRQ_EXIT],
             SensorKind::Softirq => &[PROG_SOFTIRQ_ENTRY, PROG_SOFTIRQ_EXIT],
             SensorKind::Napi => &[PROG_NAPI_POLL],
@@ -58,11 +62,17 @@ impl SensorKind {
     }
 
     /// High-rate sensors are attached only for a fraction of each window: a program that returns
-    /// early still pays the dispatch, so detaching is the only way to save that cost.
+    /// early still pays the dispatch, so detaching is the only way to save that cost. The accept
+    /// queue's hook runs on every TCP state change (about ten per short connection), so it is
+    /// duty-cycled too, but stays attached full time while a listener is under pressure.
     pub fn duty_cycled(self) -> bool {
         matches!(
             self,
-            SensorKind::Softirq | SensorKind::Napi | SensorKind::Sched | SensorKind::RequestLatency
+            SensorKind::AcceptQueue
+                | SensorKind::Softirq
+                | SensorKind::Napi
+                | SensorKind::Sched
+                | SensorKind::RequestLatency
         )
     }
 
@@ -75,6 +85,7 @@ impl SensorKind {
             ("net.ns.inum", off.net_inum),
             ("sock.sk_protocol", off.sk_protocol),
         ];
+        let socket_key = sock[..4].to_vec();
         let needed: Vec<(&'static str, u32)> = match self {
             SensorKind::AcceptQueue => {
                 let mut v = sock.to_vec();
@@ -84,6 +95,7 @@ impl SensorKind {
                 ]);
                 v
             }
+            SensorKind::SynackRetrans => socket_key,
             SensorKind::RequestLatency => sock.to_vec(),
             SensorKind::Sched => vec![("task_struct.pid", off.task_pid)],
             SensorKind::Napi => {

@@ -26,7 +26,8 @@ pub struct ListenerWindow {
     pub backlog_max: u32,
     /// Depth at the end of the window.
     pub backlog_now: u32,
-    /// Connections added to the accept queue (eBPF); null when the accept-queue sensor is off.
+    /// Connections added to the accept queue while the accept-queue sensor was attached (see
+    /// `accept_queue_sampled_fraction`); null when that sensor is off.
     pub enqueued: Option<u64>,
     /// SYN-ACK retransmits (eBPF); null when the accept-queue sensor is off.
     pub synack_retrans: Option<u64>,
@@ -96,6 +97,9 @@ pub struct Window {
     /// request_latency) were attached. Their counts cover only that time; their rates are per
     /// second of sampling.
     pub sampled_fraction: f64,
+    /// Fraction of the window during which the accept-queue sensor was attached: the duty fraction,
+    /// or 1 while a listener was under pressure.
+    pub accept_queue_sampled_fraction: f64,
     pub listeners: Vec<ListenerWindow>,
     pub netns: Vec<NetnsWindow>,
     pub irqs: Vec<IrqWindow>,
@@ -115,6 +119,7 @@ pub struct WindowBuilder {
     last: Option<Sample>,
     peaks: BTreeMap<ListenerKey, u32>,
     sampled: Duration,
+    accept_queue_sampled: Duration,
     elapsed: Duration,
 }
 
@@ -125,6 +130,7 @@ impl WindowBuilder {
             last: None,
             peaks: BTreeMap::new(),
             sampled: Duration::ZERO,
+            accept_queue_sampled: Duration::ZERO,
             elapsed: Duration::ZERO,
         }
     }
@@ -140,6 +146,9 @@ impl WindowBuilder {
         self.elapsed += tick;
         if sample.duty_attached {
             self.sampled += tick;
+        }
+        if sample.accept_queue_attached {
+            self.accept_queue_sampled += tick;
         }
         let mut observe = |key: ListenerKey, depth: u32| {
             let peak = self.peaks.entry(key).or_insert(0);
@@ -172,6 +181,7 @@ impl WindowBuilder {
             end: rfc3339(last.wall),
             duration_s: round3(secs),
             sampled_fraction: round3(sampled_secs / secs),
+            accept_queue_sampled_fraction: round3(self.accept_queue_sampled.as_secs_f64() / secs),
             listeners: listeners(first, &last, &self.peaks),
             netns: last
                 .netns
@@ -430,6 +440,7 @@ mod tests {
             host,
             duty_attached: duty,
             accept_queue_sensor: true,
+            accept_queue_attached: true,
         }
     }
 
@@ -448,6 +459,7 @@ mod tests {
         let (w, last) = b.finish().unwrap();
         assert_eq!(w.duration_s, 4.0);
         assert_eq!(w.sampled_fraction, 0.5, "two of four ticks attached");
+        assert_eq!(w.accept_queue_sampled_fraction, 1.0);
         let l = &w.listeners[0];
         assert_eq!((l.netns, l.port, l.family), (7, 80, "ipv4"));
         // The baseline's own peak (50) belongs to the previous window.
