@@ -32,7 +32,7 @@ pub struct Config {
 
 /// The default duty fraction: chosen from `cargo xtask bench overhead` (see README) so that the
 /// default configuration stays within the 2% throughput budget on every workload.
-pub const DEFAULT_DUTY_FRACTION: f64 = 0.1;
+pub const DEFAULT_DUTY_FRACTION: f64 = 0.05;
 
 impl Default for Config {
     fn default() -> Self {

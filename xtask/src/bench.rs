@@ -105,6 +105,10 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
     let _nginx = Nginx::start(&dir)?;
     let duration = Duration::from_secs(seconds);
 
+    // One unmeasured pass first: the first runs after start-up are slower (caches, page faults).
+    for workload in Workload::ALL {
+        measure(workload, Duration::from_secs(2))?;
+    }
     let mut throughput: BTreeMap<(Workload, Config), Vec<f64>> = BTreeMap::new();
     let mut agent_cpu: BTreeMap<Config, Vec<f64>> = BTreeMap::new();
     let mut prog_stats: BTreeMap<(Config, String), (u64, u64)> = BTreeMap::new();
@@ -153,19 +157,29 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
         }
     }
 
-    println!("\nThroughput relative to no agent (median of {reps}; 1.000 = no cost):");
+    // Each repetition's no-agent run is the reference for that repetition's agent runs: pairs
+    // measured minutes apart share the machine's state (other tenants, frequency), medians of such
+    // paired ratios are steadier than ratios of medians.
+    println!("\nThroughput relative to no agent (median over {reps} repetitions of each repetition's ratio; 1.000 = no cost):");
     let measured = &configs[1..];
     print!("{:<45}", "workload");
     for c in measured {
         print!(" {:>10}", c.name());
     }
     println!();
+    print!(" {:>14}", "no-agent spread");
+    println!();
     for workload in Workload::ALL {
-        let base = median(&throughput[&(workload, Config::None)]);
+        let base = &throughput[&(workload, Config::None)];
         print!("{:<45}", workload.name());
         for &c in measured {
-            print!(" {:>10.3}", median(&throughput[&(workload, c)]) / base);
+            let ratios: Vec<f64> =
+                throughput[&(workload, c)].iter().zip(base).map(|(x, b)| x / b).collect();
+            print!(" {:>10.3}", median(&ratios));
         }
+        // Run-to-run spread without the agent: differences smaller than this are noise.
+        let (lo, hi) = base.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        print!(" {:>13.1}%", (hi / lo - 1.0) * 100.0);
         println!();
     }
     if let Some(also) = also {
