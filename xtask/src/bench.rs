@@ -166,9 +166,7 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
     for c in measured {
         print!(" {:>10}", c.name());
     }
-    println!();
-    print!(" {:>14}", "no-agent spread");
-    println!();
+    println!(" {:>14}", "no-agent spread");
     for workload in Workload::ALL {
         let base = &throughput[&(workload, Config::None)];
         print!("{:<45}", workload.name());
