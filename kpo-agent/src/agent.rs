@@ -62,7 +62,9 @@ impl RunArgs {
         if let Some(v) = self.duty_fraction {
             config.duty_fraction = v;
         }
-        config.disabled_sensors.extend(self.disable_sensor.iter().cloned());
+        config
+            .disabled_sensors
+            .extend(self.disable_sensor.iter().cloned());
         if let Some(v) = &self.btf {
             config.btf = v.clone();
         }
@@ -81,9 +83,14 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("kpo run needs root (CAP_BPF and CAP_PERFMON to load eBPF, CAP_SYS_ADMIN to enter network namespaces); try: sudo kpo run");
     }
     let events = EventWriter::open(&config.events).map_err(|e| {
-        anyhow::anyhow!("cannot open the event stream {}: {e}", config.events.display())
+        anyhow::anyhow!(
+            "cannot open the event stream {}: {e}",
+            config.events.display()
+        )
     })?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(config, events))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -100,13 +107,20 @@ fn init_logging() {
 }
 
 pub async fn run(config: Config, mut events: EventWriter) -> anyhow::Result<()> {
+    // Handlers first: a signal during start-up still ends in a clean detach and a `stop` event.
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut opts = SensorOptions::new(config.btf.clone());
     opts.disabled = config.disabled();
     let mut sensors = Sensors::load(&opts);
-    let notable = sensors.take_map(MAP_NOTABLE).and_then(|m| RingBuf::try_from(m).ok());
+    let notable = sensors
+        .take_map(MAP_NOTABLE)
+        .and_then(|m| RingBuf::try_from(m).ok());
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as the
     // AsyncFd holds it.
-    let mut notable = notable.and_then(|rb| unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) }.ok());
+    let mut notable = notable.and_then(|rb| {
+        unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) }.ok()
+    });
     events.emit(&Event::Start {
         version: env!("CARGO_PKG_VERSION"),
         pid: std::process::id(),
@@ -114,21 +128,23 @@ pub async fn run(config: Config, mut events: EventWriter) -> anyhow::Result<()> 
         window_s: config.window.as_secs_f64(),
         duty_fraction: config.duty_fraction,
     })?;
-    events.emit(&Event::Sensors { sensors: sensors.status().to_vec() })?;
+    events.emit(&Event::Sensors {
+        sensors: sensors.status().to_vec(),
+    })?;
     let mut reported_status = sensors.status().to_vec();
 
     let mut collector = Collector::new(sensors, config.proc_root.clone());
     let ticks_per_window = config.ticks_per_window();
     let mut tick_in_window = 0u64;
     let mut pressure = PressureWatch::new(ticks_per_window);
-    collector.sensors.apply_duty(duty_tick(0, config.duty_fraction), false);
+    collector
+        .sensors
+        .apply_duty(duty_tick(0, config.duty_fraction), false);
     let mut builder = WindowBuilder::new(collector.sample());
     let mut windows = 0u64;
     let mut interval = tokio::time::interval(config.tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval.tick().await; // the first tick completes at once
-    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
-    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     info!(tick = ?config.tick, window = ?config.window, "kpo running");
 
     let reason = loop {
@@ -178,11 +194,17 @@ pub async fn run(config: Config, mut events: EventWriter) -> anyhow::Result<()> 
     // Flush what this window has so far, then detach before saying goodbye.
     builder.push(collector.sample());
     if let Some((window, _)) = builder.finish() {
-        events.emit(&Event::Window { partial: true, window: Box::new(window) })?;
+        events.emit(&Event::Window {
+            partial: true,
+            window: Box::new(window),
+        })?;
         windows += 1;
     }
     collector.sensors.detach_all();
-    events.emit(&Event::Stop { reason: reason.into(), windows })?;
+    events.emit(&Event::Stop {
+        reason: reason.into(),
+        windows,
+    })?;
     info!(reason, windows, "kpo stopped");
     Ok(())
 }
@@ -196,13 +218,19 @@ struct PressureWatch {
 
 impl PressureWatch {
     fn new(ticks_per_window: u64) -> Self {
-        Self { ticks_per_window, ticks_left: 0 }
+        Self {
+            ticks_per_window,
+            ticks_left: 0,
+        }
     }
 
     fn observe(&mut self, previous: &Sample, now: &Sample) {
         let under_pressure = now.listeners.iter().any(|(key, l)| {
             (l.limit > 0 && l.depth.saturating_mul(2) >= l.limit)
-                || previous.listeners.get(key).is_some_and(|p| l.drops > p.drops)
+                || previous
+                    .listeners
+                    .get(key)
+                    .is_some_and(|p| l.drops > p.drops)
         });
         self.ticks_left = if under_pressure {
             self.ticks_per_window
@@ -276,8 +304,19 @@ mod tests {
     use crate::collect::{procfs::HostSnapshot, ListenerView};
 
     fn sample(depth: u32, limit: u32, drops: u64) -> Sample {
-        let key = ListenerKey { netns: 1, port: 80, family: AF_INET };
-        let view = ListenerView { addresses: vec![], depth, limit, drops, pid: None, comm: None };
+        let key = ListenerKey {
+            netns: 1,
+            port: 80,
+            family: AF_INET,
+        };
+        let view = ListenerView {
+            addresses: vec![],
+            depth,
+            limit,
+            drops,
+            pid: None,
+            comm: None,
+        };
         Sample {
             at: Instant::now(),
             wall: time::OffsetDateTime::UNIX_EPOCH,
@@ -314,7 +353,12 @@ mod tests {
         let events = full_listeners(&sample(9, 9, 0));
         assert!(matches!(
             events.as_slice(),
-            [Event::ListenerFull { port: 80, backlog: 9, backlog_limit: 9, .. }]
+            [Event::ListenerFull {
+                port: 80,
+                backlog: 9,
+                backlog_limit: 9,
+                ..
+            }]
         ));
     }
 }

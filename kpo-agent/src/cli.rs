@@ -32,7 +32,9 @@ pub enum OptimizeCommand {
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => crate::agent::run_blocking(args),
-        Command::Optimize { command: OptimizeCommand::Replay(args) } => {
+        Command::Optimize {
+            command: OptimizeCommand::Replay(args),
+        } => {
             run_replay(&args)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -51,23 +51,34 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("{origin}: `{key}` {reason}")]
-    Invalid { origin: String, key: &'static str, reason: String },
+    Invalid {
+        origin: String,
+        key: &'static str,
+        reason: String,
+    },
 }
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_toml(&text, &path.display().to_string())
     }
 
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string() })
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })
     }
 
     /// Checks every value; `origin` (a file name, or "command line") goes into the error.
@@ -78,18 +89,27 @@ impl Config {
             reason,
         };
         if self.tick < Duration::from_millis(10) {
-            return Err(invalid("tick", format!("is {:?}; it must be at least 10ms", self.tick)));
+            return Err(invalid(
+                "tick",
+                format!("is {:?}; it must be at least 10ms", self.tick),
+            ));
         }
         if self.window < self.tick {
             return Err(invalid(
                 "window",
-                format!("({:?}) must be at least one tick ({:?})", self.window, self.tick),
+                format!(
+                    "({:?}) must be at least one tick ({:?})",
+                    self.window, self.tick
+                ),
             ));
         }
         if !self.window.as_nanos().is_multiple_of(self.tick.as_nanos()) {
             return Err(invalid(
                 "window",
-                format!("({:?}) must be a whole number of ticks ({:?})", self.window, self.tick),
+                format!(
+                    "({:?}) must be a whole number of ticks ({:?})",
+                    self.window, self.tick
+                ),
             ));
         }
         if !(0.0..=1.0).contains(&self.duty_fraction) || self.duty_fraction.is_nan() {
@@ -115,7 +135,10 @@ impl Config {
     }
 
     pub fn disabled(&self) -> Vec<SensorKind> {
-        self.disabled_sensors.iter().filter_map(|n| SensorKind::from_name(n)).collect()
+        self.disabled_sensors
+            .iter()
+            .filter_map(|n| SensorKind::from_name(n))
+            .collect()
     }
 }
 
@@ -163,16 +186,36 @@ mod tests {
 
     #[test]
     fn rejects_bad_input_with_file_and_key() {
-        let err = Config::from_toml("tick = \"soon\"", "bad.toml").unwrap_err().to_string();
+        let err = Config::from_toml("tick = \"soon\"", "bad.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bad.toml") && err.contains("soon"), "{err}");
-        let err = Config::from_toml("tik = \"1s\"", "bad.toml").unwrap_err().to_string();
+        let err = Config::from_toml("tik = \"1s\"", "bad.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("tik"), "{err}");
-        let c = Config { duty_fraction: 1.5, ..Config::default() };
+        let c = Config {
+            duty_fraction: 1.5,
+            ..Config::default()
+        };
         let err = c.validate("kpo.toml").unwrap_err().to_string();
-        assert!(err.contains("kpo.toml") && err.contains("duty_fraction"), "{err}");
-        let c = Config { window: Duration::from_millis(2500), ..Config::default() };
-        assert!(c.validate("x").unwrap_err().to_string().contains("whole number"));
-        let c = Config { disabled_sensors: vec!["nope".into()], ..Config::default() };
+        assert!(
+            err.contains("kpo.toml") && err.contains("duty_fraction"),
+            "{err}"
+        );
+        let c = Config {
+            window: Duration::from_millis(2500),
+            ..Config::default()
+        };
+        assert!(c
+            .validate("x")
+            .unwrap_err()
+            .to_string()
+            .contains("whole number"));
+        let c = Config {
+            disabled_sensors: vec!["nope".into()],
+            ..Config::default()
+        };
         assert!(c.validate("x").unwrap_err().to_string().contains("nope"));
     }
 

@@ -77,7 +77,9 @@ pub fn bucket_lower_ns(idx: usize) -> u64 {
 
 impl Default for Hist {
     fn default() -> Self {
-        Self { buckets: [0; HIST_BUCKETS] }
+        Self {
+            buckets: [0; HIST_BUCKETS],
+        }
     }
 }
 

@@ -9,6 +9,6 @@ pub mod hist;
 pub mod maps;
 pub mod offsets;
 
-pub use hist::{bucket_of, bucket_lower_ns, Hist, HIST_BUCKETS};
+pub use hist::{bucket_lower_ns, bucket_of, Hist, HIST_BUCKETS};
 pub use maps::*;
 pub use offsets::KernelOffsets;

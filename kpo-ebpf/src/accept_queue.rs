@@ -96,5 +96,8 @@ fn counters_of(key: &ListenerKey) -> Result<&'static mut ListenerCounters, i64> 
         return Ok(unsafe { &mut *ptr });
     }
     let _ = LISTENERS.insert(key, ListenerCounters::default(), 0);
-    LISTENERS.get_ptr_mut(key).map(|ptr| unsafe { &mut *ptr }).ok_or(0)
+    LISTENERS
+        .get_ptr_mut(key)
+        .map(|ptr| unsafe { &mut *ptr })
+        .ok_or(0)
 }

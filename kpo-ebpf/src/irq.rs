@@ -35,7 +35,9 @@ pub fn kpo_irq_entry(_ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "irq_handler_exit")]
 pub fn kpo_irq_exit(ctx: RawTracePointContext) -> i32 {
     let irq: i32 = ctx.arg(0);
-    let Some(start) = IRQ_START.get_ptr_mut(0) else { return 0 };
+    let Some(start) = IRQ_START.get_ptr_mut(0) else {
+        return 0;
+    };
     let started = unsafe { *start };
     if started == 0 {
         return 0;
@@ -49,7 +51,14 @@ pub fn kpo_irq_exit(ctx: RawTracePointContext) -> i32 {
             (*c).time_ns += elapsed;
         },
         None => {
-            let _ = IRQS.insert(irq, IrqCounters { count: 1, time_ns: elapsed }, 0);
+            let _ = IRQS.insert(
+                irq,
+                IrqCounters {
+                    count: 1,
+                    time_ns: elapsed,
+                },
+                0,
+            );
         }
     }
     0
@@ -67,7 +76,9 @@ pub fn kpo_softirq_entry(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "softirq_exit")]
 pub fn kpo_softirq_exit(ctx: RawTracePointContext) -> i32 {
     let vec: u32 = ctx.arg(0);
-    let Some(start) = SOFTIRQ_START.get_ptr_mut(vec) else { return 0 };
+    let Some(start) = SOFTIRQ_START.get_ptr_mut(vec) else {
+        return 0;
+    };
     let started = unsafe { *start };
     // An entry recorded before this sampling period began would count the detached time.
     if started == 0 || started < sample_start_ns() {
@@ -97,7 +108,11 @@ fn try_napi_poll(ctx: &RawTracePointContext) -> Result<i64, i64> {
     let off = offsets();
     let dev: *const u8 = read(napi, off.napi_dev)?;
     // The per-CPU backlog (loopback, RPS) polls without a device: ifindex 0.
-    let ifindex: u32 = if dev.is_null() { 0 } else { read::<i32>(dev, off.dev_ifindex)? as u32 };
+    let ifindex: u32 = if dev.is_null() {
+        0
+    } else {
+        read::<i32>(dev, off.dev_ifindex)? as u32
+    };
     let exhausted = (work >= budget) as u64;
     match NAPI.get_ptr_mut(ifindex) {
         Some(c) => unsafe {
@@ -106,8 +121,11 @@ fn try_napi_poll(ctx: &RawTracePointContext) -> Result<i64, i64> {
             (*c).budget_exhausted += exhausted;
         },
         None => {
-            let first =
-                NapiCounters { polls: 1, packets: work as u64, budget_exhausted: exhausted };
+            let first = NapiCounters {
+                polls: 1,
+                packets: work as u64,
+                budget_exhausted: exhausted,
+            };
             let _ = NAPI.insert(ifindex, first, 0);
         }
     }

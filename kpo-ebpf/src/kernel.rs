@@ -62,5 +62,9 @@ pub fn socket_key(sk: *const u8, off: &KernelOffsets) -> Result<ListenerKey, i64
     let port: u16 = read(sk, off.sk_num)?;
     let net: *const u8 = read(sk, off.sk_net)?;
     let netns: u32 = read(net, off.net_inum)?;
-    Ok(ListenerKey { netns, port, family })
+    Ok(ListenerKey {
+        netns,
+        port,
+        family,
+    })
 }

@@ -75,7 +75,9 @@ fn try_sock_send(ctx: &RawTracePointContext) -> Result<i64, i64> {
         return Ok(0);
     }
     let id = sk as u64;
-    let Some(&started) = (unsafe { REQ_PENDING.get(id) }) else { return Ok(0) };
+    let Some(&started) = (unsafe { REQ_PENDING.get(id) }) else {
+        return Ok(0);
+    };
     let _ = REQ_PENDING.remove(id);
     if started < sample_start_ns() {
         return Ok(0);

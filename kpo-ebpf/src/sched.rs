@@ -60,7 +60,9 @@ pub fn kpo_sched_switch(ctx: RawTracePointContext) -> i32 {
 fn record_switch_in(task: *const u8) -> Result<(), i64> {
     let pid: i32 = read(task, offsets().task_pid)?;
     let pid = pid as u32;
-    let Some(ts) = (unsafe { WAKE_TS.get(pid) }).copied() else { return Ok(()) };
+    let Some(ts) = (unsafe { WAKE_TS.get(pid) }).copied() else {
+        return Ok(());
+    };
     let _ = WAKE_TS.remove(pid);
     if ts < sample_start_ns() {
         return Ok(());

@@ -29,11 +29,7 @@ pub fn command_exists(name: &str) -> bool {
 
 /// A test that runs only when `requirement` is met; otherwise it is listed as ignored and the
 /// reason is printed.
-pub fn trial(
-    name: &str,
-    requirement: Option<String>,
-    test: fn(),
-) -> Trial {
+pub fn trial(name: &str, requirement: Option<String>, test: fn()) -> Trial {
     let ignored = requirement.is_some();
     if let Some(reason) = &requirement {
         println!("SKIPPED {name}: {reason}");
@@ -60,7 +56,11 @@ impl Default for Netns {
 
 impl Netns {
     pub fn new() -> Netns {
-        let name = format!("kpo-t{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let name = format!(
+            "kpo-t{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
         run_ok("ip", &["netns", "add", &name]);
         let ns = Netns { name };
         run_ok("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
@@ -68,7 +68,9 @@ impl Netns {
     }
 
     pub fn inum(&self) -> u64 {
-        std::fs::metadata(format!("/run/netns/{}", self.name)).expect("netns file").ino()
+        std::fs::metadata(format!("/run/netns/{}", self.name))
+            .expect("netns file")
+            .ino()
     }
 
     /// Runs `f` on a thread inside the namespace; sockets it creates belong to the namespace.
@@ -100,12 +102,17 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
 pub fn run_ok(cmd: &str, args: &[&str]) -> Output {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     assert!(
         out.status.success(),
         "{cmd} {args:?} failed: {}",

@@ -21,11 +21,22 @@ fn listen(backlog: i32) -> TcpListener {
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
         sin_port: PORT.to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be() },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
+        },
         sin_zero: [0; 8],
     };
     let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
-    assert_eq!(unsafe { libc::bind(fd.as_raw_fd(), (&addr as *const libc::sockaddr_in).cast(), len) }, 0);
+    assert_eq!(
+        unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_in).cast(),
+                len,
+            )
+        },
+        0
+    );
     assert_eq!(unsafe { libc::listen(fd.as_raw_fd(), backlog) }, 0);
     TcpListener::from(fd)
 }
@@ -37,7 +48,9 @@ fn connect_nonblocking() -> OwnedFd {
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
         sin_port: PORT.to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be() },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
+        },
         sin_zero: [0; 8],
     };
     let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
@@ -49,23 +62,34 @@ pub fn burst_matches_ss_and_drains() {
     let ns = Netns::new();
     let (mut collector, builder) = start(false);
     let listener = ns.run(|| listen(BACKLOG));
-    let clients: Vec<OwnedFd> = ns.run(|| (0..CONNECTIONS).map(|_| connect_nonblocking()).collect());
+    let clients: Vec<OwnedFd> =
+        ns.run(|| (0..CONNECTIONS).map(|_| connect_nonblocking()).collect());
 
     let ss = || ss_listener(&ns.exec(&["ss", "-ltnm"]), PORT).expect("listener in ss");
     // The queue fills to limit + 1 (the kernel drops only when depth > limit).
-    wait_until("accept queue full", Duration::from_secs(5), || ss().0 == BACKLOG as u32 + 1);
+    wait_until("accept queue full", Duration::from_secs(5), || {
+        ss().0 == BACKLOG as u32 + 1
+    });
     let peak = ss().0;
     // Closing the clients ends their SYN retries; wait until no handshake is left in flight so
     // the drop counter is final.
     drop(clients);
     wait_until("handshakes settled", Duration::from_secs(10), || {
-        ns.exec(&["ss", "-tnH", "state", "syn-recv"]).trim().is_empty()
-            && ns.exec(&["ss", "-tnH", "state", "syn-sent"]).trim().is_empty()
+        ns.exec(&["ss", "-tnH", "state", "syn-recv"])
+            .trim()
+            .is_empty()
+            && ns
+                .exec(&["ss", "-tnH", "state", "syn-sent"])
+                .trim()
+                .is_empty()
     });
     let (recv_q, send_q, drops) = ss();
     assert_eq!(recv_q, peak, "queue unchanged while nobody accepts");
     assert_eq!(send_q, BACKLOG as u32);
-    assert!(drops > 0, "a burst of {CONNECTIONS} into backlog {BACKLOG} must drop");
+    assert!(
+        drops > 0,
+        "a burst of {CONNECTIONS} into backlog {BACKLOG} must drop"
+    );
     let ns_drops = ns.netstat("TcpExtListenDrops");
 
     let (window, builder) = close_window(&mut collector, builder);
@@ -80,9 +104,19 @@ pub fn burst_matches_ss_and_drains() {
     assert_eq!(l.backlog_max, peak, "backlog_max vs ss Recv-Q peak");
     assert_eq!(l.overflows, drops, "overflows vs ss -ltnm d<N>");
     assert_eq!(l.pid, Some(std::process::id()));
-    let netns = window.netns.iter().find(|n| n.netns == ns.inum()).expect("netns counters");
-    assert_eq!(netns.listen_drops, ns_drops, "namespace ListenDrops cross-check");
-    assert_eq!(netns.listen_drops, drops, "the only listener accounts for every drop");
+    let netns = window
+        .netns
+        .iter()
+        .find(|n| n.netns == ns.inum())
+        .expect("netns counters");
+    assert_eq!(
+        netns.listen_drops, ns_drops,
+        "namespace ListenDrops cross-check"
+    );
+    assert_eq!(
+        netns.listen_drops, drops,
+        "the only listener accounts for every drop"
+    );
 
     // Accept everything: the eBPF enqueue count must equal what was accepted.
     listener.set_nonblocking(true).unwrap();
@@ -91,10 +125,18 @@ pub fn burst_matches_ss_and_drains() {
         accepted += 1;
     }
     assert_eq!(accepted, u64::from(peak));
-    assert_eq!(l.enqueued, Some(accepted), "eBPF enqueues vs connections accepted");
+    assert_eq!(
+        l.enqueued,
+        Some(accepted),
+        "eBPF enqueues vs connections accepted"
+    );
 
     let (drained, _) = close_window(&mut collector, builder);
-    let l = drained.listeners.iter().find(|l| (l.netns, l.port) == key).expect("listener");
+    let l = drained
+        .listeners
+        .iter()
+        .find(|l| (l.netns, l.port) == key)
+        .expect("listener");
     assert_eq!(l.backlog_now, 0, "queue drained");
     assert_eq!(l.backlog_max, 0, "no connection waited in the next window");
     assert_eq!(l.overflows, 0);

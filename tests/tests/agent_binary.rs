@@ -16,7 +16,11 @@ fn kpo_binary() -> PathBuf {
     // target/<profile>/deps/integration-<hash> -> target/<profile>/kpo
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("kpo");
-    assert!(bin.exists(), "{} missing: build it with cargo build -p kpo-agent (cargo xtask test does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} missing: build it with cargo build -p kpo-agent (cargo xtask test does)",
+        bin.display()
+    );
     bin
 }
 
@@ -34,8 +38,18 @@ impl FakeProc {
         let root = std::env::temp_dir().join(format!("kpo-proc-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         for rel in [
-            "stat", "meminfo", "loadavg", "pressure/cpu", "pressure/memory", "pressure/io",
-            "net/netstat", "net/snmp", "net/softnet_stat", "diskstats", "softirqs", "interrupts",
+            "stat",
+            "meminfo",
+            "loadavg",
+            "pressure/cpu",
+            "pressure/memory",
+            "pressure/io",
+            "net/netstat",
+            "net/snmp",
+            "net/softnet_stat",
+            "diskstats",
+            "softirqs",
+            "interrupts",
             "schedstat",
         ] {
             let dst = root.join(rel);
@@ -75,7 +89,10 @@ fn lines(path: &Path) -> Vec<Value> {
 }
 
 fn kinds(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["kind"].as_str().unwrap_or("?").to_string()).collect()
+    events
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or("?").to_string())
+        .collect()
 }
 
 /// Runs the agent, runs `during`, waits for two more full windows, then SIGTERM; returns every
@@ -83,7 +100,16 @@ fn kinds(events: &[Value]) -> Vec<String> {
 fn run_agent(extra: &[&str], events: &Path, during: impl FnOnce(&Path)) -> Vec<Value> {
     let _ = std::fs::remove_file(events);
     let child = Command::new(kpo_binary())
-        .args(["run", "--tick", "100ms", "--window", "300ms", "--duty-fraction", "0.5", "--events"])
+        .args([
+            "run",
+            "--tick",
+            "100ms",
+            "--window",
+            "300ms",
+            "--duty-fraction",
+            "0.5",
+            "--events",
+        ])
         .arg(events)
         .args(extra)
         .stdin(Stdio::null())
@@ -92,11 +118,20 @@ fn run_agent(extra: &[&str], events: &Path, during: impl FnOnce(&Path)) -> Vec<V
         .spawn()
         .unwrap();
     let mut agent = Agent { child };
-    wait_until("sensors reported", Duration::from_secs(30), || kinds(&lines(events)).len() >= 2);
+    wait_until("sensors reported", Duration::from_secs(30), || {
+        kinds(&lines(events)).len() >= 2
+    });
     during(events);
-    let windows = || kinds(&lines(events)).iter().filter(|k| *k == "window").count();
+    let windows = || {
+        kinds(&lines(events))
+            .iter()
+            .filter(|k| *k == "window")
+            .count()
+    };
     let before = windows();
-    wait_until("two more windows", Duration::from_secs(30), || windows() >= before + 2);
+    wait_until("two more windows", Duration::from_secs(30), || {
+        windows() >= before + 2
+    });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent.child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -114,24 +149,47 @@ fn run_agent(extra: &[&str], events: &Path, during: impl FnOnce(&Path)) -> Vec<V
 fn check_stream(events: &[Value]) {
     let validator = schema();
     for e in events {
-        let errors: Vec<String> = validator.iter_errors(e).map(|err| format!("{} at {}", err, err.instance_path)).collect();
-        assert!(errors.is_empty(), "event does not match the schema: {errors:#?}\n{e:#}");
+        let errors: Vec<String> = validator
+            .iter_errors(e)
+            .map(|err| format!("{} at {}", err, err.instance_path))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "event does not match the schema: {errors:#?}\n{e:#}"
+        );
         assert_eq!(e["schema"], "kpo.event/v1");
     }
     // The schema is strict: an unknown field or a wrong type is rejected.
-    let mut bad = events.iter().find(|e| e["kind"] == "window").unwrap().clone();
+    let mut bad = events
+        .iter()
+        .find(|e| e["kind"] == "window")
+        .unwrap()
+        .clone();
     bad["listners"] = serde_json::json!([]);
     assert!(!validator.is_valid(&bad), "schema accepts an unknown field");
-    let mut bad = events.iter().find(|e| e["kind"] == "window").unwrap().clone();
+    let mut bad = events
+        .iter()
+        .find(|e| e["kind"] == "window")
+        .unwrap()
+        .clone();
     bad["sampled_fraction"] = serde_json::json!("half");
     assert!(!validator.is_valid(&bad), "schema accepts a wrong type");
     let k = kinds(events);
     assert_eq!(&k[..2], ["start", "sensors"], "{k:?}");
     assert_eq!(k.last().unwrap(), "stop", "{k:?}");
     let windows: Vec<&Value> = events.iter().filter(|e| e["kind"] == "window").collect();
-    assert!(windows.len() >= 3, "two full windows and the flushed one: {k:?}");
-    assert_eq!(windows.last().unwrap()["partial"], true, "SIGTERM flushes a partial window");
-    assert!(windows[..windows.len() - 1].iter().all(|w| w["partial"] == false));
+    assert!(
+        windows.len() >= 3,
+        "two full windows and the flushed one: {k:?}"
+    );
+    assert_eq!(
+        windows.last().unwrap()["partial"],
+        true,
+        "SIGTERM flushes a partial window"
+    );
+    assert!(windows[..windows.len() - 1]
+        .iter()
+        .all(|w| w["partial"] == false));
     assert_eq!(events.last().unwrap()["reason"], "SIGTERM");
     assert_eq!(events.last().unwrap()["windows"], windows.len() as u64);
 }
@@ -145,21 +203,40 @@ pub fn events_match_schema_and_sigterm_flushes() {
     // event must arrive at once, before any window closes it.
     let ns = Netns::new();
     let mut port = 0;
-    let events = run_agent(&["--proc-root", fake.0.to_str().unwrap()], &dir.join("kpo-e2e-a.ndjson"), |path| {
-        let listener = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
-        // Re-listen with a small backlog (listen() may be called again to change it).
-        assert_eq!(unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 4) }, 0);
-        port = listener.local_addr().unwrap().port();
-        let clients: Vec<_> = ns.run(|| {
-            (0..12).map(|_| std::net::TcpStream::connect_timeout(&listener.local_addr().unwrap(), Duration::from_millis(200))).collect()
-        });
-        wait_until("listener_full event", Duration::from_secs(10), || {
-            lines(path).iter().any(|e| e["kind"] == "listener_full" && e["port"] == port)
-        });
-        drop(clients);
-        drop(listener);
-    });
-    let full = events.iter().find(|e| e["kind"] == "listener_full" && e["port"] == port).unwrap();
+    let events = run_agent(
+        &["--proc-root", fake.0.to_str().unwrap()],
+        &dir.join("kpo-e2e-a.ndjson"),
+        |path| {
+            let listener = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+            // Re-listen with a small backlog (listen() may be called again to change it).
+            assert_eq!(
+                unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 4) },
+                0
+            );
+            port = listener.local_addr().unwrap().port();
+            let clients: Vec<_> = ns.run(|| {
+                (0..12)
+                    .map(|_| {
+                        std::net::TcpStream::connect_timeout(
+                            &listener.local_addr().unwrap(),
+                            Duration::from_millis(200),
+                        )
+                    })
+                    .collect()
+            });
+            wait_until("listener_full event", Duration::from_secs(10), || {
+                lines(path)
+                    .iter()
+                    .any(|e| e["kind"] == "listener_full" && e["port"] == port)
+            });
+            drop(clients);
+            drop(listener);
+        },
+    );
+    let full = events
+        .iter()
+        .find(|e| e["kind"] == "listener_full" && e["port"] == port)
+        .unwrap();
     assert_eq!(full["netns"], ns.inum());
     assert_eq!(full["backlog_limit"], 4);
     assert!(full["backlog"].as_u64().unwrap() >= 4);
@@ -171,23 +248,47 @@ pub fn events_match_schema_and_sigterm_flushes() {
         .filter(|e| e["kind"] == "window" && e["partial"] == false)
         .collect();
     assert!(
-        after.iter().any(|w| w["accept_queue_sampled_fraction"] == 1.0),
+        after
+            .iter()
+            .any(|w| w["accept_queue_sampled_fraction"] == 1.0),
         "no fully attached window after pressure: {:?}",
-        after.iter().map(|w| &w["accept_queue_sampled_fraction"]).collect::<Vec<_>>()
+        after
+            .iter()
+            .map(|w| &w["accept_queue_sampled_fraction"])
+            .collect::<Vec<_>>()
     );
     check_stream(&events);
     let sensors = &events[1]["sensors"];
-    assert!(sensors.as_array().unwrap().iter().all(|s| s["enabled"] == true), "{sensors:#}");
+    assert!(
+        sensors
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["enabled"] == true),
+        "{sensors:#}"
+    );
     let window = events.iter().find(|e| e["kind"] == "window").unwrap();
-    assert!(window["system"]["load1"].is_null(), "unparsable loadavg must not produce a value");
+    assert!(
+        window["system"]["load1"].is_null(),
+        "unparsable loadavg must not produce a value"
+    );
     // The tree is a frozen copy, so rates are undefined; levels still read.
-    assert!(window["system"]["mem_available_bytes"].is_number(), "other sources still read");
+    assert!(
+        window["system"]["mem_available_bytes"].is_number(),
+        "other sources still read"
+    );
 
     // No BTF: the offset-free sensors stay, the others are off with a reason; windows go on.
-    let events = run_agent(&["--btf", "/nonexistent/vmlinux"], &dir.join("kpo-e2e-b.ndjson"), |_| {});
+    let events = run_agent(
+        &["--btf", "/nonexistent/vmlinux"],
+        &dir.join("kpo-e2e-b.ndjson"),
+        |_| {},
+    );
     check_stream(&events);
     let sensors = events[1]["sensors"].as_array().unwrap();
     let off: Vec<&Value> = sensors.iter().filter(|s| s["enabled"] == false).collect();
     assert_eq!(off.len(), 5, "{sensors:#?}");
-    assert!(off.iter().all(|s| s["reason"].as_str().unwrap().contains("BTF")));
+    assert!(off
+        .iter()
+        .all(|s| s["reason"].as_str().unwrap().contains("BTF")));
 }

@@ -10,8 +10,16 @@ use kpo_agent::{
 pub fn sensors(duty_full_time: bool) -> Sensors {
     let opts = SensorOptions::new(PathBuf::from("/sys/kernel/btf/vmlinux"));
     let mut sensors = Sensors::load(&opts);
-    let off: Vec<_> = sensors.status().iter().filter(|s| !s.enabled).cloned().collect();
-    assert!(off.is_empty(), "sensors off on a kernel that should have them all: {off:?}");
+    let off: Vec<_> = sensors
+        .status()
+        .iter()
+        .filter(|s| !s.enabled)
+        .cloned()
+        .collect();
+    assert!(
+        off.is_empty(),
+        "sensors off on a kernel that should have them all: {off:?}"
+    );
     // The accept-queue sensor is attached full time, as the agent does under pressure.
     sensors.apply_duty(duty_full_time, true);
     sensors
@@ -36,7 +44,10 @@ pub fn close_window(collector: &mut Collector, builder: WindowBuilder) -> (Windo
 pub fn wait_until(what: &str, limit: std::time::Duration, mut condition: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + limit;
     while !condition() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

@@ -8,12 +8,21 @@ use kpo_agent::{
 };
 
 fn reason(sensors: &Sensors, kind: SensorKind) -> Option<String> {
-    sensors.status().iter().find(|s| s.sensor == kind).and_then(|s| s.reason.clone())
+    sensors
+        .status()
+        .iter()
+        .find(|s| s.sensor == kind)
+        .and_then(|s| s.reason.clone())
 }
 
 pub fn no_btf_keeps_offset_free_sensors() {
     let sensors = Sensors::load(&SensorOptions::new(PathBuf::from("/nonexistent/vmlinux")));
-    for kind in [SensorKind::AcceptQueue, SensorKind::Napi, SensorKind::Sched, SensorKind::RequestLatency] {
+    for kind in [
+        SensorKind::AcceptQueue,
+        SensorKind::Napi,
+        SensorKind::Sched,
+        SensorKind::RequestLatency,
+    ] {
         let r = reason(&sensors, kind).unwrap_or_else(|| panic!("{kind:?} should be off"));
         assert!(r.contains("BTF"), "{kind:?}: {r}");
     }
@@ -24,8 +33,14 @@ pub fn no_btf_keeps_offset_free_sensors() {
     let mut builder = WindowBuilder::new(collector.sample());
     builder.push(collector.sample());
     let (window, _) = builder.finish().unwrap();
-    assert!(window.system.mem_available_bytes.is_some(), "/proc metrics still read");
-    assert!(window.listeners.iter().all(|l| l.enqueued.is_none()), "enqueued unknown, not zero");
+    assert!(
+        window.system.mem_available_bytes.is_some(),
+        "/proc metrics still read"
+    );
+    assert!(
+        window.listeners.iter().all(|l| l.enqueued.is_none()),
+        "enqueued unknown, not zero"
+    );
 }
 
 pub fn missing_tracepoint_turns_one_sensor_off() {
@@ -34,18 +49,33 @@ pub fn missing_tracepoint_turns_one_sensor_off() {
     let sensors = Sensors::load(&opts);
     let r = reason(&sensors, SensorKind::Napi).expect("napi off");
     assert!(r.contains("napi_poll"), "{r}");
-    for kind in SensorKind::ALL.into_iter().filter(|k| *k != SensorKind::Napi) {
-        assert!(sensors.is_enabled(kind), "{kind:?}: {:?}", reason(&sensors, kind));
+    for kind in SensorKind::ALL
+        .into_iter()
+        .filter(|k| *k != SensorKind::Napi)
+    {
+        assert!(
+            sensors.is_enabled(kind),
+            "{kind:?}: {:?}",
+            reason(&sensors, kind)
+        );
     }
 }
 
 pub fn btf_offsets_resolve_on_this_kernel() {
     let resolved = btf::resolve(std::path::Path::new(btf::VMLINUX_BTF)).expect("BTF readable");
-    assert!(resolved.missing.is_empty(), "missing: {:?}", resolved.missing);
+    assert!(
+        resolved.missing.is_empty(),
+        "missing: {:?}",
+        resolved.missing
+    );
     let o = resolved.offsets;
     // struct sock begins with struct sock_common, whose family/state/num sit in its first 32 bytes.
     assert!(o.sk_family < 32 && o.sk_num < 32, "{o:?}");
-    assert_eq!(o.sk_max_ack_backlog, o.sk_ack_backlog + 4, "adjacent u32 fields: {o:?}");
+    assert_eq!(
+        o.sk_max_ack_backlog,
+        o.sk_ack_backlog + 4,
+        "adjacent u32 fields: {o:?}"
+    );
     for kind in SensorKind::ALL {
         assert!(kind.missing_offsets(&o).is_empty());
     }

@@ -13,14 +13,46 @@ fn main() {
     let args = Arguments::from_args();
     let req = needs_root_and_btf;
     let trials = vec![
-        trial("accept_queue::burst_matches_ss_and_drains", req(), accept_queue::burst_matches_ss_and_drains),
-        trial("sensors_load::irq_softirq_sched_agree_with_proc", req(), sensors_load::irq_softirq_sched_agree_with_proc),
-        trial("sensors_load::idle_namespace_traffic_is_quiet", req(), sensors_load::idle_namespace_traffic_is_quiet),
-        trial("request_latency::matches_server_service_time", req(), request_latency::matches_server_service_time),
-        trial("degraded::no_btf_keeps_offset_free_sensors", req(), degraded::no_btf_keeps_offset_free_sensors),
-        trial("degraded::missing_tracepoint_turns_one_sensor_off", req(), degraded::missing_tracepoint_turns_one_sensor_off),
-        trial("degraded::btf_offsets_resolve_on_this_kernel", req(), degraded::btf_offsets_resolve_on_this_kernel),
-        trial("agent_binary::events_match_schema_and_sigterm_flushes", req(), agent_binary::events_match_schema_and_sigterm_flushes),
+        trial(
+            "accept_queue::burst_matches_ss_and_drains",
+            req(),
+            accept_queue::burst_matches_ss_and_drains,
+        ),
+        trial(
+            "sensors_load::irq_softirq_sched_agree_with_proc",
+            req(),
+            sensors_load::irq_softirq_sched_agree_with_proc,
+        ),
+        trial(
+            "sensors_load::idle_namespace_traffic_is_quiet",
+            req(),
+            sensors_load::idle_namespace_traffic_is_quiet,
+        ),
+        trial(
+            "request_latency::matches_server_service_time",
+            req(),
+            request_latency::matches_server_service_time,
+        ),
+        trial(
+            "degraded::no_btf_keeps_offset_free_sensors",
+            req(),
+            degraded::no_btf_keeps_offset_free_sensors,
+        ),
+        trial(
+            "degraded::missing_tracepoint_turns_one_sensor_off",
+            req(),
+            degraded::missing_tracepoint_turns_one_sensor_off,
+        ),
+        trial(
+            "degraded::btf_offsets_resolve_on_this_kernel",
+            req(),
+            degraded::btf_offsets_resolve_on_this_kernel,
+        ),
+        trial(
+            "agent_binary::events_match_schema_and_sigterm_flushes",
+            req(),
+            agent_binary::events_match_schema_and_sigterm_flushes,
+        ),
     ];
     libtest_mimic::run(&args, trials).exit();
 }

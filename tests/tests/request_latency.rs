@@ -55,8 +55,17 @@ pub fn matches_server_service_time() {
         .request_latency
         .iter()
         .find(|r| r.netns == ns.inum() && r.port == addr.port())
-        .unwrap_or_else(|| panic!("no latency for port {}: {:?}", addr.port(), window.request_latency));
-    assert_eq!(measured.latency.samples, REQUESTS as u64, "one sample per request");
+        .unwrap_or_else(|| {
+            panic!(
+                "no latency for port {}: {:?}",
+                addr.port(),
+                window.request_latency
+            )
+        });
+    assert_eq!(
+        measured.latency.samples, REQUESTS as u64,
+        "one sample per request"
+    );
     // Tolerance: the histogram's buckets are at most 25% wide, and the kernel's span adds the
     // read's return and the write itself (tens of µs on loopback): 25% + 100 µs.
     let diff = (measured.latency.p50_us - server_p50_us).abs();

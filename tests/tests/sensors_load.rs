@@ -38,7 +38,9 @@ fn ping_pong(ns: &Netns) {
 
 /// Some block-device interrupts: a file in the build directory, written and synced.
 fn disk_io() {
-    let path = std::env::current_dir().unwrap().join(format!("kpo-irq-{}.tmp", std::process::id()));
+    let path = std::env::current_dir()
+        .unwrap()
+        .join(format!("kpo-irq-{}.tmp", std::process::id()));
     struct Remove(std::path::PathBuf);
     impl Drop for Remove {
         fn drop(&mut self) {
@@ -60,7 +62,13 @@ fn softirqs() -> BTreeMap<String, u64> {
         .skip(1)
         .filter_map(|l| {
             let (name, counts) = l.split_once(':')?;
-            Some((name.trim().to_string(), counts.split_whitespace().filter_map(|c| c.parse::<u64>().ok()).sum()))
+            Some((
+                name.trim().to_string(),
+                counts
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u64>().ok())
+                    .sum(),
+            ))
         })
         .collect()
 }
@@ -81,7 +89,11 @@ fn interrupts() -> BTreeMap<u32, u64> {
         .filter_map(|l| {
             let (irq, rest) = l.split_once(':')?;
             let irq = irq.trim().parse::<u32>().ok()?;
-            let total = rest.split_whitespace().take(ncpu).filter_map(|c| c.parse::<u64>().ok()).sum();
+            let total = rest
+                .split_whitespace()
+                .take(ncpu)
+                .filter_map(|c| c.parse::<u64>().ok())
+                .sum();
             Some((irq, total))
         })
         .collect()
@@ -108,29 +120,58 @@ pub fn irq_softirq_sched_agree_with_proc() {
     let (window, _) = close_window(&mut collector, builder);
 
     assert_eq!(window.sampled_fraction, 1.0);
-    let net_rx = window.softirqs.iter().find(|s| s.vector == "NET_RX").expect("NET_RX sampled");
+    let net_rx = window
+        .softirqs
+        .iter()
+        .find(|s| s.vector == "NET_RX")
+        .expect("NET_RX sampled");
     let kernel_net_rx = soft1["NET_RX"] - soft0["NET_RX"];
-    assert!(kernel_net_rx > 1000, "loopback ping-pong raises NET_RX ({kernel_net_rx})");
+    assert!(
+        kernel_net_rx > 1000,
+        "loopback ping-pong raises NET_RX ({kernel_net_rx})"
+    );
     within("NET_RX", net_rx.count, kernel_net_rx, 0.05, 50);
     assert!(net_rx.time_us > 0.0);
 
     let csw = window.sampled_context_switches_per_s.expect("sched on") * window.duration_s;
-    within("context switches", csw.round() as u64, ctxt1 - ctxt0, 0.05, 200);
+    within(
+        "context switches",
+        csw.round() as u64,
+        ctxt1 - ctxt0,
+        0.05,
+        200,
+    );
     let runq = window.runq_latency.expect("run-queue latency sampled");
-    assert!(runq.samples > (ROUND_TRIPS / 10) as u64, "runq samples {}", runq.samples);
+    assert!(
+        runq.samples > (ROUND_TRIPS / 10) as u64,
+        "runq samples {}",
+        runq.samples
+    );
     assert!(runq.p50_us > 0.0 && runq.p99_us >= runq.p50_us && runq.max_us >= runq.p99_us);
 
-    let backlog = window.napi.iter().find(|n| n.ifindex == 0).expect("backlog NAPI polls");
+    let backlog = window
+        .napi
+        .iter()
+        .find(|n| n.ifindex == 0)
+        .expect("backlog NAPI polls");
     assert!(backlog.polls > 0 && backlog.packets >= backlog.polls / 2);
 
     let mut compared = 0;
     for irq in &window.irqs {
-        let kernel = irq1.get(&irq.irq).copied().unwrap_or(0) - irq0.get(&irq.irq).copied().unwrap_or(0);
+        let kernel =
+            irq1.get(&irq.irq).copied().unwrap_or(0) - irq0.get(&irq.irq).copied().unwrap_or(0);
         within(&format!("irq {}", irq.irq), irq.count, kernel, 0.05, 3);
         compared += irq.count;
     }
-    assert!(compared > 0, "disk writes with fsync raise block-device interrupts");
-    let busiest = irq1.iter().map(|(n, c)| (c - irq0.get(n).copied().unwrap_or(0), *n)).max().unwrap();
+    assert!(
+        compared > 0,
+        "disk writes with fsync raise block-device interrupts"
+    );
+    let busiest = irq1
+        .iter()
+        .map(|(n, c)| (c - irq0.get(n).copied().unwrap_or(0), *n))
+        .max()
+        .unwrap();
     assert!(
         window.irqs.iter().any(|i| i.irq == busiest.1),
         "the busiest IRQ ({}: {} interrupts) is reported",
@@ -146,14 +187,31 @@ pub fn idle_namespace_traffic_is_quiet() {
     ping_pong(&ns);
     let (loaded, builder) = close_window(&mut collector, builder);
     let count = |w: &kpo_agent::window::Window| {
-        w.softirqs.iter().find(|s| s.vector == "NET_RX").map_or(0, |s| s.count)
+        w.softirqs
+            .iter()
+            .find(|s| s.vector == "NET_RX")
+            .map_or(0, |s| s.count)
     };
     std::thread::sleep(Duration::from_millis(500));
     let (idle, _) = close_window(&mut collector, builder);
     let (loaded_rx, idle_rx) = (count(&loaded), count(&idle));
     assert!(loaded_rx > 1000, "loaded NET_RX {loaded_rx}");
-    assert!(idle_rx * 20 <= loaded_rx, "idle NET_RX {idle_rx} vs loaded {loaded_rx}");
-    let idle_backlog = idle.napi.iter().find(|n| n.ifindex == 0).map_or(0, |n| n.packets);
-    let loaded_backlog = loaded.napi.iter().find(|n| n.ifindex == 0).map_or(0, |n| n.packets);
-    assert!(idle_backlog * 20 <= loaded_backlog, "backlog packets idle {idle_backlog} vs {loaded_backlog}");
+    assert!(
+        idle_rx * 20 <= loaded_rx,
+        "idle NET_RX {idle_rx} vs loaded {loaded_rx}"
+    );
+    let idle_backlog = idle
+        .napi
+        .iter()
+        .find(|n| n.ifindex == 0)
+        .map_or(0, |n| n.packets);
+    let loaded_backlog = loaded
+        .napi
+        .iter()
+        .find(|n| n.ifindex == 0)
+        .map_or(0, |n| n.packets);
+    assert!(
+        idle_backlog * 20 <= loaded_backlog,
+        "backlog packets idle {idle_backlog} vs {loaded_backlog}"
+    );
 }

@@ -44,9 +44,12 @@ pub enum Which {
 
 pub fn run(which: Which) -> Result<()> {
     match which {
-        Which::Overhead { reps, seconds, idle_seconds, also } => {
-            overhead(reps, seconds, idle_seconds, also.as_deref())
-        }
+        Which::Overhead {
+            reps,
+            seconds,
+            idle_seconds,
+            also,
+        } => overhead(reps, seconds, idle_seconds, also.as_deref()),
     }
 }
 
@@ -77,7 +80,11 @@ enum Workload {
 }
 
 impl Workload {
-    const ALL: [Workload; 3] = [Workload::ShortConnections, Workload::KeepAlive, Workload::PingPong];
+    const ALL: [Workload; 3] = [
+        Workload::ShortConnections,
+        Workload::KeepAlive,
+        Workload::PingPong,
+    ];
     fn name(self) -> &'static str {
         match self {
             Workload::ShortConnections => "short connections (wrk, Connection: close)",
@@ -90,7 +97,9 @@ impl Workload {
 const NGINX_PORT: u16 = 18080;
 
 fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) -> Result<()> {
-    let also_args: Vec<&str> = also.map(|a| a.split_whitespace().collect()).unwrap_or_default();
+    let also_args: Vec<&str> = also
+        .map(|a| a.split_whitespace().collect())
+        .unwrap_or_default();
     let mut configs = vec![Config::None, Config::Default, Config::FullTime];
     if also.is_some() {
         configs.push(Config::Also);
@@ -124,7 +133,12 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
             let started = Instant::now();
             for workload in Workload::ALL {
                 let rate = measure(workload, duration)?;
-                println!("rep {}/{reps} {:>9}: {:<45} {rate:>12.0}/s", rep + 1, config.name(), workload.name());
+                println!(
+                    "rep {}/{reps} {:>9}: {:<45} {rate:>12.0}/s",
+                    rep + 1,
+                    config.name(),
+                    workload.name()
+                );
                 throughput.entry((workload, config)).or_default().push(rate);
             }
             if let (Some(agent), Some(before)) = (&agent, cpu_before) {
@@ -171,12 +185,17 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
         let base = &throughput[&(workload, Config::None)];
         print!("{:<45}", workload.name());
         for &c in measured {
-            let ratios: Vec<f64> =
-                throughput[&(workload, c)].iter().zip(base).map(|(x, b)| x / b).collect();
+            let ratios: Vec<f64> = throughput[&(workload, c)]
+                .iter()
+                .zip(base)
+                .map(|(x, b)| x / b)
+                .collect();
             print!(" {:>10.3}", median(&ratios));
         }
         // Run-to-run spread without the agent: differences smaller than this are noise.
-        let (lo, hi) = base.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let (lo, hi) = base
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         print!(" {:>13.1}%", (hi / lo - 1.0) * 100.0);
         println!();
     }
@@ -189,14 +208,21 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
     }
     println!();
 
-    println!("\nPer-program mean run time per event (kernel BPF stats, one pass of every workload):");
-    println!("{:<18} {:>12} {:>14} {:>12} {:>14}", "program", "default ns", "default events", "full ns", "full events");
+    println!(
+        "\nPer-program mean run time per event (kernel BPF stats, one pass of every workload):"
+    );
+    println!(
+        "{:<18} {:>12} {:>14} {:>12} {:>14}",
+        "program", "default ns", "default events", "full ns", "full events"
+    );
     let names: std::collections::BTreeSet<&String> = prog_stats.keys().map(|(_, n)| n).collect();
     for name in names {
         let cell = |c: Config| {
-            prog_stats.get(&(c, name.clone())).map_or((f64::NAN, 0), |&(t, n)| {
-                (if n > 0 { t as f64 / n as f64 } else { f64::NAN }, n)
-            })
+            prog_stats
+                .get(&(c, name.clone()))
+                .map_or((f64::NAN, 0), |&(t, n)| {
+                    (if n > 0 { t as f64 / n as f64 } else { f64::NAN }, n)
+                })
         };
         let (d, dn) = cell(Config::Default);
         let (f, fnum) = cell(Config::FullTime);
@@ -220,7 +246,11 @@ fn median(v: &[f64]) -> f64 {
         return f64::NAN;
     }
     let m = v.len() / 2;
-    if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
 }
 
 fn ensure_tools() -> Result<()> {
@@ -238,8 +268,17 @@ fn ensure_tools() -> Result<()> {
 }
 
 fn which(name: &str) -> Option<PathBuf> {
-    std::env::var("PATH").ok()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.exists())
-        .or_else(|| ["/usr/sbin", "/sbin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.exists()))
+    std::env::var("PATH")
+        .ok()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+        .or_else(|| {
+            ["/usr/sbin", "/sbin"]
+                .iter()
+                .map(|d| Path::new(d).join(name))
+                .find(|p| p.exists())
+        })
 }
 
 fn measure(workload: Workload, duration: Duration) -> Result<f64> {
@@ -258,7 +297,9 @@ fn wrk(duration: Duration, close: bool) -> Result<f64> {
     if close {
         cmd.args(["-H", "Connection: close"]);
     }
-    let out = cmd.arg(format!("http://127.0.0.1:{NGINX_PORT}/")).output()?;
+    let out = cmd
+        .arg(format!("http://127.0.0.1:{NGINX_PORT}/"))
+        .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
@@ -331,9 +372,15 @@ fn kpo_programs() -> Result<Vec<(String, u64, u64)>> {
     let mut out = Vec::new();
     for info in aya::programs::loaded_programs() {
         let info = info?;
-        let Some(name) = info.name_as_str() else { continue };
+        let Some(name) = info.name_as_str() else {
+            continue;
+        };
         if name.starts_with("kpo_") {
-            out.push((name.to_string(), info.run_time().as_nanos() as u64, info.run_count()));
+            out.push((
+                name.to_string(),
+                info.run_time().as_nanos() as u64,
+                info.run_count(),
+            ));
         }
     }
     Ok(out)
@@ -409,7 +456,10 @@ impl Agent {
         let agent = Agent(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         // Ready once it has reported its sensors (programs loaded and attached).
-        while !std::fs::read_to_string(&events).unwrap_or_default().contains("\"kind\":\"sensors\"") {
+        while !std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .contains("\"kind\":\"sensors\"")
+        {
             if Instant::now() > deadline {
                 bail!("kpo did not report its sensors within 30 s");
             }

@@ -81,7 +81,10 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask in workspace").into()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask in workspace")
+        .into()
 }
 
 pub fn kpo_binary() -> std::path::PathBuf {
@@ -103,7 +106,9 @@ pub fn cargo() -> Command {
 
 fn build_release() -> Result<()> {
     println!("xtask: building the eBPF object and target/release/kpo");
-    let status = cargo().args(["build", "--release", "-p", "kpo-agent", "--bin", "kpo"]).status()?;
+    let status = cargo()
+        .args(["build", "--release", "-p", "kpo-agent", "--bin", "kpo"])
+        .status()?;
     if !status.success() {
         bail!("cargo build failed");
     }
@@ -124,7 +129,9 @@ fn test(args: &[String]) -> Result<()> {
     // The integration tests share kernel state (tracepoints, namespaces): one at a time. When not
     // root they report themselves as ignored, with the reason, rather than passing.
     // The end-to-end test runs the `kpo` binary next to the test executable.
-    let status = cargo().args(["build", "-p", "kpo-agent", "--bin", "kpo"]).status()?;
+    let status = cargo()
+        .args(["build", "-p", "kpo-agent", "--bin", "kpo"])
+        .status()?;
     if !status.success() {
         bail!("building kpo failed");
     }

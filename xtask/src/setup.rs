@@ -6,8 +6,13 @@ use anyhow::{bail, Context, Result};
 
 /// Debian packages: LLVM 22 for bpf-linker (its LLVM must match nightly's), iproute2 for the
 /// namespace tests (`ip`, `ss`, `nstat`).
-const APT_PACKAGES: &[&str] =
-    &["llvm-22-dev", "libpolly-22-dev", "zlib1g-dev", "libzstd-dev", "iproute2"];
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+    "iproute2",
+];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 /// What is missing, as human-readable items.
@@ -50,10 +55,20 @@ pub fn install() -> Result<()> {
         let toolchain_present =
             succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"]));
         let status = if toolchain_present {
-            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]).status()
+            Command::new("rustup")
+                .args(["component", "add", "rust-src", "--toolchain", "nightly"])
+                .status()
         } else {
             Command::new("rustup")
-                .args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"])
+                .args([
+                    "toolchain",
+                    "install",
+                    "nightly",
+                    "--profile",
+                    "minimal",
+                    "--component",
+                    "rust-src",
+                ])
                 .status()
         }
         .context("running rustup")?;
@@ -65,9 +80,18 @@ pub fn install() -> Result<()> {
         println!("xtask setup: bpf-linker present");
     } else {
         println!("xtask setup: building bpf-linker against LLVM 22 (about a minute)");
-        let path = format!("{LLVM_PREFIX}/bin:{}", std::env::var("PATH").unwrap_or_default());
+        let path = format!(
+            "{LLVM_PREFIX}/bin:{}",
+            std::env::var("PATH").unwrap_or_default()
+        );
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["install", "bpf-linker", "--no-default-features", "--features", "llvm-22"])
+            .args([
+                "install",
+                "bpf-linker",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
             .env("PATH", path)
             .env("LLVM_PREFIX", LLVM_PREFIX)
             .status()
@@ -84,7 +108,9 @@ pub fn missing_apt(packages: &[&str]) -> Vec<String> {
     packages
         .iter()
         .filter(|p| {
-            let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output();
+            let out = Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output();
             !out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
         })
         .map(|p| p.to_string())
@@ -93,10 +119,17 @@ pub fn missing_apt(packages: &[&str]) -> Vec<String> {
 
 pub fn apt_install(packages: &[String]) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
-        bail!("missing apt packages {}; install them as root: apt-get install -y {}", packages.join(" "), packages.join(" "));
+        bail!(
+            "missing apt packages {}; install them as root: apt-get install -y {}",
+            packages.join(" "),
+            packages.join(" ")
+        );
     }
     println!("xtask setup: apt-get install {}", packages.join(" "));
-    let update = Command::new("apt-get").args(["update", "-q"]).status().context("apt-get update")?;
+    let update = Command::new("apt-get")
+        .args(["update", "-q"])
+        .status()
+        .context("apt-get update")?;
     if !update.success() {
         bail!("apt-get update failed");
     }
@@ -119,9 +152,15 @@ fn has_nightly_rust_src() -> bool {
     else {
         return false;
     };
-    out.status.success() && String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("rust-src"))
+    out.status.success()
+        && String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("rust-src"))
 }
 
 fn succeeds(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

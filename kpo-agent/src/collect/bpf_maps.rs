@@ -75,7 +75,10 @@ fn add_hist(a: &mut Hist, b: &Hist) {
 fn read_listeners(ebpf: &Ebpf, finished_epoch: u64) -> BTreeMap<ListenerKey, ListenerBpf> {
     let slot = (finished_epoch & 1) as usize;
     let mut out = BTreeMap::new();
-    let Some(Ok(map)) = ebpf.map(MAP_LISTENERS).map(PerCpuHashMap::<_, ListenerKey, ListenerCounters>::try_from) else {
+    let Some(Ok(map)) = ebpf
+        .map(MAP_LISTENERS)
+        .map(PerCpuHashMap::<_, ListenerKey, ListenerCounters>::try_from)
+    else {
         return out;
     };
     for (key, per_cpu) in map.iter().flatten() {
@@ -100,7 +103,10 @@ fn per_cpu_hash<K: Pod + Ord, V: Pod + Default>(
     add: impl Fn(&mut V, &V),
 ) -> BTreeMap<K, V> {
     let mut out = BTreeMap::new();
-    let Some(Ok(map)) = ebpf.map(name).map(PerCpuHashMap::<&MapData, K, V>::try_from) else {
+    let Some(Ok(map)) = ebpf
+        .map(name)
+        .map(PerCpuHashMap::<&MapData, K, V>::try_from)
+    else {
         return out;
     };
     for (key, values) in map.iter().flatten() {
@@ -113,7 +119,10 @@ fn per_cpu_array<V: Pod + Default>(ebpf: &Ebpf, name: &str, add: impl Fn(&mut V,
     let Some(Ok(map)) = ebpf.map(name).map(PerCpuArray::<&MapData, V>::try_from) else {
         return Vec::new();
     };
-    map.iter().flatten().map(|values| sum(&values, &add)).collect()
+    map.iter()
+        .flatten()
+        .map(|values| sum(&values, &add))
+        .collect()
 }
 
 fn sum<V: Pod + Default>(values: &PerCpuValues<V>, add: &impl Fn(&mut V, &V)) -> V {
@@ -127,10 +136,17 @@ fn sum<V: Pod + Default>(values: &PerCpuValues<V>, add: &impl Fn(&mut V, &V)) ->
 /// Replaces the set of listening ports whose requests the latency sensor times.
 pub fn set_service_ports(ebpf: &mut Ebpf, ports: &[ListenerKey]) {
     use aya::maps::HashMap;
-    let Some(Ok(mut map)) = ebpf.map_mut(MAP_SERVICE_PORTS).map(HashMap::<_, ListenerKey, u32>::try_from) else {
+    let Some(Ok(mut map)) = ebpf
+        .map_mut(MAP_SERVICE_PORTS)
+        .map(HashMap::<_, ListenerKey, u32>::try_from)
+    else {
         return;
     };
-    let stale: Vec<ListenerKey> = map.keys().flatten().filter(|k| !ports.contains(k)).collect();
+    let stale: Vec<ListenerKey> = map
+        .keys()
+        .flatten()
+        .filter(|k| !ports.contains(k))
+        .collect();
     for key in stale {
         let _ = map.remove(&key);
     }

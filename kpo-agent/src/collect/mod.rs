@@ -81,7 +81,10 @@ impl Collector {
         let duty_attached = self.sensors.duty_attached();
         let accept_queue_attached = self.sensors.is_attached(SensorKind::AcceptQueue);
         let epoch = &mut self.epoch;
-        let bpf = self.sensors.ebpf_mut().map(|ebpf| bpf_maps::read(ebpf, epoch));
+        let bpf = self
+            .sensors
+            .ebpf_mut()
+            .map(|ebpf| bpf_maps::read(ebpf, epoch));
         let (host, errors) = HostSnapshot::read(&ProcRoot(self.proc_root.clone()));
         for e in errors {
             self.report_once(e.to_string());
@@ -108,7 +111,10 @@ impl Collector {
 
     fn read_namespaces(
         &mut self,
-    ) -> (BTreeMap<ListenerKey, ListenerView>, BTreeMap<u64, NetnsCounters>) {
+    ) -> (
+        BTreeMap<ListenerKey, ListenerView>,
+        BTreeMap<u64, NetnsCounters>,
+    ) {
         self.netns.refresh(&self.proc_root);
         let mut raw = Vec::new();
         let mut counters = BTreeMap::new();
@@ -118,7 +124,10 @@ impl Collector {
                 Ok(list) => raw.extend(list.into_iter().map(|l| (handle.inum, l))),
                 Err(e) => problems.push(format!("sock_diag in netns {}: {e}", handle.inum)),
             }
-            match handle.netstat_text().map(|t| procfs::netstat::parse_netstat(&t)) {
+            match handle
+                .netstat_text()
+                .map(|t| procfs::netstat::parse_netstat(&t))
+            {
                 Ok(Ok(map)) => {
                     let get = |k: &str| map.get(k).copied().unwrap_or(0).max(0) as u64;
                     counters.insert(
@@ -141,7 +150,11 @@ impl Collector {
         self.owners.resolve(&self.proc_root, &inodes);
         let mut listeners: BTreeMap<ListenerKey, ListenerView> = BTreeMap::new();
         for (inum, l) in raw {
-            let key = ListenerKey { netns: inum as u32, port: l.port, family: l.family };
+            let key = ListenerKey {
+                netns: inum as u32,
+                port: l.port,
+                family: l.family,
+            };
             let owner = self.owners.get(l.inode).cloned();
             let view = listeners.entry(key).or_insert_with(|| ListenerView {
                 addresses: Vec::new(),

@@ -57,7 +57,14 @@ impl NetnsSet {
             }
             match open_in(&path) {
                 Ok((diag, netstat)) => {
-                    self.handles.insert(inum, NetnsHandle { inum, diag, netstat });
+                    self.handles.insert(
+                        inum,
+                        NetnsHandle {
+                            inum,
+                            diag,
+                            netstat,
+                        },
+                    );
                 }
                 Err(reason) => {
                     tracing::warn!(netns = inum, %reason, "cannot watch network namespace");
@@ -119,5 +126,7 @@ fn open_in(ns_path: &Path) -> Result<(Socket, File), String> {
 
 /// Inode of the agent's own network namespace.
 pub fn own_netns_inum() -> Option<u64> {
-    std::fs::metadata("/proc/thread-self/ns/net").ok().map(|m| m.ino())
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .ok()
+        .map(|m| m.ino())
 }

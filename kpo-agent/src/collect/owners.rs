@@ -18,8 +18,11 @@ impl OwnerCache {
     /// Resolves every inode, scanning /proc once if any is new. Inodes not found are remembered as
     /// ownerless (a socket handed between processes is re-resolved when it is retired and reused).
     pub fn resolve(&mut self, proc_root: &Path, inodes: &[u32]) {
-        let unknown: Vec<u32> =
-            inodes.iter().copied().filter(|i| !self.known.contains_key(i)).collect();
+        let unknown: Vec<u32> = inodes
+            .iter()
+            .copied()
+            .filter(|i| !self.known.contains_key(i))
+            .collect();
         if unknown.is_empty() {
             return;
         }
@@ -41,15 +44,27 @@ impl OwnerCache {
 
 fn scan(proc_root: &Path, wanted: &[u32]) -> HashMap<u32, Owner> {
     let mut found = HashMap::new();
-    let Ok(procs) = std::fs::read_dir(proc_root) else { return found };
+    let Ok(procs) = std::fs::read_dir(proc_root) else {
+        return found;
+    };
     for proc_entry in procs.flatten() {
-        let Some(pid) = proc_entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = proc_entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
-        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else { continue };
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
-            let Ok(target) = std::fs::read_link(fd.path()) else { continue };
-            let Some(inode) = socket_inode(&target.to_string_lossy()) else { continue };
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let Some(inode) = socket_inode(&target.to_string_lossy()) else {
+                continue;
+            };
             if wanted.contains(&inode) && !found.contains_key(&inode) {
                 let comm = std::fs::read_to_string(proc_entry.path().join("comm"))
                     .map(|c| c.trim_end().to_string())
@@ -66,7 +81,11 @@ fn scan(proc_root: &Path, wanted: &[u32]) -> HashMap<u32, Owner> {
 
 /// Parses a `socket:[12345]` link target.
 fn socket_inode(target: &str) -> Option<u32> {
-    target.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    target
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -86,7 +105,9 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
-        let inode = std::fs::metadata(format!("/proc/self/fd/{fd}")).unwrap().ino() as u32;
+        let inode = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .unwrap()
+            .ino() as u32;
         let mut cache = OwnerCache::default();
         cache.resolve(Path::new("/proc"), &[inode]);
         let owner = cache.get(inode).expect("owner found");

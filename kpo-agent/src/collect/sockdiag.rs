@@ -59,7 +59,11 @@ pub fn dump_listeners(socket: &Socket) -> Result<Vec<DiagListener>, SockDiagErro
 fn request(socket: &Socket, family: u8) -> Result<(), SockDiagError> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    let socket_id = if family == AF_INET { SocketId::new_v4() } else { SocketId::new_v6() };
+    let socket_id = if family == AF_INET {
+        SocketId::new_v4()
+    } else {
+        SocketId::new_v6()
+    };
     let mut packet = NetlinkMessage::new(
         header,
         SockDiagMessage::InetRequest(InetRequest {
@@ -89,7 +93,10 @@ fn receive(socket: &Socket, out: &mut Vec<DiagListener>) -> Result<(), SockDiagE
 }
 
 /// Decodes one datagram of netlink messages into `out`. Returns true at the end of the dump.
-pub fn parse_messages(mut bytes: &[u8], out: &mut Vec<DiagListener>) -> Result<bool, SockDiagError> {
+pub fn parse_messages(
+    mut bytes: &[u8],
+    out: &mut Vec<DiagListener>,
+) -> Result<bool, SockDiagError> {
     while !bytes.is_empty() {
         let message = NetlinkMessage::<SockDiagMessage>::deserialize(bytes)
             .map_err(|e| SockDiagError::Decode(e.to_string()))?;
@@ -169,7 +176,10 @@ mod tests {
             backlog_queue_length: 0,
             drops,
         };
-        let response = InetResponse { header, nlas: vec![Nla::MemInfo(meminfo)].into() };
+        let response = InetResponse {
+            header,
+            nlas: vec![Nla::MemInfo(meminfo)].into(),
+        };
         let mut message = NetlinkMessage::new(
             NetlinkHeader::default(),
             SockDiagMessage::InetResponse(Box::new(response)).into(),
@@ -181,8 +191,10 @@ mod tests {
     }
 
     fn done() -> Vec<u8> {
-        let mut message: NetlinkMessage<SockDiagMessage> =
-            NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::Done(DoneMessage::default()));
+        let mut message: NetlinkMessage<SockDiagMessage> = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::Done(DoneMessage::default()),
+        );
         message.finalize();
         let mut buf = vec![0; message.buffer_len()];
         message.serialize(&mut buf);
@@ -209,7 +221,10 @@ mod tests {
             }
         );
         assert_eq!((out[1].port, out[1].limit, out[1].drops), (9090, 4096, 0));
-        assert!(parse_messages(&done(), &mut out).unwrap(), "Done ends the dump");
+        assert!(
+            parse_messages(&done(), &mut out).unwrap(),
+            "Done ends the dump"
+        );
     }
 
     #[test]

@@ -16,7 +16,13 @@ pub const SCHEMA: &str = "kpo.event/v1";
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     /// The agent started: its settings.
-    Start { version: &'static str, pid: u32, tick_s: f64, window_s: f64, duty_fraction: f64 },
+    Start {
+        version: &'static str,
+        pid: u32,
+        tick_s: f64,
+        window_s: f64,
+        duty_fraction: f64,
+    },
     /// Which sensors are on, which are off and why. Sent at start and whenever that changes.
     Sensors { sensors: Vec<SensorStatus> },
     /// A finished window of telemetry.
@@ -66,7 +72,10 @@ impl EventWriter {
     }
 
     pub fn new(out: Box<dyn Write + Send>) -> Self {
-        Self { out, host: hostname() }
+        Self {
+            out,
+            host: hostname(),
+        }
     }
 
     /// Writes one event as one line, in a single write so that a reader never sees half a line.

@@ -25,7 +25,10 @@ pub struct ResolvedOffsets {
 
 impl ResolvedOffsets {
     pub fn none(reason: &str) -> Self {
-        Self { offsets: KernelOffsets::ALL_MISSING, missing: vec![reason.to_string()] }
+        Self {
+            offsets: KernelOffsets::ALL_MISSING,
+            missing: vec![reason.to_string()],
+        }
     }
 }
 
@@ -106,10 +109,13 @@ pub fn member_offset(btf: &Btf, strukt: &str, path: &[&str]) -> Option<u32> {
 }
 
 fn find_struct(btf: &Btf, name: &str) -> Option<btf_rs::Struct> {
-    btf.resolve_types_by_name(name).ok()?.into_iter().find_map(|t| match t {
-        Type::Struct(s) if !s.members.is_empty() => Some(s),
-        _ => None,
-    })
+    btf.resolve_types_by_name(name)
+        .ok()?
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() => Some(s),
+            _ => None,
+        })
 }
 
 /// Finds `name` among the members, looking inside anonymous unions/structs. Returns its bit offset
@@ -140,7 +146,10 @@ fn strip_to_struct(btf: &Btf, mut t: Type) -> Option<btf_rs::Struct> {
     for _ in 0..16 {
         t = match t {
             Type::Struct(s) | Type::Union(s) => return Some(s),
-            Type::Typedef(_) | Type::Volatile(_) | Type::Const(_) | Type::Restrict(_)
+            Type::Typedef(_)
+            | Type::Volatile(_)
+            | Type::Const(_)
+            | Type::Restrict(_)
             | Type::TypeTag(_) => btf.resolve_chained_type(t.as_btf_type()?).ok()?,
             _ => return None,
         };

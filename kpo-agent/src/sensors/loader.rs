@@ -29,7 +29,11 @@ pub struct SensorOptions {
 
 impl SensorOptions {
     pub fn new(btf_path: PathBuf) -> Self {
-        Self { btf_path, disabled: Vec::new(), tracepoint_exists: None }
+        Self {
+            btf_path,
+            disabled: Vec::new(),
+            tracepoint_exists: None,
+        }
     }
 }
 
@@ -62,15 +66,24 @@ impl Sensors {
     pub fn load(opts: &SensorOptions) -> Sensors {
         raise_memlock_limit();
         let facts = match btf::KernelBtf::open(&opts.btf_path) {
-            Ok(btf) => KernelFacts { offsets: btf.offsets(), btf: Some(btf) },
+            Ok(btf) => KernelFacts {
+                offsets: btf.offsets(),
+                btf: Some(btf),
+            },
             Err(e) => {
                 warn!("{e}; sensors that read kernel structs are off");
-                KernelFacts { offsets: btf::ResolvedOffsets::none(&e.to_string()), btf: None }
+                KernelFacts {
+                    offsets: btf::ResolvedOffsets::none(&e.to_string()),
+                    btf: None,
+                }
             }
         };
         let resolved = &facts.offsets;
-        let mut sensors =
-            Sensors { ebpf: None, status: Vec::new(), links: BTreeMap::new() };
+        let mut sensors = Sensors {
+            ebpf: None,
+            status: Vec::new(),
+            links: BTreeMap::new(),
+        };
         let ebpf = if EBPF_OBJECT.is_empty() {
             Err("the eBPF object is empty (built with AYA_BUILD_SKIP=1)".to_string())
         } else {
@@ -104,7 +117,11 @@ impl Sensors {
         }
         for s in &sensors.status {
             match &s.reason {
-                None => info!(sensor = s.sensor.name(), duty_cycled = s.duty_cycled, "sensor on"),
+                None => info!(
+                    sensor = s.sensor.name(),
+                    duty_cycled = s.duty_cycled,
+                    "sensor on"
+                ),
                 Some(r) => warn!(sensor = s.sensor.name(), reason = %r, "sensor off"),
             }
         }
@@ -171,7 +188,9 @@ impl Sensors {
     }
 
     fn attach(&mut self, kind: SensorKind) -> Result<(), String> {
-        let Some(ebpf) = self.ebpf.as_mut() else { return Err("eBPF not loaded".into()) };
+        let Some(ebpf) = self.ebpf.as_mut() else {
+            return Err("eBPF not loaded".into());
+        };
         let mut links = Vec::new();
         for (prog, tp) in kind.programs() {
             let program: &mut RawTracePoint = ebpf
@@ -193,7 +212,9 @@ impl Sensors {
     }
 
     fn detach(&mut self, kind: SensorKind) {
-        let Some(ebpf) = self.ebpf.as_mut() else { return };
+        let Some(ebpf) = self.ebpf.as_mut() else {
+            return;
+        };
         for (prog, link) in self.links.remove(&kind).unwrap_or_default() {
             detach(ebpf, prog, link);
         }
@@ -214,7 +235,8 @@ impl Sensors {
     /// `duty` is set; the accept queue also when `accept_queue_escalated` is. Attaching first marks
     /// the start of a sampling period so the programs ignore state left from before it.
     pub fn apply_duty(&mut self, duty: bool, accept_queue_escalated: bool) {
-        let wanted = |k: SensorKind| duty || (k == SensorKind::AcceptQueue && accept_queue_escalated);
+        let wanted =
+            |k: SensorKind| duty || (k == SensorKind::AcceptQueue && accept_queue_escalated);
         let changes: Vec<(SensorKind, bool)> = SensorKind::ALL
             .into_iter()
             .filter(|k| k.duty_cycled() && self.is_enabled(*k))
@@ -235,7 +257,9 @@ impl Sensors {
     }
 
     fn mark_sample_start(&mut self) {
-        let Some(ebpf) = self.ebpf.as_mut() else { return };
+        let Some(ebpf) = self.ebpf.as_mut() else {
+            return;
+        };
         let now = monotonic_ns();
         if let Some(Ok(mut config)) = ebpf.map_mut(MAP_CONFIG).map(Array::<_, u64>::try_from) {
             if let Err(e) = config.set(CONFIG_SAMPLE_START_NS, now, 0) {
@@ -260,7 +284,8 @@ impl Drop for Sensors {
 }
 
 fn detach(ebpf: &mut Ebpf, prog: &str, link: RawTracePointLinkId) {
-    let program: Option<&mut RawTracePoint> = ebpf.program_mut(prog).and_then(|p| p.try_into().ok());
+    let program: Option<&mut RawTracePoint> =
+        ebpf.program_mut(prog).and_then(|p| p.try_into().ok());
     if let Some(program) = program {
         if let Err(e) = program.detach(link) {
             warn!("detaching {prog} failed: {e}");
@@ -278,7 +303,10 @@ pub fn monotonic_ns() -> u64 {
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK. Raising it can fail (here root lacks
 /// CAP_SYS_RESOURCE) and newer kernels do not need it, so failure is a warning only.
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
         tracing::debug!(
             "could not raise RLIMIT_MEMLOCK ({}); fine on kernels >= 5.11",

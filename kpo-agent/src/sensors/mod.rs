@@ -3,7 +3,7 @@
 pub mod btf;
 mod loader;
 
-pub use loader::{Sensors, SensorOptions};
+pub use loader::{SensorOptions, Sensors};
 
 use kpo_common::*;
 use serde::Serialize;
@@ -99,7 +99,10 @@ impl SensorKind {
             SensorKind::RequestLatency => sock.to_vec(),
             SensorKind::Sched => vec![("task_struct.pid", off.task_pid)],
             SensorKind::Napi => {
-                vec![("napi_struct.dev", off.napi_dev), ("net_device.ifindex", off.dev_ifindex)]
+                vec![
+                    ("napi_struct.dev", off.napi_dev),
+                    ("net_device.ifindex", off.dev_ifindex),
+                ]
             }
             SensorKind::Irq | SensorKind::Softirq => vec![],
         };

@@ -20,13 +20,21 @@ pub fn delta(first: Option<&[u64]>, last: &[u64]) -> Vec<u64> {
         .enumerate()
         .map(|(i, &v)| {
             let before = first.and_then(|f| f.get(i)).copied().unwrap_or(0);
-            if v >= before { v - before } else { v }
+            if v >= before {
+                v - before
+            } else {
+                v
+            }
         })
         .collect()
 }
 
 fn upper_ns(idx: usize) -> u64 {
-    if idx + 1 < HIST_BUCKETS { bucket_lower_ns(idx + 1) } else { bucket_lower_ns(idx) * 2 }
+    if idx + 1 < HIST_BUCKETS {
+        bucket_lower_ns(idx + 1)
+    } else {
+        bucket_lower_ns(idx) * 2
+    }
 }
 
 /// Value at quantile `q` (0..=1), interpolated linearly inside its bucket, each sample taken at
@@ -92,7 +100,10 @@ mod tests {
             let lo = bucket_lower_ns(idx);
             let hi = bucket_lower_ns(idx + 1);
             assert!(hi > lo, "bucket {idx}");
-            assert!((hi - lo) as f64 <= lo as f64 * 0.25 + 1.0, "bucket {idx} too wide");
+            assert!(
+                (hi - lo) as f64 <= lo as f64 * 0.25 + 1.0,
+                "bucket {idx} too wide"
+            );
             assert_eq!(bucket_of(lo), idx);
             assert_eq!(bucket_of(hi - 1), idx);
         }
@@ -108,7 +119,10 @@ mod tests {
         let h = hist_of(&values);
         for (q, truth_us) in [(0.5, 500.0), (0.9, 900.0), (0.99, 990.0)] {
             let got = quantile_ns(&h, q).unwrap() / 1000.0;
-            assert!((got - truth_us).abs() / truth_us <= 0.25, "q{q}: {got} vs {truth_us}");
+            assert!(
+                (got - truth_us).abs() / truth_us <= 0.25,
+                "q{q}: {got} vs {truth_us}"
+            );
         }
         let s = summarize(&h).unwrap();
         assert_eq!(s.samples, 1000);
@@ -122,8 +136,15 @@ mod tests {
         let idx = bucket_of(100_000);
         let lo = bucket_lower_ns(idx) as f64 / 1000.0;
         let hi = bucket_lower_ns(idx + 1) as f64 / 1000.0;
-        assert!(s.p50_us >= lo - 0.01 && s.p50_us <= hi + 0.01, "{} not in [{lo}, {hi}]", s.p50_us);
-        assert!((s.p50_us - (lo + hi) / 2.0).abs() <= 0.01, "a single sample reports the middle");
+        assert!(
+            s.p50_us >= lo - 0.01 && s.p50_us <= hi + 0.01,
+            "{} not in [{lo}, {hi}]",
+            s.p50_us
+        );
+        assert!(
+            (s.p50_us - (lo + hi) / 2.0).abs() <= 0.01,
+            "a single sample reports the middle"
+        );
         assert_eq!(s.p50_us, s.p99_us);
     }
 

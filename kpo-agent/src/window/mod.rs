@@ -10,8 +10,9 @@ use serde::Serialize;
 use crate::collect::{procfs::HostMetrics, Sample};
 pub use hist::LatencySummary;
 
-const SOFTIRQ_NAMES: [&str; 10] =
-    ["HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU"];
+const SOFTIRQ_NAMES: [&str; 10] = [
+    "HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU",
+];
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ListenerWindow {
@@ -173,8 +174,13 @@ impl WindowBuilder {
         let first = &self.baseline;
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         let sampled_secs = self.sampled.as_secs_f64();
-        let per_sampled_s =
-            |n: u64| if sampled_secs > 0.0 { round3(n as f64 / sampled_secs) } else { 0.0 };
+        let per_sampled_s = |n: u64| {
+            if sampled_secs > 0.0 {
+                round3(n as f64 / sampled_secs)
+            } else {
+                0.0
+            }
+        };
         let ncpus = num_cpus();
         let window = Window {
             start: rfc3339(first.wall),
@@ -190,7 +196,9 @@ impl WindowBuilder {
                     let before = first.netns.get(inum).copied().unwrap_or_default();
                     NetnsWindow {
                         netns: *inum,
-                        listen_overflows: c.listen_overflows.saturating_sub(before.listen_overflows),
+                        listen_overflows: c
+                            .listen_overflows
+                            .saturating_sub(before.listen_overflows),
                         listen_drops: c.listen_drops.saturating_sub(before.listen_drops),
                     }
                 })
@@ -263,7 +271,8 @@ impl WindowBuilder {
             }),
             sampled_context_switches_per_s: last.bpf.as_ref().and_then(|b| {
                 let before = first.bpf.as_ref().map_or(0, |f| f.context_switches);
-                (sampled_secs > 0.0).then(|| per_sampled_s(counter_delta(before, b.context_switches)))
+                (sampled_secs > 0.0)
+                    .then(|| per_sampled_s(counter_delta(before, b.context_switches)))
             }),
             request_latency: last
                 .bpf
@@ -299,7 +308,8 @@ fn listeners(
     last: &Sample,
     peaks: &BTreeMap<ListenerKey, u32>,
 ) -> Vec<ListenerWindow> {
-    let bpf_of = |s: &Sample, key: &ListenerKey| s.bpf.as_ref().and_then(|b| b.listeners.get(key)).copied();
+    let bpf_of =
+        |s: &Sample, key: &ListenerKey| s.bpf.as_ref().and_then(|b| b.listeners.get(key)).copied();
     let bpf_on = last.accept_queue_sensor;
     let mut keys: Vec<ListenerKey> = last.listeners.keys().copied().collect();
     // Listeners that closed during the window but were active in it.
@@ -333,11 +343,12 @@ fn listeners(
                     .unwrap_or(0),
                 backlog_max: peaks.get(&key).copied().unwrap_or(0),
                 backlog_now: view.map_or(0, |v| v.depth),
-                enqueued: bpf_on.then(|| {
-                    now_bpf.map_or(0, |b| counter_delta(before_bpf.enqueued, b.enqueued))
-                }),
+                enqueued: bpf_on
+                    .then(|| now_bpf.map_or(0, |b| counter_delta(before_bpf.enqueued, b.enqueued))),
                 synack_retrans: bpf_on.then(|| {
-                    now_bpf.map_or(0, |b| counter_delta(before_bpf.synack_retrans, b.synack_retrans))
+                    now_bpf.map_or(0, |b| {
+                        counter_delta(before_bpf.synack_retrans, b.synack_retrans)
+                    })
                 }),
                 overflows: view.map_or(0, |v| v.drops.saturating_sub(drops_before)),
                 pid: view.and_then(|v| v.pid),
@@ -348,13 +359,18 @@ fn listeners(
 }
 
 fn irqs(first: &Sample, last: &Sample, secs: f64) -> Vec<IrqWindow> {
-    let Some(b) = &last.bpf else { return Vec::new() };
+    let Some(b) = &last.bpf else {
+        return Vec::new();
+    };
     let names = crate::collect::procfs::irq_names(&last.host);
     b.irqs
         .iter()
         .filter_map(|(irq, c)| {
-            let before =
-                first.bpf.as_ref().and_then(|f| f.irqs.get(irq).copied()).unwrap_or_default();
+            let before = first
+                .bpf
+                .as_ref()
+                .and_then(|f| f.irqs.get(irq).copied())
+                .unwrap_or_default();
             let count = counter_delta(before.count, c.count);
             let time_ns = counter_delta(before.time_ns, c.time_ns);
             (count > 0).then(|| IrqWindow {
@@ -372,24 +388,38 @@ fn irqs(first: &Sample, last: &Sample, secs: f64) -> Vec<IrqWindow> {
 /// Difference of a counter that only grows; if it went backwards the map entry was recreated and
 /// the new value is the whole count.
 fn counter_delta(before: u64, now: u64) -> u64 {
-    if now >= before { now - before } else { now }
+    if now >= before {
+        now - before
+    } else {
+        now
+    }
 }
 
 pub fn family_name(family: u16) -> &'static str {
-    if family == AF_INET6 { "ipv6" } else { "ipv4" }
+    if family == AF_INET6 {
+        "ipv6"
+    } else {
+        "ipv4"
+    }
 }
 
 fn device_name(ifindex: u32) -> Option<String> {
     if ifindex == 0 {
         return Some("backlog".into());
     }
-    nix::net::if_::if_indextoname(ifindex).ok().map(|n| n.to_string_lossy().into_owned())
+    nix::net::if_::if_indextoname(ifindex)
+        .ok()
+        .map(|n| n.to_string_lossy().into_owned())
 }
 
 /// CPUs online on the host (not this process's affinity or cgroup share: the sensors see all).
 fn num_cpus() -> f64 {
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    if n > 0 { n as f64 } else { 1.0 }
+    if n > 0 {
+        n as f64
+    } else {
+        1.0
+    }
 }
 
 fn round3(v: f64) -> f64 {
@@ -397,7 +427,8 @@ fn round3(v: f64) -> f64 {
 }
 
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -413,9 +444,20 @@ mod tests {
         ListenerView,
     };
 
-    const KEY: ListenerKey = ListenerKey { netns: 7, port: 80, family: AF_INET };
+    const KEY: ListenerKey = ListenerKey {
+        netns: 7,
+        port: 80,
+        family: AF_INET,
+    };
 
-    fn sample(at: Instant, secs: u64, duty: bool, depth: u32, drops: u64, bpf: ListenerBpf) -> Sample {
+    fn sample(
+        at: Instant,
+        secs: u64,
+        duty: bool,
+        depth: u32,
+        drops: u64,
+        bpf: ListenerBpf,
+    ) -> Sample {
         let host: HostSnapshot = HostSnapshot::read(&ProcRoot("/proc".into())).0;
         let mut snapshot = BpfSnapshot::default();
         snapshot.listeners.insert(KEY, bpf);
@@ -445,7 +487,12 @@ mod tests {
     }
 
     fn bpf(enqueued: u64, peak: Option<u32>) -> ListenerBpf {
-        ListenerBpf { enqueued, synack_retrans: 0, backlog_limit: 128, tick_peak: peak }
+        ListenerBpf {
+            enqueued,
+            synack_retrans: 0,
+            backlog_limit: 128,
+            tick_peak: peak,
+        }
     }
 
     #[test]
@@ -503,7 +550,10 @@ mod tests {
         b.push(next);
         let (w, _) = b.finish().unwrap();
         assert_eq!(w.listeners[0].enqueued, None);
-        assert_eq!(w.listeners[0].backlog_max, 1, "sock_diag depth still counts");
+        assert_eq!(
+            w.listeners[0].backlog_max, 1,
+            "sock_diag depth still counts"
+        );
     }
 
     #[test]
