@@ -105,7 +105,7 @@ pub fn cargo() -> Command {
 }
 
 fn build_release() -> Result<()> {
-    println!("xtask: building the eBPF object and target/release/kpo");
+    eprintln!("xtask: building the eBPF object and target/release/kpo");
     let status = cargo()
         .args(["build", "--release", "-p", "kpo-agent", "--bin", "kpo"])
         .status()?;

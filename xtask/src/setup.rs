@@ -1,5 +1,6 @@
 //! `cargo xtask setup`: installs what the eBPF build and the tests need on a Debian host, skipping
-//! what is already there. See DESIGN.md "Build toolchain".
+//! what is already there. See DESIGN.md "Build toolchain". Progress goes to standard error, so
+//! that `cargo xtask run | jq` sees only the agent's events on standard output.
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
@@ -37,21 +38,21 @@ pub fn ensure() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    println!("xtask: missing {}; running setup", missing.join(", "));
+    eeprintln!("xtask: missing {}; running setup", missing.join(", "));
     install()
 }
 
 pub fn install() -> Result<()> {
     let apt = missing_apt(APT_PACKAGES);
     if apt.is_empty() {
-        println!("xtask setup: apt packages present");
+        eprintln!("xtask setup: apt packages present");
     } else {
         apt_install(&apt)?;
     }
     if has_nightly_rust_src() {
-        println!("xtask setup: nightly rust-src present");
+        eprintln!("xtask setup: nightly rust-src present");
     } else {
-        println!("xtask setup: installing the nightly toolchain with rust-src");
+        eprintln!("xtask setup: installing the nightly toolchain with rust-src");
         let toolchain_present =
             succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"]));
         let status = if toolchain_present {
@@ -77,9 +78,9 @@ pub fn install() -> Result<()> {
         }
     }
     if succeeds(Command::new("bpf-linker").arg("--version")) {
-        println!("xtask setup: bpf-linker present");
+        eprintln!("xtask setup: bpf-linker present");
     } else {
-        println!("xtask setup: building bpf-linker against LLVM 22 (about a minute)");
+        eprintln!("xtask setup: building bpf-linker against LLVM 22 (about a minute)");
         let path = format!(
             "{LLVM_PREFIX}/bin:{}",
             std::env::var("PATH").unwrap_or_default()
@@ -100,7 +101,7 @@ pub fn install() -> Result<()> {
             bail!("cargo install bpf-linker failed");
         }
     }
-    println!("xtask setup: done");
+    eprintln!("xtask setup: done");
     Ok(())
 }
 
@@ -125,7 +126,7 @@ pub fn apt_install(packages: &[String]) -> Result<()> {
             packages.join(" ")
         );
     }
-    println!("xtask setup: apt-get install {}", packages.join(" "));
+    eprintln!("xtask setup: apt-get install {}", packages.join(" "));
     let update = Command::new("apt-get")
         .args(["update", "-q"])
         .status()
@@ -137,6 +138,7 @@ pub fn apt_install(packages: &[String]) -> Result<()> {
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(packages)
         .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(std::io::stderr())
         .status()
         .context("apt-get install")?;
     if !status.success() {
