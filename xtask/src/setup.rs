@@ -38,7 +38,7 @@ pub fn ensure() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    eeprintln!("xtask: missing {}; running setup", missing.join(", "));
+    eprintln!("xtask: missing {}; running setup", missing.join(", "));
     install()
 }
 
