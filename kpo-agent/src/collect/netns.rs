@@ -5,7 +5,7 @@
 //! so a short-lived thread enters each new namespace (setns), opens both, and leaves; the handles
 //! keep reporting on that namespace afterwards without any further setns.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     fs::File,
     io::{Read, Seek, SeekFrom},
     os::unix::fs::MetadataExt,
@@ -94,12 +94,9 @@ fn discover(proc_root: &Path) -> BTreeMap<u64, PathBuf> {
             }
         }
     }
-    let mut seen_paths = BTreeSet::new();
     for path in candidates {
         if let Ok(meta) = std::fs::metadata(&path) {
-            if seen_paths.insert(meta.ino()) {
-                found.entry(meta.ino()).or_insert(path);
-            }
+            found.entry(meta.ino()).or_insert(path);
         }
     }
     found
