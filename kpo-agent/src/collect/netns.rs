@@ -120,10 +120,3 @@ fn open_in(ns_path: &Path) -> Result<(Socket, File), String> {
             .map_err(|_| "namespace thread panicked".to_string())?
     })
 }
-
-/// Inode of the agent's own network namespace.
-pub fn own_netns_inum() -> Option<u64> {
-    std::fs::metadata("/proc/thread-self/ns/net")
-        .ok()
-        .map(|m| m.ino())
-}
