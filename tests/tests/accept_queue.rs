@@ -1,7 +1,7 @@
 //! A listener with backlog 8 in a fresh namespace, a bounded burst of 60 connections nobody
 //! accepts: the window must report what `ss -ltnm` reports, then show the queue drained.
 use std::{
-    net::{Ipv4Addr, SocketAddrV4, TcpListener},
+    net::{Ipv4Addr, TcpListener},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::Duration,
 };
@@ -14,34 +14,15 @@ const BACKLOG: i32 = 8;
 const CONNECTIONS: usize = 60;
 const PORT: u16 = 4100;
 
+/// A listener on 127.0.0.1:PORT with the given backlog (listen() again to set it: std uses 128).
 fn listen(backlog: i32) -> TcpListener {
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
-    assert!(fd >= 0);
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: PORT.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
-    assert_eq!(
-        unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_in).cast(),
-                len,
-            )
-        },
-        0
-    );
-    assert_eq!(unsafe { libc::listen(fd.as_raw_fd(), backlog) }, 0);
-    TcpListener::from(fd)
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, PORT)).unwrap();
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), backlog) }, 0);
+    listener
 }
 
-/// Starts a non-blocking connect; the socket is returned whether or not it completes.
+/// Starts a non-blocking connect to 127.0.0.1:PORT; the socket is returned whether or not the
+/// handshake completes (std has no non-blocking connect).
 fn connect_nonblocking() -> OwnedFd {
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
     assert!(fd >= 0);
@@ -141,5 +122,4 @@ pub fn burst_matches_ss_and_drains() {
     assert_eq!(l.backlog_max, 0, "no connection waited in the next window");
     assert_eq!(l.overflows, 0);
     assert_eq!(l.enqueued, Some(0));
-    let _ = SocketAddrV4::new(Ipv4Addr::LOCALHOST, PORT);
 }
