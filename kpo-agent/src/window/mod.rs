@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, time::Duration};
 use kpo_common::{ListenerKey, AF_INET6};
 use serde::Serialize;
 
-use crate::collect::{procfs::HostMetrics, Sample};
+use crate::collect::{bpf_maps::BpfSnapshot, procfs::HostMetrics, Sample};
 pub use hist::LatencySummary;
 
 const SOFTIRQ_NAMES: [&str; 10] = [
@@ -173,134 +173,135 @@ impl WindowBuilder {
         let last = self.last?;
         let first = &self.baseline;
         let secs = self.elapsed.as_secs_f64().max(1e-9);
-        let sampled_secs = self.sampled.as_secs_f64();
-        let per_sampled_s = |n: u64| {
-            if sampled_secs > 0.0 {
-                round3(n as f64 / sampled_secs)
-            } else {
-                0.0
-            }
-        };
-        let ncpus = num_cpus();
+        let sampled = Sampled(self.sampled.as_secs_f64());
         let window = Window {
             start: rfc3339(first.wall),
             end: rfc3339(last.wall),
             duration_s: round3(secs),
-            sampled_fraction: round3(sampled_secs / secs),
+            sampled_fraction: round3(sampled.0 / secs),
             accept_queue_sampled_fraction: round3(self.accept_queue_sampled.as_secs_f64() / secs),
             listeners: listeners(first, &last, &self.peaks),
-            netns: last
-                .netns
-                .iter()
-                .map(|(inum, c)| {
-                    let before = first.netns.get(inum).copied().unwrap_or_default();
-                    NetnsWindow {
-                        netns: *inum,
-                        listen_overflows: c
-                            .listen_overflows
-                            .saturating_sub(before.listen_overflows),
-                        listen_drops: c.listen_drops.saturating_sub(before.listen_drops),
-                    }
-                })
-                .collect(),
+            netns: netns(first, &last),
             irqs: irqs(first, &last, secs),
-            softirqs: last
-                .bpf
-                .as_ref()
-                .map(|b| {
-                    b.softirqs
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(vec, c)| {
-                            let before = first
-                                .bpf
-                                .as_ref()
-                                .and_then(|f| f.softirqs.get(vec).copied())
-                                .unwrap_or_default();
-                            let count = counter_delta(before.count, c.count);
-                            let time_ns = counter_delta(before.time_ns, c.time_ns);
-                            (count > 0).then(|| SoftirqWindow {
-                                vector: SOFTIRQ_NAMES.get(vec).copied().unwrap_or("?"),
-                                count,
-                                per_s: per_sampled_s(count),
-                                time_us: round3(time_ns as f64 / 1000.0),
-                                mean_ns: round3(time_ns as f64 / count as f64),
-                                cpu_pct: if sampled_secs > 0.0 {
-                                    round3(time_ns as f64 / (sampled_secs * 1e9 * ncpus) * 100.0)
-                                } else {
-                                    0.0
-                                },
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            napi: last
-                .bpf
-                .as_ref()
-                .map(|b| {
-                    b.napi
-                        .iter()
-                        .filter_map(|(ifindex, c)| {
-                            let before = first
-                                .bpf
-                                .as_ref()
-                                .and_then(|f| f.napi.get(ifindex).copied())
-                                .unwrap_or_default();
-                            let polls = counter_delta(before.polls, c.polls);
-                            let packets = counter_delta(before.packets, c.packets);
-                            (polls > 0).then(|| NapiWindow {
-                                ifindex: *ifindex,
-                                device: device_name(*ifindex),
-                                polls,
-                                packets,
-                                budget_exhausted: counter_delta(
-                                    before.budget_exhausted,
-                                    c.budget_exhausted,
-                                ),
-                                polls_per_s: per_sampled_s(polls),
-                                packets_per_s: per_sampled_s(packets),
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            softirqs: softirqs(first, &last, sampled),
+            napi: napi(first, &last, sampled),
             runq_latency: last.bpf.as_ref().and_then(|b| {
                 let before = first.bpf.as_ref().map(|f| f.runq_hist.as_slice());
                 hist::summarize(&hist::delta(before, &b.runq_hist))
             }),
             sampled_context_switches_per_s: last.bpf.as_ref().and_then(|b| {
                 let before = first.bpf.as_ref().map_or(0, |f| f.context_switches);
-                (sampled_secs > 0.0)
-                    .then(|| per_sampled_s(counter_delta(before, b.context_switches)))
+                (sampled.0 > 0.0).then(|| sampled.rate(counter_delta(before, b.context_switches)))
             }),
-            request_latency: last
-                .bpf
-                .as_ref()
-                .map(|b| {
-                    b.request_hist
-                        .iter()
-                        .filter_map(|(key, h)| {
-                            let before = first
-                                .bpf
-                                .as_ref()
-                                .and_then(|f| f.request_hist.get(key))
-                                .map(Vec::as_slice);
-                            let latency = hist::summarize(&hist::delta(before, h))?;
-                            Some(RequestLatencyWindow {
-                                netns: u64::from(key.netns),
-                                port: key.port,
-                                family: family_name(key.family),
-                                latency,
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            request_latency: request_latency(first, &last),
             system: HostMetrics::between(&first.host, &last.host),
         };
         Some((window, last))
     }
+}
+
+/// Seconds during which the duty-cycled sensors were attached.
+#[derive(Clone, Copy)]
+struct Sampled(f64);
+
+impl Sampled {
+    /// Per second of sampling.
+    fn rate(self, n: u64) -> f64 {
+        if self.0 > 0.0 {
+            round3(n as f64 / self.0)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The baseline's value of an eBPF counter, or its default if it was not there yet.
+fn bpf_before<T: Default>(first: &Sample, get: impl FnOnce(&BpfSnapshot) -> Option<T>) -> T {
+    first.bpf.as_ref().and_then(get).unwrap_or_default()
+}
+
+fn netns(first: &Sample, last: &Sample) -> Vec<NetnsWindow> {
+    last.netns
+        .iter()
+        .map(|(inum, c)| {
+            let before = first.netns.get(inum).copied().unwrap_or_default();
+            NetnsWindow {
+                netns: *inum,
+                listen_overflows: c.listen_overflows.saturating_sub(before.listen_overflows),
+                listen_drops: c.listen_drops.saturating_sub(before.listen_drops),
+            }
+        })
+        .collect()
+}
+
+fn softirqs(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<SoftirqWindow> {
+    let Some(b) = &last.bpf else {
+        return Vec::new();
+    };
+    let ncpus = num_cpus();
+    b.softirqs
+        .iter()
+        .enumerate()
+        .filter_map(|(vec, c)| {
+            let before = bpf_before(first, |f| f.softirqs.get(vec).copied());
+            let count = counter_delta(before.count, c.count);
+            let time_ns = counter_delta(before.time_ns, c.time_ns);
+            (count > 0).then(|| SoftirqWindow {
+                vector: SOFTIRQ_NAMES.get(vec).copied().unwrap_or("?"),
+                count,
+                per_s: sampled.rate(count),
+                time_us: round3(time_ns as f64 / 1000.0),
+                mean_ns: round3(time_ns as f64 / count as f64),
+                cpu_pct: if sampled.0 > 0.0 {
+                    round3(time_ns as f64 / (sampled.0 * 1e9 * ncpus) * 100.0)
+                } else {
+                    0.0
+                },
+            })
+        })
+        .collect()
+}
+
+fn napi(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<NapiWindow> {
+    let Some(b) = &last.bpf else {
+        return Vec::new();
+    };
+    b.napi
+        .iter()
+        .filter_map(|(ifindex, c)| {
+            let before = bpf_before(first, |f| f.napi.get(ifindex).copied());
+            let polls = counter_delta(before.polls, c.polls);
+            let packets = counter_delta(before.packets, c.packets);
+            (polls > 0).then(|| NapiWindow {
+                ifindex: *ifindex,
+                device: device_name(*ifindex),
+                polls,
+                packets,
+                budget_exhausted: counter_delta(before.budget_exhausted, c.budget_exhausted),
+                polls_per_s: sampled.rate(polls),
+                packets_per_s: sampled.rate(packets),
+            })
+        })
+        .collect()
+}
+
+fn request_latency(first: &Sample, last: &Sample) -> Vec<RequestLatencyWindow> {
+    let Some(b) = &last.bpf else {
+        return Vec::new();
+    };
+    b.request_hist
+        .iter()
+        .filter_map(|(key, h)| {
+            let before = first.bpf.as_ref().and_then(|f| f.request_hist.get(key));
+            let latency = hist::summarize(&hist::delta(before.map(Vec::as_slice), h))?;
+            Some(RequestLatencyWindow {
+                netns: u64::from(key.netns),
+                port: key.port,
+                family: family_name(key.family),
+                latency,
+            })
+        })
+        .collect()
 }
 
 fn listeners(
@@ -366,11 +367,7 @@ fn irqs(first: &Sample, last: &Sample, secs: f64) -> Vec<IrqWindow> {
     b.irqs
         .iter()
         .filter_map(|(irq, c)| {
-            let before = first
-                .bpf
-                .as_ref()
-                .and_then(|f| f.irqs.get(irq).copied())
-                .unwrap_or_default();
+            let before = bpf_before(first, |f| f.irqs.get(irq).copied());
             let count = counter_delta(before.count, c.count);
             let time_ns = counter_delta(before.time_ns, c.time_ns);
             (count > 0).then(|| IrqWindow {
