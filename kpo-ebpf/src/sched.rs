@@ -59,6 +59,10 @@ pub fn kpo_sched_switch(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn record_switch_in(task: *const u8) -> Result<(), i64> {
     let pid: i32 = read(task, offsets().task_pid)?;
+    // The idle task is never recorded as waiting: skip the lookup on every switch to idle.
+    if pid == 0 {
+        return Ok(());
+    }
     let pid = pid as u32;
     let Some(ts) = (unsafe { WAKE_TS.get(pid) }).copied() else {
         return Ok(());
