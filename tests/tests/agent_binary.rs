@@ -292,3 +292,57 @@ pub fn events_match_schema_and_sigterm_flushes() {
         .iter()
         .all(|s| s["reason"].as_str().unwrap().contains("BTF")));
 }
+
+/// Names of the loaded eBPF programs that belong to KPO.
+fn kpo_programs() -> Vec<String> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .filter(|n| n.starts_with("kpo_"))
+        .collect()
+}
+
+/// A killed agent leaves nothing attached: its programs and links live in its file descriptors,
+/// nothing is pinned, so the kernel releases them with the process.
+pub fn sigkill_leaves_no_program_behind() {
+    assert!(
+        kpo_programs().is_empty(),
+        "KPO programs already loaded: {:?}",
+        kpo_programs()
+    );
+    let events = std::env::temp_dir().join("kpo-e2e-kill.ndjson");
+    let _ = std::fs::remove_file(&events);
+    let child = Command::new(kpo_binary())
+        .args([
+            "run",
+            "--tick",
+            "100ms",
+            "--window",
+            "300ms",
+            "--duty-fraction",
+            "1",
+            "--events",
+        ])
+        .arg(&events)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut agent = Agent { child };
+    wait_until("sensors reported", Duration::from_secs(30), || {
+        kinds(&lines(&events)).len() >= 2
+    });
+    assert!(
+        kpo_programs().len() >= 10,
+        "programs loaded: {:?}",
+        kpo_programs()
+    );
+    agent.child.kill().unwrap(); // SIGKILL
+    agent.child.wait().unwrap();
+    // Programs are freed after an RCU grace period: poll briefly.
+    wait_until("programs released", Duration::from_secs(10), || {
+        kpo_programs().is_empty()
+    });
+    let _ = std::fs::remove_file(&events);
+}

@@ -49,6 +49,11 @@ fn main() {
             degraded::btf_offsets_resolve_on_this_kernel,
         ),
         trial(
+            "agent_binary::sigkill_leaves_no_program_behind",
+            req(),
+            agent_binary::sigkill_leaves_no_program_behind,
+        ),
+        trial(
             "agent_binary::events_match_schema_and_sigterm_flushes",
             req(),
             agent_binary::events_match_schema_and_sigterm_flushes,
