@@ -6,8 +6,21 @@ fn main() -> std::process::ExitCode {
     match kpo_agent::cli::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("kpo: error: {err:#}");
+            eprintln!("kpo: error: {}", describe(&err));
             std::process::ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, skipping a cause whose text the message before it already includes
+/// (our error messages name their source).
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }
