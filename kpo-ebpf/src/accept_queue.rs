@@ -42,9 +42,18 @@ fn try_sock_set_state(ctx: &RawTracePointContext) -> Result<i64, i64> {
     let child: *const u8 = ctx.arg(0);
     let off = offsets();
     let key = tcp_socket_key(child, &off)?;
-    // The copied depth is the listener's before this child is queued.
-    let depth: u32 = read::<u32>(child, off.sk_ack_backlog)? + 1;
-    let limit: u32 = read(child, off.sk_max_ack_backlog)?;
+    // The copied depth is the listener's before this child is queued. Depth and limit are
+    // adjacent u32s on current kernels: one read instead of two then.
+    let (depth, limit) = if off.sk_max_ack_backlog == off.sk_ack_backlog + 4 {
+        let pair: [u32; 2] = read(child, off.sk_ack_backlog)?;
+        (pair[0], pair[1])
+    } else {
+        (
+            read::<u32>(child, off.sk_ack_backlog)?,
+            read::<u32>(child, off.sk_max_ack_backlog)?,
+        )
+    };
+    let depth = depth + 1;
     let counters = counters_of(&key)?;
     let epoch = epoch();
     let slot = (epoch & 1) as usize;

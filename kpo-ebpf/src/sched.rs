@@ -1,5 +1,6 @@
 //! Run-queue latency (wake-up or preemption to switch-in) and context switches. Duty-cycled.
 use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
     macros::{map, raw_tracepoint},
     maps::{LruHashMap, PerCpuArray},
     programs::RawTracePointContext,
@@ -48,9 +49,13 @@ pub fn kpo_sched_switch(ctx: RawTracePointContext) -> i32 {
         unsafe { *c += 1 };
     }
     let prev_state: u32 = ctx.arg(3);
-    // A preempted task goes straight back to the run queue: its wait starts now.
+    // A preempted task goes straight back to the run queue: its wait starts now. It is still
+    // `current` here, so its pid costs no read of kernel memory.
     if prev_state == TASK_RUNNING {
-        let _ = record_runnable(ctx.arg(1));
+        let pid = bpf_get_current_pid_tgid() as u32;
+        if pid != 0 {
+            let _ = WAKE_TS.insert(pid, now_ns(), 0);
+        }
     }
     let _ = record_switch_in(ctx.arg(2));
     0
