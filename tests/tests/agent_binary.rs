@@ -73,6 +73,25 @@ struct Agent {
     child: Child,
 }
 
+impl Agent {
+    /// Starts `kpo run` with a 100 ms tick and 300 ms windows, writing events to `events` (removed
+    /// first); `stderr` is where its logs go.
+    fn spawn(duty: &[&str], extra: &[&str], events: &Path, stderr: Stdio) -> Agent {
+        let _ = std::fs::remove_file(events);
+        let child = Command::new(kpo_binary())
+            .args(["run", "--tick", "100ms", "--window", "300ms", "--events"])
+            .arg(events)
+            .args(duty)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Agent { child }
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -98,26 +117,7 @@ fn kinds(events: &[Value]) -> Vec<String> {
 /// Runs the agent, runs `during`, waits for two more full windows, then SIGTERM; returns every
 /// event.
 fn run_agent(extra: &[&str], events: &Path, during: impl FnOnce(&Path)) -> Vec<Value> {
-    let _ = std::fs::remove_file(events);
-    let child = Command::new(kpo_binary())
-        .args([
-            "run",
-            "--tick",
-            "100ms",
-            "--window",
-            "300ms",
-            "--duty-fraction",
-            "0.5",
-            "--events",
-        ])
-        .arg(events)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut agent = Agent { child };
+    let mut agent = Agent::spawn(&["--duty-fraction", "0.5"], extra, events, Stdio::piped());
     wait_until("sensors reported", Duration::from_secs(30), || {
         kinds(&lines(events)).len() >= 2
     });
@@ -311,25 +311,7 @@ pub fn sigkill_leaves_no_program_behind() {
         kpo_programs()
     );
     let events = std::env::temp_dir().join("kpo-e2e-kill.ndjson");
-    let _ = std::fs::remove_file(&events);
-    let child = Command::new(kpo_binary())
-        .args([
-            "run",
-            "--tick",
-            "100ms",
-            "--window",
-            "300ms",
-            "--duty-fraction",
-            "1",
-            "--events",
-        ])
-        .arg(&events)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut agent = Agent { child };
+    let mut agent = Agent::spawn(&["--duty-fraction", "1"], &[], &events, Stdio::null());
     wait_until("sensors reported", Duration::from_secs(30), || {
         kinds(&lines(&events)).len() >= 2
     });
