@@ -354,47 +354,32 @@ fn clear_errors() {
     run(base(&["--budget", "0"]), "budget");
 
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("bad.csv");
-    std::fs::write(&bad, "itr_us,freq_mhz,energy_j\n2,1200,10.5\n4,1300,n/a\n").unwrap();
-    fails_with(
-        &[
+    // A malformed table, replayed over itr_us and freq_mhz to minimize energy_j.
+    let grid_fails_with = |name: &str, csv: &str, needle: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, csv).unwrap();
+        let grid = path.to_str().unwrap();
+        let args = [
             "--grid",
-            bad.to_str().unwrap(),
+            grid,
             "--knob",
             "itr_us",
             "--knob",
             "freq_mhz",
             "--minimize",
             "energy_j",
-        ],
+        ];
+        fails_with(&args, needle);
+    };
+    grid_fails_with(
+        "bad.csv",
+        "itr_us,freq_mhz,energy_j\n2,1200,10.5\n4,1300,n/a\n",
         "line 3, column 'energy_j': 'n/a' is not a finite number",
     );
-    let dup = dir.path().join("dup.csv");
-    std::fs::write(&dup, "itr_us,freq_mhz,energy_j\n2,1200,10.5\n2,1200,11\n").unwrap();
-    fails_with(
-        &[
-            "--grid",
-            dup.to_str().unwrap(),
-            "--knob",
-            "itr_us",
-            "--knob",
-            "freq_mhz",
-            "--minimize",
-            "energy_j",
-        ],
+    grid_fails_with(
+        "dup.csv",
+        "itr_us,freq_mhz,energy_j\n2,1200,10.5\n2,1200,11\n",
         "lines 2 and 3 have the same knob values",
     );
-    let empty = dir.path().join("empty.csv");
-    std::fs::write(&empty, "itr_us,freq_mhz,energy_j\n").unwrap();
-    fails_with(
-        &[
-            "--grid",
-            empty.to_str().unwrap(),
-            "--knob",
-            "itr_us",
-            "--minimize",
-            "energy_j",
-        ],
-        "has no rows",
-    );
+    grid_fails_with("empty.csv", "itr_us,freq_mhz,energy_j\n", "has no rows");
 }

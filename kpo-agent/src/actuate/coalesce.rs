@@ -247,16 +247,10 @@ impl FakeCoalesce {
 
 impl CoalesceBackend for FakeCoalesce {
     fn get(&mut self, iface: &str) -> Result<CoalesceSettings, ActuateError> {
-        self.state
-            .lock()
-            .expect("fake state")
-            .nics
-            .get(iface)
-            .copied()
-            .ok_or_else(|| ActuateError::NotFound {
-                knob: format!("rx-usecs:{iface}"),
-                reason: "no such device".into(),
-            })
+        self.settings(iface).ok_or_else(|| ActuateError::NotFound {
+            knob: format!("rx-usecs:{iface}"),
+            reason: "no such device".into(),
+        })
     }
 
     fn set(&mut self, iface: &str, settings: CoalesceSettings) -> Result<(), ActuateError> {
