@@ -26,17 +26,19 @@ pub const MAP_SOFTIRQS: &str = "KPO_SOFTIRQS";
 pub const MAP_SOFTIRQ_START: &str = "KPO_SOFTIRQ_START";
 /// `PerCpuHashMap<u32 ifindex, NapiCounters>`; ifindex 0 is the per-CPU backlog (no device).
 pub const MAP_NAPI: &str = "KPO_NAPI";
-/// `LruHashMap<u32 pid, u64 ns>`: when the task became runnable.
-pub const MAP_WAKE_TS: &str = "KPO_WAKE_TS";
+/// `Array<WaitSlot>` of [`WAIT_SLOTS`] entries, indexed by [`slot_of`] the task pointer: when
+/// the task became runnable.
+pub const MAP_WAIT_SLOTS: &str = "KPO_WAIT_SLOTS";
 /// `PerCpuArray<Hist>`, one entry: run-queue latency.
 pub const MAP_RUNQ_HIST: &str = "KPO_RUNQ_HIST";
 /// `PerCpuArray<u64>`, one entry: context switches.
 pub const MAP_CSW: &str = "KPO_CSW";
-/// `HashMap<ListenerKey, u32>` written by user space: listening ports whose requests are timed.
+/// `HashMap<ListenerKey, u32>` written by user space: listening ports whose requests are timed,
+/// each with its index in [`MAP_REQ_HIST`] (below [`MAX_SERVICES`]).
 pub const MAP_SERVICE_PORTS: &str = "KPO_SERVICE_PORTS";
-/// `LruHashMap<u64 sock pointer, u64 ns>`: when the pending request was read.
-pub const MAP_REQ_PENDING: &str = "KPO_REQ_PENDING";
-/// `PerCpuHashMap<ListenerKey, Hist>`: request latency per listening port.
+/// `Array<SockSlot>` of [`SOCK_SLOTS`] entries, indexed by [`slot_of`] the socket pointer.
+pub const MAP_SOCK_SLOTS: &str = "KPO_SOCK_SLOTS";
+/// `PerCpuArray<Hist>` of [`MAX_SERVICES`] entries: request latency per service index.
 pub const MAP_REQ_HIST: &str = "KPO_REQ_HIST";
 
 /// Programs, as (program name, tracepoint name). All are raw tracepoints.
@@ -52,12 +54,14 @@ pub const PROG_SCHED_WAKEUP_NEW: (&str, &str) = ("kpo_sched_wakeup_new", "sched_
 pub const PROG_SCHED_SWITCH: (&str, &str) = ("kpo_sched_switch", "sched_switch");
 pub const PROG_SOCK_RECV: (&str, &str) = ("kpo_sock_recv", "sock_recv_length");
 pub const PROG_SOCK_SEND: (&str, &str) = ("kpo_sock_send", "sock_send_length");
+pub const PROG_SOCK_CLOSED: (&str, &str) = ("kpo_sock_closed", "inet_sock_set_state");
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u16 = 6;
 pub const TCP_LISTEN: u8 = 10;
 pub const TCP_SYN_RECV: u8 = 3;
+pub const TCP_CLOSE: u8 = 7;
 pub const NR_SOFTIRQS: u32 = 10;
 
 /// A listening socket: network namespace inode, local port, address family.
@@ -109,6 +113,51 @@ pub struct NapiCounters {
     pub budget_exhausted: u64,
 }
 
+/// Entries of [`MAP_WAIT_SLOTS`]: 2^12.
+pub const WAIT_SLOT_BITS: u32 = 12;
+pub const WAIT_SLOTS: u32 = 1 << WAIT_SLOT_BITS;
+/// Entries of [`MAP_SOCK_SLOTS`]: 2^13.
+pub const SOCK_SLOT_BITS: u32 = 13;
+pub const SOCK_SLOTS: u32 = 1 << SOCK_SLOT_BITS;
+/// Listening ports whose request latency can be timed at once.
+pub const MAX_SERVICES: u32 = 128;
+
+/// The slot of a kernel pointer in a table of `2^bits` entries (Fibonacci hashing).
+///
+/// The high-rate programs keep per-task and per-socket state in arrays indexed this way instead
+/// of hash maps: an array lookup is inlined by the verifier, while a hash map costs helper calls
+/// that this machine's return-stack mitigations make dear. Two live objects sharing a slot evict
+/// each other, which loses a sample, never invents one: every entry stores its full key.
+#[inline(always)]
+pub fn slot_of(pointer: u64, bits: u32) -> u32 {
+    (pointer.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as u32
+}
+
+/// A task waiting on a run queue.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WaitSlot {
+    /// The `struct task_struct *`; 0 when free.
+    pub task: u64,
+    pub since_ns: u64,
+}
+
+/// What the request-latency sensor knows of one socket in the current sampling period.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SockSlot {
+    /// The `struct sock *`; 0 when free.
+    pub sk: u64,
+    /// The sampling period (its start, `CONFIG_SAMPLE_START_NS`) the verdict below belongs to:
+    /// a verdict from an earlier period may describe a socket since freed and reused.
+    pub period: u64,
+    /// When the first piece of a request not yet answered was read; 0 if none.
+    pub pending_ns: u64,
+    /// Service index + 1 in [`MAP_REQ_HIST`], or 0: not an accepted socket of a timed listener.
+    pub service: u32,
+    pub _pad: u32,
+}
+
 /// Kinds of [`NotableEvent`], explicitly numbered so both sides agree.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,4 +187,6 @@ mod pod {
     unsafe impl aya::Pod for SoftirqCounters {}
     unsafe impl aya::Pod for NapiCounters {}
     unsafe impl aya::Pod for NotableEvent {}
+    unsafe impl aya::Pod for WaitSlot {}
+    unsafe impl aya::Pod for SockSlot {}
 }

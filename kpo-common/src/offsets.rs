@@ -19,8 +19,6 @@ pub struct KernelOffsets {
     pub sk_ack_backlog: u32,
     /// `struct sock.sk_max_ack_backlog` (u32): accept-queue limit.
     pub sk_max_ack_backlog: u32,
-    /// `struct task_struct.pid` (i32).
-    pub task_pid: u32,
     /// `struct napi_struct.dev` (a `struct net_device *`).
     pub napi_dev: u32,
     /// `struct net_device.ifindex` (i32).
@@ -37,7 +35,6 @@ impl KernelOffsets {
         sk_protocol: Self::MISSING,
         sk_ack_backlog: Self::MISSING,
         sk_max_ack_backlog: Self::MISSING,
-        task_pid: Self::MISSING,
         napi_dev: Self::MISSING,
         dev_ifindex: Self::MISSING,
     };

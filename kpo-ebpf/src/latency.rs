@@ -1,100 +1,127 @@
 //! Request latency per listening port: from reading a request to writing its response on the same
-//! TCP socket. Only sockets whose local (namespace, port, family) is a listener that user space put
-//! in the service-port map are timed, so client sockets and unrelated traffic cost one lookup.
+//! TCP socket. Only accepted sockets of listeners that user space put in the service-port map are
+//! timed.
+//!
+//! `sock_recv_length` and `sock_send_length` fire for every socket read and write on the host, so
+//! each socket's verdict (timed or not, and for which service) is worked out once per sampling
+//! period from its fields and kept in a slot keyed by the socket pointer. After that, an event
+//! costs one inlined array lookup; only timed sockets read the clock. A slot is cleared when its
+//! socket closes (`inet_sock_set_state` to TCP_CLOSE), so a freed socket's memory reused by
+//! another socket never inherits the verdict; verdicts also expire with the sampling period,
+//! since closes are not seen while the sensor is detached.
 use aya_ebpf::{
     macros::{map, raw_tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray},
     programs::RawTracePointContext,
 };
-use kpo_common::{bucket_of, Hist, ListenerKey};
+use kpo_common::{
+    bucket_of, slot_of, Hist, ListenerKey, SockSlot, MAX_SERVICES, SOCK_SLOTS, SOCK_SLOT_BITS,
+    TCP_CLOSE,
+};
 
 use crate::kernel::{now_ns, offsets, sample_start_ns, tcp_socket_key};
 
 #[map(name = "KPO_SERVICE_PORTS")]
-static SERVICE_PORTS: HashMap<ListenerKey, u32> = HashMap::with_max_entries(4096, 0);
+static SERVICE_PORTS: HashMap<ListenerKey, u32> = HashMap::with_max_entries(MAX_SERVICES, 0);
 
-#[map(name = "KPO_REQ_PENDING")]
-static REQ_PENDING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+#[map(name = "KPO_SOCK_SLOTS")]
+static SOCKS: Array<SockSlot> = Array::with_max_entries(SOCK_SLOTS, 0);
 
 #[map(name = "KPO_REQ_HIST")]
-static REQ_HIST: PerCpuHashMap<ListenerKey, Hist> = PerCpuHashMap::with_max_entries(4096, 0);
-
-/// Never written: an all-zero histogram to insert from, since one does not fit on the BPF stack.
-#[map(name = "KPO_ZERO_HIST")]
-static ZERO_HIST: PerCpuArray<Hist> = PerCpuArray::with_max_entries(1, 0);
+static REQ_HIST: PerCpuArray<Hist> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
 
 const MSG_PEEK: i32 = 2;
 
 /// TP_PROTO(struct sock *sk, int ret, int flags)
 #[raw_tracepoint(tracepoint = "sock_recv_length")]
 pub fn kpo_sock_recv(ctx: RawTracePointContext) -> i32 {
-    match try_sock_recv(&ctx) {
-        Ok(v) | Err(v) => v as i32,
-    }
-}
-
-fn try_sock_recv(ctx: &RawTracePointContext) -> Result<i64, i64> {
-    let sk: *const u8 = ctx.arg(0);
+    let sk: u64 = ctx.arg(0);
     let ret: i32 = ctx.arg(1);
     let flags: i32 = ctx.arg(2);
-    let id = sk as u64;
-    if ret == 0 {
-        // Peer closed: no response will follow.
-        let _ = REQ_PENDING.remove(id);
-        return Ok(0);
-    }
     if ret < 0 || flags & MSG_PEEK != 0 {
-        return Ok(0);
+        return 0;
     }
-    let key = tcp_socket_key(sk, &offsets())?;
-    if unsafe { SERVICE_PORTS.get(key) }.is_none() {
-        return Ok(0);
-    }
-    // A request read in several pieces is timed from its first piece, unless that piece predates
-    // the current sampling period (the response may have gone out while we were detached).
-    if let Some(&started) = unsafe { REQ_PENDING.get(id) } {
-        if started >= sample_start_ns() {
-            return Ok(0);
+    let Some(slot) = SOCKS.get_ptr_mut(slot_of(sk, SOCK_SLOT_BITS)) else {
+        return 0;
+    };
+    let slot = unsafe { &mut *slot };
+    let period = sample_start_ns();
+    if slot.sk != sk || slot.period != period {
+        if ret == 0 {
+            return 0;
         }
+        *slot = SockSlot {
+            sk,
+            period,
+            pending_ns: 0,
+            service: service_of(sk as *const u8),
+            _pad: 0,
+        };
     }
-    let _ = REQ_PENDING.insert(id, now_ns(), 0);
-    Ok(0)
+    if slot.service == 0 {
+        return 0;
+    }
+    if ret == 0 {
+        // The peer closed: no response will follow.
+        slot.pending_ns = 0;
+    } else if slot.pending_ns == 0 {
+        // A request read in several pieces is timed from its first piece.
+        slot.pending_ns = now_ns();
+    }
+    0
 }
 
+/// Service index + 1 of the listener this socket was accepted from, or 0.
+#[inline(always)]
+fn service_of(sk: *const u8) -> u32 {
+    let Ok(key) = tcp_socket_key(sk, &offsets()) else {
+        return 0;
+    };
+    match unsafe { SERVICE_PORTS.get(&key) } {
+        Some(&index) if index < MAX_SERVICES => index + 1,
+        _ => 0,
+    }
+}
+
+/// TP_PROTO(struct sock *sk, int ret, int flags)
 #[raw_tracepoint(tracepoint = "sock_send_length")]
 pub fn kpo_sock_send(ctx: RawTracePointContext) -> i32 {
-    match try_sock_send(&ctx) {
-        Ok(v) | Err(v) => v as i32,
-    }
-}
-
-fn try_sock_send(ctx: &RawTracePointContext) -> Result<i64, i64> {
-    let sk: *const u8 = ctx.arg(0);
+    let sk: u64 = ctx.arg(0);
     let ret: i32 = ctx.arg(1);
     if ret <= 0 {
-        return Ok(0);
+        return 0;
     }
-    let id = sk as u64;
-    let Some(&started) = (unsafe { REQ_PENDING.get(id) }) else {
-        return Ok(0);
+    let Some(slot) = SOCKS.get_ptr_mut(slot_of(sk, SOCK_SLOT_BITS)) else {
+        return 0;
     };
-    let _ = REQ_PENDING.remove(id);
-    if started < sample_start_ns() {
-        return Ok(0);
+    let slot = unsafe { &mut *slot };
+    if slot.sk != sk || slot.pending_ns == 0 || slot.period != sample_start_ns() {
+        return 0;
     }
-    let elapsed = now_ns().saturating_sub(started);
-    let key = tcp_socket_key(sk, &offsets())?;
-    let bucket = bucket_of(elapsed);
-    let hist = match REQ_HIST.get_ptr_mut(key) {
-        Some(hist) => hist,
-        None => {
-            let zero = ZERO_HIST.get(0).ok_or(0)?;
-            let _ = REQ_HIST.insert(key, zero, 0);
-            REQ_HIST.get_ptr_mut(key).ok_or(0)?
+    let elapsed = now_ns().saturating_sub(slot.pending_ns);
+    slot.pending_ns = 0;
+    if let Some(hist) = REQ_HIST.get_ptr_mut(slot.service.wrapping_sub(1)) {
+        if let Some(count) = unsafe { (*hist).buckets.get_mut(bucket_of(elapsed)) } {
+            *count += 1;
         }
-    };
-    if let Some(slot) = unsafe { (*hist).buckets.get_mut(bucket) } {
-        *slot += 1;
     }
-    Ok(0)
+    0
+}
+
+/// TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn kpo_sock_closed(ctx: RawTracePointContext) -> i32 {
+    let new: i32 = ctx.arg(2);
+    if new != TCP_CLOSE as i32 {
+        return 0;
+    }
+    let sk: u64 = ctx.arg(0);
+    if let Some(slot) = SOCKS.get_ptr_mut(slot_of(sk, SOCK_SLOT_BITS)) {
+        unsafe {
+            if (*slot).sk == sk {
+                (*slot).sk = 0;
+            }
+        }
+    }
+    0
 }

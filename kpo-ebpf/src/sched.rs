@@ -1,16 +1,19 @@
 //! Run-queue latency (wake-up or preemption to switch-in) and context switches. Duty-cycled.
+//!
+//! Waiting tasks are keyed by their `task_struct` pointer, which every hook receives as an
+//! argument, in an array of slots (see `kpo_common::slot_of`): no kernel memory is read and no
+//! helper is called on a switch to a task that was not recorded, which is most of them.
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
     macros::{map, raw_tracepoint},
-    maps::{LruHashMap, PerCpuArray},
+    maps::{Array, PerCpuArray},
     programs::RawTracePointContext,
 };
-use kpo_common::{bucket_of, Hist};
+use kpo_common::{bucket_of, slot_of, Hist, WaitSlot, WAIT_SLOTS, WAIT_SLOT_BITS};
 
-use crate::kernel::{now_ns, offsets, read, sample_start_ns};
+use crate::kernel::{now_ns, sample_start_ns};
 
-#[map(name = "KPO_WAKE_TS")]
-static WAKE_TS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+#[map(name = "KPO_WAIT_SLOTS")]
+static WAIT: Array<WaitSlot> = Array::with_max_entries(WAIT_SLOTS, 0);
 
 #[map(name = "KPO_RUNQ_HIST")]
 static RUNQ_HIST: PerCpuArray<Hist> = PerCpuArray::with_max_entries(1, 0);
@@ -18,28 +21,27 @@ static RUNQ_HIST: PerCpuArray<Hist> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "KPO_CSW")]
 static CSW: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-const TASK_RUNNING: u32 = 0;
-
 #[raw_tracepoint(tracepoint = "sched_wakeup")]
 pub fn kpo_sched_wakeup(ctx: RawTracePointContext) -> i32 {
-    let _ = record_runnable(ctx.arg(0));
+    record_runnable(ctx.arg(0));
     0
 }
 
 #[raw_tracepoint(tracepoint = "sched_wakeup_new")]
 pub fn kpo_sched_wakeup_new(ctx: RawTracePointContext) -> i32 {
-    let _ = record_runnable(ctx.arg(0));
+    record_runnable(ctx.arg(0));
     0
 }
 
 #[inline(always)]
-fn record_runnable(task: *const u8) -> Result<(), i64> {
-    let pid: i32 = read(task, offsets().task_pid)?;
-    if pid == 0 {
-        return Ok(());
+fn record_runnable(task: u64) {
+    if let Some(slot) = WAIT.get_ptr_mut(slot_of(task, WAIT_SLOT_BITS)) {
+        // The time first: a reader on another CPU matches on `task`, then reads the time.
+        unsafe {
+            (*slot).since_ns = now_ns();
+            (*slot).task = task;
+        }
     }
-    let _ = WAKE_TS.insert(pid as u32, now_ns(), 0);
-    Ok(())
 }
 
 /// TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
@@ -48,39 +50,37 @@ pub fn kpo_sched_switch(ctx: RawTracePointContext) -> i32 {
     if let Some(c) = CSW.get_ptr_mut(0) {
         unsafe { *c += 1 };
     }
-    let prev_state: u32 = ctx.arg(3);
-    // A preempted task goes straight back to the run queue: its wait starts now. It is still
-    // `current` here, so its pid costs no read of kernel memory.
-    if prev_state == TASK_RUNNING {
-        let pid = bpf_get_current_pid_tgid() as u32;
-        if pid != 0 {
-            let _ = WAKE_TS.insert(pid, now_ns(), 0);
-        }
+    // A preempted task goes straight back to the run queue: its wait starts now. `preempt` rather
+    // than `prev_state == TASK_RUNNING`, because the idle task leaves in that state too (on every
+    // wake-up of an idle CPU) and would fill the slots; a task that yields is not timed.
+    let preempt: u64 = ctx.arg(0);
+    if preempt & 0xff != 0 {
+        record_runnable(ctx.arg(1));
     }
-    let _ = record_switch_in(ctx.arg(2));
+    record_switch_in(ctx.arg(2));
     0
 }
 
 #[inline(always)]
-fn record_switch_in(task: *const u8) -> Result<(), i64> {
-    let pid: i32 = read(task, offsets().task_pid)?;
-    // The idle task is never recorded as waiting: skip the lookup on every switch to idle.
-    if pid == 0 {
-        return Ok(());
-    }
-    let pid = pid as u32;
-    let Some(ts) = (unsafe { WAKE_TS.get(pid) }).copied() else {
-        return Ok(());
+fn record_switch_in(task: u64) {
+    let Some(slot) = WAIT.get_ptr_mut(slot_of(task, WAIT_SLOT_BITS)) else {
+        return;
     };
-    let _ = WAKE_TS.remove(pid);
-    if ts < sample_start_ns() {
-        return Ok(());
+    let since = unsafe {
+        if (*slot).task != task {
+            return;
+        }
+        (*slot).task = 0;
+        (*slot).since_ns
+    };
+    // A wait recorded before this sampling period began would count the detached time.
+    if since < sample_start_ns() {
+        return;
     }
-    let bucket = bucket_of(now_ns().saturating_sub(ts)) as u32;
+    let bucket = bucket_of(now_ns().saturating_sub(since));
     if let Some(hist) = RUNQ_HIST.get_ptr_mut(0) {
-        if let Some(slot) = unsafe { (*hist).buckets.get_mut(bucket as usize) } {
-            *slot += 1;
+        if let Some(count) = unsafe { (*hist).buckets.get_mut(bucket) } {
+            *count += 1;
         }
     }
-    Ok(())
 }

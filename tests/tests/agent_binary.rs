@@ -287,7 +287,9 @@ pub fn events_match_schema_and_sigterm_flushes() {
     check_stream(&events);
     let sensors = events[1]["sensors"].as_array().unwrap();
     let off: Vec<&Value> = sensors.iter().filter(|s| s["enabled"] == false).collect();
-    assert_eq!(off.len(), 5, "{sensors:#?}");
+    // accept_queue, synack_retrans, napi and request_latency read struct fields; irq, softirq
+    // and sched do not.
+    assert_eq!(off.len(), 4, "{sensors:#?}");
     assert!(off
         .iter()
         .all(|s| s["reason"].as_str().unwrap().contains("BTF")));

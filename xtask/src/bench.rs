@@ -159,14 +159,19 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
                 Config::Also => Agent::start(&dir, &also_args)?,
                 _ => Agent::start(&dir, &[])?,
             };
+            // The empty programs ride along in the full-time pass, where every hook is attached.
+            let floor = (config == Config::FullTime)
+                .then(crate::floor::attach_all)
+                .transpose()?;
             for workload in Workload::ALL {
                 measure(workload, duration)?;
             }
-            for (name, time_ns, count) in kpo_programs()? {
+            for (name, time_ns, count) in measured_programs()? {
                 let e = prog_stats.entry((config, name)).or_default();
                 e.0 += time_ns;
                 e.1 += count;
             }
+            drop(floor);
             drop(agent);
         }
     }
@@ -215,7 +220,11 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
         "{:<18} {:>12} {:>14} {:>12} {:>14}",
         "program", "default ns", "default events", "full ns", "full events"
     );
-    let names: std::collections::BTreeSet<&String> = prog_stats.keys().map(|(_, n)| n).collect();
+    let names: std::collections::BTreeSet<&String> = prog_stats
+        .keys()
+        .map(|(_, n)| n)
+        .filter(|n| n.starts_with("kpo_"))
+        .collect();
     for name in names {
         let cell = |c: Config| {
             prog_stats
@@ -227,6 +236,15 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
         let (d, dn) = cell(Config::Default);
         let (f, fnum) = cell(Config::FullTime);
         println!("{name:<18} {d:>12.1} {dn:>14} {f:>12.1} {fnum:>14}");
+    }
+    println!(
+        "\nFloor: an empty program on each hook, same pass as full time (dispatch and statistics only):"
+    );
+    for (hook, floor_name) in crate::floor::HOOKS {
+        if let Some(&(t, n)) = prog_stats.get(&(Config::FullTime, floor_name.to_string())) {
+            let ns = if n > 0 { t as f64 / n as f64 } else { f64::NAN };
+            println!("{hook:<22} {ns:>8.1} ns {n:>14} events");
+        }
     }
 
     let idle = Agent::start(&dir, &[])?;
@@ -367,15 +385,15 @@ fn unpin() {
     }
 }
 
-/// (name, run time ns, run count) of the agent's loaded programs.
-fn kpo_programs() -> Result<Vec<(String, u64, u64)>> {
+/// (name, run time ns, run count) of the agent's loaded programs and the empty floor programs.
+fn measured_programs() -> Result<Vec<(String, u64, u64)>> {
     let mut out = Vec::new();
     for info in aya::programs::loaded_programs() {
         let info = info?;
         let Some(name) = info.name_as_str() else {
             continue;
         };
-        if name.starts_with("kpo_") {
+        if name.starts_with("kpo_") || name.starts_with("floor_") {
             out.push((
                 name.to_string(),
                 info.run_time().as_nanos() as u64,

@@ -30,7 +30,7 @@ pub struct BpfSnapshot {
 }
 
 /// Advances the tick epoch, then reads every map. Returns None for a map that is absent.
-pub fn read(ebpf: &mut Ebpf, epoch: &mut u64) -> BpfSnapshot {
+pub fn read(ebpf: &mut Ebpf, epoch: &mut u64, services: &ServiceIndex) -> BpfSnapshot {
     let finished = *epoch;
     *epoch += 1;
     if let Some(Ok(mut config)) = ebpf.map_mut(MAP_CONFIG).map(Array::<_, u64>::try_from) {
@@ -59,10 +59,7 @@ pub fn read(ebpf: &mut Ebpf, epoch: &mut u64) -> BpfSnapshot {
             .first()
             .copied()
             .unwrap_or(0),
-        request_hist: per_cpu_hash(ebpf, MAP_REQ_HIST, add_hist)
-            .into_iter()
-            .map(|(k, h)| (k, h.buckets.to_vec()))
-            .collect(),
+        request_hist: request_hist(ebpf, services),
     }
 }
 
@@ -133,24 +130,103 @@ fn sum<V: Pod + Default>(values: &PerCpuValues<V>, add: &impl Fn(&mut V, &V)) ->
     total
 }
 
-/// Replaces the set of listening ports whose requests the latency sensor times.
-pub fn set_service_ports(ebpf: &mut Ebpf, ports: &[ListenerKey]) {
+/// Which histogram index of `MAP_REQ_HIST` belongs to which listening port.
+///
+/// The kernel side keys its per-socket verdicts by this index for the rest of a sampling period,
+/// so an index freed by a vanished listener is handed out again only when no never-used one is
+/// left, and then the one freed longest ago; its histogram is zeroed first.
+#[derive(Debug, Default)]
+pub struct ServiceIndex {
+    assigned: BTreeMap<ListenerKey, u32>,
+    freed: std::collections::VecDeque<u32>,
+    next_unused: u32,
+    /// Listeners beyond `MAX_SERVICES` that could not be timed.
+    pub untimed: usize,
+}
+
+impl ServiceIndex {
+    /// Makes `ports` the timed set: returns the (key, index) pairs newly assigned, and the keys
+    /// that lost theirs.
+    fn update(&mut self, ports: &[ListenerKey]) -> (Vec<(ListenerKey, u32)>, Vec<ListenerKey>) {
+        let gone: Vec<ListenerKey> = self
+            .assigned
+            .keys()
+            .filter(|k| !ports.contains(k))
+            .copied()
+            .collect();
+        for key in &gone {
+            if let Some(index) = self.assigned.remove(key) {
+                self.freed.push_back(index);
+            }
+        }
+        let mut added = Vec::new();
+        self.untimed = 0;
+        for key in ports {
+            if self.assigned.contains_key(key) {
+                continue;
+            }
+            let index = if self.next_unused < MAX_SERVICES {
+                self.next_unused += 1;
+                Some(self.next_unused - 1)
+            } else {
+                self.freed.pop_front()
+            };
+            match index {
+                Some(index) => {
+                    self.assigned.insert(*key, index);
+                    added.push((*key, index));
+                }
+                None => self.untimed += 1,
+            }
+        }
+        (added, gone)
+    }
+
+    pub fn key_of(&self, index: u32) -> Option<ListenerKey> {
+        self.assigned
+            .iter()
+            .find(|(_, &i)| i == index)
+            .map(|(k, _)| *k)
+    }
+}
+
+fn request_hist(ebpf: &Ebpf, services: &ServiceIndex) -> BTreeMap<ListenerKey, Vec<u64>> {
+    per_cpu_array(ebpf, MAP_REQ_HIST, add_hist)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, h)| Some((services.key_of(index as u32)?, h.buckets.to_vec())))
+        .collect()
+}
+
+/// Makes `ports` the set of listening ports whose requests the latency sensor times.
+pub fn set_service_ports(ebpf: &mut Ebpf, services: &mut ServiceIndex, ports: &[ListenerKey]) {
     use aya::maps::HashMap;
+    let (added, gone) = services.update(ports);
+    if added.is_empty() && gone.is_empty() {
+        return;
+    }
+    if let Some(Ok(mut hist)) = ebpf
+        .map_mut(MAP_REQ_HIST)
+        .map(PerCpuArray::<_, Hist>::try_from)
+    {
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n);
+        for (_, index) in &added {
+            let zeros = vec![Hist::default(); cpus];
+            if let Ok(values) = PerCpuValues::try_from(zeros) {
+                let _ = hist.set(*index, values, 0);
+            }
+        }
+    }
     let Some(Ok(mut map)) = ebpf
         .map_mut(MAP_SERVICE_PORTS)
         .map(HashMap::<_, ListenerKey, u32>::try_from)
     else {
         return;
     };
-    let stale: Vec<ListenerKey> = map
-        .keys()
-        .flatten()
-        .filter(|k| !ports.contains(k))
-        .collect();
-    for key in stale {
+    for key in gone {
         let _ = map.remove(&key);
     }
-    for key in ports {
-        let _ = map.insert(key, 1, 0);
+    for (key, index) in added {
+        let _ = map.insert(key, index, 0);
     }
 }

@@ -61,6 +61,7 @@ pub struct Collector {
     netns: NetnsSet,
     owners: OwnerCache,
     epoch: u64,
+    services: bpf_maps::ServiceIndex,
     /// Problems already reported, so a broken source is logged once, not every tick.
     reported: std::collections::BTreeSet<String>,
 }
@@ -73,6 +74,7 @@ impl Collector {
             netns: NetnsSet::default(),
             owners: OwnerCache::default(),
             epoch: 0,
+            services: Default::default(),
             reported: Default::default(),
         }
     }
@@ -80,11 +82,11 @@ impl Collector {
     pub fn sample(&mut self) -> Sample {
         let duty_attached = self.sensors.duty_attached();
         let accept_queue_attached = self.sensors.is_attached(SensorKind::AcceptQueue);
-        let epoch = &mut self.epoch;
+        let (epoch, services) = (&mut self.epoch, &self.services);
         let bpf = self
             .sensors
             .ebpf_mut()
-            .map(|ebpf| bpf_maps::read(ebpf, epoch));
+            .map(|ebpf| bpf_maps::read(ebpf, epoch, services));
         let (host, errors) = HostSnapshot::read(&ProcRoot(self.proc_root.clone()));
         for e in errors {
             self.report_once(e.to_string());
@@ -93,7 +95,14 @@ impl Collector {
         if self.sensors.is_enabled(SensorKind::RequestLatency) {
             let ports: Vec<ListenerKey> = listeners.keys().copied().collect();
             if let Some(ebpf) = self.sensors.ebpf_mut() {
-                bpf_maps::set_service_ports(ebpf, &ports);
+                bpf_maps::set_service_ports(ebpf, &mut self.services, &ports);
+            }
+            if self.services.untimed > 0 {
+                self.report_once(format!(
+                    "request latency is timed for at most {} listening ports; {} are not",
+                    kpo_common::MAX_SERVICES,
+                    self.services.untimed
+                ));
             }
         }
         Sample {

@@ -87,7 +87,6 @@ fn resolve_offsets(btf: &Btf) -> ResolvedOffsets {
         sk_protocol: field("sock", &["sk_protocol"]),
         sk_ack_backlog: field("sock", &["sk_ack_backlog"]),
         sk_max_ack_backlog: field("sock", &["sk_max_ack_backlog"]),
-        task_pid: field("task_struct", &["pid"]),
         napi_dev: field("napi_struct", &["dev"]),
         dev_ifindex: field("net_device", &["ifindex"]),
     };

@@ -57,7 +57,7 @@ impl SensorKind {
             SensorKind::Softirq => &[PROG_SOFTIRQ_ENTRY, PROG_SOFTIRQ_EXIT],
             SensorKind::Napi => &[PROG_NAPI_POLL],
             SensorKind::Sched => &[PROG_SCHED_WAKEUP, PROG_SCHED_WAKEUP_NEW, PROG_SCHED_SWITCH],
-            SensorKind::RequestLatency => &[PROG_SOCK_RECV, PROG_SOCK_SEND],
+            SensorKind::RequestLatency => &[PROG_SOCK_RECV, PROG_SOCK_SEND, PROG_SOCK_CLOSED],
         }
     }
 
@@ -97,14 +97,14 @@ impl SensorKind {
             }
             SensorKind::SynackRetrans => socket_key,
             SensorKind::RequestLatency => sock.to_vec(),
-            SensorKind::Sched => vec![("task_struct.pid", off.task_pid)],
             SensorKind::Napi => {
                 vec![
                     ("napi_struct.dev", off.napi_dev),
                     ("net_device.ifindex", off.dev_ifindex),
                 ]
             }
-            SensorKind::Irq | SensorKind::Softirq => vec![],
+            // Run-queue latency keys waiting tasks by their task_struct pointer: no field read.
+            SensorKind::Irq | SensorKind::Softirq | SensorKind::Sched => vec![],
         };
         needed
             .into_iter()
