@@ -8,8 +8,9 @@
 //! later, someone else changed it: reads and writes fail with [`ActuateError::AdaptiveOn`] and the
 //! agent yields.
 //!
-//! Backends: [`FakeCoalesce`] (in memory, for tests and dry runs). The real backend is generic
-//! netlink `ETHTOOL_MSG_COALESCE_GET/SET` and is not part of this module yet.
+//! Backends: [`EthtoolCoalesce`] (the kernel's ethtool generic netlink interface,
+//! `ETHTOOL_MSG_COALESCE_GET/SET`, in [`ethtool`]; its messages are in [`ethtool_msg`]) and
+//! [`FakeCoalesce`] (in memory, for tests and dry runs).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,12 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use super::{ActuateError, Knob};
+
+pub mod ethtool;
+pub mod ethtool_msg;
+
+pub use ethtool::EthtoolCoalesce;
+pub use ethtool_msg::CoalesceAttrs;
 
 /// The coalescing settings KPO cares about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

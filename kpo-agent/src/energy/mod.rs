@@ -1,18 +1,21 @@
-//! Energy sensing: RAPL through powercap sysfs, or a labelled estimate.
+//! Energy sensing: RAPL through powercap sysfs or through the perf `power` PMU, or a labelled
+//! estimate.
 //!
 //! An [`EnergyMeter`] returns the energy used since its previous read. Every [`EnergyReading`]
-//! carries its [`EnergySource`], serialized as `"rapl"` or `"estimated"`, so that every event and
-//! metric derived from it can say whether it was measured.
+//! carries its [`EnergySource`], serialized as `"rapl"`, `"perf_power"` or `"estimated"`, so that
+//! every event and metric derived from it can say whether and how it was measured.
 //!
 //! - [`rapl::RaplMeter`]: `<sys>/class/powercap/intel-rapl:*/energy_uj`, wrap-around handled with
 //!   `max_energy_range_uj`.
+//! - [`perf_power::PerfPowerMeter`]: the same hardware counters through `perf_event_open` on the
+//!   PMU described by `<sys>/bus/event_source/devices/power`, one CPU per package.
 //! - [`estimate::EstimatedMeter`]: CPU time from `<proc>/stat` and frequency from cpufreq, through
 //!   the documented [`estimate::PowerModel`]; used where no RAPL exists (most VMs).
 //!
-//! [`open_meter`] picks RAPL when it is readable and falls back to the estimate. The perf `power`
-//! PMU is not used yet.
+//! [`open_meter`] tries powercap RAPL, then the perf power PMU, then falls back to the estimate.
 
 pub mod estimate;
+pub mod perf_power;
 pub mod rapl;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +28,9 @@ use serde::{Deserialize, Serialize};
 pub enum EnergySource {
     /// Measured by RAPL (powercap).
     Rapl,
+    /// Measured by RAPL through the perf `power` PMU.
+    #[serde(rename = "perf_power")]
+    PerfPower,
     /// Modelled from CPU utilization and frequency.
     Estimated,
 }
@@ -33,6 +39,7 @@ impl EnergySource {
     pub fn as_str(&self) -> &'static str {
         match self {
             EnergySource::Rapl => "rapl",
+            EnergySource::PerfPower => "perf_power",
             EnergySource::Estimated => "estimated",
         }
     }
@@ -69,6 +76,15 @@ pub enum EnergyError {
     NoZones(PathBuf),
     #[error("{0}: no per-CPU lines")]
     NoCpus(PathBuf),
+    #[error("{path}: {reason}")]
+    PerfPmu { path: PathBuf, reason: String },
+    #[error("perf_event_open of power/{event}/ on CPU {cpu}: {source}{hint}")]
+    PerfOpen {
+        event: String,
+        cpu: u32,
+        source: std::io::Error,
+        hint: &'static str,
+    },
 }
 
 pub(crate) fn read_text(path: &Path) -> Result<String, EnergyError> {
@@ -102,22 +118,58 @@ pub trait EnergyMeter {
     fn read(&mut self) -> Result<EnergyReading, EnergyError>;
 }
 
-/// RAPL under `sys_root` if it is present and readable, else the estimate from `proc_root` and
-/// `sys_root` with `model`.
+/// The best energy meter for a machine, and why the better ones were not used.
+pub struct MeterChoice {
+    pub meter: Box<dyn EnergyMeter + Send>,
+    /// For each source tried before the chosen one: the source and why it was not used.
+    pub skipped: Vec<(EnergySource, String)>,
+}
+
+/// RAPL through powercap under `sys_root` if it is present and readable, else RAPL through the
+/// perf power PMU described under `sys_root` (counters opened on the running kernel), else the
+/// estimate from `proc_root` and `sys_root` with `model`.
+pub fn choose_meter(
+    sys_root: &Path,
+    proc_root: &Path,
+    model: estimate::PowerModel,
+) -> Result<MeterChoice, EnergyError> {
+    let mut skipped = Vec::new();
+    match rapl::RaplMeter::open(sys_root, false) {
+        Ok(m) => {
+            return Ok(MeterChoice {
+                meter: Box::new(m),
+                skipped,
+            })
+        }
+        Err(e) => skipped.push((EnergySource::Rapl, e.to_string())),
+    }
+    match perf_power::PerfPowerMeter::open(sys_root, false) {
+        Ok(m) => {
+            return Ok(MeterChoice {
+                meter: Box::new(m),
+                skipped,
+            })
+        }
+        Err(e) => skipped.push((EnergySource::PerfPower, e.to_string())),
+    }
+    let meter = Box::new(estimate::EstimatedMeter::open(proc_root, sys_root, model)?);
+    Ok(MeterChoice { meter, skipped })
+}
+
+/// [`choose_meter`], logging why better sources were skipped.
 pub fn open_meter(
     sys_root: &Path,
     proc_root: &Path,
     model: estimate::PowerModel,
 ) -> Result<Box<dyn EnergyMeter + Send>, EnergyError> {
-    match rapl::RaplMeter::open(sys_root, false) {
-        Ok(m) => Ok(Box::new(m)),
-        Err(e) => {
-            tracing::info!(error = %e, "RAPL unavailable; energy will be estimated and labelled so");
-            Ok(Box::new(estimate::EstimatedMeter::open(
-                proc_root, sys_root, model,
-            )?))
-        }
+    let choice = choose_meter(sys_root, proc_root, model)?;
+    for (source, reason) in &choice.skipped {
+        tracing::info!(%source, %reason, chosen = %choice.meter.source(), "energy source unavailable");
     }
+    if choice.meter.source() == EnergySource::Estimated {
+        tracing::info!("no RAPL counters; energy will be estimated and labelled so");
+    }
+    Ok(choice.meter)
 }
 
 #[cfg(test)]
@@ -143,5 +195,14 @@ mod tests {
             r#"{"joules":1.5,"source":"estimated"}"#
         );
         assert_eq!(EnergySource::Rapl.to_string(), "rapl");
+        assert_eq!(
+            serde_json::to_string(&EnergySource::PerfPower).unwrap(),
+            "\"perf_power\""
+        );
+        assert_eq!(
+            serde_json::from_str::<EnergySource>("\"perf_power\"").unwrap(),
+            EnergySource::PerfPower
+        );
+        assert_eq!(EnergySource::PerfPower.to_string(), "perf_power");
     }
 }

@@ -1,0 +1,372 @@
+//! The ethtool netlink coalescing backend against the running kernel.
+//!
+//! - eth0 is only read, never changed (the host's parameters must not move), and compared with
+//!   what `ethtool -c eth0` prints;
+//! - errors (unsupported driver, missing device, missing permission) are produced in a network
+//!   namespace the test creates and deletes, on veth and loopback devices.
+//!
+//! These need root; a test that cannot run prints "SKIPPED <test>: <reason>" and returns.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::Command;
+
+use kpo_agent::actuate::coalesce::{
+    AdaptiveMode, CoalesceAttrs, CoalesceBackend, CoalesceSettings, EthtoolCoalesce, RxUsecsKnob,
+};
+use kpo_agent::actuate::ActuateError;
+
+fn skip(test: &str, reason: &str) {
+    println!("SKIPPED {test}: {reason}");
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// `ethtool -c` output as `key -> value` (`None` for `n/a`); the "Adaptive RX: on  TX: off" line
+/// becomes `adaptive-rx` and `adaptive-tx`.
+fn parse_ethtool_c(text: &str) -> BTreeMap<String, Option<String>> {
+    let value = |v: &str| (v != "n/a").then(|| v.to_string());
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let ["Adaptive", "RX:", rx, "TX:", tx] = words.as_slice() {
+            out.insert("adaptive-rx".to_string(), value(rx));
+            out.insert("adaptive-tx".to_string(), value(tx));
+        } else if let [key, v] = words.as_slice() {
+            if let Some(key) = key.strip_suffix(':') {
+                out.insert(key.to_string(), value(v));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn parses_ethtool_c_output() {
+    let text = "Coalesce parameters for eth0:\nAdaptive RX: off  TX: n/a\n\
+                stats-block-usecs: n/a\n\nrx-usecs: 0\nrx-frames: 1\n\ntx-usecs: 12\n";
+    let m = parse_ethtool_c(text);
+    assert_eq!(m["adaptive-rx"].as_deref(), Some("off"));
+    assert_eq!(m["adaptive-tx"], None);
+    assert_eq!(m["rx-usecs"].as_deref(), Some("0"));
+    assert_eq!(m["tx-usecs"].as_deref(), Some("12"));
+    assert_eq!(m["stats-block-usecs"], None);
+}
+
+#[test]
+fn get_on_eth0_matches_ethtool_c() {
+    const T: &str = "get_on_eth0_matches_ethtool_c";
+    if !is_root() {
+        return skip(T, "not root");
+    }
+    if !std::path::Path::new("/sys/class/net/eth0").exists() {
+        return skip(T, "no eth0 on this machine");
+    }
+    let out = match Command::new("ethtool").args(["-c", "eth0"]).output() {
+        Ok(o) => o,
+        Err(e) => {
+            return skip(
+                T,
+                &format!("cannot run ethtool ({e}); install it with apt-get install ethtool"),
+            )
+        }
+    };
+    let mut backend = EthtoolCoalesce::open().expect("ethtool netlink family");
+    assert!(backend.family_id() > 0);
+    let before = std::fs::read_to_string("/sys/class/net/eth0/ifindex").unwrap();
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        // The reference could not read it either: then our error must say why, in the same terms.
+        assert!(
+            stderr.contains("Operation not supported"),
+            "ethtool -c eth0 failed: {stderr}"
+        );
+        let err = backend.get_attrs("eth0").unwrap_err();
+        assert!(matches!(err, ActuateError::Unsupported { .. }), "{err}");
+        return skip(
+            T,
+            "eth0's driver has no coalescing (ethtool -c agrees); error checked",
+        );
+    }
+
+    let reference = parse_ethtool_c(&String::from_utf8_lossy(&out.stdout));
+    let attrs = backend.get_attrs("eth0").unwrap();
+    let num = |k: &str| -> Option<u32> {
+        reference
+            .get(k)
+            .unwrap_or_else(|| panic!("ethtool -c printed no {k}"))
+            .as_ref()
+            .map(|v| v.parse().unwrap())
+    };
+    let flag = |k: &str| -> Option<bool> {
+        reference
+            .get(k)
+            .unwrap_or_else(|| panic!("ethtool -c printed no {k}"))
+            .as_ref()
+            .map(|v| v == "on")
+    };
+    let want = CoalesceAttrs {
+        rx_usecs: num("rx-usecs"),
+        rx_max_frames: num("rx-frames"),
+        tx_usecs: num("tx-usecs"),
+        tx_max_frames: num("tx-frames"),
+        use_adaptive_rx: flag("adaptive-rx"),
+        use_adaptive_tx: flag("adaptive-tx"),
+    };
+    assert_eq!(attrs, want, "netlink GET vs ethtool -c eth0");
+    println!("eth0 coalescing via netlink: {attrs:?}");
+
+    match want.rx_usecs {
+        Some(us) => {
+            let s = backend.get("eth0").unwrap();
+            assert_eq!(
+                s,
+                CoalesceSettings {
+                    rx_usecs: us,
+                    adaptive_rx: want.use_adaptive_rx.unwrap_or(false)
+                }
+            );
+        }
+        None => assert!(matches!(
+            backend.get("eth0"),
+            Err(ActuateError::Unsupported { .. })
+        )),
+    }
+    // Read-only: the device is the same and ethtool still reports the same values.
+    assert_eq!(
+        before,
+        std::fs::read_to_string("/sys/class/net/eth0/ifindex").unwrap()
+    );
+    let again = Command::new("ethtool")
+        .args(["-c", "eth0"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        parse_ethtool_c(&String::from_utf8_lossy(&again.stdout)),
+        reference
+    );
+}
+
+/// A network namespace with a veth pair inside, deleted on drop (also when a test panics).
+struct TestNetns {
+    name: String,
+}
+
+impl TestNetns {
+    fn create(tag: &str) -> Result<Self, String> {
+        let name = format!("kpo-eth-{tag}-{}", std::process::id());
+        run(&["ip", "netns", "add", &name])?;
+        let ns = Self { name };
+        run(&[
+            "ip", "-n", &ns.name, "link", "add", "kpo-va", "type", "veth", "peer", "name", "kpo-vb",
+        ])?;
+        run(&["ip", "-n", &ns.name, "link", "set", "kpo-va", "up"])?;
+        Ok(ns)
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        if let Err(e) = run(&["ip", "netns", "del", &self.name]) {
+            eprintln!("cleanup of {}: {e}", self.name);
+        }
+    }
+}
+
+fn run(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+fn assert_unsupported(r: Result<impl std::fmt::Debug, ActuateError>, what: &str) {
+    let err = r.expect_err(what);
+    assert!(
+        matches!(err, ActuateError::Unsupported { .. }),
+        "{what}: {err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("does not support") && text.contains("EOPNOTSUPP"),
+        "{what}: {text}"
+    );
+}
+
+fn assert_not_found(r: Result<impl std::fmt::Debug, ActuateError>, what: &str) {
+    let err = r.expect_err(what);
+    assert!(
+        matches!(err, ActuateError::NotFound { .. }),
+        "{what}: {err:?}"
+    );
+    assert!(
+        err.to_string().contains("no such network device"),
+        "{what}: {err}"
+    );
+}
+
+#[test]
+fn unsupported_and_missing_devices_in_a_namespace() {
+    const T: &str = "unsupported_and_missing_devices_in_a_namespace";
+    if !is_root() {
+        return skip(T, "not root");
+    }
+    let ns = match TestNetns::create("err") {
+        Ok(ns) => ns,
+        Err(e) => return skip(T, &format!("cannot create a network namespace: {e}")),
+    };
+    let mut b = EthtoolCoalesce::open_in_netns(&ns.path()).unwrap();
+
+    // veth and loopback have no coalescing operations: GET and SET say so.
+    for dev in ["kpo-va", "lo"] {
+        assert_unsupported(b.get_attrs(dev), &format!("GET {dev}"));
+        assert_unsupported(b.get(dev), &format!("trait get {dev}"));
+        assert_unsupported(
+            b.set(
+                dev,
+                CoalesceSettings {
+                    rx_usecs: 8,
+                    adaptive_rx: false,
+                },
+            ),
+            &format!("trait set {dev}"),
+        );
+        // The raw SET request reaches the kernel and is refused there.
+        let change = CoalesceAttrs {
+            rx_usecs: Some(8),
+            ..Default::default()
+        };
+        assert_unsupported(b.set_attrs(dev, &change), &format!("SET {dev}"));
+    }
+    let knob = RxUsecsKnob::take(
+        EthtoolCoalesce::open_in_netns(&ns.path()).unwrap(),
+        "kpo-va",
+        AdaptiveMode::Respect,
+        100,
+    );
+    assert_unsupported(knob, "taking the veth's rx-usecs");
+
+    // A device that does not exist, and the host's eth0, which is not in this namespace (so the
+    // socket really works inside it).
+    for dev in ["kpo-nope0", "eth0"] {
+        assert_not_found(b.get_attrs(dev), &format!("GET {dev}"));
+        assert_not_found(b.get(dev), &format!("trait get {dev}"));
+        let change = CoalesceAttrs {
+            rx_usecs: Some(8),
+            ..Default::default()
+        };
+        assert_not_found(b.set_attrs(dev, &change), &format!("SET {dev}"));
+    }
+    assert!(matches!(
+        b.get_attrs(""),
+        Err(ActuateError::NotFound { .. })
+    ));
+    // What an operator reads.
+    println!(
+        "{}",
+        b.set_attrs(
+            "kpo-va",
+            &CoalesceAttrs {
+                rx_usecs: Some(8),
+                ..Default::default()
+            }
+        )
+        .unwrap_err()
+    );
+    println!("{}", b.get_attrs("kpo-nope0").unwrap_err());
+    drop(ns);
+}
+
+/// Linux capability sets of the calling thread (capget/capset, version 3).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+const CAP_V3: u32 = 0x2008_0522;
+const CAP_NET_ADMIN: u32 = 12;
+
+/// Drop CAP_NET_ADMIN from this thread's effective set (capabilities are per thread).
+fn drop_net_admin() -> std::io::Result<()> {
+    let mut hdr = CapHeader {
+        version: CAP_V3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget/capset with a v3 header and two data structs, as the ABI requires.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    data[0].effective &= !(1 << CAP_NET_ADMIN);
+    // SAFETY: as above.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[test]
+fn set_without_cap_net_admin_is_a_permission_error() {
+    const T: &str = "set_without_cap_net_admin_is_a_permission_error";
+    if !is_root() {
+        return skip(T, "not root");
+    }
+    let ns = match TestNetns::create("perm") {
+        Ok(ns) => ns,
+        Err(e) => return skip(T, &format!("cannot create a network namespace: {e}")),
+    };
+    let ns_file = File::open(ns.path()).unwrap();
+    // Netlink checks the capabilities of whoever opened the socket, so the socket is opened on a
+    // thread that has entered the namespace and dropped CAP_NET_ADMIN.
+    let (get, set) = std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(&ns_file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            drop_net_admin().unwrap();
+            let mut b = EthtoolCoalesce::open().unwrap();
+            let change = CoalesceAttrs {
+                rx_usecs: Some(8),
+                ..Default::default()
+            };
+            (b.get_attrs("kpo-va"), b.set_attrs("kpo-va", &change))
+        })
+        .join()
+        .unwrap()
+    });
+    // Reading needs no privilege: the driver's answer comes through.
+    assert_unsupported(get, "GET without CAP_NET_ADMIN");
+    let err = set.unwrap_err();
+    match &err {
+        ActuateError::Io { source, .. } => {
+            assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied, "{err}")
+        }
+        other => panic!("expected a permission error, got {other:?}"),
+    }
+    assert!(err.to_string().contains("CAP_NET_ADMIN"), "{err}");
+    println!("{err}");
+    drop(ns);
+}
