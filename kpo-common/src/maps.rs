@@ -24,7 +24,11 @@ pub const MAP_IRQ_START: &str = "KPO_IRQ_START";
 pub const MAP_SOFTIRQS: &str = "KPO_SOFTIRQS";
 /// `PerCpuArray<u64>`, indexed by softirq vector: entry time on this CPU.
 pub const MAP_SOFTIRQ_START: &str = "KPO_SOFTIRQ_START";
-/// `PerCpuHashMap<u32 ifindex, NapiCounters>`; ifindex 0 is the per-CPU backlog (no device).
+/// `PerCpuArray<NapiSlot>` of [`NAPI_SLOTS`] entries, indexed by [`slot_of`] the napi pointer:
+/// where NAPI polls are counted.
+pub const MAP_NAPI_SLOTS: &str = "KPO_NAPI_SLOTS";
+/// `PerCpuHashMap<u32 ifindex, NapiCounters>`: counts moved out of a [`MAP_NAPI_SLOTS`] entry
+/// that another napi instance took over. ifindex 0 is the per-CPU backlog (no device).
 pub const MAP_NAPI: &str = "KPO_NAPI";
 /// `Array<WaitSlot>` of [`WAIT_SLOTS`] entries, indexed by [`slot_of`] the task pointer: when
 /// the task became runnable.
@@ -102,8 +106,14 @@ pub struct IrqCounters {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SoftirqCounters {
     pub count: u64,
+    /// Total duration of the `timed` runs.
     pub time_ns: u64,
+    /// Runs whose duration was measured: one in [`SOFTIRQ_TIME_EVERY`] per vector and CPU.
+    pub timed: u64,
 }
+
+/// The softirq sensor times one run in this many of each vector on each CPU.
+pub const SOFTIRQ_TIME_EVERY: u64 = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -131,6 +141,23 @@ pub const MAX_SERVICES: u32 = 128;
 #[inline(always)]
 pub fn slot_of(pointer: u64, bits: u32) -> u32 {
     (pointer.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as u32
+}
+
+/// Entries of [`MAP_NAPI_SLOTS`] per CPU: 2^6; a CPU polls few napi instances.
+pub const NAPI_SLOT_BITS: u32 = 6;
+pub const NAPI_SLOTS: u32 = 1 << NAPI_SLOT_BITS;
+
+/// One napi instance polled on this CPU, with its device and counts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NapiSlot {
+    /// The `struct napi_struct *`; 0 when free.
+    pub napi: u64,
+    /// The sampling period in which `ifindex` was last read (see [`SockSlot::period`]).
+    pub period: u64,
+    pub ifindex: u32,
+    pub _pad: u32,
+    pub counters: NapiCounters,
 }
 
 /// A task waiting on a run queue.
@@ -188,5 +215,6 @@ mod pod {
     unsafe impl aya::Pod for NapiCounters {}
     unsafe impl aya::Pod for NotableEvent {}
     unsafe impl aya::Pod for WaitSlot {}
+    unsafe impl aya::Pod for NapiSlot {}
     unsafe impl aya::Pod for SockSlot {}
 }

@@ -5,7 +5,10 @@ use aya_ebpf::{
     maps::{PerCpuArray, PerCpuHashMap},
     programs::RawTracePointContext,
 };
-use kpo_common::{IrqCounters, NapiCounters, SoftirqCounters, NR_SOFTIRQS};
+use kpo_common::{
+    slot_of, IrqCounters, NapiCounters, NapiSlot, SoftirqCounters, NAPI_SLOTS, NAPI_SLOT_BITS,
+    NR_SOFTIRQS, SOFTIRQ_TIME_EVERY,
+};
 
 use crate::kernel::{now_ns, offsets, read, sample_start_ns};
 
@@ -20,6 +23,9 @@ static SOFTIRQS: PerCpuArray<SoftirqCounters> = PerCpuArray::with_max_entries(NR
 
 #[map(name = "KPO_SOFTIRQ_START")]
 static SOFTIRQ_START: PerCpuArray<u64> = PerCpuArray::with_max_entries(NR_SOFTIRQS, 0);
+
+#[map(name = "KPO_NAPI_SLOTS")]
+static NAPI_BY_POINTER: PerCpuArray<NapiSlot> = PerCpuArray::with_max_entries(NAPI_SLOTS, 0);
 
 #[map(name = "KPO_NAPI")]
 static NAPI: PerCpuHashMap<u32, NapiCounters> = PerCpuHashMap::with_max_entries(1024, 0);
@@ -67,8 +73,16 @@ pub fn kpo_irq_exit(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "softirq_entry")]
 pub fn kpo_softirq_entry(ctx: RawTracePointContext) -> i32 {
     let vec: u32 = ctx.arg(0);
-    if let Some(start) = SOFTIRQ_START.get_ptr_mut(vec) {
-        unsafe { *start = now_ns() };
+    let Some(c) = SOFTIRQS.get_ptr(vec) else {
+        return 0;
+    };
+    // Only every SOFTIRQ_TIME_EVERY-th run of a vector on a CPU reads the clock: the clock read is
+    // most of this sensor's cost, and the mean duration of a sample of runs times the exact count
+    // estimates the time without bias.
+    if unsafe { (*c).count } % SOFTIRQ_TIME_EVERY == 0 {
+        if let Some(start) = SOFTIRQ_START.get_ptr_mut(vec) {
+            unsafe { *start = now_ns() };
+        }
     }
     0
 }
@@ -76,24 +90,30 @@ pub fn kpo_softirq_entry(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "softirq_exit")]
 pub fn kpo_softirq_exit(ctx: RawTracePointContext) -> i32 {
     let vec: u32 = ctx.arg(0);
+    let Some(c) = SOFTIRQS.get_ptr_mut(vec) else {
+        return 0;
+    };
+    unsafe { (*c).count += 1 };
     let Some(start) = SOFTIRQ_START.get_ptr_mut(vec) else {
         return 0;
     };
     let started = unsafe { *start };
-    // An entry recorded before this sampling period began would count the detached time.
-    if started == 0 || started < sample_start_ns() {
+    if started == 0 {
         return 0;
     }
     unsafe { *start = 0 };
-    if let Some(c) = SOFTIRQS.get_ptr_mut(vec) {
-        unsafe {
-            (*c).count += 1;
-            (*c).time_ns += now_ns().saturating_sub(started);
-        }
+    // An entry recorded before this sampling period began would count the detached time.
+    if started < sample_start_ns() {
+        return 0;
+    }
+    unsafe {
+        (*c).time_ns += now_ns().saturating_sub(started);
+        (*c).timed += 1;
     }
     0
 }
 
+/// TP_PROTO(struct napi_struct *napi, int work, int budget)
 #[raw_tracepoint(tracepoint = "napi_poll")]
 pub fn kpo_napi_poll(ctx: RawTracePointContext) -> i32 {
     match try_napi_poll(&ctx) {
@@ -101,33 +121,61 @@ pub fn kpo_napi_poll(ctx: RawTracePointContext) -> i32 {
     }
 }
 
+/// Counts go into a per-CPU slot keyed by the napi pointer, so the device's ifindex is read from
+/// kernel memory once per napi instance and sampling period, not on every poll. It is re-read
+/// each period because a napi_struct freed with its device may be reused by another.
 fn try_napi_poll(ctx: &RawTracePointContext) -> Result<i64, i64> {
-    let napi: *const u8 = ctx.arg(0);
+    let napi: u64 = ctx.arg(0);
     let work: i32 = ctx.arg(1);
     let budget: i32 = ctx.arg(2);
+    let slot = NAPI_BY_POINTER
+        .get_ptr_mut(slot_of(napi, NAPI_SLOT_BITS))
+        .ok_or(0)?;
+    let slot = unsafe { &mut *slot };
+    let period = sample_start_ns();
+    if slot.napi != napi || slot.period != period {
+        let ifindex = ifindex_of(napi as *const u8)?;
+        if slot.napi != napi || slot.ifindex != ifindex {
+            move_to_overflow(slot);
+            slot.napi = napi;
+            slot.ifindex = ifindex;
+        }
+        slot.period = period;
+    }
+    slot.counters.polls += 1;
+    slot.counters.packets += work as u64;
+    slot.counters.budget_exhausted += (work >= budget) as u64;
+    Ok(0)
+}
+
+#[inline(always)]
+fn ifindex_of(napi: *const u8) -> Result<u32, i64> {
     let off = offsets();
     let dev: *const u8 = read(napi, off.napi_dev)?;
     // The per-CPU backlog (loopback, RPS) polls without a device: ifindex 0.
-    let ifindex: u32 = if dev.is_null() {
-        0
-    } else {
-        read::<i32>(dev, off.dev_ifindex)? as u32
-    };
-    let exhausted = (work >= budget) as u64;
-    match NAPI.get_ptr_mut(ifindex) {
+    if dev.is_null() {
+        return Ok(0);
+    }
+    Ok(read::<i32>(dev, off.dev_ifindex)? as u32)
+}
+
+/// Keeps the counts of the napi instance leaving `slot` (rare: another took its slot, or its
+/// device changed), under its ifindex in the overflow map.
+#[inline(always)]
+fn move_to_overflow(slot: &mut NapiSlot) {
+    let moving = slot.counters;
+    slot.counters = NapiCounters::default();
+    if slot.napi == 0 || moving.polls == 0 {
+        return;
+    }
+    match NAPI.get_ptr_mut(slot.ifindex) {
         Some(c) => unsafe {
-            (*c).polls += 1;
-            (*c).packets += work as u64;
-            (*c).budget_exhausted += exhausted;
+            (*c).polls += moving.polls;
+            (*c).packets += moving.packets;
+            (*c).budget_exhausted += moving.budget_exhausted;
         },
         None => {
-            let first = NapiCounters {
-                polls: 1,
-                packets: work as u64,
-                budget_exhausted: exhausted,
-            };
-            let _ = NAPI.insert(ifindex, first, 0);
+            let _ = NAPI.insert(slot.ifindex, moving, 0);
         }
     }
-    Ok(0)
 }

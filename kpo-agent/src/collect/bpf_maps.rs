@@ -45,12 +45,9 @@ pub fn read(ebpf: &mut Ebpf, epoch: &mut u64, services: &ServiceIndex) -> BpfSna
         softirqs: per_cpu_array(ebpf, MAP_SOFTIRQS, |a: &mut SoftirqCounters, b| {
             a.count += b.count;
             a.time_ns += b.time_ns;
+            a.timed += b.timed;
         }),
-        napi: per_cpu_hash(ebpf, MAP_NAPI, |a: &mut NapiCounters, b| {
-            a.polls += b.polls;
-            a.packets += b.packets;
-            a.budget_exhausted += b.budget_exhausted;
-        }),
+        napi: read_napi(ebpf),
         runq_hist: per_cpu_array(ebpf, MAP_RUNQ_HIST, add_hist)
             .first()
             .map(|h| h.buckets.to_vec())
@@ -61,6 +58,29 @@ pub fn read(ebpf: &mut Ebpf, epoch: &mut u64, services: &ServiceIndex) -> BpfSna
             .unwrap_or(0),
         request_hist: request_hist(ebpf, services),
     }
+}
+
+fn add_napi(a: &mut NapiCounters, b: &NapiCounters) {
+    a.polls += b.polls;
+    a.packets += b.packets;
+    a.budget_exhausted += b.budget_exhausted;
+}
+
+/// Per ifindex: the counts in the per-CPU slots plus those moved out of slots.
+fn read_napi(ebpf: &Ebpf) -> BTreeMap<u32, NapiCounters> {
+    let mut out = per_cpu_hash(ebpf, MAP_NAPI, add_napi);
+    let Some(Ok(slots)) = ebpf
+        .map(MAP_NAPI_SLOTS)
+        .map(PerCpuArray::<&MapData, NapiSlot>::try_from)
+    else {
+        return out;
+    };
+    for per_cpu in slots.iter().flatten() {
+        for slot in per_cpu.iter().filter(|s| s.napi != 0) {
+            add_napi(out.entry(slot.ifindex).or_default(), &slot.counters);
+        }
+    }
+    out
 }
 
 fn add_hist(a: &mut Hist, b: &Hist) {
@@ -228,5 +248,49 @@ pub fn set_service_ports(ebpf: &mut Ebpf, services: &mut ServiceIndex, ports: &[
     }
     for (key, index) in added {
         let _ = map.insert(key, index, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(port: u16) -> ListenerKey {
+        ListenerKey {
+            netns: 1,
+            port,
+            family: AF_INET,
+        }
+    }
+
+    #[test]
+    fn service_indices_are_stable_and_reused_oldest_first_only_when_none_is_left() {
+        let mut services = ServiceIndex::default();
+        let (added, gone) = services.update(&[key(80), key(443)]);
+        assert_eq!(added, vec![(key(80), 0), (key(443), 1)]);
+        assert!(gone.is_empty());
+        // Unchanged set: nothing to write.
+        assert_eq!(services.update(&[key(443), key(80)]), (vec![], vec![]));
+        // A vanished listener's index is not handed out while never-used ones remain.
+        let (added, gone) = services.update(&[key(443), key(8080)]);
+        assert_eq!((added, gone), (vec![(key(8080), 2)], vec![key(80)]));
+        assert_eq!(services.key_of(0), None);
+        assert_eq!(services.key_of(2), Some(key(8080)));
+
+        let many: Vec<ListenerKey> = (1000..1000 + MAX_SERVICES as u16)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(key)
+            .collect();
+        let mut wanted = vec![key(443), key(8080)];
+        wanted.extend_from_slice(&many[..MAX_SERVICES as usize - 3]);
+        services.update(&wanted);
+        assert_eq!(services.untimed, 0);
+        // Every index is now used once; the next listener gets index 0, freed longest ago, and
+        // one beyond the table is counted as untimed.
+        wanted.extend_from_slice(&many[MAX_SERVICES as usize - 3..MAX_SERVICES as usize - 1]);
+        let (added, _) = services.update(&wanted);
+        assert_eq!(added, vec![(many[MAX_SERVICES as usize - 3], 0)]);
+        assert_eq!(services.untimed, 1);
     }
 }

@@ -60,6 +60,8 @@ pub struct SoftirqWindow {
     pub vector: &'static str,
     /// Handler runs seen while sampling.
     pub count: u64,
+    /// Runs whose duration was measured; `time_us` scales their mean to `count`.
+    pub timed: u64,
     pub per_s: f64,
     pub time_us: f64,
     pub mean_ns: f64,
@@ -245,15 +247,23 @@ fn softirqs(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<SoftirqWindo
         .filter_map(|(vec, c)| {
             let before = bpf_before(first, |f| f.softirqs.get(vec).copied());
             let count = counter_delta(before.count, c.count);
-            let time_ns = counter_delta(before.time_ns, c.time_ns);
+            let timed = counter_delta(before.timed, c.timed);
+            // Only some runs are timed (see SOFTIRQ_TIME_EVERY): their mean times the count.
+            let mean_ns = if timed > 0 {
+                counter_delta(before.time_ns, c.time_ns) as f64 / timed as f64
+            } else {
+                0.0
+            };
+            let time_ns = mean_ns * count as f64;
             (count > 0).then(|| SoftirqWindow {
                 vector: SOFTIRQ_NAMES.get(vec).copied().unwrap_or("?"),
                 count,
+                timed,
                 per_s: sampled.rate(count),
-                time_us: round3(time_ns as f64 / 1000.0),
-                mean_ns: round3(time_ns as f64 / count as f64),
+                time_us: round3(time_ns / 1000.0),
+                mean_ns: round3(mean_ns),
                 cpu_pct: if sampled.0 > 0.0 {
-                    round3(time_ns as f64 / (sampled.0 * 1e9 * ncpus) * 100.0)
+                    round3(time_ns / (sampled.0 * 1e9 * ncpus) * 100.0)
                 } else {
                     0.0
                 },
@@ -432,7 +442,7 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
 mod tests {
     use std::time::Instant;
 
-    use kpo_common::{ListenerKey, AF_INET};
+    use kpo_common::{ListenerKey, SoftirqCounters, AF_INET};
 
     use super::*;
     use crate::collect::{
@@ -521,6 +531,32 @@ mod tests {
         let (w2, _) = b.finish().unwrap();
         let l = &w2.listeners[0];
         assert_eq!((l.enqueued, l.overflows, l.backlog_max), (Some(1), 1, 2));
+    }
+
+    #[test]
+    fn softirq_time_scales_the_timed_mean_to_the_count() {
+        let t0 = Instant::now();
+        let with_net_rx = |secs, count, time_ns, timed| {
+            let mut s = sample(t0, secs, true, 0, 0, bpf(0, None));
+            let mut counters = vec![SoftirqCounters::default(); 10];
+            counters[3] = SoftirqCounters {
+                count,
+                time_ns,
+                timed,
+            };
+            s.bpf.as_mut().unwrap().softirqs = counters;
+            s
+        };
+        let mut b = WindowBuilder::new(with_net_rx(0, 100, 5_000, 10));
+        // 800 more runs, 100 of them timed, 250 ns on average.
+        b.push(with_net_rx(2, 900, 30_000, 110));
+        let (w, _) = b.finish().unwrap();
+        let net_rx = &w.softirqs[0];
+        assert_eq!(net_rx.vector, "NET_RX");
+        assert_eq!((net_rx.count, net_rx.timed), (800, 100));
+        assert_eq!(net_rx.mean_ns, 250.0);
+        assert_eq!(net_rx.time_us, 200.0);
+        assert_eq!(net_rx.per_s, 400.0);
     }
 
     #[test]
