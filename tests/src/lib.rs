@@ -23,6 +23,26 @@ pub fn needs_root_and_btf() -> Option<String> {
     None
 }
 
+/// For the ethtool netlink tests: root and iproute2 (namespaces), the `ethtool` tool as the
+/// reference, and `device` if one is to be read.
+pub fn needs_root_and_ethtool(device: Option<&str>) -> Option<String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Some("needs root (creates network namespaces, opens netlink)".into());
+    }
+    if !command_exists("ip") {
+        return Some("iproute2 (ip) is not installed; run cargo xtask setup".into());
+    }
+    if !command_exists("ethtool") {
+        return Some("ethtool is not installed; run cargo xtask setup".into());
+    }
+    if let Some(dev) = device {
+        if !std::path::Path::new("/sys/class/net").join(dev).exists() {
+            return Some(format!("this machine has no {dev}"));
+        }
+    }
+    None
+}
+
 pub fn command_exists(name: &str) -> bool {
     Command::new(name).arg("-V").output().is_ok()
 }

@@ -2,12 +2,13 @@
 //! Run by `cargo xtask test` with one test thread (they share tracepoints and namespaces).
 mod accept_queue;
 mod agent_binary;
+mod coalesce_ethtool;
 mod common;
 mod degraded;
 mod request_latency;
 mod sensors_load;
 
-use kpo_integration::{needs_root_and_btf, trial, Arguments};
+use kpo_integration::{needs_root_and_btf, needs_root_and_ethtool, trial, Arguments};
 
 fn main() {
     let args = Arguments::from_args();
@@ -57,6 +58,26 @@ fn main() {
             "agent_binary::events_match_schema_and_sigterm_flushes",
             req(),
             agent_binary::events_match_schema_and_sigterm_flushes,
+        ),
+        trial(
+            "coalesce_ethtool::parses_ethtool_c_output",
+            None,
+            coalesce_ethtool::parses_ethtool_c_output,
+        ),
+        trial(
+            "coalesce_ethtool::get_on_eth0_matches_ethtool_c",
+            needs_root_and_ethtool(Some("eth0")),
+            coalesce_ethtool::get_on_eth0_matches_ethtool_c,
+        ),
+        trial(
+            "coalesce_ethtool::unsupported_and_missing_devices_in_a_namespace",
+            needs_root_and_ethtool(None),
+            coalesce_ethtool::unsupported_and_missing_devices_in_a_namespace,
+        ),
+        trial(
+            "coalesce_ethtool::set_without_cap_net_admin_is_a_permission_error",
+            needs_root_and_ethtool(None),
+            coalesce_ethtool::set_without_cap_net_admin_is_a_permission_error,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();

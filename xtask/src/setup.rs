@@ -6,13 +6,14 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 /// Debian packages: LLVM 22 for bpf-linker (its LLVM must match nightly's), iproute2 for the
-/// namespace tests (`ip`, `ss`, `nstat`).
+/// namespace tests (`ip`, `ss`, `nstat`), ethtool as the coalescing tests' reference.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
     "zlib1g-dev",
     "libzstd-dev",
     "iproute2",
+    "ethtool",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 

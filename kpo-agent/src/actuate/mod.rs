@@ -6,8 +6,8 @@
 //! - [`cpufreq::CpufreqMaxFreq`]: the `scaling_max_freq` limit of one, several or all cpufreq
 //!   policies, under a configurable sysfs root;
 //! - [`coalesce::RxUsecsKnob`]: a NIC's `rx-usecs` interrupt coalescing, over a
-//!   [`coalesce::CoalesceBackend`] (a fake for tests here; the netlink ethtool backend is separate
-//!   work). It models adaptive moderation and refuses a NIC whose adaptive-rx is on unless allowed
+//!   [`coalesce::CoalesceBackend`]: `coalesce::EthtoolCoalesce` (ethtool generic netlink) or
+//!   `coalesce::FakeCoalesce` for tests. It models adaptive moderation and refuses a NIC whose adaptive-rx is on unless allowed
 //!   to turn it off.
 //!
 //! [`KnobSet`] groups knobs so that a whole configuration is applied (or rolled back) as one.
