@@ -10,7 +10,10 @@ pub const MAP_CONFIG: &str = "KPO_CONFIG";
 pub const CONFIG_SAMPLE_START_NS: u32 = 0;
 /// Index in [`MAP_CONFIG`]: the current tick epoch, used to take per-tick peaks without races.
 pub const CONFIG_EPOCH: u32 = 1;
-pub const CONFIG_LEN: u32 = 2;
+/// Index in [`MAP_CONFIG`]: bumped by user space whenever [`MAP_SERVICE_PORTS`] changes, so that
+/// per-socket verdicts cached under the old set are worked out again.
+pub const CONFIG_SERVICES_GENERATION: u32 = 2;
+pub const CONFIG_LEN: u32 = 3;
 
 /// `LruPerCpuHashMap<ListenerKey, ListenerCounters>`.
 pub const MAP_LISTENERS: &str = "KPO_LISTENERS";
@@ -24,8 +27,8 @@ pub const MAP_IRQ_START: &str = "KPO_IRQ_START";
 pub const MAP_SOFTIRQS: &str = "KPO_SOFTIRQS";
 /// `PerCpuArray<u64>`, indexed by softirq vector: entry time on this CPU.
 pub const MAP_SOFTIRQ_START: &str = "KPO_SOFTIRQ_START";
-/// `PerCpuArray<NapiSlot>` of [`NAPI_SLOTS`] entries, indexed by [`slot_of`] the napi pointer:
-/// where NAPI polls are counted.
+/// `PerCpuArray<NapiTable>`, one entry: where NAPI polls are counted. One entry holding the
+/// whole table, so user space reads it with one syscall per tick.
 pub const MAP_NAPI_SLOTS: &str = "KPO_NAPI_SLOTS";
 /// `PerCpuHashMap<u32 ifindex, NapiCounters>`: counts moved out of a [`MAP_NAPI_SLOTS`] entry
 /// that another napi instance took over. ifindex 0 is the per-CPU backlog (no device).
@@ -147,6 +150,21 @@ pub fn slot_of(pointer: u64, bits: u32) -> u32 {
 pub const NAPI_SLOT_BITS: u32 = 6;
 pub const NAPI_SLOTS: u32 = 1 << NAPI_SLOT_BITS;
 
+/// A CPU's napi instances, at [`slot_of`] their pointer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NapiTable {
+    pub slots: [NapiSlot; NAPI_SLOTS as usize],
+}
+
+impl Default for NapiTable {
+    fn default() -> Self {
+        Self {
+            slots: [NapiSlot::default(); NAPI_SLOTS as usize],
+        }
+    }
+}
+
 /// One napi instance polled on this CPU, with its device and counts.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -182,7 +200,8 @@ pub struct SockSlot {
     pub pending_ns: u64,
     /// Service index + 1 in [`MAP_REQ_HIST`], or 0: not an accepted socket of a timed listener.
     pub service: u32,
-    pub _pad: u32,
+    /// `CONFIG_SERVICES_GENERATION` when the verdict was made (its low 32 bits).
+    pub generation: u32,
 }
 
 /// Kinds of [`NotableEvent`], explicitly numbered so both sides agree.
@@ -216,5 +235,6 @@ mod pod {
     unsafe impl aya::Pod for NotableEvent {}
     unsafe impl aya::Pod for WaitSlot {}
     unsafe impl aya::Pod for NapiSlot {}
+    unsafe impl aya::Pod for NapiTable {}
     unsafe impl aya::Pod for SockSlot {}
 }

@@ -9,6 +9,8 @@ pub struct KernelOffsets {
     pub sk_family: u32,
     /// `struct sock_common.skc_num` (u16, local port in host order).
     pub sk_num: u32,
+    /// `struct sock_common.skc_state` (u8, the TCP state).
+    pub sk_state: u32,
     /// `struct sock_common.skc_net` (a `struct net *`).
     pub sk_net: u32,
     /// `struct net.ns.inum` (u32): the network namespace inode number.
@@ -30,6 +32,7 @@ impl KernelOffsets {
     pub const ALL_MISSING: Self = Self {
         sk_family: Self::MISSING,
         sk_num: Self::MISSING,
+        sk_state: Self::MISSING,
         sk_net: Self::MISSING,
         net_inum: Self::MISSING,
         sk_protocol: Self::MISSING,

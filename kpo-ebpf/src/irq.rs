@@ -6,7 +6,7 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use kpo_common::{
-    slot_of, IrqCounters, NapiCounters, NapiSlot, SoftirqCounters, NAPI_SLOTS, NAPI_SLOT_BITS,
+    slot_of, IrqCounters, NapiCounters, NapiSlot, NapiTable, SoftirqCounters, NAPI_SLOT_BITS,
     NR_SOFTIRQS, SOFTIRQ_TIME_EVERY,
 };
 
@@ -25,7 +25,7 @@ static SOFTIRQS: PerCpuArray<SoftirqCounters> = PerCpuArray::with_max_entries(NR
 static SOFTIRQ_START: PerCpuArray<u64> = PerCpuArray::with_max_entries(NR_SOFTIRQS, 0);
 
 #[map(name = "KPO_NAPI_SLOTS")]
-static NAPI_BY_POINTER: PerCpuArray<NapiSlot> = PerCpuArray::with_max_entries(NAPI_SLOTS, 0);
+static NAPI_TABLE: PerCpuArray<NapiTable> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "KPO_NAPI")]
 static NAPI: PerCpuHashMap<u32, NapiCounters> = PerCpuHashMap::with_max_entries(1024, 0);
@@ -128,10 +128,11 @@ fn try_napi_poll(ctx: &RawTracePointContext) -> Result<i64, i64> {
     let napi: u64 = ctx.arg(0);
     let work: i32 = ctx.arg(1);
     let budget: i32 = ctx.arg(2);
-    let slot = NAPI_BY_POINTER
-        .get_ptr_mut(slot_of(napi, NAPI_SLOT_BITS))
+    let table = NAPI_TABLE.get_ptr_mut(0).ok_or(0)?;
+    let slot = unsafe { &mut *table }
+        .slots
+        .get_mut(slot_of(napi, NAPI_SLOT_BITS) as usize)
         .ok_or(0)?;
-    let slot = unsafe { &mut *slot };
     let period = sample_start_ns();
     if slot.napi != napi || slot.period != period {
         let ifindex = ifindex_of(napi as *const u8)?;

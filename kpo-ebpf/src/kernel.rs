@@ -6,7 +6,8 @@ use aya_ebpf::{
     Global,
 };
 use kpo_common::{
-    KernelOffsets, ListenerKey, CONFIG_EPOCH, CONFIG_LEN, CONFIG_SAMPLE_START_NS, IPPROTO_TCP,
+    KernelOffsets, ListenerKey, CONFIG_EPOCH, CONFIG_LEN, CONFIG_SAMPLE_START_NS,
+    CONFIG_SERVICES_GENERATION, IPPROTO_TCP,
 };
 
 #[unsafe(no_mangle)]
@@ -35,6 +36,12 @@ pub fn sample_start_ns() -> u64 {
     config(CONFIG_SAMPLE_START_NS)
 }
 
+/// Low 32 bits of `CONFIG_SERVICES_GENERATION`.
+#[inline(always)]
+pub fn services_generation() -> u32 {
+    config(CONFIG_SERVICES_GENERATION) as u32
+}
+
 #[inline(always)]
 pub fn epoch() -> u64 {
     config(CONFIG_EPOCH)
@@ -56,36 +63,77 @@ pub fn tcp_socket_key(sk: *const u8, off: &KernelOffsets) -> Result<ListenerKey,
     socket_key(sk, off)
 }
 
-/// Bytes of `struct sock_common` read at once for [`socket_key`].
-const SOCK_HEAD: usize = 64;
+/// The listener key and TCP state (`skc_state`) of a socket, if it is TCP.
+#[inline(always)]
+pub fn tcp_socket_key_and_state(
+    sk: *const u8,
+    off: &KernelOffsets,
+) -> Result<(ListenerKey, u8), i64> {
+    let protocol: u16 = read(sk, off.sk_protocol)?;
+    if protocol != IPPROTO_TCP {
+        return Err(0);
+    }
+    let head = sock_head(sk, off, true)?;
+    Ok((key_of(&head, off)?, head.state))
+}
 
 #[inline(always)]
 pub fn socket_key(sk: *const u8, off: &KernelOffsets) -> Result<ListenerKey, i64> {
+    key_of(&sock_head(sk, off, false)?, off)
+}
+
+/// Bytes of `struct sock_common` read at once for [`sock_head`].
+const SOCK_HEAD: usize = 64;
+
+/// Fields of `struct sock_common`.
+struct SockHead {
+    family: u16,
+    port: u16,
+    net: *const u8,
+    /// Only when asked for; 0 otherwise.
+    state: u8,
+}
+
+#[inline(always)]
+fn sock_head(sk: *const u8, off: &KernelOffsets, with_state: bool) -> Result<SockHead, i64> {
     let fits = |offset: u32, size: usize| (offset as usize) + size <= SOCK_HEAD;
-    // The family, port and namespace sit in the first bytes of `sock_common` on every kernel we
-    // know: one read of that head instead of three, since each read is a helper call.
-    let (family, port, net) =
-        if fits(off.sk_family, 2) && fits(off.sk_num, 2) && fits(off.sk_net, 8) {
-            let head: [u8; SOCK_HEAD] = read(sk, 0)?;
-            let at = |offset: u32| unsafe { head.as_ptr().add(offset as usize) };
-            unsafe {
-                (
-                    core::ptr::read_unaligned(at(off.sk_family) as *const u16),
-                    core::ptr::read_unaligned(at(off.sk_num) as *const u16),
-                    core::ptr::read_unaligned(at(off.sk_net) as *const *const u8),
-                )
-            }
-        } else {
-            (
-                read::<u16>(sk, off.sk_family)?,
-                read::<u16>(sk, off.sk_num)?,
-                read::<*const u8>(sk, off.sk_net)?,
-            )
-        };
-    let netns: u32 = read(net, off.net_inum)?;
+    // These fields sit in the first bytes of `sock_common` on every kernel we know: one read of
+    // that head instead of one per field, since each read is a helper call.
+    if fits(off.sk_family, 2)
+        && fits(off.sk_num, 2)
+        && fits(off.sk_net, 8)
+        && (!with_state || fits(off.sk_state, 1))
+    {
+        let head: [u8; SOCK_HEAD] = read(sk, 0)?;
+        let at = |offset: u32| unsafe { head.as_ptr().add(offset as usize) };
+        unsafe {
+            Ok(SockHead {
+                family: core::ptr::read_unaligned(at(off.sk_family) as *const u16),
+                port: core::ptr::read_unaligned(at(off.sk_num) as *const u16),
+                net: core::ptr::read_unaligned(at(off.sk_net) as *const *const u8),
+                state: if with_state { *at(off.sk_state) } else { 0 },
+            })
+        }
+    } else {
+        Ok(SockHead {
+            family: read(sk, off.sk_family)?,
+            port: read(sk, off.sk_num)?,
+            net: read(sk, off.sk_net)?,
+            state: if with_state {
+                read(sk, off.sk_state)?
+            } else {
+                0
+            },
+        })
+    }
+}
+
+#[inline(always)]
+fn key_of(head: &SockHead, off: &KernelOffsets) -> Result<ListenerKey, i64> {
+    let netns: u32 = read(head.net, off.net_inum)?;
     Ok(ListenerKey {
         netns,
-        port,
-        family,
+        port: head.port,
+        family: head.family,
     })
 }

@@ -19,7 +19,9 @@ use kpo_common::{
     TCP_CLOSE,
 };
 
-use crate::kernel::{now_ns, offsets, sample_start_ns, tcp_socket_key};
+use crate::kernel::{
+    now_ns, offsets, sample_start_ns, services_generation, tcp_socket_key_and_state,
+};
 
 #[map(name = "KPO_SERVICE_PORTS")]
 static SERVICE_PORTS: HashMap<ListenerKey, u32> = HashMap::with_max_entries(MAX_SERVICES, 0);
@@ -45,17 +47,24 @@ pub fn kpo_sock_recv(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let slot = unsafe { &mut *slot };
-    let period = sample_start_ns();
-    if slot.sk != sk || slot.period != period {
+    let (period, generation) = (sample_start_ns(), services_generation());
+    let current = |slot: &SockSlot| slot.period == period && slot.generation == generation;
+    if slot.sk != sk || !current(slot) {
         if ret == 0 {
+            return 0;
+        }
+        let service = service_of(sk as *const u8);
+        // A socket that is not timed does not evict one waiting for its response: that would
+        // drop the slow requests first and bias the tail low.
+        if service == 0 && slot.sk != 0 && slot.pending_ns != 0 && current(slot) {
             return 0;
         }
         *slot = SockSlot {
             sk,
             period,
             pending_ns: 0,
-            service: service_of(sk as *const u8),
-            _pad: 0,
+            service,
+            generation,
         };
     }
     if slot.service == 0 {
@@ -74,9 +83,14 @@ pub fn kpo_sock_recv(ctx: RawTracePointContext) -> i32 {
 /// Service index + 1 of the listener this socket was accepted from, or 0.
 #[inline(always)]
 fn service_of(sk: *const u8) -> u32 {
-    let Ok(key) = tcp_socket_key(sk, &offsets()) else {
+    let Ok((key, state)) = tcp_socket_key_and_state(sk, &offsets()) else {
         return 0;
     };
+    // A socket already closed (reset, timed out) can still be read from, but its close has been
+    // seen: a verdict cached now would outlive it and pass to whatever reuses its memory.
+    if state == TCP_CLOSE {
+        return 0;
+    }
     match unsafe { SERVICE_PORTS.get(&key) } {
         Some(&index) if index < MAX_SERVICES => index + 1,
         _ => 0,
@@ -95,7 +109,11 @@ pub fn kpo_sock_send(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let slot = unsafe { &mut *slot };
-    if slot.sk != sk || slot.pending_ns == 0 || slot.period != sample_start_ns() {
+    if slot.sk != sk
+        || slot.pending_ns == 0
+        || slot.period != sample_start_ns()
+        || slot.generation != services_generation()
+    {
         return 0;
     }
     let elapsed = now_ns().saturating_sub(slot.pending_ns);

@@ -4,6 +4,7 @@
 //! argument, in an array of slots (see `kpo_common::slot_of`): no kernel memory is read and no
 //! helper is called on a switch to a task that was not recorded, which is most of them.
 use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
     macros::{map, raw_tracepoint},
     maps::{Array, PerCpuArray},
     programs::RawTracePointContext,
@@ -12,11 +13,17 @@ use kpo_common::{bucket_of, slot_of, Hist, WaitSlot, WAIT_SLOTS, WAIT_SLOT_BITS}
 
 use crate::kernel::{now_ns, sample_start_ns};
 
+const TASK_RUNNING: u32 = 0;
+
 #[map(name = "KPO_WAIT_SLOTS")]
 static WAIT: Array<WaitSlot> = Array::with_max_entries(WAIT_SLOTS, 0);
 
 #[map(name = "KPO_RUNQ_HIST")]
 static RUNQ_HIST: PerCpuArray<Hist> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's idle task (`struct task_struct *`), once seen.
+#[map(name = "KPO_IDLE_TASK")]
+static IDLE_TASK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "KPO_CSW")]
 static CSW: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -50,15 +57,54 @@ pub fn kpo_sched_switch(ctx: RawTracePointContext) -> i32 {
     if let Some(c) = CSW.get_ptr_mut(0) {
         unsafe { *c += 1 };
     }
-    // A preempted task goes straight back to the run queue: its wait starts now. `preempt` rather
-    // than `prev_state == TASK_RUNNING`, because the idle task leaves in that state too (on every
-    // wake-up of an idle CPU) and would fill the slots; a task that yields is not timed.
     let preempt: u64 = ctx.arg(0);
-    if preempt & 0xff != 0 {
-        record_runnable(ctx.arg(1));
+    let prev: u64 = ctx.arg(1);
+    let prev_state: u64 = ctx.arg(3);
+    // A preempted task, or one leaving while still runnable (preemption on return to user space
+    // is a plain schedule() with TASK_RUNNING), goes straight back to the run queue: its wait
+    // starts now. A task that blocks forgets any wake-up recorded while it was still running
+    // (a wake-up between prepare_to_wait and schedule), which would otherwise time its next wait
+    // from then.
+    if preempt & 0xff != 0 || prev_state as u32 == TASK_RUNNING {
+        if !is_idle_task(prev) {
+            record_runnable(prev);
+        }
+    } else {
+        forget(prev);
     }
     record_switch_in(ctx.arg(2));
     0
+}
+
+/// Whether `task` is this CPU's idle task, which leaves in TASK_RUNNING on every wake-up of an
+/// idle CPU and must not fill the slots. Learned once per CPU: the first time a runnable task
+/// leaves, the current pid tells (the idle task is pid 0), and its pointer is kept.
+#[inline(always)]
+fn is_idle_task(task: u64) -> bool {
+    let Some(idle) = IDLE_TASK.get_ptr_mut(0) else {
+        return false;
+    };
+    unsafe {
+        if *idle != 0 {
+            return *idle == task;
+        }
+        if bpf_get_current_pid_tgid() as u32 == 0 {
+            *idle = task;
+            return true;
+        }
+    }
+    false
+}
+
+#[inline(always)]
+fn forget(task: u64) {
+    if let Some(slot) = WAIT.get_ptr_mut(slot_of(task, WAIT_SLOT_BITS)) {
+        unsafe {
+            if (*slot).task == task {
+                (*slot).task = 0;
+            }
+        }
+    }
 }
 
 #[inline(always)]

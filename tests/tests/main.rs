@@ -6,6 +6,7 @@ mod coalesce_ethtool;
 mod common;
 mod degraded;
 mod request_latency;
+mod runq_latency;
 mod sensors_load;
 
 use kpo_integration::{needs_root_and_btf, needs_root_and_ethtool, trial, Arguments};
@@ -33,6 +34,11 @@ fn main() {
             "request_latency::matches_server_service_time",
             req(),
             request_latency::matches_server_service_time,
+        ),
+        trial(
+            "runq_latency::preemption_waits_land_in_their_buckets",
+            req(),
+            runq_latency::preemption_waits_land_in_their_buckets,
         ),
         trial(
             "degraded::no_btf_keeps_offset_free_sensors",

@@ -69,14 +69,17 @@ fn add_napi(a: &mut NapiCounters, b: &NapiCounters) {
 /// Per ifindex: the counts in the per-CPU slots plus those moved out of slots.
 fn read_napi(ebpf: &Ebpf) -> BTreeMap<u32, NapiCounters> {
     let mut out = per_cpu_hash(ebpf, MAP_NAPI, add_napi);
-    let Some(Ok(slots)) = ebpf
+    let Some(Ok(table)) = ebpf
         .map(MAP_NAPI_SLOTS)
-        .map(PerCpuArray::<&MapData, NapiSlot>::try_from)
+        .map(PerCpuArray::<&MapData, NapiTable>::try_from)
     else {
         return out;
     };
-    for per_cpu in slots.iter().flatten() {
-        for slot in per_cpu.iter().filter(|s| s.napi != 0) {
+    let Ok(per_cpu) = table.get(&0, 0) else {
+        return out;
+    };
+    for cpu in per_cpu.iter() {
+        for slot in cpu.slots.iter().filter(|s| s.napi != 0) {
             add_napi(out.entry(slot.ifindex).or_default(), &slot.counters);
         }
     }
@@ -152,57 +155,76 @@ fn sum<V: Pod + Default>(values: &PerCpuValues<V>, add: &impl Fn(&mut V, &V)) ->
 
 /// Which histogram index of `MAP_REQ_HIST` belongs to which listening port.
 ///
-/// The kernel side keys its per-socket verdicts by this index for the rest of a sampling period,
-/// so an index freed by a vanished listener is handed out again only when no never-used one is
-/// left, and then the one freed longest ago; its histogram is zeroed first.
+/// A listener that vanishes for a while (a restart, a namespace not readable for a tick) gets its
+/// own index back, histogram untouched, so its cumulative counts stay continuous across windows.
+/// Otherwise an index freed by a vanished listener is handed out again only when no never-used
+/// one is left, and then the one freed longest ago; its histogram is zeroed first.
 #[derive(Debug, Default)]
 pub struct ServiceIndex {
     assigned: BTreeMap<ListenerKey, u32>,
-    freed: std::collections::VecDeque<u32>,
+    /// Freed indices, oldest first, with the listener that had each.
+    freed: std::collections::VecDeque<(u32, ListenerKey)>,
     next_unused: u32,
     /// Listeners beyond `MAX_SERVICES` that could not be timed.
     pub untimed: usize,
 }
 
+/// What [`ServiceIndex::update`] changed.
+#[derive(Debug, Default, PartialEq)]
+struct ServiceChanges {
+    /// Newly assigned: write them to the map.
+    added: Vec<(ListenerKey, u32)>,
+    /// Of `added`, indices that belonged to another listener: zero their histograms first.
+    reused: Vec<u32>,
+    /// Keys that lost their index: remove them from the map.
+    gone: Vec<ListenerKey>,
+}
+
 impl ServiceIndex {
-    /// Makes `ports` the timed set: returns the (key, index) pairs newly assigned, and the keys
-    /// that lost theirs.
-    fn update(&mut self, ports: &[ListenerKey]) -> (Vec<(ListenerKey, u32)>, Vec<ListenerKey>) {
-        let gone: Vec<ListenerKey> = self
-            .assigned
-            .keys()
-            .filter(|k| !ports.contains(k))
-            .copied()
-            .collect();
-        for key in &gone {
+    /// Makes `ports` the timed set.
+    fn update(&mut self, ports: &[ListenerKey]) -> ServiceChanges {
+        let mut changes = ServiceChanges {
+            gone: self
+                .assigned
+                .keys()
+                .filter(|k| !ports.contains(k))
+                .copied()
+                .collect(),
+            ..Default::default()
+        };
+        for key in &changes.gone {
             if let Some(index) = self.assigned.remove(key) {
-                self.freed.push_back(index);
+                self.freed.push_back((index, *key));
             }
         }
-        let mut added = Vec::new();
         self.untimed = 0;
         for key in ports {
             if self.assigned.contains_key(key) {
                 continue;
             }
-            let index = if self.next_unused < MAX_SERVICES {
+            let index = if let Some(pos) = self.freed.iter().position(|(_, k)| k == key) {
+                self.freed.remove(pos).map(|(index, _)| index)
+            } else if self.next_unused < MAX_SERVICES {
                 self.next_unused += 1;
                 Some(self.next_unused - 1)
             } else {
-                self.freed.pop_front()
+                let reused = self.freed.pop_front().map(|(index, _)| index);
+                changes.reused.extend(reused);
+                reused
             };
             match index {
                 Some(index) => {
                     self.assigned.insert(*key, index);
-                    added.push((*key, index));
+                    changes.added.push((*key, index));
                 }
                 None => self.untimed += 1,
             }
         }
-        (added, gone)
+        changes
     }
 
-    pub fn key_of(&self, index: u32) -> Option<ListenerKey> {
+    #[cfg(test)]
+    fn key_of(&self, index: u32) -> Option<ListenerKey> {
         self.assigned
             .iter()
             .find(|(_, &i)| i == index)
@@ -210,44 +232,72 @@ impl ServiceIndex {
     }
 }
 
+/// Only the assigned indices: one map read each, not one per entry of the whole array.
 fn request_hist(ebpf: &Ebpf, services: &ServiceIndex) -> BTreeMap<ListenerKey, Vec<u64>> {
-    per_cpu_array(ebpf, MAP_REQ_HIST, add_hist)
-        .into_iter()
-        .enumerate()
-        .filter_map(|(index, h)| Some((services.key_of(index as u32)?, h.buckets.to_vec())))
+    let Some(Ok(map)) = ebpf
+        .map(MAP_REQ_HIST)
+        .map(PerCpuArray::<&MapData, Hist>::try_from)
+    else {
+        return BTreeMap::new();
+    };
+    services
+        .assigned
+        .iter()
+        .filter_map(|(key, index)| {
+            let values = map.get(index, 0).ok()?;
+            Some((*key, sum(&values, &add_hist).buckets.to_vec()))
+        })
         .collect()
 }
 
 /// Makes `ports` the set of listening ports whose requests the latency sensor times.
+///
+/// The kernel caches each socket's verdict (timed, and under which index) until the services
+/// generation changes. So: remove the vanished keys and bump the generation, making sockets of a
+/// vanished listener stop writing under its index, before that index is zeroed and handed to
+/// another listener; bump it again once the new keys are in, so sockets judged untimed a moment
+/// ago are judged again.
 pub fn set_service_ports(ebpf: &mut Ebpf, services: &mut ServiceIndex, ports: &[ListenerKey]) {
     use aya::maps::HashMap;
-    let (added, gone) = services.update(ports);
-    if added.is_empty() && gone.is_empty() {
+    let changes = services.update(ports);
+    if changes == ServiceChanges::default() {
         return;
     }
+    if let Some(Ok(mut map)) = ebpf
+        .map_mut(MAP_SERVICE_PORTS)
+        .map(HashMap::<_, ListenerKey, u32>::try_from)
+    {
+        for key in &changes.gone {
+            let _ = map.remove(key);
+        }
+    }
+    bump_services_generation(ebpf);
     if let Some(Ok(mut hist)) = ebpf
         .map_mut(MAP_REQ_HIST)
         .map(PerCpuArray::<_, Hist>::try_from)
     {
         let cpus = aya::util::nr_cpus().map_or(1, |n| n);
-        for (_, index) in &added {
-            let zeros = vec![Hist::default(); cpus];
-            if let Ok(values) = PerCpuValues::try_from(zeros) {
-                let _ = hist.set(*index, values, 0);
+        for index in &changes.reused {
+            if let Ok(zeros) = PerCpuValues::try_from(vec![Hist::default(); cpus]) {
+                let _ = hist.set(*index, zeros, 0);
             }
         }
     }
-    let Some(Ok(mut map)) = ebpf
+    if let Some(Ok(mut map)) = ebpf
         .map_mut(MAP_SERVICE_PORTS)
         .map(HashMap::<_, ListenerKey, u32>::try_from)
-    else {
-        return;
-    };
-    for key in gone {
-        let _ = map.remove(&key);
+    {
+        for (key, index) in &changes.added {
+            let _ = map.insert(key, index, 0);
+        }
     }
-    for (key, index) in added {
-        let _ = map.insert(key, index, 0);
+    bump_services_generation(ebpf);
+}
+
+fn bump_services_generation(ebpf: &mut Ebpf) {
+    if let Some(Ok(mut config)) = ebpf.map_mut(MAP_CONFIG).map(Array::<_, u64>::try_from) {
+        let now = config.get(&CONFIG_SERVICES_GENERATION, 0).unwrap_or(0);
+        let _ = config.set(CONFIG_SERVICES_GENERATION, now.wrapping_add(1), 0);
     }
 }
 
@@ -264,33 +314,38 @@ mod tests {
     }
 
     #[test]
-    fn service_indices_are_stable_and_reused_oldest_first_only_when_none_is_left() {
+    fn service_indices_are_stable_returned_to_their_owner_and_reused_oldest_first() {
         let mut services = ServiceIndex::default();
-        let (added, gone) = services.update(&[key(80), key(443)]);
-        assert_eq!(added, vec![(key(80), 0), (key(443), 1)]);
-        assert!(gone.is_empty());
+        let c = services.update(&[key(80), key(443)]);
+        assert_eq!(c.added, vec![(key(80), 0), (key(443), 1)]);
+        assert!(c.gone.is_empty() && c.reused.is_empty());
         // Unchanged set: nothing to write.
-        assert_eq!(services.update(&[key(443), key(80)]), (vec![], vec![]));
-        // A vanished listener's index is not handed out while never-used ones remain.
-        let (added, gone) = services.update(&[key(443), key(8080)]);
-        assert_eq!((added, gone), (vec![(key(8080), 2)], vec![key(80)]));
+        assert_eq!(
+            services.update(&[key(443), key(80)]),
+            ServiceChanges::default()
+        );
+        // A vanished listener's index is not handed out while never-used ones remain...
+        let c = services.update(&[key(443), key(8080)]);
+        assert_eq!((c.added, c.gone), (vec![(key(8080), 2)], vec![key(80)]));
         assert_eq!(services.key_of(0), None);
         assert_eq!(services.key_of(2), Some(key(8080)));
+        // ...and the listener gets it back when it returns, histogram kept (not in `reused`).
+        let c = services.update(&[key(443), key(8080), key(80)]);
+        assert_eq!(c.added, vec![(key(80), 0)]);
+        assert!(c.reused.is_empty());
+        services.update(&[key(443), key(8080)]);
 
-        let many: Vec<ListenerKey> = (1000..1000 + MAX_SERVICES as u16)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(key)
-            .collect();
+        let many: Vec<ListenerKey> = (1000..1000 + MAX_SERVICES as u16).map(key).collect();
         let mut wanted = vec![key(443), key(8080)];
         wanted.extend_from_slice(&many[..MAX_SERVICES as usize - 3]);
         services.update(&wanted);
         assert_eq!(services.untimed, 0);
-        // Every index is now used once; the next listener gets index 0, freed longest ago, and
-        // one beyond the table is counted as untimed.
+        // Every index is now used once; the next listener gets index 0, freed longest ago and
+        // zeroed, and one beyond the table is counted as untimed.
         wanted.extend_from_slice(&many[MAX_SERVICES as usize - 3..MAX_SERVICES as usize - 1]);
-        let (added, _) = services.update(&wanted);
-        assert_eq!(added, vec![(many[MAX_SERVICES as usize - 3], 0)]);
+        let c = services.update(&wanted);
+        assert_eq!(c.added, vec![(many[MAX_SERVICES as usize - 3], 0)]);
+        assert_eq!(c.reused, vec![0]);
         assert_eq!(services.untimed, 1);
     }
 }

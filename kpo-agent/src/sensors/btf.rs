@@ -82,6 +82,7 @@ fn resolve_offsets(btf: &Btf) -> ResolvedOffsets {
     let offsets = KernelOffsets {
         sk_family: field("sock", &["__sk_common", "skc_family"]),
         sk_num: field("sock", &["__sk_common", "skc_num"]),
+        sk_state: field("sock", &["__sk_common", "skc_state"]),
         sk_net: field("sock", &["__sk_common", "skc_net"]),
         net_inum: field("net", &["ns", "inum"]),
         sk_protocol: field("sock", &["sk_protocol"]),

@@ -57,7 +57,8 @@ impl SensorKind {
             SensorKind::Softirq => &[PROG_SOFTIRQ_ENTRY, PROG_SOFTIRQ_EXIT],
             SensorKind::Napi => &[PROG_NAPI_POLL],
             SensorKind::Sched => &[PROG_SCHED_WAKEUP, PROG_SCHED_WAKEUP_NEW, PROG_SCHED_SWITCH],
-            SensorKind::RequestLatency => &[PROG_SOCK_RECV, PROG_SOCK_SEND, PROG_SOCK_CLOSED],
+            // The close hook first: a socket must not close unseen while recv and send run.
+            SensorKind::RequestLatency => &[PROG_SOCK_CLOSED, PROG_SOCK_RECV, PROG_SOCK_SEND],
         }
     }
 
@@ -96,7 +97,11 @@ impl SensorKind {
                 v
             }
             SensorKind::SynackRetrans => socket_key,
-            SensorKind::RequestLatency => sock.to_vec(),
+            SensorKind::RequestLatency => {
+                let mut v = sock.to_vec();
+                v.push(("sock.skc_state", off.sk_state));
+                v
+            }
             SensorKind::Napi => {
                 vec![
                     ("napi_struct.dev", off.napi_dev),

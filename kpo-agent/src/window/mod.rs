@@ -63,10 +63,10 @@ pub struct SoftirqWindow {
     /// Runs whose duration was measured; `time_us` scales their mean to `count`.
     pub timed: u64,
     pub per_s: f64,
-    pub time_us: f64,
-    pub mean_ns: f64,
+    pub time_us: Option<f64>,
+    pub mean_ns: Option<f64>,
     /// Share of all CPUs' time spent in this vector while sampling, percent.
-    pub cpu_pct: f64,
+    pub cpu_pct: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -249,24 +249,24 @@ fn softirqs(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<SoftirqWindo
             let count = counter_delta(before.count, c.count);
             let timed = counter_delta(before.timed, c.timed);
             // Only some runs are timed (see SOFTIRQ_TIME_EVERY): their mean times the count.
-            let mean_ns = if timed > 0 {
-                counter_delta(before.time_ns, c.time_ns) as f64 / timed as f64
-            } else {
-                0.0
-            };
-            let time_ns = mean_ns * count as f64;
+            // No timed run (a rare vector): the duration is unknown, not zero.
+            let mean_ns =
+                (timed > 0).then(|| counter_delta(before.time_ns, c.time_ns) as f64 / timed as f64);
+            let time_ns = mean_ns.map(|m| m * count as f64);
             (count > 0).then(|| SoftirqWindow {
                 vector: SOFTIRQ_NAMES.get(vec).copied().unwrap_or("?"),
                 count,
                 timed,
                 per_s: sampled.rate(count),
-                time_us: round3(time_ns / 1000.0),
-                mean_ns: round3(mean_ns),
-                cpu_pct: if sampled.0 > 0.0 {
-                    round3(time_ns / (sampled.0 * 1e9 * ncpus) * 100.0)
-                } else {
-                    0.0
-                },
+                time_us: time_ns.map(|t| round3(t / 1000.0)),
+                mean_ns: mean_ns.map(round3),
+                cpu_pct: time_ns.map(|t| {
+                    if sampled.0 > 0.0 {
+                        round3(t / (sampled.0 * 1e9 * ncpus) * 100.0)
+                    } else {
+                        0.0
+                    }
+                }),
             })
         })
         .collect()
@@ -280,14 +280,16 @@ fn napi(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<NapiWindow> {
         .iter()
         .filter_map(|(ifindex, c)| {
             let before = bpf_before(first, |f| f.napi.get(ifindex).copied());
-            let polls = counter_delta(before.polls, c.polls);
-            let packets = counter_delta(before.packets, c.packets);
+            // Per-ifindex totals never reset while the programs are loaded; one that dips is a
+            // slot's counts caught between slot and overflow map during the read, not a reset.
+            let polls = c.polls.saturating_sub(before.polls);
+            let packets = c.packets.saturating_sub(before.packets);
             (polls > 0).then(|| NapiWindow {
                 ifindex: *ifindex,
                 device: device_name(*ifindex),
                 polls,
                 packets,
-                budget_exhausted: counter_delta(before.budget_exhausted, c.budget_exhausted),
+                budget_exhausted: c.budget_exhausted.saturating_sub(before.budget_exhausted),
                 polls_per_s: sampled.rate(polls),
                 packets_per_s: sampled.rate(packets),
             })
@@ -554,8 +556,8 @@ mod tests {
         let net_rx = &w.softirqs[0];
         assert_eq!(net_rx.vector, "NET_RX");
         assert_eq!((net_rx.count, net_rx.timed), (800, 100));
-        assert_eq!(net_rx.mean_ns, 250.0);
-        assert_eq!(net_rx.time_us, 200.0);
+        assert_eq!(net_rx.mean_ns, Some(250.0));
+        assert_eq!(net_rx.time_us, Some(200.0));
         assert_eq!(net_rx.per_s, 400.0);
     }
 
