@@ -123,7 +123,8 @@ pub fn kpo_napi_poll(ctx: RawTracePointContext) -> i32 {
 
 /// Counts go into a per-CPU slot keyed by the napi pointer, so the device's ifindex is read from
 /// kernel memory once per napi instance and sampling period, not on every poll. It is re-read
-/// each period because a napi_struct freed with its device may be reused by another.
+/// each period (and every 65536 polls) because a napi_struct freed with its device may be reused
+/// by another.
 fn try_napi_poll(ctx: &RawTracePointContext) -> Result<i64, i64> {
     let napi: u64 = ctx.arg(0);
     let work: i32 = ctx.arg(1);
@@ -134,7 +135,8 @@ fn try_napi_poll(ctx: &RawTracePointContext) -> Result<i64, i64> {
         .get_mut(slot_of(napi, NAPI_SLOT_BITS) as usize)
         .ok_or(0)?;
     let period = sample_start_ns();
-    if slot.napi != napi || slot.period != period {
+    // Also every 65536 polls, for agents that never start a new period (duty fraction 1).
+    if slot.napi != napi || slot.period != period || slot.counters.polls & 0xffff == 0xffff {
         let ifindex = ifindex_of(napi as *const u8)?;
         if slot.napi != napi || slot.ifindex != ifindex {
             move_to_overflow(slot);
