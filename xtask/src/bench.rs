@@ -6,7 +6,8 @@
 //! alternate within each repetition so that drift affects all alike. Prints the median throughput
 //! ratio against no agent, the agent's CPU share and peak RSS, and per-program mean run time per
 //! event from the kernel's BPF statistics (enabled through BPF_ENABLE_STATS, which reverts when
-//! its fd closes, so no sysctl is left changed).
+//! its fd closes, so no sysctl is left changed), next to an empty program on each hook measured in
+//! the same pass (see `floor.rs`).
 use std::{
     collections::BTreeMap,
     io::{Read, Write},
