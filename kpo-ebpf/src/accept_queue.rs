@@ -15,7 +15,7 @@ use kpo_common::{
     ListenerCounters, ListenerKey, NotableEvent, NotableKind, TCP_LISTEN, TCP_SYN_RECV,
 };
 
-use crate::kernel::{epoch, now_ns, offsets, read, socket_key, tcp_socket_key};
+use crate::kernel::{epoch, now_ns, offsets, read, socket_key};
 
 #[map(name = "KPO_LISTENERS")]
 static LISTENERS: LruPerCpuHashMap<ListenerKey, ListenerCounters> =
@@ -41,7 +41,9 @@ fn try_sock_set_state(ctx: &RawTracePointContext) -> Result<i64, i64> {
     }
     let child: *const u8 = ctx.arg(0);
     let off = offsets();
-    let key = tcp_socket_key(child, &off)?;
+    // LISTEN -> SYN_RECV is a TCP listener's child being cloned (MPTCP subflows are TCP too; SCTP
+    // never enters SYN_RECV): no need to read the protocol.
+    let key = socket_key(child, &off)?;
     // The copied depth is the listener's before this child is queued. Depth and limit are
     // adjacent u32s on current kernels: one read instead of two then.
     let (depth, limit) = if off.sk_max_ack_backlog == off.sk_ack_backlog + 4 {

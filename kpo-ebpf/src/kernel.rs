@@ -53,16 +53,6 @@ pub fn read<T>(base: *const u8, offset: u32) -> Result<T, i64> {
     unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const T) }.map_err(|e| e as i64)
 }
 
-/// The listener key of a socket (namespace, local port, family), if it is TCP.
-#[inline(always)]
-pub fn tcp_socket_key(sk: *const u8, off: &KernelOffsets) -> Result<ListenerKey, i64> {
-    let protocol: u16 = read(sk, off.sk_protocol)?;
-    if protocol != IPPROTO_TCP {
-        return Err(0);
-    }
-    socket_key(sk, off)
-}
-
 /// The listener key and TCP state (`skc_state`) of a socket, if it is TCP.
 #[inline(always)]
 pub fn tcp_socket_key_and_state(

@@ -89,7 +89,7 @@ impl SensorKind {
         let socket_key = sock[..4].to_vec();
         let needed: Vec<(&'static str, u32)> = match self {
             SensorKind::AcceptQueue => {
-                let mut v = sock.to_vec();
+                let mut v = socket_key.clone();
                 v.extend([
                     ("sock.sk_ack_backlog", off.sk_ack_backlog),
                     ("sock.sk_max_ack_backlog", off.sk_max_ack_backlog),
