@@ -23,6 +23,12 @@ pub fn needs_root_and_btf() -> Option<String> {
     None
 }
 
+/// Root alone (system-wide perf events).
+pub fn needs_root() -> Option<String> {
+    (!nix::unistd::Uid::effective().is_root())
+        .then(|| "needs root (system-wide perf events)".to_string())
+}
+
 /// For the ethtool netlink tests: root and iproute2 (namespaces), the `ethtool` tool as the
 /// reference, and `device` if one is to be read.
 pub fn needs_root_and_ethtool(device: Option<&str>) -> Option<String> {

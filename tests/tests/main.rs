@@ -5,11 +5,12 @@ mod agent_binary;
 mod coalesce_ethtool;
 mod common;
 mod degraded;
+mod perf_counter;
 mod request_latency;
 mod runq_latency;
 mod sensors_load;
 
-use kpo_integration::{needs_root_and_btf, needs_root_and_ethtool, trial, Arguments};
+use kpo_integration::{needs_root, needs_root_and_btf, needs_root_and_ethtool, trial, Arguments};
 
 fn main() {
     let args = Arguments::from_args();
@@ -84,6 +85,11 @@ fn main() {
             "coalesce_ethtool::set_without_cap_net_admin_is_a_permission_error",
             needs_root_and_ethtool(None),
             coalesce_ethtool::set_without_cap_net_admin_is_a_permission_error,
+        ),
+        trial(
+            "perf_counter::software_counter_opens_and_counts",
+            needs_root(),
+            perf_counter::software_counter_opens_and_counts,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();

@@ -152,7 +152,18 @@ pub fn choose_meter(
         }
         Err(e) => skipped.push((EnergySource::PerfPower, e.to_string())),
     }
-    let meter = Box::new(estimate::EstimatedMeter::open(proc_root, sys_root, model)?);
+    let meter = match estimate::EstimatedMeter::open(proc_root, sys_root, model) {
+        Ok(m) => Box::new(m),
+        Err(e) => {
+            // Say why the measured sources were skipped too: that is what the operator can fix.
+            let skipped: Vec<String> = skipped
+                .iter()
+                .map(|(source, reason)| format!("{source}: {reason}"))
+                .collect();
+            tracing::warn!(skipped = %skipped.join("; "), "no energy source");
+            return Err(e);
+        }
+    };
     Ok(MeterChoice { meter, skipped })
 }
 

@@ -319,8 +319,9 @@ struct PerfEventAttrV0 {
 
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
 
-/// Open one counting event on `cpu` for all processes.
-fn perf_event_open(pmu_type: u32, config: u64, cpu: u32) -> std::io::Result<OwnedFd> {
+/// Open one counting event on `cpu` for all processes. Public so that the root tests can check
+/// the attribute layout and the read path with a software event on machines without the PMU.
+pub fn perf_event_open(pmu_type: u32, config: u64, cpu: u32) -> std::io::Result<OwnedFd> {
     let attr = PerfEventAttrV0 {
         type_: pmu_type,
         size: std::mem::size_of::<PerfEventAttrV0>() as u32,
@@ -351,9 +352,10 @@ fn open_hint(e: &std::io::Error) -> &'static str {
         Some(libc::EACCES) | Some(libc::EPERM) => {
             " (system-wide perf events need CAP_PERFMON or kernel.perf_event_paranoid <= 0)"
         }
-        Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::EINVAL) => {
+        Some(libc::ENOENT) | Some(libc::EINVAL) => {
             " (the kernel does not accept this PMU type and event)"
         }
+        Some(libc::ENODEV) => " (the CPU is offline or outside the PMU's cpumask)",
         _ => "",
     }
 }
@@ -431,13 +433,18 @@ impl EnergyMeter for PerfPowerMeter {
     }
 
     fn read(&mut self) -> Result<EnergyReading, EnergyError> {
-        let mut joules = 0.0;
+        // Read every counter before moving any forward: a failure part-way must not drop the
+        // energy of the counters already read from the next interval.
+        let mut now = Vec::with_capacity(self.counters.len());
         for c in &mut self.counters {
-            let now = c.read().map_err(|source| EnergyError::Io {
+            now.push(c.read().map_err(|source| EnergyError::Io {
                 path: self.pmu.dir.clone(),
                 source,
                 hint: " (reading a perf power counter)",
-            })?;
+            })?);
+        }
+        let mut joules = 0.0;
+        for (c, now) in self.counters.iter_mut().zip(now) {
             joules += counts_to_joules(c.last, now, c.scale);
             c.last = now;
         }

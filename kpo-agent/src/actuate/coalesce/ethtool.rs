@@ -266,13 +266,35 @@ fn device_error(e: NlError, iface: &str, op: &str, rx_usecs: Option<u32>) -> Act
         .map(|m| format!(": {m}"))
         .unwrap_or_default();
     match errno {
-        libc::ENODEV => ActuateError::NotFound {
-            knob: format!("rx-usecs:{iface}"),
-            reason: format!("no such network device in this network namespace (ENODEV{because})"),
+        // The kernel says "no device matches ..." when the name is unknown; a bare ENODEV is a
+        // device that exists but is detached (driver reset, error recovery): not gone for good.
+        libc::ENODEV if extack.as_deref().is_some_and(|m| m.contains("no device")) => {
+            ActuateError::NotFound {
+                knob: format!("rx-usecs:{iface}"),
+                reason: format!(
+                    "no such network device in this network namespace (ENODEV{because})"
+                ),
+            }
+        }
+        libc::ENODEV => ActuateError::Io {
+            path: op_path(op, iface),
+            source: io::Error::other(format!(
+                "the device is present but not available (detached or being reset); \
+                 try again later (ENODEV{because})"
+            )),
+        },
+        // GET fails so only without coalescing operations; SET also when the driver has them
+        // but refuses these parameters (virtio-net without the notification-coalescing feature).
+        libc::EOPNOTSUPP if op.ends_with("GET") => ActuateError::Unsupported {
+            iface: iface.to_string(),
+            detail: format!("{op}: EOPNOTSUPP, the driver has no coalescing operations{because}"),
         },
         libc::EOPNOTSUPP => ActuateError::Unsupported {
             iface: iface.to_string(),
-            detail: format!("{op}: EOPNOTSUPP, the driver has no coalescing operations{because}"),
+            detail: format!(
+                "{op}: EOPNOTSUPP, the driver or device does not support changing these \
+                 coalescing parameters{because}"
+            ),
         },
         // The kernel's words for a parameter outside the driver's supported set.
         libc::EINVAL if extack.as_deref().is_some_and(|m| m.contains("unsupported")) => {
