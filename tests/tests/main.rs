@@ -37,9 +37,9 @@ fn main() {
             request_latency::matches_server_service_time,
         ),
         trial(
-            "runq_latency::preemption_waits_land_in_their_buckets",
+            "runq_latency::preempted_and_woken_waits_land_in_their_buckets",
             req(),
-            runq_latency::preemption_waits_land_in_their_buckets,
+            runq_latency::preempted_and_woken_waits_land_in_their_buckets,
         ),
         trial(
             "degraded::no_btf_keeps_offset_free_sensors",

@@ -3,8 +3,9 @@
 //! A normal thread spins on one CPU, reading the clock; a SCHED_FIFO thread pinned to the same
 //! CPU is woken and spins for a set time. The normal thread is preempted (on its return to user
 //! space, the path that is a plain schedule() with the task still runnable) and waits on the run
-//! queue for exactly as long as the gap it sees between two clock reads. Each such gap must appear
-//! in the sensor's histogram, in its bucket.
+//! queue for exactly as long as the gap it sees between two clock reads. Then a sleeping thread on
+//! that CPU is woken during a hold and measures how long after its wake-up it ran. Each such wait
+//! must appear in the sensor's histogram, in its bucket.
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -20,6 +21,8 @@ use crate::common::sensors;
 const CPU: usize = 1;
 /// How long the real-time thread holds the CPU each time, in ms.
 const HOLDS_MS: [u64; 4] = [3, 6, 12, 24];
+/// Holds during which a sleeping thread is woken.
+const WAKE_HOLDS_MS: [u64; 3] = [5, 10, 20];
 
 fn pin(cpu: usize) {
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -40,7 +43,7 @@ fn spin_for(d: Duration) {
     }
 }
 
-pub fn preemption_waits_land_in_their_buckets() {
+pub fn preempted_and_woken_waits_land_in_their_buckets() {
     let mut collector =
         kpo_agent::collect::Collector::new(sensors(true), std::path::PathBuf::from("/proc"));
     let before = collector.sample().bpf.expect("eBPF loaded").runq_hist;
@@ -81,10 +84,32 @@ pub fn preemption_waits_land_in_their_buckets() {
         done_rx.recv().unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }
-    drop(tx);
-    realtime.join().unwrap();
     stop.store(true, Ordering::Relaxed);
     spinner.join().unwrap();
+
+    // The wake-up path: a sleeping thread on the same CPU is woken while the real-time thread
+    // holds it; from the wake-up to its first instruction it waits on the run queue.
+    let (wake_tx, wake_rx) = mpsc::channel::<Instant>();
+    let sleeper = std::thread::spawn(move || {
+        pin(CPU);
+        wake_rx
+            .iter()
+            .map(|sent| sent.elapsed())
+            .collect::<Vec<Duration>>()
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    for ms in WAKE_HOLDS_MS {
+        tx.send(Duration::from_millis(ms)).unwrap();
+        // Wake the sleeper once the real-time thread is surely spinning.
+        std::thread::sleep(Duration::from_millis(1));
+        wake_tx.send(Instant::now()).unwrap();
+        done_rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(wake_tx);
+    let wake_waits = sleeper.join().unwrap();
+    drop(tx);
+    realtime.join().unwrap();
     let after = collector.sample().bpf.expect("eBPF loaded").runq_hist;
 
     let hist: Vec<u64> = after
@@ -102,21 +127,34 @@ pub fn preemption_waits_land_in_their_buckets() {
             .filter(|g| *g >= hold && *g < hold + Duration::from_millis(2))
             .min()
             .unwrap_or_else(|| panic!("no gap of about {ms} ms seen by the spinner: {gaps:?}"));
-        // The spinner's gap spans its wait plus the switches around it: the wait's bucket is
-        // the gap's, or the one below when the gap sits near a bucket edge.
-        let bucket = bucket_of(gap.as_nanos() as u64);
-        let seen: u64 = hist[bucket.saturating_sub(1)..=bucket].iter().sum();
-        assert!(
-            seen >= 1,
-            "a {gap:?} run-queue wait is missing: buckets from {} ns to {} ns hold nothing; \
-             histogram non-zero buckets: {:?}",
-            bucket_lower_ns(bucket.saturating_sub(1)),
-            bucket_lower_ns(bucket + 1),
-            hist.iter()
-                .enumerate()
-                .filter(|(_, c)| **c > 0)
-                .map(|(b, c)| (bucket_lower_ns(b), *c))
-                .collect::<Vec<_>>()
-        );
+        assert_in_histogram(&hist, gap, "preemption");
     }
+    assert_eq!(wake_waits.len(), WAKE_HOLDS_MS.len());
+    for (wait, ms) in wake_waits.into_iter().zip(WAKE_HOLDS_MS) {
+        // Woken 1 ms into the hold, it waits about the rest of it.
+        assert!(
+            wait >= Duration::from_millis(ms - 2),
+            "woken during a {ms} ms hold, it ran after only {wait:?}: not held back"
+        );
+        assert_in_histogram(&hist, wait, "wake-up");
+    }
+}
+
+/// The wait's bucket, or the one below when the measured time sits near a bucket edge (the
+/// user-space measurement spans the wait plus the switches around it), holds a sample.
+fn assert_in_histogram(hist: &[u64], wait: Duration, path: &str) {
+    let bucket = bucket_of(wait.as_nanos() as u64);
+    let seen: u64 = hist[bucket.saturating_sub(1)..=bucket].iter().sum();
+    assert!(
+        seen >= 1,
+        "a {wait:?} run-queue wait ({path}) is missing: buckets from {} ns to {} ns hold nothing; \
+         histogram non-zero buckets: {:?}",
+        bucket_lower_ns(bucket.saturating_sub(1)),
+        bucket_lower_ns(bucket + 1),
+        hist.iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(b, c)| (bucket_lower_ns(b), *c))
+            .collect::<Vec<_>>()
+    );
 }
