@@ -11,7 +11,7 @@ use std::{
     os::fd::{FromRawFd, OwnedFd},
 };
 
-use anyhow::{bail, Result};
+use anyhow::{Context, Result};
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
@@ -83,21 +83,8 @@ fn attach(hook: &str, name: &str) -> Result<OwnedFd> {
         ..Default::default()
     };
     attr.prog_name[..name.len()].copy_from_slice(name.as_bytes());
-    let prog = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &attr as *const ProgLoadAttr,
-            std::mem::size_of::<ProgLoadAttr>(),
-        )
-    };
-    if prog < 0 {
-        bail!(
-            "loading the empty program for {hook}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    let prog = unsafe { OwnedFd::from_raw_fd(prog as i32) };
+    let prog = bpf(BPF_PROG_LOAD, &attr)
+        .with_context(|| format!("loading the empty program for {hook}"))?;
     let hook_c = CString::new(hook)?;
     let open = RawTracepointOpenAttr {
         name: hook_c.as_ptr() as u64,
@@ -105,19 +92,24 @@ fn attach(hook: &str, name: &str) -> Result<OwnedFd> {
         _pad: 0,
         _rest: [0; 4],
     };
-    let link = unsafe {
+    bpf(BPF_RAW_TRACEPOINT_OPEN, &open)
+        .with_context(|| format!("attaching the empty program to {hook}"))
+}
+
+/// One `bpf(2)` command that returns a new descriptor.
+fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<OwnedFd> {
+    // SAFETY: `attr` is a fully initialized, zero-padded attribute struct of its declared size.
+    let fd = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            BPF_RAW_TRACEPOINT_OPEN,
-            &open as *const RawTracepointOpenAttr,
-            std::mem::size_of::<RawTracepointOpenAttr>(),
+            cmd,
+            attr as *const T,
+            std::mem::size_of::<T>(),
         )
     };
-    if link < 0 {
-        bail!(
-            "attaching the empty program to {hook}: {}",
-            std::io::Error::last_os_error()
-        );
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    Ok(unsafe { OwnedFd::from_raw_fd(link as i32) })
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
