@@ -14,6 +14,7 @@
 
 pub mod coalesce;
 pub mod cpufreq;
+pub mod param;
 
 use std::path::PathBuf;
 
@@ -60,6 +61,27 @@ pub enum ActuateError {
     Released { knob: String },
     #[error("configuration has {got} values for {want} knobs")]
     Arity { got: usize, want: usize },
+}
+
+/// The one way any parameter is changed: sysctls, NIC coalescing and cpufreq attributes each
+/// implement it (`sysctl`, `coalesce`, `cpufreq`). Values are typed ([`param::Value`]); the policy,
+/// journal and guard sit in front of it and never write a parameter by another path.
+pub trait Actuator: Send {
+    /// The parameter and where it lives.
+    fn address(&self) -> &param::ParamAddress;
+    /// The value the kernel has now.
+    fn read(&mut self) -> Result<param::Value, ActuateError>;
+    /// Whether the kernel or hardware could take `value` (shape, range the driver or cpufreq
+    /// reports, available governors), without writing anything.
+    fn validate(&mut self, value: &param::Value) -> Result<(), ActuateError>;
+    /// Write `value`, read it back, and return what was read back. A read-back that differs is an
+    /// error ([`ActuateError::Verify`]) after which the caller reverts.
+    fn apply(&mut self, value: &param::Value) -> Result<param::Value, ActuateError>;
+    /// Put back a value read earlier (the journal's original). Unlike `apply` it skips the checks a
+    /// new value gets: the original was the kernel's own.
+    fn revert(&mut self, original: &param::Value) -> Result<param::Value, ActuateError> {
+        self.apply(original)
+    }
 }
 
 /// One tunable parameter.

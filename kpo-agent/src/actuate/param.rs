@@ -1,0 +1,415 @@
+//! What a parameter is, where it lives, and what values it takes: the vocabulary shared by the
+//! actuators, the policy, the journal, the advisors and the CLI.
+//!
+//! A parameter address is written as text (docs/policy.md):
+//!
+//! | address | parameter |
+//! | --- | --- |
+//! | `net.core.somaxconn` | a sysctl of the host (the agent's own network namespace) |
+//! | `net.core.somaxconn@netns:4026532281` | that sysctl in the network namespace with this inode |
+//! | `net.core.somaxconn@netns:/run/netns/web` | that sysctl in the namespace behind this path (`/run/netns/NAME`, `/proc/PID/ns/net`) |
+//! | `ethtool:eth0:rx-usecs` | a NIC's interrupt coalescing setting |
+//! | `cpufreq:policy0:scaling_max_freq` | a cpufreq policy's attribute |
+//!
+//! sysctl names may be given dotted (`net.core.somaxconn`) or slashed (`net/core/somaxconn`); the
+//! dotted form is canonical. As in procps' `sysctl`, a dot inside a path component (a VLAN
+//! interface `eth0.100`) is written as `/` in the dotted form, so the two forms convert by swapping
+//! `.` and `/`.
+use std::{fmt, path::PathBuf, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+/// A parameter's value. Typed, because parameters are not all numbers: `net.ipv4.tcp_rmem` is
+/// three integers and `scaling_governor` is a word.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Int(i64),
+    Ints(Vec<i64>),
+    Word(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    #[error("empty value")]
+    EmptyValue,
+    #[error("{0:?} is not a value: expected an integer, integers separated by spaces, or one word")]
+    BadValue(String),
+    #[error("{0:?} is not a parameter address: {1}")]
+    BadAddress(String, &'static str),
+}
+
+impl Value {
+    /// Parses a value as `/proc/sys` and sysfs print it: integers separated by white space (tabs in
+    /// `tcp_rmem`), or a single word.
+    pub fn parse(text: &str) -> Result<Value, ParamError> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        match words.as_slice() {
+            [] => Err(ParamError::EmptyValue),
+            [one] => Ok(one
+                .parse::<i64>()
+                .map(Value::Int)
+                .unwrap_or_else(|_| Value::Word((*one).to_string()))),
+            many => many
+                .iter()
+                .map(|w| w.parse::<i64>())
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Ints)
+                .map_err(|_| ParamError::BadValue(text.trim().to_string())),
+        }
+    }
+
+    /// The integers of the value (one for `Int`), or `None` for a word.
+    pub fn ints(&self) -> Option<Vec<i64>> {
+        match self {
+            Value::Int(v) => Some(vec![*v]),
+            Value::Ints(v) => Some(v.clone()),
+            Value::Word(_) => None,
+        }
+    }
+
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// The same kind of value (an integer, a vector of that many integers, or a word).
+    pub fn same_shape(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Int(_), Value::Int(_)) | (Value::Word(_), Value::Word(_)) => true,
+            (Value::Ints(a), Value::Ints(b)) => a.len() == b.len(),
+            _ => false,
+        }
+    }
+}
+
+/// Written as the kernel reads it: integers separated by single spaces, or the word.
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Int(v) => write!(f, "{v}"),
+            Value::Ints(v) => {
+                let words: Vec<String> = v.iter().map(i64::to_string).collect();
+                f.write_str(&words.join(" "))
+            }
+            Value::Word(w) => f.write_str(w),
+        }
+    }
+}
+
+impl FromStr for Value {
+    type Err = ParamError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Value::parse(s)
+    }
+}
+
+/// A network namespace, by the file that holds it open or by its inode number (as the event
+/// stream reports it in `netns`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NetnsRef {
+    Inode(u64),
+    Path(PathBuf),
+}
+
+impl fmt::Display for NetnsRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetnsRef::Inode(i) => write!(f, "{i}"),
+            NetnsRef::Path(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl FromStr for NetnsRef {
+    type Err = ParamError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err(ParamError::BadAddress(s.into(), "empty network namespace"));
+        }
+        Ok(match s.parse::<u64>() {
+            Ok(inode) => NetnsRef::Inode(inode),
+            Err(_) if s.starts_with('/') => NetnsRef::Path(PathBuf::from(s)),
+            Err(_) => {
+                return Err(ParamError::BadAddress(
+                    s.into(),
+                    "a network namespace is an inode number or an absolute path",
+                ))
+            }
+        })
+    }
+}
+
+/// Where a parameter lives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Target {
+    /// The host: the agent's own network namespace, and every global key.
+    Host,
+    /// A network namespace other than the agent's.
+    Netns { netns: NetnsRef },
+    /// A network interface.
+    Nic { iface: String },
+    /// A cpufreq policy directory name, e.g. `policy0`.
+    Cpufreq { policy: String },
+}
+
+/// One parameter at one target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParamAddress {
+    /// For sysctls the canonical dotted name; for ethtool and cpufreq the attribute
+    /// (`rx-usecs`, `scaling_max_freq`).
+    pub name: String,
+    pub target: Target,
+}
+
+/// The family of a parameter, which decides its actuator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ParamKind {
+    Sysctl,
+    Ethtool,
+    Cpufreq,
+}
+
+impl ParamAddress {
+    pub fn sysctl(name: &str, target: Target) -> Result<Self, ParamError> {
+        Ok(Self {
+            name: canonical_sysctl(name)?,
+            target,
+        })
+    }
+
+    pub fn kind(&self) -> ParamKind {
+        match self.target {
+            Target::Host | Target::Netns { .. } => ParamKind::Sysctl,
+            Target::Nic { .. } => ParamKind::Ethtool,
+            Target::Cpufreq { .. } => ParamKind::Cpufreq,
+        }
+    }
+
+    /// The name a policy matches against: the sysctl name, or `ethtool:IFACE:ATTR` /
+    /// `cpufreq:POLICY:ATTR` (so one policy entry can say `cpufreq:*:scaling_max_freq`).
+    pub fn policy_name(&self) -> String {
+        match &self.target {
+            Target::Host | Target::Netns { .. } => self.name.clone(),
+            Target::Nic { iface } => format!("ethtool:{iface}:{}", self.name),
+            Target::Cpufreq { policy } => format!("cpufreq:{policy}:{}", self.name),
+        }
+    }
+
+    /// The same parameter in another network namespace (sysctls only).
+    pub fn in_netns(mut self, netns: Option<NetnsRef>) -> Self {
+        if self.kind() == ParamKind::Sysctl {
+            self.target = match netns {
+                Some(netns) => Target::Netns { netns },
+                None => Target::Host,
+            };
+        }
+        self
+    }
+}
+
+impl fmt::Display for ParamAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.policy_name())?;
+        if let Target::Netns { netns } = &self.target {
+            write!(f, "@netns:{netns}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for ParamAddress {
+    type Err = ParamError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why| ParamError::BadAddress(s.to_string(), why);
+        let (head, netns) = match s.split_once("@netns:") {
+            Some((head, ns)) => (head, Some(ns.parse::<NetnsRef>()?)),
+            None => (s, None),
+        };
+        if let Some(rest) = head.strip_prefix("ethtool:") {
+            let (iface, attr) = rest.split_once(':').ok_or(bad("expected ethtool:IFACE:ATTR"))?;
+            if iface.is_empty() || attr.is_empty() || netns.is_some() {
+                return Err(bad("expected ethtool:IFACE:ATTR"));
+            }
+            return Ok(Self {
+                name: attr.to_string(),
+                target: Target::Nic {
+                    iface: iface.to_string(),
+                },
+            });
+        }
+        if let Some(rest) = head.strip_prefix("cpufreq:") {
+            let (policy, attr) = rest
+                .split_once(':')
+                .ok_or(bad("expected cpufreq:POLICY:ATTR"))?;
+            if policy.is_empty() || attr.is_empty() || netns.is_some() {
+                return Err(bad("expected cpufreq:POLICY:ATTR"));
+            }
+            return Ok(Self {
+                name: attr.to_string(),
+                target: Target::Cpufreq {
+                    policy: policy.to_string(),
+                },
+            });
+        }
+        let target = match netns {
+            Some(netns) => Target::Netns { netns },
+            None => Target::Host,
+        };
+        ParamAddress::sysctl(head, target)
+    }
+}
+
+impl Serialize for ParamAddress {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ParamAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The dotted form of a sysctl name given dotted or slashed. Rejects what cannot name a file under
+/// `/proc/sys` (empty components, `..`, NUL).
+pub fn canonical_sysctl(name: &str) -> Result<String, ParamError> {
+    let bad = |why| ParamError::BadAddress(name.to_string(), why);
+    let name = name.trim();
+    let trimmed = name.trim_start_matches("/proc/sys/");
+    // A slashed name (it has a '/') converts by swapping '.' and '/', as procps does.
+    let dotted: String = if trimmed.contains('/') {
+        trimmed
+            .chars()
+            .map(|c| match c {
+                '/' => '.',
+                '.' => '/',
+                c => c,
+            })
+            .collect()
+    } else {
+        trimmed.to_string()
+    };
+    if dotted.is_empty() || dotted.contains('\0') || dotted.chars().any(char::is_whitespace) {
+        return Err(bad("a sysctl name is non-empty, without spaces"));
+    }
+    // In the dotted form '/' stands for a dot inside a component: a component that starts or
+    // ends with one would be a hidden file or `..` under /proc/sys.
+    if dotted
+        .split('.')
+        .any(|part| part.is_empty() || part.starts_with('/') || part.ends_with('/'))
+    {
+        return Err(bad("a sysctl name has no empty or dot-led component"));
+    }
+    if !dotted
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-/+".contains(c))
+    {
+        return Err(bad("a sysctl name uses letters, digits, '_', '-' and '.'"));
+    }
+    Ok(dotted)
+}
+
+/// The path of a dotted sysctl name under `/proc/sys`.
+pub fn sysctl_rel_path(dotted: &str) -> PathBuf {
+    let swapped: String = dotted
+        .chars()
+        .map(|c| match c {
+            '.' => '/',
+            '/' => '.',
+            c => c,
+        })
+        .collect();
+    PathBuf::from(swapped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_parse_as_the_kernel_prints_them() {
+        assert_eq!(Value::parse("4096\n").unwrap(), Value::Int(4096));
+        assert_eq!(
+            Value::parse("4096\t131072\t6291456\n").unwrap(),
+            Value::Ints(vec![4096, 131072, 6291456])
+        );
+        assert_eq!(
+            Value::parse("performance").unwrap(),
+            Value::Word("performance".into())
+        );
+        assert_eq!(Value::parse(" -1 ").unwrap(), Value::Int(-1));
+        assert!(Value::parse("  ").is_err());
+        assert!(Value::parse("1 two").is_err());
+        assert_eq!(
+            Value::Ints(vec![1, 2, 3]).to_string(),
+            "1 2 3",
+            "written as the kernel reads it"
+        );
+        let json = serde_json::to_string(&Value::Ints(vec![1, 2])).unwrap();
+        assert_eq!(json, "[1,2]");
+        assert_eq!(
+            serde_json::from_str::<Value>("\"schedutil\"").unwrap(),
+            Value::Word("schedutil".into())
+        );
+        assert!(Value::Int(1).same_shape(&Value::Int(7)));
+        assert!(!Value::Ints(vec![1, 2]).same_shape(&Value::Ints(vec![1, 2, 3])));
+    }
+
+    #[test]
+    fn addresses_round_trip() {
+        for text in [
+            "net.core.somaxconn",
+            "net.core.somaxconn@netns:4026532281",
+            "net.ipv4.tcp_rmem@netns:/run/netns/web",
+            "ethtool:eth0:rx-usecs",
+            "cpufreq:policy0:scaling_max_freq",
+            "net.ipv4.conf.eth0/100.rp_filter",
+        ] {
+            let a: ParamAddress = text.parse().unwrap();
+            assert_eq!(a.to_string(), text);
+        }
+        let a: ParamAddress = "net/core/somaxconn@netns:7".parse().unwrap();
+        assert_eq!(a.name, "net.core.somaxconn");
+        assert_eq!(
+            a.target,
+            Target::Netns {
+                netns: NetnsRef::Inode(7)
+            }
+        );
+        let vlan: ParamAddress = "net/ipv4/conf/eth0.100/rp_filter".parse().unwrap();
+        assert_eq!(vlan.name, "net.ipv4.conf.eth0/100.rp_filter");
+        assert_eq!(
+            sysctl_rel_path(&vlan.name),
+            PathBuf::from("net/ipv4/conf/eth0.100/rp_filter")
+        );
+        assert_eq!(a.kind(), ParamKind::Sysctl);
+        let e: ParamAddress = "ethtool:eth0:rx-usecs".parse().unwrap();
+        assert_eq!(e.kind(), ParamKind::Ethtool);
+        assert_eq!(e.policy_name(), "ethtool:eth0:rx-usecs");
+    }
+
+    #[test]
+    fn bad_addresses_are_refused() {
+        for bad in [
+            "",
+            "net..core",
+            "net.core.somaxconn@netns:",
+            "net.core.somaxconn@netns:web",
+            "ethtool:eth0",
+            "ethtool::rx-usecs",
+            "cpufreq:policy0",
+            "net.core.some thing",
+            "../../etc/passwd",
+            "net/../../x",
+        ] {
+            assert!(bad.parse::<ParamAddress>().is_err(), "{bad:?}");
+        }
+    }
+}
