@@ -84,6 +84,37 @@ pub trait Actuator: Send {
     }
 }
 
+/// Where the actuators find the kernel's files: the real `/proc/sys` and `/sys` in production,
+/// temporary trees in tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roots {
+    pub proc_sys: PathBuf,
+    pub sys: PathBuf,
+}
+
+impl Default for Roots {
+    fn default() -> Self {
+        Self {
+            proc_sys: PathBuf::from("/proc/sys"),
+            sys: PathBuf::from("/sys"),
+        }
+    }
+}
+
+/// The actuator for a parameter address: a sysctl (in its network namespace), a NIC's coalescing
+/// attribute, or a cpufreq policy's attribute.
+pub fn open_actuator(
+    address: &param::ParamAddress,
+    roots: &Roots,
+) -> Result<Box<dyn Actuator>, ActuateError> {
+    let _ = roots;
+    // Filled in by the actuation work (sysctl, coalescing, cpufreq on the Actuator trait).
+    Err(ActuateError::NotFound {
+        knob: address.to_string(),
+        reason: "no actuator for this kind of parameter yet".into(),
+    })
+}
+
 /// One tunable parameter.
 pub trait Knob {
     /// Stable name, e.g. `cpufreq:max_mhz` or `rx-usecs:eth0`.
