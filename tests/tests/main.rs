@@ -5,6 +5,7 @@ mod agent_binary;
 mod coalesce_ethtool;
 mod common;
 mod degraded;
+mod energy_trust;
 mod perf_counter;
 mod request_latency;
 mod runq_latency;
@@ -90,6 +91,21 @@ fn main() {
             "perf_counter::software_counter_opens_and_counts",
             needs_root(),
             perf_counter::software_counter_opens_and_counts,
+        ),
+        trial(
+            "energy_trust::an_advancing_pmu_is_chosen",
+            needs_root(),
+            energy_trust::an_advancing_pmu_is_chosen,
+        ),
+        trial(
+            "energy_trust::a_frozen_pmu_is_set_aside",
+            needs_root(),
+            energy_trust::a_frozen_pmu_is_set_aside,
+        ),
+        trial(
+            "energy_trust::an_impossible_pmu_is_set_aside",
+            needs_root(),
+            energy_trust::an_impossible_pmu_is_set_aside,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();
