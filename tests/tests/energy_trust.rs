@@ -24,7 +24,10 @@ fn machine(event: u32, scale: &str) -> (tempfile::TempDir, tempfile::TempDir) {
     write(&pmu.join("type"), &format!("{PERF_TYPE_SOFTWARE}\n"));
     write(&pmu.join("cpumask"), "0\n");
     write(&pmu.join("format/event"), "config:0-7\n");
-    write(&pmu.join("events/energy-psys"), &format!("event=0x{event:02x}\n"));
+    write(
+        &pmu.join("events/energy-psys"),
+        &format!("event=0x{event:02x}\n"),
+    );
     write(&pmu.join("events/energy-psys.scale"), &format!("{scale}\n"));
     write(&pmu.join("events/energy-psys.unit"), "Joules\n");
     let proc_dir = tempfile::tempdir().unwrap();
@@ -61,7 +64,10 @@ pub fn an_advancing_pmu_is_chosen() {
 
 /// emulation-faults never counts on x86: the frozen `energy-psys` of the hypervisor.
 pub fn a_frozen_pmu_is_set_aside() {
-    let (sys, proc_dir) = machine(PERF_COUNT_SW_EMULATION_FAULTS, "2.3283064365386962890625e-10");
+    let (sys, proc_dir) = machine(
+        PERF_COUNT_SW_EMULATION_FAULTS,
+        "2.3283064365386962890625e-10",
+    );
     let choice = choose_meter(sys.path(), proc_dir.path(), PowerModel::default()).unwrap();
     assert_eq!(choice.meter.source(), EnergySource::Estimated);
     let reason = perf_reason(&choice);
