@@ -10,6 +10,7 @@ mod perf_counter;
 mod request_latency;
 mod runq_latency;
 mod sensors_load;
+mod sysctl_watch;
 
 use kpo_integration::{needs_root, needs_root_and_btf, needs_root_and_ethtool, trial, Arguments};
 
@@ -106,6 +107,11 @@ fn main() {
             "energy_trust::an_impossible_pmu_is_set_aside",
             needs_root(),
             energy_trust::an_impossible_pmu_is_set_aside,
+        ),
+        trial(
+            "sysctl_watch::writes_by_others_are_reported_with_pid_comm_and_value",
+            needs_root_and_btf(),
+            sysctl_watch::writes_by_others_are_reported_with_pid_comm_and_value,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();
