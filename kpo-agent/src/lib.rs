@@ -15,6 +15,7 @@ pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod energy;
+pub mod guard;
 pub mod output;
 pub mod sensors;
 pub mod window;
