@@ -28,11 +28,11 @@ pub enum HealthSignal {
     /// Connections dropped by full accept queues, per second (every listener, every namespace).
     ListenOverflows,
     /// SYN-ACK retransmits of listeners, per second.
-    SynackRetrans,
+    SynackRetransmits,
     /// Packets dropped by the softnet backlog, per second.
     SoftnetDrops,
     /// TCP segments retransmitted, per second.
-    TcpRetrans,
+    TcpRetransmits,
 }
 
 impl HealthSignal {
@@ -40,9 +40,9 @@ impl HealthSignal {
         HealthSignal::RequestP99,
         HealthSignal::RunqP99,
         HealthSignal::ListenOverflows,
-        HealthSignal::SynackRetrans,
+        HealthSignal::SynackRetransmits,
         HealthSignal::SoftnetDrops,
-        HealthSignal::TcpRetrans,
+        HealthSignal::TcpRetransmits,
     ];
 
     /// How much worse than before counts as noise: a change must add more than this (in the
@@ -82,13 +82,13 @@ impl Health {
         h.insert(HealthSignal::ListenOverflows, overflows as f64 / secs);
         let synacks: Option<u64> = w.listeners.iter().map(|l| l.synack_retrans).sum();
         if let Some(s) = synacks {
-            h.insert(HealthSignal::SynackRetrans, s as f64 / secs);
+            h.insert(HealthSignal::SynackRetransmits, s as f64 / secs);
         }
         if let Some(v) = w.system.softnet_dropped_per_s {
             h.insert(HealthSignal::SoftnetDrops, v);
         }
         if let Some(v) = w.system.tcp_retrans_segs_per_s {
-            h.insert(HealthSignal::TcpRetrans, v);
+            h.insert(HealthSignal::TcpRetransmits, v);
         }
         Health(h)
     }
@@ -375,18 +375,18 @@ mod tests {
         let mut guard = Guard::new(GuardConfig::default());
         let before = health(&[
             (HealthSignal::RequestP99, 800.0),
-            (HealthSignal::TcpRetrans, 2.0),
+            (HealthSignal::TcpRetransmits, 2.0),
         ]);
         guard.watch(7, somaxconn(), Value::Int(4096), before, t0);
         // Within tolerance (800 * 1.2 + 50 = 1010 µs): kept watching.
         let ok = health(&[
             (HealthSignal::RequestP99, 1000.0),
-            (HealthSignal::TcpRetrans, 2.0),
+            (HealthSignal::TcpRetransmits, 2.0),
         ]);
         assert!(guard.observe(&ok, t0).is_empty());
         let bad = health(&[
             (HealthSignal::RequestP99, 1500.0),
-            (HealthSignal::TcpRetrans, 2.0),
+            (HealthSignal::TcpRetransmits, 2.0),
         ]);
         let verdicts = guard.observe(&bad, t0);
         assert_eq!(
