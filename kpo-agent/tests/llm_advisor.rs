@@ -896,3 +896,74 @@ async fn the_key_is_not_echoed_from_error_bodies() {
         c.error
     );
 }
+
+#[tokio::test]
+async fn a_cancelled_trial_does_not_hold_the_breaker() {
+    let server = Server::start(vec![Reply::Slow(
+        Duration::from_secs(5),
+        Box::new(completion("[]")),
+    )])
+    .await;
+    let cfg = LlmConfig {
+        timeout: Duration::from_secs(1),
+        max_attempts: 1,
+        breaker_failures: 1,
+        breaker_cooloff: Duration::from_millis(100),
+        ..config(&server)
+    };
+    let a = advisor(&cfg, "nginx");
+    assert_eq!(consult(&a).await.outcome, Outcome::Timeout);
+    assert_eq!(a.client().breaker_state(), BreakerState::Open);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The trial starts, then the agent drops it (shutdown, abort).
+    let policy: Arc<dyn AdvicePolicy> = Arc::new(policy());
+    let trial = a.consult(offered_params(&*policy, candidates()), vec![], policy);
+    assert!(tokio::time::timeout(Duration::from_millis(50), trial)
+        .await
+        .is_err());
+    assert_eq!(
+        consult(&a).await.outcome,
+        Outcome::CircuitOpen,
+        "trial in flight"
+    );
+    // Twice the timeout later, another trial may go.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let c = consult(&a).await;
+    assert_eq!((c.outcome, c.attempts), (Outcome::Timeout, 1));
+}
+
+#[tokio::test]
+async fn the_prompt_stays_compact() {
+    let server = Server::start(vec![completion("[]")]).await;
+    let resolved = config(&server).resolve_with(|_| None).unwrap().unwrap();
+    let mut a = LlmAdvisor::new(resolved).unwrap();
+    for i in 0..25 {
+        let mut w = window("nginx");
+        // Many listeners, most idle.
+        for port in 0..200 {
+            let mut l = w.listeners[0].clone();
+            l.port = 10_000 + port;
+            l.overflows = 0;
+            l.backlog_max = 0;
+            w.listeners.push(l);
+        }
+        a.observe_window(i, &w);
+    }
+    assert_eq!(a.history().len(), 10, "prompt_windows");
+    let c = consult(&a).await;
+    assert_eq!(c.outcome, Outcome::Ok);
+    assert_eq!(c.window.index, 24);
+    let user = server.requests()[0].user_prompt();
+    let data: Json = serde_json::from_str(prompt::data_block(&user).unwrap()).unwrap();
+    assert_eq!(data["windows"].as_array().unwrap().len(), 10);
+    assert_eq!(data["windows"][0]["index"], 15);
+    assert_eq!(data["windows"][9]["listeners_total"], 201);
+    assert_eq!(
+        data["windows"][9]["listeners"].as_array().unwrap().len(),
+        1,
+        "only the pressed listener is listed"
+    );
+    assert_eq!(data["parameters"][0]["address"], SOMAXCONN);
+    assert_eq!(data["parameters"][0]["max_step"], "100%");
+    assert!(user.len() < 6000, "{} bytes:\n{user}", user.len());
+}

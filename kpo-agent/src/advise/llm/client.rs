@@ -114,8 +114,11 @@ enum Breaker {
     Open {
         until: Instant,
     },
-    /// One trial is in flight.
-    HalfOpen,
+    /// One trial is in flight since then. A trial whose future was dropped (cancelled) does
+    /// not hold the breaker forever: after twice the timeout another may start.
+    HalfOpen {
+        since: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -187,7 +190,7 @@ impl LlmClient {
             Breaker::Closed { .. } => BreakerState::Closed,
             Breaker::Open { until } if Instant::now() >= until => BreakerState::HalfOpen,
             Breaker::Open { .. } => BreakerState::Open,
-            Breaker::HalfOpen => BreakerState::HalfOpen,
+            Breaker::HalfOpen { .. } => BreakerState::HalfOpen,
         }
     }
 
@@ -229,7 +232,14 @@ impl LlmClient {
             }
             match st.breaker {
                 Breaker::Closed { .. } => {}
-                Breaker::Open { until } if started >= until => st.breaker = Breaker::HalfOpen,
+                Breaker::Open { until } if started >= until => {
+                    st.breaker = Breaker::HalfOpen { since: started }
+                }
+                Breaker::HalfOpen { since }
+                    if started.duration_since(since) > cfg.timeout.saturating_mul(2) =>
+                {
+                    st.breaker = Breaker::HalfOpen { since: started }
+                }
                 Breaker::Open { until } => {
                     c.outcome = Outcome::CircuitOpen;
                     c.error = Some(format!(
@@ -238,7 +248,7 @@ impl LlmClient {
                     ));
                     return c;
                 }
-                Breaker::HalfOpen => {
+                Breaker::HalfOpen { .. } => {
                     c.outcome = Outcome::CircuitOpen;
                     c.error = Some("circuit breaker half-open: a trial is in flight".into());
                     return c;
@@ -360,7 +370,7 @@ impl LlmClient {
     fn settle_breaker(&self, outcome: Outcome) {
         let cfg = &self.inner.cfg.config;
         let mut st = self.lock();
-        let half_open = matches!(st.breaker, Breaker::HalfOpen);
+        let half_open = matches!(st.breaker, Breaker::HalfOpen { .. });
         if outcome.is_endpoint_failure() {
             let failures = match st.breaker {
                 Breaker::Closed { failures } => failures + 1,
