@@ -3,3 +3,4 @@ pub mod limits;
 pub mod llm;
 pub mod optimizer;
 pub mod recommendation;
+pub mod rules;
