@@ -965,5 +965,58 @@ async fn the_prompt_stays_compact() {
     );
     assert_eq!(data["parameters"][0]["address"], SOMAXCONN);
     assert_eq!(data["parameters"][0]["max_step"], "100%");
+    if std::env::var_os("KPO_SHOW_PROMPT").is_some() {
+        eprintln!(
+            "{}\n{user}",
+            server.requests()[0].body["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+        );
+    }
     assert!(user.len() < 6000, "{} bytes:\n{user}", user.len());
+}
+
+/// Every consultation's event matches docs/llm-event.schema.json (merged into the event schema).
+#[tokio::test]
+async fn llm_events_match_their_schema() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/llm-event.schema.json"
+    ))
+    .expect("docs/llm-event.schema.json");
+    let mut schema: Json = serde_json::from_str(&text).expect("the schema is JSON");
+    schema["additionalProperties"] = json!(false);
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let items = json!([
+        somaxconn_8192(true),
+        {"parameter": "kernel.core_pattern", "value": "|/bin/sh", "can_auto_apply": true, "reason": "x", "confidence": 1},
+        {"parameter": "vm.swappiness", "value": {"a": 1}, "can_auto_apply": true, "reason": "x", "confidence": 1},
+        "junk",
+    ]);
+    let server = Server::start(vec![
+        completion(&reply_json(items)),
+        status(500, "boom"),
+        completion_with("[", "length"),
+    ])
+    .await;
+    let cfg = LlmConfig {
+        max_attempts: 1,
+        breaker_failures: 1,
+        ..config(&server)
+    };
+    let a = advisor(&cfg, "nginx");
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let c = consult(&a).await;
+        outcomes.push(c.outcome);
+        let mut event = serde_json::to_value(&c).unwrap();
+        event["kind"] = json!("llm");
+        if let Err(e) = validator.validate(&event) {
+            panic!("{e}: {event}");
+        }
+    }
+    assert_eq!(
+        outcomes,
+        [Outcome::Ok, Outcome::HttpStatus, Outcome::CircuitOpen]
+    );
 }
