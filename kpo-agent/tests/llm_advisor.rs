@@ -649,6 +649,8 @@ async fn server_errors_open_the_circuit_breaker() {
     let server = Server::start(vec![status(500, r#"{"error":"boom"}"#)]).await;
     let cfg = LlmConfig {
         max_attempts: 1,
+        // Long enough that the checks right after a failure see it still open.
+        breaker_cooloff: Duration::from_secs(1),
         ..config(&server)
     };
     let a = advisor(&cfg, "nginx");
@@ -665,7 +667,7 @@ async fn server_errors_open_the_circuit_breaker() {
     assert_eq!(server.requests().len(), 3, "no request while open");
 
     // After the cool-off: one trial (half-open). It fails: open again at once.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(a.client().breaker_state(), BreakerState::HalfOpen);
     let c = consult(&a).await;
     assert_eq!(c.outcome, Outcome::HttpStatus);
@@ -675,7 +677,7 @@ async fn server_errors_open_the_circuit_breaker() {
 
     // The trial after the next cool-off succeeds: closed.
     server.set_script(vec![completion(&reply_json(json!([somaxconn_8192(true)])))]);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let c = consult(&a).await;
     assert_eq!(c.outcome, Outcome::Ok, "{c:?}");
     assert_eq!(c.breaker, BreakerState::Closed);
