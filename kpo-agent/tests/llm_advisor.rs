@@ -11,8 +11,8 @@ use kpo_agent::{
     advise::{
         limits::{AdvicePolicy, Mode, ParamLimits, StaticPolicy, Step},
         llm::{
-            offered_params, prompt, ApiKey, BreakerState, Consultation, DropKind, LlmAdvisor,
-            LlmConfig, Outcome,
+            offered_params, prompt, ApiKey, BreakerState, ChangeOutcome, Consultation, DropKind,
+            LlmAdvisor, LlmConfig, MetricChange, Outcome,
         },
         recommendation::Source,
     },
@@ -952,7 +952,24 @@ async fn the_prompt_stays_compact() {
         a.observe_window(i, &w);
     }
     assert_eq!(a.history().len(), 10, "prompt_windows");
-    let c = consult(&a).await;
+    let policy: Arc<dyn AdvicePolicy> = Arc::new(policy());
+    let changes = vec![ChangeOutcome {
+        parameter: SOMAXCONN.parse().unwrap(),
+        from: Value::Int(1024),
+        to: Value::Int(4096),
+        source: Source::Rules,
+        window_index: 12,
+        outcome: "applied".into(),
+        effect: vec![MetricChange {
+            metric: "listen_overflows".into(),
+            before: 5400.0,
+            after: 1200.0,
+        }],
+    }];
+    let c = a
+        .consult(offered_params(&*policy, candidates()), changes, policy)
+        .await;
+    assert_no_key(&c, &a);
     assert_eq!(c.outcome, Outcome::Ok);
     assert_eq!(c.window.index, 24);
     let user = server.requests()[0].user_prompt();
@@ -967,6 +984,12 @@ async fn the_prompt_stays_compact() {
     );
     assert_eq!(data["parameters"][0]["address"], SOMAXCONN);
     assert_eq!(data["parameters"][0]["max_step"], "100%");
+    assert_eq!(
+        data["recent_changes"][0],
+        json!({"parameter": SOMAXCONN, "from": 1024, "to": 4096, "source": "rules",
+               "window_index": 12, "outcome": "applied",
+               "effect": [{"metric": "listen_overflows", "before": 5400.0, "after": 1200.0}]})
+    );
     if std::env::var_os("KPO_SHOW_PROMPT").is_some() {
         eprintln!(
             "{}\n{user}",
