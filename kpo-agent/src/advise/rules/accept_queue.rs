@@ -509,6 +509,7 @@ mod tests {
             sampled_context_switches_per_s: None,
             request_latency: vec![],
             system: HostMetrics::between(&HostSnapshot::empty(t), &HostSnapshot::empty(t)),
+            energy: None,
         }
     }
 
