@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use kpo_agent::energy::estimate::PowerModel;
-use kpo_agent::energy::{choose_meter_with, EnergyError, EnergyMeter, EnergySource};
+use kpo_agent::energy::{choose_meter_with, EnergyError, EnergySource};
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

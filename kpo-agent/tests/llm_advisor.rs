@@ -285,6 +285,7 @@ fn window(comm: &str) -> Window {
         sampled_context_switches_per_s: None,
         request_latency: vec![],
         system,
+        energy: None,
     }
 }
 
