@@ -2,6 +2,8 @@
 //! KiB: the kernel multiplies pages by 4 for a 4 KiB page).
 use serde::Serialize;
 
+use crate::kernel_file::limit;
+
 use super::{
     fields::{number, numbered_lines},
     read_with, ProcError, ProcRoot,
@@ -54,7 +56,7 @@ pub fn parse_meminfo(text: &str) -> Result<Meminfo, ProcError> {
 }
 
 pub fn read_meminfo(root: &ProcRoot) -> Result<Meminfo, ProcError> {
-    read_with(root, "meminfo", parse_meminfo)
+    read_with(root, "meminfo", limit::FIXED, parse_meminfo)
 }
 
 const KEYS: [&str; 8] = [
