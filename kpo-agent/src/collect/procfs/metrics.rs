@@ -170,14 +170,14 @@ impl HostMetrics {
             procs_running: last_stat.and_then(|s| s.procs_running),
             procs_blocked: last_stat.and_then(|s| s.procs_blocked),
 
-            mem_total_bytes: mem.map(|m| m.mem_total_bytes),
-            mem_free_bytes: mem.map(|m| m.mem_free_bytes),
+            mem_total_bytes: mem.and_then(|m| m.mem_total_bytes),
+            mem_free_bytes: mem.and_then(|m| m.mem_free_bytes),
             mem_available_bytes: mem.and_then(|m| m.mem_available_bytes),
-            mem_buffers_bytes: mem.map(|m| m.buffers_bytes),
-            mem_cached_bytes: mem.map(|m| m.cached_bytes),
-            mem_dirty_bytes: mem.map(|m| m.dirty_bytes),
-            swap_total_bytes: mem.map(|m| m.swap_total_bytes),
-            swap_free_bytes: mem.map(|m| m.swap_free_bytes),
+            mem_buffers_bytes: mem.and_then(|m| m.buffers_bytes),
+            mem_cached_bytes: mem.and_then(|m| m.cached_bytes),
+            mem_dirty_bytes: mem.and_then(|m| m.dirty_bytes),
+            swap_total_bytes: mem.and_then(|m| m.swap_total_bytes),
+            swap_free_bytes: mem.and_then(|m| m.swap_free_bytes),
 
             load1: load.map(|l| round3(l.load1)),
             load5: load.map(|l| round3(l.load5)),
@@ -402,6 +402,7 @@ mod tests {
                 "MemTotal: 1000 kB\nMemFree: 100 kB\nMemAvailable: 500 kB\nBuffers: 1 kB\n\
                  Cached: 2 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\nDirty: 3 kB\n",
             )
+            .strict()
             .unwrap(),
         );
         b.loadavg = Some(parse_loadavg("1.50 0.75 0.25 3/200 99\n").unwrap());

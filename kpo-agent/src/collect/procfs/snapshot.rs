@@ -62,7 +62,7 @@ impl HostSnapshot {
         let mut errors = Vec::new();
         let mut snapshot = Self::empty(Instant::now());
         snapshot.stat = keep_parsed(&mut errors, read_stat(root));
-        snapshot.meminfo = keep(&mut errors, read_meminfo(root));
+        snapshot.meminfo = keep_parsed(&mut errors, read_meminfo(root));
         snapshot.loadavg = keep(&mut errors, read_loadavg(root));
         snapshot.netstat = keep_parsed(&mut errors, read_netstat(root));
         snapshot.snmp = keep_parsed(&mut errors, read_snmp(root));
@@ -198,7 +198,7 @@ mod tests {
             Some(10)
         );
         assert_eq!(s.schedstat.map(|x| x.cpus[0].run_delay_ns), Some(2));
-        assert_eq!(s.meminfo.map(|m| m.mem_total_bytes), Some(8192));
+        assert_eq!(s.meminfo.and_then(|m| m.mem_total_bytes), Some(8192));
     }
 
     const PSI_LINE: &str = "some avg10=1.00 avg60=0.00 avg300=0.00 total={some}\n\
@@ -362,7 +362,7 @@ mod tests {
             ]
         );
         assert!(s.stat.is_none() && s.loadavg.is_none());
-        assert_eq!(s.meminfo.map(|m| m.mem_total_bytes), Some(8192));
+        assert_eq!(s.meminfo.and_then(|m| m.mem_total_bytes), Some(8192));
     }
 
     /// Whatever kernel runs the tests, its own /proc must parse without a single error.
