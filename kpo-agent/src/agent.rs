@@ -87,6 +87,7 @@ impl RunArgs {
 pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let config = args.config()?;
+    crate::collect::check_proc_root(&config.proc_root)?;
     if !nix::unistd::Uid::effective().is_root() {
         anyhow::bail!("kpo run needs root (CAP_BPF and CAP_PERFMON to load eBPF, CAP_SYS_ADMIN to enter network namespaces); try: sudo kpo run");
     }

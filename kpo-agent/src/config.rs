@@ -7,7 +7,10 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::sensors::SensorKind;
+use crate::{
+    kernel_file::{self, KernelFileError},
+    sensors::SensorKind,
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -30,6 +33,14 @@ pub struct Config {
     pub proc_root: PathBuf,
 }
 
+/// The longest window. Per-CPU kernel counters kept in 32 bits (softirqs, interrupts, softnet)
+/// wrap every 72 minutes at a million events per second, and a window's difference can account
+/// for one wrap at most; an hour also keeps the events frequent enough to alert on.
+pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
+
+/// The largest configuration file read: a few hundred bytes in practice.
+pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+
 /// The default duty fraction: chosen from `cargo xtask bench overhead` (see README) so that the
 /// default configuration stays within the 2% throughput budget on every workload.
 pub const DEFAULT_DUTY_FRACTION: f64 = 0.05;
@@ -50,11 +61,8 @@ impl Default for Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("config file: {0}")]
+    Read(#[source] KernelFileError),
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("{origin}: `{key}` {reason}")]
@@ -67,10 +75,7 @@ pub enum ConfigError {
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = kernel_file::read_text(path, MAX_CONFIG_BYTES).map_err(ConfigError::Read)?;
         Self::from_toml(&text, &path.display().to_string())
     }
 
@@ -103,6 +108,17 @@ impl Config {
                 ),
             ));
         }
+        if self.window > MAX_WINDOW {
+            return Err(invalid(
+                "window",
+                format!(
+                    "is {}; it must be at most {} (32-bit kernel counters can wrap more than once \
+                     in a longer window)",
+                    humantime::format_duration(self.window),
+                    humantime::format_duration(MAX_WINDOW)
+                ),
+            ));
+        }
         if !self.window.as_nanos().is_multiple_of(self.tick.as_nanos()) {
             return Err(invalid(
                 "window",
@@ -117,6 +133,28 @@ impl Config {
                 "duty_fraction",
                 format!("is {}; it must be between 0 and 1", self.duty_fraction),
             ));
+        }
+        let paths = [
+            (
+                "events",
+                &self.events,
+                "a file path, or - for standard output",
+            ),
+            (
+                "btf",
+                &self.btf,
+                "the kernel BTF file (default /sys/kernel/btf/vmlinux)",
+            ),
+            (
+                "proc_root",
+                &self.proc_root,
+                "where procfs is mounted (default /proc)",
+            ),
+        ];
+        for (key, path, what) in paths {
+            if path.as_os_str().is_empty() {
+                return Err(invalid(key, format!("is empty; give {what}")));
+            }
         }
         for name in &self.disabled_sensors {
             if SensorKind::from_name(name).is_none() {
@@ -217,6 +255,64 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate("x").unwrap_err().to_string().contains("nope"));
+    }
+
+    /// Defect: empty paths and an absurd window were accepted.
+    #[test]
+    fn empty_paths_and_an_overlong_window_are_refused_with_file_key_and_reason() {
+        let c = Config::from_toml("proc_root = \"\"", "kpo.toml").unwrap();
+        assert_eq!(
+            c.validate("kpo.toml").unwrap_err().to_string(),
+            "kpo.toml: `proc_root` is empty; give where procfs is mounted (default /proc)"
+        );
+        let c = Config::from_toml("btf = \"\"", "kpo.toml").unwrap();
+        assert_eq!(
+            c.validate("kpo.toml").unwrap_err().to_string(),
+            "kpo.toml: `btf` is empty; give the kernel BTF file (default /sys/kernel/btf/vmlinux)"
+        );
+        let c = Config::from_toml("events = \"\"", "kpo.toml").unwrap();
+        assert_eq!(
+            c.validate("kpo.toml").unwrap_err().to_string(),
+            "kpo.toml: `events` is empty; give a file path, or - for standard output"
+        );
+        let c = Config {
+            window: humantime::parse_duration("5000000000h").unwrap(),
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate("command line").unwrap_err().to_string(),
+            "command line: `window` is 570385years 6months 29days 10h 38m 24s; it must be at most \
+             1h \
+             (32-bit kernel counters can wrap more than once in a longer window)"
+        );
+        let c = Config {
+            window: MAX_WINDOW,
+            ..Config::default()
+        };
+        c.validate("x").unwrap();
+    }
+
+    /// Defect: `--config /dev/zero` read until memory ran out.
+    #[test]
+    fn a_config_file_is_read_only_up_to_its_bound() {
+        let e = Config::from_file(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config file: /dev/zero is larger than 1048576 bytes, more than this file can hold; \
+             is it the right file?"
+        );
+        let e = Config::from_file(Path::new("/nonexistent/kpo.toml")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config file: cannot read /nonexistent/kpo.toml: No such file or directory (os error 2)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kpo.toml");
+        std::fs::write(&path, "tick = \"2s\"\n").unwrap();
+        assert_eq!(
+            Config::from_file(&path).unwrap().tick,
+            Duration::from_secs(2)
+        );
     }
 
     #[test]

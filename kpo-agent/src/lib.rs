@@ -8,14 +8,19 @@
 //! - [`actuate`]: knobs the optimizer moves (cpufreq limits, NIC coalescing) behind one trait.
 //! - [`output`]: the NDJSON event stream.
 //! - [`agent`]: the run loop tying the stages together; [`cli`]: command-line definitions.
+//!
+//! Shared by the stages: [`kernel_file`] (bounded reads of kernel files) and [`counter`] (deltas
+//! of counters, by what a fall means).
 pub mod actuate;
 pub mod advise;
 pub mod agent;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod counter;
 pub mod energy;
 pub mod guard;
+pub mod kernel_file;
 pub mod output;
 pub mod sensors;
 pub mod window;

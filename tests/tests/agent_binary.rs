@@ -59,6 +59,10 @@ impl FakeProc {
             }
         }
         std::fs::write(root.join(broken), "this is not a number at all\n").unwrap();
+        // Process directories, which listener discovery needs (`kpo run` checks at start).
+        for pid in [1, std::process::id()] {
+            std::os::unix::fs::symlink(format!("/proc/{pid}"), root.join(pid.to_string())).unwrap();
+        }
         FakeProc(root)
     }
 }

@@ -1,19 +1,23 @@
 //! One [`Sample`] per tick: the eBPF maps, every network namespace's listeners and counters
 //! (sock_diag, netstat), and the host's /proc sources.
 pub mod bpf_maps;
+pub mod health;
 pub mod netns;
 pub mod owners;
+mod proc_root;
 pub mod procfs;
 pub mod sockdiag;
+
+pub use proc_root::{check_proc_root, ProcRootError};
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Instant};
 
 use kpo_common::ListenerKey;
 use time::OffsetDateTime;
-use tracing::warn;
 
 use crate::sensors::{SensorKind, Sensors};
 use bpf_maps::BpfSnapshot;
+use health::Health;
 use netns::NetnsSet;
 use owners::OwnerCache;
 use procfs::{HostSnapshot, ProcRoot};
@@ -62,8 +66,9 @@ pub struct Collector {
     owners: OwnerCache,
     epoch: u64,
     services: bpf_maps::ServiceIndex,
-    /// Problems already reported, so a broken source is logged once, not every tick.
-    reported: std::collections::BTreeSet<String>,
+    /// Which sources are broken, so the log says when one breaks and when it recovers, not
+    /// every tick.
+    health: Health,
 }
 
 impl Collector {
@@ -75,7 +80,7 @@ impl Collector {
             owners: OwnerCache::default(),
             epoch: 0,
             services: Default::default(),
-            reported: Default::default(),
+            health: Health::default(),
         }
     }
 
@@ -88,22 +93,25 @@ impl Collector {
             .ebpf_mut()
             .map(|ebpf| bpf_maps::read(ebpf, epoch, services));
         let (host, errors) = HostSnapshot::read(&ProcRoot(self.proc_root.clone()));
-        for e in errors {
-            self.report_once(e.to_string());
-        }
+        self.health.round(
+            "host",
+            errors.iter().map(|e| (e.path().to_string(), e.to_string())),
+        );
         let (listeners, netns) = self.read_namespaces();
         if self.sensors.is_enabled(SensorKind::RequestLatency) {
             let ports: Vec<ListenerKey> = listeners.keys().copied().collect();
             if let Some(ebpf) = self.sensors.ebpf_mut() {
                 bpf_maps::set_service_ports(ebpf, &mut self.services, &ports);
             }
-            if self.services.untimed > 0 {
-                self.report_once(format!(
+            let untimed = (self.services.untimed > 0).then(|| {
+                let problem = format!(
                     "request latency is timed for at most {} listening ports; {} are not",
                     kpo_common::MAX_SERVICES,
                     self.services.untimed
-                ));
-            }
+                );
+                ("request latency ports".to_string(), problem)
+            });
+            self.health.round("request latency", untimed);
         }
         Sample {
             at: Instant::now(),
@@ -127,32 +135,56 @@ impl Collector {
         self.netns.refresh(&self.proc_root);
         let mut raw = Vec::new();
         let mut counters = BTreeMap::new();
-        let mut problems = Vec::new();
+        let mut rounds = Vec::new();
         for handle in self.netns.handles_mut() {
+            let inum = handle.inum;
+            let mut problems = Vec::new();
             match handle.listeners() {
-                Ok(list) => raw.extend(list.into_iter().map(|l| (handle.inum, l))),
-                Err(e) => problems.push(format!("sock_diag in netns {}: {e}", handle.inum)),
+                Ok(list) => raw.extend(list.into_iter().map(|l| (inum, l))),
+                Err(e) => problems.push((
+                    format!("sock_diag in netns {inum}"),
+                    format!("sock_diag in netns {inum}: {e}"),
+                )),
             }
-            match handle
-                .netstat_text()
-                .map(|t| procfs::netstat::parse_netstat(&t))
-            {
-                Ok(Ok(map)) => {
-                    let get = |k: &str| map.get(k).copied().unwrap_or(0).max(0) as u64;
-                    counters.insert(
-                        handle.inum,
-                        NetnsCounters {
-                            listen_overflows: get("TcpExtListenOverflows"),
-                            listen_drops: get("TcpExtListenDrops"),
-                        },
+            let netstat = format!("netstat in netns {inum}");
+            match handle.netstat_text() {
+                Ok(text) => {
+                    let parsed = procfs::netstat::parse_netstat(&text);
+                    problems.extend(
+                        parsed
+                            .errors
+                            .iter()
+                            .map(|e| (netstat.clone(), format!("{netstat}: {e}"))),
                     );
+                    let get = |k: &str| parsed.value.get(k).map(|&v| v.max(0) as u64);
+                    // Both or neither: a counter missing for a tick would read as a fall to 0,
+                    // then as everything since boot.
+                    if let (Some(listen_overflows), Some(listen_drops)) =
+                        (get("TcpExtListenOverflows"), get("TcpExtListenDrops"))
+                    {
+                        let c = NetnsCounters {
+                            listen_overflows,
+                            listen_drops,
+                        };
+                        counters.insert(inum, c);
+                    }
                 }
-                Ok(Err(e)) => problems.push(format!("netstat in netns {}: {e}", handle.inum)),
-                Err(e) => problems.push(format!("netstat in netns {}: {e}", handle.inum)),
+                Err(e) => problems.push((netstat.clone(), format!("{netstat}: {e}"))),
             }
+            rounds.push((format!("netns {inum}"), problems));
         }
-        for p in problems {
-            self.report_once(p);
+        let live: Vec<&String> = rounds.iter().map(|(scope, _)| scope).collect();
+        let gone: Vec<String> = self
+            .health
+            .scopes()
+            .filter(|s| s.starts_with("netns ") && !live.iter().any(|l| l.as_str() == *s))
+            .map(str::to_string)
+            .collect();
+        for scope in gone {
+            self.health.forget(&scope);
+        }
+        for (scope, problems) in rounds {
+            self.health.round(&scope, problems);
         }
         let inodes: Vec<u32> = raw.iter().map(|(_, l)| l.inode).collect();
         self.owners.retain(&inodes);
@@ -179,11 +211,5 @@ impl Collector {
             view.drops += u64::from(l.drops);
         }
         (listeners, counters)
-    }
-
-    fn report_once(&mut self, problem: String) {
-        if self.reported.insert(problem.clone()) {
-            warn!("{problem}");
-        }
     }
 }

@@ -7,7 +7,6 @@
 use std::{
     collections::BTreeMap,
     fs::File,
-    io::{Read, Seek, SeekFrom},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
@@ -16,6 +15,10 @@ use netlink_sys::Socket;
 use tracing::debug;
 
 use super::sockdiag::{self, DiagListener, SockDiagError};
+use crate::kernel_file::{self, limit, KernelFileError};
+
+/// The namespace's netstat, opened from a thread inside it (`self` follows the main thread).
+const NETSTAT_IN_NETNS: &str = "/proc/thread-self/net/netstat";
 
 pub struct NetnsHandle {
     pub inum: u64,
@@ -29,11 +32,8 @@ impl NetnsHandle {
     }
 
     /// The namespace's `TcpExt` counters (`/proc/net/netstat` as seen from inside).
-    pub fn netstat_text(&mut self) -> std::io::Result<String> {
-        let mut text = String::new();
-        self.netstat.seek(SeekFrom::Start(0))?;
-        self.netstat.read_to_string(&mut text)?;
-        Ok(text)
+    pub fn netstat_text(&mut self) -> Result<String, KernelFileError> {
+        kernel_file::reread_text(&mut self.netstat, Path::new(NETSTAT_IN_NETNS), limit::FIXED)
     }
 }
 
@@ -111,7 +111,7 @@ fn open_in(ns_path: &Path) -> Result<(Socket, File), String> {
                     .map_err(|e| format!("setns into {}: {e}", ns_path.display()))?;
                 let diag = sockdiag::open_socket().map_err(|e| e.to_string())?;
                 // thread-self, not self: /proc/self/net follows the main thread's namespace.
-                let netstat = File::open("/proc/thread-self/net/netstat")
+                let netstat = File::open(NETSTAT_IN_NETNS)
                     .map_err(|e| format!("open netstat in {}: {e}", ns_path.display()))?;
                 debug!(ns = %ns_path.display(), "watching network namespace");
                 Ok((diag, netstat))

@@ -3,6 +3,8 @@
 //! answers are cached.
 use std::{collections::HashMap, path::Path};
 
+use crate::kernel_file::{self, limit};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     pub pid: u32,
@@ -66,9 +68,7 @@ fn scan(proc_root: &Path, wanted: &[u32]) -> HashMap<u32, Owner> {
                 continue;
             };
             if wanted.contains(&inode) && !found.contains_key(&inode) {
-                let comm = std::fs::read_to_string(proc_entry.path().join("comm"))
-                    .map(|c| c.trim_end().to_string())
-                    .unwrap_or_default();
+                let comm = read_comm(&proc_entry.path().join("comm"));
                 found.insert(inode, Owner { pid, comm });
             }
         }
@@ -77,6 +77,17 @@ fn scan(proc_root: &Path, wanted: &[u32]) -> HashMap<u32, Owner> {
         }
     }
     found
+}
+
+/// A process's name as it set it: any bytes (`prctl(PR_SET_NAME)` takes no encoding), so it is
+/// copied lossily, each invalid byte a U+FFFD. Empty if the process is gone.
+fn read_comm(path: &Path) -> String {
+    kernel_file::read_bytes(path, limit::FIXED)
+        .map(|bytes| {
+            let name = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+            String::from_utf8_lossy(name).into_owned()
+        })
+        .unwrap_or_default()
 }
 
 /// Parses a `socket:[12345]` link target.
@@ -98,6 +109,25 @@ mod tests {
         assert_eq!(socket_inode("pipe:[1]"), None);
         assert_eq!(socket_inode("socket:[x]"), None);
         assert_eq!(socket_inode("/dev/null"), None);
+    }
+
+    /// Defect: a name that is not UTF-8 became "".
+    #[test]
+    fn a_name_that_is_not_utf8_is_copied_lossily() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc_dir = dir.path().join("4242");
+        std::fs::create_dir_all(proc_dir.join("fd")).unwrap();
+        std::os::unix::fs::symlink("socket:[777]", proc_dir.join("fd/3")).unwrap();
+        std::fs::write(proc_dir.join("comm"), b"caf\xe9 srv\xff\n").unwrap();
+        let mut cache = OwnerCache::default();
+        cache.resolve(dir.path(), &[777]);
+        assert_eq!(
+            cache.get(777),
+            Some(&Owner {
+                pid: 4242,
+                comm: "caf\u{fffd} srv\u{fffd}".to_string()
+            })
+        );
     }
 
     #[test]

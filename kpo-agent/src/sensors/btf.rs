@@ -12,8 +12,13 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error("cannot read kernel BTF at {path}: {reason} (is CONFIG_DEBUG_INFO_BTF enabled?)")]
-    Unreadable { path: String, reason: String },
+    #[error("cannot read kernel BTF at {path}: {reason}{hint}")]
+    Unreadable {
+        path: String,
+        reason: String,
+        /// For the default path: the kernel may have been built without BTF.
+        hint: &'static str,
+    },
 }
 
 /// The offsets that were found, and for each missing one a human-readable reason.
@@ -21,13 +26,26 @@ pub enum BtfError {
 pub struct ResolvedOffsets {
     pub offsets: KernelOffsets,
     pub missing: Vec<String>,
+    /// Why there is no offset at all: the BTF file could not be read (its error).
+    pub unreadable: Option<String>,
 }
 
 impl ResolvedOffsets {
+    /// No offset, because the BTF could not be read for `reason` (the file's error).
     pub fn none(reason: &str) -> Self {
         Self {
             offsets: KernelOffsets::ALL_MISSING,
             missing: vec![reason.to_string()],
+            unreadable: Some(reason.to_string()),
+        }
+    }
+
+    /// Why a sensor needing the `missing` fields (`sock.skc_family`, ...) is off: the file's
+    /// error when the BTF could not be read, else the fields this kernel's BTF lacks.
+    pub fn why_missing(&self, missing: &[&str]) -> String {
+        match &self.unreadable {
+            Some(reason) => reason.clone(),
+            None => format!("kernel BTF lacks {}", missing.join(", ")),
         }
     }
 }
@@ -47,6 +65,11 @@ impl KernelBtf {
             .map_err(|e| BtfError::Unreadable {
                 path: path.display().to_string(),
                 reason: e.to_string(),
+                hint: if path == Path::new(VMLINUX_BTF) {
+                    " (is CONFIG_DEBUG_INFO_BTF enabled?)"
+                } else {
+                    ""
+                },
             })?;
         Ok(KernelBtf { btf })
     }
@@ -91,7 +114,11 @@ fn resolve_offsets(btf: &Btf) -> ResolvedOffsets {
         napi_dev: field("napi_struct", &["dev"]),
         dev_ifindex: field("net_device", &["ifindex"]),
     };
-    ResolvedOffsets { offsets, missing }
+    ResolvedOffsets {
+        offsets,
+        missing,
+        unreadable: None,
+    }
 }
 
 /// Byte offset of `path` inside `struct strukt`, or None if any step is missing or a bitfield.
@@ -165,5 +192,35 @@ mod tests {
     fn unreadable_btf_is_a_clear_error() {
         let err = resolve(Path::new("/nonexistent/vmlinux")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/vmlinux"), "{err}");
+    }
+
+    /// Defect: an unreadable --btf turned sensors off for "kernel BTF lacks sock.skc_family…"
+    /// instead of the file's error.
+    #[test]
+    fn sensors_off_for_an_unreadable_btf_give_the_files_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vmlinux");
+        let err = KernelBtf::open(&path).err().expect("no such file");
+        let reason = err.to_string();
+        assert!(
+            reason.starts_with(&format!("cannot read kernel BTF at {}: ", path.display())),
+            "{reason}"
+        );
+        assert!(!reason.contains("CONFIG_DEBUG_INFO_BTF"), "{reason}");
+        let resolved = ResolvedOffsets::none(&reason);
+        assert_eq!(
+            resolved.why_missing(&["sock.skc_family", "sock.skc_num"]),
+            reason
+        );
+
+        let found = ResolvedOffsets {
+            offsets: KernelOffsets::ALL_MISSING,
+            missing: Vec::new(),
+            unreadable: None,
+        };
+        assert_eq!(
+            found.why_missing(&["sock.skc_family", "sock.skc_num"]),
+            "kernel BTF lacks sock.skc_family, sock.skc_num"
+        );
     }
 }

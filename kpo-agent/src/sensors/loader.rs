@@ -141,7 +141,7 @@ impl Sensors {
         }
         let missing = kind.missing_offsets(&facts.offsets.offsets);
         if !missing.is_empty() {
-            return Some(format!("kernel BTF lacks {}", missing.join(", ")));
+            return Some(facts.offsets.why_missing(&missing));
         }
         for (prog, tp) in kind.programs() {
             if !facts.tracepoint_exists(opts, tp) {
@@ -303,14 +303,8 @@ pub fn monotonic_ns() -> u64 {
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK. Raising it can fail (here root lacks
 /// CAP_SYS_RESOURCE) and newer kernels do not need it, so failure is a warning only.
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        tracing::debug!(
-            "could not raise RLIMIT_MEMLOCK ({}); fine on kernels >= 5.11",
-            std::io::Error::last_os_error()
-        );
+    use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
+    if let Err(e) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK ({e}); fine on kernels >= 5.11");
     }
 }

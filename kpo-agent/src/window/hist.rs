@@ -20,11 +20,7 @@ pub fn delta(first: Option<&[u64]>, last: &[u64]) -> Vec<u64> {
         .enumerate()
         .map(|(i, &v)| {
             let before = first.and_then(|f| f.get(i)).copied().unwrap_or(0);
-            if v >= before {
-                v - before
-            } else {
-                v
-            }
+            crate::counter::restarted(before, v)
         })
         .collect()
 }

@@ -8,7 +8,10 @@ use std::{collections::BTreeMap, time::Duration};
 use kpo_common::{ListenerKey, AF_INET6};
 use serde::Serialize;
 
-use crate::collect::{bpf_maps::BpfSnapshot, procfs::HostMetrics, Sample};
+use crate::{
+    collect::{bpf_maps::BpfSnapshot, procfs::HostMetrics, Sample},
+    counter,
+};
 pub use hist::LatencySummary;
 
 const SOFTIRQ_NAMES: [&str; 10] = [
@@ -196,7 +199,8 @@ impl WindowBuilder {
             }),
             sampled_context_switches_per_s: last.bpf.as_ref().and_then(|b| {
                 let before = first.bpf.as_ref().map_or(0, |f| f.context_switches);
-                (sampled.0 > 0.0).then(|| sampled.rate(counter_delta(before, b.context_switches)))
+                (sampled.0 > 0.0)
+                    .then(|| sampled.rate(counter::restarted(before, b.context_switches)))
             }),
             request_latency: request_latency(first, &last),
             system: HostMetrics::between(&first.host, &last.host),
@@ -234,8 +238,8 @@ fn netns(first: &Sample, last: &Sample) -> Vec<NetnsWindow> {
             let before = first.netns.get(inum).copied().unwrap_or_default();
             NetnsWindow {
                 netns: *inum,
-                listen_overflows: c.listen_overflows.saturating_sub(before.listen_overflows),
-                listen_drops: c.listen_drops.saturating_sub(before.listen_drops),
+                listen_overflows: counter::monotonic(before.listen_overflows, c.listen_overflows),
+                listen_drops: counter::monotonic(before.listen_drops, c.listen_drops),
             }
         })
         .collect()
@@ -251,12 +255,12 @@ fn softirqs(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<SoftirqWindo
         .enumerate()
         .filter_map(|(vec, c)| {
             let before = bpf_before(first, |f| f.softirqs.get(vec).copied());
-            let count = counter_delta(before.count, c.count);
-            let timed = counter_delta(before.timed, c.timed);
+            let count = counter::restarted(before.count, c.count);
+            let timed = counter::restarted(before.timed, c.timed);
             // Only some runs are timed (see SOFTIRQ_TIME_EVERY): their mean times the count.
             // No timed run (a rare vector): the duration is unknown, not zero.
-            let mean_ns =
-                (timed > 0).then(|| counter_delta(before.time_ns, c.time_ns) as f64 / timed as f64);
+            let mean_ns = (timed > 0)
+                .then(|| counter::restarted(before.time_ns, c.time_ns) as f64 / timed as f64);
             let time_ns = mean_ns.map(|m| m * count as f64);
             (count > 0).then(|| SoftirqWindow {
                 vector: SOFTIRQ_NAMES.get(vec).copied().unwrap_or("?"),
@@ -287,14 +291,14 @@ fn napi(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<NapiWindow> {
             let before = bpf_before(first, |f| f.napi.get(ifindex).copied());
             // Per-ifindex totals never reset while the programs are loaded; one that dips is a
             // slot's counts caught between slot and overflow map during the read, not a reset.
-            let polls = c.polls.saturating_sub(before.polls);
-            let packets = c.packets.saturating_sub(before.packets);
+            let polls = counter::monotonic(before.polls, c.polls);
+            let packets = counter::monotonic(before.packets, c.packets);
             (polls > 0).then(|| NapiWindow {
                 ifindex: *ifindex,
                 device: device_name(*ifindex),
                 polls,
                 packets,
-                budget_exhausted: c.budget_exhausted.saturating_sub(before.budget_exhausted),
+                budget_exhausted: counter::monotonic(before.budget_exhausted, c.budget_exhausted),
                 polls_per_s: sampled.rate(polls),
                 packets_per_s: sampled.rate(packets),
             })
@@ -361,14 +365,15 @@ fn listeners(
                     .unwrap_or(0),
                 backlog_max: peaks.get(&key).copied().unwrap_or(0),
                 backlog_now: view.map_or(0, |v| v.depth),
-                enqueued: bpf_on
-                    .then(|| now_bpf.map_or(0, |b| counter_delta(before_bpf.enqueued, b.enqueued))),
+                enqueued: bpf_on.then(|| {
+                    now_bpf.map_or(0, |b| counter::restarted(before_bpf.enqueued, b.enqueued))
+                }),
                 synack_retrans: bpf_on.then(|| {
                     now_bpf.map_or(0, |b| {
-                        counter_delta(before_bpf.synack_retrans, b.synack_retrans)
+                        counter::restarted(before_bpf.synack_retrans, b.synack_retrans)
                     })
                 }),
-                overflows: view.map_or(0, |v| v.drops.saturating_sub(drops_before)),
+                overflows: view.map_or(0, |v| counter::monotonic(drops_before, v.drops)),
                 pid: view.and_then(|v| v.pid),
                 comm: view.and_then(|v| v.comm.clone()),
             }
@@ -385,8 +390,8 @@ fn irqs(first: &Sample, last: &Sample, secs: f64) -> Vec<IrqWindow> {
         .iter()
         .filter_map(|(irq, c)| {
             let before = bpf_before(first, |f| f.irqs.get(irq).copied());
-            let count = counter_delta(before.count, c.count);
-            let time_ns = counter_delta(before.time_ns, c.time_ns);
+            let count = counter::restarted(before.count, c.count);
+            let time_ns = counter::restarted(before.time_ns, c.time_ns);
             (count > 0).then(|| IrqWindow {
                 irq: *irq,
                 name: names.get(irq).cloned(),
@@ -397,16 +402,6 @@ fn irqs(first: &Sample, last: &Sample, secs: f64) -> Vec<IrqWindow> {
             })
         })
         .collect()
-}
-
-/// Difference of a counter that only grows; if it went backwards the map entry was recreated and
-/// the new value is the whole count.
-fn counter_delta(before: u64, now: u64) -> u64 {
-    if now >= before {
-        now - before
-    } else {
-        now
-    }
 }
 
 pub fn family_name(family: u16) -> &'static str {
@@ -428,11 +423,9 @@ fn device_name(ifindex: u32) -> Option<String> {
 
 /// CPUs online on the host (not this process's affinity or cgroup share: the sensors see all).
 fn num_cpus() -> f64 {
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    if n > 0 {
-        n as f64
-    } else {
-        1.0
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN) {
+        Ok(Some(n)) if n > 0 => n as f64,
+        _ => 1.0,
     }
 }
 

@@ -1,44 +1,18 @@
 //! Differences of kernel counters between two readings, summed the way [`super::HostMetrics`]
 //! reports them. Per-CPU and per-device counters are matched by CPU id or device name; one
-//! present in only one reading (hotplug, a new disk) is left out rather than guessed.
+//! present in only one reading (hotplug, a new disk) is left out rather than guessed. What a
+//! counter that went down means is [`crate::counter`]'s: 64-bit counters are
+//! [`counter::monotonic`], the 32-bit per-CPU ones [`counter::wrapping_u32`].
 use std::collections::BTreeMap;
 
+use crate::counter;
+
 use super::{Diskstats, Interrupts, NetCounters, Schedstat, Softirqs, Softnet, SoftnetCpu};
-
-/// Change of a 64-bit counter; backwards (a reset) counts as 0.
-pub(super) fn delta(before: u64, now: u64) -> u64 {
-    now.saturating_sub(before)
-}
-
-/// Change of a counter the kernel keeps in 32 bits. A fall of more than half the range is one
-/// wrap (at 1 M/s a 32-bit counter wraps every 72 minutes); a smaller fall is not a plausible
-/// wrap within a window (a reset, or lines matched to the wrong CPU) and counts as 0. A value
-/// above 32 bits means the kernel widened the counter, and then a fall is a reset.
-pub(super) fn delta32(before: u64, now: u64) -> u64 {
-    const RANGE: u64 = 1 << 32;
-    if now >= before {
-        return now - before;
-    }
-    if before >= RANGE {
-        return 0;
-    }
-    let wrapped = RANGE - before + now;
-    if wrapped < RANGE / 2 {
-        wrapped
-    } else {
-        0
-    }
-}
 
 /// Change of a netstat/snmp counter, `None` if either reading lacks it. These are signed only
 /// because of snmp's `TcpMaxConn` (-1); a fall is a reset and counts as 0.
 pub(super) fn net_delta(first: &NetCounters, last: &NetCounters, key: &str) -> Option<u64> {
-    let (before, now) = (*first.get(key)?, *last.get(key)?);
-    Some(
-        now.checked_sub(before)
-            .and_then(|d| u64::try_from(d).ok())
-            .unwrap_or(0),
-    )
+    Some(counter::monotonic_signed(*first.get(key)?, *last.get(key)?))
 }
 
 #[derive(Clone, Copy)]
@@ -58,7 +32,9 @@ pub(super) fn softnet_deltas(first: &Softnet, last: &Softnet) -> SoftnetDeltas {
         let Some(before) = first.cpus.iter().find(|c| c.cpu == now.cpu) else {
             continue;
         };
-        let d = |f: fn(&SoftnetCpu) -> u32| delta32(u64::from(f(before)), u64::from(f(now)));
+        let d = |f: fn(&SoftnetCpu) -> u32| {
+            counter::wrapping_u32(u64::from(f(before)), u64::from(f(now)))
+        };
         sum.processed = sum.processed.saturating_add(d(|c| c.processed));
         sum.dropped = sum.dropped.saturating_add(d(|c| c.dropped));
         sum.time_squeeze = sum.time_squeeze.saturating_add(d(|c| c.time_squeeze));
@@ -85,18 +61,21 @@ pub(super) fn disk_deltas(first: &Diskstats, last: &Diskstats) -> DiskDeltas {
         let Some(before) = first.devices.iter().find(|d| d.name == now.name) else {
             continue;
         };
-        sum.reads = sum
-            .reads
-            .saturating_add(delta(before.reads_completed, now.reads_completed));
-        sum.writes = sum
-            .writes
-            .saturating_add(delta(before.writes_completed, now.writes_completed));
+        sum.reads = sum.reads.saturating_add(counter::monotonic(
+            before.reads_completed,
+            now.reads_completed,
+        ));
+        sum.writes = sum.writes.saturating_add(counter::monotonic(
+            before.writes_completed,
+            now.writes_completed,
+        ));
         sum.sectors_read = sum
             .sectors_read
-            .saturating_add(delta(before.sectors_read, now.sectors_read));
-        sum.sectors_written = sum
-            .sectors_written
-            .saturating_add(delta(before.sectors_written, now.sectors_written));
+            .saturating_add(counter::monotonic(before.sectors_read, now.sectors_read));
+        sum.sectors_written = sum.sectors_written.saturating_add(counter::monotonic(
+            before.sectors_written,
+            now.sectors_written,
+        ));
     }
     sum
 }
@@ -113,7 +92,7 @@ pub(super) fn per_cpu_delta(
         .zip(last)
         .filter_map(|(cpu, now)| {
             let i = first_cpus.iter().position(|c| c == cpu)?;
-            Some(delta32(*first.get(i)?, *now))
+            Some(counter::wrapping_u32(*first.get(i)?, *now))
         })
         .fold(0, u64::saturating_add)
 }
@@ -167,29 +146,11 @@ pub(super) fn sched_deltas(first: &Schedstat, last: &Schedstat) -> Option<SchedD
         };
         sum.run_delay_ns = sum
             .run_delay_ns
-            .saturating_add(delta(before.run_delay_ns, now.run_delay_ns));
+            .saturating_add(counter::monotonic(before.run_delay_ns, now.run_delay_ns));
         sum.timeslices = sum
             .timeslices
-            .saturating_add(delta(before.timeslices, now.timeslices));
+            .saturating_add(counter::monotonic(before.timeslices, now.timeslices));
         sum.cpus += 1;
     }
     (sum.cpus > 0).then_some(sum)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counter_deltas_handle_resets_and_32_bit_wraps() {
-        assert_eq!(delta(10, 4), 0);
-        assert_eq!(delta(4, 10), 6);
-        assert_eq!(delta32(u64::from(u32::MAX) - 1, 3), 5, "wrapped");
-        assert_eq!(delta32(1000, 10), 0, "a small fall is a reset, not a wrap");
-        assert_eq!(
-            delta32(1 << 40, 5),
-            0,
-            "a counter wider than 32 bits does not wrap there"
-        );
-    }
 }

@@ -16,6 +16,8 @@
 //!   virtual device and on the disks beneath it.
 use serde::Serialize;
 
+use crate::kernel_file::limit;
+
 use super::{
     fields::{number, numbered_lines},
     read_with, ProcError, ProcRoot,
@@ -119,7 +121,7 @@ pub fn parse_diskstats(text: &str) -> Result<Diskstats, ProcError> {
 }
 
 pub fn read_diskstats(root: &ProcRoot) -> Result<Diskstats, ProcError> {
-    read_with(root, "diskstats", parse_diskstats)
+    read_with(root, "diskstats", limit::PER_CPU, parse_diskstats)
 }
 
 fn too_few(line_no: usize, found: usize) -> ProcError {

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::kernel_file::limit;
+
 use super::{
     fields::{cpu_header, number, numbered_lines},
     read_with, ProcError, ProcRoot,
@@ -140,7 +142,7 @@ pub fn parse_interrupts(text: &str) -> Result<Interrupts, ProcError> {
 }
 
 pub fn read_interrupts(root: &ProcRoot) -> Result<Interrupts, ProcError> {
-    read_with(root, "interrupts", parse_interrupts)
+    read_with(root, "interrupts", limit::PER_CPU, parse_interrupts)
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! and total scheduling entities, and the last pid handed out (not used).
 use serde::Serialize;
 
+use crate::kernel_file::limit;
+
 use super::{
     fields::{finite_f64, number},
     read_with, ProcError, ProcRoot,
@@ -48,7 +50,7 @@ pub fn parse_loadavg(text: &str) -> Result<Loadavg, ProcError> {
 }
 
 pub fn read_loadavg(root: &ProcRoot) -> Result<Loadavg, ProcError> {
-    read_with(root, "loadavg", parse_loadavg)
+    read_with(root, "loadavg", limit::FIXED, parse_loadavg)
 }
 
 #[cfg(test)]

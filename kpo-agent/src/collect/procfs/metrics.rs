@@ -15,10 +15,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::counter;
+
 use super::{
     deltas::{
-        delta, disk_deltas, interrupt_delta, net_delta, sched_deltas, softirq_deltas,
-        softnet_deltas,
+        disk_deltas, interrupt_delta, net_delta, sched_deltas, softirq_deltas, softnet_deltas,
     },
     snapshot::HostSnapshot,
     stat::CpuJiffies,
@@ -124,23 +125,27 @@ impl HostMetrics {
     pub fn between(first: &HostSnapshot, last: &HostSnapshot) -> Self {
         let secs = last.at.saturating_duration_since(first.at).as_secs_f64();
         let span = Span((secs > 0.0).then_some(secs));
-        let shares =
-            both(&first.stat, &last.stat).and_then(|(a, b)| cpu_shares(&a.total, &b.total));
-        let stat_rate = |counter: fn(&Stat) -> u64| {
+        let shares = both(&first.stat, &last.stat)
+            .and_then(|(a, b)| cpu_shares(a.total.as_ref()?, b.total.as_ref()?));
+        let stat_rate = |field: fn(&Stat) -> Option<u64>| {
             both(&first.stat, &last.stat)
-                .and_then(|(a, b)| span.rate(delta(counter(a), counter(b))))
+                .and_then(|(a, b)| span.rate(counter::monotonic(field(a)?, field(b)?)))
         };
         let last_stat = last.stat.as_ref();
         let mem = last.meminfo.as_ref();
         let load = last.loadavg.as_ref();
-        let psi = |pick: fn(&Pressure) -> &PressureFile| {
+        let psi = |pick: fn(&Pressure) -> Option<&PressureFile>| {
             Psi::between(
-                first.pressure.as_ref().map(pick),
-                last.pressure.as_ref().map(pick),
+                first.pressure.as_ref().and_then(pick),
+                last.pressure.as_ref().and_then(pick),
                 span,
             )
         };
-        let (cpu, memory, io) = (psi(|p| &p.cpu), psi(|p| &p.memory), psi(|p| &p.io));
+        let (cpu, memory, io) = (
+            psi(|p| p.cpu.as_ref()),
+            psi(|p| p.memory.as_ref()),
+            psi(|p| p.io.as_ref()),
+        );
         let netstat =
             |key: &str| both(&first.netstat, &last.netstat).and_then(|(a, b)| net_delta(a, b, key));
         let snmp =
@@ -162,17 +167,17 @@ impl HostMetrics {
             cpu_iowait_pct: shares.map(|s| s.iowait),
             context_switches_per_s: stat_rate(|s| s.context_switches),
             forks_per_s: stat_rate(|s| s.forks),
-            procs_running: last_stat.map(|s| s.procs_running),
-            procs_blocked: last_stat.map(|s| s.procs_blocked),
+            procs_running: last_stat.and_then(|s| s.procs_running),
+            procs_blocked: last_stat.and_then(|s| s.procs_blocked),
 
-            mem_total_bytes: mem.map(|m| m.mem_total_bytes),
-            mem_free_bytes: mem.map(|m| m.mem_free_bytes),
+            mem_total_bytes: mem.and_then(|m| m.mem_total_bytes),
+            mem_free_bytes: mem.and_then(|m| m.mem_free_bytes),
             mem_available_bytes: mem.and_then(|m| m.mem_available_bytes),
-            mem_buffers_bytes: mem.map(|m| m.buffers_bytes),
-            mem_cached_bytes: mem.map(|m| m.cached_bytes),
-            mem_dirty_bytes: mem.map(|m| m.dirty_bytes),
-            swap_total_bytes: mem.map(|m| m.swap_total_bytes),
-            swap_free_bytes: mem.map(|m| m.swap_free_bytes),
+            mem_buffers_bytes: mem.and_then(|m| m.buffers_bytes),
+            mem_cached_bytes: mem.and_then(|m| m.cached_bytes),
+            mem_dirty_bytes: mem.and_then(|m| m.dirty_bytes),
+            swap_total_bytes: mem.and_then(|m| m.swap_total_bytes),
+            swap_free_bytes: mem.and_then(|m| m.swap_free_bytes),
 
             load1: load.map(|l| round3(l.load1)),
             load5: load.map(|l| round3(l.load5)),
@@ -276,7 +281,7 @@ struct CpuShares {
 /// a column that went backwards (iowait can, on tickless kernels) counts as 0 and the shares
 /// still add up to 100.
 fn cpu_shares(first: &CpuJiffies, last: &CpuJiffies) -> Option<CpuShares> {
-    let d = |column: fn(&CpuJiffies) -> u64| delta(column(first), column(last));
+    let d = |column: fn(&CpuJiffies) -> u64| counter::monotonic(column(first), column(last));
     let user = d(|j| j.user).saturating_add(d(|j| j.nice));
     let (system, idle, iowait) = (d(|j| j.system), d(|j| j.idle), d(|j| j.iowait));
     let (irq, softirq, steal) = (d(|j| j.irq), d(|j| j.softirq), d(|j| j.steal));
@@ -311,14 +316,16 @@ impl Psi {
     fn between(first: Option<&PressureFile>, last: Option<&PressureFile>, span: Span) -> Self {
         let stall_pct = |before: Option<u64>, now: Option<u64>| {
             let (before, now, secs) = (before?, now?, span.0?);
-            Some(round3(delta(before, now) as f64 / (secs * 1e6) * 100.0))
+            Some(round3(
+                counter::monotonic(before, now) as f64 / (secs * 1e6) * 100.0,
+            ))
         };
         Self {
-            some_avg10: last.map(|p| round3(p.some.avg10)),
+            some_avg10: last.and_then(|p| p.some).map(|s| round3(s.avg10)),
             full_avg10: last.and_then(|p| p.full).map(|f| round3(f.avg10)),
             some_stall_pct: stall_pct(
-                first.map(|p| p.some.total_us),
-                last.map(|p| p.some.total_us),
+                first.and_then(|p| p.some).map(|s| s.total_us),
+                last.and_then(|p| p.some).map(|s| s.total_us),
             ),
             full_stall_pct: stall_pct(
                 first.and_then(|p| p.full).map(|f| f.total_us),
@@ -354,6 +361,7 @@ mod tests {
         parse_stat(&format!(
             "cpu {cpu}\nctxt {ctxt}\nprocesses {forks}\nprocs_running 3\nprocs_blocked 2\n"
         ))
+        .strict()
         .unwrap()
     }
 
@@ -361,15 +369,16 @@ mod tests {
         let line = |kind: &str, total: u64| {
             format!("{kind} avg10=2.50 avg60=1.00 avg300=0.50 total={total}\n")
         };
+        let file = |text: String| Some(parse_pressure(&text).strict().unwrap());
         Pressure {
-            cpu: parse_pressure(&line("some", cpu_some)).unwrap(),
-            memory: parse_pressure(&(line("some", mem.0) + &line("full", mem.1))).unwrap(),
-            io: parse_pressure(&(line("some", io.0) + &line("full", io.1))).unwrap(),
+            cpu: file(line("some", cpu_some)),
+            memory: file(line("some", mem.0) + &line("full", mem.1)),
+            io: file(line("some", io.0) + &line("full", io.1)),
         }
     }
 
     fn net(text: &str) -> NetCounters {
-        parse_netstat(text).unwrap()
+        parse_netstat(text).strict().unwrap()
     }
 
     fn softnet(cpu0: (u32, u32, u32), cpu1: (u32, u32, u32)) -> Softnet {
@@ -393,6 +402,7 @@ mod tests {
                 "MemTotal: 1000 kB\nMemFree: 100 kB\nMemAvailable: 500 kB\nBuffers: 1 kB\n\
                  Cached: 2 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\nDirty: 3 kB\n",
             )
+            .strict()
             .unwrap(),
         );
         b.loadavg = Some(parse_loadavg("1.50 0.75 0.25 3/200 99\n").unwrap());
@@ -410,6 +420,7 @@ mod tests {
             parse_snmp(&format!(
                 "Tcp: MaxConn ActiveOpens PassiveOpens InSegs OutSegs RetransSegs\nTcp: -1 {v}\n"
             ))
+            .strict()
             .unwrap()
         };
         a.snmp = Some(snmp("0 0 100 100 5"));

@@ -30,6 +30,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::kernel_file::{self, KernelFileError};
+
 pub use diskstats::{DiskDevice, Diskstats};
 pub use interrupts::{InterruptLine, Interrupts};
 pub use loadavg::Loadavg;
@@ -68,6 +70,12 @@ pub enum ProcError {
         #[source]
         source: std::io::Error,
     },
+    /// The file holds more than its source can (`/dev/zero`, or the wrong file); see
+    /// [`crate::kernel_file::limit`].
+    #[error(
+        "{path} is larger than {limit} bytes, more than this file can hold; is it the right file?"
+    )]
+    TooLarge { path: String, limit: usize },
     /// `line` is 1-based; 0 means the problem is with the file as a whole (e.g. a missing line).
     #[error("{path}{}: {reason}", at_line(.line))]
     Parse {
@@ -97,7 +105,7 @@ impl ProcError {
     /// The file the error is about.
     pub fn path(&self) -> &str {
         match self {
-            Self::Io { path, .. } | Self::Parse { path, .. } => path,
+            Self::Io { path, .. } | Self::TooLarge { path, .. } | Self::Parse { path, .. } => path,
         }
     }
 
@@ -109,23 +117,90 @@ impl ProcError {
                 line,
                 reason,
             },
-            io @ Self::Io { .. } => io,
+            other => other,
         }
     }
+}
+
+impl From<KernelFileError> for ProcError {
+    fn from(e: KernelFileError) -> Self {
+        let path = e.path().display().to_string();
+        match e {
+            KernelFileError::Io { source, .. } => Self::Io { path, source },
+            KernelFileError::TooLarge { limit, .. } => Self::TooLarge { path, limit },
+            parse @ KernelFileError::Parse { .. } => Self::Parse {
+                path,
+                line: 0,
+                reason: parse.to_string(),
+            },
+        }
+    }
+}
+
+/// What a parser kept of a file: the value, with an error for each part it lost. A bad line or
+/// field loses only what depends on it; the rest of the file is still used.
+#[derive(Debug)]
+#[must_use]
+pub struct Parsed<T> {
+    pub value: T,
+    pub errors: Vec<ProcError>,
+}
+
+impl<T> Parsed<T> {
+    pub(crate) fn new(value: T, errors: Vec<ProcError>) -> Self {
+        Self { value, errors }
+    }
+
+    /// The value if nothing was lost, else the first error: for callers that need all of it.
+    pub fn strict(self) -> Result<T, ProcError> {
+        match self.errors.into_iter().next() {
+            None => Ok(self.value),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// The value, with the errors moved into `errors`.
+    pub fn keep(self, errors: &mut Vec<ProcError>) -> T {
+        errors.extend(self.errors);
+        self.value
+    }
+
+    fn in_file(self, file: &Path) -> Self {
+        Self {
+            value: self.value,
+            errors: self.errors.into_iter().map(|e| e.in_file(file)).collect(),
+        }
+    }
+}
+
+/// Reads `rel` under `root`, at most `limit` bytes (see [`crate::kernel_file::limit`]).
+fn read_text(root: &ProcRoot, rel: &str, limit: usize) -> Result<(PathBuf, String), ProcError> {
+    let path = root.path(rel);
+    let text = kernel_file::read_text(&path, limit)?;
+    Ok((path, text))
 }
 
 /// Reads `rel` under `root` and parses it, labelling any error with the real path.
 fn read_with<T>(
     root: &ProcRoot,
     rel: &str,
+    limit: usize,
     parse: impl FnOnce(&str) -> Result<T, ProcError>,
 ) -> Result<T, ProcError> {
-    let path = root.path(rel);
-    let text = std::fs::read_to_string(&path).map_err(|source| ProcError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let (path, text) = read_text(root, rel, limit)?;
     parse(&text).map_err(|e| e.in_file(&path))
+}
+
+/// Like [`read_with`], for parsers that keep what they can of a file ([`Parsed`]). An error
+/// reading the file loses all of it.
+fn read_parsed<T>(
+    root: &ProcRoot,
+    rel: &str,
+    limit: usize,
+    parse: impl FnOnce(&str) -> Parsed<T>,
+) -> Result<Parsed<T>, ProcError> {
+    let (path, text) = read_text(root, rel, limit)?;
+    Ok(parse(&text).in_file(&path))
 }
 
 /// Like [`read_with`], for files whose absence means a kernel feature is off (schedstat): a
@@ -133,9 +208,10 @@ fn read_with<T>(
 fn read_optional_with<T>(
     root: &ProcRoot,
     rel: &str,
+    limit: usize,
     parse: impl FnOnce(&str) -> Result<T, ProcError>,
 ) -> Result<Option<T>, ProcError> {
-    match read_with(root, rel, parse) {
+    match read_with(root, rel, limit, parse) {
         Err(ProcError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => Ok(None),
         other => other.map(Some),
     }

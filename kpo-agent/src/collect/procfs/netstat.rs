@@ -14,9 +14,11 @@
 //! reader's own namespace).
 use std::collections::BTreeMap;
 
+use crate::kernel_file::limit;
+
 use super::{
     fields::{number, numbered_lines},
-    read_with, ProcError, ProcRoot,
+    read_parsed, Parsed, ProcError, ProcRoot,
 };
 
 /// Counter name (nstat style) to value.
@@ -25,49 +27,68 @@ pub type NetCounters = BTreeMap<String, i64>;
 const NETSTAT: &str = "/proc/net/netstat";
 const SNMP: &str = "/proc/net/snmp";
 
-pub fn parse_netstat(text: &str) -> Result<NetCounters, ProcError> {
+pub fn parse_netstat(text: &str) -> Parsed<NetCounters> {
     parse_pairs(text, NETSTAT)
 }
 
-pub fn parse_snmp(text: &str) -> Result<NetCounters, ProcError> {
+pub fn parse_snmp(text: &str) -> Parsed<NetCounters> {
     parse_pairs(text, SNMP)
 }
 
-pub fn read_netstat(root: &ProcRoot) -> Result<NetCounters, ProcError> {
-    read_with(root, "net/netstat", parse_netstat)
+pub fn read_netstat(root: &ProcRoot) -> Result<Parsed<NetCounters>, ProcError> {
+    read_parsed(root, "net/netstat", limit::FIXED, parse_netstat)
 }
 
-pub fn read_snmp(root: &ProcRoot) -> Result<NetCounters, ProcError> {
-    read_with(root, "net/snmp", parse_snmp)
+pub fn read_snmp(root: &ProcRoot) -> Result<Parsed<NetCounters>, ProcError> {
+    read_parsed(root, "net/snmp", limit::FIXED, parse_snmp)
 }
 
-/// Both files share one format. Groups and columns we do not know are kept (they cost nothing);
-/// what must hold is the pairing: a header, then values with the same prefix and as many columns.
-/// A file that breaks it has been misread somewhere, and guessing which value belongs to which
-/// name would report wrong counters.
-fn parse_pairs(text: &str, path: &str) -> Result<NetCounters, ProcError> {
+/// Both files share one format. Groups and columns we do not know are kept (they cost nothing).
+/// What must hold is the pairing: a header, then values with the same prefix and as many columns.
+/// A group that breaks it has been misread somewhere, and guessing which value belongs to which
+/// name would report wrong counters, so that group is lost (with an error) and reading goes on
+/// with the next line as a header. A value that does not parse loses only its own counter.
+fn parse_pairs(text: &str, path: &str) -> Parsed<NetCounters> {
     let mut counters = NetCounters::new();
-    let mut lines = numbered_lines(text);
+    let mut errors = Vec::new();
+    let mut lines = numbered_lines(text).peekable();
     while let Some((header_no, header)) = lines.next() {
-        let (group, names) = split_group(path, header_no, header)?;
-        let Some((values_no, values_line)) = lines.next() else {
-            return Err(ProcError::parse(
+        let (group, names) = match split_group(path, header_no, header) {
+            Ok(split) => split,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let Some(&(values_no, values_line)) = lines.peek() else {
+            errors.push(ProcError::parse(
                 path,
                 header_no,
                 format!("header `{group}` has no line of values after it"),
             ));
+            break;
         };
-        let (values_group, values) = split_group(path, values_no, values_line)?;
+        let (values_group, values) = match split_group(path, values_no, values_line) {
+            Ok(split) => split,
+            Err(e) => {
+                errors.push(e);
+                lines.next();
+                continue;
+            }
+        };
         if values_group != group {
+            // Probably the next group's header: read it as one.
             let reason = format!(
                 "expected values for `{group}` (header on line {header_no}), found `{values_group}`"
             );
-            return Err(ProcError::parse(path, values_no, reason));
+            errors.push(ProcError::parse(path, values_no, reason));
+            continue;
         }
+        lines.next();
         let names: Vec<&str> = names.split_whitespace().collect();
         let values: Vec<&str> = values.split_whitespace().collect();
         if names.len() != values.len() {
-            return Err(ProcError::parse(
+            errors.push(ProcError::parse(
                 path,
                 values_no,
                 format!(
@@ -76,14 +97,19 @@ fn parse_pairs(text: &str, path: &str) -> Result<NetCounters, ProcError> {
                     names.len()
                 ),
             ));
+            continue;
         }
         for (name, value) in names.into_iter().zip(values) {
             let key = format!("{group}{name}");
-            let value = number(path, values_no, &key, value)?;
-            counters.insert(key, value);
+            match number(path, values_no, &key, value) {
+                Ok(value) => {
+                    counters.insert(key, value);
+                }
+                Err(e) => errors.push(e),
+            }
         }
     }
-    Ok(counters)
+    Parsed::new(counters, errors)
 }
 
 fn split_group<'a>(
@@ -136,7 +162,7 @@ UdpLite: 0 0 0 0 0 0 0 0 0
 
     #[test]
     fn parses_the_real_netstat_with_nstat_names() {
-        let c = parse_netstat(REAL_NETSTAT).unwrap();
+        let c = parse_netstat(REAL_NETSTAT).strict().unwrap();
         assert_eq!(c["TcpExtListenOverflows"], 0);
         assert_eq!(c["TcpExtTW"], 601244);
         assert_eq!(c["TcpExtTCPHPAcks"], 10677386);
@@ -148,7 +174,7 @@ UdpLite: 0 0 0 0 0 0 0 0 0
 
     #[test]
     fn parses_the_real_snmp_including_negative_max_conn() {
-        let c = parse_snmp(REAL_SNMP).unwrap();
+        let c = parse_snmp(REAL_SNMP).strict().unwrap();
         assert_eq!(c["TcpMaxConn"], -1);
         assert_eq!(c["TcpActiveOpens"], 601451);
         assert_eq!(c["TcpRetransSegs"], 0);
@@ -160,14 +186,14 @@ UdpLite: 0 0 0 0 0 0 0 0 0
     #[test]
     fn new_groups_and_columns_are_kept() {
         let text = format!("{REAL_NETSTAT}NewExt: A B\nNewExt: 1 2\n");
-        let c = parse_netstat(&text).unwrap();
+        let c = parse_netstat(&text).strict().unwrap();
         assert_eq!((c["NewExtA"], c["NewExtB"]), (1, 2));
     }
 
     #[test]
     fn a_column_count_mismatch_is_an_error() {
         let text = REAL_SNMP.replace("Udp: 109 0 0 110 0 0 0 0 0", "Udp: 109 0 0 110 0 0 0 0");
-        let e = parse_snmp(&text).unwrap_err();
+        let e = parse_snmp(&text).strict().unwrap_err();
         assert_eq!(
             e.to_string(),
             "/proc/net/snmp line 10: `Udp` has 8 values for 9 names (header on line 9)"
@@ -176,20 +202,24 @@ UdpLite: 0 0 0 0 0 0 0 0 0
 
     #[test]
     fn broken_pairing_is_an_error() {
-        let e = parse_netstat("TcpExt: A B\nIpExt: 1 2\n").unwrap_err();
+        let e = parse_netstat("TcpExt: A B\nIpExt: 1 2\n")
+            .strict()
+            .unwrap_err();
         assert!(matches!(e, ProcError::Parse { line: 2, .. }), "{e}");
-        let e = parse_netstat("TcpExt: A B\n").unwrap_err();
+        let e = parse_netstat("TcpExt: A B\n").strict().unwrap_err();
         assert_eq!(
             e.to_string(),
             "/proc/net/netstat line 1: header `TcpExt` has no line of values after it"
         );
-        let e = parse_netstat("garbage\n").unwrap_err();
+        let e = parse_netstat("garbage\n").strict().unwrap_err();
         assert!(e.to_string().contains("expected `Group: ...`"), "{e}");
     }
 
     #[test]
     fn a_malformed_value_names_the_counter() {
-        let e = parse_netstat(&REAL_NETSTAT.replace("1855143214", "18551x3214")).unwrap_err();
+        let e = parse_netstat(&REAL_NETSTAT.replace("1855143214", "18551x3214"))
+            .strict()
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "/proc/net/netstat line 4: IpExtInOctets: \"18551x3214\" is not a valid number"
@@ -199,6 +229,47 @@ UdpLite: 0 0 0 0 0 0 0 0 0
     #[test]
     fn an_empty_file_has_no_counters() {
         // Nothing is malformed, so nothing is an error; a counter the caller needs is simply absent.
-        assert!(parse_netstat("").unwrap().is_empty());
+        assert!(parse_netstat("").strict().unwrap().is_empty());
+    }
+
+    /// Defect: a bad value of a counter nobody uses nulled every counter of the file.
+    #[test]
+    fn a_bad_value_loses_only_its_counter() {
+        // TcpExt columns: ... EmbryonicRsts is the 4th.
+        let text = REAL_NETSTAT.replace("TcpExt: 0 0 0 0 0", "TcpExt: 0 0 0 x 0");
+        let Parsed { value: c, errors } = parse_netstat(&text);
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            ["/proc/net/netstat line 2: TcpExtEmbryonicRsts: \"x\" is not a valid number"]
+        );
+        assert_eq!(c.get("TcpExtEmbryonicRsts"), None);
+        assert_eq!(c["TcpExtListenOverflows"], 0);
+        assert_eq!(c["TcpExtTW"], 601244);
+        assert_eq!(c["IpExtInOctets"], 1855143214);
+        assert_eq!(c.len(), 27 + 18 + 3 - 1);
+    }
+
+    #[test]
+    fn a_broken_group_loses_only_that_group() {
+        // Udp has one value short; IpExt's values are missing, so MPTcpExt's header follows.
+        let snmp = REAL_SNMP.replace("Udp: 109 0 0 110 0 0 0 0 0", "Udp: 109 0 0 110 0 0 0 0");
+        let Parsed { value: c, errors } = parse_snmp(&snmp);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(c.get("UdpInDatagrams"), None);
+        assert_eq!((c["TcpRetransSegs"], c["UdpLiteMemErrors"]), (0, 0));
+
+        let netstat = REAL_NETSTAT.replace(
+            "IpExt: 0 0 0 0 0 0 1855143214 1621259853 0 0 0 0 0 16108002 0 0 0 0\n",
+            "",
+        );
+        let Parsed { value: c, errors } = parse_netstat(&netstat);
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            ["/proc/net/netstat line 4: expected values for `IpExt` (header on line 3), found `MPTcpExt`"]
+        );
+        assert_eq!((c["TcpExtTW"], c["MPTcpExtMPCapableSYNTX"]), (601244, 0));
+        assert_eq!(c.get("IpExtInOctets"), None);
     }
 }

@@ -14,9 +14,11 @@ use std::io::ErrorKind;
 
 use serde::Serialize;
 
+use crate::kernel_file::limit;
+
 use super::{
     fields::{finite_f64, number, numbered_lines},
-    read_with, ProcError, ProcRoot,
+    read_parsed, Parsed, ProcError, ProcRoot,
 };
 
 /// The parser cannot know which of the three files it was given; `read_pressure` relabels.
@@ -30,55 +32,81 @@ pub struct PressureLine {
     pub total_us: u64,
 }
 
-/// One /proc/pressure file.
+/// One /proc/pressure file. A line that does not parse is `None`, with an error beside it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct PressureFile {
-    pub some: PressureLine,
+    pub some: Option<PressureLine>,
     /// Absent for `cpu` before Linux 5.13.
     pub full: Option<PressureLine>,
 }
 
+/// Each file on its own: one that cannot be read or parsed loses only its own resource.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Pressure {
-    pub cpu: PressureFile,
-    pub memory: PressureFile,
-    pub io: PressureFile,
+    pub cpu: Option<PressureFile>,
+    pub memory: Option<PressureFile>,
+    pub io: Option<PressureFile>,
 }
 
-pub fn parse_pressure(text: &str) -> Result<PressureFile, ProcError> {
-    let mut some = None;
-    let mut full = None;
+/// A bad `some` line loses `some`, a bad `full` line loses `full`. A missing `some` line is an
+/// error (every kernel with PSI prints it); a missing `full` line is not (`cpu` before 5.13).
+pub fn parse_pressure(text: &str) -> Parsed<PressureFile> {
+    let mut file = PressureFile {
+        some: None,
+        full: None,
+    };
+    let mut errors = Vec::new();
+    let mut some_seen = false;
     for (line_no, line) in numbered_lines(text) {
         let mut tokens = line.split_whitespace();
         let slot = match tokens.next() {
-            Some("some") => &mut some,
-            Some("full") => &mut full,
+            Some("some") => {
+                some_seen = true;
+                &mut file.some
+            }
+            Some("full") => &mut file.full,
             _ => continue,
         };
-        *slot = Some(parse_line(line_no, tokens)?);
+        *slot = parse_line(line_no, tokens).map_err(|e| errors.push(e)).ok();
     }
-    let some = some.ok_or_else(|| ProcError::parse(PATH, 0, "no `some` line"))?;
-    Ok(PressureFile { some, full })
+    if !some_seen {
+        errors.push(ProcError::parse(PATH, 0, "no `some` line"));
+    }
+    Parsed::new(file, errors)
 }
 
-/// Reads the three files; `Ok(None)` when the kernel has no /proc/pressure (PSI off).
-pub fn read_pressure(root: &ProcRoot) -> Result<Option<Pressure>, ProcError> {
+/// Reads the three files; `None` when the kernel has no /proc/pressure (PSI off), which is not
+/// an error.
+pub fn read_pressure(root: &ProcRoot) -> Parsed<Option<Pressure>> {
     let dir = root.path("pressure");
     match std::fs::metadata(&dir) {
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Parsed::new(None, Vec::new()),
         Err(source) => {
-            return Err(ProcError::Io {
+            let error = ProcError::Io {
                 path: dir.display().to_string(),
                 source,
-            })
+            };
+            return Parsed::new(None, vec![error]);
         }
         Ok(_) => {}
     }
-    Ok(Some(Pressure {
-        cpu: read_with(root, "pressure/cpu", parse_pressure)?,
-        memory: read_with(root, "pressure/memory", parse_pressure)?,
-        io: read_with(root, "pressure/io", parse_pressure)?,
-    }))
+    let mut errors = Vec::new();
+    let pressure = Pressure {
+        cpu: read_file(root, "pressure/cpu", &mut errors),
+        memory: read_file(root, "pressure/memory", &mut errors),
+        io: read_file(root, "pressure/io", &mut errors),
+    };
+    Parsed::new(Some(pressure), errors)
+}
+
+fn read_file(root: &ProcRoot, rel: &str, errors: &mut Vec<ProcError>) -> Option<PressureFile> {
+    match read_parsed(root, rel, limit::FIXED, parse_pressure) {
+        Ok(parsed) => Some(parsed.keep(errors)),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    }
 }
 
 /// `avg10=0.77 avg60=1.80 avg300=7.47 total=166104698`; unknown `key=value` pairs are ignored.
@@ -128,17 +156,17 @@ full avg10=0.03 avg60=0.18 avg300=0.09 total=5164702
 
     #[test]
     fn parses_the_real_files() {
-        let cpu = parse_pressure(REAL_CPU).unwrap();
+        let cpu = parse_pressure(REAL_CPU).strict().unwrap();
         assert_eq!(
             cpu.some,
-            PressureLine {
+            Some(PressureLine {
                 avg10: 0.77,
                 avg60: 1.80,
                 avg300: 7.47,
                 total_us: 166104698
-            }
+            })
         );
-        let io = parse_pressure(REAL_IO).unwrap();
+        let io = parse_pressure(REAL_IO).strict().unwrap();
         assert_eq!(
             io.full.map(|f| (f.avg10, f.total_us)),
             Some((0.03, 5164702))
@@ -148,53 +176,73 @@ full avg10=0.03 avg60=0.18 avg300=0.09 total=5164702
     #[test]
     fn cpu_before_5_13_has_no_full_line() {
         let old = "some avg10=0.77 avg60=1.80 avg300=7.47 total=166104698\n";
-        assert_eq!(parse_pressure(old).unwrap().full, None);
+        assert_eq!(parse_pressure(old).strict().unwrap().full, None);
     }
 
     #[test]
     fn unknown_lines_and_keys_are_ignored() {
         let text = "some avg10=0.77 avg60=1.80 avg300=7.47 total=166104698 avg1=3.0\nhalf x\n";
-        assert_eq!(parse_pressure(text).unwrap().some.total_us, 166104698);
+        let file = parse_pressure(text).strict().unwrap();
+        assert_eq!(file.some.map(|s| s.total_us), Some(166104698));
     }
 
     #[test]
     fn malformed_values_are_errors() {
-        let e = parse_pressure(&REAL_IO.replace("total=5164702", "total=51x")).unwrap_err();
+        let strict = |text: &str| parse_pressure(text).strict().unwrap_err();
+        let e = strict(&REAL_IO.replace("total=5164702", "total=51x"));
         assert_eq!(
             e.to_string(),
             "/proc/pressure line 2: total: \"51x\" is not a valid number"
         );
-        let e = parse_pressure("some avg10=0.77 avg60=1.80 total=1\n").unwrap_err();
+        let e = strict("some avg10=0.77 avg60=1.80 total=1\n");
         assert_eq!(e.to_string(), "/proc/pressure line 1: no avg300=");
-        let e = parse_pressure("some avg10 0.77\n").unwrap_err();
+        let e = strict("some avg10 0.77\n");
         assert!(e.to_string().contains("key=value"), "{e}");
-        assert_eq!(
-            parse_pressure("").unwrap_err().to_string(),
-            "/proc/pressure: no `some` line"
-        );
+        assert_eq!(strict("").to_string(), "/proc/pressure: no `some` line");
+    }
+
+    #[test]
+    fn a_bad_line_loses_only_itself() {
+        let Parsed { value, errors } =
+            parse_pressure(&REAL_IO.replace("total=5164702", "total=51x"));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(value.full, None);
+        assert_eq!(value.some.map(|s| s.total_us), Some(6418941));
     }
 
     #[test]
     fn no_pressure_directory_means_psi_is_off() {
         let dir = tempfile::tempdir().unwrap();
         let root = ProcRoot(dir.path().to_path_buf());
-        assert_eq!(read_pressure(&root).unwrap(), None);
+        let off = read_pressure(&root);
+        assert_eq!((off.value, off.errors.len()), (None, 0));
 
         std::fs::create_dir(dir.path().join("pressure")).unwrap();
         std::fs::write(dir.path().join("pressure/cpu"), REAL_CPU).unwrap();
         std::fs::write(dir.path().join("pressure/memory"), REAL_CPU).unwrap();
-        let e = read_pressure(&root).unwrap_err();
+        let Parsed { value, errors } = read_pressure(&root);
+        assert_eq!(errors.len(), 1);
         assert!(
-            e.path().ends_with("pressure/io"),
-            "a missing file inside is an error: {e}"
+            errors[0].path().ends_with("pressure/io"),
+            "a missing file inside is an error: {}",
+            errors[0]
+        );
+        let value = value.unwrap();
+        assert_eq!(value.io, None);
+        assert_eq!(
+            value.memory.and_then(|m| m.some).map(|s| s.total_us),
+            Some(166104698),
+            "the other files are still read"
         );
         std::fs::write(dir.path().join("pressure/io"), "some avg10=x\n").unwrap();
-        let e = read_pressure(&root).unwrap_err();
-        assert!(e.to_string().contains("pressure/io line 1"), "{e}");
-        std::fs::write(dir.path().join("pressure/io"), REAL_IO).unwrap();
-        assert_eq!(
-            read_pressure(&root).unwrap().unwrap().io.some.total_us,
-            6418941
+        let errors = read_pressure(&root).errors;
+        assert!(
+            errors[0].to_string().contains("pressure/io line 1"),
+            "{}",
+            errors[0]
         );
+        std::fs::write(dir.path().join("pressure/io"), REAL_IO).unwrap();
+        let io = read_pressure(&root).strict().unwrap().unwrap().io.unwrap();
+        assert_eq!(io.some.map(|s| s.total_us), Some(6418941));
     }
 }

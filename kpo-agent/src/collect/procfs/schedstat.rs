@@ -18,6 +18,8 @@
 //! `None`.
 use serde::Serialize;
 
+use crate::kernel_file::limit;
+
 use super::{
     fields::{number, numbered_lines},
     read_optional_with, ProcError, ProcRoot,
@@ -90,7 +92,7 @@ pub fn parse_schedstat(text: &str) -> Result<Schedstat, ProcError> {
 /// `Ok(None)` when the kernel has no /proc/schedstat (CONFIG_SCHEDSTATS off, as on the build
 /// machine).
 pub fn read_schedstat(root: &ProcRoot) -> Result<Option<Schedstat>, ProcError> {
-    read_optional_with(root, "schedstat", parse_schedstat)
+    read_optional_with(root, "schedstat", limit::PER_CPU, parse_schedstat)
 }
 
 #[cfg(test)]

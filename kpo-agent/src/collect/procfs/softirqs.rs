@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::kernel_file::limit;
+
 use super::{
     fields::{cpu_header, number, numbered_lines},
     read_with, ProcError, ProcRoot,
@@ -62,7 +64,7 @@ pub fn parse_softirqs(text: &str) -> Result<Softirqs, ProcError> {
 }
 
 pub fn read_softirqs(root: &ProcRoot) -> Result<Softirqs, ProcError> {
-    read_with(root, "softirqs", parse_softirqs)
+    read_with(root, "softirqs", limit::PER_CPU, parse_softirqs)
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@
 //! when every CPU is online.
 use serde::Serialize;
 
+use crate::kernel_file::limit;
+
 use super::{
     fields::{hex_u32, numbered_lines},
     read_with, ProcError, ProcRoot,
@@ -87,7 +89,7 @@ pub fn parse_softnet(text: &str) -> Result<Softnet, ProcError> {
 }
 
 pub fn read_softnet(root: &ProcRoot) -> Result<Softnet, ProcError> {
-    read_with(root, "net/softnet_stat", parse_softnet)
+    read_with(root, "net/softnet_stat", limit::PER_CPU, parse_softnet)
 }
 
 #[cfg(test)]

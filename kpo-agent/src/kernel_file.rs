@@ -1,0 +1,276 @@
+//! One way to read a kernel file (procfs, sysfs) or a small configuration file: whole, bounded in
+//! size, with errors that name the file.
+//!
+//! Every read is bounded because a path can be anything: `--config /dev/zero`, or a /proc tree
+//! whose file is a link to it, would otherwise fill memory within a second. procfs and sysfs
+//! report a size of 0 for their files, so the bound cannot come from `stat`; it is what the source
+//! can hold ([`limit`]), and a read that goes past it stops there with [`KernelFileError::TooLarge`].
+//!
+//! The callers map these errors into their own (`ProcError`, `EnergyError`, `ActuateError`,
+//! `ConfigError`); [`KernelFileError::hint_if`] adds a sentence for an error the operator can fix
+//! (e.g. a permission only root has).
+use std::{
+    fmt::Display,
+    fs::File,
+    io::{self, Read, Seek, SeekFrom},
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+/// Bounds on what one file can hold, by kind of source.
+pub mod limit {
+    /// A sysfs attribute (`energy_uj`, `scaling_max_freq`): the kernel formats it into one page,
+    /// and pages are at most 64 KiB.
+    pub const ATTRIBUTE: usize = 64 * 1024;
+    /// A /proc file whose size does not grow with the machine (`loadavg`, `meminfo`,
+    /// `pressure/*`, `net/netstat`, `net/snmp`, `<pid>/comm`): a few KiB today; the bound leaves
+    /// room for decades of new fields.
+    pub const FIXED: usize = 256 * 1024;
+    /// A /proc file with a line or a column per CPU, IRQ or device (`stat`, `interrupts`,
+    /// `softirqs`, `net/softnet_stat`, `schedstat`, `diskstats`): `interrupts` on 512 CPUs with
+    /// 1000 IRQ lines is about 6 MB.
+    pub const PER_CPU: usize = 32 * 1024 * 1024;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelFileError {
+    #[error("cannot read {}: {source}{hint}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+        /// Empty, or a sentence starting with a space (see [`KernelFileError::hint_if`]).
+        hint: &'static str,
+    },
+    #[error("{} is larger than {limit} bytes, more than this file can hold; is it the right file?", .path.display())]
+    TooLarge { path: PathBuf, limit: usize },
+    #[error("{}: cannot parse {text:?} as {what}", .path.display())]
+    Parse {
+        path: PathBuf,
+        /// What the file held, trimmed (at most [`PARSE_TEXT_SHOWN`] characters).
+        text: String,
+        what: &'static str,
+    },
+}
+
+/// How much of an unparsable file's content a [`KernelFileError::Parse`] repeats.
+pub const PARSE_TEXT_SHOWN: usize = 64;
+
+impl KernelFileError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Io { path, .. } | Self::TooLarge { path, .. } | Self::Parse { path, .. } => path,
+        }
+    }
+
+    /// The I/O error's kind, `None` for a file that was read but is too large or unparsable.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            Self::Io { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+
+    /// Adds `hint` (a sentence starting with a space, e.g. `" (readable by root only)"`) to an
+    /// I/O error of `kind`; any other error is returned unchanged.
+    pub fn hint_if(self, kind: io::ErrorKind, hint: &'static str) -> Self {
+        match self {
+            Self::Io { path, source, .. } if source.kind() == kind => {
+                Self::Io { path, source, hint }
+            }
+            other => other,
+        }
+    }
+}
+
+/// The whole of `path`, at most `limit` bytes.
+pub fn read_bytes(path: &Path, limit: usize) -> Result<Vec<u8>, KernelFileError> {
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    read_bounded(file, path, limit)
+}
+
+/// The whole of `path` as text, at most `limit` bytes. Text that is not UTF-8 is an I/O error of
+/// kind `InvalidData`, as with [`std::fs::read_to_string`].
+pub fn read_text(path: &Path, limit: usize) -> Result<String, KernelFileError> {
+    utf8(read_bytes(path, limit)?, path)
+}
+
+/// Reads an open file again from its start: for a file opened once and read every tick (a
+/// namespace's `net/netstat`, opened from inside it). `path` names it in errors.
+pub fn reread_text(file: &mut File, path: &Path, limit: usize) -> Result<String, KernelFileError> {
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| io_error(path, e))?;
+    utf8(read_bounded(&mut *file, path, limit)?, path)
+}
+
+/// A file holding one value (a sysfs attribute such as `energy_uj` or `scaling_max_freq`), parsed
+/// after trimming whitespace. `what` says what was expected ("a frequency in kHz").
+pub fn read_value<T: FromStr>(path: &Path, what: &'static str) -> Result<T, KernelFileError> {
+    let text = read_text(path, limit::ATTRIBUTE)?;
+    parse_value(&text, path, what)
+}
+
+/// Parses one trimmed value; the error names the file and repeats what it held.
+pub fn parse_value<T: FromStr>(
+    text: &str,
+    path: &Path,
+    what: &'static str,
+) -> Result<T, KernelFileError> {
+    let text = text.trim();
+    text.parse().map_err(|_| KernelFileError::Parse {
+        path: path.to_path_buf(),
+        text: text.chars().take(PARSE_TEXT_SHOWN).collect(),
+        what,
+    })
+}
+
+fn read_bounded(file: impl Read, path: &Path, limit: usize) -> Result<Vec<u8>, KernelFileError> {
+    let mut bytes = Vec::new();
+    // One byte past the bound tells a file of exactly `limit` bytes from a longer one.
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_error(path, e))?;
+    if bytes.len() > limit {
+        return Err(KernelFileError::TooLarge {
+            path: path.to_path_buf(),
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+fn utf8(bytes: Vec<u8>, path: &Path) -> Result<String, KernelFileError> {
+    String::from_utf8(bytes).map_err(|e| {
+        io_error(
+            path,
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                NotUtf8(e.utf8_error().valid_up_to()),
+            ),
+        )
+    })
+}
+
+#[derive(Debug)]
+struct NotUtf8(usize);
+
+impl Display for NotUtf8 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not UTF-8 text (invalid byte at offset {})", self.0)
+    }
+}
+
+impl std::error::Error for NotUtf8 {}
+
+fn io_error(path: &Path, source: io::Error) -> KernelFileError {
+    KernelFileError::Io {
+        path: path.to_path_buf(),
+        source,
+        hint: "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_up_to_the_bound_and_no_further() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "12345678").unwrap();
+        assert_eq!(read_text(&path, 8).unwrap(), "12345678");
+        let e = read_text(&path, 7).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} is larger than 7 bytes, more than this file can hold; is it the right file?",
+                path.display()
+            )
+        );
+        assert_eq!(e.io_kind(), None);
+    }
+
+    /// A file that never ends stops at the bound instead of filling memory.
+    #[test]
+    fn dev_zero_stops_at_the_bound() {
+        let e = read_bytes(Path::new("/dev/zero"), limit::FIXED).unwrap_err();
+        assert!(
+            matches!(e, KernelFileError::TooLarge { limit: l, .. } if l == limit::FIXED),
+            "{e}"
+        );
+        assert_eq!(e.path(), Path::new("/dev/zero"));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_carry_hints() {
+        let e = read_text(Path::new("/nonexistent/kpo"), 10).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot read /nonexistent/kpo: No such file or directory (os error 2)"
+        );
+        assert_eq!(e.io_kind(), Some(io::ErrorKind::NotFound));
+        let hinted = e.hint_if(io::ErrorKind::NotFound, " (is the driver loaded?)");
+        assert_eq!(
+            hinted.to_string(),
+            "cannot read /nonexistent/kpo: No such file or directory (os error 2) (is the driver loaded?)"
+        );
+        let unhinted = read_text(Path::new("/nonexistent/kpo"), 10)
+            .unwrap_err()
+            .hint_if(io::ErrorKind::PermissionDenied, " (root only)");
+        assert!(!unhinted.to_string().contains("root only"), "{unhinted}");
+    }
+
+    #[test]
+    fn values_are_trimmed_and_parse_errors_repeat_the_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scaling_max_freq");
+        std::fs::write(&path, "2400000\n").unwrap();
+        assert_eq!(
+            read_value::<u64>(&path, "a frequency in kHz").unwrap(),
+            2_400_000
+        );
+        std::fs::write(&path, "fast\n").unwrap();
+        let e = read_value::<u64>(&path, "a frequency in kHz").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: cannot parse \"fast\" as a frequency in kHz",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_invalid_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"ab\xffc").unwrap();
+        let e = read_text(&path, 100).unwrap_err();
+        assert_eq!(e.io_kind(), Some(io::ErrorKind::InvalidData));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot read {}: not UTF-8 text (invalid byte at offset 2)",
+                path.display()
+            )
+        );
+        assert_eq!(read_bytes(&path, 100).unwrap(), b"ab\xffc");
+    }
+
+    #[test]
+    fn an_open_file_is_read_again_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("netstat");
+        std::fs::write(&path, "one").unwrap();
+        let mut file = File::open(&path).unwrap();
+        assert_eq!(reread_text(&mut file, &path, 10).unwrap(), "one");
+        std::fs::write(&path, "two!").unwrap();
+        assert_eq!(reread_text(&mut file, &path, 10).unwrap(), "two!");
+        assert!(matches!(
+            reread_text(&mut file, &path, 3),
+            Err(KernelFileError::TooLarge { limit: 3, .. })
+        ));
+    }
+}

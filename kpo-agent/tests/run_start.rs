@@ -1,0 +1,84 @@
+//! `kpo run` refuses what it cannot work with at start, before it loads anything, naming the file
+//! and the reason. No privileges needed: every case stops before the agent would need root.
+use std::process::{Command, Output};
+
+/// Runs `kpo run` with `args`. The events path is in a directory that does not exist, so an agent
+/// that got past the checks under test stops at once (it cannot open its output) instead of
+/// running.
+fn kpo_run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kpo"))
+        .arg("run")
+        .args(args)
+        .args(["--events", "/nonexistent-kpo-dir/events.ndjson"])
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim_end().to_string()
+}
+
+/// Defect: with an empty --proc-root the agent ran, and the host's listeners vanished silently.
+#[test]
+fn a_proc_root_without_process_directories_stops_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = kpo_run(&["--proc-root", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "kpo: error: --proc-root {}: no process directory (<pid>/) in it, so no network \
+             namespace or listener can be found; is procfs mounted there (e.g. the host's /proc \
+             at /host/proc)?",
+            dir.path().display()
+        )
+    );
+}
+
+#[test]
+fn a_config_file_that_never_ends_stops_the_agent() {
+    let out = kpo_run(&["--config", "/dev/zero"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "kpo: error: config file: /dev/zero is larger than 1048576 bytes, more than this file \
+         can hold; is it the right file?"
+    );
+}
+
+#[test]
+fn an_empty_proc_root_or_btf_in_the_config_file_stops_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kpo.toml");
+    // (On the command line, clap already refuses an empty value.)
+    for (toml, expected) in [
+        (
+            "proc_root = \"\"",
+            "`proc_root` is empty; give where procfs is mounted (default /proc)",
+        ),
+        (
+            "btf = \"\"",
+            "`btf` is empty; give the kernel BTF file (default /sys/kernel/btf/vmlinux)",
+        ),
+    ] {
+        std::fs::write(&config, toml).unwrap();
+        let out = kpo_run(&["--config", config.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{toml}");
+        assert_eq!(
+            stderr(&out),
+            format!("kpo: error: {}: {expected}", config.display()),
+            "{toml}"
+        );
+    }
+}
+
+#[test]
+fn an_overlong_window_stops_the_agent() {
+    let out = kpo_run(&["--window", "5000000000h"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "kpo: error: command line: `window` is 570385years 6months 29days 10h 38m 24s; it must \
+         be at most 1h (32-bit kernel counters can wrap more than once in a longer window)"
+    );
+}
