@@ -7,14 +7,15 @@
 //! - [`energy`]: energy sensing (RAPL powercap or a labelled estimate).
 //! - [`actuate`]: knobs the optimizer moves (cpufreq limits, NIC coalescing) behind one trait.
 //! - [`output`]: the NDJSON event stream.
-//! - [`agent`]: the run loop tying the stages together; [`cli`]: command-line definitions.
+//! - [`run`]: the run loop, which only wires the stages above in that order (`kpo run`);
+//!   [`cli`]: command-line definitions.
 pub mod actuate;
 pub mod advise;
-pub mod agent;
 pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod energy;
 pub mod output;
+pub mod run;
 pub mod sensors;
 pub mod window;

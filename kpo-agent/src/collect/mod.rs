@@ -2,7 +2,9 @@
 //! (sock_diag, netstat), and the host's /proc sources.
 pub mod bpf_maps;
 pub mod netns;
+pub mod notable;
 pub mod owners;
+pub mod pressure_watch;
 pub mod procfs;
 pub mod sockdiag;
 
