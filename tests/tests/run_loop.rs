@@ -334,7 +334,11 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     fn new(size: &str) -> Tmpfs {
         let dir = std::env::temp_dir().join(format!("kpo-tmpfs-{}", std::process::id()));
-        let _ = Command::new("umount").arg(&dir).status();
+        // A mount left by an earlier run that panicked.
+        let _ = Command::new("umount")
+            .arg(&dir)
+            .stderr(Stdio::null())
+            .status();
         fs::create_dir_all(&dir).unwrap();
         run_ok(
             "mount",
@@ -502,7 +506,7 @@ pub fn sighup_reopens_the_event_file() {
 }
 
 /// Runs the agent with `args`, writing to a file; `until` decides when to send SIGTERM from the
-/// events so far. Returns every event.
+/// events so far. Returns every event (whole lines; the caller validates them).
 fn run_until(name: &str, args: &[&str], until: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let events = std::env::temp_dir().join(format!("kpo-{name}-{}.ndjson", std::process::id()));
     let _ = fs::remove_file(&events);
@@ -522,7 +526,6 @@ fn run_until(name: &str, args: &[&str], until: impl Fn(&[Value]) -> bool) -> Vec
     let status = agent.wait_exit("on SIGTERM");
     assert!(status.success(), "exit {status}; stderr:\n{}", agent.stderr());
     let out = assert_whole_lines(&events);
-    validate(&out);
     let _ = fs::remove_file(&events);
     out
 }
@@ -585,6 +588,7 @@ pub fn unsampled_partial_window_has_no_ebpf_counts() {
             "each full window samples one tick: {w}"
         );
     }
+    validate(&events);
 }
 
 /// Ticks per window × duty fraction below 1 (10 ticks × 0.05): each window still samples one tick,
@@ -612,6 +616,7 @@ pub fn small_duty_fraction_still_samples_every_window() {
             w["runq_latency"]
         );
     }
+    validate(&events);
 
     let events = run_until(
         "duty-zero",
@@ -631,6 +636,7 @@ pub fn small_duty_fraction_still_samples_every_window() {
         assert_eq!(w["sampled_fraction"], 0.0);
         assert!(unsampled_counts(w).is_empty(), "{w}");
     }
+    validate(&events);
 }
 
 /// Root without capabilities (every capability dropped from the bounding set) cannot create maps:

@@ -48,11 +48,21 @@ impl NotableStream {
         let ring = sensors
             .take_map(MAP_NOTABLE)
             .and_then(|m| RingBuf::try_from(m).ok())
-            .and_then(|rb| match AsyncFd::with_interest(rb, tokio::io::Interest::READABLE) {
-                Ok(fd) => Some(fd),
-                Err(e) => {
-                    warn!("cannot poll the notable-event ring buffer: {e}; full accept queues are seen at each tick only");
-                    None
+            .and_then(|rb| {
+                // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long
+                // as the AsyncFd holds it.
+                let registered = unsafe {
+                    AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE)
+                };
+                match registered {
+                    Ok(fd) => Some(fd),
+                    Err(e) => {
+                        warn!(
+                            "cannot poll the notable-event ring buffer: {e}; full accept queues \
+                             are seen at each tick only"
+                        );
+                        None
+                    }
                 }
             });
         NotableStream { ring }
