@@ -653,3 +653,39 @@ impl Drop for Agent {
 fn nix_kill(pid: u32) -> i32 {
     unsafe { libc::kill(pid as i32, libc::SIGTERM) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_who_listens_on_a_port() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let owner = listener_on(port).expect("our listener is found");
+        assert!(
+            owner.contains(&format!("pid {}", std::process::id())),
+            "{owner}"
+        );
+        drop(listener);
+        assert_eq!(listener_on(port), None);
+    }
+
+    /// The bench's nginx, stopped as the bench stops it: master and worker gone, nothing left
+    /// listening (a SIGKILL to the master alone left its worker listening, adopted by init).
+    #[test]
+    #[ignore = "needs root and nginx, as the bench does: cargo test -p xtask -- --ignored"]
+    fn nginx_stops_without_leaving_a_listener() {
+        let dir = std::env::temp_dir().join(format!("kpo-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _cleanup = RemoveDir(dir.clone());
+        let mut nginx = Nginx::start(&dir).unwrap();
+        let workers = children_of(nginx.master.id());
+        assert!(!workers.is_empty(), "nginx has a worker");
+        assert!(listener_on(NGINX_PORT).is_some());
+        nginx.stop().unwrap();
+        assert_eq!(listener_on(NGINX_PORT), None);
+        let left: Vec<u32> = workers.into_iter().filter(|&w| is_nginx(w)).collect();
+        assert!(left.is_empty(), "nginx workers left running: {left:?}");
+    }
+}
