@@ -48,10 +48,8 @@ impl Kpo {
         stdout: Stdio,
         env: &[(&str, &str)],
     ) -> Kpo {
-        let stderr = std::env::temp_dir().join(format!(
-            "kpo-run-loop-{name}-{}.stderr",
-            std::process::id()
-        ));
+        let stderr =
+            std::env::temp_dir().join(format!("kpo-run-loop-{name}-{}.stderr", std::process::id()));
         let file = fs::File::create(&stderr).unwrap();
         let child = cmd
             .arg("run")
@@ -199,7 +197,11 @@ fn small_pipe() -> (OwnedFd, OwnedFd) {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     // SAFETY: fcntl on a file descriptor we own; F_SETPIPE_SZ takes an int.
     let size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
-    assert!(size >= 4096, "F_SETPIPE_SZ: {}", std::io::Error::last_os_error());
+    assert!(
+        size >= 4096,
+        "F_SETPIPE_SZ: {}",
+        std::io::Error::last_os_error()
+    );
     (read, write)
 }
 
@@ -313,7 +315,11 @@ pub fn stalled_reader_keeps_ticking_and_honours_sigterm() {
     );
     agent.signal(Signal::SIGTERM);
     let status = agent.wait_exit("on SIGTERM");
-    assert!(status.success(), "exit {status}; stderr:\n{}", agent.stderr());
+    assert!(
+        status.success(),
+        "exit {status}; stderr:\n{}",
+        agent.stderr()
+    );
     reader.join().unwrap();
     let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
     assert!(text.ends_with('\n'), "torn last line: {text:?}");
@@ -376,7 +382,14 @@ pub fn full_disk_drops_whole_events_and_recovers() {
     let events_arg = events.to_str().unwrap().to_string();
     let mut agent = Kpo::spawn(
         "enospc",
-        &["--tick", "50ms", "--window", "100ms", "--events", &events_arg],
+        &[
+            "--tick",
+            "50ms",
+            "--window",
+            "100ms",
+            "--events",
+            &events_arg,
+        ],
         Stdio::null(),
         &[],
     );
@@ -424,13 +437,20 @@ pub fn full_disk_drops_whole_events_and_recovers() {
             {
                 Ok(())
             } else {
-                Err(format!("{} new events, none with dropped_events", all.len() - before))
+                Err(format!(
+                    "{} new events, none with dropped_events",
+                    all.len() - before
+                ))
             }
         },
     );
     agent.signal(Signal::SIGTERM);
     let status = agent.wait_exit("on SIGTERM");
-    assert!(status.success(), "exit {status}; stderr:\n{}", agent.stderr());
+    assert!(
+        status.success(),
+        "exit {status}; stderr:\n{}",
+        agent.stderr()
+    );
     let all = assert_whole_lines(&events);
     validate(&all);
     let (announced, total) = drop_counts(&all);
@@ -487,7 +507,11 @@ pub fn sighup_reopens_the_event_file() {
     );
     agent.signal(Signal::SIGTERM);
     let status = agent.wait_exit("on SIGTERM");
-    assert!(status.success(), "exit {status}; stderr:\n{}", agent.stderr());
+    assert!(
+        status.success(),
+        "exit {status}; stderr:\n{}",
+        agent.stderr()
+    );
     let old = assert_whole_lines(&rotated);
     let new = assert_whole_lines(&events);
     validate(&old);
@@ -524,7 +548,11 @@ fn run_until(name: &str, args: &[&str], until: impl Fn(&[Value]) -> bool) -> Vec
     });
     agent.signal(Signal::SIGTERM);
     let status = agent.wait_exit("on SIGTERM");
-    assert!(status.success(), "exit {status}; stderr:\n{}", agent.stderr());
+    assert!(
+        status.success(),
+        "exit {status}; stderr:\n{}",
+        agent.stderr()
+    );
     let out = assert_whole_lines(&events);
     let _ = fs::remove_file(&events);
     out
@@ -609,9 +637,7 @@ pub fn small_duty_fraction_still_samples_every_window() {
             "one tick of ten is sampled: {w}"
         );
         assert!(
-            w["runq_latency"]["samples"]
-                .as_u64()
-                .is_some_and(|n| n > 0),
+            w["runq_latency"]["samples"].as_u64().is_some_and(|n| n > 0),
             "the sched sensor said enabled ran: {}",
             w["runq_latency"]
         );
@@ -672,7 +698,11 @@ pub fn no_capabilities_reason_names_the_os_error() {
     });
     agent.signal(Signal::SIGTERM);
     let status = agent.wait_exit("on SIGTERM");
-    assert!(status.success(), "exit {status}; stderr:\n{}", agent.stderr());
+    assert!(
+        status.success(),
+        "exit {status}; stderr:\n{}",
+        agent.stderr()
+    );
     let all = lines(&events);
     for s in all[1]["sensors"].as_array().unwrap() {
         assert_eq!(s["enabled"], false, "{s}");

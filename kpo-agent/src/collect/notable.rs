@@ -51,9 +51,8 @@ impl NotableStream {
             .and_then(|rb| {
                 // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long
                 // as the AsyncFd holds it.
-                let registered = unsafe {
-                    AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE)
-                };
+                let registered =
+                    unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) };
                 match registered {
                     Ok(fd) => Some(fd),
                     Err(e) => {

@@ -93,10 +93,7 @@ pub(crate) mod tests {
             watch.observe(&sample(0, 128, 0), &sample(0, 128, 0));
             assert!(watch.escalated());
         }
-        assert!(
-            !watch.stays_escalated(),
-            "one more calm tick would end it"
-        );
+        assert!(!watch.stays_escalated(), "one more calm tick would end it");
         watch.observe(&sample(0, 128, 0), &sample(0, 128, 0));
         assert!(!watch.escalated(), "a whole calm window relaxes it");
         watch.observe(&sample(0, 128, 5), &sample(0, 128, 6));

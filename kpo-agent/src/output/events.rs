@@ -117,9 +117,15 @@ mod tests {
         let object = encode(&stop, "h", time::OffsetDateTime::UNIX_EPOCH);
         let line = finish_line(object.clone(), &[]);
         assert_eq!(line.last(), Some(&b'\n'));
-        let line = finish_line(object, &[("dropped_events", 2), ("dropped_events_total", 5)]);
+        let line = finish_line(
+            object,
+            &[("dropped_events", 2), ("dropped_events_total", 5)],
+        );
         let text = std::str::from_utf8(&line).unwrap();
-        assert!(text.ends_with("}\n") && text.matches('\n').count() == 1, "{text}");
+        assert!(
+            text.ends_with("}\n") && text.matches('\n').count() == 1,
+            "{text}"
+        );
         let v: serde_json::Value = serde_json::from_str(text).unwrap();
         assert_eq!(v["kind"], "stop");
         assert_eq!(v["host"], "h");

@@ -204,7 +204,10 @@ impl Windows {
     }
 
     fn last_sample(&self) -> &Sample {
-        self.builder.as_ref().expect("a window is open").last_sample()
+        self.builder
+            .as_ref()
+            .expect("a window is open")
+            .last_sample()
     }
 
     /// Adds the sample that closes a tick; returns the window it completes, if it does.

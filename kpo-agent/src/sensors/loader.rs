@@ -203,7 +203,10 @@ impl Sensors {
                     for (prog, link) in links {
                         detach(ebpf, prog, link);
                     }
-                    return Err(format!("attaching {prog} to {tp} failed: {}", with_causes(&e)));
+                    return Err(format!(
+                        "attaching {prog} to {tp} failed: {}",
+                        with_causes(&e)
+                    ));
                 }
             }
         }
