@@ -310,3 +310,56 @@ impl Signals {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::pressure_watch::tests::sample;
+
+    #[test]
+    fn windows_close_every_n_ticks_and_name_the_next_tick() {
+        let mut windows = Windows::new(sample(0, 128, 0), 3);
+        let mut closed = Vec::new();
+        for _ in 0..7 {
+            let next = windows.next_tick();
+            closed.push((next, windows.push(sample(0, 128, 0)).is_some()));
+        }
+        assert_eq!(
+            closed,
+            [
+                (1, false),
+                (2, false),
+                (0, true),
+                (1, false),
+                (2, false),
+                (0, true),
+                (1, false)
+            ]
+        );
+        assert_eq!(windows.count, 2);
+        assert!(windows.finish_partial(sample(0, 128, 0)).is_some());
+        assert_eq!(windows.count, 3, "the partial window counts");
+    }
+
+    #[test]
+    fn a_zero_duty_fraction_leaves_the_duty_cycled_sensors_unloaded() {
+        let config = Config {
+            duty_fraction: 0.0,
+            disabled_sensors: vec!["napi".into()],
+            ..Config::default()
+        };
+        let opts = sensor_options(&config);
+        for kind in [
+            SensorKind::Softirq,
+            SensorKind::Napi,
+            SensorKind::Sched,
+            SensorKind::RequestLatency,
+        ] {
+            assert!(opts.disabled.contains(&kind), "{kind:?}");
+        }
+        assert!(!opts.disabled.contains(&SensorKind::AcceptQueue));
+        assert!(!sensor_options(&Config::default())
+            .disabled
+            .contains(&SensorKind::Sched));
+    }
+}
