@@ -98,6 +98,11 @@ fn main() {
             run_loop::no_capabilities_reason_names_the_os_error,
         ),
         trial(
+            "run_loop::closed_stdout_ends_the_agent_with_the_reason",
+            req(),
+            run_loop::closed_stdout_ends_the_agent_with_the_reason,
+        ),
+        trial(
             "coalesce_ethtool::parses_ethtool_c_output",
             None,
             coalesce_ethtool::parses_ethtool_c_output,

@@ -714,3 +714,27 @@ pub fn no_capabilities_reason_names_the_os_error() {
     }
     let _ = fs::remove_file(&events);
 }
+
+/// `kpo run | head -n 2`: once the reader has gone for good (EPIPE), the agent detaches and exits
+/// with status 2, saying why; it does not run on writing nowhere.
+pub fn closed_stdout_ends_the_agent_with_the_reason() {
+    let (read_end, write_end) = small_pipe();
+    let mut agent = Kpo::spawn(
+        "epipe",
+        &["--tick", "50ms", "--window", "100ms"],
+        Stdio::from(write_end),
+        &[],
+    );
+    // Read one line, then go away.
+    let mut pipe = fs::File::from(read_end);
+    let mut byte = [0u8; 1];
+    while pipe.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {}
+    drop(pipe);
+    let status = agent.wait_exit("after its reader went away");
+    let stderr = agent.stderr();
+    assert_eq!(status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("standard output: the reader went away"),
+        "stderr:\n{stderr}"
+    );
+}
