@@ -15,7 +15,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent: observe the kernel and write the event stream.
-    Run(crate::agent::RunArgs),
+    Run(crate::run::RunArgs),
     /// Energy/performance optimizer tools.
     Optimize {
         #[command(subcommand)]
@@ -31,7 +31,7 @@ pub enum OptimizeCommand {
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run(args) => crate::agent::run_blocking(args),
+        Command::Run(args) => crate::run::run_blocking(args),
         Command::Optimize {
             command: OptimizeCommand::Replay(args),
         } => {

@@ -180,10 +180,25 @@ impl Config {
     }
 }
 
-/// Whether the duty-cycled sensors are attached during tick `i` of a window: ticks are chosen
-/// evenly (a Bresenham walk) so that `fraction` of them are sampled.
-pub fn duty_tick(i: u64, fraction: f64) -> bool {
-    ((i + 1) as f64 * fraction).floor() > (i as f64 * fraction).floor()
+/// How many of a window's `ticks_per_window` ticks the duty-cycled sensors are attached for: the
+/// `fraction` of them, rounded down, but at least one whenever `fraction` is above 0, so that a
+/// sensor reported enabled samples every window (10 ticks at 0.05 sample 1, not 0).
+pub fn duty_ticks(ticks_per_window: u64, fraction: f64) -> u64 {
+    if fraction <= 0.0 || ticks_per_window == 0 {
+        return 0;
+    }
+    // The tolerance keeps products like 100 × 0.29 (28.999…) from losing a tick.
+    let wanted = (ticks_per_window as f64 * fraction + 1e-9).floor() as u64;
+    wanted.clamp(1, ticks_per_window)
+}
+
+/// Whether the duty-cycled sensors are attached during tick `i` (0-based) of a window of
+/// `ticks_per_window` ticks: [`duty_ticks`] of them, spread evenly (a Bresenham walk, the last tick
+/// of the window always among them).
+pub fn duty_tick(i: u64, ticks_per_window: u64, fraction: f64) -> bool {
+    let on = duty_ticks(ticks_per_window, fraction);
+    let i = i % ticks_per_window.max(1);
+    (i + 1) * on / ticks_per_window.max(1) > i * on / ticks_per_window.max(1)
 }
 
 mod humantime_serde {
@@ -317,12 +332,32 @@ mod tests {
 
     #[test]
     fn duty_ticks_are_spread_and_exact() {
-        for (fraction, n, expected) in [(0.1, 60, 6), (1.0, 60, 60), (0.0, 60, 0), (0.25, 8, 2)] {
-            let on = (0..n).filter(|&i| duty_tick(i, fraction)).count();
+        for (fraction, n, expected) in [
+            (0.1, 60, 6),
+            (1.0, 60, 60),
+            (0.0, 60, 0),
+            (0.25, 8, 2),
+            (0.29, 100, 29),
+        ] {
+            let on = (0..n).filter(|&i| duty_tick(i, n, fraction)).count() as u64;
             assert_eq!(on, expected, "fraction {fraction}");
+            assert_eq!(duty_ticks(n, fraction), expected);
         }
         // Spread: with 0.5 every other tick.
-        let pattern: Vec<bool> = (0..4).map(|i| duty_tick(i, 0.5)).collect();
+        let pattern: Vec<bool> = (0..4).map(|i| duty_tick(i, 4, 0.5)).collect();
         assert_eq!(pattern, vec![false, true, false, true]);
+    }
+
+    #[test]
+    fn a_fraction_below_one_tick_still_samples_one_tick_per_window() {
+        // 1 s ticks, 10 s windows, the default 0.05: half a tick, so one.
+        assert_eq!(duty_ticks(10, DEFAULT_DUTY_FRACTION), 1);
+        let on: Vec<u64> = (0..10).filter(|&i| duty_tick(i, 10, 0.05)).collect();
+        assert_eq!(on, vec![9]);
+        // One tick per window: that tick.
+        assert!(duty_tick(0, 1, 0.01));
+        // 0 stays 0: the sensors are off, and the run loop says so.
+        assert_eq!(duty_ticks(10, 0.0), 0);
+        assert!(!(0..10).any(|i| duty_tick(i, 10, 0.0)));
     }
 }

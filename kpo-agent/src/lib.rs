@@ -6,14 +6,15 @@
 //! - [`advise`]: advisors producing recommendations (the Bayesian [`advise::optimizer`]).
 //! - [`energy`]: energy sensing (RAPL powercap or a labelled estimate).
 //! - [`actuate`]: knobs the optimizer moves (cpufreq limits, NIC coalescing) behind one trait.
+//! - [`guard`]: watches the windows after a change; reverts and quarantines on regression.
 //! - [`output`]: the NDJSON event stream.
-//! - [`agent`]: the run loop tying the stages together; [`cli`]: command-line definitions.
+//! - [`run`]: the run loop, which only wires the stages above in that order (`kpo run`);
+//!   [`cli`]: command-line definitions.
 //!
 //! Shared by the stages: [`kernel_file`] (bounded reads of kernel files) and [`counter`] (deltas
 //! of counters, by what a fall means).
 pub mod actuate;
 pub mod advise;
-pub mod agent;
 pub mod cli;
 pub mod collect;
 pub mod config;
@@ -22,5 +23,6 @@ pub mod energy;
 pub mod guard;
 pub mod kernel_file;
 pub mod output;
+pub mod run;
 pub mod sensors;
 pub mod window;

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::common::wait_until;
 
-fn kpo_binary() -> PathBuf {
+pub(crate) fn kpo_binary() -> PathBuf {
     // target/<profile>/deps/integration-<hash> -> target/<profile>/kpo
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("kpo");
@@ -24,7 +24,7 @@ fn kpo_binary() -> PathBuf {
     bin
 }
 
-fn schema() -> jsonschema::Validator {
+pub(crate) fn schema() -> jsonschema::Validator {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/events.schema.json");
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     jsonschema::validator_for(&schema).expect("schema compiles")
@@ -103,7 +103,7 @@ impl Drop for Agent {
     }
 }
 
-fn lines(path: &Path) -> Vec<Value> {
+pub(crate) fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -111,7 +111,7 @@ fn lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn kinds(events: &[Value]) -> Vec<String> {
+pub(crate) fn kinds(events: &[Value]) -> Vec<String> {
     events
         .iter()
         .map(|e| e["kind"].as_str().unwrap_or("?").to_string())

@@ -8,6 +8,7 @@ mod degraded;
 mod energy_trust;
 mod perf_counter;
 mod request_latency;
+mod run_loop;
 mod runq_latency;
 mod sensors_load;
 mod sysctl_watch;
@@ -67,6 +68,41 @@ fn main() {
             "agent_binary::events_match_schema_and_sigterm_flushes",
             req(),
             agent_binary::events_match_schema_and_sigterm_flushes,
+        ),
+        trial(
+            "run_loop::stalled_reader_keeps_ticking_and_honours_sigterm",
+            req(),
+            run_loop::stalled_reader_keeps_ticking_and_honours_sigterm,
+        ),
+        trial(
+            "run_loop::full_disk_drops_whole_events_and_recovers",
+            req(),
+            run_loop::full_disk_drops_whole_events_and_recovers,
+        ),
+        trial(
+            "run_loop::sighup_reopens_the_event_file",
+            req(),
+            run_loop::sighup_reopens_the_event_file,
+        ),
+        trial(
+            "run_loop::unsampled_partial_window_has_no_ebpf_counts",
+            req(),
+            run_loop::unsampled_partial_window_has_no_ebpf_counts,
+        ),
+        trial(
+            "run_loop::small_duty_fraction_still_samples_every_window",
+            req(),
+            run_loop::small_duty_fraction_still_samples_every_window,
+        ),
+        trial(
+            "run_loop::no_capabilities_reason_names_the_os_error",
+            req(),
+            run_loop::no_capabilities_reason_names_the_os_error,
+        ),
+        trial(
+            "run_loop::closed_stdout_ends_the_agent_with_the_reason",
+            req(),
+            run_loop::closed_stdout_ends_the_agent_with_the_reason,
         ),
         trial(
             "coalesce_ethtool::parses_ethtool_c_output",

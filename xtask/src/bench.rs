@@ -112,7 +112,7 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
     let dir = std::env::temp_dir().join(format!("kpo-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let _cleanup = RemoveDir(dir.clone());
-    let _nginx = Nginx::start(&dir)?;
+    let mut nginx = Nginx::start(&dir)?;
     let duration = Duration::from_secs(seconds);
 
     // One unmeasured pass first: the first runs after start-up are slower (caches, page faults).
@@ -255,6 +255,9 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
     let idle_share = (idle.cpu_seconds()? - before) / t.elapsed().as_secs_f64() * 100.0;
     let rss_mb = idle.peak_rss_kb()? as f64 / 1024.0;
     println!("\nAgent at idle ({idle_seconds} s, default configuration): CPU {idle_share:.2}% of one core, peak RSS {rss_mb:.1} MB");
+    drop(idle);
+    // Stopped as nginx expects, and checked: nothing of ours still listens.
+    nginx.stop()?;
     Ok(())
 }
 
@@ -412,10 +415,21 @@ impl Drop for RemoveDir {
     }
 }
 
-struct Nginx(Child);
+/// nginx, master and worker, on 127.0.0.1:NGINX_PORT. Stopped the way nginx expects
+/// ([`Nginx::stop`]); a SIGKILL to the master alone would orphan its worker, still listening.
+struct Nginx {
+    master: Child,
+    stopped: bool,
+}
 
 impl Nginx {
     fn start(dir: &Path) -> Result<Nginx> {
+        if let Some(owner) = listener_on(NGINX_PORT) {
+            bail!(
+                "something already listens on 127.0.0.1:{NGINX_PORT} ({owner}); an nginx left by an \
+                 earlier run? Stop it first"
+            );
+        }
         let conf = dir.join("nginx.conf");
         std::fs::write(
             &conf,
@@ -428,6 +442,7 @@ impl Nginx {
             ),
         )?;
         let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // taskset execs nginx: the child is nginx's master.
         let child = Command::new("taskset")
             .args(["-c", &(1 % ncpu).to_string()])
             .arg(which("nginx").context("nginx")?)
@@ -439,23 +454,145 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .context("starting nginx")?;
-        let nginx = Nginx(child);
+        let mut nginx = Nginx {
+            master: child,
+            stopped: false,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", NGINX_PORT)).is_err() {
             if Instant::now() > deadline {
+                nginx.stop()?;
                 bail!("nginx did not start listening on 127.0.0.1:{NGINX_PORT}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(nginx)
     }
+
+    /// SIGQUIT to the master (graceful: its workers finish and exit, then it does), SIGTERM if it
+    /// lingers, SIGKILL to master and workers as a last resort; then checks that nothing is left
+    /// listening on the port.
+    fn stop(&mut self) -> Result<()> {
+        if std::mem::replace(&mut self.stopped, true) {
+            return Ok(());
+        }
+        let master = self.master.id();
+        let workers = children_of(master);
+        for (signal, patience) in [
+            (libc::SIGQUIT, Duration::from_secs(10)),
+            (libc::SIGTERM, Duration::from_secs(5)),
+            (libc::SIGKILL, Duration::from_secs(5)),
+        ] {
+            if self.master.try_wait()?.is_some() {
+                break;
+            }
+            // SAFETY: kill(2) on our own child, which has not been reaped (try_wait said so).
+            unsafe { libc::kill(master as i32, signal) };
+            let deadline = Instant::now() + patience;
+            while self.master.try_wait()?.is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // Workers exit with their master; one that did not (the master was killed) goes now.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let alive: Vec<u32> = workers.iter().copied().filter(|&w| is_nginx(w)).collect();
+            if alive.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                for w in alive {
+                    // SAFETY: kill(2) on a process checked just above to be an nginx we started.
+                    unsafe { libc::kill(w as i32, libc::SIGKILL) };
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(owner) = listener_on(NGINX_PORT) {
+            bail!("the benchmark left a listener on 127.0.0.1:{NGINX_PORT} ({owner})");
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Err(e) = self.stop() {
+            eprintln!("xtask: stopping nginx: {e:#}");
+        }
     }
+}
+
+/// Processes whose parent is `pid` (from /proc/*/stat).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| stat_fields(p).is_some_and(|(_, ppid)| ppid == pid))
+        .collect()
+}
+
+/// (comm, parent pid) of a live (not zombie) process.
+fn stat_fields(pid: u32) -> Option<(String, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_string();
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    (state != "Z").then_some((comm, ppid))
+}
+
+fn is_nginx(pid: u32) -> bool {
+    stat_fields(pid).is_some_and(|(comm, _)| comm == "nginx")
+}
+
+/// Who listens on TCP `port` (any address, IPv4 or IPv6), as "pid N (comm)" when found, or None
+/// if nobody does.
+fn listener_on(port: u16) -> Option<String> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
+            let local_port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if *state == "0A" && local_port == Some(port) {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    let owner = std::fs::read_dir("/proc").ok().and_then(|dir| {
+        dir.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| {
+                std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                    fds.flatten().any(|fd| {
+                        std::fs::read_link(fd.path())
+                            .is_ok_and(|t| inodes.iter().any(|i| t.as_os_str() == i.as_str()))
+                    })
+                })
+            })
+    });
+    Some(match owner {
+        Some(pid) => format!(
+            "pid {pid} ({})",
+            stat_fields(pid).map_or_else(|| "?".into(), |(comm, _)| comm)
+        ),
+        None => "owner not found".into(),
+    })
 }
 
 struct Agent(Child);
@@ -515,4 +652,40 @@ impl Drop for Agent {
 
 fn nix_kill(pid: u32) -> i32 {
     unsafe { libc::kill(pid as i32, libc::SIGTERM) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_who_listens_on_a_port() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let owner = listener_on(port).expect("our listener is found");
+        assert!(
+            owner.contains(&format!("pid {}", std::process::id())),
+            "{owner}"
+        );
+        drop(listener);
+        assert_eq!(listener_on(port), None);
+    }
+
+    /// The bench's nginx, stopped as the bench stops it: master and worker gone, nothing left
+    /// listening (a SIGKILL to the master alone left its worker listening, adopted by init).
+    #[test]
+    #[ignore = "needs root and nginx, as the bench does: cargo test -p xtask -- --ignored"]
+    fn nginx_stops_without_leaving_a_listener() {
+        let dir = std::env::temp_dir().join(format!("kpo-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _cleanup = RemoveDir(dir.clone());
+        let mut nginx = Nginx::start(&dir).unwrap();
+        let workers = children_of(nginx.master.id());
+        assert!(!workers.is_empty(), "nginx has a worker");
+        assert!(listener_on(NGINX_PORT).is_some());
+        nginx.stop().unwrap();
+        assert_eq!(listener_on(NGINX_PORT), None);
+        let left: Vec<u32> = workers.into_iter().filter(|&w| is_nginx(w)).collect();
+        assert!(left.is_empty(), "nginx workers left running: {left:?}");
+    }
 }

@@ -3,7 +3,9 @@
 pub mod bpf_maps;
 pub mod health;
 pub mod netns;
+pub mod notable;
 pub mod owners;
+pub mod pressure_watch;
 mod proc_root;
 pub mod procfs;
 pub mod sockdiag;

@@ -1,16 +1,12 @@
 //! The NDJSON event stream: one JSON object per line, each with `schema`, `ts`, `host`, `kind`.
 //! Documented in docs/events.md; docs/events.schema.json is checked against real output in tests.
-use std::{
-    fs::OpenOptions,
-    io::{self, Write},
-    path::Path,
-};
-
+//! [`crate::output::sink`] writes them, off the run loop.
 use serde::Serialize;
 
 use crate::{
+    collect::notable::ListenerFull,
     sensors::SensorStatus,
-    window::{energy::EnergySourceChoice, Window},
+    window::{energy::EnergySourceChoice, family_name, Window},
 };
 
 pub const SCHEMA: &str = "kpo.event/v1";
@@ -47,8 +43,23 @@ pub enum Event {
         pid: Option<u32>,
         comm: Option<String>,
     },
-    /// The agent stopped.
+    /// The agent stopped. The event writer adds `dropped_events_total`, the events lost over
+    /// the whole run (see [`crate::output::sink`]).
     Stop { reason: String, windows: u64 },
+}
+
+impl From<ListenerFull> for Event {
+    fn from(f: ListenerFull) -> Event {
+        Event::ListenerFull {
+            netns: u64::from(f.key.netns),
+            port: f.key.port,
+            family: family_name(f.key.family),
+            backlog: f.backlog,
+            backlog_limit: f.backlog_limit,
+            pid: f.pid,
+            comm: f.comm,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -60,47 +71,69 @@ struct Envelope<'a> {
     event: &'a Event,
 }
 
-pub struct EventWriter {
-    out: Box<dyn Write + Send>,
-    host: String,
+/// One event as one JSON object (no newline): the envelope (`schema`, `ts`, `host`, `kind`) and
+/// the event's fields. `ts` is when the event was produced.
+pub fn encode(event: &Event, host: &str, produced: time::OffsetDateTime) -> Vec<u8> {
+    let envelope = Envelope {
+        schema: SCHEMA,
+        ts: crate::window::rfc3339(produced),
+        host,
+        event,
+    };
+    // Serializing plain structs, maps with string keys and finite numbers cannot fail.
+    serde_json::to_vec(&envelope).expect("events serialize")
 }
 
-impl EventWriter {
-    /// `-` is standard output; anything else is a file, appended to.
-    pub fn open(target: &Path) -> io::Result<Self> {
-        let out: Box<dyn Write + Send> = if target.as_os_str() == "-" {
-            Box::new(io::stdout())
-        } else {
-            Box::new(OpenOptions::new().create(true).append(true).open(target)?)
-        };
-        Ok(Self::new(out))
-    }
-
-    pub fn new(out: Box<dyn Write + Send>) -> Self {
-        Self {
-            out,
-            host: hostname(),
+/// Appends integer fields to an encoded event and ends the line: `{...}` becomes
+/// `{...,"name":n}\n`. The names must not be among the event's own fields.
+pub fn finish_line(mut object: Vec<u8>, extra: &[(&str, u64)]) -> Vec<u8> {
+    debug_assert_eq!(object.last(), Some(&b'}'));
+    if !extra.is_empty() {
+        object.pop();
+        for (name, value) in extra {
+            object.extend_from_slice(format!(",\"{name}\":{value}").as_bytes());
         }
+        object.push(b'}');
     }
-
-    /// Writes one event as one line, in a single write so that a reader never sees half a line.
-    pub fn emit(&mut self, event: &Event) -> io::Result<()> {
-        let envelope = Envelope {
-            schema: SCHEMA,
-            ts: crate::window::rfc3339(time::OffsetDateTime::now_utc()),
-            host: &self.host,
-            event,
-        };
-        let mut line = serde_json::to_vec(&envelope).map_err(io::Error::other)?;
-        line.push(b'\n');
-        self.out.write_all(&line)?;
-        self.out.flush()
-    }
+    object.push(b'\n');
+    object
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
-        .and_then(|h| h.into_string().ok())
+        .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_fields_go_inside_the_object() {
+        let stop = Event::Stop {
+            reason: "SIGTERM".into(),
+            windows: 3,
+        };
+        let object = encode(&stop, "h", time::OffsetDateTime::UNIX_EPOCH);
+        let line = finish_line(object.clone(), &[]);
+        assert_eq!(line.last(), Some(&b'\n'));
+        let line = finish_line(
+            object,
+            &[("dropped_events", 2), ("dropped_events_total", 5)],
+        );
+        let text = std::str::from_utf8(&line).unwrap();
+        assert!(
+            text.ends_with("}\n") && text.matches('\n').count() == 1,
+            "{text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(v["kind"], "stop");
+        assert_eq!(v["host"], "h");
+        assert_eq!(v["ts"], "1970-01-01T00:00:00Z");
+        assert_eq!(v["windows"], 3);
+        assert_eq!(v["dropped_events"], 2);
+        assert_eq!(v["dropped_events_total"], 5);
+    }
 }

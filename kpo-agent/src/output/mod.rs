@@ -1,2 +1,3 @@
-//! Outputs: the NDJSON event stream.
+//! Outputs: the NDJSON event stream ([`events`]), written off the run loop ([`sink`]).
 pub mod events;
+pub mod sink;

@@ -90,7 +90,7 @@ impl Sensors {
             EbpfLoader::new()
                 .override_global(GLOBAL_OFFSETS, &resolved.offsets, true)
                 .load(EBPF_OBJECT)
-                .map_err(|e| format!("loading the eBPF object failed: {e}"))
+                .map_err(|e| format!("loading the eBPF object failed: {}", with_causes(&e)))
         };
         let mut ebpf = match ebpf {
             Ok(ebpf) => ebpf,
@@ -149,11 +149,11 @@ impl Sensors {
             }
             let program: &mut RawTracePoint = match ebpf.program_mut(prog).map(TryInto::try_into) {
                 Some(Ok(p)) => p,
-                Some(Err(e)) => return Some(format!("program {prog}: {e}")),
+                Some(Err(e)) => return Some(format!("program {prog}: {}", with_causes(&e))),
                 None => return Some(format!("program {prog} missing from the eBPF object")),
             };
             if let Err(e) = program.load() {
-                return Some(format!("the verifier rejected {prog}: {e}"));
+                return Some(format!("the verifier rejected {prog}: {}", with_causes(&e)));
             }
         }
         None
@@ -203,7 +203,10 @@ impl Sensors {
                     for (prog, link) in links {
                         detach(ebpf, prog, link);
                     }
-                    return Err(format!("attaching {prog} to {tp} failed: {e}"));
+                    return Err(format!(
+                        "attaching {prog} to {tp} failed: {}",
+                        with_causes(&e)
+                    ));
                 }
             }
         }
@@ -293,6 +296,21 @@ fn detach(ebpf: &mut Ebpf, prog: &str, link: RawTracePointLinkId) {
     }
 }
 
+/// An error and its causes, each once: aya's errors keep the kernel's errno in a source ("failed
+/// to create map `KPO_CONFIG`" alone does not say it was EPERM).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The clock `bpf_ktime_get_ns` reads.
 pub fn monotonic_ns() -> u64 {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
@@ -306,5 +324,24 @@ fn raise_memlock_limit() {
     use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
     if let Err(e) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
         tracing::debug!("could not raise RLIMIT_MEMLOCK ({e}); fine on kernels >= 5.11");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_errors_keep_the_kernel_errno() {
+        let error = aya::EbpfError::MapError(aya::maps::MapError::CreateError {
+            name: "KPO_CONFIG".into(),
+            io_error: std::io::Error::from_raw_os_error(libc::EPERM),
+        });
+        let text = with_causes(&error);
+        assert!(text.contains("KPO_CONFIG"), "{text}");
+        assert!(
+            text.contains("Operation not permitted (os error 1)"),
+            "{text}"
+        );
     }
 }

@@ -1,0 +1,140 @@
+//! Listeners at their accept-queue limit, reported at once rather than at window end: from the
+//! eBPF ring buffer while the accept-queue sensor is attached ([`NotableStream`]), otherwise from
+//! each tick's sock_diag reading ([`full_listeners`]).
+use aya::maps::{MapData, RingBuf};
+use kpo_common::{ListenerKey, NotableEvent, NotableKind, MAP_NOTABLE};
+use tokio::io::unix::AsyncFd;
+use tracing::warn;
+
+use super::Sample;
+use crate::sensors::Sensors;
+
+/// A listener whose accept queue reached its limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerFull {
+    pub key: ListenerKey,
+    /// Depth when it was seen.
+    pub backlog: u32,
+    pub backlog_limit: u32,
+    /// Owner as of the last tick.
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+}
+
+/// Listeners sock_diag found at their limit in this sample.
+pub fn full_listeners(sample: &Sample) -> Vec<ListenerFull> {
+    sample
+        .listeners
+        .iter()
+        .filter(|(_, l)| l.limit > 0 && l.depth >= l.limit)
+        .map(|(key, l)| ListenerFull {
+            key: *key,
+            backlog: l.depth,
+            backlog_limit: l.limit,
+            pid: l.pid,
+            comm: l.comm.clone(),
+        })
+        .collect()
+}
+
+/// The programs' ring buffer of rare events, polled on its own beside the tick.
+pub struct NotableStream {
+    ring: Option<AsyncFd<RingBuf<MapData>>>,
+}
+
+impl NotableStream {
+    /// Takes the ring buffer out of the loaded object (none if eBPF is not loaded).
+    pub fn take(sensors: &mut Sensors) -> NotableStream {
+        let ring = sensors
+            .take_map(MAP_NOTABLE)
+            .and_then(|m| RingBuf::try_from(m).ok())
+            .and_then(|rb| {
+                // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long
+                // as the AsyncFd holds it.
+                let registered =
+                    unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) };
+                match registered {
+                    Ok(fd) => Some(fd),
+                    Err(e) => {
+                        warn!(
+                            "cannot poll the notable-event ring buffer: {e}; full accept queues \
+                             are seen at each tick only"
+                        );
+                        None
+                    }
+                }
+            });
+        NotableStream { ring }
+    }
+
+    /// Waits until events arrive and returns them, each with its owner from `owners` (the last
+    /// sample). Pending forever without a ring buffer.
+    pub async fn next(&mut self) -> std::io::Result<Vec<NotableEvent>> {
+        let Some(ring) = &mut self.ring else {
+            return std::future::pending().await;
+        };
+        let mut guard = ring.readable_mut().await?;
+        let mut events = Vec::new();
+        while let Some(item) = guard.get_inner_mut().next() {
+            events.extend(decode(&item));
+        }
+        guard.clear_ready();
+        Ok(events)
+    }
+}
+
+/// One ring-buffer record, checked for size before it is read.
+fn decode(bytes: &[u8]) -> Option<NotableEvent> {
+    if bytes.len() < std::mem::size_of::<NotableEvent>() {
+        warn!(len = bytes.len(), "short notable event ignored");
+        return None;
+    }
+    // SAFETY: the length was checked, NotableEvent is plain old data, and the ring buffer gives no
+    // alignment guarantee for it, hence the unaligned copy.
+    let event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<NotableEvent>()) };
+    if event.kind != NotableKind::ListenerFull as u32 {
+        warn!(kind = event.kind, "unknown notable event ignored");
+        return None;
+    }
+    Some(event)
+}
+
+impl ListenerFull {
+    /// A ring-buffer event, with the owner as of `last` (the most recent sample).
+    pub fn from_notable(e: &NotableEvent, last: &Sample) -> ListenerFull {
+        let owner = last.listeners.get(&e.key);
+        ListenerFull {
+            key: e.key,
+            backlog: e.backlog,
+            backlog_limit: e.backlog_limit,
+            pid: owner.and_then(|o| o.pid),
+            comm: owner.and_then(|o| o.comm.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::pressure_watch::tests::sample;
+
+    #[test]
+    fn full_queues_are_reported_from_sock_diag() {
+        assert!(full_listeners(&sample(8, 9, 0)).is_empty());
+        let full = full_listeners(&sample(9, 9, 0));
+        assert!(matches!(
+            full.as_slice(),
+            [ListenerFull {
+                key: ListenerKey { port: 80, .. },
+                backlog: 9,
+                backlog_limit: 9,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn short_records_are_ignored() {
+        assert!(decode(&[0u8; 3]).is_none());
+    }
+}

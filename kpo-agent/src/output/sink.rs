@@ -1,0 +1,513 @@
+//! Writing the event stream without ever holding up the run loop.
+//!
+//! The loop hands each event to [`EventSink::send`], which encodes it and queues the line for a
+//! writer thread; it never blocks. The queue is bounded in bytes: while the reader does not keep
+//! up (a stalled pipe, a slow log shipper) whole events past the bound are dropped and counted.
+//! The writer thread writes one line per `write`; a write that fails (a full disk) leaves no
+//! partial line in a regular file (the file is cut back to its last whole line), the event is
+//! counted as dropped, and the next one is tried as usual, so a transient error costs only the
+//! events it hit. The next line that gets through carries `dropped_events`, the number lost since
+//! the line before it, and `stop` carries `dropped_events_total`. Only a reader that went away for
+//! good (EPIPE) ends the run, through [`EventSink::failed`].
+//!
+//! SIGHUP re-opens a file destination ([`EventSink::reopen`]), for logrotate.
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, Seek, SeekFrom, Write},
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        mpsc, Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use tracing::{info, warn};
+
+use super::events::{encode, finish_line, hostname, Event};
+
+/// Bytes of encoded events that may wait for the writer (overridden by `KPO_EVENT_QUEUE_BYTES`).
+pub const DEFAULT_QUEUE_BYTES: usize = 8 << 20;
+pub const QUEUE_BYTES_ENV: &str = "KPO_EVENT_QUEUE_BYTES";
+
+/// Where events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Stdout,
+    /// A file, appended to.
+    File(PathBuf),
+}
+
+impl Destination {
+    /// `-` is standard output; anything else a file.
+    pub fn from_path(path: &Path) -> Destination {
+        if path.as_os_str() == "-" {
+            Destination::Stdout
+        } else {
+            Destination::File(path.to_path_buf())
+        }
+    }
+
+    fn open(&self) -> io::Result<File> {
+        match self {
+            // A duplicate of fd 1 without std's buffer: each line is one write of our own.
+            Destination::Stdout => Ok(File::from(io::stdout().as_fd().try_clone_to_owned()?)),
+            Destination::File(path) => OpenOptions::new().create(true).append(true).open(path),
+        }
+    }
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Stdout => f.write_str("standard output"),
+            Destination::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the event stream {destination}: {source}")]
+pub struct OpenError {
+    pub destination: Destination,
+    pub source: io::Error,
+}
+
+enum Msg {
+    Line {
+        object: Vec<u8>,
+        /// Events dropped at the queue since the previous one that was queued.
+        dropped_before: u64,
+        /// The `stop` event: the writer adds the run's total of dropped events.
+        last: bool,
+    },
+    /// Wakes the writer so that it sees a re-open request at once.
+    Wake,
+}
+
+#[derive(Default)]
+struct Shared {
+    queued_bytes: AtomicUsize,
+    written: AtomicU64,
+    reopen: AtomicBool,
+}
+
+/// The loop's side of the event stream. See the module documentation.
+pub struct EventSink {
+    destination: Destination,
+    host: String,
+    tx: Option<mpsc::Sender<Msg>>,
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+    failed: tokio::sync::mpsc::UnboundedReceiver<String>,
+    limit: usize,
+    /// Events offered, written or not.
+    offered: u64,
+    dropped_since_queued: u64,
+    dropped_at_queue: u64,
+}
+
+impl EventSink {
+    /// Opens the destination (a start-up error names it) and starts the writer thread.
+    pub fn open(target: &Path) -> Result<EventSink, OpenError> {
+        let destination = Destination::from_path(target);
+        let file = destination.open().map_err(|source| OpenError {
+            destination: destination.clone(),
+            source,
+        })?;
+        let limit = std::env::var(QUEUE_BYTES_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_QUEUE_BYTES);
+        Ok(Self::start(destination, file, limit))
+    }
+
+    fn start(destination: Destination, file: File, limit: usize) -> EventSink {
+        let (tx, rx) = mpsc::channel();
+        let (failed_tx, failed) = tokio::sync::mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
+        let mut writer = Writer {
+            destination: destination.clone(),
+            file,
+            shared: shared.clone(),
+            failed: failed_tx,
+            carry: 0,
+            total_dropped: 0,
+            failing: None,
+            gone: false,
+        };
+        let handle = std::thread::Builder::new()
+            .name("kpo-events".into())
+            .spawn(move || writer.run(rx))
+            .expect("spawning the event writer thread");
+        EventSink {
+            destination,
+            host: hostname(),
+            tx: Some(tx),
+            shared,
+            writer: Some(handle),
+            failed,
+            limit,
+            offered: 0,
+            dropped_since_queued: 0,
+            dropped_at_queue: 0,
+        }
+    }
+
+    pub fn destination(&self) -> &Destination {
+        &self.destination
+    }
+
+    /// Queues an event; never blocks. Past the queue's bound the event is dropped and counted.
+    pub fn send(&mut self, event: &Event) {
+        self.offer(event, false);
+    }
+
+    /// Queues the `stop` event, past the bound if need be (it is one small line).
+    pub fn send_last(&mut self, event: &Event) {
+        self.offer(event, true);
+    }
+
+    fn offer(&mut self, event: &Event, last: bool) {
+        self.offered += 1;
+        let queued = self.shared.queued_bytes.load(Ordering::Acquire);
+        // A full queue drops the event before encoding it; one larger than the whole bound still
+        // goes when the queue is empty.
+        if !last && queued > 0 && queued >= self.limit {
+            return self.drop_one(queued);
+        }
+        let object = encode(event, &self.host, time::OffsetDateTime::now_utc());
+        if !last && queued > 0 && queued + object.len() > self.limit {
+            return self.drop_one(queued);
+        }
+        let len = object.len();
+        self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        let msg = Msg::Line {
+            object,
+            dropped_before: self.dropped_since_queued,
+            last,
+        };
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(msg).is_ok());
+        if !sent {
+            // The writer is gone (it reported why through `failed`).
+            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.dropped_since_queued += 1;
+            self.dropped_at_queue += 1;
+            return;
+        }
+        if self.dropped_since_queued > 0 {
+            info!(
+                destination = %self.destination,
+                dropped = self.dropped_since_queued,
+                "the event stream's reader caught up; the next event says how many were dropped"
+            );
+            self.dropped_since_queued = 0;
+        }
+    }
+
+    fn drop_one(&mut self, queued: usize) {
+        if self.dropped_since_queued == 0 {
+            warn!(
+                "events to {} are not being read fast enough: dropping events until they are \
+                 ({queued} bytes wait; the next event written says how many were dropped)",
+                self.destination
+            );
+        }
+        self.dropped_since_queued += 1;
+        self.dropped_at_queue += 1;
+    }
+
+    /// Asks the writer to re-open a file destination (logrotate's SIGHUP).
+    pub fn reopen(&self) {
+        self.shared.reopen.store(true, Ordering::Release);
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Msg::Wake);
+        }
+    }
+
+    /// Resolves when the destination failed for good (the reader of a pipe went away), with the
+    /// reason; pending otherwise.
+    pub async fn failed(&mut self) -> String {
+        match self.failed.recv().await {
+            Some(reason) => reason,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Lets the writer drain the queue for at most `timeout`, then gives up on what is left.
+    /// Returns how many of the events offered were never written (dropped, failed, or still
+    /// queued at the deadline); a writer stuck on a stalled reader is abandoned, not waited for.
+    pub fn close(mut self, timeout: Duration) -> u64 {
+        drop(self.tx.take());
+        let deadline = Instant::now() + timeout;
+        if let Some(writer) = self.writer.take() {
+            while !writer.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if writer.is_finished() {
+                let _ = writer.join();
+            }
+        }
+        let unwritten = self
+            .offered
+            .saturating_sub(self.shared.written.load(Ordering::Acquire));
+        if unwritten > 0 {
+            warn!(
+                "{unwritten} of {} events could not be written to {} ({} dropped while it did \
+                 not keep up, the rest failed or were still waiting when the agent stopped)",
+                self.offered, self.destination, self.dropped_at_queue
+            );
+        }
+        unwritten
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    destination: Destination,
+    file: File,
+    shared: Arc<Shared>,
+    failed: tokio::sync::mpsc::UnboundedSender<String>,
+    /// Events lost since the last line written.
+    carry: u64,
+    total_dropped: u64,
+    /// The error writes currently fail with (logged once per outage).
+    failing: Option<String>,
+    /// The reader went away for good: nothing more is written.
+    gone: bool,
+}
+
+impl Writer {
+    fn run(&mut self, rx: mpsc::Receiver<Msg>) {
+        while let Ok(msg) = rx.recv() {
+            if self.shared.reopen.swap(false, Ordering::AcqRel) {
+                self.reopen();
+            }
+            if let Msg::Line {
+                object,
+                dropped_before,
+                last,
+            } = msg
+            {
+                self.shared
+                    .queued_bytes
+                    .fetch_sub(object.len(), Ordering::AcqRel);
+                self.write(object, dropped_before, last);
+            }
+        }
+    }
+
+    fn write(&mut self, object: Vec<u8>, dropped_before: u64, last: bool) {
+        self.carry += dropped_before;
+        self.total_dropped += dropped_before;
+        if self.gone {
+            self.lose();
+            return;
+        }
+        let mut extra = Vec::new();
+        if self.carry > 0 {
+            extra.push(("dropped_events", self.carry));
+        }
+        if last {
+            extra.push(("dropped_events_total", self.total_dropped));
+        }
+        let line = finish_line(object, &extra);
+        match write_line(&mut self.file, &line) {
+            Ok(()) => {
+                self.shared.written.fetch_add(1, Ordering::AcqRel);
+                if let Some(error) = self.failing.take() {
+                    info!(
+                        "writing events to {} works again after: {error}; {} events were lost",
+                        self.destination, self.carry
+                    );
+                }
+                self.carry = 0;
+            }
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.lose();
+                self.gone = true;
+                let _ = self.failed.send(format!(
+                    "writing events to {}: the reader went away ({e})",
+                    self.destination
+                ));
+            }
+            Err(e) => {
+                self.lose();
+                let error = e.to_string();
+                if self.failing.as_ref() != Some(&error) {
+                    warn!(
+                        "cannot write events to {}: {error}; dropping events (whole lines) and \
+                         retrying with each next event",
+                        self.destination
+                    );
+                    self.failing = Some(error);
+                }
+            }
+        }
+    }
+
+    fn lose(&mut self) {
+        self.carry += 1;
+        self.total_dropped += 1;
+    }
+
+    fn reopen(&mut self) {
+        match &self.destination {
+            Destination::Stdout => {
+                info!("SIGHUP: events go to standard output, there is no file to re-open")
+            }
+            Destination::File(path) => match self.destination.open() {
+                Ok(file) => {
+                    self.file = file;
+                    info!("SIGHUP: re-opened {}", path.display());
+                }
+                Err(e) => warn!(
+                    "SIGHUP: cannot re-open {}: {e}; still writing to the file opened before",
+                    path.display()
+                ),
+            },
+        }
+    }
+}
+
+/// Writes one line. If the write fails part-way into a regular file, the file is cut back to
+/// where the line began, so that it holds only whole lines.
+fn write_line(file: &mut File, line: &[u8]) -> io::Result<()> {
+    let start = file
+        .metadata()
+        .ok()
+        .filter(|m| m.file_type().is_file())
+        .map(|m| m.len());
+    let Err(error) = file.write_all(line) else {
+        return Ok(());
+    };
+    if let Some(len) = start {
+        // Also seek: a file not opened for appending (`kpo run > file`) would otherwise get a
+        // hole where the cut line was.
+        let cut = file
+            .set_len(len)
+            .and_then(|()| file.seek(SeekFrom::Start(len)).map(|_| ()));
+        if let Err(e) = cut {
+            warn!("cannot remove a partly written line from the event file: {e}");
+        }
+    }
+    Err(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    fn stop(windows: u64) -> Event {
+        Event::Stop {
+            reason: "SIGTERM".into(),
+            windows,
+        }
+    }
+
+    fn lines(path: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("kpo-sink-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    #[test]
+    fn writes_whole_lines_and_a_total_in_stop() {
+        let path = temp("ok");
+        let mut sink = EventSink::open(&path).unwrap();
+        sink.send(&stop(1));
+        sink.send_last(&stop(2));
+        assert_eq!(sink.close(Duration::from_secs(10)), 0);
+        let events = lines(&path);
+        assert_eq!(events.len(), 2);
+        assert!(events[0].get("dropped_events").is_none());
+        assert!(events[0].get("dropped_events_total").is_none());
+        assert_eq!(events[1]["dropped_events_total"], 0);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_failing_destination_counts_drops_and_never_blocks() {
+        // /dev/full: every write fails with ENOSPC.
+        let file = OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let mut sink = EventSink::start(Destination::File("/dev/full".into()), file, 1 << 20);
+        for i in 0..5 {
+            sink.send(&stop(i));
+        }
+        sink.send_last(&stop(5));
+        assert_eq!(sink.close(Duration::from_secs(10)), 6);
+    }
+
+    #[test]
+    fn a_stalled_reader_drops_whole_events_and_says_so() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        // Room for a few small lines in the queue; the pipe takes 64 KiB before it stalls.
+        let mut sink = EventSink::start(Destination::Stdout, File::from(write), 2048);
+        let big = Event::Stop {
+            reason: "x".repeat(4000),
+            windows: 0,
+        };
+        for _ in 0..100 {
+            sink.send(&big);
+        }
+        assert!(sink.dropped_at_queue > 0, "the queue's bound drops events");
+        // The reader comes back: read everything until the writer closes its end.
+        let mut reader = File::from(read);
+        let drain = std::thread::spawn(move || {
+            let mut all = String::new();
+            reader.read_to_string(&mut all).unwrap();
+            all
+        });
+        sink.send(&stop(1));
+        sink.send_last(&stop(2));
+        let dropped = sink.dropped_at_queue;
+        let unwritten = sink.close(Duration::from_secs(30));
+        assert_eq!(unwritten, dropped);
+        let text = drain.join().unwrap();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let announced: u64 = events
+            .iter()
+            .filter_map(|e| e["dropped_events"].as_u64())
+            .sum();
+        assert_eq!(announced, dropped);
+        assert_eq!(events.last().unwrap()["dropped_events_total"], dropped);
+        assert_eq!(events.len() as u64, 102 - dropped);
+    }
+
+    #[test]
+    fn reopen_follows_a_renamed_file() {
+        let path = temp("hup");
+        let rotated = path.with_extension("1");
+        let mut sink = EventSink::open(&path).unwrap();
+        sink.send(&stop(1));
+        // Wait for the first line to land before rotating.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read(&path).map_or(0, |b| b.len()) == 0 {
+            assert!(Instant::now() < deadline, "first line never written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::fs::rename(&path, &rotated).unwrap();
+        sink.reopen();
+        sink.send_last(&stop(2));
+        assert_eq!(sink.close(Duration::from_secs(10)), 0);
+        assert_eq!(lines(&rotated)[0]["windows"], 1);
+        assert_eq!(lines(&path)[0]["windows"], 2);
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&rotated);
+    }
+}

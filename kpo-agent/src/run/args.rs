@@ -1,0 +1,67 @@
+//! `kpo run`'s flags, merged over the configuration file.
+use std::{path::PathBuf, time::Duration};
+
+use crate::config::Config;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// TOML configuration file (see README); flags override it.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// How often to read the kernel, e.g. 1s, 500ms.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub tick: Option<Duration>,
+    /// Window length, a whole number of ticks, e.g. 60s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub window: Option<Duration>,
+    /// Where to write NDJSON events: a file (appended; re-opened on SIGHUP) or - for standard
+    /// output.
+    #[arg(long, value_name = "PATH")]
+    pub events: Option<PathBuf>,
+    /// Fraction of each window (0..=1) during which high-rate sensors are attached; above 0, at
+    /// least one tick per window.
+    #[arg(long, value_name = "FRACTION")]
+    pub duty_fraction: Option<f64>,
+    /// Keep a sensor off (repeatable): accept_queue, synack_retrans, irq, softirq, napi, sched,
+    /// request_latency.
+    #[arg(long = "disable-sensor", value_name = "SENSOR")]
+    pub disable_sensor: Vec<String>,
+    /// Kernel BTF file used for struct offsets.
+    #[arg(long, value_name = "PATH")]
+    pub btf: Option<PathBuf>,
+    /// The /proc to read (a pod sees the host's /proc where it is mounted).
+    #[arg(long, value_name = "PATH")]
+    pub proc_root: Option<PathBuf>,
+}
+
+impl RunArgs {
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let (mut config, origin) = match &self.config {
+            Some(path) => (Config::from_file(path)?, path.display().to_string()),
+            None => (Config::default(), "command line".to_string()),
+        };
+        if let Some(v) = self.tick {
+            config.tick = v;
+        }
+        if let Some(v) = self.window {
+            config.window = v;
+        }
+        if let Some(v) = &self.events {
+            config.events = v.clone();
+        }
+        if let Some(v) = self.duty_fraction {
+            config.duty_fraction = v;
+        }
+        config
+            .disabled_sensors
+            .extend(self.disable_sensor.iter().cloned());
+        if let Some(v) = &self.btf {
+            config.btf = v.clone();
+        }
+        if let Some(v) = &self.proc_root {
+            config.proc_root = v.clone();
+        }
+        config.validate(&origin)?;
+        Ok(config)
+    }
+}

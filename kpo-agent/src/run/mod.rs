@@ -1,0 +1,398 @@
+//! The run loop. It only wires the stages, in data-flow order, once per tick:
+//!
+//! sensors (duty cycle) → collect (a [`Sample`]) → window (a [`Window`] every few ticks)
+//! → energy (the window's joules) → (advise → policy → actuate: to come) → output (events,
+//! written off the loop).
+//!
+//! Beside the tick it forwards the kernel's notable events (full accept queues) at once, and
+//! handles signals: SIGTERM and SIGINT flush the partial window and stop; SIGHUP re-opens the
+//! event file. Nothing in the loop waits on the output: a stalled reader costs dropped events, not
+//! ticks (see [`crate::output::sink`]).
+mod args;
+mod duty;
+
+use std::{process::ExitCode, time::Duration};
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tracing::{info, warn};
+
+pub use args::RunArgs;
+use duty::DutyCycle;
+
+use crate::{
+    collect::{
+        notable::{full_listeners, ListenerFull, NotableStream},
+        pressure_watch::PressureWatch,
+        Collector, Sample,
+    },
+    config::Config,
+    energy::{choose_meter, estimate::PowerModel, EnergyMeter},
+    output::{events::Event, sink::EventSink},
+    sensors::{SensorKind, SensorOptions, SensorStatus, Sensors},
+    window::{
+        energy::{EnergySourceChoice, WindowEnergy},
+        Window, WindowBuilder,
+    },
+};
+
+/// Where the energy counters are (powercap, the perf power PMU, cpufreq): sysfs is the host's
+/// even in a pod.
+const SYS_ROOT: &str = "/sys";
+
+/// How long the writer may take to drain the queue at shutdown, after the sensors are detached.
+/// A reader stalled for longer costs the events still queued (their count goes to stderr).
+pub const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let config = args.config()?;
+    crate::collect::check_proc_root(&config.proc_root)?;
+    if !nix::unistd::Uid::effective().is_root() {
+        anyhow::bail!("kpo run needs root (CAP_BPF and CAP_PERFMON to load eBPF, CAP_SYS_ADMIN to enter network namespaces); try: sudo kpo run");
+    }
+    let mut sink = EventSink::open(&config.events)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(run(config, &mut sink));
+    drop(runtime);
+    // Bounded: a writer stuck on a stalled reader is abandoned, and what it could not write is
+    // counted on stderr.
+    sink.close(STOP_FLUSH_TIMEOUT);
+    let reason = outcome?;
+    info!(reason, "kpo stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr so that stdout stays pure NDJSON.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Runs until SIGTERM or SIGINT (returns its name) or until the event stream's reader goes away
+/// for good (an error). Events go to `sink`; the caller closes it.
+pub async fn run(config: Config, sink: &mut EventSink) -> anyhow::Result<&'static str> {
+    // Handlers first: a signal during start-up still ends in a clean detach and a `stop` event.
+    let mut signals = Signals::new()?;
+    let ticks_per_window = config.ticks_per_window();
+    let duty = DutyCycle::new(ticks_per_window, config.duty_fraction);
+    report_duty(&config, &duty);
+
+    // Sensors.
+    let mut sensors = Sensors::load(&sensor_options(&config));
+    let mut notable = NotableStream::take(&mut sensors);
+    // Energy: chosen before the first window; measured sources are checked with a moment of CPU
+    // work.
+    let energy_choice = choose_meter(
+        std::path::Path::new(SYS_ROOT),
+        &config.proc_root,
+        PowerModel::default(),
+    );
+    let energy_source = EnergySourceChoice::new(&energy_choice);
+    let mut meter = energy_choice.ok().map(|choice| choice.meter);
+    sink.send(&Event::Start {
+        version: env!("CARGO_PKG_VERSION"),
+        pid: std::process::id(),
+        tick_s: config.tick.as_secs_f64(),
+        window_s: config.window.as_secs_f64(),
+        duty_fraction: config.duty_fraction,
+        energy: energy_source,
+    });
+    let mut reported = sensor_report(&sensors, &config);
+    sink.send(&Event::Sensors {
+        sensors: reported.clone(),
+    });
+
+    // Collect, then windows; the first sample is the first window's baseline.
+    let mut collector = Collector::new(sensors, config.proc_root.clone());
+    let mut pressure = PressureWatch::new(ticks_per_window);
+    let mut windows = Windows::new(collector.sample(), ticks_per_window);
+    if let Some(m) = meter.as_mut() {
+        let _ = m.read(); // the meter's interval starts with the first window
+    }
+    duty.after_read(&mut collector.sensors, 0, false);
+
+    let mut interval = tokio::time::interval(config.tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await; // the first tick completes at once
+    info!(tick = ?config.tick, window = ?config.window, "kpo running");
+
+    let reason = loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                let next = windows.next_tick();
+                // Sensors: what the next tick leaves off is detached before the read.
+                let attached = duty.before_read(
+                    &mut collector.sensors,
+                    next,
+                    pressure.stays_escalated(),
+                );
+                // Collect.
+                let mut sample = collector.sample();
+                attached.stamp(&mut sample);
+                pressure.observe(windows.last_sample(), &sample);
+                if !sample.accept_queue_attached {
+                    // Without the eBPF hook this tick, a full queue is seen only here.
+                    for full in full_listeners(&sample) {
+                        sink.send(&full.into());
+                    }
+                }
+                // Window.
+                if let Some(mut window) = windows.push(sample) {
+                    // Energy over the same span; then the deciding half: advise → policy →
+                    // actuate (to come).
+                    add_energy(&mut window, &mut meter);
+                    sink.send(&Event::Window { partial: false, window: Box::new(window) });
+                }
+                // Sensors: what the next tick samples is attached after the read.
+                duty.after_read(&mut collector.sensors, next, pressure.escalated());
+                let status = sensor_report(&collector.sensors, &config);
+                if status != reported {
+                    reported = status;
+                    sink.send(&Event::Sensors { sensors: reported.clone() });
+                }
+            }
+            batch = notable.next() => {
+                for event in batch? {
+                    let full = ListenerFull::from_notable(&event, windows.last_sample());
+                    sink.send(&full.into());
+                }
+            }
+            signal = signals.recv() => match signal {
+                Sig::Hup => {
+                    info!("SIGHUP: re-opening the event stream {}", sink.destination());
+                    sink.reopen();
+                }
+                Sig::Term => break "SIGTERM",
+                Sig::Int => break "SIGINT",
+            },
+            reason = sink.failed() => {
+                // Sensors detach as the collector drops.
+                anyhow::bail!("{reason}");
+            }
+        }
+    };
+
+    // The partial window: detach the duty-cycled sensors, read once more, then the rest.
+    let attached = duty.before_last_read(&mut collector.sensors);
+    let mut sample = collector.sample();
+    attached.stamp(&mut sample);
+    if let Some(mut window) = windows.finish_partial(sample) {
+        add_energy(&mut window, &mut meter);
+        sink.send(&Event::Window {
+            partial: true,
+            window: Box::new(window),
+        });
+    }
+    collector.sensors.detach_all();
+    sink.send_last(&Event::Stop {
+        reason: reason.into(),
+        windows: windows.count,
+    });
+    Ok(reason)
+}
+
+/// The meter's reading since the previous window closed, as the window's `energy`.
+fn add_energy(window: &mut Window, meter: &mut Option<Box<dyn EnergyMeter + Send>>) {
+    window.energy = meter.as_mut().map(|m| {
+        let reading = m.read();
+        WindowEnergy::new(m.as_ref(), reading, window)
+    });
+}
+
+/// The window stage's clock: samples into windows of `ticks_per_window` ticks.
+struct Windows {
+    /// Always Some between calls (closing a window consumes its builder).
+    builder: Option<WindowBuilder>,
+    ticks_per_window: u64,
+    /// Ticks pushed into the current window.
+    ticks: u64,
+    /// Windows closed, the partial one included.
+    count: u64,
+}
+
+impl Windows {
+    fn new(baseline: Sample, ticks_per_window: u64) -> Self {
+        Self {
+            builder: Some(WindowBuilder::new(baseline)),
+            ticks_per_window,
+            ticks: 0,
+            count: 0,
+        }
+    }
+
+    fn builder(&mut self) -> &mut WindowBuilder {
+        self.builder.as_mut().expect("a window is open")
+    }
+
+    /// The index, within its window, of the tick after the one now ending.
+    fn next_tick(&self) -> u64 {
+        (self.ticks + 1) % self.ticks_per_window
+    }
+
+    fn last_sample(&self) -> &Sample {
+        self.builder
+            .as_ref()
+            .expect("a window is open")
+            .last_sample()
+    }
+
+    /// Adds the sample that closes a tick; returns the window it completes, if it does.
+    fn push(&mut self, sample: Sample) -> Option<Window> {
+        self.builder().push(sample);
+        self.ticks += 1;
+        if self.ticks < self.ticks_per_window {
+            return None;
+        }
+        self.ticks = 0;
+        let (window, last) = self.builder.take()?.finish().expect("a window has ticks");
+        self.builder = Some(WindowBuilder::new(last));
+        self.count += 1;
+        Some(window)
+    }
+
+    /// The last, shorter window at shutdown (counted).
+    fn finish_partial(&mut self, sample: Sample) -> Option<Window> {
+        let mut builder = self.builder.take()?;
+        builder.push(sample);
+        let (window, _) = builder.finish()?;
+        self.count += 1;
+        Some(window)
+    }
+}
+
+/// Sensor options from the configuration. A duty fraction of 0 never attaches the duty-cycled
+/// sensors (the accept queue's still attaches under pressure), so they are not even loaded.
+fn sensor_options(config: &Config) -> SensorOptions {
+    let mut opts = SensorOptions::new(config.btf.clone());
+    opts.disabled = config.disabled();
+    if config.duty_fraction <= 0.0 {
+        opts.disabled.extend(never_sampled());
+    }
+    opts
+}
+
+/// The sensors a duty fraction of 0 leaves off.
+fn never_sampled() -> impl Iterator<Item = SensorKind> {
+    SensorKind::ALL
+        .into_iter()
+        .filter(|k| k.duty_cycled() && *k != SensorKind::AcceptQueue)
+}
+
+/// What the `sensors` event says: the sensors' own status, with the reason for those a duty
+/// fraction of 0 switched off (rather than the operator's list).
+fn sensor_report(sensors: &Sensors, config: &Config) -> Vec<SensorStatus> {
+    let mut status = sensors.status().to_vec();
+    if config.duty_fraction <= 0.0 {
+        let listed = config.disabled();
+        for s in &mut status {
+            if !s.enabled && never_sampled().any(|k| k == s.sensor) && !listed.contains(&s.sensor) {
+                s.reason = Some("duty_fraction is 0: never attached".into());
+            }
+        }
+    }
+    status
+}
+
+fn report_duty(config: &Config, duty: &DutyCycle) {
+    let ticks = config.ticks_per_window();
+    let wanted = ticks as f64 * config.duty_fraction;
+    if config.duty_fraction > 0.0 && wanted < 1.0 {
+        warn!(
+            "duty_fraction {} of {ticks} ticks per window is less than one tick: sampling {} tick \
+             per window ({:.3} of it)",
+            config.duty_fraction,
+            duty.ticks_on(),
+            duty.ticks_on() as f64 / ticks as f64
+        );
+    }
+}
+
+enum Sig {
+    Term,
+    Int,
+    Hup,
+}
+
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn recv(&mut self) -> Sig {
+        tokio::select! {
+            _ = self.term.recv() => Sig::Term,
+            _ = self.int.recv() => Sig::Int,
+            _ = self.hup.recv() => Sig::Hup,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::pressure_watch::tests::sample;
+
+    #[test]
+    fn windows_close_every_n_ticks_and_name_the_next_tick() {
+        let mut windows = Windows::new(sample(0, 128, 0), 3);
+        let mut closed = Vec::new();
+        for _ in 0..7 {
+            let next = windows.next_tick();
+            closed.push((next, windows.push(sample(0, 128, 0)).is_some()));
+        }
+        assert_eq!(
+            closed,
+            [
+                (1, false),
+                (2, false),
+                (0, true),
+                (1, false),
+                (2, false),
+                (0, true),
+                (1, false)
+            ]
+        );
+        assert_eq!(windows.count, 2);
+        assert!(windows.finish_partial(sample(0, 128, 0)).is_some());
+        assert_eq!(windows.count, 3, "the partial window counts");
+    }
+
+    #[test]
+    fn a_zero_duty_fraction_leaves_the_duty_cycled_sensors_unloaded() {
+        let config = Config {
+            duty_fraction: 0.0,
+            disabled_sensors: vec!["napi".into()],
+            ..Config::default()
+        };
+        let opts = sensor_options(&config);
+        for kind in [
+            SensorKind::Softirq,
+            SensorKind::Napi,
+            SensorKind::Sched,
+            SensorKind::RequestLatency,
+        ] {
+            assert!(opts.disabled.contains(&kind), "{kind:?}");
+        }
+        assert!(!opts.disabled.contains(&SensorKind::AcceptQueue));
+        assert!(!sensor_options(&Config::default())
+            .disabled
+            .contains(&SensorKind::Sched));
+    }
+}
