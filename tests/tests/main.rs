@@ -1,6 +1,7 @@
 //! Root integration tests: the real eBPF programs against the kernel's own counters.
 //! Run by `cargo xtask test` with one test thread (they share tracepoints and namespaces).
 mod accept_queue;
+mod actuate_sysctl;
 mod agent_binary;
 mod coalesce_ethtool;
 mod common;
@@ -148,6 +149,36 @@ fn main() {
             "sysctl_watch::writes_by_others_are_reported_with_pid_comm_and_value",
             needs_root_and_btf(),
             sysctl_watch::writes_by_others_are_reported_with_pid_comm_and_value,
+        ),
+        trial(
+            "actuate_sysctl::somaxconn_and_tcp_rmem_by_path",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::somaxconn_and_tcp_rmem_by_path,
+        ),
+        trial(
+            "actuate_sysctl::somaxconn_and_tcp_rmem_by_inode",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::somaxconn_and_tcp_rmem_by_inode,
+        ),
+        trial(
+            "actuate_sysctl::kernel_refusals_are_clear_errors",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::kernel_refusals_are_clear_errors,
+        ),
+        trial(
+            "actuate_sysctl::is_per_netns_matches_this_kernel",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::is_per_netns_matches_this_kernel,
+        ),
+        trial(
+            "actuate_sysctl::somaxconn_by_proc_pid_path",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::somaxconn_by_proc_pid_path,
+        ),
+        trial(
+            "actuate_sysctl::coalescing_dispatch_in_a_namespace",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::coalescing_dispatch_in_a_namespace,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();

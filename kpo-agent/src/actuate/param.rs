@@ -287,8 +287,13 @@ pub fn canonical_sysctl(name: &str) -> Result<String, ParamError> {
     let bad = |why| ParamError::BadAddress(name.to_string(), why);
     let name = name.trim();
     let trimmed = name.trim_start_matches("/proc/sys/");
-    // A slashed name (it has a '/') converts by swapping '.' and '/', as procps does.
-    let dotted: String = if trimmed.contains('/') {
+    // As procps' `slashdot`: the first separator tells the form. A slashed name
+    // (`net/ipv4/conf/eth0.100/rp_filter`) converts by swapping '.' and '/'; a dotted one
+    // (`net.ipv4.conf.eth0/100.rp_filter`) may carry '/' for a dot inside a component.
+    let slashed = trimmed
+        .find(['.', '/'])
+        .is_some_and(|i| trimmed[i..].starts_with('/'));
+    let dotted: String = if slashed {
         trimmed
             .chars()
             .map(|c| match c {
