@@ -5,7 +5,7 @@
 //! must take the first, and set the other two aside with the reason, falling back to the estimate.
 use std::path::Path;
 
-use kpo_agent::energy::{choose_meter, estimate::PowerModel, EnergyMeter, EnergySource};
+use kpo_agent::energy::{choose_meter, estimate::PowerModel, EnergySource};
 
 const PERF_TYPE_SOFTWARE: u32 = 1;
 const PERF_COUNT_SW_CPU_CLOCK: u32 = 0;
