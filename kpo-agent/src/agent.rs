@@ -42,6 +42,12 @@ pub struct RunArgs {
     /// The /proc to read (a pod sees the host's /proc where it is mounted).
     #[arg(long, value_name = "PATH")]
     pub proc_root: Option<PathBuf>,
+    /// Policy file (default /etc/kpo/policy.toml; without it, observe and recommend only).
+    #[arg(long, value_name = "PATH")]
+    pub policy: Option<PathBuf>,
+    /// State directory: journal, lock, pause (default /var/lib/kpo).
+    #[arg(long, value_name = "PATH")]
+    pub state_dir: Option<PathBuf>,
 }
 
 impl RunArgs {

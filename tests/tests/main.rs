@@ -5,6 +5,7 @@ mod agent_binary;
 mod coalesce_ethtool;
 mod common;
 mod degraded;
+mod journal_crash;
 mod perf_counter;
 mod request_latency;
 mod runq_latency;
@@ -90,6 +91,21 @@ fn main() {
             "perf_counter::software_counter_opens_and_counts",
             needs_root(),
             perf_counter::software_counter_opens_and_counts,
+        ),
+        trial(
+            "journal_crash::kill_at_each_step_then_reconcile_and_revert_all",
+            journal_crash::requirement(),
+            journal_crash::kill_at_each_step_then_reconcile_and_revert_all,
+        ),
+        trial(
+            "journal_crash::two_clis_racing_serialise",
+            journal_crash::requirement(),
+            journal_crash::two_clis_racing_serialise,
+        ),
+        trial(
+            "journal_crash::apply_of_core_pattern_is_refused",
+            None,
+            journal_crash::apply_of_core_pattern_is_refused,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();

@@ -1,2 +1,3 @@
 //! Outputs: the NDJSON event stream.
+pub mod change_events;
 pub mod events;
