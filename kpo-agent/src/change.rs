@@ -67,7 +67,11 @@ fn crash_point(at: CrashPoint) {
     static WANT: OnceLock<Option<String>> = OnceLock::new();
     let want = WANT.get_or_init(|| std::env::var(CrashPoint::ENV).ok());
     if want.as_deref() == Some(at.as_str()) {
-        eprintln!("kpo: {}={}: killing myself (test hook)", CrashPoint::ENV, at.as_str());
+        eprintln!(
+            "kpo: {}={}: killing myself (test hook)",
+            CrashPoint::ENV,
+            at.as_str()
+        );
         let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
         std::process::abort();
     }
@@ -126,7 +130,10 @@ impl ChangeReport {
 
     /// One line for people.
     pub fn describe(&self) -> String {
-        let id = self.journal_id.map(|i| format!(" #{i}")).unwrap_or_default();
+        let id = self
+            .journal_id
+            .map(|i| format!(" #{i}"))
+            .unwrap_or_default();
         let before = self
             .before
             .as_ref()
@@ -252,7 +259,10 @@ impl ChangePath {
         report.before = Some(before.clone());
         if !before.same_shape(&p.value) {
             let r = Refusal::Invalid {
-                why: format!("{} has the form of {before:?}, not {:?}", p.address, p.value),
+                why: format!(
+                    "{} has the form of {before:?}, not {:?}",
+                    p.address, p.value
+                ),
             };
             return self.refuse(p, Some(&before), r, report);
         }
@@ -260,10 +270,20 @@ impl ChangePath {
             let r = Refusal::Invalid { why: e.to_string() };
             return self.refuse(p, Some(&before), r, report);
         }
-        let mut ctx = self.journal.context(&p.address, &p.value, SystemTime::now());
+        let mut ctx = self
+            .journal
+            .context(&p.address, &p.value, SystemTime::now());
         ctx.before = Some(before.clone());
         let decision = self.policy.decide(p, &ctx);
-        let mut ev = self.event(ChangePhase::Proposed, &p.address, Some(&before), &p.value, p.source, &p.reason, None);
+        let mut ev = self.event(
+            ChangePhase::Proposed,
+            &p.address,
+            Some(&before),
+            &p.value,
+            p.source,
+            &p.reason,
+            None,
+        );
         ev.decision = Some(
             match &decision {
                 Decision::Apply => "apply",
@@ -298,7 +318,16 @@ impl ChangePath {
             report.detail = Some("the kernel already has this value".into());
             return Ok(report);
         }
-        self.execute(actuator, &p.address, &before, &p.value, p.source, &p.reason, IntentKind::Change, report)
+        self.execute(
+            actuator,
+            &p.address,
+            &before,
+            &p.value,
+            p.source,
+            &p.reason,
+            IntentKind::Change,
+            report,
+        )
     }
 
     fn refuse(
@@ -310,11 +339,25 @@ impl ChangePath {
     ) -> Result<ChangeReport, ChangeError> {
         // An operator's refusals are journaled; an advisor's would flood it (events carry them).
         let id = if p.source == Source::Operator {
-            Some(self.journal.record_refusal(&p.address, &p.value, p.source, &p.reason, &r.to_string())?)
+            Some(self.journal.record_refusal(
+                &p.address,
+                &p.value,
+                p.source,
+                &p.reason,
+                &r.to_string(),
+            )?)
         } else {
             None
         };
-        let mut ev = self.event(ChangePhase::Refused, &p.address, before, &p.value, p.source, &p.reason, id);
+        let mut ev = self.event(
+            ChangePhase::Refused,
+            &p.address,
+            before,
+            &p.value,
+            p.source,
+            &p.reason,
+            id,
+        );
         ev.refusal = Some(r.code().into());
         ev.detail = Some(r.to_string());
         self.send(ev);
@@ -325,8 +368,22 @@ impl ChangePath {
         Ok(report)
     }
 
-    fn fail_early(&mut self, p: &Proposal, before: Option<&Value>, error: String, mut report: ChangeReport) -> ChangeReport {
-        let mut ev = self.event(ChangePhase::Failed, &p.address, before, &p.value, p.source, &p.reason, None);
+    fn fail_early(
+        &mut self,
+        p: &Proposal,
+        before: Option<&Value>,
+        error: String,
+        mut report: ChangeReport,
+    ) -> ChangeReport {
+        let mut ev = self.event(
+            ChangePhase::Failed,
+            &p.address,
+            before,
+            &p.value,
+            p.source,
+            &p.reason,
+            None,
+        );
         ev.detail = Some(error.clone());
         self.send(ev);
         report.status = ChangeStatus::Failed;
@@ -348,7 +405,9 @@ impl ChangePath {
         mut report: ChangeReport,
     ) -> Result<ChangeReport, ChangeError> {
         let is_revert = matches!(kind, IntentKind::Revert { .. });
-        let id = self.journal.record_intent(address, before, after, source, reason, kind)?;
+        let id = self
+            .journal
+            .record_intent(address, before, after, source, reason, kind)?;
         report.journal_id = Some(id);
         report.before = Some(before.clone());
         crash_point(CrashPoint::AfterIntent);
@@ -360,7 +419,15 @@ impl ChangePath {
         crash_point(CrashPoint::AfterWrite);
         let outcome = match written {
             Ok(read_back) if &read_back == after => {
-                let ev = self.event(ChangePhase::Applied, address, Some(before), after, source, reason, Some(id));
+                let ev = self.event(
+                    ChangePhase::Applied,
+                    address,
+                    Some(before),
+                    after,
+                    source,
+                    reason,
+                    Some(id),
+                );
                 self.send(ev);
                 report.read_back = Some(read_back.clone());
                 if is_revert {
@@ -402,7 +469,15 @@ impl ChangePath {
             Outcome::Failed { .. } => ChangePhase::Failed,
         };
         self.journal.record_outcome(id, outcome)?;
-        let mut ev = self.event(phase, address, Some(before), after, source, reason, Some(id));
+        let mut ev = self.event(
+            phase,
+            address,
+            Some(before),
+            after,
+            source,
+            reason,
+            Some(id),
+        );
         ev.read_back = report.read_back.clone();
         ev.detail = report.detail.clone();
         self.send(ev);
@@ -410,7 +485,13 @@ impl ChangePath {
         Ok(report)
     }
 
-    fn put_back(&mut self, actuator: &mut dyn Actuator, before: &Value, why: String, report: &mut ChangeReport) -> Outcome {
+    fn put_back(
+        &mut self,
+        actuator: &mut dyn Actuator,
+        before: &Value,
+        why: String,
+        report: &mut ChangeReport,
+    ) -> Outcome {
         match actuator.revert(before) {
             Ok(rb) => {
                 report.status = ChangeStatus::Reverted;
@@ -434,8 +515,17 @@ impl ChangePath {
     }
 
     /// Puts back the value change `id` replaced (an operator's `kpo revert ID`, or the guard).
-    pub fn revert(&mut self, id: u64, source: Source, reason: &str) -> Result<ChangeReport, ChangeError> {
-        let intent = self.journal.intent(id).cloned().ok_or(JournalError::NoSuchChange(id))?;
+    pub fn revert(
+        &mut self,
+        id: u64,
+        source: Source,
+        reason: &str,
+    ) -> Result<ChangeReport, ChangeError> {
+        let intent = self
+            .journal
+            .intent(id)
+            .cloned()
+            .ok_or(JournalError::NoSuchChange(id))?;
         self.restore(&intent.address, &intent.before, source, reason, Some(id))
     }
 
@@ -493,7 +583,16 @@ impl ChangePath {
             report.detail = Some("the kernel already has this value".into());
             return Ok(report);
         }
-        self.execute(actuator, address, &before, value, source, reason, IntentKind::Revert { of }, report)
+        self.execute(
+            actuator,
+            address,
+            &before,
+            value,
+            source,
+            reason,
+            IntentKind::Revert { of },
+            report,
+        )
     }
 
     /// Settles intents that have no outcome (the process died mid-change) against the kernel's
@@ -526,7 +625,15 @@ impl ChangePath {
             }
         };
         report.read_back = Some(now.clone());
-        let outcome = if now == i.after {
+        let outcome = if now == i.after && matches!(i.kind, IntentKind::Revert { .. }) {
+            report.status = ChangeStatus::Reverted;
+            let why = "revert interrupted after the kernel write; found done".to_string();
+            report.detail = Some(why.clone());
+            Outcome::Reverted {
+                why,
+                read_back: Some(now),
+            }
+        } else if now == i.after {
             report.status = ChangeStatus::Applied;
             report.detail = Some("interrupted after the kernel write; found applied".into());
             Outcome::Applied {

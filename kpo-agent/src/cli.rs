@@ -265,9 +265,16 @@ fn cmd_journal(a: JournalArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:>5}  {:<24}  {:<9}  {:<8}  {:<10}  change", "id", "time", "source", "kind", "status");
+    println!(
+        "{:>5}  {:<24}  {:<9}  {:<8}  {:<10}  change",
+        "id", "time", "source", "kind", "status"
+    );
     for e in &entries {
-        let before = e.before.as_ref().map(|b| format!("{b} -> ")).unwrap_or_default();
+        let before = e
+            .before
+            .as_ref()
+            .map(|b| format!("{b} -> "))
+            .unwrap_or_default();
         let mut line = format!(
             "{:>5}  {:<24}  {:<9}  {:<8}  {:<10}  {}: {before}{}",
             e.id,
@@ -318,7 +325,10 @@ fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
         };
         println!(
             "{}: original {}, last applied {}, now {}, {} change(s){}{}",
-            p.address.as_ref().map(|a| a.to_string()).unwrap_or(p.key.clone()),
+            p.address
+                .as_ref()
+                .map(|a| a.to_string())
+                .unwrap_or(p.key.clone()),
             show(&p.original),
             show(&p.last_applied),
             now,

@@ -184,7 +184,11 @@ impl Control for ChangePath {
         if !resumed.is_empty() {
             self.send_other(ChangePathEvent::Resumed(ResumedEvent {
                 param: param.map(str::to_string),
-                keys: if param.is_some() { resumed.clone() } else { vec![] },
+                keys: if param.is_some() {
+                    resumed.clone()
+                } else {
+                    vec![]
+                },
                 by: by.into(),
             }));
         }

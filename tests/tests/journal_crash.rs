@@ -61,7 +61,13 @@ impl Ns {
     fn somaxconn(&self) -> i64 {
         let out = kpo_integration::run_ok(
             "ip",
-            &["netns", "exec", &self.name, "cat", "/proc/sys/net/core/somaxconn"],
+            &[
+                "netns",
+                "exec",
+                &self.name,
+                "cat",
+                "/proc/sys/net/core/somaxconn",
+            ],
         );
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     }
@@ -69,7 +75,9 @@ impl Ns {
 
 impl Drop for Ns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -155,7 +163,14 @@ pub fn kill_at_each_step_then_reconcile_and_revert_all() {
         let new = original + 1000;
         let assignment = format!("net.core.somaxconn={new}");
         let out = state.kpo(
-            &["apply", &assignment, "--netns", &ns.path(), "--reason", stage],
+            &[
+                "apply",
+                &assignment,
+                "--netns",
+                &ns.path(),
+                "--reason",
+                stage,
+            ],
             Some(stage),
         );
         assert_eq!(
@@ -170,7 +185,11 @@ pub fn kill_at_each_step_then_reconcile_and_revert_all() {
             if applied { new } else { original },
             "{stage}: the kernel after the kill"
         );
-        assert_eq!(host_somaxconn(), host, "{stage}: the host's somaxconn moved");
+        assert_eq!(
+            host_somaxconn(),
+            host,
+            "{stage}: the host's somaxconn moved"
+        );
         // Restart: the next command recovers and reconciles.
         let status = state.kpo_ok(&["status", "--json"]);
         let err = stderr(&status);
@@ -193,7 +212,12 @@ pub fn kill_at_each_step_then_reconcile_and_revert_all() {
         assert_eq!(entries[0]["after"], new);
         // revert --all restores the original.
         let out = state.kpo_ok(&["revert", "--all"]);
-        assert_eq!(ns.somaxconn(), original, "{stage}: {}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(
+            ns.somaxconn(),
+            original,
+            "{stage}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         let entries = state.journal();
         if applied {
             assert_eq!(entries.len(), 2, "{stage}: {entries:?}");
@@ -203,7 +227,11 @@ pub fn kill_at_each_step_then_reconcile_and_revert_all() {
         } else {
             assert_eq!(entries.len(), 1, "{stage}: nothing to revert: {entries:?}");
         }
-        assert_eq!(host_somaxconn(), host, "{stage}: the host's somaxconn moved");
+        assert_eq!(
+            host_somaxconn(),
+            host,
+            "{stage}: the host's somaxconn moved"
+        );
     }
 }
 
@@ -230,17 +258,32 @@ pub fn two_clis_racing_serialise() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for out in &outs {
-        assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(out));
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(out)
+        );
     }
     let entries = state.journal();
     assert_eq!(entries.len(), 2, "{entries:?}");
-    assert!(entries.iter().all(|e| e["status"] == "applied"), "{entries:?}");
-    let afters: Vec<i64> = entries.iter().map(|e| e["after"].as_i64().unwrap()).collect();
+    assert!(
+        entries.iter().all(|e| e["status"] == "applied"),
+        "{entries:?}"
+    );
+    let afters: Vec<i64> = entries
+        .iter()
+        .map(|e| e["after"].as_i64().unwrap())
+        .collect();
     assert!(afters.contains(&a) && afters.contains(&b), "{afters:?}");
     // Serialised: the second read the first's value as its before.
     assert_eq!(entries[0]["before"], original);
     assert_eq!(entries[1]["before"], entries[0]["after"]);
-    assert_eq!(ns.somaxconn(), afters[1], "the last journaled value is the kernel's");
+    assert_eq!(
+        ns.somaxconn(),
+        afters[1],
+        "the last journaled value is the kernel's"
+    );
     let s: Value = serde_json::from_slice(&state.kpo_ok(&["status", "--json"]).stdout).unwrap();
     assert_eq!(s["params"][0]["original"], original, "{s}");
     state.kpo_ok(&["revert", "--all"]);
@@ -256,7 +299,10 @@ pub fn apply_of_core_pattern_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("deny-listed"), "{text}");
-    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/core_pattern").ok(), before);
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/core_pattern").ok(),
+        before
+    );
     let entries = state.journal();
     assert_eq!(entries[0]["status"], "refused", "{entries:?}");
     // And a policy naming it does not load.

@@ -89,7 +89,11 @@ pub(crate) fn kernel(values: &[(&str, Value)]) -> FakeActuators {
     k
 }
 
-fn path(dir: &std::path::Path, policy: &str, k: &FakeActuators) -> (ChangePath, Arc<Mutex<Vec<ChangePathEvent>>>) {
+fn path(
+    dir: &std::path::Path,
+    policy: &str,
+    k: &FakeActuators,
+) -> (ChangePath, Arc<Mutex<Vec<ChangePathEvent>>>) {
     let policy = Policy::parse(policy, "test.toml").unwrap();
     let journal = Journal::open(dir, Holder::Cli, Duration::ZERO).unwrap();
     let mut p = ChangePath::new(policy, journal, Box::new(k.clone()));
@@ -142,7 +146,14 @@ fn apply_journals_intent_then_outcome_and_revert_all_restores_the_original() {
     let r = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
     assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
     assert_eq!(r.read_back, Some(Value::Int(8192)));
-    assert_eq!(phases(&events), vec![ChangePhase::Proposed, ChangePhase::Applied, ChangePhase::Verified]);
+    assert_eq!(
+        phases(&events),
+        vec![
+            ChangePhase::Proposed,
+            ChangePhase::Applied,
+            ChangePhase::Verified
+        ]
+    );
     let r = p.propose(&op(SOMAX, Value::Int(12000))).unwrap();
     assert_eq!(r.status, ChangeStatus::Applied);
     assert_eq!(value(&k, SOMAX), Value::Int(12000));
@@ -162,21 +173,39 @@ fn apply_journals_intent_then_outcome_and_revert_all_restores_the_original() {
     drop(p);
     let (p, _) = path(dir.path(), POLICY, &k);
     let a: ParamAddress = SOMAX.parse().unwrap();
-    assert_eq!(p.journal.param_state(&a).unwrap().original, Some(Value::Int(4096)));
-    let kinds: Vec<_> = p.journal.entries().iter().map(|e| (e.kind.clone(), e.status.clone())).collect();
+    assert_eq!(
+        p.journal.param_state(&a).unwrap().original,
+        Some(Value::Int(4096))
+    );
+    let kinds: Vec<_> = p
+        .journal
+        .entries()
+        .iter()
+        .map(|e| (e.kind.clone(), e.status.clone()))
+        .collect();
     assert_eq!(kinds.len(), 4);
-    assert!(kinds.iter().all(|(_, s)| s == "applied" || s == "reverted"), "{kinds:?}");
+    assert!(
+        kinds.iter().all(|(_, s)| s == "applied" || s == "reverted"),
+        "{kinds:?}"
+    );
 }
 
 #[test]
 fn a_read_back_mismatch_is_reverted() {
     let dir = tempfile::tempdir().unwrap();
     let k = kernel(&[(SOMAX, Value::Int(4096))]);
-    k.0.lock().unwrap().clamp.insert(SOMAX.into(), Value::Int(5000));
+    k.0.lock()
+        .unwrap()
+        .clamp
+        .insert(SOMAX.into(), Value::Int(5000));
     let (mut p, events) = path(dir.path(), POLICY, &k);
     let r = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
     assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
-    assert!(r.detail.as_deref().unwrap().contains("read back 5000"), "{}", r.describe());
+    assert!(
+        r.detail.as_deref().unwrap().contains("read back 5000"),
+        "{}",
+        r.describe()
+    );
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
     assert_eq!(phases(&events).last(), Some(&ChangePhase::Reverted));
     assert_eq!(p.journal.entries()[0].status, "reverted");
@@ -199,16 +228,23 @@ fn an_apply_of_core_pattern_is_refused_without_touching_the_kernel() {
     let dir = tempfile::tempdir().unwrap();
     let k = kernel(&[("kernel.core_pattern", Value::Word("core".into()))]);
     let (mut p, events) = path(dir.path(), "[defaults]\nmode = \"auto\"\n", &k);
-    let r = p.propose(&op("kernel.core_pattern", Value::Word("|/tmp/evil".into()))).unwrap();
+    let r = p
+        .propose(&op("kernel.core_pattern", Value::Word("|/tmp/evil".into())))
+        .unwrap();
     assert_eq!(r.status, ChangeStatus::Refused);
     assert_eq!(r.refusal.as_ref().unwrap().code(), "deny_listed");
-    assert!(k.0.lock().unwrap().opened.is_empty(), "the actuator is never opened");
+    assert!(
+        k.0.lock().unwrap().opened.is_empty(),
+        "the actuator is never opened"
+    );
     assert_eq!(value(&k, "kernel.core_pattern"), Value::Word("core".into()));
     let e = &p.journal.entries()[0];
     assert_eq!(e.status, "refused");
     assert!(e.detail.as_deref().unwrap().contains("deny-listed"));
     let ev = events.lock().unwrap();
-    let ChangePathEvent::Change(c) = &ev[0] else { panic!() };
+    let ChangePathEvent::Change(c) = &ev[0] else {
+        panic!()
+    };
     assert_eq!(c.refusal.as_deref(), Some("deny_listed"));
 }
 
@@ -219,12 +255,26 @@ fn out_of_bounds_and_large_steps_are_refused_with_the_reason() {
     let (mut p, _) = path(dir.path(), POLICY, &k);
     let r = p.propose(&op(SOMAX, Value::Int(70000))).unwrap();
     assert_eq!(r.status, ChangeStatus::Refused);
-    assert!(r.describe().contains("out of bounds: 70000 is outside [128, 65535]"), "{}", r.describe());
+    assert!(
+        r.describe()
+            .contains("out of bounds: 70000 is outside [128, 65535]"),
+        "{}",
+        r.describe()
+    );
     let r = p.propose(&op(SOMAX, Value::Int(9000))).unwrap();
     assert_eq!(r.status, ChangeStatus::Refused);
-    assert!(r.describe().contains("step too large: 4096 -> 9000"), "{}", r.describe());
+    assert!(
+        r.describe().contains("step too large: 4096 -> 9000"),
+        "{}",
+        r.describe()
+    );
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
-    let statuses: Vec<_> = p.journal.entries().iter().map(|e| e.status.clone()).collect();
+    let statuses: Vec<_> = p
+        .journal
+        .entries()
+        .iter()
+        .map(|e| e.status.clone())
+        .collect();
     assert_eq!(statuses, vec!["refused", "refused"]);
     // A value of the wrong form is refused too.
     let r = p.propose(&op(SOMAX, Value::Ints(vec![1, 2]))).unwrap();
@@ -239,27 +289,48 @@ fn pause_stops_changes_and_survives_a_restart() {
         let (mut p, events) = path(dir.path(), POLICY, &k);
         use crate::control::Control;
         assert!(p.pause("op").unwrap());
-        assert!(matches!(events.lock().unwrap()[0], ChangePathEvent::Paused(_)));
+        assert!(matches!(
+            events.lock().unwrap()[0],
+            ChangePathEvent::Paused(_)
+        ));
     }
     let (mut p, _) = path(dir.path(), POLICY, &k);
     let r = p.propose(&op(SOMAX, Value::Int(5000))).unwrap();
     assert_eq!(r.refusal.unwrap().code(), "paused");
     use crate::control::Control;
     assert_eq!(p.resume(None, "op").unwrap(), vec!["pause"]);
-    assert_eq!(p.propose(&op(SOMAX, Value::Int(5000))).unwrap().status, ChangeStatus::Applied);
+    assert_eq!(
+        p.propose(&op(SOMAX, Value::Int(5000))).unwrap().status,
+        ChangeStatus::Applied
+    );
 }
 
 #[test]
 fn advisors_get_needs_approval_or_record_only_by_mode() {
     let dir = tempfile::tempdir().unwrap();
     let k = kernel(&[(SOMAX, Value::Int(4096)), ("vm.swappiness", Value::Int(60))]);
-    let (mut p, _) = path(dir.path(), "[params.\"vm.swappiness\"]\nmode = \"observe\"\n", &k);
+    let (mut p, _) = path(
+        dir.path(),
+        "[params.\"vm.swappiness\"]\nmode = \"observe\"\n",
+        &k,
+    );
     let mut prop = op(SOMAX, Value::Int(5000));
     prop.source = Source::Rules;
-    assert_eq!(p.propose(&prop).unwrap().status, ChangeStatus::NeedsApproval);
+    assert_eq!(
+        p.propose(&prop).unwrap().status,
+        ChangeStatus::NeedsApproval
+    );
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
-    assert_eq!(p.propose_approved(&prop).unwrap().status, ChangeStatus::Applied);
-    assert_eq!(p.propose(&op("vm.swappiness", Value::Int(10))).unwrap().status, ChangeStatus::RecordOnly);
+    assert_eq!(
+        p.propose_approved(&prop).unwrap().status,
+        ChangeStatus::Applied
+    );
+    assert_eq!(
+        p.propose(&op("vm.swappiness", Value::Int(10)))
+            .unwrap()
+            .status,
+        ChangeStatus::RecordOnly
+    );
 }
 
 #[test]
@@ -269,13 +340,24 @@ fn interrupted_intents_are_reconciled_against_the_kernel() {
     let a2 = "net.core.somaxconn@netns:4026539992";
     let a3 = "net.core.somaxconn@netns:4026539993";
     let a4 = "net.core.somaxconn@netns:4026539994";
-    let k = kernel(&[(a1, Value::Int(8192)), (a2, Value::Int(4096)), (a3, Value::Int(777))]);
+    let k = kernel(&[
+        (a1, Value::Int(8192)),
+        (a2, Value::Int(4096)),
+        (a3, Value::Int(777)),
+    ]);
     {
         // Intents whose outcomes never came: the process died.
         let mut j = Journal::open(dir.path(), Holder::Cli, Duration::ZERO).unwrap();
         for a in [a1, a2, a3, a4] {
-            j.record_intent(&a.parse().unwrap(), &Value::Int(4096), &Value::Int(8192), Source::Operator, "t", IntentKind::Change)
-                .unwrap();
+            j.record_intent(
+                &a.parse().unwrap(),
+                &Value::Int(4096),
+                &Value::Int(8192),
+                Source::Operator,
+                "t",
+                IntentKind::Change,
+            )
+            .unwrap();
         }
     }
     let (mut p, _) = path(dir.path(), POLICY, &k);
@@ -284,7 +366,12 @@ fn interrupted_intents_are_reconciled_against_the_kernel() {
     let st: Vec<_> = r.iter().map(|r| r.status).collect();
     assert_eq!(
         st,
-        vec![ChangeStatus::Applied, ChangeStatus::Failed, ChangeStatus::Failed, ChangeStatus::Skipped]
+        vec![
+            ChangeStatus::Applied,
+            ChangeStatus::Failed,
+            ChangeStatus::Failed,
+            ChangeStatus::Skipped
+        ]
     );
     assert!(r[2].detail.as_deref().unwrap().contains("777"));
     assert!(r[3].detail.as_deref().unwrap().contains("cannot be read"));
@@ -306,8 +393,17 @@ fn revert_all_leaves_a_yielded_parameter_alone() {
     let k = kernel(&[(SOMAX, Value::Int(4096))]);
     let (mut p, _) = path(dir.path(), POLICY, &k);
     p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
-    k.0.lock().unwrap().values.insert(SOMAX.into(), Value::Int(1000));
-    p.journal.set_yielded(&SOMAX.parse().unwrap(), Some(Value::Int(1000)), "pid 9 sysctl").unwrap();
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(SOMAX.into(), Value::Int(1000));
+    p.journal
+        .set_yielded(
+            &SOMAX.parse().unwrap(),
+            Some(Value::Int(1000)),
+            "pid 9 sysctl",
+        )
+        .unwrap();
     let r = p.revert_all("all").unwrap();
     assert_eq!(r[0].status, ChangeStatus::Skipped);
     assert_eq!(value(&k, SOMAX), Value::Int(1000));

@@ -174,7 +174,10 @@ pub enum Record {
         by: String,
     },
     /// `kpo resume PARAM`: KPO manages it again.
-    Manage { ts_ms: u64, key: String },
+    Manage {
+        ts_ms: u64,
+        key: String,
+    },
     /// The guard reverted this value; not to be applied again before `until_ms`.
     Quarantine {
         ts_ms: u64,
@@ -466,9 +469,9 @@ impl Journal {
             .filter(|p| p.yielded.is_some())
             .filter(|p| {
                 p.key == name
-                    || p.address.as_ref().is_some_and(|a| {
-                        a.policy_name() == name || a.to_string() == name
-                    })
+                    || p.address
+                        .as_ref()
+                        .is_some_and(|a| a.policy_name() == name || a.to_string() == name)
                     || name
                         .parse::<ParamAddress>()
                         .is_ok_and(|a| target_key(&a) == p.key)

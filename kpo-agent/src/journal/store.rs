@@ -132,7 +132,8 @@ fn rewrite(dir: &Path, records: &[Record]) -> Result<(), JournalError> {
             .open(&tmp)
             .map_err(|e| JournalError::io(&tmp, e))?;
         for r in records {
-            f.write_all(&encode(r)).map_err(|e| JournalError::io(&tmp, e))?;
+            f.write_all(&encode(r))
+                .map_err(|e| JournalError::io(&tmp, e))?;
         }
         f.sync_all().map_err(|e| JournalError::io(&tmp, e))?;
     }

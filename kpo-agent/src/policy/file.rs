@@ -93,7 +93,11 @@ impl<'a> Lines<'a> {
         }
     }
     fn line_text(&self, line: usize) -> &'a str {
-        let start = self.starts.get(line - 1).copied().unwrap_or(self.text.len());
+        let start = self
+            .starts
+            .get(line - 1)
+            .copied()
+            .unwrap_or(self.text.len());
         let end = self.starts.get(line).copied().unwrap_or(self.text.len());
         self.text[start..end].trim_end()
     }
@@ -113,7 +117,13 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&self, span: Range<usize>, key: String, class: PolicyErrorClass, message: String) -> PolicyError {
+    fn err(
+        &self,
+        span: Range<usize>,
+        key: String,
+        class: PolicyErrorClass,
+        message: String,
+    ) -> PolicyError {
         PolicyError::Invalid {
             file: self.file.clone(),
             line: self.lines.line(span.start),
@@ -181,7 +191,12 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
     if let Some(g) = doc.guard {
         if let Some(w) = g.windows {
             if *w.get_ref() == 0 {
-                return Err(ctx.err(w.span(), "guard.windows".into(), PolicyErrorClass::BadValue, "must be at least 1".into()));
+                return Err(ctx.err(
+                    w.span(),
+                    "guard.windows".into(),
+                    PolicyErrorClass::BadValue,
+                    "must be at least 1".into(),
+                ));
             }
             guard.windows = w.into_inner();
         }
@@ -213,13 +228,25 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         let is_sysctl = !(raw.starts_with("ethtool:") || raw.starts_with("cpufreq:"));
         // A sysctl may be given slashed; its canonical form is dotted. Glob characters survive.
         let pattern = if is_sysctl && raw.contains('/') && !raw.contains(['*', '?', '[', '{']) {
-            canonical_sysctl(&raw).map_err(|e| ctx.err(span.clone(), key.clone(), PolicyErrorClass::BadValue, e.to_string()))?
+            canonical_sysctl(&raw).map_err(|e| {
+                ctx.err(
+                    span.clone(),
+                    key.clone(),
+                    PolicyErrorClass::BadValue,
+                    e.to_string(),
+                )
+            })?
         } else {
             raw.clone()
         };
-        let glob = GlobBuilder::new(&pattern)
-            .build()
-            .map_err(|e| ctx.err(span.clone(), key.clone(), PolicyErrorClass::BadGlob, format!("not a valid glob: {}", e.kind())))?;
+        let glob = GlobBuilder::new(&pattern).build().map_err(|e| {
+            ctx.err(
+                span.clone(),
+                key.clone(),
+                PolicyErrorClass::BadGlob,
+                format!("not a valid glob: {}", e.kind()),
+            )
+        })?;
         let matcher = glob.compile_matcher();
         if let Some((name, denied)) = deny.reached_by(&matcher, &pattern) {
             return Err(ctx.err(
@@ -230,11 +257,23 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
                     "{name} is on the built-in deny-list ({}: {}); no policy can allow it{}",
                     denied.pattern,
                     denied.why,
-                    if name == pattern { String::new() } else { "; name the keys you mean instead of a glob that reaches it".into() }
+                    if name == pattern {
+                        String::new()
+                    } else {
+                        "; name the keys you mean instead of a glob that reaches it".into()
+                    }
                 ),
             ));
         }
-        let mut r = rule(&ctx, &defaults, &pattern, &key, body.span(), body.into_inner(), Some(matcher))?;
+        let mut r = rule(
+            &ctx,
+            &defaults,
+            &pattern,
+            &key,
+            body.span(),
+            body.into_inner(),
+            Some(matcher),
+        )?;
         r.line = line;
         params.push(r);
     }
@@ -249,8 +288,17 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
 }
 
 fn duration(ctx: &Ctx<'_>, s: &Spanned<String>, key: &str) -> Result<Duration, PolicyError> {
-    humantime::parse_duration(s.get_ref())
-        .map_err(|e| ctx.err(s.span(), key.into(), PolicyErrorClass::BadValue, format!("{:?} is not a duration ({e}); e.g. \"30s\", \"5m\"", s.get_ref())))
+    humantime::parse_duration(s.get_ref()).map_err(|e| {
+        ctx.err(
+            s.span(),
+            key.into(),
+            PolicyErrorClass::BadValue,
+            format!(
+                "{:?} is not a duration ({e}); e.g. \"30s\", \"5m\"",
+                s.get_ref()
+            ),
+        )
+    })
 }
 
 fn rule(
@@ -285,22 +333,45 @@ fn rule(
     for (b, which) in [(&f.min, "min"), (&f.max, "max")] {
         if let Some(b) = b {
             if matches!(b.get_ref(), BoundFile::Each(v) if v.is_empty()) {
-                return Err(ctx.err(b.span(), format!("{key}.{which}"), PolicyErrorClass::BadValue, "an empty list bounds nothing".into()));
+                return Err(ctx.err(
+                    b.span(),
+                    format!("{key}.{which}"),
+                    PolicyErrorClass::BadValue,
+                    "an empty list bounds nothing".into(),
+                ));
             }
         }
     }
     if let (Some(min), Some(max)) = (&r.min, &r.max) {
         if let Some(why) = min.impossible_with(max) {
-            let at = f.max.as_ref().or(f.min.as_ref()).map(|s| s.span()).unwrap_or(span.clone());
-            return Err(ctx.err(at, format!("{key}.min/max"), PolicyErrorClass::ImpossibleBounds, why));
+            let at = f
+                .max
+                .as_ref()
+                .or(f.min.as_ref())
+                .map(|s| s.span())
+                .unwrap_or(span.clone());
+            return Err(ctx.err(
+                at,
+                format!("{key}.min/max"),
+                PolicyErrorClass::ImpossibleBounds,
+                why,
+            ));
         }
     }
     if let Some(s) = &f.max_step {
         let k = format!("{key}.max_step");
         r.max_step = Some(match s.get_ref() {
             StepFile::Abs(v) if *v > 0 => MaxStep::Absolute(*v),
-            StepFile::Abs(v) => return Err(ctx.err(s.span(), k, PolicyErrorClass::BadValue, format!("{v}: a step is a positive integer"))),
-            StepFile::Text(t) => MaxStep::parse(t).map_err(|why| ctx.err(s.span(), k, PolicyErrorClass::BadValue, why))?,
+            StepFile::Abs(v) => {
+                return Err(ctx.err(
+                    s.span(),
+                    k,
+                    PolicyErrorClass::BadValue,
+                    format!("{v}: a step is a positive integer"),
+                ))
+            }
+            StepFile::Text(t) => MaxStep::parse(t)
+                .map_err(|why| ctx.err(s.span(), k, PolicyErrorClass::BadValue, why))?,
         });
     }
     if let Some(c) = &f.cooldown {
@@ -319,15 +390,33 @@ fn rule(
         let k = format!("{key}.namespaces");
         r.namespaces = match ns.get_ref() {
             NsFile::Word(w) if w == "all" => Namespaces::All,
-            NsFile::Word(w) => return Err(ctx.err(ns.span(), k, PolicyErrorClass::BadValue, format!("{w:?}: expected \"all\" or a list of inodes, paths and \"host\""))),
+            NsFile::Word(w) => {
+                return Err(ctx.err(
+                    ns.span(),
+                    k,
+                    PolicyErrorClass::BadValue,
+                    format!("{w:?}: expected \"all\" or a list of inodes, paths and \"host\""),
+                ))
+            }
             NsFile::List(list) => {
                 let mut out = Vec::new();
                 for e in list {
                     out.push(match e {
                         NsEntry::Inode(i) => NamespaceSel::Inode(*i),
                         NsEntry::Text(t) if t == "host" => NamespaceSel::Host,
-                        NsEntry::Text(t) if t.starts_with('/') => NamespaceSel::Path(PathBuf::from(t)),
-                        NsEntry::Text(t) => return Err(ctx.err(ns.span(), k, PolicyErrorClass::BadValue, format!("{t:?}: a namespace is an inode, an absolute path or \"host\""))),
+                        NsEntry::Text(t) if t.starts_with('/') => {
+                            NamespaceSel::Path(PathBuf::from(t))
+                        }
+                        NsEntry::Text(t) => {
+                            return Err(ctx.err(
+                                ns.span(),
+                                k,
+                                PolicyErrorClass::BadValue,
+                                format!(
+                                    "{t:?}: a namespace is an inode, an absolute path or \"host\""
+                                ),
+                            ))
+                        }
                     });
                 }
                 Namespaces::List(out)

@@ -47,7 +47,12 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: [Source; 4] = [Source::Rules, Source::Llm, Source::Optimizer, Source::Operator];
+    pub const ALL: [Source; 4] = [
+        Source::Rules,
+        Source::Llm,
+        Source::Optimizer,
+        Source::Operator,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Rules => "rules",
@@ -184,12 +189,16 @@ impl MaxStep {
         if let Some(p) = t.strip_suffix('%') {
             return match p.trim().parse::<f64>() {
                 Ok(v) if v > 0.0 && v.is_finite() => Ok(MaxStep::Relative(v / 100.0)),
-                _ => Err(format!("{text:?}: a relative step is a positive percentage like \"50%\"")),
+                _ => Err(format!(
+                    "{text:?}: a relative step is a positive percentage like \"50%\""
+                )),
             };
         }
         match t.parse::<i64>() {
             Ok(v) if v > 0 => Ok(MaxStep::Absolute(v)),
-            _ => Err(format!("{text:?}: a step is a positive integer or a percentage like \"50%\"")),
+            _ => Err(format!(
+                "{text:?}: a step is a positive integer or a percentage like \"50%\""
+            )),
         }
     }
     /// The largest allowed change from `before`.
@@ -640,7 +649,10 @@ pub enum Refusal {
     #[error("cooldown: the last change was too recent; {remaining_s:.0}s to wait")]
     Cooldown { remaining_s: f64 },
     #[error("source not allowed: {proposer} may not drive this parameter (allowed: {})", allowed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))]
-    SourceNotAllowed { proposer: Source, allowed: Vec<Source> },
+    SourceNotAllowed {
+        proposer: Source,
+        allowed: Vec<Source>,
+    },
     #[error("namespace not covered: the policy does not cover {target}")]
     NamespaceNotCovered { target: String },
     #[error("paused: all changes are paused (kpo resume)")]

@@ -95,7 +95,10 @@ fn a_good_policy_loads() {
     assert_eq!(s.line, 11);
     // The exact name beats the glob that also matches it.
     assert_eq!(p.rule_for(&addr("net.ipv4.tcp_rmem")).mode, Mode::Recommend);
-    assert_eq!(p.rule_for(&addr("net.ipv4.tcp_wmem")).name, "net.ipv4.tcp_*");
+    assert_eq!(
+        p.rule_for(&addr("net.ipv4.tcp_wmem")).name,
+        "net.ipv4.tcp_*"
+    );
     assert_eq!(p.rule_for(&addr("vm.swappiness")).mode, Mode::Observe);
     let e = p.rule_for(&addr("ethtool:eth0:rx-usecs"));
     assert!(e.allow_adaptive_off);
@@ -110,19 +113,28 @@ fn missing_default_file_is_the_builtin_and_a_missing_named_file_is_an_error() {
         &proposal("net.core.somaxconn", Value::Int(4096), Source::Rules),
         &Context::new(SystemTime::now()),
     );
-    assert_eq!(d, Decision::NeedsApproval, "built-in default never auto-applies");
+    assert_eq!(
+        d,
+        Decision::NeedsApproval,
+        "built-in default never auto-applies"
+    );
     let d = p.decide(
         &proposal("net.core.somaxconn", Value::Int(4096), Source::Operator),
         &Context::new(SystemTime::now()),
     );
-    assert_eq!(d, Decision::Apply, "an operator's apply is its own approval");
+    assert_eq!(
+        d,
+        Decision::Apply,
+        "an operator's apply is its own approval"
+    );
     let e = Policy::load(Some(Path::new("/nonexistent/kpo/policy.toml"))).unwrap_err();
     assert!(matches!(e, PolicyError::Read { .. }), "{e}");
 }
 
 #[test]
 fn unknown_key_names_file_line_and_key() {
-    let (line, key, class, msg) = err("[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmaxx = 5\n");
+    let (line, key, class, msg) =
+        err("[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmaxx = 5\n");
     assert_eq!(class, PolicyErrorClass::UnknownKey);
     assert_eq!(line, 3, "{msg}");
     assert!(key.contains("maxx"), "{key}");
@@ -230,7 +242,10 @@ fn out_of_bounds_and_too_large_steps_are_refused_with_the_reason() {
         panic!("{d:?}")
     };
     assert_eq!(r.code(), "out_of_bounds");
-    assert!(r.to_string().contains("100000 is outside [128, 65535]"), "{r}");
+    assert!(
+        r.to_string().contains("100000 is outside [128, 65535]"),
+        "{r}"
+    );
     // 4096 -> 9000 is more than 100% of 4096.
     let d = p.decide(
         &proposal("net.core.somaxconn", Value::Int(9000), Source::Rules),
@@ -251,23 +266,47 @@ fn out_of_bounds_and_too_large_steps_are_refused_with_the_reason() {
     );
     // Vector values, element by element.
     let d = p.decide(
-        &proposal("net.ipv4.tcp_rmem", Value::Ints(vec![4096, 131072, 40_000_000]), Source::Operator),
+        &proposal(
+            "net.ipv4.tcp_rmem",
+            Value::Ints(vec![4096, 131072, 40_000_000]),
+            Source::Operator,
+        ),
         &ctx_before(Value::Ints(vec![4096, 131072, 6291456])),
     );
     assert!(
-        matches!(&d, Decision::Refused(Refusal::OutOfBounds { element: Some(2), .. })),
+        matches!(
+            &d,
+            Decision::Refused(Refusal::OutOfBounds {
+                element: Some(2),
+                ..
+            })
+        ),
         "{d:?}"
     );
     let d = p.decide(
-        &proposal("net.ipv4.tcp_rmem", Value::Ints(vec![4096, 131072, 16_000_000]), Source::Operator),
+        &proposal(
+            "net.ipv4.tcp_rmem",
+            Value::Ints(vec![4096, 131072, 16_000_000]),
+            Source::Operator,
+        ),
         &ctx_before(Value::Ints(vec![4096, 131072, 6291456])),
     );
     assert!(
-        matches!(&d, Decision::Refused(Refusal::StepTooLarge { element: Some(2), .. })),
+        matches!(
+            &d,
+            Decision::Refused(Refusal::StepTooLarge {
+                element: Some(2),
+                ..
+            })
+        ),
         "{d:?}"
     );
     let d = p.decide(
-        &proposal("net.ipv4.tcp_rmem", Value::Ints(vec![4096, 131072, 6291456 + 1000]), Source::Rules),
+        &proposal(
+            "net.ipv4.tcp_rmem",
+            Value::Ints(vec![4096, 131072, 6291456 + 1000]),
+            Source::Rules,
+        ),
         &ctx_before(Value::Ints(vec![4096, 131072, 6291456])),
     );
     assert_eq!(d, Decision::NeedsApproval);
@@ -282,39 +321,114 @@ fn sources_namespaces_pause_cooldown_rate_and_quarantine() {
         other => panic!("{other:?}"),
     };
     assert_eq!(
-        refused(p.decide(&proposal("net.core.somaxconn", Value::Int(200), Source::Llm), &Context::new(now))),
+        refused(p.decide(
+            &proposal("net.core.somaxconn", Value::Int(200), Source::Llm),
+            &Context::new(now)
+        )),
         "source_not_allowed"
     );
     assert_eq!(
-        refused(p.decide(&proposal("net.ipv4.tcp_wmem@netns:99", Value::Ints(vec![1, 2, 3]), Source::Rules), &Context::new(now))),
+        refused(p.decide(
+            &proposal(
+                "net.ipv4.tcp_wmem@netns:99",
+                Value::Ints(vec![1, 2, 3]),
+                Source::Rules
+            ),
+            &Context::new(now)
+        )),
         "namespace_not_covered"
     );
     assert_eq!(
-        p.decide(&proposal("net.ipv4.tcp_wmem@netns:4026532281", Value::Ints(vec![1, 2, 3]), Source::Rules), &Context::new(now)),
+        p.decide(
+            &proposal(
+                "net.ipv4.tcp_wmem@netns:4026532281",
+                Value::Ints(vec![1, 2, 3]),
+                Source::Rules
+            ),
+            &Context::new(now)
+        ),
         Decision::Apply
     );
     assert_eq!(
-        p.decide(&proposal("net.ipv4.tcp_wmem", Value::Ints(vec![1, 2, 3]), Source::Rules), &Context::new(now)),
+        p.decide(
+            &proposal(
+                "net.ipv4.tcp_wmem",
+                Value::Ints(vec![1, 2, 3]),
+                Source::Rules
+            ),
+            &Context::new(now)
+        ),
         Decision::Apply,
         "host is listed"
     );
-    let c = Context { paused: true, ..Context::new(now) };
-    assert_eq!(refused(p.decide(&proposal("net.core.somaxconn", Value::Int(200), Source::Operator), &c)), "paused");
-    let c = Context { yielded: true, ..Context::new(now) };
-    assert_eq!(refused(p.decide(&proposal("net.core.somaxconn", Value::Int(200), Source::Rules), &c)), "yielded");
-    let c = Context { last_change: Some(now - Duration::from_secs(60)), ..Context::new(now) };
-    assert_eq!(refused(p.decide(&proposal("net.core.somaxconn", Value::Int(200), Source::Rules), &c)), "cooldown");
+    let c = Context {
+        paused: true,
+        ..Context::new(now)
+    };
     assert_eq!(
-        p.decide(&proposal("net.core.somaxconn", Value::Int(200), Source::Operator), &c),
+        refused(p.decide(
+            &proposal("net.core.somaxconn", Value::Int(200), Source::Operator),
+            &c
+        )),
+        "paused"
+    );
+    let c = Context {
+        yielded: true,
+        ..Context::new(now)
+    };
+    assert_eq!(
+        refused(p.decide(
+            &proposal("net.core.somaxconn", Value::Int(200), Source::Rules),
+            &c
+        )),
+        "yielded"
+    );
+    let c = Context {
+        last_change: Some(now - Duration::from_secs(60)),
+        ..Context::new(now)
+    };
+    assert_eq!(
+        refused(p.decide(
+            &proposal("net.core.somaxconn", Value::Int(200), Source::Rules),
+            &c
+        )),
+        "cooldown"
+    );
+    assert_eq!(
+        p.decide(
+            &proposal("net.core.somaxconn", Value::Int(200), Source::Operator),
+            &c
+        ),
         Decision::Apply,
         "an operator is not held by the cooldown"
     );
-    let c = Context { changes_last_hour: 3, ..Context::new(now) };
-    assert_eq!(refused(p.decide(&proposal("net.core.somaxconn", Value::Int(200), Source::Rules), &c)), "rate_limited");
-    let c = Context { quarantined_until: Some(now + Duration::from_secs(60)), ..Context::new(now) };
-    assert_eq!(refused(p.decide(&proposal("net.core.somaxconn", Value::Int(200), Source::Operator), &c)), "quarantined");
+    let c = Context {
+        changes_last_hour: 3,
+        ..Context::new(now)
+    };
     assert_eq!(
-        p.decide(&proposal("vm.swappiness", Value::Int(10), Source::Operator), &Context::new(now)),
+        refused(p.decide(
+            &proposal("net.core.somaxconn", Value::Int(200), Source::Rules),
+            &c
+        )),
+        "rate_limited"
+    );
+    let c = Context {
+        quarantined_until: Some(now + Duration::from_secs(60)),
+        ..Context::new(now)
+    };
+    assert_eq!(
+        refused(p.decide(
+            &proposal("net.core.somaxconn", Value::Int(200), Source::Operator),
+            &c
+        )),
+        "quarantined"
+    );
+    assert_eq!(
+        p.decide(
+            &proposal("vm.swappiness", Value::Int(10), Source::Operator),
+            &Context::new(now)
+        ),
         Decision::RecordOnly,
         "observe records only"
     );
