@@ -14,7 +14,7 @@
 //! costs one environment lookup per process, and must never be set in production.
 use std::{sync::OnceLock, time::SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     actuate::{
@@ -78,7 +78,7 @@ fn crash_point(at: CrashPoint) {
 }
 
 /// What became of a proposal or revert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeStatus {
     /// Written, read back equal; outcome journaled.
@@ -101,7 +101,7 @@ pub enum ChangeStatus {
 }
 
 /// The report of one proposal, revert or reconciliation.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChangeReport {
     pub address: ParamAddress,
     pub status: ChangeStatus,
@@ -109,7 +109,7 @@ pub struct ChangeReport {
     pub before: Option<Value>,
     pub after: Value,
     pub read_back: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<Refusal>,
     pub detail: Option<String>,
 }

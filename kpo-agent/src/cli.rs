@@ -27,6 +27,10 @@ pub struct StateArgs {
     /// State directory: journal, lock, pause (default /var/lib/kpo).
     #[arg(long, value_name = "PATH")]
     pub state_dir: Option<PathBuf>,
+    /// The running agent's control socket (default /run/kpo/kpo.sock). When an agent answers
+    /// there, requests go through it; otherwise the state directory is opened directly.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
 }
 
 impl StateArgs {
@@ -174,8 +178,16 @@ fn who() -> String {
     )
 }
 
-/// The control interface: the journal directly, under the lock (the agent's socket is later work).
+/// The control interface: the running agent through its socket, or, when no agent answers, the
+/// journal directly under the state directory's lock.
 fn open(state: &StateArgs) -> anyhow::Result<Box<dyn Control>> {
+    let socket = state
+        .socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::api::DEFAULT_SOCKET));
+    if let Some(agent) = crate::api::client::SocketControl::connect(&socket)? {
+        return Ok(Box::new(agent));
+    }
     let (path, reconciled) = open_offline_kernel(state.policy.as_deref(), &state.state_dir())?;
     for w in path.journal.warnings() {
         eprintln!("kpo: warning: {w}");

@@ -35,7 +35,7 @@ pub enum RevertRequest {
 }
 
 /// One parameter in `kpo status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ParamStatus {
     pub key: String,
     pub address: Option<ParamAddress>,
@@ -44,7 +44,7 @@ pub struct ParamStatus {
     pub last_applied: Option<Value>,
     /// The kernel's value now (None with `current_error` when it cannot be read).
     pub current: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_error: Option<String>,
     pub changes_applied: usize,
     /// Who it was yielded to, if it was.
@@ -54,7 +54,7 @@ pub struct ParamStatus {
 }
 
 /// `kpo status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     pub policy: String,
     pub state_dir: PathBuf,
@@ -75,6 +75,8 @@ pub enum ControlError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Change(#[from] ChangeError),
+    #[error(transparent)]
+    Api(#[from] crate::api::client::ApiError),
 }
 
 /// What an operator can ask of KPO.

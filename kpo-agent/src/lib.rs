@@ -8,11 +8,13 @@
 //! - [`actuate`]: knobs the optimizer moves (cpufreq limits, NIC coalescing) behind one trait.
 //! - [`policy`], [`journal`], [`change`]: the one change path (policy decision, write-ahead
 //!   journal, apply and read-back); [`control`]: operator requests over it.
+//! - [`api`]: the local control socket serving [`control`] requests to the CLI.
 //! - [`output`]: the NDJSON event stream.
 //! - [`agent`]: the run loop tying the stages together; [`cli`]: command-line definitions.
 pub mod actuate;
 pub mod advise;
 pub mod agent;
+pub mod api;
 pub mod change;
 pub mod cli;
 pub mod collect;

@@ -4,6 +4,7 @@ mod accept_queue;
 mod agent_binary;
 mod coalesce_ethtool;
 mod common;
+mod control_socket;
 mod degraded;
 mod journal_crash;
 mod perf_counter;
@@ -106,6 +107,11 @@ fn main() {
             "journal_crash::apply_of_core_pattern_is_refused",
             None,
             journal_crash::apply_of_core_pattern_is_refused,
+        ),
+        trial(
+            "control_socket::non_root_callers_are_refused",
+            needs_root(),
+            control_socket::non_root_callers_are_refused,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();

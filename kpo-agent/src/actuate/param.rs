@@ -33,7 +33,9 @@ pub enum Value {
 pub enum ParamError {
     #[error("empty value")]
     EmptyValue,
-    #[error("{0:?} is not a value: expected an integer, integers separated by spaces, or one word")]
+    #[error(
+        "{0:?} is not a value: expected an integer, integers separated by spaces, or one word"
+    )]
     BadValue(String),
     #[error("{0:?} is not a parameter address: {1}")]
     BadAddress(String, &'static str),
@@ -231,7 +233,9 @@ impl FromStr for ParamAddress {
             None => (s, None),
         };
         if let Some(rest) = head.strip_prefix("ethtool:") {
-            let (iface, attr) = rest.split_once(':').ok_or(bad("expected ethtool:IFACE:ATTR"))?;
+            let (iface, attr) = rest
+                .split_once(':')
+                .ok_or(bad("expected ethtool:IFACE:ATTR"))?;
             if iface.is_empty() || attr.is_empty() || netns.is_some() {
                 return Err(bad("expected ethtool:IFACE:ATTR"));
             }

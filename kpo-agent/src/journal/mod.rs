@@ -208,7 +208,7 @@ pub struct ParamState {
 }
 
 /// An intent or refusal with its outcome, as `kpo journal` lists them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
     pub id: u64,
     pub ts_ms: u64,
