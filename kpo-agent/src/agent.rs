@@ -10,10 +10,18 @@ use tracing::{info, warn};
 use crate::{
     collect::{Collector, Sample},
     config::{duty_tick, Config},
+    energy::{choose_meter, estimate::PowerModel},
     output::events::{Event, EventWriter},
     sensors::{SensorOptions, Sensors},
-    window::{family_name, WindowBuilder},
+    window::{
+        energy::{EnergySourceChoice, WindowEnergy},
+        family_name, WindowBuilder,
+    },
 };
+
+/// Where the energy counters are (powercap, the perf power PMU, cpufreq): sysfs is the host's
+/// even in a pod.
+const SYS_ROOT: &str = "/sys";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -127,12 +135,21 @@ pub async fn run(config: Config, mut events: EventWriter) -> anyhow::Result<()> 
     let mut notable = notable.and_then(|rb| {
         unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) }.ok()
     });
+    // Chosen before the first window; measured sources are checked with a moment of CPU work.
+    let energy_choice = choose_meter(
+        std::path::Path::new(SYS_ROOT),
+        &config.proc_root,
+        PowerModel::default(),
+    );
+    let energy_source = EnergySourceChoice::new(&energy_choice);
+    let mut meter = energy_choice.ok().map(|choice| choice.meter);
     events.emit(&Event::Start {
         version: env!("CARGO_PKG_VERSION"),
         pid: std::process::id(),
         tick_s: config.tick.as_secs_f64(),
         window_s: config.window.as_secs_f64(),
         duty_fraction: config.duty_fraction,
+        energy: energy_source,
     })?;
     events.emit(&Event::Sensors {
         sensors: sensors.status().to_vec(),
@@ -147,6 +164,10 @@ pub async fn run(config: Config, mut events: EventWriter) -> anyhow::Result<()> 
         .sensors
         .apply_duty(duty_tick(0, config.duty_fraction), false);
     let mut builder = WindowBuilder::new(collector.sample());
+    // Start the meter's interval with the first window.
+    if let Some(m) = meter.as_mut() {
+        let _ = m.read();
+    }
     let mut windows = 0u64;
     let mut interval = tokio::time::interval(config.tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -168,7 +189,11 @@ pub async fn run(config: Config, mut events: EventWriter) -> anyhow::Result<()> 
                 tick_in_window += 1;
                 if tick_in_window == ticks_per_window {
                     tick_in_window = 0;
-                    let (window, last) = builder.finish().expect("a window has ticks");
+                    let (mut window, last) = builder.finish().expect("a window has ticks");
+                    window.energy = meter.as_mut().map(|m| {
+                        let reading = m.read();
+                        WindowEnergy::new(m.as_ref(), reading, &window)
+                    });
                     events.emit(&Event::Window { partial: false, window: Box::new(window) })?;
                     windows += 1;
                     builder = WindowBuilder::new(last);
@@ -199,7 +224,11 @@ pub async fn run(config: Config, mut events: EventWriter) -> anyhow::Result<()> 
     };
     // Flush what this window has so far, then detach before saying goodbye.
     builder.push(collector.sample());
-    if let Some((window, _)) = builder.finish() {
+    if let Some((mut window, _)) = builder.finish() {
+        window.energy = meter.as_mut().map(|m| {
+            let reading = m.read();
+            WindowEnergy::new(m.as_ref(), reading, &window)
+        });
         events.emit(&Event::Window {
             partial: true,
             window: Box::new(window),

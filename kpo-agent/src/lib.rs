@@ -22,6 +22,7 @@ pub mod config;
 pub mod control;
 pub mod energy;
 pub mod journal;
+pub mod guard;
 pub mod output;
 pub mod policy;
 pub mod sensors;

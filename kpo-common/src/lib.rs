@@ -8,6 +8,7 @@
 pub mod hist;
 pub mod maps;
 pub mod offsets;
+pub mod sysctl_watch;
 
 pub use hist::{bucket_lower_ns, bucket_of, Hist, HIST_BUCKETS};
 pub use maps::*;

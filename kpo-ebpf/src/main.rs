@@ -9,6 +9,7 @@ mod irq;
 mod kernel;
 mod latency;
 mod sched;
+mod sysctl_watch;
 
 #[cfg(not(test))]
 #[panic_handler]

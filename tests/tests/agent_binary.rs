@@ -146,7 +146,8 @@ fn run_agent(extra: &[&str], events: &Path, during: impl FnOnce(&Path)) -> Vec<V
     events_out
 }
 
-fn check_stream(events: &[Value]) {
+/// `frozen_proc`: the agent read a frozen copy of /proc, so CPU time never advanced.
+fn check_stream(events: &[Value], frozen_proc: bool) {
     let validator = schema();
     for e in events {
         let errors: Vec<String> = validator
@@ -174,6 +175,7 @@ fn check_stream(events: &[Value]) {
         .clone();
     bad["sampled_fraction"] = serde_json::json!("half");
     assert!(!validator.is_valid(&bad), "schema accepts a wrong type");
+    check_energy(events, &validator, frozen_proc);
     let k = kinds(events);
     assert_eq!(&k[..2], ["start", "sensors"], "{k:?}");
     assert_eq!(k.last().unwrap(), "stop", "{k:?}");
@@ -192,6 +194,43 @@ fn check_stream(events: &[Value]) {
         .all(|w| w["partial"] == false));
     assert_eq!(events.last().unwrap()["reason"], "SIGTERM");
     assert_eq!(events.last().unwrap()["windows"], windows.len() as u64);
+}
+
+/// Every window carries energy from the source `start` named, labelled with it; a window without
+/// its `energy` object is refused by the schema.
+fn check_energy(events: &[Value], validator: &jsonschema::Validator, frozen_proc: bool) {
+    let start = &events[0];
+    let source = &start["energy"]["source"];
+    assert!(
+        ["rapl", "perf_power", "estimated"].contains(&source.as_str().unwrap()),
+        "{start:#}"
+    );
+    let windows: Vec<&Value> = events.iter().filter(|e| e["kind"] == "window").collect();
+    for w in &windows {
+        let energy = &w["energy"];
+        assert_eq!(&energy["source"], source, "{energy:#}");
+        assert_eq!(energy["domains"], start["energy"]["domains"]);
+        let (joules, watts) = (energy["joules"].as_f64(), energy["watts"].as_f64());
+        let joules = joules.unwrap_or_else(|| panic!("no energy in a window: {energy:#}"));
+        if source == "estimated" && frozen_proc {
+            // The estimate's clock is /proc/stat's jiffies: a frozen copy gives no time, no energy.
+            assert_eq!(joules, 0.0, "{energy:#}");
+        } else if w["partial"] == false {
+            // (The flushed partial window may be shorter than one of /proc/stat's jiffies.)
+            assert!(joules > 0.0, "{energy:#}");
+        }
+        let expected_watts = joules / w["duration_s"].as_f64().unwrap();
+        assert!(
+            (watts.unwrap() - expected_watts).abs() <= 1e-3 * expected_watts.max(1.0),
+            "watts {watts:?} vs {expected_watts}"
+        );
+    }
+    let mut bad = windows[0].clone();
+    bad.as_object_mut().unwrap().remove("energy");
+    assert!(
+        !validator.is_valid(&bad),
+        "schema accepts a window without energy"
+    );
 }
 
 pub fn events_match_schema_and_sigterm_flushes() {
@@ -257,7 +296,7 @@ pub fn events_match_schema_and_sigterm_flushes() {
             .map(|w| &w["accept_queue_sampled_fraction"])
             .collect::<Vec<_>>()
     );
-    check_stream(&events);
+    check_stream(&events, true);
     let sensors = &events[1]["sensors"];
     assert!(
         sensors
@@ -284,7 +323,7 @@ pub fn events_match_schema_and_sigterm_flushes() {
         &dir.join("kpo-e2e-b.ndjson"),
         |_| {},
     );
-    check_stream(&events);
+    check_stream(&events, false);
     let sensors = events[1]["sensors"].as_array().unwrap();
     let off: Vec<&Value> = sensors.iter().filter(|s| s["enabled"] == false).collect();
     // accept_queue, synack_retrans, napi and request_latency read struct fields; irq, softirq

@@ -7,10 +7,12 @@ mod common;
 mod control_socket;
 mod degraded;
 mod journal_crash;
+mod energy_trust;
 mod perf_counter;
 mod request_latency;
 mod runq_latency;
 mod sensors_load;
+mod sysctl_watch;
 
 use kpo_integration::{needs_root, needs_root_and_btf, needs_root_and_ethtool, trial, Arguments};
 
@@ -112,6 +114,26 @@ fn main() {
             "control_socket::non_root_callers_are_refused",
             needs_root(),
             control_socket::non_root_callers_are_refused,
+        ),
+        trial(
+            "energy_trust::an_advancing_pmu_is_chosen",
+            needs_root(),
+            energy_trust::an_advancing_pmu_is_chosen,
+        ),
+        trial(
+            "energy_trust::a_frozen_pmu_is_set_aside",
+            needs_root(),
+            energy_trust::a_frozen_pmu_is_set_aside,
+        ),
+        trial(
+            "energy_trust::an_impossible_pmu_is_set_aside",
+            needs_root(),
+            energy_trust::an_impossible_pmu_is_set_aside,
+        ),
+        trial(
+            "sysctl_watch::writes_by_others_are_reported_with_pid_comm_and_value",
+            needs_root_and_btf(),
+            sysctl_watch::writes_by_others_are_reported_with_pid_comm_and_value,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();

@@ -209,4 +209,12 @@ impl EnergyMeter for EstimatedMeter {
             source: EnergySource::Estimated,
         })
     }
+
+    fn domains(&self) -> Vec<String> {
+        vec!["cpu".to_string()]
+    }
+
+    fn packages(&self) -> usize {
+        1
+    }
 }

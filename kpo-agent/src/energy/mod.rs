@@ -13,12 +13,18 @@
 //!   the documented [`estimate::PowerModel`]; used where no RAPL exists (most VMs).
 //!
 //! [`open_meter`] tries powercap RAPL, then the perf power PMU, then falls back to the estimate.
+//! A measured source is used only if it advances while the CPU works and reports possible power
+//! ([`trust`]); every later reading of it is checked the same way.
 
 pub mod estimate;
 pub mod perf_power;
 pub mod rapl;
+pub mod trust;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +84,11 @@ pub enum EnergyError {
     NoCpus(PathBuf),
     #[error("{path}: {reason}")]
     PerfPmu { path: PathBuf, reason: String },
+    #[error("{meter}: {reason}")]
+    Untrusted {
+        meter: EnergySource,
+        reason: trust::Untrusted,
+    },
     #[error("perf_event_open of power/{event}/ on CPU {cpu}: {source}{hint}")]
     PerfOpen {
         event: String,
@@ -116,6 +127,63 @@ pub trait EnergyMeter {
     fn source(&self) -> EnergySource;
     /// Energy used since the previous read (or since the meter was opened).
     fn read(&mut self) -> Result<EnergyReading, EnergyError>;
+    /// What is summed, e.g. `package-0` (powercap zone names), `energy-pkg:cpu0` (perf event and
+    /// the CPU it is read on), or `cpu` for the estimate.
+    fn domains(&self) -> Vec<String>;
+    /// How many CPU packages (or platforms) the reading covers: the power ceiling scales with it.
+    fn packages(&self) -> usize;
+}
+
+/// A measured meter whose every reading is checked by [`trust::check`]: a reading that stopped
+/// advancing or jumped is an [`EnergyError::Untrusted`], never a figure.
+pub struct CheckedMeter {
+    inner: Box<dyn EnergyMeter + Send>,
+    last_read: Instant,
+}
+
+impl CheckedMeter {
+    /// Checks the meter now: one read to start the interval, `work` (which must keep a CPU busy),
+    /// another read that must pass [`trust::check`].
+    pub fn verify(
+        mut inner: Box<dyn EnergyMeter + Send>,
+        work: &mut dyn FnMut(),
+    ) -> Result<Self, EnergyError> {
+        inner.read()?;
+        let mut checked = Self {
+            inner,
+            last_read: Instant::now(),
+        };
+        work();
+        checked.read()?;
+        Ok(checked)
+    }
+}
+
+impl EnergyMeter for CheckedMeter {
+    fn source(&self) -> EnergySource {
+        self.inner.source()
+    }
+
+    fn read(&mut self) -> Result<EnergyReading, EnergyError> {
+        let seconds = self.last_read.elapsed().as_secs_f64();
+        self.last_read = Instant::now();
+        let reading = self.inner.read()?;
+        trust::check(reading.joules, seconds, self.inner.packages()).map_err(|reason| {
+            EnergyError::Untrusted {
+                meter: self.inner.source(),
+                reason,
+            }
+        })?;
+        Ok(reading)
+    }
+
+    fn domains(&self) -> Vec<String> {
+        self.inner.domains()
+    }
+
+    fn packages(&self) -> usize {
+        self.inner.packages()
+    }
 }
 
 /// The best energy meter for a machine, and why the better ones were not used.
@@ -125,32 +193,54 @@ pub struct MeterChoice {
     pub skipped: Vec<(EnergySource, String)>,
 }
 
-/// RAPL through powercap under `sys_root` if it is present and readable, else RAPL through the
-/// perf power PMU described under `sys_root` (counters opened on the running kernel), else the
-/// estimate from `proc_root` and `sys_root` with `model`.
+/// RAPL through powercap under `sys_root` if it is present, readable and advancing, else RAPL
+/// through the perf power PMU described under `sys_root` (counters opened on the running kernel)
+/// if it advances, else the estimate from `proc_root` and `sys_root` with `model`. Each measured
+/// source is checked while one CPU works for [`trust::PROBE_WORK`].
 pub fn choose_meter(
     sys_root: &Path,
     proc_root: &Path,
     model: estimate::PowerModel,
 ) -> Result<MeterChoice, EnergyError> {
+    choose_meter_with(sys_root, proc_root, model, &mut || {
+        trust::busy_work(trust::PROBE_WORK)
+    })
+}
+
+/// [`choose_meter`] with the work done during each trust check given by the caller (tests advance
+/// a fake counter there).
+pub fn choose_meter_with(
+    sys_root: &Path,
+    proc_root: &Path,
+    model: estimate::PowerModel,
+    work: &mut dyn FnMut(),
+) -> Result<MeterChoice, EnergyError> {
     let mut skipped = Vec::new();
-    match rapl::RaplMeter::open(sys_root, false) {
-        Ok(m) => {
-            return Ok(MeterChoice {
-                meter: Box::new(m),
-                skipped,
-            })
+    let measured: [(
+        EnergySource,
+        &dyn Fn() -> Result<Box<dyn EnergyMeter + Send>, EnergyError>,
+    ); 2] = [
+        (EnergySource::Rapl, &|| {
+            Ok(Box::new(rapl::RaplMeter::open(sys_root, false)?) as Box<dyn EnergyMeter + Send>)
+        }),
+        (EnergySource::PerfPower, &|| {
+            Ok(Box::new(perf_power::PerfPowerMeter::open(sys_root, false)?)
+                as Box<dyn EnergyMeter + Send>)
+        }),
+    ];
+    for (source, open) in measured {
+        match open().and_then(|meter| CheckedMeter::verify(meter, work)) {
+            Ok(meter) => {
+                return Ok(MeterChoice {
+                    meter: Box::new(meter),
+                    skipped,
+                })
+            }
+            Err(EnergyError::Untrusted { reason, .. }) => {
+                skipped.push((source, format!("set aside: {reason}")))
+            }
+            Err(e) => skipped.push((source, e.to_string())),
         }
-        Err(e) => skipped.push((EnergySource::Rapl, e.to_string())),
-    }
-    match perf_power::PerfPowerMeter::open(sys_root, false) {
-        Ok(m) => {
-            return Ok(MeterChoice {
-                meter: Box::new(m),
-                skipped,
-            })
-        }
-        Err(e) => skipped.push((EnergySource::PerfPower, e.to_string())),
     }
     let meter = match estimate::EstimatedMeter::open(proc_root, sys_root, model) {
         Ok(m) => Box::new(m),

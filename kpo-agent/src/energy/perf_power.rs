@@ -453,4 +453,20 @@ impl EnergyMeter for PerfPowerMeter {
             source: EnergySource::PerfPower,
         })
     }
+
+    fn domains(&self) -> Vec<String> {
+        self.pmu
+            .selected_events()
+            .flat_map(|e| {
+                self.pmu
+                    .cpus
+                    .iter()
+                    .map(move |cpu| format!("{}:cpu{cpu}", e.name))
+            })
+            .collect()
+    }
+
+    fn packages(&self) -> usize {
+        self.pmu.cpus.len()
+    }
 }

@@ -157,4 +157,17 @@ impl EnergyMeter for RaplMeter {
             source: EnergySource::Rapl,
         })
     }
+
+    fn domains(&self) -> Vec<String> {
+        self.reader.zones.iter().map(|z| z.name.clone()).collect()
+    }
+
+    fn packages(&self) -> usize {
+        // DRAM zones sit beside their package, not beyond it.
+        self.reader
+            .zones
+            .iter()
+            .filter(|z| z.name != "dram")
+            .count()
+    }
 }

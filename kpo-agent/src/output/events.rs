@@ -8,7 +8,10 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{sensors::SensorStatus, window::Window};
+use crate::{
+    sensors::SensorStatus,
+    window::{energy::EnergySourceChoice, Window},
+};
 
 pub const SCHEMA: &str = "kpo.event/v1";
 
@@ -22,6 +25,8 @@ pub enum Event {
         tick_s: f64,
         window_s: f64,
         duty_fraction: f64,
+        /// The energy source chosen for the windows' `energy`, and why better ones were not.
+        energy: EnergySourceChoice,
     },
     /// Which sensors are on, which are off and why. Sent at start and whenever that changes.
     Sensors { sensors: Vec<SensorStatus> },

@@ -2,6 +2,7 @@
 //! tracepoints, with the high-rate ones duty-cycled.
 pub mod btf;
 mod loader;
+pub mod sysctl_watch;
 
 pub use loader::{SensorOptions, Sensors};
 

@@ -1,5 +1,6 @@
 //! Samples into windows. A window spans from the last sample of the previous window (its baseline)
 //! to its own last sample; counters become differences and rates, peaks are taken over its ticks.
+pub mod energy;
 pub mod hist;
 
 use std::{collections::BTreeMap, time::Duration};
@@ -114,6 +115,8 @@ pub struct Window {
     pub sampled_context_switches_per_s: Option<f64>,
     pub request_latency: Vec<RequestLatencyWindow>,
     pub system: HostMetrics,
+    /// Energy over the window; `None` when the agent has no energy source at all.
+    pub energy: Option<energy::WindowEnergy>,
 }
 
 /// Accumulates the samples of one window.
@@ -197,6 +200,8 @@ impl WindowBuilder {
             }),
             request_latency: request_latency(first, &last),
             system: HostMetrics::between(&first.host, &last.host),
+            // The run loop reads the meter when the window closes.
+            energy: None,
         };
         Some((window, last))
     }

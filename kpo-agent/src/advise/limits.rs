@@ -1,0 +1,390 @@
+//! What an advisor needs to know of the operator's policy, as a small trait: which parameters a
+//! source may drive, within which bounds, in which mode, and which keys are never written.
+//!
+//! The real policy (`/etc/kpo/policy.toml`, the actuation path) implements [`AdvicePolicy`]; this
+//! module also has [`StaticPolicy`], an in-memory implementation for tests and for embedding.
+//! The checks here are the advisor's own: the actuation path checks the policy and the deny-list
+//! again on every write.
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::recommendation::Source;
+use crate::actuate::param::{ParamAddress, Value};
+
+/// What the policy lets happen to a parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Record only.
+    Observe,
+    /// Wait for a person to approve.
+    Recommend,
+    /// Apply without asking (within bounds, step and cooldown).
+    Auto,
+}
+
+/// The largest change allowed in one step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// In the parameter's own units.
+    Absolute(i64),
+    /// Percent of the current value.
+    Percent(f64),
+}
+
+impl Step {
+    /// The largest allowed distance from `current`.
+    pub fn allowed_from(self, current: i64) -> i64 {
+        match self {
+            Step::Absolute(n) => n.saturating_abs(),
+            Step::Percent(p) => ((current as f64).abs() * p.abs() / 100.0).floor() as i64,
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Absolute(n) => write!(f, "{n}"),
+            Step::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// The policy's limits for one parameter at one target, for one source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamLimits {
+    pub mode: Mode,
+    /// Bounds, inclusive, for integers (each element of a vector such as `tcp_rmem`).
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+    pub max_step: Option<Step>,
+    /// For word-valued parameters (`scaling_governor`): the words allowed. `None` accepts any
+    /// plain word (letters, digits, `_`, `-`), which the actuator validates against the kernel.
+    #[serde(default)]
+    pub words: Option<Vec<String>>,
+}
+
+impl ParamLimits {
+    pub fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            min: None,
+            max: None,
+            max_step: None,
+            words: None,
+        }
+    }
+
+    pub fn bounds(mut self, min: i64, max: i64) -> Self {
+        self.min = Some(min);
+        self.max = Some(max);
+        self
+    }
+
+    pub fn step(mut self, step: Step) -> Self {
+        self.max_step = Some(step);
+        self
+    }
+
+    /// Checks `proposed` against these limits, given the parameter's `current` value (which also
+    /// fixes the expected type: an integer, a vector of that many integers, or a word).
+    pub fn check(&self, current: &Value, proposed: &Value) -> Result<(), ValueRejection> {
+        if !current.same_shape(proposed) {
+            return Err(ValueRejection::WrongType {
+                expected: shape(current),
+                got: shape(proposed),
+            });
+        }
+        match (current, proposed) {
+            (Value::Word(_), Value::Word(w)) => {
+                let plain = !w.is_empty()
+                    && w.len() <= 64
+                    && w.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                let listed = self
+                    .words
+                    .as_ref()
+                    .is_none_or(|ws| ws.iter().any(|x| x == w));
+                if plain && listed {
+                    Ok(())
+                } else {
+                    Err(ValueRejection::WordNotAllowed(w.clone()))
+                }
+            }
+            _ => {
+                let (Some(cur), Some(new)) = (current.ints(), proposed.ints()) else {
+                    return Err(ValueRejection::WrongType {
+                        expected: shape(current),
+                        got: shape(proposed),
+                    });
+                };
+                for (i, (&c, &n)) in cur.iter().zip(&new).enumerate() {
+                    let position = (cur.len() > 1).then_some(i);
+                    if self.min.is_some_and(|min| n < min) || self.max.is_some_and(|max| n > max) {
+                        return Err(ValueRejection::OutOfBounds {
+                            value: n,
+                            position,
+                            min: self.min,
+                            max: self.max,
+                        });
+                    }
+                    if let Some(step) = self.max_step {
+                        let allowed = step.allowed_from(c);
+                        if n.abs_diff(c) > allowed as u64 {
+                            return Err(ValueRejection::StepTooLarge {
+                                from: c,
+                                to: n,
+                                position,
+                                max_step: step,
+                            });
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn shape(v: &Value) -> String {
+    match v {
+        Value::Int(_) => "an integer".into(),
+        Value::Ints(v) => format!("{} integers", v.len()),
+        Value::Word(_) => "a word".into(),
+    }
+}
+
+/// Why a value is refused by [`ParamLimits::check`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValueRejection {
+    #[error("wrong type: expected {expected}, got {got}")]
+    WrongType { expected: String, got: String },
+    #[error("{value}{} is outside the policy's bounds [{}, {}]", at(*.position), opt(*.min), opt(*.max))]
+    OutOfBounds {
+        value: i64,
+        position: Option<usize>,
+        min: Option<i64>,
+        max: Option<i64>,
+    },
+    #[error("{from} -> {to}{} is a larger step than the policy's max_step {max_step}", at(*.position))]
+    StepTooLarge {
+        from: i64,
+        to: i64,
+        position: Option<usize>,
+        max_step: Step,
+    },
+    #[error("word {0:?} is not allowed for this parameter")]
+    WordNotAllowed(String),
+}
+
+fn at(position: Option<usize>) -> String {
+    position
+        .map(|i| format!(" (element {i})"))
+        .unwrap_or_default()
+}
+
+fn opt(v: Option<i64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// What validation needs from the operator's policy. Implemented by the real policy at the
+/// actuation layer, and by [`StaticPolicy`].
+pub trait AdvicePolicy: Send + Sync {
+    /// The limits for `addr` when `source` proposes a change, or `None` when that source may not
+    /// drive it (not in the policy, or the source is not among those allowed).
+    fn allowed(&self, addr: &ParamAddress, source: Source) -> Option<ParamLimits>;
+
+    /// Whether a parameter (by its policy name, `ParamAddress::policy_name`) is on the built-in
+    /// deny-list that no policy can lift.
+    fn is_denied(&self, policy_name: &str) -> bool {
+        is_builtin_denied(policy_name)
+    }
+}
+
+/// Keys that can run code or weaken the host. `*` matches any run of characters. The actuation
+/// path keeps the authoritative list; this one lets advisors drop such advice early.
+pub const BUILTIN_DENY: &[&str] = &[
+    "kernel.core_pattern",
+    "kernel.core_pipe_limit",
+    "kernel.modprobe",
+    "kernel.hotplug",
+    "kernel.usermodehelper.*",
+    "kernel.kexec_load_disabled",
+    "kernel.unprivileged_bpf_disabled",
+    "kernel.kptr_restrict",
+    "kernel.dmesg_restrict",
+    "kernel.yama.*",
+    "kernel.randomize_va_space",
+    "kernel.sysrq",
+    "kernel.perf_event_paranoid",
+    "kernel.modules_disabled",
+    "kernel.panic*",
+    "fs.suid_dumpable",
+    "fs.protected_*",
+    "fs.binfmt_misc.*",
+    "net.core.bpf_jit_*",
+    "vm.mmap_min_addr",
+    "user.max_*_namespaces",
+];
+
+pub fn is_builtin_denied(policy_name: &str) -> bool {
+    BUILTIN_DENY.iter().any(|p| glob_match(p, policy_name))
+}
+
+/// `*` matches any run of characters (including none); everything else matches itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &text[first.len()..];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
+}
+
+/// One entry of a [`StaticPolicy`].
+#[derive(Debug, Clone)]
+pub struct StaticEntry {
+    /// A full address (`net.core.somaxconn@netns:4026532281`) or a policy-name glob
+    /// (`net.core.*`, `cpufreq:*:scaling_max_freq`), which then covers every target.
+    pub pattern: String,
+    pub sources: Vec<Source>,
+    pub limits: ParamLimits,
+}
+
+/// An in-memory policy: the first matching entry wins; the built-in deny-list always applies.
+#[derive(Debug, Clone, Default)]
+pub struct StaticPolicy {
+    pub entries: Vec<StaticEntry>,
+}
+
+impl StaticPolicy {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with(mut self, pattern: &str, sources: &[Source], limits: ParamLimits) -> Self {
+        self.entries.push(StaticEntry {
+            pattern: pattern.to_string(),
+            sources: sources.to_vec(),
+            limits,
+        });
+        self
+    }
+}
+
+impl AdvicePolicy for StaticPolicy {
+    fn allowed(&self, addr: &ParamAddress, source: Source) -> Option<ParamLimits> {
+        let full = addr.to_string();
+        let name = addr.policy_name();
+        let entry = self.entries.iter().find(|e| {
+            e.pattern == full || (!e.pattern.contains('@') && glob_match(&e.pattern, &name))
+        })?;
+        entry
+            .sources
+            .contains(&source)
+            .then(|| entry.limits.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deny_list_globs() {
+        assert!(is_builtin_denied("kernel.core_pattern"));
+        assert!(is_builtin_denied("kernel.usermodehelper.bset"));
+        assert!(is_builtin_denied("net.core.bpf_jit_enable"));
+        assert!(is_builtin_denied("user.max_user_namespaces"));
+        assert!(is_builtin_denied("fs.protected_symlinks"));
+        assert!(!is_builtin_denied("net.core.somaxconn"));
+        assert!(!is_builtin_denied("kernel.core_patterns_are_fine"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXcYYb"));
+        assert!(glob_match("*", ""));
+    }
+
+    #[test]
+    fn limits_check_type_bounds_and_step() {
+        let l = ParamLimits::new(Mode::Auto)
+            .bounds(128, 65535)
+            .step(Step::Percent(100.0));
+        let cur = Value::Int(4096);
+        assert_eq!(l.check(&cur, &Value::Int(8192)), Ok(()));
+        assert!(matches!(
+            l.check(&cur, &Value::Int(100_000)),
+            Err(ValueRejection::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            l.check(&cur, &Value::Int(9000)),
+            Err(ValueRejection::StepTooLarge { .. })
+        ));
+        assert!(matches!(
+            l.check(&cur, &Value::Word("big".into())),
+            Err(ValueRejection::WrongType { .. })
+        ));
+        let rmem = Value::Ints(vec![4096, 131072, 6291456]);
+        let wide = ParamLimits::new(Mode::Recommend).bounds(4096, 16 << 20);
+        assert!(matches!(
+            wide.check(&rmem, &Value::Ints(vec![4096, 262144])),
+            Err(ValueRejection::WrongType { .. })
+        ));
+        assert_eq!(
+            wide.check(&rmem, &Value::Ints(vec![4096, 262144, 8388608])),
+            Ok(())
+        );
+        let err = wide
+            .check(&rmem, &Value::Ints(vec![4096, 262144, 1 << 30]))
+            .unwrap_err();
+        assert!(err.to_string().contains("element 2"), "{err}");
+        let words = ParamLimits {
+            words: Some(vec!["performance".into(), "schedutil".into()]),
+            ..ParamLimits::new(Mode::Auto)
+        };
+        let gov = Value::Word("schedutil".into());
+        assert_eq!(
+            words.check(&gov, &Value::Word("performance".into())),
+            Ok(())
+        );
+        assert!(words.check(&gov, &Value::Word("powersave".into())).is_err());
+        let any = ParamLimits::new(Mode::Auto);
+        assert!(any.check(&gov, &Value::Word("a;rm".into())).is_err());
+    }
+
+    #[test]
+    fn static_policy_matches_addresses_and_globs() {
+        let p = StaticPolicy::new()
+            .with(
+                "net.core.somaxconn@netns:7",
+                &[Source::Llm],
+                ParamLimits::new(Mode::Auto),
+            )
+            .with(
+                "net.core.*",
+                &[Source::Rules],
+                ParamLimits::new(Mode::Recommend),
+            );
+        let ns7: ParamAddress = "net.core.somaxconn@netns:7".parse().unwrap();
+        let host: ParamAddress = "net.core.somaxconn".parse().unwrap();
+        assert_eq!(p.allowed(&ns7, Source::Llm).unwrap().mode, Mode::Auto);
+        assert!(p.allowed(&host, Source::Llm).is_none());
+        assert_eq!(
+            p.allowed(&host, Source::Rules).unwrap().mode,
+            Mode::Recommend
+        );
+        assert!(p.is_denied("kernel.core_pattern"));
+    }
+}

@@ -1,0 +1,657 @@
+//! The HTTP side: one chat completion against an OpenAI-compatible endpoint, bounded by the
+//! configured timeout, with retries (honouring `Retry-After`), a circuit breaker, and a fallback
+//! for servers that refuse `response_format`. It never panics and never returns the API key or
+//! any header in an error.
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::{
+    config::{ApiKey, ResolvedLlm},
+    prompt::Prompt,
+};
+
+/// Longest reply body read.
+const MAX_BODY: usize = 4 << 20;
+/// Longest excerpt of an error body kept in the outcome.
+const MAX_ERROR_EXCERPT: usize = 300;
+/// Longest wait a `Retry-After` can impose.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How a consultation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A reply was parsed (its items may still all have been dropped).
+    Ok,
+    /// The configured timeout passed before a reply.
+    Timeout,
+    /// The endpoint could not be reached (refused, DNS, TLS).
+    Connect,
+    /// An HTTP error status other than 429 (see `http_status`).
+    HttpStatus,
+    /// 429 until the attempts or the time ran out; later consultations wait for `Retry-After`.
+    RateLimited,
+    /// Skipped: an earlier `Retry-After` has not passed yet.
+    Backoff,
+    /// Skipped: the circuit breaker is open.
+    CircuitOpen,
+    /// Skipped: the policy lets the LLM drive no parameter.
+    NoParameters,
+    /// The body is not a chat completion (not JSON, or the wrong shape).
+    InvalidBody,
+    /// The completion has no choice or no content.
+    EmptyChoices,
+    /// The model refused (`message.refusal`).
+    Refusal,
+    /// The reply was cut off (`finish_reason` "length"): nothing is taken from it.
+    Truncated,
+    /// The content holds no recognisable advice.
+    ParseError,
+}
+
+impl Outcome {
+    /// Whether this counts against the circuit breaker: the endpoint failed, as opposed to the
+    /// model answering badly.
+    fn is_endpoint_failure(self) -> bool {
+        matches!(
+            self,
+            Outcome::Timeout
+                | Outcome::Connect
+                | Outcome::HttpStatus
+                | Outcome::RateLimited
+                | Outcome::InvalidBody
+        )
+    }
+}
+
+/// The circuit breaker's state after a consultation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub total_tokens: Option<u64>,
+}
+
+/// What one chat completion call produced.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The message content when `outcome` is `Ok` (parse errors are decided by the caller).
+    pub content: Option<String>,
+    pub outcome: Outcome,
+    pub http_status: Option<u16>,
+    /// A short, key-free description of what went wrong.
+    pub error: Option<String>,
+    pub finish_reason: Option<String>,
+    pub usage: Usage,
+    pub latency: Duration,
+    /// HTTP requests sent.
+    pub attempts: u32,
+    /// Time spent waiting between attempts (backoff or `Retry-After`).
+    pub retry_wait: Duration,
+    /// Whether the request that produced the reply asked for structured output.
+    pub structured_output: bool,
+}
+
+#[derive(Debug)]
+enum Breaker {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// One trial is in flight since then. A trial whose future was dropped (cancelled) does
+    /// not hold the breaker forever: after twice the timeout another may start.
+    HalfOpen {
+        since: Instant,
+    },
+}
+
+#[derive(Debug)]
+struct State {
+    breaker: Breaker,
+    /// `false` once the server refused `response_format`.
+    structured: bool,
+    /// A `Retry-After` that reached past a consultation's end.
+    not_before: Option<Instant>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    url: String,
+    key: ApiKey,
+    cfg: ResolvedLlm,
+    state: Mutex<State>,
+}
+
+/// An OpenAI-compatible chat completions client. Cheap to clone (shared state), so a
+/// consultation can run in a spawned task while the agent goes on.
+#[derive(Clone)]
+pub struct LlmClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LlmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmClient")
+            .field("url", &self.inner.url)
+            .field("key", &self.inner.key)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct ClientBuildError(String);
+
+impl LlmClient {
+    pub fn new(cfg: ResolvedLlm) -> Result<Self, ClientBuildError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.config.timeout)
+            .user_agent(concat!("kpo/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientBuildError(cfg.api_key.redact(&e.without_url().to_string())))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                url: cfg.completions_url(),
+                key: cfg.api_key.clone(),
+                state: Mutex::new(State {
+                    breaker: Breaker::Closed { failures: 0 },
+                    structured: true,
+                    not_before: None,
+                }),
+                cfg,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &ResolvedLlm {
+        &self.inner.cfg
+    }
+
+    pub fn breaker_state(&self) -> BreakerState {
+        let st = self.lock();
+        match st.breaker {
+            Breaker::Closed { .. } => BreakerState::Closed,
+            Breaker::Open { until } if Instant::now() >= until => BreakerState::HalfOpen,
+            Breaker::Open { .. } => BreakerState::Open,
+            Breaker::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave it inconsistent: take it anyway.
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `prompt`, asking for output matching `schema` when given and supported. Returns
+    /// within the configured timeout, whatever the server does.
+    pub async fn complete(&self, prompt: &Prompt, schema: Option<&Json>) -> Completion {
+        let started = Instant::now();
+        let cfg = &self.inner.cfg.config;
+        let mut c = Completion {
+            content: None,
+            outcome: Outcome::Ok,
+            http_status: None,
+            error: None,
+            finish_reason: None,
+            usage: Usage::default(),
+            latency: Duration::ZERO,
+            attempts: 0,
+            retry_wait: Duration::ZERO,
+            structured_output: false,
+        };
+        // Gate: breaker and Retry-After.
+        {
+            let mut st = self.lock();
+            if let Some(nb) = st.not_before {
+                if started < nb {
+                    c.outcome = Outcome::Backoff;
+                    c.error = Some(format!(
+                        "waiting {} ms more for the server's Retry-After",
+                        nb.duration_since(started).as_millis()
+                    ));
+                    return c;
+                }
+                st.not_before = None;
+            }
+            match st.breaker {
+                Breaker::Closed { .. } => {}
+                Breaker::Open { until } if started >= until => {
+                    st.breaker = Breaker::HalfOpen { since: started }
+                }
+                Breaker::HalfOpen { since }
+                    if started.duration_since(since) > cfg.timeout.saturating_mul(2) =>
+                {
+                    st.breaker = Breaker::HalfOpen { since: started }
+                }
+                Breaker::Open { until } => {
+                    c.outcome = Outcome::CircuitOpen;
+                    c.error = Some(format!(
+                        "circuit breaker open for {} ms more",
+                        until.duration_since(started).as_millis()
+                    ));
+                    return c;
+                }
+                Breaker::HalfOpen { .. } => {
+                    c.outcome = Outcome::CircuitOpen;
+                    c.error = Some("circuit breaker half-open: a trial is in flight".into());
+                    return c;
+                }
+            }
+        }
+        let deadline = started + cfg.timeout;
+        let mut structured = schema.is_some() && self.lock().structured;
+        let mut fallback_used = false;
+        let mut failed_attempts = 0u32;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                c.outcome = Outcome::Timeout;
+                c.error = Some(format!("no reply within {:?}", cfg.timeout));
+                break;
+            }
+            c.attempts += 1;
+            c.structured_output = structured;
+            let body = request_body(cfg, prompt, structured.then_some(schema).flatten());
+            let result = tokio::time::timeout(deadline - now, self.send(&body)).await;
+            let (status, retry_after, bytes) = match result {
+                Err(_) => {
+                    c.outcome = Outcome::Timeout;
+                    c.error = Some(format!("no reply within {:?}", cfg.timeout));
+                    break;
+                }
+                Ok(Err(SendError { timeout, message })) => {
+                    c.outcome = if timeout {
+                        Outcome::Timeout
+                    } else {
+                        Outcome::Connect
+                    };
+                    c.error = Some(self.inner.key.redact(&message));
+                    if timeout {
+                        break;
+                    }
+                    failed_attempts += 1;
+                    if self
+                        .wait_before_retry(&mut c, failed_attempts, None, deadline)
+                        .await
+                    {
+                        continue;
+                    }
+                    break;
+                }
+                Ok(Ok(r)) => r,
+            };
+            c.http_status = Some(status);
+            if (200..300).contains(&status) {
+                self.read_completion(&mut c, &bytes);
+                break;
+            }
+            let excerpt = self.excerpt(&bytes);
+            if status == 400 && structured && !fallback_used && mentions_response_format(&excerpt) {
+                // The server does not do structured output: once more without it, and never again.
+                structured = false;
+                fallback_used = true;
+                self.lock().structured = false;
+                tracing::info!("LLM server refused response_format; asking without it from now on");
+                continue;
+            }
+            c.error = Some(format!("HTTP {status}: {excerpt}"));
+            if status == 429 {
+                c.outcome = Outcome::RateLimited;
+                failed_attempts += 1;
+                if self
+                    .wait_before_retry(&mut c, failed_attempts, retry_after, deadline)
+                    .await
+                {
+                    continue;
+                }
+                if let Some(wait) = retry_after {
+                    self.lock().not_before = Some(Instant::now() + wait);
+                }
+                break;
+            }
+            c.outcome = Outcome::HttpStatus;
+            if status >= 500 {
+                failed_attempts += 1;
+                if self
+                    .wait_before_retry(&mut c, failed_attempts, retry_after, deadline)
+                    .await
+                {
+                    continue;
+                }
+            }
+            break;
+        }
+        c.latency = started.elapsed();
+        self.settle_breaker(c.outcome);
+        c
+    }
+
+    /// Sleeps before another attempt if attempts remain and the wait ends before the deadline.
+    async fn wait_before_retry(
+        &self,
+        c: &mut Completion,
+        failed_attempts: u32,
+        retry_after: Option<Duration>,
+        deadline: Instant,
+    ) -> bool {
+        let cfg = &self.inner.cfg.config;
+        if failed_attempts >= cfg.max_attempts {
+            return false;
+        }
+        let wait = retry_after.unwrap_or_else(|| {
+            let factor = 1u32 << (failed_attempts - 1).min(16);
+            cfg.retry_backoff.saturating_mul(factor).min(MAX_BACKOFF)
+        });
+        if Instant::now() + wait >= deadline {
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+        c.retry_wait += wait;
+        true
+    }
+
+    fn settle_breaker(&self, outcome: Outcome) {
+        let cfg = &self.inner.cfg.config;
+        let mut st = self.lock();
+        let half_open = matches!(st.breaker, Breaker::HalfOpen { .. });
+        if outcome.is_endpoint_failure() {
+            let failures = match st.breaker {
+                Breaker::Closed { failures } => failures + 1,
+                _ => cfg.breaker_failures,
+            };
+            if half_open || failures >= cfg.breaker_failures {
+                tracing::warn!(
+                    failures,
+                    cooloff = ?cfg.breaker_cooloff,
+                    "LLM endpoint failing: circuit breaker open"
+                );
+                st.breaker = Breaker::Open {
+                    until: Instant::now() + cfg.breaker_cooloff,
+                };
+            } else {
+                st.breaker = Breaker::Closed { failures };
+            }
+        } else {
+            if half_open {
+                tracing::info!("LLM endpoint answered: circuit breaker closed");
+            }
+            st.breaker = Breaker::Closed { failures: 0 };
+        }
+    }
+
+    async fn send(&self, body: &Json) -> Result<(u16, Option<Duration>, Vec<u8>), SendError> {
+        let mut req = self
+            .inner
+            .http
+            .post(&self.inner.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        if !self.inner.key.is_empty() {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!(
+                "Bearer {}",
+                self.inner.key.expose()
+            ))
+            .map_err(|_| SendError {
+                timeout: false,
+                message: "the API key is not a valid header value".into(),
+            })?;
+            value.set_sensitive(true);
+            req = req.header(reqwest::header::AUTHORIZATION, value);
+        }
+        let mut resp = req.send().await.map_err(SendError::from)?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(SendError::from)? {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > MAX_BODY {
+                bytes.truncate(MAX_BODY);
+                break;
+            }
+        }
+        Ok((status, retry_after, bytes))
+    }
+
+    fn excerpt(&self, bytes: &[u8]) -> String {
+        let text = String::from_utf8_lossy(bytes);
+        let text: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(MAX_ERROR_EXCERPT)
+            .collect();
+        self.inner.key.redact(text.trim())
+    }
+
+    fn read_completion(&self, c: &mut Completion, bytes: &[u8]) {
+        // Errors of earlier attempts (a 429 before this reply) no longer apply.
+        c.error = None;
+        let parsed: Result<ChatResponse, _> = serde_json::from_slice(bytes);
+        let resp = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                c.outcome = Outcome::InvalidBody;
+                c.error = Some(format!(
+                    "not a chat completion ({e}): {}",
+                    self.excerpt(&bytes[..bytes.len().min(MAX_ERROR_EXCERPT)])
+                ));
+                return;
+            }
+        };
+        if let Some(u) = resp.usage {
+            c.usage = u;
+        }
+        let Some(choice) = resp.choices.into_iter().next() else {
+            c.outcome = Outcome::EmptyChoices;
+            c.error = Some("the reply has no choices".into());
+            return;
+        };
+        c.finish_reason = choice.finish_reason.clone();
+        let message = choice.message.unwrap_or_default();
+        if let Some(refusal) = message.refusal.filter(|r| !r.trim().is_empty()) {
+            c.outcome = Outcome::Refusal;
+            c.error = Some(format!(
+                "the model refused: {}",
+                self.excerpt(refusal.as_bytes())
+            ));
+            return;
+        }
+        if choice.finish_reason.as_deref() == Some("length") {
+            c.outcome = Outcome::Truncated;
+            c.error = Some("the reply was cut off at max_tokens (finish_reason \"length\")".into());
+            return;
+        }
+        let content = match message.content {
+            Some(Json::String(s)) => s,
+            // Some servers return content as a list of parts.
+            Some(Json::Array(parts)) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Json::as_str))
+                .collect::<Vec<_>>()
+                .join(""),
+            _ => String::new(),
+        };
+        if content.trim().is_empty() {
+            c.outcome = Outcome::EmptyChoices;
+            c.error = Some("the reply's message has no content".into());
+            return;
+        }
+        c.content = Some(self.inner.key.redact(&content));
+        c.outcome = Outcome::Ok;
+    }
+}
+
+struct SendError {
+    timeout: bool,
+    message: String,
+}
+
+impl From<reqwest::Error> for SendError {
+    fn from(e: reqwest::Error) -> Self {
+        let timeout = e.is_timeout();
+        let kind = if e.is_connect() {
+            "cannot connect"
+        } else if timeout {
+            "timed out"
+        } else {
+            "request failed"
+        };
+        // The error and its causes, without the URL or any header.
+        let mut message = kind.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        Self { timeout, message }
+    }
+}
+
+fn request_body(cfg: &super::config::LlmConfig, prompt: &Prompt, schema: Option<&Json>) -> Json {
+    let mut body = serde_json::json!({
+        "model": cfg.model,
+        "messages": [
+            {"role": "system", "content": prompt.system},
+            {"role": "user", "content": prompt.user},
+        ],
+        "max_tokens": cfg.max_tokens,
+        "temperature": 0,
+        "stream": false,
+    });
+    if let Some(schema) = schema {
+        body["response_format"] = serde_json::json!({
+            "type": "json_schema",
+            "json_schema": {"name": "kpo_recommendations", "strict": true, "schema": schema},
+        });
+    }
+    body
+}
+
+fn mentions_response_format(body: &str) -> bool {
+    let b = body.to_ascii_lowercase();
+    b.contains("response_format") || b.contains("json_schema")
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64())));
+    }
+    let when = http_date(v)?;
+    let secs = (when - time::OffsetDateTime::now_utc()).as_seconds_f64();
+    Some(Duration::from_secs_f64(
+        secs.clamp(0.0, MAX_RETRY_AFTER.as_secs_f64()),
+    ))
+}
+
+/// An IMF-fixdate (`Wed, 21 Oct 2015 07:28:00 GMT`), the HTTP date form servers send.
+fn http_date(v: &str) -> Option<time::OffsetDateTime> {
+    let parts: Vec<&str> = v.split_whitespace().collect();
+    let [_, day, month, year, hms, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(month))? as u8 + 1;
+    let mut t = hms.split(':').map(|x| x.parse::<u8>().ok());
+    let (h, m, s) = (t.next()??, t.next()??, t.next()??);
+    let date = time::Date::from_calendar_date(
+        year.parse().ok()?,
+        time::Month::try_from(month).ok()?,
+        day.parse().ok()?,
+    )
+    .ok()?;
+    let time = time::Time::from_hms(h, m, s).ok()?;
+    Some(time::PrimitiveDateTime::new(date, time).assume_utc())
+}
+
+#[derive(Deserialize)]
+struct ChatResponse {
+    #[serde(default)]
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    message: Option<Message>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct Message {
+    #[serde(default)]
+    content: Option<Json>,
+    #[serde(default)]
+    refusal: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO),
+            "a date in the past: no wait"
+        );
+        assert_eq!(parse_retry_after("99999"), Some(MAX_RETRY_AFTER));
+        let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(30);
+        let text = format!(
+            "Thu, {:02} {} {} {:02}:{:02}:{:02} GMT",
+            soon.day(),
+            &format!("{:?}", soon.month())[..3],
+            soon.year(),
+            soon.hour(),
+            soon.minute(),
+            soon.second()
+        );
+        let wait = parse_retry_after(&text).unwrap();
+        assert!(
+            wait > Duration::from_secs(20) && wait <= Duration::from_secs(30),
+            "{text}: {wait:?}"
+        );
+    }
+
+    #[test]
+    fn response_format_refusals_are_recognised() {
+        assert!(mentions_response_format(
+            r#"{"error":{"message":"Unrecognized request argument supplied: response_format"}}"#
+        ));
+        assert!(mentions_response_format("json_schema is not supported"));
+        assert!(!mentions_response_format("model not found"));
+    }
+}

@@ -1,0 +1,332 @@
+//! The LLM advisor's configuration: the `[llm]` table of the agent's configuration file, completed
+//! from `OPENAI_API_KEY` and `OPENAI_BASE_URL`. Off unless a key or an endpoint is set.
+use std::{fmt, time::Duration};
+
+use serde::{Deserialize, Deserializer};
+
+/// The endpoint used when only a key is given.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
+
+/// An API key. Never printed: `Debug` shows `[redacted]`, and it has no `Display` or `Serialize`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into().trim().to_string())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The key itself, for the `Authorization` header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `text` with every occurrence of the key replaced by `[redacted]` (for anything that came
+    /// back from the network and might echo it).
+    pub fn redact(&self, text: &str) -> String {
+        if self.0.len() < 4 {
+            return text.to_string();
+        }
+        text.replace(&self.0, "[redacted]")
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str("[redacted]")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ApiKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(ApiKey::new)
+    }
+}
+
+/// As written in the configuration file (`[llm]`); every key is optional.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    /// `false` turns the advisor off even when a key or endpoint is set.
+    pub enabled: bool,
+    /// An OpenAI-compatible API root, e.g. `https://api.openai.com/v1`,
+    /// `http://127.0.0.1:11434/v1` (Ollama), `http://127.0.0.1:8080/v1` (llama.cpp, vLLM).
+    /// Falls back to `OPENAI_BASE_URL`.
+    pub base_url: Option<String>,
+    pub model: String,
+    /// Falls back to `OPENAI_API_KEY`. May be empty for a local server.
+    pub api_key: Option<ApiKey>,
+    /// Consult every this many windows (the seed asked every 10 minutes of 1-minute windows).
+    pub every_windows: u64,
+    /// A notable event (a listener dropping connections) may bring a consultation forward, but
+    /// not sooner than this many windows after the previous one.
+    pub early_min_windows: u64,
+    /// Bound on one whole consultation, retries and waits included.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    pub max_tokens: u32,
+    /// HTTP attempts per consultation for timeouts, refused connections, 429 and 5xx.
+    pub max_attempts: u32,
+    /// First wait between attempts; doubles each time (a `Retry-After` header overrides it).
+    #[serde(deserialize_with = "duration")]
+    pub retry_backoff: Duration,
+    /// Consecutive failed consultations that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before one trial consultation (half-open).
+    #[serde(deserialize_with = "duration")]
+    pub breaker_cooloff: Duration,
+    /// How many recent windows the prompt summarises.
+    pub prompt_windows: usize,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            base_url: None,
+            model: DEFAULT_MODEL.to_string(),
+            api_key: None,
+            every_windows: 10,
+            early_min_windows: 3,
+            timeout: Duration::from_secs(30),
+            max_tokens: 1024,
+            max_attempts: 3,
+            retry_backoff: Duration::from_secs(1),
+            breaker_failures: 3,
+            breaker_cooloff: Duration::from_secs(600),
+            prompt_windows: 10,
+        }
+    }
+}
+
+impl fmt::Debug for LlmConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LlmConfig")
+            .field("enabled", &self.enabled)
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key)
+            .field("every_windows", &self.every_windows)
+            .field("early_min_windows", &self.early_min_windows)
+            .field("timeout", &self.timeout)
+            .field("max_tokens", &self.max_tokens)
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("breaker_failures", &self.breaker_failures)
+            .field("breaker_cooloff", &self.breaker_cooloff)
+            .field("prompt_windows", &self.prompt_windows)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LlmConfigError {
+    #[error("llm.base_url {0:?} must start with http:// or https://")]
+    BadUrl(String),
+    #[error("llm.{0} must be at least 1")]
+    Zero(&'static str),
+    #[error("llm.timeout must be positive")]
+    ZeroTimeout,
+    #[error("llm.model must not be empty")]
+    NoModel,
+}
+
+/// A configuration with its endpoint decided: what the client runs with.
+#[derive(Clone, Debug)]
+pub struct ResolvedLlm {
+    /// Without a trailing `/`.
+    pub base_url: String,
+    pub api_key: ApiKey,
+    pub config: LlmConfig,
+}
+
+impl ResolvedLlm {
+    pub fn completions_url(&self) -> String {
+        format!("{}/chat/completions", self.base_url)
+    }
+}
+
+impl LlmConfig {
+    /// Resolves against the process environment. `Ok(None)` means the advisor is off; the reason
+    /// has been logged once.
+    pub fn resolve(&self) -> Result<Option<ResolvedLlm>, LlmConfigError> {
+        let resolved = self.resolve_with(|k| std::env::var(k).ok())?;
+        match &resolved {
+            Ok(r) => tracing::info!(
+                base_url = %r.base_url,
+                model = %r.config.model,
+                key = if r.api_key.is_empty() { "none" } else { "set" },
+                every_windows = r.config.every_windows,
+                "LLM advisor on"
+            ),
+            Err(why) => tracing::info!("LLM advisor off: {why}"),
+        }
+        Ok(resolved.ok())
+    }
+
+    /// Resolves against `env` (a lookup of environment variables). The inner `Err` is why the
+    /// advisor is off.
+    pub fn resolve_with(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Result<ResolvedLlm, &'static str>, LlmConfigError> {
+        if !self.enabled {
+            return Ok(Err("disabled by configuration (llm.enabled = false)"));
+        }
+        let nonempty =
+            |s: Option<String>| s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let key = self
+            .api_key
+            .clone()
+            .filter(|k| !k.is_empty())
+            .or_else(|| nonempty(env("OPENAI_API_KEY")).map(ApiKey::new));
+        let url = nonempty(self.base_url.clone()).or_else(|| nonempty(env("OPENAI_BASE_URL")));
+        let base_url = match (url, &key) {
+            (Some(url), _) => url,
+            (None, Some(_)) => DEFAULT_BASE_URL.to_string(),
+            (None, None) => {
+                return Ok(Err(
+                    "no API key (llm.api_key, OPENAI_API_KEY) and no endpoint (llm.base_url, OPENAI_BASE_URL) set",
+                ))
+            }
+        };
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(LlmConfigError::BadUrl(base_url));
+        }
+        self.validate()?;
+        Ok(Ok(ResolvedLlm {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            api_key: key.unwrap_or_default(),
+            config: self.clone(),
+        }))
+    }
+
+    pub fn validate(&self) -> Result<(), LlmConfigError> {
+        if self.model.trim().is_empty() {
+            return Err(LlmConfigError::NoModel);
+        }
+        for (name, v) in [
+            ("every_windows", self.every_windows),
+            ("max_tokens", u64::from(self.max_tokens)),
+            ("max_attempts", u64::from(self.max_attempts)),
+            ("breaker_failures", u64::from(self.breaker_failures)),
+            ("prompt_windows", self.prompt_windows as u64),
+        ] {
+            if v == 0 {
+                return Err(LlmConfigError::Zero(name));
+            }
+        }
+        if self.timeout.is_zero() {
+            return Err(LlmConfigError::ZeroTimeout);
+        }
+        Ok(())
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn off_without_key_or_endpoint() {
+        let c = LlmConfig::default();
+        let why = c.resolve_with(env(&[])).unwrap().unwrap_err();
+        assert!(why.contains("OPENAI_API_KEY"), "{why}");
+        let off = LlmConfig {
+            enabled: false,
+            ..LlmConfig::default()
+        };
+        assert!(off
+            .resolve_with(env(&[("OPENAI_API_KEY", "sk-x")]))
+            .unwrap()
+            .is_err());
+    }
+
+    #[test]
+    fn key_alone_uses_openai_and_endpoint_alone_needs_no_key() {
+        let c = LlmConfig::default();
+        let r = c
+            .resolve_with(env(&[("OPENAI_API_KEY", "sk-secret-123")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.base_url, DEFAULT_BASE_URL);
+        assert_eq!(r.api_key.expose(), "sk-secret-123");
+        let local = c
+            .resolve_with(env(&[("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1/")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            local.completions_url(),
+            "http://127.0.0.1:11434/v1/chat/completions"
+        );
+        assert!(local.api_key.is_empty());
+        let file = LlmConfig {
+            base_url: Some("http://10.0.0.1:8000/v1".into()),
+            ..LlmConfig::default()
+        };
+        let r = file
+            .resolve_with(env(&[("OPENAI_BASE_URL", "http://elsewhere/v1")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.base_url, "http://10.0.0.1:8000/v1", "the file wins");
+        assert!(matches!(
+            LlmConfig {
+                base_url: Some("ftp://x".into()),
+                ..LlmConfig::default()
+            }
+            .resolve_with(env(&[])),
+            Err(LlmConfigError::BadUrl(_))
+        ));
+    }
+
+    #[test]
+    fn debug_redacts_the_key_and_toml_parses() {
+        let c: LlmConfig = toml::from_str(
+            r#"
+            base_url = "http://127.0.0.1:8080/v1"
+            api_key = "sk-very-secret"
+            timeout = "200ms"
+            every_windows = 5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.timeout, Duration::from_millis(200));
+        let r = c.resolve_with(env(&[])).unwrap().unwrap();
+        for text in [
+            format!("{c:?}"),
+            format!("{r:?}"),
+            format!("{:?}", r.api_key),
+        ] {
+            assert!(!text.contains("sk-very-secret"), "{text}");
+            assert!(text.contains("[redacted]"), "{text}");
+        }
+        assert!(toml::from_str::<LlmConfig>("bogus = 1").is_err());
+        assert_eq!(
+            r.api_key.redact("bad key sk-very-secret given"),
+            "bad key [redacted] given"
+        );
+    }
+}

@@ -1,0 +1,313 @@
+//! The LLM advisor: any OpenAI-compatible chat completions endpoint (OpenAI, vLLM, Ollama,
+//! llama.cpp). docs/llm.md describes configuration, prompt, validation, faults and the `llm`
+//! event.
+//!
+//! The agent loop:
+//! 1. at start, [`LlmAdvisor::from_config`] (off, with one log line, without key or endpoint);
+//! 2. after each window, [`LlmAdvisor::observe_window`], then [`LlmAdvisor::due`] with whether a
+//!    notable event fired;
+//! 3. when due, [`offered_params`] from the policy and the current values, then
+//!    [`LlmAdvisor::consult`] (in a spawned task: it is `'static` and bounded by the timeout);
+//! 4. emit the returned [`Consultation`] as an `llm` event, and hand its `recommendations` to the
+//!    policy (auto ones to apply, the rest to pending approval).
+pub mod client;
+pub mod config;
+pub mod parse;
+pub mod prompt;
+pub mod validate;
+
+use std::{collections::VecDeque, sync::Arc, time::Instant};
+
+use serde::Serialize;
+
+pub use client::{BreakerState, LlmClient, Outcome, Usage};
+pub use config::{ApiKey, LlmConfig, LlmConfigError, ResolvedLlm};
+pub use prompt::{
+    build_prompt, offered_params, ChangeOutcome, MetricChange, ParamContext, Prompt, WindowSummary,
+};
+pub use validate::{DropKind, Dropped, Validated};
+
+use crate::{
+    advise::{
+        limits::AdvicePolicy,
+        recommendation::{Recommendation, WindowRef},
+    },
+    window::Window,
+};
+
+/// When to consult: every `every` windows, and earlier for a notable event, but never within
+/// `early_min` windows of the previous consultation.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    every: u64,
+    early_min: u64,
+    last: Option<u64>,
+    seen: u64,
+}
+
+impl Schedule {
+    pub fn new(every: u64, early_min: u64) -> Self {
+        Self {
+            every: every.max(1),
+            early_min,
+            last: None,
+            seen: 0,
+        }
+    }
+
+    /// Called once per finished window, with its index; `notable` when something happened that
+    /// deserves advice sooner (a listener dropping connections). Returns whether to consult now,
+    /// and if so counts it as done.
+    pub fn due(&mut self, index: u64, notable: bool) -> bool {
+        self.seen += 1;
+        let since = match self.last {
+            Some(last) => index.saturating_sub(last),
+            None => self.seen,
+        };
+        let due = since >= self.every || (notable && since >= self.early_min);
+        if due {
+            self.last = Some(index);
+        }
+        due
+    }
+}
+
+/// What one consultation did: the `llm` event, plus the accepted recommendations.
+#[derive(Debug, Clone, Serialize)]
+pub struct Consultation {
+    pub window: WindowRef,
+    pub model: String,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// What went wrong, without the key or any header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub latency_ms: u64,
+    pub attempts: u32,
+    pub retry_wait_ms: u64,
+    pub structured_output: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub total_tokens: Option<u64>,
+    /// Parameters offered to the model.
+    pub offered: usize,
+    /// Accepted recommendations the policy lets apply now.
+    pub accepted_auto: usize,
+    /// Accepted recommendations that wait for approval (or are recorded only).
+    pub accepted_pending: usize,
+    pub accepted_ids: Vec<String>,
+    /// Items dropped by validation, each with why.
+    pub dropped: Vec<Dropped>,
+    pub breaker: BreakerState,
+    /// The accepted recommendations (emitted as their own events, not in this one).
+    #[serde(skip)]
+    pub recommendations: Vec<Recommendation>,
+}
+
+impl Consultation {
+    pub fn auto(&self) -> impl Iterator<Item = &Recommendation> {
+        self.recommendations.iter().filter(|r| r.can_auto_apply)
+    }
+
+    pub fn pending(&self) -> impl Iterator<Item = &Recommendation> {
+        self.recommendations.iter().filter(|r| !r.can_auto_apply)
+    }
+}
+
+/// The LLM advisor: its client, schedule and the recent windows it summarises.
+#[derive(Debug)]
+pub struct LlmAdvisor {
+    client: LlmClient,
+    schedule: Schedule,
+    history: VecDeque<WindowSummary>,
+    keep: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlmSetupError {
+    #[error(transparent)]
+    Config(#[from] LlmConfigError),
+    #[error(transparent)]
+    Client(#[from] client::ClientBuildError),
+}
+
+impl LlmAdvisor {
+    /// The advisor, or `None` (logged once) when no key or endpoint is configured.
+    pub fn from_config(cfg: &LlmConfig) -> Result<Option<Self>, LlmSetupError> {
+        match cfg.resolve()? {
+            Some(r) => Ok(Some(Self::new(r)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn new(resolved: ResolvedLlm) -> Result<Self, LlmSetupError> {
+        let c = &resolved.config;
+        let schedule = Schedule::new(c.every_windows, c.early_min_windows);
+        let keep = c.prompt_windows;
+        Ok(Self {
+            client: LlmClient::new(resolved)?,
+            schedule,
+            history: VecDeque::with_capacity(keep),
+            keep,
+        })
+    }
+
+    pub fn client(&self) -> &LlmClient {
+        &self.client
+    }
+
+    /// Keeps a compact summary of a finished window for the next prompts.
+    pub fn observe_window(&mut self, index: u64, window: &Window) {
+        if self.history.len() == self.keep {
+            self.history.pop_front();
+        }
+        self.history
+            .push_back(WindowSummary::from_window(index, window));
+    }
+
+    /// Whether to consult after window `index` (see [`Schedule::due`]).
+    pub fn due(&mut self, index: u64, notable: bool) -> bool {
+        self.schedule.due(index, notable)
+    }
+
+    /// The recent window summaries, oldest first.
+    pub fn history(&self) -> Vec<WindowSummary> {
+        self.history.iter().cloned().collect()
+    }
+
+    /// One consultation about the latest window, as a `'static` future to spawn.
+    pub fn consult(
+        &self,
+        offered: Vec<ParamContext>,
+        changes: Vec<ChangeOutcome>,
+        policy: Arc<dyn AdvicePolicy>,
+    ) -> impl std::future::Future<Output = Consultation> + Send + 'static {
+        let client = self.client.clone();
+        let windows = self.history();
+        let window = windows.last().map_or(
+            WindowRef {
+                index: 0,
+                end: String::new(),
+            },
+            |w| WindowRef {
+                index: w.index,
+                end: w.end.clone(),
+            },
+        );
+        async move { consult(&client, &offered, &windows, &changes, &*policy, window).await }
+    }
+}
+
+/// One consultation: prompt, request, tolerant parse, strict validation. Never panics; returns
+/// within the client's timeout.
+pub async fn consult(
+    client: &LlmClient,
+    offered: &[ParamContext],
+    windows: &[WindowSummary],
+    changes: &[ChangeOutcome],
+    policy: &dyn AdvicePolicy,
+    window: WindowRef,
+) -> Consultation {
+    let started = Instant::now();
+    let mut out = Consultation {
+        window: window.clone(),
+        model: client.config().config.model.clone(),
+        outcome: Outcome::Ok,
+        http_status: None,
+        error: None,
+        latency_ms: 0,
+        attempts: 0,
+        retry_wait_ms: 0,
+        structured_output: false,
+        finish_reason: None,
+        prompt_tokens: None,
+        completion_tokens: None,
+        total_tokens: None,
+        offered: offered.len(),
+        accepted_auto: 0,
+        accepted_pending: 0,
+        accepted_ids: Vec::new(),
+        dropped: Vec::new(),
+        breaker: client.breaker_state(),
+        recommendations: Vec::new(),
+    };
+    if offered.is_empty() {
+        out.outcome = Outcome::NoParameters;
+        out.error = Some("the policy lets the llm drive no parameter".into());
+        return out;
+    }
+    let prompt = build_prompt(offered, windows, changes);
+    let schema = prompt::response_schema(offered);
+    let c = client.complete(&prompt, Some(&schema)).await;
+    out.outcome = c.outcome;
+    out.http_status = c.http_status;
+    out.error = c.error;
+    out.attempts = c.attempts;
+    out.retry_wait_ms = c.retry_wait.as_millis() as u64;
+    out.structured_output = c.structured_output;
+    out.finish_reason = c.finish_reason;
+    out.prompt_tokens = c.usage.prompt_tokens;
+    out.completion_tokens = c.usage.completion_tokens;
+    out.total_tokens = c.usage.total_tokens;
+    out.breaker = client.breaker_state();
+    if let (Outcome::Ok, Some(content)) = (c.outcome, c.content) {
+        match parse::extract_items(&content) {
+            Ok(items) => {
+                let v = validate::validate(items, offered, policy, &window);
+                out.accepted_auto = v.auto().count();
+                out.accepted_pending = v.pending().count();
+                out.accepted_ids = v.accepted.iter().map(|r| r.id.clone()).collect();
+                out.dropped = v.dropped;
+                out.recommendations = v.accepted;
+            }
+            Err(e) => {
+                out.outcome = Outcome::ParseError;
+                out.error = Some(e.to_string());
+            }
+        }
+    }
+    out.latency_ms = started.elapsed().as_millis() as u64;
+    match out.outcome {
+        Outcome::Ok => tracing::info!(
+            accepted = out.recommendations.len(),
+            dropped = out.dropped.len(),
+            latency_ms = out.latency_ms,
+            "LLM consulted"
+        ),
+        Outcome::NoParameters | Outcome::CircuitOpen | Outcome::Backoff => tracing::debug!(
+            outcome = ?out.outcome,
+            "LLM consultation skipped"
+        ),
+        _ => tracing::warn!(
+            outcome = ?out.outcome,
+            error = out.error.as_deref().unwrap_or(""),
+            "LLM consultation failed"
+        ),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_every_n_and_early_rate_limited() {
+        let mut s = Schedule::new(10, 3);
+        let due: Vec<u64> = (0..25).filter(|&i| s.due(i, false)).collect();
+        assert_eq!(due, [9, 19]);
+        let mut s = Schedule::new(10, 3);
+        // Notable from window 0: the first early consultation after 3 windows, then every 3.
+        let due: Vec<u64> = (0..10).filter(|&i| s.due(i, true)).collect();
+        assert_eq!(due, [2, 5, 8]);
+        let mut s = Schedule::new(10, 3);
+        let notable = [4, 5, 6, 7];
+        let due: Vec<u64> = (0..20)
+            .filter(|&i| s.due(i, notable.contains(&i)))
+            .collect();
+        assert_eq!(due, [4, 7, 17]);
+    }
+}

@@ -1,0 +1,419 @@
+//! Strict validation of the model's advice against the policy. Each item is accepted as a
+//! [`Recommendation`] or dropped with a reason; nothing the model says is executed.
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use super::prompt::ParamContext;
+use crate::{
+    actuate::param::{ParamAddress, Value},
+    advise::{
+        limits::{AdvicePolicy, Mode, ValueRejection},
+        recommendation::{Recommendation, Source, WindowRef},
+    },
+};
+
+/// Items looked at per reply; the rest are dropped as `too_many`.
+pub const MAX_ITEMS: usize = 32;
+const MAX_REASON_CHARS: usize = 500;
+const MAX_ECHO_CHARS: usize = 120;
+const DEFAULT_CONFIDENCE: f64 = 0.5;
+
+/// Why an item was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropKind {
+    /// Not an object, or no `parameter`.
+    Malformed,
+    /// Not an address, or not among the parameters offered to the model.
+    UnknownParameter,
+    /// On the deny-list no policy can lift.
+    DenyListed,
+    /// The policy no longer lets the LLM drive it.
+    NotAllowed,
+    WrongType,
+    OutOfBounds,
+    StepTooLarge,
+    WordNotAllowed,
+    /// No value, or the current value: nothing to do.
+    NoChange,
+    /// A second item for a parameter already advised in this reply.
+    Duplicate,
+    TooMany,
+}
+
+/// One dropped item, for the `llm` event. `parameter` and `value` are the model's, shortened.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Dropped {
+    pub parameter: Option<String>,
+    pub value: Option<Json>,
+    pub kind: DropKind,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Validated {
+    pub accepted: Vec<Recommendation>,
+    pub dropped: Vec<Dropped>,
+}
+
+impl Validated {
+    /// Accepted and allowed to be applied without a person (policy in auto, model agreeing).
+    pub fn auto(&self) -> impl Iterator<Item = &Recommendation> {
+        self.accepted.iter().filter(|r| r.can_auto_apply)
+    }
+
+    /// Accepted, waiting for approval (or recorded only, if the policy observes).
+    pub fn pending(&self) -> impl Iterator<Item = &Recommendation> {
+        self.accepted.iter().filter(|r| !r.can_auto_apply)
+    }
+}
+
+/// Validates `items` (from [`super::parse::extract_items`]) against the parameters offered to the
+/// model and the policy as it is now.
+pub fn validate(
+    items: Vec<Json>,
+    offered: &[ParamContext],
+    policy: &dyn AdvicePolicy,
+    window: &WindowRef,
+) -> Validated {
+    let mut out = Validated::default();
+    for (i, item) in items.into_iter().enumerate() {
+        if i >= MAX_ITEMS {
+            out.dropped.push(Dropped {
+                parameter: field_str(&item, &["parameter", "Parameter"]).map(|s| shorten(&s)),
+                value: None,
+                kind: DropKind::TooMany,
+                detail: format!("only the first {MAX_ITEMS} items of a reply are considered"),
+            });
+            continue;
+        }
+        match check_item(&item, offered, policy, window, &out.accepted) {
+            Ok(r) => out.accepted.push(r),
+            Err((kind, detail)) => out.dropped.push(Dropped {
+                parameter: field_str(&item, &["parameter", "Parameter"]).map(|s| shorten(&s)),
+                value: field(&item, VALUE_KEYS).map(shorten_json),
+                kind,
+                detail,
+            }),
+        }
+    }
+    out
+}
+
+const VALUE_KEYS: &[&str] = &[
+    "value",
+    "recommended_value",
+    "new_value",
+    "RecommendedValue",
+];
+
+fn field<'a>(item: &'a Json, keys: &[&str]) -> Option<&'a Json> {
+    keys.iter().find_map(|k| item.get(*k))
+}
+
+fn field_str(item: &Json, keys: &[&str]) -> Option<String> {
+    field(item, keys).and_then(Json::as_str).map(str::to_string)
+}
+
+fn check_item(
+    item: &Json,
+    offered: &[ParamContext],
+    policy: &dyn AdvicePolicy,
+    window: &WindowRef,
+    accepted: &[Recommendation],
+) -> Result<Recommendation, (DropKind, String)> {
+    if !item.is_object() {
+        return Err((DropKind::Malformed, "an item is not an object".into()));
+    }
+    let Some(name) = field_str(item, &["parameter", "Parameter"]) else {
+        return Err((DropKind::Malformed, "no \"parameter\" string".into()));
+    };
+    let name = name.trim();
+    let address: ParamAddress = name
+        .parse()
+        .map_err(|e| (DropKind::UnknownParameter, format!("{e}")))?;
+    if policy.is_denied(&address.policy_name()) {
+        return Err((
+            DropKind::DenyListed,
+            format!(
+                "{} is on the built-in deny-list and is never changed",
+                address.policy_name()
+            ),
+        ));
+    }
+    let Some(ctx) = offered.iter().find(|p| p.address == address) else {
+        return Err((
+            DropKind::UnknownParameter,
+            format!("{address} is not among the parameters offered to the model"),
+        ));
+    };
+    let Some(limits) = policy.allowed(&address, Source::Llm) else {
+        return Err((
+            DropKind::NotAllowed,
+            format!("the policy does not let the llm drive {address}"),
+        ));
+    };
+    let value = match field(item, VALUE_KEYS) {
+        None | Some(Json::Null) => {
+            return Err((DropKind::NoChange, "no value given".into()));
+        }
+        Some(v) => to_value(v).ok_or_else(|| {
+            (
+                DropKind::WrongType,
+                format!(
+                    "{} is not a parameter value (an integer, a list of integers, or a word)",
+                    shorten_json(v)
+                ),
+            )
+        })?,
+    };
+    if value == ctx.current {
+        return Err((DropKind::NoChange, format!("{value} is the current value")));
+    }
+    limits.check(&ctx.current, &value).map_err(|e| {
+        let kind = match e {
+            ValueRejection::WrongType { .. } => DropKind::WrongType,
+            ValueRejection::OutOfBounds { .. } => DropKind::OutOfBounds,
+            ValueRejection::StepTooLarge { .. } => DropKind::StepTooLarge,
+            ValueRejection::WordNotAllowed(_) => DropKind::WordNotAllowed,
+        };
+        (kind, e.to_string())
+    })?;
+    if accepted.iter().any(|r| r.parameter == address) {
+        return Err((
+            DropKind::Duplicate,
+            format!("{address} was already advised in this reply"),
+        ));
+    }
+    // The model can only make a change more cautious than the policy: auto needs both.
+    let model_auto = match field(item, &["can_auto_apply", "CanAutoApply"]) {
+        Some(Json::Bool(b)) => *b,
+        Some(Json::String(s)) => s.trim().eq_ignore_ascii_case("true"),
+        _ => false,
+    };
+    let can_auto_apply = model_auto && limits.mode == Mode::Auto;
+    let confidence = match field(item, &["confidence"]).and_then(Json::as_f64) {
+        Some(c) if c.is_finite() && c > 1.0 && c <= 100.0 => c / 100.0,
+        Some(c) if c.is_finite() => c.clamp(0.0, 1.0),
+        _ => DEFAULT_CONFIDENCE,
+    };
+    let reason = clean_reason(field_str(item, &["reason", "Reason"]).as_deref());
+    Ok(Recommendation {
+        id: Recommendation::make_id(Source::Llm, window.index, &address, Some(&value)),
+        parameter: address,
+        current_value: Some(ctx.current.clone()),
+        recommended_value: Some(value),
+        can_auto_apply,
+        reason,
+        confidence,
+        source: Source::Llm,
+        window: window.clone(),
+        application: None,
+    })
+}
+
+/// A JSON value as a parameter value: an integer (or an integral float such as `8192.0`), a list
+/// of integers, or a string as `/proc/sys` prints values (`"4096 131072 6291456"`, `"schedutil"`).
+fn to_value(v: &Json) -> Option<Value> {
+    match v {
+        Json::Number(n) => json_int(n).map(Value::Int),
+        Json::String(s) => Value::parse(s).ok(),
+        Json::Array(items) if !items.is_empty() => items
+            .iter()
+            .map(|i| match i {
+                Json::Number(n) => json_int(n),
+                _ => None,
+            })
+            .collect::<Option<Vec<i64>>>()
+            .map(Value::Ints),
+        _ => None,
+    }
+}
+
+fn json_int(n: &serde_json::Number) -> Option<i64> {
+    n.as_i64().or_else(|| {
+        let f = n.as_f64()?;
+        (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
+    })
+}
+
+/// The model's reason as plain text: control characters removed, white space collapsed, bounded.
+fn clean_reason(reason: Option<&str>) -> String {
+    let text: String = reason
+        .unwrap_or("")
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.is_empty() {
+        return "the model gave no reason".into();
+    }
+    shorten_to(&text, MAX_REASON_CHARS)
+}
+
+fn shorten(s: &str) -> String {
+    shorten_to(s, MAX_ECHO_CHARS)
+}
+
+fn shorten_to(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn shorten_json(v: &Json) -> Json {
+    match v {
+        Json::String(s) => Json::String(shorten(s)),
+        Json::Number(_) | Json::Bool(_) | Json::Null => v.clone(),
+        other => {
+            let text = other.to_string();
+            if text.chars().count() <= MAX_ECHO_CHARS {
+                other.clone()
+            } else {
+                Json::String(shorten(&text))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::advise::limits::{ParamLimits, StaticPolicy, Step};
+
+    fn setup() -> (Vec<ParamContext>, StaticPolicy, WindowRef) {
+        let ns: ParamAddress = "net.core.somaxconn@netns:7".parse().unwrap();
+        let rmem: ParamAddress = "net.ipv4.tcp_rmem".parse().unwrap();
+        let policy = StaticPolicy::new()
+            .with(
+                "net.core.somaxconn@netns:7",
+                &[Source::Llm],
+                ParamLimits::new(Mode::Auto)
+                    .bounds(128, 65535)
+                    .step(Step::Percent(100.0)),
+            )
+            .with(
+                "net.ipv4.tcp_rmem",
+                &[Source::Llm],
+                ParamLimits::new(Mode::Recommend).bounds(4096, 1 << 26),
+            );
+        let offered = vec![
+            ParamContext {
+                address: ns.clone(),
+                current: Value::Int(4096),
+                limits: policy.allowed(&ns, Source::Llm).unwrap(),
+            },
+            ParamContext {
+                address: rmem.clone(),
+                current: Value::Ints(vec![4096, 131072, 6291456]),
+                limits: policy.allowed(&rmem, Source::Llm).unwrap(),
+            },
+        ];
+        let w = WindowRef {
+            index: 3,
+            end: "t".into(),
+        };
+        (offered, policy, w)
+    }
+
+    fn run(items: Json) -> Validated {
+        let (offered, policy, w) = setup();
+        validate(items.as_array().unwrap().clone(), &offered, &policy, &w)
+    }
+
+    fn kinds(v: &Validated) -> Vec<DropKind> {
+        v.dropped.iter().map(|d| d.kind).collect()
+    }
+
+    #[test]
+    fn accepts_valid_values_in_every_spelling() {
+        let v = run(serde_json::json!([
+            {"parameter": "net.core.somaxconn@netns:7", "value": 8192.0, "reason": "drops\n1200", "can_auto_apply": true, "confidence": 80},
+            {"parameter": "net.ipv4.tcp_rmem", "recommended_value": "4096 262144 8388608", "can_auto_apply": true},
+        ]));
+        assert_eq!(kinds(&v), []);
+        let auto: Vec<_> = v.auto().map(|r| r.parameter.to_string()).collect();
+        assert_eq!(auto, ["net.core.somaxconn@netns:7"]);
+        let pending: Vec<_> = v.pending().map(|r| r.parameter.to_string()).collect();
+        assert_eq!(
+            pending,
+            ["net.ipv4.tcp_rmem"],
+            "policy keeps it in recommend"
+        );
+        assert_eq!(v.accepted[0].recommended_value, Some(Value::Int(8192)));
+        assert_eq!(v.accepted[0].reason, "drops 1200");
+        assert_eq!(v.accepted[0].confidence, 0.8);
+        assert_eq!(
+            v.accepted[1].recommended_value,
+            Some(Value::Ints(vec![4096, 262144, 8388608]))
+        );
+        assert_eq!(v.accepted[1].confidence, DEFAULT_CONFIDENCE);
+    }
+
+    #[test]
+    fn drops_with_reasons() {
+        let v = run(serde_json::json!([
+            "net.core.somaxconn",
+            {"value": 1},
+            {"parameter": "../../etc/passwd", "value": 1},
+            {"parameter": "kernel.core_pattern", "value": "|/tmp/x"},
+            {"parameter": "net.core.somaxconn", "value": 8192},
+            {"parameter": "net.core.somaxconn@netns:7", "value": "big"},
+            {"parameter": "net.core.somaxconn@netns:7", "value": 1000000},
+            {"parameter": "net.core.somaxconn@netns:7", "value": 9000},
+            {"parameter": "net.core.somaxconn@netns:7", "value": 4096},
+            {"parameter": "net.core.somaxconn@netns:7", "value": null},
+            {"parameter": "net.ipv4.tcp_rmem", "value": [4096, 262144]},
+            {"parameter": "net.ipv4.tcp_rmem", "value": 8388608},
+            {"parameter": "net.core.somaxconn@netns:7", "value": 8192, "can_auto_apply": false},
+            {"parameter": "net.core.somaxconn@netns:7", "value": 6000, "can_auto_apply": true},
+        ]));
+        assert_eq!(
+            kinds(&v),
+            [
+                DropKind::Malformed,
+                DropKind::Malformed,
+                DropKind::UnknownParameter,
+                DropKind::DenyListed,
+                DropKind::UnknownParameter,
+                DropKind::WrongType,
+                DropKind::OutOfBounds,
+                DropKind::StepTooLarge,
+                DropKind::NoChange,
+                DropKind::NoChange,
+                DropKind::WrongType,
+                DropKind::WrongType,
+                DropKind::Duplicate,
+            ]
+        );
+        assert_eq!(v.accepted.len(), 1);
+        assert!(
+            !v.accepted[0].can_auto_apply,
+            "the model said no: more cautious wins"
+        );
+        assert_eq!(
+            v.dropped[3].parameter.as_deref(),
+            Some("kernel.core_pattern")
+        );
+    }
+
+    #[test]
+    fn too_many_items_are_cut() {
+        let items: Vec<Json> = (0..40)
+            .map(|_| serde_json::json!({"parameter": "x.y", "value": 1}))
+            .collect();
+        let v = run(Json::Array(items));
+        assert_eq!(v.dropped.len(), 40);
+        assert_eq!(
+            v.dropped
+                .iter()
+                .filter(|d| d.kind == DropKind::TooMany)
+                .count(),
+            40 - MAX_ITEMS
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! One recommendation type for every advisor (rules, the LLM, the optimizer). An advisor says what
+//! it would change and why; the policy decides whether it is applied now, waits for approval, or is
+//! only recorded. Serialized as it appears in events.
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::actuate::param::{ParamAddress, Value};
+
+/// Which advisor produced a recommendation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Rules,
+    Llm,
+    Optimizer,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Rules => "rules",
+            Source::Llm => "llm",
+            Source::Optimizer => "optimizer",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The window a recommendation was made from: its index since the agent started and its end time
+/// (RFC 3339, as in the `window` event's `end`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowRef {
+    pub index: u64,
+    pub end: String,
+}
+
+/// The application a recommendation is addressed to, when the fix belongs in the application and
+/// not in a kernel parameter (for example a `listen()` backlog smaller than `somaxconn`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationRef {
+    pub netns: u64,
+    pub port: u16,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    /// Stable for the same source, window and parameter: `SOURCE-WINDOW-HASH`.
+    pub id: String,
+    /// The parameter and where it lives (host, network namespace, NIC, cpufreq policy), in the
+    /// address format of `actuate::param` (`net.core.somaxconn@netns:4026532281`).
+    pub parameter: ParamAddress,
+    /// The value when the advice was made, if known.
+    pub current_value: Option<Value>,
+    /// The value advised; `None` when the advice is for the application (see `application`).
+    pub recommended_value: Option<Value>,
+    /// Whether the advisor and the policy both allow applying it without a person. The policy
+    /// still decides at apply time; this can only make a change more cautious.
+    pub can_auto_apply: bool,
+    /// Human-readable, citing the numbers that led to it.
+    pub reason: String,
+    /// 0 to 1.
+    pub confidence: f64,
+    pub source: Source,
+    pub window: WindowRef,
+    /// Set when the advice is for an application rather than a kernel parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<ApplicationRef>,
+}
+
+impl Recommendation {
+    /// The id of a recommendation from `source` about `parameter` in window `window_index`.
+    /// Deterministic (FNV-1a of the address and value), so the same advice gets the same id.
+    pub fn make_id(
+        source: Source,
+        window_index: u64,
+        parameter: &ParamAddress,
+        value: Option<&Value>,
+    ) -> String {
+        let mut text = parameter.to_string();
+        text.push('=');
+        if let Some(v) = value {
+            text.push_str(&v.to_string());
+        }
+        format!(
+            "{source}-{window_index}-{:08x}",
+            fnv1a(text.as_bytes()) as u32
+        )
+    }
+
+    /// Whether this asks for a kernel change (as opposed to advice for the application).
+    pub fn is_change(&self) -> bool {
+        self.recommended_value.is_some()
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_for_events() {
+        let parameter: ParamAddress = "net.core.somaxconn@netns:4026532281".parse().unwrap();
+        let r = Recommendation {
+            id: Recommendation::make_id(Source::Llm, 7, &parameter, Some(&Value::Int(8192))),
+            parameter,
+            current_value: Some(Value::Int(4096)),
+            recommended_value: Some(Value::Int(8192)),
+            can_auto_apply: false,
+            reason: "listener dropped 1200".into(),
+            confidence: 0.7,
+            source: Source::Llm,
+            window: WindowRef {
+                index: 7,
+                end: "2026-01-01T00:00:00Z".into(),
+            },
+            application: None,
+        };
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["parameter"], "net.core.somaxconn@netns:4026532281");
+        assert_eq!(json["source"], "llm");
+        assert_eq!(json["recommended_value"], 8192);
+        assert_eq!(json["window"]["index"], 7);
+        assert!(json.get("application").is_none());
+        assert!(r.id.starts_with("llm-7-"), "{}", r.id);
+        let back: Recommendation = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(
+            r.id,
+            Recommendation::make_id(Source::Llm, 7, &r.parameter, Some(&Value::Int(8192))),
+            "ids are deterministic"
+        );
+    }
+}

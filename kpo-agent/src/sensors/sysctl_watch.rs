@@ -1,0 +1,268 @@
+//! Sysctl writes by other processes, from the `cgroup/sysctl` program attached to the root cgroup
+//! (v2). KPO uses them to yield: when a person changes a parameter KPO manages, KPO stops managing
+//! it at that target and keeps the person's value.
+//!
+//! The program sees the writer's pid and comm, the slashed name and the value written, but not the
+//! writer's network namespace. So a report is a prompt, not a verdict: the caller reads each managed
+//! copy of that key (in each of its namespaces) and compares with what KPO last applied; a copy
+//! that differs was changed by someone else, named by the report.
+use std::{fs::File, os::fd::AsFd, path::Path};
+
+use aya::{
+    maps::{MapData, RingBuf},
+    programs::{CgroupAttachMode, CgroupSysctl},
+    Ebpf,
+};
+use kpo_common::sysctl_watch::{
+    SysctlWrite, MAP_SYSCTL_WRITES, PROG_SYSCTL_WATCH, SYSCTL_NAME_LEN, SYSCTL_VALUE_LEN,
+};
+
+/// Where the cgroup v2 hierarchy is mounted, from a `mountinfo` text: `/sys/fs/cgroup` on
+/// unified hosts, `/sys/fs/cgroup/unified` on hybrid ones (cgroup v1 controllers beside it). A
+/// program on its root sees every process's sysctl accesses. `None` when cgroup2 is not mounted.
+pub fn cgroup2_root(mountinfo: &str) -> Option<std::path::PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        // `ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER_OPTIONS`
+        let (head, tail) = line.split_once(" - ")?;
+        let fstype = tail.split_whitespace().next()?;
+        let root = head.split_whitespace().nth(3)?;
+        let mount_point = head.split_whitespace().nth(4)?;
+        // Only the hierarchy's own root: a bind mount of a sub-cgroup would see only its part.
+        (fstype == "cgroup2" && root == "/").then(|| unescape_mount_path(mount_point).into())
+    })
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as octal escapes (`\040`).
+fn unescape_mount_path(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(b)) => {
+                out.push(b);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The cgroup v2 root of this machine (from `/proc/self/mountinfo`).
+pub fn this_cgroup2_root() -> Result<std::path::PathBuf, WatchError> {
+    let text =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| WatchError::Cgroup {
+            path: "/proc/self/mountinfo".into(),
+            source,
+        })?;
+    cgroup2_root(&text).ok_or(WatchError::NoCgroup2)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("the eBPF object has no {0} (built without the sysctl watch?)")]
+    Missing(&'static str),
+    #[error("loading the cgroup/sysctl program: {0}")]
+    Load(#[source] aya::programs::ProgramError),
+    #[error(
+        "cgroup v2 is not mounted (no cgroup2 line in /proc/self/mountinfo); the sysctl watch \
+         needs it, so changes by others are found only by comparing values"
+    )]
+    NoCgroup2,
+    #[error("opening the cgroup v2 root {path}: {source} (is cgroup v2 mounted there?)")]
+    Cgroup {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("attaching the cgroup/sysctl program to {path}: {source}")]
+    Attach {
+        path: String,
+        source: aya::programs::ProgramError,
+    },
+    #[error("taking the ring buffer {MAP_SYSCTL_WRITES}: {0}")]
+    Map(#[source] aya::maps::MapError),
+}
+
+/// A sysctl write by a process other than this agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SysctlWriteEvent {
+    pub pid: u32,
+    pub comm: String,
+    /// Dotted name (`net.core.somaxconn`).
+    pub name: String,
+    /// The value as written (trimmed); cut at 63 bytes.
+    pub value: String,
+    pub value_truncated: bool,
+}
+
+/// The attached watcher and its ring buffer. Dropping it detaches the program.
+pub struct SysctlWatch {
+    ring: RingBuf<MapData>,
+    own_pid: u32,
+}
+
+impl SysctlWatch {
+    /// Loads the program from `ebpf`, attaches it to the cgroup at `cgroup_root` alongside any
+    /// other programs there (it never displaces them), and takes its ring buffer.
+    ///
+    /// The attach is a BPF link (kernel 5.7+), which the kernel always adds beside the cgroup's
+    /// other programs; link creation refuses the `BPF_F_ALLOW_MULTI` flag (EINVAL), so the mode
+    /// passed is aya's `Single`, meaning no flag.
+    pub fn attach(ebpf: &mut Ebpf, cgroup_root: &Path) -> Result<Self, WatchError> {
+        let program: &mut CgroupSysctl = ebpf
+            .program_mut(PROG_SYSCTL_WATCH)
+            .ok_or(WatchError::Missing(PROG_SYSCTL_WATCH))?
+            .try_into()
+            .map_err(WatchError::Load)?;
+        program.load().map_err(WatchError::Load)?;
+        let path = cgroup_root.display().to_string();
+        let cgroup = File::open(cgroup_root).map_err(|source| WatchError::Cgroup {
+            path: path.clone(),
+            source,
+        })?;
+        program
+            .attach(cgroup.as_fd(), CgroupAttachMode::Single)
+            .map_err(|source| WatchError::Attach { path, source })?;
+        let map = ebpf
+            .take_map(MAP_SYSCTL_WRITES)
+            .ok_or(WatchError::Missing(MAP_SYSCTL_WRITES))?;
+        let ring = RingBuf::try_from(map).map_err(WatchError::Map)?;
+        Ok(Self {
+            ring,
+            own_pid: std::process::id(),
+        })
+    }
+
+    /// Every write reported since the last call, except this agent's own.
+    pub fn drain(&mut self) -> Vec<SysctlWriteEvent> {
+        let mut out = Vec::new();
+        while let Some(item) = self.ring.next() {
+            if let Some(event) = decode(&item) {
+                if event.tgid != self.own_pid {
+                    out.push(to_event(&event));
+                }
+            }
+        }
+        out
+    }
+
+    /// The ring buffer, to wait on its file descriptor for readability.
+    pub fn ring(&self) -> &RingBuf<MapData> {
+        &self.ring
+    }
+}
+
+fn decode(bytes: &[u8]) -> Option<SysctlWrite> {
+    if bytes.len() < std::mem::size_of::<SysctlWrite>() {
+        tracing::warn!(len = bytes.len(), "short sysctl write report ignored");
+        return None;
+    }
+    // SAFETY: the size is checked; the ring buffer gives no alignment guarantee, so copy out.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<SysctlWrite>()) })
+}
+
+/// Text up to the first NUL (or `len`, whichever is first), lossily decoded.
+fn text(bytes: &[u8], len: i32, cap: usize) -> String {
+    let limit = if len >= 0 {
+        (len as usize).min(cap)
+    } else {
+        cap
+    };
+    let bytes = &bytes[..limit];
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn to_event(w: &SysctlWrite) -> SysctlWriteEvent {
+    let slashed = text(&w.name, w.name_len, SYSCTL_NAME_LEN);
+    SysctlWriteEvent {
+        pid: w.tgid,
+        comm: text(&w.comm, -1, w.comm.len()),
+        name: crate::actuate::param::canonical_sysctl(&slashed).unwrap_or(slashed),
+        value: text(&w.value, w.value_len, SYSCTL_VALUE_LEN)
+            .trim()
+            .to_string(),
+        value_truncated: w.value_len < 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, value: &str, value_len: i32) -> SysctlWrite {
+        let mut w = SysctlWrite {
+            tgid: 42,
+            tid: 43,
+            name_len: name.len() as i32,
+            value_len,
+            comm: [0; 16],
+            name: [0; SYSCTL_NAME_LEN],
+            value: [0; SYSCTL_VALUE_LEN],
+        };
+        w.comm[..6].copy_from_slice(b"sysctl");
+        w.name[..name.len()].copy_from_slice(name.as_bytes());
+        w.value[..value.len()].copy_from_slice(value.as_bytes());
+        w
+    }
+
+    #[test]
+    fn reports_decode_to_dotted_names_and_trimmed_values() {
+        let e = to_event(&write("net/core/somaxconn", "4096\n", 5));
+        assert_eq!(
+            e,
+            SysctlWriteEvent {
+                pid: 42,
+                comm: "sysctl".into(),
+                name: "net.core.somaxconn".into(),
+                value: "4096".into(),
+                value_truncated: false,
+            }
+        );
+        // A VLAN interface's dot stays inside its component.
+        let e = to_event(&write("net/ipv4/conf/eth0.100/rp_filter", "1", 1));
+        assert_eq!(e.name, "net.ipv4.conf.eth0/100.rp_filter");
+        // -E2BIG: the value was cut; what fitted is kept and marked.
+        let e = to_event(&write("net/ipv4/tcp_rmem", "4096 131072 6291456", -7));
+        assert!(e.value_truncated);
+        assert_eq!(e.value, "4096 131072 6291456");
+    }
+
+    #[test]
+    fn finds_the_cgroup2_root_on_unified_and_hybrid_hosts() {
+        let hybrid = "\
+25 31 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate
+27 25 0:24 / /sys/fs/cgroup/cpu rw,nosuid - cgroup cgroup rw,cpu
+";
+        assert_eq!(
+            cgroup2_root(hybrid),
+            Some(std::path::PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified = "30 24 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_root(unified), Some("/sys/fs/cgroup".into()));
+        // A container's view: its own sub-cgroup bind-mounted, not the root; and v1 only.
+        let container = "40 30 0:26 /kubepods/pod1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_root(container), None);
+        assert_eq!(
+            cgroup2_root("27 25 0:24 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw\n"),
+            None
+        );
+        let spaced = "30 24 0:26 / /mnt/cg\\0402 rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_root(spaced), Some("/mnt/cg 2".into()));
+    }
+
+    #[test]
+    fn short_reports_are_ignored() {
+        assert!(decode(&[0u8; 8]).is_none());
+    }
+}

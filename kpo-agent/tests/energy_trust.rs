@@ -1,0 +1,170 @@
+//! A measured energy source is trusted only once it has been seen to advance: powercap RAPL trees
+//! that advance, stay frozen, jump backwards, or wrap, and what `choose_meter` does with each.
+//! (The perf PMU's kinds are checked with real kernel counters in the root tests' `energy_trust`.)
+
+use std::path::Path;
+
+use kpo_agent::energy::estimate::PowerModel;
+use kpo_agent::energy::{choose_meter_with, EnergyError, EnergyMeter, EnergySource};
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A sysfs-like tree with one RAPL package zone at `start` µJ, and a /proc with a `stat`.
+fn machine(start: u64, max_range: u64) -> (tempfile::TempDir, tempfile::TempDir) {
+    let sys = tempfile::tempdir().unwrap();
+    let z = sys.path().join("class/powercap/intel-rapl:0");
+    write(&z.join("name"), "package-0\n");
+    write(&z.join("energy_uj"), &format!("{start}\n"));
+    write(&z.join("max_energy_range_uj"), &format!("{max_range}\n"));
+    let proc_dir = tempfile::tempdir().unwrap();
+    write(
+        &proc_dir.path().join("stat"),
+        "cpu  10 0 10 100 0 0 0 0 0 0\ncpu0 10 0 10 100 0 0 0 0 0 0\n",
+    );
+    (sys, proc_dir)
+}
+
+fn energy_file(sys: &Path) -> std::path::PathBuf {
+    sys.join("class/powercap/intel-rapl:0/energy_uj")
+}
+
+// Readings here come within microseconds of each other; the trust check judges intervals under
+// 1 ms as 1 ms, so these steps (at most 0.3 J) stay below the 1 kW ceiling whatever the timing.
+
+/// The skipped reasons by source, in order.
+fn skipped(choice: &kpo_agent::energy::MeterChoice) -> Vec<(EnergySource, String)> {
+    choice.skipped.clone()
+}
+
+#[test]
+fn an_advancing_counter_is_chosen_and_read() {
+    let (sys, proc_dir) = machine(1_000, 1 << 40);
+    let file = energy_file(sys.path());
+    let mut choice = choose_meter_with(
+        sys.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        &mut || {
+            write(&file, "51000\n") // 0.05 J while the CPU worked
+        },
+    )
+    .unwrap();
+    assert_eq!(choice.meter.source(), EnergySource::Rapl);
+    assert!(skipped(&choice).is_empty());
+    assert_eq!(choice.meter.domains(), vec!["package-0".to_string()]);
+    // Later readings are the counter's progress since the check.
+    write(&file, "251000\n");
+    let reading = choice.meter.read().unwrap();
+    assert_eq!(reading.joules, 0.2);
+    assert_eq!(reading.source, EnergySource::Rapl);
+}
+
+#[test]
+fn a_frozen_counter_is_set_aside_with_the_reason() {
+    let (sys, proc_dir) = machine(123_456, 1 << 40);
+    // The CPU works, but the counter never moves (a VM's powercap tree that reads a constant).
+    let choice = choose_meter_with(
+        sys.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        &mut || {},
+    )
+    .unwrap();
+    assert_eq!(choice.meter.source(), EnergySource::Estimated);
+    let skipped = skipped(&choice);
+    assert_eq!(skipped[0].0, EnergySource::Rapl);
+    assert!(
+        skipped[0].1.contains("set aside") && skipped[0].1.contains("did not advance"),
+        "{skipped:?}"
+    );
+    // The next source in the order was tried, and says why it is not used either.
+    assert_eq!(skipped[1].0, EnergySource::PerfPower);
+    assert!(skipped[1].1.contains("no perf power PMU"), "{skipped:?}");
+    assert_eq!(skipped.len(), 2);
+}
+
+#[test]
+fn a_counter_reading_zero_is_set_aside() {
+    // Some VMs expose a powercap tree whose counter is 0 and stays 0.
+    let (sys, proc_dir) = machine(0, 1 << 40);
+    let choice = choose_meter_with(
+        sys.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        &mut || {},
+    )
+    .unwrap();
+    assert_eq!(choice.meter.source(), EnergySource::Estimated);
+    assert!(choice.skipped[0].1.contains("did not advance"));
+}
+
+#[test]
+fn a_backward_jump_that_is_no_wrap_is_set_aside() {
+    // From 5 kJ down to 1 kJ with a range of 1.1 TJ: RAPL would take it for a wrap of about 1 TJ
+    // in a moment, far above any package's power.
+    let (sys, proc_dir) = machine(5_000_000_000, 1 << 40);
+    let file = energy_file(sys.path());
+    let choice = choose_meter_with(
+        sys.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        &mut || write(&file, "1000000000\n"),
+    )
+    .unwrap();
+    assert_eq!(choice.meter.source(), EnergySource::Estimated);
+    let reason = &choice.skipped[0].1;
+    assert!(reason.contains("went backwards outside a wrap"), "{reason}");
+    assert!(reason.contains("1 package(s)"), "{reason}");
+}
+
+#[test]
+fn a_real_wrap_is_energy_not_a_jump() {
+    let max = 262_143_328_850u64; // a real package zone's max_energy_range_uj
+    let (sys, proc_dir) = machine(max - 100_000, max);
+    let file = energy_file(sys.path());
+    let mut choice = choose_meter_with(
+        sys.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        &mut || {
+            write(&file, "200000\n") // wrapped: 0.1 J to the top, then 0.2 J
+        },
+    )
+    .unwrap();
+    assert_eq!(choice.meter.source(), EnergySource::Rapl);
+    write(&file, "400000\n");
+    assert_eq!(choice.meter.read().unwrap().joules, 0.2);
+}
+
+#[test]
+fn a_counter_that_stops_later_is_not_reported_as_energy() {
+    let (sys, proc_dir) = machine(0, 1 << 40);
+    let file = energy_file(sys.path());
+    let mut choice = choose_meter_with(
+        sys.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        &mut || write(&file, "300000\n"),
+    )
+    .unwrap();
+    assert_eq!(choice.meter.source(), EnergySource::Rapl);
+    // The counter stops moving after the check: the reading is refused, not 0 J.
+    let err = choice.meter.read().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EnergyError::Untrusted {
+                meter: EnergySource::Rapl,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("did not advance"), "{err}");
+    // And once it moves again, readings resume.
+    write(&file, "500000\n");
+    assert_eq!(choice.meter.read().unwrap().joules, 0.2);
+}
