@@ -1,15 +1,44 @@
 //! Command-line definitions for the `kpo` binary.
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
-use crate::advise::optimizer::replay::{run_replay, ReplayArgs};
+use crate::{
+    actuate::param::{NetnsRef, ParamAddress, Value},
+    advise::optimizer::replay::{run_replay, ReplayArgs},
+    change::{ChangeReport, ChangeStatus},
+    control::{open_offline_kernel, ApplyRequest, Control, RevertRequest},
+    journal::{format_ms, DEFAULT_STATE_DIR},
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "kpo", version, about = "KPO: kernel parameter optimizer")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Where the policy and the state directory are (every command that changes or reads state).
+#[derive(Debug, Clone, Args)]
+pub struct StateArgs {
+    /// Policy file (default /etc/kpo/policy.toml; without it, observe and recommend only).
+    #[arg(long, value_name = "PATH")]
+    pub policy: Option<PathBuf>,
+    /// State directory: journal, lock, pause (default /var/lib/kpo).
+    #[arg(long, value_name = "PATH")]
+    pub state_dir: Option<PathBuf>,
+    /// The running agent's control socket (default /run/kpo/kpo.sock). When an agent answers
+    /// there, requests go through it; otherwise the state directory is opened directly.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+impl StateArgs {
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -21,12 +50,83 @@ pub enum Command {
         #[command(subcommand)]
         command: OptimizeCommand,
     },
+    /// Change a parameter as an operator, through the policy and the journal.
+    Apply(ApplyArgs),
+    /// Put back what change ID replaced, or (--all) every parameter's value before KPO.
+    Revert(RevertArgs),
+    /// List the journal: every change, revert and refusal with its outcome.
+    Journal(JournalArgs),
+    /// Pause, parameters KPO changed (original, last applied, now), yielded and quarantined.
+    Status(StatusArgs),
+    /// Stop all changes (survives restarts) until `kpo resume`.
+    Pause(StateOnly),
+    /// Lift the pause, or (PARAM) hand a parameter yielded to a person back to KPO.
+    Resume(ResumeArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum OptimizeCommand {
     /// Replay the optimizer against a CSV table of measured configurations.
     Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// PARAM=VALUE: a parameter address (net.core.somaxconn, ethtool:eth0:rx-usecs, ...) and its
+    /// value; several integers separated by spaces or commas ("4096 131072 6291456").
+    pub assignment: String,
+    /// The network namespace: a path (/run/netns/NAME, /proc/PID/ns/net) or an inode.
+    #[arg(long, value_name = "PATH|INODE")]
+    pub netns: Option<String>,
+    /// Why, for the journal.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RevertArgs {
+    /// The journal id of the change to undo.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub id: Option<u64>,
+    /// Every parameter back to its value before KPO.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct JournalArgs {
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StateOnly {
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// A parameter name (every target) or address (one target) yielded to a person.
+    pub param: Option<String>,
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -38,5 +138,230 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             run_replay(&args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Apply(a) => cmd_apply(a),
+        Command::Revert(a) => cmd_revert(a),
+        Command::Journal(a) => cmd_journal(a),
+        Command::Status(a) => cmd_status(a),
+        Command::Pause(a) => {
+            let mut c = open(&a.state)?;
+            if c.pause(&who())? {
+                println!("paused: no parameter will be changed until kpo resume");
+            } else {
+                println!("already paused");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume(a) => {
+            let mut c = open(&a.state)?;
+            let resumed = c.resume(a.param.as_deref(), &who())?;
+            match (&a.param, resumed.is_empty()) {
+                (None, false) => println!("resumed: changes are allowed again"),
+                (None, true) => println!("not paused"),
+                (Some(p), true) => println!("{p}: not yielded; nothing to resume"),
+                (Some(_), false) => {
+                    for k in resumed {
+                        println!("resumed: KPO manages {k} again");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Who is acting, for the journal.
+fn who() -> String {
+    format!(
+        "operator (uid {}, pid {})",
+        nix::unistd::Uid::current(),
+        std::process::id()
+    )
+}
+
+/// The control interface: the running agent through its socket, or, when no agent answers, the
+/// journal directly under the state directory's lock.
+fn open(state: &StateArgs) -> anyhow::Result<Box<dyn Control>> {
+    let socket = state
+        .socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::api::DEFAULT_SOCKET));
+    if let Some(agent) = crate::api::client::SocketControl::connect(&socket)? {
+        return Ok(Box::new(agent));
+    }
+    let (path, reconciled) = open_offline_kernel(state.policy.as_deref(), &state.state_dir())?;
+    for w in path.journal.warnings() {
+        eprintln!("kpo: warning: {w}");
+    }
+    for r in &reconciled {
+        eprintln!("kpo: reconciled: {}", r.describe());
+    }
+    Ok(Box::new(path))
+}
+
+/// `PARAM=VALUE` and `--netns` into a request.
+pub fn parse_assignment(
+    assignment: &str,
+    netns: Option<&str>,
+    reason: Option<String>,
+) -> anyhow::Result<ApplyRequest> {
+    let (param, value) = assignment
+        .split_once('=')
+        .ok_or_else(|| anyhow::anyhow!("{assignment:?}: expected PARAM=VALUE"))?;
+    let mut address: ParamAddress = param.trim().parse()?;
+    if let Some(ns) = netns {
+        if matches!(address.target, crate::actuate::param::Target::Netns { .. }) {
+            anyhow::bail!("{param}: the namespace is given twice (@netns: and --netns)");
+        }
+        if address.kind() != crate::actuate::param::ParamKind::Sysctl {
+            anyhow::bail!("{param}: --netns applies to sysctls only");
+        }
+        address = address.in_netns(Some(ns.parse::<NetnsRef>()?));
+    }
+    let value = Value::parse(&value.replace(',', " "))?;
+    Ok(ApplyRequest {
+        address,
+        value,
+        reason: reason.unwrap_or_else(|| "kpo apply".into()),
+    })
+}
+
+fn exit_for(reports: &[ChangeReport]) -> ExitCode {
+    // For a revert, `reverted` is the success; `skipped` (yielded) is reported, not an error.
+    let ok = reports.iter().all(|r| {
+        matches!(
+            r.status,
+            ChangeStatus::Reverted | ChangeStatus::Unchanged | ChangeStatus::Skipped
+        )
+    });
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn cmd_apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
+    let req = parse_assignment(&a.assignment, a.netns.as_deref(), a.reason)?;
+    let mut c = open(&a.state)?;
+    let report = c.apply(&req)?;
+    println!("{}", report.describe());
+    // A change that was put back after a mismatch did not take: that is a failure here.
+    Ok(match report.status {
+        ChangeStatus::Applied | ChangeStatus::Unchanged => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    })
+}
+
+fn cmd_revert(a: RevertArgs) -> anyhow::Result<ExitCode> {
+    let req = match a.id {
+        Some(id) => RevertRequest::Id(id),
+        None => RevertRequest::All,
+    };
+    let mut c = open(&a.state)?;
+    let reports = c.revert(&req)?;
+    if reports.is_empty() {
+        println!("nothing to revert: KPO has changed no parameter");
+    }
+    for r in &reports {
+        println!("{}", r.describe());
+    }
+    Ok(exit_for(&reports))
+}
+
+fn cmd_journal(a: JournalArgs) -> anyhow::Result<ExitCode> {
+    let mut c = open(&a.state)?;
+    let entries = c.journal()?;
+    if a.json {
+        for e in &entries {
+            println!("{}", serde_json::to_string(e)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:>5}  {:<24}  {:<9}  {:<8}  {:<10}  change",
+        "id", "time", "source", "kind", "status"
+    );
+    for e in &entries {
+        let before = e
+            .before
+            .as_ref()
+            .map(|b| format!("{b} -> "))
+            .unwrap_or_default();
+        let mut line = format!(
+            "{:>5}  {:<24}  {:<9}  {:<8}  {:<10}  {}: {before}{}",
+            e.id,
+            format_ms(e.ts_ms),
+            e.source.as_str(),
+            e.kind,
+            e.status,
+            e.address,
+            e.after
+        );
+        if let Some(of) = e.revert_of {
+            line.push_str(&format!(" (undoes #{of})"));
+        }
+        line.push_str(&format!("  [{}]", e.reason));
+        if let Some(d) = &e.detail {
+            line.push_str(&format!(" {d}"));
+        }
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
+    let mut c = open(&a.state)?;
+    let s = c.status()?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("policy: {}", s.policy);
+    println!("state: {}", s.state_dir.display());
+    match &s.paused {
+        Some((by, at)) => println!("paused: yes, by {by} at {at}"),
+        None => println!("paused: no"),
+    }
+    if !s.incomplete.is_empty() {
+        println!("incomplete (not yet reconciled): {:?}", s.incomplete);
+    }
+    if s.params.is_empty() {
+        println!("parameters: none changed by KPO");
+    }
+    for p in &s.params {
+        let show = |v: &Option<Value>| v.as_ref().map(|v| v.to_string()).unwrap_or("-".into());
+        let now = match (&p.current, &p.current_error) {
+            (Some(v), _) => v.to_string(),
+            (None, Some(e)) => format!("unreadable ({e})"),
+            _ => "-".into(),
+        };
+        println!(
+            "{}: original {}, last applied {}, now {}, {} change(s){}{}",
+            p.address
+                .as_ref()
+                .map(|a| a.to_string())
+                .unwrap_or(p.key.clone()),
+            show(&p.original),
+            show(&p.last_applied),
+            now,
+            p.changes_applied,
+            p.yielded_to
+                .as_ref()
+                .map(|y| format!(", yielded to {y}"))
+                .unwrap_or_default(),
+            if p.quarantined.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", quarantined: {}",
+                    p.quarantined
+                        .iter()
+                        .map(|(v, u)| format!("{v} until {u}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

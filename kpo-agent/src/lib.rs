@@ -7,6 +7,9 @@
 //! - [`energy`]: energy sensing (RAPL powercap or a labelled estimate).
 //! - [`actuate`]: knobs the optimizer moves (cpufreq limits, NIC coalescing) behind one trait.
 //! - [`guard`]: watches the windows after a change; reverts and quarantines on regression.
+//! - [`policy`], [`journal`], [`change`]: the one change path (policy decision, write-ahead
+//!   journal, apply and read-back); [`control`]: operator requests over it.
+//! - [`api`]: the local control socket serving [`control`] requests to the CLI.
 //! - [`output`]: the NDJSON event stream.
 //! - [`run`]: the run loop, which only wires the stages above in that order (`kpo run`);
 //!   [`cli`]: command-line definitions.
@@ -15,14 +18,19 @@
 //! of counters, by what a fall means).
 pub mod actuate;
 pub mod advise;
+pub mod api;
+pub mod change;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod control;
 pub mod counter;
 pub mod energy;
 pub mod guard;
+pub mod journal;
 pub mod kernel_file;
 pub mod output;
+pub mod policy;
 pub mod run;
 pub mod sensors;
 pub mod window;

@@ -5,8 +5,10 @@ mod actuate_sysctl;
 mod agent_binary;
 mod coalesce_ethtool;
 mod common;
+mod control_socket;
 mod degraded;
 mod energy_trust;
+mod journal_crash;
 mod perf_counter;
 mod request_latency;
 mod run_loop;
@@ -129,6 +131,26 @@ fn main() {
             "perf_counter::software_counter_opens_and_counts",
             needs_root(),
             perf_counter::software_counter_opens_and_counts,
+        ),
+        trial(
+            "journal_crash::kill_at_each_step_then_reconcile_and_revert_all",
+            journal_crash::requirement(),
+            journal_crash::kill_at_each_step_then_reconcile_and_revert_all,
+        ),
+        trial(
+            "journal_crash::two_clis_racing_serialise",
+            journal_crash::requirement(),
+            journal_crash::two_clis_racing_serialise,
+        ),
+        trial(
+            "journal_crash::apply_of_core_pattern_is_refused",
+            None,
+            journal_crash::apply_of_core_pattern_is_refused,
+        ),
+        trial(
+            "control_socket::non_root_callers_are_refused",
+            needs_root(),
+            control_socket::non_root_callers_are_refused,
         ),
         trial(
             "energy_trust::an_advancing_pmu_is_chosen",

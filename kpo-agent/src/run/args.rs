@@ -32,6 +32,9 @@ pub struct RunArgs {
     /// The /proc to read (a pod sees the host's /proc where it is mounted).
     #[arg(long, value_name = "PATH")]
     pub proc_root: Option<PathBuf>,
+    /// Policy, state directory and control socket.
+    #[command(flatten)]
+    pub state: crate::cli::StateArgs,
 }
 
 impl RunArgs {

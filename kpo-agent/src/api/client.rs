@@ -1,0 +1,132 @@
+//! The CLI's side of the socket: [`SocketControl`] implements [`Control`] by sending each request
+//! to the running agent.
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::de::DeserializeOwned;
+
+use super::{Reply, Request};
+use crate::{
+    change::ChangeReport,
+    control::{ApplyRequest, Control, ControlError, RevertRequest, Status},
+    journal::Entry,
+};
+
+/// How long the CLI waits for the agent's answer (a change includes fsyncs and a read-back).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A request could not be carried, or the agent refused it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("control socket {path}: {what}: {source}")]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("control socket {path}: the agent says: {message}")]
+    Agent { path: PathBuf, message: String },
+    #[error("control socket {path}: unreadable reply: {detail}")]
+    Reply { path: PathBuf, detail: String },
+}
+
+/// The running agent, reached through its socket.
+pub struct SocketControl {
+    path: PathBuf,
+}
+
+impl SocketControl {
+    /// Connects to `path` if an agent answers there. `Ok(None)`: no agent (no socket, or a stale
+    /// one nobody listens on), so the caller may open the state directory itself.
+    pub fn connect(path: &Path) -> Result<Option<SocketControl>, ApiError> {
+        match UnixStream::connect(path) {
+            Ok(_) => Ok(Some(SocketControl {
+                path: path.to_path_buf(),
+            })),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(source) => Err(ApiError::Io {
+                path: path.to_path_buf(),
+                what: "connecting (the socket is root's only, mode 0600)",
+                source,
+            }),
+        }
+    }
+
+    /// Sends one request and returns the agent's result.
+    pub fn call<T: DeserializeOwned>(&self, request: &Request) -> Result<T, ApiError> {
+        let io = |what| {
+            let path = self.path.clone();
+            move |source| ApiError::Io { path, what, source }
+        };
+        let mut stream = UnixStream::connect(&self.path).map_err(io("connecting"))?;
+        stream
+            .set_read_timeout(Some(REPLY_TIMEOUT))
+            .map_err(io("setting a timeout"))?;
+        let mut line = serde_json::to_vec(request).map_err(|e| ApiError::Reply {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        })?;
+        line.push(b'\n');
+        stream.write_all(&line).map_err(io("sending the request"))?;
+        let mut reply = Vec::new();
+        BufReader::new(stream.take(16 << 20))
+            .read_until(b'\n', &mut reply)
+            .map_err(io("reading the reply"))?;
+        let reply: Reply = serde_json::from_slice(&reply).map_err(|e| ApiError::Reply {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        })?;
+        match reply {
+            Reply::Ok(value) => serde_json::from_value(value).map_err(|e| ApiError::Reply {
+                path: self.path.clone(),
+                detail: e.to_string(),
+            }),
+            Reply::Error(message) => Err(ApiError::Agent {
+                path: self.path.clone(),
+                message,
+            }),
+        }
+    }
+}
+
+impl Control for SocketControl {
+    fn apply(&mut self, req: &ApplyRequest) -> Result<ChangeReport, ControlError> {
+        Ok(self.call(&Request::Apply(req.clone()))?)
+    }
+
+    fn revert(&mut self, req: &RevertRequest) -> Result<Vec<ChangeReport>, ControlError> {
+        Ok(self.call(&Request::Revert {
+            revert: req.clone(),
+        })?)
+    }
+
+    fn journal(&mut self) -> Result<Vec<Entry>, ControlError> {
+        Ok(self.call(&Request::Journal)?)
+    }
+
+    fn status(&mut self) -> Result<Status, ControlError> {
+        Ok(self.call(&Request::Status)?)
+    }
+
+    fn pause(&mut self, by: &str) -> Result<bool, ControlError> {
+        Ok(self.call(&Request::Pause { by: by.into() })?)
+    }
+
+    fn resume(&mut self, param: Option<&str>, by: &str) -> Result<Vec<String>, ControlError> {
+        Ok(self.call(&Request::Resume {
+            param: param.map(str::to_string),
+            by: by.into(),
+        })?)
+    }
+}

@@ -1,0 +1,99 @@
+//! The local control API: the running agent serves the operator's requests (apply, revert,
+//! journal, status, pause, resume) on a Unix socket, so that the CLI goes through the agent's own
+//! change path instead of competing with it for the state directory.
+//!
+//! - The socket (default [`DEFAULT_SOCKET`]) is created mode 0600, owned by root; every
+//!   connection's peer credentials (SO_PEERCRED) are checked and a caller that is not root is
+//!   refused and logged, whatever the file's mode.
+//! - One request per connection: a JSON object on one line, answered by one JSON line
+//!   (docs/api.md). Requests are [`Request`]; a reply is `{"ok": RESULT}` or `{"error": TEXT}`.
+//! - [`server`] accepts and checks callers and hands each request to the run loop, which owns the
+//!   change path; [`client::SocketControl`] is the CLI's side and implements
+//!   [`crate::control::Control`].
+pub mod client;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+use crate::control::{ApplyRequest, Control, ControlError, RevertRequest};
+
+/// Where the agent listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/kpo/kpo.sock";
+
+/// The longest request line accepted: requests are small; anything longer is refused unread.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// A request, as one JSON line: `{"op":"apply","address":"net.core.somaxconn","value":4096,
+/// "reason":"..."}`, `{"op":"status"}`, ...
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Apply(ApplyRequest),
+    Revert { revert: RevertRequest },
+    Journal,
+    Status,
+    Pause { by: String },
+    Resume { param: Option<String>, by: String },
+}
+
+/// The reply line: exactly one of `ok` and `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Ok(serde_json::Value),
+    Error(String),
+}
+
+/// Serves one request from `control` (the agent's change path).
+pub fn handle(control: &mut dyn Control, request: &Request) -> Reply {
+    fn reply<T: Serialize>(result: Result<T, ControlError>) -> Reply {
+        match result {
+            Ok(v) => match serde_json::to_value(v) {
+                Ok(v) => Reply::Ok(v),
+                Err(e) => Reply::Error(format!("encoding the reply: {e}")),
+            },
+            Err(e) => Reply::Error(e.to_string()),
+        }
+    }
+    match request {
+        Request::Apply(a) => reply(control.apply(a)),
+        Request::Revert { revert } => reply(control.revert(revert)),
+        Request::Journal => reply(control.journal()),
+        Request::Status => reply(control.status()),
+        Request::Pause { by } => reply(control.pause(by)),
+        Request::Resume { param, by } => reply(control.resume(param.as_deref(), by)),
+    }
+}
+
+#[cfg(test)]
+mod protocol_tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies_are_one_json_object_each() {
+        let r: Request = serde_json::from_str(
+            r#"{"op":"apply","address":"net.core.somaxconn@netns:/run/netns/x","value":4096,"reason":"test"}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(r, Request::Apply(ref a) if a.value == crate::actuate::param::Value::Int(4096))
+        );
+        let text = serde_json::to_string(&Request::Revert {
+            revert: RevertRequest::All,
+        })
+        .unwrap();
+        assert_eq!(text, r#"{"op":"revert","revert":"all"}"#);
+        assert_eq!(
+            serde_json::to_string(&Request::Status).unwrap(),
+            r#"{"op":"status"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Reply::Error("no".into())).unwrap(),
+            r#"{"error":"no"}"#
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"op":"format_disk"}"#).is_err());
+    }
+}
+
+#[cfg(test)]
+mod tests;

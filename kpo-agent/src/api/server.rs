@@ -1,0 +1,167 @@
+//! The agent's side of the socket: bind it safely, check every caller, hand requests to the run
+//! loop. Nothing here blocks the loop: each connection is its own task, bounded in size and time.
+use std::{
+    os::unix::fs::{FileTypeExt, PermissionsExt},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+use tracing::{info, warn};
+
+use super::{Reply, Request, MAX_REQUEST_BYTES};
+
+/// How long a caller may take to send its request, and the loop to answer it.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{path}: {what}: {source}")]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error(
+        "{0}: another agent answers on this socket; stop it first (only one agent per state \
+         directory)"
+    )]
+    InUse(PathBuf),
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+}
+
+/// A request from a root caller, with where its answer goes.
+pub struct Incoming {
+    pub request: Request,
+    pub peer_pid: Option<i32>,
+    pub answer: oneshot::Sender<Reply>,
+}
+
+/// The bound socket; removed on drop.
+pub struct Server {
+    path: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Server {
+    /// Binds `path` (mode 0600; its directory created 0755 if missing), replacing a stale socket
+    /// left by a killed agent, and starts accepting. Requests arrive on the returned receiver.
+    pub fn bind(path: &Path) -> Result<(Server, mpsc::Receiver<Incoming>), ServeError> {
+        let io = |what| {
+            move |source| ServeError::Io {
+                path: path.to_path_buf(),
+                what,
+                source,
+            }
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io("creating its directory"))?;
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_socket() => {
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    return Err(ServeError::InUse(path.to_path_buf()));
+                }
+                std::fs::remove_file(path).map_err(io("removing the stale socket"))?;
+            }
+            Ok(_) => return Err(ServeError::NotASocket(path.to_path_buf())),
+            Err(_) => {}
+        }
+        // Created under a umask that leaves nobody but the owner any access, then set exactly:
+        // there is no moment at which another user could connect.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let bound = UnixListener::bind(path);
+        nix::sys::stat::umask(old);
+        let listener = bound.map_err(io("binding"))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(io("setting mode 0600"))?;
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(accept_loop(listener, tx));
+        info!(socket = %path.display(), "control socket listening");
+        Ok((
+            Server {
+                path: path.to_path_buf(),
+            },
+            rx,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Incoming>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_one(stream, tx.clone()));
+            }
+            Err(e) => {
+                warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve_one(mut stream: UnixStream, tx: mpsc::Sender<Incoming>) {
+    let reply = match answer(&mut stream, tx).await {
+        Ok(reply) => reply,
+        Err(reply) => reply,
+    };
+    let mut line =
+        serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"error\":\"encoding\"}".to_vec());
+    line.push(b'\n');
+    let _ = tokio::time::timeout(IO_TIMEOUT, stream.write_all(&line)).await;
+}
+
+async fn answer(stream: &mut UnixStream, tx: mpsc::Sender<Incoming>) -> Result<Reply, Reply> {
+    let cred = stream
+        .peer_cred()
+        .map_err(|e| Reply::Error(format!("cannot read the caller's credentials: {e}")))?;
+    if cred.uid() != 0 {
+        warn!(uid = cred.uid(), pid = ?cred.pid(), "control socket: refused a caller that is not root");
+        return Err(Reply::Error(format!(
+            "refused: the KPO control socket serves root only (caller uid {})",
+            cred.uid()
+        )));
+    }
+    let mut line = Vec::new();
+    let (read, _) = stream.split();
+    let mut reader = BufReader::new(read).take(MAX_REQUEST_BYTES as u64 + 1);
+    let n = tokio::time::timeout(IO_TIMEOUT, reader.read_until(b'\n', &mut line))
+        .await
+        .map_err(|_| Reply::Error("timed out waiting for the request line".into()))?
+        .map_err(|e| Reply::Error(format!("reading the request: {e}")))?;
+    if n > MAX_REQUEST_BYTES {
+        return Err(Reply::Error(format!(
+            "request longer than {MAX_REQUEST_BYTES} bytes"
+        )));
+    }
+    let request: Request =
+        serde_json::from_slice(&line).map_err(|e| Reply::Error(format!("not a request: {e}")))?;
+    let (answer_tx, answer_rx) = oneshot::channel();
+    tx.send(Incoming {
+        request,
+        peer_pid: cred.pid(),
+        answer: answer_tx,
+    })
+    .await
+    .map_err(|_| Reply::Error("the agent is stopping".into()))?;
+    tokio::time::timeout(ANSWER_TIMEOUT, answer_rx)
+        .await
+        .map_err(|_| Reply::Error("the agent did not answer in time".into()))?
+        .map_err(|_| Reply::Error("the agent dropped the request".into()))
+}

@@ -1,0 +1,172 @@
+//! The socket end to end: a real Unix socket, the agent side answering from a change path over
+//! an in-memory kernel, the CLI side as a `Control`.
+use std::{os::unix::fs::PermissionsExt, time::Duration};
+
+use super::{client::SocketControl, handle, server::Server};
+use crate::{
+    actuate::param::Value,
+    change::{tests::kernel, ChangePath, ChangeStatus},
+    control::{ApplyRequest, Control, RevertRequest},
+    journal::{Holder, Journal},
+    policy::Policy,
+};
+
+const SOMAX: &str = "net.core.somaxconn@netns:4026539999";
+const POLICY: &str = r#"
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 128
+max = 65535
+max_step = "100%"
+"#;
+
+/// Runs the server on its own runtime thread, answering from a change path, until dropped.
+struct Agent {
+    socket: std::path::PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Agent {
+    fn start(dir: &std::path::Path, mut path: ChangePath) -> Agent {
+        let socket = dir.join("run/kpo.sock");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let at = socket.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (_server, mut requests) = Server::bind(&at).unwrap();
+                ready_tx.send(()).unwrap();
+                loop {
+                    tokio::select! {
+                        Some(incoming) = requests.recv() => {
+                            let reply = handle(&mut path, &incoming.request);
+                            let _ = incoming.answer.send(reply);
+                        }
+                        _ = &mut stopped => break,
+                    }
+                }
+            });
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        Agent {
+            socket,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let _ = self.thread.take().unwrap().join();
+    }
+}
+
+fn change_path(dir: &std::path::Path) -> (ChangePath, crate::change::tests::FakeActuators) {
+    let k = kernel(&[(SOMAX, Value::Int(128))]);
+    let journal = Journal::open(&dir.join("state"), Holder::Agent, Duration::ZERO).unwrap();
+    let policy = Policy::parse(POLICY, "test.toml").unwrap();
+    (ChangePath::new(policy, journal, Box::new(k.clone())), k)
+}
+
+#[test]
+fn the_cli_changes_and_reverts_through_the_running_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, k) = change_path(dir.path());
+    let agent = Agent::start(dir.path(), path);
+    let mode = std::fs::metadata(&agent.socket)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+
+    let mut c = SocketControl::connect(&agent.socket)
+        .unwrap()
+        .expect("agent answers");
+    let report = c
+        .apply(&ApplyRequest {
+            address: SOMAX.parse().unwrap(),
+            value: Value::Int(256),
+            reason: "test".into(),
+        })
+        .unwrap();
+    assert_eq!(report.status, ChangeStatus::Applied);
+    assert_eq!(k.0.lock().unwrap().values[SOMAX], Value::Int(256));
+    let journal = c.journal().unwrap();
+    assert_eq!(journal.len(), 1);
+    assert_eq!(journal[0].after, Value::Int(256));
+    let status = c.status().unwrap();
+    assert_eq!(status.params[0].original, Some(Value::Int(128)));
+    assert!(c.pause("test").unwrap());
+    assert_eq!(c.resume(None, "test").unwrap(), vec!["pause".to_string()]);
+    let reverted = c.revert(&RevertRequest::All).unwrap();
+    assert_eq!(reverted[0].status, ChangeStatus::Reverted);
+    assert_eq!(k.0.lock().unwrap().values[SOMAX], Value::Int(128));
+
+    // The agent's policy refuses what is out of bounds, whoever asks through the socket.
+    let refused = c
+        .apply(&ApplyRequest {
+            address: SOMAX.parse().unwrap(),
+            value: Value::Int(1_000_000),
+            reason: "test".into(),
+        })
+        .unwrap();
+    assert_eq!(refused.status, ChangeStatus::Refused);
+}
+
+#[test]
+fn no_agent_means_no_socket_control_and_a_live_socket_is_not_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(SocketControl::connect(&dir.path().join("none.sock"))
+        .unwrap()
+        .is_none());
+    // A stale socket left by a killed agent: nobody answers, so the next agent may take it.
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(SocketControl::connect(&stale).unwrap().is_none());
+
+    let (path, _k) = change_path(dir.path());
+    let agent = Agent::start(dir.path(), path);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let second = rt.block_on(async { Server::bind(&agent.socket).map(|_| ()) });
+    assert!(
+        matches!(second, Err(super::server::ServeError::InUse(_))),
+        "a second agent must not take a live socket"
+    );
+    // A regular file at the socket path is never replaced.
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let r = rt.block_on(async { Server::bind(&file).map(|_| ()) });
+    assert!(matches!(r, Err(super::server::ServeError::NotASocket(_))));
+}
+
+#[test]
+fn garbage_and_oversized_requests_get_an_error_reply() {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _k) = change_path(dir.path());
+    let agent = Agent::start(dir.path(), path);
+    let ask = |bytes: &[u8]| {
+        let mut s = std::os::unix::net::UnixStream::connect(&agent.socket).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(s).read_line(&mut line).unwrap();
+        line
+    };
+    if nix::unistd::geteuid().is_root() {
+        assert!(ask(b"{\"op\":\"format_disk\"}\n").contains("not a request"));
+        assert!(ask(&vec![b'x'; super::MAX_REQUEST_BYTES + 10]).contains("longer than"));
+    } else {
+        // Not root: the peer check answers before anything is read.
+        assert!(ask(b"{\"op\":\"status\"}\n").contains("serves root only"));
+    }
+}

@@ -1,0 +1,684 @@
+//! The one path by which anything is changed on a host, used by every source (rules, the LLM,
+//! the optimizer, an operator, the guard's reverts):
+//!
+//! policy decision → journal intent (fsync) → actuator apply → read-back → journal outcome;
+//! a read-back that differs, or an error after the write, puts the value before back.
+//!
+//! [`ChangePath`] owns the policy, the journal and the actuators. The agent loop keeps one for its
+//! life; the CLI opens one under the state directory's lock while the agent is down
+//! ([`crate::control::Offline`]).
+//!
+//! **Test-only crash hook**: when the environment variable `KPO_TEST_CRASH_AT` is
+//! `after_intent`, `after_write` or `after_outcome`, the process sends itself SIGKILL at that point
+//! of every change, as `kill -9` would. It is compiled in (the root tests drive the real binary),
+//! costs one environment lookup per process, and must never be set in production.
+use std::{sync::OnceLock, time::SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    actuate::{
+        open_actuator,
+        param::{ParamAddress, Value},
+        ActuateError, Actuator, Roots,
+    },
+    journal::{target_key, Intent, IntentKind, Journal, JournalError, Outcome},
+    output::change_events::{ChangeEvent, ChangePathEvent, ChangePhase},
+    policy::{Decision, Policy, Proposal, Refusal, Source},
+};
+
+/// Opens the actuator for an address: the kernel's ([`KernelActuators`]) or a test's.
+pub trait Actuators: Send {
+    fn open(&self, address: &ParamAddress) -> Result<Box<dyn Actuator>, ActuateError>;
+}
+
+/// The real actuators, under these roots.
+#[derive(Debug, Clone, Default)]
+pub struct KernelActuators {
+    pub roots: Roots,
+}
+
+impl Actuators for KernelActuators {
+    fn open(&self, address: &ParamAddress) -> Result<Box<dyn Actuator>, ActuateError> {
+        open_actuator(address, &self.roots)
+    }
+}
+
+/// The points at which the test-only crash hook can kill the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    AfterIntent,
+    AfterWrite,
+    AfterOutcome,
+}
+
+impl CrashPoint {
+    pub const ENV: &'static str = "KPO_TEST_CRASH_AT";
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrashPoint::AfterIntent => "after_intent",
+            CrashPoint::AfterWrite => "after_write",
+            CrashPoint::AfterOutcome => "after_outcome",
+        }
+    }
+}
+
+fn crash_point(at: CrashPoint) {
+    static WANT: OnceLock<Option<String>> = OnceLock::new();
+    let want = WANT.get_or_init(|| std::env::var(CrashPoint::ENV).ok());
+    if want.as_deref() == Some(at.as_str()) {
+        eprintln!(
+            "kpo: {}={}: killing myself (test hook)",
+            CrashPoint::ENV,
+            at.as_str()
+        );
+        let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
+        std::process::abort();
+    }
+}
+
+/// What became of a proposal or revert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeStatus {
+    /// Written, read back equal; outcome journaled.
+    Applied,
+    /// The kernel already has the value; nothing written or journaled.
+    Unchanged,
+    /// Mode recommend: waits for an operator's approval.
+    NeedsApproval,
+    /// Mode observe: not applied.
+    RecordOnly,
+    /// The policy refused it; the kernel was not touched.
+    Refused,
+    /// The kernel did not take it, or it could not be read; nothing changed (or it was put back).
+    Failed,
+    /// Written then put back (read-back mismatch or error), or a revert that was carried out.
+    Reverted,
+    /// Left alone (`revert --all` of a parameter yielded to a person, or reconciliation that could
+    /// not read the kernel and will try again).
+    Skipped,
+}
+
+/// The report of one proposal, revert or reconciliation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeReport {
+    pub address: ParamAddress,
+    pub status: ChangeStatus,
+    pub journal_id: Option<u64>,
+    pub before: Option<Value>,
+    pub after: Value,
+    pub read_back: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
+    pub detail: Option<String>,
+}
+
+impl ChangeReport {
+    fn new(address: &ParamAddress, after: &Value, status: ChangeStatus) -> Self {
+        Self {
+            address: address.clone(),
+            status,
+            journal_id: None,
+            before: None,
+            after: after.clone(),
+            read_back: None,
+            refusal: None,
+            detail: None,
+        }
+    }
+
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        let id = self
+            .journal_id
+            .map(|i| format!(" #{i}"))
+            .unwrap_or_default();
+        let before = self
+            .before
+            .as_ref()
+            .map(|b| format!("{b} -> "))
+            .unwrap_or_default();
+        let status = serde_json::to_value(self.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let mut s = format!("{status}{id} {}: {before}{}", self.address, self.after);
+        if let Some(rb) = &self.read_back {
+            s.push_str(&format!(" (read back {rb})"));
+        }
+        if let Some(r) = &self.refusal {
+            s.push_str(&format!(": {r}"));
+        } else if let Some(d) = &self.detail {
+            s.push_str(&format!(": {d}"));
+        }
+        s
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The journal could not be written: nothing was (or will be) changed without it.
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+}
+
+type Sink = Box<dyn FnMut(ChangePathEvent) + Send>;
+
+/// Policy, journal and actuators: the change path.
+pub struct ChangePath {
+    pub policy: Policy,
+    pub journal: Journal,
+    actuators: Box<dyn Actuators>,
+    sink: Sink,
+}
+
+impl std::fmt::Debug for ChangePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangePath")
+            .field("policy", &self.policy.origin)
+            .field("journal", &self.journal)
+            .finish()
+    }
+}
+
+impl ChangePath {
+    pub fn new(policy: Policy, journal: Journal, actuators: Box<dyn Actuators>) -> Self {
+        Self {
+            policy,
+            journal,
+            actuators,
+            sink: Box::new(|_| {}),
+        }
+    }
+
+    /// Where `change`, `paused` and `resumed` events go (the agent's event stream).
+    pub fn set_event_sink(&mut self, sink: impl FnMut(ChangePathEvent) + Send + 'static) {
+        self.sink = Box::new(sink);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &self,
+        phase: ChangePhase,
+        address: &ParamAddress,
+        before: Option<&Value>,
+        after: &Value,
+        source: Source,
+        reason: &str,
+        id: Option<u64>,
+    ) -> ChangeEvent {
+        ChangeEvent {
+            phase,
+            target: address.clone(),
+            before: before.cloned(),
+            after: after.clone(),
+            source,
+            reason: reason.to_string(),
+            journal_id: id,
+            decision: None,
+            refusal: None,
+            read_back: None,
+            detail: None,
+        }
+    }
+
+    fn send(&mut self, e: ChangeEvent) {
+        (self.sink)(ChangePathEvent::Change(e))
+    }
+
+    pub(crate) fn send_other(&mut self, e: ChangePathEvent) {
+        (self.sink)(e)
+    }
+
+    /// Proposes a change: the policy decides, and an allowed change is journaled, applied, read
+    /// back and journaled again. Errors only when the journal cannot be written.
+    pub fn propose(&mut self, p: &Proposal) -> Result<ChangeReport, ChangeError> {
+        self.propose_inner(p, false)
+    }
+
+    /// As [`ChangePath::propose`] for a proposal an operator approved: mode recommend applies.
+    pub fn propose_approved(&mut self, p: &Proposal) -> Result<ChangeReport, ChangeError> {
+        self.propose_inner(p, true)
+    }
+
+    fn propose_inner(&mut self, p: &Proposal, approved: bool) -> Result<ChangeReport, ChangeError> {
+        let mut report = ChangeReport::new(&p.address, &p.value, ChangeStatus::Refused);
+        // The deny-list first, before the kernel is even read.
+        if let Decision::Refused(r) = self.policy.decide_revert(&p.address) {
+            return self.refuse(p, None, r, report);
+        }
+        let mut actuator = match self.actuators.open(&p.address) {
+            Ok(a) => a,
+            Err(e) => return Ok(self.fail_early(p, None, e.to_string(), report)),
+        };
+        let before = match actuator.read() {
+            Ok(v) => v,
+            Err(e) => return Ok(self.fail_early(p, None, e.to_string(), report)),
+        };
+        report.before = Some(before.clone());
+        if !before.same_shape(&p.value) {
+            let r = Refusal::Invalid {
+                why: format!(
+                    "{} has the form of {before:?}, not {:?}",
+                    p.address, p.value
+                ),
+            };
+            return self.refuse(p, Some(&before), r, report);
+        }
+        if let Err(e) = actuator.validate(&p.value) {
+            let r = Refusal::Invalid { why: e.to_string() };
+            return self.refuse(p, Some(&before), r, report);
+        }
+        let mut ctx = self
+            .journal
+            .context(&p.address, &p.value, SystemTime::now());
+        ctx.before = Some(before.clone());
+        let decision = self.policy.decide(p, &ctx);
+        let mut ev = self.event(
+            ChangePhase::Proposed,
+            &p.address,
+            Some(&before),
+            &p.value,
+            p.source,
+            &p.reason,
+            None,
+        );
+        ev.decision = Some(
+            match &decision {
+                Decision::Apply => "apply",
+                Decision::NeedsApproval if approved => "apply",
+                Decision::NeedsApproval => "needs_approval",
+                Decision::RecordOnly => "record_only",
+                Decision::Refused(_) => "refused",
+            }
+            .into(),
+        );
+        self.send(ev);
+        match decision {
+            Decision::Refused(r) => return self.refuse(p, Some(&before), r, report),
+            Decision::RecordOnly => {
+                report.status = ChangeStatus::RecordOnly;
+                report.detail = Some(format!(
+                    "the policy ({}) observes {} only",
+                    self.policy.origin,
+                    p.address.policy_name()
+                ));
+                return Ok(report);
+            }
+            Decision::NeedsApproval if !approved => {
+                report.status = ChangeStatus::NeedsApproval;
+                report.detail = Some("mode recommend: waits for an operator's approval".into());
+                return Ok(report);
+            }
+            Decision::NeedsApproval | Decision::Apply => {}
+        }
+        if before == p.value {
+            report.status = ChangeStatus::Unchanged;
+            report.detail = Some("the kernel already has this value".into());
+            return Ok(report);
+        }
+        self.execute(
+            actuator,
+            &p.address,
+            &before,
+            &p.value,
+            p.source,
+            &p.reason,
+            IntentKind::Change,
+            report,
+        )
+    }
+
+    fn refuse(
+        &mut self,
+        p: &Proposal,
+        before: Option<&Value>,
+        r: Refusal,
+        mut report: ChangeReport,
+    ) -> Result<ChangeReport, ChangeError> {
+        // An operator's refusals are journaled; an advisor's would flood it (events carry them).
+        let id = if p.source == Source::Operator {
+            Some(self.journal.record_refusal(
+                &p.address,
+                &p.value,
+                p.source,
+                &p.reason,
+                &r.to_string(),
+            )?)
+        } else {
+            None
+        };
+        let mut ev = self.event(
+            ChangePhase::Refused,
+            &p.address,
+            before,
+            &p.value,
+            p.source,
+            &p.reason,
+            id,
+        );
+        ev.refusal = Some(r.code().into());
+        ev.detail = Some(r.to_string());
+        self.send(ev);
+        report.status = ChangeStatus::Refused;
+        report.journal_id = id;
+        report.before = before.cloned();
+        report.refusal = Some(r);
+        Ok(report)
+    }
+
+    fn fail_early(
+        &mut self,
+        p: &Proposal,
+        before: Option<&Value>,
+        error: String,
+        mut report: ChangeReport,
+    ) -> ChangeReport {
+        let mut ev = self.event(
+            ChangePhase::Failed,
+            &p.address,
+            before,
+            &p.value,
+            p.source,
+            &p.reason,
+            None,
+        );
+        ev.detail = Some(error.clone());
+        self.send(ev);
+        report.status = ChangeStatus::Failed;
+        report.detail = Some(error);
+        report
+    }
+
+    /// Intent, write, read-back, outcome. `before` is the kernel's value just read.
+    #[allow(clippy::too_many_arguments)]
+    fn execute(
+        &mut self,
+        mut actuator: Box<dyn Actuator>,
+        address: &ParamAddress,
+        before: &Value,
+        after: &Value,
+        source: Source,
+        reason: &str,
+        kind: IntentKind,
+        mut report: ChangeReport,
+    ) -> Result<ChangeReport, ChangeError> {
+        let is_revert = matches!(kind, IntentKind::Revert { .. });
+        let id = self
+            .journal
+            .record_intent(address, before, after, source, reason, kind)?;
+        report.journal_id = Some(id);
+        report.before = Some(before.clone());
+        crash_point(CrashPoint::AfterIntent);
+        let written = if is_revert {
+            actuator.revert(after)
+        } else {
+            actuator.apply(after)
+        };
+        crash_point(CrashPoint::AfterWrite);
+        let outcome = match written {
+            Ok(read_back) if &read_back == after => {
+                let ev = self.event(
+                    ChangePhase::Applied,
+                    address,
+                    Some(before),
+                    after,
+                    source,
+                    reason,
+                    Some(id),
+                );
+                self.send(ev);
+                report.read_back = Some(read_back.clone());
+                if is_revert {
+                    report.status = ChangeStatus::Reverted;
+                    Outcome::Reverted {
+                        why: reason.to_string(),
+                        read_back: Some(read_back),
+                    }
+                } else {
+                    report.status = ChangeStatus::Applied;
+                    Outcome::Applied {
+                        read_back,
+                        reconciled: false,
+                    }
+                }
+            }
+            Ok(read_back) => {
+                let why = format!("wrote {after} but read back {read_back}");
+                self.put_back(&mut *actuator, before, why, &mut report)
+            }
+            Err(e) => {
+                // Did anything change? Read, and put the value before back if it did.
+                match actuator.read() {
+                    Ok(now) if &now == before => {
+                        report.status = ChangeStatus::Failed;
+                        report.detail = Some(e.to_string());
+                        Outcome::Failed {
+                            error: e.to_string(),
+                            reconciled: false,
+                        }
+                    }
+                    _ => self.put_back(&mut *actuator, before, e.to_string(), &mut report),
+                }
+            }
+        };
+        let phase = match &outcome {
+            Outcome::Applied { .. } => ChangePhase::Verified,
+            Outcome::Reverted { .. } => ChangePhase::Reverted,
+            Outcome::Failed { .. } => ChangePhase::Failed,
+        };
+        self.journal.record_outcome(id, outcome)?;
+        let mut ev = self.event(
+            phase,
+            address,
+            Some(before),
+            after,
+            source,
+            reason,
+            Some(id),
+        );
+        ev.read_back = report.read_back.clone();
+        ev.detail = report.detail.clone();
+        self.send(ev);
+        crash_point(CrashPoint::AfterOutcome);
+        Ok(report)
+    }
+
+    fn put_back(
+        &mut self,
+        actuator: &mut dyn Actuator,
+        before: &Value,
+        why: String,
+        report: &mut ChangeReport,
+    ) -> Outcome {
+        match actuator.revert(before) {
+            Ok(rb) => {
+                report.status = ChangeStatus::Reverted;
+                report.read_back = Some(rb.clone());
+                report.detail = Some(format!("{why}; put back {before}"));
+                Outcome::Reverted {
+                    why,
+                    read_back: Some(rb),
+                }
+            }
+            Err(e) => {
+                let error = format!("{why}; putting back {before} failed too: {e}");
+                report.status = ChangeStatus::Failed;
+                report.detail = Some(error.clone());
+                Outcome::Failed {
+                    error,
+                    reconciled: false,
+                }
+            }
+        }
+    }
+
+    /// Puts back the value change `id` replaced (an operator's `kpo revert ID`, or the guard).
+    pub fn revert(
+        &mut self,
+        id: u64,
+        source: Source,
+        reason: &str,
+    ) -> Result<ChangeReport, ChangeError> {
+        let intent = self
+            .journal
+            .intent(id)
+            .cloned()
+            .ok_or(JournalError::NoSuchChange(id))?;
+        self.restore(&intent.address, &intent.before, source, reason, Some(id))
+    }
+
+    /// Puts every parameter KPO changed back to its original value (the value before KPO first
+    /// changed it), except those yielded to a person.
+    pub fn revert_all(&mut self, reason: &str) -> Result<Vec<ChangeReport>, ChangeError> {
+        let todo: Vec<(ParamAddress, Value, bool)> = self
+            .journal
+            .params()
+            .filter_map(|p| Some((p.address.clone()?, p.original.clone()?, p.yielded.is_some())))
+            .collect();
+        let mut out = Vec::new();
+        for (address, original, yielded) in todo {
+            if yielded {
+                let mut r = ChangeReport::new(&address, &original, ChangeStatus::Skipped);
+                r.detail = Some("yielded to an administrator; their value stays (kpo resume PARAM hands it back)".into());
+                out.push(r);
+                continue;
+            }
+            out.push(self.restore(&address, &original, Source::Operator, reason, None)?);
+        }
+        Ok(out)
+    }
+
+    fn restore(
+        &mut self,
+        address: &ParamAddress,
+        value: &Value,
+        source: Source,
+        reason: &str,
+        of: Option<u64>,
+    ) -> Result<ChangeReport, ChangeError> {
+        let mut report = ChangeReport::new(address, value, ChangeStatus::Refused);
+        if let Decision::Refused(r) = self.policy.decide_revert(address) {
+            report.refusal = Some(r);
+            return Ok(report);
+        }
+        let p = Proposal {
+            address: address.clone(),
+            value: value.clone(),
+            source,
+            reason: reason.to_string(),
+        };
+        let mut actuator = match self.actuators.open(address) {
+            Ok(a) => a,
+            Err(e) => return Ok(self.fail_early(&p, None, e.to_string(), report)),
+        };
+        let before = match actuator.read() {
+            Ok(v) => v,
+            Err(e) => return Ok(self.fail_early(&p, None, e.to_string(), report)),
+        };
+        if &before == value {
+            report.status = ChangeStatus::Unchanged;
+            report.before = Some(before);
+            report.detail = Some("the kernel already has this value".into());
+            return Ok(report);
+        }
+        self.execute(
+            actuator,
+            address,
+            &before,
+            value,
+            source,
+            reason,
+            IntentKind::Revert { of },
+            report,
+        )
+    }
+
+    /// Settles intents that have no outcome (the process died mid-change) against the kernel's
+    /// value now: the new value means applied, the value before means not applied, anything else
+    /// is journaled as failed with what was found. An intent whose parameter cannot be read is
+    /// left for the next start, with a warning.
+    pub fn reconcile(&mut self) -> Result<Vec<ChangeReport>, ChangeError> {
+        let mut out = Vec::new();
+        for intent in self.journal.incomplete() {
+            out.push(self.reconcile_one(&intent)?);
+        }
+        Ok(out)
+    }
+
+    fn reconcile_one(&mut self, i: &Intent) -> Result<ChangeReport, ChangeError> {
+        let mut report = ChangeReport::new(&i.address, &i.after, ChangeStatus::Skipped);
+        report.journal_id = Some(i.id);
+        report.before = Some(i.before.clone());
+        let now = self.actuators.open(&i.address).and_then(|mut a| a.read());
+        let now = match now {
+            Ok(v) => v,
+            Err(e) => {
+                let msg = format!(
+                    "journal #{} ({}): interrupted change not reconciled, the kernel cannot be read: {e}; will retry at the next start",
+                    i.id, i.address
+                );
+                tracing::warn!("{msg}");
+                report.detail = Some(msg);
+                return Ok(report);
+            }
+        };
+        report.read_back = Some(now.clone());
+        let outcome = if now == i.after && matches!(i.kind, IntentKind::Revert { .. }) {
+            report.status = ChangeStatus::Reverted;
+            let why = "revert interrupted after the kernel write; found done".to_string();
+            report.detail = Some(why.clone());
+            Outcome::Reverted {
+                why,
+                read_back: Some(now),
+            }
+        } else if now == i.after {
+            report.status = ChangeStatus::Applied;
+            report.detail = Some("interrupted after the kernel write; found applied".into());
+            Outcome::Applied {
+                read_back: now,
+                reconciled: true,
+            }
+        } else if now == i.before {
+            report.status = ChangeStatus::Failed;
+            let e = "interrupted before the kernel took the value; nothing changed".to_string();
+            report.detail = Some(e.clone());
+            Outcome::Failed {
+                error: e,
+                reconciled: true,
+            }
+        } else {
+            report.status = ChangeStatus::Failed;
+            let e = format!(
+                "interrupted; the kernel has {now}, neither the value before nor the new one (someone else changed it)"
+            );
+            report.detail = Some(e.clone());
+            Outcome::Failed {
+                error: e,
+                reconciled: true,
+            }
+        };
+        tracing::warn!(
+            "journal #{} ({}): reconciled an interrupted change: {}",
+            i.id,
+            i.address,
+            report.detail.as_deref().unwrap_or("")
+        );
+        self.journal.record_outcome(i.id, outcome)?;
+        Ok(report)
+    }
+
+    /// The kernel's value of a parameter now, if it can be read.
+    pub fn read(&self, address: &ParamAddress) -> Result<Value, ActuateError> {
+        self.actuators.open(address).and_then(|mut a| a.read())
+    }
+
+    /// The journal key of an address (see [`crate::journal::target_key`]).
+    pub fn key(address: &ParamAddress) -> String {
+        target_key(address)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

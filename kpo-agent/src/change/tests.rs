@@ -1,0 +1,412 @@
+//! The change path against an in-memory kernel.
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use super::*;
+use crate::journal::Holder;
+
+/// An in-memory kernel: values by address text, plus how it misbehaves.
+#[derive(Default)]
+pub(crate) struct FakeKernel {
+    pub values: HashMap<String, Value>,
+    /// Writes of this address store this value instead (a kernel that clamps).
+    pub clamp: HashMap<String, Value>,
+    /// Writes of this address fail.
+    pub refuse: Vec<String>,
+    pub opened: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct FakeActuators(pub Arc<Mutex<FakeKernel>>);
+
+struct FakeActuator {
+    address: ParamAddress,
+    kernel: Arc<Mutex<FakeKernel>>,
+}
+
+impl Actuator for FakeActuator {
+    fn address(&self) -> &ParamAddress {
+        &self.address
+    }
+    fn read(&mut self) -> Result<Value, ActuateError> {
+        let k = self.kernel.lock().unwrap();
+        k.values
+            .get(&self.address.to_string())
+            .cloned()
+            .ok_or_else(|| ActuateError::NotFound {
+                knob: self.address.to_string(),
+                reason: "no such key".into(),
+            })
+    }
+    fn validate(&mut self, value: &Value) -> Result<(), ActuateError> {
+        match value {
+            Value::Int(v) if *v < 0 => Err(ActuateError::NotFound {
+                knob: self.address.to_string(),
+                reason: "negative".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+    fn apply(&mut self, value: &Value) -> Result<Value, ActuateError> {
+        let key = self.address.to_string();
+        let mut k = self.kernel.lock().unwrap();
+        if k.refuse.contains(&key) {
+            return Err(ActuateError::NotFound {
+                knob: key,
+                reason: "EINVAL".into(),
+            });
+        }
+        let stored = k.clamp.get(&key).cloned().unwrap_or_else(|| value.clone());
+        k.values.insert(key, stored.clone());
+        Ok(stored)
+    }
+    fn revert(&mut self, original: &Value) -> Result<Value, ActuateError> {
+        let key = self.address.to_string();
+        let mut k = self.kernel.lock().unwrap();
+        k.values.insert(key, original.clone());
+        Ok(original.clone())
+    }
+}
+
+impl Actuators for FakeActuators {
+    fn open(&self, address: &ParamAddress) -> Result<Box<dyn Actuator>, ActuateError> {
+        self.0.lock().unwrap().opened.push(address.to_string());
+        Ok(Box::new(FakeActuator {
+            address: address.clone(),
+            kernel: self.0.clone(),
+        }))
+    }
+}
+
+pub(crate) fn kernel(values: &[(&str, Value)]) -> FakeActuators {
+    let k = FakeActuators::default();
+    for (a, v) in values {
+        k.0.lock().unwrap().values.insert(a.to_string(), v.clone());
+    }
+    k
+}
+
+fn path(
+    dir: &std::path::Path,
+    policy: &str,
+    k: &FakeActuators,
+) -> (ChangePath, Arc<Mutex<Vec<ChangePathEvent>>>) {
+    let policy = Policy::parse(policy, "test.toml").unwrap();
+    let journal = Journal::open(dir, Holder::Cli, Duration::ZERO).unwrap();
+    let mut p = ChangePath::new(policy, journal, Box::new(k.clone()));
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    p.set_event_sink(move |e| sink.lock().unwrap().push(e));
+    (p, events)
+}
+
+const SOMAX: &str = "net.core.somaxconn@netns:4026539999";
+
+const POLICY: &str = r#"
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 128
+max = 65535
+max_step = "100%"
+"#;
+
+fn op(a: &str, v: Value) -> Proposal {
+    Proposal {
+        address: a.parse().unwrap(),
+        value: v,
+        source: Source::Operator,
+        reason: "test".into(),
+    }
+}
+
+fn value(k: &FakeActuators, a: &str) -> Value {
+    k.0.lock().unwrap().values[a].clone()
+}
+
+fn phases(events: &Mutex<Vec<ChangePathEvent>>) -> Vec<ChangePhase> {
+    events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            ChangePathEvent::Change(c) => Some(c.phase),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn apply_journals_intent_then_outcome_and_revert_all_restores_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, events) = path(dir.path(), POLICY, &k);
+    let r = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
+    assert_eq!(r.read_back, Some(Value::Int(8192)));
+    assert_eq!(
+        phases(&events),
+        vec![
+            ChangePhase::Proposed,
+            ChangePhase::Applied,
+            ChangePhase::Verified
+        ]
+    );
+    let r = p.propose(&op(SOMAX, Value::Int(12000))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied);
+    assert_eq!(value(&k, SOMAX), Value::Int(12000));
+    // Unchanged: nothing journaled.
+    let r = p.propose(&op(SOMAX, Value::Int(12000))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Unchanged);
+    assert_eq!(p.journal.entries().len(), 2);
+    // Revert #2 puts back 8192; revert --all the original 4096.
+    let r = p.revert(2, Source::Operator, "undo").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(8192));
+    let all = p.revert_all("all").unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].status, ChangeStatus::Reverted);
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    // The original stays the original after all of that, across a reopen.
+    drop(p);
+    let (p, _) = path(dir.path(), POLICY, &k);
+    let a: ParamAddress = SOMAX.parse().unwrap();
+    assert_eq!(
+        p.journal.param_state(&a).unwrap().original,
+        Some(Value::Int(4096))
+    );
+    let kinds: Vec<_> = p
+        .journal
+        .entries()
+        .iter()
+        .map(|e| (e.kind.clone(), e.status.clone()))
+        .collect();
+    assert_eq!(kinds.len(), 4);
+    assert!(
+        kinds.iter().all(|(_, s)| s == "applied" || s == "reverted"),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn a_read_back_mismatch_is_reverted() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    k.0.lock()
+        .unwrap()
+        .clamp
+        .insert(SOMAX.into(), Value::Int(5000));
+    let (mut p, events) = path(dir.path(), POLICY, &k);
+    let r = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert!(
+        r.detail.as_deref().unwrap().contains("read back 5000"),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    assert_eq!(phases(&events).last(), Some(&ChangePhase::Reverted));
+    assert_eq!(p.journal.entries()[0].status, "reverted");
+}
+
+#[test]
+fn a_refused_write_fails_and_leaves_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    k.0.lock().unwrap().refuse.push(SOMAX.into());
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Failed, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    assert_eq!(p.journal.entries()[0].status, "failed");
+}
+
+#[test]
+fn an_apply_of_core_pattern_is_refused_without_touching_the_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[("kernel.core_pattern", Value::Word("core".into()))]);
+    let (mut p, events) = path(dir.path(), "[defaults]\nmode = \"auto\"\n", &k);
+    let r = p
+        .propose(&op("kernel.core_pattern", Value::Word("|/tmp/evil".into())))
+        .unwrap();
+    assert_eq!(r.status, ChangeStatus::Refused);
+    assert_eq!(r.refusal.as_ref().unwrap().code(), "deny_listed");
+    assert!(
+        k.0.lock().unwrap().opened.is_empty(),
+        "the actuator is never opened"
+    );
+    assert_eq!(value(&k, "kernel.core_pattern"), Value::Word("core".into()));
+    let e = &p.journal.entries()[0];
+    assert_eq!(e.status, "refused");
+    assert!(e.detail.as_deref().unwrap().contains("deny-listed"));
+    let ev = events.lock().unwrap();
+    let ChangePathEvent::Change(c) = &ev[0] else {
+        panic!()
+    };
+    assert_eq!(c.refusal.as_deref(), Some("deny_listed"));
+}
+
+#[test]
+fn out_of_bounds_and_large_steps_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.propose(&op(SOMAX, Value::Int(70000))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Refused);
+    assert!(
+        r.describe()
+            .contains("out of bounds: 70000 is outside [128, 65535]"),
+        "{}",
+        r.describe()
+    );
+    let r = p.propose(&op(SOMAX, Value::Int(9000))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Refused);
+    assert!(
+        r.describe().contains("step too large: 4096 -> 9000"),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    let statuses: Vec<_> = p
+        .journal
+        .entries()
+        .iter()
+        .map(|e| e.status.clone())
+        .collect();
+    assert_eq!(statuses, vec!["refused", "refused"]);
+    // A value of the wrong form is refused too.
+    let r = p.propose(&op(SOMAX, Value::Ints(vec![1, 2]))).unwrap();
+    assert_eq!(r.refusal.unwrap().code(), "invalid");
+}
+
+#[test]
+fn pause_stops_changes_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    {
+        let (mut p, events) = path(dir.path(), POLICY, &k);
+        use crate::control::Control;
+        assert!(p.pause("op").unwrap());
+        assert!(matches!(
+            events.lock().unwrap()[0],
+            ChangePathEvent::Paused(_)
+        ));
+    }
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.propose(&op(SOMAX, Value::Int(5000))).unwrap();
+    assert_eq!(r.refusal.unwrap().code(), "paused");
+    use crate::control::Control;
+    assert_eq!(p.resume(None, "op").unwrap(), vec!["pause"]);
+    assert_eq!(
+        p.propose(&op(SOMAX, Value::Int(5000))).unwrap().status,
+        ChangeStatus::Applied
+    );
+}
+
+#[test]
+fn advisors_get_needs_approval_or_record_only_by_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096)), ("vm.swappiness", Value::Int(60))]);
+    let (mut p, _) = path(
+        dir.path(),
+        "[params.\"vm.swappiness\"]\nmode = \"observe\"\n",
+        &k,
+    );
+    let mut prop = op(SOMAX, Value::Int(5000));
+    prop.source = Source::Rules;
+    assert_eq!(
+        p.propose(&prop).unwrap().status,
+        ChangeStatus::NeedsApproval
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    assert_eq!(
+        p.propose_approved(&prop).unwrap().status,
+        ChangeStatus::Applied
+    );
+    assert_eq!(
+        p.propose(&op("vm.swappiness", Value::Int(10)))
+            .unwrap()
+            .status,
+        ChangeStatus::RecordOnly
+    );
+}
+
+#[test]
+fn interrupted_intents_are_reconciled_against_the_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let a1 = "net.core.somaxconn@netns:4026539991";
+    let a2 = "net.core.somaxconn@netns:4026539992";
+    let a3 = "net.core.somaxconn@netns:4026539993";
+    let a4 = "net.core.somaxconn@netns:4026539994";
+    let k = kernel(&[
+        (a1, Value::Int(8192)),
+        (a2, Value::Int(4096)),
+        (a3, Value::Int(777)),
+    ]);
+    {
+        // Intents whose outcomes never came: the process died.
+        let mut j = Journal::open(dir.path(), Holder::Cli, Duration::ZERO).unwrap();
+        for a in [a1, a2, a3, a4] {
+            j.record_intent(
+                &a.parse().unwrap(),
+                &Value::Int(4096),
+                &Value::Int(8192),
+                Source::Operator,
+                "t",
+                IntentKind::Change,
+            )
+            .unwrap();
+        }
+    }
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    assert_eq!(p.journal.incomplete().len(), 4);
+    let r = p.reconcile().unwrap();
+    let st: Vec<_> = r.iter().map(|r| r.status).collect();
+    assert_eq!(
+        st,
+        vec![
+            ChangeStatus::Applied,
+            ChangeStatus::Failed,
+            ChangeStatus::Failed,
+            ChangeStatus::Skipped
+        ]
+    );
+    assert!(r[2].detail.as_deref().unwrap().contains("777"));
+    assert!(r[3].detail.as_deref().unwrap().contains("cannot be read"));
+    // The unreadable one waits for the next start; the others are settled.
+    assert_eq!(p.journal.incomplete().len(), 1);
+    let entries = p.journal.entries();
+    assert_eq!(entries[0].status, "applied");
+    assert_eq!(entries[1].status, "failed");
+    // And revert --all still knows every original.
+    let all = p.revert_all("all").unwrap();
+    assert_eq!(value(&k, a1), Value::Int(4096));
+    assert_eq!(value(&k, a3), Value::Int(4096));
+    assert_eq!(all.len(), 4);
+}
+
+#[test]
+fn revert_all_leaves_a_yielded_parameter_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(SOMAX.into(), Value::Int(1000));
+    p.journal
+        .set_yielded(
+            &SOMAX.parse().unwrap(),
+            Some(Value::Int(1000)),
+            "pid 9 sysctl",
+        )
+        .unwrap();
+    let r = p.revert_all("all").unwrap();
+    assert_eq!(r[0].status, ChangeStatus::Skipped);
+    assert_eq!(value(&k, SOMAX), Value::Int(1000));
+    let r = p.propose(&op(SOMAX, Value::Int(2000))).unwrap();
+    assert_eq!(r.refusal.unwrap().code(), "yielded");
+}

@@ -1,0 +1,225 @@
+//! Operator control: apply, revert, journal, status, pause, resume. One trait, [`Control`], with
+//! requests and replies that serialise to JSON, so the agent's local socket (later work) can carry
+//! them unchanged: the running agent serves them from its own [`ChangePath`], a socket client
+//! implements the trait by sending them, and while the agent is down the CLI opens the state
+//! directory itself under its lock ([`open_offline`]).
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    actuate::param::{ParamAddress, Value},
+    change::{Actuators, ChangeError, ChangePath, ChangeReport, KernelActuators},
+    journal::{format_ms, Entry, Holder, Journal, JournalError},
+    output::change_events::{ChangePathEvent, PausedEvent, ResumedEvent},
+    policy::{Policy, PolicyError, Proposal, Source},
+};
+
+/// `kpo apply PARAM=VALUE`: an operator's change, through the same policy and journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    pub address: ParamAddress,
+    pub value: Value,
+    pub reason: String,
+}
+
+/// `kpo revert ID` or `kpo revert --all`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevertRequest {
+    Id(u64),
+    All,
+}
+
+/// One parameter in `kpo status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParamStatus {
+    pub key: String,
+    pub address: Option<ParamAddress>,
+    /// The value before KPO first changed it.
+    pub original: Option<Value>,
+    pub last_applied: Option<Value>,
+    /// The kernel's value now (None with `current_error` when it cannot be read).
+    pub current: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_error: Option<String>,
+    pub changes_applied: usize,
+    /// Who it was yielded to, if it was.
+    pub yielded_to: Option<String>,
+    /// Quarantined values and until when (RFC 3339).
+    pub quarantined: Vec<(Value, String)>,
+}
+
+/// `kpo status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub policy: String,
+    pub state_dir: PathBuf,
+    /// Who paused and when, if paused.
+    pub paused: Option<(String, String)>,
+    pub params: Vec<ParamStatus>,
+    /// Intents still without an outcome (their parameter could not be read to reconcile).
+    pub incomplete: Vec<u64>,
+    /// What journal recovery found on open.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Change(#[from] ChangeError),
+    #[error(transparent)]
+    Api(#[from] crate::api::client::ApiError),
+}
+
+/// What an operator can ask of KPO.
+pub trait Control {
+    fn apply(&mut self, req: &ApplyRequest) -> Result<ChangeReport, ControlError>;
+    fn revert(&mut self, req: &RevertRequest) -> Result<Vec<ChangeReport>, ControlError>;
+    fn journal(&mut self) -> Result<Vec<Entry>, ControlError>;
+    fn status(&mut self) -> Result<Status, ControlError>;
+    /// True if this paused (false: already paused).
+    fn pause(&mut self, by: &str) -> Result<bool, ControlError>;
+    /// Without `param`, lifts the pause; with it, hands a yielded parameter back. Returns what was
+    /// resumed (`"pause"` or the journal keys).
+    fn resume(&mut self, param: Option<&str>, by: &str) -> Result<Vec<String>, ControlError>;
+}
+
+impl Control for ChangePath {
+    fn apply(&mut self, req: &ApplyRequest) -> Result<ChangeReport, ControlError> {
+        Ok(self.propose(&Proposal {
+            address: req.address.clone(),
+            value: req.value.clone(),
+            source: Source::Operator,
+            reason: req.reason.clone(),
+        })?)
+    }
+
+    fn revert(&mut self, req: &RevertRequest) -> Result<Vec<ChangeReport>, ControlError> {
+        Ok(match req {
+            RevertRequest::Id(id) => vec![ChangePath::revert(
+                self,
+                *id,
+                Source::Operator,
+                &format!("kpo revert {id}"),
+            )?],
+            RevertRequest::All => {
+                self.revert_all("kpo revert --all: back to the value before KPO")?
+            }
+        })
+    }
+
+    fn journal(&mut self) -> Result<Vec<Entry>, ControlError> {
+        Ok(self.journal.entries())
+    }
+
+    fn status(&mut self) -> Result<Status, ControlError> {
+        let mut params = Vec::new();
+        let states: Vec<_> = self.journal.params().cloned().collect();
+        for p in states {
+            let (current, current_error) = match &p.address {
+                Some(a) => match self.read(a) {
+                    Ok(v) => (Some(v), None),
+                    Err(e) => (None, Some(e.to_string())),
+                },
+                None => (None, None),
+            };
+            params.push(ParamStatus {
+                key: p.key.clone(),
+                address: p.address.clone(),
+                original: p.original.clone(),
+                last_applied: p.last_applied.clone(),
+                current,
+                current_error,
+                changes_applied: p.applied.len(),
+                yielded_to: p
+                    .yielded
+                    .as_ref()
+                    .map(|(by, ts)| format!("{by} at {}", format_ms(*ts))),
+                quarantined: p
+                    .quarantine
+                    .iter()
+                    .filter(|(_, until)| *until > crate::journal::now_ms())
+                    .map(|(v, until)| (v.clone(), format_ms(*until)))
+                    .collect(),
+            });
+        }
+        Ok(Status {
+            policy: self.policy.origin.to_string(),
+            state_dir: self.journal.dir().to_path_buf(),
+            paused: self
+                .journal
+                .paused()
+                .map(|(by, ts)| (by.clone(), format_ms(*ts))),
+            params,
+            incomplete: self.journal.incomplete().iter().map(|i| i.id).collect(),
+            warnings: self.journal.warnings().to_vec(),
+        })
+    }
+
+    fn pause(&mut self, by: &str) -> Result<bool, ControlError> {
+        let changed = self.journal.set_paused(true, by)?;
+        if changed {
+            self.send_other(ChangePathEvent::Paused(PausedEvent { by: by.into() }));
+        }
+        Ok(changed)
+    }
+
+    fn resume(&mut self, param: Option<&str>, by: &str) -> Result<Vec<String>, ControlError> {
+        let resumed = match param {
+            None => {
+                if self.journal.set_paused(false, by)? {
+                    vec!["pause".to_string()]
+                } else {
+                    vec![]
+                }
+            }
+            Some(name) => self.journal.resume_param(name)?,
+        };
+        if !resumed.is_empty() {
+            self.send_other(ChangePathEvent::Resumed(ResumedEvent {
+                param: param.map(str::to_string),
+                keys: if param.is_some() {
+                    resumed.clone()
+                } else {
+                    vec![]
+                },
+                by: by.into(),
+            }));
+        }
+        Ok(resumed)
+    }
+}
+
+/// How long a CLI waits for another CLI holding the state directory.
+pub const CLI_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// The change path over the state directory, for a CLI while the agent is down: loads the policy,
+/// takes the lock (failing at once if the agent holds it), recovers the journal and reconciles
+/// interrupted changes. Returns the reconciliation reports too.
+pub fn open_offline(
+    policy: Option<&Path>,
+    state_dir: &Path,
+    actuators: Box<dyn Actuators>,
+) -> Result<(ChangePath, Vec<ChangeReport>), ControlError> {
+    let policy = Policy::load(policy)?;
+    let journal = Journal::open(state_dir, Holder::Cli, CLI_LOCK_WAIT)?;
+    let mut path = ChangePath::new(policy, journal, actuators);
+    let reconciled = path.reconcile()?;
+    Ok((path, reconciled))
+}
+
+/// [`open_offline`] with the kernel's actuators.
+pub fn open_offline_kernel(
+    policy: Option<&Path>,
+    state_dir: &Path,
+) -> Result<(ChangePath, Vec<ChangeReport>), ControlError> {
+    open_offline(policy, state_dir, Box::new(KernelActuators::default()))
+}

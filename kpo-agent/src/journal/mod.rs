@@ -1,0 +1,633 @@
+//! The write-ahead journal, in the state directory (default [`DEFAULT_STATE_DIR`]): every change's
+//! intent before the kernel is touched and its outcome after, the first original value of each
+//! parameter at each target (kept forever), the global pause, parameters yielded to people, and
+//! quarantined values. docs/journal.md explains the store and its crash safety.
+//!
+//! The journal is an append-only file of checksummed JSON lines ([`store`]), each appended with
+//! fdatasync before the call returns. All state is a fold over the records, rebuilt on open.
+//! [`Journal::open`] takes the state directory's lock ([`lock`]): one writer at a time.
+pub mod lock;
+pub mod store;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+
+pub use lock::Holder;
+
+use crate::{
+    actuate::param::{ParamAddress, Target, Value},
+    policy::{netns_inode, Context, Source},
+};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/kpo";
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{dir}: the agent is running{} and holds the journal; stop it, or use its control socket", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    AgentRunning { dir: PathBuf, pid: Option<u32> },
+    #[error("{dir}: another kpo ({holder}{}) holds the journal; try again", pid.map(|p| format!(", pid {p}")).unwrap_or_default())]
+    Busy {
+        dir: PathBuf,
+        pid: Option<u32>,
+        holder: String,
+    },
+    #[error("journal has no change #{0}")]
+    NoSuchChange(u64),
+}
+
+impl JournalError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn to_time(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// RFC 3339 with milliseconds, for people.
+pub fn format_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(to_time(ms)).to_string()
+}
+
+/// The key a parameter's history is kept under: its address, with a namespace path replaced by
+/// the namespace's inode when it resolves (so `/run/netns/web` and its inode are one target).
+pub fn target_key(address: &ParamAddress) -> String {
+    if let Target::Netns { netns } = &address.target {
+        if let Some(inode) = netns_inode(netns) {
+            return format!("{}@netns:{inode}", address.policy_name());
+        }
+    }
+    address.to_string()
+}
+
+/// Why an intent was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum IntentKind {
+    /// A new value.
+    Change,
+    /// Putting back a value the kernel had: change `of`'s value before, or (None) the original.
+    Revert { of: Option<u64> },
+}
+
+/// Written, and on disk, before the kernel is touched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Intent {
+    pub id: u64,
+    pub ts_ms: u64,
+    pub key: String,
+    pub address: ParamAddress,
+    pub before: Value,
+    pub after: Value,
+    pub source: Source,
+    pub reason: String,
+    #[serde(flatten)]
+    pub kind: IntentKind,
+    /// The parameter's original as the journal knew it when this intent was written (its own
+    /// `before` for the first): every intent repeats it, so losing a damaged line never loses it.
+    #[serde(default)]
+    pub original: Option<Value>,
+}
+
+/// How a change ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The kernel has the new value, read back. `reconciled`: found so at start-up after a crash.
+    Applied { read_back: Value, reconciled: bool },
+    /// The kernel did not take it (or the write was interrupted before it); nothing changed, or
+    /// the value before was put back.
+    Failed { error: String, reconciled: bool },
+    /// Written, then put back (a read-back mismatch or an error after the write).
+    Reverted {
+        why: String,
+        read_back: Option<Value>,
+    },
+}
+
+impl Outcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Applied { .. } => "applied",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Reverted { .. } => "reverted",
+        }
+    }
+}
+
+/// One journal line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    Intent(Intent),
+    Outcome {
+        id: u64,
+        ts_ms: u64,
+        #[serde(flatten)]
+        outcome: Outcome,
+    },
+    /// A proposal the policy refused (the kernel was not touched).
+    Refused {
+        id: u64,
+        ts_ms: u64,
+        address: ParamAddress,
+        value: Value,
+        source: Source,
+        reason: String,
+        refusal: String,
+    },
+    Pause {
+        ts_ms: u64,
+        by: String,
+    },
+    Resume {
+        ts_ms: u64,
+        by: String,
+    },
+    /// Someone else changed a managed parameter; KPO stops managing it at that target.
+    Yield {
+        ts_ms: u64,
+        key: String,
+        address: ParamAddress,
+        value: Option<Value>,
+        by: String,
+    },
+    /// `kpo resume PARAM`: KPO manages it again.
+    Manage {
+        ts_ms: u64,
+        key: String,
+    },
+    /// The guard reverted this value; not to be applied again before `until_ms`.
+    Quarantine {
+        ts_ms: u64,
+        key: String,
+        value: Value,
+        until_ms: u64,
+        why: String,
+    },
+}
+
+/// What the journal knows of one parameter at one target.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ParamState {
+    pub key: String,
+    /// The address of its latest intent (used to reach it again).
+    pub address: Option<ParamAddress>,
+    /// The value before KPO first changed it: the `before` of its earliest intent. Never replaced.
+    pub original: Option<Value>,
+    pub original_id: Option<u64>,
+    /// Applied changes (id, time), oldest first.
+    pub applied: Vec<(u64, u64)>,
+    /// The last value KPO applied and read back.
+    pub last_applied: Option<Value>,
+    /// Set while yielded to a person: who and when.
+    pub yielded: Option<(String, u64)>,
+    /// Quarantined values and until when (ms).
+    pub quarantine: Vec<(Value, u64)>,
+}
+
+/// An intent or refusal with its outcome, as `kpo journal` lists them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    pub id: u64,
+    pub ts_ms: u64,
+    pub address: ParamAddress,
+    pub before: Option<Value>,
+    pub after: Value,
+    pub source: Source,
+    pub reason: String,
+    /// `change`, `revert` or `refused`.
+    pub kind: String,
+    pub revert_of: Option<u64>,
+    /// `applied`, `failed`, `reverted`, `refused`, or `incomplete`.
+    pub status: String,
+    pub detail: Option<String>,
+    pub read_back: Option<Value>,
+}
+
+/// The journal, open and locked.
+pub struct Journal {
+    dir: PathBuf,
+    appender: store::Appender,
+    _lock: lock::StateLock,
+    records: Vec<Record>,
+    warnings: Vec<String>,
+    next_id: u64,
+    paused: Option<(String, u64)>,
+    params: BTreeMap<String, ParamState>,
+    intents: BTreeMap<u64, Intent>,
+    outcomes: BTreeMap<u64, (u64, Outcome)>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("dir", &self.dir)
+            .field("records", &self.records.len())
+            .finish()
+    }
+}
+
+impl Journal {
+    /// Opens (creating) the journal in `dir` under its lock, waiting up to `wait` for another CLI.
+    /// A damaged file is recovered with warnings ([`Journal::warnings`]); never fails on content.
+    /// Incomplete intents are left for [`crate::change::ChangePath::reconcile`].
+    pub fn open(dir: &Path, holder: Holder, wait: Duration) -> Result<Self, JournalError> {
+        store::ensure_dir(dir)?;
+        let lock = lock::acquire(dir, holder, wait)?;
+        let loaded = store::load(dir)?;
+        let appender = store::Appender::open(dir)?;
+        let mut j = Journal {
+            dir: dir.to_path_buf(),
+            appender,
+            _lock: lock,
+            records: Vec::new(),
+            warnings: loaded.warnings,
+            next_id: 1,
+            paused: None,
+            params: BTreeMap::new(),
+            intents: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+        };
+        for r in loaded.records {
+            j.fold(r);
+        }
+        Ok(j)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What recovery found on open (empty for a clean journal).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    fn fold(&mut self, r: Record) {
+        match &r {
+            Record::Intent(i) => {
+                self.next_id = self.next_id.max(i.id + 1);
+                let p = self.param(&i.key);
+                // The earliest intent's word on the original wins.
+                if p.original.is_none() || p.original_id.is_some_and(|o| o > i.id) {
+                    p.original = Some(i.original.clone().unwrap_or_else(|| i.before.clone()));
+                    p.original_id = Some(i.id);
+                }
+                p.address = Some(i.address.clone());
+                self.intents.insert(i.id, i.clone());
+            }
+            Record::Outcome { id, ts_ms, outcome } => {
+                if let Some(i) = self.intents.get(id).cloned() {
+                    let p = self.param(&i.key);
+                    match outcome {
+                        Outcome::Applied { read_back, .. } => {
+                            p.applied.push((*id, *ts_ms));
+                            p.last_applied = Some(read_back.clone());
+                        }
+                        Outcome::Reverted { read_back, .. } => {
+                            p.last_applied = read_back.clone().or(p.last_applied.take());
+                        }
+                        Outcome::Failed { .. } => {}
+                    }
+                }
+                self.outcomes.insert(*id, (*ts_ms, outcome.clone()));
+            }
+            Record::Refused { id, .. } => self.next_id = self.next_id.max(id + 1),
+            Record::Pause { ts_ms, by } => self.paused = Some((by.clone(), *ts_ms)),
+            Record::Resume { .. } => self.paused = None,
+            Record::Yield {
+                ts_ms,
+                key,
+                address,
+                by,
+                ..
+            } => {
+                let p = self.param(key);
+                p.yielded = Some((by.clone(), *ts_ms));
+                p.address.get_or_insert(address.clone());
+            }
+            Record::Manage { key, .. } => self.param(key).yielded = None,
+            Record::Quarantine {
+                key,
+                value,
+                until_ms,
+                ..
+            } => {
+                let p = self.param(key);
+                p.quarantine.retain(|(v, _)| v != value);
+                p.quarantine.push((value.clone(), *until_ms));
+            }
+        }
+        self.records.push(r);
+    }
+
+    fn param(&mut self, key: &str) -> &mut ParamState {
+        self.params
+            .entry(key.to_string())
+            .or_insert_with(|| ParamState {
+                key: key.to_string(),
+                ..Default::default()
+            })
+    }
+
+    /// Appends (fsync) then folds a record.
+    pub fn append(&mut self, r: Record) -> Result<(), JournalError> {
+        self.appender.append(&r)?;
+        self.fold(r);
+        Ok(())
+    }
+
+    /// Makes an intent durable and returns its id. Call before touching the kernel.
+    pub fn record_intent(
+        &mut self,
+        address: &ParamAddress,
+        before: &Value,
+        after: &Value,
+        source: Source,
+        reason: &str,
+        kind: IntentKind,
+    ) -> Result<u64, JournalError> {
+        let id = self.next_id;
+        let key = target_key(address);
+        let original = self
+            .params
+            .get(&key)
+            .and_then(|p| p.original.clone())
+            .unwrap_or_else(|| before.clone());
+        self.append(Record::Intent(Intent {
+            id,
+            ts_ms: now_ms(),
+            key,
+            original: Some(original),
+            address: address.clone(),
+            before: before.clone(),
+            after: after.clone(),
+            source,
+            reason: reason.to_string(),
+            kind,
+        }))?;
+        Ok(id)
+    }
+
+    pub fn record_outcome(&mut self, id: u64, outcome: Outcome) -> Result<(), JournalError> {
+        self.append(Record::Outcome {
+            id,
+            ts_ms: now_ms(),
+            outcome,
+        })
+    }
+
+    /// Journals a refused proposal; returns its id.
+    pub fn record_refusal(
+        &mut self,
+        address: &ParamAddress,
+        value: &Value,
+        source: Source,
+        reason: &str,
+        refusal: &str,
+    ) -> Result<u64, JournalError> {
+        let id = self.next_id;
+        self.append(Record::Refused {
+            id,
+            ts_ms: now_ms(),
+            address: address.clone(),
+            value: value.clone(),
+            source,
+            reason: reason.to_string(),
+            refusal: refusal.to_string(),
+        })?;
+        Ok(id)
+    }
+
+    pub fn paused(&self) -> Option<&(String, u64)> {
+        self.paused.as_ref()
+    }
+
+    /// Sets the global pause; false if it already was in that state.
+    pub fn set_paused(&mut self, paused: bool, by: &str) -> Result<bool, JournalError> {
+        if paused == self.paused.is_some() {
+            return Ok(false);
+        }
+        let ts_ms = now_ms();
+        let by = by.to_string();
+        self.append(if paused {
+            Record::Pause { ts_ms, by }
+        } else {
+            Record::Resume { ts_ms, by }
+        })?;
+        Ok(true)
+    }
+
+    /// Someone else changed `address`: KPO stops managing it there.
+    pub fn set_yielded(
+        &mut self,
+        address: &ParamAddress,
+        value: Option<Value>,
+        by: &str,
+    ) -> Result<(), JournalError> {
+        self.append(Record::Yield {
+            ts_ms: now_ms(),
+            key: target_key(address),
+            address: address.clone(),
+            value,
+            by: by.to_string(),
+        })
+    }
+
+    /// Hands back yielded parameters: every target of a parameter name (`net.core.somaxconn`), or
+    /// one target (`net.core.somaxconn@netns:4026532281`). Returns the keys handed back.
+    pub fn resume_param(&mut self, name: &str) -> Result<Vec<String>, JournalError> {
+        let keys: Vec<String> = self
+            .params
+            .values()
+            .filter(|p| p.yielded.is_some())
+            .filter(|p| {
+                p.key == name
+                    || p.address
+                        .as_ref()
+                        .is_some_and(|a| a.policy_name() == name || a.to_string() == name)
+                    || name
+                        .parse::<ParamAddress>()
+                        .is_ok_and(|a| target_key(&a) == p.key)
+            })
+            .map(|p| p.key.clone())
+            .collect();
+        for key in &keys {
+            self.append(Record::Manage {
+                ts_ms: now_ms(),
+                key: key.clone(),
+            })?;
+        }
+        Ok(keys)
+    }
+
+    /// The guard reverted `value`: keep it from being applied again for `for_`.
+    pub fn quarantine(
+        &mut self,
+        address: &ParamAddress,
+        value: &Value,
+        for_: Duration,
+        why: &str,
+    ) -> Result<(), JournalError> {
+        let now = now_ms();
+        self.append(Record::Quarantine {
+            ts_ms: now,
+            key: target_key(address),
+            value: value.clone(),
+            until_ms: now + for_.as_millis() as u64,
+            why: why.to_string(),
+        })
+    }
+
+    /// The policy's view of a parameter: pause, yielded, last change, changes in the last hour,
+    /// quarantine of `value`. `before` is left for the caller (the kernel's value).
+    pub fn context(&self, address: &ParamAddress, value: &Value, now: SystemTime) -> Context {
+        let mut ctx = Context::new(now);
+        ctx.paused = self.paused.is_some();
+        if let Some(p) = self.params.get(&target_key(address)) {
+            ctx.yielded = p.yielded.is_some();
+            ctx.last_change = p.applied.last().map(|(_, ts)| to_time(*ts));
+            let hour_ago = now
+                .checked_sub(Duration::from_secs(3600))
+                .unwrap_or(UNIX_EPOCH);
+            ctx.changes_last_hour = p
+                .applied
+                .iter()
+                .filter(|(_, ts)| to_time(*ts) > hour_ago)
+                .count() as u32;
+            ctx.quarantined_until = p
+                .quarantine
+                .iter()
+                .filter(|(v, _)| v == value)
+                .map(|(_, until)| to_time(*until))
+                .max();
+        }
+        ctx
+    }
+
+    pub fn param_state(&self, address: &ParamAddress) -> Option<&ParamState> {
+        self.params.get(&target_key(address))
+    }
+
+    /// Every parameter the journal knows, by key.
+    pub fn params(&self) -> impl Iterator<Item = &ParamState> {
+        self.params.values()
+    }
+
+    pub fn intent(&self, id: u64) -> Option<&Intent> {
+        self.intents.get(&id)
+    }
+
+    pub fn outcome(&self, id: u64) -> Option<&Outcome> {
+        self.outcomes.get(&id).map(|(_, o)| o)
+    }
+
+    /// Intents without an outcome: the process died between intent and outcome.
+    pub fn incomplete(&self) -> Vec<Intent> {
+        self.intents
+            .values()
+            .filter(|i| !self.outcomes.contains_key(&i.id))
+            .cloned()
+            .collect()
+    }
+
+    /// Intents and refusals with their outcomes, oldest first.
+    pub fn entries(&self) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for r in &self.records {
+            match r {
+                Record::Intent(i) => {
+                    let outcome = self.outcomes.get(&i.id).map(|(_, o)| o);
+                    let (status, detail, read_back) = match outcome {
+                        None => ("incomplete".to_string(), None, None),
+                        Some(Outcome::Applied {
+                            read_back,
+                            reconciled,
+                        }) => (
+                            "applied".to_string(),
+                            reconciled.then(|| "found applied on restart".to_string()),
+                            Some(read_back.clone()),
+                        ),
+                        Some(Outcome::Failed { error, .. }) => {
+                            ("failed".to_string(), Some(error.clone()), None)
+                        }
+                        Some(Outcome::Reverted { why, read_back }) => {
+                            ("reverted".to_string(), Some(why.clone()), read_back.clone())
+                        }
+                    };
+                    let (kind, revert_of) = match &i.kind {
+                        IntentKind::Change => ("change", None),
+                        IntentKind::Revert { of } => ("revert", *of),
+                    };
+                    out.push(Entry {
+                        id: i.id,
+                        ts_ms: i.ts_ms,
+                        address: i.address.clone(),
+                        before: Some(i.before.clone()),
+                        after: i.after.clone(),
+                        source: i.source,
+                        reason: i.reason.clone(),
+                        kind: kind.into(),
+                        revert_of,
+                        status,
+                        detail,
+                        read_back,
+                    });
+                }
+                Record::Refused {
+                    id,
+                    ts_ms,
+                    address,
+                    value,
+                    source,
+                    reason,
+                    refusal,
+                } => out.push(Entry {
+                    id: *id,
+                    ts_ms: *ts_ms,
+                    address: address.clone(),
+                    before: None,
+                    after: value.clone(),
+                    source: *source,
+                    reason: reason.clone(),
+                    kind: "refused".into(),
+                    revert_of: None,
+                    status: "refused".into(),
+                    detail: Some(refusal.clone()),
+                    read_back: None,
+                }),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,175 @@
+//! The journal file: one record per line, `CRC32 JSON\n`, appended and fsynced one at a time, and
+//! read back with torn-tail and corruption recovery. docs/journal.md.
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Write},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+};
+
+use super::{JournalError, Record};
+
+pub const JOURNAL_FILE: &str = "journal.log";
+
+/// One line: the CRC32 (IEEE) of the JSON in 8 hex digits, a space, the JSON, a newline.
+pub fn encode(record: &Record) -> Vec<u8> {
+    let json = serde_json::to_string(record).expect("records serialise");
+    let crc = crc32fast::hash(json.as_bytes());
+    format!("{crc:08x} {json}\n").into_bytes()
+}
+
+/// A line (without its newline) back to a record, or why not.
+pub fn decode(line: &[u8]) -> Result<Record, String> {
+    let text = std::str::from_utf8(line).map_err(|_| "not UTF-8".to_string())?;
+    let (crc, json) = text
+        .split_once(' ')
+        .ok_or_else(|| "no checksum".to_string())?;
+    let crc = u32::from_str_radix(crc, 16).map_err(|_| "bad checksum field".to_string())?;
+    if crc != crc32fast::hash(json.as_bytes()) {
+        return Err("checksum mismatch".into());
+    }
+    serde_json::from_str(json).map_err(|e| format!("unreadable record: {e}"))
+}
+
+/// What reading the file found.
+pub struct Loaded {
+    pub records: Vec<Record>,
+    pub warnings: Vec<String>,
+}
+
+/// Creates the state directory (0700) if needed.
+pub fn ensure_dir(dir: &Path) -> Result<(), JournalError> {
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| JournalError::io(dir, e))?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent).ok();
+        }
+    }
+    Ok(())
+}
+
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Reads the journal, keeping every intact record. A torn last line (a crash mid-append), garbage
+/// appended, or a damaged line in the middle are dropped with a warning; the damaged file is kept
+/// beside the journal as `journal.log.corrupt-<ms>` and the journal is rewritten (temporary file,
+/// fsync, rename, fsync of the directory) with the intact records only. Never fails on content.
+pub fn load(dir: &Path) -> Result<Loaded, JournalError> {
+    let path = dir.join(JOURNAL_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(JournalError::io(&path, e)),
+    };
+    let mut records = Vec::new();
+    let mut warnings = Vec::new();
+    let mut damaged = 0usize;
+    let mut start = 0usize;
+    let mut line_no = 0usize;
+    while start < bytes.len() {
+        line_no += 1;
+        let (line, next, complete) = match bytes[start..].iter().position(|&b| b == b'\n') {
+            Some(i) => (&bytes[start..start + i], start + i + 1, true),
+            None => (&bytes[start..], bytes.len(), false),
+        };
+        if !complete {
+            warnings.push(format!(
+                "{}: line {line_no} is a torn record ({} bytes without an end; a crash mid-write); dropped",
+                path.display(),
+                line.len()
+            ));
+            damaged += 1;
+        } else if line.is_empty() {
+            // A stray newline: nothing to keep, nothing lost.
+        } else {
+            match decode(line) {
+                Ok(r) => records.push(r),
+                Err(why) => {
+                    warnings.push(format!(
+                        "{}: line {line_no} is damaged ({why}); dropped",
+                        path.display()
+                    ));
+                    damaged += 1;
+                }
+            }
+        }
+        start = next;
+    }
+    if damaged > 0 {
+        let ms = super::now_ms();
+        let saved = dir.join(format!("{JOURNAL_FILE}.corrupt-{ms}"));
+        fs::write(&saved, &bytes).map_err(|e| JournalError::io(&saved, e))?;
+        rewrite(dir, &records)?;
+        warnings.push(format!(
+            "{}: recovered {} intact records; the damaged file is kept as {}",
+            path.display(),
+            records.len(),
+            saved.display()
+        ));
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+    }
+    Ok(Loaded { records, warnings })
+}
+
+/// Replaces the journal with exactly these records, atomically.
+fn rewrite(dir: &Path, records: &[Record]) -> Result<(), JournalError> {
+    let tmp = dir.join(format!("{JOURNAL_FILE}.tmp"));
+    let path = dir.join(JOURNAL_FILE);
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| JournalError::io(&tmp, e))?;
+        for r in records {
+            f.write_all(&encode(r))
+                .map_err(|e| JournalError::io(&tmp, e))?;
+        }
+        f.sync_all().map_err(|e| JournalError::io(&tmp, e))?;
+    }
+    fs::rename(&tmp, &path).map_err(|e| JournalError::io(&path, e))?;
+    sync_dir(dir).map_err(|e| JournalError::io(dir, e))
+}
+
+/// The journal open for appending.
+pub struct Appender {
+    file: File,
+    path: PathBuf,
+}
+
+impl Appender {
+    pub fn open(dir: &Path) -> Result<Self, JournalError> {
+        let path = dir.join(JOURNAL_FILE);
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| JournalError::io(&path, e))?;
+        if !existed {
+            // The new file's directory entry must be durable too.
+            file.sync_all().map_err(|e| JournalError::io(&path, e))?;
+            sync_dir(dir).map_err(|e| JournalError::io(dir, e))?;
+        }
+        Ok(Self { file, path })
+    }
+
+    /// Appends one record and returns once it is on disk (fdatasync).
+    pub fn append(&mut self, record: &Record) -> Result<(), JournalError> {
+        self.file
+            .write_all(&encode(record))
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| JournalError::io(&self.path, e))
+    }
+}

@@ -1,0 +1,233 @@
+use std::{fs::OpenOptions, io::Write};
+
+use super::*;
+
+fn addr(s: &str) -> ParamAddress {
+    s.parse().unwrap()
+}
+
+fn open(dir: &Path) -> Journal {
+    Journal::open(dir, Holder::Cli, Duration::ZERO).unwrap()
+}
+
+/// Two applied changes to somaxconn (original 4096) in a fresh journal.
+fn two_changes(dir: &Path) {
+    let mut j = open(dir);
+    let a = addr("net.core.somaxconn@netns:4026539999");
+    let id = j
+        .record_intent(
+            &a,
+            &Value::Int(4096),
+            &Value::Int(8192),
+            Source::Operator,
+            "one",
+            IntentKind::Change,
+        )
+        .unwrap();
+    j.record_outcome(
+        id,
+        Outcome::Applied {
+            read_back: Value::Int(8192),
+            reconciled: false,
+        },
+    )
+    .unwrap();
+    let id = j
+        .record_intent(
+            &a,
+            &Value::Int(8192),
+            &Value::Int(16384),
+            Source::Rules,
+            "two",
+            IntentKind::Change,
+        )
+        .unwrap();
+    j.record_outcome(
+        id,
+        Outcome::Applied {
+            read_back: Value::Int(16384),
+            reconciled: false,
+        },
+    )
+    .unwrap();
+}
+
+fn original(j: &Journal) -> Option<Value> {
+    j.param_state(&addr("net.core.somaxconn@netns:4026539999"))
+        .and_then(|p| p.original.clone())
+}
+
+fn append_raw(dir: &Path, bytes: &[u8]) {
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(dir.join(store::JOURNAL_FILE))
+        .unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+#[test]
+fn records_survive_reopen_and_the_original_is_the_first_before() {
+    let dir = tempfile::tempdir().unwrap();
+    two_changes(dir.path());
+    let j = open(dir.path());
+    assert!(j.warnings().is_empty(), "{:?}", j.warnings());
+    assert_eq!(original(&j), Some(Value::Int(4096)));
+    let p = j
+        .param_state(&addr("net.core.somaxconn@netns:4026539999"))
+        .unwrap();
+    assert_eq!(p.last_applied, Some(Value::Int(16384)));
+    assert_eq!(p.applied.len(), 2);
+    assert_eq!(j.entries().len(), 2);
+    assert!(j.incomplete().is_empty());
+    // The second intent repeats the original.
+    let Some(Record::Intent(second)) = j.records().get(2) else {
+        panic!()
+    };
+    assert_eq!(second.original, Some(Value::Int(4096)));
+}
+
+#[test]
+fn a_torn_last_record_is_recovered_with_a_warning_and_keeps_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    two_changes(dir.path());
+    // A third intent cut short mid-write (the kernel is never touched before it is whole).
+    let line = store::encode(&Record::Pause {
+        ts_ms: 1,
+        by: "x".into(),
+    });
+    append_raw(dir.path(), &line[..line.len() / 2]);
+    let mut j = open(dir.path());
+    assert!(
+        j.warnings().iter().any(|w| w.contains("torn")),
+        "{:?}",
+        j.warnings()
+    );
+    assert_eq!(original(&j), Some(Value::Int(4096)));
+    assert!(j.paused().is_none(), "the torn pause is not half-applied");
+    assert_eq!(j.entries().len(), 2);
+    // The damaged file is kept; the journal goes on, and reopens clean.
+    let saved = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".corrupt-")
+        })
+        .count();
+    assert_eq!(saved, 1);
+    j.set_paused(true, "test").unwrap();
+    drop(j);
+    let j = open(dir.path());
+    assert!(j.warnings().is_empty(), "{:?}", j.warnings());
+    assert!(j.paused().is_some());
+    assert_eq!(original(&j), Some(Value::Int(4096)));
+}
+
+#[test]
+fn garbage_appended_is_recovered_with_a_warning_and_keeps_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    two_changes(dir.path());
+    append_raw(
+        dir.path(),
+        b"\x00\x00\xffgarbage\nmore {\"type\":\"pause\"}\n12345678 {}\n\x01\x02",
+    );
+    let mut j = open(dir.path());
+    assert!(j.warnings().len() >= 3, "{:?}", j.warnings());
+    assert!(
+        j.warnings().iter().any(|w| w.contains("damaged")),
+        "{:?}",
+        j.warnings()
+    );
+    assert_eq!(original(&j), Some(Value::Int(4096)));
+    assert_eq!(j.entries().len(), 2);
+    // New ids continue after the intact ones.
+    let id = j
+        .record_intent(
+            &addr("vm.swappiness"),
+            &Value::Int(60),
+            &Value::Int(10),
+            Source::Operator,
+            "",
+            IntentKind::Change,
+        )
+        .unwrap();
+    assert_eq!(id, 3);
+}
+
+#[test]
+fn a_damaged_first_intent_does_not_lose_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    two_changes(dir.path());
+    let path = dir.path().join(store::JOURNAL_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Flip a byte inside the first line's JSON.
+    let pos = bytes.iter().position(|&b| b == b'{').unwrap() + 5;
+    bytes[pos] ^= 0x20;
+    std::fs::write(&path, bytes).unwrap();
+    let j = open(dir.path());
+    assert!(
+        j.warnings().iter().any(|w| w.contains("line 1")),
+        "{:?}",
+        j.warnings()
+    );
+    assert_eq!(
+        original(&j),
+        Some(Value::Int(4096)),
+        "the second intent repeats it"
+    );
+}
+
+#[test]
+fn one_writer_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path());
+    match Journal::open(dir.path(), Holder::Cli, Duration::from_millis(50)) {
+        Err(JournalError::Busy { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+        other => panic!("{other:?}"),
+    }
+    drop(j);
+    let agent = Journal::open(dir.path(), Holder::Agent, Duration::ZERO).unwrap();
+    match Journal::open(dir.path(), Holder::Cli, Duration::from_secs(30)) {
+        Err(e @ JournalError::AgentRunning { .. }) => {
+            assert!(e.to_string().contains("agent is running"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(agent);
+    open(dir.path());
+}
+
+#[test]
+fn pause_yield_and_quarantine_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = addr("net.core.somaxconn@netns:4026539999");
+    {
+        let mut j = open(dir.path());
+        assert!(j.set_paused(true, "op").unwrap());
+        assert!(!j.set_paused(true, "op").unwrap());
+        j.set_yielded(&a, Some(Value::Int(1000)), "pid 42 (sysctl)")
+            .unwrap();
+        j.quarantine(&a, &Value::Int(9000), Duration::from_secs(600), "p99 rose")
+            .unwrap();
+    }
+    let mut j = open(dir.path());
+    let now = SystemTime::now();
+    let ctx = j.context(&a, &Value::Int(9000), now);
+    assert!(ctx.paused && ctx.yielded);
+    assert!(ctx.quarantined_until.unwrap() > now);
+    assert!(j
+        .context(&a, &Value::Int(9001), now)
+        .quarantined_until
+        .is_none());
+    assert_eq!(
+        j.resume_param("net.core.somaxconn").unwrap(),
+        vec!["net.core.somaxconn@netns:4026539999".to_string()]
+    );
+    assert!(j.set_paused(false, "op").unwrap());
+    drop(j);
+    let j = open(dir.path());
+    let ctx = j.context(&a, &Value::Int(9000), now);
+    assert!(!ctx.paused && !ctx.yielded);
+}

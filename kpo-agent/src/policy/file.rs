@@ -1,0 +1,427 @@
+//! Reading a policy file: TOML into the types of [`super`], with every error naming the file, the
+//! line and the key (from `toml`'s spans).
+use std::{collections::BTreeMap, ops::Range, path::PathBuf, time::Duration};
+
+use globset::GlobBuilder;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    deny::DenyList, Bound, GuardSettings, HealthSignal, MaxStep, Mode, NamespaceSel, Namespaces,
+    OnExit, ParamRule, Policy, PolicyError, PolicyErrorClass, PolicyOrigin, Source,
+};
+use crate::actuate::param::canonical_sysctl;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDoc {
+    #[serde(default)]
+    guard: Option<GuardFile>,
+    #[serde(default)]
+    defaults: Option<Spanned<ParamFile>>,
+    #[serde(default)]
+    params: BTreeMap<Spanned<String>, Spanned<ParamFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuardFile {
+    windows: Option<Spanned<u32>>,
+    signals: Option<Vec<HealthSignal>>,
+    max_changes_per_hour: Option<Spanned<u32>>,
+    quarantine: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParamFile {
+    mode: Option<Mode>,
+    min: Option<Spanned<BoundFile>>,
+    max: Option<Spanned<BoundFile>>,
+    max_step: Option<Spanned<StepFile>>,
+    cooldown: Option<Spanned<String>>,
+    sources: Option<Vec<Source>>,
+    on_exit: Option<OnExit>,
+    namespaces: Option<Spanned<NsFile>>,
+    allow_adaptive_off: Option<bool>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum BoundFile {
+    One(i64),
+    Each(Vec<i64>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StepFile {
+    Abs(i64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NsFile {
+    Word(String),
+    List(Vec<NsEntry>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NsEntry {
+    Inode(u64),
+    Text(String),
+}
+
+/// Where each line of the text starts, to turn byte spans into 1-based line numbers.
+struct Lines<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Self { text, starts }
+    }
+    fn line(&self, offset: usize) -> usize {
+        match self.starts.binary_search(&offset) {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        }
+    }
+    fn line_text(&self, line: usize) -> &'a str {
+        let start = self
+            .starts
+            .get(line - 1)
+            .copied()
+            .unwrap_or(self.text.len());
+        let end = self.starts.get(line).copied().unwrap_or(self.text.len());
+        self.text[start..end].trim_end()
+    }
+    /// The table header in force at `line` (`params."net.core.somaxconn"`), if any.
+    fn table_at(&self, line: usize) -> Option<&'a str> {
+        (1..=line).rev().find_map(|l| {
+            let t = self.line_text(l).trim();
+            (t.starts_with('[') && t.ends_with(']'))
+                .then(|| t.trim_start_matches('[').trim_end_matches(']').trim())
+        })
+    }
+}
+
+struct Ctx<'a> {
+    file: String,
+    lines: Lines<'a>,
+}
+
+impl Ctx<'_> {
+    fn err(
+        &self,
+        span: Range<usize>,
+        key: String,
+        class: PolicyErrorClass,
+        message: String,
+    ) -> PolicyError {
+        PolicyError::Invalid {
+            file: self.file.clone(),
+            line: self.lines.line(span.start),
+            key,
+            class,
+            message,
+        }
+    }
+
+    /// A `toml` deserialisation error as file, line, key and reason.
+    fn from_toml(&self, e: toml::de::Error) -> PolicyError {
+        let message = e.message().trim().to_string();
+        let span = e.span().unwrap_or(0..0);
+        let line = self.lines.line(span.start);
+        let class = if message.contains("unknown field") {
+            PolicyErrorClass::UnknownKey
+        } else if message.contains("invalid type")
+            || message.contains("did not match any variant")
+            || message.contains("unknown variant")
+            || message.contains("invalid value")
+        {
+            PolicyErrorClass::BadType
+        } else {
+            PolicyErrorClass::Syntax
+        };
+        // The key: named in the message (`unknown field `x``), else the `key = ` on that line.
+        let own = message
+            .split('`')
+            .nth(1)
+            .filter(|_| class == PolicyErrorClass::UnknownKey)
+            .map(str::to_string)
+            .or_else(|| {
+                let text = self.lines.line_text(line);
+                let t = text.trim();
+                if t.starts_with('[') {
+                    None
+                } else {
+                    t.split_once('=').map(|(k, _)| k.trim().to_string())
+                }
+            });
+        let table = self.lines.table_at(line);
+        let key = match (table, own) {
+            (Some(t), Some(k)) => format!("{t}.{k}"),
+            (Some(t), None) => t.to_string(),
+            (None, Some(k)) => k,
+            (None, None) => "(document)".to_string(),
+        };
+        PolicyError::Invalid {
+            file: self.file.clone(),
+            line,
+            key,
+            class,
+            message,
+        }
+    }
+}
+
+pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
+    let ctx = Ctx {
+        file: file.to_string(),
+        lines: Lines::new(text),
+    };
+    let doc: FileDoc = toml::from_str(text).map_err(|e| ctx.from_toml(e))?;
+    let mut guard = GuardSettings::default();
+    if let Some(g) = doc.guard {
+        if let Some(w) = g.windows {
+            if *w.get_ref() == 0 {
+                return Err(ctx.err(
+                    w.span(),
+                    "guard.windows".into(),
+                    PolicyErrorClass::BadValue,
+                    "must be at least 1".into(),
+                ));
+            }
+            guard.windows = w.into_inner();
+        }
+        if let Some(s) = g.signals {
+            guard.signals = s;
+        }
+        if let Some(k) = g.max_changes_per_hour {
+            guard.max_changes_per_hour = k.into_inner();
+        }
+        if let Some(q) = g.quarantine {
+            guard.quarantine = duration(&ctx, &q, "guard.quarantine")?;
+        }
+    }
+    let deny = DenyList::new();
+    let builtin = ParamRule::builtin_default();
+    let defaults = match doc.defaults {
+        Some(d) => {
+            let span = d.span();
+            rule(&ctx, &builtin, "*", "defaults", span, d.into_inner(), None)?
+        }
+        None => builtin,
+    };
+    let mut params = Vec::new();
+    for (name, body) in doc.params {
+        let span = name.span();
+        let raw = name.into_inner();
+        let key = format!("params.{raw:?}");
+        let line = ctx.lines.line(span.start);
+        let is_sysctl = !(raw.starts_with("ethtool:") || raw.starts_with("cpufreq:"));
+        // A sysctl may be given slashed; its canonical form is dotted. Glob characters survive.
+        let pattern = if is_sysctl && raw.contains('/') && !raw.contains(['*', '?', '[', '{']) {
+            canonical_sysctl(&raw).map_err(|e| {
+                ctx.err(
+                    span.clone(),
+                    key.clone(),
+                    PolicyErrorClass::BadValue,
+                    e.to_string(),
+                )
+            })?
+        } else {
+            raw.clone()
+        };
+        let glob = GlobBuilder::new(&pattern).build().map_err(|e| {
+            ctx.err(
+                span.clone(),
+                key.clone(),
+                PolicyErrorClass::BadGlob,
+                format!("not a valid glob: {}", e.kind()),
+            )
+        })?;
+        let matcher = glob.compile_matcher();
+        if let Some((name, denied)) = deny.reached_by(&matcher, &pattern) {
+            return Err(ctx.err(
+                span,
+                key,
+                PolicyErrorClass::DenyListed,
+                format!(
+                    "{name} is on the built-in deny-list ({}: {}); no policy can allow it{}",
+                    denied.pattern,
+                    denied.why,
+                    if name == pattern {
+                        String::new()
+                    } else {
+                        "; name the keys you mean instead of a glob that reaches it".into()
+                    }
+                ),
+            ));
+        }
+        let mut r = rule(
+            &ctx,
+            &defaults,
+            &pattern,
+            &key,
+            body.span(),
+            body.into_inner(),
+            Some(matcher),
+        )?;
+        r.line = line;
+        params.push(r);
+    }
+    params.sort_by_key(|r| r.line);
+    Ok(Policy {
+        origin: PolicyOrigin::File(PathBuf::from(file)),
+        guard,
+        defaults,
+        params,
+        deny,
+    })
+}
+
+fn duration(ctx: &Ctx<'_>, s: &Spanned<String>, key: &str) -> Result<Duration, PolicyError> {
+    humantime::parse_duration(s.get_ref()).map_err(|e| {
+        ctx.err(
+            s.span(),
+            key.into(),
+            PolicyErrorClass::BadValue,
+            format!(
+                "{:?} is not a duration ({e}); e.g. \"30s\", \"5m\"",
+                s.get_ref()
+            ),
+        )
+    })
+}
+
+fn rule(
+    ctx: &Ctx<'_>,
+    base: &ParamRule,
+    pattern: &str,
+    key: &str,
+    span: Range<usize>,
+    f: ParamFile,
+    matcher: Option<globset::GlobMatcher>,
+) -> Result<ParamRule, PolicyError> {
+    let mut r = base.clone();
+    r.name = pattern.to_string();
+    r.line = ctx.lines.line(span.start);
+    if let Some(m) = matcher {
+        r.literal = !pattern.contains(['*', '?', '[', '{']);
+        r.matcher = m;
+    }
+    if let Some(m) = f.mode {
+        r.mode = m;
+    }
+    let bound = |b: &Spanned<BoundFile>| match b.get_ref() {
+        BoundFile::One(v) => Bound::All(*v),
+        BoundFile::Each(v) => Bound::Each(v.clone()),
+    };
+    if let Some(b) = &f.min {
+        r.min = Some(bound(b));
+    }
+    if let Some(b) = &f.max {
+        r.max = Some(bound(b));
+    }
+    for (b, which) in [(&f.min, "min"), (&f.max, "max")] {
+        if let Some(b) = b {
+            if matches!(b.get_ref(), BoundFile::Each(v) if v.is_empty()) {
+                return Err(ctx.err(
+                    b.span(),
+                    format!("{key}.{which}"),
+                    PolicyErrorClass::BadValue,
+                    "an empty list bounds nothing".into(),
+                ));
+            }
+        }
+    }
+    if let (Some(min), Some(max)) = (&r.min, &r.max) {
+        if let Some(why) = min.impossible_with(max) {
+            let at = f
+                .max
+                .as_ref()
+                .or(f.min.as_ref())
+                .map(|s| s.span())
+                .unwrap_or(span.clone());
+            return Err(ctx.err(
+                at,
+                format!("{key}.min/max"),
+                PolicyErrorClass::ImpossibleBounds,
+                why,
+            ));
+        }
+    }
+    if let Some(s) = &f.max_step {
+        let k = format!("{key}.max_step");
+        r.max_step = Some(match s.get_ref() {
+            StepFile::Abs(v) if *v > 0 => MaxStep::Absolute(*v),
+            StepFile::Abs(v) => {
+                return Err(ctx.err(
+                    s.span(),
+                    k,
+                    PolicyErrorClass::BadValue,
+                    format!("{v}: a step is a positive integer"),
+                ))
+            }
+            StepFile::Text(t) => MaxStep::parse(t)
+                .map_err(|why| ctx.err(s.span(), k, PolicyErrorClass::BadValue, why))?,
+        });
+    }
+    if let Some(c) = &f.cooldown {
+        r.cooldown = duration(ctx, c, &format!("{key}.cooldown"))?;
+    }
+    if let Some(s) = f.sources {
+        r.sources = s;
+    }
+    if let Some(o) = f.on_exit {
+        r.on_exit = o;
+    }
+    if let Some(a) = f.allow_adaptive_off {
+        r.allow_adaptive_off = a;
+    }
+    if let Some(ns) = &f.namespaces {
+        let k = format!("{key}.namespaces");
+        r.namespaces = match ns.get_ref() {
+            NsFile::Word(w) if w == "all" => Namespaces::All,
+            NsFile::Word(w) => {
+                return Err(ctx.err(
+                    ns.span(),
+                    k,
+                    PolicyErrorClass::BadValue,
+                    format!("{w:?}: expected \"all\" or a list of inodes, paths and \"host\""),
+                ))
+            }
+            NsFile::List(list) => {
+                let mut out = Vec::new();
+                for e in list {
+                    out.push(match e {
+                        NsEntry::Inode(i) => NamespaceSel::Inode(*i),
+                        NsEntry::Text(t) if t == "host" => NamespaceSel::Host,
+                        NsEntry::Text(t) if t.starts_with('/') => {
+                            NamespaceSel::Path(PathBuf::from(t))
+                        }
+                        NsEntry::Text(t) => {
+                            return Err(ctx.err(
+                                ns.span(),
+                                k,
+                                PolicyErrorClass::BadValue,
+                                format!(
+                                    "{t:?}: a namespace is an inode, an absolute path or \"host\""
+                                ),
+                            ))
+                        }
+                    });
+                }
+                Namespaces::List(out)
+            }
+        };
+    }
+    Ok(r)
+}

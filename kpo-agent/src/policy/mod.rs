@@ -1,0 +1,690 @@
+//! The operator's policy: which parameters may change, how far, how often, on whose advice and in
+//! which namespaces; and the [`Decision`] for each proposed change. Format and reasons in
+//! docs/policy.md.
+//!
+//! - [`Policy::load`] reads a TOML file (default [`DEFAULT_PATH`]; a missing default file means the
+//!   built-in default: every parameter observed and recommended, nothing automatic).
+//! - [`deny::DenyList`] is the built-in deny-list no policy can lift.
+//! - [`Policy::decide`] turns a [`Proposal`] and the journal's view of that parameter
+//!   ([`Context`]) into a [`Decision`].
+pub mod deny;
+mod file;
+
+use std::{
+    fmt,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use globset::{Glob, GlobMatcher};
+use serde::{Deserialize, Serialize};
+
+use crate::actuate::param::{NetnsRef, ParamAddress, Target, Value};
+
+pub const DEFAULT_PATH: &str = "/etc/kpo/policy.toml";
+
+/// What KPO may do with a parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Watch and record advice, never change.
+    Observe,
+    /// Advice waits for an operator's approval; an operator's own `kpo apply` is that approval.
+    Recommend,
+    /// Apply automatically within the bounds.
+    Auto,
+}
+
+/// Who proposes a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Rules,
+    Llm,
+    Optimizer,
+    Operator,
+}
+
+impl Source {
+    pub const ALL: [Source; 4] = [
+        Source::Rules,
+        Source::Llm,
+        Source::Optimizer,
+        Source::Operator,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Rules => "rules",
+            Source::Llm => "llm",
+            Source::Optimizer => "optimizer",
+            Source::Operator => "operator",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happens to a parameter when the agent stops (SIGTERM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExit {
+    #[default]
+    Keep,
+    Revert,
+}
+
+/// A health signal the guard watches after a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthSignal {
+    RequestP99,
+    RunqP99,
+    ListenOverflows,
+    SynackRetransmits,
+    SoftnetDrops,
+    TcpRetransmits,
+}
+
+impl HealthSignal {
+    pub const ALL: [HealthSignal; 6] = [
+        HealthSignal::RequestP99,
+        HealthSignal::RunqP99,
+        HealthSignal::ListenOverflows,
+        HealthSignal::SynackRetransmits,
+        HealthSignal::SoftnetDrops,
+        HealthSignal::TcpRetransmits,
+    ];
+}
+
+/// The global `[guard]` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GuardSettings {
+    /// Windows watched after each change.
+    pub windows: u32,
+    /// Signals whose regression reverts a change.
+    pub signals: Vec<HealthSignal>,
+    /// At most this many changes per parameter and target per hour (advisors; see [`Policy::decide`]).
+    pub max_changes_per_hour: u32,
+    /// How long a reverted value stays quarantined.
+    pub quarantine: Duration,
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        Self {
+            windows: 3,
+            signals: HealthSignal::ALL.to_vec(),
+            max_changes_per_hour: 6,
+            quarantine: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A lower or upper bound: one integer for every element, or one per element.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Bound {
+    All(i64),
+    Each(Vec<i64>),
+}
+
+impl Bound {
+    fn at(&self, i: usize) -> Option<i64> {
+        match self {
+            Bound::All(v) => Some(*v),
+            Bound::Each(v) => v.get(i).copied(),
+        }
+    }
+    fn len(&self) -> Option<usize> {
+        match self {
+            Bound::All(_) => None,
+            Bound::Each(v) => Some(v.len()),
+        }
+    }
+    /// Why `self` (min) and `max` admit no value, if they do not.
+    fn impossible_with(&self, max: &Bound) -> Option<String> {
+        if let (Some(a), Some(b)) = (self.len(), max.len()) {
+            if a != b {
+                return Some(format!("min has {a} elements and max has {b}"));
+            }
+        }
+        let n = self.len().or(max.len()).unwrap_or(1);
+        (0..n).find_map(|i| match (self.at(i), max.at(i)) {
+            (Some(lo), Some(hi)) if lo > hi => Some(if n == 1 {
+                format!("min {lo} is above max {hi}")
+            } else {
+                format!("element {i}: min {lo} is above max {hi}")
+            }),
+            _ => None,
+        })
+    }
+}
+
+impl fmt::Display for Bound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bound::All(v) => write!(f, "{v}"),
+            Bound::Each(v) => write!(f, "{v:?}"),
+        }
+    }
+}
+
+/// The largest change allowed in one step, per element.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaxStep {
+    Absolute(i64),
+    /// A fraction of the value before (`"50%"` is 0.5).
+    Relative(f64),
+}
+
+impl MaxStep {
+    fn parse(text: &str) -> Result<MaxStep, String> {
+        let t = text.trim();
+        if let Some(p) = t.strip_suffix('%') {
+            return match p.trim().parse::<f64>() {
+                Ok(v) if v > 0.0 && v.is_finite() => Ok(MaxStep::Relative(v / 100.0)),
+                _ => Err(format!(
+                    "{text:?}: a relative step is a positive percentage like \"50%\""
+                )),
+            };
+        }
+        match t.parse::<i64>() {
+            Ok(v) if v > 0 => Ok(MaxStep::Absolute(v)),
+            _ => Err(format!(
+                "{text:?}: a step is a positive integer or a percentage like \"50%\""
+            )),
+        }
+    }
+    /// The largest allowed change from `before`.
+    pub fn limit(self, before: i64) -> i64 {
+        match self {
+            MaxStep::Absolute(v) => v,
+            MaxStep::Relative(f) => ((before.unsigned_abs() as f64) * f).floor() as i64,
+        }
+    }
+}
+
+impl fmt::Display for MaxStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaxStep::Absolute(v) => write!(f, "{v}"),
+            MaxStep::Relative(r) => write!(f, "{}%", r * 100.0),
+        }
+    }
+}
+
+/// One namespace a rule covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum NamespaceSel {
+    /// The agent's own network namespace (`"host"`).
+    Host,
+    Inode(u64),
+    Path(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub enum Namespaces {
+    #[default]
+    All,
+    List(Vec<NamespaceSel>),
+}
+
+/// The inode of a network namespace reference: the number itself, or the inode of the file.
+pub fn netns_inode(r: &NetnsRef) -> Option<u64> {
+    match r {
+        NetnsRef::Inode(i) => Some(*i),
+        NetnsRef::Path(p) => std::fs::metadata(p).ok().map(|m| m.ino()),
+    }
+}
+
+impl Namespaces {
+    /// Whether a target is covered. NIC and cpufreq targets are not in a namespace and always are.
+    pub fn covers(&self, target: &Target) -> bool {
+        let list = match self {
+            Namespaces::All => return true,
+            Namespaces::List(list) => list,
+        };
+        match target {
+            Target::Host => list.contains(&NamespaceSel::Host),
+            Target::Netns { netns } => {
+                let want = netns_inode(netns);
+                list.iter().any(|sel| match (sel, netns) {
+                    (NamespaceSel::Host, _) => false,
+                    (NamespaceSel::Path(p), NetnsRef::Path(q)) if p == q => true,
+                    (NamespaceSel::Inode(i), _) => want == Some(*i),
+                    (NamespaceSel::Path(p), _) => {
+                        want.is_some() && netns_inode(&NetnsRef::Path(p.clone())) == want
+                    }
+                })
+            }
+            Target::Nic { .. } | Target::Cpufreq { .. } => true,
+        }
+    }
+}
+
+/// The policy for the parameters one `[params."NAME"]` entry (or `[defaults]`) covers.
+#[derive(Debug, Clone)]
+pub struct ParamRule {
+    /// The name or glob as written (slashed sysctl names made dotted).
+    pub name: String,
+    /// Line in the policy file (0 for built-in).
+    pub line: usize,
+    matcher: GlobMatcher,
+    literal: bool,
+    pub mode: Mode,
+    pub min: Option<Bound>,
+    pub max: Option<Bound>,
+    pub max_step: Option<MaxStep>,
+    pub cooldown: Duration,
+    pub sources: Vec<Source>,
+    pub on_exit: OnExit,
+    pub namespaces: Namespaces,
+    /// Coalescing: a change may turn the NIC's adaptive moderation off.
+    pub allow_adaptive_off: bool,
+}
+
+impl ParamRule {
+    /// Observe and recommend, any source, any namespace, no bounds, keep on exit.
+    pub fn builtin_default() -> Self {
+        Self {
+            name: "*".into(),
+            line: 0,
+            matcher: Glob::new("*").expect("glob").compile_matcher(),
+            literal: false,
+            mode: Mode::Recommend,
+            min: None,
+            max: None,
+            max_step: None,
+            cooldown: Duration::ZERO,
+            sources: Source::ALL.to_vec(),
+            on_exit: OnExit::Keep,
+            namespaces: Namespaces::All,
+            allow_adaptive_off: false,
+        }
+    }
+}
+
+/// Where the policy came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyOrigin {
+    BuiltIn,
+    File(PathBuf),
+}
+
+impl fmt::Display for PolicyOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicyOrigin::BuiltIn => f.write_str("built-in default (observe and recommend)"),
+            PolicyOrigin::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+pub struct Policy {
+    pub origin: PolicyOrigin,
+    pub guard: GuardSettings,
+    /// `[defaults]`, for parameters no entry names.
+    pub defaults: ParamRule,
+    /// `[params.*]` in file order.
+    pub params: Vec<ParamRule>,
+    deny: deny::DenyList,
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("origin", &self.origin)
+            .field("guard", &self.guard)
+            .field("defaults", &self.defaults)
+            .field("params", &self.params)
+            .finish()
+    }
+}
+
+/// What kind of mistake a policy file has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyErrorClass {
+    Syntax,
+    UnknownKey,
+    BadType,
+    BadValue,
+    ImpossibleBounds,
+    BadGlob,
+    DenyListed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{file}: cannot read the policy: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}: {key}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        key: String,
+        class: PolicyErrorClass,
+        message: String,
+    },
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
+
+impl Policy {
+    /// The built-in default: every parameter observed and recommended, nothing automatic.
+    pub fn builtin() -> Self {
+        Self {
+            origin: PolicyOrigin::BuiltIn,
+            guard: GuardSettings::default(),
+            defaults: ParamRule::builtin_default(),
+            params: Vec::new(),
+            deny: deny::DenyList::new(),
+        }
+    }
+
+    /// Loads `path`, or [`DEFAULT_PATH`] when `None`; a missing default file is the built-in
+    /// default, a missing file named explicitly is an error.
+    pub fn load(path: Option<&Path>) -> Result<Self, PolicyError> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text, &path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self::builtin()),
+            Err(source) => Err(PolicyError::Read {
+                file: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses policy text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, PolicyError> {
+        file::parse(text, file)
+    }
+
+    pub fn deny_list(&self) -> &deny::DenyList {
+        &self.deny
+    }
+
+    /// The rule for a parameter: an entry naming it exactly, else the matching glob with the
+    /// longest pattern (the earliest in the file on a tie), else `[defaults]`.
+    pub fn rule_for(&self, address: &ParamAddress) -> &ParamRule {
+        let name = address.policy_name();
+        if let Some(r) = self.params.iter().find(|r| r.literal && r.name == name) {
+            return r;
+        }
+        self.params
+            .iter()
+            .filter(|r| !r.literal && r.matcher.is_match(&name))
+            .fold(None::<&ParamRule>, |best, r| match best {
+                Some(b) if b.name.len() >= r.name.len() => Some(b),
+                _ => Some(r),
+            })
+            .unwrap_or(&self.defaults)
+    }
+
+    /// The decision for a proposed change, given what the journal knows of the parameter.
+    ///
+    /// Order: deny-list, sources, namespaces, yielded, paused, quarantine, bounds, step, then for
+    /// advisors (not an operator) cooldown and the hourly limit, then the mode. A revert to an
+    /// original or earlier value is decided by [`Policy::decide_revert`] instead.
+    pub fn decide(&self, p: &Proposal, ctx: &Context) -> Decision {
+        let name = p.address.policy_name();
+        if let Some(d) = self.deny.denies(&name) {
+            return Decision::Refused(Refusal::DenyListed {
+                pattern: d.pattern.to_string(),
+                why: d.why.to_string(),
+            });
+        }
+        let rule = self.rule_for(&p.address);
+        if !rule.sources.contains(&p.source) {
+            return Decision::Refused(Refusal::SourceNotAllowed {
+                proposer: p.source,
+                allowed: rule.sources.clone(),
+            });
+        }
+        if !rule.namespaces.covers(&p.address.target) {
+            return Decision::Refused(Refusal::NamespaceNotCovered {
+                target: p.address.to_string(),
+            });
+        }
+        if ctx.yielded {
+            return Decision::Refused(Refusal::Yielded);
+        }
+        if ctx.paused {
+            return Decision::Refused(Refusal::Paused);
+        }
+        if let Some(until) = ctx.quarantined_until {
+            if until > ctx.now {
+                return Decision::Refused(Refusal::Quarantined {
+                    until: humantime::format_rfc3339_seconds(until).to_string(),
+                });
+            }
+        }
+        if let Some(refusal) = check_bounds(rule, &p.value) {
+            return Decision::Refused(refusal);
+        }
+        if let (Some(step), Some(before)) = (rule.max_step, &ctx.before) {
+            if let (Some(b), Some(a)) = (before.ints(), p.value.ints()) {
+                if a.len() == b.len() {
+                    for (i, (x, y)) in b.iter().zip(&a).enumerate() {
+                        let limit = step.limit(*x);
+                        if (y - x).abs() > limit {
+                            return Decision::Refused(Refusal::StepTooLarge {
+                                element: (a.len() > 1).then_some(i),
+                                from: *x,
+                                to: *y,
+                                max_step: step.to_string(),
+                                limit,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        if p.source != Source::Operator {
+            if let Some(last) = ctx.last_change {
+                let ready = last + rule.cooldown;
+                if ready > ctx.now {
+                    let left = ready.duration_since(ctx.now).unwrap_or_default();
+                    return Decision::Refused(Refusal::Cooldown {
+                        remaining_s: left.as_secs_f64(),
+                    });
+                }
+            }
+            if ctx.changes_last_hour >= self.guard.max_changes_per_hour {
+                return Decision::Refused(Refusal::RateLimited {
+                    changes: ctx.changes_last_hour,
+                    limit: self.guard.max_changes_per_hour,
+                });
+            }
+        }
+        match (rule.mode, p.source) {
+            (Mode::Observe, _) => Decision::RecordOnly,
+            (Mode::Recommend, Source::Operator) | (Mode::Auto, _) => Decision::Apply,
+            (Mode::Recommend, _) => Decision::NeedsApproval,
+        }
+    }
+
+    /// A revert (to a value the kernel had before) passes only the deny-list: it undoes a change,
+    /// so pause, bounds, step, cooldown and the hourly limit do not hold it back.
+    pub fn decide_revert(&self, address: &ParamAddress) -> Decision {
+        match self.deny.denies(&address.policy_name()) {
+            Some(d) => Decision::Refused(Refusal::DenyListed {
+                pattern: d.pattern.to_string(),
+                why: d.why.to_string(),
+            }),
+            None => Decision::Apply,
+        }
+    }
+}
+
+fn check_bounds(rule: &ParamRule, value: &Value) -> Option<Refusal> {
+    if rule.min.is_none() && rule.max.is_none() {
+        return None;
+    }
+    let Some(ints) = value.ints() else {
+        return Some(Refusal::OutOfBounds {
+            element: None,
+            value: value.to_string(),
+            min: rule.min.as_ref().map(Bound::to_string),
+            max: rule.max.as_ref().map(Bound::to_string),
+        });
+    };
+    for (i, v) in ints.iter().enumerate() {
+        let lo = rule.min.as_ref().and_then(|b| b.at(i));
+        let hi = rule.max.as_ref().and_then(|b| b.at(i));
+        if lo.is_some_and(|lo| *v < lo) || hi.is_some_and(|hi| *v > hi) {
+            return Some(Refusal::OutOfBounds {
+                element: (ints.len() > 1).then_some(i),
+                value: v.to_string(),
+                min: lo.map(|x| x.to_string()),
+                max: hi.map(|x| x.to_string()),
+            });
+        }
+    }
+    for b in [&rule.min, &rule.max].into_iter().flatten() {
+        if let Some(n) = b.len() {
+            if n != ints.len() {
+                return Some(Refusal::OutOfBounds {
+                    element: None,
+                    value: value.to_string(),
+                    min: rule.min.as_ref().map(Bound::to_string),
+                    max: rule.max.as_ref().map(Bound::to_string),
+                });
+            }
+        }
+    }
+    None
+}
+
+/// A proposed change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub address: ParamAddress,
+    pub value: Value,
+    pub source: Source,
+    pub reason: String,
+}
+
+/// What the journal (and the kernel) say about the parameter at decision time.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub now: SystemTime,
+    /// The kernel's value now.
+    pub before: Option<Value>,
+    pub paused: bool,
+    /// An administrator changed it; KPO yielded until `kpo resume PARAM`.
+    pub yielded: bool,
+    /// When KPO last applied a change to this parameter at this target.
+    pub last_change: Option<SystemTime>,
+    /// Changes applied to it in the last hour.
+    pub changes_last_hour: u32,
+    /// This value is quarantined until then.
+    pub quarantined_until: Option<SystemTime>,
+}
+
+impl Context {
+    pub fn new(now: SystemTime) -> Self {
+        Self {
+            now,
+            before: None,
+            paused: false,
+            yielded: false,
+            last_change: None,
+            changes_last_hour: 0,
+            quarantined_until: None,
+        }
+    }
+}
+
+/// The policy's answer to a proposal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    Apply,
+    /// Mode recommend: waits for an operator.
+    NeedsApproval,
+    /// Mode observe: recorded, never applied.
+    RecordOnly,
+    Refused(Refusal),
+}
+
+/// Why a change is refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "refusal", rename_all = "snake_case")]
+pub enum Refusal {
+    #[error("deny-listed: matches {pattern} ({why}); no policy can allow it")]
+    DenyListed { pattern: String, why: String },
+    #[error("out of bounds: {value}{} is outside [{}, {}]", element.map(|i| format!(" (element {i})")).unwrap_or_default(), min.as_deref().unwrap_or("-inf"), max.as_deref().unwrap_or("+inf"))]
+    OutOfBounds {
+        element: Option<usize>,
+        value: String,
+        min: Option<String>,
+        max: Option<String>,
+    },
+    #[error("step too large: {from} -> {to}{} moves more than max_step {max_step} (at most {limit})", element.map(|i| format!(" (element {i})")).unwrap_or_default())]
+    StepTooLarge {
+        element: Option<usize>,
+        from: i64,
+        to: i64,
+        max_step: String,
+        limit: i64,
+    },
+    #[error("cooldown: the last change was too recent; {remaining_s:.0}s to wait")]
+    Cooldown { remaining_s: f64 },
+    #[error("source not allowed: {proposer} may not drive this parameter (allowed: {})", allowed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))]
+    SourceNotAllowed {
+        proposer: Source,
+        allowed: Vec<Source>,
+    },
+    #[error("namespace not covered: the policy does not cover {target}")]
+    NamespaceNotCovered { target: String },
+    #[error("paused: all changes are paused (kpo resume)")]
+    Paused,
+    #[error("quarantined: this value was reverted by the guard; quarantined until {until}")]
+    Quarantined { until: String },
+    #[error("rate-limited: {changes} changes in the last hour, the limit is {limit}")]
+    RateLimited { changes: u32, limit: u32 },
+    #[error("yielded: an administrator changed this parameter; kpo resume PARAM hands it back")]
+    Yielded,
+    #[error("invalid: {why}")]
+    Invalid { why: String },
+}
+
+impl Refusal {
+    /// A short machine name (`deny_listed`, `out_of_bounds`, ...), as in events.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::DenyListed { .. } => "deny_listed",
+            Refusal::OutOfBounds { .. } => "out_of_bounds",
+            Refusal::StepTooLarge { .. } => "step_too_large",
+            Refusal::Cooldown { .. } => "cooldown",
+            Refusal::SourceNotAllowed { .. } => "source_not_allowed",
+            Refusal::NamespaceNotCovered { .. } => "namespace_not_covered",
+            Refusal::Paused => "paused",
+            Refusal::Quarantined { .. } => "quarantined",
+            Refusal::RateLimited { .. } => "rate_limited",
+            Refusal::Yielded => "yielded",
+            Refusal::Invalid { .. } => "invalid",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

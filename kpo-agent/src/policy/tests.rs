@@ -1,0 +1,435 @@
+use super::*;
+
+fn err(text: &str) -> (usize, String, PolicyErrorClass, String) {
+    match Policy::parse(text, "/etc/kpo/test.toml") {
+        Err(PolicyError::Invalid {
+            file,
+            line,
+            key,
+            class,
+            message,
+        }) => {
+            assert_eq!(file, "/etc/kpo/test.toml");
+            let shown = PolicyError::Invalid {
+                file: file.clone(),
+                line,
+                key: key.clone(),
+                class,
+                message: message.clone(),
+            }
+            .to_string();
+            assert!(
+                shown.starts_with(&format!("/etc/kpo/test.toml:{line}: {key}")),
+                "{shown}"
+            );
+            (line, key, class, message)
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("policy accepted:\n{text}"),
+    }
+}
+
+fn addr(s: &str) -> ParamAddress {
+    s.parse().unwrap()
+}
+
+fn proposal(a: &str, v: Value, source: Source) -> Proposal {
+    Proposal {
+        address: addr(a),
+        value: v,
+        source,
+        reason: "test".into(),
+    }
+}
+
+const GOOD: &str = r#"
+[guard]
+windows = 4
+signals = ["request_p99", "listen_overflows"]
+max_changes_per_hour = 3
+quarantine = "30m"
+
+[defaults]
+mode = "observe"
+
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 128
+max = 65535
+max_step = "100%"
+cooldown = "5m"
+sources = ["rules", "operator"]
+on_exit = "revert"
+namespaces = "all"
+
+[params."net.ipv4.tcp_rmem"]
+mode = "recommend"
+min = [4096, 16384, 1048576]
+max = [65536, 1048576, 33554432]
+max_step = 1048576
+
+[params."net.ipv4.tcp_*"]
+mode = "auto"
+namespaces = ["host", 4026532281, "/run/netns/web"]
+
+[params."ethtool:*:rx-usecs"]
+mode = "auto"
+min = 0
+max = 200
+allow_adaptive_off = true
+sources = ["optimizer"]
+"#;
+
+#[test]
+fn a_good_policy_loads() {
+    let p = Policy::parse(GOOD, "good.toml").unwrap();
+    assert_eq!(p.guard.windows, 4);
+    assert_eq!(p.guard.max_changes_per_hour, 3);
+    assert_eq!(p.guard.quarantine, Duration::from_secs(1800));
+    assert_eq!(p.defaults.mode, Mode::Observe);
+    let s = p.rule_for(&addr("net.core.somaxconn@netns:7"));
+    assert_eq!(s.mode, Mode::Auto);
+    assert_eq!(s.max_step, Some(MaxStep::Relative(1.0)));
+    assert_eq!(s.cooldown, Duration::from_secs(300));
+    assert_eq!(s.on_exit, OnExit::Revert);
+    assert_eq!(s.line, 11);
+    // The exact name beats the glob that also matches it.
+    assert_eq!(p.rule_for(&addr("net.ipv4.tcp_rmem")).mode, Mode::Recommend);
+    assert_eq!(
+        p.rule_for(&addr("net.ipv4.tcp_wmem")).name,
+        "net.ipv4.tcp_*"
+    );
+    assert_eq!(p.rule_for(&addr("vm.swappiness")).mode, Mode::Observe);
+    let e = p.rule_for(&addr("ethtool:eth0:rx-usecs"));
+    assert!(e.allow_adaptive_off);
+    assert_eq!(e.sources, vec![Source::Optimizer]);
+}
+
+#[test]
+fn missing_default_file_is_the_builtin_and_a_missing_named_file_is_an_error() {
+    let p = Policy::builtin();
+    assert_eq!(p.origin, PolicyOrigin::BuiltIn);
+    let d = p.decide(
+        &proposal("net.core.somaxconn", Value::Int(4096), Source::Rules),
+        &Context::new(SystemTime::now()),
+    );
+    assert_eq!(
+        d,
+        Decision::NeedsApproval,
+        "built-in default never auto-applies"
+    );
+    let d = p.decide(
+        &proposal("net.core.somaxconn", Value::Int(4096), Source::Operator),
+        &Context::new(SystemTime::now()),
+    );
+    assert_eq!(
+        d,
+        Decision::Apply,
+        "an operator's apply is its own approval"
+    );
+    let e = Policy::load(Some(Path::new("/nonexistent/kpo/policy.toml"))).unwrap_err();
+    assert!(matches!(e, PolicyError::Read { .. }), "{e}");
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let (line, key, class, msg) =
+        err("[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmaxx = 5\n");
+    assert_eq!(class, PolicyErrorClass::UnknownKey);
+    assert_eq!(line, 3, "{msg}");
+    assert!(key.contains("maxx"), "{key}");
+    let (line, key, class, _) = err("\n\nfoo = 1\n");
+    assert_eq!((line, class), (3, PolicyErrorClass::UnknownKey));
+    assert_eq!(key, "foo");
+    let (line, key, class, _) = err("[guard]\nwindows = 3\nsignal = []\n");
+    assert_eq!((line, class), (3, PolicyErrorClass::UnknownKey));
+    assert_eq!(key, "guard.signal");
+}
+
+#[test]
+fn bad_types_name_file_line_and_key() {
+    let (line, key, class, msg) = err("[params.\"vm.swappiness\"]\n\nmin = \"ten\"\n");
+    assert_eq!((line, class), (3, PolicyErrorClass::BadType), "{msg}");
+    assert_eq!(key, "params.\"vm.swappiness\".min");
+    let (line, key, class, _) = err("[params.\"vm.swappiness\"]\nmode = \"sometimes\"\n");
+    assert_eq!((line, class), (2, PolicyErrorClass::BadType));
+    assert_eq!(key, "params.\"vm.swappiness\".mode");
+    let (line, key, class, _) =
+        err("[params.\"vm.swappiness\"]\nmode = \"auto\"\nsources = [\"rules\", \"me\"]\n");
+    assert_eq!((line, class), (3, PolicyErrorClass::BadType));
+    assert!(key.ends_with(".sources"), "{key}");
+    let (line, key, class, _) = err("[params.\"vm.swappiness\"]\ncooldown = \"soon\"\n");
+    assert_eq!((line, class), (2, PolicyErrorClass::BadValue));
+    assert!(key.ends_with(".cooldown"), "{key}");
+    let (line, key, class, _) = err("[params.\"vm.swappiness\"]\nmax_step = \"lots\"\n");
+    assert_eq!((line, class), (2, PolicyErrorClass::BadValue));
+    assert!(key.ends_with(".max_step"), "{key}");
+}
+
+#[test]
+fn impossible_bounds_name_file_line_and_key() {
+    let (line, key, class, msg) =
+        err("# x\n[params.\"net.core.somaxconn\"]\nmin = 4096\nmax = 128\n");
+    assert_eq!((line, class), (4, PolicyErrorClass::ImpossibleBounds));
+    assert!(key.starts_with("params.\"net.core.somaxconn\""), "{key}");
+    assert!(msg.contains("4096") && msg.contains("128"), "{msg}");
+    let (_, _, class, msg) =
+        err("[params.\"net.ipv4.tcp_rmem\"]\nmin = [1, 2, 3]\nmax = [4, 1, 9]\n");
+    assert_eq!(class, PolicyErrorClass::ImpossibleBounds);
+    assert!(msg.contains("element 1"), "{msg}");
+    let (_, _, class, _) = err("[params.\"net.ipv4.tcp_rmem\"]\nmin = [1, 2, 3]\nmax = [4, 5]\n");
+    assert_eq!(class, PolicyErrorClass::ImpossibleBounds);
+}
+
+#[test]
+fn bad_glob_names_file_line_and_key() {
+    let (line, key, class, _) = err("[params.\"vm.swappiness\"]\nmode = \"auto\"\n\n[params.\"net.core.[abc\"]\nmode = \"auto\"\n");
+    assert_eq!((line, class), (4, PolicyErrorClass::BadGlob));
+    assert_eq!(key, "params.\"net.core.[abc\"");
+}
+
+#[test]
+fn a_policy_naming_core_pattern_is_rejected_at_load() {
+    let (line, key, class, msg) =
+        err("[params.\"vm.swappiness\"]\nmode = \"auto\"\n[params.\"kernel.core_pattern\"]\nmode = \"auto\"\n");
+    assert_eq!((line, class), (3, PolicyErrorClass::DenyListed));
+    assert_eq!(key, "params.\"kernel.core_pattern\"");
+    assert!(msg.contains("deny-list"), "{msg}");
+    // Slashed, or reached by a glob, it is the same.
+    let (_, _, class, _) = err("[params.\"kernel/core_pattern\"]\nmode = \"observe\"\n");
+    assert_eq!(class, PolicyErrorClass::DenyListed);
+    let (_, _, class, msg) = err("[params.\"kernel.*\"]\nmode = \"auto\"\n");
+    assert_eq!(class, PolicyErrorClass::DenyListed);
+    assert!(msg.contains("glob"), "{msg}");
+    let (_, _, class, _) = err("[params.\"kernel.yama.ptrace_scope\"]\n");
+    assert_eq!(class, PolicyErrorClass::DenyListed);
+}
+
+#[test]
+fn a_request_for_core_pattern_is_refused_whatever_the_policy() {
+    let p = Policy::parse("[defaults]\nmode = \"auto\"\n", "p.toml").unwrap();
+    for source in Source::ALL {
+        let d = p.decide(
+            &proposal("kernel.core_pattern", Value::Word("|/tmp/x".into()), source),
+            &Context::new(SystemTime::now()),
+        );
+        assert!(
+            matches!(&d, Decision::Refused(Refusal::DenyListed { pattern, .. }) if pattern == "kernel.core_pattern"),
+            "{d:?}"
+        );
+    }
+    assert!(matches!(
+        p.decide_revert(&addr("kernel.core_pattern")),
+        Decision::Refused(Refusal::DenyListed { .. })
+    ));
+}
+
+fn ctx_before(v: Value) -> Context {
+    Context {
+        before: Some(v),
+        ..Context::new(SystemTime::now())
+    }
+}
+
+#[test]
+fn out_of_bounds_and_too_large_steps_are_refused_with_the_reason() {
+    let p = Policy::parse(GOOD, "good.toml").unwrap();
+    let d = p.decide(
+        &proposal("net.core.somaxconn", Value::Int(100_000), Source::Rules),
+        &ctx_before(Value::Int(4096)),
+    );
+    let Decision::Refused(r) = d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(r.code(), "out_of_bounds");
+    assert!(
+        r.to_string().contains("100000 is outside [128, 65535]"),
+        "{r}"
+    );
+    // 4096 -> 9000 is more than 100% of 4096.
+    let d = p.decide(
+        &proposal("net.core.somaxconn", Value::Int(9000), Source::Rules),
+        &ctx_before(Value::Int(4096)),
+    );
+    let Decision::Refused(r) = d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(r.code(), "step_too_large");
+    assert!(r.to_string().contains("4096 -> 9000"), "{r}");
+    assert!(r.to_string().contains("at most 4096"), "{r}");
+    assert_eq!(
+        p.decide(
+            &proposal("net.core.somaxconn", Value::Int(8192), Source::Rules),
+            &ctx_before(Value::Int(4096)),
+        ),
+        Decision::Apply
+    );
+    // Vector values, element by element.
+    let d = p.decide(
+        &proposal(
+            "net.ipv4.tcp_rmem",
+            Value::Ints(vec![4096, 131072, 40_000_000]),
+            Source::Operator,
+        ),
+        &ctx_before(Value::Ints(vec![4096, 131072, 6291456])),
+    );
+    assert!(
+        matches!(
+            &d,
+            Decision::Refused(Refusal::OutOfBounds {
+                element: Some(2),
+                ..
+            })
+        ),
+        "{d:?}"
+    );
+    let d = p.decide(
+        &proposal(
+            "net.ipv4.tcp_rmem",
+            Value::Ints(vec![4096, 131072, 16_000_000]),
+            Source::Operator,
+        ),
+        &ctx_before(Value::Ints(vec![4096, 131072, 6291456])),
+    );
+    assert!(
+        matches!(
+            &d,
+            Decision::Refused(Refusal::StepTooLarge {
+                element: Some(2),
+                ..
+            })
+        ),
+        "{d:?}"
+    );
+    let d = p.decide(
+        &proposal(
+            "net.ipv4.tcp_rmem",
+            Value::Ints(vec![4096, 131072, 6291456 + 1000]),
+            Source::Rules,
+        ),
+        &ctx_before(Value::Ints(vec![4096, 131072, 6291456])),
+    );
+    assert_eq!(d, Decision::NeedsApproval);
+}
+
+#[test]
+fn sources_namespaces_pause_cooldown_rate_and_quarantine() {
+    let p = Policy::parse(GOOD, "good.toml").unwrap();
+    let now = SystemTime::now();
+    let refused = |d: Decision| match d {
+        Decision::Refused(r) => r.code(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        refused(p.decide(
+            &proposal("net.core.somaxconn", Value::Int(200), Source::Llm),
+            &Context::new(now)
+        )),
+        "source_not_allowed"
+    );
+    assert_eq!(
+        refused(p.decide(
+            &proposal(
+                "net.ipv4.tcp_wmem@netns:99",
+                Value::Ints(vec![1, 2, 3]),
+                Source::Rules
+            ),
+            &Context::new(now)
+        )),
+        "namespace_not_covered"
+    );
+    assert_eq!(
+        p.decide(
+            &proposal(
+                "net.ipv4.tcp_wmem@netns:4026532281",
+                Value::Ints(vec![1, 2, 3]),
+                Source::Rules
+            ),
+            &Context::new(now)
+        ),
+        Decision::Apply
+    );
+    assert_eq!(
+        p.decide(
+            &proposal(
+                "net.ipv4.tcp_wmem",
+                Value::Ints(vec![1, 2, 3]),
+                Source::Rules
+            ),
+            &Context::new(now)
+        ),
+        Decision::Apply,
+        "host is listed"
+    );
+    let c = Context {
+        paused: true,
+        ..Context::new(now)
+    };
+    assert_eq!(
+        refused(p.decide(
+            &proposal("net.core.somaxconn", Value::Int(200), Source::Operator),
+            &c
+        )),
+        "paused"
+    );
+    let c = Context {
+        yielded: true,
+        ..Context::new(now)
+    };
+    assert_eq!(
+        refused(p.decide(
+            &proposal("net.core.somaxconn", Value::Int(200), Source::Rules),
+            &c
+        )),
+        "yielded"
+    );
+    let c = Context {
+        last_change: Some(now - Duration::from_secs(60)),
+        ..Context::new(now)
+    };
+    assert_eq!(
+        refused(p.decide(
+            &proposal("net.core.somaxconn", Value::Int(200), Source::Rules),
+            &c
+        )),
+        "cooldown"
+    );
+    assert_eq!(
+        p.decide(
+            &proposal("net.core.somaxconn", Value::Int(200), Source::Operator),
+            &c
+        ),
+        Decision::Apply,
+        "an operator is not held by the cooldown"
+    );
+    let c = Context {
+        changes_last_hour: 3,
+        ..Context::new(now)
+    };
+    assert_eq!(
+        refused(p.decide(
+            &proposal("net.core.somaxconn", Value::Int(200), Source::Rules),
+            &c
+        )),
+        "rate_limited"
+    );
+    let c = Context {
+        quarantined_until: Some(now + Duration::from_secs(60)),
+        ..Context::new(now)
+    };
+    assert_eq!(
+        refused(p.decide(
+            &proposal("net.core.somaxconn", Value::Int(200), Source::Operator),
+            &c
+        )),
+        "quarantined"
+    );
+    assert_eq!(
+        p.decide(
+            &proposal("vm.swappiness", Value::Int(10), Source::Operator),
+            &Context::new(now)
+        ),
+        Decision::RecordOnly,
+        "observe records only"
+    );
+}

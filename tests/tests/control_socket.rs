@@ -1,0 +1,79 @@
+//! The control socket refuses anyone but root twice over: the file is 0600 (connect fails), and
+//! if its mode were loosened, the peer check (SO_PEERCRED) still answers with a refusal.
+use std::{
+    io::{BufRead, Write},
+    os::unix::fs::PermissionsExt,
+    time::Duration,
+};
+
+use kpo_agent::api::server::Server;
+
+/// Runs `f` on a thread whose (real, effective, saved) uid is `nobody`. A raw `setresuid` changes
+/// only the calling thread (glibc's wrapper would change every thread of the test process).
+fn as_nobody<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let nobody = 65534;
+            // SAFETY: a plain syscall with integer arguments.
+            let rc = unsafe { libc::syscall(libc::SYS_setresuid, nobody, nobody, nobody) };
+            assert_eq!(rc, 0, "setresuid: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+pub fn non_root_callers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Let nobody traverse to the socket, so that only the socket's own mode and the peer check
+    // stand in the way.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.path().join("kpo.sock");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let (server, _requests) = Server::bind(&socket).unwrap();
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 0);
+
+    let err = as_nobody(|| std::os::unix::net::UnixStream::connect(&socket).unwrap_err());
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+
+    // Loosen the mode: the peer check must still refuse.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut stream = as_nobody(|| std::os::unix::net::UnixStream::connect(&socket).unwrap());
+    stream.write_all(b"{\"op\":\"status\"}\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stream)
+            .read_line(&mut line)
+            .unwrap();
+        line
+    });
+    // The server's tasks run on this runtime: drive it until the reply is written.
+    let line = rt.block_on(async {
+        for _ in 0..500 {
+            if reader.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        reader.join().unwrap()
+    });
+    assert!(
+        line.contains("serves root only") && line.contains("uid 65534"),
+        "{line}"
+    );
+    drop(server);
+    assert!(
+        !socket.exists(),
+        "the socket is removed when the server goes"
+    );
+}
