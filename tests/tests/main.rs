@@ -1,6 +1,7 @@
 //! Root integration tests: the real eBPF programs against the kernel's own counters.
 //! Run by `cargo xtask test` with one test thread (they share tracepoints and namespaces).
 mod accept_queue;
+mod actuate_sysctl;
 mod agent_binary;
 mod coalesce_ethtool;
 mod common;
@@ -91,6 +92,26 @@ fn main() {
             "perf_counter::software_counter_opens_and_counts",
             needs_root(),
             perf_counter::software_counter_opens_and_counts,
+        ),
+        trial(
+            "actuate_sysctl::somaxconn_and_tcp_rmem_by_path",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::somaxconn_and_tcp_rmem_by_path,
+        ),
+        trial(
+            "actuate_sysctl::somaxconn_and_tcp_rmem_by_inode",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::somaxconn_and_tcp_rmem_by_inode,
+        ),
+        trial(
+            "actuate_sysctl::kernel_refusals_are_clear_errors",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::kernel_refusals_are_clear_errors,
+        ),
+        trial(
+            "actuate_sysctl::is_per_netns_matches_this_kernel",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::is_per_netns_matches_this_kernel,
         ),
         trial(
             "journal_crash::kill_at_each_step_then_reconcile_and_revert_all",

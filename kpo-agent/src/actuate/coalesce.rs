@@ -10,14 +10,26 @@
 //!
 //! Backends: [`EthtoolCoalesce`] (the kernel's ethtool generic netlink interface,
 //! `ETHTOOL_MSG_COALESCE_GET/SET`, in [`ethtool`]; its messages are in [`ethtool_msg`]) and
-//! [`FakeCoalesce`] (in memory, for tests and dry runs).
+//! `FakeCoalesce` (in memory, for tests; compiled only for tests and with the `test-util`
+//! feature).
+//!
+//! [`CoalesceActuator`] is the [`Actuator`] for `ethtool:IFACE:ATTR` (`rx-usecs`, `rx-frames`,
+//! `tx-usecs`, `tx-frames`, `adaptive-rx`, `adaptive-tx`). A change of `rx-*` on a NIC whose
+//! adaptive-rx is on (or `tx-*` with adaptive-tx on) is refused ([`ActuateError::AdaptiveOn`])
+//! unless the actuator was allowed to turn adaptive mode off
+//! ([`Actuator::set_adaptive_off_allowed`], which the policy decides); then the same
+//! `ETHTOOL_MSG_COALESCE_SET` turns adaptive mode off and sets the value. Changing `adaptive-rx`
+//! itself is an ordinary change of that parameter.
 
+#[cfg(any(test, feature = "test-util"))]
 use std::collections::BTreeMap;
+#[cfg(any(test, feature = "test-util"))]
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use super::{ActuateError, Knob};
+use super::param::{ParamAddress, Target, Value};
+use super::{ActuateError, Actuator, Knob};
 
 pub mod ethtool;
 pub mod ethtool_msg;
@@ -180,9 +192,10 @@ impl<B: CoalesceBackend> Knob for RxUsecsKnob<B> {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug, Default)]
 struct FakeState {
-    nics: BTreeMap<String, CoalesceSettings>,
+    nics: BTreeMap<String, CoalesceAttrs>,
     unsupported: Vec<String>,
     /// Driver granularity: stored rx-usecs are rounded down to a multiple of this (0 = exact).
     granularity: u32,
@@ -190,12 +203,32 @@ struct FakeState {
 }
 
 /// In-memory coalescing backend. Clones share state, so a test can keep a handle to inspect the
-/// NIC while a knob owns another.
+/// NIC while a knob owns another. A NIC added with [`FakeCoalesce::add_nic`] supports rx-usecs and
+/// adaptive-rx only; [`FakeCoalesce::add_nic_attrs`] gives it any set of parameters.
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug, Clone, Default)]
 pub struct FakeCoalesce {
     state: Arc<Mutex<FakeState>>,
 }
 
+#[cfg(any(test, feature = "test-util"))]
+fn attrs_of(s: CoalesceSettings) -> CoalesceAttrs {
+    CoalesceAttrs {
+        rx_usecs: Some(s.rx_usecs),
+        use_adaptive_rx: Some(s.adaptive_rx),
+        ..CoalesceAttrs::default()
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
+fn settings_of(a: &CoalesceAttrs) -> CoalesceSettings {
+    CoalesceSettings {
+        rx_usecs: a.rx_usecs.unwrap_or(0),
+        adaptive_rx: a.use_adaptive_rx.unwrap_or(false),
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
 impl FakeCoalesce {
     pub fn new() -> Self {
         Self::default()
@@ -203,12 +236,27 @@ impl FakeCoalesce {
 
     /// Add (or reset) a NIC with the given settings.
     pub fn add_nic(&self, iface: &str, settings: CoalesceSettings) -> &Self {
+        self.add_nic_attrs(iface, attrs_of(settings))
+    }
+
+    /// Add (or reset) a NIC that supports exactly the `Some` parameters of `attrs`.
+    pub fn add_nic_attrs(&self, iface: &str, attrs: CoalesceAttrs) -> &Self {
         self.state
             .lock()
             .expect("fake state")
             .nics
-            .insert(iface.to_string(), settings);
+            .insert(iface.to_string(), attrs);
         self
+    }
+
+    /// All parameters of a NIC.
+    pub fn attrs(&self, iface: &str) -> Option<CoalesceAttrs> {
+        self.state
+            .lock()
+            .expect("fake state")
+            .nics
+            .get(iface)
+            .copied()
     }
 
     /// Make `set` on `iface` fail as virtio-net and veth do (EOPNOTSUPP).
@@ -229,21 +277,15 @@ impl FakeCoalesce {
 
     /// Current settings of a NIC.
     pub fn settings(&self, iface: &str) -> Option<CoalesceSettings> {
-        self.state
-            .lock()
-            .expect("fake state")
-            .nics
-            .get(iface)
-            .copied()
+        self.attrs(iface).as_ref().map(settings_of)
     }
 
     /// Change settings behind the agent's back (an administrator running ethtool).
     pub fn set_externally(&self, iface: &str, settings: CoalesceSettings) {
-        self.state
-            .lock()
-            .expect("fake state")
-            .nics
-            .insert(iface.to_string(), settings);
+        let mut st = self.state.lock().expect("fake state");
+        let slot = st.nics.entry(iface.to_string()).or_default();
+        slot.rx_usecs = Some(settings.rx_usecs);
+        slot.use_adaptive_rx = Some(settings.adaptive_rx);
     }
 
     /// Every successful `set`, in order.
@@ -252,6 +294,7 @@ impl FakeCoalesce {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl CoalesceBackend for FakeCoalesce {
     fn get(&mut self, iface: &str) -> Result<CoalesceSettings, ActuateError> {
         self.settings(iface).ok_or_else(|| ActuateError::NotFound {
@@ -261,6 +304,26 @@ impl CoalesceBackend for FakeCoalesce {
     }
 
     fn set(&mut self, iface: &str, settings: CoalesceSettings) -> Result<(), ActuateError> {
+        let change = CoalesceAttrs {
+            rx_usecs: Some(settings.rx_usecs),
+            use_adaptive_rx: Some(settings.adaptive_rx),
+            ..CoalesceAttrs::default()
+        };
+        CoalesceAttrBackend::set_attrs(self, iface, &change)
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl CoalesceAttrBackend for FakeCoalesce {
+    fn get_attrs(&mut self, iface: &str) -> Result<CoalesceAttrs, ActuateError> {
+        self.attrs(iface).ok_or_else(|| ActuateError::NotFound {
+            knob: format!("ethtool:{iface}"),
+            reason: "no such device".into(),
+        })
+    }
+
+    /// Like the kernel: a parameter the "driver" does not support is refused.
+    fn set_attrs(&mut self, iface: &str, change: &CoalesceAttrs) -> Result<(), ActuateError> {
         let mut st = self.state.lock().expect("fake state");
         if st.unsupported.iter().any(|u| u == iface) {
             return Err(ActuateError::Unsupported {
@@ -269,23 +332,318 @@ impl CoalesceBackend for FakeCoalesce {
             });
         }
         let g = st.granularity;
-        let stored = CoalesceSettings {
-            rx_usecs: settings
-                .rx_usecs
-                .checked_div(g)
-                .map_or(settings.rx_usecs, |q| q * g),
-            ..settings
-        };
+        let round = |v: u32| v.checked_div(g).map_or(v, |q| q * g);
         let slot = st
             .nics
             .get_mut(iface)
             .ok_or_else(|| ActuateError::NotFound {
-                knob: format!("rx-usecs:{iface}"),
+                knob: format!("ethtool:{iface}"),
                 reason: "no such device".into(),
             })?;
-        *slot = stored;
+        let mut next = *slot;
+        macro_rules! field {
+            ($f:ident, $conv:expr) => {
+                if let Some(v) = change.$f {
+                    if slot.$f.is_none() {
+                        return Err(ActuateError::Unsupported {
+                            iface: iface.to_string(),
+                            detail: format!("EINVAL: unsupported parameter {}", stringify!($f)),
+                        });
+                    }
+                    next.$f = Some($conv(v));
+                }
+            };
+        }
+        field!(rx_usecs, round);
+        field!(rx_max_frames, |v| v);
+        field!(tx_usecs, |v| v);
+        field!(tx_max_frames, |v| v);
+        field!(use_adaptive_rx, |v| v);
+        field!(use_adaptive_tx, |v| v);
+        *slot = next;
+        let stored = settings_of(&next);
         st.history.push((iface.to_string(), stored));
         Ok(())
+    }
+}
+
+/// Reads and writes every coalescing parameter KPO models ([`CoalesceAttrs`]): the backend of
+/// [`CoalesceActuator`].
+pub trait CoalesceAttrBackend: Send {
+    fn get_attrs(&mut self, iface: &str) -> Result<CoalesceAttrs, ActuateError>;
+    /// Send exactly the `Some` fields of `change`.
+    fn set_attrs(&mut self, iface: &str, change: &CoalesceAttrs) -> Result<(), ActuateError>;
+}
+
+impl CoalesceAttrBackend for EthtoolCoalesce {
+    fn get_attrs(&mut self, iface: &str) -> Result<CoalesceAttrs, ActuateError> {
+        EthtoolCoalesce::get_attrs(self, iface)
+    }
+    fn set_attrs(&mut self, iface: &str, change: &CoalesceAttrs) -> Result<(), ActuateError> {
+        EthtoolCoalesce::set_attrs(self, iface, change)
+    }
+}
+
+/// The coalescing parameters [`CoalesceActuator`] changes, by their `ethtool -C` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoalesceParam {
+    RxUsecs,
+    RxFrames,
+    TxUsecs,
+    TxFrames,
+    AdaptiveRx,
+    AdaptiveTx,
+}
+
+impl CoalesceParam {
+    pub const ALL: [CoalesceParam; 6] = [
+        CoalesceParam::RxUsecs,
+        CoalesceParam::RxFrames,
+        CoalesceParam::TxUsecs,
+        CoalesceParam::TxFrames,
+        CoalesceParam::AdaptiveRx,
+        CoalesceParam::AdaptiveTx,
+    ];
+
+    /// The name in `ethtool -C` and in `ethtool:IFACE:NAME`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CoalesceParam::RxUsecs => "rx-usecs",
+            CoalesceParam::RxFrames => "rx-frames",
+            CoalesceParam::TxUsecs => "tx-usecs",
+            CoalesceParam::TxFrames => "tx-frames",
+            CoalesceParam::AdaptiveRx => "adaptive-rx",
+            CoalesceParam::AdaptiveTx => "adaptive-tx",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    fn is_adaptive(self) -> bool {
+        matches!(self, CoalesceParam::AdaptiveRx | CoalesceParam::AdaptiveTx)
+    }
+
+    /// The adaptive mode that moves this parameter by itself, if any.
+    fn governed_by(self) -> Option<CoalesceParam> {
+        match self {
+            CoalesceParam::RxUsecs | CoalesceParam::RxFrames => Some(CoalesceParam::AdaptiveRx),
+            CoalesceParam::TxUsecs | CoalesceParam::TxFrames => Some(CoalesceParam::AdaptiveTx),
+            _ => None,
+        }
+    }
+
+    /// The parameter's value in `attrs` (`None`: the driver does not support it).
+    fn get(self, a: &CoalesceAttrs) -> Option<Value> {
+        let int = |v: Option<u32>| v.map(|v| Value::Int(v.into()));
+        let word = |v: Option<bool>| v.map(|on| Value::Word(if on { "on" } else { "off" }.into()));
+        match self {
+            CoalesceParam::RxUsecs => int(a.rx_usecs),
+            CoalesceParam::RxFrames => int(a.rx_max_frames),
+            CoalesceParam::TxUsecs => int(a.tx_usecs),
+            CoalesceParam::TxFrames => int(a.tx_max_frames),
+            CoalesceParam::AdaptiveRx => word(a.use_adaptive_rx),
+            CoalesceParam::AdaptiveTx => word(a.use_adaptive_tx),
+        }
+    }
+
+    /// A change carrying this parameter at `v` (already checked by `parse`).
+    fn put(self, change: &mut CoalesceAttrs, v: &Value) {
+        match (self, v) {
+            (CoalesceParam::RxUsecs, Value::Int(n)) => change.rx_usecs = Some(*n as u32),
+            (CoalesceParam::RxFrames, Value::Int(n)) => change.rx_max_frames = Some(*n as u32),
+            (CoalesceParam::TxUsecs, Value::Int(n)) => change.tx_usecs = Some(*n as u32),
+            (CoalesceParam::TxFrames, Value::Int(n)) => change.tx_max_frames = Some(*n as u32),
+            (CoalesceParam::AdaptiveRx, Value::Word(w)) => change.use_adaptive_rx = Some(w == "on"),
+            (CoalesceParam::AdaptiveTx, Value::Word(w)) => change.use_adaptive_tx = Some(w == "on"),
+            _ => unreachable!("values are checked before put"),
+        }
+    }
+}
+
+/// One coalescing parameter of one NIC, `ethtool:IFACE:ATTR`, on the [`Actuator`] trait.
+pub struct CoalesceActuator {
+    address: ParamAddress,
+    iface: String,
+    param: CoalesceParam,
+    backend: Box<dyn CoalesceAttrBackend>,
+    adaptive_off_allowed: bool,
+    /// The adaptive mode this actuator turned off (restored by `revert`).
+    turned_off: Option<CoalesceParam>,
+}
+
+impl std::fmt::Debug for CoalesceActuator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoalesceActuator")
+            .field("address", &self.address.to_string())
+            .field("adaptive_off_allowed", &self.adaptive_off_allowed)
+            .finish()
+    }
+}
+
+impl CoalesceActuator {
+    /// The actuator for `ethtool:IFACE:ATTR` over ethtool netlink in the agent's network
+    /// namespace. The device and the parameter are checked now: a missing device is
+    /// [`ActuateError::NotFound`], a driver without it [`ActuateError::Unsupported`].
+    pub fn open(address: &ParamAddress, adaptive: AdaptiveMode) -> Result<Self, ActuateError> {
+        Self::parse_address(address)?;
+        Self::with_backend(address, Box::new(EthtoolCoalesce::open()?), adaptive)
+    }
+
+    /// The same over any backend (a fake in tests).
+    pub fn with_backend(
+        address: &ParamAddress,
+        mut backend: Box<dyn CoalesceAttrBackend>,
+        adaptive: AdaptiveMode,
+    ) -> Result<Self, ActuateError> {
+        let (iface, param) = Self::parse_address(address)?;
+        let attrs = backend.get_attrs(&iface)?;
+        if param.get(&attrs).is_none() {
+            return Err(ActuateError::Unsupported {
+                iface,
+                detail: format!("the driver does not report {}", param.name()),
+            });
+        }
+        Ok(Self {
+            address: address.clone(),
+            iface,
+            param,
+            backend,
+            adaptive_off_allowed: adaptive == AdaptiveMode::TurnOff,
+            turned_off: None,
+        })
+    }
+
+    fn parse_address(address: &ParamAddress) -> Result<(String, CoalesceParam), ActuateError> {
+        let Target::Nic { iface } = &address.target else {
+            return Err(ActuateError::NotFound {
+                knob: address.to_string(),
+                reason: "not an ethtool:IFACE:ATTR address".into(),
+            });
+        };
+        let param =
+            CoalesceParam::from_name(&address.name).ok_or_else(|| ActuateError::UnknownParam {
+                param: address.to_string(),
+                known: format!(
+                    "KPO changes the coalescing parameters {}",
+                    CoalesceParam::ALL.map(CoalesceParam::name).join(", ")
+                ),
+            })?;
+        Ok((iface.clone(), param))
+    }
+
+    fn check(&self, value: &Value) -> Result<(), ActuateError> {
+        let param = self.address.to_string();
+        match (self.param.is_adaptive(), value) {
+            (true, Value::Word(w)) if w == "on" || w == "off" => Ok(()),
+            (true, _) => Err(ActuateError::Shape {
+                param,
+                given: value.to_string(),
+                current: String::new(),
+                want: "on or off".into(),
+            }),
+            (false, Value::Int(n)) if (0..=i64::from(u32::MAX)).contains(n) => Ok(()),
+            (false, Value::Int(n)) => Err(ActuateError::OutOfRange {
+                param,
+                value: *n,
+                min: 0,
+                max: u32::MAX.into(),
+                why: "coalescing parameters are unsigned 32-bit counts".into(),
+            }),
+            (false, _) => Err(ActuateError::Shape {
+                param,
+                given: value.to_string(),
+                current: String::new(),
+                want: "one integer".into(),
+            }),
+        }
+    }
+
+    /// Write `value`; turn the governing adaptive mode off in the same request if `may_turn_off`.
+    fn write(&mut self, value: &Value, may_turn_off: bool) -> Result<Value, ActuateError> {
+        let cur = self.backend.get_attrs(&self.iface)?;
+        let mut change = CoalesceAttrs::default();
+        let mut turning_off = None;
+        if let Some(adaptive) = self.param.governed_by() {
+            if adaptive.get(&cur) == Some(Value::Word("on".into())) {
+                if !may_turn_off {
+                    return Err(ActuateError::AdaptiveOn {
+                        iface: self.iface.clone(),
+                    });
+                }
+                adaptive.put(&mut change, &Value::Word("off".into()));
+                turning_off = Some(adaptive);
+            }
+        }
+        if self.param.get(&cur).as_ref() != Some(value) {
+            self.param.put(&mut change, value);
+        }
+        self.backend.set_attrs(&self.iface, &change)?;
+        if turning_off.is_some() {
+            self.turned_off = turning_off;
+        }
+        let back = self.backend.get_attrs(&self.iface)?;
+        let read = self.param.get(&back);
+        if read.as_ref() != Some(value) {
+            return Err(ActuateError::Mismatch {
+                param: self.address.to_string(),
+                wrote: value.to_string(),
+                read: read.map(|v| v.to_string()).unwrap_or_else(|| "n/a".into()),
+            });
+        }
+        Ok(value.clone())
+    }
+}
+
+impl Actuator for CoalesceActuator {
+    fn address(&self) -> &ParamAddress {
+        &self.address
+    }
+
+    fn read(&mut self) -> Result<Value, ActuateError> {
+        let attrs = self.backend.get_attrs(&self.iface)?;
+        self.param
+            .get(&attrs)
+            .ok_or_else(|| ActuateError::Unsupported {
+                iface: self.iface.clone(),
+                detail: format!("the driver does not report {}", self.param.name()),
+            })
+    }
+
+    fn validate(&mut self, value: &Value) -> Result<(), ActuateError> {
+        self.check(value)?;
+        let cur = self.backend.get_attrs(&self.iface)?;
+        if let Some(adaptive) = self.param.governed_by() {
+            if adaptive.get(&cur) == Some(Value::Word("on".into())) && !self.adaptive_off_allowed {
+                return Err(ActuateError::AdaptiveOn {
+                    iface: self.iface.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, value: &Value) -> Result<Value, ActuateError> {
+        self.check(value)?;
+        self.write(value, self.adaptive_off_allowed)
+    }
+
+    /// Puts the value back; if this actuator turned adaptive mode off, turns it back on. It
+    /// never overrides adaptive mode that someone else turned on since: that is refused.
+    fn revert(&mut self, original: &Value) -> Result<Value, ActuateError> {
+        self.check(original)?;
+        let back = self.write(original, false)?;
+        if let Some(adaptive) = self.turned_off.take() {
+            let mut change = CoalesceAttrs::default();
+            adaptive.put(&mut change, &Value::Word("on".into()));
+            self.backend.set_attrs(&self.iface, &change)?;
+        }
+        Ok(back)
+    }
+
+    fn set_adaptive_off_allowed(&mut self, allowed: bool) {
+        self.adaptive_off_allowed = allowed;
     }
 }
 
@@ -395,5 +753,137 @@ mod tests {
             RxUsecsKnob::take(fake, "nope0", AdaptiveMode::Respect, 100),
             Err(ActuateError::NotFound { .. })
         ));
+    }
+
+    fn nic(fake: &FakeCoalesce, adaptive_rx: bool) {
+        fake.add_nic_attrs(
+            "eth0",
+            CoalesceAttrs {
+                rx_usecs: Some(50),
+                rx_max_frames: Some(32),
+                tx_usecs: Some(64),
+                tx_max_frames: None,
+                use_adaptive_rx: Some(adaptive_rx),
+                use_adaptive_tx: Some(false),
+            },
+        );
+    }
+
+    fn actuator(
+        fake: &FakeCoalesce,
+        attr: &str,
+        mode: AdaptiveMode,
+    ) -> Result<CoalesceActuator, ActuateError> {
+        CoalesceActuator::with_backend(
+            &format!("ethtool:eth0:{attr}").parse().unwrap(),
+            Box::new(fake.clone()),
+            mode,
+        )
+    }
+
+    #[test]
+    fn actuator_changes_each_parameter_and_verifies() {
+        let fake = FakeCoalesce::new();
+        nic(&fake, false);
+        let mut tx = actuator(&fake, "tx-usecs", AdaptiveMode::Respect).unwrap();
+        assert_eq!(tx.read().unwrap(), Value::Int(64));
+        assert_eq!(tx.apply(&Value::Int(16)).unwrap(), Value::Int(16));
+        assert_eq!(fake.attrs("eth0").unwrap().tx_usecs, Some(16));
+        let mut frames = actuator(&fake, "rx-frames", AdaptiveMode::Respect).unwrap();
+        frames.apply(&Value::Int(8)).unwrap();
+        assert_eq!(fake.attrs("eth0").unwrap().rx_max_frames, Some(8));
+        let mut ad = actuator(&fake, "adaptive-tx", AdaptiveMode::Respect).unwrap();
+        assert_eq!(ad.read().unwrap(), Value::Word("off".into()));
+        assert!(matches!(
+            ad.validate(&Value::Int(1)),
+            Err(ActuateError::Shape { .. })
+        ));
+        assert!(matches!(
+            tx.validate(&Value::Int(-1)),
+            Err(ActuateError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            tx.validate(&Value::Word("fast".into())),
+            Err(ActuateError::Shape { .. })
+        ));
+        fake.set_granularity(4);
+        let mut rx = actuator(&fake, "rx-usecs", AdaptiveMode::Respect).unwrap();
+        assert!(matches!(
+            rx.apply(&Value::Int(10)),
+            Err(ActuateError::Mismatch { .. })
+        ));
+        // Not offered by the driver, not known at all, no such NIC.
+        assert!(matches!(
+            actuator(&fake, "tx-frames", AdaptiveMode::Respect),
+            Err(ActuateError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            actuator(&fake, "rx-usecs-irq", AdaptiveMode::Respect),
+            Err(ActuateError::UnknownParam { .. })
+        ));
+        assert!(matches!(
+            CoalesceActuator::with_backend(
+                &"ethtool:nope0:rx-usecs".parse().unwrap(),
+                Box::new(fake.clone()),
+                AdaptiveMode::Respect
+            ),
+            Err(ActuateError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn actuator_never_fights_adaptive_moderation() {
+        let fake = FakeCoalesce::new();
+        nic(&fake, true);
+        // Not allowed: refused, NIC untouched.
+        let mut rx = actuator(&fake, "rx-usecs", AdaptiveMode::Respect).unwrap();
+        assert_eq!(rx.read().unwrap(), Value::Int(50), "reading is fine");
+        let err = rx.validate(&Value::Int(20)).unwrap_err();
+        assert!(matches!(err, ActuateError::AdaptiveOn { .. }), "{err}");
+        assert!(matches!(
+            rx.apply(&Value::Int(20)),
+            Err(ActuateError::AdaptiveOn { .. })
+        ));
+        assert_eq!(fake.attrs("eth0").unwrap().rx_usecs, Some(50));
+        assert!(fake.history().is_empty());
+        // tx-usecs is not governed by adaptive-rx.
+        actuator(&fake, "tx-usecs", AdaptiveMode::Respect)
+            .unwrap()
+            .apply(&Value::Int(32))
+            .unwrap();
+
+        // Allowed (the policy's flag): one set turns adaptive-rx off and sets rx-usecs.
+        rx.set_adaptive_off_allowed(true);
+        rx.validate(&Value::Int(20)).unwrap();
+        let before = fake.history().len();
+        assert_eq!(rx.apply(&Value::Int(20)).unwrap(), Value::Int(20));
+        assert_eq!(fake.history().len(), before + 1, "one request");
+        let a = fake.attrs("eth0").unwrap();
+        assert_eq!((a.rx_usecs, a.use_adaptive_rx), (Some(20), Some(false)));
+        // Revert puts the value back and hands the NIC back to adaptive moderation.
+        assert_eq!(rx.revert(&Value::Int(50)).unwrap(), Value::Int(50));
+        let a = fake.attrs("eth0").unwrap();
+        assert_eq!((a.rx_usecs, a.use_adaptive_rx), (Some(50), Some(true)));
+
+        // Someone turns adaptive-rx back on after our change: we yield, even on revert.
+        let mut rx = actuator(&fake, "rx-usecs", AdaptiveMode::TurnOff).unwrap();
+        rx.apply(&Value::Int(30)).unwrap();
+        fake.set_externally(
+            "eth0",
+            CoalesceSettings {
+                rx_usecs: 30,
+                adaptive_rx: true,
+            },
+        );
+        rx.set_adaptive_off_allowed(false);
+        assert!(matches!(
+            rx.apply(&Value::Int(40)),
+            Err(ActuateError::AdaptiveOn { .. })
+        ));
+        assert!(matches!(
+            rx.revert(&Value::Int(50)),
+            Err(ActuateError::AdaptiveOn { .. })
+        ));
+        assert_eq!(fake.attrs("eth0").unwrap().rx_usecs, Some(30));
     }
 }

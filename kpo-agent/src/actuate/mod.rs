@@ -1,20 +1,26 @@
-//! Actuators: the knobs KPO can move, behind one trait.
+//! Actuators: the one way KPO changes a parameter (docs/actuators.md).
 //!
-//! A [`Knob`] reads its current value and applies a new one, verifying by reading it back; every
-//! failure is an [`ActuateError`] whose message says what to check. Implementations:
+//! Every parameter is changed through an [`Actuator`] (read, validate, apply with read-back,
+//! revert), with typed values ([`param::Value`]) and an address ([`param::ParamAddress`]) that
+//! says where it lives. [`open_actuator`] picks the implementation by the address's kind:
 //!
-//! - [`cpufreq::CpufreqMaxFreq`]: the `scaling_max_freq` limit of one, several or all cpufreq
-//!   policies, under a configurable sysfs root;
-//! - [`coalesce::RxUsecsKnob`]: a NIC's `rx-usecs` interrupt coalescing, over a
-//!   [`coalesce::CoalesceBackend`]: `coalesce::EthtoolCoalesce` (ethtool generic netlink) or
-//!   `coalesce::FakeCoalesce` for tests. It models adaptive moderation and refuses a NIC whose adaptive-rx is on unless allowed
-//!   to turn it off.
+//! - [`sysctl::SysctlActuator`]: `/proc/sys`, on the host or inside a network namespace (entered
+//!   with setns on a short-lived thread); host-wide keys in a namespace are refused
+//!   ([`sysctl::is_per_netns`]);
+//! - [`cpufreq::CpufreqActuator`]: `cpufreq:policyN:ATTR` under a configurable sysfs root;
+//! - [`coalesce::CoalesceActuator`]: `ethtool:IFACE:ATTR` over ethtool netlink, refusing a NIC
+//!   under adaptive moderation unless allowed to turn it off.
 //!
-//! [`KnobSet`] groups knobs so that a whole configuration is applied (or rolled back) as one.
+//! Every failure is an [`ActuateError`] whose message names the parameter and what to check.
+//!
+//! The optimizer's older `f64` interface stays: a [`Knob`] ([`cpufreq::CpufreqMaxFreq`],
+//! [`coalesce::RxUsecsKnob`], or any integer actuator through [`ActuatorKnob`]) and [`KnobSet`],
+//! which applies (or rolls back) a whole configuration as one.
 
 pub mod coalesce;
 pub mod cpufreq;
 pub mod param;
+pub mod sysctl;
 
 use std::path::PathBuf;
 
@@ -61,6 +67,90 @@ pub enum ActuateError {
     Released { knob: String },
     #[error("configuration has {got} values for {want} knobs")]
     Arity { got: usize, want: usize },
+    /// A sysctl that does not exist where it was asked for (ENOENT).
+    #[error(
+        "{param}: no such sysctl {where_} ({path} does not exist); check the name, that the \
+         device exists there for a per-device key, and that the module providing it is loaded"
+    )]
+    NoSuchKey {
+        param: String,
+        path: PathBuf,
+        where_: String,
+    },
+    /// A host-wide key addressed in a network namespace: refused, never mapped to the host.
+    #[error(
+        "{param}: {key} is a host-wide parameter, not one per network namespace; KPO does not \
+         change the whole host on behalf of network namespace {netns} (address it without @netns \
+         to change it for the host)"
+    )]
+    GlobalKey {
+        param: String,
+        key: String,
+        netns: String,
+    },
+    /// The file has no write permission: the kernel only reports this value.
+    #[error("{param}: {path} is read-only (mode {mode:o}); the kernel only reports this value")]
+    ReadOnly {
+        param: String,
+        path: PathBuf,
+        mode: u32,
+    },
+    /// EPERM or EACCES from the kernel.
+    #[error("{param}: permission denied on {path}: {detail}")]
+    PermissionDenied {
+        param: String,
+        path: PathBuf,
+        detail: String,
+    },
+    /// The kernel refused the value (EINVAL, ERANGE, EOVERFLOW on write).
+    #[error("{param}: the kernel refused {value:?} ({errno}): {hint}")]
+    Refused {
+        param: String,
+        value: String,
+        errno: String,
+        hint: String,
+    },
+    /// A value whose shape differs from the parameter's current value.
+    #[error("{param}: {given:?} does not fit: the current value {current:?} is {want}")]
+    Shape {
+        param: String,
+        given: String,
+        current: String,
+        want: String,
+    },
+    /// A typed read-back that differs from what was written.
+    #[error("{param}: wrote {wrote:?} but read back {read:?}; the kernel or driver did not take the value")]
+    Mismatch {
+        param: String,
+        wrote: String,
+        read: String,
+    },
+    /// A network namespace that cannot be found or entered.
+    #[error("network namespace {netns}: {reason}")]
+    Netns { netns: String, reason: String },
+    /// Integer outside the range the hardware or kernel reports.
+    #[error("{param}: {value} is outside [{min}, {max}] ({why})")]
+    OutOfRange {
+        param: String,
+        value: i64,
+        min: i64,
+        max: i64,
+        why: String,
+    },
+    /// A word not in the list the kernel offers (`scaling_available_governors`, ...).
+    #[error("{param}: {value:?} is not available; {source_file} lists: {available}")]
+    NotAvailable {
+        param: String,
+        value: String,
+        source_file: PathBuf,
+        available: String,
+    },
+    /// This machine has no support for the parameter family (no cpufreq driver, ...).
+    #[error("{param}: unsupported on this machine: {reason}")]
+    NotSupported { param: String, reason: String },
+    /// The address names a parameter the actuator does not know.
+    #[error("{param}: unknown parameter; {known}")]
+    UnknownParam { param: String, known: String },
 }
 
 /// The one way any parameter is changed: sysctls, NIC coalescing and cpufreq attributes each
@@ -82,6 +172,19 @@ pub trait Actuator: Send {
     fn revert(&mut self, original: &param::Value) -> Result<param::Value, ActuateError> {
         self.apply(original)
     }
+    /// Whether this actuator may turn the NIC's adaptive moderation (net_dim) off as part of a
+    /// change. Only the coalescing actuator has such a thing; the policy sets it. Others ignore it.
+    fn set_adaptive_off_allowed(&mut self, allowed: bool) {
+        let _ = allowed;
+    }
+}
+
+/// How [`open_actuator_with`] opens actuators: what the policy allows beyond the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActuatorOptions {
+    /// Coalescing: turn adaptive moderation (adaptive-rx / adaptive-tx) off when a change needs
+    /// it. Off by default: a NIC under adaptive moderation is left alone.
+    pub turn_off_adaptive: bool,
 }
 
 /// Where the actuators find the kernel's files: the real `/proc/sys` and `/sys` in production,
@@ -107,12 +210,27 @@ pub fn open_actuator(
     address: &param::ParamAddress,
     roots: &Roots,
 ) -> Result<Box<dyn Actuator>, ActuateError> {
-    let _ = roots;
-    // Filled in by the actuation work (sysctl, coalescing, cpufreq on the Actuator trait).
-    Err(ActuateError::NotFound {
-        knob: address.to_string(),
-        reason: "no actuator for this kind of parameter yet".into(),
-    })
+    open_actuator_with(address, roots, ActuatorOptions::default())
+}
+
+/// [`open_actuator`] with options the policy decides (see [`ActuatorOptions`]).
+pub fn open_actuator_with(
+    address: &param::ParamAddress,
+    roots: &Roots,
+    options: ActuatorOptions,
+) -> Result<Box<dyn Actuator>, ActuateError> {
+    match address.kind() {
+        param::ParamKind::Sysctl => Ok(Box::new(sysctl::SysctlActuator::open(address, roots)?)),
+        param::ParamKind::Cpufreq => Ok(Box::new(cpufreq::CpufreqActuator::open(address, roots)?)),
+        param::ParamKind::Ethtool => Ok(Box::new(coalesce::CoalesceActuator::open(
+            address,
+            if options.turn_off_adaptive {
+                coalesce::AdaptiveMode::TurnOff
+            } else {
+                coalesce::AdaptiveMode::Respect
+            },
+        )?)),
+    }
 }
 
 /// One tunable parameter.
@@ -139,6 +257,74 @@ impl<K: Knob + ?Sized> Knob for Box<K> {
     }
     fn apply(&mut self, value: f64) -> Result<f64, ActuateError> {
         (**self).apply(value)
+    }
+}
+
+/// An integer-valued [`Actuator`] seen as a [`Knob`], so the optimizer (which speaks `f64`) can
+/// drive any actuator: `ethtool:eth0:rx-usecs`, `cpufreq:policy0:scaling_max_freq` (kHz), a
+/// sysctl. A value that is not a whole number, or an actuator whose value is not one integer, is
+/// [`ActuateError::InvalidValue`].
+pub struct ActuatorKnob {
+    name: String,
+    inner: Box<dyn Actuator>,
+    bounds: Option<(f64, f64)>,
+}
+
+impl ActuatorKnob {
+    pub fn new(inner: Box<dyn Actuator>, bounds: Option<(f64, f64)>) -> Self {
+        Self {
+            name: inner.address().to_string(),
+            inner,
+            bounds,
+        }
+    }
+
+    pub fn into_inner(self) -> Box<dyn Actuator> {
+        self.inner
+    }
+
+    fn to_f64(&self, v: param::Value) -> Result<f64, ActuateError> {
+        v.as_int()
+            .map(|i| i as f64)
+            .ok_or_else(|| ActuateError::InvalidValue {
+                knob: self.name.clone(),
+                value: f64::NAN,
+                reason: format!("the value {v} is not one integer"),
+            })
+    }
+}
+
+impl Knob for ActuatorKnob {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn bounds(&self) -> Option<(f64, f64)> {
+        self.bounds
+    }
+    fn read(&mut self) -> Result<f64, ActuateError> {
+        let v = self.inner.read()?;
+        self.to_f64(v)
+    }
+    fn apply(&mut self, value: f64) -> Result<f64, ActuateError> {
+        if !value.is_finite() || value.fract() != 0.0 {
+            return Err(ActuateError::InvalidValue {
+                knob: self.name.clone(),
+                value,
+                reason: "a whole number is needed".into(),
+            });
+        }
+        if let Some((lo, hi)) = self.bounds {
+            if value < lo || value > hi {
+                return Err(ActuateError::OutOfBounds {
+                    knob: self.name.clone(),
+                    value,
+                    min: lo,
+                    max: hi,
+                });
+            }
+        }
+        let back = self.inner.apply(&param::Value::Int(value as i64))?;
+        self.to_f64(back)
     }
 }
 

@@ -33,7 +33,9 @@ pub enum Value {
 pub enum ParamError {
     #[error("empty value")]
     EmptyValue,
-    #[error("{0:?} is not a value: expected an integer, integers separated by spaces, or one word")]
+    #[error(
+        "{0:?} is not a value: expected an integer, integers separated by spaces, or one word"
+    )]
     BadValue(String),
     #[error("{0:?} is not a parameter address: {1}")]
     BadAddress(String, &'static str),
@@ -231,7 +233,9 @@ impl FromStr for ParamAddress {
             None => (s, None),
         };
         if let Some(rest) = head.strip_prefix("ethtool:") {
-            let (iface, attr) = rest.split_once(':').ok_or(bad("expected ethtool:IFACE:ATTR"))?;
+            let (iface, attr) = rest
+                .split_once(':')
+                .ok_or(bad("expected ethtool:IFACE:ATTR"))?;
             if iface.is_empty() || attr.is_empty() || netns.is_some() {
                 return Err(bad("expected ethtool:IFACE:ATTR"));
             }
@@ -283,8 +287,13 @@ pub fn canonical_sysctl(name: &str) -> Result<String, ParamError> {
     let bad = |why| ParamError::BadAddress(name.to_string(), why);
     let name = name.trim();
     let trimmed = name.trim_start_matches("/proc/sys/");
-    // A slashed name (it has a '/') converts by swapping '.' and '/', as procps does.
-    let dotted: String = if trimmed.contains('/') {
+    // As procps' `slashdot`: the first separator tells the form. A slashed name
+    // (`net/ipv4/conf/eth0.100/rp_filter`) converts by swapping '.' and '/'; a dotted one
+    // (`net.ipv4.conf.eth0/100.rp_filter`) may carry '/' for a dot inside a component.
+    let slashed = trimmed
+        .find(['.', '/'])
+        .is_some_and(|i| trimmed[i..].starts_with('/'));
+    let dotted: String = if slashed {
         trimmed
             .chars()
             .map(|c| match c {

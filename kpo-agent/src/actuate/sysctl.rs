@@ -1,0 +1,703 @@
+//! sysctls through `/proc/sys`, on the host or inside a network namespace.
+//!
+//! - A key is read and written as the file `<proc_sys>/<name with dots as slashes>` (see
+//!   [`super::param::sysctl_rel_path`]); multi-value keys (`net.ipv4.tcp_rmem`) are written as
+//!   integers separated by spaces, in one `write(2)`, and read back.
+//! - **Namespaces.** `/proc/sys/net` shows the network namespace of the task that *opens* the file
+//!   (the kernel looks the table up in `current`'s namespace at open). So for a
+//!   [`Target::Netns`] every read and write happens on a dedicated short-lived thread that first
+//!   enters the namespace with `setns(fd, CLONE_NEWNET)` and then opens the file; the calling
+//!   thread never changes namespace. The namespace file is opened once, when the actuator is
+//!   opened, and held: the actuator keeps acting on the same namespace even if the path is
+//!   unmounted or a PID is reused.
+//! - **Global keys.** Only some keys are per network namespace ([`is_per_netns`]). A host-wide
+//!   key (`net.core.netdev_max_backlog`, `vm.*`, `kernel.*`, ...) addressed in a namespace is
+//!   **refused** with [`ActuateError::GlobalKey`], never silently mapped to the host: a policy or
+//!   an operator that scoped a change to one namespace must not change the whole host by it. The
+//!   kernel agrees: it registers those tables in the initial namespace only, so inside any other
+//!   namespace their files do not exist (a missing file inside a namespace that exists on the host
+//!   is reported as `GlobalKey` too, which covers keys the static list does not know).
+//! - **Errors** name the key and what to check: a missing key ([`ActuateError::NoSuchKey`]), a
+//!   read-only file ([`ActuateError::ReadOnly`]), EPERM/EACCES ([`ActuateError::PermissionDenied`]),
+//!   the kernel refusing a value with EINVAL/ERANGE ([`ActuateError::Refused`]), a value of the
+//!   wrong shape ([`ActuateError::Shape`]), a read-back that differs ([`ActuateError::Mismatch`]).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::param::{sysctl_rel_path, NetnsRef, ParamAddress, Target, Value};
+use super::{ActuateError, Actuator, Roots};
+
+/// `net.core` keys that are per network namespace on Linux 6.x. Every other `net.core` key is
+/// host-wide. Source: `net/core/sysctl_net_core.c`, whose `netns_core_table` holds these (the
+/// `rmem`/`wmem`/`optmem` defaults and maxima moved there in 6.9/6.10); checked on Linux 6.18 by
+/// listing `/proc/sys/net/core` inside a fresh namespace and on the host.
+const PER_NETNS_CORE: &[&str] = &[
+    "somaxconn",
+    "optmem_max",
+    "rmem_default",
+    "rmem_max",
+    "wmem_default",
+    "wmem_max",
+    "rps_default_mask",
+    "tstamp_allow_data",
+    "txrehash",
+    "xfrm_acq_expires",
+    "xfrm_aevent_etime",
+    "xfrm_aevent_rseqth",
+    "xfrm_larval_drop",
+];
+
+/// `net.ipv4` / `net.ipv6` / `net.netfilter` keys that are host-wide although their directory is
+/// per namespace (besides `net.ipv4.neigh.default.*` and `net.ipv6.neigh.default.*`). Source: the tables registered for `init_net` only (`ipv4_table` in
+/// `net/ipv4/sysctl_net_ipv4.c`, `ipv4_route_table` in `net/ipv4/route.c`, `cipso`, `inetpeer`,
+/// `ipv6_rotable`, `nf_log_sysctl_ftable`), checked on Linux 6.18 as above. Everything else under
+/// `net.ipv4`, `net.ipv6`, `net.netfilter`, `net.unix`, `net.mptcp` and `net.bridge` is per
+/// namespace.
+const GLOBAL_NET: &[&str] = &[
+    "net.ipv4.cipso_cache_bucket_size",
+    "net.ipv4.cipso_cache_enable",
+    "net.ipv4.cipso_rbm_optfmt",
+    "net.ipv4.cipso_rbm_strictvalid",
+    "net.ipv4.fib_sync_mem",
+    "net.ipv4.inet_peer_maxttl",
+    "net.ipv4.inet_peer_minttl",
+    "net.ipv4.inet_peer_threshold",
+    "net.ipv4.ipfrag_secret_interval",
+    "net.ipv4.route.error_burst",
+    "net.ipv4.route.error_cost",
+    "net.ipv4.route.gc_elasticity",
+    "net.ipv4.route.gc_interval",
+    "net.ipv4.route.gc_min_interval",
+    "net.ipv4.route.gc_min_interval_ms",
+    "net.ipv4.route.gc_thresh",
+    "net.ipv4.route.gc_timeout",
+    "net.ipv4.route.max_size",
+    "net.ipv4.route.redirect_load",
+    "net.ipv4.route.redirect_number",
+    "net.ipv4.route.redirect_silence",
+    "net.ipv4.tcp_available_ulp",
+    "net.ipv4.tcp_low_latency",
+    "net.ipv4.tcp_max_orphans",
+    "net.ipv4.tcp_mem",
+    "net.ipv4.udp_mem",
+    "net.ipv6.calipso_cache_bucket_size",
+    "net.ipv6.calipso_cache_enable",
+    "net.ipv6.ip6frag_secret_interval",
+    "net.ipv6.mld_max_msf",
+    "net.ipv6.mld_qrv",
+    "net.netfilter.nf_log_all_netns",
+    // The top-level alias of net.netfilter.nf_conntrack_max, registered in init_net only.
+    "net.nf_conntrack_max",
+];
+
+/// Directories under `net.` whose keys are per network namespace (except [`GLOBAL_NET`]).
+const PER_NETNS_DIRS: &[&str] = &["ipv4", "ipv6", "netfilter", "unix", "mptcp", "bridge"];
+
+/// Whether the sysctl `name` (dotted, canonical) has one value per network namespace. `false`
+/// means a host-wide parameter: all of `vm.*`, `kernel.*`, `fs.*`, `user.*` (per *user*
+/// namespace, which KPO does not target), most of `net.core.*` (`netdev_max_backlog`,
+/// `netdev_budget*`, `bpf_jit_*`, `busy_poll`, ...), and the `net.ipv4`/`net.ipv6` keys in
+/// [`GLOBAL_NET`] (`tcp_mem`, `udp_mem`, `tcp_max_orphans`, the IPv4 route cache, ...). Keys under
+/// an unknown `net.` directory are treated as global (refused in a namespace), the safe side.
+pub fn is_per_netns(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("net.") else {
+        return false;
+    };
+    if let Some(key) = rest.strip_prefix("core.") {
+        return PER_NETNS_CORE.contains(&key);
+    }
+    if GLOBAL_NET.contains(&name) {
+        return false;
+    }
+    // The neighbour tables (ARP, NDISC) are shared by all namespaces; their `default`
+    // parameters are registered once, in the initial namespace (`arp_init`, `ndisc_init` call
+    // `neigh_sysctl_register(NULL, ..)`). Per-device `neigh.DEV.*` are per namespace.
+    if rest.starts_with("ipv4.neigh.default.") || rest.starts_with("ipv6.neigh.default.") {
+        return false;
+    }
+    rest.split_once('.')
+        .is_some_and(|(dir, _)| PER_NETNS_DIRS.contains(&dir))
+}
+
+/// One sysctl at one target.
+#[derive(Debug)]
+pub struct SysctlActuator {
+    address: ParamAddress,
+    proc_sys: PathBuf,
+    rel: PathBuf,
+    /// The target namespace, held open; `None` for the host (the agent's own namespace).
+    netns: Option<File>,
+}
+
+impl SysctlActuator {
+    /// The actuator for a sysctl address (`Target::Host` or `Target::Netns`). A namespace is
+    /// resolved and opened now; a global key in a namespace is refused now.
+    pub fn open(address: &ParamAddress, roots: &Roots) -> Result<Self, ActuateError> {
+        let netns = match &address.target {
+            Target::Host => None,
+            Target::Netns { netns } => {
+                if !is_per_netns(&address.name) {
+                    return Err(global_key(address, netns));
+                }
+                Some(open_netns(netns)?)
+            }
+            other => {
+                return Err(ActuateError::NotFound {
+                    knob: address.to_string(),
+                    reason: format!(
+                        "a sysctl lives on the host or in a network namespace, not {other:?}"
+                    ),
+                })
+            }
+        };
+        Ok(Self {
+            address: address.clone(),
+            proc_sys: roots.proc_sys.clone(),
+            rel: sysctl_rel_path(&address.name),
+            netns,
+        })
+    }
+
+    /// The file, as seen from inside the target.
+    pub fn path(&self) -> PathBuf {
+        self.proc_sys.join(&self.rel)
+    }
+
+    /// Run `f` in the target's network namespace: on this thread for the host, else on a
+    /// short-lived thread that enters the namespace first (the file must be opened there).
+    fn in_target<T: Send>(
+        &self,
+        f: impl FnOnce(&Path) -> Result<T, ActuateError> + Send,
+    ) -> Result<T, ActuateError> {
+        let path = self.path();
+        let result = match &self.netns {
+            None => f(&path),
+            Some(ns) => std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(
+                            |e| ActuateError::Netns {
+                                netns: self.netns_text(),
+                                reason: format!(
+                                    "setns(CLONE_NEWNET) failed: {e} (needs CAP_SYS_ADMIN)"
+                                ),
+                            },
+                        )?;
+                        f(&path)
+                    })
+                    .join()
+                    .unwrap_or_else(|_| {
+                        Err(ActuateError::Netns {
+                            netns: self.netns_text(),
+                            reason: "the namespace thread panicked".into(),
+                        })
+                    })
+            }),
+        };
+        // A key missing inside a namespace but present on the host is a global key.
+        match result {
+            Err(ActuateError::NoSuchKey { .. }) if self.netns.is_some() && path.exists() => {
+                let Target::Netns { netns } = &self.address.target else {
+                    unreachable!("netns is set only for Target::Netns")
+                };
+                Err(global_key(&self.address, netns))
+            }
+            other => other,
+        }
+    }
+
+    fn netns_text(&self) -> String {
+        match &self.address.target {
+            Target::Netns { netns } => netns.to_string(),
+            _ => "host".into(),
+        }
+    }
+}
+
+fn global_key(address: &ParamAddress, netns: &NetnsRef) -> ActuateError {
+    ActuateError::GlobalKey {
+        param: address.to_string(),
+        key: address.name.clone(),
+        netns: netns.to_string(),
+    }
+}
+
+/// Opens a network namespace by path or by inode. An inode is looked up among `/run/netns/*`
+/// (named namespaces, as `ip netns` makes them) and then `/proc/*/ns/net` (any process living in
+/// it); the opened file is checked to be that namespace, so a PID reused meanwhile is caught.
+pub fn open_netns(netns: &NetnsRef) -> Result<File, ActuateError> {
+    let err = |reason: String| ActuateError::Netns {
+        netns: netns.to_string(),
+        reason,
+    };
+    // Namespace files live on nsfs; our own tells which device that is.
+    let nsfs_dev = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| m.dev())
+        .map_err(|e| err(format!("/proc/self/ns/net: {e} (is /proc mounted?)")))?;
+    match netns {
+        NetnsRef::Path(path) => {
+            let file = File::open(path).map_err(|e| {
+                err(match e.kind() {
+                    io::ErrorKind::NotFound => format!(
+                        "{} does not exist (a named namespace is /run/netns/NAME; `ip netns list`)",
+                        path.display()
+                    ),
+                    _ => format!("{}: {e}", path.display()),
+                })
+            })?;
+            let meta = file.metadata().map_err(|e| err(e.to_string()))?;
+            if meta.dev() != nsfs_dev {
+                return Err(err(format!(
+                    "{} is not a namespace file (expected /run/netns/NAME or /proc/PID/ns/net)",
+                    path.display()
+                )));
+            }
+            Ok(file)
+        }
+        NetnsRef::Inode(inode) => {
+            let mut candidates: Vec<PathBuf> = Vec::new();
+            if let Ok(dir) = std::fs::read_dir("/run/netns") {
+                candidates.extend(dir.filter_map(Result::ok).map(|e| e.path()));
+            }
+            if let Ok(dir) = std::fs::read_dir("/proc") {
+                candidates.extend(
+                    dir.filter_map(Result::ok)
+                        .filter(|e| {
+                            e.file_name()
+                                .to_str()
+                                .is_some_and(|n| n.parse::<u32>().is_ok())
+                        })
+                        .map(|e| e.path().join("ns/net")),
+                );
+            }
+            for path in candidates {
+                let matches = std::fs::metadata(&path)
+                    .is_ok_and(|m| m.ino() == *inode && m.dev() == nsfs_dev);
+                if !matches {
+                    continue;
+                }
+                let Ok(file) = File::open(&path) else {
+                    continue;
+                };
+                // The process may have exited and its PID been reused between stat and open.
+                if file
+                    .metadata()
+                    .is_ok_and(|m| m.ino() == *inode && m.dev() == nsfs_dev)
+                {
+                    return Ok(file);
+                }
+            }
+            Err(err(format!(
+                "no /run/netns/* entry and no process (/proc/*/ns/net) is in the network \
+                 namespace with inode {inode}; it may have been deleted"
+            )))
+        }
+    }
+}
+
+fn errno_name(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EINVAL) => "EINVAL".into(),
+        Some(libc::ERANGE) => "ERANGE".into(),
+        Some(libc::EOVERFLOW) => "EOVERFLOW".into(),
+        Some(libc::EPERM) => "EPERM".into(),
+        Some(libc::EACCES) => "EACCES".into(),
+        Some(libc::ENOENT) => "ENOENT".into(),
+        Some(n) => format!("errno {n}"),
+        None => e.to_string(),
+    }
+}
+
+/// Give an I/O error on a sysctl file its meaning.
+fn sysctl_error(
+    param: &str,
+    path: &Path,
+    e: io::Error,
+    value: Option<&Value>,
+    where_: &str,
+) -> ActuateError {
+    let writing = value.is_some();
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) => ActuateError::NoSuchKey {
+            param: param.into(),
+            path: path.into(),
+            where_: where_.into(),
+        },
+        Some(libc::EACCES) => {
+            let mode = std::fs::metadata(path)
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0);
+            if writing && mode & 0o222 == 0 {
+                ActuateError::ReadOnly {
+                    param: param.into(),
+                    path: path.into(),
+                    mode,
+                }
+            } else {
+                ActuateError::PermissionDenied {
+                    param: param.into(),
+                    path: path.into(),
+                    detail: format!(
+                        "EACCES on {} (mode {mode:o}); {}",
+                        if writing { "write" } else { "read" },
+                        if !writing && mode & 0o444 == 0 {
+                            "the key is write-only"
+                        } else {
+                            "KPO must run as root, and a namespace's keys belong to the user \
+                             namespace that owns it"
+                        }
+                    ),
+                }
+            }
+        }
+        Some(libc::EPERM) => ActuateError::PermissionDenied {
+            param: param.into(),
+            path: path.into(),
+            detail: "EPERM: the kernel wants a capability for this key (CAP_NET_ADMIN or \
+                     CAP_SYS_ADMIN in the user namespace owning the network namespace), or the \
+                     key is locked (e.g. by lockdown or a one-way setting)"
+                .into(),
+        },
+        Some(libc::EINVAL) | Some(libc::ERANGE) | Some(libc::EOVERFLOW) if writing => {
+            ActuateError::Refused {
+                param: param.into(),
+                value: value.map(Value::to_string).unwrap_or_default(),
+                errno: errno_name(&e),
+                hint:
+                    "the value is outside what the key accepts (its range, or a \
+                       relation to another key); see the kernel's \
+                       Documentation/admin-guide/sysctl/ and Documentation/networking/ip-sysctl.rst"
+                        .into(),
+            }
+        }
+        _ => ActuateError::Io {
+            path: path.into(),
+            source: e,
+        },
+    }
+}
+
+fn where_text(address: &ParamAddress) -> String {
+    match &address.target {
+        Target::Netns { netns } => format!("in network namespace {netns}"),
+        _ => "on the host".into(),
+    }
+}
+
+fn read_file(param: &str, path: &Path, where_: &str) -> Result<Value, ActuateError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| sysctl_error(param, path, e, None, where_))?;
+    Value::parse(&text).map_err(|_| ActuateError::Parse {
+        path: path.into(),
+        text: text.trim().to_string(),
+        what: "an integer, integers separated by white space, or one word",
+    })
+}
+
+fn write_file(param: &str, path: &Path, value: &Value, where_: &str) -> Result<(), ActuateError> {
+    let bytes = format!("{value}\n");
+    // O_TRUNC as a shell's `echo >` does: /proc/sys ignores it, a test tree needs it.
+    OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        // One write(2): the kernel parses the whole value from one buffer.
+        .and_then(|mut f| f.write_all(bytes.as_bytes()))
+        .map_err(|e| sysctl_error(param, path, e, Some(value), where_))
+}
+
+/// Shape and syntax check of `value` against `current` (the kernel's own value).
+fn check_shape(param: &str, current: &Value, value: &Value) -> Result<(), ActuateError> {
+    if current.same_shape(value) {
+        return Ok(());
+    }
+    let want = match current {
+        Value::Int(_) => "one integer".to_string(),
+        Value::Ints(v) => format!("{} integers separated by spaces", v.len()),
+        Value::Word(_) => "one word".to_string(),
+    };
+    Err(ActuateError::Shape {
+        param: param.into(),
+        given: value.to_string(),
+        current: current.to_string(),
+        want,
+    })
+}
+
+impl Actuator for SysctlActuator {
+    fn address(&self) -> &ParamAddress {
+        &self.address
+    }
+
+    fn read(&mut self) -> Result<Value, ActuateError> {
+        let param = self.address.to_string();
+        let where_ = where_text(&self.address);
+        self.in_target(|path| read_file(&param, path, &where_))
+    }
+
+    fn validate(&mut self, value: &Value) -> Result<(), ActuateError> {
+        let param = self.address.to_string();
+        let where_ = where_text(&self.address);
+        self.in_target(|path| {
+            let current = read_file(&param, path, &where_)?;
+            check_shape(&param, &current, value)?;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| sysctl_error(&param, path, e, None, &where_))?
+                .permissions()
+                .mode()
+                & 0o777;
+            if mode & 0o222 == 0 {
+                return Err(ActuateError::ReadOnly {
+                    param: param.clone(),
+                    path: path.into(),
+                    mode,
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn apply(&mut self, value: &Value) -> Result<Value, ActuateError> {
+        let param = self.address.to_string();
+        let where_ = where_text(&self.address);
+        self.in_target(|path| {
+            let current = read_file(&param, path, &where_)?;
+            check_shape(&param, &current, value)?;
+            write_file(&param, path, value, &where_)?;
+            let back = read_file(&param, path, &where_)?;
+            if &back != value {
+                return Err(ActuateError::Mismatch {
+                    param: param.clone(),
+                    wrote: value.to_string(),
+                    read: back.to_string(),
+                });
+            }
+            Ok(back)
+        })
+    }
+
+    fn revert(&mut self, original: &Value) -> Result<Value, ActuateError> {
+        // The original is the kernel's own value: no shape check, but still verified.
+        let param = self.address.to_string();
+        let where_ = where_text(&self.address);
+        self.in_target(|path| {
+            write_file(&param, path, original, &where_)?;
+            let back = read_file(&param, path, &where_)?;
+            if &back != original {
+                return Err(ActuateError::Mismatch {
+                    param: param.clone(),
+                    wrote: original.to_string(),
+                    read: back.to_string(),
+                });
+            }
+            Ok(back)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> (tempfile::TempDir, Roots) {
+        let tmp = tempfile::tempdir().unwrap();
+        let ps = tmp.path().join("proc_sys");
+        std::fs::create_dir_all(ps.join("net/core")).unwrap();
+        std::fs::create_dir_all(ps.join("net/ipv4/conf/eth0.100")).unwrap();
+        std::fs::create_dir_all(ps.join("fs")).unwrap();
+        std::fs::write(ps.join("net/core/somaxconn"), "4096\n").unwrap();
+        std::fs::write(ps.join("net/ipv4/tcp_rmem"), "4096\t131072\t6291456\n").unwrap();
+        std::fs::write(ps.join("net/ipv4/tcp_congestion_control"), "cubic\n").unwrap();
+        std::fs::write(ps.join("net/ipv4/conf/eth0.100/rp_filter"), "1\n").unwrap();
+        std::fs::write(ps.join("fs/inode-nr"), "1 2\n").unwrap();
+        std::fs::set_permissions(
+            ps.join("fs/inode-nr"),
+            std::fs::Permissions::from_mode(0o444),
+        )
+        .unwrap();
+        let roots = Roots {
+            proc_sys: ps,
+            sys: tmp.path().join("sys"),
+        };
+        (tmp, roots)
+    }
+
+    fn open(text: &str, roots: &Roots) -> SysctlActuator {
+        SysctlActuator::open(&text.parse().unwrap(), roots).unwrap()
+    }
+
+    #[test]
+    fn per_netns_keys_are_told_from_global_ones() {
+        for k in [
+            "net.core.somaxconn",
+            "net.core.rmem_max",
+            "net.ipv4.tcp_rmem",
+            "net.ipv4.tcp_max_syn_backlog",
+            "net.ipv4.conf.all.rp_filter",
+            "net.ipv4.route.min_pmtu",
+            "net.ipv6.route.gc_thresh",
+            "net.unix.max_dgram_qlen",
+            "net.netfilter.nf_conntrack_max",
+            "net.mptcp.enabled",
+            "net.ipv4.neigh.lo.base_reachable_time_ms",
+        ] {
+            assert!(is_per_netns(k), "{k} is per netns");
+        }
+        for k in [
+            "net.core.netdev_max_backlog",
+            "net.core.netdev_budget",
+            "net.core.netdev_budget_usecs",
+            "net.core.bpf_jit_enable",
+            "net.core.busy_poll",
+            "net.ipv4.tcp_mem",
+            "net.ipv4.route.gc_thresh",
+            "net.nf_conntrack_max",
+            "net.netfilter.nf_log_all_netns",
+            "net.ipv4.neigh.default.gc_thresh3",
+            "net.ipv6.neigh.default.gc_thresh1",
+            "vm.swappiness",
+            "kernel.pid_max",
+            "fs.file-max",
+            "user.max_net_namespaces",
+            "net.somethingnew.key",
+        ] {
+            assert!(!is_per_netns(k), "{k} is global");
+        }
+    }
+
+    #[test]
+    fn reads_applies_and_verifies_on_a_tree() {
+        let (_tmp, roots) = tree();
+        let mut a = open("net/core/somaxconn", &roots);
+        assert_eq!(a.address().name, "net.core.somaxconn");
+        assert_eq!(a.read().unwrap(), Value::Int(4096));
+        assert_eq!(a.apply(&Value::Int(8192)).unwrap(), Value::Int(8192));
+        assert_eq!(
+            std::fs::read_to_string(roots.proc_sys.join("net/core/somaxconn")).unwrap(),
+            "8192\n"
+        );
+        assert_eq!(a.revert(&Value::Int(4096)).unwrap(), Value::Int(4096));
+
+        let mut rmem = open("net.ipv4.tcp_rmem", &roots);
+        assert_eq!(
+            rmem.read().unwrap(),
+            Value::Ints(vec![4096, 131072, 6291456])
+        );
+        let new = Value::Ints(vec![4096, 262144, 8388608]);
+        rmem.validate(&new).unwrap();
+        assert_eq!(rmem.apply(&new).unwrap(), new);
+        assert_eq!(
+            std::fs::read_to_string(roots.proc_sys.join("net/ipv4/tcp_rmem")).unwrap(),
+            "4096 262144 8388608\n",
+            "written space-separated"
+        );
+
+        let mut vlan = open("net.ipv4.conf.eth0/100.rp_filter", &roots);
+        assert_eq!(vlan.read().unwrap(), Value::Int(1));
+        let mut cc = open("net.ipv4.tcp_congestion_control", &roots);
+        assert_eq!(
+            cc.apply(&Value::Word("bbr".into())).unwrap(),
+            Value::Word("bbr".into())
+        );
+    }
+
+    #[test]
+    fn wrong_shapes_are_refused_before_writing() {
+        let (_tmp, roots) = tree();
+        let mut rmem = open("net.ipv4.tcp_rmem", &roots);
+        for bad in [
+            Value::Ints(vec![1, 2]),
+            Value::Int(7),
+            Value::Word("big".into()),
+        ] {
+            let err = rmem.validate(&bad).unwrap_err();
+            assert!(matches!(err, ActuateError::Shape { .. }), "{err}");
+            assert!(err.to_string().contains("3 integers"), "{err}");
+            assert!(matches!(rmem.apply(&bad), Err(ActuateError::Shape { .. })));
+        }
+        assert_eq!(
+            std::fs::read_to_string(roots.proc_sys.join("net/ipv4/tcp_rmem")).unwrap(),
+            "4096\t131072\t6291456\n",
+            "untouched"
+        );
+        let mut s = open("net.core.somaxconn", &roots);
+        assert!(matches!(
+            s.validate(&Value::Word("lots".into())),
+            Err(ActuateError::Shape { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_and_read_only_keys_are_clear_errors() {
+        let (_tmp, roots) = tree();
+        let err = open("net.core.no_such_key", &roots).read().unwrap_err();
+        assert!(matches!(err, ActuateError::NoSuchKey { .. }), "{err}");
+        assert!(err.to_string().contains("net.core.no_such_key"), "{err}");
+        let mut ro = open("fs.inode-nr", &roots);
+        let err = ro.validate(&Value::Ints(vec![3, 4])).unwrap_err();
+        assert!(matches!(err, ActuateError::ReadOnly { .. }), "{err}");
+        assert!(err.to_string().contains("read-only"), "{err}");
+    }
+
+    #[test]
+    fn a_global_key_in_a_namespace_is_refused_at_open() {
+        let (_tmp, roots) = tree();
+        for text in [
+            "net.core.netdev_max_backlog@netns:/run/netns/x",
+            "vm.swappiness@netns:4026531840",
+        ] {
+            let err = SysctlActuator::open(&text.parse().unwrap(), &roots).unwrap_err();
+            assert!(matches!(err, ActuateError::GlobalKey { .. }), "{err}");
+            assert!(err.to_string().contains("host-wide"), "{err}");
+        }
+        // A per-netns key in a namespace that does not exist: a namespace error.
+        let err = SysctlActuator::open(
+            &"net.core.somaxconn@netns:/nonexistent/ns".parse().unwrap(),
+            &roots,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ActuateError::Netns { .. }), "{err}");
+        let err = SysctlActuator::open(
+            &"net.core.somaxconn@netns:/etc/hostname".parse().unwrap(),
+            &roots,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not a namespace file"), "{err}");
+        let err = SysctlActuator::open(&"net.core.somaxconn@netns:1".parse().unwrap(), &roots)
+            .unwrap_err();
+        assert!(matches!(err, ActuateError::Netns { .. }), "{err}");
+    }
+
+    #[test]
+    fn kernel_refusals_map_to_variants() {
+        let p = Path::new("/proc/sys/net/core/somaxconn");
+        let v = Value::Int(-1);
+        let e = sysctl_error(
+            "x",
+            p,
+            io::Error::from_raw_os_error(libc::EINVAL),
+            Some(&v),
+            "",
+        );
+        assert!(
+            matches!(&e, ActuateError::Refused { errno, .. } if errno == "EINVAL"),
+            "{e}"
+        );
+        let e = sysctl_error(
+            "x",
+            p,
+            io::Error::from_raw_os_error(libc::EPERM),
+            Some(&v),
+            "",
+        );
+        assert!(matches!(e, ActuateError::PermissionDenied { .. }), "{e}");
+        let e = sysctl_error("x", p, io::Error::from_raw_os_error(libc::ENOENT), None, "");
+        assert!(matches!(e, ActuateError::NoSuchKey { .. }), "{e}");
+        // EINVAL on a read is not a refused value.
+        let e = sysctl_error("x", p, io::Error::from_raw_os_error(libc::EINVAL), None, "");
+        assert!(matches!(e, ActuateError::Io { .. }), "{e}");
+    }
+}

@@ -1,0 +1,262 @@
+//! The sysctl actuator against the running kernel, inside network namespaces the tests create
+//! (`kpo-act-*`, deleted by a guard even on panic).
+//!
+//! - Per-namespace keys (`net.core.somaxconn`, `net.ipv4.tcp_rmem`) are applied through
+//!   `open_actuator` with a `@netns:/run/netns/NAME` address and with the namespace's inode, read
+//!   back independently inside the namespace (`ip netns exec NAME cat /proc/sys/...`), reverted,
+//!   and read back again.
+//! - The kernel's refusals come back as the right error variants.
+//! - Every test that changes a key reads the host's value of it from /proc/sys before and after
+//!   and asserts it did not move. No host key is ever written: the only host write attempted is
+//!   to `fs.inode-nr`, whose file is 0444 and which the kernel refuses at open.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use kpo_agent::actuate::param::{ParamAddress, Value};
+use kpo_agent::actuate::sysctl::is_per_netns;
+use kpo_agent::actuate::{open_actuator, ActuateError, Roots};
+use kpo_integration::{command_exists, run_ok, Netns};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Root and `ip` (the tests create network namespaces and read inside them with `ip netns exec`).
+pub fn requirement() -> Option<String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Some("needs root (creates network namespaces, enters them with setns)".into());
+    }
+    if !command_exists("ip") {
+        return Some("iproute2 (ip) is not installed; run cargo xtask setup".into());
+    }
+    None
+}
+
+/// A namespace named `kpo-act-<pid>-<n>`; the guard (`Netns`'s drop) deletes it.
+fn namespace() -> Netns {
+    let name = format!(
+        "kpo-act-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    run_ok("ip", &["netns", "add", &name]);
+    Netns { name }
+}
+
+fn host(rel: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/{rel}"))
+        .unwrap_or_else(|e| panic!("/proc/sys/{rel}: {e}"))
+}
+
+/// Read inside the namespace by another process, as the kernel prints it, parsed.
+fn inside(ns: &Netns, rel: &str) -> Value {
+    Value::parse(&ns.exec(&["cat", &format!("/proc/sys/{rel}")])).unwrap()
+}
+
+fn addr(text: &str) -> ParamAddress {
+    text.parse()
+        .unwrap_or_else(|e| panic!("{text} should parse: {e}"))
+}
+
+/// Apply `new` through the actuator at `address`, check inside the namespace, revert, check again;
+/// the host's value must not move.
+fn round_trip(ns: &Netns, address: &str, rel: &str, new: &Value) {
+    let host_before = host(rel);
+    let mut a = open_actuator(&addr(address), &Roots::default())
+        .unwrap_or_else(|e| panic!("open {address}: {e}"));
+    let original = a.read().unwrap();
+    assert_eq!(
+        original,
+        inside(ns, rel),
+        "{address}: read matches the namespace"
+    );
+    assert_ne!(
+        &original, new,
+        "the test value must differ from the original"
+    );
+    a.validate(new).unwrap();
+    assert_eq!(&a.apply(new).unwrap(), new, "{address}: read back");
+    assert_eq!(
+        &inside(ns, rel),
+        new,
+        "{address}: the namespace has the new value"
+    );
+    assert_eq!(
+        host(rel),
+        host_before,
+        "{address}: the host's value did not move"
+    );
+    assert_eq!(a.revert(&original).unwrap(), original);
+    assert_eq!(
+        inside(ns, rel),
+        original,
+        "{address}: reverted in the namespace"
+    );
+    assert_eq!(
+        host(rel),
+        host_before,
+        "{address}: the host's value did not move"
+    );
+}
+
+fn new_somaxconn(ns: &Netns) -> Value {
+    let Value::Int(cur) = inside(ns, "net/core/somaxconn") else {
+        panic!("somaxconn is an integer")
+    };
+    let host_v: i64 = host("net/core/somaxconn").trim().parse().unwrap();
+    let mut v = 1234;
+    while v == cur || v == host_v {
+        v += 1;
+    }
+    Value::Int(v)
+}
+
+fn new_rmem(ns: &Netns) -> Value {
+    let Value::Ints(cur) = inside(ns, "net/ipv4/tcp_rmem") else {
+        panic!("tcp_rmem is three integers")
+    };
+    assert_eq!(cur.len(), 3);
+    Value::Ints(vec![cur[0], cur[1] + 4096, cur[2] + 8192])
+}
+
+pub fn somaxconn_and_tcp_rmem_by_path() {
+    let ns = namespace();
+    let path = format!("/run/netns/{}", ns.name);
+    round_trip(
+        &ns,
+        &format!("net.core.somaxconn@netns:{path}"),
+        "net/core/somaxconn",
+        &new_somaxconn(&ns),
+    );
+    round_trip(
+        &ns,
+        &format!("net.ipv4.tcp_rmem@netns:{path}"),
+        "net/ipv4/tcp_rmem",
+        &new_rmem(&ns),
+    );
+}
+
+pub fn somaxconn_and_tcp_rmem_by_inode() {
+    let ns = namespace();
+    let inode = ns.inum();
+    round_trip(
+        &ns,
+        &format!("net.core.somaxconn@netns:{inode}"),
+        "net/core/somaxconn",
+        &new_somaxconn(&ns),
+    );
+    // Slashed name, same parameter.
+    round_trip(
+        &ns,
+        &format!("net/ipv4/tcp_rmem@netns:{inode}"),
+        "net/ipv4/tcp_rmem",
+        &new_rmem(&ns),
+    );
+}
+
+pub fn kernel_refusals_are_clear_errors() {
+    let ns = namespace();
+    let path = format!("/run/netns/{}", ns.name);
+    let roots = Roots::default();
+    let host_somaxconn = host("net/core/somaxconn");
+    let host_rmem = host("net/ipv4/tcp_rmem");
+    let ns_somaxconn = inside(&ns, "net/core/somaxconn");
+    let ns_rmem = inside(&ns, "net/ipv4/tcp_rmem");
+
+    // EINVAL: somaxconn has a minimum of 0.
+    let mut s = open_actuator(&addr(&format!("net.core.somaxconn@netns:{path}")), &roots).unwrap();
+    let err = s.apply(&Value::Int(-1)).unwrap_err();
+    assert!(
+        matches!(&err, ActuateError::Refused { errno, .. } if errno == "EINVAL"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("net.core.somaxconn"), "{err}");
+    assert_eq!(inside(&ns, "net/core/somaxconn"), ns_somaxconn, "unchanged");
+
+    // The wrong shape never reaches the kernel (which would take two of three values).
+    let mut r = open_actuator(&addr(&format!("net.ipv4.tcp_rmem@netns:{path}")), &roots).unwrap();
+    let err = r.apply(&Value::Ints(vec![4096, 8192])).unwrap_err();
+    assert!(matches!(err, ActuateError::Shape { .. }), "{err}");
+    assert_eq!(inside(&ns, "net/ipv4/tcp_rmem"), ns_rmem, "unchanged");
+
+    // A missing key, inside the namespace.
+    let mut m =
+        open_actuator(&addr(&format!("net.ipv4.no_such_key@netns:{path}")), &roots).unwrap();
+    let err = m.read().unwrap_err();
+    assert!(matches!(err, ActuateError::NoSuchKey { .. }), "{err}");
+    assert!(err.to_string().contains("in network namespace"), "{err}");
+
+    // A global key addressed in a namespace is refused, never mapped to the host.
+    let err = open_actuator(
+        &addr(&format!("net.core.netdev_max_backlog@netns:{path}")),
+        &roots,
+    )
+    .err()
+    .expect("a global key in a namespace is refused");
+    assert!(matches!(err, ActuateError::GlobalKey { .. }), "{err}");
+
+    // A namespace that does not exist (by inode and by path).
+    for bad in [
+        "net.core.somaxconn@netns:1",
+        "net.core.somaxconn@netns:/run/netns/kpo-act-none",
+    ] {
+        let err = open_actuator(&addr(bad), &roots)
+            .err()
+            .expect("no such namespace");
+        assert!(matches!(err, ActuateError::Netns { .. }), "{bad}: {err}");
+    }
+
+    // Read-only: fs.inode-nr is 0444 (the kernel refuses the open for writing, even for root).
+    let mut ro = open_actuator(&addr("fs.inode-nr"), &roots).unwrap();
+    let cur = ro.read().unwrap();
+    let err = ro.validate(&cur).unwrap_err();
+    assert!(matches!(err, ActuateError::ReadOnly { .. }), "{err}");
+    let err = ro.apply(&cur).unwrap_err();
+    assert!(matches!(err, ActuateError::ReadOnly { .. }), "{err}");
+
+    assert_eq!(host("net/core/somaxconn"), host_somaxconn, "host untouched");
+    assert_eq!(host("net/ipv4/tcp_rmem"), host_rmem, "host untouched");
+}
+
+/// `is_per_netns` agrees with this kernel: a key is per namespace exactly when its file exists
+/// inside a fresh namespace too. Per-device keys (`conf/<dev>`, `neigh/<dev>`) of devices the
+/// namespace lacks are left out; `all`, `default` and `lo` are compared.
+pub fn is_per_netns_matches_this_kernel() {
+    let ns = namespace();
+    let list = |text: &str| -> Vec<String> {
+        let mut v: Vec<String> = text
+            .lines()
+            .map(|l| l.trim_start_matches("/proc/sys/").replace('/', "."))
+            .filter(|l| !l.is_empty())
+            .collect();
+        v.sort();
+        v
+    };
+    let host_keys =
+        list(&String::from_utf8(run_ok("find", &["/proc/sys/net", "-type", "f"]).stdout).unwrap());
+    let ns_keys = list(&ns.exec(&["find", "/proc/sys/net", "-type", "f"]));
+    let device_key = |k: &str| {
+        let parts: Vec<&str> = k.split('.').collect();
+        parts.windows(2).any(|w| {
+            (w[0] == "conf" || w[0] == "neigh") && !["all", "default", "lo"].contains(&w[1])
+        })
+    };
+    let mut wrong = Vec::new();
+    for k in host_keys.iter().filter(|k| !device_key(k)) {
+        let in_ns = ns_keys.binary_search(k).is_ok();
+        if is_per_netns(k) != in_ns {
+            wrong.push(format!(
+                "{k}: is_per_netns={} but exists in a namespace={in_ns}",
+                is_per_netns(k)
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "is_per_netns disagrees with this kernel:\n{}",
+        wrong.join("\n")
+    );
+    println!(
+        "{} host keys compared ({} per namespace)",
+        host_keys.len(),
+        ns_keys.len()
+    );
+}
