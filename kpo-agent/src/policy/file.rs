@@ -134,7 +134,7 @@ impl Ctx<'_> {
     }
 
     /// A `toml` deserialisation error as file, line, key and reason.
-    fn from_toml(&self, e: toml::de::Error) -> PolicyError {
+    fn toml_error(&self, e: toml::de::Error) -> PolicyError {
         let mut message = e.message().trim().to_string();
         // serde's words for an untagged enum name our private types; say what is expected.
         for (ty, expected) in [
@@ -197,7 +197,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         file: file.to_string(),
         lines: Lines::new(text),
     };
-    let doc: FileDoc = toml::from_str(text).map_err(|e| ctx.from_toml(e))?;
+    let doc: FileDoc = toml::from_str(text).map_err(|e| ctx.toml_error(e))?;
     let mut guard = GuardSettings::default();
     if let Some(g) = doc.guard {
         if let Some(w) = g.windows {
