@@ -139,8 +139,14 @@ impl Ctx<'_> {
         // serde's words for an untagged enum name our private types; say what is expected.
         for (ty, expected) in [
             ("BoundFile", "expected an integer or a list of integers"),
-            ("StepFile", "expected a positive integer or a percentage like \"50%\""),
-            ("NsFile", "expected \"all\" or a list of inodes, paths and \"host\""),
+            (
+                "StepFile",
+                "expected a positive integer or a percentage like \"50%\"",
+            ),
+            (
+                "NsFile",
+                "expected \"all\" or a list of inodes, paths and \"host\"",
+            ),
             ("NsEntry", "expected an inode, an absolute path or \"host\""),
         ] {
             if message.contains(&format!("untagged enum {ty}")) {
