@@ -260,3 +260,63 @@ pub fn is_per_netns_matches_this_kernel() {
         ns_keys.len()
     );
 }
+
+/// A namespace addressed through a process living in it (`/proc/PID/ns/net`), as a container's
+/// would be: the namespace here has no `/run/netns` name of its own in the address.
+pub fn somaxconn_by_proc_pid_path() {
+    let ns = namespace();
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "sleep", "30"])
+        .spawn()
+        .expect("spawn a process in the namespace");
+    // `ip netns exec` enters the namespace, then execs sleep: wait until the pid is inside.
+    let pid = child.id();
+    let mut inside_ok = false;
+    for _ in 0..100 {
+        let ino = std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.ino()
+        });
+        if ino.ok() == Some(ns.inum()) {
+            inside_ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let result = std::panic::catch_unwind(|| {
+        assert!(inside_ok, "the child entered the namespace");
+        round_trip(
+            &ns,
+            &format!("net.core.somaxconn@netns:/proc/{pid}/ns/net"),
+            "net/core/somaxconn",
+            &new_somaxconn(&ns),
+        );
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// `open_actuator` for a NIC runs ethtool netlink in the caller's namespace: inside a namespace
+/// the test creates, `lo` has no coalescing (Unsupported) and a missing device is NotFound. The
+/// host's NICs are never touched.
+pub fn coalescing_dispatch_in_a_namespace() {
+    let ns = namespace();
+    ns.run(|| {
+        let roots = Roots::default();
+        let err = open_actuator(&addr("ethtool:lo:rx-usecs"), &roots)
+            .err()
+            .expect("lo has no coalescing");
+        assert!(matches!(err, ActuateError::Unsupported { .. }), "{err}");
+        let err = open_actuator(&addr("ethtool:kpo-none0:rx-usecs"), &roots)
+            .err()
+            .expect("no such device");
+        assert!(matches!(err, ActuateError::NotFound { .. }), "{err}");
+        let err = open_actuator(&addr("ethtool:lo:rx-bogus"), &roots)
+            .err()
+            .expect("unknown parameter");
+        assert!(matches!(err, ActuateError::UnknownParam { .. }), "{err}");
+    });
+}

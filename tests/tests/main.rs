@@ -114,6 +114,16 @@ fn main() {
             actuate_sysctl::is_per_netns_matches_this_kernel,
         ),
         trial(
+            "actuate_sysctl::somaxconn_by_proc_pid_path",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::somaxconn_by_proc_pid_path,
+        ),
+        trial(
+            "actuate_sysctl::coalescing_dispatch_in_a_namespace",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::coalescing_dispatch_in_a_namespace,
+        ),
+        trial(
             "journal_crash::kill_at_each_step_then_reconcile_and_revert_all",
             journal_crash::requirement(),
             journal_crash::kill_at_each_step_then_reconcile_and_revert_all,

@@ -458,4 +458,49 @@ mod tests {
         ));
         assert_eq!(set.names(), vec!["a", "b"]);
     }
+
+    #[test]
+    fn open_actuator_dispatches_and_adapts_to_knob() {
+        let tmp = tempfile::tempdir().unwrap();
+        let proc_sys = tmp.path().join("proc_sys");
+        std::fs::create_dir_all(proc_sys.join("net/core")).unwrap();
+        std::fs::write(proc_sys.join("net/core/somaxconn"), "4096\n").unwrap();
+        let roots = Roots {
+            proc_sys,
+            sys: tmp.path().join("sys"),
+        };
+        let addr: param::ParamAddress = "net/core/somaxconn".parse().unwrap();
+        let a = open_actuator(&addr, &roots).unwrap();
+        assert_eq!(a.address().to_string(), "net.core.somaxconn");
+        let mut knob = ActuatorKnob::new(a, Some((128.0, 65535.0)));
+        assert_eq!(knob.name(), "net.core.somaxconn");
+        assert_eq!(knob.read().unwrap(), 4096.0);
+        assert_eq!(knob.apply(8192.0).unwrap(), 8192.0);
+        assert!(matches!(
+            knob.apply(1.5),
+            Err(ActuateError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            knob.apply(70000.0),
+            Err(ActuateError::OutOfBounds { .. })
+        ));
+        let mut set = KnobSet::new(vec![Box::new(knob)]);
+        set.apply_all(&[1024.0]).unwrap();
+        assert_eq!(set.read_all().unwrap(), vec![1024.0]);
+        // cpufreq on a tree without cpufreq: unsupported, whatever the attribute.
+        let err = open_actuator(&"cpufreq:policy0:scaling_governor".parse().unwrap(), &roots)
+            .err()
+            .unwrap();
+        assert!(matches!(err, ActuateError::NotSupported { .. }), "{err}");
+        // A global key in a namespace: refused before any namespace is looked up.
+        let err = open_actuator(
+            &"net.core.netdev_budget@netns:/run/netns/none"
+                .parse()
+                .unwrap(),
+            &roots,
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err, ActuateError::GlobalKey { .. }), "{err}");
+    }
 }
