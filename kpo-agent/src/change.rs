@@ -252,6 +252,8 @@ impl ChangePath {
             Ok(a) => a,
             Err(e) => return Ok(self.fail_early(p, None, e.to_string(), report)),
         };
+        // Coalescing: the policy says whether a change may turn adaptive moderation off.
+        actuator.set_adaptive_off_allowed(self.policy.rule_for(&p.address).allow_adaptive_off);
         let before = match actuator.read() {
             Ok(v) => v,
             Err(e) => return Ok(self.fail_early(p, None, e.to_string(), report)),

@@ -365,3 +365,63 @@ fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actuate::param::Target;
+
+    #[test]
+    fn assignments_parse_with_namespaces_and_vectors() {
+        let r = parse_assignment("net.core.somaxconn=8192", Some("/run/netns/web"), None).unwrap();
+        assert_eq!(
+            r.address.to_string(),
+            "net.core.somaxconn@netns:/run/netns/web"
+        );
+        assert_eq!(r.value, Value::Int(8192));
+        assert_eq!(r.reason, "kpo apply");
+        let r = parse_assignment(
+            "net.ipv4.tcp_rmem=4096,131072, 6291456",
+            Some("4026532281"),
+            Some("why".into()),
+        )
+        .unwrap();
+        assert_eq!(r.value, Value::Ints(vec![4096, 131072, 6291456]));
+        assert!(matches!(
+            r.address.target,
+            Target::Netns {
+                netns: NetnsRef::Inode(4026532281)
+            }
+        ));
+        assert_eq!(r.reason, "why");
+        let r = parse_assignment("net/core/somaxconn@netns:7=1", None, None).unwrap();
+        assert_eq!(r.address.to_string(), "net.core.somaxconn@netns:7");
+        assert!(parse_assignment("net.core.somaxconn", None, None).is_err());
+        assert!(parse_assignment("net.core.somaxconn@netns:7=1", Some("8"), None).is_err());
+        assert!(parse_assignment("ethtool:eth0:rx-usecs=8", Some("8"), None).is_err());
+        assert!(parse_assignment("net.core.somaxconn=", None, None).is_err());
+    }
+
+    #[test]
+    fn every_subcommand_takes_policy_and_state_dir() {
+        for args in [
+            vec!["kpo", "apply", "a.b=1"],
+            vec!["kpo", "revert", "--all"],
+            vec!["kpo", "revert", "3"],
+            vec!["kpo", "journal", "--json"],
+            vec!["kpo", "status"],
+            vec!["kpo", "pause"],
+            vec!["kpo", "resume", "net.core.somaxconn"],
+            vec!["kpo", "run"],
+        ] {
+            let mut full = args.clone();
+            full.extend(["--policy", "/tmp/p.toml", "--state-dir", "/tmp/s"]);
+            Cli::try_parse_from(&full).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+        assert!(
+            Cli::try_parse_from(["kpo", "revert"]).is_err(),
+            "ID or --all"
+        );
+        assert!(Cli::try_parse_from(["kpo", "revert", "3", "--all"]).is_err());
+    }
+}

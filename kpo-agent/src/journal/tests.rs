@@ -91,10 +91,18 @@ fn a_torn_last_record_is_recovered_with_a_warning_and_keeps_the_original() {
     let dir = tempfile::tempdir().unwrap();
     two_changes(dir.path());
     // A third intent cut short mid-write (the kernel is never touched before it is whole).
-    let line = store::encode(&Record::Pause {
+    let line = store::encode(&Record::Intent(Intent {
+        id: 3,
         ts_ms: 1,
-        by: "x".into(),
-    });
+        key: "net.core.somaxconn@netns:4026539999".into(),
+        address: addr("net.core.somaxconn@netns:4026539999"),
+        before: Value::Int(16384),
+        after: Value::Int(32768),
+        source: Source::Rules,
+        reason: "torn".into(),
+        kind: IntentKind::Change,
+        original: Some(Value::Int(4096)),
+    }));
     append_raw(dir.path(), &line[..line.len() / 2]);
     let mut j = open(dir.path());
     assert!(
@@ -103,8 +111,11 @@ fn a_torn_last_record_is_recovered_with_a_warning_and_keeps_the_original() {
         j.warnings()
     );
     assert_eq!(original(&j), Some(Value::Int(4096)));
-    assert!(j.paused().is_none(), "the torn pause is not half-applied");
-    assert_eq!(j.entries().len(), 2);
+    assert_eq!(j.entries().len(), 2, "the torn intent is dropped");
+    assert!(
+        j.incomplete().is_empty(),
+        "and not taken for an interrupted change"
+    );
     // The damaged file is kept; the journal goes on, and reopens clean.
     let saved = std::fs::read_dir(dir.path())
         .unwrap()

@@ -134,8 +134,25 @@ impl Ctx<'_> {
     }
 
     /// A `toml` deserialisation error as file, line, key and reason.
-    fn from_toml(&self, e: toml::de::Error) -> PolicyError {
-        let message = e.message().trim().to_string();
+    fn toml_error(&self, e: toml::de::Error) -> PolicyError {
+        let mut message = e.message().trim().to_string();
+        // serde's words for an untagged enum name our private types; say what is expected.
+        for (ty, expected) in [
+            ("BoundFile", "expected an integer or a list of integers"),
+            (
+                "StepFile",
+                "expected a positive integer or a percentage like \"50%\"",
+            ),
+            (
+                "NsFile",
+                "expected \"all\" or a list of inodes, paths and \"host\"",
+            ),
+            ("NsEntry", "expected an inode, an absolute path or \"host\""),
+        ] {
+            if message.contains(&format!("untagged enum {ty}")) {
+                message = format!("invalid type: {expected}");
+            }
+        }
         let span = e.span().unwrap_or(0..0);
         let line = self.lines.line(span.start);
         let class = if message.contains("unknown field") {
@@ -186,7 +203,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         file: file.to_string(),
         lines: Lines::new(text),
     };
-    let doc: FileDoc = toml::from_str(text).map_err(|e| ctx.from_toml(e))?;
+    let doc: FileDoc = toml::from_str(text).map_err(|e| ctx.toml_error(e))?;
     let mut guard = GuardSettings::default();
     if let Some(g) = doc.guard {
         if let Some(w) = g.windows {
