@@ -113,6 +113,7 @@ pub async fn run(config: Config, mut events: EventWriter) -> anyhow::Result<()> 
     let mut opts = SensorOptions::new(config.btf.clone());
     opts.disabled = config.disabled();
     let mut sensors = Sensors::load(&opts);
+    let _ebpf_log = crate::sensors::ebpf_log::spawn(&mut sensors);
     let notable = sensors
         .take_map(MAP_NOTABLE)
         .and_then(|m| RingBuf::try_from(m).ok());
