@@ -70,7 +70,7 @@ impl<K: Pod, V: Pod> Handle for HashMap<MapData, K, V> {
 }
 
 impl<K: Pod, V: Pod> Handle for PerCpuHashMap<MapData, K, V> {
-    const MAP_TYPES: &'static [MapType] = &[MapType::PerCpuHash, MapType::PerCpuLruHash];
+    const MAP_TYPES: &'static [MapType] = &[MapType::PerCpuHash, MapType::LruPerCpuHash];
 }
 
 /// Declares [`BpfMaps`], one row per map (field, handle type, name), so that the struct, its
@@ -126,7 +126,7 @@ fn map_type(map: &Map) -> Option<MapType> {
         Map::HashMap(_) => MapType::Hash,
         Map::LruHashMap(_) => MapType::LruHash,
         Map::PerCpuHashMap(_) => MapType::PerCpuHash,
-        Map::PerCpuLruHashMap(_) => MapType::PerCpuLruHash,
+        Map::PerCpuLruHashMap(_) => MapType::LruPerCpuHash,
         Map::RingBuf(_) => MapType::RingBuf,
         _ => return None,
     })
@@ -427,7 +427,7 @@ mod tests {
             MapType::Hash,
             MapType::LruHash,
             MapType::PerCpuHash,
-            MapType::PerCpuLruHash,
+            MapType::LruPerCpuHash,
             MapType::RingBuf,
         ];
         Some(

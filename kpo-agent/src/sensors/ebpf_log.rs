@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aya::Ebpf;
 use aya_log::EbpfLogger;
+// `log` as tracing-log re-exports it: the version aya-log writes to.
+use tracing_log::log;
 use tracing::{info, warn};
 
 /// The global the programs read to decide which log statements are live.
@@ -84,8 +86,12 @@ impl EbpfLog {
 /// says how many records came. None when the sensors have no log (eBPF not loaded).
 pub fn spawn(sensors: &mut super::Sensors) -> Option<LogTask> {
     let log = sensors.take_log()?;
-    let mut fd = match tokio::io::unix::AsyncFd::with_interest(log, tokio::io::Interest::READABLE)
-    {
+    // SAFETY: the logger owns its ring buffer's map fd and keeps it open, unchanged, for as long
+    // as the AsyncFd holds it.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(log, tokio::io::Interest::READABLE)
+    };
+    let mut fd = match registered {
         Ok(fd) => fd,
         Err(e) => {
             warn!("the eBPF programs' log is not read: {e}");
@@ -130,7 +136,7 @@ impl Drop for LogTask {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use log::Log as _;
+    use tracing_log::log::{self, Log as _};
 
     #[test]
     fn bridge_counts_every_record() {

@@ -9,6 +9,7 @@ pub mod btf;
 pub mod ebpf_log;
 mod loader;
 
+#[cfg(test)]
 pub(crate) use loader::EBPF_OBJECT;
 pub use loader::{SensorOptions, Sensors};
 
