@@ -70,7 +70,10 @@ pub fn report(ctx: &RawTracePointContext, hook: &str, exit: Exit) {
     match exit {
         Exit::Skip => {}
         Exit::Read(e) => warn!(ctx, "{}: reading kernel memory failed ({})", hook, e),
-        Exit::Full(e) => warn!(ctx, "{}: table full, an entry was not recorded ({})", hook, e),
+        Exit::Full(e) => warn!(
+            ctx,
+            "{}: table full, an entry was not recorded ({})", hook, e
+        ),
         Exit::Unexpected(v) => error!(ctx, "{}: unexpected value {}", hook, v),
     }
 }

@@ -67,7 +67,9 @@ pub fn produced_bytes(pid: u32) -> Result<u64> {
             std::io::Error::last_os_error()
         );
     }
-    let produced = unsafe { (*(ptr as *const std::sync::atomic::AtomicU64)).load(std::sync::atomic::Ordering::Acquire) };
+    let produced = unsafe {
+        (*(ptr as *const std::sync::atomic::AtomicU64)).load(std::sync::atomic::Ordering::Acquire)
+    };
     unsafe { libc::munmap(ptr, page) };
     Ok(produced)
 }

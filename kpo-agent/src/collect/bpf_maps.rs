@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 
 use aya::{
     maps::{
-        Array, HashMap, Map, MapData, MapError, MapType, PerCpuArray, PerCpuHashMap,
-        PerCpuValues,
+        Array, HashMap, Map, MapData, MapError, MapType, PerCpuArray, PerCpuHashMap, PerCpuValues,
     },
     Ebpf, Pod,
 };
@@ -466,7 +465,10 @@ mod tests {
                 .collect()
         });
         let mut wanted = BpfMaps::TAKEN.to_vec();
-        let listeners = wanted.iter().position(|(n, _)| *n == MAP_LISTENERS).unwrap();
+        let listeners = wanted
+            .iter()
+            .position(|(n, _)| *n == MAP_LISTENERS)
+            .unwrap();
         wanted[listeners].0 = "KPO_LISTENER";
         let err = check(&present, &wanted).unwrap_err();
         match &err {

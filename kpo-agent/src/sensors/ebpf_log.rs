@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aya::Ebpf;
 use aya_log::EbpfLogger;
 // `log` as tracing-log re-exports it: the version aya-log writes to.
-use tracing_log::log;
 use tracing::{info, warn};
+use tracing_log::log;
 
 /// The global the programs read to decide which log statements are live.
 pub const LEVEL_GLOBAL: &str = aya_log::LEVEL;

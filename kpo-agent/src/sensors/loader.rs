@@ -14,7 +14,8 @@ use super::{btf, ebpf_log, OffReason, SensorKind, SensorStatus};
 use crate::collect::bpf_maps::{self, BpfMaps};
 
 /// The compiled eBPF object, built by build.rs from `kpo-ebpf`.
-pub(crate) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kpo"));
+pub(crate) static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kpo"));
 
 /// Answers "does this raw tracepoint exist on this kernel?".
 pub type TracepointCheck = Box<dyn Fn(&str) -> bool + Send>;

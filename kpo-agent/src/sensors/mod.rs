@@ -156,14 +156,7 @@ pub const SENSORS: [SensorSpec; 7] = [
         // The close hook first: a socket must not close unseen while recv and send run.
         programs: &[PROG_SOCK_CLOSED, PROG_SOCK_RECV, PROG_SOCK_SEND],
         duty_cycled: true,
-        fields: &[
-            SK_FAMILY,
-            SK_NUM,
-            SK_NET,
-            NET_INUM,
-            SK_PROTOCOL,
-            SK_STATE,
-        ],
+        fields: &[SK_FAMILY, SK_NUM, SK_NET, NET_INUM, SK_PROTOCOL, SK_STATE],
     },
 ];
 
@@ -298,7 +291,13 @@ mod tests {
             .collect();
         assert_eq!(
             duty,
-            ["accept_queue", "softirq", "napi", "sched", "request_latency"]
+            [
+                "accept_queue",
+                "softirq",
+                "napi",
+                "sched",
+                "request_latency"
+            ]
         );
         assert_eq!(
             SensorKind::RequestLatency.programs(),
