@@ -95,7 +95,7 @@ fn service_of(sk: *const u8) -> Result<u32, Exit> {
     if state == TCP_CLOSE {
         return Ok(0);
     }
-    match unsafe { SERVICE_PORTS.get(&key) } {
+    match unsafe { SERVICE_PORTS.get(key) } {
         Some(&index) if index < MAX_SERVICES => Ok(index + 1),
         // User space hands out indices below MAX_SERVICES only.
         Some(&index) => Err(Exit::Unexpected(index)),
