@@ -15,7 +15,7 @@ use kpo_common::{
     ListenerCounters, ListenerKey, NotableEvent, NotableKind, TCP_LISTEN, TCP_SYN_RECV,
 };
 
-use crate::kernel::{epoch, now_ns, offsets, read, socket_key};
+use crate::helpers::{epoch, now_ns, offsets, read, report, socket_key, Exit};
 
 #[map(name = "KPO_LISTENERS")]
 static LISTENERS: LruPerCpuHashMap<ListenerKey, ListenerCounters> =
@@ -27,18 +27,19 @@ static NOTABLE: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 /// TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn kpo_sock_set_state(ctx: RawTracePointContext) -> i32 {
-    match try_sock_set_state(&ctx) {
-        Ok(v) | Err(v) => v as i32,
-    }
-}
-
-fn try_sock_set_state(ctx: &RawTracePointContext) -> Result<i64, i64> {
     // The states are arguments, not memory: every other transition leaves without a helper call.
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
     if old != TCP_LISTEN as i32 || new != TCP_SYN_RECV as i32 {
-        return Ok(0);
+        return 0;
     }
+    if let Err(exit) = try_sock_set_state(&ctx) {
+        report(&ctx, "inet_sock_set_state", exit);
+    }
+    0
+}
+
+fn try_sock_set_state(ctx: &RawTracePointContext) -> Result<(), Exit> {
     let child: *const u8 = ctx.arg(0);
     let off = offsets();
     // LISTEN -> SYN_RECV is a TCP listener's child being cloned (MPTCP subflows are TCP too; SCTP
@@ -83,32 +84,37 @@ fn try_sock_set_state(ctx: &RawTracePointContext) -> Result<i64, i64> {
             entry.submit(0);
         }
     }
-    Ok(0)
+    Ok(())
 }
 
 #[raw_tracepoint(tracepoint = "tcp_retransmit_synack")]
 pub fn kpo_synack_retrans(ctx: RawTracePointContext) -> i32 {
-    match try_synack_retrans(&ctx) {
-        Ok(v) | Err(v) => v as i32,
+    if let Err(exit) = try_synack_retrans(&ctx) {
+        report(&ctx, "tcp_retransmit_synack", exit);
     }
+    0
 }
 
-fn try_synack_retrans(ctx: &RawTracePointContext) -> Result<i64, i64> {
+fn try_synack_retrans(ctx: &RawTracePointContext) -> Result<(), Exit> {
     let sk: *const u8 = ctx.arg(0);
     let key = socket_key(sk, &offsets())?;
     let counters = counters_of(&key)?;
     counters.synack_retrans += 1;
-    Ok(0)
+    Ok(())
 }
 
 #[inline(always)]
-fn counters_of(key: &ListenerKey) -> Result<&'static mut ListenerCounters, i64> {
+fn counters_of(key: &ListenerKey) -> Result<&'static mut ListenerCounters, Exit> {
     if let Some(ptr) = LISTENERS.get_ptr_mut(key) {
         return Ok(unsafe { &mut *ptr });
     }
-    let _ = LISTENERS.insert(key, ListenerCounters::default(), 0);
+    // An LRU map evicts rather than refuse; an error here is the kernel's (memory).
+    LISTENERS
+        .insert(key, ListenerCounters::default(), 0)
+        .map_err(|e| Exit::Full(e.into()))?;
+    // Another CPU may have evicted it already: a lost event, not a failure.
     LISTENERS
         .get_ptr_mut(key)
         .map(|ptr| unsafe { &mut *ptr })
-        .ok_or(0)
+        .ok_or(Exit::Skip)
 }

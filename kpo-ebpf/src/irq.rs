@@ -10,7 +10,7 @@ use kpo_common::{
     NR_SOFTIRQS, SOFTIRQ_TIME_EVERY,
 };
 
-use crate::kernel::{now_ns, offsets, read, sample_start_ns};
+use crate::helpers::{now_ns, offsets, read, report, sample_start_ns, Exit};
 
 #[map(name = "KPO_IRQS")]
 static IRQS: PerCpuHashMap<u32, IrqCounters> = PerCpuHashMap::with_max_entries(1024, 0);
@@ -57,7 +57,7 @@ pub fn kpo_irq_exit(ctx: RawTracePointContext) -> i32 {
             (*c).time_ns += elapsed;
         },
         None => {
-            let _ = IRQS.insert(
+            let added = IRQS.insert(
                 irq,
                 IrqCounters {
                     count: 1,
@@ -65,6 +65,9 @@ pub fn kpo_irq_exit(ctx: RawTracePointContext) -> i32 {
                 },
                 0,
             );
+            if let Err(e) = added {
+                report(&ctx, "irq_handler_exit", Exit::Full(e.into()));
+            }
         }
     }
     0
@@ -91,6 +94,8 @@ pub fn kpo_softirq_entry(ctx: RawTracePointContext) -> i32 {
 pub fn kpo_softirq_exit(ctx: RawTracePointContext) -> i32 {
     let vec: u32 = ctx.arg(0);
     let Some(c) = SOFTIRQS.get_ptr_mut(vec) else {
+        // A vector past NR_SOFTIRQS: a kernel newer than this table.
+        report(&ctx, "softirq_exit", Exit::Unexpected(vec));
         return 0;
     };
     unsafe { (*c).count += 1 };
@@ -116,30 +121,32 @@ pub fn kpo_softirq_exit(ctx: RawTracePointContext) -> i32 {
 /// TP_PROTO(struct napi_struct *napi, int work, int budget)
 #[raw_tracepoint(tracepoint = "napi_poll")]
 pub fn kpo_napi_poll(ctx: RawTracePointContext) -> i32 {
-    match try_napi_poll(&ctx) {
-        Ok(v) | Err(v) => v as i32,
+    if let Err(exit) = try_napi_poll(&ctx) {
+        report(&ctx, "napi_poll", exit);
     }
+    0
 }
 
 /// Counts go into a per-CPU slot keyed by the napi pointer, so the device's ifindex is read from
 /// kernel memory once per napi instance and sampling period, not on every poll. It is re-read
 /// each period (and every 65536 polls) because a napi_struct freed with its device may be reused
 /// by another.
-fn try_napi_poll(ctx: &RawTracePointContext) -> Result<i64, i64> {
+fn try_napi_poll(ctx: &RawTracePointContext) -> Result<(), Exit> {
     let napi: u64 = ctx.arg(0);
     let work: i32 = ctx.arg(1);
     let budget: i32 = ctx.arg(2);
-    let table = NAPI_TABLE.get_ptr_mut(0).ok_or(0)?;
+    let table = NAPI_TABLE.get_ptr_mut(0).ok_or(Exit::Skip)?;
     let slot = unsafe { &mut *table }
         .slots
         .get_mut(slot_of(napi, NAPI_SLOT_BITS) as usize)
-        .ok_or(0)?;
+        .ok_or(Exit::Skip)?;
     let period = sample_start_ns();
+    let mut moved = Ok(());
     // Also every 65536 polls, for agents that never start a new period (duty fraction 1).
     if slot.napi != napi || slot.period != period || slot.counters.polls & 0xffff == 0xffff {
         let ifindex = ifindex_of(napi as *const u8)?;
         if slot.napi != napi || slot.ifindex != ifindex {
-            move_to_overflow(slot);
+            moved = move_to_overflow(slot);
             slot.napi = napi;
             slot.ifindex = ifindex;
         }
@@ -148,11 +155,11 @@ fn try_napi_poll(ctx: &RawTracePointContext) -> Result<i64, i64> {
     slot.counters.polls += 1;
     slot.counters.packets += work as u64;
     slot.counters.budget_exhausted += (work >= budget) as u64;
-    Ok(0)
+    moved
 }
 
 #[inline(always)]
-fn ifindex_of(napi: *const u8) -> Result<u32, i64> {
+fn ifindex_of(napi: *const u8) -> Result<u32, Exit> {
     let off = offsets();
     let dev: *const u8 = read(napi, off.napi_dev)?;
     // The per-CPU backlog (loopback, RPS) polls without a device: ifindex 0.
@@ -163,13 +170,14 @@ fn ifindex_of(napi: *const u8) -> Result<u32, i64> {
 }
 
 /// Keeps the counts of the napi instance leaving `slot` (rare: another took its slot, or its
-/// device changed), under its ifindex in the overflow map.
+/// device changed), under its ifindex in the overflow map. The slot is free for the newcomer
+/// even when the overflow map is full (those counts are lost, and reported).
 #[inline(always)]
-fn move_to_overflow(slot: &mut NapiSlot) {
+fn move_to_overflow(slot: &mut NapiSlot) -> Result<(), Exit> {
     let moving = slot.counters;
     slot.counters = NapiCounters::default();
     if slot.napi == 0 || moving.polls == 0 {
-        return;
+        return Ok(());
     }
     match NAPI.get_ptr_mut(slot.ifindex) {
         Some(c) => unsafe {
@@ -178,7 +186,9 @@ fn move_to_overflow(slot: &mut NapiSlot) {
             (*c).budget_exhausted += moving.budget_exhausted;
         },
         None => {
-            let _ = NAPI.insert(slot.ifindex, moving, 0);
+            NAPI.insert(slot.ifindex, moving, 0)
+                .map_err(|e| Exit::Full(e.into()))?;
         }
     }
+    Ok(())
 }

@@ -5,9 +5,9 @@
 #![no_main]
 
 mod accept_queue;
+mod helpers;
 mod irq;
-mod kernel;
-mod latency;
+mod request_latency;
 mod sched;
 mod sysctl_watch;
 

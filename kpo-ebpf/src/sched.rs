@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use kpo_common::{bucket_of, slot_of, Hist, WaitSlot, WAIT_SLOTS, WAIT_SLOT_BITS};
 
-use crate::kernel::{now_ns, sample_start_ns};
+use crate::helpers::{now_ns, sample_start_ns};
 
 const TASK_RUNNING: u32 = 0;
 

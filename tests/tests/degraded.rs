@@ -12,7 +12,7 @@ fn reason(sensors: &Sensors, kind: SensorKind) -> Option<String> {
         .status()
         .iter()
         .find(|s| s.sensor == kind)
-        .and_then(|s| s.reason.clone())
+        .and_then(|s| s.reason.as_ref().map(ToString::to_string))
 }
 
 pub fn no_btf_keeps_offset_free_sensors() {

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use kpo_agent::sensors::{
-    sysctl_watch::{this_cgroup2_root, SysctlWatch, SysctlWriteEvent},
+    sysctl_watch::{this_cgroup2_root, SysctlWriteEvent},
     SensorKind, SensorOptions, Sensors,
 };
 use kpo_integration::Netns;
@@ -20,7 +20,8 @@ pub fn writes_by_others_are_reported_with_pid_comm_and_value() {
     opts.disabled = SensorKind::ALL.to_vec();
     let mut sensors = Sensors::load(&opts);
     let root = this_cgroup2_root().expect("cgroup v2 mounted");
-    let mut watch = SysctlWatch::attach(sensors.ebpf_mut().expect("eBPF object loaded"), &root)
+    let mut watch = sensors
+        .attach_sysctl_watch(&root)
         .expect("attach the cgroup/sysctl watch");
     let ns = Netns::new();
 

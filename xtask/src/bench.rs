@@ -122,6 +122,7 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
     let mut throughput: BTreeMap<(Workload, Config), Vec<f64>> = BTreeMap::new();
     let mut agent_cpu: BTreeMap<Config, Vec<f64>> = BTreeMap::new();
     let mut prog_stats: BTreeMap<(Config, String), (u64, u64)> = BTreeMap::new();
+    let mut log_tally = crate::bench_log::LogTally::default();
     for rep in 0..reps {
         for &config in &configs {
             let agent = match config {
@@ -142,6 +143,9 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
                 );
                 throughput.entry((workload, config)).or_default().push(rate);
             }
+            agent
+                .iter()
+                .for_each(|a| log_tally.add(config.name(), a.0.id()));
             if let (Some(agent), Some(before)) = (&agent, cpu_before) {
                 let share = (agent.cpu_seconds()? - before) / started.elapsed().as_secs_f64();
                 agent_cpu.entry(config).or_default().push(share * 100.0);
@@ -247,6 +251,7 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
             println!("{hook:<22} {ns:>8.1} ns {n:>14} events");
         }
     }
+    log_tally.print();
 
     let idle = Agent::start(&dir, &[])?;
     let before = idle.cpu_seconds()?;

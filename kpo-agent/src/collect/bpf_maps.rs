@@ -1,9 +1,15 @@
 //! Reads the eBPF maps once per tick. Counters and histograms in the maps only grow; windows take
 //! differences. Per-tick peaks come from the epoch slots (see `ListenerCounters`).
+//!
+//! The maps are taken out of the loaded object once, at load, into typed handles ([`BpfMaps`]):
+//! a name the object lacks, or a map of another type, fails there, loudly, instead of reading as
+//! zeros every tick.
 use std::collections::BTreeMap;
 
 use aya::{
-    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{
+        Array, HashMap, Map, MapData, MapError, MapType, PerCpuArray, PerCpuHashMap, PerCpuValues,
+    },
     Ebpf, Pod,
 };
 use kpo_common::*;
@@ -29,34 +35,256 @@ pub struct BpfSnapshot {
     pub request_hist: BTreeMap<ListenerKey, Vec<u64>>,
 }
 
-/// Advances the tick epoch, then reads every map. Returns None for a map that is absent.
-pub fn read(ebpf: &mut Ebpf, epoch: &mut u64, services: &ServiceIndex) -> BpfSnapshot {
-    let finished = *epoch;
-    *epoch += 1;
-    if let Some(Ok(mut config)) = ebpf.map_mut(MAP_CONFIG).map(Array::<_, u64>::try_from) {
-        let _ = config.set(CONFIG_EPOCH, *epoch, 0);
+/// Why the maps could not be taken: the eBPF object does not match this agent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapsError {
+    #[error("map {name} is not in the eBPF object (it has: {})", .present.join(", "))]
+    Missing {
+        name: &'static str,
+        present: Vec<String>,
+    },
+    #[error("map {name} is a {found} map, the agent expects {expected}")]
+    WrongType {
+        name: &'static str,
+        found: String,
+        expected: String,
+    },
+}
+
+/// A typed map handle, with the kernel map types it can be made from.
+pub trait Handle: TryFrom<Map, Error = MapError> {
+    const MAP_TYPES: &'static [MapType];
+}
+
+impl<V: Pod> Handle for Array<MapData, V> {
+    const MAP_TYPES: &'static [MapType] = &[MapType::Array];
+}
+
+impl<V: Pod> Handle for PerCpuArray<MapData, V> {
+    const MAP_TYPES: &'static [MapType] = &[MapType::PerCpuArray];
+}
+
+impl<K: Pod, V: Pod> Handle for HashMap<MapData, K, V> {
+    const MAP_TYPES: &'static [MapType] = &[MapType::Hash, MapType::LruHash];
+}
+
+impl<K: Pod, V: Pod> Handle for PerCpuHashMap<MapData, K, V> {
+    const MAP_TYPES: &'static [MapType] = &[MapType::PerCpuHash, MapType::LruPerCpuHash];
+}
+
+/// Declares [`BpfMaps`], one row per map (field, handle type, name), so that the struct, its
+/// table of names and types ([`BpfMaps::TAKEN`]) and its constructor cannot disagree.
+macro_rules! bpf_maps {
+    ($($field:ident: $ty:ty = $name:ident,)*) => {
+        /// Every map the agent reads or writes each tick, taken out of the object once, at load.
+        pub struct BpfMaps {
+            $($field: $ty,)*
+        }
+
+        impl BpfMaps {
+            /// Each map taken: its name and the kernel map types its handle accepts.
+            pub const TAKEN: &'static [(&'static str, &'static [MapType])] =
+                &[$(($name, <$ty as Handle>::MAP_TYPES),)*];
+
+            /// Takes every map out of `ebpf`. Fails, naming the map, when one is missing or of
+            /// another type; takes nothing then.
+            pub fn take(ebpf: &mut Ebpf) -> Result<BpfMaps, MapsError> {
+                check(&present(ebpf), Self::TAKEN)?;
+                Ok(BpfMaps {
+                    $($field: take(ebpf, $name)?,)*
+                })
+            }
+        }
+    };
+}
+
+bpf_maps! {
+    config: Array<MapData, u64> = MAP_CONFIG,
+    listeners: PerCpuHashMap<MapData, ListenerKey, ListenerCounters> = MAP_LISTENERS,
+    irqs: PerCpuHashMap<MapData, u32, IrqCounters> = MAP_IRQS,
+    softirqs: PerCpuArray<MapData, SoftirqCounters> = MAP_SOFTIRQS,
+    napi_slots: PerCpuArray<MapData, NapiTable> = MAP_NAPI_SLOTS,
+    napi: PerCpuHashMap<MapData, u32, NapiCounters> = MAP_NAPI,
+    runq_hist: PerCpuArray<MapData, Hist> = MAP_RUNQ_HIST,
+    csw: PerCpuArray<MapData, u64> = MAP_CSW,
+    service_ports: HashMap<MapData, ListenerKey, u32> = MAP_SERVICE_PORTS,
+    req_hist: PerCpuArray<MapData, Hist> = MAP_REQ_HIST,
+}
+
+/// The maps in a loaded object, with their kernel types (other types than the agent uses: none).
+pub fn present(ebpf: &Ebpf) -> Vec<(String, Option<MapType>)> {
+    ebpf.maps()
+        .map(|(name, map)| (name.to_string(), map_type(map)))
+        .collect()
+}
+
+fn map_type(map: &Map) -> Option<MapType> {
+    Some(match map {
+        Map::Array(_) => MapType::Array,
+        Map::PerCpuArray(_) => MapType::PerCpuArray,
+        Map::HashMap(_) => MapType::Hash,
+        Map::LruHashMap(_) => MapType::LruHash,
+        Map::PerCpuHashMap(_) => MapType::PerCpuHash,
+        Map::PerCpuLruHashMap(_) => MapType::LruPerCpuHash,
+        Map::RingBuf(_) => MapType::RingBuf,
+        _ => return None,
+    })
+}
+
+/// Checks that every wanted map is present under its exact name with a type its handle accepts.
+/// The name lookup done at load; the unit tests run it against the compiled object.
+pub fn check(
+    present: &[(String, Option<MapType>)],
+    wanted: &[(&'static str, &'static [MapType])],
+) -> Result<(), MapsError> {
+    for &(name, types) in wanted {
+        match present.iter().find(|(n, _)| n == name) {
+            None => {
+                let mut names: Vec<String> = present.iter().map(|(n, _)| n.clone()).collect();
+                names.sort();
+                return Err(MapsError::Missing {
+                    name,
+                    present: names,
+                });
+            }
+            Some((_, found)) if !found.is_some_and(|t| types.contains(&t)) => {
+                return Err(MapsError::WrongType {
+                    name,
+                    found: found.map_or("unsupported".into(), |t| format!("{t:?}")),
+                    expected: format!("{types:?}"),
+                });
+            }
+            Some(_) => {}
+        }
     }
-    BpfSnapshot {
-        listeners: read_listeners(ebpf, finished),
-        irqs: per_cpu_hash(ebpf, MAP_IRQS, |a: &mut IrqCounters, b| {
-            a.count += b.count;
-            a.time_ns += b.time_ns;
-        }),
-        softirqs: per_cpu_array(ebpf, MAP_SOFTIRQS, |a: &mut SoftirqCounters, b| {
-            a.count += b.count;
-            a.time_ns += b.time_ns;
-            a.timed += b.timed;
-        }),
-        napi: read_napi(ebpf),
-        runq_hist: per_cpu_array(ebpf, MAP_RUNQ_HIST, add_hist)
-            .first()
-            .map(|h| h.buckets.to_vec())
-            .unwrap_or_default(),
-        context_switches: per_cpu_array(ebpf, MAP_CSW, |a: &mut u64, b| *a += b)
-            .first()
-            .copied()
-            .unwrap_or(0),
-        request_hist: request_hist(ebpf, services),
+    Ok(())
+}
+
+fn take<T: Handle>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, MapsError> {
+    let map = ebpf.take_map(name).ok_or_else(|| MapsError::Missing {
+        name,
+        present: ebpf.maps().map(|(n, _)| n.to_string()).collect(),
+    })?;
+    T::try_from(map).map_err(|e| MapsError::WrongType {
+        name,
+        found: e.to_string(),
+        expected: format!("{:?}", T::MAP_TYPES),
+    })
+}
+
+impl BpfMaps {
+    /// Advances the tick epoch, then reads every map.
+    pub fn read(&mut self, epoch: &mut u64, services: &ServiceIndex) -> BpfSnapshot {
+        let finished = *epoch;
+        *epoch += 1;
+        let _ = self.config.set(CONFIG_EPOCH, *epoch, 0);
+        BpfSnapshot {
+            listeners: self.read_listeners(finished),
+            irqs: per_cpu_hash(&self.irqs, |a: &mut IrqCounters, b| {
+                a.count += b.count;
+                a.time_ns += b.time_ns;
+            }),
+            softirqs: per_cpu_array(&self.softirqs, |a: &mut SoftirqCounters, b| {
+                a.count += b.count;
+                a.time_ns += b.time_ns;
+                a.timed += b.timed;
+            }),
+            napi: self.read_napi(),
+            runq_hist: per_cpu_array(&self.runq_hist, add_hist)
+                .first()
+                .map(|h| h.buckets.to_vec())
+                .unwrap_or_default(),
+            context_switches: per_cpu_array(&self.csw, |a: &mut u64, b| *a += b)
+                .first()
+                .copied()
+                .unwrap_or(0),
+            request_hist: self.request_hist(services),
+        }
+    }
+
+    /// Marks the start of a sampling period of the duty-cycled sensors (`bpf_ktime_get_ns` time).
+    pub fn set_sample_start(&mut self, now_ns: u64) -> Result<(), MapError> {
+        self.config.set(CONFIG_SAMPLE_START_NS, now_ns, 0)
+    }
+
+    /// Per ifindex: the counts in the per-CPU slots plus those moved out of slots.
+    fn read_napi(&self) -> BTreeMap<u32, NapiCounters> {
+        let mut out = per_cpu_hash(&self.napi, add_napi);
+        let Ok(per_cpu) = self.napi_slots.get(&0, 0) else {
+            return out;
+        };
+        for cpu in per_cpu.iter() {
+            for slot in cpu.slots.iter().filter(|s| s.napi != 0) {
+                add_napi(out.entry(slot.ifindex).or_default(), &slot.counters);
+            }
+        }
+        out
+    }
+
+    fn read_listeners(&self, finished_epoch: u64) -> BTreeMap<ListenerKey, ListenerBpf> {
+        let slot = (finished_epoch & 1) as usize;
+        let mut out = BTreeMap::new();
+        for (key, per_cpu) in self.listeners.iter().flatten() {
+            let mut merged = ListenerBpf::default();
+            for c in per_cpu.iter() {
+                merged.enqueued += c.enqueued;
+                merged.synack_retrans += c.synack_retrans;
+                merged.backlog_limit = merged.backlog_limit.max(c.backlog_limit);
+                if c.slot_epoch[slot] == finished_epoch {
+                    let peak = merged.tick_peak.unwrap_or(0).max(c.slot_max[slot]);
+                    merged.tick_peak = Some(peak);
+                }
+            }
+            out.insert(key, merged);
+        }
+        out
+    }
+
+    /// Only the assigned indices: one map read each, not one per entry of the whole array.
+    fn request_hist(&self, services: &ServiceIndex) -> BTreeMap<ListenerKey, Vec<u64>> {
+        services
+            .assigned
+            .iter()
+            .filter_map(|(key, index)| {
+                let values = self.req_hist.get(index, 0).ok()?;
+                Some((*key, sum(&values, &add_hist).buckets.to_vec()))
+            })
+            .collect()
+    }
+
+    /// Makes `ports` the set of listening ports whose requests the latency sensor times.
+    ///
+    /// The kernel caches each socket's verdict (timed, and under which index) until the services
+    /// generation changes. So: remove the vanished keys and bump the generation, making sockets
+    /// of a vanished listener stop writing under its index, before that index is zeroed and
+    /// handed to another listener; bump it again once the new keys are in, so sockets judged
+    /// untimed a moment ago are judged again.
+    pub fn set_service_ports(&mut self, services: &mut ServiceIndex, ports: &[ListenerKey]) {
+        let changes = services.update(ports);
+        if changes == ServiceChanges::default() {
+            return;
+        }
+        for key in &changes.gone {
+            let _ = self.service_ports.remove(key);
+        }
+        self.bump_services_generation();
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n);
+        for index in &changes.reused {
+            if let Ok(zeros) = PerCpuValues::try_from(vec![Hist::default(); cpus]) {
+                let _ = self.req_hist.set(*index, zeros, 0);
+            }
+        }
+        for (key, index) in &changes.added {
+            let _ = self.service_ports.insert(key, index, 0);
+        }
+        self.bump_services_generation();
+    }
+
+    fn bump_services_generation(&mut self) {
+        let now = self.config.get(&CONFIG_SERVICES_GENERATION, 0).unwrap_or(0);
+        let _ = self
+            .config
+            .set(CONFIG_SERVICES_GENERATION, now.wrapping_add(1), 0);
     }
 }
 
@@ -66,79 +294,26 @@ fn add_napi(a: &mut NapiCounters, b: &NapiCounters) {
     a.budget_exhausted += b.budget_exhausted;
 }
 
-/// Per ifindex: the counts in the per-CPU slots plus those moved out of slots.
-fn read_napi(ebpf: &Ebpf) -> BTreeMap<u32, NapiCounters> {
-    let mut out = per_cpu_hash(ebpf, MAP_NAPI, add_napi);
-    let Some(Ok(table)) = ebpf
-        .map(MAP_NAPI_SLOTS)
-        .map(PerCpuArray::<&MapData, NapiTable>::try_from)
-    else {
-        return out;
-    };
-    let Ok(per_cpu) = table.get(&0, 0) else {
-        return out;
-    };
-    for cpu in per_cpu.iter() {
-        for slot in cpu.slots.iter().filter(|s| s.napi != 0) {
-            add_napi(out.entry(slot.ifindex).or_default(), &slot.counters);
-        }
-    }
-    out
-}
-
 fn add_hist(a: &mut Hist, b: &Hist) {
     for (x, y) in a.buckets.iter_mut().zip(b.buckets.iter()) {
         *x += y;
     }
 }
 
-fn read_listeners(ebpf: &Ebpf, finished_epoch: u64) -> BTreeMap<ListenerKey, ListenerBpf> {
-    let slot = (finished_epoch & 1) as usize;
-    let mut out = BTreeMap::new();
-    let Some(Ok(map)) = ebpf
-        .map(MAP_LISTENERS)
-        .map(PerCpuHashMap::<_, ListenerKey, ListenerCounters>::try_from)
-    else {
-        return out;
-    };
-    for (key, per_cpu) in map.iter().flatten() {
-        let mut merged = ListenerBpf::default();
-        for c in per_cpu.iter() {
-            merged.enqueued += c.enqueued;
-            merged.synack_retrans += c.synack_retrans;
-            merged.backlog_limit = merged.backlog_limit.max(c.backlog_limit);
-            if c.slot_epoch[slot] == finished_epoch {
-                let peak = merged.tick_peak.unwrap_or(0).max(c.slot_max[slot]);
-                merged.tick_peak = Some(peak);
-            }
-        }
-        out.insert(key, merged);
-    }
-    out
-}
-
 fn per_cpu_hash<K: Pod + Ord, V: Pod + Default>(
-    ebpf: &Ebpf,
-    name: &str,
+    map: &PerCpuHashMap<MapData, K, V>,
     add: impl Fn(&mut V, &V),
 ) -> BTreeMap<K, V> {
-    let mut out = BTreeMap::new();
-    let Some(Ok(map)) = ebpf
-        .map(name)
-        .map(PerCpuHashMap::<&MapData, K, V>::try_from)
-    else {
-        return out;
-    };
-    for (key, values) in map.iter().flatten() {
-        out.insert(key, sum(&values, &add));
-    }
-    out
+    map.iter()
+        .flatten()
+        .map(|(key, values)| (key, sum(&values, &add)))
+        .collect()
 }
 
-fn per_cpu_array<V: Pod + Default>(ebpf: &Ebpf, name: &str, add: impl Fn(&mut V, &V)) -> Vec<V> {
-    let Some(Ok(map)) = ebpf.map(name).map(PerCpuArray::<&MapData, V>::try_from) else {
-        return Vec::new();
-    };
+fn per_cpu_array<V: Pod + Default>(
+    map: &PerCpuArray<MapData, V>,
+    add: impl Fn(&mut V, &V),
+) -> Vec<V> {
     map.iter()
         .flatten()
         .map(|values| sum(&values, &add))
@@ -232,78 +407,93 @@ impl ServiceIndex {
     }
 }
 
-/// Only the assigned indices: one map read each, not one per entry of the whole array.
-fn request_hist(ebpf: &Ebpf, services: &ServiceIndex) -> BTreeMap<ListenerKey, Vec<u64>> {
-    let Some(Ok(map)) = ebpf
-        .map(MAP_REQ_HIST)
-        .map(PerCpuArray::<&MapData, Hist>::try_from)
-    else {
-        return BTreeMap::new();
-    };
-    services
-        .assigned
-        .iter()
-        .filter_map(|(key, index)| {
-            let values = map.get(index, 0).ok()?;
-            Some((*key, sum(&values, &add_hist).buckets.to_vec()))
-        })
-        .collect()
-}
-
-/// Makes `ports` the set of listening ports whose requests the latency sensor times.
-///
-/// The kernel caches each socket's verdict (timed, and under which index) until the services
-/// generation changes. So: remove the vanished keys and bump the generation, making sockets of a
-/// vanished listener stop writing under its index, before that index is zeroed and handed to
-/// another listener; bump it again once the new keys are in, so sockets judged untimed a moment
-/// ago are judged again.
-pub fn set_service_ports(ebpf: &mut Ebpf, services: &mut ServiceIndex, ports: &[ListenerKey]) {
-    use aya::maps::HashMap;
-    let changes = services.update(ports);
-    if changes == ServiceChanges::default() {
-        return;
-    }
-    if let Some(Ok(mut map)) = ebpf
-        .map_mut(MAP_SERVICE_PORTS)
-        .map(HashMap::<_, ListenerKey, u32>::try_from)
-    {
-        for key in &changes.gone {
-            let _ = map.remove(key);
-        }
-    }
-    bump_services_generation(ebpf);
-    if let Some(Ok(mut hist)) = ebpf
-        .map_mut(MAP_REQ_HIST)
-        .map(PerCpuArray::<_, Hist>::try_from)
-    {
-        let cpus = aya::util::nr_cpus().map_or(1, |n| n);
-        for index in &changes.reused {
-            if let Ok(zeros) = PerCpuValues::try_from(vec![Hist::default(); cpus]) {
-                let _ = hist.set(*index, zeros, 0);
-            }
-        }
-    }
-    if let Some(Ok(mut map)) = ebpf
-        .map_mut(MAP_SERVICE_PORTS)
-        .map(HashMap::<_, ListenerKey, u32>::try_from)
-    {
-        for (key, index) in &changes.added {
-            let _ = map.insert(key, index, 0);
-        }
-    }
-    bump_services_generation(ebpf);
-}
-
-fn bump_services_generation(ebpf: &mut Ebpf) {
-    if let Some(Ok(mut config)) = ebpf.map_mut(MAP_CONFIG).map(Array::<_, u64>::try_from) {
-        let now = config.get(&CONFIG_SERVICES_GENERATION, 0).unwrap_or(0);
-        let _ = config.set(CONFIG_SERVICES_GENERATION, now.wrapping_add(1), 0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The maps of the compiled eBPF object, read from the ELF file as the loader would (no
+    /// kernel needed). None when the object was not built (AYA_BUILD_SKIP=1).
+    fn object_maps(test: &str) -> Option<Vec<(String, Option<MapType>)>> {
+        let bytes = crate::sensors::EBPF_OBJECT;
+        if bytes.is_empty() {
+            println!("SKIPPED {test}: the eBPF object was not built (AYA_BUILD_SKIP=1)");
+            return None;
+        }
+        let object = aya_obj::Object::parse(bytes).expect("the compiled eBPF object parses");
+        let known = [
+            MapType::Array,
+            MapType::PerCpuArray,
+            MapType::Hash,
+            MapType::LruHash,
+            MapType::PerCpuHash,
+            MapType::LruPerCpuHash,
+            MapType::RingBuf,
+        ];
+        Some(
+            object
+                .maps
+                .iter()
+                .map(|(name, map)| {
+                    let found = known.into_iter().find(|t| *t as u32 == map.map_type());
+                    (name.clone(), found)
+                })
+                .collect(),
+        )
+    }
+
+    /// Every handle the agent takes at load names a map the compiled object has, of a type the
+    /// handle accepts; so does the notable-event ring buffer and aya-log's.
+    #[test]
+    fn every_handle_names_a_map_of_the_compiled_object() {
+        let Some(present) = object_maps("every_handle_names_a_map_of_the_compiled_object") else {
+            return;
+        };
+        check(&present, BpfMaps::TAKEN).unwrap();
+        check(&present, &[(MAP_NOTABLE, &[MapType::RingBuf])]).unwrap();
+        check(&present, &[("AYA_LOGS", &[MapType::RingBuf])]).unwrap();
+        assert_eq!(BpfMaps::TAKEN.len(), 10);
+    }
+
+    /// A name the object does not have fails the load, naming it and what the object has;
+    /// a map of another type fails too. Nothing reads as zeros.
+    #[test]
+    fn a_misspelled_map_name_fails_at_load() {
+        let present = object_maps("a_misspelled_map_name_fails_at_load").unwrap_or_else(|| {
+            BpfMaps::TAKEN
+                .iter()
+                .map(|(name, types)| (name.to_string(), Some(types[0])))
+                .collect()
+        });
+        let mut wanted = BpfMaps::TAKEN.to_vec();
+        let listeners = wanted
+            .iter()
+            .position(|(n, _)| *n == MAP_LISTENERS)
+            .unwrap();
+        wanted[listeners].0 = "KPO_LISTENER";
+        let err = check(&present, &wanted).unwrap_err();
+        match &err {
+            MapsError::Missing { name, present } => {
+                assert_eq!(*name, "KPO_LISTENER");
+                assert!(present.iter().any(|n| n == MAP_LISTENERS), "{present:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.starts_with("map KPO_LISTENER is not in the eBPF object (it has: "),
+            "{text}"
+        );
+        // The right name with the wrong kind of map.
+        let wrong: [(&str, &[MapType]); 1] = [(MAP_CONFIG, &[MapType::PerCpuArray])];
+        assert_eq!(
+            check(&present, &wrong),
+            Err(MapsError::WrongType {
+                name: MAP_CONFIG,
+                found: "Array".into(),
+                expected: "[PerCpuArray]".into(),
+            })
+        );
+    }
 
     fn key(port: u16) -> ListenerKey {
         ListenerKey {

@@ -92,8 +92,8 @@ impl Collector {
         let (epoch, services) = (&mut self.epoch, &self.services);
         let bpf = self
             .sensors
-            .ebpf_mut()
-            .map(|ebpf| bpf_maps::read(ebpf, epoch, services));
+            .maps_mut()
+            .map(|maps| maps.read(epoch, services));
         let (host, errors) = HostSnapshot::read(&ProcRoot(self.proc_root.clone()));
         self.health.round(
             "host",
@@ -102,8 +102,8 @@ impl Collector {
         let (listeners, netns) = self.read_namespaces();
         if self.sensors.is_enabled(SensorKind::RequestLatency) {
             let ports: Vec<ListenerKey> = listeners.keys().copied().collect();
-            if let Some(ebpf) = self.sensors.ebpf_mut() {
-                bpf_maps::set_service_ports(ebpf, &mut self.services, &ports);
+            if let Some(maps) = self.sensors.maps_mut() {
+                maps.set_service_ports(&mut self.services, &ports);
             }
             let untimed = (self.services.untimed > 0).then(|| {
                 let problem = format!(

@@ -87,6 +87,7 @@ pub async fn run(config: Config, sink: &mut EventSink) -> anyhow::Result<&'stati
     // Sensors.
     let mut sensors = Sensors::load(&sensor_options(&config));
     let mut notable = NotableStream::take(&mut sensors);
+    let _ebpf_log = crate::sensors::ebpf_log::spawn(&mut sensors);
     // Energy: chosen before the first window; measured sources are checked with a moment of CPU
     // work.
     let energy_choice = choose_meter(
@@ -293,7 +294,7 @@ fn sensor_report(sensors: &Sensors, config: &Config) -> Vec<SensorStatus> {
         let listed = config.disabled();
         for s in &mut status {
             if !s.enabled && never_sampled().any(|k| k == s.sensor) && !listed.contains(&s.sensor) {
-                s.reason = Some("duty_fraction is 0: never attached".into());
+                s.reason = Some(crate::sensors::OffReason::NeverSampled);
             }
         }
     }

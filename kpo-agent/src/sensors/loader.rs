@@ -3,17 +3,19 @@
 use std::{collections::BTreeMap, path::PathBuf};
 
 use aya::{
-    maps::Array,
+    maps::{MapData, MapType, RingBuf},
     programs::{raw_trace_point::RawTracePointLinkId, RawTracePoint},
     Ebpf, EbpfLoader,
 };
-use kpo_common::{CONFIG_SAMPLE_START_NS, GLOBAL_OFFSETS, MAP_CONFIG};
-use tracing::{info, warn};
+use kpo_common::{GLOBAL_OFFSETS, MAP_NOTABLE};
+use tracing::{error, info, warn};
 
-use super::{btf, SensorKind, SensorStatus};
+use super::{btf, ebpf_log, OffReason, SensorKind, SensorStatus};
+use crate::collect::bpf_maps::{self, BpfMaps};
 
 /// The compiled eBPF object, built by build.rs from `kpo-ebpf`.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kpo"));
+pub(crate) static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kpo"));
 
 /// Answers "does this raw tracepoint exist on this kernel?".
 pub type TracepointCheck = Box<dyn Fn(&str) -> bool + Send>;
@@ -56,6 +58,10 @@ impl KernelFacts {
 
 pub struct Sensors {
     ebpf: Option<Ebpf>,
+    /// The maps, taken out of `ebpf` at load into typed handles.
+    maps: Option<BpfMaps>,
+    /// The programs' log, until the agent takes it to read it (see [`ebpf_log::spawn`]).
+    log: Option<ebpf_log::EbpfLog>,
     status: Vec<SensorStatus>,
     links: BTreeMap<SensorKind, Vec<(&'static str, RawTracePointLinkId)>>,
 }
@@ -81,6 +87,8 @@ impl Sensors {
         let resolved = &facts.offsets;
         let mut sensors = Sensors {
             ebpf: None,
+            maps: None,
+            log: None,
             status: Vec::new(),
             links: BTreeMap::new(),
         };
@@ -89,6 +97,7 @@ impl Sensors {
         } else {
             EbpfLoader::new()
                 .override_global(GLOBAL_OFFSETS, &resolved.offsets, true)
+                .override_global(ebpf_log::LEVEL_GLOBAL, &ebpf_log::level(), false)
                 .load(EBPF_OBJECT)
                 .map_err(|e| format!("loading the eBPF object failed: {}", with_causes(&e)))
         };
@@ -97,11 +106,27 @@ impl Sensors {
             Err(reason) => {
                 warn!("{reason}; all eBPF sensors are off, /proc metrics continue");
                 for kind in SensorKind::ALL {
-                    sensors.set_status(kind, Some(reason.clone()));
+                    sensors.set_status(kind, Some(OffReason::ObjectNotLoaded(reason.clone())));
                 }
                 return sensors;
             }
         };
+        // Every map the agent uses is taken now, typed: a name or type the object does not
+        // have is a build defect, reported here rather than read as zeros every tick.
+        let notable = [(MAP_NOTABLE, &[MapType::RingBuf][..])];
+        let maps = bpf_maps::check(&bpf_maps::present(&ebpf), &notable)
+            .and_then(|()| BpfMaps::take(&mut ebpf));
+        match maps {
+            Ok(maps) => sensors.maps = Some(maps),
+            Err(e) => {
+                error!("{e}; all eBPF sensors are off, /proc metrics continue");
+                for kind in SensorKind::ALL {
+                    sensors.set_status(kind, Some(OffReason::ObjectMismatch(e.to_string())));
+                }
+                return sensors;
+            }
+        }
+        sensors.log = ebpf_log::EbpfLog::init(&mut ebpf);
         for kind in SensorKind::ALL {
             let reason = sensors.prepare(&mut ebpf, kind, opts, &facts);
             sensors.set_status(kind, reason);
@@ -135,31 +160,42 @@ impl Sensors {
         kind: SensorKind,
         opts: &SensorOptions,
         facts: &KernelFacts,
-    ) -> Option<String> {
+    ) -> Option<OffReason> {
         if opts.disabled.contains(&kind) {
-            return Some("disabled by configuration".into());
+            return Some(OffReason::Disabled);
         }
         let missing = kind.missing_offsets(&facts.offsets.offsets);
         if !missing.is_empty() {
-            return Some(facts.offsets.why_missing(&missing));
+            return Some(match &facts.offsets.unreadable {
+                Some(reason) => OffReason::BtfUnreadable(reason.clone()),
+                None => OffReason::MissingFields(missing),
+            });
         }
-        for (prog, tp) in kind.programs() {
+        for &(program, tp) in kind.programs() {
             if !facts.tracepoint_exists(opts, tp) {
-                return Some(format!("tracepoint {tp} does not exist on this kernel"));
+                return Some(OffReason::NoTracepoint(tp));
             }
-            let program: &mut RawTracePoint = match ebpf.program_mut(prog).map(TryInto::try_into) {
+            let prog: &mut RawTracePoint = match ebpf.program_mut(program).map(TryInto::try_into) {
                 Some(Ok(p)) => p,
-                Some(Err(e)) => return Some(format!("program {prog}: {}", with_causes(&e))),
-                None => return Some(format!("program {prog} missing from the eBPF object")),
+                Some(Err(e)) => {
+                    return Some(OffReason::WrongProgramType {
+                        program,
+                        error: with_causes(&e),
+                    })
+                }
+                None => return Some(OffReason::ProgramMissing(program)),
             };
-            if let Err(e) = program.load() {
-                return Some(format!("the verifier rejected {prog}: {}", with_causes(&e)));
+            if let Err(e) = prog.load() {
+                return Some(OffReason::Rejected {
+                    program,
+                    error: with_causes(&e),
+                });
             }
         }
         None
     }
 
-    fn set_status(&mut self, kind: SensorKind, reason: Option<String>) {
+    fn set_status(&mut self, kind: SensorKind, reason: Option<OffReason>) {
         self.status.retain(|s| s.sensor != kind);
         self.status.push(SensorStatus {
             sensor: kind,
@@ -183,30 +219,62 @@ impl Sensors {
         self.ebpf.as_mut()?.take_map(name)
     }
 
-    pub fn ebpf_mut(&mut self) -> Option<&mut Ebpf> {
-        self.ebpf.as_mut()
+    /// The ring buffer of [`kpo_common::NotableEvent`]s (present and typed: checked at load).
+    pub fn take_notable(&mut self) -> Option<RingBuf<MapData>> {
+        RingBuf::try_from(self.take_map(MAP_NOTABLE)?).ok()
     }
 
-    fn attach(&mut self, kind: SensorKind) -> Result<(), String> {
+    /// Loads and attaches the `cgroup/sysctl` watch on the cgroup v2 root (see
+    /// [`super::sysctl_watch`]); dropping the watch's link with the object detaches it.
+    pub fn attach_sysctl_watch(
+        &mut self,
+        cgroup_root: &std::path::Path,
+    ) -> Result<super::sysctl_watch::SysctlWatch, super::sysctl_watch::WatchError> {
+        let ebpf = self
+            .ebpf
+            .as_mut()
+            .ok_or(super::sysctl_watch::WatchError::Missing("the eBPF object"))?;
+        super::sysctl_watch::SysctlWatch::attach(ebpf, cgroup_root)
+    }
+
+    /// The maps, typed; None when the eBPF object is not loaded.
+    pub fn maps_mut(&mut self) -> Option<&mut BpfMaps> {
+        self.maps.as_mut()
+    }
+
+    /// The programs' log, for the agent to read as records arrive ([`ebpf_log::spawn`]).
+    pub fn take_log(&mut self) -> Option<ebpf_log::EbpfLog> {
+        self.log.take()
+    }
+
+    /// Forwards the programs' log records waiting, when nobody took the log to read it.
+    pub fn flush_log(&mut self) {
+        if let Some(log) = self.log.as_mut() {
+            log.flush();
+        }
+    }
+
+    fn attach(&mut self, kind: SensorKind) -> Result<(), OffReason> {
         let Some(ebpf) = self.ebpf.as_mut() else {
-            return Err("eBPF not loaded".into());
+            return Err(OffReason::ObjectNotLoaded("eBPF not loaded".into()));
         };
         let mut links = Vec::new();
-        for (prog, tp) in kind.programs() {
-            let program: &mut RawTracePoint = ebpf
-                .program_mut(prog)
+        for &(program, tracepoint) in kind.programs() {
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut(program)
                 .and_then(|p| p.try_into().ok())
-                .ok_or_else(|| format!("program {prog} missing"))?;
-            match program.attach(tp) {
-                Ok(link) => links.push((*prog, link)),
+                .ok_or(OffReason::ProgramMissing(program))?;
+            match prog.attach(tracepoint) {
+                Ok(link) => links.push((program, link)),
                 Err(e) => {
                     for (prog, link) in links {
                         detach(ebpf, prog, link);
                     }
-                    return Err(format!(
-                        "attaching {prog} to {tp} failed: {}",
-                        with_causes(&e)
-                    ));
+                    return Err(OffReason::AttachFailed {
+                        program,
+                        tracepoint,
+                        error: with_causes(&e),
+                    });
                 }
             }
         }
@@ -260,14 +328,11 @@ impl Sensors {
     }
 
     fn mark_sample_start(&mut self) {
-        let Some(ebpf) = self.ebpf.as_mut() else {
+        let Some(maps) = self.maps.as_mut() else {
             return;
         };
-        let now = monotonic_ns();
-        if let Some(Ok(mut config)) = ebpf.map_mut(MAP_CONFIG).map(Array::<_, u64>::try_from) {
-            if let Err(e) = config.set(CONFIG_SAMPLE_START_NS, now, 0) {
-                warn!("cannot write the sampling start: {e}");
-            }
+        if let Err(e) = maps.set_sample_start(monotonic_ns()) {
+            warn!("cannot write the sampling start: {e}");
         }
     }
 

@@ -1,13 +1,21 @@
 //! Sensors: the eBPF programs, gated on what the running kernel offers, attached as raw
 //! tracepoints, with the high-rate ones duty-cycled.
+//!
+//! Everything the agent knows about a sensor is one row of [`SENSORS`]: its name, its programs and
+//! their tracepoints, whether it is duty-cycled, and the BTF fields its programs read. Why a sensor
+//! is off is an [`OffReason`], rendered as text in the `sensors` event (kunai's `compat.rs` keeps
+//! the same kind of per-program table).
 pub mod btf;
+pub mod ebpf_log;
 mod loader;
 pub mod sysctl_watch;
 
+#[cfg(test)]
+pub(crate) use loader::EBPF_OBJECT;
 pub use loader::{SensorOptions, Sensors};
 
 use kpo_common::*;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 /// A group of programs switched on and off together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -22,6 +30,137 @@ pub enum SensorKind {
     RequestLatency,
 }
 
+/// A kernel struct field a program reads, resolved from BTF into [`KernelOffsets`].
+#[derive(Clone, Copy)]
+pub struct Field {
+    /// As the `sensors` event names it when missing.
+    pub name: &'static str,
+    pub offset: fn(&KernelOffsets) -> u32,
+}
+
+impl std::fmt::Debug for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+const SK_FAMILY: Field = Field {
+    name: "sock.skc_family",
+    offset: |o| o.sk_family,
+};
+const SK_NUM: Field = Field {
+    name: "sock.skc_num",
+    offset: |o| o.sk_num,
+};
+const SK_NET: Field = Field {
+    name: "sock.skc_net",
+    offset: |o| o.sk_net,
+};
+const NET_INUM: Field = Field {
+    name: "net.ns.inum",
+    offset: |o| o.net_inum,
+};
+const SK_PROTOCOL: Field = Field {
+    name: "sock.sk_protocol",
+    offset: |o| o.sk_protocol,
+};
+const SK_STATE: Field = Field {
+    name: "sock.skc_state",
+    offset: |o| o.sk_state,
+};
+const SK_ACK_BACKLOG: Field = Field {
+    name: "sock.sk_ack_backlog",
+    offset: |o| o.sk_ack_backlog,
+};
+const SK_MAX_ACK_BACKLOG: Field = Field {
+    name: "sock.sk_max_ack_backlog",
+    offset: |o| o.sk_max_ack_backlog,
+};
+const NAPI_DEV: Field = Field {
+    name: "napi_struct.dev",
+    offset: |o| o.napi_dev,
+};
+const DEV_IFINDEX: Field = Field {
+    name: "net_device.ifindex",
+    offset: |o| o.dev_ifindex,
+};
+
+/// One sensor's facts.
+#[derive(Debug)]
+pub struct SensorSpec {
+    pub kind: SensorKind,
+    /// As the configuration, the command line and the `sensors` event spell it.
+    pub name: &'static str,
+    /// (program, raw tracepoint) pairs, attached in this order.
+    pub programs: &'static [(&'static str, &'static str)],
+    /// Attached only for a fraction of each window (see [`SensorKind::duty_cycled`]).
+    pub duty_cycled: bool,
+    /// The BTF-resolved fields its programs read.
+    pub fields: &'static [Field],
+}
+
+/// Every sensor, one row each, in [`SensorKind`] order.
+pub const SENSORS: [SensorSpec; 7] = [
+    SensorSpec {
+        kind: SensorKind::AcceptQueue,
+        name: "accept_queue",
+        programs: &[PROG_SOCK_SET_STATE],
+        duty_cycled: true,
+        fields: &[
+            SK_FAMILY,
+            SK_NUM,
+            SK_NET,
+            NET_INUM,
+            SK_ACK_BACKLOG,
+            SK_MAX_ACK_BACKLOG,
+        ],
+    },
+    SensorSpec {
+        kind: SensorKind::SynackRetrans,
+        name: "synack_retrans",
+        programs: &[PROG_SYNACK_RETRANS],
+        duty_cycled: false,
+        fields: &[SK_FAMILY, SK_NUM, SK_NET, NET_INUM],
+    },
+    SensorSpec {
+        kind: SensorKind::Irq,
+        name: "irq",
+        programs: &[PROG_IRQ_ENTRY, PROG_IRQ_EXIT],
+        duty_cycled: false,
+        fields: &[],
+    },
+    SensorSpec {
+        kind: SensorKind::Softirq,
+        name: "softirq",
+        programs: &[PROG_SOFTIRQ_ENTRY, PROG_SOFTIRQ_EXIT],
+        duty_cycled: true,
+        fields: &[],
+    },
+    SensorSpec {
+        kind: SensorKind::Napi,
+        name: "napi",
+        programs: &[PROG_NAPI_POLL],
+        duty_cycled: true,
+        fields: &[NAPI_DEV, DEV_IFINDEX],
+    },
+    SensorSpec {
+        kind: SensorKind::Sched,
+        name: "sched",
+        programs: &[PROG_SCHED_WAKEUP, PROG_SCHED_WAKEUP_NEW, PROG_SCHED_SWITCH],
+        duty_cycled: true,
+        // Run-queue latency keys waiting tasks by their task_struct pointer: no field read.
+        fields: &[],
+    },
+    SensorSpec {
+        kind: SensorKind::RequestLatency,
+        name: "request_latency",
+        // The close hook first: a socket must not close unseen while recv and send run.
+        programs: &[PROG_SOCK_CLOSED, PROG_SOCK_RECV, PROG_SOCK_SEND],
+        duty_cycled: true,
+        fields: &[SK_FAMILY, SK_NUM, SK_NET, NET_INUM, SK_PROTOCOL, SK_STATE],
+    },
+];
+
 impl SensorKind {
     pub const ALL: [SensorKind; 7] = [
         SensorKind::AcceptQueue,
@@ -33,34 +172,22 @@ impl SensorKind {
         SensorKind::RequestLatency,
     ];
 
+    /// This sensor's row of [`SENSORS`].
+    pub fn spec(self) -> &'static SensorSpec {
+        &SENSORS[self as usize]
+    }
+
     pub fn name(self) -> &'static str {
-        match self {
-            SensorKind::AcceptQueue => "accept_queue",
-            SensorKind::SynackRetrans => "synack_retrans",
-            SensorKind::Irq => "irq",
-            SensorKind::Softirq => "softirq",
-            SensorKind::Napi => "napi",
-            SensorKind::Sched => "sched",
-            SensorKind::RequestLatency => "request_latency",
-        }
+        self.spec().name
     }
 
     pub fn from_name(name: &str) -> Option<SensorKind> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
+        SENSORS.iter().find(|s| s.name == name).map(|s| s.kind)
     }
 
     /// (program, raw tracepoint) pairs.
     pub fn programs(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            SensorKind::AcceptQueue => &[PROG_SOCK_SET_STATE],
-            SensorKind::SynackRetrans => &[PROG_SYNACK_RETRANS],
-            SensorKind::Irq => &[PROG_IRQ_ENTRY, PROG_IRQ_EXIT],
-            SensorKind::Softirq => &[PROG_SOFTIRQ_ENTRY, PROG_SOFTIRQ_EXIT],
-            SensorKind::Napi => &[PROG_NAPI_POLL],
-            SensorKind::Sched => &[PROG_SCHED_WAKEUP, PROG_SCHED_WAKEUP_NEW, PROG_SCHED_SWITCH],
-            // The close hook first: a socket must not close unseen while recv and send run.
-            SensorKind::RequestLatency => &[PROG_SOCK_CLOSED, PROG_SOCK_RECV, PROG_SOCK_SEND],
-        }
+        self.spec().programs
     }
 
     /// High-rate sensors are attached only for a fraction of each window: a program that returns
@@ -68,56 +195,63 @@ impl SensorKind {
     /// queue's hook runs on every TCP state change (about ten per short connection), so it is
     /// duty-cycled too, but stays attached full time while a listener is under pressure.
     pub fn duty_cycled(self) -> bool {
-        matches!(
-            self,
-            SensorKind::AcceptQueue
-                | SensorKind::Softirq
-                | SensorKind::Napi
-                | SensorKind::Sched
-                | SensorKind::RequestLatency
-        )
+        self.spec().duty_cycled
     }
 
     /// Names of the BTF-resolved offsets this sensor's programs read that are missing.
     pub fn missing_offsets(self, off: &KernelOffsets) -> Vec<&'static str> {
-        let sock = [
-            ("sock.skc_family", off.sk_family),
-            ("sock.skc_num", off.sk_num),
-            ("sock.skc_net", off.sk_net),
-            ("net.ns.inum", off.net_inum),
-            ("sock.sk_protocol", off.sk_protocol),
-        ];
-        let socket_key = sock[..4].to_vec();
-        let needed: Vec<(&'static str, u32)> = match self {
-            SensorKind::AcceptQueue => {
-                let mut v = socket_key.clone();
-                v.extend([
-                    ("sock.sk_ack_backlog", off.sk_ack_backlog),
-                    ("sock.sk_max_ack_backlog", off.sk_max_ack_backlog),
-                ]);
-                v
-            }
-            SensorKind::SynackRetrans => socket_key,
-            SensorKind::RequestLatency => {
-                let mut v = sock.to_vec();
-                v.push(("sock.skc_state", off.sk_state));
-                v
-            }
-            SensorKind::Napi => {
-                vec![
-                    ("napi_struct.dev", off.napi_dev),
-                    ("net_device.ifindex", off.dev_ifindex),
-                ]
-            }
-            // Run-queue latency keys waiting tasks by their task_struct pointer: no field read.
-            SensorKind::Irq | SensorKind::Softirq | SensorKind::Sched => vec![],
-        };
-        needed
-            .into_iter()
-            .filter(|(_, v)| *v == KernelOffsets::MISSING)
-            .map(|(n, _)| n)
+        self.spec()
+            .fields
+            .iter()
+            .filter(|f| (f.offset)(off) == KernelOffsets::MISSING)
+            .map(|f| f.name)
             .collect()
     }
+}
+
+/// Why a sensor is off. Rendered as text (its `Display`) in the `sensors` event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OffReason {
+    /// The operator listed it in `disabled_sensors` / `--disable-sensor`.
+    #[error("disabled by configuration")]
+    Disabled,
+    /// A duty-cycled sensor with `duty_fraction` 0: never attached, so never loaded.
+    #[error("duty_fraction is 0: never attached")]
+    NeverSampled,
+    /// The eBPF object could not be loaded at all (every sensor is off); the text says why.
+    #[error("{0}")]
+    ObjectNotLoaded(String),
+    /// The eBPF object does not match this agent (a map is missing or of another type): a build
+    /// defect, reported loudly at load rather than read as zeros every tick.
+    #[error("the eBPF object does not match the agent: {0}")]
+    ObjectMismatch(String),
+    /// Kernel BTF lacks fields the programs read.
+    #[error("kernel BTF lacks {}", .0.join(", "))]
+    MissingFields(Vec<&'static str>),
+    /// The BTF file could not be read at all: its own error.
+    #[error("{0}")]
+    BtfUnreadable(String),
+    #[error("tracepoint {0} does not exist on this kernel")]
+    NoTracepoint(&'static str),
+    #[error("program {0} missing from the eBPF object")]
+    ProgramMissing(&'static str),
+    /// The program exists but is not a raw tracepoint.
+    #[error("program {program}: {error}")]
+    WrongProgramType {
+        program: &'static str,
+        error: String,
+    },
+    #[error("the verifier rejected {program}: {error}")]
+    Rejected {
+        program: &'static str,
+        error: String,
+    },
+    #[error("attaching {program} to {tracepoint} failed: {error}")]
+    AttachFailed {
+        program: &'static str,
+        tracepoint: &'static str,
+        error: String,
+    },
 }
 
 /// What the `sensors` event says about one sensor.
@@ -127,6 +261,176 @@ pub struct SensorStatus {
     pub enabled: bool,
     pub duty_cycled: bool,
     /// Why it is off; absent when enabled.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "reason_text"
+    )]
+    pub reason: Option<OffReason>,
+}
+
+fn reason_text<S: Serializer>(reason: &Option<OffReason>, s: S) -> Result<S::Ok, S::Error> {
+    match reason {
+        Some(r) => s.collect_str(r),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_rows_are_in_kind_order_with_unique_names() {
+        for (i, kind) in SensorKind::ALL.into_iter().enumerate() {
+            assert_eq!(SENSORS[i].kind, kind);
+            assert_eq!(SensorKind::from_name(kind.name()), Some(kind));
+        }
+        assert_eq!(SensorKind::from_name("no_such_sensor"), None);
+    }
+
+    /// The table says what the three `match`es it replaced said.
+    #[test]
+    fn table_keeps_programs_duty_cycling_and_fields() {
+        let duty: Vec<&str> = SENSORS
+            .iter()
+            .filter(|s| s.duty_cycled)
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(
+            duty,
+            [
+                "accept_queue",
+                "softirq",
+                "napi",
+                "sched",
+                "request_latency"
+            ]
+        );
+        assert_eq!(
+            SensorKind::RequestLatency.programs(),
+            &[PROG_SOCK_CLOSED, PROG_SOCK_RECV, PROG_SOCK_SEND]
+        );
+        let none = KernelOffsets::ALL_MISSING;
+        assert_eq!(
+            SensorKind::AcceptQueue.missing_offsets(&none),
+            [
+                "sock.skc_family",
+                "sock.skc_num",
+                "sock.skc_net",
+                "net.ns.inum",
+                "sock.sk_ack_backlog",
+                "sock.sk_max_ack_backlog"
+            ]
+        );
+        assert_eq!(
+            SensorKind::RequestLatency.missing_offsets(&none),
+            [
+                "sock.skc_family",
+                "sock.skc_num",
+                "sock.skc_net",
+                "net.ns.inum",
+                "sock.sk_protocol",
+                "sock.skc_state"
+            ]
+        );
+        assert_eq!(
+            SensorKind::Napi.missing_offsets(&none),
+            ["napi_struct.dev", "net_device.ifindex"]
+        );
+        assert_eq!(
+            SensorKind::SynackRetrans.missing_offsets(&none).len(),
+            4,
+            "the socket key's four fields"
+        );
+        for kind in [SensorKind::Irq, SensorKind::Softirq, SensorKind::Sched] {
+            assert!(kind.missing_offsets(&none).is_empty(), "{kind:?}");
+        }
+        // Every field getter reads its own field: one found offset clears exactly one name.
+        let mut one = KernelOffsets::ALL_MISSING;
+        one.sk_state = 12;
+        assert!(!SensorKind::RequestLatency
+            .missing_offsets(&one)
+            .contains(&"sock.skc_state"));
+        assert_eq!(SensorKind::RequestLatency.missing_offsets(&one).len(), 5);
+    }
+
+    /// Each reason renders as the text the `sensors` event carried before reasons were typed.
+    #[test]
+    fn off_reasons_render_as_before() {
+        let cases: [(OffReason, &str); 9] = [
+            (OffReason::Disabled, "disabled by configuration"),
+            (
+                OffReason::ObjectNotLoaded(
+                    "the eBPF object is empty (built with AYA_BUILD_SKIP=1)".into(),
+                ),
+                "the eBPF object is empty (built with AYA_BUILD_SKIP=1)",
+            ),
+            (
+                OffReason::ObjectNotLoaded(
+                    "loading the eBPF object failed: failed to create map KPO_CONFIG".into(),
+                ),
+                "loading the eBPF object failed: failed to create map KPO_CONFIG",
+            ),
+            (
+                OffReason::MissingFields(vec!["napi_struct.dev", "net_device.ifindex"]),
+                "kernel BTF lacks napi_struct.dev, net_device.ifindex",
+            ),
+            (
+                OffReason::NoTracepoint("napi_poll"),
+                "tracepoint napi_poll does not exist on this kernel",
+            ),
+            (
+                OffReason::ProgramMissing("kpo_napi_poll"),
+                "program kpo_napi_poll missing from the eBPF object",
+            ),
+            (
+                OffReason::WrongProgramType {
+                    program: "kpo_napi_poll",
+                    error: "unexpected program type".into(),
+                },
+                "program kpo_napi_poll: unexpected program type",
+            ),
+            (
+                OffReason::Rejected {
+                    program: "kpo_sched_switch",
+                    error: "the BPF_PROG_LOAD syscall failed".into(),
+                },
+                "the verifier rejected kpo_sched_switch: the BPF_PROG_LOAD syscall failed",
+            ),
+            (
+                OffReason::AttachFailed {
+                    program: "kpo_napi_poll",
+                    tracepoint: "napi_poll",
+                    error: "EBUSY".into(),
+                },
+                "attaching kpo_napi_poll to napi_poll failed: EBUSY",
+            ),
+        ];
+        for (reason, text) in cases {
+            assert_eq!(reason.to_string(), text);
+            // And in the event, as a plain string under `reason`.
+            let status = SensorStatus {
+                sensor: SensorKind::Napi,
+                enabled: false,
+                duty_cycled: true,
+                reason: Some(reason),
+            };
+            assert_eq!(
+                serde_json::to_value(&status).unwrap(),
+                serde_json::json!({
+                    "sensor": "napi", "enabled": false, "duty_cycled": true, "reason": text
+                })
+            );
+        }
+        let on = SensorStatus {
+            sensor: SensorKind::Irq,
+            enabled: true,
+            duty_cycled: false,
+            reason: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&on).unwrap(),
+            serde_json::json!({"sensor": "irq", "enabled": true, "duty_cycled": false})
+        );
+    }
 }

@@ -1,10 +1,13 @@
-//! Shared helpers: load-time offsets, the user-written config array, and field reads.
+//! Shared helpers: load-time offsets, the user-written config array, field reads, and the report
+//! of a program's rare failures to the agent's log.
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::map,
     maps::Array,
+    programs::RawTracePointContext,
     Global,
 };
+use aya_log_ebpf::{error, warn};
 use kpo_common::{
     KernelOffsets, ListenerKey, CONFIG_EPOCH, CONFIG_LEN, CONFIG_SAMPLE_START_NS,
     CONFIG_SERVICES_GENERATION, IPPROTO_TCP,
@@ -47,10 +50,39 @@ pub fn epoch() -> u64 {
     config(CONFIG_EPOCH)
 }
 
+/// Why a program left before the end.
+#[derive(Clone, Copy)]
+pub enum Exit {
+    /// Nothing to record for this event (not TCP, not a socket of interest): not a failure.
+    Skip,
+    /// `bpf_probe_read_kernel` failed, with this error.
+    Read(i64),
+    /// A table had no room for a new entry (the map update's error): its counts are lost.
+    Full(i64),
+    /// A value outside what the program was built for (an index past a table's end).
+    Unexpected(u32),
+}
+
+/// Tells the agent's log why `hook` gave up, unless it simply had nothing to do. Only failures
+/// reach aya-log's ring buffer, so a program that works never writes a record.
+#[inline(always)]
+pub fn report(ctx: &RawTracePointContext, hook: &str, exit: Exit) {
+    match exit {
+        Exit::Skip => {}
+        Exit::Read(e) => warn!(ctx, "{}: reading kernel memory failed ({})", hook, e),
+        Exit::Full(e) => warn!(
+            ctx,
+            "{}: table full, an entry was not recorded ({})", hook, e
+        ),
+        Exit::Unexpected(v) => error!(ctx, "{}: unexpected value {}", hook, v),
+    }
+}
+
 /// Reads a `T` at `base + offset` in kernel memory.
 #[inline(always)]
-pub fn read<T>(base: *const u8, offset: u32) -> Result<T, i64> {
-    unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const T) }.map_err(|e| e as i64)
+pub fn read<T>(base: *const u8, offset: u32) -> Result<T, Exit> {
+    unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const T) }
+        .map_err(|e| Exit::Read(e as i64))
 }
 
 /// The listener key and TCP state (`skc_state`) of a socket, if it is TCP.
@@ -58,17 +90,17 @@ pub fn read<T>(base: *const u8, offset: u32) -> Result<T, i64> {
 pub fn tcp_socket_key_and_state(
     sk: *const u8,
     off: &KernelOffsets,
-) -> Result<(ListenerKey, u8), i64> {
+) -> Result<(ListenerKey, u8), Exit> {
     let protocol: u16 = read(sk, off.sk_protocol)?;
     if protocol != IPPROTO_TCP {
-        return Err(0);
+        return Err(Exit::Skip);
     }
     let head = sock_head(sk, off, true)?;
     Ok((key_of(&head, off)?, head.state))
 }
 
 #[inline(always)]
-pub fn socket_key(sk: *const u8, off: &KernelOffsets) -> Result<ListenerKey, i64> {
+pub fn socket_key(sk: *const u8, off: &KernelOffsets) -> Result<ListenerKey, Exit> {
     key_of(&sock_head(sk, off, false)?, off)
 }
 
@@ -85,7 +117,7 @@ struct SockHead {
 }
 
 #[inline(always)]
-fn sock_head(sk: *const u8, off: &KernelOffsets, with_state: bool) -> Result<SockHead, i64> {
+fn sock_head(sk: *const u8, off: &KernelOffsets, with_state: bool) -> Result<SockHead, Exit> {
     let fits = |offset: u32, size: usize| (offset as usize) + size <= SOCK_HEAD;
     // These fields sit in the first bytes of `sock_common` on every kernel we know: one read of
     // that head instead of one per field, since each read is a helper call.
@@ -119,7 +151,7 @@ fn sock_head(sk: *const u8, off: &KernelOffsets, with_state: bool) -> Result<Soc
 }
 
 #[inline(always)]
-fn key_of(head: &SockHead, off: &KernelOffsets) -> Result<ListenerKey, i64> {
+fn key_of(head: &SockHead, off: &KernelOffsets) -> Result<ListenerKey, Exit> {
     let netns: u32 = read(head.net, off.net_inum)?;
     Ok(ListenerKey {
         netns,

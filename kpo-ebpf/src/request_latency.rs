@@ -19,8 +19,8 @@ use kpo_common::{
     TCP_CLOSE,
 };
 
-use crate::kernel::{
-    now_ns, offsets, sample_start_ns, services_generation, tcp_socket_key_and_state,
+use crate::helpers::{
+    now_ns, offsets, report, sample_start_ns, services_generation, tcp_socket_key_and_state, Exit,
 };
 
 #[map(name = "KPO_SERVICE_PORTS")]
@@ -50,10 +50,16 @@ pub fn kpo_sock_recv(ctx: RawTracePointContext) -> i32 {
     let (period, generation) = (sample_start_ns(), services_generation());
     let current = |slot: &SockSlot| slot.period == period && slot.generation == generation;
     if slot.sk != sk || !current(slot) {
-        if ret == 0 {
+        if ret == 0 || sk == 0 {
             return 0;
         }
-        let service = service_of(sk as *const u8);
+        let service = match service_of(sk as *const u8) {
+            Ok(service) => service,
+            Err(exit) => {
+                report(&ctx, "sock_recv_length", exit);
+                0
+            }
+        };
         // A socket that is not timed does not evict one waiting for its response: that would
         // drop the slow requests first and bias the tail low.
         if service == 0 && slot.sk != 0 && slot.pending_ns != 0 && current(slot) {
@@ -82,18 +88,18 @@ pub fn kpo_sock_recv(ctx: RawTracePointContext) -> i32 {
 
 /// Service index + 1 of the listener this socket was accepted from, or 0.
 #[inline(always)]
-fn service_of(sk: *const u8) -> u32 {
-    let Ok((key, state)) = tcp_socket_key_and_state(sk, &offsets()) else {
-        return 0;
-    };
+fn service_of(sk: *const u8) -> Result<u32, Exit> {
+    let (key, state) = tcp_socket_key_and_state(sk, &offsets())?;
     // A socket already closed (reset, timed out) can still be read from, but its close has been
     // seen: a verdict cached now would outlive it and pass to whatever reuses its memory.
     if state == TCP_CLOSE {
-        return 0;
+        return Ok(0);
     }
-    match unsafe { SERVICE_PORTS.get(&key) } {
-        Some(&index) if index < MAX_SERVICES => index + 1,
-        _ => 0,
+    match unsafe { SERVICE_PORTS.get(key) } {
+        Some(&index) if index < MAX_SERVICES => Ok(index + 1),
+        // User space hands out indices below MAX_SERVICES only.
+        Some(&index) => Err(Exit::Unexpected(index)),
+        None => Ok(0),
     }
 }
 
@@ -118,10 +124,14 @@ pub fn kpo_sock_send(ctx: RawTracePointContext) -> i32 {
     }
     let elapsed = now_ns().saturating_sub(slot.pending_ns);
     slot.pending_ns = 0;
-    if let Some(hist) = REQ_HIST.get_ptr_mut(slot.service.wrapping_sub(1)) {
-        if let Some(count) = unsafe { (*hist).buckets.get_mut(bucket_of(elapsed)) } {
-            *count += 1;
+    match REQ_HIST.get_ptr_mut(slot.service.wrapping_sub(1)) {
+        Some(hist) => {
+            if let Some(count) = unsafe { (*hist).buckets.get_mut(bucket_of(elapsed)) } {
+                *count += 1;
+            }
         }
+        // A verdict is an index below MAX_SERVICES plus one.
+        None => report(&ctx, "sock_send_length", Exit::Unexpected(slot.service)),
     }
     0
 }
