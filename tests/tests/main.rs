@@ -3,6 +3,7 @@
 mod accept_queue;
 mod actuate_sysctl;
 mod agent_binary;
+mod agent_decides;
 mod coalesce_ethtool;
 mod common;
 mod control_socket;
@@ -201,6 +202,11 @@ fn main() {
             "actuate_sysctl::coalescing_dispatch_in_a_namespace",
             actuate_sysctl::requirement(),
             actuate_sysctl::coalescing_dispatch_in_a_namespace,
+        ),
+        trial(
+            "agent_decides::applies_through_the_socket_yields_to_people_and_reverts_on_exit",
+            req(),
+            agent_decides::applies_through_the_socket_yields_to_people_and_reverts_on_exit,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();

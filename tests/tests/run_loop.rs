@@ -26,9 +26,14 @@ const QUEUE_ENV: &str = "KPO_EVENT_QUEUE_BYTES";
 
 /// Raw-tracepoint links the agent keeps for its whole life: `irq` (entry and exit) and
 /// `synack_retrans`. Every duty-cycled sensor attached adds `accept_queue` 1, `softirq` 2, `napi`
-/// 1, `sched` 3 and `request_latency` 3: 13 in all.
+/// 1, `sched` 3 and `request_latency` 3: 13 in all. The cgroup/sysctl watch adds one more link
+/// for the whole run where cgroup v2 is mounted.
 const ALWAYS_ATTACHED: usize = 3;
 const ALL_ATTACHED: usize = 13;
+
+fn sysctl_watch_links() -> usize {
+    usize::from(kpo_agent::sensors::sysctl_watch::this_cgroup2_root().is_ok())
+}
 
 /// A `kpo run` whose standard error goes to a file, readable while it runs.
 struct Kpo {
@@ -256,7 +261,8 @@ pub fn stalled_reader_keeps_ticking_and_honours_sigterm() {
         || {
             agent.assert_alive("while its reader stalled");
             seen.insert(bpf_links(agent.pid()));
-            if seen.contains(&ALWAYS_ATTACHED) && seen.contains(&ALL_ATTACHED) {
+            let watch = sysctl_watch_links();
+            if seen.contains(&(ALWAYS_ATTACHED + watch)) && seen.contains(&(ALL_ATTACHED + watch)) {
                 Ok(())
             } else {
                 Err(format!("link counts {seen:?}"))

@@ -43,6 +43,25 @@ pub enum Event {
         pid: Option<u32>,
         comm: Option<String>,
     },
+    /// One phase of a change (proposed, applied, verified, refused, failed, reverted).
+    Change(crate::output::change_events::ChangeEvent),
+    /// All changes stopped (`kpo pause`).
+    Paused(crate::output::change_events::PausedEvent),
+    /// The pause lifted, or a yielded parameter handed back (`kpo resume`).
+    Resumed(crate::output::change_events::ResumedEvent),
+    /// The guard's verdict on a change it watched: kept, or reverted with what regressed.
+    Guard(crate::guard::Verdict),
+    /// Someone else changed a parameter KPO manages: KPO stopped managing it there and keeps
+    /// their value (`kpo resume PARAM` hands it back).
+    AdminOverride {
+        target: String,
+        pid: u32,
+        comm: String,
+        /// The value the person wrote, as the kernel has it now.
+        value: crate::actuate::param::Value,
+        /// What KPO had applied.
+        kpo_value: Option<crate::actuate::param::Value>,
+    },
     /// The agent stopped. The event writer adds `dropped_events_total`, the events lost over
     /// the whole run (see [`crate::output::sink`]).
     Stop { reason: String, windows: u64 },
@@ -135,5 +154,16 @@ mod tests {
         assert_eq!(v["windows"], 3);
         assert_eq!(v["dropped_events"], 2);
         assert_eq!(v["dropped_events_total"], 5);
+    }
+}
+
+impl From<crate::output::change_events::ChangePathEvent> for Event {
+    fn from(e: crate::output::change_events::ChangePathEvent) -> Event {
+        use crate::output::change_events::ChangePathEvent as C;
+        match e {
+            C::Change(c) => Event::Change(c),
+            C::Paused(p) => Event::Paused(p),
+            C::Resumed(r) => Event::Resumed(r),
+        }
     }
 }

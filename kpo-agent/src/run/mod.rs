@@ -9,6 +9,7 @@
 //! event file. Nothing in the loop waits on the output: a stalled reader costs dropped events, not
 //! ticks (see [`crate::output::sink`]).
 mod args;
+mod deciding;
 mod duty;
 
 use std::{process::ExitCode, time::Duration};
@@ -17,6 +18,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{info, warn};
 
 pub use args::RunArgs;
+use deciding::Deciding;
 use duty::DutyCycle;
 
 use crate::{
@@ -54,7 +56,7 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let outcome = runtime.block_on(run(config, &mut sink));
+    let outcome = runtime.block_on(run(config, &args.state, &mut sink));
     drop(runtime);
     // Bounded: a writer stuck on a stalled reader is abandoned, and what it could not write is
     // counted on stderr.
@@ -77,15 +79,32 @@ fn init_logging() {
 
 /// Runs until SIGTERM or SIGINT (returns its name) or until the event stream's reader goes away
 /// for good (an error). Events go to `sink`; the caller closes it.
-pub async fn run(config: Config, sink: &mut EventSink) -> anyhow::Result<&'static str> {
+pub async fn run(
+    config: Config,
+    state: &crate::cli::StateArgs,
+    sink: &mut EventSink,
+) -> anyhow::Result<&'static str> {
     // Handlers first: a signal during start-up still ends in a clean detach and a `stop` event.
     let mut signals = Signals::new()?;
     let ticks_per_window = config.ticks_per_window();
     let duty = DutyCycle::new(ticks_per_window, config.duty_fraction);
     report_duty(&config, &duty);
 
+    // The deciding half first: without its journal and socket the agent must not start.
+    let (mut deciding, reconciled) = Deciding::open(state)?;
+
     // Sensors.
     let mut sensors = Sensors::load(&sensor_options(&config));
+    // People's sysctl writes, so that KPO yields to them.
+    let mut sysctl_watch = match crate::sensors::sysctl_watch::this_cgroup2_root()
+        .and_then(|root| sensors.attach_sysctl_watch(&root))
+    {
+        Ok(watch) => Some(watch),
+        Err(e) => {
+            warn!("sysctl watch off: {e}");
+            None
+        }
+    };
     let mut notable = NotableStream::take(&mut sensors);
     let _ebpf_log = crate::sensors::ebpf_log::spawn(&mut sensors);
     // Energy: chosen before the first window; measured sources are checked with a moment of CPU
@@ -105,6 +124,9 @@ pub async fn run(config: Config, sink: &mut EventSink) -> anyhow::Result<&'stati
         duty_fraction: config.duty_fraction,
         energy: energy_source,
     });
+    for event in reconciled {
+        sink.send(&event);
+    }
     let mut reported = sensor_report(&sensors, &config);
     sink.send(&Event::Sensors {
         sensors: reported.clone(),
@@ -149,7 +171,17 @@ pub async fn run(config: Config, sink: &mut EventSink) -> anyhow::Result<&'stati
                     // Energy over the same span; then the deciding half: advise → policy →
                     // actuate (to come).
                     add_energy(&mut window, &mut meter);
+                    let decided = deciding.on_window(&window);
                     sink.send(&Event::Window { partial: false, window: Box::new(window) });
+                    for event in decided {
+                        sink.send(&event);
+                    }
+                }
+                // People's sysctl writes since the last tick.
+                if let Some(watch) = sysctl_watch.as_mut() {
+                    for event in deciding.on_sysctl_writes(&watch.drain()) {
+                        sink.send(&event);
+                    }
                 }
                 // Sensors: what the next tick samples is attached after the read.
                 duty.after_read(&mut collector.sensors, next, pressure.escalated());
@@ -163,6 +195,11 @@ pub async fn run(config: Config, sink: &mut EventSink) -> anyhow::Result<&'stati
                 for event in batch? {
                     let full = ListenerFull::from_notable(&event, windows.last_sample());
                     sink.send(&full.into());
+                }
+            }
+            Some(incoming) = deciding.next_request() => {
+                for event in deciding.serve(incoming) {
+                    sink.send(&event);
                 }
             }
             signal = signals.recv() => match signal {
@@ -192,6 +229,9 @@ pub async fn run(config: Config, sink: &mut EventSink) -> anyhow::Result<&'stati
         });
     }
     collector.sensors.detach_all();
+    for event in deciding.on_exit() {
+        sink.send(&event);
+    }
     sink.send_last(&Event::Stop {
         reason: reason.into(),
         windows: windows.count,

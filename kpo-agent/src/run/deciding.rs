@@ -1,0 +1,260 @@
+//! The deciding half inside `kpo run`: the one change path (policy, journal, actuators), the
+//! operator's requests from the control socket, the guard watching each change, and yielding to
+//! people who change a parameter KPO manages.
+//!
+//! The run loop owns one [`Deciding`] and calls it at three points: when a request arrives, when
+//! a window closes, and at shutdown. Everything it does is journaled before the kernel is touched,
+//! and reported as events through the loop's sink.
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::{
+    actuate::param::{ParamAddress, ParamKind},
+    api::{
+        handle,
+        server::{Incoming, Server},
+    },
+    change::{ChangePath, ChangeStatus, KernelActuators},
+    cli::StateArgs,
+    guard::{Guard, GuardConfig, Health, HealthSignal, Verdict},
+    journal::{Holder, Journal},
+    output::{change_events::ChangePathEvent, events::Event},
+    policy::{OnExit, Policy, Source},
+    sensors::sysctl_watch::SysctlWriteEvent,
+    window::Window,
+};
+
+/// How long the agent waits for a CLI that holds the state directory's lock at start.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+pub struct Deciding {
+    path: ChangePath,
+    guard: Guard,
+    /// Change-path events waiting to be sent by the loop.
+    pending: Arc<Mutex<Vec<ChangePathEvent>>>,
+    requests: mpsc::Receiver<Incoming>,
+    _server: Server,
+    /// Health of the last closed window: the baseline of a change made now.
+    last_health: Health,
+}
+
+impl Deciding {
+    /// Loads the policy, takes the state directory (journal, lock), reconciles changes a crash
+    /// interrupted, and binds the control socket. Errors name what failed; the agent does not
+    /// start without its journal, since it could not then change anything safely.
+    pub fn open(state: &StateArgs) -> anyhow::Result<(Deciding, Vec<Event>)> {
+        let policy = Policy::load(state.policy.as_deref())?;
+        let dir = state.state_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            anyhow::anyhow!("cannot create the state directory {}: {e}", dir.display())
+        })?;
+        let journal = Journal::open(&dir, Holder::Agent, LOCK_WAIT)?;
+        for w in journal.warnings() {
+            warn!("journal: {w}");
+        }
+        let guard = Guard::new(guard_config(&policy));
+        let mut path = ChangePath::new(policy, journal, Box::new(KernelActuators::default()));
+        let pending = Arc::new(Mutex::new(Vec::new()));
+        let sink = pending.clone();
+        path.set_event_sink(move |e| sink.lock().expect("event buffer").push(e));
+        let reconciled = path.reconcile()?;
+        for r in &reconciled {
+            info!("journal reconciled: {}", r.describe());
+        }
+        let socket = state
+            .socket
+            .clone()
+            .unwrap_or_else(|| crate::api::DEFAULT_SOCKET.into());
+        let (server, requests) = Server::bind(&socket)?;
+        let mut deciding = Deciding {
+            path,
+            guard,
+            pending,
+            requests,
+            _server: server,
+            last_health: Health::default(),
+        };
+        let events = deciding.take_events();
+        Ok((deciding, events))
+    }
+
+    /// The next operator request (pending forever when there is none).
+    pub async fn next_request(&mut self) -> Option<Incoming> {
+        self.requests.recv().await
+    }
+
+    /// Serves one request through the change path; a change it applies is watched by the guard.
+    pub fn serve(&mut self, incoming: Incoming) -> Vec<Event> {
+        let reply = handle(&mut self.path, &incoming.request);
+        if let crate::api::Request::Apply(req) = &incoming.request {
+            if let crate::api::Reply::Ok(v) = &reply {
+                if let Ok(report) = serde_json::from_value::<crate::change::ChangeReport>(v.clone())
+                {
+                    if report.status == ChangeStatus::Applied {
+                        if let Some(id) = report.journal_id {
+                            self.guard.watch(
+                                id,
+                                req.address.clone(),
+                                req.value.clone(),
+                                self.last_health.clone(),
+                                SystemTime::now(),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let _ = incoming.answer.send(reply);
+        self.take_events()
+    }
+
+    /// A window closed: the guard judges the changes it watches; a regression is reverted through
+    /// the journal and its value quarantined.
+    pub fn on_window(&mut self, window: &Window) -> Vec<Event> {
+        let health = Health::from_window(window);
+        let verdicts = self.guard.observe(&health, SystemTime::now());
+        let mut events = Vec::new();
+        for verdict in verdicts {
+            if let Verdict::Revert {
+                change_id,
+                address,
+                value,
+                signal,
+                before,
+                after,
+            } = &verdict
+            {
+                let why = format!("the guard saw {signal:?} go from {before} to {after}");
+                if let Ok(addr) = address.parse::<ParamAddress>() {
+                    let quarantine = self.guard_quarantine();
+                    if let Err(e) = self.path.journal.quarantine(&addr, value, quarantine, &why) {
+                        warn!("journal: quarantine of {address}: {e}");
+                    }
+                }
+                match self.path.revert(*change_id, Source::Operator, &why) {
+                    Ok(r) => info!("guard: {}", r.describe()),
+                    Err(e) => warn!("guard: reverting #{change_id}: {e}"),
+                }
+            }
+            events.extend(self.take_events());
+            events.push(Event::Guard(verdict));
+        }
+        self.last_health = health;
+        events
+    }
+
+    fn guard_quarantine(&self) -> Duration {
+        self.path.policy.guard.quarantine
+    }
+
+    /// Sysctl writes by other processes: a managed parameter whose value is no longer the one KPO
+    /// applied was changed by a person. KPO stops managing it at that target and keeps their value.
+    pub fn on_sysctl_writes(&mut self, writes: &[SysctlWriteEvent]) -> Vec<Event> {
+        let mut events = Vec::new();
+        if writes.is_empty() {
+            return events;
+        }
+        let managed: Vec<_> = self
+            .path
+            .journal
+            .params()
+            .filter(|p| p.yielded.is_none())
+            .filter_map(|p| Some((p.address.clone()?, p.last_applied.clone()?)))
+            .filter(|(a, _)| a.kind() == ParamKind::Sysctl)
+            .collect();
+        for (address, applied) in managed {
+            let Some(write) = writes.iter().rev().find(|w| w.name == address.name) else {
+                continue;
+            };
+            let Ok(now) = self.path.read(&address) else {
+                continue;
+            };
+            if now == applied {
+                continue; // the write was to another namespace's copy, or rewrote our value
+            }
+            let by = format!("{} (pid {})", write.comm, write.pid);
+            if let Err(e) = self
+                .path
+                .journal
+                .set_yielded(&address, Some(now.clone()), &by)
+            {
+                warn!("journal: yielding {address}: {e}");
+                continue;
+            }
+            self.guard.forget(&address);
+            warn!(
+                "{address} was changed to {now} by {by}: KPO stops managing it there (kpo resume \
+                 {} hands it back)",
+                address.name
+            );
+            events.push(Event::AdminOverride {
+                target: address.to_string(),
+                pid: write.pid,
+                comm: write.comm.clone(),
+                value: now,
+                kpo_value: Some(applied),
+            });
+        }
+        events
+    }
+
+    /// At shutdown: parameters whose policy says `on_exit = "revert"` are put back, through the
+    /// journal.
+    pub fn on_exit(&mut self) -> Vec<Event> {
+        let revert: Vec<u64> = self
+            .path
+            .journal
+            .params()
+            .filter(|p| p.yielded.is_none() && p.last_applied.is_some())
+            .filter_map(|p| {
+                let address = p.address.as_ref()?;
+                (self.path.policy.rule_for(address).on_exit == OnExit::Revert)
+                    .then_some(p.original_id)
+                    .flatten()
+            })
+            .collect();
+        for id in revert {
+            match self
+                .path
+                .revert(id, Source::Operator, "agent stopping: on_exit = revert")
+            {
+                Ok(r) => info!("on exit: {}", r.describe()),
+                Err(e) => warn!("on exit: reverting #{id}: {e}"),
+            }
+        }
+        self.take_events()
+    }
+
+    fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut *self.pending.lock().expect("event buffer"))
+            .into_iter()
+            .map(Event::from)
+            .collect()
+    }
+}
+
+/// The guard's settings from the policy's `[guard]` table.
+fn guard_config(policy: &Policy) -> GuardConfig {
+    let g = &policy.guard;
+    GuardConfig {
+        windows: g.windows,
+        // The two enums share their names (snake_case), by design.
+        signals: g
+            .signals
+            .iter()
+            .filter_map(|s| {
+                serde_json::to_value(s)
+                    .ok()
+                    .and_then(|v| serde_json::from_value::<HealthSignal>(v).ok())
+            })
+            .collect(),
+        max_changes_per_hour: g.max_changes_per_hour,
+        quarantine: g.quarantine,
+        ..GuardConfig::default()
+    }
+}

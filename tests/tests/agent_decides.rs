@@ -1,0 +1,153 @@
+//! The running agent changes the kernel only through its change path, and yields to people:
+//! `kpo apply` reaches it through the control socket, a person's `sysctl -w` in the namespace makes
+//! it stop managing that key (an `admin_override` naming the writer), `kpo resume` hands it back,
+//! and on SIGTERM a parameter with `on_exit = "revert"` gets its original value back. The host's
+//! somaxconn never moves.
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use kpo_integration::Netns;
+use serde_json::Value;
+
+use crate::{
+    agent_binary::{kpo_binary, lines},
+    common::wait_until,
+};
+
+fn host_somaxconn() -> String {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap()
+}
+
+fn ns_somaxconn(ns: &Netns) -> i64 {
+    ns.exec(&["cat", "/proc/sys/net/core/somaxconn"])
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `kpo SUBCOMMAND ...` against the agent's socket and state; returns stdout, panics on failure.
+fn kpo(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(kpo_binary())
+        .args(args)
+        .arg("--policy")
+        .arg(dir.join("policy.toml"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--socket")
+        .arg(dir.join("kpo.sock"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kpo {args:?}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn has(events: &Path, pred: impl Fn(&Value) -> bool) -> bool {
+    lines(events).iter().any(pred)
+}
+
+pub fn applies_through_the_socket_yields_to_people_and_reverts_on_exit() {
+    let host_before = host_somaxconn();
+    let ns = Netns::new();
+    let original = ns_somaxconn(&ns);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        r#"
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 128
+max = 65535
+max_step = "1000%"
+on_exit = "revert"
+"#,
+    )
+    .unwrap();
+    let events = dir.path().join("events.ndjson");
+    let mut agent = Command::new(kpo_binary())
+        .args(["run", "--tick", "100ms", "--window", "500ms", "--events"])
+        .arg(&events)
+        .arg("--policy")
+        .arg(dir.path().join("policy.toml"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--socket")
+        .arg(dir.path().join("kpo.sock"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the agent started", Duration::from_secs(30), || {
+        has(&events, |e| e["kind"] == "sensors")
+    });
+    let target = format!("/run/netns/{}", ns.name);
+
+    // An operator's change, through the running agent (its lock: no CLI could open the journal).
+    let out = kpo(
+        dir.path(),
+        &["apply", "net.core.somaxconn=1024", "--netns", &target],
+    );
+    assert!(out.starts_with("applied"), "{out}");
+    assert_eq!(ns_somaxconn(&ns), 1024);
+    wait_until("change events", Duration::from_secs(10), || {
+        has(&events, |e| {
+            e["kind"] == "change" && e["phase"] == "verified" && e["read_back"] == 1024
+        })
+    });
+
+    // A person changes it inside the namespace: the agent yields and names them.
+    let mut person = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "sysctl", "-q", "-w"])
+        .arg("net.core.somaxconn=3000")
+        .spawn()
+        .unwrap();
+    let pid = person.id();
+    assert!(person.wait().unwrap().success());
+    wait_until("admin_override", Duration::from_secs(10), || {
+        has(&events, |e| e["kind"] == "admin_override")
+    });
+    let all = lines(&events);
+    let over = all.iter().find(|e| e["kind"] == "admin_override").unwrap();
+    assert_eq!(over["pid"], pid, "{over}");
+    assert_eq!(over["comm"], "sysctl");
+    assert_eq!(over["value"], 3000);
+    assert_eq!(over["kpo_value"], 1024);
+    assert_eq!(ns_somaxconn(&ns), 3000, "the person's value stays");
+    let status = kpo(dir.path(), &["status"]);
+    assert!(status.contains("sysctl (pid"), "{status}");
+
+    // Handed back, changed again; on SIGTERM the policy says revert: the original returns.
+    kpo(dir.path(), &["resume", "net.core.somaxconn"]);
+    let out = kpo(
+        dir.path(),
+        &["apply", "net.core.somaxconn=2048", "--netns", &target],
+    );
+    assert!(out.starts_with("applied"), "{out}");
+    assert_eq!(ns_somaxconn(&ns), 2048);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(agent.wait().unwrap().success());
+    assert_eq!(
+        ns_somaxconn(&ns),
+        original,
+        "on_exit = revert restores the original"
+    );
+    assert!(has(&events, |e| e["kind"] == "change"
+        && e["phase"] == "reverted"));
+    assert!(
+        !dir.path().join("kpo.sock").exists(),
+        "socket removed at exit"
+    );
+    assert_eq!(host_somaxconn(), host_before);
+}
