@@ -13,7 +13,7 @@ use kpo_integration::Netns;
 use serde_json::Value;
 
 use crate::{
-    agent_binary::{kpo_binary, lines},
+    agent_binary::{kpo_binary, lines, schema},
     common::wait_until,
 };
 
@@ -150,4 +150,14 @@ on_exit = "revert"
         "socket removed at exit"
     );
     assert_eq!(host_somaxconn(), host_before);
+    // Every event of the deciding half is in the schema.
+    let validator = schema();
+    let all = lines(&events);
+    for kind in ["change", "admin_override", "resumed"] {
+        assert!(all.iter().any(|e| e["kind"] == kind), "no {kind} event");
+    }
+    for e in &all {
+        let errors: Vec<String> = validator.iter_errors(e).map(|x| x.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{e:#}");
+    }
 }
