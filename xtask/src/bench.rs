@@ -41,6 +41,13 @@ pub enum Which {
         #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
         also: Option<String>,
     },
+    /// Latency of one policy-checked, journaled, verified sysctl change in a namespace, and the
+    /// share of it that is the journal's durability.
+    Actuate {
+        /// Changes per configuration.
+        #[arg(long, default_value_t = 300)]
+        reps: usize,
+    },
 }
 
 pub fn run(which: Which) -> Result<()> {
@@ -51,6 +58,16 @@ pub fn run(which: Which) -> Result<()> {
             idle_seconds,
             also,
         } => overhead(reps, seconds, idle_seconds, also.as_deref()),
+        Which::Actuate { reps } => {
+            let status = crate::cargo()
+                .args(["run", "--release", "-p", "kpo-agent", "--example", "bench_actuate"])
+                .args(["--", "--reps", &reps.to_string()])
+                .status()?;
+            if !status.success() {
+                bail!("bench_actuate failed");
+            }
+            Ok(())
+        }
     }
 }
 

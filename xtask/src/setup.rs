@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 /// Debian packages: LLVM 22 for bpf-linker (its LLVM must match nightly's), iproute2 for the
-/// namespace tests (`ip`, `ss`, `nstat`), ethtool as the coalescing tests' reference.
+/// namespace tests (`ip`, `ss`, `nstat`), ethtool as the coalescing tests' reference, procps for
+/// the `sysctl -w` a person runs in the yielding tests, util-linux for `setpriv`.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -14,6 +15,8 @@ const APT_PACKAGES: &[&str] = &[
     "libzstd-dev",
     "iproute2",
     "ethtool",
+    "procps",
+    "util-linux",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
