@@ -68,7 +68,12 @@ fn change_path_times(dir: &std::path::Path, address: &str, reps: usize) -> Vec<D
             let started = Instant::now();
             let report = path.propose(&proposal).unwrap();
             let took = started.elapsed();
-            assert_eq!(report.status, ChangeStatus::Applied, "{}", report.describe());
+            assert_eq!(
+                report.status,
+                ChangeStatus::Applied,
+                "{}",
+                report.describe()
+            );
             took
         })
         .collect()

@@ -50,6 +50,27 @@ fn kpo(dir: &Path, args: &[&str]) -> String {
     stdout
 }
 
+/// `kpo run`, killed if the test panics before stopping it.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    fn sigterm_and_wait(&mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(self.0.wait().unwrap().success());
+    }
+}
+
 fn has(events: &Path, pred: impl Fn(&Value) -> bool) -> bool {
     lines(events).iter().any(pred)
 }
@@ -72,7 +93,7 @@ on_exit = "revert"
     )
     .unwrap();
     let events = dir.path().join("events.ndjson");
-    let mut agent = Command::new(kpo_binary())
+    let agent = Command::new(kpo_binary())
         .args(["run", "--tick", "100ms", "--window", "500ms", "--events"])
         .arg(&events)
         .arg("--policy")
@@ -85,6 +106,7 @@ on_exit = "revert"
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut agent = Running(agent);
     wait_until("the agent started", Duration::from_secs(30), || {
         has(&events, |e| e["kind"] == "sensors")
     });
@@ -132,12 +154,7 @@ on_exit = "revert"
     );
     assert!(out.starts_with("applied"), "{out}");
     assert_eq!(ns_somaxconn(&ns), 2048);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(agent.wait().unwrap().success());
+    agent.sigterm_and_wait();
     assert_eq!(
         ns_somaxconn(&ns),
         original,
@@ -160,4 +177,93 @@ on_exit = "revert"
         let errors: Vec<String> = validator.iter_errors(e).map(|x| x.to_string()).collect();
         assert!(errors.is_empty(), "{errors:?}\n{e:#}");
     }
+}
+
+/// The seed's scenario, end to end: somaxconn low inside a namespace, a listener that asks for
+/// more, a bounded burst on its own address. With the policy in auto for somaxconn, the rule raises
+/// it in that namespace within a few windows, and says the service must listen again, naming it.
+pub fn the_accept_queue_rule_raises_somaxconn_in_the_listeners_namespace() {
+    let host_before = host_somaxconn();
+    let ns = Netns::new();
+    ns.run(|| std::fs::write("/proc/sys/net/core/somaxconn", "16").unwrap());
+    let listener = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    // Ask for 1024: the kernel caps it at the namespace's somaxconn.
+    assert_eq!(
+        unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 1024) },
+        0
+    );
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        r#"
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 16
+max = 65535
+max_step = "1000%"
+sources = ["rules", "operator"]
+"#,
+    )
+    .unwrap();
+    let events = dir.path().join("events.ndjson");
+    let agent = Command::new(kpo_binary())
+        .args(["run", "--tick", "100ms", "--window", "500ms", "--events"])
+        .arg(&events)
+        .arg("--policy")
+        .arg(dir.path().join("policy.toml"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--socket")
+        .arg(dir.path().join("kpo.sock"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut agent = Running(agent);
+    wait_until("the agent started", Duration::from_secs(30), || {
+        has(&events, |e| e["kind"] == "sensors")
+    });
+    // 40 connections nobody accepts: the queue fills at 17 and the rest overflow.
+    let clients: Vec<_> = ns.run(|| {
+        (0..40)
+            .map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)))
+            .collect()
+    });
+    wait_until("the rule's change", Duration::from_secs(20), || {
+        has(&events, |e| {
+            e["kind"] == "change" && e["phase"] == "verified" && e["source"] == "rules"
+        })
+    });
+    drop(clients);
+    let raised = ns_somaxconn(&ns);
+    let decided: Vec<Value> = lines(&events)
+        .into_iter()
+        .filter(|e| e["kind"] == "change" || e["kind"] == "recommendation")
+        .collect();
+    assert!(raised > 16, "somaxconn still {raised}: {decided:#?}");
+    let all = lines(&events);
+    let rec = all
+        .iter()
+        .find(|e| e["kind"] == "recommendation" && e["recommended_value"] == raised)
+        .expect("the recommendation behind the change");
+    let reason = rec["reason"].as_str().unwrap();
+    assert!(reason.contains("listen() again"), "{reason}");
+    assert!(
+        reason.contains(&format!("pid {}", std::process::id())),
+        "the reason names the service: {reason}"
+    );
+    assert_eq!(
+        rec["parameter"],
+        format!("net.core.somaxconn@netns:{}", ns.inum())
+    );
+    agent.sigterm_and_wait();
+    assert_eq!(ns_somaxconn(&ns), raised, "on_exit defaults to keep");
+    assert_eq!(host_somaxconn(), host_before);
+    let validator = schema();
+    for e in &lines(&events) {
+        let errors: Vec<String> = validator.iter_errors(e).map(|x| x.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{e:#}");
+    }
+    drop(listener);
 }

@@ -208,6 +208,11 @@ fn main() {
             req(),
             agent_decides::applies_through_the_socket_yields_to_people_and_reverts_on_exit,
         ),
+        trial(
+            "agent_decides::the_accept_queue_rule_raises_somaxconn_in_the_listeners_namespace",
+            req(),
+            agent_decides::the_accept_queue_rule_raises_somaxconn_in_the_listeners_namespace,
+        ),
     ];
     libtest_mimic::run(&args, trials).exit();
 }

@@ -60,7 +60,14 @@ pub fn run(which: Which) -> Result<()> {
         } => overhead(reps, seconds, idle_seconds, also.as_deref()),
         Which::Actuate { reps } => {
             let status = crate::cargo()
-                .args(["run", "--release", "-p", "kpo-agent", "--example", "bench_actuate"])
+                .args([
+                    "run",
+                    "--release",
+                    "-p",
+                    "kpo-agent",
+                    "--example",
+                    "bench_actuate",
+                ])
                 .args(["--", "--reps", &reps.to_string()])
                 .status()?;
             if !status.success() {

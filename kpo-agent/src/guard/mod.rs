@@ -118,6 +118,9 @@ pub struct GuardConfig {
     pub signals: Vec<HealthSignal>,
     /// Relative worsening tolerated (0.2: 20% worse than before the change).
     pub tolerance: f64,
+    /// Consecutive regressing windows that make a regression: one window of a busy host is
+    /// noise as often as it is the change (2: a regression must hold for two windows).
+    pub confirm_windows: u32,
     /// Changes per parameter and target in any hour.
     pub max_changes_per_hour: u32,
     /// How long a value that regressed stays refused.
@@ -131,6 +134,7 @@ impl Default for GuardConfig {
             windows: 3,
             signals: HealthSignal::ALL.to_vec(),
             tolerance: 0.2,
+            confirm_windows: 2,
             max_changes_per_hour: 4,
             quarantine: Duration::from_secs(3600),
         }
@@ -197,6 +201,8 @@ struct Watch {
     value: Value,
     baseline: Health,
     windows_left: u32,
+    /// Consecutive windows that regressed so far.
+    strikes: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -301,6 +307,7 @@ impl Guard {
             value,
             baseline,
             windows_left: self.config.windows,
+            strikes: 0,
         });
     }
 
@@ -321,7 +328,14 @@ impl Guard {
                 let limit = before * (1.0 + config.tolerance) + signal.noise_floor();
                 (after > limit).then_some((signal, before, after))
             });
-            if let Some((signal, before, after)) = regressed {
+            w.strikes = if regressed.is_some() {
+                w.strikes + 1
+            } else {
+                0
+            };
+            if let Some((signal, before, after)) =
+                regressed.filter(|_| w.strikes >= config.confirm_windows.max(1))
+            {
                 quarantined.push(QuarantineEntry {
                     address: w.address.clone(),
                     value: w.value.clone(),
@@ -339,7 +353,8 @@ impl Guard {
                 return false;
             }
             w.windows_left = w.windows_left.saturating_sub(1);
-            if w.windows_left == 0 {
+            // A regression still unconfirmed keeps the watch open until it is decided.
+            if w.windows_left == 0 && w.strikes == 0 {
                 verdicts.push(Verdict::Kept {
                     change_id: w.change_id,
                     address: w.address.to_string(),
@@ -388,6 +403,8 @@ mod tests {
             (HealthSignal::RequestP99, 1500.0),
             (HealthSignal::TcpRetransmits, 2.0),
         ]);
+        // One bad window is not yet a regression (noise on a busy host); two in a row are.
+        assert!(guard.observe(&bad, t0).is_empty());
         let verdicts = guard.observe(&bad, t0);
         assert_eq!(
             verdicts,
@@ -439,6 +456,7 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH;
         let mut guard = Guard::new(GuardConfig {
             signals: vec![HealthSignal::ListenOverflows],
+            windows: 10,
             ..GuardConfig::default()
         });
         let before = health(&[
@@ -453,6 +471,11 @@ mod tests {
         ]);
         assert!(guard.observe(&after, t0).is_empty());
         let after = health(&[(HealthSignal::ListenOverflows, 3.0)]);
+        assert!(guard.observe(&after, t0).is_empty());
+        // A window back to normal clears the strike.
+        let calm = health(&[(HealthSignal::ListenOverflows, 0.0)]);
+        assert!(guard.observe(&calm, t0).is_empty());
+        assert!(guard.observe(&after, t0).is_empty());
         assert!(matches!(
             guard.observe(&after, t0).as_slice(),
             [Verdict::Revert {

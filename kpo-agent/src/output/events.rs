@@ -49,6 +49,9 @@ pub enum Event {
     Paused(crate::output::change_events::PausedEvent),
     /// The pause lifted, or a yielded parameter handed back (`kpo resume`).
     Resumed(crate::output::change_events::ResumedEvent),
+    /// Advice from an advisor (rules, LLM, optimizer): a parameter and value, or a change the
+    /// application must make; what the policy made of a value is in the `change` events.
+    Recommendation(Box<crate::advise::recommendation::Recommendation>),
     /// The guard's verdict on a change it watched: kept, or reverted with what regressed.
     Guard(crate::guard::Verdict),
     /// Someone else changed a parameter KPO manages: KPO stopped managing it there and keeps

@@ -7,6 +7,7 @@
 //! - [`deny::DenyList`] is the built-in deny-list no policy can lift.
 //! - [`Policy::decide`] turns a [`Proposal`] and the journal's view of that parameter
 //!   ([`Context`]) into a [`Decision`].
+mod advice;
 pub mod deny;
 mod file;
 

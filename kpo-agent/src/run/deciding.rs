@@ -1,6 +1,7 @@
 //! The deciding half inside `kpo run`: the one change path (policy, journal, actuators), the
-//! operator's requests from the control socket, the guard watching each change, and yielding to
-//! people who change a parameter KPO manages.
+//! operator's requests from the control socket, the deterministic rules (advise → policy →
+//! actuate once per window), the guard watching each change, and yielding to people who change a
+//! parameter KPO manages.
 //!
 //! The run loop owns one [`Deciding`] and calls it at three points: when a request arrives, when
 //! a window closes, and at shutdown. Everything it does is journaled before the kernel is touched,
@@ -14,7 +15,11 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::{
-    actuate::param::{ParamAddress, ParamKind},
+    actuate::param::{NetnsRef, ParamAddress, ParamKind, Target, Value},
+    advise::{
+        recommendation::Recommendation,
+        rules::accept_queue::{AcceptQueueConfig, AcceptQueueRule, NetnsSysctls, SOMAXCONN},
+    },
     api::{
         handle,
         server::{Incoming, Server},
@@ -24,7 +29,7 @@ use crate::{
     guard::{Guard, GuardConfig, Health, HealthSignal, Verdict},
     journal::{Holder, Journal},
     output::{change_events::ChangePathEvent, events::Event},
-    policy::{OnExit, Policy, Source},
+    policy::{OnExit, Policy, Proposal, Source},
     sensors::sysctl_watch::SysctlWriteEvent,
     window::Window,
 };
@@ -41,6 +46,10 @@ pub struct Deciding {
     _server: Server,
     /// Health of the last closed window: the baseline of a change made now.
     last_health: Health,
+    accept_queue: AcceptQueueRule,
+    windows: u64,
+    /// The agent's own network namespace: its keys are the host's.
+    host_netns: u64,
 }
 
 impl Deciding {
@@ -78,6 +87,11 @@ impl Deciding {
             requests,
             _server: server,
             last_health: Health::default(),
+            accept_queue: AcceptQueueRule::new(AcceptQueueConfig::default()),
+            windows: 0,
+            host_netns: std::fs::metadata("/proc/self/ns/net")
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                .unwrap_or(0),
         };
         let events = deciding.take_events();
         Ok((deciding, events))
@@ -145,7 +159,88 @@ impl Deciding {
             events.push(Event::Guard(verdict));
         }
         self.last_health = health;
+        events.extend(self.advise(window));
         events
+    }
+
+    /// The rules read the window; what they recommend goes to the change path as a proposal of
+    /// source `rules` (applied only where the policy says auto), advice for an application is
+    /// reported as it is.
+    fn advise(&mut self, window: &Window) -> Vec<Event> {
+        self.windows += 1;
+        let sysctls = self.netns_sysctls(window);
+        let recommendations =
+            self.accept_queue
+                .evaluate(self.windows, window, &sysctls, &self.path.policy);
+        let mut events = Vec::new();
+        for rec in recommendations {
+            events.push(Event::Recommendation(Box::new(rec.clone())));
+            if let Some(value) = rec.recommended_value.clone() {
+                self.propose(&rec, value);
+                events.extend(self.take_events());
+            }
+        }
+        events
+    }
+
+    fn propose(&mut self, rec: &Recommendation, value: Value) {
+        let proposal = Proposal {
+            address: rec.parameter.clone(),
+            value: value.clone(),
+            source: Source::Rules,
+            reason: rec.reason.clone(),
+        };
+        match self.path.propose(&proposal) {
+            Ok(report) if report.status == ChangeStatus::Applied => {
+                if let Some(id) = report.journal_id {
+                    self.guard.watch(
+                        id,
+                        proposal.address,
+                        value,
+                        self.last_health.clone(),
+                        SystemTime::now(),
+                    );
+                }
+            }
+            Ok(_) => {}
+            Err(e) => warn!("rules: proposing {}: {e}", proposal.address),
+        }
+    }
+
+    /// somaxconn of every namespace with a listener in the window, and its value before KPO.
+    fn netns_sysctls(&mut self, window: &Window) -> NetnsSysctls {
+        let mut sysctls = NetnsSysctls {
+            host_netns: self.host_netns,
+            ..NetnsSysctls::default()
+        };
+        let namespaces: std::collections::BTreeSet<u64> =
+            window.listeners.iter().map(|l| l.netns).collect();
+        for netns in namespaces {
+            let target = if netns == self.host_netns {
+                Target::Host
+            } else {
+                Target::Netns {
+                    netns: NetnsRef::Inode(netns),
+                }
+            };
+            let Ok(address) = ParamAddress::sysctl(SOMAXCONN, target) else {
+                continue;
+            };
+            if let Ok(Value::Int(v)) = self.path.read(&address) {
+                sysctls.somaxconn.insert(netns, v);
+            }
+            let key = crate::journal::target_key(&address);
+            if let Some(Value::Int(v)) = self
+                .path
+                .journal
+                .params()
+                .find(|p| p.key == key)
+                .and_then(|p| p.original.clone())
+            {
+                sysctls.original_somaxconn.insert(netns, v);
+            }
+        }
+        sysctls
     }
 
     fn guard_quarantine(&self) -> Duration {
