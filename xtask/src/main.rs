@@ -1,6 +1,7 @@
 //! `cargo xtask`: setup | build | run | test | bench. The project's one entry point for developers
 //! and CI, so that a fresh Debian machine needs nothing but this repository.
 mod bench;
+mod bench_optimizer;
 mod floor;
 mod setup;
 
