@@ -99,8 +99,13 @@ def run_tpe(data, budget, start, seed):
 
     rows, levels, pos, obj, feasible, viol, cons, best = data
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Three startup trials (the start and two random ones), as gp_minimize's n_initial_points and
+    # KPO's start plus two space-filling points: with Optuna's default of 10, TPE would be random
+    # search at this budget.
     sampler = optuna.samplers.TPESampler(
-        seed=seed, constraints_func=lambda t: t.user_attrs["c"]
+        seed=seed,
+        n_startup_trials=min(3, budget),
+        constraints_func=lambda t: t.user_attrs["c"],
     )
     study = optuna.create_study(direction="minimize", sampler=sampler)
     names = [f"k{i}" for i in range(len(levels))]

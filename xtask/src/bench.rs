@@ -41,16 +41,8 @@ pub enum Which {
         #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
         also: Option<String>,
     },
-    /// KPO's optimizer vs random search, Optuna TPE and skopt gp_minimize on the seed tables.
-    Optimizer {
-        #[arg(long, default_value_t = 100)]
-        seeds: u64,
-        #[arg(long, default_value_t = 10)]
-        budget: u64,
-        /// Only KPO and random search (no Python virtual environment).
-        #[arg(long)]
-        no_baselines: bool,
-    },
+    /// The optimizer vs random search, Optuna TPE and skopt gp_minimize on the seed tables.
+    Optimizer(crate::bench_optimizer::Args),
 }
 
 pub fn run(which: Which) -> Result<()> {
@@ -61,11 +53,7 @@ pub fn run(which: Which) -> Result<()> {
             idle_seconds,
             also,
         } => overhead(reps, seconds, idle_seconds, also.as_deref()),
-        Which::Optimizer {
-            seeds,
-            budget,
-            no_baselines,
-        } => crate::bench_optimizer::run(seeds, budget, !no_baselines),
+        Which::Optimizer(args) => crate::bench_optimizer::run(&args),
     }
 }
 

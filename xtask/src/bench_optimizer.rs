@@ -86,8 +86,29 @@ const PROBLEMS: &[Problem] = &[
 const KNOBS: &[&str] = &["itr_us", "freq_mhz"];
 const METHODS: &[&str] = &["kpo", "random", "tpe", "gp_minimize"];
 
+/// Arguments of `cargo xtask bench optimizer`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Seeds 0..N-1 (one run per seed and method).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    seeds: u64,
+    /// Evaluations per run, the start included.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    budget: u64,
+    /// Only KPO and random search (no Python virtual environment).
+    #[arg(long)]
+    no_baselines: bool,
+    /// Run TPE and gp_minimize on seeds 0..N-1 only (default: all seeds; gp_minimize costs about
+    /// 2 s of CPU per run).
+    #[arg(long, value_name = "N")]
+    baseline_seeds: Option<u64>,
+}
+
 /// Run the benchmark and print the table.
-pub fn run(seeds: u64, budget: u64, baselines: bool) -> Result<()> {
+pub fn run(args: &Args) -> Result<()> {
+    let (seeds, budget) = (args.seeds, args.budget);
+    let baselines = !args.no_baselines;
+    let baseline_seeds = args.baseline_seeds.unwrap_or(seeds).clamp(1, seeds) as usize;
     let root = workspace_root();
     let data = root.join("kpo-agent/tests/data/seed-paper");
     let python = if baselines {
@@ -102,6 +123,12 @@ pub fn run(seeds: u64, budget: u64, baselines: bool) -> Result<()> {
          feasible energy (median / p90; inf = no feasible row found)",
         seeds - 1
     );
+    if python.is_some() && baseline_seeds < seeds as usize {
+        println!(
+            "tpe and gp_minimize: seeds 0..{} only (--baseline-seeds)",
+            baseline_seeds - 1
+        );
+    }
     let mut rows = Vec::new();
     for p in PROBLEMS {
         let grid = data.join(format!("{}_linux_tuned.csv", p.table));
@@ -113,7 +140,8 @@ pub fn run(seeds: u64, budget: u64, baselines: bool) -> Result<()> {
             method_regrets(&replay, "random")?,
         ];
         if let Some(py) = &python {
-            let out = baselines_json(py, &script, &grid, p.constraint, budget, &starts, &cache)?;
+            let starts = &starts[..baseline_seeds];
+            let out = baselines_json(py, &script, &grid, p.constraint, budget, starts, &cache)?;
             for m in ["tpe", "gp_minimize"] {
                 let v = out
                     .get(m)
@@ -170,7 +198,12 @@ fn replay_json(grid: &Path, constraint: &str, budget: u64, seeds: u64) -> Result
         cmd.args(["--knob", k]);
     }
     cmd.args(["--minimize", "energy_j", "--constraint", constraint])
-        .args(["--budget", &budget.to_string(), "--seeds", &seeds.to_string()])
+        .args([
+            "--budget",
+            &budget.to_string(),
+            "--seeds",
+            &seeds.to_string(),
+        ])
         .arg("--json");
     let out = cmd.output().context("running kpo optimize replay")?;
     if !out.status.success() {
@@ -250,7 +283,11 @@ fn ensure_venv(root: &Path) -> Result<PathBuf> {
     if python.exists() && ready(&python) {
         return Ok(python);
     }
-    eprintln!("xtask: creating {} with {}", venv.display(), PIP_PINS.join(" "));
+    eprintln!(
+        "xtask: creating {} with {}",
+        venv.display(),
+        PIP_PINS.join(" ")
+    );
     let status = Command::new("python3")
         .args(["-m", "venv"])
         .arg(&venv)
@@ -265,7 +302,11 @@ fn ensure_venv(root: &Path) -> Result<PathBuf> {
         .status()
         .context("running pip")?;
     if !status.success() || !ready(&python) {
-        bail!("installing {} into {} failed", PIP_PINS.join(" "), venv.display());
+        bail!(
+            "installing {} into {} failed",
+            PIP_PINS.join(" "),
+            venv.display()
+        );
     }
     Ok(python)
 }
@@ -301,13 +342,23 @@ fn baselines_json(
         "methods": ["tpe", "gp_minimize"],
         "jobs": 2,
     });
-    let script_text = std::fs::read_to_string(script)
-        .with_context(|| format!("reading {}", script.display()))?;
+    let script_text =
+        std::fs::read_to_string(script).with_context(|| format!("reading {}", script.display()))?;
     let key = json!({"input": input, "script": script_text});
-    let name: String = format!("{}_{constraint}_b{budget}_s{}", grid_stem(grid), starts.len())
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
-        .collect();
+    let name: String = format!(
+        "{}_{constraint}_b{budget}_s{}",
+        grid_stem(grid),
+        starts.len()
+    )
+    .chars()
+    .map(|c| {
+        if c.is_ascii_alphanumeric() || c == '.' {
+            c
+        } else {
+            '_'
+        }
+    })
+    .collect();
     let file = cache.join(format!("{name}.json"));
     if let Ok(text) = std::fs::read_to_string(&file) {
         if let Ok(saved) = serde_json::from_str::<Value>(&text) {
