@@ -48,6 +48,8 @@ pub enum Which {
         #[arg(long, default_value_t = 300)]
         reps: usize,
     },
+    /// The optimizer vs random search, Optuna TPE and skopt gp_minimize on the seed tables.
+    Optimizer(crate::bench_optimizer::Args),
 }
 
 pub fn run(which: Which) -> Result<()> {
@@ -75,6 +77,7 @@ pub fn run(which: Which) -> Result<()> {
             }
             Ok(())
         }
+        Which::Optimizer(args) => crate::bench_optimizer::run(&args),
     }
 }
 

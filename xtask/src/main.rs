@@ -2,6 +2,7 @@
 //! and CI, so that a fresh Debian machine needs nothing but this repository.
 mod bench;
 mod bench_log;
+mod bench_optimizer;
 mod floor;
 mod setup;
 
