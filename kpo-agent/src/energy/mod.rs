@@ -207,6 +207,9 @@ pub fn choose_meter(
     })
 }
 
+/// Opens one measured source.
+type OpenMeter<'a> = dyn Fn() -> Result<Box<dyn EnergyMeter + Send>, EnergyError> + 'a;
+
 /// [`choose_meter`] with the work done during each trust check given by the caller (tests advance
 /// a fake counter there).
 pub fn choose_meter_with(
@@ -216,10 +219,7 @@ pub fn choose_meter_with(
     work: &mut dyn FnMut(),
 ) -> Result<MeterChoice, EnergyError> {
     let mut skipped = Vec::new();
-    let measured: [(
-        EnergySource,
-        &dyn Fn() -> Result<Box<dyn EnergyMeter + Send>, EnergyError>,
-    ); 2] = [
+    let measured: [(EnergySource, &OpenMeter); 2] = [
         (EnergySource::Rapl, &|| {
             Ok(Box::new(rapl::RaplMeter::open(sys_root, false)?) as Box<dyn EnergyMeter + Send>)
         }),

@@ -128,6 +128,17 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+impl From<crate::output::change_events::ChangePathEvent> for Event {
+    fn from(e: crate::output::change_events::ChangePathEvent) -> Event {
+        use crate::output::change_events::ChangePathEvent as C;
+        match e {
+            C::Change(c) => Event::Change(c),
+            C::Paused(p) => Event::Paused(p),
+            C::Resumed(r) => Event::Resumed(r),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,16 +168,5 @@ mod tests {
         assert_eq!(v["windows"], 3);
         assert_eq!(v["dropped_events"], 2);
         assert_eq!(v["dropped_events_total"], 5);
-    }
-}
-
-impl From<crate::output::change_events::ChangePathEvent> for Event {
-    fn from(e: crate::output::change_events::ChangePathEvent) -> Event {
-        use crate::output::change_events::ChangePathEvent as C;
-        match e {
-            C::Change(c) => Event::Change(c),
-            C::Paused(p) => Event::Paused(p),
-            C::Resumed(r) => Event::Resumed(r),
-        }
     }
 }
