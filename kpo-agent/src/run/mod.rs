@@ -1,12 +1,14 @@
 //! The run loop. It only wires the stages, in data-flow order, once per tick:
 //!
 //! sensors (duty cycle) → collect (a [`Sample`]) → window (a [`Window`] every few ticks)
-//! → energy (the window's joules) → (advise → policy → actuate: to come) → output (events,
-//! written off the loop).
+//! → energy (the window's joules) → guard, then advise → policy → actuate ([`deciding`]) →
+//! output (events, written off the loop).
 //!
-//! Beside the tick it forwards the kernel's notable events (full accept queues) at once, and
-//! handles signals: SIGTERM and SIGINT flush the partial window and stop; SIGHUP re-opens the
-//! event file. Nothing in the loop waits on the output: a stalled reader costs dropped events, not
+//! Beside the tick it forwards the kernel's notable events (full accept queues) at once, serves
+//! the operator's requests from the control socket, passes other processes' sysctl writes to the
+//! deciding stage (which yields to people), and handles signals: SIGTERM and SIGINT flush the
+//! partial window, put back the parameters whose policy says `on_exit = "revert"`, and stop;
+//! SIGHUP re-opens the event file. Nothing in the loop waits on the output: a stalled reader costs dropped events, not
 //! ticks (see [`crate::output::sink`]).
 mod args;
 mod deciding;
@@ -168,8 +170,8 @@ pub async fn run(
                 }
                 // Window.
                 if let Some(mut window) = windows.push(sample) {
-                    // Energy over the same span; then the deciding half: advise → policy →
-                    // actuate (to come).
+                    // Energy over the same span; then the deciding half: the guard judges the
+                    // changes it watches, the rules advise, the policy decides, actuators act.
                     add_energy(&mut window, &mut meter);
                     let decided = deciding.on_window(&window);
                     sink.send(&Event::Window { partial: false, window: Box::new(window) });
