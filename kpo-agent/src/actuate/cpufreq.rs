@@ -47,7 +47,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ActuateError + '_ {
 }
 
 fn read_khz(path: &Path) -> Result<u64, ActuateError> {
-    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let text = super::read_attr(path).map_err(io(path))?;
     text.trim().parse().map_err(|_| ActuateError::Parse {
         path: path.to_path_buf(),
         text: text.trim().to_string(),
@@ -242,7 +242,7 @@ fn sysfs_error(param: &str, path: &Path, e: std::io::Error, value: Option<&Value
 }
 
 fn read_attr(param: &str, path: &Path) -> Result<Value, ActuateError> {
-    let text = std::fs::read_to_string(path).map_err(|e| sysfs_error(param, path, e, None))?;
+    let text = super::read_attr(path).map_err(|e| sysfs_error(param, path, e, None))?;
     Value::parse(&text).map_err(|_| ActuateError::Parse {
         path: path.into(),
         text: text.trim().to_string(),
@@ -262,7 +262,7 @@ fn read_int(param: &str, path: &Path) -> Result<i64, ActuateError> {
 }
 
 fn read_list(param: &str, path: &Path) -> Result<Vec<String>, ActuateError> {
-    let text = std::fs::read_to_string(path).map_err(|e| sysfs_error(param, path, e, None))?;
+    let text = super::read_attr(path).map_err(|e| sysfs_error(param, path, e, None))?;
     Ok(text.split_whitespace().map(str::to_string).collect())
 }
 
@@ -333,7 +333,7 @@ impl CpufreqActuator {
                 reason: format!(
                     "{} does not exist: the cpufreq driver ({}) does not offer it",
                     dir.join(&attr).display(),
-                    std::fs::read_to_string(dir.join("scaling_driver"))
+                    super::read_attr(&dir.join("scaling_driver"))
                         .map(|d| d.trim().to_string())
                         .unwrap_or_else(|_| "unknown".into())
                 ),

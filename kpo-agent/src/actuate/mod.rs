@@ -187,6 +187,17 @@ pub struct ActuatorOptions {
     pub turn_off_adaptive: bool,
 }
 
+/// Reads a sysfs or /proc/sys attribute through the crate's one bounded reader
+/// ([`crate::kernel_file`]), as an `io::Result` so that each actuator keeps mapping the kernel's
+/// errno into its own errors. A file larger than an attribute can be is `InvalidData`.
+pub(crate) fn read_attr(path: &std::path::Path) -> std::io::Result<String> {
+    use crate::kernel_file::KernelFileError as E;
+    crate::kernel_file::read_text(path, crate::kernel_file::limit::ATTRIBUTE).map_err(|e| match e {
+        E::Io { source, .. } => source,
+        other => std::io::Error::new(std::io::ErrorKind::InvalidData, other.to_string()),
+    })
+}
+
 /// Where the actuators find the kernel's files: the real `/proc/sys` and `/sys` in production,
 /// temporary trees in tests.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -388,8 +388,7 @@ fn where_text(address: &ParamAddress) -> String {
 }
 
 fn read_file(param: &str, path: &Path, where_: &str) -> Result<Value, ActuateError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| sysctl_error(param, path, e, None, where_))?;
+    let text = super::read_attr(path).map_err(|e| sysctl_error(param, path, e, None, where_))?;
     Value::parse(&text).map_err(|_| ActuateError::Parse {
         path: path.into(),
         text: text.trim().to_string(),

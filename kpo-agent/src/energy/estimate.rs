@@ -23,9 +23,11 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::kernel_file::limit::{ATTRIBUTE, PER_CPU};
+
 use serde::{Deserialize, Serialize};
 
-use super::{read_text, EnergyError, EnergyMeter, EnergyReading, EnergySource};
+use super::{read_bounded, EnergyError, EnergyMeter, EnergyReading, EnergySource};
 
 /// Constants of the estimate (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -80,53 +82,26 @@ impl CpuTimes {
     }
 }
 
-/// Parse the aggregate `cpu` line and count the `cpuN` lines of `/proc/stat` text.
+/// The aggregate `cpu` line and the number of `cpuN` lines of `/proc/stat` text, parsed by the
+/// collector's own parser (`collect::procfs::stat`): one parser for the file, so that the estimate
+/// and the host metrics never disagree about what busy time is.
 pub fn parse_proc_stat(text: &str, path: &Path) -> Result<CpuTimes, EnergyError> {
-    let mut times = None;
-    let mut n = 0;
-    for line in text.lines() {
-        let mut it = line.split_whitespace();
-        match it.next() {
-            Some("cpu") => {
-                let v: Vec<u64> = it
-                    .map(|f| {
-                        f.parse().map_err(|_| EnergyError::Parse {
-                            path: path.to_path_buf(),
-                            text: line.to_string(),
-                            what: "a /proc/stat cpu line",
-                        })
-                    })
-                    .collect::<Result<_, _>>()?;
-                if v.len() < 4 {
-                    return Err(EnergyError::Parse {
-                        path: path.to_path_buf(),
-                        text: line.to_string(),
-                        what: "a /proc/stat cpu line (at least 4 fields)",
-                    });
-                }
-                let f = |i: usize| v.get(i).copied().unwrap_or(0);
-                // user nice system idle iowait irq softirq steal (guest time is inside user).
-                times = Some(CpuTimes {
-                    busy: f(0) + f(1) + f(2) + f(5) + f(6),
-                    idle: f(3) + f(4),
-                    steal: f(7),
-                    n_cpus: 0,
-                });
-            }
-            Some(t) if t.starts_with("cpu") && t[3..].parse::<u32>().is_ok() => n += 1,
-            _ => {}
-        }
-    }
-    let mut t = times.ok_or_else(|| EnergyError::Parse {
-        path: path.to_path_buf(),
-        text: text.lines().next().unwrap_or("").to_string(),
-        what: "/proc/stat (no aggregate cpu line)",
-    })?;
-    if n == 0 {
+    let totals =
+        crate::collect::procfs::stat::parse_cpu_totals(text).map_err(|e| EnergyError::Parse {
+            path: path.to_path_buf(),
+            text: e.to_string(),
+            what: "/proc/stat with a cpu line and cpuN lines",
+        })?;
+    if totals.online_cpus == 0 {
         return Err(EnergyError::NoCpus(path.to_path_buf()));
     }
-    t.n_cpus = n;
-    Ok(t)
+    let t = totals.total;
+    Ok(CpuTimes {
+        busy: t.busy(),
+        idle: t.idle.saturating_add(t.iowait),
+        steal: t.steal,
+        n_cpus: totals.online_cpus,
+    })
 }
 
 /// An [`EnergyMeter`] that estimates with a [`PowerModel`].
@@ -142,7 +117,7 @@ impl EstimatedMeter {
     /// Read `<proc_root>/stat` and `<sys_root>/devices/system/cpu/cpu*/cpufreq/`.
     pub fn open(proc_root: &Path, sys_root: &Path, model: PowerModel) -> Result<Self, EnergyError> {
         let stat_path = proc_root.join("stat");
-        let last = parse_proc_stat(&read_text(&stat_path)?, &stat_path)?;
+        let last = parse_proc_stat(&read_bounded(&stat_path, PER_CPU)?, &stat_path)?;
         Ok(Self {
             stat_path,
             cpu_dir: sys_root.join("devices/system/cpu"),
@@ -167,7 +142,7 @@ impl EstimatedMeter {
                 continue;
             }
             let read = |f: &str| -> Option<f64> {
-                std::fs::read_to_string(e.path().join("cpufreq").join(f))
+                read_bounded(&e.path().join("cpufreq").join(f), ATTRIBUTE)
                     .ok()?
                     .trim()
                     .parse()
@@ -196,9 +171,9 @@ impl EnergyMeter for EstimatedMeter {
     }
 
     fn read(&mut self) -> Result<EnergyReading, EnergyError> {
-        let now = parse_proc_stat(&read_text(&self.stat_path)?, &self.stat_path)?;
-        let d_total = now.total().saturating_sub(self.last.total()) as f64;
-        let d_busy = now.busy.saturating_sub(self.last.busy) as f64;
+        let now = parse_proc_stat(&read_bounded(&self.stat_path, PER_CPU)?, &self.stat_path)?;
+        let d_total = crate::counter::monotonic(self.last.total(), now.total()) as f64;
+        let d_busy = crate::counter::monotonic(self.last.busy, now.busy) as f64;
         let n = now.n_cpus;
         let interval_s = d_total / (n as f64 * self.model.user_hz);
         let busy_s = d_busy / self.model.user_hz;

@@ -99,17 +99,28 @@ pub enum EnergyError {
 }
 
 pub(crate) fn read_text(path: &Path) -> Result<String, EnergyError> {
-    std::fs::read_to_string(path).map_err(|source| {
-        let hint = if source.kind() == std::io::ErrorKind::PermissionDenied {
-            " (energy_uj is readable by root only since Linux 5.10)"
-        } else {
-            ""
-        };
-        EnergyError::Io {
-            path: path.to_path_buf(),
-            source,
-            hint,
+    read_bounded(path, crate::kernel_file::limit::ATTRIBUTE)
+}
+
+/// A kernel file read through the crate's one bounded reader ([`crate::kernel_file`]), its
+/// errors in this module's terms.
+pub(crate) fn read_bounded(path: &Path, limit: usize) -> Result<String, EnergyError> {
+    use crate::kernel_file::KernelFileError as E;
+    crate::kernel_file::read_text(path, limit).map_err(|e| match e {
+        E::Io { path, source, .. } => {
+            let hint = if source.kind() == std::io::ErrorKind::PermissionDenied {
+                " (energy_uj is readable by root only since Linux 5.10)"
+            } else {
+                ""
+            };
+            EnergyError::Io { path, source, hint }
         }
+        E::TooLarge { path, limit } => EnergyError::Parse {
+            path,
+            text: format!("more than {limit} bytes"),
+            what: "a kernel file of its usual size",
+        },
+        E::Parse { path, text, what } => EnergyError::Parse { path, text, what },
     })
 }
 

@@ -276,7 +276,7 @@ fn package_cpus(sys_root: &Path, pmu_dir: &Path) -> Result<Vec<u32>, EnergyError
             continue;
         };
         let pkg_path = e.path().join("topology/physical_package_id");
-        let Ok(text) = std::fs::read_to_string(&pkg_path) else {
+        let Ok(text) = super::read_text(&pkg_path) else {
             continue; // an offline CPU has no topology
         };
         let pkg = parse_num(&text, &pkg_path, "a package id")?;

@@ -33,13 +33,10 @@ pub struct RaplSnapshot {
     pub energy_uj: Vec<u64>,
 }
 
-/// Energy counted between two reads of one counter that wraps after `max_range`.
+/// Energy counted between two reads of one counter that wraps after `max_range` (the crate's one
+/// wrapping delta, [`crate::counter::wrapping`]).
 pub fn counter_delta(before: u64, after: u64, max_range: u64) -> u64 {
-    if after >= before {
-        after - before
-    } else {
-        max_range.saturating_sub(before) + after
-    }
+    crate::counter::wrapping(before, after, max_range)
 }
 
 /// The selected RAPL zones under a sysfs root.
