@@ -1,5 +1,6 @@
 //! The perf `power` PMU: discovery and parsing on temporary sysfs-like trees, the order of
-//! `open_meter` (powercap RAPL, perf power PMU, estimate), and the real machine's answer.
+//! `open_meter` (powercap RAPL, perf power PMU, estimate). The real machine's PMU is checked as root
+//! in the integration tests (`energy_trust::this_machines_power_pmu_is_read_or_reported_absent`).
 //!
 //! No counter is read from a fake tree: a tree's PMU type is given a number no PMU has, so
 //! `perf_event_open` on the running kernel refuses it and the meter falls back, as it would on a
@@ -11,9 +12,7 @@ use kpo_agent::energy::estimate::PowerModel;
 use kpo_agent::energy::perf_power::{
     counts_to_joules, parse_config, parse_cpu_list, PerfPowerMeter, PowerPmu,
 };
-use kpo_agent::energy::{
-    choose_meter, choose_meter_with, open_meter, trust, EnergyError, EnergyMeter, EnergySource,
-};
+use kpo_agent::energy::{choose_meter, choose_meter_with, open_meter, EnergyError, EnergySource};
 
 /// No PMU has this type (types are small dynamic numbers), so opening it fails with ENOENT.
 const ABSENT_TYPE: u32 = 0x7fff_fff0;
@@ -255,99 +254,4 @@ fn open_meter_order_rapl_then_perf_then_labelled_estimate() {
         "{:?}",
         choice.skipped
     );
-}
-
-/// The machine at hand is one of three kinds, and each must get its own right outcome:
-/// - no power PMU: the reason says there is none;
-/// - a PMU that advances: it is chosen, and a reading over CPU work is energy between nothing and
-///   the ceiling;
-/// - a PMU that is present but frozen (a hypervisor that never advances `energy-psys`): it is set
-///   aside with the reason, and an independent raw reading confirms that it really did not move.
-///
-/// The other kinds are covered on every machine by `energy_trust.rs` (fake powercap trees) and
-/// the root tests' `energy_trust` (real perf counters behind fake PMU trees).
-#[test]
-fn this_machines_power_pmu_is_read_or_reported_absent() {
-    let sys = Path::new("/sys");
-    if !sys.join("bus/event_source/devices/power").exists() {
-        let err = PowerPmu::discover(sys, false).unwrap_err();
-        assert!(matches!(err, EnergyError::PerfPmu { .. }), "{err}");
-        let text = err.to_string();
-        assert!(
-            text.contains("/sys/bus/event_source/devices/power")
-                && text.contains("no perf power PMU"),
-            "{text}"
-        );
-        let err = PerfPowerMeter::open(sys, false).unwrap_err();
-        assert!(matches!(err, EnergyError::PerfPmu { .. }), "{err}");
-        let choice = choose_meter(sys, Path::new("/proc"), PowerModel::default()).unwrap();
-        let reason = choice
-            .skipped
-            .iter()
-            .find(|(s, _)| *s == EnergySource::PerfPower)
-            .map(|(_, r)| r.clone())
-            .expect("the perf power PMU is listed as skipped");
-        assert!(reason.contains("no perf power PMU"), "{reason}");
-        println!("kind met here: no power PMU ({reason})");
-        return;
-    }
-    let pmu = PowerPmu::discover(sys, false).unwrap();
-    assert!(!pmu.cpus.is_empty());
-    if !nix::unistd::geteuid().is_root() {
-        println!("power PMU found ({pmu:?}); reading it needs root, not checked");
-        return;
-    }
-    let choice = choose_meter(sys, Path::new("/proc"), PowerModel::default()).unwrap();
-    let perf_reason = choice
-        .skipped
-        .iter()
-        .find(|(s, _)| *s == EnergySource::PerfPower)
-        .map(|(_, r)| r.clone());
-    match (choice.meter.source(), perf_reason) {
-        (EnergySource::Rapl, _) => println!("kind met here: powercap RAPL, perf PMU not needed"),
-        (EnergySource::PerfPower, _) => {
-            let mut meter = choice.meter;
-            let started = std::time::Instant::now();
-            trust::busy_work(std::time::Duration::from_millis(200));
-            let reading = meter.read().unwrap();
-            let seconds = started.elapsed().as_secs_f64();
-            assert!(
-                reading.joules > 0.0
-                    && reading.joules
-                        < trust::MAX_WATTS_PER_PACKAGE * pmu.cpus.len() as f64 * seconds,
-                "{} J over {seconds} s",
-                reading.joules
-            );
-            println!(
-                "kind met here: a power PMU that advances ({} J over {seconds:.3} s)",
-                reading.joules
-            );
-        }
-        (EnergySource::Estimated, Some(reason)) => {
-            let mut raw = match PerfPowerMeter::open(sys, false) {
-                Ok(raw) => raw,
-                Err(e) => {
-                    assert!(reason.contains("perf_event_open"), "{reason}");
-                    println!("kind met here: a power PMU the kernel will not open ({e})");
-                    return;
-                }
-            };
-            assert!(
-                reason.contains("set aside"),
-                "a PMU that opens but is not used must be set aside with a reason: {reason}"
-            );
-            // Confirm independently that the counter really is unusable, not just misjudged.
-            let started = std::time::Instant::now();
-            trust::busy_work(std::time::Duration::from_millis(200));
-            let joules = raw.read().unwrap().joules;
-            let seconds = started.elapsed().as_secs_f64();
-            let verdict = trust::check(joules, seconds, raw.packages());
-            assert!(
-                verdict.is_err(),
-                "the PMU was set aside ({reason}) but read {joules} J over {seconds} s"
-            );
-            println!("kind met here: a power PMU present but not trusted ({reason})");
-        }
-        (source, reason) => panic!("unexpected choice {source} (perf: {reason:?})"),
-    }
 }

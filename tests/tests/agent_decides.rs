@@ -28,16 +28,23 @@ fn ns_somaxconn(ns: &Netns) -> i64 {
         .unwrap()
 }
 
+/// The policy, state directory and socket of a test's agent, all in `dir`.
+fn state_args(dir: &Path) -> [std::path::PathBuf; 6] {
+    [
+        "--policy".into(),
+        dir.join("policy.toml"),
+        "--state-dir".into(),
+        dir.join("state"),
+        "--socket".into(),
+        dir.join("kpo.sock"),
+    ]
+}
+
 /// `kpo SUBCOMMAND ...` against the agent's socket and state; returns stdout, panics on failure.
 fn kpo(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(kpo_binary())
         .args(args)
-        .arg("--policy")
-        .arg(dir.join("policy.toml"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--socket")
-        .arg(dir.join("kpo.sock"))
+        .args(state_args(dir))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -61,6 +68,24 @@ impl Drop for Running {
 }
 
 impl Running {
+    /// `kpo run` with a 100 ms tick and 500 ms windows, the policy, state and socket in `dir`;
+    /// returns once its sensors are reported.
+    fn start(dir: &Path, events: &Path) -> Running {
+        let child = Command::new(kpo_binary())
+            .args(["run", "--tick", "100ms", "--window", "500ms", "--events"])
+            .arg(events)
+            .args(state_args(dir))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let agent = Running(child);
+        wait_until("the agent started", Duration::from_secs(30), || {
+            has(events, |e| e["kind"] == "sensors")
+        });
+        agent
+    }
+
     fn sigterm_and_wait(&mut self) {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.0.id() as i32),
@@ -93,23 +118,7 @@ on_exit = "revert"
     )
     .unwrap();
     let events = dir.path().join("events.ndjson");
-    let agent = Command::new(kpo_binary())
-        .args(["run", "--tick", "100ms", "--window", "500ms", "--events"])
-        .arg(&events)
-        .arg("--policy")
-        .arg(dir.path().join("policy.toml"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--socket")
-        .arg(dir.path().join("kpo.sock"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut agent = Running(agent);
-    wait_until("the agent started", Duration::from_secs(30), || {
-        has(&events, |e| e["kind"] == "sensors")
-    });
+    let mut agent = Running::start(dir.path(), &events);
     let target = format!("/run/netns/{}", ns.name);
 
     // An operator's change, through the running agent (its lock: no CLI could open the journal).
@@ -207,23 +216,7 @@ sources = ["rules", "operator"]
     )
     .unwrap();
     let events = dir.path().join("events.ndjson");
-    let agent = Command::new(kpo_binary())
-        .args(["run", "--tick", "100ms", "--window", "500ms", "--events"])
-        .arg(&events)
-        .arg("--policy")
-        .arg(dir.path().join("policy.toml"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--socket")
-        .arg(dir.path().join("kpo.sock"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut agent = Running(agent);
-    wait_until("the agent started", Duration::from_secs(30), || {
-        has(&events, |e| e["kind"] == "sensors")
-    });
+    let mut agent = Running::start(dir.path(), &events);
     // 40 connections nobody accepts: the queue fills at 17 and the rest overflow.
     let clients: Vec<_> = ns.run(|| {
         (0..40)

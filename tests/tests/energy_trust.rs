@@ -5,7 +5,12 @@
 //! must take the first, and set the other two aside with the reason, falling back to the estimate.
 use std::path::Path;
 
-use kpo_agent::energy::{choose_meter, estimate::PowerModel, EnergySource};
+use kpo_agent::energy::{
+    choose_meter,
+    estimate::PowerModel,
+    perf_power::{PerfPowerMeter, PowerPmu},
+    trust, EnergyError, EnergyMeter, EnergySource,
+};
 
 const PERF_TYPE_SOFTWARE: u32 = 1;
 const PERF_COUNT_SW_CPU_CLOCK: u32 = 0;
@@ -89,4 +94,94 @@ pub fn an_impossible_pmu_is_set_aside() {
         reason.contains("set aside") && reason.contains("above the ceiling"),
         "{reason}"
     );
+}
+
+/// The machine at hand is one of three kinds, and each must get its own right outcome:
+/// - no power PMU: the reason says there is none;
+/// - a PMU that advances: it is chosen, and a reading over CPU work is energy between nothing and
+///   the ceiling;
+/// - a PMU that is present but frozen (a hypervisor that never advances `energy-psys`): it is set
+///   aside with the reason, and an independent raw reading confirms that it really did not move.
+///
+/// The other kinds are covered on every machine by `kpo-agent/tests/energy_trust.rs` (fake
+/// powercap trees) and by the tests above (real perf counters behind fake PMU trees).
+pub fn this_machines_power_pmu_is_read_or_reported_absent() {
+    let sys = Path::new("/sys");
+    if !sys.join("bus/event_source/devices/power").exists() {
+        let err = PowerPmu::discover(sys, false).unwrap_err();
+        assert!(matches!(err, EnergyError::PerfPmu { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("/sys/bus/event_source/devices/power")
+                && text.contains("no perf power PMU"),
+            "{text}"
+        );
+        let err = PerfPowerMeter::open(sys, false).unwrap_err();
+        assert!(matches!(err, EnergyError::PerfPmu { .. }), "{err}");
+        let choice = choose_meter(sys, Path::new("/proc"), PowerModel::default()).unwrap();
+        let reason = choice
+            .skipped
+            .iter()
+            .find(|(s, _)| *s == EnergySource::PerfPower)
+            .map(|(_, r)| r.clone())
+            .expect("the perf power PMU is listed as skipped");
+        assert!(reason.contains("no perf power PMU"), "{reason}");
+        println!("kind met here: no power PMU ({reason})");
+        return;
+    }
+    let pmu = PowerPmu::discover(sys, false).unwrap();
+    assert!(!pmu.cpus.is_empty());
+    let choice = choose_meter(sys, Path::new("/proc"), PowerModel::default()).unwrap();
+    let perf_reason = choice
+        .skipped
+        .iter()
+        .find(|(s, _)| *s == EnergySource::PerfPower)
+        .map(|(_, r)| r.clone());
+    match (choice.meter.source(), perf_reason) {
+        (EnergySource::Rapl, _) => println!("kind met here: powercap RAPL, perf PMU not needed"),
+        (EnergySource::PerfPower, _) => {
+            let mut meter = choice.meter;
+            let started = std::time::Instant::now();
+            trust::busy_work(std::time::Duration::from_millis(200));
+            let reading = meter.read().unwrap();
+            let seconds = started.elapsed().as_secs_f64();
+            assert!(
+                reading.joules > 0.0
+                    && reading.joules
+                        < trust::MAX_WATTS_PER_PACKAGE * pmu.cpus.len() as f64 * seconds,
+                "{} J over {seconds} s",
+                reading.joules
+            );
+            println!(
+                "kind met here: a power PMU that advances ({} J over {seconds:.3} s)",
+                reading.joules
+            );
+        }
+        (EnergySource::Estimated, Some(reason)) => {
+            let mut raw = match PerfPowerMeter::open(sys, false) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    assert!(reason.contains("perf_event_open"), "{reason}");
+                    println!("kind met here: a power PMU the kernel will not open ({e})");
+                    return;
+                }
+            };
+            assert!(
+                reason.contains("set aside"),
+                "a PMU that opens but is not used must be set aside with a reason: {reason}"
+            );
+            // Confirm independently that the counter really is unusable, not just misjudged.
+            let started = std::time::Instant::now();
+            trust::busy_work(std::time::Duration::from_millis(200));
+            let joules = raw.read().unwrap().joules;
+            let seconds = started.elapsed().as_secs_f64();
+            let verdict = trust::check(joules, seconds, raw.packages());
+            assert!(
+                verdict.is_err(),
+                "the PMU was set aside ({reason}) but read {joules} J over {seconds} s"
+            );
+            println!("kind met here: a power PMU present but not trusted ({reason})");
+        }
+        (source, reason) => panic!("unexpected choice {source} (perf: {reason:?})"),
+    }
 }

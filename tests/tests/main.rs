@@ -164,6 +164,11 @@ fn main() {
             energy_trust::a_frozen_pmu_is_set_aside,
         ),
         trial(
+            "energy_trust::this_machines_power_pmu_is_read_or_reported_absent",
+            needs_root(),
+            energy_trust::this_machines_power_pmu_is_read_or_reported_absent,
+        ),
+        trial(
             "energy_trust::an_impossible_pmu_is_set_aside",
             needs_root(),
             energy_trust::an_impossible_pmu_is_set_aside,

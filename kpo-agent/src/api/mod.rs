@@ -44,17 +44,19 @@ pub enum Reply {
     Error(String),
 }
 
+/// A result as the reply line carries it.
+pub fn reply<T: Serialize>(result: Result<T, ControlError>) -> Reply {
+    match result {
+        Ok(v) => match serde_json::to_value(v) {
+            Ok(v) => Reply::Ok(v),
+            Err(e) => Reply::Error(format!("encoding the reply: {e}")),
+        },
+        Err(e) => Reply::Error(e.to_string()),
+    }
+}
+
 /// Serves one request from `control` (the agent's change path).
 pub fn handle(control: &mut dyn Control, request: &Request) -> Reply {
-    fn reply<T: Serialize>(result: Result<T, ControlError>) -> Reply {
-        match result {
-            Ok(v) => match serde_json::to_value(v) {
-                Ok(v) => Reply::Ok(v),
-                Err(e) => Reply::Error(format!("encoding the reply: {e}")),
-            },
-            Err(e) => Reply::Error(e.to_string()),
-        }
-    }
     match request {
         Request::Apply(a) => reply(control.apply(a)),
         Request::Revert { revert } => reply(control.revert(revert)),

@@ -80,7 +80,7 @@ pub enum OnExit {
 }
 
 /// A health signal the guard watches after a change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthSignal {
     RequestP99,

@@ -8,7 +8,7 @@
 //! and reported as events through the loop's sink.
 use std::{
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use tokio::sync::mpsc;
@@ -21,12 +21,14 @@ use crate::{
         rules::accept_queue::{AcceptQueueConfig, AcceptQueueRule, NetnsSysctls, SOMAXCONN},
     },
     api::{
-        handle,
+        handle, reply,
         server::{Incoming, Server},
+        Request,
     },
-    change::{ChangePath, ChangeStatus, KernelActuators},
+    change::{ChangePath, ChangeReport, ChangeStatus, KernelActuators},
     cli::StateArgs,
-    guard::{Guard, GuardConfig, Health, HealthSignal, Verdict},
+    control::Control,
+    guard::{Guard, GuardConfig, Health, Verdict},
     journal::{Holder, Journal},
     output::{change_events::ChangePathEvent, events::Event},
     policy::{OnExit, Policy, Proposal, Source},
@@ -66,7 +68,7 @@ impl Deciding {
         for w in journal.warnings() {
             warn!("journal: {w}");
         }
-        let guard = Guard::new(guard_config(&policy));
+        let guard = Guard::new(GuardConfig::from_policy(&policy.guard));
         let mut path = ChangePath::new(policy, journal, Box::new(KernelActuators::default()));
         let pending = Arc::new(Mutex::new(Vec::new()));
         let sink = pending.clone();
@@ -104,34 +106,33 @@ impl Deciding {
 
     /// Serves one request through the change path; a change it applies is watched by the guard.
     pub fn serve(&mut self, incoming: Incoming) -> Vec<Event> {
-        let reply = handle(&mut self.path, &incoming.request);
-        if let crate::api::Request::Apply(req) = &incoming.request {
-            if let crate::api::Reply::Ok(v) = &reply {
-                if let Ok(report) = serde_json::from_value::<crate::change::ChangeReport>(v.clone())
-                {
-                    if report.status == ChangeStatus::Applied {
-                        if let Some(id) = report.journal_id {
-                            self.guard.watch(
-                                id,
-                                req.address.clone(),
-                                req.value.clone(),
-                                self.last_health.clone(),
-                                SystemTime::now(),
-                            );
-                        }
-                    }
+        let reply = match &incoming.request {
+            Request::Apply(req) => {
+                let result = Control::apply(&mut self.path, req);
+                if let Ok(report) = &result {
+                    self.watch_if_applied(report, &req.address, &req.value);
                 }
+                reply(result)
             }
-        }
+            other => handle(&mut self.path, other),
+        };
         let _ = incoming.answer.send(reply);
         self.take_events()
+    }
+
+    /// The guard watches each applied change against the last window's health.
+    fn watch_if_applied(&mut self, report: &ChangeReport, address: &ParamAddress, value: &Value) {
+        if let (ChangeStatus::Applied, Some(id)) = (report.status, report.journal_id) {
+            self.guard
+                .watch(id, address.clone(), value.clone(), self.last_health.clone());
+        }
     }
 
     /// A window closed: the guard judges the changes it watches; a regression is reverted through
     /// the journal and its value quarantined.
     pub fn on_window(&mut self, window: &Window) -> Vec<Event> {
         let health = Health::from_window(window);
-        let verdicts = self.guard.observe(&health, SystemTime::now());
+        let verdicts = self.guard.observe(&health);
         let mut events = Vec::new();
         for verdict in verdicts {
             if let Verdict::Revert {
@@ -145,7 +146,7 @@ impl Deciding {
             {
                 let why = format!("the guard saw {signal:?} go from {before} to {after}");
                 if let Ok(addr) = address.parse::<ParamAddress>() {
-                    let quarantine = self.guard_quarantine();
+                    let quarantine = self.path.policy.guard.quarantine;
                     if let Err(e) = self.path.journal.quarantine(&addr, value, quarantine, &why) {
                         warn!("journal: quarantine of {address}: {e}");
                     }
@@ -191,18 +192,7 @@ impl Deciding {
             reason: rec.reason.clone(),
         };
         match self.path.propose(&proposal) {
-            Ok(report) if report.status == ChangeStatus::Applied => {
-                if let Some(id) = report.journal_id {
-                    self.guard.watch(
-                        id,
-                        proposal.address,
-                        value,
-                        self.last_health.clone(),
-                        SystemTime::now(),
-                    );
-                }
-            }
-            Ok(_) => {}
+            Ok(report) => self.watch_if_applied(&report, &proposal.address, &value),
             Err(e) => warn!("rules: proposing {}: {e}", proposal.address),
         }
     }
@@ -241,10 +231,6 @@ impl Deciding {
             }
         }
         sysctls
-    }
-
-    fn guard_quarantine(&self) -> Duration {
-        self.path.policy.guard.quarantine
     }
 
     /// Sysctl writes by other processes: a managed parameter whose value is no longer the one KPO
@@ -330,26 +316,5 @@ impl Deciding {
             .into_iter()
             .map(Event::from)
             .collect()
-    }
-}
-
-/// The guard's settings from the policy's `[guard]` table.
-fn guard_config(policy: &Policy) -> GuardConfig {
-    let g = &policy.guard;
-    GuardConfig {
-        windows: g.windows,
-        // The two enums share their names (snake_case), by design.
-        signals: g
-            .signals
-            .iter()
-            .filter_map(|s| {
-                serde_json::to_value(s)
-                    .ok()
-                    .and_then(|v| serde_json::from_value::<HealthSignal>(v).ok())
-            })
-            .collect(),
-        max_changes_per_hour: g.max_changes_per_hour,
-        quarantine: g.quarantine,
-        ..GuardConfig::default()
     }
 }
