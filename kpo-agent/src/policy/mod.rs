@@ -70,6 +70,18 @@ impl fmt::Display for Source {
     }
 }
 
+/// An advisor proposes as itself.
+impl From<crate::advise::recommendation::Source> for Source {
+    fn from(s: crate::advise::recommendation::Source) -> Self {
+        use crate::advise::recommendation::Source as Advisor;
+        match s {
+            Advisor::Rules => Source::Rules,
+            Advisor::Llm => Source::Llm,
+            Advisor::Optimizer => Source::Optimizer,
+        }
+    }
+}
+
 /// What happens to a parameter when the agent stops (SIGTERM).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

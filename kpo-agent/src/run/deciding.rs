@@ -173,11 +173,21 @@ impl Deciding {
         let recommendations =
             self.accept_queue
                 .evaluate(self.windows, window, &sysctls, &self.path.policy);
+        self.consider(recommendations)
+    }
+
+    /// Every advisor's recommendations end here: each is reported, and one that asks for a kernel
+    /// change goes to the change path as a proposal of its advisor's source, where the policy
+    /// decides (apply, wait for approval, record only, refuse). A recommendation its advisor did
+    /// not allow to auto-apply is not proposed: the advisor can only make a change more cautious.
+    pub fn consider(&mut self, recommendations: Vec<Recommendation>) -> Vec<Event> {
         let mut events = Vec::new();
         for rec in recommendations {
             events.push(Event::Recommendation(Box::new(rec.clone())));
             if let Some(value) = rec.recommended_value.clone() {
-                self.propose(&rec, value);
+                if rec.can_auto_apply {
+                    self.propose(&rec, value);
+                }
                 events.extend(self.take_events());
             }
         }
@@ -188,12 +198,12 @@ impl Deciding {
         let proposal = Proposal {
             address: rec.parameter.clone(),
             value: value.clone(),
-            source: Source::Rules,
+            source: Source::from(rec.source),
             reason: rec.reason.clone(),
         };
         match self.path.propose(&proposal) {
             Ok(report) => self.watch_if_applied(&report, &proposal.address, &value),
-            Err(e) => warn!("rules: proposing {}: {e}", proposal.address),
+            Err(e) => warn!("{}: proposing {}: {e}", rec.source, proposal.address),
         }
     }
 
