@@ -77,6 +77,17 @@ fn crash_point(at: CrashPoint) {
     }
 }
 
+/// Whose word a proposal carries beyond the policy's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Approval {
+    /// The policy's mode decides.
+    AsPolicy,
+    /// An operator approved it: mode recommend applies.
+    Approved,
+    /// Its advisor asked for a person: mode auto waits for approval too.
+    Held,
+}
+
 /// What became of a proposal or revert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -234,15 +245,23 @@ impl ChangePath {
     /// Proposes a change: the policy decides, and an allowed change is journaled, applied, read
     /// back and journaled again. Errors only when the journal cannot be written.
     pub fn propose(&mut self, p: &Proposal) -> Result<ChangeReport, ChangeError> {
-        self.propose_inner(p, false)
+        self.propose_inner(p, Approval::AsPolicy)
     }
 
     /// As [`ChangePath::propose`] for a proposal an operator approved: mode recommend applies.
     pub fn propose_approved(&mut self, p: &Proposal) -> Result<ChangeReport, ChangeError> {
-        self.propose_inner(p, true)
+        self.propose_inner(p, Approval::Approved)
     }
 
-    fn propose_inner(&mut self, p: &Proposal, approved: bool) -> Result<ChangeReport, ChangeError> {
+    /// As [`ChangePath::propose`] for advice its advisor did not allow to apply automatically: a
+    /// change the policy would apply waits for an operator's approval instead (`needs_approval`),
+    /// and one the policy refuses or only observes is reported as such. Never touches the kernel.
+    pub fn propose_held(&mut self, p: &Proposal) -> Result<ChangeReport, ChangeError> {
+        self.propose_inner(p, Approval::Held)
+    }
+
+    fn propose_inner(&mut self, p: &Proposal, mode: Approval) -> Result<ChangeReport, ChangeError> {
+        let approved = mode == Approval::Approved;
         let mut report = ChangeReport::new(&p.address, &p.value, ChangeStatus::Refused);
         // The deny-list first, before the kernel is even read.
         if let Decision::Refused(r) = self.policy.decide_revert(&p.address) {
@@ -276,7 +295,10 @@ impl ChangePath {
             .journal
             .context(&p.address, &p.value, SystemTime::now());
         ctx.before = Some(before.clone());
-        let decision = self.policy.decide(p, &ctx);
+        let decision = match self.policy.decide(p, &ctx) {
+            Decision::Apply if mode == Approval::Held => Decision::NeedsApproval,
+            d => d,
+        };
         let mut ev = self.event(
             ChangePhase::Proposed,
             &p.address,

@@ -62,6 +62,14 @@ pub enum Command {
     Pause(StateOnly),
     /// Lift the pause, or (PARAM) hand a parameter yielded to a person back to KPO.
     Resume(ResumeArgs),
+    /// List the changes waiting for an operator's approval.
+    Pending(crate::approvals::cli::PendingArgs),
+    /// Approve a pending change: it is applied through the policy and the journal.
+    Approve(crate::approvals::cli::ApproveArgs),
+    /// Reject a pending change (recorded, never applied).
+    Reject(crate::approvals::cli::RejectArgs),
+    /// The latest recommendations for a parameter, their reasons and what was done.
+    Explain(crate::approvals::cli::ExplainArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,6 +150,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Revert(a) => cmd_revert(a),
         Command::Journal(a) => cmd_journal(a),
         Command::Status(a) => cmd_status(a),
+        Command::Pending(a) => crate::approvals::cli::pending(a),
+        Command::Approve(a) => crate::approvals::cli::approve(a),
+        Command::Reject(a) => crate::approvals::cli::reject(a),
+        Command::Explain(a) => crate::approvals::cli::explain(a),
         Command::Pause(a) => {
             let mut c = open(&a.state)?;
             if c.pause(&who())? {
@@ -170,7 +182,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Who is acting, for the journal.
-fn who() -> String {
+pub(crate) fn who() -> String {
     format!(
         "operator (uid {}, pid {})",
         nix::unistd::Uid::current(),
@@ -412,6 +424,11 @@ mod tests {
             vec!["kpo", "status"],
             vec!["kpo", "pause"],
             vec!["kpo", "resume", "net.core.somaxconn"],
+            vec!["kpo", "pending", "--json"],
+            vec!["kpo", "approve", "ap-3", "--json"],
+            vec!["kpo", "reject", "3", "--reason", "not now", "--json"],
+            vec!["kpo", "explain", "net.core.somaxconn", "--limit", "3", "--json"],
+            vec!["kpo", "run", "--recommend-only"],
             vec!["kpo", "run"],
         ] {
             let mut full = args.clone();

@@ -77,6 +77,8 @@ pub enum ControlError {
     Change(#[from] ChangeError),
     #[error(transparent)]
     Api(#[from] crate::api::client::ApiError),
+    #[error(transparent)]
+    Approval(#[from] crate::approvals::ApprovalError),
 }
 
 /// What an operator can ask of KPO.

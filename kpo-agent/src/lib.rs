@@ -9,6 +9,7 @@
 //! - [`guard`]: watches the windows after a change; reverts and quarantines on regression.
 //! - [`policy`], [`journal`], [`change`]: the one change path (policy decision, write-ahead
 //!   journal, apply and read-back); [`control`]: operator requests over it.
+//! - [`approvals`]: merging advice, pending approvals and the recommendation history.
 //! - [`api`]: the local control socket serving [`control`] requests to the CLI.
 //! - [`output`]: the NDJSON event stream.
 //! - [`run`]: the run loop, which only wires the stages above in that order (`kpo run`);
@@ -19,6 +20,7 @@
 pub mod actuate;
 pub mod advise;
 pub mod api;
+pub mod approvals;
 pub mod change;
 pub mod cli;
 pub mod collect;

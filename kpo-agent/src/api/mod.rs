@@ -1,5 +1,5 @@
 //! The local control API: the running agent serves the operator's requests (apply, revert,
-//! journal, status, pause, resume) on a Unix socket, so that the CLI goes through the agent's own
+//! journal, status, pause, resume, and the approvals: pending, approve, reject, explain) on a Unix socket, so that the CLI goes through the agent's own
 //! change path instead of competing with it for the state directory.
 //!
 //! - The socket (default [`DEFAULT_SOCKET`]) is created mode 0600, owned by root; every
@@ -34,6 +34,11 @@ pub enum Request {
     Status,
     Pause { by: String },
     Resume { param: Option<String>, by: String },
+    /// Approvals (served by the agent's approval desk, [`crate::approvals::control`]).
+    Pending,
+    Approve { id: String, by: String },
+    Reject { id: String, by: String, reason: Option<String> },
+    Explain { param: String, limit: usize },
 }
 
 /// The reply line: exactly one of `ok` and `error`.
@@ -64,6 +69,12 @@ pub fn handle(control: &mut dyn Control, request: &Request) -> Reply {
         Request::Status => reply(control.status()),
         Request::Pause { by } => reply(control.pause(by)),
         Request::Resume { param, by } => reply(control.resume(param.as_deref(), by)),
+        Request::Pending
+        | Request::Approve { .. }
+        | Request::Reject { .. }
+        | Request::Explain { .. } => {
+            Reply::Error("approvals are served by the agent's approval desk, not here".into())
+        }
     }
 }
 

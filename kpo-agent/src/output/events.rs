@@ -52,6 +52,12 @@ pub enum Event {
     /// Advice from an advisor (rules, LLM, optimizer): a parameter and value, or a change the
     /// application must make; what the policy made of a value is in the `change` events.
     Recommendation(Box<crate::advise::recommendation::Recommendation>),
+    /// A recommendation set aside for a more conservative one for the same parameter and target.
+    RecommendationSetAside(crate::approvals::SetAsideEvent),
+    /// A change waits for an operator (`kpo approve ID`), or its advice was made again (refresh).
+    ApprovalRequired(crate::approvals::ApprovalEvent),
+    /// A pending approval ended: approved, rejected, expired, cleared or superseded.
+    ApprovalResolved(crate::approvals::ApprovalEvent),
     /// The guard's verdict on a change it watched: kept, or reverted with what regressed.
     Guard(crate::guard::Verdict),
     /// Someone else changed a parameter KPO manages: KPO stopped managing it there and keeps

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    deny::DenyList, Bound, GuardSettings, HealthSignal, MaxStep, Mode, NamespaceSel, Namespaces,
+    deny::DenyList, ApprovalSettings, Bound, GuardSettings, HealthSignal, MaxStep, Mode, NamespaceSel, Namespaces,
     OnExit, ParamRule, Policy, PolicyError, PolicyErrorClass, PolicyOrigin, Source,
 };
 use crate::actuate::param::canonical_sysctl;
@@ -17,6 +17,8 @@ use crate::actuate::param::canonical_sysctl;
 struct FileDoc {
     #[serde(default)]
     guard: Option<GuardFile>,
+    #[serde(default)]
+    approvals: Option<ApprovalsFile>,
     #[serde(default)]
     defaults: Option<Spanned<ParamFile>>,
     #[serde(default)]
@@ -30,6 +32,14 @@ struct GuardFile {
     signals: Option<Vec<HealthSignal>>,
     max_changes_per_hour: Option<Spanned<u32>>,
     quarantine: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalsFile {
+    expire_after: Option<Spanned<String>>,
+    clear_after_windows: Option<Spanned<u32>>,
+    webhook: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -227,6 +237,10 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
             guard.quarantine = duration(&ctx, &q, "guard.quarantine")?;
         }
     }
+    let approvals = match doc.approvals {
+        Some(a) => approval_settings(&ctx, a)?,
+        None => ApprovalSettings::default(),
+    };
     let deny = DenyList::new();
     let builtin = ParamRule::builtin_default();
     let defaults = match doc.defaults {
@@ -298,10 +312,57 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
     Ok(Policy {
         origin: PolicyOrigin::File(PathBuf::from(file)),
         guard,
+        approvals,
         defaults,
         params,
         deny,
     })
+}
+
+fn approval_settings(ctx: &Ctx<'_>, a: ApprovalsFile) -> Result<ApprovalSettings, PolicyError> {
+    let mut s = ApprovalSettings::default();
+    if let Some(e) = &a.expire_after {
+        s.expire_after = duration(ctx, e, "approvals.expire_after")?;
+        if s.expire_after.is_zero() {
+            return Err(ctx.err(
+                e.span(),
+                "approvals.expire_after".into(),
+                PolicyErrorClass::BadValue,
+                "must be longer than 0 (an approval nobody can approve in time is useless)".into(),
+            ));
+        }
+    }
+    if let Some(n) = a.clear_after_windows {
+        if *n.get_ref() == 0 {
+            return Err(ctx.err(
+                n.span(),
+                "approvals.clear_after_windows".into(),
+                PolicyErrorClass::BadValue,
+                "must be at least 1".into(),
+            ));
+        }
+        s.clear_after_windows = n.into_inner();
+    }
+    if let Some(w) = a.webhook {
+        let url = reqwest::Url::parse(w.get_ref()).map_err(|e| {
+            ctx.err(
+                w.span(),
+                "approvals.webhook".into(),
+                PolicyErrorClass::BadValue,
+                format!("{:?} is not a URL: {e}", w.get_ref()),
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ctx.err(
+                w.span(),
+                "approvals.webhook".into(),
+                PolicyErrorClass::BadValue,
+                format!("{:?}: only http:// and https:// URLs are posted to", w.get_ref()),
+            ));
+        }
+        s.webhook = Some(w.into_inner());
+    }
+    Ok(s)
 }
 
 fn duration(ctx: &Ctx<'_>, s: &Spanned<String>, key: &str) -> Result<Duration, PolicyError> {

@@ -138,6 +138,29 @@ impl Default for GuardSettings {
     }
 }
 
+/// The global `[approvals]` settings: how long a pending approval waits, when it is dropped because
+/// the situation cleared, and where it is announced (docs/approvals.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApprovalSettings {
+    /// A pending approval not approved, rejected or refreshed within this long expires.
+    pub expire_after: Duration,
+    /// A pending approval its advisor has not recommended again for this many consecutive windows
+    /// is cleared: the situation that caused it is over.
+    pub clear_after_windows: u32,
+    /// An `http://` or `https://` URL that receives a JSON POST for each approval (optional).
+    pub webhook: Option<String>,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        Self {
+            expire_after: Duration::from_secs(3600),
+            clear_after_windows: 30,
+            webhook: None,
+        }
+    }
+}
+
 /// A lower or upper bound: one integer for every element, or one per element.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
@@ -343,6 +366,7 @@ impl fmt::Display for PolicyOrigin {
 pub struct Policy {
     pub origin: PolicyOrigin,
     pub guard: GuardSettings,
+    pub approvals: ApprovalSettings,
     /// `[defaults]`, for parameters no entry names.
     pub defaults: ParamRule,
     /// `[params.*]` in file order.
@@ -355,6 +379,7 @@ impl fmt::Debug for Policy {
         f.debug_struct("Policy")
             .field("origin", &self.origin)
             .field("guard", &self.guard)
+            .field("approvals", &self.approvals)
             .field("defaults", &self.defaults)
             .field("params", &self.params)
             .finish()
@@ -402,6 +427,7 @@ impl Policy {
         Self {
             origin: PolicyOrigin::BuiltIn,
             guard: GuardSettings::default(),
+            approvals: ApprovalSettings::default(),
             defaults: ParamRule::builtin_default(),
             params: Vec::new(),
             deny: deny::DenyList::new(),
@@ -428,6 +454,16 @@ impl Policy {
     /// Parses policy text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, PolicyError> {
         file::parse(text, file)
+    }
+
+    /// `kpo run --recommend-only`: every parameter in mode auto is treated as recommend, so nothing
+    /// is applied without an operator's approval. Observe stays observe: this never loosens.
+    pub fn force_recommend(&mut self) {
+        for rule in std::iter::once(&mut self.defaults).chain(self.params.iter_mut()) {
+            if rule.mode == Mode::Auto {
+                rule.mode = Mode::Recommend;
+            }
+        }
     }
 
     pub fn deny_list(&self) -> &deny::DenyList {

@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// The /proc to read (a pod sees the host's /proc where it is mounted).
     #[arg(long, value_name = "PATH")]
     pub proc_root: Option<PathBuf>,
+    /// Treat every parameter as mode recommend whatever the policy says: nothing is applied
+    /// automatically; what the policy would apply waits for `kpo approve` (observe stays observe).
+    #[arg(long)]
+    pub recommend_only: bool,
     /// Policy, state directory and control socket.
     #[command(flatten)]
     pub state: crate::cli::StateArgs,

@@ -20,6 +20,11 @@ use crate::{
         recommendation::Recommendation,
         rules::accept_queue::{AcceptQueueConfig, AcceptQueueRule, NetnsSysctls, SOMAXCONN},
     },
+    approvals::{
+        control::{AtDesk, ApprovalControl},
+        webhook::Webhook,
+        Desk,
+    },
     api::{
         handle, reply,
         server::{Incoming, Server},
@@ -49,6 +54,8 @@ pub struct Deciding {
     /// Health of the last closed window: the baseline of a change made now.
     last_health: Health,
     accept_queue: AcceptQueueRule,
+    /// Merging, pending approvals and the recommendation history (crate::approvals).
+    approvals: Desk,
     windows: u64,
     /// The agent's own network namespace: its keys are the host's.
     host_netns: u64,
@@ -58,8 +65,16 @@ impl Deciding {
     /// Loads the policy, takes the state directory (journal, lock), reconciles changes a crash
     /// interrupted, and binds the control socket. Errors name what failed; the agent does not
     /// start without its journal, since it could not then change anything safely.
-    pub fn open(state: &StateArgs) -> anyhow::Result<(Deciding, Vec<Event>)> {
-        let policy = Policy::load(state.policy.as_deref())?;
+    /// With `recommend_only`, every parameter the policy has in auto is treated as recommend.
+    pub fn open(state: &StateArgs, recommend_only: bool) -> anyhow::Result<(Deciding, Vec<Event>)> {
+        let mut policy = Policy::load(state.policy.as_deref())?;
+        if recommend_only {
+            policy.force_recommend();
+            warn!(
+                "--recommend-only: every parameter is treated as mode recommend whatever the policy \
+                 says; nothing is applied without an operator's approval (kpo pending)"
+            );
+        }
         let dir = state.state_dir();
         std::fs::create_dir_all(&dir).map_err(|e| {
             anyhow::anyhow!("cannot create the state directory {}: {e}", dir.display())
@@ -77,6 +92,16 @@ impl Deciding {
         for r in &reconciled {
             info!("journal reconciled: {}", r.describe());
         }
+        let mut approvals = Desk::open(&path.journal, path.policy.approvals.clone(), recommend_only)?;
+        for w in approvals.store().warnings() {
+            warn!("approvals: {w}");
+        }
+        if let Some(url) = path.policy.approvals.webhook.clone() {
+            match Webhook::spawn(url) {
+                Ok(w) => approvals.set_webhook(w),
+                Err(e) => warn!("approval webhook off: {e}"),
+            }
+        }
         let socket = state
             .socket
             .clone()
@@ -90,6 +115,7 @@ impl Deciding {
             _server: server,
             last_health: Health::default(),
             accept_queue: AcceptQueueRule::new(AcceptQueueConfig::default()),
+            approvals,
             windows: 0,
             host_netns: std::fs::metadata("/proc/self/ns/net")
                 .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
@@ -114,10 +140,27 @@ impl Deciding {
                 }
                 reply(result)
             }
-            other => handle(&mut self.path, other),
+            Request::Approve { id, by } => {
+                let result = self.at_desk().approve(id, by);
+                if let Ok(o) = &result {
+                    self.watch_if_applied(&o.report, &o.report.address, &o.report.after);
+                }
+                reply(result)
+            }
+            other => match crate::approvals::control::handle(&mut self.at_desk(), other) {
+                Some(reply) => reply,
+                None => handle(&mut self.path, other),
+            },
         };
         let _ = incoming.answer.send(reply);
         self.take_events()
+    }
+
+    fn at_desk(&mut self) -> AtDesk<'_> {
+        AtDesk {
+            path: &mut self.path,
+            desk: &mut self.approvals,
+        }
     }
 
     /// The guard watches each applied change against the last window's health.
@@ -161,6 +204,8 @@ impl Deciding {
         }
         self.last_health = health;
         events.extend(self.advise(window));
+        self.approvals.on_window(&self.path);
+        events.extend(self.take_events());
         events
     }
 
@@ -176,35 +221,27 @@ impl Deciding {
         self.consider(recommendations)
     }
 
-    /// Every advisor's recommendations end here: each is reported, and one that asks for a kernel
-    /// change goes to the change path as a proposal of its advisor's source, where the policy
-    /// decides (apply, wait for approval, record only, refuse). A recommendation its advisor did
-    /// not allow to auto-apply is not proposed: the advisor can only make a change more cautious.
+    /// Every advisor's recommendations end here (crate::approvals::desk): conflicting ones for
+    /// one parameter and target are merged to the most conservative; each is reported, and one
+    /// that asks for a kernel change goes to the change path as a proposal of its advisor's
+    /// source, where the policy decides (apply, wait for approval, record only, refuse). One its
+    /// advisor did not allow to auto-apply is held for approval: the advisor can only make a
+    /// change more cautious. What needs approval becomes a pending approval.
     pub fn consider(&mut self, recommendations: Vec<Recommendation>) -> Vec<Event> {
-        let mut events = Vec::new();
-        for rec in recommendations {
-            events.push(Event::Recommendation(Box::new(rec.clone())));
-            if let Some(value) = rec.recommended_value.clone() {
-                if rec.can_auto_apply {
-                    self.propose(&rec, value);
-                }
-                events.extend(self.take_events());
-            }
-        }
-        events
-    }
-
-    fn propose(&mut self, rec: &Recommendation, value: Value) {
-        let proposal = Proposal {
-            address: rec.parameter.clone(),
-            value: value.clone(),
-            source: Source::from(rec.source),
-            reason: rec.reason.clone(),
+        let sink = self.pending.clone();
+        let mut drain = move || -> Vec<Event> {
+            std::mem::take(&mut *sink.lock().expect("event buffer"))
+                .into_iter()
+                .map(Event::from)
+                .collect()
         };
-        match self.path.propose(&proposal) {
-            Ok(report) => self.watch_if_applied(&report, &proposal.address, &value),
-            Err(e) => warn!("{}: proposing {}: {e}", rec.source, proposal.address),
+        let considered = self
+            .approvals
+            .consider(&mut self.path, recommendations, &mut drain);
+        for report in &considered.applied {
+            self.watch_if_applied(report, &report.address, &report.after);
         }
+        considered.events
     }
 
     /// somaxconn of every namespace with a listener in the window, and its value before KPO.
@@ -322,9 +359,11 @@ impl Deciding {
     }
 
     fn take_events(&mut self) -> Vec<Event> {
-        std::mem::take(&mut *self.pending.lock().expect("event buffer"))
+        let mut events: Vec<Event> = std::mem::take(&mut *self.pending.lock().expect("event buffer"))
             .into_iter()
             .map(Event::from)
-            .collect()
+            .collect();
+        events.extend(self.approvals.take_events());
+        events
     }
 }

@@ -58,7 +58,7 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let outcome = runtime.block_on(run(config, &args.state, &mut sink));
+    let outcome = runtime.block_on(run(config, &args.state, args.recommend_only, &mut sink));
     drop(runtime);
     // Bounded: a writer stuck on a stalled reader is abandoned, and what it could not write is
     // counted on stderr.
@@ -84,6 +84,7 @@ fn init_logging() {
 pub async fn run(
     config: Config,
     state: &crate::cli::StateArgs,
+    recommend_only: bool,
     sink: &mut EventSink,
 ) -> anyhow::Result<&'static str> {
     // Handlers first: a signal during start-up still ends in a clean detach and a `stop` event.
@@ -93,7 +94,7 @@ pub async fn run(
     report_duty(&config, &duty);
 
     // The deciding half first: without its journal and socket the agent must not start.
-    let (mut deciding, reconciled) = Deciding::open(state)?;
+    let (mut deciding, reconciled) = Deciding::open(state, recommend_only)?;
 
     // Sensors.
     let mut sensors = Sensors::load(&sensor_options(&config));

@@ -1,0 +1,188 @@
+//! The CLI's approval commands: `kpo pending`, `kpo approve ID`, `kpo reject ID [--reason]`,
+//! `kpo explain PARAM`. Each goes to the running agent through its socket, or opens the state
+//! directory itself when no agent answers.
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::Args;
+
+use super::{
+    control::{ApprovalControl, Offline},
+    ApprovalItem, ApprovalState, Done, Explained,
+};
+use crate::{
+    change::ChangeStatus,
+    cli::{who, StateArgs},
+    journal::format_ms,
+};
+
+#[derive(Debug, Args)]
+pub struct PendingArgs {
+    /// JSON (an array of approvals) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The approval's id (`ap-3`, or `3`), as `kpo pending` lists it.
+    pub id: String,
+    /// JSON (the approval and the change report) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RejectArgs {
+    /// The approval's id (`ap-3`, or `3`).
+    pub id: String,
+    /// Why, recorded with the rejection.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// JSON (the approval) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// A parameter name (every target: net.core.somaxconn) or address (one target:
+    /// net.core.somaxconn@netns:4026532281).
+    pub param: String,
+    /// How many of the latest recommendations to show.
+    #[arg(long, default_value_t = 10)]
+    pub limit: usize,
+    /// JSON (an array, newest first) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// The running agent through its socket, or the state directory under its lock.
+fn open(state: &StateArgs) -> anyhow::Result<Box<dyn ApprovalControl>> {
+    let socket = state
+        .socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::api::DEFAULT_SOCKET));
+    if let Some(agent) = crate::api::client::SocketControl::connect(&socket)? {
+        return Ok(Box::new(agent));
+    }
+    Ok(Box::new(Offline::open(
+        state.policy.as_deref(),
+        &state.state_dir(),
+    )?))
+}
+
+fn change(item: &ApprovalItem) -> String {
+    let before = item
+        .current_value
+        .as_ref()
+        .map(|v| format!("{v} -> "))
+        .unwrap_or_default();
+    format!("{} {before}{}", item.parameter, item.value)
+}
+
+pub fn pending(a: PendingArgs) -> anyhow::Result<ExitCode> {
+    let items = open(&a.state)?.pending()?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if items.is_empty() {
+        println!("no approval pending");
+    }
+    for i in &items {
+        println!(
+            "{}  {}  (advised by {}, held by {}, since {}, expires {})\n    {}",
+            i.id,
+            change(i),
+            i.source,
+            i.held_by,
+            format_ms(i.created_ms),
+            format_ms(i.expires_ms),
+            i.reason
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn approve(a: ApproveArgs) -> anyhow::Result<ExitCode> {
+    let outcome = open(&a.state)?.approve(&a.id, &who())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        println!("{}", outcome.report.describe());
+        println!("{}: {}", outcome.approval.id, outcome.approval.state.describe());
+    }
+    Ok(match outcome.report.status {
+        ChangeStatus::Applied | ChangeStatus::Unchanged => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    })
+}
+
+pub fn reject(a: RejectArgs) -> anyhow::Result<ExitCode> {
+    let item = open(&a.state)?.reject(&a.id, &who(), a.reason.as_deref())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&item)?);
+    } else {
+        println!("{}: {} ({})", item.id, item.state.describe(), change(&item));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What was done, in words: `applied (journal #7)`, `pending ap-3: rejected by ...`.
+fn done(e: &Explained) -> String {
+    let h = &e.entry;
+    let mut s = h.done.as_str().to_string();
+    if let Some(id) = h.journal_id {
+        s.push_str(&format!(" (journal #{id})"));
+    }
+    if let Some(a) = &e.approval {
+        s = match &a.state {
+            ApprovalState::Pending => format!("pending approval {}", a.id),
+            other => format!("approval {}: {}", a.id, other.describe()),
+        };
+    }
+    if let Some(d) = &h.detail {
+        if h.done != Done::Pending {
+            s.push_str(&format!(": {d}"));
+        }
+    }
+    s
+}
+
+pub fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let entries = open(&a.state)?.explain(&a.param, a.limit)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if entries.is_empty() {
+        println!("{}: no recommendation recorded", a.param);
+    }
+    for e in &entries {
+        let r = &e.entry.recommendation;
+        let value = match (&r.current_value, &r.recommended_value) {
+            (Some(c), Some(v)) => format!("{c} -> {v}"),
+            (None, Some(v)) => v.to_string(),
+            (_, None) => "application advice".into(),
+        };
+        println!(
+            "{}  {}  {}  {value}  (by {}, confidence {:.2}): {}\n    {}",
+            format_ms(e.entry.ts_ms),
+            r.id,
+            r.parameter,
+            r.source,
+            r.confidence,
+            done(e),
+            r.reason
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,485 @@
+//! The approval desk: what becomes of each recommendation after merging, the pending approvals
+//! (created, refreshed, superseded, expired, cleared, approved, rejected), and the history
+//! `kpo explain` reads. Every state change is durable ([`ApprovalStore`]) before it is reported.
+use std::collections::{BTreeMap, BTreeSet};
+
+use tracing::{info, warn};
+
+use super::{
+    merge::merge, normalize_id, store::ApprovalStore, webhook::Payload, webhook::Webhook,
+    ApprovalError, ApprovalEvent, ApprovalItem, ApprovalState, ApproveOutcome, Done, Explained,
+    HistoryEntry, SetAsideEvent,
+};
+use crate::{
+    actuate::param::{ParamAddress, Value},
+    advise::recommendation::Recommendation,
+    change::{ChangePath, ChangeReport, ChangeStatus},
+    control::ControlError,
+    journal::{format_ms, now_ms, target_key, Journal, JournalError},
+    output::events::Event,
+    policy::{ApprovalSettings, Proposal},
+};
+
+/// What considering a batch produced: the events in order, and the changes applied (for the
+/// guard to watch).
+#[derive(Debug, Default)]
+pub struct Considered {
+    pub events: Vec<Event>,
+    pub applied: Vec<ChangeReport>,
+}
+
+pub struct Desk {
+    store: ApprovalStore,
+    settings: ApprovalSettings,
+    /// `kpo run --recommend-only`: named as the reason an approval is held.
+    recommend_only: bool,
+    webhook: Option<Webhook>,
+    host: String,
+    /// Consecutive windows in which a pending approval's advice was not made again. In memory:
+    /// after a restart every pending approval starts again from 0.
+    unseen: BTreeMap<String, u32>,
+    /// Pending approvals whose advice was made since the last window closed.
+    seen: BTreeSet<String>,
+    /// Events not yet taken by the caller.
+    events: Vec<Event>,
+}
+
+impl std::fmt::Debug for Desk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Desk").field("store", &self.store).finish()
+    }
+}
+
+impl Desk {
+    /// Opens the store in the journal's state directory (under its lock).
+    pub fn open(
+        journal: &Journal,
+        settings: ApprovalSettings,
+        recommend_only: bool,
+    ) -> Result<Desk, JournalError> {
+        Ok(Desk {
+            store: ApprovalStore::open(journal)?,
+            settings,
+            recommend_only,
+            webhook: None,
+            host: crate::output::events::hostname(),
+            unseen: BTreeMap::new(),
+            seen: BTreeSet::new(),
+            events: Vec::new(),
+        })
+    }
+
+    /// Approvals required and resolved are posted here from now on.
+    pub fn set_webhook(&mut self, webhook: Webhook) {
+        self.webhook = Some(webhook);
+    }
+
+    pub fn store(&self) -> &ApprovalStore {
+        &self.store
+    }
+
+    /// Events produced since the last call (approvals resolved by a request or a window).
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// One batch of recommendations: merged (one per parameter and target), each reported, and
+    /// each that asks for a kernel change proposed to the change path as its advisor's source,
+    /// held for approval when its advisor did not allow applying it automatically. A proposal
+    /// that needs approval becomes a pending approval. `drain` takes the change path's events, so
+    /// that they follow the recommendation they belong to.
+    pub fn consider(
+        &mut self,
+        path: &mut ChangePath,
+        recommendations: Vec<Recommendation>,
+        drain: &mut dyn FnMut() -> Vec<Event>,
+    ) -> Considered {
+        let mut out = Considered::default();
+        for merged in merge(recommendations) {
+            let rec = merged.kept;
+            out.events.push(Event::Recommendation(Box::new(rec.clone())));
+            for (lost, why) in merged.set_aside {
+                out.events
+                    .push(Event::Recommendation(Box::new(lost.clone())));
+                out.events
+                    .push(Event::RecommendationSetAside(SetAsideEvent {
+                        id: lost.id.clone(),
+                        parameter: lost.parameter.clone(),
+                        recommended_value: lost.recommended_value.clone(),
+                        source: lost.source,
+                        can_auto_apply: lost.can_auto_apply,
+                        kept_id: rec.id.clone(),
+                        kept_value: rec.recommended_value.clone(),
+                        kept_source: rec.source,
+                        why: why.clone(),
+                    }));
+                self.remember(HistoryEntry {
+                    ts_ms: now_ms(),
+                    recommendation: lost,
+                    done: Done::SetAside,
+                    journal_id: None,
+                    approval_id: None,
+                    detail: Some(why),
+                });
+            }
+            let mut entry = HistoryEntry {
+                ts_ms: now_ms(),
+                recommendation: rec.clone(),
+                done: Done::Advice,
+                journal_id: None,
+                approval_id: None,
+                detail: None,
+            };
+            if let Some(value) = rec.recommended_value.clone() {
+                self.mark_seen(&rec.parameter, &value);
+                self.propose(path, &rec, value, &mut entry, &mut out);
+                out.events.extend(drain());
+                out.events.extend(self.take_events());
+            }
+            self.remember(entry);
+        }
+        out
+    }
+
+    fn propose(
+        &mut self,
+        path: &mut ChangePath,
+        rec: &Recommendation,
+        value: Value,
+        entry: &mut HistoryEntry,
+        out: &mut Considered,
+    ) {
+        let proposal = Proposal {
+            address: rec.parameter.clone(),
+            value: value.clone(),
+            source: rec.source.into(),
+            reason: rec.reason.clone(),
+        };
+        let result = if rec.can_auto_apply {
+            path.propose(&proposal)
+        } else {
+            path.propose_held(&proposal)
+        };
+        let report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("{}: proposing {}: {e}", rec.source, proposal.address);
+                entry.done = Done::Failed;
+                entry.detail = Some(e.to_string());
+                return;
+            }
+        };
+        entry.done = Done::from_status(report.status);
+        entry.journal_id = report.journal_id;
+        entry.detail = report
+            .refusal
+            .as_ref()
+            .map(|r| r.to_string())
+            .or(report.detail.clone());
+        match report.status {
+            ChangeStatus::NeedsApproval if report.before.as_ref() == Some(&value) => {
+                entry.done = Done::Unchanged;
+                entry.detail = Some("the kernel already has this value".into());
+            }
+            ChangeStatus::NeedsApproval => match self.require(rec, &value, report.before.clone()) {
+                Ok(id) => entry.approval_id = Some(id),
+                Err(e) => {
+                    warn!("approvals: {}: {e}", rec.parameter);
+                    entry.done = Done::Failed;
+                    entry.detail = Some(format!("the approval could not be stored: {e}"));
+                }
+            },
+            ChangeStatus::Applied => out.applied.push(report),
+            _ => {}
+        }
+    }
+
+    /// The history entry, durable; a store that cannot be written costs the entry, with a warning.
+    fn remember(&mut self, entry: HistoryEntry) {
+        if let Err(e) = self.store.record(entry) {
+            warn!("approvals: recording a recommendation: {e}");
+        }
+    }
+
+    /// The advice behind pending approvals for this parameter, target and value was made again.
+    fn mark_seen(&mut self, parameter: &ParamAddress, value: &Value) {
+        let key = target_key(parameter);
+        let ids: Vec<String> = self
+            .store
+            .pending()
+            .filter(|i| i.key == key && &i.value == value)
+            .map(|i| i.id.clone())
+            .collect();
+        for id in ids {
+            self.unseen.remove(&id);
+            self.seen.insert(id);
+        }
+    }
+
+    /// A pending approval for this recommendation: the one already pending for the same
+    /// parameter, target and value is refreshed (its reason, current value and expiry renewed);
+    /// one pending for another value is superseded; otherwise a new one is created.
+    fn require(
+        &mut self,
+        rec: &Recommendation,
+        value: &Value,
+        current: Option<Value>,
+    ) -> Result<String, JournalError> {
+        let now = now_ms();
+        let key = target_key(&rec.parameter);
+        let expires_ms = now.saturating_add(self.settings.expire_after.as_millis() as u64);
+        let open: Vec<ApprovalItem> = self
+            .store
+            .pending()
+            .filter(|i| i.key == key)
+            .cloned()
+            .collect();
+        if let Some(mut same) = open.iter().find(|i| &i.value == value).cloned() {
+            same.current_value = current.or(same.current_value);
+            same.reason = rec.reason.clone();
+            same.recommendation_id = rec.id.clone();
+            same.confidence = rec.confidence;
+            same.window = rec.window.clone();
+            same.updated_ms = now;
+            same.expires_ms = expires_ms;
+            same.refreshed += 1;
+            self.store.put(same.clone())?;
+            let id = same.id.clone();
+            self.events.push(Event::ApprovalRequired(ApprovalEvent {
+                approval: same,
+                refresh: Some(true),
+            }));
+            return Ok(id);
+        }
+        let id = self.store.new_id();
+        for other in open {
+            self.resolve(other, ApprovalState::Superseded { by_id: id.clone() })?;
+        }
+        let held_by = if !rec.can_auto_apply {
+            "advisor"
+        } else if self.recommend_only {
+            "recommend_only"
+        } else {
+            "policy"
+        };
+        let item = ApprovalItem {
+            id: id.clone(),
+            parameter: rec.parameter.clone(),
+            key,
+            value: value.clone(),
+            current_value: current.or(rec.current_value.clone()),
+            source: rec.source,
+            recommendation_id: rec.id.clone(),
+            reason: rec.reason.clone(),
+            confidence: rec.confidence,
+            window: rec.window.clone(),
+            held_by: held_by.into(),
+            created_ms: now,
+            updated_ms: now,
+            expires_ms,
+            refreshed: 0,
+            resolved_ms: None,
+            state: ApprovalState::Pending,
+        };
+        self.store.put(item.clone())?;
+        self.seen.insert(id.clone());
+        info!(
+            "approval {id} required: {} = {} ({}); kpo approve {id}",
+            item.parameter, item.value, item.reason
+        );
+        self.notify("approval_required", &item);
+        self.events.push(Event::ApprovalRequired(ApprovalEvent {
+            approval: item,
+            refresh: Some(false),
+        }));
+        Ok(id)
+    }
+
+    /// Records a pending approval's end, durably, and announces it.
+    fn resolve(
+        &mut self,
+        mut item: ApprovalItem,
+        state: ApprovalState,
+    ) -> Result<ApprovalItem, JournalError> {
+        item.state = state;
+        item.resolved_ms = Some(now_ms());
+        self.store.put(item.clone())?;
+        self.unseen.remove(&item.id);
+        self.seen.remove(&item.id);
+        info!("approval {}: {}", item.id, item.state.describe());
+        self.notify("approval_resolved", &item);
+        self.events.push(Event::ApprovalResolved(ApprovalEvent {
+            approval: item.clone(),
+            refresh: None,
+        }));
+        Ok(item)
+    }
+
+    fn notify(&self, event: &'static str, item: &ApprovalItem) {
+        if let Some(w) = &self.webhook {
+            w.notify(Payload::new(event, &self.host, item));
+        }
+    }
+
+    /// A window closed: pending approvals past their time expire; those whose value the kernel
+    /// already has, or whose advice was not made again for `clear_after_windows` consecutive
+    /// windows, are cleared.
+    pub fn on_window(&mut self, path: &ChangePath) {
+        let now = now_ms();
+        let pending: Vec<ApprovalItem> = self.store.pending().cloned().collect();
+        let seen = std::mem::take(&mut self.seen);
+        for item in pending {
+            let state = if now >= item.expires_ms {
+                Some(ApprovalState::Expired)
+            } else if path.read(&item.parameter).as_ref() == Ok(&item.value) {
+                Some(ApprovalState::Cleared {
+                    why: format!("the kernel already has {}", item.value),
+                })
+            } else if seen.contains(&item.id) {
+                None
+            } else {
+                let n = self.unseen.entry(item.id.clone()).or_insert(0);
+                *n += 1;
+                (*n >= self.settings.clear_after_windows).then(|| ApprovalState::Cleared {
+                    why: format!(
+                        "{} has not recommended it for {n} consecutive windows",
+                        item.source
+                    ),
+                })
+            };
+            if let Some(state) = state {
+                if let Err(e) = self.resolve(item, state) {
+                    warn!("approvals: {e}");
+                }
+            }
+        }
+    }
+
+    /// Expires what is past its time (a CLI or request may come between windows).
+    fn expire_due(&mut self) -> Result<(), JournalError> {
+        let now = now_ms();
+        let due: Vec<ApprovalItem> = self
+            .store
+            .pending()
+            .filter(|i| now >= i.expires_ms)
+            .cloned()
+            .collect();
+        for item in due {
+            self.resolve(item, ApprovalState::Expired)?;
+        }
+        Ok(())
+    }
+
+    /// Pending approvals, oldest first.
+    pub fn pending(&mut self) -> Result<Vec<ApprovalItem>, ControlError> {
+        self.expire_due()?;
+        Ok(self.store.pending().cloned().collect())
+    }
+
+    /// The item, if it can still be approved or rejected.
+    fn still_pending(&mut self, id: &str) -> Result<ApprovalItem, ControlError> {
+        self.expire_due()?;
+        let item = self
+            .store
+            .item(id)
+            .cloned()
+            .ok_or_else(|| ApprovalError::NoSuch(id.to_string()))?;
+        match &item.state {
+            ApprovalState::Pending => Ok(item),
+            ApprovalState::Expired => Err(ApprovalError::Expired {
+                id: item.id.clone(),
+                at: format_ms(item.resolved_ms.unwrap_or(item.expires_ms)),
+            }
+            .into()),
+            other => Err(ApprovalError::NotPending {
+                id: item.id.clone(),
+                state: other.describe(),
+            }
+            .into()),
+        }
+    }
+
+    /// An operator approves: the change goes through the change path as the advisor's proposal,
+    /// approved (mode recommend applies; every other check of the policy still holds). Applied,
+    /// or found in place, it is resolved as approved; refused or failed, it stays pending and the
+    /// report says why.
+    pub fn approve(
+        &mut self,
+        path: &mut ChangePath,
+        id: &str,
+        by: &str,
+    ) -> Result<ApproveOutcome, ControlError> {
+        let id = normalize_id(id);
+        let item = self.still_pending(&id)?;
+        let proposal = Proposal {
+            address: item.parameter.clone(),
+            value: item.value.clone(),
+            source: item.source.into(),
+            reason: format!("approved by {by} ({id}): {}", item.reason),
+        };
+        let report = path.propose_approved(&proposal)?;
+        let approval = match report.status {
+            ChangeStatus::Applied | ChangeStatus::Unchanged => self.resolve(
+                item,
+                ApprovalState::Approved {
+                    by: by.to_string(),
+                    journal_id: report.journal_id,
+                    status: report.status,
+                },
+            )?,
+            _ => item,
+        };
+        Ok(ApproveOutcome { approval, report })
+    }
+
+    /// An operator rejects: recorded, never applied.
+    pub fn reject(
+        &mut self,
+        id: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<ApprovalItem, ControlError> {
+        let id = normalize_id(id);
+        let item = self.still_pending(&id)?;
+        Ok(self.resolve(
+            item,
+            ApprovalState::Rejected {
+                by: by.to_string(),
+                reason: reason.map(str::to_string),
+            },
+        )?)
+    }
+
+    /// The latest recommendations for a parameter, newest first: a name (every target) or an
+    /// address (one target), with where their approvals stand now.
+    pub fn explain(&self, param: &str, limit: usize) -> Vec<Explained> {
+        let param = param.trim();
+        let key = param
+            .parse::<ParamAddress>()
+            .ok()
+            .filter(|_| param.contains('@'))
+            .map(|a| target_key(&a));
+        self.store
+            .history()
+            .rev()
+            .filter(|h| {
+                let p = &h.recommendation.parameter;
+                p.policy_name() == param
+                    || p.to_string() == param
+                    || key.as_ref().is_some_and(|k| *k == target_key(p))
+            })
+            .take(limit)
+            .map(|h| Explained {
+                entry: h.clone(),
+                approval: h
+                    .approval_id
+                    .as_ref()
+                    .and_then(|id| self.store.item(id))
+                    .cloned(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,326 @@
+//! The desk over a change path and an in-memory kernel.
+use std::time::Duration;
+
+use super::*;
+use crate::{
+    advise::recommendation::{Source, WindowRef},
+    approvals::ApprovalError,
+    change::tests::{kernel, FakeActuators},
+    journal::Holder,
+    policy::Policy,
+};
+
+const NS: &str = "net.core.somaxconn@netns:4026539999";
+
+fn policy(mode: &str) -> Policy {
+    Policy::parse(
+        &format!(
+            r#"
+[params."net.core.somaxconn"]
+mode = "{mode}"
+min = 16
+max = 65535
+max_step = "1000%"
+"#
+        ),
+        "test.toml",
+    )
+    .unwrap()
+}
+
+fn settings() -> ApprovalSettings {
+    ApprovalSettings {
+        expire_after: Duration::from_secs(3600),
+        clear_after_windows: 2,
+        webhook: None,
+    }
+}
+
+struct Setup {
+    path: ChangePath,
+    desk: Desk,
+    k: FakeActuators,
+}
+
+fn open(
+    dir: &std::path::Path,
+    policy: Policy,
+    settings: ApprovalSettings,
+    recommend_only: bool,
+) -> Setup {
+    let k = kernel(&[(NS, Value::Int(16))]);
+    let journal = Journal::open(dir, Holder::Agent, Duration::ZERO).unwrap();
+    let desk = Desk::open(&journal, settings, recommend_only).unwrap();
+    let path = ChangePath::new(policy, journal, Box::new(k.clone()));
+    Setup { path, desk, k }
+}
+
+fn setup(dir: &std::path::Path, mode: &str) -> Setup {
+    open(dir, policy(mode), settings(), false)
+}
+
+fn rec(source: Source, value: i64, auto: bool) -> Recommendation {
+    let parameter: ParamAddress = NS.parse().unwrap();
+    Recommendation {
+        id: Recommendation::make_id(source, 1, &parameter, Some(&Value::Int(value))),
+        parameter,
+        current_value: Some(Value::Int(16)),
+        recommended_value: Some(Value::Int(value)),
+        can_auto_apply: auto,
+        reason: format!("listener dropped 24; raise to {value}"),
+        confidence: 0.9,
+        source,
+        window: WindowRef {
+            index: 1,
+            end: "2026-01-01T00:00:00Z".into(),
+        },
+        application: None,
+    }
+}
+
+fn kinds(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap()["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+impl Setup {
+    /// Considers a batch; the change path's own events are not collected here.
+    fn consider(&mut self, recs: Vec<Recommendation>) -> Considered {
+        self.desk.consider(&mut self.path, recs, &mut Vec::new)
+    }
+    fn value(&self) -> Value {
+        self.k.0.lock().unwrap().values[NS].clone()
+    }
+}
+
+#[test]
+fn mode_recommend_makes_one_pending_approval_refreshed_then_superseded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    let out = s.consider(vec![rec(Source::Rules, 32, false)]);
+    assert_eq!(kinds(&out.events), ["recommendation", "approval_required"]);
+    let pending = s.desk.pending().unwrap();
+    assert_eq!(pending.len(), 1);
+    let first = pending[0].clone();
+    assert_eq!(first.id, "ap-1");
+    assert_eq!(first.value, Value::Int(32));
+    assert_eq!(first.current_value, Some(Value::Int(16)));
+    assert_eq!(first.held_by, "advisor");
+    assert_eq!(s.value(), Value::Int(16), "nothing applied");
+
+    // The same advice again: the same approval, refreshed.
+    let out = s.consider(vec![rec(Source::Rules, 32, false)]);
+    let v = serde_json::to_value(&out.events[1]).unwrap();
+    assert_eq!(v["kind"], "approval_required");
+    assert_eq!(v["refresh"], true);
+    assert_eq!(v["id"], "ap-1");
+    let pending = s.desk.pending().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].refreshed, 1);
+    assert!(pending[0].expires_ms >= first.expires_ms);
+
+    // Another value for the same target: the older one is superseded.
+    let out = s.consider(vec![rec(Source::Rules, 64, false)]);
+    assert_eq!(
+        kinds(&out.events),
+        ["recommendation", "approval_resolved", "approval_required"]
+    );
+    let pending = s.desk.pending().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].id, "ap-2");
+    assert_eq!(
+        s.desk.store().item("ap-1").unwrap().state,
+        ApprovalState::Superseded {
+            by_id: "ap-2".into()
+        }
+    );
+}
+
+#[test]
+fn approving_applies_through_the_change_path_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, true)]);
+    let item = s.desk.pending().unwrap().remove(0);
+    assert_eq!(item.held_by, "policy");
+    let out = s.desk.approve(&mut s.path, "1", "op").unwrap();
+    assert_eq!(out.report.status, ChangeStatus::Applied);
+    assert_eq!(s.value(), Value::Int(32));
+    let id = out.report.journal_id.expect("journaled");
+    assert_eq!(
+        out.approval.state,
+        ApprovalState::Approved {
+            by: "op".into(),
+            journal_id: Some(id),
+            status: ChangeStatus::Applied
+        }
+    );
+    let intent = s.path.journal.intent(id).unwrap();
+    assert_eq!(
+        intent.source,
+        crate::policy::Source::Rules,
+        "proposed as the advisor"
+    );
+    assert!(
+        intent.reason.starts_with("approved by op (ap-1): "),
+        "{}",
+        intent.reason
+    );
+    let again = s.desk.approve(&mut s.path, "ap-1", "op").unwrap_err();
+    assert!(
+        matches!(again, ControlError::Approval(ApprovalError::NotPending { .. })),
+        "{again}"
+    );
+    assert!(s.desk.pending().unwrap().is_empty());
+    let err = s.desk.approve(&mut s.path, "ap-9", "op").unwrap_err();
+    assert!(err.to_string().contains("no approval ap-9"), "{err}");
+}
+
+#[test]
+fn an_expired_approval_cannot_be_approved() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings();
+    settings.expire_after = Duration::ZERO; // expires the moment it is made
+    let mut s = open(dir.path(), policy("recommend"), settings, false);
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let err = s.desk.approve(&mut s.path, "ap-1", "op").unwrap_err();
+    assert!(
+        matches!(err, ControlError::Approval(ApprovalError::Expired { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("can no longer be approved"), "{err}");
+    assert_eq!(s.value(), Value::Int(16));
+    let events = s.desk.take_events();
+    let v = serde_json::to_value(&events[0]).unwrap();
+    assert_eq!(v["kind"], "approval_resolved");
+    assert_eq!(v["state"], "expired");
+    // Rejecting it is refused the same way.
+    assert!(s.desk.reject("ap-1", "op", None).is_err());
+}
+
+#[test]
+fn an_approval_clears_when_its_advice_stops_or_the_kernel_has_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    s.desk.on_window(&s.path); // made in this window: not counted
+    s.desk.on_window(&s.path);
+    assert_eq!(s.desk.pending().unwrap().len(), 1, "one window without it");
+    s.desk.on_window(&s.path);
+    assert!(s.desk.pending().unwrap().is_empty());
+    match &s.desk.store().item("ap-1").unwrap().state {
+        ApprovalState::Cleared { why } => {
+            assert_eq!(why, "rules has not recommended it for 2 consecutive windows")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Advice made again each window keeps it; the kernel reaching the value clears it.
+    s.consider(vec![rec(Source::Rules, 48, false)]);
+    for _ in 0..3 {
+        s.desk.on_window(&s.path);
+        s.consider(vec![rec(Source::Rules, 48, false)]);
+    }
+    assert_eq!(s.desk.pending().unwrap().len(), 1);
+    s.k.0.lock().unwrap().values.insert(NS.into(), Value::Int(48));
+    s.desk.on_window(&s.path);
+    assert!(s.desk.pending().unwrap().is_empty());
+    assert_eq!(
+        s.desk.store().item("ap-2").unwrap().state,
+        ApprovalState::Cleared {
+            why: "the kernel already has 48".into()
+        }
+    );
+}
+
+#[test]
+fn pending_approvals_survive_reopening_and_reject_is_recorded_for_explain() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = setup(dir.path(), "recommend");
+        s.consider(vec![rec(Source::Rules, 32, false)]);
+    }
+    let mut s = setup(dir.path(), "recommend");
+    let pending = s.desk.pending().unwrap();
+    assert_eq!(pending.len(), 1);
+    let item = s
+        .desk
+        .reject(&pending[0].id, "op", Some("not in business hours"))
+        .unwrap();
+    assert_eq!(
+        item.state,
+        ApprovalState::Rejected {
+            by: "op".into(),
+            reason: Some("not in business hours".into())
+        }
+    );
+    drop(s);
+    let s = setup(dir.path(), "recommend");
+    let explained = s.desk.explain("net.core.somaxconn", 10);
+    assert_eq!(explained.len(), 1);
+    assert_eq!(explained[0].entry.done, Done::Pending);
+    assert_eq!(explained[0].entry.approval_id.as_deref(), Some("ap-1"));
+    assert_eq!(
+        explained[0].approval.as_ref().unwrap().state.name(),
+        "rejected"
+    );
+    assert_eq!(s.desk.explain(NS, 10).len(), 1, "by address");
+    assert!(s.desk.explain("net.core.somaxconn@netns:1", 10).is_empty());
+    assert!(s.desk.explain("net.core.netdev_budget", 10).is_empty());
+}
+
+#[test]
+fn auto_applies_and_conflicts_are_merged_with_the_loser_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "auto");
+    let out = s.consider(vec![rec(Source::Llm, 1024, true), rec(Source::Rules, 32, true)]);
+    assert_eq!(
+        kinds(&out.events),
+        ["recommendation", "recommendation", "recommendation_set_aside"]
+    );
+    let aside = serde_json::to_value(&out.events[2]).unwrap();
+    assert_eq!(aside["recommended_value"], 1024);
+    assert_eq!(aside["kept_value"], 32);
+    assert_eq!(aside["source"], "llm");
+    assert_eq!(out.applied.len(), 1);
+    assert_eq!(s.value(), Value::Int(32));
+    let explained = s.desk.explain("net.core.somaxconn", 10);
+    let done: Vec<_> = explained.iter().map(|e| e.entry.done).collect();
+    assert_eq!(done, [Done::Applied, Done::SetAside], "newest first");
+    assert_eq!(explained[0].entry.journal_id, out.applied[0].journal_id);
+}
+
+#[test]
+fn recommend_only_holds_what_the_policy_would_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = policy("auto");
+    p.force_recommend();
+    let mut s = open(dir.path(), p, settings(), true);
+    let out = s.consider(vec![rec(Source::Rules, 32, true)]);
+    assert!(out.applied.is_empty());
+    assert_eq!(s.value(), Value::Int(16));
+    let pending = s.desk.pending().unwrap();
+    assert_eq!(pending[0].held_by, "recommend_only");
+    // An operator's approval still applies it.
+    let approved = s.desk.approve(&mut s.path, "ap-1", "op").unwrap();
+    assert_eq!(approved.report.status, ChangeStatus::Applied);
+    assert_eq!(s.value(), Value::Int(32));
+}
+
+#[test]
+fn refused_or_observed_advice_does_not_wait_for_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "observe");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    assert!(s.desk.pending().unwrap().is_empty());
+    assert_eq!(s.desk.explain(NS, 1)[0].entry.done, Done::RecordOnly);
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut s2 = setup(dir2.path(), "recommend");
+    s2.consider(vec![rec(Source::Rules, 100_000, false)]); // above max
+    assert!(s2.desk.pending().unwrap().is_empty());
+    let e = &s2.desk.explain(NS, 1)[0];
+    assert_eq!(e.entry.done, Done::Refused);
+    assert!(e.entry.detail.as_deref().unwrap().contains("out of bounds"));
+}

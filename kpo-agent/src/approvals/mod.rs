@@ -1,0 +1,258 @@
+//! Merging advice and waiting for people: the stage between the advisors and the change path.
+//!
+//! - [`merge`]: conflicting recommendations for one parameter at one target in one batch are
+//!   reduced to the most conservative; the others are set aside, with why.
+//! - [`desk`]: a recommendation that may not be applied automatically (its advisor said so, or the
+//!   policy's mode is recommend) becomes a pending approval; the desk refreshes, expires and
+//!   clears them, and approves (through [`crate::change::ChangePath::propose_approved`]) or
+//!   rejects them for an operator. It also keeps the recommendation history `kpo explain` reads.
+//! - [`store`]: pending approvals and the history, persisted in the state directory (append-only
+//!   checksummed lines, fsynced; written only under the state directory's lock).
+//! - [`webhook`]: the optional JSON POST for each approval, off the agent's loop.
+//! - [`control`]: `kpo pending`, `approve`, `reject`, `explain` through the socket or offline.
+//!
+//! docs/approvals.md describes the behaviour for operators.
+pub mod cli;
+pub mod control;
+pub mod desk;
+pub mod merge;
+pub mod store;
+pub mod webhook;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    actuate::param::{ParamAddress, Value},
+    advise::recommendation::{Recommendation, Source, WindowRef},
+    change::ChangeStatus,
+};
+
+pub use desk::Desk;
+
+/// One approval: what would change, why, and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalItem {
+    /// `ap-N`, never reused in a state directory.
+    pub id: String,
+    /// The parameter and its target, as the advisor addressed it.
+    pub parameter: ParamAddress,
+    /// The journal's key of that target (a namespace path resolved to its inode).
+    pub key: String,
+    /// The value that would be applied.
+    pub value: Value,
+    /// The kernel's value when the advice was last made.
+    pub current_value: Option<Value>,
+    /// The advisor; an approved change is proposed as this source.
+    pub source: Source,
+    /// The latest recommendation behind it (the same parameter, target and value).
+    pub recommendation_id: String,
+    pub reason: String,
+    pub confidence: f64,
+    /// The window of the latest recommendation.
+    pub window: WindowRef,
+    /// `advisor` (it did not allow applying automatically) or `policy` (mode recommend).
+    pub held_by: String,
+    pub created_ms: u64,
+    /// When the advice was last made again (the item refreshed).
+    pub updated_ms: u64,
+    /// After this it can no longer be approved.
+    pub expires_ms: u64,
+    /// How many times the advice was made again while pending.
+    pub refreshed: u32,
+    #[serde(default)]
+    pub resolved_ms: Option<u64>,
+    #[serde(flatten)]
+    pub state: ApprovalState,
+}
+
+/// Where an approval stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ApprovalState {
+    /// Waiting for an operator.
+    Pending,
+    /// An operator approved it and the change path applied it (or found it in place).
+    Approved {
+        by: String,
+        journal_id: Option<u64>,
+        status: ChangeStatus,
+    },
+    /// An operator rejected it.
+    Rejected { by: String, reason: Option<String> },
+    /// Nobody approved it within `[approvals] expire_after`.
+    Expired,
+    /// The situation that caused it is over (the kernel has the value, or the advisor stopped
+    /// recommending it).
+    Cleared { why: String },
+    /// Newer advice for the same parameter and target asked for another value.
+    Superseded { by_id: String },
+}
+
+impl ApprovalState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved { .. } => "approved",
+            ApprovalState::Rejected { .. } => "rejected",
+            ApprovalState::Expired => "expired",
+            ApprovalState::Cleared { .. } => "cleared",
+            ApprovalState::Superseded { .. } => "superseded",
+        }
+    }
+
+    /// One phrase for people: `approved by X (journal #7)`, `cleared: ...`.
+    pub fn describe(&self) -> String {
+        match self {
+            ApprovalState::Pending => "pending".into(),
+            ApprovalState::Approved {
+                by,
+                journal_id,
+                status,
+            } => format!(
+                "approved by {by}{}{}",
+                journal_id.map(|i| format!(" (journal #{i})")).unwrap_or_default(),
+                if *status == ChangeStatus::Unchanged {
+                    ", the kernel already had the value"
+                } else {
+                    ""
+                }
+            ),
+            ApprovalState::Rejected { by, reason } => format!(
+                "rejected by {by}{}",
+                reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+            ),
+            ApprovalState::Expired => "expired: nobody approved it in time".into(),
+            ApprovalState::Cleared { why } => format!("cleared: {why}"),
+            ApprovalState::Superseded { by_id } => format!("superseded by {by_id}"),
+        }
+    }
+}
+
+/// What was done with one recommendation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Done {
+    /// Applied through the change path (journal id).
+    Applied,
+    /// The kernel already had the value.
+    Unchanged,
+    /// Became (or refreshed) a pending approval (approval id).
+    Pending,
+    /// Mode observe: recorded only.
+    RecordOnly,
+    /// The policy refused it.
+    Refused,
+    /// The kernel did not take it, or it could not be read or journaled.
+    Failed,
+    /// A more conservative recommendation for the same parameter won.
+    SetAside,
+    /// Advice for the application; nothing for KPO to change.
+    Advice,
+}
+
+impl Done {
+    pub fn from_status(s: ChangeStatus) -> Done {
+        match s {
+            ChangeStatus::Applied => Done::Applied,
+            ChangeStatus::Unchanged => Done::Unchanged,
+            ChangeStatus::NeedsApproval => Done::Pending,
+            ChangeStatus::RecordOnly => Done::RecordOnly,
+            ChangeStatus::Refused => Done::Refused,
+            ChangeStatus::Failed
+            | ChangeStatus::Reverted
+            | ChangeStatus::Skipped => Done::Failed,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Done::Applied => "applied",
+            Done::Unchanged => "unchanged",
+            Done::Pending => "pending",
+            Done::RecordOnly => "record_only",
+            Done::Refused => "refused",
+            Done::Failed => "failed",
+            Done::SetAside => "set_aside",
+            Done::Advice => "advice",
+        }
+    }
+}
+
+/// One recommendation in the history `kpo explain` reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub ts_ms: u64,
+    pub recommendation: Recommendation,
+    pub done: Done,
+    #[serde(default)]
+    pub journal_id: Option<u64>,
+    #[serde(default)]
+    pub approval_id: Option<String>,
+    /// The refusal, the error, or the recommendation that won over it.
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// `kpo explain`: a history entry and, when it became an approval, where that stands now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Explained {
+    #[serde(flatten)]
+    pub entry: HistoryEntry,
+    pub approval: Option<ApprovalItem>,
+}
+
+/// `kpo approve`: the approval as it stands after, and the change path's report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApproveOutcome {
+    pub approval: ApprovalItem,
+    pub report: crate::change::ChangeReport,
+}
+
+/// Why an approval request cannot be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("no approval {0} (kpo pending lists them)")]
+    NoSuch(String),
+    #[error("{id} can no longer be approved or rejected: {state}")]
+    NotPending { id: String, state: String },
+    #[error("{id} expired at {at}: nobody approved it within [approvals] expire_after; it can no longer be approved")]
+    Expired { id: String, at: String },
+}
+
+/// `ap-7` from `ap-7` or `7`.
+pub fn normalize_id(id: &str) -> String {
+    let id = id.trim();
+    if id.chars().all(|c| c.is_ascii_digit()) && !id.is_empty() {
+        format!("ap-{id}")
+    } else {
+        id.to_string()
+    }
+}
+
+/// The event an approval's changes produce: `approval_required` when it is created or refreshed,
+/// `approval_resolved` when it is approved, rejected, expired, cleared or superseded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApprovalEvent {
+    #[serde(flatten)]
+    pub approval: ApprovalItem,
+    /// For `approval_required`: true when an item already pending was refreshed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<bool>,
+}
+
+/// `recommendation_set_aside`: a recommendation that lost to a more conservative one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SetAsideEvent {
+    /// The recommendation set aside, and its advisor.
+    pub id: String,
+    pub parameter: ParamAddress,
+    pub recommended_value: Option<Value>,
+    pub source: Source,
+    pub can_auto_apply: bool,
+    /// The recommendation that won.
+    pub kept_id: String,
+    pub kept_value: Option<Value>,
+    pub kept_source: Source,
+    /// Why the kept one is more conservative.
+    pub why: String,
+}

@@ -1,0 +1,418 @@
+//! Pending approvals and the recommendation history, in the state directory as `approvals.log`:
+//! the journal's format (one `CRC32 JSON` line per record, each appended with fdatasync; a torn or
+//! damaged line dropped with a warning, the damaged file kept aside, docs/journal.md) with its own
+//! records. An approval is stored whole each time it changes; the last copy wins on load.
+//!
+//! One writer: the store is opened from an open [`Journal`], whose lock on the state directory
+//! its holder keeps for as long as it keeps the store. The file is bounded: past
+//! [`MAX_RECORDS`] lines it is compacted (rewritten to a temporary file, fsynced, renamed over,
+//! directory fsynced) to every pending approval, the latest resolved ones and the latest history.
+use std::{
+    collections::{BTreeMap, VecDeque},
+    fs::{self, File, OpenOptions},
+    io::{self, Write},
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{ApprovalItem, ApprovalState, HistoryEntry};
+use crate::journal::{now_ms, store::sync_dir, Journal, JournalError};
+
+pub const APPROVALS_FILE: &str = "approvals.log";
+/// Lines before the file is compacted.
+pub const MAX_RECORDS: usize = 4096;
+/// History entries kept (in memory and by compaction).
+pub const HISTORY_KEPT: usize = 1024;
+/// Resolved approvals kept by compaction (pending ones are always kept).
+pub const RESOLVED_KEPT: usize = 256;
+
+/// One line of `approvals.log`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    /// An approval as it stands now (created, refreshed or resolved).
+    Approval(Box<ApprovalItem>),
+    /// What was done with one recommendation.
+    History(Box<HistoryEntry>),
+}
+
+fn encode(record: &Record) -> Vec<u8> {
+    let json = serde_json::to_string(record).expect("records serialise");
+    format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes())).into_bytes()
+}
+
+fn decode(line: &[u8]) -> Result<Record, String> {
+    let text = std::str::from_utf8(line).map_err(|_| "not UTF-8".to_string())?;
+    let (crc, json) = text.split_once(' ').ok_or("no checksum")?;
+    let crc = u32::from_str_radix(crc, 16).map_err(|_| "bad checksum field".to_string())?;
+    if crc != crc32fast::hash(json.as_bytes()) {
+        return Err("checksum mismatch".into());
+    }
+    serde_json::from_str(json).map_err(|e| format!("unreadable record: {e}"))
+}
+
+/// The approvals and history, open for appending.
+pub struct ApprovalStore {
+    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    /// Lines in the file now.
+    lines: usize,
+    /// Lines past which the file is compacted ([`MAX_RECORDS`]).
+    limit: usize,
+    items: BTreeMap<u64, ApprovalItem>,
+    history: VecDeque<HistoryEntry>,
+    next_id: u64,
+    warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for ApprovalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApprovalStore")
+            .field("path", &self.path)
+            .field("items", &self.items.len())
+            .finish()
+    }
+}
+
+fn number(id: &str) -> Option<u64> {
+    id.strip_prefix("ap-")?.parse().ok()
+}
+
+impl ApprovalStore {
+    /// Opens (creating) the store in the journal's state directory. The journal's lock is the
+    /// store's: keep the journal open as long as the store.
+    pub fn open(journal: &Journal) -> Result<Self, JournalError> {
+        Self::open_in(journal.dir())
+    }
+
+    fn open_in(dir: &Path) -> Result<Self, JournalError> {
+        let path = dir.join(APPROVALS_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(JournalError::io(&path, e)),
+        };
+        let (records, mut warnings) = read_lines(&path, &bytes);
+        let damaged = !warnings.is_empty();
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| JournalError::io(&path, e))?;
+        if !existed {
+            file.sync_all().map_err(|e| JournalError::io(&path, e))?;
+            sync_dir(dir).map_err(|e| JournalError::io(dir, e))?;
+        }
+        let mut store = ApprovalStore {
+            dir: dir.to_path_buf(),
+            path: path.clone(),
+            file,
+            lines: records.len(),
+            limit: MAX_RECORDS,
+            items: BTreeMap::new(),
+            history: VecDeque::new(),
+            next_id: 1,
+            warnings: Vec::new(),
+        };
+        for r in records {
+            store.fold(r);
+        }
+        if damaged {
+            let saved = dir.join(format!("{APPROVALS_FILE}.corrupt-{}", now_ms()));
+            fs::write(&saved, &bytes).map_err(|e| JournalError::io(&saved, e))?;
+            store.compact()?;
+            warnings.push(format!(
+                "{}: kept the intact records; the damaged file is kept as {}",
+                path.display(),
+                saved.display()
+            ));
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+        } else if store.lines > store.limit {
+            store.compact()?;
+        }
+        store.warnings = warnings;
+        Ok(store)
+    }
+
+    /// What recovery found on open (empty for a clean file).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    fn fold(&mut self, r: Record) {
+        match r {
+            Record::Approval(item) => {
+                if let Some(n) = number(&item.id) {
+                    self.next_id = self.next_id.max(n + 1);
+                    self.items.insert(n, *item);
+                }
+            }
+            Record::History(h) => {
+                self.history.push_back(*h);
+                while self.history.len() > HISTORY_KEPT {
+                    self.history.pop_front();
+                }
+            }
+        }
+    }
+
+    fn append(&mut self, r: Record) -> Result<(), JournalError> {
+        self.file
+            .write_all(&encode(&r))
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| JournalError::io(&self.path, e))?;
+        self.lines += 1;
+        self.fold(r);
+        if self.lines > self.limit {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// A fresh id, `ap-N`.
+    pub fn new_id(&mut self) -> String {
+        let id = format!("ap-{}", self.next_id);
+        self.next_id += 1;
+        id
+    }
+
+    /// Makes an approval's new state durable.
+    pub fn put(&mut self, item: ApprovalItem) -> Result<(), JournalError> {
+        self.append(Record::Approval(Box::new(item)))
+    }
+
+    /// Makes a history entry durable.
+    pub fn record(&mut self, entry: HistoryEntry) -> Result<(), JournalError> {
+        self.append(Record::History(Box::new(entry)))
+    }
+
+    pub fn item(&self, id: &str) -> Option<&ApprovalItem> {
+        self.items.get(&number(id)?)
+    }
+
+    /// Every approval kept, oldest first.
+    pub fn items(&self) -> impl Iterator<Item = &ApprovalItem> {
+        self.items.values()
+    }
+
+    pub fn pending(&self) -> impl Iterator<Item = &ApprovalItem> {
+        self.items
+            .values()
+            .filter(|i| i.state == ApprovalState::Pending)
+    }
+
+    /// The history, oldest first.
+    pub fn history(&self) -> impl DoubleEndedIterator<Item = &HistoryEntry> {
+        self.history.iter()
+    }
+
+    /// Rewrites the file with what is kept: pending approvals, the latest resolved ones, the
+    /// latest history. Atomic: a crash leaves the old file or the new one.
+    fn compact(&mut self) -> Result<(), JournalError> {
+        let resolved: Vec<u64> = self
+            .items
+            .iter()
+            .filter(|(_, i)| i.state != ApprovalState::Pending)
+            .map(|(n, _)| *n)
+            .collect();
+        let drop = resolved.len().saturating_sub(RESOLVED_KEPT);
+        for n in &resolved[..drop] {
+            self.items.remove(n);
+        }
+        let tmp = self.dir.join(format!("{APPROVALS_FILE}.tmp"));
+        let mut lines = 0;
+        {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| JournalError::io(&tmp, e))?;
+            let items = self.items.values().cloned().map(|i| Record::Approval(Box::new(i)));
+            let history = self.history.iter().cloned().map(|h| Record::History(Box::new(h)));
+            for r in items.chain(history) {
+                f.write_all(&encode(&r))
+                    .map_err(|e| JournalError::io(&tmp, e))?;
+                lines += 1;
+            }
+            f.sync_all().map_err(|e| JournalError::io(&tmp, e))?;
+        }
+        fs::rename(&tmp, &self.path).map_err(|e| JournalError::io(&self.path, e))?;
+        sync_dir(&self.dir).map_err(|e| JournalError::io(&self.dir, e))?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| JournalError::io(&self.path, e))?;
+        self.lines = lines;
+        Ok(())
+    }
+}
+
+/// Every intact record, and a warning per torn or damaged line.
+fn read_lines(path: &Path, bytes: &[u8]) -> (Vec<Record>, Vec<String>) {
+    let mut records = Vec::new();
+    let mut warnings = Vec::new();
+    let mut start = 0;
+    let mut line_no = 0;
+    while start < bytes.len() {
+        line_no += 1;
+        let (line, next, complete) = match bytes[start..].iter().position(|&b| b == b'\n') {
+            Some(i) => (&bytes[start..start + i], start + i + 1, true),
+            None => (&bytes[start..], bytes.len(), false),
+        };
+        if !complete {
+            warnings.push(format!(
+                "{}: line {line_no} is a torn record ({} bytes without an end; a crash mid-write); dropped",
+                path.display(),
+                line.len()
+            ));
+        } else if !line.is_empty() {
+            match decode(line) {
+                Ok(r) => records.push(r),
+                Err(why) => warnings.push(format!(
+                    "{}: line {line_no} is damaged ({why}); dropped",
+                    path.display()
+                )),
+            }
+        }
+        start = next;
+    }
+    (records, warnings)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::{
+        actuate::param::Value,
+        advise::recommendation::{Source, WindowRef},
+    };
+
+    pub(crate) fn item(id: &str, value: i64) -> ApprovalItem {
+        ApprovalItem {
+            id: id.into(),
+            parameter: "net.core.somaxconn@netns:4026531999".parse().unwrap(),
+            key: "net.core.somaxconn@netns:4026531999".into(),
+            value: Value::Int(value),
+            current_value: Some(Value::Int(16)),
+            source: Source::Rules,
+            recommendation_id: "rules-1-00000000".into(),
+            reason: "test".into(),
+            confidence: 0.9,
+            window: WindowRef {
+                index: 1,
+                end: "2026-01-01T00:00:00Z".into(),
+            },
+            held_by: "policy".into(),
+            created_ms: 1,
+            updated_ms: 1,
+            expires_ms: u64::MAX,
+            refreshed: 0,
+            resolved_ms: None,
+            state: ApprovalState::Pending,
+        }
+    }
+
+    #[test]
+    fn approvals_survive_reopening_and_the_last_copy_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = ApprovalStore::open_in(dir.path()).unwrap();
+            let a = s.new_id();
+            let b = s.new_id();
+            assert_eq!((a.as_str(), b.as_str()), ("ap-1", "ap-2"));
+            s.put(item(&a, 32)).unwrap();
+            s.put(item(&b, 64)).unwrap();
+            let mut done = item(&a, 32);
+            done.state = ApprovalState::Rejected {
+                by: "op".into(),
+                reason: Some("not now".into()),
+            };
+            s.put(done).unwrap();
+        }
+        let mut s = ApprovalStore::open_in(dir.path()).unwrap();
+        assert!(s.warnings().is_empty());
+        assert_eq!(s.pending().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["ap-2"]);
+        assert_eq!(s.item("ap-1").unwrap().state.name(), "rejected");
+        assert_eq!(s.new_id(), "ap-3", "ids are never reused");
+    }
+
+    #[test]
+    fn a_torn_tail_is_dropped_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = ApprovalStore::open_in(dir.path()).unwrap();
+            let id = s.new_id();
+            s.put(item(&id, 32)).unwrap();
+        }
+        // A crash mid-append: half a line, no newline.
+        let path = dir.path().join(APPROVALS_FILE);
+        let line = encode(&Record::Approval(Box::new(item("ap-2", 64))));
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&line[..line.len() / 2]).unwrap();
+        drop(f);
+        let mut s = ApprovalStore::open_in(dir.path()).unwrap();
+        assert_eq!(s.pending().count(), 1);
+        assert!(s.item("ap-2").is_none());
+        assert!(s.warnings()[0].contains("torn record"), "{:?}", s.warnings());
+        assert!(fs::read_dir(dir.path())
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().contains(".corrupt-")));
+        // The file was rewritten whole: the next append starts on its own line.
+        let id = s.new_id();
+        assert_eq!(id, "ap-2");
+        s.put(item(&id, 128)).unwrap();
+        drop(s);
+        let s = ApprovalStore::open_in(dir.path()).unwrap();
+        assert!(s.warnings().is_empty(), "{:?}", s.warnings());
+        assert_eq!(s.pending().count(), 2);
+    }
+
+    #[test]
+    fn a_damaged_line_in_the_middle_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(APPROVALS_FILE);
+        let mut bytes = encode(&Record::Approval(Box::new(item("ap-1", 32))));
+        let mut bad = encode(&Record::Approval(Box::new(item("ap-2", 64))));
+        bad[12] ^= 0x01; // a flipped bit inside the JSON
+        bytes.extend(bad);
+        bytes.extend(encode(&Record::Approval(Box::new(item("ap-3", 128)))));
+        fs::write(&path, bytes).unwrap();
+        let s = ApprovalStore::open_in(dir.path()).unwrap();
+        let ids: Vec<_> = s.pending().map(|i| i.id.clone()).collect();
+        assert_eq!(ids, ["ap-1", "ap-3"]);
+        assert!(s.warnings()[0].contains("line 2 is damaged"), "{:?}", s.warnings());
+    }
+
+    #[test]
+    fn the_file_is_compacted_and_keeps_every_pending_approval() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ApprovalStore::open_in(dir.path()).unwrap();
+        s.limit = 300;
+        let keep = s.new_id();
+        s.put(item(&keep, 32)).unwrap();
+        for _ in 0..400 {
+            let id = s.new_id();
+            let mut i = item(&id, 64);
+            i.state = ApprovalState::Expired;
+            s.put(i).unwrap();
+        }
+        assert!(s.lines <= 300, "{} lines", s.lines);
+        let on_disk = fs::read(dir.path().join(APPROVALS_FILE)).unwrap();
+        assert_eq!(on_disk.iter().filter(|&&b| b == b'\n').count(), s.lines);
+        drop(s);
+        let s = ApprovalStore::open_in(dir.path()).unwrap();
+        assert_eq!(s.pending().map(|i| i.id.clone()).collect::<Vec<_>>(), [keep]);
+        let kept = s.items().count();
+        assert!((RESOLVED_KEPT + 1..=300).contains(&kept), "{kept}");
+        assert_eq!(s.item("ap-401").unwrap().state, ApprovalState::Expired, "the latest are kept");
+    }
+}

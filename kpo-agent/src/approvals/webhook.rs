@@ -1,0 +1,175 @@
+//! The optional approval webhook (`[approvals] webhook = "http://..."`): a JSON POST for each
+//! approval required or resolved, with a Slack-compatible `text` and the structured item.
+//!
+//! Never blocks the agent: notifications go into a bounded queue ([`QUEUE`]) drained by a task of
+//! its own; when the queue is full the notification is dropped and logged. Each POST is retried
+//! with exponential backoff ([`ATTEMPTS`] tries, from [`FIRST_BACKOFF`] doubling up to
+//! [`MAX_BACKOFF`]) on a connection error, a timeout or a status other than 2xx; every failure is
+//! logged with the URL and the approval id.
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::ApprovalItem;
+
+/// Notifications waiting to be posted.
+pub const QUEUE: usize = 64;
+/// Tries per notification.
+pub const ATTEMPTS: u32 = 8;
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// One POST's time limit, connection included.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The body of one POST.
+#[derive(Debug, Clone, Serialize)]
+pub struct Payload {
+    /// One line for people (Slack and compatible receivers show it as the message).
+    pub text: String,
+    pub kpo: Structured,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Structured {
+    /// `approval_required` or `approval_resolved`, as in the event stream.
+    pub event: &'static str,
+    pub host: String,
+    pub approval: ApprovalItem,
+}
+
+impl Payload {
+    pub fn new(event: &'static str, host: &str, item: &ApprovalItem) -> Payload {
+        let current = item
+            .current_value
+            .as_ref()
+            .map(|v| format!("{v} -> "))
+            .unwrap_or_default();
+        let text = if event == "approval_required" {
+            format!(
+                "KPO on {host}: approval {} required: {} {current}{} (advised by {}, confidence {:.2}). {} Approve with `kpo approve {}`, reject with `kpo reject {}`; expires {}.",
+                item.id,
+                item.parameter,
+                item.value,
+                item.source,
+                item.confidence,
+                item.reason,
+                item.id,
+                item.id,
+                crate::journal::format_ms(item.expires_ms),
+            )
+        } else {
+            format!(
+                "KPO on {host}: approval {} ({} {current}{}): {}",
+                item.id,
+                item.parameter,
+                item.value,
+                item.state.describe()
+            )
+        };
+        Payload {
+            text,
+            kpo: Structured {
+                event,
+                host: host.to_string(),
+                approval: item.clone(),
+            },
+        }
+    }
+}
+
+/// The webhook's queue; the task posting from it ends when this is dropped.
+pub struct Webhook {
+    tx: mpsc::Sender<Payload>,
+    url: String,
+}
+
+impl Webhook {
+    /// Starts the posting task on the current tokio runtime.
+    pub fn spawn(url: String) -> Result<Webhook, reqwest::Error> {
+        let client = reqwest::Client::builder().timeout(TIMEOUT).build()?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(deliver(client, url.clone(), rx));
+        info!(url = %url, "approval webhook on");
+        Ok(Webhook { tx, url })
+    }
+
+    /// Queues one notification; drops it (logged) when the queue is full.
+    pub fn notify(&self, payload: Payload) {
+        let id = payload.kpo.approval.id.clone();
+        if let Err(e) = self.tx.try_send(payload) {
+            warn!(
+                url = %self.url,
+                "approval webhook: {id} not sent: {}",
+                match e {
+                    mpsc::error::TrySendError::Full(_) =>
+                        format!("{QUEUE} notifications already wait (the receiver is down or slow)"),
+                    mpsc::error::TrySendError::Closed(_) => "the delivery task ended".into(),
+                }
+            );
+        }
+    }
+}
+
+async fn deliver(client: reqwest::Client, url: String, mut rx: mpsc::Receiver<Payload>) {
+    while let Some(payload) = rx.recv().await {
+        let id = &payload.kpo.approval.id;
+        let event = payload.kpo.event;
+        let mut backoff = FIRST_BACKOFF;
+        for attempt in 1..=ATTEMPTS {
+            let result = client.post(&url).json(&payload).send().await;
+            let failure = match result {
+                Ok(r) if r.status().is_success() => {
+                    info!(url = %url, "approval webhook: {event} {id} delivered (attempt {attempt})");
+                    None
+                }
+                Ok(r) => Some(format!("the receiver answered {}", r.status())),
+                Err(e) => Some(describe(&e)),
+            };
+            let Some(why) = failure else { break };
+            if attempt == ATTEMPTS {
+                warn!(url = %url, "approval webhook: {event} {id} failed (attempt {attempt} of {ATTEMPTS}): {why}; giving up");
+                break;
+            }
+            warn!(url = %url, "approval webhook: {event} {id} failed (attempt {attempt} of {ATTEMPTS}): {why}; retrying in {backoff:?}");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// reqwest's error with its causes (a bare "error sending request" says nothing).
+fn describe(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::approvals::{store::tests::item, ApprovalState};
+
+    #[test]
+    fn the_payload_has_a_slack_text_and_the_item() {
+        let p = Payload::new("approval_required", "web1", &item("ap-3", 32));
+        let v = serde_json::to_value(&p).unwrap();
+        let text = v["text"].as_str().unwrap();
+        assert!(text.starts_with("KPO on web1: approval ap-3 required: net.core.somaxconn@netns:4026531999 16 -> 32"), "{text}");
+        assert!(text.contains("kpo approve ap-3"), "{text}");
+        assert_eq!(v["kpo"]["event"], "approval_required");
+        assert_eq!(v["kpo"]["approval"]["id"], "ap-3");
+        assert_eq!(v["kpo"]["approval"]["state"], "pending");
+        assert_eq!(v["kpo"]["approval"]["value"], 32);
+        let mut done = item("ap-3", 32);
+        done.state = ApprovalState::Expired;
+        let p = Payload::new("approval_resolved", "web1", &done);
+        assert!(p.text.ends_with("expired: nobody approved it in time"), "{}", p.text);
+    }
+}
