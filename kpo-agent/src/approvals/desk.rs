@@ -445,7 +445,7 @@ impl Desk {
             item,
             ApprovalState::Rejected {
                 by: by.to_string(),
-                reason: reason.map(str::to_string),
+                why: reason.map(str::to_string),
             },
         )?)
     }

@@ -78,7 +78,7 @@ pub enum ApprovalState {
         status: ChangeStatus,
     },
     /// An operator rejected it.
-    Rejected { by: String, reason: Option<String> },
+    Rejected { by: String, why: Option<String> },
     /// Nobody approved it within `[approvals] expire_after`.
     Expired,
     /// The situation that caused it is over (the kernel has the value, or the advisor stopped
@@ -117,9 +117,9 @@ impl ApprovalState {
                     ""
                 }
             ),
-            ApprovalState::Rejected { by, reason } => format!(
+            ApprovalState::Rejected { by, why } => format!(
                 "rejected by {by}{}",
-                reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+                why.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
             ),
             ApprovalState::Expired => "expired: nobody approved it in time".into(),
             ApprovalState::Cleared { why } => format!("cleared: {why}"),

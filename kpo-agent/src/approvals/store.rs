@@ -334,7 +334,7 @@ pub(crate) mod tests {
             let mut done = item(&a, 32);
             done.state = ApprovalState::Rejected {
                 by: "op".into(),
-                reason: Some("not now".into()),
+                why: Some("not now".into()),
             };
             s.put(done).unwrap();
         }

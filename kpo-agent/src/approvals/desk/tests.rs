@@ -253,7 +253,7 @@ fn pending_approvals_survive_reopening_and_reject_is_recorded_for_explain() {
         item.state,
         ApprovalState::Rejected {
             by: "op".into(),
-            reason: Some("not in business hours".into())
+            why: Some("not in business hours".into())
         }
     );
     drop(s);
