@@ -4,6 +4,7 @@ mod accept_queue;
 mod actuate_sysctl;
 mod agent_binary;
 mod agent_decides;
+mod approvals;
 mod coalesce_ethtool;
 mod common;
 mod control_socket;
@@ -217,6 +218,16 @@ fn main() {
             "agent_decides::the_accept_queue_rule_raises_somaxconn_in_the_listeners_namespace",
             req(),
             agent_decides::the_accept_queue_rule_raises_somaxconn_in_the_listeners_namespace,
+        ),
+        trial(
+            "approvals::a_burst_makes_a_pending_approval_that_survives_a_restart_and_approve_applies",
+            req(),
+            approvals::a_burst_makes_a_pending_approval_that_survives_a_restart_and_approve_applies,
+        ),
+        trial(
+            "approvals::recommend_only_holds_an_auto_change_and_rejected_or_expired_ones_are_not_applied",
+            req(),
+            approvals::recommend_only_holds_an_auto_change_and_rejected_or_expired_ones_are_not_applied,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();

@@ -331,7 +331,7 @@ impl Desk {
         for item in pending {
             let state = if now >= item.expires_ms {
                 Some(ApprovalState::Expired)
-            } else if path.read(&item.parameter).as_ref() == Ok(&item.value) {
+            } else if path.read(&item.parameter).ok().as_ref() == Some(&item.value) {
                 Some(ApprovalState::Cleared {
                     why: format!("the kernel already has {}", item.value),
                 })

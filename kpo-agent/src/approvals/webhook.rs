@@ -117,8 +117,14 @@ async fn deliver(client: reqwest::Client, url: String, mut rx: mpsc::Receiver<Pa
         let id = &payload.kpo.approval.id;
         let event = payload.kpo.event;
         let mut backoff = FIRST_BACKOFF;
+        let body = serde_json::to_vec(&payload).expect("payloads serialise");
         for attempt in 1..=ATTEMPTS {
-            let result = client.post(&url).json(&payload).send().await;
+            let result = client
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send()
+                .await;
             let failure = match result {
                 Ok(r) if r.status().is_success() => {
                     info!(url = %url, "approval webhook: {event} {id} delivered (attempt {attempt})");

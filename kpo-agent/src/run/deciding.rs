@@ -36,7 +36,7 @@ use crate::{
     guard::{Guard, GuardConfig, Health, Verdict},
     journal::{Holder, Journal},
     output::{change_events::ChangePathEvent, events::Event},
-    policy::{OnExit, Policy, Proposal, Source},
+    policy::{OnExit, Policy, Source},
     sensors::sysctl_watch::SysctlWriteEvent,
     window::Window,
 };

@@ -1,0 +1,414 @@
+//! Approvals end to end: the accept-queue rule in a namespace the test makes, with the policy in
+//! recommend (or in auto under `kpo run --recommend-only`); a bounded burst makes a pending
+//! approval; `kpo pending`, `approve`, `reject`, `explain` through the socket and on the state
+//! directory; the webhook to a receiver on loopback that is down at first. The host's somaxconn
+//! never moves.
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use kpo_integration::Netns;
+use serde_json::Value;
+
+use crate::{
+    agent_binary::{kpo_binary, lines, schema},
+    common::wait_until,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn host_somaxconn() -> String {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap()
+}
+
+fn ns_somaxconn(ns: &Netns) -> i64 {
+    ns.exec(&["cat", "/proc/sys/net/core/somaxconn"])
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn state_args(dir: &Path) -> Vec<PathBuf> {
+    vec![
+        "--policy".into(),
+        dir.join("policy.toml"),
+        "--state-dir".into(),
+        dir.join("state"),
+        "--socket".into(),
+        dir.join("kpo.sock"),
+    ]
+}
+
+fn kpo_output(dir: &Path, args: &[&str]) -> Output {
+    Command::new(kpo_binary())
+        .args(args)
+        .args(state_args(dir))
+        .output()
+        .unwrap()
+}
+
+/// `kpo ...`, which must succeed; its standard output.
+fn kpo(dir: &Path, args: &[&str]) -> String {
+    let out = kpo_output(dir, args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kpo {args:?}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn pending(dir: &Path) -> Vec<Value> {
+    serde_json::from_str::<Vec<Value>>(&kpo(dir, &["pending", "--json"])).unwrap()
+}
+
+/// `kpo run` with a 100 ms tick and 500 ms windows; killed on drop.
+struct Agent {
+    child: std::process::Child,
+    stderr: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    fn start(dir: &Path, events: &Path, extra: &[&str]) -> Agent {
+        let stderr = dir.join(format!("stderr-{}.log", lines(events).len()));
+        let child = Command::new(kpo_binary())
+            .args(["run", "--tick", "100ms", "--window", "500ms", "--events"])
+            .arg(events)
+            .args(extra)
+            .args(state_args(dir))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let agent = Agent { child, stderr };
+        let started = lines(events).iter().filter(|e| e["kind"] == "sensors").count();
+        wait_until("the agent started", WAIT, || {
+            lines(events).iter().filter(|e| e["kind"] == "sensors").count() > started
+        });
+        agent
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn sigterm_and_wait(&mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+/// somaxconn 16 in a new namespace, a listener there asking for 1024 (capped at 16), and 40
+/// connections nobody accepts: the queue fills at 17 and the rest overflow. Keep the returned
+/// values alive while the queue must stay full.
+fn burst(ns: &Netns) -> (TcpListener, Vec<std::io::Result<TcpStream>>) {
+    ns.run(|| std::fs::write("/proc/sys/net/core/somaxconn", "16").unwrap());
+    let listener = ns.run(|| TcpListener::bind("127.0.0.1:0").unwrap());
+    assert_eq!(
+        unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 1024) },
+        0
+    );
+    let addr = listener.local_addr().unwrap();
+    let clients = ns.run(|| {
+        (0..40)
+            .map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(200)))
+            .collect()
+    });
+    (listener, clients)
+}
+
+/// A webhook receiver on loopback: answers 200 to each POST and keeps the JSON bodies.
+struct Receiver {
+    bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Receiver {
+    fn start(addr: SocketAddr) -> Receiver {
+        let listener = TcpListener::bind(addr).unwrap();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let keep = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                if let Some(body) = read_post(stream) {
+                    keep.lock().unwrap().push(body);
+                }
+            }
+        });
+        Receiver { bodies }
+    }
+
+    fn find(&self, event: &str, id: &str) -> Option<Value> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|b| b["kpo"]["event"] == event && b["kpo"]["approval"]["id"] == id)
+            .cloned()
+    }
+}
+
+/// One HTTP request: headers, a Content-Length body; answered 200 and closed.
+fn read_post(stream: TcpStream) -> Option<Value> {
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut length = 0usize;
+    let mut first = String::new();
+    reader.read_line(&mut first).ok()?;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    let mut stream = stream;
+    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert!(first.starts_with("POST "), "{first}");
+    serde_json::from_slice(&body).ok()
+}
+
+fn check_schema(events: &Path) {
+    let validator = schema();
+    for e in &lines(events) {
+        let errors: Vec<String> = validator.iter_errors(e).map(|x| x.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{e:#}");
+    }
+}
+
+pub fn a_burst_makes_a_pending_approval_that_survives_a_restart_and_approve_applies() {
+    let host_before = host_somaxconn();
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    // A port nobody listens on yet: the receiver is down when the approval is announced.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!(
+            r#"
+[approvals]
+webhook = "http://{port}/kpo"
+
+[params."net.core.somaxconn"]
+mode = "recommend"
+min = 16
+max = 65535
+max_step = "1000%"
+sources = ["rules", "operator"]
+"#
+        ),
+    )
+    .unwrap();
+    let events = dir.path().join("events.ndjson");
+    let mut agent = Agent::start(dir.path(), &events, &[]);
+    let (listener, clients) = burst(&ns);
+
+    wait_until("a pending approval", WAIT, || !pending(dir.path()).is_empty());
+    let items = pending(dir.path());
+    assert_eq!(items.len(), 1, "{items:#?}");
+    let item = &items[0];
+    let id = item["id"].as_str().unwrap().to_string();
+    assert_eq!(item["parameter"], format!("net.core.somaxconn@netns:{}", ns.inum()));
+    assert_eq!(item["current_value"], 16);
+    assert_eq!(item["value"], 32);
+    assert_eq!(item["state"], "pending");
+    assert_eq!(item["source"], "rules");
+    assert!(item["reason"].as_str().unwrap().contains("listen() again"), "{item}");
+    assert_eq!(ns_somaxconn(&ns), 16, "nothing applied before approval");
+    assert!(lines(&events)
+        .iter()
+        .any(|e| e["kind"] == "approval_required" && e["id"] == id.as_str()));
+
+    // The webhook receiver is down: the agent logs the failure, keeps going, and retries.
+    wait_until("a failed webhook attempt", WAIT, || {
+        agent.log().contains(&format!("approval_required {id} failed (attempt 1 of"))
+    });
+    let windows = || lines(&events).iter().filter(|e| e["kind"] == "window").count();
+    let windows_then = windows();
+    wait_until("windows while the receiver is down", WAIT, || {
+        windows() >= windows_then + 2
+    });
+    let receiver = Receiver::start(port);
+    wait_until("the webhook delivered after a retry", WAIT, || {
+        receiver.find("approval_required", &id).is_some()
+    });
+    let body = receiver.find("approval_required", &id).unwrap();
+    let text = body["text"].as_str().unwrap();
+    assert!(text.contains(&format!("approval {id} required")), "{text}");
+    assert!(text.contains(&format!("kpo approve {id}")), "{text}");
+    assert_eq!(body["kpo"]["approval"]["value"], 32);
+    wait_until("the delivery logged", WAIT, || agent.log().contains("delivered (attempt"));
+    assert!(
+        !agent.log().contains(&format!("approval_required {id} delivered (attempt 1)")),
+        "the first attempt cannot have reached a receiver that was down"
+    );
+
+    // Stopped: the approval is in the state directory, read by the CLI itself.
+    agent.sigterm_and_wait();
+    let offline = pending(dir.path());
+    assert_eq!(offline.len(), 1);
+    assert_eq!(offline[0]["id"], id.as_str());
+    // Started again: the agent serves it through its socket.
+    let mut agent = Agent::start(dir.path(), &events, &[]);
+    let again = pending(dir.path());
+    assert_eq!(again[0]["id"], id.as_str(), "{again:#?}");
+
+    let out = kpo(dir.path(), &["approve", &id, "--json"]);
+    let approved: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(approved["report"]["status"], "applied", "{approved:#}");
+    assert_eq!(approved["approval"]["state"], "approved");
+    let journal_id = approved["report"]["journal_id"].as_u64().unwrap();
+    assert_eq!(approved["approval"]["journal_id"], journal_id);
+    assert_eq!(ns_somaxconn(&ns), 32, "applied in the namespace");
+    let journal: Vec<Value> = kpo(dir.path(), &["journal", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let entry = journal.iter().find(|e| e["id"] == journal_id).unwrap();
+    assert_eq!(entry["source"], "rules");
+    assert_eq!(entry["status"], "applied");
+    assert_eq!(entry["after"], 32);
+    wait_until("the approval's end delivered", WAIT, || {
+        receiver.find("approval_resolved", &id).is_some()
+    });
+    assert!(pending(dir.path()).is_empty());
+    let out = kpo_output(dir.path(), &["approve", &id]);
+    assert!(!out.status.success(), "approved twice");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("can no longer be approved"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let explained: Vec<Value> =
+        serde_json::from_str(&kpo(dir.path(), &["explain", "net.core.somaxconn", "--json"]))
+            .unwrap();
+    let with_approval = explained
+        .iter()
+        .find(|e| e["approval_id"] == id.as_str())
+        .expect("the recommendation behind the approval");
+    assert_eq!(with_approval["done"], "pending");
+    assert_eq!(with_approval["approval"]["state"], "approved");
+    assert_eq!(with_approval["approval"]["journal_id"], journal_id);
+    agent.sigterm_and_wait();
+    assert_eq!(host_somaxconn(), host_before);
+    check_schema(&events);
+    drop((listener, clients));
+}
+
+pub fn recommend_only_holds_an_auto_change_and_rejected_or_expired_ones_are_not_applied() {
+    let host_before = host_somaxconn();
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        r#"
+[approvals]
+expire_after = "4s"
+
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 16
+max = 65535
+max_step = "1000%"
+sources = ["rules", "operator"]
+"#,
+    )
+    .unwrap();
+    let events = dir.path().join("events.ndjson");
+    let mut agent = Agent::start(dir.path(), &events, &["--recommend-only"]);
+    assert!(agent.log().contains("--recommend-only"), "{}", agent.log());
+    let (listener, clients) = burst(&ns);
+
+    wait_until("a pending approval", WAIT, || {
+        lines(&events).iter().any(|e| e["kind"] == "approval_required")
+    });
+    let all = lines(&events);
+    let first = all.iter().find(|e| e["kind"] == "approval_required").unwrap();
+    assert_eq!(first["held_by"], "recommend_only");
+    assert_eq!(first["value"], 32);
+    let id = first["id"].as_str().unwrap().to_string();
+    assert!(
+        !all.iter()
+            .any(|e| e["kind"] == "change" && e["phase"] == "applied"),
+        "nothing applied under --recommend-only"
+    );
+    let proposed = all
+        .iter()
+        .find(|e| e["kind"] == "change" && e["phase"] == "proposed")
+        .unwrap();
+    assert_eq!(proposed["decision"], "needs_approval");
+
+    // Rejected: recorded, not applied, and no longer approvable.
+    let rejected: Value =
+        serde_json::from_str(&kpo(dir.path(), &["reject", &id, "--reason", "not now", "--json"]))
+            .unwrap();
+    assert_eq!(rejected["state"], "rejected");
+    assert_eq!(rejected["why"], "not now");
+    wait_until("the rejection event", WAIT, || {
+        lines(&events).iter().any(|e| {
+            e["kind"] == "approval_resolved" && e["id"] == id.as_str() && e["state"] == "rejected"
+        })
+    });
+    let out = kpo_output(dir.path(), &["approve", &id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("can no longer be approved"));
+
+    // The rule advises again (every 10 windows while the queue stays full): a new approval,
+    // which nobody approves within 4 s.
+    wait_until("an expired approval", Duration::from_secs(60), || {
+        lines(&events)
+            .iter()
+            .any(|e| e["kind"] == "approval_resolved" && e["state"] == "expired")
+    });
+    let expired = lines(&events)
+        .into_iter()
+        .find(|e| e["kind"] == "approval_resolved" && e["state"] == "expired")
+        .unwrap();
+    let expired_id = expired["id"].as_str().unwrap().to_string();
+    let out = kpo_output(dir.path(), &["approve", &expired_id]);
+    assert!(!out.status.success(), "an expired approval was approved");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{expired_id} expired at")) && err.contains("can no longer be approved"),
+        "{err}"
+    );
+    assert_eq!(ns_somaxconn(&ns), 16, "nothing applied");
+    let explained: Vec<Value> =
+        serde_json::from_str(&kpo(dir.path(), &["explain", "net.core.somaxconn", "--json"]))
+            .unwrap();
+    assert!(explained.len() >= 2, "{explained:#?}");
+    assert!(explained
+        .iter()
+        .all(|e| e["done"] == "pending" && e["approval"]["state"] != "approved"));
+    agent.sigterm_and_wait();
+    assert_eq!(host_somaxconn(), host_before);
+    check_schema(&events);
+    drop((listener, clients));
+}
