@@ -314,7 +314,7 @@ pub(crate) mod tests {
             held_by: "policy".into(),
             created_ms: 1,
             updated_ms: 1,
-            expires_ms: u64::MAX,
+            expires_ms: 4_102_444_800_000, // 2100-01-01
             refreshed: 0,
             resolved_ms: None,
             state: ApprovalState::Pending,

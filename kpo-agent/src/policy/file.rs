@@ -319,16 +319,19 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
     })
 }
 
+/// The longest wait for an approval: advice older than a year describes another host.
+const MAX_EXPIRE_AFTER: Duration = Duration::from_secs(365 * 24 * 3600);
+
 fn approval_settings(ctx: &Ctx<'_>, a: ApprovalsFile) -> Result<ApprovalSettings, PolicyError> {
     let mut s = ApprovalSettings::default();
     if let Some(e) = &a.expire_after {
         s.expire_after = duration(ctx, e, "approvals.expire_after")?;
-        if s.expire_after.is_zero() {
+        if s.expire_after.is_zero() || s.expire_after > MAX_EXPIRE_AFTER {
             return Err(ctx.err(
                 e.span(),
                 "approvals.expire_after".into(),
                 PolicyErrorClass::BadValue,
-                "must be longer than 0 (an approval nobody can approve in time is useless)".into(),
+                "must be longer than 0 and at most 365 days".into(),
             ));
         }
     }
