@@ -322,15 +322,14 @@ sources = ["rules", "operator"]
     drop((listener, clients));
 }
 
-pub fn recommend_only_holds_an_auto_change_and_rejected_or_expired_ones_are_not_applied() {
-    let host_before = host_somaxconn();
-    let ns = Netns::new();
-    let dir = tempfile::tempdir().unwrap();
+/// The policy file of the second test: somaxconn in auto, and `[approvals]` as given.
+fn auto_policy(dir: &Path, approvals: &str) {
     std::fs::write(
-        dir.path().join("policy.toml"),
-        r#"
+        dir.join("policy.toml"),
+        format!(
+            r#"
 [approvals]
-expire_after = "4s"
+{approvals}
 
 [params."net.core.somaxconn"]
 mode = "auto"
@@ -338,22 +337,47 @@ min = 16
 max = 65535
 max_step = "1000%"
 sources = ["rules", "operator"]
-"#,
+"#
+        ),
     )
     .unwrap();
+}
+
+/// The first `approval_required` event whose id is not in `except`.
+fn wait_for_new_approval(events: &Path, except: &[&str], agent: &Agent) -> Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(e) = lines(events).into_iter().find(|e| {
+            e["kind"] == "approval_required" && !except.iter().any(|id| e["id"] == *id)
+        }) {
+            return e;
+        }
+        if std::time::Instant::now() > deadline {
+            let decided: Vec<Value> = lines(events)
+                .into_iter()
+                .filter(|e| e["kind"] != "window" && e["kind"] != "sensors")
+                .collect();
+            panic!("no new approval:\n{decided:#?}\n{}", agent.log());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn recommend_only_holds_an_auto_change_and_rejected_or_expired_ones_are_not_applied() {
+    let host_before = host_somaxconn();
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    auto_policy(dir.path(), "");
     let events = dir.path().join("events.ndjson");
     let mut agent = Agent::start(dir.path(), &events, &["--recommend-only"]);
     assert!(agent.log().contains("--recommend-only"), "{}", agent.log());
     let (listener, clients) = burst(&ns);
 
-    wait_until("a pending approval", WAIT, || {
-        lines(&events).iter().any(|e| e["kind"] == "approval_required")
-    });
-    let all = lines(&events);
-    let first = all.iter().find(|e| e["kind"] == "approval_required").unwrap();
+    let first = wait_for_new_approval(&events, &[], &agent);
     assert_eq!(first["held_by"], "recommend_only");
     assert_eq!(first["value"], 32);
     let id = first["id"].as_str().unwrap().to_string();
+    let all = lines(&events);
     assert!(
         !all.iter()
             .any(|e| e["kind"] == "change" && e["phase"] == "applied"),
@@ -380,34 +404,41 @@ sources = ["rules", "operator"]
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("can no longer be approved"));
 
-    // The rule advises again (every 10 windows while the queue stays full): a new approval,
-    // which nobody approves within 4 s.
-    wait_until("an expired approval", Duration::from_secs(60), || {
-        lines(&events)
-            .iter()
-            .any(|e| e["kind"] == "approval_resolved" && e["state"] == "expired")
+    // Started again, the rule advises anew: a second approval.
+    agent.sigterm_and_wait();
+    let agent = Agent::start(dir.path(), &events, &["--recommend-only"]);
+    let second = wait_for_new_approval(&events, &[&id], &agent);
+    let second_id = second["id"].as_str().unwrap().to_string();
+    let mut agent = agent;
+    agent.sigterm_and_wait();
+
+    // A policy that lets approvals wait 1 s: once a second has passed since the advice, the CLI
+    // (on the state directory, the agent being down) finds it expired and refuses to apply it.
+    auto_policy(dir.path(), "expire_after = \"1s\"");
+    let advised = second["updated_ms"].as_u64().unwrap();
+    wait_until("a second since the advice", WAIT, || {
+        kpo_agent::journal::now_ms() > advised + 1000
     });
-    let expired = lines(&events)
-        .into_iter()
-        .find(|e| e["kind"] == "approval_resolved" && e["state"] == "expired")
-        .unwrap();
-    let expired_id = expired["id"].as_str().unwrap().to_string();
-    let out = kpo_output(dir.path(), &["approve", &expired_id]);
+    let out = kpo_output(dir.path(), &["approve", &second_id]);
     assert!(!out.status.success(), "an expired approval was approved");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("{expired_id} expired at")) && err.contains("can no longer be approved"),
+        err.contains(&format!("{second_id} expired at"))
+            && err.contains("can no longer be approved"),
         "{err}"
     );
+    assert!(pending(dir.path()).is_empty());
     assert_eq!(ns_somaxconn(&ns), 16, "nothing applied");
+
     let explained: Vec<Value> =
         serde_json::from_str(&kpo(dir.path(), &["explain", "net.core.somaxconn", "--json"]))
             .unwrap();
-    assert!(explained.len() >= 2, "{explained:#?}");
-    assert!(explained
+    let states: Vec<&str> = explained
         .iter()
-        .all(|e| e["done"] == "pending" && e["approval"]["state"] != "approved"));
-    agent.sigterm_and_wait();
+        .filter_map(|e| e["approval"]["state"].as_str())
+        .collect();
+    assert!(states.contains(&"rejected") && states.contains(&"expired"), "{explained:#?}");
+    assert!(explained.iter().all(|e| e["done"] == "pending"), "{explained:#?}");
     assert_eq!(host_somaxconn(), host_before);
     check_schema(&events);
     drop((listener, clients));

@@ -255,10 +255,12 @@ impl Desk {
         for other in open {
             self.resolve(other, ApprovalState::Superseded { by_id: id.clone() })?;
         }
-        let held_by = if !rec.can_auto_apply {
-            "advisor"
-        } else if self.recommend_only {
+        // Under --recommend-only the advisors see the lowered policy too, so it is the reason
+        // whatever the advisor said.
+        let held_by = if self.recommend_only {
             "recommend_only"
+        } else if !rec.can_auto_apply {
+            "advisor"
         } else {
             "policy"
         };
@@ -329,7 +331,7 @@ impl Desk {
         let pending: Vec<ApprovalItem> = self.store.pending().cloned().collect();
         let seen = std::mem::take(&mut self.seen);
         for item in pending {
-            let state = if now >= item.expires_ms {
+            let state = if now >= self.expires(&item) {
                 Some(ApprovalState::Expired)
             } else if path.read(&item.parameter).ok().as_ref() == Some(&item.value) {
                 Some(ApprovalState::Cleared {
@@ -355,13 +357,20 @@ impl Desk {
         }
     }
 
+    /// When a pending approval expires under the policy in force: `expire_after` after its advice
+    /// was last made. (The `expires_ms` stored with it is this, under the policy of that time.)
+    fn expires(&self, item: &ApprovalItem) -> u64 {
+        item.updated_ms
+            .saturating_add(self.settings.expire_after.as_millis() as u64)
+    }
+
     /// Expires what is past its time (a CLI or request may come between windows).
     fn expire_due(&mut self) -> Result<(), JournalError> {
         let now = now_ms();
         let due: Vec<ApprovalItem> = self
             .store
             .pending()
-            .filter(|i| now >= i.expires_ms)
+            .filter(|i| now >= self.expires(i))
             .cloned()
             .collect();
         for item in due {
@@ -373,7 +382,14 @@ impl Desk {
     /// Pending approvals, oldest first.
     pub fn pending(&mut self) -> Result<Vec<ApprovalItem>, ControlError> {
         self.expire_due()?;
-        Ok(self.store.pending().cloned().collect())
+        Ok(self
+            .store
+            .pending()
+            .map(|i| ApprovalItem {
+                expires_ms: self.expires(i),
+                ..i.clone()
+            })
+            .collect())
     }
 
     /// The item, if it can still be approved or rejected.
@@ -388,7 +404,7 @@ impl Desk {
             ApprovalState::Pending => Ok(item),
             ApprovalState::Expired => Err(ApprovalError::Expired {
                 id: item.id.clone(),
-                at: format_ms(item.resolved_ms.unwrap_or(item.expires_ms)),
+                at: format_ms(item.resolved_ms.unwrap_or_else(|| self.expires(&item))),
             }
             .into()),
             other => Err(ApprovalError::NotPending {
