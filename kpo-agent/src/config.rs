@@ -8,6 +8,7 @@ use std::{
 use serde::Deserialize;
 
 use crate::{
+    advise::llm::LlmConfig,
     kernel_file::{self, KernelFileError},
     sensors::SensorKind,
 };
@@ -31,6 +32,8 @@ pub struct Config {
     pub btf: PathBuf,
     /// The /proc to read; a pod sees the host's /proc where it is mounted (e.g. /host/proc).
     pub proc_root: PathBuf,
+    /// The LLM advisor (`[llm]`, docs/llm.md); off unless a key or an endpoint is set.
+    pub llm: LlmConfig,
 }
 
 /// The longest window. Per-CPU kernel counters kept in 32 bits (softirqs, interrupts, softnet)
@@ -55,6 +58,7 @@ impl Default for Config {
             disabled_sensors: Vec::new(),
             btf: PathBuf::from(crate::sensors::btf::VMLINUX_BTF),
             proc_root: PathBuf::from("/proc"),
+            llm: LlmConfig::default(),
         }
     }
 }
@@ -164,6 +168,9 @@ impl Config {
                     format!("names unknown sensor {name:?}; known: {}", known.join(", ")),
                 ));
             }
+        }
+        if let Err(e) = self.llm.validate() {
+            return Err(invalid(e.key(), e.reason()));
         }
         Ok(())
     }

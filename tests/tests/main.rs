@@ -10,6 +10,7 @@ mod control_socket;
 mod degraded;
 mod energy_trust;
 mod journal_crash;
+mod llm_advisor;
 mod perf_counter;
 mod request_latency;
 mod run_loop;
@@ -217,6 +218,66 @@ fn main() {
             "agent_decides::the_accept_queue_rule_raises_somaxconn_in_the_listeners_namespace",
             req(),
             agent_decides::the_accept_queue_rule_raises_somaxconn_in_the_listeners_namespace,
+        ),
+        trial(
+            "llm_advisor::a_clean_structured_reply_is_applied",
+            llm_advisor::requirement(),
+            llm_advisor::a_clean_structured_reply_is_applied,
+        ),
+        trial(
+            "llm_advisor::a_fenced_reply_is_applied",
+            llm_advisor::requirement(),
+            llm_advisor::a_fenced_reply_is_applied,
+        ),
+        trial(
+            "llm_advisor::prose_around_the_json_is_applied",
+            llm_advisor::requirement(),
+            llm_advisor::prose_around_the_json_is_applied,
+        ),
+        trial(
+            "llm_advisor::an_unknown_parameter_is_dropped",
+            llm_advisor::requirement(),
+            llm_advisor::an_unknown_parameter_is_dropped,
+        ),
+        trial(
+            "llm_advisor::an_out_of_bounds_value_is_dropped",
+            llm_advisor::requirement(),
+            llm_advisor::an_out_of_bounds_value_is_dropped,
+        ),
+        trial(
+            "llm_advisor::a_value_of_the_wrong_type_is_dropped",
+            llm_advisor::requirement(),
+            llm_advisor::a_value_of_the_wrong_type_is_dropped,
+        ),
+        trial(
+            "llm_advisor::a_deny_listed_key_is_dropped",
+            llm_advisor::requirement(),
+            llm_advisor::a_deny_listed_key_is_dropped,
+        ),
+        trial(
+            "llm_advisor::can_auto_apply_cannot_lift_the_policys_recommend",
+            llm_advisor::requirement(),
+            llm_advisor::can_auto_apply_cannot_lift_the_policys_recommend,
+        ),
+        trial(
+            "llm_advisor::a_slow_reply_times_out_while_the_loop_keeps_ticking",
+            llm_advisor::requirement(),
+            llm_advisor::a_slow_reply_times_out_while_the_loop_keeps_ticking,
+        ),
+        trial(
+            "llm_advisor::rate_limited_then_success_honours_retry_after",
+            llm_advisor::requirement(),
+            llm_advisor::rate_limited_then_success_honours_retry_after,
+        ),
+        trial(
+            "llm_advisor::server_errors_open_the_circuit_breaker",
+            llm_advisor::requirement(),
+            llm_advisor::server_errors_open_the_circuit_breaker,
+        ),
+        trial(
+            "llm_advisor::an_injected_process_name_reaches_the_model_only_as_data",
+            llm_advisor::requirement(),
+            llm_advisor::an_injected_process_name_reaches_the_model_only_as_data,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();

@@ -52,6 +52,9 @@ pub enum Event {
     /// Advice from an advisor (rules, LLM, optimizer): a parameter and value, or a change the
     /// application must make; what the policy made of a value is in the `change` events.
     Recommendation(Box<crate::advise::recommendation::Recommendation>),
+    /// One consultation of the LLM advisor: latency, token usage, outcome, and the items its
+    /// validation dropped with why (docs/llm.md); the accepted ones follow as `recommendation`s.
+    Llm(Box<crate::advise::llm::Consultation>),
     /// The guard's verdict on a change it watched: kept, or reverted with what regressed.
     Guard(crate::guard::Verdict),
     /// Someone else changed a parameter KPO manages: KPO stopped managing it there and keeps
