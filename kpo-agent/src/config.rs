@@ -314,6 +314,44 @@ mod tests {
         c.validate("x").unwrap();
     }
 
+    #[test]
+    fn the_llm_table_is_read_and_its_errors_name_the_file_and_the_key() {
+        let c = Config::from_toml(
+            "[llm]\nbase_url = \"http://127.0.0.1:8080/v1\"\ntimeout = \"2s\"\nmax_tokens = 256\n\
+             every_windows = 1",
+            "kpo.toml",
+        )
+        .unwrap();
+        c.validate("kpo.toml").unwrap();
+        assert_eq!(c.llm.base_url.as_deref(), Some("http://127.0.0.1:8080/v1"));
+        assert_eq!(c.llm.timeout, Duration::from_secs(2));
+        assert_eq!(c.llm.max_tokens, 256);
+        assert_eq!(c.llm.every_windows, 1);
+        assert_eq!(Config::default().llm.every_windows, 10);
+        let c = Config::from_toml("[llm]\nevery_windows = 0", "kpo.toml").unwrap();
+        assert_eq!(
+            c.validate("kpo.toml").unwrap_err().to_string(),
+            "kpo.toml: `llm.every_windows` must be at least 1"
+        );
+        let c = Config::from_toml("[llm]\nbase_url = \"ftp://x\"", "kpo.toml").unwrap();
+        assert_eq!(
+            c.validate("kpo.toml").unwrap_err().to_string(),
+            "kpo.toml: `llm.base_url` is \"ftp://x\"; it must start with http:// or https://"
+        );
+        let c = Config::from_toml("[llm]\ntimeout = \"0s\"", "kpo.toml").unwrap();
+        assert_eq!(
+            c.validate("kpo.toml").unwrap_err().to_string(),
+            "kpo.toml: `llm.timeout` must be positive"
+        );
+        for (text, key) in [
+            ("[llm]\nmodle = \"x\"", "modle"),
+            ("[llm]\ntimeout = \"soon\"", "soon"),
+        ] {
+            let e = Config::from_toml(text, "kpo.toml").unwrap_err().to_string();
+            assert!(e.contains("kpo.toml") && e.contains(key), "{e}");
+        }
+    }
+
     /// Defect: `--config /dev/zero` read until memory ran out.
     #[test]
     fn a_config_file_is_read_only_up_to_its_bound() {
