@@ -1091,3 +1091,24 @@ pub fn an_injected_process_name_reaches_the_model_only_as_data() {
     case.check_after();
     drop(injected);
 }
+
+pub fn without_a_key_or_an_endpoint_the_advisor_is_off_with_one_log_line() {
+    let case = Case::new();
+    let agent = case.start("", &[]);
+    wait_until("two windows", Duration::from_secs(30), || {
+        case.events().iter().filter(|e| e["kind"] == "window").count() >= 2
+    });
+    agent.stop();
+    let stderr = std::fs::read_to_string(case.path("stderr")).unwrap();
+    let off: Vec<&str> = stderr.lines().filter(|l| l.contains("LLM advisor")).collect();
+    assert_eq!(off.len(), 1, "{stderr}");
+    assert!(
+        off[0].contains(
+            "LLM advisor off: no API key (llm.api_key, OPENAI_API_KEY) and no endpoint \
+             (llm.base_url, OPENAI_BASE_URL) set"
+        ),
+        "{stderr}"
+    );
+    assert!(!case.events().iter().any(|e| e["kind"] == "llm"));
+    assert_nothing_applied(&case);
+}
