@@ -150,7 +150,8 @@ impl Drop for Server {
 }
 
 fn serve(mut conn: TcpStream, requests: &Mutex<Vec<Captured>>, script: &Mutex<VecDeque<Reply>>) {
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let Some(captured) = read_request(&mut conn) else {
         return;
     };
@@ -565,7 +566,12 @@ fn assert_applied(case: &Case, value: i64) {
     assert_eq!(case.ns_value(SYN_BACKLOG), START);
     assert_eq!(
         changes(&case.journal()),
-        [(somaxconn.clone(), json!(value), "llm".into(), "applied".into())]
+        [(
+            somaxconn.clone(),
+            json!(value),
+            "llm".into(),
+            "applied".into()
+        )]
     );
     let events = case.events();
     let first = first_llm(case);
@@ -606,7 +612,10 @@ pub fn a_clean_structured_reply_is_applied() {
         |server| {
             (
                 "model = \"kpo-test\"\nevery_windows = 1\nearly_min_windows = 1".into(),
-                vec![("OPENAI_API_KEY", KEY.into()), ("OPENAI_BASE_URL", server.base_url())],
+                vec![
+                    ("OPENAI_API_KEY", KEY.into()),
+                    ("OPENAI_BASE_URL", server.base_url()),
+                ],
             )
         },
         3,
@@ -627,9 +636,7 @@ pub fn a_clean_structured_reply_is_applied() {
     let seen = server.requests();
     let first = &seen[0];
     assert!(
-        first
-            .request_line
-            .starts_with("POST /v1/chat/completions "),
+        first.request_line.starts_with("POST /v1/chat/completions "),
         "{}",
         first.request_line
     );
@@ -1096,11 +1103,18 @@ pub fn without_a_key_or_an_endpoint_the_advisor_is_off_with_one_log_line() {
     let case = Case::new();
     let agent = case.start("", &[]);
     wait_until("two windows", Duration::from_secs(30), || {
-        case.events().iter().filter(|e| e["kind"] == "window").count() >= 2
+        case.events()
+            .iter()
+            .filter(|e| e["kind"] == "window")
+            .count()
+            >= 2
     });
     agent.stop();
     let stderr = std::fs::read_to_string(case.path("stderr")).unwrap();
-    let off: Vec<&str> = stderr.lines().filter(|l| l.contains("LLM advisor")).collect();
+    let off: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("LLM advisor"))
+        .collect();
     assert_eq!(off.len(), 1, "{stderr}");
     assert!(
         off[0].contains(

@@ -80,8 +80,8 @@ impl LlmStage {
     /// The stage, with the advisor on or off (`LlmAdvisor::from_config` logs one line saying
     /// which). An error names the key at fault.
     pub fn start(config: &LlmConfig) -> anyhow::Result<Self> {
-        let advisor = LlmAdvisor::from_config(config)
-            .map_err(|e| anyhow::anyhow!("LLM advisor: {e}"))?;
+        let advisor =
+            LlmAdvisor::from_config(config).map_err(|e| anyhow::anyhow!("LLM advisor: {e}"))?;
         Ok(Self {
             advisor,
             in_flight: None,
@@ -108,7 +108,10 @@ impl LlmStage {
             health: Health::from_window(window),
         });
         if self.in_flight.is_some() {
-            debug!(window = index, "LLM consultation still in flight; not starting another");
+            debug!(
+                window = index,
+                "LLM consultation still in flight; not starting another"
+            );
             return;
         }
         if !advisor.due(index, notable(window)) {
@@ -198,10 +201,7 @@ fn offer(path: &ChangePath, window: &Window, host_netns: u64) -> Vec<ParamContex
 /// with a listener in the window (the most dropping first) or named by the parameter's policy
 /// entry.
 fn candidates(policy: &Policy, window: &Window, host_netns: u64) -> Vec<ParamAddress> {
-    let mut names: Vec<ParamAddress> = CATALOGUE
-        .iter()
-        .filter_map(|n| n.parse().ok())
-        .collect();
+    let mut names: Vec<ParamAddress> = CATALOGUE.iter().filter_map(|n| n.parse().ok()).collect();
     for rule in &policy.params {
         if rule.name.contains(['*', '?', '[', '{']) {
             continue;
