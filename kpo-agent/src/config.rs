@@ -8,6 +8,7 @@ use std::{
 use serde::Deserialize;
 
 use crate::{
+    advise::llm::LlmConfig,
     kernel_file::{self, KernelFileError},
     sensors::SensorKind,
 };
@@ -31,6 +32,8 @@ pub struct Config {
     pub btf: PathBuf,
     /// The /proc to read; a pod sees the host's /proc where it is mounted (e.g. /host/proc).
     pub proc_root: PathBuf,
+    /// The LLM advisor (`[llm]`, docs/llm.md); off unless a key or an endpoint is set.
+    pub llm: LlmConfig,
 }
 
 /// The longest window. Per-CPU kernel counters kept in 32 bits (softirqs, interrupts, softnet)
@@ -55,6 +58,7 @@ impl Default for Config {
             disabled_sensors: Vec::new(),
             btf: PathBuf::from(crate::sensors::btf::VMLINUX_BTF),
             proc_root: PathBuf::from("/proc"),
+            llm: LlmConfig::default(),
         }
     }
 }
@@ -164,6 +168,9 @@ impl Config {
                     format!("names unknown sensor {name:?}; known: {}", known.join(", ")),
                 ));
             }
+        }
+        if let Err(e) = self.llm.validate() {
+            return Err(invalid(e.key(), e.reason()));
         }
         Ok(())
     }
@@ -305,6 +312,44 @@ mod tests {
             ..Config::default()
         };
         c.validate("x").unwrap();
+    }
+
+    #[test]
+    fn the_llm_table_is_read_and_its_errors_name_the_file_and_the_key() {
+        let c = Config::from_toml(
+            "[llm]\nbase_url = \"http://127.0.0.1:8080/v1\"\ntimeout = \"2s\"\nmax_tokens = 256\n\
+             every_windows = 1",
+            "kpo.toml",
+        )
+        .unwrap();
+        c.validate("kpo.toml").unwrap();
+        assert_eq!(c.llm.base_url.as_deref(), Some("http://127.0.0.1:8080/v1"));
+        assert_eq!(c.llm.timeout, Duration::from_secs(2));
+        assert_eq!(c.llm.max_tokens, 256);
+        assert_eq!(c.llm.every_windows, 1);
+        assert_eq!(Config::default().llm.every_windows, 10);
+        let c = Config::from_toml("[llm]\nevery_windows = 0", "kpo.toml").unwrap();
+        assert_eq!(
+            c.validate("kpo.toml").unwrap_err().to_string(),
+            "kpo.toml: `llm.every_windows` must be at least 1"
+        );
+        let c = Config::from_toml("[llm]\nbase_url = \"ftp://x\"", "kpo.toml").unwrap();
+        assert_eq!(
+            c.validate("kpo.toml").unwrap_err().to_string(),
+            "kpo.toml: `llm.base_url` is \"ftp://x\"; it must start with http:// or https://"
+        );
+        let c = Config::from_toml("[llm]\ntimeout = \"0s\"", "kpo.toml").unwrap();
+        assert_eq!(
+            c.validate("kpo.toml").unwrap_err().to_string(),
+            "kpo.toml: `llm.timeout` must be positive"
+        );
+        for (text, key) in [
+            ("[llm]\nmodle = \"x\"", "modle"),
+            ("[llm]\ntimeout = \"soon\"", "soon"),
+        ] {
+            let e = Config::from_toml(text, "kpo.toml").unwrap_err().to_string();
+            assert!(e.contains("kpo.toml") && e.contains(key), "{e}");
+        }
     }
 
     /// Defect: `--config /dev/zero` read until memory ran out.

@@ -58,6 +58,9 @@ pub enum Event {
     ApprovalRequired(crate::approvals::ApprovalEvent),
     /// A pending approval ended: approved, rejected, expired, cleared or superseded.
     ApprovalResolved(crate::approvals::ApprovalEvent),
+    /// One consultation of the LLM advisor: latency, token usage, outcome, and the items its
+    /// validation dropped with why (docs/llm.md); the accepted ones follow as `recommendation`s.
+    Llm(Box<crate::advise::llm::Consultation>),
     /// The guard's verdict on a change it watched: kept, or reverted with what regressed.
     Guard(crate::guard::Verdict),
     /// Someone else changed a parameter KPO manages: KPO stopped managing it there and keeps

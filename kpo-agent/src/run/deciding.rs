@@ -125,6 +125,12 @@ impl Deciding {
         Ok((deciding, events))
     }
 
+    /// The change path, read only: the LLM stage reads the policy, the journal and current
+    /// values through it (run/llm.rs).
+    pub fn change_path(&self) -> &ChangePath {
+        &self.path
+    }
+
     /// The next operator request (pending forever when there is none).
     pub async fn next_request(&mut self) -> Option<Incoming> {
         self.requests.recv().await

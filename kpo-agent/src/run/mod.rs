@@ -2,7 +2,8 @@
 //!
 //! sensors (duty cycle) → collect (a [`Sample`]) → window (a [`Window`] every few ticks)
 //! → energy (the window's joules) → guard, then advise → policy → actuate ([`deciding`]) →
-//! output (events, written off the loop).
+//! output (events, written off the loop). The LLM advisor ([`llm`]) is consulted off the loop and
+//! its advice joins the deciding stage when it arrives.
 //!
 //! Beside the tick it forwards the kernel's notable events (full accept queues) at once, serves
 //! the operator's requests from the control socket, passes other processes' sysctl writes to the
@@ -13,6 +14,7 @@
 mod args;
 mod deciding;
 mod duty;
+mod llm;
 
 use std::{process::ExitCode, time::Duration};
 
@@ -95,6 +97,8 @@ pub async fn run(
 
     // The deciding half first: without its journal and socket the agent must not start.
     let (mut deciding, reconciled) = Deciding::open(state, recommend_only)?;
+    // The LLM advisor (off, with one log line, without a key or an endpoint).
+    let mut llm = llm::LlmStage::start(&config.llm)?;
 
     // Sensors.
     let mut sensors = Sensors::load(&sensor_options(&config));
@@ -175,6 +179,8 @@ pub async fn run(
                     // changes it watches, the rules advise, the policy decides, actuators act.
                     add_energy(&mut window, &mut meter);
                     let decided = deciding.on_window(&window);
+                    // The LLM advisor: consulted off the loop when due.
+                    llm.after_window(windows.count, &window, &deciding);
                     sink.send(&Event::Window { partial: false, window: Box::new(window) });
                     for event in decided {
                         sink.send(&event);
@@ -200,6 +206,11 @@ pub async fn run(
                     sink.send(&full.into());
                 }
             }
+            consultation = llm.finished() => {
+                for event in llm.settle(consultation, &mut deciding) {
+                    sink.send(&event);
+                }
+            }
             Some(incoming) = deciding.next_request() => {
                 for event in deciding.serve(incoming) {
                     sink.send(&event);
@@ -220,6 +231,7 @@ pub async fn run(
         }
     };
 
+    llm.stop();
     // The partial window: detach the duty-cycled sensors, read once more, then the rest.
     let attached = duty.before_last_read(&mut collector.sensors);
     let mut sample = collector.sample();

@@ -128,16 +128,55 @@ impl fmt::Debug for LlmConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A mistake in the `[llm]` table (or in `OPENAI_BASE_URL`): [`Self::key`] names the key and
+/// [`Self::reason`] says what is wrong, so the agent's configuration error can name the file too.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LlmConfigError {
-    #[error("llm.base_url {0:?} must start with http:// or https://")]
+    /// `llm.base_url` is not an http(s) URL.
     BadUrl(String),
-    #[error("llm.{0} must be at least 1")]
+    /// `OPENAI_BASE_URL` is not an http(s) URL.
+    BadEnvUrl(String),
+    /// This key (`llm.every_windows`, ...) must be at least 1.
     Zero(&'static str),
-    #[error("llm.timeout must be positive")]
     ZeroTimeout,
-    #[error("llm.model must not be empty")]
     NoModel,
+}
+
+impl LlmConfigError {
+    /// The configuration key (or environment variable) at fault.
+    pub fn key(&self) -> &'static str {
+        match self {
+            LlmConfigError::BadUrl(_) => "llm.base_url",
+            LlmConfigError::BadEnvUrl(_) => "OPENAI_BASE_URL",
+            LlmConfigError::Zero(key) => key,
+            LlmConfigError::ZeroTimeout => "llm.timeout",
+            LlmConfigError::NoModel => "llm.model",
+        }
+    }
+
+    /// What is wrong with it.
+    pub fn reason(&self) -> String {
+        match self {
+            LlmConfigError::BadUrl(url) | LlmConfigError::BadEnvUrl(url) => {
+                format!("is {url:?}; it must start with http:// or https://")
+            }
+            LlmConfigError::Zero(_) => "must be at least 1".into(),
+            LlmConfigError::ZeroTimeout => "must be positive".into(),
+            LlmConfigError::NoModel => "must not be empty".into(),
+        }
+    }
+}
+
+impl fmt::Display for LlmConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.key(), self.reason())
+    }
+}
+
+impl std::error::Error for LlmConfigError {}
+
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
 }
 
 /// A configuration with its endpoint decided: what the client runs with.
@@ -189,20 +228,20 @@ impl LlmConfig {
             .clone()
             .filter(|k| !k.is_empty())
             .or_else(|| nonempty(env("OPENAI_API_KEY")).map(ApiKey::new));
-        let url = nonempty(self.base_url.clone()).or_else(|| nonempty(env("OPENAI_BASE_URL")));
-        let base_url = match (url, &key) {
-            (Some(url), _) => url,
-            (None, Some(_)) => DEFAULT_BASE_URL.to_string(),
-            (None, None) => {
+        self.validate()?;
+        let file_url = nonempty(self.base_url.clone());
+        let env_url = nonempty(env("OPENAI_BASE_URL"));
+        let base_url = match (file_url, env_url, &key) {
+            (Some(url), _, _) => url,
+            (None, Some(url), _) if is_http_url(&url) => url,
+            (None, Some(url), _) => return Err(LlmConfigError::BadEnvUrl(url)),
+            (None, None, Some(_)) => DEFAULT_BASE_URL.to_string(),
+            (None, None, None) => {
                 return Ok(Err(
                     "no API key (llm.api_key, OPENAI_API_KEY) and no endpoint (llm.base_url, OPENAI_BASE_URL) set",
                 ))
             }
         };
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(LlmConfigError::BadUrl(base_url));
-        }
-        self.validate()?;
         Ok(Ok(ResolvedLlm {
             base_url: base_url.trim_end_matches('/').to_string(),
             api_key: key.unwrap_or_default(),
@@ -210,16 +249,22 @@ impl LlmConfig {
         }))
     }
 
+    /// Checks the file's values (not the environment's: see [`Self::resolve_with`]).
     pub fn validate(&self) -> Result<(), LlmConfigError> {
+        if let Some(url) = self.base_url.as_deref().map(str::trim) {
+            if !url.is_empty() && !is_http_url(url) {
+                return Err(LlmConfigError::BadUrl(url.to_string()));
+            }
+        }
         if self.model.trim().is_empty() {
             return Err(LlmConfigError::NoModel);
         }
         for (name, v) in [
-            ("every_windows", self.every_windows),
-            ("max_tokens", u64::from(self.max_tokens)),
-            ("max_attempts", u64::from(self.max_attempts)),
-            ("breaker_failures", u64::from(self.breaker_failures)),
-            ("prompt_windows", self.prompt_windows as u64),
+            ("llm.every_windows", self.every_windows),
+            ("llm.max_tokens", u64::from(self.max_tokens)),
+            ("llm.max_attempts", u64::from(self.max_attempts)),
+            ("llm.breaker_failures", u64::from(self.breaker_failures)),
+            ("llm.prompt_windows", self.prompt_windows as u64),
         ] {
             if v == 0 {
                 return Err(LlmConfigError::Zero(name));
@@ -234,7 +279,8 @@ impl LlmConfig {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration: {e}")))
 }
 
 #[cfg(test)]

@@ -249,7 +249,9 @@ pub struct ChangeOutcome {
     pub parameter: ParamAddress,
     pub from: Value,
     pub to: Value,
-    pub source: Source,
+    /// Who proposed it: an advisor, or an operator (`kpo apply`).
+    pub source: crate::policy::Source,
+    /// The last window before the change (the one whose figures led to it).
     pub window_index: u64,
     /// `applied`, `reverted`, `refused`, ...
     pub outcome: String,

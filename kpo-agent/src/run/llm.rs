@@ -1,0 +1,354 @@
+//! The LLM advisor inside `kpo run` (docs/llm.md, "In the agent").
+//!
+//! After each window the stage keeps the window's summary and health; when a consultation is due
+//! (every `llm.every_windows` windows, earlier after a notable window) and none is in flight, it
+//! offers the model the parameters the policy lets the `llm` source drive, with their values read
+//! through the change path, and the recent changes with what was measured after them, and spawns
+//! the consultation. The loop never waits for it: [`LlmStage::finished`] is one more branch of its
+//! `select!`, and [`LlmStage::settle`] turns the result into the `llm` event and hands the accepted
+//! recommendations to [`Deciding::consider`] like any other advisor's.
+//!
+//! A consultation carries a copy of the policy's answers for the parameters it offered
+//! ([`OfferedPolicy`]), so validation needs no reference into the loop; the change path decides
+//! every proposal against the live policy again.
+use std::{collections::VecDeque, sync::Arc};
+
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::deciding::Deciding;
+use crate::{
+    actuate::{
+        param::{NetnsRef, ParamAddress, ParamKind, Target},
+        sysctl::is_per_netns,
+    },
+    advise::{
+        limits::{AdvicePolicy, ParamLimits},
+        llm::{
+            offered_params, ChangeOutcome, Consultation, LlmAdvisor, LlmConfig, MetricChange,
+            ParamContext,
+        },
+        recommendation::Source,
+    },
+    change::ChangePath,
+    guard::Health,
+    journal::Entry,
+    output::events::Event,
+    policy::{deny::DenyList, netns_inode, NamespaceSel, Namespaces, Policy},
+    window::Window,
+};
+
+/// Parameters the agent knows how to reason about, offered whenever the policy lets the `llm`
+/// drive them (a policy entry that names any other parameter exactly adds it).
+pub const CATALOGUE: &[&str] = &[
+    "net.core.somaxconn",
+    "net.ipv4.tcp_max_syn_backlog",
+    "net.core.netdev_max_backlog",
+    "net.core.netdev_budget",
+    "net.core.netdev_budget_usecs",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+    "vm.swappiness",
+];
+
+/// At most this many parameters are offered in one prompt (a host with hundreds of namespaces
+/// would otherwise fill the prompt with copies of the same key).
+pub const MAX_OFFERED: usize = 24;
+
+/// At most this many recent changes go into the prompt.
+pub const MAX_CHANGES: usize = 8;
+
+/// Windows whose health is kept to measure changes against.
+const HEALTH_WINDOWS: usize = 64;
+
+/// One closed window's health, and when its last reading was taken.
+#[derive(Debug, Clone)]
+struct WindowHealth {
+    index: u64,
+    end_ms: u64,
+    health: Health,
+}
+
+pub struct LlmStage {
+    advisor: Option<LlmAdvisor>,
+    in_flight: Option<JoinHandle<Consultation>>,
+    health: VecDeque<WindowHealth>,
+    host_netns: u64,
+}
+
+impl LlmStage {
+    /// The stage, with the advisor on or off (`LlmAdvisor::from_config` logs one line saying
+    /// which). An error names the key at fault.
+    pub fn start(config: &LlmConfig) -> anyhow::Result<Self> {
+        let advisor =
+            LlmAdvisor::from_config(config).map_err(|e| anyhow::anyhow!("LLM advisor: {e}"))?;
+        Ok(Self {
+            advisor,
+            in_flight: None,
+            health: VecDeque::new(),
+            host_netns: std::fs::metadata("/proc/self/ns/net")
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                .unwrap_or(0),
+        })
+    }
+
+    /// A window closed (window `index`, counted from 1 as the rules count). Starts a
+    /// consultation when one is due and none is in flight.
+    pub fn after_window(&mut self, index: u64, window: &Window, deciding: &Deciding) {
+        let Some(advisor) = self.advisor.as_mut() else {
+            return;
+        };
+        advisor.observe_window(index, window);
+        if self.health.len() == HEALTH_WINDOWS {
+            self.health.pop_front();
+        }
+        self.health.push_back(WindowHealth {
+            index,
+            end_ms: end_ms(window),
+            health: Health::from_window(window),
+        });
+        if self.in_flight.is_some() {
+            debug!(
+                window = index,
+                "LLM consultation still in flight; not starting another"
+            );
+            return;
+        }
+        if !advisor.due(index, notable(window)) {
+            return;
+        }
+        let path = deciding.change_path();
+        let offered = offer(path, window, self.host_netns);
+        let history: Vec<WindowHealth> = self.health.iter().cloned().collect();
+        let changes = change_outcomes(&path.journal.entries(), &history);
+        let policy = Arc::new(OfferedPolicy::new(&offered));
+        self.in_flight = Some(tokio::spawn(advisor.consult(offered, changes, policy)));
+    }
+
+    /// The consultation in flight, once it ends (pending forever when there is none). Cancel
+    /// safe: a `select!` that takes another branch leaves it in flight.
+    pub async fn finished(&mut self) -> Result<Consultation, tokio::task::JoinError> {
+        let Some(handle) = self.in_flight.as_mut() else {
+            return std::future::pending().await;
+        };
+        let result = handle.await;
+        self.in_flight = None;
+        result
+    }
+
+    /// The `llm` event of a finished consultation, then what the deciding stage made of its
+    /// accepted recommendations (source `llm`). A consultation that panicked is logged: the agent
+    /// and the other advisors go on.
+    pub fn settle(
+        &mut self,
+        finished: Result<Consultation, tokio::task::JoinError>,
+        deciding: &mut Deciding,
+    ) -> Vec<Event> {
+        let mut consultation = match finished {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("LLM consultation ended abnormally: {e}");
+                return Vec::new();
+            }
+        };
+        let recommendations = std::mem::take(&mut consultation.recommendations);
+        let mut events = vec![Event::Llm(Box::new(consultation))];
+        events.extend(deciding.consider(recommendations));
+        events
+    }
+
+    /// At shutdown: a consultation still in flight is abandoned (nothing it would advise is
+    /// applied).
+    pub fn stop(&mut self) {
+        if let Some(handle) = self.in_flight.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// Whether a window deserves advice before the regular cadence: a listener dropped connections
+/// or filled its accept queue, or a namespace's listen overflows grew.
+fn notable(window: &Window) -> bool {
+    window
+        .listeners
+        .iter()
+        .any(|l| l.overflows > 0 || (l.backlog_limit > 0 && l.backlog_max >= l.backlog_limit))
+        || window.netns.iter().any(|n| n.listen_overflows > 0)
+        || window.system.listen_overflows.is_some_and(|n| n > 0)
+}
+
+/// The time of the window's last reading in ms since the epoch (now, if `end` cannot be read).
+fn end_ms(window: &Window) -> u64 {
+    humantime::parse_rfc3339_weak(&window.end)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(crate::journal::now_ms, |d| d.as_millis() as u64)
+}
+
+/// The parameters to offer: [`candidates`] the policy lets the `llm` drive, with their current
+/// values read through the change path (one that cannot be read is not offered).
+fn offer(path: &ChangePath, window: &Window, host_netns: u64) -> Vec<ParamContext> {
+    let readable = candidates(&path.policy, window, host_netns)
+        .into_iter()
+        .filter(|a| path.policy.allowed(a, Source::Llm).is_some())
+        .filter_map(|a| path.read(&a).ok().map(|v| (a, v)))
+        .take(MAX_OFFERED);
+    offered_params(&path.policy, readable)
+}
+
+/// Every address the model could be offered, before the policy's say: the [`CATALOGUE`] and the
+/// policy's exactly named parameters; a per-namespace sysctl at the host and in each namespace
+/// with a listener in the window (the most dropping first) or named by the parameter's policy
+/// entry.
+fn candidates(policy: &Policy, window: &Window, host_netns: u64) -> Vec<ParamAddress> {
+    let mut names: Vec<ParamAddress> = CATALOGUE.iter().filter_map(|n| n.parse().ok()).collect();
+    for rule in &policy.params {
+        if rule.name.contains(['*', '?', '[', '{']) {
+            continue;
+        }
+        if let Ok(address) = rule.name.parse::<ParamAddress>() {
+            if !names.contains(&address) {
+                names.push(address);
+            }
+        }
+    }
+    let mut listening: Vec<(u64, u64)> = Vec::new(); // (netns, overflows)
+    for l in &window.listeners {
+        match listening.iter_mut().find(|(ns, _)| *ns == l.netns) {
+            Some((_, drops)) => *drops += l.overflows,
+            None => listening.push((l.netns, l.overflows)),
+        }
+    }
+    listening.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut out = Vec::new();
+    for address in names {
+        let per_netns = address.kind() == ParamKind::Sysctl && is_per_netns(&address.name);
+        if !per_netns {
+            out.push(address);
+            continue;
+        }
+        let mut namespaces: Vec<u64> = listening.iter().map(|(ns, _)| *ns).collect();
+        if let Namespaces::List(list) = &policy.rule_for(&address).namespaces {
+            namespaces.extend(list.iter().filter_map(|sel| match sel {
+                NamespaceSel::Host => None,
+                NamespaceSel::Inode(i) => Some(*i),
+                NamespaceSel::Path(p) => netns_inode(&NetnsRef::Path(p.clone())),
+            }));
+        }
+        out.push(address.clone());
+        let mut seen = vec![host_netns];
+        for ns in namespaces {
+            if seen.contains(&ns) {
+                continue;
+            }
+            seen.push(ns);
+            out.push(ParamAddress {
+                name: address.name.clone(),
+                target: Target::Netns {
+                    netns: NetnsRef::Inode(ns),
+                },
+            });
+        }
+    }
+    out
+}
+
+/// The policy's answers for the offered parameters, frozen when the prompt was built: validation
+/// runs in the consultation's own task. Anything not offered is not allowed; the deny-list is the
+/// policy's own.
+pub struct OfferedPolicy {
+    offered: Vec<(ParamAddress, ParamLimits)>,
+    deny: DenyList,
+}
+
+impl OfferedPolicy {
+    pub fn new(offered: &[ParamContext]) -> Self {
+        Self {
+            offered: offered
+                .iter()
+                .map(|p| (p.address.clone(), p.limits.clone()))
+                .collect(),
+            deny: DenyList::new(),
+        }
+    }
+}
+
+impl AdvicePolicy for OfferedPolicy {
+    fn allowed(&self, addr: &ParamAddress, source: Source) -> Option<ParamLimits> {
+        if source != Source::Llm {
+            return None;
+        }
+        self.offered
+            .iter()
+            .find(|(a, _)| a == addr)
+            .map(|(_, l)| l.clone())
+    }
+
+    fn is_denied(&self, policy_name: &str) -> bool {
+        self.deny.denies(policy_name).is_some()
+    }
+}
+
+/// The most recent changes (journal entries of kind `change`, any source) made while the agent
+/// had windows to measure them with: the health of the last window before each change against
+/// that of the latest window after it. A change with no window after it yet has no `effect`.
+fn change_outcomes(entries: &[Entry], history: &[WindowHealth]) -> Vec<ChangeOutcome> {
+    let mut out: Vec<ChangeOutcome> = entries
+        .iter()
+        .filter(|e| e.kind == "change")
+        .filter_map(|e| {
+            let before = history.iter().rev().find(|w| w.end_ms <= e.ts_ms)?;
+            let after = history.last().filter(|w| w.end_ms > e.ts_ms);
+            let reverted = entries
+                .iter()
+                .any(|r| r.revert_of == Some(e.id) && r.status == "applied");
+            let effect = after
+                .map(|after| {
+                    before
+                        .health
+                        .0
+                        .iter()
+                        .filter_map(|(signal, b)| {
+                            let a = after.health.0.get(signal)?;
+                            Some(MetricChange {
+                                metric: signal_name(*signal),
+                                before: round1(*b),
+                                after: round1(*a),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(ChangeOutcome {
+                parameter: e.address.clone(),
+                from: e.before.clone()?,
+                to: e.after.clone(),
+                source: e.source,
+                window_index: before.index,
+                outcome: if reverted {
+                    "reverted".into()
+                } else {
+                    e.status.clone()
+                },
+                effect,
+            })
+        })
+        .collect();
+    let skip = out.len().saturating_sub(MAX_CHANGES);
+    out.drain(..skip);
+    out
+}
+
+fn signal_name(signal: crate::guard::HealthSignal) -> String {
+    serde_json::to_value(signal)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,225 @@
+use std::{collections::BTreeMap, time::Instant};
+
+use super::*;
+use crate::actuate::param::Value;
+use crate::{
+    collect::procfs::{HostMetrics, HostSnapshot},
+    guard::HealthSignal,
+    policy::Source as Proposer,
+    window::ListenerWindow,
+};
+
+const HOST: u64 = 4026531840;
+
+fn listener(netns: u64, overflows: u64, backlog_max: u32) -> ListenerWindow {
+    ListenerWindow {
+        netns,
+        port: 8080,
+        family: "ipv4",
+        addresses: vec![],
+        backlog_limit: 128,
+        backlog_max,
+        backlog_now: 0,
+        enqueued: None,
+        synack_retrans: None,
+        overflows,
+        pid: None,
+        comm: None,
+    }
+}
+
+fn window(listeners: Vec<ListenerWindow>) -> Window {
+    let t = Instant::now();
+    Window {
+        start: "2026-12-01T03:00:00Z".into(),
+        end: "2026-12-01T03:01:00.250Z".into(),
+        duration_s: 60.0,
+        sampled_fraction: 1.0,
+        accept_queue_sampled_fraction: 1.0,
+        listeners,
+        netns: vec![],
+        irqs: vec![],
+        softirqs: vec![],
+        napi: vec![],
+        runq_latency: None,
+        sampled_context_switches_per_s: None,
+        request_latency: vec![],
+        system: HostMetrics::between(&HostSnapshot::empty(t), &HostSnapshot::empty(t)),
+        energy: None,
+    }
+}
+
+fn names(addresses: &[ParamAddress]) -> Vec<String> {
+    addresses.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn candidates_are_the_catalogue_and_named_keys_in_the_namespaces_that_matter() {
+    let policy = Policy::parse(
+        r#"
+[params."net.core.somaxconn"]
+mode = "auto"
+namespaces = ["host", 4026532999]
+
+[params."net.ipv4.tcp_fin_timeout"]
+mode = "recommend"
+
+[params."net.ipv4.tcp_*"]
+mode = "recommend"
+"#,
+        "policy.toml",
+    )
+    .unwrap();
+    // Two namespaces with listeners, the one dropping more first; the host's own listener adds
+    // no namespace.
+    let w = window(vec![
+        listener(111, 5, 10),
+        listener(HOST, 900, 10),
+        listener(222, 50, 10),
+        listener(111, 1, 10),
+    ]);
+    let got = names(&candidates(&policy, &w, HOST));
+    assert_eq!(
+        got,
+        [
+            "net.core.somaxconn",
+            "net.core.somaxconn@netns:222",
+            "net.core.somaxconn@netns:111",
+            "net.core.somaxconn@netns:4026532999",
+            "net.ipv4.tcp_max_syn_backlog",
+            "net.ipv4.tcp_max_syn_backlog@netns:222",
+            "net.ipv4.tcp_max_syn_backlog@netns:111",
+            // host-wide keys: the host only
+            "net.core.netdev_max_backlog",
+            "net.core.netdev_budget",
+            "net.core.netdev_budget_usecs",
+            "net.ipv4.tcp_rmem",
+            "net.ipv4.tcp_rmem@netns:222",
+            "net.ipv4.tcp_rmem@netns:111",
+            "net.ipv4.tcp_wmem",
+            "net.ipv4.tcp_wmem@netns:222",
+            "net.ipv4.tcp_wmem@netns:111",
+            "vm.swappiness",
+            // named exactly by the policy; the glob adds nothing
+            "net.ipv4.tcp_fin_timeout",
+            "net.ipv4.tcp_fin_timeout@netns:222",
+            "net.ipv4.tcp_fin_timeout@netns:111",
+        ]
+    );
+}
+
+#[test]
+fn the_offered_policy_allows_exactly_what_was_offered_to_the_llm() {
+    let somaxconn: ParamAddress = "net.core.somaxconn@netns:7".parse().unwrap();
+    let limits = ParamLimits::new(crate::advise::limits::Mode::Auto).bounds(128, 4096);
+    let p = OfferedPolicy::new(&[ParamContext {
+        address: somaxconn.clone(),
+        current: Value::Int(256),
+        limits: limits.clone(),
+    }]);
+    assert_eq!(p.allowed(&somaxconn, Source::Llm), Some(limits));
+    assert_eq!(p.allowed(&somaxconn, Source::Rules), None);
+    let host: ParamAddress = "net.core.somaxconn".parse().unwrap();
+    assert_eq!(p.allowed(&host, Source::Llm), None, "another target");
+    assert!(p.is_denied("kernel.core_pattern"));
+    assert!(p.is_denied("kernel.poweroff_cmd"), "the policy's full list");
+    assert!(!p.is_denied("net.core.somaxconn"));
+}
+
+#[test]
+fn notable_windows_are_those_with_drops_or_a_full_queue() {
+    assert!(!notable(&window(vec![listener(1, 0, 64)])));
+    assert!(notable(&window(vec![listener(1, 3, 64)])));
+    assert!(notable(&window(vec![listener(1, 0, 128)])));
+    let mut w = window(vec![]);
+    w.system.listen_overflows = Some(2);
+    assert!(notable(&w));
+}
+
+#[test]
+fn the_window_end_is_read_to_the_millisecond() {
+    assert_eq!(end_ms(&window(vec![])), 1_796_094_060_250);
+}
+
+fn health(overflows: f64, p99: Option<f64>) -> Health {
+    let mut h = BTreeMap::new();
+    h.insert(HealthSignal::ListenOverflows, overflows);
+    if let Some(p) = p99 {
+        h.insert(HealthSignal::RequestP99, p);
+    }
+    Health(h)
+}
+
+fn entry(id: u64, ts_ms: u64, kind: &str, status: &str, revert_of: Option<u64>) -> Entry {
+    Entry {
+        id,
+        ts_ms,
+        address: "net.core.somaxconn@netns:7".parse().unwrap(),
+        before: Some(Value::Int(128)),
+        after: Value::Int(1024),
+        source: Proposer::Llm,
+        reason: "r".into(),
+        kind: kind.into(),
+        revert_of,
+        status: status.into(),
+        detail: None,
+        read_back: None,
+    }
+}
+
+#[test]
+fn changes_are_measured_between_the_window_before_and_the_latest_after() {
+    let history = vec![
+        WindowHealth {
+            index: 4,
+            end_ms: 1_000,
+            health: health(90.0, Some(2000.0)),
+        },
+        WindowHealth {
+            index: 5,
+            end_ms: 2_000,
+            health: health(80.04, None),
+        },
+        WindowHealth {
+            index: 6,
+            end_ms: 3_000,
+            health: health(0.0, Some(900.0)),
+        },
+    ];
+    let entries = vec![
+        // Before any window kept: not measurable, left out.
+        entry(1, 500, "change", "applied", None),
+        // After window 5, measured against window 6.
+        entry(2, 2_100, "change", "applied", None),
+        // Reverted later.
+        entry(3, 2_200, "change", "applied", None),
+        entry(4, 2_900, "revert", "applied", Some(3)),
+        // After the latest window: no effect yet.
+        entry(5, 3_100, "change", "failed", None),
+    ];
+    let got = change_outcomes(&entries, &history);
+    assert_eq!(got.len(), 3, "{got:#?}");
+    assert_eq!(got[0].window_index, 5);
+    assert_eq!(got[0].outcome, "applied");
+    assert_eq!(
+        got[0].effect,
+        [MetricChange {
+            metric: "listen_overflows".into(),
+            before: 80.0,
+            after: 0.0
+        }],
+        "only signals measured in both windows"
+    );
+    assert_eq!(got[0].from, Value::Int(128));
+    assert_eq!(got[0].source, Proposer::Llm);
+    assert_eq!(got[1].outcome, "reverted");
+    assert_eq!(got[2].window_index, 6);
+    assert_eq!(got[2].outcome, "failed");
+    assert!(got[2].effect.is_empty());
+    // Only the latest MAX_CHANGES.
+    let many: Vec<Entry> = (0..20)
+        .map(|i| entry(i, 2_100 + i, "change", "applied", None))
+        .collect();
+    let got = change_outcomes(&many, &history);
+    assert_eq!(got.len(), MAX_CHANGES);
+}
