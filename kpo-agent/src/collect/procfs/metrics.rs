@@ -444,9 +444,11 @@ mod tests {
         a.softnet = Some(softnet((0x10, 1, 0), (0xffff_fff0, 0, 2)));
         b.softnet = Some(softnet((0x30, 5, 0), (0x10, 0, 6)));
         let vm = |text: &str| Some(parse_vmstat(text).strict().unwrap());
-        a.vmstat = vm("pswpin 100\npswpout 10\nworkingset_refault_anon 0\nworkingset_refault_file 7\n");
+        a.vmstat =
+            vm("pswpin 100\npswpout 10\nworkingset_refault_anon 0\nworkingset_refault_file 7\n");
         // The file refault counter went backwards (a reset): it counts 0.
-        b.vmstat = vm("pswpin 300\npswpout 50\nworkingset_refault_anon 60\nworkingset_refault_file 5\n");
+        b.vmstat =
+            vm("pswpin 300\npswpout 50\nworkingset_refault_anon 60\nworkingset_refault_file 5\n");
         // vda1 (a partition) and loop0 must not count; dm-0 does.
         let disks = |vda: &str, dm: &str| {
             parse_diskstats(&format!(
