@@ -201,3 +201,50 @@ pub(crate) mod testing {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{testing::*, *};
+    use crate::advise::limits::{Mode, ParamLimits, StaticPolicy};
+    use crate::advise::recommendation::Source;
+
+    fn policy() -> StaticPolicy {
+        StaticPolicy::new().with("*", &[Source::Rules], ParamLimits::new(Mode::Auto))
+    }
+
+    #[test]
+    fn a_quiet_tick_reads_nothing_and_a_burst_is_advised_on_its_tick_not_again_at_the_window() {
+        let mut rules = RuleSet::default();
+        let mut k = FakeKernel::default().with("net.core.somaxconn@netns:4026532281", 128);
+        let mut quiet = window(vec![listener(NS, 128, 5, 0)]);
+        quiet.system.softnet_dropped = Some(0);
+        assert!(rules.on_tick(&at(1), &quiet, &mut k, &policy()).is_empty());
+        assert!(k.reads.is_empty(), "{:?}", k.reads);
+        let burst = window(vec![listener(NS, 128, 128, 9)]);
+        let r = rules.on_tick(&at(1), &burst, &mut k, &policy());
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            r[0].parameter.to_string(),
+            "net.core.somaxconn@netns:4026532281"
+        );
+        assert!(rules
+            .on_window(&at(1), &burst, &mut k, &policy())
+            .is_empty());
+    }
+
+    #[test]
+    fn every_rule_describes_what_it_manages() {
+        let names: Vec<&str> = descs().map(|(name, _)| *name).collect();
+        assert_eq!(
+            names,
+            [
+                "net.core.somaxconn",
+                "net.ipv4.tcp_max_syn_backlog",
+                "net.core.netdev_max_backlog",
+                "net.core.netdev_budget",
+                "net.core.netdev_budget_usecs",
+                "vm.swappiness"
+            ]
+        );
+    }
+}
