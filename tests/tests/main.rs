@@ -14,6 +14,7 @@ mod journal_crash;
 mod llm_advisor;
 mod perf_counter;
 mod request_latency;
+mod rules_react;
 mod run_loop;
 mod runq_latency;
 mod sensors_load;
@@ -294,6 +295,16 @@ fn main() {
             "llm_advisor::without_a_key_or_an_endpoint_the_advisor_is_off_with_one_log_line",
             llm_advisor::requirement(),
             llm_advisor::without_a_key_or_an_endpoint_the_advisor_is_off_with_one_log_line,
+        ),
+        trial(
+            "rules_react::somaxconn_is_raised_within_ticks_of_a_long_window",
+            req(),
+            rules_react::somaxconn_is_raised_within_ticks_of_a_long_window,
+        ),
+        trial(
+            "rules_react::a_listener_asking_for_less_gets_application_advice",
+            req(),
+            rules_react::a_listener_asking_for_less_gets_application_advice,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();
