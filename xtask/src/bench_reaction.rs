@@ -56,7 +56,9 @@ pub fn run(args: &Args) -> Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("kpo-bench-reaction-")
         .tempdir()?;
-    println!("bench reaction: first listen overflow -> changed somaxconn readable in the namespace");
+    println!(
+        "bench reaction: first listen overflow -> changed somaxconn readable in the namespace"
+    );
     println!(
         "  {}; policy: net.core.somaxconn auto for the rules, in the trial's namespace only",
         config.describe()
@@ -141,7 +143,12 @@ struct Trial {
     resolution: Duration,
 }
 
-fn trial(args: &Args, config: &AgentConfig, dir: &std::path::Path, phase: Duration) -> Result<Option<Trial>> {
+fn trial(
+    args: &Args,
+    config: &AgentConfig,
+    dir: &std::path::Path,
+    phase: Duration,
+) -> Result<Option<Trial>> {
     let ns = Netns::create(false)?;
     let inode = ns.inode()?;
     ns.set_somaxconn(args.somaxconn)?;
@@ -243,7 +250,9 @@ fn sleep_checked(d: Duration) -> Result<()> {
     let until = Instant::now() + d;
     while Instant::now() < until {
         interrupt::check()?;
-        std::thread::sleep(Duration::from_millis(10).min(until.saturating_duration_since(Instant::now())));
+        std::thread::sleep(
+            Duration::from_millis(10).min(until.saturating_duration_since(Instant::now())),
+        );
     }
     Ok(())
 }

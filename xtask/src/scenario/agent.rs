@@ -20,10 +20,7 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     pub fn describe(&self) -> String {
-        format!(
-            "kpo run --tick {} --window {}",
-            self.tick, self.window
-        )
+        format!("kpo run --tick {} --window {}", self.tick, self.window)
     }
 }
 
@@ -203,6 +200,26 @@ pub fn rules_change(event: &Value, inode: u64) -> Option<(i64, String)> {
         ))
     })
     .flatten()
+}
+
+/// A change of somaxconn in the namespace `inode` being undone: the guard's revert verdict (with
+/// the health signal that regressed) or a `reverted` change event; a line saying so.
+pub fn undo_note(event: &Value, inode: u64) -> Option<String> {
+    let target = format!("net.core.somaxconn@netns:{inode}");
+    if event["kind"] == "guard" && event["verdict"] == "revert" && event["address"] == target {
+        return Some(format!(
+            "KPO's guard reverted its change to {}: {} went from {} to {} (guard event)",
+            event["value"], event["signal"], event["before"], event["after"]
+        ));
+    }
+    if event["kind"] == "change" && event["phase"] == "reverted" && event["target"] == target {
+        return Some(format!(
+            "KPO put net.core.somaxconn back to {} in the namespace: {}",
+            event["read_back"],
+            event["reason"].as_str().unwrap_or_default()
+        ));
+    }
+    None
 }
 
 #[cfg(test)]

@@ -102,9 +102,7 @@ fn backlog(args: &BacklogArgs) -> Result<()> {
         tick: args.tick.clone(),
         window: args.window.clone(),
     };
-    let dir = tempfile::Builder::new()
-        .prefix("kpo-scenario-")
-        .tempdir()?;
+    let dir = tempfile::Builder::new().prefix("kpo-scenario-").tempdir()?;
     println!("scenario backlog: the seed's demo, end to end");
     println!(
         "  namespace: its own, veth pair to the host; net.core.somaxconn = {} inside it (host: {host_before})",
@@ -177,7 +175,11 @@ fn one_run(args: &BacklogArgs, dir: &Path, agent: Option<&AgentConfig>) -> Resul
                 &agent::policy(&ns.path(), args.somaxconn),
                 config,
             )?;
-            println!("kpo run started (pid {}), state in {}", a.pid(), a.dir.display());
+            println!(
+                "kpo run started (pid {}), state in {}",
+                a.pid(),
+                a.dir.display()
+            );
             Some(a)
         }
         None => None,
@@ -200,6 +202,13 @@ fn one_run(args: &BacklogArgs, dir: &Path, agent: Option<&AgentConfig>) -> Resul
         interrupt::check()?;
         if let Some(kpo) = &mut kpo {
             for event in kpo.events.poll()? {
+                if let Some(note) = agent::undo_note(&event, inode) {
+                    println!("{:>6.2} s  {note}", started.elapsed().as_secs_f64());
+                    println!(
+                        "         (nginx keeps the limit it took at its last listen() until it listens again)"
+                    );
+                    continue;
+                }
                 let Some((value, reason)) = agent::rules_change(&event, inode) else {
                     continue;
                 };
@@ -245,15 +254,10 @@ fn one_run(args: &BacklogArgs, dir: &Path, agent: Option<&AgentConfig>) -> Resul
     let seen = watch.finish()?;
     let (_, limit_end) = ns.ss_listener(PORT)?;
     if let Some(kpo) = &mut kpo {
-        kpo.events.poll()?;
-        let guard_reverts: Vec<_> = kpo
-            .events
-            .all
-            .iter()
-            .filter(|e| e["kind"] == "guard" && e["verdict"] == "revert")
-            .collect();
-        for g in &guard_reverts {
-            println!("KPO's guard reverted a change: {g}");
+        for event in kpo.events.poll()? {
+            if let Some(note) = agent::undo_note(&event, inode) {
+                println!("after the load: {note}");
+            }
         }
         kpo.stop()?;
     }
@@ -360,9 +364,8 @@ fn print_side_by_side(args: &BacklogArgs, without: &RunResult, with: &RunResult)
             .map_or("-".into(), |n| n.to_string()),
     );
     let reaction = |r: &RunResult| {
-        r.reaction.map_or("-".into(), |d| {
-            format!("{} ms", d.as_millis())
-        })
+        r.reaction
+            .map_or("-".into(), |d| format!("{} ms", d.as_millis()))
     };
     row(
         "first overflow -> somaxconn changed",

@@ -115,7 +115,10 @@ impl Netns {
         })?;
         let now = self.somaxconn()?;
         if now != value {
-            bail!("somaxconn in {} reads {now} after writing {value}", self.name);
+            bail!(
+                "somaxconn in {} reads {now} after writing {value}",
+                self.name
+            );
         }
         Ok(())
     }
@@ -150,7 +153,10 @@ impl Netns {
             .nth(2)
             .and_then(|v| v.parse().ok())
             .with_context(|| format!("no Send-Q in `{line}`"))?;
-        Ok((line.split_whitespace().collect::<Vec<_>>().join(" "), send_q))
+        Ok((
+            line.split_whitespace().collect::<Vec<_>>().join(" "),
+            send_q,
+        ))
     }
 
     /// Deletes the namespace (and with it the veth pair) and checks it is gone.
@@ -161,7 +167,10 @@ impl Netns {
         ip(&["netns", "del", &self.name])?;
         if let Some(host_if) = self.host_if.take() {
             // Deleting the namespace deletes its end, and the pair with it; make sure.
-            if std::path::Path::new("/sys/class/net").join(&host_if).exists() {
+            if std::path::Path::new("/sys/class/net")
+                .join(&host_if)
+                .exists()
+            {
                 let _ = ip(&["link", "del", &host_if]);
             }
         }

@@ -121,7 +121,10 @@ impl NsNginx {
                 );
             }
             if Instant::now() > deadline {
-                bail!("nginx did not listen on port {} within 10 s", self.config.port);
+                bail!(
+                    "nginx did not listen on port {} within 10 s",
+                    self.config.port
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -213,4 +216,51 @@ pub struct Relistened {
     pub limit: u32,
     pub took_effect: bool,
     pub elapsed: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What each way of listening again leaves as nginx's accept-queue limit, read with `ss` in
+    /// the namespace: a plain reload keeps the old one, a reload after changing `backlog=` and a
+    /// restart take min(backlog, somaxconn).
+    #[test]
+    #[ignore = "needs root and nginx, as the scenario does: cargo test -p xtask -- --ignored"]
+    fn only_a_new_listen_takes_a_raised_somaxconn() {
+        let ns = Netns::create(false).unwrap();
+        ns.set_somaxconn(64).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut nginx = NsNginx::start(
+            &ns,
+            dir.path(),
+            NginxConfig {
+                address: "127.0.0.1".into(),
+                port: 18082,
+                backlog: 4096,
+                worker_connections: 64,
+            },
+        )
+        .unwrap();
+        assert_eq!(ns.ss_listener(18082).unwrap().1, 64);
+        ns.set_somaxconn(128).unwrap();
+
+        let plain = nginx.relisten(&ns, Relisten::Reload, 128).unwrap();
+        assert_eq!(
+            (plain.limit, plain.took_effect),
+            (64, false),
+            "{}",
+            plain.ss_line
+        );
+
+        let with_backlog = nginx.relisten(&ns, Relisten::ReloadBacklog, 128).unwrap();
+        assert_eq!((with_backlog.limit, with_backlog.took_effect), (128, true));
+
+        // The config now asks for 128: a restart under somaxconn 256 takes min(128, 256).
+        ns.set_somaxconn(256).unwrap();
+        let restarted = nginx.relisten(&ns, Relisten::Restart, 256).unwrap();
+        assert_eq!((restarted.limit, restarted.took_effect), (128, true));
+        nginx.stop().unwrap();
+        assert!(ns.ss_listener(18082).is_err(), "nothing listens after stop");
+    }
 }
