@@ -12,6 +12,7 @@ mod energy_trust;
 mod journal_crash;
 mod perf_counter;
 mod request_latency;
+mod rules_react;
 mod run_loop;
 mod runq_latency;
 mod sensors_load;
@@ -217,6 +218,16 @@ fn main() {
             "agent_decides::the_accept_queue_rule_raises_somaxconn_in_the_listeners_namespace",
             req(),
             agent_decides::the_accept_queue_rule_raises_somaxconn_in_the_listeners_namespace,
+        ),
+        trial(
+            "rules_react::somaxconn_is_raised_within_ticks_of_a_long_window",
+            req(),
+            rules_react::somaxconn_is_raised_within_ticks_of_a_long_window,
+        ),
+        trial(
+            "rules_react::a_listener_asking_for_less_gets_application_advice",
+            req(),
+            rules_react::a_listener_asking_for_less_gets_application_advice,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();

@@ -37,11 +37,16 @@ pub struct ListenerView {
     pub comm: Option<String>,
 }
 
-/// Namespace-wide listen counters (`TcpExtListenOverflows`, `TcpExtListenDrops`).
+/// Namespace-wide listen counters (`TcpExtListenOverflows`, `TcpExtListenDrops`), and the SYN
+/// queue's: `TcpExtTCPReqQFullDrop` (SYNs dropped because the queue was full and SYN cookies were
+/// off) and `TcpExtTCPReqQFullDoCookies` (SYN cookies sent instead); `None` when the kernel does
+/// not print them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetnsCounters {
     pub listen_overflows: u64,
     pub listen_drops: u64,
+    pub syn_queue_full_drops: Option<u64>,
+    pub syn_queue_full_cookies: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +172,8 @@ impl Collector {
                         let c = NetnsCounters {
                             listen_overflows,
                             listen_drops,
+                            syn_queue_full_drops: get("TcpExtTCPReqQFullDrop"),
+                            syn_queue_full_cookies: get("TcpExtTCPReqQFullDoCookies"),
                         };
                         counters.insert(inum, c);
                     }

@@ -1,10 +1,10 @@
 //! The deciding half inside `kpo run`: the one change path (policy, journal, actuators), the
 //! operator's requests from the control socket, the deterministic rules (advise → policy →
-//! actuate once per window), the guard watching each change, and yielding to people who change a
-//! parameter KPO manages.
+//! actuate every tick and once per window), the guard watching each change, and yielding to
+//! people who change a parameter KPO manages.
 //!
-//! The run loop owns one [`Deciding`] and calls it at three points: when a request arrives, when
-//! a window closes, and at shutdown. Everything it does is journaled before the kernel is touched,
+//! The run loop owns one [`Deciding`] and calls it when a request arrives, after each tick's
+//! sample, when a window closes, and at shutdown. Everything it does is journaled before the kernel is touched,
 //! and reported as events through the loop's sink.
 use std::{
     sync::{Arc, Mutex},
@@ -15,10 +15,10 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::{
-    actuate::param::{NetnsRef, ParamAddress, ParamKind, Target, Value},
+    actuate::param::{ParamAddress, ParamKind, Value},
     advise::{
-        recommendation::Recommendation,
-        rules::accept_queue::{AcceptQueueConfig, AcceptQueueRule, NetnsSysctls, SOMAXCONN},
+        recommendation::{Recommendation, WindowRef},
+        rules::RuleSet,
     },
     api::{
         handle, reply,
@@ -27,14 +27,17 @@ use crate::{
     },
     change::{ChangePath, ChangeReport, ChangeStatus, KernelActuators},
     cli::StateArgs,
+    collect::Sample,
     control::Control,
     guard::{Guard, GuardConfig, Health, Verdict},
     journal::{Holder, Journal},
     output::{change_events::ChangePathEvent, events::Event},
     policy::{OnExit, Policy, Proposal, Source},
     sensors::sysctl_watch::SysctlWriteEvent,
-    window::Window,
+    window::{tick_window, Window},
 };
+
+use super::kernel_view::PathView;
 
 /// How long the agent waits for a CLI that holds the state directory's lock at start.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -48,7 +51,8 @@ pub struct Deciding {
     _server: Server,
     /// Health of the last closed window: the baseline of a change made now.
     last_health: Health,
-    accept_queue: AcceptQueueRule,
+    rules: RuleSet,
+    /// Windows closed; the one in progress is the next.
     windows: u64,
     /// The agent's own network namespace: its keys are the host's.
     host_netns: u64,
@@ -89,7 +93,7 @@ impl Deciding {
             requests,
             _server: server,
             last_health: Health::default(),
-            accept_queue: AcceptQueueRule::new(AcceptQueueConfig::default()),
+            rules: RuleSet::default(),
             windows: 0,
             host_netns: std::fs::metadata("/proc/self/ns/net")
                 .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
@@ -164,15 +168,32 @@ impl Deciding {
         events
     }
 
-    /// The rules read the window; what they recommend goes to the change path as a proposal of
-    /// source `rules` (applied only where the policy says auto), advice for an application is
-    /// reported as it is.
+    /// The rules read the window; what they recommend goes to [`Deciding::consider`].
     fn advise(&mut self, window: &Window) -> Vec<Event> {
         self.windows += 1;
-        let sysctls = self.netns_sysctls(window);
-        let recommendations =
-            self.accept_queue
-                .evaluate(self.windows, window, &sysctls, &self.path.policy);
+        let at = WindowRef {
+            index: self.windows,
+            end: window.end.clone(),
+        };
+        let mut kernel = PathView::new(&self.path, self.host_netns);
+        let recommendations = self
+            .rules
+            .on_window(&at, window, &mut kernel, &self.path.policy);
+        self.consider(recommendations)
+    }
+
+    /// A tick ended: the rules read the tick (from `previous` to `sample`) and may advise before
+    /// the window closes; advice is for the window in progress.
+    pub fn on_tick(&mut self, previous: &Sample, sample: &Sample) -> Vec<Event> {
+        let tick = tick_window(previous, sample);
+        let at = WindowRef {
+            index: self.windows + 1,
+            end: tick.end.clone(),
+        };
+        let mut kernel = PathView::new(&self.path, self.host_netns);
+        let recommendations = self
+            .rules
+            .on_tick(&at, &tick, &mut kernel, &self.path.policy);
         self.consider(recommendations)
     }
 
@@ -205,42 +226,6 @@ impl Deciding {
             Ok(report) => self.watch_if_applied(&report, &proposal.address, &value),
             Err(e) => warn!("{}: proposing {}: {e}", rec.source, proposal.address),
         }
-    }
-
-    /// somaxconn of every namespace with a listener in the window, and its value before KPO.
-    fn netns_sysctls(&mut self, window: &Window) -> NetnsSysctls {
-        let mut sysctls = NetnsSysctls {
-            host_netns: self.host_netns,
-            ..NetnsSysctls::default()
-        };
-        let namespaces: std::collections::BTreeSet<u64> =
-            window.listeners.iter().map(|l| l.netns).collect();
-        for netns in namespaces {
-            let target = if netns == self.host_netns {
-                Target::Host
-            } else {
-                Target::Netns {
-                    netns: NetnsRef::Inode(netns),
-                }
-            };
-            let Ok(address) = ParamAddress::sysctl(SOMAXCONN, target) else {
-                continue;
-            };
-            if let Ok(Value::Int(v)) = self.path.read(&address) {
-                sysctls.somaxconn.insert(netns, v);
-            }
-            let key = crate::journal::target_key(&address);
-            if let Some(Value::Int(v)) = self
-                .path
-                .journal
-                .params()
-                .find(|p| p.key == key)
-                .and_then(|p| p.original.clone())
-            {
-                sysctls.original_somaxconn.insert(netns, v);
-            }
-        }
-        sysctls
     }
 
     /// Sysctl writes by other processes: a managed parameter whose value is no longer the one KPO

@@ -1,6 +1,7 @@
 //! The run loop. It only wires the stages, in data-flow order, once per tick:
 //!
-//! sensors (duty cycle) → collect (a [`Sample`]) → window (a [`Window`] every few ticks)
+//! sensors (duty cycle) → collect (a [`Sample`]) → the rules on the tick ([`deciding`]) → window
+//! (a [`Window`] every few ticks)
 //! → energy (the window's joules) → guard, then advise → policy → actuate ([`deciding`]) →
 //! output (events, written off the loop).
 //!
@@ -13,6 +14,7 @@
 mod args;
 mod deciding;
 mod duty;
+mod kernel_view;
 
 use std::{process::ExitCode, time::Duration};
 
@@ -167,6 +169,10 @@ pub async fn run(
                     for full in full_listeners(&sample) {
                         sink.send(&full.into());
                     }
+                }
+                // Rules that react within a tick (advise → policy → actuate).
+                for event in deciding.on_tick(windows.last_sample(), &sample) {
+                    sink.send(&event);
                 }
                 // Window.
                 if let Some(mut window) = windows.push(sample) {

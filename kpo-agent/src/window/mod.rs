@@ -9,7 +9,7 @@ use kpo_common::{ListenerKey, AF_INET6};
 use serde::Serialize;
 
 use crate::{
-    collect::{bpf_maps::BpfSnapshot, procfs::HostMetrics, Sample},
+    collect::{bpf_maps::BpfSnapshot, procfs::HostMetrics, NetnsCounters, Sample},
     counter,
 };
 pub use hist::LatencySummary;
@@ -47,6 +47,11 @@ pub struct NetnsWindow {
     pub netns: u64,
     pub listen_overflows: u64,
     pub listen_drops: u64,
+    /// SYNs dropped because the listener's SYN queue was full and SYN cookies were off
+    /// (`TcpExtTCPReqQFullDrop`); null when the kernel does not count them.
+    pub syn_queue_full_drops: Option<u64>,
+    /// SYN cookies sent because a SYN queue was full (`TcpExtTCPReqQFullDoCookies`).
+    pub syn_queue_full_cookies: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -159,55 +164,103 @@ impl WindowBuilder {
         if sample.accept_queue_attached {
             self.accept_queue_sampled += tick;
         }
-        let mut observe = |key: ListenerKey, depth: u32| {
-            let peak = self.peaks.entry(key).or_insert(0);
-            *peak = (*peak).max(depth);
-        };
-        if let Some(bpf) = &sample.bpf {
-            for (key, l) in &bpf.listeners {
-                if let Some(p) = l.tick_peak {
-                    observe(*key, p);
-                }
-            }
-        }
-        for (key, l) in &sample.listeners {
-            observe(*key, l.depth);
-        }
+        observe_peaks(&mut self.peaks, &sample);
         self.last = Some(sample);
     }
 
     /// Closes the window. Returns it and the sample that becomes the next window's baseline.
     pub fn finish(self) -> Option<(Window, Sample)> {
         let last = self.last?;
-        let first = &self.baseline;
-        let secs = self.elapsed.as_secs_f64().max(1e-9);
-        let sampled = Sampled(self.sampled.as_secs_f64());
-        let window = Window {
-            start: rfc3339(first.wall),
-            end: rfc3339(last.wall),
-            duration_s: round3(secs),
-            sampled_fraction: round3(sampled.0 / secs),
-            accept_queue_sampled_fraction: round3(self.accept_queue_sampled.as_secs_f64() / secs),
-            listeners: listeners(first, &last, &self.peaks),
-            netns: netns(first, &last),
-            irqs: irqs(first, &last, secs),
-            softirqs: softirqs(first, &last, sampled),
-            napi: napi(first, &last, sampled),
-            runq_latency: last.bpf.as_ref().and_then(|b| {
-                let before = first.bpf.as_ref().map(|f| f.runq_hist.as_slice());
-                hist::summarize(&hist::delta(before, &b.runq_hist))
-            }),
-            sampled_context_switches_per_s: last.bpf.as_ref().and_then(|b| {
-                let before = first.bpf.as_ref().map_or(0, |f| f.context_switches);
-                (sampled.0 > 0.0)
-                    .then(|| sampled.rate(counter::restarted(before, b.context_switches)))
-            }),
-            request_latency: request_latency(first, &last),
-            system: HostMetrics::between(&first.host, &last.host),
-            // The run loop reads the meter when the window closes.
-            energy: None,
+        let spans = Spans {
+            elapsed: self.elapsed,
+            sampled: self.sampled,
+            accept_queue_sampled: self.accept_queue_sampled,
         };
+        let window = assemble(&self.baseline, &last, &self.peaks, spans);
         Some((window, last))
+    }
+}
+
+/// The window of one tick, from the previous sample to this one, borrowed (nothing is cloned):
+/// what the rules read every tick to react before the window closes. Same fields and semantics
+/// as a full window.
+pub fn tick_window(previous: &Sample, sample: &Sample) -> Window {
+    let mut peaks = BTreeMap::new();
+    observe_peaks(&mut peaks, sample);
+    let tick = sample.at.saturating_duration_since(previous.at);
+    let spans = Spans {
+        elapsed: tick,
+        sampled: if sample.duty_attached {
+            tick
+        } else {
+            Duration::ZERO
+        },
+        accept_queue_sampled: if sample.accept_queue_attached {
+            tick
+        } else {
+            Duration::ZERO
+        },
+    };
+    assemble(previous, sample, &peaks, spans)
+}
+
+/// The deepest accept queue of each listener during the tick a sample closes (eBPF peaks at each
+/// enqueue, and the depth sock_diag reported).
+fn observe_peaks(peaks: &mut BTreeMap<ListenerKey, u32>, sample: &Sample) {
+    let mut observe = |key: ListenerKey, depth: u32| {
+        let peak = peaks.entry(key).or_insert(0);
+        *peak = (*peak).max(depth);
+    };
+    if let Some(bpf) = &sample.bpf {
+        for (key, l) in &bpf.listeners {
+            if let Some(p) = l.tick_peak {
+                observe(*key, p);
+            }
+        }
+    }
+    for (key, l) in &sample.listeners {
+        observe(*key, l.depth);
+    }
+}
+
+/// How long a window lasted, and how much of it each group of sensors was attached.
+struct Spans {
+    elapsed: Duration,
+    sampled: Duration,
+    accept_queue_sampled: Duration,
+}
+
+fn assemble(
+    first: &Sample,
+    last: &Sample,
+    peaks: &BTreeMap<ListenerKey, u32>,
+    spans: Spans,
+) -> Window {
+    let secs = spans.elapsed.as_secs_f64().max(1e-9);
+    let sampled = Sampled(spans.sampled.as_secs_f64());
+    Window {
+        start: rfc3339(first.wall),
+        end: rfc3339(last.wall),
+        duration_s: round3(secs),
+        sampled_fraction: round3(sampled.0 / secs),
+        accept_queue_sampled_fraction: round3(spans.accept_queue_sampled.as_secs_f64() / secs),
+        listeners: listeners(first, last, peaks),
+        netns: netns(first, last),
+        irqs: irqs(first, last, secs),
+        softirqs: softirqs(first, last, sampled),
+        napi: napi(first, last, sampled),
+        runq_latency: last.bpf.as_ref().and_then(|b| {
+            let before = first.bpf.as_ref().map(|f| f.runq_hist.as_slice());
+            hist::summarize(&hist::delta(before, &b.runq_hist))
+        }),
+        sampled_context_switches_per_s: last.bpf.as_ref().and_then(|b| {
+            let before = first.bpf.as_ref().map_or(0, |f| f.context_switches);
+            (sampled.0 > 0.0).then(|| sampled.rate(counter::restarted(before, b.context_switches)))
+        }),
+        request_latency: request_latency(first, last),
+        system: HostMetrics::between(&first.host, &last.host),
+        // The run loop reads the meter when the window closes.
+        energy: None,
     }
 }
 
@@ -235,11 +288,24 @@ fn netns(first: &Sample, last: &Sample) -> Vec<NetnsWindow> {
     last.netns
         .iter()
         .map(|(inum, c)| {
-            let before = first.netns.get(inum).copied().unwrap_or_default();
+            let seen = first.netns.get(inum).copied();
+            let before = seen.unwrap_or_default();
+            // A namespace new in this window has no baseline: its counters began at 0 with it.
+            // One that had a baseline without the counter (a line that did not parse) does not
+            // count from 0, which would read as everything since it was created.
+            let syn = |pick: fn(&NetnsCounters) -> Option<u64>| {
+                let before = match seen {
+                    Some(b) => pick(&b)?,
+                    None => 0,
+                };
+                Some(counter::monotonic(before, pick(c)?))
+            };
             NetnsWindow {
                 netns: *inum,
                 listen_overflows: counter::monotonic(before.listen_overflows, c.listen_overflows),
                 listen_drops: counter::monotonic(before.listen_drops, c.listen_drops),
+                syn_queue_full_drops: syn(|c| c.syn_queue_full_drops),
+                syn_queue_full_cookies: syn(|c| c.syn_queue_full_cookies),
             }
         })
         .collect()

@@ -4,23 +4,27 @@
 //! - (a) the limit equals `net.core.somaxconn` of the listener's namespace (or exceeds it: the key
 //!   was lowered after `listen()`): the kernel capped the application's backlog. Raise somaxconn
 //!   in that namespace, in steps within policy. The new value applies only when the service
-//!   calls `listen()` again, so the reason says so and names the pid and comm.
+//!   calls `listen()` again, so the reason says so and names the pid and comm. Once somaxconn is
+//!   above the limit the listener got from an earlier somaxconn, the advice is for the service:
+//!   listen again (no sysctl).
 //! - (b) the application asked for less than somaxconn: raising somaxconn does nothing. The advice
 //!   is for the application (no sysctl), naming the listener, its limit and its drops.
 //!
 //! After a long calm with large headroom in a namespace whose somaxconn was raised, it recommends
 //! stepping back toward the original value.
 //!
-//! Hysteresis: drops trigger at once; a queue near its limit without drops must persist for
-//! `near_windows` windows. Once advised, the same advice is not repeated until the situation
-//! changes (somaxconn or the limit moved), `repeat_windows` pass, or the listener was calm for
-//! `rearm_windows` windows.
-use std::collections::BTreeMap;
+//! Every tick: drops in the tick advise at once ([`AcceptQueueRule::on_tick`]). Every window
+//! ([`AcceptQueueRule::evaluate`]): drops, or a queue near its limit for `near_windows` windows,
+//! and stepping back. Hysteresis ([`Latch`]): once advised, the same advice is not repeated until
+//! the situation changes (somaxconn or the limit moved), `repeat_windows` pass, or the listener
+//! was calm for `rearm_windows` windows.
+use std::collections::{BTreeMap, BTreeSet};
 
+use super::{latch::Latch, netns_address, step, KernelView};
 use crate::{
-    actuate::param::{NetnsRef, ParamAddress, Target, Value},
+    actuate::param::{ParamAddress, Target, Value},
     advise::{
-        limits::{AdvicePolicy, Mode},
+        limits::AdvicePolicy,
         recommendation::{ApplicationRef, Recommendation, Source, WindowRef},
     },
     window::{ListenerWindow, Window},
@@ -68,18 +72,6 @@ impl Default for AcceptQueueConfig {
     }
 }
 
-/// The kernel values the rule needs, read by the agent before each evaluation.
-#[derive(Debug, Clone, Default)]
-pub struct NetnsSysctls {
-    /// The agent's own network namespace inode: its keys are addressed as the host's.
-    pub host_netns: u64,
-    /// Current `net.core.somaxconn` per namespace inode.
-    pub somaxconn: BTreeMap<u64, i64>,
-    /// somaxconn before KPO first changed it, per namespace (from the journal); absent when KPO
-    /// never changed it.
-    pub original_somaxconn: BTreeMap<u64, i64>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct ListenerId {
     netns: u64,
@@ -87,12 +79,22 @@ struct ListenerId {
     family: &'static str,
 }
 
+impl ListenerId {
+    fn of(l: &ListenerWindow) -> Self {
+        Self {
+            netns: l.netns,
+            port: l.port,
+            family: l.family,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct ListenerState {
+    /// Pressed windows in a row.
     near: u32,
-    calm: u32,
-    /// (window index, somaxconn, limit) of the last advice.
-    advised: Option<(u64, i64, u32)>,
+    /// The situation of the last advice: (somaxconn, limit).
+    latch: Latch<(i64, u32)>,
 }
 
 /// The rule and its hysteresis state.
@@ -102,9 +104,12 @@ pub struct AcceptQueueRule {
     listeners: BTreeMap<ListenerId, ListenerState>,
     /// Calm windows per namespace, and the window of the last step-back advice.
     calm: BTreeMap<u64, (u32, Option<u64>)>,
+    /// Every somaxconn seen in each namespace: a limit equal to one of them, below the current
+    /// value, was set by an earlier somaxconn (the service has not listened again since).
+    seen: BTreeMap<u64, BTreeSet<i64>>,
 }
 
-/// A listener under pressure in this window, and its case.
+/// A listener under pressure, and the somaxconn of its namespace.
 struct Pressed<'a> {
     l: &'a ListenerWindow,
     somaxconn: i64,
@@ -118,94 +123,120 @@ impl AcceptQueueRule {
         }
     }
 
-    /// Evaluates one window (`index`) and returns the advice it leads to.
-    pub fn evaluate(
+    /// A tick ended: a listener that dropped connections in it is advised at once (unless the
+    /// same advice stands). Nothing is read from the kernel when no listener dropped.
+    pub fn on_tick(
         &mut self,
-        index: u64,
-        window: &Window,
-        sysctls: &NetnsSysctls,
+        at: &WindowRef,
+        tick: &Window,
+        kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
     ) -> Vec<Recommendation> {
-        let wref = WindowRef {
-            index,
-            end: window.end.clone(),
-        };
-        let mut raise: BTreeMap<u64, Vec<Pressed>> = BTreeMap::new();
-        let mut out = Vec::new();
+        let dropping = tick.listeners.iter().filter(|l| l.overflows > 0);
+        self.advise(at, dropping, kernel, policy)
+    }
+
+    /// A window closed (`at.index`): drops, or a queue near its limit for `near_windows`
+    /// windows, lead to advice; a long calm to stepping back.
+    pub fn evaluate(
+        &mut self,
+        at: &WindowRef,
+        window: &Window,
+        kernel: &mut dyn KernelView,
+        policy: &dyn AdvicePolicy,
+    ) -> Vec<Recommendation> {
+        let mut pressed = Vec::new();
         for l in &window.listeners {
-            let id = ListenerId {
-                netns: l.netns,
-                port: l.port,
-                family: l.family,
-            };
-            let st = self.listeners.entry(id).or_default();
+            let st = self.listeners.entry(ListenerId::of(l)).or_default();
             let dropping = l.overflows > 0;
             let near = l.backlog_limit > 0
                 && f64::from(l.backlog_max) >= self.cfg.near_ratio * f64::from(l.backlog_limit);
-            if dropping || near {
-                st.near += 1;
-                st.calm = 0;
-            } else {
+            if !(dropping || near) {
                 st.near = 0;
-                st.calm += 1;
-                if st.calm >= self.cfg.rearm_windows {
-                    st.advised = None;
-                }
+                st.latch.calm(self.cfg.rearm_windows);
                 continue;
             }
-            if !dropping && st.near < self.cfg.near_windows {
-                continue;
+            st.near += 1;
+            if dropping || st.near >= self.cfg.near_windows {
+                pressed.push(l);
             }
+        }
+        // Forget listeners that are gone.
+        let seen: BTreeSet<ListenerId> = window.listeners.iter().map(ListenerId::of).collect();
+        self.listeners.retain(|id, _| seen.contains(id));
+        let mut out = self.advise(at, pressed.into_iter(), kernel, policy);
+        out.extend(self.step_back(at, window, kernel, policy));
+        out
+    }
+
+    /// Advice for pressed listeners whose latch lets it through: one raise per namespace, and
+    /// advice for each application.
+    fn advise<'a>(
+        &mut self,
+        at: &WindowRef,
+        pressed: impl Iterator<Item = &'a ListenerWindow>,
+        kernel: &mut dyn KernelView,
+        policy: &dyn AdvicePolicy,
+    ) -> Vec<Recommendation> {
+        let mut raise: BTreeMap<u64, Vec<Pressed>> = BTreeMap::new();
+        let mut out = Vec::new();
+        for l in pressed {
             // Without the namespace's somaxconn the two cases cannot be told apart.
-            let Some(&somaxconn) = sysctls.somaxconn.get(&l.netns) else {
+            let Some(somaxconn) = self.somaxconn(l.netns, kernel) else {
                 continue;
             };
-            if let Some((at, s, lim)) = st.advised {
-                let same = s == somaxconn && lim == l.backlog_limit;
-                if same && index.saturating_sub(at) < self.cfg.repeat_windows {
-                    continue;
-                }
+            let st = self.listeners.entry(ListenerId::of(l)).or_default();
+            if !st.latch.fire(
+                at.index,
+                (somaxconn, l.backlog_limit),
+                self.cfg.repeat_windows,
+            ) {
+                continue;
             }
-            st.advised = Some((index, somaxconn, l.backlog_limit));
-            if i64::from(l.backlog_limit) < somaxconn {
-                out.push(application_advice(l, somaxconn, sysctls, &wref));
-            } else {
+            let limit = i64::from(l.backlog_limit);
+            if limit >= somaxconn {
                 raise
                     .entry(l.netns)
                     .or_default()
                     .push(Pressed { l, somaxconn });
+            } else if self.set_by_earlier_somaxconn(l, kernel) {
+                out.push(listen_again_advice(l, somaxconn, kernel, at));
+            } else {
+                out.push(application_advice(l, somaxconn, kernel, at));
             }
         }
-        // Forget listeners that are gone.
-        let seen: std::collections::BTreeSet<ListenerId> = window
-            .listeners
-            .iter()
-            .map(|l| ListenerId {
-                netns: l.netns,
-                port: l.port,
-                family: l.family,
-            })
-            .collect();
-        self.listeners.retain(|id, _| seen.contains(id));
         for (netns, pressed) in raise {
-            if let Some(r) = self.raise_advice(netns, &pressed, sysctls, policy, &wref) {
-                out.push(r);
-            }
+            out.extend(self.raise_advice(netns, &pressed, kernel, policy, at));
         }
-        out.extend(self.step_back(window, sysctls, policy, &wref));
         out
+    }
+
+    /// The namespace's somaxconn, remembered as one it had.
+    fn somaxconn(&mut self, netns: u64, kernel: &mut dyn KernelView) -> Option<i64> {
+        let v = kernel.current(&netns_address(SOMAXCONN, netns, kernel))?;
+        self.seen.entry(netns).or_default().insert(v);
+        Some(v)
+    }
+
+    /// Whether the listener's limit is a somaxconn its namespace had (seen by the rule, or the
+    /// value before KPO changed it): then the kernel capped it at listen() time and the service
+    /// has not listened again since somaxconn was raised.
+    fn set_by_earlier_somaxconn(&self, l: &ListenerWindow, kernel: &mut dyn KernelView) -> bool {
+        let limit = i64::from(l.backlog_limit);
+        self.seen.get(&l.netns).is_some_and(|s| s.contains(&limit))
+            || kernel.original(&netns_address(SOMAXCONN, l.netns, kernel)) == Some(limit)
     }
 
     fn raise_advice(
         &self,
         netns: u64,
         pressed: &[Pressed],
-        sysctls: &NetnsSysctls,
+        kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
-        wref: &WindowRef,
+        at: &WindowRef,
     ) -> Option<Recommendation> {
         let current = pressed[0].somaxconn;
-        let addr = somaxconn_address(netns, sysctls);
+        let addr = netns_address(SOMAXCONN, netns, kernel);
         let limits = policy.allowed(&addr, Source::Rules);
         let base = pressed
             .iter()
@@ -213,29 +244,23 @@ impl AcceptQueueRule {
             .max()
             .unwrap_or(current)
             .max(current);
-        let mut target = base.saturating_mul(self.cfg.raise_factor.max(2));
-        let mut ceiling = DEFAULT_CEILING;
-        if let Some(l) = &limits {
-            ceiling = l.max.unwrap_or(DEFAULT_CEILING);
-            if let Some(step) = l.max_step {
-                target = target.min(current.saturating_add(step.allowed_from(current)));
-            }
-        }
-        let target = target.min(ceiling);
-        if target <= current {
-            return None;
-        }
+        let target = step::raise(
+            current,
+            base.saturating_mul(self.cfg.raise_factor.max(2)),
+            DEFAULT_CEILING,
+            limits.as_ref(),
+        )?;
         let worst = pressed
             .iter()
             .max_by_key(|p| (p.l.overflows, p.l.backlog_max))
             .map(|p| p.l)?;
         let others = pressed.len() - 1;
-        let mut reason = format!(
-            "{} dropped {} connection(s) in window {} with its accept queue at {}/{}; its limit is capped by {SOMAXCONN} = {current}{}. \
+        let reason = format!(
+            "{} {} in {} with its accept queue at {}/{}; its limit is capped by {SOMAXCONN} = {current}{}. \
 Raising {SOMAXCONN} to {target} {}takes effect only when the service calls listen() again: restart {}, or reload it after setting a larger listen backlog ({}); a reload that does not listen again keeps the old limit.",
-            describe(worst, sysctls),
-            worst.overflows,
-            wref.index,
+            describe(worst, kernel),
+            pressure(worst),
+            moment(at),
             worst.backlog_max,
             worst.backlog_limit,
             if others > 0 {
@@ -251,39 +276,38 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
             process(worst),
             backlog_hint(worst, target),
         );
-        if limits.is_none() {
-            reason.push_str(" The policy does not let rules change this parameter.");
-        }
-        Some(Recommendation {
-            id: Recommendation::make_id(
-                Source::Rules,
-                wref.index,
-                &addr,
-                Some(&Value::Int(target)),
-            ),
-            parameter: addr,
-            current_value: Some(Value::Int(current)),
-            recommended_value: Some(Value::Int(target)),
-            can_auto_apply: limits.is_some_and(|l| l.mode == Mode::Auto),
+        let confidence = if worst.overflows > 0 { 0.9 } else { 0.6 };
+        let mut rec = step::change(
+            at,
+            addr,
+            current,
+            target,
+            limits.as_ref(),
             reason,
-            confidence: if worst.overflows > 0 { 0.9 } else { 0.6 },
-            source: Source::Rules,
-            window: wref.clone(),
-            application: Some(app_ref(worst)),
-        })
+            confidence,
+        );
+        rec.application = Some(app_ref(worst));
+        Some(rec)
     }
 
     /// After a long calm with large headroom, step somaxconn back toward its original value.
     fn step_back(
         &mut self,
+        at: &WindowRef,
         window: &Window,
-        sysctls: &NetnsSysctls,
+        kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
-        wref: &WindowRef,
     ) -> Vec<Recommendation> {
         let mut out = Vec::new();
-        for (&netns, &original) in &sysctls.original_somaxconn {
-            let Some(&current) = sysctls.somaxconn.get(&netns) else {
+        let namespaces: BTreeSet<u64> = window.listeners.iter().map(|l| l.netns).collect();
+        self.calm.retain(|ns, _| namespaces.contains(ns));
+        for netns in namespaces {
+            let addr = netns_address(SOMAXCONN, netns, kernel);
+            // Only where KPO changed it: the journal has the original.
+            let Some(original) = kernel.original(&addr) else {
+                continue;
+            };
+            let Some(current) = self.somaxconn(netns, kernel) else {
                 continue;
             };
             let entry = self.calm.entry(netns).or_insert((0, None));
@@ -304,25 +328,22 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
             if entry.0 < self.cfg.calm_windows {
                 continue;
             }
-            if entry
-                .1
-                .is_some_and(|at| wref.index.saturating_sub(at) < u64::from(self.cfg.calm_windows))
-            {
+            if entry.1.is_some_and(|last| {
+                at.index.saturating_sub(last) < u64::from(self.cfg.calm_windows)
+            }) {
                 continue;
             }
-            entry.1 = Some(wref.index);
-            let addr = somaxconn_address(netns, sysctls);
+            entry.1 = Some(at.index);
+            let calm_windows = entry.0;
             let limits = policy.allowed(&addr, Source::Rules);
-            let mut target = (current / self.cfg.raise_factor.max(2)).max(original);
-            if let Some(step) = limits.as_ref().and_then(|l| l.max_step) {
-                target = target.max(current - step.allowed_from(current));
-            }
-            if let Some(min) = limits.as_ref().and_then(|l| l.min) {
-                target = target.max(min);
-            }
-            if target >= current {
+            let Some(target) = step::lower(
+                current,
+                current / self.cfg.raise_factor.max(2),
+                original,
+                limits.as_ref(),
+            ) else {
                 continue;
-            }
+            };
             let peak = window
                 .listeners
                 .iter()
@@ -330,60 +351,105 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
                 .map(|l| l.backlog_max)
                 .max()
                 .unwrap_or(0);
-            out.push(Recommendation {
-                id: Recommendation::make_id(Source::Rules, wref.index, &addr, Some(&Value::Int(target))),
-                parameter: addr,
-                current_value: Some(Value::Int(current)),
-                recommended_value: Some(Value::Int(target)),
-                can_auto_apply: limits.is_some_and(|l| l.mode == Mode::Auto),
-                reason: format!(
-                    "no accept-queue drops for {} windows and the deepest queue is {peak}, under {}% of its limit: step {SOMAXCONN} back from {current} to {target}, toward the original {original}",
-                    entry.0,
-                    (self.cfg.calm_ratio * 100.0).round()
-                ),
-                confidence: 0.5,
-                source: Source::Rules,
-                window: wref.clone(),
-                application: None,
-            });
+            let reason = format!(
+                "no accept-queue drops for {calm_windows} windows and the deepest queue is {peak}, under {}% of its limit: step {SOMAXCONN} back from {current} to {target}, toward the original {original}",
+                (self.cfg.calm_ratio * 100.0).round()
+            );
+            out.push(step::change(
+                at,
+                addr,
+                current,
+                target,
+                limits.as_ref(),
+                reason,
+                0.5,
+            ));
         }
         out
     }
 }
 
+/// `dropped 40 connection(s)` or `was near its limit`.
+fn pressure(l: &ListenerWindow) -> String {
+    if l.overflows > 0 {
+        format!("dropped {} connection(s)", l.overflows)
+    } else {
+        "was near its limit".to_string()
+    }
+}
+
+/// `window 41 (up to 2026-12-01T03:01:00Z)`: the window, and the end of the tick or window the
+/// advice was made at (a tick's advice comes before its window closes).
+fn moment(at: &WindowRef) -> String {
+    format!("window {} (up to {})", at.index, at.end)
+}
+
+/// Case (a), after the raise: somaxconn is above the limit the listener got from an earlier
+/// somaxconn. Only listening again helps; the advice is for the service.
+fn listen_again_advice(
+    l: &ListenerWindow,
+    somaxconn: i64,
+    kernel: &mut dyn KernelView,
+    at: &WindowRef,
+) -> Recommendation {
+    let addr = netns_address(SOMAXCONN, l.netns, kernel);
+    let reason = format!(
+        "{} {} in {} with its accept queue at {}/{}: its limit is the value {SOMAXCONN} had when it called listen(), and {SOMAXCONN} is now {somaxconn}. \
+The new limit takes effect only when the service calls listen() again: restart {}, or reload it after setting a larger listen backlog ({}); a reload that does not listen again keeps the old limit. \
+(If it asked listen() for exactly {}, raise its backlog instead.)",
+        describe(l, kernel),
+        pressure(l),
+        moment(at),
+        l.backlog_max,
+        l.backlog_limit,
+        process(l),
+        backlog_hint(l, somaxconn),
+        l.backlog_limit,
+    );
+    app_recommendation(l, addr, somaxconn, reason, at)
+}
+
 fn application_advice(
     l: &ListenerWindow,
     somaxconn: i64,
-    sysctls: &NetnsSysctls,
-    wref: &WindowRef,
+    kernel: &mut dyn KernelView,
+    at: &WindowRef,
 ) -> Recommendation {
-    let addr = somaxconn_address(l.netns, sysctls);
+    let addr = netns_address(SOMAXCONN, l.netns, kernel);
     let wanted = somaxconn.min(i64::from(l.backlog_limit).saturating_mul(4).max(128));
+    let reason = format!(
+        "{} {} in {} with its accept queue at {}/{}: the application asked listen() for a backlog of {}, below {SOMAXCONN} = {somaxconn}, so raising {SOMAXCONN} would not help. \
+Raise the application's listen backlog (for example to {wanted}: {}) and restart {}.",
+        describe(l, kernel),
+        pressure(l),
+        moment(at),
+        l.backlog_max,
+        l.backlog_limit,
+        l.backlog_limit,
+        backlog_hint(l, wanted),
+        process(l),
+    );
+    app_recommendation(l, addr, somaxconn, reason, at)
+}
+
+/// Advice for the application: no sysctl, never applied.
+fn app_recommendation(
+    l: &ListenerWindow,
+    addr: ParamAddress,
+    somaxconn: i64,
+    reason: String,
+    at: &WindowRef,
+) -> Recommendation {
     Recommendation {
-        id: Recommendation::make_id(Source::Rules, wref.index, &addr, None),
+        id: Recommendation::make_id(Source::Rules, at.index, &addr, None),
         parameter: addr,
         current_value: Some(Value::Int(somaxconn)),
         recommended_value: None,
         can_auto_apply: false,
-        reason: format!(
-            "{} {} in window {} with its accept queue at {}/{}: the application asked listen() for a backlog of {}, below {SOMAXCONN} = {somaxconn}, so raising {SOMAXCONN} would not help. \
-Raise the application's listen backlog (for example to {wanted}: {}) and restart {}.",
-            describe(l, sysctls),
-            if l.overflows > 0 {
-                format!("dropped {} connection(s)", l.overflows)
-            } else {
-                "was near its limit".to_string()
-            },
-            wref.index,
-            l.backlog_max,
-            l.backlog_limit,
-            l.backlog_limit,
-            backlog_hint(l, wanted),
-            process(l),
-        ),
+        reason,
         confidence: if l.overflows > 0 { 0.9 } else { 0.6 },
         source: Source::Rules,
-        window: wref.clone(),
+        window: at.clone(),
         application: Some(app_ref(l)),
     }
 }
@@ -398,20 +464,6 @@ fn backlog_hint(l: &ListenerWindow, n: i64) -> String {
     }
 }
 
-fn somaxconn_address(netns: u64, sysctls: &NetnsSysctls) -> ParamAddress {
-    let target = if netns == sysctls.host_netns {
-        Target::Host
-    } else {
-        Target::Netns {
-            netns: NetnsRef::Inode(netns),
-        }
-    };
-    ParamAddress {
-        name: SOMAXCONN.to_string(),
-        target,
-    }
-}
-
 fn app_ref(l: &ListenerWindow) -> ApplicationRef {
     ApplicationRef {
         netns: l.netns,
@@ -421,9 +473,10 @@ fn app_ref(l: &ListenerWindow) -> ApplicationRef {
     }
 }
 
-/// `listener :8080 (nginx, pid 4242) in netns 4026532281`; the process name is quoted as data.
-fn describe(l: &ListenerWindow, sysctls: &NetnsSysctls) -> String {
-    let ns = if l.netns == sysctls.host_netns {
+/// `listener 10.0.0.2:8080 ("nginx", pid 4242) in netns 4026532281`; the process name is quoted
+/// as data.
+fn describe(l: &ListenerWindow, kernel: &dyn KernelView) -> String {
+    let ns = if l.netns == kernel.host_netns() {
         String::new()
     } else {
         format!(" in netns {}", l.netns)
@@ -458,72 +511,29 @@ fn process(l: &ListenerWindow) -> String {
 }
 
 /// A process name as JSON-quoted data.
-fn quoted(s: &str) -> String {
+pub(super) fn quoted(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"?\"".into())
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
-    use crate::{
-        advise::limits::{ParamLimits, StaticPolicy, Step},
-        collect::procfs::{HostMetrics, HostSnapshot},
+    use crate::advise::{
+        limits::{Mode, ParamLimits, StaticPolicy, Step},
+        rules::testing::{at, listener, window, FakeKernel, HOST, NS},
     };
 
-    const NS: u64 = 4026532281;
-    const HOST: u64 = 4026531840;
+    const NS_KEY: &str = "net.core.somaxconn@netns:4026532281";
 
-    fn listener(netns: u64, limit: u32, max: u32, drops: u64) -> ListenerWindow {
-        ListenerWindow {
-            netns,
-            port: 8080,
-            family: "ipv4",
-            addresses: vec!["10.200.0.2".into()],
-            backlog_limit: limit,
-            backlog_max: max,
-            backlog_now: 0,
-            enqueued: Some(1000),
-            synack_retrans: Some(0),
-            overflows: drops,
-            pid: Some(4242),
-            comm: Some("nginx".into()),
-        }
-    }
-
-    fn window(listeners: Vec<ListenerWindow>) -> Window {
-        let t = Instant::now();
-        Window {
-            start: "s".into(),
-            end: "2026-12-01T03:01:00Z".into(),
-            duration_s: 1.0,
-            sampled_fraction: 1.0,
-            accept_queue_sampled_fraction: 1.0,
-            listeners,
-            netns: vec![],
-            irqs: vec![],
-            softirqs: vec![],
-            napi: vec![],
-            runq_latency: None,
-            sampled_context_switches_per_s: None,
-            request_latency: vec![],
-            system: HostMetrics::between(&HostSnapshot::empty(t), &HostSnapshot::empty(t)),
-            energy: None,
-        }
-    }
-
-    fn sysctls(somaxconn: i64) -> NetnsSysctls {
-        NetnsSysctls {
-            host_netns: HOST,
-            somaxconn: [(NS, somaxconn), (HOST, 4096)].into(),
-            original_somaxconn: BTreeMap::new(),
-        }
+    fn kernel(somaxconn: i64) -> FakeKernel {
+        FakeKernel::default()
+            .with(NS_KEY, somaxconn)
+            .with(SOMAXCONN, 4096)
     }
 
     fn auto_policy() -> StaticPolicy {
         StaticPolicy::new().with(
-            "net.core.somaxconn",
+            SOMAXCONN,
             &[Source::Rules],
             ParamLimits::new(Mode::Auto).bounds(128, 65535),
         )
@@ -533,13 +543,10 @@ mod tests {
     fn capped_by_somaxconn_raises_it_in_the_listeners_namespace() {
         let mut rule = AcceptQueueRule::default();
         let w = window(vec![listener(NS, 128, 128, 1200)]);
-        let recs = rule.evaluate(41, &w, &sysctls(128), &auto_policy());
+        let recs = rule.evaluate(&at(41), &w, &mut kernel(128), &auto_policy());
         assert_eq!(recs.len(), 1);
         let r = &recs[0];
-        assert_eq!(
-            r.parameter.to_string(),
-            "net.core.somaxconn@netns:4026532281"
-        );
+        assert_eq!(r.parameter.to_string(), NS_KEY);
         assert_eq!(r.current_value, Some(Value::Int(128)));
         assert_eq!(r.recommended_value, Some(Value::Int(256)));
         assert!(r.can_auto_apply);
@@ -553,6 +560,7 @@ mod tests {
             "1200",
             "128/128",
             "restart",
+            "window 41",
         ] {
             assert!(r.reason.contains(needle), "{needle:?} not in {}", r.reason);
         }
@@ -563,7 +571,7 @@ mod tests {
     fn an_application_asking_for_less_gets_application_advice() {
         let mut rule = AcceptQueueRule::default();
         let w = window(vec![listener(NS, 511, 511, 300)]);
-        let recs = rule.evaluate(5, &w, &sysctls(4096), &auto_policy());
+        let recs = rule.evaluate(&at(5), &w, &mut kernel(4096), &auto_policy());
         assert_eq!(recs.len(), 1);
         let r = &recs[0];
         assert_eq!(r.recommended_value, None, "no sysctl");
@@ -583,77 +591,157 @@ mod tests {
         }
     }
 
+    /// Defect: once somaxconn was raised above a listener's limit, the next overflow read as
+    /// "the application asked for less". The limit is the old somaxconn: listen again.
+    #[test]
+    fn after_the_raise_the_advice_is_to_listen_again_not_an_application_fix() {
+        let mut rule = AcceptQueueRule::default();
+        let mut k = kernel(16);
+        let p = auto_policy();
+        let tick = window(vec![listener(NS, 16, 16, 23)]);
+        let r = rule.on_tick(&at(1), &tick, &mut k, &p);
+        // 2 x 16 = 32 is below the policy's min: the step goes to the min.
+        assert_eq!(r[0].recommended_value, Some(Value::Int(128)));
+        k.set(
+            NS_KEY,
+            r[0].recommended_value.as_ref().unwrap().as_int().unwrap(),
+        );
+        // Still overflowing on the next tick with the old limit.
+        let r = rule.on_tick(&at(1), &tick, &mut k, &p);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].recommended_value, None);
+        assert!(!r[0].can_auto_apply);
+        for needle in [
+            "listen() again",
+            "restart \"nginx\" (pid 4242)",
+            "is now 128",
+        ] {
+            assert!(
+                r[0].reason.contains(needle),
+                "{needle:?} not in {}",
+                r[0].reason
+            );
+        }
+        assert!(!r[0].reason.contains("would not help"), "{}", r[0].reason);
+        // Once, not every tick.
+        assert!(rule.on_tick(&at(1), &tick, &mut k, &p).is_empty());
+        assert!(
+            rule.evaluate(&at(1), &tick, &mut k, &p).is_empty(),
+            "nor at the window's end"
+        );
+    }
+
+    #[test]
+    fn the_original_from_the_journal_also_marks_an_old_limit() {
+        let mut rule = AcceptQueueRule::default();
+        let mut k = kernel(1024);
+        k.originals.insert(NS_KEY.into(), 128);
+        let w = window(vec![listener(NS, 128, 128, 5)]);
+        let r = rule.evaluate(&at(2), &w, &mut k, &auto_policy());
+        assert!(r[0].reason.contains("listen() again"), "{}", r[0].reason);
+    }
+
+    #[test]
+    fn a_tick_with_drops_advises_at_once_and_a_quiet_tick_reads_nothing() {
+        let mut rule = AcceptQueueRule::default();
+        let mut k = kernel(128);
+        let p = auto_policy();
+        let quiet = window(vec![listener(NS, 128, 127, 0)]);
+        assert!(rule.on_tick(&at(1), &quiet, &mut k, &p).is_empty());
+        assert!(k.reads.is_empty(), "near but no drops: left to the window");
+        let burst = window(vec![listener(NS, 128, 128, 3)]);
+        let r = rule.on_tick(&at(1), &burst, &mut k, &p);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].window.index, 1, "the window in progress");
+        assert_eq!(r[0].recommended_value, Some(Value::Int(256)));
+        // Every following tick of the burst, and the window's end: the same situation.
+        for _ in 0..5 {
+            assert!(rule.on_tick(&at(1), &burst, &mut k, &p).is_empty());
+        }
+        let whole = window(vec![listener(NS, 128, 128, 40)]);
+        assert!(rule.evaluate(&at(1), &whole, &mut k, &p).is_empty());
+        // Calm windows re-arm: the next burst advises on its first tick.
+        let calm = window(vec![listener(NS, 128, 3, 0)]);
+        for i in 2..5 {
+            assert!(rule.evaluate(&at(i), &calm, &mut k, &p).is_empty());
+        }
+        assert_eq!(rule.on_tick(&at(5), &burst, &mut k, &p).len(), 1);
+    }
+
     #[test]
     fn hysteresis_near_limit_needs_two_windows_and_advice_is_not_repeated() {
         let mut rule = AcceptQueueRule::default();
-        let s = sysctls(128);
+        let mut k = kernel(128);
         let p = auto_policy();
         let near = window(vec![listener(NS, 128, 120, 0)]);
         let calm = window(vec![listener(NS, 128, 3, 0)]);
         assert!(
-            rule.evaluate(0, &near, &s, &p).is_empty(),
+            rule.evaluate(&at(0), &near, &mut k, &p).is_empty(),
             "one near window"
         );
-        assert!(rule.evaluate(1, &calm, &s, &p).is_empty());
+        assert!(rule.evaluate(&at(1), &calm, &mut k, &p).is_empty());
         assert!(
-            rule.evaluate(2, &near, &s, &p).is_empty(),
+            rule.evaluate(&at(2), &near, &mut k, &p).is_empty(),
             "streak restarted"
         );
-        let r = rule.evaluate(3, &near, &s, &p);
+        let r = rule.evaluate(&at(3), &near, &mut k, &p);
         assert_eq!(r.len(), 1, "two near windows in a row");
         assert_eq!(r[0].confidence, 0.6);
         // Still pressed, nothing changed: not repeated for repeat_windows.
         for i in 4..13 {
-            assert!(rule.evaluate(i, &near, &s, &p).is_empty(), "window {i}");
+            assert!(
+                rule.evaluate(&at(i), &near, &mut k, &p).is_empty(),
+                "window {i}"
+            );
         }
         assert_eq!(
-            rule.evaluate(13, &near, &s, &p).len(),
+            rule.evaluate(&at(13), &near, &mut k, &p).len(),
             1,
             "repeated after 10"
         );
         // The situation changed (somaxconn raised, the service listened again): advised again.
-        let raised = sysctls(256);
+        k.set(NS_KEY, 256);
         let full = window(vec![listener(NS, 256, 256, 10)]);
-        let r = rule.evaluate(14, &full, &raised, &p);
+        let r = rule.evaluate(&at(14), &full, &mut k, &p);
         assert_eq!(r[0].recommended_value, Some(Value::Int(512)));
         // Calm re-arms: three calm windows, then drops advise at once.
+        let calm = window(vec![listener(NS, 256, 3, 0)]);
         for i in 15..18 {
-            assert!(rule.evaluate(i, &calm, &raised, &p).is_empty());
+            assert!(rule.evaluate(&at(i), &calm, &mut k, &p).is_empty());
         }
-        assert_eq!(rule.evaluate(18, &full, &raised, &p).len(), 1);
+        assert_eq!(rule.evaluate(&at(18), &full, &mut k, &p).len(), 1);
     }
 
     #[test]
     fn steps_stay_within_policy() {
-        let s = sysctls(4096);
         let w = window(vec![listener(NS, 4096, 4096, 50)]);
         let capped = StaticPolicy::new().with(
-            "net.core.somaxconn",
+            SOMAXCONN,
             &[Source::Rules],
             ParamLimits::new(Mode::Recommend).bounds(128, 6000),
         );
-        let r = AcceptQueueRule::default().evaluate(1, &w, &s, &capped);
+        let r = AcceptQueueRule::default().evaluate(&at(1), &w, &mut kernel(4096), &capped);
         assert_eq!(r[0].recommended_value, Some(Value::Int(6000)));
         assert!(!r[0].can_auto_apply, "recommend mode");
         let stepped = StaticPolicy::new().with(
-            "net.core.somaxconn",
+            SOMAXCONN,
             &[Source::Rules],
             ParamLimits::new(Mode::Auto)
                 .bounds(128, 65535)
                 .step(Step::Percent(50.0)),
         );
-        let r = AcceptQueueRule::default().evaluate(1, &w, &s, &stepped);
+        let r = AcceptQueueRule::default().evaluate(&at(1), &w, &mut kernel(4096), &stepped);
         assert_eq!(r[0].recommended_value, Some(Value::Int(6144)));
         let at_max = StaticPolicy::new().with(
-            "net.core.somaxconn",
+            SOMAXCONN,
             &[Source::Rules],
             ParamLimits::new(Mode::Auto).bounds(128, 4096),
         );
         assert!(AcceptQueueRule::default()
-            .evaluate(1, &w, &s, &at_max)
+            .evaluate(&at(1), &w, &mut kernel(4096), &at_max)
             .is_empty());
         let none = StaticPolicy::new();
-        let r = AcceptQueueRule::default().evaluate(1, &w, &s, &none);
+        let r = AcceptQueueRule::default().evaluate(&at(1), &w, &mut kernel(4096), &none);
         assert!(!r[0].can_auto_apply);
         assert!(r[0].reason.contains("does not let rules"));
     }
@@ -666,13 +754,14 @@ mod tests {
         b.port = 443;
         b.comm = Some("envoy".into());
         let w = window(vec![a, b, listener(NS, 511, 511, 0)]);
-        let recs = AcceptQueueRule::default().evaluate(2, &w, &sysctls(4096), &auto_policy());
+        let recs =
+            AcceptQueueRule::default().evaluate(&at(2), &w, &mut kernel(4096), &auto_policy());
         assert_eq!(
             recs.len(),
             1,
             "the near-only application listener waits: {recs:?}"
         );
-        assert_eq!(recs[0].parameter.to_string(), "net.core.somaxconn");
+        assert_eq!(recs[0].parameter.to_string(), SOMAXCONN);
         assert!(
             recs[0].reason.contains("\"envoy\""),
             "names the worst listener"
@@ -686,7 +775,7 @@ mod tests {
     fn unknown_somaxconn_gives_no_advice() {
         let w = window(vec![listener(77, 128, 128, 1200)]);
         assert!(AcceptQueueRule::default()
-            .evaluate(1, &w, &sysctls(128), &auto_policy())
+            .evaluate(&at(1), &w, &mut kernel(128), &auto_policy())
             .is_empty());
     }
 
@@ -697,22 +786,22 @@ mod tests {
             ..AcceptQueueConfig::default()
         };
         let mut rule = AcceptQueueRule::new(cfg);
-        let mut s = sysctls(8192);
-        s.original_somaxconn.insert(NS, 1024);
+        let mut k = kernel(8192);
+        k.originals.insert(NS_KEY.into(), 1024);
         let p = auto_policy();
         let calm = window(vec![listener(NS, 8192, 40, 0)]);
         let busy = window(vec![listener(NS, 8192, 4000, 0)]);
         for i in 0..4 {
-            assert!(rule.evaluate(i, &calm, &s, &p).is_empty());
+            assert!(rule.evaluate(&at(i), &calm, &mut k, &p).is_empty());
         }
         assert!(
-            rule.evaluate(4, &busy, &s, &p).is_empty(),
+            rule.evaluate(&at(4), &busy, &mut k, &p).is_empty(),
             "headroom under 25% breaks the calm"
         );
         for i in 5..9 {
-            assert!(rule.evaluate(i, &calm, &s, &p).is_empty());
+            assert!(rule.evaluate(&at(i), &calm, &mut k, &p).is_empty());
         }
-        let r = rule.evaluate(9, &calm, &s, &p);
+        let r = rule.evaluate(&at(9), &calm, &mut k, &p);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].recommended_value, Some(Value::Int(4096)));
         assert!(
@@ -721,7 +810,7 @@ mod tests {
             r[0].reason
         );
         assert!(
-            rule.evaluate(10, &calm, &s, &p).is_empty(),
+            rule.evaluate(&at(10), &calm, &mut k, &p).is_empty(),
             "not every window"
         );
     }

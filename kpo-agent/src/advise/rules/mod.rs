@@ -1,3 +1,203 @@
 //! Deterministic rules: small, one per file, deterministic functions of windows (and the few
-//! kernel values they need as input), with hysteresis state kept in the rule. No I/O.
+//! kernel values they need, read through [`KernelView`]), with hysteresis state kept in the rule.
+//! No I/O of their own.
+//!
+//! The [`RuleSet`] owns every rule and has two entry points: [`RuleSet::on_tick`], with the
+//! window of the tick that just ended (`window::tick_window`), so that a rule reacts to a sudden
+//! signal (listen overflows, softnet drops) within a tick; and [`RuleSet::on_window`], when a
+//! window closes, for the signals that must last (a queue near its limit, time squeezes, memory
+//! pressure) and for stepping back after a calm. A rule's hysteresis spans both: advice given on a
+//! tick is not given again at the window's end.
 pub mod accept_queue;
+pub mod latch;
+pub mod memory;
+pub mod receive_path;
+pub mod step;
+pub mod syn_backlog;
+
+use crate::{
+    actuate::param::{NetnsRef, ParamAddress, Target},
+    advise::{
+        limits::AdvicePolicy,
+        recommendation::{Recommendation, WindowRef},
+    },
+    window::Window,
+};
+
+/// What the rules may read of the kernel. Reads are lazy: a rule asks only when it has something
+/// to say, so a quiet tick reads nothing (reading a namespace's key means finding it first).
+pub trait KernelView {
+    /// The agent's own network namespace inode: its keys are addressed as the host's.
+    fn host_netns(&self) -> u64;
+    /// The current integer value of a sysctl, `None` when it cannot be read.
+    fn current(&mut self, address: &ParamAddress) -> Option<i64>;
+    /// Its value before KPO first changed it (from the journal); `None` when KPO never did.
+    fn original(&mut self, address: &ParamAddress) -> Option<i64>;
+}
+
+/// The address of a sysctl in a namespace: the host's key for the agent's own namespace.
+pub fn netns_address(name: &str, netns: u64, kernel: &dyn KernelView) -> ParamAddress {
+    let target = if netns == kernel.host_netns() {
+        Target::Host
+    } else {
+        Target::Netns {
+            netns: NetnsRef::Inode(netns),
+        }
+    };
+    ParamAddress {
+        name: name.to_string(),
+        target,
+    }
+}
+
+/// The address of a host-wide sysctl (`vm.*`, most of `net.core.*`).
+pub fn host_address(name: &str) -> ParamAddress {
+    ParamAddress {
+        name: name.to_string(),
+        target: Target::Host,
+    }
+}
+
+/// Every rule, and the order they run in.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    pub accept_queue: accept_queue::AcceptQueueRule,
+    pub syn_backlog: syn_backlog::SynBacklogRule,
+    pub receive_path: receive_path::ReceivePathRule,
+    pub memory: memory::MemoryRule,
+}
+
+/// What each rule manages and why (for `kpo explain` and the docs).
+pub fn descs() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    accept_queue::DESCS
+        .iter()
+        .chain(syn_backlog::DESCS)
+        .chain(receive_path::DESCS)
+        .chain(memory::DESCS)
+}
+
+impl RuleSet {
+    /// A tick ended: `tick` spans it; `at` is the window in progress and the tick's end. Only
+    /// the fast signals are read here (memory is left to the window: PSI and swap are averages
+    /// a single tick says little about).
+    pub fn on_tick(
+        &mut self,
+        at: &WindowRef,
+        tick: &Window,
+        kernel: &mut dyn KernelView,
+        policy: &dyn AdvicePolicy,
+    ) -> Vec<Recommendation> {
+        let mut out = self.accept_queue.on_tick(at, tick, kernel, policy);
+        out.extend(self.syn_backlog.on_tick(at, tick, kernel, policy));
+        out.extend(self.receive_path.on_tick(at, tick, kernel, policy));
+        out
+    }
+
+    /// A window closed.
+    pub fn on_window(
+        &mut self,
+        at: &WindowRef,
+        window: &Window,
+        kernel: &mut dyn KernelView,
+        policy: &dyn AdvicePolicy,
+    ) -> Vec<Recommendation> {
+        let mut out = self.accept_queue.evaluate(at, window, kernel, policy);
+        out.extend(self.syn_backlog.on_window(at, window, kernel, policy));
+        out.extend(self.receive_path.on_window(at, window, kernel, policy));
+        out.extend(self.memory.on_window(at, window, kernel, policy));
+        out
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Recorded windows and a kernel made of maps, for the rules' unit tests.
+    use std::{collections::BTreeMap, time::Instant};
+
+    use super::*;
+    use crate::{
+        collect::procfs::{HostMetrics, HostSnapshot},
+        window::ListenerWindow,
+    };
+
+    pub const NS: u64 = 4026532281;
+    pub const HOST: u64 = 4026531840;
+
+    /// Sysctl values by address (`net.core.somaxconn@netns:4026532281`), and originals.
+    #[derive(Debug, Default, Clone)]
+    pub struct FakeKernel {
+        pub values: BTreeMap<String, i64>,
+        pub originals: BTreeMap<String, i64>,
+        /// Every read, in order: a quiet tick must read nothing.
+        pub reads: Vec<String>,
+    }
+
+    impl FakeKernel {
+        pub fn with(mut self, address: &str, value: i64) -> Self {
+            self.values.insert(address.to_string(), value);
+            self
+        }
+        pub fn set(&mut self, address: &str, value: i64) {
+            self.values.insert(address.to_string(), value);
+        }
+    }
+
+    impl KernelView for FakeKernel {
+        fn host_netns(&self) -> u64 {
+            HOST
+        }
+        fn current(&mut self, address: &ParamAddress) -> Option<i64> {
+            self.reads.push(address.to_string());
+            self.values.get(&address.to_string()).copied()
+        }
+        fn original(&mut self, address: &ParamAddress) -> Option<i64> {
+            self.originals.get(&address.to_string()).copied()
+        }
+    }
+
+    pub fn at(index: u64) -> WindowRef {
+        WindowRef {
+            index,
+            end: "2026-12-01T03:01:00Z".into(),
+        }
+    }
+
+    pub fn listener(netns: u64, limit: u32, max: u32, drops: u64) -> ListenerWindow {
+        ListenerWindow {
+            netns,
+            port: 8080,
+            family: "ipv4",
+            addresses: vec!["10.200.0.2".into()],
+            backlog_limit: limit,
+            backlog_max: max,
+            backlog_now: 0,
+            enqueued: Some(1000),
+            synack_retrans: Some(0),
+            overflows: drops,
+            pid: Some(4242),
+            comm: Some("nginx".into()),
+        }
+    }
+
+    /// A window with these listeners and a `system` object with every field unknown.
+    pub fn window(listeners: Vec<ListenerWindow>) -> Window {
+        let t = Instant::now();
+        Window {
+            start: "s".into(),
+            end: "2026-12-01T03:01:00Z".into(),
+            duration_s: 60.0,
+            sampled_fraction: 1.0,
+            accept_queue_sampled_fraction: 1.0,
+            listeners,
+            netns: vec![],
+            irqs: vec![],
+            softirqs: vec![],
+            napi: vec![],
+            runq_latency: None,
+            sampled_context_switches_per_s: None,
+            request_latency: vec![],
+            system: HostMetrics::between(&HostSnapshot::empty(t), &HostSnapshot::empty(t)),
+            energy: None,
+        }
+    }
+}

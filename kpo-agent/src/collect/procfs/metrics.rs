@@ -57,6 +57,12 @@ pub struct HostMetrics {
     pub mem_dirty_bytes: Option<u64>,
     pub swap_total_bytes: Option<u64>,
     pub swap_free_bytes: Option<u64>,
+    // /proc/vmstat, pages per second: swap traffic, and pages read back soon after reclaim
+    // evicted them (the working set did not fit).
+    pub swap_in_pages_per_s: Option<f64>,
+    pub swap_out_pages_per_s: Option<f64>,
+    pub refault_anon_pages_per_s: Option<f64>,
+    pub refault_file_pages_per_s: Option<f64>,
 
     pub load1: Option<f64>,
     pub load5: Option<f64>,
@@ -155,6 +161,10 @@ impl HostMetrics {
             netstat("TcpExtListenDrops"),
         );
         let softnet = both(&first.softnet, &last.softnet).map(|(a, b)| softnet_deltas(a, b));
+        let vmstat_rate = |field: fn(&super::Vmstat) -> Option<u64>| {
+            both(&first.vmstat, &last.vmstat)
+                .and_then(|(a, b)| span.rate(counter::monotonic(field(a)?, field(b)?)))
+        };
         let disks = both(&first.diskstats, &last.diskstats).map(|(a, b)| disk_deltas(a, b));
         let sched = both(&first.schedstat, &last.schedstat).and_then(|(a, b)| sched_deltas(a, b));
         Self {
@@ -178,6 +188,10 @@ impl HostMetrics {
             mem_dirty_bytes: mem.and_then(|m| m.dirty_bytes),
             swap_total_bytes: mem.and_then(|m| m.swap_total_bytes),
             swap_free_bytes: mem.and_then(|m| m.swap_free_bytes),
+            swap_in_pages_per_s: vmstat_rate(|v| v.pswpin),
+            swap_out_pages_per_s: vmstat_rate(|v| v.pswpout),
+            refault_anon_pages_per_s: vmstat_rate(|v| v.workingset_refault_anon),
+            refault_file_pages_per_s: vmstat_rate(|v| v.workingset_refault_file),
 
             load1: load.map(|l| round3(l.load1)),
             load5: load.map(|l| round3(l.load5)),
@@ -351,6 +365,7 @@ mod tests {
         softirqs::parse_softirqs,
         softnet::parse_softnet,
         stat::parse_stat,
+        vmstat::parse_vmstat,
         NetCounters, Softnet,
     };
 
@@ -428,6 +443,12 @@ mod tests {
         // CPU 1's processed counter wraps past 2^32: 0xfffffff0 -> 0x10 is 0x20 packets.
         a.softnet = Some(softnet((0x10, 1, 0), (0xffff_fff0, 0, 2)));
         b.softnet = Some(softnet((0x30, 5, 0), (0x10, 0, 6)));
+        let vm = |text: &str| Some(parse_vmstat(text).strict().unwrap());
+        a.vmstat =
+            vm("pswpin 100\npswpout 10\nworkingset_refault_anon 0\nworkingset_refault_file 7\n");
+        // The file refault counter went backwards (a reset): it counts 0.
+        b.vmstat =
+            vm("pswpin 300\npswpout 50\nworkingset_refault_anon 60\nworkingset_refault_file 5\n");
         // vda1 (a partition) and loop0 must not count; dm-0 does.
         let disks = |vda: &str, dm: &str| {
             parse_diskstats(&format!(
@@ -562,6 +583,15 @@ mod tests {
         assert_eq!(
             (m.softnet_time_squeeze, m.softnet_time_squeeze_per_s),
             (Some(4), Some(2.0))
+        );
+
+        assert_eq!(
+            (m.swap_in_pages_per_s, m.swap_out_pages_per_s),
+            (Some(100.0), Some(20.0))
+        );
+        assert_eq!(
+            (m.refault_anon_pages_per_s, m.refault_file_pages_per_s),
+            (Some(30.0), Some(0.0))
         );
 
         // vda + dm-0: 202 reads, 2008 sectors read; 20 writes, 400 sectors written.

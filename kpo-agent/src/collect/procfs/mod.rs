@@ -24,6 +24,7 @@ mod snapshot;
 pub mod softirqs;
 pub mod softnet;
 pub mod stat;
+pub mod vmstat;
 
 use std::{
     io::ErrorKind,
@@ -44,6 +45,7 @@ pub use snapshot::{irq_names, HostSnapshot};
 pub use softirqs::Softirqs;
 pub use softnet::{Softnet, SoftnetCpu};
 pub use stat::{CpuJiffies, CpuStat, Stat};
+pub use vmstat::Vmstat;
 
 /// Where procfs is mounted: `/proc` in production, a temporary tree in tests.
 #[derive(Debug, Clone, PartialEq, Eq)]

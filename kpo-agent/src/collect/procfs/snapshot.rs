@@ -12,6 +12,7 @@ use super::{
     softirqs::{read_softirqs, Softirqs},
     softnet::{read_softnet, Softnet},
     stat::{read_stat, Stat},
+    vmstat::{read_vmstat, Vmstat},
     Parsed, ProcError, ProcRoot,
 };
 
@@ -33,6 +34,7 @@ pub struct HostSnapshot {
     pub softirqs: Option<Softirqs>,
     pub interrupts: Option<Interrupts>,
     pub schedstat: Option<Schedstat>,
+    pub vmstat: Option<Vmstat>,
 }
 
 impl HostSnapshot {
@@ -51,6 +53,7 @@ impl HostSnapshot {
             softirqs: None,
             interrupts: None,
             schedstat: None,
+            vmstat: None,
         }
     }
 
@@ -70,6 +73,7 @@ impl HostSnapshot {
         snapshot.diskstats = keep(&mut errors, read_diskstats(root));
         snapshot.softirqs = keep(&mut errors, read_softirqs(root));
         snapshot.interrupts = keep(&mut errors, read_interrupts(root));
+        snapshot.vmstat = keep_parsed(&mut errors, read_vmstat(root));
         // These two are None when the kernel lacks the feature.
         snapshot.pressure = read_pressure(root).keep(&mut errors);
         snapshot.schedstat = keep(&mut errors, read_schedstat(root)).flatten();
@@ -112,6 +116,7 @@ mod tests {
             ("diskstats", " 254 0 vda 1 0 2 0 3 0 4 0 0 0 0\n"),
             ("softirqs", "CPU0\nNET_RX: 7\n"),
             ("interrupts", "CPU0\n 24: 1 IO-APIC 5-edge virtio3-rx\nLOC: 5 Local timer interrupts\n"),
+            ("vmstat", "pswpin 0\npswpout 0\nworkingset_refault_anon 0\nworkingset_refault_file 0\n"),
         ];
         for (rel, text) in files {
             if skip.contains(&rel) {

@@ -1,0 +1,374 @@
+//! The memory rule: `vm.swappiness` (a host parameter) from memory pressure and what reclaim is
+//! getting wrong, once per window.
+//!
+//! `vm.swappiness` weighs what reclaim takes when memory runs short: anonymous memory (written
+//! to swap) against the page cache (dropped, re-read from disk when needed). The seed lowered it
+//! because a high value "causes needless disk I/O". That is right only half the time, so this rule
+//! looks at which side reclaim is hurting, from /proc/vmstat and PSI (the window's `system`):
+//!
+//! - **Lower** when memory is under pressure (PSI memory stall) *and* pages are read back from
+//!   swap (`swap_in_pages_per_s`) at least as much as the page cache is re-read
+//!   (`refault_anon` ≥ `refault_file`): reclaim is swapping out memory the programs still use.
+//!   A lower value makes it prefer the page cache.
+//! - **Raise** when memory is under pressure, swap-ins are low, swap has room, and the page
+//!   cache is re-read (`refault_file`) many times more than anonymous pages: reclaim is
+//!   dropping files the programs read again while idle anonymous memory stays. A higher value
+//!   lets it swap those out instead.
+//! - Nothing without swap (`swap_total_bytes` 0: the value has almost no effect), nor without
+//!   pressure: swapping that stalls nobody is not a problem to fix.
+//!
+//! Memory signals are averages over seconds, so it runs per window only, and a direction must
+//! hold `windows` windows in a row. Steps are halving down (to `floor`, 10 by default: 0 would
+//! keep anonymous memory until the system is near OOM) and half again up (to `ceiling`, 100,
+//! where both kinds cost the same), within the policy. Hysteresis: [`Latch`] keyed by direction
+//! and current value.
+use super::{host_address, latch::Latch, step, KernelView};
+use crate::{
+    advise::{
+        limits::AdvicePolicy,
+        recommendation::{Recommendation, Source, WindowRef},
+    },
+    collect::procfs::HostMetrics,
+    window::Window,
+};
+
+pub const SWAPPINESS: &str = "vm.swappiness";
+
+pub const DESCS: &[(&str, &str)] = &[(
+    SWAPPINESS,
+    "reclaim's balance between swapping anonymous memory and dropping page cache; lowered when reclaim swaps out memory in use, raised when it thrashes the page cache",
+)];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryConfig {
+    /// Memory pressure: the share of the window some task stalled on memory (PSI `some`), or...
+    pub some_stall_pct: f64,
+    /// ...the share in which every task did (PSI `full`).
+    pub full_stall_pct: f64,
+    /// Swap-ins per second that count as swapping memory back.
+    pub swap_in_pages_per_s: f64,
+    /// Page-cache refaults per second, and their ratio to anonymous refaults, that count as the
+    /// page cache thrashing.
+    pub file_refault_pages_per_s: f64,
+    pub file_to_anon_ratio: f64,
+    /// Free swap, as a share of total, needed before raising.
+    pub min_swap_free_share: f64,
+    /// Windows in a row a direction must hold.
+    pub windows: u32,
+    pub rearm_windows: u32,
+    pub repeat_windows: u64,
+    pub floor: i64,
+    pub ceiling: i64,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            some_stall_pct: 10.0,
+            full_stall_pct: 2.0,
+            swap_in_pages_per_s: 50.0,
+            file_refault_pages_per_s: 200.0,
+            file_to_anon_ratio: 4.0,
+            min_swap_free_share: 0.25,
+            windows: 2,
+            rearm_windows: 3,
+            repeat_windows: 10,
+            floor: 10,
+            ceiling: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Lower,
+    Raise,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MemoryRule {
+    pub cfg: MemoryConfig,
+    /// The direction seen in the last windows, and for how many in a row.
+    streak: Option<(Direction, u32)>,
+    latch: Latch<(Direction, i64)>,
+}
+
+impl MemoryRule {
+    pub fn on_window(
+        &mut self,
+        at: &WindowRef,
+        w: &Window,
+        kernel: &mut dyn KernelView,
+        policy: &dyn AdvicePolicy,
+    ) -> Vec<Recommendation> {
+        let s = &w.system;
+        let Some(direction) = self.direction(s) else {
+            self.streak = None;
+            self.latch.calm(self.cfg.rearm_windows);
+            return Vec::new();
+        };
+        let count = match self.streak {
+            Some((d, n)) if d == direction => n + 1,
+            _ => 1,
+        };
+        self.streak = Some((direction, count));
+        if count < self.cfg.windows {
+            return Vec::new();
+        }
+        let addr = host_address(SWAPPINESS);
+        let Some(current) = kernel.current(&addr) else {
+            return Vec::new();
+        };
+        if !self
+            .latch
+            .fire(at.index, (direction, current), self.cfg.repeat_windows)
+        {
+            return Vec::new();
+        }
+        let limits = policy.allowed(&addr, Source::Rules);
+        let target = match direction {
+            Direction::Lower => step::lower(current, current / 2, self.cfg.floor, limits.as_ref()),
+            Direction::Raise => step::raise(
+                current,
+                current + (current / 2).max(10),
+                self.cfg.ceiling,
+                limits.as_ref(),
+            ),
+        };
+        let Some(target) = target else {
+            return Vec::new();
+        };
+        let seen = format!(
+            "for {count} windows up to window {} ({}): memory stalls {} of the time, {} pages/s read back from swap, page-cache refaults {} pages/s, anonymous refaults {} pages/s",
+            at.index,
+            at.end,
+            stalls(s),
+            num(s.swap_in_pages_per_s),
+            num(s.refault_file_pages_per_s),
+            num(s.refault_anon_pages_per_s),
+        );
+        let why = match direction {
+            Direction::Lower => format!(
+                "Reclaim is swapping out memory that programs still use: lowering {SWAPPINESS} from {current} to {target} makes it drop page cache first and keep anonymous memory. It applies at once."
+            ),
+            Direction::Raise => format!(
+                "Reclaim keeps dropping files that programs read again while swap has room and little comes back from it: raising {SWAPPINESS} from {current} to {target} lets it swap out idle anonymous memory instead. It applies at once."
+            ),
+        };
+        vec![step::change(
+            at,
+            addr,
+            current,
+            target,
+            limits.as_ref(),
+            format!("{seen}. {why}"),
+            0.6,
+        )]
+    }
+
+    /// Which way this window points, if any.
+    fn direction(&self, s: &HostMetrics) -> Option<Direction> {
+        let swap_total = s.swap_total_bytes?;
+        if swap_total == 0 {
+            return None;
+        }
+        let pressed = s
+            .psi_memory_some_stall_pct
+            .is_some_and(|p| p >= self.cfg.some_stall_pct)
+            || s.psi_memory_full_stall_pct
+                .is_some_and(|p| p >= self.cfg.full_stall_pct);
+        if !pressed {
+            return None;
+        }
+        let swap_in = s.swap_in_pages_per_s?;
+        let anon = s.refault_anon_pages_per_s;
+        let file = s.refault_file_pages_per_s;
+        if swap_in >= self.cfg.swap_in_pages_per_s && anon.zip(file).is_none_or(|(a, f)| a >= f) {
+            return Some(Direction::Lower);
+        }
+        let (Some(anon), Some(file)) = (anon, file) else {
+            return None;
+        };
+        let room = s
+            .swap_free_bytes
+            .is_some_and(|free| free as f64 >= self.cfg.min_swap_free_share * swap_total as f64);
+        let thrashing = file >= self.cfg.file_refault_pages_per_s
+            && file >= self.cfg.file_to_anon_ratio * anon.max(1.0);
+        (swap_in < self.cfg.swap_in_pages_per_s && room && thrashing).then_some(Direction::Raise)
+    }
+}
+
+fn stalls(s: &HostMetrics) -> String {
+    format!(
+        "some {}% / full {}%",
+        num(s.psi_memory_some_stall_pct),
+        num(s.psi_memory_full_stall_pct)
+    )
+}
+
+fn num(v: Option<f64>) -> String {
+    v.map_or_else(|| "unknown".into(), |v| format!("{v}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        actuate::param::Value,
+        advise::{
+            limits::{Mode, ParamLimits, StaticPolicy, Step},
+            rules::testing::{at, window, FakeKernel},
+        },
+    };
+
+    const GIB: u64 = 1 << 30;
+
+    /// A recorded window: PSI memory some/full %, swap-ins, anon and file refaults (pages/s).
+    fn memory(some: f64, full: f64, swap_in: f64, anon: f64, file: f64) -> Window {
+        let mut w = window(vec![]);
+        let s = &mut w.system;
+        s.swap_total_bytes = Some(4 * GIB);
+        s.swap_free_bytes = Some(3 * GIB);
+        s.psi_memory_some_stall_pct = Some(some);
+        s.psi_memory_full_stall_pct = Some(full);
+        s.swap_in_pages_per_s = Some(swap_in);
+        s.refault_anon_pages_per_s = Some(anon);
+        s.refault_file_pages_per_s = Some(file);
+        w
+    }
+
+    fn auto() -> StaticPolicy {
+        StaticPolicy::new().with(
+            SWAPPINESS,
+            &[Source::Rules],
+            ParamLimits::new(Mode::Auto).bounds(0, 200),
+        )
+    }
+
+    #[test]
+    fn swapping_back_under_pressure_lowers_it_after_two_windows_and_says_why() {
+        let mut rule = MemoryRule::default();
+        let mut k = FakeKernel::default().with(SWAPPINESS, 60);
+        let w = memory(18.5, 3.0, 900.0, 850.0, 120.0);
+        assert!(rule.on_window(&at(1), &w, &mut k, &auto()).is_empty());
+        let r = rule.on_window(&at(2), &w, &mut k, &auto());
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].parameter.to_string(), SWAPPINESS);
+        assert_eq!(r[0].recommended_value, Some(Value::Int(30)));
+        assert!(r[0].can_auto_apply);
+        for needle in [
+            "some 18.5% / full 3%",
+            "900 pages/s read back",
+            "swapping out memory that programs still use",
+            "drop page cache first",
+        ] {
+            assert!(
+                r[0].reason.contains(needle),
+                "{needle:?} not in {}",
+                r[0].reason
+            );
+        }
+        assert!(
+            rule.on_window(&at(3), &w, &mut k, &auto()).is_empty(),
+            "once per value"
+        );
+        k.set(SWAPPINESS, 30);
+        let r = rule.on_window(&at(4), &w, &mut k, &auto());
+        assert_eq!(
+            r[0].recommended_value,
+            Some(Value::Int(15)),
+            "applied, still bad: next step"
+        );
+        k.set(SWAPPINESS, 15);
+        let r = rule.on_window(&at(5), &w, &mut k, &auto());
+        assert_eq!(r[0].recommended_value, Some(Value::Int(10)), "the floor");
+        k.set(SWAPPINESS, 10);
+        assert!(
+            rule.on_window(&at(6), &w, &mut k, &auto()).is_empty(),
+            "at the floor"
+        );
+    }
+
+    #[test]
+    fn page_cache_thrashing_with_idle_swap_raises_it() {
+        let mut rule = MemoryRule::default();
+        let mut k = FakeKernel::default().with(SWAPPINESS, 10);
+        let w = memory(12.0, 0.5, 2.0, 20.0, 3000.0);
+        rule.on_window(&at(1), &w, &mut k, &auto());
+        let r = rule.on_window(&at(2), &w, &mut k, &auto());
+        assert_eq!(r[0].recommended_value, Some(Value::Int(20)));
+        assert!(
+            r[0].reason
+                .contains("dropping files that programs read again"),
+            "{}",
+            r[0].reason
+        );
+    }
+
+    #[test]
+    fn no_swap_no_pressure_or_a_full_swap_gives_nothing() {
+        let mut k = FakeKernel::default().with(SWAPPINESS, 60);
+        let mut no_swap = memory(30.0, 5.0, 900.0, 850.0, 0.0);
+        no_swap.system.swap_total_bytes = Some(0);
+        let calm = memory(1.0, 0.0, 900.0, 850.0, 0.0);
+        let mut full_swap = memory(12.0, 0.5, 2.0, 20.0, 3000.0);
+        full_swap.system.swap_free_bytes = Some(GIB / 2);
+        for w in [no_swap, calm, full_swap] {
+            let mut rule = MemoryRule::default();
+            for i in 0..4 {
+                assert!(rule.on_window(&at(i), &w, &mut k, &auto()).is_empty());
+            }
+        }
+        assert!(k.reads.is_empty(), "nothing read without a direction");
+    }
+
+    #[test]
+    fn directions_must_hold_in_a_row_and_calm_rearms() {
+        let mut rule = MemoryRule::default();
+        let mut k = FakeKernel::default().with(SWAPPINESS, 60);
+        let lower = memory(18.0, 3.0, 900.0, 850.0, 120.0);
+        let raise = memory(12.0, 0.5, 2.0, 20.0, 3000.0);
+        let calm = memory(0.0, 0.0, 0.0, 0.0, 0.0);
+        assert!(rule.on_window(&at(1), &lower, &mut k, &auto()).is_empty());
+        assert!(
+            rule.on_window(&at(2), &raise, &mut k, &auto()).is_empty(),
+            "direction changed"
+        );
+        assert!(rule.on_window(&at(3), &lower, &mut k, &auto()).is_empty());
+        assert_eq!(rule.on_window(&at(4), &lower, &mut k, &auto()).len(), 1);
+        for i in 5..8 {
+            assert!(rule.on_window(&at(i), &calm, &mut k, &auto()).is_empty());
+        }
+        assert!(rule.on_window(&at(8), &lower, &mut k, &auto()).is_empty());
+        assert_eq!(
+            rule.on_window(&at(9), &lower, &mut k, &auto()).len(),
+            1,
+            "re-armed"
+        );
+    }
+
+    #[test]
+    fn steps_stay_within_policy() {
+        let mut k = FakeKernel::default().with(SWAPPINESS, 60);
+        let w = memory(18.0, 3.0, 900.0, 850.0, 120.0);
+        let stepped = StaticPolicy::new().with(
+            SWAPPINESS,
+            &[Source::Rules],
+            ParamLimits::new(Mode::Recommend).step(Step::Absolute(10)),
+        );
+        let mut rule = MemoryRule::default();
+        rule.on_window(&at(1), &w, &mut k, &stepped);
+        let r = rule.on_window(&at(2), &w, &mut k, &stepped);
+        assert_eq!(r[0].recommended_value, Some(Value::Int(50)));
+        assert!(!r[0].can_auto_apply);
+        let min = StaticPolicy::new().with(
+            SWAPPINESS,
+            &[Source::Rules],
+            ParamLimits::new(Mode::Auto).bounds(40, 100),
+        );
+        let mut rule = MemoryRule::default();
+        rule.on_window(&at(1), &w, &mut k, &min);
+        let r = rule.on_window(&at(2), &w, &mut k, &min);
+        assert_eq!(r[0].recommended_value, Some(Value::Int(40)));
+    }
+}

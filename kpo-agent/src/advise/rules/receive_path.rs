@@ -1,0 +1,427 @@
+//! The receive-path rule: the host's per-CPU receive backlog and the receive softirq's budget,
+//! from /proc/net/softnet_stat (the window's `system.softnet_*`).
+//!
+//! - **Drops** (`softnet_dropped`, column 2): a packet arrived at a CPU whose backlog queue
+//!   (`input_pkt_queue`: RPS, loopback, veth, `netif_rx` drivers) already held
+//!   `net.core.netdev_max_backlog` packets, and was dropped. Packets are lost: advice on the
+//!   first tick with drops.
+//! - **Time squeezes** (`softnet_time_squeeze`, column 3): a round of the receive softirq
+//!   stopped with work left because it had handled `net.core.netdev_budget` packets or run
+//!   `net.core.netdev_budget_usecs`. A few are normal under load; a steady share of the rounds
+//!   means packets wait for the next round. The kernel does not say which of the two limits ended
+//!   a round, so both are raised together. A larger budget lets one round hold a CPU longer, so
+//!   this must last `squeeze_windows` windows before advice.
+//!
+//! All three are host parameters (not per network namespace). Hysteresis: [`Latch`] per
+//! parameter, keyed by its current value.
+use super::{host_address, latch::Latch, step, KernelView};
+use crate::{
+    advise::{
+        limits::AdvicePolicy,
+        recommendation::{Recommendation, Source, WindowRef},
+    },
+    window::Window,
+};
+
+pub const MAX_BACKLOG: &str = "net.core.netdev_max_backlog";
+pub const BUDGET: &str = "net.core.netdev_budget";
+pub const BUDGET_USECS: &str = "net.core.netdev_budget_usecs";
+
+pub const DESCS: &[(&str, &str)] = &[
+    (
+        MAX_BACKLOG,
+        "per-CPU receive backlog; raised when softnet_stat counts drops",
+    ),
+    (
+        BUDGET,
+        "packets one receive softirq round may handle; raised with time squeezes that last",
+    ),
+    (
+        BUDGET_USECS,
+        "time one receive softirq round may run; raised with time squeezes that last",
+    ),
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivePathConfig {
+    /// Softnet drops in a tick or window that trigger advice.
+    pub min_drops: u64,
+    /// Time squeezes per second that count as squeezed...
+    pub squeeze_per_s: f64,
+    /// ...when they are also at least this share of the receive softirq's rounds (NET_RX runs,
+    /// from /proc/softirqs; the rate alone when that is unknown).
+    pub squeeze_share: f64,
+    /// Squeezed windows in a row before advice.
+    pub squeeze_windows: u32,
+    pub rearm_windows: u32,
+    pub repeat_windows: u64,
+    pub raise_factor: i64,
+    /// Ceilings when the policy sets no `max`.
+    pub max_backlog_ceiling: i64,
+    pub budget_ceiling: i64,
+    pub budget_usecs_ceiling: i64,
+}
+
+impl Default for ReceivePathConfig {
+    fn default() -> Self {
+        Self {
+            min_drops: 1,
+            squeeze_per_s: 1.0,
+            squeeze_share: 0.01,
+            squeeze_windows: 2,
+            rearm_windows: 3,
+            repeat_windows: 10,
+            raise_factor: 2,
+            max_backlog_ceiling: 16384,
+            budget_ceiling: 2400,
+            budget_usecs_ceiling: 32000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReceivePathRule {
+    pub cfg: ReceivePathConfig,
+    drops: Latch<i64>,
+    /// Keyed by (budget, budget_usecs).
+    squeeze: Latch<(i64, i64)>,
+    squeezed: u32,
+}
+
+impl ReceivePathRule {
+    /// Drops in the tick advise at once.
+    pub fn on_tick(
+        &mut self,
+        at: &WindowRef,
+        tick: &Window,
+        kernel: &mut dyn KernelView,
+        policy: &dyn AdvicePolicy,
+    ) -> Vec<Recommendation> {
+        self.drops_advice(at, tick, kernel, policy)
+            .into_iter()
+            .collect()
+    }
+
+    pub fn on_window(
+        &mut self,
+        at: &WindowRef,
+        w: &Window,
+        kernel: &mut dyn KernelView,
+        policy: &dyn AdvicePolicy,
+    ) -> Vec<Recommendation> {
+        let mut out: Vec<Recommendation> = self
+            .drops_advice(at, w, kernel, policy)
+            .into_iter()
+            .collect();
+        if w.system.softnet_dropped.unwrap_or(0) < self.cfg.min_drops {
+            self.drops.calm(self.cfg.rearm_windows);
+        }
+        out.extend(self.squeeze_advice(at, w, kernel, policy));
+        out
+    }
+
+    fn drops_advice(
+        &mut self,
+        at: &WindowRef,
+        w: &Window,
+        kernel: &mut dyn KernelView,
+        policy: &dyn AdvicePolicy,
+    ) -> Option<Recommendation> {
+        let dropped = w.system.softnet_dropped?;
+        if dropped < self.cfg.min_drops {
+            return None;
+        }
+        let addr = host_address(MAX_BACKLOG);
+        let current = kernel.current(&addr)?;
+        if !self.drops.fire(at.index, current, self.cfg.repeat_windows) {
+            return None;
+        }
+        let limits = policy.allowed(&addr, Source::Rules);
+        let target = step::raise(
+            current,
+            current.saturating_mul(self.cfg.raise_factor.max(2)),
+            self.cfg.max_backlog_ceiling,
+            limits.as_ref(),
+        )?;
+        let reason = format!(
+            "{dropped} packet(s) dropped in {:.1} s up to {} (window {}) because a CPU's receive backlog held {MAX_BACKLOG} = {current} packets (/proc/net/softnet_stat column 2){}. \
+Raising it to {target} lets each CPU queue more packets before dropping; it applies at once. If one CPU takes all the traffic, spreading it (RPS/RSS) helps more.",
+            w.duration_s,
+            at.end,
+            at.index,
+            w.system
+                .softnet_processed_per_s
+                .map_or(String::new(), |p| format!(", with {p} packets/s processed")),
+        );
+        Some(step::change(
+            at,
+            addr,
+            current,
+            target,
+            limits.as_ref(),
+            reason,
+            0.8,
+        ))
+    }
+
+    fn squeeze_advice(
+        &mut self,
+        at: &WindowRef,
+        w: &Window,
+        kernel: &mut dyn KernelView,
+        policy: &dyn AdvicePolicy,
+    ) -> Vec<Recommendation> {
+        let (Some(squeezes), Some(rate)) = (
+            w.system.softnet_time_squeeze,
+            w.system.softnet_time_squeeze_per_s,
+        ) else {
+            return Vec::new();
+        };
+        let rounds = w
+            .system
+            .softirqs_per_s
+            .as_ref()
+            .and_then(|s| s.get("NET_RX").copied())
+            .map(|per_s| per_s * w.duration_s);
+        let share = rounds.filter(|r| *r > 0.0).map(|r| squeezes as f64 / r);
+        let squeezed =
+            rate >= self.cfg.squeeze_per_s && share.is_none_or(|s| s >= self.cfg.squeeze_share);
+        if !squeezed {
+            self.squeezed = 0;
+            self.squeeze.calm(self.cfg.rearm_windows);
+            return Vec::new();
+        }
+        self.squeezed += 1;
+        if self.squeezed < self.cfg.squeeze_windows {
+            return Vec::new();
+        }
+        let (budget_addr, usecs_addr) = (host_address(BUDGET), host_address(BUDGET_USECS));
+        let (Some(budget), Some(usecs)) =
+            (kernel.current(&budget_addr), kernel.current(&usecs_addr))
+        else {
+            return Vec::new();
+        };
+        if !self
+            .squeeze
+            .fire(at.index, (budget, usecs), self.cfg.repeat_windows)
+        {
+            return Vec::new();
+        }
+        let seen = format!(
+            "the receive softirq stopped with work left {squeezes} time(s) in window {} ({rate}/s{}, /proc/net/softnet_stat column 3), for {} windows in a row",
+            at.index,
+            share.map_or(String::new(), |s| format!(", {:.1}% of its rounds", s * 100.0)),
+            self.squeezed,
+        );
+        let mut out = Vec::new();
+        for (addr, current, ceiling, what) in [
+            (budget_addr, budget, self.cfg.budget_ceiling, "packets"),
+            (
+                usecs_addr,
+                usecs,
+                self.cfg.budget_usecs_ceiling,
+                "microseconds",
+            ),
+        ] {
+            let limits = policy.allowed(&addr, Source::Rules);
+            let Some(target) = step::raise(
+                current,
+                current.saturating_mul(self.cfg.raise_factor.max(2)),
+                ceiling,
+                limits.as_ref(),
+            ) else {
+                continue;
+            };
+            let reason = format!(
+                "{seen}. A round ends after {BUDGET} = {budget} packets or {BUDGET_USECS} = {usecs} µs, whichever comes first (the kernel does not say which); \
+raising {} from {current} to {target} {what} lets a round finish more of its work. It applies at once; a longer round can delay other tasks on that CPU.",
+                addr.name,
+            );
+            out.push(step::change(
+                at,
+                addr,
+                current,
+                target,
+                limits.as_ref(),
+                reason,
+                0.6,
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        actuate::param::Value,
+        advise::{
+            limits::{Mode, ParamLimits, StaticPolicy, Step},
+            rules::testing::{at, window, FakeKernel},
+        },
+    };
+
+    fn kernel() -> FakeKernel {
+        FakeKernel::default()
+            .with(MAX_BACKLOG, 1000)
+            .with(BUDGET, 300)
+            .with(BUDGET_USECS, 8000)
+    }
+
+    fn auto() -> StaticPolicy {
+        StaticPolicy::new().with(
+            "net.core.netdev_*",
+            &[Source::Rules],
+            ParamLimits::new(Mode::Auto),
+        )
+    }
+
+    /// A recorded window: 60 s, softnet drops and squeezes, NET_RX runs per second.
+    fn softnet(dropped: u64, squeezes: u64, net_rx_per_s: f64) -> Window {
+        let mut w = window(vec![]);
+        w.system.softnet_dropped = Some(dropped);
+        w.system.softnet_dropped_per_s = Some(dropped as f64 / 60.0);
+        w.system.softnet_time_squeeze = Some(squeezes);
+        w.system.softnet_time_squeeze_per_s = Some(squeezes as f64 / 60.0);
+        w.system.softnet_processed_per_s = Some(120000.0);
+        w.system.softirqs_per_s = Some([("NET_RX".to_string(), net_rx_per_s)].into());
+        w
+    }
+
+    #[test]
+    fn drops_raise_the_backlog_on_the_first_tick_once() {
+        let mut rule = ReceivePathRule::default();
+        let mut k = kernel();
+        let mut tick = softnet(37, 0, 100.0);
+        tick.duration_s = 1.0;
+        let r = rule.on_tick(&at(4), &tick, &mut k, &auto());
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].parameter.to_string(), MAX_BACKLOG);
+        assert_eq!(r[0].recommended_value, Some(Value::Int(2000)));
+        assert!(r[0].can_auto_apply);
+        for needle in [
+            "37 packet(s)",
+            "in 1.0 s",
+            "= 1000",
+            "120000 packets/s",
+            "RPS",
+        ] {
+            assert!(
+                r[0].reason.contains(needle),
+                "{needle:?} not in {}",
+                r[0].reason
+            );
+        }
+        assert!(rule.on_tick(&at(4), &tick, &mut k, &auto()).is_empty());
+        assert!(rule
+            .on_window(&at(4), &softnet(80, 0, 100.0), &mut k, &auto())
+            .is_empty());
+        // Applied: a new value is a new situation.
+        k.set(MAX_BACKLOG, 2000);
+        let r = rule.on_tick(&at(5), &tick, &mut k, &auto());
+        assert_eq!(r[0].recommended_value, Some(Value::Int(4000)));
+    }
+
+    #[test]
+    fn a_quiet_tick_reads_nothing() {
+        let mut k = kernel();
+        let r = ReceivePathRule::default().on_tick(&at(1), &softnet(0, 500, 10.0), &mut k, &auto());
+        assert!(r.is_empty());
+        assert!(k.reads.is_empty(), "{:?}", k.reads);
+    }
+
+    #[test]
+    fn squeezes_must_last_two_windows_and_raise_budget_and_usecs() {
+        let mut rule = ReceivePathRule::default();
+        let mut k = kernel();
+        // 600 squeezes in 60 s (10/s) of 60000 rounds (1000/s): 1%.
+        let squeezed = softnet(0, 600, 1000.0);
+        assert!(rule
+            .on_window(&at(1), &squeezed, &mut k, &auto())
+            .is_empty());
+        let r = rule.on_window(&at(2), &squeezed, &mut k, &auto());
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].parameter.to_string(), BUDGET);
+        assert_eq!(r[0].recommended_value, Some(Value::Int(600)));
+        assert_eq!(r[1].parameter.to_string(), BUDGET_USECS);
+        assert_eq!(r[1].recommended_value, Some(Value::Int(16000)));
+        for needle in [
+            "600 time(s)",
+            "10/s",
+            "1.0% of its rounds",
+            "2 windows in a row",
+            "does not say which",
+        ] {
+            assert!(
+                r[0].reason.contains(needle),
+                "{needle:?} not in {}",
+                r[0].reason
+            );
+        }
+        assert!(
+            rule.on_window(&at(3), &squeezed, &mut k, &auto())
+                .is_empty(),
+            "once"
+        );
+    }
+
+    #[test]
+    fn a_small_share_of_rounds_is_not_squeezed_and_a_calm_window_restarts_the_count() {
+        let mut rule = ReceivePathRule::default();
+        let mut k = kernel();
+        // 10/s but of 100000 rounds/s: 0.01%.
+        let busy_but_fine = softnet(0, 600, 100000.0);
+        let squeezed = softnet(0, 600, 1000.0);
+        for i in 0..4 {
+            assert!(rule
+                .on_window(&at(i), &busy_but_fine, &mut k, &auto())
+                .is_empty());
+        }
+        assert!(rule
+            .on_window(&at(4), &squeezed, &mut k, &auto())
+            .is_empty());
+        assert!(rule
+            .on_window(&at(5), &busy_but_fine, &mut k, &auto())
+            .is_empty());
+        assert!(rule
+            .on_window(&at(6), &squeezed, &mut k, &auto())
+            .is_empty());
+        assert_eq!(rule.on_window(&at(7), &squeezed, &mut k, &auto()).len(), 2);
+    }
+
+    #[test]
+    fn steps_stay_within_policy() {
+        let mut k = kernel();
+        let p = StaticPolicy::new()
+            .with(
+                MAX_BACKLOG,
+                &[Source::Rules],
+                ParamLimits::new(Mode::Recommend).step(Step::Percent(25.0)),
+            )
+            .with(
+                BUDGET,
+                &[Source::Rules],
+                ParamLimits::new(Mode::Auto).bounds(100, 300),
+            )
+            .with(
+                BUDGET_USECS,
+                &[Source::Rules],
+                ParamLimits::new(Mode::Auto).bounds(1000, 10000),
+            );
+        let r = ReceivePathRule::default().on_tick(&at(1), &softnet(5, 0, 1.0), &mut k, &p);
+        assert_eq!(r[0].recommended_value, Some(Value::Int(1250)));
+        assert!(!r[0].can_auto_apply);
+        let mut rule = ReceivePathRule::default();
+        let squeezed = softnet(0, 600, 1000.0);
+        rule.on_window(&at(1), &squeezed, &mut k, &p);
+        let r = rule.on_window(&at(2), &squeezed, &mut k, &p);
+        assert_eq!(r.len(), 1, "budget is at its max: only usecs");
+        assert_eq!(r[0].parameter.to_string(), BUDGET_USECS);
+        assert_eq!(r[0].recommended_value, Some(Value::Int(10000)));
+        // Without a policy max, the rule's own ceiling.
+        k.set(MAX_BACKLOG, 12000);
+        let r = ReceivePathRule::default().on_tick(&at(1), &softnet(5, 0, 1.0), &mut k, &auto());
+        assert_eq!(r[0].recommended_value, Some(Value::Int(16384)));
+    }
+}

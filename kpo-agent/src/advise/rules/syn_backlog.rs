@@ -1,0 +1,270 @@
+//! The SYN-queue rule: `net.ipv4.tcp_max_syn_backlog`, per network namespace, and only where it
+//! does anything.
+//!
+//! What the kernel does with a SYN (`tcp_conn_request`, Linux 4.4 to 6.18):
+//! - the SYN queue of a listener is full at its *accept* backlog (`sk_max_ack_backlog`, the
+//!   `listen()` backlog capped by `net.core.somaxconn`): then it sends a SYN cookie
+//!   (`TcpExtTCPReqQFullDoCookies`) or, with `tcp_syncookies = 0`, drops the SYN
+//!   (`TcpExtTCPReqQFullDrop`). That limit is the accept-queue rule's business: those drops count
+//!   in the listener's own drops, which that rule reads;
+//! - `tcp_max_syn_backlog` is read in one place only: with `tcp_syncookies = 0`, once a listener's
+//!   SYN queue is past three quarters of it, SYNs from peers the host has not talked to before are
+//!   dropped. Those drops are counted in `TcpExtListenDrops` and in no specific counter.
+//!
+//! So: with `tcp_syncookies = 0` in the namespace, SYN drops that neither a full accept queue
+//! (`ListenOverflows`) nor a full SYN queue (`TCPReqQFullDrop`) explain lead to a higher
+//! `tcp_max_syn_backlog`, applied by the next SYN. With SYN cookies on (the default) the key is
+//! unused, and the rule never recommends it.
+//!
+//! Every tick and every window; hysteresis by [`Latch`] per namespace.
+use std::collections::BTreeMap;
+
+use super::{latch::Latch, netns_address, step, KernelView};
+use crate::{
+    advise::{
+        limits::AdvicePolicy,
+        recommendation::{Recommendation, Source, WindowRef},
+    },
+    window::{NetnsWindow, Window},
+};
+
+pub const MAX_SYN_BACKLOG: &str = "net.ipv4.tcp_max_syn_backlog";
+pub const SYNCOOKIES: &str = "net.ipv4.tcp_syncookies";
+const DEFAULT_CEILING: i64 = 65535;
+
+pub const DESCS: &[(&str, &str)] = &[(
+    MAX_SYN_BACKLOG,
+    "SYN-queue reserve without SYN cookies; raised per network namespace when tcp_syncookies = 0 and SYNs are dropped short of a full queue",
+)];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynBacklogConfig {
+    /// Unexplained SYN drops, in a tick or a window, that trigger advice.
+    pub min_drops: u64,
+    pub rearm_windows: u32,
+    pub repeat_windows: u64,
+    pub raise_factor: i64,
+}
+
+impl Default for SynBacklogConfig {
+    fn default() -> Self {
+        Self {
+            min_drops: 1,
+            rearm_windows: 3,
+            repeat_windows: 10,
+            raise_factor: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SynBacklogRule {
+    pub cfg: SynBacklogConfig,
+    /// Per namespace; the situation is the current tcp_max_syn_backlog.
+    latches: BTreeMap<u64, Latch<i64>>,
+}
+
+/// SYN drops a full accept queue or a full SYN queue do not explain.
+fn unexplained(n: &NetnsWindow) -> u64 {
+    n.listen_drops
+        .saturating_sub(n.listen_overflows)
+        .saturating_sub(n.syn_queue_full_drops.unwrap_or(0))
+}
+
+impl SynBacklogRule {
+    pub fn on_tick(
+        &mut self,
+        at: &WindowRef,
+        tick: &Window,
+        kernel: &mut dyn KernelView,
+        policy: &dyn AdvicePolicy,
+    ) -> Vec<Recommendation> {
+        self.evaluate(at, tick, kernel, policy, false)
+    }
+
+    pub fn on_window(
+        &mut self,
+        at: &WindowRef,
+        window: &Window,
+        kernel: &mut dyn KernelView,
+        policy: &dyn AdvicePolicy,
+    ) -> Vec<Recommendation> {
+        self.evaluate(at, window, kernel, policy, true)
+    }
+
+    fn evaluate(
+        &mut self,
+        at: &WindowRef,
+        w: &Window,
+        kernel: &mut dyn KernelView,
+        policy: &dyn AdvicePolicy,
+        closed: bool,
+    ) -> Vec<Recommendation> {
+        let mut out = Vec::new();
+        for n in &w.netns {
+            let latch = self.latches.entry(n.netns).or_default();
+            let drops = unexplained(n);
+            if drops < self.cfg.min_drops {
+                if closed {
+                    latch.calm(self.cfg.rearm_windows);
+                }
+                continue;
+            }
+            // Read only now: a namespace without such drops costs nothing.
+            if kernel.current(&netns_address(SYNCOOKIES, n.netns, kernel)) != Some(0) {
+                continue;
+            }
+            let addr = netns_address(MAX_SYN_BACKLOG, n.netns, kernel);
+            let Some(current) = kernel.current(&addr) else {
+                continue;
+            };
+            if !latch.fire(at.index, current, self.cfg.repeat_windows) {
+                continue;
+            }
+            let limits = policy.allowed(&addr, Source::Rules);
+            let Some(target) = step::raise(
+                current,
+                current.saturating_mul(self.cfg.raise_factor.max(2)),
+                DEFAULT_CEILING,
+                limits.as_ref(),
+            ) else {
+                continue;
+            };
+            let reason = format!(
+                "{drops} SYN(s) dropped in netns {} in window {} (up to {}) short of a full queue: TcpExtListenDrops {} - ListenOverflows {} - TCPReqQFullDrop {}. \
+With {SYNCOOKIES} = 0 the kernel drops SYNs from new peers once a listener's SYN queue is past three quarters of {MAX_SYN_BACKLOG} ({current}, so {}). \
+Raising it to {target} applies to the next SYN, no restart needed. (With SYN cookies on, the kernel default, this limit is not used at all.)",
+                n.netns,
+                at.index,
+                at.end,
+                n.listen_drops,
+                n.listen_overflows,
+                n.syn_queue_full_drops.map_or("unknown".to_string(), |v| v.to_string()),
+                current - (current >> 2),
+            );
+            out.push(step::change(
+                at,
+                addr,
+                current,
+                target,
+                limits.as_ref(),
+                reason,
+                0.7,
+            ));
+        }
+        let live: Vec<u64> = w.netns.iter().map(|n| n.netns).collect();
+        if closed {
+            self.latches.retain(|ns, _| live.contains(ns));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        actuate::param::Value,
+        advise::{
+            limits::{Mode, ParamLimits, StaticPolicy, Step},
+            rules::testing::{at, window, FakeKernel, NS},
+        },
+    };
+
+    const BACKLOG: &str = "net.ipv4.tcp_max_syn_backlog@netns:4026532281";
+    const COOKIES: &str = "net.ipv4.tcp_syncookies@netns:4026532281";
+
+    fn with_netns(drops: u64, overflows: u64, qfull: Option<u64>) -> Window {
+        let mut w = window(vec![]);
+        w.netns = vec![NetnsWindow {
+            netns: NS,
+            listen_overflows: overflows,
+            listen_drops: drops,
+            syn_queue_full_drops: qfull,
+            syn_queue_full_cookies: Some(0),
+        }];
+        w
+    }
+
+    fn policy(limits: ParamLimits) -> StaticPolicy {
+        StaticPolicy::new().with(MAX_SYN_BACKLOG, &[Source::Rules], limits)
+    }
+
+    #[test]
+    fn without_syncookies_unexplained_drops_raise_it_in_the_namespace() {
+        let mut k = FakeKernel::default().with(COOKIES, 0).with(BACKLOG, 256);
+        let p = policy(ParamLimits::new(Mode::Auto).bounds(128, 8192));
+        // 50 listen drops: 10 accept-queue overflows, 15 full SYN queue, 25 unexplained.
+        let w = with_netns(50, 10, Some(15));
+        let r = SynBacklogRule::default().on_window(&at(3), &w, &mut k, &p);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].parameter.to_string(), BACKLOG);
+        assert_eq!(r[0].current_value, Some(Value::Int(256)));
+        assert_eq!(r[0].recommended_value, Some(Value::Int(512)));
+        assert!(r[0].can_auto_apply);
+        for needle in [
+            "25 SYN(s)",
+            "ListenDrops 50",
+            "ListenOverflows 10",
+            "TCPReqQFullDrop 15",
+            "(256, so 192)",
+            "no restart",
+        ] {
+            assert!(
+                r[0].reason.contains(needle),
+                "{needle:?} not in {}",
+                r[0].reason
+            );
+        }
+    }
+
+    #[test]
+    fn with_syncookies_on_it_is_never_recommended() {
+        let mut k = FakeKernel::default().with(COOKIES, 1).with(BACKLOG, 256);
+        let p = policy(ParamLimits::new(Mode::Auto));
+        let w = with_netns(50, 0, Some(0));
+        assert!(SynBacklogRule::default()
+            .on_tick(&at(1), &w, &mut k, &p)
+            .is_empty());
+        assert_eq!(k.reads, [COOKIES], "the limit itself is not even read");
+    }
+
+    #[test]
+    fn drops_explained_by_full_queues_are_the_accept_queue_rules() {
+        let mut k = FakeKernel::default().with(COOKIES, 0).with(BACKLOG, 256);
+        let p = policy(ParamLimits::new(Mode::Auto));
+        let w = with_netns(40, 25, Some(15));
+        assert!(SynBacklogRule::default()
+            .on_window(&at(1), &w, &mut k, &p)
+            .is_empty());
+        assert!(k.reads.is_empty(), "nothing read without a signal");
+    }
+
+    #[test]
+    fn once_per_value_rearmed_by_calm_windows_and_stepped_within_policy() {
+        let mut k = FakeKernel::default().with(COOKIES, 0).with(BACKLOG, 1000);
+        let p = policy(ParamLimits::new(Mode::Recommend).step(Step::Percent(50.0)));
+        let mut rule = SynBacklogRule::default();
+        let bad = with_netns(9, 0, Some(0));
+        let r = rule.on_tick(&at(1), &bad, &mut k, &p);
+        assert_eq!(r[0].recommended_value, Some(Value::Int(1500)), "50% step");
+        assert!(!r[0].can_auto_apply, "recommend mode");
+        assert!(rule.on_tick(&at(1), &bad, &mut k, &p).is_empty());
+        assert!(rule.on_window(&at(1), &bad, &mut k, &p).is_empty());
+        let calm = with_netns(0, 0, Some(0));
+        // Ticks are not windows: calm ticks do not re-arm.
+        for _ in 0..5 {
+            rule.on_tick(&at(2), &calm, &mut k, &p);
+        }
+        assert!(rule.on_tick(&at(2), &bad, &mut k, &p).is_empty());
+        for i in 2..5 {
+            rule.on_window(&at(i), &calm, &mut k, &p);
+        }
+        assert_eq!(rule.on_tick(&at(5), &bad, &mut k, &p).len(), 1, "re-armed");
+        // A value at the policy's max is no advice.
+        let capped = policy(ParamLimits::new(Mode::Auto).bounds(128, 1000));
+        assert!(SynBacklogRule::default()
+            .on_tick(&at(1), &bad, &mut k, &capped)
+            .is_empty());
+    }
+}

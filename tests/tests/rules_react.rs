@@ -1,0 +1,291 @@
+//! The rules react within ticks, not windows: with a 30 s window and a 1 s tick, a bounded burst
+//! of listen overflows in a namespace gets somaxconn raised there before the first window even
+//! closes; a second burst, with the listener still holding its old limit, gets advice to listen
+//! again and no second raise. A listener that asked for less than somaxconn gets advice for the
+//! application and somaxconn is not touched. The host's somaxconn never moves.
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use kpo_integration::Netns;
+use serde_json::Value;
+
+use crate::{
+    agent_binary::{kpo_binary, lines, schema},
+    common::wait_until,
+};
+
+/// somaxconn in auto for the rules, in the test's namespace only: the machine runs other tests,
+/// whose namespaces are not this agent's to change.
+fn policy(ns: &Netns) -> String {
+    format!(
+        r#"
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 16
+max = 65535
+max_step = "1000%"
+sources = ["rules", "operator"]
+namespaces = ["/run/netns/{}"]
+"#,
+        ns.name
+    )
+}
+
+fn host_somaxconn() -> String {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap()
+}
+
+fn ns_somaxconn(ns: &Netns) -> i64 {
+    ns.exec(&["cat", "/proc/sys/net/core/somaxconn"])
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A test's agent: policy, state, socket and events in a temporary directory; killed on drop.
+struct Agent {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    events: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    /// `kpo run --tick 1s --window 30s` with [`policy`]; returns once its sensors are reported.
+    fn start(ns: &Netns) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("policy.toml"), policy(ns)).unwrap();
+        let events = dir.path().join("events.ndjson");
+        let child = Command::new(kpo_binary())
+            .args(["run", "--tick", "1s", "--window", "30s", "--events"])
+            .arg(&events)
+            .args(state_args(dir.path()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let agent = Agent { child, dir, events };
+        wait_until("the agent started", Duration::from_secs(30), || {
+            agent.events().iter().any(|e| e["kind"] == "sensors")
+        });
+        agent
+    }
+
+    fn events(&self) -> Vec<Value> {
+        lines(&self.events)
+    }
+
+    fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let mut found = None;
+        wait_until(what, Duration::from_secs(20), || {
+            found = self.events().into_iter().find(&pred);
+            found.is_some()
+        });
+        found.unwrap()
+    }
+
+    fn sigterm_and_wait(&mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(self.child.wait().unwrap().success());
+    }
+
+    /// `kpo journal --json` on the agent's state directory (after it stopped).
+    fn journal(&self) -> Vec<Value> {
+        let out = Command::new(kpo_binary())
+            .args(["journal", "--json"])
+            .args(state_args(self.dir.path()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn all_match_the_schema(&self) {
+        let validator = schema();
+        for e in &self.events() {
+            let errors: Vec<String> = validator.iter_errors(e).map(|x| x.to_string()).collect();
+            assert!(errors.is_empty(), "{errors:?}\n{e:#}");
+        }
+    }
+}
+
+fn state_args(dir: &Path) -> [PathBuf; 6] {
+    [
+        "--policy".into(),
+        dir.join("policy.toml"),
+        "--state-dir".into(),
+        dir.join("state"),
+        "--socket".into(),
+        dir.join("kpo.sock"),
+    ]
+}
+
+/// A listener in `ns` on loopback that asked listen() for `backlog`.
+fn listener(ns: &Netns, backlog: i32) -> (TcpListener, SocketAddr) {
+    let l = ns.run(|| TcpListener::bind("127.0.0.1:0").unwrap());
+    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), backlog) }, 0);
+    let addr = l.local_addr().unwrap();
+    (l, addr)
+}
+
+/// `n` connections nobody accepts, each given 200 ms: bounded in count and time. Those past the
+/// queue's limit overflow.
+fn burst(ns: &Netns, addr: SocketAddr, n: usize) -> Vec<std::io::Result<TcpStream>> {
+    ns.run(|| {
+        (0..n)
+            .map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(200)))
+            .collect()
+    })
+}
+
+fn position(events: &[Value], pred: impl Fn(&Value) -> bool) -> Option<usize> {
+    events.iter().position(pred)
+}
+
+pub fn somaxconn_is_raised_within_ticks_of_a_long_window() {
+    let host_before = host_somaxconn();
+    let ns = Netns::new();
+    ns.run(|| std::fs::write("/proc/sys/net/core/somaxconn", "16").unwrap());
+    // Asks for 1024: the kernel caps it at 16.
+    let (listener, addr) = listener(&ns, 1024);
+    let mut agent = Agent::start(&ns);
+    let ns_key = format!("net.core.somaxconn@netns:{}", ns.inum());
+
+    let first = burst(&ns, addr, 40);
+    let change = agent.wait_for("the rule's change", |e| {
+        e["kind"] == "change" && e["phase"] == "verified" && e["source"] == "rules"
+    });
+    assert_eq!(change["target"], ns_key.as_str(), "{change}");
+    assert_eq!(change["before"], 16);
+    let raised = change["after"].as_i64().unwrap();
+    assert_eq!(raised, 32, "twice the listener's limit");
+    assert_eq!(change["read_back"], raised);
+    assert_eq!(ns_somaxconn(&ns), raised);
+    let events = agent.events();
+    let changed_at = position(&events, |e| *e == change).unwrap();
+    assert_eq!(
+        position(&events, |e| e["kind"] == "window"),
+        None,
+        "changed before the first 30 s window closed"
+    );
+    let rec = &events[position(&events, |e| {
+        e["kind"] == "recommendation"
+            && e["recommended_value"] == raised
+            && e["parameter"] == ns_key.as_str()
+    })
+    .expect("the recommendation behind the change")];
+    assert_eq!(rec["window"]["index"], 1, "the window in progress");
+    assert_eq!(rec["parameter"], ns_key.as_str());
+    let reason = rec["reason"].as_str().unwrap();
+    assert!(reason.contains("listen() again"), "{reason}");
+    assert!(
+        reason.contains(&format!("pid {}", std::process::id())),
+        "{reason}"
+    );
+    assert!(changed_at > 0);
+    drop(first);
+
+    // More overflows (this burst guarantees some after the raise): the listener still has its
+    // old limit of 16. The advice is to listen again (for the service), not another raise nor
+    // "the application asked for less".
+    let second = burst(&ns, addr, 40);
+    let again = agent.wait_for("advice to listen again", |e| {
+        e["kind"] == "recommendation"
+            && e["recommended_value"].is_null()
+            && e["application"]["netns"] == ns.inum()
+    });
+    let reason = again["reason"].as_str().unwrap();
+    assert!(reason.contains(&format!("is now {raised}")), "{reason}");
+    assert!(reason.contains("listen() again"), "{reason}");
+    assert!(!reason.contains("would not help"), "{reason}");
+    assert_eq!(again["application"]["port"], addr.port());
+    assert_eq!(again["can_auto_apply"], false);
+    drop(second);
+    agent.sigterm_and_wait();
+
+    let changes: Vec<Value> = agent
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "change" && e["phase"] == "verified")
+        .collect();
+    assert_eq!(
+        changes.len(),
+        1,
+        "one raise, not one per tick: {changes:#?}"
+    );
+    assert_eq!(ns_somaxconn(&ns), raised);
+    // The journal holds the change the event reported.
+    let journal = agent.journal();
+    let entry = journal
+        .iter()
+        .find(|j| j["id"] == change["journal_id"])
+        .unwrap_or_else(|| panic!("journal entry {}: {journal:#?}", change["journal_id"]));
+    assert_eq!(entry["source"], "rules");
+    assert_eq!(entry["status"], "applied");
+    assert_eq!(entry["before"], 16);
+    assert_eq!(entry["after"], raised);
+    assert!(
+        entry["address"].as_str().unwrap().contains("netns"),
+        "{entry}"
+    );
+    assert_eq!(
+        host_somaxconn(),
+        host_before,
+        "the host's somaxconn never moves"
+    );
+    agent.all_match_the_schema();
+    drop(listener);
+}
+
+pub fn a_listener_asking_for_less_gets_application_advice() {
+    let host_before = host_somaxconn();
+    let ns = Netns::new();
+    let somaxconn = ns_somaxconn(&ns);
+    assert!(somaxconn > 8, "namespace default {somaxconn}");
+    let (listener, addr) = listener(&ns, 8);
+    let mut agent = Agent::start(&ns);
+
+    let clients = burst(&ns, addr, 30);
+    let rec = agent.wait_for("application advice", |e| {
+        e["kind"] == "recommendation"
+            && e["application"]["port"] == addr.port()
+            && e["application"]["netns"] == ns.inum()
+    });
+    assert!(rec["recommended_value"].is_null(), "{rec}");
+    assert_eq!(rec["can_auto_apply"], false);
+    assert_eq!(rec["current_value"], somaxconn);
+    assert_eq!(rec["application"]["pid"], std::process::id());
+    let reason = rec["reason"].as_str().unwrap();
+    assert!(reason.contains("backlog of 8"), "{reason}");
+    assert!(reason.contains("would not help"), "{reason}");
+    drop(clients);
+    agent.sigterm_and_wait();
+
+    assert!(
+        !agent.events().iter().any(|e| e["kind"] == "change"),
+        "somaxconn was not touched"
+    );
+    assert_eq!(ns_somaxconn(&ns), somaxconn);
+    assert_eq!(host_somaxconn(), host_before);
+    agent.all_match_the_schema();
+    drop(listener);
+}
