@@ -50,6 +50,8 @@ pub enum Which {
     },
     /// The optimizer vs random search, Optuna TPE and skopt gp_minimize on the seed tables.
     Optimizer(crate::bench_optimizer::Args),
+    /// From the first listen overflow in a namespace to the changed somaxconn readable there.
+    Reaction(crate::bench_reaction::Args),
 }
 
 pub fn run(which: Which) -> Result<()> {
@@ -78,6 +80,7 @@ pub fn run(which: Which) -> Result<()> {
             Ok(())
         }
         Which::Optimizer(args) => crate::bench_optimizer::run(&args),
+        Which::Reaction(args) => crate::bench_reaction::run(&args),
     }
 }
 
@@ -293,7 +296,7 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
     Ok(())
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
@@ -307,7 +310,7 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn ensure_tools() -> Result<()> {
+pub(crate) fn ensure_tools() -> Result<()> {
     let mut missing = Vec::new();
     if which("nginx").is_none() {
         missing.push("nginx-light".to_string());
@@ -321,7 +324,7 @@ fn ensure_tools() -> Result<()> {
     Ok(())
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::var("PATH")
         .ok()?
         .split(':')
@@ -440,7 +443,7 @@ fn measured_programs() -> Result<Vec<(String, u64, u64)>> {
     Ok(out)
 }
 
-struct RemoveDir(PathBuf);
+pub(crate) struct RemoveDir(pub(crate) PathBuf);
 impl Drop for RemoveDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -508,45 +511,52 @@ impl Nginx {
         if std::mem::replace(&mut self.stopped, true) {
             return Ok(());
         }
-        let master = self.master.id();
-        let workers = children_of(master);
-        for (signal, patience) in [
-            (libc::SIGQUIT, Duration::from_secs(10)),
-            (libc::SIGTERM, Duration::from_secs(5)),
-            (libc::SIGKILL, Duration::from_secs(5)),
-        ] {
-            if self.master.try_wait()?.is_some() {
-                break;
-            }
-            // SAFETY: kill(2) on our own child, which has not been reaped (try_wait said so).
-            unsafe { libc::kill(master as i32, signal) };
-            let deadline = Instant::now() + patience;
-            while self.master.try_wait()?.is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        // Workers exit with their master; one that did not (the master was killed) goes now.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let alive: Vec<u32> = workers.iter().copied().filter(|&w| is_nginx(w)).collect();
-            if alive.is_empty() {
-                break;
-            }
-            if Instant::now() > deadline {
-                for w in alive {
-                    // SAFETY: kill(2) on a process checked just above to be an nginx we started.
-                    unsafe { libc::kill(w as i32, libc::SIGKILL) };
-                }
-                std::thread::sleep(Duration::from_millis(100));
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        stop_nginx(&mut self.master)?;
         if let Some(owner) = listener_on(NGINX_PORT) {
             bail!("the benchmark left a listener on 127.0.0.1:{NGINX_PORT} ({owner})");
         }
         Ok(())
     }
+}
+
+/// Stops the nginx whose master is `master`: SIGQUIT (graceful: its workers finish and exit, then
+/// it does), SIGTERM if it lingers, SIGKILL to master and workers as a last resort.
+pub(crate) fn stop_nginx(master_child: &mut Child) -> Result<()> {
+    let master = master_child.id();
+    let workers = children_of(master);
+    for (signal, patience) in [
+        (libc::SIGQUIT, Duration::from_secs(10)),
+        (libc::SIGTERM, Duration::from_secs(5)),
+        (libc::SIGKILL, Duration::from_secs(5)),
+    ] {
+        if master_child.try_wait()?.is_some() {
+            break;
+        }
+        // SAFETY: kill(2) on our own child, which has not been reaped (try_wait said so).
+        unsafe { libc::kill(master as i32, signal) };
+        let deadline = Instant::now() + patience;
+        while master_child.try_wait()?.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // Workers exit with their master; one that did not (the master was killed) goes now.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let alive: Vec<u32> = workers.iter().copied().filter(|&w| is_nginx(w)).collect();
+        if alive.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            for w in alive {
+                // SAFETY: kill(2) on a process checked just above to be an nginx we started.
+                unsafe { libc::kill(w as i32, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 impl Drop for Nginx {
@@ -558,7 +568,7 @@ impl Drop for Nginx {
 }
 
 /// Processes whose parent is `pid` (from /proc/*/stat).
-fn children_of(pid: u32) -> Vec<u32> {
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -569,7 +579,7 @@ fn children_of(pid: u32) -> Vec<u32> {
 }
 
 /// (comm, parent pid) of a live (not zombie) process.
-fn stat_fields(pid: u32) -> Option<(String, u32)> {
+pub(crate) fn stat_fields(pid: u32) -> Option<(String, u32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (head, rest) = stat.rsplit_once(')')?;
     let comm = head.split_once('(')?.1.to_string();
@@ -579,7 +589,7 @@ fn stat_fields(pid: u32) -> Option<(String, u32)> {
     (state != "Z").then_some((comm, ppid))
 }
 
-fn is_nginx(pid: u32) -> bool {
+pub(crate) fn is_nginx(pid: u32) -> bool {
     stat_fields(pid).is_some_and(|(comm, _)| comm == "nginx")
 }
 

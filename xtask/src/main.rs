@@ -1,9 +1,11 @@
-//! `cargo xtask`: setup | build | run | test | bench. The project's one entry point for developers
+//! `cargo xtask`: setup | build | run | test | bench | scenario. The project's one entry point for developers
 //! and CI, so that a fresh Debian machine needs nothing but this repository.
 mod bench;
 mod bench_log;
 mod bench_optimizer;
+mod bench_reaction;
 mod floor;
+mod scenario;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -39,6 +41,11 @@ enum Cmd {
     Bench {
         #[command(subcommand)]
         which: bench::Which,
+    },
+    /// End-to-end demos in network namespaces this command creates and removes.
+    Scenario {
+        #[command(subcommand)]
+        which: scenario::Which,
     },
 }
 
@@ -79,6 +86,11 @@ fn run(cli: Cli) -> Result<()> {
             setup::ensure()?;
             build_release()?;
             bench::run(which)
+        }
+        Cmd::Scenario { which } => {
+            setup::ensure()?;
+            build_release()?;
+            scenario::run(which)
         }
     }
 }

@@ -7,7 +7,8 @@ use anyhow::{bail, Context, Result};
 
 /// Debian packages: LLVM 22 for bpf-linker (its LLVM must match nightly's), iproute2 for the
 /// namespace tests (`ip`, `ss`, `nstat`), ethtool as the coalescing tests' reference, procps for
-/// the `sysctl -w` a person runs in the yielding tests, util-linux for `setpriv`.
+/// the `sysctl -w` a person runs in the yielding tests, util-linux for `setpriv`, nginx and wrk
+/// for the overhead and reaction benches and `cargo xtask scenario backlog`.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -17,6 +18,8 @@ const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "procps",
     "util-linux",
+    "nginx-light",
+    "wrk",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
