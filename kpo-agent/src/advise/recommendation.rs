@@ -95,6 +95,21 @@ impl Recommendation {
         )
     }
 
+    /// The id of advice for an application: two listeners in one namespace get different ids
+    /// (their parameter and, having no value, their value are the same).
+    pub fn make_app_id(
+        source: Source,
+        window_index: u64,
+        parameter: &ParamAddress,
+        app: &ApplicationRef,
+    ) -> String {
+        let text = format!("{parameter}=app:{}:{}", app.netns, app.port);
+        format!(
+            "{source}-{window_index}-{:08x}",
+            fnv1a(text.as_bytes()) as u32
+        )
+    }
+
     /// Whether this asks for a kernel change (as opposed to advice for the application).
     pub fn is_change(&self) -> bool {
         self.recommended_value.is_some()
@@ -113,6 +128,22 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_listeners_application_advice_have_different_ids() {
+        let parameter: ParamAddress = "net.core.somaxconn@netns:4026532281".parse().unwrap();
+        let app = |port| ApplicationRef {
+            netns: 4026532281,
+            port,
+            pid: None,
+            comm: None,
+        };
+        let a = Recommendation::make_app_id(Source::Rules, 3, &parameter, &app(80));
+        let b = Recommendation::make_app_id(Source::Rules, 3, &parameter, &app(443));
+        assert_ne!(a, b);
+        assert_eq!(a, Recommendation::make_app_id(Source::Rules, 3, &parameter, &app(80)));
+        assert!(a.starts_with("rules-3-"), "{a}");
+    }
 
     #[test]
     fn serializes_for_events() {

@@ -440,8 +440,9 @@ fn app_recommendation(
     reason: String,
     at: &WindowRef,
 ) -> Recommendation {
+    let application = app_ref(l);
     Recommendation {
-        id: Recommendation::make_id(Source::Rules, at.index, &addr, None),
+        id: Recommendation::make_app_id(Source::Rules, at.index, &addr, &application),
         parameter: addr,
         current_value: Some(Value::Int(somaxconn)),
         recommended_value: None,
@@ -450,7 +451,7 @@ fn app_recommendation(
         confidence: if l.overflows > 0 { 0.9 } else { 0.6 },
         source: Source::Rules,
         window: at.clone(),
-        application: Some(app_ref(l)),
+        application: Some(application),
     }
 }
 
