@@ -31,6 +31,11 @@ pub struct Config {
     pub btf: PathBuf,
     /// The /proc to read; a pod sees the host's /proc where it is mounted (e.g. /host/proc).
     pub proc_root: PathBuf,
+    /// Where the actuators find cpufreq (`devices/system/cpu/cpufreq`) and the NICs
+    /// (`class/net`). The energy meters always read /sys.
+    pub sysfs_root: PathBuf,
+    /// The optimizer's live loop (docs/optimizer.md): its SLO, trial length and grid.
+    pub optimizer: crate::advise::optimizer::agent::OptimizerSettings,
 }
 
 /// The longest window. Per-CPU kernel counters kept in 32 bits (softirqs, interrupts, softnet)
@@ -55,6 +60,8 @@ impl Default for Config {
             disabled_sensors: Vec::new(),
             btf: PathBuf::from(crate::sensors::btf::VMLINUX_BTF),
             proc_root: PathBuf::from("/proc"),
+            sysfs_root: PathBuf::from("/sys"),
+            optimizer: Default::default(),
         }
     }
 }
@@ -150,11 +157,19 @@ impl Config {
                 &self.proc_root,
                 "where procfs is mounted (default /proc)",
             ),
+            (
+                "sysfs_root",
+                &self.sysfs_root,
+                "where sysfs is mounted (default /sys)",
+            ),
         ];
         for (key, path, what) in paths {
             if path.as_os_str().is_empty() {
                 return Err(invalid(key, format!("is empty; give {what}")));
             }
+        }
+        if let Some((key, reason)) = self.optimizer.invalid() {
+            return Err(invalid(key, reason));
         }
         for name in &self.disabled_sensors {
             if SensorKind::from_name(name).is_none() {

@@ -32,6 +32,9 @@ pub struct RunArgs {
     /// The /proc to read (a pod sees the host's /proc where it is mounted).
     #[arg(long, value_name = "PATH")]
     pub proc_root: Option<PathBuf>,
+    /// Where the actuators find cpufreq and the NICs (a copy of sysfs in tests).
+    #[arg(long, value_name = "PATH")]
+    pub sysfs_root: Option<PathBuf>,
     /// Policy, state directory and control socket.
     #[command(flatten)]
     pub state: crate::cli::StateArgs,
@@ -63,6 +66,9 @@ impl RunArgs {
         }
         if let Some(v) = &self.proc_root {
             config.proc_root = v.clone();
+        }
+        if let Some(v) = &self.sysfs_root {
+            config.sysfs_root = v.clone();
         }
         config.validate(&origin)?;
         Ok(config)

@@ -13,6 +13,9 @@
 mod args;
 mod deciding;
 mod duty;
+#[cfg(test)]
+mod optimizer_tests;
+mod yielding;
 
 use std::{process::ExitCode, time::Duration};
 
@@ -93,7 +96,7 @@ pub async fn run(
     report_duty(&config, &duty);
 
     // The deciding half first: without its journal and socket the agent must not start.
-    let (mut deciding, reconciled) = Deciding::open(state)?;
+    let (mut deciding, reconciled) = Deciding::open(state, &config)?;
 
     // Sensors.
     let mut sensors = Sensors::load(&sensor_options(&config));
