@@ -384,25 +384,34 @@ fn a_proposal_the_policy_refuses_is_not_applied() {
 #[test]
 fn a_pause_holds_the_trials_until_resumed() {
     let mut rig = Rig::new(&policy(""), true, "");
-    rig.window(); // measures the start, applies the first trial
+    rig.window(); // measures the start, applies the first trial (both knobs)
     assert_eq!(rig.intents().len(), 2);
-    rig.deciding.path_for_tests_mut().journal.set_paused(true, "test").unwrap();
-    let (freq, rx) = (rig.max_freq(), rig.rx());
+    rig.deciding
+        .path_for_tests_mut()
+        .journal
+        .set_paused(true, "test")
+        .unwrap();
+    // The trial is measured (a revert after an SLO breach is not held back by the pause).
+    rig.window();
+    let held = (rig.max_freq(), rig.rx());
     for _ in 0..3 {
         rig.window();
+        assert_eq!((rig.max_freq(), rig.rx()), held);
     }
-    // An SLO revert is not held back by the pause; no new trial was applied.
-    let applied_after_pause = rig
+    let changes = rig
         .intents()
         .iter()
         .filter(|i| i.kind == IntentKind::Change)
         .count();
-    assert_eq!(applied_after_pause, 2);
+    assert_eq!(changes, 2, "no trial applied while paused");
     assert!(rig.live.iter().any(
         |e| matches!(e, LiveEvent::Refused { retry: true, reason, .. } if reason.contains("paused"))
     ));
-    assert_eq!((rig.max_freq(), rig.rx()), (freq, rx));
-    rig.deciding.path_for_tests_mut().journal.set_paused(false, "test").unwrap();
+    rig.deciding
+        .path_for_tests_mut()
+        .journal
+        .set_paused(false, "test")
+        .unwrap();
     rig.until(5, |ev| has(ev, |e| matches!(e, LiveEvent::Applied { .. })));
     rig.assert_schema();
 }

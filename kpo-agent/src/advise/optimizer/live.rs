@@ -267,10 +267,10 @@ pub enum LiveEvent {
         to: Vec<f64>,
         error: String,
     },
-    /// The next trial: applied, read back.
+    /// The next trial: applied, read back. `proposal`: how the search chose it.
     Applied {
         config: Vec<f64>,
-        kind: ProposalKind,
+        proposal: ProposalKind,
     },
     /// The policy refused the configuration; nothing changed. `retry`: waited for, not dropped.
     Refused {
@@ -533,7 +533,7 @@ impl LiveOptimizer {
                 Tried::Applied => {
                     ev.push(LiveEvent::Applied {
                         config: p.point.clone(),
-                        kind: p.kind,
+                        proposal: p.kind,
                     });
                     self.current = p.point;
                     return Ok(());
@@ -584,7 +584,7 @@ impl LiveOptimizer {
                 Tried::Applied => {
                     ev.push(LiveEvent::Applied {
                         config: best.clone(),
-                        kind: ProposalKind::ExpectedImprovement,
+                        proposal: ProposalKind::ExpectedImprovement,
                     });
                     self.current = best.clone();
                 }
