@@ -3,6 +3,7 @@
 mod accept_queue;
 mod actuate_sysctl;
 mod agent_binary;
+mod agent_cpufreq;
 mod agent_decides;
 mod coalesce_ethtool;
 mod common;
@@ -217,6 +218,16 @@ fn main() {
             "agent_decides::the_accept_queue_rule_raises_somaxconn_in_the_listeners_namespace",
             req(),
             agent_decides::the_accept_queue_rule_raises_somaxconn_in_the_listeners_namespace,
+        ),
+        trial(
+            "agent_cpufreq::another_writer_of_a_cpufreq_limit_is_yielded_to",
+            req(),
+            agent_cpufreq::another_writer_of_a_cpufreq_limit_is_yielded_to,
+        ),
+        trial(
+            "agent_cpufreq::an_optimizer_without_cpufreq_says_unsupported",
+            req(),
+            agent_cpufreq::an_optimizer_without_cpufreq_says_unsupported,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();
