@@ -47,7 +47,11 @@ struct Machine {
 
 impl Knobs for Machine {
     fn try_config(&mut self, from: &[f64], to: &[f64], _why: ChangeReason) -> Tried {
-        assert_eq!(from, self.state.lock().unwrap().as_slice(), "the loop knows the state");
+        assert_eq!(
+            from,
+            self.state.lock().unwrap().as_slice(),
+            "the loop knows the state"
+        );
         if self.floor_mhz.is_some_and(|f| to[1] < f) {
             *self.refused.lock().unwrap() += 1;
             return Tried::Refused {

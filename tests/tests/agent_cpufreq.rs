@@ -160,8 +160,8 @@ pub fn an_optimizer_without_cpufreq_says_unsupported() {
         ])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("unsupported on this machine"), "{text}");
     agent.sigterm_and_wait();

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use kpo_agent::actuate::coalesce::{
-    AdaptiveMode, CoalesceAttrs, CoalesceBackend, CoalesceActuator, CoalesceSettings, EthtoolCoalesce,
+    AdaptiveMode, CoalesceActuator, CoalesceAttrs, CoalesceBackend, CoalesceSettings,
+    EthtoolCoalesce,
 };
 use kpo_agent::actuate::ActuateError;
 

@@ -141,7 +141,10 @@ impl Deciding {
             }
             Err(off) => {
                 warn!("optimizer: off: {}", off.0);
-                vec![optimizer_event(Vec::new(), LiveEvent::Off { reason: off.0 })]
+                vec![optimizer_event(
+                    Vec::new(),
+                    LiveEvent::Off { reason: off.0 },
+                )]
             }
         }
     }

@@ -298,7 +298,8 @@ fn the_policy_gives_the_optimizer_its_knobs_and_it_starts_from_the_kernel() {
             [LiveEvent::Started { config, slo_port: PORT, slo_max_us, left_out, .. }]
                 if config == &vec![3_000_000.0, 0.0] && *slo_max_us == SLO_US && left_out.is_empty()
         ),
-        "{:?}", rig.live
+        "{:?}",
+        rig.live
     );
     assert_eq!(rig.json[0]["kind"], "optimizer");
     assert_eq!(rig.json[0]["knobs"], serde_json::json!([MAX_FREQ, RX]));
@@ -351,7 +352,10 @@ fn a_proposal_the_policy_refuses_is_not_applied() {
                 assert_eq!(rig.intents().len(), intents);
             }
             [config] => {
-                assert_eq!((rig.max_freq() as f64, rig.rx() as f64), (config[0], config[1]));
+                assert_eq!(
+                    (rig.max_freq() as f64, rig.rx() as f64),
+                    (config[0], config[1])
+                );
                 assert!((config[0] - freq as f64).abs() <= 400_000.0);
             }
             more => panic!("{more:?}"),
@@ -419,7 +423,9 @@ fn a_pause_holds_the_trials_until_resumed() {
 #[test]
 fn an_slo_breach_is_reverted_through_the_journal() {
     let mut rig = Rig::new(&policy(""), true, "");
-    let events = rig.until(30, |ev| has(ev, |e| matches!(e, LiveEvent::SloBreach { .. })));
+    let events = rig.until(30, |ev| {
+        has(ev, |e| matches!(e, LiveEvent::SloBreach { .. }))
+    });
     let (from, to) = loop_events(&events)
         .into_iter()
         .find_map(|e| match e {
@@ -449,7 +455,11 @@ fn an_slo_breach_is_reverted_through_the_journal() {
             rig.journal().outcome(r.id),
             Some(Outcome::Reverted { .. })
         ));
-        let knob = if r.address.to_string() == MAX_FREQ { 0 } else { 1 };
+        let knob = if r.address.to_string() == MAX_FREQ {
+            0
+        } else {
+            1
+        };
         assert_eq!(r.after, Value::Int(to[knob] as i64));
         assert_eq!(r.before, Value::Int(from[knob] as i64));
     }
@@ -487,7 +497,9 @@ fn another_writer_of_scaling_max_freq_is_yielded_to() {
     assert_eq!(o["kpo_value"], serde_json::to_value(&ours).unwrap());
     assert!(o["pid"].is_null() && o["comm"].is_null());
     assert_eq!(o["seen_by"], "value_check");
-    assert!(events.iter().any(|e| matches!(e, Event::AdminOverride { .. })));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::AdminOverride { .. })));
     let address: ParamAddress = MAX_FREQ.parse().unwrap();
     let state = rig.journal().param_state(&address).unwrap();
     assert_eq!(
@@ -556,8 +568,13 @@ fn an_estimated_energy_is_not_optimized_on_unless_allowed() {
     let mut rig = Rig::new(&policy(""), true, "allow_estimated_energy = true");
     rig.estimated = true;
     rig.window();
-    assert!(rig.live.iter().any(|e| matches!(e,
-        LiveEvent::Measured { energy_source: EnergySource::Estimated, .. })));
+    assert!(rig.live.iter().any(|e| matches!(
+        e,
+        LiveEvent::Measured {
+            energy_source: EnergySource::Estimated,
+            ..
+        }
+    )));
     assert_eq!(rig.intents().len(), 2, "the first trial moved both knobs");
     assert!(rig
         .json

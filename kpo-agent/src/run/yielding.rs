@@ -6,12 +6,7 @@
 //! Sysctls are left to the `cgroup/sysctl` watch ([`super::deciding::Deciding::on_sysctl_writes`]).
 use tracing::warn;
 
-use crate::{
-    actuate::param::ParamKind,
-    change::ChangePath,
-    guard::Guard,
-    output::events::Event,
-};
+use crate::{actuate::param::ParamKind, change::ChangePath, guard::Guard, output::events::Event};
 
 /// Who the journal says took over a parameter found changed by value.
 pub const BY_VALUE_CHECK: &str = "another process (the value differed from the one KPO applied)";

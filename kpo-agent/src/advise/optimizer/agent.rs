@@ -24,7 +24,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::live::{ChangeReason, Knobs, LiveConfig, LiveEvent, LiveOptimizer, Objective, Slo, Tried};
+use super::live::{
+    ChangeReason, Knobs, LiveConfig, LiveEvent, LiveOptimizer, Objective, Slo, Tried,
+};
 use super::space::{KnobSpec, Space};
 use crate::{
     actuate::param::{ParamAddress, ParamKind, Value},
@@ -208,7 +210,8 @@ impl AgentOptimizer {
             budget: settings.budget,
             ..LiveConfig::default()
         };
-        let live = LiveOptimizer::new(space, start.clone(), config).map_err(|e| Off(e.to_string()))?;
+        let live =
+            LiveOptimizer::new(space, start.clone(), config).map_err(|e| Off(e.to_string()))?;
         let started = LiveEvent::Started {
             config: start,
             slo_port: port,
@@ -360,10 +363,12 @@ impl AgentOptimizer {
             )
         })?;
         if energy.source == EnergySource::Estimated && !self.settings.allow_estimated_energy {
-            return Err("the energy is estimated (a model of CPU time and frequency, not a \
+            return Err(
+                "the energy is estimated (a model of CPU time and frequency, not a \
                         meter); the optimizer does not run on it unless [optimizer] \
                         allow_estimated_energy = true"
-                .into());
+                    .into(),
+            );
         }
         let timed: Vec<_> = w
             .request_latency
@@ -443,7 +448,10 @@ fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<(ParamAddress, i64, i
                     ));
                     continue;
                 }
-                for dir in list_dir(&base).into_iter().filter(|d| d.starts_with("policy")) {
+                for dir in list_dir(&base)
+                    .into_iter()
+                    .filter(|d| d.starts_with("policy"))
+                {
                     for attr in CPUFREQ_KNOBS {
                         names.push(format!("cpufreq:{dir}:{attr}"));
                     }
@@ -489,10 +497,7 @@ fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<(ParamAddress, i64, i
             }
         }
         if !matched {
-            problems.push(format!(
-                "{}: no such parameter on this machine",
-                rule.name
-            ));
+            problems.push(format!("{}: no such parameter on this machine", rule.name));
         }
     }
     (out, problems)
@@ -543,10 +548,11 @@ impl PathKnobs<'_> {
         for &(knob, id) in ids.iter().rev() {
             let address = &self.addresses[knob];
             self.guard.forget(address);
-            if let Err(e) =
-                self.path
-                    .revert(id, Source::Optimizer, "optimizer: undoing a trial that failed")
-            {
+            if let Err(e) = self.path.revert(
+                id,
+                Source::Optimizer,
+                "optimizer: undoing a trial that failed",
+            ) {
                 warn!("optimizer: rolling back #{id} ({address}): {e}");
             }
         }
@@ -554,7 +560,8 @@ impl PathKnobs<'_> {
 
     fn remember(&mut self, knob: usize, id: u64, before: i64) {
         // One entry per knob and value left: enough to go back to any value held before.
-        self.made.retain(|m| !(m.knob == knob && m.before == before));
+        self.made
+            .retain(|m| !(m.knob == knob && m.before == before));
         self.made.push(Made { knob, id, before });
     }
 }

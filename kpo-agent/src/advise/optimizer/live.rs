@@ -226,13 +226,20 @@ pub enum LiveEvent {
         left_out: Vec<String>,
     },
     /// The policy gives the optimizer knobs but the loop cannot run (said once, at start).
-    Off { reason: String },
+    Off {
+        reason: String,
+    },
     /// A window that is not a measurement (no timed requests, no energy, an estimate not
     /// allowed); said when the reason first appears. The trial continues.
-    Unmeasured { reason: String },
+    Unmeasured {
+        reason: String,
+    },
     /// The knobs were changed during the window by someone else: the window is not learned and
     /// the loop continues from `config`.
-    Resynced { config: Vec<f64>, reason: String },
+    Resynced {
+        config: Vec<f64>,
+        reason: String,
+    },
     /// A trial's measurement; `learned`: told to the model (not while holding, waiting, or for a
     /// configuration outside the space).
     Measured {
@@ -459,8 +466,7 @@ impl LiveOptimizer {
 
         // 2. Learn.
         let current = self.current.clone();
-        let learned =
-            self.phase == Phase::Exploring && !self.waiting && self.learnable(&current);
+        let learned = self.phase == Phase::Exploring && !self.waiting && self.learnable(&current);
         if learned {
             self.opt.tell(&current, objective, &slo.values(m))?;
             self.evaluations += 1;
