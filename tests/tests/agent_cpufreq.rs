@@ -167,3 +167,148 @@ pub fn an_optimizer_without_cpufreq_says_unsupported() {
     agent.sigterm_and_wait();
     assert_schema(&events);
 }
+
+/// The optimizer's live loop in the running agent: a request/response server in a namespace gives
+/// it request latency on its port, the agent's meter gives energy (an estimate allowed here), and
+/// the policy gives it `scaling_max_freq` of the temporary tree. Within a few windows it measures
+/// a trial and applies the next through the change path: the tree's value is one the optimizer
+/// applied, and the journal has the change, of source `optimizer`.
+pub fn the_optimizer_moves_a_knob_in_the_running_agent() {
+    use std::{
+        io::{Read, Write},
+        net::{TcpListener, TcpStream},
+        sync::{
+            atomic::{AtomicBool, Ordering},
+            Arc,
+        },
+        time::Instant,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let (sys, max_freq) = sysfs(dir.path(), true);
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!("[guard]\nmax_changes_per_hour = 1000\n{POLICY}"),
+    )
+    .unwrap();
+    let ns = kpo_integration::Netns::new();
+    let listener = ns.run(|| TcpListener::bind("127.0.0.1:0").unwrap());
+    let addr = listener.local_addr().unwrap();
+    let config = dir.path().join("kpo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "duty_fraction = 1.0\n[optimizer]\nslo_port = {}\nslo_max_us = 1000000\n\
+             allow_estimated_energy = true\nlevels = 4\n",
+            addr.port()
+        ),
+    )
+    .unwrap();
+    // Bounded load on the namespace's loopback: at most 60 s or 300 000 requests.
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut request = [0u8; 64];
+        while s.read_exact(&mut request).is_ok() {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_micros(100) {
+                std::hint::spin_loop();
+            }
+            if s.write_all(&request).is_err() {
+                break;
+            }
+        }
+    });
+    let client_stop = stop.clone();
+    let mut client = ns.run(|| TcpStream::connect(addr).unwrap());
+    let client = std::thread::spawn(move || {
+        client.set_nodelay(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut buf = [3u8; 64];
+        for _ in 0..300_000 {
+            if client_stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                break;
+            }
+            client.write_all(&buf).unwrap();
+            client.read_exact(&mut buf).unwrap();
+        }
+    });
+    struct StopLoad(Arc<AtomicBool>);
+    impl Drop for StopLoad {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let _stop = StopLoad(stop.clone());
+
+    let events = dir.path().join("events.ndjson");
+    let mut agent = Running::start_with(
+        dir.path(),
+        &events,
+        &[
+            "--sysfs-root".as_ref(),
+            sys.as_os_str(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+    );
+    wait_until(
+        "a measured trial and the next applied",
+        Duration::from_secs(30),
+        || {
+            has(&events, |e| {
+                e["kind"] == "optimizer" && e["event"] == "measured"
+            }) && has(&events, |e| {
+                e["kind"] == "optimizer" && e["event"] == "applied"
+            })
+        },
+    );
+    agent.sigterm_and_wait();
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+    server.join().unwrap();
+
+    let all = lines(&events);
+    let started = all
+        .iter()
+        .find(|e| e["kind"] == "optimizer" && e["event"] == "started")
+        .expect("the loop started");
+    assert_eq!(started["knobs"], serde_json::json!([MAX_FREQ]));
+    assert_eq!(started["config"], serde_json::json!([3_000_000.0]));
+    let measured = all
+        .iter()
+        .find(|e| e["kind"] == "optimizer" && e["event"] == "measured")
+        .unwrap();
+    assert!(measured["energy_source"].is_string(), "{measured}");
+    assert!(measured["latency_us"].as_f64().unwrap() > 0.0, "{measured}");
+    // The tree holds the last configuration the loop applied or reverted to.
+    let last = all
+        .iter()
+        .filter(|e| e["kind"] == "optimizer")
+        .filter_map(|e| match e["event"].as_str() {
+            Some("applied") => Some(e["config"][0].as_f64().unwrap()),
+            Some("reverted") => Some(e["to"][0].as_f64().unwrap()),
+            _ => None,
+        })
+        .last()
+        .unwrap();
+    assert_eq!(read(&max_freq), format!("{}", last as i64));
+    // Through the change path: journaled, as the optimizer.
+    let journal = kpo(dir.path(), &["journal", "--json"]);
+    let entries: Vec<serde_json::Value> = journal
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        entries.iter().any(|e| e["source"] == "optimizer"
+            && e["kind"] == "change"
+            && e["status"] == "applied"
+            && e["address"] == MAX_FREQ),
+        "{journal}"
+    );
+    assert!(all
+        .iter()
+        .any(|e| e["kind"] == "change" && e["source"] == "optimizer" && e["phase"] == "verified"));
+    assert_schema(&events);
+}

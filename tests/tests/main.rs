@@ -229,6 +229,11 @@ fn main() {
             req(),
             agent_cpufreq::an_optimizer_without_cpufreq_says_unsupported,
         ),
+        trial(
+            "agent_cpufreq::the_optimizer_moves_a_knob_in_the_running_agent",
+            req(),
+            agent_cpufreq::the_optimizer_moves_a_knob_in_the_running_agent,
+        ),
     ];
     libtest_mimic::run(&args, trials).exit();
 }
