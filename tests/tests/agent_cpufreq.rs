@@ -282,16 +282,16 @@ pub fn the_optimizer_moves_a_knob_in_the_running_agent() {
         .unwrap();
     assert!(measured["energy_source"].is_string(), "{measured}");
     assert!(measured["latency_us"].as_f64().unwrap() > 0.0, "{measured}");
-    // The tree holds the last configuration the loop applied or reverted to.
+    // The tree holds the last configuration the loop applied, reverted to, or found.
     let last = all
         .iter()
+        .rev()
         .filter(|e| e["kind"] == "optimizer")
-        .filter_map(|e| match e["event"].as_str() {
-            Some("applied") => Some(e["config"][0].as_f64().unwrap()),
+        .find_map(|e| match e["event"].as_str() {
+            Some("applied") | Some("resynced") => Some(e["config"][0].as_f64().unwrap()),
             Some("reverted") => Some(e["to"][0].as_f64().unwrap()),
             _ => None,
         })
-        .last()
         .unwrap();
     assert_eq!(read(&max_freq), format!("{}", last as i64));
     // Through the change path: journaled, as the optimizer.
