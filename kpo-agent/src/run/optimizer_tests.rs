@@ -79,7 +79,6 @@ impl Actuators for TestActuators {
 
 struct Rig {
     _tmp: tempfile::TempDir,
-    state: PathBuf,
     max_freq_file: PathBuf,
     nic: FakeCoalesce,
     deciding: Deciding,
@@ -143,7 +142,6 @@ impl Rig {
         let started = deciding.start_optimizer(&config);
         let mut rig = Rig {
             max_freq_file: dir.join("scaling_max_freq"),
-            state,
             _tmp: tmp,
             nic,
             deciding,
@@ -549,7 +547,6 @@ sources = ["optimizer"]
         other => panic!("{other:?}"),
     }
     rig.assert_schema();
-    let _ = rig.state;
 }
 
 #[test]
