@@ -248,6 +248,20 @@ impl ChangePath {
         self.propose_inner(p, Approval::AsPolicy)
     }
 
+    /// What the policy would decide for `p` now, without writing, journaling or sending events:
+    /// an advisor whose change spans several parameters asks about each before making any.
+    /// The actuator's own validation is left to [`ChangePath::propose`].
+    pub fn preview(&self, p: &Proposal) -> Decision {
+        if let Decision::Refused(r) = self.policy.decide_revert(&p.address) {
+            return Decision::Refused(r);
+        }
+        let mut ctx = self
+            .journal
+            .context(&p.address, &p.value, SystemTime::now());
+        ctx.before = self.read(&p.address).ok();
+        self.policy.decide(p, &ctx)
+    }
+
     /// As [`ChangePath::propose`] for a proposal an operator approved: mode recommend applies.
     pub fn propose_approved(&mut self, p: &Proposal) -> Result<ChangeReport, ChangeError> {
         self.propose_inner(p, Approval::Approved)

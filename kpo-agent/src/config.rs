@@ -34,6 +34,11 @@ pub struct Config {
     pub proc_root: PathBuf,
     /// The LLM advisor (`[llm]`, docs/llm.md); off unless a key or an endpoint is set.
     pub llm: LlmConfig,
+    /// Where the actuators find cpufreq (`devices/system/cpu/cpufreq`) and the NICs
+    /// (`class/net`). The energy meters always read /sys.
+    pub sysfs_root: PathBuf,
+    /// The optimizer's live loop (docs/optimizer.md): its SLO, trial length and grid.
+    pub optimizer: crate::advise::optimizer::agent::OptimizerSettings,
 }
 
 /// The longest window. Per-CPU kernel counters kept in 32 bits (softirqs, interrupts, softnet)
@@ -59,6 +64,8 @@ impl Default for Config {
             btf: PathBuf::from(crate::sensors::btf::VMLINUX_BTF),
             proc_root: PathBuf::from("/proc"),
             llm: LlmConfig::default(),
+            sysfs_root: PathBuf::from("/sys"),
+            optimizer: Default::default(),
         }
     }
 }
@@ -154,11 +161,19 @@ impl Config {
                 &self.proc_root,
                 "where procfs is mounted (default /proc)",
             ),
+            (
+                "sysfs_root",
+                &self.sysfs_root,
+                "where sysfs is mounted (default /sys)",
+            ),
         ];
         for (key, path, what) in paths {
             if path.as_os_str().is_empty() {
                 return Err(invalid(key, format!("is empty; give {what}")));
             }
+        }
+        if let Some((key, reason)) = self.optimizer.invalid() {
+            return Err(invalid(key, reason));
         }
         for name in &self.disabled_sensors {
             if SensorKind::from_name(name).is_none() {

@@ -1,6 +1,7 @@
-//! The live loop against fake actuators (a fake coalescing backend and the real cpufreq actuator
-//! on a temporary sysfs tree) and a synthetic server with a noisy, load-dependent response
-//! surface whose optimum is known.
+//! The live loop's search against an in-memory machine (its `Knobs`) and a synthetic server with a
+//! noisy, load-dependent response surface whose optimum is known. The loop inside the agent,
+//! through the real policy, journal, actuators and guard, is tested in
+//! `src/run/optimizer_tests.rs`.
 //!
 //! Surface (load L requests/s, rx-usecs r, max frequency f MHz):
 //! - joules per request `1 + 0.8 ((f - f*)/1000)² + 0.5 ((r - r*)/50)²` with `f* = 1000 + 0.8 L`,
@@ -9,15 +10,10 @@
 //!   interrupt delays at low frequency;
 //! - load with 2% noise.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use kpo_agent::actuate::coalesce::{AdaptiveMode, CoalesceSettings, FakeCoalesce, RxUsecsKnob};
-use kpo_agent::actuate::cpufreq::{CpufreqMaxFreq, PolicySelect};
-use kpo_agent::actuate::{ActuateError, KnobSet};
 use kpo_agent::advise::optimizer::live::{
-    Actuators, Change, Gate, LiveConfig, LiveEvent, LiveOptimizer, MeasureError, Measurement,
-    MeasurementSource, Phase, Slo,
+    ChangeReason, Knobs, LiveConfig, LiveEvent, LiveOptimizer, Measurement, Phase, Slo, Tried,
 };
 use kpo_agent::advise::optimizer::space::{KnobSpec, Space};
 use kpo_agent::energy::EnergySource;
@@ -39,118 +35,108 @@ fn true_p99(rx: f64, f: f64) -> f64 {
     80.0 + 2.0 * rx + 120.0 * 1800.0 / f
 }
 
-/// The synthetic server: reads the configuration from the fakes, not from the loop.
-struct Server {
-    nic: FakeCoalesce,
-    max_freq_file: PathBuf,
-    load: Arc<Mutex<f64>>,
-    /// Multiplies energy (a machine that changed under the held configuration).
-    energy_scale: Arc<Mutex<f64>>,
-    rng: ChaCha8Rng,
-}
-
-impl MeasurementSource for Server {
-    fn measure(&mut self) -> Result<Measurement, MeasureError> {
-        let rx = self
-            .nic
-            .settings("eth0")
-            .ok_or_else(|| MeasureError("no eth0".into()))?
-            .rx_usecs as f64;
-        let khz: f64 = std::fs::read_to_string(&self.max_freq_file)
-            .map_err(|e| MeasureError(e.to_string()))?
-            .trim()
-            .parse()
-            .map_err(|_| MeasureError("bad scaling_max_freq".into()))?;
-        let f = khz / 1000.0;
-        let nominal = *self.load.lock().unwrap();
-        let load = nominal * (1.0 + 0.02 * self.rng.gen_range(-1.0..1.0));
-        let j = true_joules(rx, f, nominal)
-            * *self.energy_scale.lock().unwrap()
-            * (1.0 + 0.01 * self.rng.gen_range(-1.0..1.0));
-        let p99 = true_p99(rx, f) * (1.0 + 0.02 * self.rng.gen_range(-1.0..1.0));
-        Ok(Measurement {
-            energy_j: j * load,
-            energy_source: EnergySource::Estimated,
-            requests: load,
-            window_s: 1.0,
-            p99_us: p99,
-            load_rps: load,
-        })
-    }
-}
-
-/// Records every configuration applied.
-struct Recording {
-    inner: KnobSet,
+/// The machine: the configuration the knobs hold, and every configuration applied.
+#[derive(Clone)]
+struct Machine {
+    state: Arc<Mutex<Vec<f64>>>,
     history: Arc<Mutex<Vec<Vec<f64>>>>,
+    /// The lowest frequency the policy allows (refuses below it for good), if any.
+    floor_mhz: Option<f64>,
+    refused: Arc<Mutex<usize>>,
 }
 
-impl Actuators for Recording {
-    fn read(&mut self) -> Result<Vec<f64>, ActuateError> {
-        self.inner.read_all()
+impl Knobs for Machine {
+    fn try_config(&mut self, from: &[f64], to: &[f64], _why: ChangeReason) -> Tried {
+        assert_eq!(
+            from,
+            self.state.lock().unwrap().as_slice(),
+            "the loop knows the state"
+        );
+        if self.floor_mhz.is_some_and(|f| to[1] < f) {
+            *self.refused.lock().unwrap() += 1;
+            return Tried::Refused {
+                reason: "out of bounds".into(),
+                retry: false,
+            };
+        }
+        *self.state.lock().unwrap() = to.to_vec();
+        self.history.lock().unwrap().push(to.to_vec());
+        Tried::Applied
     }
-    fn apply(&mut self, values: &[f64]) -> Result<(), ActuateError> {
-        self.inner.apply_all(values)?;
-        self.history.lock().unwrap().push(values.to_vec());
+    fn revert_to(&mut self, from: &[f64], to: &[f64]) -> Result<(), String> {
+        assert_eq!(from, self.state.lock().unwrap().as_slice());
+        *self.state.lock().unwrap() = to.to_vec();
+        self.history.lock().unwrap().push(to.to_vec());
         Ok(())
     }
 }
 
+/// The synthetic server: measures whatever the machine holds.
+struct Server {
+    machine: Machine,
+    load: f64,
+    /// Multiplies energy (a machine that changed under the held configuration).
+    energy_scale: f64,
+    rng: ChaCha8Rng,
+}
+
+impl Server {
+    fn measure(&mut self) -> Measurement {
+        let (rx, f) = {
+            let s = self.machine.state.lock().unwrap();
+            (s[0], s[1])
+        };
+        let load = self.load * (1.0 + 0.02 * self.rng.gen_range(-1.0..1.0));
+        let j = true_joules(rx, f, self.load)
+            * self.energy_scale
+            * (1.0 + 0.01 * self.rng.gen_range(-1.0..1.0));
+        let p99 = true_p99(rx, f) * (1.0 + 0.02 * self.rng.gen_range(-1.0..1.0));
+        Measurement {
+            energy_j: j * load,
+            energy_source: EnergySource::Estimated,
+            requests: load,
+            window_s: 1.0,
+            latency_us: p99,
+            load_rps: load,
+        }
+    }
+}
+
+/// The loop, its machine and its server, with every event kept.
 struct Rig {
-    _tmp: tempfile::TempDir,
-    nic: FakeCoalesce,
-    max_freq_file: PathBuf,
-    history: Arc<Mutex<Vec<Vec<f64>>>>,
-    load: Arc<Mutex<f64>>,
-    energy_scale: Arc<Mutex<f64>>,
+    lo: LiveOptimizer,
+    machine: Machine,
+    server: Server,
+    log: Vec<LiveEvent>,
 }
 
 impl Rig {
     /// Start: rx-usecs 0, maximum frequency 3000 MHz, 1000 req/s.
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let policy = tmp.path().join("devices/system/cpu/cpufreq/policy0");
-        std::fs::create_dir_all(&policy).unwrap();
-        for (f, v) in [
-            ("cpuinfo_min_freq", "1200000"),
-            ("cpuinfo_max_freq", "3000000"),
-            ("scaling_min_freq", "1200000"),
-            ("scaling_max_freq", "3000000"),
-        ] {
-            std::fs::write(policy.join(f), format!("{v}\n")).unwrap();
-        }
-        let nic = FakeCoalesce::new();
-        nic.add_nic(
-            "eth0",
-            CoalesceSettings {
-                rx_usecs: 0,
-                adaptive_rx: false,
-            },
-        );
-        Rig {
-            max_freq_file: policy.join("scaling_max_freq"),
-            _tmp: tmp,
-            nic,
+    fn new(floor_mhz: Option<f64>) -> Self {
+        let machine = Machine {
+            state: Arc::new(Mutex::new(vec![0.0, 3000.0])),
             history: Arc::default(),
-            load: Arc::new(Mutex::new(1000.0)),
-            energy_scale: Arc::new(Mutex::new(1.0)),
+            floor_mhz,
+            refused: Arc::default(),
+        };
+        let lo = LiveOptimizer::new(Self::space(), vec![0.0, 3000.0], Self::config()).unwrap();
+        Rig {
+            lo,
+            server: Server {
+                machine: machine.clone(),
+                load: 1000.0,
+                energy_scale: 1.0,
+                rng: ChaCha8Rng::seed_from_u64(42),
+            },
+            machine,
+            log: Vec::new(),
         }
-    }
-
-    fn sys_root(&self) -> &Path {
-        self._tmp.path()
-    }
-
-    fn knobs(&self) -> KnobSet {
-        let rx = RxUsecsKnob::take(self.nic.clone(), "eth0", AdaptiveMode::Respect, 1000).unwrap();
-        let freq = CpufreqMaxFreq::open(self.sys_root(), PolicySelect::All).unwrap();
-        KnobSet::new(vec![Box::new(rx), Box::new(freq)])
     }
 
     fn space() -> Space {
         Space::new(vec![
-            KnobSpec::range("rx-usecs:eth0", 0.0, 100.0, 10.0),
-            KnobSpec::range("cpufreq:max_mhz", 1200.0, 3000.0, 200.0),
+            KnobSpec::range("ethtool:eth0:rx-usecs", 0.0, 100.0, 10.0),
+            KnobSpec::range("cpufreq:policy0:scaling_max_freq", 1200.0, 3000.0, 200.0),
         ])
         .unwrap()
     }
@@ -158,7 +144,7 @@ impl Rig {
     fn config() -> LiveConfig {
         LiveConfig {
             slo: Slo {
-                p99_us_max: Some(SLO_P99),
+                latency_us_max: Some(SLO_P99),
                 min_throughput_rps: None,
             },
             budget: 20,
@@ -168,51 +154,34 @@ impl Rig {
         }
     }
 
-    fn loop_with<G: Gate>(&self, gate: G) -> LiveOptimizer<Recording, Server, G> {
-        let server = Server {
-            nic: self.nic.clone(),
-            max_freq_file: self.max_freq_file.clone(),
-            load: self.load.clone(),
-            energy_scale: self.energy_scale.clone(),
-            rng: ChaCha8Rng::seed_from_u64(42),
-        };
-        let act = Recording {
-            inner: self.knobs(),
-            history: self.history.clone(),
-        };
-        LiveOptimizer::new(Self::space(), act, server, gate, Self::config()).unwrap()
+    fn step(&mut self) -> Vec<LiveEvent> {
+        let m = self.server.measure();
+        let ev = self.lo.step(&m, &mut self.machine).unwrap();
+        self.log.extend(ev.iter().cloned());
+        ev
     }
 
-    /// The configuration the fakes hold now.
+    fn run(&mut self, n: usize) -> Vec<LiveEvent> {
+        (0..n).flat_map(|_| self.step()).collect()
+    }
+
     fn state(&self) -> Vec<f64> {
-        let rx = self.nic.settings("eth0").unwrap().rx_usecs as f64;
-        let khz: f64 = std::fs::read_to_string(&self.max_freq_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        vec![rx, khz / 1000.0]
+        self.machine.state.lock().unwrap().clone()
+    }
+
+    fn history(&self) -> Vec<Vec<f64>> {
+        self.machine.history.lock().unwrap().clone()
     }
 }
 
-struct Allow;
-impl Gate for Allow {
-    fn review(&mut self, _: &Change) -> bool {
-        true
-    }
-}
-
-fn run_until_holding<A: Actuators, G: Gate>(
-    lo: &mut LiveOptimizer<A, Server, G>,
-    max: usize,
-) -> usize {
+fn run_until_holding(rig: &mut Rig, max: usize) -> usize {
     for i in 1..=max {
-        lo.step().unwrap();
-        if lo.phase() == Phase::Holding {
+        rig.step();
+        if rig.lo.phase() == Phase::Holding {
             return i;
         }
     }
-    panic!("no convergence within {max} windows; log: {:#?}", lo.log());
+    panic!("no convergence within {max} windows; log: {:#?}", rig.log);
 }
 
 fn assert_near_optimum(config: &[f64], load: f64) {
@@ -270,17 +239,16 @@ fn assert_breaches_reverted(log: &[LiveEvent]) {
 
 #[test]
 fn a_point_breaking_the_slo_is_reverted_at_once() {
-    let rig = Rig::new();
-    let mut lo = rig.loop_with(Allow);
-    assert_eq!(lo.start(), &[0.0, 3000.0]);
+    let mut rig = Rig::new(None);
+    assert_eq!(rig.lo.start(), &[0.0, 3000.0]);
     // Window 1 measures the start; the first space-filling proposal is the far corner
     // (100 µs, 1200 MHz), whose p99 (about 460 µs) breaks the SLO.
-    let ev = lo.step().unwrap();
+    let ev = rig.step();
     assert!(ev
         .iter()
         .any(|e| matches!(e, LiveEvent::Applied { config, .. } if config == &vec![100.0, 1200.0])));
     assert_eq!(rig.state(), vec![100.0, 1200.0]);
-    let ev = lo.step().unwrap();
+    let ev = rig.step();
     assert!(
         matches!(
             ev[0],
@@ -299,42 +267,37 @@ fn a_point_breaking_the_slo_is_reverted_at_once() {
         !ev.iter().any(|e| matches!(e, LiveEvent::Applied { .. })),
         "nothing new in the revert step"
     );
-    // The actuators' history: the bad point, then straight back to the start.
-    assert_eq!(
-        *rig.history.lock().unwrap(),
-        vec![vec![100.0, 1200.0], vec![0.0, 3000.0]]
-    );
+    // The machine's history: the bad point, then straight back to the start.
+    assert_eq!(rig.history(), vec![vec![100.0, 1200.0], vec![0.0, 3000.0]]);
     assert_eq!(rig.state(), vec![0.0, 3000.0]);
-    assert_eq!(rig.nic.history().last().unwrap().1.rx_usecs, 0);
 }
 
 #[test]
 fn converges_to_the_optimum_region_and_holds_it() {
-    let rig = Rig::new();
-    let mut lo = rig.loop_with(Allow);
-    let windows = run_until_holding(&mut lo, 60);
-    let held = lo.held().unwrap().to_vec();
+    let mut rig = Rig::new(None);
+    let windows = run_until_holding(&mut rig, 60);
+    let held = rig.lo.held().unwrap().to_vec();
     assert_near_optimum(&held, 1000.0);
-    assert_eq!(rig.state(), held, "the actuators hold the best");
-    assert!(lo
-        .log()
+    assert_eq!(rig.state(), held, "the machine holds the best");
+    assert!(rig
+        .log
         .iter()
         .any(|e| matches!(e, LiveEvent::Converged { .. })));
-    let evaluations = lo.optimizer().observations().len();
+    let evaluations = rig.lo.optimizer().observations().len();
     assert!(
         evaluations <= 20,
         "budget 20, used {evaluations} in {windows} windows"
     );
-    assert_breaches_reverted(lo.log());
-    // Every applied configuration was inside the policy's space (bounds and steps).
+    assert_breaches_reverted(&rig.log);
+    // Every applied configuration was inside the space (bounds and steps).
     let space = Rig::space();
-    for c in rig.history.lock().unwrap().iter() {
-        assert!(space.contains(c), "{c:?} outside the space");
+    for c in rig.history() {
+        assert!(space.contains(&c), "{c:?} outside the space");
     }
     // Holding: the configuration no longer moves, and re-checks pass.
-    let before = rig.history.lock().unwrap().len();
-    let ev = lo.run(10).unwrap();
-    assert_eq!(rig.history.lock().unwrap().len(), before);
+    let before = rig.history().len();
+    let ev = rig.run(10);
+    assert_eq!(rig.history().len(), before);
     let rechecks: Vec<_> = ev
         .iter()
         .filter(|e| matches!(e, LiveEvent::Recheck { .. }))
@@ -343,80 +306,63 @@ fn converges_to_the_optimum_region_and_holds_it() {
     assert!(rechecks
         .iter()
         .all(|e| matches!(e, LiveEvent::Recheck { ok: true, .. })));
-    // Energy in every event is labelled with its source.
-    let json = serde_json::to_string(&lo.log()[0]).unwrap();
+    // Energy in every measurement is labelled with its source.
+    let json = serde_json::to_string(&rig.log[0]).unwrap();
     assert!(json.contains(r#""energy_source":"estimated""#), "{json}");
 }
 
 #[test]
 fn a_load_change_triggers_re_optimization() {
-    let rig = Rig::new();
-    let mut lo = rig.loop_with(Allow);
-    run_until_holding(&mut lo, 60);
-    assert_near_optimum(lo.held().unwrap(), 1000.0);
-    assert_eq!(lo.restarts(), 0);
+    let mut rig = Rig::new(None);
+    run_until_holding(&mut rig, 60);
+    assert_near_optimum(rig.lo.held().unwrap(), 1000.0);
+    assert_eq!(rig.lo.restarts(), 0);
 
-    *rig.load.lock().unwrap() = 2000.0;
-    let ev = lo.step().unwrap();
+    rig.server.load = 2000.0;
+    let ev = rig.step();
     assert!(
         ev.iter().any(|e| matches!(e, LiveEvent::LoadChanged { from_rps, to_rps } if *from_rps < 1100.0 && *to_rps > 1900.0)),
         "{ev:?}"
     );
     assert!(ev.iter().any(|e| matches!(e, LiveEvent::Restarted { .. })));
-    assert_eq!(lo.restarts(), 1);
-    assert_eq!(lo.phase(), Phase::Exploring);
-    run_until_holding(&mut lo, 60);
-    let held = lo.held().unwrap().to_vec();
+    assert_eq!(rig.lo.restarts(), 1);
+    assert_eq!(rig.lo.phase(), Phase::Exploring);
+    run_until_holding(&mut rig, 60);
+    let held = rig.lo.held().unwrap().to_vec();
     assert_near_optimum(&held, 2000.0);
     assert_eq!(rig.state(), held);
-    assert_breaches_reverted(lo.log());
+    assert_breaches_reverted(&rig.log);
 }
 
 #[test]
 fn a_failed_recheck_restarts_the_search() {
-    let rig = Rig::new();
-    let mut lo = rig.loop_with(Allow);
-    run_until_holding(&mut lo, 60);
+    let mut rig = Rig::new(None);
+    run_until_holding(&mut rig, 60);
     // Same load, but the held configuration now costs 30% more.
-    *rig.energy_scale.lock().unwrap() = 1.3;
-    let ev = lo.run(5).unwrap();
+    rig.server.energy_scale = 1.3;
+    let ev = rig.run(5);
     assert!(
         ev.iter()
             .any(|e| matches!(e, LiveEvent::Recheck { ok: false, .. })),
         "{ev:?}"
     );
     assert!(ev.iter().any(|e| matches!(e, LiveEvent::Restarted { .. })));
-    assert_eq!(lo.phase(), Phase::Exploring);
-}
-
-/// A policy that forbids frequencies below 1600 MHz.
-struct FloorPolicy {
-    refused: usize,
-}
-
-impl Gate for FloorPolicy {
-    fn review(&mut self, change: &Change) -> bool {
-        assert_eq!(change.knobs, vec!["rx-usecs:eth0", "cpufreq:max_mhz"]);
-        let ok = change.to[1] >= 1600.0;
-        if !ok {
-            self.refused += 1;
-        }
-        ok
-    }
+    assert_eq!(rig.lo.phase(), Phase::Exploring);
 }
 
 #[test]
-fn the_gate_decides_what_is_applied() {
-    let rig = Rig::new();
-    let mut lo = rig.loop_with(FloorPolicy { refused: 0 });
-    run_until_holding(&mut lo, 60);
-    assert!(lo
-        .log()
+fn refused_configurations_are_never_applied() {
+    // A policy that forbids frequencies below 1600 MHz.
+    let mut rig = Rig::new(Some(1600.0));
+    run_until_holding(&mut rig, 60);
+    assert!(*rig.machine.refused.lock().unwrap() > 0);
+    assert!(rig
+        .log
         .iter()
-        .any(|e| matches!(e, LiveEvent::Refused { .. })));
-    for c in rig.history.lock().unwrap().iter() {
-        assert!(c[1] >= 1600.0, "applied {c:?} although the gate refused it");
+        .any(|e| matches!(e, LiveEvent::Refused { retry: false, .. })));
+    for c in rig.history() {
+        assert!(c[1] >= 1600.0, "applied {c:?} although it was refused");
     }
     // The optimum (40 µs, 1800 MHz) is allowed, so it is still found.
-    assert_near_optimum(lo.held().unwrap(), 1000.0);
+    assert_near_optimum(rig.lo.held().unwrap(), 1000.0);
 }

@@ -41,7 +41,7 @@ fn state_args(dir: &Path) -> [std::path::PathBuf; 6] {
 }
 
 /// `kpo SUBCOMMAND ...` against the agent's socket and state; returns stdout, panics on failure.
-fn kpo(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn kpo(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(kpo_binary())
         .args(args)
         .args(state_args(dir))
@@ -58,7 +58,7 @@ fn kpo(dir: &Path, args: &[&str]) -> String {
 }
 
 /// `kpo run`, killed if the test panics before stopping it.
-struct Running(std::process::Child);
+pub(crate) struct Running(std::process::Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -71,10 +71,16 @@ impl Running {
     /// `kpo run` with a 100 ms tick and 500 ms windows, the policy, state and socket in `dir`;
     /// returns once its sensors are reported.
     fn start(dir: &Path, events: &Path) -> Running {
+        Self::start_with(dir, events, &[])
+    }
+
+    /// [`Running::start`] with more `kpo run` arguments.
+    pub(crate) fn start_with(dir: &Path, events: &Path, more: &[&std::ffi::OsStr]) -> Running {
         let child = Command::new(kpo_binary())
             .args(["run", "--tick", "100ms", "--window", "500ms", "--events"])
             .arg(events)
             .args(state_args(dir))
+            .args(more)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -86,7 +92,7 @@ impl Running {
         agent
     }
 
-    fn sigterm_and_wait(&mut self) {
+    pub(crate) fn sigterm_and_wait(&mut self) {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.0.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
@@ -96,7 +102,7 @@ impl Running {
     }
 }
 
-fn has(events: &Path, pred: impl Fn(&Value) -> bool) -> bool {
+pub(crate) fn has(events: &Path, pred: impl Fn(&Value) -> bool) -> bool {
     lines(events).iter().any(pred)
 }
 

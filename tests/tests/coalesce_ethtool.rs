@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use kpo_agent::actuate::coalesce::{
-    AdaptiveMode, CoalesceAttrs, CoalesceBackend, CoalesceSettings, EthtoolCoalesce, RxUsecsKnob,
+    AdaptiveMode, CoalesceActuator, CoalesceAttrs, CoalesceBackend, CoalesceSettings,
+    EthtoolCoalesce,
 };
 use kpo_agent::actuate::ActuateError;
 
@@ -223,13 +224,12 @@ pub fn unsupported_and_missing_devices_in_a_namespace() {
         };
         assert_unsupported(b.set_attrs(dev, &change), &format!("SET {dev}"));
     }
-    let knob = RxUsecsKnob::take(
-        EthtoolCoalesce::open_in_netns(&ns.path()).unwrap(),
-        "kpo-va",
+    let actuator = CoalesceActuator::with_backend(
+        &"ethtool:kpo-va:rx-usecs".parse().unwrap(),
+        Box::new(EthtoolCoalesce::open_in_netns(&ns.path()).unwrap()),
         AdaptiveMode::Respect,
-        100,
     );
-    assert_unsupported(knob, "taking the veth's rx-usecs");
+    assert_unsupported(actuator, "the veth's rx-usecs actuator");
 
     // A device that does not exist, and the host's eth0, which is not in this namespace (so the
     // socket really works inside it).

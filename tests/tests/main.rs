@@ -3,6 +3,7 @@
 mod accept_queue;
 mod actuate_sysctl;
 mod agent_binary;
+mod agent_cpufreq;
 mod agent_decides;
 mod approvals;
 mod coalesce_ethtool;
@@ -305,6 +306,21 @@ fn main() {
             "rules_react::a_listener_asking_for_less_gets_application_advice",
             req(),
             rules_react::a_listener_asking_for_less_gets_application_advice,
+        ),
+        trial(
+            "agent_cpufreq::another_writer_of_a_cpufreq_limit_is_yielded_to",
+            req(),
+            agent_cpufreq::another_writer_of_a_cpufreq_limit_is_yielded_to,
+        ),
+        trial(
+            "agent_cpufreq::an_optimizer_without_cpufreq_says_unsupported",
+            req(),
+            agent_cpufreq::an_optimizer_without_cpufreq_says_unsupported,
+        ),
+        trial(
+            "agent_cpufreq::the_optimizer_moves_a_knob_in_the_running_agent",
+            req(),
+            agent_cpufreq::the_optimizer_moves_a_knob_in_the_running_agent,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();

@@ -13,9 +13,8 @@
 //!
 //! Every failure is an [`ActuateError`] whose message names the parameter and what to check.
 //!
-//! The optimizer's older `f64` interface stays: a [`Knob`] ([`cpufreq::CpufreqMaxFreq`],
-//! [`coalesce::RxUsecsKnob`], or any integer actuator through [`ActuatorKnob`]) and [`KnobSet`],
-//! which applies (or rolls back) a whole configuration as one.
+//! The optimizer drives cpufreq and coalescing parameters through these same actuators, behind
+//! the change path (`advise/optimizer/agent.rs`).
 
 pub mod coalesce;
 pub mod cpufreq;
@@ -39,13 +38,6 @@ pub enum ActuateError {
     },
     #[error("{knob}: not available: {reason}")]
     NotFound { knob: String, reason: String },
-    #[error("{knob}: {value} is outside the allowed range [{min}, {max}]")]
-    OutOfBounds {
-        knob: String,
-        value: f64,
-        min: f64,
-        max: f64,
-    },
     #[error("{knob}: {value} is not a valid value: {reason}")]
     InvalidValue {
         knob: String,
@@ -53,20 +45,12 @@ pub enum ActuateError {
         reason: String,
     },
     #[error(
-        "{knob}: wrote {wrote} but read back {read}; the kernel or driver did not take the value"
-    )]
-    Verify { knob: String, wrote: f64, read: f64 },
-    #[error(
         "{iface}: adaptive-rx is on, so the kernel already moves rx-usecs; KPO leaves this NIC alone \
          (allow KPO to turn adaptive mode off to let it own coalescing)"
     )]
     AdaptiveOn { iface: String },
     #[error("{iface}: the driver does not support changing interrupt coalescing ({detail})")]
     Unsupported { iface: String, detail: String },
-    #[error("{knob}: the knob has been released")]
-    Released { knob: String },
-    #[error("configuration has {got} values for {want} knobs")]
-    Arity { got: usize, want: usize },
     /// A sysctl that does not exist where it was asked for (ENOENT).
     #[error(
         "{param}: no such sysctl {where_} ({path} does not exist); check the name, that the \
@@ -165,7 +149,7 @@ pub trait Actuator: Send {
     /// reports, available governors), without writing anything.
     fn validate(&mut self, value: &param::Value) -> Result<(), ActuateError>;
     /// Write `value`, read it back, and return what was read back. A read-back that differs is an
-    /// error ([`ActuateError::Verify`]) after which the caller reverts.
+    /// error ([`ActuateError::Mismatch`]) after which the caller reverts.
     fn apply(&mut self, value: &param::Value) -> Result<param::Value, ActuateError>;
     /// Put back a value read earlier (the journal's original). Unlike `apply` it skips the checks a
     /// new value gets: the original was the kernel's own.
@@ -244,234 +228,12 @@ pub fn open_actuator_with(
     }
 }
 
-/// One tunable parameter.
-pub trait Knob {
-    /// Stable name, e.g. `cpufreq:max_mhz` or `rx-usecs:eth0`.
-    fn name(&self) -> &str;
-    /// The range the hardware or driver accepts, if known.
-    fn bounds(&self) -> Option<(f64, f64)>;
-    /// The current value.
-    fn read(&mut self) -> Result<f64, ActuateError>;
-    /// Apply `value`, read it back, and return the value read back (equal to `value` on success).
-    fn apply(&mut self, value: f64) -> Result<f64, ActuateError>;
-}
-
-impl<K: Knob + ?Sized> Knob for Box<K> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn bounds(&self) -> Option<(f64, f64)> {
-        (**self).bounds()
-    }
-    fn read(&mut self) -> Result<f64, ActuateError> {
-        (**self).read()
-    }
-    fn apply(&mut self, value: f64) -> Result<f64, ActuateError> {
-        (**self).apply(value)
-    }
-}
-
-/// An integer-valued [`Actuator`] seen as a [`Knob`], so the optimizer (which speaks `f64`) can
-/// drive any actuator: `ethtool:eth0:rx-usecs`, `cpufreq:policy0:scaling_max_freq` (kHz), a
-/// sysctl. A value that is not a whole number, or an actuator whose value is not one integer, is
-/// [`ActuateError::InvalidValue`].
-pub struct ActuatorKnob {
-    name: String,
-    inner: Box<dyn Actuator>,
-    bounds: Option<(f64, f64)>,
-}
-
-impl ActuatorKnob {
-    pub fn new(inner: Box<dyn Actuator>, bounds: Option<(f64, f64)>) -> Self {
-        Self {
-            name: inner.address().to_string(),
-            inner,
-            bounds,
-        }
-    }
-
-    pub fn into_inner(self) -> Box<dyn Actuator> {
-        self.inner
-    }
-
-    fn to_f64(&self, v: param::Value) -> Result<f64, ActuateError> {
-        v.as_int()
-            .map(|i| i as f64)
-            .ok_or_else(|| ActuateError::InvalidValue {
-                knob: self.name.clone(),
-                value: f64::NAN,
-                reason: format!("the value {v} is not one integer"),
-            })
-    }
-}
-
-impl Knob for ActuatorKnob {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn bounds(&self) -> Option<(f64, f64)> {
-        self.bounds
-    }
-    fn read(&mut self) -> Result<f64, ActuateError> {
-        let v = self.inner.read()?;
-        self.to_f64(v)
-    }
-    fn apply(&mut self, value: f64) -> Result<f64, ActuateError> {
-        if !value.is_finite() || value.fract() != 0.0 {
-            return Err(ActuateError::InvalidValue {
-                knob: self.name.clone(),
-                value,
-                reason: "a whole number is needed".into(),
-            });
-        }
-        if let Some((lo, hi)) = self.bounds {
-            if value < lo || value > hi {
-                return Err(ActuateError::OutOfBounds {
-                    knob: self.name.clone(),
-                    value,
-                    min: lo,
-                    max: hi,
-                });
-            }
-        }
-        let back = self.inner.apply(&param::Value::Int(value as i64))?;
-        self.to_f64(back)
-    }
-}
-
-/// Knobs that are set together, one value per knob in order.
-#[derive(Default)]
-pub struct KnobSet {
-    knobs: Vec<Box<dyn Knob + Send>>,
-}
-
-impl std::fmt::Debug for KnobSet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.knobs.iter().map(|k| k.name().to_string()))
-            .finish()
-    }
-}
-
-impl KnobSet {
-    pub fn new(knobs: Vec<Box<dyn Knob + Send>>) -> Self {
-        Self { knobs }
-    }
-
-    pub fn push(&mut self, knob: Box<dyn Knob + Send>) {
-        self.knobs.push(knob);
-    }
-
-    pub fn names(&self) -> Vec<String> {
-        self.knobs.iter().map(|k| k.name().to_string()).collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.knobs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.knobs.is_empty()
-    }
-
-    pub fn read_all(&mut self) -> Result<Vec<f64>, ActuateError> {
-        self.knobs.iter_mut().map(|k| k.read()).collect()
-    }
-
-    /// Apply a whole configuration. Knobs already at the value are not written. If one knob
-    /// fails, the knobs changed before it are put back (best effort) and the error is returned.
-    pub fn apply_all(&mut self, values: &[f64]) -> Result<(), ActuateError> {
-        if values.len() != self.knobs.len() {
-            return Err(ActuateError::Arity {
-                got: values.len(),
-                want: self.knobs.len(),
-            });
-        }
-        let mut changed: Vec<(usize, f64)> = Vec::new();
-        for (i, &v) in values.iter().enumerate() {
-            let before = self.knobs[i].read()?;
-            if before == v {
-                continue;
-            }
-            if let Err(e) = self.knobs[i].apply(v) {
-                for (j, old) in changed.into_iter().rev() {
-                    if let Err(undo) = self.knobs[j].apply(old) {
-                        tracing::error!(knob = self.knobs[j].name(), error = %undo, "rollback failed");
-                    }
-                }
-                return Err(e);
-            }
-            changed.push((i, before));
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    struct Mem {
-        name: String,
-        value: Arc<Mutex<f64>>,
-        fail_on: Option<f64>,
-    }
-
-    impl Knob for Mem {
-        fn name(&self) -> &str {
-            &self.name
-        }
-        fn bounds(&self) -> Option<(f64, f64)> {
-            None
-        }
-        fn read(&mut self) -> Result<f64, ActuateError> {
-            Ok(*self.value.lock().unwrap())
-        }
-        fn apply(&mut self, value: f64) -> Result<f64, ActuateError> {
-            if Some(value) == self.fail_on {
-                return Err(ActuateError::InvalidValue {
-                    knob: self.name.clone(),
-                    value,
-                    reason: "test".into(),
-                });
-            }
-            *self.value.lock().unwrap() = value;
-            Ok(value)
-        }
-    }
 
     #[test]
-    fn apply_all_rolls_back_on_failure() {
-        let a = Arc::new(Mutex::new(1.0));
-        let b = Arc::new(Mutex::new(2.0));
-        let mut set = KnobSet::new(vec![
-            Box::new(Mem {
-                name: "a".into(),
-                value: a.clone(),
-                fail_on: None,
-            }),
-            Box::new(Mem {
-                name: "b".into(),
-                value: b.clone(),
-                fail_on: Some(9.0),
-            }),
-        ]);
-        set.apply_all(&[5.0, 6.0]).unwrap();
-        assert_eq!(set.read_all().unwrap(), vec![5.0, 6.0]);
-        let err = set.apply_all(&[7.0, 9.0]).unwrap_err();
-        assert!(matches!(err, ActuateError::InvalidValue { .. }));
-        assert_eq!(*a.lock().unwrap(), 5.0, "first knob rolled back");
-        assert_eq!(*b.lock().unwrap(), 6.0);
-        assert!(matches!(
-            set.apply_all(&[1.0]),
-            Err(ActuateError::Arity { got: 1, want: 2 })
-        ));
-        assert_eq!(set.names(), vec!["a", "b"]);
-    }
-
-    #[test]
-    fn open_actuator_dispatches_and_adapts_to_knob() {
+    fn open_actuator_dispatches_by_kind() {
         let tmp = tempfile::tempdir().unwrap();
         let proc_sys = tmp.path().join("proc_sys");
         std::fs::create_dir_all(proc_sys.join("net/core")).unwrap();
@@ -481,23 +243,13 @@ mod tests {
             sys: tmp.path().join("sys"),
         };
         let addr: param::ParamAddress = "net/core/somaxconn".parse().unwrap();
-        let a = open_actuator(&addr, &roots).unwrap();
+        let mut a = open_actuator(&addr, &roots).unwrap();
         assert_eq!(a.address().to_string(), "net.core.somaxconn");
-        let mut knob = ActuatorKnob::new(a, Some((128.0, 65535.0)));
-        assert_eq!(knob.name(), "net.core.somaxconn");
-        assert_eq!(knob.read().unwrap(), 4096.0);
-        assert_eq!(knob.apply(8192.0).unwrap(), 8192.0);
-        assert!(matches!(
-            knob.apply(1.5),
-            Err(ActuateError::InvalidValue { .. })
-        ));
-        assert!(matches!(
-            knob.apply(70000.0),
-            Err(ActuateError::OutOfBounds { .. })
-        ));
-        let mut set = KnobSet::new(vec![Box::new(knob)]);
-        set.apply_all(&[1024.0]).unwrap();
-        assert_eq!(set.read_all().unwrap(), vec![1024.0]);
+        assert_eq!(a.read().unwrap(), param::Value::Int(4096));
+        assert_eq!(
+            a.apply(&param::Value::Int(8192)).unwrap(),
+            param::Value::Int(8192)
+        );
         // cpufreq on a tree without cpufreq: unsupported, whatever the attribute.
         let err = open_actuator(&"cpufreq:policy0:scaling_governor".parse().unwrap(), &roots)
             .err()

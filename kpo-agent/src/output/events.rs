@@ -67,16 +67,33 @@ pub enum Event {
     /// their value (`kpo resume PARAM` hands it back).
     AdminOverride {
         target: String,
-        pid: u32,
-        comm: String,
+        /// The writer, when the sysctl watch saw it; `null` for cpufreq and coalescing
+        /// parameters, whose changes are found by comparing with the value KPO applied.
+        pid: Option<u32>,
+        comm: Option<String>,
+        /// `sysctl_watch` (the eBPF program saw the write) or `value_check` (the value differs
+        /// from the one KPO applied).
+        seen_by: &'static str,
         /// The value the person wrote, as the kernel has it now.
         value: crate::actuate::param::Value,
         /// What KPO had applied.
         kpo_value: Option<crate::actuate::param::Value>,
     },
+    /// The optimizer's live loop: a trial, its measurement, a refusal, an SLO breach and its
+    /// revert (docs/optimizer.md).
+    Optimizer(OptimizerEvent),
     /// The agent stopped. The event writer adds `dropped_events_total`, the events lost over
     /// the whole run (see [`crate::output::sink`]).
     Stop { reason: String, windows: u64 },
+}
+
+/// `kind: "optimizer"`: what the live loop did, with the knobs its configurations list.
+#[derive(Debug, Clone, Serialize)]
+pub struct OptimizerEvent {
+    /// Parameter addresses, in the order of every configuration in the event.
+    pub knobs: Vec<String>,
+    #[serde(flatten)]
+    pub event: crate::advise::optimizer::live::LiveEvent,
 }
 
 impl From<ListenerFull> for Event {

@@ -36,6 +36,9 @@ pub struct RunArgs {
     /// automatically; what the policy would apply waits for `kpo approve` (observe stays observe).
     #[arg(long)]
     pub recommend_only: bool,
+    /// Where the actuators find cpufreq and the NICs (a copy of sysfs in tests).
+    #[arg(long, value_name = "PATH")]
+    pub sysfs_root: Option<PathBuf>,
     /// Policy, state directory and control socket.
     #[command(flatten)]
     pub state: crate::cli::StateArgs,
@@ -67,6 +70,9 @@ impl RunArgs {
         }
         if let Some(v) = &self.proc_root {
             config.proc_root = v.clone();
+        }
+        if let Some(v) = &self.sysfs_root {
+            config.sysfs_root = v.clone();
         }
         config.validate(&origin)?;
         Ok(config)

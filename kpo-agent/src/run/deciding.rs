@@ -15,8 +15,12 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::{
-    actuate::param::{ParamAddress, ParamKind, Value},
+    actuate::{
+        param::{ParamAddress, ParamKind, Value},
+        Roots,
+    },
     advise::{
+        optimizer::{agent::AgentOptimizer, live::LiveEvent},
         recommendation::{Recommendation, WindowRef},
         rules::RuleSet,
     },
@@ -33,10 +37,14 @@ use crate::{
     change::{ChangePath, ChangeReport, ChangeStatus, KernelActuators},
     cli::StateArgs,
     collect::Sample,
+    config::Config,
     control::Control,
     guard::{Guard, GuardConfig, Health, Verdict},
     journal::{Holder, Journal},
-    output::{change_events::ChangePathEvent, events::Event},
+    output::{
+        change_events::ChangePathEvent,
+        events::{Event, OptimizerEvent},
+    },
     policy::{OnExit, Policy, Source},
     sensors::sysctl_watch::SysctlWriteEvent,
     window::{tick_window, Window},
@@ -53,7 +61,8 @@ pub struct Deciding {
     /// Change-path events waiting to be sent by the loop.
     pending: Arc<Mutex<Vec<ChangePathEvent>>>,
     requests: mpsc::Receiver<Incoming>,
-    _server: Server,
+    /// `None` only in tests that drive the deciding half without a socket.
+    _server: Option<Server>,
     /// Health of the last closed window: the baseline of a change made now.
     last_health: Health,
     rules: RuleSet,
@@ -63,6 +72,8 @@ pub struct Deciding {
     windows: u64,
     /// The agent's own network namespace: its keys are the host's.
     host_netns: u64,
+    /// The optimizer's live loop, when the policy gives it knobs (advise/optimizer/agent.rs).
+    optimizer: Option<AgentOptimizer>,
 }
 
 impl Deciding {
@@ -70,7 +81,11 @@ impl Deciding {
     /// interrupted, and binds the control socket. Errors name what failed; the agent does not
     /// start without its journal, since it could not then change anything safely.
     /// With `recommend_only`, every parameter the policy has in auto is treated as recommend.
-    pub fn open(state: &StateArgs, recommend_only: bool) -> anyhow::Result<(Deciding, Vec<Event>)> {
+    pub fn open(
+        state: &StateArgs,
+        config: &Config,
+        recommend_only: bool,
+    ) -> anyhow::Result<(Deciding, Vec<Event>)> {
         let mut policy = Policy::load(state.policy.as_deref())?;
         if recommend_only {
             policy.force_recommend();
@@ -87,8 +102,32 @@ impl Deciding {
         for w in journal.warnings() {
             warn!("journal: {w}");
         }
-        let guard = Guard::new(GuardConfig::from_policy(&policy.guard));
-        let mut path = ChangePath::new(policy, journal, Box::new(KernelActuators::default()));
+        let actuators = KernelActuators {
+            roots: Roots {
+                sys: config.sysfs_root.clone(),
+                ..Roots::default()
+            },
+        };
+        let path = ChangePath::new(policy, journal, Box::new(actuators));
+        let (mut deciding, mut events) = Self::with_path(path, recommend_only)?;
+        let socket = state
+            .socket
+            .clone()
+            .unwrap_or_else(|| crate::api::DEFAULT_SOCKET.into());
+        let (server, requests) = Server::bind(&socket)?;
+        deciding._server = Some(server);
+        deciding.requests = requests;
+        events.extend(deciding.start_optimizer(config));
+        Ok((deciding, events))
+    }
+
+    /// The deciding half over a change path, its journal reconciled, without a control socket
+    /// ([`Deciding::open`] binds it; tests go without).
+    pub(crate) fn with_path(
+        mut path: ChangePath,
+        recommend_only: bool,
+    ) -> anyhow::Result<(Deciding, Vec<Event>)> {
+        let guard = Guard::new(GuardConfig::from_policy(&path.policy.guard));
         let pending = Arc::new(Mutex::new(Vec::new()));
         let sink = pending.clone();
         path.set_event_sink(move |e| sink.lock().expect("event buffer").push(e));
@@ -106,17 +145,13 @@ impl Deciding {
                 Err(e) => warn!("approval webhook off: {e}"),
             }
         }
-        let socket = state
-            .socket
-            .clone()
-            .unwrap_or_else(|| crate::api::DEFAULT_SOCKET.into());
-        let (server, requests) = Server::bind(&socket)?;
+        let (_, requests) = mpsc::channel(1);
         let mut deciding = Deciding {
             path,
             guard,
             pending,
             requests,
-            _server: server,
+            _server: None,
             last_health: Health::default(),
             rules: RuleSet::default(),
             approvals,
@@ -124,6 +159,7 @@ impl Deciding {
             host_netns: std::fs::metadata("/proc/self/ns/net")
                 .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
                 .unwrap_or(0),
+            optimizer: None,
         };
         let events = deciding.take_events();
         Ok((deciding, events))
@@ -133,6 +169,27 @@ impl Deciding {
     /// values through it (run/llm.rs).
     pub fn change_path(&self) -> &ChangePath {
         &self.path
+    }
+
+    /// Starts the optimizer's live loop if the policy gives it knobs, from the values the
+    /// kernel has after reconciliation; says why not if it cannot run.
+    pub(crate) fn start_optimizer(&mut self, config: &Config) -> Vec<Event> {
+        match AgentOptimizer::start(&self.path, &config.optimizer, &config.sysfs_root) {
+            Ok(None) => Vec::new(),
+            Ok(Some((optimizer, started))) => {
+                info!(knobs = ?optimizer.knobs(), "optimizer: live loop on");
+                let event = optimizer_event(optimizer.knobs(), started);
+                self.optimizer = Some(optimizer);
+                vec![event]
+            }
+            Err(off) => {
+                warn!("optimizer: off: {}", off.0);
+                vec![optimizer_event(
+                    Vec::new(),
+                    LiveEvent::Off { reason: off.0 },
+                )]
+            }
+        }
     }
 
     /// The next operator request (pending forever when there is none).
@@ -184,9 +241,14 @@ impl Deciding {
     /// A window closed: the guard judges the changes it watches; a regression is reverted through
     /// the journal and its value quarantined.
     pub fn on_window(&mut self, window: &Window) -> Vec<Event> {
+        // People first: a cpufreq or coalescing value someone else wrote is theirs, before the
+        // guard could revert over it.
+        let mut events = super::yielding::check_values(&mut self.path, &mut self.guard);
+        if let Some(optimizer) = self.optimizer.as_mut() {
+            optimizer.window_closed(&self.path);
+        }
         let health = Health::from_window(window);
         let verdicts = self.guard.observe(&health);
-        let mut events = Vec::new();
         for verdict in verdicts {
             if let Verdict::Revert {
                 change_id,
@@ -216,6 +278,20 @@ impl Deciding {
         events.extend(self.advise(window));
         self.approvals.on_window(&self.path);
         events.extend(self.take_events());
+        events.extend(self.optimize(window));
+        events
+    }
+
+    /// The optimizer's trial: its changes go through the change path as source `optimizer`,
+    /// watched by the guard (advise/optimizer/agent.rs).
+    fn optimize(&mut self, window: &Window) -> Vec<Event> {
+        let Some(optimizer) = self.optimizer.as_mut() else {
+            return Vec::new();
+        };
+        let done = optimizer.on_window(&mut self.path, &mut self.guard, window);
+        let knobs = optimizer.knobs();
+        let mut events = self.take_events();
+        events.extend(done.into_iter().map(|e| optimizer_event(knobs.clone(), e)));
         events
     }
 
@@ -313,8 +389,9 @@ impl Deciding {
             );
             events.push(Event::AdminOverride {
                 target: address.to_string(),
-                pid: write.pid,
-                comm: write.comm.clone(),
+                pid: Some(write.pid),
+                comm: Some(write.comm.clone()),
+                seen_by: "sysctl_watch",
                 value: now,
                 kpo_value: Some(applied),
             });
@@ -349,6 +426,16 @@ impl Deciding {
         self.take_events()
     }
 
+    #[cfg(test)]
+    pub(crate) fn path_for_tests(&self) -> &ChangePath {
+        &self.path
+    }
+
+    #[cfg(test)]
+    pub(crate) fn path_for_tests_mut(&mut self) -> &mut ChangePath {
+        &mut self.path
+    }
+
     fn take_events(&mut self) -> Vec<Event> {
         let mut events: Vec<Event> = std::mem::take(&mut *self.pending.lock().expect("event buffer"))
             .into_iter()
@@ -357,4 +444,8 @@ impl Deciding {
         events.extend(self.approvals.take_events());
         events
     }
+}
+
+fn optimizer_event(knobs: Vec<String>, event: LiveEvent) -> Event {
+    Event::Optimizer(OptimizerEvent { knobs, event })
 }

@@ -17,6 +17,9 @@ mod deciding;
 mod duty;
 mod kernel_view;
 mod llm;
+#[cfg(test)]
+mod optimizer_tests;
+mod yielding;
 
 use std::{process::ExitCode, time::Duration};
 
@@ -98,7 +101,7 @@ pub async fn run(
     report_duty(&config, &duty);
 
     // The deciding half first: without its journal and socket the agent must not start.
-    let (mut deciding, reconciled) = Deciding::open(state, recommend_only)?;
+    let (mut deciding, reconciled) = Deciding::open(state, &config, recommend_only)?;
     // The LLM advisor (off, with one log line, without a key or an endpoint).
     let mut llm = llm::LlmStage::start(&config.llm)?;
 

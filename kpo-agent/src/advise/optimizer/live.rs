@@ -1,64 +1,73 @@
 //! The live loop: move real knobs, measure, learn, keep the best.
 //!
-//! Each [`LiveOptimizer::step`] measures the configuration that was held during the last window
-//! and then decides what to hold next:
+//! The agent calls [`LiveOptimizer::step`] once per trial with the [`Measurement`] of the
+//! configuration held since the last step, and the loop decides what to hold next:
 //!
 //! 1. **Load change.** If the measured load (request rate) differs from the rate the model was
 //!    built at by more than `load_change_rel`, the model is thrown away and the search restarts
 //!    from the current configuration (the best configuration depends on load).
-//! 2. **Learn.** While exploring, the measurement (feasible or not) is told to the optimizer.
-//! 3. **SLO guard.** If the window broke the SLO, the loop reverts at once to the best feasible
+//! 2. **Learn.** While exploring, the measurement (feasible or not) is told to the optimizer;
+//!    a configuration outside the space (a start beyond the policy's bounds) is not.
+//! 3. **SLO guard.** If the trial broke the SLO, the loop goes back at once to the best feasible
 //!    configuration known (or the configuration it started from) and holds that for the next
-//!    window. A held best that breaks the SLO restarts the search from the start configuration.
-//! 4. **Explore or hold.** While exploring, the next proposal is applied, unless the budget is
+//!    trial. A held best that breaks the SLO restarts the search from the start configuration.
+//! 4. **Explore or hold.** While exploring, the next proposal is tried, unless the budget is
 //!    spent or the best acquisition value fell below `ei_stop` (converged): then the best feasible
-//!    configuration is applied and held. While holding, every `recheck_every` windows the mean
+//!    configuration is tried and held. While holding, every `recheck_every` trials the mean
 //!    objective is compared with what the best was measured at; if it is worse by more than
 //!    `recheck_tolerance_rel`, the search restarts.
 //!
-//! Every change except a revert goes through the [`Gate`] (the policy, journal and guard of the
-//! agent) first; a refused proposal is never proposed again. Reverts are always applied (they go
-//! back to a configuration that was already accepted), and the gate is told about them.
+//! The loop reaches the kernel only through [`Knobs`]: in the agent, the change path (policy,
+//! write-ahead journal, actuators, read-back) with the guard watching (`super::agent`). A
+//! proposal the policy refuses for good is never proposed again; one refused for now (cooldown,
+//! hourly limit, pause, an operator's approval) is waited for, and nothing is learned meanwhile.
+//! Going back after an SLO breach is a revert through the journal and always happens.
 
 use serde::{Deserialize, Serialize};
 
 use super::bo::{BoConfig, BoError, Constraint, Optimizer, ProposalKind};
 use super::space::Space;
-use crate::actuate::{ActuateError, KnobSet};
 use crate::energy::EnergySource;
 
 /// Largest search space the live loop enumerates.
 pub const MAX_LIVE_CANDIDATES: usize = 50_000;
 
-/// The knobs the loop moves, as one configuration (one value per space dimension, in order).
-pub trait Actuators {
-    fn read(&mut self) -> Result<Vec<f64>, ActuateError>;
-    fn apply(&mut self, values: &[f64]) -> Result<(), ActuateError>;
+/// What trying a configuration came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tried {
+    /// Every knob has its new value, read back.
+    Applied,
+    /// The policy refused a knob's value; nothing was changed. `retry`: the refusal passes with
+    /// time or an operator (cooldown, hourly limit, pause, approval), so the loop waits for it
+    /// rather than giving the configuration up.
+    Refused { reason: String, retry: bool },
+    /// The kernel did not take it; what had changed was put back.
+    Failed { error: String },
 }
 
-impl Actuators for KnobSet {
-    fn read(&mut self) -> Result<Vec<f64>, ActuateError> {
-        self.read_all()
-    }
-    fn apply(&mut self, values: &[f64]) -> Result<(), ActuateError> {
-        self.apply_all(values)
-    }
+/// The knobs as the loop sees them: one value per space dimension, in order.
+pub trait Knobs {
+    /// Try `to` (the loop holds `from` now): all knobs or none.
+    fn try_config(&mut self, from: &[f64], to: &[f64], why: ChangeReason) -> Tried;
+    /// Go back from `from` to `to`, a configuration held before (through the journal in the
+    /// agent). Not subject to the policy's limits: it undoes the loop's own changes.
+    fn revert_to(&mut self, from: &[f64], to: &[f64]) -> Result<(), String>;
 }
 
-/// What one measurement window saw.
+/// What one trial (one or more windows) saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Measurement {
-    /// Energy used in the window, joules.
+    /// Energy used over the trial, joules.
     pub energy_j: f64,
     /// Whether `energy_j` was measured or estimated.
     pub energy_source: EnergySource,
-    /// Requests (units of work) completed in the window.
+    /// Requests (units of work) completed over the trial.
     pub requests: f64,
-    /// Window length, seconds.
+    /// Trial length, seconds.
     pub window_s: f64,
-    /// 99th-percentile request latency in the window, microseconds.
-    pub p99_us: f64,
-    /// Offered load (request rate) in the window, used to detect load changes.
+    /// The SLO's request-latency percentile over the trial, microseconds.
+    pub latency_us: f64,
+    /// Offered load (request rate), used to detect load changes.
     pub load_rps: f64,
 }
 
@@ -72,21 +81,12 @@ impl Measurement {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("measurement failed: {0}")]
-pub struct MeasureError(pub String);
-
-/// Holds the current configuration for one window and measures it.
-pub trait MeasurementSource {
-    fn measure(&mut self) -> Result<Measurement, MeasureError>;
-}
-
-/// The service-level objective: the constraints of the search and a guard signal.
+/// The service-level objective: the constraints of the search and the breach signal.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Slo {
-    /// Request p99 must stay at or below this, microseconds.
-    pub p99_us_max: Option<f64>,
+    /// The request-latency percentile must stay at or below this, microseconds.
+    pub latency_us_max: Option<f64>,
     /// Throughput must stay at or above this, requests per second.
     pub min_throughput_rps: Option<f64>,
 }
@@ -94,8 +94,8 @@ pub struct Slo {
 impl Slo {
     fn constraints(&self) -> Vec<Constraint> {
         let mut c = Vec::new();
-        if let Some(p) = self.p99_us_max {
-            c.push(Constraint::at_most("p99_us", p));
+        if let Some(p) = self.latency_us_max {
+            c.push(Constraint::at_most("latency_us", p));
         }
         if let Some(t) = self.min_throughput_rps {
             c.push(Constraint::at_least("throughput_rps", t));
@@ -105,8 +105,8 @@ impl Slo {
 
     fn values(&self, m: &Measurement) -> Vec<f64> {
         let mut v = Vec::new();
-        if self.p99_us_max.is_some() {
-            v.push(m.p99_us);
+        if self.latency_us_max.is_some() {
+            v.push(m.latency_us);
         }
         if self.min_throughput_rps.is_some() {
             v.push(m.throughput_rps());
@@ -115,7 +115,7 @@ impl Slo {
     }
 
     pub fn holds(&self, m: &Measurement) -> bool {
-        self.p99_us_max.is_none_or(|p| m.p99_us <= p)
+        self.latency_us_max.is_none_or(|p| m.latency_us <= p)
             && self
                 .min_throughput_rps
                 .is_none_or(|t| m.throughput_rps() >= t)
@@ -129,7 +129,7 @@ pub enum Objective {
     /// Joules per completed request.
     #[default]
     JoulesPerRequest,
-    /// Joules per window (for a steady request rate).
+    /// Joules per trial (for a steady request rate).
     JoulesPerWindow,
 }
 
@@ -142,8 +142,7 @@ impl Objective {
     }
 }
 
-/// Tuning of the live loop (deserializable from the agent's configuration; every field has a
-/// default).
+/// Tuning of the search (every field has a default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LiveConfig {
@@ -160,7 +159,7 @@ pub struct LiveConfig {
     pub ei_stop: f64,
     /// Relative change of the load rate that restarts the search.
     pub load_change_rel: f64,
-    /// Windows between re-checks of the held best.
+    /// Trials between re-checks of the held best.
     pub recheck_every: usize,
     /// Relative worsening of the held best's objective that restarts the search.
     pub recheck_tolerance_rel: f64,
@@ -193,33 +192,14 @@ pub enum ChangeReason {
     Explore,
     /// The search converged; hold the best.
     Converge,
-    /// The SLO broke; go back to a known-good configuration.
-    Revert,
 }
 
-/// A configuration change, for the gate.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Change {
-    pub knobs: Vec<String>,
-    pub from: Vec<f64>,
-    pub to: Vec<f64>,
-    pub reason: ChangeReason,
-}
-
-/// The policy, journal and guard, as the live loop sees them.
-pub trait Gate {
-    /// Called before a change is applied. Return `false` to refuse it (not allowed, or waiting
-    /// for an operator). For [`ChangeReason::Revert`] the answer is ignored: reverts always happen.
-    fn review(&mut self, change: &Change) -> bool;
-}
-
-/// A gate that allows everything (tests, dry runs).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AllowAll;
-
-impl Gate for AllowAll {
-    fn review(&mut self, _change: &Change) -> bool {
-        true
+impl ChangeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeReason::Explore => "explore",
+            ChangeReason::Converge => "converge",
+        }
     }
 }
 
@@ -231,17 +211,45 @@ pub enum Phase {
     Holding,
 }
 
-/// What happened in a step.
+/// What happened in a step (the `optimizer` event's `event` field, docs/events.md).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum LiveEvent {
+    /// The agent started the loop (`super::agent`): the configuration found, the SLO, and the
+    /// knobs the policy names that could not be used.
+    Started {
+        config: Vec<f64>,
+        slo_port: u16,
+        slo_percentile: super::agent::Percentile,
+        slo_max_us: f64,
+        windows_per_trial: u32,
+        left_out: Vec<String>,
+    },
+    /// The policy gives the optimizer knobs but the loop cannot run (said once, at start).
+    Off {
+        reason: String,
+    },
+    /// A window that is not a measurement (no timed requests, no energy, an estimate not
+    /// allowed); said when the reason first appears. The trial continues.
+    Unmeasured {
+        reason: String,
+    },
+    /// The knobs were changed during the window by someone else: the window is not learned and
+    /// the loop continues from `config`.
+    Resynced {
+        config: Vec<f64>,
+        reason: String,
+    },
+    /// A trial's measurement; `learned`: told to the model (not while holding, waiting, or for a
+    /// configuration outside the space).
     Measured {
         config: Vec<f64>,
         objective: f64,
-        p99_us: f64,
+        latency_us: f64,
         throughput_rps: f64,
         load_rps: f64,
         feasible: bool,
+        learned: bool,
         energy_source: EnergySource,
     },
     LoadChanged {
@@ -253,19 +261,29 @@ pub enum LiveEvent {
     },
     SloBreach {
         config: Vec<f64>,
-        p99_us: f64,
+        latency_us: f64,
         throughput_rps: f64,
     },
+    /// Back to a configuration held before, through the journal.
     Reverted {
         from: Vec<f64>,
         to: Vec<f64>,
     },
+    RevertFailed {
+        from: Vec<f64>,
+        to: Vec<f64>,
+        error: String,
+    },
+    /// The next trial: applied, read back. `proposal`: how the search chose it.
     Applied {
         config: Vec<f64>,
-        kind: ProposalKind,
+        proposal: ProposalKind,
     },
+    /// The policy refused the configuration; nothing changed. `retry`: waited for, not dropped.
     Refused {
         config: Vec<f64>,
+        reason: String,
+        retry: bool,
     },
     ApplyFailed {
         config: Vec<f64>,
@@ -288,25 +306,17 @@ pub enum LiveEvent {
 pub enum LiveError {
     #[error(transparent)]
     Optimizer(#[from] BoError),
-    #[error(transparent)]
-    Actuate(#[from] ActuateError),
-    #[error(transparent)]
-    Measure(#[from] MeasureError),
     #[error("the search space has more than {MAX_LIVE_CANDIDATES} points; use coarser steps")]
     SpaceTooLarge,
-    #[error("the actuators have {got} knobs but the space has {want}")]
+    #[error("the configuration has {got} values but the space has {want} knobs")]
     Arity { got: usize, want: usize },
     #[error("measured objective {0} is not a positive finite number")]
     BadObjective(f64),
 }
 
-/// The live optimizer, generic over the actuators, the measurement source and the gate.
-pub struct LiveOptimizer<A: Actuators, M: MeasurementSource, G: Gate = AllowAll> {
-    actuators: A,
-    source: M,
-    gate: G,
+/// The live optimizer's state between trials.
+pub struct LiveOptimizer {
     config: LiveConfig,
-    knobs: Vec<String>,
     opt: Optimizer,
     start: Vec<f64>,
     current: Vec<f64>,
@@ -318,40 +328,30 @@ pub struct LiveOptimizer<A: Actuators, M: MeasurementSource, G: Gate = AllowAll>
     hold_windows: usize,
     hold_sum: f64,
     restarts: usize,
-    log: Vec<LiveEvent>,
+    /// The last proposal was refused for now: the next measurement repeats the current
+    /// configuration and is not learned again.
+    waiting: bool,
 }
 
-impl<A: Actuators, M: MeasurementSource, G: Gate> LiveOptimizer<A, M, G> {
-    /// Read the current configuration (the start) and set up the search over `space`.
-    pub fn new(
-        space: Space,
-        mut actuators: A,
-        source: M,
-        gate: G,
-        config: LiveConfig,
-    ) -> Result<Self, LiveError> {
+impl LiveOptimizer {
+    /// A search over `space` from `start`, the configuration the knobs hold now.
+    pub fn new(space: Space, start: Vec<f64>, config: LiveConfig) -> Result<Self, LiveError> {
         let candidates = space
             .enumerate(MAX_LIVE_CANDIDATES)
             .ok_or(LiveError::SpaceTooLarge)?;
-        let start = actuators.read()?;
         if start.len() != space.dims() {
             return Err(LiveError::Arity {
                 got: start.len(),
                 want: space.dims(),
             });
         }
-        let knobs = space.names().into_iter().map(String::from).collect();
         let bo = BoConfig {
             initial_points: config.initial_points,
             ..BoConfig::default()
         };
         let opt = Optimizer::new(space, candidates, config.slo.constraints(), bo, config.seed)?;
         Ok(Self {
-            actuators,
-            source,
-            gate,
             config,
-            knobs,
             opt,
             current: start.clone(),
             start,
@@ -362,7 +362,7 @@ impl<A: Actuators, M: MeasurementSource, G: Gate> LiveOptimizer<A, M, G> {
             hold_windows: 0,
             hold_sum: 0.0,
             restarts: 0,
-            log: Vec::new(),
+            waiting: false,
         })
     }
 
@@ -370,7 +370,7 @@ impl<A: Actuators, M: MeasurementSource, G: Gate> LiveOptimizer<A, M, G> {
         self.phase
     }
 
-    /// The configuration applied now.
+    /// The configuration the loop holds now.
     pub fn current(&self) -> &[f64] {
         &self.current
     }
@@ -389,30 +389,15 @@ impl<A: Actuators, M: MeasurementSource, G: Gate> LiveOptimizer<A, M, G> {
         self.restarts
     }
 
-    /// Every event so far.
-    pub fn log(&self) -> &[LiveEvent] {
-        &self.log
-    }
-
     pub fn optimizer(&self) -> &Optimizer {
         &self.opt
     }
 
-    pub fn actuators(&self) -> &A {
-        &self.actuators
-    }
-
-    pub fn source_mut(&mut self) -> &mut M {
-        &mut self.source
-    }
-
-    /// Run `windows` steps; return the events of all of them.
-    pub fn run(&mut self, windows: usize) -> Result<Vec<LiveEvent>, LiveError> {
-        let mut all = Vec::new();
-        for _ in 0..windows {
-            all.extend(self.step()?);
-        }
-        Ok(all)
+    /// The knobs hold `config`, not what the loop set (an operator or the guard changed them):
+    /// continue from there.
+    pub fn resync(&mut self, config: Vec<f64>) {
+        self.current = config;
+        self.waiting = false;
     }
 
     fn restart(&mut self, load: f64, reason: &str, ev: &mut Vec<LiveEvent>) {
@@ -424,45 +409,41 @@ impl<A: Actuators, M: MeasurementSource, G: Gate> LiveOptimizer<A, M, G> {
         self.hold_windows = 0;
         self.hold_sum = 0.0;
         self.restarts += 1;
+        self.waiting = false;
         ev.push(LiveEvent::Restarted {
             reason: reason.to_string(),
         });
     }
 
-    fn change(&self, to: &[f64], reason: ChangeReason) -> Change {
-        Change {
-            knobs: self.knobs.clone(),
-            from: self.current.clone(),
-            to: to.to_vec(),
-            reason,
-        }
+    /// Whether `point` can be told to the model (inside the space's bounds).
+    fn learnable(&self, point: &[f64]) -> bool {
+        self.opt.space().normalize(point).is_ok()
     }
 
-    /// Measure the last window and decide what to hold next.
-    pub fn step(&mut self) -> Result<Vec<LiveEvent>, LiveError> {
+    /// `m` measured the current configuration over the last trial: learn, and decide what to
+    /// hold next through `knobs`.
+    pub fn step(
+        &mut self,
+        m: &Measurement,
+        knobs: &mut dyn Knobs,
+    ) -> Result<Vec<LiveEvent>, LiveError> {
         let mut ev = Vec::new();
-        let result = self.step_inner(&mut ev);
-        self.log.extend(ev.iter().cloned());
-        result.map(|()| ev)
+        self.step_inner(m, knobs, &mut ev)?;
+        Ok(ev)
     }
 
-    fn step_inner(&mut self, ev: &mut Vec<LiveEvent>) -> Result<(), LiveError> {
-        let m = self.source.measure()?;
-        let objective = self.config.objective.value(&m);
+    fn step_inner(
+        &mut self,
+        m: &Measurement,
+        knobs: &mut dyn Knobs,
+        ev: &mut Vec<LiveEvent>,
+    ) -> Result<(), LiveError> {
+        let objective = self.config.objective.value(m);
         if !(objective.is_finite() && objective > 0.0) {
             return Err(LiveError::BadObjective(objective));
         }
         let slo = self.config.slo;
-        let feasible = slo.holds(&m);
-        ev.push(LiveEvent::Measured {
-            config: self.current.clone(),
-            objective,
-            p99_us: m.p99_us,
-            throughput_rps: m.throughput_rps(),
-            load_rps: m.load_rps,
-            feasible,
-            energy_source: m.energy_source,
-        });
+        let feasible = slo.holds(m);
 
         // 1. Load change.
         match self.ref_load {
@@ -484,17 +465,29 @@ impl<A: Actuators, M: MeasurementSource, G: Gate> LiveOptimizer<A, M, G> {
         }
 
         // 2. Learn.
-        if self.phase == Phase::Exploring {
-            let current = self.current.clone();
-            self.opt.tell(&current, objective, &slo.values(&m))?;
+        let current = self.current.clone();
+        let learned = self.phase == Phase::Exploring && !self.waiting && self.learnable(&current);
+        if learned {
+            self.opt.tell(&current, objective, &slo.values(m))?;
             self.evaluations += 1;
         }
+        self.waiting = false;
+        ev.push(LiveEvent::Measured {
+            config: current,
+            objective,
+            latency_us: m.latency_us,
+            throughput_rps: m.throughput_rps(),
+            load_rps: m.load_rps,
+            feasible,
+            learned,
+            energy_source: m.energy_source,
+        });
 
         // 3. SLO guard.
         if !feasible {
             ev.push(LiveEvent::SloBreach {
                 config: self.current.clone(),
-                p99_us: m.p99_us,
+                latency_us: m.latency_us,
                 throughput_rps: m.throughput_rps(),
             });
             let target = self
@@ -502,68 +495,84 @@ impl<A: Actuators, M: MeasurementSource, G: Gate> LiveOptimizer<A, M, G> {
                 .best_feasible()
                 .map_or_else(|| self.start.clone(), |o| o.point);
             if target != self.current {
-                let change = self.change(&target, ChangeReason::Revert);
-                let _ = self.gate.review(&change);
-                self.actuators.apply(&target)?;
-                ev.push(LiveEvent::Reverted {
-                    from: self.current.clone(),
-                    to: target.clone(),
-                });
-                self.current = target;
+                match knobs.revert_to(&self.current, &target) {
+                    Ok(()) => {
+                        ev.push(LiveEvent::Reverted {
+                            from: self.current.clone(),
+                            to: target.clone(),
+                        });
+                        self.current = target;
+                    }
+                    Err(error) => ev.push(LiveEvent::RevertFailed {
+                        from: self.current.clone(),
+                        to: target,
+                        error,
+                    }),
+                }
             }
             return Ok(());
         }
 
         // 4. Explore or hold.
         match self.phase {
-            Phase::Exploring => self.explore(ev),
-            Phase::Holding => self.hold(&m, ev),
+            Phase::Exploring => self.explore(knobs, ev),
+            Phase::Holding => self.hold(m, knobs, ev),
         }
     }
 
-    fn explore(&mut self, ev: &mut Vec<LiveEvent>) -> Result<(), LiveError> {
+    fn explore(&mut self, knobs: &mut dyn Knobs, ev: &mut Vec<LiveEvent>) -> Result<(), LiveError> {
         loop {
             if self.evaluations >= self.config.budget {
-                return self.converge(ev);
+                return self.converge(knobs, ev);
             }
             let Some(p) = self.opt.ask()? else {
-                return self.converge(ev);
+                return self.converge(knobs, ev);
             };
             let proposals = self.evaluations.saturating_sub(1);
             if p.kind == ProposalKind::ExpectedImprovement
                 && proposals >= self.config.min_proposals
                 && p.score.is_some_and(|s| s.value < self.config.ei_stop)
             {
-                return self.converge(ev);
+                return self.converge(knobs, ev);
             }
-            let change = self.change(&p.point, ChangeReason::Explore);
-            if !self.gate.review(&change) {
-                self.opt.exclude(p.index);
-                ev.push(LiveEvent::Refused { config: p.point });
-                continue;
-            }
-            match self.actuators.apply(&p.point) {
-                Ok(()) => {
+            match knobs.try_config(&self.current, &p.point, ChangeReason::Explore) {
+                Tried::Applied => {
                     ev.push(LiveEvent::Applied {
                         config: p.point.clone(),
-                        kind: p.kind,
+                        proposal: p.kind,
                     });
                     self.current = p.point;
                     return Ok(());
                 }
-                Err(e) => {
+                Tried::Refused { reason, retry } => {
+                    ev.push(LiveEvent::Refused {
+                        config: p.point,
+                        reason,
+                        retry,
+                    });
+                    if retry {
+                        // Hold what we have; the proposal stays open for the next trial.
+                        self.waiting = true;
+                        return Ok(());
+                    }
+                    self.opt.exclude(p.index);
+                }
+                Tried::Failed { error } => {
                     self.opt.exclude(p.index);
                     ev.push(LiveEvent::ApplyFailed {
                         config: p.point,
-                        error: e.to_string(),
+                        error,
                     });
-                    continue;
                 }
             }
         }
     }
 
-    fn converge(&mut self, ev: &mut Vec<LiveEvent>) -> Result<(), LiveError> {
+    fn converge(
+        &mut self,
+        knobs: &mut dyn Knobs,
+        ev: &mut Vec<LiveEvent>,
+    ) -> Result<(), LiveError> {
         let (best, objective) = match self.opt.best_feasible() {
             Some(o) => (o.point, Some(o.objective)),
             None => (self.start.clone(), None),
@@ -577,27 +586,43 @@ impl<A: Actuators, M: MeasurementSource, G: Gate> LiveOptimizer<A, M, G> {
         self.hold_windows = 0;
         self.hold_sum = 0.0;
         if best != self.current {
-            let change = self.change(&best, ChangeReason::Converge);
-            if self.gate.review(&change) {
-                self.actuators.apply(&best)?;
-                ev.push(LiveEvent::Applied {
-                    config: best.clone(),
-                    kind: ProposalKind::ExpectedImprovement,
-                });
-                self.current = best.clone();
-            } else {
-                ev.push(LiveEvent::Refused {
-                    config: best.clone(),
-                });
-                self.held = Some((self.current.clone(), None));
-                return Ok(());
+            match knobs.try_config(&self.current, &best, ChangeReason::Converge) {
+                Tried::Applied => {
+                    ev.push(LiveEvent::Applied {
+                        config: best.clone(),
+                        proposal: ProposalKind::ExpectedImprovement,
+                    });
+                    self.current = best.clone();
+                }
+                Tried::Refused { reason, retry } => {
+                    ev.push(LiveEvent::Refused {
+                        config: best,
+                        reason,
+                        retry,
+                    });
+                    self.held = Some((self.current.clone(), None));
+                    return Ok(());
+                }
+                Tried::Failed { error } => {
+                    ev.push(LiveEvent::ApplyFailed {
+                        config: best,
+                        error,
+                    });
+                    self.held = Some((self.current.clone(), None));
+                    return Ok(());
+                }
             }
         }
         self.held = Some((best, objective));
         Ok(())
     }
 
-    fn hold(&mut self, m: &Measurement, ev: &mut Vec<LiveEvent>) -> Result<(), LiveError> {
+    fn hold(
+        &mut self,
+        m: &Measurement,
+        knobs: &mut dyn Knobs,
+        ev: &mut Vec<LiveEvent>,
+    ) -> Result<(), LiveError> {
         let objective = self.config.objective.value(m);
         self.hold_windows += 1;
         self.hold_sum += objective;
@@ -620,10 +645,12 @@ impl<A: Actuators, M: MeasurementSource, G: Gate> LiveOptimizer<A, M, G> {
         if !ok {
             // The model no longer describes the machine: search again, starting from here.
             self.restart(m.load_rps, "re-check: the held best got worse", ev);
-            self.opt
-                .tell(&config, objective, &self.config.slo.values(m))?;
-            self.evaluations += 1;
-            return self.explore(ev);
+            if self.learnable(&config) {
+                self.opt
+                    .tell(&config, objective, &self.config.slo.values(m))?;
+                self.evaluations += 1;
+            }
+            return self.explore(knobs, ev);
         }
         Ok(())
     }
@@ -636,10 +663,10 @@ mod tests {
     #[test]
     fn config_and_slo_from_json() {
         let c: LiveConfig = serde_json::from_str(
-            r#"{"slo":{"p99_us_max":500},"objective":"joules_per_window","budget":12}"#,
+            r#"{"slo":{"latency_us_max":500},"objective":"joules_per_window","budget":12}"#,
         )
         .unwrap();
-        assert_eq!(c.slo.p99_us_max, Some(500.0));
+        assert_eq!(c.slo.latency_us_max, Some(500.0));
         assert_eq!(c.objective, Objective::JoulesPerWindow);
         assert_eq!(c.budget, 12);
         assert_eq!(c.recheck_every, LiveConfig::default().recheck_every);
@@ -653,20 +680,20 @@ mod tests {
             energy_source: EnergySource::Rapl,
             requests: 1000.0,
             window_s: 2.0,
-            p99_us: 400.0,
+            latency_us: 400.0,
             load_rps: 500.0,
         };
         assert_eq!(m.throughput_rps(), 500.0);
         assert_eq!(Objective::JoulesPerRequest.value(&m), 0.05);
         assert_eq!(Objective::JoulesPerWindow.value(&m), 50.0);
         let slo = Slo {
-            p99_us_max: Some(500.0),
+            latency_us_max: Some(500.0),
             min_throughput_rps: Some(400.0),
         };
         assert!(slo.holds(&m));
         assert_eq!(slo.values(&m), vec![400.0, 500.0]);
         assert!(!Slo {
-            p99_us_max: Some(300.0),
+            latency_us_max: Some(300.0),
             ..slo
         }
         .holds(&m));

@@ -3,9 +3,11 @@
 //! Data flow: [`space`] (knobs and their allowed values, normalization) → [`gp`] (Matérn-5/2
 //! Gaussian process, hyperparameters by marginal likelihood) → [`acquisition`] (constrained
 //! expected improvement) → [`bo`] (the ask/tell optimizer) → [`replay`] (the optimizer against a
-//! table of measurements, `kpo optimize replay`) and [`live`] (the loop that moves real knobs).
+//! table of measurements, `kpo optimize replay`) and [`live`] (the loop that moves real knobs)
+//! → [`agent`] (that loop inside `kpo run`, through the change path).
 //! See `docs/optimizer.md`.
 pub mod acquisition;
+pub mod agent;
 pub mod bo;
 pub mod gp;
 pub mod live;

@@ -1,0 +1,662 @@
+//! The live loop inside `kpo run`: which knobs it moves, how a window becomes a measurement, and
+//! how its configurations reach the kernel (docs/optimizer.md, "The live loop in the agent").
+//!
+//! - **Knobs** come from the policy: every numeric cpufreq or coalescing parameter
+//!   (`scaling_max_freq`, `scaling_min_freq`, `rx-usecs`, `tx-usecs`, `rx-frames`, `tx-frames`)
+//!   that a `[params."NAME"]` entry (a name or a glob) gives to the optimizer: `sources` includes
+//!   `optimizer`, mode `auto` or `recommend`, and `min` and `max` set. The search grid is `levels`
+//!   values spread evenly over `[min, max]`. Built-in defaults never give the optimizer anything.
+//! - **A trial** is held for `windows_per_trial` windows. Its measurement is the energy of those
+//!   windows (the agent's meter, labelled with its source) and the SLO's request-latency
+//!   percentile on the SLO's port (the worst window). A window without timed requests on that
+//!   port, or without energy, is not a measurement; the trial simply continues.
+//! - **Every change goes through the change path** ([`ChangePath::propose`], source `optimizer`),
+//!   knob by knob, all or none: the policy is asked about every knob first
+//!   ([`ChangePath::preview`]); a configuration with one knob refused is proposed no further (the
+//!   refused knob's proposal goes through the path, which refuses it and says so) and nothing of
+//!   it is applied. Applied changes are watched by the guard. An SLO breach goes back through the
+//!   journal ([`ChangePath::revert`] of the changes that left the configuration returned to).
+//! - **Knob values changed by anyone else** (an operator's `kpo apply`, the guard's revert during
+//!   the window, a person) are noticed when the window closes: that window is not learned, and
+//!   the loop continues from the values the kernel has.
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use super::live::{
+    ChangeReason, Knobs, LiveConfig, LiveEvent, LiveOptimizer, Objective, Slo, Tried,
+};
+use super::space::{KnobSpec, Space};
+use crate::{
+    actuate::param::{ParamAddress, ParamKind, Value},
+    change::{ChangePath, ChangeStatus},
+    energy::EnergySource,
+    guard::{Guard, Health},
+    journal::{target_key, Record},
+    policy::{Bound, Decision, Mode, Proposal, Refusal, Source},
+    window::Window,
+};
+
+/// The request-latency percentile the SLO is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Percentile {
+    P50,
+    P90,
+    #[default]
+    P99,
+}
+
+/// `[optimizer]` in the agent's configuration file (README, docs/optimizer.md).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimizerSettings {
+    /// Windows each trial is held and measured over.
+    pub windows_per_trial: u32,
+    /// The listening port whose request latency is the SLO (the request-latency sensor).
+    pub slo_port: Option<u16>,
+    pub slo_percentile: Percentile,
+    /// The SLO: that percentile must stay at or below this many microseconds.
+    pub slo_max_us: Option<f64>,
+    /// Run on an estimated energy (a model of CPU time and frequency, not a meter).
+    pub allow_estimated_energy: bool,
+    /// Values tried per knob, spread evenly over the policy's `[min, max]`.
+    pub levels: usize,
+    /// Trials per search (the start included).
+    pub budget: usize,
+    pub objective: Objective,
+}
+
+impl Default for OptimizerSettings {
+    fn default() -> Self {
+        Self {
+            windows_per_trial: 1,
+            slo_port: None,
+            slo_percentile: Percentile::P99,
+            slo_max_us: None,
+            allow_estimated_energy: false,
+            levels: 8,
+            budget: LiveConfig::default().budget,
+            objective: Objective::default(),
+        }
+    }
+}
+
+impl OptimizerSettings {
+    /// The first invalid key and why (the configuration names its file).
+    pub fn invalid(&self) -> Option<(&'static str, String)> {
+        if self.windows_per_trial == 0 {
+            return Some(("optimizer.windows_per_trial", "must be at least 1".into()));
+        }
+        if !(2..=64).contains(&self.levels) {
+            return Some((
+                "optimizer.levels",
+                format!("is {}; it must be between 2 and 64", self.levels),
+            ));
+        }
+        if self.budget < 2 {
+            return Some(("optimizer.budget", "must be at least 2".into()));
+        }
+        if let Some(v) = self.slo_max_us {
+            if !(v.is_finite() && v > 0.0) {
+                return Some((
+                    "optimizer.slo_max_us",
+                    format!("is {v}; it must be a positive number of microseconds"),
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// The numeric cpufreq and coalescing attributes the optimizer can search.
+const CPUFREQ_KNOBS: [&str; 2] = ["scaling_max_freq", "scaling_min_freq"];
+const COALESCE_KNOBS: [&str; 4] = ["rx-usecs", "tx-usecs", "rx-frames", "tx-frames"];
+
+/// One change the loop made, kept so that the loop can go back to `before` through the journal.
+#[derive(Debug, Clone)]
+struct Made {
+    knob: usize,
+    id: u64,
+    before: i64,
+}
+
+/// A trial's windows so far.
+#[derive(Debug, Default)]
+struct Trial {
+    windows: u32,
+    energy_j: f64,
+    requests: f64,
+    seconds: f64,
+    latency_us: f64,
+    source: Option<EnergySource>,
+}
+
+/// The live loop, running in the agent.
+pub struct AgentOptimizer {
+    settings: OptimizerSettings,
+    addresses: Vec<ParamAddress>,
+    keys: Vec<String>,
+    live: LiveOptimizer,
+    made: Vec<Made>,
+    trial: Trial,
+    /// Journal records up to the end of the last step: later intents on a knob are someone
+    /// else's.
+    mark: usize,
+    /// Set when a window closes with the knobs not as the loop left them.
+    disturbed: Option<(Vec<f64>, String)>,
+    /// The last reason a window was not a measurement (said once, not every window).
+    unmeasured: Option<String>,
+}
+
+/// Why the loop does not run although the policy gives it knobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Off(pub String);
+
+impl AgentOptimizer {
+    /// The knobs the policy gives the optimizer, read through the path. `Ok(None)`: the policy
+    /// gives it none. `Err`: it does, but the loop cannot run (the reason says why: no SLO,
+    /// unsupported here, no bounds).
+    pub fn start(
+        path: &ChangePath,
+        settings: &OptimizerSettings,
+        sys_root: &Path,
+    ) -> Result<Option<(AgentOptimizer, LiveEvent)>, Off> {
+        let (candidates, mut problems) = given_knobs(path, sys_root);
+        if candidates.is_empty() && problems.is_empty() {
+            return Ok(None);
+        }
+        let (Some(port), Some(max_us)) = (settings.slo_port, settings.slo_max_us) else {
+            return Err(Off(
+                "the policy gives the optimizer knobs but the agent configuration has no SLO: \
+                 set [optimizer] slo_port and slo_max_us"
+                    .into(),
+            ));
+        };
+        let mut specs = Vec::new();
+        let mut start = Vec::new();
+        let mut addresses = Vec::new();
+        for (address, min, max) in candidates {
+            match path.read(&address) {
+                Ok(Value::Int(now)) => {
+                    specs.push(KnobSpec::discrete(
+                        address.to_string(),
+                        grid(min, max, settings.levels),
+                    ));
+                    start.push(now as f64);
+                    addresses.push(address);
+                }
+                Ok(other) => problems.push(format!("{address}: {other:?} is not one integer")),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        if addresses.is_empty() {
+            return Err(Off(format!(
+                "no knob the policy gives the optimizer can be used here: {}",
+                problems.join("; ")
+            )));
+        }
+        for p in &problems {
+            warn!("optimizer: left out: {p}");
+        }
+        let space = Space::new(specs).map_err(|e| Off(e.to_string()))?;
+        let config = LiveConfig {
+            slo: Slo {
+                latency_us_max: Some(max_us),
+                min_throughput_rps: None,
+            },
+            objective: settings.objective,
+            budget: settings.budget,
+            ..LiveConfig::default()
+        };
+        let live =
+            LiveOptimizer::new(space, start.clone(), config).map_err(|e| Off(e.to_string()))?;
+        let started = LiveEvent::Started {
+            config: start,
+            slo_port: port,
+            slo_percentile: settings.slo_percentile,
+            slo_max_us: max_us,
+            windows_per_trial: settings.windows_per_trial,
+            left_out: problems,
+        };
+        let keys = addresses.iter().map(target_key).collect();
+        Ok(Some((
+            AgentOptimizer {
+                settings: settings.clone(),
+                addresses,
+                keys,
+                live,
+                made: Vec::new(),
+                trial: Trial::default(),
+                mark: path.journal.records().len(),
+                disturbed: None,
+                unmeasured: None,
+            },
+            started,
+        )))
+    }
+
+    /// The knobs, in the order of every configuration in the loop's events.
+    pub fn knobs(&self) -> Vec<String> {
+        self.addresses.iter().map(ToString::to_string).collect()
+    }
+
+    /// The live loop's state.
+    pub fn live(&self) -> &LiveOptimizer {
+        &self.live
+    }
+
+    /// A window just closed, before the guard or anyone acts on it: were the knobs as the loop
+    /// left them for the whole window?
+    pub fn window_closed(&mut self, path: &ChangePath) {
+        let now = self.read(path);
+        let touched = path.journal.records()[self.mark.min(path.journal.records().len())..]
+            .iter()
+            .any(|r| matches!(r, Record::Intent(i) if self.keys.contains(&i.key)));
+        self.disturbed = match now {
+            Err(e) => Some((self.live.current().to_vec(), e)),
+            Ok(now) if touched || now != self.live.current() => Some((
+                now,
+                "the knobs were changed during the window (an operator, the guard, or a person)"
+                    .into(),
+            )),
+            Ok(_) => None,
+        };
+    }
+
+    fn read(&self, path: &ChangePath) -> Result<Vec<f64>, String> {
+        self.addresses
+            .iter()
+            .map(|a| match path.read(a) {
+                Ok(Value::Int(v)) => Ok(v as f64),
+                Ok(other) => Err(format!("{a}: {other:?} is not one integer")),
+                Err(e) => Err(e.to_string()),
+            })
+            .collect()
+    }
+
+    /// The window's measurement counts towards the trial; when the trial is complete the loop
+    /// learns from it and tries the next configuration (through `path`, watched by `guard`).
+    pub fn on_window(
+        &mut self,
+        path: &mut ChangePath,
+        guard: &mut Guard,
+        window: &Window,
+    ) -> Vec<LiveEvent> {
+        let events = self.on_window_inner(path, guard, window);
+        self.mark = path.journal.records().len();
+        events
+    }
+
+    fn on_window_inner(
+        &mut self,
+        path: &mut ChangePath,
+        guard: &mut Guard,
+        window: &Window,
+    ) -> Vec<LiveEvent> {
+        // Changed during the window, or after it closed (the guard reverted a trial, an advisor
+        // changed a knob): the window is not the trial's, continue from the kernel's values.
+        let disturbed = self.disturbed.take().or_else(|| match self.read(path) {
+            Ok(now) if now != self.live.current() => Some((
+                now,
+                "the knobs were changed when the window closed (the guard, or an advisor)".into(),
+            )),
+            Ok(_) => None,
+            Err(e) => Some((self.live.current().to_vec(), e)),
+        });
+        if let Some((now, reason)) = disturbed {
+            self.trial = Trial::default();
+            self.live.resync(now.clone());
+            return vec![LiveEvent::Resynced {
+                config: now,
+                reason,
+            }];
+        }
+        if let Err(reason) = self.add(window) {
+            if self.unmeasured.as_ref() == Some(&reason) {
+                return Vec::new();
+            }
+            self.unmeasured = Some(reason.clone());
+            return vec![LiveEvent::Unmeasured { reason }];
+        }
+        self.unmeasured = None;
+        if self.trial.windows < self.settings.windows_per_trial {
+            return Vec::new();
+        }
+        let trial = std::mem::take(&mut self.trial);
+        let m = super::live::Measurement {
+            energy_j: trial.energy_j,
+            energy_source: trial.source.unwrap_or(EnergySource::Estimated),
+            requests: trial.requests,
+            window_s: trial.seconds,
+            latency_us: trial.latency_us,
+            load_rps: trial.requests / trial.seconds.max(1e-9),
+        };
+        let baseline = Health::from_window(window);
+        let mut knobs = PathKnobs {
+            path,
+            guard,
+            baseline: &baseline,
+            addresses: &self.addresses,
+            made: &mut self.made,
+        };
+        match self.live.step(&m, &mut knobs) {
+            Ok(events) => events,
+            Err(e) => {
+                warn!("optimizer: {e}");
+                vec![LiveEvent::Unmeasured {
+                    reason: e.to_string(),
+                }]
+            }
+        }
+    }
+
+    /// Adds one window to the trial, or says why it is not a measurement.
+    fn add(&mut self, w: &Window) -> Result<(), String> {
+        let port = self.settings.slo_port.unwrap_or(0);
+        let energy = w.energy.as_ref().ok_or("the agent has no energy source")?;
+        let joules = energy.joules.ok_or_else(|| {
+            format!(
+                "the energy reading failed: {}",
+                energy.error.as_deref().unwrap_or("no reading")
+            )
+        })?;
+        if energy.source == EnergySource::Estimated && !self.settings.allow_estimated_energy {
+            return Err(
+                "the energy is estimated (a model of CPU time and frequency, not a \
+                        meter); the optimizer does not run on it unless [optimizer] \
+                        allow_estimated_energy = true"
+                    .into(),
+            );
+        }
+        let timed: Vec<_> = w
+            .request_latency
+            .iter()
+            .filter(|r| r.port == port && r.latency.samples > 0)
+            .collect();
+        if timed.is_empty() || w.sampled_fraction <= 0.0 {
+            return Err(format!(
+                "no request timed on port {port} in the window (no traffic, or the \
+                 request_latency sensor is off)"
+            ));
+        }
+        let latency = timed
+            .iter()
+            .map(|r| match self.settings.slo_percentile {
+                Percentile::P50 => r.latency.p50_us,
+                Percentile::P90 => r.latency.p90_us,
+                Percentile::P99 => r.latency.p99_us,
+            })
+            .fold(0.0, f64::max);
+        let sampled: u64 = timed.iter().map(|r| r.latency.samples).sum();
+        let t = &mut self.trial;
+        t.windows += 1;
+        t.energy_j += joules;
+        // The sensor is duty-cycled: its count covers the sampled fraction of the window.
+        t.requests += sampled as f64 / w.sampled_fraction;
+        t.seconds += w.duration_s;
+        t.latency_us = t.latency_us.max(latency);
+        // An estimate anywhere in the trial makes the trial's energy an estimate.
+        t.source = match (t.source, energy.source) {
+            (Some(EnergySource::Estimated), _) => Some(EnergySource::Estimated),
+            (_, s) => Some(s),
+        };
+        Ok(())
+    }
+}
+
+/// `levels` integers spread evenly over `[min, max]`.
+fn grid(min: i64, max: i64, levels: usize) -> Vec<f64> {
+    let n = levels.max(2) as i64 - 1;
+    let mut v: Vec<f64> = (0..=n)
+        .map(|i| (min as f64 + (max - min) as f64 * i as f64 / n as f64).round())
+        .collect();
+    v.dedup();
+    v
+}
+
+/// Every (address, min, max) the policy gives the optimizer, and the problems found on the way
+/// (a parameter the machine does not have, bounds missing).
+fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<(ParamAddress, i64, i64)>, Vec<String>) {
+    let policy = &path.policy;
+    let mut out: Vec<(ParamAddress, i64, i64)> = Vec::new();
+    let mut problems = Vec::new();
+    for rule in &policy.params {
+        let gives = rule.sources.contains(&Source::Optimizer)
+            && matches!(rule.mode, Mode::Auto | Mode::Recommend);
+        let family = if rule.name.starts_with("cpufreq:") {
+            ParamKind::Cpufreq
+        } else if rule.name.starts_with("ethtool:") {
+            ParamKind::Ethtool
+        } else {
+            continue;
+        };
+        if !gives {
+            continue;
+        }
+        let mut names: Vec<String> = Vec::new();
+        match family {
+            ParamKind::Cpufreq => {
+                let base = sys_root.join("devices/system/cpu/cpufreq");
+                if !base.is_dir() {
+                    problems.push(format!(
+                        "{}: unsupported on this machine: {} does not exist (no cpufreq driver, \
+                         common in VMs)",
+                        rule.name,
+                        base.display()
+                    ));
+                    continue;
+                }
+                for dir in list_dir(&base)
+                    .into_iter()
+                    .filter(|d| d.starts_with("policy"))
+                {
+                    for attr in CPUFREQ_KNOBS {
+                        names.push(format!("cpufreq:{dir}:{attr}"));
+                    }
+                }
+            }
+            _ => {
+                for iface in list_dir(&sys_root.join("class/net")) {
+                    for attr in COALESCE_KNOBS {
+                        names.push(format!("ethtool:{iface}:{attr}"));
+                    }
+                }
+                // A literal name need not be listed under the sysfs root (a NIC the agent
+                // reaches by netlink only).
+                if !rule.name.contains(['*', '?', '[', '{']) {
+                    names.push(rule.name.clone());
+                }
+            }
+        }
+        let mut matched = false;
+        for name in names {
+            let Ok(address) = name.parse::<ParamAddress>() else {
+                continue;
+            };
+            // The entry that applies to it must be this one: it matches, and no more specific
+            // entry wins.
+            let applies = policy.rule_for(&address);
+            if applies.name != rule.name || applies.line != rule.line {
+                continue;
+            }
+            matched = true;
+            if out.iter().any(|(a, _, _)| a == &address) {
+                continue;
+            }
+            match (&rule.min, &rule.max) {
+                (Some(Bound::All(lo)), Some(Bound::All(hi))) if lo < hi => {
+                    out.push((address, *lo, *hi))
+                }
+                _ => problems.push(format!(
+                    "{address}: the policy entry {:?} (line {}) needs an integer min and max \
+                     (min < max): the optimizer searches only within bounds the operator set",
+                    rule.name, rule.line
+                )),
+            }
+        }
+        if !matched {
+            problems.push(format!("{}: no such parameter on this machine", rule.name));
+        }
+    }
+    (out, problems)
+}
+
+fn list_dir(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Whether a refusal passes with time or an operator (the loop waits) or holds for this value
+/// (the loop gives the configuration up).
+fn passes(r: &Refusal) -> bool {
+    matches!(
+        r,
+        Refusal::Cooldown { .. } | Refusal::RateLimited { .. } | Refusal::Paused | Refusal::Yielded
+    )
+}
+
+/// The loop's configurations through the change path, watched by the guard.
+struct PathKnobs<'a> {
+    path: &'a mut ChangePath,
+    guard: &'a mut Guard,
+    baseline: &'a Health,
+    addresses: &'a [ParamAddress],
+    made: &'a mut Vec<Made>,
+}
+
+impl PathKnobs<'_> {
+    fn proposal(&self, knob: usize, value: f64, why: &str) -> Proposal {
+        Proposal {
+            address: self.addresses[knob].clone(),
+            value: Value::Int(value as i64),
+            source: Source::Optimizer,
+            reason: why.to_string(),
+        }
+    }
+
+    /// Undo this trial's changes made so far (a later knob failed).
+    fn roll_back(&mut self, ids: &[(usize, u64)]) {
+        for &(knob, id) in ids.iter().rev() {
+            let address = &self.addresses[knob];
+            self.guard.forget(address);
+            if let Err(e) = self.path.revert(
+                id,
+                Source::Optimizer,
+                "optimizer: undoing a trial that failed",
+            ) {
+                warn!("optimizer: rolling back #{id} ({address}): {e}");
+            }
+        }
+    }
+
+    fn remember(&mut self, knob: usize, id: u64, before: i64) {
+        // One entry per knob and value left: enough to go back to any value held before.
+        self.made
+            .retain(|m| !(m.knob == knob && m.before == before));
+        self.made.push(Made { knob, id, before });
+    }
+}
+
+impl Knobs for PathKnobs<'_> {
+    fn try_config(&mut self, from: &[f64], to: &[f64], why: ChangeReason) -> Tried {
+        let reason = format!("optimizer {}: trial {to:?}", why.as_str());
+        let moving: Vec<usize> = (0..to.len()).filter(|&i| from[i] != to[i]).collect();
+        // All or none: the policy is asked about every knob before any is changed.
+        for &i in &moving {
+            let p = self.proposal(i, to[i], &reason);
+            let decision = self.path.preview(&p);
+            if decision == Decision::Apply {
+                continue;
+            }
+            // Through the path, which refuses it (or holds it for approval) and says so.
+            let report = self.path.propose(&p);
+            let detail = match &report {
+                Ok(r) => r.describe(),
+                Err(e) => e.to_string(),
+            };
+            let retry = match decision {
+                Decision::Refused(r) => passes(&r),
+                Decision::NeedsApproval => true,
+                Decision::RecordOnly | Decision::Apply => false,
+            };
+            return Tried::Refused {
+                reason: detail,
+                retry,
+            };
+        }
+        let mut done: Vec<(usize, u64)> = Vec::new();
+        for &i in &moving {
+            let p = self.proposal(i, to[i], &reason);
+            let report = match self.path.propose(&p) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.roll_back(&done);
+                    return Tried::Failed {
+                        error: e.to_string(),
+                    };
+                }
+            };
+            match (report.status, report.journal_id) {
+                (ChangeStatus::Applied, Some(id)) => {
+                    self.guard.watch(
+                        id,
+                        p.address.clone(),
+                        p.value.clone(),
+                        self.baseline.clone(),
+                    );
+                    self.remember(i, id, from[i] as i64);
+                    done.push((i, id));
+                }
+                (ChangeStatus::Unchanged, _) => {}
+                _ => {
+                    self.roll_back(&done);
+                    return Tried::Failed {
+                        error: report.describe(),
+                    };
+                }
+            }
+        }
+        Tried::Applied
+    }
+
+    fn revert_to(&mut self, from: &[f64], to: &[f64]) -> Result<(), String> {
+        let mut errors = Vec::new();
+        for i in (0..to.len()).filter(|&i| from[i] != to[i]) {
+            let address = &self.addresses[i];
+            let Some(made) = self
+                .made
+                .iter()
+                .rev()
+                .find(|m| m.knob == i && m.before == to[i] as i64)
+                .cloned()
+            else {
+                errors.push(format!(
+                    "{address}: the journal has no change of the loop's from {}",
+                    to[i]
+                ));
+                continue;
+            };
+            self.guard.forget(address);
+            let why = format!("optimizer: SLO breach; back to {to:?}");
+            match self.path.revert(made.id, Source::Optimizer, &why) {
+                Ok(r) if matches!(r.status, ChangeStatus::Reverted | ChangeStatus::Unchanged) => {}
+                Ok(r) => errors.push(r.describe()),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}

@@ -1,0 +1,581 @@
+//! The optimizer's live loop inside the agent's deciding half ([`Deciding::on_window`]), against
+//! the real cpufreq actuator on a temporary sysfs tree and a fake coalescing backend, behind the
+//! real policy, journal (a temporary state directory) and guard. Windows are synthetic: the
+//! request latency and the energy follow from the values the fake knobs hold.
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use super::deciding::Deciding;
+use crate::{
+    actuate::{
+        coalesce::{AdaptiveMode, CoalesceActuator, CoalesceSettings, FakeCoalesce},
+        cpufreq::CpufreqActuator,
+        param::{ParamAddress, ParamKind, Value},
+        ActuateError, Actuator, Roots,
+    },
+    advise::optimizer::live::LiveEvent,
+    change::{Actuators, ChangePath},
+    collect::procfs::{HostMetrics, HostSnapshot},
+    config::Config,
+    energy::EnergySource,
+    journal::{Holder, IntentKind, Journal, Outcome, Record},
+    output::{change_events::ChangePhase, events::Event},
+    policy::{Policy, Source},
+    window::{energy::WindowEnergy, hist::LatencySummary, RequestLatencyWindow, Window},
+};
+
+const MAX_FREQ: &str = "cpufreq:policy0:scaling_max_freq";
+const RX: &str = "ethtool:eth0:rx-usecs";
+const PORT: u16 = 8080;
+const SLO_US: f64 = 300.0;
+
+/// The policy that gives the optimizer both knobs; `extra` goes into the cpufreq entry.
+fn policy(extra: &str) -> String {
+    format!(
+        r#"
+[guard]
+max_changes_per_hour = 1000
+
+[params."cpufreq:*:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["optimizer"]
+{extra}
+
+[params."ethtool:eth0:rx-usecs"]
+mode = "auto"
+min = 0
+max = 100
+sources = ["optimizer"]
+"#
+    )
+}
+
+/// cpufreq from the temporary tree, coalescing from the fake; nothing else.
+struct TestActuators {
+    roots: Roots,
+    nic: FakeCoalesce,
+}
+
+impl Actuators for TestActuators {
+    fn open(&self, address: &ParamAddress) -> Result<Box<dyn Actuator>, ActuateError> {
+        match address.kind() {
+            ParamKind::Cpufreq => Ok(Box::new(CpufreqActuator::open(address, &self.roots)?)),
+            ParamKind::Ethtool => Ok(Box::new(CoalesceActuator::with_backend(
+                address,
+                Box::new(self.nic.clone()),
+                AdaptiveMode::Respect,
+            )?)),
+            ParamKind::Sysctl => Err(ActuateError::NotFound {
+                knob: address.to_string(),
+                reason: "no sysctls in this test".into(),
+            }),
+        }
+    }
+}
+
+struct Rig {
+    _tmp: tempfile::TempDir,
+    max_freq_file: PathBuf,
+    nic: FakeCoalesce,
+    deciding: Deciding,
+    /// Every event so far, as written to the stream.
+    json: Vec<serde_json::Value>,
+    /// Every optimizer event so far.
+    live: Vec<LiveEvent>,
+    /// Energy in the windows is an estimate.
+    estimated: bool,
+}
+
+impl Rig {
+    /// policy0 at 3000 MHz (range 1200..3000 MHz), eth0 at rx-usecs 0.
+    fn new(policy_text: &str, with_cpufreq: bool, settings: &str) -> Rig {
+        let tmp = tempfile::tempdir().unwrap();
+        let sys = tmp.path().join("sys");
+        let dir = sys.join("devices/system/cpu/cpufreq/policy0");
+        if with_cpufreq {
+            std::fs::create_dir_all(&dir).unwrap();
+            for (f, v) in [
+                ("cpuinfo_min_freq", "1200000"),
+                ("cpuinfo_max_freq", "3000000"),
+                ("scaling_min_freq", "1200000"),
+                ("scaling_max_freq", "3000000"),
+            ] {
+                std::fs::write(dir.join(f), format!("{v}\n")).unwrap();
+            }
+        } else {
+            std::fs::create_dir_all(sys.join("devices/system/cpu")).unwrap();
+        }
+        let nic = FakeCoalesce::new();
+        nic.add_nic(
+            "eth0",
+            CoalesceSettings {
+                rx_usecs: 0,
+                adaptive_rx: false,
+            },
+        );
+        let state = tmp.path().join("state");
+        let journal = Journal::open(&state, Holder::Agent, Duration::ZERO).unwrap();
+        let policy = Policy::parse(policy_text, "policy.toml").unwrap();
+        let actuators = TestActuators {
+            roots: Roots {
+                proc_sys: tmp.path().join("proc_sys"),
+                sys: sys.clone(),
+            },
+            nic: nic.clone(),
+        };
+        let path = ChangePath::new(policy, journal, Box::new(actuators));
+        let (mut deciding, _) = Deciding::with_path(path, false).unwrap();
+        let config = Config::from_toml(
+            &format!(
+                "sysfs_root = {:?}\n[optimizer]\nslo_port = {PORT}\nslo_max_us = {SLO_US}\n\
+                 levels = 6\n{settings}",
+                sys.display().to_string()
+            ),
+            "kpo.toml",
+        )
+        .unwrap();
+        config.validate("kpo.toml").unwrap();
+        let started = deciding.start_optimizer(&config);
+        let mut rig = Rig {
+            max_freq_file: dir.join("scaling_max_freq"),
+            _tmp: tmp,
+            nic,
+            deciding,
+            json: Vec::new(),
+            live: Vec::new(),
+            estimated: false,
+        };
+        rig.record(&started);
+        rig
+    }
+
+    fn max_freq(&self) -> i64 {
+        std::fs::read_to_string(&self.max_freq_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn rx(&self) -> u32 {
+        self.nic.settings("eth0").unwrap().rx_usecs
+    }
+
+    /// One window under the knobs' values now: p99 `80 + 2 rx + 216000 / MHz` µs (the SLO of
+    /// 300 µs rules out long interrupt delays at low frequency), 1000 requests, joules per
+    /// request lowest at (40 µs, 1800 MHz).
+    fn window(&mut self) -> Vec<Event> {
+        let (rx, mhz) = (self.rx() as f64, self.max_freq() as f64 / 1000.0);
+        let p99 = 80.0 + 2.0 * rx + 216_000.0 / mhz;
+        let joules = 1000.0
+            * (1.0 + 0.8 * ((mhz - 1800.0) / 1000.0).powi(2) + 0.5 * ((rx - 40.0) / 50.0).powi(2));
+        let t = Instant::now();
+        let window = Window {
+            start: "2026-12-01T05:00:00Z".into(),
+            end: "2026-12-01T05:00:01Z".into(),
+            duration_s: 1.0,
+            sampled_fraction: 1.0,
+            accept_queue_sampled_fraction: 1.0,
+            listeners: vec![],
+            netns: vec![],
+            irqs: vec![],
+            softirqs: vec![],
+            napi: vec![],
+            runq_latency: None,
+            sampled_context_switches_per_s: None,
+            request_latency: vec![RequestLatencyWindow {
+                netns: 4026531840,
+                port: PORT,
+                family: "ipv4",
+                latency: LatencySummary {
+                    samples: 1000,
+                    p50_us: p99 / 2.0,
+                    p90_us: p99 * 0.8,
+                    p99_us: p99,
+                    max_us: p99 * 1.5,
+                },
+            }],
+            system: HostMetrics::between(&HostSnapshot::empty(t), &HostSnapshot::empty(t)),
+            energy: Some(WindowEnergy {
+                source: if self.estimated {
+                    EnergySource::Estimated
+                } else {
+                    EnergySource::Rapl
+                },
+                domains: vec!["package-0".into()],
+                joules: Some(joules),
+                watts: Some(joules),
+                joules_per_request: Some(joules / 1000.0),
+                error: None,
+            }),
+        };
+        let events = self.deciding.on_window(&window);
+        self.record(&events);
+        events
+    }
+
+    fn record(&mut self, events: &[Event]) {
+        for e in events {
+            let bytes = crate::output::events::encode(e, "test", time::OffsetDateTime::UNIX_EPOCH);
+            self.json.push(serde_json::from_slice(&bytes).unwrap());
+            if let Event::Optimizer(o) = e {
+                self.live.push(o.event.clone());
+            }
+        }
+    }
+
+    /// Windows until `want` holds for a window's events (at most `max` windows).
+    fn until(&mut self, max: usize, want: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+        for _ in 0..max {
+            let events = self.window();
+            if want(&events) {
+                return events;
+            }
+        }
+        panic!("not within {max} windows; events: {:#?}", self.json);
+    }
+
+    fn journal(&self) -> &Journal {
+        &self.deciding.path_for_tests().journal
+    }
+
+    fn intents(&self) -> Vec<crate::journal::Intent> {
+        self.journal()
+            .records()
+            .iter()
+            .filter_map(|r| match r {
+                Record::Intent(i) => Some(i.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every event so far is valid against docs/events.schema.json.
+    fn assert_schema(&self) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/events.schema.json");
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        for e in &self.json {
+            let errors: Vec<String> = validator.iter_errors(e).map(|x| x.to_string()).collect();
+            assert!(errors.is_empty(), "{errors:#?}\n{e:#}");
+        }
+    }
+}
+
+fn loop_events(events: &[Event]) -> Vec<&LiveEvent> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Optimizer(o) => Some(&o.event),
+            _ => None,
+        })
+        .collect()
+}
+
+fn has(events: &[Event], f: impl Fn(&LiveEvent) -> bool) -> bool {
+    loop_events(events).into_iter().any(f)
+}
+
+fn last_applied(rig: &Rig, address: &str) -> Option<Value> {
+    rig.journal()
+        .param_state(&address.parse().unwrap())
+        .and_then(|p| p.last_applied.clone())
+}
+
+#[test]
+fn the_policy_gives_the_optimizer_its_knobs_and_it_starts_from_the_kernel() {
+    let rig = Rig::new(&policy(""), true, "");
+    assert!(
+        matches!(
+            rig.live.as_slice(),
+            [LiveEvent::Started { config, slo_port: PORT, slo_max_us, left_out, .. }]
+                if config == &vec![3_000_000.0, 0.0] && *slo_max_us == SLO_US && left_out.is_empty()
+        ),
+        "{:?}",
+        rig.live
+    );
+    assert_eq!(rig.json[0]["kind"], "optimizer");
+    assert_eq!(rig.json[0]["knobs"], serde_json::json!([MAX_FREQ, RX]));
+    rig.assert_schema();
+}
+
+#[test]
+fn a_proposal_the_policy_refuses_is_not_applied() {
+    // At most 400 MHz per step: the search's far proposals are refused, and with them the whole
+    // configuration (rx-usecs included).
+    let mut rig = Rig::new(&policy("max_step = 400000"), true, "");
+    let mut refused_seen = 0;
+    for _ in 0..25 {
+        let (freq, rx, intents) = (rig.max_freq(), rig.rx(), rig.intents().len());
+        let events = rig.window();
+        let refused: Vec<_> = loop_events(&events)
+            .into_iter()
+            .filter_map(|e| match e {
+                LiveEvent::Refused { config, retry, .. } => Some((config.clone(), *retry)),
+                _ => None,
+            })
+            .collect();
+        if refused.is_empty() {
+            continue;
+        }
+        refused_seen += refused.len();
+        for (config, retry) in &refused {
+            assert!(!retry, "a step too large is given up, not waited for");
+            assert!((config[0] - freq as f64).abs() > 400_000.0, "{config:?}");
+        }
+        // The path refused the cpufreq proposal, as the optimizer, with the policy's reason.
+        assert!(events.iter().any(|e| matches!(e,
+            Event::Change(c) if c.phase == ChangePhase::Refused
+                && c.source == Source::Optimizer
+                && c.target.to_string() == MAX_FREQ
+                && c.refusal.as_deref() == Some("step_too_large")
+                && c.journal_id.is_none())));
+        // Nothing of a refused configuration reached the kernel or the journal; what was applied
+        // in the same window (a later proposal) is within the step.
+        let applied: Vec<_> = loop_events(&events)
+            .into_iter()
+            .filter_map(|e| match e {
+                LiveEvent::Applied { config, .. } => Some(config.clone()),
+                _ => None,
+            })
+            .collect();
+        match applied.as_slice() {
+            [] => {
+                assert_eq!((rig.max_freq(), rig.rx()), (freq, rx));
+                assert_eq!(rig.intents().len(), intents);
+            }
+            [config] => {
+                assert_eq!(
+                    (rig.max_freq() as f64, rig.rx() as f64),
+                    (config[0], config[1])
+                );
+                assert!((config[0] - freq as f64).abs() <= 400_000.0);
+            }
+            more => panic!("{more:?}"),
+        }
+        for (config, _) in &refused {
+            assert!(
+                !rig.intents()
+                    .iter()
+                    .any(|i| i.address.to_string() == MAX_FREQ
+                        && i.after == Value::Int(config[0] as i64)
+                        && i.kind == IntentKind::Change
+                        && i.before == Value::Int(freq)),
+                "a refused value was journaled: {config:?}"
+            );
+        }
+    }
+    assert!(refused_seen > 0, "no proposal was refused: {:#?}", rig.json);
+    // Every change KPO made stayed within the step.
+    for i in rig.intents() {
+        if i.address.to_string() == MAX_FREQ && i.kind == IntentKind::Change {
+            let (Value::Int(a), Value::Int(b)) = (&i.before, &i.after) else {
+                panic!("{i:?}")
+            };
+            assert!((a - b).abs() <= 400_000, "{i:?}");
+        }
+    }
+    rig.assert_schema();
+}
+
+#[test]
+fn a_pause_holds_the_trials_until_resumed() {
+    let mut rig = Rig::new(&policy(""), true, "");
+    rig.window(); // measures the start, applies the first trial (both knobs)
+    assert_eq!(rig.intents().len(), 2);
+    rig.deciding
+        .path_for_tests_mut()
+        .journal
+        .set_paused(true, "test")
+        .unwrap();
+    // The trial is measured (a revert after an SLO breach is not held back by the pause).
+    rig.window();
+    let held = (rig.max_freq(), rig.rx());
+    for _ in 0..3 {
+        rig.window();
+        assert_eq!((rig.max_freq(), rig.rx()), held);
+    }
+    let changes = rig
+        .intents()
+        .iter()
+        .filter(|i| i.kind == IntentKind::Change)
+        .count();
+    assert_eq!(changes, 2, "no trial applied while paused");
+    assert!(rig.live.iter().any(
+        |e| matches!(e, LiveEvent::Refused { retry: true, reason, .. } if reason.contains("paused"))
+    ));
+    rig.deciding
+        .path_for_tests_mut()
+        .journal
+        .set_paused(false, "test")
+        .unwrap();
+    rig.until(5, |ev| has(ev, |e| matches!(e, LiveEvent::Applied { .. })));
+    rig.assert_schema();
+}
+
+#[test]
+fn an_slo_breach_is_reverted_through_the_journal() {
+    let mut rig = Rig::new(&policy(""), true, "");
+    let events = rig.until(30, |ev| {
+        has(ev, |e| matches!(e, LiveEvent::SloBreach { .. }))
+    });
+    let (from, to) = loop_events(&events)
+        .into_iter()
+        .find_map(|e| match e {
+            LiveEvent::Reverted { from, to } => Some((from.clone(), to.clone())),
+            _ => None,
+        })
+        .expect("a breach is reverted in the same window");
+    // The knobs are back where they were before the breaching trial.
+    assert_eq!((rig.max_freq() as f64, rig.rx() as f64), (to[0], to[1]));
+    // Through the journal: a revert of each change that left `to`, by the optimizer, done.
+    let intents = rig.intents();
+    let reverts: Vec<_> = intents
+        .iter()
+        .filter(|i| matches!(i.kind, IntentKind::Revert { .. }))
+        .collect();
+    let moved = from.iter().zip(&to).filter(|(a, b)| a != b).count();
+    assert_eq!(reverts.len(), moved, "{reverts:#?}");
+    for r in reverts {
+        let IntentKind::Revert { of: Some(of) } = r.kind else {
+            panic!("{r:?}")
+        };
+        let change = rig.journal().intent(of).unwrap();
+        assert_eq!(change.source, Source::Optimizer);
+        assert_eq!(r.source, Source::Optimizer);
+        assert_eq!(r.after, change.before, "back to the value before the trial");
+        assert!(matches!(
+            rig.journal().outcome(r.id),
+            Some(Outcome::Reverted { .. })
+        ));
+        let knob = if r.address.to_string() == MAX_FREQ {
+            0
+        } else {
+            1
+        };
+        assert_eq!(r.after, Value::Int(to[knob] as i64));
+        assert_eq!(r.before, Value::Int(from[knob] as i64));
+    }
+    assert!(events.iter().any(|e| matches!(e,
+        Event::Change(c) if c.phase == ChangePhase::Reverted && c.source == Source::Optimizer)));
+    rig.assert_schema();
+}
+
+#[test]
+fn another_writer_of_scaling_max_freq_is_yielded_to() {
+    let mut rig = Rig::new(&policy(""), true, "");
+    // Until KPO has changed the frequency limit (and not put it back).
+    let mut ours = None;
+    for _ in 0..30 {
+        rig.window();
+        ours = last_applied(&rig, MAX_FREQ).filter(|v| *v != Value::Int(3_000_000));
+        if ours.is_some() {
+            break;
+        }
+    }
+    let ours = ours.expect("KPO changed scaling_max_freq");
+    assert_eq!(Value::Int(rig.max_freq()), ours);
+    // Someone else writes a value off the optimizer's grid.
+    std::fs::write(&rig.max_freq_file, "2000000\n").unwrap();
+    let events = rig.window();
+    let overrides: Vec<_> = rig
+        .json
+        .iter()
+        .filter(|e| e["kind"] == "admin_override")
+        .collect();
+    assert_eq!(overrides.len(), 1, "{:#?}", rig.json);
+    let o = overrides[0];
+    assert_eq!(o["target"], MAX_FREQ);
+    assert_eq!(o["value"], 2_000_000);
+    assert_eq!(o["kpo_value"], serde_json::to_value(&ours).unwrap());
+    assert!(o["pid"].is_null() && o["comm"].is_null());
+    assert_eq!(o["seen_by"], "value_check");
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::AdminOverride { .. })));
+    let address: ParamAddress = MAX_FREQ.parse().unwrap();
+    let state = rig.journal().param_state(&address).unwrap();
+    assert_eq!(
+        state.yielded.as_ref().map(|(by, _)| by.as_str()),
+        Some(super::yielding::BY_VALUE_CHECK)
+    );
+    // KPO writes it no more: the person's value stays, the journal has no new intent for it,
+    // and the optimizer's proposals that move it are refused as yielded.
+    let before = rig
+        .intents()
+        .iter()
+        .filter(|i| i.address == address)
+        .count();
+    for _ in 0..10 {
+        rig.window();
+        assert_eq!(rig.max_freq(), 2_000_000);
+    }
+    let after = rig
+        .intents()
+        .iter()
+        .filter(|i| i.address == address)
+        .count();
+    assert_eq!(before, after);
+    assert!(rig.json.iter().any(|e| e["kind"] == "change"
+        && e["phase"] == "refused"
+        && e["refusal"] == "yielded"
+        && e["target"] == MAX_FREQ));
+    rig.assert_schema();
+}
+
+#[test]
+fn a_tree_without_cpufreq_is_unsupported() {
+    let only_cpufreq = r#"
+[params."cpufreq:*:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["optimizer"]
+"#;
+    let rig = Rig::new(only_cpufreq, false, "");
+    match rig.live.as_slice() {
+        [LiveEvent::Off { reason }] => assert!(
+            reason.contains("unsupported on this machine")
+                && reason.contains("devices/system/cpu/cpufreq does not exist"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    rig.assert_schema();
+}
+
+#[test]
+fn an_estimated_energy_is_not_optimized_on_unless_allowed() {
+    let mut rig = Rig::new(&policy(""), true, "");
+    rig.estimated = true;
+    rig.window();
+    rig.window();
+    let unmeasured: Vec<_> = rig
+        .live
+        .iter()
+        .filter(|e| matches!(e, LiveEvent::Unmeasured { .. }))
+        .collect();
+    assert_eq!(unmeasured.len(), 1, "said once: {unmeasured:?}");
+    assert!(rig.intents().is_empty());
+    let mut rig = Rig::new(&policy(""), true, "allow_estimated_energy = true");
+    rig.estimated = true;
+    rig.window();
+    assert!(rig.live.iter().any(|e| matches!(
+        e,
+        LiveEvent::Measured {
+            energy_source: EnergySource::Estimated,
+            ..
+        }
+    )));
+    assert_eq!(rig.intents().len(), 2, "the first trial moved both knobs");
+    assert!(rig
+        .json
+        .iter()
+        .any(|e| e["event"] == "measured" && e["energy_source"] == "estimated"));
+    rig.assert_schema();
+}
