@@ -31,8 +31,8 @@ pub struct Args {
     /// The agent's tick.
     #[arg(long, default_value = "1s")]
     pub tick: String,
-    /// The agent's window.
-    #[arg(long, default_value = "1s")]
+    /// The agent's window (its rules run every tick and at window end).
+    #[arg(long, default_value = "10s")]
     pub window: String,
     /// net.core.somaxconn inside the namespace at the start of each trial.
     #[arg(long, default_value_t = 64)]
