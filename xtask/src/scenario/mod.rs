@@ -257,7 +257,11 @@ fn one_run(args: &BacklogArgs, dir: &Path, agent: Option<&AgentConfig>) -> Resul
                     "{} → limit {}{}",
                     args.relisten.name(),
                     done.limit,
-                    if done.took_effect { "" } else { " (kept)" }
+                    if done.took_effect {
+                        ""
+                    } else {
+                        " (the old limit, kept)"
+                    }
                 ));
                 if done.took_effect {
                     overflows_at_relisten = Some(watch.now().overflows);
@@ -437,6 +441,6 @@ fn print_side_by_side(args: &BacklogArgs, without: &RunResult, with: &RunResult)
         println!("(!) somaxconn was written by a process other than this scenario's agent");
     }
     for r in &with.relistens {
-        println!("nginx listened again: {r}");
+        println!("after KPO's change: {r}");
     }
 }
