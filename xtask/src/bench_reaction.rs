@@ -31,8 +31,8 @@ pub struct Args {
     /// The agent's tick.
     #[arg(long, default_value = "1s")]
     pub tick: String,
-    /// The agent's window.
-    #[arg(long, default_value = "1s")]
+    /// The agent's window (its rules run every tick and at window end).
+    #[arg(long, default_value = "10s")]
     pub window: String,
     /// net.core.somaxconn inside the namespace at the start of each trial.
     #[arg(long, default_value_t = 64)]
@@ -175,14 +175,16 @@ fn trial(
     }
     drop(clients);
     let seen = watch.finish()?;
-    // The change the kernel shows is the agent's, by its rules (nobody else writes there).
+    // The change the kernel shows is the agent's, by its rules (nobody else writes there). Its
+    // events are written by their own thread, after the kernel: stopped first, the agent has
+    // written them all.
+    kpo.stop()?;
     kpo.events.poll()?;
     let by_rules = kpo
         .events
         .all
         .iter()
         .find_map(|e| agent::rules_change(e, inode));
-    kpo.stop()?;
     drop(listener);
     drop(ns);
     let (Some(first), Some((changed, value))) = (seen.first_overflow, seen.somaxconn_changed)

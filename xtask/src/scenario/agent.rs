@@ -103,6 +103,17 @@ impl Agent {
         self.child.as_ref().map_or(0, |c| c.id())
     }
 
+    /// CPU time the agent has used so far (user + system), seconds.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // After the parenthesised command, utime and stime are the 12th and 13th fields.
+        let after = stat.rsplit_once(')').context("stat format")?.1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        // SAFETY: sysconf has no preconditions.
+        Ok(ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64)
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

@@ -59,9 +59,12 @@ pub struct BacklogArgs {
     /// The agent's tick.
     #[arg(long, default_value = "1s")]
     pub tick: String,
-    /// The agent's window (its rules run at window end, or every tick where the build does).
-    #[arg(long, default_value = "1s")]
+    /// The agent's window (its rules run every tick and at window end).
+    #[arg(long, default_value = "10s")]
     pub window: String,
+    /// Run with KPO first, then without (to tell the agent's effect from the order's).
+    #[arg(long)]
+    pub kpo_first: bool,
 }
 
 pub fn run(which: Which) -> Result<()> {
@@ -89,6 +92,10 @@ struct RunResult {
     limit_start: u32,
     limit_end: u32,
     relistens: Vec<String>,
+    /// The agent's CPU during the load, % of one core.
+    agent_cpu: Option<f64>,
+    /// somaxconn changed in a run without our agent: someone else wrote it.
+    foreign_write: bool,
 }
 
 fn backlog(args: &BacklogArgs) -> Result<()> {
@@ -122,10 +129,20 @@ fn backlog(args: &BacklogArgs) -> Result<()> {
     println!("  agent: {}", agent_config.describe());
     println!("  relisten: {}", args.relisten.name());
 
-    println!("\n== run 1: without KPO");
-    let without = one_run(args, &dir.path().join("without"), None)?;
-    println!("\n== run 2: with KPO");
-    let with = one_run(args, &dir.path().join("with"), Some(&agent_config))?;
+    let (without, with) = if args.kpo_first {
+        println!("\n== run 1: with KPO");
+        let with = one_run(args, &dir.path().join("with"), Some(&agent_config))?;
+        println!("\n== run 2: without KPO");
+        (one_run(args, &dir.path().join("without"), None)?, with)
+    } else {
+        println!("\n== run 1: without KPO");
+        let without = one_run(args, &dir.path().join("without"), None)?;
+        println!("\n== run 2: with KPO");
+        (
+            without,
+            one_run(args, &dir.path().join("with"), Some(&agent_config))?,
+        )
+    };
 
     let host_after = netns::host_somaxconn()?;
     print_side_by_side(args, &without, &with);
@@ -193,6 +210,7 @@ fn one_run(args: &BacklogArgs, dir: &Path, agent: Option<&AgentConfig>) -> Resul
     };
     println!("load: {}", load.describe());
     let started = Instant::now();
+    let agent_cpu_before = kpo.as_ref().map(|a| a.cpu_seconds()).transpose()?;
     let mut running = wrk::Running::start(&load)?;
     let probe = probe::Probe::start(format!("{ns_addr}:{PORT}").parse()?);
     let mut relistens = Vec::new();
@@ -239,7 +257,11 @@ fn one_run(args: &BacklogArgs, dir: &Path, agent: Option<&AgentConfig>) -> Resul
                     "{} → limit {}{}",
                     args.relisten.name(),
                     done.limit,
-                    if done.took_effect { "" } else { " (kept)" }
+                    if done.took_effect {
+                        ""
+                    } else {
+                        " (the old limit, kept)"
+                    }
                 ));
                 if done.took_effect {
                     overflows_at_relisten = Some(watch.now().overflows);
@@ -253,6 +275,12 @@ fn one_run(args: &BacklogArgs, dir: &Path, agent: Option<&AgentConfig>) -> Resul
     let probed = probe.finish();
     let seen = watch.finish()?;
     let (_, limit_end) = ns.ss_listener(PORT)?;
+    let agent_cpu = match (&kpo, agent_cpu_before) {
+        (Some(a), Some(before)) => {
+            Some((a.cpu_seconds()? - before) / started.elapsed().as_secs_f64() * 100.0)
+        }
+        _ => None,
+    };
     if let Some(kpo) = &mut kpo {
         for event in kpo.events.poll()? {
             if let Some(note) = agent::undo_note(&event, inode) {
@@ -263,6 +291,20 @@ fn one_run(args: &BacklogArgs, dir: &Path, agent: Option<&AgentConfig>) -> Resul
     }
     nginx.stop()?;
     ns.delete()?;
+    // Without our agent nobody should write there; on a shared machine another `kpo run` whose
+    // policy covers every namespace can. Said loudly: that run is then no clean baseline.
+    let foreign_write = match (agent, seen.somaxconn_changed) {
+        (None, Some((at, value))) => {
+            println!(
+                "WARNING: somaxconn in the namespace became {value} {:.2} s into the load although \
+                 no agent of this scenario ran: another process wrote it (another kpo run on this \
+                 machine with a policy covering all namespaces?); this run is not a clean baseline",
+                at.saturating_duration_since(started).as_secs_f64()
+            );
+            true
+        }
+        _ => false,
+    };
     let reaction = match (seen.first_overflow, seen.somaxconn_changed) {
         (Some(first), Some((changed, _))) => Some(changed.saturating_duration_since(first)),
         _ => None,
@@ -279,6 +321,8 @@ fn one_run(args: &BacklogArgs, dir: &Path, agent: Option<&AgentConfig>) -> Resul
         limit_start,
         limit_end,
         relistens,
+        agent_cpu,
+        foreign_write,
     })
 }
 
@@ -363,9 +407,10 @@ fn print_side_by_side(args: &BacklogArgs, without: &RunResult, with: &RunResult)
         with.overflows_after_relisten
             .map_or("-".into(), |n| n.to_string()),
     );
-    let reaction = |r: &RunResult| {
-        r.reaction
-            .map_or("-".into(), |d| format!("{} ms", d.as_millis()))
+    let reaction = |r: &RunResult| match r.reaction {
+        Some(d) if r.foreign_write => format!("{} ms (!)", d.as_millis()),
+        Some(d) => format!("{} ms", d.as_millis()),
+        None => "-".into(),
     };
     row(
         "first overflow -> somaxconn changed",
@@ -382,12 +427,20 @@ fn print_side_by_side(args: &BacklogArgs, without: &RunResult, with: &RunResult)
         format!("{} -> {}", without.limit_start, without.limit_end),
         format!("{} -> {}", with.limit_start, with.limit_end),
     );
+    row(
+        "agent CPU during the load (% of one core)",
+        "-".into(),
+        with.agent_cpu.map_or("-".into(), |c| format!("{c:.1}")),
+    );
     println!(
         "(instants polled every {} ms inside the namespace; worst gap between polls {} ms)",
         watch::POLL.as_millis(),
         with.resolution.max(without.resolution).as_millis()
     );
+    if without.foreign_write || with.foreign_write {
+        println!("(!) somaxconn was written by a process other than this scenario's agent");
+    }
     for r in &with.relistens {
-        println!("nginx listened again: {r}");
+        println!("after KPO's change: {r}");
     }
 }
