@@ -280,6 +280,11 @@ impl Case {
             dir.path().join("policy.toml"),
             format!(
                 r#"
+# The guard is not under test here: the host-wide signals it watches move with whatever else
+# this machine runs, and a revert would hide what the LLM's advice did.
+[guard]
+signals = []
+
 [defaults]
 mode = "observe"
 sources = ["operator"]
@@ -655,8 +660,7 @@ pub fn a_clean_structured_reply_is_applied() {
     assert_eq!(params[0]["mode"], "auto");
     assert_eq!(params[0]["max"], 8192);
     assert_eq!(params[1]["mode"], "recommend");
-    // A later prompt carries the change and what it was (its effect needs health signals that
-    // this idle namespace may not have).
+    // A later prompt carries the change, what became of it and what was measured around it.
     let later = seen
         .iter()
         .skip(1)
@@ -668,6 +672,15 @@ pub fn a_clean_structured_reply_is_applied() {
     assert_eq!(change["to"], 1024);
     assert_eq!(change["source"], "llm");
     assert_eq!(change["outcome"], "applied");
+    // Measured: the window before the change against a window after it (listen overflows are
+    // counted in every window, whatever sensors run).
+    let effect = change["effect"].as_array().expect("an effect");
+    let overflows = effect
+        .iter()
+        .find(|m| m["metric"] == "listen_overflows")
+        .expect("listen_overflows measured");
+    assert!(overflows["before"].is_number() && overflows["after"].is_number());
+    assert!(change["window_index"].as_u64().unwrap() >= 1, "{change}");
     assert_eq!(later.data()["parameters"][0]["current"], 1024);
     case.check_after();
 }

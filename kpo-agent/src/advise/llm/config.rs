@@ -346,6 +346,23 @@ mod tests {
             .resolve_with(env(&[])),
             Err(LlmConfigError::BadUrl(_))
         ));
+        let bad_env = c
+            .resolve_with(env(&[("OPENAI_BASE_URL", "localhost:8080")]))
+            .unwrap_err();
+        assert_eq!(
+            bad_env.to_string(),
+            "OPENAI_BASE_URL is \"localhost:8080\"; it must start with http:// or https://"
+        );
+        assert_eq!(
+            LlmConfig {
+                every_windows: 0,
+                ..LlmConfig::default()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string(),
+            "llm.every_windows must be at least 1"
+        );
     }
 
     #[test]
