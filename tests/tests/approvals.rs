@@ -95,9 +95,16 @@ impl Agent {
             .spawn()
             .unwrap();
         let agent = Agent { child, stderr };
-        let started = lines(events).iter().filter(|e| e["kind"] == "sensors").count();
+        let started = lines(events)
+            .iter()
+            .filter(|e| e["kind"] == "sensors")
+            .count();
         wait_until("the agent started", WAIT, || {
-            lines(events).iter().filter(|e| e["kind"] == "sensors").count() > started
+            lines(events)
+                .iter()
+                .filter(|e| e["kind"] == "sensors")
+                .count()
+                > started
         });
         agent
     }
@@ -207,7 +214,10 @@ pub fn a_burst_makes_a_pending_approval_that_survives_a_restart_and_approve_appl
     let ns = Netns::new();
     let dir = tempfile::tempdir().unwrap();
     // A port nobody listens on yet: the receiver is down when the approval is announced.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     std::fs::write(
         dir.path().join("policy.toml"),
         format!(
@@ -229,17 +239,25 @@ sources = ["rules", "operator"]
     let mut agent = Agent::start(dir.path(), &events, &[]);
     let (listener, clients) = burst(&ns);
 
-    wait_until("a pending approval", WAIT, || !pending(dir.path()).is_empty());
+    wait_until("a pending approval", WAIT, || {
+        !pending(dir.path()).is_empty()
+    });
     let items = pending(dir.path());
     assert_eq!(items.len(), 1, "{items:#?}");
     let item = &items[0];
     let id = item["id"].as_str().unwrap().to_string();
-    assert_eq!(item["parameter"], format!("net.core.somaxconn@netns:{}", ns.inum()));
+    assert_eq!(
+        item["parameter"],
+        format!("net.core.somaxconn@netns:{}", ns.inum())
+    );
     assert_eq!(item["current_value"], 16);
     assert_eq!(item["value"], 32);
     assert_eq!(item["state"], "pending");
     assert_eq!(item["source"], "rules");
-    assert!(item["reason"].as_str().unwrap().contains("listen() again"), "{item}");
+    assert!(
+        item["reason"].as_str().unwrap().contains("listen() again"),
+        "{item}"
+    );
     assert_eq!(ns_somaxconn(&ns), 16, "nothing applied before approval");
     assert!(lines(&events)
         .iter()
@@ -247,9 +265,16 @@ sources = ["rules", "operator"]
 
     // The webhook receiver is down: the agent logs the failure, keeps going, and retries.
     wait_until("a failed webhook attempt", WAIT, || {
-        agent.log().contains(&format!("approval_required {id} failed (attempt 1 of"))
+        agent
+            .log()
+            .contains(&format!("approval_required {id} failed (attempt 1 of"))
     });
-    let windows = || lines(&events).iter().filter(|e| e["kind"] == "window").count();
+    let windows = || {
+        lines(&events)
+            .iter()
+            .filter(|e| e["kind"] == "window")
+            .count()
+    };
     let windows_then = windows();
     wait_until("windows while the receiver is down", WAIT, || {
         windows() >= windows_then + 2
@@ -263,9 +288,13 @@ sources = ["rules", "operator"]
     assert!(text.contains(&format!("approval {id} required")), "{text}");
     assert!(text.contains(&format!("kpo approve {id}")), "{text}");
     assert_eq!(body["kpo"]["approval"]["value"], 32);
-    wait_until("the delivery logged", WAIT, || agent.log().contains("delivered (attempt"));
+    wait_until("the delivery logged", WAIT, || {
+        agent.log().contains("delivered (attempt")
+    });
     assert!(
-        !agent.log().contains(&format!("approval_required {id} delivered (attempt 1)")),
+        !agent
+            .log()
+            .contains(&format!("approval_required {id} delivered (attempt 1)")),
         "the first attempt cannot have reached a receiver that was down"
     );
 
@@ -306,9 +335,11 @@ sources = ["rules", "operator"]
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let explained: Vec<Value> =
-        serde_json::from_str(&kpo(dir.path(), &["explain", "net.core.somaxconn", "--json"]))
-            .unwrap();
+    let explained: Vec<Value> = serde_json::from_str(&kpo(
+        dir.path(),
+        &["explain", "net.core.somaxconn", "--json"],
+    ))
+    .unwrap();
     let with_approval = explained
         .iter()
         .find(|e| e["approval_id"] == id.as_str())
@@ -347,9 +378,10 @@ sources = ["rules", "operator"]
 fn wait_for_new_approval(events: &Path, except: &[&str], agent: &Agent) -> Value {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        if let Some(e) = lines(events).into_iter().find(|e| {
-            e["kind"] == "approval_required" && !except.iter().any(|id| e["id"] == *id)
-        }) {
+        if let Some(e) = lines(events)
+            .into_iter()
+            .find(|e| e["kind"] == "approval_required" && !except.iter().any(|id| e["id"] == *id))
+        {
             return e;
         }
         if std::time::Instant::now() > deadline {
@@ -390,9 +422,11 @@ pub fn recommend_only_holds_an_auto_change_and_rejected_or_expired_ones_are_not_
     assert_eq!(proposed["decision"], "needs_approval");
 
     // Rejected: recorded, not applied, and no longer approvable.
-    let rejected: Value =
-        serde_json::from_str(&kpo(dir.path(), &["reject", &id, "--reason", "not now", "--json"]))
-            .unwrap();
+    let rejected: Value = serde_json::from_str(&kpo(
+        dir.path(),
+        &["reject", &id, "--reason", "not now", "--json"],
+    ))
+    .unwrap();
     assert_eq!(rejected["state"], "rejected");
     assert_eq!(rejected["why"], "not now");
     wait_until("the rejection event", WAIT, || {
@@ -430,15 +464,23 @@ pub fn recommend_only_holds_an_auto_change_and_rejected_or_expired_ones_are_not_
     assert!(pending(dir.path()).is_empty());
     assert_eq!(ns_somaxconn(&ns), 16, "nothing applied");
 
-    let explained: Vec<Value> =
-        serde_json::from_str(&kpo(dir.path(), &["explain", "net.core.somaxconn", "--json"]))
-            .unwrap();
+    let explained: Vec<Value> = serde_json::from_str(&kpo(
+        dir.path(),
+        &["explain", "net.core.somaxconn", "--json"],
+    ))
+    .unwrap();
     let states: Vec<&str> = explained
         .iter()
         .filter_map(|e| e["approval"]["state"].as_str())
         .collect();
-    assert!(states.contains(&"rejected") && states.contains(&"expired"), "{explained:#?}");
-    assert!(explained.iter().all(|e| e["done"] == "pending"), "{explained:#?}");
+    assert!(
+        states.contains(&"rejected") && states.contains(&"expired"),
+        "{explained:#?}"
+    );
+    assert!(
+        explained.iter().all(|e| e["done"] == "pending"),
+        "{explained:#?}"
+    );
     assert_eq!(host_somaxconn(), host_before);
     check_schema(&events);
     drop((listener, clients));

@@ -97,7 +97,8 @@ impl Desk {
         let mut out = Considered::default();
         for merged in merge(recommendations) {
             let rec = merged.kept;
-            out.events.push(Event::Recommendation(Box::new(rec.clone())));
+            out.events
+                .push(Event::Recommendation(Box::new(rec.clone())));
             for (lost, why) in merged.set_aside {
                 out.events
                     .push(Event::Recommendation(Box::new(lost.clone())));

@@ -110,7 +110,9 @@ impl ApprovalState {
                 status,
             } => format!(
                 "approved by {by}{}{}",
-                journal_id.map(|i| format!(" (journal #{i})")).unwrap_or_default(),
+                journal_id
+                    .map(|i| format!(" (journal #{i})"))
+                    .unwrap_or_default(),
                 if *status == ChangeStatus::Unchanged {
                     ", the kernel already had the value"
                 } else {
@@ -158,9 +160,7 @@ impl Done {
             ChangeStatus::NeedsApproval => Done::Pending,
             ChangeStatus::RecordOnly => Done::RecordOnly,
             ChangeStatus::Refused => Done::Refused,
-            ChangeStatus::Failed
-            | ChangeStatus::Reverted
-            | ChangeStatus::Skipped => Done::Failed,
+            ChangeStatus::Failed | ChangeStatus::Reverted | ChangeStatus::Skipped => Done::Failed,
         }
     }
 

@@ -81,7 +81,12 @@ fn rec(source: Source, value: i64, auto: bool) -> Recommendation {
 fn kinds(events: &[Event]) -> Vec<String> {
     events
         .iter()
-        .map(|e| serde_json::to_value(e).unwrap()["kind"].as_str().unwrap().to_string())
+        .map(|e| {
+            serde_json::to_value(e).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
@@ -170,7 +175,10 @@ fn approving_applies_through_the_change_path_once() {
     );
     let again = s.desk.approve(&mut s.path, "ap-1", "op").unwrap_err();
     assert!(
-        matches!(again, ControlError::Approval(ApprovalError::NotPending { .. })),
+        matches!(
+            again,
+            ControlError::Approval(ApprovalError::NotPending { .. })
+        ),
         "{again}"
     );
     assert!(s.desk.pending().unwrap().is_empty());
@@ -190,7 +198,10 @@ fn an_expired_approval_cannot_be_approved() {
         matches!(err, ControlError::Approval(ApprovalError::Expired { .. })),
         "{err}"
     );
-    assert!(err.to_string().contains("can no longer be approved"), "{err}");
+    assert!(
+        err.to_string().contains("can no longer be approved"),
+        "{err}"
+    );
     assert_eq!(s.value(), Value::Int(16));
     let events = s.desk.take_events();
     let v = serde_json::to_value(&events[0]).unwrap();
@@ -212,7 +223,10 @@ fn an_approval_clears_when_its_advice_stops_or_the_kernel_has_the_value() {
     assert!(s.desk.pending().unwrap().is_empty());
     match &s.desk.store().item("ap-1").unwrap().state {
         ApprovalState::Cleared { why } => {
-            assert_eq!(why, "rules has not recommended it for 2 consecutive windows")
+            assert_eq!(
+                why,
+                "rules has not recommended it for 2 consecutive windows"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -224,7 +238,11 @@ fn an_approval_clears_when_its_advice_stops_or_the_kernel_has_the_value() {
         s.consider(vec![rec(Source::Rules, 48, false)]);
     }
     assert_eq!(s.desk.pending().unwrap().len(), 1);
-    s.k.0.lock().unwrap().values.insert(NS.into(), Value::Int(48));
+    s.k.0
+        .lock()
+        .unwrap()
+        .values
+        .insert(NS.into(), Value::Int(48));
     s.desk.on_window(&s.path);
     assert!(s.desk.pending().unwrap().is_empty());
     assert_eq!(
@@ -275,10 +293,17 @@ fn pending_approvals_survive_reopening_and_reject_is_recorded_for_explain() {
 fn auto_applies_and_conflicts_are_merged_with_the_loser_set_aside() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = setup(dir.path(), "auto");
-    let out = s.consider(vec![rec(Source::Llm, 1024, true), rec(Source::Rules, 32, true)]);
+    let out = s.consider(vec![
+        rec(Source::Llm, 1024, true),
+        rec(Source::Rules, 32, true),
+    ]);
     assert_eq!(
         kinds(&out.events),
-        ["recommendation", "recommendation", "recommendation_set_aside"]
+        [
+            "recommendation",
+            "recommendation",
+            "recommendation_set_aside"
+        ]
     );
     let aside = serde_json::to_value(&out.events[2]).unwrap();
     assert_eq!(aside["recommended_value"], 1024);
