@@ -212,6 +212,8 @@ fn check_schema(events: &Path) {
 pub fn a_burst_makes_a_pending_approval_that_survives_a_restart_and_approve_applies() {
     let host_before = host_somaxconn();
     let ns = Netns::new();
+    // Other namespaces on this machine may hold listeners too: only the test's is looked at.
+    let target = format!("net.core.somaxconn@netns:{}", ns.inum());
     let dir = tempfile::tempdir().unwrap();
     // A port nobody listens on yet: the receiver is down when the approval is announced.
     let port = TcpListener::bind("127.0.0.1:0")
@@ -231,7 +233,9 @@ min = 16
 max = 65535
 max_step = "1000%"
 sources = ["rules", "operator"]
-"#
+namespaces = [{}]
+"#,
+            ns.inum()
         ),
     )
     .unwrap();
@@ -246,10 +250,7 @@ sources = ["rules", "operator"]
     assert_eq!(items.len(), 1, "{items:#?}");
     let item = &items[0];
     let id = item["id"].as_str().unwrap().to_string();
-    assert_eq!(
-        item["parameter"],
-        format!("net.core.somaxconn@netns:{}", ns.inum())
-    );
+    assert_eq!(item["parameter"], target);
     assert_eq!(item["current_value"], 16);
     assert_eq!(item["value"], 32);
     assert_eq!(item["state"], "pending");
@@ -335,11 +336,8 @@ sources = ["rules", "operator"]
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let explained: Vec<Value> = serde_json::from_str(&kpo(
-        dir.path(),
-        &["explain", "net.core.somaxconn", "--json"],
-    ))
-    .unwrap();
+    let explained: Vec<Value> =
+        serde_json::from_str(&kpo(dir.path(), &["explain", &target, "--json"])).unwrap();
     let with_approval = explained
         .iter()
         .find(|e| e["approval_id"] == id.as_str())
@@ -353,8 +351,9 @@ sources = ["rules", "operator"]
     drop((listener, clients));
 }
 
-/// The policy file of the second test: somaxconn in auto, and `[approvals]` as given.
-fn auto_policy(dir: &Path, approvals: &str) {
+/// The policy file of the second test: somaxconn in auto in the test's namespace only (other
+/// namespaces on this machine are not the test's), and `[approvals]` as given.
+fn auto_policy(dir: &Path, ns: &Netns, approvals: &str) {
     std::fs::write(
         dir.join("policy.toml"),
         format!(
@@ -368,7 +367,9 @@ min = 16
 max = 65535
 max_step = "1000%"
 sources = ["rules", "operator"]
-"#
+namespaces = [{}]
+"#,
+            ns.inum()
         ),
     )
     .unwrap();
@@ -398,8 +399,10 @@ fn wait_for_new_approval(events: &Path, except: &[&str], agent: &Agent) -> Value
 pub fn recommend_only_holds_an_auto_change_and_rejected_or_expired_ones_are_not_applied() {
     let host_before = host_somaxconn();
     let ns = Netns::new();
+    // Other namespaces on this machine may hold listeners too: only the test's is looked at.
+    let target = format!("net.core.somaxconn@netns:{}", ns.inum());
     let dir = tempfile::tempdir().unwrap();
-    auto_policy(dir.path(), "");
+    auto_policy(dir.path(), &ns, "");
     let events = dir.path().join("events.ndjson");
     let mut agent = Agent::start(dir.path(), &events, &["--recommend-only"]);
     assert!(agent.log().contains("--recommend-only"), "{}", agent.log());
@@ -417,7 +420,9 @@ pub fn recommend_only_holds_an_auto_change_and_rejected_or_expired_ones_are_not_
     );
     let proposed = all
         .iter()
-        .find(|e| e["kind"] == "change" && e["phase"] == "proposed")
+        .find(|e| {
+            e["kind"] == "change" && e["phase"] == "proposed" && e["target"] == target.as_str()
+        })
         .unwrap();
     assert_eq!(proposed["decision"], "needs_approval");
 
@@ -448,7 +453,7 @@ pub fn recommend_only_holds_an_auto_change_and_rejected_or_expired_ones_are_not_
 
     // A policy that lets approvals wait 1 s: once a second has passed since the advice, the CLI
     // (on the state directory, the agent being down) finds it expired and refuses to apply it.
-    auto_policy(dir.path(), "expire_after = \"1s\"");
+    auto_policy(dir.path(), &ns, "expire_after = \"1s\"");
     let advised = second["updated_ms"].as_u64().unwrap();
     wait_until("a second since the advice", WAIT, || {
         kpo_agent::journal::now_ms() > advised + 1000
@@ -464,11 +469,8 @@ pub fn recommend_only_holds_an_auto_change_and_rejected_or_expired_ones_are_not_
     assert!(pending(dir.path()).is_empty());
     assert_eq!(ns_somaxconn(&ns), 16, "nothing applied");
 
-    let explained: Vec<Value> = serde_json::from_str(&kpo(
-        dir.path(),
-        &["explain", "net.core.somaxconn", "--json"],
-    ))
-    .unwrap();
+    let explained: Vec<Value> =
+        serde_json::from_str(&kpo(dir.path(), &["explain", &target, "--json"])).unwrap();
     let states: Vec<&str> = explained
         .iter()
         .filter_map(|e| e["approval"]["state"].as_str())
