@@ -349,3 +349,43 @@ fn refused_or_observed_advice_does_not_wait_for_approval() {
     assert_eq!(e.entry.done, Done::Refused);
     assert!(e.entry.detail.as_deref().unwrap().contains("out of bounds"));
 }
+
+#[test]
+fn the_desk_events_match_the_schema() {
+    const SCHEMA: &str = include_str!("../../../../docs/events.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    let mut events = s
+        .consider(vec![
+            rec(Source::Llm, 64, true),
+            rec(Source::Rules, 32, false),
+        ])
+        .events;
+    events.extend(s.consider(vec![rec(Source::Rules, 32, false)]).events);
+    s.desk.approve(&mut s.path, "ap-1", "op").unwrap();
+    events.extend(s.desk.take_events());
+    s.consider(vec![rec(Source::Rules, 48, false)]);
+    s.desk.reject("ap-2", "op", None).unwrap();
+    events.extend(s.desk.take_events());
+    assert_eq!(
+        kinds(&events),
+        [
+            "recommendation",
+            "recommendation",
+            "recommendation_set_aside",
+            "approval_required",
+            "recommendation",
+            "approval_required",
+            "approval_resolved",
+            "approval_resolved"
+        ]
+    );
+    for e in &events {
+        let line = crate::output::events::encode(e, "h", time::OffsetDateTime::UNIX_EPOCH);
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&v).map(|x| x.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{v:#}");
+    }
+}
