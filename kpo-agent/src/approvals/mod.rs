@@ -140,6 +140,9 @@ pub enum Done {
     Unchanged,
     /// Became (or refreshed) a pending approval (approval id).
     Pending,
+    /// An operator rejected this value here less than `expire_after` ago (that approval's id);
+    /// not asked again.
+    Rejected,
     /// Mode observe: recorded only.
     RecordOnly,
     /// The policy refused it.
@@ -169,6 +172,7 @@ impl Done {
             Done::Applied => "applied",
             Done::Unchanged => "unchanged",
             Done::Pending => "pending",
+            Done::Rejected => "rejected",
             Done::RecordOnly => "record_only",
             Done::Refused => "refused",
             Done::Failed => "failed",

@@ -198,7 +198,7 @@ impl ApprovalStore {
     }
 
     /// Every approval kept, oldest first.
-    pub fn items(&self) -> impl Iterator<Item = &ApprovalItem> {
+    pub fn items(&self) -> impl DoubleEndedIterator<Item = &ApprovalItem> {
         self.items.values()
     }
 

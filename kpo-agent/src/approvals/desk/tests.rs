@@ -285,6 +285,27 @@ fn pending_approvals_survive_reopening_and_reject_is_recorded_for_explain() {
         "rejected"
     );
     assert_eq!(s.desk.explain(NS, 10).len(), 1, "by address");
+
+    // The same advice again: not asked again while the rejection stands (expire_after).
+    let mut s = s;
+    let out = s.consider(vec![rec(Source::Rules, 32, false)]);
+    assert_eq!(kinds(&out.events), ["recommendation"]);
+    assert!(s.desk.pending().unwrap().is_empty());
+    let latest = &s.desk.explain(NS, 1)[0];
+    assert_eq!(latest.entry.done, Done::Rejected);
+    assert_eq!(latest.entry.approval_id.as_deref(), Some("ap-1"));
+    assert!(
+        latest
+            .entry
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("not asked again before"),
+        "{latest:?}"
+    );
+    // Another value is a new question.
+    s.consider(vec![rec(Source::Rules, 64, false)]);
+    assert_eq!(s.desk.pending().unwrap()[0].id, "ap-2");
     assert!(s.desk.explain("net.core.somaxconn@netns:1", 10).is_empty());
     assert!(s.desk.explain("net.core.netdev_budget", 10).is_empty());
 }
