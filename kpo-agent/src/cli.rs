@@ -427,7 +427,14 @@ mod tests {
             vec!["kpo", "pending", "--json"],
             vec!["kpo", "approve", "ap-3", "--json"],
             vec!["kpo", "reject", "3", "--reason", "not now", "--json"],
-            vec!["kpo", "explain", "net.core.somaxconn", "--limit", "3", "--json"],
+            vec![
+                "kpo",
+                "explain",
+                "net.core.somaxconn",
+                "--limit",
+                "3",
+                "--json",
+            ],
             vec!["kpo", "run", "--recommend-only"],
             vec!["kpo", "run"],
         ] {

@@ -29,16 +29,33 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Apply(ApplyRequest),
-    Revert { revert: RevertRequest },
+    Revert {
+        revert: RevertRequest,
+    },
     Journal,
     Status,
-    Pause { by: String },
-    Resume { param: Option<String>, by: String },
+    Pause {
+        by: String,
+    },
+    Resume {
+        param: Option<String>,
+        by: String,
+    },
     /// Approvals (served by the agent's approval desk, [`crate::approvals::control`]).
     Pending,
-    Approve { id: String, by: String },
-    Reject { id: String, by: String, reason: Option<String> },
-    Explain { param: String, limit: usize },
+    Approve {
+        id: String,
+        by: String,
+    },
+    Reject {
+        id: String,
+        by: String,
+        reason: Option<String>,
+    },
+    Explain {
+        param: String,
+        limit: usize,
+    },
 }
 
 /// The reply line: exactly one of `ok` and `error`.

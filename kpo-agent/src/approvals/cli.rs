@@ -118,7 +118,11 @@ pub fn approve(a: ApproveArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {
         println!("{}", outcome.report.describe());
-        println!("{}: {}", outcome.approval.id, outcome.approval.state.describe());
+        println!(
+            "{}: {}",
+            outcome.approval.id,
+            outcome.approval.state.describe()
+        );
     }
     Ok(match outcome.report.status {
         ChangeStatus::Applied | ChangeStatus::Unchanged => ExitCode::SUCCESS,

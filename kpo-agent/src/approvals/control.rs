@@ -148,3 +148,120 @@ impl ApprovalControl for SocketControl {
         })?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The approval requests over a real socket: the agent side answering from a desk and a
+    //! change path over an in-memory kernel, the CLI side as an `ApprovalControl`.
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        actuate::param::Value,
+        advise::recommendation::{Recommendation, Source, WindowRef},
+        api::server::Server,
+        change::{tests::kernel, ChangeStatus},
+        journal::{Holder, Journal},
+        policy::Policy,
+    };
+
+    const NS: &str = "net.core.somaxconn@netns:4026539999";
+
+    #[test]
+    fn pending_approve_reject_and_explain_through_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(NS, Value::Int(16))]);
+        let journal =
+            Journal::open(&dir.path().join("state"), Holder::Agent, Duration::ZERO).unwrap();
+        let policy = Policy::parse(
+            "[params.\"net.core.somaxconn\"]\nmode = \"recommend\"\nmax = 65535\n",
+            "t.toml",
+        )
+        .unwrap();
+        let mut desk = Desk::open(&journal, policy.approvals.clone(), false).unwrap();
+        let mut path = ChangePath::new(policy, journal, Box::new(k.clone()));
+        // Two namespaces, one approval each.
+        const OTHER: &str = "net.core.somaxconn@netns:4026540015";
+        k.0.lock()
+            .unwrap()
+            .values
+            .insert(OTHER.into(), Value::Int(16));
+        let recs = [(NS, 32), (OTHER, 48)].map(|(address, v)| {
+            let parameter: crate::actuate::param::ParamAddress = address.parse().unwrap();
+            Recommendation {
+                id: Recommendation::make_id(Source::Rules, 1, &parameter, Some(&Value::Int(v))),
+                parameter,
+                current_value: Some(Value::Int(16)),
+                recommended_value: Some(Value::Int(v)),
+                can_auto_apply: false,
+                reason: "listener dropped 24".into(),
+                confidence: 0.9,
+                source: Source::Rules,
+                window: WindowRef {
+                    index: 1,
+                    end: "2026-01-01T00:00:00Z".into(),
+                },
+                application: None,
+            }
+        });
+        desk.consider(&mut path, recs.to_vec(), &mut Vec::new);
+
+        let socket = dir.path().join("kpo.sock");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let at = socket.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (_server, mut requests) = Server::bind(&at).unwrap();
+                ready_tx.send(()).unwrap();
+                loop {
+                    tokio::select! {
+                        Some(incoming) = requests.recv() => {
+                            let mut at = AtDesk { path: &mut path, desk: &mut desk };
+                            let reply = handle(&mut at, &incoming.request).expect("an approval request");
+                            let _ = incoming.answer.send(reply);
+                        }
+                        _ = &mut stopped => break,
+                    }
+                }
+            });
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+
+        let mut c = SocketControl::connect(&socket)
+            .unwrap()
+            .expect("agent answers");
+        let pending = c.pending().unwrap();
+        let ids: Vec<_> = pending.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["ap-1", "ap-2"]);
+        let approved = c.approve("ap-1", "op").unwrap();
+        assert_eq!(approved.report.status, ChangeStatus::Applied);
+        assert_eq!(approved.approval.state.name(), "approved");
+        assert_eq!(k.0.lock().unwrap().values[NS], Value::Int(32));
+        let rejected = c.reject("2", "op", Some("no")).unwrap();
+        assert_eq!(rejected.state.name(), "rejected");
+        assert!(c.pending().unwrap().is_empty());
+        let err = c.approve("ap-2", "op").unwrap_err();
+        assert!(
+            err.to_string().contains("can no longer be approved"),
+            "{err}"
+        );
+        let explained = c.explain("net.core.somaxconn", 10).unwrap();
+        assert_eq!(explained.len(), 2);
+        assert_eq!(
+            explained[0].approval.as_ref().unwrap().id,
+            "ap-2",
+            "newest first"
+        );
+        assert_eq!(
+            explained[1].approval.as_ref().unwrap().state,
+            approved.approval.state
+        );
+        let _ = stop.send(());
+        thread.join().unwrap();
+    }
+}

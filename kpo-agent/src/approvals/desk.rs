@@ -97,7 +97,8 @@ impl Desk {
         let mut out = Considered::default();
         for merged in merge(recommendations) {
             let rec = merged.kept;
-            out.events.push(Event::Recommendation(Box::new(rec.clone())));
+            out.events
+                .push(Event::Recommendation(Box::new(rec.clone())));
             for (lost, why) in merged.set_aside {
                 out.events
                     .push(Event::Recommendation(Box::new(lost.clone())));
@@ -181,6 +182,21 @@ impl Desk {
                 entry.done = Done::Unchanged;
                 entry.detail = Some("the kernel already has this value".into());
             }
+            ChangeStatus::NeedsApproval
+                if self.rejected_lately(&rec.parameter, &value).is_some() =>
+            {
+                let r = self
+                    .rejected_lately(&rec.parameter, &value)
+                    .expect("just found");
+                entry.done = Done::Rejected;
+                entry.approval_id = Some(r.id.clone());
+                entry.detail = Some(format!(
+                    "{} {}; not asked again before {}",
+                    r.id,
+                    r.state.describe(),
+                    format_ms(self.asks_again(r))
+                ));
+            }
             ChangeStatus::NeedsApproval => match self.require(rec, &value, report.before.clone()) {
                 Ok(id) => entry.approval_id = Some(id),
                 Err(e) => {
@@ -192,6 +208,26 @@ impl Desk {
             ChangeStatus::Applied => out.applied.push(report),
             _ => {}
         }
+    }
+
+    /// An approval for this parameter, target and value an operator rejected less than
+    /// `expire_after` ago: the same advice does not ask again before then.
+    fn rejected_lately(&self, parameter: &ParamAddress, value: &Value) -> Option<&ApprovalItem> {
+        let key = target_key(parameter);
+        let now = now_ms();
+        self.store.items().rev().find(|i| {
+            i.key == key
+                && &i.value == value
+                && matches!(i.state, ApprovalState::Rejected { .. })
+                && self.asks_again(i) > now
+        })
+    }
+
+    fn asks_again(&self, rejected: &ApprovalItem) -> u64 {
+        rejected
+            .resolved_ms
+            .unwrap_or(rejected.updated_ms)
+            .saturating_add(self.settings.expire_after.as_millis() as u64)
     }
 
     /// The history entry, durable; a store that cannot be written costs the entry, with a warning.

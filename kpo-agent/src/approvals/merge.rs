@@ -112,9 +112,7 @@ pub fn merge(recommendations: Vec<Recommendation>) -> Vec<Merged> {
         .into_iter()
         .map(|mut group| {
             // The kernel's value as the advisors saw it: the first that says.
-            let current = group
-                .iter()
-                .find_map(|(_, r)| r.current_value.clone());
+            let current = group.iter().find_map(|(_, r)| r.current_value.clone());
             group.sort_by_key(|(i, r)| {
                 (
                     r.can_auto_apply,
@@ -209,10 +207,34 @@ mod tests {
     #[test]
     fn targets_are_merged_apart_and_the_batch_order_is_kept() {
         let merged = merge(vec![
-            rec(Source::Llm, "net.core.somaxconn@netns:4026531001", 128, 512, true),
-            rec(Source::Rules, "net.core.netdev_max_backlog", 1000, 2000, true),
-            rec(Source::Rules, "net.core.somaxconn@netns:4026531002", 128, 512, true),
-            rec(Source::Rules, "net.core.somaxconn@netns:4026531001", 128, 512, true),
+            rec(
+                Source::Llm,
+                "net.core.somaxconn@netns:4026531001",
+                128,
+                512,
+                true,
+            ),
+            rec(
+                Source::Rules,
+                "net.core.netdev_max_backlog",
+                1000,
+                2000,
+                true,
+            ),
+            rec(
+                Source::Rules,
+                "net.core.somaxconn@netns:4026531002",
+                128,
+                512,
+                true,
+            ),
+            rec(
+                Source::Rules,
+                "net.core.somaxconn@netns:4026531001",
+                128,
+                512,
+                true,
+            ),
         ]);
         assert_eq!(merged.len(), 3);
         assert_eq!(
@@ -245,6 +267,9 @@ mod tests {
         assert_eq!(distance(Some(&c), Some(&Value::Int(4))), u128::MAX);
         let w = Value::Word("schedutil".into());
         assert_eq!(distance(Some(&w), Some(&w)), 0);
-        assert_eq!(distance(Some(&w), Some(&Value::Word("performance".into()))), 1);
+        assert_eq!(
+            distance(Some(&w), Some(&Value::Word("performance".into()))),
+            1
+        );
     }
 }

@@ -110,7 +110,9 @@ impl ApprovalState {
                 status,
             } => format!(
                 "approved by {by}{}{}",
-                journal_id.map(|i| format!(" (journal #{i})")).unwrap_or_default(),
+                journal_id
+                    .map(|i| format!(" (journal #{i})"))
+                    .unwrap_or_default(),
                 if *status == ChangeStatus::Unchanged {
                     ", the kernel already had the value"
                 } else {
@@ -138,6 +140,9 @@ pub enum Done {
     Unchanged,
     /// Became (or refreshed) a pending approval (approval id).
     Pending,
+    /// An operator rejected this value here less than `expire_after` ago (that approval's id);
+    /// not asked again.
+    Rejected,
     /// Mode observe: recorded only.
     RecordOnly,
     /// The policy refused it.
@@ -158,9 +163,7 @@ impl Done {
             ChangeStatus::NeedsApproval => Done::Pending,
             ChangeStatus::RecordOnly => Done::RecordOnly,
             ChangeStatus::Refused => Done::Refused,
-            ChangeStatus::Failed
-            | ChangeStatus::Reverted
-            | ChangeStatus::Skipped => Done::Failed,
+            ChangeStatus::Failed | ChangeStatus::Reverted | ChangeStatus::Skipped => Done::Failed,
         }
     }
 
@@ -169,6 +172,7 @@ impl Done {
             Done::Applied => "applied",
             Done::Unchanged => "unchanged",
             Done::Pending => "pending",
+            Done::Rejected => "rejected",
             Done::RecordOnly => "record_only",
             Done::Refused => "refused",
             Done::Failed => "failed",

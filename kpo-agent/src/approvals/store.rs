@@ -198,7 +198,7 @@ impl ApprovalStore {
     }
 
     /// Every approval kept, oldest first.
-    pub fn items(&self) -> impl Iterator<Item = &ApprovalItem> {
+    pub fn items(&self) -> impl DoubleEndedIterator<Item = &ApprovalItem> {
         self.items.values()
     }
 
@@ -236,8 +236,16 @@ impl ApprovalStore {
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(|e| JournalError::io(&tmp, e))?;
-            let items = self.items.values().cloned().map(|i| Record::Approval(Box::new(i)));
-            let history = self.history.iter().cloned().map(|h| Record::History(Box::new(h)));
+            let items = self
+                .items
+                .values()
+                .cloned()
+                .map(|i| Record::Approval(Box::new(i)));
+            let history = self
+                .history
+                .iter()
+                .cloned()
+                .map(|h| Record::History(Box::new(h)));
             for r in items.chain(history) {
                 f.write_all(&encode(&r))
                     .map_err(|e| JournalError::io(&tmp, e))?;
@@ -340,7 +348,10 @@ pub(crate) mod tests {
         }
         let mut s = ApprovalStore::open_in(dir.path()).unwrap();
         assert!(s.warnings().is_empty());
-        assert_eq!(s.pending().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["ap-2"]);
+        assert_eq!(
+            s.pending().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            ["ap-2"]
+        );
         assert_eq!(s.item("ap-1").unwrap().state.name(), "rejected");
         assert_eq!(s.new_id(), "ap-3", "ids are never reused");
     }
@@ -362,10 +373,16 @@ pub(crate) mod tests {
         let mut s = ApprovalStore::open_in(dir.path()).unwrap();
         assert_eq!(s.pending().count(), 1);
         assert!(s.item("ap-2").is_none());
-        assert!(s.warnings()[0].contains("torn record"), "{:?}", s.warnings());
-        assert!(fs::read_dir(dir.path())
+        assert!(
+            s.warnings()[0].contains("torn record"),
+            "{:?}",
+            s.warnings()
+        );
+        assert!(fs::read_dir(dir.path()).unwrap().any(|e| e
             .unwrap()
-            .any(|e| e.unwrap().file_name().to_string_lossy().contains(".corrupt-")));
+            .file_name()
+            .to_string_lossy()
+            .contains(".corrupt-")));
         // The file was rewritten whole: the next append starts on its own line.
         let id = s.new_id();
         assert_eq!(id, "ap-2");
@@ -389,7 +406,11 @@ pub(crate) mod tests {
         let s = ApprovalStore::open_in(dir.path()).unwrap();
         let ids: Vec<_> = s.pending().map(|i| i.id.clone()).collect();
         assert_eq!(ids, ["ap-1", "ap-3"]);
-        assert!(s.warnings()[0].contains("line 2 is damaged"), "{:?}", s.warnings());
+        assert!(
+            s.warnings()[0].contains("line 2 is damaged"),
+            "{:?}",
+            s.warnings()
+        );
     }
 
     #[test]
@@ -410,9 +431,16 @@ pub(crate) mod tests {
         assert_eq!(on_disk.iter().filter(|&&b| b == b'\n').count(), s.lines);
         drop(s);
         let s = ApprovalStore::open_in(dir.path()).unwrap();
-        assert_eq!(s.pending().map(|i| i.id.clone()).collect::<Vec<_>>(), [keep]);
+        assert_eq!(
+            s.pending().map(|i| i.id.clone()).collect::<Vec<_>>(),
+            [keep]
+        );
         let kept = s.items().count();
         assert!((RESOLVED_KEPT + 1..=300).contains(&kept), "{kept}");
-        assert_eq!(s.item("ap-401").unwrap().state, ApprovalState::Expired, "the latest are kept");
+        assert_eq!(
+            s.item("ap-401").unwrap().state,
+            ApprovalState::Expired,
+            "the latest are kept"
+        );
     }
 }

@@ -167,7 +167,12 @@ mod tests {
         let p = Payload::new("approval_required", "web1", &item("ap-3", 32));
         let v = serde_json::to_value(&p).unwrap();
         let text = v["text"].as_str().unwrap();
-        assert!(text.starts_with("KPO on web1: approval ap-3 required: net.core.somaxconn@netns:4026531999 16 -> 32"), "{text}");
+        assert!(
+            text.starts_with(
+                "KPO on web1: approval ap-3 required: net.core.somaxconn@netns:4026531999 16 -> 32"
+            ),
+            "{text}"
+        );
         assert!(text.contains("kpo approve ap-3"), "{text}");
         assert_eq!(v["kpo"]["event"], "approval_required");
         assert_eq!(v["kpo"]["approval"]["id"], "ap-3");
@@ -176,6 +181,10 @@ mod tests {
         let mut done = item("ap-3", 32);
         done.state = ApprovalState::Expired;
         let p = Payload::new("approval_resolved", "web1", &done);
-        assert!(p.text.ends_with("expired: nobody approved it in time"), "{}", p.text);
+        assert!(
+            p.text.ends_with("expired: nobody approved it in time"),
+            "{}",
+            p.text
+        );
     }
 }

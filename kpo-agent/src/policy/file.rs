@@ -7,8 +7,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    deny::DenyList, ApprovalSettings, Bound, GuardSettings, HealthSignal, MaxStep, Mode, NamespaceSel, Namespaces,
-    OnExit, ParamRule, Policy, PolicyError, PolicyErrorClass, PolicyOrigin, Source,
+    deny::DenyList, ApprovalSettings, Bound, GuardSettings, HealthSignal, MaxStep, Mode,
+    NamespaceSel, Namespaces, OnExit, ParamRule, Policy, PolicyError, PolicyErrorClass,
+    PolicyOrigin, Source,
 };
 use crate::actuate::param::canonical_sysctl;
 
@@ -360,7 +361,10 @@ fn approval_settings(ctx: &Ctx<'_>, a: ApprovalsFile) -> Result<ApprovalSettings
                 w.span(),
                 "approvals.webhook".into(),
                 PolicyErrorClass::BadValue,
-                format!("{:?}: only http:// and https:// URLs are posted to", w.get_ref()),
+                format!(
+                    "{:?}: only http:// and https:// URLs are posted to",
+                    w.get_ref()
+                ),
             ));
         }
         s.webhook = Some(w.into_inner());

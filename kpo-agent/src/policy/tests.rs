@@ -443,22 +443,59 @@ fn approvals_settings_load_and_their_mistakes_name_file_line_and_key() {
     .unwrap();
     assert_eq!(p.approvals.expire_after, Duration::from_secs(900));
     assert_eq!(p.approvals.clear_after_windows, 5);
-    assert_eq!(p.approvals.webhook.as_deref(), Some("http://127.0.0.1:9000/kpo"));
+    assert_eq!(
+        p.approvals.webhook.as_deref(),
+        Some("http://127.0.0.1:9000/kpo")
+    );
     let d = Policy::parse("", "p.toml").unwrap().approvals;
-    assert_eq!((d.expire_after, d.clear_after_windows, d.webhook), (Duration::from_secs(3600), 30, None));
+    assert_eq!(
+        (d.expire_after, d.clear_after_windows, d.webhook),
+        (Duration::from_secs(3600), 30, None)
+    );
     for (text, line, key) in [
-        ("[approvals]\nexpire_after = \"0s\"\n", 2, "approvals.expire_after"),
-        ("[approvals]\nexpire_after = \"400days\"\n", 2, "approvals.expire_after"),
-        ("[approvals]\nexpire_after = \"soon\"\n", 2, "approvals.expire_after"),
-        ("[approvals]\n\nclear_after_windows = 0\n", 3, "approvals.clear_after_windows"),
-        ("[approvals]\nwebhook = \"ftp://x/y\"\n", 2, "approvals.webhook"),
-        ("[approvals]\nwebhook = \"not a url\"\n", 2, "approvals.webhook"),
+        (
+            "[approvals]\nexpire_after = \"0s\"\n",
+            2,
+            "approvals.expire_after",
+        ),
+        (
+            "[approvals]\nexpire_after = \"400days\"\n",
+            2,
+            "approvals.expire_after",
+        ),
+        (
+            "[approvals]\nexpire_after = \"soon\"\n",
+            2,
+            "approvals.expire_after",
+        ),
+        (
+            "[approvals]\n\nclear_after_windows = 0\n",
+            3,
+            "approvals.clear_after_windows",
+        ),
+        (
+            "[approvals]\nwebhook = \"ftp://x/y\"\n",
+            2,
+            "approvals.webhook",
+        ),
+        (
+            "[approvals]\nwebhook = \"not a url\"\n",
+            2,
+            "approvals.webhook",
+        ),
     ] {
         let (l, k, class, msg) = err(text);
-        assert_eq!((l, k.as_str(), class), (line, key, PolicyErrorClass::BadValue), "{text}: {msg}");
+        assert_eq!(
+            (l, k.as_str(), class),
+            (line, key, PolicyErrorClass::BadValue),
+            "{text}: {msg}"
+        );
     }
     let (line, key, class, _) = err("[approvals]\nwebhooks = \"http://x\"\n");
-    assert_eq!((line, key.as_str(), class), (2, "approvals.webhooks", PolicyErrorClass::UnknownKey));
+    assert_eq!(
+        (line, key.as_str(), class),
+        (2, "approvals.webhooks", PolicyErrorClass::UnknownKey)
+    );
 }
 
 #[test]
@@ -471,6 +508,10 @@ fn recommend_only_turns_auto_into_recommend_and_never_loosens() {
     p.force_recommend();
     let mode = |a: &str| p.rule_for(&a.parse().unwrap()).mode;
     assert_eq!(mode("net.core.somaxconn"), Mode::Recommend);
-    assert_eq!(mode("net.core.netdev_budget"), Mode::Recommend, "[defaults] too");
+    assert_eq!(
+        mode("net.core.netdev_budget"),
+        Mode::Recommend,
+        "[defaults] too"
+    );
     assert_eq!(mode("vm.swappiness"), Mode::Observe);
 }

@@ -24,15 +24,15 @@ use crate::{
         recommendation::{Recommendation, WindowRef},
         rules::RuleSet,
     },
-    approvals::{
-        control::{AtDesk, ApprovalControl},
-        webhook::Webhook,
-        Desk,
-    },
     api::{
         handle, reply,
         server::{Incoming, Server},
         Request,
+    },
+    approvals::{
+        control::{ApprovalControl, AtDesk},
+        webhook::Webhook,
+        Desk,
     },
     change::{ChangePath, ChangeReport, ChangeStatus, KernelActuators},
     cli::StateArgs,
@@ -135,7 +135,8 @@ impl Deciding {
         for r in &reconciled {
             info!("journal reconciled: {}", r.describe());
         }
-        let mut approvals = Desk::open(&path.journal, path.policy.approvals.clone(), recommend_only)?;
+        let mut approvals =
+            Desk::open(&path.journal, path.policy.approvals.clone(), recommend_only)?;
         for w in approvals.store().warnings() {
             warn!("approvals: {w}");
         }
@@ -437,10 +438,11 @@ impl Deciding {
     }
 
     fn take_events(&mut self) -> Vec<Event> {
-        let mut events: Vec<Event> = std::mem::take(&mut *self.pending.lock().expect("event buffer"))
-            .into_iter()
-            .map(Event::from)
-            .collect();
+        let mut events: Vec<Event> =
+            std::mem::take(&mut *self.pending.lock().expect("event buffer"))
+                .into_iter()
+                .map(Event::from)
+                .collect();
         events.extend(self.approvals.take_events());
         events
     }

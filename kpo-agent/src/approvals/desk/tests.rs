@@ -81,7 +81,12 @@ fn rec(source: Source, value: i64, auto: bool) -> Recommendation {
 fn kinds(events: &[Event]) -> Vec<String> {
     events
         .iter()
-        .map(|e| serde_json::to_value(e).unwrap()["kind"].as_str().unwrap().to_string())
+        .map(|e| {
+            serde_json::to_value(e).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
@@ -170,7 +175,10 @@ fn approving_applies_through_the_change_path_once() {
     );
     let again = s.desk.approve(&mut s.path, "ap-1", "op").unwrap_err();
     assert!(
-        matches!(again, ControlError::Approval(ApprovalError::NotPending { .. })),
+        matches!(
+            again,
+            ControlError::Approval(ApprovalError::NotPending { .. })
+        ),
         "{again}"
     );
     assert!(s.desk.pending().unwrap().is_empty());
@@ -190,7 +198,10 @@ fn an_expired_approval_cannot_be_approved() {
         matches!(err, ControlError::Approval(ApprovalError::Expired { .. })),
         "{err}"
     );
-    assert!(err.to_string().contains("can no longer be approved"), "{err}");
+    assert!(
+        err.to_string().contains("can no longer be approved"),
+        "{err}"
+    );
     assert_eq!(s.value(), Value::Int(16));
     let events = s.desk.take_events();
     let v = serde_json::to_value(&events[0]).unwrap();
@@ -212,7 +223,10 @@ fn an_approval_clears_when_its_advice_stops_or_the_kernel_has_the_value() {
     assert!(s.desk.pending().unwrap().is_empty());
     match &s.desk.store().item("ap-1").unwrap().state {
         ApprovalState::Cleared { why } => {
-            assert_eq!(why, "rules has not recommended it for 2 consecutive windows")
+            assert_eq!(
+                why,
+                "rules has not recommended it for 2 consecutive windows"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -224,7 +238,11 @@ fn an_approval_clears_when_its_advice_stops_or_the_kernel_has_the_value() {
         s.consider(vec![rec(Source::Rules, 48, false)]);
     }
     assert_eq!(s.desk.pending().unwrap().len(), 1);
-    s.k.0.lock().unwrap().values.insert(NS.into(), Value::Int(48));
+    s.k.0
+        .lock()
+        .unwrap()
+        .values
+        .insert(NS.into(), Value::Int(48));
     s.desk.on_window(&s.path);
     assert!(s.desk.pending().unwrap().is_empty());
     assert_eq!(
@@ -267,6 +285,27 @@ fn pending_approvals_survive_reopening_and_reject_is_recorded_for_explain() {
         "rejected"
     );
     assert_eq!(s.desk.explain(NS, 10).len(), 1, "by address");
+
+    // The same advice again: not asked again while the rejection stands (expire_after).
+    let mut s = s;
+    let out = s.consider(vec![rec(Source::Rules, 32, false)]);
+    assert_eq!(kinds(&out.events), ["recommendation"]);
+    assert!(s.desk.pending().unwrap().is_empty());
+    let latest = &s.desk.explain(NS, 1)[0];
+    assert_eq!(latest.entry.done, Done::Rejected);
+    assert_eq!(latest.entry.approval_id.as_deref(), Some("ap-1"));
+    assert!(
+        latest
+            .entry
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("not asked again before"),
+        "{latest:?}"
+    );
+    // Another value is a new question.
+    s.consider(vec![rec(Source::Rules, 64, false)]);
+    assert_eq!(s.desk.pending().unwrap()[0].id, "ap-2");
     assert!(s.desk.explain("net.core.somaxconn@netns:1", 10).is_empty());
     assert!(s.desk.explain("net.core.netdev_budget", 10).is_empty());
 }
@@ -275,10 +314,17 @@ fn pending_approvals_survive_reopening_and_reject_is_recorded_for_explain() {
 fn auto_applies_and_conflicts_are_merged_with_the_loser_set_aside() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = setup(dir.path(), "auto");
-    let out = s.consider(vec![rec(Source::Llm, 1024, true), rec(Source::Rules, 32, true)]);
+    let out = s.consider(vec![
+        rec(Source::Llm, 1024, true),
+        rec(Source::Rules, 32, true),
+    ]);
     assert_eq!(
         kinds(&out.events),
-        ["recommendation", "recommendation", "recommendation_set_aside"]
+        [
+            "recommendation",
+            "recommendation",
+            "recommendation_set_aside"
+        ]
     );
     let aside = serde_json::to_value(&out.events[2]).unwrap();
     assert_eq!(aside["recommended_value"], 1024);
@@ -323,4 +369,44 @@ fn refused_or_observed_advice_does_not_wait_for_approval() {
     let e = &s2.desk.explain(NS, 1)[0];
     assert_eq!(e.entry.done, Done::Refused);
     assert!(e.entry.detail.as_deref().unwrap().contains("out of bounds"));
+}
+
+#[test]
+fn the_desk_events_match_the_schema() {
+    const SCHEMA: &str = include_str!("../../../../docs/events.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    let mut events = s
+        .consider(vec![
+            rec(Source::Llm, 64, true),
+            rec(Source::Rules, 32, false),
+        ])
+        .events;
+    events.extend(s.consider(vec![rec(Source::Rules, 32, false)]).events);
+    s.desk.approve(&mut s.path, "ap-1", "op").unwrap();
+    events.extend(s.desk.take_events());
+    s.consider(vec![rec(Source::Rules, 48, false)]);
+    s.desk.reject("ap-2", "op", None).unwrap();
+    events.extend(s.desk.take_events());
+    assert_eq!(
+        kinds(&events),
+        [
+            "recommendation",
+            "recommendation",
+            "recommendation_set_aside",
+            "approval_required",
+            "recommendation",
+            "approval_required",
+            "approval_resolved",
+            "approval_resolved"
+        ]
+    );
+    for e in &events {
+        let line = crate::output::events::encode(e, "h", time::OffsetDateTime::UNIX_EPOCH);
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&v).map(|x| x.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{v:#}");
+    }
 }
