@@ -25,6 +25,11 @@ use kpo_integration::{needs_root, needs_root_and_btf, needs_root_and_ethtool, tr
 
 fn main() {
     let args = Arguments::from_args();
+    // Every agent a test starts inherits this environment: one that names a real LLM endpoint
+    // would be consulted. The LLM tests give their agents a local server explicitly.
+    for var in ["OPENAI_API_KEY", "OPENAI_BASE_URL"] {
+        std::env::remove_var(var);
+    }
     let req = needs_root_and_btf;
     let trials = vec![
         trial(
