@@ -5,7 +5,8 @@
 //! `net.ipv4.tcp_max_syn_backlog` (policy: recommend) in that namespace only.
 //!
 //! Each case asserts exactly what was applied (the namespace's /proc/sys value and the journal),
-//! what was only recommended (a `recommendation` with `can_auto_apply: false`, no change), what was
+//! what waits for a person (a `recommendation` with `can_auto_apply: false`, a pending approval,
+//! no change made), what was
 //! dropped (the `llm` event's reasons), that every event matches docs/events.schema.json, that the
 //! host's values did not move, and that the API key is in no output: events, stdout, stderr (logs
 //! at debug level) and every file of the state directory.
@@ -563,6 +564,32 @@ fn assert_nothing_applied(case: &Case) {
     assert!(!case.events().iter().any(|e| e["kind"] == "change"));
 }
 
+/// Advice the policy keeps in recommend: nothing applied or journaled, the only `change` events are
+/// the proposal that waits, and one pending approval of `value` from the LLM.
+fn assert_pending_only(case: &Case, parameter: &str, value: i64) {
+    assert_eq!(case.ns_value(SOMAXCONN), START);
+    assert_eq!(case.ns_value(SYN_BACKLOG), START);
+    assert_eq!(changes(&case.journal()), []);
+    let events = case.events();
+    let phases: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "change")
+        .map(|e| &e["phase"])
+        .collect();
+    assert!(phases.iter().all(|p| *p == "proposed"), "{phases:?}");
+    let approvals: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "approval_required")
+        .collect();
+    assert!(!approvals.is_empty(), "no approval_required event");
+    for a in approvals {
+        assert_eq!(a["parameter"], case.address(parameter), "{a}");
+        assert_eq!(a["value"], value, "{a}");
+        assert_eq!(a["source"], "llm", "{a}");
+        assert_eq!(a["state"], "pending", "{a}");
+    }
+}
+
 /// An auto parameter advised in the reply `content(somaxconn address)`: applied in the namespace,
 /// journaled with source `llm`, reported by a `recommendation` and the `llm` event.
 fn assert_applied(case: &Case, value: i64) {
@@ -848,7 +875,7 @@ pub fn can_auto_apply_cannot_lift_the_policys_recommend() {
     assert_eq!(rec["recommended_value"], 1024);
     assert_eq!(rec["can_auto_apply"], false);
     assert_eq!(rec["source"], "llm");
-    assert_nothing_applied(&case);
+    assert_pending_only(&case, SYN_BACKLOG, 1024);
     case.check_after();
 }
 
@@ -1107,7 +1134,7 @@ pub fn an_injected_process_name_reaches_the_model_only_as_data() {
     );
     assert_eq!(first["accepted_auto"], 0);
     assert_eq!(first["accepted_pending"], 1);
-    assert_nothing_applied(&case);
+    assert_pending_only(&case, SYN_BACKLOG, 4096);
     case.check_after();
     drop(injected);
 }

@@ -141,7 +141,10 @@ mod tests {
         let a = Recommendation::make_app_id(Source::Rules, 3, &parameter, &app(80));
         let b = Recommendation::make_app_id(Source::Rules, 3, &parameter, &app(443));
         assert_ne!(a, b);
-        assert_eq!(a, Recommendation::make_app_id(Source::Rules, 3, &parameter, &app(80)));
+        assert_eq!(
+            a,
+            Recommendation::make_app_id(Source::Rules, 3, &parameter, &app(80))
+        );
         assert!(a.starts_with("rules-3-"), "{a}");
     }
 
