@@ -1,7 +1,7 @@
 //! The live loop's search against an in-memory machine (its `Knobs`) and a synthetic server with a
 //! noisy, load-dependent response surface whose optimum is known. The loop inside the agent,
 //! through the real policy, journal, actuators and guard, is tested in
-//! `src/run/optimizer_tests.rs`.
+//! `src/run/deciding_tests.rs`.
 //!
 //! Surface (load L requests/s, rx-usecs r, max frequency f MHz):
 //! - joules per request `1 + 0.8 ((f - f*)/1000)² + 0.5 ((r - r*)/50)²` with `f* = 1000 + 0.8 L`,

@@ -51,7 +51,7 @@ struct ParamFile {
     max: Option<Spanned<BoundFile>>,
     max_step: Option<Spanned<StepFile>>,
     cooldown: Option<Spanned<String>>,
-    sources: Option<Vec<Source>>,
+    sources: Option<Spanned<Vec<Source>>>,
     on_exit: Option<OnExit>,
     namespaces: Option<Spanned<NsFile>>,
     allow_adaptive_off: Option<bool>,
@@ -462,8 +462,18 @@ fn rule(
     if let Some(c) = &f.cooldown {
         r.cooldown = duration(ctx, c, &format!("{key}.cooldown"))?;
     }
-    if let Some(s) = f.sources {
-        r.sources = s;
+    if let Some(s) = &f.sources {
+        if s.get_ref().contains(&Source::Guard) {
+            return Err(ctx.err(
+                s.span(),
+                format!("{key}.sources"),
+                PolicyErrorClass::BadValue,
+                "`guard` is not a proposer: the guard only reverts changes that regressed health, \
+                 and a revert is always allowed"
+                    .to_string(),
+            ));
+        }
+        r.sources = s.get_ref().clone();
     }
     if let Some(o) = f.on_exit {
         r.on_exit = o;

@@ -45,9 +45,13 @@ pub enum Source {
     Llm,
     Optimizer,
     Operator,
+    /// The guard, reverting a change after which health regressed. Not a proposer: a policy
+    /// cannot name it in `sources`, and it is not in [`Source::ALL`].
+    Guard,
 }
 
 impl Source {
+    /// Every proposer a policy can allow.
     pub const ALL: [Source; 4] = [
         Source::Rules,
         Source::Llm,
@@ -60,6 +64,7 @@ impl Source {
             Source::Llm => "llm",
             Source::Optimizer => "optimizer",
             Source::Operator => "operator",
+            Source::Guard => "guard",
         }
     }
 }

@@ -164,6 +164,11 @@ fn bad_types_name_file_line_and_key() {
     let (line, key, class, _) = err("[params.\"vm.swappiness\"]\nmax_step = \"lots\"\n");
     assert_eq!((line, class), (2, PolicyErrorClass::BadValue));
     assert!(key.ends_with(".max_step"), "{key}");
+    // The guard only reverts: it is no proposer a policy can allow.
+    let (line, key, class, msg) =
+        err("[params.\"vm.swappiness\"]\nmode = \"auto\"\nsources = [\"guard\"]\n");
+    assert_eq!((line, class), (3, PolicyErrorClass::BadValue), "{msg}");
+    assert!(key.ends_with(".sources"), "{key}");
 }
 
 #[test]

@@ -267,7 +267,7 @@ impl Deciding {
                         warn!("journal: quarantine of {address}: {e}");
                     }
                 }
-                match self.path.revert(*change_id, Source::Operator, &why) {
+                match self.path.revert(*change_id, Source::Guard, &why) {
                     Ok(r) => info!("guard: {}", r.describe()),
                     Err(e) => warn!("guard: reverting #{change_id}: {e}"),
                 }

@@ -14,11 +14,11 @@
 //! ticks (see [`crate::output::sink`]).
 mod args;
 mod deciding;
+#[cfg(test)]
+mod deciding_tests;
 mod duty;
 mod kernel_view;
 mod llm;
-#[cfg(test)]
-mod optimizer_tests;
 mod yielding;
 
 use std::{process::ExitCode, time::Duration};

@@ -1,4 +1,5 @@
-//! The optimizer's live loop inside the agent's deciding half ([`Deciding::on_window`]), against
+//! The agent's deciding half ([`Deciding::on_window`], [`Deciding::serve`]): the optimizer's live
+//! loop and the guard, against
 //! the real cpufreq actuator on a temporary sysfs tree and a fake coalescing backend, behind the
 //! real policy, journal (a temporary state directory) and guard. Windows are synthetic: the
 //! request latency and the energy follow from the values the fake knobs hold.
@@ -577,5 +578,68 @@ fn an_estimated_energy_is_not_optimized_on_unless_allowed() {
         .json
         .iter()
         .any(|e| e["event"] == "measured" && e["energy_source"] == "estimated"));
+    rig.assert_schema();
+}
+
+/// The guard in the agent: an operator's change followed by windows whose request p99 regresses
+/// is reverted through the journal as source `guard`, and the value is quarantined (the same
+/// change asked again is refused).
+#[test]
+fn a_regression_after_a_change_is_reverted_by_the_guard_and_quarantined() {
+    let policy = r#"
+[guard]
+signals = ["request_p99"]
+max_changes_per_hour = 1000
+
+[params."cpufreq:*:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["operator"]
+"#;
+    let mut rig = Rig::new(policy, true, "");
+    assert!(rig.live.is_empty(), "the optimizer has no knobs here");
+    // The baseline window: p99 = 80 + 216000 / 3000 = 152 µs.
+    rig.window();
+    let apply = |rig: &mut Rig| {
+        let (answer, mut reply) = tokio::sync::oneshot::channel();
+        let events = rig.deciding.serve(crate::api::server::Incoming {
+            request: crate::api::Request::Apply(crate::control::ApplyRequest {
+                address: MAX_FREQ.parse().unwrap(),
+                value: Value::Int(1_200_000),
+                reason: "test".into(),
+            }),
+            peer_pid: None,
+            answer,
+        });
+        rig.record(&events);
+        reply.try_recv().expect("answered")
+    };
+    assert!(matches!(apply(&mut rig), crate::api::Reply::Ok(_)));
+    assert_eq!(rig.max_freq(), 1_200_000);
+    // At 1200 MHz p99 is 260 µs: more than 20% + 50 µs above 152, in every window after.
+    rig.until(4, |events| {
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Guard(crate::guard::Verdict::Revert { .. })))
+    });
+    assert_eq!(rig.max_freq(), 3_000_000);
+    let revert = rig.intents().pop().expect("a revert intent");
+    assert_eq!(revert.source, Source::Guard);
+    assert!(matches!(revert.kind, IntentKind::Revert { of: Some(_) }));
+    assert!(revert.reason.contains("RequestP99"), "{}", revert.reason);
+    assert!(rig
+        .json
+        .iter()
+        .any(|e| e["kind"] == "change" && e["phase"] == "reverted" && e["source"] == "guard"));
+    // Quarantined: the same value is refused, and the kernel is not touched.
+    match apply(&mut rig) {
+        crate::api::Reply::Ok(report) => {
+            assert_eq!(report["status"], "refused", "{report}");
+            assert_eq!(report["refusal"]["refusal"], "quarantined", "{report}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rig.max_freq(), 3_000_000);
     rig.assert_schema();
 }
