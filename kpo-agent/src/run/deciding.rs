@@ -1,11 +1,13 @@
 //! The deciding half inside `kpo run`: the one change path (policy, journal, actuators), the
-//! operator's requests from the control socket, the deterministic rules (advise → policy →
-//! actuate every tick and once per window), the guard watching each change, and yielding to
-//! people who change a parameter KPO manages.
+//! operator's requests from the control socket, the advisors' recommendations (the rules every
+//! tick and once per window, the LLM's when a consultation ends) merged and either proposed or
+//! held for approval ([`crate::approvals`]), the optimizer's trials, the guard watching each
+//! change, and yielding to people who change a parameter KPO manages.
 //!
 //! The run loop owns one [`Deciding`] and calls it when a request arrives, after each tick's
-//! sample, when a window closes, and at shutdown. Everything it does is journaled before the kernel is touched,
-//! and reported as events through the loop's sink.
+//! sample, when a window closes, when an LLM consultation ends, and at shutdown. Everything it
+//! does is journaled before the kernel is touched, and reported as events through the loop's
+//! sink.
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
