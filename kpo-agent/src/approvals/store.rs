@@ -9,16 +9,16 @@
 //! directory fsynced) to every pending approval, the latest resolved ones and the latest history.
 use std::{
     collections::{BTreeMap, VecDeque},
-    fs::{self, File, OpenOptions},
-    io::{self, Write},
-    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
 
 use super::{ApprovalItem, ApprovalState, HistoryEntry};
-use crate::journal::{now_ms, store::sync_dir, Journal, JournalError};
+use crate::journal::{
+    store::{load_records, rewrite, Appender},
+    Journal, JournalError,
+};
 
 pub const APPROVALS_FILE: &str = "approvals.log";
 /// Lines before the file is compacted.
@@ -38,26 +38,11 @@ pub enum Record {
     History(Box<HistoryEntry>),
 }
 
-fn encode(record: &Record) -> Vec<u8> {
-    let json = serde_json::to_string(record).expect("records serialise");
-    format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes())).into_bytes()
-}
-
-fn decode(line: &[u8]) -> Result<Record, String> {
-    let text = std::str::from_utf8(line).map_err(|_| "not UTF-8".to_string())?;
-    let (crc, json) = text.split_once(' ').ok_or("no checksum")?;
-    let crc = u32::from_str_radix(crc, 16).map_err(|_| "bad checksum field".to_string())?;
-    if crc != crc32fast::hash(json.as_bytes()) {
-        return Err("checksum mismatch".into());
-    }
-    serde_json::from_str(json).map_err(|e| format!("unreadable record: {e}"))
-}
-
 /// The approvals and history, open for appending.
 pub struct ApprovalStore {
     dir: PathBuf,
     path: PathBuf,
-    file: File,
+    file: Appender,
     /// Lines in the file now.
     lines: usize,
     /// Lines past which the file is compacted ([`MAX_RECORDS`]).
@@ -89,55 +74,25 @@ impl ApprovalStore {
     }
 
     fn open_in(dir: &Path) -> Result<Self, JournalError> {
-        let path = dir.join(APPROVALS_FILE);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(JournalError::io(&path, e)),
-        };
-        let (records, mut warnings) = read_lines(&path, &bytes);
-        let damaged = !warnings.is_empty();
-        let existed = path.exists();
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| JournalError::io(&path, e))?;
-        if !existed {
-            file.sync_all().map_err(|e| JournalError::io(&path, e))?;
-            sync_dir(dir).map_err(|e| JournalError::io(dir, e))?;
-        }
+        // A damaged file is kept aside and rewritten with its intact records by the loader.
+        let loaded = load_records(dir, APPROVALS_FILE)?;
         let mut store = ApprovalStore {
             dir: dir.to_path_buf(),
-            path: path.clone(),
-            file,
-            lines: records.len(),
+            path: dir.join(APPROVALS_FILE),
+            file: Appender::open(dir, APPROVALS_FILE)?,
+            lines: loaded.records.len(),
             limit: MAX_RECORDS,
             items: BTreeMap::new(),
             history: VecDeque::new(),
             next_id: 1,
-            warnings: Vec::new(),
+            warnings: loaded.warnings,
         };
-        for r in records {
+        for r in loaded.records {
             store.fold(r);
         }
-        if damaged {
-            let saved = dir.join(format!("{APPROVALS_FILE}.corrupt-{}", now_ms()));
-            fs::write(&saved, &bytes).map_err(|e| JournalError::io(&saved, e))?;
-            store.compact()?;
-            warnings.push(format!(
-                "{}: kept the intact records; the damaged file is kept as {}",
-                path.display(),
-                saved.display()
-            ));
-            for w in &warnings {
-                tracing::warn!("{w}");
-            }
-        } else if store.lines > store.limit {
+        if store.lines > store.limit {
             store.compact()?;
         }
-        store.warnings = warnings;
         Ok(store)
     }
 
@@ -164,10 +119,7 @@ impl ApprovalStore {
     }
 
     fn append(&mut self, r: Record) -> Result<(), JournalError> {
-        self.file
-            .write_all(&encode(&r))
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| JournalError::io(&self.path, e))?;
+        self.file.append(&r)?;
         self.lines += 1;
         self.fold(r);
         if self.lines > self.limit {
@@ -226,79 +178,35 @@ impl ApprovalStore {
         for n in &resolved[..drop] {
             self.items.remove(n);
         }
-        let tmp = self.dir.join(format!("{APPROVALS_FILE}.tmp"));
-        let mut lines = 0;
-        {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| JournalError::io(&tmp, e))?;
-            let items = self
-                .items
-                .values()
-                .cloned()
-                .map(|i| Record::Approval(Box::new(i)));
-            let history = self
-                .history
-                .iter()
-                .cloned()
-                .map(|h| Record::History(Box::new(h)));
-            for r in items.chain(history) {
-                f.write_all(&encode(&r))
-                    .map_err(|e| JournalError::io(&tmp, e))?;
-                lines += 1;
-            }
-            f.sync_all().map_err(|e| JournalError::io(&tmp, e))?;
-        }
-        fs::rename(&tmp, &self.path).map_err(|e| JournalError::io(&self.path, e))?;
-        sync_dir(&self.dir).map_err(|e| JournalError::io(&self.dir, e))?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| JournalError::io(&self.path, e))?;
-        self.lines = lines;
+        let kept: Vec<Record> = self
+            .items
+            .values()
+            .cloned()
+            .map(|i| Record::Approval(Box::new(i)))
+            .chain(
+                self.history
+                    .iter()
+                    .cloned()
+                    .map(|h| Record::History(Box::new(h))),
+            )
+            .collect();
+        rewrite(&self.dir, APPROVALS_FILE, &kept)?;
+        // The appender's file was renamed over: append to the new one.
+        self.file = Appender::open(&self.dir, APPROVALS_FILE)?;
+        self.lines = kept.len();
         Ok(())
     }
 }
 
-/// Every intact record, and a warning per torn or damaged line.
-fn read_lines(path: &Path, bytes: &[u8]) -> (Vec<Record>, Vec<String>) {
-    let mut records = Vec::new();
-    let mut warnings = Vec::new();
-    let mut start = 0;
-    let mut line_no = 0;
-    while start < bytes.len() {
-        line_no += 1;
-        let (line, next, complete) = match bytes[start..].iter().position(|&b| b == b'\n') {
-            Some(i) => (&bytes[start..start + i], start + i + 1, true),
-            None => (&bytes[start..], bytes.len(), false),
-        };
-        if !complete {
-            warnings.push(format!(
-                "{}: line {line_no} is a torn record ({} bytes without an end; a crash mid-write); dropped",
-                path.display(),
-                line.len()
-            ));
-        } else if !line.is_empty() {
-            match decode(line) {
-                Ok(r) => records.push(r),
-                Err(why) => warnings.push(format!(
-                    "{}: line {line_no} is damaged ({why}); dropped",
-                    path.display()
-                )),
-            }
-        }
-        start = next;
-    }
-    (records, warnings)
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::{
+        fs::{self, OpenOptions},
+        io::Write,
+    };
+
     use super::*;
+    use crate::journal::store::encode;
     use crate::{
         actuate::param::Value,
         advise::recommendation::{Source, WindowRef},

@@ -257,7 +257,7 @@ impl Journal {
         store::ensure_dir(dir)?;
         let lock = lock::acquire(dir, holder, wait)?;
         let loaded = store::load(dir)?;
-        let appender = store::Appender::open(dir)?;
+        let appender = store::Appender::open(dir, store::JOURNAL_FILE)?;
         let mut j = Journal {
             dir: dir.to_path_buf(),
             appender,

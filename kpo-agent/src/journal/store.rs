@@ -1,5 +1,6 @@
 //! The journal file: one record per line, `CRC32 JSON\n`, appended and fsynced one at a time, and
-//! read back with torn-tail and corruption recovery. docs/journal.md.
+//! read back with torn-tail and corruption recovery. docs/journal.md. Generic over the record,
+//! so that the approvals store keeps its file the same way.
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, Write},
@@ -7,19 +8,22 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use serde::{de::DeserializeOwned, Serialize};
+
 use super::{JournalError, Record};
 
 pub const JOURNAL_FILE: &str = "journal.log";
 
-/// One line: the CRC32 (IEEE) of the JSON in 8 hex digits, a space, the JSON, a newline.
-pub fn encode(record: &Record) -> Vec<u8> {
+/// One line: the CRC32 (IEEE) of the JSON in 8 hex digits, a space, the JSON, a newline. The
+/// approvals store (crate::approvals::store) keeps its own records in the same format.
+pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     let json = serde_json::to_string(record).expect("records serialise");
     let crc = crc32fast::hash(json.as_bytes());
     format!("{crc:08x} {json}\n").into_bytes()
 }
 
 /// A line (without its newline) back to a record, or why not.
-pub fn decode(line: &[u8]) -> Result<Record, String> {
+pub fn decode<T: DeserializeOwned>(line: &[u8]) -> Result<T, String> {
     let text = std::str::from_utf8(line).map_err(|_| "not UTF-8".to_string())?;
     let (crc, json) = text
         .split_once(' ')
@@ -31,9 +35,9 @@ pub fn decode(line: &[u8]) -> Result<Record, String> {
     serde_json::from_str(json).map_err(|e| format!("unreadable record: {e}"))
 }
 
-/// What reading the file found.
-pub struct Loaded {
-    pub records: Vec<Record>,
+/// What reading a file of records found.
+pub struct Loaded<T> {
+    pub records: Vec<T>,
     pub warnings: Vec<String>,
 }
 
@@ -56,12 +60,20 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Reads the journal, keeping every intact record. A torn last line (a crash mid-append), garbage
+/// Reads the journal. See [`load_records`].
+pub fn load(dir: &Path) -> Result<Loaded<Record>, JournalError> {
+    load_records(dir, JOURNAL_FILE)
+}
+
+/// Reads `dir/name`, keeping every intact record. A torn last line (a crash mid-append), garbage
 /// appended, or a damaged line in the middle are dropped with a warning; the damaged file is kept
-/// beside the journal as `journal.log.corrupt-<ms>` and the journal is rewritten (temporary file,
-/// fsync, rename, fsync of the directory) with the intact records only. Never fails on content.
-pub fn load(dir: &Path) -> Result<Loaded, JournalError> {
-    let path = dir.join(JOURNAL_FILE);
+/// beside it as `NAME.corrupt-<ms>` and the file is rewritten (temporary file, fsync, rename,
+/// fsync of the directory) with the intact records only. Never fails on content.
+pub fn load_records<T: Serialize + DeserializeOwned>(
+    dir: &Path,
+    name: &str,
+) -> Result<Loaded<T>, JournalError> {
+    let path = dir.join(name);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -69,7 +81,6 @@ pub fn load(dir: &Path) -> Result<Loaded, JournalError> {
     };
     let mut records = Vec::new();
     let mut warnings = Vec::new();
-    let mut damaged = 0usize;
     let mut start = 0usize;
     let mut line_no = 0usize;
     while start < bytes.len() {
@@ -84,7 +95,6 @@ pub fn load(dir: &Path) -> Result<Loaded, JournalError> {
                 path.display(),
                 line.len()
             ));
-            damaged += 1;
         } else if line.is_empty() {
             // A stray newline: nothing to keep, nothing lost.
         } else {
@@ -95,17 +105,16 @@ pub fn load(dir: &Path) -> Result<Loaded, JournalError> {
                         "{}: line {line_no} is damaged ({why}); dropped",
                         path.display()
                     ));
-                    damaged += 1;
                 }
             }
         }
         start = next;
     }
-    if damaged > 0 {
+    if !warnings.is_empty() {
         let ms = super::now_ms();
-        let saved = dir.join(format!("{JOURNAL_FILE}.corrupt-{ms}"));
+        let saved = dir.join(format!("{name}.corrupt-{ms}"));
         fs::write(&saved, &bytes).map_err(|e| JournalError::io(&saved, e))?;
-        rewrite(dir, &records)?;
+        rewrite(dir, name, &records)?;
         warnings.push(format!(
             "{}: recovered {} intact records; the damaged file is kept as {}",
             path.display(),
@@ -119,10 +128,11 @@ pub fn load(dir: &Path) -> Result<Loaded, JournalError> {
     Ok(Loaded { records, warnings })
 }
 
-/// Replaces the journal with exactly these records, atomically.
-fn rewrite(dir: &Path, records: &[Record]) -> Result<(), JournalError> {
-    let tmp = dir.join(format!("{JOURNAL_FILE}.tmp"));
-    let path = dir.join(JOURNAL_FILE);
+/// Replaces `dir/name` with exactly these records, atomically: a crash leaves the old file or
+/// the new one.
+pub fn rewrite<T: Serialize>(dir: &Path, name: &str, records: &[T]) -> Result<(), JournalError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
     {
         let mut f = OpenOptions::new()
             .write(true)
@@ -141,15 +151,16 @@ fn rewrite(dir: &Path, records: &[Record]) -> Result<(), JournalError> {
     sync_dir(dir).map_err(|e| JournalError::io(dir, e))
 }
 
-/// The journal open for appending.
+/// A file of records open for appending.
 pub struct Appender {
     file: File,
     path: PathBuf,
 }
 
 impl Appender {
-    pub fn open(dir: &Path) -> Result<Self, JournalError> {
-        let path = dir.join(JOURNAL_FILE);
+    /// Opens (creating, 0600, with a durable directory entry) `dir/name`.
+    pub fn open(dir: &Path, name: &str) -> Result<Self, JournalError> {
+        let path = dir.join(name);
         let existed = path.exists();
         let file = OpenOptions::new()
             .append(true)
@@ -166,7 +177,7 @@ impl Appender {
     }
 
     /// Appends one record and returns once it is on disk (fdatasync).
-    pub fn append(&mut self, record: &Record) -> Result<(), JournalError> {
+    pub fn append<T: Serialize>(&mut self, record: &T) -> Result<(), JournalError> {
         self.file
             .write_all(&encode(record))
             .and_then(|()| self.file.sync_data())
