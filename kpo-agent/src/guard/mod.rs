@@ -5,13 +5,18 @@
 //! pattern: apply, observe, commit or revert). It decides only: the run loop reverts through the
 //! journal and records the quarantine there, where the policy's rate limit and quarantine
 //! checks read it (`policy::Context`).
-use std::collections::BTreeMap;
+//!
+//! A change made in one network namespace is judged by that namespace's listeners and services
+//! (request p99, listen overflows, SYN-ACK retransmits), so that another namespace's load cannot
+//! revert it; the signals the kernel counts only for the whole host (run-queue p99, softnet
+//! drops, TCP retransmits) are judged host-wide for every change.
+use std::{collections::BTreeMap, os::unix::fs::MetadataExt};
 
 use serde::{Deserialize, Serialize};
 
 pub use crate::policy::HealthSignal;
 use crate::{
-    actuate::param::{ParamAddress, Value},
+    actuate::param::{NetnsRef, ParamAddress, Target, Value},
     policy::GuardSettings,
     window::Window,
 };
@@ -27,17 +32,58 @@ pub fn noise_floor(signal: HealthSignal) -> f64 {
     }
 }
 
+/// What a change can affect, as far as the window's signals tell it apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole host: every listener and service.
+    Host,
+    /// One network namespace (by inode): its listeners and services only.
+    Netns(u64),
+}
+
+impl Scope {
+    /// A parameter addressed to another network namespace is scoped to it. Everything else (the
+    /// agent's own namespace, global keys, NICs, cpufreq) is judged host-wide: a key of the
+    /// agent's namespace may be global in the kernel, and then it affects every namespace.
+    pub fn of(address: &ParamAddress) -> Scope {
+        match &address.target {
+            Target::Netns {
+                netns: NetnsRef::Inode(inode),
+            } => Scope::Netns(*inode),
+            // A path that no longer resolves: judge host-wide rather than not at all.
+            Target::Netns {
+                netns: NetnsRef::Path(path),
+            } => std::fs::metadata(path).map_or(Scope::Host, |m| Scope::Netns(m.ino())),
+            _ => Scope::Host,
+        }
+    }
+
+    fn covers(self, netns: u64) -> bool {
+        match self {
+            Scope::Host => true,
+            Scope::Netns(n) => n == netns,
+        }
+    }
+}
+
 /// One window's value of each signal; a signal the window could not measure is absent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Health(pub BTreeMap<HealthSignal, f64>);
 
 impl Health {
+    /// The whole host's health.
     pub fn from_window(w: &Window) -> Health {
+        Health::from_window_in(w, Scope::Host)
+    }
+
+    /// The health `scope` sees: its own listeners and services, and the host-wide signals.
+    pub fn from_window_in(w: &Window, scope: Scope) -> Health {
         let secs = w.duration_s.max(1e-9);
         let mut h = BTreeMap::new();
         let worst_request = w
             .request_latency
             .iter()
+            .filter(|r| scope.covers(r.netns))
             .map(|r| r.latency.p99_us)
             .reduce(f64::max);
         if let Some(v) = worst_request {
@@ -46,9 +92,10 @@ impl Health {
         if let Some(r) = &w.runq_latency {
             h.insert(HealthSignal::RunqP99, r.p99_us);
         }
-        let overflows: u64 = w.listeners.iter().map(|l| l.overflows).sum();
+        let listeners = || w.listeners.iter().filter(|l| scope.covers(l.netns));
+        let overflows: u64 = listeners().map(|l| l.overflows).sum();
         h.insert(HealthSignal::ListenOverflows, overflows as f64 / secs);
-        let synacks: Option<u64> = w.listeners.iter().map(|l| l.synack_retrans).sum();
+        let synacks: Option<u64> = listeners().map(|l| l.synack_retrans).sum();
         if let Some(s) = synacks {
             h.insert(HealthSignal::SynackRetransmits, s as f64 / secs);
         }
@@ -115,6 +162,7 @@ pub enum Verdict {
 struct Watch {
     change_id: u64,
     address: ParamAddress,
+    scope: Scope,
     value: Value,
     baseline: Health,
     windows_left: u32,
@@ -136,13 +184,34 @@ impl Guard {
         }
     }
 
-    /// A change was applied: watch the next windows against `baseline` (the health of the window
-    /// before the change). A newer change of the same parameter supersedes the older watch.
-    pub fn watch(&mut self, change_id: u64, address: ParamAddress, value: Value, baseline: Health) {
+    /// A change was applied: watch the next windows against `before`, the last window before
+    /// the change (none yet: every signal is unjudged until there is a baseline), in the
+    /// change's scope. A newer change of the same parameter supersedes the older watch.
+    pub fn watch(
+        &mut self,
+        change_id: u64,
+        address: ParamAddress,
+        value: Value,
+        before: Option<&Window>,
+    ) {
+        let scope = Scope::of(&address);
+        let baseline = before.map_or_else(Health::default, |w| Health::from_window_in(w, scope));
+        self.watch_from(change_id, address, scope, value, baseline);
+    }
+
+    fn watch_from(
+        &mut self,
+        change_id: u64,
+        address: ParamAddress,
+        scope: Scope,
+        value: Value,
+        baseline: Health,
+    ) {
         self.watches.retain(|w| w.address != address);
         self.watches.push(Watch {
             change_id,
             address,
+            scope,
             value,
             baseline,
             windows_left: self.config.windows,
@@ -155,11 +224,17 @@ impl Guard {
         self.watches.retain(|w| &w.address != address);
     }
 
-    /// One window's health: a verdict for each watch that regressed or whose watch is over.
-    pub fn observe(&mut self, health: &Health) -> Vec<Verdict> {
+    /// One window: a verdict for each watch that regressed or whose watch is over.
+    pub fn observe(&mut self, window: &Window) -> Vec<Verdict> {
+        self.judge(|scope| Health::from_window_in(window, scope))
+    }
+
+    /// Judges every watch by the health its scope saw in one window.
+    fn judge(&mut self, health_in: impl Fn(Scope) -> Health) -> Vec<Verdict> {
         let mut verdicts = Vec::new();
         let config = &self.config;
         self.watches.retain_mut(|w| {
+            let health = health_in(w.scope);
             let regressed = config.signals.iter().find_map(|&signal| {
                 let before = *w.baseline.0.get(&signal)?;
                 let after = *health.0.get(&signal)?;
@@ -211,6 +286,16 @@ mod tests {
         Health(pairs.iter().copied().collect())
     }
 
+    /// Watches a host-scoped change against a given baseline.
+    fn watch(guard: &mut Guard, id: u64, value: Value, baseline: Health) {
+        guard.watch_from(id, somaxconn(), Scope::Host, value, baseline);
+    }
+
+    /// One window in which every scope sees `h`.
+    fn observe(guard: &mut Guard, h: &Health) -> Vec<Verdict> {
+        guard.judge(|_| h.clone())
+    }
+
     fn somaxconn() -> ParamAddress {
         "net.core.somaxconn@netns:4026532281".parse().unwrap()
     }
@@ -222,20 +307,20 @@ mod tests {
             (HealthSignal::RequestP99, 800.0),
             (HealthSignal::TcpRetransmits, 2.0),
         ]);
-        guard.watch(7, somaxconn(), Value::Int(4096), before);
+        watch(&mut guard, 7, Value::Int(4096), before);
         // Within tolerance (800 * 1.2 + 50 = 1010 µs): kept watching.
         let ok = health(&[
             (HealthSignal::RequestP99, 1000.0),
             (HealthSignal::TcpRetransmits, 2.0),
         ]);
-        assert!(guard.observe(&ok).is_empty());
+        assert!(observe(&mut guard, &ok).is_empty());
         let bad = health(&[
             (HealthSignal::RequestP99, 1500.0),
             (HealthSignal::TcpRetransmits, 2.0),
         ]);
         // One bad window is not yet a regression (noise on a busy host); two in a row are.
-        assert!(guard.observe(&bad).is_empty());
-        let verdicts = guard.observe(&bad);
+        assert!(observe(&mut guard, &bad).is_empty());
+        let verdicts = observe(&mut guard, &bad);
         assert_eq!(
             verdicts,
             vec![Verdict::Revert {
@@ -257,11 +342,11 @@ mod tests {
             ..GuardConfig::default()
         });
         let h = health(&[(HealthSignal::ListenOverflows, 0.0)]);
-        guard.watch(1, somaxconn(), Value::Int(1024), h.clone());
-        assert!(guard.observe(&h).is_empty());
+        watch(&mut guard, 1, Value::Int(1024), h.clone());
+        assert!(observe(&mut guard, &h).is_empty());
         // A signal absent from a window is not judged.
         assert_eq!(
-            guard.observe(&Health::default()),
+            observe(&mut guard, &Health::default()),
             vec![Verdict::Kept {
                 change_id: 1,
                 address: somaxconn().to_string()
@@ -281,21 +366,21 @@ mod tests {
             (HealthSignal::ListenOverflows, 0.0),
             (HealthSignal::RunqP99, 10.0),
         ]);
-        guard.watch(1, somaxconn(), Value::Int(1024), before);
+        watch(&mut guard, 1, Value::Int(1024), before);
         // Run-queue p99 is not watched; 0.5 overflows/s is below the noise floor of 1/s.
         let after = health(&[
             (HealthSignal::ListenOverflows, 0.5),
             (HealthSignal::RunqP99, 9999.0),
         ]);
-        assert!(guard.observe(&after).is_empty());
+        assert!(observe(&mut guard, &after).is_empty());
         let after = health(&[(HealthSignal::ListenOverflows, 3.0)]);
-        assert!(guard.observe(&after).is_empty());
+        assert!(observe(&mut guard, &after).is_empty());
         // A window back to normal clears the strike.
         let calm = health(&[(HealthSignal::ListenOverflows, 0.0)]);
-        assert!(guard.observe(&calm).is_empty());
-        assert!(guard.observe(&after).is_empty());
+        assert!(observe(&mut guard, &calm).is_empty());
+        assert!(observe(&mut guard, &after).is_empty());
         assert!(matches!(
-            guard.observe(&after).as_slice(),
+            observe(&mut guard, &after).as_slice(),
             [Verdict::Revert {
                 signal: HealthSignal::ListenOverflows,
                 ..
@@ -306,11 +391,159 @@ mod tests {
     #[test]
     fn a_newer_change_supersedes_the_watch_and_forget_drops_it() {
         let mut guard = Guard::new(GuardConfig::default());
-        guard.watch(1, somaxconn(), Value::Int(1024), Health::default());
-        guard.watch(2, somaxconn(), Value::Int(2048), Health::default());
+        watch(&mut guard, 1, Value::Int(1024), Health::default());
+        watch(&mut guard, 2, Value::Int(2048), Health::default());
         assert_eq!(guard.watching(), 1);
         guard.forget(&somaxconn());
         assert_eq!(guard.watching(), 0);
+    }
+
+    const HOST_NETNS: u64 = 4026531840;
+    const OTHER_NETNS: u64 = 4026532281;
+
+    /// A one-second window with one listener per namespace given, dropping `overflows`, and one
+    /// service per namespace with that request p99.
+    fn window(per_netns: &[(u64, u64, f64)]) -> Window {
+        let t = std::time::Instant::now();
+        Window {
+            start: "2026-12-01T05:00:00Z".into(),
+            end: "2026-12-01T05:00:01Z".into(),
+            duration_s: 1.0,
+            sampled_fraction: 1.0,
+            accept_queue_sampled_fraction: 1.0,
+            listeners: per_netns
+                .iter()
+                .map(|&(netns, overflows, _)| crate::window::ListenerWindow {
+                    netns,
+                    port: 8080,
+                    family: "ipv4",
+                    addresses: vec![],
+                    backlog_limit: 128,
+                    backlog_max: 128,
+                    backlog_now: 0,
+                    enqueued: Some(1000),
+                    synack_retrans: Some(overflows / 2),
+                    overflows,
+                    pid: None,
+                    comm: None,
+                })
+                .collect(),
+            netns: vec![],
+            irqs: vec![],
+            softirqs: vec![],
+            napi: vec![],
+            runq_latency: None,
+            sampled_context_switches_per_s: None,
+            request_latency: per_netns
+                .iter()
+                .map(|&(netns, _, p99_us)| crate::window::RequestLatencyWindow {
+                    netns,
+                    port: 8080,
+                    family: "ipv4",
+                    latency: crate::window::hist::LatencySummary {
+                        samples: 100,
+                        p50_us: p99_us / 2.0,
+                        p90_us: p99_us,
+                        p99_us,
+                        max_us: p99_us,
+                    },
+                })
+                .collect(),
+            system: crate::collect::procfs::HostMetrics::between(
+                &crate::collect::procfs::HostSnapshot::empty(t),
+                &crate::collect::procfs::HostSnapshot::empty(t),
+            ),
+            energy: None,
+        }
+    }
+
+    #[test]
+    fn a_change_in_another_namespace_is_scoped_to_it() {
+        let at = |s: &str| Scope::of(&s.parse::<ParamAddress>().unwrap());
+        assert_eq!(
+            at(&format!("net.core.somaxconn@netns:{OTHER_NETNS}")),
+            Scope::Netns(OTHER_NETNS)
+        );
+        // The agent's own namespace, global keys, NICs and CPUs: the whole host.
+        assert_eq!(at("net.core.somaxconn"), Scope::Host);
+        assert_eq!(at("vm.swappiness"), Scope::Host);
+        assert_eq!(at("ethtool:eth0:rx-usecs"), Scope::Host);
+        // A namespace named by path is scoped to the inode the path resolves to; a path that no
+        // longer resolves is judged host-wide.
+        let own = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        assert_eq!(
+            at("net.core.somaxconn@netns:/proc/self/ns/net"),
+            Scope::Netns(own)
+        );
+        assert_eq!(
+            at("net.core.somaxconn@netns:/run/netns/kpo-no-such-ns"),
+            Scope::Host
+        );
+    }
+
+    #[test]
+    fn a_scope_sees_its_own_listeners_and_services_and_the_host_wide_signals() {
+        let mut w = window(&[(HOST_NETNS, 10, 900.0), (OTHER_NETNS, 4, 300.0)]);
+        w.runq_latency = Some(crate::window::hist::LatencySummary {
+            samples: 10,
+            p50_us: 5.0,
+            p90_us: 8.0,
+            p99_us: 40.0,
+            max_us: 50.0,
+        });
+        let host = Health::from_window(&w);
+        let other = Health::from_window_in(&w, Scope::Netns(OTHER_NETNS));
+        let get = |h: &Health, s| h.0.get(&s).copied();
+        assert_eq!(get(&host, HealthSignal::ListenOverflows), Some(14.0));
+        assert_eq!(get(&host, HealthSignal::RequestP99), Some(900.0));
+        assert_eq!(get(&host, HealthSignal::SynackRetransmits), Some(7.0));
+        assert_eq!(get(&other, HealthSignal::ListenOverflows), Some(4.0));
+        assert_eq!(get(&other, HealthSignal::RequestP99), Some(300.0));
+        assert_eq!(get(&other, HealthSignal::SynackRetransmits), Some(2.0));
+        assert_eq!(get(&other, HealthSignal::RunqP99), Some(40.0));
+        // A namespace without listeners or services: no overflows, no request p99.
+        let empty = Health::from_window_in(&w, Scope::Netns(1));
+        assert_eq!(get(&empty, HealthSignal::ListenOverflows), Some(0.0));
+        assert_eq!(get(&empty, HealthSignal::RequestP99), None);
+    }
+
+    #[test]
+    fn another_namespaces_load_does_not_revert_a_namespaced_change() {
+        let mut guard = Guard::new(GuardConfig {
+            windows: 10,
+            ..GuardConfig::default()
+        });
+        let calm = window(&[(HOST_NETNS, 0, 200.0), (OTHER_NETNS, 0, 200.0)]);
+        let in_other: ParamAddress = format!("net.core.somaxconn@netns:{OTHER_NETNS}")
+            .parse()
+            .unwrap();
+        guard.watch(1, in_other.clone(), Value::Int(1024), Some(&calm));
+        guard.watch(2, somaxconn_host(), Value::Int(1024), Some(&calm));
+        // The host's namespace overflows and slows down for two windows: the host-scoped change
+        // is reverted, the other namespace's change is not.
+        let host_busy = window(&[(HOST_NETNS, 500, 5000.0), (OTHER_NETNS, 0, 200.0)]);
+        assert!(guard.observe(&host_busy).is_empty());
+        let verdicts = guard.observe(&host_busy);
+        assert!(
+            matches!(verdicts.as_slice(), [Verdict::Revert { change_id: 2, .. }]),
+            "{verdicts:?}"
+        );
+        assert_eq!(guard.watching(), 1);
+        // Its own namespace regressing reverts it.
+        let other_busy = window(&[(HOST_NETNS, 0, 200.0), (OTHER_NETNS, 500, 200.0)]);
+        assert!(guard.observe(&other_busy).is_empty());
+        assert!(matches!(
+            guard.observe(&other_busy).as_slice(),
+            [Verdict::Revert {
+                change_id: 1,
+                signal: HealthSignal::ListenOverflows,
+                ..
+            }]
+        ));
+    }
+
+    fn somaxconn_host() -> ParamAddress {
+        "net.core.somaxconn".parse().unwrap()
     }
 
     #[test]

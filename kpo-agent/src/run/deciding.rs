@@ -41,7 +41,7 @@ use crate::{
     collect::Sample,
     config::Config,
     control::Control,
-    guard::{Guard, GuardConfig, Health, Verdict},
+    guard::{Guard, GuardConfig, Verdict},
     journal::{Holder, Journal},
     output::{
         change_events::ChangePathEvent,
@@ -65,8 +65,8 @@ pub struct Deciding {
     requests: mpsc::Receiver<Incoming>,
     /// `None` only in tests that drive the deciding half without a socket.
     _server: Option<Server>,
-    /// Health of the last closed window: the baseline of a change made now.
-    last_health: Health,
+    /// The last closed window: the baseline of a change made now.
+    last_window: Option<Window>,
     rules: RuleSet,
     /// Merging, pending approvals and the recommendation history (crate::approvals).
     approvals: Desk,
@@ -155,7 +155,7 @@ impl Deciding {
             pending,
             requests,
             _server: None,
-            last_health: Health::default(),
+            last_window: None,
             rules: RuleSet::default(),
             approvals,
             windows: 0,
@@ -236,8 +236,12 @@ impl Deciding {
     /// The guard watches each applied change against the last window's health.
     fn watch_if_applied(&mut self, report: &ChangeReport, address: &ParamAddress, value: &Value) {
         if let (ChangeStatus::Applied, Some(id)) = (report.status, report.journal_id) {
-            self.guard
-                .watch(id, address.clone(), value.clone(), self.last_health.clone());
+            self.guard.watch(
+                id,
+                address.clone(),
+                value.clone(),
+                self.last_window.as_ref(),
+            );
         }
     }
 
@@ -250,8 +254,7 @@ impl Deciding {
         if let Some(optimizer) = self.optimizer.as_mut() {
             optimizer.window_closed(&self.path);
         }
-        let health = Health::from_window(window);
-        let verdicts = self.guard.observe(&health);
+        let verdicts = self.guard.observe(window);
         for verdict in verdicts {
             if let Verdict::Revert {
                 change_id,
@@ -277,7 +280,7 @@ impl Deciding {
             events.extend(self.take_events());
             events.push(Event::Guard(verdict));
         }
-        self.last_health = health;
+        self.last_window = Some(window.clone());
         events.extend(self.advise(window));
         self.approvals.on_window(&self.path);
         events.extend(self.take_events());

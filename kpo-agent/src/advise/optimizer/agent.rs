@@ -32,7 +32,7 @@ use crate::{
     actuate::param::{ParamAddress, ParamKind, Value},
     change::{ChangePath, ChangeStatus},
     energy::EnergySource,
-    guard::{Guard, Health},
+    guard::Guard,
     journal::{target_key, Record},
     policy::{Bound, Decision, Mode, Proposal, Refusal, Source},
     window::Window,
@@ -333,11 +333,10 @@ impl AgentOptimizer {
             latency_us: trial.latency_us,
             load_rps: trial.requests / trial.seconds.max(1e-9),
         };
-        let baseline = Health::from_window(window);
         let mut knobs = PathKnobs {
             path,
             guard,
-            baseline: &baseline,
+            baseline: window,
             addresses: &self.addresses,
             made: &mut self.made,
         };
@@ -528,7 +527,8 @@ fn passes(r: &Refusal) -> bool {
 struct PathKnobs<'a> {
     path: &'a mut ChangePath,
     guard: &'a mut Guard,
-    baseline: &'a Health,
+    /// The window before the trial: the guard's baseline for each change.
+    baseline: &'a Window,
     addresses: &'a [ParamAddress],
     made: &'a mut Vec<Made>,
 }
@@ -607,12 +607,8 @@ impl Knobs for PathKnobs<'_> {
             };
             match (report.status, report.journal_id) {
                 (ChangeStatus::Applied, Some(id)) => {
-                    self.guard.watch(
-                        id,
-                        p.address.clone(),
-                        p.value.clone(),
-                        self.baseline.clone(),
-                    );
+                    self.guard
+                        .watch(id, p.address.clone(), p.value.clone(), Some(self.baseline));
                     self.remember(i, id, from[i] as i64);
                     done.push((i, id));
                 }
