@@ -373,3 +373,52 @@ pub fn sigkill_leaves_no_program_behind() {
     });
     let _ = std::fs::remove_file(&events);
 }
+
+/// A second agent in the same network namespace is refused at once, whatever its state directory
+/// and socket, and names the first; it opens nothing (no state directory, no events file). Once
+/// the first is killed, the second starts.
+pub fn a_second_agent_in_the_namespace_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_events = dir.path().join("first.ndjson");
+    let first = Agent::spawn(&[], &[], &first_events, Stdio::null());
+    wait_until("sensors reported", Duration::from_secs(30), || {
+        kinds(&lines(&first_events)).len() >= 2
+    });
+    let second = |events: &Path, stderr: Stdio| {
+        Command::new(kpo_binary())
+            .args(["run", "--tick", "100ms", "--window", "300ms", "--events"])
+            .arg(events)
+            .arg("--state-dir")
+            .arg(dir.path().join("second-state"))
+            .arg("--socket")
+            .arg(dir.path().join("second.sock"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+    };
+    let refused_events = dir.path().join("refused.ndjson");
+    let refused = second(&refused_events, Stdio::piped())
+        .wait_with_output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    let named = format!("another kpo agent (pid {}: ", first.child.id());
+    assert!(stderr.contains(&named), "{stderr}");
+    assert!(
+        !dir.path().join("second-state").exists(),
+        "it opened its journal"
+    );
+    assert!(!refused_events.exists(), "it opened its events file");
+
+    drop(first); // SIGKILL: the kernel releases the claim with the process
+    let started_events = dir.path().join("second.ndjson");
+    let mut started = Agent {
+        child: second(&started_events, Stdio::null()),
+    };
+    wait_until("the second agent reported", Duration::from_secs(30), || {
+        kinds(&lines(&started_events)).len() >= 2
+    });
+    assert!(started.child.try_wait().unwrap().is_none(), "it stopped");
+}

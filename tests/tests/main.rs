@@ -83,6 +83,11 @@ fn main() {
             agent_binary::events_match_schema_and_sigterm_flushes,
         ),
         trial(
+            "agent_binary::a_second_agent_in_the_namespace_is_refused",
+            req(),
+            agent_binary::a_second_agent_in_the_namespace_is_refused,
+        ),
+        trial(
             "run_loop::stalled_reader_keeps_ticking_and_honours_sigterm",
             req(),
             run_loop::stalled_reader_keeps_ticking_and_honours_sigterm,

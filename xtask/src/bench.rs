@@ -281,7 +281,7 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
             println!("{hook:<22} {ns:>8.1} ns {n:>14} events");
         }
     }
-    log_tally.print();
+    log_tally.print(&keep_agent_log(&dir));
 
     let idle = Agent::start(&dir, &[])?;
     let before = idle.cpu_seconds()?;
@@ -637,18 +637,38 @@ fn listener_on(port: u16) -> Option<String> {
     })
 }
 
+/// Every agent's stderr during the bench, one after the other, in the bench's directory.
+const AGENT_LOG: &str = "agents.log";
+
+/// The agents' logs, copied out of the bench's directory (removed at the end) to
+/// `target/bench-overhead/agents.log`, so that an eBPF log record the tally counted can be read.
+fn keep_agent_log(dir: &Path) -> Result<PathBuf, String> {
+    let kept = crate::workspace_root()
+        .join("target/bench-overhead")
+        .join(AGENT_LOG);
+    std::fs::create_dir_all(kept.parent().expect("has a parent"))
+        .and_then(|()| std::fs::copy(dir.join(AGENT_LOG), &kept))
+        .map(|_| kept)
+        .map_err(|e| format!("the agents' log could not be kept: {e}"))
+}
+
 struct Agent(Child);
 
 impl Agent {
     fn start(dir: &Path, extra: &[&str]) -> Result<Agent> {
         let events = dir.join("events.ndjson");
         let _ = std::fs::remove_file(&events);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(AGENT_LOG))
+            .context("opening the agents' log")?;
         let child = Command::new(crate::kpo_binary())
             .args(["run", "--events"])
             .arg(&events)
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .context("starting kpo")?;
         let agent = Agent(child);

@@ -29,13 +29,18 @@ impl LogTally {
         };
     }
 
-    pub fn print(&self) {
+    /// `agent_log`: where the agents' logs were kept, which hold the records themselves.
+    pub fn print(&self, agent_log: &Result<std::path::PathBuf, String>) {
         println!("\neBPF log (aya-log ring buffer), bytes the programs wrote during the throughput runs:");
+        let log = match agent_log {
+            Ok(path) => format!("the agents' log: {}", path.display()),
+            Err(e) => e.clone(),
+        };
         for (config, bytes) in &self.0 {
             match bytes {
                 Ok(0) => println!("{config:<10} 0 bytes: no record, the log cost nothing"),
                 Ok(n) => println!(
-                    "{config:<10} {n} bytes: at least one record (a program met an error; see the agent's log)"
+                    "{config:<10} {n} bytes: at least one record (a program met an error; {log})"
                 ),
                 Err(e) => println!("{config:<10} not measured: {e}"),
             }

@@ -19,6 +19,7 @@ mod deciding_tests;
 mod duty;
 mod kernel_view;
 mod llm;
+mod one_agent;
 mod yielding;
 
 use std::{process::ExitCode, time::Duration};
@@ -61,6 +62,9 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !nix::unistd::Uid::effective().is_root() {
         anyhow::bail!("kpo run needs root (CAP_BPF and CAP_PERFMON to load eBPF, CAP_SYS_ADMIN to enter network namespaces); try: sudo kpo run");
     }
+    // One agent per network namespace, before anything is opened: a second one, whatever its
+    // state directory, would change the same parameters behind the first one's back.
+    let _one_agent = one_agent::claim()?;
     let mut sink = EventSink::open(&config.events)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
