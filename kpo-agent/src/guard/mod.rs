@@ -404,36 +404,16 @@ mod tests {
     /// A one-second window with one listener per namespace given, dropping `overflows`, and one
     /// service per namespace with that request p99.
     fn window(per_netns: &[(u64, u64, f64)]) -> Window {
-        let t = std::time::Instant::now();
+        use crate::advise::rules::testing;
+        let listeners = per_netns
+            .iter()
+            .map(|&(netns, overflows, _)| crate::window::ListenerWindow {
+                synack_retrans: Some(overflows / 2),
+                ..testing::listener(netns, 128, 128, overflows)
+            })
+            .collect();
         Window {
-            start: "2026-12-01T05:00:00Z".into(),
-            end: "2026-12-01T05:00:01Z".into(),
             duration_s: 1.0,
-            sampled_fraction: 1.0,
-            accept_queue_sampled_fraction: 1.0,
-            listeners: per_netns
-                .iter()
-                .map(|&(netns, overflows, _)| crate::window::ListenerWindow {
-                    netns,
-                    port: 8080,
-                    family: "ipv4",
-                    addresses: vec![],
-                    backlog_limit: 128,
-                    backlog_max: 128,
-                    backlog_now: 0,
-                    enqueued: Some(1000),
-                    synack_retrans: Some(overflows / 2),
-                    overflows,
-                    pid: None,
-                    comm: None,
-                })
-                .collect(),
-            netns: vec![],
-            irqs: vec![],
-            softirqs: vec![],
-            napi: vec![],
-            runq_latency: None,
-            sampled_context_switches_per_s: None,
             request_latency: per_netns
                 .iter()
                 .map(|&(netns, _, p99_us)| crate::window::RequestLatencyWindow {
@@ -449,11 +429,7 @@ mod tests {
                     },
                 })
                 .collect(),
-            system: crate::collect::procfs::HostMetrics::between(
-                &crate::collect::procfs::HostSnapshot::empty(t),
-                &crate::collect::procfs::HostSnapshot::empty(t),
-            ),
-            energy: None,
+            ..testing::window(listeners)
         }
     }
 
