@@ -43,6 +43,14 @@ fn pin(cpu: usize) {
     }
 }
 
+/// A thread that cannot pin itself or take SCHED_FIFO panics (its message is printed); this ends
+/// the test instead of waiting for it forever.
+fn wait_ready(ready: &mpsc::Receiver<()>) {
+    ready
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a test thread did not start on its CPU (see its panic above)");
+}
+
 fn spin_for(d: Duration) {
     let start = Instant::now();
     while start.elapsed() < d {
@@ -96,8 +104,9 @@ pub fn preempted_and_woken_waits_land_in_their_buckets() {
             done_tx.send((start, Instant::now())).unwrap();
         }
     });
-    ready_rx.recv().unwrap();
-    ready_rx.recv().unwrap();
+    for _ in 0..2 {
+        wait_ready(&ready_rx);
+    }
     // Let the spinner settle on its CPU before the first hold.
     std::thread::sleep(Duration::from_millis(50));
     let mut holds = Vec::new();
@@ -120,7 +129,7 @@ pub fn preempted_and_woken_waits_land_in_their_buckets() {
             waited_tx.send((sent, sent.elapsed())).unwrap();
         }
     });
-    ready_rx.recv().unwrap();
+    wait_ready(&ready_rx);
     // Time for the sleeper to block on its channel.
     std::thread::sleep(Duration::from_millis(20));
     // Per wake hold: the wait, and how long the hold still ran after the wake-up was sent.

@@ -281,7 +281,10 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
             println!("{hook:<22} {ns:>8.1} ns {n:>14} events");
         }
     }
-    log_tally.print(&keep_agent_log(&dir));
+    let kept_log = crate::workspace_root()
+        .join("target/bench-overhead")
+        .join(AGENT_LOG);
+    log_tally.print(&kept_log);
 
     let idle = Agent::start(&dir, &[])?;
     let before = idle.cpu_seconds()?;
@@ -291,6 +294,12 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
     let rss_mb = idle.peak_rss_kb()? as f64 / 1024.0;
     println!("\nAgent at idle ({idle_seconds} s, default configuration): CPU {idle_share:.2}% of one core, peak RSS {rss_mb:.1} MB");
     drop(idle);
+    if let Err(e) = keep_agent_log(&dir, &kept_log) {
+        println!(
+            "the agents' log could not be kept in {}: {e}",
+            kept_log.display()
+        );
+    }
     // Stopped as nginx expects, and checked: nothing of ours still listens.
     nginx.stop()?;
     Ok(())
@@ -640,16 +649,11 @@ fn listener_on(port: u16) -> Option<String> {
 /// Every agent's stderr during the bench, one after the other, in the bench's directory.
 const AGENT_LOG: &str = "agents.log";
 
-/// The agents' logs, copied out of the bench's directory (removed at the end) to
-/// `target/bench-overhead/agents.log`, so that an eBPF log record the tally counted can be read.
-fn keep_agent_log(dir: &Path) -> Result<PathBuf, String> {
-    let kept = crate::workspace_root()
-        .join("target/bench-overhead")
-        .join(AGENT_LOG);
-    std::fs::create_dir_all(kept.parent().expect("has a parent"))
-        .and_then(|()| std::fs::copy(dir.join(AGENT_LOG), &kept))
-        .map(|_| kept)
-        .map_err(|e| format!("the agents' log could not be kept: {e}"))
+/// The agents' logs, copied out of the bench's directory (removed at the end) once the last
+/// agent has stopped, so that an eBPF log record the tally counted can be read.
+fn keep_agent_log(dir: &Path, kept: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(kept.parent().expect("has a parent"))?;
+    std::fs::copy(dir.join(AGENT_LOG), kept).map(|_| ())
 }
 
 struct Agent(Child);

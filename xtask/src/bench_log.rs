@@ -29,13 +29,10 @@ impl LogTally {
         };
     }
 
-    /// `agent_log`: where the agents' logs were kept, which hold the records themselves.
-    pub fn print(&self, agent_log: &Result<std::path::PathBuf, String>) {
+    /// `agent_log`: where the agents' logs are kept at the end, with the records themselves.
+    pub fn print(&self, agent_log: &std::path::Path) {
         println!("\neBPF log (aya-log ring buffer), bytes the programs wrote during the throughput runs:");
-        let log = match agent_log {
-            Ok(path) => format!("the agents' log: {}", path.display()),
-            Err(e) => e.clone(),
-        };
+        let log = format!("the agents' log: {}", agent_log.display());
         for (config, bytes) in &self.0 {
             match bytes {
                 Ok(0) => println!("{config:<10} 0 bytes: no record, the log cost nothing"),

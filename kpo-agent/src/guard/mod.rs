@@ -6,10 +6,11 @@
 //! journal and records the quarantine there, where the policy's rate limit and quarantine
 //! checks read it (`policy::Context`).
 //!
-//! A change made in one network namespace is judged by that namespace's listeners and services
-//! (request p99, listen overflows, SYN-ACK retransmits), so that another namespace's load cannot
-//! revert it; the signals the kernel counts only for the whole host (run-queue p99, softnet
-//! drops, TCP retransmits) are judged host-wide for every change.
+//! A change made in another network namespace is judged by that namespace's own listeners and
+//! services (request p99, listen overflows, SYN-ACK retransmits), so that load elsewhere cannot
+//! revert it. Run-queue p99 and softnet drops exist only for the whole host and are judged
+//! host-wide for every change; TCP retransmits are counted in the agent's own namespace, so they
+//! judge only changes there.
 use std::{collections::BTreeMap, os::unix::fs::MetadataExt};
 
 use serde::{Deserialize, Serialize};
@@ -43,17 +44,25 @@ pub enum Scope {
 
 impl Scope {
     /// A parameter addressed to another network namespace is scoped to it. Everything else (the
-    /// agent's own namespace, global keys, NICs, cpufreq) is judged host-wide: a key of the
-    /// agent's namespace may be global in the kernel, and then it affects every namespace.
+    /// agent's own namespace, however addressed, global keys, NICs, cpufreq) is judged host-wide:
+    /// a key of the agent's namespace may be global in the kernel, and then it affects every
+    /// namespace.
     pub fn of(address: &ParamAddress) -> Scope {
-        match &address.target {
+        let inode = |path: &std::path::Path| std::fs::metadata(path).ok().map(|m| m.ino());
+        let netns = match &address.target {
             Target::Netns {
                 netns: NetnsRef::Inode(inode),
-            } => Scope::Netns(*inode),
+            } => Some(*inode),
             // A path that no longer resolves: judge host-wide rather than not at all.
             Target::Netns {
                 netns: NetnsRef::Path(path),
-            } => std::fs::metadata(path).map_or(Scope::Host, |m| Scope::Netns(m.ino())),
+            } => inode(path),
+            _ => None,
+        };
+        match netns {
+            Some(n) if Some(n) != inode(std::path::Path::new("/proc/self/ns/net")) => {
+                Scope::Netns(n)
+            }
             _ => Scope::Host,
         }
     }
@@ -102,7 +111,8 @@ impl Health {
         if let Some(v) = w.system.softnet_dropped_per_s {
             h.insert(HealthSignal::SoftnetDrops, v);
         }
-        if let Some(v) = w.system.tcp_retrans_segs_per_s {
+        // Counted in the agent's own namespace only (/proc/net/snmp): nothing to say of another.
+        if let (Scope::Host, Some(v)) = (scope, w.system.tcp_retrans_segs_per_s) {
             h.insert(HealthSignal::TcpRetransmits, v);
         }
         Health(h)
@@ -444,13 +454,14 @@ mod tests {
         assert_eq!(at("net.core.somaxconn"), Scope::Host);
         assert_eq!(at("vm.swappiness"), Scope::Host);
         assert_eq!(at("ethtool:eth0:rx-usecs"), Scope::Host);
-        // A namespace named by path is scoped to the inode the path resolves to; a path that no
+        // The agent's own namespace, named by path or by inode, is the host; a path that no
         // longer resolves is judged host-wide.
         let own = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
         assert_eq!(
             at("net.core.somaxconn@netns:/proc/self/ns/net"),
-            Scope::Netns(own)
+            Scope::Host
         );
+        assert_eq!(at(&format!("net.core.somaxconn@netns:{own}")), Scope::Host);
         assert_eq!(
             at("net.core.somaxconn@netns:/run/netns/kpo-no-such-ns"),
             Scope::Host
@@ -467,9 +478,14 @@ mod tests {
             p99_us: 40.0,
             max_us: 50.0,
         });
+        let get = |h: &Health, s| h.0.get(&s).copied();
+        w.system.tcp_retrans_segs_per_s = Some(3.0);
         let host = Health::from_window(&w);
         let other = Health::from_window_in(&w, Scope::Netns(OTHER_NETNS));
-        let get = |h: &Health, s| h.0.get(&s).copied();
+        // TCP retransmits are the agent's own namespace's: another namespace's change is not
+        // judged by them.
+        assert_eq!(get(&host, HealthSignal::TcpRetransmits), Some(3.0));
+        assert_eq!(get(&other, HealthSignal::TcpRetransmits), None);
         assert_eq!(get(&host, HealthSignal::ListenOverflows), Some(14.0));
         assert_eq!(get(&host, HealthSignal::RequestP99), Some(900.0));
         assert_eq!(get(&host, HealthSignal::SynackRetransmits), Some(7.0));

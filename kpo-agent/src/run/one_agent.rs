@@ -12,10 +12,13 @@
 //! when the process ends, however it ends, so a killed agent never leaves a stale claim.
 use std::os::{
     linux::net::SocketAddrExt,
-    unix::net::{SocketAddr, UnixListener, UnixStream},
+    unix::net::{SocketAddr, UnixListener},
 };
 
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::sys::socket::{
+    connect, getsockopt, socket, sockopt::PeerCredentials, AddressFamily, SockFlag, SockType,
+    UnixAddr,
+};
 
 /// The abstract name the running agent holds.
 pub const NAME: &str = "kpo-agent";
@@ -28,6 +31,12 @@ pub enum ClaimError {
          knowing of each other; stop it first"
     )]
     AnotherAgent { name: String, holder: String },
+    /// Abstract names have no permissions: any process in the namespace can take this one.
+    #[error(
+        "the abstract socket @{name} that marks the running kpo agent is held by a process that is \
+         not root{holder}, so not by a kpo agent; stop that process"
+    )]
+    Squatted { name: String, holder: String },
     #[error("cannot bind the abstract socket @{name} that marks the running agent: {source}")]
     Io {
         name: String,
@@ -56,25 +65,43 @@ fn claim_name(name: &str) -> Result<Claim, ClaimError> {
         Ok(listener) => Ok(Claim {
             _listener: listener,
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(ClaimError::AnotherAgent {
-            name: name.to_string(),
-            holder: describe_holder(&addr),
-        }),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let name = name.to_string();
+            Err(match holder(&name) {
+                Some((uid, holder)) if uid != 0 => ClaimError::Squatted { name, holder },
+                found => ClaimError::AnotherAgent {
+                    name,
+                    holder: found.map(|(_, h)| h).unwrap_or_default(),
+                },
+            })
+        }
         Err(e) => Err(io(e)),
     }
 }
 
-/// ` (pid N: its command line)` of the socket's holder, from the credentials the kernel gives a
-/// connection (the holder need not accept it); empty when they cannot be read, or when the holder
-/// is in a PID namespace this one does not see (pid 0).
-fn describe_holder(addr: &SocketAddr) -> String {
-    let Ok(stream) = UnixStream::connect_addr(addr) else {
-        return String::new();
-    };
-    let Ok(cred) = getsockopt(&stream, PeerCredentials) else {
-        return String::new();
-    };
-    let pid = cred.pid();
+/// The holder's uid and ` (pid N: its command line)`, from the credentials the kernel gives a
+/// connection (the holder need not accept it). `None` when they cannot be read: among others when
+/// the holder's queue of unaccepted connections is full (the connection does not wait for room,
+/// since the agent never accepts; every refused start leaves one there until it exits). The
+/// text is empty when the holder is in a PID namespace this one does not see (pid 0).
+fn holder(name: &str) -> Option<(u32, String)> {
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
+    connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &UnixAddr::new_abstract(name.as_bytes()).ok()?,
+    )
+    .ok()?;
+    let cred = getsockopt(&fd, PeerCredentials).ok()?;
+    Some((cred.uid(), describe(cred.pid())))
+}
+
+fn describe(pid: i32) -> String {
     if pid <= 0 {
         return String::new();
     }
@@ -103,14 +130,23 @@ mod tests {
         // A name of this test's own, so that a running agent or a parallel test cannot interfere.
         let name = format!("kpo-agent-test-{}", std::process::id());
         let first = claim_name(&name).expect("the name is free");
-        match claim_name(&name) {
-            Err(e @ ClaimError::AnotherAgent { .. }) => {
+        // The holder is this process: a kpo agent if it runs as root, a squatter otherwise.
+        let me = format!("(pid {}: ", std::process::id());
+        match (claim_name(&name), nix::unistd::Uid::effective().is_root()) {
+            (Err(e @ ClaimError::AnotherAgent { .. }), true) => {
                 let text = e.to_string();
-                let me = format!("another kpo agent (pid {}: ", std::process::id());
-                assert!(text.starts_with(&me), "{text}");
+                assert!(
+                    text.starts_with(&format!("another kpo agent {me}")),
+                    "{text}"
+                );
                 assert!(text.contains(&format!("@{name}")), "{text}");
             }
-            other => panic!("expected a refusal, got {other:?}"),
+            (Err(e @ ClaimError::Squatted { .. }), false) => {
+                let text = e.to_string();
+                assert!(text.contains(&format!("not root {me}")), "{text}");
+                assert!(text.contains(&format!("@{name}")), "{text}");
+            }
+            (other, root) => panic!("expected a refusal (root: {root}), got {other:?}"),
         }
         drop(first);
         claim_name(&name).expect("free again once the holder is gone");
