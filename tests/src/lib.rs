@@ -20,7 +20,18 @@ pub fn needs_root_and_btf() -> Option<String> {
     if !command_exists("ip") || !command_exists("ss") {
         return Some("iproute2 (ip, ss) is not installed; run cargo xtask setup".into());
     }
-    None
+    no_agent_running()
+}
+
+/// For tests that load KPO's programs or start `kpo run`: an agent already running here would
+/// mix its programs with theirs and refuse the agents they start.
+pub fn no_agent_running() -> Option<String> {
+    kpo_agent::run::one_agent::is_claimed().then(|| {
+        format!(
+            "a kpo agent already runs in this network namespace (it holds @{})",
+            kpo_agent::run::one_agent::NAME
+        )
+    })
 }
 
 /// Root alone (system-wide perf events).

@@ -48,7 +48,7 @@ pub fn requirement() -> Option<String> {
     if !kpo_integration::command_exists("ip") {
         return Some("iproute2 (ip) is not installed; run cargo xtask setup".into());
     }
-    None
+    kpo_integration::no_agent_running()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ mod deciding_tests;
 mod duty;
 mod kernel_view;
 mod llm;
-mod one_agent;
+pub mod one_agent;
 mod yielding;
 
 use std::{process::ExitCode, time::Duration};

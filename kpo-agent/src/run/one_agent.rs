@@ -55,6 +55,15 @@ pub fn claim() -> Result<Claim, ClaimError> {
     claim_name(NAME)
 }
 
+/// Whether something holds the name in this network namespace now (the claim is taken and given
+/// back at once): for callers that must not run beside an agent, such as the integration tests.
+pub fn is_claimed() -> bool {
+    matches!(
+        claim_name(NAME),
+        Err(ClaimError::AnotherAgent { .. } | ClaimError::Squatted { .. })
+    )
+}
+
 fn claim_name(name: &str) -> Result<Claim, ClaimError> {
     let io = |source| ClaimError::Io {
         name: name.to_string(),
