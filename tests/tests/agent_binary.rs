@@ -96,6 +96,23 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// Waits until the agent has reported its sensors (its second event). An agent that exits
+    /// first fails the test at once, with its status and, when it is piped, its stderr.
+    fn wait_reported(&mut self, events: &Path) {
+        wait_until("sensors reported", Duration::from_secs(30), || {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                if let Some(pipe) = self.child.stderr.as_mut() {
+                    let _ = std::io::Read::read_to_string(pipe, &mut stderr);
+                }
+                panic!("the agent exited ({status}) before reporting its sensors: {stderr}");
+            }
+            kinds(&lines(events)).len() >= 2
+        });
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -122,9 +139,7 @@ pub(crate) fn kinds(events: &[Value]) -> Vec<String> {
 /// event.
 fn run_agent(extra: &[&str], events: &Path, during: impl FnOnce(&Path)) -> Vec<Value> {
     let mut agent = Agent::spawn(&["--duty-fraction", "0.5"], extra, events, Stdio::piped());
-    wait_until("sensors reported", Duration::from_secs(30), || {
-        kinds(&lines(events)).len() >= 2
-    });
+    agent.wait_reported(events);
     during(events);
     let windows = || {
         kinds(&lines(events))
@@ -357,9 +372,7 @@ pub fn sigkill_leaves_no_program_behind() {
     );
     let events = std::env::temp_dir().join("kpo-e2e-kill.ndjson");
     let mut agent = Agent::spawn(&["--duty-fraction", "1"], &[], &events, Stdio::null());
-    wait_until("sensors reported", Duration::from_secs(30), || {
-        kinds(&lines(&events)).len() >= 2
-    });
+    agent.wait_reported(&events);
     assert!(
         kpo_programs().len() >= 10,
         "programs loaded: {:?}",
@@ -380,10 +393,8 @@ pub fn sigkill_leaves_no_program_behind() {
 pub fn a_second_agent_in_the_namespace_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let first_events = dir.path().join("first.ndjson");
-    let first = Agent::spawn(&[], &[], &first_events, Stdio::null());
-    wait_until("sensors reported", Duration::from_secs(30), || {
-        kinds(&lines(&first_events)).len() >= 2
-    });
+    let mut first = Agent::spawn(&[], &[], &first_events, Stdio::null());
+    first.wait_reported(&first_events);
     let second = |events: &Path, stderr: Stdio| {
         Command::new(kpo_binary())
             .args(["run", "--tick", "100ms", "--window", "300ms", "--events"])
@@ -417,8 +428,6 @@ pub fn a_second_agent_in_the_namespace_is_refused() {
     let mut started = Agent {
         child: second(&started_events, Stdio::null()),
     };
-    wait_until("the second agent reported", Duration::from_secs(30), || {
-        kinds(&lines(&started_events)).len() >= 2
-    });
+    started.wait_reported(&started_events);
     assert!(started.child.try_wait().unwrap().is_none(), "it stopped");
 }
