@@ -94,9 +94,7 @@ impl Agent {
             .unwrap();
         Agent { child }
     }
-}
 
-impl Agent {
     /// Waits until the agent has reported its sensors (its second event). An agent that exits
     /// first fails the test at once, with its status and, when it is piped, its stderr.
     fn wait_reported(&mut self, events: &Path) {
@@ -395,39 +393,28 @@ pub fn a_second_agent_in_the_namespace_is_refused() {
     let first_events = dir.path().join("first.ndjson");
     let mut first = Agent::spawn(&[], &[], &first_events, Stdio::null());
     first.wait_reported(&first_events);
-    let second = |events: &Path, stderr: Stdio| {
-        Command::new(kpo_binary())
-            .args(["run", "--tick", "100ms", "--window", "300ms", "--events"])
-            .arg(events)
-            .arg("--state-dir")
-            .arg(dir.path().join("second-state"))
-            .arg("--socket")
-            .arg(dir.path().join("second.sock"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap()
-    };
+    let state_dir = dir.path().join("second-state");
+    let socket = dir.path().join("second.sock");
+    let second_args = [
+        "--state-dir",
+        state_dir.to_str().unwrap(),
+        "--socket",
+        socket.to_str().unwrap(),
+    ];
     let refused_events = dir.path().join("refused.ndjson");
-    let refused = second(&refused_events, Stdio::piped())
-        .wait_with_output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    let mut refused = Agent::spawn(&[], &second_args, &refused_events, Stdio::piped());
+    let status = refused.child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut refused.child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
     let named = format!("another kpo agent (pid {}: ", first.child.id());
     assert!(stderr.contains(&named), "{stderr}");
-    assert!(
-        !dir.path().join("second-state").exists(),
-        "it opened its journal"
-    );
+    assert!(!state_dir.exists(), "it opened its journal");
     assert!(!refused_events.exists(), "it opened its events file");
 
     drop(first); // SIGKILL: the kernel releases the claim with the process
     let started_events = dir.path().join("second.ndjson");
-    let mut started = Agent {
-        child: second(&started_events, Stdio::null()),
-    };
+    let mut started = Agent::spawn(&[], &second_args, &started_events, Stdio::null());
     started.wait_reported(&started_events);
     assert!(started.child.try_wait().unwrap().is_none(), "it stopped");
 }

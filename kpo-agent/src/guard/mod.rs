@@ -409,7 +409,9 @@ mod tests {
     }
 
     const HOST_NETNS: u64 = 4026531840;
-    const OTHER_NETNS: u64 = 4026532281;
+    /// Namespace inodes are 32-bit: this one can never be the test's own namespace, which
+    /// `Scope::of` would take for the host.
+    const OTHER_NETNS: u64 = 1 << 40;
 
     /// A one-second window with one listener per namespace given, dropping `overflows`, and one
     /// service per namespace with that request p99.
