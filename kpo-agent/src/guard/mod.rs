@@ -173,6 +173,8 @@ struct Watch {
     change_id: u64,
     address: ParamAddress,
     scope: Scope,
+    /// The signals this change is judged by: the parameter's `guard_signals`, else the config's.
+    signals: Vec<HealthSignal>,
     value: Value,
     baseline: Health,
     windows_left: u32,
@@ -196,17 +198,20 @@ impl Guard {
 
     /// A change was applied: watch the next windows against `before`, the last window before
     /// the change (none yet: every signal is unjudged until there is a baseline), in the
-    /// change's scope. A newer change of the same parameter supersedes the older watch.
+    /// change's scope, by `signals` (the parameter's own list from the policy; `None`: the
+    /// config's). A newer change of the same parameter supersedes the older watch.
     pub fn watch(
         &mut self,
         change_id: u64,
         address: ParamAddress,
         value: Value,
         before: Option<&Window>,
+        signals: Option<&[HealthSignal]>,
     ) {
         let scope = Scope::of(&address);
         let baseline = before.map_or_else(Health::default, |w| Health::from_window_in(w, scope));
-        self.watch_from(change_id, address, scope, value, baseline);
+        let signals = signals.unwrap_or(&self.config.signals).to_vec();
+        self.watch_from(change_id, address, scope, signals, value, baseline);
     }
 
     fn watch_from(
@@ -214,6 +219,7 @@ impl Guard {
         change_id: u64,
         address: ParamAddress,
         scope: Scope,
+        signals: Vec<HealthSignal>,
         value: Value,
         baseline: Health,
     ) {
@@ -222,6 +228,7 @@ impl Guard {
             change_id,
             address,
             scope,
+            signals,
             value,
             baseline,
             windows_left: self.config.windows,
@@ -245,7 +252,7 @@ impl Guard {
         let config = &self.config;
         self.watches.retain_mut(|w| {
             let health = health_in(w.scope);
-            let regressed = config.signals.iter().find_map(|&signal| {
+            let regressed = w.signals.iter().find_map(|&signal| {
                 let before = *w.baseline.0.get(&signal)?;
                 let after = *health.0.get(&signal)?;
                 let limit = before * (1.0 + config.tolerance) + noise_floor(signal);
@@ -298,7 +305,8 @@ mod tests {
 
     /// Watches a host-scoped change against a given baseline.
     fn watch(guard: &mut Guard, id: u64, value: Value, baseline: Health) {
-        guard.watch_from(id, somaxconn(), Scope::Host, value, baseline);
+        let signals = guard.config.signals.clone();
+        guard.watch_from(id, somaxconn(), Scope::Host, signals, value, baseline);
     }
 
     /// One window in which every scope sees `h`.
@@ -511,8 +519,8 @@ mod tests {
         let in_other: ParamAddress = format!("net.core.somaxconn@netns:{OTHER_NETNS}")
             .parse()
             .unwrap();
-        guard.watch(1, in_other.clone(), Value::Int(1024), Some(&calm));
-        guard.watch(2, somaxconn_host(), Value::Int(1024), Some(&calm));
+        guard.watch(1, in_other.clone(), Value::Int(1024), Some(&calm), None);
+        guard.watch(2, somaxconn_host(), Value::Int(1024), Some(&calm), None);
         // The host's namespace overflows and slows down for two windows: the host-scoped change
         // is reverted, the other namespace's change is not.
         let host_busy = window(&[(HOST_NETNS, 500, 5000.0), (OTHER_NETNS, 0, 200.0)]);
@@ -528,6 +536,64 @@ mod tests {
         assert!(guard.observe(&other_busy).is_empty());
         assert!(matches!(
             guard.observe(&other_busy).as_slice(),
+            [Verdict::Revert {
+                change_id: 1,
+                signal: HealthSignal::ListenOverflows,
+                ..
+            }]
+        ));
+    }
+
+    /// A busy host's run queue reverts a change judged by every signal, but not one whose
+    /// parameter names its own signals without it; that one is still judged by its own.
+    #[test]
+    fn a_parameters_own_signals_replace_the_configs() {
+        let mut guard = Guard::new(GuardConfig {
+            windows: 3,
+            ..GuardConfig::default()
+        });
+        let with_runq = |w: &mut Window, p99_us: f64| {
+            w.runq_latency = Some(crate::window::hist::LatencySummary {
+                samples: 1000,
+                p50_us: p99_us / 4.0,
+                p90_us: p99_us / 2.0,
+                p99_us,
+                max_us: p99_us,
+            });
+        };
+        let mut calm = window(&[(HOST_NETNS, 0, 200.0)]);
+        with_runq(&mut calm, 100.0);
+        let own = [HealthSignal::ListenOverflows, HealthSignal::RequestP99];
+        guard.watch(
+            1,
+            somaxconn_host(),
+            Value::Int(1024),
+            Some(&calm),
+            Some(&own),
+        );
+        let backlog: ParamAddress = "net.ipv4.tcp_max_syn_backlog".parse().unwrap();
+        guard.watch(2, backlog, Value::Int(1024), Some(&calm), None);
+        let mut runq_busy = window(&[(HOST_NETNS, 0, 200.0)]);
+        with_runq(&mut runq_busy, 5000.0);
+        assert!(guard.observe(&runq_busy).is_empty());
+        assert!(
+            matches!(
+                guard.observe(&runq_busy).as_slice(),
+                [Verdict::Revert {
+                    change_id: 2,
+                    signal: HealthSignal::RunqP99,
+                    ..
+                }]
+            ),
+            "only the change judged by run-queue latency is reverted"
+        );
+        // Its own signal regressing still reverts the other (the third window is the last
+        // watched, but a regression it saw stays open until confirmed).
+        let mut overflowing = window(&[(HOST_NETNS, 500, 200.0)]);
+        with_runq(&mut overflowing, 100.0);
+        assert!(guard.observe(&overflowing).is_empty());
+        assert!(matches!(
+            guard.observe(&overflowing).as_slice(),
             [Verdict::Revert {
                 change_id: 1,
                 signal: HealthSignal::ListenOverflows,

@@ -55,6 +55,7 @@ struct ParamFile {
     on_exit: Option<OnExit>,
     namespaces: Option<Spanned<NsFile>>,
     allow_adaptive_off: Option<bool>,
+    guard_signals: Option<Vec<HealthSignal>>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -480,6 +481,9 @@ fn rule(
     }
     if let Some(a) = f.allow_adaptive_off {
         r.allow_adaptive_off = a;
+    }
+    if let Some(g) = &f.guard_signals {
+        r.guard_signals = Some(g.clone());
     }
     if let Some(ns) = &f.namespaces {
         let k = format!("{key}.namespaces");

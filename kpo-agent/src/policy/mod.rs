@@ -329,6 +329,10 @@ pub struct ParamRule {
     pub namespaces: Namespaces,
     /// Coalescing: a change may turn the NIC's adaptive moderation off.
     pub allow_adaptive_off: bool,
+    /// The signals the guard judges this parameter's changes by, instead of `[guard] signals`
+    /// (`None`): an operator who knows a change cannot move a host-wide signal keeps that
+    /// signal's noise from reverting it.
+    pub guard_signals: Option<Vec<HealthSignal>>,
 }
 
 impl ParamRule {
@@ -348,6 +352,7 @@ impl ParamRule {
             on_exit: OnExit::Keep,
             namespaces: Namespaces::All,
             allow_adaptive_off: false,
+            guard_signals: None,
         }
     }
 }

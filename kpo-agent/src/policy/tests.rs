@@ -171,6 +171,47 @@ fn bad_types_name_file_line_and_key() {
     assert!(key.ends_with(".sources"), "{key}");
 }
 
+/// `guard_signals` replaces `[guard] signals` for the parameters an entry covers; an entry
+/// without it takes `[defaults]`'s, and none at all means the global list (`None`).
+#[test]
+fn guard_signals_per_parameter() {
+    let p = Policy::parse(
+        r#"
+[guard]
+signals = ["request_p99", "runq_p99"]
+
+[defaults]
+guard_signals = ["request_p99"]
+
+[params."net.core.somaxconn"]
+mode = "auto"
+guard_signals = ["listen_overflows", "synack_retransmits"]
+
+[params."vm.swappiness"]
+mode = "auto"
+"#,
+        "t.toml",
+    )
+    .unwrap();
+    let signals = |a: &str| p.rule_for(&addr(a)).guard_signals.clone();
+    assert_eq!(
+        signals("net.core.somaxconn@netns:7"),
+        Some(vec![
+            HealthSignal::ListenOverflows,
+            HealthSignal::SynackRetransmits
+        ])
+    );
+    assert_eq!(
+        signals("vm.swappiness"),
+        Some(vec![HealthSignal::RequestP99])
+    );
+    assert_eq!(Policy::builtin().defaults.guard_signals, None);
+    let (line, key, class, msg) =
+        err("[params.\"vm.swappiness\"]\nmode = \"auto\"\nguard_signals = [\"cpu\"]\n");
+    assert_eq!((line, class), (3, PolicyErrorClass::BadType), "{msg}");
+    assert!(key.ends_with(".guard_signals"), "{key}");
+}
+
 #[test]
 fn impossible_bounds_name_file_line_and_key() {
     let (line, key, class, msg) =

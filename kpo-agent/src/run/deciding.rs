@@ -236,11 +236,13 @@ impl Deciding {
     /// The guard watches each applied change against the last window's health.
     fn watch_if_applied(&mut self, report: &ChangeReport, address: &ParamAddress, value: &Value) {
         if let (ChangeStatus::Applied, Some(id)) = (report.status, report.journal_id) {
+            let signals = self.path.policy.rule_for(address).guard_signals.as_deref();
             self.guard.watch(
                 id,
                 address.clone(),
                 value.clone(),
                 self.last_window.as_ref(),
+                signals,
             );
         }
     }

@@ -643,3 +643,53 @@ sources = ["operator"]
     assert_eq!(rig.max_freq(), 3_000_000);
     rig.assert_schema();
 }
+
+/// The same regression under an entry whose own `guard_signals` leave request p99 out: the guard
+/// judges the change by those signals only, keeps it after its windows, and the kernel keeps the
+/// value.
+#[test]
+fn a_parameters_guard_signals_decide_what_reverts_it() {
+    let policy = r#"
+[guard]
+signals = ["request_p99"]
+windows = 3
+max_changes_per_hour = 1000
+
+[params."cpufreq:*:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["operator"]
+guard_signals = ["listen_overflows"]
+"#;
+    let mut rig = Rig::new(policy, true, "");
+    rig.window();
+    let (answer, mut reply) = tokio::sync::oneshot::channel();
+    let events = rig.deciding.serve(crate::api::server::Incoming {
+        request: crate::api::Request::Apply(crate::control::ApplyRequest {
+            address: MAX_FREQ.parse().unwrap(),
+            value: Value::Int(1_200_000),
+            reason: "test".into(),
+        }),
+        peer_pid: None,
+        answer,
+    });
+    rig.record(&events);
+    assert!(matches!(reply.try_recv(), Ok(crate::api::Reply::Ok(_))));
+    // p99 goes from 152 to 260 µs in each of the three watched windows: kept all the same.
+    let mut verdicts = Vec::new();
+    for _ in 0..3 {
+        for e in rig.window() {
+            if let Event::Guard(v) = e {
+                verdicts.push(v);
+            }
+        }
+    }
+    assert!(
+        matches!(verdicts.as_slice(), [crate::guard::Verdict::Kept { .. }]),
+        "{verdicts:?}"
+    );
+    assert_eq!(rig.max_freq(), 1_200_000);
+    assert!(rig.intents().iter().all(|i| i.source != Source::Guard));
+    rig.assert_schema();
+}

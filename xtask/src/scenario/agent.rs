@@ -25,8 +25,9 @@ impl AgentConfig {
 }
 
 /// The policy: somaxconn in auto for the rules, only in the namespace at `netns_path`, from
-/// `min` up to 65535, at most doubling per step. Everything else stays at the built-in default
-/// (observe and recommend only).
+/// `min` up to 65535, at most doubling per step, judged by the guard through the listeners and
+/// request latency (the load generator itself raises the host's run-queue p99 on a small
+/// machine). Everything else stays at the built-in default (observe and recommend only).
 pub fn policy(netns_path: &Path, min: i64) -> String {
     format!(
         r#"[params."net.core.somaxconn"]
@@ -36,6 +37,7 @@ max = 65535
 max_step = "100%"
 sources = ["rules"]
 namespaces = ["{}"]
+guard_signals = ["listen_overflows", "synack_retransmits", "request_p99"]
 "#,
         netns_path.display()
     )

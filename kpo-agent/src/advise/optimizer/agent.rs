@@ -607,8 +607,19 @@ impl Knobs for PathKnobs<'_> {
             };
             match (report.status, report.journal_id) {
                 (ChangeStatus::Applied, Some(id)) => {
-                    self.guard
-                        .watch(id, p.address.clone(), p.value.clone(), Some(self.baseline));
+                    let signals = self
+                        .path
+                        .policy
+                        .rule_for(&p.address)
+                        .guard_signals
+                        .as_deref();
+                    self.guard.watch(
+                        id,
+                        p.address.clone(),
+                        p.value.clone(),
+                        Some(self.baseline),
+                        signals,
+                    );
                     self.remember(i, id, from[i] as i64);
                     done.push((i, id));
                 }
