@@ -69,8 +69,14 @@ impl Desk {
         })
     }
 
-    /// Approvals required and resolved are posted here from now on.
+    /// Approvals required and resolved are posted here from now on, and every approval pending
+    /// now is announced again (`repeat`): its first notification may have been queued by an
+    /// agent that stopped before posting it, or given up on while the receiver was down. A
+    /// receiver may so see an approval twice, never not at all.
     pub fn set_webhook(&mut self, webhook: Webhook) {
+        for item in self.store.pending() {
+            webhook.notify(Payload::repeat(&self.host, item));
+        }
         self.webhook = Some(webhook);
     }
 

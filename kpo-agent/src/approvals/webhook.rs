@@ -37,6 +37,10 @@ pub struct Structured {
     pub event: &'static str,
     pub host: String,
     pub approval: ApprovalItem,
+    /// An approval still pending when the agent started, announced again (present only then):
+    /// the first POST may have been lost with the agent that queued it, or given up on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub repeat: bool,
 }
 
 impl Payload {
@@ -74,8 +78,17 @@ impl Payload {
                 event,
                 host: host.to_string(),
                 approval: item.clone(),
+                repeat: false,
             },
         }
+    }
+
+    /// `approval_required` again, for an approval still pending when the agent started.
+    pub fn repeat(host: &str, item: &ApprovalItem) -> Payload {
+        let mut p = Payload::new("approval_required", host, item);
+        p.text = format!("{} (Still pending after the agent restarted.)", p.text);
+        p.kpo.repeat = true;
+        p
     }
 }
 
@@ -93,6 +106,14 @@ impl Webhook {
         tokio::spawn(deliver(client, url.clone(), rx));
         info!(url = %url, "approval webhook on");
         Ok(Webhook { tx, url })
+    }
+
+    /// A webhook whose notifications go to the returned receiver instead of a URL.
+    #[cfg(test)]
+    pub fn to_channel() -> (Webhook, mpsc::Receiver<Payload>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let url = "test:".to_string();
+        (Webhook { tx, url }, rx)
     }
 
     /// Queues one notification; drops it (logged) when the queue is full.

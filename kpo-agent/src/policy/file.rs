@@ -55,7 +55,7 @@ struct ParamFile {
     on_exit: Option<OnExit>,
     namespaces: Option<Spanned<NsFile>>,
     allow_adaptive_off: Option<bool>,
-    guard_signals: Option<Vec<HealthSignal>>,
+    guard_signals: Option<Spanned<Vec<HealthSignal>>>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -483,7 +483,17 @@ fn rule(
         r.allow_adaptive_off = a;
     }
     if let Some(g) = &f.guard_signals {
-        r.guard_signals = Some(g.clone());
+        if g.get_ref().is_empty() {
+            return Err(ctx.err(
+                g.span(),
+                format!("{key}.guard_signals"),
+                PolicyErrorClass::BadValue,
+                "an empty list would keep every change unjudged: name at least one signal \
+                 (leave the key out for [guard] signals)"
+                    .into(),
+            ));
+        }
+        r.guard_signals = Some(g.get_ref().clone());
     }
     if let Some(ns) = &f.namespaces {
         let k = format!("{key}.namespaces");

@@ -206,6 +206,17 @@ mode = "auto"
         Some(vec![HealthSignal::RequestP99])
     );
     assert_eq!(Policy::builtin().defaults.guard_signals, None);
+    let without = Policy::parse("[params.\"vm.swappiness\"]\nmode = \"auto\"\n", "t.toml").unwrap();
+    assert_eq!(
+        without.rule_for(&addr("vm.swappiness")).guard_signals,
+        None,
+        "no guard_signals anywhere: [guard] signals"
+    );
+    let (line, key, class, msg) =
+        err("[params.\"vm.swappiness\"]\nmode = \"auto\"\n\nguard_signals = []\n");
+    assert_eq!((line, class), (4, PolicyErrorClass::BadValue), "{msg}");
+    assert_eq!(key, "params.\"vm.swappiness\".guard_signals");
+    assert!(msg.contains("unjudged"), "{msg}");
     let (line, key, class, msg) =
         err("[params.\"vm.swappiness\"]\nmode = \"auto\"\nguard_signals = [\"cpu\"]\n");
     assert_eq!((line, class), (3, PolicyErrorClass::BadType), "{msg}");

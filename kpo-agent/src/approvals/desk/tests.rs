@@ -310,6 +310,52 @@ fn pending_approvals_survive_reopening_and_reject_is_recorded_for_explain() {
     assert!(s.desk.explain("net.core.netdev_budget", 10).is_empty());
 }
 
+/// Approvals still pending when the webhook is set (at the agent's start) are posted again,
+/// marked `repeat`; resolved ones are not; new ones are posted once, unmarked.
+#[test]
+fn the_webhook_announces_approvals_still_pending_at_start_again() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = setup(dir.path(), "recommend");
+        s.consider(vec![rec(Source::Rules, 32, false)]);
+        s.consider(vec![rec(Source::Rules, 64, false)]);
+        let pending = s.desk.pending().unwrap();
+        assert_eq!(pending.len(), 1, "64 superseded 32: {pending:?}");
+    }
+    let mut s = setup(dir.path(), "recommend");
+    let (webhook, mut posted) = Webhook::to_channel();
+    s.desk.set_webhook(webhook);
+    let first = posted.try_recv().expect("the pending approval, again");
+    assert_eq!(first.kpo.event, "approval_required");
+    assert_eq!(first.kpo.approval.id, "ap-2");
+    assert_eq!(first.kpo.approval.value, Value::Int(64));
+    assert!(first.kpo.repeat);
+    let json = serde_json::to_value(&first).unwrap();
+    assert_eq!(json["kpo"]["repeat"], true);
+    assert!(first
+        .text
+        .ends_with("(Still pending after the agent restarted.)"));
+    assert!(
+        posted.try_recv().is_err(),
+        "ap-1 was superseded: not posted"
+    );
+    // A new question is posted once, without `repeat` in the JSON.
+    s.consider(vec![rec(Source::Rules, 128, false)]);
+    let mut kinds_posted = Vec::new();
+    while let Ok(p) = posted.try_recv() {
+        let json = serde_json::to_value(&p).unwrap();
+        assert!(json["kpo"].get("repeat").is_none(), "{json}");
+        kinds_posted.push((p.kpo.event, p.kpo.approval.id));
+    }
+    assert_eq!(
+        kinds_posted,
+        [
+            ("approval_resolved", "ap-2".to_string()),
+            ("approval_required", "ap-3".to_string())
+        ]
+    );
+}
+
 #[test]
 fn auto_applies_and_conflicts_are_merged_with_the_loser_set_aside() {
     let dir = tempfile::tempdir().unwrap();
