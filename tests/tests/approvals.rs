@@ -313,6 +313,24 @@ namespaces = [{}]
     let mut agent = Agent::start(dir.path(), &events, &[]);
     let again = pending(dir.path());
     assert_eq!(again[0]["id"], id.as_str(), "{again:#?}");
+    // ... and announces it to the webhook again, marked as a repeat.
+    let repeated = || {
+        receiver
+            .bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| {
+                b["kpo"]["event"] == "approval_required"
+                    && b["kpo"]["approval"]["id"] == id.as_str()
+            })
+            .map(|b| b["kpo"]["repeat"] == true)
+            .collect::<Vec<bool>>()
+    };
+    wait_until("the pending approval announced again", WAIT, || {
+        repeated().len() == 2
+    });
+    assert_eq!(repeated(), [false, true]);
 
     let out = kpo(dir.path(), &["approve", &id, "--json"]);
     let approved: Value = serde_json::from_str(&out).unwrap();
