@@ -113,6 +113,23 @@ impl<'a> Lines<'a> {
         let end = self.starts.get(line).copied().unwrap_or(self.text.len());
         self.text[start..end].trim_end()
     }
+    /// The key of a list still open at `line` (an element on a line of its own, as in
+    /// `signals = ["request_p99",` ... `"cpu"]`), if `line` is inside one.
+    fn array_key_above(&self, line: usize) -> Option<String> {
+        for l in (1..line).rev() {
+            let t = self.line_text(l).trim();
+            if t.starts_with('[') {
+                return None;
+            }
+            if let Some((key, value)) = t.split_once('=') {
+                let value = value.trim();
+                let open = value.starts_with('[') && !value.contains(']');
+                return open.then(|| key.trim().to_string());
+            }
+        }
+        None
+    }
+
     /// The table header in force at `line` (`params."net.core.somaxconn"`), if any.
     fn table_at(&self, line: usize) -> Option<&'a str> {
         (1..=line).rev().find_map(|l| {
@@ -192,7 +209,8 @@ impl Ctx<'_> {
                 } else {
                     t.split_once('=').map(|(k, _)| k.trim().to_string())
                 }
-            });
+            })
+            .or_else(|| self.lines.array_key_above(line));
         let table = self.lines.table_at(line);
         let key = match (table, own) {
             (Some(t), Some(k)) => format!("{t}.{k}"),

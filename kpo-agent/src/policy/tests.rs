@@ -164,6 +164,12 @@ fn bad_types_name_file_line_and_key() {
     let (line, key, class, _) = err("[params.\"vm.swappiness\"]\nmax_step = \"lots\"\n");
     assert_eq!((line, class), (2, PolicyErrorClass::BadValue));
     assert!(key.ends_with(".max_step"), "{key}");
+    // An element of a list written over several lines names the list's key.
+    let (line, key, class, msg) = err(
+        "[guard]\nsignals = [\"request_p99\",\n           \"cpu\"]\n[params.\"vm.swappiness\"]\nmode = \"auto\"\n",
+    );
+    assert_eq!((line, class), (3, PolicyErrorClass::BadType), "{msg}");
+    assert_eq!(key, "guard.signals");
     // The guard only reverts: it is no proposer a policy can allow.
     let (line, key, class, msg) =
         err("[params.\"vm.swappiness\"]\nmode = \"auto\"\nsources = [\"guard\"]\n");
