@@ -70,6 +70,9 @@ pub enum Command {
     Reject(crate::approvals::cli::RejectArgs),
     /// The latest recommendations for a parameter, their reasons and what was done.
     Explain(crate::approvals::cli::ExplainArgs),
+    /// Check a policy (and an agent configuration) as `kpo run` would load it, and print what it
+    /// allows.
+    Check(crate::check::CheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +157,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approve(a) => crate::approvals::cli::approve(a),
         Command::Reject(a) => crate::approvals::cli::reject(a),
         Command::Explain(a) => crate::approvals::cli::explain(a),
+        Command::Check(a) => crate::check::check(a),
         Command::Pause(a) => {
             let mut c = open(&a.state)?;
             if c.pause(&who())? {

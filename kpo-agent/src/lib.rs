@@ -22,6 +22,7 @@ pub mod advise;
 pub mod api;
 pub mod approvals;
 pub mod change;
+pub mod check;
 pub mod cli;
 pub mod collect;
 pub mod config;

@@ -1,0 +1,268 @@
+//! `kpo check`: loads the policy (and the agent configuration, if named) exactly as `kpo run`
+//! would, and prints what it allows, so a file can be checked before it is rolled out. A mistake
+//! is the same error `kpo run` would stop with (file, line, key), and exit status 2.
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::{
+    config::Config,
+    policy::{Bound, NamespaceSel, Namespaces, ParamRule, Policy, PolicyOrigin},
+};
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The policy to check (default /etc/kpo/policy.toml; missing, the built-in default).
+    #[arg(long, value_name = "PATH")]
+    pub policy: Option<PathBuf>,
+    /// Also check this agent configuration file (`kpo run --config`).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
+    let policy = Policy::load(args.policy.as_deref())?;
+    let config = match &args.config {
+        Some(path) => {
+            let name = path.display().to_string();
+            Config::from_file(path)?.validate(&name)?;
+            Some(name)
+        }
+        None => None,
+    };
+    if args.json {
+        println!("{}", to_json(&policy, config.as_deref()));
+    } else {
+        print!("{}", to_text(&policy, config.as_deref()));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn origin(policy: &Policy) -> String {
+    match &policy.origin {
+        PolicyOrigin::File(p) => p.display().to_string(),
+        PolicyOrigin::BuiltIn => "built-in".to_string(),
+    }
+}
+
+fn bound(b: &Option<Bound>) -> Value {
+    b.as_ref().map_or(Value::Null, |b| json!(b))
+}
+
+fn namespaces(n: &Namespaces) -> Value {
+    match n {
+        Namespaces::All => json!("all"),
+        Namespaces::List(list) => list
+            .iter()
+            .map(|s| match s {
+                NamespaceSel::Host => json!("host"),
+                NamespaceSel::Inode(i) => json!(i),
+                NamespaceSel::Path(p) => json!(p.display().to_string()),
+            })
+            .collect(),
+    }
+}
+
+fn rule_json(r: &ParamRule) -> Value {
+    json!({
+        "name": r.name,
+        "line": r.line,
+        "mode": r.mode,
+        "min": bound(&r.min),
+        "max": bound(&r.max),
+        "max_step": r.max_step.map(|s| s.to_string()),
+        "cooldown": humantime::format_duration(r.cooldown).to_string(),
+        "sources": r.sources,
+        "on_exit": r.on_exit,
+        "namespaces": namespaces(&r.namespaces),
+        "allow_adaptive_off": r.allow_adaptive_off,
+        "guard_signals": r.guard_signals,
+    })
+}
+
+fn to_json(policy: &Policy, config: Option<&str>) -> Value {
+    let g = &policy.guard;
+    let a = &policy.approvals;
+    json!({
+        "policy": {
+            "origin": origin(policy),
+            "guard": {
+                "windows": g.windows,
+                "signals": g.signals,
+                "max_changes_per_hour": g.max_changes_per_hour,
+                "quarantine": humantime::format_duration(g.quarantine).to_string(),
+            },
+            "approvals": {
+                "expire_after": humantime::format_duration(a.expire_after).to_string(),
+                "clear_after_windows": a.clear_after_windows,
+                "webhook": a.webhook,
+            },
+            "defaults": rule_json(&policy.defaults),
+            "params": policy.params.iter().map(rule_json).collect::<Vec<_>>(),
+        },
+        "config": config,
+    })
+}
+
+/// One line per rule: every key, with `-` for one not set.
+fn rule_text(r: &ParamRule) -> String {
+    let v = rule_json(r);
+    let keys = [
+        "mode",
+        "min",
+        "max",
+        "max_step",
+        "cooldown",
+        "sources",
+        "on_exit",
+        "namespaces",
+        "allow_adaptive_off",
+        "guard_signals",
+    ];
+    keys.iter()
+        .map(|k| {
+            let shown = match &v[k] {
+                Value::Null => match *k {
+                    "guard_signals" => "[guard] signals".to_string(),
+                    _ => "-".to_string(),
+                },
+                Value::String(s) => s.clone(),
+                Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                other => other.to_string(),
+            };
+            format!("{k} {shown}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn to_text(policy: &Policy, config: Option<&str>) -> String {
+    let g = &policy.guard;
+    let a = &policy.approvals;
+    let list = |v: &[crate::policy::HealthSignal]| {
+        v.iter()
+            .map(|s| json!(s).as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = format!("policy {}: valid\n", policy.origin);
+    out += &format!(
+        "  [guard] windows {}; signals {}; max_changes_per_hour {}; quarantine {}\n",
+        g.windows,
+        list(&g.signals),
+        g.max_changes_per_hour,
+        humantime::format_duration(g.quarantine)
+    );
+    out += &format!(
+        "  [approvals] expire_after {}; clear_after_windows {}; webhook {}\n",
+        humantime::format_duration(a.expire_after),
+        a.clear_after_windows,
+        a.webhook.as_deref().unwrap_or("-")
+    );
+    out += &format!("  [defaults] {}\n", rule_text(&policy.defaults));
+    for r in &policy.params {
+        out += &format!(
+            "  [params.\"{}\"] (line {}) {}\n",
+            r.name,
+            r.line,
+            rule_text(r)
+        );
+    }
+    out += "  parameters no entry names take [defaults]; an exact name beats a glob, a longer glob a shorter one\n";
+    if let Some(c) = config {
+        out += &format!("config {c}: valid\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"
+[guard]
+windows = 4
+signals = ["request_p99", "listen_overflows"]
+
+[approvals]
+webhook = "http://127.0.0.1:9000/kpo"
+
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 128
+max = 65535
+max_step = "100%"
+cooldown = "5m"
+sources = ["rules", "operator"]
+namespaces = ["host", 4026532281]
+guard_signals = ["listen_overflows"]
+
+[params."net.ipv4.tcp_rmem"]
+mode = "recommend"
+min = [4096, 16384, 1048576]
+"#;
+
+    #[test]
+    fn json_gives_every_key_of_every_entry() {
+        let p = Policy::parse(POLICY, "p.toml").unwrap();
+        let v = to_json(&p, Some("kpo.toml"));
+        assert_eq!(v["policy"]["guard"]["windows"], 4);
+        assert_eq!(
+            v["policy"]["guard"]["signals"],
+            json!(["request_p99", "listen_overflows"])
+        );
+        assert_eq!(v["policy"]["guard"]["quarantine"], "1h");
+        assert_eq!(
+            v["policy"]["approvals"]["webhook"],
+            "http://127.0.0.1:9000/kpo"
+        );
+        let s = &v["policy"]["params"][0];
+        assert_eq!(s["name"], "net.core.somaxconn");
+        assert_eq!(s["line"], 9);
+        assert_eq!(s["mode"], "auto");
+        assert_eq!(
+            (s["min"].clone(), s["max"].clone()),
+            (json!(128), json!(65535))
+        );
+        assert_eq!(s["max_step"], "100%");
+        assert_eq!(s["cooldown"], "5m");
+        assert_eq!(s["sources"], json!(["rules", "operator"]));
+        assert_eq!(s["namespaces"], json!(["host", 4026532281u64]));
+        assert_eq!(s["guard_signals"], json!(["listen_overflows"]));
+        let r = &v["policy"]["params"][1];
+        assert_eq!(r["min"], json!([4096, 16384, 1048576]));
+        assert_eq!(r["max"], Value::Null);
+        assert_eq!(r["guard_signals"], Value::Null);
+        assert_eq!(v["policy"]["defaults"]["mode"], "recommend");
+        assert_eq!(v["config"], "kpo.toml");
+    }
+
+    #[test]
+    fn text_has_a_line_per_entry() {
+        let p = Policy::parse(POLICY, "p.toml").unwrap();
+        let text = to_text(&p, None);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "policy p.toml: valid");
+        assert!(lines[1].starts_with("  [guard] windows 4; signals request_p99, listen_overflows;"));
+        assert_eq!(
+            lines[4],
+            "  [params.\"net.core.somaxconn\"] (line 9) mode auto; min 128; max 65535; \
+             max_step 100%; cooldown 5m; sources rules, operator; on_exit keep; \
+             namespaces host, 4026532281; allow_adaptive_off false; guard_signals listen_overflows"
+        );
+        assert!(
+            lines[5].contains("guard_signals [guard] signals"),
+            "{}",
+            lines[5]
+        );
+        assert!(!text.contains("config "));
+    }
+}
