@@ -1,6 +1,8 @@
-//! `kpo check`: loads the policy (and the agent configuration, if named) exactly as `kpo run`
-//! would, and prints what it allows, so a file can be checked before it is rolled out. A mistake
-//! is the same error `kpo run` would stop with (file, line, key), and exit status 2.
+//! `kpo check`: loads and validates the agent configuration (if named) and the policy as `kpo run`
+//! does, in the same order, and prints what the policy allows, so the files can be checked before
+//! they are rolled out. A mistake is the error `kpo run` would stop with (file, line, key), and
+//! exit status 2. What only the machine can tell (root, `--proc-root`, the environment's
+//! `OPENAI_*`) and `kpo run`'s flags are not part of it.
 use std::path::PathBuf;
 
 use clap::Args;
@@ -8,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::{
     config::Config,
-    policy::{Bound, NamespaceSel, Namespaces, ParamRule, Policy, PolicyOrigin},
+    policy::{Bound, MaxStep, NamespaceSel, Namespaces, ParamRule, Policy, PolicyOrigin},
 };
 
 #[derive(Debug, Args)]
@@ -19,13 +21,15 @@ pub struct CheckArgs {
     /// Also check this agent configuration file (`kpo run --config`).
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// As `kpo run --recommend-only` would apply it: mode auto shown as recommend.
+    #[arg(long)]
+    pub recommend_only: bool,
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
-    let policy = Policy::load(args.policy.as_deref())?;
     let config = match &args.config {
         Some(path) => {
             let name = path.display().to_string();
@@ -34,6 +38,10 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         None => None,
     };
+    let mut policy = Policy::load(args.policy.as_deref())?;
+    if args.recommend_only {
+        policy.force_recommend();
+    }
     if args.json {
         println!("{}", to_json(&policy, config.as_deref()));
     } else {
@@ -74,7 +82,11 @@ fn rule_json(r: &ParamRule) -> Value {
         "mode": r.mode,
         "min": bound(&r.min),
         "max": bound(&r.max),
-        "max_step": r.max_step.map(|s| s.to_string()),
+        "max_step": match r.max_step {
+            Some(MaxStep::Absolute(v)) => json!(v),
+            Some(step) => json!(step.to_string()),
+            None => Value::Null,
+        },
         "cooldown": humantime::format_duration(r.cooldown).to_string(),
         "sources": r.sources,
         "on_exit": r.on_exit,
@@ -208,6 +220,10 @@ guard_signals = ["listen_overflows"]
 [params."net.ipv4.tcp_rmem"]
 mode = "recommend"
 min = [4096, 16384, 1048576]
+max_step = 1048576
+
+[params."vm.swappiness"]
+max_step = "7%"
 "#;
 
     #[test]
@@ -241,6 +257,8 @@ min = [4096, 16384, 1048576]
         assert_eq!(r["min"], json!([4096, 16384, 1048576]));
         assert_eq!(r["max"], Value::Null);
         assert_eq!(r["guard_signals"], Value::Null);
+        assert_eq!(r["max_step"], json!(1048576));
+        assert_eq!(v["policy"]["params"][2]["max_step"], "7%");
         assert_eq!(v["policy"]["defaults"]["mode"], "recommend");
         assert_eq!(v["config"], "kpo.toml");
     }

@@ -42,6 +42,12 @@ fn a_valid_policy_and_config_are_printed_as_loaded() {
         entry["guard_signals"],
         serde_json::json!(["listen_overflows"])
     );
+    let out = kpo_check(&["--policy", p, "--json", "--recommend-only"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["policy"]["params"][0]["mode"], "recommend",
+        "as kpo run --recommend-only"
+    );
     let out = kpo_check(&["--policy", p]);
     assert_eq!(out.status.code(), Some(0));
     let shown = text(&out.stdout);

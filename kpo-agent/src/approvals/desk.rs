@@ -69,15 +69,27 @@ impl Desk {
         })
     }
 
-    /// Approvals required and resolved are posted here from now on, and every approval pending
-    /// now is announced again (`repeat`): its first notification may have been queued by an
-    /// agent that stopped before posting it, or given up on while the receiver was down. A
-    /// receiver may so see an approval twice, never not at all.
+    /// Approvals required and resolved are posted here from now on. Called once, at the agent's
+    /// start: approvals whose time ran out while the agent was down are expired (and that is
+    /// posted), and every approval still pending is announced again (`repeat`), since its first
+    /// notification may have been queued by an agent that stopped before posting it, or given up
+    /// on while the receiver was down.
     pub fn set_webhook(&mut self, webhook: Webhook) {
-        for item in self.store.pending() {
-            webhook.notify(Payload::repeat(&self.host, item));
-        }
         self.webhook = Some(webhook);
+        match self.pending() {
+            Ok(pending) => {
+                for item in pending {
+                    self.notify_repeat(&item);
+                }
+            }
+            Err(e) => warn!("approvals: pending approvals not announced again: {e}"),
+        }
+    }
+
+    fn notify_repeat(&self, item: &ApprovalItem) {
+        if let Some(w) = &self.webhook {
+            w.notify(Payload::repeat(&self.host, item));
+        }
     }
 
     pub fn store(&self) -> &ApprovalStore {

@@ -114,18 +114,34 @@ impl<'a> Lines<'a> {
         self.text[start..end].trim_end()
     }
     /// The key of a list still open at `line` (an element on a line of its own, as in
-    /// `signals = ["request_p99",` ... `"cpu"]`), if `line` is inside one.
+    /// `signals = ["request_p99",` ... `"cpu"]`), if `line` is inside one: the nearest `key =`
+    /// above it (bare keys only: an element may hold `=` in a string) whose brackets are not yet
+    /// closed by the lines in between.
     fn array_key_above(&self, line: usize) -> Option<String> {
+        if self.line_text(line).trim().starts_with('[') {
+            return None;
+        }
         for l in (1..line).rev() {
             let t = self.line_text(l).trim();
             if t.starts_with('[') {
                 return None;
             }
-            if let Some((key, value)) = t.split_once('=') {
-                let value = value.trim();
-                let open = value.starts_with('[') && !value.contains(']');
-                return open.then(|| key.trim().to_string());
+            if t.starts_with('#') {
+                continue;
             }
+            let Some((key, value)) = t.split_once('=') else {
+                continue;
+            };
+            let key = key.trim();
+            let bare = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+            if key.is_empty() || !key.chars().all(bare) {
+                continue;
+            }
+            let depth = bracket_depth(value)
+                + ((l + 1)..line)
+                    .map(|m| bracket_depth(self.line_text(m)))
+                    .sum::<i32>();
+            return (depth > 0).then(|| key.to_string());
         }
         None
     }
@@ -226,6 +242,34 @@ impl Ctx<'_> {
             message,
         }
     }
+}
+
+/// `[` minus `]` on a line of TOML, outside strings and comments.
+pub(super) fn bracket_depth(line: &str) -> i32 {
+    let mut depth = 0;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in line.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q == '"' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '#' => break,
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                _ => {}
+            },
+        }
+    }
+    depth
 }
 
 pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {

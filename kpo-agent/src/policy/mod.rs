@@ -255,7 +255,8 @@ impl fmt::Display for MaxStep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MaxStep::Absolute(v) => write!(f, "{v}"),
-            MaxStep::Relative(r) => write!(f, "{}%", r * 100.0),
+            // Rounded: 7% is stored as 0.07, which times 100 is 7.000000000000001.
+            MaxStep::Relative(r) => write!(f, "{}%", (r * 100.0 * 1e6).round() / 1e6),
         }
     }
 }

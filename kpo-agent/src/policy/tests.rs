@@ -170,6 +170,24 @@ fn bad_types_name_file_line_and_key() {
     );
     assert_eq!((line, class), (3, PolicyErrorClass::BadType), "{msg}");
     assert_eq!(key, "guard.signals");
+    // ... with comments holding `=` and `]` between the key and the element.
+    let (line, key, _, msg) = err(
+        "[params.\"x.y\"]\nguard_signals = [ # see [guard] ]\n  # old = [1\n  \"request_p99\", # p99 = 1 ]\n  \"cpu\",\n]\n",
+    );
+    assert_eq!(
+        (line, key.as_str()),
+        (5, "params.\"x.y\".guard_signals"),
+        "{msg}"
+    );
+    // Brackets inside strings (escaped quotes included) and comments do not count.
+    assert_eq!(file::bracket_depth(r#"["/run/a]b", # ]"#), 1);
+    assert_eq!(file::bracket_depth(r#"'a[' ]"#), -1);
+    assert_eq!(file::bracket_depth(r#""a\"]" ]"#), -1);
+    // A line after a list that closed is not in it.
+    let (line, key, _, msg) = err("[params.\"x.y\"]\nsources = [\n  \"rules\",\n]\nmode = 3\n");
+    assert_eq!((line, key.as_str()), (5, "params.\"x.y\".mode"), "{msg}");
+    let (line, key, _, msg) = err("[params.\"x.y\"]\nsources = [\n  \"rules\",\n]\noops\n");
+    assert_eq!((line, key.as_str()), (5, "params.\"x.y\""), "{msg}");
     // The guard only reverts: it is no proposer a policy can allow.
     let (line, key, class, msg) =
         err("[params.\"vm.swappiness\"]\nmode = \"auto\"\nsources = [\"guard\"]\n");

@@ -356,6 +356,31 @@ fn the_webhook_announces_approvals_still_pending_at_start_again() {
     );
 }
 
+/// An approval whose time ran out while the agent was down is expired at start, and that is
+/// what the webhook gets: not a repeat of a question nobody can answer any more.
+#[test]
+fn an_approval_that_expired_while_the_agent_was_down_is_posted_as_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = setup(dir.path(), "recommend");
+        s.consider(vec![rec(Source::Rules, 32, false)]);
+    }
+    let expired_now = ApprovalSettings {
+        expire_after: Duration::ZERO,
+        ..settings()
+    };
+    let mut s = open(dir.path(), policy("recommend"), expired_now, false);
+    let (webhook, mut posted) = Webhook::to_channel();
+    s.desk.set_webhook(webhook);
+    let only = posted.try_recv().expect("the expiry");
+    assert_eq!(only.kpo.event, "approval_resolved");
+    assert_eq!(only.kpo.approval.id, "ap-1");
+    assert_eq!(only.kpo.approval.state, ApprovalState::Expired);
+    assert!(!only.kpo.repeat);
+    assert!(posted.try_recv().is_err(), "nothing announced again");
+    assert!(s.desk.pending().unwrap().is_empty());
+}
+
 #[test]
 fn auto_applies_and_conflicts_are_merged_with_the_loser_set_aside() {
     let dir = tempfile::tempdir().unwrap();
