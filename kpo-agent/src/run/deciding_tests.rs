@@ -219,6 +219,22 @@ impl Rig {
         events
     }
 
+    /// `kpo apply` of `scaling_max_freq` through the agent's control socket, as an operator.
+    fn operator_sets_max_freq(&mut self, khz: i64) -> crate::api::Reply {
+        let (answer, mut reply) = tokio::sync::oneshot::channel();
+        let events = self.deciding.serve(crate::api::server::Incoming {
+            request: crate::api::Request::Apply(crate::control::ApplyRequest {
+                address: MAX_FREQ.parse().unwrap(),
+                value: Value::Int(khz),
+                reason: "test".into(),
+            }),
+            peer_pid: None,
+            answer,
+        });
+        self.record(&events);
+        reply.try_recv().expect("answered")
+    }
+
     fn record(&mut self, events: &[Event]) {
         for e in events {
             let bytes = crate::output::events::encode(e, "test", time::OffsetDateTime::UNIX_EPOCH);
@@ -601,20 +617,7 @@ sources = ["operator"]
     assert!(rig.live.is_empty(), "the optimizer has no knobs here");
     // The baseline window: p99 = 80 + 216000 / 3000 = 152 µs.
     rig.window();
-    let apply = |rig: &mut Rig| {
-        let (answer, mut reply) = tokio::sync::oneshot::channel();
-        let events = rig.deciding.serve(crate::api::server::Incoming {
-            request: crate::api::Request::Apply(crate::control::ApplyRequest {
-                address: MAX_FREQ.parse().unwrap(),
-                value: Value::Int(1_200_000),
-                reason: "test".into(),
-            }),
-            peer_pid: None,
-            answer,
-        });
-        rig.record(&events);
-        reply.try_recv().expect("answered")
-    };
+    let apply = |rig: &mut Rig| rig.operator_sets_max_freq(1_200_000);
     assert!(matches!(apply(&mut rig), crate::api::Reply::Ok(_)));
     assert_eq!(rig.max_freq(), 1_200_000);
     // At 1200 MHz p99 is 260 µs: more than 20% + 50 µs above 152, in every window after.
@@ -664,18 +667,10 @@ guard_signals = ["listen_overflows"]
 "#;
     let mut rig = Rig::new(policy, true, "");
     rig.window();
-    let (answer, mut reply) = tokio::sync::oneshot::channel();
-    let events = rig.deciding.serve(crate::api::server::Incoming {
-        request: crate::api::Request::Apply(crate::control::ApplyRequest {
-            address: MAX_FREQ.parse().unwrap(),
-            value: Value::Int(1_200_000),
-            reason: "test".into(),
-        }),
-        peer_pid: None,
-        answer,
-    });
-    rig.record(&events);
-    assert!(matches!(reply.try_recv(), Ok(crate::api::Reply::Ok(_))));
+    assert!(matches!(
+        rig.operator_sets_max_freq(1_200_000),
+        crate::api::Reply::Ok(_)
+    ));
     // p99 goes from 152 to 260 µs in each of the three watched windows: kept all the same.
     let mut verdicts = Vec::new();
     for _ in 0..3 {
