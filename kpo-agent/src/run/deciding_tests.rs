@@ -566,6 +566,28 @@ sources = ["optimizer"]
     rig.assert_schema();
 }
 
+/// A knob in mode recommend (or auto made recommend by --recommend-only) is not searched: the
+/// trials would wait for approvals nobody is asked for. The loop says so and touches nothing.
+#[test]
+fn a_knob_in_mode_recommend_is_left_out_with_the_reason() {
+    let recommend = policy("").replace("mode = \"auto\"", "mode = \"recommend\"");
+    let mut rig = Rig::new(&recommend, true, "");
+    match rig.live.as_slice() {
+        [LiveEvent::Off { reason }] => assert!(
+            reason.contains("cpufreq:*:scaling_max_freq: mode recommend")
+                && reason.contains("ethtool:eth0:rx-usecs: mode recommend")
+                && reason.contains("do not wait for approvals"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    rig.window();
+    rig.window();
+    assert!(rig.intents().is_empty());
+    assert_eq!(rig.max_freq(), 3_000_000);
+    rig.assert_schema();
+}
+
 #[test]
 fn an_estimated_energy_is_not_optimized_on_unless_allowed() {
     let mut rig = Rig::new(&policy(""), true, "");

@@ -4,7 +4,8 @@
 //! - **Knobs** come from the policy: every numeric cpufreq or coalescing parameter
 //!   (`scaling_max_freq`, `scaling_min_freq`, `rx-usecs`, `tx-usecs`, `rx-frames`, `tx-frames`)
 //!   that a `[params."NAME"]` entry (a name or a glob) gives to the optimizer: `sources` includes
-//!   `optimizer`, mode `auto` or `recommend`, and `min` and `max` set. The search grid is `levels`
+//!   `optimizer`, mode `auto`, and `min` and `max` set (mode `recommend` is left out, with the
+//!   reason: a search does not wait for an approval per trial). The search grid is `levels`
 //!   values spread evenly over `[min, max]`. Built-in defaults never give the optimizer anything.
 //! - **A trial** is held for `windows_per_trial` windows. Its measurement is the energy of those
 //!   windows (the agent's meter, labelled with its source) and the SLO's request-latency
@@ -422,8 +423,6 @@ fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<(ParamAddress, i64, i
     let mut out: Vec<(ParamAddress, i64, i64)> = Vec::new();
     let mut problems = Vec::new();
     for rule in &policy.params {
-        let gives = rule.sources.contains(&Source::Optimizer)
-            && matches!(rule.mode, Mode::Auto | Mode::Recommend);
         let family = if rule.name.starts_with("cpufreq:") {
             ParamKind::Cpufreq
         } else if rule.name.starts_with("ethtool:") {
@@ -431,7 +430,18 @@ fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<(ParamAddress, i64, i
         } else {
             continue;
         };
-        if !gives {
+        if !rule.sources.contains(&Source::Optimizer) || rule.mode == Mode::Observe {
+            continue;
+        }
+        // A search is a series of trials, each held for a window and learned from at once; one
+        // that waited for a person's approval per trial would hold its first refusal forever.
+        if rule.mode == Mode::Recommend {
+            problems.push(format!(
+                "{}: mode recommend (in the policy, or made so by kpo run --recommend-only): the \
+                 optimizer's trials do not wait for approvals; give the entry mode auto, within \
+                 its min and max, for the optimizer to search it",
+                rule.name
+            ));
             continue;
         }
         let mut names: Vec<String> = Vec::new();
@@ -577,7 +587,7 @@ impl Knobs for PathKnobs<'_> {
             if decision == Decision::Apply {
                 continue;
             }
-            // Through the path, which refuses it (or holds it for approval) and says so.
+            // Through the path, which refuses it and says so.
             let report = self.path.propose(&p);
             let detail = match &report {
                 Ok(r) => r.describe(),
