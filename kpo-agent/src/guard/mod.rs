@@ -155,8 +155,14 @@ impl GuardConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
-    /// Health held for every watched window: the change stays.
-    Kept { change_id: u64, address: String },
+    /// Health held for every watched window: the change stays. `judged`: the signals that were
+    /// measured both before the change and in at least one watched window; empty, nothing could
+    /// judge the change (no baseline, or none of its signals seen in its scope).
+    Kept {
+        change_id: u64,
+        address: String,
+        judged: Vec<HealthSignal>,
+    },
     /// A signal got worse: revert now, and quarantine the value.
     Revert {
         change_id: u64,
@@ -180,6 +186,8 @@ struct Watch {
     windows_left: u32,
     /// Consecutive windows that regressed so far.
     strikes: u32,
+    /// Signals that had a value before the change and in a watched window.
+    judged: std::collections::BTreeSet<HealthSignal>,
 }
 
 #[derive(Debug, Default)]
@@ -233,6 +241,7 @@ impl Guard {
             baseline,
             windows_left: self.config.windows,
             strikes: 0,
+            judged: Default::default(),
         });
     }
 
@@ -252,11 +261,17 @@ impl Guard {
         let config = &self.config;
         self.watches.retain_mut(|w| {
             let health = health_in(w.scope);
-            let regressed = w.signals.iter().find_map(|&signal| {
-                let before = *w.baseline.0.get(&signal)?;
-                let after = *health.0.get(&signal)?;
-                let limit = before * (1.0 + config.tolerance) + noise_floor(signal);
-                (after > limit).then_some((signal, before, after))
+            let measured: Vec<(HealthSignal, f64, f64)> = w
+                .signals
+                .iter()
+                .filter_map(|&signal| {
+                    Some((signal, *w.baseline.0.get(&signal)?, *health.0.get(&signal)?))
+                })
+                .collect();
+            w.judged
+                .extend(measured.iter().map(|&(signal, _, _)| signal));
+            let regressed = measured.into_iter().find(|&(signal, before, after)| {
+                after > before * (1.0 + config.tolerance) + noise_floor(signal)
             });
             w.strikes = if regressed.is_some() {
                 w.strikes + 1
@@ -282,6 +297,7 @@ impl Guard {
                 verdicts.push(Verdict::Kept {
                     change_id: w.change_id,
                     address: w.address.to_string(),
+                    judged: w.judged.iter().copied().collect(),
                 });
                 return false;
             }
@@ -367,10 +383,23 @@ mod tests {
             observe(&mut guard, &Health::default()),
             vec![Verdict::Kept {
                 change_id: 1,
-                address: somaxconn().to_string()
+                address: somaxconn().to_string(),
+                judged: vec![HealthSignal::ListenOverflows],
             }]
         );
         assert_eq!(guard.watching(), 0);
+        // Without a baseline, or with no signal of the change ever seen, nothing judged it, and
+        // the verdict says so.
+        watch(&mut guard, 2, Value::Int(1024), Health::default());
+        observe(&mut guard, &h);
+        assert_eq!(
+            observe(&mut guard, &h),
+            vec![Verdict::Kept {
+                change_id: 2,
+                address: somaxconn().to_string(),
+                judged: vec![],
+            }]
+        );
     }
 
     #[test]

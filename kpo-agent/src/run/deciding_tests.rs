@@ -702,10 +702,16 @@ guard_signals = ["listen_overflows"]
             }
         }
     }
-    assert!(
-        matches!(verdicts.as_slice(), [crate::guard::Verdict::Kept { .. }]),
-        "{verdicts:?}"
-    );
+    match verdicts.as_slice() {
+        [crate::guard::Verdict::Kept { judged, .. }] => {
+            assert_eq!(
+                judged,
+                &[crate::policy::HealthSignal::ListenOverflows],
+                "0 without listeners"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(rig.max_freq(), 1_200_000);
     assert!(rig.intents().iter().all(|i| i.source != Source::Guard));
     rig.assert_schema();
