@@ -39,6 +39,8 @@ pub struct Config {
     pub sysfs_root: PathBuf,
     /// The optimizer's live loop (docs/optimizer.md): its SLO, trial length and grid.
     pub optimizer: crate::advise::optimizer::agent::OptimizerSettings,
+    /// Where to serve Prometheus metrics (`GET /metrics`), e.g. "127.0.0.1:9464"; none: off.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The longest window. Per-CPU kernel counters kept in 32 bits (softirqs, interrupts, softnet)
@@ -66,6 +68,7 @@ impl Default for Config {
             llm: LlmConfig::default(),
             sysfs_root: PathBuf::from("/sys"),
             optimizer: Default::default(),
+            metrics: None,
         }
     }
 }

@@ -418,3 +418,110 @@ pub fn a_second_agent_in_the_namespace_is_refused() {
     started.wait_reported(&started_events);
     assert!(started.child.try_wait().unwrap().is_none(), "it stopped");
 }
+
+/// One HTTP/1.1 request to the agent's metrics address: the status code, the content type and
+/// the body.
+fn http(port: u16, method: &str, path: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-type: "))
+        .unwrap_or_default()
+        .to_string();
+    (status, content_type, body.to_string())
+}
+
+/// The value of the sample line `name` (with its labels, as printed) in an exposition.
+fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `kpo run --metrics`: the counts are those of the event stream, and a host gauge is the
+/// kernel's own figure (MemTotal from /proc/meminfo).
+pub fn metrics_match_the_event_stream_and_the_kernel() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    let addr = format!("127.0.0.1:{port}");
+    let mut agent = Agent::spawn(&[], &["--metrics", &addr], &events, Stdio::piped());
+    agent.wait_reported(&events);
+    let windows = || {
+        kinds(&lines(&events))
+            .iter()
+            .filter(|k| *k == "window")
+            .count()
+    };
+    wait_until("two windows", Duration::from_secs(30), || windows() >= 2);
+    let written_before = windows();
+    let (status, content_type, body) = http(port, "GET", "/metrics");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert_eq!(body.lines().last(), Some("# EOF"));
+    let counted = sample(&body, "kpo_windows_total").expect("kpo_windows_total") as usize;
+    assert!(counted >= written_before, "{counted} < {written_before}");
+    // Every window counted reaches the event stream too.
+    wait_until(
+        "the counted windows written",
+        Duration::from_secs(10),
+        || windows() >= counted,
+    );
+    assert_eq!(
+        sample(&body, r#"kpo_events_total{kind="window"}"#),
+        Some(counted as f64)
+    );
+    assert_eq!(
+        sample(&body, r#"kpo_events_total{kind="start"}"#),
+        Some(1.0)
+    );
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let mem_total_kib: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert_eq!(
+        sample(&body, "kpo_host_mem_total_bytes"),
+        Some(mem_total_kib * 1024.0)
+    );
+    assert_eq!(http(port, "GET", "/").0, 404);
+    assert_eq!(http(port, "POST", "/metrics").0, 405);
+    assert!(agent.child.try_wait().unwrap().is_none(), "it stopped");
+}
+
+/// An address that cannot be listened on stops the agent at start, naming it.
+pub fn a_metrics_address_in_use_stops_the_agent() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    let mut agent = Agent::spawn(&[], &["--metrics", &addr], &events, Stdio::piped());
+    let status = agent.child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut agent.child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--metrics {addr}: cannot listen")),
+        "{stderr}"
+    );
+}

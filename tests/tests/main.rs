@@ -88,6 +88,16 @@ fn main() {
             agent_binary::a_second_agent_in_the_namespace_is_refused,
         ),
         trial(
+            "agent_binary::metrics_match_the_event_stream_and_the_kernel",
+            req(),
+            agent_binary::metrics_match_the_event_stream_and_the_kernel,
+        ),
+        trial(
+            "agent_binary::a_metrics_address_in_use_stops_the_agent",
+            req(),
+            agent_binary::a_metrics_address_in_use_stops_the_agent,
+        ),
+        trial(
             "run_loop::stalled_reader_keeps_ticking_and_honours_sigterm",
             req(),
             run_loop::stalled_reader_keeps_ticking_and_honours_sigterm,

@@ -107,6 +107,8 @@ pub struct EventSink {
     offered: u64,
     dropped_since_queued: u64,
     dropped_at_queue: u64,
+    /// `--metrics`: every event offered is counted there, written or not.
+    metrics: Option<Arc<std::sync::Mutex<super::metrics::Metrics>>>,
 }
 
 impl EventSink {
@@ -153,7 +155,13 @@ impl EventSink {
             offered: 0,
             dropped_since_queued: 0,
             dropped_at_queue: 0,
+            metrics: None,
         }
+    }
+
+    /// From now on every event offered is also counted in `metrics`.
+    pub fn set_metrics(&mut self, metrics: Arc<std::sync::Mutex<super::metrics::Metrics>>) {
+        self.metrics = Some(metrics);
     }
 
     pub fn destination(&self) -> &Destination {
@@ -172,6 +180,9 @@ impl EventSink {
 
     fn offer(&mut self, event: &Event, last: bool) {
         self.offered += 1;
+        if let Some(m) = &self.metrics {
+            m.lock().expect("metrics lock").observe(event);
+        }
         let queued = self.shared.queued_bytes.load(Ordering::Acquire);
         // A full queue drops the event before encoding it; one larger than the whole bound still
         // goes when the queue is empty.

@@ -39,6 +39,9 @@ pub struct RunArgs {
     /// Where the actuators find cpufreq and the NICs (a copy of sysfs in tests).
     #[arg(long, value_name = "PATH")]
     pub sysfs_root: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (off by default).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Policy, state directory and control socket.
     #[command(flatten)]
     pub state: crate::cli::StateArgs,
@@ -73,6 +76,9 @@ impl RunArgs {
         }
         if let Some(v) = &self.sysfs_root {
             config.sysfs_root = v.clone();
+        }
+        if let Some(v) = self.metrics {
+            config.metrics = Some(v);
         }
         config.validate(&origin)?;
         Ok(config)

@@ -108,6 +108,10 @@ pub async fn run(
     let (mut deciding, reconciled) = Deciding::open(state, &config, recommend_only)?;
     // The LLM advisor (off, with one log line, without a key or an endpoint).
     let mut llm = llm::LlmStage::start(&config.llm)?;
+    // Prometheus metrics, counted from every event from the first on.
+    if let Some(addr) = config.metrics {
+        sink.set_metrics(crate::output::metrics::start(addr).await?);
+    }
 
     // Sensors.
     let mut sensors = Sensors::load(&sensor_options(&config));

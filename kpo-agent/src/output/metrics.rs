@@ -1,0 +1,479 @@
+//! Prometheus metrics (`kpo run --metrics ADDR`): every event the agent emits is also counted
+//! here, and each window's figures become gauges, served at `GET /metrics` in the OpenMetrics text
+//! format (docs/metrics.md). The event stream stays the record; the metrics are its summary for
+//! dashboards and alerts, and they keep counting when the event stream's reader stalls.
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{atomic::AtomicU64, Arc, Mutex},
+};
+
+use http_body_util::Full;
+use hyper::{body::Bytes, Method, Request, Response, StatusCode};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use tracing::{info, warn};
+
+use super::events::Event;
+use crate::window::Window;
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+type FloatCounter = Counter<f64, AtomicU64>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    netns: String,
+    port: String,
+    family: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLatencyLabels {
+    netns: String,
+    port: String,
+    family: String,
+    quantile: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuantileLabels {
+    quantile: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChangeLabels {
+    source: String,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    verdict: String,
+}
+
+/// The registry and every metric in it.
+pub struct Metrics {
+    registry: Registry,
+    windows: Counter,
+    events: Family<KindLabels, Counter>,
+    /// `kpo_host_<field>`, registered as fields first appear (the window's `system` object).
+    host: BTreeMap<String, FloatGauge>,
+    listener_backlog: Family<ListenerLabels, Gauge>,
+    listener_backlog_max: Family<ListenerLabels, Gauge>,
+    listener_backlog_limit: Family<ListenerLabels, Gauge>,
+    listener_overflows: Family<ListenerLabels, Counter>,
+    request_latency: Family<ServiceLatencyLabels, FloatGauge>,
+    runq_latency: Family<QuantileLabels, FloatGauge>,
+    energy: Family<SourceLabels, FloatCounter>,
+    power: Family<SourceLabels, FloatGauge>,
+    changes: Family<ChangeLabels, Counter>,
+    guard: Family<VerdictLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("kpo");
+        let m = Metrics {
+            windows: Counter::default(),
+            events: Family::default(),
+            host: BTreeMap::new(),
+            listener_backlog: Family::default(),
+            listener_backlog_max: Family::default(),
+            listener_backlog_limit: Family::default(),
+            listener_overflows: Family::default(),
+            request_latency: Family::default(),
+            runq_latency: Family::default(),
+            energy: Family::default(),
+            power: Family::default(),
+            changes: Family::default(),
+            guard: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("windows", "Windows closed", m.windows.clone());
+        registry.register(
+            "events",
+            "Events emitted, by kind (counted even when the event stream drops them)",
+            m.events.clone(),
+        );
+        registry.register(
+            "listener_backlog",
+            "A listener's accept queue at the end of the last window",
+            m.listener_backlog.clone(),
+        );
+        registry.register(
+            "listener_backlog_max",
+            "A listener's largest accept queue seen in the last window",
+            m.listener_backlog_max.clone(),
+        );
+        registry.register(
+            "listener_backlog_limit",
+            "A listener's accept-queue limit",
+            m.listener_backlog_limit.clone(),
+        );
+        registry.register(
+            "listener_overflows",
+            "Connections a listener dropped because its accept queue was full",
+            m.listener_overflows.clone(),
+        );
+        registry.register(
+            "request_latency_microseconds",
+            "A service's request latency quantile in the last window",
+            m.request_latency.clone(),
+        );
+        registry.register(
+            "runq_latency_microseconds",
+            "Run-queue latency quantile in the last window (NaN when not measured)",
+            m.runq_latency.clone(),
+        );
+        registry.register(
+            "energy_joules",
+            "Energy over the windows, by source (rapl, perf_power, estimated)",
+            m.energy.clone(),
+        );
+        registry.register(
+            "power_watts",
+            "Mean power over the last window, by source",
+            m.power.clone(),
+        );
+        registry.register(
+            "changes",
+            "Phases of parameter changes, by source and phase",
+            m.changes.clone(),
+        );
+        registry.register(
+            "guard_verdicts",
+            "The guard's verdicts, kept or revert",
+            m.guard.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Counts one event; a window also sets the gauges.
+    pub fn observe(&mut self, event: &Event) {
+        let json = serde_json::to_value(event).unwrap_or_default();
+        let kind = json["kind"].as_str().unwrap_or("unknown").to_string();
+        self.events.get_or_create(&KindLabels { kind }).inc();
+        match event {
+            Event::Window { window, .. } => self.window(window, &json),
+            Event::Change(c) => {
+                let labels = ChangeLabels {
+                    source: c.source.to_string(),
+                    phase: json["phase"].as_str().unwrap_or("unknown").to_string(),
+                };
+                self.changes.get_or_create(&labels).inc();
+            }
+            Event::Guard(_) => {
+                let verdict = json["verdict"].as_str().unwrap_or("unknown").to_string();
+                self.guard.get_or_create(&VerdictLabels { verdict }).inc();
+            }
+            _ => {}
+        }
+    }
+
+    fn window(&mut self, w: &Window, json: &serde_json::Value) {
+        self.windows.inc();
+        // Gauges describe the last window: a listener or service absent from it is gone.
+        for family in [
+            &self.listener_backlog,
+            &self.listener_backlog_max,
+            &self.listener_backlog_limit,
+        ] {
+            family.clear();
+        }
+        self.request_latency.clear();
+        for l in &w.listeners {
+            let labels = ListenerLabels {
+                netns: l.netns.to_string(),
+                port: l.port.to_string(),
+                family: l.family.to_string(),
+            };
+            self.listener_backlog
+                .get_or_create(&labels)
+                .set(l.backlog_now.into());
+            self.listener_backlog_max
+                .get_or_create(&labels)
+                .set(l.backlog_max.into());
+            self.listener_backlog_limit
+                .get_or_create(&labels)
+                .set(l.backlog_limit.into());
+            self.listener_overflows
+                .get_or_create(&labels)
+                .inc_by(l.overflows);
+        }
+        let quantiles = |s: &crate::window::hist::LatencySummary| {
+            [("0.5", s.p50_us), ("0.9", s.p90_us), ("0.99", s.p99_us)]
+        };
+        for r in &w.request_latency {
+            for (q, v) in quantiles(&r.latency) {
+                let labels = ServiceLatencyLabels {
+                    netns: r.netns.to_string(),
+                    port: r.port.to_string(),
+                    family: r.family.to_string(),
+                    quantile: q.to_string(),
+                };
+                self.request_latency.get_or_create(&labels).set(v);
+            }
+        }
+        for q in ["0.5", "0.9", "0.99"] {
+            let v = w.runq_latency.as_ref().map_or(f64::NAN, |s| {
+                quantiles(s)
+                    .into_iter()
+                    .find(|(name, _)| *name == q)
+                    .map_or(f64::NAN, |(_, v)| v)
+            });
+            let labels = QuantileLabels {
+                quantile: q.to_string(),
+            };
+            self.runq_latency.get_or_create(&labels).set(v);
+        }
+        if let Some(e) = &w.energy {
+            let source = serde_json::to_value(e.source)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let labels = SourceLabels { source };
+            if let Some(j) = e.joules {
+                self.energy.get_or_create(&labels).inc_by(j);
+            }
+            self.power
+                .get_or_create(&labels)
+                .set(e.watts.unwrap_or(f64::NAN));
+        }
+        // Every number of the window's `system` object (docs/host-metrics.md), by its own name;
+        // a field the window could not measure (null) is NaN.
+        if let Some(system) = json["system"].as_object() {
+            for (field, value) in system {
+                if !(value.is_number() || value.is_null()) {
+                    continue;
+                }
+                let gauge = match self.host.get(field) {
+                    Some(g) => g.clone(),
+                    None => {
+                        let g = FloatGauge::default();
+                        self.registry.register(
+                            format!("host_{field}"),
+                            format!("{field} of the last window (docs/host-metrics.md)"),
+                            g.clone(),
+                        );
+                        self.host.insert(field.clone(), g.clone());
+                        g
+                    }
+                };
+                gauge.set(value.as_f64().unwrap_or(f64::NAN));
+            }
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Serves `GET /metrics` on `listener` until the runtime ends; anything else is 404, a method
+/// other than GET 405.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Mutex<Metrics>>) {
+    if let Ok(addr) = listener.local_addr() {
+        info!("metrics: serving http://{addr}/metrics");
+    }
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("metrics: accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(&req, &metrics)) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                warn!("metrics: connection from {peer}: {e}");
+            }
+        });
+    }
+}
+
+fn answer(req: &Request<hyper::body::Incoming>, metrics: &Mutex<Metrics>) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, content_type: &str, body: String| {
+        Response::builder()
+            .status(status)
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .body(Full::new(Bytes::from(body)))
+            .expect("a valid response")
+    };
+    if req.uri().path() != "/metrics" {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: the metrics are at /metrics\n".into(),
+        );
+    }
+    if req.method() != Method::GET {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET\n".into(),
+        );
+    }
+    let body = metrics.lock().expect("metrics lock").encode();
+    reply(StatusCode::OK, CONTENT_TYPE, body)
+}
+
+/// Binds the metrics address (an error names it) and starts serving on the current runtime.
+pub async fn start(addr: SocketAddr) -> anyhow::Result<Arc<Mutex<Metrics>>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("--metrics {addr}: cannot listen: {e}"))?;
+    let metrics = Arc::new(Mutex::new(Metrics::new()));
+    tokio::spawn(serve(listener, metrics.clone()));
+    Ok(metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        advise::rules::testing::{listener, window},
+        energy::EnergySource,
+        window::{energy::WindowEnergy, hist::LatencySummary, RequestLatencyWindow},
+    };
+
+    fn lines(m: &Metrics) -> Vec<String> {
+        m.encode().lines().map(str::to_string).collect()
+    }
+
+    fn has(m: &Metrics, line: &str) {
+        let all = lines(m);
+        assert!(
+            all.iter().any(|l| l == line),
+            "no {line:?} in\n{}",
+            all.join("\n")
+        );
+    }
+
+    fn latency(p50: f64, p90: f64, p99: f64) -> LatencySummary {
+        LatencySummary {
+            samples: 100,
+            p50_us: p50,
+            p90_us: p90,
+            p99_us: p99,
+            max_us: p99,
+        }
+    }
+
+    #[test]
+    fn windows_become_gauges_and_counters() {
+        let mut m = Metrics::new();
+        let mut w = window(vec![listener(7, 128, 120, 10)]);
+        w.request_latency = vec![RequestLatencyWindow {
+            netns: 7,
+            port: 8080,
+            family: "ipv4",
+            latency: latency(100.0, 400.0, 900.0),
+        }];
+        w.runq_latency = Some(latency(5.0, 8.0, 40.0));
+        w.energy = Some(WindowEnergy {
+            source: EnergySource::Rapl,
+            domains: vec!["package-0".into()],
+            joules: Some(120.5),
+            watts: Some(2.0),
+            joules_per_request: None,
+            error: None,
+        });
+        w.system.load1 = Some(0.75);
+        let event = |w: &Window| Event::Window {
+            partial: false,
+            window: Box::new(w.clone()),
+        };
+        m.observe(&event(&w));
+        // The second window: the listener dropped 4 more, the service is gone.
+        let mut second = window(vec![listener(7, 128, 64, 4)]);
+        second.energy = w.energy.clone();
+        m.observe(&event(&second));
+        let l = r#"{netns="7",port="8080",family="ipv4"}"#;
+        has(&m, "kpo_windows_total 2");
+        has(&m, r#"kpo_events_total{kind="window"} 2"#);
+        has(&m, &format!("kpo_listener_overflows_total{l} 14"));
+        has(&m, &format!("kpo_listener_backlog_max{l} 64"));
+        has(&m, &format!("kpo_listener_backlog_limit{l} 128"));
+        has(&m, &format!("kpo_listener_backlog{l} 0"));
+        assert!(
+            !m.encode().contains("kpo_request_latency_microseconds{"),
+            "a service absent from the last window is gone"
+        );
+        has(&m, r#"kpo_runq_latency_microseconds{quantile="0.99"} NaN"#);
+        has(&m, r#"kpo_energy_joules_total{source="rapl"} 241.0"#);
+        has(&m, r#"kpo_power_watts{source="rapl"} 2.0"#);
+        has(&m, "kpo_host_load1 NaN");
+        has(&m, "# TYPE kpo_host_mem_total_bytes gauge");
+        // The first window alone: every value as it was.
+        let mut first = Metrics::new();
+        first.observe(&event(&w));
+        let s = r#"netns="7",port="8080",family="ipv4""#;
+        has(
+            &first,
+            &format!("kpo_request_latency_microseconds{{{s},quantile=\"0.99\"}} 900.0"),
+        );
+        has(
+            &first,
+            &format!("kpo_request_latency_microseconds{{{s},quantile=\"0.5\"}} 100.0"),
+        );
+        has(
+            &first,
+            r#"kpo_runq_latency_microseconds{quantile="0.99"} 40.0"#,
+        );
+        has(&first, "kpo_host_load1 0.75");
+        assert_eq!(lines(&first).last().map(String::as_str), Some("# EOF"));
+    }
+
+    #[test]
+    fn changes_and_verdicts_are_counted_by_source_phase_and_verdict() {
+        let mut m = Metrics::new();
+        m.observe(&Event::Guard(crate::guard::Verdict::Kept {
+            change_id: 1,
+            address: "net.core.somaxconn".into(),
+            judged: vec![],
+        }));
+        m.observe(&Event::Stop {
+            reason: "SIGTERM".into(),
+            windows: 0,
+        });
+        has(&m, r#"kpo_guard_verdicts_total{verdict="kept"} 1"#);
+        has(&m, r#"kpo_events_total{kind="guard"} 1"#);
+        has(&m, r#"kpo_events_total{kind="stop"} 1"#);
+        has(&m, "kpo_windows_total 0");
+    }
+}
