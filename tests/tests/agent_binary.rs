@@ -471,6 +471,8 @@ pub fn metrics_match_the_event_stream_and_the_kernel() {
     };
     wait_until("two windows", Duration::from_secs(30), || windows() >= 2);
     let written_before = windows();
+    // A client that connects and never asks holds no scrape up, and is closed.
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let (status, content_type, body) = http(port, "GET", "/metrics");
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -480,11 +482,28 @@ pub fn metrics_match_the_event_stream_and_the_kernel() {
     assert_eq!(body.lines().last(), Some("# EOF"));
     let counted = sample(&body, "kpo_windows_total").expect("kpo_windows_total") as usize;
     assert!(counted >= written_before, "{counted} < {written_before}");
-    // Every window counted reaches the event stream too.
+    // The last window counted is the counted-th window of the event stream: same end.
+    let last_end = sample(&body, "kpo_last_window_end_seconds").expect("last window end");
     wait_until(
         "the counted windows written",
         Duration::from_secs(10),
         || windows() >= counted,
+    );
+    let ends: Vec<f64> = lines(&events)
+        .iter()
+        .filter(|e| e["kind"] == "window")
+        .map(|e| {
+            let end = e["end"].as_str().unwrap();
+            time::OffsetDateTime::parse(end, &time::format_description::well_known::Rfc3339)
+                .unwrap()
+                .unix_timestamp_nanos() as f64
+                / 1e9
+        })
+        .collect();
+    assert!(
+        (ends[counted - 1] - last_end).abs() < 1e-6,
+        "window {counted} of the stream ended at {}, the metrics say {last_end}",
+        ends[counted - 1]
     );
     assert_eq!(
         sample(&body, r#"kpo_events_total{kind="window"}"#),
@@ -504,6 +523,21 @@ pub fn metrics_match_the_event_stream_and_the_kernel() {
         sample(&body, "kpo_host_mem_total_bytes"),
         Some(mem_total_kib * 1024.0)
     );
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // Closed by the server (after at most a 408), not left open: the read ends, it does not
+    // time out.
+    let mut said = Vec::new();
+    let ended = std::io::Read::read_to_end(&mut idle, &mut said);
+    assert!(
+        ended.is_ok(),
+        "the idle connection was still open after 20 s: {ended:?}"
+    );
+    let said = String::from_utf8_lossy(&said);
+    assert!(
+        said.is_empty() || said.starts_with("HTTP/1.1 408"),
+        "{said}"
+    );
     assert_eq!(http(port, "GET", "/").0, 404);
     assert_eq!(http(port, "POST", "/metrics").0, 405);
     assert!(agent.child.try_wait().unwrap().is_none(), "it stopped");
@@ -516,12 +550,17 @@ pub fn a_metrics_address_in_use_stops_the_agent() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.ndjson");
     let mut agent = Agent::spawn(&[], &["--metrics", &addr], &events, Stdio::piped());
-    let status = agent.child.wait().unwrap();
+    let mut status = None;
+    wait_until("the agent stopped", Duration::from_secs(30), || {
+        status = agent.child.try_wait().unwrap();
+        status.is_some()
+    });
+    let status = status.unwrap();
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut agent.child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains(&format!("--metrics {addr}: cannot listen")),
+        stderr.contains(&format!("metrics address {addr}: cannot listen")),
         "{stderr}"
     );
 }

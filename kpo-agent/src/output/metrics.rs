@@ -15,7 +15,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use tracing::{info, warn};
+use tracing::{debug, info};
 
 use super::events::Event;
 use crate::window::Window;
@@ -68,6 +68,7 @@ struct VerdictLabels {
 pub struct Metrics {
     registry: Registry,
     windows: Counter,
+    last_window_end: FloatGauge,
     events: Family<KindLabels, Counter>,
     /// `kpo_host_<field>`, registered as fields first appear (the window's `system` object).
     host: BTreeMap<String, FloatGauge>,
@@ -94,6 +95,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("kpo");
         let m = Metrics {
             windows: Counter::default(),
+            last_window_end: FloatGauge::default(),
             events: Family::default(),
             host: BTreeMap::new(),
             listener_backlog: Family::default(),
@@ -109,6 +111,12 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register("windows", "Windows closed", m.windows.clone());
+        registry.register(
+            "last_window_end_seconds",
+            "When the last window ended, in seconds since the Unix epoch (NaN before the first)",
+            m.last_window_end.clone(),
+        );
+        m.last_window_end.set(f64::NAN);
         registry.register(
             "events",
             "Events emitted, by kind (counted even when the event stream drops them)",
@@ -191,6 +199,10 @@ impl Metrics {
 
     fn window(&mut self, w: &Window, json: &serde_json::Value) {
         self.windows.inc();
+        let end =
+            time::OffsetDateTime::parse(&w.end, &time::format_description::well_known::Rfc3339)
+                .map_or(f64::NAN, |t| t.unix_timestamp_nanos() as f64 / 1e9);
+        self.last_window_end.set(end);
         // Gauges describe the last window: a listener or service absent from it is gone.
         for family in [
             &self.listener_backlog,
@@ -215,9 +227,13 @@ impl Metrics {
             self.listener_backlog_limit
                 .get_or_create(&labels)
                 .set(l.backlog_limit.into());
-            self.listener_overflows
-                .get_or_create(&labels)
-                .inc_by(l.overflows);
+            // Only listeners that dropped something get a series: listeners come and go with
+            // pods and ephemeral ports, and a counter is never removed.
+            if l.overflows > 0 {
+                self.listener_overflows
+                    .get_or_create(&labels)
+                    .inc_by(l.overflows);
+            }
         }
         let quantiles = |s: &crate::window::hist::LatencySummary| {
             [("0.5", s.p50_us), ("0.9", s.p90_us), ("0.99", s.p99_us)]
@@ -258,25 +274,24 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(e.watts.unwrap_or(f64::NAN));
         }
-        // Every number of the window's `system` object (docs/host-metrics.md), by its own name;
-        // a field the window could not measure (null) is NaN.
+        // Every number of the window's `system` object (docs/host-metrics.md), by its own name,
+        // registered when it is first a number; a field measured before and not in this window
+        // (null) is NaN. Objects (per-softirq rates) are not numbers and stay out.
         if let Some(system) = json["system"].as_object() {
             for (field, value) in system {
-                if !(value.is_number() || value.is_null()) {
-                    continue;
-                }
-                let gauge = match self.host.get(field) {
-                    Some(g) => g.clone(),
-                    None => {
+                let gauge = match (self.host.get(field), value.as_f64()) {
+                    (Some(g), _) => g.clone(),
+                    (None, Some(_)) => {
                         let g = FloatGauge::default();
                         self.registry.register(
-                            format!("host_{field}"),
+                            format!("host_{}", metric_name(field)),
                             format!("{field} of the last window (docs/host-metrics.md)"),
                             g.clone(),
                         );
                         self.host.insert(field.clone(), g.clone());
                         g
                     }
+                    (None, None) => continue,
                 };
                 gauge.set(value.as_f64().unwrap_or(f64::NAN));
             }
@@ -292,6 +307,29 @@ impl Metrics {
     }
 }
 
+/// A field name as a metric name: anything but `[a-zA-Z0-9_]` becomes `_`, so that a renamed
+/// field can never make the whole exposition unparseable.
+fn metric_name(field: &str) -> String {
+    field
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Scrapes served at once; more wait in the kernel's accept queue.
+const MAX_CONNECTIONS: usize = 8;
+/// A connection that has not sent its request by then is closed (slow or idle clients must not
+/// hold the agent's descriptors).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// A whole connection, response included.
+const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Serves `GET /metrics` on `listener` until the runtime ends; anything else is 404, a method
@@ -300,27 +338,39 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Mutex<Metrics
     if let Ok(addr) = listener.local_addr() {
         info!("metrics: serving http://{addr}/metrics");
     }
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // A slot first: past the limit, connections wait in the listen backlog, not in memory.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
-                warn!("metrics: accept: {e}");
+                debug!("metrics: accept: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let metrics = metrics.clone();
                 async move { Ok::<_, std::convert::Infallible>(answer(&req, &metrics)) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await
-            {
-                warn!("metrics: connection from {peer}: {e}");
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(REQUEST_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(io, service);
+            match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!("metrics: connection from {peer}: {e}"),
+                Err(_) => {
+                    debug!("metrics: connection from {peer}: closed after {CONNECTION_TIMEOUT:?}")
+                }
             }
         });
     }
@@ -342,13 +392,21 @@ fn answer(req: &Request<hyper::body::Incoming>, metrics: &Mutex<Metrics>) -> Res
         );
     }
     if req.method() != Method::GET {
-        return reply(
+        let mut r = reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "only GET\n".into(),
         );
+        r.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("GET"),
+        );
+        return r;
     }
-    let body = metrics.lock().expect("metrics lock").encode();
+    let body = metrics
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .encode();
     reply(StatusCode::OK, CONTENT_TYPE, body)
 }
 
@@ -356,7 +414,7 @@ fn answer(req: &Request<hyper::body::Incoming>, metrics: &Mutex<Metrics>) -> Res
 pub async fn start(addr: SocketAddr) -> anyhow::Result<Arc<Mutex<Metrics>>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("--metrics {addr}: cannot listen: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("metrics address {addr}: cannot listen: {e}"))?;
     let metrics = Arc::new(Mutex::new(Metrics::new()));
     tokio::spawn(serve(listener, metrics.clone()));
     Ok(metrics)
@@ -397,7 +455,10 @@ mod tests {
     #[test]
     fn windows_become_gauges_and_counters() {
         let mut m = Metrics::new();
-        let mut w = window(vec![listener(7, 128, 120, 10)]);
+        let mut busy = listener(7, 128, 120, 10);
+        busy.backlog_now = 33;
+        let mut w = window(vec![busy, listener(7, 64, 0, 0)]);
+        w.listeners[1].port = 9090;
         w.request_latency = vec![RequestLatencyWindow {
             netns: 7,
             port: 8080,
@@ -419,12 +480,19 @@ mod tests {
             window: Box::new(w.clone()),
         };
         m.observe(&event(&w));
-        // The second window: the listener dropped 4 more, the service is gone.
+        // The second window: the listener dropped 4 more; the service and the listener on 9090
+        // are gone.
         let mut second = window(vec![listener(7, 128, 64, 4)]);
         second.energy = w.energy.clone();
         m.observe(&event(&second));
         let l = r#"{netns="7",port="8080",family="ipv4"}"#;
         has(&m, "kpo_windows_total 2");
+        // 2026-12-01T03:01:00Z, the test windows' end.
+        has(&m, "kpo_last_window_end_seconds 1796094060.0");
+        assert!(
+            !m.encode().contains(r#"port="9090""#),
+            "a listener absent from the last window and without overflows is gone"
+        );
         has(&m, r#"kpo_events_total{kind="window"} 2"#);
         has(&m, &format!("kpo_listener_overflows_total{l} 14"));
         has(&m, &format!("kpo_listener_backlog_max{l} 64"));
@@ -438,7 +506,10 @@ mod tests {
         has(&m, r#"kpo_energy_joules_total{source="rapl"} 241.0"#);
         has(&m, r#"kpo_power_watts{source="rapl"} 2.0"#);
         has(&m, "kpo_host_load1 NaN");
-        has(&m, "# TYPE kpo_host_mem_total_bytes gauge");
+        assert!(
+            !m.encode().contains("kpo_host_mem_total_bytes"),
+            "a field never measured has no gauge"
+        );
         // The first window alone: every value as it was.
         let mut first = Metrics::new();
         first.observe(&event(&w));
@@ -456,6 +527,15 @@ mod tests {
             r#"kpo_runq_latency_microseconds{quantile="0.99"} 40.0"#,
         );
         has(&first, "kpo_host_load1 0.75");
+        has(&first, &format!("kpo_listener_backlog{l} 33"));
+        let quiet = r#"{netns="7",port="9090",family="ipv4"}"#;
+        has(&first, &format!("kpo_listener_backlog_limit{quiet} 64"));
+        assert!(
+            !first
+                .encode()
+                .contains(&format!("kpo_listener_overflows_total{quiet}")),
+            "no series for a listener that never dropped"
+        );
         assert_eq!(lines(&first).last().map(String::as_str), Some("# EOF"));
     }
 
@@ -475,5 +555,12 @@ mod tests {
         has(&m, r#"kpo_events_total{kind="guard"} 1"#);
         has(&m, r#"kpo_events_total{kind="stop"} 1"#);
         has(&m, "kpo_windows_total 0");
+        has(&m, "kpo_last_window_end_seconds NaN");
+    }
+
+    #[test]
+    fn field_names_become_valid_metric_names() {
+        assert_eq!(metric_name("mem_total_bytes"), "mem_total_bytes");
+        assert_eq!(metric_name("a.b-c"), "a_b_c");
     }
 }

@@ -181,7 +181,9 @@ impl EventSink {
     fn offer(&mut self, event: &Event, last: bool) {
         self.offered += 1;
         if let Some(m) = &self.metrics {
-            m.lock().expect("metrics lock").observe(event);
+            m.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .observe(event);
         }
         let queued = self.shared.queued_bytes.load(Ordering::Acquire);
         // A full queue drops the event before encoding it; one larger than the whole bound still

@@ -104,14 +104,15 @@ pub async fn run(
     let duty = DutyCycle::new(ticks_per_window, config.duty_fraction);
     report_duty(&config, &duty);
 
+    // Prometheus metrics, counted from every event from the first on. Bound before anything with
+    // side effects, so that an address in use stops the agent before it reconciles the journal.
+    if let Some(addr) = config.metrics {
+        sink.set_metrics(crate::output::metrics::start(addr).await?);
+    }
     // The deciding half first: without its journal and socket the agent must not start.
     let (mut deciding, reconciled) = Deciding::open(state, &config, recommend_only)?;
     // The LLM advisor (off, with one log line, without a key or an endpoint).
     let mut llm = llm::LlmStage::start(&config.llm)?;
-    // Prometheus metrics, counted from every event from the first on.
-    if let Some(addr) = config.metrics {
-        sink.set_metrics(crate::output::metrics::start(addr).await?);
-    }
 
     // Sensors.
     let mut sensors = Sensors::load(&sensor_options(&config));
