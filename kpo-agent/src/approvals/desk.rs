@@ -79,16 +79,10 @@ impl Desk {
         match self.pending() {
             Ok(pending) => {
                 for item in pending {
-                    self.notify_repeat(&item);
+                    self.post(Payload::repeat(&self.host, &item));
                 }
             }
             Err(e) => warn!("approvals: pending approvals not announced again: {e}"),
-        }
-    }
-
-    fn notify_repeat(&self, item: &ApprovalItem) {
-        if let Some(w) = &self.webhook {
-            w.notify(Payload::repeat(&self.host, item));
         }
     }
 
@@ -343,7 +337,7 @@ impl Desk {
             "approval {id} required: {} = {} ({}); kpo approve {id}",
             item.parameter, item.value, item.reason
         );
-        self.notify("approval_required", &item);
+        self.post(Payload::new("approval_required", &self.host, &item));
         self.events.push(Event::ApprovalRequired(ApprovalEvent {
             approval: item,
             refresh: Some(false),
@@ -363,7 +357,7 @@ impl Desk {
         self.unseen.remove(&item.id);
         self.seen.remove(&item.id);
         info!("approval {}: {}", item.id, item.state.describe());
-        self.notify("approval_resolved", &item);
+        self.post(Payload::new("approval_resolved", &self.host, &item));
         self.events.push(Event::ApprovalResolved(ApprovalEvent {
             approval: item.clone(),
             refresh: None,
@@ -371,9 +365,9 @@ impl Desk {
         Ok(item)
     }
 
-    fn notify(&self, event: &'static str, item: &ApprovalItem) {
+    fn post(&self, payload: Payload) {
         if let Some(w) = &self.webhook {
-            w.notify(Payload::new(event, &self.host, item));
+            w.notify(payload);
         }
     }
 

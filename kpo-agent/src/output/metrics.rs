@@ -249,24 +249,20 @@ impl Metrics {
                 self.request_latency.get_or_create(&labels).set(v);
             }
         }
-        for q in ["0.5", "0.9", "0.99"] {
-            let v = w.runq_latency.as_ref().map_or(f64::NAN, |s| {
-                quantiles(s)
-                    .into_iter()
-                    .find(|(name, _)| *name == q)
-                    .map_or(f64::NAN, |(_, v)| v)
-            });
+        let runq = w.runq_latency.as_ref().map_or(
+            [("0.5", f64::NAN), ("0.9", f64::NAN), ("0.99", f64::NAN)],
+            quantiles,
+        );
+        for (q, v) in runq {
             let labels = QuantileLabels {
                 quantile: q.to_string(),
             };
             self.runq_latency.get_or_create(&labels).set(v);
         }
         if let Some(e) = &w.energy {
-            let source = serde_json::to_value(e.source)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let labels = SourceLabels { source };
+            let labels = SourceLabels {
+                source: e.source.as_str().to_string(),
+            };
             if let Some(j) = e.joules {
                 self.energy.get_or_create(&labels).inc_by(j);
             }
