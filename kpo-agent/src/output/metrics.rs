@@ -304,9 +304,13 @@ impl Metrics {
 }
 
 /// A field name as a metric name: anything but `[a-zA-Z0-9_]` becomes `_`, so that a renamed
-/// field can never make the whole exposition unparseable.
+/// field can never make the whole exposition unparseable. A `_total` suffix is dropped
+/// (`tasks_total` → `kpo_host_tasks`): these are gauges, and Prometheus keeps that suffix for
+/// counters (`promtool check metrics` flags a gauge that carries it).
 fn metric_name(field: &str) -> String {
     field
+        .strip_suffix("_total")
+        .unwrap_or(field)
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '_' {
@@ -471,6 +475,7 @@ mod tests {
             error: None,
         });
         w.system.load1 = Some(0.75);
+        w.system.tasks_total = Some(412);
         let event = |w: &Window| Event::Window {
             partial: false,
             window: Box::new(w.clone()),
@@ -523,6 +528,8 @@ mod tests {
             r#"kpo_runq_latency_microseconds{quantile="0.99"} 40.0"#,
         );
         has(&first, "kpo_host_load1 0.75");
+        has(&first, "kpo_host_tasks 412.0");
+        has(&first, "# TYPE kpo_host_tasks gauge");
         has(&first, &format!("kpo_listener_backlog{l} 33"));
         let quiet = r#"{netns="7",port="9090",family="ipv4"}"#;
         has(&first, &format!("kpo_listener_backlog_limit{quiet} 64"));
