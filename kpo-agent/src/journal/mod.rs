@@ -303,6 +303,9 @@ impl Journal {
                 self.intents.insert(i.id, i.clone());
             }
             Record::Outcome { id, ts_ms, outcome } => {
+                // Its intent's line may have been lost to damage; its id must still not be
+                // handed out again.
+                self.next_id = self.next_id.max(id + 1);
                 if let Some(i) = self.intents.get(id).cloned() {
                     let p = self.param(&i.key);
                     match outcome {

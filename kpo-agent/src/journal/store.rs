@@ -155,6 +155,13 @@ pub fn rewrite<T: Serialize>(dir: &Path, name: &str, records: &[T]) -> Result<()
 pub struct Appender {
     file: File,
     path: PathBuf,
+    /// Set when a failed append could not be taken back: the file may end in a partial line that
+    /// the next record would be glued to (and both lost on reload), so nothing more is appended
+    /// until the file is opened again (which drops the torn tail).
+    poisoned: bool,
+    /// Test hook: the next append writes only this many bytes, then fails like a full disk.
+    #[cfg(test)]
+    pub fail_after: Option<usize>,
 }
 
 impl Appender {
@@ -173,14 +180,51 @@ impl Appender {
             file.sync_all().map_err(|e| JournalError::io(&path, e))?;
             sync_dir(dir).map_err(|e| JournalError::io(dir, e))?;
         }
-        Ok(Self { file, path })
+        Ok(Self {
+            file,
+            path,
+            poisoned: false,
+            #[cfg(test)]
+            fail_after: None,
+        })
     }
 
-    /// Appends one record and returns once it is on disk (fdatasync).
+    /// Appends one record and returns once it is on disk (fdatasync). On failure (a full disk,
+    /// a file size limit, an fsync error) the file is cut back to where it was and synced, so a
+    /// record that was not acknowledged leaves nothing behind: neither a partial line that the
+    /// next record would be glued to, nor a whole line whose id the caller will hand out again.
     pub fn append<T: Serialize>(&mut self, record: &T) -> Result<(), JournalError> {
-        self.file
-            .write_all(&encode(record))
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| JournalError::io(&self.path, e))
+        if self.poisoned {
+            return Err(JournalError::io(
+                &self.path,
+                io::Error::other(
+                    "an earlier failed write could not be taken back; reopen the journal",
+                ),
+            ));
+        }
+        let length = self
+            .file
+            .metadata()
+            .map_err(|e| JournalError::io(&self.path, e))?
+            .len();
+        let line = encode(record);
+        match self.write_line(&line).and_then(|()| self.file.sync_data()) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if self.file.set_len(length).and_then(|()| self.file.sync_data()).is_err() {
+                    self.poisoned = true;
+                }
+                Err(JournalError::io(&self.path, e))
+            }
+        }
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(n) = self.fail_after.take() {
+            self.file.write_all(&line[..n.min(line.len())])?;
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        self.file.write_all(line)
     }
 }

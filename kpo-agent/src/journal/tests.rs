@@ -242,3 +242,71 @@ fn pause_yield_and_quarantine_persist() {
     let ctx = j.context(&a, &Value::Int(9000), now);
     assert!(!ctx.paused && !ctx.yielded);
 }
+
+#[test]
+fn a_failed_append_is_taken_back_and_the_next_record_is_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = addr("net.core.somaxconn@netns:4026539999");
+    let intent = |j: &mut Journal, reason: &str| {
+        j.record_intent(
+            &a,
+            &Value::Int(4096),
+            &Value::Int(8192),
+            Source::Operator,
+            reason,
+            IntentKind::Change,
+        )
+    };
+    let mut j = open(dir.path());
+    // A full disk after 20 bytes of the line: the error reaches the caller, and neither the
+    // partial line nor the id stays.
+    j.appender.fail_after = Some(20);
+    let err = intent(&mut j, "cut short").unwrap_err();
+    assert!(err.to_string().contains("No space left"), "{err}");
+    assert!(j.records().is_empty());
+    assert_eq!(intent(&mut j, "whole").unwrap(), 1);
+    drop(j);
+    let bytes = std::fs::read(dir.path().join(store::JOURNAL_FILE)).unwrap();
+    assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
+    let j = open(dir.path());
+    assert!(j.warnings().is_empty(), "{:?}", j.warnings());
+    let reasons: Vec<_> = j
+        .records()
+        .iter()
+        .map(|r| match r {
+            Record::Intent(i) => (i.id, i.reason.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(reasons, vec![(1, "whole".to_string())]);
+}
+
+#[test]
+fn an_outcome_whose_intent_line_was_lost_keeps_its_id_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    two_changes(dir.path());
+    let path = dir.path().join(store::JOURNAL_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Damage the second intent (line 3) and keep its outcome (line 4).
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    assert!(lines[2].contains(r#""id":2"#) && lines[3].contains(r#""id":2"#));
+    lines[2] = lines[2].replacen("\"reason\"", "\"rEason\"", 1);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let mut j = open(dir.path());
+    assert!(
+        j.warnings().iter().any(|w| w.contains("line 3")),
+        "{:?}",
+        j.warnings()
+    );
+    let id = j
+        .record_intent(
+            &addr("net.core.somaxconn@netns:4026539999"),
+            &Value::Int(16384),
+            &Value::Int(4096),
+            Source::Operator,
+            "after the damage",
+            IntentKind::Change,
+        )
+        .unwrap();
+    assert_eq!(id, 3, "id 2 belongs to the outcome that survived");
+}
