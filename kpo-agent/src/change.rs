@@ -106,7 +106,8 @@ pub enum ChangeStatus {
     Failed,
     /// Written then put back (read-back mismatch or error), or a revert that was carried out.
     Reverted,
-    /// Left alone (`revert --all` of a parameter yielded to a person, or reconciliation that could
+    /// Left alone (`revert --all` of a parameter yielded to a person, an agent's revert of a value
+    /// someone else has changed since ([`ChangePath::revert_own`]), or reconciliation that could
     /// not read the kernel and will try again).
     Skipped,
 }
@@ -308,6 +309,16 @@ impl ChangePath {
         let mut ctx = self
             .journal
             .context(&p.address, &p.value, SystemTime::now());
+        // Someone else has changed it since KPO's last write, and nothing has journaled that
+        // yet (the window's value check will): an advisor's change would overwrite their value,
+        // so it is refused as yielded. An operator's own `kpo apply` is theirs to make.
+        let ours = self
+            .journal
+            .param_state(&p.address)
+            .and_then(|s| s.last_applied.as_ref());
+        if p.source != Source::Operator && ours.is_some_and(|ours| ours != &before) {
+            ctx.yielded = true;
+        }
         ctx.before = Some(before.clone());
         let decision = match self.policy.decide(p, &ctx) {
             Decision::Apply if mode == Approval::Held => Decision::NeedsApproval,
@@ -564,11 +575,60 @@ impl ChangePath {
             .intent(id)
             .cloned()
             .ok_or(JournalError::NoSuchChange(id))?;
-        self.restore(&intent.address, &intent.before, source, reason, Some(id))
+        self.restore(&intent.address, &intent.before, source, reason, Some(id), None)
+    }
+
+    /// Reverts change `id` only while the kernel still has the value KPO last applied to that
+    /// parameter. The agent's own reverts (the guard, the optimizer, `on_exit`) go through here:
+    /// a value someone else wrote since is theirs, and is not overwritten with KPO's old one. Such
+    /// a revert is `Skipped`, with `read_back` the kernel's value; the caller yields to them.
+    pub fn revert_own(
+        &mut self,
+        id: u64,
+        source: Source,
+        reason: &str,
+    ) -> Result<ChangeReport, ChangeError> {
+        let intent = self
+            .journal
+            .intent(id)
+            .cloned()
+            .ok_or(JournalError::NoSuchChange(id))?;
+        let ours = self
+            .journal
+            .param_state(&intent.address)
+            .and_then(|p| p.last_applied.clone());
+        self.restore(&intent.address, &intent.before, source, reason, Some(id), ours)
     }
 
     /// Puts every parameter KPO changed back to its original value (the value before KPO first
     /// changed it), except those yielded to a person.
+    /// Puts one parameter back to its value from before KPO, as `revert --all` does, but only
+    /// while the kernel still has KPO's last value ([`ChangePath::revert_own`]): the agent's
+    /// `on_exit = "revert"`. The original is the journal's (`original`), which survives a damaged
+    /// first intent; the revert is journaled as one of that first change.
+    pub fn revert_to_original_own(
+        &mut self,
+        address: &ParamAddress,
+        reason: &str,
+    ) -> Result<ChangeReport, ChangeError> {
+        let state = self.journal.param_state(address).cloned();
+        let Some((original, state)) =
+            state.and_then(|s| Some((s.original.clone()?, s)))
+        else {
+            let mut r = ChangeReport::new(address, &Value::Word(String::new()), ChangeStatus::Skipped);
+            r.detail = Some("the journal has no value from before KPO for it".into());
+            return Ok(r);
+        };
+        self.restore(
+            address,
+            &original,
+            Source::Operator,
+            reason,
+            state.original_id,
+            state.last_applied,
+        )
+    }
+
     pub fn revert_all(&mut self, reason: &str) -> Result<Vec<ChangeReport>, ChangeError> {
         let todo: Vec<(ParamAddress, Value, bool)> = self
             .journal
@@ -583,7 +643,7 @@ impl ChangePath {
                 out.push(r);
                 continue;
             }
-            out.push(self.restore(&address, &original, Source::Operator, reason, None)?);
+            out.push(self.restore(&address, &original, Source::Operator, reason, None, None)?);
         }
         Ok(out)
     }
@@ -595,6 +655,7 @@ impl ChangePath {
         source: Source,
         reason: &str,
         of: Option<u64>,
+        only_over: Option<Value>,
     ) -> Result<ChangeReport, ChangeError> {
         let mut report = ChangeReport::new(address, value, ChangeStatus::Refused);
         if let Decision::Refused(r) = self.policy.decide_revert(address) {
@@ -619,6 +680,16 @@ impl ChangePath {
             report.status = ChangeStatus::Unchanged;
             report.before = Some(before);
             report.detail = Some("the kernel already has this value".into());
+            return Ok(report);
+        }
+        if let Some(ours) = only_over.filter(|ours| ours != &before) {
+            report.status = ChangeStatus::Skipped;
+            report.detail = Some(format!(
+                "the kernel has {before}, not the {ours} KPO applied: someone else changed it, \
+                 and their value stays"
+            ));
+            report.read_back = Some(before.clone());
+            report.before = Some(before);
             return Ok(report);
         }
         self.execute(

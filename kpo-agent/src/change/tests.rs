@@ -410,3 +410,66 @@ fn revert_all_leaves_a_yielded_parameter_alone() {
     let r = p.propose(&op(SOMAX, Value::Int(2000))).unwrap();
     assert_eq!(r.refusal.unwrap().code(), "yielded");
 }
+
+#[test]
+fn the_agents_own_reverts_and_advisors_leave_a_value_someone_else_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let id = p
+        .propose(&op(SOMAX, Value::Int(8192)))
+        .unwrap()
+        .journal_id
+        .unwrap();
+    // A person writes 1000, and no watch has told the journal yet.
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(SOMAX.into(), Value::Int(1000));
+    let entries = p.journal.entries().len();
+    let r = p.revert_own(id, Source::Guard, "guard").unwrap();
+    assert_eq!(r.status, ChangeStatus::Skipped, "{}", r.describe());
+    assert_eq!(r.read_back, Some(Value::Int(1000)));
+    assert!(r.detail.unwrap().contains("someone else changed it"));
+    assert_eq!(value(&k, SOMAX), Value::Int(1000), "their value stays");
+    assert_eq!(p.journal.entries().len(), entries, "nothing journaled");
+    // An advisor's change is refused as yielded, without touching the kernel.
+    let mut rules = op(SOMAX, Value::Int(16384));
+    rules.source = Source::Rules;
+    let r = p.propose(&rules).unwrap();
+    assert_eq!(r.refusal.unwrap().code(), "yielded");
+    assert_eq!(value(&k, SOMAX), Value::Int(1000));
+    // With KPO's value back in the kernel, its own revert goes ahead.
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(SOMAX.into(), Value::Int(8192));
+    let r = p.revert_own(id, Source::Guard, "guard").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+}
+
+#[test]
+fn an_operators_revert_and_apply_act_over_a_value_someone_else_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let id = p
+        .propose(&op(SOMAX, Value::Int(8192)))
+        .unwrap()
+        .journal_id
+        .unwrap();
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(SOMAX.into(), Value::Int(1000));
+    let r = p.propose(&op(SOMAX, Value::Int(2000))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(SOMAX.into(), Value::Int(1000));
+    let r = p.revert(id, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+}

@@ -383,14 +383,12 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
     })
 }
 
-/// The longest wait for an approval: advice older than a year describes another host.
-const MAX_EXPIRE_AFTER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 fn approval_settings(ctx: &Ctx<'_>, a: ApprovalsFile) -> Result<ApprovalSettings, PolicyError> {
     let mut s = ApprovalSettings::default();
     if let Some(e) = &a.expire_after {
         s.expire_after = duration(ctx, e, "approvals.expire_after")?;
-        if s.expire_after.is_zero() || s.expire_after > MAX_EXPIRE_AFTER {
+        if s.expire_after.is_zero() {
             return Err(ctx.err(
                 e.span(),
                 "approvals.expire_after".into(),
@@ -435,18 +433,23 @@ fn approval_settings(ctx: &Ctx<'_>, a: ApprovalsFile) -> Result<ApprovalSettings
     Ok(s)
 }
 
+/// Every duration in a policy is at most this long: the policy's times are added to the clock
+/// (a cooldown's end, a quarantine's), and a value like "300000000000y" parses but would
+/// overflow it. Nothing a policy times is meant to outlast a year.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 fn duration(ctx: &Ctx<'_>, s: &Spanned<String>, key: &str) -> Result<Duration, PolicyError> {
-    humantime::parse_duration(s.get_ref()).map_err(|e| {
-        ctx.err(
-            s.span(),
-            key.into(),
-            PolicyErrorClass::BadValue,
-            format!(
-                "{:?} is not a duration ({e}); e.g. \"30s\", \"5m\"",
-                s.get_ref()
-            ),
-        )
-    })
+    let bad = |why: String| ctx.err(s.span(), key.into(), PolicyErrorClass::BadValue, why);
+    let d = humantime::parse_duration(s.get_ref()).map_err(|e| {
+        bad(format!(
+            "{:?} is not a duration ({e}); e.g. \"30s\", \"5m\"",
+            s.get_ref()
+        ))
+    })?;
+    if d > MAX_DURATION {
+        return Err(bad(format!("{:?} is longer than 365 days", s.get_ref())));
+    }
+    Ok(d)
 }
 
 fn rule(

@@ -596,3 +596,35 @@ fn recommend_only_turns_auto_into_recommend_and_never_loosens() {
     );
     assert_eq!(mode("vm.swappiness"), Mode::Observe);
 }
+
+/// A duration that parses but would overflow the clock once added to it (a cooldown's end, a
+/// quarantine's) is refused at load, with the key and line; a year is still allowed.
+#[test]
+fn durations_longer_than_a_year_are_refused() {
+    for (text, line, key) in [
+        (
+            "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\ncooldown = \"300000000000y\"\n",
+            3,
+            "params.\"net.core.somaxconn\".cooldown",
+        ),
+        (
+            "[guard]\nquarantine = \"366days\"\n",
+            2,
+            "guard.quarantine",
+        ),
+    ] {
+        let (l, k, class, msg) = err(text);
+        assert_eq!(
+            (l, k.as_str(), class),
+            (line, key, PolicyErrorClass::BadValue),
+            "{text}: {msg}"
+        );
+        assert!(msg.contains("longer than 365 days"), "{msg}");
+    }
+    let p = Policy::parse(
+        "[guard]\nquarantine = \"365days\"\n[params.\"net.core.somaxconn\"]\ncooldown = \"365days\"\n",
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(p.guard.quarantine, Duration::from_secs(365 * 24 * 3600));
+}

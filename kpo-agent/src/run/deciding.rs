@@ -268,15 +268,24 @@ impl Deciding {
             } = &verdict
             {
                 let why = format!("the guard saw {signal:?} go from {before} to {after}");
+                // The revert first: killed between the two, the host is back to its value and
+                // at worst the value is not quarantined, never quarantined while still applied.
+                match self.path.revert_own(*change_id, Source::Guard, &why) {
+                    Ok(r) => {
+                        info!("guard: {}", r.describe());
+                        events.extend(super::yielding::after_own_revert(
+                            &mut self.path,
+                            &mut self.guard,
+                            &r,
+                        ));
+                    }
+                    Err(e) => warn!("guard: reverting #{change_id}: {e}"),
+                }
                 if let Ok(addr) = address.parse::<ParamAddress>() {
                     let quarantine = self.path.policy.guard.quarantine;
                     if let Err(e) = self.path.journal.quarantine(&addr, value, quarantine, &why) {
                         warn!("journal: quarantine of {address}: {e}");
                     }
-                }
-                match self.path.revert(*change_id, Source::Guard, &why) {
-                    Ok(r) => info!("guard: {}", r.describe()),
-                    Err(e) => warn!("guard: reverting #{change_id}: {e}"),
                 }
             }
             events.extend(self.take_events());
@@ -380,29 +389,20 @@ impl Deciding {
             if now == applied {
                 continue; // the write was to another namespace's copy, or rewrote our value
             }
-            let by = format!("{} (pid {})", write.comm, write.pid);
-            if let Err(e) = self
-                .path
-                .journal
-                .set_yielded(&address, Some(now.clone()), &by)
-            {
-                warn!("journal: yielding {address}: {e}");
-                continue;
-            }
-            self.guard.forget(&address);
-            warn!(
-                "{address} was changed to {now} by {by}: KPO stops managing it there (kpo resume \
-                 {} hands it back)",
-                address.name
-            );
-            events.push(Event::AdminOverride {
-                target: address.to_string(),
+            let writer = super::yielding::Writer {
+                by: format!("{} (pid {})", write.comm, write.pid),
                 pid: Some(write.pid),
-                comm: Some(write.comm.clone()),
+                comm: Some(&write.comm),
                 seen_by: "sysctl_watch",
-                value: now,
-                kpo_value: Some(applied),
-            });
+            };
+            events.extend(super::yielding::yield_to(
+                &mut self.path,
+                &mut self.guard,
+                &address,
+                now,
+                applied,
+                writer,
+            ));
         }
         events
     }
@@ -410,28 +410,33 @@ impl Deciding {
     /// At shutdown: parameters whose policy says `on_exit = "revert"` are put back, through the
     /// journal.
     pub fn on_exit(&mut self) -> Vec<Event> {
-        let revert: Vec<u64> = self
+        let revert: Vec<ParamAddress> = self
             .path
             .journal
             .params()
             .filter(|p| p.yielded.is_none() && p.last_applied.is_some())
-            .filter_map(|p| {
-                let address = p.address.as_ref()?;
-                (self.path.policy.rule_for(address).on_exit == OnExit::Revert)
-                    .then_some(p.original_id)
-                    .flatten()
-            })
+            .filter_map(|p| p.address.clone())
+            .filter(|address| self.path.policy.rule_for(address).on_exit == OnExit::Revert)
             .collect();
-        for id in revert {
+        let mut events = Vec::new();
+        for address in revert {
             match self
                 .path
-                .revert(id, Source::Operator, "agent stopping: on_exit = revert")
+                .revert_to_original_own(&address, "agent stopping: on_exit = revert")
             {
-                Ok(r) => info!("on exit: {}", r.describe()),
-                Err(e) => warn!("on exit: reverting #{id}: {e}"),
+                Ok(r) => {
+                    info!("on exit: {}", r.describe());
+                    events.extend(super::yielding::after_own_revert(
+                        &mut self.path,
+                        &mut self.guard,
+                        &r,
+                    ));
+                }
+                Err(e) => warn!("on exit: reverting {address}: {e}"),
             }
         }
-        self.take_events()
+        events.extend(self.take_events());
+        events
     }
 
     #[cfg(test)]

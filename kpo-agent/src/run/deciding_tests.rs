@@ -716,3 +716,51 @@ guard_signals = ["listen_overflows"]
     assert!(rig.intents().iter().all(|i| i.source != Source::Guard));
     rig.assert_schema();
 }
+
+/// `on_exit = "revert"` when someone else has written the parameter since KPO's change, and no
+/// window has read it since: their value stays, and KPO yields to them (an `admin_override` seen
+/// by the value check) instead of writing back the value from before its change.
+#[test]
+fn on_exit_leaves_a_value_someone_else_wrote_since() {
+    let policy = r#"
+[params."cpufreq:*:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["operator"]
+on_exit = "revert"
+"#;
+    let mut rig = Rig::new(policy, true, "");
+    assert!(matches!(
+        rig.operator_sets_max_freq(2_000_000),
+        crate::api::Reply::Ok(_)
+    ));
+    assert_eq!(rig.max_freq(), 2_000_000);
+    std::fs::write(&rig.max_freq_file, "2500000\n").unwrap();
+    let events = rig.deciding.on_exit();
+    rig.record(&events);
+    assert_eq!(rig.max_freq(), 2_500_000, "their value stays");
+    let overrides: Vec<_> = rig
+        .json
+        .iter()
+        .filter(|e| e["kind"] == "admin_override")
+        .collect();
+    assert_eq!(overrides.len(), 1, "{:#?}", rig.json);
+    assert_eq!(overrides[0]["value"], 2_500_000);
+    assert_eq!(overrides[0]["kpo_value"], 2_000_000);
+    assert_eq!(overrides[0]["seen_by"], "value_check");
+    let address: ParamAddress = MAX_FREQ.parse().unwrap();
+    assert!(rig.journal().param_state(&address).unwrap().yielded.is_some());
+    assert!(
+        rig.intents().iter().all(|i| i.kind == IntentKind::Change),
+        "no revert was journaled"
+    );
+    rig.assert_schema();
+
+    // Without the other writer, on_exit puts the value from before KPO back.
+    let mut rig = Rig::new(policy, true, "");
+    rig.operator_sets_max_freq(2_000_000);
+    let events = rig.deciding.on_exit();
+    rig.record(&events);
+    assert_eq!(rig.max_freq(), 3_000_000);
+}

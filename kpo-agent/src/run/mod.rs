@@ -170,6 +170,13 @@ pub async fn run(
     let reason = loop {
         tokio::select! {
             _ = interval.tick() => {
+                // People's sysctl writes since the last tick, before anything of KPO's acts on
+                // this tick: a rule or the guard must not overwrite a value that is theirs now.
+                if let Some(watch) = sysctl_watch.as_mut() {
+                    for event in deciding.on_sysctl_writes(&watch.drain()) {
+                        sink.send(&event);
+                    }
+                }
                 let next = windows.next_tick();
                 // Sensors: what the next tick leaves off is detached before the read.
                 let attached = duty.before_read(
@@ -201,12 +208,6 @@ pub async fn run(
                     llm.after_window(windows.count, &window, &deciding);
                     sink.send(&Event::Window { partial: false, window: Box::new(window) });
                     for event in decided {
-                        sink.send(&event);
-                    }
-                }
-                // People's sysctl writes since the last tick.
-                if let Some(watch) = sysctl_watch.as_mut() {
-                    for event in deciding.on_sysctl_writes(&watch.drain()) {
                         sink.send(&event);
                     }
                 }

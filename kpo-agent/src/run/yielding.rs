@@ -1,55 +1,120 @@
-//! Yielding to people for the parameters no eBPF program watches: cpufreq attributes and NIC
-//! coalescing. Once per window, every such parameter KPO manages (journaled with a last applied
-//! value, not yielded) is read; a value other than the one KPO applied was written by someone
-//! else. KPO then stops managing it at that target, keeps their value, the guard stops watching
-//! it, and an `admin_override` event says so (with no pid or comm: nobody saw the writer).
-//! Sysctls are left to the `cgroup/sysctl` watch ([`super::deciding::Deciding::on_sysctl_writes`]).
+//! Yielding to people. A managed parameter (journaled with a last applied value, not yielded)
+//! whose kernel value is no longer the one KPO applied was changed by someone else: KPO then stops
+//! managing it at that target, keeps their value, the guard stops watching it, and an
+//! `admin_override` event says so. Three places find such a value:
+//! - the `cgroup/sysctl` watch, within a tick, with the writer's pid and comm
+//!   ([`super::deciding::Deciding::on_sysctl_writes`]);
+//! - once per window, [`check_values`] reads every managed parameter: cpufreq and coalescing,
+//!   which no eBPF program watches, and sysctls, for writes the watch did not see (not loaded, or
+//!   made between its last drain and the window);
+//! - one of the agent's own reverts that finds a value that is not KPO's
+//!   ([`crate::change::ChangePath::revert_own`]).
 use tracing::warn;
 
-use crate::{actuate::param::ParamKind, change::ChangePath, guard::Guard, output::events::Event};
+use crate::{
+    actuate::param::{ParamAddress, Value},
+    change::{ChangePath, ChangeReport, ChangeStatus},
+    guard::Guard,
+    output::events::Event,
+};
 
 /// Who the journal says took over a parameter found changed by value.
 pub const BY_VALUE_CHECK: &str = "another process (the value differed from the one KPO applied)";
 
-/// Compares each managed cpufreq and coalescing parameter with the value KPO last applied.
+/// Who changed a parameter, as far as KPO could see.
+pub struct Writer<'a> {
+    /// For the journal's `yield` record and the log.
+    pub by: String,
+    pub pid: Option<u32>,
+    pub comm: Option<&'a str>,
+    /// `admin_override.seen_by`.
+    pub seen_by: &'static str,
+}
+
+impl Writer<'_> {
+    /// Nobody saw the write; only its value shows it.
+    pub fn unseen() -> Writer<'static> {
+        Writer {
+            by: BY_VALUE_CHECK.to_string(),
+            pid: None,
+            comm: None,
+            seen_by: "value_check",
+        }
+    }
+}
+
+/// Journals that `address` is someone else's now (their value `now`, KPO's was `applied`), stops
+/// the guard watching it, and returns the `admin_override` event; `None` if the journal could not
+/// record it (KPO then goes on managing it, and says so in the log).
+pub fn yield_to(
+    path: &mut ChangePath,
+    guard: &mut Guard,
+    address: &ParamAddress,
+    now: Value,
+    applied: Value,
+    writer: Writer<'_>,
+) -> Option<Event> {
+    if let Err(e) = path
+        .journal
+        .set_yielded(address, Some(now.clone()), &writer.by)
+    {
+        warn!("journal: yielding {address}: {e}");
+        return None;
+    }
+    guard.forget(address);
+    warn!(
+        "{address} is {now}, not the {applied} KPO applied: changed by {}; KPO stops managing it \
+         there (kpo resume {} hands it back)",
+        writer.by,
+        address.policy_name()
+    );
+    Some(Event::AdminOverride {
+        target: address.to_string(),
+        pid: writer.pid,
+        comm: writer.comm.map(str::to_string),
+        seen_by: writer.seen_by,
+        value: now,
+        kpo_value: Some(applied),
+    })
+}
+
+/// Compares each managed parameter with the value KPO last applied.
 pub fn check_values(path: &mut ChangePath, guard: &mut Guard) -> Vec<Event> {
     let managed: Vec<_> = path
         .journal
         .params()
         .filter(|p| p.yielded.is_none())
         .filter_map(|p| Some((p.address.clone()?, p.last_applied.clone()?)))
-        .filter(|(a, _)| matches!(a.kind(), ParamKind::Cpufreq | ParamKind::Ethtool))
         .collect();
     let mut events = Vec::new();
     for (address, applied) in managed {
-        // A parameter that cannot be read now (a NIC gone) is not taken to be someone's change.
+        // A parameter that cannot be read now (a NIC or a namespace gone) is not taken to be
+        // someone's change.
         let Ok(now) = path.read(&address) else {
             continue;
         };
         if now == applied {
             continue;
         }
-        if let Err(e) = path
-            .journal
-            .set_yielded(&address, Some(now.clone()), BY_VALUE_CHECK)
-        {
-            warn!("journal: yielding {address}: {e}");
-            continue;
-        }
-        guard.forget(&address);
-        warn!(
-            "{address} is {now}, not the {applied} KPO applied: someone else changed it; KPO \
-             stops managing it there (kpo resume {} hands it back)",
-            address.policy_name()
-        );
-        events.push(Event::AdminOverride {
-            target: address.to_string(),
-            pid: None,
-            comm: None,
-            seen_by: "value_check",
-            value: now,
-            kpo_value: Some(applied),
-        });
+        events.extend(yield_to(path, guard, &address, now, applied, Writer::unseen()));
     }
     events
+}
+
+/// After one of the agent's own reverts: if it was left alone because the value is someone
+/// else's now, yield to them (the `admin_override` event).
+pub fn after_own_revert(
+    path: &mut ChangePath,
+    guard: &mut Guard,
+    report: &ChangeReport,
+) -> Option<Event> {
+    if report.status != ChangeStatus::Skipped {
+        return None;
+    }
+    let now = report.read_back.clone()?;
+    let applied = path
+        .journal
+        .param_state(&report.address)
+        .and_then(|p| p.last_applied.clone())?;
+    yield_to(path, guard, &report.address, now, applied, Writer::unseen())
 }

@@ -558,7 +558,7 @@ impl PathKnobs<'_> {
         for &(knob, id) in ids.iter().rev() {
             let address = &self.addresses[knob];
             self.guard.forget(address);
-            if let Err(e) = self.path.revert(
+            if let Err(e) = self.path.revert_own(
                 id,
                 Source::Optimizer,
                 "optimizer: undoing a trial that failed",
@@ -664,7 +664,7 @@ impl Knobs for PathKnobs<'_> {
             };
             self.guard.forget(address);
             let why = format!("optimizer: SLO breach; back to {to:?}");
-            match self.path.revert(made.id, Source::Optimizer, &why) {
+            match self.path.revert_own(made.id, Source::Optimizer, &why) {
                 Ok(r) if matches!(r.status, ChangeStatus::Reverted | ChangeStatus::Unchanged) => {}
                 Ok(r) => errors.push(r.describe()),
                 Err(e) => errors.push(e.to_string()),
