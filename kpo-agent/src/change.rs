@@ -367,7 +367,11 @@ impl ChangePath {
             report.detail = Some("the kernel already has this value".into());
             return Ok(report);
         }
-        self.execute(
+        let needs = match self.clear_the_way(&mut *actuator, p, &before)? {
+            Ok(needs) => needs,
+            Err(why) => return Ok(self.fail_early(p, Some(&before), why, report)),
+        };
+        let report = self.execute(
             actuator,
             &p.address,
             &before,
@@ -376,7 +380,66 @@ impl ChangePath {
             &p.reason,
             IntentKind::Change,
             report,
-        )
+            needs,
+        )?;
+        if let Some(switch) = needs.filter(|_| report.status != ChangeStatus::Applied) {
+            // What it was turned off for did not take: back on.
+            let why = format!("{} was not set; turning back on", p.address);
+            let undone = self.revert_own(switch, p.source, &why)?;
+            tracing::info!("{}", undone.describe());
+        }
+        Ok(report)
+    }
+
+    /// Turns off what is in the way of `p` (adaptive moderation, where the policy allows it) as a
+    /// journaled change of its own, so that every revert of `p`, `revert --all`, `on_exit` and
+    /// reconciliation after a crash can turn it back on. Its journal id, or why not.
+    fn clear_the_way(
+        &mut self,
+        actuator: &mut dyn Actuator,
+        p: &Proposal,
+        before: &Value,
+    ) -> Result<Result<Option<u64>, String>, ChangeError> {
+        if !self.policy.rule_for(&p.address).allow_adaptive_off {
+            return Ok(Ok(None));
+        }
+        let (address, off) = match actuator.switch_in_the_way() {
+            Ok(Some(switch)) => switch,
+            Ok(None) => return Ok(Ok(None)),
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let mut switch = match self.actuators.open(&address) {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(format!("{address}: {e}"))),
+        };
+        let on = match switch.read() {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(format!("{address}: {e}"))),
+        };
+        let reason = format!(
+            "turned off so that {} can go from {before} to {} (allow_adaptive_off): {}",
+            p.address, p.value, p.reason
+        );
+        let report = ChangeReport::new(&address, &off, ChangeStatus::Refused);
+        let r = self.execute(
+            switch,
+            &address,
+            &on,
+            &off,
+            p.source,
+            &reason,
+            IntentKind::Change,
+            report,
+            None,
+        )?;
+        if r.status == ChangeStatus::Applied {
+            Ok(Ok(r.journal_id))
+        } else {
+            Ok(Err(format!(
+                "{address} had to be turned off first, and was not: {}",
+                r.describe()
+            )))
+        }
     }
 
     fn refuse(
@@ -452,11 +515,12 @@ impl ChangePath {
         reason: &str,
         kind: IntentKind,
         mut report: ChangeReport,
+        needs: Option<u64>,
     ) -> Result<ChangeReport, ChangeError> {
         let is_revert = matches!(kind, IntentKind::Revert { .. });
         let id = self
             .journal
-            .record_intent(address, before, after, source, reason, kind)?;
+            .record_intent_needing(address, before, after, source, reason, kind, needs)?;
         report.journal_id = Some(id);
         report.before = Some(before.clone());
         crash_point(CrashPoint::AfterIntent);
@@ -575,7 +639,39 @@ impl ChangePath {
             .intent(id)
             .cloned()
             .ok_or(JournalError::NoSuchChange(id))?;
-        self.restore(&intent.address, &intent.before, source, reason, Some(id), None)
+        let report = self.restore(
+            &intent.address,
+            &intent.before,
+            source,
+            reason,
+            Some(id),
+            None,
+        )?;
+        self.undo_what_it_needed(&intent, &report, source, reason)?;
+        Ok(report)
+    }
+
+    /// After change `intent` was reverted: what it needed turned off first goes back on too, if
+    /// the kernel still has KPO's value for it.
+    fn undo_what_it_needed(
+        &mut self,
+        intent: &Intent,
+        report: &ChangeReport,
+        source: Source,
+        reason: &str,
+    ) -> Result<(), ChangeError> {
+        let Some(needed) = intent.needs else {
+            return Ok(());
+        };
+        if !matches!(
+            report.status,
+            ChangeStatus::Reverted | ChangeStatus::Unchanged
+        ) {
+            return Ok(());
+        }
+        let r = self.revert_own(needed, source, reason)?;
+        tracing::info!("{}", r.describe());
+        Ok(())
     }
 
     /// Reverts change `id` only while the kernel still has the value KPO last applied to that
@@ -597,7 +693,16 @@ impl ChangePath {
             .journal
             .param_state(&intent.address)
             .and_then(|p| p.last_applied.clone());
-        self.restore(&intent.address, &intent.before, source, reason, Some(id), ours)
+        let report = self.restore(
+            &intent.address,
+            &intent.before,
+            source,
+            reason,
+            Some(id),
+            ours,
+        )?;
+        self.undo_what_it_needed(&intent, &report, source, reason)?;
+        Ok(report)
     }
 
     /// Puts every parameter KPO changed back to its original value (the value before KPO first
@@ -612,10 +717,9 @@ impl ChangePath {
         reason: &str,
     ) -> Result<ChangeReport, ChangeError> {
         let state = self.journal.param_state(address).cloned();
-        let Some((original, state)) =
-            state.and_then(|s| Some((s.original.clone()?, s)))
-        else {
-            let mut r = ChangeReport::new(address, &Value::Word(String::new()), ChangeStatus::Skipped);
+        let Some((original, state)) = state.and_then(|s| Some((s.original.clone()?, s))) else {
+            let mut r =
+                ChangeReport::new(address, &Value::Word(String::new()), ChangeStatus::Skipped);
             r.detail = Some("the journal has no value from before KPO for it".into());
             return Ok(r);
         };
@@ -635,6 +739,10 @@ impl ChangePath {
             .params()
             .filter_map(|p| Some((p.address.clone()?, p.original.clone()?, p.yielded.is_some())))
             .collect();
+        let mut todo = todo;
+        // The values a switch governs go back before the switch does: with adaptive moderation
+        // on again, a coalescing value could no longer be written.
+        todo.sort_by_key(|(address, _, _)| is_switch(address));
         let mut out = Vec::new();
         for (address, original, yielded) in todo {
             if yielded {
@@ -701,6 +809,7 @@ impl ChangePath {
             reason,
             IntentKind::Revert { of },
             report,
+            None,
         )
     }
 
@@ -787,6 +896,12 @@ impl ChangePath {
     pub fn key(address: &ParamAddress) -> String {
         target_key(address)
     }
+}
+
+/// A parameter that [`Actuator::switch_in_the_way`] can name: adaptive moderation.
+pub fn is_switch(address: &ParamAddress) -> bool {
+    address.kind() == crate::actuate::param::ParamKind::Ethtool
+        && address.name.starts_with("adaptive-")
 }
 
 #[cfg(test)]

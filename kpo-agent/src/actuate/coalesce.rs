@@ -510,6 +510,21 @@ impl Actuator for CoalesceActuator {
     fn set_adaptive_off_allowed(&mut self, allowed: bool) {
         self.adaptive_off_allowed = allowed;
     }
+
+    fn switch_in_the_way(&mut self) -> Result<Option<(ParamAddress, Value)>, ActuateError> {
+        let Some(adaptive) = self.param.governed_by() else {
+            return Ok(None);
+        };
+        let cur = self.backend.get_attrs(&self.iface)?;
+        if adaptive.get(&cur) != Some(Value::Word("on".into())) {
+            return Ok(None);
+        }
+        let address = ParamAddress {
+            name: adaptive.name().to_string(),
+            target: self.address.target.clone(),
+        };
+        Ok(Some((address, Value::Word("off".into()))))
+    }
 }
 
 #[cfg(test)]

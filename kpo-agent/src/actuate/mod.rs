@@ -161,6 +161,14 @@ pub trait Actuator: Send {
     fn set_adaptive_off_allowed(&mut self, allowed: bool) {
         let _ = allowed;
     }
+    /// The switch that must be turned off before this parameter can be written, if it is on now:
+    /// a coalescing value governed by adaptive moderation that is on. The change path turns it
+    /// off as a change of its own, journaled, so that every revert can turn it back on.
+    fn switch_in_the_way(
+        &mut self,
+    ) -> Result<Option<(param::ParamAddress, param::Value)>, ActuateError> {
+        Ok(None)
+    }
 }
 
 /// How [`open_actuator_with`] opens actuators: what the policy allows beyond the default.

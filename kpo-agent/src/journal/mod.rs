@@ -108,6 +108,10 @@ pub struct Intent {
     /// `before` for the first): every intent repeats it, so losing a damaged line never loses it.
     #[serde(default)]
     pub original: Option<Value>,
+    /// The change this one needed made first, and that its revert undoes too: adaptive
+    /// moderation turned off so that a coalescing value could be set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs: Option<u64>,
 }
 
 /// How a change ended.
@@ -376,6 +380,21 @@ impl Journal {
         reason: &str,
         kind: IntentKind,
     ) -> Result<u64, JournalError> {
+        self.record_intent_needing(address, before, after, source, reason, kind, None)
+    }
+
+    /// [`Journal::record_intent`] of a change that needed change `needs` made first.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_intent_needing(
+        &mut self,
+        address: &ParamAddress,
+        before: &Value,
+        after: &Value,
+        source: Source,
+        reason: &str,
+        kind: IntentKind,
+        needs: Option<u64>,
+    ) -> Result<u64, JournalError> {
         let id = self.next_id;
         let key = target_key(address);
         let original = self
@@ -394,6 +413,7 @@ impl Journal {
             source,
             reason: reason.to_string(),
             kind,
+            needs,
         }))?;
         Ok(id)
     }

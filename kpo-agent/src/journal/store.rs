@@ -211,7 +211,12 @@ impl Appender {
         match self.write_line(&line).and_then(|()| self.file.sync_data()) {
             Ok(()) => Ok(()),
             Err(e) => {
-                if self.file.set_len(length).and_then(|()| self.file.sync_data()).is_err() {
+                if self
+                    .file
+                    .set_len(length)
+                    .and_then(|()| self.file.sync_data())
+                    .is_err()
+                {
                     self.poisoned = true;
                 }
                 Err(JournalError::io(&self.path, e))

@@ -383,7 +383,6 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
     })
 }
 
-
 fn approval_settings(ctx: &Ctx<'_>, a: ApprovalsFile) -> Result<ApprovalSettings, PolicyError> {
     let mut s = ApprovalSettings::default();
     if let Some(e) = &a.expire_after {

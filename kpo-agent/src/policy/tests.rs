@@ -607,11 +607,7 @@ fn durations_longer_than_a_year_are_refused() {
             3,
             "params.\"net.core.somaxconn\".cooldown",
         ),
-        (
-            "[guard]\nquarantine = \"366days\"\n",
-            2,
-            "guard.quarantine",
-        ),
+        ("[guard]\nquarantine = \"366days\"\n", 2, "guard.quarantine"),
     ] {
         let (l, k, class, msg) = err(text);
         assert_eq!(

@@ -418,6 +418,27 @@ impl Deciding {
             .filter_map(|p| p.address.clone())
             .filter(|address| self.path.policy.rule_for(address).on_exit == OnExit::Revert)
             .collect();
+        // A switch KPO turned off so that one of these could be set goes back on with them, and
+        // after them (crate::change::ChangePath::revert_all says why).
+        let keys: std::collections::BTreeSet<String> = revert.iter().map(ChangePath::key).collect();
+        let switches: Vec<ParamAddress> = self
+            .path
+            .journal
+            .records()
+            .iter()
+            .filter_map(|r| match r {
+                crate::journal::Record::Intent(i) if keys.contains(&i.key) => i.needs,
+                _ => None,
+            })
+            .filter_map(|id| self.path.journal.intent(id).map(|i| i.address.clone()))
+            .collect();
+        let mut revert = revert;
+        for switch in switches {
+            if !revert.contains(&switch) {
+                revert.push(switch);
+            }
+        }
+        revert.sort_by_key(crate::change::is_switch);
         let mut events = Vec::new();
         for address in revert {
             match self

@@ -235,6 +235,21 @@ impl Rig {
         reply.try_recv().expect("answered")
     }
 
+    fn operator(&mut self, request: crate::api::Request) -> crate::api::Reply {
+        let (answer, mut reply) = tokio::sync::oneshot::channel();
+        let events = self.deciding.serve(crate::api::server::Incoming {
+            request,
+            peer_pid: None,
+            answer,
+        });
+        self.record(&events);
+        reply.try_recv().expect("answered")
+    }
+
+    fn nic_now(&self) -> CoalesceSettings {
+        self.nic.settings("eth0").unwrap()
+    }
+
     fn record(&mut self, events: &[Event]) {
         for e in events {
             let bytes = crate::output::events::encode(e, "test", time::OffsetDateTime::UNIX_EPOCH);
@@ -750,7 +765,12 @@ on_exit = "revert"
     assert_eq!(overrides[0]["kpo_value"], 2_000_000);
     assert_eq!(overrides[0]["seen_by"], "value_check");
     let address: ParamAddress = MAX_FREQ.parse().unwrap();
-    assert!(rig.journal().param_state(&address).unwrap().yielded.is_some());
+    assert!(rig
+        .journal()
+        .param_state(&address)
+        .unwrap()
+        .yielded
+        .is_some());
     assert!(
         rig.intents().iter().all(|i| i.kind == IntentKind::Change),
         "no revert was journaled"
@@ -763,4 +783,77 @@ on_exit = "revert"
     let events = rig.deciding.on_exit();
     rig.record(&events);
     assert_eq!(rig.max_freq(), 3_000_000);
+}
+
+/// With `allow_adaptive_off`, a coalescing change under adaptive moderation turns it off as a
+/// journaled change of its own, which every way back turns on again: reverting the change, `kpo
+/// revert --all` (after a restart too) and `on_exit`.
+#[test]
+fn adaptive_moderation_turned_off_for_a_change_comes_back_with_every_revert() {
+    let policy = r#"
+[params."ethtool:eth0:rx-usecs"]
+mode = "auto"
+min = 0
+max = 100
+sources = ["operator"]
+allow_adaptive_off = true
+on_exit = "revert"
+"#;
+    let adaptive = CoalesceSettings {
+        rx_usecs: 0,
+        adaptive_rx: true,
+    };
+    let set_rx = |rig: &mut Rig, usecs: i64| {
+        rig.operator(crate::api::Request::Apply(crate::control::ApplyRequest {
+            address: RX.parse().unwrap(),
+            value: Value::Int(usecs),
+            reason: "test".into(),
+        }))
+    };
+    let mut rig = Rig::new(policy, false, "");
+    rig.nic.add_nic("eth0", adaptive);
+    assert!(matches!(set_rx(&mut rig, 50), crate::api::Reply::Ok(_)));
+    assert_eq!(
+        rig.nic_now(),
+        CoalesceSettings {
+            rx_usecs: 50,
+            adaptive_rx: false
+        }
+    );
+    let intents = rig.intents();
+    assert_eq!(intents.len(), 2, "{intents:#?}");
+    let (switch, change) = (&intents[0], &intents[1]);
+    assert_eq!(switch.address.to_string(), "ethtool:eth0:adaptive-rx");
+    assert_eq!(
+        (switch.before.clone(), switch.after.clone()),
+        (Value::Word("on".into()), Value::Word("off".into()))
+    );
+    assert!(
+        switch.reason.contains("allow_adaptive_off"),
+        "{}",
+        switch.reason
+    );
+    assert_eq!(change.address.to_string(), RX);
+    assert_eq!(change.needs, Some(switch.id));
+    // 1. Reverting the change turns adaptive moderation back on.
+    let revert = crate::api::Request::Revert {
+        revert: crate::control::RevertRequest::Id(change.id),
+    };
+    assert!(matches!(rig.operator(revert), crate::api::Reply::Ok(_)));
+    assert_eq!(rig.nic_now(), adaptive);
+    // 2. `kpo revert --all`: the value first, then the switch.
+    set_rx(&mut rig, 60);
+    assert!(!rig.nic_now().adaptive_rx);
+    let all = crate::api::Request::Revert {
+        revert: crate::control::RevertRequest::All,
+    };
+    assert!(matches!(rig.operator(all), crate::api::Reply::Ok(_)));
+    assert_eq!(rig.nic_now(), adaptive);
+    // 3. on_exit, though the policy has no entry for adaptive-rx.
+    set_rx(&mut rig, 70);
+    assert!(!rig.nic_now().adaptive_rx);
+    let events = rig.deciding.on_exit();
+    rig.record(&events);
+    assert_eq!(rig.nic_now(), adaptive);
+    rig.assert_schema();
 }

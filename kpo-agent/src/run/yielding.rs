@@ -96,7 +96,14 @@ pub fn check_values(path: &mut ChangePath, guard: &mut Guard) -> Vec<Event> {
         if now == applied {
             continue;
         }
-        events.extend(yield_to(path, guard, &address, now, applied, Writer::unseen()));
+        events.extend(yield_to(
+            path,
+            guard,
+            &address,
+            now,
+            applied,
+            Writer::unseen(),
+        ));
     }
     events
 }
