@@ -43,33 +43,41 @@ pub struct Structured {
     pub repeat: bool,
 }
 
+/// Slack's three control characters as its entities. What KPO puts in `text` comes partly from
+/// others (an LLM's reason, a process name a rule quotes): `<!channel>` would ping a whole channel
+/// and `<http://...|approve>` would draw a link that looks like ours.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 impl Payload {
     pub fn new(event: &'static str, host: &str, item: &ApprovalItem) -> Payload {
+        let host = slack_escape(host);
+        let parameter = slack_escape(&item.parameter.to_string());
+        let value = slack_escape(&item.value.to_string());
         let current = item
             .current_value
             .as_ref()
-            .map(|v| format!("{v} -> "))
+            .map(|v| format!("{} -> ", slack_escape(&v.to_string())))
             .unwrap_or_default();
         let text = if event == "approval_required" {
             format!(
-                "KPO on {host}: approval {} required: {} {current}{} (advised by {}, confidence {:.2}). {} Approve with `kpo approve {}`, reject with `kpo reject {}`; expires {}.",
+                "KPO on {host}: approval {} required: {parameter} {current}{value} (advised by {}, confidence {:.2}). {} Approve with `kpo approve {}`, reject with `kpo reject {}`; expires {}.",
                 item.id,
-                item.parameter,
-                item.value,
                 item.source,
                 item.confidence,
-                item.reason,
+                slack_escape(&item.reason),
                 item.id,
                 item.id,
                 crate::journal::format_ms(item.expires_ms),
             )
         } else {
             format!(
-                "KPO on {host}: approval {} ({} {current}{}): {}",
+                "KPO on {host}: approval {} ({parameter} {current}{value}): {}",
                 item.id,
-                item.parameter,
-                item.value,
-                item.state.describe()
+                slack_escape(&item.state.describe())
             )
         };
         Payload {
@@ -101,7 +109,12 @@ pub struct Webhook {
 impl Webhook {
     /// Starts the posting task on the current tokio runtime.
     pub fn spawn(url: String) -> Result<Webhook, reqwest::Error> {
-        let client = reqwest::Client::builder().timeout(TIMEOUT).build()?;
+        // No redirects: a 302 to a sign-on page would turn the POST into a GET without its body,
+        // answered 200, and the notification would count as delivered.
+        let client = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(deliver(client, url.clone(), rx));
         info!(url = %url, "approval webhook on");
@@ -151,6 +164,14 @@ async fn deliver(client: reqwest::Client, url: String, mut rx: mpsc::Receiver<Pa
                     info!(url = %url, "approval webhook: {event} {id} delivered (attempt {attempt})");
                     None
                 }
+                Ok(r) if r.status().is_redirection() => Some(format!(
+                    "the receiver answered {} to {} (redirects are not followed; give the final URL)",
+                    r.status(),
+                    r.headers()
+                        .get(reqwest::header::LOCATION)
+                        .and_then(|l| l.to_str().ok())
+                        .unwrap_or("nowhere")
+                )),
                 Ok(r) => Some(format!("the receiver answered {}", r.status())),
                 Err(e) => Some(describe(&e)),
             };
@@ -206,6 +227,54 @@ mod tests {
             p.text.ends_with("expired: nobody approved it in time"),
             "{}",
             p.text
+        );
+    }
+
+    #[test]
+    fn text_from_others_cannot_use_slack_control_sequences() {
+        let mut hostile = item("ap-4", 32);
+        hostile.reason = "listener of <!channel> & <http://evil.example|approve>".into();
+        let p = Payload::new("approval_required", "web<1>", &hostile);
+        assert!(!p.text.contains('<'), "{}", p.text);
+        assert!(
+            p.text
+                .contains("listener of &lt;!channel&gt; &amp; &lt;http://evil.example|approve&gt;"),
+            "{}",
+            p.text
+        );
+        assert!(p.text.starts_with("KPO on web&lt;1&gt;:"), "{}", p.text);
+        // The structured copy keeps the words as they were.
+        assert_eq!(p.kpo.approval.reason, hostile.reason);
+    }
+
+    /// A receiver that redirects (a sign-on page, a moved URL) is a failure to retry, not a
+    /// delivery: followed, the redirect would turn the POST into a GET without the body.
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_and_the_post_is_retried() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (seen_tx, mut seen) = mpsc::channel(8);
+        tokio::spawn(async move {
+            for answer in [
+                format!("HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{port}/sso\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+            ] {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 16384];
+                let n = conn.read(&mut buf).await.unwrap();
+                let head = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string();
+                seen_tx.send(head).await.unwrap();
+                conn.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        let hook = Webhook::spawn(format!("http://127.0.0.1:{port}/kpo")).unwrap();
+        hook.notify(Payload::new("approval_required", "web1", &item("ap-5", 32)));
+        let first = seen.recv().await.unwrap();
+        let second = seen.recv().await.unwrap();
+        assert_eq!(
+            [first.as_str(), second.as_str()],
+            ["POST /kpo HTTP/1.1", "POST /kpo HTTP/1.1"]
         );
     }
 }
