@@ -829,6 +829,24 @@ impl ChangePath {
         let mut report = ChangeReport::new(&i.address, &i.after, ChangeStatus::Skipped);
         report.journal_id = Some(i.id);
         report.before = Some(i.before.clone());
+        let this_boot = self.journal.boot().map(str::to_string);
+        if i.boot.is_some() && this_boot.is_some() && i.boot != this_boot {
+            // The kernel was restarted since: whatever the write did is gone, and what the
+            // kernel has now is this boot's, not evidence about the interrupted change.
+            report.status = ChangeStatus::Failed;
+            let e = "interrupted, then the machine rebooted: the change did not outlive the boot"
+                .to_string();
+            report.detail = Some(e.clone());
+            tracing::warn!("journal #{} ({}): {e}", i.id, i.address);
+            self.journal.record_outcome(
+                i.id,
+                Outcome::Failed {
+                    error: e,
+                    reconciled: true,
+                },
+            )?;
+            return Ok(report);
+        }
         let now = self.actuators.open(&i.address).and_then(|mut a| a.read());
         let now = match now {
             Ok(v) => v,

@@ -473,3 +473,86 @@ fn an_operators_revert_and_apply_act_over_a_value_someone_else_wrote() {
     assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
 }
+
+/// After a reboot the kernel has the boot's own values: an interrupted change from before is
+/// settled as failed without reading the kernel, KPO's old values are neither compared with (no
+/// yield) nor put back (`revert --all` has nothing to do), and the next change starts a new
+/// original.
+#[test]
+fn a_reboot_settles_the_journal_and_the_next_change_starts_a_new_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = "net.core.somaxconn@netns:4026539991";
+    let b = "net.core.somaxconn@netns:4026539992";
+    let boot = |id: &str| {
+        Journal::open_in_boot(
+            dir.path(),
+            Holder::Cli,
+            Duration::ZERO,
+            Some(id.to_string()),
+        )
+        .unwrap()
+    };
+    let k = kernel(&[(a, Value::Int(4096)), (b, Value::Int(4096))]);
+    {
+        // Boot A: `a` changed and applied, `b` interrupted after its intent.
+        let mut p = ChangePath::new(
+            Policy::parse(POLICY, "test.toml").unwrap(),
+            boot("A"),
+            Box::new(k.clone()),
+        );
+        p.propose(&op(a, Value::Int(8192))).unwrap();
+        p.journal
+            .record_intent(
+                &b.parse().unwrap(),
+                &Value::Int(4096),
+                &Value::Int(8192),
+                Source::Operator,
+                "t",
+                IntentKind::Change,
+            )
+            .unwrap();
+    }
+    // Boot B: the kernel has its own configuration again, and `b` happens to read 8192.
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(a.into(), Value::Int(1024));
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(b.into(), Value::Int(8192));
+    let mut p = ChangePath::new(
+        Policy::parse(POLICY, "test.toml").unwrap(),
+        boot("B"),
+        Box::new(k.clone()),
+    );
+    let r = p.reconcile().unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].status, ChangeStatus::Failed, "not 'found applied'");
+    assert!(r[0].detail.as_deref().unwrap().contains("rebooted"));
+    let state = p.journal.param_state(&a.parse().unwrap()).unwrap().clone();
+    assert_eq!((state.original, state.last_applied), (None, None));
+    assert!(
+        p.revert_all("all").unwrap().is_empty(),
+        "nothing of boot A to put back"
+    );
+    assert_eq!(value(&k, a), Value::Int(1024));
+    // An advisor may change it again (it is not someone else's), from a new original.
+    let mut rules = op(a, Value::Int(2048));
+    rules.source = Source::Rules;
+    assert_eq!(p.propose(&rules).unwrap().status, ChangeStatus::Applied);
+    drop(p);
+    let mut p = ChangePath::new(
+        Policy::parse(POLICY, "test.toml").unwrap(),
+        boot("B"),
+        Box::new(k.clone()),
+    );
+    let state = p.journal.param_state(&a.parse().unwrap()).unwrap().clone();
+    assert_eq!(
+        state.original,
+        Some(Value::Int(1024)),
+        "across a reopen too"
+    );
+    p.revert_all("all").unwrap();
+    assert_eq!(value(&k, a), Value::Int(1024));
+}

@@ -112,6 +112,11 @@ pub struct Intent {
     /// moderation turned off so that a coalescing value could be set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needs: Option<u64>,
+    /// The kernel's boot id when it was written (`/proc/sys/kernel/random/boot_id`): a change
+    /// does not outlive a reboot, so what the journal knows of a parameter starts again at the
+    /// first intent of a new boot. Absent in journals written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<String>,
 }
 
 /// How a change ended.
@@ -209,6 +214,27 @@ pub struct ParamState {
     pub yielded: Option<(String, u64)>,
     /// Quarantined values and until when (ms).
     pub quarantine: Vec<(Value, u64)>,
+    /// The boot of its latest intent (see [`Intent::boot`]).
+    pub boot: Option<String>,
+}
+
+impl ParamState {
+    /// A reboot took KPO's values away: see [`Journal::open_in_boot`].
+    fn settle_for_new_boot(&mut self) {
+        self.original = None;
+        self.original_id = None;
+        self.last_applied = None;
+        self.boot = None;
+    }
+}
+
+/// The running kernel's boot id, or `None` where it cannot be read (then reboots go unnoticed,
+/// as in journals from before it was recorded).
+pub fn current_boot() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// An intent or refusal with its outcome, as `kpo journal` lists them.
@@ -242,6 +268,8 @@ pub struct Journal {
     params: BTreeMap<String, ParamState>,
     intents: BTreeMap<u64, Intent>,
     outcomes: BTreeMap<u64, (u64, Outcome)>,
+    /// This boot's id (`None` where the kernel does not say).
+    boot: Option<String>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -258,6 +286,20 @@ impl Journal {
     /// A damaged file is recovered with warnings ([`Journal::warnings`]); never fails on content.
     /// Incomplete intents are left for [`crate::change::ChangePath::reconcile`].
     pub fn open(dir: &Path, holder: Holder, wait: Duration) -> Result<Self, JournalError> {
+        Self::open_in_boot(dir, holder, wait, current_boot())
+    }
+
+    /// [`Journal::open`] as of boot `boot` (tests stand for a reboot with another id). What the
+    /// journal knows of a parameter from an earlier boot is settled: a reboot took KPO's values
+    /// away, so there is no last applied value (nothing to compare with, nothing to yield for) and
+    /// no original to put back (the boot's own configuration is what the kernel has now); the
+    /// next change of it starts a new original. Yields and quarantines stay.
+    pub fn open_in_boot(
+        dir: &Path,
+        holder: Holder,
+        wait: Duration,
+        boot: Option<String>,
+    ) -> Result<Self, JournalError> {
         store::ensure_dir(dir)?;
         let lock = lock::acquire(dir, holder, wait)?;
         let loaded = store::load(dir)?;
@@ -273,11 +315,23 @@ impl Journal {
             params: BTreeMap::new(),
             intents: BTreeMap::new(),
             outcomes: BTreeMap::new(),
+            boot,
         };
         for r in loaded.records {
             j.fold(r);
         }
+        let now = j.boot.clone();
+        for p in j.params.values_mut() {
+            if p.boot.is_some() && now.is_some() && p.boot != now {
+                p.settle_for_new_boot();
+            }
+        }
         Ok(j)
+    }
+
+    /// This boot's id, as intents record it.
+    pub fn boot(&self) -> Option<&str> {
+        self.boot.as_deref()
     }
 
     pub fn dir(&self) -> &Path {
@@ -298,6 +352,12 @@ impl Journal {
             Record::Intent(i) => {
                 self.next_id = self.next_id.max(i.id + 1);
                 let p = self.param(&i.key);
+                if p.boot.is_some() && i.boot.is_some() && p.boot != i.boot {
+                    p.settle_for_new_boot();
+                }
+                if i.boot.is_some() {
+                    p.boot = i.boot.clone();
+                }
                 // The earliest intent's word on the original wins.
                 if p.original.is_none() || p.original_id.is_some_and(|o| o > i.id) {
                     p.original = Some(i.original.clone().unwrap_or_else(|| i.before.clone()));
@@ -414,6 +474,7 @@ impl Journal {
             reason: reason.to_string(),
             kind,
             needs,
+            boot: self.boot.clone(),
         }))?;
         Ok(id)
     }
