@@ -12,10 +12,11 @@ use serde_json::Value as Json;
 
 use super::{
     config::{ApiKey, ResolvedLlm},
+    parse::MAX_CONTENT,
     prompt::Prompt,
 };
 
-/// Longest reply body read.
+/// Longest reply body read. Its content must be shorter still: [`MAX_CONTENT`].
 const MAX_BODY: usize = 4 << 20;
 /// Longest excerpt of an error body kept in the outcome.
 const MAX_ERROR_EXCERPT: usize = 300;
@@ -104,6 +105,23 @@ pub struct Completion {
     pub retry_wait: Duration,
     /// Whether the request that produced the reply asked for structured output.
     pub structured_output: bool,
+}
+
+impl Completion {
+    fn empty() -> Self {
+        Self {
+            content: None,
+            outcome: Outcome::Ok,
+            http_status: None,
+            error: None,
+            finish_reason: None,
+            usage: Usage::default(),
+            latency: Duration::ZERO,
+            attempts: 0,
+            retry_wait: Duration::ZERO,
+            structured_output: false,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -204,18 +222,7 @@ impl LlmClient {
     pub async fn complete(&self, prompt: &Prompt, schema: Option<&Json>) -> Completion {
         let started = Instant::now();
         let cfg = &self.inner.cfg.config;
-        let mut c = Completion {
-            content: None,
-            outcome: Outcome::Ok,
-            http_status: None,
-            error: None,
-            finish_reason: None,
-            usage: Usage::default(),
-            latency: Duration::ZERO,
-            attempts: 0,
-            retry_wait: Duration::ZERO,
-            structured_output: false,
-        };
+        let mut c = Completion::empty();
         // Gate: breaker and Retry-After.
         {
             let mut st = self.lock();
@@ -496,6 +503,15 @@ impl LlmClient {
             c.error = Some("the reply's message has no content".into());
             return;
         }
+        // Parsing happens after the timeout no longer applies: what it reads is bounded here.
+        if content.len() > MAX_CONTENT {
+            c.outcome = Outcome::InvalidBody;
+            c.error = Some(format!(
+                "the reply's content is {} bytes, more than the {MAX_CONTENT} read as advice",
+                content.len()
+            ));
+            return;
+        }
         c.content = Some(self.inner.key.redact(&content));
         c.outcome = Outcome::Ok;
     }
@@ -644,6 +660,47 @@ mod tests {
             wait > Duration::from_secs(20) && wait <= Duration::from_secs(30),
             "{text}: {wait:?}"
         );
+    }
+
+    fn client() -> LlmClient {
+        LlmClient::new(ResolvedLlm {
+            base_url: "http://127.0.0.1:9".into(),
+            api_key: ApiKey::default(),
+            config: super::super::config::LlmConfig::default(),
+        })
+        .unwrap()
+    }
+
+    fn reply(content: &str) -> Vec<u8> {
+        serde_json::json!({
+            "choices": [{"message": {"content": content}, "finish_reason": "stop"}]
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn oversized_content_is_an_invalid_body() {
+        let client = client();
+        let mut c = Completion::empty();
+        client.read_completion(&mut c, &reply(&"[1]".repeat(MAX_CONTENT)));
+        assert_eq!(c.outcome, Outcome::InvalidBody);
+        assert!(c.content.is_none());
+        assert!(c.outcome.is_endpoint_failure());
+        let error = c.error.unwrap();
+        assert!(error.contains(&(3 * MAX_CONTENT).to_string()), "{error}");
+        let mut c = Completion::empty();
+        client.read_completion(&mut c, &reply(&" ".repeat(MAX_CONTENT - 2)));
+        assert_eq!(
+            c.outcome,
+            Outcome::EmptyChoices,
+            "the other checks still apply"
+        );
+        let mut c = Completion::empty();
+        let at_the_bound = format!("[]{}", " ".repeat(MAX_CONTENT - 2));
+        client.read_completion(&mut c, &reply(&at_the_bound));
+        assert_eq!(c.outcome, Outcome::Ok);
+        assert_eq!(c.content.as_deref(), Some(at_the_bound.as_str()));
     }
 
     #[test]
