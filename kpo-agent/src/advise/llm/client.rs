@@ -124,6 +124,15 @@ impl Completion {
     }
 }
 
+/// `t + d`, or as late as can be told apart from "never" when that overflows. The configuration
+/// bounds every duration added here, so this only guards against a panic.
+fn later(t: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    t.checked_add(d)
+        .or_else(|| t.checked_add(d.min(FAR)))
+        .unwrap_or(t)
+}
+
 #[derive(Debug)]
 enum Breaker {
     Closed {
@@ -262,7 +271,7 @@ impl LlmClient {
                 }
             }
         }
-        let deadline = started + cfg.timeout;
+        let deadline = later(started, cfg.timeout);
         let mut structured = schema.is_some() && self.lock().structured;
         let mut fallback_used = false;
         let mut failed_attempts = 0u32;
@@ -329,7 +338,7 @@ impl LlmClient {
                     continue;
                 }
                 if let Some(wait) = retry_after {
-                    self.lock().not_before = Some(Instant::now() + wait);
+                    self.lock().not_before = Some(later(Instant::now(), wait));
                 }
                 break;
             }
@@ -366,7 +375,7 @@ impl LlmClient {
             let factor = 1u32 << (failed_attempts - 1).min(16);
             cfg.retry_backoff.saturating_mul(factor).min(MAX_BACKOFF)
         });
-        if Instant::now() + wait >= deadline {
+        if later(Instant::now(), wait) >= deadline {
             return false;
         }
         tokio::time::sleep(wait).await;
@@ -390,7 +399,7 @@ impl LlmClient {
                     "LLM endpoint failing: circuit breaker open"
                 );
                 st.breaker = Breaker::Open {
-                    until: Instant::now() + cfg.breaker_cooloff,
+                    until: later(Instant::now(), cfg.breaker_cooloff),
                 };
             } else {
                 st.breaker = Breaker::Closed { failures };
@@ -701,6 +710,16 @@ mod tests {
         client.read_completion(&mut c, &reply(&at_the_bound));
         assert_eq!(c.outcome, Outcome::Ok);
         assert_eq!(c.content.as_deref(), Some(at_the_bound.as_str()));
+    }
+
+    #[test]
+    fn instants_never_overflow() {
+        let now = Instant::now();
+        assert!(later(now, Duration::MAX) > now);
+        assert_eq!(
+            later(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
     }
 
     #[test]
