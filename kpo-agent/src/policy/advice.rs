@@ -18,12 +18,17 @@ fn source(s: recommendation::Source) -> Source {
     }
 }
 
-/// One bound for every element: the tightest of a per-element bound.
-fn scalar(bound: &Option<Bound>, tightest: fn(i64, i64) -> i64) -> Option<i64> {
+/// One bound for every element, as [`ParamLimits`] holds it: for a per-element bound, the
+/// loosest (the lowest min, the highest max). The tightest would contradict itself for bounds
+/// that grow along the vector (`tcp_rmem`'s min `[4096, 16384, 1048576]` and max
+/// `[65536, 1048576, 33554432]` would make min 1048576 above max 65536) and drop every value the
+/// policy allows. The loosest drops nothing the policy allows; the change path checks each
+/// element against its own bound on every proposal.
+fn scalar(bound: &Option<Bound>, loosest: fn(i64, i64) -> i64) -> Option<i64> {
     match bound {
         None => None,
         Some(Bound::All(v)) => Some(*v),
-        Some(Bound::Each(v)) => v.iter().copied().reduce(tightest),
+        Some(Bound::Each(v)) => v.iter().copied().reduce(loosest),
     }
 }
 
@@ -41,8 +46,8 @@ impl AdvicePolicy for Policy {
             Mode::Recommend => limits::Mode::Recommend,
             Mode::Auto => limits::Mode::Auto,
         });
-        l.min = scalar(&rule.min, i64::max);
-        l.max = scalar(&rule.max, i64::min);
+        l.min = scalar(&rule.min, i64::min);
+        l.max = scalar(&rule.max, i64::max);
         l.max_step = rule.max_step.map(|s| match s {
             MaxStep::Absolute(v) => Step::Absolute(v),
             MaxStep::Relative(f) => Step::Percent(f * 100.0),
@@ -52,5 +57,62 @@ impl AdvicePolicy for Policy {
 
     fn is_denied(&self, policy_name: &str) -> bool {
         self.deny_list().denies(policy_name).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        actuate::param::Value,
+        advise::{
+            limits::AdvicePolicy,
+            llm::{offered_params, validate::validate, DropKind},
+            recommendation::{Source, WindowRef},
+        },
+        policy::Policy,
+    };
+
+    /// docs/policy.md's `tcp_rmem` entry, with the `llm` among its sources.
+    const RMEM: &str = r#"
+[params."net.ipv4.tcp_rmem"]
+mode = "recommend"
+min = [4096, 16384, 1048576]     # element by element
+max = [65536, 1048576, 33554432]
+max_step = 1048576
+sources = ["llm"]
+"#;
+
+    #[test]
+    fn per_element_bounds_do_not_contradict_themselves() {
+        let policy = Policy::parse(RMEM, "policy.toml").unwrap();
+        let rmem = "net.ipv4.tcp_rmem".parse().unwrap();
+        let limits = policy.allowed(&rmem, Source::Llm).unwrap();
+        assert_eq!((limits.min, limits.max), (Some(4096), Some(33554432)));
+        let offered = offered_params(&policy, [(rmem, Value::Ints(vec![4096, 131072, 3145728]))]);
+        let window = WindowRef {
+            index: 1,
+            end: "t".into(),
+        };
+        let v = validate(
+            vec![
+                serde_json::json!({"parameter": "net.ipv4.tcp_rmem", "value": [8192, 262144, 4194304]}),
+                serde_json::json!({"parameter": "net.ipv4.tcp_rmem", "value": [1, 262144, 4194304]}),
+            ],
+            &offered,
+            &policy,
+            &window,
+        );
+        assert_eq!(v.accepted.len(), 1);
+        assert_eq!(
+            v.accepted[0].recommended_value,
+            Some(Value::Ints(vec![8192, 262144, 4194304]))
+        );
+        assert_eq!(v.dropped.len(), 1);
+        assert_eq!(v.dropped[0].kind, DropKind::OutOfBounds);
+        assert!(
+            v.dropped[0].detail.contains("element 0"),
+            "{}",
+            v.dropped[0].detail
+        );
     }
 }

@@ -12,10 +12,11 @@ use serde_json::Value as Json;
 
 use super::{
     config::{ApiKey, ResolvedLlm},
+    parse::MAX_CONTENT,
     prompt::Prompt,
 };
 
-/// Longest reply body read.
+/// Longest reply body read. Its content must be shorter still: [`MAX_CONTENT`].
 const MAX_BODY: usize = 4 << 20;
 /// Longest excerpt of an error body kept in the outcome.
 const MAX_ERROR_EXCERPT: usize = 300;
@@ -104,6 +105,32 @@ pub struct Completion {
     pub retry_wait: Duration,
     /// Whether the request that produced the reply asked for structured output.
     pub structured_output: bool,
+}
+
+impl Completion {
+    fn empty() -> Self {
+        Self {
+            content: None,
+            outcome: Outcome::Ok,
+            http_status: None,
+            error: None,
+            finish_reason: None,
+            usage: Usage::default(),
+            latency: Duration::ZERO,
+            attempts: 0,
+            retry_wait: Duration::ZERO,
+            structured_output: false,
+        }
+    }
+}
+
+/// `t + d`, or as late as can be told apart from "never" when that overflows. The configuration
+/// bounds every duration added here, so this only guards against a panic.
+fn later(t: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    t.checked_add(d)
+        .or_else(|| t.checked_add(d.min(FAR)))
+        .unwrap_or(t)
 }
 
 #[derive(Debug)]
@@ -204,18 +231,7 @@ impl LlmClient {
     pub async fn complete(&self, prompt: &Prompt, schema: Option<&Json>) -> Completion {
         let started = Instant::now();
         let cfg = &self.inner.cfg.config;
-        let mut c = Completion {
-            content: None,
-            outcome: Outcome::Ok,
-            http_status: None,
-            error: None,
-            finish_reason: None,
-            usage: Usage::default(),
-            latency: Duration::ZERO,
-            attempts: 0,
-            retry_wait: Duration::ZERO,
-            structured_output: false,
-        };
+        let mut c = Completion::empty();
         // Gate: breaker and Retry-After.
         {
             let mut st = self.lock();
@@ -255,7 +271,7 @@ impl LlmClient {
                 }
             }
         }
-        let deadline = started + cfg.timeout;
+        let deadline = later(started, cfg.timeout);
         let mut structured = schema.is_some() && self.lock().structured;
         let mut fallback_used = false;
         let mut failed_attempts = 0u32;
@@ -322,7 +338,7 @@ impl LlmClient {
                     continue;
                 }
                 if let Some(wait) = retry_after {
-                    self.lock().not_before = Some(Instant::now() + wait);
+                    self.lock().not_before = Some(later(Instant::now(), wait));
                 }
                 break;
             }
@@ -359,7 +375,7 @@ impl LlmClient {
             let factor = 1u32 << (failed_attempts - 1).min(16);
             cfg.retry_backoff.saturating_mul(factor).min(MAX_BACKOFF)
         });
-        if Instant::now() + wait >= deadline {
+        if later(Instant::now(), wait) >= deadline {
             return false;
         }
         tokio::time::sleep(wait).await;
@@ -383,7 +399,7 @@ impl LlmClient {
                     "LLM endpoint failing: circuit breaker open"
                 );
                 st.breaker = Breaker::Open {
-                    until: Instant::now() + cfg.breaker_cooloff,
+                    until: later(Instant::now(), cfg.breaker_cooloff),
                 };
             } else {
                 st.breaker = Breaker::Closed { failures };
@@ -494,6 +510,15 @@ impl LlmClient {
         if content.trim().is_empty() {
             c.outcome = Outcome::EmptyChoices;
             c.error = Some("the reply's message has no content".into());
+            return;
+        }
+        // Parsing happens after the timeout no longer applies: what it reads is bounded here.
+        if content.len() > MAX_CONTENT {
+            c.outcome = Outcome::InvalidBody;
+            c.error = Some(format!(
+                "the reply's content is {} bytes, more than the {MAX_CONTENT} read as advice",
+                content.len()
+            ));
             return;
         }
         c.content = Some(self.inner.key.redact(&content));
@@ -643,6 +668,57 @@ mod tests {
         assert!(
             wait > Duration::from_secs(20) && wait <= Duration::from_secs(30),
             "{text}: {wait:?}"
+        );
+    }
+
+    fn client() -> LlmClient {
+        LlmClient::new(ResolvedLlm {
+            base_url: "http://127.0.0.1:9".into(),
+            api_key: ApiKey::default(),
+            config: super::super::config::LlmConfig::default(),
+        })
+        .unwrap()
+    }
+
+    fn reply(content: &str) -> Vec<u8> {
+        serde_json::json!({
+            "choices": [{"message": {"content": content}, "finish_reason": "stop"}]
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn oversized_content_is_an_invalid_body() {
+        let client = client();
+        let mut c = Completion::empty();
+        client.read_completion(&mut c, &reply(&"[1]".repeat(MAX_CONTENT)));
+        assert_eq!(c.outcome, Outcome::InvalidBody);
+        assert!(c.content.is_none());
+        assert!(c.outcome.is_endpoint_failure());
+        let error = c.error.unwrap();
+        assert!(error.contains(&(3 * MAX_CONTENT).to_string()), "{error}");
+        let mut c = Completion::empty();
+        client.read_completion(&mut c, &reply(&" ".repeat(MAX_CONTENT - 2)));
+        assert_eq!(
+            c.outcome,
+            Outcome::EmptyChoices,
+            "the other checks still apply"
+        );
+        let mut c = Completion::empty();
+        let at_the_bound = format!("[]{}", " ".repeat(MAX_CONTENT - 2));
+        client.read_completion(&mut c, &reply(&at_the_bound));
+        assert_eq!(c.outcome, Outcome::Ok);
+        assert_eq!(c.content.as_deref(), Some(at_the_bound.as_str()));
+    }
+
+    #[test]
+    fn instants_never_overflow() {
+        let now = Instant::now();
+        assert!(later(now, Duration::MAX) > now);
+        assert_eq!(
+            later(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
         );
     }
 

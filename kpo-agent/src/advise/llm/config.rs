@@ -8,6 +8,17 @@ use serde::{Deserialize, Deserializer};
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
 
+/// Bounds on the values that set waits and loops. Beyond them a value is a mistake (a typo of
+/// units), and a duration added to an `Instant` could overflow it.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+pub const MAX_BREAKER_COOLOFF: Duration = Duration::from_secs(24 * 3600);
+pub const MIN_RETRY_BACKOFF: Duration = Duration::from_millis(10);
+/// The client never waits longer than this between attempts anyway.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(60);
+pub const MAX_ATTEMPTS: u32 = 10;
+/// The advisor keeps this many window summaries; each goes into every prompt.
+pub const MAX_PROMPT_WINDOWS: usize = 100;
+
 /// An API key. Never printed: `Debug` shows `[redacted]`, and it has no `Display` or `Serialize`.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct ApiKey(String);
@@ -140,6 +151,12 @@ pub enum LlmConfigError {
     Zero(&'static str),
     ZeroTimeout,
     NoModel,
+    /// A value outside what the key allows: `allowed` says what it does, e.g. "1 to 10".
+    OutOfRange {
+        key: &'static str,
+        value: String,
+        allowed: String,
+    },
 }
 
 impl LlmConfigError {
@@ -151,6 +168,7 @@ impl LlmConfigError {
             LlmConfigError::Zero(key) => key,
             LlmConfigError::ZeroTimeout => "llm.timeout",
             LlmConfigError::NoModel => "llm.model",
+            LlmConfigError::OutOfRange { key, .. } => key,
         }
     }
 
@@ -163,6 +181,9 @@ impl LlmConfigError {
             LlmConfigError::Zero(_) => "must be at least 1".into(),
             LlmConfigError::ZeroTimeout => "must be positive".into(),
             LlmConfigError::NoModel => "must not be empty".into(),
+            LlmConfigError::OutOfRange { value, allowed, .. } => {
+                format!("is {value}; it must be {allowed}")
+            }
         }
     }
 }
@@ -273,6 +294,57 @@ impl LlmConfig {
         if self.timeout.is_zero() {
             return Err(LlmConfigError::ZeroTimeout);
         }
+        for (key, v, min, max) in [
+            ("llm.timeout", self.timeout, Duration::ZERO, MAX_TIMEOUT),
+            (
+                "llm.breaker_cooloff",
+                self.breaker_cooloff,
+                Duration::ZERO,
+                MAX_BREAKER_COOLOFF,
+            ),
+            (
+                "llm.retry_backoff",
+                self.retry_backoff,
+                MIN_RETRY_BACKOFF,
+                MAX_RETRY_BACKOFF,
+            ),
+        ] {
+            if v < min || v > max {
+                return Err(LlmConfigError::OutOfRange {
+                    key,
+                    value: humantime::format_duration(v).to_string(),
+                    allowed: if min.is_zero() {
+                        format!("at most {}", humantime::format_duration(max))
+                    } else {
+                        format!(
+                            "between {} and {}",
+                            humantime::format_duration(min),
+                            humantime::format_duration(max)
+                        )
+                    },
+                });
+            }
+        }
+        for (key, v, max) in [
+            (
+                "llm.max_attempts",
+                self.max_attempts as usize,
+                MAX_ATTEMPTS as usize,
+            ),
+            (
+                "llm.prompt_windows",
+                self.prompt_windows,
+                MAX_PROMPT_WINDOWS,
+            ),
+        ] {
+            if v > max {
+                return Err(LlmConfigError::OutOfRange {
+                    key,
+                    value: v.to_string(),
+                    allowed: format!("between 1 and {max}"),
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -363,6 +435,83 @@ mod tests {
             .to_string(),
             "llm.every_windows must be at least 1"
         );
+    }
+
+    fn error(c: LlmConfig) -> String {
+        let e = c.validate().unwrap_err();
+        assert!(matches!(e, LlmConfigError::OutOfRange { .. }), "{e:?}");
+        e.to_string()
+    }
+
+    #[test]
+    fn waits_and_attempts_are_bounded() {
+        let d = LlmConfig::default;
+        assert_eq!(d().validate(), Ok(()), "the defaults are valid");
+        assert_eq!(
+            error(LlmConfig {
+                timeout: Duration::from_secs(601),
+                ..d()
+            }),
+            "llm.timeout is 10m 1s; it must be at most 10m"
+        );
+        assert_eq!(
+            error(LlmConfig {
+                timeout: Duration::MAX,
+                ..d()
+            })
+            .split(';')
+            .nth(1),
+            Some(" it must be at most 10m")
+        );
+        assert_eq!(
+            error(LlmConfig {
+                breaker_cooloff: Duration::from_secs(86_401),
+                ..d()
+            }),
+            "llm.breaker_cooloff is 1day 1s; it must be at most 1day"
+        );
+        assert_eq!(
+            error(LlmConfig {
+                retry_backoff: Duration::from_millis(9),
+                ..d()
+            }),
+            "llm.retry_backoff is 9ms; it must be between 10ms and 1m"
+        );
+        assert_eq!(
+            error(LlmConfig {
+                retry_backoff: Duration::from_secs(61),
+                ..d()
+            }),
+            "llm.retry_backoff is 1m 1s; it must be between 10ms and 1m"
+        );
+        assert_eq!(
+            error(LlmConfig {
+                max_attempts: 11,
+                ..d()
+            }),
+            "llm.max_attempts is 11; it must be between 1 and 10"
+        );
+        assert_eq!(
+            error(LlmConfig {
+                prompt_windows: usize::MAX,
+                ..d()
+            }),
+            format!(
+                "llm.prompt_windows is {}; it must be between 1 and 100",
+                usize::MAX
+            )
+        );
+        let at_the_bounds = LlmConfig {
+            timeout: MAX_TIMEOUT,
+            breaker_cooloff: MAX_BREAKER_COOLOFF,
+            retry_backoff: MIN_RETRY_BACKOFF,
+            max_attempts: MAX_ATTEMPTS,
+            prompt_windows: MAX_PROMPT_WINDOWS,
+            ..d()
+        };
+        assert_eq!(at_the_bounds.validate(), Ok(()));
+        let from_toml: LlmConfig = toml::from_str(r#"timeout = "1h""#).unwrap();
+        assert_eq!(from_toml.validate().unwrap_err().key(), "llm.timeout");
     }
 
     #[test]

@@ -254,20 +254,7 @@ pub async fn consult(
     out.total_tokens = c.usage.total_tokens;
     out.breaker = client.breaker_state();
     if let (Outcome::Ok, Some(content)) = (c.outcome, c.content) {
-        match parse::extract_items(&content) {
-            Ok(items) => {
-                let v = validate::validate(items, offered, policy, &window);
-                out.accepted_auto = v.auto().count();
-                out.accepted_pending = v.pending().count();
-                out.accepted_ids = v.accepted.iter().map(|r| r.id.clone()).collect();
-                out.dropped = v.dropped;
-                out.recommendations = v.accepted;
-            }
-            Err(e) => {
-                out.outcome = Outcome::ParseError;
-                out.error = Some(e.to_string());
-            }
-        }
+        take_reply(&mut out, &content, offered, policy);
     }
     out.latency_ms = started.elapsed().as_millis() as u64;
     match out.outcome {
@@ -290,9 +277,98 @@ pub async fn consult(
     out
 }
 
+/// The reply's advice into `out`: parsed, validated, and counted. This runs on the agent's thread
+/// once the reply is in; its cost is bounded by the size of `content`, which the client keeps
+/// within [`parse::MAX_CONTENT`], and its output by [`validate::MAX_ITEMS`].
+fn take_reply(
+    out: &mut Consultation,
+    content: &str,
+    offered: &[ParamContext],
+    policy: &dyn AdvicePolicy,
+) {
+    match parse::extract_items(content) {
+        Ok(items) => {
+            let v = validate::validate(items, offered, policy, &out.window);
+            out.accepted_auto = v.auto().count();
+            out.accepted_pending = v.pending().count();
+            out.accepted_ids = v.accepted.iter().map(|r| r.id.clone()).collect();
+            out.dropped = v.dropped;
+            out.recommendations = v.accepted;
+        }
+        Err(e) => {
+            out.outcome = Outcome::ParseError;
+            out.error = Some(e.to_string());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        actuate::param::{ParamAddress, Value},
+        advise::limits::{Mode, ParamLimits, StaticPolicy},
+        advise::recommendation::Source,
+    };
+    use validate::MAX_ITEMS;
+
+    fn empty_consultation() -> Consultation {
+        Consultation {
+            window: WindowRef {
+                index: 1,
+                end: "t".into(),
+            },
+            model: "m".into(),
+            outcome: Outcome::Ok,
+            http_status: Some(200),
+            error: None,
+            latency_ms: 0,
+            attempts: 1,
+            retry_wait_ms: 0,
+            structured_output: true,
+            finish_reason: Some("stop".into()),
+            prompt_tokens: None,
+            completion_tokens: None,
+            total_tokens: None,
+            offered: 1,
+            accepted_auto: 0,
+            accepted_pending: 0,
+            accepted_ids: Vec::new(),
+            dropped: Vec::new(),
+            breaker: BreakerState::Closed,
+            recommendations: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_hostile_reply_makes_a_small_event() {
+        let addr: ParamAddress = "net.core.somaxconn".parse().unwrap();
+        let policy = StaticPolicy::new().with(
+            "net.core.somaxconn",
+            &[Source::Llm],
+            ParamLimits::new(Mode::Auto).bounds(128, 65535),
+        );
+        let offered = vec![ParamContext {
+            address: addr.clone(),
+            current: Value::Int(4096),
+            limits: policy.allowed(&addr, Source::Llm).unwrap(),
+        }];
+        // As long as the client lets through: 32 items that each echo as much as they can
+        // (control characters, which JSON escapes to 6 bytes each), then tens of thousands more.
+        let junk = "\\u0001".repeat(150);
+        let item = format!(r#"{{"parameter":"{junk}","value":"{junk}"}}"#);
+        let mut content = format!("[{}", vec![item; MAX_ITEMS].join(","));
+        while content.len() < parse::MAX_CONTENT - 4 {
+            content.push_str(",1");
+        }
+        content.push(']');
+        let mut out = empty_consultation();
+        take_reply(&mut out, &content, &offered, &policy);
+        assert_eq!(out.outcome, Outcome::Ok, "{:?}", out.error);
+        assert_eq!(out.dropped.len(), MAX_ITEMS + 1);
+        let event = serde_json::to_string(&out).unwrap();
+        assert!(event.len() < 128 << 10, "{} bytes", event.len());
+    }
 
     #[test]
     fn schedule_every_n_and_early_rate_limited() {

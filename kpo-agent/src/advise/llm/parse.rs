@@ -4,8 +4,21 @@
 //! [`super::validate`].
 use serde_json::Value as Json;
 
-/// How many positions in the text are tried as the start of the JSON.
-const MAX_SCAN: usize = 256;
+/// Longest reply content parsed, in bytes. Parsing runs on the agent's thread after the HTTP
+/// timeout no longer applies, so its cost must be bounded by this size, not by what a server
+/// sends (up to 4 MiB). A fixed bound rather than one derived from `max_tokens`, which is not
+/// bounded itself: real advice is far smaller (32 items with 500-character reasons are about
+/// 24 KiB), and 64 KiB is some 16k tokens of text, room for a reasoning model's `<think>` at the
+/// default `max_tokens` (1024) and well beyond. The client refuses longer content as
+/// `invalid_body` before it gets here.
+pub const MAX_CONTENT: usize = 64 << 10;
+
+/// How many positions in the text are tried as the start of the JSON. Each try may parse to the
+/// end of the text, so the prose scan parses at most `MAX_SCAN * MAX_CONTENT` bytes (4 MiB).
+const MAX_SCAN: usize = 64;
+
+/// How far after an opening fence its language tag (`json`) may end with a newline.
+const MAX_TAG: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -13,10 +26,16 @@ pub enum ParseError {
     NoJson,
     #[error("the reply's JSON is not a list of recommendations")]
     NotAdvice,
+    #[error("the reply is {0} bytes, more than the {MAX_CONTENT} parsed")]
+    TooLong(usize),
 }
 
 /// The advice items in `content` (each should be an object with `parameter`, `value`, ...).
+/// Content longer than [`MAX_CONTENT`] is refused unread (the client refuses it first).
 pub fn extract_items(content: &str) -> Result<Vec<Json>, ParseError> {
+    if content.len() > MAX_CONTENT {
+        return Err(ParseError::TooLong(content.len()));
+    }
     let text = strip_think(content);
     let mut saw_json = false;
     let mut try_text = |s: &str| -> Option<Vec<Json>> {
@@ -56,15 +75,22 @@ pub fn extract_items(content: &str) -> Result<Vec<Json>, ParseError> {
     })
 }
 
-/// Reasoning models may think aloud in `<think>...</think>` before answering.
+/// Reasoning models may think aloud in `<think>...</think>` before answering. One pass: each
+/// span is skipped, never cut out of a copy (which would move the rest of the text each time).
+/// An unclosed `<think>` and what follows it are kept.
 fn strip_think(content: &str) -> String {
-    let mut out = content.to_string();
-    while let Some(start) = out.find("<think>") {
-        match out[start..].find("</think>") {
-            Some(end) => out.replace_range(start..start + end + "</think>".len(), ""),
-            None => break,
-        }
+    const OPEN: &str = "<think>";
+    const CLOSE: &str = "</think>";
+    let mut out = String::with_capacity(content.len());
+    let mut rest = content;
+    while let Some(start) = rest.find(OPEN) {
+        let Some(end) = rest[start..].find(CLOSE) else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        rest = &rest[start + end + CLOSE.len()..];
     }
+    out.push_str(rest);
     out
 }
 
@@ -86,13 +112,17 @@ fn fenced_blocks(text: &str) -> Vec<&str> {
     let mut rest = text;
     while let Some(open) = rest.find("```") {
         let after = &rest[open + 3..];
-        let body_start = after.find('\n').map_or(after.len(), |i| i + 1);
-        // A tag longer than a word is not a tag: the JSON starts on the fence's line.
-        let tag = &after[..body_start];
-        let body = if tag.trim().chars().all(|c| c.is_ascii_alphanumeric()) {
-            &after[body_start..]
-        } else {
-            after
+        // A tag longer than a word is not a tag: the JSON starts on the fence's line. The
+        // newline is looked for only where a tag could end, so many fences on one long line
+        // cost one pass, not one pass each.
+        let tag_end = after.as_bytes()[..after.len().min(MAX_TAG)]
+            .iter()
+            .position(|&b| b == b'\n');
+        let body = match tag_end {
+            Some(i) if after[..i].trim().chars().all(|c| c.is_ascii_alphanumeric()) => {
+                &after[i + 1..]
+            }
+            _ => after,
         };
         match body.find("```") {
             Some(close) => {
@@ -167,6 +197,39 @@ mod tests {
         assert!(extract_items("{\"recommendations\": []}")
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn strip_think_is_one_pass() {
+        // 4 MiB of empty thoughts: cutting each out of a copy would move megabytes 280k times.
+        let advice = r#"[{"parameter": "net.core.somaxconn", "value": 8192}]"#;
+        let content = format!("{}{advice}", "<think></think>".repeat(280_000));
+        assert_eq!(strip_think(&content), advice);
+        assert_eq!(
+            strip_think("a<think>x</think>b<think>y</think>c<think>open [1]"),
+            "abc<think>open [1]"
+        );
+        assert_eq!(
+            strip_think("<think>a<think>b</think>c</think>"),
+            "c</think>"
+        );
+    }
+
+    #[test]
+    fn the_work_is_bounded_by_the_content() {
+        // 127 '[' then "1,1,...": every start position parses to the end and fails.
+        let mut hostile = "[".repeat(127);
+        while hostile.len() < MAX_CONTENT - 1 {
+            hostile.push_str("1,");
+        }
+        assert!(hostile.len() <= MAX_CONTENT);
+        assert_eq!(extract_items(&hostile), Err(ParseError::NoJson));
+        // Past the bound, nothing is read.
+        let big = format!("{hostile}{}", "1,".repeat(2 << 20));
+        assert_eq!(extract_items(&big), Err(ParseError::TooLong(big.len())));
+        // Fences on one long line: each newline search stops where a tag could end.
+        let fences = "```a```".repeat(600_000);
+        assert_eq!(fenced_blocks(&fences).len(), 600_000);
     }
 
     #[test]

@@ -12,10 +12,12 @@ use crate::{
     },
 };
 
-/// Items looked at per reply; the rest are dropped as `too_many`.
+/// Items looked at per reply; the rest are dropped as `too_many`, together, in one entry.
 pub const MAX_ITEMS: usize = 32;
 const MAX_REASON_CHARS: usize = 500;
 const MAX_ECHO_CHARS: usize = 120;
+/// A detail can quote what the model sent (a parameter name that does not parse).
+const MAX_DETAIL_CHARS: usize = 300;
 const DEFAULT_CONFIDENCE: f64 = 0.5;
 
 /// Why an item was dropped.
@@ -69,7 +71,9 @@ impl Validated {
 }
 
 /// Validates `items` (from [`super::parse::extract_items`]) against the parameters offered to the
-/// model and the policy as it is now.
+/// model and the policy as it is now. The first [`MAX_ITEMS`] items are looked at, each accepted
+/// or dropped with its own entry; the rest, however many, make one `too_many` entry, so the `llm`
+/// event stays small whatever the reply holds.
 pub fn validate(
     items: Vec<Json>,
     offered: &[ParamContext],
@@ -77,25 +81,27 @@ pub fn validate(
     window: &WindowRef,
 ) -> Validated {
     let mut out = Validated::default();
-    for (i, item) in items.into_iter().enumerate() {
-        if i >= MAX_ITEMS {
-            out.dropped.push(Dropped {
-                parameter: field_str(&item, &["parameter", "Parameter"]).map(|s| shorten(&s)),
-                value: None,
-                kind: DropKind::TooMany,
-                detail: format!("only the first {MAX_ITEMS} items of a reply are considered"),
-            });
-            continue;
-        }
+    let ignored = items.len().saturating_sub(MAX_ITEMS);
+    for item in items.into_iter().take(MAX_ITEMS) {
         match check_item(&item, offered, policy, window, &out.accepted) {
             Ok(r) => out.accepted.push(r),
             Err((kind, detail)) => out.dropped.push(Dropped {
                 parameter: field_str(&item, &["parameter", "Parameter"]).map(|s| shorten(&s)),
                 value: field(&item, VALUE_KEYS).map(shorten_json),
                 kind,
-                detail,
+                detail: shorten_to(&detail, MAX_DETAIL_CHARS),
             }),
         }
+    }
+    if ignored > 0 {
+        out.dropped.push(Dropped {
+            parameter: None,
+            value: None,
+            kind: DropKind::TooMany,
+            detail: format!(
+                "{ignored} more item(s) not considered: only the first {MAX_ITEMS} of a reply are"
+            ),
+        });
     }
     out
 }
@@ -407,13 +413,56 @@ mod tests {
             .map(|_| serde_json::json!({"parameter": "x.y", "value": 1}))
             .collect();
         let v = run(Json::Array(items));
-        assert_eq!(v.dropped.len(), 40);
+        assert_eq!(v.dropped.len(), MAX_ITEMS + 1);
+        let last = v.dropped.last().unwrap();
+        assert_eq!(last.kind, DropKind::TooMany);
+        assert!(last.detail.starts_with("8 more item(s)"), "{}", last.detail);
+        assert!(v.dropped[..MAX_ITEMS]
+            .iter()
+            .all(|d| d.kind == DropKind::UnknownParameter));
+    }
+
+    #[test]
+    fn a_million_items_leave_a_bounded_dropped_list() {
+        // `[{},1,1,...]`: one malformed object, then a million more items.
+        let mut items = vec![serde_json::json!({})];
+        items.extend(std::iter::repeat_n(Json::from(1), 1_000_000));
+        let (offered, policy, w) = setup();
+        let v = validate(items, &offered, &policy, &w);
+        assert!(v.accepted.is_empty());
+        assert_eq!(v.dropped.len(), MAX_ITEMS + 1);
         assert_eq!(
             v.dropped
                 .iter()
                 .filter(|d| d.kind == DropKind::TooMany)
                 .count(),
-            40 - MAX_ITEMS
+            1
         );
+        let summary = v.dropped.last().unwrap();
+        assert_eq!(summary.kind, DropKind::TooMany);
+        assert_eq!(summary.parameter, None);
+        assert!(
+            summary
+                .detail
+                .starts_with(&format!("{} more item(s)", 1_000_001 - MAX_ITEMS)),
+            "{}",
+            summary.detail
+        );
+        let json = serde_json::to_string(&v.dropped).unwrap();
+        assert!(json.len() < 8 << 10, "{} bytes", json.len());
+    }
+
+    #[test]
+    fn details_quoting_the_model_are_shortened() {
+        let long = format!("net.{}", "a".repeat(10_000));
+        let v = run(serde_json::json!([{"parameter": long, "value": 1}]));
+        let d = &v.dropped[0];
+        assert_eq!(d.kind, DropKind::UnknownParameter);
+        assert!(
+            d.detail.chars().count() <= MAX_DETAIL_CHARS + 1,
+            "{}",
+            d.detail
+        );
+        assert!(d.parameter.as_ref().unwrap().chars().count() <= MAX_ECHO_CHARS + 1);
     }
 }
