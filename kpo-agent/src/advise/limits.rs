@@ -60,6 +60,13 @@ pub struct ParamLimits {
     /// Bounds, inclusive, for integers (each element of a vector such as `tcp_rmem`).
     pub min: Option<i64>,
     pub max: Option<i64>,
+    /// Bounds element by element (`tcp_rmem`'s `min = [4096, 16384, 1048576]`), where the policy
+    /// gives lists: element `i` is held to `min_each[i]` / `max_each[i]` instead of `min` / `max`
+    /// (which then hold the loosest element, for a reader that knows one number only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_each: Option<Vec<i64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_each: Option<Vec<i64>>,
     pub max_step: Option<Step>,
     /// For word-valued parameters (`scaling_governor`): the words allowed. `None` accepts any
     /// plain word (letters, digits, `_`, `-`), which the actuator validates against the kernel.
@@ -73,9 +80,22 @@ impl ParamLimits {
             mode,
             min: None,
             max: None,
+            min_each: None,
+            max_each: None,
             max_step: None,
             words: None,
         }
+    }
+
+    /// The bounds element `i` is held to.
+    fn bounds_of(&self, i: usize) -> (Option<i64>, Option<i64>) {
+        let each = |list: &Option<Vec<i64>>, all: Option<i64>| {
+            list.as_ref().and_then(|l| l.get(i).copied()).or(all)
+        };
+        (
+            each(&self.min_each, self.min),
+            each(&self.max_each, self.max),
+        )
     }
 
     pub fn bounds(mut self, min: i64, max: i64) -> Self {
@@ -123,12 +143,13 @@ impl ParamLimits {
                 };
                 for (i, (&c, &n)) in cur.iter().zip(&new).enumerate() {
                     let position = (cur.len() > 1).then_some(i);
-                    if self.min.is_some_and(|min| n < min) || self.max.is_some_and(|max| n > max) {
+                    let (min, max) = self.bounds_of(i);
+                    if min.is_some_and(|min| n < min) || max.is_some_and(|max| n > max) {
                         return Err(ValueRejection::OutOfBounds {
                             value: n,
                             position,
-                            min: self.min,
-                            max: self.max,
+                            min,
+                            max,
                         });
                     }
                     if let Some(step) = self.max_step {

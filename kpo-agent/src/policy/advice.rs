@@ -18,17 +18,24 @@ fn source(s: recommendation::Source) -> Source {
     }
 }
 
-/// One bound for every element, as [`ParamLimits`] holds it: for a per-element bound, the
-/// loosest (the lowest min, the highest max). The tightest would contradict itself for bounds
-/// that grow along the vector (`tcp_rmem`'s min `[4096, 16384, 1048576]` and max
-/// `[65536, 1048576, 33554432]` would make min 1048576 above max 65536) and drop every value the
-/// policy allows. The loosest drops nothing the policy allows; the change path checks each
-/// element against its own bound on every proposal.
+/// One bound for every element, as `ParamLimits::min` / `max` hold it: for a per-element bound,
+/// the loosest (the lowest min, the highest max), while `min_each` / `max_each` carry the lists
+/// that each element is checked against. The tightest would contradict itself for bounds that
+/// grow along the vector (`tcp_rmem`'s min `[4096, 16384, 1048576]` and max
+/// `[65536, 1048576, 33554432]` would make min 1048576 above max 65536).
 fn scalar(bound: &Option<Bound>, loosest: fn(i64, i64) -> i64) -> Option<i64> {
     match bound {
         None => None,
         Some(Bound::All(v)) => Some(*v),
         Some(Bound::Each(v)) => v.iter().copied().reduce(loosest),
+    }
+}
+
+/// A per-element bound as its list.
+fn each(bound: &Option<Bound>) -> Option<Vec<i64>> {
+    match bound {
+        Some(Bound::Each(v)) => Some(v.clone()),
+        _ => None,
     }
 }
 
@@ -48,6 +55,8 @@ impl AdvicePolicy for Policy {
         });
         l.min = scalar(&rule.min, i64::min);
         l.max = scalar(&rule.max, i64::max);
+        l.min_each = each(&rule.min);
+        l.max_each = each(&rule.max);
         l.max_step = rule.max_step.map(|s| match s {
             MaxStep::Absolute(v) => Step::Absolute(v),
             MaxStep::Relative(f) => Step::Percent(f * 100.0),
@@ -113,6 +122,38 @@ sources = ["llm"]
             v.dropped[0].detail.contains("element 0"),
             "{}",
             v.dropped[0].detail
+        );
+        // Each element is held to its own bound: 100000 is within the loosest (4096..33554432)
+        // but above element 0's max of 65536.
+        let v = validate(
+            vec![
+                serde_json::json!({"parameter": "net.ipv4.tcp_rmem", "value": [100000, 262144, 4194304]}),
+            ],
+            &offered,
+            &policy,
+            &window,
+        );
+        assert!(v.accepted.is_empty());
+        assert_eq!(v.dropped[0].kind, DropKind::OutOfBounds);
+        assert!(
+            v.dropped[0].detail.contains("65536"),
+            "{}",
+            v.dropped[0].detail
+        );
+        // The prompt shows the lists, not the loosest numbers.
+        let limits = policy
+            .allowed(&"net.ipv4.tcp_rmem".parse().unwrap(), Source::Llm)
+            .unwrap();
+        assert_eq!(limits.min_each, Some(vec![4096, 16384, 1048576]));
+        assert_eq!(limits.max_each, Some(vec![65536, 1048576, 33554432]));
+        let prompt = crate::advise::llm::prompt::build_prompt(&offered, &[], &[]);
+        assert!(
+            prompt
+                .user
+                .contains(r#""min_each":[4096,16384,1048576],"max_each":[65536,1048576,33554432]"#)
+                && !prompt.user.contains(r#""min":"#),
+            "{}",
+            prompt.user
         );
     }
 }
