@@ -138,6 +138,13 @@ on_exit = "revert"
         &["apply", "net.core.somaxconn=1024", "--netns", &target],
     );
     assert!(out.starts_with("applied"), "{out}");
+    // The agent made the state directory itself: private to root (docs/journal.md).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("state"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
     assert_eq!(ns_somaxconn(&ns), 1024);
     wait_until("change events", Duration::from_secs(10), || {
         has(&events, |e| {

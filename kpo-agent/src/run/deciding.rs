@@ -97,7 +97,8 @@ impl Deciding {
             );
         }
         let dir = state.state_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| {
+        // Created 0700 (with its parent's entry synced) by the journal's own helper.
+        crate::journal::store::ensure_dir(&dir).map_err(|e| {
             anyhow::anyhow!("cannot create the state directory {}: {e}", dir.display())
         })?;
         let journal = Journal::open(&dir, Holder::Agent, LOCK_WAIT)?;
