@@ -320,6 +320,20 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         let raw = name.into_inner();
         let key = format!("params.{raw:?}");
         let line = ctx.lines.line(span.start);
+        if raw.contains('@') {
+            // A rule is matched against the parameter's name, which never holds a target: such
+            // an entry would load and never apply.
+            return Err(ctx.err(
+                span,
+                key,
+                PolicyErrorClass::BadValue,
+                format!(
+                    "an entry names a parameter, not an address: write {:?} and list the \
+                     namespaces it covers in `namespaces`",
+                    raw.split('@').next().unwrap_or_default()
+                ),
+            ));
+        }
         let is_sysctl = !(raw.starts_with("ethtool:") || raw.starts_with("cpufreq:"));
         // A sysctl may be given slashed; its canonical form is dotted. Glob characters survive.
         let pattern = if is_sysctl && raw.contains('/') && !raw.contains(['*', '?', '[', '{']) {
@@ -370,6 +384,19 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
             Some(matcher),
         )?;
         r.line = line;
+        // `net/core/somaxconn` and `net.core.somaxconn` are one parameter: two entries for it
+        // would leave one silently unused.
+        if let Some(first) = params.iter().find(|p: &&ParamRule| p.name == r.name) {
+            return Err(ctx.err(
+                span,
+                key,
+                PolicyErrorClass::BadValue,
+                format!(
+                    "{} already has an entry (line {}); one entry per parameter",
+                    r.name, first.line
+                ),
+            ));
+        }
         params.push(r);
     }
     params.sort_by_key(|r| r.line);

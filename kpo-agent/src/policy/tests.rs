@@ -624,3 +624,30 @@ fn durations_longer_than_a_year_are_refused() {
     .unwrap();
     assert_eq!(p.guard.quarantine, Duration::from_secs(365 * 24 * 3600));
 }
+
+/// An entry that names an address (it would never match: rules match names) and two entries for
+/// one parameter (one would be silently unused) are refused at load.
+#[test]
+fn an_entry_is_a_parameter_once() {
+    let (line, key, class, msg) =
+        err("[params.\"net.core.somaxconn@netns:4026532281\"]\nmode = \"auto\"\n");
+    assert_eq!(
+        (line, key.as_str(), class),
+        (
+            1,
+            "params.\"net.core.somaxconn@netns:4026532281\"",
+            PolicyErrorClass::BadValue
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("\"net.core.somaxconn\"") && msg.contains("namespaces"),
+        "{msg}"
+    );
+    let (line, _, class, msg) = err(
+        "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n\n[params.\"net/core/somaxconn\"]\nmode = \"observe\"\n",
+    );
+    assert_eq!(class, PolicyErrorClass::BadValue, "{msg}");
+    assert!(msg.contains("already has an entry"), "{msg}");
+    assert!(line == 1 || line == 4, "{line}");
+}
