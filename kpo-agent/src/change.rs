@@ -316,7 +316,10 @@ impl ChangePath {
             .journal
             .param_state(&p.address)
             .and_then(|s| s.last_applied.as_ref());
-        if p.source != Source::Operator && ours.is_some_and(|ours| ours != &before) {
+        if p.source != Source::Operator
+            && ours.is_some_and(|ours| ours != &before)
+            && actuator.switch_in_the_way().map_or(true, |s| s.is_none())
+        {
             ctx.yielded = true;
         }
         ctx.before = Some(before.clone());
@@ -367,8 +370,8 @@ impl ChangePath {
             report.detail = Some("the kernel already has this value".into());
             return Ok(report);
         }
-        let needs = match self.clear_the_way(&mut *actuator, p, &before)? {
-            Ok(needs) => needs,
+        let switch = match self.clear_the_way(&mut *actuator, p, &before)? {
+            Ok(switch) => switch,
             Err(why) => return Ok(self.fail_early(p, Some(&before), why, report)),
         };
         let report = self.execute(
@@ -380,9 +383,9 @@ impl ChangePath {
             &p.reason,
             IntentKind::Change,
             report,
-            needs,
+            None,
         )?;
-        if let Some(switch) = needs.filter(|_| report.status != ChangeStatus::Applied) {
+        if let Some(switch) = switch.filter(|_| report.status != ChangeStatus::Applied) {
             // What it was turned off for did not take: back on.
             let why = format!("{} was not set; turning back on", p.address);
             let undone = self.revert_own(switch, p.source, &why)?;
@@ -392,8 +395,9 @@ impl ChangePath {
     }
 
     /// Turns off what is in the way of `p` (adaptive moderation, where the policy allows it) as a
-    /// journaled change of its own, so that every revert of `p`, `revert --all`, `on_exit` and
-    /// reconciliation after a crash can turn it back on. Its journal id, or why not.
+    /// journaled change of its own (`made_way_for`), so that `revert --all` and `on_exit` turn it
+    /// back on after the values, across restarts. A revert of `p` alone leaves it off: turned on,
+    /// the NIC would move the value KPO just put back. Its journal id, or why not.
     fn clear_the_way(
         &mut self,
         actuator: &mut dyn Actuator,
@@ -430,7 +434,7 @@ impl ChangePath {
             &reason,
             IntentKind::Change,
             report,
-            None,
+            Some(p.address.to_string()),
         )?;
         if r.status == ChangeStatus::Applied {
             Ok(Ok(r.journal_id))
@@ -515,12 +519,18 @@ impl ChangePath {
         reason: &str,
         kind: IntentKind,
         mut report: ChangeReport,
-        needs: Option<u64>,
+        made_way_for: Option<String>,
     ) -> Result<ChangeReport, ChangeError> {
         let is_revert = matches!(kind, IntentKind::Revert { .. });
-        let id = self
-            .journal
-            .record_intent_needing(address, before, after, source, reason, kind, needs)?;
+        let id = self.journal.record_intent_making_way(
+            address,
+            before,
+            after,
+            source,
+            reason,
+            kind,
+            made_way_for,
+        )?;
         report.journal_id = Some(id);
         report.before = Some(before.clone());
         crash_point(CrashPoint::AfterIntent);
@@ -639,39 +649,14 @@ impl ChangePath {
             .intent(id)
             .cloned()
             .ok_or(JournalError::NoSuchChange(id))?;
-        let report = self.restore(
+        self.restore(
             &intent.address,
             &intent.before,
             source,
             reason,
             Some(id),
             None,
-        )?;
-        self.undo_what_it_needed(&intent, &report, source, reason)?;
-        Ok(report)
-    }
-
-    /// After change `intent` was reverted: what it needed turned off first goes back on too, if
-    /// the kernel still has KPO's value for it.
-    fn undo_what_it_needed(
-        &mut self,
-        intent: &Intent,
-        report: &ChangeReport,
-        source: Source,
-        reason: &str,
-    ) -> Result<(), ChangeError> {
-        let Some(needed) = intent.needs else {
-            return Ok(());
-        };
-        if !matches!(
-            report.status,
-            ChangeStatus::Reverted | ChangeStatus::Unchanged
-        ) {
-            return Ok(());
-        }
-        let r = self.revert_own(needed, source, reason)?;
-        tracing::info!("{}", r.describe());
-        Ok(())
+        )
     }
 
     /// Reverts change `id` only while the kernel still has the value KPO last applied to that
@@ -693,65 +678,89 @@ impl ChangePath {
             .journal
             .param_state(&intent.address)
             .and_then(|p| p.last_applied.clone());
-        let report = self.restore(
+        self.restore(
             &intent.address,
             &intent.before,
             source,
             reason,
             Some(id),
             ours,
-        )?;
-        self.undo_what_it_needed(&intent, &report, source, reason)?;
-        Ok(report)
-    }
-
-    /// Puts every parameter KPO changed back to its original value (the value before KPO first
-    /// changed it), except those yielded to a person.
-    /// Puts one parameter back to its value from before KPO, as `revert --all` does, but only
-    /// while the kernel still has KPO's last value ([`ChangePath::revert_own`]): the agent's
-    /// `on_exit = "revert"`. The original is the journal's (`original`), which survives a damaged
-    /// first intent; the revert is journaled as one of that first change.
-    pub fn revert_to_original_own(
-        &mut self,
-        address: &ParamAddress,
-        reason: &str,
-    ) -> Result<ChangeReport, ChangeError> {
-        let state = self.journal.param_state(address).cloned();
-        let Some((original, state)) = state.and_then(|s| Some((s.original.clone()?, s))) else {
-            let mut r =
-                ChangeReport::new(address, &Value::Word(String::new()), ChangeStatus::Skipped);
-            r.detail = Some("the journal has no value from before KPO for it".into());
-            return Ok(r);
-        };
-        self.restore(
-            address,
-            &original,
-            Source::Operator,
-            reason,
-            state.original_id,
-            state.last_applied,
         )
     }
 
+    /// Puts every parameter KPO changed back to its original value (the value before KPO first
+    /// changed it), except those yielded to a person: `kpo revert --all`.
     pub fn revert_all(&mut self, reason: &str) -> Result<Vec<ChangeReport>, ChangeError> {
-        let todo: Vec<(ParamAddress, Value, bool)> = self
+        let all: Vec<ParamAddress> = self
             .journal
             .params()
-            .filter_map(|p| Some((p.address.clone()?, p.original.clone()?, p.yielded.is_some())))
+            .filter(|p| p.original.is_some())
+            .filter_map(|p| p.address.clone())
             .collect();
-        let mut todo = todo;
-        // The values a switch governs go back before the switch does: with adaptive moderation
-        // on again, a coalescing value could no longer be written.
-        todo.sort_by_key(|(address, _, _)| is_switch(address));
-        let mut out = Vec::new();
-        for (address, original, yielded) in todo {
-            if yielded {
+        self.restore_originals(all, Source::Operator, reason, false)
+    }
+
+    /// Puts these parameters back to their originals. With `only_ours`, each only while the
+    /// kernel still has KPO's last value ([`ChangePath::revert_own`]): the agent's
+    /// `on_exit = "revert"`, which is journaled as source `operator`.
+    ///
+    /// Switches (adaptive moderation) go last, after the values they govern: turned on first, they
+    /// would refuse those writes. A switch stays off while a value it governs was not put back
+    /// (yielded to a person, left, failed): turned on, the NIC would move that value.
+    pub fn restore_originals(
+        &mut self,
+        mut addresses: Vec<ParamAddress>,
+        source: Source,
+        reason: &str,
+        only_ours: bool,
+    ) -> Result<Vec<ChangeReport>, ChangeError> {
+        addresses.sort_by_key(is_switch);
+        let mut out: Vec<ChangeReport> = Vec::new();
+        for address in addresses {
+            let Some(state) = self.journal.param_state(&address).cloned() else {
+                continue;
+            };
+            let Some(original) = state.original.clone() else {
+                continue;
+            };
+            let skipped = |why: String| {
                 let mut r = ChangeReport::new(&address, &original, ChangeStatus::Skipped);
-                r.detail = Some("yielded to an administrator; their value stays (kpo resume PARAM hands it back)".into());
-                out.push(r);
+                r.detail = Some(why);
+                r
+            };
+            if state.yielded.is_some() {
+                out.push(skipped("yielded to an administrator; their value stays (kpo resume PARAM hands it back)".into()));
                 continue;
             }
-            out.push(self.restore(&address, &original, Source::Operator, reason, None, None)?);
+            if is_switch(&address) {
+                let held = out.iter().find(|r| {
+                    crate::actuate::coalesce::switch_governs(&address, &r.address)
+                        && !matches!(r.status, ChangeStatus::Reverted | ChangeStatus::Unchanged)
+                });
+                let held = held.map(|r| r.address.to_string()).or_else(|| {
+                    self.journal
+                        .params()
+                        .filter(|p| p.yielded.is_some())
+                        .filter_map(|p| p.address.clone())
+                        .find(|a| crate::actuate::coalesce::switch_governs(&address, a))
+                        .map(|a| a.to_string())
+                });
+                if let Some(value) = held {
+                    out.push(skipped(format!(
+                        "stays as it is: {value} was not put back, and turned on this would move it"
+                    )));
+                    continue;
+                }
+            }
+            let only_over = if only_ours { state.last_applied } else { None };
+            out.push(self.restore(
+                &address,
+                &original,
+                source,
+                reason,
+                state.original_id,
+                only_over,
+            )?);
         }
         Ok(out)
     }
@@ -903,6 +912,16 @@ impl ChangePath {
         );
         self.journal.record_outcome(i.id, outcome)?;
         Ok(report)
+    }
+
+    /// Whether the kernel itself moves this parameter now: a coalescing value under adaptive
+    /// moderation that is on. Such a value is nobody's: it differs from KPO's without anyone
+    /// having written it.
+    pub fn moved_by_the_kernel(&self, address: &ParamAddress) -> bool {
+        self.actuators
+            .open(address)
+            .and_then(|mut a| a.switch_in_the_way())
+            .is_ok_and(|switch| switch.is_some())
     }
 
     /// The kernel's value of a parameter now, if it can be read.

@@ -291,7 +291,7 @@ impl CoalesceParam {
     }
 
     /// The adaptive mode that moves this parameter by itself, if any.
-    fn governed_by(self) -> Option<CoalesceParam> {
+    pub fn governed_by(self) -> Option<CoalesceParam> {
         match self {
             CoalesceParam::RxUsecs | CoalesceParam::RxFrames => Some(CoalesceParam::AdaptiveRx),
             CoalesceParam::TxUsecs | CoalesceParam::TxFrames => Some(CoalesceParam::AdaptiveTx),
@@ -525,6 +525,15 @@ impl Actuator for CoalesceActuator {
         };
         Ok(Some((address, Value::Word("off".into()))))
     }
+}
+
+/// Whether the switch at `switch` (`ethtool:IF:adaptive-rx`) moves the value at `value`
+/// (`ethtool:IF:rx-usecs`, the same NIC).
+pub fn switch_governs(switch: &ParamAddress, value: &ParamAddress) -> bool {
+    switch.target == value.target
+        && CoalesceParam::from_name(&value.name)
+            .and_then(CoalesceParam::governed_by)
+            .is_some_and(|s| s.name() == switch.name)
 }
 
 #[cfg(test)]

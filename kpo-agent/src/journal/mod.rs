@@ -108,10 +108,11 @@ pub struct Intent {
     /// `before` for the first): every intent repeats it, so losing a damaged line never loses it.
     #[serde(default)]
     pub original: Option<Value>,
-    /// The change this one needed made first, and that its revert undoes too: adaptive
-    /// moderation turned off so that a coalescing value could be set.
+    /// Set on a switch KPO turned off so that a value it governs could be set (adaptive
+    /// moderation, for a coalescing value): that value's address. `kpo revert --all` and
+    /// `on_exit` turn such a switch back on after the values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub needs: Option<u64>,
+    pub made_way_for: Option<String>,
     /// The kernel's boot id when it was written (`/proc/sys/kernel/random/boot_id`): a change
     /// does not outlive a reboot, so what the journal knows of a parameter starts again at the
     /// first intent of a new boot. Absent in journals written before it was recorded.
@@ -440,12 +441,12 @@ impl Journal {
         reason: &str,
         kind: IntentKind,
     ) -> Result<u64, JournalError> {
-        self.record_intent_needing(address, before, after, source, reason, kind, None)
+        self.record_intent_making_way(address, before, after, source, reason, kind, None)
     }
 
-    /// [`Journal::record_intent`] of a change that needed change `needs` made first.
+    /// [`Journal::record_intent`] of a switch turned off for the value at `made_way_for`.
     #[allow(clippy::too_many_arguments)]
-    pub fn record_intent_needing(
+    pub fn record_intent_making_way(
         &mut self,
         address: &ParamAddress,
         before: &Value,
@@ -453,7 +454,7 @@ impl Journal {
         source: Source,
         reason: &str,
         kind: IntentKind,
-        needs: Option<u64>,
+        made_way_for: Option<String>,
     ) -> Result<u64, JournalError> {
         let id = self.next_id;
         let key = target_key(address);
@@ -473,7 +474,7 @@ impl Journal {
             source,
             reason: reason.to_string(),
             kind,
-            needs,
+            made_way_for,
             boot: self.boot.clone(),
         }))?;
         Ok(id)

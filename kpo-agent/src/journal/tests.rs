@@ -102,7 +102,7 @@ fn a_torn_last_record_is_recovered_with_a_warning_and_keeps_the_original() {
         reason: "torn".into(),
         kind: IntentKind::Change,
         original: Some(Value::Int(4096)),
-        needs: None,
+        made_way_for: None,
         boot: None,
     }));
     append_raw(dir.path(), &line[..line.len() / 2]);

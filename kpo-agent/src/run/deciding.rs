@@ -411,7 +411,7 @@ impl Deciding {
     /// At shutdown: parameters whose policy says `on_exit = "revert"` are put back, through the
     /// journal.
     pub fn on_exit(&mut self) -> Vec<Event> {
-        let revert: Vec<ParamAddress> = self
+        let values: Vec<ParamAddress> = self
             .path
             .journal
             .params()
@@ -419,43 +419,49 @@ impl Deciding {
             .filter_map(|p| p.address.clone())
             .filter(|address| self.path.policy.rule_for(address).on_exit == OnExit::Revert)
             .collect();
-        // A switch KPO turned off so that one of these could be set goes back on with them, and
-        // after them (crate::change::ChangePath::revert_all says why).
-        let keys: std::collections::BTreeSet<String> = revert.iter().map(ChangePath::key).collect();
+        // A switch KPO turned off so that one of these could be set goes back on with them
+        // (after them; ChangePath::restore_originals), whether or not the policy names it.
+        let keys: std::collections::BTreeSet<String> = values.iter().map(ChangePath::key).collect();
+        let mut revert = values;
         let switches: Vec<ParamAddress> = self
             .path
             .journal
             .records()
             .iter()
             .filter_map(|r| match r {
-                crate::journal::Record::Intent(i) if keys.contains(&i.key) => i.needs,
+                crate::journal::Record::Intent(i) => {
+                    let made_way_for = i.made_way_for.as_deref()?.parse::<ParamAddress>().ok()?;
+                    keys.contains(&ChangePath::key(&made_way_for))
+                        .then(|| i.address.clone())
+                }
                 _ => None,
             })
-            .filter_map(|id| self.path.journal.intent(id).map(|i| i.address.clone()))
             .collect();
-        let mut revert = revert;
         for switch in switches {
             if !revert.contains(&switch) {
                 revert.push(switch);
             }
         }
-        revert.sort_by_key(crate::change::is_switch);
         let mut events = Vec::new();
-        for address in revert {
-            match self
-                .path
-                .revert_to_original_own(&address, "agent stopping: on_exit = revert")
-            {
-                Ok(r) => {
-                    info!("on exit: {}", r.describe());
-                    events.extend(super::yielding::after_own_revert(
-                        &mut self.path,
-                        &mut self.guard,
-                        &r,
-                    ));
-                }
-                Err(e) => warn!("on exit: reverting {address}: {e}"),
+        let reports = match self.path.restore_originals(
+            revert,
+            Source::Operator,
+            "agent stopping: on_exit = revert",
+            true,
+        ) {
+            Ok(reports) => reports,
+            Err(e) => {
+                warn!("on exit: {e}");
+                Vec::new()
             }
+        };
+        for r in reports {
+            info!("on exit: {}", r.describe());
+            events.extend(super::yielding::after_own_revert(
+                &mut self.path,
+                &mut self.guard,
+                &r,
+            ));
         }
         events.extend(self.take_events());
         events

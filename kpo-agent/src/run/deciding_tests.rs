@@ -786,10 +786,12 @@ on_exit = "revert"
 }
 
 /// With `allow_adaptive_off`, a coalescing change under adaptive moderation turns it off as a
-/// journaled change of its own, which every way back turns on again: reverting the change, `kpo
-/// revert --all` (after a restart too) and `on_exit`.
+/// journaled change of its own (`made_way_for`). Reverting the change alone leaves it off (on, the
+/// NIC would move the value just put back); `kpo revert --all` and `on_exit` turn it back on after
+/// the value, and not while a value it governs is someone else's. A value the NIC moves under
+/// adaptive moderation is nobody's: no yield.
 #[test]
-fn adaptive_moderation_turned_off_for_a_change_comes_back_with_every_revert() {
+fn adaptive_moderation_turned_off_for_a_change_comes_back_with_revert_all_and_on_exit() {
     let policy = r#"
 [params."ethtool:eth0:rx-usecs"]
 mode = "auto"
@@ -810,7 +812,10 @@ on_exit = "revert"
             reason: "test".into(),
         }))
     };
-    let mut rig = Rig::new(policy, false, "");
+    let revert = |rig: &mut Rig, which: crate::control::RevertRequest| {
+        rig.operator(crate::api::Request::Revert { revert: which })
+    };
+    let mut rig = Rig::new(policy, true, "");
     rig.nic.add_nic("eth0", adaptive);
     assert!(matches!(set_rx(&mut rig, 50), crate::api::Reply::Ok(_)));
     assert_eq!(
@@ -828,32 +833,74 @@ on_exit = "revert"
         (switch.before.clone(), switch.after.clone()),
         (Value::Word("on".into()), Value::Word("off".into()))
     );
+    assert_eq!(switch.made_way_for.as_deref(), Some(RX));
     assert!(
         switch.reason.contains("allow_adaptive_off"),
         "{}",
         switch.reason
     );
     assert_eq!(change.address.to_string(), RX);
-    assert_eq!(change.needs, Some(switch.id));
-    // 1. Reverting the change turns adaptive moderation back on.
-    let revert = crate::api::Request::Revert {
-        revert: crate::control::RevertRequest::Id(change.id),
-    };
-    assert!(matches!(rig.operator(revert), crate::api::Reply::Ok(_)));
-    assert_eq!(rig.nic_now(), adaptive);
-    // 2. `kpo revert --all`: the value first, then the switch.
+    // 1. Reverting the change puts the value back and leaves adaptive moderation off.
+    revert(&mut rig, crate::control::RevertRequest::Id(change.id));
+    assert_eq!(
+        rig.nic_now(),
+        CoalesceSettings {
+            rx_usecs: 0,
+            adaptive_rx: false
+        }
+    );
+    // 2. `kpo revert --all`: the value, then the switch.
     set_rx(&mut rig, 60);
-    assert!(!rig.nic_now().adaptive_rx);
-    let all = crate::api::Request::Revert {
-        revert: crate::control::RevertRequest::All,
-    };
-    assert!(matches!(rig.operator(all), crate::api::Reply::Ok(_)));
+    revert(&mut rig, crate::control::RevertRequest::All);
     assert_eq!(rig.nic_now(), adaptive);
+    // The NIC now moves rx-usecs by itself: nobody is yielded to.
+    rig.nic.add_nic(
+        "eth0",
+        CoalesceSettings {
+            rx_usecs: 18,
+            adaptive_rx: true,
+        },
+    );
+    rig.window();
+    assert!(
+        rig.json.iter().all(|e| e["kind"] != "admin_override"),
+        "{:#?}",
+        rig.json
+    );
     // 3. on_exit, though the policy has no entry for adaptive-rx.
     set_rx(&mut rig, 70);
     assert!(!rig.nic_now().adaptive_rx);
     let events = rig.deciding.on_exit();
     rig.record(&events);
-    assert_eq!(rig.nic_now(), adaptive);
+    assert_eq!(
+        rig.nic_now(),
+        adaptive,
+        "the value from before KPO, then the switch"
+    );
     rig.assert_schema();
+
+    // 4. A value someone else set since stays, and so does the switch: on, it would move it.
+    let mut rig = Rig::new(policy, false, "");
+    rig.nic.add_nic("eth0", adaptive);
+    set_rx(&mut rig, 50);
+    rig.nic.add_nic(
+        "eth0",
+        CoalesceSettings {
+            rx_usecs: 33,
+            adaptive_rx: false,
+        },
+    );
+    let events = rig.deciding.on_exit();
+    rig.record(&events);
+    assert_eq!(
+        rig.nic_now(),
+        CoalesceSettings {
+            rx_usecs: 33,
+            adaptive_rx: false
+        }
+    );
+    assert!(rig
+        .json
+        .iter()
+        .any(|e| e["kind"] == "admin_override" && e["target"] == RX));
 }
