@@ -311,14 +311,15 @@ impl ChangePath {
             .context(&p.address, &p.value, SystemTime::now());
         // Someone else has changed it since KPO's last write, and nothing has journaled that
         // yet (the window's value check will): an advisor's change would overwrite their value,
-        // so it is refused as yielded. An operator's own `kpo apply` is theirs to make.
+        // so it is refused as yielded. An operator's own `kpo apply` is theirs to make. A value
+        // moved by adaptive moderation KPO turned back on is nobody's.
         let ours = self
             .journal
             .param_state(&p.address)
             .and_then(|s| s.last_applied.as_ref());
         if p.source != Source::Operator
             && ours.is_some_and(|ours| ours != &before)
-            && actuator.switch_in_the_way().map_or(true, |s| s.is_none())
+            && !self.moved_by_the_kernel(&p.address)
         {
             ctx.yielded = true;
         }
@@ -412,6 +413,16 @@ impl ChangePath {
             Ok(None) => return Ok(Ok(None)),
             Err(e) => return Ok(Err(e.to_string())),
         };
+        // A switch that is a person's now (yielded, or on while KPO last left it off) stays on.
+        if let Some(state) = self.journal.param_state(&address) {
+            let on = Value::Word("on".into());
+            if state.yielded.is_some() || state.last_applied.as_ref().is_some_and(|v| *v != on) {
+                return Ok(Err(format!(
+                    "{address} is on, and not because of KPO: someone else turned it on, and KPO \
+                     does not turn it off"
+                )));
+            }
+        }
         let mut switch = match self.actuators.open(&address) {
             Ok(a) => a,
             Err(e) => return Ok(Err(format!("{address}: {e}"))),
@@ -732,17 +743,27 @@ impl ChangePath {
                 out.push(skipped("yielded to an administrator; their value stays (kpo resume PARAM hands it back)".into()));
                 continue;
             }
-            if is_switch(&address) {
-                let held = out.iter().find(|r| {
-                    crate::actuate::coalesce::switch_governs(&address, &r.address)
+            if is_switch(&address) && !self.read(&address).is_ok_and(|now| now == original) {
+                use crate::actuate::coalesce::switch_governs;
+                // A governed value this pass did not put back, or one outside it that is a
+                // person's (yielded) or that KPO still holds away from its original (its
+                // `on_exit` keeps it).
+                let in_pass = out.iter().find(|r| {
+                    switch_governs(&address, &r.address)
                         && !matches!(r.status, ChangeStatus::Reverted | ChangeStatus::Unchanged)
                 });
-                let held = held.map(|r| r.address.to_string()).or_else(|| {
+                let passed: Vec<String> = out.iter().map(|r| ChangePath::key(&r.address)).collect();
+                let held = in_pass.map(|r| r.address.to_string()).or_else(|| {
                     self.journal
                         .params()
-                        .filter(|p| p.yielded.is_some())
+                        .filter(|p| {
+                            p.yielded.is_some()
+                                || (!passed.contains(&p.key)
+                                    && p.last_applied.is_some()
+                                    && p.last_applied != p.original)
+                        })
                         .filter_map(|p| p.address.clone())
-                        .find(|a| crate::actuate::coalesce::switch_governs(&address, a))
+                        .find(|a| switch_governs(&address, a))
                         .map(|a| a.to_string())
                 });
                 if let Some(value) = held {
@@ -797,6 +818,15 @@ impl ChangePath {
             report.status = ChangeStatus::Unchanged;
             report.before = Some(before);
             report.detail = Some("the kernel already has this value".into());
+            return Ok(report);
+        }
+        if let Ok(Some((switch, _))) = actuator.switch_in_the_way() {
+            // A revert never turns a switch off: with adaptive moderation on, the NIC sets it.
+            report.status = ChangeStatus::Skipped;
+            report.before = Some(before);
+            report.detail = Some(format!(
+                "{switch} is on and sets it; a revert does not turn it off"
+            ));
             return Ok(report);
         }
         if let Some(ours) = only_over.filter(|ours| ours != &before) {
@@ -915,13 +945,24 @@ impl ChangePath {
     }
 
     /// Whether the kernel itself moves this parameter now: a coalescing value under adaptive
-    /// moderation that is on. Such a value is nobody's: it differs from KPO's without anyone
-    /// having written it.
+    /// moderation that KPO turned back on (`revert --all`, `on_exit`). Such a value is nobody's:
+    /// it differs from KPO's without anyone having written it.
     pub fn moved_by_the_kernel(&self, address: &ParamAddress) -> bool {
-        self.actuators
+        let Ok(Some((switch, _))) = self
+            .actuators
             .open(address)
             .and_then(|mut a| a.switch_in_the_way())
-            .is_ok_and(|switch| switch.is_some())
+        else {
+            return false;
+        };
+        // Only a switch KPO itself turned back on: one a person turned on makes the value
+        // theirs, as any other write would.
+        self.journal.param_state(&switch).is_some_and(|s| {
+            s.yielded.is_none()
+                && s.last_applied
+                    .as_ref()
+                    .is_some_and(|v| *v == Value::Word("on".into()))
+        })
     }
 
     /// The kernel's value of a parameter now, if it can be read.

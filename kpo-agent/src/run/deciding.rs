@@ -419,9 +419,10 @@ impl Deciding {
             .filter_map(|p| p.address.clone())
             .filter(|address| self.path.policy.rule_for(address).on_exit == OnExit::Revert)
             .collect();
-        // A switch KPO turned off so that one of these could be set goes back on with them
-        // (after them; ChangePath::restore_originals), whether or not the policy names it.
-        let keys: std::collections::BTreeSet<String> = values.iter().map(ChangePath::key).collect();
+        // A switch KPO turned off so that a value could be set goes back on (after the values;
+        // ChangePath::restore_originals) when that value's policy says `on_exit = "revert"`,
+        // whether or not the policy names the switch, and whatever became of the value (a crash
+        // between the two changes, a value that never took).
         let mut revert = values;
         let switches: Vec<ParamAddress> = self
             .path
@@ -431,10 +432,16 @@ impl Deciding {
             .filter_map(|r| match r {
                 crate::journal::Record::Intent(i) => {
                     let made_way_for = i.made_way_for.as_deref()?.parse::<ParamAddress>().ok()?;
-                    keys.contains(&ChangePath::key(&made_way_for))
+                    (self.path.policy.rule_for(&made_way_for).on_exit == OnExit::Revert)
                         .then(|| i.address.clone())
                 }
                 _ => None,
+            })
+            .filter(|switch| {
+                self.path
+                    .journal
+                    .param_state(switch)
+                    .is_some_and(|s| s.last_applied.is_some())
             })
             .collect();
         for switch in switches {

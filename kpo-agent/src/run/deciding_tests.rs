@@ -904,3 +904,105 @@ on_exit = "revert"
         .iter()
         .any(|e| e["kind"] == "admin_override" && e["target"] == RX));
 }
+
+/// The edges of adaptive moderation KPO turned off: a person turning it back on makes the value
+/// and the switch theirs (an advisor neither overwrites the value nor turns the switch off); a
+/// second `kpo revert --all` after the NIC moved the value does not fail; a governed value whose
+/// `on_exit` keeps it keeps the switch off at exit.
+#[test]
+fn adaptive_moderation_turned_on_by_a_person_or_still_needed_stays_on_or_off() {
+    let policy = r#"
+[params."ethtool:eth0:rx-usecs"]
+mode = "auto"
+min = 0
+max = 100
+sources = ["operator", "rules"]
+allow_adaptive_off = true
+on_exit = "revert"
+
+[params."ethtool:eth0:rx-frames"]
+mode = "auto"
+min = 0
+max = 1000
+sources = ["operator"]
+allow_adaptive_off = true
+on_exit = "keep"
+"#;
+    let nic = |usecs: u32, frames: u32, adaptive: bool| crate::actuate::coalesce::CoalesceAttrs {
+        rx_usecs: Some(usecs),
+        rx_max_frames: Some(frames),
+        use_adaptive_rx: Some(adaptive),
+        ..Default::default()
+    };
+    let apply = |rig: &mut Rig, address: &str, v: i64| {
+        rig.operator(crate::api::Request::Apply(crate::control::ApplyRequest {
+            address: address.parse().unwrap(),
+            value: Value::Int(v),
+            reason: "test".into(),
+        }))
+    };
+    let revert_all = |rig: &mut Rig| match rig.operator(crate::api::Request::Revert {
+        revert: crate::control::RevertRequest::All,
+    }) {
+        crate::api::Reply::Ok(reports) => reports,
+        other => panic!("{other:?}"),
+    };
+    const FRAMES: &str = "ethtool:eth0:rx-frames";
+
+    // 1. A person turns adaptive moderation on again after KPO turned it off.
+    let mut rig = Rig::new(policy, true, "");
+    rig.nic.add_nic_attrs("eth0", nic(0, 0, true));
+    apply(&mut rig, RX, 50);
+    assert_eq!(rig.nic.attrs("eth0").unwrap(), nic(50, 0, false));
+    rig.nic.add_nic_attrs("eth0", nic(12, 0, true));
+    rig.window();
+    let overrides: Vec<_> = rig
+        .json
+        .iter()
+        .filter(|e| e["kind"] == "admin_override")
+        .map(|e| e["target"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        overrides.contains(&RX.to_string())
+            && overrides.contains(&"ethtool:eth0:adaptive-rx".to_string()),
+        "{overrides:?}"
+    );
+    let rules = crate::policy::Proposal {
+        address: RX.parse().unwrap(),
+        value: Value::Int(60),
+        source: Source::Rules,
+        reason: "test".into(),
+    };
+    let r = rig.deciding.path_for_tests_mut().propose(&rules).unwrap();
+    assert_eq!(r.refusal.map(|r| r.code()), Some("yielded"));
+    assert_eq!(rig.nic.attrs("eth0").unwrap(), nic(12, 0, true), "theirs");
+
+    // 2. `kpo revert --all` twice: the second finds the NIC moving the value and does not fail.
+    let mut rig = Rig::new(policy, true, "");
+    rig.nic.add_nic_attrs("eth0", nic(0, 0, true));
+    apply(&mut rig, RX, 50);
+    revert_all(&mut rig);
+    assert_eq!(rig.nic.attrs("eth0").unwrap(), nic(0, 0, true));
+    rig.nic.add_nic_attrs("eth0", nic(18, 0, true));
+    let reports = revert_all(&mut rig);
+    assert!(
+        reports
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] != "failed"),
+        "{reports}"
+    );
+    assert_eq!(rig.nic.attrs("eth0").unwrap(), nic(18, 0, true));
+
+    // 3. rx-frames, which KPO also changed and whose on_exit keeps it, holds the switch off.
+    let mut rig = Rig::new(policy, true, "");
+    rig.nic.add_nic_attrs("eth0", nic(0, 0, true));
+    apply(&mut rig, RX, 50);
+    apply(&mut rig, FRAMES, 64);
+    assert_eq!(rig.nic.attrs("eth0").unwrap(), nic(50, 64, false));
+    let events = rig.deciding.on_exit();
+    rig.record(&events);
+    assert_eq!(rig.nic.attrs("eth0").unwrap(), nic(0, 64, false));
+    rig.assert_schema();
+}
