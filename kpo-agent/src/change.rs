@@ -648,46 +648,45 @@ impl ChangePath {
         }
     }
 
-    /// Puts back the value change `id` replaced (an operator's `kpo revert ID`, or the guard).
+    /// Puts back the value change `id` replaced: an operator's `kpo revert ID`, whatever the
+    /// kernel has now.
     pub fn revert(
         &mut self,
         id: u64,
         source: Source,
         reason: &str,
     ) -> Result<ChangeReport, ChangeError> {
-        let intent = self
-            .journal
-            .intent(id)
-            .cloned()
-            .ok_or(JournalError::NoSuchChange(id))?;
-        self.restore(
-            &intent.address,
-            &intent.before,
-            source,
-            reason,
-            Some(id),
-            None,
-        )
+        self.revert_change(id, source, reason, false)
     }
 
     /// Reverts change `id` only while the kernel still has the value KPO last applied to that
-    /// parameter. The agent's own reverts (the guard, the optimizer, `on_exit`) go through here:
-    /// a value someone else wrote since is theirs, and is not overwritten with KPO's old one. Such
-    /// a revert is `Skipped`, with `read_back` the kernel's value; the caller yields to them.
+    /// parameter. The agent's own reverts (the guard, the optimizer) go through here: a value
+    /// someone else wrote since is theirs, and is not overwritten with KPO's old one. Such a
+    /// revert is `Skipped`, with `read_back` the kernel's value; the caller yields to them.
     pub fn revert_own(
         &mut self,
         id: u64,
         source: Source,
         reason: &str,
     ) -> Result<ChangeReport, ChangeError> {
+        self.revert_change(id, source, reason, true)
+    }
+
+    fn revert_change(
+        &mut self,
+        id: u64,
+        source: Source,
+        reason: &str,
+        only_ours: bool,
+    ) -> Result<ChangeReport, ChangeError> {
         let intent = self
             .journal
             .intent(id)
             .cloned()
             .ok_or(JournalError::NoSuchChange(id))?;
-        let ours = self
-            .journal
-            .param_state(&intent.address)
+        let ours = only_ours
+            .then(|| self.journal.param_state(&intent.address))
+            .flatten()
             .and_then(|p| p.last_applied.clone());
         self.restore(
             &intent.address,
