@@ -488,7 +488,10 @@ fn a_reboot_settles_the_journal_and_the_next_change_starts_a_new_original() {
             dir.path(),
             Holder::Cli,
             Duration::ZERO,
-            Some(id.to_string()),
+            crate::journal::Boot {
+                id: Some(id.to_string()),
+                started_ms: None,
+            },
         )
         .unwrap()
     };

@@ -217,6 +217,8 @@ pub struct ParamState {
     pub quarantine: Vec<(Value, u64)>,
     /// The boot of its latest intent (see [`Intent::boot`]).
     pub boot: Option<String>,
+    /// When its latest intent was written (ms since the epoch).
+    pub last_intent_ms: Option<u64>,
 }
 
 impl ParamState {
@@ -227,6 +229,24 @@ impl ParamState {
         self.last_applied = None;
         self.boot = None;
     }
+}
+
+/// Which boot the journal is opened in.
+#[derive(Debug, Clone, Default)]
+pub struct Boot {
+    /// The kernel's boot id (`None`: reboots are told only by `started_ms`, if at all).
+    pub id: Option<String>,
+    /// When it booted (ms since the epoch): intents without a boot id that are older came from
+    /// an earlier boot.
+    pub started_ms: Option<u64>,
+}
+
+/// When the running kernel booted, from `/proc/stat`'s `btime` (seconds since the epoch).
+pub fn boot_started_ms() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("btime "))?;
+    let seconds: u64 = line["btime ".len()..].trim().parse().ok()?;
+    Some(seconds * 1000)
 }
 
 /// The running kernel's boot id, or `None` where it cannot be read (then reboots go unnoticed,
@@ -287,7 +307,15 @@ impl Journal {
     /// A damaged file is recovered with warnings ([`Journal::warnings`]); never fails on content.
     /// Incomplete intents are left for [`crate::change::ChangePath::reconcile`].
     pub fn open(dir: &Path, holder: Holder, wait: Duration) -> Result<Self, JournalError> {
-        Self::open_in_boot(dir, holder, wait, current_boot())
+        Self::open_in_boot(
+            dir,
+            holder,
+            wait,
+            Boot {
+                id: current_boot(),
+                started_ms: boot_started_ms(),
+            },
+        )
     }
 
     /// [`Journal::open`] as of boot `boot` (tests stand for a reboot with another id). What the
@@ -299,7 +327,7 @@ impl Journal {
         dir: &Path,
         holder: Holder,
         wait: Duration,
-        boot: Option<String>,
+        boot: Boot,
     ) -> Result<Self, JournalError> {
         store::ensure_dir(dir)?;
         let lock = lock::acquire(dir, holder, wait)?;
@@ -316,14 +344,21 @@ impl Journal {
             params: BTreeMap::new(),
             intents: BTreeMap::new(),
             outcomes: BTreeMap::new(),
-            boot,
+            boot: boot.id.clone(),
         };
         for r in loaded.records {
             j.fold(r);
         }
         let now = j.boot.clone();
         for p in j.params.values_mut() {
-            if p.boot.is_some() && now.is_some() && p.boot != now {
+            let other_boot = p.boot.is_some() && now.is_some() && p.boot != now;
+            // Intents from before boot ids were recorded: their time says whether they came
+            // before this boot.
+            let before_this_boot = p.boot.is_none()
+                && boot
+                    .started_ms
+                    .is_some_and(|started| p.last_intent_ms.is_some_and(|t| t < started));
+            if other_boot || before_this_boot {
                 p.settle_for_new_boot();
             }
         }
@@ -359,6 +394,7 @@ impl Journal {
                 if i.boot.is_some() {
                     p.boot = i.boot.clone();
                 }
+                p.last_intent_ms = Some(i.ts_ms);
                 // The earliest intent's word on the original wins.
                 if p.original.is_none() || p.original_id.is_some_and(|o| o > i.id) {
                     p.original = Some(i.original.clone().unwrap_or_else(|| i.before.clone()));

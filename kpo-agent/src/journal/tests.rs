@@ -312,3 +312,56 @@ fn an_outcome_whose_intent_line_was_lost_keeps_its_id_taken() {
         .unwrap();
     assert_eq!(id, 3, "id 2 belongs to the outcome that survived");
 }
+
+/// A journal written before intents carried boot ids: what came before this boot (by time) is
+/// settled like any earlier boot's, what came after it is not.
+#[test]
+fn intents_without_a_boot_id_are_placed_by_the_boot_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = addr("net.core.somaxconn@netns:4026539999");
+    {
+        let mut j = Journal::open_in_boot(dir.path(), Holder::Cli, Duration::ZERO, Boot::default())
+            .unwrap();
+        let id = j
+            .record_intent(
+                &a,
+                &Value::Int(4096),
+                &Value::Int(8192),
+                Source::Operator,
+                "before boot ids",
+                IntentKind::Change,
+            )
+            .unwrap();
+        j.record_outcome(
+            id,
+            Outcome::Applied {
+                read_back: Value::Int(8192),
+                reconciled: false,
+            },
+        )
+        .unwrap();
+        assert!(j.records().iter().all(|r| match r {
+            Record::Intent(i) => i.boot.is_none(),
+            _ => true,
+        }));
+    }
+    let reopen = |started_ms: u64| {
+        let boot = Boot {
+            id: Some("B".into()),
+            started_ms: Some(started_ms),
+        };
+        let j = Journal::open_in_boot(dir.path(), Holder::Cli, Duration::ZERO, boot).unwrap();
+        let p = j.param_state(&a).unwrap().clone();
+        (p.original, p.last_applied)
+    };
+    // Booted after the intent: settled.
+    assert_eq!(reopen(now_ms() + 60_000), (None, None));
+    // Booted before it: the same boot, nothing settled.
+    assert_eq!(
+        reopen(now_ms() - 3_600_000),
+        (Some(Value::Int(4096)), Some(Value::Int(8192)))
+    );
+    // This machine's boot time is in the past.
+    let started = boot_started_ms().expect("/proc/stat has btime");
+    assert!(started > 0 && started <= now_ms(), "{started}");
+}
