@@ -385,6 +385,10 @@ impl Desk {
                 Some(ApprovalState::Cleared {
                     why: format!("the kernel already has {}", item.value),
                 })
+            } else if let Some((was, now)) = moved_since_advised(path, &item) {
+                Some(ApprovalState::Cleared {
+                    why: format!("the kernel now has {now}, and the advice was made against {was}"),
+                })
             } else if seen.contains(&item.id) {
                 None
             } else {
@@ -475,6 +479,16 @@ impl Desk {
     ) -> Result<ApproveOutcome, ControlError> {
         let id = normalize_id(id);
         let item = self.still_pending(&id)?;
+        if let Some((was, now)) = moved_since_advised(path, &item) {
+            let why = format!("the kernel now has {now}, and the advice was made against {was}");
+            self.resolve(item, ApprovalState::Cleared { why })?;
+            return Err(ApprovalError::Stale {
+                id,
+                was: was.to_string(),
+                now: now.to_string(),
+            }
+            .into());
+        }
         let proposal = Proposal {
             address: item.parameter.clone(),
             value: item.value.clone(),
@@ -543,6 +557,15 @@ impl Desk {
             })
             .collect()
     }
+}
+
+/// The value the advice was made against and the kernel's value now, when the kernel has moved
+/// to neither that nor the advised value (someone, or KPO for another reason, changed it since):
+/// approving it then would act on a situation that is gone, possibly in the opposite direction.
+fn moved_since_advised(path: &ChangePath, item: &ApprovalItem) -> Option<(Value, Value)> {
+    let was = item.current_value.clone()?;
+    let now = path.read(&item.parameter).ok()?;
+    (now != was && now != item.value).then_some((was, now))
 }
 
 #[cfg(test)]

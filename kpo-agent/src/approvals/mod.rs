@@ -221,6 +221,12 @@ pub enum ApprovalError {
     NotPending { id: String, state: String },
     #[error("{id} expired at {at}: nobody approved it within [approvals] expire_after; it can no longer be approved")]
     Expired { id: String, at: String },
+    #[error("{id} was advised against {was}, and the kernel now has {now}: the advice no longer fits, so it is cleared (the advisor asks again if it still sees the need)")]
+    Stale {
+        id: String,
+        was: String,
+        now: String,
+    },
 }
 
 /// `ap-7` from `ap-7` or `7`.

@@ -481,3 +481,58 @@ fn the_desk_events_match_the_schema() {
         assert!(errors.is_empty(), "{errors:?}\n{v:#}");
     }
 }
+
+/// Advice made against 16 (16 -> 32); an operator sets 64 meanwhile. Approving it would lower the
+/// value, the opposite of what the advice meant: it is refused and cleared, and the kernel keeps
+/// 64. A window finds the same on its own.
+#[test]
+fn an_approval_whose_kernel_value_moved_since_is_cleared_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let operator = crate::policy::Proposal {
+        address: NS.parse().unwrap(),
+        value: Value::Int(64),
+        source: crate::policy::Source::Operator,
+        reason: "by hand".into(),
+    };
+    assert_eq!(
+        s.path.propose(&operator).unwrap().status,
+        ChangeStatus::Applied
+    );
+    let err = s.desk.approve(&mut s.path, "ap-1", "op").unwrap_err();
+    assert!(
+        matches!(err, ControlError::Approval(ApprovalError::Stale { .. })),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("advised against 16, and the kernel now has 64"),
+        "{err}"
+    );
+    assert_eq!(s.value(), Value::Int(64));
+    assert!(s.desk.pending().unwrap().is_empty());
+    let resolved = serde_json::to_value(s.desk.take_events().pop().unwrap()).unwrap();
+    assert_eq!(resolved["state"], "cleared", "{resolved}");
+
+    // The same found by a window, with no approve in between.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    s.k.0
+        .lock()
+        .unwrap()
+        .values
+        .insert(NS.into(), Value::Int(48));
+    s.desk.on_window(&s.path);
+    assert!(s.desk.pending().unwrap().is_empty());
+    let resolved = serde_json::to_value(s.desk.take_events().pop().unwrap()).unwrap();
+    assert!(
+        resolved["why"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("now has 48")
+            || resolved.to_string().contains("now has 48"),
+        "{resolved}"
+    );
+}
