@@ -260,7 +260,24 @@ impl ChangePath {
             .journal
             .context(&p.address, &p.value, SystemTime::now());
         ctx.before = self.read(&p.address).ok();
+        if let Some(before) = &ctx.before {
+            ctx.yielded |= self.someone_elses(p, before);
+        }
         self.policy.decide(p, &ctx)
+    }
+
+    /// Someone else has changed the parameter since KPO's last write, and nothing has journaled
+    /// that yet (the window's value check will): an advisor's change would overwrite their value,
+    /// so it is refused as yielded. An operator's own `kpo apply` is theirs to make. A value moved
+    /// by adaptive moderation KPO turned back on is nobody's.
+    fn someone_elses(&self, p: &Proposal, before: &Value) -> bool {
+        let ours = self
+            .journal
+            .param_state(&p.address)
+            .and_then(|s| s.last_applied.as_ref());
+        p.source != Source::Operator
+            && ours.is_some_and(|ours| ours != before)
+            && !self.moved_by_the_kernel(&p.address)
     }
 
     /// As [`ChangePath::propose`] for a proposal an operator approved: mode recommend applies.
@@ -309,20 +326,7 @@ impl ChangePath {
         let mut ctx = self
             .journal
             .context(&p.address, &p.value, SystemTime::now());
-        // Someone else has changed it since KPO's last write, and nothing has journaled that
-        // yet (the window's value check will): an advisor's change would overwrite their value,
-        // so it is refused as yielded. An operator's own `kpo apply` is theirs to make. A value
-        // moved by adaptive moderation KPO turned back on is nobody's.
-        let ours = self
-            .journal
-            .param_state(&p.address)
-            .and_then(|s| s.last_applied.as_ref());
-        if p.source != Source::Operator
-            && ours.is_some_and(|ours| ours != &before)
-            && !self.moved_by_the_kernel(&p.address)
-        {
-            ctx.yielded = true;
-        }
+        ctx.yielded |= self.someone_elses(p, &before);
         ctx.before = Some(before.clone());
         let decision = match self.policy.decide(p, &ctx) {
             Decision::Apply if mode == Approval::Held => Decision::NeedsApproval,

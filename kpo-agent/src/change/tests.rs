@@ -436,6 +436,10 @@ fn the_agents_own_reverts_and_advisors_leave_a_value_someone_else_wrote() {
     // An advisor's change is refused as yielded, without touching the kernel.
     let mut rules = op(SOMAX, Value::Int(16384));
     rules.source = Source::Rules;
+    assert!(
+        matches!(p.preview(&rules), Decision::Refused(Refusal::Yielded)),
+        "the preview an optimizer asks first says the same"
+    );
     let r = p.propose(&rules).unwrap();
     assert_eq!(r.refusal.unwrap().code(), "yielded");
     assert_eq!(value(&k, SOMAX), Value::Int(1000));
