@@ -153,15 +153,27 @@ async fn answer(stream: &mut UnixStream, tx: mpsc::Sender<Incoming>) -> Result<R
     let request: Request =
         serde_json::from_slice(&line).map_err(|e| Reply::Error(format!("not a request: {e}")))?;
     let (answer_tx, answer_rx) = oneshot::channel();
-    tx.send(Incoming {
-        request,
-        peer_pid: cred.pid(),
-        answer: answer_tx,
-    })
-    .await
-    .map_err(|_| Reply::Error("the agent is stopping".into()))?;
-    tokio::time::timeout(ANSWER_TIMEOUT, answer_rx)
+    // One deadline for queueing and answering: a full queue counts against it too. A request
+    // still queued when it passes is dropped by the agent (its answer channel is closed).
+    let exchange = async {
+        tx.send(Incoming {
+            request,
+            peer_pid: cred.pid(),
+            answer: answer_tx,
+        })
         .await
-        .map_err(|_| Reply::Error("the agent did not answer in time".into()))?
-        .map_err(|_| Reply::Error("the agent dropped the request".into()))
+        .map_err(|_| Reply::Error("the agent is stopping".into()))?;
+        answer_rx
+            .await
+            .map_err(|_| Reply::Error("the agent dropped the request".into()))
+    };
+    tokio::time::timeout(ANSWER_TIMEOUT, exchange)
+        .await
+        .map_err(|_| {
+            Reply::Error(
+                "the agent did not answer in time (a request it had not taken up yet is not \
+                 carried out; kpo journal shows what was)"
+                    .into(),
+            )
+        })?
 }

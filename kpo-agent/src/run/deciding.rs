@@ -203,6 +203,12 @@ impl Deciding {
 
     /// Serves one request through the change path; a change it applies is watched by the guard.
     pub fn serve(&mut self, incoming: Incoming) -> Vec<Event> {
+        if incoming.answer.is_closed() {
+            // The CLI gave up waiting and told its operator so: acting now would do what they
+            // were told did not happen.
+            warn!("control: a request whose client stopped waiting is dropped, not carried out");
+            return Vec::new();
+        }
         let reply = match &incoming.request {
             Request::Apply(req) => {
                 let result = Control::apply(&mut self.path, req);

@@ -1006,3 +1006,37 @@ on_exit = "keep"
     assert_eq!(rig.nic.attrs("eth0").unwrap(), nic(0, 64, false));
     rig.assert_schema();
 }
+
+/// A request whose client stopped waiting (the CLI's 60 s passed while it was queued) is dropped,
+/// not carried out later behind the operator's back.
+#[test]
+fn a_request_nobody_waits_for_any_more_is_not_carried_out() {
+    let policy = r#"
+[params."cpufreq:*:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["operator"]
+"#;
+    let mut rig = Rig::new(policy, true, "");
+    let (answer, reply) = tokio::sync::oneshot::channel();
+    drop(reply);
+    let events = rig.deciding.serve(crate::api::server::Incoming {
+        request: crate::api::Request::Apply(crate::control::ApplyRequest {
+            address: MAX_FREQ.parse().unwrap(),
+            value: Value::Int(2_000_000),
+            reason: "test".into(),
+        }),
+        peer_pid: None,
+        answer,
+    });
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(rig.max_freq(), 3_000_000);
+    assert!(rig.intents().is_empty());
+    // The same request, waited for, is carried out.
+    assert!(matches!(
+        rig.operator_sets_max_freq(2_000_000),
+        crate::api::Reply::Ok(_)
+    ));
+    assert_eq!(rig.max_freq(), 2_000_000);
+}
