@@ -497,14 +497,23 @@ impl Desk {
         };
         let report = path.propose_approved(&proposal)?;
         let approval = match report.status {
-            ChangeStatus::Applied | ChangeStatus::Unchanged => self.resolve(
-                item,
-                ApprovalState::Approved {
+            ChangeStatus::Applied | ChangeStatus::Unchanged => {
+                let approved = ApprovalState::Approved {
                     by: by.to_string(),
                     journal_id: report.journal_id,
                     status: report.status,
-                },
-            )?,
+                };
+                // The change is made and journaled: the outcome is returned (and the guard
+                // watches it) even if its approval cannot be marked now; the approval clears
+                // at the next window, as the kernel has its value.
+                match self.resolve(item.clone(), approved) {
+                    Ok(resolved) => resolved,
+                    Err(e) => {
+                        warn!("approvals: {id} was applied but could not be marked approved: {e}");
+                        item
+                    }
+                }
+            }
             _ => item,
         };
         Ok(ApproveOutcome { approval, report })

@@ -13,6 +13,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use super::{ApprovalItem, ApprovalState, HistoryEntry};
 use crate::journal::{
@@ -47,6 +48,8 @@ pub struct ApprovalStore {
     lines: usize,
     /// Lines past which the file is compacted ([`MAX_RECORDS`]).
     limit: usize,
+    /// After a failed compaction, the line count at which it is tried again.
+    retry_at: Option<usize>,
     items: BTreeMap<u64, ApprovalItem>,
     history: VecDeque<HistoryEntry>,
     next_id: u64,
@@ -61,6 +64,9 @@ impl std::fmt::Debug for ApprovalStore {
             .finish()
     }
 }
+
+/// Records appended after a failed compaction before it is tried again.
+const COMPACT_RETRY: usize = 1000;
 
 fn number(id: &str) -> Option<u64> {
     id.strip_prefix("ap-")?.parse().ok()
@@ -82,6 +88,7 @@ impl ApprovalStore {
             file: Appender::open(dir, APPROVALS_FILE)?,
             lines: loaded.records.len(),
             limit: MAX_RECORDS,
+            retry_at: None,
             items: BTreeMap::new(),
             history: VecDeque::new(),
             next_id: 1,
@@ -91,7 +98,7 @@ impl ApprovalStore {
             store.fold(r);
         }
         if store.lines > store.limit {
-            store.compact()?;
+            store.compact_or_warn();
         }
         Ok(store)
     }
@@ -122,10 +129,24 @@ impl ApprovalStore {
         self.file.append(&r)?;
         self.lines += 1;
         self.fold(r);
-        if self.lines > self.limit {
-            self.compact()?;
+        if self.lines > self.limit && self.retry_at.is_none_or(|at| self.lines > at) {
+            self.compact_or_warn();
         }
         Ok(())
+    }
+
+    /// Compaction is housekeeping: the record just appended is durable whether or not it works
+    /// (a full disk fails the rewrite long before a one-line append), so a failure is a warning,
+    /// and the next try waits for another `COMPACT_RETRY` records.
+    fn compact_or_warn(&mut self) {
+        if let Err(e) = self.compact() {
+            warn!(
+                "approvals: compacting {} failed ({e}); its records stay as they are, and it is \
+                 tried again after {COMPACT_RETRY} more",
+                self.path.display()
+            );
+            self.retry_at = Some(self.lines + COMPACT_RETRY);
+        }
     }
 
     /// A fresh id, `ap-N`.
@@ -191,9 +212,17 @@ impl ApprovalStore {
             )
             .collect();
         rewrite(&self.dir, APPROVALS_FILE, &kept)?;
-        // The appender's file was renamed over: append to the new one.
-        self.file = Appender::open(&self.dir, APPROVALS_FILE)?;
         self.lines = kept.len();
+        self.retry_at = None;
+        // The appender's file was renamed over: append to the new one. Until that opens, appends
+        // must fail rather than go to the replaced file, which no longer has a name.
+        match Appender::open(&self.dir, APPROVALS_FILE) {
+            Ok(file) => self.file = file,
+            Err(e) => {
+                self.file.poison();
+                return Err(e);
+            }
+        }
         Ok(())
     }
 }
@@ -350,5 +379,28 @@ pub(crate) mod tests {
             ApprovalState::Expired,
             "the latest are kept"
         );
+    }
+
+    /// A compaction that cannot write its new file (here a directory stands where it goes; a
+    /// full disk does the same) leaves every appended record in place and is only a warning.
+    #[test]
+    fn a_failed_compaction_loses_nothing_and_fails_no_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ApprovalStore::open_in(dir.path()).unwrap();
+        s.limit = 5;
+        fs::create_dir(dir.path().join(format!("{APPROVALS_FILE}.tmp"))).unwrap();
+        let ids: Vec<String> = (0..8)
+            .map(|_| {
+                let id = s.new_id();
+                s.put(item(&id, 32)).expect("the append itself succeeded");
+                id
+            })
+            .collect();
+        assert_eq!(s.lines, 8, "not compacted");
+        drop(s);
+        fs::remove_dir(dir.path().join(format!("{APPROVALS_FILE}.tmp"))).unwrap();
+        let s = ApprovalStore::open_in(dir.path()).unwrap();
+        assert!(s.warnings().is_empty(), "{:?}", s.warnings());
+        assert_eq!(s.pending().map(|i| i.id.clone()).collect::<Vec<_>>(), ids);
     }
 }

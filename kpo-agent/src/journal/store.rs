@@ -198,7 +198,7 @@ impl Appender {
             return Err(JournalError::io(
                 &self.path,
                 io::Error::other(
-                    "an earlier failed write could not be taken back; reopen the journal",
+                    "an earlier failure left this file unsafe to append to (a write that could not be taken back, or a rewrite whose new file could not be opened); open it again (restart the agent)",
                 ),
             ));
         }
@@ -222,6 +222,11 @@ impl Appender {
                 Err(JournalError::io(&self.path, e))
             }
         }
+    }
+
+    /// Refuses every later append, until the file is opened again.
+    pub fn poison(&mut self) {
+        self.poisoned = true;
     }
 
     fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
