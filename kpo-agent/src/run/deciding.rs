@@ -111,13 +111,15 @@ impl Deciding {
                 ..Roots::default()
             },
         };
-        let path = ChangePath::new(policy, journal, Box::new(actuators));
-        let (mut deciding, mut events) = Self::with_path(path, recommend_only)?;
+        // The socket before anything acts (reconciliation, approvals expired and announced): a
+        // socket another agent answers on stops this one with nothing done.
         let socket = state
             .socket
             .clone()
             .unwrap_or_else(|| crate::api::DEFAULT_SOCKET.into());
         let (server, requests) = Server::bind(&socket)?;
+        let path = ChangePath::new(policy, journal, Box::new(actuators));
+        let (mut deciding, mut events) = Self::with_path(path, recommend_only)?;
         deciding._server = Some(server);
         deciding.requests = requests;
         events.extend(deciding.start_optimizer(config));
