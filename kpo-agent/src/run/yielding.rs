@@ -9,9 +9,9 @@
 //!   made between its last drain and the window);
 //! - one of the agent's own reverts that finds a value that is not KPO's
 //!   ([`crate::change::ChangePath::revert_own`]).
-use tracing::warn;
-
 use std::{collections::HashSet, os::unix::fs::MetadataExt};
+
+use tracing::warn;
 
 use crate::{
     actuate::param::{NetnsRef, ParamAddress, Target, Value},
@@ -108,8 +108,8 @@ pub fn check_values(path: &mut ChangePath, guard: &mut Guard) -> Vec<Event> {
             continue;
         };
         if now == applied || path.moved_by_the_kernel(&address) {
-            // Adaptive moderation on (turned on again by KPO's revert, or by a person, which the
-            // check of the switch itself catches): the NIC moves the value, nobody wrote it.
+            // Adaptive moderation that KPO itself turned back on moves the value: nobody wrote
+            // it. (Turned on by a person, it does not count here: the value is theirs.)
             continue;
         }
         events.extend(yield_to(
