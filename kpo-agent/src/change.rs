@@ -947,6 +947,15 @@ impl ChangePath {
         Ok(report)
     }
 
+    /// Whether adaptive moderation is on over this parameter now (whoever turned it on): the NIC
+    /// moves the value by itself.
+    pub fn under_adaptive_moderation(&self, address: &ParamAddress) -> bool {
+        self.actuators
+            .open(address)
+            .and_then(|mut a| a.switch_in_the_way())
+            .is_ok_and(|switch| switch.is_some())
+    }
+
     /// Whether the kernel itself moves this parameter now: a coalescing value under adaptive
     /// moderation that KPO turned back on (`revert --all`, `on_exit`). Such a value is nobody's:
     /// it differs from KPO's without anyone having written it.

@@ -504,8 +504,9 @@ impl Desk {
                     status: report.status,
                 };
                 // The change is made and journaled: the outcome is returned (and the guard
-                // watches it) even if its approval cannot be marked now; the approval clears
-                // at the next window, as the kernel has its value.
+                // watches it) even if its approval cannot be marked now. The approval then stays
+                // pending (the report says the change was applied); a window clears it while
+                // the kernel has its value.
                 match self.resolve(item.clone(), approved) {
                     Ok(resolved) => resolved,
                     Err(e) => {
@@ -573,6 +574,10 @@ impl Desk {
 /// approving it then would act on a situation that is gone, possibly in the opposite direction.
 fn moved_since_advised(path: &ChangePath, item: &ApprovalItem) -> Option<(Value, Value)> {
     let was = item.current_value.clone()?;
+    if path.under_adaptive_moderation(&item.parameter) {
+        // The NIC moves the value by itself; that it moved says nothing about the advice.
+        return None;
+    }
     let now = path.read(&item.parameter).ok()?;
     (now != was && now != item.value).then_some((was, now))
 }

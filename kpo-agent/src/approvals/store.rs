@@ -126,6 +126,9 @@ impl ApprovalStore {
     }
 
     fn append(&mut self, r: Record) -> Result<(), JournalError> {
+        if self.file.is_poisoned() {
+            self.reopen()?;
+        }
         self.file.append(&r)?;
         self.lines += 1;
         self.fold(r);
@@ -211,19 +214,30 @@ impl ApprovalStore {
                     .map(|h| Record::History(Box::new(h))),
             )
             .collect();
-        rewrite(&self.dir, APPROVALS_FILE, &kept)?;
+        let rewritten = rewrite(&self.dir, APPROVALS_FILE, &kept);
+        // Whether or not the rewrite got as far as its rename (it can fail after it, syncing the
+        // directory), append to the file that has the name now: the one the appender holds may
+        // have been renamed over, and appends to it would be lost.
+        self.reopen()?;
+        rewritten?;
         self.lines = kept.len();
         self.retry_at = None;
-        // The appender's file was renamed over: append to the new one. Until that opens, appends
-        // must fail rather than go to the replaced file, which no longer has a name.
+        Ok(())
+    }
+
+    /// Opens the file under its name again; until that works, appends fail rather than go to a
+    /// file that may no longer have one.
+    fn reopen(&mut self) -> Result<(), JournalError> {
         match Appender::open(&self.dir, APPROVALS_FILE) {
-            Ok(file) => self.file = file,
+            Ok(file) => {
+                self.file = file;
+                Ok(())
+            }
             Err(e) => {
                 self.file.poison();
-                return Err(e);
+                Err(e)
             }
         }
-        Ok(())
     }
 }
 

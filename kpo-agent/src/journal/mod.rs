@@ -291,6 +291,8 @@ pub struct Journal {
     outcomes: BTreeMap<u64, (u64, Outcome)>,
     /// This boot's id (`None` where the kernel does not say).
     boot: Option<String>,
+    /// When this boot started (for intents written before boot ids were recorded).
+    boot_started_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -345,6 +347,7 @@ impl Journal {
             intents: BTreeMap::new(),
             outcomes: BTreeMap::new(),
             boot: boot.id.clone(),
+            boot_started_ms: boot.started_ms,
         };
         for r in loaded.records {
             j.fold(r);
@@ -387,8 +390,16 @@ impl Journal {
         match &r {
             Record::Intent(i) => {
                 self.next_id = self.next_id.max(i.id + 1);
+                let (this_boot, started) = (self.boot.clone(), self.boot_started_ms);
                 let p = self.param(&i.key);
-                if p.boot.is_some() && i.boot.is_some() && p.boot != i.boot {
+                let other_boot = p.boot.is_some() && i.boot.is_some() && p.boot != i.boot;
+                // An intent of this boot after ones written before boot ids were recorded: their
+                // time says whether they came before this boot (as on open).
+                let legacy_before = p.boot.is_none()
+                    && i.boot.is_some()
+                    && i.boot == this_boot
+                    && started.is_some_and(|s| p.last_intent_ms.is_some_and(|t| t < s));
+                if other_boot || legacy_before {
                     p.settle_for_new_boot();
                 }
                 if i.boot.is_some() {

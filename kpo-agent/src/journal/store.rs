@@ -229,6 +229,10 @@ impl Appender {
         self.poisoned = true;
     }
 
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
     fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
         #[cfg(test)]
         if let Some(n) = self.fail_after.take() {

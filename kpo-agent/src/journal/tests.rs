@@ -355,12 +355,32 @@ fn intents_without_a_boot_id_are_placed_by_the_boot_time() {
         (p.original, p.last_applied)
     };
     // Booted after the intent: settled.
-    assert_eq!(reopen(now_ms() + 60_000), (None, None));
+    let booted = now_ms() + 60_000;
+    assert_eq!(reopen(booted), (None, None));
     // Booted before it: the same boot, nothing settled.
     assert_eq!(
         reopen(now_ms() - 3_600_000),
         (Some(Value::Int(4096)), Some(Value::Int(8192)))
     );
+    // A change in the new boot, then a restart in it: the legacy intent stays settled (the
+    // original is the new change's `before`, not the 4096 of the boot before).
+    {
+        let boot = Boot {
+            id: Some("B".into()),
+            started_ms: Some(booted),
+        };
+        let mut j = Journal::open_in_boot(dir.path(), Holder::Cli, Duration::ZERO, boot).unwrap();
+        j.record_intent(
+            &a,
+            &Value::Int(1024),
+            &Value::Int(2048),
+            Source::Operator,
+            "in boot B",
+            IntentKind::Change,
+        )
+        .unwrap();
+    }
+    assert_eq!(reopen(booted).0, Some(Value::Int(1024)));
     // This machine's boot time is in the past.
     let started = boot_started_ms().expect("/proc/stat has btime");
     assert!(started > 0 && started <= now_ms(), "{started}");
