@@ -218,10 +218,33 @@ pub fn open_offline(
     Ok((path, reconciled))
 }
 
-/// [`open_offline`] with the kernel's actuators.
+/// The file in the state directory that names the sysfs tree the agent last ran with, when it was
+/// not `/sys` (`kpo run --sysfs-root`): the journal's cpufreq addresses are relative to it, so the
+/// CLI, acting while the agent is down, must act on the same tree.
+pub const SYSFS_ROOT_FILE: &str = "sysfs-root";
+
+/// Records (or, for `/sys`, forgets) the agent's sysfs tree in the state directory.
+pub fn record_sysfs_root(state_dir: &Path, sys: &Path) -> std::io::Result<()> {
+    let file = state_dir.join(SYSFS_ROOT_FILE);
+    if sys == Path::new("/sys") {
+        return match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    let tmp = state_dir.join(format!("{SYSFS_ROOT_FILE}.tmp"));
+    std::fs::write(&tmp, sys.as_os_str().as_encoded_bytes())?;
+    std::fs::rename(&tmp, &file)
+}
+
+/// [`open_offline`] with the kernel's actuators, over the sysfs tree the agent last ran with.
 pub fn open_offline_kernel(
     policy: Option<&Path>,
     state_dir: &Path,
 ) -> Result<(ChangePath, Vec<ChangeReport>), ControlError> {
-    open_offline(policy, state_dir, Box::new(KernelActuators::default()))
+    let mut actuators = KernelActuators::default();
+    if let Ok(sys) = std::fs::read_to_string(state_dir.join(SYSFS_ROOT_FILE)) {
+        actuators.roots.sys = std::path::PathBuf::from(sys);
+    }
+    open_offline(policy, state_dir, Box::new(actuators))
 }

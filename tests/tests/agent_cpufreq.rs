@@ -312,3 +312,30 @@ pub fn the_optimizer_moves_a_knob_in_the_running_agent() {
         .any(|e| e["kind"] == "change" && e["source"] == "optimizer" && e["phase"] == "verified"));
     assert_schema(&events);
 }
+
+/// `kpo revert --all` while the agent is down acts on the sysfs tree the agent ran with (recorded
+/// in the state directory), not on the host's `/sys`: the journal's cpufreq addresses are relative
+/// to that tree.
+pub fn revert_all_after_the_agent_stopped_acts_on_its_sysfs_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sys, max_freq) = sysfs(dir.path(), true);
+    std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+    let events = dir.path().join("events.ndjson");
+    let mut agent = Running::start_with(
+        dir.path(),
+        &events,
+        &["--sysfs-root".as_ref(), sys.as_os_str()],
+    );
+    let out = kpo(dir.path(), &["apply", &format!("{MAX_FREQ}=2400000")]);
+    assert!(out.starts_with("applied"), "{out}");
+    agent.sigterm_and_wait();
+    assert_eq!(read(&max_freq), "2400000", "on_exit keeps it (the default)");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("state/sysfs-root")).unwrap(),
+        sys.to_str().unwrap()
+    );
+    // No agent answers now: the CLI opens the state directory itself.
+    let out = kpo(dir.path(), &["revert", "--all"]);
+    assert!(out.contains("reverted"), "{out}");
+    assert_eq!(read(&max_freq), "3000000");
+}

@@ -342,6 +342,11 @@ fn main() {
             req(),
             agent_cpufreq::the_optimizer_moves_a_knob_in_the_running_agent,
         ),
+        trial(
+            "agent_cpufreq::revert_all_after_the_agent_stopped_acts_on_its_sysfs_tree",
+            req(),
+            agent_cpufreq::revert_all_after_the_agent_stopped_acts_on_its_sysfs_tree,
+        ),
     ];
     libtest_mimic::run(&args, trials).exit();
 }

@@ -102,6 +102,10 @@ impl Deciding {
             anyhow::anyhow!("cannot create the state directory {}: {e}", dir.display())
         })?;
         let journal = Journal::open(&dir, Holder::Agent, LOCK_WAIT)?;
+        // Under the journal's lock: the CLI acting while the agent is down uses the same tree.
+        crate::control::record_sysfs_root(&dir, &config.sysfs_root).map_err(|e| {
+            anyhow::anyhow!("cannot record the sysfs root in {}: {e}", dir.display())
+        })?;
         for w in journal.warnings() {
             warn!("journal: {w}");
         }
