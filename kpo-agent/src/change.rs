@@ -950,21 +950,14 @@ impl ChangePath {
     /// Whether adaptive moderation is on over this parameter now (whoever turned it on): the NIC
     /// moves the value by itself.
     pub fn under_adaptive_moderation(&self, address: &ParamAddress) -> bool {
-        self.actuators
-            .open(address)
-            .and_then(|mut a| a.switch_in_the_way())
-            .is_ok_and(|switch| switch.is_some())
+        self.switch_on_over(address).is_some()
     }
 
     /// Whether the kernel itself moves this parameter now: a coalescing value under adaptive
     /// moderation that KPO turned back on (`revert --all`, `on_exit`). Such a value is nobody's:
     /// it differs from KPO's without anyone having written it.
     pub fn moved_by_the_kernel(&self, address: &ParamAddress) -> bool {
-        let Ok(Some((switch, _))) = self
-            .actuators
-            .open(address)
-            .and_then(|mut a| a.switch_in_the_way())
-        else {
+        let Some(switch) = self.switch_on_over(address) else {
             return false;
         };
         // Only a switch KPO itself turned back on: one a person turned on makes the value
@@ -975,6 +968,15 @@ impl ChangePath {
                     .as_ref()
                     .is_some_and(|v| *v == Value::Word("on".into()))
         })
+    }
+
+    /// The switch that is on over this parameter now, if any ([`Actuator::switch_in_the_way`]).
+    fn switch_on_over(&self, address: &ParamAddress) -> Option<ParamAddress> {
+        let switch = self
+            .actuators
+            .open(address)
+            .and_then(|mut a| a.switch_in_the_way());
+        switch.ok().flatten().map(|(switch, _)| switch)
     }
 
     /// The kernel's value of a parameter now, if it can be read.

@@ -222,6 +222,16 @@ pub struct ParamState {
 }
 
 impl ParamState {
+    /// Whether what is known of it comes from before boot `boot` (which started at `started_ms`,
+    /// if known): its intents carry another boot id, or, written before boot ids were recorded,
+    /// the latest is older than that boot.
+    fn predates(&self, boot: &Option<String>, started_ms: Option<u64>) -> bool {
+        match &self.boot {
+            Some(mine) => boot.as_ref().is_some_and(|b| b != mine),
+            None => started_ms.is_some_and(|s| self.last_intent_ms.is_some_and(|t| t < s)),
+        }
+    }
+
     /// A reboot took KPO's values away: see [`Journal::open_in_boot`].
     fn settle_for_new_boot(&mut self) {
         self.original = None;
@@ -352,16 +362,8 @@ impl Journal {
         for r in loaded.records {
             j.fold(r);
         }
-        let now = j.boot.clone();
         for p in j.params.values_mut() {
-            let other_boot = p.boot.is_some() && now.is_some() && p.boot != now;
-            // Intents from before boot ids were recorded: their time says whether they came
-            // before this boot.
-            let before_this_boot = p.boot.is_none()
-                && boot
-                    .started_ms
-                    .is_some_and(|started| p.last_intent_ms.is_some_and(|t| t < started));
-            if other_boot || before_this_boot {
+            if p.predates(&boot.id, boot.started_ms) {
                 p.settle_for_new_boot();
             }
         }
@@ -390,16 +392,11 @@ impl Journal {
         match &r {
             Record::Intent(i) => {
                 self.next_id = self.next_id.max(i.id + 1);
-                let (this_boot, started) = (self.boot.clone(), self.boot_started_ms);
+                // Only this boot's start is known: for an intent of another boot, legacy intents
+                // before it are left as they are.
+                let started = self.boot_started_ms.filter(|_| i.boot == self.boot);
                 let p = self.param(&i.key);
-                let other_boot = p.boot.is_some() && i.boot.is_some() && p.boot != i.boot;
-                // An intent of this boot after ones written before boot ids were recorded: their
-                // time says whether they came before this boot (as on open).
-                let legacy_before = p.boot.is_none()
-                    && i.boot.is_some()
-                    && i.boot == this_boot
-                    && started.is_some_and(|s| p.last_intent_ms.is_some_and(|t| t < s));
-                if other_boot || legacy_before {
+                if i.boot.is_some() && p.predates(&i.boot, started) {
                     p.settle_for_new_boot();
                 }
                 if i.boot.is_some() {
