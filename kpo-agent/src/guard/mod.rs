@@ -11,7 +11,14 @@
 //! revert it. Run-queue p99 and softnet drops exist only for the whole host and are judged
 //! host-wide for every change; TCP retransmits are counted in the agent's own namespace, so they
 //! judge only changes there.
-use std::{collections::BTreeMap, os::unix::fs::MetadataExt};
+//!
+//! The open watches are kept in the state directory ([`WATCHES_FILE`]), so that a change made
+//! just before the agent was stopped or killed is still judged after it starts again.
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +41,8 @@ pub fn noise_floor(signal: HealthSignal) -> f64 {
 }
 
 /// What a change can affect, as far as the window's signals tell it apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// The whole host: every listener and service.
     Host,
@@ -174,7 +182,8 @@ pub enum Verdict {
     },
 }
 
-#[derive(Debug, Clone)]
+/// One change being watched; a line of [`WATCHES_FILE`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Watch {
     change_id: u64,
     address: ParamAddress,
@@ -190,17 +199,88 @@ struct Watch {
     judged: std::collections::BTreeSet<HealthSignal>,
 }
 
+/// The file in the state directory that holds the open watches, one per line in the journal's
+/// format (docs/journal.md), replaced as a whole each time they change.
+pub const WATCHES_FILE: &str = "guard.log";
+
 #[derive(Debug, Default)]
 pub struct Guard {
     config: GuardConfig,
     watches: Vec<Watch>,
+    /// The state directory the watches are kept in (`None`: in memory only).
+    kept_in: Option<PathBuf>,
+    /// The last save failed (said once, until one succeeds again).
+    save_failed: bool,
+}
+
+/// What [`Guard::resume`] found in the state directory.
+#[derive(Debug, Default)]
+pub struct Resumed {
+    /// The changes watched again: (change id, address).
+    pub watching: Vec<(u64, String)>,
+    /// Watches dropped because their change is no longer in place: (change id, address).
+    pub dropped: Vec<(u64, String)>,
+    /// Damage found in the file (the damaged lines were dropped, the file kept beside it).
+    pub warnings: Vec<String>,
 }
 
 impl Guard {
     pub fn new(config: GuardConfig) -> Self {
         Self {
             config,
-            watches: Vec::new(),
+            ..Self::default()
+        }
+    }
+
+    /// Takes up the watches left in `dir` by the agent's previous run and keeps the watches there
+    /// from now on. A watch is taken up only while `in_place(change_id, address, value)` holds (the
+    /// change is still the parameter's latest applied one, in this boot, not yielded): a change
+    /// reverted or superseded while the agent was down has nothing left to judge. Its baseline is
+    /// the health before the change; its window count goes on where it stopped (at most the
+    /// policy's `windows`), and the windows the agent missed are not judged.
+    pub fn resume(
+        &mut self,
+        dir: &Path,
+        in_place: impl Fn(u64, &ParamAddress, &Value) -> bool,
+    ) -> Result<Resumed, crate::journal::JournalError> {
+        let loaded = crate::journal::store::load_records::<Watch>(dir, WATCHES_FILE)?;
+        let mut resumed = Resumed {
+            warnings: loaded.warnings,
+            ..Resumed::default()
+        };
+        for mut w in loaded.records {
+            let named = (w.change_id, w.address.to_string());
+            if in_place(w.change_id, &w.address, &w.value) {
+                w.windows_left = w.windows_left.clamp(1, self.config.windows.max(1));
+                resumed.watching.push(named);
+                self.watches.retain(|x| x.address != w.address);
+                self.watches.push(w);
+            } else {
+                resumed.dropped.push(named);
+            }
+        }
+        self.kept_in = Some(dir.to_path_buf());
+        self.save();
+        Ok(resumed)
+    }
+
+    /// Writes the open watches to the state directory, if they are kept there. A failure is
+    /// logged and the guard goes on in memory: it still judges every change while it runs.
+    pub fn save(&mut self) {
+        let Some(dir) = &self.kept_in else {
+            return;
+        };
+        match crate::journal::store::rewrite(dir, WATCHES_FILE, &self.watches) {
+            Ok(()) => self.save_failed = false,
+            Err(e) => {
+                if !self.save_failed {
+                    tracing::warn!(
+                        "guard: cannot keep its watches in the state directory ({e}); a restart \
+                         before this is fixed forgets the changes it is watching"
+                    );
+                }
+                self.save_failed = true;
+            }
         }
     }
 
@@ -243,14 +323,22 @@ impl Guard {
             strikes: 0,
             judged: Default::default(),
         });
+        self.save();
     }
 
     /// Stops watching a parameter (reverted, or yielded to a person).
     pub fn forget(&mut self, address: &ParamAddress) {
+        let before = self.watches.len();
         self.watches.retain(|w| &w.address != address);
+        if self.watches.len() != before {
+            self.save();
+        }
     }
 
-    /// One window: a verdict for each watch that regressed or whose watch is over.
+    /// One window: a verdict for each watch that regressed or whose watch is over. The state
+    /// directory is not updated here: the caller acts on the verdicts (a revert is journaled
+    /// first) and then calls [`Guard::save`], so that a crash in between leaves the watch to be
+    /// judged again rather than a regression unreverted and forgotten.
     pub fn observe(&mut self, window: &Window) -> Vec<Verdict> {
         self.judge(|scope| Health::from_window_in(window, scope))
     }
@@ -443,6 +531,69 @@ mod tests {
         assert_eq!(guard.watching(), 1);
         guard.forget(&somaxconn());
         assert_eq!(guard.watching(), 0);
+    }
+
+    /// Watches kept in a state directory come back after a restart with their baseline, signals
+    /// and window count; a damaged line costs only that watch, and a change no longer in place
+    /// is dropped and gone from the file.
+    #[test]
+    fn watches_are_kept_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = GuardConfig {
+            windows: 3,
+            ..GuardConfig::default()
+        };
+        let mut guard = Guard::new(config.clone());
+        let resumed = guard.resume(dir.path(), |_, _, _| true).unwrap();
+        assert!(resumed.watching.is_empty() && resumed.warnings.is_empty());
+        let before = health(&[(HealthSignal::RequestP99, 800.0)]);
+        watch(&mut guard, 7, Value::Int(4096), before.clone());
+        let other: ParamAddress = "net.core.netdev_budget".parse().unwrap();
+        guard.watch_from(
+            8,
+            other.clone(),
+            Scope::Host,
+            vec![HealthSignal::RequestP99],
+            Value::Int(600),
+            before.clone(),
+        );
+        // One window with a first strike on #7, saved as the agent does after acting on it.
+        let bad = health(&[(HealthSignal::RequestP99, 1500.0)]);
+        assert!(observe(&mut guard, &bad).is_empty());
+        guard.save();
+        drop(guard);
+
+        let file = dir.path().join(WATCHES_FILE);
+        let mut text = std::fs::read_to_string(&file).unwrap();
+        text.push_str("0badc0de {\"not\": \"a watch\"}\n");
+        std::fs::write(&file, text).unwrap();
+
+        let mut guard = Guard::new(config.clone());
+        let resumed = guard
+            .resume(dir.path(), |id, address, value| {
+                id == 7 && address == &somaxconn() && value == &Value::Int(4096)
+            })
+            .unwrap();
+        assert_eq!(resumed.watching, vec![(7, somaxconn().to_string())]);
+        assert_eq!(resumed.dropped, vec![(8, other.to_string())]);
+        assert_eq!(resumed.warnings.len(), 2, "{:?}", resumed.warnings);
+        assert!(resumed.warnings[0].contains("line 3 is damaged"));
+        // The strike carried over: one more bad window confirms the regression.
+        assert_eq!(
+            observe(&mut guard, &bad),
+            vec![Verdict::Revert {
+                change_id: 7,
+                address: somaxconn().to_string(),
+                value: Value::Int(4096),
+                signal: HealthSignal::RequestP99,
+                before: 800.0,
+                after: 1500.0,
+            }]
+        );
+        guard.save();
+        let mut guard = Guard::new(config);
+        let resumed = guard.resume(dir.path(), |_, _, _| true).unwrap();
+        assert!(resumed.watching.is_empty() && resumed.dropped.is_empty());
     }
 
     const HOST_NETNS: u64 = 4026531840;

@@ -232,6 +232,15 @@ impl ParamState {
         }
     }
 
+    /// Whether change `change_id`, which set `value`, is what the kernel has from KPO now: the
+    /// latest change KPO applied to this parameter, in this boot, not reverted (a revert's
+    /// outcome moves `last_applied` back) nor yielded to someone else since.
+    pub fn still_holds(&self, change_id: u64, value: &Value) -> bool {
+        self.applied.last().is_some_and(|&(id, _)| id == change_id)
+            && self.last_applied.as_ref() == Some(value)
+            && self.yielded.is_none()
+    }
+
     /// A reboot took KPO's values away: see [`Journal::open_in_boot`].
     fn settle_for_new_boot(&mut self) {
         self.original = None;

@@ -78,6 +78,36 @@ pub struct Deciding {
     optimizer: Option<AgentOptimizer>,
 }
 
+/// The guard, with the watches the agent's previous run left open in the state directory taken
+/// up again (after reconciliation, so the journal says which changes are still in place).
+fn resume_guard(path: &ChangePath) -> Guard {
+    let mut guard = Guard::new(GuardConfig::from_policy(&path.policy.guard));
+    let journal = &path.journal;
+    let in_place = |change_id: u64, address: &ParamAddress, value: &Value| {
+        journal
+            .param_state(address)
+            .is_some_and(|p| p.still_holds(change_id, value))
+    };
+    match guard.resume(journal.dir(), in_place) {
+        Ok(resumed) => {
+            for w in &resumed.warnings {
+                warn!("guard: {w}");
+            }
+            for (id, address) in &resumed.watching {
+                info!("guard: watching #{id} ({address}) again, from before the restart");
+            }
+            for (id, address) in &resumed.dropped {
+                info!("guard: #{id} ({address}) is no longer in place; its watch is dropped");
+            }
+        }
+        Err(e) => warn!(
+            "guard: the watches of the previous run cannot be read ({e}); changes made just \
+             before the restart are not judged"
+        ),
+    }
+    guard
+}
+
 impl Deciding {
     /// Loads the policy, takes the state directory (journal, lock), reconciles changes a crash
     /// interrupted, and binds the control socket. Errors name what failed; the agent does not
@@ -136,7 +166,6 @@ impl Deciding {
         mut path: ChangePath,
         recommend_only: bool,
     ) -> anyhow::Result<(Deciding, Vec<Event>)> {
-        let guard = Guard::new(GuardConfig::from_policy(&path.policy.guard));
         let pending = Arc::new(Mutex::new(Vec::new()));
         let sink = pending.clone();
         path.set_event_sink(move |e| sink.lock().expect("event buffer").push(e));
@@ -144,6 +173,7 @@ impl Deciding {
         for r in &reconciled {
             info!("journal reconciled: {}", r.describe());
         }
+        let guard = resume_guard(&path);
         let mut approvals =
             Desk::open(&path.journal, path.policy.approvals.clone(), recommend_only)?;
         for w in approvals.store().warnings() {
@@ -173,6 +203,12 @@ impl Deciding {
         };
         let events = deciding.take_events();
         Ok((deciding, events))
+    }
+
+    /// How many changes the guard is watching.
+    #[cfg(test)]
+    pub(crate) fn guard_watching(&self) -> usize {
+        self.guard.watching()
     }
 
     /// The change path, read only: the LLM stage reads the policy, the journal and current
@@ -304,6 +340,7 @@ impl Deciding {
             events.extend(self.take_events());
             events.push(Event::Guard(verdict));
         }
+        self.guard.save();
         self.last_window = Some(window.clone());
         events.extend(self.advise(window));
         self.approvals.on_window(&self.path);

@@ -78,8 +78,26 @@ impl Actuators for TestActuators {
     }
 }
 
+/// The deciding half over `tmp`'s state directory and sysfs tree and the fake NIC. It waits for
+/// the state directory's lock a little, as a restarted agent would for the one it replaces.
+fn open_deciding(tmp: &Path, policy_text: &str, nic: &FakeCoalesce) -> Deciding {
+    let journal = Journal::open(&tmp.join("state"), Holder::Agent, Duration::from_secs(5)).unwrap();
+    let policy = Policy::parse(policy_text, "policy.toml").unwrap();
+    let actuators = TestActuators {
+        roots: Roots {
+            proc_sys: tmp.join("proc_sys"),
+            sys: tmp.join("sys"),
+        },
+        nic: nic.clone(),
+    };
+    let path = ChangePath::new(policy, journal, Box::new(actuators));
+    Deciding::with_path(path, false).unwrap().0
+}
+
 struct Rig {
     _tmp: tempfile::TempDir,
+    policy_text: String,
+    config: Config,
     max_freq_file: PathBuf,
     nic: FakeCoalesce,
     deciding: Deciding,
@@ -118,18 +136,7 @@ impl Rig {
                 adaptive_rx: false,
             },
         );
-        let state = tmp.path().join("state");
-        let journal = Journal::open(&state, Holder::Agent, Duration::ZERO).unwrap();
-        let policy = Policy::parse(policy_text, "policy.toml").unwrap();
-        let actuators = TestActuators {
-            roots: Roots {
-                proc_sys: tmp.path().join("proc_sys"),
-                sys: sys.clone(),
-            },
-            nic: nic.clone(),
-        };
-        let path = ChangePath::new(policy, journal, Box::new(actuators));
-        let (mut deciding, _) = Deciding::with_path(path, false).unwrap();
+        let mut deciding = open_deciding(tmp.path(), policy_text, &nic);
         let config = Config::from_toml(
             &format!(
                 "sysfs_root = {:?}\n[optimizer]\nslo_port = {PORT}\nslo_max_us = {SLO_US}\n\
@@ -144,11 +151,45 @@ impl Rig {
         let mut rig = Rig {
             max_freq_file: dir.join("scaling_max_freq"),
             _tmp: tmp,
+            policy_text: policy_text.to_string(),
+            config,
             nic,
             deciding,
             json: Vec::new(),
             live: Vec::new(),
             estimated: false,
+        };
+        rig.record(&started);
+        rig
+    }
+
+    /// The agent killed and started again over the same state directory, kernel and policy:
+    /// the old deciding half is dropped without `on_exit`, and the new one has seen no window.
+    fn restarted(self) -> Rig {
+        let Rig {
+            _tmp,
+            policy_text,
+            config,
+            max_freq_file,
+            nic,
+            deciding,
+            json,
+            live,
+            estimated,
+        } = self;
+        drop(deciding);
+        let mut deciding = open_deciding(_tmp.path(), &policy_text, &nic);
+        let started = deciding.start_optimizer(&config);
+        let mut rig = Rig {
+            _tmp,
+            policy_text,
+            config,
+            max_freq_file,
+            nic,
+            deciding,
+            json,
+            live,
+            estimated,
         };
         rig.record(&started);
         rig
@@ -682,6 +723,111 @@ sources = ["operator"]
     }
     assert_eq!(rig.max_freq(), 3_000_000);
     rig.assert_schema();
+}
+
+/// The agent killed right after a change, before any window judged it: started again, the guard
+/// takes the watch up from the state directory, against the health from before the change, and
+/// reverts the regression. A change reverted while the agent was down is not watched again.
+#[test]
+fn a_change_made_before_a_restart_is_still_judged_by_the_guard() {
+    let policy = r#"
+[guard]
+signals = ["request_p99"]
+windows = 3
+max_changes_per_hour = 1000
+
+[params."cpufreq:*:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["operator"]
+"#;
+    let mut rig = Rig::new(policy, true, "");
+    // The baseline window: p99 152 µs at 3000 MHz.
+    rig.window();
+    assert!(matches!(
+        rig.operator_sets_max_freq(1_200_000),
+        crate::api::Reply::Ok(_)
+    ));
+    let change_id = rig.intents().pop().unwrap().id;
+    let watches = rig
+        ._tmp
+        .path()
+        .join("state")
+        .join(crate::guard::WATCHES_FILE);
+    assert!(watches.exists(), "the watch is on disk before any window");
+    let mut rig = rig.restarted();
+    assert_eq!(rig.deciding.guard_watching(), 1);
+    // 260 µs at 1200 MHz in the first two windows after the restart: reverted, quarantined.
+    let events = rig.until(2, |events| {
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Guard(crate::guard::Verdict::Revert { .. })))
+    });
+    match events.iter().find_map(|e| match e {
+        Event::Guard(v) => Some(v),
+        _ => None,
+    }) {
+        Some(crate::guard::Verdict::Revert {
+            change_id: id,
+            before,
+            after,
+            ..
+        }) => {
+            assert_eq!(*id, change_id);
+            assert_eq!((*before, *after), (152.0, 260.0));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rig.max_freq(), 3_000_000);
+    let revert = rig.intents().pop().unwrap();
+    assert_eq!(revert.source, Source::Guard);
+    assert_eq!(
+        revert.kind,
+        IntentKind::Revert {
+            of: Some(change_id)
+        }
+    );
+    assert_eq!(rig.deciding.guard_watching(), 0);
+    rig.assert_schema();
+
+    // A second change, reverted by an operator while the agent is down (an intent the journal
+    // holds that leaves the change no longer the latest): the next start drops its watch.
+    assert!(matches!(
+        rig.operator_sets_max_freq(2_400_000),
+        crate::api::Reply::Ok(_)
+    ));
+    let second = rig.intents().pop().unwrap().id;
+    assert_eq!(rig.deciding.guard_watching(), 1);
+    let rig = rig.restarted();
+    assert_eq!(rig.deciding.guard_watching(), 1, "still in place");
+    let rig = {
+        let Rig { _tmp, deciding, .. } = rig;
+        drop(deciding);
+        let (mut path, _) = crate::control::open_offline(
+            None,
+            &_tmp.path().join("state"),
+            Box::new(TestActuators {
+                roots: Roots {
+                    proc_sys: _tmp.path().join("proc_sys"),
+                    sys: _tmp.path().join("sys"),
+                },
+                nic: FakeCoalesce::new(),
+            }),
+        )
+        .unwrap();
+        let r = path.revert(second, Source::Operator, "test").unwrap();
+        assert_eq!(r.status, crate::change::ChangeStatus::Reverted, "{r:?}");
+        drop(path);
+        _tmp
+    };
+    let nic = FakeCoalesce::new();
+    let deciding = open_deciding(rig.path(), policy, &nic);
+    assert_eq!(
+        deciding.guard_watching(),
+        0,
+        "reverted while the agent was down"
+    );
 }
 
 /// The same regression under an entry whose own `guard_signals` leave request p99 out: the guard
