@@ -43,6 +43,8 @@ pub enum JournalError {
     },
     #[error("journal has no change #{0}")]
     NoSuchChange(u64),
+    #[error("{dir}: refusing to keep the journal here: {why}")]
+    UnsafeDir { dir: PathBuf, why: String },
 }
 
 impl JournalError {
@@ -351,8 +353,10 @@ impl Journal {
         boot: Boot,
     ) -> Result<Self, JournalError> {
         store::ensure_dir(dir)?;
+        let dir_warning = store::check_dir(dir)?;
         let lock = lock::acquire(dir, holder, wait)?;
-        let loaded = store::load(dir)?;
+        let mut loaded = store::load(dir)?;
+        loaded.warnings.extend(dir_warning);
         let appender = store::Appender::open(dir, store::JOURNAL_FILE)?;
         let mut j = Journal {
             dir: dir.to_path_buf(),

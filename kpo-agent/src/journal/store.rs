@@ -56,6 +56,50 @@ pub fn ensure_dir(dir: &Path) -> Result<(), JournalError> {
     Ok(())
 }
 
+/// Refuses a state directory someone other than this user can change: another user could then
+/// swap the journal or plant a link where the agent, as root, writes. A directory others may only
+/// read (an existing one made 0755) is used with a warning, returned here: the journal holds the
+/// host's configuration history. The directory is not chmod-ed: `--state-dir` may name a
+/// directory that has other users, which is to be refused, not changed.
+pub fn check_dir(dir: &Path) -> Result<Option<String>, JournalError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir).map_err(|e| JournalError::io(dir, e))?;
+    let unsafe_dir = |why: String| JournalError::UnsafeDir {
+        dir: dir.to_path_buf(),
+        why,
+    };
+    if !meta.is_dir() {
+        return Err(unsafe_dir("not a directory".into()));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(unsafe_dir(format!(
+            "it is owned by uid {}, not by this user (uid {me})",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(unsafe_dir(format!(
+            "its mode {mode:04o} lets {} write in it (chmod 700 {})",
+            if mode & 0o002 != 0 {
+                "every user"
+            } else {
+                "its group"
+            },
+            dir.display()
+        )));
+    }
+    Ok((mode & 0o077 != 0).then(|| {
+        format!(
+            "{}: the state directory's mode is {mode:04o}: others can read the journal of this \
+             host's changes (chmod 700 {} to keep it private; new directories are made 0700)",
+            dir.display(),
+            dir.display()
+        )
+    }))
+}
+
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }

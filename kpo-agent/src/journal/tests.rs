@@ -6,6 +6,15 @@ fn addr(s: &str) -> ParamAddress {
     s.parse().unwrap()
 }
 
+/// A temporary state directory as the agent makes one (0700): `tempdir()` makes it 0755, which
+/// the journal would warn about.
+fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
 fn open(dir: &Path) -> Journal {
     Journal::open(dir, Holder::Cli, Duration::ZERO).unwrap()
 }
@@ -67,7 +76,7 @@ fn append_raw(dir: &Path, bytes: &[u8]) {
 
 #[test]
 fn records_survive_reopen_and_the_original_is_the_first_before() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     two_changes(dir.path());
     let j = open(dir.path());
     assert!(j.warnings().is_empty(), "{:?}", j.warnings());
@@ -88,7 +97,7 @@ fn records_survive_reopen_and_the_original_is_the_first_before() {
 
 #[test]
 fn a_torn_last_record_is_recovered_with_a_warning_and_keeps_the_original() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     two_changes(dir.path());
     // A third intent cut short mid-write (the kernel is never touched before it is whole).
     let line = store::encode(&Record::Intent(Intent {
@@ -140,7 +149,7 @@ fn a_torn_last_record_is_recovered_with_a_warning_and_keeps_the_original() {
 
 #[test]
 fn garbage_appended_is_recovered_with_a_warning_and_keeps_the_original() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     two_changes(dir.path());
     append_raw(
         dir.path(),
@@ -171,7 +180,7 @@ fn garbage_appended_is_recovered_with_a_warning_and_keeps_the_original() {
 
 #[test]
 fn a_damaged_first_intent_does_not_lose_the_original() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     two_changes(dir.path());
     let path = dir.path().join(store::JOURNAL_FILE);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -194,7 +203,7 @@ fn a_damaged_first_intent_does_not_lose_the_original() {
 
 #[test]
 fn one_writer_at_a_time() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let j = open(dir.path());
     match Journal::open(dir.path(), Holder::Cli, Duration::from_millis(50)) {
         Err(JournalError::Busy { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
@@ -214,7 +223,7 @@ fn one_writer_at_a_time() {
 
 #[test]
 fn pause_yield_and_quarantine_persist() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let a = addr("net.core.somaxconn@netns:4026539999");
     {
         let mut j = open(dir.path());
@@ -247,7 +256,7 @@ fn pause_yield_and_quarantine_persist() {
 
 #[test]
 fn a_failed_append_is_taken_back_and_the_next_record_is_whole() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let a = addr("net.core.somaxconn@netns:4026539999");
     let intent = |j: &mut Journal, reason: &str| {
         j.record_intent(
@@ -285,7 +294,7 @@ fn a_failed_append_is_taken_back_and_the_next_record_is_whole() {
 
 #[test]
 fn an_outcome_whose_intent_line_was_lost_keeps_its_id_taken() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     two_changes(dir.path());
     let path = dir.path().join(store::JOURNAL_FILE);
     let text = std::fs::read_to_string(&path).unwrap();
@@ -317,7 +326,7 @@ fn an_outcome_whose_intent_line_was_lost_keeps_its_id_taken() {
 /// settled like any earlier boot's, what came after it is not.
 #[test]
 fn intents_without_a_boot_id_are_placed_by_the_boot_time() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let a = addr("net.core.somaxconn@netns:4026539999");
     {
         let mut j = Journal::open_in_boot(dir.path(), Holder::Cli, Duration::ZERO, Boot::default())
@@ -384,4 +393,69 @@ fn intents_without_a_boot_id_are_placed_by_the_boot_time() {
     // This machine's boot time is in the past.
     let started = boot_started_ms().expect("/proc/stat has btime");
     assert!(started > 0 && started <= now_ms(), "{started}");
+}
+
+/// A state directory another user could write in, or owned by another user, is refused before
+/// anything is read or written there; one others can only read is used, with a warning that
+/// names the mode. A new one is made 0700 and opens without a warning.
+#[test]
+fn a_state_directory_others_can_change_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    assert!(open(&dir).warnings().is_empty());
+    let mode = |m: u32| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m)).unwrap();
+    for (m, who) in [
+        (0o777, "every user"),
+        (0o770, "its group"),
+        (0o702, "every user"),
+    ] {
+        mode(m);
+        match Journal::open(&dir, Holder::Cli, Duration::ZERO) {
+            Err(e @ JournalError::UnsafeDir { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains(&format!("{m:04o} lets {who} write")),
+                    "{text}"
+                );
+            }
+            other => panic!("mode {m:o}: {other:?}"),
+        }
+    }
+    assert!(
+        !dir.join(store::JOURNAL_FILE).exists()
+            || std::fs::metadata(dir.join(store::JOURNAL_FILE))
+                .unwrap()
+                .len()
+                == 0
+    );
+    mode(0o755);
+    let j = open(&dir);
+    assert_eq!(j.warnings().len(), 1, "{:?}", j.warnings());
+    assert!(
+        j.warnings()[0].contains("mode is 0755"),
+        "{:?}",
+        j.warnings()
+    );
+    drop(j);
+    mode(0o700);
+
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    assert!(matches!(
+        Journal::open(&file, Holder::Cli, Duration::ZERO),
+        Err(JournalError::UnsafeDir { .. })
+    ));
+
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+        match Journal::open(&dir, Holder::Cli, Duration::ZERO) {
+            Err(e @ JournalError::UnsafeDir { .. }) => {
+                assert!(e.to_string().contains("owned by uid 65534"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    } else {
+        eprintln!("not root: a directory owned by another user is not tried");
+    }
 }
