@@ -95,6 +95,7 @@ fn path(
     k: &FakeActuators,
 ) -> (ChangePath, Arc<Mutex<Vec<ChangePathEvent>>>) {
     let policy = Policy::parse(policy, "test.toml").unwrap();
+    crate::journal::store::make_private(dir);
     let journal = Journal::open(dir, Holder::Cli, Duration::ZERO).unwrap();
     let mut p = ChangePath::new(policy, journal, Box::new(k.clone()));
     let events = Arc::new(Mutex::new(Vec::new()));
@@ -347,6 +348,7 @@ fn interrupted_intents_are_reconciled_against_the_kernel() {
     ]);
     {
         // Intents whose outcomes never came: the process died.
+        crate::journal::store::make_private(dir.path());
         let mut j = Journal::open(dir.path(), Holder::Cli, Duration::ZERO).unwrap();
         for a in [a1, a2, a3, a4] {
             j.record_intent(
@@ -485,6 +487,7 @@ fn an_operators_revert_and_apply_act_over_a_value_someone_else_wrote() {
 #[test]
 fn a_reboot_settles_the_journal_and_the_next_change_starts_a_new_original() {
     let dir = tempfile::tempdir().unwrap();
+    crate::journal::store::make_private(dir.path());
     let a = "net.core.somaxconn@netns:4026539991";
     let b = "net.core.somaxconn@netns:4026539992";
     let boot = |id: &str| {

@@ -197,11 +197,18 @@ struct Watch {
     strikes: u32,
     /// Signals that had a value before the change and in a watched window.
     judged: std::collections::BTreeSet<HealthSignal>,
+    /// When it was last written to the state directory (ms since the epoch).
+    #[serde(default)]
+    saved_ms: u64,
 }
 
 /// The file in the state directory that holds the open watches, one per line in the journal's
 /// format (docs/journal.md), replaced as a whole each time they change.
 pub const WATCHES_FILE: &str = "guard.log";
+
+/// A watch saved longer ago than this is not taken up at start: the health before its change no
+/// longer describes the host, and judging against it would be judging the time that passed.
+pub const RESUME_WITHIN: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 #[derive(Debug, Default)]
 pub struct Guard {
@@ -211,6 +218,9 @@ pub struct Guard {
     kept_in: Option<PathBuf>,
     /// The last save failed (said once, until one succeeds again).
     save_failed: bool,
+    /// The watches of the last window's `Revert` verdicts, until the caller knows whether the
+    /// revert was carried out ([`Guard::keep_watching`]).
+    reverting: Vec<Watch>,
 }
 
 /// What [`Guard::resume`] found in the state directory.
@@ -220,6 +230,8 @@ pub struct Resumed {
     pub watching: Vec<(u64, String)>,
     /// Watches dropped because their change is no longer in place: (change id, address).
     pub dropped: Vec<(u64, String)>,
+    /// Watches dropped because they were saved more than [`RESUME_WITHIN`] before the start.
+    pub stale: Vec<(u64, String)>,
     /// Damage found in the file (the damaged lines were dropped, the file kept beside it).
     pub warnings: Vec<String>,
 }
@@ -235,12 +247,15 @@ impl Guard {
     /// Takes up the watches left in `dir` by the agent's previous run and keeps the watches there
     /// from now on. A watch is taken up only while `in_place(change_id, address, value)` holds (the
     /// change is still the parameter's latest applied one, in this boot, not yielded): a change
-    /// reverted or superseded while the agent was down has nothing left to judge. Its baseline is
-    /// the health before the change; its window count goes on where it stopped (at most the
-    /// policy's `windows`), and the windows the agent missed are not judged.
+    /// reverted or superseded while the agent was down has nothing left to judge, and one saved
+    /// more than [`RESUME_WITHIN`] before `now_ms` is stale. Its baseline is the health before
+    /// the change; its window count goes on where it stopped (at most the policy's `windows`);
+    /// the windows the agent missed are not judged, and a strike before the stop is not counted
+    /// (two regressing windows must still be consecutive).
     pub fn resume(
         &mut self,
         dir: &Path,
+        now_ms: u64,
         in_place: impl Fn(u64, &ParamAddress, &Value) -> bool,
     ) -> Result<Resumed, crate::journal::JournalError> {
         let loaded = crate::journal::store::load_records::<Watch>(dir, WATCHES_FILE)?;
@@ -248,15 +263,19 @@ impl Guard {
             warnings: loaded.warnings,
             ..Resumed::default()
         };
+        let oldest = now_ms.saturating_sub(RESUME_WITHIN.as_millis() as u64);
         for mut w in loaded.records {
             let named = (w.change_id, w.address.to_string());
-            if in_place(w.change_id, &w.address, &w.value) {
+            if !in_place(w.change_id, &w.address, &w.value) {
+                resumed.dropped.push(named);
+            } else if w.saved_ms < oldest {
+                resumed.stale.push(named);
+            } else {
                 w.windows_left = w.windows_left.clamp(1, self.config.windows.max(1));
+                w.strikes = 0;
                 resumed.watching.push(named);
                 self.watches.retain(|x| x.address != w.address);
                 self.watches.push(w);
-            } else {
-                resumed.dropped.push(named);
             }
         }
         self.kept_in = Some(dir.to_path_buf());
@@ -270,6 +289,10 @@ impl Guard {
         let Some(dir) = &self.kept_in else {
             return;
         };
+        let now = crate::journal::now_ms();
+        for w in &mut self.watches {
+            w.saved_ms = now;
+        }
         match crate::journal::store::rewrite(dir, WATCHES_FILE, &self.watches) {
             Ok(()) => self.save_failed = false,
             Err(e) => {
@@ -322,8 +345,32 @@ impl Guard {
             windows_left: self.config.windows,
             strikes: 0,
             judged: Default::default(),
+            saved_ms: 0,
         });
         self.save();
+    }
+
+    /// Stops watching every change that is no longer in place (`in_place` as for
+    /// [`Guard::resume`]): reverted by an operator, by `kpo revert --all`, or yielded. Its
+    /// verdict would judge, and revert, a value the kernel no longer has from it.
+    pub fn retain_in_place(&mut self, in_place: impl Fn(u64, &ParamAddress, &Value) -> bool) {
+        let before = self.watches.len();
+        self.watches
+            .retain(|w| in_place(w.change_id, &w.address, &w.value));
+        if self.watches.len() != before {
+            self.save();
+        }
+    }
+
+    /// The revert of `change_id`, for which the last window gave a `Revert` verdict, was not
+    /// carried out (the write failed): the change is still there, so it is watched again, and a
+    /// regression still there in the next window gives the verdict again.
+    pub fn keep_watching(&mut self, change_id: u64) {
+        if let Some(pos) = self.reverting.iter().position(|w| w.change_id == change_id) {
+            let w = self.reverting.remove(pos);
+            self.watches.retain(|x| x.address != w.address);
+            self.watches.push(w);
+        }
     }
 
     /// Stops watching a parameter (reverted, or yielded to a person).
@@ -347,6 +394,8 @@ impl Guard {
     fn judge(&mut self, health_in: impl Fn(Scope) -> Health) -> Vec<Verdict> {
         let mut verdicts = Vec::new();
         let config = &self.config;
+        let reverting = &mut self.reverting;
+        reverting.clear();
         self.watches.retain_mut(|w| {
             let health = health_in(w.scope);
             let measured: Vec<(HealthSignal, f64, f64)> = w
@@ -377,6 +426,7 @@ impl Guard {
                     before,
                     after,
                 });
+                reverting.push(w.clone());
                 return false;
             }
             w.windows_left = w.windows_left.saturating_sub(1);
@@ -534,8 +584,9 @@ mod tests {
     }
 
     /// Watches kept in a state directory come back after a restart with their baseline, signals
-    /// and window count; a damaged line costs only that watch, and a change no longer in place
-    /// is dropped and gone from the file.
+    /// and window count, but not a strike from before the stop; a damaged line costs only that
+    /// watch; a change no longer in place is dropped and gone from the file; a watch saved more
+    /// than RESUME_WITHIN before the start is stale.
     #[test]
     fn watches_are_kept_across_a_restart() {
         let dir = tempfile::tempdir().unwrap();
@@ -544,7 +595,8 @@ mod tests {
             ..GuardConfig::default()
         };
         let mut guard = Guard::new(config.clone());
-        let resumed = guard.resume(dir.path(), |_, _, _| true).unwrap();
+        let now = crate::journal::now_ms();
+        let resumed = guard.resume(dir.path(), now, |_, _, _| true).unwrap();
         assert!(resumed.watching.is_empty() && resumed.warnings.is_empty());
         let before = health(&[(HealthSignal::RequestP99, 800.0)]);
         watch(&mut guard, 7, Value::Int(4096), before.clone());
@@ -570,7 +622,7 @@ mod tests {
 
         let mut guard = Guard::new(config.clone());
         let resumed = guard
-            .resume(dir.path(), |id, address, value| {
+            .resume(dir.path(), now, |id, address, value| {
                 id == 7 && address == &somaxconn() && value == &Value::Int(4096)
             })
             .unwrap();
@@ -578,7 +630,8 @@ mod tests {
         assert_eq!(resumed.dropped, vec![(8, other.to_string())]);
         assert_eq!(resumed.warnings.len(), 2, "{:?}", resumed.warnings);
         assert!(resumed.warnings[0].contains("line 3 is damaged"));
-        // The strike carried over: one more bad window confirms the regression.
+        // The strike before the stop is not counted: two bad windows after it confirm.
+        assert!(observe(&mut guard, &bad).is_empty());
         assert_eq!(
             observe(&mut guard, &bad),
             vec![Verdict::Revert {
@@ -591,9 +644,21 @@ mod tests {
             }]
         );
         guard.save();
-        let mut guard = Guard::new(config);
-        let resumed = guard.resume(dir.path(), |_, _, _| true).unwrap();
+        let mut guard = Guard::new(config.clone());
+        let resumed = guard.resume(dir.path(), now, |_, _, _| true).unwrap();
         assert!(resumed.watching.is_empty() && resumed.dropped.is_empty());
+
+        // Started again much later than the last save: stale, not watched, gone from the file.
+        watch(&mut guard, 9, Value::Int(8192), before);
+        drop(guard);
+        let late = now + RESUME_WITHIN.as_millis() as u64 + 60_000;
+        let mut guard = Guard::new(config.clone());
+        let resumed = guard.resume(dir.path(), late, |_, _, _| true).unwrap();
+        assert_eq!(resumed.stale, vec![(9, somaxconn().to_string())]);
+        assert_eq!(guard.watching(), 0);
+        let mut guard = Guard::new(config);
+        let resumed = guard.resume(dir.path(), now, |_, _, _| true).unwrap();
+        assert!(resumed.watching.is_empty() && resumed.stale.is_empty());
     }
 
     const HOST_NETNS: u64 = 4026531840;

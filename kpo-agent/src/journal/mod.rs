@@ -213,6 +213,10 @@ pub struct ParamState {
     pub applied: Vec<(u64, u64)>,
     /// The last value KPO applied and read back.
     pub last_applied: Option<Value>,
+    /// The change whose value the kernel has from KPO: set by an applied change, cleared by a
+    /// revert that took effect, a yield or a reboot (a change put back after a failed read-back
+    /// leaves it: the kernel still has this change's value).
+    pub holding: Option<u64>,
     /// Set while yielded to a person: who and when.
     pub yielded: Option<(String, u64)>,
     /// Quarantined values and until when (ms).
@@ -235,10 +239,10 @@ impl ParamState {
     }
 
     /// Whether change `change_id`, which set `value`, is what the kernel has from KPO now: the
-    /// latest change KPO applied to this parameter, in this boot, not reverted (a revert's
-    /// outcome moves `last_applied` back) nor yielded to someone else since.
+    /// latest change KPO applied to this parameter, in this boot, not reverted nor yielded to
+    /// someone else since.
     pub fn still_holds(&self, change_id: u64, value: &Value) -> bool {
-        self.applied.last().is_some_and(|&(id, _)| id == change_id)
+        self.holding == Some(change_id)
             && self.last_applied.as_ref() == Some(value)
             && self.yielded.is_none()
     }
@@ -248,6 +252,7 @@ impl ParamState {
         self.original = None;
         self.original_id = None;
         self.last_applied = None;
+        self.holding = None;
         self.boot = None;
     }
 }
@@ -434,9 +439,13 @@ impl Journal {
                         Outcome::Applied { read_back, .. } => {
                             p.applied.push((*id, *ts_ms));
                             p.last_applied = Some(read_back.clone());
+                            p.holding = Some(*id);
                         }
                         Outcome::Reverted { read_back, .. } => {
                             p.last_applied = read_back.clone().or(p.last_applied.take());
+                            if matches!(i.kind, IntentKind::Revert { .. }) {
+                                p.holding = None;
+                            }
                         }
                         Outcome::Failed { .. } => {}
                     }
@@ -455,6 +464,7 @@ impl Journal {
             } => {
                 let p = self.param(key);
                 p.yielded = Some((by.clone(), *ts_ms));
+                p.holding = None;
                 p.address.get_or_insert(address.clone());
             }
             Record::Manage { key, .. } => self.param(key).yielded = None,

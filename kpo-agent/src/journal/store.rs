@@ -100,6 +100,14 @@ pub fn check_dir(dir: &Path) -> Result<Option<String>, JournalError> {
     }))
 }
 
+/// Tests: makes a temporary directory private (0700), as a state directory the agent creates is;
+/// `tempfile::tempdir()` follows the umask, and under umask 002 its 0775 would be refused.
+#[cfg(test)]
+pub(crate) fn make_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
+}
+
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }

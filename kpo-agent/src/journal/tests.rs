@@ -9,9 +9,8 @@ fn addr(s: &str) -> ParamAddress {
 /// A temporary state directory as the agent makes one (0700): `tempdir()` makes it 0755, which
 /// the journal would warn about.
 fn private_tempdir() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    store::make_private(dir.path());
     dir
 }
 
@@ -458,4 +457,66 @@ fn a_state_directory_others_can_change_is_refused() {
     } else {
         eprintln!("not root: a directory owned by another user is not tried");
     }
+}
+
+/// Which change the kernel has from KPO: the latest applied one, until a revert takes effect,
+/// even a revert that puts back the very value that change had set; a change put back after a
+/// failed read-back leaves the earlier change in place.
+#[test]
+fn a_parameter_holds_its_latest_applied_change_until_a_revert() {
+    let dir = private_tempdir();
+    let mut j = open(dir.path());
+    let a = addr("net.core.somaxconn@netns:4026539999");
+    let step = |j: &mut Journal, before: i64, after: i64, kind: IntentKind, outcome: Outcome| {
+        let id = j
+            .record_intent(
+                &a,
+                &Value::Int(before),
+                &Value::Int(after),
+                Source::Operator,
+                "test",
+                kind,
+            )
+            .unwrap();
+        j.record_outcome(id, outcome).unwrap();
+        id
+    };
+    let applied = |v: i64| Outcome::Applied {
+        read_back: Value::Int(v),
+        reconciled: false,
+    };
+    let first = step(&mut j, 4096, 8192, IntentKind::Change, applied(8192));
+    let second = step(&mut j, 8192, 4096, IntentKind::Change, applied(4096));
+    let holds =
+        |j: &Journal, id: u64, v: i64| j.param_state(&a).unwrap().still_holds(id, &Value::Int(v));
+    assert!(holds(&j, second, 4096));
+    assert!(!holds(&j, first, 8192) && !holds(&j, second, 8192));
+    // A later change that read back wrong and was put back: the second still holds.
+    step(
+        &mut j,
+        4096,
+        16384,
+        IntentKind::Change,
+        Outcome::Reverted {
+            why: "wrote 16384 but read back 8000".into(),
+            read_back: Some(Value::Int(4096)),
+        },
+    );
+    assert!(holds(&j, second, 4096));
+    // Someone wrote 1000; the operator reverts the first change, which puts back 4096, the
+    // second change's value: the kernel has the revert's value now, not the second change's.
+    step(
+        &mut j,
+        1000,
+        4096,
+        IntentKind::Revert { of: Some(first) },
+        Outcome::Reverted {
+            why: "test".into(),
+            read_back: Some(Value::Int(4096)),
+        },
+    );
+    assert!(!holds(&j, second, 4096));
+    drop(j);
+    let j = open(dir.path());
+    assert!(!holds(&j, second, 4096), "the same after a reopen");
 }

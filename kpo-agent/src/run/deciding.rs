@@ -78,17 +78,21 @@ pub struct Deciding {
     optimizer: Option<AgentOptimizer>,
 }
 
+/// Whether a watched change is still what the kernel has from KPO (the journal's word).
+fn in_place(journal: &Journal) -> impl Fn(u64, &ParamAddress, &Value) -> bool + '_ {
+    move |change_id, address, value| {
+        journal
+            .param_state(address)
+            .is_some_and(|p| p.still_holds(change_id, value))
+    }
+}
+
 /// The guard, with the watches the agent's previous run left open in the state directory taken
 /// up again (after reconciliation, so the journal says which changes are still in place).
 fn resume_guard(path: &ChangePath) -> Guard {
     let mut guard = Guard::new(GuardConfig::from_policy(&path.policy.guard));
     let journal = &path.journal;
-    let in_place = |change_id: u64, address: &ParamAddress, value: &Value| {
-        journal
-            .param_state(address)
-            .is_some_and(|p| p.still_holds(change_id, value))
-    };
-    match guard.resume(journal.dir(), in_place) {
+    match guard.resume(journal.dir(), crate::journal::now_ms(), in_place(journal)) {
         Ok(resumed) => {
             for w in &resumed.warnings {
                 warn!("guard: {w}");
@@ -98,6 +102,14 @@ fn resume_guard(path: &ChangePath) -> Guard {
             }
             for (id, address) in &resumed.dropped {
                 info!("guard: #{id} ({address}) is no longer in place; its watch is dropped");
+            }
+            for (id, address) in &resumed.stale {
+                warn!(
+                    "guard: #{id} ({address}) was last watched more than {} min before this \
+                     start; the health before it no longer describes the host, so it is not \
+                     judged (kpo revert {id} if it should go)",
+                    crate::guard::RESUME_WITHIN.as_secs() / 60
+                );
             }
         }
         Err(e) => warn!(
@@ -305,6 +317,9 @@ impl Deciding {
         if let Some(optimizer) = self.optimizer.as_mut() {
             optimizer.window_closed(&self.path);
         }
+        // A change reverted since it was watched (an operator's `kpo revert`, the optimizer's
+        // rollback, a yield) has nothing left to judge.
+        self.guard.retain_in_place(in_place(&self.path.journal));
         let verdicts = self.guard.observe(window);
         for verdict in verdicts {
             if let Verdict::Revert {
@@ -319,7 +334,7 @@ impl Deciding {
                 let why = format!("the guard saw {signal:?} go from {before} to {after}");
                 // The revert first: killed between the two, the host is back to its value and
                 // at worst the value is not quarantined, never quarantined while still applied.
-                match self.path.revert_own(*change_id, Source::Guard, &why) {
+                let done = match self.path.revert_own(*change_id, Source::Guard, &why) {
                     Ok(r) => {
                         info!("guard: {}", r.describe());
                         events.extend(super::yielding::after_own_revert(
@@ -327,8 +342,20 @@ impl Deciding {
                             &mut self.guard,
                             &r,
                         ));
+                        r.status != ChangeStatus::Failed
                     }
-                    Err(e) => warn!("guard: reverting #{change_id}: {e}"),
+                    Err(e) => {
+                        warn!("guard: reverting #{change_id}: {e}");
+                        false
+                    }
+                };
+                if !done {
+                    // The change is still there: watched again, reverted at the next regressing
+                    // window, and its value not quarantined while it is applied.
+                    self.guard.keep_watching(*change_id);
+                    events.extend(self.take_events());
+                    events.push(Event::Guard(verdict));
+                    continue;
                 }
                 if let Ok(addr) = address.parse::<ParamAddress>() {
                     let quarantine = self.path.policy.guard.quarantine;

@@ -830,6 +830,82 @@ sources = ["operator"]
     );
 }
 
+/// A watched change an operator reverts through the socket is no longer judged (its regression
+/// would otherwise revert a change already undone and quarantine its value); a guard revert the
+/// kernel refuses leaves the change watched, unquarantined, and tried again.
+#[test]
+fn the_guard_judges_only_changes_still_in_place() {
+    let policy = r#"
+[guard]
+signals = ["request_p99"]
+windows = 5
+max_changes_per_hour = 1000
+
+[params."cpufreq:*:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["operator"]
+
+[params."ethtool:eth0:rx-usecs"]
+mode = "auto"
+min = 0
+max = 100
+sources = ["operator"]
+"#;
+    let mut rig = Rig::new(policy, true, "");
+    rig.window();
+    assert!(matches!(
+        rig.operator_sets_max_freq(1_200_000),
+        crate::api::Reply::Ok(_)
+    ));
+    let id = rig.intents().pop().unwrap().id;
+    assert_eq!(rig.deciding.guard_watching(), 1);
+    assert!(matches!(
+        rig.operator(crate::api::Request::Revert {
+            revert: crate::control::RevertRequest::Id(id),
+        }),
+        crate::api::Reply::Ok(_)
+    ));
+    assert_eq!(rig.max_freq(), 3_000_000);
+    rig.window();
+    assert_eq!(rig.deciding.guard_watching(), 0);
+    assert!(!rig.json.iter().any(|e| e["kind"] == "guard"));
+
+    // rx-usecs 100 makes p99 352 µs against 152; the NIC then refuses every change.
+    let apply_rx = crate::api::Request::Apply(crate::control::ApplyRequest {
+        address: RX.parse().unwrap(),
+        value: Value::Int(100),
+        reason: "test".into(),
+    });
+    assert!(matches!(rig.operator(apply_rx), crate::api::Reply::Ok(_)));
+    assert_eq!(rig.rx(), 100);
+    rig.nic.make_unsupported("eth0");
+    let reverts = |events: &[Event]| {
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Guard(crate::guard::Verdict::Revert { .. })))
+            .count()
+    };
+    rig.until(2, |events| reverts(events) == 1);
+    assert_eq!(rig.rx(), 100);
+    assert_eq!(
+        rig.deciding.guard_watching(),
+        1,
+        "still applied: still watched"
+    );
+    assert!(
+        !rig.journal()
+            .records()
+            .iter()
+            .any(|r| matches!(r, Record::Quarantine { .. })),
+        "not quarantined while applied"
+    );
+    // Still regressing: the next window tries again.
+    assert_eq!(reverts(&rig.window()), 1);
+    rig.assert_schema();
+}
+
 /// The same regression under an entry whose own `guard_signals` leave request p99 out: the guard
 /// judges the change by those signals only, keeps it after its windows, and the kernel keeps the
 /// value.

@@ -557,13 +557,18 @@ impl PathKnobs<'_> {
     fn roll_back(&mut self, ids: &[(usize, u64)]) {
         for &(knob, id) in ids.iter().rev() {
             let address = &self.addresses[knob];
-            self.guard.forget(address);
-            if let Err(e) = self.path.revert_own(
+            // The watch goes only once the revert is done (and journaled): killed before, the
+            // trial's value is still watched after the restart.
+            match self.path.revert_own(
                 id,
                 Source::Optimizer,
                 "optimizer: undoing a trial that failed",
             ) {
-                warn!("optimizer: rolling back #{id} ({address}): {e}");
+                Ok(r) if matches!(r.status, ChangeStatus::Reverted | ChangeStatus::Unchanged) => {
+                    self.guard.forget(address)
+                }
+                Ok(_) => {}
+                Err(e) => warn!("optimizer: rolling back #{id} ({address}): {e}"),
             }
         }
     }
@@ -662,10 +667,11 @@ impl Knobs for PathKnobs<'_> {
                 ));
                 continue;
             };
-            self.guard.forget(address);
             let why = format!("optimizer: SLO breach; back to {to:?}");
             match self.path.revert_own(made.id, Source::Optimizer, &why) {
-                Ok(r) if matches!(r.status, ChangeStatus::Reverted | ChangeStatus::Unchanged) => {}
+                Ok(r) if matches!(r.status, ChangeStatus::Reverted | ChangeStatus::Unchanged) => {
+                    self.guard.forget(address)
+                }
                 Ok(r) => errors.push(r.describe()),
                 Err(e) => errors.push(e.to_string()),
             }

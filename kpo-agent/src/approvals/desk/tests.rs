@@ -49,6 +49,7 @@ fn open(
     recommend_only: bool,
 ) -> Setup {
     let k = kernel(&[(NS, Value::Int(16))]);
+    crate::journal::store::make_private(dir);
     let journal = Journal::open(dir, Holder::Agent, Duration::ZERO).unwrap();
     let desk = Desk::open(&journal, settings, recommend_only).unwrap();
     let path = ChangePath::new(policy, journal, Box::new(k.clone()));
