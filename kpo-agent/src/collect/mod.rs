@@ -64,6 +64,8 @@ pub struct Sample {
     pub accept_queue_sensor: bool,
     /// Whether the accept-queue sensor was attached during the tick this sample closes.
     pub accept_queue_attached: bool,
+    /// Whether the SYN-ACK retransmit sensor is on (else `synack_retrans` is unknown, not zero).
+    pub synack_retrans_sensor: bool,
 }
 
 pub struct Collector {
@@ -130,6 +132,7 @@ impl Collector {
             duty_attached,
             accept_queue_sensor: self.sensors.is_enabled(SensorKind::AcceptQueue),
             accept_queue_attached,
+            synack_retrans_sensor: self.sensors.is_enabled(SensorKind::SynackRetrans),
         }
     }
 

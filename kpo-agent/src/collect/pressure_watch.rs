@@ -78,6 +78,7 @@ pub(crate) mod tests {
             duty_attached: false,
             accept_queue_sensor: true,
             accept_queue_attached: false,
+            synack_retrans_sensor: true,
         }
     }
 

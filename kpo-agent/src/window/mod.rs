@@ -434,7 +434,7 @@ fn listeners(
                 enqueued: bpf_on.then(|| {
                     now_bpf.map_or(0, |b| counter::restarted(before_bpf.enqueued, b.enqueued))
                 }),
-                synack_retrans: bpf_on.then(|| {
+                synack_retrans: (bpf_on && last.synack_retrans_sensor).then(|| {
                     now_bpf.map_or(0, |b| {
                         counter::restarted(before_bpf.synack_retrans, b.synack_retrans)
                     })
@@ -556,6 +556,7 @@ mod tests {
             duty_attached: duty,
             accept_queue_sensor: true,
             accept_queue_attached: true,
+            synack_retrans_sensor: true,
         }
     }
 
@@ -652,6 +653,23 @@ mod tests {
         assert_eq!(
             w.listeners[0].backlog_max, 1,
             "sock_diag depth still counts"
+        );
+    }
+
+    #[test]
+    fn synack_retransmits_are_unknown_when_their_sensor_is_off() {
+        let t0 = Instant::now();
+        let mut first = sample(t0, 0, false, 0, 0, bpf(0, None));
+        first.synack_retrans_sensor = false;
+        let mut next = sample(t0, 1, false, 1, 0, bpf(0, None));
+        next.synack_retrans_sensor = false;
+        let mut b = WindowBuilder::new(first);
+        b.push(next);
+        let (w, _) = b.finish().unwrap();
+        assert_eq!(w.listeners[0].synack_retrans, None);
+        assert!(
+            w.listeners[0].enqueued.is_some(),
+            "the accept-queue sensor is on"
         );
     }
 
