@@ -109,6 +109,21 @@ pub struct AcceptQueueRule {
     seen: BTreeMap<u64, BTreeSet<i64>>,
 }
 
+/// Whether the listener dropped connections because a queue bounded by its limit was full. Its
+/// `overflows` are every drop the kernel counts on a listener (`tcp_listendrop`): a full accept
+/// queue or a SYN queue full at the same limit, but also SYNs dropped past three quarters of
+/// `tcp_max_syn_backlog` (the SYN-backlog rule's business), or for want of memory. A namespace
+/// whose exact counters saw neither `ListenOverflows` nor `TCPReqQFullDrop` in the span had
+/// none of the first kind, so raising somaxconn would answer nothing. Without those counters
+/// the listener's drops are taken as they are.
+fn dropping_at_its_limit(w: &Window, l: &ListenerWindow) -> bool {
+    l.overflows > 0
+        && w.netns
+            .iter()
+            .find(|n| n.netns == l.netns)
+            .is_none_or(|n| n.listen_overflows > 0 || n.syn_queue_full_drops.is_none_or(|d| d > 0))
+}
+
 /// A listener under pressure, and the somaxconn of its namespace.
 struct Pressed<'a> {
     l: &'a ListenerWindow,
@@ -132,7 +147,10 @@ impl AcceptQueueRule {
         kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
     ) -> Vec<Recommendation> {
-        let dropping = tick.listeners.iter().filter(|l| l.overflows > 0);
+        let dropping = tick
+            .listeners
+            .iter()
+            .filter(|l| dropping_at_its_limit(tick, l));
         self.advise(at, dropping, kernel, policy)
     }
 
@@ -148,7 +166,7 @@ impl AcceptQueueRule {
         let mut pressed = Vec::new();
         for l in &window.listeners {
             let st = self.listeners.entry(ListenerId::of(l)).or_default();
-            let dropping = l.overflows > 0;
+            let dropping = dropping_at_its_limit(window, l);
             let near = l.backlog_limit > 0
                 && f64::from(l.backlog_max) >= self.cfg.near_ratio * f64::from(l.backlog_limit);
             if !(dropping || near) {
@@ -566,6 +584,38 @@ mod tests {
             assert!(r.reason.contains(needle), "{needle:?} not in {}", r.reason);
         }
         assert_eq!(r.application.as_ref().unwrap().port, 8080);
+    }
+
+    /// A listener's drops that its namespace's exact counters do not put on a full queue (no
+    /// ListenOverflows, no TCPReqQFullDrop: SYNs dropped past three quarters of
+    /// tcp_max_syn_backlog, say) are not the accept queue's; with either counter moving, they are.
+    #[test]
+    fn drops_no_full_queue_explains_are_not_the_accept_queues() {
+        use crate::window::NetnsWindow;
+        let netns = |overflows: u64, qfull: Option<u64>| NetnsWindow {
+            netns: NS,
+            listen_overflows: overflows,
+            listen_drops: 40,
+            syn_queue_full_drops: qfull,
+            syn_queue_full_cookies: Some(0),
+        };
+        // The queue peaked at 10 of 128: nothing near the limit either.
+        let mut w = window(vec![listener(NS, 128, 10, 40)]);
+        w.netns = vec![netns(0, Some(0))];
+        let mut k = kernel(128);
+        assert!(AcceptQueueRule::default()
+            .on_tick(&at(1), &w, &mut k, &auto_policy())
+            .is_empty());
+        assert!(AcceptQueueRule::default()
+            .evaluate(&at(1), &w, &mut k, &auto_policy())
+            .is_empty());
+        assert!(k.reads.is_empty(), "nothing to say, nothing read");
+        for explained in [netns(40, Some(0)), netns(0, Some(40)), netns(0, None)] {
+            w.netns = vec![explained.clone()];
+            let r =
+                AcceptQueueRule::default().on_tick(&at(1), &w, &mut kernel(128), &auto_policy());
+            assert_eq!(r.len(), 1, "{explained:?}");
+        }
     }
 
     #[test]

@@ -51,6 +51,36 @@ impl<K: PartialEq> Latch<K> {
     }
 }
 
+/// Events counted since the last advice a tick gave in the window in progress. The window's own
+/// count includes the events that advice answered, and, once it is applied, the parameter's new
+/// value is a new situation for the [`Latch`]: judged on the window's count, the same events would
+/// be advised on twice. So at the window's end only the events after the advice count.
+#[derive(Debug, Clone, Default)]
+pub struct SinceTickAdvice {
+    /// `Some` once a tick of the window in progress advised: the events in later ticks.
+    after: Option<u64>,
+}
+
+impl SinceTickAdvice {
+    /// A tick saw `events`, and `advised` on them or not.
+    pub fn tick(&mut self, events: u64, advised: bool) {
+        if advised {
+            self.after = Some(0);
+        } else if let Some(after) = &mut self.after {
+            *after = after.saturating_add(events);
+        }
+    }
+
+    /// The count to judge the closed window by (its own `window_events`, or only those after a
+    /// tick's advice in it), and whether it is the latter; the next window starts afresh.
+    pub fn window(&mut self, window_events: u64) -> (u64, bool) {
+        match self.after.take() {
+            Some(after) => (after, true),
+            None => (window_events, false),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +103,19 @@ mod tests {
         l.calm(3);
         assert!(!l.is_set(), "three in a row do");
         assert!(l.fire(20, 200, 10));
+    }
+
+    #[test]
+    fn a_window_counts_only_the_events_after_a_ticks_advice() {
+        let mut s = SinceTickAdvice::default();
+        s.tick(0, false);
+        assert_eq!(s.window(7), (7, false), "no advice: the window's count");
+        s.tick(5, true);
+        s.tick(0, false);
+        s.tick(2, false);
+        assert_eq!(s.window(7), (2, true));
+        s.tick(3, true);
+        assert_eq!(s.window(3), (0, true), "nothing after the advice");
+        assert_eq!(s.window(4), (4, false), "a new window starts afresh");
     }
 }

@@ -88,9 +88,11 @@ enum Direction {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryRule {
     pub cfg: MemoryConfig,
-    /// The direction seen in the last windows, and for how many in a row.
+    /// The direction seen in the last windows since the last advice, and for how many in a row.
     streak: Option<(Direction, u32)>,
     latch: Latch<(Direction, i64)>,
+    /// The direction of the last advice: going back the other way takes twice the windows.
+    last_advice: Option<Direction>,
 }
 
 impl MemoryRule {
@@ -112,7 +114,14 @@ impl MemoryRule {
             _ => 1,
         };
         self.streak = Some((direction, count));
-        if count < self.cfg.windows {
+        // Against the last advice, the pattern must hold twice as long: reclaim moved by that
+        // advice can show the other side for a while, and the value must not swing with it.
+        let needed = if self.last_advice.is_some_and(|d| d != direction) {
+            self.cfg.windows.saturating_mul(2)
+        } else {
+            self.cfg.windows
+        };
+        if count < needed {
             return Vec::new();
         }
         let addr = host_address(SWAPPINESS);
@@ -128,9 +137,12 @@ impl MemoryRule {
         let limits = policy.allowed(&addr, Source::Rules);
         let target = match direction {
             Direction::Lower => step::lower(current, current / 2, self.cfg.floor, limits.as_ref()),
+            // Not above the rule's ceiling even where the policy's `max` is higher: past 100
+            // reclaim prefers swapping anonymous memory to dropping files, which this rule has no
+            // signal to judge.
             Direction::Raise => step::raise(
                 current,
-                current + (current / 2).max(10),
+                (current + (current / 2).max(10)).min(self.cfg.ceiling),
                 self.cfg.ceiling,
                 limits.as_ref(),
             ),
@@ -138,6 +150,9 @@ impl MemoryRule {
         let Some(target) = target else {
             return Vec::new();
         };
+        // The next step waits for `windows` windows under the new value.
+        self.streak = None;
+        self.last_advice = Some(direction);
         let seen = format!(
             "for {count} windows up to window {} ({}): memory stalls {} of the time, {} pages/s read back from swap, page-cache refaults {} pages/s, anonymous refaults {} pages/s",
             at.index,
@@ -280,13 +295,61 @@ mod tests {
             "applied, still bad: next step"
         );
         k.set(SWAPPINESS, 15);
-        let r = rule.on_window(&at(5), &w, &mut k, &auto());
+        assert!(
+            rule.on_window(&at(5), &w, &mut k, &auto()).is_empty(),
+            "one window under the new value is not yet a judgement of it"
+        );
+        let r = rule.on_window(&at(6), &w, &mut k, &auto());
         assert_eq!(r[0].recommended_value, Some(Value::Int(10)), "the floor");
         k.set(SWAPPINESS, 10);
-        assert!(
-            rule.on_window(&at(6), &w, &mut k, &auto()).is_empty(),
-            "at the floor"
+        for i in 7..10 {
+            assert!(
+                rule.on_window(&at(i), &w, &mut k, &auto()).is_empty(),
+                "at the floor"
+            );
+        }
+    }
+
+    /// Going back the other way after advice takes twice the windows, and a raise stops at the
+    /// rule's ceiling even under a policy that allows more.
+    #[test]
+    fn a_reversal_waits_longer_and_a_raise_stops_at_the_ceiling() {
+        let mut rule = MemoryRule::default();
+        let mut k = FakeKernel::default().with(SWAPPINESS, 60);
+        let lower = memory(18.5, 3.0, 900.0, 850.0, 100.0);
+        let raise = memory(12.0, 0.5, 2.0, 20.0, 3000.0);
+        rule.on_window(&at(1), &lower, &mut k, &auto());
+        assert_eq!(
+            rule.on_window(&at(2), &lower, &mut k, &auto())[0].recommended_value,
+            Some(Value::Int(30))
         );
+        k.set(SWAPPINESS, 30);
+        for i in 3..6 {
+            assert!(
+                rule.on_window(&at(i), &raise, &mut k, &auto()).is_empty(),
+                "window {i}: against the last advice, 4 windows are needed"
+            );
+        }
+        assert_eq!(
+            rule.on_window(&at(6), &raise, &mut k, &auto())[0].recommended_value,
+            Some(Value::Int(45))
+        );
+        let mut rule = MemoryRule::default();
+        let mut k = FakeKernel::default().with(SWAPPINESS, 90);
+        let wide = StaticPolicy::new().with(
+            SWAPPINESS,
+            &[Source::Rules],
+            ParamLimits::new(Mode::Auto).bounds(0, 200),
+        );
+        rule.on_window(&at(1), &raise, &mut k, &wide);
+        assert_eq!(
+            rule.on_window(&at(2), &raise, &mut k, &wide)[0].recommended_value,
+            Some(Value::Int(100)),
+            "not 135: the policy's max does not lift the rule's ceiling"
+        );
+        k.set(SWAPPINESS, 100);
+        rule.on_window(&at(3), &raise, &mut k, &wide);
+        assert!(rule.on_window(&at(4), &raise, &mut k, &wide).is_empty());
     }
 
     #[test]

@@ -14,7 +14,11 @@
 //!
 //! All three are host parameters (not per network namespace). Hysteresis: [`Latch`] per
 //! parameter, keyed by its current value.
-use super::{host_address, latch::Latch, step, KernelView};
+use super::{
+    host_address,
+    latch::{Latch, SinceTickAdvice},
+    step, KernelView,
+};
 use crate::{
     advise::{
         limits::AdvicePolicy,
@@ -83,8 +87,11 @@ impl Default for ReceivePathConfig {
 pub struct ReceivePathRule {
     pub cfg: ReceivePathConfig,
     drops: Latch<i64>,
+    /// Drops after a tick's advice in the window in progress.
+    drops_since: SinceTickAdvice,
     /// Keyed by (budget, budget_usecs).
     squeeze: Latch<(i64, i64)>,
+    /// Squeezed windows in a row since the last advice.
     squeezed: u32,
 }
 
@@ -97,9 +104,11 @@ impl ReceivePathRule {
         kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
     ) -> Vec<Recommendation> {
-        self.drops_advice(at, tick, kernel, policy)
-            .into_iter()
-            .collect()
+        let dropped = tick.system.softnet_dropped;
+        let advice = self.drops_advice(at, tick, dropped, "", kernel, policy);
+        self.drops_since
+            .tick(dropped.unwrap_or(0), advice.is_some());
+        advice.into_iter().collect()
     }
 
     pub fn on_window(
@@ -109,25 +118,36 @@ impl ReceivePathRule {
         kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
     ) -> Vec<Recommendation> {
+        let dropped = w.system.softnet_dropped.map(|d| self.drops_since.window(d));
+        let since = if dropped.is_some_and(|(_, after)| after) {
+            " after the last raise"
+        } else {
+            ""
+        };
+        let dropped = dropped.map(|(d, _)| d);
         let mut out: Vec<Recommendation> = self
-            .drops_advice(at, w, kernel, policy)
+            .drops_advice(at, w, dropped, since, kernel, policy)
             .into_iter()
             .collect();
-        if w.system.softnet_dropped.unwrap_or(0) < self.cfg.min_drops {
+        if dropped.unwrap_or(0) < self.cfg.min_drops {
             self.drops.calm(self.cfg.rearm_windows);
         }
         out.extend(self.squeeze_advice(at, w, kernel, policy));
         out
     }
 
+    /// Advice on `dropped` packets in `w` (or, `since`, in the part of it after a tick's
+    /// advice).
     fn drops_advice(
         &mut self,
         at: &WindowRef,
         w: &Window,
+        dropped: Option<u64>,
+        since: &str,
         kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
     ) -> Option<Recommendation> {
-        let dropped = w.system.softnet_dropped?;
+        let dropped = dropped?;
         if dropped < self.cfg.min_drops {
             return None;
         }
@@ -144,7 +164,7 @@ impl ReceivePathRule {
             limits.as_ref(),
         )?;
         let reason = format!(
-            "{dropped} packet(s) dropped in {:.1} s up to {} (window {}) because a CPU's receive backlog held {MAX_BACKLOG} = {current} packets (/proc/net/softnet_stat column 2){}. \
+            "{dropped} packet(s) dropped in {:.1} s{since} up to {} (window {}) because a CPU's receive backlog held {MAX_BACKLOG} = {current} packets (/proc/net/softnet_stat column 2){}. \
 Raising it to {target} lets each CPU queue more packets before dropping; it applies at once. If one CPU takes all the traffic, spreading it (RPS/RSS) helps more.",
             w.duration_s,
             at.end,
@@ -213,6 +233,8 @@ Raising it to {target} lets each CPU queue more packets before dropping; it appl
             share.map_or(String::new(), |s| format!(", {:.1}% of its rounds", s * 100.0)),
             self.squeezed,
         );
+        // The next step waits for `squeeze_windows` windows under the new budgets.
+        self.squeezed = 0;
         let mut out = Vec::new();
         for (addr, current, ceiling, what) in [
             (budget_addr, budget, self.cfg.budget_ceiling, "packets"),
@@ -321,6 +343,47 @@ mod tests {
         k.set(MAX_BACKLOG, 2000);
         let r = rule.on_tick(&at(5), &tick, &mut k, &auto());
         assert_eq!(r[0].recommended_value, Some(Value::Int(4000)));
+    }
+
+    /// A raise a tick gave, once applied, is not given again at the window's end for the drops
+    /// it answered (the window's count includes them, and the new value is a new situation);
+    /// drops after it are.
+    #[test]
+    fn the_windows_end_counts_only_drops_after_a_ticks_raise() {
+        let mut rule = ReceivePathRule::default();
+        let mut k = kernel();
+        let mut tick = softnet(37, 0, 100.0);
+        tick.duration_s = 1.0;
+        let mut quiet = softnet(0, 0, 100.0);
+        quiet.duration_s = 1.0;
+        let r = rule.on_tick(&at(4), &tick, &mut k, &auto());
+        assert_eq!(r[0].recommended_value, Some(Value::Int(2000)));
+        k.set(MAX_BACKLOG, 2000);
+        assert!(rule.on_tick(&at(4), &quiet, &mut k, &auto()).is_empty());
+        assert!(
+            rule.on_window(&at(4), &softnet(37, 0, 100.0), &mut k, &auto())
+                .is_empty(),
+            "the 37 drops were answered by the raise to 2000"
+        );
+        // Next window: the raise is refused for now (not applied), the window still sees drops
+        // after it.
+        let r = rule.on_tick(&at(5), &tick, &mut k, &auto());
+        assert_eq!(r[0].recommended_value, Some(Value::Int(4000)));
+        let mut later = softnet(3, 0, 100.0);
+        later.duration_s = 1.0;
+        assert!(
+            rule.on_tick(&at(5), &later, &mut k, &auto()).is_empty(),
+            "same value"
+        );
+        k.set(MAX_BACKLOG, 4000);
+        let r = rule.on_window(&at(5), &softnet(40, 0, 100.0), &mut k, &auto());
+        assert_eq!(r[0].recommended_value, Some(Value::Int(8000)));
+        assert!(
+            r[0].reason
+                .contains("3 packet(s) dropped in 60.0 s after the last raise"),
+            "{}",
+            r[0].reason
+        );
     }
 
     #[test]

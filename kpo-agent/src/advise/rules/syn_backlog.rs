@@ -19,7 +19,10 @@
 //! Every tick and every window; hysteresis by [`Latch`] per namespace.
 use std::collections::BTreeMap;
 
-use super::{latch::Latch, netns_address, step, KernelView};
+use super::{
+    latch::{Latch, SinceTickAdvice},
+    netns_address, step, KernelView,
+};
 use crate::{
     advise::{
         limits::AdvicePolicy,
@@ -62,13 +65,25 @@ pub struct SynBacklogRule {
     pub cfg: SynBacklogConfig,
     /// Per namespace; the situation is the current tcp_max_syn_backlog.
     latches: BTreeMap<u64, Latch<i64>>,
+    /// Per namespace: unexplained drops after a tick's advice in the window in progress.
+    since: BTreeMap<u64, SinceTickAdvice>,
 }
 
-/// SYN drops a full accept queue or a full SYN queue do not explain.
-fn unexplained(n: &NetnsWindow) -> u64 {
-    n.listen_drops
-        .saturating_sub(n.listen_overflows)
-        .saturating_sub(n.syn_queue_full_drops.unwrap_or(0))
+/// SYN drops a full accept queue or a full SYN queue do not explain; `None` when the full SYN
+/// queue's count is unknown (then nothing tells the two apart).
+fn unexplained(n: &NetnsWindow) -> Option<u64> {
+    Some(
+        n.listen_drops
+            .saturating_sub(n.listen_overflows)
+            .saturating_sub(n.syn_queue_full_drops?),
+    )
+}
+
+/// The largest `tcp_max_syn_backlog` that can still matter in a namespace whose largest listener
+/// limit is `largest_limit`: a listener's SYN queue is full at its own limit before it passes
+/// three quarters of anything above `⌈4/3 × limit⌉`.
+fn useful_ceiling(largest_limit: i64) -> i64 {
+    (largest_limit.saturating_mul(4) + 2) / 3
 }
 
 impl SynBacklogRule {
@@ -102,47 +117,101 @@ impl SynBacklogRule {
     ) -> Vec<Recommendation> {
         let mut out = Vec::new();
         for n in &w.netns {
+            let Some(drops) = unexplained(n) else {
+                continue;
+            };
+            let since = self.since.entry(n.netns).or_default();
+            let (drops, after_advice) = if closed {
+                since.window(drops)
+            } else {
+                (drops, false)
+            };
+            let advice = self.advise_netns(at, w, n, drops, after_advice, closed, kernel, policy);
+            if !closed {
+                let since = self.since.entry(n.netns).or_default();
+                since.tick(drops, advice.is_some());
+            }
+            out.extend(advice);
+        }
+        let live: Vec<u64> = w.netns.iter().map(|n| n.netns).collect();
+        if closed {
+            self.latches.retain(|ns, _| live.contains(ns));
+            self.since.retain(|ns, _| live.contains(ns));
+        }
+        out
+    }
+
+    /// Advice for one namespace's `drops` unexplained SYN drops (in the part of the window after
+    /// a tick's advice, `after_advice`).
+    #[allow(clippy::too_many_arguments)]
+    fn advise_netns(
+        &mut self,
+        at: &WindowRef,
+        w: &Window,
+        n: &NetnsWindow,
+        drops: u64,
+        after_advice: bool,
+        closed: bool,
+        kernel: &mut dyn KernelView,
+        policy: &dyn AdvicePolicy,
+    ) -> Option<Recommendation> {
+        {
             let latch = self.latches.entry(n.netns).or_default();
-            let drops = unexplained(n);
             if drops < self.cfg.min_drops {
                 if closed {
                     latch.calm(self.cfg.rearm_windows);
                 }
-                continue;
+                return None;
             }
             // Read only now: a namespace without such drops costs nothing.
             if kernel.current(&netns_address(SYNCOOKIES, n.netns, kernel)) != Some(0) {
-                continue;
+                return None;
             }
             let addr = netns_address(MAX_SYN_BACKLOG, n.netns, kernel);
-            let Some(current) = kernel.current(&addr) else {
-                continue;
-            };
+            let current = kernel.current(&addr)?;
+            let largest_limit = w
+                .listeners
+                .iter()
+                .filter(|l| l.netns == n.netns)
+                .map(|l| i64::from(l.backlog_limit))
+                .max();
+            // Past this, no listener's SYN queue can reach three quarters of the key before its
+            // own limit: the drops come from elsewhere, and a higher value would change nothing.
+            let ceiling = largest_limit.map_or(DEFAULT_CEILING, |l| {
+                useful_ceiling(l).clamp(1, DEFAULT_CEILING)
+            });
+            if current >= ceiling {
+                return None;
+            }
             if !latch.fire(at.index, current, self.cfg.repeat_windows) {
-                continue;
+                return None;
             }
             let limits = policy.allowed(&addr, Source::Rules);
-            let Some(target) = step::raise(
+            let target = step::raise(
                 current,
-                current.saturating_mul(self.cfg.raise_factor.max(2)),
+                current
+                    .saturating_mul(self.cfg.raise_factor.max(2))
+                    .min(ceiling),
                 DEFAULT_CEILING,
                 limits.as_ref(),
-            ) else {
-                continue;
-            };
+            )?;
             let reason = format!(
-                "{drops} SYN(s) dropped in netns {} in window {} (up to {}) short of a full queue: TcpExtListenDrops {} - ListenOverflows {} - TCPReqQFullDrop {}. \
+                "{drops} SYN(s) dropped in netns {}{} in window {} (up to {}) short of a full queue: TcpExtListenDrops {} - ListenOverflows {} - TCPReqQFullDrop {}. \
 With {SYNCOOKIES} = 0 the kernel drops SYNs from new peers once a listener's SYN queue is past three quarters of {MAX_SYN_BACKLOG} ({current}, so {}). \
-Raising it to {target} applies to the next SYN, no restart needed. (With SYN cookies on, the kernel default, this limit is not used at all.)",
+Raising it to {target} applies to the next SYN, no restart needed{}. (With SYN cookies on, the kernel default, this limit is not used at all.)",
                 n.netns,
+                if after_advice { " after the last raise" } else { "" },
                 at.index,
                 at.end,
                 n.listen_drops,
                 n.listen_overflows,
                 n.syn_queue_full_drops.map_or("unknown".to_string(), |v| v.to_string()),
                 current - (current >> 2),
+                largest_limit.map_or(String::new(), |l| format!(
+                    "; above {ceiling} it would do nothing here, since the largest listener limit in the namespace is {l}"
+                )),
             );
-            out.push(step::change(
+            Some(step::change(
                 at,
                 addr,
                 current,
@@ -150,13 +219,8 @@ Raising it to {target} applies to the next SYN, no restart needed. (With SYN coo
                 limits.as_ref(),
                 reason,
                 0.7,
-            ));
+            ))
         }
-        let live: Vec<u64> = w.netns.iter().map(|n| n.netns).collect();
-        if closed {
-            self.latches.retain(|ns, _| live.contains(ns));
-        }
-        out
     }
 }
 
@@ -216,6 +280,42 @@ mod tests {
                 r[0].reason
             );
         }
+    }
+
+    /// Raises stop where they can no longer matter: past ⌈4/3⌉ of the namespace's largest
+    /// listener limit, a SYN queue is full at its own limit first. Without the full-SYN-queue
+    /// count nothing tells the drops apart, and there is no advice. A tick's raise, applied, is
+    /// not given again at the window's end for the same drops.
+    #[test]
+    fn raises_stop_where_they_cannot_matter_and_count_drops_once() {
+        use crate::advise::rules::testing::listener;
+        let p = policy(ParamLimits::new(Mode::Auto));
+        let mut k = FakeKernel::default().with(COOKIES, 0).with(BACKLOG, 512);
+        let mut w = with_netns(30, 0, Some(0));
+        w.listeners = vec![listener(NS, 511, 10, 30), listener(NS, 128, 3, 0)];
+        let mut rule = SynBacklogRule::default();
+        let r = rule.on_tick(&at(1), &w, &mut k, &p);
+        assert_eq!(r[0].recommended_value, Some(Value::Int(682)), "not 1024");
+        assert!(
+            r[0].reason.contains("above 682 it would do nothing here"),
+            "{}",
+            r[0].reason
+        );
+        k.set(BACKLOG, 682);
+        assert!(
+            rule.on_window(&at(1), &w, &mut k, &p).is_empty(),
+            "the window's 30 drops were answered by the tick's raise"
+        );
+        assert!(
+            rule.on_tick(&at(2), &w, &mut k, &p).is_empty(),
+            "at the useful ceiling"
+        );
+        let unknown = with_netns(30, 0, None);
+        let mut k = FakeKernel::default().with(COOKIES, 0).with(BACKLOG, 256);
+        assert!(SynBacklogRule::default()
+            .on_window(&at(1), &unknown, &mut k, &p)
+            .is_empty());
+        assert!(k.reads.is_empty());
     }
 
     #[test]
