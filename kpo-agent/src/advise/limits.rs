@@ -225,34 +225,13 @@ pub trait AdvicePolicy: Send + Sync {
     }
 }
 
-/// Keys that can run code or weaken the host. `*` matches any run of characters. The actuation
-/// path keeps the authoritative list; this one lets advisors drop such advice early.
-pub const BUILTIN_DENY: &[&str] = &[
-    "kernel.core_pattern",
-    "kernel.core_pipe_limit",
-    "kernel.modprobe",
-    "kernel.hotplug",
-    "kernel.usermodehelper.*",
-    "kernel.kexec_load_disabled",
-    "kernel.unprivileged_bpf_disabled",
-    "kernel.kptr_restrict",
-    "kernel.dmesg_restrict",
-    "kernel.yama.*",
-    "kernel.randomize_va_space",
-    "kernel.sysrq",
-    "kernel.perf_event_paranoid",
-    "kernel.modules_disabled",
-    "kernel.panic*",
-    "fs.suid_dumpable",
-    "fs.protected_*",
-    "fs.binfmt_misc.*",
-    "net.core.bpf_jit_*",
-    "vm.mmap_min_addr",
-    "user.max_*_namespaces",
-];
-
+/// Whether the change path's deny-list ([`crate::policy::deny::DENY_LIST`], the one list) refuses
+/// this parameter: advisors drop such advice early, before it could be proposed.
 pub fn is_builtin_denied(policy_name: &str) -> bool {
-    BUILTIN_DENY.iter().any(|p| glob_match(p, policy_name))
+    static LIST: std::sync::OnceLock<crate::policy::deny::DenyList> = std::sync::OnceLock::new();
+    LIST.get_or_init(crate::policy::deny::DenyList::new)
+        .denies(policy_name)
+        .is_some()
 }
 
 /// `*` matches any run of characters (including none); everything else matches itself.
@@ -333,6 +312,14 @@ mod tests {
         assert!(is_builtin_denied("fs.protected_symlinks"));
         assert!(!is_builtin_denied("net.core.somaxconn"));
         assert!(!is_builtin_denied("kernel.core_patterns_are_fine"));
+        // The same list as the change path's: what the actuation refuses, advisors drop.
+        for name in [
+            "kernel.poweroff_cmd",
+            "kernel.kexec_load_limit_panic",
+            "kernel.io_uring_disabled",
+        ] {
+            assert!(is_builtin_denied(name), "{name}");
+        }
         assert!(glob_match("a*b*c", "aXXbYYc"));
         assert!(!glob_match("a*b*c", "aXXcYYb"));
         assert!(glob_match("*", ""));

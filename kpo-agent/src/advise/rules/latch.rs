@@ -51,32 +51,36 @@ impl<K: PartialEq> Latch<K> {
     }
 }
 
-/// Events counted since the last advice a tick gave in the window in progress. The window's own
-/// count includes the events that advice answered, and, once it is applied, the parameter's new
-/// value is a new situation for the [`Latch`]: judged on the window's count, the same events would
-/// be advised on twice. So at the window's end only the events after the advice count.
+/// Drops the ticks of the window in progress saw, tallied at the parameter's value when they were
+/// seen. At the window's end only the drops seen at the value the parameter has *then* count:
+/// the window's own count includes drops that a tick's advice answered, and once that advice is
+/// applied (by the agent, or later by an operator) the new value is a new situation for the
+/// [`Latch`], which would advise again on the same drops. Drops seen at an older value were
+/// answered by the change from it.
 #[derive(Debug, Clone, Default)]
-pub struct SinceTickAdvice {
-    /// `Some` once a tick of the window in progress advised: the events in later ticks.
-    after: Option<u64>,
+pub struct DropsAtValue {
+    /// The value the latest tick with drops saw, and the drops seen at it in this window.
+    at: Option<(i64, u64)>,
 }
 
-impl SinceTickAdvice {
-    /// A tick saw `events`, and `advised` on them or not.
-    pub fn tick(&mut self, events: u64, advised: bool) {
-        if advised {
-            self.after = Some(0);
-        } else if let Some(after) = &mut self.after {
-            *after = after.saturating_add(events);
+impl DropsAtValue {
+    /// A tick saw `drops` (more than none) while the parameter was `value`.
+    pub fn tick(&mut self, value: i64, drops: u64) {
+        match &mut self.at {
+            Some((v, d)) if *v == value => *d = d.saturating_add(drops),
+            _ => self.at = Some((value, drops)),
         }
     }
 
-    /// The count to judge the closed window by (its own `window_events`, or only those after a
-    /// tick's advice in it), and whether it is the latter; the next window starts afresh.
-    pub fn window(&mut self, window_events: u64) -> (u64, bool) {
-        match self.after.take() {
-            Some(after) => (after, true),
-            None => (window_events, false),
+    /// The drops to judge the closed window by: without a tick that saw drops (their counts were
+    /// unknown), the window's own `window_drops`; otherwise those seen at the parameter's value
+    /// now (`current`, read only then), none if it moved since, and never more than the window
+    /// counted. The next window starts afresh.
+    pub fn window(&mut self, window_drops: u64, current: impl FnOnce() -> Option<i64>) -> u64 {
+        match self.at.take() {
+            None => window_drops,
+            Some((value, drops)) if current() == Some(value) => drops.min(window_drops),
+            Some(_) => 0,
         }
     }
 }
@@ -106,16 +110,31 @@ mod tests {
     }
 
     #[test]
-    fn a_window_counts_only_the_events_after_a_ticks_advice() {
-        let mut s = SinceTickAdvice::default();
-        s.tick(0, false);
-        assert_eq!(s.window(7), (7, false), "no advice: the window's count");
-        s.tick(5, true);
-        s.tick(0, false);
-        s.tick(2, false);
-        assert_eq!(s.window(7), (2, true));
-        s.tick(3, true);
-        assert_eq!(s.window(3), (0, true), "nothing after the advice");
-        assert_eq!(s.window(4), (4, false), "a new window starts afresh");
+    fn a_window_counts_only_the_drops_seen_at_the_value_it_ends_with() {
+        let mut d = DropsAtValue::default();
+        assert_eq!(d.window(7, || panic!("not read")), 7, "no tick saw drops");
+        d.tick(1000, 5);
+        d.tick(1000, 2);
+        assert_eq!(d.window(7, || Some(1000)), 7, "not acted on: all of them");
+        d.tick(1000, 5);
+        assert_eq!(
+            d.window(5, || Some(2000)),
+            0,
+            "answered by the change to 2000"
+        );
+        d.tick(1000, 5);
+        d.tick(2000, 3);
+        assert_eq!(d.window(8, || Some(2000)), 3, "only those after the change");
+        d.tick(2000, 9);
+        assert_eq!(
+            d.window(4, || Some(2000)),
+            4,
+            "no more than the window counted"
+        );
+        assert_eq!(
+            d.window(4, || panic!("not read")),
+            4,
+            "a new window starts afresh"
+        );
     }
 }

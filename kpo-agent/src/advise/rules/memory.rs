@@ -91,7 +91,8 @@ pub struct MemoryRule {
     /// The direction seen in the last windows since the last advice, and for how many in a row.
     streak: Option<(Direction, u32)>,
     latch: Latch<(Direction, i64)>,
-    /// The direction of the last advice: going back the other way takes twice the windows.
+    /// The direction of the last advice, until calm re-arms: going back the other way takes
+    /// twice the windows.
     last_advice: Option<Direction>,
 }
 
@@ -107,6 +108,10 @@ impl MemoryRule {
         let Some(direction) = self.direction(s) else {
             self.streak = None;
             self.latch.calm(self.cfg.rearm_windows);
+            if !self.latch.is_set() {
+                // Re-armed by calm: the last advice is history, either way is a fresh onset.
+                self.last_advice = None;
+            }
             return Vec::new();
         };
         let count = match self.streak {

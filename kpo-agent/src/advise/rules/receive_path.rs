@@ -16,7 +16,7 @@
 //! parameter, keyed by its current value.
 use super::{
     host_address,
-    latch::{Latch, SinceTickAdvice},
+    latch::{DropsAtValue, Latch},
     step, KernelView,
 };
 use crate::{
@@ -87,8 +87,8 @@ impl Default for ReceivePathConfig {
 pub struct ReceivePathRule {
     pub cfg: ReceivePathConfig,
     drops: Latch<i64>,
-    /// Drops after a tick's advice in the window in progress.
-    drops_since: SinceTickAdvice,
+    /// The window's drops by the `netdev_max_backlog` its ticks saw them at.
+    drops_seen: DropsAtValue,
     /// Keyed by (budget, budget_usecs).
     squeeze: Latch<(i64, i64)>,
     /// Squeezed windows in a row since the last advice.
@@ -105,10 +105,15 @@ impl ReceivePathRule {
         policy: &dyn AdvicePolicy,
     ) -> Vec<Recommendation> {
         let dropped = tick.system.softnet_dropped;
-        let advice = self.drops_advice(at, tick, dropped, "", kernel, policy);
-        self.drops_since
-            .tick(dropped.unwrap_or(0), advice.is_some());
-        advice.into_iter().collect()
+        if let Some(d) = dropped.filter(|&d| d > 0) {
+            if let Some(value) = kernel.current(&host_address(MAX_BACKLOG)) {
+                self.drops_seen.tick(value, d);
+            }
+        }
+        let span = format!("in {:.1} s", tick.duration_s);
+        self.drops_advice(at, tick, dropped, &span, kernel, policy)
+            .into_iter()
+            .collect()
     }
 
     pub fn on_window(
@@ -118,32 +123,38 @@ impl ReceivePathRule {
         kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
     ) -> Vec<Recommendation> {
-        let dropped = w.system.softnet_dropped.map(|d| self.drops_since.window(d));
-        let since = if dropped.is_some_and(|(_, after)| after) {
-            " after the last raise"
+        let in_window = w.system.softnet_dropped;
+        let addr = host_address(MAX_BACKLOG);
+        let counted = self
+            .drops_seen
+            .window(in_window.unwrap_or(0), || kernel.current(&addr));
+        let span = if in_window == Some(counted) {
+            format!("in {:.1} s", w.duration_s)
         } else {
-            ""
+            format!(
+                "in the window's ticks at the current value (of {} in the window)",
+                in_window.unwrap_or(0)
+            )
         };
-        let dropped = dropped.map(|(d, _)| d);
         let mut out: Vec<Recommendation> = self
-            .drops_advice(at, w, dropped, since, kernel, policy)
+            .drops_advice(at, w, in_window.map(|_| counted), &span, kernel, policy)
             .into_iter()
             .collect();
-        if dropped.unwrap_or(0) < self.cfg.min_drops {
+        // Calm is judged on the whole window: drops a raise answered are not calm.
+        if in_window.unwrap_or(0) < self.cfg.min_drops {
             self.drops.calm(self.cfg.rearm_windows);
         }
         out.extend(self.squeeze_advice(at, w, kernel, policy));
         out
     }
 
-    /// Advice on `dropped` packets in `w` (or, `since`, in the part of it after a tick's
-    /// advice).
+    /// Advice on `dropped` packets seen over `span`.
     fn drops_advice(
         &mut self,
         at: &WindowRef,
         w: &Window,
         dropped: Option<u64>,
-        since: &str,
+        span: &str,
         kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
     ) -> Option<Recommendation> {
@@ -164,9 +175,8 @@ impl ReceivePathRule {
             limits.as_ref(),
         )?;
         let reason = format!(
-            "{dropped} packet(s) dropped in {:.1} s{since} up to {} (window {}) because a CPU's receive backlog held {MAX_BACKLOG} = {current} packets (/proc/net/softnet_stat column 2){}. \
+            "{dropped} packet(s) dropped {span} up to {} (window {}) because a CPU's receive backlog held {MAX_BACKLOG} = {current} packets (/proc/net/softnet_stat column 2){}. \
 Raising it to {target} lets each CPU queue more packets before dropping; it applies at once. If one CPU takes all the traffic, spreading it (RPS/RSS) helps more.",
-            w.duration_s,
             at.end,
             at.index,
             w.system
@@ -346,10 +356,11 @@ mod tests {
     }
 
     /// A raise a tick gave, once applied, is not given again at the window's end for the drops
-    /// it answered (the window's count includes them, and the new value is a new situation);
-    /// drops after it are.
+    /// it answered (the window's count includes them, and the new value is a new situation); nor
+    /// when the value changes later in the window (an operator approving it). A window whose
+    /// ticks could not count drops is judged on its own count.
     #[test]
-    fn the_windows_end_counts_only_drops_after_a_ticks_raise() {
+    fn the_windows_end_counts_only_drops_seen_at_the_value_it_ends_with() {
         let mut rule = ReceivePathRule::default();
         let mut k = kernel();
         let mut tick = softnet(37, 0, 100.0);
@@ -365,8 +376,7 @@ mod tests {
                 .is_empty(),
             "the 37 drops were answered by the raise to 2000"
         );
-        // Next window: the raise is refused for now (not applied), the window still sees drops
-        // after it.
+        // Advice not applied at once; more drops at 2000; then someone applies 4000.
         let r = rule.on_tick(&at(5), &tick, &mut k, &auto());
         assert_eq!(r[0].recommended_value, Some(Value::Int(4000)));
         let mut later = softnet(3, 0, 100.0);
@@ -376,11 +386,16 @@ mod tests {
             "same value"
         );
         k.set(MAX_BACKLOG, 4000);
-        let r = rule.on_window(&at(5), &softnet(40, 0, 100.0), &mut k, &auto());
+        assert!(
+            rule.on_window(&at(5), &softnet(40, 0, 100.0), &mut k, &auto())
+                .is_empty(),
+            "all 40 were seen at 2000, and answered by 4000"
+        );
+        // A window with drops no tick counted (their counters were unknown).
+        let r = rule.on_window(&at(6), &softnet(5, 0, 100.0), &mut k, &auto());
         assert_eq!(r[0].recommended_value, Some(Value::Int(8000)));
         assert!(
-            r[0].reason
-                .contains("3 packet(s) dropped in 60.0 s after the last raise"),
+            r[0].reason.contains("5 packet(s) dropped in 60.0 s"),
             "{}",
             r[0].reason
         );

@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    latch::{Latch, SinceTickAdvice},
+    latch::{DropsAtValue, Latch},
     netns_address, step, KernelView,
 };
 use crate::{
@@ -65,8 +65,8 @@ pub struct SynBacklogRule {
     pub cfg: SynBacklogConfig,
     /// Per namespace; the situation is the current tcp_max_syn_backlog.
     latches: BTreeMap<u64, Latch<i64>>,
-    /// Per namespace: unexplained drops after a tick's advice in the window in progress.
-    since: BTreeMap<u64, SinceTickAdvice>,
+    /// Per namespace: the window's unexplained drops by the value its ticks saw them at.
+    seen: BTreeMap<u64, DropsAtValue>,
 }
 
 /// SYN drops a full accept queue or a full SYN queue do not explain; `None` when the full SYN
@@ -117,32 +117,46 @@ impl SynBacklogRule {
     ) -> Vec<Recommendation> {
         let mut out = Vec::new();
         for n in &w.netns {
-            let Some(drops) = unexplained(n) else {
+            let addr = netns_address(MAX_SYN_BACKLOG, n.netns, kernel);
+            let whole = unexplained(n);
+            let seen = self.seen.entry(n.netns).or_default();
+            let drops = if closed {
+                let counted = seen.window(whole.unwrap_or(0), || kernel.current(&addr));
+                whole.map(|_| counted)
+            } else {
+                // Tallied only where the key is in use (SYN cookies off), as the advice reads it.
+                if whole.is_some_and(|d| d > 0)
+                    && kernel.current(&netns_address(SYNCOOKIES, n.netns, kernel)) == Some(0)
+                {
+                    if let Some(value) = kernel.current(&addr) {
+                        seen.tick(value, whole.unwrap_or(0));
+                    }
+                }
+                whole
+            };
+            let Some(drops) = drops else {
                 continue;
             };
-            let since = self.since.entry(n.netns).or_default();
-            let (drops, after_advice) = if closed {
-                since.window(drops)
-            } else {
-                (drops, false)
-            };
-            let advice = self.advise_netns(at, w, n, drops, after_advice, closed, kernel, policy);
-            if !closed {
-                let since = self.since.entry(n.netns).or_default();
-                since.tick(drops, advice.is_some());
+            let narrowed = closed && whole != Some(drops);
+            if closed && whole.unwrap_or(0) < self.cfg.min_drops {
+                // Calm is judged on the whole window: drops a raise answered are not calm.
+                self.latches
+                    .entry(n.netns)
+                    .or_default()
+                    .calm(self.cfg.rearm_windows);
             }
-            out.extend(advice);
+            out.extend(self.advise_netns(at, w, n, drops, narrowed, kernel, policy));
         }
         let live: Vec<u64> = w.netns.iter().map(|n| n.netns).collect();
         if closed {
             self.latches.retain(|ns, _| live.contains(ns));
-            self.since.retain(|ns, _| live.contains(ns));
+            self.seen.retain(|ns, _| live.contains(ns));
         }
         out
     }
 
-    /// Advice for one namespace's `drops` unexplained SYN drops (in the part of the window after
-    /// a tick's advice, `after_advice`).
+    /// Advice for one namespace's `drops` unexplained SYN drops (`narrowed`: only those the
+    /// window's ticks saw at the current value).
     #[allow(clippy::too_many_arguments)]
     fn advise_netns(
         &mut self,
@@ -150,17 +164,13 @@ impl SynBacklogRule {
         w: &Window,
         n: &NetnsWindow,
         drops: u64,
-        after_advice: bool,
-        closed: bool,
+        narrowed: bool,
         kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
     ) -> Option<Recommendation> {
         {
             let latch = self.latches.entry(n.netns).or_default();
             if drops < self.cfg.min_drops {
-                if closed {
-                    latch.calm(self.cfg.rearm_windows);
-                }
                 return None;
             }
             // Read only now: a namespace without such drops costs nothing.
@@ -172,7 +182,7 @@ impl SynBacklogRule {
             let largest_limit = w
                 .listeners
                 .iter()
-                .filter(|l| l.netns == n.netns)
+                .filter(|l| l.netns == n.netns && l.backlog_limit > 0)
                 .map(|l| i64::from(l.backlog_limit))
                 .max();
             // Past this, no listener's SYN queue can reach three quarters of the key before its
@@ -200,7 +210,7 @@ impl SynBacklogRule {
 With {SYNCOOKIES} = 0 the kernel drops SYNs from new peers once a listener's SYN queue is past three quarters of {MAX_SYN_BACKLOG} ({current}, so {}). \
 Raising it to {target} applies to the next SYN, no restart needed{}. (With SYN cookies on, the kernel default, this limit is not used at all.)",
                 n.netns,
-                if after_advice { " after the last raise" } else { "" },
+                if narrowed { " at the current value" } else { "" },
                 at.index,
                 at.end,
                 n.listen_drops,
@@ -326,7 +336,11 @@ mod tests {
         assert!(SynBacklogRule::default()
             .on_tick(&at(1), &w, &mut k, &p)
             .is_empty());
-        assert_eq!(k.reads, [COOKIES], "the limit itself is not even read");
+        assert!(
+            k.reads.iter().all(|r| r == COOKIES),
+            "the limit itself is not even read: {:?}",
+            k.reads
+        );
     }
 
     #[test]
