@@ -319,6 +319,13 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
         let mut out = Vec::new();
         let namespaces: BTreeSet<u64> = window.listeners.iter().map(|l| l.netns).collect();
         self.calm.retain(|ns, _| namespaces.contains(ns));
+        // The somaxconn values of namespaces that no longer exist are forgotten: containers come
+        // and go, and a new namespace may get a dead one's inode.
+        let existing: BTreeSet<u64> = window.netns.iter().map(|n| n.netns).collect();
+        if !existing.is_empty() {
+            self.seen
+                .retain(|ns, _| namespaces.contains(ns) || existing.contains(ns));
+        }
         for netns in namespaces {
             let addr = netns_address(SOMAXCONN, netns, kernel);
             // Only where KPO changed it: the journal has the original.
@@ -616,6 +623,26 @@ mod tests {
                 AcceptQueueRule::default().on_tick(&at(1), &w, &mut kernel(128), &auto_policy());
             assert_eq!(r.len(), 1, "{explained:?}");
         }
+    }
+
+    /// What the rule remembers of a namespace goes with the namespace.
+    #[test]
+    fn a_namespace_that_is_gone_is_forgotten() {
+        use crate::window::NetnsWindow;
+        let mut rule = AcceptQueueRule::default();
+        let w = window(vec![listener(NS, 128, 128, 1200)]);
+        rule.evaluate(&at(1), &w, &mut kernel(128), &auto_policy());
+        assert!(rule.seen.contains_key(&NS));
+        let mut gone = window(vec![]);
+        gone.netns = vec![NetnsWindow {
+            netns: HOST,
+            listen_overflows: 0,
+            listen_drops: 0,
+            syn_queue_full_drops: Some(0),
+            syn_queue_full_cookies: Some(0),
+        }];
+        rule.evaluate(&at(2), &gone, &mut kernel(128), &auto_policy());
+        assert!(!rule.seen.contains_key(&NS));
     }
 
     #[test]
