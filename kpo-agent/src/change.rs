@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     actuate::{
         open_actuator,
-        param::{ParamAddress, Value},
+        param::{NetnsRef, ParamAddress, Target, Value},
         ActuateError, Actuator, Roots,
     },
     journal::{target_key, Intent, IntentKind, Journal, JournalError, Outcome},
@@ -30,6 +30,13 @@ use crate::{
 /// Opens the actuator for an address: the kernel's ([`KernelActuators`]) or a test's.
 pub trait Actuators: Send {
     fn open(&self, address: &ParamAddress) -> Result<Box<dyn Actuator>, ActuateError>;
+
+    /// The cookie of the network namespace `netns` names now (`None`: unknown), which tells a
+    /// namespace from a later one with the same inode.
+    fn netns_cookie(&self, netns: &NetnsRef) -> Option<u64> {
+        let _ = netns;
+        None
+    }
 }
 
 /// The real actuators, under these roots.
@@ -41,6 +48,10 @@ pub struct KernelActuators {
 impl Actuators for KernelActuators {
     fn open(&self, address: &ParamAddress) -> Result<Box<dyn Actuator>, ActuateError> {
         open_actuator(address, &self.roots)
+    }
+
+    fn netns_cookie(&self, netns: &NetnsRef) -> Option<u64> {
+        crate::actuate::sysctl::netns_cookie(netns).ok()
     }
 }
 
@@ -537,6 +548,7 @@ impl ChangePath {
         made_way_for: Option<String>,
     ) -> Result<ChangeReport, ChangeError> {
         let is_revert = matches!(kind, IntentKind::Revert { .. });
+        let netns_cookie = self.netns_cookie(address);
         let id = self.journal.record_intent_making_way(
             address,
             before,
@@ -545,6 +557,7 @@ impl ChangePath {
             reason,
             kind,
             made_way_for,
+            netns_cookie,
         )?;
         report.journal_id = Some(id);
         report.before = Some(before.clone());
@@ -742,6 +755,13 @@ impl ChangePath {
                 r.detail = Some(why);
                 r
             };
+            if self.settle_if_namespace_gone(&address)? {
+                out.push(skipped(
+                    "its network namespace is gone (the inode names another one now); nothing to put back"
+                        .into(),
+                ));
+                continue;
+            }
             if state.yielded.is_some() {
                 out.push(skipped("yielded to an administrator; their value stays (kpo resume PARAM hands it back)".into()));
                 continue;
@@ -982,6 +1002,45 @@ impl ChangePath {
     /// The kernel's value of a parameter now, if it can be read.
     pub fn read(&self, address: &ParamAddress) -> Result<Value, ActuateError> {
         self.actuators.open(address).and_then(|mut a| a.read())
+    }
+
+    /// The cookie of the network namespace a parameter is in, when it is addressed to one and
+    /// the cookie can be read.
+    pub fn netns_cookie(&self, address: &ParamAddress) -> Option<u64> {
+        match &address.target {
+            Target::Netns { netns } => self.actuators.netns_cookie(netns),
+            _ => None,
+        }
+    }
+
+    /// Whether the network namespace a parameter was changed in is gone, its inode now naming
+    /// another namespace: the journal's cookie and the namespace's differ. If so it is recorded
+    /// in the journal (what KPO knew of the parameter is forgotten) and `true` is returned.
+    /// Without both cookies nothing is concluded.
+    pub fn settle_if_namespace_gone(
+        &mut self,
+        address: &ParamAddress,
+    ) -> Result<bool, ChangeError> {
+        let Some(recorded) = self
+            .journal
+            .param_state(address)
+            .and_then(|p| p.netns_cookie)
+        else {
+            return Ok(false);
+        };
+        let Some(now) = self.netns_cookie(address) else {
+            return Ok(false);
+        };
+        if now == recorded {
+            return Ok(false);
+        }
+        let why = format!(
+            "the network namespace KPO changed {address} in is gone: its inode now names another \
+             namespace (cookie {now}, was {recorded})"
+        );
+        tracing::info!("{why}; what KPO knew of it there is forgotten");
+        self.journal.forget_gone_namespace(address, &why)?;
+        Ok(true)
     }
 
     /// The journal key of an address (see [`crate::journal::target_key`]).

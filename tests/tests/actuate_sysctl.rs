@@ -320,3 +320,108 @@ pub fn coalescing_dispatch_in_a_namespace() {
         assert!(matches!(err, ActuateError::UnknownParam { .. }), "{err}");
     });
 }
+
+/// A namespace's cookie is the same each time it is read, by inode or by path, differs from the
+/// host's, and a namespace made after it died has another, even when it gets the dead one's inode
+/// (the kernel hands out the lowest free inode, so one of a few tries usually does). Through the
+/// change path: a change made in the first namespace is journaled with its cookie; once the inode
+/// names the new namespace, the journal forgets what it knew there and `revert --all` writes
+/// nothing into the new one.
+pub fn a_namespace_made_after_one_died_is_not_taken_for_it() {
+    use kpo_agent::actuate::param::NetnsRef;
+    use kpo_agent::actuate::sysctl::netns_cookie;
+    use kpo_agent::change::{ChangePath, ChangeStatus, KernelActuators};
+    use kpo_agent::journal::{Holder, Journal};
+    use kpo_agent::policy::{Policy, Source};
+
+    let first = namespace();
+    let inode = first.inum();
+    let cookie = netns_cookie(&NetnsRef::Inode(inode)).expect("the cookie of a live namespace");
+    assert_eq!(netns_cookie(&NetnsRef::Inode(inode)).unwrap(), cookie);
+    let by_path = NetnsRef::Path(format!("/run/netns/{}", first.name).into());
+    assert_eq!(netns_cookie(&by_path).unwrap(), cookie);
+    let host = netns_cookie(&NetnsRef::Path("/proc/self/ns/net".into())).unwrap();
+    assert_ne!(host, cookie);
+
+    let state = tempfile::tempdir().unwrap();
+    let policy = || {
+        Policy::parse(
+            "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmin = 128\nmax = 65535\n",
+            "policy.toml",
+        )
+        .unwrap()
+    };
+    let address = addr(&format!("net.core.somaxconn@netns:{inode}"));
+    let open_path = |policy: Policy| {
+        let journal = Journal::open(
+            &state.path().join("state"),
+            Holder::Cli,
+            std::time::Duration::ZERO,
+        )
+        .unwrap();
+        ChangePath::new(policy, journal, Box::new(KernelActuators::default()))
+    };
+    let mut path = open_path(policy());
+    let raised = Value::Int(match inside(&first, "net/core/somaxconn") {
+        Value::Int(v) => v + 1000,
+        other => panic!("{other:?}"),
+    });
+    let r = path
+        .propose(&kpo_agent::policy::Proposal {
+            address: address.clone(),
+            value: raised.clone(),
+            source: Source::Operator,
+            reason: "test".into(),
+        })
+        .unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    assert_eq!(
+        path.journal.param_state(&address).unwrap().netns_cookie,
+        Some(cookie)
+    );
+    assert!(
+        !path.settle_if_namespace_gone(&address).unwrap(),
+        "the same namespace"
+    );
+    drop(path);
+
+    drop(first);
+    // The kernel frees a deleted namespace's inode only once the namespace is cleaned up, after
+    // a grace period: new namespaces are made (and deleted again) for up to 3 s until one gets
+    // it. Each new one must have a new cookie either way.
+    let mut reused = None;
+    for _ in 0..30 {
+        let ns = namespace();
+        let c = netns_cookie(&NetnsRef::Path(format!("/run/netns/{}", ns.name).into())).unwrap();
+        assert_ne!(c, cookie, "a new namespace has a new cookie");
+        if ns.inum() == inode {
+            reused = Some(ns);
+            break;
+        }
+        drop(ns);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut path = open_path(policy());
+    match reused {
+        Some(ns) => {
+            let now = inside(&ns, "net/core/somaxconn");
+            assert!(path.settle_if_namespace_gone(&address).unwrap());
+            let p = path.journal.param_state(&address).unwrap();
+            assert_eq!((p.original.clone(), p.last_applied.clone()), (None, None));
+            let reports = path
+                .restore_originals(vec![address.clone()], Source::Operator, "test", false)
+                .unwrap();
+            assert!(reports.is_empty(), "{reports:?}");
+            assert_eq!(inside(&ns, "net/core/somaxconn"), now, "nothing written");
+        }
+        None => {
+            eprintln!(
+                "the kernel gave no new namespace inode {inode} within 3 s; only the cookies were compared"
+            );
+            assert!(
+                !path.settle_if_namespace_gone(&address).unwrap(),
+                "the inode names no namespace"
+            );
+        }
+    }
+}

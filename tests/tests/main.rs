@@ -213,6 +213,11 @@ fn main() {
             actuate_sysctl::somaxconn_and_tcp_rmem_by_inode,
         ),
         trial(
+            "actuate_sysctl::a_namespace_made_after_one_died_is_not_taken_for_it",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::a_namespace_made_after_one_died_is_not_taken_for_it,
+        ),
+        trial(
             "actuate_sysctl::kernel_refusals_are_clear_errors",
             actuate_sysctl::requirement(),
             actuate_sysctl::kernel_refusals_are_clear_errors,

@@ -298,6 +298,57 @@ pub fn open_netns(netns: &NetnsRef) -> Result<File, ActuateError> {
     }
 }
 
+/// The network namespace's cookie (`SO_NETNS_COOKIE`, Linux 5.14): a 64-bit id the kernel never
+/// gives another namespace while it runs. Its inode is no such id: a namespace created after one
+/// died may get the dead one's inode, so what the journal knows of `…@netns:INODE` could otherwise
+/// be taken for the new namespace. Read from a socket made inside the namespace, on a short-lived
+/// thread that enters it; `Err` where the namespace cannot be entered or the kernel has no cookies.
+pub fn netns_cookie(netns: &NetnsRef) -> Result<u64, ActuateError> {
+    let file = open_netns(netns)?;
+    let err = |reason: String| ActuateError::Netns {
+        netns: netns.to_string(),
+        reason,
+    };
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| err(format!("setns(CLONE_NEWNET) failed: {e}")))?;
+                socket_netns_cookie().map_err(|e| err(format!("SO_NETNS_COOKIE: {e}")))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(err("the namespace thread panicked".into())))
+    })
+}
+
+/// The cookie of the calling thread's network namespace. Written on libc because nix has no
+/// `SO_NETNS_COOKIE` option.
+fn socket_netns_cookie() -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: the option writes at most `len` bytes into `cookie`, a live u64, and `len` says so.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
 fn errno_name(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(libc::EINVAL) => "EINVAL".into(),

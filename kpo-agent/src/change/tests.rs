@@ -17,6 +17,8 @@ pub(crate) struct FakeKernel {
     /// Writes of this address fail.
     pub refuse: Vec<String>,
     pub opened: Vec<String>,
+    /// The cookie every network namespace has (`None`: unknown).
+    pub netns_cookie: Option<u64>,
 }
 
 #[derive(Clone, Default)]
@@ -79,6 +81,10 @@ impl Actuators for FakeActuators {
             kernel: self.0.clone(),
         }))
     }
+
+    fn netns_cookie(&self, _netns: &crate::actuate::param::NetnsRef) -> Option<u64> {
+        self.0.lock().unwrap().netns_cookie
+    }
 }
 
 pub(crate) fn kernel(values: &[(&str, Value)]) -> FakeActuators {
@@ -89,7 +95,7 @@ pub(crate) fn kernel(values: &[(&str, Value)]) -> FakeActuators {
     k
 }
 
-fn path(
+pub(crate) fn path(
     dir: &std::path::Path,
     policy: &str,
     k: &FakeActuators,

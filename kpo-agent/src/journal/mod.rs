@@ -120,6 +120,11 @@ pub struct Intent {
     /// first intent of a new boot. Absent in journals written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<String>,
+    /// For a parameter in another network namespace, that namespace's cookie when the intent was
+    /// written (`SO_NETNS_COOKIE`; absent where it could not be read): the inode in its address
+    /// may later name a new namespace, the cookie never does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_cookie: Option<u64>,
 }
 
 /// How a change ended.
@@ -190,6 +195,13 @@ pub enum Record {
         ts_ms: u64,
         key: String,
     },
+    /// The network namespace this key named is gone: its inode now names another namespace (its
+    /// cookie differs). What KPO knew of the parameter there is forgotten.
+    Gone {
+        ts_ms: u64,
+        key: String,
+        why: String,
+    },
     /// The guard reverted this value; not to be applied again before `until_ms`.
     Quarantine {
         ts_ms: u64,
@@ -223,6 +235,8 @@ pub struct ParamState {
     pub quarantine: Vec<(Value, u64)>,
     /// The boot of its latest intent (see [`Intent::boot`]).
     pub boot: Option<String>,
+    /// The network namespace's cookie in its latest intent (see [`Intent::netns_cookie`]).
+    pub netns_cookie: Option<u64>,
     /// When its latest intent was written (ms since the epoch).
     pub last_intent_ms: Option<u64>,
 }
@@ -245,6 +259,15 @@ impl ParamState {
         self.holding == Some(change_id)
             && self.last_applied.as_ref() == Some(value)
             && self.yielded.is_none()
+    }
+
+    /// The namespace it was in is gone (a [`Record::Gone`]): nothing KPO knew of it holds for
+    /// the namespace that has the inode now.
+    fn settle_for_gone_namespace(&mut self) {
+        self.settle_for_new_boot();
+        self.yielded = None;
+        self.quarantine.clear();
+        self.netns_cookie = None;
     }
 
     /// A reboot took KPO's values away: see [`Journal::open_in_boot`].
@@ -420,6 +443,7 @@ impl Journal {
                 if i.boot.is_some() {
                     p.boot = i.boot.clone();
                 }
+                p.netns_cookie = i.netns_cookie;
                 p.last_intent_ms = Some(i.ts_ms);
                 // The earliest intent's word on the original wins.
                 if p.original.is_none() || p.original_id.is_some_and(|o| o > i.id) {
@@ -468,6 +492,7 @@ impl Journal {
                 p.address.get_or_insert(address.clone());
             }
             Record::Manage { key, .. } => self.param(key).yielded = None,
+            Record::Gone { key, .. } => self.param(key).settle_for_gone_namespace(),
             Record::Quarantine {
                 key,
                 value,
@@ -508,10 +533,11 @@ impl Journal {
         reason: &str,
         kind: IntentKind,
     ) -> Result<u64, JournalError> {
-        self.record_intent_making_way(address, before, after, source, reason, kind, None)
+        self.record_intent_making_way(address, before, after, source, reason, kind, None, None)
     }
 
-    /// [`Journal::record_intent`] of a switch turned off for the value at `made_way_for`.
+    /// [`Journal::record_intent`] of a switch turned off for the value at `made_way_for`, or of
+    /// a parameter in the network namespace with `netns_cookie`.
     #[allow(clippy::too_many_arguments)]
     pub fn record_intent_making_way(
         &mut self,
@@ -522,6 +548,7 @@ impl Journal {
         reason: &str,
         kind: IntentKind,
         made_way_for: Option<String>,
+        netns_cookie: Option<u64>,
     ) -> Result<u64, JournalError> {
         let id = self.next_id;
         let key = target_key(address);
@@ -543,8 +570,23 @@ impl Journal {
             kind,
             made_way_for,
             boot: self.boot.clone(),
+            netns_cookie,
         }))?;
         Ok(id)
+    }
+
+    /// Records that the network namespace `address` named is gone (its inode now names another
+    /// one), and forgets what KPO knew of the parameter there.
+    pub fn forget_gone_namespace(
+        &mut self,
+        address: &ParamAddress,
+        why: &str,
+    ) -> Result<(), JournalError> {
+        self.append(Record::Gone {
+            ts_ms: now_ms(),
+            key: target_key(address),
+            why: why.to_string(),
+        })
     }
 
     pub fn record_outcome(&mut self, id: u64, outcome: Outcome) -> Result<(), JournalError> {

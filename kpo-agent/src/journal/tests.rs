@@ -112,6 +112,7 @@ fn a_torn_last_record_is_recovered_with_a_warning_and_keeps_the_original() {
         original: Some(Value::Int(4096)),
         made_way_for: None,
         boot: None,
+        netns_cookie: None,
     }));
     append_raw(dir.path(), &line[..line.len() / 2]);
     let mut j = open(dir.path());

@@ -82,13 +82,14 @@ pub fn yield_to(
 
 /// Compares each managed parameter with the value KPO last applied.
 pub fn check_values(path: &mut ChangePath, guard: &mut Guard) -> Vec<Event> {
+    let mut live: Option<HashSet<u64>> = None;
+    forget_gone_namespaces(path, guard, &mut live);
     let managed: Vec<_> = path
         .journal
         .params()
         .filter(|p| p.yielded.is_none())
         .filter_map(|p| Some((p.address.clone()?, p.last_applied.clone()?)))
         .collect();
-    let mut live: Option<HashSet<u64>> = None;
     let mut events = Vec::new();
     for (address, applied) in managed {
         // A namespace named by inode that no longer exists is skipped on one scan per window;
@@ -142,6 +143,40 @@ pub fn after_own_revert(
     yield_to(path, guard, &report.address, now, applied, Writer::unseen())
 }
 
+/// Forgets what the journal knows of parameters in network namespaces that are gone, their inode
+/// now naming another namespace (the cookie differs): that namespace's value is not a person's
+/// change, and its original is not KPO's to put back. Yielded parameters too: a new namespace
+/// does not inherit a dead one's yield.
+fn forget_gone_namespaces(
+    path: &mut ChangePath,
+    guard: &mut Guard,
+    live: &mut Option<HashSet<u64>>,
+) {
+    let in_namespaces: Vec<ParamAddress> = path
+        .journal
+        .params()
+        .filter(|p| p.netns_cookie.is_some())
+        .filter_map(|p| p.address.clone())
+        .collect();
+    for address in in_namespaces {
+        if let Target::Netns {
+            netns: NetnsRef::Inode(inode),
+        } = &address.target
+        {
+            // A namespace that does not exist now cannot be entered; it is looked at again
+            // when its inode is in use.
+            if !live.get_or_insert_with(live_netns).contains(inode) {
+                continue;
+            }
+        }
+        match path.settle_if_namespace_gone(&address) {
+            Ok(true) => guard.forget(&address),
+            Ok(false) => {}
+            Err(e) => warn!("journal: forgetting {address} in a namespace that is gone: {e}"),
+        }
+    }
+}
+
 /// The inodes of the network namespaces that exist now: bound under /run/netns, or held by a
 /// process.
 fn live_netns() -> HashSet<u64> {
@@ -169,6 +204,79 @@ fn live_netns() -> HashSet<u64> {
 
 #[cfg(test)]
 mod tests {
+    use crate::{
+        actuate::param::{ParamAddress, Value},
+        change::tests::{kernel, path},
+        guard::{Guard, GuardConfig},
+        policy::{Proposal, Source},
+    };
+
+    /// A parameter KPO changed in a namespace whose inode now names another namespace (another
+    /// cookie) is not someone's change: no yield; the journal forgets it there, the guard stops
+    /// watching it. In the same namespace, a value someone else wrote is still yielded to.
+    #[test]
+    fn a_namespace_that_replaced_a_dead_one_is_not_yielded_to() {
+        use std::os::unix::fs::MetadataExt;
+        // The test's own namespace: one that is live, as the check requires.
+        let own = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        let address: ParamAddress = format!("net.core.somaxconn@netns:{own}").parse().unwrap();
+        let policy = "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmin = 128\nmax = 65535\n";
+        for same_namespace in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let k = kernel(&[(&address.to_string(), Value::Int(4096))]);
+            k.0.lock().unwrap().netns_cookie = Some(7);
+            let (mut p, _) = path(dir.path(), policy, &k);
+            let r = p
+                .propose(&Proposal {
+                    address: address.clone(),
+                    value: Value::Int(8192),
+                    source: Source::Operator,
+                    reason: "test".into(),
+                })
+                .unwrap();
+            let mut guard = Guard::new(GuardConfig::default());
+            guard.watch(
+                r.journal_id.unwrap(),
+                address.clone(),
+                Value::Int(8192),
+                None,
+                None,
+            );
+            assert_eq!(
+                p.journal.param_state(&address).unwrap().netns_cookie,
+                Some(7)
+            );
+            // The namespace's own value now: the default, not KPO's.
+            k.0.lock()
+                .unwrap()
+                .values
+                .insert(address.to_string(), Value::Int(4096));
+            if !same_namespace {
+                k.0.lock().unwrap().netns_cookie = Some(8);
+            }
+            let events = super::check_values(&mut p, &mut guard);
+            let state = p.journal.param_state(&address).unwrap().clone();
+            if same_namespace {
+                assert_eq!(events.len(), 1, "yielded to whoever wrote it");
+                assert!(state.yielded.is_some());
+            } else {
+                assert!(events.is_empty(), "{events:?}");
+                assert!(state.yielded.is_none());
+                assert_eq!((state.original, state.last_applied), (None, None));
+                assert_eq!(guard.watching(), 0);
+                assert!(p
+                    .journal
+                    .records()
+                    .iter()
+                    .any(|r| matches!(r, crate::journal::Record::Gone { .. })));
+                // Reopened, the journal still knows nothing of it there.
+                drop(p);
+                let (p, _) = path(dir.path(), policy, &k);
+                assert_eq!(p.journal.param_state(&address).unwrap().original, None);
+            }
+        }
+    }
+
     #[test]
     fn the_agents_own_namespace_is_live() {
         use std::os::unix::fs::MetadataExt;
