@@ -548,7 +548,16 @@ impl ChangePath {
         made_way_for: Option<String>,
     ) -> Result<ChangeReport, ChangeError> {
         let is_revert = matches!(kind, IntentKind::Revert { .. });
-        let netns_cookie = self.netns_cookie(address);
+        let netns_cookie = actuator.netns_cookie();
+        if self.namespace_replaced(address, netns_cookie)? && is_revert {
+            // What is to be put back was the dead namespace's; the one there now never had it.
+            report.status = ChangeStatus::Skipped;
+            report.detail = Some(
+                "its network namespace is gone (the inode names another one now); nothing to put back"
+                    .into(),
+            );
+            return Ok(report);
+        }
         let id = self.journal.record_intent_making_way(
             address,
             before,
@@ -909,6 +918,25 @@ impl ChangePath {
             )?;
             return Ok(report);
         }
+        if let (Some(then), Some(now)) = (i.netns_cookie, self.netns_cookie(&i.address)) {
+            if then != now {
+                // The namespace the write went to is gone; the one with its inode now says
+                // nothing about it.
+                report.status = ChangeStatus::Failed;
+                let e = "interrupted, then its network namespace went away (the inode names another one now)"
+                    .to_string();
+                report.detail = Some(e.clone());
+                tracing::warn!("journal #{} ({}): {e}", i.id, i.address);
+                self.journal.record_outcome(
+                    i.id,
+                    Outcome::Failed {
+                        error: e,
+                        reconciled: true,
+                    },
+                )?;
+                return Ok(report);
+            }
+        }
         let now = self.actuators.open(&i.address).and_then(|mut a| a.read());
         let now = match now {
             Ok(v) => v,
@@ -1016,10 +1044,29 @@ impl ChangePath {
     /// Whether the network namespace a parameter was changed in is gone, its inode now naming
     /// another namespace: the journal's cookie and the namespace's differ. If so it is recorded
     /// in the journal (what KPO knew of the parameter is forgotten) and `true` is returned.
-    /// Without both cookies nothing is concluded.
+    /// Without both cookies nothing is concluded. Every write checks the same way first
+    /// (`execute`, through the namespace its actuator holds).
     pub fn settle_if_namespace_gone(
         &mut self,
         address: &ParamAddress,
+    ) -> Result<bool, ChangeError> {
+        if self
+            .journal
+            .param_state(address)
+            .and_then(|p| p.netns_cookie)
+            .is_none()
+        {
+            return Ok(false);
+        }
+        let now = self.netns_cookie(address);
+        self.namespace_replaced(address, now)
+    }
+
+    /// [`ChangePath::settle_if_namespace_gone`] with the namespace's cookie `now` already read.
+    fn namespace_replaced(
+        &mut self,
+        address: &ParamAddress,
+        now: Option<u64>,
     ) -> Result<bool, ChangeError> {
         let Some(recorded) = self
             .journal
@@ -1028,7 +1075,7 @@ impl ChangePath {
         else {
             return Ok(false);
         };
-        let Some(now) = self.netns_cookie(address) else {
+        let Some(now) = now else {
             return Ok(false);
         };
         if now == recorded {

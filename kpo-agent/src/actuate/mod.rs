@@ -156,6 +156,11 @@ pub trait Actuator: Send {
     fn revert(&mut self, original: &param::Value) -> Result<param::Value, ActuateError> {
         self.apply(original)
     }
+    /// The cookie of the network namespace this actuator acts in (`None`: the host's, or unknown):
+    /// read through the namespace it holds, so it is the namespace its writes go to.
+    fn netns_cookie(&self) -> Option<u64> {
+        None
+    }
     /// Whether this actuator may turn the NIC's adaptive moderation (net_dim) off as part of a
     /// change. Only the coalescing actuator has such a thing; the policy sets it. Others ignore it.
     fn set_adaptive_off_allowed(&mut self, allowed: bool) {

@@ -305,14 +305,19 @@ pub fn open_netns(netns: &NetnsRef) -> Result<File, ActuateError> {
 /// thread that enters it; `Err` where the namespace cannot be entered or the kernel has no cookies.
 pub fn netns_cookie(netns: &NetnsRef) -> Result<u64, ActuateError> {
     let file = open_netns(netns)?;
+    cookie_of(&file, &netns.to_string())
+}
+
+/// The cookie of the namespace `file` is open on (`name` for errors).
+fn cookie_of(file: &File, name: &str) -> Result<u64, ActuateError> {
     let err = |reason: String| ActuateError::Netns {
-        netns: netns.to_string(),
+        netns: name.to_string(),
         reason,
     };
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
                     .map_err(|e| err(format!("setns(CLONE_NEWNET) failed: {e}")))?;
                 socket_netns_cookie().map_err(|e| err(format!("SO_NETNS_COOKIE: {e}")))
             })
@@ -480,6 +485,10 @@ fn check_shape(param: &str, current: &Value, value: &Value) -> Result<(), Actuat
 impl Actuator for SysctlActuator {
     fn address(&self) -> &ParamAddress {
         &self.address
+    }
+
+    fn netns_cookie(&self) -> Option<u64> {
+        cookie_of(self.netns.as_ref()?, &self.netns_text()).ok()
     }
 
     fn read(&mut self) -> Result<Value, ActuateError> {

@@ -33,6 +33,12 @@ impl Actuator for FakeActuator {
     fn address(&self) -> &ParamAddress {
         &self.address
     }
+    fn netns_cookie(&self) -> Option<u64> {
+        match self.address.target {
+            crate::actuate::param::Target::Netns { .. } => self.kernel.lock().unwrap().netns_cookie,
+            _ => None,
+        }
+    }
     fn read(&mut self) -> Result<Value, ActuateError> {
         let k = self.kernel.lock().unwrap();
         k.values
@@ -571,4 +577,71 @@ fn a_reboot_settles_the_journal_and_the_next_change_starts_a_new_original() {
     );
     p.revert_all("all").unwrap();
     assert_eq!(value(&k, a), Value::Int(1024));
+}
+
+/// A write into a namespace whose inode now names another one (another cookie), before any
+/// window noticed: a new change starts a new original there (the dead namespace's is not
+/// inherited), a revert of a change made in the dead one writes nothing, and an intent the dead
+/// namespace left incomplete is reconciled as failed without reading the new one.
+#[test]
+fn writes_into_a_namespace_that_replaced_a_dead_one_inherit_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    k.0.lock().unwrap().netns_cookie = Some(7);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let first = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    assert_eq!(first.status, ChangeStatus::Applied);
+    // The namespace dies; a new one gets its inode, with its own default.
+    {
+        let mut kk = k.0.lock().unwrap();
+        kk.netns_cookie = Some(8);
+        kk.values.insert(SOMAX.into(), Value::Int(1024));
+    }
+    let r = p
+        .revert(first.journal_id.unwrap(), Source::Operator, "test")
+        .unwrap();
+    assert_eq!(r.status, ChangeStatus::Skipped, "{r:?}");
+    assert!(r.detail.unwrap().contains("network namespace is gone"));
+    assert_eq!(value(&k, SOMAX), Value::Int(1024), "nothing written");
+    let addr: ParamAddress = SOMAX.parse().unwrap();
+    assert_eq!(p.journal.param_state(&addr).unwrap().original, None);
+    let second = p.propose(&op(SOMAX, Value::Int(2048))).unwrap();
+    assert_eq!(second.status, ChangeStatus::Applied);
+    let state = p.journal.param_state(&addr).unwrap().clone();
+    assert_eq!(
+        state.original,
+        Some(Value::Int(1024)),
+        "the new namespace's own"
+    );
+    assert_eq!(state.netns_cookie, Some(8));
+    drop(p);
+    let (p, _) = path(dir.path(), POLICY, &k);
+    assert_eq!(
+        p.journal.param_state(&addr).unwrap().original,
+        Some(Value::Int(1024)),
+        "the same after a replay"
+    );
+    drop(p);
+
+    // An intent left without an outcome in namespace 8, which then dies too.
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    p.journal
+        .record_intent_making_way(
+            &addr,
+            &Value::Int(2048),
+            &Value::Int(4000),
+            Source::Operator,
+            "test",
+            IntentKind::Change,
+            None,
+            Some(8),
+        )
+        .unwrap();
+    drop(p);
+    k.0.lock().unwrap().netns_cookie = Some(9);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let reconciled = p.reconcile().unwrap();
+    assert_eq!(reconciled.len(), 1);
+    assert_eq!(reconciled[0].status, ChangeStatus::Failed);
+    assert!(reconciled[0].detail.as_ref().unwrap().contains("went away"));
 }

@@ -261,17 +261,25 @@ impl ParamState {
             && self.yielded.is_none()
     }
 
-    /// The namespace it was in is gone (a [`Record::Gone`]): nothing KPO knew of it holds for
-    /// the namespace that has the inode now.
+    /// The namespace it was in is gone (a [`Record::Gone`], or an intent with another cookie):
+    /// nothing KPO knew of it holds for the namespace that has the inode now.
     fn settle_for_gone_namespace(&mut self) {
-        self.settle_for_new_boot();
+        self.original = None;
+        self.original_id = None;
+        self.last_applied = None;
+        self.holding = None;
         self.yielded = None;
         self.quarantine.clear();
         self.netns_cookie = None;
     }
 
-    /// A reboot took KPO's values away: see [`Journal::open_in_boot`].
+    /// A reboot took KPO's values away: see [`Journal::open_in_boot`]. A parameter in another
+    /// network namespace (one with a cookie) is settled as gone: no namespace but the host's
+    /// outlives a reboot, so its yield and quarantines go too.
     fn settle_for_new_boot(&mut self) {
+        if self.netns_cookie.is_some() {
+            self.settle_for_gone_namespace();
+        }
         self.original = None;
         self.original_id = None;
         self.last_applied = None;
@@ -443,10 +451,23 @@ impl Journal {
                 if i.boot.is_some() {
                     p.boot = i.boot.clone();
                 }
-                p.netns_cookie = i.netns_cookie;
+                // An intent in a namespace with another cookie than the journal's: the earlier
+                // one is gone, and this intent starts what is known of the new one.
+                let replaced =
+                    matches!((p.netns_cookie, i.netns_cookie), (Some(a), Some(b)) if a != b);
+                if replaced {
+                    p.settle_for_gone_namespace();
+                }
+                if i.netns_cookie.is_some() {
+                    p.netns_cookie = i.netns_cookie;
+                }
                 p.last_intent_ms = Some(i.ts_ms);
-                // The earliest intent's word on the original wins.
-                if p.original.is_none() || p.original_id.is_some_and(|o| o > i.id) {
+                // The earliest intent's word on the original wins; in a new namespace, its own
+                // `before` (an `original` written without the check may be the dead one's).
+                if replaced {
+                    p.original = Some(i.before.clone());
+                    p.original_id = Some(i.id);
+                } else if p.original.is_none() || p.original_id.is_some_and(|o| o > i.id) {
                     p.original = Some(i.original.clone().unwrap_or_else(|| i.before.clone()));
                     p.original_id = Some(i.id);
                 }

@@ -521,3 +521,49 @@ fn a_parameter_holds_its_latest_applied_change_until_a_revert() {
     let j = open(dir.path());
     assert!(!holds(&j, second, 4096), "the same after a reopen");
 }
+
+/// No network namespace but the host's outlives a reboot: a parameter in one (it has a cookie)
+/// loses its yield and quarantines with the boot, unlike a host parameter.
+#[test]
+fn a_reboot_ends_what_was_known_of_other_namespaces() {
+    let dir = private_tempdir();
+    let boot = |id: &str| Boot {
+        id: Some(id.to_string()),
+        started_ms: None,
+    };
+    let ns = addr("net.core.somaxconn@netns:4026539999");
+    let host = addr("net.core.netdev_max_backlog");
+    {
+        let mut j =
+            Journal::open_in_boot(dir.path(), Holder::Cli, Duration::ZERO, boot("a")).unwrap();
+        for (a, cookie) in [(&ns, Some(5)), (&host, None)] {
+            let id = j
+                .record_intent_making_way(
+                    a,
+                    &Value::Int(1000),
+                    &Value::Int(2000),
+                    Source::Operator,
+                    "test",
+                    IntentKind::Change,
+                    None,
+                    cookie,
+                )
+                .unwrap();
+            j.record_outcome(
+                id,
+                Outcome::Applied {
+                    read_back: Value::Int(2000),
+                    reconciled: false,
+                },
+            )
+            .unwrap();
+            j.set_yielded(a, Some(Value::Int(3000)), "someone").unwrap();
+        }
+    }
+    let j = Journal::open_in_boot(dir.path(), Holder::Cli, Duration::ZERO, boot("b")).unwrap();
+    assert!(j.param_state(&ns).unwrap().yielded.is_none());
+    assert!(
+        j.param_state(&host).unwrap().yielded.is_some(),
+        "the host's stays"
+    );
+}

@@ -152,10 +152,17 @@ fn forget_gone_namespaces(
     guard: &mut Guard,
     live: &mut Option<HashSet<u64>>,
 ) {
+    // Only parameters with something to forget; after a `gone` the cookie is cleared.
     let in_namespaces: Vec<ParamAddress> = path
         .journal
         .params()
         .filter(|p| p.netns_cookie.is_some())
+        .filter(|p| {
+            p.original.is_some()
+                || p.last_applied.is_some()
+                || p.yielded.is_some()
+                || !p.quarantine.is_empty()
+        })
         .filter_map(|p| p.address.clone())
         .collect();
     for address in in_namespaces {
@@ -169,6 +176,8 @@ fn forget_gone_namespaces(
                 continue;
             }
         }
+        // Opened by inode, checked to be that inode after the open (a PID reused in between is
+        // caught): a cookie read from another namespace would make KPO forget a live one.
         match path.settle_if_namespace_gone(&address) {
             Ok(true) => guard.forget(&address),
             Ok(false) => {}
