@@ -901,41 +901,31 @@ impl ChangePath {
         report.journal_id = Some(i.id);
         report.before = Some(i.before.clone());
         let this_boot = self.journal.boot().map(str::to_string);
-        if i.boot.is_some() && this_boot.is_some() && i.boot != this_boot {
-            // The kernel was restarted since: whatever the write did is gone, and what the
-            // kernel has now is this boot's, not evidence about the interrupted change.
+        // What the kernel has now says nothing about the interrupted write when the kernel was
+        // restarted since (this boot's value), or when the namespace it went to is gone (the
+        // inode names another one now): failed, without reading.
+        let gone = if i.boot.is_some() && this_boot.is_some() && i.boot != this_boot {
+            Some("interrupted, then the machine rebooted: the change did not outlive the boot")
+        } else {
+            match (i.netns_cookie, self.netns_cookie(&i.address)) {
+                (Some(then), Some(now)) if then != now => Some(
+                    "interrupted, then its network namespace went away (the inode names another one now)",
+                ),
+                _ => None,
+            }
+        };
+        if let Some(e) = gone {
             report.status = ChangeStatus::Failed;
-            let e = "interrupted, then the machine rebooted: the change did not outlive the boot"
-                .to_string();
-            report.detail = Some(e.clone());
+            report.detail = Some(e.to_string());
             tracing::warn!("journal #{} ({}): {e}", i.id, i.address);
             self.journal.record_outcome(
                 i.id,
                 Outcome::Failed {
-                    error: e,
+                    error: e.to_string(),
                     reconciled: true,
                 },
             )?;
             return Ok(report);
-        }
-        if let (Some(then), Some(now)) = (i.netns_cookie, self.netns_cookie(&i.address)) {
-            if then != now {
-                // The namespace the write went to is gone; the one with its inode now says
-                // nothing about it.
-                report.status = ChangeStatus::Failed;
-                let e = "interrupted, then its network namespace went away (the inode names another one now)"
-                    .to_string();
-                report.detail = Some(e.clone());
-                tracing::warn!("journal #{} ({}): {e}", i.id, i.address);
-                self.journal.record_outcome(
-                    i.id,
-                    Outcome::Failed {
-                        error: e,
-                        reconciled: true,
-                    },
-                )?;
-                return Ok(report);
-            }
         }
         let now = self.actuators.open(&i.address).and_then(|mut a| a.read());
         let now = match now {
