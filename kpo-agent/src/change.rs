@@ -314,6 +314,9 @@ impl ChangePath {
             Ok(a) => a,
             Err(e) => return Ok(self.fail_early(p, None, e.to_string(), report)),
         };
+        // A namespace that replaced a dead one inherits nothing: settled before the policy reads
+        // its yields, quarantines and rate limits.
+        self.namespace_replaced(&p.address, actuator.netns_cookie())?;
         // Coalescing: the policy says whether a change may turn adaptive moderation off.
         actuator.set_adaptive_off_allowed(self.policy.rule_for(&p.address).allow_adaptive_off);
         let before = match actuator.read() {
@@ -842,6 +845,24 @@ impl ChangePath {
             Ok(a) => a,
             Err(e) => return Ok(self.fail_early(&p, None, e.to_string(), report)),
         };
+        // What is put back belongs to the namespace it was taken from: not into one that has
+        // its inode now (the journal settled already, or settles now, or the change undone was
+        // made in another namespace than the one there now).
+        let cookie = actuator.netns_cookie();
+        let replaced = self.namespace_replaced(address, cookie)?;
+        let made_elsewhere = of
+            .and_then(|id| self.journal.intent(id))
+            .and_then(|i| i.netns_cookie)
+            .zip(cookie)
+            .is_some_and(|(then, now)| then != now);
+        if replaced || made_elsewhere {
+            report.status = ChangeStatus::Skipped;
+            report.detail = Some(
+                "its network namespace is gone (the inode names another one now); nothing to put back"
+                    .into(),
+            );
+            return Ok(report);
+        }
         let before = match actuator.read() {
             Ok(v) => v,
             Err(e) => return Ok(self.fail_early(&p, None, e.to_string(), report)),

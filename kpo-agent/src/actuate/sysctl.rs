@@ -308,12 +308,23 @@ pub fn netns_cookie(netns: &NetnsRef) -> Result<u64, ActuateError> {
     cookie_of(&file, &netns.to_string())
 }
 
-/// The cookie of the namespace `file` is open on (`name` for errors).
+/// The cookie of the namespace `file` is open on (`name` for errors). The agent's own namespace
+/// has none here: it is the host's (the rules address it as the host), it outlives every reboot,
+/// and what KPO knows of it must never be settled as a dead namespace's.
 fn cookie_of(file: &File, name: &str) -> Result<u64, ActuateError> {
     let err = |reason: String| ActuateError::Netns {
         netns: name.to_string(),
         reason,
     };
+    let own = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino());
+    let this = file.metadata().map(|m| m.ino());
+    if let (Ok(own), Ok(this)) = (own, this) {
+        if own == this {
+            return Err(err(
+                "the agent's own network namespace: the host's, no cookie kept".into(),
+            ));
+        }
+    }
     std::thread::scope(|scope| {
         scope
             .spawn(|| {

@@ -218,7 +218,8 @@ pub struct ParamState {
     pub key: String,
     /// The address of its latest intent (used to reach it again).
     pub address: Option<ParamAddress>,
-    /// The value before KPO first changed it: the `before` of its earliest intent. Never replaced.
+    /// The value before KPO first changed it: the `before` of its earliest intent. Never replaced,
+    /// only forgotten when it stops describing the kernel (a reboot, a namespace that is gone).
     pub original: Option<Value>,
     pub original_id: Option<u64>,
     /// Applied changes (id, time), oldest first.
@@ -264,6 +265,8 @@ impl ParamState {
     /// The namespace it was in is gone (a [`Record::Gone`], or an intent with another cookie):
     /// nothing KPO knew of it holds for the namespace that has the inode now.
     fn settle_for_gone_namespace(&mut self) {
+        // Nor its rate limit: the dead namespace's changes are not the new one's.
+        self.applied.clear();
         self.original = None;
         self.original_id = None;
         self.last_applied = None;
@@ -381,7 +384,8 @@ impl Journal {
     /// journal knows of a parameter from an earlier boot is settled: a reboot took KPO's values
     /// away, so there is no last applied value (nothing to compare with, nothing to yield for) and
     /// no original to put back (the boot's own configuration is what the kernel has now); the
-    /// next change of it starts a new original. Yields and quarantines stay.
+    /// next change of it starts a new original. Yields and quarantines stay, except for a
+    /// parameter in another network namespace, which no reboot leaves.
     pub fn open_in_boot(
         dir: &Path,
         holder: Holder,

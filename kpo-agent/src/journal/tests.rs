@@ -567,3 +567,76 @@ fn a_reboot_ends_what_was_known_of_other_namespaces() {
         "the host's stays"
     );
 }
+
+/// On replay, an intent whose namespace cookie differs from the one before it starts afresh
+/// (its own `before` is the original, even if its `original` field carried the dead namespace's),
+/// and an intent whose cookie could not be read keeps the one known.
+#[test]
+fn an_intent_in_a_new_namespace_starts_afresh_on_replay() {
+    let dir = private_tempdir();
+    let a = addr("net.core.somaxconn@netns:4026539999");
+    let intent = |id: u64, before: i64, original: i64, cookie: Option<u64>| {
+        Record::Intent(Intent {
+            id,
+            // Of this boot: older intents without a boot id would be settled as an earlier boot's.
+            ts_ms: now_ms(),
+            key: target_key(&a),
+            address: a.clone(),
+            before: Value::Int(before),
+            after: Value::Int(before * 2),
+            source: Source::Operator,
+            reason: "test".into(),
+            kind: IntentKind::Change,
+            original: Some(Value::Int(original)),
+            made_way_for: None,
+            boot: None,
+            netns_cookie: cookie,
+        })
+    };
+    let applied = |id: u64, v: i64| Record::Outcome {
+        id,
+        ts_ms: now_ms(),
+        outcome: Outcome::Applied {
+            read_back: Value::Int(v),
+            reconciled: false,
+        },
+    };
+    let text: Vec<u8> = [
+        intent(1, 4096, 4096, Some(7)),
+        applied(1, 8192),
+        intent(2, 8192, 4096, None),
+        applied(2, 16384),
+        intent(3, 128, 4096, Some(9)),
+        applied(3, 256),
+    ]
+    .iter()
+    .flat_map(store::encode)
+    .collect();
+    std::fs::write(dir.path().join(store::JOURNAL_FILE), text).unwrap();
+    let j = open(dir.path());
+    let p = j.param_state(&a).unwrap();
+    assert_eq!(
+        p.original,
+        Some(Value::Int(128)),
+        "not the dead namespace's 4096"
+    );
+    assert_eq!(p.netns_cookie, Some(9));
+    assert_eq!(
+        p.applied.len(),
+        1,
+        "the dead namespace's changes are not this one's"
+    );
+    assert!(p.still_holds(3, &Value::Int(256)));
+    drop(j);
+    // Without the third intent: the cookie-less second keeps the first's cookie.
+    let text: Vec<u8> = [intent(1, 4096, 4096, Some(7)), intent(2, 8192, 4096, None)]
+        .iter()
+        .flat_map(store::encode)
+        .collect();
+    let dir = private_tempdir();
+    std::fs::write(dir.path().join(store::JOURNAL_FILE), text).unwrap();
+    assert_eq!(
+        open(dir.path()).param_state(&a).unwrap().netns_cookie,
+        Some(7)
+    );
+}

@@ -56,6 +56,11 @@ pub fn yield_to(
     applied: Value,
     writer: Writer<'_>,
 ) -> Option<Event> {
+    // A namespace that replaced the one KPO changed has its own values, no one's change.
+    if path.settle_if_namespace_gone(address).unwrap_or(false) {
+        guard.forget(address);
+        return None;
+    }
     if let Err(e) = path
         .journal
         .set_yielded(address, Some(now.clone()), &writer.by)
