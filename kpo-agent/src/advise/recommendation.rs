@@ -102,8 +102,10 @@ impl Recommendation {
         window_index: u64,
         parameter: &ParamAddress,
         app: &ApplicationRef,
+        family: &str,
     ) -> String {
-        let text = format!("{parameter}=app:{}:{}", app.netns, app.port);
+        // The family too: a service's IPv4 and IPv6 listeners on one port are advised apart.
+        let text = format!("{parameter}=app:{}:{}:{family}", app.netns, app.port);
         format!(
             "{source}-{window_index}-{:08x}",
             fnv1a(text.as_bytes()) as u32
@@ -138,12 +140,17 @@ mod tests {
             pid: None,
             comm: None,
         };
-        let a = Recommendation::make_app_id(Source::Rules, 3, &parameter, &app(80));
-        let b = Recommendation::make_app_id(Source::Rules, 3, &parameter, &app(443));
+        let a = Recommendation::make_app_id(Source::Rules, 3, &parameter, &app(80), "ipv4");
+        let b = Recommendation::make_app_id(Source::Rules, 3, &parameter, &app(443), "ipv4");
         assert_ne!(a, b);
         assert_eq!(
             a,
-            Recommendation::make_app_id(Source::Rules, 3, &parameter, &app(80))
+            Recommendation::make_app_id(Source::Rules, 3, &parameter, &app(80), "ipv4")
+        );
+        assert_ne!(
+            a,
+            Recommendation::make_app_id(Source::Rules, 3, &parameter, &app(80), "ipv6"),
+            "IPv4 and IPv6 listeners of one port"
         );
         assert!(a.starts_with("rules-3-"), "{a}");
     }

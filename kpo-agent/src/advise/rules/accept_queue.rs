@@ -467,7 +467,7 @@ fn app_recommendation(
 ) -> Recommendation {
     let application = app_ref(l);
     Recommendation {
-        id: Recommendation::make_app_id(Source::Rules, at.index, &addr, &application),
+        id: Recommendation::make_app_id(Source::Rules, at.index, &addr, &application, l.family),
         parameter: addr,
         current_value: Some(Value::Int(somaxconn)),
         recommended_value: None,
