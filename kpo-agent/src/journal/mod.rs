@@ -1,6 +1,6 @@
 //! The write-ahead journal, in the state directory (default [`DEFAULT_STATE_DIR`]): every change's
 //! intent before the kernel is touched and its outcome after, the first original value of each
-//! parameter at each target (kept forever), the global pause, parameters yielded to people, and
+//! parameter at each target (kept until a reboot or the end of its network namespace), the global pause, parameters yielded to people, and
 //! quarantined values. docs/journal.md explains the store and its crash safety.
 //!
 //! The journal is an append-only file of checksummed JSON lines ([`store`]), each appended with
@@ -492,7 +492,10 @@ impl Journal {
                         }
                         Outcome::Reverted { read_back, .. } => {
                             p.last_applied = read_back.clone().or(p.last_applied.take());
-                            if matches!(i.kind, IntentKind::Revert { .. }) {
+                            // A revert that took effect; not one whose write read back wrong and
+                            // was itself put back, which leaves the change it undid in place.
+                            let put_back = read_back.as_ref() == Some(&i.before);
+                            if matches!(i.kind, IntentKind::Revert { .. }) && !put_back {
                                 p.holding = None;
                             }
                         }

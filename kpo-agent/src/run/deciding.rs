@@ -342,7 +342,11 @@ impl Deciding {
                             &mut self.guard,
                             &r,
                         ));
+                        // Not done while the change is still what the kernel has from KPO: the
+                        // write failed, or read back wrong and the change's value was put back.
+                        let journal = &self.path.journal;
                         r.status != ChangeStatus::Failed
+                            && !in_place(journal)(*change_id, &r.address, value)
                     }
                     Err(e) => {
                         warn!("guard: reverting #{change_id}: {e}");

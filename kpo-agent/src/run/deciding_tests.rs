@@ -906,6 +906,60 @@ sources = ["operator"]
     rig.assert_schema();
 }
 
+/// A guard revert whose write reads back wrong, so that the change's value is put back, has not
+/// reverted anything: the change stays watched and its value is not quarantined.
+#[test]
+fn a_guard_revert_put_back_after_a_wrong_read_back_is_not_done() {
+    let policy = r#"
+[guard]
+signals = ["request_p99"]
+windows = 5
+max_changes_per_hour = 1000
+
+[params."ethtool:eth0:rx-usecs"]
+mode = "auto"
+min = 0
+max = 100
+sources = ["operator"]
+"#;
+    let mut rig = Rig::new(policy, true, "");
+    rig.nic.set_externally(
+        "eth0",
+        CoalesceSettings {
+            rx_usecs: 3,
+            adaptive_rx: false,
+        },
+    );
+    rig.window();
+    let apply_rx = crate::api::Request::Apply(crate::control::ApplyRequest {
+        address: RX.parse().unwrap(),
+        value: Value::Int(100),
+        reason: "test".into(),
+    });
+    assert!(matches!(rig.operator(apply_rx), crate::api::Reply::Ok(_)));
+    // From now on the NIC rounds to even values: putting back 3 reads back 2.
+    rig.nic.set_granularity(2);
+    rig.until(2, |events| {
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Guard(crate::guard::Verdict::Revert { .. })))
+    });
+    assert_eq!(rig.rx(), 100, "put back after the wrong read-back");
+    assert_eq!(rig.deciding.guard_watching(), 1);
+    assert!(!rig
+        .journal()
+        .records()
+        .iter()
+        .any(|r| matches!(r, Record::Quarantine { .. })));
+    let p = rig
+        .journal()
+        .param_state(&RX.parse().unwrap())
+        .unwrap()
+        .clone();
+    assert_eq!(p.last_applied, Some(Value::Int(100)));
+    assert!(p.holding.is_some(), "the change is still in place");
+}
+
 /// The same regression under an entry whose own `guard_signals` leave request p99 out: the guard
 /// judges the change by those signals only, keeps it after its windows, and the kernel keeps the
 /// value.

@@ -13,7 +13,9 @@
 //! After a long calm with large headroom in a namespace whose somaxconn was raised, it recommends
 //! stepping back toward the original value.
 //!
-//! Every tick: drops in the tick advise at once ([`AcceptQueueRule::on_tick`]). Every window
+//! Every tick: drops at the listener's limit in the tick advise at once
+//! ([`AcceptQueueRule::on_tick`]; a listener's drops count only when its namespace's
+//! `ListenOverflows` or `TCPReqQFullDrop` moved, see `dropping_at_its_limit`). Every window
 //! ([`AcceptQueueRule::evaluate`]): drops, or a queue near its limit for `near_windows` windows,
 //! and stepping back. Hysteresis ([`Latch`]): once advised, the same advice is not repeated until
 //! the situation changes (somaxconn or the limit moved), `repeat_windows` pass, or the listener

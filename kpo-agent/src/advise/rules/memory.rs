@@ -18,7 +18,8 @@
 //!   pressure: swapping that stalls nobody is not a problem to fix.
 //!
 //! Memory signals are averages over seconds, so it runs per window only, and a direction must
-//! hold `windows` windows in a row. Steps are halving down (to `floor`, 10 by default: 0 would
+//! hold `windows` windows in a row, counted again after each advice, and twice as long against
+//! the direction of the last advice. Steps are halving down (to `floor`, 10 by default: 0 would
 //! keep anonymous memory until the system is near OOM) and half again up (to `ceiling`, 100,
 //! where both kinds cost the same), within the policy. Hysteresis: [`Latch`] keyed by direction
 //! and current value.

@@ -13,10 +13,13 @@
 //!
 //! So: with `tcp_syncookies = 0` in the namespace, SYN drops that neither a full accept queue
 //! (`ListenOverflows`) nor a full SYN queue (`TCPReqQFullDrop`) explain lead to a higher
-//! `tcp_max_syn_backlog`, applied by the next SYN. With SYN cookies on (the default) the key is
-//! unused, and the rule never recommends it.
+//! `tcp_max_syn_backlog`, applied by the next SYN, up to ⌈4/3 × the namespace's largest listener
+//! limit⌉, past which no SYN queue reaches three quarters of it before its own limit. Without
+//! `TCPReqQFullDrop` nothing tells the drops apart, and there is no advice. With SYN cookies on
+//! (the default) the key is unused, and the rule never recommends it.
 //!
-//! Every tick and every window; hysteresis by [`Latch`] per namespace.
+//! Every tick and every window; hysteresis by [`Latch`] per namespace; the window's end counts
+//! only the drops its ticks saw at the value it ends with ([`DropsAtValue`]).
 use std::collections::BTreeMap;
 
 use super::{
