@@ -389,19 +389,27 @@ pub fn a_namespace_made_after_one_died_is_not_taken_for_it() {
 
     drop(first);
     // The kernel frees a deleted namespace's inode only once the namespace is cleaned up, after
-    // a grace period: new namespaces are made (and deleted again) for up to 3 s until one gets
-    // it. Each new one must have a new cookie either way.
+    // a grace period, and then hands out the lowest free inode. So new namespaces are made for up
+    // to 3 s: one below the inode fills a hole left by earlier tests and is kept (at most 200);
+    // one above it means it is not free yet, and is deleted again. Each must have a new cookie.
     let mut reused = None;
-    for _ in 0..30 {
+    let mut fillers = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < deadline && fillers.len() < 200 {
         let ns = namespace();
         let c = netns_cookie(&NetnsRef::Path(format!("/run/netns/{}", ns.name).into())).unwrap();
         assert_ne!(c, cookie, "a new namespace has a new cookie");
-        if ns.inum() == inode {
-            reused = Some(ns);
-            break;
+        match ns.inum() {
+            n if n == inode => {
+                reused = Some(ns);
+                break;
+            }
+            n if n < inode => fillers.push(ns),
+            _ => {
+                drop(ns);
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
-        drop(ns);
-        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let mut path = open_path(policy());
     match reused {
