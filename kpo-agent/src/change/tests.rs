@@ -19,6 +19,9 @@ pub(crate) struct FakeKernel {
     pub opened: Vec<String>,
     /// The cookie every network namespace has (`None`: unknown).
     pub netns_cookie: Option<u64>,
+    /// The next revert of this address stores this value instead (once): a read-back that
+    /// differs, after which the change path puts the value before back.
+    pub revert_clamp_once: Option<(String, Value)>,
 }
 
 #[derive(Clone, Default)]
@@ -74,8 +77,15 @@ impl Actuator for FakeActuator {
     fn revert(&mut self, original: &Value) -> Result<Value, ActuateError> {
         let key = self.address.to_string();
         let mut k = self.kernel.lock().unwrap();
-        k.values.insert(key, original.clone());
-        Ok(original.clone())
+        let stored = match k.revert_clamp_once.take() {
+            Some((a, v)) if a == key => v,
+            other => {
+                k.revert_clamp_once = other;
+                original.clone()
+            }
+        };
+        k.values.insert(key, stored.clone());
+        Ok(stored)
     }
 }
 
@@ -644,4 +654,34 @@ fn writes_into_a_namespace_that_replaced_a_dead_one_inherit_nothing() {
     assert_eq!(reconciled.len(), 1);
     assert_eq!(reconciled[0].status, ChangeStatus::Failed);
     assert!(reconciled[0].detail.as_ref().unwrap().contains("went away"));
+}
+
+/// A revert whose write reads back wrong is put back, and the journal still holds the change it
+/// meant to undo: the agent's reverts (the guard's, the optimizer's) must not take it as done.
+#[test]
+fn a_revert_put_back_after_a_wrong_read_back_leaves_the_change_holding() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let id = p
+        .propose(&op(SOMAX, Value::Int(8192)))
+        .unwrap()
+        .journal_id
+        .unwrap();
+    k.0.lock().unwrap().revert_clamp_once = Some((SOMAX.into(), Value::Int(5000)));
+    let r = p.revert_own(id, Source::Guard, "test").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{r:?}");
+    assert_eq!(
+        value(&k, SOMAX),
+        Value::Int(8192),
+        "the change's value put back"
+    );
+    let addr: ParamAddress = SOMAX.parse().unwrap();
+    let state = p.journal.param_state(&addr).unwrap();
+    assert!(state.still_holds(id, &Value::Int(8192)), "{state:?}");
+    // A revert that takes leaves nothing holding.
+    let r = p.revert_own(id, Source::Guard, "test").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted);
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    assert!(p.journal.param_state(&addr).unwrap().holding.is_none());
 }

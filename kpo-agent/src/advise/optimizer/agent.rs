@@ -543,6 +543,20 @@ struct PathKnobs<'a> {
     made: &'a mut Vec<Made>,
 }
 
+/// Whether a revert of the loop's left the kernel without the loop's value: carried out (a
+/// `Reverted` revert that was itself put back after a wrong read-back leaves the journal still
+/// holding a change), or nothing to do.
+fn undone(path: &ChangePath, r: &crate::change::ChangeReport) -> bool {
+    match r.status {
+        ChangeStatus::Unchanged => true,
+        ChangeStatus::Reverted => path
+            .journal
+            .param_state(&r.address)
+            .is_none_or(|p| p.holding.is_none()),
+        _ => false,
+    }
+}
+
 impl PathKnobs<'_> {
     fn proposal(&self, knob: usize, value: f64, why: &str) -> Proposal {
         Proposal {
@@ -564,10 +578,8 @@ impl PathKnobs<'_> {
                 Source::Optimizer,
                 "optimizer: undoing a trial that failed",
             ) {
-                Ok(r) if matches!(r.status, ChangeStatus::Reverted | ChangeStatus::Unchanged) => {
-                    self.guard.forget(address)
-                }
-                Ok(_) => {}
+                Ok(r) if undone(self.path, &r) => self.guard.forget(address),
+                Ok(r) => warn!("optimizer: rolling back #{id}: {}", r.describe()),
                 Err(e) => warn!("optimizer: rolling back #{id} ({address}): {e}"),
             }
         }
@@ -669,9 +681,7 @@ impl Knobs for PathKnobs<'_> {
             };
             let why = format!("optimizer: SLO breach; back to {to:?}");
             match self.path.revert_own(made.id, Source::Optimizer, &why) {
-                Ok(r) if matches!(r.status, ChangeStatus::Reverted | ChangeStatus::Unchanged) => {
-                    self.guard.forget(address)
-                }
+                Ok(r) if undone(self.path, &r) => self.guard.forget(address),
                 Ok(r) => errors.push(r.describe()),
                 Err(e) => errors.push(e.to_string()),
             }
@@ -681,5 +691,37 @@ impl Knobs for PathKnobs<'_> {
         } else {
             Err(errors.join("; "))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::undone;
+    use crate::{
+        actuate::param::Value,
+        change::tests::{kernel, path},
+        policy::{Proposal, Source},
+    };
+
+    /// The loop's revert is done only when it took: one put back after a wrong read-back is not.
+    #[test]
+    fn a_revert_put_back_is_not_undone() {
+        const A: &str = "net.core.somaxconn@netns:4026539999";
+        let policy = "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmin = 128\nmax = 65535\n";
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(A, Value::Int(4096))]);
+        let (mut p, _) = path(dir.path(), policy, &k);
+        let proposal = Proposal {
+            address: A.parse().unwrap(),
+            value: Value::Int(8192),
+            source: Source::Optimizer,
+            reason: "test".into(),
+        };
+        let id = p.propose(&proposal).unwrap().journal_id.unwrap();
+        k.0.lock().unwrap().revert_clamp_once = Some((A.into(), Value::Int(5000)));
+        let put_back = p.revert_own(id, Source::Optimizer, "test").unwrap();
+        assert!(!undone(&p, &put_back), "{put_back:?}");
+        let took = p.revert_own(id, Source::Optimizer, "test").unwrap();
+        assert!(undone(&p, &took), "{took:?}");
     }
 }
