@@ -1,7 +1,7 @@
 //! The write-ahead journal, in the state directory (default [`DEFAULT_STATE_DIR`]): every change's
 //! intent before the kernel is touched and its outcome after, the first original value of each
-//! parameter at each target (kept until a reboot or the end of its network namespace), the global pause, parameters yielded to people, and
-//! quarantined values. docs/journal.md explains the store and its crash safety.
+//! parameter at each target (kept until a reboot or the end of its network namespace), the
+//! global pause, parameters yielded to people, and quarantined values. docs/journal.md explains the store and its crash safety.
 //!
 //! The journal is an append-only file of checksummed JSON lines ([`store`]), each appended with
 //! fdatasync before the call returns. All state is a fold over the records, rebuilt on open.

@@ -178,13 +178,19 @@ impl AcceptQueueRule {
             }
             st.near += 1;
             if dropping || st.near >= self.cfg.near_windows {
+                // Drops that are not at its limit are not quoted as its reason, nor counted
+                // for its confidence.
+                let mut l = l.clone();
+                if !dropping {
+                    l.overflows = 0;
+                }
                 pressed.push(l);
             }
         }
         // Forget listeners that are gone.
         let seen: BTreeSet<ListenerId> = window.listeners.iter().map(ListenerId::of).collect();
         self.listeners.retain(|id, _| seen.contains(id));
-        let mut out = self.advise(at, pressed.into_iter(), kernel, policy);
+        let mut out = self.advise(at, pressed.iter(), kernel, policy);
         out.extend(self.step_back(at, window, kernel, policy));
         out
     }
@@ -619,6 +625,17 @@ mod tests {
             .evaluate(&at(1), &w, &mut k, &auto_policy())
             .is_empty());
         assert!(k.reads.is_empty(), "nothing to say, nothing read");
+        // Near its limit for two windows, it is advised on that, without the drops ruled out.
+        let mut near = window(vec![listener(NS, 128, 127, 40)]);
+        near.netns = vec![netns(0, Some(0))];
+        let mut rule = AcceptQueueRule::default();
+        assert!(rule
+            .evaluate(&at(1), &near, &mut kernel(128), &auto_policy())
+            .is_empty());
+        let r = rule.evaluate(&at(2), &near, &mut kernel(128), &auto_policy());
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(!r[0].reason.contains("dropped 40"), "{}", r[0].reason);
+        assert_eq!(r[0].confidence, 0.6);
         for explained in [netns(40, Some(0)), netns(0, Some(40)), netns(0, None)] {
             w.netns = vec![explained.clone()];
             let r =
