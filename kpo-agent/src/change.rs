@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     actuate::{
         open_actuator,
-        param::{NetnsRef, ParamAddress, Target, Value},
+        param::{ParamAddress, Target, Value},
         ActuateError, Actuator, Roots,
     },
     journal::{target_key, Intent, IntentKind, Journal, JournalError, Outcome},
@@ -30,13 +30,6 @@ use crate::{
 /// Opens the actuator for an address: the kernel's ([`KernelActuators`]) or a test's.
 pub trait Actuators: Send {
     fn open(&self, address: &ParamAddress) -> Result<Box<dyn Actuator>, ActuateError>;
-
-    /// The cookie of the network namespace `netns` names now (`None`: unknown), which tells a
-    /// namespace from a later one with the same inode.
-    fn netns_cookie(&self, netns: &NetnsRef) -> Option<u64> {
-        let _ = netns;
-        None
-    }
 }
 
 /// The real actuators, under these roots.
@@ -48,10 +41,6 @@ pub struct KernelActuators {
 impl Actuators for KernelActuators {
     fn open(&self, address: &ParamAddress) -> Result<Box<dyn Actuator>, ActuateError> {
         open_actuator(address, &self.roots)
-    }
-
-    fn netns_cookie(&self, netns: &NetnsRef) -> Option<u64> {
-        crate::actuate::sysctl::netns_cookie(netns).ok()
     }
 }
 
@@ -1044,10 +1033,10 @@ impl ChangePath {
     }
 
     /// The cookie of the network namespace a parameter is in, when it is addressed to one and
-    /// the cookie can be read.
+    /// the cookie can be read: through the actuator, as every write reads it.
     pub fn netns_cookie(&self, address: &ParamAddress) -> Option<u64> {
         match &address.target {
-            Target::Netns { netns } => self.actuators.netns_cookie(netns),
+            Target::Netns { .. } => self.actuators.open(address).ok()?.netns_cookie(),
             _ => None,
         }
     }

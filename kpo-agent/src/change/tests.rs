@@ -97,10 +97,6 @@ impl Actuators for FakeActuators {
             kernel: self.0.clone(),
         }))
     }
-
-    fn netns_cookie(&self, _netns: &crate::actuate::param::NetnsRef) -> Option<u64> {
-        self.0.lock().unwrap().netns_cookie
-    }
 }
 
 pub(crate) fn kernel(values: &[(&str, Value)]) -> FakeActuators {

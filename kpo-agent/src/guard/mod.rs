@@ -218,6 +218,8 @@ pub struct Guard {
     kept_in: Option<PathBuf>,
     /// The last save failed (said once, until one succeeds again).
     save_failed: bool,
+    /// The file holds no watch: with none open, there is nothing to write again.
+    saved_empty: bool,
     /// The watches of the last window's `Revert` verdicts, until the caller knows whether the
     /// revert was carried out ([`Guard::keep_watching`]).
     reverting: Vec<Watch>,
@@ -289,12 +291,19 @@ impl Guard {
         let Some(dir) = &self.kept_in else {
             return;
         };
+        // Saved after every window: an idle guard does not rewrite (and fsync) an empty file.
+        if self.watches.is_empty() && self.saved_empty {
+            return;
+        }
         let now = crate::journal::now_ms();
         for w in &mut self.watches {
             w.saved_ms = now;
         }
         match crate::journal::store::rewrite(dir, WATCHES_FILE, &self.watches) {
-            Ok(()) => self.save_failed = false,
+            Ok(()) => {
+                self.save_failed = false;
+                self.saved_empty = self.watches.is_empty();
+            }
             Err(e) => {
                 if !self.save_failed {
                     tracing::warn!(

@@ -262,18 +262,16 @@ impl Rig {
 
     /// `kpo apply` of `scaling_max_freq` through the agent's control socket, as an operator.
     fn operator_sets_max_freq(&mut self, khz: i64) -> crate::api::Reply {
-        let (answer, mut reply) = tokio::sync::oneshot::channel();
-        let events = self.deciding.serve(crate::api::server::Incoming {
-            request: crate::api::Request::Apply(crate::control::ApplyRequest {
-                address: MAX_FREQ.parse().unwrap(),
-                value: Value::Int(khz),
-                reason: "test".into(),
-            }),
-            peer_pid: None,
-            answer,
-        });
-        self.record(&events);
-        reply.try_recv().expect("answered")
+        self.operator_applies(MAX_FREQ, khz)
+    }
+
+    /// `kpo apply ADDRESS=VALUE` through the agent's control socket, as an operator.
+    fn operator_applies(&mut self, address: &str, value: i64) -> crate::api::Reply {
+        self.operator(crate::api::Request::Apply(crate::control::ApplyRequest {
+            address: address.parse().unwrap(),
+            value: Value::Int(value),
+            reason: "test".into(),
+        }))
     }
 
     fn operator(&mut self, request: crate::api::Request) -> crate::api::Reply {
@@ -338,6 +336,14 @@ impl Rig {
             assert!(errors.is_empty(), "{errors:#?}\n{e:#}");
         }
     }
+}
+
+/// The guard's `revert` verdicts among a window's events.
+fn guard_reverts(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Event::Guard(crate::guard::Verdict::Revert { .. })))
+        .count()
 }
 
 fn loop_events(events: &[Event]) -> Vec<&LiveEvent> {
@@ -699,11 +705,7 @@ sources = ["operator"]
     assert!(matches!(apply(&mut rig), crate::api::Reply::Ok(_)));
     assert_eq!(rig.max_freq(), 1_200_000);
     // At 1200 MHz p99 is 260 µs: more than 20% + 50 µs above 152, in every window after.
-    rig.until(4, |events| {
-        events
-            .iter()
-            .any(|e| matches!(e, Event::Guard(crate::guard::Verdict::Revert { .. })))
-    });
+    rig.until(4, |events| guard_reverts(events) > 0);
     assert_eq!(rig.max_freq(), 3_000_000);
     let revert = rig.intents().pop().expect("a revert intent");
     assert_eq!(revert.source, Source::Guard);
@@ -759,11 +761,7 @@ sources = ["operator"]
     let mut rig = rig.restarted();
     assert_eq!(rig.deciding.guard_watching(), 1);
     // 260 µs at 1200 MHz in the first two windows after the restart: reverted, quarantined.
-    let events = rig.until(2, |events| {
-        events
-            .iter()
-            .any(|e| matches!(e, Event::Guard(crate::guard::Verdict::Revert { .. })))
-    });
+    let events = rig.until(2, |events| guard_reverts(events) > 0);
     match events.iter().find_map(|e| match e {
         Event::Guard(v) => Some(v),
         _ => None,
@@ -873,21 +871,13 @@ sources = ["operator"]
     assert!(!rig.json.iter().any(|e| e["kind"] == "guard"));
 
     // rx-usecs 100 makes p99 352 µs against 152; the NIC then refuses every change.
-    let apply_rx = crate::api::Request::Apply(crate::control::ApplyRequest {
-        address: RX.parse().unwrap(),
-        value: Value::Int(100),
-        reason: "test".into(),
-    });
-    assert!(matches!(rig.operator(apply_rx), crate::api::Reply::Ok(_)));
+    assert!(matches!(
+        rig.operator_applies(RX, 100),
+        crate::api::Reply::Ok(_)
+    ));
     assert_eq!(rig.rx(), 100);
     rig.nic.make_unsupported("eth0");
-    let reverts = |events: &[Event]| {
-        events
-            .iter()
-            .filter(|e| matches!(e, Event::Guard(crate::guard::Verdict::Revert { .. })))
-            .count()
-    };
-    rig.until(2, |events| reverts(events) == 1);
+    rig.until(2, |events| guard_reverts(events) == 1);
     assert_eq!(rig.rx(), 100);
     assert_eq!(
         rig.deciding.guard_watching(),
@@ -902,7 +892,7 @@ sources = ["operator"]
         "not quarantined while applied"
     );
     // Still regressing: the next window tries again.
-    assert_eq!(reverts(&rig.window()), 1);
+    assert_eq!(guard_reverts(&rig.window()), 1);
     rig.assert_schema();
 }
 
@@ -931,19 +921,13 @@ sources = ["operator"]
         },
     );
     rig.window();
-    let apply_rx = crate::api::Request::Apply(crate::control::ApplyRequest {
-        address: RX.parse().unwrap(),
-        value: Value::Int(100),
-        reason: "test".into(),
-    });
-    assert!(matches!(rig.operator(apply_rx), crate::api::Reply::Ok(_)));
+    assert!(matches!(
+        rig.operator_applies(RX, 100),
+        crate::api::Reply::Ok(_)
+    ));
     // From now on the NIC rounds to even values: putting back 3 reads back 2.
     rig.nic.set_granularity(2);
-    rig.until(2, |events| {
-        events
-            .iter()
-            .any(|e| matches!(e, Event::Guard(crate::guard::Verdict::Revert { .. })))
-    });
+    rig.until(2, |events| guard_reverts(events) > 0);
     assert_eq!(rig.rx(), 100, "put back after the wrong read-back");
     assert_eq!(rig.deciding.guard_watching(), 1);
     assert!(!rig
@@ -1081,13 +1065,7 @@ on_exit = "revert"
         rx_usecs: 0,
         adaptive_rx: true,
     };
-    let set_rx = |rig: &mut Rig, usecs: i64| {
-        rig.operator(crate::api::Request::Apply(crate::control::ApplyRequest {
-            address: RX.parse().unwrap(),
-            value: Value::Int(usecs),
-            reason: "test".into(),
-        }))
-    };
+    let set_rx = |rig: &mut Rig, usecs: i64| rig.operator_applies(RX, usecs);
     let revert = |rig: &mut Rig, which: crate::control::RevertRequest| {
         rig.operator(crate::api::Request::Revert { revert: which })
     };
@@ -1210,13 +1188,7 @@ on_exit = "keep"
         use_adaptive_rx: Some(adaptive),
         ..Default::default()
     };
-    let apply = |rig: &mut Rig, address: &str, v: i64| {
-        rig.operator(crate::api::Request::Apply(crate::control::ApplyRequest {
-            address: address.parse().unwrap(),
-            value: Value::Int(v),
-            reason: "test".into(),
-        }))
-    };
+    let apply = |rig: &mut Rig, address: &str, v: i64| rig.operator_applies(address, v);
     let revert_all = |rig: &mut Rig| match rig.operator(crate::api::Request::Revert {
         revert: crate::control::RevertRequest::All,
     }) {

@@ -120,18 +120,23 @@ impl SynBacklogRule {
     ) -> Vec<Recommendation> {
         let mut out = Vec::new();
         for n in &w.netns {
-            let addr = netns_address(MAX_SYN_BACKLOG, n.netns, kernel);
             let whole = unexplained(n);
             let seen = self.seen.entry(n.netns).or_default();
+            // The key's address is made (and the key read) only for a namespace with something
+            // to tally: a quiet tick costs nothing per namespace.
+            let current = |kernel: &mut dyn KernelView| {
+                let addr = netns_address(MAX_SYN_BACKLOG, n.netns, kernel);
+                kernel.current(&addr)
+            };
             let drops = if closed {
-                let counted = seen.window(whole.unwrap_or(0), || kernel.current(&addr));
+                let counted = seen.window(whole.unwrap_or(0), || current(kernel));
                 whole.map(|_| counted)
             } else {
                 // Tallied only where the key is in use (SYN cookies off), as the advice reads it.
                 if whole.is_some_and(|d| d > 0)
                     && kernel.current(&netns_address(SYNCOOKIES, n.netns, kernel)) == Some(0)
                 {
-                    if let Some(value) = kernel.current(&addr) {
+                    if let Some(value) = current(kernel) {
                         seen.tick(value, whole.unwrap_or(0));
                     }
                 }
