@@ -48,7 +48,7 @@ impl AdvicePolicy for Policy {
         if !rule.sources.contains(&source(by)) || !rule.namespaces.covers(&addr.target) {
             return None;
         }
-        let mut l = ParamLimits::new(match rule.mode {
+        let mut l = ParamLimits::new(match rule.mode_for(source(by)) {
             Mode::Observe => limits::Mode::Observe,
             Mode::Recommend => limits::Mode::Recommend,
             Mode::Auto => limits::Mode::Auto,

@@ -356,6 +356,22 @@ impl ParamRule {
             guard_signals: None,
         }
     }
+
+    /// The mode for proposals from `source`. The LLM's advice is applied without a person only
+    /// where the entry bounds the value (`min` and `max`): a model's number is not checked by any
+    /// rule of ours, so `auto` without bounds would let any value it names be written. There its
+    /// advice waits for approval instead.
+    pub fn mode_for(&self, source: Source) -> Mode {
+        match (self.mode, source) {
+            (Mode::Auto, Source::Llm) if !self.bounded() => Mode::Recommend,
+            (mode, _) => mode,
+        }
+    }
+
+    /// Both bounds set: every integer value is held between them.
+    pub fn bounded(&self) -> bool {
+        self.min.is_some() && self.max.is_some()
+    }
 }
 
 /// Where the policy came from.
@@ -574,7 +590,7 @@ impl Policy {
                 });
             }
         }
-        match (rule.mode, p.source) {
+        match (rule.mode_for(p.source), p.source) {
             (Mode::Observe, _) => Decision::RecordOnly,
             (Mode::Recommend, Source::Operator) | (Mode::Auto, _) => Decision::Apply,
             (Mode::Recommend, _) => Decision::NeedsApproval,

@@ -651,3 +651,51 @@ fn an_entry_is_a_parameter_once() {
     assert!(msg.contains("already has an entry"), "{msg}");
     assert!(line == 1 || line == 4, "{line}");
 }
+
+/// docs/policy.md's `net.ipv4.tcp_*` entry is `auto` without bounds: the rules' and an operator's
+/// changes apply, but the LLM's wait for a person (its number passes no check of ours), and the
+/// advisors' view of the policy says so, so the model is offered `recommend` there. With both
+/// bounds the LLM's advice applies as any other source's.
+#[test]
+fn the_llm_applies_automatically_only_within_bounds() {
+    let p = Policy::parse(GOOD, "good.toml").unwrap();
+    let ctx = Context::new(SystemTime::now());
+    let wmem = Value::Ints(vec![1, 1, 1]);
+    for (source, want) in [
+        (Source::Rules, Decision::Apply),
+        (Source::Operator, Decision::Apply),
+        (Source::Llm, Decision::NeedsApproval),
+    ] {
+        assert_eq!(
+            p.decide(&proposal("net.ipv4.tcp_wmem", wmem.clone(), source), &ctx),
+            want,
+            "{source}"
+        );
+    }
+    use crate::advise::{limits::AdvicePolicy, recommendation};
+    let view = |a: &str, s| p.allowed(&addr(a), s).unwrap().mode;
+    assert_eq!(
+        view("net.ipv4.tcp_wmem", recommendation::Source::Llm),
+        crate::advise::limits::Mode::Recommend
+    );
+    assert_eq!(
+        view("net.ipv4.tcp_wmem", recommendation::Source::Rules),
+        crate::advise::limits::Mode::Auto
+    );
+
+    // One bound is not enough; both are.
+    for (bounds, want) in [
+        ("min = 4096", Decision::NeedsApproval),
+        ("max = 33554432", Decision::NeedsApproval),
+        ("min = 4096\nmax = 33554432", Decision::Apply),
+    ] {
+        let text = format!("[params.\"net.ipv4.tcp_wmem\"]\nmode = \"auto\"\n{bounds}\n");
+        let p = Policy::parse(&text, "p.toml").unwrap();
+        let v = Value::Ints(vec![4096, 65536, 4194304]);
+        assert_eq!(
+            p.decide(&proposal("net.ipv4.tcp_wmem", v, Source::Llm), &ctx),
+            want,
+            "{bounds}"
+        );
+    }
+}
