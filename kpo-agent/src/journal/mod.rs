@@ -519,7 +519,15 @@ impl Journal {
                 p.holding = None;
                 p.address.get_or_insert(address.clone());
             }
-            Record::Manage { key, .. } => self.param(key).yielded = None,
+            Record::Manage { key, .. } => {
+                // Handed back with the person's value in the kernel: KPO's last value is no
+                // longer there to compare with (the next window would yield again) nor to
+                // revert on exit. KPO manages it again from its next change.
+                let p = self.param(key);
+                p.yielded = None;
+                p.last_applied = None;
+                p.holding = None;
+            }
             Record::Gone { key, .. } => self.param(key).settle_for_gone_namespace(),
             Record::Quarantine {
                 key,

@@ -291,6 +291,56 @@ mod tests {
         }
     }
 
+    /// `kpo resume PARAM` hands a yielded parameter back with the person's value in the
+    /// kernel: the next window's value check does not yield it again, an advisor may change it,
+    /// and a person's later write is yielded to as before.
+    #[test]
+    fn a_resumed_parameter_is_not_yielded_again_until_someone_else_writes() {
+        let address: ParamAddress = "net.core.somaxconn".parse().unwrap();
+        let policy = "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmin = 128\nmax = 65535\n";
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[("net.core.somaxconn", Value::Int(4096))]);
+        let (mut p, _) = path(dir.path(), policy, &k);
+        let mut guard = Guard::new(GuardConfig::default());
+        let propose = |p: &mut crate::change::ChangePath, v: i64| {
+            p.propose(&Proposal {
+                address: address.clone(),
+                value: Value::Int(v),
+                source: Source::Rules,
+                reason: "test".into(),
+            })
+            .unwrap()
+            .status
+        };
+        let person_writes = |v: i64| {
+            k.0.lock()
+                .unwrap()
+                .values
+                .insert("net.core.somaxconn".into(), Value::Int(v))
+        };
+        assert_eq!(propose(&mut p, 8192), crate::change::ChangeStatus::Applied);
+        person_writes(3000);
+        assert_eq!(super::check_values(&mut p, &mut guard).len(), 1);
+        assert_eq!(
+            p.journal.resume_param("net.core.somaxconn").unwrap().len(),
+            1
+        );
+
+        assert!(super::check_values(&mut p, &mut guard).is_empty());
+        let state = p.journal.param_state(&address).unwrap();
+        assert!(state.yielded.is_none());
+        assert_eq!((&state.last_applied, state.holding), (&None, None));
+        // The journal reopened says the same.
+        drop(p);
+        let (mut p, _) = path(dir.path(), policy, &k);
+        assert!(super::check_values(&mut p, &mut guard).is_empty());
+
+        assert_eq!(propose(&mut p, 6000), crate::change::ChangeStatus::Applied);
+        assert!(super::check_values(&mut p, &mut guard).is_empty());
+        person_writes(5000);
+        assert_eq!(super::check_values(&mut p, &mut guard).len(), 1);
+    }
+
     #[test]
     fn the_agents_own_namespace_is_live() {
         use std::os::unix::fs::MetadataExt;
