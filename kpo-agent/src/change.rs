@@ -706,6 +706,15 @@ impl ChangePath {
             .then(|| self.journal.param_state(&intent.address))
             .flatten()
             .and_then(|p| p.last_applied.clone());
+        if only_ours && ours.is_none() {
+            // Handed back by `kpo resume`, or taken by a reboot: nothing in the kernel is KPO's
+            // to take back, and writing `before` would overwrite whoever's value is there.
+            let mut report =
+                ChangeReport::new(&intent.address, &intent.before, ChangeStatus::Skipped);
+            report.detail =
+                Some("KPO has no value of its own there now; nothing to take back".into());
+            return Ok(report);
+        }
         self.restore(
             &intent.address,
             &intent.before,

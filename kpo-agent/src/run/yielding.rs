@@ -327,6 +327,11 @@ mod tests {
         );
 
         assert!(super::check_values(&mut p, &mut guard).is_empty());
+        // An agent's own revert of the change from before the yield leaves the person's value.
+        let first = p.journal.param_state(&address).unwrap().applied[0].0;
+        let undo = p.revert_own(first, Source::Guard, "test").unwrap();
+        assert_eq!(undo.status, crate::change::ChangeStatus::Skipped);
+        assert_eq!(p.read(&address).unwrap(), Value::Int(3000));
         let state = p.journal.param_state(&address).unwrap();
         assert!(state.yielded.is_none());
         assert_eq!((&state.last_applied, state.holding), (&None, None));
