@@ -702,6 +702,18 @@ impl ChangePath {
             .intent(id)
             .cloned()
             .ok_or(JournalError::NoSuchChange(id))?;
+        let this_boot = self.journal.boot();
+        if intent.boot.is_some() && this_boot.is_some() && intent.boot.as_deref() != this_boot {
+            // The reboot took its value away; what it found before is not this boot's to have
+            // back, and this boot's own value stays.
+            let mut report =
+                ChangeReport::new(&intent.address, &intent.before, ChangeStatus::Skipped);
+            report.detail = Some(format!(
+                "change {id} was made before the machine rebooted; the reboot undid it, and this \
+                 boot's value stays"
+            ));
+            return Ok(report);
+        }
         let ours = only_ours
             .then(|| self.journal.param_state(&intent.address))
             .flatten()

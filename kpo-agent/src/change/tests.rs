@@ -565,6 +565,11 @@ fn a_reboot_settles_the_journal_and_the_next_change_starts_a_new_original() {
         "nothing of boot A to put back"
     );
     assert_eq!(value(&k, a), Value::Int(1024));
+    // Nor is boot A's change undone by its id: its `before` is not this boot's to have back.
+    let undo = p.revert(1, Source::Operator, "by id").unwrap();
+    assert_eq!(undo.status, ChangeStatus::Skipped);
+    assert!(undo.detail.unwrap().contains("rebooted"));
+    assert_eq!(value(&k, a), Value::Int(1024));
     // An advisor may change it again (it is not someone else's), from a new original.
     let mut rules = op(a, Value::Int(2048));
     rules.source = Source::Rules;
