@@ -223,28 +223,135 @@ pub fn open_offline(
 /// CLI, acting while the agent is down, must act on the same tree.
 pub const SYSFS_ROOT_FILE: &str = "sysfs-root";
 
-/// Records (or, for `/sys`, forgets) the agent's sysfs tree in the state directory.
-pub fn record_sysfs_root(state_dir: &Path, sys: &Path) -> std::io::Result<()> {
-    let file = state_dir.join(SYSFS_ROOT_FILE);
+/// Records (or, for `/sys`, forgets) the agent's sysfs tree in the state directory, durably: a
+/// file left empty by a power loss would point the CLI at the current directory.
+pub fn record_sysfs_root(state_dir: &Path, sys: &Path) -> Result<(), JournalError> {
     if sys == Path::new("/sys") {
-        return match std::fs::remove_file(&file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        };
+        return crate::journal::store::remove(state_dir, SYSFS_ROOT_FILE);
     }
-    let tmp = state_dir.join(format!("{SYSFS_ROOT_FILE}.tmp"));
-    std::fs::write(&tmp, sys.as_os_str().as_encoded_bytes())?;
-    std::fs::rename(&tmp, &file)
+    crate::journal::store::replace(
+        state_dir,
+        SYSFS_ROOT_FILE,
+        sys.as_os_str().as_encoded_bytes(),
+    )
 }
 
-/// [`open_offline`] with the kernel's actuators, over the sysfs tree the agent last ran with.
+/// The file in the state directory that names the policy file the agent last ran with, when it
+/// was given one (`kpo run --policy`): a CLI acting while the agent is down (`kpo approve`,
+/// `kpo pending`, `kpo revert`) and given no `--policy` decides under the same policy, not the
+/// default path's or the built-in one.
+pub const POLICY_PATH_FILE: &str = "policy-path";
+
+/// Records (or, with no `--policy`, forgets) the agent's policy file in the state directory. The
+/// path is made canonical: the CLI may run from another directory.
+pub fn record_policy_path(state_dir: &Path, policy: Option<&Path>) -> Result<(), JournalError> {
+    let Some(policy) = policy else {
+        return crate::journal::store::remove(state_dir, POLICY_PATH_FILE);
+    };
+    let absolute = std::fs::canonicalize(policy).map_err(|e| JournalError::io(policy, e))?;
+    crate::journal::store::replace(
+        state_dir,
+        POLICY_PATH_FILE,
+        absolute.as_os_str().as_encoded_bytes(),
+    )
+}
+
+/// The policy an offline command decides under: `--policy` if given (with a warning when the
+/// agent last ran with another one), else the one the agent last ran with, else the default.
+fn offline_policy(given: Option<&Path>, state_dir: &Path) -> Option<std::path::PathBuf> {
+    let recorded = std::fs::read(state_dir.join(POLICY_PATH_FILE))
+        .ok()
+        .filter(|b| !b.is_empty())
+        .map(|b| {
+            std::path::PathBuf::from(
+                <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(b),
+            )
+        });
+    match (given, recorded) {
+        (Some(given), Some(recorded)) => {
+            if std::fs::canonicalize(given).ok().as_deref() != Some(recorded.as_path()) {
+                eprintln!(
+                    "kpo: warning: deciding under --policy {}, but the agent last ran with {}",
+                    given.display(),
+                    recorded.display()
+                );
+            }
+            Some(given.to_path_buf())
+        }
+        (Some(given), None) => Some(given.to_path_buf()),
+        (None, recorded) => recorded,
+    }
+}
+
+/// [`open_offline`] with the kernel's actuators, over the sysfs tree the agent last ran with, and
+/// under its policy when no `--policy` is given.
 pub fn open_offline_kernel(
     policy: Option<&Path>,
     state_dir: &Path,
 ) -> Result<(ChangePath, Vec<ChangeReport>), ControlError> {
+    let policy = offline_policy(policy, state_dir);
+    let policy = policy.as_deref();
     let mut actuators = KernelActuators::default();
     if let Ok(sys) = std::fs::read_to_string(state_dir.join(SYSFS_ROOT_FILE)) {
         actuators.roots.sys = std::path::PathBuf::from(sys);
     }
     open_offline(policy, state_dir, Box::new(actuators))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicyOrigin;
+
+    /// An offline command given no `--policy` decides under the policy the agent last ran with
+    /// (recorded as a canonical path), not the default path's or the built-in one; `--policy`
+    /// still wins; an agent run without `--policy` forgets it. The sysfs root is recorded and
+    /// forgotten the same way.
+    #[test]
+    fn offline_commands_use_the_agents_policy_and_sysfs_tree() {
+        let state = tempfile::tempdir().unwrap();
+        crate::journal::store::make_private(state.path());
+        let other = tempfile::tempdir().unwrap();
+        let prod = other.path().join("prod.toml");
+        std::fs::write(&prod, "[defaults]\nmode = \"observe\"\n").unwrap();
+        let prod = std::fs::canonicalize(prod).unwrap();
+        let origin = |given: Option<&Path>| {
+            let (path, _) = open_offline_kernel(given, state.path()).unwrap();
+            path.policy.origin.clone()
+        };
+
+        record_policy_path(state.path(), Some(&prod)).unwrap();
+        assert_eq!(origin(None), PolicyOrigin::File(prod.clone()));
+        let given = other.path().join("given.toml");
+        std::fs::write(&given, "").unwrap();
+        assert_eq!(origin(Some(&given)), PolicyOrigin::File(given.clone()));
+
+        // A relative path is recorded as a canonical one.
+        let cwd = std::env::current_dir().unwrap();
+        let relative = pathdiff(&prod, &cwd);
+        record_policy_path(state.path(), Some(&relative)).unwrap();
+        assert_eq!(offline_policy(None, state.path()), Some(prod.clone()));
+
+        record_policy_path(state.path(), None).unwrap();
+        assert!(!state.path().join(POLICY_PATH_FILE).exists());
+        assert_eq!(offline_policy(None, state.path()), None);
+
+        record_sysfs_root(state.path(), Path::new("/tmp/tree")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(state.path().join(SYSFS_ROOT_FILE)).unwrap(),
+            "/tmp/tree"
+        );
+        record_sysfs_root(state.path(), Path::new("/sys")).unwrap();
+        assert!(!state.path().join(SYSFS_ROOT_FILE).exists());
+        assert!(!state.path().join(format!("{SYSFS_ROOT_FILE}.tmp")).exists());
+    }
+
+    /// `target` relative to `base`, through `..` components (both absolute).
+    fn pathdiff(target: &Path, base: &Path) -> PathBuf {
+        let mut up = PathBuf::new();
+        for _ in base.components().skip(1) {
+            up.push("..");
+        }
+        up.join(target.strip_prefix("/").unwrap())
+    }
 }

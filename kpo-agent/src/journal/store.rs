@@ -183,6 +183,14 @@ pub fn load_records<T: Serialize + DeserializeOwned>(
 /// Replaces `dir/name` with exactly these records, atomically: a crash leaves the old file or
 /// the new one.
 pub fn rewrite<T: Serialize>(dir: &Path, name: &str, records: &[T]) -> Result<(), JournalError> {
+    let bytes: Vec<u8> = records.iter().flat_map(encode).collect();
+    replace(dir, name, &bytes)
+}
+
+/// Replaces `dir/name` with `bytes` (mode 0600), atomically and durably: a temporary file synced,
+/// renamed over it, the directory synced. A crash or a power loss leaves the old file or the new
+/// one, never an empty or partial one.
+pub fn replace(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), JournalError> {
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
     {
@@ -193,14 +201,21 @@ pub fn rewrite<T: Serialize>(dir: &Path, name: &str, records: &[T]) -> Result<()
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| JournalError::io(&tmp, e))?;
-        for r in records {
-            f.write_all(&encode(r))
-                .map_err(|e| JournalError::io(&tmp, e))?;
-        }
+        f.write_all(bytes).map_err(|e| JournalError::io(&tmp, e))?;
         f.sync_all().map_err(|e| JournalError::io(&tmp, e))?;
     }
     fs::rename(&tmp, &path).map_err(|e| JournalError::io(&path, e))?;
     sync_dir(dir).map_err(|e| JournalError::io(dir, e))
+}
+
+/// Removes `dir/name` durably (the directory synced); a file already absent is no error.
+pub fn remove(dir: &Path, name: &str) -> Result<(), JournalError> {
+    let path = dir.join(name);
+    match fs::remove_file(&path) {
+        Ok(()) => sync_dir(dir).map_err(|e| JournalError::io(dir, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(JournalError::io(&path, e)),
+    }
 }
 
 /// A file of records open for appending.

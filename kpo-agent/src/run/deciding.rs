@@ -145,9 +145,10 @@ impl Deciding {
         })?;
         let journal = Journal::open(&dir, Holder::Agent, LOCK_WAIT)?;
         // Under the journal's lock: the CLI acting while the agent is down uses the same tree.
-        crate::control::record_sysfs_root(&dir, &config.sysfs_root).map_err(|e| {
-            anyhow::anyhow!("cannot record the sysfs root in {}: {e}", dir.display())
-        })?;
+        crate::control::record_sysfs_root(&dir, &config.sysfs_root)
+            .map_err(|e| anyhow::anyhow!("cannot record the sysfs root: {e}"))?;
+        crate::control::record_policy_path(&dir, state.policy.as_deref())
+            .map_err(|e| anyhow::anyhow!("cannot record the policy's path: {e}"))?;
         for w in journal.warnings() {
             warn!("journal: {w}");
         }
