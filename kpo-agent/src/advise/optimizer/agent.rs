@@ -30,7 +30,7 @@ use super::live::{
 };
 use super::space::{KnobSpec, Space};
 use crate::{
-    actuate::param::{ParamAddress, ParamKind, Value},
+    actuate::param::{ParamAddress, ParamKind, Target, Value},
     change::{ChangePath, ChangeStatus},
     energy::EnergySource,
     guard::Guard,
@@ -593,10 +593,27 @@ impl PathKnobs<'_> {
     }
 }
 
+/// The knobs that move from `from` to `to`, in an order the kernel accepts one write at a time:
+/// a cpufreq policy refuses a `scaling_max_freq` below its `scaling_min_freq` (and the reverse),
+/// so a pair shifted down writes the min first and a pair shifted up the max first. (Narrowed or
+/// widened, any order passes.)
+fn write_order(addresses: &[ParamAddress], from: &[f64], to: &[f64]) -> Vec<usize> {
+    let mut moving: Vec<usize> = (0..to.len()).filter(|&i| from[i] != to[i]).collect();
+    moving.sort_by_key(|&i| {
+        let lowering = to[i] < from[i];
+        match (&addresses[i].target, addresses[i].name.as_str()) {
+            (Target::Cpufreq { .. }, "scaling_min_freq") => !lowering,
+            (Target::Cpufreq { .. }, "scaling_max_freq") => lowering,
+            _ => false,
+        }
+    });
+    moving
+}
+
 impl Knobs for PathKnobs<'_> {
     fn try_config(&mut self, from: &[f64], to: &[f64], why: ChangeReason) -> Tried {
         let reason = format!("optimizer {}: trial {to:?}", why.as_str());
-        let moving: Vec<usize> = (0..to.len()).filter(|&i| from[i] != to[i]).collect();
+        let moving = write_order(self.addresses, from, to);
         // All or none: the policy is asked about every knob before any is changed.
         for &i in &moving {
             let p = self.proposal(i, to[i], &reason);
@@ -664,7 +681,7 @@ impl Knobs for PathKnobs<'_> {
 
     fn revert_to(&mut self, from: &[f64], to: &[f64]) -> Result<(), String> {
         let mut errors = Vec::new();
-        for i in (0..to.len()).filter(|&i| from[i] != to[i]) {
+        for i in write_order(self.addresses, from, to) {
             let address = &self.addresses[i];
             let Some(made) = self
                 .made
@@ -702,6 +719,62 @@ mod tests {
         change::tests::{kernel, path},
         policy::{Proposal, Source},
     };
+
+    /// A cpufreq policy's limits shifted down or up together are written in an order the kernel
+    /// (and the actuator, which checks as the kernel does) accepts one write at a time: the min
+    /// first going down, the max first going up. The other order is refused at its first write.
+    #[test]
+    fn cpufreq_limits_are_written_in_an_order_each_write_passes() {
+        use crate::actuate::{cpufreq::CpufreqActuator, param::ParamAddress, Actuator, Roots};
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("devices/system/cpu/cpufreq/policy0");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, khz) in [
+            ("cpuinfo_min_freq", 800_000),
+            ("cpuinfo_max_freq", 3_000_000),
+            ("scaling_min_freq", 1_600_000),
+            ("scaling_max_freq", 2_000_000),
+        ] {
+            std::fs::write(dir.join(file), format!("{khz}\n")).unwrap();
+        }
+        let roots = Roots {
+            proc_sys: tmp.path().join("proc_sys"),
+            sys: tmp.path().to_path_buf(),
+        };
+        let addresses: Vec<ParamAddress> = ["scaling_max_freq", "scaling_min_freq"]
+            .iter()
+            .map(|a| format!("cpufreq:policy0:{a}").parse().unwrap())
+            .collect();
+        let write = |order: &[usize], to: &[f64]| -> Result<(), String> {
+            for &i in order {
+                let mut a = CpufreqActuator::open(&addresses[i], &roots).unwrap();
+                a.apply(&Value::Int(to[i] as i64))
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        };
+        let high = [2_000_000.0, 1_600_000.0];
+        let low = [1_400_000.0, 1_200_000.0];
+        // The knobs' own order (max, min) is refused going down...
+        assert!(write(&[0, 1], &low)
+            .unwrap_err()
+            .contains("lower scaling_min_freq first"));
+        let down = super::write_order(&addresses, &high, &low);
+        assert_eq!(down, [1, 0]);
+        write(&down, &low).unwrap();
+        // ...and (min, max) going up.
+        assert!(write(&[1, 0], &high)
+            .unwrap_err()
+            .contains("raise scaling_max_freq first"));
+        let up = super::write_order(&addresses, &low, &high);
+        assert_eq!(up, [0, 1]);
+        write(&up, &high).unwrap();
+        // A knob that does not move is not written.
+        assert_eq!(
+            super::write_order(&addresses, &high, &[1_800_000.0, 1_600_000.0]),
+            [0]
+        );
+    }
 
     /// The loop's revert is done only when it took: one put back after a wrong read-back is not.
     #[test]
