@@ -283,3 +283,58 @@ sources = ["rules", "operator"]
     }
     drop(listener);
 }
+
+/// The event stream's reader goes away (a log shipper that died): the agent stops with an error,
+/// and `on_exit = "revert"` still puts the original back, journaled.
+pub fn a_stream_that_fails_still_reverts_on_exit() {
+    use std::io::{BufRead, BufReader};
+    let ns = Netns::new();
+    let original = ns_somaxconn(&ns);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[guard]\nsignals = []\n\n[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmin = 128\n\
+         max = 65535\nmax_step = \"1000%\"\non_exit = \"revert\"\n",
+    )
+    .unwrap();
+    let child = Command::new(kpo_binary())
+        .args([
+            "run", "--tick", "100ms", "--window", "500ms", "--events", "-",
+        ])
+        .args(state_args(dir.path()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut agent = Running(child);
+    let mut stream = BufReader::new(agent.0.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("\"kind\":\"sensors\"") {
+        line.clear();
+        assert!(
+            stream.read_line(&mut line).unwrap() > 0,
+            "the agent ended early"
+        );
+    }
+    let target = format!("/run/netns/{}", ns.name);
+    let out = kpo(
+        dir.path(),
+        &["apply", "net.core.somaxconn=2048", "--netns", &target],
+    );
+    assert!(out.starts_with("applied"), "{out}");
+    assert_eq!(ns_somaxconn(&ns), 2048);
+
+    // The reader dies; the next event the agent writes fails (EPIPE).
+    drop(stream);
+    let status = agent.0.wait().unwrap();
+    assert_eq!(status.code(), Some(2), "{status}");
+    assert_eq!(
+        ns_somaxconn(&ns),
+        original,
+        "on_exit = revert restores the original"
+    );
+    let journal = kpo(dir.path(), &["journal", "--json"]);
+    let last: Value = serde_json::from_str(journal.lines().last().unwrap()).unwrap();
+    assert_eq!(last["kind"], "revert", "{journal}");
+    assert_eq!(last["status"], "reverted", "{journal}");
+}

@@ -243,6 +243,11 @@ fn main() {
             agent_decides::applies_through_the_socket_yields_to_people_and_reverts_on_exit,
         ),
         trial(
+            "agent_decides::a_stream_that_fails_still_reverts_on_exit",
+            req(),
+            agent_decides::a_stream_that_fails_still_reverts_on_exit,
+        ),
+        trial(
             "agent_decides::the_accept_queue_rule_raises_somaxconn_in_the_listeners_namespace",
             req(),
             agent_decides::the_accept_queue_rule_raises_somaxconn_in_the_listeners_namespace,

@@ -167,7 +167,7 @@ pub async fn run(
     interval.tick().await; // the first tick completes at once
     info!(tick = ?config.tick, window = ?config.window, "kpo running");
 
-    let reason = loop {
+    let ended: anyhow::Result<&'static str> = loop {
         tokio::select! {
             _ = interval.tick() => {
                 // People's sysctl writes since the last tick, before anything of KPO's acts on
@@ -220,7 +220,11 @@ pub async fn run(
                 }
             }
             batch = notable.next() => {
-                for event in batch? {
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(e) => break Err(e.into()),
+                };
+                for event in batch {
                     let full = ListenerFull::from_notable(&event, windows.last_sample());
                     sink.send(&full.into());
                 }
@@ -240,17 +244,26 @@ pub async fn run(
                     info!("SIGHUP: re-opening the event stream {}", sink.destination());
                     sink.reopen();
                 }
-                Sig::Term => break "SIGTERM",
-                Sig::Int => break "SIGINT",
+                Sig::Term => break Ok("SIGTERM"),
+                Sig::Int => break Ok("SIGINT"),
             },
-            reason = sink.failed() => {
-                // Sensors detach as the collector drops.
-                anyhow::bail!("{reason}");
-            }
+            reason = sink.failed() => break Err(anyhow::anyhow!("{reason}")),
         }
     };
 
     llm.stop();
+    let reason = match ended {
+        Ok(reason) => reason,
+        Err(e) => {
+            // Stopped by a failure (the event stream's reader gone): `on_exit` still holds, and
+            // its reverts are journaled even where their events cannot be written.
+            collector.sensors.detach_all();
+            for event in deciding.on_exit() {
+                sink.send(&event);
+            }
+            return Err(e);
+        }
+    };
     // The partial window: detach the duty-cycled sensors, read once more, then the rest.
     let attached = duty.before_last_read(&mut collector.sensors);
     let mut sample = collector.sample();
