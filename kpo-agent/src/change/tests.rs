@@ -228,6 +228,9 @@ fn a_read_back_mismatch_is_reverted() {
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
     assert_eq!(phases(&events).last(), Some(&ChangePhase::Reverted));
     assert_eq!(p.journal.entries()[0].status, "reverted");
+    // KPO never held it: the value put back is the kernel's own, not one KPO applied.
+    let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
+    assert_eq!((&state.last_applied, state.holding), (&None, None));
 }
 
 #[test]

@@ -491,7 +491,14 @@ impl Journal {
                             p.holding = Some(*id);
                         }
                         Outcome::Reverted { read_back, .. } => {
-                            p.last_applied = read_back.clone().or(p.last_applied.take());
+                            // A change put back after a wrong read-back restored what the kernel
+                            // had: KPO's only if KPO held the parameter then (else a person's
+                            // later write would be "overwriting KPO's value").
+                            let ours =
+                                matches!(i.kind, IntentKind::Revert { .. }) || p.holding.is_some();
+                            if ours {
+                                p.last_applied = read_back.clone().or(p.last_applied.take());
+                            }
                             // A revert that took effect; not one whose write read back wrong and
                             // was itself put back, which leaves the change it undid in place.
                             let put_back = read_back.as_ref() == Some(&i.before);
