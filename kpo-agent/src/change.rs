@@ -170,7 +170,8 @@ impl ChangeReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError {
-    /// The journal could not be written: nothing was (or will be) changed without it.
+    /// The journal could not be written: nothing was (or will be) changed without it, and a
+    /// change whose outcome it could not record was put back.
     #[error("journal: {0}")]
     Journal(#[from] JournalError),
 }
@@ -620,7 +621,34 @@ impl ChangePath {
             Outcome::Reverted { .. } => ChangePhase::Reverted,
             Outcome::Failed { .. } => ChangePhase::Failed,
         };
-        self.journal.record_outcome(id, outcome)?;
+        if let Err(e) = self.journal.record_outcome(id, outcome) {
+            // The kernel may have the new value while the journal has only the intent: put the
+            // value before back, so that both say "not applied" (the intent is reconciled at the
+            // next start against the kernel), and no later value check takes KPO's write for a
+            // person's.
+            let detail = match actuator.read() {
+                Ok(now) if &now != before => match actuator.revert(before) {
+                    Ok(_) => format!("the journal could not record the outcome ({e}); put back {before}"),
+                    Err(w) => format!(
+                        "the journal could not record the outcome ({e}), and putting back {before} failed: {w}"
+                    ),
+                },
+                _ => format!("the journal could not record the outcome ({e})"),
+            };
+            tracing::warn!("{address}: {detail}");
+            let mut ev = self.event(
+                ChangePhase::Failed,
+                address,
+                Some(before),
+                after,
+                source,
+                reason,
+                Some(id),
+            );
+            ev.detail = Some(detail);
+            self.send(ev);
+            return Err(e.into());
+        }
         let mut ev = self.event(
             phase,
             address,

@@ -689,3 +689,27 @@ fn a_revert_put_back_after_a_wrong_read_back_leaves_the_change_holding() {
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
     assert!(p.journal.param_state(&addr).unwrap().holding.is_none());
 }
+
+/// The kernel took the write but the journal cannot record the outcome (a full disk): the value
+/// before is put back, so the journal (an intent, reconciled at the next start) and the kernel
+/// agree that nothing was applied, and the caller gets the journal's error.
+#[test]
+fn an_outcome_the_journal_cannot_record_puts_the_value_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, events) = path(dir.path(), POLICY, &k);
+    // The intent passes; the outcome's line is cut after 10 bytes.
+    p.journal.fail_an_append(1, 10);
+    let e = p.propose(&op(SOMAX, Value::Int(8192))).unwrap_err();
+    assert!(matches!(e, ChangeError::Journal(_)), "{e}");
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    assert_eq!(phases(&events).last(), Some(&ChangePhase::Failed));
+    // Reopened, the intent is reconciled as not applied, and nothing is KPO's.
+    drop(p);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.reconcile().unwrap();
+    assert_eq!(r.len(), 1);
+    assert_ne!(r[0].status, ChangeStatus::Applied, "{}", r[0].describe());
+    let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
+    assert_eq!(state.last_applied, None);
+}

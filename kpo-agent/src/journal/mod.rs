@@ -566,6 +566,14 @@ impl Journal {
         Ok(())
     }
 
+    /// Test hook: after `pass` more appends, the next one writes `bytes` bytes and fails like a
+    /// full disk.
+    #[cfg(test)]
+    pub(crate) fn fail_an_append(&mut self, pass: usize, bytes: usize) {
+        self.appender.pass_first = pass;
+        self.appender.fail_after = Some(bytes);
+    }
+
     /// Makes an intent durable and returns its id. Call before touching the kernel.
     pub fn record_intent(
         &mut self,

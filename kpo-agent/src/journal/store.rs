@@ -229,6 +229,9 @@ pub struct Appender {
     /// Test hook: the next append writes only this many bytes, then fails like a full disk.
     #[cfg(test)]
     pub fail_after: Option<usize>,
+    /// Test hook: this many appends pass before `fail_after` takes effect.
+    #[cfg(test)]
+    pub pass_first: usize,
 }
 
 impl Appender {
@@ -253,6 +256,8 @@ impl Appender {
             poisoned: false,
             #[cfg(test)]
             fail_after: None,
+            #[cfg(test)]
+            pass_first: 0,
         })
     }
 
@@ -302,7 +307,9 @@ impl Appender {
 
     fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
         #[cfg(test)]
-        if let Some(n) = self.fail_after.take() {
+        if self.fail_after.is_some() && self.pass_first > 0 {
+            self.pass_first -= 1;
+        } else if let Some(n) = self.fail_after.take() {
             self.file.write_all(&line[..n.min(line.len())])?;
             return Err(io::Error::from_raw_os_error(28)); // ENOSPC
         }
