@@ -171,6 +171,25 @@ pub fn kernel_refusals_are_clear_errors() {
     assert!(err.to_string().contains("net.core.somaxconn"), "{err}");
     assert_eq!(inside(&ns, "net/core/somaxconn"), ns_somaxconn, "unchanged");
 
+    // ENOENT from the write: a name the kernel has nothing by, not a missing key.
+    let cc = inside(&ns, "net/ipv4/tcp_congestion_control");
+    let mut c = open_actuator(
+        &addr(&format!("net.ipv4.tcp_congestion_control@netns:{path}")),
+        &roots,
+    )
+    .unwrap();
+    let err = c.apply(&Value::Word("kpo_no_such_cc".into())).unwrap_err();
+    assert!(
+        matches!(&err, ActuateError::Refused { errno, .. } if errno == "ENOENT"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("nothing by that name"), "{err}");
+    assert_eq!(
+        inside(&ns, "net/ipv4/tcp_congestion_control"),
+        cc,
+        "unchanged"
+    );
+
     // The wrong shape never reaches the kernel (which would take two of three values).
     let mut r = open_actuator(&addr(&format!("net.ipv4.tcp_rmem@netns:{path}")), &roots).unwrap();
     let err = r.apply(&Value::Ints(vec![4096, 8192])).unwrap_err();

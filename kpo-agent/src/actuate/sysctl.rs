@@ -466,13 +466,28 @@ fn read_file(param: &str, path: &Path, where_: &str) -> Result<Value, ActuateErr
 fn write_file(param: &str, path: &Path, value: &Value, where_: &str) -> Result<(), ActuateError> {
     let bytes = format!("{value}\n");
     // O_TRUNC as a shell's `echo >` does: /proc/sys ignores it, a test tree needs it.
-    OpenOptions::new()
+    let mut file = OpenOptions::new()
         .write(true)
         .truncate(true)
         .open(path)
-        // One write(2): the kernel parses the whole value from one buffer.
-        .and_then(|mut f| f.write_all(bytes.as_bytes()))
-        .map_err(|e| sysctl_error(param, path, e, Some(value), where_))
+        .map_err(|e| sysctl_error(param, path, e, Some(value), where_))?;
+    // One write(2): the kernel parses the whole value from one buffer.
+    file.write_all(bytes.as_bytes())
+        .map_err(|e| {
+            match e.raw_os_error() {
+        // The key is there (it opened): ENOENT from the write is about the value, a name the
+        // kernel has nothing by (a congestion control or qdisc not built in or loaded).
+        Some(libc::ENOENT) => ActuateError::Refused {
+            param: param.into(),
+            value: value.to_string(),
+            errno: errno_name(&e),
+            hint: "the kernel has nothing by that name: a TCP congestion control or qdisc that is \
+                   not built in or loaded (see net.ipv4.tcp_available_congestion_control)"
+                .into(),
+        },
+        _ => sysctl_error(param, path, e, Some(value), where_),
+    }
+        })
 }
 
 /// Shape and syntax check of `value` against `current` (the kernel's own value).
