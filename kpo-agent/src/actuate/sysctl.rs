@@ -472,9 +472,8 @@ fn write_file(param: &str, path: &Path, value: &Value, where_: &str) -> Result<(
         .open(path)
         .map_err(|e| sysctl_error(param, path, e, Some(value), where_))?;
     // One write(2): the kernel parses the whole value from one buffer.
-    file.write_all(bytes.as_bytes())
-        .map_err(|e| {
-            match e.raw_os_error() {
+    file.write_all(bytes.as_bytes()).map_err(|e| {
+        match e.raw_os_error() {
         // The key is there (it opened): ENOENT from the write is about the value, a name the
         // kernel has nothing by (a congestion control or qdisc not built in or loaded).
         Some(libc::ENOENT) => ActuateError::Refused {
@@ -487,7 +486,7 @@ fn write_file(param: &str, path: &Path, value: &Value, where_: &str) -> Result<(
         },
         _ => sysctl_error(param, path, e, Some(value), where_),
     }
-        })
+    })
 }
 
 /// Shape and syntax check of `value` against `current` (the kernel's own value).
