@@ -626,8 +626,10 @@ impl ChangePath {
             // value before back, so that both say "not applied" (the intent is reconciled at the
             // next start against the kernel), and no later value check takes KPO's write for a
             // person's.
+            // A revert is left done: what it undid must not come back because the disk is full
+            // (and the next start finds it done).
             let detail = match actuator.read() {
-                Ok(now) if &now != before => match actuator.revert(before) {
+                Ok(now) if &now != before && !is_revert => match actuator.revert(before) {
                     Ok(_) => format!("the journal could not record the outcome ({e}); put back {before}"),
                     Err(w) => format!(
                         "the journal could not record the outcome ({e}), and putting back {before} failed: {w}"
@@ -730,8 +732,7 @@ impl ChangePath {
             .intent(id)
             .cloned()
             .ok_or(JournalError::NoSuchChange(id))?;
-        let this_boot = self.journal.boot();
-        if intent.boot.is_some() && this_boot.is_some() && intent.boot.as_deref() != this_boot {
+        if self.journal.before_this_boot(&intent) {
             // The reboot took its value away; what it found before is not this boot's to have
             // back, and this boot's own value stays.
             let mut report =
@@ -786,12 +787,34 @@ impl ChangePath {
     /// (yielded to a person, left, failed): turned on, the NIC would move that value.
     pub fn restore_originals(
         &mut self,
-        mut addresses: Vec<ParamAddress>,
+        addresses: Vec<ParamAddress>,
         source: Source,
         reason: &str,
         only_ours: bool,
     ) -> Result<Vec<ChangeReport>, ChangeError> {
-        addresses.sort_by_key(is_switch);
+        // A cpufreq policy's two limits in an order each write passes (as the optimizer's
+        // trials do): the direction is from the kernel's value now to the original.
+        let lowering: Vec<bool> = addresses
+            .iter()
+            .map(|a| {
+                let original = self.journal.param_state(a).and_then(|s| s.original.clone());
+                match (
+                    self.read(a).ok().and_then(|v| v.as_int()),
+                    original.and_then(|v| v.as_int()),
+                ) {
+                    (Some(now), Some(original)) => original < now,
+                    _ => false,
+                }
+            })
+            .collect();
+        let mut ordered: Vec<(ParamAddress, bool)> = addresses.into_iter().zip(lowering).collect();
+        ordered.sort_by_key(|(a, lowering)| {
+            (
+                is_switch(a),
+                crate::actuate::cpufreq::written_later(a, *lowering),
+            )
+        });
+        let addresses: Vec<ParamAddress> = ordered.into_iter().map(|(a, _)| a).collect();
         let mut out: Vec<ChangeReport> = Vec::new();
         for address in addresses {
             let Some(state) = self.journal.param_state(&address).cloned() else {
@@ -830,10 +853,19 @@ impl ChangePath {
                     self.journal
                         .params()
                         .filter(|p| {
+                            let kept = !passed.contains(&p.key);
                             p.yielded.is_some()
-                                || (!passed.contains(&p.key)
+                                || (kept
                                     && p.last_applied.is_some()
                                     && p.last_applied != p.original)
+                                // Handed back by `kpo resume` with a person's value in it.
+                                || (kept
+                                    && p.last_applied.is_none()
+                                    && p.original.as_ref().is_some_and(|original| {
+                                        p.address.as_ref().is_some_and(|a| {
+                                            self.read(a).is_ok_and(|now| &now != original)
+                                        })
+                                    }))
                         })
                         .filter_map(|p| p.address.clone())
                         .find(|a| switch_governs(&address, a))
@@ -965,6 +997,11 @@ impl ChangePath {
         // inode names another one now): failed, without reading.
         let gone = if i.boot.is_some() && this_boot.is_some() && i.boot != this_boot {
             Some("interrupted, then the machine rebooted: the change did not outlive the boot")
+        } else if self.journal.superseded(i) {
+            // Left without an outcome by a running agent whose journal could not record it (the
+            // change was put back then), and followed by later changes of the same parameter: the
+            // kernel's value now is theirs, not this one's.
+            Some("its outcome could not be recorded, and later changes of the parameter followed")
         } else {
             match (i.netns_cookie, self.netns_cookie(&i.address)) {
                 (Some(then), Some(now)) if then != now => Some(

@@ -267,6 +267,19 @@ fn offline_policy(given: Option<&Path>, state_dir: &Path) -> Option<std::path::P
                 <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(b),
             )
         });
+    // A recorded file since removed (an old release directory) is not an error for every
+    // offline command, `kpo revert --all` included: the default path decides, with a warning.
+    let recorded = recorded.filter(|r| {
+        let there = r.exists();
+        if !there {
+            eprintln!(
+                "kpo: warning: the agent last ran with the policy {}, which is gone; deciding \
+                 under the default",
+                r.display()
+            );
+        }
+        there
+    });
     match (given, recorded) {
         (Some(given), Some(recorded)) => {
             if std::fs::canonicalize(given).ok().as_deref() != Some(recorded.as_path()) {
@@ -331,6 +344,13 @@ mod tests {
         let relative = pathdiff(&prod, &cwd);
         record_policy_path(state.path(), Some(&relative)).unwrap();
         assert_eq!(offline_policy(None, state.path()), Some(prod.clone()));
+
+        // Removed since: the default decides.
+        let moved = other.path().join("moved.toml");
+        std::fs::write(&moved, "").unwrap();
+        record_policy_path(state.path(), Some(&moved)).unwrap();
+        std::fs::remove_file(&moved).unwrap();
+        assert_eq!(offline_policy(None, state.path()), None);
 
         record_policy_path(state.path(), None).unwrap();
         assert!(!state.path().join(POLICY_PATH_FILE).exists());

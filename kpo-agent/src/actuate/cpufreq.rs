@@ -307,6 +307,18 @@ impl Actuator for CpufreqActuator {
     }
 }
 
+/// Whether this limit is written after the other limit of its cpufreq policy when both move the
+/// same way (`lowering`: to a smaller value): a policy refuses a `scaling_max_freq` below its
+/// `scaling_min_freq` and the reverse, so going down the min is written first, going up the max.
+/// (Moved apart or together, either order passes.) False for every other parameter.
+pub fn written_later(address: &ParamAddress, lowering: bool) -> bool {
+    match (&address.target, address.name.as_str()) {
+        (Target::Cpufreq { .. }, "scaling_min_freq") => !lowering,
+        (Target::Cpufreq { .. }, "scaling_max_freq") => lowering,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

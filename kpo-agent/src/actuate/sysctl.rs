@@ -474,9 +474,10 @@ fn write_file(param: &str, path: &Path, value: &Value, where_: &str) -> Result<(
     // One write(2): the kernel parses the whole value from one buffer.
     file.write_all(bytes.as_bytes()).map_err(|e| {
         match e.raw_os_error() {
-        // The key is there (it opened): ENOENT from the write is about the value, a name the
-        // kernel has nothing by (a congestion control or qdisc not built in or loaded).
-        Some(libc::ENOENT) => ActuateError::Refused {
+        // The key is there (it opened): ENOENT from writing a word is about the value, a name the
+        // kernel has nothing by (a congestion control or qdisc not built in or loaded). For a
+        // number it is the key going away in between (a device removed, a namespace ending).
+        Some(libc::ENOENT) if matches!(value, Value::Word(_)) => ActuateError::Refused {
             param: param.into(),
             value: value.to_string(),
             errno: errno_name(&e),

@@ -712,4 +712,30 @@ fn an_outcome_the_journal_cannot_record_puts_the_value_back() {
     assert_ne!(r[0].status, ChangeStatus::Applied, "{}", r[0].describe());
     let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
     assert_eq!(state.last_applied, None);
+
+    // A revert whose outcome cannot be recorded is left done: what it undid does not come back.
+    let applied = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    assert_eq!(applied.status, ChangeStatus::Applied);
+    p.journal.fail_an_append(1, 10);
+    let id = applied.journal_id.unwrap();
+    assert!(p.revert(id, Source::Operator, "test").is_err());
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+
+    // The agent goes on: a change that fails to be recorded, then the same value applied again.
+    // At the next start the first is not taken for applied because the kernel has its value: the
+    // later change is the one KPO holds.
+    drop(p);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    p.reconcile().unwrap();
+    p.journal.fail_an_append(1, 10);
+    assert!(p.propose(&op(SOMAX, Value::Int(8192))).is_err());
+    let again = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    assert_eq!(again.status, ChangeStatus::Applied);
+    drop(p);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.reconcile().unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].status, ChangeStatus::Failed, "{}", r[0].describe());
+    let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
+    assert_eq!(state.holding, again.journal_id);
 }

@@ -428,6 +428,23 @@ impl Journal {
         self.boot.as_deref()
     }
 
+    /// Whether a later intent of the same parameter at the same target follows intent `i`.
+    pub fn superseded(&self, i: &Intent) -> bool {
+        self.intents
+            .range(i.id + 1..)
+            .any(|(_, later)| later.key == i.key)
+    }
+
+    /// Whether intent `i` was made before the machine last rebooted: its boot id differs from
+    /// this boot's, or, written before boot ids were recorded, it is older than this boot.
+    pub fn before_this_boot(&self, i: &Intent) -> bool {
+        match (&i.boot, &self.boot) {
+            (Some(then), Some(now)) => then != now,
+            (None, _) => self.boot_started_ms.is_some_and(|s| i.ts_ms < s),
+            (Some(_), None) => false,
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

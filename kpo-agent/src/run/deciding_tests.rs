@@ -1288,3 +1288,102 @@ sources = ["operator"]
     ));
     assert_eq!(rig.max_freq(), 2_000_000);
 }
+
+/// `kpo revert --all` and `on_exit` put a cpufreq policy's two limits back in an order each write
+/// passes: after an upward shift, the min goes down first (the max first would be below the
+/// min, which older kernels refuse and newer ones take by pulling the min down with it, so that
+/// the min's own revert then finds a value that is not KPO's). The actuator's revert writes
+/// without that check, as the kernel's clamping allows, so the order is read from the journal.
+#[test]
+fn a_cpufreq_policys_limits_go_back_in_an_order_each_write_passes() {
+    const MIN_FREQ: &str = "cpufreq:policy0:scaling_min_freq";
+    let policy = r#"
+[params."cpufreq:*:*"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["operator"]
+on_exit = "revert"
+"#;
+    for on_exit in [false, true] {
+        let mut rig = Rig::new(policy, true, "");
+        let dir = rig.max_freq_file.parent().unwrap().to_path_buf();
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.join(f))
+                .unwrap()
+                .trim()
+                .parse::<i64>()
+                .unwrap()
+        };
+        // The boot's limits, then both shifted up by an operator (max first, as they must be).
+        std::fs::write(dir.join("scaling_max_freq"), "1500000\n").unwrap();
+        std::fs::write(dir.join("scaling_min_freq"), "1300000\n").unwrap();
+        for (address, khz) in [(MAX_FREQ, 2_000_000), (MIN_FREQ, 1_800_000)] {
+            let reply = rig.operator_applies(address, khz);
+            assert!(matches!(reply, crate::api::Reply::Ok(_)), "{reply:?}");
+        }
+        if on_exit {
+            let events = rig.deciding.on_exit();
+            rig.record(&events);
+        } else {
+            let reply = rig.operator(crate::api::Request::Revert {
+                revert: crate::control::RevertRequest::All,
+            });
+            assert!(matches!(reply, crate::api::Reply::Ok(_)), "{reply:?}");
+        }
+        assert_eq!(
+            (read("scaling_max_freq"), read("scaling_min_freq")),
+            (1_500_000, 1_300_000),
+            "on_exit {on_exit}"
+        );
+        let reverted: Vec<String> = rig
+            .intents()
+            .iter()
+            .filter(|i| matches!(i.kind, crate::journal::IntentKind::Revert { .. }))
+            .map(|i| i.address.to_string())
+            .collect();
+        assert_eq!(reverted, [MIN_FREQ, MAX_FREQ], "on_exit {on_exit}");
+    }
+}
+
+/// A value that adaptive moderation was turned off for, yielded to a person and handed back by
+/// `kpo resume` with their value in it: `on_exit` does not turn adaptive moderation back on (the
+/// NIC would move their value).
+#[test]
+fn on_exit_leaves_adaptive_moderation_off_under_a_value_handed_back() {
+    let policy = r#"
+[params."ethtool:eth0:rx-usecs"]
+mode = "auto"
+min = 0
+max = 100
+sources = ["operator"]
+allow_adaptive_off = true
+on_exit = "revert"
+"#;
+    let mut rig = Rig::new(policy, true, "");
+    rig.nic.add_nic(
+        "eth0",
+        CoalesceSettings {
+            rx_usecs: 0,
+            adaptive_rx: true,
+        },
+    );
+    assert!(matches!(
+        rig.operator_applies(RX, 50),
+        crate::api::Reply::Ok(_)
+    ));
+    let persons = CoalesceSettings {
+        rx_usecs: 33,
+        adaptive_rx: false,
+    };
+    rig.nic.add_nic("eth0", persons);
+    rig.window();
+    assert!(rig.json.iter().any(|e| e["kind"] == "admin_override"));
+    rig.operator(crate::api::Request::Resume {
+        param: Some(RX.into()),
+        by: "test".into(),
+    });
+    let events = rig.deciding.on_exit();
+    rig.record(&events);
+    assert_eq!(rig.nic_now(), persons);
+}

@@ -30,7 +30,7 @@ use super::live::{
 };
 use super::space::{KnobSpec, Space};
 use crate::{
-    actuate::param::{ParamAddress, ParamKind, Target, Value},
+    actuate::param::{ParamAddress, ParamKind, Value},
     change::{ChangePath, ChangeStatus},
     energy::EnergySource,
     guard::Guard,
@@ -599,14 +599,7 @@ impl PathKnobs<'_> {
 /// widened, any order passes.)
 fn write_order(addresses: &[ParamAddress], from: &[f64], to: &[f64]) -> Vec<usize> {
     let mut moving: Vec<usize> = (0..to.len()).filter(|&i| from[i] != to[i]).collect();
-    moving.sort_by_key(|&i| {
-        let lowering = to[i] < from[i];
-        match (&addresses[i].target, addresses[i].name.as_str()) {
-            (Target::Cpufreq { .. }, "scaling_min_freq") => !lowering,
-            (Target::Cpufreq { .. }, "scaling_max_freq") => lowering,
-            _ => false,
-        }
-    });
+    moving.sort_by_key(|&i| crate::actuate::cpufreq::written_later(&addresses[i], to[i] < from[i]));
     moving
 }
 
