@@ -898,6 +898,22 @@ async fn the_key_is_not_echoed_from_error_bodies() {
         "{:?}",
         c.error
     );
+    // The key straddles the 300-character cut of the excerpt (two-byte characters before it, so
+    // a cut by bytes would fall elsewhere): its start must not be left behind.
+    let body = format!("{}{KEY} and more", "é".repeat(282));
+    let server = Server::start(vec![status(401, &body)]).await;
+    let c = consult(&advisor(&config(&server), "nginx")).await;
+    let error = c.error.unwrap();
+    assert!(!error.contains("sk-test"), "{error}");
+    assert!(error.ends_with("[redacted] and mor"), "{error}");
+    // A 2xx that is not a chat completion: the excerpt of its body, the same way.
+    let body = format!("{}{KEY} and more", "é".repeat(141));
+    let server = Server::start(vec![status(200, &body)]).await;
+    let c = consult(&advisor(&config(&server), "nginx")).await;
+    assert_eq!(c.outcome, Outcome::InvalidBody);
+    let error = c.error.unwrap();
+    assert!(!error.contains("sk-test"), "{error}");
+    assert!(error.contains("[redacted] and more"), "{error}");
 }
 
 #[tokio::test]

@@ -449,14 +449,21 @@ impl LlmClient {
         Ok((status, retry_after, bytes))
     }
 
+    /// The start of a body, for an error message: at most [`MAX_ERROR_EXCERPT`] characters, the
+    /// key redacted.
     fn excerpt(&self, bytes: &[u8]) -> String {
-        let text = String::from_utf8_lossy(bytes);
+        // Redacted before it is cut: cut first, a key straddling the cut would lose its end and
+        // no longer match, leaking its start. The excerpt's characters are at most 4 bytes each,
+        // so this much of the body holds the excerpt and any key that reaches into it.
+        let room = MAX_ERROR_EXCERPT * 4 + self.inner.key.expose().len();
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(room)]);
+        let text = self.inner.key.redact(&text);
         let text: String = text
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .take(MAX_ERROR_EXCERPT)
             .collect();
-        self.inner.key.redact(text.trim())
+        text.trim().to_string()
     }
 
     fn read_completion(&self, c: &mut Completion, bytes: &[u8]) {
@@ -469,7 +476,7 @@ impl LlmClient {
                 c.outcome = Outcome::InvalidBody;
                 c.error = Some(format!(
                     "not a chat completion ({e}): {}",
-                    self.excerpt(&bytes[..bytes.len().min(MAX_ERROR_EXCERPT)])
+                    self.excerpt(bytes)
                 ));
                 return;
             }
