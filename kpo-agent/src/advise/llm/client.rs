@@ -175,7 +175,7 @@ pub struct LlmClient {
 impl std::fmt::Debug for LlmClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LlmClient")
-            .field("url", &self.inner.url)
+            .field("url", &super::config::without_userinfo(&self.inner.url))
             .field("key", &self.inner.key)
             .finish()
     }

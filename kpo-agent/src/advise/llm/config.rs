@@ -19,6 +19,19 @@ pub const MAX_ATTEMPTS: u32 = 10;
 /// The advisor keeps this many window summaries; each goes into every prompt.
 pub const MAX_PROMPT_WINDOWS: usize = 100;
 
+/// `url` with its user name and password (`http://user:token@host/`) replaced by `[redacted]`:
+/// they are credentials, and the URL goes into logs, `Debug` output and errors. Text that is not
+/// a URL is treated as one without a scheme, so a mistyped value is covered too.
+pub fn without_userinfo(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{}[redacted]{}", &url[..start], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 /// An API key. Never printed: `Debug` shows `[redacted]`, and it has no `Display` or `Serialize`.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct ApiKey(String);
@@ -123,7 +136,7 @@ impl fmt::Debug for LlmConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LlmConfig")
             .field("enabled", &self.enabled)
-            .field("base_url", &self.base_url)
+            .field("base_url", &self.base_url.as_deref().map(without_userinfo))
             .field("model", &self.model)
             .field("api_key", &self.api_key)
             .field("every_windows", &self.every_windows)
@@ -176,7 +189,10 @@ impl LlmConfigError {
     pub fn reason(&self) -> String {
         match self {
             LlmConfigError::BadUrl(url) | LlmConfigError::BadEnvUrl(url) => {
-                format!("is {url:?}; it must start with http:// or https://")
+                format!(
+                    "is {:?}; it must start with http:// or https://",
+                    without_userinfo(url)
+                )
             }
             LlmConfigError::Zero(_) => "must be at least 1".into(),
             LlmConfigError::ZeroTimeout => "must be positive".into(),
@@ -201,7 +217,7 @@ fn is_http_url(url: &str) -> bool {
 }
 
 /// A configuration with its endpoint decided: what the client runs with.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ResolvedLlm {
     /// Without a trailing `/`.
     pub base_url: String,
@@ -213,6 +229,21 @@ impl ResolvedLlm {
     pub fn completions_url(&self) -> String {
         format!("{}/chat/completions", self.base_url)
     }
+
+    /// The endpoint as logs and errors show it: without credentials in the URL.
+    pub fn shown_base_url(&self) -> String {
+        without_userinfo(&self.base_url)
+    }
+}
+
+impl fmt::Debug for ResolvedLlm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolvedLlm")
+            .field("base_url", &self.shown_base_url())
+            .field("api_key", &self.api_key)
+            .field("config", &self.config)
+            .finish()
+    }
 }
 
 impl LlmConfig {
@@ -222,7 +253,7 @@ impl LlmConfig {
         let resolved = self.resolve_with(|k| std::env::var(k).ok())?;
         match &resolved {
             Ok(r) => tracing::info!(
-                base_url = %r.base_url,
+                base_url = %r.shown_base_url(),
                 model = %r.config.model,
                 key = if r.api_key.is_empty() { "none" } else { "set" },
                 every_windows = r.config.every_windows,
@@ -540,5 +571,50 @@ mod tests {
             r.api_key.redact("bad key sk-very-secret given"),
             "bad key [redacted] given"
         );
+    }
+
+    /// Credentials in the endpoint's URL (a proxy's `user:token@`) are shown nowhere: not in the
+    /// log line, the `Debug` output or a configuration error.
+    #[test]
+    fn credentials_in_the_base_url_are_not_shown() {
+        assert_eq!(
+            without_userinfo("https://bob:tok-123@proxy.example:8443/v1?a=b@c"),
+            "https://[redacted]@proxy.example:8443/v1?a=b@c"
+        );
+        assert_eq!(
+            without_userinfo("http://127.0.0.1:8080/v1/@x"),
+            "http://127.0.0.1:8080/v1/@x",
+            "an @ in the path is not userinfo"
+        );
+        assert_eq!(without_userinfo("bob:tok-123@host"), "[redacted]@host");
+        let c = LlmConfig {
+            base_url: Some("https://bob:tok-123@proxy.example/v1".into()),
+            ..LlmConfig::default()
+        };
+        let r = c.resolve_with(env(&[])).unwrap().unwrap();
+        assert_eq!(r.shown_base_url(), "https://[redacted]@proxy.example/v1");
+        assert_eq!(
+            r.completions_url(),
+            "https://bob:tok-123@proxy.example/v1/chat/completions",
+            "still used to connect"
+        );
+        let client = super::super::LlmClient::new(r.clone()).unwrap();
+        let bad = LlmConfig {
+            base_url: Some("ftp://bob:tok-123@host/".into()),
+            ..LlmConfig::default()
+        };
+        let bad_env = LlmConfig::default()
+            .resolve_with(env(&[("OPENAI_BASE_URL", "bob:tok-123@host")]))
+            .unwrap_err();
+        for text in [
+            format!("{c:?}"),
+            format!("{r:?}"),
+            format!("{client:?}"),
+            bad.validate().unwrap_err().to_string(),
+            bad_env.to_string(),
+        ] {
+            assert!(!text.contains("tok-123"), "{text}");
+            assert!(text.contains("[redacted]@"), "{text}");
+        }
     }
 }
