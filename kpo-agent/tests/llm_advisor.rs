@@ -916,6 +916,26 @@ async fn the_key_is_not_echoed_from_error_bodies() {
     assert!(error.contains("[redacted] and more"), "{error}");
 }
 
+/// A redirect is an error naming the status and where it pointed, not followed: followed, it
+/// could take the key's header to another host, or turn the POST into a GET without its body.
+#[tokio::test]
+async fn a_redirect_is_reported_not_followed() {
+    let server = Server::start(vec![]).await;
+    // To the same endpoint, which would answer: only not following it keeps this an error.
+    let to = format!("{}/chat/completions", server.base_url);
+    server.set_script(vec![
+        Reply::Http(307, vec![("Location", to.clone())], String::new()),
+        completion("[]"),
+    ]);
+    let c = consult(&advisor(&config(&server), "nginx")).await;
+    assert_eq!((c.outcome, c.http_status), (Outcome::HttpStatus, Some(307)));
+    assert_eq!(c.attempts, 1);
+    assert_eq!(server.requests().len(), 1);
+    let error = c.error.unwrap();
+    assert!(error.starts_with(&format!("HTTP 307 to {to}: ")), "{error}");
+    assert!(error.contains("not followed"), "{error}");
+}
+
 #[tokio::test]
 async fn a_cancelled_trial_does_not_hold_the_breaker() {
     let server = Server::start(vec![Reply::Slow(
