@@ -230,6 +230,31 @@ impl ResolvedLlm {
         format!("{}/chat/completions", self.base_url)
     }
 
+    /// Whether the key would cross the network unencrypted: a key is set and the endpoint is
+    /// plain `http://` on a host other than loopback.
+    pub fn key_in_clear(&self) -> bool {
+        if self.api_key.is_empty() {
+            return false;
+        }
+        let Ok(url) = reqwest::Url::parse(&self.base_url) else {
+            return false;
+        };
+        if url.scheme() != "http" {
+            return false;
+        }
+        let Some(host) = url.host_str() else {
+            return true;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => !ip.is_loopback(),
+            Err(_) => {
+                let name = host.trim_end_matches('.').to_ascii_lowercase();
+                !(name == "localhost" || name.ends_with(".localhost"))
+            }
+        }
+    }
+
     /// The endpoint as logs and errors show it: without credentials in the URL.
     pub fn shown_base_url(&self) -> String {
         without_userinfo(&self.base_url)
@@ -252,13 +277,30 @@ impl LlmConfig {
     pub fn resolve(&self) -> Result<Option<ResolvedLlm>, LlmConfigError> {
         let resolved = self.resolve_with(|k| std::env::var(k).ok())?;
         match &resolved {
-            Ok(r) => tracing::info!(
-                base_url = %r.shown_base_url(),
-                model = %r.config.model,
-                key = if r.api_key.is_empty() { "none" } else { "set" },
-                every_windows = r.config.every_windows,
-                "LLM advisor on"
-            ),
+            Ok(r) => {
+                tracing::info!(
+                    base_url = %r.shown_base_url(),
+                    model = %r.config.model,
+                    key = if r.api_key.is_empty() { "none" } else { "set" },
+                    every_windows = r.config.every_windows,
+                    "LLM advisor on"
+                );
+                if r.api_key.is_empty()
+                    && self.base_url.is_some()
+                    && std::env::var_os("OPENAI_API_KEY").is_some()
+                {
+                    tracing::info!(
+                        "OPENAI_API_KEY is not sent to llm.base_url; set llm.api_key for that server"
+                    );
+                }
+                if r.key_in_clear() {
+                    tracing::warn!(
+                        base_url = %r.shown_base_url(),
+                        "the LLM API key is sent over plain http to a host that is not this one: \
+                         anyone on the path can read it; use https"
+                    );
+                }
+            }
             Err(why) => tracing::info!("LLM advisor off: {why}"),
         }
         Ok(resolved.ok())
@@ -275,24 +317,23 @@ impl LlmConfig {
         }
         let nonempty =
             |s: Option<String>| s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-        let key = self
-            .api_key
-            .clone()
-            .filter(|k| !k.is_empty())
-            .or_else(|| nonempty(env("OPENAI_API_KEY")).map(ApiKey::new));
+        let file_key = self.api_key.clone().filter(|k| !k.is_empty());
+        let env_key = || nonempty(env("OPENAI_API_KEY")).map(ApiKey::new);
         self.validate()?;
         let file_url = nonempty(self.base_url.clone());
         let env_url = nonempty(env("OPENAI_BASE_URL"));
-        let base_url = match (file_url, env_url, &key) {
-            (Some(url), _, _) => url,
-            (None, Some(url), _) if is_http_url(&url) => url,
-            (None, Some(url), _) => return Err(LlmConfigError::BadEnvUrl(url)),
-            (None, None, Some(_)) => DEFAULT_BASE_URL.to_string(),
-            (None, None, None) => {
-                return Ok(Err(
+        let (base_url, key) = match (file_url, env_url) {
+            // The environment's key is meant for OpenAI (or the environment's own endpoint): sent
+            // to a server only the file names, it would go to whoever runs that server.
+            (Some(url), _) => (url, file_key),
+            (None, Some(url)) if is_http_url(&url) => (url, file_key.or_else(env_key)),
+            (None, Some(url)) => return Err(LlmConfigError::BadEnvUrl(url)),
+            (None, None) => match file_key.or_else(env_key) {
+                Some(key) => (DEFAULT_BASE_URL.to_string(), Some(key)),
+                None => return Ok(Err(
                     "no API key (llm.api_key, OPENAI_API_KEY) and no endpoint (llm.base_url, OPENAI_BASE_URL) set",
-                ))
-            }
+                )),
+            },
         };
         Ok(Ok(ResolvedLlm {
             base_url: base_url.trim_end_matches('/').to_string(),
@@ -441,6 +482,39 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r.base_url, "http://10.0.0.1:8000/v1", "the file wins");
+        // The environment's key goes to OpenAI or to the environment's endpoint, never to a
+        // server only the file names.
+        let r = file
+            .resolve_with(env(&[("OPENAI_API_KEY", "sk-secret-123")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.base_url, "http://10.0.0.1:8000/v1");
+        assert!(r.api_key.is_empty(), "the file's endpoint gets no env key");
+        let r = c
+            .resolve_with(env(&[
+                ("OPENAI_API_KEY", "sk-secret-123"),
+                ("OPENAI_BASE_URL", "https://gateway.example/v1"),
+            ]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.base_url, "https://gateway.example/v1");
+        assert_eq!(
+            r.api_key.expose(),
+            "sk-secret-123",
+            "both from the environment"
+        );
+        let r = LlmConfig {
+            api_key: Some(ApiKey::new("sk-file")),
+            ..file.clone()
+        }
+        .resolve_with(env(&[("OPENAI_API_KEY", "sk-secret-123")]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            r.api_key.expose(),
+            "sk-file",
+            "the file's key goes to the file's server"
+        );
         assert!(matches!(
             LlmConfig {
                 base_url: Some("ftp://x".into()),
@@ -571,6 +645,33 @@ mod tests {
             r.api_key.redact("bad key sk-very-secret given"),
             "bad key [redacted] given"
         );
+    }
+
+    /// A key over plain http is only quiet for this host itself.
+    #[test]
+    fn a_key_over_plain_http_to_another_host_is_in_clear() {
+        let resolved = |url: &str, key: &str| ResolvedLlm {
+            base_url: url.into(),
+            api_key: ApiKey::new(key),
+            config: LlmConfig::default(),
+        };
+        for url in [
+            "http://10.0.0.5:8000/v1",
+            "http://vllm.internal/v1",
+            "http://[fd00::1]:8000/v1",
+        ] {
+            assert!(resolved(url, "sk-x").key_in_clear(), "{url}");
+            assert!(!resolved(url, "").key_in_clear(), "{url} without a key");
+        }
+        for url in [
+            "https://10.0.0.5:8000/v1",
+            "http://127.0.0.1:11434/v1",
+            "http://127.1.2.3/v1",
+            "http://localhost:8000/v1",
+            "http://[::1]:8000/v1",
+        ] {
+            assert!(!resolved(url, "sk-x").key_in_clear(), "{url}");
+        }
     }
 
     /// Credentials in the endpoint's URL (a proxy's `user:token@`) are shown nowhere: not in the
