@@ -87,7 +87,8 @@ pub struct LlmConfig {
     /// Falls back to `OPENAI_BASE_URL`.
     pub base_url: Option<String>,
     pub model: String,
-    /// Falls back to `OPENAI_API_KEY`. May be empty for a local server.
+    /// Falls back to `OPENAI_API_KEY`, unless `base_url` is set here: that server gets only this
+    /// key. May be empty for a local server.
     pub api_key: Option<ApiKey>,
     /// Consult every this many windows (the seed asked every 10 minutes of 1-minute windows).
     pub every_windows: u64,
@@ -98,7 +99,8 @@ pub struct LlmConfig {
     #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
     pub max_tokens: u32,
-    /// HTTP attempts per consultation for timeouts, refused connections, 429 and 5xx.
+    /// HTTP attempts per consultation for refused connections, 429 and 5xx. Not for a timeout:
+    /// the connection's own timeout is the whole `timeout`, so no time would be left.
     pub max_attempts: u32,
     /// First wait between attempts; doubles each time (a `Retry-After` header overrides it).
     #[serde(deserialize_with = "duration")]
