@@ -87,6 +87,20 @@ pub enum ConfigError {
     },
 }
 
+/// Where in `text` the error is and what it says, without toml's quote of the offending line:
+/// that line may be a secret under a mistyped key (`apikey = "sk-..."`), and the error is printed
+/// at start and logged.
+fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    let Some(span) = e.span() else {
+        return message.to_string();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("line {line}, column {column}: {message}")
+}
+
 impl Config {
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = kernel_file::read_text(path, MAX_CONFIG_BYTES).map_err(ConfigError::Read)?;
@@ -96,7 +110,7 @@ impl Config {
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_string(),
-            message: e.to_string(),
+            message: toml_message(text, &e),
         })
     }
 
@@ -368,6 +382,25 @@ mod tests {
             let e = Config::from_toml(text, "kpo.toml").unwrap_err().to_string();
             assert!(e.contains("kpo.toml") && e.contains(key), "{e}");
         }
+    }
+
+    /// A secret under a mistyped key is not echoed by the error printed at start: toml quotes
+    /// the offending line, which this leaves out.
+    #[test]
+    fn a_parse_error_does_not_echo_the_line_it_is_on() {
+        let text = "tick = \"1s\"\n[llm]\n  apikey = \"sk-typo-SECRET-42\"\n";
+        let e = Config::from_toml(text, "kpo.toml").unwrap_err().to_string();
+        assert!(!e.contains("SECRET"), "{e}");
+        assert!(
+            e.starts_with("config file kpo.toml: line 3, column 3: unknown field `apikey`"),
+            "{e}"
+        );
+        // Not well-formed TOML either.
+        let e = Config::from_toml("[llm]\napi_key = sk-bare-SECRET", "kpo.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("SECRET"), "{e}");
+        assert!(e.contains("line 2, column"), "{e}");
     }
 
     /// Defect: `--config /dev/zero` read until memory ran out.

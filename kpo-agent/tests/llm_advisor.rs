@@ -17,7 +17,7 @@ use kpo_agent::{
         recommendation::Source,
     },
     collect::procfs::{HostMetrics, HostSnapshot},
-    window::{ListenerWindow, Window},
+    window::{ListenerWindow, NetnsWindow, Window},
 };
 use serde_json::{json, Value as Json};
 use tokio::{
@@ -898,6 +898,42 @@ async fn the_key_is_not_echoed_from_error_bodies() {
         "{:?}",
         c.error
     );
+    // The key straddles the 300-character cut of the excerpt (two-byte characters before it, so
+    // a cut by bytes would fall elsewhere): its start must not be left behind.
+    let body = format!("{}{KEY} and more", "é".repeat(282));
+    let server = Server::start(vec![status(401, &body)]).await;
+    let c = consult(&advisor(&config(&server), "nginx")).await;
+    let error = c.error.unwrap();
+    assert!(!error.contains("sk-test"), "{error}");
+    assert!(error.ends_with("[redacted] and mor"), "{error}");
+    // A 2xx that is not a chat completion: the excerpt of its body, the same way.
+    let body = format!("{}{KEY} and more", "é".repeat(141));
+    let server = Server::start(vec![status(200, &body)]).await;
+    let c = consult(&advisor(&config(&server), "nginx")).await;
+    assert_eq!(c.outcome, Outcome::InvalidBody);
+    let error = c.error.unwrap();
+    assert!(!error.contains("sk-test"), "{error}");
+    assert!(error.contains("[redacted] and more"), "{error}");
+}
+
+/// A redirect is an error naming the status and where it pointed, not followed: followed, it
+/// could take the key's header to another host, or turn the POST into a GET without its body.
+#[tokio::test]
+async fn a_redirect_is_reported_not_followed() {
+    let server = Server::start(vec![]).await;
+    // To the same endpoint, which would answer: only not following it keeps this an error.
+    let to = format!("{}/chat/completions", server.base_url);
+    server.set_script(vec![
+        Reply::Http(307, vec![("Location", to.clone())], String::new()),
+        completion("[]"),
+    ]);
+    let c = consult(&advisor(&config(&server), "nginx")).await;
+    assert_eq!((c.outcome, c.http_status), (Outcome::HttpStatus, Some(307)));
+    assert_eq!(c.attempts, 1);
+    assert_eq!(server.requests().len(), 1);
+    let error = c.error.unwrap();
+    assert!(error.starts_with(&format!("HTTP 307 to {to}: ")), "{error}");
+    assert!(error.contains("not followed"), "{error}");
 }
 
 #[tokio::test]
@@ -1000,6 +1036,47 @@ async fn the_prompt_stays_compact() {
         );
     }
     assert!(user.len() < 6000, "{} bytes:\n{user}", user.len());
+}
+
+/// A node with hundreds of pod namespaces overflowing at once: the prompt lists the most
+/// overflowing few and counts the rest, rather than growing with the node.
+#[tokio::test]
+async fn many_overflowing_namespaces_are_capped_in_the_prompt() {
+    let server = Server::start(vec![completion("[]")]).await;
+    let resolved = config(&server).resolve_with(|_| None).unwrap().unwrap();
+    let mut a = LlmAdvisor::new(resolved).unwrap();
+    for i in 0..10 {
+        let mut w = window("nginx");
+        w.netns = (0..500u64)
+            .map(|n| NetnsWindow {
+                netns: 4_026_540_000 + n,
+                listen_overflows: n + 1,
+                listen_drops: n + 1,
+                syn_queue_full_drops: None,
+                syn_queue_full_cookies: None,
+            })
+            .collect();
+        // One whose overflows did not grow: neither listed nor counted.
+        w.netns[0].listen_overflows = 0;
+        a.observe_window(i, &w);
+    }
+    let policy: Arc<dyn AdvicePolicy> = Arc::new(policy());
+    let c = a
+        .consult(offered_params(&*policy, candidates()), vec![], policy)
+        .await;
+    assert_eq!(c.outcome, Outcome::Ok);
+    let user = server.requests()[0].user_prompt();
+    let data: Json = serde_json::from_str(prompt::data_block(&user).unwrap()).unwrap();
+    let last = &data["windows"][9];
+    let listed = last["netns_overflows"].as_array().unwrap();
+    assert_eq!(listed.len(), 8);
+    assert_eq!(
+        listed[0],
+        json!({"netns": 4_026_540_499u64, "listen_overflows": 500})
+    );
+    assert_eq!(listed[7]["listen_overflows"], 493);
+    assert_eq!(last["netns_overflows_unlisted"], 499 - 8);
+    assert!(user.len() < 8000, "{} bytes", user.len());
 }
 
 /// Every consultation's event, as the agent writes it, matches docs/events.schema.json (strict:

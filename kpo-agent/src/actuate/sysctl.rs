@@ -27,7 +27,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::param::{sysctl_rel_path, NetnsRef, ParamAddress, Target, Value};
+use super::param::{sysctl_rel_path, NetnsRef, ParamAddress, ParamKind, Target, Value};
 use super::{ActuateError, Actuator, Roots};
 
 /// `net.core` keys that are per network namespace on Linux 6.x. Every other `net.core` key is
@@ -95,6 +95,20 @@ const GLOBAL_NET: &[&str] = &[
 
 /// Directories under `net.` whose keys are per network namespace (except [`GLOBAL_NET`]).
 const PER_NETNS_DIRS: &[&str] = &["ipv4", "ipv6", "netfilter", "unix", "mptcp", "bridge"];
+
+/// The sysctls whose three elements are `min`, `default` (or `pressure`) and `max`, in that
+/// order: the kernel takes them in any order, and a `min` above `max` breaks socket memory.
+const ORDERED_TRIPLES: &[&str] = &["net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem", "net.ipv4.tcp_mem"];
+
+/// For a sysctl whose elements must not decrease (`tcp_rmem`'s min <= default <= max), the first
+/// element of `value` below the one before it; `None` when in order or not such a sysctl.
+pub fn decreasing_element(address: &ParamAddress, value: &Value) -> Option<usize> {
+    if address.kind() != ParamKind::Sysctl || !ORDERED_TRIPLES.contains(&address.name.as_str()) {
+        return None;
+    }
+    let ints = value.ints()?;
+    (1..ints.len()).find(|&i| ints[i] < ints[i - 1])
+}
 
 /// Whether the sysctl `name` (dotted, canonical) has one value per network namespace. `false`
 /// means a host-wide parameter: all of `vm.*`, `kernel.*`, `fs.*`, `user.*` (per *user*

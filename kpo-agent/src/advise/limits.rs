@@ -10,7 +10,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::recommendation::Source;
-use crate::actuate::param::{ParamAddress, Value};
+use crate::actuate::{
+    param::{ParamAddress, Value},
+    sysctl::decreasing_element,
+};
 
 /// What the policy lets happen to a parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -109,9 +112,16 @@ impl ParamLimits {
         self
     }
 
-    /// Checks `proposed` against these limits, given the parameter's `current` value (which also
-    /// fixes the expected type: an integer, a vector of that many integers, or a word).
-    pub fn check(&self, current: &Value, proposed: &Value) -> Result<(), ValueRejection> {
+    /// Checks `proposed` for `address` against these limits, given the parameter's `current`
+    /// value (which also fixes the expected type: an integer, a vector of that many integers, or
+    /// a word). Bounds hold each element on its own, so a TCP memory triple is also checked to be
+    /// in order (min <= default <= max).
+    pub fn check(
+        &self,
+        address: &ParamAddress,
+        current: &Value,
+        proposed: &Value,
+    ) -> Result<(), ValueRejection> {
         if !current.same_shape(proposed) {
             return Err(ValueRejection::WrongType {
                 expected: shape(current),
@@ -164,6 +174,13 @@ impl ParamLimits {
                         }
                     }
                 }
+                if let Some(position) = decreasing_element(address, proposed) {
+                    return Err(ValueRejection::OutOfOrder {
+                        name: address.name.clone(),
+                        value: proposed.to_string(),
+                        position,
+                    });
+                }
                 Ok(())
             }
         }
@@ -199,6 +216,12 @@ pub enum ValueRejection {
     },
     #[error("word {0:?} is not allowed for this parameter")]
     WordNotAllowed(String),
+    #[error("{name} = {value} is out of order: element {position} is below element {}, and it needs min <= default <= max", position - 1)]
+    OutOfOrder {
+        name: String,
+        value: String,
+        position: usize,
+    },
 }
 
 fn at(position: Option<usize>) -> String {
@@ -327,49 +350,86 @@ mod tests {
 
     #[test]
     fn limits_check_type_bounds_and_step() {
+        let somaxconn: ParamAddress = "net.core.somaxconn".parse().unwrap();
         let l = ParamLimits::new(Mode::Auto)
             .bounds(128, 65535)
             .step(Step::Percent(100.0));
         let cur = Value::Int(4096);
-        assert_eq!(l.check(&cur, &Value::Int(8192)), Ok(()));
+        assert_eq!(l.check(&somaxconn, &cur, &Value::Int(8192)), Ok(()));
         assert!(matches!(
-            l.check(&cur, &Value::Int(100_000)),
+            l.check(&somaxconn, &cur, &Value::Int(100_000)),
             Err(ValueRejection::OutOfBounds { .. })
         ));
         assert!(matches!(
-            l.check(&cur, &Value::Int(9000)),
+            l.check(&somaxconn, &cur, &Value::Int(9000)),
             Err(ValueRejection::StepTooLarge { .. })
         ));
         assert!(matches!(
-            l.check(&cur, &Value::Word("big".into())),
+            l.check(&somaxconn, &cur, &Value::Word("big".into())),
             Err(ValueRejection::WrongType { .. })
         ));
         let rmem = Value::Ints(vec![4096, 131072, 6291456]);
+        let tcp_rmem: ParamAddress = "net.ipv4.tcp_rmem".parse().unwrap();
         let wide = ParamLimits::new(Mode::Recommend).bounds(4096, 16 << 20);
         assert!(matches!(
-            wide.check(&rmem, &Value::Ints(vec![4096, 262144])),
+            wide.check(&tcp_rmem, &rmem, &Value::Ints(vec![4096, 262144])),
             Err(ValueRejection::WrongType { .. })
         ));
         assert_eq!(
-            wide.check(&rmem, &Value::Ints(vec![4096, 262144, 8388608])),
+            wide.check(&tcp_rmem, &rmem, &Value::Ints(vec![4096, 262144, 8388608])),
             Ok(())
         );
         let err = wide
-            .check(&rmem, &Value::Ints(vec![4096, 262144, 1 << 30]))
+            .check(&tcp_rmem, &rmem, &Value::Ints(vec![4096, 262144, 1 << 30]))
             .unwrap_err();
         assert!(err.to_string().contains("element 2"), "{err}");
+        // Each element within bounds, but min above max: the kernel would take it.
+        let backwards = Value::Ints(vec![8 << 20, 4096, 4096]);
+        let err = wide.check(&tcp_rmem, &rmem, &backwards).unwrap_err();
+        assert_eq!(
+            err,
+            ValueRejection::OutOfOrder {
+                name: "net.ipv4.tcp_rmem".into(),
+                value: "8388608 4096 4096".into(),
+                position: 1
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "net.ipv4.tcp_rmem = 8388608 4096 4096 is out of order: element 1 is below element 0, \
+             and it needs min <= default <= max"
+        );
+        for (name, value) in [
+            ("net.ipv4.tcp_wmem@netns:7", vec![4096, 1 << 20, 65536]),
+            ("net.ipv4.tcp_mem", vec![200_000, 100_000, 300_000]),
+        ] {
+            let a: ParamAddress = name.parse().unwrap();
+            assert!(
+                matches!(
+                    wide.check(&a, &rmem, &Value::Ints(value)),
+                    Err(ValueRejection::OutOfOrder { .. })
+                ),
+                "{name}"
+            );
+        }
+        let equal = Value::Ints(vec![65536, 65536, 65536]);
+        assert_eq!(wide.check(&tcp_rmem, &rmem, &equal), Ok(()));
         let words = ParamLimits {
             words: Some(vec!["performance".into(), "schedutil".into()]),
             ..ParamLimits::new(Mode::Auto)
         };
         let gov = Value::Word("schedutil".into());
         assert_eq!(
-            words.check(&gov, &Value::Word("performance".into())),
+            words.check(&somaxconn, &gov, &Value::Word("performance".into())),
             Ok(())
         );
-        assert!(words.check(&gov, &Value::Word("powersave".into())).is_err());
+        assert!(words
+            .check(&somaxconn, &gov, &Value::Word("powersave".into()))
+            .is_err());
         let any = ParamLimits::new(Mode::Auto);
-        assert!(any.check(&gov, &Value::Word("a;rm".into())).is_err());
+        assert!(any
+            .check(&somaxconn, &gov, &Value::Word("a;rm".into()))
+            .is_err());
     }
 
     #[test]

@@ -516,7 +516,7 @@ impl Policy {
 
     /// The decision for a proposed change, given what the journal knows of the parameter.
     ///
-    /// Order: deny-list, sources, namespaces, yielded, paused, quarantine, bounds, step, then for
+    /// Order: deny-list, the order of a TCP memory triple, sources, namespaces, yielded, paused, quarantine, bounds, step, then for
     /// advisors (not an operator) cooldown and the hourly limit, then the mode. A revert to an
     /// original or earlier value is decided by [`Policy::decide_revert`] instead.
     pub fn decide(&self, p: &Proposal, ctx: &Context) -> Decision {
@@ -525,6 +525,18 @@ impl Policy {
             return Decision::Refused(Refusal::DenyListed {
                 pattern: d.pattern.to_string(),
                 why: d.why.to_string(),
+            });
+        }
+        // Bounds hold each element on its own; a TCP memory triple must also be in order.
+        if let Some(i) = crate::actuate::sysctl::decreasing_element(&p.address, &p.value) {
+            return Decision::Refused(Refusal::Invalid {
+                why: format!(
+                    "{} = {} is out of order: element {i} is below element {}, and it needs \
+                     min <= default <= max",
+                    p.address.name,
+                    p.value,
+                    i - 1
+                ),
             });
         }
         let rule = self.rule_for(&p.address);

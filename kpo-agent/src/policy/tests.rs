@@ -393,6 +393,72 @@ fn out_of_bounds_and_too_large_steps_are_refused_with_the_reason() {
     assert_eq!(d, Decision::NeedsApproval);
 }
 
+/// Bounds hold each element on its own, so a TCP memory triple with min above max fitted them:
+/// the policy refuses one that is not in order, at the host and in a namespace, whoever asks.
+#[test]
+fn a_tcp_memory_triple_out_of_order_is_refused() {
+    let p = Policy::parse(
+        r#"
+[params."net.ipv4.tcp_rmem"]
+mode = "auto"
+min = 4096
+max = 67108864
+
+[params."net.ipv4.tcp_mem"]
+mode = "auto"
+"#,
+        "p.toml",
+    )
+    .unwrap();
+    for (address, value) in [
+        ("net.ipv4.tcp_rmem", vec![67108864, 4096, 4096]),
+        (
+            "net.ipv4.tcp_rmem@netns:4026532281",
+            vec![4096, 8_000_000, 6291456],
+        ),
+        ("net.ipv4.tcp_mem", vec![300_000, 200_000, 400_000]),
+    ] {
+        for source in [Source::Rules, Source::Operator] {
+            let d = p.decide(
+                &proposal(address, Value::Ints(value.clone()), source),
+                &Context::new(SystemTime::now()),
+            );
+            let Decision::Refused(r) = d else {
+                panic!("{address} {value:?}: {d:?}")
+            };
+            assert_eq!(r.code(), "invalid", "{address}");
+            assert!(r.to_string().contains("is out of order"), "{r}");
+            assert!(r.to_string().contains("min <= default <= max"), "{r}");
+        }
+    }
+    let d = p.decide(
+        &proposal(
+            "net.ipv4.tcp_rmem",
+            Value::Ints(vec![67108864, 4096, 4096]),
+            Source::Rules,
+        ),
+        &Context::new(SystemTime::now()),
+    );
+    assert_eq!(
+        d,
+        Decision::Refused(Refusal::Invalid {
+            why: "net.ipv4.tcp_rmem = 67108864 4096 4096 is out of order: element 1 is below \
+                  element 0, and it needs min <= default <= max"
+                .into()
+        })
+    );
+    // In order, equal elements included: decided as before.
+    let d = p.decide(
+        &proposal(
+            "net.ipv4.tcp_rmem",
+            Value::Ints(vec![4096, 4096, 6291456]),
+            Source::Rules,
+        ),
+        &Context::new(SystemTime::now()),
+    );
+    assert_eq!(d, Decision::Apply);
+}
+
 #[test]
 fn sources_namespaces_pause_cooldown_rate_and_quarantine() {
     let p = Policy::parse(GOOD, "good.toml").unwrap();

@@ -52,7 +52,9 @@ pub const CATALOGUE: &[&str] = &[
 ];
 
 /// At most this many parameters are offered in one prompt (a host with hundreds of namespaces
-/// would otherwise fill the prompt with copies of the same key).
+/// would otherwise fill the prompt with copies of the same key). [`candidates`] puts every key at
+/// the host first and then the namespaces' copies round by round, so the cut drops copies in the
+/// least dropping namespaces rather than whole keys.
 pub const MAX_OFFERED: usize = 24;
 
 /// At most this many recent changes go into the prompt.
@@ -200,6 +202,11 @@ fn offer(path: &ChangePath, window: &Window, host_netns: u64) -> Vec<ParamContex
 /// policy's exactly named parameters; a per-namespace sysctl at the host and in each namespace
 /// with a listener in the window (the most dropping first) or named by the parameter's policy
 /// entry.
+///
+/// Order: every key at the host, then round by round each key's copy in its next namespace (the
+/// most dropping namespace's copies of all keys first), because [`offer`] keeps only the first
+/// [`MAX_OFFERED`]: key by key, one key's copies in many namespaces would crowd out every other
+/// key.
 fn candidates(policy: &Policy, window: &Window, host_netns: u64) -> Vec<ParamAddress> {
     let mut names: Vec<ParamAddress> = CATALOGUE.iter().filter_map(|n| n.parse().ok()).collect();
     for rule in &policy.params {
@@ -221,6 +228,8 @@ fn candidates(policy: &Policy, window: &Window, host_netns: u64) -> Vec<ParamAdd
     }
     listening.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let mut out = Vec::new();
+    // Each per-namespace key's copies, in the order of its namespaces.
+    let mut copies: Vec<Vec<ParamAddress>> = Vec::new();
     for address in names {
         let per_netns = address.kind() == ParamKind::Sysctl && is_per_netns(&address.name);
         if !per_netns {
@@ -235,20 +244,26 @@ fn candidates(policy: &Policy, window: &Window, host_netns: u64) -> Vec<ParamAdd
                 NamespaceSel::Path(p) => netns_inode(&NetnsRef::Path(p.clone())),
             }));
         }
-        out.push(address.clone());
         let mut seen = vec![host_netns];
+        let mut copy = Vec::new();
         for ns in namespaces {
             if seen.contains(&ns) {
                 continue;
             }
             seen.push(ns);
-            out.push(ParamAddress {
+            copy.push(ParamAddress {
                 name: address.name.clone(),
                 target: Target::Netns {
                     netns: NetnsRef::Inode(ns),
                 },
             });
         }
+        out.push(address);
+        copies.push(copy);
+    }
+    let rounds = copies.iter().map(Vec::len).max().unwrap_or(0);
+    for round in 0..rounds {
+        out.extend(copies.iter().filter_map(|c| c.get(round).cloned()));
     }
     out
 }

@@ -175,7 +175,7 @@ pub struct LlmClient {
 impl std::fmt::Debug for LlmClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LlmClient")
-            .field("url", &self.inner.url)
+            .field("url", &super::config::without_userinfo(&self.inner.url))
             .field("key", &self.inner.key)
             .finish()
     }
@@ -187,8 +187,11 @@ pub struct ClientBuildError(String);
 
 impl LlmClient {
     pub fn new(cfg: ResolvedLlm) -> Result<Self, ClientBuildError> {
+        // No redirects: followed, a 301 or 302 turns the POST into a GET without its body, and
+        // a redirect to another host would take the key's header along to wherever it points.
         let http = reqwest::Client::builder()
             .connect_timeout(cfg.config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("kpo/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientBuildError(cfg.api_key.redact(&e.without_url().to_string())))?;
@@ -286,7 +289,12 @@ impl LlmClient {
             c.structured_output = structured;
             let body = request_body(cfg, prompt, structured.then_some(schema).flatten());
             let result = tokio::time::timeout(deadline - now, self.send(&body)).await;
-            let (status, retry_after, bytes) = match result {
+            let Answer {
+                status,
+                retry_after,
+                location,
+                bytes,
+            } = match result {
                 Err(_) => {
                     c.outcome = Outcome::Timeout;
                     c.error = Some(format!("no reply within {:?}", cfg.timeout));
@@ -316,6 +324,24 @@ impl LlmClient {
             c.http_status = Some(status);
             if (200..300).contains(&status) {
                 self.read_completion(&mut c, &bytes);
+                break;
+            }
+            if (300..400).contains(&status) {
+                c.outcome = Outcome::HttpStatus;
+                // Redacted before it is cut, like a body's excerpt.
+                let to = location.map_or_else(
+                    || "no Location".to_string(),
+                    |l| {
+                        let l = self.inner.key.redact(&super::config::without_userinfo(&l));
+                        l.chars()
+                            .filter(|c| !c.is_control())
+                            .take(MAX_ERROR_EXCERPT)
+                            .collect()
+                    },
+                );
+                c.error = Some(format!(
+                    "HTTP {status} to {to}: redirects are not followed; set llm.base_url to the final URL"
+                ));
                 break;
             }
             let excerpt = self.excerpt(&bytes);
@@ -412,7 +438,7 @@ impl LlmClient {
         }
     }
 
-    async fn send(&self, body: &Json) -> Result<(u16, Option<Duration>, Vec<u8>), SendError> {
+    async fn send(&self, body: &Json) -> Result<Answer, SendError> {
         let mut req = self
             .inner
             .http
@@ -438,6 +464,10 @@ impl LlmClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned());
         let mut bytes = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(SendError::from)? {
             bytes.extend_from_slice(&chunk);
@@ -446,17 +476,29 @@ impl LlmClient {
                 break;
             }
         }
-        Ok((status, retry_after, bytes))
+        Ok(Answer {
+            status,
+            retry_after,
+            location,
+            bytes,
+        })
     }
 
+    /// The start of a body, for an error message: at most [`MAX_ERROR_EXCERPT`] characters, the
+    /// key redacted.
     fn excerpt(&self, bytes: &[u8]) -> String {
-        let text = String::from_utf8_lossy(bytes);
+        // Redacted before it is cut: cut first, a key straddling the cut would lose its end and
+        // no longer match, leaking its start. The excerpt's characters are at most 4 bytes each,
+        // so this much of the body holds the excerpt and any key that reaches into it.
+        let room = MAX_ERROR_EXCERPT * 4 + self.inner.key.expose().len();
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(room)]);
+        let text = self.inner.key.redact(&text);
         let text: String = text
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .take(MAX_ERROR_EXCERPT)
             .collect();
-        self.inner.key.redact(text.trim())
+        text.trim().to_string()
     }
 
     fn read_completion(&self, c: &mut Completion, bytes: &[u8]) {
@@ -469,7 +511,7 @@ impl LlmClient {
                 c.outcome = Outcome::InvalidBody;
                 c.error = Some(format!(
                     "not a chat completion ({e}): {}",
-                    self.excerpt(&bytes[..bytes.len().min(MAX_ERROR_EXCERPT)])
+                    self.excerpt(bytes)
                 ));
                 return;
             }
@@ -529,6 +571,15 @@ impl LlmClient {
 struct SendError {
     timeout: bool,
     message: String,
+}
+
+/// What the server answered to one request.
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    /// The `Location` header, for a redirect's error message.
+    location: Option<String>,
+    bytes: Vec<u8>,
 }
 
 impl From<reqwest::Error> for SendError {

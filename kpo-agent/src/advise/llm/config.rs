@@ -19,6 +19,19 @@ pub const MAX_ATTEMPTS: u32 = 10;
 /// The advisor keeps this many window summaries; each goes into every prompt.
 pub const MAX_PROMPT_WINDOWS: usize = 100;
 
+/// `url` with its user name and password (`http://user:token@host/`) replaced by `[redacted]`:
+/// they are credentials, and the URL goes into logs, `Debug` output and errors. Text that is not
+/// a URL is treated as one without a scheme, so a mistyped value is covered too.
+pub fn without_userinfo(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{}[redacted]{}", &url[..start], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 /// An API key. Never printed: `Debug` shows `[redacted]`, and it has no `Display` or `Serialize`.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct ApiKey(String);
@@ -74,7 +87,8 @@ pub struct LlmConfig {
     /// Falls back to `OPENAI_BASE_URL`.
     pub base_url: Option<String>,
     pub model: String,
-    /// Falls back to `OPENAI_API_KEY`. May be empty for a local server.
+    /// Falls back to `OPENAI_API_KEY`, unless `base_url` is set here: that server gets only this
+    /// key. May be empty for a local server.
     pub api_key: Option<ApiKey>,
     /// Consult every this many windows (the seed asked every 10 minutes of 1-minute windows).
     pub every_windows: u64,
@@ -85,7 +99,8 @@ pub struct LlmConfig {
     #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
     pub max_tokens: u32,
-    /// HTTP attempts per consultation for timeouts, refused connections, 429 and 5xx.
+    /// HTTP attempts per consultation for refused connections, 429 and 5xx. Not for a timeout:
+    /// the connection's own timeout is the whole `timeout`, so no time would be left.
     pub max_attempts: u32,
     /// First wait between attempts; doubles each time (a `Retry-After` header overrides it).
     #[serde(deserialize_with = "duration")]
@@ -123,7 +138,7 @@ impl fmt::Debug for LlmConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LlmConfig")
             .field("enabled", &self.enabled)
-            .field("base_url", &self.base_url)
+            .field("base_url", &self.base_url.as_deref().map(without_userinfo))
             .field("model", &self.model)
             .field("api_key", &self.api_key)
             .field("every_windows", &self.every_windows)
@@ -176,7 +191,10 @@ impl LlmConfigError {
     pub fn reason(&self) -> String {
         match self {
             LlmConfigError::BadUrl(url) | LlmConfigError::BadEnvUrl(url) => {
-                format!("is {url:?}; it must start with http:// or https://")
+                format!(
+                    "is {:?}; it must start with http:// or https://",
+                    without_userinfo(url)
+                )
             }
             LlmConfigError::Zero(_) => "must be at least 1".into(),
             LlmConfigError::ZeroTimeout => "must be positive".into(),
@@ -201,7 +219,7 @@ fn is_http_url(url: &str) -> bool {
 }
 
 /// A configuration with its endpoint decided: what the client runs with.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ResolvedLlm {
     /// Without a trailing `/`.
     pub base_url: String,
@@ -213,6 +231,46 @@ impl ResolvedLlm {
     pub fn completions_url(&self) -> String {
         format!("{}/chat/completions", self.base_url)
     }
+
+    /// Whether the key would cross the network unencrypted: a key is set and the endpoint is
+    /// plain `http://` on a host other than loopback.
+    pub fn key_in_clear(&self) -> bool {
+        if self.api_key.is_empty() {
+            return false;
+        }
+        let Ok(url) = reqwest::Url::parse(&self.base_url) else {
+            return false;
+        };
+        if url.scheme() != "http" {
+            return false;
+        }
+        let Some(host) = url.host_str() else {
+            return true;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => !ip.is_loopback(),
+            Err(_) => {
+                let name = host.trim_end_matches('.').to_ascii_lowercase();
+                !(name == "localhost" || name.ends_with(".localhost"))
+            }
+        }
+    }
+
+    /// The endpoint as logs and errors show it: without credentials in the URL.
+    pub fn shown_base_url(&self) -> String {
+        without_userinfo(&self.base_url)
+    }
+}
+
+impl fmt::Debug for ResolvedLlm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolvedLlm")
+            .field("base_url", &self.shown_base_url())
+            .field("api_key", &self.api_key)
+            .field("config", &self.config)
+            .finish()
+    }
 }
 
 impl LlmConfig {
@@ -221,13 +279,30 @@ impl LlmConfig {
     pub fn resolve(&self) -> Result<Option<ResolvedLlm>, LlmConfigError> {
         let resolved = self.resolve_with(|k| std::env::var(k).ok())?;
         match &resolved {
-            Ok(r) => tracing::info!(
-                base_url = %r.base_url,
-                model = %r.config.model,
-                key = if r.api_key.is_empty() { "none" } else { "set" },
-                every_windows = r.config.every_windows,
-                "LLM advisor on"
-            ),
+            Ok(r) => {
+                tracing::info!(
+                    base_url = %r.shown_base_url(),
+                    model = %r.config.model,
+                    key = if r.api_key.is_empty() { "none" } else { "set" },
+                    every_windows = r.config.every_windows,
+                    "LLM advisor on"
+                );
+                if r.api_key.is_empty()
+                    && self.base_url.is_some()
+                    && std::env::var_os("OPENAI_API_KEY").is_some()
+                {
+                    tracing::info!(
+                        "OPENAI_API_KEY is not sent to llm.base_url; set llm.api_key for that server"
+                    );
+                }
+                if r.key_in_clear() {
+                    tracing::warn!(
+                        base_url = %r.shown_base_url(),
+                        "the LLM API key is sent over plain http to a host that is not this one: \
+                         anyone on the path can read it; use https"
+                    );
+                }
+            }
             Err(why) => tracing::info!("LLM advisor off: {why}"),
         }
         Ok(resolved.ok())
@@ -244,24 +319,23 @@ impl LlmConfig {
         }
         let nonempty =
             |s: Option<String>| s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-        let key = self
-            .api_key
-            .clone()
-            .filter(|k| !k.is_empty())
-            .or_else(|| nonempty(env("OPENAI_API_KEY")).map(ApiKey::new));
+        let file_key = self.api_key.clone().filter(|k| !k.is_empty());
+        let env_key = || nonempty(env("OPENAI_API_KEY")).map(ApiKey::new);
         self.validate()?;
         let file_url = nonempty(self.base_url.clone());
         let env_url = nonempty(env("OPENAI_BASE_URL"));
-        let base_url = match (file_url, env_url, &key) {
-            (Some(url), _, _) => url,
-            (None, Some(url), _) if is_http_url(&url) => url,
-            (None, Some(url), _) => return Err(LlmConfigError::BadEnvUrl(url)),
-            (None, None, Some(_)) => DEFAULT_BASE_URL.to_string(),
-            (None, None, None) => {
-                return Ok(Err(
+        let (base_url, key) = match (file_url, env_url) {
+            // The environment's key is meant for OpenAI (or the environment's own endpoint): sent
+            // to a server only the file names, it would go to whoever runs that server.
+            (Some(url), _) => (url, file_key),
+            (None, Some(url)) if is_http_url(&url) => (url, file_key.or_else(env_key)),
+            (None, Some(url)) => return Err(LlmConfigError::BadEnvUrl(url)),
+            (None, None) => match file_key.or_else(env_key) {
+                Some(key) => (DEFAULT_BASE_URL.to_string(), Some(key)),
+                None => return Ok(Err(
                     "no API key (llm.api_key, OPENAI_API_KEY) and no endpoint (llm.base_url, OPENAI_BASE_URL) set",
-                ))
-            }
+                )),
+            },
         };
         Ok(Ok(ResolvedLlm {
             base_url: base_url.trim_end_matches('/').to_string(),
@@ -410,6 +484,39 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r.base_url, "http://10.0.0.1:8000/v1", "the file wins");
+        // The environment's key goes to OpenAI or to the environment's endpoint, never to a
+        // server only the file names.
+        let r = file
+            .resolve_with(env(&[("OPENAI_API_KEY", "sk-secret-123")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.base_url, "http://10.0.0.1:8000/v1");
+        assert!(r.api_key.is_empty(), "the file's endpoint gets no env key");
+        let r = c
+            .resolve_with(env(&[
+                ("OPENAI_API_KEY", "sk-secret-123"),
+                ("OPENAI_BASE_URL", "https://gateway.example/v1"),
+            ]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.base_url, "https://gateway.example/v1");
+        assert_eq!(
+            r.api_key.expose(),
+            "sk-secret-123",
+            "both from the environment"
+        );
+        let r = LlmConfig {
+            api_key: Some(ApiKey::new("sk-file")),
+            ..file.clone()
+        }
+        .resolve_with(env(&[("OPENAI_API_KEY", "sk-secret-123")]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            r.api_key.expose(),
+            "sk-file",
+            "the file's key goes to the file's server"
+        );
         assert!(matches!(
             LlmConfig {
                 base_url: Some("ftp://x".into()),
@@ -540,5 +647,77 @@ mod tests {
             r.api_key.redact("bad key sk-very-secret given"),
             "bad key [redacted] given"
         );
+    }
+
+    /// A key over plain http is only quiet for this host itself.
+    #[test]
+    fn a_key_over_plain_http_to_another_host_is_in_clear() {
+        let resolved = |url: &str, key: &str| ResolvedLlm {
+            base_url: url.into(),
+            api_key: ApiKey::new(key),
+            config: LlmConfig::default(),
+        };
+        for url in [
+            "http://10.0.0.5:8000/v1",
+            "http://vllm.internal/v1",
+            "http://[fd00::1]:8000/v1",
+        ] {
+            assert!(resolved(url, "sk-x").key_in_clear(), "{url}");
+            assert!(!resolved(url, "").key_in_clear(), "{url} without a key");
+        }
+        for url in [
+            "https://10.0.0.5:8000/v1",
+            "http://127.0.0.1:11434/v1",
+            "http://127.1.2.3/v1",
+            "http://localhost:8000/v1",
+            "http://[::1]:8000/v1",
+        ] {
+            assert!(!resolved(url, "sk-x").key_in_clear(), "{url}");
+        }
+    }
+
+    /// Credentials in the endpoint's URL (a proxy's `user:token@`) are shown nowhere: not in the
+    /// log line, the `Debug` output or a configuration error.
+    #[test]
+    fn credentials_in_the_base_url_are_not_shown() {
+        assert_eq!(
+            without_userinfo("https://bob:tok-123@proxy.example:8443/v1?a=b@c"),
+            "https://[redacted]@proxy.example:8443/v1?a=b@c"
+        );
+        assert_eq!(
+            without_userinfo("http://127.0.0.1:8080/v1/@x"),
+            "http://127.0.0.1:8080/v1/@x",
+            "an @ in the path is not userinfo"
+        );
+        assert_eq!(without_userinfo("bob:tok-123@host"), "[redacted]@host");
+        let c = LlmConfig {
+            base_url: Some("https://bob:tok-123@proxy.example/v1".into()),
+            ..LlmConfig::default()
+        };
+        let r = c.resolve_with(env(&[])).unwrap().unwrap();
+        assert_eq!(r.shown_base_url(), "https://[redacted]@proxy.example/v1");
+        assert_eq!(
+            r.completions_url(),
+            "https://bob:tok-123@proxy.example/v1/chat/completions",
+            "still used to connect"
+        );
+        let client = super::super::LlmClient::new(r.clone()).unwrap();
+        let bad = LlmConfig {
+            base_url: Some("ftp://bob:tok-123@host/".into()),
+            ..LlmConfig::default()
+        };
+        let bad_env = LlmConfig::default()
+            .resolve_with(env(&[("OPENAI_BASE_URL", "bob:tok-123@host")]))
+            .unwrap_err();
+        for text in [
+            format!("{c:?}"),
+            format!("{r:?}"),
+            format!("{client:?}"),
+            bad.validate().unwrap_err().to_string(),
+            bad_env.to_string(),
+        ] {
+            assert!(!text.contains("tok-123"), "{text}");
+            assert!(text.contains("[redacted]@"), "{text}");
+        }
     }
 }

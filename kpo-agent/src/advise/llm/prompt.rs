@@ -24,6 +24,9 @@ pub const DATA_CLOSE: &str = "KPO_DATA>>>";
 const MAX_LISTENERS: usize = 8;
 const MAX_LATENCIES: usize = 5;
 const MAX_DEVICES: usize = 4;
+/// Namespaces with growing overflows kept per window summary (the most overflowing first): on a
+/// node with hundreds of pods an uncapped list made the prompt too large for the server.
+const MAX_NETNS_OVERFLOWS: usize = 8;
 
 /// One window, reduced to what tuning needs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -37,9 +40,12 @@ pub struct WindowSummary {
     /// Listeners at half their limit or more, or dropping.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerSummary>,
-    /// Namespaces whose `TcpExtListenOverflows` grew.
+    /// Namespaces whose `TcpExtListenOverflows` grew, the most overflowing first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub netns_overflows: Vec<NetnsOverflows>,
+    /// Namespaces whose overflows grew but that `netns_overflows` leaves out.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub netns_overflows_unlisted: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runq_p99_us: Option<f64>,
     /// Request latency of the slowest ports.
@@ -116,6 +122,10 @@ pub struct DeviceSummary {
     pub budget_exhausted: u64,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 fn r1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
@@ -175,6 +185,10 @@ impl WindowSummary {
         latency.sort_by(|a, b| b.latency.p99_us.total_cmp(&a.latency.p99_us));
         let mut devices: Vec<_> = w.napi.iter().filter(|n| n.budget_exhausted > 0).collect();
         devices.sort_by_key(|d| std::cmp::Reverse(d.budget_exhausted));
+        let mut overflowing: Vec<_> = w.netns.iter().filter(|n| n.listen_overflows > 0).collect();
+        // Ties by namespace, so the same window always gives the same prompt.
+        overflowing.sort_by_key(|n| (std::cmp::Reverse(n.listen_overflows), n.netns));
+        let netns_overflows_unlisted = overflowing.len().saturating_sub(MAX_NETNS_OVERFLOWS);
         Self {
             index,
             end: w.end.clone(),
@@ -182,15 +196,15 @@ impl WindowSummary {
             host,
             listeners_total: w.listeners.len(),
             listeners,
-            netns_overflows: w
-                .netns
-                .iter()
-                .filter(|n| n.listen_overflows > 0)
+            netns_overflows: overflowing
+                .into_iter()
+                .take(MAX_NETNS_OVERFLOWS)
                 .map(|n| NetnsOverflows {
                     netns: n.netns,
                     listen_overflows: n.listen_overflows,
                 })
                 .collect(),
+            netns_overflows_unlisted,
             runq_p99_us: w.runq_latency.map(|l| r1(l.p99_us)),
             request_latency: latency
                 .into_iter()

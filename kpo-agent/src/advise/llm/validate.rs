@@ -176,10 +176,13 @@ fn check_item(
     if value == ctx.current {
         return Err((DropKind::NoChange, format!("{value} is the current value")));
     }
-    limits.check(&ctx.current, &value).map_err(|e| {
+    limits.check(&address, &ctx.current, &value).map_err(|e| {
         let kind = match e {
             ValueRejection::WrongType { .. } => DropKind::WrongType,
-            ValueRejection::OutOfBounds { .. } => DropKind::OutOfBounds,
+            // Outside what the parameter can sensibly be, like a bound: the detail says which.
+            ValueRejection::OutOfBounds { .. } | ValueRejection::OutOfOrder { .. } => {
+                DropKind::OutOfBounds
+            }
             ValueRejection::StepTooLarge { .. } => DropKind::StepTooLarge,
             ValueRejection::WordNotAllowed(_) => DropKind::WordNotAllowed,
         };
@@ -375,6 +378,7 @@ mod tests {
             {"parameter": "net.core.somaxconn@netns:7", "value": null},
             {"parameter": "net.ipv4.tcp_rmem", "value": [4096, 262144]},
             {"parameter": "net.ipv4.tcp_rmem", "value": 8388608},
+            {"parameter": "net.ipv4.tcp_rmem", "value": [67108864, 4096, 4096]},
             {"parameter": "net.core.somaxconn@netns:7", "value": 8192, "can_auto_apply": false},
             {"parameter": "net.core.somaxconn@netns:7", "value": 6000, "can_auto_apply": true},
         ]));
@@ -393,8 +397,15 @@ mod tests {
                 DropKind::NoChange,
                 DropKind::WrongType,
                 DropKind::WrongType,
+                DropKind::OutOfBounds,
                 DropKind::Duplicate,
             ]
+        );
+        assert!(
+            v.dropped[12].detail.contains("is out of order")
+                && v.dropped[12].detail.contains("min <= default <= max"),
+            "{}",
+            v.dropped[12].detail
         );
         assert_eq!(v.accepted.len(), 1);
         assert!(

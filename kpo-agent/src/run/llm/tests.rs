@@ -82,30 +82,98 @@ mode = "recommend"
     assert_eq!(
         got,
         [
+            // every key at the host first; host-wide keys only there
             "net.core.somaxconn",
-            "net.core.somaxconn@netns:222",
-            "net.core.somaxconn@netns:111",
-            "net.core.somaxconn@netns:4026532999",
             "net.ipv4.tcp_max_syn_backlog",
-            "net.ipv4.tcp_max_syn_backlog@netns:222",
-            "net.ipv4.tcp_max_syn_backlog@netns:111",
-            // host-wide keys: the host only
             "net.core.netdev_max_backlog",
             "net.core.netdev_budget",
             "net.core.netdev_budget_usecs",
             "net.ipv4.tcp_rmem",
-            "net.ipv4.tcp_rmem@netns:222",
-            "net.ipv4.tcp_rmem@netns:111",
             "net.ipv4.tcp_wmem",
-            "net.ipv4.tcp_wmem@netns:222",
-            "net.ipv4.tcp_wmem@netns:111",
             "vm.swappiness",
             // named exactly by the policy; the glob adds nothing
             "net.ipv4.tcp_fin_timeout",
+            // then the most dropping namespace's copies of every key
+            "net.core.somaxconn@netns:222",
+            "net.ipv4.tcp_max_syn_backlog@netns:222",
+            "net.ipv4.tcp_rmem@netns:222",
+            "net.ipv4.tcp_wmem@netns:222",
             "net.ipv4.tcp_fin_timeout@netns:222",
+            "net.core.somaxconn@netns:111",
+            "net.ipv4.tcp_max_syn_backlog@netns:111",
+            "net.ipv4.tcp_rmem@netns:111",
+            "net.ipv4.tcp_wmem@netns:111",
             "net.ipv4.tcp_fin_timeout@netns:111",
+            // a namespace only somaxconn's policy entry lists
+            "net.core.somaxconn@netns:4026532999",
         ]
     );
+}
+
+/// With more namespaces than the prompt has room for, the offer still holds every key the
+/// policy gives the `llm` at the host, and then the keys in the namespaces dropping most: not
+/// only copies of the first key.
+#[test]
+fn a_crowd_of_namespaces_does_not_crowd_out_keys_in_the_offer() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = [
+        "net.core.somaxconn",
+        "net.ipv4.tcp_max_syn_backlog",
+        "vm.swappiness",
+    ];
+    let mut toml = String::new();
+    for key in keys {
+        toml.push_str(&format!(
+            "[params.\"{key}\"]\nmode = \"recommend\"\nmin = 0\nmax = 100000\nsources = [\"llm\"]\n"
+        ));
+    }
+    // 30 namespaces, namespace 1000 + n dropping n connections.
+    let namespaces: Vec<u64> = (1..=30).map(|n| 1000 + n).collect();
+    let mut values = vec![];
+    for key in keys {
+        values.push((key.to_string(), Value::Int(128)));
+        for ns in &namespaces {
+            values.push((format!("{key}@netns:{ns}"), Value::Int(128)));
+        }
+    }
+    let values: Vec<(&str, Value)> = values
+        .iter()
+        .map(|(a, v)| (a.as_str(), v.clone()))
+        .collect();
+    let k = crate::change::tests::kernel(&values);
+    let (path, _) = crate::change::tests::path(dir.path(), &toml, &k);
+    let w = window(
+        namespaces
+            .iter()
+            .map(|ns| listener(*ns, ns - 1000, 10))
+            .collect(),
+    );
+    let offered: Vec<String> = offer(&path, &w, HOST)
+        .iter()
+        .map(|p| p.address.to_string())
+        .collect();
+    assert_eq!(offered.len(), MAX_OFFERED);
+    assert_eq!(
+        offered[..5],
+        [
+            "net.core.somaxconn",
+            "net.ipv4.tcp_max_syn_backlog",
+            "vm.swappiness",
+            "net.core.somaxconn@netns:1030",
+            "net.ipv4.tcp_max_syn_backlog@netns:1030",
+        ]
+    );
+    for key in ["net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog"] {
+        let copies = offered
+            .iter()
+            .filter(|a| a.starts_with(&format!("{key}@netns:")))
+            .count();
+        assert_eq!(
+            copies,
+            (MAX_OFFERED - 3) / 2 + usize::from(key.contains("somaxconn"))
+        );
+    }
+    assert_eq!(offered[MAX_OFFERED - 1], "net.core.somaxconn@netns:1020");
 }
 
 #[test]
