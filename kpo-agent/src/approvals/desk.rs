@@ -11,7 +11,10 @@ use super::{
     HistoryEntry, SetAsideEvent,
 };
 use crate::{
-    actuate::param::{ParamAddress, Value},
+    actuate::{
+        param::{ParamAddress, Value},
+        ActuateError,
+    },
     advise::recommendation::Recommendation,
     change::{ChangePath, ChangeReport, ChangeStatus},
     control::ControlError,
@@ -194,42 +197,48 @@ impl Desk {
                 entry.done = Done::Unchanged;
                 entry.detail = Some("the kernel already has this value".into());
             }
-            ChangeStatus::NeedsApproval
-                if self.rejected_lately(&rec.parameter, &value).is_some() =>
-            {
-                let r = self
-                    .rejected_lately(&rec.parameter, &value)
-                    .expect("just found");
-                entry.done = Done::Rejected;
-                entry.approval_id = Some(r.id.clone());
-                entry.detail = Some(format!(
-                    "{} {}; not asked again before {}",
-                    r.id,
-                    r.state.describe(),
-                    format_ms(self.asks_again(r))
-                ));
-            }
-            ChangeStatus::NeedsApproval => match self.require(rec, &value, report.before.clone()) {
-                Ok(id) => entry.approval_id = Some(id),
-                Err(e) => {
-                    warn!("approvals: {}: {e}", rec.parameter);
-                    entry.done = Done::Failed;
-                    entry.detail = Some(format!("the approval could not be stored: {e}"));
+            ChangeStatus::NeedsApproval => {
+                let cookie = path.netns_cookie(&rec.parameter);
+                if let Some(r) = self.rejected_lately(&rec.parameter, &value, cookie) {
+                    entry.done = Done::Rejected;
+                    entry.approval_id = Some(r.id.clone());
+                    entry.detail = Some(format!(
+                        "{} {}; not asked again before {}",
+                        r.id,
+                        r.state.describe(),
+                        format_ms(self.asks_again(r))
+                    ));
+                    return;
                 }
-            },
+                match self.require(rec, &value, report.before.clone(), cookie) {
+                    Ok(id) => entry.approval_id = Some(id),
+                    Err(e) => {
+                        warn!("approvals: {}: {e}", rec.parameter);
+                        entry.done = Done::Failed;
+                        entry.detail = Some(format!("the approval could not be stored: {e}"));
+                    }
+                }
+            }
             ChangeStatus::Applied => out.applied.push(report),
             _ => {}
         }
     }
 
     /// An approval for this parameter, target and value an operator rejected less than
-    /// `expire_after` ago: the same advice does not ask again before then.
-    fn rejected_lately(&self, parameter: &ParamAddress, value: &Value) -> Option<&ApprovalItem> {
+    /// `expire_after` ago: the same advice does not ask again before then. A rejection made in
+    /// another network namespace that had the same inode (another `cookie`) is not this one's.
+    fn rejected_lately(
+        &self,
+        parameter: &ParamAddress,
+        value: &Value,
+        cookie: Option<u64>,
+    ) -> Option<&ApprovalItem> {
         let key = target_key(parameter);
         let now = now_ms();
         self.store.items().rev().find(|i| {
             i.key == key
                 && &i.value == value
+                && other_namespace(i.netns_cookie, cookie).is_none()
                 && matches!(i.state, ApprovalState::Rejected { .. })
                 && self.asks_again(i) > now
         })
@@ -272,16 +281,23 @@ impl Desk {
         rec: &Recommendation,
         value: &Value,
         current: Option<Value>,
+        cookie: Option<u64>,
     ) -> Result<String, JournalError> {
         let now = now_ms();
         let key = target_key(&rec.parameter);
         let expires_ms = now.saturating_add(self.settings.expire_after.as_millis() as u64);
-        let open: Vec<ApprovalItem> = self
+        let (gone, open): (Vec<ApprovalItem>, Vec<ApprovalItem>) = self
             .store
             .pending()
             .filter(|i| i.key == key)
             .cloned()
-            .collect();
+            .partition(|i| other_namespace(i.netns_cookie, cookie).is_some());
+        // Advised for a namespace that died before a window noticed: this advice is for the one
+        // that has its inode now, and must neither refresh nor be superseded as the dead one's.
+        for dead in gone {
+            let why = other_namespace(dead.netns_cookie, cookie).unwrap_or_default();
+            self.resolve(dead, ApprovalState::Cleared { why })?;
+        }
         if let Some(mut same) = open.iter().find(|i| &i.value == value).cloned() {
             same.current_value = current.or(same.current_value);
             same.reason = rec.reason.clone();
@@ -316,6 +332,7 @@ impl Desk {
             id: id.clone(),
             parameter: rec.parameter.clone(),
             key,
+            netns_cookie: cookie,
             value: value.clone(),
             current_value: current.or(rec.current_value.clone()),
             source: rec.source,
@@ -381,6 +398,8 @@ impl Desk {
         for item in pending {
             let state = if now >= self.expires(&item) {
                 Some(ApprovalState::Expired)
+            } else if let Some(why) = namespace_gone(path, &item) {
+                Some(ApprovalState::Cleared { why })
             } else if path.read(&item.parameter).ok().as_ref() == Some(&item.value) {
                 Some(ApprovalState::Cleared {
                     why: format!("the kernel already has {}", item.value),
@@ -479,6 +498,10 @@ impl Desk {
     ) -> Result<ApproveOutcome, ControlError> {
         let id = normalize_id(id);
         let item = self.still_pending(&id)?;
+        if let Some(why) = namespace_gone(path, &item) {
+            self.resolve(item, ApprovalState::Cleared { why: why.clone() })?;
+            return Err(ApprovalError::NamespaceGone { id, why }.into());
+        }
         if let Some((was, now)) = moved_since_advised(path, &item) {
             let why = format!("the kernel now has {now}, and the advice was made against {was}");
             self.resolve(item, ApprovalState::Cleared { why })?;
@@ -566,6 +589,37 @@ impl Desk {
                     .cloned(),
             })
             .collect()
+    }
+}
+
+/// Why the cookie kept and the namespace's now name different network namespaces, if they do.
+/// Without both nothing is concluded, as the journal does: an approval stored before cookies
+/// were kept, or a kernel without them.
+fn other_namespace(kept: Option<u64>, now: Option<u64>) -> Option<String> {
+    match (kept, now) {
+        (Some(kept), Some(now)) if kept != now => Some(format!(
+            "its network namespace is gone: its inode now names another namespace (cookie {now}, \
+             was {kept})"
+        )),
+        _ => None,
+    }
+}
+
+/// Why an approval can no longer be applied where it was advised: its network namespace cannot
+/// be opened any more, or its inode now names another namespace (another cookie), whose values
+/// the advice knew nothing of.
+fn namespace_gone(path: &ChangePath, item: &ApprovalItem) -> Option<String> {
+    match path.netns_now(&item.parameter) {
+        Err(ActuateError::Netns { reason, .. }) => {
+            Some(format!("its network namespace is gone ({reason})"))
+        }
+        Err(_) => None,
+        // A cookie read when it was advised and none now: the namespace was entered then and
+        // cannot be now.
+        Ok(None) if item.netns_cookie.is_some() => {
+            Some("its network namespace is gone: it can no longer be entered".into())
+        }
+        Ok(now) => other_namespace(item.netns_cookie, now),
     }
 }
 

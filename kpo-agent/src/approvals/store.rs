@@ -260,6 +260,7 @@ pub(crate) mod tests {
             id: id.into(),
             parameter: "net.core.somaxconn@netns:4026531999".parse().unwrap(),
             key: "net.core.somaxconn@netns:4026531999".into(),
+            netns_cookie: None,
             value: Value::Int(value),
             current_value: Some(Value::Int(16)),
             source: Source::Rules,

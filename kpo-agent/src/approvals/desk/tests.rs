@@ -537,3 +537,88 @@ fn an_approval_whose_kernel_value_moved_since_is_cleared_not_applied() {
         "{resolved}"
     );
 }
+
+fn cleared_why(s: &Setup, id: &str) -> String {
+    match &s.desk.store().item(id).unwrap().state {
+        ApprovalState::Cleared { why } => why.clone(),
+        other => panic!("{id}: {other:?}"),
+    }
+}
+
+/// A pod's network namespace dies and the next one gets its inode (another cookie): what was
+/// advised, approved or rejected for the dead one must not act on, or silence advice for, the new
+/// one.
+#[test]
+fn an_approval_for_a_namespace_whose_inode_now_names_another_is_cleared_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.k.0.lock().unwrap().netns_cookie = Some(7);
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    assert_eq!(s.desk.pending().unwrap()[0].netns_cookie, Some(7));
+
+    // Approving after the namespace was replaced: refused, cleared, nothing written.
+    s.k.0.lock().unwrap().netns_cookie = Some(8);
+    let err = s.desk.approve(&mut s.path, "ap-1", "op").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ControlError::Approval(ApprovalError::NamespaceGone { .. })
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("ap-1 cannot be approved: its network namespace is gone"),
+        "{err}"
+    );
+    assert_eq!(s.value(), Value::Int(16), "nothing applied");
+    assert!(
+        cleared_why(&s, "ap-1").contains("(cookie 8, was 7)"),
+        "{}",
+        cleared_why(&s, "ap-1")
+    );
+
+    // Advice pending for a namespace that then dies before a window: the same advice for the one
+    // that has the inode now does not refresh the dead one's, it is a new question.
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    s.k.0.lock().unwrap().netns_cookie = Some(9);
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    assert!(cleared_why(&s, "ap-2").contains("(cookie 9, was 8)"));
+    let pending = s.desk.pending().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (pending[0].id.as_str(), pending[0].netns_cookie),
+        ("ap-3", Some(9))
+    );
+
+    // A window clears an approval whose namespace can no longer be opened.
+    s.k.0.lock().unwrap().netns_gone = true;
+    s.desk.on_window(&s.path);
+    assert!(s.desk.pending().unwrap().is_empty());
+    assert!(
+        cleared_why(&s, "ap-3").starts_with("its network namespace is gone ("),
+        "{}",
+        cleared_why(&s, "ap-3")
+    );
+
+    // A rejection silences the same advice in its namespace only.
+    {
+        let mut k = s.k.0.lock().unwrap();
+        k.netns_gone = false;
+        k.netns_cookie = Some(10);
+    }
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    s.desk.reject("ap-4", "op", None).unwrap();
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    assert!(s.desk.pending().unwrap().is_empty(), "rejected here lately");
+    s.k.0.lock().unwrap().netns_cookie = Some(11);
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let pending = s.desk.pending().unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|i| (i.id.as_str(), i.netns_cookie))
+            .collect::<Vec<_>>(),
+        [("ap-5", Some(11))]
+    );
+}
