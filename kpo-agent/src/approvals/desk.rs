@@ -61,7 +61,7 @@ impl Desk {
         recommend_only: bool,
     ) -> Result<Desk, JournalError> {
         Ok(Desk {
-            store: ApprovalStore::open(journal)?,
+            store: ApprovalStore::open(journal, settings.expire_after)?,
             settings,
             recommend_only,
             webhook: None,
@@ -206,7 +206,7 @@ impl Desk {
                         "{} {}; not asked again before {}",
                         r.id,
                         r.state.describe(),
-                        format_ms(self.asks_again(r))
+                        format_ms(self.store.asks_again(r))
                     ));
                     return;
                 }
@@ -239,16 +239,8 @@ impl Desk {
             i.key == key
                 && &i.value == value
                 && other_namespace(i.netns_cookie, cookie).is_none()
-                && matches!(i.state, ApprovalState::Rejected { .. })
-                && self.asks_again(i) > now
+                && self.store.rejection_in_force(i, now)
         })
-    }
-
-    fn asks_again(&self, rejected: &ApprovalItem) -> u64 {
-        rejected
-            .resolved_ms
-            .unwrap_or(rejected.updated_ms)
-            .saturating_add(self.settings.expire_after.as_millis() as u64)
     }
 
     /// The history entry, durable; a store that cannot be written costs the entry, with a warning.
