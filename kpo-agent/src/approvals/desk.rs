@@ -147,7 +147,7 @@ impl Desk {
                 detail: None,
             };
             if let Some(value) = rec.recommended_value.clone() {
-                self.mark_seen(&rec.parameter, &value);
+                self.mark_seen(&rec, &value);
                 self.propose(path, &rec, value, &mut entry, &mut out);
                 out.events.extend(drain());
                 out.events.extend(self.take_events());
@@ -211,7 +211,10 @@ impl Desk {
                     return;
                 }
                 match self.require(rec, &value, report.before.clone(), cookie) {
-                    Ok(id) => entry.approval_id = Some(id),
+                    Ok((id, detail)) => {
+                        entry.approval_id = Some(id);
+                        entry.detail = detail;
+                    }
                     Err(e) => {
                         warn!("approvals: {}: {e}", rec.parameter);
                         entry.done = Done::Failed;
@@ -250,13 +253,14 @@ impl Desk {
         }
     }
 
-    /// The advice behind pending approvals for this parameter, target and value was made again.
-    fn mark_seen(&mut self, parameter: &ParamAddress, value: &Value) {
-        let key = target_key(parameter);
+    /// The advice behind pending approvals for this parameter, target and value was made again
+    /// by their advisor (another's identical advice is not theirs: see [`Desk::require`]).
+    fn mark_seen(&mut self, rec: &Recommendation, value: &Value) {
+        let key = target_key(&rec.parameter);
         let ids: Vec<String> = self
             .store
             .pending()
-            .filter(|i| i.key == key && &i.value == value)
+            .filter(|i| i.key == key && &i.value == value && i.source == rec.source)
             .map(|i| i.id.clone())
             .collect();
         for id in ids {
@@ -266,15 +270,16 @@ impl Desk {
     }
 
     /// A pending approval for this recommendation: the one already pending for the same
-    /// parameter, target and value is refreshed (its reason, current value and expiry renewed);
-    /// one pending for another value is superseded; otherwise a new one is created.
+    /// parameter, target and value from the same advisor is refreshed (its reason, current value
+    /// and expiry renewed); one from another advisor is left as it is (the id, and why, are
+    /// returned); one pending for another value is superseded; otherwise a new one is created.
     fn require(
         &mut self,
         rec: &Recommendation,
         value: &Value,
         current: Option<Value>,
         cookie: Option<u64>,
-    ) -> Result<String, JournalError> {
+    ) -> Result<(String, Option<String>), JournalError> {
         let now = now_ms();
         let key = target_key(&rec.parameter);
         let expires_ms = now.saturating_add(self.settings.expire_after.as_millis() as u64);
@@ -291,6 +296,17 @@ impl Desk {
             self.resolve(dead, ApprovalState::Cleared { why })?;
         }
         if let Some(mut same) = open.iter().find(|i| &i.value == value).cloned() {
+            if same.source != rec.source {
+                // An approval shows and is approved as its advisor's, source and text together:
+                // taking this advisor's reason into it would put words in the other's mouth (and
+                // journal them under its name). So it stays as it is, expiring on its own
+                // advisor's schedule.
+                let detail = format!(
+                    "{} is already pending for this value, advised by {}; left as it is",
+                    same.id, same.source
+                );
+                return Ok((same.id, Some(detail)));
+            }
             same.current_value = current.or(same.current_value);
             same.reason = rec.reason.clone();
             same.recommendation_id = rec.id.clone();
@@ -305,7 +321,7 @@ impl Desk {
                 approval: same,
                 refresh: Some(true),
             }));
-            return Ok(id);
+            return Ok((id, None));
         }
         let id = self.store.new_id();
         for other in open {
@@ -351,7 +367,7 @@ impl Desk {
             approval: item,
             refresh: Some(false),
         }));
-        Ok(id)
+        Ok((id, None))
     }
 
     /// Records a pending approval's end, durably, and announces it.

@@ -622,3 +622,62 @@ fn an_approval_for_a_namespace_whose_inode_now_names_another_is_cleared_not_appl
         [("ap-5", Some(11))]
     );
 }
+
+/// The rules' approval pending, the LLM advises the same value: the approval stays the rules',
+/// text and all (it is approved as the rules' proposal), and only the rules' own advice keeps it
+/// from clearing.
+#[test]
+fn another_advisors_identical_advice_leaves_the_approval_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let before = s.desk.pending().unwrap().remove(0);
+    let mut llm = rec(Source::Llm, 32, false);
+    llm.reason = "the model's words".into();
+    llm.confidence = 0.5;
+    let out = s.consider(vec![llm]);
+    assert_eq!(
+        kinds(&out.events),
+        ["recommendation"],
+        "no refresh announced"
+    );
+    assert_eq!(
+        s.desk.pending().unwrap(),
+        std::slice::from_ref(&before),
+        "source, reason, confidence, expiry unchanged"
+    );
+    let latest = &s.desk.explain(NS, 1)[0];
+    assert_eq!(latest.entry.done, Done::Pending);
+    assert_eq!(latest.entry.approval_id.as_deref(), Some("ap-1"));
+    assert!(
+        latest
+            .entry
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("advised by rules; left as it is"),
+        "{latest:?}"
+    );
+
+    // The LLM's advice alone does not keep it: the rules' silence clears it as usual.
+    s.desk.on_window(&s.path); // made in this window: not counted
+    for _ in 0..2 {
+        s.consider(vec![rec(Source::Llm, 32, false)]);
+        s.desk.on_window(&s.path);
+    }
+    assert!(cleared_why(&s, "ap-1").starts_with("rules has not recommended it"));
+
+    // Approved while pending, it is journaled as the rules' change.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    s.consider(vec![rec(Source::Llm, 32, false)]);
+    let out = s.desk.approve(&mut s.path, "ap-1", "op").unwrap();
+    let intent = s
+        .path
+        .journal
+        .intent(out.report.journal_id.unwrap())
+        .unwrap();
+    assert_eq!(intent.source, crate::policy::Source::Rules);
+    assert!(intent.reason.ends_with(&before.reason), "{}", intent.reason);
+}
