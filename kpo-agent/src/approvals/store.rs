@@ -250,10 +250,11 @@ impl ApprovalStore {
         Ok(())
     }
 
-    /// Opens the file under its name again; until that works, appends fail rather than go to a
-    /// file that may no longer have one.
+    /// Opens the file under its name again, cut back to its last complete line (a failed append
+    /// that poisoned the appender may have left part of one); until that works, appends fail
+    /// rather than go to a file that may no longer have one, or be glued to a partial line.
     fn reopen(&mut self) -> Result<(), JournalError> {
-        match Appender::open(&self.dir, APPROVALS_FILE) {
+        match Appender::open_trimmed(&self.dir, APPROVALS_FILE) {
             Ok(file) => {
                 self.file = file;
                 Ok(())
@@ -454,6 +455,34 @@ pub(crate) mod tests {
             assert!(s.item(&in_force).is_some(), "in force: kept");
             assert!(s.item(&over).is_none(), "past its time: like any resolved");
         }
+    }
+
+    /// An append that failed and could not be taken back leaves part of a line and poisons the
+    /// appender; the next append reopens the file cut back to its last whole line, so that it is
+    /// not glued to the partial one (and both lost at the next load).
+    #[test]
+    fn an_append_after_a_failure_that_could_not_be_undone_starts_on_its_own_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let first = s.new_id();
+        s.put(item(&first, 32)).unwrap();
+        // What a write cut short, whose truncation then failed too, leaves behind.
+        let line = encode(&Record::Approval(Box::new(item("ap-99", 64))));
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(APPROVALS_FILE))
+            .unwrap();
+        f.write_all(&line[..line.len() / 2]).unwrap();
+        s.file.poison();
+        let next = s.new_id();
+        s.put(item(&next, 128)).unwrap();
+        drop(s);
+        let s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        assert!(s.warnings().is_empty(), "{:?}", s.warnings());
+        assert_eq!(
+            s.pending().map(|i| i.id.clone()).collect::<Vec<_>>(),
+            [first, next]
+        );
     }
 
     /// A compaction that cannot write its new file (here a directory stands where it goes; a
