@@ -317,6 +317,7 @@ impl Desk {
             same.refreshed += 1;
             self.store.put(same.clone())?;
             let id = same.id.clone();
+            self.supersede(open, &id);
             self.events.push(Event::ApprovalRequired(ApprovalEvent {
                 approval: same,
                 refresh: Some(true),
@@ -324,9 +325,6 @@ impl Desk {
             return Ok((id, None));
         }
         let id = self.store.new_id();
-        for other in open {
-            self.resolve(other, ApprovalState::Superseded { by_id: id.clone() })?;
-        }
         // Under --recommend-only the advisors see the lowered policy too, so it is the reason
         // whatever the advisor said.
         let held_by = if self.recommend_only {
@@ -356,7 +354,11 @@ impl Desk {
             resolved_ms: None,
             state: ApprovalState::Pending,
         };
+        // The new approval is durable before an older one names it as what superseded it: the
+        // other way, a crash or failed write between the two would leave a name for an approval
+        // never stored, and ids are handed out again from what is stored.
         self.store.put(item.clone())?;
+        self.supersede(open, &id);
         self.seen.insert(id.clone());
         info!(
             "approval {id} required: {} = {} ({}); kpo approve {id}",
@@ -368,6 +370,20 @@ impl Desk {
             refresh: Some(false),
         }));
         Ok((id, None))
+    }
+
+    /// Resolves the approvals in `open` other than `by_id` as superseded by it. `by_id` is stored
+    /// already, so a failure here costs only the old one's end: it stays pending, and is
+    /// superseded by the next advice (another value, or a refresh of `by_id`) or cleared by a
+    /// window.
+    fn supersede(&mut self, open: Vec<ApprovalItem>, by_id: &str) {
+        for other in open.into_iter().filter(|i| i.id != by_id) {
+            let old = other.id.clone();
+            let by_id = by_id.to_string();
+            if let Err(e) = self.resolve(other, ApprovalState::Superseded { by_id }) {
+                warn!("approvals: {old} could not be marked superseded (it stays pending): {e}");
+            }
+        }
     }
 
     /// Records a pending approval's end, durably, and announces it.

@@ -61,6 +61,9 @@ pub struct ApprovalStore {
     history: VecDeque<HistoryEntry>,
     next_id: u64,
     warnings: Vec<String>,
+    /// Test hook: the next `put` of this approval fails like a full disk (nothing written).
+    #[cfg(test)]
+    pub(crate) fail_put_of: Option<String>,
 }
 
 impl std::fmt::Debug for ApprovalStore {
@@ -102,6 +105,8 @@ impl ApprovalStore {
             history: VecDeque::new(),
             next_id: 1,
             warnings: loaded.warnings,
+            #[cfg(test)]
+            fail_put_of: None,
         };
         for r in loaded.records {
             store.fold(r);
@@ -170,6 +175,11 @@ impl ApprovalStore {
 
     /// Makes an approval's new state durable.
     pub fn put(&mut self, item: ApprovalItem) -> Result<(), JournalError> {
+        #[cfg(test)]
+        if self.fail_put_of.as_ref() == Some(&item.id) {
+            self.fail_put_of = None;
+            self.file.fail_after = Some(0);
+        }
         self.append(Record::Approval(Box::new(item)))
     }
 

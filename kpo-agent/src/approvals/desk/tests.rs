@@ -681,3 +681,39 @@ fn another_advisors_identical_advice_leaves_the_approval_as_it_is() {
     assert_eq!(intent.source, crate::policy::Source::Rules);
     assert!(intent.reason.ends_with(&before.reason), "{}", intent.reason);
 }
+
+/// Superseding writes the new approval before the old one names it: a failed write of the new
+/// one leaves the old one pending and no name of an approval never stored; a failed write of the
+/// old one's end leaves it pending, and the next advice supersedes it.
+#[test]
+fn superseding_never_names_an_approval_that_was_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    s.desk.store.fail_put_of = Some("ap-2".into());
+    let out = s.consider(vec![rec(Source::Rules, 64, false)]);
+    assert_eq!(kinds(&out.events), ["recommendation"], "nothing announced");
+    assert_eq!(s.desk.explain(NS, 1)[0].entry.done, Done::Failed);
+    drop(s);
+    let mut s = setup(dir.path(), "recommend");
+    let pending = s.desk.pending().unwrap();
+    assert_eq!(
+        pending.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["ap-1"],
+        "ap-1 still pending, not superseded by an ap-2 that never was"
+    );
+
+    // The new one stored, the old one's end not: both pending until the next advice.
+    s.desk.store.fail_put_of = Some("ap-1".into());
+    let out = s.consider(vec![rec(Source::Rules, 64, false)]);
+    assert_eq!(kinds(&out.events), ["recommendation", "approval_required"]);
+    let id = s.desk.pending().unwrap().pop().unwrap().id;
+    assert_eq!(s.desk.pending().unwrap().len(), 2);
+    s.consider(vec![rec(Source::Rules, 64, false)]);
+    assert_eq!(
+        s.desk.store().item("ap-1").unwrap().state,
+        ApprovalState::Superseded { by_id: id.clone() }
+    );
+    assert!(s.desk.store().item(&id).is_some());
+    assert_eq!(s.desk.pending().unwrap().len(), 1);
+}
