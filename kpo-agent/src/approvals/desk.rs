@@ -392,8 +392,13 @@ impl Desk {
         mut item: ApprovalItem,
         state: ApprovalState,
     ) -> Result<ApprovalItem, JournalError> {
+        // An expiry noticed late (the agent was down, or no window or request came) still ended
+        // when the time ran out.
+        item.resolved_ms = Some(match state {
+            ApprovalState::Expired => self.expires(&item),
+            _ => now_ms(),
+        });
         item.state = state;
-        item.resolved_ms = Some(now_ms());
         self.store.put(item.clone())?;
         self.unseen.remove(&item.id);
         self.seen.remove(&item.id);
@@ -459,8 +464,12 @@ impl Desk {
             .saturating_add(self.settings.expire_after.as_millis() as u64)
     }
 
-    /// Expires what is past its time (a CLI or request may come between windows).
-    fn expire_due(&mut self) -> Result<(), JournalError> {
+    /// Expires what is past its time (a CLI or request may come between windows). An expiry that
+    /// cannot be written (a full disk) is a warning: the approval is past its time whatever the
+    /// file says, so it is treated as expired ([`Desk::pending`], [`Desk::still_pending`]) and
+    /// written at the next try; failing the request would keep every other approval from being
+    /// listed, approved or rejected.
+    fn expire_due(&mut self) {
         let now = now_ms();
         let due: Vec<ApprovalItem> = self
             .store
@@ -469,17 +478,21 @@ impl Desk {
             .cloned()
             .collect();
         for item in due {
-            self.resolve(item, ApprovalState::Expired)?;
+            let id = item.id.clone();
+            if let Err(e) = self.resolve(item, ApprovalState::Expired) {
+                warn!("approvals: {id} expired, but that could not be recorded yet: {e}");
+            }
         }
-        Ok(())
     }
 
     /// Pending approvals, oldest first.
     pub fn pending(&mut self) -> Result<Vec<ApprovalItem>, ControlError> {
-        self.expire_due()?;
+        self.expire_due();
+        let now = now_ms();
         Ok(self
             .store
             .pending()
+            .filter(|i| now < self.expires(i))
             .map(|i| ApprovalItem {
                 expires_ms: self.expires(i),
                 ..i.clone()
@@ -489,13 +502,20 @@ impl Desk {
 
     /// The item, if it can still be approved or rejected.
     fn still_pending(&mut self, id: &str) -> Result<ApprovalItem, ControlError> {
-        self.expire_due()?;
+        self.expire_due();
         let item = self
             .store
             .item(id)
             .cloned()
             .ok_or_else(|| ApprovalError::NoSuch(id.to_string()))?;
         match &item.state {
+            ApprovalState::Pending if now_ms() >= self.expires(&item) => {
+                Err(ApprovalError::Expired {
+                    id: item.id.clone(),
+                    at: format_ms(self.expires(&item)),
+                }
+                .into())
+            }
             ApprovalState::Pending => Ok(item),
             ApprovalState::Expired => Err(ApprovalError::Expired {
                 id: item.id.clone(),

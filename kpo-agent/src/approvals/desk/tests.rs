@@ -717,3 +717,89 @@ fn superseding_never_names_an_approval_that_was_not_stored() {
     assert!(s.desk.store().item(&id).is_some());
     assert_eq!(s.desk.pending().unwrap().len(), 1);
 }
+
+/// Made with an earlier window's advice two hours ago (expire_after 1h), it ran out an hour
+/// ago: that is when it ended, whenever the desk notices.
+fn ran_out_an_hour_ago(s: &mut Setup) -> u64 {
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let mut item = s.desk.store().item("ap-1").unwrap().clone();
+    item.updated_ms -= 2 * 3_600_000;
+    s.desk.store.put(item.clone()).unwrap();
+    item.updated_ms + 3_600_000
+}
+
+#[test]
+fn an_expiry_noticed_late_is_dated_when_the_time_ran_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    let ran_out = ran_out_an_hour_ago(&mut s);
+    let err = s.desk.approve(&mut s.path, "ap-1", "op").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("ap-1 expired at {}:", format_ms(ran_out))),
+        "{err}"
+    );
+    assert_eq!(
+        s.desk.store().item("ap-1").unwrap().resolved_ms,
+        Some(ran_out)
+    );
+
+    // A window notices the same way.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    let ran_out = ran_out_an_hour_ago(&mut s);
+    s.desk.on_window(&s.path);
+    let item = s.desk.store().item("ap-1").unwrap();
+    assert_eq!(
+        (&item.state, item.resolved_ms),
+        (&ApprovalState::Expired, Some(ran_out))
+    );
+}
+
+/// An expiry that cannot be written (a full disk) fails neither the listing nor the other
+/// approvals: the one past its time is treated as expired, and recorded at the next try.
+#[test]
+fn an_expiry_that_cannot_be_written_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    ran_out_an_hour_ago(&mut s);
+    // Another target's approval, still in time.
+    let other: ParamAddress = "net.core.somaxconn@netns:4026538888".parse().unwrap();
+    s.k.0
+        .lock()
+        .unwrap()
+        .values
+        .insert(other.to_string(), Value::Int(16));
+    let mut r = rec(Source::Rules, 32, false);
+    r.parameter = other;
+    s.consider(vec![r]);
+
+    s.desk.store.fail_put_of = Some("ap-1".into());
+    let pending = s.desk.pending().expect("listing works");
+    assert_eq!(
+        pending.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["ap-2"]
+    );
+    assert_eq!(
+        s.desk.store().item("ap-1").unwrap().state,
+        ApprovalState::Pending,
+        "not written"
+    );
+    s.desk.store.fail_put_of = Some("ap-1".into());
+    let err = s.desk.approve(&mut s.path, "ap-1", "op").unwrap_err();
+    assert!(
+        matches!(err, ControlError::Approval(ApprovalError::Expired { .. })),
+        "{err}"
+    );
+    s.desk.store.fail_put_of = Some("ap-1".into());
+    assert_eq!(
+        s.desk.reject("ap-2", "op", None).unwrap().state.name(),
+        "rejected"
+    );
+    // The disk has room again: the next request records it.
+    s.desk.pending().unwrap();
+    assert_eq!(
+        s.desk.store().item("ap-1").unwrap().state,
+        ApprovalState::Expired
+    );
+}
