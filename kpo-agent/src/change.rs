@@ -1121,9 +1121,15 @@ impl ChangePath {
     /// The cookie of the network namespace a parameter is in, when it is addressed to one and
     /// the cookie can be read: through the actuator, as every write reads it.
     pub fn netns_cookie(&self, address: &ParamAddress) -> Option<u64> {
+        self.netns_now(address).ok().flatten()
+    }
+
+    /// [`ChangePath::netns_cookie`], telling a namespace that can no longer be opened (gone, or
+    /// never there) from one without a readable cookie: the former is an `Err`.
+    pub fn netns_now(&self, address: &ParamAddress) -> Result<Option<u64>, ActuateError> {
         match &address.target {
-            Target::Netns { .. } => self.actuators.open(address).ok()?.netns_cookie(),
-            _ => None,
+            Target::Netns { .. } => Ok(self.actuators.open(address)?.netns_cookie()),
+            _ => Ok(None),
         }
     }
 

@@ -111,7 +111,7 @@ fn to_json(policy: &Policy, config: Option<&str>) -> Value {
             "approvals": {
                 "expire_after": humantime::format_duration(a.expire_after).to_string(),
                 "clear_after_windows": a.clear_after_windows,
-                "webhook": a.webhook,
+                "webhook": a.webhook.as_deref().map(crate::approvals::webhook::shown_url),
             },
             "defaults": rule_json(&policy.defaults),
             "params": policy.params.iter().map(rule_json).collect::<Vec<_>>(),
@@ -177,7 +177,10 @@ fn to_text(policy: &Policy, config: Option<&str>) -> String {
         "  [approvals] expire_after {}; clear_after_windows {}; webhook {}\n",
         humantime::format_duration(a.expire_after),
         a.clear_after_windows,
-        a.webhook.as_deref().unwrap_or("-")
+        // Its path is often the credential (Slack's); the policy file holds it whole.
+        a.webhook
+            .as_deref()
+            .map_or("-".into(), crate::approvals::webhook::shown_url)
     );
     out += &format!("  [defaults] {}\n", rule_text(&policy.defaults));
     for r in &policy.params {
@@ -237,8 +240,8 @@ max_step = "7%"
         );
         assert_eq!(v["policy"]["guard"]["quarantine"], "1h");
         assert_eq!(
-            v["policy"]["approvals"]["webhook"],
-            "http://127.0.0.1:9000/kpo"
+            v["policy"]["approvals"]["webhook"], "http://127.0.0.1:9000",
+            "the path may be the credential"
         );
         let s = &v["policy"]["params"][0];
         assert_eq!(s["name"], "net.core.somaxconn");

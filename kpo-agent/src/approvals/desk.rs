@@ -11,7 +11,10 @@ use super::{
     HistoryEntry, SetAsideEvent,
 };
 use crate::{
-    actuate::param::{ParamAddress, Value},
+    actuate::{
+        param::{ParamAddress, Value},
+        ActuateError,
+    },
     advise::recommendation::Recommendation,
     change::{ChangePath, ChangeReport, ChangeStatus},
     control::ControlError,
@@ -58,7 +61,7 @@ impl Desk {
         recommend_only: bool,
     ) -> Result<Desk, JournalError> {
         Ok(Desk {
-            store: ApprovalStore::open(journal)?,
+            store: ApprovalStore::open(journal, settings.expire_after)?,
             settings,
             recommend_only,
             webhook: None,
@@ -144,7 +147,7 @@ impl Desk {
                 detail: None,
             };
             if let Some(value) = rec.recommended_value.clone() {
-                self.mark_seen(&rec.parameter, &value);
+                self.mark_seen(&rec, &value);
                 self.propose(path, &rec, value, &mut entry, &mut out);
                 out.events.extend(drain());
                 out.events.extend(self.take_events());
@@ -194,52 +197,53 @@ impl Desk {
                 entry.done = Done::Unchanged;
                 entry.detail = Some("the kernel already has this value".into());
             }
-            ChangeStatus::NeedsApproval
-                if self.rejected_lately(&rec.parameter, &value).is_some() =>
-            {
-                let r = self
-                    .rejected_lately(&rec.parameter, &value)
-                    .expect("just found");
-                entry.done = Done::Rejected;
-                entry.approval_id = Some(r.id.clone());
-                entry.detail = Some(format!(
-                    "{} {}; not asked again before {}",
-                    r.id,
-                    r.state.describe(),
-                    format_ms(self.asks_again(r))
-                ));
-            }
-            ChangeStatus::NeedsApproval => match self.require(rec, &value, report.before.clone()) {
-                Ok(id) => entry.approval_id = Some(id),
-                Err(e) => {
-                    warn!("approvals: {}: {e}", rec.parameter);
-                    entry.done = Done::Failed;
-                    entry.detail = Some(format!("the approval could not be stored: {e}"));
+            ChangeStatus::NeedsApproval => {
+                let cookie = path.netns_cookie(&rec.parameter);
+                if let Some(r) = self.rejected_lately(&rec.parameter, &value, cookie) {
+                    entry.done = Done::Rejected;
+                    entry.approval_id = Some(r.id.clone());
+                    entry.detail = Some(format!(
+                        "{} {}; not asked again before {}",
+                        r.id,
+                        r.state.describe(),
+                        format_ms(self.store.asks_again(r))
+                    ));
+                    return;
                 }
-            },
+                match self.require(rec, &value, report.before.clone(), cookie) {
+                    Ok((id, detail)) => {
+                        entry.approval_id = Some(id);
+                        entry.detail = detail;
+                    }
+                    Err(e) => {
+                        warn!("approvals: {}: {e}", rec.parameter);
+                        entry.done = Done::Failed;
+                        entry.detail = Some(format!("the approval could not be stored: {e}"));
+                    }
+                }
+            }
             ChangeStatus::Applied => out.applied.push(report),
             _ => {}
         }
     }
 
     /// An approval for this parameter, target and value an operator rejected less than
-    /// `expire_after` ago: the same advice does not ask again before then.
-    fn rejected_lately(&self, parameter: &ParamAddress, value: &Value) -> Option<&ApprovalItem> {
+    /// `expire_after` ago: the same advice does not ask again before then. A rejection made in
+    /// another network namespace that had the same inode (another `cookie`) is not this one's.
+    fn rejected_lately(
+        &self,
+        parameter: &ParamAddress,
+        value: &Value,
+        cookie: Option<u64>,
+    ) -> Option<&ApprovalItem> {
         let key = target_key(parameter);
         let now = now_ms();
         self.store.items().rev().find(|i| {
             i.key == key
                 && &i.value == value
-                && matches!(i.state, ApprovalState::Rejected { .. })
-                && self.asks_again(i) > now
+                && other_namespace(i.netns_cookie, cookie).is_none()
+                && self.store.rejection_in_force(i, now)
         })
-    }
-
-    fn asks_again(&self, rejected: &ApprovalItem) -> u64 {
-        rejected
-            .resolved_ms
-            .unwrap_or(rejected.updated_ms)
-            .saturating_add(self.settings.expire_after.as_millis() as u64)
     }
 
     /// The history entry, durable; a store that cannot be written costs the entry, with a warning.
@@ -249,13 +253,14 @@ impl Desk {
         }
     }
 
-    /// The advice behind pending approvals for this parameter, target and value was made again.
-    fn mark_seen(&mut self, parameter: &ParamAddress, value: &Value) {
-        let key = target_key(parameter);
+    /// The advice behind pending approvals for this parameter, target and value was made again
+    /// by their advisor (another's identical advice is not theirs: see [`Desk::require`]).
+    fn mark_seen(&mut self, rec: &Recommendation, value: &Value) {
+        let key = target_key(&rec.parameter);
         let ids: Vec<String> = self
             .store
             .pending()
-            .filter(|i| i.key == key && &i.value == value)
+            .filter(|i| i.key == key && &i.value == value && i.source == rec.source)
             .map(|i| i.id.clone())
             .collect();
         for id in ids {
@@ -265,24 +270,43 @@ impl Desk {
     }
 
     /// A pending approval for this recommendation: the one already pending for the same
-    /// parameter, target and value is refreshed (its reason, current value and expiry renewed);
-    /// one pending for another value is superseded; otherwise a new one is created.
+    /// parameter, target and value from the same advisor is refreshed (its reason, current value
+    /// and expiry renewed); one from another advisor is left as it is (the id, and why, are
+    /// returned); one pending for another value is superseded; otherwise a new one is created.
     fn require(
         &mut self,
         rec: &Recommendation,
         value: &Value,
         current: Option<Value>,
-    ) -> Result<String, JournalError> {
+        cookie: Option<u64>,
+    ) -> Result<(String, Option<String>), JournalError> {
         let now = now_ms();
         let key = target_key(&rec.parameter);
         let expires_ms = now.saturating_add(self.settings.expire_after.as_millis() as u64);
-        let open: Vec<ApprovalItem> = self
+        let (gone, open): (Vec<ApprovalItem>, Vec<ApprovalItem>) = self
             .store
             .pending()
             .filter(|i| i.key == key)
             .cloned()
-            .collect();
+            .partition(|i| other_namespace(i.netns_cookie, cookie).is_some());
+        // Advised for a namespace that died before a window noticed: this advice is for the one
+        // that has its inode now, and must neither refresh nor be superseded as the dead one's.
+        for dead in gone {
+            let why = other_namespace(dead.netns_cookie, cookie).unwrap_or_default();
+            self.resolve(dead, ApprovalState::Cleared { why })?;
+        }
         if let Some(mut same) = open.iter().find(|i| &i.value == value).cloned() {
+            if same.source != rec.source {
+                // An approval shows and is approved as its advisor's, source and text together:
+                // taking this advisor's reason into it would put words in the other's mouth (and
+                // journal them under its name). So it stays as it is, expiring on its own
+                // advisor's schedule.
+                let detail = format!(
+                    "{} is already pending for this value, advised by {}; left as it is",
+                    same.id, same.source
+                );
+                return Ok((same.id, Some(detail)));
+            }
             same.current_value = current.or(same.current_value);
             same.reason = rec.reason.clone();
             same.recommendation_id = rec.id.clone();
@@ -293,16 +317,14 @@ impl Desk {
             same.refreshed += 1;
             self.store.put(same.clone())?;
             let id = same.id.clone();
+            self.supersede(open, &id);
             self.events.push(Event::ApprovalRequired(ApprovalEvent {
                 approval: same,
                 refresh: Some(true),
             }));
-            return Ok(id);
+            return Ok((id, None));
         }
         let id = self.store.new_id();
-        for other in open {
-            self.resolve(other, ApprovalState::Superseded { by_id: id.clone() })?;
-        }
         // Under --recommend-only the advisors see the lowered policy too, so it is the reason
         // whatever the advisor said.
         let held_by = if self.recommend_only {
@@ -316,6 +338,7 @@ impl Desk {
             id: id.clone(),
             parameter: rec.parameter.clone(),
             key,
+            netns_cookie: cookie,
             value: value.clone(),
             current_value: current.or(rec.current_value.clone()),
             source: rec.source,
@@ -331,7 +354,11 @@ impl Desk {
             resolved_ms: None,
             state: ApprovalState::Pending,
         };
+        // The new approval is durable before an older one names it as what superseded it: the
+        // other way, a crash or failed write between the two would leave a name for an approval
+        // never stored, and ids are handed out again from what is stored.
         self.store.put(item.clone())?;
+        self.supersede(open, &id);
         self.seen.insert(id.clone());
         info!(
             "approval {id} required: {} = {} ({}); kpo approve {id}",
@@ -342,7 +369,21 @@ impl Desk {
             approval: item,
             refresh: Some(false),
         }));
-        Ok(id)
+        Ok((id, None))
+    }
+
+    /// Resolves the approvals in `open` other than `by_id` as superseded by it. `by_id` is stored
+    /// already, so a failure here costs only the old one's end: it stays pending, and is
+    /// superseded by the next advice (another value, or a refresh of `by_id`) or cleared by a
+    /// window.
+    fn supersede(&mut self, open: Vec<ApprovalItem>, by_id: &str) {
+        for other in open.into_iter().filter(|i| i.id != by_id) {
+            let old = other.id.clone();
+            let by_id = by_id.to_string();
+            if let Err(e) = self.resolve(other, ApprovalState::Superseded { by_id }) {
+                warn!("approvals: {old} could not be marked superseded (it stays pending): {e}");
+            }
+        }
     }
 
     /// Records a pending approval's end, durably, and announces it.
@@ -351,8 +392,13 @@ impl Desk {
         mut item: ApprovalItem,
         state: ApprovalState,
     ) -> Result<ApprovalItem, JournalError> {
+        // An expiry noticed late (the agent was down, or no window or request came) still ended
+        // when the time ran out.
+        item.resolved_ms = Some(match state {
+            ApprovalState::Expired => self.expires(&item),
+            _ => now_ms(),
+        });
         item.state = state;
-        item.resolved_ms = Some(now_ms());
         self.store.put(item.clone())?;
         self.unseen.remove(&item.id);
         self.seen.remove(&item.id);
@@ -381,6 +427,8 @@ impl Desk {
         for item in pending {
             let state = if now >= self.expires(&item) {
                 Some(ApprovalState::Expired)
+            } else if let Some(why) = namespace_gone(path, &item) {
+                Some(ApprovalState::Cleared { why })
             } else if path.read(&item.parameter).ok().as_ref() == Some(&item.value) {
                 Some(ApprovalState::Cleared {
                     why: format!("the kernel already has {}", item.value),
@@ -416,8 +464,12 @@ impl Desk {
             .saturating_add(self.settings.expire_after.as_millis() as u64)
     }
 
-    /// Expires what is past its time (a CLI or request may come between windows).
-    fn expire_due(&mut self) -> Result<(), JournalError> {
+    /// Expires what is past its time (a CLI or request may come between windows). An expiry that
+    /// cannot be written (a full disk) is a warning: the approval is past its time whatever the
+    /// file says, so it is treated as expired ([`Desk::pending`], [`Desk::still_pending`]) and
+    /// written at the next try; failing the request would keep every other approval from being
+    /// listed, approved or rejected.
+    fn expire_due(&mut self) {
         let now = now_ms();
         let due: Vec<ApprovalItem> = self
             .store
@@ -426,17 +478,21 @@ impl Desk {
             .cloned()
             .collect();
         for item in due {
-            self.resolve(item, ApprovalState::Expired)?;
+            let id = item.id.clone();
+            if let Err(e) = self.resolve(item, ApprovalState::Expired) {
+                warn!("approvals: {id} expired, but that could not be recorded yet: {e}");
+            }
         }
-        Ok(())
     }
 
     /// Pending approvals, oldest first.
     pub fn pending(&mut self) -> Result<Vec<ApprovalItem>, ControlError> {
-        self.expire_due()?;
+        self.expire_due();
+        let now = now_ms();
         Ok(self
             .store
             .pending()
+            .filter(|i| now < self.expires(i))
             .map(|i| ApprovalItem {
                 expires_ms: self.expires(i),
                 ..i.clone()
@@ -446,13 +502,20 @@ impl Desk {
 
     /// The item, if it can still be approved or rejected.
     fn still_pending(&mut self, id: &str) -> Result<ApprovalItem, ControlError> {
-        self.expire_due()?;
+        self.expire_due();
         let item = self
             .store
             .item(id)
             .cloned()
             .ok_or_else(|| ApprovalError::NoSuch(id.to_string()))?;
         match &item.state {
+            ApprovalState::Pending if now_ms() >= self.expires(&item) => {
+                Err(ApprovalError::Expired {
+                    id: item.id.clone(),
+                    at: format_ms(self.expires(&item)),
+                }
+                .into())
+            }
             ApprovalState::Pending => Ok(item),
             ApprovalState::Expired => Err(ApprovalError::Expired {
                 id: item.id.clone(),
@@ -479,6 +542,10 @@ impl Desk {
     ) -> Result<ApproveOutcome, ControlError> {
         let id = normalize_id(id);
         let item = self.still_pending(&id)?;
+        if let Some(why) = namespace_gone(path, &item) {
+            self.resolve(item, ApprovalState::Cleared { why: why.clone() })?;
+            return Err(ApprovalError::NamespaceGone { id, why }.into());
+        }
         if let Some((was, now)) = moved_since_advised(path, &item) {
             let why = format!("the kernel now has {now}, and the advice was made against {was}");
             self.resolve(item, ApprovalState::Cleared { why })?;
@@ -566,6 +633,37 @@ impl Desk {
                     .cloned(),
             })
             .collect()
+    }
+}
+
+/// Why the cookie kept and the namespace's now name different network namespaces, if they do.
+/// Without both nothing is concluded, as the journal does: an approval stored before cookies
+/// were kept, or a kernel without them.
+fn other_namespace(kept: Option<u64>, now: Option<u64>) -> Option<String> {
+    match (kept, now) {
+        (Some(kept), Some(now)) if kept != now => Some(format!(
+            "its network namespace is gone: its inode now names another namespace (cookie {now}, \
+             was {kept})"
+        )),
+        _ => None,
+    }
+}
+
+/// Why an approval can no longer be applied where it was advised: its network namespace cannot
+/// be opened any more, or its inode now names another namespace (another cookie), whose values
+/// the advice knew nothing of.
+fn namespace_gone(path: &ChangePath, item: &ApprovalItem) -> Option<String> {
+    match path.netns_now(&item.parameter) {
+        Err(ActuateError::Netns { reason, .. }) => {
+            Some(format!("its network namespace is gone ({reason})"))
+        }
+        Err(_) => None,
+        // A cookie read when it was advised and none now: the namespace was entered then and
+        // cannot be now.
+        Ok(None) if item.netns_cookie.is_some() => {
+            Some("its network namespace is gone: it can no longer be entered".into())
+        }
+        Ok(now) => other_namespace(item.netns_cookie, now),
     }
 }
 

@@ -38,6 +38,12 @@ pub struct ApprovalItem {
     pub parameter: ParamAddress,
     /// The journal's key of that target (a namespace path resolved to its inode).
     pub key: String,
+    /// The cookie of the network namespace the target was when the approval was made
+    /// (`SO_NETNS_COOKIE`): the inode in the address may name another namespace once this one is
+    /// gone. `None` for the host, the agent's own namespace, a kernel without cookies, or an
+    /// approval stored before cookies were kept.
+    #[serde(default)]
+    pub netns_cookie: Option<u64>,
     /// The value that would be applied.
     pub value: Value,
     /// The kernel's value when the advice was last made.
@@ -221,6 +227,8 @@ pub enum ApprovalError {
     NotPending { id: String, state: String },
     #[error("{id} expired at {at}: nobody approved it within [approvals] expire_after; it can no longer be approved")]
     Expired { id: String, at: String },
+    #[error("{id} cannot be approved: {why}; the advice was for a namespace that is no longer there, so it is cleared (the advisor asks again if the namespace now there needs it)")]
+    NamespaceGone { id: String, why: String },
     #[error("{id} was advised against {was}, and the kernel now has {now}: the advice no longer fits, so it is cleared (the advisor asks again if it still sees the need)")]
     Stale {
         id: String,

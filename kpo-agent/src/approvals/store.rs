@@ -6,10 +6,12 @@
 //! One writer: the store is opened from an open [`Journal`], whose lock on the state directory
 //! its holder keeps for as long as it keeps the store. The file is bounded: past
 //! [`MAX_RECORDS`] lines it is compacted (rewritten to a temporary file, fsynced, renamed over,
-//! directory fsynced) to every pending approval, the latest resolved ones and the latest history.
+//! directory fsynced) to every pending approval, every rejection still in force, the latest
+//! resolved ones and the latest history.
 use std::{
     collections::{BTreeMap, VecDeque},
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +19,7 @@ use tracing::warn;
 
 use super::{ApprovalItem, ApprovalState, HistoryEntry};
 use crate::journal::{
+    now_ms,
     store::{load_records, rewrite, Appender},
     Journal, JournalError,
 };
@@ -26,7 +29,8 @@ pub const APPROVALS_FILE: &str = "approvals.log";
 pub const MAX_RECORDS: usize = 4096;
 /// History entries kept (in memory and by compaction).
 pub const HISTORY_KEPT: usize = 1024;
-/// Resolved approvals kept by compaction (pending ones are always kept).
+/// Resolved approvals kept by compaction (pending ones, and rejections still in force, are
+/// always kept besides).
 pub const RESOLVED_KEPT: usize = 256;
 
 /// One line of `approvals.log`.
@@ -50,10 +54,16 @@ pub struct ApprovalStore {
     limit: usize,
     /// After a failed compaction, the line count at which it is tried again.
     retry_at: Option<usize>,
+    /// How long a rejection keeps the same advice from asking again (`[approvals]
+    /// expire_after`): compaction must not forget one sooner.
+    rejection_in_force: Duration,
     items: BTreeMap<u64, ApprovalItem>,
     history: VecDeque<HistoryEntry>,
     next_id: u64,
     warnings: Vec<String>,
+    /// Test hook: the next `put` of this approval fails like a full disk (nothing written).
+    #[cfg(test)]
+    pub(crate) fail_put_of: Option<String>,
 }
 
 impl std::fmt::Debug for ApprovalStore {
@@ -74,12 +84,13 @@ fn number(id: &str) -> Option<u64> {
 
 impl ApprovalStore {
     /// Opens (creating) the store in the journal's state directory. The journal's lock is the
-    /// store's: keep the journal open as long as the store.
-    pub fn open(journal: &Journal) -> Result<Self, JournalError> {
-        Self::open_in(journal.dir())
+    /// store's: keep the journal open as long as the store. A rejection keeps the same advice
+    /// from asking again for `rejection_in_force` after it was made.
+    pub fn open(journal: &Journal, rejection_in_force: Duration) -> Result<Self, JournalError> {
+        Self::open_in(journal.dir(), rejection_in_force)
     }
 
-    fn open_in(dir: &Path) -> Result<Self, JournalError> {
+    fn open_in(dir: &Path, rejection_in_force: Duration) -> Result<Self, JournalError> {
         // A damaged file is kept aside and rewritten with its intact records by the loader.
         let loaded = load_records(dir, APPROVALS_FILE)?;
         let mut store = ApprovalStore {
@@ -89,10 +100,13 @@ impl ApprovalStore {
             lines: loaded.records.len(),
             limit: MAX_RECORDS,
             retry_at: None,
+            rejection_in_force,
             items: BTreeMap::new(),
             history: VecDeque::new(),
             next_id: 1,
             warnings: loaded.warnings,
+            #[cfg(test)]
+            fail_put_of: None,
         };
         for r in loaded.records {
             store.fold(r);
@@ -161,6 +175,11 @@ impl ApprovalStore {
 
     /// Makes an approval's new state durable.
     pub fn put(&mut self, item: ApprovalItem) -> Result<(), JournalError> {
+        #[cfg(test)]
+        if self.fail_put_of.as_ref() == Some(&item.id) {
+            self.fail_put_of = None;
+            self.file.fail_after = Some(0);
+        }
         self.append(Record::Approval(Box::new(item)))
     }
 
@@ -189,13 +208,29 @@ impl ApprovalStore {
         self.history.iter()
     }
 
-    /// Rewrites the file with what is kept: pending approvals, the latest resolved ones, the
-    /// latest history. Atomic: a crash leaves the old file or the new one.
+    /// Whether a rejection still keeps the same advice from asking again (the desk's
+    /// `rejected_lately`): forgetting it would ask the operator again the question just refused.
+    pub fn rejection_in_force(&self, item: &ApprovalItem, now: u64) -> bool {
+        matches!(item.state, ApprovalState::Rejected { .. }) && self.asks_again(item) > now
+    }
+
+    /// When a rejected approval's advice may ask again.
+    pub fn asks_again(&self, rejected: &ApprovalItem) -> u64 {
+        rejected
+            .resolved_ms
+            .unwrap_or(rejected.updated_ms)
+            .saturating_add(self.rejection_in_force.as_millis() as u64)
+    }
+
+    /// Rewrites the file with what is kept: pending approvals, rejections still in force, the
+    /// latest resolved ones, the latest history. Atomic: a crash leaves the old file or the new
+    /// one.
     fn compact(&mut self) -> Result<(), JournalError> {
+        let now = now_ms();
         let resolved: Vec<u64> = self
             .items
             .iter()
-            .filter(|(_, i)| i.state != ApprovalState::Pending)
+            .filter(|(_, i)| i.state != ApprovalState::Pending && !self.rejection_in_force(i, now))
             .map(|(n, _)| *n)
             .collect();
         let drop = resolved.len().saturating_sub(RESOLVED_KEPT);
@@ -225,10 +260,11 @@ impl ApprovalStore {
         Ok(())
     }
 
-    /// Opens the file under its name again; until that works, appends fail rather than go to a
-    /// file that may no longer have one.
+    /// Opens the file under its name again, cut back to its last complete line (a failed append
+    /// that poisoned the appender may have left part of one); until that works, appends fail
+    /// rather than go to a file that may no longer have one, or be glued to a partial line.
     fn reopen(&mut self) -> Result<(), JournalError> {
-        match Appender::open(&self.dir, APPROVALS_FILE) {
+        match Appender::open_trimmed(&self.dir, APPROVALS_FILE) {
             Ok(file) => {
                 self.file = file;
                 Ok(())
@@ -255,11 +291,14 @@ pub(crate) mod tests {
         advise::recommendation::{Source, WindowRef},
     };
 
+    const HOUR: Duration = Duration::from_secs(3600);
+
     pub(crate) fn item(id: &str, value: i64) -> ApprovalItem {
         ApprovalItem {
             id: id.into(),
             parameter: "net.core.somaxconn@netns:4026531999".parse().unwrap(),
             key: "net.core.somaxconn@netns:4026531999".into(),
+            netns_cookie: None,
             value: Value::Int(value),
             current_value: Some(Value::Int(16)),
             source: Source::Rules,
@@ -284,7 +323,7 @@ pub(crate) mod tests {
     fn approvals_survive_reopening_and_the_last_copy_wins() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = ApprovalStore::open_in(dir.path()).unwrap();
+            let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
             let a = s.new_id();
             let b = s.new_id();
             assert_eq!((a.as_str(), b.as_str()), ("ap-1", "ap-2"));
@@ -297,7 +336,7 @@ pub(crate) mod tests {
             };
             s.put(done).unwrap();
         }
-        let mut s = ApprovalStore::open_in(dir.path()).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
         assert!(s.warnings().is_empty());
         assert_eq!(
             s.pending().map(|i| i.id.as_str()).collect::<Vec<_>>(),
@@ -311,7 +350,7 @@ pub(crate) mod tests {
     fn a_torn_tail_is_dropped_and_the_rest_kept() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = ApprovalStore::open_in(dir.path()).unwrap();
+            let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
             let id = s.new_id();
             s.put(item(&id, 32)).unwrap();
         }
@@ -321,7 +360,7 @@ pub(crate) mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&line[..line.len() / 2]).unwrap();
         drop(f);
-        let mut s = ApprovalStore::open_in(dir.path()).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
         assert_eq!(s.pending().count(), 1);
         assert!(s.item("ap-2").is_none());
         assert!(
@@ -339,7 +378,7 @@ pub(crate) mod tests {
         assert_eq!(id, "ap-2");
         s.put(item(&id, 128)).unwrap();
         drop(s);
-        let s = ApprovalStore::open_in(dir.path()).unwrap();
+        let s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
         assert!(s.warnings().is_empty(), "{:?}", s.warnings());
         assert_eq!(s.pending().count(), 2);
     }
@@ -354,7 +393,7 @@ pub(crate) mod tests {
         bytes.extend(bad);
         bytes.extend(encode(&Record::Approval(Box::new(item("ap-3", 128)))));
         fs::write(&path, bytes).unwrap();
-        let s = ApprovalStore::open_in(dir.path()).unwrap();
+        let s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
         let ids: Vec<_> = s.pending().map(|i| i.id.clone()).collect();
         assert_eq!(ids, ["ap-1", "ap-3"]);
         assert!(
@@ -367,7 +406,7 @@ pub(crate) mod tests {
     #[test]
     fn the_file_is_compacted_and_keeps_every_pending_approval() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = ApprovalStore::open_in(dir.path()).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
         s.limit = 300;
         let keep = s.new_id();
         s.put(item(&keep, 32)).unwrap();
@@ -381,7 +420,7 @@ pub(crate) mod tests {
         let on_disk = fs::read(dir.path().join(APPROVALS_FILE)).unwrap();
         assert_eq!(on_disk.iter().filter(|&&b| b == b'\n').count(), s.lines);
         drop(s);
-        let s = ApprovalStore::open_in(dir.path()).unwrap();
+        let s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
         assert_eq!(
             s.pending().map(|i| i.id.clone()).collect::<Vec<_>>(),
             [keep]
@@ -395,12 +434,73 @@ pub(crate) mod tests {
         );
     }
 
+    /// A rejection keeps the same advice from asking again for `expire_after`: compaction keeps
+    /// it that long however many approvals were resolved after it, and forgets it after.
+    #[test]
+    fn compaction_keeps_every_rejection_still_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        s.limit = 300;
+        let rejected = |id: &str, at: u64| ApprovalItem {
+            resolved_ms: Some(at),
+            state: ApprovalState::Rejected {
+                by: "op".into(),
+                why: None,
+            },
+            ..item(id, 32)
+        };
+        let now = now_ms();
+        let in_force = s.new_id();
+        s.put(rejected(&in_force, now)).unwrap();
+        let over = s.new_id();
+        s.put(rejected(&over, now - 2 * 3_600_000)).unwrap();
+        for _ in 0..400 {
+            let id = s.new_id();
+            let mut i = item(&id, 64);
+            i.state = ApprovalState::Expired;
+            s.put(i).unwrap();
+        }
+        assert!(s.lines <= 300, "{} lines: compacted", s.lines);
+        for s in [s, ApprovalStore::open_in(dir.path(), HOUR).unwrap()] {
+            assert!(s.item(&in_force).is_some(), "in force: kept");
+            assert!(s.item(&over).is_none(), "past its time: like any resolved");
+        }
+    }
+
+    /// An append that failed and could not be taken back leaves part of a line and poisons the
+    /// appender; the next append reopens the file cut back to its last whole line, so that it is
+    /// not glued to the partial one (and both lost at the next load).
+    #[test]
+    fn an_append_after_a_failure_that_could_not_be_undone_starts_on_its_own_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let first = s.new_id();
+        s.put(item(&first, 32)).unwrap();
+        // What a write cut short, whose truncation then failed too, leaves behind.
+        let line = encode(&Record::Approval(Box::new(item("ap-99", 64))));
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(APPROVALS_FILE))
+            .unwrap();
+        f.write_all(&line[..line.len() / 2]).unwrap();
+        s.file.poison();
+        let next = s.new_id();
+        s.put(item(&next, 128)).unwrap();
+        drop(s);
+        let s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        assert!(s.warnings().is_empty(), "{:?}", s.warnings());
+        assert_eq!(
+            s.pending().map(|i| i.id.clone()).collect::<Vec<_>>(),
+            [first, next]
+        );
+    }
+
     /// A compaction that cannot write its new file (here a directory stands where it goes; a
     /// full disk does the same) leaves every appended record in place and is only a warning.
     #[test]
     fn a_failed_compaction_loses_nothing_and_fails_no_append() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = ApprovalStore::open_in(dir.path()).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
         s.limit = 5;
         fs::create_dir(dir.path().join(format!("{APPROVALS_FILE}.tmp"))).unwrap();
         let ids: Vec<String> = (0..8)
@@ -413,7 +513,7 @@ pub(crate) mod tests {
         assert_eq!(s.lines, 8, "not compacted");
         drop(s);
         fs::remove_dir(dir.path().join(format!("{APPROVALS_FILE}.tmp"))).unwrap();
-        let s = ApprovalStore::open_in(dir.path()).unwrap();
+        let s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
         assert!(s.warnings().is_empty(), "{:?}", s.warnings());
         assert_eq!(s.pending().map(|i| i.id.clone()).collect::<Vec<_>>(), ids);
     }

@@ -5,7 +5,7 @@
 //! its own; when the queue is full the notification is dropped and logged. Each POST is retried
 //! with exponential backoff ([`ATTEMPTS`] tries, from [`FIRST_BACKOFF`] doubling up to
 //! [`MAX_BACKOFF`]) on a connection error, a timeout or a status other than 2xx; every failure is
-//! logged with the URL and the approval id.
+//! logged with the URL's scheme, host and port ([`shown_url`]) and the approval id.
 use std::time::Duration;
 
 use serde::Serialize;
@@ -100,10 +100,26 @@ impl Payload {
     }
 }
 
+/// The webhook's URL as it may be logged or printed: its scheme, host and port. The rest stays
+/// out because it is often the credential itself (a Slack incoming webhook is
+/// `https://hooks.slack.com/services/T…/B…/SECRET`; a user and password may be in it too), and
+/// logs are read by more people than the policy file.
+pub fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(host), Some(port)) => format!("{}://{host}:{port}", u.scheme()),
+            (Some(host), None) => format!("{}://{host}", u.scheme()),
+            (None, _) => format!("{}:", u.scheme()),
+        },
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
 /// The webhook's queue; the task posting from it ends when this is dropped.
 pub struct Webhook {
     tx: mpsc::Sender<Payload>,
-    url: String,
+    /// [`shown_url`] of the URL.
+    shown: String,
 }
 
 impl Webhook {
@@ -116,17 +132,18 @@ impl Webhook {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(deliver(client, url.clone(), rx));
-        info!(url = %url, "approval webhook on");
-        Ok(Webhook { tx, url })
+        let shown = shown_url(&url);
+        tokio::spawn(deliver(client, url, shown.clone(), rx));
+        info!(url = %shown, "approval webhook on");
+        Ok(Webhook { tx, shown })
     }
 
     /// A webhook whose notifications go to the returned receiver instead of a URL.
     #[cfg(test)]
     pub fn to_channel() -> (Webhook, mpsc::Receiver<Payload>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let url = "test:".to_string();
-        (Webhook { tx, url }, rx)
+        let shown = "test:".to_string();
+        (Webhook { tx, shown }, rx)
     }
 
     /// Queues one notification; drops it (logged) when the queue is full.
@@ -134,7 +151,7 @@ impl Webhook {
         let id = payload.kpo.approval.id.clone();
         if let Err(e) = self.tx.try_send(payload) {
             warn!(
-                url = %self.url,
+                url = %self.shown,
                 "approval webhook: {id} not sent: {}",
                 match e {
                     mpsc::error::TrySendError::Full(_) =>
@@ -146,7 +163,12 @@ impl Webhook {
     }
 }
 
-async fn deliver(client: reqwest::Client, url: String, mut rx: mpsc::Receiver<Payload>) {
+async fn deliver(
+    client: reqwest::Client,
+    url: String,
+    shown: String,
+    mut rx: mpsc::Receiver<Payload>,
+) {
     while let Some(payload) = rx.recv().await {
         let id = &payload.kpo.approval.id;
         let event = payload.kpo.event;
@@ -161,7 +183,7 @@ async fn deliver(client: reqwest::Client, url: String, mut rx: mpsc::Receiver<Pa
                 .await;
             let failure = match result {
                 Ok(r) if r.status().is_success() => {
-                    info!(url = %url, "approval webhook: {event} {id} delivered (attempt {attempt})");
+                    info!(url = %shown, "approval webhook: {event} {id} delivered (attempt {attempt})");
                     None
                 }
                 Ok(r) if r.status().is_redirection() => Some(format!(
@@ -173,14 +195,15 @@ async fn deliver(client: reqwest::Client, url: String, mut rx: mpsc::Receiver<Pa
                         .unwrap_or("nowhere")
                 )),
                 Ok(r) => Some(format!("the receiver answered {}", r.status())),
-                Err(e) => Some(describe(&e)),
+                // reqwest names the whole URL in its errors.
+                Err(e) => Some(describe(&e.without_url())),
             };
             let Some(why) = failure else { break };
             if attempt == ATTEMPTS {
-                warn!(url = %url, "approval webhook: {event} {id} failed (attempt {attempt} of {ATTEMPTS}): {why}; giving up");
+                warn!(url = %shown, "approval webhook: {event} {id} failed (attempt {attempt} of {ATTEMPTS}): {why}; giving up");
                 break;
             }
-            warn!(url = %url, "approval webhook: {event} {id} failed (attempt {attempt} of {ATTEMPTS}): {why}; retrying in {backoff:?}");
+            warn!(url = %shown, "approval webhook: {event} {id} failed (attempt {attempt} of {ATTEMPTS}): {why}; retrying in {backoff:?}");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
@@ -203,6 +226,20 @@ fn describe(e: &reqwest::Error) -> String {
 mod tests {
     use super::*;
     use crate::approvals::{store::tests::item, ApprovalState};
+
+    #[test]
+    fn a_webhook_url_is_shown_without_its_path_query_or_user() {
+        assert_eq!(
+            shown_url("https://hooks.slack.com/services/T000/B000/XXXXSECRET"),
+            "https://hooks.slack.com"
+        );
+        assert_eq!(
+            shown_url("http://user:pw@10.0.0.1:9000/kpo?token=SECRET#x"),
+            "http://10.0.0.1:9000"
+        );
+        assert_eq!(shown_url("http://[::1]:8080/hook"), "http://[::1]:8080");
+        assert_eq!(shown_url("nonsense SECRET"), "(not a URL)");
+    }
 
     #[test]
     fn the_payload_has_a_slack_text_and_the_item() {

@@ -19,6 +19,8 @@ pub(crate) struct FakeKernel {
     pub opened: Vec<String>,
     /// The cookie every network namespace has (`None`: unknown).
     pub netns_cookie: Option<u64>,
+    /// Every network namespace is gone: opening a parameter in one fails.
+    pub netns_gone: bool,
     /// The next revert of this address stores this value instead (once): a read-back that
     /// differs, after which the change path puts the value before back.
     pub revert_clamp_once: Option<(String, Value)>,
@@ -91,7 +93,17 @@ impl Actuator for FakeActuator {
 
 impl Actuators for FakeActuators {
     fn open(&self, address: &ParamAddress) -> Result<Box<dyn Actuator>, ActuateError> {
-        self.0.lock().unwrap().opened.push(address.to_string());
+        let mut k = self.0.lock().unwrap();
+        k.opened.push(address.to_string());
+        if let (true, crate::actuate::param::Target::Netns { netns }) =
+            (k.netns_gone, &address.target)
+        {
+            return Err(ActuateError::Netns {
+                netns: netns.to_string(),
+                reason: "no process is in it".into(),
+            });
+        }
+        drop(k);
         Ok(Box::new(FakeActuator {
             address: address.clone(),
             kernel: self.0.clone(),

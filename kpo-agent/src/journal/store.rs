@@ -224,7 +224,8 @@ pub struct Appender {
     path: PathBuf,
     /// Set when a failed append could not be taken back: the file may end in a partial line that
     /// the next record would be glued to (and both lost on reload), so nothing more is appended
-    /// until the file is opened again (which drops the torn tail).
+    /// until the file is opened again (by loading it, or [`Appender::open_trimmed`], which drop
+    /// the torn tail).
     poisoned: bool,
     /// Test hook: the next append writes only this many bytes, then fails like a full disk.
     #[cfg(test)]
@@ -259,6 +260,29 @@ impl Appender {
             #[cfg(test)]
             pass_first: 0,
         })
+    }
+
+    /// [`Appender::open`], first cutting the file back to the end of its last complete line: after
+    /// an append that failed and could not be taken back, the partial line it left would have the
+    /// next record glued to it, and both would be dropped as damaged at the next load. What is cut
+    /// was never acknowledged.
+    pub fn open_trimmed(dir: &Path, name: &str) -> Result<Self, JournalError> {
+        let appender = Self::open(dir, name)?;
+        let bytes = fs::read(&appender.path).map_err(|e| JournalError::io(&appender.path, e))?;
+        let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if whole < bytes.len() {
+            appender
+                .file
+                .set_len(whole as u64)
+                .and_then(|()| appender.file.sync_data())
+                .map_err(|e| JournalError::io(&appender.path, e))?;
+            tracing::warn!(
+                "{}: cut {} bytes of a record whose write failed and could not be taken back",
+                appender.path.display(),
+                bytes.len() - whole
+            );
+        }
+        Ok(appender)
     }
 
     /// Appends one record and returns once it is on disk (fdatasync). On failure (a full disk,

@@ -537,3 +537,269 @@ fn an_approval_whose_kernel_value_moved_since_is_cleared_not_applied() {
         "{resolved}"
     );
 }
+
+fn cleared_why(s: &Setup, id: &str) -> String {
+    match &s.desk.store().item(id).unwrap().state {
+        ApprovalState::Cleared { why } => why.clone(),
+        other => panic!("{id}: {other:?}"),
+    }
+}
+
+/// A pod's network namespace dies and the next one gets its inode (another cookie): what was
+/// advised, approved or rejected for the dead one must not act on, or silence advice for, the new
+/// one.
+#[test]
+fn an_approval_for_a_namespace_whose_inode_now_names_another_is_cleared_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.k.0.lock().unwrap().netns_cookie = Some(7);
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    assert_eq!(s.desk.pending().unwrap()[0].netns_cookie, Some(7));
+
+    // Approving after the namespace was replaced: refused, cleared, nothing written.
+    s.k.0.lock().unwrap().netns_cookie = Some(8);
+    let err = s.desk.approve(&mut s.path, "ap-1", "op").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ControlError::Approval(ApprovalError::NamespaceGone { .. })
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("ap-1 cannot be approved: its network namespace is gone"),
+        "{err}"
+    );
+    assert_eq!(s.value(), Value::Int(16), "nothing applied");
+    assert!(
+        cleared_why(&s, "ap-1").contains("(cookie 8, was 7)"),
+        "{}",
+        cleared_why(&s, "ap-1")
+    );
+
+    // Advice pending for a namespace that then dies before a window: the same advice for the one
+    // that has the inode now does not refresh the dead one's, it is a new question.
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    s.k.0.lock().unwrap().netns_cookie = Some(9);
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    assert!(cleared_why(&s, "ap-2").contains("(cookie 9, was 8)"));
+    let pending = s.desk.pending().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (pending[0].id.as_str(), pending[0].netns_cookie),
+        ("ap-3", Some(9))
+    );
+
+    // A window clears an approval whose namespace can no longer be opened.
+    s.k.0.lock().unwrap().netns_gone = true;
+    s.desk.on_window(&s.path);
+    assert!(s.desk.pending().unwrap().is_empty());
+    assert!(
+        cleared_why(&s, "ap-3").starts_with("its network namespace is gone ("),
+        "{}",
+        cleared_why(&s, "ap-3")
+    );
+
+    // A rejection silences the same advice in its namespace only.
+    {
+        let mut k = s.k.0.lock().unwrap();
+        k.netns_gone = false;
+        k.netns_cookie = Some(10);
+    }
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    s.desk.reject("ap-4", "op", None).unwrap();
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    assert!(s.desk.pending().unwrap().is_empty(), "rejected here lately");
+    s.k.0.lock().unwrap().netns_cookie = Some(11);
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let pending = s.desk.pending().unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|i| (i.id.as_str(), i.netns_cookie))
+            .collect::<Vec<_>>(),
+        [("ap-5", Some(11))]
+    );
+}
+
+/// The rules' approval pending, the LLM advises the same value: the approval stays the rules',
+/// text and all (it is approved as the rules' proposal), and only the rules' own advice keeps it
+/// from clearing.
+#[test]
+fn another_advisors_identical_advice_leaves_the_approval_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let before = s.desk.pending().unwrap().remove(0);
+    let mut llm = rec(Source::Llm, 32, false);
+    llm.reason = "the model's words".into();
+    llm.confidence = 0.5;
+    let out = s.consider(vec![llm]);
+    assert_eq!(
+        kinds(&out.events),
+        ["recommendation"],
+        "no refresh announced"
+    );
+    assert_eq!(
+        s.desk.pending().unwrap(),
+        std::slice::from_ref(&before),
+        "source, reason, confidence, expiry unchanged"
+    );
+    let latest = &s.desk.explain(NS, 1)[0];
+    assert_eq!(latest.entry.done, Done::Pending);
+    assert_eq!(latest.entry.approval_id.as_deref(), Some("ap-1"));
+    assert!(
+        latest
+            .entry
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("advised by rules; left as it is"),
+        "{latest:?}"
+    );
+
+    // The LLM's advice alone does not keep it: the rules' silence clears it as usual.
+    s.desk.on_window(&s.path); // made in this window: not counted
+    for _ in 0..2 {
+        s.consider(vec![rec(Source::Llm, 32, false)]);
+        s.desk.on_window(&s.path);
+    }
+    assert!(cleared_why(&s, "ap-1").starts_with("rules has not recommended it"));
+
+    // Approved while pending, it is journaled as the rules' change.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    s.consider(vec![rec(Source::Llm, 32, false)]);
+    let out = s.desk.approve(&mut s.path, "ap-1", "op").unwrap();
+    let intent = s
+        .path
+        .journal
+        .intent(out.report.journal_id.unwrap())
+        .unwrap();
+    assert_eq!(intent.source, crate::policy::Source::Rules);
+    assert!(intent.reason.ends_with(&before.reason), "{}", intent.reason);
+}
+
+/// Superseding writes the new approval before the old one names it: a failed write of the new
+/// one leaves the old one pending and no name of an approval never stored; a failed write of the
+/// old one's end leaves it pending, and the next advice supersedes it.
+#[test]
+fn superseding_never_names_an_approval_that_was_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    s.desk.store.fail_put_of = Some("ap-2".into());
+    let out = s.consider(vec![rec(Source::Rules, 64, false)]);
+    assert_eq!(kinds(&out.events), ["recommendation"], "nothing announced");
+    assert_eq!(s.desk.explain(NS, 1)[0].entry.done, Done::Failed);
+    drop(s);
+    let mut s = setup(dir.path(), "recommend");
+    let pending = s.desk.pending().unwrap();
+    assert_eq!(
+        pending.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["ap-1"],
+        "ap-1 still pending, not superseded by an ap-2 that never was"
+    );
+
+    // The new one stored, the old one's end not: both pending until the next advice.
+    s.desk.store.fail_put_of = Some("ap-1".into());
+    let out = s.consider(vec![rec(Source::Rules, 64, false)]);
+    assert_eq!(kinds(&out.events), ["recommendation", "approval_required"]);
+    let id = s.desk.pending().unwrap().pop().unwrap().id;
+    assert_eq!(s.desk.pending().unwrap().len(), 2);
+    s.consider(vec![rec(Source::Rules, 64, false)]);
+    assert_eq!(
+        s.desk.store().item("ap-1").unwrap().state,
+        ApprovalState::Superseded { by_id: id.clone() }
+    );
+    assert!(s.desk.store().item(&id).is_some());
+    assert_eq!(s.desk.pending().unwrap().len(), 1);
+}
+
+/// Made with an earlier window's advice two hours ago (expire_after 1h), it ran out an hour
+/// ago: that is when it ended, whenever the desk notices.
+fn ran_out_an_hour_ago(s: &mut Setup) -> u64 {
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let mut item = s.desk.store().item("ap-1").unwrap().clone();
+    item.updated_ms -= 2 * 3_600_000;
+    s.desk.store.put(item.clone()).unwrap();
+    item.updated_ms + 3_600_000
+}
+
+#[test]
+fn an_expiry_noticed_late_is_dated_when_the_time_ran_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    let ran_out = ran_out_an_hour_ago(&mut s);
+    let err = s.desk.approve(&mut s.path, "ap-1", "op").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("ap-1 expired at {}:", format_ms(ran_out))),
+        "{err}"
+    );
+    assert_eq!(
+        s.desk.store().item("ap-1").unwrap().resolved_ms,
+        Some(ran_out)
+    );
+
+    // A window notices the same way.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    let ran_out = ran_out_an_hour_ago(&mut s);
+    s.desk.on_window(&s.path);
+    let item = s.desk.store().item("ap-1").unwrap();
+    assert_eq!(
+        (&item.state, item.resolved_ms),
+        (&ApprovalState::Expired, Some(ran_out))
+    );
+}
+
+/// An expiry that cannot be written (a full disk) fails neither the listing nor the other
+/// approvals: the one past its time is treated as expired, and recorded at the next try.
+#[test]
+fn an_expiry_that_cannot_be_written_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    ran_out_an_hour_ago(&mut s);
+    // Another target's approval, still in time.
+    let other: ParamAddress = "net.core.somaxconn@netns:4026538888".parse().unwrap();
+    s.k.0
+        .lock()
+        .unwrap()
+        .values
+        .insert(other.to_string(), Value::Int(16));
+    let mut r = rec(Source::Rules, 32, false);
+    r.parameter = other;
+    s.consider(vec![r]);
+
+    s.desk.store.fail_put_of = Some("ap-1".into());
+    let pending = s.desk.pending().expect("listing works");
+    assert_eq!(
+        pending.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["ap-2"]
+    );
+    assert_eq!(
+        s.desk.store().item("ap-1").unwrap().state,
+        ApprovalState::Pending,
+        "not written"
+    );
+    s.desk.store.fail_put_of = Some("ap-1".into());
+    let err = s.desk.approve(&mut s.path, "ap-1", "op").unwrap_err();
+    assert!(
+        matches!(err, ControlError::Approval(ApprovalError::Expired { .. })),
+        "{err}"
+    );
+    s.desk.store.fail_put_of = Some("ap-1".into());
+    assert_eq!(
+        s.desk.reject("ap-2", "op", None).unwrap().state.name(),
+        "rejected"
+    );
+    // The disk has room again: the next request records it.
+    s.desk.pending().unwrap();
+    assert_eq!(
+        s.desk.store().item("ap-1").unwrap().state,
+        ApprovalState::Expired
+    );
+}
