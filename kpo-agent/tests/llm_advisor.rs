@@ -785,6 +785,36 @@ async fn server_without_response_format_gets_one_retry_without_it() {
     );
 }
 
+/// A reasoning model refuses `max_tokens` (and a temperature of 0): asked once more with
+/// `max_completion_tokens` and the default temperature, and so from then on.
+#[tokio::test]
+async fn a_model_that_refuses_max_tokens_is_asked_with_max_completion_tokens() {
+    let server = Server::start(vec![
+        status(
+            400,
+            r#"{"error":{"message":"Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.","param":"max_tokens","code":"unsupported_parameter"}}"#,
+        ),
+        completion(&reply_json(json!([somaxconn_8192(true)]))),
+    ])
+    .await;
+    let a = advisor(&config(&server), "nginx");
+    let c = consult(&a).await;
+    assert_eq!(c.outcome, Outcome::Ok, "{c:?}");
+    assert_eq!(c.attempts, 2);
+    assert_eq!(auto(&c), [format!("{SOMAXCONN}=8192")]);
+    let c = consult(&a).await;
+    assert_eq!((c.outcome, c.attempts), (Outcome::Ok, 1), "remembered");
+    let reqs = server.requests();
+    assert!(reqs[0].body.get("max_tokens").is_some());
+    assert_eq!(reqs[0].body["temperature"], 0);
+    for r in &reqs[1..] {
+        assert!(r.body.get("max_tokens").is_none(), "{}", r.body);
+        assert!(r.body.get("temperature").is_none(), "{}", r.body);
+        assert!(r.body["max_completion_tokens"].is_u64(), "{}", r.body);
+        assert!(r.body.get("response_format").is_some(), "still structured");
+    }
+}
+
 #[tokio::test]
 async fn broken_replies_are_outcomes_not_panics() {
     let cases: Vec<(Reply, Outcome)> = vec![

@@ -280,13 +280,16 @@ impl Desk {
         current: Option<Value>,
         cookie: Option<u64>,
     ) -> Result<(String, Option<String>), JournalError> {
+        // One past its time is expired, written or not (a full disk): never refreshed back to
+        // life, nor superseded as if it were pending.
+        self.expire_due();
         let now = now_ms();
         let key = target_key(&rec.parameter);
         let expires_ms = now.saturating_add(self.settings.expire_after.as_millis() as u64);
         let (gone, open): (Vec<ApprovalItem>, Vec<ApprovalItem>) = self
             .store
             .pending()
-            .filter(|i| i.key == key)
+            .filter(|i| i.key == key && now < self.expires(i))
             .cloned()
             .partition(|i| other_namespace(i.netns_cookie, cookie).is_some());
         // Advised for a namespace that died before a window noticed: this advice is for the one
@@ -658,11 +661,9 @@ fn namespace_gone(path: &ChangePath, item: &ApprovalItem) -> Option<String> {
             Some(format!("its network namespace is gone ({reason})"))
         }
         Err(_) => None,
-        // A cookie read when it was advised and none now: the namespace was entered then and
-        // cannot be now.
-        Ok(None) if item.netns_cookie.is_some() => {
-            Some("its network namespace is gone: it can no longer be entered".into())
-        }
+        // Opened, but no cookie read now (a failure to enter it, out of file descriptors): nothing
+        // is concluded. Clearing would be for good; the next window asks again.
+        Ok(None) => None,
         Ok(now) => other_namespace(item.netns_cookie, now),
     }
 }

@@ -43,18 +43,36 @@ pub struct Structured {
     pub repeat: bool,
 }
 
-/// Slack's three control characters as its entities. What KPO puts in `text` comes partly from
-/// others (an LLM's reason, a process name a rule quotes): `<!channel>` would ping a whole channel
-/// and `<http://...|approve>` would draw a link that looks like ours.
+/// Words from others made inert for the receivers `text` goes to. What KPO puts in `text` comes
+/// partly from others (an LLM's reason, a process name a rule quotes). Slack's three control
+/// characters become its entities: `<!channel>` would ping a whole channel and
+/// `<http://...|approve>` would draw a link that looks like ours. Mattermost and Rocket.Chat ping
+/// on a plain `@channel`, `@all`, `@here` or `@user`, and they and Teams draw Markdown links
+/// `[approve](http://...)`: a zero-width space after an `@` that starts a word (a mention; the
+/// `@` of `somaxconn@netns:...` does not) and between `]` and `(` breaks both, and shows as
+/// nothing.
 fn slack_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
+    const ZWSP: char = '\u{200B}';
+    let entities = s
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .replace("](", &format!("]{ZWSP}("));
+    let mut out = String::with_capacity(entities.len());
+    let mut after_word = false;
+    for c in entities.chars() {
+        out.push(c);
+        if c == '@' && !after_word {
+            out.push(ZWSP);
+        }
+        after_word = c.is_alphanumeric() || c == '_';
+    }
+    out
 }
 
 impl Payload {
-    pub fn new(event: &'static str, host: &str, item: &ApprovalItem) -> Payload {
-        let host = slack_escape(host);
+    pub fn new(event: &'static str, raw_host: &str, item: &ApprovalItem) -> Payload {
+        let host = slack_escape(raw_host);
         let parameter = slack_escape(&item.parameter.to_string());
         let value = slack_escape(&item.value.to_string());
         let current = item
@@ -84,7 +102,7 @@ impl Payload {
             text,
             kpo: Structured {
                 event,
-                host: host.to_string(),
+                host: raw_host.to_string(),
                 approval: item.clone(),
                 repeat: false,
             },
@@ -189,10 +207,12 @@ async fn deliver(
                 Ok(r) if r.status().is_redirection() => Some(format!(
                     "the receiver answered {} to {} (redirects are not followed; give the final URL)",
                     r.status(),
+                    // Shortened like the URL: a redirect to the receiver's new address carries
+                    // the same secret path.
                     r.headers()
                         .get(reqwest::header::LOCATION)
                         .and_then(|l| l.to_str().ok())
-                        .unwrap_or("nowhere")
+                        .map_or_else(|| "nowhere".to_string(), shown_url)
                 )),
                 Ok(r) => Some(format!("the receiver answered {}", r.status())),
                 // reqwest names the whole URL in its errors.
@@ -282,6 +302,23 @@ mod tests {
         assert!(p.text.starts_with("KPO on web&lt;1&gt;:"), "{}", p.text);
         // The structured copy keeps the words as they were.
         assert_eq!(p.kpo.approval.reason, hostile.reason);
+        assert_eq!(p.kpo.host, "web<1>");
+
+        // Mattermost's and Rocket.Chat's mentions, and Markdown links.
+        hostile.reason = "@channel @here look: [approve](http://evil.example)".into();
+        let p = Payload::new("approval_required", "web1", &hostile);
+        for live in ["@channel", "@here", "](http"] {
+            assert!(!p.text.contains(live), "{live} in {}", p.text);
+        }
+        // An address's `@` is no mention: it stays as it is, to be copied.
+        assert!(p.text.contains("somaxconn@netns:"), "{}", p.text);
+        assert!(
+            p.text.contains(
+                "@\u{200B}channel @\u{200B}here look: [approve]\u{200B}(http://evil.example)"
+            ),
+            "{}",
+            p.text
+        );
     }
 
     /// A receiver that redirects (a sign-on page, a moved URL) is a failure to retry, not a

@@ -227,6 +227,9 @@ pub struct Appender {
     /// until the file is opened again (by loading it, or [`Appender::open_trimmed`], which drop
     /// the torn tail).
     poisoned: bool,
+    /// The file's length before the append that poisoned it: everything from there on was never
+    /// acknowledged, a whole line included (written, then its fsync failed).
+    unacknowledged_from: Option<u64>,
     /// Test hook: the next append writes only this many bytes, then fails like a full disk.
     #[cfg(test)]
     pub fail_after: Option<usize>,
@@ -255,6 +258,7 @@ impl Appender {
             file,
             path,
             poisoned: false,
+            unacknowledged_from: None,
             #[cfg(test)]
             fail_after: None,
             #[cfg(test)]
@@ -280,6 +284,34 @@ impl Appender {
                 "{}: cut {} bytes of a record whose write failed and could not be taken back",
                 appender.path.display(),
                 bytes.len() - whole
+            );
+        }
+        Ok(appender)
+    }
+
+    /// This appender's file opened again after a failure poisoned it: cut back to its length
+    /// before the failed append (what follows was never acknowledged, however much of it was
+    /// written), or, not knowing it, to its last complete line.
+    pub fn reopen_after_failure(&self, dir: &Path, name: &str) -> Result<Self, JournalError> {
+        let Some(length) = self.unacknowledged_from else {
+            return Self::open_trimmed(dir, name);
+        };
+        let appender = Self::open(dir, name)?;
+        let now = appender
+            .file
+            .metadata()
+            .map_err(|e| JournalError::io(&appender.path, e))?
+            .len();
+        if now > length {
+            appender
+                .file
+                .set_len(length)
+                .and_then(|()| appender.file.sync_data())
+                .map_err(|e| JournalError::io(&appender.path, e))?;
+            tracing::warn!(
+                "{}: cut {} bytes of a record whose write failed and could not be taken back",
+                appender.path.display(),
+                now - length
             );
         }
         Ok(appender)
@@ -314,10 +346,19 @@ impl Appender {
                     .is_err()
                 {
                     self.poisoned = true;
+                    self.unacknowledged_from = Some(length);
                 }
                 Err(JournalError::io(&self.path, e))
             }
         }
+    }
+
+    /// Test hook: as an append that wrote past `length` and could be neither synced nor taken
+    /// back leaves the appender.
+    #[cfg(test)]
+    pub(crate) fn poison_from(&mut self, length: u64) {
+        self.poisoned = true;
+        self.unacknowledged_from = Some(length);
     }
 
     /// Refuses every later append, until the file is opened again.

@@ -440,7 +440,8 @@ fn approval_settings(ctx: &Ctx<'_>, a: ApprovalsFile) -> Result<ApprovalSettings
                 w.span(),
                 "approvals.webhook".into(),
                 PolicyErrorClass::BadValue,
-                format!("{:?} is not a URL: {e}", w.get_ref()),
+                // Not the value: a webhook URL is often the credential itself.
+                format!("not a URL: {e}"),
             )
         })?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -449,8 +450,8 @@ fn approval_settings(ctx: &Ctx<'_>, a: ApprovalsFile) -> Result<ApprovalSettings
                 "approvals.webhook".into(),
                 PolicyErrorClass::BadValue,
                 format!(
-                    "{:?}: only http:// and https:// URLs are posted to",
-                    w.get_ref()
+                    "{}: only http:// and https:// URLs are posted to",
+                    crate::approvals::webhook::shown_url(w.get_ref())
                 ),
             ));
         }

@@ -621,7 +621,7 @@ fn approvals_settings_load_and_their_mistakes_name_file_line_and_key() {
             "approvals.clear_after_windows",
         ),
         (
-            "[approvals]\nwebhook = \"ftp://x/y\"\n",
+            "[approvals]\nwebhook = \"ftp://x/SECRET\"\n",
             2,
             "approvals.webhook",
         ),
@@ -637,6 +637,8 @@ fn approvals_settings_load_and_their_mistakes_name_file_line_and_key() {
             (line, key, PolicyErrorClass::BadValue),
             "{text}: {msg}"
         );
+        // A webhook URL's path is often its credential: never in the error.
+        assert!(!msg.contains("SECRET"), "{msg}");
     }
     let (line, key, class, _) = err("[approvals]\nwebhooks = \"http://x\"\n");
     assert_eq!(

@@ -153,6 +153,9 @@ struct State {
     breaker: Breaker,
     /// `false` once the server refused `response_format`.
     structured: bool,
+    /// `true` once the server refused `max_tokens` or `temperature` (OpenAI's reasoning models
+    /// take `max_completion_tokens` and only the default temperature).
+    completion_tokens: bool,
     /// A `Retry-After` that reached past a consultation's end.
     not_before: Option<Instant>,
 }
@@ -203,6 +206,7 @@ impl LlmClient {
                 state: Mutex::new(State {
                     breaker: Breaker::Closed { failures: 0 },
                     structured: true,
+                    completion_tokens: false,
                     not_before: None,
                 }),
                 cfg,
@@ -277,6 +281,7 @@ impl LlmClient {
         let deadline = later(started, cfg.timeout);
         let mut structured = schema.is_some() && self.lock().structured;
         let mut fallback_used = false;
+        let mut completion_tokens = self.lock().completion_tokens;
         let mut failed_attempts = 0u32;
         loop {
             let now = Instant::now();
@@ -287,7 +292,12 @@ impl LlmClient {
             }
             c.attempts += 1;
             c.structured_output = structured;
-            let body = request_body(cfg, prompt, structured.then_some(schema).flatten());
+            let body = request_body(
+                cfg,
+                prompt,
+                structured.then_some(schema).flatten(),
+                completion_tokens,
+            );
             let result = tokio::time::timeout(deadline - now, self.send(&body)).await;
             let Answer {
                 status,
@@ -345,6 +355,17 @@ impl LlmClient {
                 break;
             }
             let excerpt = self.excerpt(&bytes);
+            if status == 400 && !completion_tokens && refuses_token_parameters(&excerpt) {
+                // A reasoning model: once more with `max_completion_tokens` and the default
+                // temperature, and so from now on.
+                completion_tokens = true;
+                self.lock().completion_tokens = true;
+                tracing::info!(
+                    "LLM server refused max_tokens or temperature; asking with \
+                     max_completion_tokens and the default temperature from now on"
+                );
+                continue;
+            }
             if status == 400 && structured && !fallback_used && mentions_response_format(&excerpt) {
                 // The server does not do structured output: once more without it, and never again.
                 structured = false;
@@ -487,12 +508,10 @@ impl LlmClient {
     /// The start of a body, for an error message: at most [`MAX_ERROR_EXCERPT`] characters, the
     /// key redacted.
     fn excerpt(&self, bytes: &[u8]) -> String {
-        // Redacted before it is cut: cut first, a key straddling the cut would lose its end and
-        // no longer match, leaking its start. The excerpt's characters are at most 4 bytes each,
-        // so this much of the body holds the excerpt and any key that reaches into it.
-        let room = MAX_ERROR_EXCERPT * 4 + self.inner.key.expose().len();
-        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(room)]);
-        let text = self.inner.key.redact(&text);
+        // The whole body (bounded when read) redacted before it is cut: cut first, a key
+        // straddling the cut would lose its end and no longer match, leaking its start; and
+        // redaction shortens the text, so no shorter prefix is sure to hold every key whole.
+        let text = self.inner.key.redact(&String::from_utf8_lossy(bytes));
         let text: String = text
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
@@ -509,8 +528,10 @@ impl LlmClient {
             Ok(r) => r,
             Err(e) => {
                 c.outcome = Outcome::InvalidBody;
+                // serde quotes the strings it could not take, which may hold the key.
                 c.error = Some(format!(
-                    "not a chat completion ({e}): {}",
+                    "not a chat completion ({}): {}",
+                    self.inner.key.redact(&e.to_string()),
                     self.excerpt(bytes)
                 ));
                 return;
@@ -604,17 +625,26 @@ impl From<reqwest::Error> for SendError {
     }
 }
 
-fn request_body(cfg: &super::config::LlmConfig, prompt: &Prompt, schema: Option<&Json>) -> Json {
+fn request_body(
+    cfg: &super::config::LlmConfig,
+    prompt: &Prompt,
+    schema: Option<&Json>,
+    completion_tokens: bool,
+) -> Json {
     let mut body = serde_json::json!({
         "model": cfg.model,
         "messages": [
             {"role": "system", "content": prompt.system},
             {"role": "user", "content": prompt.user},
         ],
-        "max_tokens": cfg.max_tokens,
-        "temperature": 0,
         "stream": false,
     });
+    if completion_tokens {
+        body["max_completion_tokens"] = cfg.max_tokens.into();
+    } else {
+        body["max_tokens"] = cfg.max_tokens.into();
+        body["temperature"] = 0.into();
+    }
     if let Some(schema) = schema {
         body["response_format"] = serde_json::json!({
             "type": "json_schema",
@@ -622,6 +652,18 @@ fn request_body(cfg: &super::config::LlmConfig, prompt: &Prompt, schema: Option<
         });
     }
     body
+}
+
+/// A 400 that says the model does not take `max_tokens` or a temperature of 0, as OpenAI's
+/// reasoning models answer ("Unsupported parameter: 'max_tokens' ... Use 'max_completion_tokens'
+/// instead", "Unsupported value: 'temperature' does not support 0"). A `max_tokens` that is merely
+/// too large is not that.
+fn refuses_token_parameters(body: &str) -> bool {
+    let b = body.to_ascii_lowercase();
+    (b.contains("max_tokens") || b.contains("temperature"))
+        && (b.contains("unsupported")
+            || b.contains("not supported")
+            || b.contains("max_completion_tokens"))
 }
 
 fn mentions_response_format(body: &str) -> bool {
@@ -771,6 +813,20 @@ mod tests {
             later(now, Duration::from_secs(1)),
             now + Duration::from_secs(1)
         );
+    }
+
+    #[test]
+    fn token_parameter_refusals_are_recognised() {
+        assert!(refuses_token_parameters(
+            r#"{"error":{"message":"Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.","type":"invalid_request_error","param":"max_tokens","code":"unsupported_parameter"}}"#
+        ));
+        assert!(refuses_token_parameters(
+            r#"{"error":{"message":"Unsupported value: 'temperature' does not support 0 with this model. Only the default (1) value is supported."}}"#
+        ));
+        assert!(!refuses_token_parameters(
+            "max_tokens is too large: 100000. This model supports at most 16384 completion tokens"
+        ));
+        assert!(!refuses_token_parameters("model not found"));
     }
 
     #[test]

@@ -23,7 +23,17 @@ pub const MAX_PROMPT_WINDOWS: usize = 100;
 /// they are credentials, and the URL goes into logs, `Debug` output and errors. Text that is not
 /// a URL is treated as one without a scheme, so a mistyped value is covered too.
 pub fn without_userinfo(url: &str) -> String {
-    let start = url.find("://").map_or(0, |i| i + 3);
+    // The authority starts after `scheme://` only when that `://` ends a scheme at the start:
+    // one later in the text (a query's `?next=http://...`) says nothing of where it is.
+    let is_scheme = |s: &str| {
+        s.starts_with(|c: char| c.is_ascii_alphabetic())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    };
+    let start = url
+        .find("://")
+        .filter(|&i| is_scheme(&url[..i]))
+        .map_or(0, |i| i + 3);
     let rest = &url[start..];
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
     match authority.rfind('@') {
@@ -327,6 +337,15 @@ impl LlmConfig {
         let (base_url, key) = match (file_url, env_url) {
             // The environment's key is meant for OpenAI (or the environment's own endpoint): sent
             // to a server only the file names, it would go to whoever runs that server.
+            // The file naming OpenAI's endpoint itself, or the environment's, is no other server.
+            (Some(url), env_url)
+                if [Some(DEFAULT_BASE_URL), env_url.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .any(|same| same.trim_end_matches('/') == url.trim_end_matches('/')) =>
+            {
+                (url, file_key.or_else(env_key))
+            }
             (Some(url), _) => (url, file_key),
             (None, Some(url)) if is_http_url(&url) => (url, file_key.or_else(env_key)),
             (None, Some(url)) => return Err(LlmConfigError::BadEnvUrl(url)),
@@ -492,6 +511,17 @@ mod tests {
             .unwrap();
         assert_eq!(r.base_url, "http://10.0.0.1:8000/v1");
         assert!(r.api_key.is_empty(), "the file's endpoint gets no env key");
+        // Unless the file names OpenAI's endpoint itself (or the environment's).
+        for named in [DEFAULT_BASE_URL.to_string(), format!("{DEFAULT_BASE_URL}/")] {
+            let r = LlmConfig {
+                base_url: Some(named),
+                ..LlmConfig::default()
+            }
+            .resolve_with(env(&[("OPENAI_API_KEY", "sk-secret-123")]))
+            .unwrap()
+            .unwrap();
+            assert_eq!(r.api_key.expose(), "sk-secret-123");
+        }
         let r = c
             .resolve_with(env(&[
                 ("OPENAI_API_KEY", "sk-secret-123"),
@@ -690,6 +720,11 @@ mod tests {
             "an @ in the path is not userinfo"
         );
         assert_eq!(without_userinfo("bob:tok-123@host"), "[redacted]@host");
+        assert_eq!(
+            without_userinfo("bob:tok-123@proxy/v1?next=http://x"),
+            "[redacted]@proxy/v1?next=http://x",
+            "a :// later in the text is not the scheme's"
+        );
         let c = LlmConfig {
             base_url: Some("https://bob:tok-123@proxy.example/v1".into()),
             ..LlmConfig::default()

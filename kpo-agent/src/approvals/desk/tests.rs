@@ -772,6 +772,7 @@ fn an_expiry_that_cannot_be_written_fails_no_request() {
         .insert(other.to_string(), Value::Int(16));
     let mut r = rec(Source::Rules, 32, false);
     r.parameter = other;
+    s.desk.store.fail_put_of = Some("ap-1".into());
     s.consider(vec![r]);
 
     s.desk.store.fail_put_of = Some("ap-1".into());
@@ -791,6 +792,17 @@ fn an_expiry_that_cannot_be_written_fails_no_request() {
         matches!(err, ControlError::Approval(ApprovalError::Expired { .. })),
         "{err}"
     );
+    // The same advice again is not a refresh of ap-1 back to life: a new approval.
+    s.desk.store.fail_put_of = Some("ap-1".into());
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let ids: Vec<String> = s
+        .desk
+        .pending()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(ids, ["ap-2", "ap-3"]);
     s.desk.store.fail_put_of = Some("ap-1".into());
     assert_eq!(
         s.desk.reject("ap-2", "op", None).unwrap().state.name(),
