@@ -77,3 +77,39 @@ pub fn non_root_callers_are_refused() {
         "the socket is removed when the server goes"
     );
 }
+
+/// A socket at the agent's path answered by another user (one put there while the agent was
+/// down, in a directory others can write) gets nothing from root's CLI: the listener's
+/// credentials are checked before the request is sent.
+pub fn a_socket_another_user_listens_on_gets_nothing() {
+    use kpo_agent::api::client::{ApiError, SocketControl};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = dir.path().join("kpo.sock");
+    let listener = as_nobody(|| std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let control = SocketControl::connect(&socket)
+        .unwrap()
+        .expect("someone answers");
+    let err = control
+        .call::<serde_json::Value>(&kpo_agent::api::Request::Status)
+        .unwrap_err();
+    assert!(
+        matches!(err, ApiError::NotTheAgent { uid: 65534, .. }),
+        "{err}"
+    );
+    // What the listener got: connections, and not one byte.
+    listener.set_nonblocking(true).unwrap();
+    let mut received = Vec::new();
+    while let Ok((mut conn, _)) = listener.accept() {
+        conn.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 256];
+        if let Ok(n) = std::io::Read::read(&mut conn, &mut buf) {
+            received.extend_from_slice(&buf[..n]);
+        }
+    }
+    assert!(
+        received.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&received)
+    );
+}

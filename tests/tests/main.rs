@@ -178,6 +178,11 @@ fn main() {
             control_socket::non_root_callers_are_refused,
         ),
         trial(
+            "control_socket::a_socket_another_user_listens_on_gets_nothing",
+            needs_root(),
+            control_socket::a_socket_another_user_listens_on_gets_nothing,
+        ),
+        trial(
             "energy_trust::an_advancing_pmu_is_chosen",
             needs_root(),
             energy_trust::an_advancing_pmu_is_chosen,

@@ -32,6 +32,17 @@ pub enum ApiError {
     Agent { path: PathBuf, message: String },
     #[error("control socket {path}: unreadable reply: {detail}")]
     Reply { path: PathBuf, detail: String },
+    #[error(
+        "control socket {path}: answered by uid {uid}, not root: not the agent (someone may have \
+         put a socket of their own there); nothing was sent"
+    )]
+    NotTheAgent { path: PathBuf, uid: u32 },
+}
+
+/// Whether a socket answered by `peer` may be the agent: it runs as root. A CLI run by the same
+/// (non-root) user as the listener, as in a developer's own test, is talking to itself.
+fn may_be_the_agent(peer: u32, own: u32) -> bool {
+    peer == 0 || peer == own
 }
 
 /// The running agent, reached through its socket.
@@ -70,6 +81,18 @@ impl SocketControl {
             move |source| ApiError::Io { path, what, source }
         };
         let mut stream = UnixStream::connect(&self.path).map_err(io("connecting"))?;
+        // Root's `kpo approve` must not tell another user's listener what it approves, nor
+        // print that user's made-up reply as the agent's: who listens is checked first.
+        let peer =
+            nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+                .map_err(io("reading the listener's credentials"))?;
+        if !may_be_the_agent(peer.uid(), nix::unistd::Uid::current().as_raw()) {
+            return Err(ApiError::NotTheAgent {
+                path: self.path.clone(),
+                uid: peer.uid(),
+            });
+        }
         stream
             .set_read_timeout(Some(REPLY_TIMEOUT))
             .map_err(io("setting a timeout"))?;
@@ -128,5 +151,17 @@ impl Control for SocketControl {
             param: param.map(str::to_string),
             by: by.into(),
         })?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_root_or_the_callers_own_user_may_be_the_agent() {
+        assert!(super::may_be_the_agent(0, 0));
+        assert!(super::may_be_the_agent(0, 1000));
+        assert!(super::may_be_the_agent(1000, 1000));
+        assert!(!super::may_be_the_agent(65534, 0));
+        assert!(!super::may_be_the_agent(1001, 1000));
     }
 }
