@@ -621,25 +621,38 @@ impl ChangePath {
             Outcome::Reverted { .. } => ChangePhase::Reverted,
             Outcome::Failed { .. } => ChangePhase::Failed,
         };
-        if let Err(e) = self.journal.record_outcome(id, outcome) {
-            // The kernel may have the new value while the journal has only the intent: put the
-            // value before back, so that both say "not applied" (the intent is reconciled at the
-            // next start against the kernel), and no later value check takes KPO's write for a
-            // person's.
-            // A revert is left done: what it undid must not come back because the disk is full
-            // (and the next start finds it done).
-            let detail = match actuator.read() {
-                Ok(now) if &now != before && !is_revert => match actuator.revert(before) {
-                    Ok(_) => format!("the journal could not record the outcome ({e}); put back {before}"),
-                    Err(w) => format!(
-                        "the journal could not record the outcome ({e}), and putting back {before} failed: {w}"
-                    ),
-                },
-                _ => format!("the journal could not record the outcome ({e})"),
+        if let Err(e) = self.journal.record_outcome(id, outcome.clone()) {
+            // A change: the kernel may have the new value while the journal has only the intent.
+            // The value before goes back, so that both say "not applied" (the intent is
+            // reconciled at the next start against the kernel), and no later value check takes
+            // KPO's write for a person's.
+            // A revert is left done: what it undid must not come back because the disk is full.
+            // The running agent goes on knowing it (else the next value check would take the
+            // value it put back for a person's); the next start reconciles it as done.
+            let (phase, detail) = if is_revert {
+                self.journal.fold_unrecorded(id, outcome);
+                (
+                    phase,
+                    format!("done, but the journal could not record it ({e}); the next start will"),
+                )
+            } else {
+                let detail = match actuator.read() {
+                    Ok(now) if &now != before => match actuator.revert(before) {
+                        Ok(_) => format!(
+                            "the journal could not record the outcome ({e}); put back {before}"
+                        ),
+                        Err(w) => format!(
+                            "the journal could not record the outcome ({e}), and putting back \
+                             {before} failed: {w}"
+                        ),
+                    },
+                    _ => format!("the journal could not record the outcome ({e})"),
+                };
+                (ChangePhase::Failed, detail)
             };
             tracing::warn!("{address}: {detail}");
             let mut ev = self.event(
-                ChangePhase::Failed,
+                phase,
                 address,
                 Some(before),
                 after,
@@ -797,6 +810,10 @@ impl ChangePath {
         let lowering: Vec<bool> = addresses
             .iter()
             .map(|a| {
+                // Only cpufreq limits are ordered: nothing else is read (a namespace entered) for it.
+                if a.kind() != crate::actuate::param::ParamKind::Cpufreq {
+                    return false;
+                }
                 let original = self.journal.param_state(a).and_then(|s| s.original.clone());
                 match (
                     self.read(a).ok().and_then(|v| v.as_int()),
@@ -862,8 +879,10 @@ impl ChangePath {
                                 || (kept
                                     && p.last_applied.is_none()
                                     && p.original.as_ref().is_some_and(|original| {
+                                        // Unreadable counts as held: turned on, the switch
+                                        // would move whatever is there.
                                         p.address.as_ref().is_some_and(|a| {
-                                            self.read(a).is_ok_and(|now| &now != original)
+                                            self.read(a).map_or(true, |now| &now != original)
                                         })
                                     }))
                         })
@@ -991,11 +1010,10 @@ impl ChangePath {
         let mut report = ChangeReport::new(&i.address, &i.after, ChangeStatus::Skipped);
         report.journal_id = Some(i.id);
         report.before = Some(i.before.clone());
-        let this_boot = self.journal.boot().map(str::to_string);
         // What the kernel has now says nothing about the interrupted write when the kernel was
         // restarted since (this boot's value), or when the namespace it went to is gone (the
         // inode names another one now): failed, without reading.
-        let gone = if i.boot.is_some() && this_boot.is_some() && i.boot != this_boot {
+        let gone = if self.journal.before_this_boot(i) {
             Some("interrupted, then the machine rebooted: the change did not outlive the boot")
         } else if self.journal.superseded(i) {
             // Left without an outcome by a running agent whose journal could not record it (the

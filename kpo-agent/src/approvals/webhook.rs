@@ -65,7 +65,8 @@ fn slack_escape(s: &str) -> String {
         if c == '@' && !after_word {
             out.push(ZWSP);
         }
-        after_word = c.is_alphanumeric() || c == '_';
+        // Not `_`: Mattermost strips `_` (and `:.-`) before a mention, so `_@channel_` pings.
+        after_word = c.is_alphanumeric();
     }
     out
 }
@@ -212,7 +213,15 @@ async fn deliver(
                     r.headers()
                         .get(reqwest::header::LOCATION)
                         .and_then(|l| l.to_str().ok())
-                        .map_or_else(|| "nowhere".to_string(), shown_url)
+                        .map_or_else(
+                            || "nowhere".to_string(),
+                            // A relative one is on the webhook's own host.
+                            |l| {
+                                reqwest::Url::parse(&url)
+                                    .and_then(|base| base.join(l))
+                                    .map_or_else(|_| shown_url(l), |u| shown_url(u.as_str()))
+                            },
+                        )
                 )),
                 Ok(r) => Some(format!("the receiver answered {}", r.status())),
                 // reqwest names the whole URL in its errors.
@@ -318,6 +327,13 @@ mod tests {
             ),
             "{}",
             p.text
+        );
+        hostile.reason = "_@channel_ :@all".into();
+        let q = Payload::new("approval_required", "web1", &hostile);
+        assert!(
+            q.text.contains("_@\u{200B}channel_ :@\u{200B}all"),
+            "{}",
+            q.text
         );
     }
 

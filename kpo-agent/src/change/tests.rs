@@ -732,6 +732,13 @@ fn an_outcome_the_journal_cannot_record_puts_the_value_back() {
     let id = applied.journal_id.unwrap();
     assert!(p.revert(id, Source::Operator, "test").is_err());
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    // The running agent knows it was done: KPO holds nothing there now (no value check will take
+    // the 4096 for a person's).
+    let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
+    assert_eq!(
+        (&state.last_applied, state.holding),
+        (&Some(Value::Int(4096)), None)
+    );
 
     // The agent goes on: a change that fails to be recorded, then the same value applied again.
     // At the next start the first is not taken for applied because the kernel has its value: the

@@ -428,11 +428,18 @@ impl Journal {
         self.boot.as_deref()
     }
 
-    /// Whether a later intent of the same parameter at the same target follows intent `i`.
+    /// Whether a later change or revert of the same parameter at the same target that set a
+    /// value (applied, or reverted) follows intent `i`: the kernel's value is then that one's.
     pub fn superseded(&self, i: &Intent) -> bool {
         self.intents
             .range(i.id + 1..)
-            .any(|(_, later)| later.key == i.key)
+            .filter(|(_, later)| later.key == i.key)
+            .any(|(id, _)| {
+                matches!(
+                    self.outcomes.get(id),
+                    Some((_, Outcome::Applied { .. } | Outcome::Reverted { .. }))
+                )
+            })
     }
 
     /// Whether intent `i` was made before the machine last rebooted: its boot id differs from
@@ -655,6 +662,18 @@ impl Journal {
             key: target_key(address),
             why: why.to_string(),
         })
+    }
+
+    /// What the running agent knows of an outcome the file could not take (see
+    /// [`crate::change::ChangePath`]'s handling of a revert whose outcome could not be written):
+    /// folded into the state, not written. The next start reconciles the intent against the
+    /// kernel and writes it then.
+    pub fn fold_unrecorded(&mut self, id: u64, outcome: Outcome) {
+        self.fold(Record::Outcome {
+            id,
+            ts_ms: now_ms(),
+            outcome,
+        });
     }
 
     pub fn record_outcome(&mut self, id: u64, outcome: Outcome) -> Result<(), JournalError> {

@@ -333,6 +333,9 @@ impl LlmClient {
             };
             c.http_status = Some(status);
             if (200..300).contains(&status) {
+                if completion_tokens {
+                    self.lock().completion_tokens = true;
+                }
                 self.read_completion(&mut c, &bytes);
                 break;
             }
@@ -357,12 +360,11 @@ impl LlmClient {
             let excerpt = self.excerpt(&bytes);
             if status == 400 && !completion_tokens && refuses_token_parameters(&excerpt) {
                 // A reasoning model: once more with `max_completion_tokens` and the default
-                // temperature, and so from now on.
+                // temperature (kept for later consultations once that is answered).
                 completion_tokens = true;
-                self.lock().completion_tokens = true;
                 tracing::info!(
                     "LLM server refused max_tokens or temperature; asking with \
-                     max_completion_tokens and the default temperature from now on"
+                     max_completion_tokens and the default temperature"
                 );
                 continue;
             }
@@ -660,10 +662,13 @@ fn request_body(
 /// too large is not that.
 fn refuses_token_parameters(body: &str) -> bool {
     let b = body.to_ascii_lowercase();
-    (b.contains("max_tokens") || b.contains("temperature"))
-        && (b.contains("unsupported")
-            || b.contains("not supported")
-            || b.contains("max_completion_tokens"))
+    let max_tokens = b.contains("max_tokens")
+        && (b.contains("max_completion_tokens") || b.contains("unsupported_parameter"));
+    let temperature = b.contains("temperature")
+        && (b.contains("unsupported_value")
+            || b.contains("does not support")
+            || b.contains("only the default"));
+    max_tokens || temperature
 }
 
 fn mentions_response_format(body: &str) -> bool {
@@ -827,6 +832,10 @@ mod tests {
             "max_tokens is too large: 100000. This model supports at most 16384 completion tokens"
         ));
         assert!(!refuses_token_parameters("model not found"));
+        // A proxy's error that merely echoes the request is not the model refusing it.
+        assert!(!refuses_token_parameters(
+            r#"upstream not supported: {"max_tokens":1024,"temperature":0}"#
+        ));
     }
 
     #[test]

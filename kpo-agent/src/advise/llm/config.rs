@@ -25,11 +25,9 @@ pub const MAX_PROMPT_WINDOWS: usize = 100;
 pub fn without_userinfo(url: &str) -> String {
     // The authority starts after `scheme://` only when that `://` ends a scheme at the start:
     // one later in the text (a query's `?next=http://...`) says nothing of where it is.
-    let is_scheme = |s: &str| {
-        s.starts_with(|c: char| c.is_ascii_alphabetic())
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-    };
+    // Loosely: whatever has no `/`, `?`, `#` or `@` (a mistyped `"https` still counts, so that
+    // its credentials are still found).
+    let is_scheme = |s: &str| !s.contains(['/', '?', '#', '@']);
     let start = url
         .find("://")
         .filter(|&i| is_scheme(&url[..i]))
@@ -97,8 +95,8 @@ pub struct LlmConfig {
     /// Falls back to `OPENAI_BASE_URL`.
     pub base_url: Option<String>,
     pub model: String,
-    /// Falls back to `OPENAI_API_KEY`, unless `base_url` is set here: that server gets only this
-    /// key. May be empty for a local server.
+    /// Falls back to `OPENAI_API_KEY`, unless `base_url` here names a server other than OpenAI's
+    /// or `OPENAI_BASE_URL`: that server gets only this key. May be empty for a local server.
     pub api_key: Option<ApiKey>,
     /// Consult every this many windows (the seed asked every 10 minutes of 1-minute windows).
     pub every_windows: u64,
@@ -724,6 +722,11 @@ mod tests {
             without_userinfo("bob:tok-123@proxy/v1?next=http://x"),
             "[redacted]@proxy/v1?next=http://x",
             "a :// later in the text is not the scheme's"
+        );
+        assert_eq!(
+            without_userinfo("\"https://bob:tok-123@proxy/v1\""),
+            "\"https://[redacted]@proxy/v1\"",
+            "a mistyped scheme still has its credentials found"
         );
         let c = LlmConfig {
             base_url: Some("https://bob:tok-123@proxy.example/v1".into()),
