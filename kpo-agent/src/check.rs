@@ -93,6 +93,12 @@ fn rule_json(r: &ParamRule) -> Value {
         "namespaces": namespaces(&r.namespaces),
         "allow_adaptive_off": r.allow_adaptive_off,
         "guard_signals": r.guard_signals,
+        // The LLM's advice is automatic only within bounds: shown so that an `auto` entry without
+        // them does not surprise anyone by holding the model's advice for approval.
+        "llm_mode": r
+            .sources
+            .contains(&crate::policy::Source::Llm)
+            .then(|| r.mode_for(crate::policy::Source::Llm)),
     })
 }
 
@@ -152,6 +158,14 @@ fn rule_text(r: &ParamRule) -> String {
             };
             format!("{k} {shown}")
         })
+        .chain(
+            (!v["llm_mode"].is_null() && v["llm_mode"] != v["mode"]).then(|| {
+                format!(
+                    "llm advice {} (auto needs min and max)",
+                    v["llm_mode"].as_str().unwrap_or_default()
+                )
+            }),
+        )
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -227,6 +241,9 @@ max_step = 1048576
 
 [params."vm.swappiness"]
 max_step = "7%"
+
+[params."net.ipv4.tcp_wmem"]
+mode = "auto"
 "#;
 
     #[test]
@@ -263,6 +280,16 @@ max_step = "7%"
         assert_eq!(r["max_step"], json!(1048576));
         assert_eq!(v["policy"]["params"][2]["max_step"], "7%");
         assert_eq!(v["policy"]["defaults"]["mode"], "recommend");
+        assert_eq!(
+            s["llm_mode"],
+            Value::Null,
+            "the llm is not among its sources"
+        );
+        assert_eq!(v["policy"]["params"][3]["mode"], "auto");
+        assert_eq!(
+            v["policy"]["params"][3]["llm_mode"], "recommend",
+            "no bounds"
+        );
         assert_eq!(v["config"], "kpo.toml");
     }
 
@@ -285,5 +312,10 @@ max_step = "7%"
             lines[5]
         );
         assert!(!text.contains("config "));
+        assert!(
+            lines[7].ends_with("; llm advice recommend (auto needs min and max)"),
+            "{}",
+            lines[7]
+        );
     }
 }
