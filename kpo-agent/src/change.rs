@@ -82,8 +82,9 @@ fn crash_point(at: CrashPoint) {
 enum Approval {
     /// The policy's mode decides.
     AsPolicy,
-    /// An operator approved it: mode recommend applies.
-    Approved,
+    /// An operator approved it: mode recommend applies. With the cookie of the network
+    /// namespace the advice was about, if known.
+    Approved(Option<u64>),
     /// Its advisor asked for a person: mode auto waits for approval too.
     Held,
 }
@@ -124,6 +125,11 @@ pub struct ChangeReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<Refusal>,
     pub detail: Option<String>,
+    /// The cookie of the network namespace the proposal's actuator held (`None`: not a namespace
+    /// target, the agent's own, or unreadable): read once with the value, so that an approval
+    /// records the namespace the advice was about, not one opened again later.
+    #[serde(skip)]
+    pub netns_cookie: Option<u64>,
 }
 
 impl ChangeReport {
@@ -137,6 +143,7 @@ impl ChangeReport {
             read_back: None,
             refusal: None,
             detail: None,
+            netns_cookie: None,
         }
     }
 
@@ -282,8 +289,14 @@ impl ChangePath {
     }
 
     /// As [`ChangePath::propose`] for a proposal an operator approved: mode recommend applies.
-    pub fn propose_approved(&mut self, p: &Proposal) -> Result<ChangeReport, ChangeError> {
-        self.propose_inner(p, Approval::Approved)
+    /// `advised_in` is the cookie of the network namespace the advice was about: a namespace
+    /// that has its inode now (another cookie) is not written to.
+    pub fn propose_approved(
+        &mut self,
+        p: &Proposal,
+        advised_in: Option<u64>,
+    ) -> Result<ChangeReport, ChangeError> {
+        self.propose_inner(p, Approval::Approved(advised_in))
     }
 
     /// As [`ChangePath::propose`] for advice its advisor did not allow to apply automatically: a
@@ -294,7 +307,10 @@ impl ChangePath {
     }
 
     fn propose_inner(&mut self, p: &Proposal, mode: Approval) -> Result<ChangeReport, ChangeError> {
-        let approved = mode == Approval::Approved;
+        let (approved, advised_in) = match mode {
+            Approval::Approved(cookie) => (true, cookie),
+            _ => (false, None),
+        };
         let mut report = ChangeReport::new(&p.address, &p.value, ChangeStatus::Refused);
         // The deny-list first, before the kernel is even read.
         if let Decision::Refused(r) = self.policy.decide_revert(&p.address) {
@@ -306,7 +322,18 @@ impl ChangePath {
         };
         // A namespace that replaced a dead one inherits nothing: settled before the policy reads
         // its yields, quarantines and rate limits.
-        self.namespace_replaced(&p.address, actuator.netns_cookie())?;
+        let cookie = actuator.netns_cookie();
+        report.netns_cookie = cookie;
+        if let (Some(advised), Some(now)) = (advised_in, cookie) {
+            if advised != now {
+                let why = format!(
+                    "the network namespace this was advised for is gone: its inode now names \
+                     another one (cookie {now}, was {advised})"
+                );
+                return Ok(self.fail_early(p, None, why, report));
+            }
+        }
+        self.namespace_replaced(&p.address, cookie)?;
         // Coalescing: the policy says whether a change may turn adaptive moderation off.
         actuator.set_adaptive_off_allowed(self.policy.rule_for(&p.address).allow_adaptive_off);
         let before = match actuator.read() {

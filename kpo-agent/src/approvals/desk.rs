@@ -198,7 +198,8 @@ impl Desk {
                 entry.detail = Some("the kernel already has this value".into());
             }
             ChangeStatus::NeedsApproval => {
-                let cookie = path.netns_cookie(&rec.parameter);
+                // The namespace the advice was read in, by the same open as its value.
+                let cookie = report.netns_cookie;
                 if let Some(r) = self.rejected_lately(&rec.parameter, &value, cookie) {
                     entry.done = Done::Rejected;
                     entry.approval_id = Some(r.id.clone());
@@ -565,7 +566,7 @@ impl Desk {
             source: item.source.into(),
             reason: format!("approved by {by} ({id}): {}", item.reason),
         };
-        let report = path.propose_approved(&proposal)?;
+        let report = path.propose_approved(&proposal, item.netns_cookie)?;
         let approval = match report.status {
             ChangeStatus::Applied | ChangeStatus::Unchanged => {
                 let approved = ApprovalState::Approved {

@@ -356,7 +356,7 @@ fn advisors_get_needs_approval_or_record_only_by_mode() {
     );
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
     assert_eq!(
-        p.propose_approved(&prop).unwrap().status,
+        p.propose_approved(&prop, None).unwrap().status,
         ChangeStatus::Applied
     );
     assert_eq!(
@@ -757,4 +757,30 @@ fn an_outcome_the_journal_cannot_record_puts_the_value_back() {
     assert_eq!(r[0].status, ChangeStatus::Failed, "{}", r[0].describe());
     let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
     assert_eq!(state.holding, again.journal_id);
+}
+
+/// An approval is written only into the namespace its advice was about: held with that
+/// namespace's cookie, approved after its inode came to name another (another cookie), it writes
+/// nothing. The held proposal's report carries the cookie it was read with.
+#[test]
+fn an_approval_is_not_written_into_a_namespace_that_replaced_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    k.0.lock().unwrap().netns_cookie = Some(7);
+    let (mut p, _) = path(dir.path(), "", &k);
+    let mut prop = op(SOMAX, Value::Int(8192));
+    prop.source = Source::Rules;
+    let held = p.propose_held(&prop).unwrap();
+    assert_eq!(held.status, ChangeStatus::NeedsApproval);
+    assert_eq!(held.netns_cookie, Some(7));
+
+    k.0.lock().unwrap().netns_cookie = Some(8);
+    let r = p.propose_approved(&prop, held.netns_cookie).unwrap();
+    assert_eq!(r.status, ChangeStatus::Failed, "{}", r.describe());
+    assert!(r.detail.unwrap().contains("advised for is gone"));
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    // In the namespace it was advised for, it applies.
+    k.0.lock().unwrap().netns_cookie = Some(7);
+    let r = p.propose_approved(&prop, held.netns_cookie).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
 }
