@@ -658,9 +658,10 @@ impl ChangePath {
             // value it put back for a person's); the next start reconciles it as done.
             let (phase, detail) = if is_revert {
                 self.journal.fold_unrecorded(id, outcome);
+                let what = report.detail.clone().unwrap_or_else(|| "done".into());
                 (
                     phase,
-                    format!("done, but the journal could not record it ({e}); the next start will"),
+                    format!("{what}; the journal could not record it ({e}): the next start will"),
                 )
             } else {
                 let detail = match actuator.read() {
@@ -896,6 +897,12 @@ impl ChangePath {
                 let held = in_pass.map(|r| r.address.to_string()).or_else(|| {
                     self.journal
                         .params()
+                        // Only what the switch governs is looked at (and read).
+                        .filter(|p| {
+                            p.address
+                                .as_ref()
+                                .is_some_and(|a| switch_governs(&address, a))
+                        })
                         .filter(|p| {
                             let kept = !passed.contains(&p.key);
                             p.yielded.is_some()
@@ -913,9 +920,7 @@ impl ChangePath {
                                         })
                                     }))
                         })
-                        .filter_map(|p| p.address.clone())
-                        .find(|a| switch_governs(&address, a))
-                        .map(|a| a.to_string())
+                        .find_map(|p| p.address.as_ref().map(ToString::to_string))
                 });
                 if let Some(value) = held {
                     out.push(skipped(format!(
@@ -1027,9 +1032,14 @@ impl ChangePath {
     /// left for the next start, with a warning.
     pub fn reconcile(&mut self) -> Result<Vec<ChangeReport>, ChangeError> {
         let mut out = Vec::new();
-        for intent in self.journal.incomplete() {
+        // Newest first: an older incomplete intent of the same parameter is judged knowing what
+        // the newer ones did (one that took effect owns the kernel's value now).
+        let mut incomplete = self.journal.incomplete();
+        incomplete.sort_by_key(|i| std::cmp::Reverse(i.id));
+        for intent in incomplete {
             out.push(self.reconcile_one(&intent)?);
         }
+        out.reverse();
         Ok(out)
     }
 

@@ -244,6 +244,11 @@ max_step = "7%"
 
 [params."net.ipv4.tcp_wmem"]
 mode = "auto"
+
+[params."net.core.netdev_max_backlog"]
+mode = "auto"
+min = 1000
+max = 8000
 "#;
 
     #[test]
@@ -290,6 +295,7 @@ mode = "auto"
             v["policy"]["params"][3]["llm_mode"], "recommend",
             "no bounds"
         );
+        assert_eq!(v["policy"]["params"][4]["llm_mode"], "auto", "bounded");
         assert_eq!(v["config"], "kpo.toml");
     }
 
@@ -317,5 +323,11 @@ mode = "auto"
             "{}",
             lines[7]
         );
+        for bounded_or_not_auto in [lines[3], lines[8]] {
+            assert!(
+                !bounded_or_not_auto.contains("llm advice"),
+                "{bounded_or_not_auto}"
+            );
+        }
     }
 }

@@ -745,7 +745,12 @@ fn an_outcome_the_journal_cannot_record_puts_the_value_back() {
     // later change is the one KPO holds.
     drop(p);
     let (mut p, _) = path(dir.path(), POLICY, &k);
-    p.reconcile().unwrap();
+    // The start finds the revert done, and KPO holding nothing there.
+    let r = p.reconcile().unwrap();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_ne!(r[0].status, ChangeStatus::Failed, "{}", r[0].describe());
+    let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
+    assert_eq!(state.holding, None);
     p.journal.fail_an_append(1, 10);
     assert!(p.propose(&op(SOMAX, Value::Int(8192))).is_err());
     let again = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
@@ -757,6 +762,37 @@ fn an_outcome_the_journal_cannot_record_puts_the_value_back() {
     assert_eq!(r[0].status, ChangeStatus::Failed, "{}", r[0].describe());
     let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
     assert_eq!(state.holding, again.journal_id);
+
+    // Newest first: a change whose outcome could not be written (put back), then the same change
+    // again, killed after its write. At the start the newer is found applied, and the older,
+    // whose value the kernel also has, is not.
+    p.revert(again.journal_id.unwrap(), Source::Operator, "back")
+        .unwrap();
+    p.journal.fail_an_append(1, 10);
+    assert!(p.propose(&op(SOMAX, Value::Int(8192))).is_err());
+    let killed = p
+        .journal
+        .record_intent(
+            &SOMAX.parse().unwrap(),
+            &Value::Int(4096),
+            &Value::Int(8192),
+            Source::Operator,
+            "t",
+            IntentKind::Change,
+        )
+        .unwrap();
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(SOMAX.into(), Value::Int(8192));
+    drop(p);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.reconcile().unwrap();
+    let status = |id| r.iter().find(|x| x.journal_id == Some(id)).unwrap().status;
+    assert_eq!(status(killed), ChangeStatus::Applied, "{r:?}");
+    assert_eq!(status(killed - 1), ChangeStatus::Failed, "{r:?}");
+    let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
+    assert_eq!(state.holding, Some(killed));
 }
 
 /// An approval is written only into the namespace its advice was about: held with that

@@ -434,11 +434,15 @@ impl Journal {
         self.intents
             .range(i.id + 1..)
             .filter(|(_, later)| later.key == i.key)
-            .any(|(id, _)| {
-                matches!(
-                    self.outcomes.get(id),
-                    Some((_, Outcome::Applied { .. } | Outcome::Reverted { .. }))
-                )
+            .any(|(id, later)| match self.outcomes.get(id) {
+                Some((_, Outcome::Applied { .. })) => true,
+                // A revert that took; not a change put back after a wrong read-back, nor a revert
+                // whose own write was put back (the kernel kept the value before them).
+                Some((_, Outcome::Reverted { read_back, .. })) => {
+                    matches!(later.kind, IntentKind::Revert { .. })
+                        && read_back.as_ref() != Some(&later.before)
+                }
+                _ => false,
             })
     }
 
