@@ -324,12 +324,17 @@ impl ChangePath {
         // its yields, quarantines and rate limits.
         let cookie = actuator.netns_cookie();
         report.netns_cookie = cookie;
-        if let (Some(advised), Some(now)) = (advised_in, cookie) {
-            if advised != now {
-                let why = format!(
+        if let Some(advised) = advised_in {
+            let why = match cookie {
+                Some(now) if now != advised => Some(format!(
                     "the network namespace this was advised for is gone: its inode now names \
                      another one (cookie {now}, was {advised})"
-                );
+                )),
+                Some(_) => None,
+                // Not known to be the same one: nothing is written (the approval stays pending).
+                None => Some("the network namespace's cookie cannot be read now".to_string()),
+            };
+            if let Some(why) = why {
                 return Ok(self.fail_early(p, None, why, report));
             }
         }

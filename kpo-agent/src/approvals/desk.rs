@@ -567,6 +567,16 @@ impl Desk {
             reason: format!("approved by {by} ({id}): {}", item.reason),
         };
         let report = path.propose_approved(&proposal, item.netns_cookie)?;
+        if let (ChangeStatus::Failed, Some(then), Some(now)) =
+            (report.status, item.netns_cookie, report.netns_cookie)
+        {
+            if then != now {
+                // Replaced between the check above and the write, which wrote nothing.
+                let why = other_namespace(Some(then), Some(now)).unwrap_or_default();
+                self.resolve(item, ApprovalState::Cleared { why: why.clone() })?;
+                return Err(ApprovalError::NamespaceGone { id, why }.into());
+            }
+        }
         let approval = match report.status {
             ChangeStatus::Applied | ChangeStatus::Unchanged => {
                 let approved = ApprovalState::Approved {

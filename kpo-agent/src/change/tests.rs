@@ -815,6 +815,11 @@ fn an_approval_is_not_written_into_a_namespace_that_replaced_its_own() {
     assert_eq!(r.status, ChangeStatus::Failed, "{}", r.describe());
     assert!(r.detail.unwrap().contains("advised for is gone"));
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    // Not known to be the same namespace (no cookie readable now): nothing written either.
+    k.0.lock().unwrap().netns_cookie = None;
+    let r = p.propose_approved(&prop, held.netns_cookie).unwrap();
+    assert_eq!(r.status, ChangeStatus::Failed, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
     // In the namespace it was advised for, it applies.
     k.0.lock().unwrap().netns_cookie = Some(7);
     let r = p.propose_approved(&prop, held.netns_cookie).unwrap();
