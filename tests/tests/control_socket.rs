@@ -112,4 +112,18 @@ pub fn a_socket_another_user_listens_on_gets_nothing() {
         "{:?}",
         String::from_utf8_lossy(&received)
     );
+
+    // An agent starting on that path names the listener instead of "another agent answers".
+    let err = match kpo_agent::api::server::Server::bind(&socket) {
+        Err(e) => e,
+        Ok(_) => panic!("bound over another user's listener"),
+    };
+    assert!(
+        matches!(
+            err,
+            kpo_agent::api::server::ServeError::NotAnAgent { uid: 65534, .. }
+        ),
+        "{err}"
+    );
+    assert!(socket.exists(), "their socket is left as it is");
 }

@@ -98,7 +98,15 @@ const PER_NETNS_DIRS: &[&str] = &["ipv4", "ipv6", "netfilter", "unix", "mptcp", 
 
 /// The sysctls whose three elements are `min`, `default` (or `pressure`) and `max`, in that
 /// order: the kernel takes them in any order, and a `min` above `max` breaks socket memory.
-const ORDERED_TRIPLES: &[&str] = &["net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem", "net.ipv4.tcp_mem"];
+const ORDERED_TRIPLES: &[&str] = &[
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+    "net.ipv4.tcp_mem",
+    "net.ipv4.udp_mem",
+    "net.sctp.sctp_mem",
+    "net.sctp.sctp_rmem",
+    "net.sctp.sctp_wmem",
+];
 
 /// For a sysctl whose elements must not decrease (`tcp_rmem`'s min <= default <= max), the first
 /// element of `value` below the one before it; `None` when in order or not such a sysctl.

@@ -34,6 +34,11 @@ pub enum ServeError {
     InUse(PathBuf),
     #[error("{0} exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
+    #[error(
+        "{path}: a process of uid {uid} (pid {pid}) listens on this socket, not an agent (agents \
+         run as root); it was not put there by KPO: remove it, or give --socket another path"
+    )]
+    NotAnAgent { path: PathBuf, uid: u32, pid: i32 },
 }
 
 /// A request from a root caller, with where its answer goes.
@@ -70,8 +75,22 @@ impl Server {
         }
         match std::fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_socket() => {
-                if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                    return Err(ServeError::InUse(path.to_path_buf()));
+                if let Ok(stream) = std::os::unix::net::UnixStream::connect(path) {
+                    // Another agent runs as root; anyone else's listener is no agent, and saying
+                    // "another agent answers" would send the operator looking for the wrong thing.
+                    let peer = nix::sys::socket::getsockopt(
+                        &stream,
+                        nix::sys::socket::sockopt::PeerCredentials,
+                    );
+                    let own = nix::unistd::Uid::current().as_raw();
+                    return Err(match peer {
+                        Ok(p) if p.uid() != 0 && p.uid() != own => ServeError::NotAnAgent {
+                            path: path.to_path_buf(),
+                            uid: p.uid(),
+                            pid: p.pid(),
+                        },
+                        _ => ServeError::InUse(path.to_path_buf()),
+                    });
                 }
                 std::fs::remove_file(path).map_err(io("removing the stale socket"))?;
             }

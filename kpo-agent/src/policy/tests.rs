@@ -406,11 +406,19 @@ max = 67108864
 
 [params."net.ipv4.tcp_mem"]
 mode = "auto"
+
+[params."net.ipv4.udp_mem"]
+mode = "auto"
+
+[params."net.sctp.sctp_wmem"]
+mode = "auto"
 "#,
         "p.toml",
     )
     .unwrap();
     for (address, value) in [
+        ("net.ipv4.udp_mem", vec![300_000, 200_000, 400_000]),
+        ("net.sctp.sctp_wmem", vec![4096, 16384, 8192]),
         ("net.ipv4.tcp_rmem", vec![67108864, 4096, 4096]),
         (
             "net.ipv4.tcp_rmem@netns:4026532281",
