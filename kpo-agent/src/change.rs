@@ -653,7 +653,9 @@ impl ChangePath {
             Outcome::Reverted { .. } => ChangePhase::Reverted,
             Outcome::Failed { .. } => ChangePhase::Failed,
         };
-        if let Err(e) = self.journal.record_outcome(id, outcome.clone()) {
+        let recorded = self.journal.record_outcome(id, outcome.clone());
+        let (phase, detail) = match &recorded {
+            Ok(()) => (phase, report.detail.clone()),
             // A change: the kernel may have the new value while the journal has only the intent.
             // The value before goes back, so that both say "not applied" (the intent is
             // reconciled at the next start against the kernel), and no later value check takes
@@ -661,14 +663,15 @@ impl ChangePath {
             // A revert is left done: what it undid must not come back because the disk is full.
             // The running agent goes on knowing it (else the next value check would take the
             // value it put back for a person's); the next start reconciles it as done.
-            let (phase, detail) = if is_revert {
+            Err(e) if is_revert => {
                 self.journal.fold_unrecorded(id, outcome);
                 let what = report.detail.clone().unwrap_or_else(|| "done".into());
-                (
-                    phase,
-                    format!("{what}; the journal could not record it ({e}): the next start will"),
-                )
-            } else {
+                let detail =
+                    format!("{what}; the journal could not record it ({e}): the next start will");
+                tracing::warn!("{address}: {detail}");
+                (phase, Some(detail))
+            }
+            Err(e) => {
                 let detail = match actuator.read() {
                     Ok(now) if &now != before => match actuator.revert(before) {
                         Ok(_) => format!(
@@ -681,22 +684,10 @@ impl ChangePath {
                     },
                     _ => format!("the journal could not record the outcome ({e})"),
                 };
-                (ChangePhase::Failed, detail)
-            };
-            tracing::warn!("{address}: {detail}");
-            let mut ev = self.event(
-                phase,
-                address,
-                Some(before),
-                after,
-                source,
-                reason,
-                Some(id),
-            );
-            ev.detail = Some(detail);
-            self.send(ev);
-            return Err(e.into());
-        }
+                tracing::warn!("{address}: {detail}");
+                (ChangePhase::Failed, Some(detail))
+            }
+        };
         let mut ev = self.event(
             phase,
             address,
@@ -706,9 +697,10 @@ impl ChangePath {
             reason,
             Some(id),
         );
-        ev.read_back = report.read_back.clone();
-        ev.detail = report.detail.clone();
+        ev.read_back = recorded.is_ok().then(|| report.read_back.clone()).flatten();
+        ev.detail = detail;
         self.send(ev);
+        recorded?;
         crash_point(CrashPoint::AfterOutcome);
         Ok(report)
     }

@@ -274,18 +274,7 @@ impl Appender {
         let appender = Self::open(dir, name)?;
         let bytes = fs::read(&appender.path).map_err(|e| JournalError::io(&appender.path, e))?;
         let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        if whole < bytes.len() {
-            appender
-                .file
-                .set_len(whole as u64)
-                .and_then(|()| appender.file.sync_data())
-                .map_err(|e| JournalError::io(&appender.path, e))?;
-            tracing::warn!(
-                "{}: cut {} bytes of a record whose write failed and could not be taken back",
-                appender.path.display(),
-                bytes.len() - whole
-            );
-        }
+        appender.cut_back_to(whole as u64)?;
         Ok(appender)
     }
 
@@ -297,24 +286,26 @@ impl Appender {
             return Self::open_trimmed(dir, name);
         };
         let appender = Self::open(dir, name)?;
-        let now = appender
-            .file
-            .metadata()
-            .map_err(|e| JournalError::io(&appender.path, e))?
-            .len();
+        appender.cut_back_to(length)?;
+        Ok(appender)
+    }
+
+    /// Drops (durably) whatever the file holds past `length`: a record never acknowledged.
+    fn cut_back_to(&self, length: u64) -> Result<(), JournalError> {
+        let io = |e| JournalError::io(&self.path, e);
+        let now = self.file.metadata().map_err(io)?.len();
         if now > length {
-            appender
-                .file
+            self.file
                 .set_len(length)
-                .and_then(|()| appender.file.sync_data())
-                .map_err(|e| JournalError::io(&appender.path, e))?;
+                .and_then(|()| self.file.sync_data())
+                .map_err(io)?;
             tracing::warn!(
                 "{}: cut {} bytes of a record whose write failed and could not be taken back",
-                appender.path.display(),
+                self.path.display(),
                 now - length
             );
         }
-        Ok(appender)
+        Ok(())
     }
 
     /// Appends one record and returns once it is on disk (fdatasync). On failure (a full disk,

@@ -363,14 +363,11 @@ impl ParamRule {
     /// advice waits for approval instead.
     pub fn mode_for(&self, source: Source) -> Mode {
         match (self.mode, source) {
-            (Mode::Auto, Source::Llm) if !self.bounded() => Mode::Recommend,
+            (Mode::Auto, Source::Llm) if self.min.is_none() || self.max.is_none() => {
+                Mode::Recommend
+            }
             (mode, _) => mode,
         }
-    }
-
-    /// Both bounds set: every integer value is held between them.
-    pub fn bounded(&self) -> bool {
-        self.min.is_some() && self.max.is_some()
     }
 }
 
