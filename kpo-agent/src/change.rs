@@ -631,7 +631,14 @@ impl ChangePath {
             }
             Ok(read_back) => {
                 let why = format!("wrote {after} but read back {read_back}");
-                self.put_back(&mut *actuator, before, why, &mut report)
+                self.put_back(
+                    &mut *actuator,
+                    id,
+                    before,
+                    Some(&read_back),
+                    why,
+                    &mut report,
+                )
             }
             Err(e) => {
                 // Did anything change? Read, and put the value before back if it did.
@@ -642,9 +649,20 @@ impl ChangePath {
                         Outcome::Failed {
                             error: e.to_string(),
                             reconciled: false,
+                            left: None,
                         }
                     }
-                    _ => self.put_back(&mut *actuator, before, e.to_string(), &mut report),
+                    now => {
+                        let seen = now.ok();
+                        self.put_back(
+                            &mut *actuator,
+                            id,
+                            before,
+                            seen.as_ref(),
+                            e.to_string(),
+                            &mut report,
+                        )
+                    }
                 }
             }
         };
@@ -705,13 +723,29 @@ impl ChangePath {
         Ok(report)
     }
 
+    /// Puts the value before back after change `id`'s write left `seen` (a read-back that
+    /// differs, or a write that failed after changing something). `seen` is journaled first: if
+    /// the agent dies before the put-back, the next start knows the kernel's value as KPO's own
+    /// write and puts the value before back, instead of taking it for someone else's. If the
+    /// put-back fails, what the kernel keeps is KPO's value, and the outcome says so (`left`).
     fn put_back(
         &mut self,
         actuator: &mut dyn Actuator,
+        id: u64,
         before: &Value,
+        seen: Option<&Value>,
         why: String,
         report: &mut ChangeReport,
     ) -> Outcome {
+        if let Some(seen) = seen.filter(|v| *v != before) {
+            if let Err(e) = self.journal.record_read_back(id, seen) {
+                tracing::warn!(
+                    "{}: the journal could not record that {seen} was read back ({e}); putting \
+                     {before} back anyway",
+                    actuator.address()
+                );
+            }
+        }
         match actuator.revert(before) {
             Ok(rb) => {
                 report.status = ChangeStatus::Reverted;
@@ -723,12 +757,21 @@ impl ChangePath {
                 }
             }
             Err(e) => {
-                let error = format!("{why}; putting back {before} failed too: {e}");
+                let mut error = format!("{why}; putting back {before} failed too: {e}");
+                let left = actuator.read().ok().filter(|now| now != before);
+                if let Some(left) = &left {
+                    error.push_str(&format!(
+                        "; the kernel keeps {left}, written by KPO (kpo revert {id} puts {before} \
+                         back)"
+                    ));
+                }
                 report.status = ChangeStatus::Failed;
+                report.read_back = left.clone();
                 report.detail = Some(error.clone());
                 Outcome::Failed {
                     error,
                     reconciled: false,
+                    left,
                 }
             }
         }
@@ -1071,6 +1114,7 @@ impl ChangePath {
                 Outcome::Failed {
                     error: e.to_string(),
                     reconciled: true,
+                    left: None,
                 },
             )?;
             return Ok(report);
@@ -1111,6 +1155,33 @@ impl ChangePath {
             Outcome::Failed {
                 error: e,
                 reconciled: true,
+                left: None,
+            }
+        } else if self.journal.wrong_read_back(i.id) == Some(&now) {
+            // KPO's own write, read back wrong, and the agent died before putting the value
+            // before back: finish that.
+            let why = format!(
+                "interrupted after its write read back {now}, before the value before was put back"
+            );
+            let mut actuator = match self.actuators.open(&i.address) {
+                Ok(a) => a,
+                Err(e) => {
+                    report.detail = Some(format!(
+                        "journal #{} ({}): {why}; cannot open it to put {} back: {e}; will retry \
+                         at the next start",
+                        i.id, i.address, i.before
+                    ));
+                    tracing::warn!("{}", report.detail.as_deref().unwrap_or(""));
+                    return Ok(report);
+                }
+            };
+            match self.put_back(&mut *actuator, i.id, &i.before, None, why, &mut report) {
+                Outcome::Failed { error, left, .. } => Outcome::Failed {
+                    error,
+                    reconciled: true,
+                    left,
+                },
+                done => done,
             }
         } else {
             report.status = ChangeStatus::Failed;
@@ -1121,6 +1192,7 @@ impl ChangePath {
             Outcome::Failed {
                 error: e,
                 reconciled: true,
+                left: None,
             }
         };
         tracing::warn!(

@@ -24,6 +24,8 @@ pub(crate) struct FakeKernel {
     /// The next revert of this address stores this value instead (once): a read-back that
     /// differs, after which the change path puts the value before back.
     pub revert_clamp_once: Option<(String, Value)>,
+    /// Reverts (put-backs) of this address fail.
+    pub refuse_revert: Vec<String>,
 }
 
 #[derive(Clone, Default)]
@@ -79,6 +81,12 @@ impl Actuator for FakeActuator {
     fn revert(&mut self, original: &Value) -> Result<Value, ActuateError> {
         let key = self.address.to_string();
         let mut k = self.kernel.lock().unwrap();
+        if k.refuse_revert.contains(&key) {
+            return Err(ActuateError::NotFound {
+                knob: key,
+                reason: "EBUSY".into(),
+            });
+        }
         let stored = match k.revert_clamp_once.take() {
             Some((a, v)) if a == key => v,
             other => {
@@ -700,6 +708,112 @@ fn a_revert_put_back_after_a_wrong_read_back_leaves_the_change_holding() {
     assert_eq!(r.status, ChangeStatus::Reverted);
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
     assert!(p.journal.param_state(&addr).unwrap().holding.is_none());
+}
+
+/// A driver rounds the write (5000 for 8192) and then refuses to have the value before put back:
+/// what the kernel keeps is KPO's own write, so the journal holds it as KPO's change (no later
+/// value check takes it for a person's), and a revert puts the value before back. The value read
+/// back is journaled before the put-back is tried.
+#[test]
+fn a_rounded_write_that_cannot_be_put_back_is_kpos_own_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    {
+        let mut kk = k.0.lock().unwrap();
+        kk.clamp.insert(SOMAX.into(), Value::Int(5000));
+        kk.refuse_revert.push(SOMAX.into());
+    }
+    let (mut p, events) = path(dir.path(), POLICY, &k);
+    let r = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Failed, "{r:?}");
+    assert_eq!(value(&k, SOMAX), Value::Int(5000));
+    let detail = r.detail.clone().unwrap();
+    assert!(
+        detail.contains("read back 5000") && detail.contains("the kernel keeps 5000"),
+        "{detail}"
+    );
+    assert_eq!(phases(&events).last(), Some(&ChangePhase::Failed));
+    let id = r.journal_id.unwrap();
+    let addr: ParamAddress = SOMAX.parse().unwrap();
+    for reopened in [false, true] {
+        if reopened {
+            drop(p);
+            p = path(dir.path(), POLICY, &k).0;
+            assert!(p.reconcile().unwrap().is_empty(), "the change is complete");
+        }
+        assert_eq!(p.journal.wrong_read_back(id), Some(&Value::Int(5000)));
+        assert!(matches!(
+            p.journal.outcome(id),
+            Some(Outcome::Failed {
+                left: Some(Value::Int(5000)),
+                ..
+            })
+        ));
+        let state = p.journal.param_state(&addr).unwrap();
+        assert!(state.still_holds(id, &Value::Int(5000)), "{state:?}");
+        assert_eq!(state.original, Some(Value::Int(4096)));
+    }
+    // The kernel lets it go now: the revert puts the value before back.
+    k.0.lock().unwrap().refuse_revert.clear();
+    let r = p.revert(id, Source::Operator, "test").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{r:?}");
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    assert!(p.journal.param_state(&addr).unwrap().holding.is_none());
+}
+
+/// The agent died after a write read back wrong and before the value before was put back. The
+/// read-back was journaled first, so the next start knows the kernel's value as KPO's own and
+/// finishes the put-back; a value that is not the one read back is someone else's and stays.
+#[test]
+fn a_put_back_interrupted_by_a_crash_is_finished_at_the_next_start() {
+    let addr: ParamAddress = SOMAX.parse().unwrap();
+    for (kernel_now, put_back) in [(5000, true), (6000, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(SOMAX, Value::Int(4096))]);
+        let (mut p, _) = path(dir.path(), POLICY, &k);
+        // What the change path had journaled when the process was killed.
+        let id = p
+            .journal
+            .record_intent_making_way(
+                &addr,
+                &Value::Int(4096),
+                &Value::Int(8192),
+                Source::Operator,
+                "test",
+                IntentKind::Change,
+                None,
+                None,
+            )
+            .unwrap();
+        p.journal.record_read_back(id, &Value::Int(5000)).unwrap();
+        k.0.lock()
+            .unwrap()
+            .values
+            .insert(SOMAX.into(), Value::Int(kernel_now));
+        drop(p);
+        let (mut p, _) = path(dir.path(), POLICY, &k);
+        let r = p.reconcile().unwrap();
+        assert_eq!(r.len(), 1);
+        let detail = r[0].detail.clone().unwrap();
+        let state = p.journal.param_state(&addr).unwrap();
+        if put_back {
+            assert_eq!(r[0].status, ChangeStatus::Reverted, "{detail}");
+            assert!(
+                detail.contains("before the value before was put back"),
+                "{detail}"
+            );
+            assert_eq!(value(&k, SOMAX), Value::Int(4096));
+            assert!(matches!(
+                p.journal.outcome(id),
+                Some(Outcome::Reverted { .. })
+            ));
+        } else {
+            assert_eq!(r[0].status, ChangeStatus::Failed, "{detail}");
+            assert!(detail.contains("someone else changed it"), "{detail}");
+            assert_eq!(value(&k, SOMAX), Value::Int(6000));
+        }
+        assert_eq!((state.holding, &state.last_applied), (None, &None));
+    }
 }
 
 /// The kernel took the write but the journal cannot record the outcome (a full disk): the value

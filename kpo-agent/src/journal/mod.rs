@@ -134,8 +134,15 @@ pub enum Outcome {
     /// The kernel has the new value, read back. `reconciled`: found so at start-up after a crash.
     Applied { read_back: Value, reconciled: bool },
     /// The kernel did not take it (or the write was interrupted before it); nothing changed, or
-    /// the value before was put back.
-    Failed { error: String, reconciled: bool },
+    /// the value before was put back. `left`: the value KPO's write left in the kernel when
+    /// putting the value before back failed too (a driver that rounded the write, then refused
+    /// the put-back): KPO's own value, so the parameter holds this change until it is reverted.
+    Failed {
+        error: String,
+        reconciled: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        left: Option<Value>,
+    },
     /// Written, then put back (a read-back mismatch or an error after the write).
     Reverted {
         why: String,
@@ -163,6 +170,14 @@ pub enum Record {
         ts_ms: u64,
         #[serde(flatten)]
         outcome: Outcome,
+    },
+    /// The kernel read back `value` after KPO's write of intent `id`, not the value asked for;
+    /// written before the value before is put back, so that a crash in between leaves the
+    /// kernel's value known as KPO's own write (reconciliation puts the value before back).
+    ReadBack {
+        id: u64,
+        ts_ms: u64,
+        value: Value,
     },
     /// A proposal the policy refused (the kernel was not touched).
     Refused {
@@ -349,6 +364,8 @@ pub struct Journal {
     params: BTreeMap<String, ParamState>,
     intents: BTreeMap<u64, Intent>,
     outcomes: BTreeMap<u64, (u64, Outcome)>,
+    /// Values read back after KPO's write that were not what it asked for (`Record::ReadBack`).
+    read_backs: BTreeMap<u64, Value>,
     /// This boot's id (`None` where the kernel does not say).
     boot: Option<String>,
     /// When this boot started (for intents written before boot ids were recorded).
@@ -409,6 +426,7 @@ impl Journal {
             params: BTreeMap::new(),
             intents: BTreeMap::new(),
             outcomes: BTreeMap::new(),
+            read_backs: BTreeMap::new(),
             boot: boot.id.clone(),
             boot_started_ms: boot.started_ms,
         };
@@ -534,10 +552,26 @@ impl Journal {
                                 p.holding = None;
                             }
                         }
-                        Outcome::Failed { .. } => {}
+                        Outcome::Failed { left: None, .. } => {}
+                        Outcome::Failed {
+                            left: Some(left), ..
+                        } => {
+                            // KPO's write is in the kernel, rounded: a change, it holds the
+                            // parameter (a revert puts the value before back); a revert, the change
+                            // it undid is still not gone.
+                            p.last_applied = Some(left.clone());
+                            if matches!(i.kind, IntentKind::Change) {
+                                p.applied.push((*id, *ts_ms));
+                                p.holding = Some(*id);
+                            }
+                        }
                     }
                 }
                 self.outcomes.insert(*id, (*ts_ms, outcome.clone()));
+            }
+            Record::ReadBack { id, value, .. } => {
+                self.next_id = self.next_id.max(id + 1);
+                self.read_backs.insert(*id, value.clone());
             }
             Record::Refused { id, .. } => self.next_id = self.next_id.max(id + 1),
             Record::Pause { ts_ms, by } => self.paused = Some((by.clone(), *ts_ms)),
@@ -829,6 +863,22 @@ impl Journal {
         self.intents.get(&id)
     }
 
+    /// The value the kernel read back after change `id`'s write, when it was not the value asked
+    /// for (journaled before the value before was put back).
+    pub fn wrong_read_back(&self, id: u64) -> Option<&Value> {
+        self.read_backs.get(&id)
+    }
+
+    /// Journals that change `id`'s write read back `value`, not what was asked, before the value
+    /// before is put back.
+    pub fn record_read_back(&mut self, id: u64, value: &Value) -> Result<(), JournalError> {
+        self.append(Record::ReadBack {
+            id,
+            ts_ms: now_ms(),
+            value: value.clone(),
+        })
+    }
+
     pub fn outcome(&self, id: u64) -> Option<&Outcome> {
         self.outcomes.get(&id).map(|(_, o)| o)
     }
@@ -859,8 +909,8 @@ impl Journal {
                             reconciled.then(|| "found applied on restart".to_string()),
                             Some(read_back.clone()),
                         ),
-                        Some(Outcome::Failed { error, .. }) => {
-                            ("failed".to_string(), Some(error.clone()), None)
+                        Some(Outcome::Failed { error, left, .. }) => {
+                            ("failed".to_string(), Some(error.clone()), left.clone())
                         }
                         Some(Outcome::Reverted { why, read_back }) => {
                             ("reverted".to_string(), Some(why.clone()), read_back.clone())
