@@ -350,11 +350,13 @@ mod tests {
     fn the_llm_table_is_read_and_its_errors_name_the_file_and_the_key() {
         let c = Config::from_toml(
             "[llm]\nbase_url = \"http://127.0.0.1:8080/v1\"\ntimeout = \"2s\"\nmax_tokens = 256\n\
-             every_windows = 1",
+             every_windows = 1\nmin_interval = \"0s\"",
             "kpo.toml",
         )
         .unwrap();
         c.validate("kpo.toml").unwrap();
+        assert_eq!(c.llm.min_interval, Duration::ZERO);
+        assert_eq!(Config::default().llm.min_interval, Duration::from_secs(60));
         assert_eq!(c.llm.base_url.as_deref(), Some("http://127.0.0.1:8080/v1"));
         assert_eq!(c.llm.timeout, Duration::from_secs(2));
         assert_eq!(c.llm.max_tokens, 256);

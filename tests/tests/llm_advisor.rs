@@ -492,7 +492,7 @@ impl Drop for Agent {
 fn llm_table(server: &Server, extra: &str) -> String {
     format!(
         "base_url = \"{}\"\napi_key = \"{KEY}\"\nmodel = \"kpo-test\"\nevery_windows = 1\n\
-         early_min_windows = 1\nretry_backoff = \"50ms\"\n{extra}",
+         early_min_windows = 1\nmin_interval = \"0s\"\nretry_backoff = \"50ms\"\n{extra}",
         server.base_url()
     )
 }
@@ -643,7 +643,8 @@ pub fn a_clean_structured_reply_is_applied() {
         // The key and the endpoint from the environment, the cadence from the file.
         |server| {
             (
-                "model = \"kpo-test\"\nevery_windows = 1\nearly_min_windows = 1".into(),
+                "model = \"kpo-test\"\nevery_windows = 1\nearly_min_windows = 1\nmin_interval = \"0s\""
+                    .into(),
                 vec![
                     ("OPENAI_API_KEY", KEY.into()),
                     ("OPENAI_BASE_URL", server.base_url()),

@@ -116,7 +116,7 @@ impl LlmStage {
             );
             return;
         }
-        if !advisor.due(index, notable(window)) {
+        if !advisor.due(index, notable(window), std::time::Instant::now()) {
             return;
         }
         let path = deciding.change_path();

@@ -12,6 +12,8 @@ pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
 /// units), and a duration added to an `Instant` could overflow it.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub const MAX_BREAKER_COOLOFF: Duration = Duration::from_secs(24 * 3600);
+/// Longest `llm.min_interval`: a day.
+pub const MAX_MIN_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 pub const MIN_RETRY_BACKOFF: Duration = Duration::from_millis(10);
 /// The client never waits longer than this between attempts anyway.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(60);
@@ -103,6 +105,10 @@ pub struct LlmConfig {
     /// A notable event (a listener dropping connections) may bring a consultation forward, but
     /// not sooner than this many windows after the previous one.
     pub early_min_windows: u64,
+    /// No consultation within this long of the previous one, whatever the window counts say
+    /// (with short windows, they alone could call a paid API every few seconds). 0 turns it off.
+    #[serde(deserialize_with = "duration")]
+    pub min_interval: Duration,
     /// Bound on one whole consultation, retries and waits included.
     #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
@@ -131,6 +137,7 @@ impl Default for LlmConfig {
             api_key: None,
             every_windows: 10,
             early_min_windows: 3,
+            min_interval: Duration::from_secs(60),
             timeout: Duration::from_secs(30),
             max_tokens: 1024,
             max_attempts: 3,
@@ -151,6 +158,7 @@ impl fmt::Debug for LlmConfig {
             .field("api_key", &self.api_key)
             .field("every_windows", &self.every_windows)
             .field("early_min_windows", &self.early_min_windows)
+            .field("min_interval", &self.min_interval)
             .field("timeout", &self.timeout)
             .field("max_tokens", &self.max_tokens)
             .field("max_attempts", &self.max_attempts)
@@ -293,6 +301,7 @@ impl LlmConfig {
                     model = %r.config.model,
                     key = if r.api_key.is_empty() { "none" } else { "set" },
                     every_windows = r.config.every_windows,
+                    min_interval = %humantime::format_duration(r.config.min_interval),
                     "LLM advisor on"
                 );
                 if r.api_key.is_empty()
@@ -392,6 +401,12 @@ impl LlmConfig {
                 self.breaker_cooloff,
                 Duration::ZERO,
                 MAX_BREAKER_COOLOFF,
+            ),
+            (
+                "llm.min_interval",
+                self.min_interval,
+                Duration::ZERO,
+                MAX_MIN_INTERVAL,
             ),
             (
                 "llm.retry_backoff",
@@ -605,6 +620,19 @@ mod tests {
             }),
             "llm.breaker_cooloff is 1day 1s; it must be at most 1day"
         );
+        assert_eq!(
+            error(LlmConfig {
+                min_interval: Duration::from_secs(86_401),
+                ..d()
+            }),
+            "llm.min_interval is 1day 1s; it must be at most 1day"
+        );
+        assert!(LlmConfig {
+            min_interval: Duration::ZERO,
+            ..d()
+        }
+        .validate()
+        .is_ok());
         assert_eq!(
             error(LlmConfig {
                 retry_backoff: Duration::from_millis(9),

@@ -16,7 +16,11 @@ pub mod parse;
 pub mod prompt;
 pub mod validate;
 
-use std::{collections::VecDeque, sync::Arc, time::Instant};
+use std::{
+    collections::VecDeque,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use serde::Serialize;
 
@@ -41,32 +45,41 @@ use crate::{
 pub struct Schedule {
     every: u64,
     early_min: u64,
-    last: Option<u64>,
+    /// No consultation within this long of the previous one's start, whatever the window count
+    /// says: with short windows, `every` alone could ask a paid API every few seconds.
+    min_interval: Duration,
+    last: Option<(u64, Instant)>,
     seen: u64,
 }
 
 impl Schedule {
-    pub fn new(every: u64, early_min: u64) -> Self {
+    pub fn new(every: u64, early_min: u64, min_interval: Duration) -> Self {
         Self {
             every: every.max(1),
             early_min,
+            min_interval,
             last: None,
             seen: 0,
         }
     }
 
-    /// Called once per finished window, with its index; `notable` when something happened that
-    /// deserves advice sooner (a listener dropping connections). Returns whether to consult now,
-    /// and if so counts it as done.
-    pub fn due(&mut self, index: u64, notable: bool) -> bool {
+    /// Called once per finished window, with its index and the time it is called (monotonic);
+    /// `notable` when something happened that deserves advice sooner (a listener dropping
+    /// connections). Returns whether to consult now, and if so counts it as done. A consultation
+    /// the window count makes due within `min_interval` of the previous one waits for the first
+    /// window after it.
+    pub fn due(&mut self, index: u64, notable: bool, now: Instant) -> bool {
         self.seen += 1;
-        let since = match self.last {
-            Some(last) => index.saturating_sub(last),
-            None => self.seen,
+        let (since, waited) = match self.last {
+            Some((last, at)) => (
+                index.saturating_sub(last),
+                now.saturating_duration_since(at) >= self.min_interval,
+            ),
+            None => (self.seen, true),
         };
-        let due = since >= self.every || (notable && since >= self.early_min);
+        let due = waited && (since >= self.every || (notable && since >= self.early_min));
         if due {
-            self.last = Some(index);
+            self.last = Some((index, now));
         }
         due
     }
@@ -145,7 +158,7 @@ impl LlmAdvisor {
 
     pub fn new(resolved: ResolvedLlm) -> Result<Self, LlmSetupError> {
         let c = &resolved.config;
-        let schedule = Schedule::new(c.every_windows, c.early_min_windows);
+        let schedule = Schedule::new(c.every_windows, c.early_min_windows, c.min_interval);
         let keep = c.prompt_windows;
         Ok(Self {
             client: LlmClient::new(resolved)?,
@@ -169,8 +182,8 @@ impl LlmAdvisor {
     }
 
     /// Whether to consult after window `index` (see [`Schedule::due`]).
-    pub fn due(&mut self, index: u64, notable: bool) -> bool {
-        self.schedule.due(index, notable)
+    pub fn due(&mut self, index: u64, notable: bool, now: Instant) -> bool {
+        self.schedule.due(index, notable, now)
     }
 
     /// The recent window summaries, oldest first.
@@ -372,18 +385,42 @@ mod tests {
 
     #[test]
     fn schedule_every_n_and_early_rate_limited() {
-        let mut s = Schedule::new(10, 3);
-        let due: Vec<u64> = (0..25).filter(|&i| s.due(i, false)).collect();
+        // Windows a second apart, no time floor: the window counts alone decide.
+        let t0 = Instant::now();
+        let at = |i: u64| t0 + Duration::from_secs(i);
+        let mut s = Schedule::new(10, 3, Duration::ZERO);
+        let due: Vec<u64> = (0..25).filter(|&i| s.due(i, false, at(i))).collect();
         assert_eq!(due, [9, 19]);
-        let mut s = Schedule::new(10, 3);
+        let mut s = Schedule::new(10, 3, Duration::ZERO);
         // Notable from window 0: the first early consultation after 3 windows, then every 3.
-        let due: Vec<u64> = (0..10).filter(|&i| s.due(i, true)).collect();
+        let due: Vec<u64> = (0..10).filter(|&i| s.due(i, true, at(i))).collect();
         assert_eq!(due, [2, 5, 8]);
-        let mut s = Schedule::new(10, 3);
+        let mut s = Schedule::new(10, 3, Duration::ZERO);
         let notable = [4, 5, 6, 7];
         let due: Vec<u64> = (0..20)
-            .filter(|&i| s.due(i, notable.contains(&i)))
+            .filter(|&i| s.due(i, notable.contains(&i), at(i)))
             .collect();
         assert_eq!(due, [4, 7, 17]);
+    }
+
+    #[test]
+    fn schedule_keeps_the_time_floor_between_consultations() {
+        let t0 = Instant::now();
+        let at = |i: u64| t0 + Duration::from_secs(i);
+        // One-second windows, every 2, at least 5 s apart: the count is due at 1, 3, 5, ... but
+        // each waits for the first window 5 s after the previous consultation.
+        let mut s = Schedule::new(2, 1, Duration::from_secs(5));
+        let due: Vec<u64> = (0..20).filter(|&i| s.due(i, false, at(i))).collect();
+        assert_eq!(due, [1, 6, 11, 16]);
+        // Notable windows cannot bring one within the floor either.
+        let mut s = Schedule::new(10, 1, Duration::from_secs(5));
+        let due: Vec<u64> = (0..12).filter(|&i| s.due(i, true, at(i))).collect();
+        assert_eq!(due, [0, 5, 10]);
+        // Windows longer than the floor: the floor changes nothing.
+        let mut s = Schedule::new(3, 1, Duration::from_secs(5));
+        let due: Vec<u64> = (0..10)
+            .filter(|&i| s.due(i, false, t0 + Duration::from_secs(60 * i)))
+            .collect();
+        assert_eq!(due, [2, 5, 8]);
     }
 }
