@@ -182,6 +182,11 @@ pub enum LlmConfigError {
     Zero(&'static str),
     ZeroTimeout,
     NoModel,
+    /// The endpoint's URL carries a user name and password and an API key is set too: both
+    /// would go out as `Authorization` headers. `from_env`: the URL is `OPENAI_BASE_URL`.
+    CredentialsTwice {
+        from_env: bool,
+    },
     /// A value outside what the key allows: `allowed` says what it does, e.g. "1 to 10".
     OutOfRange {
         key: &'static str,
@@ -199,6 +204,8 @@ impl LlmConfigError {
             LlmConfigError::Zero(key) => key,
             LlmConfigError::ZeroTimeout => "llm.timeout",
             LlmConfigError::NoModel => "llm.model",
+            LlmConfigError::CredentialsTwice { from_env: true } => "OPENAI_BASE_URL",
+            LlmConfigError::CredentialsTwice { from_env: false } => "llm.base_url",
             LlmConfigError::OutOfRange { key, .. } => key,
         }
     }
@@ -215,6 +222,10 @@ impl LlmConfigError {
             LlmConfigError::Zero(_) => "must be at least 1".into(),
             LlmConfigError::ZeroTimeout => "must be positive".into(),
             LlmConfigError::NoModel => "must not be empty".into(),
+            LlmConfigError::CredentialsTwice { .. } => "carries a user name and password, and an \
+                API key is set too: both would be sent as the Authorization header (the URL's as \
+                Basic, the key's as Bearer); keep one"
+                .into(),
             LlmConfigError::OutOfRange { value, allowed, .. } => {
                 format!("is {value}; it must be {allowed}")
             }
@@ -341,6 +352,7 @@ impl LlmConfig {
         self.validate()?;
         let file_url = nonempty(self.base_url.clone());
         let env_url = nonempty(env("OPENAI_BASE_URL"));
+        let url_from_env = file_url.is_none();
         let (base_url, key) = match (file_url, env_url) {
             // The environment's key is meant for OpenAI (or the environment's own endpoint): sent
             // to a server only the file names, it would go to whoever runs that server.
@@ -363,6 +375,13 @@ impl LlmConfig {
                 )),
             },
         };
+        // reqwest sends a URL's user name and password as Basic authorization, beside the key's
+        // Bearer header: a server would see two and pick either.
+        if key.is_some() && without_userinfo(&base_url) != base_url {
+            return Err(LlmConfigError::CredentialsTwice {
+                from_env: url_from_env,
+            });
+        }
         Ok(Ok(ResolvedLlm {
             base_url: base_url.trim_end_matches('/').to_string(),
             api_key: key.unwrap_or_default(),
@@ -568,6 +587,29 @@ mod tests {
             .resolve_with(env(&[])),
             Err(LlmConfigError::BadUrl(_))
         ));
+        // A user name and password in the URL go out as Basic authorization: not beside a key.
+        let proxy = LlmConfig {
+            base_url: Some("https://bob:tok-123@proxy.example/v1".into()),
+            ..LlmConfig::default()
+        };
+        let r = proxy.resolve_with(env(&[])).unwrap().unwrap();
+        assert!(r.api_key.is_empty());
+        let e = LlmConfig {
+            api_key: Some(ApiKey::new("sk-file")),
+            ..proxy.clone()
+        }
+        .resolve_with(env(&[]))
+        .unwrap_err();
+        assert_eq!(e.key(), "llm.base_url");
+        assert!(e.to_string().contains("keep one"), "{e}");
+        assert!(!e.to_string().contains("tok-123"), "{e}");
+        let e = c
+            .resolve_with(env(&[
+                ("OPENAI_API_KEY", "sk-secret-123"),
+                ("OPENAI_BASE_URL", "https://bob:tok-123@gateway.example/v1"),
+            ]))
+            .unwrap_err();
+        assert_eq!(e.key(), "OPENAI_BASE_URL");
         let bad_env = c
             .resolve_with(env(&[("OPENAI_BASE_URL", "localhost:8080")]))
             .unwrap_err();
