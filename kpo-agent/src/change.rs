@@ -191,6 +191,8 @@ pub struct ChangePath {
     pub journal: Journal,
     actuators: Box<dyn Actuators>,
     sink: Sink,
+    /// Called with each change (not a revert) between its intent's fsync and its kernel write.
+    before_write: Option<crate::guard::WriteAhead>,
 }
 
 impl std::fmt::Debug for ChangePath {
@@ -209,7 +211,14 @@ impl ChangePath {
             journal,
             actuators,
             sink: Box::new(|_| {}),
+            before_write: None,
         }
+    }
+
+    /// The guard's file, where each change's watch is written before the kernel write (the agent
+    /// sets it; the CLI's offline path has no guard).
+    pub fn set_before_write(&mut self, ahead: crate::guard::WriteAhead) {
+        self.before_write = Some(ahead);
     }
 
     /// Where `change`, `paused` and `resumed` events go (the agent's event stream).
@@ -573,6 +582,8 @@ impl ChangePath {
         made_way_for: Option<String>,
     ) -> Result<ChangeReport, ChangeError> {
         let is_revert = matches!(kind, IntentKind::Revert { .. });
+        // A switch turned off to make way for a value is that value's business, not the guard's.
+        let watched = !is_revert && made_way_for.is_none();
         let netns_cookie = actuator.netns_cookie();
         if self.namespace_replaced(address, netns_cookie)? && is_revert {
             // What is to be put back was the dead namespace's; the one there now never had it.
@@ -596,6 +607,10 @@ impl ChangePath {
         report.journal_id = Some(id);
         report.before = Some(before.clone());
         crash_point(CrashPoint::AfterIntent);
+        if let (true, Some(ahead)) = (watched, &self.before_write) {
+            let signals = &self.policy.rule_for(address).guard_signals;
+            ahead.before_write(id, address, after, signals.as_deref());
+        }
         let written = if is_revert {
             actuator.revert(after)
         } else {

@@ -338,3 +338,74 @@ pub fn a_stream_that_fails_still_reverts_on_exit() {
     assert_eq!(last["kind"], "revert", "{journal}");
     assert_eq!(last["status"], "reverted", "{journal}");
 }
+
+/// The agent is killed (the test-only crash hook, as `kill -9` would) during an operator's change:
+/// after the kernel write, before its outcome is journaled; or after the outcome, before the
+/// guard's own save. Either way the change path had written the change's watch into the guard's
+/// file before the kernel write, so the restarted agent judges the change.
+pub fn a_change_the_agent_was_killed_after_is_judged_after_the_restart() {
+    use std::os::unix::process::ExitStatusExt;
+    let host_before = host_somaxconn();
+    for stage in ["after_write", "after_outcome"] {
+        let ns = Netns::new();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("policy.toml"),
+            "[guard]\nwindows = 1000\n\n[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n\
+             min = 128\nmax = 65535\nmax_step = \"1000%\"\n",
+        )
+        .unwrap();
+        let events = dir.path().join("events.ndjson");
+        let spawn = |crash: Option<&str>, log: &str| {
+            let mut cmd = Command::new(kpo_binary());
+            cmd.args(["run", "--tick", "100ms", "--window", "500ms", "--events"])
+                .arg(&events)
+                .args(state_args(dir.path()))
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join(log)).unwrap());
+            if let Some(stage) = crash {
+                cmd.env("KPO_TEST_CRASH_AT", stage);
+            }
+            let started = lines(&events)
+                .iter()
+                .filter(|e| e["kind"] == "sensors")
+                .count();
+            let agent = Running(cmd.spawn().unwrap());
+            wait_until("the agent started", Duration::from_secs(30), || {
+                lines(&events)
+                    .iter()
+                    .filter(|e| e["kind"] == "sensors")
+                    .count()
+                    > started
+            });
+            agent
+        };
+        let mut agent = spawn(Some(stage), "first.log");
+        let target = format!("/run/netns/{}", ns.name);
+        // The agent dies serving it; the CLI hears nothing back.
+        let _ = Command::new(kpo_binary())
+            .args(["apply", "net.core.somaxconn=2048", "--netns", &target])
+            .args(state_args(dir.path()))
+            .output()
+            .unwrap();
+        let status = agent.0.wait().unwrap();
+        assert_eq!(status.signal(), Some(9), "{stage}: {status}");
+        assert_eq!(ns_somaxconn(&ns), 2048, "{stage}: the write happened");
+        // (Killed before the outcome: this command reconciles it as applied.)
+        let journal = kpo(dir.path(), &["journal", "--json"]);
+        let change: Value = serde_json::from_str(journal.lines().last().unwrap()).unwrap();
+        assert_eq!(change["status"], "applied", "{stage}: {journal}");
+        let id = change["id"].as_u64().unwrap();
+
+        let mut agent = spawn(None, "second.log");
+        let log = std::fs::read_to_string(dir.path().join("second.log")).unwrap();
+        assert!(
+            log.contains(&format!("guard: watching #{id} (net.core.somaxconn@netns:"))
+                && log.contains("again, from before the restart"),
+            "{stage}: {log}"
+        );
+        agent.sigterm_and_wait();
+    }
+    assert_eq!(host_somaxconn(), host_before);
+}

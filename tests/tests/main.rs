@@ -253,6 +253,11 @@ fn main() {
             agent_decides::a_stream_that_fails_still_reverts_on_exit,
         ),
         trial(
+            "agent_decides::a_change_the_agent_was_killed_after_is_judged_after_the_restart",
+            req(),
+            agent_decides::a_change_the_agent_was_killed_after_is_judged_after_the_restart,
+        ),
+        trial(
             "agent_decides::the_accept_queue_rule_raises_somaxconn_in_the_listeners_namespace",
             req(),
             agent_decides::the_accept_queue_rule_raises_somaxconn_in_the_listeners_namespace,

@@ -13,12 +13,18 @@
 //! judge only changes there.
 //!
 //! The open watches are kept in the state directory ([`WATCHES_FILE`]), so that a change made
-//! just before the agent was stopped or killed is still judged after it starts again.
+//! just before the agent was stopped or killed is still judged after it starts again; a change's
+//! watch is written there before its kernel write (`write_ahead.rs`).
+mod write_ahead;
+
 use std::{
     collections::BTreeMap,
     os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
+    path::Path,
+    sync::{Arc, Mutex},
 };
+use write_ahead::WatchFile;
+pub use write_ahead::WriteAhead;
 
 use serde::{Deserialize, Serialize};
 
@@ -202,6 +208,31 @@ struct Watch {
     saved_ms: u64,
 }
 
+impl Watch {
+    fn new(
+        change_id: u64,
+        address: ParamAddress,
+        scope: Scope,
+        signals: Vec<HealthSignal>,
+        value: Value,
+        baseline: Health,
+        windows: u32,
+    ) -> Watch {
+        Watch {
+            change_id,
+            address,
+            scope,
+            signals,
+            value,
+            baseline,
+            windows_left: windows,
+            strikes: 0,
+            judged: Default::default(),
+            saved_ms: 0,
+        }
+    }
+}
+
 /// The file in the state directory that holds the open watches, one per line in the journal's
 /// format (docs/journal.md), replaced as a whole each time they change.
 pub const WATCHES_FILE: &str = "guard.log";
@@ -214,12 +245,8 @@ pub const RESUME_WITHIN: std::time::Duration = std::time::Duration::from_secs(15
 pub struct Guard {
     config: GuardConfig,
     watches: Vec<Watch>,
-    /// The state directory the watches are kept in (`None`: in memory only).
-    kept_in: Option<PathBuf>,
-    /// The last save failed (said once, until one succeeds again).
-    save_failed: bool,
-    /// The file holds no watch: with none open, there is nothing to write again.
-    saved_empty: bool,
+    /// Where the watches are kept, shared with the change path's [`WriteAhead`].
+    file: Arc<Mutex<WatchFile>>,
     /// The watches of the last window's `Revert` verdicts, until the caller knows whether the
     /// revert was carried out ([`Guard::keep_watching`]).
     reverting: Vec<Watch>,
@@ -241,8 +268,26 @@ pub struct Resumed {
 impl Guard {
     pub fn new(config: GuardConfig) -> Self {
         Self {
+            file: Arc::new(Mutex::new(WatchFile::new(config.clone()))),
             config,
             ..Self::default()
+        }
+    }
+
+    /// The handle the change path writes a change's watch through before the kernel write.
+    pub fn write_ahead(&self) -> WriteAhead {
+        WriteAhead(self.file.clone())
+    }
+
+    /// The window just closed: the baseline of changes made before the next one. Watches written
+    /// ahead of the changes made since the last window are dropped: the calls that made them
+    /// have returned, and their callers have watched the ones applied.
+    pub fn window_closed(&mut self, window: &Window) {
+        let mut file = self.file.lock().expect("guard file");
+        file.baseline = Some(window.clone());
+        if !file.ahead.is_empty() {
+            file.ahead.clear();
+            file.empty = false;
         }
     }
 
@@ -280,7 +325,7 @@ impl Guard {
                 self.watches.push(w);
             }
         }
-        self.kept_in = Some(dir.to_path_buf());
+        self.file.lock().expect("guard file").dir = Some(dir.to_path_buf());
         self.save();
         Ok(resumed)
     }
@@ -288,32 +333,13 @@ impl Guard {
     /// Writes the open watches to the state directory, if they are kept there. A failure is
     /// logged and the guard goes on in memory: it still judges every change while it runs.
     pub fn save(&mut self) {
-        let Some(dir) = &self.kept_in else {
-            return;
-        };
+        let mut file = self.file.lock().expect("guard file");
         // Saved after every window: an idle guard does not rewrite (and fsync) an empty file.
-        if self.watches.is_empty() && self.saved_empty {
+        if file.dir.is_none() || (self.watches.is_empty() && file.ahead.is_empty() && file.empty) {
             return;
         }
-        let now = crate::journal::now_ms();
-        for w in &mut self.watches {
-            w.saved_ms = now;
-        }
-        match crate::journal::store::rewrite(dir, WATCHES_FILE, &self.watches) {
-            Ok(()) => {
-                self.save_failed = false;
-                self.saved_empty = self.watches.is_empty();
-            }
-            Err(e) => {
-                if !self.save_failed {
-                    tracing::warn!(
-                        "guard: cannot keep its watches in the state directory ({e}); a restart \
-                         before this is fixed forgets the changes it is watching"
-                    );
-                }
-                self.save_failed = true;
-            }
-        }
+        file.saved = self.watches.clone();
+        file.write();
     }
 
     /// A change was applied: watch the next windows against `before`, the last window before
@@ -344,18 +370,15 @@ impl Guard {
         baseline: Health,
     ) {
         self.watches.retain(|w| w.address != address);
-        self.watches.push(Watch {
+        self.watches.push(Watch::new(
             change_id,
             address,
             scope,
             signals,
             value,
             baseline,
-            windows_left: self.config.windows,
-            strikes: 0,
-            judged: Default::default(),
-            saved_ms: 0,
-        });
+            self.config.windows,
+        ));
         self.save();
     }
 

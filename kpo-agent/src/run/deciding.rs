@@ -187,6 +187,7 @@ impl Deciding {
             info!("journal reconciled: {}", r.describe());
         }
         let guard = resume_guard(&path);
+        path.set_before_write(guard.write_ahead());
         let mut approvals =
             Desk::open(&path.journal, path.policy.approvals.clone(), recommend_only)?;
         for w in approvals.store().warnings() {
@@ -372,6 +373,7 @@ impl Deciding {
             events.extend(self.take_events());
             events.push(Event::Guard(verdict));
         }
+        self.guard.window_closed(window);
         self.guard.save();
         self.last_window = Some(window.clone());
         events.extend(self.advise(window));

@@ -828,6 +828,81 @@ sources = ["operator"]
     );
 }
 
+/// The agent is killed after a change's outcome is journaled and before its caller has the guard
+/// watch it: the change path wrote the watch into the guard's file before the kernel write, so
+/// the change is still judged after the restart, against the window before it. A watch written
+/// ahead for a call that returned long ago (a window closed since) is not taken up.
+#[test]
+fn a_change_whose_agent_was_killed_before_watching_it_is_still_judged() {
+    let policy = r#"
+[guard]
+signals = ["request_p99"]
+windows = 3
+max_changes_per_hour = 1000
+
+[params."cpufreq:*:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["operator"]
+"#;
+    let proposal = |khz: i64| crate::policy::Proposal {
+        address: MAX_FREQ.parse().unwrap(),
+        value: Value::Int(khz),
+        source: Source::Operator,
+        reason: "test".into(),
+    };
+    let mut rig = Rig::new(policy, true, "");
+    // The baseline window: p99 152 µs at 3000 MHz.
+    rig.window();
+    // The change path alone, as if the agent died on its return: nobody called the guard.
+    let r = rig
+        .deciding
+        .path_for_tests_mut()
+        .propose(&proposal(1_200_000))
+        .unwrap();
+    assert_eq!(r.status, crate::change::ChangeStatus::Applied, "{r:?}");
+    let change_id = r.journal_id.unwrap();
+    assert_eq!(rig.deciding.guard_watching(), 0);
+    let mut rig = rig.restarted();
+    assert_eq!(rig.deciding.guard_watching(), 1);
+    let events = rig.until(2, |events| guard_reverts(events) > 0);
+    match events.iter().find_map(|e| match e {
+        Event::Guard(v) => Some(v),
+        _ => None,
+    }) {
+        Some(crate::guard::Verdict::Revert {
+            change_id: id,
+            before,
+            after,
+            ..
+        }) => {
+            assert_eq!(*id, change_id);
+            assert_eq!(
+                (*before, *after),
+                (152.0, 260.0),
+                "judged against the window before"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rig.max_freq(), 3_000_000);
+
+    // A change the caller did not watch, with a window closed since: its watch written ahead is
+    // gone from the file, and the restart does not take it up.
+    rig.window();
+    let r = rig
+        .deciding
+        .path_for_tests_mut()
+        .propose(&proposal(2_400_000))
+        .unwrap();
+    assert_eq!(r.status, crate::change::ChangeStatus::Applied, "{r:?}");
+    rig.window();
+    let rig = rig.restarted();
+    assert_eq!(rig.deciding.guard_watching(), 0);
+    rig.assert_schema();
+}
+
 /// A watched change an operator reverts through the socket is no longer judged (its regression
 /// would otherwise revert a change already undone and quarantine its value); a guard revert the
 /// kernel refuses leaves the change watched, unquarantined, and tried again.

@@ -1,0 +1,123 @@
+//! The guard's file, and the watches written into it ahead of a change's kernel write.
+//!
+//! The guard starts watching a change when its caller hears that it was applied, and saves the
+//! watch then. An agent killed between the journal's `applied` record and that save would leave a
+//! change no one judges after the restart. So the change path hands every change to
+//! [`WriteAhead::before_write`] between the intent's fsync and the kernel write: the watch, with
+//! the last window as its baseline, is in [`WATCHES_FILE`](super::WATCHES_FILE) before the kernel
+//! has the value. Once the call that made the change returns, its caller watches it (or not, if it
+//! was not applied) and the guard's next window drops every watch written ahead: they are needed
+//! only while that call is in flight. At a restart, one in the file is taken up like any other
+//! watch, if its change is still in place.
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use super::{GuardConfig, Health, HealthSignal, Scope, Watch};
+use crate::{
+    actuate::param::{ParamAddress, Value},
+    window::Window,
+};
+
+/// The guard's file in the state directory, shared by the guard and the change path's hook.
+#[derive(Debug, Default)]
+pub(super) struct WatchFile {
+    /// The state directory the watches are kept in (`None`: in memory only).
+    pub(super) dir: Option<PathBuf>,
+    pub(super) config: GuardConfig,
+    /// The last closed window: the baseline of a change made now.
+    pub(super) baseline: Option<Window>,
+    /// The guard's own watches, as it last saved them.
+    pub(super) saved: Vec<Watch>,
+    /// Written ahead of a change's write, until the guard's next window.
+    pub(super) ahead: Vec<Watch>,
+    /// The last write failed (said once, until one succeeds again).
+    failed: bool,
+    /// The file holds no watch: with none open, there is nothing to write again.
+    pub(super) empty: bool,
+}
+
+impl WatchFile {
+    pub(super) fn new(config: GuardConfig) -> WatchFile {
+        WatchFile {
+            config,
+            ..WatchFile::default()
+        }
+    }
+
+    /// Writes the guard's watches and those written ahead (the guard's own win for one change).
+    /// A failure is logged and the guard goes on in memory: it still judges every change while
+    /// it runs.
+    pub(super) fn write(&mut self) {
+        let Some(dir) = &self.dir else {
+            return;
+        };
+        let now = crate::journal::now_ms();
+        let saved = &self.saved;
+        let mut all: Vec<Watch> = saved.clone();
+        all.extend(
+            self.ahead
+                .iter()
+                .filter(|a| saved.iter().all(|w| w.change_id != a.change_id))
+                .cloned(),
+        );
+        for w in &mut all {
+            w.saved_ms = now;
+        }
+        match crate::journal::store::rewrite(dir, super::WATCHES_FILE, &all) {
+            Ok(()) => {
+                self.failed = false;
+                self.empty = all.is_empty();
+            }
+            Err(e) => {
+                if !self.failed {
+                    tracing::warn!(
+                        "guard: cannot keep its watches in the state directory ({e}); a restart \
+                         before this is fixed forgets the changes it is watching"
+                    );
+                }
+                self.failed = true;
+            }
+        }
+    }
+}
+
+/// The change path's handle on the guard's file ([`crate::change::ChangePath::set_before_write`]).
+#[derive(Debug, Clone)]
+pub struct WriteAhead(pub(super) Arc<Mutex<WatchFile>>);
+
+impl WriteAhead {
+    /// Change `change_id` is about to write `value`: its watch goes into the file first, against
+    /// the last window, judged by `signals` (the parameter's own; `None`: the guard's).
+    pub fn before_write(
+        &self,
+        change_id: u64,
+        address: &ParamAddress,
+        value: &Value,
+        signals: Option<&[HealthSignal]>,
+    ) {
+        let mut file = self.0.lock().expect("guard file");
+        if file.dir.is_none() {
+            return;
+        }
+        let scope = Scope::of(address);
+        let baseline = file
+            .baseline
+            .as_ref()
+            .map_or_else(Health::default, |w| Health::from_window_in(w, scope));
+        let signals = signals.unwrap_or(&file.config.signals).to_vec();
+        let watch = Watch::new(
+            change_id,
+            address.clone(),
+            scope,
+            signals,
+            value.clone(),
+            baseline,
+            file.config.windows,
+        );
+        file.ahead.retain(|w| w.address != watch.address);
+        file.ahead.push(watch);
+        file.write();
+    }
+}
