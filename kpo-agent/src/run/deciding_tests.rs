@@ -346,6 +346,23 @@ fn guard_reverts(events: &[Event]) -> usize {
         .count()
 }
 
+/// The first guard verdict, which must be a revert: its change id, and the signal before and
+/// after the change.
+fn first_guard_revert(events: &[Event]) -> (u64, f64, f64) {
+    match events.iter().find_map(|e| match e {
+        Event::Guard(v) => Some(v),
+        _ => None,
+    }) {
+        Some(crate::guard::Verdict::Revert {
+            change_id,
+            before,
+            after,
+            ..
+        }) => (*change_id, *before, *after),
+        other => panic!("{other:?}"),
+    }
+}
+
 fn loop_events(events: &[Event]) -> Vec<&LiveEvent> {
     events
         .iter()
@@ -762,21 +779,7 @@ sources = ["operator"]
     assert_eq!(rig.deciding.guard_watching(), 1);
     // 260 µs at 1200 MHz in the first two windows after the restart: reverted, quarantined.
     let events = rig.until(2, |events| guard_reverts(events) > 0);
-    match events.iter().find_map(|e| match e {
-        Event::Guard(v) => Some(v),
-        _ => None,
-    }) {
-        Some(crate::guard::Verdict::Revert {
-            change_id: id,
-            before,
-            after,
-            ..
-        }) => {
-            assert_eq!(*id, change_id);
-            assert_eq!((*before, *after), (152.0, 260.0));
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(first_guard_revert(&events), (change_id, 152.0, 260.0));
     assert_eq!(rig.max_freq(), 3_000_000);
     let revert = rig.intents().pop().unwrap();
     assert_eq!(revert.source, Source::Guard);
@@ -867,25 +870,11 @@ sources = ["operator"]
     let mut rig = rig.restarted();
     assert_eq!(rig.deciding.guard_watching(), 1);
     let events = rig.until(2, |events| guard_reverts(events) > 0);
-    match events.iter().find_map(|e| match e {
-        Event::Guard(v) => Some(v),
-        _ => None,
-    }) {
-        Some(crate::guard::Verdict::Revert {
-            change_id: id,
-            before,
-            after,
-            ..
-        }) => {
-            assert_eq!(*id, change_id);
-            assert_eq!(
-                (*before, *after),
-                (152.0, 260.0),
-                "judged against the window before"
-            );
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        first_guard_revert(&events),
+        (change_id, 152.0, 260.0),
+        "judged against the window before"
+    );
     assert_eq!(rig.max_freq(), 3_000_000);
 
     // A change the caller did not watch, with a window closed since: its watch written ahead is
