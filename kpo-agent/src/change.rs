@@ -600,7 +600,7 @@ impl ChangePath {
             after,
             source,
             reason,
-            kind,
+            kind.clone(),
             made_way_for,
             netns_cookie,
         )?;
@@ -649,6 +649,7 @@ impl ChangePath {
                 self.put_back(
                     &mut *actuator,
                     id,
+                    &kind,
                     before,
                     Some(&read_back),
                     why,
@@ -672,6 +673,7 @@ impl ChangePath {
                         self.put_back(
                             &mut *actuator,
                             id,
+                            &kind,
                             before,
                             seen.as_ref(),
                             e.to_string(),
@@ -710,10 +712,23 @@ impl ChangePath {
                         Ok(_) => format!(
                             "the journal could not record the outcome ({e}); put back {before}"
                         ),
-                        Err(w) => format!(
-                            "the journal could not record the outcome ({e}), and putting back \
-                             {before} failed: {w}"
-                        ),
+                        Err(w) => {
+                            // KPO's write stays: the running agent holds it as KPO's, so that no
+                            // value check takes it for a person's (the next start reconciles it).
+                            let error = format!(
+                                "the journal could not record the outcome ({e}), and putting \
+                                 back {before} failed: {w}"
+                            );
+                            self.journal.fold_unrecorded(
+                                id,
+                                Outcome::Failed {
+                                    error: error.clone(),
+                                    reconciled: false,
+                                    left: Some(now),
+                                },
+                            );
+                            error
+                        }
                     },
                     _ => format!("the journal could not record the outcome ({e})"),
                 };
@@ -743,10 +758,12 @@ impl ChangePath {
     /// the agent dies before the put-back, the next start knows the kernel's value as KPO's own
     /// write and puts the value before back, instead of taking it for someone else's. If the
     /// put-back fails, what the kernel keeps is KPO's value, and the outcome says so (`left`).
+    #[allow(clippy::too_many_arguments)]
     fn put_back(
         &mut self,
         actuator: &mut dyn Actuator,
         id: u64,
+        kind: &IntentKind,
         before: &Value,
         seen: Option<&Value>,
         why: String,
@@ -775,9 +792,15 @@ impl ChangePath {
                 let mut error = format!("{why}; putting back {before} failed too: {e}");
                 let left = actuator.read().ok().filter(|now| now != before);
                 if let Some(left) = &left {
+                    let again = match kind {
+                        IntentKind::Change => format!("kpo revert {id} puts {before} back"),
+                        IntentKind::Revert { of: Some(of) } => {
+                            format!("kpo revert {of} tries again")
+                        }
+                        IntentKind::Revert { of: None } => "kpo revert --all tries again".into(),
+                    };
                     error.push_str(&format!(
-                        "; the kernel keeps {left}, written by KPO (kpo revert {id} puts {before} \
-                         back)"
+                        "; the kernel keeps {left}, written by KPO ({again})"
                     ));
                 }
                 report.status = ChangeStatus::Failed;
@@ -1178,6 +1201,22 @@ impl ChangePath {
             let why = format!(
                 "interrupted after its write read back {now}, before the value before was put back"
             );
+            // A put-back is a revert: only the deny-list stops it (a policy changed since).
+            if let Decision::Refused(r) = self.policy.decide_revert(&i.address) {
+                report.status = ChangeStatus::Failed;
+                let error = format!("{why}; not put back: {r}; KPO's {now} stays");
+                report.detail = Some(error.clone());
+                tracing::warn!("journal #{} ({}): {error}", i.id, i.address);
+                self.journal.record_outcome(
+                    i.id,
+                    Outcome::Failed {
+                        error,
+                        reconciled: true,
+                        left: Some(now),
+                    },
+                )?;
+                return Ok(report);
+            }
             let mut actuator = match self.actuators.open(&i.address) {
                 Ok(a) => a,
                 Err(e) => {
@@ -1190,7 +1229,15 @@ impl ChangePath {
                     return Ok(report);
                 }
             };
-            match self.put_back(&mut *actuator, i.id, &i.before, None, why, &mut report) {
+            match self.put_back(
+                &mut *actuator,
+                i.id,
+                &i.kind,
+                &i.before,
+                None,
+                why,
+                &mut report,
+            ) {
                 Outcome::Failed { error, left, .. } => Outcome::Failed {
                     error,
                     reconciled: true,

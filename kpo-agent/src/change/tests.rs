@@ -816,6 +816,80 @@ fn a_put_back_interrupted_by_a_crash_is_finished_at_the_next_start() {
     }
 }
 
+/// A rounded write whose put-back fails, and whose outcome the journal cannot take either (a full
+/// disk): the running agent still holds KPO's write as its own (no value check takes it for a
+/// person's), and the next start finishes the put-back from the journaled read-back.
+#[test]
+fn a_failed_put_back_the_journal_cannot_record_is_still_kpos() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    {
+        let mut kk = k.0.lock().unwrap();
+        kk.clamp.insert(SOMAX.into(), Value::Int(5000));
+        kk.refuse_revert.push(SOMAX.into());
+    }
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    // The intent and the read-back pass; the outcome's line is cut after 10 bytes.
+    p.journal.fail_an_append(2, 10);
+    let e = p.propose(&op(SOMAX, Value::Int(8192))).unwrap_err();
+    assert!(matches!(e, ChangeError::Journal(_)), "{e}");
+    assert_eq!(value(&k, SOMAX), Value::Int(5000));
+    let addr: ParamAddress = SOMAX.parse().unwrap();
+    let state = p.journal.param_state(&addr).unwrap();
+    let id = state.holding.expect("KPO's write is held");
+    assert!(state.still_holds(id, &Value::Int(5000)), "{state:?}");
+    drop(p);
+    k.0.lock().unwrap().refuse_revert.clear();
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.reconcile().unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].status, ChangeStatus::Reverted, "{}", r[0].describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+}
+
+/// An interrupted put-back of a parameter the deny-list covers now (journaled under an older
+/// list): reconciliation does not write it, and KPO's value is held as KPO's.
+#[test]
+fn an_interrupted_put_back_the_deny_list_now_refuses_is_left() {
+    const CORE: &str = "kernel.core_pattern";
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(CORE, Value::Word("core".into()))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let addr: ParamAddress = CORE.parse().unwrap();
+    let id = p
+        .journal
+        .record_intent_making_way(
+            &addr,
+            &Value::Word("core".into()),
+            &Value::Word("core.%p".into()),
+            Source::Operator,
+            "test",
+            IntentKind::Change,
+            None,
+            None,
+        )
+        .unwrap();
+    p.journal
+        .record_read_back(id, &Value::Word("core.%e".into()))
+        .unwrap();
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(CORE.into(), Value::Word("core.%e".into()));
+    drop(p);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.reconcile().unwrap();
+    let detail = r[0].detail.clone().unwrap();
+    assert_eq!(r[0].status, ChangeStatus::Failed, "{detail}");
+    assert!(detail.contains("deny-listed"), "{detail}");
+    assert_eq!(value(&k, CORE), Value::Word("core.%e".into()));
+    let state = p.journal.param_state(&addr).unwrap();
+    assert!(
+        state.still_holds(id, &Value::Word("core.%e".into())),
+        "{state:?}"
+    );
+}
+
 /// The kernel took the write but the journal cannot record the outcome (a full disk): the value
 /// before is put back, so the journal (an intent, reconciled at the next start) and the kernel
 /// agree that nothing was applied, and the caller gets the journal's error.

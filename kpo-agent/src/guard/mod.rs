@@ -397,9 +397,14 @@ impl Guard {
     /// The revert of `change_id`, for which the last window gave a `Revert` verdict, was not
     /// carried out (the write failed): the change is still there, so it is watched again, and a
     /// regression still there in the next window gives the verdict again.
-    pub fn keep_watching(&mut self, change_id: u64) {
+    /// `left`: the value the failed revert's own write left in the kernel (its put-back failed
+    /// too), which the change is now held at.
+    pub fn keep_watching(&mut self, change_id: u64, left: Option<&Value>) {
         if let Some(pos) = self.reverting.iter().position(|w| w.change_id == change_id) {
-            let w = self.reverting.remove(pos);
+            let mut w = self.reverting.remove(pos);
+            if let Some(left) = left {
+                w.value = left.clone();
+            }
             self.watches.retain(|x| x.address != w.address);
             self.watches.push(w);
         }
@@ -537,6 +542,30 @@ mod tests {
             }]
         );
         assert_eq!(guard.watching(), 0);
+    }
+
+    /// A revert that did not take is watched again; one whose own write stayed (its put-back
+    /// failed too) is watched at the value it left, which is what the journal holds the change
+    /// at, so the next window's in-place check keeps it and a regression reverts it again.
+    #[test]
+    fn a_revert_that_did_not_take_is_watched_again_at_the_value_left() {
+        for left in [None, Some(Value::Int(5000))] {
+            let mut guard = Guard::new(GuardConfig::default());
+            let before = health(&[(HealthSignal::RequestP99, 800.0)]);
+            watch(&mut guard, 7, Value::Int(4096), before);
+            let bad = health(&[(HealthSignal::RequestP99, 1500.0)]);
+            assert!(observe(&mut guard, &bad).is_empty());
+            assert_eq!(observe(&mut guard, &bad).len(), 1);
+            guard.keep_watching(7, left.as_ref());
+            let held_at = left.clone().unwrap_or(Value::Int(4096));
+            guard.retain_in_place(|id, _, value| id == 7 && value == &held_at);
+            assert_eq!(guard.watching(), 1, "{left:?}");
+            // Still regressing in the next window: the verdict again at once.
+            match observe(&mut guard, &bad).as_slice() {
+                [Verdict::Revert { value, .. }] => assert_eq!(value, &held_at),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -239,11 +239,12 @@ pub struct ParamState {
     pub original_id: Option<u64>,
     /// Applied changes (id, time), oldest first.
     pub applied: Vec<(u64, u64)>,
-    /// The last value KPO applied and read back.
+    /// The last value KPO applied and read back (or that a write whose put-back failed left).
     pub last_applied: Option<Value>,
-    /// The change whose value the kernel has from KPO: set by an applied change, cleared by a
-    /// revert that took effect, a yield or a reboot (a change put back after a failed read-back
-    /// leaves it: the kernel still has this change's value).
+    /// The change whose value the kernel has from KPO: set by an applied change (or one whose
+    /// put-back failed, leaving its write), cleared by a revert that took effect, a yield or a
+    /// reboot (a change put back after a failed read-back leaves it: the kernel still has this
+    /// change's value).
     pub holding: Option<u64>,
     /// Set while yielded to a person: who and when.
     pub yielded: Option<(String, u64)>,
@@ -269,8 +270,8 @@ impl ParamState {
     }
 
     /// Whether change `change_id`, which set `value`, is what the kernel has from KPO now: the
-    /// latest change KPO applied to this parameter, in this boot, not reverted nor yielded to
-    /// someone else since.
+    /// latest change KPO applied to this parameter (or left there by a failed put-back), in this
+    /// boot, not reverted nor yielded to someone else since.
     pub fn still_holds(&self, change_id: u64, value: &Value) -> bool {
         self.holding == Some(change_id)
             && self.last_applied.as_ref() == Some(value)
@@ -460,6 +461,8 @@ impl Journal {
                     matches!(later.kind, IntentKind::Revert { .. })
                         && read_back.as_ref() != Some(&later.before)
                 }
+                // Its put-back failed: its write is what the kernel has.
+                Some((_, Outcome::Failed { left: Some(_), .. })) => true,
                 _ => false,
             })
     }

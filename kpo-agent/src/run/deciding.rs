@@ -336,6 +336,7 @@ impl Deciding {
                 let why = format!("the guard saw {signal:?} go from {before} to {after}");
                 // The revert first: killed between the two, the host is back to its value and
                 // at worst the value is not quarantined, never quarantined while still applied.
+                let mut left = None;
                 let done = match self.path.revert_own(*change_id, Source::Guard, &why) {
                     Ok(r) => {
                         info!("guard: {}", r.describe());
@@ -346,6 +347,11 @@ impl Deciding {
                         ));
                         // Not done while the change is still what the kernel has from KPO: the
                         // write failed, or read back wrong and the change's value was put back.
+                        // A failed revert whose put-back failed too leaves its own write, which
+                        // the change is held at now.
+                        if r.status == ChangeStatus::Failed {
+                            left = r.read_back.clone();
+                        }
                         let journal = &self.path.journal;
                         r.status != ChangeStatus::Failed
                             && !in_place(journal)(*change_id, &r.address, value)
@@ -358,13 +364,21 @@ impl Deciding {
                 if !done {
                     // The change is still there: watched again, reverted at the next regressing
                     // window, and its value not quarantined while it is applied.
-                    self.guard.keep_watching(*change_id);
+                    self.guard.keep_watching(*change_id, left.as_ref());
                     events.extend(self.take_events());
                     events.push(Event::Guard(verdict));
                     continue;
                 }
                 if let Ok(addr) = address.parse::<ParamAddress>() {
                     let quarantine = self.path.policy.guard.quarantine;
+                    // The value the change asked for, which an advisor would propose again (the
+                    // watch's may be what a first, failed revert left).
+                    let asked = self
+                        .path
+                        .journal
+                        .intent(*change_id)
+                        .map(|i| i.after.clone());
+                    let value = asked.as_ref().unwrap_or(value);
                     if let Err(e) = self.path.journal.quarantine(&addr, value, quarantine, &why) {
                         warn!("journal: quarantine of {address}: {e}");
                     }
