@@ -717,7 +717,8 @@ impl ChangePath {
                             // value check takes it for a person's (the next start reconciles it).
                             let error = format!(
                                 "the journal could not record the outcome ({e}), and putting \
-                                 back {before} failed: {w}"
+                                 back {before} failed: {w}; the kernel keeps {now}, written by \
+                                 KPO (kpo revert {id} puts {before} back)"
                             );
                             self.journal.fold_unrecorded(
                                 id,

@@ -397,13 +397,13 @@ impl Guard {
     /// The revert of `change_id`, for which the last window gave a `Revert` verdict, was not
     /// carried out (the write failed): the change is still there, so it is watched again, and a
     /// regression still there in the next window gives the verdict again.
-    /// `left`: the value the failed revert's own write left in the kernel (its put-back failed
-    /// too), which the change is now held at.
-    pub fn keep_watching(&mut self, change_id: u64, left: Option<&Value>) {
+    /// `held`: the value the journal holds the change at now (a failed revert's own write, when
+    /// its put-back failed too).
+    pub fn keep_watching(&mut self, change_id: u64, held: Option<&Value>) {
         if let Some(pos) = self.reverting.iter().position(|w| w.change_id == change_id) {
             let mut w = self.reverting.remove(pos);
-            if let Some(left) = left {
-                w.value = left.clone();
+            if let Some(held) = held {
+                w.value = held.clone();
             }
             self.watches.retain(|x| x.address != w.address);
             self.watches.push(w);

@@ -336,8 +336,7 @@ impl Deciding {
                 let why = format!("the guard saw {signal:?} go from {before} to {after}");
                 // The revert first: killed between the two, the host is back to its value and
                 // at worst the value is not quarantined, never quarantined while still applied.
-                let mut left = None;
-                let done = match self.path.revert_own(*change_id, Source::Guard, &why) {
+                match self.path.revert_own(*change_id, Source::Guard, &why) {
                     Ok(r) => {
                         info!("guard: {}", r.describe());
                         events.extend(super::yielding::after_own_revert(
@@ -345,26 +344,22 @@ impl Deciding {
                             &mut self.guard,
                             &r,
                         ));
-                        // Not done while the change is still what the kernel has from KPO: the
-                        // write failed, or read back wrong and the change's value was put back.
-                        // A failed revert whose put-back failed too leaves its own write, which
-                        // the change is held at now.
-                        if r.status == ChangeStatus::Failed {
-                            left = r.read_back.clone();
-                        }
-                        let journal = &self.path.journal;
-                        r.status != ChangeStatus::Failed
-                            && !in_place(journal)(*change_id, &r.address, value)
                     }
-                    Err(e) => {
-                        warn!("guard: reverting #{change_id}: {e}");
-                        false
-                    }
-                };
-                if !done {
-                    // The change is still there: watched again, reverted at the next regressing
-                    // window, and its value not quarantined while it is applied.
-                    self.guard.keep_watching(*change_id, left.as_ref());
+                    Err(e) => warn!("guard: reverting #{change_id}: {e}"),
+                }
+                // Not done while the journal still holds the change: the write failed, or read
+                // back wrong and the change's value was put back, or its put-back failed too and
+                // left a value of KPO's own (whatever the journal could record of it).
+                let held = address
+                    .parse::<ParamAddress>()
+                    .ok()
+                    .and_then(|a| self.path.journal.param_state(&a))
+                    .filter(|p| p.holding == Some(*change_id) && p.yielded.is_none())
+                    .and_then(|p| p.last_applied.clone());
+                if let Some(held) = held {
+                    // The change is still there: watched again at the value held, reverted at
+                    // the next regressing window, and its value not quarantined while applied.
+                    self.guard.keep_watching(*change_id, Some(&held));
                     events.extend(self.take_events());
                     events.push(Event::Guard(verdict));
                     continue;
