@@ -43,15 +43,26 @@ struct Machine {
     /// The lowest frequency the policy allows (refuses below it for good), if any.
     floor_mhz: Option<f64>,
     refused: Arc<Mutex<usize>>,
+    /// Converge moves refused for now (a cooldown, the hourly limit) before one is allowed.
+    converge_refusals: Arc<Mutex<usize>>,
 }
 
 impl Knobs for Machine {
-    fn try_config(&mut self, from: &[f64], to: &[f64], _why: ChangeReason) -> Tried {
+    fn try_config(&mut self, from: &[f64], to: &[f64], why: ChangeReason) -> Tried {
         assert_eq!(
             from,
             self.state.lock().unwrap().as_slice(),
             "the loop knows the state"
         );
+        let mut left = self.converge_refusals.lock().unwrap();
+        if why == ChangeReason::Converge && *left > 0 {
+            *left -= 1;
+            return Tried::Refused {
+                reason: "cooldown".into(),
+                retry: true,
+            };
+        }
+        drop(left);
         if self.floor_mhz.is_some_and(|f| to[1] < f) {
             *self.refused.lock().unwrap() += 1;
             return Tried::Refused {
@@ -113,13 +124,18 @@ struct Rig {
 impl Rig {
     /// Start: rx-usecs 0, maximum frequency 3000 MHz, 1000 req/s.
     fn new(floor_mhz: Option<f64>) -> Self {
+        Self::starting_at(vec![0.0, 3000.0], floor_mhz)
+    }
+
+    fn starting_at(start: Vec<f64>, floor_mhz: Option<f64>) -> Self {
         let machine = Machine {
-            state: Arc::new(Mutex::new(vec![0.0, 3000.0])),
+            state: Arc::new(Mutex::new(start.clone())),
             history: Arc::default(),
             floor_mhz,
             refused: Arc::default(),
+            converge_refusals: Arc::default(),
         };
-        let lo = LiveOptimizer::new(Self::space(), vec![0.0, 3000.0], Self::config()).unwrap();
+        let lo = LiveOptimizer::new(Self::space(), start, Self::config()).unwrap();
         Rig {
             lo,
             server: Server {
@@ -365,4 +381,75 @@ fn refused_configurations_are_never_applied() {
     }
     // The optimum (40 µs, 1800 MHz) is allowed, so it is still found.
     assert_near_optimum(rig.lo.held().unwrap(), 1000.0);
+}
+
+/// The search converged but moving to its best was refused for now (a cooldown): the last trial is
+/// not left applied; the best is tried again each trial and held once allowed.
+#[test]
+fn a_best_refused_for_now_is_applied_once_allowed() {
+    // A start from which the search's last trial is not its best (found by trying starts; the
+    // search is deterministic).
+    let mut rig = Rig::starting_at(vec![50.0, 2000.0], None);
+    *rig.machine.converge_refusals.lock().unwrap() = 2;
+    run_until_holding(&mut rig, 60);
+    let best = rig.lo.optimizer().best_feasible().unwrap().point;
+    assert_eq!(*rig.machine.converge_refusals.lock().unwrap(), 1);
+    assert_ne!(rig.state(), best, "the last trial is still applied");
+    rig.step();
+    assert_eq!(*rig.machine.converge_refusals.lock().unwrap(), 0);
+    assert_ne!(rig.state(), best, "refused once more");
+    rig.step();
+    assert_eq!(rig.state(), best);
+    assert_eq!(rig.lo.held(), Some(best.as_slice()));
+}
+
+/// A start that breaks the SLO, with nothing known to meet it: the loop changes nothing (no
+/// configuration is known to be safer) and learns the start once, however long it stays there.
+#[test]
+fn a_start_that_breaks_the_slo_is_left_and_learned_once() {
+    // 100 µs at 1200 MHz: p99 460 µs against 300.
+    let mut rig = Rig::starting_at(vec![100.0, 1200.0], None);
+    let events = rig.run(30);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, LiveEvent::SloBreach { .. }))
+            .count(),
+        30
+    );
+    assert!(rig.history().is_empty(), "{:?}", rig.history());
+    assert_eq!(rig.lo.optimizer().observations().len(), 1);
+}
+
+/// A trial the loop could not measure (no energy reading) that breaks the SLO goes back at once,
+/// as a measured one does; one within the SLO changes nothing.
+#[test]
+fn an_unmeasured_trial_that_breaks_the_slo_goes_back() {
+    let mut rig = Rig::new(None);
+    rig.run(4);
+    let before = rig.state();
+    assert!(rig
+        .lo
+        .breach_unmeasured(SLO_P99 - 1.0, 1000.0, &mut rig.machine)
+        .is_empty());
+    assert_eq!(rig.state(), before);
+    let target = rig
+        .lo
+        .optimizer()
+        .best_feasible()
+        .map_or_else(|| rig.lo.start().to_vec(), |o| o.point);
+    assert_ne!(before, target, "the trial held is not the best");
+    let events = rig
+        .lo
+        .breach_unmeasured(SLO_P99 + 100.0, 1000.0, &mut rig.machine);
+    assert!(
+        matches!(events[0], LiveEvent::SloBreach { .. }),
+        "{events:?}"
+    );
+    assert!(
+        matches!(&events[1], LiveEvent::Reverted { to, .. } if *to == target),
+        "{events:?}"
+    );
+    assert_eq!(rig.state(), target);
+    assert_eq!(rig.lo.current(), target.as_slice());
 }

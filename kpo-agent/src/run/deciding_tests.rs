@@ -1451,3 +1451,62 @@ on_exit = "revert"
     rig.record(&events);
     assert_eq!(rig.nic_now(), persons);
 }
+
+/// A trial whose window has no usable energy (here an estimate the loop may not run on) is not a
+/// measurement, but it is still held to the SLO: one that breaks it goes back at once.
+#[test]
+fn an_unmeasured_trial_that_breaks_the_slo_is_reverted() {
+    let mut rig = Rig::new(&policy(""), true, "");
+    rig.window();
+    let trial = (rig.max_freq(), rig.rx());
+    assert_ne!(trial, (3_000_000, 0), "the first trial moved the knobs");
+    let p99 = 80.0 + 2.0 * trial.1 as f64 + 216_000.0 / (trial.0 as f64 / 1000.0);
+    assert!(
+        p99 > SLO_US,
+        "the trial {trial:?} breaks the SLO ({p99} µs)"
+    );
+    rig.estimated = true;
+    rig.window();
+    assert!(rig
+        .live
+        .iter()
+        .any(|e| matches!(e, LiveEvent::Unmeasured { .. })));
+    assert!(rig
+        .live
+        .iter()
+        .any(|e| matches!(e, LiveEvent::SloBreach { .. })));
+    assert_eq!(
+        (rig.max_freq(), rig.rx()),
+        (3_000_000, 0),
+        "back to the start"
+    );
+    rig.assert_schema();
+}
+
+/// With several windows per trial, a window that breaks the SLO ends its trial at once: the loop
+/// goes back after that window, not at the trial's end.
+#[test]
+fn a_window_that_breaks_the_slo_ends_its_trial() {
+    let mut rig = Rig::new(&policy(""), true, "windows_per_trial = 3");
+    for _ in 0..3 {
+        rig.window();
+    }
+    let trial = (rig.max_freq(), rig.rx());
+    assert_ne!(trial, (3_000_000, 0), "the first trial moved the knobs");
+    let p99 = 80.0 + 2.0 * trial.1 as f64 + 216_000.0 / (trial.0 as f64 / 1000.0);
+    assert!(
+        p99 > SLO_US,
+        "the trial {trial:?} breaks the SLO ({p99} µs)"
+    );
+    rig.window();
+    assert!(rig
+        .live
+        .iter()
+        .any(|e| matches!(e, LiveEvent::SloBreach { .. })));
+    assert_eq!(
+        (rig.max_freq(), rig.rx()),
+        (3_000_000, 0),
+        "back to the start"
+    );
+    rig.assert_schema();
+}

@@ -134,6 +134,16 @@ struct Trial {
     source: Option<EnergySource>,
 }
 
+/// One window's timed requests on the SLO port.
+#[derive(Debug, Clone)]
+struct Timed {
+    /// The SLO's percentile, the worst over the port's services.
+    latency_us: f64,
+    /// Requests in the window (scaled up from the sensor's sampled fraction).
+    requests: f64,
+    requests_per_s: f64,
+}
+
 /// The live loop, running in the agent.
 pub struct AgentOptimizer {
     settings: OptimizerSettings,
@@ -314,15 +324,35 @@ impl AgentOptimizer {
                 reason,
             }];
         }
-        if let Err(reason) = self.add(window) {
-            if self.unmeasured.as_ref() == Some(&reason) {
-                return Vec::new();
+        let timed = self.timed(window);
+        let max_us = self.settings.slo_max_us.unwrap_or(f64::INFINITY);
+        let breached = timed.as_ref().is_ok_and(|t| t.latency_us > max_us);
+        if let Err(reason) = timed.clone().and_then(|t| self.add(window, &t)) {
+            let mut events = Vec::new();
+            if let (true, Ok(t)) = (breached, &timed) {
+                // Not a measurement (no energy reading), but the SLO still holds the trial to
+                // account: back at once.
+                self.trial = Trial::default();
+                let mut knobs = PathKnobs {
+                    path,
+                    guard,
+                    baseline: window,
+                    addresses: &self.addresses,
+                    made: &mut self.made,
+                };
+                events = self
+                    .live
+                    .breach_unmeasured(t.latency_us, t.requests_per_s, &mut knobs);
             }
-            self.unmeasured = Some(reason.clone());
-            return vec![LiveEvent::Unmeasured { reason }];
+            if self.unmeasured.as_ref() != Some(&reason) {
+                self.unmeasured = Some(reason.clone());
+                events.insert(0, LiveEvent::Unmeasured { reason });
+            }
+            return events;
         }
         self.unmeasured = None;
-        if self.trial.windows < self.settings.windows_per_trial {
+        // A window that breaks the SLO ends its trial at once: the step goes back.
+        if self.trial.windows < self.settings.windows_per_trial && !breached {
             return Vec::new();
         }
         let trial = std::mem::take(&mut self.trial);
@@ -352,9 +382,47 @@ impl AgentOptimizer {
         }
     }
 
-    /// Adds one window to the trial, or says why it is not a measurement.
-    fn add(&mut self, w: &Window) -> Result<(), String> {
+    /// The SLO's percentile of the window's timed requests on the SLO port (the worst over the
+    /// port's services), and their rate, or why there is none.
+    fn timed(&self, w: &Window) -> Result<Timed, String> {
         let port = self.settings.slo_port.unwrap_or(0);
+        let timed: Vec<_> = w
+            .request_latency
+            .iter()
+            .filter(|r| r.port == port && r.latency.samples > 0)
+            .collect();
+        if timed.is_empty() || w.sampled_fraction <= 0.0 || w.duration_s <= 0.0 {
+            return Err(format!(
+                "no request timed on port {port} in the window (no traffic, or the \
+                 request_latency sensor is off)"
+            ));
+        }
+        let percentiles: Vec<f64> = timed
+            .iter()
+            .map(|r| match self.settings.slo_percentile {
+                Percentile::P50 => r.latency.p50_us,
+                Percentile::P90 => r.latency.p90_us,
+                Percentile::P99 => r.latency.p99_us,
+            })
+            .collect();
+        if percentiles.iter().any(|v| !v.is_finite()) {
+            return Err(format!(
+                "the request latency on port {port} is not a number ({percentiles:?})"
+            ));
+        }
+        let sampled: u64 = timed.iter().map(|r| r.latency.samples).sum();
+        // The sensor is duty-cycled: its count covers the sampled fraction of the window.
+        let requests = sampled as f64 / w.sampled_fraction;
+        Ok(Timed {
+            latency_us: percentiles.into_iter().fold(0.0, f64::max),
+            requests,
+            requests_per_s: requests / w.duration_s,
+        })
+    }
+
+    /// Adds one window (its timed requests `t`) to the trial, or says why it is not a
+    /// measurement.
+    fn add(&mut self, w: &Window, t: &Timed) -> Result<(), String> {
         let energy = w.energy.as_ref().ok_or("the agent has no energy source")?;
         let joules = energy.joules.ok_or_else(|| {
             format!(
@@ -370,35 +438,14 @@ impl AgentOptimizer {
                     .into(),
             );
         }
-        let timed: Vec<_> = w
-            .request_latency
-            .iter()
-            .filter(|r| r.port == port && r.latency.samples > 0)
-            .collect();
-        if timed.is_empty() || w.sampled_fraction <= 0.0 {
-            return Err(format!(
-                "no request timed on port {port} in the window (no traffic, or the \
-                 request_latency sensor is off)"
-            ));
-        }
-        let latency = timed
-            .iter()
-            .map(|r| match self.settings.slo_percentile {
-                Percentile::P50 => r.latency.p50_us,
-                Percentile::P90 => r.latency.p90_us,
-                Percentile::P99 => r.latency.p99_us,
-            })
-            .fold(0.0, f64::max);
-        let sampled: u64 = timed.iter().map(|r| r.latency.samples).sum();
-        let t = &mut self.trial;
-        t.windows += 1;
-        t.energy_j += joules;
-        // The sensor is duty-cycled: its count covers the sampled fraction of the window.
-        t.requests += sampled as f64 / w.sampled_fraction;
-        t.seconds += w.duration_s;
-        t.latency_us = t.latency_us.max(latency);
+        let trial = &mut self.trial;
+        trial.windows += 1;
+        trial.energy_j += joules;
+        trial.requests += t.requests;
+        trial.seconds += w.duration_s;
+        trial.latency_us = trial.latency_us.max(t.latency_us);
         // An estimate anywhere in the trial makes the trial's energy an estimate.
-        t.source = match (t.source, energy.source) {
+        trial.source = match (trial.source, energy.source) {
             (Some(EnergySource::Estimated), _) => Some(EnergySource::Estimated),
             (_, s) => Some(s),
         };

@@ -331,6 +331,12 @@ pub struct LiveOptimizer {
     /// The last proposal was refused for now: the next measurement repeats the current
     /// configuration and is not learned again.
     waiting: bool,
+    /// The configuration last told to the model: told once, however many trials it is held
+    /// (a start that breaks the SLO with nothing better known stays where it is).
+    last_told: Option<Vec<f64>>,
+    /// The best found when the search converged, not applied yet (its apply was refused for
+    /// now: a cooldown, the hourly limit): tried again each trial, with its objective.
+    pending_best: Option<(Vec<f64>, Option<f64>)>,
 }
 
 impl LiveOptimizer {
@@ -363,6 +369,8 @@ impl LiveOptimizer {
             hold_sum: 0.0,
             restarts: 0,
             waiting: false,
+            last_told: None,
+            pending_best: None,
         })
     }
 
@@ -410,6 +418,8 @@ impl LiveOptimizer {
         self.hold_sum = 0.0;
         self.restarts += 1;
         self.waiting = false;
+        self.last_told = None;
+        self.pending_best = None;
         ev.push(LiveEvent::Restarted {
             reason: reason.to_string(),
         });
@@ -466,10 +476,14 @@ impl LiveOptimizer {
 
         // 2. Learn.
         let current = self.current.clone();
-        let learned = self.phase == Phase::Exploring && !self.waiting && self.learnable(&current);
+        let learned = self.phase == Phase::Exploring
+            && !self.waiting
+            && self.last_told.as_ref() != Some(&current)
+            && self.learnable(&current);
         if learned {
             self.opt.tell(&current, objective, &slo.values(m))?;
             self.evaluations += 1;
+            self.last_told = Some(current.clone());
         }
         self.waiting = false;
         ev.push(LiveEvent::Measured {
@@ -490,26 +504,7 @@ impl LiveOptimizer {
                 latency_us: m.latency_us,
                 throughput_rps: m.throughput_rps(),
             });
-            let target = self
-                .opt
-                .best_feasible()
-                .map_or_else(|| self.start.clone(), |o| o.point);
-            if target != self.current {
-                match knobs.revert_to(&self.current, &target) {
-                    Ok(()) => {
-                        ev.push(LiveEvent::Reverted {
-                            from: self.current.clone(),
-                            to: target.clone(),
-                        });
-                        self.current = target;
-                    }
-                    Err(error) => ev.push(LiveEvent::RevertFailed {
-                        from: self.current.clone(),
-                        to: target,
-                        error,
-                    }),
-                }
-            }
+            self.go_back(knobs, ev);
             return Ok(());
         }
 
@@ -517,6 +512,65 @@ impl LiveOptimizer {
         match self.phase {
             Phase::Exploring => self.explore(knobs, ev),
             Phase::Holding => self.hold(m, knobs, ev),
+        }
+    }
+
+    /// A trial that could not be measured (no energy reading) still broke the latency SLO:
+    /// back at once, as [`Self::step`] would, without learning anything from it.
+    pub fn breach_unmeasured(
+        &mut self,
+        latency_us: f64,
+        throughput_rps: f64,
+        knobs: &mut dyn Knobs,
+    ) -> Vec<LiveEvent> {
+        let mut ev = Vec::new();
+        if self
+            .config
+            .slo
+            .latency_us_max
+            .is_none_or(|max| latency_us <= max)
+        {
+            return ev;
+        }
+        if self.phase == Phase::Holding {
+            self.restart(
+                self.ref_load.unwrap_or(throughput_rps),
+                "held configuration broke the SLO",
+                &mut ev,
+            );
+        }
+        ev.push(LiveEvent::SloBreach {
+            config: self.current.clone(),
+            latency_us,
+            throughput_rps,
+        });
+        self.go_back(knobs, &mut ev);
+        ev
+    }
+
+    /// Back to the best feasible configuration measured, or the start; nothing to do when that
+    /// is the configuration held.
+    fn go_back(&mut self, knobs: &mut dyn Knobs, ev: &mut Vec<LiveEvent>) {
+        let target = self
+            .opt
+            .best_feasible()
+            .map_or_else(|| self.start.clone(), |o| o.point);
+        if target == self.current {
+            return;
+        }
+        match knobs.revert_to(&self.current, &target) {
+            Ok(()) => {
+                ev.push(LiveEvent::Reverted {
+                    from: self.current.clone(),
+                    to: target.clone(),
+                });
+                self.current = target;
+            }
+            Err(error) => ev.push(LiveEvent::RevertFailed {
+                from: self.current.clone(),
+                to: target,
+                error,
+            }),
         }
     }
 
@@ -596,10 +650,13 @@ impl LiveOptimizer {
                 }
                 Tried::Refused { reason, retry } => {
                     ev.push(LiveEvent::Refused {
-                        config: best,
+                        config: best.clone(),
                         reason,
                         retry,
                     });
+                    if retry {
+                        self.pending_best = Some((best, objective));
+                    }
                     self.held = Some((self.current.clone(), None));
                     return Ok(());
                 }
@@ -623,6 +680,34 @@ impl LiveOptimizer {
         knobs: &mut dyn Knobs,
         ev: &mut Vec<LiveEvent>,
     ) -> Result<(), LiveError> {
+        if let Some((best, expected)) = self.pending_best.take() {
+            // Converged, but the best was refused for now: the last trial is still applied.
+            match knobs.try_config(&self.current, &best, ChangeReason::Converge) {
+                Tried::Applied => {
+                    ev.push(LiveEvent::Applied {
+                        config: best.clone(),
+                        proposal: ProposalKind::ExpectedImprovement,
+                    });
+                    self.current = best.clone();
+                    self.held = Some((best, expected));
+                }
+                Tried::Refused { reason, retry } => {
+                    ev.push(LiveEvent::Refused {
+                        config: best.clone(),
+                        reason,
+                        retry,
+                    });
+                    if retry {
+                        self.pending_best = Some((best, expected));
+                    }
+                }
+                Tried::Failed { error } => ev.push(LiveEvent::ApplyFailed {
+                    config: best,
+                    error,
+                }),
+            }
+            return Ok(());
+        }
         let objective = self.config.objective.value(m);
         self.hold_windows += 1;
         self.hold_sum += objective;
