@@ -1510,3 +1510,62 @@ fn a_window_that_breaks_the_slo_ends_its_trial() {
     );
     rig.assert_schema();
 }
+
+/// A glob over cpufreq policies is one knob: intel_pstate has a policy per CPU, and a dimension
+/// each would make a search no budget can cover (with 16, the candidates would not even fit).
+/// Every policy takes each trial's value, and an SLO breach puts every one back.
+#[test]
+fn one_knob_moves_every_cpufreq_policy_its_entry_matches() {
+    let rig = Rig::new(&policy(""), true, "");
+    let base = rig._tmp.path().join("sys/devices/system/cpu/cpufreq");
+    for n in 1..16 {
+        let dir = base.join(format!("policy{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in [
+            "cpuinfo_min_freq",
+            "cpuinfo_max_freq",
+            "scaling_min_freq",
+            "scaling_max_freq",
+        ] {
+            std::fs::copy(base.join("policy0").join(f), dir.join(f)).unwrap();
+        }
+    }
+    let max_freqs = || -> Vec<i64> {
+        (0..16)
+            .map(|n| {
+                std::fs::read_to_string(base.join(format!("policy{n}/scaling_max_freq")))
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let mut rig = rig.restarted();
+    let started = rig
+        .json
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "started")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        started["knobs"],
+        serde_json::json!(["cpufreq:*:scaling_max_freq", "ethtool:eth0:rx-usecs"]),
+        "{started}"
+    );
+    rig.window();
+    let trial = rig.max_freq();
+    assert_ne!(trial, 3_000_000, "the first trial moved the frequency");
+    assert_eq!(max_freqs(), vec![trial; 16]);
+    let p99 = 80.0 + 2.0 * rig.rx() as f64 + 216_000.0 / (trial as f64 / 1000.0);
+    assert!(p99 > SLO_US, "the trial breaks the SLO ({p99} µs)");
+    rig.window();
+    assert_eq!(max_freqs(), vec![3_000_000; 16], "every policy put back");
+    assert_eq!(
+        rig.intents().len(),
+        2 * (16 + 1),
+        "16 policies and the NIC, there and back"
+    );
+    rig.assert_schema();
+}

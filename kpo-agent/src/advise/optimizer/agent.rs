@@ -1,7 +1,8 @@
 //! The live loop inside `kpo run`: which knobs it moves, how a window becomes a measurement, and
 //! how its configurations reach the kernel (docs/optimizer.md, "The live loop in the agent").
 //!
-//! - **Knobs** come from the policy: every numeric cpufreq or coalescing parameter
+//! - **Knobs** come from the policy (one per entry and attribute: what a glob matches moves
+//!   together): every numeric cpufreq or coalescing parameter
 //!   (`scaling_max_freq`, `scaling_min_freq`, `rx-usecs`, `tx-usecs`, `rx-frames`, `tx-frames`)
 //!   that a `[params."NAME"]` entry (a name or a glob) gives to the optimizer: `sources` includes
 //!   `optimizer`, mode `auto`, and `min` and `max` set (mode `recommend` is left out, with the
@@ -115,10 +116,37 @@ impl OptimizerSettings {
 const CPUFREQ_KNOBS: [&str; 2] = ["scaling_max_freq", "scaling_min_freq"];
 const COALESCE_KNOBS: [&str; 4] = ["rx-usecs", "tx-usecs", "rx-frames", "tx-frames"];
 
-/// One change the loop made, kept so that the loop can go back to `before` through the journal.
+/// One dimension of the search: the parameters one policy entry gives the optimizer for one
+/// attribute, moved together (under `cpufreq:*:scaling_max_freq`, every cpufreq policy's limit).
+/// A dimension per cpufreq policy would search 64 dimensions on a 64-CPU machine (intel_pstate
+/// has a policy per CPU): no budget explores that, and its candidates would not fit.
+#[derive(Debug, Clone)]
+struct Knob {
+    /// The address for one parameter; for several, the attribute with `*` for the target.
+    name: String,
+    members: Vec<ParamAddress>,
+}
+
+impl Knob {
+    fn new(members: Vec<ParamAddress>) -> Knob {
+        let first = members[0].to_string();
+        let name = match (members.len(), first.split_once(':')) {
+            (1, _) | (_, None) => first,
+            (_, Some((family, rest))) => {
+                let attr = rest.rsplit_once(':').map_or(rest, |(_, a)| a);
+                format!("{family}:*:{attr}")
+            }
+        };
+        Knob { name, members }
+    }
+}
+
+/// One change the loop made to one member of a knob, kept so that the loop can go back through
+/// the journal to `before`, the knob's value then.
 #[derive(Debug, Clone)]
 struct Made {
     knob: usize,
+    address: ParamAddress,
     id: u64,
     before: i64,
 }
@@ -147,7 +175,8 @@ struct Timed {
 /// The live loop, running in the agent.
 pub struct AgentOptimizer {
     settings: OptimizerSettings,
-    addresses: Vec<ParamAddress>,
+    knobs: Vec<Knob>,
+    /// The journal keys of every knob's members.
     keys: Vec<String>,
     live: LiveOptimizer,
     made: Vec<Made>,
@@ -187,22 +216,34 @@ impl AgentOptimizer {
         };
         let mut specs = Vec::new();
         let mut start = Vec::new();
-        let mut addresses = Vec::new();
-        for (address, min, max) in candidates {
-            match path.read(&address) {
-                Ok(Value::Int(now)) => {
-                    specs.push(KnobSpec::discrete(
-                        address.to_string(),
-                        grid(min, max, settings.levels),
-                    ));
-                    start.push(now as f64);
-                    addresses.push(address);
+        let mut knobs = Vec::new();
+        for group in candidates {
+            let mut members = Vec::new();
+            let mut values = Vec::new();
+            for address in group.members {
+                match path.read(&address) {
+                    Ok(Value::Int(now)) => {
+                        values.push(now);
+                        members.push(address);
+                    }
+                    Ok(other) => problems.push(format!("{address}: {other:?} is not one integer")),
+                    Err(e) => problems.push(e.to_string()),
                 }
-                Ok(other) => problems.push(format!("{address}: {other:?} is not one integer")),
-                Err(e) => problems.push(e.to_string()),
             }
+            // Members that differ (set apart before the agent started) start the knob at the
+            // highest of them; the first trial sets them all.
+            let Some(&now) = values.iter().max() else {
+                continue;
+            };
+            let knob = Knob::new(members);
+            specs.push(KnobSpec::discrete(
+                knob.name.clone(),
+                grid(group.min, group.max, settings.levels),
+            ));
+            start.push(now as f64);
+            knobs.push(knob);
         }
-        if addresses.is_empty() {
+        if knobs.is_empty() {
             return Err(Off(format!(
                 "no knob the policy gives the optimizer can be used here: {}",
                 problems.join("; ")
@@ -231,11 +272,14 @@ impl AgentOptimizer {
             windows_per_trial: settings.windows_per_trial,
             left_out: problems,
         };
-        let keys = addresses.iter().map(target_key).collect();
+        let keys = knobs
+            .iter()
+            .flat_map(|k| k.members.iter().map(target_key))
+            .collect();
         Ok(Some((
             AgentOptimizer {
                 settings: settings.clone(),
-                addresses,
+                knobs,
                 keys,
                 live,
                 made: Vec::new(),
@@ -250,7 +294,7 @@ impl AgentOptimizer {
 
     /// The knobs, in the order of every configuration in the loop's events.
     pub fn knobs(&self) -> Vec<String> {
-        self.addresses.iter().map(ToString::to_string).collect()
+        self.knobs.iter().map(|k| k.name.clone()).collect()
     }
 
     /// The live loop's state.
@@ -276,13 +320,20 @@ impl AgentOptimizer {
         };
     }
 
+    /// Each knob's value: its members' (the highest, should they differ).
     fn read(&self, path: &ChangePath) -> Result<Vec<f64>, String> {
-        self.addresses
+        self.knobs
             .iter()
-            .map(|a| match path.read(a) {
-                Ok(Value::Int(v)) => Ok(v as f64),
-                Ok(other) => Err(format!("{a}: {other:?} is not one integer")),
-                Err(e) => Err(e.to_string()),
+            .map(|k| {
+                let mut highest = i64::MIN;
+                for a in &k.members {
+                    match path.read(a) {
+                        Ok(Value::Int(v)) => highest = highest.max(v),
+                        Ok(other) => return Err(format!("{a}: {other:?} is not one integer")),
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                Ok(highest as f64)
             })
             .collect()
     }
@@ -337,7 +388,7 @@ impl AgentOptimizer {
                     path,
                     guard,
                     baseline: window,
-                    addresses: &self.addresses,
+                    knobs: &self.knobs,
                     made: &mut self.made,
                 };
                 events = self
@@ -368,7 +419,7 @@ impl AgentOptimizer {
             path,
             guard,
             baseline: window,
-            addresses: &self.addresses,
+            knobs: &self.knobs,
             made: &mut self.made,
         };
         match self.live.step(&m, &mut knobs) {
@@ -463,11 +514,20 @@ fn grid(min: i64, max: i64, levels: usize) -> Vec<f64> {
     v
 }
 
-/// Every (address, min, max) the policy gives the optimizer, and the problems found on the way
-/// (a parameter the machine does not have, bounds missing).
-fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<(ParamAddress, i64, i64)>, Vec<String>) {
+/// The parameters one policy entry gives the optimizer for one attribute, within its bounds.
+struct Group {
+    members: Vec<ParamAddress>,
+    min: i64,
+    max: i64,
+}
+
+/// Every group of parameters the policy gives the optimizer (one per entry and attribute), and
+/// the problems found on the way (a parameter the machine does not have, bounds missing).
+fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<Group>, Vec<String>) {
     let policy = &path.policy;
     let mut out: Vec<(ParamAddress, i64, i64)> = Vec::new();
+    // (entry line, attribute) of each address in `out`.
+    let mut group_of: Vec<(usize, String)> = Vec::new();
     let mut problems = Vec::new();
     for rule in &policy.params {
         let family = if rule.name.starts_with("cpufreq:") {
@@ -543,6 +603,8 @@ fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<(ParamAddress, i64, i
             }
             match (&rule.min, &rule.max) {
                 (Some(Bound::All(lo)), Some(Bound::All(hi))) if lo < hi => {
+                    let attr = name.rsplit(':').next().unwrap_or_default().to_string();
+                    group_of.push((rule.line, attr));
                     out.push((address, *lo, *hi))
                 }
                 _ => problems.push(format!(
@@ -556,7 +618,21 @@ fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<(ParamAddress, i64, i
             problems.push(format!("{}: no such parameter on this machine", rule.name));
         }
     }
-    (out, problems)
+    let mut groups: Vec<((usize, String), Group)> = Vec::new();
+    for ((address, min, max), key) in out.into_iter().zip(group_of) {
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.members.push(address),
+            None => groups.push((
+                key,
+                Group {
+                    members: vec![address],
+                    min,
+                    max,
+                },
+            )),
+        }
+    }
+    (groups.into_iter().map(|(_, g)| g).collect(), problems)
 }
 
 fn list_dir(dir: &Path) -> Vec<String> {
@@ -586,7 +662,7 @@ struct PathKnobs<'a> {
     guard: &'a mut Guard,
     /// The window before the trial: the guard's baseline for each change.
     baseline: &'a Window,
-    addresses: &'a [ParamAddress],
+    knobs: &'a [Knob],
     made: &'a mut Vec<Made>,
 }
 
@@ -605,142 +681,150 @@ fn undone(path: &ChangePath, r: &crate::change::ChangeReport) -> bool {
 }
 
 impl PathKnobs<'_> {
-    fn proposal(&self, knob: usize, value: f64, why: &str) -> Proposal {
+    fn proposal(address: &ParamAddress, value: f64, why: &str) -> Proposal {
         Proposal {
-            address: self.addresses[knob].clone(),
+            address: address.clone(),
             value: Value::Int(value as i64),
             source: Source::Optimizer,
             reason: why.to_string(),
         }
     }
 
-    /// Undo this trial's changes made so far (a later knob failed).
-    fn roll_back(&mut self, ids: &[(usize, u64)]) {
-        for &(knob, id) in ids.iter().rev() {
-            let address = &self.addresses[knob];
+    /// Undo this trial's changes made so far (a later one failed).
+    fn roll_back(&mut self, done: &[Made]) {
+        for m in done.iter().rev() {
             // The watch goes only once the revert is done (and journaled): killed before, the
             // trial's value is still watched after the restart.
             match self.path.revert_own(
-                id,
+                m.id,
                 Source::Optimizer,
                 "optimizer: undoing a trial that failed",
             ) {
-                Ok(r) if undone(self.path, &r) => self.guard.forget(address),
-                Ok(r) => warn!("optimizer: rolling back #{id}: {}", r.describe()),
-                Err(e) => warn!("optimizer: rolling back #{id} ({address}): {e}"),
+                Ok(r) if undone(self.path, &r) => self.guard.forget(&m.address),
+                Ok(r) => warn!("optimizer: rolling back #{}: {}", m.id, r.describe()),
+                Err(e) => warn!("optimizer: rolling back #{} ({}): {e}", m.id, m.address),
             }
         }
-    }
-
-    fn remember(&mut self, knob: usize, id: u64, before: i64) {
-        // One entry per knob and value left: enough to go back to any value held before.
-        self.made
-            .retain(|m| !(m.knob == knob && m.before == before));
-        self.made.push(Made { knob, id, before });
     }
 }
 
 /// The knobs that move from `from` to `to`, in an order the kernel accepts one write at a time:
 /// a cpufreq policy refuses a `scaling_max_freq` below its `scaling_min_freq` (and the reverse),
 /// so a pair shifted down writes the min first and a pair shifted up the max first. (Narrowed or
-/// widened, any order passes.)
-fn write_order(addresses: &[ParamAddress], from: &[f64], to: &[f64]) -> Vec<usize> {
+/// widened, any order passes.) A knob's members share one attribute.
+fn write_order(knobs: &[Knob], from: &[f64], to: &[f64]) -> Vec<usize> {
     let mut moving: Vec<usize> = (0..to.len()).filter(|&i| from[i] != to[i]).collect();
-    moving.sort_by_key(|&i| crate::actuate::cpufreq::written_later(&addresses[i], to[i] < from[i]));
+    moving.sort_by_key(|&i| {
+        crate::actuate::cpufreq::written_later(&knobs[i].members[0], to[i] < from[i])
+    });
     moving
 }
 
 impl Knobs for PathKnobs<'_> {
     fn try_config(&mut self, from: &[f64], to: &[f64], why: ChangeReason) -> Tried {
         let reason = format!("optimizer {}: trial {to:?}", why.as_str());
-        let moving = write_order(self.addresses, from, to);
-        // All or none: the policy is asked about every knob before any is changed.
+        let moving = write_order(self.knobs, from, to);
+        // All or none: the policy is asked about every parameter before any is changed.
         for &i in &moving {
-            let p = self.proposal(i, to[i], &reason);
-            let decision = self.path.preview(&p);
-            if decision == Decision::Apply {
-                continue;
-            }
-            // Through the path, which refuses it and says so.
-            let report = self.path.propose(&p);
-            let detail = match &report {
-                Ok(r) => r.describe(),
-                Err(e) => e.to_string(),
-            };
-            let retry = match decision {
-                Decision::Refused(r) => passes(&r),
-                Decision::NeedsApproval => true,
-                Decision::RecordOnly | Decision::Apply => false,
-            };
-            return Tried::Refused {
-                reason: detail,
-                retry,
-            };
-        }
-        let mut done: Vec<(usize, u64)> = Vec::new();
-        for &i in &moving {
-            let p = self.proposal(i, to[i], &reason);
-            let report = match self.path.propose(&p) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.roll_back(&done);
-                    return Tried::Failed {
-                        error: e.to_string(),
-                    };
+            for address in &self.knobs[i].members {
+                let p = Self::proposal(address, to[i], &reason);
+                let decision = self.path.preview(&p);
+                if decision == Decision::Apply {
+                    continue;
                 }
-            };
-            match (report.status, report.journal_id) {
-                (ChangeStatus::Applied, Some(id)) => {
-                    let signals = self
-                        .path
-                        .policy
-                        .rule_for(&p.address)
-                        .guard_signals
-                        .as_deref();
-                    self.guard.watch(
-                        id,
-                        p.address.clone(),
-                        p.value.clone(),
-                        Some(self.baseline),
-                        signals,
-                    );
-                    self.remember(i, id, from[i] as i64);
-                    done.push((i, id));
-                }
-                (ChangeStatus::Unchanged, _) => {}
-                _ => {
-                    self.roll_back(&done);
-                    return Tried::Failed {
-                        error: report.describe(),
-                    };
-                }
+                // Through the path, which refuses it and says so.
+                let report = self.path.propose(&p);
+                let detail = match &report {
+                    Ok(r) => r.describe(),
+                    Err(e) => e.to_string(),
+                };
+                let retry = match decision {
+                    Decision::Refused(r) => passes(&r),
+                    Decision::NeedsApproval => true,
+                    Decision::RecordOnly | Decision::Apply => false,
+                };
+                return Tried::Refused {
+                    reason: detail,
+                    retry,
+                };
             }
         }
+        let mut done: Vec<Made> = Vec::new();
+        for &i in &moving {
+            for address in &self.knobs[i].members {
+                let p = Self::proposal(address, to[i], &reason);
+                let report = match self.path.propose(&p) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.roll_back(&done);
+                        return Tried::Failed {
+                            error: e.to_string(),
+                        };
+                    }
+                };
+                match (report.status, report.journal_id) {
+                    (ChangeStatus::Applied, Some(id)) => {
+                        let signals = self
+                            .path
+                            .policy
+                            .rule_for(&p.address)
+                            .guard_signals
+                            .as_deref();
+                        self.guard.watch(
+                            id,
+                            p.address.clone(),
+                            p.value.clone(),
+                            Some(self.baseline),
+                            signals,
+                        );
+                        done.push(Made {
+                            knob: i,
+                            address: address.clone(),
+                            id,
+                            before: from[i] as i64,
+                        });
+                    }
+                    (ChangeStatus::Unchanged, _) => {}
+                    _ => {
+                        self.roll_back(&done);
+                        return Tried::Failed {
+                            error: report.describe(),
+                        };
+                    }
+                }
+            }
+        }
+        // One set of changes per knob and value left: enough to go back to any value held
+        // before.
+        self.made
+            .retain(|m| !moving.contains(&m.knob) || m.before != from[m.knob] as i64);
+        self.made.extend(done);
         Tried::Applied
     }
 
     fn revert_to(&mut self, from: &[f64], to: &[f64]) -> Result<(), String> {
         let mut errors = Vec::new();
-        for i in write_order(self.addresses, from, to) {
-            let address = &self.addresses[i];
-            let Some(made) = self
+        let why = format!("optimizer: SLO breach; back to {to:?}");
+        for i in write_order(self.knobs, from, to) {
+            let made: Vec<Made> = self
                 .made
                 .iter()
-                .rev()
-                .find(|m| m.knob == i && m.before == to[i] as i64)
+                .filter(|m| m.knob == i && m.before == to[i] as i64)
                 .cloned()
-            else {
+                .collect();
+            if made.is_empty() {
                 errors.push(format!(
-                    "{address}: the journal has no change of the loop's from {}",
-                    to[i]
+                    "{}: the journal has no change of the loop's from {}",
+                    self.knobs[i].name, to[i]
                 ));
                 continue;
-            };
-            let why = format!("optimizer: SLO breach; back to {to:?}");
-            match self.path.revert_own(made.id, Source::Optimizer, &why) {
-                Ok(r) if undone(self.path, &r) => self.guard.forget(address),
-                Ok(r) => errors.push(r.describe()),
-                Err(e) => errors.push(e.to_string()),
+            }
+            for m in made {
+                match self.path.revert_own(m.id, Source::Optimizer, &why) {
+                    Ok(r) if undone(self.path, &r) => self.guard.forget(&m.address),
+                    Ok(r) => errors.push(r.describe()),
+                    Err(e) => errors.push(e.to_string()),
+                }
             }
         }
         if errors.is_empty() {
@@ -799,19 +883,23 @@ mod tests {
         assert!(write(&[0, 1], &low)
             .unwrap_err()
             .contains("lower scaling_min_freq first"));
-        let down = super::write_order(&addresses, &high, &low);
+        let knobs: Vec<super::Knob> = addresses
+            .iter()
+            .map(|a| super::Knob::new(vec![a.clone()]))
+            .collect();
+        let down = super::write_order(&knobs, &high, &low);
         assert_eq!(down, [1, 0]);
         write(&down, &low).unwrap();
         // ...and (min, max) going up.
         assert!(write(&[1, 0], &high)
             .unwrap_err()
             .contains("raise scaling_max_freq first"));
-        let up = super::write_order(&addresses, &low, &high);
+        let up = super::write_order(&knobs, &low, &high);
         assert_eq!(up, [0, 1]);
         write(&up, &high).unwrap();
         // A knob that does not move is not written.
         assert_eq!(
-            super::write_order(&addresses, &high, &[1_800_000.0, 1_600_000.0]),
+            super::write_order(&knobs, &high, &[1_800_000.0, 1_600_000.0]),
             [0]
         );
     }
