@@ -1567,5 +1567,92 @@ fn one_knob_moves_every_cpufreq_policy_its_entry_matches() {
         2 * (16 + 1),
         "16 policies and the NIC, there and back"
     );
+
+    // Someone else sets one policy apart: the knob has no one value, and the window says so.
+    std::fs::write(base.join("policy5/scaling_max_freq"), "2000000\n").unwrap();
+    rig.window();
+    assert!(
+        rig.live.iter().any(|e| matches!(
+            e,
+            LiveEvent::Resynced { reason, .. } if reason.contains("its parameters differ")
+        )),
+        "{:?}",
+        rig.live
+    );
     rig.assert_schema();
+}
+
+/// Two entries for one attribute are two knobs, each named after its entry; a group whose
+/// parameters differ when the loop starts is left out, with the values.
+#[test]
+fn each_entry_is_its_own_knob_and_a_group_set_apart_is_left_out() {
+    let rig = Rig::new(&policy(""), true, "");
+    let base = rig._tmp.path().join("sys/devices/system/cpu/cpufreq");
+    for n in 1..4 {
+        let dir = base.join(format!("policy{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in [
+            "cpuinfo_min_freq",
+            "cpuinfo_max_freq",
+            "scaling_min_freq",
+            "scaling_max_freq",
+        ] {
+            std::fs::copy(base.join("policy0").join(f), dir.join(f)).unwrap();
+        }
+    }
+    let two_entries = r#"
+[guard]
+max_changes_per_hour = 1000
+
+[params."cpufreq:policy[01]:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["optimizer"]
+
+[params."cpufreq:policy[23]:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["optimizer"]
+"#;
+    let mut rig = rig;
+    rig.policy_text = two_entries.to_string();
+    let rig = rig.restarted();
+    let started = rig
+        .json
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "started")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        started["knobs"],
+        serde_json::json!([
+            "cpufreq:policy[01]:scaling_max_freq",
+            "cpufreq:policy[23]:scaling_max_freq"
+        ]),
+        "{started}"
+    );
+    // Set apart before a start: that group is left out, the other searched.
+    std::fs::write(base.join("policy3/scaling_max_freq"), "2000000\n").unwrap();
+    let rig = rig.restarted();
+    let started = rig
+        .json
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "started")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        started["knobs"],
+        serde_json::json!(["cpufreq:policy[01]:scaling_max_freq"]),
+        "{started}"
+    );
+    let left_out = started["left_out"].to_string();
+    assert!(
+        left_out.contains("cpufreq:policy[23]:scaling_max_freq: its parameters differ")
+            && left_out.contains("cpufreq:policy3:scaling_max_freq = 2000000"),
+        "{left_out}"
+    );
 }

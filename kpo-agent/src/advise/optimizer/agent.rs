@@ -122,20 +122,24 @@ const COALESCE_KNOBS: [&str; 4] = ["rx-usecs", "tx-usecs", "rx-frames", "tx-fram
 /// has a policy per CPU): no budget explores that, and its candidates would not fit.
 #[derive(Debug, Clone)]
 struct Knob {
-    /// The address for one parameter; for several, the attribute with `*` for the target.
+    /// The address for one parameter; for several, the policy entry's pattern with the
+    /// attribute filled in (`cpufreq:*:scaling_max_freq`).
     name: String,
     members: Vec<ParamAddress>,
 }
 
 impl Knob {
-    fn new(members: Vec<ParamAddress>) -> Knob {
+    /// The knob of `members`, given by the policy entry `entry`.
+    fn new(members: Vec<ParamAddress>, entry: &str) -> Knob {
         let first = members[0].to_string();
-        let name = match (members.len(), first.split_once(':')) {
-            (1, _) | (_, None) => first,
-            (_, Some((family, rest))) => {
-                let attr = rest.rsplit_once(':').map_or(rest, |(_, a)| a);
-                format!("{family}:*:{attr}")
-            }
+        let attr = first.rsplit(':').next().unwrap_or_default();
+        let name = match (
+            members.len(),
+            entry.split(':').collect::<Vec<_>>().as_slice(),
+        ) {
+            (1, _) => first,
+            (_, [family, target, _]) => format!("{family}:{target}:{attr}"),
+            _ => format!("{entry} ({attr})"),
         };
         Knob { name, members }
     }
@@ -230,12 +234,30 @@ impl AgentOptimizer {
                     Err(e) => problems.push(e.to_string()),
                 }
             }
-            // Members that differ (set apart before the agent started) start the knob at the
-            // highest of them; the first trial sets them all.
-            let Some(&now) = values.iter().max() else {
+            let Some(&now) = values.first() else {
                 continue;
             };
-            let knob = Knob::new(members);
+            let mut knob = Knob::new(members, &group.entry);
+            // Moved together, they are moved from one value: set apart, the search could not
+            // say where it started nor put each back.
+            if values.iter().any(|&v| v != now) {
+                let each: Vec<String> = knob
+                    .members
+                    .iter()
+                    .zip(&values)
+                    .map(|(a, v)| format!("{a} = {v}"))
+                    .collect();
+                problems.push(format!(
+                    "{}: its parameters differ ({}); the optimizer moves them together from one \\
+                     value: set them alike, or give each its own policy entry",
+                    knob.name,
+                    each.join(", ")
+                ));
+                continue;
+            }
+            if knobs.iter().any(|k: &Knob| k.name == knob.name) {
+                knob.name = format!("{} (policy line {})", knob.name, group.line);
+            }
             specs.push(KnobSpec::discrete(
                 knob.name.clone(),
                 grid(group.min, group.max, settings.levels),
@@ -308,7 +330,11 @@ impl AgentOptimizer {
         let now = self.read(path);
         let touched = path.journal.records()[self.mark.min(path.journal.records().len())..]
             .iter()
-            .any(|r| matches!(r, Record::Intent(i) if self.keys.contains(&i.key)));
+            .any(|r| match r {
+                Record::Intent(i) => self.keys.contains(&i.key),
+                Record::Yield { key, .. } => self.keys.contains(key),
+                _ => false,
+            });
         self.disturbed = match now {
             Err(e) => Some((self.live.current().to_vec(), e)),
             Ok(now) if touched || now != self.live.current() => Some((
@@ -320,20 +346,36 @@ impl AgentOptimizer {
         };
     }
 
-    /// Each knob's value: its members' (the highest, should they differ).
+    /// Each knob's value: its members', which must agree (one set apart by someone else is
+    /// an error: the knob has no one value to learn from).
     fn read(&self, path: &ChangePath) -> Result<Vec<f64>, String> {
         self.knobs
             .iter()
             .map(|k| {
-                let mut highest = i64::MIN;
+                let mut values = Vec::new();
                 for a in &k.members {
                     match path.read(a) {
-                        Ok(Value::Int(v)) => highest = highest.max(v),
+                        Ok(Value::Int(v)) => values.push(v),
                         Ok(other) => return Err(format!("{a}: {other:?} is not one integer")),
                         Err(e) => return Err(e.to_string()),
                     }
                 }
-                Ok(highest as f64)
+                match values.iter().find(|&&v| v != values[0]) {
+                    None => Ok(values[0] as f64),
+                    Some(_) => {
+                        let each: Vec<String> = k
+                            .members
+                            .iter()
+                            .zip(&values)
+                            .map(|(a, v)| format!("{a} = {v}"))
+                            .collect();
+                        Err(format!(
+                            "{}: its parameters differ ({}), someone else changed one",
+                            k.name,
+                            each.join(", ")
+                        ))
+                    }
+                }
             })
             .collect()
     }
@@ -407,11 +449,14 @@ impl AgentOptimizer {
             return Vec::new();
         }
         let trial = std::mem::take(&mut self.trial);
+        // A trial a breach cut short stands for a whole one: its totals scaled up, so that a
+        // per-trial objective is not smaller for being shorter.
+        let whole = f64::from(self.settings.windows_per_trial) / f64::from(trial.windows.max(1));
         let m = super::live::Measurement {
-            energy_j: trial.energy_j,
+            energy_j: trial.energy_j * whole,
             energy_source: trial.source.unwrap_or(EnergySource::Estimated),
-            requests: trial.requests,
-            window_s: trial.seconds,
+            requests: trial.requests * whole,
+            window_s: trial.seconds * whole,
             latency_us: trial.latency_us,
             load_rps: trial.requests / trial.seconds.max(1e-9),
         };
@@ -456,7 +501,8 @@ impl AgentOptimizer {
                 Percentile::P99 => r.latency.p99_us,
             })
             .collect();
-        if percentiles.iter().any(|v| !v.is_finite()) {
+        // A service whose percentile is not a number says nothing; the others still count.
+        if !percentiles.iter().any(|v| v.is_finite()) {
             return Err(format!(
                 "the request latency on port {port} is not a number ({percentiles:?})"
             ));
@@ -465,7 +511,10 @@ impl AgentOptimizer {
         // The sensor is duty-cycled: its count covers the sampled fraction of the window.
         let requests = sampled as f64 / w.sampled_fraction;
         Ok(Timed {
-            latency_us: percentiles.into_iter().fold(0.0, f64::max),
+            latency_us: percentiles
+                .into_iter()
+                .filter(|v| v.is_finite())
+                .fold(0.0, f64::max),
             requests,
             requests_per_s: requests / w.duration_s,
         })
@@ -516,6 +565,9 @@ fn grid(min: i64, max: i64, levels: usize) -> Vec<f64> {
 
 /// The parameters one policy entry gives the optimizer for one attribute, within its bounds.
 struct Group {
+    /// The entry's name and line in the policy.
+    entry: String,
+    line: usize,
     members: Vec<ParamAddress>,
     min: i64,
     max: i64,
@@ -526,8 +578,8 @@ struct Group {
 fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<Group>, Vec<String>) {
     let policy = &path.policy;
     let mut out: Vec<(ParamAddress, i64, i64)> = Vec::new();
-    // (entry line, attribute) of each address in `out`.
-    let mut group_of: Vec<(usize, String)> = Vec::new();
+    // (entry line, attribute, entry name) of each address in `out`.
+    let mut group_of: Vec<(usize, String, String)> = Vec::new();
     let mut problems = Vec::new();
     for rule in &policy.params {
         let family = if rule.name.starts_with("cpufreq:") {
@@ -604,7 +656,7 @@ fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<Group>, Vec<String>) 
             match (&rule.min, &rule.max) {
                 (Some(Bound::All(lo)), Some(Bound::All(hi))) if lo < hi => {
                     let attr = name.rsplit(':').next().unwrap_or_default().to_string();
-                    group_of.push((rule.line, attr));
+                    group_of.push((rule.line, attr, rule.name.clone()));
                     out.push((address, *lo, *hi))
                 }
                 _ => problems.push(format!(
@@ -619,12 +671,15 @@ fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<Group>, Vec<String>) 
         }
     }
     let mut groups: Vec<((usize, String), Group)> = Vec::new();
-    for ((address, min, max), key) in out.into_iter().zip(group_of) {
+    for ((address, min, max), (line, attr, entry)) in out.into_iter().zip(group_of) {
+        let key = (line, attr);
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, g)) => g.members.push(address),
             None => groups.push((
                 key,
                 Group {
+                    entry,
+                    line,
                     members: vec![address],
                     min,
                     max,
@@ -885,7 +940,7 @@ mod tests {
             .contains("lower scaling_min_freq first"));
         let knobs: Vec<super::Knob> = addresses
             .iter()
-            .map(|a| super::Knob::new(vec![a.clone()]))
+            .map(|a| super::Knob::new(vec![a.clone()], &a.to_string()))
             .collect();
         let down = super::write_order(&knobs, &high, &low);
         assert_eq!(down, [1, 0]);

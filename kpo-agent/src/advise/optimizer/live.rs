@@ -406,6 +406,8 @@ impl LiveOptimizer {
     pub fn resync(&mut self, config: Vec<f64>) {
         self.current = config;
         self.waiting = false;
+        // Not over someone else's values: a best still to apply waits for the next search.
+        self.pending_best = None;
     }
 
     fn restart(&mut self, load: f64, reason: &str, ev: &mut Vec<LiveEvent>) {
@@ -533,12 +535,10 @@ impl LiveOptimizer {
             return ev;
         }
         if self.phase == Phase::Holding {
-            self.restart(
-                self.ref_load.unwrap_or(throughput_rps),
-                "held configuration broke the SLO",
-                &mut ev,
-            );
+            self.restart(throughput_rps, "held configuration broke the SLO", &mut ev);
         }
+        // What it goes back to is measured next, and learned.
+        self.waiting = false;
         ev.push(LiveEvent::SloBreach {
             config: self.current.clone(),
             latency_us,
@@ -734,6 +734,7 @@ impl LiveOptimizer {
                 self.opt
                     .tell(&config, objective, &self.config.slo.values(m))?;
                 self.evaluations += 1;
+                self.last_told = Some(config.clone());
             }
             return self.explore(knobs, ev);
         }
