@@ -1652,7 +1652,8 @@ sources = ["optimizer"]
     let left_out = started["left_out"].to_string();
     assert!(
         left_out.contains("cpufreq:policy[23]:scaling_max_freq: its parameters differ")
-            && left_out.contains("cpufreq:policy3:scaling_max_freq = 2000000"),
+            && left_out.contains("cpufreq:policy3:scaling_max_freq = 2000000")
+            && left_out.contains("moves them together from one value: set them alike"),
         "{left_out}"
     );
 }

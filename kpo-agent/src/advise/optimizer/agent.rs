@@ -248,7 +248,7 @@ impl AgentOptimizer {
                     .map(|(a, v)| format!("{a} = {v}"))
                     .collect();
                 problems.push(format!(
-                    "{}: its parameters differ ({}); the optimizer moves them together from one \\
+                    "{}: its parameters differ ({}); the optimizer moves them together from one \
                      value: set them alike, or give each its own policy entry",
                     knob.name,
                     each.join(", ")
