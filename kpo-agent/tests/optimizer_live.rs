@@ -453,3 +453,20 @@ fn an_unmeasured_trial_that_breaks_the_slo_goes_back() {
     assert_eq!(rig.state(), target);
     assert_eq!(rig.lo.current(), target.as_slice());
 }
+
+/// Every proposal refused for good (a policy floor above the whole range): one step gives up
+/// after a few instead of going through every candidate, each journaled, in one window.
+#[test]
+fn one_step_sets_aside_at_most_a_few_proposals() {
+    use kpo_agent::advise::optimizer::live::MAX_SET_ASIDE_PER_STEP;
+    let mut rig = Rig::new(Some(4000.0));
+    for step in 1..=5 {
+        rig.step();
+        assert_eq!(
+            *rig.machine.refused.lock().unwrap(),
+            step * MAX_SET_ASIDE_PER_STEP,
+            "after step {step}"
+        );
+    }
+    assert!(rig.history().is_empty());
+}

@@ -32,6 +32,11 @@ use crate::energy::EnergySource;
 /// Largest search space the live loop enumerates.
 pub const MAX_LIVE_CANDIDATES: usize = 50_000;
 
+/// Proposals refused for good or failed in one step before the loop holds what it has until the
+/// next trial: a NIC that refuses every write would otherwise be written to and rolled back, and
+/// journaled, once per candidate within one window.
+pub const MAX_SET_ASIDE_PER_STEP: usize = 3;
+
 /// What trying a configuration came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tried {
@@ -575,7 +580,11 @@ impl LiveOptimizer {
     }
 
     fn explore(&mut self, knobs: &mut dyn Knobs, ev: &mut Vec<LiveEvent>) -> Result<(), LiveError> {
+        let mut set_aside = 0;
         loop {
+            if set_aside >= MAX_SET_ASIDE_PER_STEP {
+                return Ok(());
+            }
             if self.evaluations >= self.config.budget {
                 return self.converge(knobs, ev);
             }
@@ -610,9 +619,11 @@ impl LiveOptimizer {
                         return Ok(());
                     }
                     self.opt.exclude(p.index);
+                    set_aside += 1;
                 }
                 Tried::Failed { error } => {
                     self.opt.exclude(p.index);
+                    set_aside += 1;
                     ev.push(LiveEvent::ApplyFailed {
                         config: p.point,
                         error,
