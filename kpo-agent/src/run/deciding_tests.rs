@@ -195,6 +195,35 @@ impl Rig {
         rig
     }
 
+    /// Policies 1..n beside policy0 in the temporary cpufreq tree, alike (intel_pstate has one
+    /// per CPU); the loop sees them at its next start. The tree's directory.
+    fn more_policies(&self, n: usize) -> PathBuf {
+        let base = self._tmp.path().join("sys/devices/system/cpu/cpufreq");
+        for i in 1..n {
+            let dir = base.join(format!("policy{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for f in [
+                "cpuinfo_min_freq",
+                "cpuinfo_max_freq",
+                "scaling_min_freq",
+                "scaling_max_freq",
+            ] {
+                std::fs::copy(base.join("policy0").join(f), dir.join(f)).unwrap();
+            }
+        }
+        base
+    }
+
+    /// The optimizer's latest `started` event.
+    fn last_started(&self) -> serde_json::Value {
+        self.json
+            .iter()
+            .rev()
+            .find(|e| e["event"] == "started")
+            .expect("a started event")
+            .clone()
+    }
+
     fn max_freq(&self) -> i64 {
         std::fs::read_to_string(&self.max_freq_file)
             .unwrap()
@@ -1517,19 +1546,7 @@ fn a_window_that_breaks_the_slo_ends_its_trial() {
 #[test]
 fn one_knob_moves_every_cpufreq_policy_its_entry_matches() {
     let rig = Rig::new(&policy(""), true, "");
-    let base = rig._tmp.path().join("sys/devices/system/cpu/cpufreq");
-    for n in 1..16 {
-        let dir = base.join(format!("policy{n}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        for f in [
-            "cpuinfo_min_freq",
-            "cpuinfo_max_freq",
-            "scaling_min_freq",
-            "scaling_max_freq",
-        ] {
-            std::fs::copy(base.join("policy0").join(f), dir.join(f)).unwrap();
-        }
-    }
+    let base = rig.more_policies(16);
     let max_freqs = || -> Vec<i64> {
         (0..16)
             .map(|n| {
@@ -1542,13 +1559,7 @@ fn one_knob_moves_every_cpufreq_policy_its_entry_matches() {
             .collect()
     };
     let mut rig = rig.restarted();
-    let started = rig
-        .json
-        .iter()
-        .rev()
-        .find(|e| e["event"] == "started")
-        .unwrap()
-        .clone();
+    let started = rig.last_started();
     assert_eq!(
         started["knobs"],
         serde_json::json!(["cpufreq:*:scaling_max_freq", "ethtool:eth0:rx-usecs"]),
@@ -1587,19 +1598,7 @@ fn one_knob_moves_every_cpufreq_policy_its_entry_matches() {
 #[test]
 fn each_entry_is_its_own_knob_and_a_group_set_apart_is_left_out() {
     let rig = Rig::new(&policy(""), true, "");
-    let base = rig._tmp.path().join("sys/devices/system/cpu/cpufreq");
-    for n in 1..4 {
-        let dir = base.join(format!("policy{n}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        for f in [
-            "cpuinfo_min_freq",
-            "cpuinfo_max_freq",
-            "scaling_min_freq",
-            "scaling_max_freq",
-        ] {
-            std::fs::copy(base.join("policy0").join(f), dir.join(f)).unwrap();
-        }
-    }
+    let base = rig.more_policies(4);
     let two_entries = r#"
 [guard]
 max_changes_per_hour = 1000
@@ -1619,13 +1618,7 @@ sources = ["optimizer"]
     let mut rig = rig;
     rig.policy_text = two_entries.to_string();
     let rig = rig.restarted();
-    let started = rig
-        .json
-        .iter()
-        .rev()
-        .find(|e| e["event"] == "started")
-        .unwrap()
-        .clone();
+    let started = rig.last_started();
     assert_eq!(
         started["knobs"],
         serde_json::json!([
@@ -1637,13 +1630,7 @@ sources = ["optimizer"]
     // Set apart before a start: that group is left out, the other searched.
     std::fs::write(base.join("policy3/scaling_max_freq"), "2000000\n").unwrap();
     let rig = rig.restarted();
-    let started = rig
-        .json
-        .iter()
-        .rev()
-        .find(|e| e["event"] == "started")
-        .unwrap()
-        .clone();
+    let started = rig.last_started();
     assert_eq!(
         started["knobs"],
         serde_json::json!(["cpufreq:policy[01]:scaling_max_freq"]),

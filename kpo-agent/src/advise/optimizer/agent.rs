@@ -143,6 +143,17 @@ impl Knob {
         };
         Knob { name, members }
     }
+
+    /// `address = value` for each member, given their values in order.
+    fn each(&self, values: &[i64]) -> String {
+        let each: Vec<String> = self
+            .members
+            .iter()
+            .zip(values)
+            .map(|(a, v)| format!("{a} = {v}"))
+            .collect();
+        each.join(", ")
+    }
 }
 
 /// One change the loop made to one member of a knob, kept so that the loop can go back through
@@ -167,7 +178,7 @@ struct Trial {
 }
 
 /// One window's timed requests on the SLO port.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Timed {
     /// The SLO's percentile, the worst over the port's services.
     latency_us: f64,
@@ -241,17 +252,11 @@ impl AgentOptimizer {
             // Moved together, they are moved from one value: set apart, the search could not
             // say where it started nor put each back.
             if values.iter().any(|&v| v != now) {
-                let each: Vec<String> = knob
-                    .members
-                    .iter()
-                    .zip(&values)
-                    .map(|(a, v)| format!("{a} = {v}"))
-                    .collect();
                 problems.push(format!(
                     "{}: its parameters differ ({}); the optimizer moves them together from one \
                      value: set them alike, or give each its own policy entry",
                     knob.name,
-                    each.join(", ")
+                    knob.each(&values)
                 ));
                 continue;
             }
@@ -360,21 +365,14 @@ impl AgentOptimizer {
                         Err(e) => return Err(e.to_string()),
                     }
                 }
-                match values.iter().find(|&&v| v != values[0]) {
-                    None => Ok(values[0] as f64),
-                    Some(_) => {
-                        let each: Vec<String> = k
-                            .members
-                            .iter()
-                            .zip(&values)
-                            .map(|(a, v)| format!("{a} = {v}"))
-                            .collect();
-                        Err(format!(
-                            "{}: its parameters differ ({}), someone else changed one",
-                            k.name,
-                            each.join(", ")
-                        ))
-                    }
+                if values.iter().all(|&v| v == values[0]) {
+                    Ok(values[0] as f64)
+                } else {
+                    Err(format!(
+                        "{}: its parameters differ ({}), someone else changed one",
+                        k.name,
+                        k.each(&values)
+                    ))
                 }
             })
             .collect()
@@ -420,7 +418,11 @@ impl AgentOptimizer {
         let timed = self.timed(window);
         let max_us = self.settings.slo_max_us.unwrap_or(f64::INFINITY);
         let breached = timed.as_ref().is_ok_and(|t| t.latency_us > max_us);
-        if let Err(reason) = timed.clone().and_then(|t| self.add(window, &t)) {
+        if let Err(reason) = timed
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|t| self.add(window, t))
+        {
             let mut events = Vec::new();
             if let (true, Ok(t)) = (breached, &timed) {
                 // Not a measurement (no energy reading), but the SLO still holds the trial to

@@ -650,39 +650,51 @@ impl LiveOptimizer {
         self.phase = Phase::Holding;
         self.hold_windows = 0;
         self.hold_sum = 0.0;
-        if best != self.current {
-            match knobs.try_config(&self.current, &best, ChangeReason::Converge) {
-                Tried::Applied => {
-                    ev.push(LiveEvent::Applied {
-                        config: best.clone(),
-                        proposal: ProposalKind::ExpectedImprovement,
-                    });
-                    self.current = best.clone();
+        if best == self.current {
+            self.held = Some((best, objective));
+        } else {
+            self.go_to_best(best, objective, knobs, ev);
+        }
+        Ok(())
+    }
+
+    /// Moves to the converged best and holds it. Refused for now, it stays pending (tried again
+    /// each trial); refused or failed, the loop holds what it has, with no value to re-check.
+    fn go_to_best(
+        &mut self,
+        best: Vec<f64>,
+        objective: Option<f64>,
+        knobs: &mut dyn Knobs,
+        ev: &mut Vec<LiveEvent>,
+    ) {
+        match knobs.try_config(&self.current, &best, ChangeReason::Converge) {
+            Tried::Applied => {
+                ev.push(LiveEvent::Applied {
+                    config: best.clone(),
+                    proposal: ProposalKind::ExpectedImprovement,
+                });
+                self.current = best.clone();
+                self.held = Some((best, objective));
+            }
+            Tried::Refused { reason, retry } => {
+                ev.push(LiveEvent::Refused {
+                    config: best.clone(),
+                    reason,
+                    retry,
+                });
+                if retry {
+                    self.pending_best = Some((best, objective));
                 }
-                Tried::Refused { reason, retry } => {
-                    ev.push(LiveEvent::Refused {
-                        config: best.clone(),
-                        reason,
-                        retry,
-                    });
-                    if retry {
-                        self.pending_best = Some((best, objective));
-                    }
-                    self.held = Some((self.current.clone(), None));
-                    return Ok(());
-                }
-                Tried::Failed { error } => {
-                    ev.push(LiveEvent::ApplyFailed {
-                        config: best,
-                        error,
-                    });
-                    self.held = Some((self.current.clone(), None));
-                    return Ok(());
-                }
+                self.held = Some((self.current.clone(), None));
+            }
+            Tried::Failed { error } => {
+                ev.push(LiveEvent::ApplyFailed {
+                    config: best,
+                    error,
+                });
+                self.held = Some((self.current.clone(), None));
             }
         }
-        self.held = Some((best, objective));
-        Ok(())
     }
 
     fn hold(
@@ -693,30 +705,7 @@ impl LiveOptimizer {
     ) -> Result<(), LiveError> {
         if let Some((best, expected)) = self.pending_best.take() {
             // Converged, but the best was refused for now: the last trial is still applied.
-            match knobs.try_config(&self.current, &best, ChangeReason::Converge) {
-                Tried::Applied => {
-                    ev.push(LiveEvent::Applied {
-                        config: best.clone(),
-                        proposal: ProposalKind::ExpectedImprovement,
-                    });
-                    self.current = best.clone();
-                    self.held = Some((best, expected));
-                }
-                Tried::Refused { reason, retry } => {
-                    ev.push(LiveEvent::Refused {
-                        config: best.clone(),
-                        reason,
-                        retry,
-                    });
-                    if retry {
-                        self.pending_best = Some((best, expected));
-                    }
-                }
-                Tried::Failed { error } => ev.push(LiveEvent::ApplyFailed {
-                    config: best,
-                    error,
-                }),
-            }
+            self.go_to_best(best, expected, knobs, ev);
             return Ok(());
         }
         let objective = self.config.objective.value(m);
