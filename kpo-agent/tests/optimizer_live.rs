@@ -13,7 +13,8 @@
 use std::sync::{Arc, Mutex};
 
 use kpo_agent::advise::optimizer::live::{
-    ChangeReason, Knobs, LiveConfig, LiveEvent, LiveOptimizer, Measurement, Phase, Slo, Tried,
+    ChangeReason, GoBack, Knobs, LiveConfig, LiveEvent, LiveOptimizer, Measurement, Phase, Slo,
+    Tried,
 };
 use kpo_agent::advise::optimizer::space::{KnobSpec, Space};
 use kpo_agent::energy::EnergySource;
@@ -74,7 +75,7 @@ impl Knobs for Machine {
         self.history.lock().unwrap().push(to.to_vec());
         Tried::Applied
     }
-    fn revert_to(&mut self, from: &[f64], to: &[f64]) -> Result<(), String> {
+    fn revert_to(&mut self, from: &[f64], to: &[f64], _why: GoBack) -> Result<(), String> {
         assert_eq!(from, self.state.lock().unwrap().as_slice());
         *self.state.lock().unwrap() = to.to_vec();
         self.history.lock().unwrap().push(to.to_vec());

@@ -503,6 +503,15 @@ impl Deciding {
     /// At shutdown: parameters whose policy says `on_exit = "revert"` are put back, through the
     /// journal.
     pub fn on_exit(&mut self) -> Vec<Event> {
+        // The optimizer's trial first: what it settles on is then kept or reverted as below.
+        let mut events = Vec::new();
+        if let Some(optimizer) = self.optimizer.as_mut() {
+            let knobs = optimizer.knobs();
+            for e in optimizer.on_exit(&mut self.path, &mut self.guard) {
+                info!("on exit: optimizer: {e:?}");
+                events.push(optimizer_event(knobs.clone(), e));
+            }
+        }
         let values: Vec<ParamAddress> = self
             .path
             .journal
@@ -541,7 +550,6 @@ impl Deciding {
                 revert.push(switch);
             }
         }
-        let mut events = Vec::new();
         let reports = match self.path.restore_originals(
             revert,
             Source::Operator,

@@ -1644,3 +1644,107 @@ sources = ["optimizer"]
         "{left_out}"
     );
 }
+
+/// At shutdown a trial in place makes way, through the journal, for the best configuration
+/// measured within the SLO (here the start): no experiment outlives the agent unwatched. A best
+/// the loop holds is left as it is.
+#[test]
+fn a_trial_in_place_at_shutdown_makes_way_for_the_best_measured() {
+    let mut rig = Rig::new(&policy(""), true, "");
+    rig.window();
+    let trial = (rig.max_freq(), rig.rx());
+    assert_ne!(trial, (3_000_000, 0), "the first trial moved the knobs");
+    let before = rig.intents().len();
+    let events = rig.deciding.on_exit();
+    rig.record(&events);
+    let settled = loop_events(&events)
+        .into_iter()
+        .find_map(|e| match e {
+            LiveEvent::Settled { from, to } => Some((from.clone(), to.clone())),
+            _ => None,
+        })
+        .expect("a settled event");
+    assert_eq!(settled.0, vec![trial.0 as f64, trial.1 as f64]);
+    assert_eq!(settled.1, vec![3_000_000.0, 0.0]);
+    assert_eq!(
+        (rig.max_freq(), rig.rx()),
+        (3_000_000, 0),
+        "back to the start"
+    );
+    let reverts = &rig.intents()[before..];
+    assert_eq!(reverts.len(), 2, "{reverts:#?}");
+    for r in reverts {
+        assert!(
+            matches!(r.kind, IntentKind::Revert { of: Some(_) }),
+            "{r:?}"
+        );
+        assert_eq!(r.source, Source::Optimizer);
+        assert!(r.reason.contains("agent stopping"), "{}", r.reason);
+        assert!(matches!(
+            rig.journal().outcome(r.id),
+            Some(Outcome::Reverted { .. })
+        ));
+    }
+    rig.assert_schema();
+
+    // Converged (a budget of 2) and holding its best: nothing to settle, nothing written.
+    let mut rig = Rig::new(&policy(""), true, "budget = 2");
+    rig.until(10, |ev| {
+        has(ev, |e| matches!(e, LiveEvent::Converged { .. }))
+    });
+    let held = (rig.max_freq(), rig.rx());
+    let before = rig.intents().len();
+    let events = rig.deciding.on_exit();
+    rig.record(&events);
+    assert!(
+        !has(&events, |e| matches!(e, LiveEvent::Settled { .. })),
+        "{events:?}"
+    );
+    assert_eq!(rig.intents().len(), before);
+    assert_eq!((rig.max_freq(), rig.rx()), held);
+    rig.assert_schema();
+}
+
+/// When every knob's parameters go back to their originals at exit (`on_exit = "revert"`), the
+/// trial is not settled first: one revert per parameter, to the value from before KPO.
+#[test]
+fn a_trial_whose_knobs_all_revert_on_exit_is_not_settled_first() {
+    let text = policy("on_exit = \"revert\"").replace(
+        "max = 100\nsources = [\"optimizer\"]",
+        "max = 100\nsources = [\"optimizer\"]\non_exit = \"revert\"",
+    );
+    assert_eq!(text.matches("on_exit").count(), 2, "{text}");
+    let mut rig = Rig::new(&text, true, "");
+    rig.window();
+    assert_ne!((rig.max_freq(), rig.rx()), (3_000_000, 0));
+    let before = rig.intents().len();
+    let events = rig.deciding.on_exit();
+    rig.record(&events);
+    assert!(!has(&events, |e| matches!(e, LiveEvent::Settled { .. })));
+    assert_eq!((rig.max_freq(), rig.rx()), (3_000_000, 0), "the originals");
+    let reverts = &rig.intents()[before..];
+    assert_eq!(reverts.len(), 2, "{reverts:#?}");
+    assert!(reverts
+        .iter()
+        .all(|r| r.reason == "agent stopping: on_exit = revert"));
+    rig.assert_schema();
+}
+
+/// `[optimizer]` sets how often the held best is re-checked: every 2 trials here, where the
+/// default would wait 10.
+#[test]
+fn the_recheck_interval_comes_from_the_configuration() {
+    let recheck = |e: &LiveEvent| matches!(e, LiveEvent::Recheck { .. });
+    for (settings, rechecked_by) in [("recheck_every = 2", Some(2)), ("", None)] {
+        let mut rig = Rig::new(&policy(""), true, &format!("budget = 2\n{settings}"));
+        rig.until(10, |ev| {
+            has(ev, |e| matches!(e, LiveEvent::Converged { .. }))
+        });
+        let first = (1..=3).find(|_| {
+            let events = rig.window();
+            has(&events, recheck)
+        });
+        assert_eq!(first, rechecked_by, "{settings:?}: {:?}", rig.live);
+        rig.assert_schema();
+    }
+}

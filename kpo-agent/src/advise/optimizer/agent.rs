@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::live::{
-    ChangeReason, Knobs, LiveConfig, LiveEvent, LiveOptimizer, Objective, Slo, Tried,
+    ChangeReason, GoBack, Knobs, LiveConfig, LiveEvent, LiveOptimizer, Objective, Slo, Tried,
 };
 use super::space::{KnobSpec, Space};
 use crate::{
@@ -68,10 +68,20 @@ pub struct OptimizerSettings {
     /// Trials per search (the start included).
     pub budget: usize,
     pub objective: Objective,
+    /// Stop exploring once the best constrained expected improvement is below this (log units of
+    /// the objective: 0.001 is about 0.1%).
+    pub ei_stop: f64,
+    /// A change of the request rate by more than this fraction restarts the search.
+    pub load_change_rel: f64,
+    /// Trials between re-checks of the held best.
+    pub recheck_every: usize,
+    /// A held best whose objective got worse by more than this fraction restarts the search.
+    pub recheck_tolerance_rel: f64,
 }
 
 impl Default for OptimizerSettings {
     fn default() -> Self {
+        let live = LiveConfig::default();
         Self {
             windows_per_trial: 1,
             slo_port: None,
@@ -79,8 +89,12 @@ impl Default for OptimizerSettings {
             slo_max_us: None,
             allow_estimated_energy: false,
             levels: 8,
-            budget: LiveConfig::default().budget,
+            budget: live.budget,
             objective: Objective::default(),
+            ei_stop: live.ei_stop,
+            load_change_rel: live.load_change_rel,
+            recheck_every: live.recheck_every,
+            recheck_tolerance_rel: live.recheck_tolerance_rel,
         }
     }
 }
@@ -105,6 +119,32 @@ impl OptimizerSettings {
                 return Some((
                     "optimizer.slo_max_us",
                     format!("is {v}; it must be a positive number of microseconds"),
+                ));
+            }
+        }
+        if self.recheck_every == 0 {
+            return Some(("optimizer.recheck_every", "must be at least 1".into()));
+        }
+        if !(self.ei_stop.is_finite() && self.ei_stop >= 0.0) {
+            return Some((
+                "optimizer.ei_stop",
+                format!(
+                    "is {}; it must be 0 (explore the whole budget) or a positive number",
+                    self.ei_stop
+                ),
+            ));
+        }
+        for (key, v) in [
+            ("optimizer.load_change_rel", self.load_change_rel),
+            (
+                "optimizer.recheck_tolerance_rel",
+                self.recheck_tolerance_rel,
+            ),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Some((
+                    key,
+                    format!("is {v}; it must be a positive fraction (0.25 is 25%)"),
                 ));
             }
         }
@@ -287,6 +327,10 @@ impl AgentOptimizer {
             },
             objective: settings.objective,
             budget: settings.budget,
+            ei_stop: settings.ei_stop,
+            load_change_rel: settings.load_change_rel,
+            recheck_every: settings.recheck_every,
+            recheck_tolerance_rel: settings.recheck_tolerance_rel,
             ..LiveConfig::default()
         };
         let live =
@@ -391,6 +435,27 @@ impl AgentOptimizer {
         events
     }
 
+    /// The agent is stopping: a trial in place makes way for the best configuration measured
+    /// within the SLO (or the start), so that no experiment outlives the agent unwatched. Not
+    /// when every knob's parameters go back to their originals anyway (`on_exit = "revert"`).
+    pub fn on_exit(&mut self, path: &mut ChangePath, guard: &mut Guard) -> Vec<LiveEvent> {
+        let all_revert =
+            self.knobs.iter().flat_map(|k| &k.members).all(|address| {
+                path.policy.rule_for(address).on_exit == crate::policy::OnExit::Revert
+            });
+        if all_revert {
+            return Vec::new();
+        }
+        let mut knobs = PathKnobs {
+            path,
+            guard,
+            baseline: None,
+            knobs: &self.knobs,
+            made: &mut self.made,
+        };
+        self.live.settle(&mut knobs)
+    }
+
     fn on_window_inner(
         &mut self,
         path: &mut ChangePath,
@@ -431,7 +496,7 @@ impl AgentOptimizer {
                 let mut knobs = PathKnobs {
                     path,
                     guard,
-                    baseline: window,
+                    baseline: Some(window),
                     knobs: &self.knobs,
                     made: &mut self.made,
                 };
@@ -465,7 +530,7 @@ impl AgentOptimizer {
         let mut knobs = PathKnobs {
             path,
             guard,
-            baseline: window,
+            baseline: Some(window),
             knobs: &self.knobs,
             made: &mut self.made,
         };
@@ -717,8 +782,9 @@ fn passes(r: &Refusal) -> bool {
 struct PathKnobs<'a> {
     path: &'a mut ChangePath,
     guard: &'a mut Guard,
-    /// The window before the trial: the guard's baseline for each change.
-    baseline: &'a Window,
+    /// The window before the trial: the guard's baseline for each change (none at shutdown,
+    /// when the loop only goes back).
+    baseline: Option<&'a Window>,
     knobs: &'a [Knob],
     made: &'a mut Vec<Made>,
 }
@@ -831,7 +897,7 @@ impl Knobs for PathKnobs<'_> {
                             id,
                             p.address.clone(),
                             p.value.clone(),
-                            Some(self.baseline),
+                            self.baseline,
                             signals,
                         );
                         done.push(Made {
@@ -859,9 +925,9 @@ impl Knobs for PathKnobs<'_> {
         Tried::Applied
     }
 
-    fn revert_to(&mut self, from: &[f64], to: &[f64]) -> Result<(), String> {
+    fn revert_to(&mut self, from: &[f64], to: &[f64], why: GoBack) -> Result<(), String> {
         let mut errors = Vec::new();
-        let why = format!("optimizer: SLO breach; back to {to:?}");
+        let why = format!("optimizer: {}; back to {to:?}", why.as_str());
         for i in write_order(self.knobs, from, to) {
             let made: Vec<Made> = self
                 .made
@@ -894,7 +960,44 @@ impl Knobs for PathKnobs<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::undone;
+    use super::{undone, OptimizerSettings};
+
+    /// Every key of `[optimizer]` out of range is named, with why; the defaults are valid.
+    #[test]
+    fn optimizer_settings_out_of_range_are_named() {
+        assert_eq!(OptimizerSettings::default().invalid(), None);
+        let bad = |toml_text: &str| -> &'static str {
+            let s: OptimizerSettings = toml::from_str(toml_text).unwrap();
+            s.invalid()
+                .unwrap_or_else(|| panic!("{toml_text} passed"))
+                .0
+        };
+        for (text, key) in [
+            ("windows_per_trial = 0", "optimizer.windows_per_trial"),
+            ("levels = 1", "optimizer.levels"),
+            ("levels = 65", "optimizer.levels"),
+            ("budget = 1", "optimizer.budget"),
+            ("slo_max_us = 0.0", "optimizer.slo_max_us"),
+            ("slo_max_us = nan", "optimizer.slo_max_us"),
+            ("recheck_every = 0", "optimizer.recheck_every"),
+            ("ei_stop = -0.1", "optimizer.ei_stop"),
+            ("ei_stop = inf", "optimizer.ei_stop"),
+            ("load_change_rel = 0.0", "optimizer.load_change_rel"),
+            ("load_change_rel = -1.0", "optimizer.load_change_rel"),
+            (
+                "recheck_tolerance_rel = nan",
+                "optimizer.recheck_tolerance_rel",
+            ),
+        ] {
+            assert_eq!(bad(text), key, "{text}");
+        }
+        let fine: OptimizerSettings = toml::from_str(
+            "ei_stop = 0.0\nload_change_rel = 0.5\nrecheck_every = 1\nrecheck_tolerance_rel = 0.05",
+        )
+        .unwrap();
+        assert_eq!(fine.invalid(), None);
+        assert!(toml::from_str::<OptimizerSettings>("recheck_evry = 3").is_err());
+    }
     use crate::{
         actuate::param::Value,
         change::tests::{kernel, path},

@@ -17,6 +17,9 @@
 //!    objective is compared with what the best was measured at; if it is worse by more than
 //!    `recheck_tolerance_rel`, the search restarts.
 //!
+//! At shutdown, [`LiveOptimizer::settle`] puts the best feasible configuration measured (or the
+//! start) in place of a trial, so that no experiment outlives the agent unwatched.
+//!
 //! The loop reaches the kernel only through [`Knobs`]: in the agent, the change path (policy,
 //! write-ahead journal, actuators, read-back) with the guard watching (`super::agent`). A
 //! proposal the policy refuses for good is never proposed again; one refused for now (cooldown,
@@ -55,8 +58,27 @@ pub trait Knobs {
     /// Try `to` (the loop holds `from` now): all knobs or none.
     fn try_config(&mut self, from: &[f64], to: &[f64], why: ChangeReason) -> Tried;
     /// Go back from `from` to `to`, a configuration held before (through the journal in the
-    /// agent). Not subject to the policy's limits: it undoes the loop's own changes.
-    fn revert_to(&mut self, from: &[f64], to: &[f64]) -> Result<(), String>;
+    /// agent), for the reason `why`. Not subject to the policy's limits: it undoes the loop's own
+    /// changes.
+    fn revert_to(&mut self, from: &[f64], to: &[f64], why: GoBack) -> Result<(), String>;
+}
+
+/// Why the loop goes back to the best configuration it measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoBack {
+    /// The trial broke the SLO.
+    SloBreach,
+    /// The agent is stopping: a trial nobody will measure is not left in place.
+    Stopping,
+}
+
+impl GoBack {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GoBack::SloBreach => "SLO breach",
+            GoBack::Stopping => "agent stopping",
+        }
+    }
 }
 
 /// What one trial (one or more windows) saw.
@@ -271,6 +293,12 @@ pub enum LiveEvent {
     },
     /// Back to a configuration held before, through the journal.
     Reverted {
+        from: Vec<f64>,
+        to: Vec<f64>,
+    },
+    /// The agent is stopping: the trial in place made way, through the journal, for the best
+    /// configuration measured within the SLO (or the start).
+    Settled {
         from: Vec<f64>,
         to: Vec<f64>,
     },
@@ -556,27 +584,42 @@ impl LiveOptimizer {
     /// Back to the best feasible configuration measured, or the start; nothing to do when that
     /// is the configuration held.
     fn go_back(&mut self, knobs: &mut dyn Knobs, ev: &mut Vec<LiveEvent>) {
+        if let Some(e) = self.back_to_best(knobs, GoBack::SloBreach) {
+            ev.push(e);
+        }
+    }
+
+    /// At shutdown: the best feasible configuration measured (or the start) in place of a trial
+    /// that nobody will measure or guard against the SLO. Nothing while the best is held.
+    pub fn settle(&mut self, knobs: &mut dyn Knobs) -> Vec<LiveEvent> {
+        self.back_to_best(knobs, GoBack::Stopping)
+            .into_iter()
+            .collect()
+    }
+
+    fn back_to_best(&mut self, knobs: &mut dyn Knobs, why: GoBack) -> Option<LiveEvent> {
         let target = self
             .opt
             .best_feasible()
             .map_or_else(|| self.start.clone(), |o| o.point);
         if target == self.current {
-            return;
+            return None;
         }
-        match knobs.revert_to(&self.current, &target) {
+        let from = self.current.clone();
+        Some(match knobs.revert_to(&from, &target, why) {
             Ok(()) => {
-                ev.push(LiveEvent::Reverted {
-                    from: self.current.clone(),
-                    to: target.clone(),
-                });
-                self.current = target;
+                self.current = target.clone();
+                match why {
+                    GoBack::SloBreach => LiveEvent::Reverted { from, to: target },
+                    GoBack::Stopping => LiveEvent::Settled { from, to: target },
+                }
             }
-            Err(error) => ev.push(LiveEvent::RevertFailed {
-                from: self.current.clone(),
+            Err(error) => LiveEvent::RevertFailed {
+                from,
                 to: target,
                 error,
-            }),
-        }
+            },
+        })
     }
 
     fn explore(&mut self, knobs: &mut dyn Knobs, ev: &mut Vec<LiveEvent>) -> Result<(), LiveError> {
