@@ -46,6 +46,8 @@ struct Machine {
     refused: Arc<Mutex<usize>>,
     /// Converge moves refused for now (a cooldown, the hourly limit) before one is allowed.
     converge_refusals: Arc<Mutex<usize>>,
+    /// Converge moves fail (the kernel does not take them).
+    converge_fails: Arc<Mutex<bool>>,
 }
 
 impl Knobs for Machine {
@@ -55,6 +57,11 @@ impl Knobs for Machine {
             self.state.lock().unwrap().as_slice(),
             "the loop knows the state"
         );
+        if why == ChangeReason::Converge && *self.converge_fails.lock().unwrap() {
+            return Tried::Failed {
+                error: "the kernel did not take it".into(),
+            };
+        }
         let mut left = self.converge_refusals.lock().unwrap();
         if why == ChangeReason::Converge && *left > 0 {
             *left -= 1;
@@ -135,6 +142,7 @@ impl Rig {
             floor_mhz,
             refused: Arc::default(),
             converge_refusals: Arc::default(),
+            converge_fails: Arc::default(),
         };
         let lo = LiveOptimizer::new(Self::space(), start, Self::config()).unwrap();
         Rig {
@@ -402,6 +410,38 @@ fn a_best_refused_for_now_is_applied_once_allowed() {
     rig.step();
     assert_eq!(rig.state(), best);
     assert_eq!(rig.lo.held(), Some(best.as_slice()));
+}
+
+/// The search converged but moving to its best failed: the loop holds the last trial, and still
+/// re-checks it against what it was measured at, so a machine that changed under it restarts the
+/// search (before, nothing was re-checked until the load changed).
+#[test]
+fn a_trial_held_because_the_best_failed_is_still_rechecked() {
+    // A start from which the search's last trial is not its best, and well within the SLO
+    // (found by trying starts; the search is deterministic).
+    let mut rig = Rig::starting_at(vec![0.0, 1600.0], None);
+    *rig.machine.converge_fails.lock().unwrap() = true;
+    run_until_holding(&mut rig, 60);
+    let best = rig.lo.optimizer().best_feasible().unwrap().point;
+    let held = rig.state();
+    assert_ne!(held, best, "the last trial is still applied");
+    assert_eq!(rig.lo.held(), Some(held.as_slice()));
+    assert!(rig
+        .log
+        .iter()
+        .any(|e| matches!(e, LiveEvent::ApplyFailed { config, .. } if *config == best)));
+    rig.server.energy_scale = 1.3;
+    let events = rig.run(Rig::config().recheck_every);
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            LiveEvent::Recheck { config, ok: false, .. } if *config == held
+        )),
+        "{events:?}"
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, LiveEvent::Restarted { .. })));
 }
 
 /// A start that breaks the SLO, with nothing known to meet it: the loop changes nothing (no

@@ -702,7 +702,8 @@ impl LiveOptimizer {
     }
 
     /// Moves to the converged best and holds it. Refused for now, it stays pending (tried again
-    /// each trial); refused or failed, the loop holds what it has, with no value to re-check.
+    /// each trial); refused for good or failed, the loop holds what it has, re-checked against
+    /// what that was measured at (so a machine that changed under it still restarts the search).
     fn go_to_best(
         &mut self,
         best: Vec<f64>,
@@ -727,17 +728,31 @@ impl LiveOptimizer {
                 });
                 if retry {
                     self.pending_best = Some((best, objective));
+                    self.held = Some((self.current.clone(), None));
+                } else {
+                    self.hold_current();
                 }
-                self.held = Some((self.current.clone(), None));
             }
             Tried::Failed { error } => {
                 ev.push(LiveEvent::ApplyFailed {
                     config: best,
                     error,
                 });
-                self.held = Some((self.current.clone(), None));
+                self.hold_current();
             }
         }
+    }
+
+    /// Holds the configuration in place, with the objective this search last measured it at.
+    fn hold_current(&mut self) {
+        let measured = self
+            .opt
+            .observations()
+            .iter()
+            .rev()
+            .find(|o| o.point == self.current)
+            .map(|o| o.objective);
+        self.held = Some((self.current.clone(), measured));
     }
 
     fn hold(
