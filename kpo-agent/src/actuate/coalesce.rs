@@ -455,6 +455,7 @@ impl CoalesceActuator {
                 param: self.address.to_string(),
                 wrote: value.to_string(),
                 read: read.map(|v| v.to_string()).unwrap_or_else(|| "n/a".into()),
+                why: super::NOT_TAKEN.into(),
             });
         }
         Ok(value.clone())

@@ -278,9 +278,24 @@ impl CpufreqActuator {
                 param,
                 wrote: value.to_string(),
                 read: back.to_string(),
+                why: mismatch_why(&self.attr, value, &back),
             });
         }
         Ok(back)
+    }
+}
+
+/// What a read-back that differs from the write means. intel_pstate takes a raw
+/// `energy_performance_preference` (0..=255) but shows one that equals a preference's value by
+/// that preference's name (128 reads back as `balance_performance` on most CPUs): the kernel took
+/// it, yet KPO cannot tell, without the driver's table, that the two agree. The name, written as
+/// such, reads back as written.
+fn mismatch_why(attr: &str, wrote: &Value, read: &Value) -> String {
+    match (attr, wrote, read) {
+        ("energy_performance_preference", Value::Int(_), Value::Word(name)) => format!(
+            "the driver shows this preference by its name: write {name:?} instead of the number"
+        ),
+        _ => super::NOT_TAKEN.into(),
     }
 }
 
@@ -483,6 +498,33 @@ mod tests {
         );
         let err = act("cpufreq:policy0:scaling_setspeed", tmp.path()).unwrap_err();
         assert!(matches!(err, ActuateError::UnknownParam { .. }), "{err}");
+        // A raw preference that intel_pstate shows by its name is reported as such; any other
+        // read-back that differs is a value not taken.
+        let epp = "energy_performance_preference";
+        let named = mismatch_why(
+            epp,
+            &Value::Int(128),
+            &Value::Word("balance_performance".into()),
+        );
+        assert!(
+            named.contains("write \"balance_performance\" instead"),
+            "{named}"
+        );
+        for (attr, wrote, read) in [
+            (epp, Value::Int(100), Value::Int(128)),
+            (
+                epp,
+                Value::Word("power".into()),
+                Value::Word("performance".into()),
+            ),
+            (
+                "scaling_max_freq",
+                Value::Int(2_000_000),
+                Value::Int(1_800_000),
+            ),
+        ] {
+            assert_eq!(mismatch_why(attr, &wrote, &read), super::super::NOT_TAKEN);
+        }
         // acpi-cpufreq has no EPP.
         let err = act("cpufreq:policy0:energy_performance_preference", tmp.path()).unwrap_err();
         assert!(matches!(err, ActuateError::NotSupported { .. }), "{err}");

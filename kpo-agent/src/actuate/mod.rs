@@ -102,12 +102,13 @@ pub enum ActuateError {
         current: String,
         want: String,
     },
-    /// A typed read-back that differs from what was written.
-    #[error("{param}: wrote {wrote:?} but read back {read:?}; the kernel or driver did not take the value")]
+    /// A typed read-back that differs from what was written; `why` says what that means.
+    #[error("{param}: wrote {wrote:?} but read back {read:?}; {why}")]
     Mismatch {
         param: String,
         wrote: String,
         read: String,
+        why: String,
     },
     /// A network namespace that cannot be found or entered.
     #[error("network namespace {netns}: {reason}")]
@@ -136,6 +137,9 @@ pub enum ActuateError {
     #[error("{param}: unknown parameter; {known}")]
     UnknownParam { param: String, known: String },
 }
+
+/// What a read-back that differs from the write usually means.
+pub const NOT_TAKEN: &str = "the kernel or driver did not take the value";
 
 /// The one way any parameter is changed: sysctls, NIC coalescing and cpufreq attributes each
 /// implement it (`sysctl`, `coalesce`, `cpufreq`). Values are typed ([`param::Value`]); the policy,

@@ -580,6 +580,7 @@ impl Actuator for SysctlActuator {
                     param: param.clone(),
                     wrote: value.to_string(),
                     read: back.to_string(),
+                    why: super::NOT_TAKEN.into(),
                 });
             }
             Ok(back)
@@ -598,6 +599,7 @@ impl Actuator for SysctlActuator {
                     param: param.clone(),
                     wrote: original.to_string(),
                     read: back.to_string(),
+                    why: super::NOT_TAKEN.into(),
                 });
             }
             Ok(back)
