@@ -293,7 +293,8 @@ impl CpufreqActuator {
 fn mismatch_why(attr: &str, wrote: &Value, read: &Value) -> String {
     match (attr, wrote, read) {
         ("energy_performance_preference", Value::Int(_), Value::Word(name)) => format!(
-            "the driver shows this preference by its name: write {name:?} instead of the number"
+            "the driver may show a raw preference by its name (intel_pstate does): if {name:?} is \
+             the one meant, write the name instead of the number"
         ),
         _ => super::NOT_TAKEN.into(),
     }
@@ -507,7 +508,7 @@ mod tests {
             &Value::Word("balance_performance".into()),
         );
         assert!(
-            named.contains("write \"balance_performance\" instead"),
+            named.contains("\"balance_performance\" is the one meant"),
             "{named}"
         );
         for (attr, wrote, read) in [

@@ -399,9 +399,8 @@ impl Deciding {
             return Vec::new();
         };
         let done = optimizer.on_window(&mut self.path, &mut self.guard, window);
-        let knobs = optimizer.knobs();
         let mut events = self.take_events();
-        events.extend(done.into_iter().map(|e| optimizer_event(knobs.clone(), e)));
+        events.extend(done.into_iter().map(|(knobs, e)| optimizer_event(knobs, e)));
         events
     }
 
@@ -507,7 +506,10 @@ impl Deciding {
         let mut events = Vec::new();
         if let Some(optimizer) = self.optimizer.as_mut() {
             let knobs = optimizer.knobs();
-            for e in optimizer.on_exit(&mut self.path, &mut self.guard) {
+            let settled = optimizer.on_exit(&mut self.path, &mut self.guard);
+            // Its `change` events first, as in a window.
+            events.extend(self.take_events());
+            for e in settled {
                 info!("on exit: optimizer: {e:?}");
                 events.push(optimizer_event(knobs.clone(), e));
             }

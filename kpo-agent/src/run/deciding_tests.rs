@@ -629,27 +629,68 @@ fn another_writer_of_scaling_max_freq_is_yielded_to() {
         state.yielded.as_ref().map(|(by, _)| by.as_str()),
         Some(super::yielding::BY_VALUE_CHECK)
     );
-    // KPO writes it no more: the person's value stays, the journal has no new intent for it,
-    // and the optimizer's proposals that move it are refused as yielded.
-    let before = rig
-        .intents()
+    // The loop sets the knob aside at the person's value and searches the other one.
+    let regrouped = rig
+        .json
         .iter()
-        .filter(|i| i.address == address)
-        .count();
+        .rfind(|e| e["event"] == "regrouped")
+        .expect("a regrouped event")
+        .clone();
+    assert_eq!(regrouped["knobs"], serde_json::json!([RX]), "{regrouped}");
+    assert_eq!(
+        regrouped["set_aside"],
+        serde_json::json!([format!("{MAX_FREQ} = 2000000 (yielded)")]),
+    );
+    assert_eq!(regrouped["config"], serde_json::json!([rig.rx() as f64]));
+    // KPO writes it no more: the person's value stays, the journal has no new intent for it, and
+    // the loop does not even ask (no refusal); rx-usecs trials go on.
+    let count = |rig: &Rig, target: &str| {
+        rig.intents()
+            .iter()
+            .filter(|i| i.address.to_string() == target)
+            .count()
+    };
+    let (before, rx_before) = (count(&rig, MAX_FREQ), count(&rig, RX));
+    let json_before = rig.json.len();
     for _ in 0..10 {
         rig.window();
         assert_eq!(rig.max_freq(), 2_000_000);
     }
-    let after = rig
-        .intents()
+    assert_eq!(count(&rig, MAX_FREQ), before);
+    assert!(
+        count(&rig, RX) > rx_before,
+        "the search goes on over rx-usecs"
+    );
+    assert!(
+        !rig.json[json_before..]
+            .iter()
+            .any(|e| e["kind"] == "change" && e["target"] == MAX_FREQ),
+        "no proposal moves the yielded knob"
+    );
+    // Handed back, it is searched again, from the kernel's values.
+    rig.operator(crate::api::Request::Resume {
+        param: Some(MAX_FREQ.into()),
+        by: "test".into(),
+    });
+    let events = rig.window();
+    let back = loop_events(&events)
+        .into_iter()
+        .find_map(|e| match e {
+            LiveEvent::Regrouped { config, set_aside } => Some((config.clone(), set_aside.clone())),
+            _ => None,
+        })
+        .expect("regrouped once handed back");
+    assert!(back.1.is_empty(), "{back:?}");
+    assert_eq!(
+        back.0[0], 2_000_000.0,
+        "the search starts from the person's value"
+    );
+    let regrouped = rig
+        .json
         .iter()
-        .filter(|i| i.address == address)
-        .count();
-    assert_eq!(before, after);
-    assert!(rig.json.iter().any(|e| e["kind"] == "change"
-        && e["phase"] == "refused"
-        && e["refusal"] == "yielded"
-        && e["target"] == MAX_FREQ));
+        .rfind(|e| e["event"] == "regrouped")
+        .unwrap();
+    assert_eq!(regrouped["knobs"], serde_json::json!([MAX_FREQ, RX]));
     rig.assert_schema();
 }
 
@@ -1579,8 +1620,31 @@ fn one_knob_moves_every_cpufreq_policy_its_entry_matches() {
         "16 policies and the NIC, there and back"
     );
 
-    // Someone else sets one policy apart: the knob has no one value, and the window says so.
+    // Someone else sets one policy apart from KPO's value: it is yielded, and the whole knob
+    // leaves the search (the others are searched on).
     std::fs::write(base.join("policy5/scaling_max_freq"), "2000000\n").unwrap();
+    rig.window();
+    let set_aside = rig.live.iter().find_map(|e| match e {
+        LiveEvent::Regrouped { set_aside, .. } => Some(set_aside.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        set_aside,
+        Some(vec![
+            "cpufreq:*:scaling_max_freq (yielded: cpufreq:policy5:scaling_max_freq = 2000000)"
+                .to_string()
+        ]),
+        "{:?}",
+        rig.live
+    );
+    rig.assert_schema();
+
+    // Set apart before KPO ever changed it (nothing of KPO's to yield): the knob has no one
+    // value, and each window says so.
+    let rig = Rig::new(&policy(""), true, "");
+    let base = rig.more_policies(4);
+    let mut rig = rig.restarted();
+    std::fs::write(base.join("policy2/scaling_max_freq"), "2000000\n").unwrap();
     rig.window();
     assert!(
         rig.live.iter().any(|e| matches!(
@@ -1590,6 +1654,7 @@ fn one_knob_moves_every_cpufreq_policy_its_entry_matches() {
         "{:?}",
         rig.live
     );
+    assert_eq!(rig.intents().len(), 0, "nothing written");
     rig.assert_schema();
 }
 
@@ -1747,4 +1812,58 @@ fn the_recheck_interval_comes_from_the_configuration() {
         assert_eq!(first, rechecked_by, "{settings:?}: {:?}", rig.live);
         rig.assert_schema();
     }
+}
+
+/// At shutdown the loop takes back only what is its own: a knob an operator set since (through
+/// the journal, so KPO's value but not the loop's) stays; one whose parameters go back to their
+/// originals next (`on_exit = "revert"`) is written once, by that.
+#[test]
+fn settling_at_shutdown_leaves_values_that_are_not_the_loops_own() {
+    let text = policy("").replace(
+        "max = 3000000\nsources = [\"optimizer\"]",
+        "max = 3000000\nsources = [\"optimizer\", \"operator\"]",
+    );
+    let mut rig = Rig::new(&text, true, "");
+    rig.window();
+    let trial = (rig.max_freq(), rig.rx());
+    assert_ne!(trial.0, 3_000_000);
+    assert_ne!(trial.1, 0);
+    assert!(matches!(
+        rig.operator_sets_max_freq(2_500_000),
+        crate::api::Reply::Ok(_)
+    ));
+    let before = rig.intents().len();
+    let events = rig.deciding.on_exit();
+    rig.record(&events);
+    assert!(has(&events, |e| matches!(e, LiveEvent::Settled { .. })));
+    assert_eq!(rig.max_freq(), 2_500_000, "the operator's value stays");
+    assert_eq!(rig.rx(), 0, "the loop's trial made way");
+    let after: Vec<String> = rig.intents()[before..]
+        .iter()
+        .map(|i| i.address.to_string())
+        .collect();
+    assert_eq!(after, vec![RX.to_string()]);
+    rig.assert_schema();
+
+    // cpufreq reverts at exit, rx-usecs keeps: each is written once.
+    let mut rig = Rig::new(&policy("on_exit = \"revert\""), true, "");
+    rig.window();
+    assert_ne!((rig.max_freq(), rig.rx()), (3_000_000, 0));
+    let before = rig.intents().len();
+    let events = rig.deciding.on_exit();
+    rig.record(&events);
+    let reasons: Vec<(String, String)> = rig.intents()[before..]
+        .iter()
+        .map(|i| (i.address.to_string(), i.reason.clone()))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons.contains(&(
+        MAX_FREQ.to_string(),
+        "agent stopping: on_exit = revert".to_string()
+    )));
+    assert!(reasons
+        .iter()
+        .any(|(a, r)| a == RX && r.starts_with("optimizer: agent stopping")));
+    assert_eq!((rig.max_freq(), rig.rx()), (3_000_000, 0));
+    rig.assert_schema();
 }

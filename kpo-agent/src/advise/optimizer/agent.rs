@@ -230,6 +230,15 @@ struct Timed {
 /// The live loop, running in the agent.
 pub struct AgentOptimizer {
     settings: OptimizerSettings,
+    /// The search's settings, for a search started over over other knobs.
+    config: LiveConfig,
+    /// Every knob the loop started with, and its levels.
+    all: Vec<(Knob, KnobSpec)>,
+    /// Knobs of `all` yielded to a person (their indices), with their members' values when last
+    /// seen: they are left out of the search, at those values.
+    set_aside: Vec<(usize, Vec<Option<i64>>)>,
+    /// The knobs searched: those of `all` not set aside (none: every knob is yielded, and the
+    /// loop waits).
     knobs: Vec<Knob>,
     /// The journal keys of every knob's members.
     keys: Vec<String>,
@@ -319,7 +328,7 @@ impl AgentOptimizer {
         for p in &problems {
             warn!("optimizer: left out: {p}");
         }
-        let space = Space::new(specs).map_err(|e| Off(e.to_string()))?;
+        let space = Space::new(specs.clone()).map_err(|e| Off(e.to_string()))?;
         let config = LiveConfig {
             slo: Slo {
                 latency_us_max: Some(max_us),
@@ -347,9 +356,13 @@ impl AgentOptimizer {
             .iter()
             .flat_map(|k| k.members.iter().map(target_key))
             .collect();
+        let all = knobs.iter().cloned().zip(specs).collect();
         Ok(Some((
             AgentOptimizer {
                 settings: settings.clone(),
+                config: live.config().clone(),
+                all,
+                set_aside: Vec::new(),
                 knobs,
                 keys,
                 live,
@@ -398,43 +411,181 @@ impl AgentOptimizer {
     /// Each knob's value: its members', which must agree (one set apart by someone else is
     /// an error: the knob has no one value to learn from).
     fn read(&self, path: &ChangePath) -> Result<Vec<f64>, String> {
-        self.knobs
-            .iter()
-            .map(|k| {
-                let mut values = Vec::new();
-                for a in &k.members {
-                    match path.read(a) {
-                        Ok(Value::Int(v)) => values.push(v),
-                        Ok(other) => return Err(format!("{a}: {other:?} is not one integer")),
-                        Err(e) => return Err(e.to_string()),
-                    }
-                }
-                if values.iter().all(|&v| v == values[0]) {
-                    Ok(values[0] as f64)
-                } else {
-                    Err(format!(
-                        "{}: its parameters differ ({}), someone else changed one",
-                        k.name,
-                        k.each(&values)
-                    ))
-                }
-            })
-            .collect()
+        read_knobs(path, &self.knobs)
     }
 
-    /// The window's measurement counts towards the trial; when the trial is complete the loop
-    /// learns from it and tries the next configuration (through `path`, watched by `guard`).
+    /// The window's events, each with the knobs its configurations are in (a search started over
+    /// over other knobs changes them within one window).
     pub fn on_window(
         &mut self,
         path: &mut ChangePath,
         guard: &mut Guard,
         window: &Window,
-    ) -> Vec<LiveEvent> {
-        let events = self.on_window_inner(path, guard, window);
+    ) -> Vec<(Vec<String>, LiveEvent)> {
+        let mut events = self.regroup(path, guard);
+        if events.is_empty() && !self.knobs.is_empty() {
+            let knobs = self.knobs();
+            events = self
+                .on_window_inner(path, guard, window)
+                .into_iter()
+                .map(|e| (knobs.clone(), e))
+                .collect();
+        }
         self.mark = path.journal.records().len();
         events
     }
 
+    /// A knob yielded to a person leaves the search, at the person's value, and comes back when
+    /// handed back (`kpo resume`): the loop goes on tuning the others rather than asking, every
+    /// trial, to move a knob that is not KPO's. When that set changes (or a person moves a knob
+    /// set aside), the trial in place makes way for the best configuration measured, and the
+    /// search starts over from the kernel's values (`regrouped`). Nothing when nothing changed.
+    fn regroup(
+        &mut self,
+        path: &mut ChangePath,
+        guard: &mut Guard,
+    ) -> Vec<(Vec<String>, LiveEvent)> {
+        let set_aside: Vec<(usize, Vec<Option<i64>>)> = self
+            .all
+            .iter()
+            .enumerate()
+            .filter(|(_, (k, _))| k.members.iter().any(|a| yielded(path, a)))
+            .map(|(i, (k, _))| {
+                let values = k
+                    .members
+                    .iter()
+                    .map(|a| path.read(a).ok().and_then(|v| v.as_int()))
+                    .collect();
+                (i, values)
+            })
+            .collect();
+        if set_aside == self.set_aside {
+            return Vec::new();
+        }
+        let mut events = Vec::new();
+        if !self.knobs.is_empty() {
+            let knobs = self.knobs();
+            events.extend(
+                self.settle(path, guard, false)
+                    .into_iter()
+                    .map(|e| (knobs.clone(), e)),
+            );
+        }
+        let searched: Vec<usize> = (0..self.all.len())
+            .filter(|i| !set_aside.iter().any(|(j, _)| j == i))
+            .collect();
+        let knobs: Vec<Knob> = searched.iter().map(|&i| self.all[i].0.clone()).collect();
+        // Each knob set aside with the parameters yielded and their values.
+        let described: Vec<String> = set_aside
+            .iter()
+            .map(|(i, values)| {
+                let knob = &self.all[*i].0;
+                let each: Vec<String> = knob
+                    .members
+                    .iter()
+                    .zip(values)
+                    .filter(|(a, _)| yielded(path, a))
+                    .map(|(a, v)| match v {
+                        Some(v) => format!("{a} = {v}"),
+                        None => format!("{a} (unreadable)"),
+                    })
+                    .collect();
+                if knob.members.len() == 1 {
+                    format!("{} (yielded)", each.join(""))
+                } else {
+                    format!("{} (yielded: {})", knob.name, each.join(", "))
+                }
+            })
+            .collect();
+        let live = if knobs.is_empty() {
+            None
+        } else {
+            let start = match read_knobs(path, &knobs) {
+                Ok(start) => start,
+                Err(reason) => {
+                    // Tried again next window (nothing was taken as regrouped).
+                    events.push((
+                        self.knobs(),
+                        LiveEvent::Unmeasured {
+                            reason: format!("cannot start the search over: {reason}"),
+                        },
+                    ));
+                    return events;
+                }
+            };
+            let specs = searched.iter().map(|&i| self.all[i].1.clone()).collect();
+            match Space::new(specs)
+                .map_err(|e| e.to_string())
+                .and_then(|space| {
+                    LiveOptimizer::new(space, start, self.config.clone()).map_err(|e| e.to_string())
+                }) {
+                Ok(live) => Some(live),
+                Err(reason) => {
+                    warn!("optimizer: cannot start the search over: {reason}");
+                    return events;
+                }
+            }
+        };
+        self.set_aside = set_aside;
+        self.knobs = knobs;
+        if let Some(live) = live {
+            self.live = live;
+        }
+        self.made.clear();
+        self.trial = Trial::default();
+        self.disturbed = None;
+        self.unmeasured = None;
+        let config = if self.knobs.is_empty() {
+            Vec::new()
+        } else {
+            self.live.start().to_vec()
+        };
+        events.push((
+            self.knobs(),
+            LiveEvent::Regrouped {
+                config,
+                set_aside: described,
+            },
+        ));
+        events
+    }
+}
+
+/// Whether `address` is yielded to a person (`kpo resume` hands it back).
+fn yielded(path: &ChangePath, address: &ParamAddress) -> bool {
+    path.journal
+        .param_state(address)
+        .is_some_and(|p| p.yielded.is_some())
+}
+
+/// Each knob's value: its members', which must agree (one set apart by someone else is an
+/// error: the knob has no one value to learn from).
+fn read_knobs(path: &ChangePath, knobs: &[Knob]) -> Result<Vec<f64>, String> {
+    knobs
+        .iter()
+        .map(|k| {
+            let mut values = Vec::new();
+            for a in &k.members {
+                match path.read(a) {
+                    Ok(Value::Int(v)) => values.push(v),
+                    Ok(other) => return Err(format!("{a}: {other:?} is not one integer")),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            if values.iter().all(|&v| v == values[0]) {
+                Ok(values[0] as f64)
+            } else {
+                Err(format!(
+                    "{}: its parameters differ ({}), someone else changed one",
+                    k.name,
+                    k.each(&values)
+                ))
+            }
+        })
+        .collect()
+}
+
+impl AgentOptimizer {
     /// The agent is stopping: a trial in place makes way for the best configuration measured
     /// within the SLO (or the start), so that no experiment outlives the agent unwatched. Not
     /// when every knob's parameters go back to their originals anyway (`on_exit = "revert"`).
@@ -446,12 +597,27 @@ impl AgentOptimizer {
         if all_revert {
             return Vec::new();
         }
+        self.settle(path, guard, true)
+    }
+
+    /// The best configuration measured (or the start) in place of a trial (none searched:
+    /// nothing). `exiting`: knobs whose parameters go back to their originals next are left.
+    fn settle(
+        &mut self,
+        path: &mut ChangePath,
+        guard: &mut Guard,
+        exiting: bool,
+    ) -> Vec<LiveEvent> {
+        if self.knobs.is_empty() {
+            return Vec::new();
+        }
         let mut knobs = PathKnobs {
             path,
             guard,
             baseline: None,
             knobs: &self.knobs,
             made: &mut self.made,
+            exiting,
         };
         self.live.settle(&mut knobs)
     }
@@ -499,6 +665,7 @@ impl AgentOptimizer {
                     baseline: Some(window),
                     knobs: &self.knobs,
                     made: &mut self.made,
+                    exiting: false,
                 };
                 events = self
                     .live
@@ -533,6 +700,7 @@ impl AgentOptimizer {
             baseline: Some(window),
             knobs: &self.knobs,
             made: &mut self.made,
+            exiting: false,
         };
         match self.live.step(&m, &mut knobs) {
             Ok(events) => events,
@@ -787,6 +955,9 @@ struct PathKnobs<'a> {
     baseline: Option<&'a Window>,
     knobs: &'a [Knob],
     made: &'a mut Vec<Made>,
+    /// The agent is stopping: knobs whose parameters all go back to their originals next
+    /// (`on_exit = "revert"`) are not written on the way.
+    exiting: bool,
 }
 
 /// Whether a revert of the loop's left the kernel without the loop's value: carried out (a
@@ -843,7 +1014,34 @@ fn write_order(knobs: &[Knob], from: &[f64], to: &[f64]) -> Vec<usize> {
     moving
 }
 
+impl PathKnobs<'_> {
+    /// Whether the kernel has, at `address`, a value the loop wrote: the journal's change holding
+    /// it is the optimizer's (not yielded, not reverted, not another source's since).
+    fn loops_own(&self, address: &ParamAddress) -> bool {
+        let journal = &self.path.journal;
+        journal
+            .param_state(address)
+            .filter(|p| p.yielded.is_none())
+            .and_then(|p| p.holding)
+            .and_then(|id| journal.intent(id))
+            .is_some_and(|i| i.source == Source::Optimizer)
+    }
+}
+
 impl Knobs for PathKnobs<'_> {
+    fn allowed(&mut self, to: &[f64]) -> bool {
+        let now = std::time::SystemTime::now();
+        self.knobs.iter().zip(to).all(|(knob, &v)| {
+            knob.members.iter().all(|a| {
+                self.path
+                    .journal
+                    .context(a, &Value::Int(v as i64), now)
+                    .quarantined_until
+                    .is_none_or(|until| until <= now)
+            })
+        })
+    }
+
     fn try_config(&mut self, from: &[f64], to: &[f64], why: ChangeReason) -> Tried {
         let reason = format!("optimizer {}: trial {to:?}", why.as_str());
         let moving = write_order(self.knobs, from, to);
@@ -929,6 +1127,13 @@ impl Knobs for PathKnobs<'_> {
         let mut errors = Vec::new();
         let why = format!("optimizer: {}; back to {to:?}", why.as_str());
         for i in write_order(self.knobs, from, to) {
+            let reverted_next = self.knobs[i]
+                .members
+                .iter()
+                .all(|a| self.path.policy.rule_for(a).on_exit == crate::policy::OnExit::Revert);
+            if self.exiting && reverted_next {
+                continue;
+            }
             let made: Vec<Made> = self
                 .made
                 .iter()
@@ -943,6 +1148,11 @@ impl Knobs for PathKnobs<'_> {
                 continue;
             }
             for m in made {
+                if !self.loops_own(&m.address) {
+                    // Not the loop's value there now (a person's, the guard's revert, an
+                    // advisor's change): left as it is.
+                    continue;
+                }
                 match self.path.revert_own(m.id, Source::Optimizer, &why) {
                     Ok(r) if undone(self.path, &r) => self.guard.forget(&m.address),
                     Ok(r) => errors.push(r.describe()),

@@ -267,6 +267,11 @@ impl Optimizer {
     /// The feasible observation with the lowest objective. Repeated measurements of one point are
     /// averaged, and a point counts as feasible only if all of its measurements were.
     pub fn best_feasible(&self) -> Option<Observation> {
+        self.feasible_points().into_iter().next()
+    }
+
+    /// Every feasible point measured, cheapest first, as in [`Self::best_feasible`].
+    pub fn feasible_points(&self) -> Vec<Observation> {
         // Per distinct point: sums of objective and constraints, and the count.
         let mut groups: Vec<(Observation, usize)> = Vec::new();
         for o in &self.observations {
@@ -282,7 +287,7 @@ impl Optimizer {
                 None => groups.push((o.clone(), 1)),
             }
         }
-        groups
+        let mut feasible: Vec<Observation> = groups
             .into_iter()
             .filter(|(g, _)| g.feasible)
             .map(|(mut g, n)| {
@@ -290,7 +295,10 @@ impl Optimizer {
                 g.constraints.iter_mut().for_each(|c| *c /= n as f64);
                 g
             })
-            .min_by(|a, b| a.objective.total_cmp(&b.objective))
+            .collect();
+        // Stable: of equal objectives, the one measured first, as before.
+        feasible.sort_by(|a, b| a.objective.total_cmp(&b.objective));
+        feasible
     }
 
     /// Number of distinct points measured (repeated measurements count once).

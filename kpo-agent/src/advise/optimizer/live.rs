@@ -61,6 +61,11 @@ pub trait Knobs {
     /// agent), for the reason `why`. Not subject to the policy's limits: it undoes the loop's own
     /// changes.
     fn revert_to(&mut self, from: &[f64], to: &[f64], why: GoBack) -> Result<(), String>;
+    /// Whether the loop may go back to `to` (in the agent: none of its values is quarantined by
+    /// the guard since it was measured).
+    fn allowed(&mut self, _to: &[f64]) -> bool {
+        true
+    }
 }
 
 /// Why the loop goes back to the best configuration it measured.
@@ -296,6 +301,13 @@ pub enum LiveEvent {
         from: Vec<f64>,
         to: Vec<f64>,
     },
+    /// The knobs searched changed (the agent set knobs yielded to a person aside, or took them
+    /// back): a new search over the knobs of the event starts from `config`; `set_aside` names
+    /// each knob left out, with its parameters' values (none searched: the loop waits).
+    Regrouped {
+        config: Vec<f64>,
+        set_aside: Vec<String>,
+    },
     /// The agent is stopping: the trial in place made way, through the journal, for the best
     /// configuration measured within the SLO (or the start).
     Settled {
@@ -407,6 +419,10 @@ impl LiveOptimizer {
         })
     }
 
+    pub fn config(&self) -> &LiveConfig {
+        &self.config
+    }
+
     pub fn phase(&self) -> Phase {
         self.phase
     }
@@ -441,6 +457,12 @@ impl LiveOptimizer {
         self.waiting = false;
         // Not over someone else's values: a best still to apply waits for the next search.
         self.pending_best = None;
+        if self.phase == Phase::Holding {
+            // What is held now is theirs: re-checked against what it was measured at, if it was.
+            self.hold_current();
+            self.hold_windows = 0;
+            self.hold_sum = 0.0;
+        }
     }
 
     fn restart(&mut self, load: f64, reason: &str, ev: &mut Vec<LiveEvent>) {
@@ -590,18 +612,31 @@ impl LiveOptimizer {
     }
 
     /// At shutdown: the best feasible configuration measured (or the start) in place of a trial
-    /// that nobody will measure or guard against the SLO. Nothing while the best is held.
+    /// that nobody will measure or guard against the SLO. Nothing while a measured configuration
+    /// is held (the best, or the last trial when the move to the best failed: retried knob by
+    /// knob, it could leave a mix never measured).
     pub fn settle(&mut self, knobs: &mut dyn Knobs) -> Vec<LiveEvent> {
+        if self.phase == Phase::Holding
+            && self.pending_best.is_none()
+            && self.held() == Some(self.current.as_slice())
+        {
+            return Vec::new();
+        }
         self.back_to_best(knobs, GoBack::Stopping)
             .into_iter()
             .collect()
     }
 
+    /// Back to the cheapest feasible configuration measured that the knobs still allow (the
+    /// guard may have quarantined one since), or the start.
     fn back_to_best(&mut self, knobs: &mut dyn Knobs, why: GoBack) -> Option<LiveEvent> {
         let target = self
             .opt
-            .best_feasible()
-            .map_or_else(|| self.start.clone(), |o| o.point);
+            .feasible_points()
+            .into_iter()
+            .map(|o| o.point)
+            .find(|point| *point == self.current || knobs.allowed(point))
+            .unwrap_or_else(|| self.start.clone());
         if target == self.current {
             return None;
         }
@@ -743,13 +778,13 @@ impl LiveOptimizer {
         }
     }
 
-    /// Holds the configuration in place, with the objective this search last measured it at.
+    /// Holds the configuration in place, with the objective this search measured it at within
+    /// the SLO (the mean of its measurements), if it did.
     fn hold_current(&mut self) {
         let measured = self
             .opt
-            .observations()
-            .iter()
-            .rev()
+            .feasible_points()
+            .into_iter()
             .find(|o| o.point == self.current)
             .map(|o| o.objective);
         self.held = Some((self.current.clone(), measured));
