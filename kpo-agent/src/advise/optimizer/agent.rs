@@ -234,9 +234,9 @@ pub struct AgentOptimizer {
     config: LiveConfig,
     /// Every knob the loop started with, and its levels.
     all: Vec<(Knob, KnobSpec)>,
-    /// Knobs of `all` yielded to a person (their indices), with their members' values when last
-    /// seen: they are left out of the search, at those values.
-    set_aside: Vec<(usize, Vec<Option<i64>>)>,
+    /// Knobs of `all` with a parameter yielded to a person (their indices): left out of the
+    /// search, at the person's values.
+    set_aside: Vec<usize>,
     /// The knobs searched: those of `all` not set aside (none: every knob is yielded, and the
     /// loop waits).
     knobs: Vec<Knob>,
@@ -437,27 +437,18 @@ impl AgentOptimizer {
 
     /// A knob yielded to a person leaves the search, at the person's value, and comes back when
     /// handed back (`kpo resume`): the loop goes on tuning the others rather than asking, every
-    /// trial, to move a knob that is not KPO's. When that set changes (or a person moves a knob
-    /// set aside), the trial in place makes way for the best configuration measured, and the
-    /// search starts over from the kernel's values (`regrouped`). Nothing when nothing changed.
+    /// trial, to move a knob that is not KPO's. When that set changes, the trial in place makes
+    /// way for the best configuration measured (the loop's own values only), and the search
+    /// starts over from the kernel's values (`regrouped`). Nothing when the set is the same (a
+    /// person moving a knob already set aside is theirs to do: regrouping on every value would
+    /// restart the search each window under a daemon that rewrites it).
     fn regroup(
         &mut self,
         path: &mut ChangePath,
         guard: &mut Guard,
     ) -> Vec<(Vec<String>, LiveEvent)> {
-        let set_aside: Vec<(usize, Vec<Option<i64>>)> = self
-            .all
-            .iter()
-            .enumerate()
-            .filter(|(_, (k, _))| k.members.iter().any(|a| yielded(path, a)))
-            .map(|(i, (k, _))| {
-                let values = k
-                    .members
-                    .iter()
-                    .map(|a| path.read(a).ok().and_then(|v| v.as_int()))
-                    .collect();
-                (i, values)
-            })
+        let set_aside: Vec<usize> = (0..self.all.len())
+            .filter(|&i| self.all[i].0.members.iter().any(|a| yielded(path, a)))
             .collect();
         if set_aside == self.set_aside {
             return Vec::new();
@@ -465,29 +456,63 @@ impl AgentOptimizer {
         let mut events = Vec::new();
         if !self.knobs.is_empty() {
             let knobs = self.knobs();
+            let mut back = PathKnobs {
+                path,
+                guard,
+                baseline: None,
+                knobs: &self.knobs,
+                made: &mut self.made,
+                exiting: false,
+            };
             events.extend(
-                self.settle(path, guard, false)
+                self.live
+                    .go_back_for(&mut back, GoBack::Regroup)
                     .into_iter()
                     .map(|e| (knobs.clone(), e)),
             );
         }
         let searched: Vec<usize> = (0..self.all.len())
-            .filter(|i| !set_aside.iter().any(|(j, _)| j == i))
+            .filter(|i| !set_aside.contains(i))
             .collect();
         let knobs: Vec<Knob> = searched.iter().map(|&i| self.all[i].0.clone()).collect();
-        // Each knob set aside with the parameters yielded and their values.
+        let live = if knobs.is_empty() {
+            None
+        } else {
+            let started = read_knobs(path, &knobs).and_then(|start| {
+                let specs = searched.iter().map(|&i| self.all[i].1.clone()).collect();
+                Space::new(specs)
+                    .map_err(|e| e.to_string())
+                    .and_then(|space| {
+                        LiveOptimizer::new(space, start, self.config.clone())
+                            .map_err(|e| e.to_string())
+                    })
+            });
+            match started {
+                Ok(live) => Some(live),
+                Err(reason) => {
+                    // Tried again next window (nothing was taken as regrouped), said once.
+                    let reason = format!("cannot start the search over: {reason}");
+                    if self.unmeasured.as_ref() != Some(&reason) {
+                        self.unmeasured = Some(reason.clone());
+                        events.push((self.knobs(), LiveEvent::Unmeasured { reason }));
+                    }
+                    return events;
+                }
+            }
+        };
+        // Each knob set aside, with its yielded parameters and their values now (after the
+        // trial in place made way).
         let described: Vec<String> = set_aside
             .iter()
-            .map(|(i, values)| {
-                let knob = &self.all[*i].0;
+            .map(|&i| {
+                let knob = &self.all[i].0;
                 let each: Vec<String> = knob
                     .members
                     .iter()
-                    .zip(values)
-                    .filter(|(a, _)| yielded(path, a))
-                    .map(|(a, v)| match v {
-                        Some(v) => format!("{a} = {v}"),
-                        None => format!("{a} (unreadable)"),
+                    .filter(|a| yielded(path, a))
+                    .map(|a| match path.read(a) {
+                        Ok(v) => format!("{a} = {v}"),
+                        Err(_) => format!("{a} (unreadable)"),
                     })
                     .collect();
                 if knob.members.len() == 1 {
@@ -497,36 +522,11 @@ impl AgentOptimizer {
                 }
             })
             .collect();
-        let live = if knobs.is_empty() {
-            None
-        } else {
-            let start = match read_knobs(path, &knobs) {
-                Ok(start) => start,
-                Err(reason) => {
-                    // Tried again next window (nothing was taken as regrouped).
-                    events.push((
-                        self.knobs(),
-                        LiveEvent::Unmeasured {
-                            reason: format!("cannot start the search over: {reason}"),
-                        },
-                    ));
-                    return events;
-                }
-            };
-            let specs = searched.iter().map(|&i| self.all[i].1.clone()).collect();
-            match Space::new(specs)
-                .map_err(|e| e.to_string())
-                .and_then(|space| {
-                    LiveOptimizer::new(space, start, self.config.clone()).map_err(|e| e.to_string())
-                }) {
-                Ok(live) => Some(live),
-                Err(reason) => {
-                    warn!("optimizer: cannot start the search over: {reason}");
-                    return events;
-                }
-            }
-        };
         self.set_aside = set_aside;
+        self.keys = knobs
+            .iter()
+            .flat_map(|k| k.members.iter().map(target_key))
+            .collect();
         self.knobs = knobs;
         if let Some(live) = live {
             self.live = live;
@@ -597,17 +597,6 @@ impl AgentOptimizer {
         if all_revert {
             return Vec::new();
         }
-        self.settle(path, guard, true)
-    }
-
-    /// The best configuration measured (or the start) in place of a trial (none searched:
-    /// nothing). `exiting`: knobs whose parameters go back to their originals next are left.
-    fn settle(
-        &mut self,
-        path: &mut ChangePath,
-        guard: &mut Guard,
-        exiting: bool,
-    ) -> Vec<LiveEvent> {
         if self.knobs.is_empty() {
             return Vec::new();
         }
@@ -617,7 +606,7 @@ impl AgentOptimizer {
             baseline: None,
             knobs: &self.knobs,
             made: &mut self.made,
-            exiting,
+            exiting: true,
         };
         self.live.settle(&mut knobs)
     }
@@ -1015,16 +1004,19 @@ fn write_order(knobs: &[Knob], from: &[f64], to: &[f64]) -> Vec<usize> {
 }
 
 impl PathKnobs<'_> {
-    /// Whether the kernel has, at `address`, a value the loop wrote: the journal's change holding
-    /// it is the optimizer's (not yielded, not reverted, not another source's since).
+    /// Whether the loop may take back the value at `address`: not yielded to a person, and not
+    /// held by a change of another source (an operator's `kpo apply`, an advisor's). A value
+    /// no change holds (one a revert put back, the loop's own or the guard's) is still KPO's,
+    /// and `revert_own` writes over it only while the kernel has it.
     fn loops_own(&self, address: &ParamAddress) -> bool {
         let journal = &self.path.journal;
-        journal
-            .param_state(address)
-            .filter(|p| p.yielded.is_none())
-            .and_then(|p| p.holding)
-            .and_then(|id| journal.intent(id))
-            .is_some_and(|i| i.source == Source::Optimizer)
+        let Some(p) = journal.param_state(address) else {
+            return true;
+        };
+        p.yielded.is_none()
+            && p.holding
+                .and_then(|id| journal.intent(id))
+                .is_none_or(|i| i.source == Source::Optimizer)
     }
 }
 
@@ -1275,6 +1267,73 @@ mod tests {
     }
 
     /// The loop's revert is done only when it took: one put back after a wrong read-back is not.
+    /// The loop takes back its own values, also where its own earlier revert left one (no change
+    /// holds the parameter then), but not a value another source set since through the journal.
+    #[test]
+    fn the_loop_takes_back_its_own_values_only() {
+        use super::{ChangeReason, GoBack, Knob, Knobs, PathKnobs, Tried};
+        use crate::guard::{Guard, GuardConfig};
+        const A: &str = "net.core.somaxconn@netns:4026539999";
+        let policy = "[guard]\nmax_changes_per_hour = 1000\n[params.\"net.core.somaxconn\"]\n\
+                      mode = \"auto\"\nmin = 128\nmax = 65535\n";
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(A, Value::Int(4096))]);
+        let (mut p, _) = path(dir.path(), policy, &k);
+        let mut guard = Guard::new(GuardConfig::default());
+        let knobs = [Knob::new(vec![A.parse().unwrap()], A)];
+        let mut made = Vec::new();
+        let now = |k: &crate::change::tests::FakeActuators| k.0.lock().unwrap().values[A].clone();
+        let mut loop_knobs = PathKnobs {
+            path: &mut p,
+            guard: &mut guard,
+            baseline: None,
+            knobs: &knobs,
+            made: &mut made,
+            exiting: false,
+        };
+        // S 4096 -> a 8192 -> b 16384, breach: back to a (the loop's revert), then a breaks the
+        // SLO too: back to S, though no change holds the parameter at a.
+        for (from, to) in [(4096.0, 8192.0), (8192.0, 16384.0)] {
+            let tried = loop_knobs.try_config(&[from], &[to], ChangeReason::Explore);
+            assert_eq!(tried, Tried::Applied);
+        }
+        loop_knobs
+            .revert_to(&[16384.0], &[8192.0], GoBack::SloBreach)
+            .unwrap();
+        assert_eq!(now(&k), Value::Int(8192));
+        assert_eq!(
+            loop_knobs
+                .path
+                .journal
+                .param_state(&A.parse().unwrap())
+                .unwrap()
+                .holding,
+            None
+        );
+        loop_knobs
+            .revert_to(&[8192.0], &[4096.0], GoBack::SloBreach)
+            .unwrap();
+        assert_eq!(now(&k), Value::Int(4096), "the loop's own value taken back");
+
+        // An operator's value set since, through the journal, stays.
+        let tried = loop_knobs.try_config(&[4096.0], &[8192.0], ChangeReason::Explore);
+        assert_eq!(tried, Tried::Applied);
+        loop_knobs
+            .path
+            .propose(&Proposal {
+                address: A.parse().unwrap(),
+                value: Value::Int(2048),
+                source: Source::Operator,
+                reason: "test".into(),
+            })
+            .unwrap();
+        assert_eq!(now(&k), Value::Int(2048));
+        loop_knobs
+            .revert_to(&[8192.0], &[4096.0], GoBack::Stopping)
+            .unwrap();
+        assert_eq!(now(&k), Value::Int(2048), "the operator's value stays");
+    }
+
     #[test]
     fn a_revert_put_back_is_not_undone() {
         const A: &str = "net.core.somaxconn@netns:4026539999";

@@ -75,6 +75,9 @@ pub enum GoBack {
     SloBreach,
     /// The agent is stopping: a trial nobody will measure is not left in place.
     Stopping,
+    /// The knobs searched change (one yielded to a person, or handed back): the new search
+    /// starts from a configuration measured, not from a trial.
+    Regroup,
 }
 
 impl GoBack {
@@ -82,6 +85,7 @@ impl GoBack {
         match self {
             GoBack::SloBreach => "SLO breach",
             GoBack::Stopping => "agent stopping",
+            GoBack::Regroup => "knobs regrouped",
         }
     }
 }
@@ -616,15 +620,19 @@ impl LiveOptimizer {
     /// is held (the best, or the last trial when the move to the best failed: retried knob by
     /// knob, it could leave a mix never measured).
     pub fn settle(&mut self, knobs: &mut dyn Knobs) -> Vec<LiveEvent> {
-        if self.phase == Phase::Holding
+        self.go_back_for(knobs, GoBack::Stopping)
+    }
+
+    /// Back to the best feasible configuration measured (or the start) for `why`, unless a
+    /// measured configuration is held (a trial is not in place).
+    pub fn go_back_for(&mut self, knobs: &mut dyn Knobs, why: GoBack) -> Vec<LiveEvent> {
+        let holding_measured = self.phase == Phase::Holding
             && self.pending_best.is_none()
-            && self.held() == Some(self.current.as_slice())
-        {
+            && matches!(&self.held, Some((c, Some(_))) if *c == self.current);
+        if holding_measured {
             return Vec::new();
         }
-        self.back_to_best(knobs, GoBack::Stopping)
-            .into_iter()
-            .collect()
+        self.back_to_best(knobs, why).into_iter().collect()
     }
 
     /// Back to the cheapest feasible configuration measured that the knobs still allow (the
@@ -645,7 +653,7 @@ impl LiveOptimizer {
             Ok(()) => {
                 self.current = target.clone();
                 match why {
-                    GoBack::SloBreach => LiveEvent::Reverted { from, to: target },
+                    GoBack::SloBreach | GoBack::Regroup => LiveEvent::Reverted { from, to: target },
                     GoBack::Stopping => LiveEvent::Settled { from, to: target },
                 }
             }
@@ -716,7 +724,14 @@ impl LiveOptimizer {
         knobs: &mut dyn Knobs,
         ev: &mut Vec<LiveEvent>,
     ) -> Result<(), LiveError> {
-        let (best, objective) = match self.opt.best_feasible() {
+        // The cheapest measured within the SLO that the knobs still allow (the guard may have
+        // quarantined one since).
+        let (best, objective) = match self
+            .opt
+            .feasible_points()
+            .into_iter()
+            .find(|o| o.point == self.current || knobs.allowed(&o.point))
+        {
             Some(o) => (o.point, Some(o.objective)),
             None => (self.start.clone(), None),
         };
@@ -810,7 +825,14 @@ impl LiveOptimizer {
         let mean = self.hold_sum / self.hold_windows as f64;
         self.hold_windows = 0;
         self.hold_sum = 0.0;
-        let Some((config, Some(expected))) = self.held.clone() else {
+        let Some((config, expected)) = self.held.clone() else {
+            return Ok(());
+        };
+        let Some(expected) = expected else {
+            // Held without a measurement of it (someone else's configuration after a resync, or
+            // a start never measured within the SLO): its first mean is what later ones are
+            // compared with.
+            self.held = Some((config, Some(mean)));
             return Ok(());
         };
         let ok = mean <= expected * (1.0 + self.config.recheck_tolerance_rel);
