@@ -43,9 +43,9 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
         policy.force_recommend();
     }
     if args.json {
-        println!("{}", to_json(&policy, config.as_deref()));
+        crate::out!("{}", to_json(&policy, config.as_deref()));
     } else {
-        print!("{}", to_text(&policy, config.as_deref()));
+        crate::out!(no_newline; "{}", to_text(&policy, config.as_deref()));
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

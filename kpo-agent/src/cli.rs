@@ -140,6 +140,33 @@ pub struct ResumeArgs {
     pub state: StateArgs,
 }
 
+/// Writes the command's output. `println!` panics when standard output fails (a reader gone, as
+/// in `kpo journal | head -1`, or a full disk); a command ends instead with `kpo: error:` and
+/// exit status 2, like any other error.
+pub fn write_out(args: std::fmt::Arguments, newline: bool) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_fmt(args)
+        .and_then(|()| {
+            if newline {
+                stdout.write_all(b"\n")
+            } else {
+                Ok(())
+            }
+        })
+        .and_then(|()| stdout.flush());
+    if let Err(e) = written {
+        let why = if e.kind() == std::io::ErrorKind::BrokenPipe {
+            "its reader is gone".to_string()
+        } else {
+            e.to_string()
+        };
+        eprintln!("kpo: error: writing to standard output: {why}");
+        std::process::exit(2);
+    }
+}
+
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => crate::run::run_blocking(args),
@@ -161,9 +188,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause(a) => {
             let mut c = open(&a.state)?;
             if c.pause(&who())? {
-                println!("paused: no parameter will be changed until kpo resume");
+                crate::out!("paused: no parameter will be changed until kpo resume");
             } else {
-                println!("already paused");
+                crate::out!("already paused");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -171,12 +198,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut c = open(&a.state)?;
             let resumed = c.resume(a.param.as_deref(), &who())?;
             match (&a.param, resumed.is_empty()) {
-                (None, false) => println!("resumed: changes are allowed again"),
-                (None, true) => println!("not paused"),
-                (Some(p), true) => println!("{p}: not yielded; nothing to resume"),
+                (None, false) => crate::out!("resumed: changes are allowed again"),
+                (None, true) => crate::out!("not paused"),
+                (Some(p), true) => crate::out!("{p}: not yielded; nothing to resume"),
                 (Some(_), false) => {
                     for k in resumed {
-                        println!("resumed: KPO manages {k} again");
+                        crate::out!("resumed: KPO manages {k} again");
                     }
                 }
             }
@@ -291,7 +318,7 @@ fn cmd_apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
     let req = parse_assignment(&a.assignment, a.netns.as_deref(), a.reason)?;
     let mut c = open(&a.state)?;
     let report = c.apply(&req)?;
-    println!("{}", report.describe());
+    crate::out!("{}", report.describe());
     // A change that was put back after a mismatch did not take: that is a failure here.
     Ok(match report.status {
         ChangeStatus::Applied | ChangeStatus::Unchanged => ExitCode::SUCCESS,
@@ -307,10 +334,10 @@ fn cmd_revert(a: RevertArgs) -> anyhow::Result<ExitCode> {
     let mut c = open(&a.state)?;
     let reports = c.revert(&req)?;
     if reports.is_empty() {
-        println!("nothing to revert: KPO has changed no parameter");
+        crate::out!("nothing to revert: KPO has changed no parameter");
     }
     for r in &reports {
-        println!("{}", r.describe());
+        crate::out!("{}", r.describe());
     }
     Ok(exit_for(&reports))
 }
@@ -320,13 +347,17 @@ fn cmd_journal(a: JournalArgs) -> anyhow::Result<ExitCode> {
     let entries = c.journal()?;
     if a.json {
         for e in &entries {
-            println!("{}", serde_json::to_string(e)?);
+            crate::out!("{}", serde_json::to_string(e)?);
         }
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    crate::out!(
         "{:>5}  {:<24}  {:<9}  {:<8}  {:<10}  change",
-        "id", "time", "source", "kind", "status"
+        "id",
+        "time",
+        "source",
+        "kind",
+        "status"
     );
     for e in &entries {
         let before = e
@@ -351,7 +382,7 @@ fn cmd_journal(a: JournalArgs) -> anyhow::Result<ExitCode> {
         if let Some(d) = &e.detail {
             line.push_str(&format!(" {d}"));
         }
-        println!("{line}");
+        crate::out!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -360,20 +391,20 @@ fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
     let mut c = open(&a.state)?;
     let s = c.status()?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        crate::out!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("policy: {}", s.policy);
-    println!("state: {}", s.state_dir.display());
+    crate::out!("policy: {}", s.policy);
+    crate::out!("state: {}", s.state_dir.display());
     match &s.paused {
-        Some((by, at)) => println!("paused: yes, by {by} at {at}"),
-        None => println!("paused: no"),
+        Some((by, at)) => crate::out!("paused: yes, by {by} at {at}"),
+        None => crate::out!("paused: no"),
     }
     if !s.incomplete.is_empty() {
-        println!("incomplete (not yet reconciled): {:?}", s.incomplete);
+        crate::out!("incomplete (not yet reconciled): {:?}", s.incomplete);
     }
     if s.params.is_empty() {
-        println!("parameters: none changed by KPO");
+        crate::out!("parameters: none changed by KPO");
     }
     for p in &s.params {
         let show = |v: &Option<Value>| v.as_ref().map(|v| v.to_string()).unwrap_or("-".into());
@@ -382,7 +413,7 @@ fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
             (None, Some(e)) => format!("unreadable ({e})"),
             _ => "-".into(),
         };
-        println!(
+        crate::out!(
             "{}: original {}, last applied {}, now {}, {} change(s){}{}",
             p.address
                 .as_ref()

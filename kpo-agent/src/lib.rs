@@ -37,3 +37,15 @@ pub mod policy;
 pub mod run;
 pub mod sensors;
 pub mod window;
+
+/// `println!` (or, with `no_newline;` first, `print!`) for the command-line output: see
+/// [`cli::write_out`].
+#[macro_export]
+macro_rules! out {
+    (no_newline; $($arg:tt)*) => {
+        $crate::cli::write_out(format_args!($($arg)*), false)
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!($($arg)*), true)
+    };
+}

@@ -382,4 +382,45 @@ fn clear_errors() {
         "lines 2 and 3 have the same knob values",
     );
     grid_fails_with("empty.csv", "itr_us,freq_mhz,energy_j\n", "has no rows");
+    // -0 and 0 are one value.
+    grid_fails_with(
+        "zeros.csv",
+        "itr_us,freq_mhz,energy_j\n0,1200,10.5\n-0,1200,11\n",
+        "lines 2 and 3 have the same knob values",
+    );
+    grid_fails_with(
+        "header.csv",
+        "itr_us,freq_mhz,energy_j,itr_us\n2,1200,10.5,9\n",
+        "the header names column 'itr_us' twice",
+    );
+    let args = |grid: &str, baseline: &str| {
+        [
+            "--grid",
+            grid,
+            "--knob",
+            "itr_us",
+            "--knob",
+            "freq_mhz",
+            "--minimize",
+            "energy_j",
+            "--baseline",
+            baseline,
+        ]
+        .map(String::from)
+    };
+    let good = dir.path().join("good.csv");
+    std::fs::write(&good, "itr_us,freq_mhz,energy_j\n2,1200,10.5\n4,1300,9\n").unwrap();
+    let zero = dir.path().join("zero.csv");
+    std::fs::write(&zero, "itr_us,freq_mhz,energy_j\n0,0,0\n").unwrap();
+    let a = args(good.to_str().unwrap(), zero.to_str().unwrap());
+    fails_with(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        "the baseline's 'energy_j' is 0; a saving against it is not defined",
+    );
+    // A file that never ends is not read to the end.
+    let a = args("/dev/zero", good.to_str().unwrap());
+    fails_with(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        "/dev/zero: more than 67108864 bytes",
+    );
 }

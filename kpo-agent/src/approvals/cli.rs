@@ -91,14 +91,14 @@ fn change(item: &ApprovalItem) -> String {
 pub fn pending(a: PendingArgs) -> anyhow::Result<ExitCode> {
     let items = open(&a.state)?.pending()?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&items)?);
+        crate::out!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(ExitCode::SUCCESS);
     }
     if items.is_empty() {
-        println!("no approval pending");
+        crate::out!("no approval pending");
     }
     for i in &items {
-        println!(
+        crate::out!(
             "{}  {}  (advised by {}, held by {}, since {}, expires {})\n    {}",
             i.id,
             change(i),
@@ -115,10 +115,10 @@ pub fn pending(a: PendingArgs) -> anyhow::Result<ExitCode> {
 pub fn approve(a: ApproveArgs) -> anyhow::Result<ExitCode> {
     let outcome = open(&a.state)?.approve(&a.id, &who())?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        crate::out!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {
-        println!("{}", outcome.report.describe());
-        println!(
+        crate::out!("{}", outcome.report.describe());
+        crate::out!(
             "{}: {}",
             outcome.approval.id,
             outcome.approval.state.describe()
@@ -133,9 +133,9 @@ pub fn approve(a: ApproveArgs) -> anyhow::Result<ExitCode> {
 pub fn reject(a: RejectArgs) -> anyhow::Result<ExitCode> {
     let item = open(&a.state)?.reject(&a.id, &who(), a.reason.as_deref())?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&item)?);
+        crate::out!("{}", serde_json::to_string_pretty(&item)?);
     } else {
-        println!("{}: {} ({})", item.id, item.state.describe(), change(&item));
+        crate::out!("{}: {} ({})", item.id, item.state.describe(), change(&item));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -164,11 +164,11 @@ fn done(e: &Explained) -> String {
 pub fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
     let entries = open(&a.state)?.explain(&a.param, a.limit)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&entries)?);
+        crate::out!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(ExitCode::SUCCESS);
     }
     if entries.is_empty() {
-        println!("{}: no recommendation recorded", a.param);
+        crate::out!("{}: no recommendation recorded", a.param);
     }
     for e in &entries {
         let r = &e.entry.recommendation;
@@ -177,7 +177,7 @@ pub fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
             (None, Some(v)) => v.to_string(),
             (_, None) => "application advice".into(),
         };
-        println!(
+        crate::out!(
             "{}  {}  {}  {value}  (by {}, confidence {:.2}): {}\n    {}",
             format_ms(e.entry.ts_ms),
             r.id,

@@ -125,9 +125,15 @@ impl ApprovalStore {
     fn fold(&mut self, r: Record) {
         match r {
             Record::Approval(item) => {
-                if let Some(n) = number(&item.id) {
-                    self.next_id = self.next_id.max(n + 1);
-                    self.items.insert(n, *item);
+                match number(&item.id).filter(|&n| n < crate::journal::MAX_ID) {
+                    Some(n) => {
+                        self.next_id = self.next_id.max(n + 1);
+                        self.items.insert(n, *item);
+                    }
+                    None => self.warnings.push(format!(
+                        "an approval with id {:?} is set aside: KPO's ids are ap-1, ap-2, ...",
+                        item.id
+                    )),
                 }
             }
             Record::History(h) => {
@@ -407,6 +413,31 @@ pub(crate) mod tests {
             "{:?}",
             s.warnings()
         );
+    }
+
+    /// An id KPO cannot have handed out (a hand-made line) is set aside with a warning; counting
+    /// on from it would overflow.
+    #[test]
+    fn an_impossible_id_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(APPROVALS_FILE);
+        let mut bytes = encode(&Record::Approval(Box::new(item("ap-1", 32))));
+        bytes.extend(encode(&Record::Approval(Box::new(item(
+            &format!("ap-{}", u64::MAX),
+            64,
+        )))));
+        bytes.extend(encode(&Record::Approval(Box::new(item("approval-7", 64)))));
+        fs::write(&path, bytes).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let ids: Vec<_> = s.pending().map(|i| i.id.clone()).collect();
+        assert_eq!(ids, ["ap-1"]);
+        assert_eq!(s.warnings().len(), 2, "{:?}", s.warnings());
+        assert!(
+            s.warnings()[0].contains("is set aside"),
+            "{:?}",
+            s.warnings()
+        );
+        assert_eq!(s.new_id(), "ap-2");
     }
 
     #[test]

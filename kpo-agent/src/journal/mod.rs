@@ -67,9 +67,19 @@ fn to_time(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-/// RFC 3339 with milliseconds, for people.
+/// Journal and approval ids are counted from 1; one at or above this is not KPO's (a damaged or
+/// hand-made record) and is set aside, so that counting on from it can never overflow.
+pub const MAX_ID: u64 = 1 << 53;
+
+/// RFC 3339 with milliseconds, for people; a time RFC 3339 cannot write (past the year 9999, in a
+/// damaged or hand-made record) as its raw milliseconds.
 pub fn format_ms(ms: u64) -> String {
-    humantime::format_rfc3339_millis(to_time(ms)).to_string()
+    use std::fmt::Write;
+    let mut out = String::new();
+    match UNIX_EPOCH.checked_add(Duration::from_millis(ms)) {
+        Some(t) if write!(out, "{}", humantime::format_rfc3339_millis(t)).is_ok() => out,
+        _ => format!("{ms} ms after the epoch (not a date)"),
+    }
 }
 
 /// The key a parameter's history is kept under: its address, with a namespace path replaced by
@@ -491,6 +501,20 @@ impl Journal {
     }
 
     fn fold(&mut self, r: Record) {
+        let id = match &r {
+            Record::Intent(i) => Some(i.id),
+            Record::Outcome { id, .. }
+            | Record::ReadBack { id, .. }
+            | Record::Refused { id, .. } => Some(*id),
+            _ => None,
+        };
+        if let Some(id) = id.filter(|&id| id >= MAX_ID) {
+            self.warnings.push(format!(
+                "a record with id {id} is set aside: KPO counts ids from 1, and one this large \
+                 is not KPO's (nor would it leave an id to hand out after it)"
+            ));
+            return;
+        }
         match &r {
             Record::Intent(i) => {
                 self.next_id = self.next_id.max(i.id + 1);

@@ -640,3 +640,43 @@ fn an_intent_in_a_new_namespace_starts_afresh_on_replay() {
         Some(7)
     );
 }
+
+/// A record with an id KPO cannot have handed out (here `u64::MAX`, from a hand-made or damaged
+/// file) is set aside with a warning; counting on from it would overflow. A time past the year
+/// 9999 is shown as milliseconds, not a panic.
+#[test]
+fn an_impossible_id_is_set_aside_and_an_impossible_time_is_shown_as_a_number() {
+    let dir = private_tempdir();
+    two_changes(dir.path());
+    let line = store::encode(&Record::Intent(Intent {
+        id: u64::MAX,
+        ts_ms: u64::MAX,
+        key: "net.core.somaxconn@netns:4026539999".into(),
+        address: addr("net.core.somaxconn@netns:4026539999"),
+        before: Value::Int(16384),
+        after: Value::Int(32768),
+        source: Source::Rules,
+        reason: "hand-made".into(),
+        kind: IntentKind::Change,
+        original: Some(Value::Int(4096)),
+        made_way_for: None,
+        boot: None,
+        netns_cookie: None,
+    }));
+    append_raw(dir.path(), &line);
+    let j = open(dir.path());
+    assert!(
+        j.warnings()
+            .iter()
+            .any(|w| w.contains(&format!("id {} is set aside", u64::MAX))),
+        "{:?}",
+        j.warnings()
+    );
+    assert_eq!(j.entries().len(), 2);
+    assert!(j.incomplete().is_empty());
+    assert_eq!(
+        crate::journal::format_ms(u64::MAX),
+        format!("{} ms after the epoch (not a date)", u64::MAX)
+    );
+    assert_eq!(crate::journal::format_ms(1_000), "1970-01-01T00:00:01.000Z");
+}

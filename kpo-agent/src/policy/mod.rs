@@ -557,7 +557,11 @@ impl Policy {
         if let Some(until) = ctx.quarantined_until {
             if until > ctx.now {
                 return Decision::Refused(Refusal::Quarantined {
-                    until: humantime::format_rfc3339_seconds(until).to_string(),
+                    until: crate::journal::format_ms(
+                        until
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64),
+                    ),
                 });
             }
         }

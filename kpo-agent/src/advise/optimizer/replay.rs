@@ -90,6 +90,16 @@ pub enum ReplayError {
     NoFeasibleRow(String),
     #[error("{path}: the baseline table has no rows")]
     EmptyBaseline { path: PathBuf },
+    #[error("{path}: the baseline's '{column}' is {value}; a saving against it is not defined")]
+    BaselineNotPositive {
+        path: PathBuf,
+        column: String,
+        value: f64,
+    },
+    #[error("{path}: the header names column '{column}' twice")]
+    DuplicateColumn { path: PathBuf, column: String },
+    #[error("{path}: more than {MAX_TABLE_BYTES} bytes; a table of measured configurations is far smaller")]
+    TooLarge { path: PathBuf },
     #[error(transparent)]
     Space(#[from] SpaceError),
     #[error(transparent)]
@@ -127,25 +137,48 @@ pub struct Table {
     pub rows: Vec<Vec<String>>,
 }
 
+/// Largest table file read (the seed study's tables are about 20 KB; `/dev/zero` is not a table).
+pub const MAX_TABLE_BYTES: u64 = 64 << 20;
+
 impl Table {
     pub fn load(path: &Path) -> Result<Self, ReplayError> {
-        let file = std::fs::File::open(path).map_err(|source| ReplayError::Io {
+        use std::io::Read;
+        let io_err = |source| ReplayError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .map_err(io_err)?
+            .take(MAX_TABLE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_err)?;
+        if bytes.len() as u64 > MAX_TABLE_BYTES {
+            return Err(ReplayError::TooLarge {
+                path: path.to_path_buf(),
+            });
+        }
         let csv_err = |source| ReplayError::Csv {
             path: path.to_path_buf(),
             source,
         };
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
-            .from_reader(file);
+            .from_reader(bytes.as_slice());
         let columns: Vec<String> = reader
             .headers()
             .map_err(csv_err)?
             .iter()
             .map(String::from)
             .collect();
+        for (i, c) in columns.iter().enumerate() {
+            if columns[..i].contains(c) {
+                return Err(ReplayError::DuplicateColumn {
+                    path: path.to_path_buf(),
+                    column: c.clone(),
+                });
+            }
+        }
         let mut rows = Vec::new();
         for rec in reader.records() {
             let rec = rec.map_err(csv_err)?;
@@ -298,14 +331,18 @@ impl Problem {
         let points: Vec<Vec<f64>> = (0..n)
             .map(|i| knob_cols.iter().map(|c| c[i]).collect())
             .collect();
-        for i in 0..n {
-            if let Some(j) = points[..i].iter().position(|p| *p == points[i]) {
+        // By exact value (0 and -0 alike), in one pass: a pairwise check is quadratic in rows.
+        let mut seen: std::collections::HashMap<Vec<u64>, usize> = std::collections::HashMap::new();
+        for (i, p) in points.iter().enumerate() {
+            let key = p.iter().map(|v| (v + 0.0).to_bits()).collect();
+            if let Some(&j) = seen.get(&key) {
                 return Err(ReplayError::DuplicateConfiguration {
                     path: table.path.clone(),
                     first: Table::line(j),
                     second: Table::line(i),
                 });
             }
+            seen.insert(key, i);
         }
         let constraints: Vec<Vec<f64>> = (0..n)
             .map(|i| cons_cols.iter().map(|c| c[i]).collect())
@@ -574,6 +611,13 @@ fn load_baseline(path: &Path, column: &str) -> Result<(Value, f64), ReplayError>
         });
     }
     let v = t.numeric(t.column(column)?)?[0];
+    if v <= 0.0 {
+        return Err(ReplayError::BaselineNotPositive {
+            path: path.to_path_buf(),
+            column: column.to_string(),
+            value: v,
+        });
+    }
     Ok((t.row_json(0), v))
 }
 
@@ -701,9 +745,9 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
         .transpose()?;
     let report = replay(&table, &spec, baseline)?;
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        crate::out!("{}", serde_json::to_string(&report)?);
     } else {
-        print!("{}", render(&report, &table));
+        crate::out!(no_newline; "{}", render(&report, &table));
     }
     Ok(())
 }
