@@ -334,20 +334,9 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
                 ),
             ));
         }
-        let is_sysctl = !(raw.starts_with("ethtool:") || raw.starts_with("cpufreq:"));
-        // A sysctl may be given slashed; its canonical form is dotted. Glob characters survive.
-        let pattern = if is_sysctl && raw.contains('/') && !raw.contains(['*', '?', '[', '{']) {
-            canonical_sysctl(&raw).map_err(|e| {
-                ctx.err(
-                    span.clone(),
-                    key.clone(),
-                    PolicyErrorClass::BadValue,
-                    e.to_string(),
-                )
-            })?
-        } else {
-            raw.clone()
-        };
+        let pattern = entry_pattern(&raw).map_err(|why| {
+            ctx.err(span.clone(), key.clone(), PolicyErrorClass::BadValue, why)
+        })?;
         let glob = GlobBuilder::new(&pattern).build().map_err(|e| {
             ctx.err(
                 span.clone(),
@@ -625,4 +614,73 @@ fn rule(
         };
     }
     Ok(r)
+}
+
+/// The pattern an entry's name stands for, or why it names nothing. A sysctl may be given
+/// slashed (a glob too); its canonical form is dotted. A name that can never match a parameter
+/// (empty, with spaces, an empty component, `..` as a cpufreq policy) is an error rather than an
+/// entry that silently applies to nothing.
+fn entry_pattern(raw: &str) -> Result<String, String> {
+    const GLOB: &str = "*?[]{},!";
+    if let Some(rest) = raw
+        .strip_prefix("ethtool:")
+        .or_else(|| raw.strip_prefix("cpufreq:"))
+    {
+        let family = &raw[..raw.len() - rest.len() - 1];
+        let parts: Vec<&str> = rest.split(':').collect();
+        let [target, attr] = parts.as_slice() else {
+            return Err(format!("a {family} entry is {family}:TARGET:ATTRIBUTE"));
+        };
+        if target.is_empty() || attr.is_empty() {
+            return Err(format!("a {family} entry names a target and an attribute"));
+        }
+        if raw.chars().any(char::is_whitespace)
+            || target.contains('/')
+            || *target == "."
+            || *target == ".."
+        {
+            return Err(format!(
+                "{target:?} is not a {} name",
+                if family == "ethtool" {
+                    "network interface"
+                } else {
+                    "cpufreq policy"
+                }
+            ));
+        }
+        return Ok(raw.to_string());
+    }
+    if !raw.contains(|c| GLOB.contains(c)) {
+        return canonical_sysctl(raw).map_err(|e| e.to_string());
+    }
+    // A glob: the same slashed-or-dotted rule (the first separator tells), the same components.
+    let slashed = raw
+        .find(['.', '/'])
+        .is_some_and(|i| raw[i..].starts_with('/'));
+    let dotted: String = if slashed {
+        raw.chars()
+            .map(|c| match c {
+                '/' => '.',
+                '.' => '/',
+                c => c,
+            })
+            .collect()
+    } else {
+        raw.to_string()
+    };
+    if dotted.chars().any(char::is_whitespace)
+        || dotted
+            .split('.')
+            .any(|part| part.is_empty() || part.starts_with('/') || part.ends_with('/'))
+        || !dotted
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/+".contains(c) || GLOB.contains(c))
+    {
+        return Err(
+            "a sysctl pattern has components of letters, digits, '_', '-' and glob characters, \
+             none empty"
+                .into(),
+        );
+    }
+    Ok(dotted)
 }

@@ -269,6 +269,42 @@ fn bad_glob_names_file_line_and_key() {
     assert_eq!(key, "params.\"net.core.[abc\"");
 }
 
+/// A name that can never match a parameter is an error, not an entry that applies to nothing; a
+/// slashed glob is made dotted like a slashed name.
+#[test]
+fn a_name_that_matches_nothing_is_an_error_and_a_slashed_glob_is_dotted() {
+    for name in [
+        "",
+        "net.ipv4.",
+        "net core",
+        "net..core",
+        ".net.core",
+        "net.core.*.",
+        "cpufreq:..:scaling_max_freq",
+        "cpufreq:../x:scaling_max_freq",
+        "cpufreq:policy0",
+        "cpufreq::scaling_max_freq",
+        "ethtool:eth0:",
+        "ethtool:eth 0:rx-usecs",
+    ] {
+        let text = format!("[params.{name:?}]\nmode = \"auto\"\n");
+        let (line, key, class, message) = err(&text);
+        assert_eq!((line, class), (1, PolicyErrorClass::BadValue), "{name:?}: {message}");
+        assert_eq!(key, format!("params.{name:?}"));
+    }
+    let p = Policy::parse(
+        "[params.\"net/core/somaxconn*\"]\nmode = \"auto\"\n[params.\"kernel.core_pipe_limit \"]\nmode = \"auto\"\n",
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        p.rule_for(&addr("net.core.somaxconn")).mode,
+        Mode::Auto,
+        "the slashed glob matches the dotted name"
+    );
+    assert_eq!(p.rule_for(&addr("kernel.core_pipe_limit")).mode, Mode::Auto);
+}
+
 #[test]
 fn a_policy_naming_core_pattern_is_rejected_at_load() {
     let (line, key, class, msg) =
