@@ -162,6 +162,18 @@ impl Config {
                 format!("is {}; it must be between 0 and 1", self.duty_fraction),
             ));
         }
+        if self.events.as_os_str() != "-" {
+            if let Some(fs) = crate::output::sink::kernel_interface_at(&self.events) {
+                return Err(invalid(
+                    "events",
+                    format!(
+                        "{} is on {fs}, where a write changes the kernel: give a file elsewhere, \
+                         or - for standard output",
+                        self.events.display()
+                    ),
+                ));
+            }
+        }
         let paths = [
             (
                 "events",
@@ -324,6 +336,26 @@ mod tests {
             c.validate("kpo.toml").unwrap_err().to_string(),
             "kpo.toml: `btf` is empty; give the kernel BTF file (default /sys/kernel/btf/vmlinux)"
         );
+        // An event stream into procfs or sysfs would write its lines into kernel parameters.
+        for path in [
+            "/proc/sys/kernel/core_pattern",
+            "/sys/kernel/no-such-dir/events.ndjson",
+        ] {
+            let c = Config::from_toml(&format!("events = {path:?}"), "kpo.toml").unwrap();
+            let e = c.validate("kpo.toml").unwrap_err().to_string();
+            assert!(e.contains("where a write changes the kernel"), "{e}");
+        }
+        for fine in ["-", "relative.ndjson", "/tmp/no-such-dir/events.ndjson"] {
+            let c = Config::from_toml(&format!("events = {fine:?}"), "kpo.toml").unwrap();
+            c.validate("kpo.toml").unwrap();
+        }
+        let proc_file = std::fs::File::open("/proc/self/stat").unwrap();
+        assert_eq!(
+            crate::output::sink::kernel_interface(&proc_file),
+            Some("procfs")
+        );
+        let tmp_file = tempfile::tempfile().unwrap();
+        assert_eq!(crate::output::sink::kernel_interface(&tmp_file), None);
         let c = Config::from_toml("events = \"\"", "kpo.toml").unwrap();
         assert_eq!(
             c.validate("kpo.toml").unwrap_err().to_string(),

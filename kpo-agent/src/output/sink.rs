@@ -54,9 +54,72 @@ impl Destination {
         match self {
             // A duplicate of fd 1 without std's buffer: each line is one write of our own.
             Destination::Stdout => Ok(File::from(io::stdout().as_fd().try_clone_to_owned()?)),
-            Destination::File(path) => OpenOptions::new().create(true).append(true).open(path),
+            Destination::File(path) => {
+                // Opening writes nothing; the file system is checked before the first line.
+                let file = OpenOptions::new().create(true).append(true).open(path)?;
+                match kernel_interface(&file) {
+                    Some(fs) => Err(io::Error::other(format!(
+                        "it is on {fs}, where a write changes the kernel; the kernel is changed \
+                         only through the policy and the journal"
+                    ))),
+                    None => Ok(file),
+                }
+            }
         }
     }
+}
+
+/// The kernel-interface file system `file` is on (procfs, sysfs and the like), if it is: an event
+/// stream there would write its lines into kernel parameters.
+pub fn kernel_interface(file: &File) -> Option<&'static str> {
+    use std::os::fd::AsRawFd;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid statfs buffer and the fd is open for the call's duration.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
+        return None;
+    }
+    kernel_fs_name(st.f_type as i64)
+}
+
+/// The same for a path that may not exist yet: its nearest existing ancestor's file system.
+pub fn kernel_interface_at(path: &Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    // statfs, not open: opening a FIFO (a log pipeline's) would wait for its reader.
+    let mut at = Some(path);
+    while let Some(p) = at {
+        let c_path = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated path and a valid statfs buffer.
+        if unsafe { libc::statfs(c_path.as_ptr(), &mut st) } == 0 {
+            return kernel_fs_name(st.f_type as i64);
+        }
+        at = p.parent().map(|q| {
+            if q.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                q
+            }
+        });
+        if p == Path::new(".") {
+            break;
+        }
+    }
+    None
+}
+
+fn kernel_fs_name(magic: i64) -> Option<&'static str> {
+    Some(match magic {
+        0x9fa0 => "procfs",
+        0x6265_6572 => "sysfs",
+        0x0027_e0eb => "cgroupfs",
+        0x6367_7270 => "cgroup2fs",
+        0x6462_6720 => "debugfs",
+        0x7472_6163 => "tracefs",
+        0x7363_6673 => "securityfs",
+        0x6265_6570 => "configfs",
+        0xcafe_4a11 => "bpffs",
+        _ => return None,
+    })
 }
 
 impl std::fmt::Display for Destination {

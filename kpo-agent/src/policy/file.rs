@@ -334,9 +334,8 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
                 ),
             ));
         }
-        let pattern = entry_pattern(&raw).map_err(|why| {
-            ctx.err(span.clone(), key.clone(), PolicyErrorClass::BadValue, why)
-        })?;
+        let pattern = entry_pattern(&raw)
+            .map_err(|why| ctx.err(span.clone(), key.clone(), PolicyErrorClass::BadValue, why))?;
         let glob = GlobBuilder::new(&pattern).build().map_err(|e| {
             ctx.err(
                 span.clone(),

@@ -289,7 +289,11 @@ fn a_name_that_matches_nothing_is_an_error_and_a_slashed_glob_is_dotted() {
     ] {
         let text = format!("[params.{name:?}]\nmode = \"auto\"\n");
         let (line, key, class, message) = err(&text);
-        assert_eq!((line, class), (1, PolicyErrorClass::BadValue), "{name:?}: {message}");
+        assert_eq!(
+            (line, class),
+            (1, PolicyErrorClass::BadValue),
+            "{name:?}: {message}"
+        );
         assert_eq!(key, format!("params.{name:?}"));
     }
     let p = Policy::parse(
