@@ -445,6 +445,24 @@ impl Default for Policy {
     }
 }
 
+/// Largest policy file read, as for the agent's configuration (a policy is a few KB; a path such as
+/// `/dev/zero` would otherwise be read until memory runs out).
+pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
+
+fn read_policy_text(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_POLICY_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_POLICY_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_POLICY_BYTES} bytes; a policy is a few KB"
+        )));
+    }
+    Ok(text)
+}
+
 impl Policy {
     /// The built-in default: every parameter observed and recommended, nothing automatic.
     pub fn builtin() -> Self {
@@ -465,7 +483,7 @@ impl Policy {
             Some(p) => (p.to_path_buf(), true),
             None => (PathBuf::from(DEFAULT_PATH), false),
         };
-        match std::fs::read_to_string(&path) {
+        match read_policy_text(&path) {
             Ok(text) => Self::parse(&text, &path.display().to_string()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self::builtin()),
             Err(source) => Err(PolicyError::Read {

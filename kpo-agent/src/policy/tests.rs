@@ -129,6 +129,9 @@ fn missing_default_file_is_the_builtin_and_a_missing_named_file_is_an_error() {
     );
     let e = Policy::load(Some(Path::new("/nonexistent/kpo/policy.toml"))).unwrap_err();
     assert!(matches!(e, PolicyError::Read { .. }), "{e}");
+    // A file that never ends is read no further than a policy could be long.
+    let e = Policy::load(Some(Path::new("/dev/zero"))).unwrap_err();
+    assert!(e.to_string().contains("larger than 1048576 bytes"), "{e}");
 }
 
 #[test]
