@@ -135,9 +135,18 @@ pub struct StateOnly {
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
     /// A parameter name (every target) or address (one target) yielded to a person.
+    #[arg(value_parser = param_arg)]
     pub param: Option<String>,
     #[command(flatten)]
     pub state: StateArgs,
+}
+
+/// A parameter name or address given on the command line, as written, once it parses: `''` or
+/// `net..core` names nothing, and saying "nothing to resume" of it would hide the typo.
+pub fn param_arg(text: &str) -> Result<String, String> {
+    text.parse::<crate::actuate::param::ParamAddress>()
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Writes the command's output. `println!` panics when standard output fails (a reader gone, as
@@ -534,5 +543,32 @@ mod tests {
             "ID or --all"
         );
         assert!(Cli::try_parse_from(["kpo", "revert", "3", "--all"]).is_err());
+    }
+
+    /// `kpo resume` and `kpo explain` refuse a parameter that names nothing, rather than saying
+    /// there is nothing to resume or explain.
+    #[test]
+    fn a_parameter_that_names_nothing_is_refused() {
+        for bad in ["", "net..core", "net core", "x@netns:relative"] {
+            assert!(
+                Cli::try_parse_from(["kpo", "resume", bad]).is_err(),
+                "{bad:?}"
+            );
+            assert!(
+                Cli::try_parse_from(["kpo", "explain", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
+        for good in ["net.core.somaxconn", "cpufreq:policy0:scaling_max_freq"] {
+            assert!(
+                Cli::try_parse_from(["kpo", "resume", good]).is_ok(),
+                "{good:?}"
+            );
+            assert!(
+                Cli::try_parse_from(["kpo", "explain", good]).is_ok(),
+                "{good:?}"
+            );
+        }
+        assert!(Cli::try_parse_from(["kpo", "resume"]).is_ok(), "the pause");
     }
 }

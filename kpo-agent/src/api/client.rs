@@ -33,6 +33,12 @@ pub enum ApiError {
     #[error("control socket {path}: unreadable reply: {detail}")]
     Reply { path: PathBuf, detail: String },
     #[error(
+        "control socket {path}: no reply within {} s; the agent may be stuck (its event stream and \
+         `kpo journal` say what it did)",
+        waited.as_secs_f64()
+    )]
+    NoReply { path: PathBuf, waited: Duration },
+    #[error(
         "control socket {path}: answered by uid {uid}, not root: not the agent (someone may have \
          put a socket of their own there); nothing was sent"
     )]
@@ -48,6 +54,8 @@ fn may_be_the_agent(peer: u32, own: u32) -> bool {
 /// The running agent, reached through its socket.
 pub struct SocketControl {
     path: PathBuf,
+    /// How long a reply is waited for ([`REPLY_TIMEOUT`]; shorter in tests).
+    reply_timeout: Duration,
 }
 
 impl SocketControl {
@@ -57,6 +65,7 @@ impl SocketControl {
         match UnixStream::connect(path) {
             Ok(_) => Ok(Some(SocketControl {
                 path: path.to_path_buf(),
+                reply_timeout: REPLY_TIMEOUT,
             })),
             Err(e)
                 if matches!(
@@ -75,6 +84,12 @@ impl SocketControl {
     }
 
     /// Sends one request and returns the agent's result.
+    #[cfg(test)]
+    pub(crate) fn with_reply_timeout(mut self, timeout: Duration) -> Self {
+        self.reply_timeout = timeout;
+        self
+    }
+
     pub fn call<T: DeserializeOwned>(&self, request: &Request) -> Result<T, ApiError> {
         let io = |what| {
             let path = self.path.clone();
@@ -94,7 +109,7 @@ impl SocketControl {
             });
         }
         stream
-            .set_read_timeout(Some(REPLY_TIMEOUT))
+            .set_read_timeout(Some(self.reply_timeout))
             .map_err(io("setting a timeout"))?;
         let mut line = serde_json::to_vec(request).map_err(|e| ApiError::Reply {
             path: self.path.clone(),
@@ -105,7 +120,16 @@ impl SocketControl {
         let mut reply = Vec::new();
         BufReader::new(stream.take(16 << 20))
             .read_until(b'\n', &mut reply)
-            .map_err(io("reading the reply"))?;
+            .map_err(|e| match e.kind() {
+                // What a read timeout on a socket gives.
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    ApiError::NoReply {
+                        path: self.path.clone(),
+                        waited: self.reply_timeout,
+                    }
+                }
+                _ => io("reading the reply")(e),
+            })?;
         let reply: Reply = serde_json::from_slice(&reply).map_err(|e| ApiError::Reply {
             path: self.path.clone(),
             detail: e.to_string(),

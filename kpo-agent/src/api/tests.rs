@@ -170,3 +170,33 @@ fn garbage_and_oversized_requests_get_an_error_reply() {
         assert!(ask(b"{\"op\":\"status\"}\n").contains("serves root only"));
     }
 }
+
+/// A listener that takes the request and never answers: the CLI says so, naming the wait, not
+/// "Resource temporarily unavailable".
+#[test]
+fn a_listener_that_never_answers_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kpo.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let control = SocketControl::connect(&path)
+        .unwrap()
+        .expect("a listener")
+        .with_reply_timeout(Duration::from_millis(200));
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let silent = std::thread::spawn(move || {
+        // Accepts the check's connection and the request's, and holds them, never writing, until
+        // the caller has its answer.
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(listener.accept().unwrap().0);
+        }
+        let _ = wait.recv();
+        drop(held);
+    });
+    let err = control
+        .call::<serde_json::Value>(&crate::api::Request::Status)
+        .unwrap_err();
+    done.send(()).unwrap();
+    assert!(err.to_string().contains("no reply within 0.2 s"), "{err}");
+    silent.join().unwrap();
+}

@@ -53,6 +53,7 @@ pub struct RejectArgs {
 pub struct ExplainArgs {
     /// A parameter name (every target: net.core.somaxconn) or address (one target:
     /// net.core.somaxconn@netns:4026532281).
+    #[arg(value_parser = crate::cli::param_arg)]
     pub param: String,
     /// How many of the latest recommendations to show.
     #[arg(long, default_value_t = 10)]
