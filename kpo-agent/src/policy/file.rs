@@ -277,7 +277,20 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         file: file.to_string(),
         lines: Lines::new(text),
     };
-    let doc: FileDoc = toml::from_str(text).map_err(|e| ctx.toml_error(e))?;
+    let doc: FileDoc = toml::from_str(text).map_err(|e| {
+        unquoted_entry(text)
+            .map(|name| PolicyError::Invalid {
+                file: ctx.file.clone(),
+                line: e.span().map_or(1, |s| ctx.lines.line(s.start)),
+                key: format!("params.{name}"),
+                class: PolicyErrorClass::BadValue,
+                message: format!(
+                    "a parameter's name has dots, so it is quoted: [params.\"{name}\"] (TOML \
+                         reads [params.{name}] as nested tables)"
+                ),
+            })
+            .unwrap_or_else(|| ctx.toml_error(e))
+    })?;
     let mut guard = GuardSettings::default();
     if let Some(g) = doc.guard {
         if let Some(w) = g.windows {
@@ -682,4 +695,25 @@ fn entry_pattern(raw: &str) -> Result<String, String> {
         );
     }
     Ok(dotted)
+}
+
+/// The name of a `[params.a.b.c]` entry written without quotes, if the file has one: TOML reads
+/// it as tables nested in tables, and the error it gives ("expected a borrowed string") does not
+/// say why.
+fn unquoted_entry(text: &str) -> Option<String> {
+    let doc: toml::Table = toml::from_str(text).ok()?;
+    let params = doc.get("params")?.as_table()?;
+    // An entry's body holds settings (strings, numbers, lists); a table under it is a name's
+    // next component.
+    fn path_of(prefix: String, t: &toml::Table) -> Option<String> {
+        for (k, v) in t {
+            if let Some(inner) = v.as_table() {
+                return path_of(format!("{prefix}.{k}"), inner).or(Some(format!("{prefix}.{k}")));
+            }
+        }
+        None
+    }
+    params
+        .iter()
+        .find_map(|(k, v)| path_of(k.clone(), v.as_table()?))
 }

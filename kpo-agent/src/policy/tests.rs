@@ -312,6 +312,20 @@ fn a_name_that_matches_nothing_is_an_error_and_a_slashed_glob_is_dotted() {
     assert_eq!(p.rule_for(&addr("kernel.core_pipe_limit")).mode, Mode::Auto);
 }
 
+/// `[params.net.core.somaxconn]` without quotes is tables nested in tables to TOML: the error
+/// says to quote the name.
+#[test]
+fn an_unquoted_dotted_name_is_told_to_be_quoted() {
+    let (line, key, _, message) =
+        err("[params.\"vm.swappiness\"]\nmode = \"auto\"\n\n[params.net.core.somaxconn]\nmode = \"auto\"\n");
+    assert_eq!(key, "params.net.core.somaxconn");
+    assert_eq!(line, 4);
+    assert!(
+        message.contains("[params.\"net.core.somaxconn\"]"),
+        "{message}"
+    );
+}
+
 #[test]
 fn a_policy_naming_core_pattern_is_rejected_at_load() {
     let (line, key, class, msg) =
