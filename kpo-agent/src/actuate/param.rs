@@ -281,30 +281,32 @@ impl<'de> Deserialize<'de> for ParamAddress {
     }
 }
 
+/// A sysctl name (or pattern) in its dotted form. As procps' `slashdot`: the first separator
+/// tells the form. A slashed name (`net/ipv4/conf/eth0.100/rp_filter`) converts by swapping '.'
+/// and '/'; a dotted one (`net.ipv4.conf.eth0/100.rp_filter`) may carry '/' for a dot inside a
+/// component, and is returned as it is.
+pub fn slashed_to_dotted(name: &str) -> String {
+    let slashed = name
+        .find(['.', '/'])
+        .is_some_and(|i| name[i..].starts_with('/'));
+    if !slashed {
+        return name.to_string();
+    }
+    name.chars()
+        .map(|c| match c {
+            '/' => '.',
+            '.' => '/',
+            c => c,
+        })
+        .collect()
+}
+
 /// The dotted form of a sysctl name given dotted or slashed. Rejects what cannot name a file under
 /// `/proc/sys` (empty components, `..`, NUL).
 pub fn canonical_sysctl(name: &str) -> Result<String, ParamError> {
     let bad = |why| ParamError::BadAddress(name.to_string(), why);
     let name = name.trim();
-    let trimmed = name.trim_start_matches("/proc/sys/");
-    // As procps' `slashdot`: the first separator tells the form. A slashed name
-    // (`net/ipv4/conf/eth0.100/rp_filter`) converts by swapping '.' and '/'; a dotted one
-    // (`net.ipv4.conf.eth0/100.rp_filter`) may carry '/' for a dot inside a component.
-    let slashed = trimmed
-        .find(['.', '/'])
-        .is_some_and(|i| trimmed[i..].starts_with('/'));
-    let dotted: String = if slashed {
-        trimmed
-            .chars()
-            .map(|c| match c {
-                '/' => '.',
-                '.' => '/',
-                c => c,
-            })
-            .collect()
-    } else {
-        trimmed.to_string()
-    };
+    let dotted = slashed_to_dotted(name.trim_start_matches("/proc/sys/"));
     if dotted.is_empty() || dotted.contains('\0') || dotted.chars().any(char::is_whitespace) {
         return Err(bad("a sysctl name is non-empty, without spaces"));
     }

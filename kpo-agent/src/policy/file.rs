@@ -665,21 +665,8 @@ fn entry_pattern(raw: &str) -> Result<String, String> {
     if !raw.contains(|c| GLOB.contains(c)) {
         return canonical_sysctl(raw).map_err(|e| e.to_string());
     }
-    // A glob: the same slashed-or-dotted rule (the first separator tells), the same components.
-    let slashed = raw
-        .find(['.', '/'])
-        .is_some_and(|i| raw[i..].starts_with('/'));
-    let dotted: String = if slashed {
-        raw.chars()
-            .map(|c| match c {
-                '/' => '.',
-                '.' => '/',
-                c => c,
-            })
-            .collect()
-    } else {
-        raw.to_string()
-    };
+    // A glob: the same slashed-or-dotted rule, the same components.
+    let dotted = crate::actuate::param::slashed_to_dotted(raw);
     if dotted.chars().any(char::is_whitespace)
         || dotted
             .split('.')
