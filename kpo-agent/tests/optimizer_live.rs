@@ -48,6 +48,8 @@ struct Machine {
     converge_refusals: Arc<Mutex<usize>>,
     /// Converge moves fail (the kernel does not take them).
     converge_fails: Arc<Mutex<bool>>,
+    /// A configuration the loop may not go back to (quarantined by the guard since).
+    quarantined: Arc<Mutex<Option<Vec<f64>>>>,
 }
 
 impl Knobs for Machine {
@@ -82,8 +84,15 @@ impl Knobs for Machine {
         self.history.lock().unwrap().push(to.to_vec());
         Tried::Applied
     }
+    fn allowed(&mut self, to: &[f64]) -> bool {
+        self.quarantined.lock().unwrap().as_deref() != Some(to)
+    }
     fn revert_to(&mut self, from: &[f64], to: &[f64], _why: GoBack) -> Result<(), String> {
         assert_eq!(from, self.state.lock().unwrap().as_slice());
+        assert!(
+            self.allowed(to),
+            "went back to {to:?}, which is quarantined"
+        );
         *self.state.lock().unwrap() = to.to_vec();
         self.history.lock().unwrap().push(to.to_vec());
         Ok(())
@@ -96,6 +105,8 @@ struct Server {
     load: f64,
     /// Multiplies energy (a machine that changed under the held configuration).
     energy_scale: f64,
+    /// Added to the next measurement's latency only (a burst that breaks the SLO).
+    spike_us: f64,
     rng: ChaCha8Rng,
 }
 
@@ -109,7 +120,8 @@ impl Server {
         let j = true_joules(rx, f, self.load)
             * self.energy_scale
             * (1.0 + 0.01 * self.rng.gen_range(-1.0..1.0));
-        let p99 = true_p99(rx, f) * (1.0 + 0.02 * self.rng.gen_range(-1.0..1.0));
+        let p99 = true_p99(rx, f) * (1.0 + 0.02 * self.rng.gen_range(-1.0..1.0))
+            + std::mem::take(&mut self.spike_us);
         Measurement {
             energy_j: j * load,
             energy_source: EnergySource::Estimated,
@@ -143,6 +155,7 @@ impl Rig {
             refused: Arc::default(),
             converge_refusals: Arc::default(),
             converge_fails: Arc::default(),
+            quarantined: Arc::default(),
         };
         let lo = LiveOptimizer::new(Self::space(), start, Self::config()).unwrap();
         Rig {
@@ -151,6 +164,7 @@ impl Rig {
                 machine: machine.clone(),
                 load: 1000.0,
                 energy_scale: 1.0,
+                spike_us: 0.0,
                 rng: ChaCha8Rng::seed_from_u64(42),
             },
             machine,
@@ -510,4 +524,67 @@ fn one_step_sets_aside_at_most_a_few_proposals() {
         );
     }
     assert!(rig.history().is_empty());
+}
+
+/// Going back after a breach, the loop skips a best it may no longer go to (quarantined by the
+/// guard since it was measured) for the next one.
+#[test]
+fn a_breach_goes_back_to_the_best_not_quarantined() {
+    let mut rig = Rig::new(None);
+    // Until the best measured is neither the start nor the trial in place.
+    let mut found = None;
+    for _ in 0..15 {
+        rig.step();
+        let points = rig.lo.optimizer().feasible_points();
+        if points.len() >= 2 && points[0].point != rig.state() && points[0].point != rig.lo.start()
+        {
+            found = Some(points);
+            break;
+        }
+        if rig.lo.phase() == Phase::Holding {
+            break;
+        }
+    }
+    let points = found.expect("a trial in place while a better point is known");
+    *rig.machine.quarantined.lock().unwrap() = Some(points[0].point.clone());
+    let trial = rig.state();
+    rig.server.spike_us = 10_000.0;
+    let events = rig.step();
+    let to = events
+        .iter()
+        .find_map(|e| match e {
+            LiveEvent::Reverted { from, to } if *from == trial => Some(to.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{events:?}"));
+    let next = points
+        .iter()
+        .map(|o| o.point.clone())
+        .find(|p| *p != points[0].point && *p != trial)
+        .unwrap_or_else(|| rig.lo.start().to_vec());
+    assert_eq!(to, next, "the next best allowed");
+}
+
+/// At shutdown a trial in place makes way for the best measured; a measured best the loop holds
+/// stays, and nothing is written.
+#[test]
+fn settle_replaces_a_trial_and_keeps_a_held_best() {
+    let mut rig = Rig::new(None);
+    rig.run(3);
+    assert_eq!(rig.lo.phase(), Phase::Exploring);
+    let best = rig.lo.optimizer().best_feasible().unwrap().point;
+    assert_ne!(rig.state(), best, "a trial is in place");
+    let events = rig.lo.settle(&mut rig.machine);
+    assert!(
+        matches!(events.as_slice(), [LiveEvent::Settled { to, .. }] if *to == best),
+        "{events:?}"
+    );
+    assert_eq!(rig.state(), best);
+    let mut rig = Rig::new(None);
+    run_until_holding(&mut rig, 60);
+    let held = rig.state();
+    let writes = rig.history().len();
+    assert!(rig.lo.settle(&mut rig.machine).is_empty());
+    assert_eq!(rig.state(), held);
+    assert_eq!(rig.history().len(), writes);
 }
