@@ -282,18 +282,30 @@ pub fn the_optimizer_moves_a_knob_in_the_running_agent() {
         .unwrap();
     assert!(measured["energy_source"].is_string(), "{measured}");
     assert!(measured["latency_us"].as_f64().unwrap() > 0.0, "{measured}");
-    // The tree holds the last configuration the loop applied, reverted to, or found.
+    // The tree holds the last configuration the loop applied, reverted to, found, or settled on
+    // when the agent stopped.
     let last = all
         .iter()
         .rev()
         .filter(|e| e["kind"] == "optimizer")
         .find_map(|e| match e["event"].as_str() {
             Some("applied") | Some("resynced") => Some(e["config"][0].as_f64().unwrap()),
-            Some("reverted") => Some(e["to"][0].as_f64().unwrap()),
+            Some("reverted") | Some("settled") => Some(e["to"][0].as_f64().unwrap()),
             _ => None,
         })
         .unwrap();
     assert_eq!(read(&max_freq), format!("{}", last as i64));
+    // With `on_exit` keeping KPO's values, what outlives the agent is a configuration the loop
+    // measured within the SLO, not a trial nobody measured.
+    let measured_within: Vec<f64> = all
+        .iter()
+        .filter(|e| e["kind"] == "optimizer" && e["event"] == "measured" && e["feasible"] == true)
+        .map(|e| e["config"][0].as_f64().unwrap())
+        .collect();
+    assert!(
+        measured_within.contains(&last),
+        "{last} was not measured within the SLO: {measured_within:?}"
+    );
     // Through the change path: journaled, as the optimizer.
     let journal = kpo(dir.path(), &["journal", "--json"]);
     let entries: Vec<serde_json::Value> = journal
