@@ -144,8 +144,9 @@ pub struct ResumeArgs {
 /// A parameter name or address given on the command line, as written, once it parses: `''` or
 /// `net..core` names nothing, and saying "nothing to resume" of it would hide the typo.
 pub fn param_arg(text: &str) -> Result<String, String> {
+    // In its canonical form: a slashed sysctl name is looked up dotted.
     text.parse::<crate::actuate::param::ParamAddress>()
-        .map(|_| text.to_string())
+        .map(|a| a.to_string())
         .map_err(|e| e.to_string())
 }
 
@@ -171,7 +172,8 @@ pub fn write_out(args: std::fmt::Arguments, newline: bool) {
         } else {
             e.to_string()
         };
-        eprintln!("kpo: error: writing to standard output: {why}");
+        // What the command did (a change applied and journaled) is done; only its report is lost.
+        eprintln!("kpo: error: writing to standard output: {why} (what the command did is done: `kpo journal` shows it)");
         std::process::exit(2);
     }
 }
@@ -570,5 +572,10 @@ mod tests {
             );
         }
         assert!(Cli::try_parse_from(["kpo", "resume"]).is_ok(), "the pause");
+        // A slashed name is looked up as the dotted one.
+        assert_eq!(
+            param_arg("net/core/somaxconn").unwrap(),
+            "net.core.somaxconn"
+        );
     }
 }

@@ -417,6 +417,32 @@ fn clear_errors() {
         &a.iter().map(String::as_str).collect::<Vec<_>>(),
         "the baseline's 'energy_j' is 0; a saving against it is not defined",
     );
+    // Unnamed columns (a spreadsheet's trailing commas) are not names used twice.
+    let trailing = dir.path().join("trailing.csv");
+    std::fs::write(
+        &trailing,
+        "itr_us,freq_mhz,energy_j,,\n2,1200,10.5,,\n4,1300,9,,\n",
+    )
+    .unwrap();
+    let out = kpo(&[
+        "--grid",
+        trailing.to_str().unwrap(),
+        "--knob",
+        "itr_us",
+        "--knob",
+        "freq_mhz",
+        "--minimize",
+        "energy_j",
+        "--budget",
+        "2",
+        "--seeds",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A file that never ends is not read to the end.
     let a = args("/dev/zero", good.to_str().unwrap());
     fails_with(

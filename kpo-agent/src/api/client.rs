@@ -83,13 +83,14 @@ impl SocketControl {
         }
     }
 
-    /// Sends one request and returns the agent's result.
+    /// The same, waiting `timeout` for a reply (a test of a silent listener).
     #[cfg(test)]
     pub(crate) fn with_reply_timeout(mut self, timeout: Duration) -> Self {
         self.reply_timeout = timeout;
         self
     }
 
+    /// Sends one request and returns the agent's result.
     pub fn call<T: DeserializeOwned>(&self, request: &Request) -> Result<T, ApiError> {
         let io = |what| {
             let path = self.path.clone();

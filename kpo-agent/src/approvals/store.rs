@@ -79,7 +79,9 @@ impl std::fmt::Debug for ApprovalStore {
 const COMPACT_RETRY: usize = 1000;
 
 fn number(id: &str) -> Option<u64> {
-    id.strip_prefix("ap-")?.parse().ok()
+    // Only the form KPO writes: `ap-007` or `ap-+7` would share a slot with `ap-7`.
+    let n: u64 = id.strip_prefix("ap-")?.parse().ok()?;
+    (format!("ap-{n}") == id).then_some(n)
 }
 
 impl ApprovalStore {
@@ -427,11 +429,12 @@ pub(crate) mod tests {
             64,
         )))));
         bytes.extend(encode(&Record::Approval(Box::new(item("approval-7", 64)))));
+        bytes.extend(encode(&Record::Approval(Box::new(item("ap-001", 64)))));
         fs::write(&path, bytes).unwrap();
         let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
         let ids: Vec<_> = s.pending().map(|i| i.id.clone()).collect();
         assert_eq!(ids, ["ap-1"]);
-        assert_eq!(s.warnings().len(), 2, "{:?}", s.warnings());
+        assert_eq!(s.warnings().len(), 3, "{:?}", s.warnings());
         assert!(
             s.warnings()[0].contains("is set aside"),
             "{:?}",

@@ -78,7 +78,7 @@ pub fn kernel_interface(file: &File) -> Option<&'static str> {
     if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
         return None;
     }
-    kernel_fs_name(st.f_type as i64)
+    kernel_fs_name(st.f_type as u32)
 }
 
 /// The same for a path that may not exist yet: its nearest existing ancestor's file system.
@@ -91,7 +91,7 @@ pub fn kernel_interface_at(path: &Path) -> Option<&'static str> {
         let mut st: libc::statfs = unsafe { std::mem::zeroed() };
         // SAFETY: a NUL-terminated path and a valid statfs buffer.
         if unsafe { libc::statfs(c_path.as_ptr(), &mut st) } == 0 {
-            return kernel_fs_name(st.f_type as i64);
+            return kernel_fs_name(st.f_type as u32);
         }
         at = p.parent().map(|q| {
             if q.as_os_str().is_empty() {
@@ -107,7 +107,9 @@ pub fn kernel_interface_at(path: &Path) -> Option<&'static str> {
     None
 }
 
-fn kernel_fs_name(magic: i64) -> Option<&'static str> {
+/// Magic numbers from linux/magic.h (32 bits: `f_type` is a signed word, sign-extended on 32-bit
+/// targets).
+fn kernel_fs_name(magic: u32) -> Option<&'static str> {
     Some(match magic {
         0x9fa0 => "procfs",
         0x6265_6572 => "sysfs",
@@ -118,6 +120,11 @@ fn kernel_fs_name(magic: i64) -> Option<&'static str> {
         0x7363_6673 => "securityfs",
         0x6265_6570 => "configfs",
         0xcafe_4a11 => "bpffs",
+        0x4249_4e4d => "binfmt_misc",
+        0xde5e_81e4 => "efivarfs",
+        0xf97c_ff8c => "selinuxfs",
+        0x0765_5821 => "resctrl",
+        0x6165_676c => "pstore",
         _ => return None,
     })
 }

@@ -279,9 +279,9 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
     };
     let doc: FileDoc = toml::from_str(text).map_err(|e| {
         unquoted_entry(text)
-            .map(|name| PolicyError::Invalid {
+            .map(|(line, name)| PolicyError::Invalid {
                 file: ctx.file.clone(),
-                line: e.span().map_or(1, |s| ctx.lines.line(s.start)),
+                line,
                 key: format!("params.{name}"),
                 class: PolicyErrorClass::BadValue,
                 message: format!(
@@ -629,78 +629,72 @@ fn rule(
 }
 
 /// The pattern an entry's name stands for, or why it names nothing. A sysctl may be given
-/// slashed (a glob too); its canonical form is dotted. A name that can never match a parameter
-/// (empty, with spaces, an empty component, `..` as a cpufreq policy) is an error rather than an
-/// entry that silently applies to nothing.
+/// slashed (a glob too); its canonical form is dotted. An exact name that can never match a
+/// parameter (empty, with spaces, an empty component, `..` as a cpufreq policy) is an error
+/// rather than an entry that silently applies to nothing. A glob's syntax is globset's; only
+/// spaces and empty components are refused here.
 fn entry_pattern(raw: &str) -> Result<String, String> {
-    const GLOB: &str = "*?[]{},!";
+    const GLOB: &str = "*?[]{}!^\\";
+    let is_glob = raw.contains(|c| GLOB.contains(c));
+    if raw.trim().is_empty() || raw.trim().chars().any(char::is_whitespace) {
+        return Err("a name is not empty and has no spaces".into());
+    }
+    let raw = raw.trim();
     if let Some(rest) = raw
         .strip_prefix("ethtool:")
         .or_else(|| raw.strip_prefix("cpufreq:"))
     {
         let family = &raw[..raw.len() - rest.len() - 1];
         let parts: Vec<&str> = rest.split(':').collect();
-        let [target, attr] = parts.as_slice() else {
-            return Err(format!("a {family} entry is {family}:TARGET:ATTRIBUTE"));
-        };
-        if target.is_empty() || attr.is_empty() {
-            return Err(format!("a {family} entry names a target and an attribute"));
-        }
-        if raw.chars().any(char::is_whitespace)
-            || target.contains('/')
-            || *target == "."
-            || *target == ".."
-        {
-            return Err(format!(
-                "{target:?} is not a {} name",
-                if family == "ethtool" {
-                    "network interface"
-                } else {
-                    "cpufreq policy"
+        match parts.as_slice() {
+            [target, attr] if !target.is_empty() && !attr.is_empty() => {
+                if !is_glob && (target.contains('/') || *target == "." || *target == "..") {
+                    return Err(format!(
+                        "{target:?} is not a {} name",
+                        if family == "ethtool" {
+                            "network interface"
+                        } else {
+                            "cpufreq policy"
+                        }
+                    ));
                 }
-            ));
+            }
+            // `ethtool:*` covers every NIC's attributes.
+            _ if is_glob && !rest.is_empty() => {}
+            _ => {
+                return Err(format!(
+                    "an {family} entry is {family}:TARGET:ATTRIBUTE, neither empty"
+                ))
+            }
         }
         return Ok(raw.to_string());
     }
-    if !raw.contains(|c| GLOB.contains(c)) {
+    if !is_glob {
         return canonical_sysctl(raw).map_err(|e| e.to_string());
     }
-    // A glob: the same slashed-or-dotted rule, the same components.
-    let dotted = crate::actuate::param::slashed_to_dotted(raw);
-    if dotted.chars().any(char::is_whitespace)
-        || dotted
-            .split('.')
-            .any(|part| part.is_empty() || part.starts_with('/') || part.ends_with('/'))
-        || !dotted
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-/+".contains(c) || GLOB.contains(c))
-    {
-        return Err(
-            "a sysctl pattern has components of letters, digits, '_', '-' and glob characters, \
-             none empty"
-                .into(),
-        );
+    if raw.contains(':') {
+        // `*:*:rx-usecs` and the like: a pattern over every family's names.
+        return Ok(raw.to_string());
+    }
+    // A sysctl glob: the same slashed-or-dotted rule, the same components.
+    let dotted = crate::actuate::param::slashed_to_dotted(raw.trim_start_matches("/proc/sys/"));
+    if dotted.split('.').any(str::is_empty) {
+        return Err("a sysctl pattern has no empty component (`..`, or a dot at an end)".into());
     }
     Ok(dotted)
 }
 
-/// The name of a `[params.a.b.c]` entry written without quotes, if the file has one: TOML reads
-/// it as tables nested in tables, and the error it gives ("expected a borrowed string") does not
-/// say why.
-fn unquoted_entry(text: &str) -> Option<String> {
-    let doc: toml::Table = toml::from_str(text).ok()?;
-    let params = doc.get("params")?.as_table()?;
-    // An entry's body holds settings (strings, numbers, lists); a table under it is a name's
-    // next component.
-    fn path_of(prefix: String, t: &toml::Table) -> Option<String> {
-        for (k, v) in t {
-            if let Some(inner) = v.as_table() {
-                return path_of(format!("{prefix}.{k}"), inner).or(Some(format!("{prefix}.{k}")));
-            }
-        }
-        None
-    }
-    params
-        .iter()
-        .find_map(|(k, v)| path_of(k.clone(), v.as_table()?))
+/// The name of a `[params.a.b.c]` entry header written without quotes, and its line, if the file
+/// has one: TOML reads it as tables nested in tables, and its own error ("expected a borrowed
+/// string") does not say why.
+fn unquoted_entry(text: &str) -> Option<(usize, String)> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        let inner = line
+            .trim()
+            .strip_prefix("[params.")?
+            .strip_suffix(']')?
+            .trim();
+        let unquoted = !inner.starts_with(['"', '\'']) && inner.contains('.');
+        unquoted.then(|| (i + 1, inner.to_string()))
+    })
 }

@@ -451,16 +451,17 @@ pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
 
 fn read_policy_text(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     std::fs::File::open(path)?
         .take(MAX_POLICY_BYTES + 1)
-        .read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_POLICY_BYTES {
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_POLICY_BYTES {
         return Err(std::io::Error::other(format!(
             "larger than {MAX_POLICY_BYTES} bytes; a policy is a few KB"
         )));
     }
-    Ok(text)
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 impl Policy {

@@ -299,6 +299,19 @@ fn a_name_that_matches_nothing_is_an_error_and_a_slashed_glob_is_dotted() {
         );
         assert_eq!(key, format!("params.{name:?}"));
     }
+    // Globs keep globset's syntax.
+    for glob in [
+        "ethtool:*",
+        "cpufreq:*",
+        "*:*:rx-usecs",
+        "net.ipv4.conf.[^l]*.rp_filter",
+        "net.ipv4.conf.eth[[:digit:]].rp_filter",
+        "net.core.{rmem,wmem}_max",
+        "/proc/sys/net/ipv4/tcp_*",
+    ] {
+        let text = format!("[params.{glob:?}]\nmode = \"auto\"\n");
+        Policy::parse(&text, "p.toml").unwrap_or_else(|e| panic!("{glob:?}: {e}"));
+    }
     let p = Policy::parse(
         "[params.\"net/core/somaxconn*\"]\nmode = \"auto\"\n[params.\"kernel.core_pipe_limit \"]\nmode = \"auto\"\n",
         "p.toml",
@@ -320,6 +333,10 @@ fn an_unquoted_dotted_name_is_told_to_be_quoted() {
         err("[params.\"vm.swappiness\"]\nmode = \"auto\"\n\n[params.net.core.somaxconn]\nmode = \"auto\"\n");
     assert_eq!(key, "params.net.core.somaxconn");
     assert_eq!(line, 4);
+    // A table inside a quoted entry is a wrong type, not a name to quote.
+    let (_, _, _, message_typed) =
+        err("[params.\"vm.swappiness\"]\nmode = \"auto\"\nmin = { value = 5 }\n");
+    assert!(!message_typed.contains("quoted"), "{message_typed}");
     assert!(
         message.contains("[params.\"net.core.somaxconn\"]"),
         "{message}"

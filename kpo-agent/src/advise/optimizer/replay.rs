@@ -90,12 +90,8 @@ pub enum ReplayError {
     NoFeasibleRow(String),
     #[error("{path}: the baseline table has no rows")]
     EmptyBaseline { path: PathBuf },
-    #[error("{path}: the baseline's '{column}' is {value}; a saving against it is not defined")]
-    BaselineNotPositive {
-        path: PathBuf,
-        column: String,
-        value: f64,
-    },
+    #[error("{path}: the baseline's '{column}' is 0; a saving against it is not defined")]
+    BaselineZero { path: PathBuf, column: String },
     #[error("{path}: the header names column '{column}' twice")]
     DuplicateColumn { path: PathBuf, column: String },
     #[error("{path}: more than {MAX_TABLE_BYTES} bytes; a table of measured configurations is far smaller")]
@@ -171,8 +167,9 @@ impl Table {
             .iter()
             .map(String::from)
             .collect();
+        // Unnamed columns (a spreadsheet's trailing `,,`) are never used; named ones must be one.
         for (i, c) in columns.iter().enumerate() {
-            if columns[..i].contains(c) {
+            if !c.is_empty() && columns[..i].contains(c) {
                 return Err(ReplayError::DuplicateColumn {
                     path: path.to_path_buf(),
                     column: c.clone(),
@@ -611,11 +608,10 @@ fn load_baseline(path: &Path, column: &str) -> Result<(Value, f64), ReplayError>
         });
     }
     let v = t.numeric(t.column(column)?)?[0];
-    if v <= 0.0 {
-        return Err(ReplayError::BaselineNotPositive {
+    if v == 0.0 {
+        return Err(ReplayError::BaselineZero {
             path: path.to_path_buf(),
             column: column.to_string(),
-            value: v,
         });
     }
     Ok((t.row_json(0), v))
