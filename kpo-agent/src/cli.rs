@@ -173,7 +173,12 @@ pub fn write_out(args: std::fmt::Arguments, newline: bool) {
             e.to_string()
         };
         // What the command did (a change applied and journaled) is done; only its report is lost.
-        eprintln!("kpo: error: writing to standard output: {why} (what the command did is done: `kpo journal` shows it)");
+        // Not eprintln!: it panics when standard error fails too.
+        let _ = writeln!(
+            std::io::stderr(),
+            "kpo: error: writing to standard output: {why} (what the command did is done: \
+             `kpo journal` shows it)"
+        );
         std::process::exit(2);
     }
 }
