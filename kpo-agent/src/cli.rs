@@ -176,8 +176,8 @@ pub fn write_out(args: std::fmt::Arguments, newline: bool) {
         // Not eprintln!: it panics when standard error fails too.
         let _ = writeln!(
             std::io::stderr(),
-            "kpo: error: writing to standard output: {why} (what the command did is done: \
-             `kpo journal` shows it)"
+            "kpo: error: writing to standard output: {why} (anything the command changed is \
+             done and journaled)"
         );
         std::process::exit(2);
     }
