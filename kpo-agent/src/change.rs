@@ -876,6 +876,12 @@ impl ChangePath {
                 Some("KPO has no value of its own there now; nothing to take back".into());
             return Ok(report);
         }
+        if let Some(why) = only_ours.then(|| self.held_by_another(&intent)).flatten() {
+            let mut report =
+                ChangeReport::new(&intent.address, &intent.before, ChangeStatus::Skipped);
+            report.detail = Some(why);
+            return Ok(report);
+        }
         self.restore(
             &intent.address,
             &intent.before,
@@ -884,6 +890,25 @@ impl ChangePath {
             Some(id),
             ours,
         )
+    }
+
+    /// Why a revert of `intent` would undo someone else's decision, if it would: the parameter is
+    /// yielded to a person, or a later change of another source holds it (an operator's `kpo
+    /// apply` after an optimizer trial). A later change of the same source is the same
+    /// decision-maker's, as is a value a revert put back (no change holds it).
+    fn held_by_another(&self, intent: &Intent) -> Option<String> {
+        let p = self.journal.param_state(&intent.address)?;
+        if p.yielded.is_some() {
+            return Some("yielded to a person; left as it is".into());
+        }
+        let holder = self.journal.intent(p.holding?)?;
+        (holder.id != intent.id && holder.source != intent.source).then(|| {
+            format!(
+                "change #{} by {} holds it since; left as it is",
+                holder.id,
+                holder.source.as_str()
+            )
+        })
     }
 
     /// Puts every parameter KPO changed back to its original value (the value before KPO first

@@ -354,12 +354,10 @@ fn clear_errors() {
     run(base(&["--budget", "0"]), "budget");
 
     let dir = tempfile::tempdir().unwrap();
-    // A malformed table, replayed over itr_us and freq_mhz to minimize energy_j.
-    let grid_fails_with = |name: &str, csv: &str, needle: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, csv).unwrap();
-        let grid = path.to_str().unwrap();
-        let args = [
+    // A table replayed over itr_us and freq_mhz to minimize energy_j, then `extra`.
+    let over = |grid: &Path, extra: &[&str]| -> Vec<String> {
+        let grid = grid.to_str().unwrap();
+        [
             "--grid",
             grid,
             "--knob",
@@ -368,9 +366,22 @@ fn clear_errors() {
             "freq_mhz",
             "--minimize",
             "energy_j",
-        ];
-        fails_with(&args, needle);
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
     };
+    let table = |name: &str, csv: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, csv).unwrap();
+        path
+    };
+    let fails = |args: Vec<String>, needle: &str| {
+        fails_with(&args.iter().map(String::as_str).collect::<Vec<_>>(), needle)
+    };
+    let grid_fails_with =
+        |name: &str, csv: &str, needle: &str| fails(over(&table(name, csv), &[]), needle);
     grid_fails_with(
         "bad.csv",
         "itr_us,freq_mhz,energy_j\n2,1200,10.5\n4,1300,n/a\n",
@@ -393,60 +404,31 @@ fn clear_errors() {
         "itr_us,freq_mhz,energy_j,itr_us\n2,1200,10.5,9\n",
         "the header names column 'itr_us' twice",
     );
-    let args = |grid: &str, baseline: &str| {
-        [
-            "--grid",
-            grid,
-            "--knob",
-            "itr_us",
-            "--knob",
-            "freq_mhz",
-            "--minimize",
-            "energy_j",
-            "--baseline",
-            baseline,
-        ]
-        .map(String::from)
-    };
-    let good = dir.path().join("good.csv");
-    std::fs::write(&good, "itr_us,freq_mhz,energy_j\n2,1200,10.5\n4,1300,9\n").unwrap();
-    let zero = dir.path().join("zero.csv");
-    std::fs::write(&zero, "itr_us,freq_mhz,energy_j\n0,0,0\n").unwrap();
-    let a = args(good.to_str().unwrap(), zero.to_str().unwrap());
-    fails_with(
-        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    let good = table(
+        "good.csv",
+        "itr_us,freq_mhz,energy_j\n2,1200,10.5\n4,1300,9\n",
+    );
+    let zero = table("zero.csv", "itr_us,freq_mhz,energy_j\n0,0,0\n");
+    let good_baseline = ["--baseline", good.to_str().unwrap()];
+    fails(
+        over(&good, &["--baseline", zero.to_str().unwrap()]),
         "the baseline's 'energy_j' is 0; a saving against it is not defined",
     );
+    // A file that never ends is not read to the end.
+    fails(
+        over(Path::new("/dev/zero"), &good_baseline),
+        "/dev/zero: more than 67108864 bytes",
+    );
     // Unnamed columns (a spreadsheet's trailing commas) are not names used twice.
-    let trailing = dir.path().join("trailing.csv");
-    std::fs::write(
-        &trailing,
+    let trailing = table(
+        "trailing.csv",
         "itr_us,freq_mhz,energy_j,,\n2,1200,10.5,,\n4,1300,9,,\n",
-    )
-    .unwrap();
-    let out = kpo(&[
-        "--grid",
-        trailing.to_str().unwrap(),
-        "--knob",
-        "itr_us",
-        "--knob",
-        "freq_mhz",
-        "--minimize",
-        "energy_j",
-        "--budget",
-        "2",
-        "--seeds",
-        "1",
-    ]);
+    );
+    let args = over(&trailing, &["--budget", "2", "--seeds", "1"]);
+    let out = kpo(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
-    );
-    // A file that never ends is not read to the end.
-    let a = args("/dev/zero", good.to_str().unwrap());
-    fails_with(
-        &a.iter().map(String::as_str).collect::<Vec<_>>(),
-        "/dev/zero: more than 67108864 bytes",
     );
 }

@@ -710,6 +710,16 @@ fn a_revert_put_back_after_a_wrong_read_back_leaves_the_change_holding() {
     assert!(p.journal.param_state(&addr).unwrap().holding.is_none());
 }
 
+/// somaxconn at 4096 behind a driver that rounds a write to 5000 and refuses to put a value back.
+fn rounding_kernel() -> FakeActuators {
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let mut kk = k.0.lock().unwrap();
+    kk.clamp.insert(SOMAX.into(), Value::Int(5000));
+    kk.refuse_revert.push(SOMAX.into());
+    drop(kk);
+    k
+}
+
 /// A driver rounds the write (5000 for 8192) and then refuses to have the value before put back:
 /// what the kernel keeps is KPO's own write, so the journal holds it as KPO's change (no later
 /// value check takes it for a person's), and a revert puts the value before back. The value read
@@ -717,12 +727,7 @@ fn a_revert_put_back_after_a_wrong_read_back_leaves_the_change_holding() {
 #[test]
 fn a_rounded_write_that_cannot_be_put_back_is_kpos_own_value() {
     let dir = tempfile::tempdir().unwrap();
-    let k = kernel(&[(SOMAX, Value::Int(4096))]);
-    {
-        let mut kk = k.0.lock().unwrap();
-        kk.clamp.insert(SOMAX.into(), Value::Int(5000));
-        kk.refuse_revert.push(SOMAX.into());
-    }
+    let k = rounding_kernel();
     let (mut p, events) = path(dir.path(), POLICY, &k);
     let r = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
     assert_eq!(r.status, ChangeStatus::Failed, "{r:?}");
@@ -822,12 +827,7 @@ fn a_put_back_interrupted_by_a_crash_is_finished_at_the_next_start() {
 #[test]
 fn a_failed_put_back_the_journal_cannot_record_is_still_kpos() {
     let dir = tempfile::tempdir().unwrap();
-    let k = kernel(&[(SOMAX, Value::Int(4096))]);
-    {
-        let mut kk = k.0.lock().unwrap();
-        kk.clamp.insert(SOMAX.into(), Value::Int(5000));
-        kk.refuse_revert.push(SOMAX.into());
-    }
+    let k = rounding_kernel();
     let (mut p, _) = path(dir.path(), POLICY, &k);
     // The intent and the read-back pass; the outcome's line is cut after 10 bytes.
     p.journal.fail_an_append(2, 10);

@@ -236,12 +236,22 @@ impl Rig {
         self.nic.settings("eth0").unwrap().rx_usecs
     }
 
-    /// One window under the knobs' values now: p99 `80 + 2 rx + 216000 / MHz` µs (the SLO of
-    /// 300 µs rules out long interrupt delays at low frequency), 1000 requests, joules per
+    /// The p99 a window reports under the knobs' values now: `80 + 2 rx + 216000 / MHz` µs (the
+    /// SLO of 300 µs rules out long interrupt delays at low frequency).
+    fn p99(&self) -> f64 {
+        80.0 + 2.0 * self.rx() as f64 + 216_000.0 / (self.max_freq() as f64 / 1000.0)
+    }
+
+    /// Whether the loop has said so, in any event so far.
+    fn saw(&self, f: impl Fn(&LiveEvent) -> bool) -> bool {
+        self.live.iter().any(f)
+    }
+
+    /// One window under the knobs' values now: p99 as [`Rig::p99`], 1000 requests, joules per
     /// request lowest at (40 µs, 1800 MHz).
     fn window(&mut self) -> Vec<Event> {
         let (rx, mhz) = (self.rx() as f64, self.max_freq() as f64 / 1000.0);
-        let p99 = 80.0 + 2.0 * rx + 216_000.0 / mhz;
+        let p99 = self.p99();
         let joules = 1000.0
             * (1.0 + 0.8 * ((mhz - 1800.0) / 1000.0).powi(2) + 0.5 * ((rx - 40.0) / 50.0).powi(2));
         let t = Instant::now();
@@ -1530,21 +1540,15 @@ fn an_unmeasured_trial_that_breaks_the_slo_is_reverted() {
     rig.window();
     let trial = (rig.max_freq(), rig.rx());
     assert_ne!(trial, (3_000_000, 0), "the first trial moved the knobs");
-    let p99 = 80.0 + 2.0 * trial.1 as f64 + 216_000.0 / (trial.0 as f64 / 1000.0);
+    let p99 = rig.p99();
     assert!(
         p99 > SLO_US,
         "the trial {trial:?} breaks the SLO ({p99} µs)"
     );
     rig.estimated = true;
     rig.window();
-    assert!(rig
-        .live
-        .iter()
-        .any(|e| matches!(e, LiveEvent::Unmeasured { .. })));
-    assert!(rig
-        .live
-        .iter()
-        .any(|e| matches!(e, LiveEvent::SloBreach { .. })));
+    assert!(rig.saw(|e| matches!(e, LiveEvent::Unmeasured { .. })));
+    assert!(rig.saw(|e| matches!(e, LiveEvent::SloBreach { .. })));
     assert_eq!(
         (rig.max_freq(), rig.rx()),
         (3_000_000, 0),
@@ -1563,16 +1567,13 @@ fn a_window_that_breaks_the_slo_ends_its_trial() {
     }
     let trial = (rig.max_freq(), rig.rx());
     assert_ne!(trial, (3_000_000, 0), "the first trial moved the knobs");
-    let p99 = 80.0 + 2.0 * trial.1 as f64 + 216_000.0 / (trial.0 as f64 / 1000.0);
+    let p99 = rig.p99();
     assert!(
         p99 > SLO_US,
         "the trial {trial:?} breaks the SLO ({p99} µs)"
     );
     rig.window();
-    assert!(rig
-        .live
-        .iter()
-        .any(|e| matches!(e, LiveEvent::SloBreach { .. })));
+    assert!(rig.saw(|e| matches!(e, LiveEvent::SloBreach { .. })));
     assert_eq!(
         (rig.max_freq(), rig.rx()),
         (3_000_000, 0),
@@ -1610,7 +1611,7 @@ fn one_knob_moves_every_cpufreq_policy_its_entry_matches() {
     let trial = rig.max_freq();
     assert_ne!(trial, 3_000_000, "the first trial moved the frequency");
     assert_eq!(max_freqs(), vec![trial; 16]);
-    let p99 = 80.0 + 2.0 * rig.rx() as f64 + 216_000.0 / (trial as f64 / 1000.0);
+    let p99 = rig.p99();
     assert!(p99 > SLO_US, "the trial breaks the SLO ({p99} µs)");
     rig.window();
     assert_eq!(max_freqs(), vec![3_000_000; 16], "every policy put back");

@@ -230,8 +230,6 @@ struct Timed {
 /// The live loop, running in the agent.
 pub struct AgentOptimizer {
     settings: OptimizerSettings,
-    /// The search's settings, for a search started over over other knobs.
-    config: LiveConfig,
     /// Every knob the loop started with, and its levels.
     all: Vec<(Knob, KnobSpec)>,
     /// Knobs of `all` with a parameter yielded to a person (their indices): left out of the
@@ -240,8 +238,6 @@ pub struct AgentOptimizer {
     /// The knobs searched: those of `all` not set aside (none: every knob is yielded, and the
     /// loop waits).
     knobs: Vec<Knob>,
-    /// The journal keys of every knob's members.
-    keys: Vec<String>,
     live: LiveOptimizer,
     made: Vec<Made>,
     trial: Trial,
@@ -352,19 +348,13 @@ impl AgentOptimizer {
             windows_per_trial: settings.windows_per_trial,
             left_out: problems,
         };
-        let keys = knobs
-            .iter()
-            .flat_map(|k| k.members.iter().map(target_key))
-            .collect();
         let all = knobs.iter().cloned().zip(specs).collect();
         Ok(Some((
             AgentOptimizer {
                 settings: settings.clone(),
-                config: live.config().clone(),
                 all,
                 set_aside: Vec::new(),
                 knobs,
-                keys,
                 live,
                 made: Vec::new(),
                 trial: Trial::default(),
@@ -390,11 +380,16 @@ impl AgentOptimizer {
     /// left them for the whole window?
     pub fn window_closed(&mut self, path: &ChangePath) {
         let now = self.read(path);
+        let keys: Vec<String> = self
+            .knobs
+            .iter()
+            .flat_map(|k| k.members.iter().map(target_key))
+            .collect();
         let touched = path.journal.records()[self.mark.min(path.journal.records().len())..]
             .iter()
             .any(|r| match r {
-                Record::Intent(i) => self.keys.contains(&i.key),
-                Record::Yield { key, .. } => self.keys.contains(key),
+                Record::Intent(i) => keys.contains(&i.key),
+                Record::Yield { key, .. } => keys.contains(key),
                 _ => false,
             });
         self.disturbed = match now {
@@ -483,7 +478,7 @@ impl AgentOptimizer {
                 Space::new(specs)
                     .map_err(|e| e.to_string())
                     .and_then(|space| {
-                        LiveOptimizer::new(space, start, self.config.clone())
+                        LiveOptimizer::new(space, start, self.live.config().clone())
                             .map_err(|e| e.to_string())
                     })
             });
@@ -523,10 +518,6 @@ impl AgentOptimizer {
             })
             .collect();
         self.set_aside = set_aside;
-        self.keys = knobs
-            .iter()
-            .flat_map(|k| k.members.iter().map(target_key))
-            .collect();
         self.knobs = knobs;
         if let Some(live) = live {
             self.live = live;
@@ -1003,23 +994,6 @@ fn write_order(knobs: &[Knob], from: &[f64], to: &[f64]) -> Vec<usize> {
     moving
 }
 
-impl PathKnobs<'_> {
-    /// Whether the loop may take back the value at `address`: not yielded to a person, and not
-    /// held by a change of another source (an operator's `kpo apply`, an advisor's). A value
-    /// no change holds (one a revert put back, the loop's own or the guard's) is still KPO's,
-    /// and `revert_own` writes over it only while the kernel has it.
-    fn loops_own(&self, address: &ParamAddress) -> bool {
-        let journal = &self.path.journal;
-        let Some(p) = journal.param_state(address) else {
-            return true;
-        };
-        p.yielded.is_none()
-            && p.holding
-                .and_then(|id| journal.intent(id))
-                .is_none_or(|i| i.source == Source::Optimizer)
-    }
-}
-
 impl Knobs for PathKnobs<'_> {
     fn allowed(&mut self, to: &[f64]) -> bool {
         let now = std::time::SystemTime::now();
@@ -1140,13 +1114,11 @@ impl Knobs for PathKnobs<'_> {
                 continue;
             }
             for m in made {
-                if !self.loops_own(&m.address) {
-                    // Not the loop's value there now (a person's, the guard's revert, an
-                    // advisor's change): left as it is.
-                    continue;
-                }
                 match self.path.revert_own(m.id, Source::Optimizer, &why) {
                     Ok(r) if undone(self.path, &r) => self.guard.forget(&m.address),
+                    // Not the loop's value there now (a person's, an operator's or an advisor's
+                    // since): left as it is.
+                    Ok(r) if r.status == ChangeStatus::Skipped => {}
                     Ok(r) => errors.push(r.describe()),
                     Err(e) => errors.push(e.to_string()),
                 }
