@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use kpo_agent::energy::estimate::PowerModel;
-use kpo_agent::energy::{choose_meter_with, EnergyError, EnergySource};
+use kpo_agent::energy::{choose_meter_with, trust, EnergyError, EnergySource};
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -117,7 +117,10 @@ fn a_backward_jump_that_is_no_wrap_is_set_aside() {
     assert_eq!(choice.meter.source(), EnergySource::Estimated);
     let reason = &choice.skipped[0].1;
     assert!(reason.contains("went backwards outside a wrap"), "{reason}");
-    assert!(reason.contains("1 package(s)"), "{reason}");
+    assert!(
+        reason.contains("package-0: ") && reason.contains("1000 W one package can draw"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -151,7 +154,9 @@ fn a_counter_that_stops_later_is_not_reported_as_energy() {
     )
     .unwrap();
     assert_eq!(choice.meter.source(), EnergySource::Rapl);
-    // The counter stops moving after the check: the reading is refused, not 0 J.
+    // The counter stops moving after the check: over an interval long enough to judge, the
+    // reading is refused, not 0 J.
+    std::thread::sleep(trust::MIN_JUDGED);
     let err = choice.meter.read().unwrap_err();
     assert!(
         matches!(
@@ -167,4 +172,159 @@ fn a_counter_that_stops_later_is_not_reported_as_energy() {
     // And once it moves again, readings resume.
     write(&file, "500000\n");
     assert_eq!(choice.meter.read().unwrap().joules, 0.2);
+}
+
+/// A tree with package zones `ids` (`intel-rapl:<id>`, named `package-<id>`), each at `start` µJ
+/// with range `max_range`.
+fn packages(ids: &[u32], start: u64, max_range: u64) -> (tempfile::TempDir, tempfile::TempDir) {
+    let (sys, proc_dir) = machine(start, max_range);
+    for id in ids.iter().filter(|&&id| id != 0) {
+        let z = sys.path().join(format!("class/powercap/intel-rapl:{id}"));
+        write(&z.join("name"), &format!("package-{id}\n"));
+        write(&z.join("energy_uj"), &format!("{start}\n"));
+        write(&z.join("max_energy_range_uj"), &format!("{max_range}\n"));
+    }
+    (sys, proc_dir)
+}
+
+fn zone_file(sys: &Path, id: u32) -> std::path::PathBuf {
+    sys.join(format!("class/powercap/intel-rapl:{id}/energy_uj"))
+}
+
+#[test]
+fn one_frozen_package_is_not_hidden_by_another_that_moves() {
+    // Two sockets; the second one's counter never moves (a virtual RAPL that emulates socket 0
+    // only). The sum moves, but the source is set aside, naming the frozen zone.
+    let (sys, proc_dir) = packages(&[0, 1], 1_000, 1 << 40);
+    let first = zone_file(sys.path(), 0);
+    let choice = choose_meter_with(
+        sys.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        &mut || write(&first, "301000\n"),
+    )
+    .unwrap();
+    assert_eq!(choice.meter.source(), EnergySource::Estimated);
+    let reason = &choice.skipped[0].1;
+    assert!(
+        reason.starts_with("set aside: package-1: the counter did not advance"),
+        "{reason}"
+    );
+
+    // Both move at the check, then the second stops: the window is refused, naming it.
+    let (sys, proc_dir) = packages(&[0, 1], 1_000, 1 << 40);
+    let (first, second) = (zone_file(sys.path(), 0), zone_file(sys.path(), 1));
+    let mut choice = choose_meter_with(
+        sys.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        &mut || {
+            write(&first, "101000\n");
+            write(&second, "101000\n");
+        },
+    )
+    .unwrap();
+    assert_eq!(choice.meter.source(), EnergySource::Rapl);
+    write(&first, "301000\n");
+    std::thread::sleep(trust::MIN_JUDGED);
+    let err = choice.meter.read().unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("rapl: package-1: the counter did not advance"),
+        "{err}"
+    );
+    // Both moving again: the reading is the sum of the two.
+    write(&first, "401000\n");
+    write(&second, "151000\n");
+    let reading = choice.meter.read().unwrap();
+    assert_eq!(reading.parts, vec![0.1, 0.05]);
+    assert_eq!(reading.joules, 0.1 + 0.05);
+}
+
+#[test]
+fn a_window_spanning_several_wraps_counts_every_one() {
+    // A range of 1 kJ, and 0.9 J per tick: over 2,500 ticks the counter wraps twice, which a
+    // single read at the window's end would take for one small step. Reading every tick counts
+    // all of it. (1 kJ at 1 kW is a second: ticks come far faster here, so no reading is refused
+    // as too long to rule out a second wrap.)
+    let range = 1_000_000_000u64;
+    let (sys, proc_dir) = machine(0, range);
+    let file = energy_file(sys.path());
+    let mut at = 0u64;
+    let mut step = |file: &Path| {
+        at = (at + 900_000) % range;
+        write(file, &format!("{at}\n"));
+    };
+    let mut choice = choose_meter_with(
+        sys.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        &mut || step(&file),
+    )
+    .unwrap();
+    assert_eq!(choice.meter.source(), EnergySource::Rapl);
+    let ticks = 2_500;
+    for _ in 0..ticks - 1 {
+        step(&file);
+        choice.meter.sample();
+    }
+    step(&file);
+    let reading = choice.meter.read().unwrap();
+    // 2,500 steps of 0.9 J: 2,250 J, more than two whole ranges.
+    assert!((reading.joules - 2_250.0).abs() < 1e-6, "{reading:?}");
+}
+
+#[test]
+fn a_reading_long_enough_to_hide_a_second_wrap_is_refused() {
+    // A range of 100 µJ wraps in 0.1 µs at 1 kW: no interval between two reads is short enough
+    // to rule out a second wrap, so the source is set aside rather than trusted.
+    let (sys, proc_dir) = machine(10, 100);
+    let file = energy_file(sys.path());
+    let choice = choose_meter_with(
+        sys.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        &mut || write(&file, "60\n"),
+    )
+    .unwrap();
+    assert_eq!(choice.meter.source(), EnergySource::Estimated);
+    let reason = &choice.skipped[0].1;
+    assert!(
+        reason.contains("long enough for the counter to wrap more than once"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_failed_read_costs_its_window_and_the_one_it_reaches_into() {
+    let (sys, proc_dir) = machine(1_000, 1 << 40);
+    let file = energy_file(sys.path());
+    let mut choice = choose_meter_with(
+        sys.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        &mut || write(&file, "101000\n"),
+    )
+    .unwrap();
+    assert_eq!(choice.meter.source(), EnergySource::Rapl);
+
+    // A read fails mid-window: that window has no figure, whatever the later reads say.
+    write(&file, "garbage\n");
+    choice.meter.sample();
+    write(&file, "201000\n");
+    let err = choice.meter.read().unwrap_err();
+    assert!(err.to_string().contains("cannot parse 'garbage'"), "{err}");
+    // The next window starts from the last good read: its energy is its own.
+    write(&file, "301000\n");
+    assert_eq!(choice.meter.read().unwrap().joules, 0.1);
+
+    // The read that closes a window fails: the next window's first reading reaches back into it,
+    // so the next window has no figure either, and the one after is whole again.
+    write(&file, "garbage\n");
+    assert!(choice.meter.read().is_err());
+    write(&file, "501000\n");
+    let err = choice.meter.read().unwrap_err();
+    assert!(matches!(err, EnergyError::AfterFailedRead { .. }), "{err}");
+    write(&file, "551000\n");
+    assert_eq!(choice.meter.read().unwrap().joules, 0.05);
 }

@@ -182,6 +182,7 @@ impl EnergyMeter for EstimatedMeter {
         Ok(EnergyReading {
             joules,
             source: EnergySource::Estimated,
+            parts: vec![joules],
         })
     }
 

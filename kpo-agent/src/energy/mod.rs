@@ -14,7 +14,8 @@
 //!
 //! [`open_meter`] tries powercap RAPL, then the perf power PMU, then falls back to the estimate.
 //! A measured source is used only if it advances while the CPU works and reports possible power
-//! ([`trust`]); every later reading of it is checked the same way.
+//! ([`trust`]); it is then read at every tick and every counter is checked the same way
+//! ([`CheckedMeter`]).
 
 pub mod estimate;
 pub mod perf_power;
@@ -58,10 +59,15 @@ impl std::fmt::Display for EnergySource {
 }
 
 /// Energy used over one interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnergyReading {
     pub joules: f64,
     pub source: EnergySource,
+    /// The energy of each counter summed into `joules`, in the order of [`EnergyMeter::domains`]:
+    /// each is checked on its own, so one package whose counter froze is not hidden by another
+    /// that still moves.
+    #[serde(skip)]
+    pub parts: Vec<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,10 +90,28 @@ pub enum EnergyError {
     NoCpus(PathBuf),
     #[error("{path}: {reason}")]
     PerfPmu { path: PathBuf, reason: String },
-    #[error("{meter}: {reason}")]
+    #[error("{meter}: {domain}: {reason}")]
     Untrusted {
         meter: EnergySource,
+        /// The counter judged, as named in [`EnergyMeter::domains`].
+        domain: String,
         reason: trust::Untrusted,
+    },
+    #[error(
+        "{meter}: the read before this interval failed, so the energy counted since reaches back \
+         into the interval before and cannot be split between them"
+    )]
+    AfterFailedRead { meter: EnergySource },
+    #[error(
+        "{meter}: {seconds:.1} s between reads is long enough for the counter to wrap more than \
+         once ({wrap_joules:.0} J range at up to {ceiling:.0} W); read it more often (a shorter \
+         tick)"
+    )]
+    MayHaveWrapped {
+        meter: EnergySource,
+        seconds: f64,
+        wrap_joules: f64,
+        ceiling: f64,
     },
     #[error("perf_event_open of power/{event}/ on CPU {cpu}: {source}{hint}")]
     PerfOpen {
@@ -141,32 +165,146 @@ pub trait EnergyMeter {
     /// What is summed, e.g. `package-0` (powercap zone names), `energy-pkg:cpu0` (perf event and
     /// the CPU it is read on), or `cpu` for the estimate.
     fn domains(&self) -> Vec<String>;
-    /// How many CPU packages (or platforms) the reading covers: the power ceiling scales with it.
+    /// How many CPU packages (or platforms) the reading covers.
     fn packages(&self) -> usize;
+    /// The least energy after which one of the counters wraps back to 0, for counters that wrap
+    /// within hours (RAPL through powercap); `None` for the others.
+    fn wrap_joules(&self) -> Option<f64> {
+        None
+    }
+    /// Called on every tick between two [`read`](Self::read)s. A checked meter reads its
+    /// counters here, so that a window spans many short reads: a wrap is seen in each, a reset
+    /// shows up as impossible power over one tick, and the window's energy is their sum.
+    fn sample(&mut self) {}
 }
 
-/// A measured meter whose every reading is checked by [`trust::check`]: a reading that stopped
-/// advancing or jumped is an [`EnergyError::Untrusted`], never a figure.
+/// A measured meter whose every reading is checked by [`trust`]: a counter that stopped
+/// advancing or jumped gives an [`EnergyError::Untrusted`], never a figure.
+///
+/// The inner meter is read at every [`sample`](EnergyMeter::sample) (every tick) and at every
+/// [`read`](EnergyMeter::read); each counter's energy over each of those short intervals must be
+/// possible for one package, and over the whole interval since the previous `read` it must have
+/// moved. Reading often is what makes both checks work on RAPL: a counter reset reads as a wrap
+/// (`range − before + after`), which over one tick is far above any package's power but over a
+/// long window can look like ordinary energy; and a window longer than one wrap period (65 kJ on
+/// AMD: about 4 minutes at 280 W) would silently lose whole wraps.
 pub struct CheckedMeter {
     inner: Box<dyn EnergyMeter + Send>,
-    last_read: Instant,
+    /// When the inner meter last read successfully: its next reading covers the time since.
+    last_ok: Instant,
+    /// Start of the interval the next `read` returns.
+    interval_start: Instant,
+    /// Each counter's energy since `interval_start`, or why the interval has no figure (the first
+    /// failure in it).
+    interval: Result<Vec<f64>, EnergyError>,
+    /// The last inner read failed: the next one reaches back before it.
+    behind: bool,
 }
 
 impl CheckedMeter {
     /// Checks the meter now: one read to start the interval, `work` (which must keep a CPU busy),
-    /// another read that must pass [`trust::check`].
+    /// another read that must pass the checks.
     pub fn verify(
         mut inner: Box<dyn EnergyMeter + Send>,
         work: &mut dyn FnMut(),
     ) -> Result<Self, EnergyError> {
         inner.read()?;
+        let now = Instant::now();
         let mut checked = Self {
             inner,
-            last_read: Instant::now(),
+            last_ok: now,
+            interval_start: now,
+            interval: Ok(Vec::new()),
+            behind: false,
         };
         work();
-        checked.read()?;
+        // The work is known, however short a test makes it: a counter that did not move over it
+        // is frozen.
+        checked.read_interval(true)?;
         Ok(checked)
+    }
+
+    /// The interval since the previous read: every counter's energy, checked to have moved
+    /// (`strict`: however short the interval).
+    fn read_interval(&mut self, strict: bool) -> Result<EnergyReading, EnergyError> {
+        self.sample_now();
+        let seconds = self.interval_start.elapsed().as_secs_f64();
+        self.interval_start = Instant::now();
+        let parts = std::mem::replace(&mut self.interval, Ok(Vec::new()))?;
+        let meter = self.inner.source();
+        let domains = self.inner.domains();
+        for (i, &joules) in parts.iter().enumerate() {
+            let judged = if strict && joules == 0.0 {
+                Err(trust::Untrusted::Frozen { seconds })
+            } else {
+                trust::check_moved(joules, seconds)
+            };
+            if let Err(reason) = judged {
+                let domain = domains.get(i).cloned().unwrap_or_else(|| format!("#{i}"));
+                return Err(EnergyError::Untrusted {
+                    meter,
+                    domain,
+                    reason,
+                });
+            }
+        }
+        Ok(EnergyReading {
+            joules: parts.iter().sum(),
+            source: meter,
+            parts,
+        })
+    }
+
+    fn fail(&mut self, error: EnergyError) {
+        if self.interval.is_ok() {
+            self.interval = Err(error);
+        }
+    }
+
+    /// One read of the inner meter, added to the interval if every counter's share is possible.
+    fn sample_now(&mut self) {
+        let at = Instant::now();
+        let seconds = at.duration_since(self.last_ok).as_secs_f64();
+        let meter = self.inner.source();
+        let reading = match self.inner.read() {
+            Ok(reading) => reading,
+            Err(e) => {
+                self.behind = true;
+                return self.fail(e);
+            }
+        };
+        self.last_ok = at;
+        if std::mem::take(&mut self.behind) {
+            return self.fail(EnergyError::AfterFailedRead { meter });
+        }
+        if let Some(wrap_joules) = self.inner.wrap_joules() {
+            let ceiling = trust::MAX_WATTS_PER_PACKAGE;
+            if seconds * ceiling >= wrap_joules {
+                return self.fail(EnergyError::MayHaveWrapped {
+                    meter,
+                    seconds,
+                    wrap_joules,
+                    ceiling,
+                });
+            }
+        }
+        let domains = self.inner.domains();
+        for (i, &joules) in reading.parts.iter().enumerate() {
+            if let Err(reason) = trust::check_possible(joules, seconds) {
+                let domain = domains.get(i).cloned().unwrap_or_else(|| format!("#{i}"));
+                return self.fail(EnergyError::Untrusted {
+                    meter,
+                    domain,
+                    reason,
+                });
+            }
+        }
+        if let Ok(sums) = &mut self.interval {
+            sums.resize(reading.parts.len(), 0.0);
+            for (sum, part) in sums.iter_mut().zip(&reading.parts) {
+                *sum += part;
+            }
+        }
     }
 }
 
@@ -175,17 +313,12 @@ impl EnergyMeter for CheckedMeter {
         self.inner.source()
     }
 
+    fn sample(&mut self) {
+        self.sample_now();
+    }
+
     fn read(&mut self) -> Result<EnergyReading, EnergyError> {
-        let seconds = self.last_read.elapsed().as_secs_f64();
-        self.last_read = Instant::now();
-        let reading = self.inner.read()?;
-        trust::check(reading.joules, seconds, self.inner.packages()).map_err(|reason| {
-            EnergyError::Untrusted {
-                meter: self.inner.source(),
-                reason,
-            }
-        })?;
-        Ok(reading)
+        self.read_interval(false)
     }
 
     fn domains(&self) -> Vec<String> {
@@ -194,6 +327,10 @@ impl EnergyMeter for CheckedMeter {
 
     fn packages(&self) -> usize {
         self.inner.packages()
+    }
+
+    fn wrap_joules(&self) -> Option<f64> {
+        self.inner.wrap_joules()
     }
 }
 
@@ -247,8 +384,8 @@ pub fn choose_meter_with(
                     skipped,
                 })
             }
-            Err(EnergyError::Untrusted { reason, .. }) => {
-                skipped.push((source, format!("set aside: {reason}")))
+            Err(EnergyError::Untrusted { domain, reason, .. }) => {
+                skipped.push((source, format!("set aside: {domain}: {reason}")))
             }
             Err(e) => skipped.push((source, e.to_string())),
         }
@@ -301,6 +438,7 @@ mod tests {
         let r = EnergyReading {
             joules: 1.5,
             source: EnergySource::Estimated,
+            parts: vec![1.5],
         };
         assert_eq!(
             serde_json::to_string(&r).unwrap(),

@@ -443,14 +443,15 @@ impl EnergyMeter for PerfPowerMeter {
                 hint: " (reading a perf power counter)",
             })?);
         }
-        let mut joules = 0.0;
+        let mut parts = Vec::with_capacity(self.counters.len());
         for (c, now) in self.counters.iter_mut().zip(now) {
-            joules += counts_to_joules(c.last, now, c.scale);
+            parts.push(counts_to_joules(c.last, now, c.scale));
             c.last = now;
         }
         Ok(EnergyReading {
-            joules,
+            joules: parts.iter().sum(),
             source: EnergySource::PerfPower,
+            parts,
         })
     }
 

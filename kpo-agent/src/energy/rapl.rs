@@ -9,8 +9,9 @@
 //! subzones would count twice), plus `dram` zones when asked (DRAM is outside the package). `psys`
 //! covers the packages too and is used only when there is no package zone. A counter that went
 //! down between two reads wrapped once: the delta is `max - before + after`. Reads must therefore be
-//! closer together than one wrap period (with a 2^32 µJ-scale range that is tens of minutes at
-//! server power).
+//! closer together than one wrap period: about 4 minutes for AMD's 65 kJ range at 280 W, tens of
+//! minutes for Intel's 262 kJ. The agent reads at every tick ([`super::CheckedMeter`]) and refuses
+//! a reading over an interval long enough for two wraps at 1 kW.
 
 use std::path::{Path, PathBuf};
 
@@ -111,12 +112,16 @@ impl RaplReader {
 
     /// Joules used between two snapshots of this reader, with wrap-around.
     pub fn joules_between(&self, before: &RaplSnapshot, after: &RaplSnapshot) -> f64 {
+        self.zone_joules_between(before, after).iter().sum()
+    }
+
+    /// Each zone's joules between two snapshots, with wrap-around.
+    pub fn zone_joules_between(&self, before: &RaplSnapshot, after: &RaplSnapshot) -> Vec<f64> {
         self.zones
             .iter()
             .zip(before.energy_uj.iter().zip(&after.energy_uj))
-            .map(|(z, (&b, &a))| counter_delta(b, a, z.max_energy_range_uj) as f64)
-            .sum::<f64>()
-            / 1e6
+            .map(|(z, (&b, &a))| counter_delta(b, a, z.max_energy_range_uj) as f64 / 1e6)
+            .collect()
     }
 }
 
@@ -147,16 +152,25 @@ impl EnergyMeter for RaplMeter {
 
     fn read(&mut self) -> Result<EnergyReading, EnergyError> {
         let now = self.reader.snapshot()?;
-        let joules = self.reader.joules_between(&self.last, &now);
+        let parts = self.reader.zone_joules_between(&self.last, &now);
         self.last = now;
         Ok(EnergyReading {
-            joules,
+            joules: parts.iter().sum(),
             source: EnergySource::Rapl,
+            parts,
         })
     }
 
     fn domains(&self) -> Vec<String> {
         self.reader.zones.iter().map(|z| z.name.clone()).collect()
+    }
+
+    fn wrap_joules(&self) -> Option<f64> {
+        self.reader
+            .zones
+            .iter()
+            .map(|z| z.max_energy_range_uj as f64 / 1e6)
+            .min_by(f64::total_cmp)
     }
 
     fn packages(&self) -> usize {

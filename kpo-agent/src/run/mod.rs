@@ -210,6 +210,9 @@ pub async fn run(
                     for event in decided {
                         sink.send(&event);
                     }
+                } else if let Some(m) = meter.as_mut() {
+                    // Energy: a measured counter is read every tick (see CheckedMeter).
+                    m.sample();
                 }
                 // Sensors: what the next tick samples is attached after the read.
                 duty.after_read(&mut collector.sensors, next, pressure.escalated());

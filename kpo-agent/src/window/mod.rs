@@ -107,7 +107,8 @@ pub struct Window {
     pub duration_s: f64,
     /// Fraction of the window during which the duty-cycled sensors (softirq, napi, sched,
     /// request_latency) were attached. Their counts cover only that time; their rates are per
-    /// second of sampling.
+    /// second of sampling. Kept exact, since it divides request counts; rounded when written.
+    #[serde(serialize_with = "round6_field")]
     pub sampled_fraction: f64,
     /// Fraction of the window during which the accept-queue sensor was attached: the duty fraction,
     /// or 1 while a listener was under pressure.
@@ -242,7 +243,7 @@ fn assemble(
         start: rfc3339(first.wall),
         end: rfc3339(last.wall),
         duration_s: round3(secs),
-        sampled_fraction: round3(sampled.0 / secs),
+        sampled_fraction: sampled.0 / secs,
         accept_queue_sampled_fraction: round3(spans.accept_queue_sampled.as_secs_f64() / secs),
         listeners: listeners(first, last, peaks),
         netns: netns(first, last),
@@ -499,6 +500,11 @@ fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
+/// Six decimals, so that one tick of a long window (1 s of an hour) is not written as 0.
+fn round6_field<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((v * 1e6).round() / 1e6)
+}
+
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
@@ -624,6 +630,30 @@ mod tests {
         assert_eq!(net_rx.mean_ns, Some(250.0));
         assert_eq!(net_rx.time_us, Some(200.0));
         assert_eq!(net_rx.per_s, 400.0);
+    }
+
+    #[test]
+    fn one_sampled_tick_of_a_long_window_is_not_rounded_away() {
+        // One tick of 3,600 attached: 1/3600 of the window, which three decimals would make 0 and
+        // every division by it (requests per second, joules per request) undefined.
+        let t0 = Instant::now();
+        let base = sample(t0, 0, false, 0, 10, bpf(0, None));
+        let at = |secs: u64, duty: bool| {
+            let mut s = base.clone();
+            s.at = t0 + Duration::from_secs(secs);
+            s.wall = time::OffsetDateTime::UNIX_EPOCH + Duration::from_secs(secs);
+            s.duty_attached = duty;
+            s
+        };
+        let mut b = WindowBuilder::new(at(0, false));
+        b.push(at(1, true));
+        for secs in 2..=3600 {
+            b.push(at(secs, false));
+        }
+        let (w, _) = b.finish().unwrap();
+        assert_eq!(w.sampled_fraction, 1.0 / 3600.0);
+        let json = serde_json::to_value(&w).unwrap();
+        assert_eq!(json["sampled_fraction"], 0.000278);
     }
 
     #[test]
