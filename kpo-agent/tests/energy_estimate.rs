@@ -98,7 +98,13 @@ fn open_meter_falls_back_to_the_labelled_estimate_without_rapl() {
     let proc_dir = tempfile::tempdir().unwrap();
     let sys_dir = tempfile::tempdir().unwrap();
     std::fs::write(proc_dir.path().join("stat"), stat(0, 0, 0, 0, 0)).unwrap();
-    let meter = open_meter(sys_dir.path(), proc_dir.path(), PowerModel::default()).unwrap();
+    let meter = open_meter(
+        sys_dir.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        std::time::Duration::from_secs(1),
+    )
+    .unwrap();
     assert_eq!(meter.source(), EnergySource::Estimated);
 
     // With a package zone present, RAPL wins, but only if it advances while the CPU works: this
@@ -108,6 +114,12 @@ fn open_meter_falls_back_to_the_labelled_estimate_without_rapl() {
     std::fs::write(z.join("name"), "package-0\n").unwrap();
     std::fs::write(z.join("energy_uj"), "5\n").unwrap();
     std::fs::write(z.join("max_energy_range_uj"), "1000\n").unwrap();
-    let meter = open_meter(sys_dir.path(), proc_dir.path(), PowerModel::default()).unwrap();
+    let meter = open_meter(
+        sys_dir.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        std::time::Duration::from_secs(1),
+    )
+    .unwrap();
     assert_eq!(meter.source(), EnergySource::Estimated);
 }

@@ -174,6 +174,11 @@ fn malformed_scale_missing_event_and_wrong_unit_are_clear_errors() {
     let p = PowerPmu::discover(tmp.path(), false).unwrap();
     let summed: Vec<&str> = p.selected_events().map(|e| e.name.as_str()).collect();
     assert_eq!(summed, vec!["energy-psys"]);
+    // It covers the platform: read once, not once per package (0 and 18 here).
+    let psys = p.selected_events().next().unwrap();
+    assert_eq!(p.cpus_for(psys), &[0]);
+    let pkg = &power_pmu_events(tmp.path())[0];
+    assert_eq!(p.cpus_for(pkg), &[0, 18]);
 
     let tmp = tempfile::tempdir().unwrap();
     let pmu = power_pmu(tmp.path());
@@ -195,7 +200,13 @@ fn open_meter_order_rapl_then_perf_then_labelled_estimate() {
     let err = PerfPowerMeter::open(sys.path(), false).unwrap_err();
     assert!(matches!(err, EnergyError::PerfOpen { .. }), "{err}");
     assert!(err.to_string().contains("power/energy-pkg/"), "{err}");
-    let choice = choose_meter(sys.path(), proc_dir.path(), PowerModel::default()).unwrap();
+    let choice = choose_meter(
+        sys.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        std::time::Duration::from_secs(1),
+    )
+    .unwrap();
     assert_eq!(choice.meter.source(), EnergySource::Estimated);
     let sources: Vec<EnergySource> = choice.skipped.iter().map(|(s, _)| *s).collect();
     assert_eq!(sources, vec![EnergySource::Rapl, EnergySource::PerfPower]);
@@ -209,7 +220,13 @@ fn open_meter_order_rapl_then_perf_then_labelled_estimate() {
         "{:?}",
         choice.skipped
     );
-    let mut meter = open_meter(sys.path(), proc_dir.path(), PowerModel::default()).unwrap();
+    let mut meter = open_meter(
+        sys.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        std::time::Duration::from_secs(1),
+    )
+    .unwrap();
     assert_eq!(meter.read().unwrap().source, EnergySource::Estimated);
 
     // A malformed PMU tree: also the estimate, with the parse error as the reason.
@@ -218,7 +235,13 @@ fn open_meter_order_rapl_then_perf_then_labelled_estimate() {
             .join("bus/event_source/devices/power/events/energy-pkg.scale"),
         "x\n",
     );
-    let choice = choose_meter(sys.path(), proc_dir.path(), PowerModel::default()).unwrap();
+    let choice = choose_meter(
+        sys.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        std::time::Duration::from_secs(1),
+    )
+    .unwrap();
     assert_eq!(choice.meter.source(), EnergySource::Estimated);
     assert!(
         choice.skipped[1].1.contains("energy-pkg.scale"),
@@ -231,12 +254,13 @@ fn open_meter_order_rapl_then_perf_then_labelled_estimate() {
     let z = sys.path().join("class/powercap/intel-rapl:0");
     write(&z.join("name"), "package-0\n");
     write(&z.join("energy_uj"), "5\n");
-    write(&z.join("max_energy_range_uj"), "100000000\n");
+    write(&z.join("max_energy_range_uj"), "262143328850\n");
     let energy = z.join("energy_uj");
     let choice = choose_meter_with(
         sys.path(),
         proc_dir.path(),
         PowerModel::default(),
+        std::time::Duration::from_secs(1),
         &mut || {
             write(&energy, "1000005\n") // 1 J during the check
         },
@@ -247,11 +271,24 @@ fn open_meter_order_rapl_then_perf_then_labelled_estimate() {
 
     // Without any PMU directory the reason says there is none.
     let bare = tempfile::tempdir().unwrap();
-    let choice = choose_meter(bare.path(), proc_dir.path(), PowerModel::default()).unwrap();
+    let choice = choose_meter(
+        bare.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        std::time::Duration::from_secs(1),
+    )
+    .unwrap();
     assert_eq!(choice.meter.source(), EnergySource::Estimated);
     assert!(
         choice.skipped[1].1.contains("no perf power PMU"),
         "{:?}",
         choice.skipped
     );
+}
+
+/// The events of a freshly made PMU tree under `sys` (its `energy-pkg` first).
+fn power_pmu_events(sys: &Path) -> Vec<kpo_agent::energy::perf_power::PowerEvent> {
+    let other = sys.join("other");
+    power_pmu(&other);
+    PowerPmu::discover(&other, false).unwrap().events
 }

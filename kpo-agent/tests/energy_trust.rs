@@ -47,6 +47,7 @@ fn an_advancing_counter_is_chosen_and_read() {
         sys.path(),
         proc_dir.path(),
         PowerModel::default(),
+        std::time::Duration::from_secs(1),
         &mut || {
             write(&file, "51000\n") // 0.05 J while the CPU worked
         },
@@ -70,6 +71,7 @@ fn a_frozen_counter_is_set_aside_with_the_reason() {
         sys.path(),
         proc_dir.path(),
         PowerModel::default(),
+        std::time::Duration::from_secs(1),
         &mut || {},
     )
     .unwrap();
@@ -94,6 +96,7 @@ fn a_counter_reading_zero_is_set_aside() {
         sys.path(),
         proc_dir.path(),
         PowerModel::default(),
+        std::time::Duration::from_secs(1),
         &mut || {},
     )
     .unwrap();
@@ -111,6 +114,7 @@ fn a_backward_jump_that_is_no_wrap_is_set_aside() {
         sys.path(),
         proc_dir.path(),
         PowerModel::default(),
+        std::time::Duration::from_secs(1),
         &mut || write(&file, "1000000000\n"),
     )
     .unwrap();
@@ -118,7 +122,7 @@ fn a_backward_jump_that_is_no_wrap_is_set_aside() {
     let reason = &choice.skipped[0].1;
     assert!(reason.contains("went backwards outside a wrap"), "{reason}");
     assert!(
-        reason.contains("package-0: ") && reason.contains("1000 W one package can draw"),
+        reason.contains("package-0: ") && reason.contains("ceiling of 1000 W one package can draw"),
         "{reason}"
     );
 }
@@ -132,6 +136,7 @@ fn a_real_wrap_is_energy_not_a_jump() {
         sys.path(),
         proc_dir.path(),
         PowerModel::default(),
+        std::time::Duration::from_secs(1),
         &mut || {
             write(&file, "200000\n") // wrapped: 0.1 J to the top, then 0.2 J
         },
@@ -150,6 +155,7 @@ fn a_counter_that_stops_later_is_not_reported_as_energy() {
         sys.path(),
         proc_dir.path(),
         PowerModel::default(),
+        std::time::Duration::from_secs(1),
         &mut || write(&file, "300000\n"),
     )
     .unwrap();
@@ -201,6 +207,7 @@ fn one_frozen_package_is_not_hidden_by_another_that_moves() {
         sys.path(),
         proc_dir.path(),
         PowerModel::default(),
+        std::time::Duration::from_secs(1),
         &mut || write(&first, "301000\n"),
     )
     .unwrap();
@@ -218,6 +225,7 @@ fn one_frozen_package_is_not_hidden_by_another_that_moves() {
         sys.path(),
         proc_dir.path(),
         PowerModel::default(),
+        std::time::Duration::from_secs(1),
         &mut || {
             write(&first, "101000\n");
             write(&second, "101000\n");
@@ -243,11 +251,11 @@ fn one_frozen_package_is_not_hidden_by_another_that_moves() {
 
 #[test]
 fn a_window_spanning_several_wraps_counts_every_one() {
-    // A range of 1 kJ, and 0.9 J per tick: over 2,500 ticks the counter wraps twice, which a
+    // A range of 2 kJ, and 0.9 J per tick: over 5,000 ticks the counter wraps twice, which a
     // single read at the window's end would take for one small step. Reading every tick counts
-    // all of it. (1 kJ at 1 kW is a second: ticks come far faster here, so no reading is refused
-    // as too long to rule out a second wrap.)
-    let range = 1_000_000_000u64;
+    // all of it. (2 kJ at 1 kW is 2 s: a reading is refused as too long to rule out a second
+    // wrap only if two ticks here were that far apart.)
+    let range = 2_000_000_000u64;
     let (sys, proc_dir) = machine(0, range);
     let file = energy_file(sys.path());
     let mut at = 0u64;
@@ -259,19 +267,88 @@ fn a_window_spanning_several_wraps_counts_every_one() {
         sys.path(),
         proc_dir.path(),
         PowerModel::default(),
+        std::time::Duration::from_secs(1),
         &mut || step(&file),
     )
     .unwrap();
     assert_eq!(choice.meter.source(), EnergySource::Rapl);
-    let ticks = 2_500;
+    let ticks = 5_000;
     for _ in 0..ticks - 1 {
         step(&file);
         choice.meter.sample();
     }
     step(&file);
     let reading = choice.meter.read().unwrap();
-    // 2,500 steps of 0.9 J: 2,250 J, more than two whole ranges.
-    assert!((reading.joules - 2_250.0).abs() < 1e-6, "{reading:?}");
+    // 5,000 steps of 0.9 J: 4,500 J, more than two whole ranges.
+    assert!((reading.joules - 4_500.0).abs() < 1e-6, "{reading:?}");
+}
+
+#[test]
+fn a_counter_reset_mid_window_is_caught_at_its_tick() {
+    // AMD's range; the counter falls from 40 kJ to 1 kJ (a reset, e.g. after a VM migration).
+    // Read as a wrap that is 26.5 kJ, which over a 60 s window would pass for 442 W; over the
+    // tick it happened in, it is far above what a package can draw.
+    let range = 65_532_610_987u64;
+    let (sys, proc_dir) = machine(40_000_000_000, range);
+    let file = energy_file(sys.path());
+    let mut choice = choose_meter_with(
+        sys.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        std::time::Duration::from_secs(1),
+        &mut || write(&file, "40000100000\n"),
+    )
+    .unwrap();
+    assert_eq!(choice.meter.source(), EnergySource::Rapl);
+    write(&file, "40000200000\n");
+    choice.meter.sample();
+    write(&file, "1000000000\n");
+    choice.meter.sample();
+    write(&file, "1000100000\n");
+    let err = choice.meter.read().unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("rapl: package-0: the counter reports")
+            && err.to_string().contains("went backwards outside a wrap"),
+        "{err}"
+    );
+    // The window after it is whole again.
+    write(&file, "1000300000\n");
+    assert_eq!(choice.meter.read().unwrap().joules, 0.2);
+}
+
+#[test]
+fn a_tick_long_enough_for_two_wraps_sets_powercap_aside_at_start() {
+    // AMD's 65.5 kJ range wraps in 65.5 s at 1 kW: with a 2-minute tick the agent could not
+    // tell one wrap from two, so RAPL through powercap is not used.
+    let (sys, proc_dir) = machine(1_000, 65_532_610_987);
+    let file = energy_file(sys.path());
+    let choice = choose_meter_with(
+        sys.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        std::time::Duration::from_secs(120),
+        &mut || write(&file, "101000\n"),
+    )
+    .unwrap();
+    assert_eq!(choice.meter.source(), EnergySource::Estimated);
+    let reason = &choice.skipped[0].1;
+    assert!(
+        reason.starts_with("rapl: 120.0 s between reads is long enough for the counter to wrap"),
+        "{reason}"
+    );
+    // A one-minute tick is short enough.
+    let (sys, proc_dir) = machine(1_000, 65_532_610_987);
+    let file = energy_file(sys.path());
+    let choice = choose_meter_with(
+        sys.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        std::time::Duration::from_secs(60),
+        &mut || write(&file, "101000\n"),
+    )
+    .unwrap();
+    assert_eq!(choice.meter.source(), EnergySource::Rapl);
 }
 
 #[test]
@@ -284,6 +361,7 @@ fn a_reading_long_enough_to_hide_a_second_wrap_is_refused() {
         sys.path(),
         proc_dir.path(),
         PowerModel::default(),
+        std::time::Duration::from_secs(1),
         &mut || write(&file, "60\n"),
     )
     .unwrap();
@@ -303,6 +381,7 @@ fn a_failed_read_costs_its_window_and_the_one_it_reaches_into() {
         sys.path(),
         proc_dir.path(),
         PowerModel::default(),
+        std::time::Duration::from_secs(1),
         &mut || write(&file, "101000\n"),
     )
     .unwrap();

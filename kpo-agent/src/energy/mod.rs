@@ -24,7 +24,7 @@ pub mod trust;
 
 use std::{
     path::{Path, PathBuf},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
@@ -104,8 +104,7 @@ pub enum EnergyError {
     AfterFailedRead { meter: EnergySource },
     #[error(
         "{meter}: {seconds:.1} s between reads is long enough for the counter to wrap more than \
-         once ({wrap_joules:.0} J range at up to {ceiling:.0} W); read it more often (a shorter \
-         tick)"
+         once ({wrap_joules:.0} J range at up to {ceiling:.0} W); it needs a shorter tick"
     )]
     MayHaveWrapped {
         meter: EnergySource,
@@ -263,30 +262,28 @@ impl CheckedMeter {
 
     /// One read of the inner meter, added to the interval if every counter's share is possible.
     fn sample_now(&mut self) {
-        let at = Instant::now();
-        let seconds = at.duration_since(self.last_ok).as_secs_f64();
+        // The counters are read somewhere between `before` and the end of the read: measured
+        // from the previous `before` to the end, the interval is never shorter than the one
+        // the energy covers, so a read that stalls is not taken for impossible power.
+        let before = Instant::now();
         let meter = self.inner.source();
-        let reading = match self.inner.read() {
+        let read = self.inner.read();
+        let seconds = self.last_ok.elapsed().as_secs_f64();
+        let reading = match read {
             Ok(reading) => reading,
             Err(e) => {
                 self.behind = true;
                 return self.fail(e);
             }
         };
-        self.last_ok = at;
+        self.last_ok = before;
         if std::mem::take(&mut self.behind) {
             return self.fail(EnergyError::AfterFailedRead { meter });
         }
-        if let Some(wrap_joules) = self.inner.wrap_joules() {
-            let ceiling = trust::MAX_WATTS_PER_PACKAGE;
-            if seconds * ceiling >= wrap_joules {
-                return self.fail(EnergyError::MayHaveWrapped {
-                    meter,
-                    seconds,
-                    wrap_joules,
-                    ceiling,
-                });
-            }
+        if let Err(e) =
+            too_long_between_reads(self.inner.as_ref(), Duration::from_secs_f64(seconds))
+        {
+            return self.fail(e);
         }
         let domains = self.inner.domains();
         for (i, &joules) in reading.parts.iter().enumerate() {
@@ -344,13 +341,16 @@ pub struct MeterChoice {
 /// RAPL through powercap under `sys_root` if it is present, readable and advancing, else RAPL
 /// through the perf power PMU described under `sys_root` (counters opened on the running kernel)
 /// if it advances, else the estimate from `proc_root` and `sys_root` with `model`. Each measured
-/// source is checked while one CPU works for [`trust::PROBE_WORK`].
+/// source is checked while one CPU works for [`trust::PROBE_WORK`]. `read_every` is how often the
+/// meter will be read (the tick): a source whose counter could wrap twice in that time is set
+/// aside.
 pub fn choose_meter(
     sys_root: &Path,
     proc_root: &Path,
     model: estimate::PowerModel,
+    read_every: Duration,
 ) -> Result<MeterChoice, EnergyError> {
-    choose_meter_with(sys_root, proc_root, model, &mut || {
+    choose_meter_with(sys_root, proc_root, model, read_every, &mut || {
         trust::busy_work(trust::PROBE_WORK)
     })
 }
@@ -364,6 +364,7 @@ pub fn choose_meter_with(
     sys_root: &Path,
     proc_root: &Path,
     model: estimate::PowerModel,
+    read_every: Duration,
     work: &mut dyn FnMut(),
 ) -> Result<MeterChoice, EnergyError> {
     let mut skipped = Vec::new();
@@ -377,7 +378,11 @@ pub fn choose_meter_with(
         }),
     ];
     for (source, open) in measured {
-        match open().and_then(|meter| CheckedMeter::verify(meter, work)) {
+        let opened = open().and_then(|meter| {
+            too_long_between_reads(meter.as_ref(), read_every)?;
+            CheckedMeter::verify(meter, work)
+        });
+        match opened {
             Ok(meter) => {
                 return Ok(MeterChoice {
                     meter: Box::new(meter),
@@ -405,13 +410,32 @@ pub fn choose_meter_with(
     Ok(MeterChoice { meter, skipped })
 }
 
+/// Refuses a meter whose counter could wrap twice between two reads `read_every` apart.
+fn too_long_between_reads(
+    meter: &dyn EnergyMeter,
+    read_every: Duration,
+) -> Result<(), EnergyError> {
+    let ceiling = trust::MAX_WATTS_PER_PACKAGE;
+    let seconds = read_every.as_secs_f64();
+    match meter.wrap_joules() {
+        Some(wrap_joules) if seconds * ceiling >= wrap_joules => Err(EnergyError::MayHaveWrapped {
+            meter: meter.source(),
+            seconds,
+            wrap_joules,
+            ceiling,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// [`choose_meter`], logging why better sources were skipped.
 pub fn open_meter(
     sys_root: &Path,
     proc_root: &Path,
     model: estimate::PowerModel,
+    read_every: Duration,
 ) -> Result<Box<dyn EnergyMeter + Send>, EnergyError> {
-    let choice = choose_meter(sys_root, proc_root, model)?;
+    let choice = choose_meter(sys_root, proc_root, model, read_every)?;
     for (source, reason) in &choice.skipped {
         tracing::info!(%source, %reason, chosen = %choice.meter.source(), "energy source unavailable");
     }

@@ -152,6 +152,17 @@ impl PowerPmu {
     pub fn selected_events(&self) -> impl Iterator<Item = &PowerEvent> {
         self.selected.iter().map(|&i| &self.events[i])
     }
+
+    /// The CPUs an event is read on: one per package, except `energy-psys`, which covers the
+    /// whole platform and is read once (on a second package it would count twice, and on some
+    /// multi-socket parts it reads 0 there).
+    pub fn cpus_for(&self, event: &PowerEvent) -> &[u32] {
+        if event.name == "energy-psys" {
+            &self.cpus[..self.cpus.len().min(1)]
+        } else {
+            &self.cpus
+        }
+    }
 }
 
 /// Parse a number as sysfs writes it: decimal, or hexadecimal with `0x`.
@@ -396,7 +407,7 @@ impl PerfPowerMeter {
         let pmu = PowerPmu::discover(sys_root, include_ram)?;
         let mut counters = Vec::new();
         for ev in pmu.selected_events() {
-            for &cpu in &pmu.cpus {
+            for &cpu in pmu.cpus_for(ev) {
                 let fd = perf_event_open(pmu.pmu_type, ev.config, cpu).map_err(|source| {
                     EnergyError::PerfOpen {
                         event: ev.name.clone(),
@@ -460,7 +471,7 @@ impl EnergyMeter for PerfPowerMeter {
             .selected_events()
             .flat_map(|e| {
                 self.pmu
-                    .cpus
+                    .cpus_for(e)
                     .iter()
                     .map(move |cpu| format!("{}:cpu{cpu}", e.name))
             })

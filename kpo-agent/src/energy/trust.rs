@@ -39,8 +39,8 @@ pub enum Untrusted {
     )]
     Frozen { seconds: f64 },
     #[error(
-        "the counter reports {watts:.0} W over {seconds:.3} s, above the {ceiling:.0} W one \
-         package can draw: it jumped, or went backwards outside a wrap"
+        "the counter reports {watts:.0} W over {seconds:.3} s, above the ceiling of \
+         {ceiling:.0} W one package can draw: it jumped, or went backwards outside a wrap"
     )]
     Impossible {
         watts: f64,

@@ -134,6 +134,7 @@ pub async fn run(
         std::path::Path::new(SYS_ROOT),
         &config.proc_root,
         PowerModel::default(),
+        config.tick,
     );
     let energy_source = EnergySourceChoice::new(&energy_choice);
     let mut meter = energy_choice.ok().map(|choice| choice.meter);
