@@ -125,13 +125,26 @@ impl Control for ChangePath {
     fn status(&mut self) -> Result<Status, ControlError> {
         let mut params = Vec::new();
         let states: Vec<_> = self.journal.params().cloned().collect();
+        // The journal keeps the parameters of namespaces long gone; finding one by inode scans
+        // every process, so the namespaces alive are listed once, not once per parameter.
+        let mut live: Option<std::collections::HashSet<u64>> = None;
         for p in states {
-            let (current, current_error) = match &p.address {
-                Some(a) => match self.read(a) {
+            let gone = p.address.as_ref().and_then(|a| match &a.target {
+                crate::actuate::param::Target::Netns {
+                    netns: crate::actuate::param::NetnsRef::Inode(inode),
+                } => (!live
+                    .get_or_insert_with(crate::actuate::sysctl::live_netns_inodes)
+                    .contains(inode))
+                .then(|| crate::actuate::sysctl::netns_gone(*inode)),
+                _ => None,
+            });
+            let (current, current_error) = match (&p.address, gone) {
+                (Some(_), Some(gone)) => (None, Some(gone)),
+                (Some(a), None) => match self.read(a) {
                     Ok(v) => (Some(v), None),
                     Err(e) => (None, Some(e.to_string())),
                 },
-                None => (None, None),
+                (None, _) => (None, None),
             };
             params.push(ParamStatus {
                 key: p.key.clone(),
@@ -229,10 +242,12 @@ pub fn record_sysfs_root(state_dir: &Path, sys: &Path) -> Result<(), JournalErro
     if sys == Path::new("/sys") {
         return crate::journal::store::remove(state_dir, SYSFS_ROOT_FILE);
     }
+    // Absolute: the CLI may run from another directory.
+    let absolute = std::path::absolute(sys).map_err(|e| JournalError::io(sys, e))?;
     crate::journal::store::replace(
         state_dir,
         SYSFS_ROOT_FILE,
-        sys.as_os_str().as_encoded_bytes(),
+        absolute.as_os_str().as_encoded_bytes(),
     )
 }
 
@@ -360,6 +375,16 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(state.path().join(SYSFS_ROOT_FILE)).unwrap(),
             "/tmp/tree"
+        );
+        // A relative tree is recorded from the agent's working directory.
+        record_sysfs_root(state.path(), Path::new("tree")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(state.path().join(SYSFS_ROOT_FILE)).unwrap(),
+            std::env::current_dir()
+                .unwrap()
+                .join("tree")
+                .to_str()
+                .unwrap()
         );
         record_sysfs_root(state.path(), Path::new("/sys")).unwrap();
         assert!(!state.path().join(SYSFS_ROOT_FILE).exists());

@@ -312,10 +312,7 @@ pub fn open_netns(netns: &NetnsRef) -> Result<File, ActuateError> {
                     return Ok(file);
                 }
             }
-            Err(err(format!(
-                "no /run/netns/* entry and no process (/proc/*/ns/net) is in the network \
-                 namespace with inode {inode}; it may have been deleted"
-            )))
+            Err(err(netns_gone(*inode)))
         }
     }
 }
@@ -605,6 +602,39 @@ impl Actuator for SysctlActuator {
             Ok(back)
         })
     }
+}
+
+/// Why a network namespace named by inode cannot be entered.
+pub fn netns_gone(inode: u64) -> String {
+    format!(
+        "no /run/netns/* entry and no process (/proc/*/ns/net) is in the network namespace with \
+         inode {inode}; it may have been deleted"
+    )
+}
+
+/// The inodes of the network namespaces alive now: those bound under /run/netns and those
+/// processes are in. One scan of /proc for many questions.
+pub fn live_netns_inodes() -> std::collections::HashSet<u64> {
+    let bound = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path());
+    let held = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .map(|e| e.path().join("ns/net"));
+    bound
+        .chain(held)
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.ino())
+        .collect()
 }
 
 #[cfg(test)]

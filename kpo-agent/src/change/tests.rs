@@ -1013,3 +1013,27 @@ fn an_approval_is_not_written_into_a_namespace_that_replaced_its_own() {
     let r = p.propose_approved(&prop, held.netns_cookie).unwrap();
     assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
 }
+
+/// `kpo status` does not look for a namespace that no longer exists: the journal keeps such
+/// parameters for good, and finding one by inode scans every process. (4026539999 is no
+/// namespace on this machine; the fake kernel would answer a read of it.)
+#[test]
+fn status_names_a_gone_namespace_without_reading_it() {
+    use crate::control::Control;
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    assert_eq!(
+        p.propose(&op(SOMAX, Value::Int(8192))).unwrap().status,
+        ChangeStatus::Applied
+    );
+    let opened = k.0.lock().unwrap().opened.len();
+    let status = Control::status(&mut p).unwrap();
+    let param = &status.params[0];
+    assert_eq!(param.current, None);
+    assert_eq!(
+        param.current_error.as_deref(),
+        Some(crate::actuate::sysctl::netns_gone(4026539999).as_str())
+    );
+    assert_eq!(k.0.lock().unwrap().opened.len(), opened, "nothing opened");
+}

@@ -7,9 +7,11 @@
 //! `kpo run` first binds an abstract unix socket, `@kpo-agent`, and holds it for its life.
 //!
 //! Why an abstract socket and not a lock file: its name lives in the network namespace, which is
-//! what the agent's own sysctls belong to, so it is shared by every agent that manages them, even
-//! from different mount namespaces (a pod's /run is not the host's); and the kernel releases it
-//! when the process ends, however it ends, so a killed agent never leaves a stale claim.
+//! what the agent's own net.* sysctls belong to, so it is shared by every agent in that namespace,
+//! even from different mount namespaces (a pod's /run is not the host's); and the kernel releases
+//! it when the process ends, however it ends, so a killed agent never leaves a stale claim. An
+//! agent in another network namespace does not see it, though host-wide parameters (vm.*,
+//! cpufreq) are shared: the README asks for one agent per node, in the host's namespace.
 use std::os::{
     linux::net::SocketAddrExt,
     unix::net::{SocketAddr, UnixListener},

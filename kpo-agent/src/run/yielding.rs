@@ -9,7 +9,7 @@
 //!   made between its last drain and the window);
 //! - one of the agent's own reverts that finds a value that is not KPO's
 //!   ([`crate::change::ChangePath::revert_own`]).
-use std::{collections::HashSet, os::unix::fs::MetadataExt};
+use std::collections::HashSet;
 
 use tracing::warn;
 
@@ -104,7 +104,10 @@ pub fn check_values(path: &mut ChangePath, guard: &mut Guard) -> Vec<Event> {
             netns: NetnsRef::Inode(inode),
         } = &address.target
         {
-            if !live.get_or_insert_with(live_netns).contains(inode) {
+            if !live
+                .get_or_insert_with(crate::actuate::sysctl::live_netns_inodes)
+                .contains(inode)
+            {
                 continue;
             }
         }
@@ -177,7 +180,10 @@ fn forget_gone_namespaces(
         {
             // A namespace that does not exist now cannot be entered; it is looked at again
             // when its inode is in use.
-            if !live.get_or_insert_with(live_netns).contains(inode) {
+            if !live
+                .get_or_insert_with(crate::actuate::sysctl::live_netns_inodes)
+                .contains(inode)
+            {
                 continue;
             }
         }
@@ -193,29 +199,6 @@ fn forget_gone_namespaces(
 
 /// The inodes of the network namespaces that exist now: bound under /run/netns, or held by a
 /// process.
-fn live_netns() -> HashSet<u64> {
-    let bound = std::fs::read_dir("/run/netns")
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .map(|e| e.path());
-    let held = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.parse::<u32>().is_ok())
-        })
-        .map(|e| e.path().join("ns/net"));
-    bound
-        .chain(held)
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.ino())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use crate::{
@@ -350,7 +333,7 @@ mod tests {
     fn the_agents_own_namespace_is_live() {
         use std::os::unix::fs::MetadataExt;
         let own = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
-        let live = super::live_netns();
+        let live = crate::actuate::sysctl::live_netns_inodes();
         assert!(live.contains(&own), "{own} not in {live:?}");
         assert!(!live.contains(&1), "inode 1 is no namespace");
     }
