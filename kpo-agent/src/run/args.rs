@@ -49,8 +49,14 @@ pub struct RunArgs {
 
 impl RunArgs {
     pub fn config(&self) -> anyhow::Result<Config> {
+        // The file is checked on its own first, so that an error it has names it, and one that
+        // appears only with the flags names them.
         let (mut config, origin) = match &self.config {
-            Some(path) => (Config::from_file(path)?, path.display().to_string()),
+            Some(path) => {
+                let config = Config::from_file(path)?;
+                config.validate(&path.display().to_string())?;
+                (config, format!("command line (over {})", path.display()))
+            }
             None => (Config::default(), "command line".to_string()),
         };
         if let Some(v) = self.tick {
@@ -82,5 +88,43 @@ impl RunArgs {
         }
         config.validate(&origin)?;
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn config(args: &[&str]) -> String {
+        let cli = Cli::try_parse_from(std::iter::once("kpo").chain(args.iter().copied())).unwrap();
+        cli.run.config().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn an_error_names_the_file_or_the_flags_it_comes_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.toml");
+        std::fs::write(&good, "tick = \"2s\"\nwindow = \"60s\"\n").unwrap();
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "tick = \"2s\"\nwindow = \"61s\"\n").unwrap();
+        let good = good.to_str().unwrap();
+        let bad = bad.to_str().unwrap();
+        // The file's own mistake names the file.
+        assert!(config(&["--config", bad]).starts_with(&format!("{bad}: `window`")));
+        // A flag's names the command line, over the file whose values it met.
+        assert!(config(&["--config", good, "--window", "61s"])
+            .starts_with(&format!("command line (over {good}): `window`")));
+        assert!(config(&["--config", good, "--disable-sensor", "foo"])
+            .starts_with(&format!("command line (over {good}): `disabled_sensors`")));
+        assert!(
+            config(&["--disable-sensor", "foo"]).starts_with("command line: `disabled_sensors`")
+        );
     }
 }
