@@ -77,6 +77,11 @@ impl NetnsSet {
     pub fn handles_mut(&mut self) -> impl Iterator<Item = &mut NetnsHandle> {
         self.handles.values_mut()
     }
+
+    /// Namespaces found that could not be entered.
+    pub fn unwatched(&self) -> impl Iterator<Item = u64> + '_ {
+        self.failed.keys().copied()
+    }
 }
 
 /// Namespace inode -> a path that refers to it.

@@ -229,10 +229,10 @@ impl Metrics {
                 .set(l.backlog_limit.into());
             // Only listeners that dropped something get a series: listeners come and go with
             // pods and ephemeral ports, and a counter is never removed.
-            if l.overflows > 0 {
+            if let Some(dropped) = l.overflows.filter(|&n| n > 0) {
                 self.listener_overflows
                     .get_or_create(&labels)
-                    .inc_by(l.overflows);
+                    .inc_by(dropped);
             }
         }
         let quantiles = |s: &crate::window::hist::LatencySummary| {
