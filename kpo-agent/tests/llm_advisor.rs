@@ -273,7 +273,7 @@ fn window(comm: &str) -> Window {
             backlog_now: 4050,
             enqueued: Some(90_000),
             synack_retrans: Some(12),
-            overflows: 1200,
+            overflows: Some(1200),
             pid: Some(4242),
             comm: Some(comm.to_string()),
         }],
@@ -1012,7 +1012,7 @@ async fn the_prompt_stays_compact() {
         for port in 0..200 {
             let mut l = w.listeners[0].clone();
             l.port = 10_000 + port;
-            l.overflows = 0;
+            l.overflows = Some(0);
             l.backlog_max = 0;
             w.listeners.push(l);
         }

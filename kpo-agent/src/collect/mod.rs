@@ -49,6 +49,16 @@ pub struct NetnsCounters {
     pub syn_queue_full_cookies: Option<u64>,
 }
 
+/// Which of a namespace's reads succeeded at one tick.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetnsRead {
+    /// Its sock_diag dump: listeners absent from a sample whose dump failed were not counted, and
+    /// may well exist.
+    pub listeners: bool,
+    /// Its `TcpExtListenOverflows` and `TcpExtListenDrops`.
+    pub counters: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub at: Instant,
@@ -57,6 +67,10 @@ pub struct Sample {
     pub bpf: Option<BpfSnapshot>,
     pub listeners: BTreeMap<ListenerKey, ListenerView>,
     pub netns: BTreeMap<u64, NetnsCounters>,
+    /// Every namespace known at this tick, watched or not (one that could not be entered has
+    /// both reads false): a listener or namespace missing from a sample is new only if its
+    /// namespace was read there, or was not known at all.
+    pub namespaces: BTreeMap<u64, NetnsRead>,
     pub host: HostSnapshot,
     /// Whether the duty-cycled sensors were attached during the tick this sample closes.
     pub duty_attached: bool,
@@ -106,7 +120,7 @@ impl Collector {
             "host",
             errors.iter().map(|e| (e.path().to_string(), e.to_string())),
         );
-        let (listeners, netns) = self.read_namespaces();
+        let (listeners, netns, namespaces) = self.read_namespaces();
         if self.sensors.is_enabled(SensorKind::RequestLatency) {
             let ports: Vec<ListenerKey> = listeners.keys().copied().collect();
             if let Some(maps) = self.sensors.maps_mut() {
@@ -128,6 +142,7 @@ impl Collector {
             bpf,
             listeners,
             netns,
+            namespaces,
             host,
             duty_attached,
             accept_queue_sensor: self.sensors.is_enabled(SensorKind::AcceptQueue),
@@ -141,16 +156,26 @@ impl Collector {
     ) -> (
         BTreeMap<ListenerKey, ListenerView>,
         BTreeMap<u64, NetnsCounters>,
+        BTreeMap<u64, NetnsRead>,
     ) {
         self.netns.refresh(&self.proc_root);
         let mut raw = Vec::new();
         let mut counters = BTreeMap::new();
+        let mut namespaces: BTreeMap<u64, NetnsRead> = self
+            .netns
+            .unwatched()
+            .map(|inum| (inum, NetnsRead::default()))
+            .collect();
         let mut rounds = Vec::new();
         for handle in self.netns.handles_mut() {
             let inum = handle.inum;
+            let read = namespaces.entry(inum).or_default();
             let mut problems = Vec::new();
             match handle.listeners() {
-                Ok(list) => raw.extend(list.into_iter().map(|l| (inum, l))),
+                Ok(list) => {
+                    read.listeners = true;
+                    raw.extend(list.into_iter().map(|l| (inum, l)));
+                }
                 Err(e) => problems.push((
                     format!("sock_diag in netns {inum}"),
                     format!("sock_diag in netns {inum}: {e}"),
@@ -179,6 +204,7 @@ impl Collector {
                             syn_queue_full_cookies: get("TcpExtTCPReqQFullDoCookies"),
                         };
                         counters.insert(inum, c);
+                        read.counters = true;
                     }
                 }
                 Err(e) => problems.push((netstat.clone(), format!("{netstat}: {e}"))),
@@ -222,6 +248,6 @@ impl Collector {
             view.limit = view.limit.max(l.limit);
             view.drops += u64::from(l.drops);
         }
-        (listeners, counters)
+        (listeners, counters, namespaces)
     }
 }

@@ -37,45 +37,125 @@ impl NetnsHandle {
     }
 }
 
-#[derive(Default)]
-pub struct NetnsSet {
-    handles: BTreeMap<u64, NetnsHandle>,
-    /// Namespaces that could not be entered, with the reason, so it is logged once.
-    failed: BTreeMap<u64, String>,
+/// How many refreshes at most between two attempts at a namespace that could not be entered
+/// (about a minute at the default tick).
+const MAX_RETRY_WAIT: u64 = 60;
+
+/// A namespace that could not be entered. What stopped it (a process exiting during setns, a
+/// descriptor or memory limit) may pass while the namespace lives on, so it is tried again, each
+/// time after twice as many refreshes, up to [`MAX_RETRY_WAIT`].
+struct Failure {
+    reason: String,
+    wait: u64,
+    next_try: u64,
+}
+
+/// The watched namespaces; `H` is the handle (a stand-in in tests, which cannot enter any).
+pub struct NetnsSet<H = NetnsHandle> {
+    handles: BTreeMap<u64, H>,
+    failed: BTreeMap<u64, Failure>,
+    refreshes: u64,
+}
+
+impl<H> Default for NetnsSet<H> {
+    fn default() -> Self {
+        Self {
+            handles: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            refreshes: 0,
+        }
+    }
 }
 
 impl NetnsSet {
     /// Finds the namespaces in use (by any process, or bind-mounted under /run/netns), opens
-    /// handles for new ones and drops those that are gone.
+    /// handles for new ones (and, now and then, for those that could not be entered) and drops
+    /// those that are gone.
     pub fn refresh(&mut self, proc_root: &Path) {
-        let found = discover(proc_root);
+        self.refresh_with(discover(proc_root), |inum, path| {
+            open_in(path).map(|(diag, netstat)| NetnsHandle {
+                inum,
+                diag,
+                netstat,
+            })
+        });
+    }
+
+    pub fn handles_mut(&mut self) -> impl Iterator<Item = &mut NetnsHandle> {
+        self.handles.values_mut()
+    }
+}
+
+impl<H> NetnsSet<H> {
+    fn refresh_with(
+        &mut self,
+        found: BTreeMap<u64, PathBuf>,
+        mut open: impl FnMut(u64, &Path) -> Result<H, String>,
+    ) {
+        self.refreshes += 1;
         self.handles.retain(|inum, _| found.contains_key(inum));
+        // A namespace gone is forgotten: a new one may get its inode.
         self.failed.retain(|inum, _| found.contains_key(inum));
         for (inum, path) in found {
-            if self.handles.contains_key(&inum) || self.failed.contains_key(&inum) {
+            if self.handles.contains_key(&inum)
+                || self
+                    .failed
+                    .get(&inum)
+                    .is_some_and(|f| self.refreshes < f.next_try)
+            {
                 continue;
             }
-            match open_in(&path) {
-                Ok((diag, netstat)) => {
-                    self.handles.insert(
-                        inum,
-                        NetnsHandle {
-                            inum,
-                            diag,
-                            netstat,
-                        },
-                    );
+            match open(inum, &path) {
+                Ok(handle) => {
+                    if let Some(f) = self.failed.remove(&inum) {
+                        tracing::info!(
+                            netns = inum,
+                            "watching network namespace (it failed with: {})",
+                            f.reason
+                        );
+                    }
+                    self.handles.insert(inum, handle);
                 }
                 Err(reason) => {
-                    tracing::warn!(netns = inum, %reason, "cannot watch network namespace");
-                    self.failed.insert(inum, reason);
+                    if self.note_failure(inum, reason.clone()) {
+                        tracing::warn!(netns = inum, %reason, "cannot watch network namespace");
+                    } else {
+                        debug!(netns = inum, %reason, "cannot watch network namespace, still");
+                    }
                 }
             }
         }
     }
 
-    pub fn handles_mut(&mut self) -> impl Iterator<Item = &mut NetnsHandle> {
-        self.handles.values_mut()
+    /// Records a failed attempt and schedules the next. Returns whether it says something new
+    /// (a first failure, or another reason than the last), which alone is worth a warning.
+    fn note_failure(&mut self, inum: u64, reason: String) -> bool {
+        let now = self.refreshes;
+        match self.failed.get_mut(&inum) {
+            Some(f) => {
+                f.wait = (f.wait * 2).min(MAX_RETRY_WAIT);
+                f.next_try = now + f.wait;
+                let new = f.reason != reason;
+                f.reason = reason;
+                new
+            }
+            None => {
+                self.failed.insert(
+                    inum,
+                    Failure {
+                        reason,
+                        wait: 1,
+                        next_try: now + 1,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Namespaces found that could not be entered (yet).
+    pub fn unwatched(&self) -> impl Iterator<Item = u64> + '_ {
+        self.failed.keys().copied()
     }
 }
 
@@ -119,4 +199,55 @@ fn open_in(ns_path: &Path) -> Result<(Socket, File), String> {
             .join()
             .map_err(|_| "namespace thread panicked".to_string())?
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Defect: a namespace that failed to open once was skipped on every refresh while it lived.
+    #[test]
+    fn a_namespace_that_could_not_be_entered_is_tried_again_less_and_less_often() {
+        let mut set: NetnsSet<&str> = NetnsSet::default();
+        let found = BTreeMap::from([(5, PathBuf::from("/proc/1/ns/net"))]);
+        let mut tries = Vec::new();
+        for refresh in 1..=200 {
+            set.refresh_with(found.clone(), |inum, _| {
+                assert_eq!(inum, 5);
+                tries.push(refresh);
+                if refresh < 150 {
+                    Err("setns: EPERM".to_string())
+                } else {
+                    Ok("handle")
+                }
+            });
+            if refresh == 149 {
+                assert_eq!(set.unwatched().collect::<Vec<_>>(), [5]);
+            }
+        }
+        // 1, 2, 4, ... each wait twice the last, then at most 60 refreshes apart.
+        assert_eq!(tries, [1, 2, 4, 8, 16, 32, 64, 124, 184]);
+        assert_eq!(set.handles.keys().copied().collect::<Vec<_>>(), [5]);
+        assert_eq!(set.unwatched().count(), 0);
+    }
+
+    #[test]
+    fn only_a_new_reason_is_worth_a_warning_and_a_namespace_gone_is_forgotten() {
+        let mut set: NetnsSet<&str> = NetnsSet::default();
+        let warned: Vec<bool> = ["EPERM", "EPERM", "ENOMEM", "ENOMEM", "EPERM"]
+            .into_iter()
+            .map(|reason| set.note_failure(5, reason.to_string()))
+            .collect();
+        assert_eq!(warned, [true, false, true, false, true]);
+
+        set.refresh_with(BTreeMap::new(), |_, _| Ok("unused"));
+        assert_eq!(set.unwatched().count(), 0);
+        let mut tries = 0;
+        let found = BTreeMap::from([(5, PathBuf::from("/run/netns/x"))]);
+        set.refresh_with(found, |_, _| {
+            tries += 1;
+            Ok("handle")
+        });
+        assert_eq!(tries, 1, "a namespace with the same inode is tried at once");
+    }
 }

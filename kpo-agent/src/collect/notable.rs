@@ -1,6 +1,7 @@
 //! Listeners at their accept-queue limit, reported at once rather than at window end: from the
-//! eBPF ring buffer while the accept-queue sensor is attached ([`NotableStream`]), otherwise from
-//! each tick's sock_diag reading ([`full_listeners`]).
+//! eBPF ring buffer while the accept-queue sensor is attached ([`NotableStream`]), otherwise, or
+//! without a ring buffer to poll, from each tick's sock_diag reading
+//! ([`NotableStream::full_from_tick`]).
 use aya::maps::{MapData, RingBuf};
 use kpo_common::{ListenerKey, NotableEvent, NotableKind, MAP_NOTABLE};
 use tokio::io::unix::AsyncFd;
@@ -22,7 +23,7 @@ pub struct ListenerFull {
 }
 
 /// Listeners sock_diag found at their limit in this sample.
-pub fn full_listeners(sample: &Sample) -> Vec<ListenerFull> {
+fn full_listeners(sample: &Sample) -> Vec<ListenerFull> {
     sample
         .listeners
         .iter()
@@ -65,6 +66,15 @@ impl NotableStream {
                 }
             });
         NotableStream { ring }
+    }
+
+    /// The full queues to report from this tick's sock_diag reading: none while the ring buffer
+    /// reports them, that is while it is polled and the sensor was attached all tick.
+    pub fn full_from_tick(&self, sample: &Sample) -> Vec<ListenerFull> {
+        if sample.accept_queue_attached && self.ring.is_some() {
+            return Vec::new();
+        }
+        full_listeners(sample)
     }
 
     /// Waits until events arrive and returns them, each with its owner from `owners` (the last
@@ -131,6 +141,27 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    /// Defect: without a ring buffer to poll, the tick fell back to sock_diag only while the
+    /// sensor was detached, so a full queue while it was attached was never reported.
+    #[test]
+    fn without_a_ring_buffer_the_tick_reports_full_queues_even_while_attached() {
+        let unpolled = NotableStream { ring: None };
+        let mut full = sample(9, 9, 0);
+        for attached in [false, true] {
+            full.accept_queue_attached = attached;
+            let reported = unpolled.full_from_tick(&full);
+            assert_eq!(
+                reported
+                    .iter()
+                    .map(|f| (f.key.port, f.backlog, f.backlog_limit))
+                    .collect::<Vec<_>>(),
+                [(80, 9, 9)],
+                "attached: {attached}"
+            );
+        }
+        assert_eq!(unpolled.full_from_tick(&sample(8, 9, 0)), []);
     }
 
     #[test]

@@ -74,6 +74,7 @@ pub(crate) mod tests {
             bpf: None,
             listeners: [(key, view)].into(),
             netns: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
             host: HostSnapshot::empty(Instant::now()),
             duty_attached: false,
             accept_queue_sensor: true,

@@ -116,8 +116,10 @@ impl Health {
             h.insert(HealthSignal::RunqP99, r.p99_us);
         }
         let listeners = || w.listeners.iter().filter(|l| scope.covers(l.netns));
-        let overflows: u64 = listeners().map(|l| l.overflows).sum();
-        h.insert(HealthSignal::ListenOverflows, overflows as f64 / secs);
+        let overflows: Option<u64> = listeners().map(|l| l.overflows).sum();
+        if let Some(o) = overflows {
+            h.insert(HealthSignal::ListenOverflows, o as f64 / secs);
+        }
         let synacks: Option<u64> = listeners().map(|l| l.synack_retrans).sum();
         if let Some(s) = synacks {
             h.insert(HealthSignal::SynackRetransmits, s as f64 / secs);
@@ -813,6 +815,23 @@ mod tests {
         let empty = Health::from_window_in(&w, Scope::Netns(1));
         assert_eq!(get(&empty, HealthSignal::ListenOverflows), Some(0.0));
         assert_eq!(get(&empty, HealthSignal::RequestP99), None);
+    }
+
+    /// A listener whose drops are unknown (its namespace could not be read) leaves its scope's
+    /// overflows unmeasured, rather than judged on the others' alone.
+    #[test]
+    fn unknown_overflows_leave_the_signal_unmeasured() {
+        let mut w = window(&[(HOST_NETNS, 10, 900.0), (OTHER_NETNS, 4, 300.0)]);
+        w.listeners[1].overflows = None;
+        let overflows = |scope| {
+            Health::from_window_in(&w, scope)
+                .0
+                .get(&HealthSignal::ListenOverflows)
+                .copied()
+        };
+        assert_eq!(overflows(Scope::Host), None);
+        assert_eq!(overflows(Scope::Netns(OTHER_NETNS)), None);
+        assert_eq!(overflows(Scope::Netns(1)), Some(0.0));
     }
 
     #[test]

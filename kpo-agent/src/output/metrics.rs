@@ -139,7 +139,7 @@ impl Metrics {
         );
         registry.register(
             "listener_overflows",
-            "Connections a listener dropped because its accept queue was full",
+            "Connections a listener dropped, whatever the cause (its sk_drops: full accept or SYN queue, no memory)",
             m.listener_overflows.clone(),
         );
         registry.register(
@@ -229,10 +229,10 @@ impl Metrics {
                 .set(l.backlog_limit.into());
             // Only listeners that dropped something get a series: listeners come and go with
             // pods and ephemeral ports, and a counter is never removed.
-            if l.overflows > 0 {
+            if let Some(dropped) = l.overflows.filter(|&n| n > 0) {
                 self.listener_overflows
                     .get_or_create(&labels)
-                    .inc_by(l.overflows);
+                    .inc_by(dropped);
             }
         }
         let quantiles = |s: &crate::window::hist::LatencySummary| {
@@ -540,6 +540,28 @@ mod tests {
             "no series for a listener that never dropped"
         );
         assert_eq!(lines(&first).last().map(String::as_str), Some("# EOF"));
+    }
+
+    /// Defect: the help said the drops were all of a full accept queue; the value is the
+    /// listener's sk_drops, which also counts full SYN queues and lack of memory.
+    #[test]
+    fn listener_overflows_are_described_as_every_drop() {
+        let mut m = Metrics::new();
+        m.observe(&Event::Window {
+            partial: false,
+            window: Box::new(window(vec![listener(7, 128, 120, 10)])),
+        });
+        let help: Vec<String> = lines(&m)
+            .into_iter()
+            .filter(|l| l.starts_with("# HELP kpo_listener_overflows "))
+            .collect();
+        assert_eq!(
+            help,
+            [
+                "# HELP kpo_listener_overflows Connections a listener dropped, whatever the cause \
+              (its sk_drops: full accept or SYN queue, no memory)."
+            ]
+        );
     }
 
     #[test]

@@ -171,11 +171,9 @@ impl LlmStage {
 /// Whether a window deserves advice before the regular cadence: a listener dropped connections
 /// or filled its accept queue, or a namespace's listen overflows grew.
 fn notable(window: &Window) -> bool {
-    window
-        .listeners
-        .iter()
-        .any(|l| l.overflows > 0 || (l.backlog_limit > 0 && l.backlog_max >= l.backlog_limit))
-        || window.netns.iter().any(|n| n.listen_overflows > 0)
+    window.listeners.iter().any(|l| {
+        l.known_overflows() > 0 || (l.backlog_limit > 0 && l.backlog_max >= l.backlog_limit)
+    }) || window.netns.iter().any(|n| n.listen_overflows > 0)
         || window.system.listen_overflows.is_some_and(|n| n > 0)
 }
 
@@ -222,8 +220,8 @@ fn candidates(policy: &Policy, window: &Window, host_netns: u64) -> Vec<ParamAdd
     let mut listening: Vec<(u64, u64)> = Vec::new(); // (netns, overflows)
     for l in &window.listeners {
         match listening.iter_mut().find(|(ns, _)| *ns == l.netns) {
-            Some((_, drops)) => *drops += l.overflows,
-            None => listening.push((l.netns, l.overflows)),
+            Some((_, drops)) => *drops += l.known_overflows(),
+            None => listening.push((l.netns, l.known_overflows())),
         }
     }
     listening.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

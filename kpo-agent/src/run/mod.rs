@@ -33,7 +33,7 @@ use duty::DutyCycle;
 
 use crate::{
     collect::{
-        notable::{full_listeners, ListenerFull, NotableStream},
+        notable::{ListenerFull, NotableStream},
         pressure_watch::PressureWatch,
         Collector, Sample,
     },
@@ -189,11 +189,10 @@ pub async fn run(
                 let mut sample = collector.sample();
                 attached.stamp(&mut sample);
                 pressure.observe(windows.last_sample(), &sample);
-                if !sample.accept_queue_attached {
-                    // Without the eBPF hook this tick, a full queue is seen only here.
-                    for full in full_listeners(&sample) {
-                        sink.send(&full.into());
-                    }
+                // Without the eBPF hook this tick, or its ring buffer, a full queue is seen only
+                // here.
+                for full in notable.full_from_tick(&sample) {
+                    sink.send(&full.into());
                 }
                 // Rules that react within a tick (advise → policy → actuate).
                 for event in deciding.on_tick(windows.last_sample(), &sample) {

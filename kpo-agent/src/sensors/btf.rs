@@ -84,6 +84,28 @@ impl KernelBtf {
             .resolve_ids_by_name(&format!("btf_trace_{name}"))
             .is_ok_and(|ids| !ids.is_empty())
     }
+
+    /// How many arguments the raw tracepoint `name` passes; None when BTF does not say.
+    pub fn raw_tracepoint_args(&self, name: &str) -> Option<usize> {
+        raw_tracepoint_args(&self.btf, name)
+    }
+}
+
+/// `btf_trace_<name>` is `typedef void (*)(void *__data, <the tracepoint's arguments>)`: the
+/// first parameter is the probe's own data, not an argument.
+fn raw_tracepoint_args(btf: &Btf, name: &str) -> Option<usize> {
+    let typedef = btf
+        .resolve_types_by_name(&format!("btf_trace_{name}"))
+        .ok()?
+        .into_iter()
+        .find(|t| matches!(t, Type::Typedef(_)))?;
+    let Type::Ptr(ptr) = btf.resolve_chained_type(typedef.as_btf_type()?).ok()? else {
+        return None;
+    };
+    let Type::FuncProto(proto) = btf.resolve_chained_type(&ptr).ok()? else {
+        return None;
+    };
+    proto.parameters.len().checked_sub(1)
 }
 
 /// Opens the BTF at `path` and resolves every offset.
@@ -185,8 +207,52 @@ fn strip_to_struct(btf: &Btf, mut t: Type) -> Option<btf_rs::Struct> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A BTF blob declaring only the raw tracepoint `name`, with `args` arguments, laid out as
+    /// the kernel's: `typedef void (*btf_trace_<name>)(void *, <args>)`.
+    pub(crate) fn raw_tracepoint_btf(name: &str, args: u32) -> KernelBtf {
+        const PTR: u32 = 2;
+        const TYPEDEF: u32 = 8;
+        const FUNC_PROTO: u32 = 13;
+        let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
+        let strings = format!("\0btf_trace_{name}\0");
+        // [1] void *; [2] void (void *, args x void *); [3] a pointer to [2]; [4] the typedef.
+        let mut types: Vec<u32> = vec![0, info(PTR, 0), 0];
+        types.extend([0, info(FUNC_PROTO, args + 1), 0]);
+        for _ in 0..=args {
+            types.extend([0, 1]);
+        }
+        types.extend([0, info(PTR, 0), 2]);
+        types.extend([1, info(TYPEDEF, 0), 3]);
+        let type_len = (types.len() * 4) as u32;
+        let mut bytes = Vec::new();
+        bytes.extend(0xeb9f_u16.to_le_bytes());
+        bytes.extend([1, 0]); // version, flags
+        for word in [24, 0, type_len, type_len, strings.len() as u32] {
+            bytes.extend(u32::to_le_bytes(word));
+        }
+        for word in types {
+            bytes.extend(word.to_le_bytes());
+        }
+        bytes.extend(strings.as_bytes());
+        KernelBtf {
+            btf: Btf::from_bytes(&bytes).expect("a valid BTF blob"),
+        }
+    }
+
+    #[test]
+    fn raw_tracepoint_arguments_leave_out_the_probes_data() {
+        let btf = raw_tracepoint_btf("sched_switch", 3);
+        assert!(btf.has_raw_tracepoint("sched_switch"));
+        assert_eq!(btf.raw_tracepoint_args("sched_switch"), Some(3));
+        assert_eq!(btf.raw_tracepoint_args("sched_wakeup"), None);
+        assert_eq!(
+            raw_tracepoint_btf("sched_switch", 4).raw_tracepoint_args("sched_switch"),
+            Some(4)
+        );
+    }
 
     #[test]
     fn unreadable_btf_is_a_clear_error() {

@@ -54,6 +54,14 @@ impl KernelFacts {
             (None, None) => true,
         }
     }
+
+    /// Why `kind` cannot run on this kernel's tracepoints, as far as BTF tells; a missing
+    /// tracepoint is left to the check of each program.
+    fn tracepoint_args_off(&self, kind: SensorKind) -> Option<OffReason> {
+        let btf = self.btf.as_ref()?;
+        kind.missing_arg(|tp| btf.raw_tracepoint_args(tp))
+            .map(OffReason::MissingTracepointArg)
+    }
 }
 
 pub struct Sensors {
@@ -170,6 +178,9 @@ impl Sensors {
                 Some(reason) => OffReason::BtfUnreadable(reason.clone()),
                 None => OffReason::MissingFields(missing),
             });
+        }
+        if let Some(reason) = facts.tracepoint_args_off(kind) {
+            return Some(reason);
         }
         for &(program, tp) in kind.programs() {
             if !facts.tracepoint_exists(opts, tp) {
@@ -395,6 +406,32 @@ fn raise_memlock_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Defect: on kernels before 5.18 sched_switch passes three arguments, and attaching the
+    /// sched program, which reads a fourth, failed with a bare EINVAL at its first duty period.
+    #[test]
+    fn sched_is_off_with_the_reason_when_sched_switch_lacks_prev_state() {
+        let facts = |args| KernelFacts {
+            offsets: btf::ResolvedOffsets::none("unused"),
+            btf: Some(btf::tests::raw_tracepoint_btf("sched_switch", args)),
+        };
+        let before_5_18 = facts(3);
+        assert_eq!(
+            before_5_18
+                .tracepoint_args_off(SensorKind::Sched)
+                .map(|r| r.to_string())
+                .as_deref(),
+            Some("sched_switch has no prev_state before Linux 5.18")
+        );
+        assert_eq!(before_5_18.tracepoint_args_off(SensorKind::Irq), None);
+        assert_eq!(facts(4).tracepoint_args_off(SensorKind::Sched), None);
+        // Without BTF the kernel's attach decides.
+        let blind = KernelFacts {
+            offsets: btf::ResolvedOffsets::none("unused"),
+            btf: None,
+        };
+        assert_eq!(blind.tracepoint_args_off(SensorKind::Sched), None);
+    }
 
     #[test]
     fn map_errors_keep_the_kernel_errno() {

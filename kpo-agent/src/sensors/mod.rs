@@ -85,6 +85,28 @@ const DEV_IFINDEX: Field = Field {
     offset: |o| o.dev_ifindex,
 };
 
+/// A tracepoint argument a program reads that older kernels do not pass. The kernel refuses to
+/// attach a raw tracepoint program that reads past its tracepoint's arguments, with a bare
+/// EINVAL, so the sensor is switched off at load with this as the reason instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TracepointArg {
+    pub tracepoint: &'static str,
+    /// 0-based, as the program's `ctx.arg(n)` reads it.
+    pub index: usize,
+    pub name: &'static str,
+    /// The first Linux release whose tracepoint passes it.
+    pub since: &'static str,
+}
+
+/// Added to `sched_switch` in Linux 5.18 ("sched/tracing: Don't re-read p->state when emitting
+/// sched_switch event").
+const SCHED_SWITCH_PREV_STATE: TracepointArg = TracepointArg {
+    tracepoint: "sched_switch",
+    index: 3,
+    name: "prev_state",
+    since: "5.18",
+};
+
 /// One sensor's facts.
 #[derive(Debug)]
 pub struct SensorSpec {
@@ -97,6 +119,8 @@ pub struct SensorSpec {
     pub duty_cycled: bool,
     /// The BTF-resolved fields its programs read.
     pub fields: &'static [Field],
+    /// Tracepoint arguments its programs read that not every supported kernel passes.
+    pub args: &'static [TracepointArg],
 }
 
 /// Every sensor, one row each, in [`SensorKind`] order.
@@ -114,6 +138,7 @@ pub const SENSORS: [SensorSpec; 7] = [
             SK_ACK_BACKLOG,
             SK_MAX_ACK_BACKLOG,
         ],
+        args: &[],
     },
     SensorSpec {
         kind: SensorKind::SynackRetrans,
@@ -121,6 +146,7 @@ pub const SENSORS: [SensorSpec; 7] = [
         programs: &[PROG_SYNACK_RETRANS],
         duty_cycled: false,
         fields: &[SK_FAMILY, SK_NUM, SK_NET, NET_INUM],
+        args: &[],
     },
     SensorSpec {
         kind: SensorKind::Irq,
@@ -128,6 +154,7 @@ pub const SENSORS: [SensorSpec; 7] = [
         programs: &[PROG_IRQ_ENTRY, PROG_IRQ_EXIT],
         duty_cycled: false,
         fields: &[],
+        args: &[],
     },
     SensorSpec {
         kind: SensorKind::Softirq,
@@ -135,6 +162,7 @@ pub const SENSORS: [SensorSpec; 7] = [
         programs: &[PROG_SOFTIRQ_ENTRY, PROG_SOFTIRQ_EXIT],
         duty_cycled: true,
         fields: &[],
+        args: &[],
     },
     SensorSpec {
         kind: SensorKind::Napi,
@@ -142,6 +170,7 @@ pub const SENSORS: [SensorSpec; 7] = [
         programs: &[PROG_NAPI_POLL],
         duty_cycled: true,
         fields: &[NAPI_DEV, DEV_IFINDEX],
+        args: &[],
     },
     SensorSpec {
         kind: SensorKind::Sched,
@@ -150,6 +179,7 @@ pub const SENSORS: [SensorSpec; 7] = [
         duty_cycled: true,
         // Run-queue latency keys waiting tasks by their task_struct pointer: no field read.
         fields: &[],
+        args: &[SCHED_SWITCH_PREV_STATE],
     },
     SensorSpec {
         kind: SensorKind::RequestLatency,
@@ -158,6 +188,7 @@ pub const SENSORS: [SensorSpec; 7] = [
         programs: &[PROG_SOCK_CLOSED, PROG_SOCK_RECV, PROG_SOCK_SEND],
         duty_cycled: true,
         fields: &[SK_FAMILY, SK_NUM, SK_NET, NET_INUM, SK_PROTOCOL, SK_STATE],
+        args: &[],
     },
 ];
 
@@ -207,6 +238,16 @@ impl SensorKind {
             .map(|f| f.name)
             .collect()
     }
+
+    /// The first tracepoint argument this sensor's programs read that the kernel does not pass,
+    /// given each tracepoint's argument count (`None`: unknown, and the attach decides).
+    pub fn missing_arg(self, args_of: impl Fn(&str) -> Option<usize>) -> Option<TracepointArg> {
+        self.spec()
+            .args
+            .iter()
+            .copied()
+            .find(|a| args_of(a.tracepoint).is_some_and(|n| n <= a.index))
+    }
 }
 
 /// Why a sensor is off. Rendered as text (its `Display`) in the `sensors` event.
@@ -233,6 +274,9 @@ pub enum OffReason {
     BtfUnreadable(String),
     #[error("tracepoint {0} does not exist on this kernel")]
     NoTracepoint(&'static str),
+    /// The tracepoint exists but does not pass an argument a program reads (an older kernel).
+    #[error("{} has no {} before Linux {}", .0.tracepoint, .0.name, .0.since)]
+    MissingTracepointArg(TracepointArg),
     #[error("program {0} missing from the eBPF object")]
     ProgramMissing(&'static str),
     /// The program exists but is not a raw tracepoint.
@@ -357,7 +401,7 @@ mod tests {
     /// Each reason renders as the text the `sensors` event carried before reasons were typed.
     #[test]
     fn off_reasons_render_as_before() {
-        let cases: [(OffReason, &str); 9] = [
+        let cases: [(OffReason, &str); 10] = [
             (OffReason::Disabled, "disabled by configuration"),
             (
                 OffReason::ObjectNotLoaded(
@@ -378,6 +422,10 @@ mod tests {
             (
                 OffReason::NoTracepoint("napi_poll"),
                 "tracepoint napi_poll does not exist on this kernel",
+            ),
+            (
+                OffReason::MissingTracepointArg(SCHED_SWITCH_PREV_STATE),
+                "sched_switch has no prev_state before Linux 5.18",
             ),
             (
                 OffReason::ProgramMissing("kpo_napi_poll"),

@@ -9,7 +9,7 @@ use kpo_common::{ListenerKey, AF_INET6};
 use serde::Serialize;
 
 use crate::{
-    collect::{bpf_maps::BpfSnapshot, procfs::HostMetrics, NetnsCounters, Sample},
+    collect::{bpf_maps::BpfSnapshot, procfs::HostMetrics, NetnsCounters, NetnsRead, Sample},
     counter,
 };
 pub use hist::LatencySummary;
@@ -36,10 +36,18 @@ pub struct ListenerWindow {
     pub enqueued: Option<u64>,
     /// SYN-ACK retransmits (eBPF); null when the accept-queue sensor is off.
     pub synack_retrans: Option<u64>,
-    /// Connections this listener dropped in the window (its sk_drops counter, via sock_diag).
-    pub overflows: u64,
+    /// Connections this listener dropped in the window (its sk_drops counter, via sock_diag);
+    /// null when its namespace's sock_diag dump failed at the window's start or end.
+    pub overflows: Option<u64>,
     pub pid: Option<u32>,
     pub comm: Option<String>,
+}
+
+impl ListenerWindow {
+    /// The drops known to have happened: an unknown count is no evidence of any.
+    pub fn known_overflows(&self) -> u64 {
+        self.overflows.unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -285,15 +293,27 @@ fn bpf_before<T: Default>(first: &Sample, get: impl FnOnce(&BpfSnapshot) -> Opti
     first.bpf.as_ref().and_then(get).unwrap_or_default()
 }
 
+/// Whether a listener or namespace's counters absent from `sample` were really not there: the
+/// sample read that namespace's sock_diag dump or counters (`read`), or did not know the
+/// namespace at all. Absent after a failed read, they are unknown.
+fn absence_is_real(sample: &Sample, inum: u64, read: fn(&NetnsRead) -> bool) -> bool {
+    sample.namespaces.get(&inum).is_none_or(read)
+}
+
 fn netns(first: &Sample, last: &Sample) -> Vec<NetnsWindow> {
     last.netns
         .iter()
-        .map(|(inum, c)| {
+        .filter_map(|(inum, c)| {
             let seen = first.netns.get(inum).copied();
-            let before = seen.unwrap_or_default();
             // A namespace new in this window has no baseline: its counters began at 0 with it.
+            // One whose counters could not be read at the baseline has no difference to give:
+            // from 0 it would count everything since the namespace was created.
+            if seen.is_none() && !absence_is_real(first, *inum, |r| r.counters) {
+                return None;
+            }
+            let before = seen.unwrap_or_default();
             // One that had a baseline without the counter (a line that did not parse) does not
-            // count from 0, which would read as everything since it was created.
+            // count from 0 either.
             let syn = |pick: fn(&NetnsCounters) -> Option<u64>| {
                 let before = match seen {
                     Some(b) => pick(&b)?,
@@ -301,13 +321,13 @@ fn netns(first: &Sample, last: &Sample) -> Vec<NetnsWindow> {
                 };
                 Some(counter::monotonic(before, pick(c)?))
             };
-            NetnsWindow {
+            Some(NetnsWindow {
                 netns: *inum,
                 listen_overflows: counter::monotonic(before.listen_overflows, c.listen_overflows),
                 listen_drops: counter::monotonic(before.listen_drops, c.listen_drops),
                 syn_queue_full_drops: syn(|c| c.syn_queue_full_drops),
                 syn_queue_full_cookies: syn(|c| c.syn_queue_full_cookies),
-            }
+            })
         })
         .collect()
 }
@@ -415,8 +435,20 @@ fn listeners(
     keys.into_iter()
         .map(|key| {
             let view = last.listeners.get(&key);
+            let netns = u64::from(key.netns);
             // A listener first seen in this window was created in it: its counters began at 0.
-            let drops_before = first.listeners.get(&key).map_or(0, |l| l.drops);
+            // Unless its namespace's dump failed at the baseline: then it may have been there
+            // all along, and from 0 it would count every drop since it was created.
+            let drops_before = match first.listeners.get(&key) {
+                Some(l) => Some(l.drops),
+                None => absence_is_real(first, netns, |r| r.listeners).then_some(0),
+            };
+            let overflows = match view {
+                Some(v) => drops_before.map(|before| counter::monotonic(before, v.drops)),
+                // Gone at the end: closed (its last drops were never read, so none), or its
+                // namespace's dump failed (unknown).
+                None => absence_is_real(last, netns, |r| r.listeners).then_some(0),
+            };
             let now_bpf = bpf_of(last, &key);
             let before_bpf = bpf_of(first, &key).unwrap_or_default();
             ListenerWindow {
@@ -440,7 +472,7 @@ fn listeners(
                         counter::restarted(before_bpf.synack_retrans, b.synack_retrans)
                     })
                 }),
-                overflows: view.map_or(0, |v| counter::monotonic(drops_before, v.drops)),
+                overflows,
                 pid: view.and_then(|v| v.pid),
                 comm: view.and_then(|v| v.comm.clone()),
             }
@@ -558,6 +590,7 @@ mod tests {
             )]
             .into(),
             netns: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
             host,
             duty_attached: duty,
             accept_queue_sensor: true,
@@ -593,7 +626,7 @@ mod tests {
         assert_eq!(l.backlog_max, 20);
         assert_eq!(l.backlog_now, 0);
         assert_eq!(l.enqueued, Some(60));
-        assert_eq!(l.overflows, 5);
+        assert_eq!(l.overflows, Some(5));
         assert_eq!((l.pid, l.comm.as_deref()), (Some(42), Some("nginx")));
         // 4000 switches over 2 sampled seconds.
         assert_eq!(w.sampled_context_switches_per_s, Some(2000.0));
@@ -603,7 +636,10 @@ mod tests {
         b.push(sample(t0, 5, true, 2, 16, bpf(161, Some(2))));
         let (w2, _) = b.finish().unwrap();
         let l = &w2.listeners[0];
-        assert_eq!((l.enqueued, l.overflows, l.backlog_max), (Some(1), 1, 2));
+        assert_eq!(
+            (l.enqueued, l.overflows, l.backlog_max),
+            (Some(1), Some(1), 2)
+        );
     }
 
     #[test]
@@ -666,7 +702,101 @@ mod tests {
         b.push(sample(t0, 1, false, 9, 51, bpf(9, Some(9))));
         let (w, _) = b.finish().unwrap();
         let l = &w.listeners[0];
-        assert_eq!((l.overflows, l.enqueued, l.backlog_max), (51, Some(9), 9));
+        assert_eq!(
+            (l.overflows, l.enqueued, l.backlog_max),
+            (Some(51), Some(9), 9)
+        );
+    }
+
+    fn counters(listen_overflows: u64) -> NetnsCounters {
+        NetnsCounters {
+            listen_overflows,
+            listen_drops: listen_overflows,
+            syn_queue_full_drops: Some(0),
+            syn_queue_full_cookies: Some(0),
+        }
+    }
+
+    const READ: NetnsRead = NetnsRead {
+        listeners: true,
+        counters: true,
+    };
+    const UNREAD: NetnsRead = NetnsRead {
+        listeners: false,
+        counters: false,
+    };
+
+    /// Defect: a namespace whose sock_diag dump and netstat read failed at the baseline looked
+    /// like one created in the window, and its listener's 40000 drops since creation were
+    /// reported as this window's.
+    #[test]
+    fn a_failed_read_at_the_baseline_gives_no_phantom_overflows() {
+        let t0 = Instant::now();
+        let mut failed = sample(t0, 0, false, 0, 0, bpf(0, None));
+        failed.listeners.clear();
+        failed.namespaces.insert(7, UNREAD);
+        let mut read = sample(t0, 1, false, 2, 40_000, bpf(5, Some(2)));
+        read.namespaces.insert(7, READ);
+        read.netns.insert(7, counters(40_000));
+        let mut b = WindowBuilder::new(failed);
+        b.push(read);
+        let (w, last) = b.finish().unwrap();
+        let l = &w.listeners[0];
+        assert_eq!(
+            (l.overflows, l.enqueued, l.backlog_max),
+            (None, Some(5), 2),
+            "what eBPF and this tick's dump saw still counts"
+        );
+        assert_eq!(w.netns, [], "no baseline for the namespace's counters");
+
+        // From a baseline that was read, the differences are back.
+        let mut next = sample(t0, 2, false, 0, 40_003, bpf(5, None));
+        next.namespaces.insert(7, READ);
+        next.netns.insert(7, counters(40_003));
+        let mut b = WindowBuilder::new(last);
+        b.push(next);
+        let (w, _) = b.finish().unwrap();
+        assert_eq!(w.listeners[0].overflows, Some(3));
+        assert_eq!((w.netns[0].netns, w.netns[0].listen_overflows), (7, 3));
+    }
+
+    #[test]
+    fn a_listener_or_namespace_new_where_the_baseline_read_counts_from_zero() {
+        let t0 = Instant::now();
+        let mut first = sample(t0, 0, false, 0, 0, bpf(0, None));
+        first.listeners.clear();
+        first.namespaces.insert(7, READ);
+        let mut next = sample(t0, 1, false, 1, 51, bpf(0, None));
+        next.namespaces.insert(7, READ);
+        // Namespace 9 was not known at the baseline: it was created (or first entered) since.
+        next.namespaces.insert(9, READ);
+        next.netns.insert(9, counters(12));
+        let mut b = WindowBuilder::new(first);
+        b.push(next);
+        let (w, _) = b.finish().unwrap();
+        assert_eq!(w.listeners[0].overflows, Some(51));
+        assert_eq!((w.netns[0].netns, w.netns[0].listen_overflows), (9, 12));
+    }
+
+    /// A listener gone from a last sample whose dump failed may still be there: its drops are
+    /// unknown, where one that closed has nothing more to count.
+    #[test]
+    fn a_failed_read_at_the_end_is_unknown_and_a_closed_listener_counts_nothing() {
+        let t0 = Instant::now();
+        let mut first = sample(t0, 0, false, 0, 10, bpf(0, None));
+        first.namespaces.insert(7, READ);
+        for (read, overflows) in [(UNREAD, None), (READ, Some(0))] {
+            let mut next = sample(t0, 1, false, 0, 0, bpf(4, None));
+            next.listeners.clear();
+            next.namespaces.insert(7, read);
+            let mut b = WindowBuilder::new(first.clone());
+            b.push(next);
+            let (w, _) = b.finish().unwrap();
+            assert_eq!(
+                (w.listeners[0].enqueued, w.listeners[0].overflows),
+                (Some(4), overflows)
+            );
+        }
     }
 
     #[test]

@@ -95,7 +95,9 @@ pub struct ListenerSummary {
     pub pid: Option<u32>,
     pub backlog_limit: u32,
     pub backlog_max: u32,
-    pub overflows: u64,
+    /// Absent when unknown (the listener's namespace could not be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overflows: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub synack_retrans: Option<u64>,
 }
@@ -155,13 +157,13 @@ impl WindowSummary {
             .listeners
             .iter()
             .filter(|l| {
-                l.overflows > 0
+                l.known_overflows() > 0
                     || (l.backlog_limit > 0
                         && u64::from(l.backlog_max) * 2 >= u64::from(l.backlog_limit))
             })
             .collect();
         pressed.sort_by(|a, b| {
-            b.overflows.cmp(&a.overflows).then_with(|| {
+            b.known_overflows().cmp(&a.known_overflows()).then_with(|| {
                 let ra = f64::from(a.backlog_max) / f64::from(a.backlog_limit.max(1));
                 let rb = f64::from(b.backlog_max) / f64::from(b.backlog_limit.max(1));
                 rb.total_cmp(&ra)

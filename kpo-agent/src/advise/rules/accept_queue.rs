@@ -119,7 +119,7 @@ pub struct AcceptQueueRule {
 /// none of the first kind, so raising somaxconn would answer nothing. Without those counters
 /// the listener's drops are taken as they are.
 fn dropping_at_its_limit(w: &Window, l: &ListenerWindow) -> bool {
-    l.overflows > 0
+    l.known_overflows() > 0
         && w.netns
             .iter()
             .find(|n| n.netns == l.netns)
@@ -182,7 +182,7 @@ impl AcceptQueueRule {
                 // for its confidence.
                 let mut l = l.clone();
                 if !dropping {
-                    l.overflows = 0;
+                    l.overflows = l.overflows.map(|_| 0);
                 }
                 pressed.push(l);
             }
@@ -278,7 +278,7 @@ impl AcceptQueueRule {
         )?;
         let worst = pressed
             .iter()
-            .max_by_key(|p| (p.l.overflows, p.l.backlog_max))
+            .max_by_key(|p| (p.l.known_overflows(), p.l.backlog_max))
             .map(|p| p.l)?;
         let others = pressed.len() - 1;
         let reason = format!(
@@ -302,7 +302,11 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
             process(worst),
             backlog_hint(worst, target),
         );
-        let confidence = if worst.overflows > 0 { 0.9 } else { 0.6 };
+        let confidence = if worst.known_overflows() > 0 {
+            0.9
+        } else {
+            0.6
+        };
         let mut rec = step::change(
             at,
             addr,
@@ -353,7 +357,8 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
                 .iter()
                 .filter(|l| l.netns == netns)
                 .all(|l| {
-                    l.overflows == 0
+                    // An unknown count is no evidence of calm.
+                    l.overflows == Some(0)
                         && f64::from(l.backlog_max)
                             < self.cfg.calm_ratio * f64::from(l.backlog_limit.max(1))
                 });
@@ -404,8 +409,8 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
 
 /// `dropped 40 connection(s)` or `was near its limit`.
 fn pressure(l: &ListenerWindow) -> String {
-    if l.overflows > 0 {
-        format!("dropped {} connection(s)", l.overflows)
+    if l.known_overflows() > 0 {
+        format!("dropped {} connection(s)", l.known_overflows())
     } else {
         "was near its limit".to_string()
     }
@@ -481,7 +486,7 @@ fn app_recommendation(
         recommended_value: None,
         can_auto_apply: false,
         reason,
-        confidence: if l.overflows > 0 { 0.9 } else { 0.6 },
+        confidence: if l.known_overflows() > 0 { 0.9 } else { 0.6 },
         source: Source::Rules,
         window: at.clone(),
         application: Some(application),

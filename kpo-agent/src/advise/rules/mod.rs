@@ -173,7 +173,7 @@ pub(crate) mod testing {
             backlog_now: 0,
             enqueued: Some(1000),
             synack_retrans: Some(0),
-            overflows: drops,
+            overflows: Some(drops),
             pid: Some(4242),
             comm: Some("nginx".into()),
         }

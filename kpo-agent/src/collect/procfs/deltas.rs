@@ -22,7 +22,15 @@ pub(super) struct SoftnetDeltas {
     pub(super) time_squeeze: u64,
 }
 
-pub(super) fn softnet_deltas(first: &Softnet, last: &Softnet) -> SoftnetDeltas {
+/// `None` when the CPUs cannot be matched: before Linux 5.10 a line's CPU is only its position
+/// and offline CPUs print no line, so once the number of lines changes (a CPU went offline or
+/// came back) the lines after it belong to other CPUs than before, and their differences
+/// would be other CPUs' counters subtracted from each other.
+pub(super) fn softnet_deltas(first: &Softnet, last: &Softnet) -> Option<SoftnetDeltas> {
+    let by_position = !(first.cpu_ids_from_kernel && last.cpu_ids_from_kernel);
+    if by_position && first.cpus.len() != last.cpus.len() {
+        return None;
+    }
     let mut sum = SoftnetDeltas {
         processed: 0,
         dropped: 0,
@@ -39,7 +47,7 @@ pub(super) fn softnet_deltas(first: &Softnet, last: &Softnet) -> SoftnetDeltas {
         sum.dropped = sum.dropped.saturating_add(d(|c| c.dropped));
         sum.time_squeeze = sum.time_squeeze.saturating_add(d(|c| c.time_squeeze));
     }
-    sum
+    Some(sum)
 }
 
 #[derive(Clone, Copy)]

@@ -160,7 +160,7 @@ impl HostMetrics {
             netstat("TcpExtListenOverflows"),
             netstat("TcpExtListenDrops"),
         );
-        let softnet = both(&first.softnet, &last.softnet).map(|(a, b)| softnet_deltas(a, b));
+        let softnet = both(&first.softnet, &last.softnet).and_then(|(a, b)| softnet_deltas(a, b));
         let vmstat_rate = |field: fn(&super::Vmstat) -> Option<u64>| {
             both(&first.vmstat, &last.vmstat)
                 .and_then(|(a, b)| span.rate(counter::monotonic(field(a)?, field(b)?)))
@@ -640,6 +640,43 @@ mod tests {
         );
         // Every CPU column went backwards: no time passed as far as the shares can tell.
         assert_eq!(m.cpu_idle_pct, None);
+    }
+
+    /// Before Linux 5.10 softnet_stat has no CPU id and offline CPUs print no line. Defect: with
+    /// CPU 1 gone offline, CPU 2's line was taken for CPU 1's and the difference of two CPUs'
+    /// counters was reported as 0x502 packets dropped.
+    #[test]
+    fn softnet_lines_that_cannot_be_matched_to_cpus_give_no_delta() {
+        let (mut a, mut b) = window();
+        let old = |dropped: &[u32]| {
+            let text: String = dropped
+                .iter()
+                .map(|d| format!("00000010 {d:08x} 00000000 0 0 0 0 0 0 00000000 00000000\n"))
+                .collect();
+            Some(parse_softnet(&text).unwrap())
+        };
+        a.softnet = old(&[1, 0x100, 0x600]);
+        b.softnet = old(&[2, 0x601]);
+        let m = HostMetrics::between(&a, &b);
+        assert_eq!(
+            (
+                m.softnet_dropped,
+                m.softnet_processed_per_s,
+                m.softnet_time_squeeze
+            ),
+            (None, None, None)
+        );
+        // The same lines: every CPU still online, positions are CPU ids.
+        b.softnet = old(&[2, 0x101, 0x603]);
+        let m = HostMetrics::between(&a, &b);
+        assert_eq!(m.softnet_dropped, Some(5));
+        // With the kernel's ids, a CPU that went offline is left out and the rest still count.
+        a.softnet = Some(softnet((0x10, 1, 0), (0x10, 0x100, 0)));
+        let mut only_cpu0 = softnet((0x10, 3, 0), (0, 0, 0));
+        only_cpu0.cpus.truncate(1);
+        b.softnet = Some(only_cpu0);
+        let m = HostMetrics::between(&a, &b);
+        assert_eq!(m.softnet_dropped, Some(2));
     }
 
     #[test]

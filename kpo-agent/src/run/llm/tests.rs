@@ -22,7 +22,7 @@ fn listener(netns: u64, overflows: u64, backlog_max: u32) -> ListenerWindow {
         backlog_now: 0,
         enqueued: None,
         synack_retrans: None,
-        overflows,
+        overflows: Some(overflows),
         pid: None,
         comm: None,
     }
