@@ -80,6 +80,8 @@ pub struct Sample {
     pub accept_queue_attached: bool,
     /// Whether the SYN-ACK retransmit sensor is on (else `synack_retrans` is unknown, not zero).
     pub synack_retrans_sensor: bool,
+    /// Whether the sched sensor is on (else its context switches are unknown, not zero).
+    pub sched_sensor: bool,
 }
 
 pub struct Collector {
@@ -148,6 +150,7 @@ impl Collector {
             accept_queue_sensor: self.sensors.is_enabled(SensorKind::AcceptQueue),
             accept_queue_attached,
             synack_retrans_sensor: self.sensors.is_enabled(SensorKind::SynackRetrans),
+            sched_sensor: self.sensors.is_enabled(SensorKind::Sched),
         }
     }
 

@@ -80,6 +80,7 @@ pub(crate) mod tests {
             accept_queue_sensor: true,
             accept_queue_attached: false,
             synack_retrans_sensor: true,
+            sched_sensor: true,
         }
     }
 

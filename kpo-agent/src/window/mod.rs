@@ -264,7 +264,9 @@ fn assemble(
         }),
         sampled_context_switches_per_s: last.bpf.as_ref().and_then(|b| {
             let before = first.bpf.as_ref().map_or(0, |f| f.context_switches);
-            (sampled.0 > 0.0).then(|| sampled.rate(counter::restarted(before, b.context_switches)))
+            // Only while the sched sensor was on for the whole window: off, it counts nothing.
+            (sampled.0 > 0.0 && first.sched_sensor && last.sched_sensor)
+                .then(|| sampled.rate(counter::restarted(before, b.context_switches)))
         }),
         request_latency: request_latency(first, last),
         system: HostMetrics::between(&first.host, &last.host),
@@ -596,6 +598,7 @@ mod tests {
             accept_queue_sensor: true,
             accept_queue_attached: true,
             synack_retrans_sensor: true,
+            sched_sensor: true,
         }
     }
 
@@ -814,6 +817,21 @@ mod tests {
             w.listeners[0].backlog_max, 1,
             "sock_diag depth still counts"
         );
+    }
+
+    #[test]
+    fn context_switches_are_unknown_when_the_sched_sensor_is_off() {
+        // The other duty-cycled sensors sampled this window; sched did not count.
+        let t0 = Instant::now();
+        let mut off = sample(t0, 0, false, 0, 0, bpf(0, None));
+        off.sched_sensor = false;
+        let mut next = sample(t0, 1, true, 0, 0, bpf(0, None));
+        next.sched_sensor = false;
+        let mut b = WindowBuilder::new(off);
+        b.push(next);
+        let (w, _) = b.finish().unwrap();
+        assert_eq!(w.sampled_fraction, 1.0);
+        assert_eq!(w.sampled_context_switches_per_s, None);
     }
 
     #[test]
