@@ -432,11 +432,21 @@ fn listeners(
             }
         }
     }
+    // Listeners of a namespace whose dump failed at the end are unknown, not gone: left out,
+    // their namespace's sum (the guard's signal) would read as no drops at all.
+    keys.extend(
+        first
+            .listeners
+            .keys()
+            .filter(|key| !absence_is_real(last, u64::from(key.netns), |r| r.listeners)),
+    );
     keys.sort();
     keys.dedup();
     keys.into_iter()
         .map(|key| {
             let view = last.listeners.get(&key);
+            // What is known of it: the end's dump, else the baseline's.
+            let known = view.or_else(|| first.listeners.get(&key));
             let netns = u64::from(key.netns);
             // A listener first seen in this window was created in it: its counters began at 0.
             // Unless its namespace's dump failed at the baseline: then it may have been there
@@ -457,10 +467,10 @@ fn listeners(
                 netns: u64::from(key.netns),
                 port: key.port,
                 family: family_name(key.family),
-                addresses: view
+                addresses: known
                     .map(|v| v.addresses.iter().map(ToString::to_string).collect())
                     .unwrap_or_default(),
-                backlog_limit: view
+                backlog_limit: known
                     .map(|v| v.limit)
                     .or(now_bpf.map(|b| b.backlog_limit))
                     .unwrap_or(0),
@@ -799,6 +809,23 @@ mod tests {
                 (w.listeners[0].enqueued, w.listeners[0].overflows),
                 (Some(4), overflows)
             );
+        }
+        // A quiet listener (nothing enqueued) whose namespace's dump failed at the end is
+        // listed as unknown, with what the baseline knew of it; closed, it is gone.
+        for (read, listed) in [(UNREAD, 1), (READ, 0)] {
+            let mut next = sample(t0, 1, false, 0, 0, bpf(0, None));
+            next.listeners.clear();
+            next.namespaces.insert(7, read);
+            let mut b = WindowBuilder::new(first.clone());
+            b.push(next);
+            let (w, _) = b.finish().unwrap();
+            assert_eq!(w.listeners.len(), listed);
+            if let Some(l) = w.listeners.first() {
+                assert_eq!(
+                    (l.overflows, l.backlog_limit, l.addresses.clone()),
+                    (None, 128, vec!["0.0.0.0".to_string()])
+                );
+            }
         }
     }
 
