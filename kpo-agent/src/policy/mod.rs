@@ -220,20 +220,20 @@ impl fmt::Display for Bound {
 #[serde(rename_all = "snake_case")]
 pub enum MaxStep {
     Absolute(i64),
-    /// A fraction of the value before (`"50%"` is 0.5).
-    Relative(f64),
+    /// A percentage of the value before (`"50%"`).
+    Relative(Percent),
 }
 
 impl MaxStep {
     fn parse(text: &str) -> Result<MaxStep, String> {
         let t = text.trim();
         if let Some(p) = t.strip_suffix('%') {
-            return match p.trim().parse::<f64>() {
-                Ok(v) if v > 0.0 && v.is_finite() => Ok(MaxStep::Relative(v / 100.0)),
-                _ => Err(format!(
-                    "{text:?}: a relative step is a positive percentage like \"50%\""
-                )),
-            };
+            return Percent::parse(p).map(MaxStep::Relative).ok_or_else(|| {
+                format!(
+                    "{text:?}: a relative step is a positive percentage like \"50%\" or \"33.3%\" \
+                     (at most {MAX_PERCENT_DECIMALS} decimals)"
+                )
+            });
         }
         match t.parse::<i64>() {
             Ok(v) if v > 0 => Ok(MaxStep::Absolute(v)),
@@ -246,7 +246,7 @@ impl MaxStep {
     pub fn limit(self, before: i64) -> i64 {
         match self {
             MaxStep::Absolute(v) => v,
-            MaxStep::Relative(f) => ((before.unsigned_abs() as f64) * f).floor() as i64,
+            MaxStep::Relative(p) => p.of(before),
         }
     }
 }
@@ -255,9 +255,89 @@ impl fmt::Display for MaxStep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MaxStep::Absolute(v) => write!(f, "{v}"),
-            // Rounded: 7% is stored as 0.07, which times 100 is 7.000000000000001.
-            MaxStep::Relative(r) => write!(f, "{}%", (r * 100.0 * 1e6).round() / 1e6),
+            MaxStep::Relative(p) => write!(f, "{p}"),
         }
+    }
+}
+
+/// Decimals a percentage may have (`"33.333333333%"`).
+pub const MAX_PERCENT_DECIMALS: u32 = 9;
+
+/// A percentage as the policy writes it (`"33.3%"`), kept as the decimal it is. The advisors cap
+/// their steps with it and the policy checks them with it, and both must get the same number to
+/// the unit: in floating point 33.3% of 1000 is 332.99999999999994 one way and 333 another, and
+/// a step one side allows the other would refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Percent {
+    /// The digits without the decimal point (`333`)...
+    digits: u64,
+    /// ...and how many of them come after it (`1`).
+    decimals: u32,
+}
+
+impl Percent {
+    pub const fn whole(percent: u64) -> Self {
+        Self {
+            digits: percent,
+            decimals: 0,
+        }
+    }
+
+    /// A positive decimal number without the `%` (`"33.3"`), at most [`MAX_PERCENT_DECIMALS`]
+    /// decimals; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        let t = text.trim();
+        let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+        if (int.is_empty() && frac.is_empty())
+            || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        // `50.0%` is `50%`: one number, one way of showing it.
+        let frac = frac.trim_end_matches('0');
+        let decimals = u32::try_from(frac.len())
+            .ok()
+            .filter(|d| *d <= MAX_PERCENT_DECIMALS)?;
+        let mut digits: u64 = 0;
+        for b in int.bytes().chain(frac.bytes()) {
+            digits = digits.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        }
+        (digits > 0).then_some(Self { digits, decimals })
+    }
+
+    /// `⌊|before| × this / 100⌋`, exactly (at most `i64::MAX`): the one computation of a relative
+    /// step, for the advisors and the policy alike.
+    pub fn of(self, before: i64) -> i64 {
+        let scale = 100 * 10u128.pow(self.decimals);
+        let v = u128::from(before.unsigned_abs()) * u128::from(self.digits) / scale;
+        i64::try_from(v).unwrap_or(i64::MAX)
+    }
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scale = 10u64.pow(self.decimals);
+        let (int, frac) = (self.digits / scale, self.digits % scale);
+        if self.decimals == 0 {
+            write!(f, "{int}%")
+        } else {
+            write!(f, "{int}.{frac:0w$}%", w = self.decimals as usize)
+        }
+    }
+}
+
+impl Serialize for Percent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.strip_suffix('%')
+            .and_then(Percent::parse)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not a percentage")))
     }
 }
 

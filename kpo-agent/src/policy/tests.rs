@@ -89,7 +89,7 @@ fn a_good_policy_loads() {
     assert_eq!(p.defaults.mode, Mode::Observe);
     let s = p.rule_for(&addr("net.core.somaxconn@netns:7"));
     assert_eq!(s.mode, Mode::Auto);
-    assert_eq!(s.max_step, Some(MaxStep::Relative(1.0)));
+    assert_eq!(s.max_step, Some(MaxStep::Relative(Percent::whole(100))));
     assert_eq!(s.cooldown, Duration::from_secs(300));
     assert_eq!(s.on_exit, OnExit::Revert);
     assert_eq!(s.line, 11);
@@ -848,4 +848,44 @@ fn the_llm_applies_automatically_only_within_bounds() {
             "{bounds}"
         );
     }
+}
+
+#[test]
+fn a_percentage_is_kept_as_written() {
+    let shown = |t: &str| Percent::parse(t).map(|p| p.to_string());
+    assert_eq!(shown("33.3"), Some("33.3%".into()));
+    assert_eq!(shown("50.0"), Some("50%".into()));
+    assert_eq!(shown(".5"), Some("0.5%".into()));
+    assert_eq!(shown("7.05"), Some("7.05%".into()));
+    assert_eq!(shown("0.000000001"), Some("0.000000001%".into()));
+    for bad in [
+        "",
+        ".",
+        "0",
+        "0.0",
+        "-5",
+        "+5",
+        "1e2",
+        "inf",
+        "0.0000000001",
+    ] {
+        assert_eq!(Percent::parse(bad), None, "{bad:?}");
+    }
+    assert_eq!(
+        Percent::whole(50).of(-7),
+        3,
+        "of the magnitude, rounded down"
+    );
+    assert_eq!(Percent::whole(100).of(i64::MIN), i64::MAX, "saturates");
+    assert_eq!(Percent::parse("0.5").unwrap().of(1000), 5);
+    let (_, key, class, msg) = err("[params.\"vm.swappiness\"]\nmax_step = \"1e2%\"\n");
+    assert_eq!(
+        (key.as_str(), class, msg.as_str()),
+        (
+            "params.\"vm.swappiness\".max_step",
+            PolicyErrorClass::BadValue,
+            "\"1e2%\": a relative step is a positive percentage like \"50%\" or \"33.3%\" (at \
+             most 9 decimals)"
+        )
+    );
 }

@@ -553,7 +553,7 @@ pub(super) fn quoted(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::advise::{
-        limits::{Mode, ParamLimits, StaticPolicy, Step},
+        limits::{Mode, ParamLimits, Percent, StaticPolicy, Step},
         rules::testing::{at, listener, window, FakeKernel, HOST, NS},
     };
 
@@ -825,7 +825,7 @@ mod tests {
             &[Source::Rules],
             ParamLimits::new(Mode::Auto)
                 .bounds(128, 65535)
-                .step(Step::Percent(50.0)),
+                .step(Step::Percent(Percent::whole(50))),
         );
         let r = AcceptQueueRule::default().evaluate(&at(1), &w, &mut kernel(4096), &stepped);
         assert_eq!(r[0].recommended_value, Some(Value::Int(6144)));

@@ -289,7 +289,7 @@ mod tests {
     use crate::{
         actuate::param::Value,
         advise::{
-            limits::{Mode, ParamLimits, StaticPolicy, Step},
+            limits::{Mode, ParamLimits, Percent, StaticPolicy, Step},
             rules::testing::{at, window, FakeKernel},
         },
     };
@@ -475,7 +475,7 @@ mod tests {
             .with(
                 MAX_BACKLOG,
                 &[Source::Rules],
-                ParamLimits::new(Mode::Recommend).step(Step::Percent(25.0)),
+                ParamLimits::new(Mode::Recommend).step(Step::Percent(Percent::whole(25))),
             )
             .with(
                 BUDGET,

@@ -73,7 +73,7 @@ pub fn change(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::advise::limits::Step;
+    use crate::advise::limits::{Percent, Step};
 
     #[test]
     fn raise_is_capped_by_bounds_and_step() {
@@ -92,7 +92,7 @@ mod tests {
             Some(100),
             "up to the min"
         );
-        let stepped = ParamLimits::new(Mode::Auto).step(Step::Percent(25.0));
+        let stepped = ParamLimits::new(Mode::Auto).step(Step::Percent(Percent::whole(25)));
         assert_eq!(raise(1000, 2000, 16384, Some(&stepped)), Some(1250));
         let absolute = ParamLimits::new(Mode::Auto).step(Step::Absolute(100));
         assert_eq!(raise(1000, 2000, 16384, Some(&absolute)), Some(1100));

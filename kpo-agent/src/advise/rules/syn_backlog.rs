@@ -248,7 +248,7 @@ mod tests {
     use crate::{
         actuate::param::Value,
         advise::{
-            limits::{Mode, ParamLimits, StaticPolicy, Step},
+            limits::{Mode, ParamLimits, Percent, StaticPolicy, Step},
             rules::testing::{at, window, FakeKernel, NS},
         },
     };
@@ -365,7 +365,7 @@ mod tests {
     #[test]
     fn once_per_value_rearmed_by_calm_windows_and_stepped_within_policy() {
         let mut k = FakeKernel::default().with(COOKIES, 0).with(BACKLOG, 1000);
-        let p = policy(ParamLimits::new(Mode::Recommend).step(Step::Percent(50.0)));
+        let p = policy(ParamLimits::new(Mode::Recommend).step(Step::Percent(Percent::whole(50))));
         let mut rule = SynBacklogRule::default();
         let bad = with_netns(9, 0, Some(0));
         let r = rule.on_tick(&at(1), &bad, &mut k, &p);
