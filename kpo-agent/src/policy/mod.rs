@@ -672,7 +672,8 @@ impl Policy {
                 if a.len() == b.len() {
                     for (i, (x, y)) in b.iter().zip(&a).enumerate() {
                         let limit = step.limit(*x);
-                        if (y - x).abs() > limit {
+                        // Not `(y - x).abs()`: from i64::MAX to -1 that overflows.
+                        if y.abs_diff(*x) > limit.unsigned_abs() {
                             return Decision::Refused(Refusal::StepTooLarge {
                                 element: (a.len() > 1).then_some(i),
                                 from: *x,

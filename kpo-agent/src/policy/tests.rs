@@ -889,3 +889,30 @@ fn a_percentage_is_kept_as_written() {
         )
     );
 }
+
+#[test]
+fn a_step_across_the_whole_integer_range_is_refused_not_overflowed() {
+    for (max_step, limit) in [("10", 10), ("\"100%\"", i64::MAX)] {
+        let p = Policy::parse(
+            &format!("[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmax_step = {max_step}\n"),
+            "p.toml",
+        )
+        .unwrap();
+        let mut ctx = Context::new(SystemTime::now());
+        ctx.before = Some(Value::Int(i64::MAX));
+        assert_eq!(
+            p.decide(
+                &proposal("net.core.somaxconn", Value::Int(-1), Source::Rules),
+                &ctx
+            ),
+            Decision::Refused(Refusal::StepTooLarge {
+                element: None,
+                from: i64::MAX,
+                to: -1,
+                max_step: max_step.trim_matches('"').into(),
+                limit,
+            }),
+            "{max_step}"
+        );
+    }
+}
