@@ -308,6 +308,17 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
             guard.signals = s;
         }
         if let Some(k) = g.max_changes_per_hour {
+            if *k.get_ref() == 0 {
+                // Every advisor's change would be refused rate_limited, for good.
+                return Err(ctx.err(
+                    k.span(),
+                    "guard.max_changes_per_hour".into(),
+                    PolicyErrorClass::BadValue,
+                    "must be at least 1: 0 would refuse every advisor's change (mode \"observe\" \
+                     or \"recommend\" is how to keep advisors from changing a parameter)"
+                        .into(),
+                ));
+            }
             guard.max_changes_per_hour = k.into_inner();
         }
         if let Some(q) = g.quarantine {

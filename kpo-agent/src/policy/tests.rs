@@ -916,3 +916,25 @@ fn a_step_across_the_whole_integer_range_is_refused_not_overflowed() {
         );
     }
 }
+
+#[test]
+fn guard_counts_of_zero_are_refused_naming_the_key() {
+    let (line, key, class, msg) = err("[guard]\nwindows = 2\nmax_changes_per_hour = 0\n");
+    assert_eq!(
+        (line, key.as_str(), class, msg.as_str()),
+        (
+            3,
+            "guard.max_changes_per_hour",
+            PolicyErrorClass::BadValue,
+            "must be at least 1: 0 would refuse every advisor's change (mode \"observe\" or \
+             \"recommend\" is how to keep advisors from changing a parameter)"
+        )
+    );
+    let (line, key, _, msg) = err("[guard]\nwindows = 0\n");
+    assert_eq!(
+        (line, key.as_str(), msg.as_str()),
+        (2, "guard.windows", "must be at least 1")
+    );
+    let p = Policy::parse("[guard]\nmax_changes_per_hour = 1\n", "p.toml").unwrap();
+    assert_eq!(p.guard.max_changes_per_hour, 1);
+}
