@@ -176,6 +176,7 @@ impl AcceptQueueRule {
                 st.latch.calm(self.cfg.rearm_windows);
                 continue;
             }
+            st.latch.pressed();
             st.near += 1;
             if dropping || st.near >= self.cfg.near_windows {
                 // Drops that are not at its limit are not quoted as its reason, nor counted

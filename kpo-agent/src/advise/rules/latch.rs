@@ -26,7 +26,7 @@ impl<K: PartialEq> Latch<K> {
     /// The condition holds in window `index` with `situation`: whether to advise now (and if so,
     /// it is recorded).
     pub fn fire(&mut self, index: u64, situation: K, repeat_windows: u64) -> bool {
-        self.calm = 0;
+        self.pressed();
         if let Some((at, same)) = &self.advised {
             if *same == situation && index.saturating_sub(*at) < repeat_windows {
                 return false;
@@ -43,6 +43,12 @@ impl<K: PartialEq> Latch<K> {
         if self.calm >= rearm_windows {
             self.advised = None;
         }
+    }
+
+    /// A closed window in which the condition held, whether or not it advised (a streak still
+    /// too short, advice standing): it breaks a run of calm windows, which re-arm only in a row.
+    pub fn pressed(&mut self) {
+        self.calm = 0;
     }
 
     /// Whether advice is standing (given and not yet re-armed).
@@ -107,6 +113,14 @@ mod tests {
         l.calm(3);
         assert!(!l.is_set(), "three in a row do");
         assert!(l.fire(20, 200, 10));
+        l.calm(3);
+        l.calm(3);
+        l.pressed();
+        l.calm(3);
+        assert!(l.is_set(), "a pressed window breaks the run");
+        l.calm(3);
+        l.calm(3);
+        assert!(!l.is_set());
     }
 
     #[test]

@@ -115,6 +115,7 @@ impl MemoryRule {
             }
             return Vec::new();
         };
+        self.latch.pressed();
         let count = match self.streak {
             Some((d, n)) if d == direction => n + 1,
             _ => 1,
@@ -414,6 +415,35 @@ mod tests {
             1,
             "re-armed"
         );
+    }
+
+    /// Calm windows forget the last advice only in a row: windows pointing the other way between
+    /// them break the run, so going back still takes the longer streak.
+    #[test]
+    fn calm_between_windows_of_the_other_direction_does_not_forget_the_last_advice() {
+        let mut rule = MemoryRule::default();
+        let mut k = FakeKernel::default().with(SWAPPINESS, 60);
+        let lower = memory(18.5, 3.0, 900.0, 850.0, 100.0);
+        let raise = memory(12.0, 0.5, 2.0, 20.0, 3000.0);
+        let calm = memory(0.0, 0.0, 0.0, 0.0, 0.0);
+        rule.on_window(&at(1), &lower, &mut k, &auto());
+        assert_eq!(
+            rule.on_window(&at(2), &lower, &mut k, &auto())[0].recommended_value,
+            Some(Value::Int(30))
+        );
+        k.set(SWAPPINESS, 30);
+        for (i, w) in [(3, &calm), (4, &raise), (5, &calm), (6, &raise), (7, &calm)] {
+            assert!(rule.on_window(&at(i), w, &mut k, &auto()).is_empty(), "{i}");
+        }
+        for i in 8..11 {
+            assert!(
+                rule.on_window(&at(i), &raise, &mut k, &auto()).is_empty(),
+                "window {i}: three calm windows, not in a row, keep the lower advice"
+            );
+        }
+        let r = rule.on_window(&at(11), &raise, &mut k, &auto());
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].recommended_value, Some(Value::Int(45)));
     }
 
     #[test]

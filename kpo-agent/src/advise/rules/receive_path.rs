@@ -143,6 +143,8 @@ impl ReceivePathRule {
         // Calm is judged on the whole window: drops a raise answered are not calm.
         if in_window.unwrap_or(0) < self.cfg.min_drops {
             self.drops.calm(self.cfg.rearm_windows);
+        } else {
+            self.drops.pressed();
         }
         out.extend(self.squeeze_advice(at, w, kernel, policy));
         out
@@ -221,6 +223,7 @@ Raising it to {target} lets each CPU queue more packets before dropping; it appl
             self.squeeze.calm(self.cfg.rearm_windows);
             return Vec::new();
         }
+        self.squeeze.pressed();
         self.squeezed += 1;
         if self.squeezed < self.cfg.squeeze_windows {
             return Vec::new();

@@ -146,12 +146,14 @@ impl SynBacklogRule {
                 continue;
             };
             let narrowed = closed && whole != Some(drops);
-            if closed && whole.unwrap_or(0) < self.cfg.min_drops {
+            if closed {
                 // Calm is judged on the whole window: drops a raise answered are not calm.
-                self.latches
-                    .entry(n.netns)
-                    .or_default()
-                    .calm(self.cfg.rearm_windows);
+                let latch = self.latches.entry(n.netns).or_default();
+                if whole.unwrap_or(0) < self.cfg.min_drops {
+                    latch.calm(self.cfg.rearm_windows);
+                } else {
+                    latch.pressed();
+                }
             }
             out.extend(self.advise_netns(at, w, n, drops, narrowed, kernel, policy));
         }
