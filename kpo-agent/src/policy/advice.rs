@@ -114,7 +114,7 @@ mod tests {
                 "{percent}"
             );
             assert_eq!(limits.max_step.unwrap().to_string(), percent);
-            let proposed = step::raise(before, before * 10, 16384, Some(&limits));
+            let proposed = step::raise(&address, before, before * 10, 16384, Some(&limits));
             assert_eq!(proposed, Some(before + limit), "{percent}");
             let decide = |value: i64| {
                 let mut ctx = Context::new(std::time::SystemTime::now());

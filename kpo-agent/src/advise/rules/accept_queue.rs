@@ -272,6 +272,7 @@ impl AcceptQueueRule {
             .unwrap_or(current)
             .max(current);
         let target = step::raise(
+            &addr,
             current,
             base.saturating_mul(self.cfg.raise_factor.max(2)),
             DEFAULT_CEILING,
@@ -371,6 +372,7 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
             let calm_windows = entry.0;
             let limits = policy.allowed(&addr, Source::Rules);
             let Some(target) = step::lower(
+                &addr,
                 current,
                 current / self.cfg.raise_factor.max(2),
                 original,

@@ -143,11 +143,14 @@ impl MemoryRule {
         }
         let limits = policy.allowed(&addr, Source::Rules);
         let target = match direction {
-            Direction::Lower => step::lower(current, current / 2, self.cfg.floor, limits.as_ref()),
+            Direction::Lower => {
+                step::lower(&addr, current, current / 2, self.cfg.floor, limits.as_ref())
+            }
             // Not above the rule's ceiling even where the policy's `max` is higher: past 100
             // reclaim prefers swapping anonymous memory to dropping files, which this rule has no
             // signal to judge.
             Direction::Raise => step::raise(
+                &addr,
                 current,
                 (current + (current / 2).max(10)).min(self.cfg.ceiling),
                 self.cfg.ceiling,

@@ -1,6 +1,7 @@
 //! Deterministic rules: small, one per file, deterministic functions of windows (and the few
 //! kernel values they need, read through [`KernelView`]), with hysteresis state kept in the rule.
-//! No I/O of their own.
+//! No I/O of their own (but a warning in the log when the policy's bounds are out of a step's
+//! reach, `step`).
 //!
 //! The [`RuleSet`] owns every rule and has two entry points: [`RuleSet::on_tick`], with the
 //! window of the tick that just ended (`window::tick_window`), so that a rule reacts to a sudden

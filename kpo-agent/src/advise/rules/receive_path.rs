@@ -171,6 +171,7 @@ impl ReceivePathRule {
         }
         let limits = policy.allowed(&addr, Source::Rules);
         let target = step::raise(
+            &addr,
             current,
             current.saturating_mul(self.cfg.raise_factor.max(2)),
             self.cfg.max_backlog_ceiling,
@@ -260,6 +261,7 @@ Raising it to {target} lets each CPU queue more packets before dropping; it appl
         ] {
             let limits = policy.allowed(&addr, Source::Rules);
             let Some(target) = step::raise(
+                &addr,
                 current,
                 current.saturating_mul(self.cfg.raise_factor.max(2)),
                 ceiling,

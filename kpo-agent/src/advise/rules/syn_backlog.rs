@@ -208,6 +208,7 @@ impl SynBacklogRule {
             }
             let limits = policy.allowed(&addr, Source::Rules);
             let target = step::raise(
+                &addr,
                 current,
                 current
                     .saturating_mul(self.cfg.raise_factor.max(2))
