@@ -366,24 +366,40 @@ pub fn netns_inode(r: &NetnsRef) -> Option<u64> {
     }
 }
 
+/// The inode of the agent's own network namespace, whose keys are addressed as the host's.
+pub fn own_netns_inode() -> Option<u64> {
+    std::fs::metadata("/proc/self/ns/net").ok().map(|m| m.ino())
+}
+
 impl Namespaces {
     /// Whether a target is covered. NIC and cpufreq targets are not in a namespace and always are.
     pub fn covers(&self, target: &Target) -> bool {
+        self.covers_in(target, own_netns_inode)
+    }
+
+    /// As [`Namespaces::covers`], with `host` giving the inode of the agent's own namespace (read
+    /// only when the list needs it). The host's keys live in that namespace: `"host"`, its inode
+    /// and a path to it are three names for one namespace, and each covers what the others do.
+    fn covers_in(&self, target: &Target, host: impl Fn() -> Option<u64>) -> bool {
         let list = match self {
             Namespaces::All => return true,
             Namespaces::List(list) => list,
         };
+        let inode_of = |sel: &NamespaceSel| match sel {
+            NamespaceSel::Host => host(),
+            NamespaceSel::Inode(i) => Some(*i),
+            NamespaceSel::Path(p) => netns_inode(&NetnsRef::Path(p.clone())),
+        };
         match target {
-            Target::Host => list.contains(&NamespaceSel::Host),
+            Target::Host => {
+                list.contains(&NamespaceSel::Host)
+                    || host().is_some_and(|h| list.iter().any(|sel| inode_of(sel) == Some(h)))
+            }
             Target::Netns { netns } => {
                 let want = netns_inode(netns);
                 list.iter().any(|sel| match (sel, netns) {
-                    (NamespaceSel::Host, _) => false,
                     (NamespaceSel::Path(p), NetnsRef::Path(q)) if p == q => true,
-                    (NamespaceSel::Inode(i), _) => want == Some(*i),
-                    (NamespaceSel::Path(p), _) => {
-                        want.is_some() && netns_inode(&NetnsRef::Path(p.clone())) == want
-                    }
+                    _ => want.is_some() && inode_of(sel) == want,
                 })
             }
             Target::Nic { .. } | Target::Cpufreq { .. } => true,

@@ -938,3 +938,59 @@ fn guard_counts_of_zero_are_refused_naming_the_key() {
     let p = Policy::parse("[guard]\nmax_changes_per_hour = 1\n", "p.toml").unwrap();
     assert_eq!(p.guard.max_changes_per_hour, 1);
 }
+
+/// `"host"`, the agent's own namespace's inode and a path to it name one namespace, and cover
+/// the host's keys alike (docs/policy.md: paths and inodes are compared by inode).
+#[test]
+fn the_hosts_namespace_by_inode_or_path_covers_the_hosts_keys() {
+    const HOST: u64 = 4026531840;
+    let host = || Some(HOST);
+    let list = |sel: NamespaceSel| Namespaces::List(vec![sel]);
+    let in_host = Target::Netns {
+        netns: NetnsRef::Inode(HOST),
+    };
+    let elsewhere = Target::Netns {
+        netns: NetnsRef::Inode(HOST + 1),
+    };
+    for sel in [NamespaceSel::Host, NamespaceSel::Inode(HOST)] {
+        assert!(list(sel.clone()).covers_in(&Target::Host, host), "{sel:?}");
+        assert!(list(sel.clone()).covers_in(&in_host, host), "{sel:?}");
+        assert!(!list(sel.clone()).covers_in(&elsewhere, host), "{sel:?}");
+    }
+    let other = list(NamespaceSel::Inode(HOST + 1));
+    assert!(!other.covers_in(&Target::Host, host));
+    assert!(other.covers_in(&elsewhere, host));
+    // The real thing: this process's namespace, by path and by inode, through a policy file.
+    let own = own_netns_inode().unwrap();
+    for namespaces in ["[\"/proc/self/ns/net\"]".to_string(), format!("[{own}]")] {
+        let p = Policy::parse(
+            &format!(
+                "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nnamespaces = {namespaces}\n"
+            ),
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            p.decide(
+                &proposal("net.core.somaxconn", Value::Int(4096), Source::Rules),
+                &Context::new(SystemTime::now())
+            ),
+            Decision::Apply,
+            "{namespaces}"
+        );
+        assert_eq!(
+            p.decide(
+                &proposal(
+                    &format!("net.core.somaxconn@netns:{}", own + 1),
+                    Value::Int(4096),
+                    Source::Rules
+                ),
+                &Context::new(SystemTime::now())
+            ),
+            Decision::Refused(Refusal::NamespaceNotCovered {
+                target: format!("net.core.somaxconn@netns:{}", own + 1)
+            }),
+            "{namespaces}"
+        );
+    }
+}
