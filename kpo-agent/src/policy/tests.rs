@@ -666,12 +666,12 @@ fn sources_namespaces_pause_cooldown_rate_and_quarantine() {
 #[test]
 fn approvals_settings_load_and_their_mistakes_name_file_line_and_key() {
     let p = Policy::parse(
-        "[approvals]\nexpire_after = \"15m\"\nclear_after_windows = 5\nwebhook = \"http://127.0.0.1:9000/kpo\"\n",
+        "[approvals]\nexpire_after = \"15m\"\nclear_after_windows = 11\nwebhook = \"http://127.0.0.1:9000/kpo\"\n",
         "p.toml",
     )
     .unwrap();
     assert_eq!(p.approvals.expire_after, Duration::from_secs(900));
-    assert_eq!(p.approvals.clear_after_windows, 5);
+    assert_eq!(p.approvals.clear_after_windows, 11);
     assert_eq!(
         p.approvals.webhook.as_deref(),
         Some("http://127.0.0.1:9000/kpo")
@@ -700,6 +700,11 @@ fn approvals_settings_load_and_their_mistakes_name_file_line_and_key() {
         (
             "[approvals]\n\nclear_after_windows = 0\n",
             3,
+            "approvals.clear_after_windows",
+        ),
+        (
+            "[approvals]\nclear_after_windows = 10\n",
+            2,
             "approvals.clear_after_windows",
         ),
         (
@@ -993,4 +998,14 @@ fn the_hosts_namespace_by_inode_or_path_covers_the_hosts_keys() {
             "{namespaces}"
         );
     }
+}
+
+#[test]
+fn clear_after_windows_must_outlast_the_rules_repeat() {
+    let (_, _, _, msg) = err("[approvals]\nclear_after_windows = 10\n");
+    assert_eq!(
+        msg,
+        "must be more than 10: the rules repeat advice that still holds every 10 windows, and \
+         fewer would clear its approval in between"
+    );
 }

@@ -66,7 +66,7 @@ impl Default for AcceptQueueConfig {
             near_ratio: 0.9,
             near_windows: 2,
             rearm_windows: 3,
-            repeat_windows: 10,
+            repeat_windows: super::REPEAT_WINDOWS,
             calm_windows: 60,
             calm_ratio: 0.25,
             raise_factor: 2,
@@ -104,8 +104,9 @@ struct ListenerState {
 pub struct AcceptQueueRule {
     pub cfg: AcceptQueueConfig,
     listeners: BTreeMap<ListenerId, ListenerState>,
-    /// Calm windows per namespace, and the window of the last step-back advice.
-    calm: BTreeMap<u64, (u32, Option<u64>)>,
+    /// Calm windows per namespace, and the window of the last step-back advice with the
+    /// somaxconn it stepped back from.
+    calm: BTreeMap<u64, (u32, Option<(u64, i64)>)>,
     /// Every somaxconn seen in each namespace: a limit equal to one of them, below the current
     /// value, was set by an earlier somaxconn (the service has not listened again since).
     seen: BTreeMap<u64, BTreeSet<i64>>,
@@ -363,12 +364,19 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
             if entry.0 < self.cfg.calm_windows {
                 continue;
             }
-            if entry.1.is_some_and(|last| {
-                at.index.saturating_sub(last) < u64::from(self.cfg.calm_windows)
-            }) {
-                continue;
+            // A step taken waits for another calm_windows; one not taken is repeated as often as
+            // any advice, so that its pending approval is not cleared as advice no longer made.
+            if let Some((last, from)) = entry.1 {
+                let wait = if from == current {
+                    self.cfg.repeat_windows
+                } else {
+                    u64::from(self.cfg.calm_windows)
+                };
+                if at.index.saturating_sub(last) < wait {
+                    continue;
+                }
             }
-            entry.1 = Some(at.index);
+            entry.1 = Some((at.index, current));
             let calm_windows = entry.0;
             let limits = policy.allowed(&addr, Source::Rules);
             let Some(target) = step::lower(
@@ -912,6 +920,42 @@ mod tests {
         assert!(
             rule.evaluate(&at(10), &calm, &mut k, &p).is_empty(),
             "not every window"
+        );
+    }
+
+    /// A step back not taken is repeated every repeat_windows, as other advice is (an approval
+    /// waiting for it is cleared after clear_after_windows without it); a step taken waits for
+    /// another calm_windows before the next.
+    #[test]
+    fn a_step_back_not_taken_is_repeated_like_other_advice() {
+        let mut rule = AcceptQueueRule::default();
+        let mut k = kernel(8192);
+        k.originals.insert(NS_KEY.into(), 1024);
+        let p = auto_policy();
+        let calm = window(vec![listener(NS, 8192, 40, 0)]);
+        let mut advised = Vec::new();
+        for i in 0..200 {
+            if i == 70 {
+                k.set(NS_KEY, 4096);
+            }
+            for r in rule.evaluate(&at(i), &calm, &mut k, &p) {
+                advised.push((i, r.recommended_value.and_then(|v| v.as_int())));
+            }
+        }
+        assert_eq!(
+            advised,
+            [
+                (59, Some(4096)),
+                (69, Some(4096)),
+                (129, Some(2048)),
+                (139, Some(2048)),
+                (149, Some(2048)),
+                (159, Some(2048)),
+                (169, Some(2048)),
+                (179, Some(2048)),
+                (189, Some(2048)),
+                (199, Some(2048)),
+            ]
         );
     }
 }

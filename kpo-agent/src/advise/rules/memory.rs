@@ -73,7 +73,7 @@ impl Default for MemoryConfig {
             min_swap_free_share: 0.25,
             windows: 2,
             rearm_windows: 3,
-            repeat_windows: 10,
+            repeat_windows: super::REPEAT_WINDOWS,
             floor: 10,
             ceiling: 100,
         }

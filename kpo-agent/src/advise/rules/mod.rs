@@ -25,6 +25,11 @@ use crate::{
     window::Window,
 };
 
+/// Windows after which every rule repeats advice that still holds and was not acted on (each
+/// rule's `repeat_windows` by default; the accept-queue rule's step back too). A pending approval
+/// lives on that repetition, so the policy's `[approvals] clear_after_windows` must be above it.
+pub const REPEAT_WINDOWS: u64 = 10;
+
 /// What the rules may read of the kernel. Reads are lazy: a rule asks only when it has something
 /// to say, so a quiet tick reads nothing (reading a namespace's key means finding it first).
 pub trait KernelView {

@@ -74,7 +74,7 @@ impl Default for ReceivePathConfig {
             squeeze_share: 0.01,
             squeeze_windows: 2,
             rearm_windows: 3,
-            repeat_windows: 10,
+            repeat_windows: super::REPEAT_WINDOWS,
             raise_factor: 2,
             max_backlog_ceiling: 16384,
             budget_ceiling: 2400,

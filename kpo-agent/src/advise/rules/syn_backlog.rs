@@ -57,7 +57,7 @@ impl Default for SynBacklogConfig {
         Self {
             min_drops: 1,
             rearm_windows: 3,
-            repeat_windows: 10,
+            repeat_windows: super::REPEAT_WINDOWS,
             raise_factor: 2,
         }
     }
