@@ -873,6 +873,19 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Whether it passes with time or an operator, the advice unchanged: a cooldown or the hourly
+    /// limit runs out, a pause is lifted, a yielded parameter handed back (`kpo resume`). An
+    /// advisor waits for those rather than giving its advice up.
+    pub fn passes(&self) -> bool {
+        matches!(
+            self,
+            Refusal::Cooldown { .. }
+                | Refusal::RateLimited { .. }
+                | Refusal::Paused
+                | Refusal::Yielded
+        )
+    }
+
     /// A short machine name (`deny_listed`, `out_of_bounds`, ...), as in events.
     pub fn code(&self) -> &'static str {
         match self {

@@ -22,7 +22,7 @@
 //! was calm for `rearm_windows` windows.
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{latch::Latch, netns_address, step, KernelView};
+use super::{latch::Latch, netns_address, netns_of, step, KernelView};
 use crate::{
     actuate::param::{ParamAddress, Target, Value},
     advise::{
@@ -237,6 +237,26 @@ impl AcceptQueueRule {
             out.extend(self.raise_advice(netns, &pressed, kernel, policy, at));
         }
         out
+    }
+
+    /// Advice for somaxconn in this namespace was refused for a reason that has passed: the
+    /// raise, or the step back, is given again when its condition next holds.
+    pub fn release(&mut self, address: &ParamAddress, kernel: &dyn KernelView) {
+        let Some(netns) = netns_of(address, kernel).filter(|_| address.name == SOMAXCONN) else {
+            return;
+        };
+        for (_, st) in self
+            .listeners
+            .iter_mut()
+            .filter(|(id, _)| id.netns == netns)
+        {
+            // Only a raise was proposed: advice for the service stands as given.
+            st.latch
+                .release_if(|&(somaxconn, limit)| i64::from(limit) >= somaxconn);
+        }
+        if let Some((_, last)) = self.calm.get_mut(&netns) {
+            *last = None;
+        }
     }
 
     /// The namespace's somaxconn, remembered as one it had.

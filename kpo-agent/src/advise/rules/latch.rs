@@ -2,7 +2,8 @@
 //! holds; the latch then keeps it quiet while the situation is the same (the same key: the
 //! values that would make the same advice, such as the parameter's current value), until
 //! `repeat_windows` windows pass (the advice was not acted on and the condition still holds). A
-//! run of `rearm_windows` calm windows forgets the advice, so the next onset advises at once.
+//! run of `rearm_windows` calm windows forgets the advice, so the next onset advises at once, and
+//! so does advice the policy refused for a reason that has since passed ([`Latch::release_if`]).
 //! Windows are counted by index, so advice given on a tick and the window that tick belongs to
 //! are the same moment.
 #[derive(Debug, Clone)]
@@ -54,6 +55,20 @@ impl<K: PartialEq> Latch<K> {
     /// Whether advice is standing (given and not yet re-armed).
     pub fn is_set(&self) -> bool {
         self.advised.is_some()
+    }
+
+    /// The situation of the standing advice.
+    pub fn advised(&self) -> Option<&K> {
+        self.advised.as_ref().map(|(_, k)| k)
+    }
+
+    /// The standing advice, if its situation is such, was not taken for a reason that has passed
+    /// (the policy's cooldown, hourly limit, pause): forgotten, so the same situation advises
+    /// again at once rather than after `repeat_windows`.
+    pub fn release_if(&mut self, was: impl FnOnce(&K) -> bool) {
+        if self.advised().is_some_and(was) {
+            self.advised = None;
+        }
     }
 }
 

@@ -25,6 +25,7 @@
 //! and current value.
 use super::{host_address, latch::Latch, step, KernelView};
 use crate::{
+    actuate::param::ParamAddress,
     advise::{
         limits::AdvicePolicy,
         recommendation::{Recommendation, Source, WindowRef},
@@ -95,6 +96,10 @@ pub struct MemoryRule {
     /// The direction of the last advice, until calm re-arms: going back the other way takes
     /// twice the windows.
     last_advice: Option<Direction>,
+    /// What the last advice replaced, while its direction still holds: the windows in a row that
+    /// led to it and the direction of the advice before. Should it be refused for a passing
+    /// reason, they are what counts again.
+    before_advice: Option<(u32, Option<Direction>)>,
 }
 
 impl MemoryRule {
@@ -108,6 +113,7 @@ impl MemoryRule {
         let s = &w.system;
         let Some(direction) = self.direction(s) else {
             self.streak = None;
+            self.before_advice = None;
             self.latch.calm(self.cfg.rearm_windows);
             if !self.latch.is_set() {
                 // Re-armed by calm: the last advice is history, either way is a fresh onset.
@@ -118,7 +124,10 @@ impl MemoryRule {
         self.latch.pressed();
         let count = match self.streak {
             Some((d, n)) if d == direction => n + 1,
-            _ => 1,
+            _ => {
+                self.before_advice = None;
+                1
+            }
         };
         self.streak = Some((direction, count));
         // Against the last advice, the pattern must hold twice as long: reclaim moved by that
@@ -160,8 +169,10 @@ impl MemoryRule {
         let Some(target) = target else {
             return Vec::new();
         };
-        // The next step waits for `windows` windows under the new value.
-        self.streak = None;
+        // The next step waits for `windows` windows under the new value: none yet, in this
+        // direction (a window the other way or without one breaks the run, as before).
+        self.streak = Some((direction, 0));
+        self.before_advice = Some((count, self.last_advice));
         self.last_advice = Some(direction);
         let seen = format!(
             "for {count} windows up to window {} ({}): memory stalls {} of the time, {} pages/s read back from swap, page-cache refaults {} pages/s, anonymous refaults {} pages/s",
@@ -189,6 +200,30 @@ impl MemoryRule {
             format!("{seen}. {why}"),
             0.6,
         )]
+    }
+
+    /// Advice for swappiness was refused for a reason that has passed. If the kernel still has
+    /// the value advised on and the run that led to the advice has not broken, that run counts
+    /// again (with the windows since) and the advice before it is the last: the next window in
+    /// the same direction advises again.
+    pub fn release(&mut self, address: &ParamAddress, kernel: &mut dyn KernelView) {
+        if *address != host_address(SWAPPINESS) {
+            return;
+        }
+        let Some(&(direction, value)) = self.latch.advised() else {
+            return;
+        };
+        if kernel.current(address) != Some(value) {
+            return;
+        }
+        self.latch.release_if(|_| true);
+        if let (Some((count, before)), Some((d, since))) = (self.before_advice.take(), self.streak)
+        {
+            if d == direction {
+                self.streak = Some((d, count.saturating_add(since)));
+                self.last_advice = before;
+            }
+        }
     }
 
     /// Which way this window points, if any.

@@ -20,6 +20,7 @@ use super::{
     step, KernelView,
 };
 use crate::{
+    actuate::param::ParamAddress,
     advise::{
         limits::AdvicePolicy,
         recommendation::{Recommendation, Source, WindowRef},
@@ -93,9 +94,41 @@ pub struct ReceivePathRule {
     squeeze: Latch<(i64, i64)>,
     /// Squeezed windows in a row since the last advice.
     squeezed: u32,
+    /// The squeezed windows in a row that led to the last advice, while the run lasts: should
+    /// that advice be refused for a passing reason, they still count.
+    squeezed_before: Option<u32>,
 }
 
 impl ReceivePathRule {
+    /// Advice for one of these parameters was refused for a reason that has passed: given again
+    /// when the condition next holds. Squeezes need no new run of windows if the budgets are
+    /// still those advised on (none was taken) and the run that led to it has not broken.
+    pub fn release(&mut self, address: &ParamAddress, kernel: &mut dyn KernelView) {
+        if address.target != crate::actuate::param::Target::Host {
+            return;
+        }
+        match address.name.as_str() {
+            MAX_BACKLOG => self.drops.release_if(|_| true),
+            BUDGET | BUDGET_USECS => {
+                let now = (
+                    kernel.current(&host_address(BUDGET)),
+                    kernel.current(&host_address(BUDGET_USECS)),
+                );
+                if self
+                    .squeeze
+                    .advised()
+                    .is_some_and(|&(b, u)| now == (Some(b), Some(u)))
+                {
+                    self.squeeze.release_if(|_| true);
+                    if let Some(before) = self.squeezed_before.take() {
+                        self.squeezed = self.squeezed.saturating_add(before);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Drops in the tick advise at once.
     pub fn on_tick(
         &mut self,
@@ -221,6 +254,7 @@ Raising it to {target} lets each CPU queue more packets before dropping; it appl
             rate >= self.cfg.squeeze_per_s && share.is_none_or(|s| s >= self.cfg.squeeze_share);
         if !squeezed {
             self.squeezed = 0;
+            self.squeezed_before = None;
             self.squeeze.calm(self.cfg.rearm_windows);
             return Vec::new();
         }
@@ -248,6 +282,7 @@ Raising it to {target} lets each CPU queue more packets before dropping; it appl
             self.squeezed,
         );
         // The next step waits for `squeeze_windows` windows under the new budgets.
+        self.squeezed_before = Some(self.squeezed);
         self.squeezed = 0;
         let mut out = Vec::new();
         for (addr, current, ceiling, what) in [

@@ -24,9 +24,10 @@ use std::collections::BTreeMap;
 
 use super::{
     latch::{DropsAtValue, Latch},
-    netns_address, step, KernelView,
+    netns_address, netns_of, step, KernelView,
 };
 use crate::{
+    actuate::param::ParamAddress,
     advise::{
         limits::AdvicePolicy,
         recommendation::{Recommendation, Source, WindowRef},
@@ -90,6 +91,18 @@ fn useful_ceiling(largest_limit: i64) -> i64 {
 }
 
 impl SynBacklogRule {
+    /// Advice for this namespace was refused for a reason that has passed: given again when
+    /// drops next call for it.
+    pub fn release(&mut self, address: &ParamAddress, kernel: &dyn KernelView) {
+        let Some(netns) = netns_of(address, kernel).filter(|_| address.name == MAX_SYN_BACKLOG)
+        else {
+            return;
+        };
+        if let Some(latch) = self.latches.get_mut(&netns) {
+            latch.release_if(|_| true);
+        }
+    }
+
     pub fn on_tick(
         &mut self,
         at: &WindowRef,
