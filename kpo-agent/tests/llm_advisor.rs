@@ -9,7 +9,7 @@ use std::{
 use kpo_agent::{
     actuate::param::{ParamAddress, Value},
     advise::{
-        limits::{AdvicePolicy, Mode, ParamLimits, StaticPolicy, Step},
+        limits::{AdvicePolicy, Mode, ParamLimits, Percent, StaticPolicy, Step},
         llm::{
             offered_params, prompt, ApiKey, BreakerState, ChangeOutcome, Consultation, DropKind,
             LlmAdvisor, LlmConfig, MetricChange, Outcome,
@@ -206,7 +206,7 @@ fn policy() -> StaticPolicy {
             &[Source::Rules, Source::Llm],
             ParamLimits::new(Mode::Auto)
                 .bounds(128, 65535)
-                .step(Step::Percent(100.0)),
+                .step(Step::Percent(Percent::whole(100))),
         )
         .with(
             "net.ipv4.tcp_rmem",

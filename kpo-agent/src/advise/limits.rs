@@ -14,6 +14,7 @@ use crate::actuate::{
     param::{ParamAddress, Value},
     sysctl::decreasing_element,
 };
+pub use crate::policy::Percent;
 
 /// What the policy lets happen to a parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -34,7 +35,7 @@ pub enum Step {
     /// In the parameter's own units.
     Absolute(i64),
     /// Percent of the current value.
-    Percent(f64),
+    Percent(Percent),
 }
 
 impl Step {
@@ -42,7 +43,8 @@ impl Step {
     pub fn allowed_from(self, current: i64) -> i64 {
         match self {
             Step::Absolute(n) => n.saturating_abs(),
-            Step::Percent(p) => ((current as f64).abs() * p.abs() / 100.0).floor() as i64,
+            // The policy's own computation: a step it would refuse is never proposed.
+            Step::Percent(p) => p.of(current),
         }
     }
 }
@@ -51,7 +53,7 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::Absolute(n) => write!(f, "{n}"),
-            Step::Percent(p) => write!(f, "{p}%"),
+            Step::Percent(p) => write!(f, "{p}"),
         }
     }
 }
@@ -353,7 +355,7 @@ mod tests {
         let somaxconn: ParamAddress = "net.core.somaxconn".parse().unwrap();
         let l = ParamLimits::new(Mode::Auto)
             .bounds(128, 65535)
-            .step(Step::Percent(100.0));
+            .step(Step::Percent(Percent::whole(100)));
         let cur = Value::Int(4096);
         assert_eq!(l.check(&somaxconn, &cur, &Value::Int(8192)), Ok(()));
         assert!(matches!(

@@ -20,15 +20,16 @@ use crate::{
     control::ControlError,
     journal::{format_ms, now_ms, target_key, Journal, JournalError},
     output::events::Event,
-    policy::{ApprovalSettings, Proposal},
+    policy::{ApprovalSettings, Proposal, Refusal},
 };
 
-/// What considering a batch produced: the events in order, and the changes applied (for the
-/// guard to watch).
+/// What considering a batch produced: the events in order, the changes applied (for the guard to
+/// watch), and the proposals the policy refused, with why (for their advisor to know).
 #[derive(Debug, Default)]
 pub struct Considered {
     pub events: Vec<Event>,
     pub applied: Vec<ChangeReport>,
+    pub refused: Vec<(Proposal, Refusal)>,
 }
 
 pub struct Desk {
@@ -224,7 +225,11 @@ impl Desk {
                 }
             }
             ChangeStatus::Applied => out.applied.push(report),
-            _ => {}
+            _ => {
+                if let Some(refusal) = report.refusal {
+                    out.refused.push((proposal, refusal));
+                }
+            }
         }
     }
 

@@ -59,7 +59,7 @@ impl AdvicePolicy for Policy {
         l.max_each = each(&rule.max);
         l.max_step = rule.max_step.map(|s| match s {
             MaxStep::Absolute(v) => Step::Absolute(v),
-            MaxStep::Relative(f) => Step::Percent(f * 100.0),
+            MaxStep::Relative(p) => Step::Percent(p),
         });
         Some(l)
     }
@@ -80,6 +80,67 @@ mod tests {
         },
         policy::Policy,
     };
+
+    /// A relative `max_step` gives the rules and the policy one number: the rules' step is the
+    /// largest the policy applies, and one more is refused. In floating point these percentages
+    /// gave the policy one less than the rules (0.333 × 1000 = 332.99999999999994).
+    #[test]
+    fn a_relative_step_is_the_same_for_the_rules_and_the_policy() {
+        use crate::{
+            advise::rules::step,
+            policy::{Context, Decision, Proposal, Refusal, Source as By},
+        };
+        let address: crate::actuate::param::ParamAddress =
+            "net.core.netdev_max_backlog".parse().unwrap();
+        for (percent, before, limit) in [
+            ("33.3%", 1000, 333),
+            ("10.1%", 1000, 101),
+            ("41%", 300, 123),
+            ("69%", 300, 207),
+            ("82%", 300, 246),
+        ] {
+            let policy = Policy::parse(
+                &format!(
+                    "[params.\"net.core.netdev_max_backlog\"]\nmode = \"auto\"\n\
+                     max_step = \"{percent}\"\nsources = [\"rules\"]\n"
+                ),
+                "policy.toml",
+            )
+            .unwrap();
+            let limits = policy.allowed(&address, Source::Rules).unwrap();
+            assert_eq!(
+                limits.max_step.unwrap().allowed_from(before),
+                limit,
+                "{percent}"
+            );
+            assert_eq!(limits.max_step.unwrap().to_string(), percent);
+            let proposed = step::raise(&address, before, before * 10, 16384, Some(&limits));
+            assert_eq!(proposed, Some(before + limit), "{percent}");
+            let decide = |value: i64| {
+                let mut ctx = Context::new(std::time::SystemTime::now());
+                ctx.before = Some(Value::Int(before));
+                let p = Proposal {
+                    address: address.clone(),
+                    value: Value::Int(value),
+                    source: By::Rules,
+                    reason: "test".into(),
+                };
+                policy.decide(&p, &ctx)
+            };
+            assert_eq!(decide(before + limit), Decision::Apply, "{percent}");
+            assert_eq!(
+                decide(before + limit + 1),
+                Decision::Refused(Refusal::StepTooLarge {
+                    element: None,
+                    from: before,
+                    to: before + limit + 1,
+                    max_step: percent.into(),
+                    limit,
+                }),
+                "{percent}"
+            );
+        }
+    }
 
     /// docs/policy.md's `tcp_rmem` entry, with the `llm` among its sources.
     const RMEM: &str = r#"

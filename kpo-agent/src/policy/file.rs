@@ -308,6 +308,17 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
             guard.signals = s;
         }
         if let Some(k) = g.max_changes_per_hour {
+            if *k.get_ref() == 0 {
+                // Every advisor's change would be refused rate_limited, for good.
+                return Err(ctx.err(
+                    k.span(),
+                    "guard.max_changes_per_hour".into(),
+                    PolicyErrorClass::BadValue,
+                    "must be at least 1: 0 would refuse every advisor's change (mode \"observe\" \
+                     or \"recommend\" is how to keep advisors from changing a parameter)"
+                        .into(),
+                ));
+            }
             guard.max_changes_per_hour = k.into_inner();
         }
         if let Some(q) = g.quarantine {
@@ -425,12 +436,18 @@ fn approval_settings(ctx: &Ctx<'_>, a: ApprovalsFile) -> Result<ApprovalSettings
         }
     }
     if let Some(n) = a.clear_after_windows {
-        if *n.get_ref() == 0 {
+        let repeat = crate::advise::rules::REPEAT_WINDOWS;
+        if u64::from(*n.get_ref()) <= repeat {
+            // An approval is kept pending by its advice being made again; cleared in between,
+            // it would be created anew with another id (and another webhook) at each repeat.
             return Err(ctx.err(
                 n.span(),
                 "approvals.clear_after_windows".into(),
                 PolicyErrorClass::BadValue,
-                "must be at least 1".into(),
+                format!(
+                    "must be more than {repeat}: the rules repeat advice that still holds every \
+                     {repeat} windows, and fewer would clear its approval in between"
+                ),
             ));
         }
         s.clear_after_windows = n.into_inner();

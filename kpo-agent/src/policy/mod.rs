@@ -220,20 +220,20 @@ impl fmt::Display for Bound {
 #[serde(rename_all = "snake_case")]
 pub enum MaxStep {
     Absolute(i64),
-    /// A fraction of the value before (`"50%"` is 0.5).
-    Relative(f64),
+    /// A percentage of the value before (`"50%"`).
+    Relative(Percent),
 }
 
 impl MaxStep {
     fn parse(text: &str) -> Result<MaxStep, String> {
         let t = text.trim();
         if let Some(p) = t.strip_suffix('%') {
-            return match p.trim().parse::<f64>() {
-                Ok(v) if v > 0.0 && v.is_finite() => Ok(MaxStep::Relative(v / 100.0)),
-                _ => Err(format!(
-                    "{text:?}: a relative step is a positive percentage like \"50%\""
-                )),
-            };
+            return Percent::parse(p).map(MaxStep::Relative).ok_or_else(|| {
+                format!(
+                    "{text:?}: a relative step is a positive percentage like \"50%\" or \"33.3%\" \
+                     (at most {MAX_PERCENT_DECIMALS} decimals)"
+                )
+            });
         }
         match t.parse::<i64>() {
             Ok(v) if v > 0 => Ok(MaxStep::Absolute(v)),
@@ -246,7 +246,7 @@ impl MaxStep {
     pub fn limit(self, before: i64) -> i64 {
         match self {
             MaxStep::Absolute(v) => v,
-            MaxStep::Relative(f) => ((before.unsigned_abs() as f64) * f).floor() as i64,
+            MaxStep::Relative(p) => p.of(before),
         }
     }
 }
@@ -255,9 +255,89 @@ impl fmt::Display for MaxStep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MaxStep::Absolute(v) => write!(f, "{v}"),
-            // Rounded: 7% is stored as 0.07, which times 100 is 7.000000000000001.
-            MaxStep::Relative(r) => write!(f, "{}%", (r * 100.0 * 1e6).round() / 1e6),
+            MaxStep::Relative(p) => write!(f, "{p}"),
         }
+    }
+}
+
+/// Decimals a percentage may have (`"33.333333333%"`).
+pub const MAX_PERCENT_DECIMALS: u32 = 9;
+
+/// A percentage as the policy writes it (`"33.3%"`), kept as the decimal it is. The advisors cap
+/// their steps with it and the policy checks them with it, and both must get the same number to
+/// the unit: in floating point 33.3% of 1000 is 332.99999999999994 one way and 333 another, and
+/// a step one side allows the other would refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Percent {
+    /// The digits without the decimal point (`333`)...
+    digits: u64,
+    /// ...and how many of them come after it (`1`).
+    decimals: u32,
+}
+
+impl Percent {
+    pub const fn whole(percent: u64) -> Self {
+        Self {
+            digits: percent,
+            decimals: 0,
+        }
+    }
+
+    /// A positive decimal number without the `%` (`"33.3"`), at most [`MAX_PERCENT_DECIMALS`]
+    /// decimals; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        let t = text.trim();
+        let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+        if (int.is_empty() && frac.is_empty())
+            || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        // `50.0%` is `50%`: one number, one way of showing it.
+        let frac = frac.trim_end_matches('0');
+        let decimals = u32::try_from(frac.len())
+            .ok()
+            .filter(|d| *d <= MAX_PERCENT_DECIMALS)?;
+        let mut digits: u64 = 0;
+        for b in int.bytes().chain(frac.bytes()) {
+            digits = digits.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        }
+        (digits > 0).then_some(Self { digits, decimals })
+    }
+
+    /// `⌊|before| × this / 100⌋`, exactly (at most `i64::MAX`): the one computation of a relative
+    /// step, for the advisors and the policy alike.
+    pub fn of(self, before: i64) -> i64 {
+        let scale = 100 * 10u128.pow(self.decimals);
+        let v = u128::from(before.unsigned_abs()) * u128::from(self.digits) / scale;
+        i64::try_from(v).unwrap_or(i64::MAX)
+    }
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scale = 10u64.pow(self.decimals);
+        let (int, frac) = (self.digits / scale, self.digits % scale);
+        if self.decimals == 0 {
+            write!(f, "{int}%")
+        } else {
+            write!(f, "{int}.{frac:0w$}%", w = self.decimals as usize)
+        }
+    }
+}
+
+impl Serialize for Percent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.strip_suffix('%')
+            .and_then(Percent::parse)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not a percentage")))
     }
 }
 
@@ -286,24 +366,40 @@ pub fn netns_inode(r: &NetnsRef) -> Option<u64> {
     }
 }
 
+/// The inode of the agent's own network namespace, whose keys are addressed as the host's.
+pub fn own_netns_inode() -> Option<u64> {
+    std::fs::metadata("/proc/self/ns/net").ok().map(|m| m.ino())
+}
+
 impl Namespaces {
     /// Whether a target is covered. NIC and cpufreq targets are not in a namespace and always are.
     pub fn covers(&self, target: &Target) -> bool {
+        self.covers_in(target, own_netns_inode)
+    }
+
+    /// As [`Namespaces::covers`], with `host` giving the inode of the agent's own namespace (read
+    /// only when the list needs it). The host's keys live in that namespace: `"host"`, its inode
+    /// and a path to it are three names for one namespace, and each covers what the others do.
+    fn covers_in(&self, target: &Target, host: impl Fn() -> Option<u64>) -> bool {
         let list = match self {
             Namespaces::All => return true,
             Namespaces::List(list) => list,
         };
+        let inode_of = |sel: &NamespaceSel| match sel {
+            NamespaceSel::Host => host(),
+            NamespaceSel::Inode(i) => Some(*i),
+            NamespaceSel::Path(p) => netns_inode(&NetnsRef::Path(p.clone())),
+        };
         match target {
-            Target::Host => list.contains(&NamespaceSel::Host),
+            Target::Host => {
+                list.contains(&NamespaceSel::Host)
+                    || host().is_some_and(|h| list.iter().any(|sel| inode_of(sel) == Some(h)))
+            }
             Target::Netns { netns } => {
                 let want = netns_inode(netns);
                 list.iter().any(|sel| match (sel, netns) {
-                    (NamespaceSel::Host, _) => false,
                     (NamespaceSel::Path(p), NetnsRef::Path(q)) if p == q => true,
-                    (NamespaceSel::Inode(i), _) => want == Some(*i),
-                    (NamespaceSel::Path(p), _) => {
-                        want.is_some() && netns_inode(&NetnsRef::Path(p.clone())) == want
-                    }
+                    _ => want.is_some() && inode_of(sel) == want,
                 })
             }
             Target::Nic { .. } | Target::Cpufreq { .. } => true,
@@ -592,7 +688,8 @@ impl Policy {
                 if a.len() == b.len() {
                     for (i, (x, y)) in b.iter().zip(&a).enumerate() {
                         let limit = step.limit(*x);
-                        if (y - x).abs() > limit {
+                        // Not `(y - x).abs()`: from i64::MAX to -1 that overflows.
+                        if y.abs_diff(*x) > limit.unsigned_abs() {
                             return Decision::Refused(Refusal::StepTooLarge {
                                 element: (a.len() > 1).then_some(i),
                                 from: *x,
@@ -776,6 +873,19 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Whether it passes with time or an operator, the advice unchanged: a cooldown or the hourly
+    /// limit runs out, a pause is lifted, a yielded parameter handed back (`kpo resume`). An
+    /// advisor waits for those rather than giving its advice up.
+    pub fn passes(&self) -> bool {
+        matches!(
+            self,
+            Refusal::Cooldown { .. }
+                | Refusal::RateLimited { .. }
+                | Refusal::Paused
+                | Refusal::Yielded
+        )
+    }
+
     /// A short machine name (`deny_listed`, `out_of_bounds`, ...), as in events.
     pub fn code(&self) -> &'static str {
         match self {

@@ -89,7 +89,7 @@ fn a_good_policy_loads() {
     assert_eq!(p.defaults.mode, Mode::Observe);
     let s = p.rule_for(&addr("net.core.somaxconn@netns:7"));
     assert_eq!(s.mode, Mode::Auto);
-    assert_eq!(s.max_step, Some(MaxStep::Relative(1.0)));
+    assert_eq!(s.max_step, Some(MaxStep::Relative(Percent::whole(100))));
     assert_eq!(s.cooldown, Duration::from_secs(300));
     assert_eq!(s.on_exit, OnExit::Revert);
     assert_eq!(s.line, 11);
@@ -666,12 +666,12 @@ fn sources_namespaces_pause_cooldown_rate_and_quarantine() {
 #[test]
 fn approvals_settings_load_and_their_mistakes_name_file_line_and_key() {
     let p = Policy::parse(
-        "[approvals]\nexpire_after = \"15m\"\nclear_after_windows = 5\nwebhook = \"http://127.0.0.1:9000/kpo\"\n",
+        "[approvals]\nexpire_after = \"15m\"\nclear_after_windows = 11\nwebhook = \"http://127.0.0.1:9000/kpo\"\n",
         "p.toml",
     )
     .unwrap();
     assert_eq!(p.approvals.expire_after, Duration::from_secs(900));
-    assert_eq!(p.approvals.clear_after_windows, 5);
+    assert_eq!(p.approvals.clear_after_windows, 11);
     assert_eq!(
         p.approvals.webhook.as_deref(),
         Some("http://127.0.0.1:9000/kpo")
@@ -700,6 +700,11 @@ fn approvals_settings_load_and_their_mistakes_name_file_line_and_key() {
         (
             "[approvals]\n\nclear_after_windows = 0\n",
             3,
+            "approvals.clear_after_windows",
+        ),
+        (
+            "[approvals]\nclear_after_windows = 10\n",
+            2,
             "approvals.clear_after_windows",
         ),
         (
@@ -848,4 +853,159 @@ fn the_llm_applies_automatically_only_within_bounds() {
             "{bounds}"
         );
     }
+}
+
+#[test]
+fn a_percentage_is_kept_as_written() {
+    let shown = |t: &str| Percent::parse(t).map(|p| p.to_string());
+    assert_eq!(shown("33.3"), Some("33.3%".into()));
+    assert_eq!(shown("50.0"), Some("50%".into()));
+    assert_eq!(shown(".5"), Some("0.5%".into()));
+    assert_eq!(shown("7.05"), Some("7.05%".into()));
+    assert_eq!(shown("0.000000001"), Some("0.000000001%".into()));
+    for bad in [
+        "",
+        ".",
+        "0",
+        "0.0",
+        "-5",
+        "+5",
+        "1e2",
+        "inf",
+        "0.0000000001",
+    ] {
+        assert_eq!(Percent::parse(bad), None, "{bad:?}");
+    }
+    assert_eq!(
+        Percent::whole(50).of(-7),
+        3,
+        "of the magnitude, rounded down"
+    );
+    assert_eq!(Percent::whole(100).of(i64::MIN), i64::MAX, "saturates");
+    assert_eq!(Percent::parse("0.5").unwrap().of(1000), 5);
+    let (_, key, class, msg) = err("[params.\"vm.swappiness\"]\nmax_step = \"1e2%\"\n");
+    assert_eq!(
+        (key.as_str(), class, msg.as_str()),
+        (
+            "params.\"vm.swappiness\".max_step",
+            PolicyErrorClass::BadValue,
+            "\"1e2%\": a relative step is a positive percentage like \"50%\" or \"33.3%\" (at \
+             most 9 decimals)"
+        )
+    );
+}
+
+#[test]
+fn a_step_across_the_whole_integer_range_is_refused_not_overflowed() {
+    for (max_step, limit) in [("10", 10), ("\"100%\"", i64::MAX)] {
+        let p = Policy::parse(
+            &format!("[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmax_step = {max_step}\n"),
+            "p.toml",
+        )
+        .unwrap();
+        let mut ctx = Context::new(SystemTime::now());
+        ctx.before = Some(Value::Int(i64::MAX));
+        assert_eq!(
+            p.decide(
+                &proposal("net.core.somaxconn", Value::Int(-1), Source::Rules),
+                &ctx
+            ),
+            Decision::Refused(Refusal::StepTooLarge {
+                element: None,
+                from: i64::MAX,
+                to: -1,
+                max_step: max_step.trim_matches('"').into(),
+                limit,
+            }),
+            "{max_step}"
+        );
+    }
+}
+
+#[test]
+fn guard_counts_of_zero_are_refused_naming_the_key() {
+    let (line, key, class, msg) = err("[guard]\nwindows = 2\nmax_changes_per_hour = 0\n");
+    assert_eq!(
+        (line, key.as_str(), class, msg.as_str()),
+        (
+            3,
+            "guard.max_changes_per_hour",
+            PolicyErrorClass::BadValue,
+            "must be at least 1: 0 would refuse every advisor's change (mode \"observe\" or \
+             \"recommend\" is how to keep advisors from changing a parameter)"
+        )
+    );
+    let (line, key, _, msg) = err("[guard]\nwindows = 0\n");
+    assert_eq!(
+        (line, key.as_str(), msg.as_str()),
+        (2, "guard.windows", "must be at least 1")
+    );
+    let p = Policy::parse("[guard]\nmax_changes_per_hour = 1\n", "p.toml").unwrap();
+    assert_eq!(p.guard.max_changes_per_hour, 1);
+}
+
+/// `"host"`, the agent's own namespace's inode and a path to it name one namespace, and cover
+/// the host's keys alike (docs/policy.md: paths and inodes are compared by inode).
+#[test]
+fn the_hosts_namespace_by_inode_or_path_covers_the_hosts_keys() {
+    const HOST: u64 = 4026531840;
+    let host = || Some(HOST);
+    let list = |sel: NamespaceSel| Namespaces::List(vec![sel]);
+    let in_host = Target::Netns {
+        netns: NetnsRef::Inode(HOST),
+    };
+    let elsewhere = Target::Netns {
+        netns: NetnsRef::Inode(HOST + 1),
+    };
+    for sel in [NamespaceSel::Host, NamespaceSel::Inode(HOST)] {
+        assert!(list(sel.clone()).covers_in(&Target::Host, host), "{sel:?}");
+        assert!(list(sel.clone()).covers_in(&in_host, host), "{sel:?}");
+        assert!(!list(sel.clone()).covers_in(&elsewhere, host), "{sel:?}");
+    }
+    let other = list(NamespaceSel::Inode(HOST + 1));
+    assert!(!other.covers_in(&Target::Host, host));
+    assert!(other.covers_in(&elsewhere, host));
+    // The real thing: this process's namespace, by path and by inode, through a policy file.
+    let own = own_netns_inode().unwrap();
+    for namespaces in ["[\"/proc/self/ns/net\"]".to_string(), format!("[{own}]")] {
+        let p = Policy::parse(
+            &format!(
+                "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nnamespaces = {namespaces}\n"
+            ),
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            p.decide(
+                &proposal("net.core.somaxconn", Value::Int(4096), Source::Rules),
+                &Context::new(SystemTime::now())
+            ),
+            Decision::Apply,
+            "{namespaces}"
+        );
+        assert_eq!(
+            p.decide(
+                &proposal(
+                    &format!("net.core.somaxconn@netns:{}", own + 1),
+                    Value::Int(4096),
+                    Source::Rules
+                ),
+                &Context::new(SystemTime::now())
+            ),
+            Decision::Refused(Refusal::NamespaceNotCovered {
+                target: format!("net.core.somaxconn@netns:{}", own + 1)
+            }),
+            "{namespaces}"
+        );
+    }
+}
+
+#[test]
+fn clear_after_windows_must_outlast_the_rules_repeat() {
+    let (_, _, _, msg) = err("[approvals]\nclear_after_windows = 10\n");
+    assert_eq!(
+        msg,
+        "must be more than 10: the rules repeat advice that still holds every 10 windows, and \
+         fewer would clear its approval in between"
+    );
 }

@@ -9,6 +9,7 @@
 //! does is journaled before the kernel is touched, and reported as events through the loop's
 //! sink.
 use std::{
+    collections::BTreeMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -47,7 +48,7 @@ use crate::{
         change_events::ChangePathEvent,
         events::{Event, OptimizerEvent},
     },
-    policy::{OnExit, Policy, Source},
+    policy::{Decision, OnExit, Policy, Proposal, Source},
     sensors::sysctl_watch::SysctlWriteEvent,
     window::{tick_window, Window},
 };
@@ -76,6 +77,10 @@ pub struct Deciding {
     host_netns: u64,
     /// The optimizer's live loop, when the policy gives it knobs (advise/optimizer/agent.rs).
     optimizer: Option<AgentOptimizer>,
+    /// The rules' proposals the policy refused for a reason that passes (`Refusal::passes`), by
+    /// target: until it has passed, the rules keep the advice as given and do not repeat it (a
+    /// refusal per tick); then they are told, and may give it again at once.
+    held_back: BTreeMap<String, Proposal>,
 }
 
 /// Whether a watched change is still what the kernel has from KPO (the journal's word).
@@ -214,6 +219,7 @@ impl Deciding {
                 .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
                 .unwrap_or(0),
             optimizer: None,
+            held_back: BTreeMap::new(),
         };
         let events = deciding.take_events();
         Ok((deciding, events))
@@ -407,6 +413,7 @@ impl Deciding {
     /// The rules read the window; what they recommend goes to [`Deciding::consider`].
     fn advise(&mut self, window: &Window) -> Vec<Event> {
         self.windows += 1;
+        self.release_held_back();
         let at = WindowRef {
             index: self.windows,
             end: window.end.clone(),
@@ -422,6 +429,7 @@ impl Deciding {
     /// the window closes; advice is for the window in progress.
     pub fn on_tick(&mut self, previous: &Sample, sample: &Sample) -> Vec<Event> {
         let tick = tick_window(previous, sample);
+        self.release_held_back();
         let at = WindowRef {
             index: self.windows + 1,
             end: tick.end.clone(),
@@ -453,7 +461,34 @@ impl Deciding {
         for report in &considered.applied {
             self.watch_if_applied(report, &report.address, &report.after);
         }
+        for (proposal, refusal) in considered.refused {
+            if proposal.source == Source::Rules && refusal.passes() {
+                self.held_back
+                    .insert(crate::journal::target_key(&proposal.address), proposal);
+            }
+        }
         considered.events
+    }
+
+    /// The rules' proposals whose passing refusal has passed (the policy would now decide them
+    /// otherwise) are released, before the rules read the next tick or window.
+    fn release_held_back(&mut self) {
+        let path = &self.path;
+        let passed: Vec<String> = self
+            .held_back
+            .iter()
+            .filter(|(_, p)| !matches!(path.preview(p), Decision::Refused(r) if r.passes()))
+            .map(|(key, _)| key.clone())
+            .collect();
+        if passed.is_empty() {
+            return;
+        }
+        let mut kernel = PathView::new(&self.path, self.host_netns);
+        for key in passed {
+            if let Some(p) = self.held_back.remove(&key) {
+                self.rules.release(&p.address, &mut kernel);
+            }
+        }
     }
 
     /// Sysctl writes by other processes: a managed parameter whose value is no longer the one KPO

@@ -1868,3 +1868,74 @@ fn settling_at_shutdown_leaves_values_that_are_not_the_loops_own() {
     assert_eq!((rig.max_freq(), rig.rx()), (3_000_000, 0));
     rig.assert_schema();
 }
+
+/// A rule's advice the policy refuses for a cooldown is asked again as soon as the cooldown is
+/// over (at the next window with the same drops), not `repeat_windows` later; while it lasts,
+/// the advice is not repeated (a refusal per tick or window).
+#[test]
+fn a_rules_advice_refused_for_a_cooldown_is_given_again_when_it_ends() {
+    const BACKLOG: &str = "net.core.netdev_max_backlog";
+    let tmp = tempfile::tempdir().unwrap();
+    let k = crate::change::tests::kernel(&[(BACKLOG, Value::Int(1000))]);
+    crate::journal::store::make_private(tmp.path());
+    let journal = Journal::open(tmp.path(), Holder::Agent, Duration::ZERO).unwrap();
+    let policy = Policy::parse(
+        r#"
+[guard]
+max_changes_per_hour = 1000
+
+[params."net.core.netdev_max_backlog"]
+mode = "auto"
+cooldown = "1s"
+sources = ["rules"]
+guard_signals = ["request_p99"]
+"#,
+        "policy.toml",
+    )
+    .unwrap();
+    let path = ChangePath::new(policy, journal, Box::new(k.clone()));
+    let mut deciding = Deciding::with_path(path, false).unwrap().0;
+    let mut drops = crate::advise::rules::testing::window(vec![]);
+    drops.system.softnet_dropped = Some(37);
+    // What each window proposed for the backlog, and what became of it.
+    let outcome = |deciding: &mut Deciding| -> Vec<(i64, ChangePhase, Option<String>)> {
+        deciding
+            .on_window(&drops)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Change(c)
+                    if matches!(c.phase, ChangePhase::Verified | ChangePhase::Refused) =>
+                {
+                    Some((c.after.as_int().unwrap(), c.phase, c.refusal))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let backlog = || k.0.lock().unwrap().values[BACKLOG].clone();
+    assert_eq!(
+        outcome(&mut deciding),
+        [(2000, ChangePhase::Verified, None)]
+    );
+    let started = Instant::now();
+    assert_eq!(
+        outcome(&mut deciding),
+        [(4000, ChangePhase::Refused, Some("cooldown".into()))]
+    );
+    assert_eq!(
+        outcome(&mut deciding),
+        [],
+        "not again while the cooldown lasts"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "too slow a host"
+    );
+    std::thread::sleep(Duration::from_millis(1100).saturating_sub(started.elapsed()));
+    assert_eq!(
+        outcome(&mut deciding),
+        [(4000, ChangePhase::Verified, None)],
+        "the cooldown is over"
+    );
+    assert_eq!(backlog(), Value::Int(4000));
+}

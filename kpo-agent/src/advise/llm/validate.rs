@@ -292,7 +292,7 @@ fn shorten_json(v: &Json) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::advise::limits::{ParamLimits, StaticPolicy, Step};
+    use crate::advise::limits::{ParamLimits, Percent, StaticPolicy, Step};
 
     fn setup() -> (Vec<ParamContext>, StaticPolicy, WindowRef) {
         let ns: ParamAddress = "net.core.somaxconn@netns:7".parse().unwrap();
@@ -303,7 +303,7 @@ mod tests {
                 &[Source::Llm],
                 ParamLimits::new(Mode::Auto)
                     .bounds(128, 65535)
-                    .step(Step::Percent(100.0)),
+                    .step(Step::Percent(Percent::whole(100))),
             )
             .with(
                 "net.ipv4.tcp_rmem",

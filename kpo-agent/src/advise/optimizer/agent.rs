@@ -36,7 +36,7 @@ use crate::{
     energy::EnergySource,
     guard::Guard,
     journal::{target_key, Record},
-    policy::{Bound, Decision, Mode, Proposal, Refusal, Source},
+    policy::{Bound, Decision, Mode, Proposal, Source},
     window::Window,
 };
 
@@ -917,15 +917,6 @@ fn list_dir(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Whether a refusal passes with time or an operator (the loop waits) or holds for this value
-/// (the loop gives the configuration up).
-fn passes(r: &Refusal) -> bool {
-    matches!(
-        r,
-        Refusal::Cooldown { .. } | Refusal::RateLimited { .. } | Refusal::Paused | Refusal::Yielded
-    )
-}
-
 /// The loop's configurations through the change path, watched by the guard.
 struct PathKnobs<'a> {
     path: &'a mut ChangePath,
@@ -1026,7 +1017,7 @@ impl Knobs for PathKnobs<'_> {
                     Err(e) => e.to_string(),
                 };
                 let retry = match decision {
-                    Decision::Refused(r) => passes(&r),
+                    Decision::Refused(r) => r.passes(),
                     Decision::NeedsApproval => true,
                     Decision::RecordOnly | Decision::Apply => false,
                 };

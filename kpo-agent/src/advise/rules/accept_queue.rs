@@ -22,7 +22,7 @@
 //! was calm for `rearm_windows` windows.
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{latch::Latch, netns_address, step, KernelView};
+use super::{latch::Latch, netns_address, netns_of, step, KernelView};
 use crate::{
     actuate::param::{ParamAddress, Target, Value},
     advise::{
@@ -66,7 +66,7 @@ impl Default for AcceptQueueConfig {
             near_ratio: 0.9,
             near_windows: 2,
             rearm_windows: 3,
-            repeat_windows: 10,
+            repeat_windows: super::REPEAT_WINDOWS,
             calm_windows: 60,
             calm_ratio: 0.25,
             raise_factor: 2,
@@ -104,8 +104,9 @@ struct ListenerState {
 pub struct AcceptQueueRule {
     pub cfg: AcceptQueueConfig,
     listeners: BTreeMap<ListenerId, ListenerState>,
-    /// Calm windows per namespace, and the window of the last step-back advice.
-    calm: BTreeMap<u64, (u32, Option<u64>)>,
+    /// Calm windows per namespace, and the window of the last step-back advice with the
+    /// somaxconn it stepped back from.
+    calm: BTreeMap<u64, (u32, Option<(u64, i64)>)>,
     /// Every somaxconn seen in each namespace: a limit equal to one of them, below the current
     /// value, was set by an earlier somaxconn (the service has not listened again since).
     seen: BTreeMap<u64, BTreeSet<i64>>,
@@ -176,6 +177,7 @@ impl AcceptQueueRule {
                 st.latch.calm(self.cfg.rearm_windows);
                 continue;
             }
+            st.latch.pressed();
             st.near += 1;
             if dropping || st.near >= self.cfg.near_windows {
                 // Drops that are not at its limit are not quoted as its reason, nor counted
@@ -237,6 +239,26 @@ impl AcceptQueueRule {
         out
     }
 
+    /// Advice for somaxconn in this namespace was refused for a reason that has passed: the
+    /// raise, or the step back, is given again when its condition next holds.
+    pub fn release(&mut self, address: &ParamAddress, kernel: &dyn KernelView) {
+        let Some(netns) = netns_of(address, kernel).filter(|_| address.name == SOMAXCONN) else {
+            return;
+        };
+        for (_, st) in self
+            .listeners
+            .iter_mut()
+            .filter(|(id, _)| id.netns == netns)
+        {
+            // Only a raise was proposed: advice for the service stands as given.
+            st.latch
+                .release_if(|&(somaxconn, limit)| i64::from(limit) >= somaxconn);
+        }
+        if let Some((_, last)) = self.calm.get_mut(&netns) {
+            *last = None;
+        }
+    }
+
     /// The namespace's somaxconn, remembered as one it had.
     fn somaxconn(&mut self, netns: u64, kernel: &mut dyn KernelView) -> Option<i64> {
         let v = kernel.current(&netns_address(SOMAXCONN, netns, kernel))?;
@@ -271,6 +293,7 @@ impl AcceptQueueRule {
             .unwrap_or(current)
             .max(current);
         let target = step::raise(
+            &addr,
             current,
             base.saturating_mul(self.cfg.raise_factor.max(2)),
             DEFAULT_CEILING,
@@ -366,15 +389,23 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
             if entry.0 < self.cfg.calm_windows {
                 continue;
             }
-            if entry.1.is_some_and(|last| {
-                at.index.saturating_sub(last) < u64::from(self.cfg.calm_windows)
-            }) {
-                continue;
+            // A step taken waits for another calm_windows; one not taken is repeated as often as
+            // any advice, so that its pending approval is not cleared as advice no longer made.
+            if let Some((last, from)) = entry.1 {
+                let wait = if from == current {
+                    self.cfg.repeat_windows
+                } else {
+                    u64::from(self.cfg.calm_windows)
+                };
+                if at.index.saturating_sub(last) < wait {
+                    continue;
+                }
             }
-            entry.1 = Some(at.index);
+            entry.1 = Some((at.index, current));
             let calm_windows = entry.0;
             let limits = policy.allowed(&addr, Source::Rules);
             let Some(target) = step::lower(
+                &addr,
                 current,
                 current / self.cfg.raise_factor.max(2),
                 original,
@@ -558,7 +589,7 @@ pub(super) fn quoted(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::advise::{
-        limits::{Mode, ParamLimits, StaticPolicy, Step},
+        limits::{Mode, ParamLimits, Percent, StaticPolicy, Step},
         rules::testing::{at, listener, window, FakeKernel, HOST, NS},
     };
 
@@ -830,7 +861,7 @@ mod tests {
             &[Source::Rules],
             ParamLimits::new(Mode::Auto)
                 .bounds(128, 65535)
-                .step(Step::Percent(50.0)),
+                .step(Step::Percent(Percent::whole(50))),
         );
         let r = AcceptQueueRule::default().evaluate(&at(1), &w, &mut kernel(4096), &stepped);
         assert_eq!(r[0].recommended_value, Some(Value::Int(6144)));
@@ -914,6 +945,42 @@ mod tests {
         assert!(
             rule.evaluate(&at(10), &calm, &mut k, &p).is_empty(),
             "not every window"
+        );
+    }
+
+    /// A step back not taken is repeated every repeat_windows, as other advice is (an approval
+    /// waiting for it is cleared after clear_after_windows without it); a step taken waits for
+    /// another calm_windows before the next.
+    #[test]
+    fn a_step_back_not_taken_is_repeated_like_other_advice() {
+        let mut rule = AcceptQueueRule::default();
+        let mut k = kernel(8192);
+        k.originals.insert(NS_KEY.into(), 1024);
+        let p = auto_policy();
+        let calm = window(vec![listener(NS, 8192, 40, 0)]);
+        let mut advised = Vec::new();
+        for i in 0..200 {
+            if i == 70 {
+                k.set(NS_KEY, 4096);
+            }
+            for r in rule.evaluate(&at(i), &calm, &mut k, &p) {
+                advised.push((i, r.recommended_value.and_then(|v| v.as_int())));
+            }
+        }
+        assert_eq!(
+            advised,
+            [
+                (59, Some(4096)),
+                (69, Some(4096)),
+                (129, Some(2048)),
+                (139, Some(2048)),
+                (149, Some(2048)),
+                (159, Some(2048)),
+                (169, Some(2048)),
+                (179, Some(2048)),
+                (189, Some(2048)),
+                (199, Some(2048)),
+            ]
         );
     }
 }

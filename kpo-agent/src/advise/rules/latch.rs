@@ -2,7 +2,8 @@
 //! holds; the latch then keeps it quiet while the situation is the same (the same key: the
 //! values that would make the same advice, such as the parameter's current value), until
 //! `repeat_windows` windows pass (the advice was not acted on and the condition still holds). A
-//! run of `rearm_windows` calm windows forgets the advice, so the next onset advises at once.
+//! run of `rearm_windows` calm windows forgets the advice, so the next onset advises at once, and
+//! so does advice the policy refused for a reason that has since passed ([`Latch::release_if`]).
 //! Windows are counted by index, so advice given on a tick and the window that tick belongs to
 //! are the same moment.
 #[derive(Debug, Clone)]
@@ -26,7 +27,7 @@ impl<K: PartialEq> Latch<K> {
     /// The condition holds in window `index` with `situation`: whether to advise now (and if so,
     /// it is recorded).
     pub fn fire(&mut self, index: u64, situation: K, repeat_windows: u64) -> bool {
-        self.calm = 0;
+        self.pressed();
         if let Some((at, same)) = &self.advised {
             if *same == situation && index.saturating_sub(*at) < repeat_windows {
                 return false;
@@ -45,9 +46,29 @@ impl<K: PartialEq> Latch<K> {
         }
     }
 
+    /// A closed window in which the condition held, whether or not it advised (a streak still
+    /// too short, advice standing): it breaks a run of calm windows, which re-arm only in a row.
+    pub fn pressed(&mut self) {
+        self.calm = 0;
+    }
+
     /// Whether advice is standing (given and not yet re-armed).
     pub fn is_set(&self) -> bool {
         self.advised.is_some()
+    }
+
+    /// The situation of the standing advice.
+    pub fn advised(&self) -> Option<&K> {
+        self.advised.as_ref().map(|(_, k)| k)
+    }
+
+    /// The standing advice, if its situation is such, was not taken for a reason that has passed
+    /// (the policy's cooldown, hourly limit, pause): forgotten, so the same situation advises
+    /// again at once rather than after `repeat_windows`.
+    pub fn release_if(&mut self, was: impl FnOnce(&K) -> bool) {
+        if self.advised().is_some_and(was) {
+            self.advised = None;
+        }
     }
 }
 
@@ -107,6 +128,14 @@ mod tests {
         l.calm(3);
         assert!(!l.is_set(), "three in a row do");
         assert!(l.fire(20, 200, 10));
+        l.calm(3);
+        l.calm(3);
+        l.pressed();
+        l.calm(3);
+        assert!(l.is_set(), "a pressed window breaks the run");
+        l.calm(3);
+        l.calm(3);
+        assert!(!l.is_set());
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //! and current value.
 use super::{host_address, latch::Latch, step, KernelView};
 use crate::{
+    actuate::param::ParamAddress,
     advise::{
         limits::AdvicePolicy,
         recommendation::{Recommendation, Source, WindowRef},
@@ -73,7 +74,7 @@ impl Default for MemoryConfig {
             min_swap_free_share: 0.25,
             windows: 2,
             rearm_windows: 3,
-            repeat_windows: 10,
+            repeat_windows: super::REPEAT_WINDOWS,
             floor: 10,
             ceiling: 100,
         }
@@ -95,6 +96,10 @@ pub struct MemoryRule {
     /// The direction of the last advice, until calm re-arms: going back the other way takes
     /// twice the windows.
     last_advice: Option<Direction>,
+    /// What the last advice replaced, while its direction still holds: the windows in a row that
+    /// led to it and the direction of the advice before. Should it be refused for a passing
+    /// reason, they are what counts again.
+    before_advice: Option<(u32, Option<Direction>)>,
 }
 
 impl MemoryRule {
@@ -108,6 +113,7 @@ impl MemoryRule {
         let s = &w.system;
         let Some(direction) = self.direction(s) else {
             self.streak = None;
+            self.before_advice = None;
             self.latch.calm(self.cfg.rearm_windows);
             if !self.latch.is_set() {
                 // Re-armed by calm: the last advice is history, either way is a fresh onset.
@@ -115,9 +121,13 @@ impl MemoryRule {
             }
             return Vec::new();
         };
+        self.latch.pressed();
         let count = match self.streak {
             Some((d, n)) if d == direction => n + 1,
-            _ => 1,
+            _ => {
+                self.before_advice = None;
+                1
+            }
         };
         self.streak = Some((direction, count));
         // Against the last advice, the pattern must hold twice as long: reclaim moved by that
@@ -142,11 +152,14 @@ impl MemoryRule {
         }
         let limits = policy.allowed(&addr, Source::Rules);
         let target = match direction {
-            Direction::Lower => step::lower(current, current / 2, self.cfg.floor, limits.as_ref()),
+            Direction::Lower => {
+                step::lower(&addr, current, current / 2, self.cfg.floor, limits.as_ref())
+            }
             // Not above the rule's ceiling even where the policy's `max` is higher: past 100
             // reclaim prefers swapping anonymous memory to dropping files, which this rule has no
             // signal to judge.
             Direction::Raise => step::raise(
+                &addr,
                 current,
                 (current + (current / 2).max(10)).min(self.cfg.ceiling),
                 self.cfg.ceiling,
@@ -156,8 +169,10 @@ impl MemoryRule {
         let Some(target) = target else {
             return Vec::new();
         };
-        // The next step waits for `windows` windows under the new value.
-        self.streak = None;
+        // The next step waits for `windows` windows under the new value: none yet, in this
+        // direction (a window the other way or without one breaks the run, as before).
+        self.streak = Some((direction, 0));
+        self.before_advice = Some((count, self.last_advice));
         self.last_advice = Some(direction);
         let seen = format!(
             "for {count} windows up to window {} ({}): memory stalls {} of the time, {} pages/s read back from swap, page-cache refaults {} pages/s, anonymous refaults {} pages/s",
@@ -185,6 +200,30 @@ impl MemoryRule {
             format!("{seen}. {why}"),
             0.6,
         )]
+    }
+
+    /// Advice for swappiness was refused for a reason that has passed. If the kernel still has
+    /// the value advised on and the run that led to the advice has not broken, that run counts
+    /// again (with the windows since) and the advice before it is the last: the next window in
+    /// the same direction advises again.
+    pub fn release(&mut self, address: &ParamAddress, kernel: &mut dyn KernelView) {
+        if *address != host_address(SWAPPINESS) {
+            return;
+        }
+        let Some(&(direction, value)) = self.latch.advised() else {
+            return;
+        };
+        if kernel.current(address) != Some(value) {
+            return;
+        }
+        self.latch.release_if(|_| true);
+        if let (Some((count, before)), Some((d, since))) = (self.before_advice.take(), self.streak)
+        {
+            if d == direction {
+                self.streak = Some((d, count.saturating_add(since)));
+                self.last_advice = before;
+            }
+        }
     }
 
     /// Which way this window points, if any.
@@ -414,6 +453,35 @@ mod tests {
             1,
             "re-armed"
         );
+    }
+
+    /// Calm windows forget the last advice only in a row: windows pointing the other way between
+    /// them break the run, so going back still takes the longer streak.
+    #[test]
+    fn calm_between_windows_of_the_other_direction_does_not_forget_the_last_advice() {
+        let mut rule = MemoryRule::default();
+        let mut k = FakeKernel::default().with(SWAPPINESS, 60);
+        let lower = memory(18.5, 3.0, 900.0, 850.0, 100.0);
+        let raise = memory(12.0, 0.5, 2.0, 20.0, 3000.0);
+        let calm = memory(0.0, 0.0, 0.0, 0.0, 0.0);
+        rule.on_window(&at(1), &lower, &mut k, &auto());
+        assert_eq!(
+            rule.on_window(&at(2), &lower, &mut k, &auto())[0].recommended_value,
+            Some(Value::Int(30))
+        );
+        k.set(SWAPPINESS, 30);
+        for (i, w) in [(3, &calm), (4, &raise), (5, &calm), (6, &raise), (7, &calm)] {
+            assert!(rule.on_window(&at(i), w, &mut k, &auto()).is_empty(), "{i}");
+        }
+        for i in 8..11 {
+            assert!(
+                rule.on_window(&at(i), &raise, &mut k, &auto()).is_empty(),
+                "window {i}: three calm windows, not in a row, keep the lower advice"
+            );
+        }
+        let r = rule.on_window(&at(11), &raise, &mut k, &auto());
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].recommended_value, Some(Value::Int(45)));
     }
 
     #[test]

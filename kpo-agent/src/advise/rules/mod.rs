@@ -1,6 +1,7 @@
 //! Deterministic rules: small, one per file, deterministic functions of windows (and the few
 //! kernel values they need, read through [`KernelView`]), with hysteresis state kept in the rule.
-//! No I/O of their own.
+//! No I/O of their own (but a warning in the log when the policy's bounds are out of a step's
+//! reach, `step`).
 //!
 //! The [`RuleSet`] owns every rule and has two entry points: [`RuleSet::on_tick`], with the
 //! window of the tick that just ended (`window::tick_window`), so that a rule reacts to a sudden
@@ -23,6 +24,11 @@ use crate::{
     },
     window::Window,
 };
+
+/// Windows after which every rule repeats advice that still holds and was not acted on (each
+/// rule's `repeat_windows` by default; the accept-queue rule's step back too). A pending approval
+/// lives on that repetition, so the policy's `[approvals] clear_after_windows` must be above it.
+pub const REPEAT_WINDOWS: u64 = 10;
 
 /// What the rules may read of the kernel. Reads are lazy: a rule asks only when it has something
 /// to say, so a quiet tick reads nothing (reading a namespace's key means finding it first).
@@ -47,6 +53,18 @@ pub fn netns_address(name: &str, netns: u64, kernel: &dyn KernelView) -> ParamAd
     ParamAddress {
         name: name.to_string(),
         target,
+    }
+}
+
+/// The namespace a rule's address is in (the agent's own for the host's keys); `None` for an
+/// address no rule makes.
+pub fn netns_of(address: &ParamAddress, kernel: &dyn KernelView) -> Option<u64> {
+    match &address.target {
+        Target::Host => Some(kernel.host_netns()),
+        Target::Netns {
+            netns: NetnsRef::Inode(inode),
+        } => Some(*inode),
+        _ => None,
     }
 }
 
@@ -91,6 +109,18 @@ impl RuleSet {
         out.extend(self.syn_backlog.on_tick(at, tick, kernel, policy));
         out.extend(self.receive_path.on_tick(at, tick, kernel, policy));
         out
+    }
+
+    /// The policy refused a rule's advice for `address` for a reason that passes (a cooldown, the
+    /// hourly limit, a pause, a yield: `Refusal::passes`), and that reason has now passed. The
+    /// advice was not taken, so the rule that gave it may give it again as soon as its condition
+    /// holds, rather than wait `repeat_windows` as for advice left standing. (A refusal that does
+    /// not pass is not reported: the same advice would be refused again.)
+    pub fn release(&mut self, address: &ParamAddress, kernel: &mut dyn KernelView) {
+        self.accept_queue.release(address, kernel);
+        self.syn_backlog.release(address, kernel);
+        self.receive_path.release(address, kernel);
+        self.memory.release(address, kernel);
     }
 
     /// A window closed.
@@ -230,6 +260,100 @@ mod tests {
         assert!(rules
             .on_window(&at(1), &burst, &mut k, &policy())
             .is_empty());
+    }
+
+    /// Advice refused for a reason that has passed is given again at the next tick or window
+    /// where its condition holds: the latch lets it through, and a run of windows that led to it
+    /// (memory, squeezes) still counts unless it broke. Advice for a service, never proposed,
+    /// stands.
+    #[test]
+    fn released_advice_is_given_again_when_its_condition_next_holds() {
+        let addr = |a: &str| -> ParamAddress { a.parse().unwrap() };
+        let values = |r: &[Recommendation]| -> Vec<(String, Option<i64>)> {
+            r.iter()
+                .map(|r| {
+                    (
+                        r.parameter.to_string(),
+                        r.recommended_value.as_ref().and_then(|v| v.as_int()),
+                    )
+                })
+                .collect()
+        };
+        let ns_key = "net.core.somaxconn@netns:4026532281";
+        let mut k = FakeKernel::default()
+            .with(ns_key, 128)
+            .with(memory::SWAPPINESS, 60)
+            .with(receive_path::BUDGET, 300)
+            .with(receive_path::BUDGET_USECS, 8000);
+        let p = policy();
+
+        // Accept queue: the raise again, the advice for the application not.
+        let mut rules = RuleSet::default();
+        let mut app = listener(NS, 64, 64, 5);
+        app.port = 80;
+        let burst = window(vec![listener(NS, 128, 128, 9), app]);
+        assert_eq!(rules.on_tick(&at(1), &burst, &mut k, &p).len(), 2);
+        assert!(rules.on_tick(&at(1), &burst, &mut k, &p).is_empty());
+        rules.release(&addr(ns_key), &mut k);
+        assert_eq!(
+            values(&rules.on_tick(&at(1), &burst, &mut k, &p)),
+            [(ns_key.to_string(), Some(256))]
+        );
+
+        // Memory: the two windows that led to the advice still count.
+        let mut rules = RuleSet::default();
+        let mut lower = window(vec![]);
+        let s = &mut lower.system;
+        s.swap_total_bytes = Some(4 << 30);
+        s.swap_free_bytes = Some(3 << 30);
+        s.psi_memory_some_stall_pct = Some(18.5);
+        s.psi_memory_full_stall_pct = Some(3.0);
+        s.swap_in_pages_per_s = Some(900.0);
+        s.refault_anon_pages_per_s = Some(850.0);
+        s.refault_file_pages_per_s = Some(100.0);
+        let calm = window(vec![]);
+        let swappiness = [(memory::SWAPPINESS.to_string(), Some(30))];
+        assert!(rules.on_window(&at(1), &lower, &mut k, &p).is_empty());
+        assert_eq!(
+            values(&rules.on_window(&at(2), &lower, &mut k, &p)),
+            swappiness
+        );
+        rules.release(&addr(memory::SWAPPINESS), &mut k);
+        assert_eq!(
+            values(&rules.on_window(&at(3), &lower, &mut k, &p)),
+            swappiness
+        );
+        // A run broken before the release counts no more: two windows again.
+        assert!(rules.on_window(&at(4), &calm, &mut k, &p).is_empty());
+        rules.release(&addr(memory::SWAPPINESS), &mut k);
+        assert!(rules.on_window(&at(5), &lower, &mut k, &p).is_empty());
+        assert_eq!(
+            values(&rules.on_window(&at(6), &lower, &mut k, &p)),
+            swappiness
+        );
+
+        // Squeezes: both budgets again at the next squeezed window.
+        let mut rules = RuleSet::default();
+        let mut squeezed = window(vec![]);
+        let s = &mut squeezed.system;
+        s.softnet_time_squeeze = Some(600);
+        s.softnet_time_squeeze_per_s = Some(10.0);
+        let budgets = [
+            (receive_path::BUDGET.to_string(), Some(600)),
+            (receive_path::BUDGET_USECS.to_string(), Some(16000)),
+        ];
+        assert!(rules.on_window(&at(1), &squeezed, &mut k, &p).is_empty());
+        assert_eq!(
+            values(&rules.on_window(&at(2), &squeezed, &mut k, &p)),
+            budgets
+        );
+        rules.release(&addr(receive_path::BUDGET), &mut k);
+        assert_eq!(
+            values(&rules.on_window(&at(3), &squeezed, &mut k, &p)),
+            budgets
+        );
+        // Without a release, the same advice waits repeat_windows.
+        assert!(rules.on_window(&at(4), &squeezed, &mut k, &p).is_empty());
     }
 
     #[test]

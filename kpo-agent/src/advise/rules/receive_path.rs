@@ -20,6 +20,7 @@ use super::{
     step, KernelView,
 };
 use crate::{
+    actuate::param::ParamAddress,
     advise::{
         limits::AdvicePolicy,
         recommendation::{Recommendation, Source, WindowRef},
@@ -74,7 +75,7 @@ impl Default for ReceivePathConfig {
             squeeze_share: 0.01,
             squeeze_windows: 2,
             rearm_windows: 3,
-            repeat_windows: 10,
+            repeat_windows: super::REPEAT_WINDOWS,
             raise_factor: 2,
             max_backlog_ceiling: 16384,
             budget_ceiling: 2400,
@@ -93,9 +94,41 @@ pub struct ReceivePathRule {
     squeeze: Latch<(i64, i64)>,
     /// Squeezed windows in a row since the last advice.
     squeezed: u32,
+    /// The squeezed windows in a row that led to the last advice, while the run lasts: should
+    /// that advice be refused for a passing reason, they still count.
+    squeezed_before: Option<u32>,
 }
 
 impl ReceivePathRule {
+    /// Advice for one of these parameters was refused for a reason that has passed: given again
+    /// when the condition next holds. Squeezes need no new run of windows if the budgets are
+    /// still those advised on (none was taken) and the run that led to it has not broken.
+    pub fn release(&mut self, address: &ParamAddress, kernel: &mut dyn KernelView) {
+        if address.target != crate::actuate::param::Target::Host {
+            return;
+        }
+        match address.name.as_str() {
+            MAX_BACKLOG => self.drops.release_if(|_| true),
+            BUDGET | BUDGET_USECS => {
+                let now = (
+                    kernel.current(&host_address(BUDGET)),
+                    kernel.current(&host_address(BUDGET_USECS)),
+                );
+                if self
+                    .squeeze
+                    .advised()
+                    .is_some_and(|&(b, u)| now == (Some(b), Some(u)))
+                {
+                    self.squeeze.release_if(|_| true);
+                    if let Some(before) = self.squeezed_before.take() {
+                        self.squeezed = self.squeezed.saturating_add(before);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Drops in the tick advise at once.
     pub fn on_tick(
         &mut self,
@@ -143,6 +176,8 @@ impl ReceivePathRule {
         // Calm is judged on the whole window: drops a raise answered are not calm.
         if in_window.unwrap_or(0) < self.cfg.min_drops {
             self.drops.calm(self.cfg.rearm_windows);
+        } else {
+            self.drops.pressed();
         }
         out.extend(self.squeeze_advice(at, w, kernel, policy));
         out
@@ -169,6 +204,7 @@ impl ReceivePathRule {
         }
         let limits = policy.allowed(&addr, Source::Rules);
         let target = step::raise(
+            &addr,
             current,
             current.saturating_mul(self.cfg.raise_factor.max(2)),
             self.cfg.max_backlog_ceiling,
@@ -218,9 +254,11 @@ Raising it to {target} lets each CPU queue more packets before dropping; it appl
             rate >= self.cfg.squeeze_per_s && share.is_none_or(|s| s >= self.cfg.squeeze_share);
         if !squeezed {
             self.squeezed = 0;
+            self.squeezed_before = None;
             self.squeeze.calm(self.cfg.rearm_windows);
             return Vec::new();
         }
+        self.squeeze.pressed();
         self.squeezed += 1;
         if self.squeezed < self.cfg.squeeze_windows {
             return Vec::new();
@@ -244,6 +282,7 @@ Raising it to {target} lets each CPU queue more packets before dropping; it appl
             self.squeezed,
         );
         // The next step waits for `squeeze_windows` windows under the new budgets.
+        self.squeezed_before = Some(self.squeezed);
         self.squeezed = 0;
         let mut out = Vec::new();
         for (addr, current, ceiling, what) in [
@@ -257,6 +296,7 @@ Raising it to {target} lets each CPU queue more packets before dropping; it appl
         ] {
             let limits = policy.allowed(&addr, Source::Rules);
             let Some(target) = step::raise(
+                &addr,
                 current,
                 current.saturating_mul(self.cfg.raise_factor.max(2)),
                 ceiling,
@@ -289,7 +329,7 @@ mod tests {
     use crate::{
         actuate::param::Value,
         advise::{
-            limits::{Mode, ParamLimits, StaticPolicy, Step},
+            limits::{Mode, ParamLimits, Percent, StaticPolicy, Step},
             rules::testing::{at, window, FakeKernel},
         },
     };
@@ -475,7 +515,7 @@ mod tests {
             .with(
                 MAX_BACKLOG,
                 &[Source::Rules],
-                ParamLimits::new(Mode::Recommend).step(Step::Percent(25.0)),
+                ParamLimits::new(Mode::Recommend).step(Step::Percent(Percent::whole(25))),
             )
             .with(
                 BUDGET,

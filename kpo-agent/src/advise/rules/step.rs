@@ -1,6 +1,9 @@
 //! How far a rule moves a parameter in one step, within the policy: the rule proposes a target,
-//! the policy's bounds and `max_step` cap it, and a step that would not move is no advice. And
-//! the recommendation that carries a step, the same for every rule.
+//! the policy's bounds and `max_step` cap it, and a step that would not move, or that cannot reach
+//! the policy's bounds, is no advice. And the recommendation that carries a step, the same for
+//! every rule.
+use tracing::warn;
+
 use crate::{
     actuate::param::{ParamAddress, Value},
     advise::{
@@ -11,29 +14,109 @@ use crate::{
 
 /// Up from `current` toward `target` (at least to the policy's `min`, which the policy would
 /// otherwise refuse), capped by its `max` (by `ceiling` without one) and its `max_step`. `None`
-/// when that does not move it up.
-pub fn raise(current: i64, target: i64, ceiling: i64, limits: Option<&ParamLimits>) -> Option<i64> {
-    let min = limits.and_then(|l| l.min).unwrap_or(i64::MIN);
-    let mut next = target
-        .max(min)
-        .min(limits.and_then(|l| l.max).unwrap_or(ceiling));
-    if let Some(step) = limits.and_then(|l| l.max_step) {
-        next = next.min(current.saturating_add(step.allowed_from(current)));
-    }
-    (next > current).then_some(next)
+/// when that does not move it up, or when the `min` is out of reach in one step: every value the
+/// step allows would be refused as out of bounds, so there is no advice, and a warning says why.
+pub fn raise(
+    address: &ParamAddress,
+    current: i64,
+    target: i64,
+    ceiling: i64,
+    limits: Option<&ParamLimits>,
+) -> Option<i64> {
+    within_reach(address, raised(current, target, ceiling, limits))
 }
 
-/// Down from `current` toward `target`, never below `floor` nor the policy's `min`, nor by more
-/// than its `max_step`. `None` when that does not move it down.
-pub fn lower(current: i64, target: i64, floor: i64, limits: Option<&ParamLimits>) -> Option<i64> {
-    let mut next = target.max(floor);
-    if let Some(min) = limits.and_then(|l| l.min) {
-        next = next.max(min);
+/// Down from `current` toward `target`, never below `floor` nor the policy's `min`, at most to its
+/// `max` (which the policy would otherwise refuse), nor by more than its `max_step`. `None` when
+/// that does not move it down, or when no value at or above `floor` within one step is at or
+/// below the `max` (a warning says why).
+pub fn lower(
+    address: &ParamAddress,
+    current: i64,
+    target: i64,
+    floor: i64,
+    limits: Option<&ParamLimits>,
+) -> Option<i64> {
+    within_reach(address, lowered(current, target, floor, limits))
+}
+
+fn within_reach(address: &ParamAddress, step: Result<Option<i64>, String>) -> Option<i64> {
+    step.unwrap_or_else(|why| {
+        warn!("rules: no step for {address}: {why}");
+        None
+    })
+}
+
+/// [`raise`]'s step, or why the policy's bounds are out of its reach.
+fn raised(
+    current: i64,
+    target: i64,
+    ceiling: i64,
+    limits: Option<&ParamLimits>,
+) -> Result<Option<i64>, String> {
+    let min = limits.and_then(|l| l.min);
+    let max = limits.and_then(|l| l.max);
+    let mut next = target
+        .max(min.unwrap_or(i64::MIN))
+        .min(max.unwrap_or(ceiling));
+    if next <= current {
+        return Ok(None);
     }
-    if let Some(step) = limits.and_then(|l| l.max_step) {
+    let step = limits.and_then(|l| l.max_step);
+    if let Some(step) = step {
+        next = next.min(current.saturating_add(step.allowed_from(current)));
+    }
+    if let Some(min) = min.filter(|min| next < *min) {
+        let why = match step {
+            Some(step) if next < max.unwrap_or(ceiling) => format!(
+                "max_step {step} allows at most {} from {current}",
+                step.allowed_from(current)
+            ),
+            _ => format!("the rule goes no higher than {ceiling}"),
+        };
+        return Err(format!(
+            "the policy refuses anything below its min {min}, and {why}: widen max_step or lower \
+             min"
+        ));
+    }
+    Ok((next > current).then_some(next))
+}
+
+/// [`lower`]'s step, or why the policy's bounds are out of its reach.
+fn lowered(
+    current: i64,
+    target: i64,
+    floor: i64,
+    limits: Option<&ParamLimits>,
+) -> Result<Option<i64>, String> {
+    let max = limits.and_then(|l| l.max);
+    let mut next = target
+        .max(floor)
+        .max(limits.and_then(|l| l.min).unwrap_or(i64::MIN));
+    if next >= current {
+        return Ok(None);
+    }
+    if let Some(max) = max.filter(|max| next > *max) {
+        if max < floor {
+            return Err(format!(
+                "the policy refuses anything above its max {max}, and the rule goes no lower than \
+                 {floor}"
+            ));
+        }
+        next = max;
+    }
+    let step = limits.and_then(|l| l.max_step);
+    if let Some(step) = step {
         next = next.max(current.saturating_sub(step.allowed_from(current)));
     }
-    (next < current).then_some(next)
+    if let (Some(max), Some(step)) = (max.filter(|max| next > *max), step) {
+        return Err(format!(
+            "the policy refuses anything above its max {max}, and max_step {step} allows at most \
+             {} from {current}: widen max_step or raise max",
+            step.allowed_from(current)
+        ));
+    }
+    Ok((next < current).then_some(next))
 }
 
 /// A recommendation to move `parameter` from `current` to `target`. It may be applied without a
@@ -73,46 +156,117 @@ pub fn change(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::advise::limits::Step;
+    use crate::advise::limits::{Percent, Step};
 
     #[test]
     fn raise_is_capped_by_bounds_and_step() {
+        let addr: ParamAddress = "net.core.somaxconn".parse().unwrap();
         let free = ParamLimits::new(Mode::Auto);
-        assert_eq!(raise(1000, 2000, 16384, Some(&free)), Some(2000));
+        assert_eq!(raise(&addr, 1000, 2000, 16384, Some(&free)), Some(2000));
         assert_eq!(
-            raise(1000, 99999, 16384, Some(&free)),
+            raise(&addr, 1000, 99999, 16384, Some(&free)),
             Some(16384),
             "ceiling"
         );
         let bounded = ParamLimits::new(Mode::Auto).bounds(100, 1500);
-        assert_eq!(raise(1000, 2000, 16384, Some(&bounded)), Some(1500));
-        assert_eq!(raise(1500, 3000, 16384, Some(&bounded)), None, "at max");
+        assert_eq!(raise(&addr, 1000, 2000, 16384, Some(&bounded)), Some(1500));
         assert_eq!(
-            raise(16, 32, 16384, Some(&bounded)),
+            raise(&addr, 1500, 3000, 16384, Some(&bounded)),
+            None,
+            "at max"
+        );
+        assert_eq!(
+            raise(&addr, 16, 32, 16384, Some(&bounded)),
             Some(100),
             "up to the min"
         );
-        let stepped = ParamLimits::new(Mode::Auto).step(Step::Percent(25.0));
-        assert_eq!(raise(1000, 2000, 16384, Some(&stepped)), Some(1250));
+        let stepped = ParamLimits::new(Mode::Auto).step(Step::Percent(Percent::whole(25)));
+        assert_eq!(raise(&addr, 1000, 2000, 16384, Some(&stepped)), Some(1250));
         let absolute = ParamLimits::new(Mode::Auto).step(Step::Absolute(100));
-        assert_eq!(raise(1000, 2000, 16384, Some(&absolute)), Some(1100));
+        assert_eq!(raise(&addr, 1000, 2000, 16384, Some(&absolute)), Some(1100));
         assert_eq!(
-            raise(1000, 2000, 16384, None),
+            raise(&addr, 1000, 2000, 16384, None),
             Some(2000),
             "no policy: ceiling only"
         );
     }
 
+    /// A bound the step cannot reach is no advice: every value within the step would be refused
+    /// as out of bounds. Within reach, the step goes to the bound.
+    #[test]
+    fn a_bound_out_of_reach_in_one_step_is_no_step_and_says_why() {
+        let addr: ParamAddress = "net.core.somaxconn".parse().unwrap();
+        let below_min = ParamLimits::new(Mode::Auto)
+            .bounds(128, 65535)
+            .step(Step::Percent(Percent::whole(50)));
+        assert_eq!(
+            raised(16, 32, 16384, Some(&below_min)),
+            Err(
+                "the policy refuses anything below its min 128, and max_step 50% allows at most 8 \
+                 from 16: widen max_step or lower min"
+                    .into()
+            )
+        );
+        assert_eq!(raise(&addr, 16, 32, 16384, Some(&below_min)), None);
+        assert_eq!(
+            raise(&addr, 100, 32, 16384, Some(&below_min)),
+            Some(128),
+            "within reach: to the min"
+        );
+        let no_max = ParamLimits {
+            min: Some(128),
+            ..ParamLimits::new(Mode::Auto)
+        };
+        assert_eq!(
+            raised(16, 32, 100, Some(&no_max)),
+            Err(
+                "the policy refuses anything below its min 128, and the rule goes no higher than \
+                 100: widen max_step or lower min"
+                    .into()
+            )
+        );
+        let above_max = ParamLimits::new(Mode::Auto).bounds(0, 500);
+        assert_eq!(
+            lower(&addr, 2000, 1000, 10, Some(&above_max)),
+            Some(500),
+            "down to the max"
+        );
+        let stepped = above_max.clone().step(Step::Percent(Percent::whole(10)));
+        assert_eq!(
+            lowered(2000, 1000, 10, Some(&stepped)),
+            Err(
+                "the policy refuses anything above its max 500, and max_step 10% allows at most \
+                 200 from 2000: widen max_step or raise max"
+                    .into()
+            )
+        );
+        assert_eq!(lower(&addr, 2000, 1000, 10, Some(&stepped)), None);
+        assert_eq!(
+            lowered(2000, 1000, 1024, Some(&above_max)),
+            Err(
+                "the policy refuses anything above its max 500, and the rule goes no lower than \
+                 1024"
+                    .into()
+            )
+        );
+        assert_eq!(
+            lowered(8, 4, 10, Some(&above_max)),
+            Ok(None),
+            "below the floor already: nothing to lower, nothing to say"
+        );
+    }
+
     #[test]
     fn lower_is_capped_by_floor_min_and_step() {
+        let addr: ParamAddress = "vm.swappiness".parse().unwrap();
         let free = ParamLimits::new(Mode::Auto);
-        assert_eq!(lower(60, 30, 10, Some(&free)), Some(30));
-        assert_eq!(lower(12, 6, 10, Some(&free)), Some(10), "floor");
-        assert_eq!(lower(10, 5, 10, Some(&free)), None, "at the floor");
+        assert_eq!(lower(&addr, 60, 30, 10, Some(&free)), Some(30));
+        assert_eq!(lower(&addr, 12, 6, 10, Some(&free)), Some(10), "floor");
+        assert_eq!(lower(&addr, 10, 5, 10, Some(&free)), None, "at the floor");
         let min = ParamLimits::new(Mode::Auto).bounds(40, 100);
-        assert_eq!(lower(60, 30, 10, Some(&min)), Some(40));
+        assert_eq!(lower(&addr, 60, 30, 10, Some(&min)), Some(40));
         let stepped = ParamLimits::new(Mode::Auto).step(Step::Absolute(10));
-        assert_eq!(lower(60, 30, 10, Some(&stepped)), Some(50));
+        assert_eq!(lower(&addr, 60, 30, 10, Some(&stepped)), Some(50));
     }
 
     #[test]

@@ -24,9 +24,10 @@ use std::collections::BTreeMap;
 
 use super::{
     latch::{DropsAtValue, Latch},
-    netns_address, step, KernelView,
+    netns_address, netns_of, step, KernelView,
 };
 use crate::{
+    actuate::param::ParamAddress,
     advise::{
         limits::AdvicePolicy,
         recommendation::{Recommendation, Source, WindowRef},
@@ -57,7 +58,7 @@ impl Default for SynBacklogConfig {
         Self {
             min_drops: 1,
             rearm_windows: 3,
-            repeat_windows: 10,
+            repeat_windows: super::REPEAT_WINDOWS,
             raise_factor: 2,
         }
     }
@@ -90,6 +91,18 @@ fn useful_ceiling(largest_limit: i64) -> i64 {
 }
 
 impl SynBacklogRule {
+    /// Advice for this namespace was refused for a reason that has passed: given again when
+    /// drops next call for it.
+    pub fn release(&mut self, address: &ParamAddress, kernel: &dyn KernelView) {
+        let Some(netns) = netns_of(address, kernel).filter(|_| address.name == MAX_SYN_BACKLOG)
+        else {
+            return;
+        };
+        if let Some(latch) = self.latches.get_mut(&netns) {
+            latch.release_if(|_| true);
+        }
+    }
+
     pub fn on_tick(
         &mut self,
         at: &WindowRef,
@@ -146,12 +159,14 @@ impl SynBacklogRule {
                 continue;
             };
             let narrowed = closed && whole != Some(drops);
-            if closed && whole.unwrap_or(0) < self.cfg.min_drops {
+            if closed {
                 // Calm is judged on the whole window: drops a raise answered are not calm.
-                self.latches
-                    .entry(n.netns)
-                    .or_default()
-                    .calm(self.cfg.rearm_windows);
+                let latch = self.latches.entry(n.netns).or_default();
+                if whole.unwrap_or(0) < self.cfg.min_drops {
+                    latch.calm(self.cfg.rearm_windows);
+                } else {
+                    latch.pressed();
+                }
             }
             out.extend(self.advise_netns(at, w, n, drops, narrowed, kernel, policy));
         }
@@ -206,6 +221,7 @@ impl SynBacklogRule {
             }
             let limits = policy.allowed(&addr, Source::Rules);
             let target = step::raise(
+                &addr,
                 current,
                 current
                     .saturating_mul(self.cfg.raise_factor.max(2))
@@ -248,7 +264,7 @@ mod tests {
     use crate::{
         actuate::param::Value,
         advise::{
-            limits::{Mode, ParamLimits, StaticPolicy, Step},
+            limits::{Mode, ParamLimits, Percent, StaticPolicy, Step},
             rules::testing::{at, window, FakeKernel, NS},
         },
     };
@@ -365,7 +381,7 @@ mod tests {
     #[test]
     fn once_per_value_rearmed_by_calm_windows_and_stepped_within_policy() {
         let mut k = FakeKernel::default().with(COOKIES, 0).with(BACKLOG, 1000);
-        let p = policy(ParamLimits::new(Mode::Recommend).step(Step::Percent(50.0)));
+        let p = policy(ParamLimits::new(Mode::Recommend).step(Step::Percent(Percent::whole(50))));
         let mut rule = SynBacklogRule::default();
         let bad = with_netns(9, 0, Some(0));
         let r = rule.on_tick(&at(1), &bad, &mut k, &p);
