@@ -173,8 +173,12 @@ impl AcceptQueueRule {
             let near = l.backlog_limit > 0
                 && f64::from(l.backlog_max) >= self.cfg.near_ratio * f64::from(l.backlog_limit);
             if !(dropping || near) {
-                st.near = 0;
-                st.latch.calm(self.cfg.rearm_windows);
+                // A window whose drops are unknown (a failed read) is no evidence of calm: it
+                // neither counts toward re-arming the advice nor breaks a run of pressure.
+                if l.overflows.is_some() {
+                    st.near = 0;
+                    st.latch.calm(self.cfg.rearm_windows);
+                }
                 continue;
             }
             st.latch.pressed();
@@ -843,6 +847,25 @@ mod tests {
             assert!(rule.evaluate(&at(i), &calm, &mut k, &p).is_empty());
         }
         assert_eq!(rule.evaluate(&at(18), &full, &mut k, &p).len(), 1);
+    }
+
+    /// A window whose drops are unknown (its namespace's dump failed) neither breaks a run of
+    /// pressure nor counts as calm.
+    #[test]
+    fn a_window_of_unknown_drops_is_neither_pressure_nor_calm() {
+        let mut rule = AcceptQueueRule::default();
+        let mut k = kernel(128);
+        let p = auto_policy();
+        let near = window(vec![listener(NS, 128, 120, 0)]);
+        let mut unknown = window(vec![listener(NS, 128, 0, 0)]);
+        unknown.listeners[0].overflows = None;
+        assert!(rule.evaluate(&at(0), &near, &mut k, &p).is_empty());
+        assert!(rule.evaluate(&at(1), &unknown, &mut k, &p).is_empty());
+        assert_eq!(
+            rule.evaluate(&at(2), &near, &mut k, &p).len(),
+            1,
+            "the second near window in a row, the unknown one aside"
+        );
     }
 
     #[test]
