@@ -437,15 +437,16 @@ fn approval_settings(ctx: &Ctx<'_>, a: ApprovalsFile) -> Result<ApprovalSettings
     }
     if let Some(n) = a.clear_after_windows {
         let repeat = crate::advise::rules::REPEAT_WINDOWS;
-        if u64::from(*n.get_ref()) <= repeat {
+        if u64::from(*n.get_ref()) < repeat {
             // An approval is kept pending by its advice being made again; cleared in between,
             // it would be created anew with another id (and another webhook) at each repeat.
+            // A repeat every `repeat` windows leaves `repeat - 1` windows without it.
             return Err(ctx.err(
                 n.span(),
                 "approvals.clear_after_windows".into(),
                 PolicyErrorClass::BadValue,
                 format!(
-                    "must be more than {repeat}: the rules repeat advice that still holds every \
+                    "must be at least {repeat}: the rules repeat advice that still holds every \
                      {repeat} windows, and fewer would clear its approval in between"
                 ),
             ));

@@ -228,10 +228,11 @@ impl MaxStep {
     fn parse(text: &str) -> Result<MaxStep, String> {
         let t = text.trim();
         if let Some(p) = t.strip_suffix('%') {
+            let p = p.strip_prefix('+').unwrap_or(p);
             return Percent::parse(p).map(MaxStep::Relative).ok_or_else(|| {
                 format!(
-                    "{text:?}: a relative step is a positive percentage like \"50%\" or \"33.3%\" \
-                     (at most {MAX_PERCENT_DECIMALS} decimals)"
+                    "{text:?}: a relative step is a positive percentage in plain digits, like \
+                     \"50%\" or \"33.3%\" (no exponent, at most {MAX_PERCENT_DECIMALS} decimals)"
                 )
             });
         }

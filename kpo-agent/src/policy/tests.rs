@@ -703,7 +703,7 @@ fn approvals_settings_load_and_their_mistakes_name_file_line_and_key() {
             "approvals.clear_after_windows",
         ),
         (
-            "[approvals]\nclear_after_windows = 10\n",
+            "[approvals]\nclear_after_windows = 9\n",
             2,
             "approvals.clear_after_windows",
         ),
@@ -889,9 +889,19 @@ fn a_percentage_is_kept_as_written() {
         (
             "params.\"vm.swappiness\".max_step",
             PolicyErrorClass::BadValue,
-            "\"1e2%\": a relative step is a positive percentage like \"50%\" or \"33.3%\" (at \
-             most 9 decimals)"
+            "\"1e2%\": a relative step is a positive percentage in plain digits, like \"50%\" or \
+             \"33.3%\" (no exponent, at most 9 decimals)"
         )
+    );
+    // A leading plus is a positive percentage too.
+    let p = Policy::parse(
+        "[params.\"vm.swappiness\"]\nmax_step = \"+50%\"\n",
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        p.rule_for(&"vm.swappiness".parse().unwrap()).max_step,
+        Some(MaxStep::Relative(Percent::parse("50").unwrap()))
     );
 }
 
@@ -1002,10 +1012,12 @@ fn the_hosts_namespace_by_inode_or_path_covers_the_hosts_keys() {
 
 #[test]
 fn clear_after_windows_must_outlast_the_rules_repeat() {
-    let (_, _, _, msg) = err("[approvals]\nclear_after_windows = 10\n");
+    let (_, _, _, msg) = err("[approvals]\nclear_after_windows = 9\n");
     assert_eq!(
         msg,
-        "must be more than 10: the rules repeat advice that still holds every 10 windows, and \
+        "must be at least 10: the rules repeat advice that still holds every 10 windows, and \
          fewer would clear its approval in between"
     );
+    // A repeat every 10 windows leaves 9 without it: 10 keeps the approval.
+    assert!(Policy::parse("[approvals]\nclear_after_windows = 10\n", "p.toml").is_ok());
 }

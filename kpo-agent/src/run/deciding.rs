@@ -79,8 +79,9 @@ pub struct Deciding {
     optimizer: Option<AgentOptimizer>,
     /// The rules' proposals the policy refused for a reason that passes (`Refusal::passes`), by
     /// target: until it has passed, the rules keep the advice as given and do not repeat it (a
-    /// refusal per tick); then they are told, and may give it again at once.
-    held_back: BTreeMap<String, Proposal>,
+    /// refusal per tick); then they are told, and may give it again at once. With the window
+    /// it was held in: after `REPEAT_WINDOWS` the rule repeats its advice anyway.
+    held_back: BTreeMap<String, (Proposal, u64)>,
 }
 
 /// Whether a watched change is still what the kernel has from KPO (the journal's word).
@@ -463,8 +464,10 @@ impl Deciding {
         }
         for (proposal, refusal) in considered.refused {
             if proposal.source == Source::Rules && refusal.passes() {
-                self.held_back
-                    .insert(crate::journal::target_key(&proposal.address), proposal);
+                self.held_back.insert(
+                    crate::journal::target_key(&proposal.address),
+                    (proposal, self.windows),
+                );
             }
         }
         considered.events
@@ -473,11 +476,25 @@ impl Deciding {
     /// The rules' proposals whose passing refusal has passed (the policy would now decide them
     /// otherwise) are released, before the rules read the next tick or window.
     fn release_held_back(&mut self) {
+        let windows = self.windows;
+        // By then the rule repeats its advice by itself: nothing left to release.
+        self.held_back.retain(|_, (_, at)| {
+            windows.saturating_sub(*at) < crate::advise::rules::REPEAT_WINDOWS
+        });
         let path = &self.path;
+        let still_held = |p: &Proposal| {
+            // The journal alone answers for a pause, a yield, a cooldown or the hourly limit;
+            // the kernel is read (for a namespace, a scan of /proc) only once those have passed.
+            let ctx = path
+                .journal
+                .context(&p.address, &p.value, std::time::SystemTime::now());
+            matches!(path.policy.decide(p, &ctx), Decision::Refused(r) if r.passes())
+                || matches!(path.preview(p), Decision::Refused(r) if r.passes())
+        };
         let passed: Vec<String> = self
             .held_back
             .iter()
-            .filter(|(_, p)| !matches!(path.preview(p), Decision::Refused(r) if r.passes()))
+            .filter(|(_, (p, _))| !still_held(p))
             .map(|(key, _)| key.clone())
             .collect();
         if passed.is_empty() {
@@ -485,7 +502,7 @@ impl Deciding {
         }
         let mut kernel = PathView::new(&self.path, self.host_netns);
         for key in passed {
-            if let Some(p) = self.held_back.remove(&key) {
+            if let Some((p, _)) = self.held_back.remove(&key) {
                 self.rules.release(&p.address, &mut kernel);
             }
         }
