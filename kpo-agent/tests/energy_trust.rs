@@ -374,6 +374,29 @@ fn a_reading_long_enough_to_hide_a_second_wrap_is_refused() {
 }
 
 #[test]
+fn reads_too_far_apart_to_rule_out_a_second_wrap_give_no_figure() {
+    // A 10 J range wraps in 10 ms at 1 kW. Chosen for 1 ms ticks, the meter is trusted; two
+    // reads 20 ms apart could hide a second wrap, so that window has no figure.
+    let (sys, proc_dir) = machine(1_000, 10_000_000);
+    let file = energy_file(sys.path());
+    let mut choice = choose_meter_with(
+        sys.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        std::time::Duration::from_millis(1),
+        &mut || write(&file, "101000\n"),
+    )
+    .unwrap();
+    assert_eq!(choice.meter.source(), EnergySource::Rapl);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(&file, "201000\n");
+    choice.meter.sample();
+    write(&file, "301000\n");
+    let err = choice.meter.read().unwrap_err();
+    assert!(matches!(err, EnergyError::MayHaveWrapped { .. }), "{err}");
+}
+
+#[test]
 fn a_failed_read_costs_its_window_and_the_one_it_reaches_into() {
     let (sys, proc_dir) = machine(1_000, 1 << 40);
     let file = energy_file(sys.path());

@@ -205,6 +205,10 @@ struct Watch {
     strikes: u32,
     /// Signals that had a value before the change and in a watched window.
     judged: std::collections::BTreeSet<HealthSignal>,
+    /// Windows not counted because a signal measured before the change was not measured in them
+    /// (at most `windows` of them: a signal that never comes back does not hold the watch open).
+    #[serde(default)]
+    blind_windows: u32,
     /// When it was last written to the state directory (ms since the epoch).
     #[serde(default)]
     saved_ms: u64,
@@ -230,6 +234,7 @@ impl Watch {
             windows_left: windows,
             strikes: 0,
             judged: Default::default(),
+            blind_windows: 0,
             saved_ms: 0,
         }
     }
@@ -449,6 +454,18 @@ impl Guard {
             let regressed = measured.into_iter().find(|&(signal, before, after)| {
                 after > before * (1.0 + config.tolerance) + noise_floor(signal)
             });
+            // A window that saw no regression but could not see a signal it had a baseline for
+            // (a failed read) is no evidence of health: it neither clears a strike nor counts
+            // toward the watch's end.
+            let blind = regressed.is_none()
+                && w.blind_windows < config.windows
+                && w.signals
+                    .iter()
+                    .any(|s| w.baseline.0.contains_key(s) && !health.0.contains_key(s));
+            if blind {
+                w.blind_windows += 1;
+                return true;
+            }
             w.strikes = if regressed.is_some() {
                 w.strikes + 1
             } else {
@@ -571,6 +588,23 @@ mod tests {
     }
 
     #[test]
+    fn a_window_that_cannot_see_a_signal_does_not_clear_a_strike() {
+        let mut guard = Guard::new(GuardConfig {
+            windows: 3,
+            ..GuardConfig::default()
+        });
+        let calm = health(&[(HealthSignal::ListenOverflows, 0.0)]);
+        let bad = health(&[(HealthSignal::ListenOverflows, 500.0)]);
+        watch(&mut guard, 1, Value::Int(1024), calm);
+        assert!(observe(&mut guard, &bad).is_empty(), "one strike of two");
+        assert!(observe(&mut guard, &Health::default()).is_empty());
+        assert!(matches!(
+            observe(&mut guard, &bad)[..],
+            [Verdict::Revert { change_id: 1, .. }]
+        ));
+    }
+
+    #[test]
     fn health_that_holds_keeps_the_change_after_n_windows() {
         let mut guard = Guard::new(GuardConfig {
             windows: 2,
@@ -579,7 +613,10 @@ mod tests {
         let h = health(&[(HealthSignal::ListenOverflows, 0.0)]);
         watch(&mut guard, 1, Value::Int(1024), h.clone());
         assert!(observe(&mut guard, &h).is_empty());
-        // A signal absent from a window is not judged.
+        // A window without a signal measured before the change (a failed read) is not counted,
+        // at most `windows` times; then it is, and the watch ends.
+        assert!(observe(&mut guard, &Health::default()).is_empty());
+        assert!(observe(&mut guard, &Health::default()).is_empty());
         assert_eq!(
             observe(&mut guard, &Health::default()),
             vec![Verdict::Kept {

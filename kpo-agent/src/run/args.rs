@@ -49,15 +49,18 @@ pub struct RunArgs {
 
 impl RunArgs {
     pub fn config(&self) -> anyhow::Result<Config> {
-        // The file is checked on its own first, so that an error it has names it, and one that
-        // appears only with the flags names them.
-        let (mut config, origin) = match &self.config {
-            Some(path) => {
-                let config = Config::from_file(path)?;
-                config.validate(&path.display().to_string())?;
-                (config, format!("command line (over {})", path.display()))
+        let (mut config, file) = match &self.config {
+            Some(path) => (Config::from_file(path)?, Some(path)),
+            None => (Config::default(), None),
+        };
+        // Flags override the file, so the two are judged together; an error is then blamed on
+        // the file when the file alone has it, else on the flags that brought it.
+        let origin = match file {
+            Some(path) if config.validate(&path.display().to_string()).is_err() => {
+                path.display().to_string()
             }
-            None => (Config::default(), "command line".to_string()),
+            Some(path) => format!("command line (over {})", path.display()),
+            None => "command line".to_string(),
         };
         if let Some(v) = self.tick {
             config.tick = v;
@@ -126,5 +129,12 @@ mod tests {
         assert!(
             config(&["--disable-sensor", "foo"]).starts_with("command line: `disabled_sensors`")
         );
+        // A flag can still make the file's values whole: 63 s is a whole number of 7 s ticks.
+        let tick = dir.path().join("tick.toml");
+        std::fs::write(&tick, "tick = \"7s\"\n").unwrap();
+        let cli =
+            Cli::try_parse_from(["kpo", "--config", tick.to_str().unwrap(), "--window", "63s"])
+                .unwrap();
+        assert_eq!(cli.run.config().unwrap().window, Duration::from_secs(63));
     }
 }

@@ -197,8 +197,6 @@ fn forget_gone_namespaces(
     }
 }
 
-/// The inodes of the network namespaces that exist now: bound under /run/netns, or held by a
-/// process.
 #[cfg(test)]
 mod tests {
     use crate::{

@@ -475,7 +475,7 @@ fn listeners(
                     .or(now_bpf.map(|b| b.backlog_limit))
                     .unwrap_or(0),
                 backlog_max: peaks.get(&key).copied().unwrap_or(0),
-                backlog_now: view.map_or(0, |v| v.depth),
+                backlog_now: known.map_or(0, |v| v.depth),
                 enqueued: bpf_on.then(|| {
                     now_bpf.map_or(0, |b| counter::restarted(before_bpf.enqueued, b.enqueued))
                 }),

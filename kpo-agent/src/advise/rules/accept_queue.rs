@@ -379,17 +379,20 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
                 *entry = (0, None);
                 continue;
             }
-            let calm = window
-                .listeners
-                .iter()
-                .filter(|l| l.netns == netns)
-                .all(|l| {
-                    // An unknown count is no evidence of calm.
-                    l.overflows == Some(0)
-                        && f64::from(l.backlog_max)
-                            < self.cfg.calm_ratio * f64::from(l.backlog_limit.max(1))
-                });
-            entry.0 = if calm { entry.0 + 1 } else { 0 };
+            let listeners = || window.listeners.iter().filter(|l| l.netns == netns);
+            let quiet = |l: &ListenerWindow| {
+                f64::from(l.backlog_max) < self.cfg.calm_ratio * f64::from(l.backlog_limit.max(1))
+            };
+            // An unknown count is no evidence of calm, nor of pressure: such a window (a failed
+            // read) leaves the run of calm windows where it was.
+            let unknown = listeners().any(|l| l.overflows.is_none());
+            let calm = listeners().all(|l| l.overflows == Some(0) && quiet(l));
+            let pressed = listeners().any(|l| l.overflows.is_some_and(|o| o > 0) || !quiet(l));
+            entry.0 = match (calm, unknown && !pressed) {
+                (true, _) => entry.0 + 1,
+                (false, true) => entry.0,
+                (false, false) => 0,
+            };
             if entry.0 < self.cfg.calm_windows {
                 continue;
             }
@@ -969,6 +972,30 @@ mod tests {
             rule.evaluate(&at(10), &calm, &mut k, &p).is_empty(),
             "not every window"
         );
+    }
+
+    /// A window whose drops are unknown (a failed read) neither counts toward the calm before a
+    /// step back nor starts it again.
+    #[test]
+    fn an_unknown_window_leaves_the_calm_before_a_step_back_where_it_was() {
+        let cfg = AcceptQueueConfig {
+            calm_windows: 5,
+            ..AcceptQueueConfig::default()
+        };
+        let mut rule = AcceptQueueRule::new(cfg);
+        let mut k = kernel(8192);
+        k.originals.insert(NS_KEY.into(), 1024);
+        let p = auto_policy();
+        let calm = window(vec![listener(NS, 8192, 40, 0)]);
+        let mut unknown = calm.clone();
+        unknown.listeners[0].overflows = None;
+        for i in 0..4 {
+            assert!(rule.evaluate(&at(i), &calm, &mut k, &p).is_empty());
+        }
+        assert!(rule.evaluate(&at(4), &unknown, &mut k, &p).is_empty());
+        let r = rule.evaluate(&at(5), &calm, &mut k, &p);
+        assert_eq!(r.len(), 1, "the fifth calm window, the unknown one aside");
+        assert_eq!(r[0].recommended_value, Some(Value::Int(4096)));
     }
 
     /// A step back not taken is repeated every repeat_windows, as other advice is (an approval

@@ -27,7 +27,8 @@ use crate::{
 
 /// Windows after which every rule repeats advice that still holds and was not acted on (each
 /// rule's `repeat_windows` by default; the accept-queue rule's step back too). A pending approval
-/// lives on that repetition, so the policy's `[approvals] clear_after_windows` must be above it.
+/// lives on that repetition, so the policy's `[approvals] clear_after_windows` must be at least
+/// this (a repeat every 10 windows leaves 9 without it).
 pub const REPEAT_WINDOWS: u64 = 10;
 
 /// What the rules may read of the kernel. Reads are lazy: a rule asks only when it has something

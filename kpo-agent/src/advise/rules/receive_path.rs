@@ -173,11 +173,12 @@ impl ReceivePathRule {
             .drops_advice(at, w, in_window.map(|_| counted), &span, kernel, policy)
             .into_iter()
             .collect();
-        // Calm is judged on the whole window: drops a raise answered are not calm.
-        if in_window.unwrap_or(0) < self.cfg.min_drops {
-            self.drops.calm(self.cfg.rearm_windows);
-        } else {
-            self.drops.pressed();
+        // Calm is judged on the whole window: drops a raise answered are not calm. A window
+        // whose drops are unknown (CPUs that could not be matched) is neither.
+        match in_window {
+            None => {}
+            Some(n) if n < self.cfg.min_drops => self.drops.calm(self.cfg.rearm_windows),
+            Some(_) => self.drops.pressed(),
         }
         out.extend(self.squeeze_advice(at, w, kernel, policy));
         out
@@ -393,6 +394,32 @@ mod tests {
         k.set(MAX_BACKLOG, 2000);
         let r = rule.on_tick(&at(5), &tick, &mut k, &auto());
         assert_eq!(r[0].recommended_value, Some(Value::Int(4000)));
+    }
+
+    /// A window whose drops are unknown (softnet lines that could not be matched to CPUs) is not
+    /// one of the calm windows in a row that re-arm the advice.
+    #[test]
+    fn a_window_of_unknown_drops_does_not_rearm_the_advice() {
+        let mut rule = ReceivePathRule::default();
+        let mut k = kernel();
+        let mut tick = softnet(37, 0, 100.0);
+        tick.duration_s = 1.0;
+        assert_eq!(rule.on_tick(&at(1), &tick, &mut k, &auto()).len(), 1);
+        let mut unknown = softnet(0, 0, 100.0);
+        unknown.system.softnet_dropped = None;
+        for (i, w) in [softnet(0, 0, 100.0), softnet(0, 0, 100.0), unknown]
+            .iter()
+            .enumerate()
+        {
+            rule.on_window(&at(2 + i as u64), w, &mut k, &auto());
+        }
+        assert!(
+            rule.drops.is_set(),
+            "two calm windows and an unknown one do not re-arm"
+        );
+        rule.on_window(&at(5), &softnet(0, 0, 100.0), &mut k, &auto());
+        assert!(!rule.drops.is_set(), "the third calm window does");
+        assert_eq!(rule.on_tick(&at(6), &tick, &mut k, &auto()).len(), 1);
     }
 
     /// A raise a tick gave, once applied, is not given again at the window's end for the drops
