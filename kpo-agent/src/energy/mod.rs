@@ -207,12 +207,12 @@ impl CheckedMeter {
         mut inner: Box<dyn EnergyMeter + Send>,
         work: &mut dyn FnMut(),
     ) -> Result<Self, EnergyError> {
+        let before = Instant::now();
         inner.read()?;
-        let now = Instant::now();
         let mut checked = Self {
             inner,
-            last_ok: now,
-            interval_start: now,
+            last_ok: before,
+            interval_start: before,
             interval: Ok(Vec::new()),
             behind: false,
         };
