@@ -3,9 +3,18 @@
 //! (The perf PMU's kinds are checked with real kernel counters in the root tests' `energy_trust`.)
 
 use std::path::Path;
+use std::time::Duration;
 
 use kpo_agent::energy::estimate::PowerModel;
-use kpo_agent::energy::{choose_meter_with, trust, EnergyError, EnergySource};
+use kpo_agent::energy::{choose_meter_with, trust, EnergyError, EnergySource, MeterChoice};
+
+/// How often the agent reads the meter by default (its tick).
+const TICK: Duration = Duration::from_secs(1);
+
+/// `choose_meter_with` for a machine under `sys` and `proc_dir`, the CPU's work being `work`.
+fn choose(sys: &Path, proc_dir: &Path, tick: Duration, work: &mut dyn FnMut()) -> MeterChoice {
+    choose_meter_with(sys, proc_dir, PowerModel::default(), tick, work).unwrap()
+}
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -35,7 +44,7 @@ fn energy_file(sys: &Path) -> std::path::PathBuf {
 // 1 ms as 1 ms, so these steps (at most 0.3 J) stay below the 1 kW ceiling whatever the timing.
 
 /// The skipped reasons by source, in order.
-fn skipped(choice: &kpo_agent::energy::MeterChoice) -> Vec<(EnergySource, String)> {
+fn skipped(choice: &MeterChoice) -> Vec<(EnergySource, String)> {
     choice.skipped.clone()
 }
 
@@ -43,16 +52,9 @@ fn skipped(choice: &kpo_agent::energy::MeterChoice) -> Vec<(EnergySource, String
 fn an_advancing_counter_is_chosen_and_read() {
     let (sys, proc_dir) = machine(1_000, 1 << 40);
     let file = energy_file(sys.path());
-    let mut choice = choose_meter_with(
-        sys.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-        &mut || {
-            write(&file, "51000\n") // 0.05 J while the CPU worked
-        },
-    )
-    .unwrap();
+    let mut choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {
+        write(&file, "51000\n") // 0.05 J while the CPU worked
+    });
     assert_eq!(choice.meter.source(), EnergySource::Rapl);
     assert!(skipped(&choice).is_empty());
     assert_eq!(choice.meter.domains(), vec!["package-0".to_string()]);
@@ -67,14 +69,7 @@ fn an_advancing_counter_is_chosen_and_read() {
 fn a_frozen_counter_is_set_aside_with_the_reason() {
     let (sys, proc_dir) = machine(123_456, 1 << 40);
     // The CPU works, but the counter never moves (a VM's powercap tree that reads a constant).
-    let choice = choose_meter_with(
-        sys.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-        &mut || {},
-    )
-    .unwrap();
+    let choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {});
     assert_eq!(choice.meter.source(), EnergySource::Estimated);
     let skipped = skipped(&choice);
     assert_eq!(skipped[0].0, EnergySource::Rapl);
@@ -92,14 +87,7 @@ fn a_frozen_counter_is_set_aside_with_the_reason() {
 fn a_counter_reading_zero_is_set_aside() {
     // Some VMs expose a powercap tree whose counter is 0 and stays 0.
     let (sys, proc_dir) = machine(0, 1 << 40);
-    let choice = choose_meter_with(
-        sys.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-        &mut || {},
-    )
-    .unwrap();
+    let choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {});
     assert_eq!(choice.meter.source(), EnergySource::Estimated);
     assert!(choice.skipped[0].1.contains("did not advance"));
 }
@@ -110,14 +98,9 @@ fn a_backward_jump_that_is_no_wrap_is_set_aside() {
     // in a moment, far above any package's power.
     let (sys, proc_dir) = machine(5_000_000_000, 1 << 40);
     let file = energy_file(sys.path());
-    let choice = choose_meter_with(
-        sys.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-        &mut || write(&file, "1000000000\n"),
-    )
-    .unwrap();
+    let choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {
+        write(&file, "1000000000\n")
+    });
     assert_eq!(choice.meter.source(), EnergySource::Estimated);
     let reason = &choice.skipped[0].1;
     assert!(reason.contains("went backwards outside a wrap"), "{reason}");
@@ -132,16 +115,9 @@ fn a_real_wrap_is_energy_not_a_jump() {
     let max = 262_143_328_850u64; // a real package zone's max_energy_range_uj
     let (sys, proc_dir) = machine(max - 100_000, max);
     let file = energy_file(sys.path());
-    let mut choice = choose_meter_with(
-        sys.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-        &mut || {
-            write(&file, "200000\n") // wrapped: 0.1 J to the top, then 0.2 J
-        },
-    )
-    .unwrap();
+    let mut choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {
+        write(&file, "200000\n") // wrapped: 0.1 J to the top, then 0.2 J
+    });
     assert_eq!(choice.meter.source(), EnergySource::Rapl);
     write(&file, "400000\n");
     assert_eq!(choice.meter.read().unwrap().joules, 0.2);
@@ -151,14 +127,9 @@ fn a_real_wrap_is_energy_not_a_jump() {
 fn a_counter_that_stops_later_is_not_reported_as_energy() {
     let (sys, proc_dir) = machine(0, 1 << 40);
     let file = energy_file(sys.path());
-    let mut choice = choose_meter_with(
-        sys.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-        &mut || write(&file, "300000\n"),
-    )
-    .unwrap();
+    let mut choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {
+        write(&file, "300000\n")
+    });
     assert_eq!(choice.meter.source(), EnergySource::Rapl);
     // The counter stops moving after the check: over an interval long enough to judge, the
     // reading is refused, not 0 J.
@@ -203,14 +174,9 @@ fn one_frozen_package_is_not_hidden_by_another_that_moves() {
     // only). The sum moves, but the source is set aside, naming the frozen zone.
     let (sys, proc_dir) = packages(&[0, 1], 1_000, 1 << 40);
     let first = zone_file(sys.path(), 0);
-    let choice = choose_meter_with(
-        sys.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-        &mut || write(&first, "301000\n"),
-    )
-    .unwrap();
+    let choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {
+        write(&first, "301000\n")
+    });
     assert_eq!(choice.meter.source(), EnergySource::Estimated);
     let reason = &choice.skipped[0].1;
     assert!(
@@ -221,17 +187,10 @@ fn one_frozen_package_is_not_hidden_by_another_that_moves() {
     // Both move at the check, then the second stops: the window is refused, naming it.
     let (sys, proc_dir) = packages(&[0, 1], 1_000, 1 << 40);
     let (first, second) = (zone_file(sys.path(), 0), zone_file(sys.path(), 1));
-    let mut choice = choose_meter_with(
-        sys.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-        &mut || {
-            write(&first, "101000\n");
-            write(&second, "101000\n");
-        },
-    )
-    .unwrap();
+    let mut choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {
+        write(&first, "101000\n");
+        write(&second, "101000\n");
+    });
     assert_eq!(choice.meter.source(), EnergySource::Rapl);
     write(&first, "301000\n");
     std::thread::sleep(trust::MIN_JUDGED);
@@ -263,14 +222,7 @@ fn a_window_spanning_several_wraps_counts_every_one() {
         at = (at + 900_000) % range;
         write(file, &format!("{at}\n"));
     };
-    let mut choice = choose_meter_with(
-        sys.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-        &mut || step(&file),
-    )
-    .unwrap();
+    let mut choice = choose(sys.path(), proc_dir.path(), TICK, &mut || step(&file));
     assert_eq!(choice.meter.source(), EnergySource::Rapl);
     let ticks = 5_000;
     for _ in 0..ticks - 1 {
@@ -291,14 +243,9 @@ fn a_counter_reset_mid_window_is_caught_at_its_tick() {
     let range = 65_532_610_987u64;
     let (sys, proc_dir) = machine(40_000_000_000, range);
     let file = energy_file(sys.path());
-    let mut choice = choose_meter_with(
-        sys.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-        &mut || write(&file, "40000100000\n"),
-    )
-    .unwrap();
+    let mut choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {
+        write(&file, "40000100000\n")
+    });
     assert_eq!(choice.meter.source(), EnergySource::Rapl);
     write(&file, "40000200000\n");
     choice.meter.sample();
@@ -323,14 +270,12 @@ fn a_tick_long_enough_for_two_wraps_sets_powercap_aside_at_start() {
     // tell one wrap from two, so RAPL through powercap is not used.
     let (sys, proc_dir) = machine(1_000, 65_532_610_987);
     let file = energy_file(sys.path());
-    let choice = choose_meter_with(
+    let choice = choose(
         sys.path(),
         proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(120),
+        Duration::from_secs(120),
         &mut || write(&file, "101000\n"),
-    )
-    .unwrap();
+    );
     assert_eq!(choice.meter.source(), EnergySource::Estimated);
     let reason = &choice.skipped[0].1;
     assert!(
@@ -340,14 +285,12 @@ fn a_tick_long_enough_for_two_wraps_sets_powercap_aside_at_start() {
     // A one-minute tick is short enough.
     let (sys, proc_dir) = machine(1_000, 65_532_610_987);
     let file = energy_file(sys.path());
-    let choice = choose_meter_with(
+    let choice = choose(
         sys.path(),
         proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(60),
+        Duration::from_secs(60),
         &mut || write(&file, "101000\n"),
-    )
-    .unwrap();
+    );
     assert_eq!(choice.meter.source(), EnergySource::Rapl);
 }
 
@@ -357,14 +300,9 @@ fn a_reading_long_enough_to_hide_a_second_wrap_is_refused() {
     // to rule out a second wrap, so the source is set aside rather than trusted.
     let (sys, proc_dir) = machine(10, 100);
     let file = energy_file(sys.path());
-    let choice = choose_meter_with(
-        sys.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-        &mut || write(&file, "60\n"),
-    )
-    .unwrap();
+    let choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {
+        write(&file, "60\n")
+    });
     assert_eq!(choice.meter.source(), EnergySource::Estimated);
     let reason = &choice.skipped[0].1;
     assert!(
@@ -379,14 +317,12 @@ fn reads_too_far_apart_to_rule_out_a_second_wrap_give_no_figure() {
     // reads 20 ms apart could hide a second wrap, so that window has no figure.
     let (sys, proc_dir) = machine(1_000, 10_000_000);
     let file = energy_file(sys.path());
-    let mut choice = choose_meter_with(
+    let mut choice = choose(
         sys.path(),
         proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_millis(1),
+        Duration::from_millis(1),
         &mut || write(&file, "101000\n"),
-    )
-    .unwrap();
+    );
     assert_eq!(choice.meter.source(), EnergySource::Rapl);
     std::thread::sleep(std::time::Duration::from_millis(20));
     write(&file, "201000\n");
@@ -400,14 +336,9 @@ fn reads_too_far_apart_to_rule_out_a_second_wrap_give_no_figure() {
 fn a_failed_read_costs_its_window_and_the_one_it_reaches_into() {
     let (sys, proc_dir) = machine(1_000, 1 << 40);
     let file = energy_file(sys.path());
-    let mut choice = choose_meter_with(
-        sys.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-        &mut || write(&file, "101000\n"),
-    )
-    .unwrap();
+    let mut choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {
+        write(&file, "101000\n")
+    });
     assert_eq!(choice.meter.source(), EnergySource::Rapl);
 
     // A read fails mid-window: that window has no figure, whatever the later reads say.

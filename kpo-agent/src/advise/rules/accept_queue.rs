@@ -938,17 +938,22 @@ mod tests {
             .is_empty());
     }
 
-    #[test]
-    fn long_calm_steps_back_toward_the_original() {
+    /// A namespace whose somaxconn KPO raised from 1024 to 8192, a rule that steps back after 5
+    /// calm windows, and a calm window there.
+    fn raised_from_1024_to_8192() -> (AcceptQueueRule, FakeKernel, StaticPolicy, Window) {
         let cfg = AcceptQueueConfig {
             calm_windows: 5,
             ..AcceptQueueConfig::default()
         };
-        let mut rule = AcceptQueueRule::new(cfg);
         let mut k = kernel(8192);
         k.originals.insert(NS_KEY.into(), 1024);
-        let p = auto_policy();
         let calm = window(vec![listener(NS, 8192, 40, 0)]);
+        (AcceptQueueRule::new(cfg), k, auto_policy(), calm)
+    }
+
+    #[test]
+    fn long_calm_steps_back_toward_the_original() {
+        let (mut rule, mut k, p, calm) = raised_from_1024_to_8192();
         let busy = window(vec![listener(NS, 8192, 4000, 0)]);
         for i in 0..4 {
             assert!(rule.evaluate(&at(i), &calm, &mut k, &p).is_empty());
@@ -978,15 +983,7 @@ mod tests {
     /// step back nor starts it again.
     #[test]
     fn an_unknown_window_leaves_the_calm_before_a_step_back_where_it_was() {
-        let cfg = AcceptQueueConfig {
-            calm_windows: 5,
-            ..AcceptQueueConfig::default()
-        };
-        let mut rule = AcceptQueueRule::new(cfg);
-        let mut k = kernel(8192);
-        k.originals.insert(NS_KEY.into(), 1024);
-        let p = auto_policy();
-        let calm = window(vec![listener(NS, 8192, 40, 0)]);
+        let (mut rule, mut k, p, calm) = raised_from_1024_to_8192();
         let mut unknown = calm.clone();
         unknown.listeners[0].overflows = None;
         for i in 0..4 {
