@@ -19,6 +19,9 @@ use crate::{
 /// How long the CLI waits for the agent's answer (a change includes fsyncs and a read-back).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// The longest reply read: a journal of tens of thousands of changes reaches it.
+const MAX_REPLY: u64 = 16 << 20;
+
 /// A request could not be carried, or the agent refused it.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -38,6 +41,17 @@ pub enum ApiError {
         waited.as_secs_f64()
     )]
     NoReply { path: PathBuf, waited: Duration },
+    #[error(
+        "control socket {path}: the agent closed the connection without a reply (it may be \
+         stopping); whether the request was carried out, `kpo journal` says"
+    )]
+    Closed { path: PathBuf },
+    #[error(
+        "control socket {path}: the reply is over {} MiB and was cut off; with the agent \
+         stopped, `kpo journal` reads the journal itself",
+        limit >> 20
+    )]
+    TooLarge { path: PathBuf, limit: u64 },
     #[error(
         "control socket {path}: answered by uid {uid}, not root: not the agent (someone may have \
          put a socket of their own there); nothing was sent"
@@ -119,7 +133,7 @@ impl SocketControl {
         line.push(b'\n');
         stream.write_all(&line).map_err(io("sending the request"))?;
         let mut reply = Vec::new();
-        BufReader::new(stream.take(16 << 20))
+        BufReader::new(stream.take(MAX_REPLY))
             .read_until(b'\n', &mut reply)
             .map_err(|e| match e.kind() {
                 // What a read timeout on a socket gives.
@@ -131,6 +145,17 @@ impl SocketControl {
                 }
                 _ => io("reading the reply")(e),
             })?;
+        if reply.is_empty() {
+            return Err(ApiError::Closed {
+                path: self.path.clone(),
+            });
+        }
+        if reply.last() != Some(&b'\n') && reply.len() as u64 >= MAX_REPLY {
+            return Err(ApiError::TooLarge {
+                path: self.path.clone(),
+                limit: MAX_REPLY,
+            });
+        }
         let reply: Reply = serde_json::from_slice(&reply).map_err(|e| ApiError::Reply {
             path: self.path.clone(),
             detail: e.to_string(),

@@ -200,3 +200,36 @@ fn a_listener_that_never_answers_is_named_as_such() {
     assert!(err.to_string().contains("no reply within 0.2 s"), "{err}");
     silent.join().unwrap();
 }
+
+/// A listener that closes without answering (an agent stopping), or answers with more than the
+/// reply cap, gets an error that says so rather than a JSON parser's.
+#[test]
+fn a_reply_that_never_comes_or_never_ends_is_named_as_such() {
+    use std::io::{BufRead, Write};
+    for (answer, expected) in [
+        (0usize, "closed the connection without a reply"),
+        ((16 << 20) + 10, "the reply is over 16 MiB and was cut off"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kpo.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let control = SocketControl::connect(&path).unwrap().expect("a listener");
+        let server = std::thread::spawn(move || {
+            // The check's connection, then the request's: read it, answer `answer` bytes of
+            // an unfinished JSON array, close.
+            drop(listener.accept().unwrap());
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = std::io::BufReader::new(stream);
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let mut stream = reader.into_inner();
+            let body = vec![b'['; answer];
+            let _ = stream.write_all(&body);
+        });
+        let err = control
+            .call::<serde_json::Value>(&crate::api::Request::Status)
+            .unwrap_err();
+        assert!(err.to_string().contains(expected), "{err}");
+        server.join().unwrap();
+    }
+}
