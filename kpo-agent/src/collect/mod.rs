@@ -67,9 +67,10 @@ pub struct Sample {
     pub bpf: Option<BpfSnapshot>,
     pub listeners: BTreeMap<ListenerKey, ListenerView>,
     pub netns: BTreeMap<u64, NetnsCounters>,
-    /// Every namespace known at this tick, watched or not (one that could not be entered has
-    /// both reads false): a listener or namespace missing from a sample is new only if its
-    /// namespace was read there, or was not known at all.
+    /// Every namespace known at this tick, watched or not (one that could not be entered, or
+    /// that discovery stopped finding at this tick, has both reads false): a listener or
+    /// namespace missing from a sample is new only if its namespace was read there, or was not
+    /// known at all.
     pub namespaces: BTreeMap<u64, NetnsRead>,
     pub host: HostSnapshot,
     /// Whether the duty-cycled sensors were attached during the tick this sample closes.

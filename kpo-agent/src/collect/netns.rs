@@ -54,6 +54,10 @@ struct Failure {
 pub struct NetnsSet<H = NetnsHandle> {
     handles: BTreeMap<u64, H>,
     failed: BTreeMap<u64, Failure>,
+    /// Watched until the last refresh, which did not find them: gone, or missed by discovery for
+    /// a moment (a namespace held only by a bind mount outside /run/netns). Listed as unread for
+    /// that one tick, so that one coming back does not count its listeners' drops from 0.
+    missed: Vec<u64>,
     refreshes: u64,
 }
 
@@ -62,6 +66,7 @@ impl<H> Default for NetnsSet<H> {
         Self {
             handles: BTreeMap::new(),
             failed: BTreeMap::new(),
+            missed: Vec::new(),
             refreshes: 0,
         }
     }
@@ -93,6 +98,12 @@ impl<H> NetnsSet<H> {
         mut open: impl FnMut(u64, &Path) -> Result<H, String>,
     ) {
         self.refreshes += 1;
+        self.missed = self
+            .handles
+            .keys()
+            .filter(|inum| !found.contains_key(inum))
+            .copied()
+            .collect();
         self.handles.retain(|inum, _| found.contains_key(inum));
         // A namespace gone is forgotten: a new one may get its inode.
         self.failed.retain(|inum, _| found.contains_key(inum));
@@ -153,9 +164,10 @@ impl<H> NetnsSet<H> {
         }
     }
 
-    /// Namespaces found that could not be entered (yet).
+    /// Namespaces found that could not be entered (yet), and those the last refresh stopped
+    /// watching.
     pub fn unwatched(&self) -> impl Iterator<Item = u64> + '_ {
-        self.failed.keys().copied()
+        self.failed.keys().chain(&self.missed).copied()
     }
 }
 
@@ -249,5 +261,22 @@ mod tests {
             Ok("handle")
         });
         assert_eq!(tries, 1, "a namespace with the same inode is tried at once");
+    }
+
+    /// A namespace watched until discovery missed it is unread for the tick it was missed in,
+    /// so that when it comes back its listeners' drops are not counted from 0.
+    #[test]
+    fn a_namespace_discovery_missed_is_unread_for_one_tick() {
+        let mut set: NetnsSet<&str> = NetnsSet::default();
+        let found = BTreeMap::from([(5, PathBuf::from("/run/netns/x"))]);
+        set.refresh_with(found.clone(), |_, _| Ok("handle"));
+        assert_eq!(set.unwatched().count(), 0);
+        set.refresh_with(BTreeMap::new(), |_, _| Ok("unused"));
+        assert_eq!(set.unwatched().collect::<Vec<_>>(), [5]);
+        set.refresh_with(found, |_, _| Ok("handle"));
+        assert_eq!(set.unwatched().count(), 0, "back, and watched again");
+        set.refresh_with(BTreeMap::new(), |_, _| Ok("unused"));
+        set.refresh_with(BTreeMap::new(), |_, _| Ok("unused"));
+        assert_eq!(set.unwatched().count(), 0, "gone for good: forgotten");
     }
 }
