@@ -4,7 +4,10 @@
 use std::path::Path;
 
 use kpo_agent::energy::estimate::{parse_proc_stat, EstimatedMeter, PowerModel};
-use kpo_agent::energy::{open_meter, EnergyMeter, EnergySource};
+use kpo_agent::energy::{choose_meter, open_meter, EnergyMeter, EnergySource};
+
+/// How often the agent reads the meter (its default tick).
+const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `/proc/stat` with 2 CPUs; fields: user nice system idle iowait irq softirq steal.
 fn stat(user: u64, system: u64, idle: u64, iowait: u64, steal: u64) -> String {
@@ -98,13 +101,7 @@ fn open_meter_falls_back_to_the_labelled_estimate_without_rapl() {
     let proc_dir = tempfile::tempdir().unwrap();
     let sys_dir = tempfile::tempdir().unwrap();
     std::fs::write(proc_dir.path().join("stat"), stat(0, 0, 0, 0, 0)).unwrap();
-    let meter = open_meter(
-        sys_dir.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-    )
-    .unwrap();
+    let meter = open_meter(sys_dir.path(), proc_dir.path(), PowerModel::default(), TICK).unwrap();
     assert_eq!(meter.source(), EnergySource::Estimated);
 
     // With a package zone present, RAPL wins, but only if it advances while the CPU works: this
@@ -113,13 +110,14 @@ fn open_meter_falls_back_to_the_labelled_estimate_without_rapl() {
     std::fs::create_dir_all(&z).unwrap();
     std::fs::write(z.join("name"), "package-0\n").unwrap();
     std::fs::write(z.join("energy_uj"), "5\n").unwrap();
-    std::fs::write(z.join("max_energy_range_uj"), "1000\n").unwrap();
-    let meter = open_meter(
-        sys_dir.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-    )
-    .unwrap();
+    std::fs::write(z.join("max_energy_range_uj"), "262143328850\n").unwrap();
+    let meter = open_meter(sys_dir.path(), proc_dir.path(), PowerModel::default(), TICK).unwrap();
     assert_eq!(meter.source(), EnergySource::Estimated);
+    let choice =
+        choose_meter(sys_dir.path(), proc_dir.path(), PowerModel::default(), TICK).unwrap();
+    assert!(
+        choice.skipped[0].1.contains("did not advance"),
+        "{:?}",
+        choice.skipped
+    );
 }

@@ -15,6 +15,8 @@ use kpo_agent::energy::perf_power::{
 use kpo_agent::energy::{choose_meter, choose_meter_with, open_meter, EnergyError, EnergySource};
 
 /// No PMU has this type (types are small dynamic numbers), so opening it fails with ENOENT.
+/// How often the agent reads the meter (its default tick).
+const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 const ABSENT_TYPE: u32 = 0x7fff_fff0;
 const PKG_SCALE: &str = "2.3283064365386962890625e-10";
 
@@ -200,13 +202,7 @@ fn open_meter_order_rapl_then_perf_then_labelled_estimate() {
     let err = PerfPowerMeter::open(sys.path(), false).unwrap_err();
     assert!(matches!(err, EnergyError::PerfOpen { .. }), "{err}");
     assert!(err.to_string().contains("power/energy-pkg/"), "{err}");
-    let choice = choose_meter(
-        sys.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-    )
-    .unwrap();
+    let choice = choose_meter(sys.path(), proc_dir.path(), PowerModel::default(), TICK).unwrap();
     assert_eq!(choice.meter.source(), EnergySource::Estimated);
     let sources: Vec<EnergySource> = choice.skipped.iter().map(|(s, _)| *s).collect();
     assert_eq!(sources, vec![EnergySource::Rapl, EnergySource::PerfPower]);
@@ -220,13 +216,7 @@ fn open_meter_order_rapl_then_perf_then_labelled_estimate() {
         "{:?}",
         choice.skipped
     );
-    let mut meter = open_meter(
-        sys.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-    )
-    .unwrap();
+    let mut meter = open_meter(sys.path(), proc_dir.path(), PowerModel::default(), TICK).unwrap();
     assert_eq!(meter.read().unwrap().source, EnergySource::Estimated);
 
     // A malformed PMU tree: also the estimate, with the parse error as the reason.
@@ -235,13 +225,7 @@ fn open_meter_order_rapl_then_perf_then_labelled_estimate() {
             .join("bus/event_source/devices/power/events/energy-pkg.scale"),
         "x\n",
     );
-    let choice = choose_meter(
-        sys.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-    )
-    .unwrap();
+    let choice = choose_meter(sys.path(), proc_dir.path(), PowerModel::default(), TICK).unwrap();
     assert_eq!(choice.meter.source(), EnergySource::Estimated);
     assert!(
         choice.skipped[1].1.contains("energy-pkg.scale"),
@@ -260,7 +244,7 @@ fn open_meter_order_rapl_then_perf_then_labelled_estimate() {
         sys.path(),
         proc_dir.path(),
         PowerModel::default(),
-        std::time::Duration::from_secs(1),
+        TICK,
         &mut || {
             write(&energy, "1000005\n") // 1 J during the check
         },
@@ -271,13 +255,7 @@ fn open_meter_order_rapl_then_perf_then_labelled_estimate() {
 
     // Without any PMU directory the reason says there is none.
     let bare = tempfile::tempdir().unwrap();
-    let choice = choose_meter(
-        bare.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-    )
-    .unwrap();
+    let choice = choose_meter(bare.path(), proc_dir.path(), PowerModel::default(), TICK).unwrap();
     assert_eq!(choice.meter.source(), EnergySource::Estimated);
     assert!(
         choice.skipped[1].1.contains("no perf power PMU"),

@@ -12,6 +12,8 @@ use kpo_agent::energy::{
     trust, EnergyError, EnergyMeter, EnergySource,
 };
 
+/// How often the agent reads the meter (its default tick).
+const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 const PERF_TYPE_SOFTWARE: u32 = 1;
 const PERF_COUNT_SW_CPU_CLOCK: u32 = 0;
 const PERF_COUNT_SW_EMULATION_FAULTS: u32 = 8;
@@ -52,13 +54,8 @@ fn perf_reason(choice: &kpo_agent::energy::MeterChoice) -> String {
 /// cpu-clock counts nanoseconds; at 1e-9 J per count that is 1 W: a live counter.
 pub fn an_advancing_pmu_is_chosen() {
     let (sys, proc_dir) = machine(PERF_COUNT_SW_CPU_CLOCK, "1e-9");
-    let mut choice = choose_meter(
-        sys.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-    )
-    .unwrap();
+    let mut choice =
+        choose_meter(sys.path(), proc_dir.path(), PowerModel::default(), TICK).unwrap();
     assert_eq!(
         choice.meter.source(),
         EnergySource::PerfPower,
@@ -79,13 +76,7 @@ pub fn a_frozen_pmu_is_set_aside() {
         PERF_COUNT_SW_EMULATION_FAULTS,
         "2.3283064365386962890625e-10",
     );
-    let choice = choose_meter(
-        sys.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-    )
-    .unwrap();
+    let choice = choose_meter(sys.path(), proc_dir.path(), PowerModel::default(), TICK).unwrap();
     assert_eq!(choice.meter.source(), EnergySource::Estimated);
     let reason = perf_reason(&choice);
     assert!(
@@ -99,13 +90,7 @@ pub fn a_frozen_pmu_is_set_aside() {
 /// cpu-clock at 1 J per nanosecond is a billion watts: not a package.
 pub fn an_impossible_pmu_is_set_aside() {
     let (sys, proc_dir) = machine(PERF_COUNT_SW_CPU_CLOCK, "1");
-    let choice = choose_meter(
-        sys.path(),
-        proc_dir.path(),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-    )
-    .unwrap();
+    let choice = choose_meter(sys.path(), proc_dir.path(), PowerModel::default(), TICK).unwrap();
     assert_eq!(choice.meter.source(), EnergySource::Estimated);
     let reason = perf_reason(&choice);
     assert!(
@@ -136,13 +121,7 @@ pub fn this_machines_power_pmu_is_read_or_reported_absent() {
         );
         let err = PerfPowerMeter::open(sys, false).unwrap_err();
         assert!(matches!(err, EnergyError::PerfPmu { .. }), "{err}");
-        let choice = choose_meter(
-            sys,
-            Path::new("/proc"),
-            PowerModel::default(),
-            std::time::Duration::from_secs(1),
-        )
-        .unwrap();
+        let choice = choose_meter(sys, Path::new("/proc"), PowerModel::default(), TICK).unwrap();
         let reason = choice
             .skipped
             .iter()
@@ -155,13 +134,7 @@ pub fn this_machines_power_pmu_is_read_or_reported_absent() {
     }
     let pmu = PowerPmu::discover(sys, false).unwrap();
     assert!(!pmu.cpus.is_empty());
-    let choice = choose_meter(
-        sys,
-        Path::new("/proc"),
-        PowerModel::default(),
-        std::time::Duration::from_secs(1),
-    )
-    .unwrap();
+    let choice = choose_meter(sys, Path::new("/proc"), PowerModel::default(), TICK).unwrap();
     let perf_reason = choice
         .skipped
         .iter()

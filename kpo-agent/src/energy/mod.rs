@@ -231,7 +231,6 @@ impl CheckedMeter {
         self.interval_start = Instant::now();
         let parts = std::mem::replace(&mut self.interval, Ok(Vec::new()))?;
         let meter = self.inner.source();
-        let domains = self.inner.domains();
         for (i, &joules) in parts.iter().enumerate() {
             let judged = if strict && joules == 0.0 {
                 Err(trust::Untrusted::Frozen { seconds })
@@ -239,12 +238,7 @@ impl CheckedMeter {
                 trust::check_moved(joules, seconds)
             };
             if let Err(reason) = judged {
-                let domain = domains.get(i).cloned().unwrap_or_else(|| format!("#{i}"));
-                return Err(EnergyError::Untrusted {
-                    meter,
-                    domain,
-                    reason,
-                });
+                return Err(self.untrusted(i, reason));
             }
         }
         Ok(EnergyReading {
@@ -252,6 +246,17 @@ impl CheckedMeter {
             source: meter,
             parts,
         })
+    }
+
+    /// Counter `i` (named as in `domains`, which are built only here: this runs every tick) is
+    /// not a measurement.
+    fn untrusted(&self, i: usize, reason: trust::Untrusted) -> EnergyError {
+        let domain = self.inner.domains().get(i).cloned();
+        EnergyError::Untrusted {
+            meter: self.inner.source(),
+            domain: domain.unwrap_or_else(|| format!("#{i}")),
+            reason,
+        }
     }
 
     fn fail(&mut self, error: EnergyError) {
@@ -285,15 +290,10 @@ impl CheckedMeter {
         {
             return self.fail(e);
         }
-        let domains = self.inner.domains();
         for (i, &joules) in reading.parts.iter().enumerate() {
             if let Err(reason) = trust::check_possible(joules, seconds) {
-                let domain = domains.get(i).cloned().unwrap_or_else(|| format!("#{i}"));
-                return self.fail(EnergyError::Untrusted {
-                    meter,
-                    domain,
-                    reason,
-                });
+                let error = self.untrusted(i, reason);
+                return self.fail(error);
             }
         }
         if let Ok(sums) = &mut self.interval {
