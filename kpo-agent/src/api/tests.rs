@@ -233,3 +233,47 @@ fn a_reply_that_never_comes_or_never_ends_is_named_as_such() {
         server.join().unwrap();
     }
 }
+
+/// A request queued when the agent stops is answered "stopping" (not left unanswered, and not
+/// carried out), and so is a caller who connects while it stops.
+#[test]
+fn requests_queued_at_shutdown_are_answered_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("kpo.sock");
+    let call = |socket: std::path::PathBuf| {
+        move || {
+            SocketControl::connect(&socket)
+                .unwrap()
+                .expect("a listener")
+                .call::<serde_json::Value>(&crate::api::Request::Status)
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (mut server, mut requests) = Server::bind(&socket).unwrap();
+        let queued = tokio::task::spawn_blocking(call(socket.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while requests.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the request never reached the queue"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let turned_away = server
+            .turn_away(&mut requests, Duration::from_secs(30))
+            .await;
+        assert_eq!(turned_away, 1);
+        let queued = queued.await.unwrap();
+        assert!(queued.contains(super::server::STOPPING), "{queued}");
+        let late = tokio::task::spawn_blocking(call(socket.clone()))
+            .await
+            .unwrap();
+        assert!(late.contains(super::server::STOPPING), "{late}");
+    });
+}

@@ -58,6 +58,9 @@ use super::kernel_view::PathView;
 /// How long the agent waits for a CLI that holds the state directory's lock at start.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
+/// How long, at shutdown, the connections get to write their "stopping" answers.
+const TURN_AWAY_WAIT: Duration = Duration::from_secs(1);
+
 pub struct Deciding {
     path: ChangePath,
     guard: Guard,
@@ -65,7 +68,7 @@ pub struct Deciding {
     pending: Arc<Mutex<Vec<ChangePathEvent>>>,
     requests: mpsc::Receiver<Incoming>,
     /// `None` only in tests that drive the deciding half without a socket.
-    _server: Option<Server>,
+    server: Option<Server>,
     /// The last closed window: the baseline of a change made now.
     last_window: Option<Window>,
     rules: RuleSet,
@@ -173,7 +176,7 @@ impl Deciding {
         let (server, requests) = Server::bind(&socket)?;
         let path = ChangePath::new(policy, journal, Box::new(actuators));
         let (mut deciding, mut events) = Self::with_path(path, recommend_only)?;
-        deciding._server = Some(server);
+        deciding.server = Some(server);
         deciding.requests = requests;
         events.extend(deciding.start_optimizer(config));
         Ok((deciding, events))
@@ -211,7 +214,7 @@ impl Deciding {
             guard,
             pending,
             requests,
-            _server: None,
+            server: None,
             last_window: None,
             rules: RuleSet::default(),
             approvals,
@@ -262,6 +265,20 @@ impl Deciding {
     /// The next operator request (pending forever when there is none).
     pub async fn next_request(&mut self) -> Option<Incoming> {
         self.requests.recv().await
+    }
+
+    /// At shutdown, before anything else: the requests still queued are answered "stopping" and
+    /// not carried out (the `on_exit` reverts that follow are the agent's, not theirs).
+    pub async fn turn_away_requests(&mut self) {
+        let Some(server) = self.server.as_mut() else {
+            return;
+        };
+        let turned_away = server.turn_away(&mut self.requests, TURN_AWAY_WAIT).await;
+        if turned_away > 0 {
+            info!(
+                "control: {turned_away} queued request(s) answered \"stopping\", not carried out"
+            );
+        }
     }
 
     /// Serves one request through the change path; a change it applies is watched by the guard.

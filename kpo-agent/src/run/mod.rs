@@ -255,6 +255,7 @@ pub async fn run(
     };
 
     llm.stop();
+    deciding.turn_away_requests().await;
     let reason = match ended {
         Ok(reason) => reason,
         Err(e) => {
