@@ -24,6 +24,18 @@ pub struct ApplyRequest {
     pub address: ParamAddress,
     pub value: Value,
     pub reason: String,
+    /// Who asks (crate::who), journaled with the reason. The agent sets it from the socket's
+    /// peer credentials, whatever the caller sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// The journaled reason of an operator's change or revert: what and who.
+fn reason_by(reason: &str, by: Option<&str>) -> String {
+    match by.filter(|b| !b.is_empty()) {
+        Some(by) => format!("{reason}; by {by}"),
+        None => reason.to_string(),
+    }
 }
 
 /// `kpo revert ID` or `kpo revert --all`.
@@ -84,7 +96,8 @@ pub enum ControlError {
 /// What an operator can ask of KPO.
 pub trait Control {
     fn apply(&mut self, req: &ApplyRequest) -> Result<ChangeReport, ControlError>;
-    fn revert(&mut self, req: &RevertRequest) -> Result<Vec<ChangeReport>, ControlError>;
+    /// `by`: who asks, journaled with the revert's reason.
+    fn revert(&mut self, req: &RevertRequest, by: &str) -> Result<Vec<ChangeReport>, ControlError>;
     fn journal(&mut self) -> Result<Vec<Entry>, ControlError>;
     fn status(&mut self) -> Result<Status, ControlError>;
     /// True if this paused (false: already paused).
@@ -100,21 +113,22 @@ impl Control for ChangePath {
             address: req.address.clone(),
             value: req.value.clone(),
             source: Source::Operator,
-            reason: req.reason.clone(),
+            reason: reason_by(&req.reason, req.by.as_deref()),
         })?)
     }
 
-    fn revert(&mut self, req: &RevertRequest) -> Result<Vec<ChangeReport>, ControlError> {
+    fn revert(&mut self, req: &RevertRequest, by: &str) -> Result<Vec<ChangeReport>, ControlError> {
         Ok(match req {
             RevertRequest::Id(id) => vec![ChangePath::revert(
                 self,
                 *id,
                 Source::Operator,
-                &format!("kpo revert {id}"),
+                &reason_by(&format!("kpo revert {id}"), Some(by)),
             )?],
-            RevertRequest::All => {
-                self.revert_all("kpo revert --all: back to the value before KPO")?
-            }
+            RevertRequest::All => self.revert_all(&reason_by(
+                "kpo revert --all: back to the value before KPO",
+                Some(by),
+            ))?,
         })
     }
 

@@ -178,9 +178,10 @@ impl Control for SocketControl {
         Ok(self.call(&Request::Apply(req.clone()))?)
     }
 
-    fn revert(&mut self, req: &RevertRequest) -> Result<Vec<ChangeReport>, ControlError> {
+    fn revert(&mut self, req: &RevertRequest, by: &str) -> Result<Vec<ChangeReport>, ControlError> {
         Ok(self.call(&Request::Revert {
             revert: req.clone(),
+            by: Some(by.into()),
         })?)
     }
 

@@ -31,6 +31,9 @@ pub enum Request {
     Apply(ApplyRequest),
     Revert {
         revert: RevertRequest,
+        /// Who asks (the agent sets it from the socket's peer credentials).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     Journal,
     Status,
@@ -81,7 +84,9 @@ pub fn reply<T: Serialize>(result: Result<T, ControlError>) -> Reply {
 pub fn handle(control: &mut dyn Control, request: &Request) -> Reply {
     match request {
         Request::Apply(a) => reply(control.apply(a)),
-        Request::Revert { revert } => reply(control.revert(revert)),
+        Request::Revert { revert, by } => {
+            reply(control.revert(revert, by.as_deref().unwrap_or_default()))
+        }
         Request::Journal => reply(control.journal()),
         Request::Status => reply(control.status()),
         Request::Pause { by } => reply(control.pause(by)),
@@ -110,6 +115,7 @@ mod protocol_tests {
         );
         let text = serde_json::to_string(&Request::Revert {
             revert: RevertRequest::All,
+            by: None,
         })
         .unwrap();
         assert_eq!(text, r#"{"op":"revert","revert":"all"}"#);

@@ -47,7 +47,9 @@ pub enum ServeError {
 /// A request from a root caller, with where its answer goes.
 pub struct Incoming {
     pub request: Request,
-    pub peer_pid: Option<i32>,
+    /// The caller as the kernel names it (crate::who::who_is on the connection's peer
+    /// credentials): what the agent journals as `by`, not what the request says.
+    pub caller: String,
     pub answer: oneshot::Sender<Reply>,
 }
 
@@ -214,13 +216,18 @@ async fn answer(stream: &mut UnixStream, tx: mpsc::Sender<Incoming>) -> Result<R
     }
     let request: Request =
         serde_json::from_slice(&line).map_err(|e| Reply::Error(format!("not a request: {e}")))?;
+    // Read while the caller waits for its answer, so its /proc entries are there.
+    let caller = match cred.pid().and_then(|p| u32::try_from(p).ok()) {
+        Some(pid) => crate::who::who_is(pid, cred.uid()),
+        None => format!("operator (uid {}, pid unknown)", cred.uid()),
+    };
     let (answer_tx, answer_rx) = oneshot::channel();
     // One deadline for queueing and answering: a full queue counts against it too. A request
     // still queued when it passes is dropped by the agent (its answer channel is closed).
     let exchange = async {
         tx.send(Incoming {
             request,
-            peer_pid: cred.pid(),
+            caller,
             answer: answer_tx,
         })
         .await

@@ -94,6 +94,7 @@ fn the_cli_changes_and_reverts_through_the_running_agent() {
             address: SOMAX.parse().unwrap(),
             value: Value::Int(256),
             reason: "test".into(),
+            by: None,
         })
         .unwrap();
     assert_eq!(report.status, ChangeStatus::Applied);
@@ -105,7 +106,7 @@ fn the_cli_changes_and_reverts_through_the_running_agent() {
     assert_eq!(status.params[0].original, Some(Value::Int(128)));
     assert!(c.pause("test").unwrap());
     assert_eq!(c.resume(None, "test").unwrap(), vec!["pause".to_string()]);
-    let reverted = c.revert(&RevertRequest::All).unwrap();
+    let reverted = c.revert(&RevertRequest::All, "test").unwrap();
     assert_eq!(reverted[0].status, ChangeStatus::Reverted);
     assert_eq!(k.0.lock().unwrap().values[SOMAX], Value::Int(128));
 
@@ -115,6 +116,7 @@ fn the_cli_changes_and_reverts_through_the_running_agent() {
             address: SOMAX.parse().unwrap(),
             value: Value::Int(1_000_000),
             reason: "test".into(),
+            by: None,
         })
         .unwrap();
     assert_eq!(refused.status, ChangeStatus::Refused);

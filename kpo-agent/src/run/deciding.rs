@@ -87,6 +87,19 @@ pub struct Deciding {
     held_back: BTreeMap<String, (Proposal, u64)>,
 }
 
+/// The journal names who asked as the kernel names the caller, whatever the request says.
+fn name_the_caller(request: &mut Request, caller: &str) {
+    match request {
+        Request::Apply(req) => req.by = Some(caller.to_string()),
+        Request::Revert { by, .. } => *by = Some(caller.to_string()),
+        Request::Pause { by }
+        | Request::Resume { by, .. }
+        | Request::Approve { by, .. }
+        | Request::Reject { by, .. } => *by = caller.to_string(),
+        Request::Journal | Request::Status | Request::Pending | Request::Explain { .. } => {}
+    }
+}
+
 /// Whether a watched change is still what the kernel has from KPO (the journal's word).
 fn in_place(journal: &Journal) -> impl Fn(u64, &ParamAddress, &Value) -> bool + '_ {
     move |change_id, address, value| {
@@ -282,13 +295,14 @@ impl Deciding {
     }
 
     /// Serves one request through the change path; a change it applies is watched by the guard.
-    pub fn serve(&mut self, incoming: Incoming) -> Vec<Event> {
+    pub fn serve(&mut self, mut incoming: Incoming) -> Vec<Event> {
         if incoming.answer.is_closed() {
             // The CLI gave up waiting and told its operator so: acting now would do what they
             // were told did not happen.
             warn!("control: a request whose client stopped waiting is dropped, not carried out");
             return Vec::new();
         }
+        name_the_caller(&mut incoming.request, &incoming.caller);
         let reply = match &incoming.request {
             Request::Apply(req) => {
                 let result = Control::apply(&mut self.path, req);
