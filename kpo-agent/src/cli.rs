@@ -322,13 +322,26 @@ fn cmd_revert(a: RevertArgs) -> anyhow::Result<ExitCode> {
 
 fn cmd_journal(a: JournalArgs) -> anyhow::Result<ExitCode> {
     let mut c = open(&a.state)?;
-    let entries = c.journal()?;
-    if a.json {
-        for e in &entries {
-            crate::out!("{}", serde_json::to_string(e)?);
-        }
-        return Ok(ExitCode::SUCCESS);
+    // A page at a time: a long-lived agent's journal outgrows one reply.
+    let mut next = Some(0);
+    if !a.json {
+        print_journal_header();
     }
+    while let Some(from) = next {
+        let page = c.journal_page(from)?;
+        for e in &page.entries {
+            if a.json {
+                crate::out!("{}", serde_json::to_string(e)?);
+            } else {
+                print_journal_entry(e);
+            }
+        }
+        next = page.next;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_journal_header() {
     crate::out!(
         "{:>5}  {:<24}  {:<9}  {:<8}  {:<10}  change",
         "id",
@@ -337,32 +350,32 @@ fn cmd_journal(a: JournalArgs) -> anyhow::Result<ExitCode> {
         "kind",
         "status"
     );
-    for e in &entries {
-        let before = e
-            .before
-            .as_ref()
-            .map(|b| format!("{b} -> "))
-            .unwrap_or_default();
-        let mut line = format!(
-            "{:>5}  {:<24}  {:<9}  {:<8}  {:<10}  {}: {before}{}",
-            e.id,
-            format_ms(e.ts_ms),
-            e.source.as_str(),
-            e.kind,
-            e.status,
-            e.address,
-            e.after
-        );
-        if let Some(of) = e.revert_of {
-            line.push_str(&format!(" (undoes #{of})"));
-        }
-        line.push_str(&format!("  [{}]", e.reason));
-        if let Some(d) = &e.detail {
-            line.push_str(&format!(" {d}"));
-        }
-        crate::out!("{line}");
+}
+
+fn print_journal_entry(e: &crate::journal::Entry) {
+    let before = e
+        .before
+        .as_ref()
+        .map(|b| format!("{b} -> "))
+        .unwrap_or_default();
+    let mut line = format!(
+        "{:>5}  {:<24}  {:<9}  {:<8}  {:<10}  {}: {before}{}",
+        e.id,
+        format_ms(e.ts_ms),
+        e.source.as_str(),
+        e.kind,
+        e.status,
+        e.address,
+        e.after
+    );
+    if let Some(of) = e.revert_of {
+        line.push_str(&format!(" (undoes #{of})"));
     }
-    Ok(ExitCode::SUCCESS)
+    line.push_str(&format!("  [{}]", e.reason));
+    if let Some(d) = &e.detail {
+        line.push_str(&format!(" {d}"));
+    }
+    crate::out!("{line}");
 }
 
 fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {

@@ -36,6 +36,10 @@ pub enum Request {
         by: Option<String>,
     },
     Journal,
+    /// The journal a page at a time ([`crate::control::JournalPage`]).
+    JournalPage {
+        from: usize,
+    },
     Status,
     Pause {
         by: String,
@@ -88,6 +92,7 @@ pub fn handle(control: &mut dyn Control, request: &Request) -> Reply {
             reply(control.revert(revert, by.as_deref().unwrap_or_default()))
         }
         Request::Journal => reply(control.journal()),
+        Request::JournalPage { from } => reply(control.journal_page(*from)),
         Request::Status => reply(control.status()),
         Request::Pause { by } => reply(control.pause(by)),
         Request::Resume { param, by } => reply(control.resume(param.as_deref(), by)),

@@ -279,3 +279,77 @@ fn requests_queued_at_shutdown_are_answered_stopping() {
         assert!(late.contains(super::server::STOPPING), "{late}");
     });
 }
+
+/// `kpo journal` pages through the journal: every entry once, in order, each page within its
+/// byte budget unless one entry alone exceeds it; through the socket the pages are the journal.
+#[test]
+fn the_journal_comes_a_page_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut path, _k) = change_path(dir.path());
+    let empty = crate::control::journal_page(&path.journal, 0, 1000);
+    assert!(empty.entries.is_empty() && empty.next.is_none());
+    // Refused (out of bounds) and applied changes, with reasons of growing length.
+    for n in 0..12usize {
+        let value = if n % 2 == 0 {
+            1_000_000
+        } else {
+            129 + n as i64
+        };
+        path.apply(&ApplyRequest {
+            address: SOMAX.parse().unwrap(),
+            value: Value::Int(value),
+            reason: "r".repeat(50 * n),
+            by: None,
+        })
+        .unwrap();
+    }
+    let all: Vec<String> = path
+        .journal
+        .entries()
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    assert_eq!(all.len(), 12);
+    let budget = 1000;
+    let (mut paged, mut pages, mut from) = (Vec::new(), 0, Some(0));
+    while let Some(at) = from {
+        let page = crate::control::journal_page(&path.journal, at, budget);
+        assert!(!page.entries.is_empty());
+        let sizes: Vec<usize> = page
+            .entries
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap().len() + 1)
+            .collect();
+        assert!(
+            sizes.len() == 1 || sizes.iter().sum::<usize>() <= budget,
+            "{sizes:?}"
+        );
+        if let Some(next) = page.next {
+            // Full: the next entry would not have fit.
+            assert!(sizes.iter().sum::<usize>() + all[next].len() + 1 > budget);
+        }
+        paged.extend(
+            page.entries
+                .iter()
+                .map(|e| serde_json::to_string(e).unwrap()),
+        );
+        from = page.next;
+        pages += 1;
+    }
+    assert_eq!(paged, all);
+    assert!(pages > 2, "{pages} pages");
+
+    let agent = Agent::start(dir.path(), path);
+    let mut c = SocketControl::connect(&agent.socket)
+        .unwrap()
+        .expect("agent answers");
+    let page = c.journal_page(0).unwrap();
+    assert!(page.next.is_none());
+    let through_socket: Vec<String> = page
+        .entries
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    assert_eq!(through_socket, all);
+    assert_eq!(c.journal_page(12).unwrap().entries.len(), 0);
+}

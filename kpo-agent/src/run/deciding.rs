@@ -96,7 +96,11 @@ fn name_the_caller(request: &mut Request, caller: &str) {
         | Request::Resume { by, .. }
         | Request::Approve { by, .. }
         | Request::Reject { by, .. } => *by = caller.to_string(),
-        Request::Journal | Request::Status | Request::Pending | Request::Explain { .. } => {}
+        Request::Journal
+        | Request::JournalPage { .. }
+        | Request::Status
+        | Request::Pending
+        | Request::Explain { .. } => {}
     }
 }
 
