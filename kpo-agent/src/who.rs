@@ -77,11 +77,22 @@ mod tests {
     /// has exited is named by its ids alone.
     #[test]
     fn a_peer_is_named_from_its_proc_entries() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
+        use std::io::BufRead;
+        // The child says it runs before it is read: until its exec has finished, its
+        // /proc/PID/environ is still empty (the kernel sets it up after closing the spawner's
+        // pipe).
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "echo ready; read wait"])
             .env("SUDO_USER", "carol")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready, "ready\n");
         let pid = child.id();
         let named = super::who_is(pid, 0);
         let loginuid = std::fs::read_to_string("/proc/self/loginuid")
