@@ -216,10 +216,14 @@ async fn answer(stream: &mut UnixStream, tx: mpsc::Sender<Incoming>) -> Result<R
     }
     let request: Request =
         serde_json::from_slice(&line).map_err(|e| Reply::Error(format!("not a request: {e}")))?;
-    // Read while the caller waits for its answer, so its /proc entries are there.
+    // Read while the caller waits for its answer, so its /proc entries are there; off the
+    // run loop's thread, since naming a login uid may ask a directory service (NSS).
+    let uid = cred.uid();
     let caller = match cred.pid().and_then(|p| u32::try_from(p).ok()) {
-        Some(pid) => crate::who::who_is(pid, cred.uid()),
-        None => format!("operator (uid {}, pid unknown)", cred.uid()),
+        Some(pid) => tokio::task::spawn_blocking(move || crate::who::who_is(pid, uid))
+            .await
+            .unwrap_or_else(|_| format!("operator (uid {uid}, pid {pid})")),
+        None => format!("operator (uid {uid}, pid unknown)"),
     };
     let (answer_tx, answer_rx) = oneshot::channel();
     // One deadline for queueing and answering: a full queue counts against it too. A request

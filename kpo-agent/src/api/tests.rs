@@ -353,3 +353,36 @@ fn the_journal_comes_a_page_at_a_time() {
     assert_eq!(through_socket, all);
     assert_eq!(c.journal_page(12).unwrap().entries.len(), 0);
 }
+
+/// The agent names the caller from the connection itself: here the test process, whatever the
+/// request claims.
+#[test]
+fn the_caller_is_named_from_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("kpo.sock");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (_server, mut requests) = Server::bind(&socket).unwrap();
+        let at = socket.clone();
+        let client = tokio::task::spawn_blocking(move || {
+            SocketControl::connect(&at)
+                .unwrap()
+                .expect("a listener")
+                .pause("operator mallory (uid 0, pid 1)")
+                .unwrap()
+        });
+        let incoming = requests.recv().await.unwrap();
+        assert_eq!(incoming.caller, crate::who::who());
+        assert!(
+            matches!(incoming.request, super::Request::Pause { ref by } if by.contains("mallory"))
+        );
+        incoming
+            .answer
+            .send(super::Reply::Ok(serde_json::json!(true)))
+            .unwrap();
+        assert!(client.await.unwrap());
+    });
+}
