@@ -1,6 +1,7 @@
 //! The accept-queue observing path when things go wrong: a namespace whose sock_diag dump fails
 //! at a window's end, and a `listener_full` ring buffer with no room.
 use std::{
+    ffi::CString,
     fs::File,
     net::{Ipv4Addr, TcpListener, TcpStream},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -114,7 +115,8 @@ struct Hidden<'a> {
 impl<'a> Hidden<'a> {
     fn hide(ns: &'a Netns) -> Hidden<'a> {
         let handle = File::open(format!("/run/netns/{}", ns.name)).expect("open netns");
-        run_ok("umount", &[&format!("/run/netns/{}", ns.name)]);
+        // Lazily: the descriptor just opened holds the mount busy.
+        run_ok("umount", &["-l", &format!("/run/netns/{}", ns.name)]);
         Hidden {
             ns,
             handle: Some(handle),
@@ -127,30 +129,39 @@ impl<'a> Hidden<'a> {
         Inside(format!("/proc/{}/fd/{fd}", std::process::id()))
     }
 
-    fn restore(&mut self) {
+    /// Bind-mounts the namespace back on its /run/netns file, as `ip netns attach` does.
+    fn put_back(&mut self) -> std::io::Result<()> {
         let Some(handle) = self.handle.take() else {
-            return;
+            return Ok(());
         };
-        let from = format!("/proc/{}/fd/{}", std::process::id(), handle.as_raw_fd());
-        run_ok(
-            "mount",
-            &["--bind", &from, &format!("/run/netns/{}", self.ns.name)],
-        );
+        // mount(8) would resolve the descriptor's link to a name; the kernel follows it.
+        let from = CString::new(format!("/proc/self/fd/{}", handle.as_raw_fd())).unwrap();
+        let to = CString::new(format!("/run/netns/{}", self.ns.name)).unwrap();
+        let none = CString::new("none").unwrap();
+        let rc = unsafe {
+            libc::mount(
+                from.as_ptr(),
+                to.as_ptr(),
+                none.as_ptr(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
+    fn restore(&mut self) {
+        self.put_back().expect("bind the namespace back");
     }
 }
 
 impl Drop for Hidden<'_> {
     fn drop(&mut self) {
-        if self.handle.is_some() {
-            let from = format!(
-                "/proc/{}/fd/{}",
-                std::process::id(),
-                self.handle.as_ref().map_or(-1, |h| h.as_raw_fd())
-            );
-            let _ = std::process::Command::new("mount")
-                .args(["--bind", &from, &format!("/run/netns/{}", self.ns.name)])
-                .status();
-        }
+        let _ = self.put_back();
     }
 }
 

@@ -1104,7 +1104,9 @@ mod tests {
     #[test]
     fn sockets_re_created_or_closed_while_dumps_failed_count_each_drop_once() {
         let t0 = Instant::now();
-        let cases: [(&[(u32, u64)], &[(u32, u64)], Option<u64>); 5] = [
+        // (sockets before, sockets after: (inode, sk_drops)), overflows after.
+        type Case = (&'static [(u32, u64)], &'static [(u32, u64)], Option<u64>);
+        let cases: [Case; 5] = [
             // Re-created: another inode, fewer drops than the old socket had.
             (&[(1, 100)], &[(2, 4)], Some(4)),
             // The same inode with a lower count is a socket that reused a closed one's inode.
