@@ -3,8 +3,10 @@
 //! A window's listener drops are the change of each socket's `sk_drops` between two readings.
 //! When a namespace's dump fails at a window's end, that window cannot count its drops; if the
 //! next window then started from the failed reading, the drops of both windows would be lost. So
-//! every sample carries, for each namespace, its last good reading, and a window whose end was
-//! read counts from the last good reading at or before its start, however old.
+//! every sample carries, for each namespace, its last good reading: a tick window (one tick after
+//! another) counts from it; a window of several ticks whose start failed counts from the dump the
+//! window before counted from (`WindowBuilder::finish_and_continue`), which for the first window
+//! is this carried one.
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,

@@ -39,14 +39,13 @@ pub struct ListenerWindow {
     pub enqueued: Option<u64>,
     /// SYN-ACK retransmits (eBPF); null when the accept-queue sensor is off.
     pub synack_retrans: Option<u64>,
-    /// Connections this listener dropped (its sockets' sk_drops, via sock_diag) since its
-    /// namespace's last good dump at or before the window's start; null when its namespace's
-    /// dump failed at the window's end (they are counted by the next window whose end is read),
-    /// or none succeeded at or before the start.
+    /// Connections this listener dropped (its sockets' sk_drops, via sock_diag) since the dump
+    /// of its namespace the window counts from (see [`WindowBuilder`]); null when its
+    /// namespace's dump failed at the window's end (the next window whose end is read counts
+    /// them), or none of a namespace known at the start had succeeded yet.
     pub overflows: Option<u64>,
-    /// When `overflows` starts counting, if earlier than the window's `start`: the last good dump
-    /// of its namespace, when the dumps at the start (and maybe before) failed. `None` when it
-    /// counts from the window's start.
+    /// When that dump was, if before the window's `start` (the dump at the start failed); `None`
+    /// when `overflows` counts from the window's start.
     pub overflows_since: Option<String>,
     pub pid: Option<u32>,
     pub comm: Option<String>,
