@@ -264,6 +264,7 @@ impl Rig {
             sampled_fraction: 1.0,
             accept_queue_sampled_fraction: 1.0,
             listeners: vec![],
+            listener_full_lost: Some(0),
             netns: vec![],
             irqs: vec![],
             softirqs: vec![],

@@ -343,8 +343,12 @@ impl Windows {
             return None;
         }
         self.ticks = 0;
-        let (window, last) = self.builder.take()?.finish().expect("a window has ticks");
-        self.builder = Some(WindowBuilder::new(last));
+        let (window, next) = self
+            .builder
+            .take()?
+            .finish_and_continue()
+            .expect("a window has ticks");
+        self.builder = Some(next);
         self.count += 1;
         Some(window)
     }
