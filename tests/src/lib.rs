@@ -60,6 +60,26 @@ pub fn needs_root_and_ethtool(device: Option<&str>) -> Option<String> {
     None
 }
 
+/// Raises this process's open-file limit to `needed` descriptors (the soft limit up to the hard
+/// one, the hard one too where allowed); the reason when it cannot.
+pub fn needs_descriptors(needed: u64) -> Option<String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(e) => return Some(format!("cannot read RLIMIT_NOFILE: {e}")),
+    };
+    if soft >= needed {
+        return None;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, needed, hard.max(needed)) {
+        Ok(()) => None,
+        Err(e) => Some(format!(
+            "needs {needed} open files; RLIMIT_NOFILE is {soft} (hard {hard}) and could not be \
+             raised: {e}"
+        )),
+    }
+}
+
 pub fn command_exists(name: &str) -> bool {
     Command::new(name).arg("-V").output().is_ok()
 }

@@ -241,13 +241,18 @@ pub fn drops_while_a_namespace_was_unread_are_counted_once() {
     assert_eq!(total, at_end.0 - at_start.0, "vs ss -ltnm d<N>");
 }
 
+/// How many listeners fill the ring half again: each holds two descriptors (its own and its
+/// client's), hence [`DESCRIPTORS_TO_FILL_THE_RING`].
+pub const LISTENERS_TO_FILL_THE_RING: u16 = 2400;
+pub const DESCRIPTORS_TO_FILL_THE_RING: u64 = 2 * LISTENERS_TO_FILL_THE_RING as u64 + 1024;
+
 /// More listeners fill at once than the `listener_full` ring buffer holds, and nothing reads it:
 /// each listener (backlog 1, one connection) makes exactly one event, so the events the ring
 /// kept plus those counted as lost must be exactly the listeners.
 pub fn a_full_ring_counts_every_lost_event() {
     // 64 KiB of 40-byte records (32 of NotableEvent, 8 of the ring's header) is 1,638: fill it
     // half again.
-    const LISTENERS: u16 = 2400;
+    const LISTENERS: u16 = LISTENERS_TO_FILL_THE_RING;
     const FIRST_PORT: u16 = 20000;
     let ns = Netns::new();
     let inum = ns.inum();
