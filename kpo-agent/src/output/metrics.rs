@@ -3,7 +3,7 @@
 //! format (docs/metrics.md). The event stream stays the record; the metrics are its summary for
 //! dashboards and alerts, and they keep counting when the event stream's reader stalls.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::SocketAddr,
     sync::{atomic::AtomicU64, Arc, Mutex},
 };
@@ -64,6 +64,10 @@ struct VerdictLabels {
     verdict: String,
 }
 
+/// Windows after which a listener no longer listed loses its `kpo_listener_overflows_total`
+/// series (long enough for a scrape or several to see its last increase).
+pub const FORGET_LISTENER_AFTER_WINDOWS: u64 = 60;
+
 /// The registry and every metric in it.
 pub struct Metrics {
     registry: Registry,
@@ -76,6 +80,9 @@ pub struct Metrics {
     listener_backlog_max: Family<ListenerLabels, Gauge>,
     listener_backlog_limit: Family<ListenerLabels, Gauge>,
     listener_overflows: Family<ListenerLabels, Counter>,
+    /// The window (`kpo_windows_total`) in which each listener with an overflow series was last
+    /// listed: a series is removed [`FORGET_LISTENER_AFTER_WINDOWS`] windows after that.
+    listener_overflows_seen: HashMap<ListenerLabels, u64>,
     listener_full_lost: Counter,
     request_latency: Family<ServiceLatencyLabels, FloatGauge>,
     runq_latency: Family<QuantileLabels, FloatGauge>,
@@ -103,6 +110,7 @@ impl Metrics {
             listener_backlog_max: Family::default(),
             listener_backlog_limit: Family::default(),
             listener_overflows: Family::default(),
+            listener_overflows_seen: HashMap::new(),
             listener_full_lost: Counter::default(),
             request_latency: Family::default(),
             runq_latency: Family::default(),
@@ -237,13 +245,31 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(l.backlog_limit.into());
             // Only listeners that dropped something get a series: listeners come and go with
-            // pods and ephemeral ports, and a counter is never removed.
+            // pods and ephemeral ports.
             if let Some(dropped) = l.overflows.filter(|&n| n > 0) {
                 self.listener_overflows
                     .get_or_create(&labels)
                     .inc_by(dropped);
             }
+            if let Some(seen) = self.listener_overflows_seen.get_mut(&labels) {
+                *seen = self.windows.get();
+            } else if l.overflows.is_some_and(|n| n > 0) {
+                self.listener_overflows_seen
+                    .insert(labels, self.windows.get());
+            }
         }
+        // A listener gone for a while loses its series, so that a node's churn of pods and
+        // ports does not grow the exposition (and Prometheus) for the agent's life, and a
+        // namespace inode used again later starts from 0 instead of continuing the dead one's.
+        let now = self.windows.get();
+        let family = &self.listener_overflows;
+        self.listener_overflows_seen.retain(|labels, seen| {
+            let keep = now - *seen < FORGET_LISTENER_AFTER_WINDOWS;
+            if !keep {
+                family.remove(labels);
+            }
+            keep
+        });
         let quantiles = |s: &crate::window::hist::LatencySummary| {
             [("0.5", s.p50_us), ("0.9", s.p90_us), ("0.99", s.p99_us)]
         };
@@ -459,6 +485,45 @@ mod tests {
             p99_us: p99,
             max_us: p99,
         }
+    }
+
+    /// A listener's overflow series stays while the listener is listed, and goes
+    /// FORGET_LISTENER_AFTER_WINDOWS windows after it was last listed.
+    #[test]
+    fn a_gone_listener_loses_its_overflow_series() {
+        let mut m = Metrics::new();
+        let observe = |m: &mut Metrics, w: Window| {
+            m.observe(&Event::Window {
+                partial: false,
+                window: Box::new(w),
+            })
+        };
+        let mut staying = listener(7, 128, 0, 3);
+        staying.port = 9090;
+        observe(
+            &mut m,
+            window(vec![listener(7, 128, 0, 5), staying.clone()]),
+        );
+        let gone = r#"kpo_listener_overflows_total{netns="7",port="8080",family="ipv4"} 5"#;
+        let kept = r#"kpo_listener_overflows_total{netns="7",port="9090",family="ipv4"} 3"#;
+        has(&m, gone);
+        staying.overflows = Some(0);
+        for _ in 1..FORGET_LISTENER_AFTER_WINDOWS {
+            observe(&mut m, window(vec![staying.clone()]));
+        }
+        has(&m, gone);
+        observe(&mut m, window(vec![staying.clone()]));
+        assert!(!m.encode().contains(r#"port="8080""#), "{}", m.encode());
+        has(&m, kept);
+        // Listed again later: a new series, from its new drops only.
+        observe(
+            &mut m,
+            window(vec![listener(7, 128, 0, 2), staying.clone()]),
+        );
+        has(
+            &m,
+            r#"kpo_listener_overflows_total{netns="7",port="8080",family="ipv4"} 2"#,
+        );
     }
 
     #[test]
