@@ -2,6 +2,7 @@
 //! (sock_diag, netstat), and the host's /proc sources.
 pub mod bpf_maps;
 pub mod health;
+pub mod napi_names;
 pub mod netns;
 pub mod notable;
 pub mod owners;
@@ -14,12 +15,13 @@ pub use proc_root::{check_proc_root, ProcRootError};
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Instant};
 
-use kpo_common::ListenerKey;
+use kpo_common::{ListenerKey, NapiKey};
 use time::OffsetDateTime;
 
 use crate::sensors::{SensorKind, Sensors};
 use bpf_maps::BpfSnapshot;
 use health::Health;
+use napi_names::NapiNames;
 use netns::NetnsSet;
 use owners::OwnerCache;
 use procfs::{HostSnapshot, ProcRoot};
@@ -72,6 +74,9 @@ pub struct Sample {
     /// namespace missing from a sample is new only if its namespace was read there, or was not
     /// known at all.
     pub namespaces: BTreeMap<u64, NetnsRead>,
+    /// The name of each device NAPI polled (`bpf.napi`'s keys), in the device's own namespace;
+    /// absent when that namespace could not be entered or no longer has the device.
+    pub napi_devices: BTreeMap<NapiKey, String>,
     pub host: HostSnapshot,
     /// Whether the duty-cycled sensors were attached during the tick this sample closes.
     pub duty_attached: bool,
@@ -92,6 +97,7 @@ pub struct Collector {
     owners: OwnerCache,
     epoch: u64,
     services: bpf_maps::ServiceIndex,
+    napi_names: NapiNames,
     /// Which sources are broken, so the log says when one breaks and when it recovers, not
     /// every tick.
     health: Health,
@@ -106,6 +112,7 @@ impl Collector {
             owners: OwnerCache::default(),
             epoch: 0,
             services: Default::default(),
+            napi_names: NapiNames::default(),
             health: Health::default(),
         }
     }
@@ -124,6 +131,16 @@ impl Collector {
             errors.iter().map(|e| (e.path().to_string(), e.to_string())),
         );
         let (listeners, netns, namespaces) = self.read_namespaces();
+        // After the namespaces' refresh, so a namespace made since the last tick is entered.
+        let napi_devices = match &bpf {
+            Some(b) => {
+                let set = &self.netns;
+                self.napi_names.update(&b.napi, |key| {
+                    set.get(u64::from(key.netns))?.device_name(key.ifindex).ok()
+                })
+            }
+            None => BTreeMap::new(),
+        };
         if self.sensors.is_enabled(SensorKind::RequestLatency) {
             let ports: Vec<ListenerKey> = listeners.keys().copied().collect();
             if let Some(maps) = self.sensors.maps_mut() {
@@ -146,6 +163,7 @@ impl Collector {
             listeners,
             netns,
             namespaces,
+            napi_devices,
             host,
             duty_attached,
             accept_queue_sensor: self.sensors.is_enabled(SensorKind::AcceptQueue),

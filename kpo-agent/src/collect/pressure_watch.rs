@@ -75,6 +75,7 @@ pub(crate) mod tests {
             listeners: [(key, view)].into(),
             netns: BTreeMap::new(),
             namespaces: BTreeMap::new(),
+            napi_devices: BTreeMap::new(),
             host: HostSnapshot::empty(Instant::now()),
             duty_attached: false,
             accept_queue_sensor: true,
