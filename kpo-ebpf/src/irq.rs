@@ -189,14 +189,14 @@ fn move_to_overflow(slot: &mut NapiSlot) -> Result<(), Exit> {
     if slot.napi == 0 || moving.polls == 0 {
         return Ok(());
     }
-    match NAPI.get_ptr_mut(&slot.key) {
+    match NAPI.get_ptr_mut(slot.key) {
         Some(c) => unsafe {
             (*c).polls += moving.polls;
             (*c).packets += moving.packets;
             (*c).budget_exhausted += moving.budget_exhausted;
         },
         None => {
-            NAPI.insert(&slot.key, &moving, 0)
+            NAPI.insert(slot.key, moving, 0)
                 .map_err(|e| Exit::Full(e.into()))?;
         }
     }

@@ -214,7 +214,7 @@ fn udp_frame(src: [u8; 6], dst: [u8; 6], port: u16) -> Vec<u8> {
 }
 
 /// Every `napi[]` entry of `windows` for device `ifindex` of namespace `netns`.
-fn entries<'a>(windows: &'a [Value], netns: u64, ifindex: u32) -> Vec<&'a Value> {
+fn entries(windows: &[Value], netns: u64, ifindex: u32) -> Vec<&Value> {
     windows
         .iter()
         .flat_map(|w| w["napi"].as_array().expect("napi[]"))
