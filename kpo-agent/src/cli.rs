@@ -9,6 +9,7 @@ use crate::{
     change::{ChangeReport, ChangeStatus},
     control::{open_offline_kernel, ApplyRequest, Control, RevertRequest},
     journal::{format_ms, DEFAULT_STATE_DIR},
+    who::who,
 };
 
 #[derive(Debug, Parser)]
@@ -228,46 +229,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Who is acting, for the journal: the person behind `sudo` too, since every operator command
-/// runs as root. The kernel's login uid (`/proc/self/loginuid`, kept across sudo and su) names
-/// them; without a login session (a cron job, a container), `SUDO_USER` if set.
-pub(crate) fn who() -> String {
-    let loginuid = std::fs::read_to_string("/proc/self/loginuid")
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok());
-    let login_name = |uid: u32| {
-        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-    };
-    operator_text(
-        loginuid,
-        login_name,
-        std::env::var("SUDO_USER").ok().as_deref(),
-        nix::unistd::Uid::current().as_raw(),
-        std::process::id(),
-    )
-}
-
-fn operator_text(
-    loginuid: Option<u32>,
-    login_name: impl Fn(u32) -> Option<String>,
-    sudo_user: Option<&str>,
-    uid: u32,
-    pid: u32,
-) -> String {
-    // u32::MAX: no login session (the audit subsystem's "unset").
-    let person = match loginuid.filter(|&l| l != u32::MAX) {
-        Some(l) => Some(login_name(l).unwrap_or_else(|| format!("loginuid {l}"))),
-        None => sudo_user.filter(|s| !s.is_empty()).map(str::to_string),
-    };
-    match person {
-        Some(p) => format!("operator {p} (uid {uid}, pid {pid})"),
-        None => format!("operator (uid {uid}, pid {pid})"),
-    }
-}
-
 /// The control interface: the running agent through its socket, or, when no agent answers, the
 /// journal directly under the state directory's lock.
 fn open(state: &StateArgs) -> anyhow::Result<Box<dyn Control>> {
@@ -312,6 +273,7 @@ pub fn parse_assignment(
         address,
         value,
         reason: reason.unwrap_or_else(|| "kpo apply".into()),
+        by: Some(who()),
     })
 }
 
@@ -348,7 +310,7 @@ fn cmd_revert(a: RevertArgs) -> anyhow::Result<ExitCode> {
         None => RevertRequest::All,
     };
     let mut c = open(&a.state)?;
-    let reports = c.revert(&req)?;
+    let reports = c.revert(&req, &who())?;
     if reports.is_empty() {
         crate::out!("nothing to revert: KPO has changed no parameter");
     }
@@ -360,13 +322,26 @@ fn cmd_revert(a: RevertArgs) -> anyhow::Result<ExitCode> {
 
 fn cmd_journal(a: JournalArgs) -> anyhow::Result<ExitCode> {
     let mut c = open(&a.state)?;
-    let entries = c.journal()?;
-    if a.json {
-        for e in &entries {
-            crate::out!("{}", serde_json::to_string(e)?);
-        }
-        return Ok(ExitCode::SUCCESS);
+    // A page at a time: a long-lived agent's journal outgrows one reply.
+    let mut next = Some(0);
+    if !a.json {
+        print_journal_header();
     }
+    while let Some(from) = next {
+        let page = c.journal_page(from)?;
+        for e in &page.entries {
+            if a.json {
+                crate::out!("{}", serde_json::to_string(e)?);
+            } else {
+                print_journal_entry(e);
+            }
+        }
+        next = page.next;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_journal_header() {
     crate::out!(
         "{:>5}  {:<24}  {:<9}  {:<8}  {:<10}  change",
         "id",
@@ -375,32 +350,32 @@ fn cmd_journal(a: JournalArgs) -> anyhow::Result<ExitCode> {
         "kind",
         "status"
     );
-    for e in &entries {
-        let before = e
-            .before
-            .as_ref()
-            .map(|b| format!("{b} -> "))
-            .unwrap_or_default();
-        let mut line = format!(
-            "{:>5}  {:<24}  {:<9}  {:<8}  {:<10}  {}: {before}{}",
-            e.id,
-            format_ms(e.ts_ms),
-            e.source.as_str(),
-            e.kind,
-            e.status,
-            e.address,
-            e.after
-        );
-        if let Some(of) = e.revert_of {
-            line.push_str(&format!(" (undoes #{of})"));
-        }
-        line.push_str(&format!("  [{}]", e.reason));
-        if let Some(d) = &e.detail {
-            line.push_str(&format!(" {d}"));
-        }
-        crate::out!("{line}");
+}
+
+fn print_journal_entry(e: &crate::journal::Entry) {
+    let before = e
+        .before
+        .as_ref()
+        .map(|b| format!("{b} -> "))
+        .unwrap_or_default();
+    let mut line = format!(
+        "{:>5}  {:<24}  {:<9}  {:<8}  {:<10}  {}: {before}{}",
+        e.id,
+        format_ms(e.ts_ms),
+        e.source.as_str(),
+        e.kind,
+        e.status,
+        e.address,
+        e.after
+    );
+    if let Some(of) = e.revert_of {
+        line.push_str(&format!(" (undoes #{of})"));
     }
-    Ok(ExitCode::SUCCESS)
+    line.push_str(&format!("  [{}]", e.reason));
+    if let Some(d) = &e.detail {
+        line.push_str(&format!(" {d}"));
+    }
+    crate::out!("{line}");
 }
 
 fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -462,27 +437,6 @@ fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    /// The person behind sudo is named: by their login uid, else by `SUDO_USER`.
-    #[test]
-    fn the_operator_is_named_behind_sudo() {
-        let names = |uid: u32| (uid == 1000).then(|| "alice".to_string());
-        let text = |l, s| super::operator_text(l, names, s, 0, 42);
-        assert_eq!(
-            text(Some(1000), Some("bob")),
-            "operator alice (uid 0, pid 42)"
-        );
-        assert_eq!(
-            text(Some(1001), None),
-            "operator loginuid 1001 (uid 0, pid 42)"
-        );
-        assert_eq!(
-            text(Some(u32::MAX), Some("bob")),
-            "operator bob (uid 0, pid 42)"
-        );
-        assert_eq!(text(None, Some("")), "operator (uid 0, pid 42)");
-        assert_eq!(text(None, None), "operator (uid 0, pid 42)");
-    }
-
     use super::*;
     use crate::actuate::param::Target;
 

@@ -24,6 +24,18 @@ pub struct ApplyRequest {
     pub address: ParamAddress,
     pub value: Value,
     pub reason: String,
+    /// Who asks (crate::who), journaled with the reason. The agent sets it from the socket's
+    /// peer credentials, whatever the caller sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// The journaled reason of an operator's change or revert: what and who.
+fn reason_by(reason: &str, by: Option<&str>) -> String {
+    match by.filter(|b| !b.is_empty()) {
+        Some(by) => format!("{reason}; by {by}"),
+        None => reason.to_string(),
+    }
 }
 
 /// `kpo revert ID` or `kpo revert --all`.
@@ -51,6 +63,40 @@ pub struct ParamStatus {
     pub yielded_to: Option<String>,
     /// Quarantined values and until when (RFC 3339).
     pub quarantined: Vec<(Value, String)>,
+}
+
+/// A stretch of the journal's entries, so that no reply outgrows what the socket carries
+/// (`kpo journal` pages through them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JournalPage {
+    pub entries: Vec<Entry>,
+    /// Where the next page starts; `None` after the last entry.
+    pub next: Option<usize>,
+}
+
+/// How much of the journal one page holds, as JSON: far below the CLI's 16 MiB reply cap, so
+/// that one entry more (an operator's reason is at most 64 KiB) never crosses it.
+pub const JOURNAL_PAGE_BYTES: usize = 4 << 20;
+
+/// The entries from the `from`-th on, up to `budget` bytes of JSON, and at least one.
+pub fn journal_page(journal: &Journal, from: usize, budget: usize) -> JournalPage {
+    let mut entries = Vec::new();
+    let mut bytes = 0;
+    for entry in journal.entries_from(from) {
+        let size = serde_json::to_vec(&entry).map_or(0, |v| v.len() + 1);
+        if !entries.is_empty() && bytes + size > budget {
+            return JournalPage {
+                next: Some(from + entries.len()),
+                entries,
+            };
+        }
+        bytes += size;
+        entries.push(entry);
+    }
+    JournalPage {
+        entries,
+        next: None,
+    }
 }
 
 /// `kpo status`.
@@ -84,8 +130,12 @@ pub enum ControlError {
 /// What an operator can ask of KPO.
 pub trait Control {
     fn apply(&mut self, req: &ApplyRequest) -> Result<ChangeReport, ControlError>;
-    fn revert(&mut self, req: &RevertRequest) -> Result<Vec<ChangeReport>, ControlError>;
+    /// `by`: who asks, journaled with the revert's reason.
+    fn revert(&mut self, req: &RevertRequest, by: &str) -> Result<Vec<ChangeReport>, ControlError>;
+    /// The whole journal in one reply (`{"op":"journal"}`; the CLI pages instead).
     fn journal(&mut self) -> Result<Vec<Entry>, ControlError>;
+    /// The entries from the `from`-th on, a page at a time.
+    fn journal_page(&mut self, from: usize) -> Result<JournalPage, ControlError>;
     fn status(&mut self) -> Result<Status, ControlError>;
     /// True if this paused (false: already paused).
     fn pause(&mut self, by: &str) -> Result<bool, ControlError>;
@@ -100,26 +150,31 @@ impl Control for ChangePath {
             address: req.address.clone(),
             value: req.value.clone(),
             source: Source::Operator,
-            reason: req.reason.clone(),
+            reason: reason_by(&req.reason, req.by.as_deref()),
         })?)
     }
 
-    fn revert(&mut self, req: &RevertRequest) -> Result<Vec<ChangeReport>, ControlError> {
+    fn revert(&mut self, req: &RevertRequest, by: &str) -> Result<Vec<ChangeReport>, ControlError> {
         Ok(match req {
             RevertRequest::Id(id) => vec![ChangePath::revert(
                 self,
                 *id,
                 Source::Operator,
-                &format!("kpo revert {id}"),
+                &reason_by(&format!("kpo revert {id}"), Some(by)),
             )?],
-            RevertRequest::All => {
-                self.revert_all("kpo revert --all: back to the value before KPO")?
-            }
+            RevertRequest::All => self.revert_all(&reason_by(
+                "kpo revert --all: back to the value before KPO",
+                Some(by),
+            ))?,
         })
     }
 
     fn journal(&mut self) -> Result<Vec<Entry>, ControlError> {
         Ok(self.journal.entries())
+    }
+
+    fn journal_page(&mut self, from: usize) -> Result<JournalPage, ControlError> {
+        Ok(journal_page(&self.journal, from, JOURNAL_PAGE_BYTES))
     }
 
     fn status(&mut self) -> Result<Status, ControlError> {

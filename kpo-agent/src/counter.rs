@@ -4,9 +4,9 @@
 //!
 //! | function | the counter | a fall means | delta after a fall |
 //! | --- | --- | --- | --- |
-//! | [`monotonic`] | kernel counter that only grows while it exists (/proc/stat, diskstats, schedstat, a listener's drops) | it was reset (device re-created, CPU unplugged) | 0: what was counted since is unknown |
+//! | [`monotonic`] | kernel counter that only grows while it exists (/proc/stat, diskstats, schedstat, netstat) | it was reset (device re-created, CPU unplugged) | 0: what was counted since is unknown |
 //! | [`monotonic_signed`] | the same, printed signed (net/snmp, for `TcpMaxConn` = -1) | as [`monotonic`] | 0 |
-//! | [`restarted`] | counter the agent's eBPF programs keep in a map slot | the slot was re-created and counts from 0 | the new value |
+//! | [`restarted`] | counter the agent's eBPF programs keep in a map slot; a listening socket's `sk_drops`, kept by socket inode | the slot was re-created and counts from 0; the inode was reused by a new socket | the new value |
 //! | [`wrapping_u32`] | kernel counter kept in 32 bits (softnet_stat, softirqs, interrupts) | a wrap past 2^32 if it fell by more than half the range, else a reset | the wrapped distance, or 0 |
 //! | [`wrapping`] | counter that wraps to 0 after a known range (RAPL `energy_uj` after `max_energy_range_uj`) | one wrap | `range - before + now` |
 //!

@@ -36,6 +36,7 @@ pub mod output;
 pub mod policy;
 pub mod run;
 pub mod sensors;
+pub mod who;
 pub mod window;
 
 /// `println!` (or, with `no_newline;` first, `print!`) for the command-line output: see

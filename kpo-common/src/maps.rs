@@ -19,6 +19,9 @@ pub const CONFIG_LEN: u32 = 3;
 pub const MAP_LISTENERS: &str = "KPO_LISTENERS";
 /// `RingBuf` of [`NotableEvent`].
 pub const MAP_NOTABLE: &str = "KPO_NOTABLE";
+/// `PerCpuArray<u64>`, one entry: [`NotableEvent`]s that could not be sent because
+/// [`MAP_NOTABLE`] was full (its reservation failed), so that a loss is counted, not silent.
+pub const MAP_NOTABLE_LOST: &str = "KPO_NOTABLE_LOST";
 /// `PerCpuHashMap<u32 irq, IrqCounters>`.
 pub const MAP_IRQS: &str = "KPO_IRQS";
 /// `PerCpuArray<u64>`: the entry time of the handler running on this CPU.

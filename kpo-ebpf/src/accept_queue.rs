@@ -8,7 +8,7 @@
 //! keep-alive throughput even when it returned at once (see `cargo xtask bench overhead`).
 use aya_ebpf::{
     macros::{map, raw_tracepoint},
-    maps::{LruPerCpuHashMap, RingBuf},
+    maps::{LruPerCpuHashMap, PerCpuArray, RingBuf},
     programs::RawTracePointContext,
 };
 use kpo_common::{
@@ -23,6 +23,10 @@ static LISTENERS: LruPerCpuHashMap<ListenerKey, ListenerCounters> =
 
 #[map(name = "KPO_NOTABLE")]
 static NOTABLE: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+/// Events [`NOTABLE`] had no room for. Per CPU, so counting one costs no atomic operation.
+#[map(name = "KPO_NOTABLE_LOST")]
+static NOTABLE_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
@@ -82,6 +86,9 @@ fn try_sock_set_state(ctx: &RawTracePointContext) -> Result<(), Exit> {
                 ts_ns: now_ns(),
             });
             entry.submit(0);
+        } else if let Some(lost) = NOTABLE_LOST.get_ptr_mut(0) {
+            // The ring is full (user space is not reading fast enough, or not at all).
+            unsafe { *lost += 1 };
         }
     }
     Ok(())

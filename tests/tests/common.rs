@@ -36,8 +36,7 @@ pub fn start(duty_full_time: bool) -> (Collector, WindowBuilder) {
 pub fn close_window(collector: &mut Collector, builder: WindowBuilder) -> (Window, WindowBuilder) {
     let mut builder = builder;
     builder.push(collector.sample());
-    let (window, last) = builder.finish().expect("window has a tick");
-    (window, WindowBuilder::new(last))
+    builder.finish_and_continue().expect("window has a tick")
 }
 
 /// Polls `condition` every 20 ms for at most `limit`; panics with `what` if it never holds.

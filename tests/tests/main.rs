@@ -12,6 +12,7 @@ mod control_socket;
 mod degraded;
 mod energy_trust;
 mod journal_crash;
+mod listener_carry;
 mod llm_advisor;
 mod napi_netns;
 mod perf_counter;
@@ -37,6 +38,16 @@ fn main() {
             "accept_queue::burst_matches_ss_and_drains",
             req(),
             accept_queue::burst_matches_ss_and_drains,
+        ),
+        trial(
+            "listener_carry::drops_while_a_namespace_was_unread_are_counted_once",
+            req(),
+            listener_carry::drops_while_a_namespace_was_unread_are_counted_once,
+        ),
+        trial(
+            "listener_carry::a_full_ring_counts_every_lost_event",
+            req(),
+            listener_carry::a_full_ring_counts_every_lost_event,
         ),
         trial(
             "sensors_load::irq_softirq_sched_agree_with_proc",

@@ -47,8 +47,8 @@ pub enum ApiError {
     )]
     Closed { path: PathBuf },
     #[error(
-        "control socket {path}: the reply is over {} MiB and was cut off; with the agent \
-         stopped, `kpo journal` reads the journal itself",
+        "control socket {path}: the reply is over {} MiB and was cut off (`kpo journal` pages \
+         through the journal; other replies are not expected to grow this large)",
         limit >> 20
     )]
     TooLarge { path: PathBuf, limit: u64 },
@@ -178,14 +178,19 @@ impl Control for SocketControl {
         Ok(self.call(&Request::Apply(req.clone()))?)
     }
 
-    fn revert(&mut self, req: &RevertRequest) -> Result<Vec<ChangeReport>, ControlError> {
+    fn revert(&mut self, req: &RevertRequest, by: &str) -> Result<Vec<ChangeReport>, ControlError> {
         Ok(self.call(&Request::Revert {
             revert: req.clone(),
+            by: Some(by.into()),
         })?)
     }
 
     fn journal(&mut self) -> Result<Vec<Entry>, ControlError> {
         Ok(self.call(&Request::Journal)?)
+    }
+
+    fn journal_page(&mut self, from: usize) -> Result<crate::control::JournalPage, ControlError> {
+        Ok(self.call(&Request::JournalPage { from })?)
     }
 
     fn status(&mut self) -> Result<Status, ControlError> {

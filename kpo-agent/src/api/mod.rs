@@ -31,8 +31,15 @@ pub enum Request {
     Apply(ApplyRequest),
     Revert {
         revert: RevertRequest,
+        /// Who asks (the agent sets it from the socket's peer credentials).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     Journal,
+    /// The journal a page at a time ([`crate::control::JournalPage`]).
+    JournalPage {
+        from: usize,
+    },
     Status,
     Pause {
         by: String,
@@ -81,8 +88,11 @@ pub fn reply<T: Serialize>(result: Result<T, ControlError>) -> Reply {
 pub fn handle(control: &mut dyn Control, request: &Request) -> Reply {
     match request {
         Request::Apply(a) => reply(control.apply(a)),
-        Request::Revert { revert } => reply(control.revert(revert)),
+        Request::Revert { revert, by } => {
+            reply(control.revert(revert, by.as_deref().unwrap_or_default()))
+        }
         Request::Journal => reply(control.journal()),
+        Request::JournalPage { from } => reply(control.journal_page(*from)),
         Request::Status => reply(control.status()),
         Request::Pause { by } => reply(control.pause(by)),
         Request::Resume { param, by } => reply(control.resume(param.as_deref(), by)),
@@ -110,6 +120,7 @@ mod protocol_tests {
         );
         let text = serde_json::to_string(&Request::Revert {
             revert: RevertRequest::All,
+            by: None,
         })
         .unwrap();
         assert_eq!(text, r#"{"op":"revert","revert":"all"}"#);

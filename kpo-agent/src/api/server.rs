@@ -19,6 +19,9 @@ use super::{Reply, Request, MAX_REQUEST_BYTES};
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The answer to a request the agent will not take up because it is stopping.
+pub const STOPPING: &str = "the agent is stopping; the request was not carried out";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("{path}: {what}: {source}")]
@@ -44,13 +47,19 @@ pub enum ServeError {
 /// A request from a root caller, with where its answer goes.
 pub struct Incoming {
     pub request: Request,
-    pub peer_pid: Option<i32>,
+    /// The caller as the kernel names it (crate::who::who_is on the connection's peer
+    /// credentials): what the agent journals as `by`, not what the request says.
+    pub caller: String,
     pub answer: oneshot::Sender<Reply>,
 }
 
 /// The bound socket; removed on drop.
 pub struct Server {
     path: PathBuf,
+    /// Every connection's task holds a clone (the accept loop holds only a weak one): once this
+    /// one is dropped, the channel closes when the last connection has written its answer.
+    connections_open: Option<mpsc::Sender<()>>,
+    all_connections_done: mpsc::Receiver<()>,
 }
 
 impl Drop for Server {
@@ -106,11 +115,14 @@ impl Server {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(io("setting mode 0600"))?;
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(accept_loop(listener, tx));
+        let (connections_open, all_connections_done) = mpsc::channel(1);
+        tokio::spawn(accept_loop(listener, tx, connections_open.downgrade()));
         info!(socket = %path.display(), "control socket listening");
         Ok((
             Server {
                 path: path.to_path_buf(),
+                connections_open: Some(connections_open),
+                all_connections_done,
             },
             rx,
         ))
@@ -119,13 +131,46 @@ impl Server {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// At shutdown: answers every request still queued in `requests` with [`STOPPING`] (none is
+    /// carried out), then gives the connections up to `within` to write their answers, since
+    /// the runtime ends with the agent and an unwritten answer leaves the caller guessing.
+    /// Callers that connect from now on get [`STOPPING`] too. Returns how many were turned away.
+    pub async fn turn_away(
+        &mut self,
+        requests: &mut mpsc::Receiver<Incoming>,
+        within: Duration,
+    ) -> usize {
+        requests.close();
+        let mut turned_away = 0;
+        while let Ok(incoming) = requests.try_recv() {
+            let _ = incoming.answer.send(Reply::Error(STOPPING.into()));
+            turned_away += 1;
+        }
+        self.connections_open = None;
+        // None once every connection's task has ended; a caller still sending its request
+        // (up to IO_TIMEOUT) is not waited for past `within`.
+        let _ = tokio::time::timeout(within, self.all_connections_done.recv()).await;
+        turned_away
+    }
 }
 
-async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Incoming>) {
+async fn accept_loop(
+    listener: UnixListener,
+    tx: mpsc::Sender<Incoming>,
+    connections_open: mpsc::WeakSender<()>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(serve_one(stream, tx.clone()));
+                // Not counted once the agent is stopping: such a caller is answered STOPPING at
+                // once, and nothing waits for it.
+                let open = connections_open.upgrade();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    serve_one(stream, tx).await;
+                    drop(open);
+                });
             }
             Err(e) => {
                 warn!(error = %e, "control socket accept failed");
@@ -171,17 +216,26 @@ async fn answer(stream: &mut UnixStream, tx: mpsc::Sender<Incoming>) -> Result<R
     }
     let request: Request =
         serde_json::from_slice(&line).map_err(|e| Reply::Error(format!("not a request: {e}")))?;
+    // Read while the caller waits for its answer, so its /proc entries are there; off the
+    // run loop's thread, since naming a login uid may ask a directory service (NSS).
+    let uid = cred.uid();
+    let caller = match cred.pid().and_then(|p| u32::try_from(p).ok()) {
+        Some(pid) => tokio::task::spawn_blocking(move || crate::who::who_is(pid, uid))
+            .await
+            .unwrap_or_else(|_| format!("operator (uid {uid}, pid {pid})")),
+        None => format!("operator (uid {uid}, pid unknown)"),
+    };
     let (answer_tx, answer_rx) = oneshot::channel();
     // One deadline for queueing and answering: a full queue counts against it too. A request
     // still queued when it passes is dropped by the agent (its answer channel is closed).
     let exchange = async {
         tx.send(Incoming {
             request,
-            peer_pid: cred.pid(),
+            caller,
             answer: answer_tx,
         })
         .await
-        .map_err(|_| Reply::Error("the agent is stopping".into()))?;
+        .map_err(|_| Reply::Error(STOPPING.into()))?;
         answer_rx
             .await
             .map_err(|_| Reply::Error("the agent dropped the request".into()))

@@ -94,6 +94,7 @@ fn the_cli_changes_and_reverts_through_the_running_agent() {
             address: SOMAX.parse().unwrap(),
             value: Value::Int(256),
             reason: "test".into(),
+            by: None,
         })
         .unwrap();
     assert_eq!(report.status, ChangeStatus::Applied);
@@ -105,7 +106,7 @@ fn the_cli_changes_and_reverts_through_the_running_agent() {
     assert_eq!(status.params[0].original, Some(Value::Int(128)));
     assert!(c.pause("test").unwrap());
     assert_eq!(c.resume(None, "test").unwrap(), vec!["pause".to_string()]);
-    let reverted = c.revert(&RevertRequest::All).unwrap();
+    let reverted = c.revert(&RevertRequest::All, "test").unwrap();
     assert_eq!(reverted[0].status, ChangeStatus::Reverted);
     assert_eq!(k.0.lock().unwrap().values[SOMAX], Value::Int(128));
 
@@ -115,6 +116,7 @@ fn the_cli_changes_and_reverts_through_the_running_agent() {
             address: SOMAX.parse().unwrap(),
             value: Value::Int(1_000_000),
             reason: "test".into(),
+            by: None,
         })
         .unwrap();
     assert_eq!(refused.status, ChangeStatus::Refused);
@@ -232,4 +234,155 @@ fn a_reply_that_never_comes_or_never_ends_is_named_as_such() {
         assert!(err.to_string().contains(expected), "{err}");
         server.join().unwrap();
     }
+}
+
+/// A request queued when the agent stops is answered "stopping" (not left unanswered, and not
+/// carried out), and so is a caller who connects while it stops.
+#[test]
+fn requests_queued_at_shutdown_are_answered_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("kpo.sock");
+    let call = |socket: std::path::PathBuf| {
+        move || {
+            SocketControl::connect(&socket)
+                .unwrap()
+                .expect("a listener")
+                .call::<serde_json::Value>(&crate::api::Request::Status)
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (mut server, mut requests) = Server::bind(&socket).unwrap();
+        let queued = tokio::task::spawn_blocking(call(socket.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while requests.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the request never reached the queue"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let turned_away = server
+            .turn_away(&mut requests, Duration::from_secs(30))
+            .await;
+        assert_eq!(turned_away, 1);
+        let queued = queued.await.unwrap();
+        assert!(queued.contains(super::server::STOPPING), "{queued}");
+        let late = tokio::task::spawn_blocking(call(socket.clone()))
+            .await
+            .unwrap();
+        assert!(late.contains(super::server::STOPPING), "{late}");
+    });
+}
+
+/// `kpo journal` pages through the journal: every entry once, in order, each page within its
+/// byte budget unless one entry alone exceeds it; through the socket the pages are the journal.
+#[test]
+fn the_journal_comes_a_page_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut path, _k) = change_path(dir.path());
+    let empty = crate::control::journal_page(&path.journal, 0, 1000);
+    assert!(empty.entries.is_empty() && empty.next.is_none());
+    // Refused (out of bounds) and applied changes, with reasons of growing length.
+    for n in 0..12usize {
+        let value = if n % 2 == 0 {
+            1_000_000
+        } else {
+            129 + n as i64
+        };
+        path.apply(&ApplyRequest {
+            address: SOMAX.parse().unwrap(),
+            value: Value::Int(value),
+            reason: "r".repeat(50 * n),
+            by: None,
+        })
+        .unwrap();
+    }
+    let all: Vec<String> = path
+        .journal
+        .entries()
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    assert_eq!(all.len(), 12);
+    let budget = 1000;
+    let (mut paged, mut pages, mut from) = (Vec::new(), 0, Some(0));
+    while let Some(at) = from {
+        let page = crate::control::journal_page(&path.journal, at, budget);
+        assert!(!page.entries.is_empty());
+        let sizes: Vec<usize> = page
+            .entries
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap().len() + 1)
+            .collect();
+        assert!(
+            sizes.len() == 1 || sizes.iter().sum::<usize>() <= budget,
+            "{sizes:?}"
+        );
+        if let Some(next) = page.next {
+            // Full: the next entry would not have fit.
+            assert!(sizes.iter().sum::<usize>() + all[next].len() + 1 > budget);
+        }
+        paged.extend(
+            page.entries
+                .iter()
+                .map(|e| serde_json::to_string(e).unwrap()),
+        );
+        from = page.next;
+        pages += 1;
+    }
+    assert_eq!(paged, all);
+    assert!(pages > 2, "{pages} pages");
+
+    let agent = Agent::start(dir.path(), path);
+    let mut c = SocketControl::connect(&agent.socket)
+        .unwrap()
+        .expect("agent answers");
+    let page = c.journal_page(0).unwrap();
+    assert!(page.next.is_none());
+    let through_socket: Vec<String> = page
+        .entries
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    assert_eq!(through_socket, all);
+    assert_eq!(c.journal_page(12).unwrap().entries.len(), 0);
+}
+
+/// The agent names the caller from the connection itself: here the test process, whatever the
+/// request claims.
+#[test]
+fn the_caller_is_named_from_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("kpo.sock");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (_server, mut requests) = Server::bind(&socket).unwrap();
+        let at = socket.clone();
+        let client = tokio::task::spawn_blocking(move || {
+            SocketControl::connect(&at)
+                .unwrap()
+                .expect("a listener")
+                .pause("operator mallory (uid 0, pid 1)")
+                .unwrap()
+        });
+        let incoming = requests.recv().await.unwrap();
+        assert_eq!(incoming.caller, crate::who::who());
+        assert!(
+            matches!(incoming.request, super::Request::Pause { ref by } if by.contains("mallory"))
+        );
+        incoming
+            .answer
+            .send(super::Reply::Ok(serde_json::json!(true)))
+            .unwrap();
+        assert!(client.await.unwrap());
+    });
 }

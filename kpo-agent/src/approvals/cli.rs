@@ -9,11 +9,7 @@ use super::{
     control::{ApprovalControl, Offline},
     ApprovalItem, ApprovalState, Done, Explained,
 };
-use crate::{
-    change::ChangeStatus,
-    cli::{who, StateArgs},
-    journal::format_ms,
-};
+use crate::{change::ChangeStatus, cli::StateArgs, journal::format_ms, who::who};
 
 #[derive(Debug, Args)]
 pub struct PendingArgs {

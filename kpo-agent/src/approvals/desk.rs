@@ -212,7 +212,15 @@ impl Desk {
                     ));
                     return;
                 }
-                match self.require(rec, &value, report.before.clone(), cookie) {
+                // The policy's mode for this advisor, not the advisor's flag: both advisors fold
+                // mode recommend into `can_auto_apply`, which would make every such hold look
+                // like the advisor's.
+                let policy_holds = path
+                    .policy
+                    .rule_for(&rec.parameter)
+                    .mode_for(proposal.source)
+                    == crate::policy::Mode::Recommend;
+                match self.require(rec, &value, report.before.clone(), cookie, policy_holds) {
                     Ok((id, detail)) => {
                         entry.approval_id = Some(id);
                         entry.detail = detail;
@@ -285,6 +293,7 @@ impl Desk {
         value: &Value,
         current: Option<Value>,
         cookie: Option<u64>,
+        policy_holds: bool,
     ) -> Result<(String, Option<String>), JournalError> {
         // One past its time is expired, written or not (a full disk): never refreshed back to
         // life, nor superseded as if it were pending.
@@ -338,10 +347,10 @@ impl Desk {
         // whatever the advisor said.
         let held_by = if self.recommend_only {
             "recommend_only"
-        } else if !rec.can_auto_apply {
-            "advisor"
-        } else {
+        } else if policy_holds {
             "policy"
+        } else {
+            "advisor"
         };
         let item = ApprovalItem {
             id: id.clone(),

@@ -2,11 +2,13 @@
 //! approval required or resolved, with a Slack-compatible `text` and the structured item.
 //!
 //! Never blocks the agent: notifications go into a bounded queue ([`QUEUE`]) drained by a task of
-//! its own; when the queue is full the notification is dropped and logged. Each POST is retried
+//! its own, in order; when it is full the oldest is dropped and logged. Each POST is retried
 //! with exponential backoff ([`ATTEMPTS`] tries, from [`FIRST_BACKOFF`] doubling up to
-//! [`MAX_BACKOFF`]) on a connection error, a timeout or a status other than 2xx; every failure is
-//! logged with the URL's scheme, host and port ([`shown_url`]) and the approval id.
-use std::time::Duration;
+//! [`MAX_BACKOFF`]) on a connection error, a timeout, a redirect, a 5xx, 408, 425 or 429; any other
+//! 4xx is not retried (the receiver refused it for good). One waiting to be retried is dropped
+//! when a later notification about the same approval is queued (its resolution, say). Every
+//! failure is logged with the URL's scheme, host and port ([`shown_url`]) and the approval id.
+use std::{collections::VecDeque, time::Duration};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -188,8 +190,19 @@ async fn deliver(
     shown: String,
     mut rx: mpsc::Receiver<Payload>,
 ) {
-    while let Some(payload) = rx.recv().await {
-        let id = &payload.kpo.approval.id;
+    // Taken off the channel as they come, even while one waits to be retried: so that a later
+    // notification about the same approval can replace one not yet delivered, and a full queue
+    // loses its oldest notification, not the newest.
+    let mut queued: VecDeque<Payload> = VecDeque::new();
+    loop {
+        let payload = match queued.pop_front() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let id = payload.kpo.approval.id.clone();
         let event = payload.kpo.event;
         let mut backoff = FIRST_BACKOFF;
         let body = serde_json::to_vec(&payload).expect("payloads serialise");
@@ -205,7 +218,7 @@ async fn deliver(
                     info!(url = %shown, "approval webhook: {event} {id} delivered (attempt {attempt})");
                     None
                 }
-                Ok(r) if r.status().is_redirection() => Some(format!(
+                Ok(r) if r.status().is_redirection() => Some(Failure::Retry(format!(
                     "the receiver answered {} to {} (redirects are not followed; give the final URL)",
                     r.status(),
                     // Shortened like the URL: a redirect to the receiver's new address carries
@@ -222,19 +235,65 @@ async fn deliver(
                                     .map_or_else(|_| shown_url(l), |u| shown_url(u.as_str()))
                             },
                         )
-                )),
-                Ok(r) => Some(format!("the receiver answered {}", r.status())),
+                ))),
+                Ok(r) if refused_for_good(r.status()) => Some(Failure::Refused(format!(
+                    "the receiver answered {}",
+                    r.status()
+                ))),
+                Ok(r) => Some(Failure::Retry(format!("the receiver answered {}", r.status()))),
                 // reqwest names the whole URL in its errors.
-                Err(e) => Some(describe(&e.without_url())),
+                Err(e) => Some(Failure::Retry(describe(&e.without_url()))),
             };
-            let Some(why) = failure else { break };
+            let why = match failure {
+                None => break,
+                Some(Failure::Refused(why)) => {
+                    warn!(url = %shown, "approval webhook: {event} {id} refused (attempt {attempt}): {why}; not retried (the same POST would be refused again: check the webhook URL)");
+                    break;
+                }
+                Some(Failure::Retry(why)) => why,
+            };
             if attempt == ATTEMPTS {
                 warn!(url = %shown, "approval webhook: {event} {id} failed (attempt {attempt} of {ATTEMPTS}): {why}; giving up");
                 break;
             }
             warn!(url = %shown, "approval webhook: {event} {id} failed (attempt {attempt} of {ATTEMPTS}): {why}; retrying in {backoff:?}");
-            tokio::time::sleep(backoff).await;
+            let wait = tokio::time::sleep(backoff);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    _ = &mut wait => break,
+                    Some(next) = rx.recv() => enqueue(&mut queued, next, &shown),
+                }
+            }
             backoff = (backoff * 2).min(MAX_BACKOFF);
+            if let Some(later) = queued.iter().find(|p| p.kpo.approval.id == id) {
+                info!(url = %shown, "approval webhook: {event} {id} not sent: replaced by the later {} of it, queued", later.kpo.event);
+                break;
+            }
+        }
+    }
+}
+
+enum Failure {
+    /// Worth trying again: the receiver or the way to it may recover.
+    Retry(String),
+    /// The receiver will answer the same POST the same way.
+    Refused(String),
+}
+
+/// A 4xx other than a timeout (408), "too early" (425) or rate limit (429): the receiver
+/// refused this request (a revoked or mistyped hook URL: 403, 404, 410) and would again.
+fn refused_for_good(status: reqwest::StatusCode) -> bool {
+    status.is_client_error() && ![408, 425, 429].contains(&status.as_u16())
+}
+
+/// Queues `next` behind the others; over [`QUEUE`], the oldest is dropped (logged): a
+/// notification that waited that long is the likeliest to be out of date.
+fn enqueue(queued: &mut VecDeque<Payload>, next: Payload, shown: &str) {
+    queued.push_back(next);
+    if queued.len() > QUEUE {
+        if let Some(old) = queued.pop_front() {
+            warn!(url = %shown, "approval webhook: {} {} not sent: {QUEUE} newer notifications wait (the receiver is down or slow)", old.kpo.event, old.kpo.approval.id);
         }
     }
 }
@@ -366,5 +425,127 @@ mod tests {
             [first.as_str(), second.as_str()],
             ["POST /kpo HTTP/1.1", "POST /kpo HTTP/1.1"]
         );
+    }
+
+    /// A receiver on 127.0.0.1 that answers each POST with the next status of `statuses` and
+    /// reports each request's event and approval id, in order.
+    async fn receiver(statuses: Vec<u16>) -> (String, mpsc::Receiver<(String, String)>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/kpo", listener.local_addr().unwrap());
+        let (seen_tx, seen) = mpsc::channel(16);
+        tokio::spawn(async move {
+            for status in statuses {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut buf = Vec::new();
+                let body = loop {
+                    let mut chunk = [0u8; 4096];
+                    let n = conn.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "the request ended early");
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap();
+                    if body.len() >= length {
+                        break body.to_string();
+                    }
+                };
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                seen_tx
+                    .send((
+                        v["kpo"]["event"].as_str().unwrap().to_string(),
+                        v["kpo"]["approval"]["id"].as_str().unwrap().to_string(),
+                    ))
+                    .await
+                    .unwrap();
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                conn.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        (url, seen)
+    }
+
+    fn seen(event: &str, id: &str) -> (String, String) {
+        (event.to_string(), id.to_string())
+    }
+
+    /// A 404 (a revoked or mistyped hook) is not retried: the next notification goes next.
+    #[tokio::test]
+    async fn a_refusal_for_good_is_not_retried() {
+        let (url, mut requests) = receiver(vec![404, 200, 200]).await;
+        let hook = Webhook::spawn(url).unwrap();
+        hook.notify(Payload::new("approval_required", "web1", &item("ap-1", 32)));
+        hook.notify(Payload::new("approval_required", "web1", &item("ap-2", 32)));
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_required", "ap-1")
+        );
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_required", "ap-2")
+        );
+        hook.notify(Payload::new("approval_required", "web1", &item("ap-3", 32)));
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_required", "ap-3")
+        );
+    }
+
+    /// A notification waiting to be retried gives way to a later one about the same approval
+    /// (its resolution): the receiver is not told, late, that a resolved approval is required.
+    #[tokio::test]
+    async fn a_notification_waiting_for_a_retry_gives_way_to_a_later_one_of_its_approval() {
+        let (url, mut requests) = receiver(vec![503, 200, 200]).await;
+        let hook = Webhook::spawn(url).unwrap();
+        let mut resolved = item("ap-1", 32);
+        resolved.state = ApprovalState::Expired;
+        hook.notify(Payload::new("approval_required", "web1", &item("ap-1", 32)));
+        hook.notify(Payload::new("approval_resolved", "web1", &resolved));
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_required", "ap-1")
+        );
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_resolved", "ap-1")
+        );
+        hook.notify(Payload::new("approval_required", "web1", &item("ap-2", 32)));
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_required", "ap-2")
+        );
+    }
+
+    #[test]
+    fn which_answers_are_refusals_for_good() {
+        for (code, for_good) in [
+            (400, true),
+            (403, true),
+            (404, true),
+            (410, true),
+            (408, false),
+            (425, false),
+            (429, false),
+            (500, false),
+            (503, false),
+            (302, false),
+        ] {
+            assert_eq!(
+                refused_for_good(reqwest::StatusCode::from_u16(code).unwrap()),
+                for_good,
+                "{code}"
+            );
+        }
     }
 }

@@ -33,6 +33,9 @@ pub struct BpfSnapshot {
     pub runq_hist: Vec<u64>,
     pub context_switches: u64,
     pub request_hist: BTreeMap<ListenerKey, Vec<u64>>,
+    /// `listener_full` events the programs could not send because the ring buffer was full,
+    /// since they were loaded (all CPUs).
+    pub notable_lost: u64,
 }
 
 /// Why the maps could not be taken: the eBPF object does not match this agent.
@@ -107,6 +110,7 @@ bpf_maps! {
     napi: PerCpuHashMap<MapData, NapiKey, NapiCounters> = MAP_NAPI,
     runq_hist: PerCpuArray<MapData, Hist> = MAP_RUNQ_HIST,
     csw: PerCpuArray<MapData, u64> = MAP_CSW,
+    notable_lost: PerCpuArray<MapData, u64> = MAP_NOTABLE_LOST,
     service_ports: HashMap<MapData, ListenerKey, u32> = MAP_SERVICE_PORTS,
     req_hist: PerCpuArray<MapData, Hist> = MAP_REQ_HIST,
 }
@@ -199,6 +203,10 @@ impl BpfMaps {
                 .copied()
                 .unwrap_or(0),
             request_hist: self.request_hist(services),
+            notable_lost: per_cpu_array(&self.notable_lost, |a: &mut u64, b| *a += b)
+                .first()
+                .copied()
+                .unwrap_or(0),
         }
     }
 
@@ -461,7 +469,7 @@ mod tests {
         check(&present, BpfMaps::TAKEN).unwrap();
         check(&present, &[(MAP_NOTABLE, &[MapType::RingBuf])]).unwrap();
         check(&present, &[("AYA_LOGS", &[MapType::RingBuf])]).unwrap();
-        assert_eq!(BpfMaps::TAKEN.len(), 10);
+        assert_eq!(BpfMaps::TAKEN.len(), 11);
     }
 
     /// A name the object does not have fails the load, naming it and what the object has;

@@ -1,6 +1,7 @@
 //! One [`Sample`] per tick: the eBPF maps, every network namespace's listeners and counters
 //! (sock_diag, netstat), and the host's /proc sources.
 pub mod bpf_maps;
+pub mod carry;
 pub mod health;
 pub mod napi_names;
 pub mod netns;
@@ -13,13 +14,14 @@ pub mod sockdiag;
 
 pub use proc_root::{check_proc_root, ProcRootError};
 
-use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Instant};
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc, time::Instant};
 
 use kpo_common::{ListenerKey, NapiKey};
 use time::OffsetDateTime;
 
 use crate::sensors::{SensorKind, Sensors};
 use bpf_maps::BpfSnapshot;
+use carry::{Carry, ListenerReading};
 use health::Health;
 use napi_names::NapiNames;
 use netns::NetnsSet;
@@ -35,6 +37,10 @@ pub struct ListenerView {
     pub depth: u32,
     pub limit: u32,
     pub drops: u64,
+    /// `sk_drops` of each socket merged here, by socket inode: windows count each socket's drops
+    /// since its own earlier reading, so a socket re-created under the same address counts from
+    /// 0, not as a fall of the merged sum.
+    pub socket_drops: BTreeMap<u32, u64>,
     pub pid: Option<u32>,
     pub comm: Option<String>,
 }
@@ -74,6 +80,10 @@ pub struct Sample {
     /// namespace missing from a sample is new only if its namespace was read there, or was not
     /// known at all.
     pub namespaces: BTreeMap<u64, NetnsRead>,
+    /// Each namespace's last sock_diag dump that succeeded: this sample's own where it succeeded,
+    /// else an earlier one (see [`carry`]). Windows count listener drops from the start's entry,
+    /// so drops during failed dumps are counted by the next window whose end was read.
+    pub readings: BTreeMap<u64, Arc<ListenerReading>>,
     /// The name of each device NAPI polled (`bpf.napi`'s keys), in the device's own namespace;
     /// absent when that namespace could not be entered or no longer has the device.
     pub napi_devices: BTreeMap<NapiKey, String>,
@@ -97,6 +107,7 @@ pub struct Collector {
     owners: OwnerCache,
     epoch: u64,
     services: bpf_maps::ServiceIndex,
+    carry: Carry,
     napi_names: NapiNames,
     /// Which sources are broken, so the log says when one breaks and when it recovers, not
     /// every tick.
@@ -112,6 +123,7 @@ impl Collector {
             owners: OwnerCache::default(),
             epoch: 0,
             services: Default::default(),
+            carry: Carry::default(),
             napi_names: NapiNames::default(),
             health: Health::default(),
         }
@@ -156,13 +168,16 @@ impl Collector {
             });
             self.health.round("request latency", untimed);
         }
+        let (at, wall) = (Instant::now(), OffsetDateTime::now_utc());
+        let readings = self.carry.update(at, wall, &namespaces, &listeners);
         Sample {
-            at: Instant::now(),
-            wall: OffsetDateTime::now_utc(),
+            at,
+            wall,
             bpf,
             listeners,
             netns,
             namespaces,
+            readings,
             napi_devices,
             host,
             duty_attached,
@@ -262,6 +277,7 @@ impl Collector {
                 depth: 0,
                 limit: 0,
                 drops: 0,
+                socket_drops: BTreeMap::new(),
                 pid: owner.as_ref().map(|o| o.pid),
                 comm: owner.as_ref().map(|o| o.comm.clone()),
             });
@@ -269,6 +285,7 @@ impl Collector {
             view.depth = view.depth.max(l.depth);
             view.limit = view.limit.max(l.limit);
             view.drops += u64::from(l.drops);
+            *view.socket_drops.entry(l.inode).or_default() += u64::from(l.drops);
         }
         (listeners, counters, namespaces)
     }

@@ -65,6 +65,7 @@ pub(crate) mod tests {
             depth,
             limit,
             drops,
+            socket_drops: [(1, drops)].into(),
             pid: None,
             comm: None,
         };
@@ -75,6 +76,7 @@ pub(crate) mod tests {
             listeners: [(key, view)].into(),
             netns: BTreeMap::new(),
             namespaces: BTreeMap::new(),
+            readings: BTreeMap::new(),
             napi_devices: BTreeMap::new(),
             host: HostSnapshot::empty(Instant::now()),
             duty_attached: false,

@@ -116,7 +116,12 @@ impl Health {
             h.insert(HealthSignal::RunqP99, r.p99_us);
         }
         let listeners = || w.listeners.iter().filter(|l| scope.covers(l.netns));
-        let overflows: Option<u64> = listeners().map(|l| l.overflows).sum();
+        // A count reaching back before the window (its namespace's dumps failed) is no rate of
+        // this window: divided by its length it would look like a burst, and could revert a change
+        // for drops from before it. Unmeasured, like an unknown count.
+        let overflows: Option<u64> = listeners()
+            .map(|l| l.overflows.filter(|_| l.overflows_since.is_none()))
+            .sum();
         if let Some(o) = overflows {
             h.insert(HealthSignal::ListenOverflows, o as f64 / secs);
         }
@@ -869,6 +874,23 @@ mod tests {
         assert_eq!(overflows(Scope::Host), None);
         assert_eq!(overflows(Scope::Netns(OTHER_NETNS)), None);
         assert_eq!(overflows(Scope::Netns(1)), Some(0.0));
+    }
+
+    /// A listener whose count reaches back before the window (dumps that failed, counted late)
+    /// gives no rate for this window.
+    #[test]
+    fn overflows_counted_since_before_the_window_leave_the_signal_unmeasured() {
+        let mut w = window(&[(HOST_NETNS, 10, 900.0), (OTHER_NETNS, 400, 300.0)]);
+        w.listeners[1].overflows_since = Some("2026-12-01T02:59:00Z".into());
+        let overflows = |scope| {
+            Health::from_window_in(&w, scope)
+                .0
+                .get(&HealthSignal::ListenOverflows)
+                .copied()
+        };
+        assert_eq!(overflows(Scope::Host), None);
+        assert_eq!(overflows(Scope::Netns(OTHER_NETNS)), None);
+        assert_eq!(overflows(Scope::Netns(HOST_NETNS)), Some(10.0));
     }
 
     #[test]

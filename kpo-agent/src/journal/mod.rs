@@ -921,8 +921,22 @@ impl Journal {
 
     /// Intents and refusals with their outcomes, oldest first.
     pub fn entries(&self) -> Vec<Entry> {
-        let mut out = Vec::new();
-        for r in &self.records {
+        self.entries_from(0).collect()
+    }
+
+    /// [`Journal::entries`] from the `from`-th on (0-based). Entries are only ever appended, so
+    /// an index names the same entry for as long as the journal is open: a reader paging through
+    /// them sees each once.
+    pub fn entries_from(&self, from: usize) -> impl Iterator<Item = Entry> + '_ {
+        self.records
+            .iter()
+            .filter(|r| matches!(r, Record::Intent(_) | Record::Refused { .. }))
+            .skip(from)
+            .filter_map(|r| self.entry(r))
+    }
+
+    fn entry(&self, r: &Record) -> Option<Entry> {
+        {
             match r {
                 Record::Intent(i) => {
                     let outcome = self.outcomes.get(&i.id).map(|(_, o)| o);
@@ -947,7 +961,7 @@ impl Journal {
                         IntentKind::Change => ("change", None),
                         IntentKind::Revert { of } => ("revert", *of),
                     };
-                    out.push(Entry {
+                    Some(Entry {
                         id: i.id,
                         ts_ms: i.ts_ms,
                         address: i.address.clone(),
@@ -960,7 +974,7 @@ impl Journal {
                         status,
                         detail,
                         read_back,
-                    });
+                    })
                 }
                 Record::Refused {
                     id,
@@ -970,7 +984,7 @@ impl Journal {
                     source,
                     reason,
                     refusal,
-                } => out.push(Entry {
+                } => Some(Entry {
                     id: *id,
                     ts_ms: *ts_ms,
                     address: address.clone(),
@@ -984,10 +998,9 @@ impl Journal {
                     detail: Some(refusal.clone()),
                     read_back: None,
                 }),
-                _ => {}
+                _ => None,
             }
         }
-        out
     }
 }
 

@@ -76,6 +76,7 @@ pub struct Metrics {
     listener_backlog_max: Family<ListenerLabels, Gauge>,
     listener_backlog_limit: Family<ListenerLabels, Gauge>,
     listener_overflows: Family<ListenerLabels, Counter>,
+    listener_full_lost: Counter,
     request_latency: Family<ServiceLatencyLabels, FloatGauge>,
     runq_latency: Family<QuantileLabels, FloatGauge>,
     energy: Family<SourceLabels, FloatCounter>,
@@ -102,6 +103,7 @@ impl Metrics {
             listener_backlog_max: Family::default(),
             listener_backlog_limit: Family::default(),
             listener_overflows: Family::default(),
+            listener_full_lost: Counter::default(),
             request_latency: Family::default(),
             runq_latency: Family::default(),
             energy: Family::default(),
@@ -141,6 +143,11 @@ impl Metrics {
             "listener_overflows",
             "Connections a listener dropped, whatever the cause (its sk_drops: full accept or SYN queue, no memory)",
             m.listener_overflows.clone(),
+        );
+        registry.register(
+            "listener_full_lost",
+            "listener_full events the accept-queue sensor could not send because its ring buffer was full",
+            m.listener_full_lost.clone(),
         );
         registry.register(
             "request_latency_microseconds",
@@ -212,6 +219,8 @@ impl Metrics {
             family.clear();
         }
         self.request_latency.clear();
+        self.listener_full_lost
+            .inc_by(w.listener_full_lost.unwrap_or(0));
         for l in &w.listeners {
             let labels = ListenerLabels {
                 netns: l.netns.to_string(),
@@ -476,6 +485,7 @@ mod tests {
         });
         w.system.load1 = Some(0.75);
         w.system.tasks_total = Some(412);
+        w.listener_full_lost = Some(5);
         let event = |w: &Window| Event::Window {
             partial: false,
             window: Box::new(w.clone()),
@@ -485,9 +495,11 @@ mod tests {
         // are gone.
         let mut second = window(vec![listener(7, 128, 64, 4)]);
         second.energy = w.energy.clone();
+        second.listener_full_lost = Some(2);
         m.observe(&event(&second));
         let l = r#"{netns="7",port="8080",family="ipv4"}"#;
         has(&m, "kpo_windows_total 2");
+        has(&m, "kpo_listener_full_lost_total 7");
         // 2026-12-01T03:01:00Z, the test windows' end.
         has(&m, "kpo_last_window_end_seconds 1796094060.0");
         assert!(
@@ -540,6 +552,13 @@ mod tests {
             "no series for a listener that never dropped"
         );
         assert_eq!(lines(&first).last().map(String::as_str), Some("# EOF"));
+
+        // A window without the accept-queue sensor adds nothing; the counter is there from 0.
+        let mut off = window(vec![]);
+        off.listener_full_lost = None;
+        let mut without = Metrics::new();
+        without.observe(&event(&off));
+        has(&without, "kpo_listener_full_lost_total 0");
     }
 
     /// Defect: the help said the drops were all of a full accept queue; the value is the

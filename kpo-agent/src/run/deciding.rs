@@ -58,6 +58,9 @@ use super::kernel_view::PathView;
 /// How long the agent waits for a CLI that holds the state directory's lock at start.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
+/// How long, at shutdown, the connections get to write their "stopping" answers.
+const TURN_AWAY_WAIT: Duration = Duration::from_secs(1);
+
 pub struct Deciding {
     path: ChangePath,
     guard: Guard,
@@ -65,7 +68,7 @@ pub struct Deciding {
     pending: Arc<Mutex<Vec<ChangePathEvent>>>,
     requests: mpsc::Receiver<Incoming>,
     /// `None` only in tests that drive the deciding half without a socket.
-    _server: Option<Server>,
+    server: Option<Server>,
     /// The last closed window: the baseline of a change made now.
     last_window: Option<Window>,
     rules: RuleSet,
@@ -82,6 +85,23 @@ pub struct Deciding {
     /// refusal per tick); then they are told, and may give it again at once. With the window
     /// it was held in: after `REPEAT_WINDOWS` the rule repeats its advice anyway.
     held_back: BTreeMap<String, (Proposal, u64)>,
+}
+
+/// The journal names who asked as the kernel names the caller, whatever the request says.
+fn name_the_caller(request: &mut Request, caller: &str) {
+    match request {
+        Request::Apply(req) => req.by = Some(caller.to_string()),
+        Request::Revert { by, .. } => *by = Some(caller.to_string()),
+        Request::Pause { by }
+        | Request::Resume { by, .. }
+        | Request::Approve { by, .. }
+        | Request::Reject { by, .. } => *by = caller.to_string(),
+        Request::Journal
+        | Request::JournalPage { .. }
+        | Request::Status
+        | Request::Pending
+        | Request::Explain { .. } => {}
+    }
 }
 
 /// Whether a watched change is still what the kernel has from KPO (the journal's word).
@@ -173,7 +193,7 @@ impl Deciding {
         let (server, requests) = Server::bind(&socket)?;
         let path = ChangePath::new(policy, journal, Box::new(actuators));
         let (mut deciding, mut events) = Self::with_path(path, recommend_only)?;
-        deciding._server = Some(server);
+        deciding.server = Some(server);
         deciding.requests = requests;
         events.extend(deciding.start_optimizer(config));
         Ok((deciding, events))
@@ -211,7 +231,7 @@ impl Deciding {
             guard,
             pending,
             requests,
-            _server: None,
+            server: None,
             last_window: None,
             rules: RuleSet::default(),
             approvals,
@@ -264,14 +284,29 @@ impl Deciding {
         self.requests.recv().await
     }
 
+    /// At shutdown, before anything else: the requests still queued are answered "stopping" and
+    /// not carried out (the `on_exit` reverts that follow are the agent's, not theirs).
+    pub async fn turn_away_requests(&mut self) {
+        let Some(server) = self.server.as_mut() else {
+            return;
+        };
+        let turned_away = server.turn_away(&mut self.requests, TURN_AWAY_WAIT).await;
+        if turned_away > 0 {
+            info!(
+                "control: {turned_away} queued request(s) answered \"stopping\", not carried out"
+            );
+        }
+    }
+
     /// Serves one request through the change path; a change it applies is watched by the guard.
-    pub fn serve(&mut self, incoming: Incoming) -> Vec<Event> {
+    pub fn serve(&mut self, mut incoming: Incoming) -> Vec<Event> {
         if incoming.answer.is_closed() {
             // The CLI gave up waiting and told its operator so: acting now would do what they
             // were told did not happen.
             warn!("control: a request whose client stopped waiting is dropped, not carried out");
             return Vec::new();
         }
+        name_the_caller(&mut incoming.request, &incoming.caller);
         let reply = match &incoming.request {
             Request::Apply(req) => {
                 let result = Control::apply(&mut self.path, req);

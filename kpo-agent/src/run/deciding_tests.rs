@@ -31,6 +31,8 @@ const MAX_FREQ: &str = "cpufreq:policy0:scaling_max_freq";
 const RX: &str = "ethtool:eth0:rx-usecs";
 const PORT: u16 = 8080;
 const SLO_US: f64 = 300.0;
+/// Who the kernel says is on the other end of the socket in these tests.
+const CALLER: &str = "operator tester (uid 0, pid 4242)";
 
 /// The policy that gives the optimizer both knobs; `extra` goes into the cpufreq entry.
 fn policy(extra: &str) -> String {
@@ -262,6 +264,7 @@ impl Rig {
             sampled_fraction: 1.0,
             accept_queue_sampled_fraction: 1.0,
             listeners: vec![],
+            listener_full_lost: Some(0),
             netns: vec![],
             irqs: vec![],
             softirqs: vec![],
@@ -310,6 +313,7 @@ impl Rig {
             address: address.parse().unwrap(),
             value: Value::Int(value),
             reason: "test".into(),
+            by: None,
         }))
     }
 
@@ -317,7 +321,7 @@ impl Rig {
         let (answer, mut reply) = tokio::sync::oneshot::channel();
         let events = self.deciding.serve(crate::api::server::Incoming {
             request,
-            peer_pid: None,
+            caller: CALLER.into(),
             answer,
         });
         self.record(&events);
@@ -1006,6 +1010,7 @@ sources = ["operator"]
     assert!(matches!(
         rig.operator(crate::api::Request::Revert {
             revert: crate::control::RevertRequest::Id(id),
+            by: None,
         }),
         crate::api::Reply::Ok(_)
     ));
@@ -1211,7 +1216,10 @@ on_exit = "revert"
     };
     let set_rx = |rig: &mut Rig, usecs: i64| rig.operator_applies(RX, usecs);
     let revert = |rig: &mut Rig, which: crate::control::RevertRequest| {
-        rig.operator(crate::api::Request::Revert { revert: which })
+        rig.operator(crate::api::Request::Revert {
+            revert: which,
+            by: None,
+        })
     };
     let mut rig = Rig::new(policy, true, "");
     rig.nic.add_nic("eth0", adaptive);
@@ -1335,6 +1343,7 @@ on_exit = "keep"
     let apply = |rig: &mut Rig, address: &str, v: i64| rig.operator_applies(address, v);
     let revert_all = |rig: &mut Rig| match rig.operator(crate::api::Request::Revert {
         revert: crate::control::RevertRequest::All,
+        by: None,
     }) {
         crate::api::Reply::Ok(reports) => reports,
         other => panic!("{other:?}"),
@@ -1418,8 +1427,9 @@ sources = ["operator"]
             address: MAX_FREQ.parse().unwrap(),
             value: Value::Int(2_000_000),
             reason: "test".into(),
+            by: None,
         }),
-        peer_pid: None,
+        caller: CALLER.into(),
         answer,
     });
     assert!(events.is_empty(), "{events:?}");
@@ -1472,6 +1482,7 @@ on_exit = "revert"
         } else {
             let reply = rig.operator(crate::api::Request::Revert {
                 revert: crate::control::RevertRequest::All,
+                by: None,
             });
             assert!(matches!(reply, crate::api::Reply::Ok(_)), "{reply:?}");
         }
@@ -1944,4 +1955,47 @@ guard_signals = ["request_p99"]
         "the cooldown is over"
     );
     assert_eq!(backlog(), Value::Int(4000));
+}
+
+/// The journal names whoever the kernel says is on the other end of the socket, not who the
+/// request says it is from: an apply's and a revert's reason, and the pause.
+#[test]
+fn the_journal_names_the_caller_the_kernel_gives() {
+    let policy = r#"
+[params."cpufreq:*:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["operator"]
+"#;
+    let mut rig = Rig::new(policy, true, "");
+    let claimed = Some("operator mallory (uid 0, pid 1)".to_string());
+    let applied = rig.operator(crate::api::Request::Apply(crate::control::ApplyRequest {
+        address: MAX_FREQ.parse().unwrap(),
+        value: Value::Int(2_000_000),
+        reason: "for the test".into(),
+        by: claimed.clone(),
+    }));
+    assert!(matches!(applied, crate::api::Reply::Ok(_)), "{applied:?}");
+    let reverted = rig.operator(crate::api::Request::Revert {
+        revert: crate::control::RevertRequest::All,
+        by: claimed,
+    });
+    assert!(matches!(reverted, crate::api::Reply::Ok(_)), "{reverted:?}");
+    let reasons: Vec<String> = rig.intents().into_iter().map(|i| i.reason).collect();
+    assert_eq!(
+        reasons,
+        [
+            format!("for the test; by {CALLER}"),
+            format!("kpo revert --all: back to the value before KPO; by {CALLER}"),
+        ]
+    );
+    let paused = rig.operator(crate::api::Request::Pause {
+        by: "operator mallory (uid 0, pid 1)".into(),
+    });
+    assert!(matches!(paused, crate::api::Reply::Ok(_)), "{paused:?}");
+    assert_eq!(
+        rig.journal().paused().map(|(by, _)| by.as_str()),
+        Some(CALLER)
+    );
 }

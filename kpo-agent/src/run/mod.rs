@@ -255,6 +255,7 @@ pub async fn run(
     };
 
     llm.stop();
+    deciding.turn_away_requests().await;
     let reason = match ended {
         Ok(reason) => reason,
         Err(e) => {
@@ -342,8 +343,12 @@ impl Windows {
             return None;
         }
         self.ticks = 0;
-        let (window, last) = self.builder.take()?.finish().expect("a window has ticks");
-        self.builder = Some(WindowBuilder::new(last));
+        let (window, next) = self
+            .builder
+            .take()?
+            .finish_and_continue()
+            .expect("a window has ticks");
+        self.builder = Some(next);
         self.count += 1;
         Some(window)
     }

@@ -3,13 +3,16 @@
 pub mod energy;
 pub mod hist;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use kpo_common::{ListenerKey, NapiKey, AF_INET6};
 use serde::Serialize;
 
 use crate::{
-    collect::{bpf_maps::BpfSnapshot, procfs::HostMetrics, NetnsCounters, NetnsRead, Sample},
+    collect::{
+        bpf_maps::BpfSnapshot, carry::ListenerReading, procfs::HostMetrics, ListenerView,
+        NetnsCounters, NetnsRead, Sample,
+    },
     counter,
 };
 pub use hist::LatencySummary;
@@ -36,9 +39,14 @@ pub struct ListenerWindow {
     pub enqueued: Option<u64>,
     /// SYN-ACK retransmits (eBPF); null when the accept-queue sensor is off.
     pub synack_retrans: Option<u64>,
-    /// Connections this listener dropped in the window (its sk_drops counter, via sock_diag);
-    /// null when its namespace's sock_diag dump failed at the window's start or end.
+    /// Connections this listener dropped (its sockets' sk_drops, via sock_diag) since the dump
+    /// of its namespace the window counts from (see [`WindowBuilder`]); null when its
+    /// namespace's dump failed at the window's end (the next window whose end is read counts
+    /// them), or none of a namespace known at the start had succeeded yet.
     pub overflows: Option<u64>,
+    /// When that dump was, if before the window's `start` (the dump at the start failed); `None`
+    /// when `overflows` counts from the window's start.
+    pub overflows_since: Option<String>,
     pub pid: Option<u32>,
     pub comm: Option<String>,
 }
@@ -126,6 +134,10 @@ pub struct Window {
     /// or 1 while a listener was under pressure.
     pub accept_queue_sampled_fraction: f64,
     pub listeners: Vec<ListenerWindow>,
+    /// `listener_full` events the accept-queue sensor could not send in the window because its
+    /// ring buffer was full (each one a full queue reported late, from sock_diag at a tick, or
+    /// not at all); null when that sensor is off.
+    pub listener_full_lost: Option<u64>,
     pub netns: Vec<NetnsWindow>,
     pub irqs: Vec<IrqWindow>,
     pub softirqs: Vec<SoftirqWindow>,
@@ -140,9 +152,15 @@ pub struct Window {
     pub energy: Option<energy::WindowEnergy>,
 }
 
+/// Each namespace's sock_diag dump a window counts its listeners' drops from.
+pub type References = BTreeMap<u64, Arc<ListenerReading>>;
+
 /// Accumulates the samples of one window.
 pub struct WindowBuilder {
     baseline: Sample,
+    /// The dumps this window counts drops from: the baseline's own where it was read, else the
+    /// one the window before counted from (the drops since are uncounted yet).
+    reference: References,
     last: Option<Sample>,
     peaks: BTreeMap<ListenerKey, u32>,
     sampled: Duration,
@@ -151,9 +169,17 @@ pub struct WindowBuilder {
 }
 
 impl WindowBuilder {
+    /// The first window from `baseline`: where its dump failed, it counts from the namespace's
+    /// last good dump before (the collector's carry), since no window counted from it.
     pub fn new(baseline: Sample) -> Self {
+        let reference = baseline.readings.clone();
+        Self::with_reference(baseline, reference)
+    }
+
+    fn with_reference(baseline: Sample, reference: References) -> Self {
         Self {
             baseline,
+            reference,
             last: None,
             peaks: BTreeMap::new(),
             sampled: Duration::ZERO,
@@ -181,7 +207,8 @@ impl WindowBuilder {
         self.last = Some(sample);
     }
 
-    /// Closes the window. Returns it and the sample that becomes the next window's baseline.
+    /// Closes the window. Returns it and the sample that becomes the next window's baseline
+    /// (for a last window: [`WindowBuilder::finish_and_continue`] opens the next one).
     pub fn finish(self) -> Option<(Window, Sample)> {
         let last = self.last?;
         let spans = Spans {
@@ -189,8 +216,47 @@ impl WindowBuilder {
             sampled: self.sampled,
             accept_queue_sampled: self.accept_queue_sampled,
         };
-        let window = assemble(&self.baseline, &last, &self.peaks, spans);
+        let window = assemble(&self.baseline, &last, &self.peaks, spans, &self.reference);
         Some((window, last))
+    }
+
+    /// Closes the window and opens the next, from its last sample. Where that sample's dump
+    /// failed, this window's drops were not counted, so the next window counts from the dump
+    /// this one counted from: every drop once.
+    pub fn finish_and_continue(self) -> Option<(Window, WindowBuilder)> {
+        let mut reference = self.reference.clone();
+        let baseline = (self.baseline.at, self.baseline.wall);
+        let known_at_start: Vec<u64> = self.baseline.namespaces.keys().copied().collect();
+        let (window, last) = self.finish()?;
+        let read_at_end = |inum: &u64| last.namespaces.get(inum).is_some_and(|r| r.listeners);
+        for (inum, reading) in &last.readings {
+            if read_at_end(inum) {
+                reference.insert(*inum, reading.clone());
+            }
+        }
+        for inum in last.namespaces.keys().chain(last.readings.keys()) {
+            if read_at_end(inum) || reference.contains_key(inum) {
+                continue;
+            }
+            if !known_at_start.contains(inum) {
+                // Not known at the start: created since, counted from 0 from the start.
+                let empty = ListenerReading {
+                    at: baseline.0,
+                    wall: baseline.1,
+                    listeners: BTreeMap::new(),
+                };
+                reference.insert(*inum, Arc::new(empty));
+            } else if let Some(r) = last.readings.get(inum) {
+                // Known at the start and never read before it: nothing counted this window, and
+                // nothing earlier can be: from its first good dump.
+                reference.insert(*inum, r.clone());
+            }
+        }
+        // What discovery no longer finds and the collector no longer carries is gone.
+        reference.retain(|inum, _| {
+            last.namespaces.contains_key(inum) || last.readings.contains_key(inum)
+        });
+        Some((window, WindowBuilder::with_reference(last, reference)))
     }
 }
 
@@ -214,7 +280,7 @@ pub fn tick_window(previous: &Sample, sample: &Sample) -> Window {
             Duration::ZERO
         },
     };
-    assemble(previous, sample, &peaks, spans)
+    assemble(previous, sample, &peaks, spans, &previous.readings)
 }
 
 /// The deepest accept queue of each listener during the tick a sample closes (eBPF peaks at each
@@ -248,6 +314,7 @@ fn assemble(
     last: &Sample,
     peaks: &BTreeMap<ListenerKey, u32>,
     spans: Spans,
+    reference: &References,
 ) -> Window {
     let secs = spans.elapsed.as_secs_f64().max(1e-9);
     let sampled = Sampled(spans.sampled.as_secs_f64());
@@ -257,7 +324,14 @@ fn assemble(
         duration_s: round3(secs),
         sampled_fraction: sampled.0 / secs,
         accept_queue_sampled_fraction: round3(spans.accept_queue_sampled.as_secs_f64() / secs),
-        listeners: listeners(first, last, peaks),
+        listeners: listeners(first, last, peaks, reference),
+        listener_full_lost: last
+            .bpf
+            .as_ref()
+            .filter(|_| last.accept_queue_sensor)
+            .map(|b| {
+                counter::restarted(bpf_before(first, |f| Some(f.notable_lost)), b.notable_lost)
+            }),
         netns: netns(first, last),
         irqs: irqs(first, last, secs),
         softirqs: softirqs(first, last, sampled),
@@ -428,6 +502,7 @@ fn listeners(
     first: &Sample,
     last: &Sample,
     peaks: &BTreeMap<ListenerKey, u32>,
+    reference: &References,
 ) -> Vec<ListenerWindow> {
     let bpf_of =
         |s: &Sample, key: &ListenerKey| s.bpf.as_ref().and_then(|b| b.listeners.get(key)).copied();
@@ -443,34 +518,24 @@ fn listeners(
         }
     }
     // Listeners of a namespace whose dump failed at the end are unknown, not gone: left out,
-    // their namespace's sum (the guard's signal) would read as no drops at all.
-    keys.extend(
-        first
-            .listeners
-            .keys()
-            .filter(|key| !absence_is_real(last, u64::from(key.netns), |r| r.listeners)),
-    );
+    // their namespace's sum (the guard's signal) would read as no drops at all. What is known of
+    // them is the namespace's last good dump.
+    for (inum, reading) in &last.readings {
+        if !absence_is_real(last, *inum, |r| r.listeners) {
+            keys.extend(reading.listeners.keys());
+        }
+    }
     keys.sort();
     keys.dedup();
     keys.into_iter()
         .map(|key| {
             let view = last.listeners.get(&key);
-            // What is known of it: the end's dump, else the baseline's.
-            let known = view.or_else(|| first.listeners.get(&key));
             let netns = u64::from(key.netns);
-            // A listener first seen in this window was created in it: its counters began at 0.
-            // Unless its namespace's dump failed at the baseline: then it may have been there
-            // all along, and from 0 it would count every drop since it was created.
-            let drops_before = match first.listeners.get(&key) {
-                Some(l) => Some(l.drops),
-                None => absence_is_real(first, netns, |r| r.listeners).then_some(0),
-            };
-            let overflows = match view {
-                Some(v) => drops_before.map(|before| counter::monotonic(before, v.drops)),
-                // Gone at the end: closed (its last drops were never read, so none), or its
-                // namespace's dump failed (unknown).
-                None => absence_is_real(last, netns, |r| r.listeners).then_some(0),
-            };
+            // What is known of it: the end's dump, else the last good one, else the baseline's.
+            let known = view
+                .or_else(|| last.readings.get(&netns)?.listeners.get(&key))
+                .or_else(|| first.listeners.get(&key));
+            let (overflows, since) = overflows(first, last, reference, key, view);
             let now_bpf = bpf_of(last, &key);
             let before_bpf = bpf_of(first, &key).unwrap_or_default();
             ListenerWindow {
@@ -495,11 +560,64 @@ fn listeners(
                     })
                 }),
                 overflows,
+                overflows_since: since.map(rfc3339),
                 pid: view.and_then(|v| v.pid),
                 comm: view.and_then(|v| v.comm.clone()),
             }
         })
         .collect()
+}
+
+/// A listener's drops over a window from `first` to `last` (`view`: its sockets at `last`), and
+/// since when they are counted, if that is before `first`: they count from `reference`, its
+/// namespace's dump the window counts from (`first`'s own, or when that failed, the one the
+/// window before counted from), so drops that happened while dumps failed are counted, once, by
+/// the first window whose end was read.
+fn overflows(
+    first: &Sample,
+    last: &Sample,
+    reference: &References,
+    key: ListenerKey,
+    view: Option<&ListenerView>,
+) -> (Option<u64>, Option<time::OffsetDateTime>) {
+    let netns = u64::from(key.netns);
+    let Some(view) = view else {
+        // Gone at the end: closed (its last drops were never read, so none), or its namespace's
+        // dump failed (unknown, until a dump succeeds).
+        return (
+            absence_is_real(last, netns, |r| r.listeners).then_some(0),
+            None,
+        );
+    };
+    match reference.get(&netns) {
+        Some(reading) => {
+            let read_at_start = first.namespaces.get(&netns).is_some_and(|r| r.listeners);
+            let drops = drops_since(reading.listeners.get(&key), view);
+            (Some(drops), (!read_at_start).then_some(reading.wall))
+        }
+        // No good dump of the namespace yet at the start: if it was not known then, it was
+        // created in the window and its listeners counted from 0 with it. If it was known, a
+        // listener may have been there all along, and from 0 it would count every drop since it
+        // was created.
+        None => (
+            (!first.namespaces.contains_key(&netns)).then(|| drops_since(None, view)),
+            None,
+        ),
+    }
+}
+
+/// The drops of a listener's sockets (`now`) since `before`, its reading in an earlier dump. A
+/// socket that reading does not have was created since, and counts from 0: so does one that
+/// replaced a closed socket of the same address (another inode), where the merged sum could fall.
+/// A socket whose count fell is taken for one that reused a closed socket's inode.
+fn drops_since(before: Option<&ListenerView>, now: &ListenerView) -> u64 {
+    now.socket_drops
+        .iter()
+        .map(|(inode, &drops)| {
+            let was = before.and_then(|b| b.socket_drops.get(inode)).copied();
+            counter::restarted(was.unwrap_or(0), drops)
+        })
+        .sum()
 }
 
 fn irqs(first: &Sample, last: &Sample, secs: f64) -> Vec<IrqWindow> {
@@ -564,6 +682,7 @@ mod tests {
     use super::*;
     use crate::collect::{
         bpf_maps::{BpfSnapshot, ListenerBpf},
+        carry::Carry,
         procfs::{HostSnapshot, ProcRoot},
         ListenerView,
     };
@@ -586,7 +705,7 @@ mod tests {
         let mut snapshot = BpfSnapshot::default();
         snapshot.listeners.insert(KEY, bpf);
         snapshot.context_switches = secs * 1000;
-        Sample {
+        let mut s = Sample {
             at: at + Duration::from_secs(secs),
             wall: time::OffsetDateTime::UNIX_EPOCH + Duration::from_secs(secs),
             bpf: Some(snapshot),
@@ -597,13 +716,15 @@ mod tests {
                     depth,
                     limit: 128,
                     drops,
+                    socket_drops: [(4242, drops)].into(),
                     pid: Some(42),
                     comm: Some("nginx".into()),
                 },
             )]
             .into(),
             netns: BTreeMap::new(),
-            namespaces: BTreeMap::new(),
+            namespaces: [(7, READ)].into(),
+            readings: BTreeMap::new(),
             napi_devices: BTreeMap::new(),
             host,
             duty_attached: duty,
@@ -611,7 +732,36 @@ mod tests {
             accept_queue_attached: true,
             synack_retrans_sensor: true,
             sched_sensor: true,
+        };
+        reread(&mut s, &mut Carry::default());
+        s
+    }
+
+    /// Sets the sample's readings as the collector would, after `carry` saw the samples before
+    /// it: tests that change a sample's listeners or namespaces call it again.
+    fn reread(s: &mut Sample, carry: &mut Carry) {
+        s.readings = carry.update(s.at, s.wall, &s.namespaces, &s.listeners);
+    }
+
+    /// The samples in order, each with the readings the collector would give it.
+    fn collected(mut samples: Vec<Sample>) -> Vec<Sample> {
+        let mut carry = Carry::default();
+        for s in &mut samples {
+            reread(s, &mut carry);
         }
+        samples
+    }
+
+    /// The windows of consecutive samples, one tick each.
+    fn windows_of(samples: &[Sample]) -> Vec<Window> {
+        samples
+            .windows(2)
+            .map(|pair| {
+                let mut b = WindowBuilder::new(pair[0].clone());
+                b.push(pair[1].clone());
+                b.finish().unwrap().0
+            })
+            .collect()
     }
 
     fn bpf(enqueued: u64, peak: Option<u32>) -> ListenerBpf {
@@ -713,6 +863,7 @@ mod tests {
         let mut first = sample(t0, 0, false, 0, 0, bpf(0, None));
         first.listeners.clear();
         first.bpf.as_mut().unwrap().listeners.clear();
+        reread(&mut first, &mut Carry::default());
         let mut b = WindowBuilder::new(first);
         b.push(sample(t0, 1, false, 9, 51, bpf(9, Some(9))));
         let (w, _) = b.finish().unwrap();
@@ -747,12 +898,15 @@ mod tests {
     #[test]
     fn a_failed_read_at_the_baseline_gives_no_phantom_overflows() {
         let t0 = Instant::now();
+        let mut carry = Carry::default();
         let mut failed = sample(t0, 0, false, 0, 0, bpf(0, None));
         failed.listeners.clear();
         failed.namespaces.insert(7, UNREAD);
+        reread(&mut failed, &mut carry);
         let mut read = sample(t0, 1, false, 2, 40_000, bpf(5, Some(2)));
         read.namespaces.insert(7, READ);
         read.netns.insert(7, counters(40_000));
+        reread(&mut read, &mut carry);
         let mut b = WindowBuilder::new(failed);
         b.push(read);
         let (w, last) = b.finish().unwrap();
@@ -768,6 +922,7 @@ mod tests {
         let mut next = sample(t0, 2, false, 0, 40_003, bpf(5, None));
         next.namespaces.insert(7, READ);
         next.netns.insert(7, counters(40_003));
+        reread(&mut next, &mut carry);
         let mut b = WindowBuilder::new(last);
         b.push(next);
         let (w, _) = b.finish().unwrap();
@@ -778,14 +933,17 @@ mod tests {
     #[test]
     fn a_listener_or_namespace_new_where_the_baseline_read_counts_from_zero() {
         let t0 = Instant::now();
+        let mut carry = Carry::default();
         let mut first = sample(t0, 0, false, 0, 0, bpf(0, None));
         first.listeners.clear();
         first.namespaces.insert(7, READ);
+        reread(&mut first, &mut carry);
         let mut next = sample(t0, 1, false, 1, 51, bpf(0, None));
         next.namespaces.insert(7, READ);
         // Namespace 9 was not known at the baseline: it was created (or first entered) since.
         next.namespaces.insert(9, READ);
         next.netns.insert(9, counters(12));
+        reread(&mut next, &mut carry);
         let mut b = WindowBuilder::new(first);
         b.push(next);
         let (w, _) = b.finish().unwrap();
@@ -800,10 +958,13 @@ mod tests {
         let t0 = Instant::now();
         let mut first = sample(t0, 0, false, 0, 10, bpf(0, None));
         first.namespaces.insert(7, READ);
+        let mut carry = Carry::default();
+        reread(&mut first, &mut carry);
         for (read, overflows) in [(UNREAD, None), (READ, Some(0))] {
             let mut next = sample(t0, 1, false, 0, 0, bpf(4, None));
             next.listeners.clear();
             next.namespaces.insert(7, read);
+            reread(&mut next, &mut carry);
             let mut b = WindowBuilder::new(first.clone());
             b.push(next);
             let (w, _) = b.finish().unwrap();
@@ -813,11 +974,14 @@ mod tests {
             );
         }
         // A quiet listener (nothing enqueued) whose namespace's dump failed at the end is
-        // listed as unknown, with what the baseline knew of it; closed, it is gone.
+        // listed as unknown, with what its last good dump knew of it; closed, it is gone.
         for (read, listed) in [(UNREAD, 1), (READ, 0)] {
+            let mut carry = Carry::default();
+            reread(&mut first, &mut carry);
             let mut next = sample(t0, 1, false, 0, 0, bpf(0, None));
             next.listeners.clear();
             next.namespaces.insert(7, read);
+            reread(&mut next, &mut carry);
             let mut b = WindowBuilder::new(first.clone());
             b.push(next);
             let (w, _) = b.finish().unwrap();
@@ -829,6 +993,239 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A sample of namespace 7 whose listener KEY has these sockets (inode, sk_drops); `read`
+    /// false: its dump failed. Readings are set by [`collected`].
+    fn dump(t0: Instant, secs: u64, sockets: &[(u32, u64)], read: bool) -> Sample {
+        let mut s = sample(t0, secs, false, 0, 0, bpf(0, None));
+        let view = s.listeners.get_mut(&KEY).unwrap();
+        view.socket_drops = sockets.iter().copied().collect();
+        view.drops = sockets.iter().map(|(_, d)| d).sum();
+        if sockets.is_empty() || !read {
+            s.listeners.clear();
+        }
+        if !read {
+            s.namespaces.insert(7, UNREAD);
+        }
+        s
+    }
+
+    fn overflows_of(w: &Window) -> Option<(Option<u64>, Option<String>)> {
+        let l = w.listeners.iter().find(|l| (l.netns, l.port) == (7, 80))?;
+        Some((l.overflows, l.overflows_since.clone()))
+    }
+
+    /// Defect: a window whose end's dump failed had null overflows, and the next window started
+    /// from that failed reading, so the drops of both windows were counted nowhere.
+    #[test]
+    fn drops_while_dumps_failed_are_counted_once_by_the_next_window_read_at_its_end() {
+        let t0 = Instant::now();
+        let samples = collected(vec![
+            dump(t0, 0, &[(1, 10)], true),
+            dump(t0, 1, &[(1, 12)], false),
+            dump(t0, 2, &[(1, 15)], false),
+            dump(t0, 3, &[(1, 22)], true),
+            dump(t0, 4, &[(1, 25)], true),
+        ]);
+        let since = Some(rfc3339(samples[0].wall));
+        let windows = windows_of(&samples);
+        let seen: Vec<_> = windows.iter().map(|w| overflows_of(w).unwrap()).collect();
+        assert_eq!(
+            seen,
+            [
+                (None, None),
+                (None, None),
+                (Some(12), since),
+                (Some(3), None)
+            ],
+            "unknown while the ends fail, then everything since the last good dump"
+        );
+        let total: u64 = windows.iter().filter_map(|w| overflows_of(w)?.0).sum();
+        assert_eq!(total, 25 - 10, "every drop counted once");
+        // Listed while unknown, with what the last good dump knew.
+        assert_eq!(windows[1].listeners[0].addresses, ["0.0.0.0"]);
+
+        // The rules' tick windows count the same.
+        let ticks: Vec<_> = samples
+            .windows(2)
+            .map(|p| overflows_of(&tick_window(&p[0], &p[1])).unwrap().0)
+            .collect();
+        assert_eq!(ticks, [None, None, Some(12), Some(3)]);
+
+        // A window of several ticks whose start was read is not marked as reaching back.
+        let mut b = WindowBuilder::new(samples[0].clone());
+        for s in &samples[1..4] {
+            b.push(s.clone());
+        }
+        let (w, _) = b.finish().unwrap();
+        assert_eq!(overflows_of(&w).unwrap(), (Some(12), None));
+    }
+
+    /// A window whose end failed after good ticks inside it: the next window counts from the
+    /// dump this one counted from (its start), not from the last good tick, whose drops since
+    /// this window's start nobody counted; the rules' tick windows chain tick by tick.
+    #[test]
+    fn the_window_after_a_failed_end_counts_from_that_window_s_start() {
+        let t0 = Instant::now();
+        let samples = collected(vec![
+            dump(t0, 0, &[(1, 10)], true),
+            dump(t0, 1, &[(1, 14)], true),
+            dump(t0, 2, &[(1, 16)], false),
+            dump(t0, 3, &[(1, 20)], true),
+        ]);
+        let mut b = WindowBuilder::new(samples[0].clone());
+        b.push(samples[1].clone());
+        b.push(samples[2].clone());
+        let (first, mut b) = b.finish_and_continue().unwrap();
+        b.push(samples[3].clone());
+        let (second, _) = b.finish_and_continue().unwrap();
+        assert_eq!(overflows_of(&first).unwrap(), (None, None));
+        assert_eq!(
+            overflows_of(&second).unwrap(),
+            (Some(10), Some(rfc3339(samples[0].wall)))
+        );
+        let ticks: Vec<_> = samples
+            .windows(2)
+            .map(|p| overflows_of(&tick_window(&p[0], &p[1])).unwrap())
+            .collect();
+        assert_eq!(
+            ticks,
+            [
+                (Some(4), None),
+                (None, None),
+                (Some(6), Some(rfc3339(samples[1].wall)))
+            ]
+        );
+    }
+
+    /// A listener closed and re-created under the same address while dumps failed is a new
+    /// socket: its drops count from 0, never from the old socket's count (which would make the
+    /// merged sum fall and count nothing, or a negative).
+    #[test]
+    fn sockets_re_created_or_closed_while_dumps_failed_count_each_drop_once() {
+        let t0 = Instant::now();
+        // (sockets before, sockets after: (inode, sk_drops)), overflows after.
+        type Case = (&'static [(u32, u64)], &'static [(u32, u64)], Option<u64>);
+        let cases: [Case; 5] = [
+            // Re-created: another inode, fewer drops than the old socket had.
+            (&[(1, 100)], &[(2, 4)], Some(4)),
+            // The same inode with a lower count is a socket that reused a closed one's inode.
+            (&[(1, 100)], &[(1, 4)], Some(4)),
+            // An SO_REUSEPORT group: one socket closed, one kept (10 more), one new (7).
+            (&[(1, 100), (2, 50)], &[(2, 60), (3, 7)], Some(17)),
+            // Nothing new, nothing negative.
+            (&[(1, 100)], &[(1, 100)], Some(0)),
+            // Closed for good: not listed (it enqueued nothing).
+            (&[(1, 100)], &[], None),
+        ];
+        for (before, after, want) in cases {
+            let samples = collected(vec![
+                dump(t0, 0, before, true),
+                dump(t0, 1, &[(9, 1_000_000)], false),
+                dump(t0, 2, after, true),
+            ]);
+            let windows = windows_of(&samples);
+            assert_eq!(overflows_of(&windows[0]).unwrap().0, None);
+            assert_eq!(
+                overflows_of(&windows[1]).and_then(|o| o.0),
+                want,
+                "{before:?} -> {after:?}"
+            );
+        }
+    }
+
+    /// A namespace that discovery missed (unread for a tick, then forgotten) and that came back
+    /// counts from its last dump, not from 0: from 0 it would count every drop since its
+    /// listeners were created.
+    #[test]
+    fn a_namespace_back_after_discovery_lost_it_counts_from_its_last_dump() {
+        let t0 = Instant::now();
+        let mut forgotten = dump(t0, 2, &[], true);
+        forgotten.namespaces.clear();
+        let samples = collected(vec![
+            dump(t0, 0, &[(1, 10)], true),
+            dump(t0, 1, &[(1, 12)], false),
+            forgotten,
+            dump(t0, 3, &[(1, 30)], true),
+        ]);
+        let windows = windows_of(&samples);
+        assert_eq!(overflows_of(&windows[0]), Some((None, None)));
+        assert_eq!(overflows_of(&windows[1]), None, "not known: not listed");
+        assert_eq!(
+            overflows_of(&windows[2]),
+            Some((Some(20), Some(rfc3339(samples[0].wall))))
+        );
+    }
+
+    /// Any run of good and failed dumps and window lengths: the windows' overflows add up to the
+    /// drops between the first and the last dump, each window's is null exactly when its end
+    /// failed, and `overflows_since` is set exactly when its start failed.
+    #[test]
+    fn windows_over_any_run_of_failed_dumps_add_up_to_every_drop() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            rng = rng
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (rng >> 33) % n
+        };
+        let t0 = Instant::now();
+        for _ in 0..200 {
+            let ticks = 2 + next(30);
+            let mut drops = next(1000);
+            let first_drops = drops;
+            let mut raw = vec![dump(t0, 0, &[(1, drops)], true)];
+            for secs in 1..=ticks {
+                drops += next(50);
+                // The last dump succeeds, so that the total is known.
+                let read = secs == ticks || next(3) != 0;
+                raw.push(dump(t0, secs, &[(1, drops)], read));
+            }
+            let samples = collected(raw);
+            let mut total = 0;
+            let mut start = 0;
+            let mut b = WindowBuilder::new(samples[0].clone());
+            while start + 1 < samples.len() {
+                let end = (start + 1 + next(4) as usize).min(samples.len() - 1);
+                for s in &samples[start + 1..=end] {
+                    b.push(s.clone());
+                }
+                let (w, following) = b.finish_and_continue().unwrap();
+                b = following;
+                let (overflows, since) = overflows_of(&w).unwrap();
+                let read = |i: usize| samples[i].namespaces[&7].listeners;
+                assert_eq!(overflows.is_some(), read(end));
+                if overflows.is_some() {
+                    assert_eq!(since.is_some(), !read(start));
+                }
+                total += overflows.unwrap_or(0);
+                start = end;
+            }
+            assert_eq!(total, drops - first_drops);
+        }
+    }
+
+    #[test]
+    fn listener_full_events_lost_are_the_window_s_difference() {
+        let t0 = Instant::now();
+        let with_lost = |secs, lost| {
+            let mut s = sample(t0, secs, false, 0, 0, bpf(0, None));
+            s.bpf.as_mut().unwrap().notable_lost = lost;
+            s
+        };
+        let mut b = WindowBuilder::new(with_lost(0, 40));
+        b.push(with_lost(1, 45));
+        b.push(with_lost(2, 52));
+        let (w, last) = b.finish().unwrap();
+        assert_eq!(w.listener_full_lost, Some(12));
+        let mut b = WindowBuilder::new(last);
+        let mut off = with_lost(3, 52);
+        off.accept_queue_sensor = false;
+        b.push(off);
+        assert_eq!(b.finish().unwrap().0.listener_full_lost, None);
+        let json = serde_json::to_value(&w).unwrap();
+        assert_eq!(json["listener_full_lost"], 12);
     }
 
     #[test]

@@ -205,6 +205,7 @@ pub(crate) mod testing {
             enqueued: Some(1000),
             synack_retrans: Some(0),
             overflows: Some(drops),
+            overflows_since: None,
             pid: Some(4242),
             comm: Some("nginx".into()),
         }
@@ -220,6 +221,7 @@ pub(crate) mod testing {
             sampled_fraction: 1.0,
             accept_queue_sampled_fraction: 1.0,
             listeners,
+            listener_full_lost: Some(0),
             netns: vec![],
             irqs: vec![],
             softirqs: vec![],

@@ -113,7 +113,8 @@ fn mode_recommend_makes_one_pending_approval_refreshed_then_superseded() {
     assert_eq!(first.id, "ap-1");
     assert_eq!(first.value, Value::Int(32));
     assert_eq!(first.current_value, Some(Value::Int(16)));
-    assert_eq!(first.held_by, "advisor");
+    // The advisor's flag is false because the policy says recommend: the policy holds it.
+    assert_eq!(first.held_by, "policy");
     assert_eq!(s.value(), Value::Int(16), "nothing applied");
 
     // The same advice again: the same approval, refreshed.
@@ -814,4 +815,23 @@ fn an_expiry_that_cannot_be_written_fails_no_request() {
         s.desk.store().item("ap-1").unwrap().state,
         ApprovalState::Expired
     );
+}
+
+/// `held_by` names what holds the change: the policy when its mode for the advisor is
+/// recommend (whatever the advisor's flag, which the advisors lower under that mode), the
+/// advisor when the policy would have applied it.
+#[test]
+fn held_by_names_the_policy_or_the_advisor() {
+    for (mode, auto, held_by) in [
+        ("recommend", false, "policy"),
+        ("recommend", true, "policy"),
+        ("auto", false, "advisor"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = setup(dir.path(), mode);
+        s.consider(vec![rec(Source::Rules, 32, auto)]);
+        let pending = s.desk.pending().unwrap();
+        assert_eq!(pending.len(), 1, "{mode} {auto}");
+        assert_eq!(pending[0].held_by, held_by, "{mode} {auto}");
+    }
 }

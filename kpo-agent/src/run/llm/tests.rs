@@ -23,6 +23,7 @@ fn listener(netns: u64, overflows: u64, backlog_max: u32) -> ListenerWindow {
         enqueued: None,
         synack_retrans: None,
         overflows: Some(overflows),
+        overflows_since: None,
         pid: None,
         comm: None,
     }
@@ -37,6 +38,7 @@ fn window(listeners: Vec<ListenerWindow>) -> Window {
         sampled_fraction: 1.0,
         accept_queue_sampled_fraction: 1.0,
         listeners,
+        listener_full_lost: Some(0),
         netns: vec![],
         irqs: vec![],
         softirqs: vec![],

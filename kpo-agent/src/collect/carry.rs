@@ -1,0 +1,196 @@
+//! The last sock_diag dump of each namespace that succeeded, carried across dumps that failed.
+//!
+//! A window's listener drops are the change of each socket's `sk_drops` between two readings.
+//! When a namespace's dump fails at a window's end, that window cannot count its drops; if the
+//! next window then started from the failed reading, the drops of both windows would be lost. So
+//! every sample carries, for each namespace, its last good reading: a tick window (one tick after
+//! another) counts from it; a window of several ticks whose start failed counts from the dump the
+//! window before counted from (`WindowBuilder::finish_and_continue`), which for the first window
+//! is this carried one.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use time::OffsetDateTime;
+
+use super::{ListenerView, NetnsRead};
+use kpo_common::ListenerKey;
+
+/// How long the last good reading of a namespace no longer known is kept. A namespace can drop
+/// out of discovery while it lives (held only by a descriptor or a bind mount outside
+/// /run/netns) and come back; within this time its listeners count from their last reading,
+/// after it they count as new (every drop since they were created). Bounded, so that namespaces
+/// that come and go (containers) do not accumulate.
+pub const KEEP_VANISHED: Duration = Duration::from_secs(3600);
+
+/// One namespace's listeners as one successful sock_diag dump gave them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerReading {
+    /// When it was read (the sample's `wall`).
+    pub wall: OffsetDateTime,
+    /// When it was read (the sample's `at`).
+    pub at: Instant,
+    pub listeners: BTreeMap<ListenerKey, ListenerView>,
+}
+
+/// The last good reading of every namespace, kept from sample to sample.
+#[derive(Debug, Default)]
+pub struct Carry {
+    last: BTreeMap<u64, Arc<ListenerReading>>,
+    /// The namespaces known at the previous sample, and when it was taken.
+    previous: Option<(BTreeSet<u64>, Instant, OffsetDateTime)>,
+}
+
+impl Carry {
+    /// Takes in one sample's dumps (`listeners` of the namespaces whose `NetnsRead::listeners`
+    /// is true) and returns the last good reading of every namespace, for the sample to carry.
+    pub fn update(
+        &mut self,
+        at: Instant,
+        wall: OffsetDateTime,
+        namespaces: &BTreeMap<u64, NetnsRead>,
+        listeners: &BTreeMap<ListenerKey, ListenerView>,
+    ) -> BTreeMap<u64, Arc<ListenerReading>> {
+        let mut fresh: BTreeMap<u64, BTreeMap<ListenerKey, ListenerView>> = namespaces
+            .iter()
+            .filter(|(_, read)| read.listeners)
+            .map(|(inum, _)| (*inum, BTreeMap::new()))
+            .collect();
+        for (key, view) in listeners {
+            if let Some(own) = fresh.get_mut(&u64::from(key.netns)) {
+                own.insert(*key, view.clone());
+            }
+        }
+        // A namespace new since the previous sample whose first dump failed was created since
+        // (as windows take one first known in them): it had no listeners then.
+        if let Some((known, at, wall)) = &self.previous {
+            for (inum, read) in namespaces {
+                if !read.listeners && !known.contains(inum) && !self.last.contains_key(inum) {
+                    let empty = ListenerReading {
+                        wall: *wall,
+                        at: *at,
+                        listeners: BTreeMap::new(),
+                    };
+                    self.last.insert(*inum, Arc::new(empty));
+                }
+            }
+        }
+        self.previous = Some((namespaces.keys().copied().collect(), at, wall));
+        for (inum, listeners) in fresh {
+            let reading = ListenerReading {
+                wall,
+                at,
+                listeners,
+            };
+            self.last.insert(inum, Arc::new(reading));
+        }
+        self.last.retain(|inum, r| {
+            namespaces.contains_key(inum) || at.saturating_duration_since(r.at) < KEEP_VANISHED
+        });
+        self.last.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const READ: NetnsRead = NetnsRead {
+        listeners: true,
+        counters: true,
+    };
+
+    fn view(drops: u64) -> ListenerView {
+        ListenerView {
+            addresses: vec!["127.0.0.1".parse().unwrap()],
+            depth: 0,
+            limit: 8,
+            drops,
+            socket_drops: [(11, drops)].into(),
+            pid: None,
+            comm: None,
+        }
+    }
+
+    fn key(netns: u32) -> ListenerKey {
+        ListenerKey {
+            netns,
+            port: 80,
+            family: kpo_common::AF_INET,
+        }
+    }
+
+    #[test]
+    fn a_failed_dump_carries_the_last_good_one_and_a_good_one_replaces_it() {
+        let mut carry = Carry::default();
+        let t0 = Instant::now();
+        let w0 = OffsetDateTime::UNIX_EPOCH;
+        let both = BTreeMap::from([(7, READ), (9, READ)]);
+        let listeners = BTreeMap::from([(key(7), view(10)), (key(9), view(1))]);
+        let r = carry.update(t0, w0, &both, &listeners);
+        assert_eq!(r[&7].listeners, BTreeMap::from([(key(7), view(10))]));
+        assert_eq!(r[&9].listeners, BTreeMap::from([(key(9), view(1))]));
+
+        // 7's dump fails: its reading is the one before; 9's is this one.
+        let failed = BTreeMap::from([(7, NetnsRead::default()), (9, READ)]);
+        let t1 = t0 + Duration::from_secs(1);
+        let w1 = w0 + Duration::from_secs(1);
+        let r = carry.update(t1, w1, &failed, &BTreeMap::from([(key(9), view(2))]));
+        assert_eq!((r[&7].wall, r[&7].listeners[&key(7)].drops), (w0, 10));
+        assert_eq!((r[&9].wall, r[&9].listeners[&key(9)].drops), (w1, 2));
+
+        // A good dump without the listener: the reading says it is gone.
+        let t2 = t1 + Duration::from_secs(1);
+        let r = carry.update(t2, w1, &both, &BTreeMap::new());
+        assert!(r[&7].listeners.is_empty() && r[&9].listeners.is_empty());
+    }
+
+    /// A namespace whose first dump fails was created since the sample before (windows count
+    /// one first known in them from 0): it had no listeners then, and they count from 0.
+    #[test]
+    fn a_new_namespace_whose_first_dump_fails_had_no_listeners_before() {
+        let mut carry = Carry::default();
+        let (t0, w0) = (Instant::now(), OffsetDateTime::UNIX_EPOCH);
+        let none = BTreeMap::new();
+        let r = carry.update(t0, w0, &BTreeMap::from([(7, READ)]), &none);
+        assert_eq!(r.len(), 1);
+        let failing = BTreeMap::from([(7, READ), (8, NetnsRead::default())]);
+        let (t1, w1) = (t0 + Duration::from_secs(1), w0 + Duration::from_secs(1));
+        let r = carry.update(t1, w1, &failing, &none);
+        assert_eq!((r[&8].wall, r[&8].listeners.len()), (w0, 0));
+        // Still failing: the same empty reading, not a newer one.
+        let (t2, w2) = (t1 + Duration::from_secs(1), w1 + Duration::from_secs(1));
+        let r = carry.update(t2, w2, &failing, &none);
+        assert_eq!(r[&8].wall, w0);
+        // The first sample ever has no sample before: a failed dump there says nothing.
+        let mut first = Carry::default();
+        assert!(!first.update(t0, w0, &failing, &none).contains_key(&8));
+    }
+
+    #[test]
+    fn a_vanished_namespace_is_kept_for_a_while_then_forgotten() {
+        let mut carry = Carry::default();
+        let t0 = Instant::now();
+        let w = OffsetDateTime::UNIX_EPOCH;
+        let ns = BTreeMap::from([(7, READ)]);
+        carry.update(t0, w, &ns, &BTreeMap::from([(key(7), view(10))]));
+        let (none, no_listeners) = (BTreeMap::new(), BTreeMap::new());
+        let r = carry.update(
+            t0 + KEEP_VANISHED - Duration::from_secs(1),
+            w,
+            &none,
+            &no_listeners,
+        );
+        assert_eq!(r[&7].listeners[&key(7)].drops, 10, "still kept");
+        let r = carry.update(t0 + KEEP_VANISHED, w, &none, &no_listeners);
+        assert!(r.is_empty(), "gone an hour: forgotten");
+
+        // Known but unread (entered never, or failing) is kept however long.
+        carry.update(t0, w, &ns, &BTreeMap::from([(key(7), view(10))]));
+        let unread = BTreeMap::from([(7, NetnsRead::default())]);
+        let r = carry.update(t0 + KEEP_VANISHED * 5, w, &unread, &no_listeners);
+        assert_eq!(r[&7].listeners[&key(7)].drops, 10);
+    }
+}

@@ -1,0 +1,308 @@
+//! The accept-queue observing path when things go wrong: a namespace whose sock_diag dump fails
+//! at a window's end, and a `listener_full` ring buffer with no room.
+use std::{
+    ffi::CString,
+    fs::File,
+    net::{Ipv4Addr, TcpListener, TcpStream},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    time::Duration,
+};
+
+use kpo_common::{NotableEvent, NotableKind};
+use kpo_integration::{run_ok, ss_listener, Netns};
+
+use crate::common::{close_window, start, wait_until};
+
+const PORT: u16 = 4200;
+const BACKLOG: i32 = 4;
+
+/// A listener on 127.0.0.1:port with the given backlog (listen() again to set it: std uses 128).
+fn listen(port: u16, backlog: i32) -> TcpListener {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), backlog) }, 0);
+    listener
+}
+
+fn connect_nonblocking(port: u16) -> OwnedFd {
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
+    assert!(fd >= 0);
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    unsafe { libc::connect(fd, (&addr as *const libc::sockaddr_in).cast(), len) };
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// A way into the test's namespace: its /run/netns file, or, while that is hidden from the
+/// agent, a descriptor of it (`/proc/PID/fd/N`).
+struct Inside(String);
+
+impl Inside {
+    fn of(ns: &Netns) -> Inside {
+        Inside(format!("/run/netns/{}", ns.name))
+    }
+
+    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let netns = File::open(&self.0).expect("open netns");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                f()
+            })
+            .join()
+            .expect("namespace thread")
+        })
+    }
+
+    fn exec(&self, cmd: &[&str]) -> String {
+        let net = format!("--net={}", self.0);
+        let mut args = vec![net.as_str()];
+        args.extend_from_slice(cmd);
+        String::from_utf8(run_ok("nsenter", &args).stdout).expect("utf-8 output")
+    }
+}
+
+/// `connections` connects to a listener nobody accepts from; returns once no handshake is in
+/// flight, so the listener's drop counter is final.
+fn burst(inside: &Inside, connections: usize) {
+    let clients: Vec<OwnedFd> = inside.run(|| {
+        (0..connections)
+            .map(|_| connect_nonblocking(PORT))
+            .collect()
+    });
+    // The first connections fill the queue; wait until it is full so that the rest overflow.
+    wait_until("accept queue full", Duration::from_secs(5), || {
+        ss_listener(&inside.exec(&["ss", "-ltnm"]), PORT).is_some_and(|l| l.0 > BACKLOG as u32)
+    });
+    // Closing the clients ends their SYN retries.
+    drop(clients);
+    wait_until("handshakes settled", Duration::from_secs(10), || {
+        ["syn-recv", "syn-sent"].iter().all(|state| {
+            inside
+                .exec(&["ss", "-tnH", "state", state])
+                .trim()
+                .is_empty()
+        })
+    });
+}
+
+/// The namespace's counters that must agree: the listener's d<N> (ss -ltnm), and
+/// TcpExtListenOverflows and TcpExtListenDrops (nstat's names for /proc/net/netstat).
+fn kernel_drops(inside: &Inside) -> (u64, u64, u64) {
+    let ss = ss_listener(&inside.exec(&["ss", "-ltnm"]), PORT).expect("listener in ss");
+    let netstat = inside.exec(&["cat", "/proc/net/netstat"]);
+    let get = |name| {
+        kpo_integration::netstat_value(&netstat, name)
+            .unwrap_or_else(|| panic!("{name} not in netstat"))
+    };
+    (ss.2, get("TcpExtListenOverflows"), get("TcpExtListenDrops"))
+}
+
+/// A namespace hidden from the agent's discovery while it lives: its /run/netns bind mount is
+/// removed, a descriptor keeps it (no process is in it). Put back on [`Hidden::restore`] or on
+/// drop, so that the namespace's own guard can delete it even after a panic.
+struct Hidden<'a> {
+    ns: &'a Netns,
+    handle: Option<File>,
+}
+
+impl<'a> Hidden<'a> {
+    fn hide(ns: &'a Netns) -> Hidden<'a> {
+        let handle = File::open(format!("/run/netns/{}", ns.name)).expect("open netns");
+        // Lazily: the descriptor just opened holds the mount busy.
+        run_ok("umount", &["-l", &format!("/run/netns/{}", ns.name)]);
+        Hidden {
+            ns,
+            handle: Some(handle),
+        }
+    }
+
+    /// The namespace while it is hidden.
+    fn inside(&self) -> Inside {
+        let fd = self.handle.as_ref().expect("hidden").as_raw_fd();
+        Inside(format!("/proc/{}/fd/{fd}", std::process::id()))
+    }
+
+    /// Bind-mounts the namespace back on its /run/netns file, as `ip netns attach` does.
+    fn put_back(&mut self) -> std::io::Result<()> {
+        let Some(handle) = self.handle.take() else {
+            return Ok(());
+        };
+        // mount(8) would resolve the descriptor's link to a name; the kernel follows it.
+        let from = CString::new(format!("/proc/self/fd/{}", handle.as_raw_fd())).unwrap();
+        let to = CString::new(format!("/run/netns/{}", self.ns.name)).unwrap();
+        let none = CString::new("none").unwrap();
+        let rc = unsafe {
+            libc::mount(
+                from.as_ptr(),
+                to.as_ptr(),
+                none.as_ptr(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
+    fn restore(&mut self) {
+        self.put_back().expect("bind the namespace back");
+    }
+}
+
+impl Drop for Hidden<'_> {
+    fn drop(&mut self) {
+        let _ = self.put_back();
+    }
+}
+
+/// A namespace that discovery stops finding for a tick is unread at that tick, which ends a
+/// window: that window's overflows are unknown, and the next one, read at its end, must count
+/// the drops of both, once. Before, it started from the unread tick and counted neither, so
+/// the total (`kpo_listener_overflows_total`) missed them.
+pub fn drops_while_a_namespace_was_unread_are_counted_once() {
+    let ns = Netns::new();
+    let inum = ns.inum();
+    let inside = Inside::of(&ns);
+    let _listener = inside.run(|| listen(PORT, BACKLOG));
+    // Drops from before the agent's first reading are not the windows' to count.
+    burst(&inside, 20);
+    let (mut collector, builder) = start(false);
+    let at_start = kernel_drops(&inside);
+    assert!(at_start.0 > 0, "the first burst must overflow");
+    assert_eq!(at_start.0, at_start.1, "only overflows drop here");
+
+    burst(&inside, 20);
+    let mut hidden = Hidden::hide(&ns);
+    let (unread, builder) = close_window(&mut collector, builder);
+    let l = unread
+        .listeners
+        .iter()
+        .find(|l| (l.netns, l.port) == (inum, PORT))
+        .unwrap_or_else(|| panic!("the unread listener is listed: {:#?}", unread.listeners));
+    assert_eq!(
+        (l.overflows, l.overflows_since.as_deref()),
+        (None, None),
+        "unknown at a window whose end was not read"
+    );
+    assert_eq!(l.addresses, ["127.0.0.1"], "what the last good dump knew");
+    // While hidden, more drops; then the namespace is back for the next tick.
+    burst(&hidden.inside(), 20);
+    hidden.restore();
+    let after_unread = kernel_drops(&inside);
+    let (recovered, builder) = close_window(&mut collector, builder);
+    let l = recovered
+        .listeners
+        .iter()
+        .find(|l| (l.netns, l.port) == (inum, PORT))
+        .expect("the listener, read again");
+    assert_eq!(
+        l.overflows,
+        Some(after_unread.0 - at_start.0),
+        "every drop since the last good dump (ss d<N>: {at_start:?} -> {after_unread:?})"
+    );
+    assert_eq!(
+        l.overflows_since.as_deref(),
+        Some(unread.start.as_str()),
+        "the count reaches back to the last good dump, the unread window's start"
+    );
+
+    // And windows go on from there.
+    burst(&inside, 20);
+    let at_end = kernel_drops(&inside);
+    let (last, _) = close_window(&mut collector, builder);
+    let l = last
+        .listeners
+        .iter()
+        .find(|l| (l.netns, l.port) == (inum, PORT))
+        .expect("listener");
+    assert_eq!(l.overflows_since, None);
+    let total: u64 = [&unread, &recovered, &last]
+        .iter()
+        .flat_map(|w| &w.listeners)
+        .filter(|l| (l.netns, l.port) == (inum, PORT))
+        .filter_map(|l| l.overflows)
+        .sum();
+    assert_eq!(
+        total,
+        at_end.1 - at_start.1,
+        "the windows' total vs TcpExtListenOverflows over them"
+    );
+    assert_eq!(total, at_end.2 - at_start.2, "vs TcpExtListenDrops");
+    assert_eq!(total, at_end.0 - at_start.0, "vs ss -ltnm d<N>");
+}
+
+/// More listeners fill at once than the `listener_full` ring buffer holds, and nothing reads it:
+/// each listener (backlog 1, one connection) makes exactly one event, so the events the ring
+/// kept plus those counted as lost must be exactly the listeners.
+pub fn a_full_ring_counts_every_lost_event() {
+    // 64 KiB of 40-byte records (32 of NotableEvent, 8 of the ring's header) is 1,638: fill it
+    // half again.
+    const LISTENERS: u16 = 2400;
+    const FIRST_PORT: u16 = 20000;
+    let ns = Netns::new();
+    let inum = ns.inum();
+    let (mut collector, builder) = start(false);
+    // Taken, and never read until the end: nothing drains it while the listeners fill.
+    let mut ring = collector
+        .sensors
+        .take_notable()
+        .expect("the notable ring buffer");
+    let ports = FIRST_PORT..FIRST_PORT + LISTENERS;
+    let (_listeners, _clients) = ns.run(|| {
+        let listeners: Vec<TcpListener> = ports.clone().map(|p| listen(p, 1)).collect();
+        // One connection each, which the queue (limit 1) takes: depth 1, at the limit.
+        let clients: Vec<TcpStream> = ports
+            .clone()
+            .map(|p| TcpStream::connect((Ipv4Addr::LOCALHOST, p)).expect("connect"))
+            .collect();
+        (listeners, clients)
+    });
+    // Every listener's child has been queued (the event is sent as it is).
+    wait_until("every queue at its limit", Duration::from_secs(10), || {
+        let ss = ns.exec(&["ss", "-ltnH"]);
+        ss.lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("1"))
+            .count()
+            == usize::from(LISTENERS)
+    });
+    let (window, _) = close_window(&mut collector, builder);
+
+    let (mut ours, mut others) = (0u64, 0u64);
+    while let Some(item) = ring.next() {
+        assert!(item.len() >= std::mem::size_of::<NotableEvent>());
+        // SAFETY: the length was checked; NotableEvent is plain old data.
+        let e = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<NotableEvent>()) };
+        assert_eq!(e.kind, NotableKind::ListenerFull as u32);
+        if u64::from(e.key.netns) == inum && ports.contains(&e.key.port) {
+            ours += 1;
+        } else {
+            others += 1;
+        }
+    }
+    let lost = window
+        .listener_full_lost
+        .expect("the accept-queue sensor is on");
+    let record = (std::mem::size_of::<NotableEvent>() + 8).next_multiple_of(8) as u64;
+    assert_eq!(
+        ours + others,
+        64 * 1024 / record,
+        "the unread ring kept as many events as it has room for"
+    );
+    // The lost counter is the whole host's: a full queue elsewhere on the host during the test
+    // (`others` counts those the ring kept) would be counted too.
+    assert_eq!(
+        ours + lost,
+        u64::from(LISTENERS),
+        "events kept ({ours}) + lost ({lost}) = events produced (other namespaces: {others})"
+    );
+}
