@@ -33,8 +33,8 @@ pub const MAP_SOFTIRQ_START: &str = "KPO_SOFTIRQ_START";
 /// `PerCpuArray<NapiTable>`, one entry: where NAPI polls are counted. One entry holding the
 /// whole table, so user space reads it with one syscall per tick.
 pub const MAP_NAPI_SLOTS: &str = "KPO_NAPI_SLOTS";
-/// `PerCpuHashMap<u32 ifindex, NapiCounters>`: counts moved out of a [`MAP_NAPI_SLOTS`] entry
-/// that another napi instance took over. ifindex 0 is the per-CPU backlog (no device).
+/// `PerCpuHashMap<NapiKey, NapiCounters>`: counts moved out of a [`MAP_NAPI_SLOTS`] entry that
+/// another napi instance took over.
 pub const MAP_NAPI: &str = "KPO_NAPI";
 /// `Array<WaitSlot>` of [`WAIT_SLOTS`] entries, indexed by [`slot_of`] the task pointer: when
 /// the task became runnable.
@@ -129,6 +129,25 @@ pub struct NapiCounters {
     pub budget_exhausted: u64,
 }
 
+/// The device a napi instance polls for: an ifindex is unique only within its network namespace
+/// (every new namespace numbers its devices from 1), so the namespace is part of the key.
+/// `{ netns: 0, ifindex: 0 }` is the per-CPU backlog, which has no device and serves every
+/// namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NapiKey {
+    /// The device's network namespace inode (`nd_net->ns.inum`).
+    pub netns: u32,
+    pub ifindex: u32,
+}
+
+impl NapiKey {
+    pub const BACKLOG: NapiKey = NapiKey {
+        netns: 0,
+        ifindex: 0,
+    };
+}
+
 /// Entries of [`MAP_WAIT_SLOTS`]: 2^12.
 pub const WAIT_SLOT_BITS: u32 = 12;
 pub const WAIT_SLOTS: u32 = 1 << WAIT_SLOT_BITS;
@@ -174,10 +193,9 @@ impl Default for NapiTable {
 pub struct NapiSlot {
     /// The `struct napi_struct *`; 0 when free.
     pub napi: u64,
-    /// The sampling period in which `ifindex` was last read (see [`SockSlot::period`]).
+    /// The sampling period in which `key` was last read (see [`SockSlot::period`]).
     pub period: u64,
-    pub ifindex: u32,
-    pub _pad: u32,
+    pub key: NapiKey,
     pub counters: NapiCounters,
 }
 
@@ -235,6 +253,7 @@ mod pod {
     unsafe impl aya::Pod for IrqCounters {}
     unsafe impl aya::Pod for SoftirqCounters {}
     unsafe impl aya::Pod for NapiCounters {}
+    unsafe impl aya::Pod for NapiKey {}
     unsafe impl aya::Pod for NotableEvent {}
     unsafe impl aya::Pod for WaitSlot {}
     unsafe impl aya::Pod for NapiSlot {}

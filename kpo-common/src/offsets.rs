@@ -23,8 +23,11 @@ pub struct KernelOffsets {
     pub sk_max_ack_backlog: u32,
     /// `struct napi_struct.dev` (a `struct net_device *`).
     pub napi_dev: u32,
-    /// `struct net_device.ifindex` (i32).
+    /// `struct net_device.ifindex` (i32): unique only within the device's network namespace.
     pub dev_ifindex: u32,
+    /// `struct net_device.nd_net.net` (a `struct net *`; `possible_net_t` has the pointer only
+    /// with CONFIG_NET_NS): with [`Self::net_inum`], the device's namespace.
+    pub dev_nd_net: u32,
 }
 
 impl KernelOffsets {
@@ -40,6 +43,7 @@ impl KernelOffsets {
         sk_max_ack_backlog: Self::MISSING,
         napi_dev: Self::MISSING,
         dev_ifindex: Self::MISSING,
+        dev_nd_net: Self::MISSING,
     };
 }
 

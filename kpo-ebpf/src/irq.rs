@@ -6,8 +6,8 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use kpo_common::{
-    slot_of, IrqCounters, NapiCounters, NapiSlot, NapiTable, SoftirqCounters, NAPI_SLOT_BITS,
-    NR_SOFTIRQS, SOFTIRQ_TIME_EVERY,
+    slot_of, IrqCounters, NapiCounters, NapiKey, NapiSlot, NapiTable, SoftirqCounters,
+    NAPI_SLOT_BITS, NR_SOFTIRQS, SOFTIRQ_TIME_EVERY,
 };
 
 use crate::helpers::{now_ns, offsets, read, report, sample_start_ns, Exit};
@@ -28,7 +28,7 @@ static SOFTIRQ_START: PerCpuArray<u64> = PerCpuArray::with_max_entries(NR_SOFTIR
 static NAPI_TABLE: PerCpuArray<NapiTable> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "KPO_NAPI")]
-static NAPI: PerCpuHashMap<u32, NapiCounters> = PerCpuHashMap::with_max_entries(1024, 0);
+static NAPI: PerCpuHashMap<NapiKey, NapiCounters> = PerCpuHashMap::with_max_entries(1024, 0);
 
 #[raw_tracepoint(tracepoint = "irq_handler_entry")]
 pub fn kpo_irq_entry(_ctx: RawTracePointContext) -> i32 {
@@ -127,10 +127,10 @@ pub fn kpo_napi_poll(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Counts go into a per-CPU slot keyed by the napi pointer, so the device's ifindex is read from
-/// kernel memory once per napi instance and sampling period, not on every poll. It is re-read
-/// each period (and every 65536 polls) because a napi_struct freed with its device may be reused
-/// by another.
+/// Counts go into a per-CPU slot keyed by the napi pointer, so the device's namespace and ifindex
+/// are read from kernel memory once per napi instance and sampling period, not on every poll.
+/// They are re-read each period (and every 65536 polls) because a napi_struct freed with its
+/// device may be reused by another, and a device may move to another namespace.
 fn try_napi_poll(ctx: &RawTracePointContext) -> Result<(), Exit> {
     let napi: u64 = ctx.arg(0);
     let work: i32 = ctx.arg(1);
@@ -144,11 +144,11 @@ fn try_napi_poll(ctx: &RawTracePointContext) -> Result<(), Exit> {
     let mut moved = Ok(());
     // Also every 65536 polls, for agents that never start a new period (duty fraction 1).
     if slot.napi != napi || slot.period != period || slot.counters.polls & 0xffff == 0xffff {
-        let ifindex = ifindex_of(napi as *const u8)?;
-        if slot.napi != napi || slot.ifindex != ifindex {
+        let key = key_of(napi as *const u8)?;
+        if slot.napi != napi || slot.key != key {
             moved = move_to_overflow(slot);
             slot.napi = napi;
-            slot.ifindex = ifindex;
+            slot.key = key;
         }
         slot.period = period;
     }
@@ -158,19 +158,29 @@ fn try_napi_poll(ctx: &RawTracePointContext) -> Result<(), Exit> {
     moved
 }
 
+/// The device's namespace and ifindex: ifindex alone is ambiguous, each namespace numbers its
+/// devices from 1.
 #[inline(always)]
-fn ifindex_of(napi: *const u8) -> Result<u32, Exit> {
+fn key_of(napi: *const u8) -> Result<NapiKey, Exit> {
     let off = offsets();
     let dev: *const u8 = read(napi, off.napi_dev)?;
-    // The per-CPU backlog (loopback, RPS) polls without a device: ifindex 0.
+    // The per-CPU backlog (loopback, RPS) polls without a device, for every namespace.
     if dev.is_null() {
-        return Ok(0);
+        return Ok(NapiKey::BACKLOG);
     }
-    Ok(read::<i32>(dev, off.dev_ifindex)? as u32)
+    let ifindex = read::<i32>(dev, off.dev_ifindex)? as u32;
+    let net: *const u8 = read(dev, off.dev_nd_net)?;
+    if net.is_null() {
+        return Err(Exit::Unexpected(ifindex));
+    }
+    Ok(NapiKey {
+        netns: read(net, off.net_inum)?,
+        ifindex,
+    })
 }
 
 /// Keeps the counts of the napi instance leaving `slot` (rare: another took its slot, or its
-/// device changed), under its ifindex in the overflow map. The slot is free for the newcomer
+/// device changed), under its key in the overflow map. The slot is free for the newcomer
 /// even when the overflow map is full (those counts are lost, and reported).
 #[inline(always)]
 fn move_to_overflow(slot: &mut NapiSlot) -> Result<(), Exit> {
@@ -179,14 +189,14 @@ fn move_to_overflow(slot: &mut NapiSlot) -> Result<(), Exit> {
     if slot.napi == 0 || moving.polls == 0 {
         return Ok(());
     }
-    match NAPI.get_ptr_mut(slot.ifindex) {
+    match NAPI.get_ptr_mut(slot.key) {
         Some(c) => unsafe {
             (*c).polls += moving.polls;
             (*c).packets += moving.packets;
             (*c).budget_exhausted += moving.budget_exhausted;
         },
         None => {
-            NAPI.insert(slot.ifindex, moving, 0)
+            NAPI.insert(slot.key, moving, 0)
                 .map_err(|e| Exit::Full(e.into()))?;
         }
     }

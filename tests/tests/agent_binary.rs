@@ -73,14 +73,14 @@ impl Drop for FakeProc {
     }
 }
 
-struct Agent {
-    child: Child,
+pub(crate) struct Agent {
+    pub(crate) child: Child,
 }
 
 impl Agent {
     /// Starts `kpo run` with a 100 ms tick and 300 ms windows, writing events to `events` (removed
     /// first); `stderr` is where its logs go.
-    fn spawn(duty: &[&str], extra: &[&str], events: &Path, stderr: Stdio) -> Agent {
+    pub(crate) fn spawn(duty: &[&str], extra: &[&str], events: &Path, stderr: Stdio) -> Agent {
         let _ = std::fs::remove_file(events);
         let child = Command::new(kpo_binary())
             .args(["run", "--tick", "100ms", "--window", "300ms", "--events"])
@@ -97,7 +97,7 @@ impl Agent {
 
     /// Waits until the agent has reported its sensors (its second event). An agent that exits
     /// first fails the test at once, with its status and, when it is piped, its stderr.
-    fn wait_reported(&mut self, events: &Path) {
+    pub(crate) fn wait_reported(&mut self, events: &Path) {
         wait_until("sensors reported", Duration::from_secs(30), || {
             if let Some(status) = self.child.try_wait().unwrap() {
                 let mut stderr = String::new();

@@ -14,6 +14,7 @@ mod energy_trust;
 mod journal_crash;
 mod listener_carry;
 mod llm_advisor;
+mod napi_netns;
 mod perf_counter;
 mod request_latency;
 mod rules_react;
@@ -59,6 +60,11 @@ fn main() {
             "sensors_load::idle_namespace_traffic_is_quiet",
             req(),
             sensors_load::idle_namespace_traffic_is_quiet,
+        ),
+        trial(
+            "napi_netns::devices_at_one_ifindex_in_two_namespaces_are_told_apart",
+            napi_netns::requirement(),
+            napi_netns::devices_at_one_ifindex_in_two_namespaces_are_told_apart,
         ),
         trial(
             "request_latency::matches_server_service_time",

@@ -29,7 +29,7 @@ pub struct BpfSnapshot {
     pub listeners: BTreeMap<ListenerKey, ListenerBpf>,
     pub irqs: BTreeMap<u32, IrqCounters>,
     pub softirqs: Vec<SoftirqCounters>,
-    pub napi: BTreeMap<u32, NapiCounters>,
+    pub napi: BTreeMap<NapiKey, NapiCounters>,
     pub runq_hist: Vec<u64>,
     pub context_switches: u64,
     pub request_hist: BTreeMap<ListenerKey, Vec<u64>>,
@@ -107,7 +107,7 @@ bpf_maps! {
     irqs: PerCpuHashMap<MapData, u32, IrqCounters> = MAP_IRQS,
     softirqs: PerCpuArray<MapData, SoftirqCounters> = MAP_SOFTIRQS,
     napi_slots: PerCpuArray<MapData, NapiTable> = MAP_NAPI_SLOTS,
-    napi: PerCpuHashMap<MapData, u32, NapiCounters> = MAP_NAPI,
+    napi: PerCpuHashMap<MapData, NapiKey, NapiCounters> = MAP_NAPI,
     runq_hist: PerCpuArray<MapData, Hist> = MAP_RUNQ_HIST,
     csw: PerCpuArray<MapData, u64> = MAP_CSW,
     notable_lost: PerCpuArray<MapData, u64> = MAP_NOTABLE_LOST,
@@ -215,18 +215,14 @@ impl BpfMaps {
         self.config.set(CONFIG_SAMPLE_START_NS, now_ns, 0)
     }
 
-    /// Per ifindex: the counts in the per-CPU slots plus those moved out of slots.
-    fn read_napi(&self) -> BTreeMap<u32, NapiCounters> {
-        let mut out = per_cpu_hash(&self.napi, add_napi);
-        let Ok(per_cpu) = self.napi_slots.get(&0, 0) else {
-            return out;
-        };
-        for cpu in per_cpu.iter() {
-            for slot in cpu.slots.iter().filter(|s| s.napi != 0) {
-                add_napi(out.entry(slot.ifindex).or_default(), &slot.counters);
-            }
+    /// Per device (namespace and ifindex): the counts in the per-CPU slots plus those moved out
+    /// of slots.
+    fn read_napi(&self) -> BTreeMap<NapiKey, NapiCounters> {
+        let moved = per_cpu_hash(&self.napi, add_napi);
+        match self.napi_slots.get(&0, 0) {
+            Ok(per_cpu) => merge_napi(moved, per_cpu.iter()),
+            Err(_) => moved,
         }
-        out
     }
 
     fn read_listeners(&self, finished_epoch: u64) -> BTreeMap<ListenerKey, ListenerBpf> {
@@ -294,6 +290,20 @@ impl BpfMaps {
             .config
             .set(CONFIG_SERVICES_GENERATION, now.wrapping_add(1), 0);
     }
+}
+
+/// Adds each CPU's slots to the counts moved out of slots, device by device.
+fn merge_napi<'a>(
+    moved: BTreeMap<NapiKey, NapiCounters>,
+    per_cpu: impl Iterator<Item = &'a NapiTable>,
+) -> BTreeMap<NapiKey, NapiCounters> {
+    let mut out = moved;
+    for cpu in per_cpu {
+        for slot in cpu.slots.iter().filter(|s| s.napi != 0) {
+            add_napi(out.entry(slot.key).or_default(), &slot.counters);
+        }
+    }
+    out
 }
 
 fn add_napi(a: &mut NapiCounters, b: &NapiCounters) {
@@ -501,6 +511,50 @@ mod tests {
                 expected: "[PerCpuArray]".into(),
             })
         );
+    }
+
+    /// Defect: counts were keyed by ifindex alone, and every namespace's first veth has the
+    /// same one, so devices of different namespaces were summed into one entry.
+    #[test]
+    fn napi_counts_are_kept_apart_by_namespace_and_summed_per_device() {
+        let counts = |polls, packets, budget_exhausted| NapiCounters {
+            polls,
+            packets,
+            budget_exhausted,
+        };
+        let in_ns = |netns, ifindex| NapiKey { netns, ifindex };
+        let (a, b, host) = (
+            in_ns(4026532001, 2),
+            in_ns(4026532002, 2),
+            in_ns(4026531840, 2),
+        );
+        let slot = |napi, key, c| NapiSlot {
+            napi,
+            period: 1,
+            key,
+            counters: c,
+        };
+        let mut cpu0 = NapiTable::default();
+        cpu0.slots[3] = slot(0xffff_1000, a, counts(2, 10, 0));
+        cpu0.slots[9] = slot(0xffff_2000, b, counts(5, 300, 1));
+        cpu0.slots[12] = slot(0xffff_3000, NapiKey::BACKLOG, counts(7, 7, 0));
+        let mut cpu1 = NapiTable::default();
+        cpu1.slots[3] = slot(0xffff_1000, a, counts(1, 4, 0));
+        // A free slot's leftovers are not counted.
+        cpu1.slots[5] = slot(0, host, counts(100, 100, 100));
+        cpu1.slots[40] = slot(0xffff_4000, host, counts(3, 30, 0));
+        let moved = BTreeMap::from([(a, counts(10, 64, 1)), (NapiKey::BACKLOG, counts(1, 2, 0))]);
+
+        let merged = merge_napi(moved, [cpu0, cpu1].iter());
+        assert_eq!(merged.len(), 4, "{merged:?}");
+        let get = |k: NapiKey| {
+            let c = merged[&k];
+            (c.polls, c.packets, c.budget_exhausted)
+        };
+        assert_eq!(get(a), (13, 78, 1), "two CPUs' slots and the moved counts");
+        assert_eq!(get(b), (5, 300, 1));
+        assert_eq!(get(host), (3, 30, 0));
+        assert_eq!(get(NapiKey::BACKLOG), (8, 9, 0));
     }
 
     fn key(port: u16) -> ListenerKey {

@@ -3,6 +3,7 @@
 pub mod bpf_maps;
 pub mod carry;
 pub mod health;
+pub mod napi_names;
 pub mod netns;
 pub mod notable;
 pub mod owners;
@@ -15,13 +16,14 @@ pub use proc_root::{check_proc_root, ProcRootError};
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc, time::Instant};
 
-use kpo_common::ListenerKey;
+use kpo_common::{ListenerKey, NapiKey};
 use time::OffsetDateTime;
 
 use crate::sensors::{SensorKind, Sensors};
 use bpf_maps::BpfSnapshot;
 use carry::{Carry, ListenerReading};
 use health::Health;
+use napi_names::NapiNames;
 use netns::NetnsSet;
 use owners::OwnerCache;
 use procfs::{HostSnapshot, ProcRoot};
@@ -82,6 +84,9 @@ pub struct Sample {
     /// else an earlier one (see [`carry`]). Windows count listener drops from the start's entry,
     /// so drops during failed dumps are counted by the next window whose end was read.
     pub readings: BTreeMap<u64, Arc<ListenerReading>>,
+    /// The name of each device NAPI polled (`bpf.napi`'s keys), in the device's own namespace;
+    /// absent when that namespace could not be entered or no longer has the device.
+    pub napi_devices: BTreeMap<NapiKey, String>,
     pub host: HostSnapshot,
     /// Whether the duty-cycled sensors were attached during the tick this sample closes.
     pub duty_attached: bool,
@@ -103,6 +108,7 @@ pub struct Collector {
     epoch: u64,
     services: bpf_maps::ServiceIndex,
     carry: Carry,
+    napi_names: NapiNames,
     /// Which sources are broken, so the log says when one breaks and when it recovers, not
     /// every tick.
     health: Health,
@@ -118,6 +124,7 @@ impl Collector {
             epoch: 0,
             services: Default::default(),
             carry: Carry::default(),
+            napi_names: NapiNames::default(),
             health: Health::default(),
         }
     }
@@ -136,6 +143,16 @@ impl Collector {
             errors.iter().map(|e| (e.path().to_string(), e.to_string())),
         );
         let (listeners, netns, namespaces) = self.read_namespaces();
+        // After the namespaces' refresh, so a namespace made since the last tick is entered.
+        let napi_devices = match &bpf {
+            Some(b) => {
+                let set = &self.netns;
+                self.napi_names.update(&b.napi, |key| {
+                    set.get(u64::from(key.netns))?.device_name(key.ifindex).ok()
+                })
+            }
+            None => BTreeMap::new(),
+        };
         if self.sensors.is_enabled(SensorKind::RequestLatency) {
             let ports: Vec<ListenerKey> = listeners.keys().copied().collect();
             if let Some(maps) = self.sensors.maps_mut() {
@@ -161,6 +178,7 @@ impl Collector {
             netns,
             namespaces,
             readings,
+            napi_devices,
             host,
             duty_attached,
             accept_queue_sensor: self.sensors.is_enabled(SensorKind::AcceptQueue),

@@ -1,13 +1,16 @@
-//! Network namespaces on the host, each with a sock_diag socket and its own /proc/net/netstat,
-//! opened once from inside the namespace.
+//! Network namespaces on the host, each with a sock_diag socket, its own /proc/net/netstat and a
+//! socket that names its devices, opened once from inside the namespace.
 //!
-//! Netlink sockets and /proc/<tid>/net files bind to the namespace of the thread that opens them,
-//! so a short-lived thread enters each new namespace (setns), opens both, and leaves; the handles
+//! Sockets and /proc/<tid>/net files bind to the namespace of the thread that opens them, so a
+//! short-lived thread enters each new namespace (setns), opens all three, and leaves; the handles
 //! keep reporting on that namespace afterwards without any further setns.
 use std::{
     collections::BTreeMap,
     fs::File,
-    os::unix::fs::MetadataExt,
+    os::{
+        fd::{AsRawFd, OwnedFd},
+        unix::fs::MetadataExt,
+    },
     path::{Path, PathBuf},
 };
 
@@ -24,9 +27,17 @@ pub struct NetnsHandle {
     pub inum: u64,
     diag: Socket,
     netstat: File,
+    /// Any socket made in the namespace: SIOCGIFNAME on it looks the index up in the socket's
+    /// namespace, not the caller's.
+    names: OwnedFd,
 }
 
 impl NetnsHandle {
+    /// The name of device `ifindex` in this namespace (ENODEV: none has that index now).
+    pub fn device_name(&self, ifindex: u32) -> std::io::Result<String> {
+        device_name(&self.names, ifindex)
+    }
+
     pub fn listeners(&self) -> Result<Vec<DiagListener>, SockDiagError> {
         sockdiag::dump_listeners(&self.diag)
     }
@@ -35,6 +46,26 @@ impl NetnsHandle {
     pub fn netstat_text(&mut self) -> Result<String, KernelFileError> {
         kernel_file::reread_text(&mut self.netstat, Path::new(NETSTAT_IN_NETNS), limit::FIXED)
     }
+}
+
+/// The name of device `ifindex` in the namespace `sock` was made in.
+fn device_name(sock: &OwnedFd, ifindex: u32) -> std::io::Result<String> {
+    let index = i32::try_from(ifindex).map_err(|_| nix::errno::Errno::ENODEV)?;
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    req.ifr_ifru.ifru_ifindex = index;
+    // SAFETY: SIOCGIFNAME reads ifr_ifindex and writes at most IFNAMSIZ bytes, NUL included, into
+    // ifr_name, both inside `req`.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFNAME, &mut req) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let bytes: Vec<u8> = req
+        .ifr_name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// How many refreshes at most between two attempts at a namespace that could not be entered
@@ -78,16 +109,22 @@ impl NetnsSet {
     /// those that are gone.
     pub fn refresh(&mut self, proc_root: &Path) {
         self.refresh_with(discover(proc_root), |inum, path| {
-            open_in(path).map(|(diag, netstat)| NetnsHandle {
+            open_in(path).map(|(diag, netstat, names)| NetnsHandle {
                 inum,
                 diag,
                 netstat,
+                names,
             })
         });
     }
 
     pub fn handles_mut(&mut self) -> impl Iterator<Item = &mut NetnsHandle> {
         self.handles.values_mut()
+    }
+
+    /// The watched namespace `inum`; None when it was not found or could not be entered.
+    pub fn get(&self, inum: u64) -> Option<&NetnsHandle> {
+        self.handles.get(&inum)
     }
 }
 
@@ -194,19 +231,27 @@ fn discover(proc_root: &Path) -> BTreeMap<u64, PathBuf> {
     found
 }
 
-fn open_in(ns_path: &Path) -> Result<(Socket, File), String> {
+fn open_in(ns_path: &Path) -> Result<(Socket, File, OwnedFd), String> {
     let ns = File::open(ns_path).map_err(|e| format!("open {}: {e}", ns_path.display()))?;
     std::thread::scope(|scope| {
         scope
-            .spawn(|| -> Result<(Socket, File), String> {
+            .spawn(|| -> Result<(Socket, File, OwnedFd), String> {
                 nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
                     .map_err(|e| format!("setns into {}: {e}", ns_path.display()))?;
                 let diag = sockdiag::open_socket().map_err(|e| e.to_string())?;
                 // thread-self, not self: /proc/self/net follows the main thread's namespace.
                 let netstat = File::open(NETSTAT_IN_NETNS)
                     .map_err(|e| format!("open netstat in {}: {e}", ns_path.display()))?;
+                // A Unix socket: no protocol module needed, and it carries no traffic.
+                let names = nix::sys::socket::socket(
+                    nix::sys::socket::AddressFamily::Unix,
+                    nix::sys::socket::SockType::Datagram,
+                    nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+                    None,
+                )
+                .map_err(|e| format!("socket in {}: {e}", ns_path.display()))?;
                 debug!(ns = %ns_path.display(), "watching network namespace");
-                Ok((diag, netstat))
+                Ok((diag, netstat, names))
             })
             .join()
             .map_err(|_| "namespace thread panicked".to_string())?
@@ -216,6 +261,25 @@ fn open_in(ns_path: &Path) -> Result<(Socket, File), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Needs no privilege: every namespace has loopback at index 1, and no device has index
+    /// 2^31 - 1 (nor can one above i32's range exist).
+    #[test]
+    fn device_names_come_from_the_sockets_namespace() {
+        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+        let sock = socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(device_name(&sock, 1).unwrap(), "lo");
+        for missing in [i32::MAX as u32, u32::MAX] {
+            let err = device_name(&sock, missing).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::ENODEV), "{missing}: {err}");
+        }
+    }
 
     /// Defect: a namespace that failed to open once was skipped on every refresh while it lived.
     #[test]

@@ -77,6 +77,7 @@ pub(crate) mod tests {
             netns: BTreeMap::new(),
             namespaces: BTreeMap::new(),
             readings: BTreeMap::new(),
+            napi_devices: BTreeMap::new(),
             host: HostSnapshot::empty(Instant::now()),
             duty_attached: false,
             accept_queue_sensor: true,

@@ -135,6 +135,9 @@ fn resolve_offsets(btf: &Btf) -> ResolvedOffsets {
         sk_max_ack_backlog: field("sock", &["sk_max_ack_backlog"]),
         napi_dev: field("napi_struct", &["dev"]),
         dev_ifindex: field("net_device", &["ifindex"]),
+        // possible_net_t is empty without CONFIG_NET_NS: then `net` is missing, and so is the
+        // napi sensor (its keys need the device's namespace).
+        dev_nd_net: field("net_device", &["nd_net", "net"]),
     };
     ResolvedOffsets {
         offsets,

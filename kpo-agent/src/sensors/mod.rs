@@ -84,6 +84,10 @@ const DEV_IFINDEX: Field = Field {
     name: "net_device.ifindex",
     offset: |o| o.dev_ifindex,
 };
+const DEV_ND_NET: Field = Field {
+    name: "net_device.nd_net.net",
+    offset: |o| o.dev_nd_net,
+};
 
 /// A tracepoint argument a program reads that older kernels do not pass. The kernel refuses to
 /// attach a raw tracepoint program that reads past its tracepoint's arguments, with a bare
@@ -169,7 +173,8 @@ pub const SENSORS: [SensorSpec; 7] = [
         name: "napi",
         programs: &[PROG_NAPI_POLL],
         duty_cycled: true,
-        fields: &[NAPI_DEV, DEV_IFINDEX],
+        // The namespace too: an ifindex alone names a device only within its namespace.
+        fields: &[NAPI_DEV, DEV_IFINDEX, DEV_ND_NET, NET_INUM],
         args: &[],
     },
     SensorSpec {
@@ -379,7 +384,24 @@ mod tests {
         );
         assert_eq!(
             SensorKind::Napi.missing_offsets(&none),
-            ["napi_struct.dev", "net_device.ifindex"]
+            [
+                "napi_struct.dev",
+                "net_device.ifindex",
+                "net_device.nd_net.net",
+                "net.ns.inum"
+            ]
+        );
+        // A kernel without CONFIG_NET_NS (possible_net_t has no pointer) turns napi off, naming
+        // the one field, rather than keying devices by an ifindex shared across namespaces.
+        let mut no_net_ns = KernelOffsets::ALL_MISSING;
+        no_net_ns.napi_dev = 8;
+        no_net_ns.dev_ifindex = 16;
+        no_net_ns.net_inum = 24;
+        let missing = SensorKind::Napi.missing_offsets(&no_net_ns);
+        assert_eq!(missing, ["net_device.nd_net.net"]);
+        assert_eq!(
+            OffReason::MissingFields(missing).to_string(),
+            "kernel BTF lacks net_device.nd_net.net"
         );
         assert_eq!(
             SensorKind::SynackRetrans.missing_offsets(&none).len(),

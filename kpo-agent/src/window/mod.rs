@@ -5,7 +5,7 @@ pub mod hist;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use kpo_common::{ListenerKey, AF_INET6};
+use kpo_common::{ListenerKey, NapiKey, AF_INET6};
 use serde::Serialize;
 
 use crate::{
@@ -96,9 +96,13 @@ pub struct SoftirqWindow {
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct NapiWindow {
+    /// The device's network namespace inode, as `listeners[].netns`; null for the per-CPU
+    /// backlog, which has no device and serves every namespace.
+    pub netns: Option<u64>,
+    /// The device's index in its namespace (0: the backlog).
     pub ifindex: u32,
-    /// Interface name in the agent's namespace; "backlog" for ifindex 0 (per-CPU backlog polling:
-    /// loopback, RPS).
+    /// The device's name in its own namespace; "backlog" for the per-CPU backlog (loopback, RPS);
+    /// null when the agent could not enter that namespace or the device was gone when looked up.
     pub device: Option<String>,
     pub polls: u64,
     pub packets: u64,
@@ -450,15 +454,21 @@ fn napi(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<NapiWindow> {
     };
     b.napi
         .iter()
-        .filter_map(|(ifindex, c)| {
-            let before = bpf_before(first, |f| f.napi.get(ifindex).copied());
-            // Per-ifindex totals never reset while the programs are loaded; one that dips is a
+        .filter_map(|(key, c)| {
+            let before = bpf_before(first, |f| f.napi.get(key).copied());
+            // Per-device totals never reset while the programs are loaded; one that dips is a
             // slot's counts caught between slot and overflow map during the read, not a reset.
             let polls = counter::monotonic(before.polls, c.polls);
             let packets = counter::monotonic(before.packets, c.packets);
+            let backlog = *key == NapiKey::BACKLOG;
             (polls > 0).then(|| NapiWindow {
-                ifindex: *ifindex,
-                device: device_name(*ifindex),
+                netns: (!backlog).then_some(u64::from(key.netns)),
+                ifindex: key.ifindex,
+                device: if backlog {
+                    Some("backlog".into())
+                } else {
+                    last.napi_devices.get(key).cloned()
+                },
                 polls,
                 packets,
                 budget_exhausted: counter::monotonic(before.budget_exhausted, c.budget_exhausted),
@@ -641,15 +651,6 @@ pub fn family_name(family: u16) -> &'static str {
     }
 }
 
-fn device_name(ifindex: u32) -> Option<String> {
-    if ifindex == 0 {
-        return Some("backlog".into());
-    }
-    nix::net::if_::if_indextoname(ifindex)
-        .ok()
-        .map(|n| n.to_string_lossy().into_owned())
-}
-
 /// CPUs online on the host (not this process's affinity or cgroup share: the sensors see all).
 fn num_cpus() -> f64 {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN) {
@@ -724,6 +725,7 @@ mod tests {
             netns: BTreeMap::new(),
             namespaces: [(7, READ)].into(),
             readings: BTreeMap::new(),
+            napi_devices: BTreeMap::new(),
             host,
             duty_attached: duty,
             accept_queue_sensor: true,
@@ -1272,6 +1274,121 @@ mod tests {
         assert!(
             w.listeners[0].enqueued.is_some(),
             "the accept-queue sensor is on"
+        );
+    }
+
+    /// Defect: entries were keyed and named by ifindex alone, so two namespaces' veths at the
+    /// same index were one entry named after the agent's own interface at that index.
+    #[test]
+    fn napi_entries_are_per_namespace_and_device_with_their_own_names() {
+        use kpo_common::NapiCounters;
+        let t0 = Instant::now();
+        let a = NapiKey {
+            netns: 4026532001,
+            ifindex: 3,
+        };
+        let b = NapiKey {
+            netns: 4026532002,
+            ifindex: 3,
+        };
+        let unnamed = NapiKey {
+            netns: 4026532003,
+            ifindex: 3,
+        };
+        let with_napi = |secs, counts: [(NapiKey, u64, u64); 4]| {
+            let mut s = sample(t0, secs, true, 0, 0, bpf(0, None));
+            s.bpf.as_mut().unwrap().napi = counts
+                .iter()
+                .map(|&(key, polls, packets)| {
+                    let c = NapiCounters {
+                        polls,
+                        packets,
+                        budget_exhausted: polls / 4,
+                    };
+                    (key, c)
+                })
+                .collect();
+            s.napi_devices = BTreeMap::from([(a, "rx-a".to_string()), (b, "rx-b".to_string())]);
+            s
+        };
+        let mut builder = WindowBuilder::new(with_napi(
+            0,
+            [
+                (a, 4, 40),
+                (b, 8, 80),
+                (unnamed, 1, 1),
+                (NapiKey::BACKLOG, 2, 2),
+            ],
+        ));
+        builder.push(with_napi(
+            2,
+            [
+                (a, 8, 340),
+                (b, 16, 780),
+                (unnamed, 1, 1),
+                (NapiKey::BACKLOG, 6, 10),
+            ],
+        ));
+        let (w, _) = builder.finish().unwrap();
+        let json = serde_json::to_value(&w.napi).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([
+                {"netns": null, "ifindex": 0, "device": "backlog", "polls": 4, "packets": 8,
+                 "budget_exhausted": 1, "polls_per_s": 2.0, "packets_per_s": 4.0},
+                {"netns": 4026532001u64, "ifindex": 3, "device": "rx-a", "polls": 4,
+                 "packets": 300, "budget_exhausted": 1, "polls_per_s": 2.0,
+                 "packets_per_s": 150.0},
+                {"netns": 4026532002u64, "ifindex": 3, "device": "rx-b", "polls": 8,
+                 "packets": 700, "budget_exhausted": 2, "polls_per_s": 4.0,
+                 "packets_per_s": 350.0},
+            ]),
+            "the unnamed device was not polled in the window"
+        );
+        // docs/events.schema.json says the same: a device's entry has its namespace, the backlog
+        // none and no other name.
+        const SCHEMA: &str = include_str!("../../../docs/events.schema.json");
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+        let napi_schema = &schema["$defs"]["window"]["properties"]["napi"];
+        let validator = jsonschema::validator_for(napi_schema).unwrap();
+        assert!(validator.is_valid(&json), "{json:#}");
+        for (entry, field, wrong) in [
+            (0, "netns", serde_json::json!(4026531840u64)),
+            (0, "device", serde_json::json!("lo")),
+            (1, "netns", serde_json::Value::Null),
+        ] {
+            let mut bad = json.clone();
+            bad[entry][field] = wrong;
+            assert!(!validator.is_valid(&bad), "{bad:#}");
+        }
+
+        // A device polled in a namespace the agent could not enter has no name, not another's.
+        let mut next = with_napi(
+            3,
+            [
+                (a, 8, 340),
+                (b, 16, 780),
+                (unnamed, 2, 5),
+                (NapiKey::BACKLOG, 6, 10),
+            ],
+        );
+        next.napi_devices.remove(&unnamed);
+        let mut builder = WindowBuilder::new(with_napi(
+            2,
+            [
+                (a, 8, 340),
+                (b, 16, 780),
+                (unnamed, 1, 1),
+                (NapiKey::BACKLOG, 6, 10),
+            ],
+        ));
+        builder.push(next);
+        let (w, _) = builder.finish().unwrap();
+        assert_eq!(w.napi.len(), 1);
+        let n = &w.napi[0];
+        assert_eq!(
+            (n.netns, n.ifindex, n.device.as_deref(), n.packets),
+            (Some(4026532003), 3, None, 4)
         );
     }
 

@@ -118,6 +118,10 @@ pub struct LatencySummary {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeviceSummary {
+    /// The device's namespace: containers' devices share names (`eth0`) and indices. Left out
+    /// for the per-CPU backlog, which has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u64>,
     /// Untrusted: an interface name, as data.
     pub device: Option<String>,
     pub packets_per_s: f64,
@@ -222,6 +226,7 @@ impl WindowSummary {
                 .into_iter()
                 .take(MAX_DEVICES)
                 .map(|n| DeviceSummary {
+                    netns: n.netns,
                     device: n.device.clone(),
                     packets_per_s: r1(n.packets_per_s),
                     budget_exhausted: n.budget_exhausted,

@@ -293,3 +293,34 @@ fn changes_are_measured_between_the_window_before_and_the_latest_after() {
     let got = change_outcomes(&many, &history);
     assert_eq!(got.len(), MAX_CHANGES);
 }
+
+/// Containers' devices share names and indices: the model is told each device's namespace.
+#[test]
+fn napi_devices_in_the_prompt_carry_their_namespace() {
+    use crate::window::NapiWindow;
+    let napi = |netns: Option<u64>, ifindex, device: &str, budget_exhausted| NapiWindow {
+        netns,
+        ifindex,
+        device: Some(device.to_string()),
+        polls: 100,
+        packets: 6400,
+        budget_exhausted,
+        polls_per_s: 10.0,
+        packets_per_s: 640.0,
+    };
+    let mut w = window(vec![]);
+    w.napi = vec![
+        napi(None, 0, "backlog", 3),
+        napi(Some(4026532001), 2, "eth0", 9),
+        napi(Some(4026532002), 2, "eth0", 0),
+    ];
+    let summary = crate::advise::llm::WindowSummary::from_window(1, &w);
+    assert_eq!(
+        serde_json::to_value(&summary.napi).unwrap(),
+        serde_json::json!([
+            {"netns": 4026532001u64, "device": "eth0", "packets_per_s": 640.0,
+             "budget_exhausted": 9},
+            {"device": "backlog", "packets_per_s": 640.0, "budget_exhausted": 3},
+        ])
+    );
+}
