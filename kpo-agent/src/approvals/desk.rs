@@ -15,7 +15,7 @@ use crate::{
         param::{ParamAddress, Value},
         ActuateError,
     },
-    advise::recommendation::Recommendation,
+    advise::recommendation::{Recommendation, Source},
     change::{ChangePath, ChangeReport, ChangeStatus},
     control::ControlError,
     journal::{format_ms, now_ms, target_key, Journal, JournalError},
@@ -44,6 +44,10 @@ pub struct Desk {
     unseen: BTreeMap<String, u32>,
     /// Pending approvals whose advice was made since the last window closed.
     seen: BTreeSet<String>,
+    /// Whether the LLM answered a consultation since the last window closed. It advises only
+    /// when consulted (every `llm.every_windows` windows at most, `llm.min_interval` apart), so
+    /// only a window in which it answered without repeating an approval counts against it.
+    llm_answered: bool,
     /// Events not yet taken by the caller.
     events: Vec<Event>,
 }
@@ -69,6 +73,7 @@ impl Desk {
             host: crate::output::events::hostname(),
             unseen: BTreeMap::new(),
             seen: BTreeSet::new(),
+            llm_answered: false,
             events: Vec::new(),
         })
     }
@@ -435,13 +440,20 @@ impl Desk {
         }
     }
 
+    /// The LLM answered a consultation (its advice, possibly none, follows through
+    /// [`Desk::consider`]).
+    pub fn llm_answered(&mut self) {
+        self.llm_answered = true;
+    }
+
     /// A window closed: pending approvals past their time expire; those whose value the kernel
     /// already has, or whose advice was not made again for `clear_after_windows` consecutive
-    /// windows, are cleared.
+    /// windows (the LLM's: consultations it answered), are cleared.
     pub fn on_window(&mut self, path: &ChangePath) {
         let now = now_ms();
         let pending: Vec<ApprovalItem> = self.store.pending().cloned().collect();
         let seen = std::mem::take(&mut self.seen);
+        let llm_answered = std::mem::take(&mut self.llm_answered);
         for item in pending {
             let state = if now >= self.expires(&item) {
                 Some(ApprovalState::Expired)
@@ -455,14 +467,19 @@ impl Desk {
                 Some(ApprovalState::Cleared {
                     why: format!("the kernel now has {now}, and the advice was made against {was}"),
                 })
-            } else if seen.contains(&item.id) {
+            } else if seen.contains(&item.id) || (item.source == Source::Llm && !llm_answered) {
                 None
             } else {
                 let n = self.unseen.entry(item.id.clone()).or_insert(0);
                 *n += 1;
+                let turns = if item.source == Source::Llm {
+                    "consultations"
+                } else {
+                    "windows"
+                };
                 (*n >= self.settings.clear_after_windows).then(|| ApprovalState::Cleared {
                     why: format!(
-                        "{} has not recommended it for {n} consecutive windows",
+                        "{} has not recommended it for {n} consecutive {turns}",
                         item.source
                     ),
                 })

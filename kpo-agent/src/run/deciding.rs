@@ -279,6 +279,12 @@ impl Deciding {
         }
     }
 
+    /// The LLM answered a consultation: a pending approval of its advice that this answer does
+    /// not repeat counts one step towards being cleared.
+    pub fn llm_answered(&mut self) {
+        self.approvals.llm_answered();
+    }
+
     /// The next operator request (pending forever when there is none).
     pub async fn next_request(&mut self) -> Option<Incoming> {
         self.requests.recv().await

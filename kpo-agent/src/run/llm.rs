@@ -154,6 +154,9 @@ impl LlmStage {
             }
         };
         let recommendations = std::mem::take(&mut consultation.recommendations);
+        if consultation.outcome == crate::advise::llm::client::Outcome::Ok {
+            deciding.llm_answered();
+        }
         let mut events = vec![Event::Llm(Box::new(consultation))];
         events.extend(deciding.consider(recommendations));
         events
