@@ -322,23 +322,45 @@ fn cmd_revert(a: RevertArgs) -> anyhow::Result<ExitCode> {
 
 fn cmd_journal(a: JournalArgs) -> anyhow::Result<ExitCode> {
     let mut c = open(&a.state)?;
-    // A page at a time: a long-lived agent's journal outgrows one reply.
-    let mut next = Some(0);
     if !a.json {
         print_journal_header();
     }
+    for_each_journal_entry(c.as_mut(), |e| {
+        if a.json {
+            crate::out!("{}", serde_json::to_string(e)?);
+        } else {
+            print_journal_entry(e);
+        }
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every journal entry, oldest first, a page at a time: a long-lived agent's journal outgrows
+/// one reply.
+pub(crate) fn for_each_journal_entry(
+    c: &mut dyn Control,
+    mut each: impl FnMut(&crate::journal::Entry) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut next = Some(0);
     while let Some(from) = next {
-        let page = c.journal_page(from)?;
-        for e in &page.entries {
-            if a.json {
-                crate::out!("{}", serde_json::to_string(e)?);
-            } else {
-                print_journal_entry(e);
+        let page = match c.journal_page(from) {
+            // An agent older than this CLI (upgraded, not yet restarted) has no pages: the whole
+            // journal in one reply, as it served it.
+            Err(e) if from == 0 && e.to_string().contains("unknown variant `journal_page`") => {
+                crate::control::JournalPage {
+                    entries: c.journal()?,
+                    next: None,
+                }
             }
+            page => page?,
+        };
+        for e in &page.entries {
+            each(e)?;
         }
         next = page.next;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn print_journal_header() {

@@ -4,7 +4,9 @@
 //!
 //! The CLI names itself ([`who`]) when it acts on the state directory alone; the agent names the
 //! caller on the other end of its socket ([`who_is`], from the pid and uid the kernel gives for
-//! the connection), so what a caller says about itself is not what gets journaled.
+//! the connection), so what a request says about its sender is not what gets journaled. The
+//! uid, pid and login uid are the kernel's; `SUDO_USER` is only what the caller's environment
+//! says, and stands in only where there is no login session.
 
 /// This process.
 pub fn who() -> String {

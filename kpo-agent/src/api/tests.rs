@@ -386,3 +386,46 @@ fn the_caller_is_named_from_the_connection() {
         assert!(client.await.unwrap());
     });
 }
+
+/// An agent older than the CLI answers `journal_page` with "unknown variant": the CLI asks for
+/// the whole journal instead, as it did before pages.
+#[test]
+fn an_agent_without_pages_is_asked_for_the_whole_journal() {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kpo.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let mut control = SocketControl::connect(&path).unwrap().expect("a listener");
+    let entry = serde_json::json!({
+        "id": 1, "ts_ms": 1, "address": SOMAX, "before": 128, "after": 256,
+        "source": "operator", "reason": "test", "kind": "change", "revert_of": null,
+        "status": "applied", "detail": null, "read_back": 256
+    });
+    let old_agent = std::thread::spawn(move || {
+        drop(listener.accept().unwrap()); // the CLI's check of who listens
+        let mut asked = Vec::new();
+        for answer in [
+            r#"{"error":"not a request: unknown variant `journal_page`, expected one of `apply`, `journal`"}"#.to_string(),
+            format!(r#"{{"ok":[{entry}]}}"#),
+        ] {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = std::io::BufReader::new(stream);
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            asked.push(line.trim().to_string());
+            reader.into_inner().write_all(format!("{answer}\n").as_bytes()).unwrap();
+        }
+        asked
+    });
+    let mut ids = Vec::new();
+    crate::cli::for_each_journal_entry(&mut control, |e| {
+        ids.push(e.id);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(ids, [1]);
+    assert_eq!(
+        old_agent.join().unwrap(),
+        [r#"{"op":"journal_page","from":0}"#, r#"{"op":"journal"}"#]
+    );
+}

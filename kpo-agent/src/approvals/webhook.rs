@@ -138,7 +138,9 @@ pub fn shown_url(url: &str) -> String {
 
 /// The webhook's queue; the task posting from it ends when this is dropped.
 pub struct Webhook {
-    tx: mpsc::Sender<Payload>,
+    /// Unbounded: the delivery task takes every notification off it at once, into its own
+    /// queue bounded at [`QUEUE`], where the oldest is what a burst drops.
+    tx: mpsc::UnboundedSender<Payload>,
     /// [`shown_url`] of the URL.
     shown: String,
 }
@@ -152,7 +154,7 @@ impl Webhook {
             .timeout(TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx, rx) = mpsc::unbounded_channel();
         let shown = shown_url(&url);
         tokio::spawn(deliver(client, url, shown.clone(), rx));
         info!(url = %shown, "approval webhook on");
@@ -161,25 +163,17 @@ impl Webhook {
 
     /// A webhook whose notifications go to the returned receiver instead of a URL.
     #[cfg(test)]
-    pub fn to_channel() -> (Webhook, mpsc::Receiver<Payload>) {
-        let (tx, rx) = mpsc::channel(QUEUE);
+    pub fn to_channel() -> (Webhook, mpsc::UnboundedReceiver<Payload>) {
+        let (tx, rx) = mpsc::unbounded_channel();
         let shown = "test:".to_string();
         (Webhook { tx, shown }, rx)
     }
 
-    /// Queues one notification; drops it (logged) when the queue is full.
+    /// Queues one notification (the delivery task drops the oldest past [`QUEUE`]).
     pub fn notify(&self, payload: Payload) {
         let id = payload.kpo.approval.id.clone();
-        if let Err(e) = self.tx.try_send(payload) {
-            warn!(
-                url = %self.shown,
-                "approval webhook: {id} not sent: {}",
-                match e {
-                    mpsc::error::TrySendError::Full(_) =>
-                        format!("{QUEUE} notifications already wait (the receiver is down or slow)"),
-                    mpsc::error::TrySendError::Closed(_) => "the delivery task ended".into(),
-                }
-            );
+        if self.tx.send(payload).is_err() {
+            warn!(url = %self.shown, "approval webhook: {id} not sent: the delivery task ended");
         }
     }
 }
@@ -188,7 +182,7 @@ async fn deliver(
     client: reqwest::Client,
     url: String,
     shown: String,
-    mut rx: mpsc::Receiver<Payload>,
+    mut rx: mpsc::UnboundedReceiver<Payload>,
 ) {
     // Taken off the channel as they come, even while one waits to be retried: so that a later
     // notification about the same approval can replace one not yet delivered, and a full queue
@@ -207,12 +201,23 @@ async fn deliver(
         let mut backoff = FIRST_BACKOFF;
         let body = serde_json::to_vec(&payload).expect("payloads serialise");
         for attempt in 1..=ATTEMPTS {
-            let result = client
+            let send = client
                 .post(&url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.clone())
-                .send()
-                .await;
+                .send();
+            tokio::pin!(send);
+            // Drained while the POST runs too (up to TIMEOUT), so that the channel never fills
+            // and drops the newest.
+            let result = loop {
+                tokio::select! {
+                    // The channel first: whatever is in it when the answer comes is queued (and
+                    // the oldest dropped) before the next POST is chosen.
+                    biased;
+                    Some(next) = rx.recv() => enqueue(&mut queued, next, &shown),
+                    result = &mut send => break result,
+                }
+            };
             let failure = match result {
                 Ok(r) if r.status().is_success() => {
                     info!(url = %shown, "approval webhook: {event} {id} delivered (attempt {attempt})");
@@ -261,8 +266,9 @@ async fn deliver(
             tokio::pin!(wait);
             loop {
                 tokio::select! {
-                    _ = &mut wait => break,
+                    biased;
                     Some(next) = rx.recv() => enqueue(&mut queued, next, &shown),
+                    _ = &mut wait => break,
                 }
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -430,10 +436,18 @@ mod tests {
     /// A receiver on 127.0.0.1 that answers each POST with the next status of `statuses` and
     /// reports each request's event and approval id, in order.
     async fn receiver(statuses: Vec<u16>) -> (String, mpsc::Receiver<(String, String)>) {
+        receiver_gated(statuses, None).await
+    }
+
+    /// [`receiver`], holding its first answer until `gate` fires.
+    async fn receiver_gated(
+        statuses: Vec<u16>,
+        mut gate: Option<tokio::sync::oneshot::Receiver<()>>,
+    ) -> (String, mpsc::Receiver<(String, String)>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/kpo", listener.local_addr().unwrap());
-        let (seen_tx, seen) = mpsc::channel(16);
+        let (seen_tx, seen) = mpsc::channel(256);
         tokio::spawn(async move {
             for status in statuses {
                 let (mut conn, _) = listener.accept().await.unwrap();
@@ -467,6 +481,9 @@ mod tests {
                     ))
                     .await
                     .unwrap();
+                if let Some(gate) = gate.take() {
+                    gate.await.unwrap();
+                }
                 let answer = format!(
                     "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                 );
@@ -545,6 +562,36 @@ mod tests {
                 refused_for_good(reqwest::StatusCode::from_u16(code).unwrap()),
                 for_good,
                 "{code}"
+            );
+        }
+    }
+
+    /// A burst while a POST is in flight: every notification is taken off the channel, and past
+    /// QUEUE waiting the oldest are dropped, not the newest.
+    #[tokio::test]
+    async fn a_burst_during_a_post_drops_the_oldest() {
+        const BURST: usize = QUEUE + 6;
+        let (release, gate) = tokio::sync::oneshot::channel();
+        let (url, mut requests) = receiver_gated(vec![200; BURST + 1], Some(gate)).await;
+        let hook = Webhook::spawn(url).unwrap();
+        hook.notify(Payload::new("approval_required", "web1", &item("ap-0", 32)));
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_required", "ap-0")
+        );
+        // ap-0's POST waits for its answer while the burst comes.
+        for n in 1..=BURST {
+            hook.notify(Payload::new(
+                "approval_required",
+                "web1",
+                &item(&format!("ap-{n}"), 32),
+            ));
+        }
+        release.send(()).unwrap();
+        for n in (BURST - QUEUE + 1)..=BURST {
+            assert_eq!(
+                requests.recv().await.unwrap(),
+                seen("approval_required", &format!("ap-{n}"))
             );
         }
     }
