@@ -525,30 +525,27 @@ impl LlmClient {
     fn read_completion(&self, c: &mut Completion, bytes: &[u8]) {
         // Errors of earlier attempts (a 429 before this reply) no longer apply.
         c.error = None;
-        let parsed: Result<ChatResponse, _> = serde_json::from_slice(bytes);
-        let resp = match parsed {
+        let resp = match ChatResponse::read(bytes) {
             Ok(r) => r,
-            Err(e) => {
+            Err(why) => {
                 c.outcome = Outcome::InvalidBody;
                 // serde quotes the strings it could not take, which may hold the key.
                 c.error = Some(format!(
                     "not a chat completion ({}): {}",
-                    self.inner.key.redact(&e.to_string()),
+                    self.inner.key.redact(&why),
                     self.excerpt(bytes)
                 ));
                 return;
             }
         };
-        if let Some(u) = resp.usage {
-            c.usage = u;
-        }
-        let Some(choice) = resp.choices.into_iter().next() else {
+        c.usage = resp.usage;
+        let Some(choice) = resp.choice else {
             c.outcome = Outcome::EmptyChoices;
             c.error = Some("the reply has no choices".into());
             return;
         };
         c.finish_reason = choice.finish_reason.clone();
-        let message = choice.message.unwrap_or_default();
+        let message = choice.message;
         if let Some(refusal) = message.refusal.filter(|r| !r.trim().is_empty()) {
             c.outcome = Outcome::Refusal;
             c.error = Some(format!(
@@ -712,28 +709,89 @@ fn http_date(v: &str) -> Option<time::OffsetDateTime> {
     Some(time::PrimitiveDateTime::new(date, time).assume_utc())
 }
 
-#[derive(Deserialize)]
+/// What the client takes from a chat completion: the first choice's message, its
+/// `finish_reason`, and `usage`. Read from the JSON by hand rather than by a strict `Deserialize`:
+/// servers disagree on the fields around the content (`usage` as `"n/a"` or with float or
+/// negative counts, `refusal: false`), and a strict reading turned such a reply into
+/// `invalid_body`, which threw the advice away and counted toward the circuit breaker. Only the
+/// body itself, `choices` and the first choice's `message` must have their shape; anything else
+/// unreadable is left out.
 struct ChatResponse {
-    #[serde(default)]
-    choices: Vec<Choice>,
-    #[serde(default)]
-    usage: Option<Usage>,
+    choice: Option<Choice>,
+    usage: Usage,
 }
 
-#[derive(Deserialize)]
 struct Choice {
-    #[serde(default)]
-    message: Option<Message>,
-    #[serde(default)]
+    message: Message,
     finish_reason: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Default)]
 struct Message {
-    #[serde(default)]
+    /// A string, or a list of parts with `text`; the caller reads it.
     content: Option<Json>,
-    #[serde(default)]
     refusal: Option<String>,
+}
+
+impl ChatResponse {
+    /// The reply, or why it is not a chat completion.
+    fn read(bytes: &[u8]) -> Result<Self, String> {
+        let body: Json = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let Json::Object(mut body) = body else {
+            return Err("the body is not a JSON object".into());
+        };
+        let usage = body.get("usage").map(Usage::lenient).unwrap_or_default();
+        let choice = match body.remove("choices") {
+            None | Some(Json::Null) => None,
+            Some(Json::Array(choices)) => match choices.into_iter().next() {
+                None => None,
+                Some(Json::Object(mut choice)) => {
+                    let message = match choice.remove("message") {
+                        None | Some(Json::Null) => Message::default(),
+                        Some(Json::Object(mut m)) => Message {
+                            content: m.remove("content").filter(|c| !c.is_null()),
+                            refusal: m.remove("refusal").and_then(into_string),
+                        },
+                        Some(_) => return Err("`choices[0].message` is not an object".into()),
+                    };
+                    Some(Choice {
+                        message,
+                        finish_reason: choice.remove("finish_reason").and_then(into_string),
+                    })
+                }
+                Some(_) => return Err("`choices[0]` is not an object".into()),
+            },
+            Some(_) => return Err("`choices` is not a list".into()),
+        };
+        Ok(Self { choice, usage })
+    }
+}
+
+fn into_string(v: Json) -> Option<String> {
+    match v {
+        Json::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+impl Usage {
+    /// Each count that is a non-negative integer (`812`, or `812.0` as some servers write it);
+    /// anything else, or a `usage` that is not an object, is absent.
+    fn lenient(v: &Json) -> Self {
+        let count = |key: &str| {
+            let n = v.get(key)?;
+            n.as_u64().or_else(|| {
+                let f = n.as_f64()?;
+                // Below 2^53 a float holds every integer exactly.
+                (f >= 0.0 && f.fract() == 0.0 && f < 9.0e15).then_some(f as u64)
+            })
+        };
+        Self {
+            prompt_tokens: count("prompt_tokens"),
+            completion_tokens: count("completion_tokens"),
+            total_tokens: count("total_tokens"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -808,6 +866,104 @@ mod tests {
         client.read_completion(&mut c, &reply(&at_the_bound));
         assert_eq!(c.outcome, Outcome::Ok);
         assert_eq!(c.content.as_deref(), Some(at_the_bound.as_str()));
+    }
+
+    fn read(body: Json) -> Completion {
+        let mut c = Completion::empty();
+        client().read_completion(&mut c, body.to_string().as_bytes());
+        c
+    }
+
+    /// Fields around the content that a server fills oddly cost the figure, not the advice, and
+    /// do not count toward the breaker.
+    #[test]
+    fn odd_fields_around_the_content_are_ignored() {
+        let advice = r#"[{"parameter":"net.core.somaxconn","value":8192}]"#;
+        let choice = |message: Json, finish: Json| {
+            serde_json::json!([{"message": message, "finish_reason": finish}])
+        };
+        let plain = choice(serde_json::json!({"content": advice}), "stop".into());
+        let cases = [
+            (
+                serde_json::json!({"choices": plain, "usage":
+                    {"prompt_tokens": 812.0, "completion_tokens": 64, "total_tokens": 876}}),
+                Usage {
+                    prompt_tokens: Some(812),
+                    completion_tokens: Some(64),
+                    total_tokens: Some(876),
+                },
+                Some("stop"),
+            ),
+            (
+                serde_json::json!({"choices": plain, "usage":
+                    {"prompt_tokens": -1, "completion_tokens": 1.5, "total_tokens": "9"}}),
+                Usage::default(),
+                Some("stop"),
+            ),
+            (
+                serde_json::json!({"choices": plain, "usage": "n/a"}),
+                Usage::default(),
+                Some("stop"),
+            ),
+            (
+                serde_json::json!({"choices": choice(
+                    serde_json::json!({"content": advice, "refusal": false}),
+                    Json::Null,
+                )}),
+                Usage::default(),
+                None,
+            ),
+            (
+                serde_json::json!({"choices": choice(
+                    serde_json::json!({"content": advice, "refusal": null}),
+                    7.into(),
+                ), "usage": null}),
+                Usage::default(),
+                None,
+            ),
+        ];
+        for (body, usage, finish) in cases {
+            let c = read(body.clone());
+            assert_eq!(c.outcome, Outcome::Ok, "{body}: {:?}", c.error);
+            assert_eq!(c.content.as_deref(), Some(advice), "{body}");
+            assert_eq!(c.usage, usage, "{body}");
+            assert_eq!(c.finish_reason.as_deref(), finish, "{body}");
+        }
+        // A refusal that is a string still is one; "length" still cuts the reply.
+        let c = read(serde_json::json!({"choices": choice(
+            serde_json::json!({"content": null, "refusal": "no"}), "stop".into())}));
+        assert_eq!(c.outcome, Outcome::Refusal);
+        let c = read(serde_json::json!({"choices": choice(
+            serde_json::json!({"content": advice}), "length".into()), "usage": "n/a"}));
+        assert_eq!(c.outcome, Outcome::Truncated);
+    }
+
+    /// What the content depends on must have its shape: otherwise it is not a chat completion.
+    #[test]
+    fn an_unreadable_content_is_an_invalid_body() {
+        for body in [
+            "<html>bad gateway</html>".to_string(),
+            "[]".into(),
+            r#""ok""#.into(),
+            r#"{"choices": "none"}"#.into(),
+            r#"{"choices": ["text"]}"#.into(),
+            r#"{"choices": [{"message": "text"}]}"#.into(),
+        ] {
+            let mut c = Completion::empty();
+            client().read_completion(&mut c, body.as_bytes());
+            assert_eq!(c.outcome, Outcome::InvalidBody, "{body}");
+            assert!(c.outcome.is_endpoint_failure());
+        }
+        // No choice, or no content: the server answered, with nothing.
+        for body in [
+            serde_json::json!({}),
+            serde_json::json!({"choices": null}),
+            serde_json::json!({"choices": []}),
+            serde_json::json!({"choices": [{"finish_reason": "stop"}]}),
+            serde_json::json!({"choices": [{"message": {"content": null}}]}),
+        ] {
+            assert_eq!(read(body.clone()).outcome, Outcome::EmptyChoices, "{body}");
+        }
     }
 
     #[test]
