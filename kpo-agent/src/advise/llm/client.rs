@@ -879,9 +879,7 @@ mod tests {
     #[test]
     fn odd_fields_around_the_content_are_ignored() {
         let advice = r#"[{"parameter":"net.core.somaxconn","value":8192}]"#;
-        let choice = |message: Json, finish: Json| {
-            serde_json::json!([{"message": message, "finish_reason": finish}])
-        };
+        let choice = |message: Json, finish: Json| serde_json::json!([{"message": message, "finish_reason": finish}]);
         let plain = choice(serde_json::json!({"content": advice}), "stop".into());
         let cases = [
             (

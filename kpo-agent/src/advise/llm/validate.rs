@@ -68,9 +68,18 @@ impl Validated {
     pub fn pending(&self) -> impl Iterator<Item = &Recommendation> {
         self.accepted.iter().filter(|r| !r.can_auto_apply)
     }
+
+    /// Makes every accepted recommendation wait for approval: the advice was found where the
+    /// parser cannot be sure it is the model's answer ([`super::parse::Found::may_auto_apply`]).
+    pub fn hold_for_approval(&mut self) {
+        for r in &mut self.accepted {
+            r.can_auto_apply = false;
+        }
+    }
 }
 
-/// Validates `items` (from [`super::parse::extract_items`]) against the parameters offered to the
+/// Validates `items` (from [`super::parse::extract_items`]; the caller holds them for approval
+/// when they were not found where they may be applied) against the parameters offered to the
 /// model and the policy as it is now. The first [`MAX_ITEMS`] items are looked at, each accepted
 /// or dropped with its own entry; the rest, however many, make one `too_many` entry, so the `llm`
 /// event stays small whatever the reply holds.
