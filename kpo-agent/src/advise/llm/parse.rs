@@ -427,6 +427,8 @@ mod tests {
         assert_eq!(found(&content), (vec![], Found::Prose));
         let content = format!("Nothing to change: []. I did consider {ITEM}.");
         assert_eq!(found(&content), (vec![], Found::Prose));
+        let content = format!("Draft: [{ITEM}]. On reflection, nothing needs to change: []");
+        assert_eq!(found(&content), (vec![], Found::Prose));
         // Of two answers, the last; a lone item only when there is no list.
         let other = ITEM.replace("8192", "1024");
         let (items, _) = found(&format!("Before: [{ITEM}]. Now: [{other}]."));
