@@ -320,8 +320,8 @@ fn advice_shape(v: Json) -> Option<Shape> {
                     return Some(Shape::List(items));
                 }
             }
-            (map.contains_key("parameter") || map.contains_key("Parameter"))
-                .then(|| Shape::Item(Json::Object(map)))
+            let item = map.contains_key("parameter") || map.contains_key("Parameter");
+            item.then_some(Shape::Item(Json::Object(map)))
         }
         _ => None,
     }
