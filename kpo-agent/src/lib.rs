@@ -15,8 +15,8 @@
 //! - [`run`]: the run loop, which only wires the stages above in that order (`kpo run`);
 //!   [`cli`]: command-line definitions.
 //!
-//! Shared by the stages: [`kernel_file`] (bounded reads of kernel files) and [`counter`] (deltas
-//! of counters, by what a fall means).
+//! Shared by the stages: [`kernel_file`] (bounded reads of kernel files), [`counter`] (deltas
+//! of counters, by what a fall means) and [`http`] (the HTTP clients' proxy rules).
 pub mod actuate;
 pub mod advise;
 pub mod api;
@@ -30,6 +30,7 @@ pub mod control;
 pub mod counter;
 pub mod energy;
 pub mod guard;
+pub mod http;
 pub mod journal;
 pub mod kernel_file;
 pub mod output;

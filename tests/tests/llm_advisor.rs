@@ -726,7 +726,9 @@ pub fn a_fenced_reply_is_applied() {
     case.check_after();
 }
 
-pub fn prose_around_the_json_is_applied() {
+/// Advice in prose is taken, but never applied without a person, even where the policy and the
+/// model allow it: the parser cannot tell the answer from what the model only mentions.
+pub fn prose_around_the_json_waits_for_approval() {
     let (case, _server) = run_case(
         |case| {
             let body = advice(json!([item(&case.address(SOMAXCONN), json!(512), true)]));
@@ -740,7 +742,19 @@ pub fn prose_around_the_json_is_applied() {
         file_key,
         2,
     );
-    assert_applied(&case, 512);
+    let first = first_llm(&case);
+    assert_eq!(first["outcome"], "ok", "{first:#}");
+    assert_eq!(first["accepted_auto"], 0);
+    assert_eq!(first["accepted_pending"], 1);
+    let id = first["accepted_ids"][0].as_str().unwrap();
+    let events = case.events();
+    let rec = events
+        .iter()
+        .find(|e| e["kind"] == "recommendation" && e["id"] == id)
+        .expect("reported for a person");
+    assert_eq!(rec["recommended_value"], 512);
+    assert_eq!(rec["can_auto_apply"], false);
+    assert_pending_only(&case, SOMAXCONN, 512);
     case.check_after();
 }
 

@@ -302,9 +302,9 @@ fn main() {
             llm_advisor::a_fenced_reply_is_applied,
         ),
         trial(
-            "llm_advisor::prose_around_the_json_is_applied",
+            "llm_advisor::prose_around_the_json_waits_for_approval",
             llm_advisor::requirement(),
-            llm_advisor::prose_around_the_json_is_applied,
+            llm_advisor::prose_around_the_json_waits_for_approval,
         ),
         trial(
             "llm_advisor::an_unknown_parameter_is_dropped",

@@ -150,7 +150,8 @@ impl Webhook {
     pub fn spawn(url: String) -> Result<Webhook, reqwest::Error> {
         // No redirects: a 302 to a sign-on page would turn the POST into a GET without its body,
         // answered 200, and the notification would count as delivered.
-        let client = reqwest::Client::builder()
+        // No proxy for a receiver on this host (crate::http).
+        let client = crate::http::client_builder(&url)
             .timeout(TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;

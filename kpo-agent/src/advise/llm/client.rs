@@ -192,7 +192,8 @@ impl LlmClient {
     pub fn new(cfg: ResolvedLlm) -> Result<Self, ClientBuildError> {
         // No redirects: followed, a 301 or 302 turns the POST into a GET without its body, and
         // a redirect to another host would take the key's header along to wherever it points.
-        let http = reqwest::Client::builder()
+        // No proxy for a server on this host: the environment's would get the key in clear.
+        let http = crate::http::client_builder(&cfg.base_url)
             .connect_timeout(cfg.config.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("kpo/", env!("CARGO_PKG_VERSION")))
@@ -525,30 +526,27 @@ impl LlmClient {
     fn read_completion(&self, c: &mut Completion, bytes: &[u8]) {
         // Errors of earlier attempts (a 429 before this reply) no longer apply.
         c.error = None;
-        let parsed: Result<ChatResponse, _> = serde_json::from_slice(bytes);
-        let resp = match parsed {
+        let resp = match ChatResponse::read(bytes) {
             Ok(r) => r,
-            Err(e) => {
+            Err(why) => {
                 c.outcome = Outcome::InvalidBody;
                 // serde quotes the strings it could not take, which may hold the key.
                 c.error = Some(format!(
                     "not a chat completion ({}): {}",
-                    self.inner.key.redact(&e.to_string()),
+                    self.inner.key.redact(&why),
                     self.excerpt(bytes)
                 ));
                 return;
             }
         };
-        if let Some(u) = resp.usage {
-            c.usage = u;
-        }
-        let Some(choice) = resp.choices.into_iter().next() else {
+        c.usage = resp.usage;
+        let Some(choice) = resp.choice else {
             c.outcome = Outcome::EmptyChoices;
             c.error = Some("the reply has no choices".into());
             return;
         };
         c.finish_reason = choice.finish_reason.clone();
-        let message = choice.message.unwrap_or_default();
+        let message = choice.message;
         if let Some(refusal) = message.refusal.filter(|r| !r.trim().is_empty()) {
             c.outcome = Outcome::Refusal;
             c.error = Some(format!(
@@ -712,28 +710,89 @@ fn http_date(v: &str) -> Option<time::OffsetDateTime> {
     Some(time::PrimitiveDateTime::new(date, time).assume_utc())
 }
 
-#[derive(Deserialize)]
+/// What the client takes from a chat completion: the first choice's message, its
+/// `finish_reason`, and `usage`. Read from the JSON by hand rather than by a strict `Deserialize`:
+/// servers disagree on the fields around the content (`usage` as `"n/a"` or with float or
+/// negative counts, `refusal: false`), and a strict reading turned such a reply into
+/// `invalid_body`, which threw the advice away and counted toward the circuit breaker. Only the
+/// body itself, `choices` and the first choice's `message` must have their shape; anything else
+/// unreadable is left out.
 struct ChatResponse {
-    #[serde(default)]
-    choices: Vec<Choice>,
-    #[serde(default)]
-    usage: Option<Usage>,
+    choice: Option<Choice>,
+    usage: Usage,
 }
 
-#[derive(Deserialize)]
 struct Choice {
-    #[serde(default)]
-    message: Option<Message>,
-    #[serde(default)]
+    message: Message,
     finish_reason: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Default)]
 struct Message {
-    #[serde(default)]
+    /// A string, or a list of parts with `text`; the caller reads it.
     content: Option<Json>,
-    #[serde(default)]
     refusal: Option<String>,
+}
+
+impl ChatResponse {
+    /// The reply, or why it is not a chat completion.
+    fn read(bytes: &[u8]) -> Result<Self, String> {
+        let body: Json = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let Json::Object(mut body) = body else {
+            return Err("the body is not a JSON object".into());
+        };
+        let usage = body.get("usage").map(Usage::lenient).unwrap_or_default();
+        let choice = match body.remove("choices") {
+            None | Some(Json::Null) => None,
+            Some(Json::Array(choices)) => match choices.into_iter().next() {
+                None => None,
+                Some(Json::Object(mut choice)) => {
+                    let message = match choice.remove("message") {
+                        None | Some(Json::Null) => Message::default(),
+                        Some(Json::Object(mut m)) => Message {
+                            content: m.remove("content").filter(|c| !c.is_null()),
+                            refusal: m.remove("refusal").and_then(into_string),
+                        },
+                        Some(_) => return Err("`choices[0].message` is not an object".into()),
+                    };
+                    Some(Choice {
+                        message,
+                        finish_reason: choice.remove("finish_reason").and_then(into_string),
+                    })
+                }
+                Some(_) => return Err("`choices[0]` is not an object".into()),
+            },
+            Some(_) => return Err("`choices` is not a list".into()),
+        };
+        Ok(Self { choice, usage })
+    }
+}
+
+fn into_string(v: Json) -> Option<String> {
+    match v {
+        Json::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+impl Usage {
+    /// Each count that is a non-negative integer (`812`, or `812.0` as some servers write it);
+    /// anything else, or a `usage` that is not an object, is absent.
+    fn lenient(v: &Json) -> Self {
+        let count = |key: &str| {
+            let n = v.get(key)?;
+            n.as_u64().or_else(|| {
+                let f = n.as_f64()?;
+                // Below 2^53 a float holds every integer exactly.
+                (f >= 0.0 && f.fract() == 0.0 && f < 9.0e15).then_some(f as u64)
+            })
+        };
+        Self {
+            prompt_tokens: count("prompt_tokens"),
+            completion_tokens: count("completion_tokens"),
+            total_tokens: count("total_tokens"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -808,6 +867,285 @@ mod tests {
         client.read_completion(&mut c, &reply(&at_the_bound));
         assert_eq!(c.outcome, Outcome::Ok);
         assert_eq!(c.content.as_deref(), Some(at_the_bound.as_str()));
+    }
+
+    fn read(body: Json) -> Completion {
+        let mut c = Completion::empty();
+        client().read_completion(&mut c, body.to_string().as_bytes());
+        c
+    }
+
+    /// Fields around the content that a server fills oddly cost the figure, not the advice, and
+    /// do not count toward the breaker.
+    #[test]
+    fn odd_fields_around_the_content_are_ignored() {
+        let advice = r#"[{"parameter":"net.core.somaxconn","value":8192}]"#;
+        let choice = |message: Json, finish: Json| serde_json::json!([{"message": message, "finish_reason": finish}]);
+        let plain = choice(serde_json::json!({"content": advice}), "stop".into());
+        let cases = [
+            (
+                serde_json::json!({"choices": plain, "usage":
+                    {"prompt_tokens": 812.0, "completion_tokens": 64, "total_tokens": 876}}),
+                Usage {
+                    prompt_tokens: Some(812),
+                    completion_tokens: Some(64),
+                    total_tokens: Some(876),
+                },
+                Some("stop"),
+            ),
+            (
+                serde_json::json!({"choices": plain, "usage":
+                    {"prompt_tokens": -1, "completion_tokens": 1.5, "total_tokens": "9"}}),
+                Usage::default(),
+                Some("stop"),
+            ),
+            (
+                serde_json::json!({"choices": plain, "usage": "n/a"}),
+                Usage::default(),
+                Some("stop"),
+            ),
+            (
+                serde_json::json!({"choices": choice(
+                    serde_json::json!({"content": advice, "refusal": false}),
+                    Json::Null,
+                )}),
+                Usage::default(),
+                None,
+            ),
+            (
+                serde_json::json!({"choices": choice(
+                    serde_json::json!({"content": advice, "refusal": null}),
+                    7.into(),
+                ), "usage": null}),
+                Usage::default(),
+                None,
+            ),
+        ];
+        for (body, usage, finish) in cases {
+            let c = read(body.clone());
+            assert_eq!(c.outcome, Outcome::Ok, "{body}: {:?}", c.error);
+            assert_eq!(c.content.as_deref(), Some(advice), "{body}");
+            assert_eq!(c.usage, usage, "{body}");
+            assert_eq!(c.finish_reason.as_deref(), finish, "{body}");
+        }
+        // A refusal that is a string still is one; "length" still cuts the reply.
+        let c = read(serde_json::json!({"choices": choice(
+            serde_json::json!({"content": null, "refusal": "no"}), "stop".into())}));
+        assert_eq!(c.outcome, Outcome::Refusal);
+        let c = read(serde_json::json!({"choices": choice(
+            serde_json::json!({"content": advice}), "length".into()), "usage": "n/a"}));
+        assert_eq!(c.outcome, Outcome::Truncated);
+    }
+
+    /// What the content depends on must have its shape: otherwise it is not a chat completion.
+    #[test]
+    fn an_unreadable_content_is_an_invalid_body() {
+        for body in [
+            "<html>bad gateway</html>".to_string(),
+            "[]".into(),
+            r#""ok""#.into(),
+            r#"{"choices": "none"}"#.into(),
+            r#"{"choices": ["text"]}"#.into(),
+            r#"{"choices": [{"message": "text"}]}"#.into(),
+        ] {
+            let mut c = Completion::empty();
+            client().read_completion(&mut c, body.as_bytes());
+            assert_eq!(c.outcome, Outcome::InvalidBody, "{body}");
+            assert!(c.outcome.is_endpoint_failure());
+        }
+        // No choice, or no content: the server answered, with nothing.
+        for body in [
+            serde_json::json!({}),
+            serde_json::json!({"choices": null}),
+            serde_json::json!({"choices": []}),
+            serde_json::json!({"choices": [{"finish_reason": "stop"}]}),
+            serde_json::json!({"choices": [{"message": {"content": null}}]}),
+        ] {
+            assert_eq!(read(body.clone()).outcome, Outcome::EmptyChoices, "{body}");
+        }
+    }
+
+    /// Set in the environment of the child process that runs [`proxy_child`].
+    const PROXY_CHILD: &str = "KPO_TEST_PROXY_CHILD";
+    const PROXY_TEST_KEY: &str = "sk-proxy-test-SECRET";
+
+    /// An HTTP request's head (up to the blank line) from `conn`, or what came before it closed.
+    fn read_head(conn: &mut impl std::io::Read) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        String::from_utf8_lossy(&head).into_owned()
+    }
+
+    /// With `HTTP_PROXY` and `HTTPS_PROXY` set, a server on this host gets the request (and the
+    /// key) directly, the proxy nothing; a plain http server elsewhere is reached through the
+    /// proxy, which reads the key (what the start-up warning says); an https one through a
+    /// `CONNECT` tunnel, whose head holds no key.
+    ///
+    /// reqwest reads the proxy variables when a client is built. Setting them in this process
+    /// would race every other test that builds a client (and `setenv` racing `getenv` in
+    /// another thread is undefined behaviour in glibc); an explicit `reqwest::Proxy` would
+    /// test a client we do not build. So the clients are built in a child process, this test
+    /// binary running [`proxy_child`] alone, with the variables in its environment only. The
+    /// proxy is here: every connection the child made is queued on it before the child exits,
+    /// so a last connection of ours, queued after them, ends the proxy's loop without a wait.
+    #[test]
+    fn a_server_on_this_host_is_never_proxied() {
+        use std::io::Write;
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = proxy.local_addr().unwrap();
+        let seen = std::thread::spawn(move || {
+            let mut heads = Vec::new();
+            for conn in proxy.incoming() {
+                let mut conn = conn.unwrap();
+                let head = read_head(&mut conn);
+                if head.starts_with("STOP") {
+                    break;
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                heads.push(head);
+            }
+            heads
+        });
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args(["--exact", "advise::llm::client::tests::proxy_child"])
+            .args(["--ignored", "--nocapture", "--test-threads=1"])
+            .env(PROXY_CHILD, "1")
+            .env("HTTP_PROXY", format!("http://{addr}"))
+            .env("HTTPS_PROXY", format!("http://{addr}"));
+        for var in [
+            "http_proxy",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+            "NO_PROXY",
+            "no_proxy",
+            "REQUEST_METHOD",
+        ] {
+            child.env_remove(var);
+        }
+        let out = child.output().unwrap();
+        std::net::TcpStream::connect(addr)
+            .unwrap()
+            .write_all(b"STOP\r\n\r\n")
+            .unwrap();
+        let heads = seen.join().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !heads
+                .iter()
+                .any(|h| h.starts_with("POST http://127.0.0.1:")),
+            "the server on this host was reached through the proxy: {heads:#?}"
+        );
+        assert_eq!(heads.len(), 2, "{heads:#?}");
+        let plain = &heads[0];
+        assert!(
+            plain.starts_with("POST http://192.0.2.1:9/v1/chat/completions "),
+            "{plain}"
+        );
+        assert!(
+            plain.to_ascii_lowercase().contains(&format!(
+                "authorization: bearer {}",
+                PROXY_TEST_KEY.to_ascii_lowercase()
+            )),
+            "a proxy for plain http reads the key: {plain}"
+        );
+        let tunnel = &heads[1];
+        assert!(tunnel.starts_with("CONNECT 192.0.2.1:9 "), "{tunnel}");
+        assert!(!tunnel.contains(PROXY_TEST_KEY), "{tunnel}");
+    }
+
+    /// Run by [`a_server_on_this_host_is_never_proxied`] in a child process with the proxy
+    /// variables set; does nothing elsewhere.
+    #[tokio::test]
+    #[ignore = "run by a_server_on_this_host_is_never_proxied in a child process"]
+    async fn proxy_child() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if std::env::var_os(PROXY_CHILD).is_none() {
+            return;
+        }
+        let resolved = |base_url: String| ResolvedLlm {
+            base_url,
+            api_key: ApiKey::new(PROXY_TEST_KEY),
+            config: super::super::config::LlmConfig {
+                max_attempts: 1,
+                ..Default::default()
+            },
+        };
+        let prompt = Prompt {
+            system: "s".into(),
+            user: "u".into(),
+        };
+        // A server on this host: one completion.
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = server.local_addr().unwrap().port();
+        let served = tokio::spawn(async move {
+            let (mut conn, _) = server.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            let head_end = loop {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed before the request's head");
+                request.extend_from_slice(&buf[..n]);
+                if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+            };
+            let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            while request.len() < head_end + length {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed before the request's body");
+                request.extend_from_slice(&buf[..n]);
+            }
+            let body = reply("[]");
+            let mut answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            answer.extend_from_slice(&body);
+            conn.write_all(&answer).await.unwrap();
+            head
+        });
+        let local = LlmClient::new(resolved(format!("http://127.0.0.1:{port}/v1"))).unwrap();
+        let c = local.complete(&prompt, None).await;
+        assert_eq!(c.outcome, Outcome::Ok, "{:?}", c.error);
+        let head = served.await.unwrap();
+        assert!(head.starts_with("POST /v1/chat/completions "), "{head}");
+        assert!(head.contains(PROXY_TEST_KEY), "{head}");
+        // Elsewhere (TEST-NET-1, never routed): only the proxy answers, 502.
+        for base_url in ["http://192.0.2.1:9/v1", "https://192.0.2.1:9/v1"] {
+            let c = LlmClient::new(resolved(base_url.into()))
+                .unwrap()
+                .complete(&prompt, None)
+                .await;
+            let through_proxy = if base_url.starts_with("https") {
+                // The tunnel was refused: reqwest reports the proxy's 502 as a connect error.
+                c.outcome == Outcome::Connect
+            } else {
+                c.http_status == Some(502)
+            };
+            assert!(through_proxy, "{base_url}: {:?} {:?}", c.outcome, c.error);
+        }
     }
 
     #[test]

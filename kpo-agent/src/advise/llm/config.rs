@@ -260,28 +260,25 @@ impl ResolvedLlm {
     }
 
     /// Whether the key would cross the network unencrypted: a key is set and the endpoint is
-    /// plain `http://` on a host other than loopback.
+    /// plain `http://` on a host other than loopback. A proxy does not change this: an endpoint
+    /// on this host is never proxied (`crate::http`), and one elsewhere over `http://` is in
+    /// clear with or without one; [`Self::key_proxy_with`] names the proxy that reads it too.
     pub fn key_in_clear(&self) -> bool {
-        if self.api_key.is_empty() {
-            return false;
+        !self.api_key.is_empty()
+            && self.base_url.starts_with("http://")
+            && reqwest::Url::parse(&self.base_url).is_ok()
+            && !crate::http::is_loopback_url(&self.base_url)
+    }
+
+    /// The proxy, by the environment `env`, that the request would be forwarded through with the
+    /// key readable by it: a key is set, the endpoint is plain `http://` and not on this host,
+    /// and a proxy applies. To an `https://` endpoint reqwest tunnels through any proxy with
+    /// `CONNECT`, and the key stays inside TLS to the server.
+    pub fn key_proxy_with(&self, env: impl Fn(&str) -> Option<String>) -> Option<String> {
+        if self.api_key.is_empty() || !self.base_url.starts_with("http://") {
+            return None;
         }
-        let Ok(url) = reqwest::Url::parse(&self.base_url) else {
-            return false;
-        };
-        if url.scheme() != "http" {
-            return false;
-        }
-        let Some(host) = url.host_str() else {
-            return true;
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        match host.parse::<std::net::IpAddr>() {
-            Ok(ip) => !ip.is_loopback(),
-            Err(_) => {
-                let name = host.trim_end_matches('.').to_ascii_lowercase();
-                !(name == "localhost" || name.ends_with(".localhost"))
-            }
-        }
+        crate::http::env_proxy(&self.base_url, env)
     }
 
     /// The endpoint as logs and errors show it: without credentials in the URL.
@@ -323,7 +320,15 @@ impl LlmConfig {
                         "OPENAI_API_KEY is not sent to llm.base_url; set llm.api_key for that server"
                     );
                 }
-                if r.key_in_clear() {
+                if let Some(proxy) = r.key_proxy_with(|k| std::env::var(k).ok()) {
+                    tracing::warn!(
+                        base_url = %r.shown_base_url(),
+                        %proxy,
+                        "the LLM API key is sent over plain http to a host that is not this one, \
+                         through the proxy from HTTP_PROXY (or ALL_PROXY), which reads it: \
+                         anyone on the path can read it; use https"
+                    );
+                } else if r.key_in_clear() {
                     tracing::warn!(
                         base_url = %r.shown_base_url(),
                         "the LLM API key is sent over plain http to a host that is not this one: \
@@ -772,6 +777,35 @@ mod tests {
         ] {
             assert!(!resolved(url, "sk-x").key_in_clear(), "{url}");
         }
+    }
+
+    /// A proxy reads the key only on the way to a plain http endpoint elsewhere, which is in
+    /// clear anyway; to this host there is no proxy, and to https the key is tunnelled.
+    #[test]
+    fn the_proxy_that_would_read_the_key_is_named() {
+        let resolved = |url: &str, key: &str| ResolvedLlm {
+            base_url: url.into(),
+            api_key: ApiKey::new(key),
+            config: LlmConfig::default(),
+        };
+        let env = |k: &str| {
+            matches!(k, "HTTP_PROXY" | "HTTPS_PROXY").then(|| "http://proxy.corp:3128".to_string())
+        };
+        let r = resolved("http://vllm.internal/v1", "sk-x");
+        assert_eq!(
+            r.key_proxy_with(env).as_deref(),
+            Some("http://proxy.corp:3128/")
+        );
+        assert!(r.key_in_clear());
+        for (url, key) in [
+            ("http://vllm.internal/v1", ""),
+            ("http://127.0.0.1:11434/v1", "sk-x"),
+            ("http://localhost:8000/v1", "sk-x"),
+            ("https://api.openai.com/v1", "sk-x"),
+        ] {
+            assert_eq!(resolved(url, key).key_proxy_with(env), None, "{url}");
+        }
+        assert_eq!(r.key_proxy_with(|_| None), None);
     }
 
     /// Credentials in the endpoint's URL (a proxy's `user:token@`) are shown nowhere: not in the

@@ -300,8 +300,16 @@ fn take_reply(
     policy: &dyn AdvicePolicy,
 ) {
     match parse::extract_items(content) {
-        Ok(items) => {
-            let v = validate::validate(items, offered, policy, &out.window);
+        Ok(advice) => {
+            let mut v = validate::validate(advice.items, offered, policy, &out.window);
+            if !advice.found.may_auto_apply() && v.auto().next().is_some() {
+                tracing::info!(
+                    found = ?advice.found,
+                    "LLM advice was not the whole reply or its only fenced block: \
+                     held for approval"
+                );
+                v.hold_for_approval();
+            }
             out.accepted_auto = v.auto().count();
             out.accepted_pending = v.pending().count();
             out.accepted_ids = v.accepted.iter().map(|r| r.id.clone()).collect();
@@ -381,6 +389,70 @@ mod tests {
         assert_eq!(out.dropped.len(), MAX_ITEMS + 1);
         let event = serde_json::to_string(&out).unwrap();
         assert!(event.len() < 128 << 10, "{} bytes", event.len());
+    }
+
+    fn somaxconn_auto() -> (Vec<ParamContext>, StaticPolicy) {
+        let addr: ParamAddress = "net.core.somaxconn".parse().unwrap();
+        let policy = StaticPolicy::new().with(
+            "net.core.somaxconn",
+            &[Source::Llm],
+            ParamLimits::new(Mode::Auto).bounds(128, 65535),
+        );
+        let offered = vec![ParamContext {
+            address: addr.clone(),
+            current: Value::Int(4096),
+            limits: policy.allowed(&addr, Source::Llm).unwrap(),
+        }];
+        (offered, policy)
+    }
+
+    fn took(content: &str) -> Consultation {
+        let (offered, policy) = somaxconn_auto();
+        let mut out = empty_consultation();
+        take_reply(&mut out, content, &offered, &policy);
+        out
+    }
+
+    /// What the model mentions, nests or writes around its answer is never applied without a
+    /// person; its answer, as the whole reply or its only fence, is.
+    #[test]
+    fn only_the_models_answer_is_applied() {
+        let item = |v: u32| {
+            format!(
+                r#"{{"parameter": "net.core.somaxconn", "value": {v}, "can_auto_apply": true, "reason": "x"}}"#
+            )
+        };
+        // A value considered in prose, then an explicit empty answer.
+        let c = took(&format!(
+            "I considered {} but the queue never filled, so nothing needs to change. \
+             {{\"recommendations\": []}}",
+            item(8192)
+        ));
+        assert_eq!(c.outcome, Outcome::Ok);
+        assert!(c.recommendations.is_empty(), "{:?}", c.recommendations);
+        // Broken JSON whose item carries a rejected alternative: nothing is taken.
+        let c = took(&format!(
+            r#"{{"recommendations": [{{"parameter": "net.core.somaxconn", "value": 4096, "reason": "keep "as is"", "rejected_alternative": {}}}]}}"#,
+            item(65535)
+        ));
+        assert_eq!(c.outcome, Outcome::ParseError);
+        assert!(c.recommendations.is_empty());
+        // Advice in prose: accepted, for approval.
+        let c = took(&format!(
+            "Here is my advice: [{}] Hope it helps.",
+            item(8192)
+        ));
+        assert_eq!((c.accepted_auto, c.accepted_pending), (0, 1));
+        assert!(!c.recommendations[0].can_auto_apply);
+        // The same as the whole reply, or in its only fence: automatic.
+        for content in [
+            format!("[{}]", item(8192)),
+            format!("```json\n[{}]\n```", item(8192)),
+        ] {
+            let c = took(&content);
+            assert_eq!((c.accepted_auto, c.accepted_pending), (1, 0), "{content}");
+            assert!(c.recommendations[0].can_auto_apply);
+        }
     }
 
     #[test]

@@ -2,6 +2,11 @@
 //! put prose around it, return one object instead of a list, or a `{"recommendations": [...]}`
 //! object; all of these yield the list of items. What the items say is checked strictly by
 //! [`super::validate`].
+//!
+//! Tolerance must not turn what the model merely mentions into what it recommends: only a JSON
+//! value that stands at the top level of the text counts (never one nested in another value,
+//! parsed or broken), the model's last answer wins over what it wrote before it, and advice that
+//! is not the whole reply (or its only fenced block) is never applied without a person.
 use serde_json::Value as Json;
 
 /// Longest reply content parsed, in bytes. Parsing runs on the agent's thread after the HTTP
@@ -13,8 +18,9 @@ use serde_json::Value as Json;
 /// `invalid_body` before it gets here.
 pub const MAX_CONTENT: usize = 64 << 10;
 
-/// How many positions in the text are tried as the start of the JSON. Each try may parse to the
-/// end of the text, so the prose scan parses at most `MAX_SCAN * MAX_CONTENT` bytes (4 MiB).
+/// How many values the prose scan tries to parse. Each try may parse to the end of the text, so
+/// the scan parses at most `MAX_SCAN * MAX_CONTENT` bytes (4 MiB); skipping what it has tried
+/// costs one more pass over the text.
 const MAX_SCAN: usize = 64;
 
 /// How far after an opening fence its language tag (`json`) may end with a newline.
@@ -22,7 +28,7 @@ const MAX_TAG: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    #[error("the reply holds no JSON")]
+    #[error("the reply holds no JSON that parses")]
     NoJson,
     #[error("the reply's JSON is not a list of recommendations")]
     NotAdvice,
@@ -30,43 +36,100 @@ pub enum ParseError {
     TooLong(usize),
 }
 
-/// The advice items in `content` (each should be an object with `parameter`, `value`, ...).
+/// Where in the reply the advice was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// The whole text is the JSON answer.
+    Whole,
+    /// The whole of a fenced block, the only one in the reply that holds advice.
+    Fence,
+    /// The last of several fenced blocks holding advice: an example, a rejected alternative or
+    /// the answer, which the text around them only tells a reader.
+    LastFence,
+    /// A JSON value in prose.
+    Prose,
+}
+
+impl Found {
+    /// Whether advice found here may be applied without a person (the model and the policy must
+    /// allow it too). Only where the reply is unambiguously the answer: prose and a choice
+    /// between fences may quote an example, an alternative the model rejected, or the current
+    /// values, which a person can tell apart and the parser cannot.
+    pub fn may_auto_apply(self) -> bool {
+        matches!(self, Found::Whole | Found::Fence)
+    }
+}
+
+/// The advice items of a reply (each should be an object with `parameter`, `value`, ...) and
+/// where they were found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Advice {
+    pub items: Vec<Json>,
+    pub found: Found,
+}
+
+/// The advice in `content`, tried in this order (docs/llm.md, "Parsing"):
+/// 1. the whole text (without `<think>`) as one JSON value;
+/// 2. each fenced block's whole contents as one JSON value: the last that holds advice;
+/// 3. the JSON values at the top level of the text (prose around them): the last that is a list
+///    or a `recommendations` object, else the last single recommendation object.
+///
 /// Content longer than [`MAX_CONTENT`] is refused unread (the client refuses it first).
-pub fn extract_items(content: &str) -> Result<Vec<Json>, ParseError> {
+pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
     if content.len() > MAX_CONTENT {
         return Err(ParseError::TooLong(content.len()));
     }
     let text = strip_think(content);
     let mut saw_json = false;
-    let mut try_text = |s: &str| -> Option<Vec<Json>> {
-        let v = first_value(s)?;
+    if let Some(v) = whole_value(&text) {
         saw_json = true;
-        advice_items(v)
-    };
-    if let Some(items) = try_text(text.trim()) {
-        return Ok(items);
-    }
-    for block in fenced_blocks(&text) {
-        if let Some(items) = try_text(block) {
-            return Ok(items);
+        if let Some(shape) = advice_shape(v) {
+            return Ok(Advice {
+                items: shape.into_items(),
+                found: Found::Whole,
+            });
         }
     }
-    // Prose around the JSON: an empty list there (`[]` in a sentence) counts only if nothing
-    // better follows.
-    let mut empty = false;
-    for (i, _) in text
-        .char_indices()
-        .filter(|(_, c)| *c == '[' || *c == '{')
-        .take(MAX_SCAN)
-    {
-        match try_text(&text[i..]) {
-            Some(items) if items.is_empty() => empty = true,
-            Some(items) => return Ok(items),
+    // The last fence, as the last value in prose: models show what they looked at, or an
+    // example, before they answer.
+    let mut fenced = None;
+    let mut fences_with_advice = 0;
+    for block in fenced_blocks(&text) {
+        if let Some(v) = whole_value(without_tag(block)) {
+            saw_json = true;
+            if let Some(shape) = advice_shape(v) {
+                fences_with_advice += 1;
+                fenced = Some(shape);
+            }
+        }
+    }
+    if let Some(shape) = fenced {
+        return Ok(Advice {
+            items: shape.into_items(),
+            found: if fences_with_advice == 1 {
+                Found::Fence
+            } else {
+                Found::LastFence
+            },
+        });
+    }
+    // Prose: a list or a `recommendations` object is an answer, explicit even when empty, and
+    // outranks a lone item object, which prose often holds as a mention ("I considered {...}").
+    let mut answer = None;
+    let mut single = None;
+    for v in top_level_values(&text) {
+        saw_json = true;
+        match advice_shape(v) {
+            Some(Shape::List(items)) => answer = Some(items),
+            Some(Shape::Item(item)) => single = Some(item),
             None => {}
         }
     }
-    if empty {
-        return Ok(Vec::new());
+    if let Some(items) = answer.or(single.map(|i| vec![i])) {
+        return Ok(Advice {
+            items,
+            found: Found::Prose,
+        });
     }
     Err(if saw_json {
         ParseError::NotAdvice
@@ -94,16 +157,105 @@ fn strip_think(content: &str) -> String {
     out
 }
 
-/// The first JSON value at the start of `s` (after white space), ignoring what follows it.
-fn first_value(s: &str) -> Option<Json> {
-    let s = s.trim_start();
+/// `s` as one JSON list or object, with nothing but white space around it.
+fn whole_value(s: &str) -> Option<Json> {
+    let s = s.trim();
     if !(s.starts_with('[') || s.starts_with('{')) {
         return None;
     }
-    serde_json::Deserializer::from_str(s)
-        .into_iter::<Json>()
-        .next()?
-        .ok()
+    serde_json::from_str(s).ok()
+}
+
+/// A fenced block without a language tag on the JSON's line (```` ```json {...}``` ````).
+fn without_tag(block: &str) -> &str {
+    let b = block.trim();
+    match b.find(|c: char| !c.is_ascii_alphanumeric()) {
+        Some(i) if i > 0 && i <= MAX_TAG && b[i..].starts_with(char::is_whitespace) => {
+            let rest = b[i..].trim_start();
+            if rest.starts_with('[') || rest.starts_with('{') {
+                rest
+            } else {
+                b
+            }
+        }
+        _ => b,
+    }
+}
+
+/// The JSON values at the top level of `text`, in order: each `[` or `{` that can start a value
+/// is parsed, and the scan goes on after the value, never inside it. A value that does not parse
+/// (a model's broken JSON: an unescaped quote) is skipped to its closing bracket, found by
+/// counting brackets outside strings; if it never closes, nothing after it is looked at. So a
+/// nested object, of a value that parsed or of one that did not, is never taken for an answer.
+/// A bracket in a sentence (`[if]`, `:-[`) is not followed by what starts a value, and is
+/// passed over alone.
+fn top_level_values(text: &str) -> Vec<Json> {
+    let mut values = Vec::new();
+    let mut at = 0;
+    let mut tries = 0;
+    while tries < MAX_SCAN {
+        let Some(offset) = text[at..].find(['[', '{']) else {
+            break;
+        };
+        let start = at + offset;
+        let rest = &text[start..];
+        if !opens_value(&rest[1..]) {
+            at = start + 1;
+            continue;
+        }
+        tries += 1;
+        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Json>();
+        match stream.next() {
+            Some(Ok(v)) => {
+                values.push(v);
+                at = start + stream.byte_offset();
+            }
+            _ => match bracketed_len(rest) {
+                Some(len) => at = start + len,
+                None => break,
+            },
+        }
+    }
+    values
+}
+
+/// Whether what follows an opening bracket can continue a JSON value.
+fn opens_value(after: &str) -> bool {
+    let a = after.trim_start();
+    a.starts_with(['"', '{', '[', ']', '}', '-'])
+        || a.starts_with(|c: char| c.is_ascii_digit())
+        || ["true", "false", "null"].iter().any(|w| a.starts_with(w))
+}
+
+/// The length of the bracketed span `s` starts with, counting brackets outside strings (a `"`
+/// opens and closes them, a `\` escapes the next character), or `None` if it does not close.
+fn bracketed_len(s: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, b) in s.bytes().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The contents of ``` fences (a language tag such as `json` after the opening fence is skipped).
@@ -138,19 +290,38 @@ fn fenced_blocks(text: &str) -> Vec<&str> {
     blocks
 }
 
+/// What a JSON value holds as advice.
+enum Shape {
+    /// A list of items, or an object with a `recommendations` list: an answer, even when empty.
+    List(Vec<Json>),
+    /// A single recommendation object.
+    Item(Json),
+}
+
+impl Shape {
+    fn into_items(self) -> Vec<Json> {
+        match self {
+            Shape::List(items) => items,
+            Shape::Item(item) => vec![item],
+        }
+    }
+}
+
 /// A list, an object with a `recommendations` list, or a single recommendation object.
-fn advice_items(v: Json) -> Option<Vec<Json>> {
+fn advice_shape(v: Json) -> Option<Shape> {
     match v {
         // A list of advice has objects in it (`[3]` in a sentence is not advice).
-        Json::Array(items) if items.is_empty() || items.iter().any(Json::is_object) => Some(items),
+        Json::Array(items) if items.is_empty() || items.iter().any(Json::is_object) => {
+            Some(Shape::List(items))
+        }
         Json::Object(mut map) => {
             for key in ["recommendations", "Recommendations", "changes"] {
                 if let Some(Json::Array(items)) = map.remove(key) {
-                    return Some(items);
+                    return Some(Shape::List(items));
                 }
             }
-            (map.contains_key("parameter") || map.contains_key("Parameter"))
-                .then(|| vec![Json::Object(map)])
+            let item = map.contains_key("parameter") || map.contains_key("Parameter");
+            item.then_some(Shape::Item(Json::Object(map)))
         }
         _ => None,
     }
@@ -163,6 +334,7 @@ mod tests {
     fn params(content: &str) -> Vec<String> {
         extract_items(content)
             .unwrap()
+            .items
             .iter()
             .map(|i| i["parameter"].as_str().unwrap().to_string())
             .collect()
@@ -188,15 +360,131 @@ mod tests {
         assert_eq!(params(&prose), ["net.core.somaxconn"]);
         let think = format!("<think>maybe {{\"parameter\": \"x.y\"}}?</think>[{one}]");
         assert_eq!(params(&think), ["net.core.somaxconn"]);
-        assert!(extract_items("[]").unwrap().is_empty());
-        assert!(extract_items("Nothing to change: []").unwrap().is_empty());
-        assert_eq!(
-            params(&format!("see [] and then {one}")),
-            ["net.core.somaxconn"]
-        );
+        assert!(extract_items("[]").unwrap().items.is_empty());
+        assert!(extract_items("Nothing to change: []")
+            .unwrap()
+            .items
+            .is_empty());
+        // This asserted the opposite before: an empty list in prose counted only when nothing
+        // "better" followed, so a lone object the model mentioned beat its explicit empty answer.
+        assert!(extract_items(&format!("see [] and then {one}"))
+            .unwrap()
+            .items
+            .is_empty());
         assert!(extract_items("{\"recommendations\": []}")
             .unwrap()
+            .items
             .is_empty());
+    }
+
+    fn found(content: &str) -> (Vec<Json>, Found) {
+        let a = extract_items(content).unwrap();
+        (a.items, a.found)
+    }
+
+    const ITEM: &str =
+        r#"{"parameter": "net.core.somaxconn", "value": 8192, "can_auto_apply": true}"#;
+
+    #[test]
+    fn only_the_whole_text_or_its_only_fence_may_be_applied() {
+        assert_eq!(found(ITEM).1, Found::Whole);
+        assert_eq!(found(&format!(" \n[{ITEM}]\n")).1, Found::Whole);
+        assert_eq!(found(&format!("<think>hm</think>[{ITEM}]")).1, Found::Whole);
+        assert_eq!(
+            found(&format!("Advice:\n```json\n[{ITEM}]\n```\n")).1,
+            Found::Fence
+        );
+        assert_eq!(found(&format!("```json [{ITEM}]```")).1, Found::Fence);
+        // A fence that holds no advice does not make the one that does ambiguous.
+        let (items, at) = found(&format!("```\n$ sysctl -a\n```\n```json\n[{ITEM}]\n```"));
+        assert_eq!((items.len(), at), (1, Found::Fence));
+        // Two fences with advice: the last is taken, for approval.
+        let (items, at) = found(&format!(
+            "Example:\n```json\n[{ITEM}]\n```\nAnswer:\n```json\n[]\n```"
+        ));
+        assert_eq!((items.len(), at), (0, Found::LastFence));
+        for prose in [
+            format!("Here: {ITEM}"),
+            format!("[{ITEM}] is my advice."),
+            // Trailing text makes the text more than one value.
+            format!("{ITEM} {{\"note\": 1}}"),
+        ] {
+            let (items, at) = found(&prose);
+            assert_eq!((items.len(), at), (1, Found::Prose), "{prose}");
+            assert!(!at.may_auto_apply());
+        }
+        assert!(Found::Whole.may_auto_apply() && Found::Fence.may_auto_apply());
+        assert!(!Found::LastFence.may_auto_apply());
+    }
+
+    /// A recommendation the model only mentions before its (empty) answer is not taken.
+    #[test]
+    fn the_last_answer_in_prose_stands_even_when_empty() {
+        let content = format!(
+            "I considered {ITEM} but the queue never filled, so nothing needs to change. \
+             {{\"recommendations\": []}}"
+        );
+        assert_eq!(found(&content), (vec![], Found::Prose));
+        let content = format!("Nothing to change: []. I did consider {ITEM}.");
+        assert_eq!(found(&content), (vec![], Found::Prose));
+        let content = format!("Draft: [{ITEM}]. On reflection, nothing needs to change: []");
+        assert_eq!(found(&content), (vec![], Found::Prose));
+        // Of two answers, the last; a lone item only when there is no list.
+        let other = ITEM.replace("8192", "1024");
+        let (items, _) = found(&format!("Before: [{ITEM}]. Now: [{other}]."));
+        assert_eq!(items[0]["value"], 1024);
+        let (items, _) = found(&format!("First {ITEM}, then {other}."));
+        assert_eq!(items[0]["value"], 1024);
+    }
+
+    /// Objects nested in the reply's JSON are never taken for the answer, whether the JSON
+    /// around them parses or not.
+    #[test]
+    fn nested_values_are_never_the_answer() {
+        let nested =
+            r#"{"parameter": "net.core.somaxconn", "value": 65535, "can_auto_apply": true}"#;
+        // The outer item's reason has an unescaped quote: the whole reply is broken.
+        let broken = format!(
+            r#"{{"recommendations": [{{"parameter": "net.core.somaxconn", "value": 4096, "reason": "keep "as is"", "rejected_alternative": {nested}}}]}}"#
+        );
+        assert_eq!(extract_items(&broken), Err(ParseError::NoJson));
+        assert_eq!(
+            extract_items(&format!("My advice:\n{broken}\nThanks.")),
+            Err(ParseError::NoJson)
+        );
+        // An odd number of stray quotes: the brackets never close, nothing after is read.
+        let unclosed = format!(r#"[{{"parameter": "a", "reason": "6" wide", "alt": {nested}}}]"#);
+        assert_eq!(extract_items(&unclosed), Err(ParseError::NoJson));
+        // A value that parses is passed over whole: its nested object is not a second value.
+        let wrapped = format!(r#"Result: {{"result": {{"recommendations": [{nested}]}}}} done"#);
+        assert_eq!(extract_items(&wrapped), Err(ParseError::NotAdvice));
+        let with_alt = format!(
+            r#"Result: [{{"parameter": "net.core.somaxconn", "value": 4096, "alt": {nested}}}]"#
+        );
+        let (items, _) = found(&with_alt);
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0]["value"], 4096);
+        // After a broken value, a later top-level answer is still found.
+        let (items, at) = found(&format!("Draft: {broken}\nFixed: [{ITEM}]"));
+        assert_eq!(
+            (items[0]["value"].clone(), at),
+            (Json::from(8192), Found::Prose)
+        );
+    }
+
+    #[test]
+    fn top_level_values_skip_what_they_tried() {
+        let values = top_level_values(r#"a [1, [2]] b {"x": {"y": 1}} c [if] :-[ d ["s]"] e"#);
+        assert_eq!(
+            values,
+            [
+                serde_json::json!([1, [2]]),
+                serde_json::json!({"x": {"y": 1}}),
+                serde_json::json!(["s]"])
+            ]
+        );
+        assert_eq!(bracketed_len(r#"{"a": "}\"}", "b": [1]} x"#), Some(23));
+        assert_eq!(bracketed_len("[1, [2]"), None);
     }
 
     #[test]

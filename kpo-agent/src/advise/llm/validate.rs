@@ -68,9 +68,18 @@ impl Validated {
     pub fn pending(&self) -> impl Iterator<Item = &Recommendation> {
         self.accepted.iter().filter(|r| !r.can_auto_apply)
     }
+
+    /// Makes every accepted recommendation wait for approval: the advice was found where the
+    /// parser cannot be sure it is the model's answer ([`super::parse::Found::may_auto_apply`]).
+    pub fn hold_for_approval(&mut self) {
+        for r in &mut self.accepted {
+            r.can_auto_apply = false;
+        }
+    }
 }
 
-/// Validates `items` (from [`super::parse::extract_items`]) against the parameters offered to the
+/// Validates `items` (from [`super::parse::extract_items`]; the caller holds them for approval
+/// when they were not found where they may be applied) against the parameters offered to the
 /// model and the policy as it is now. The first [`MAX_ITEMS`] items are looked at, each accepted
 /// or dropped with its own entry; the rest, however many, make one `too_many` entry, so the `llm`
 /// event stays small whatever the reply holds.
@@ -246,11 +255,15 @@ fn json_int(n: &serde_json::Number) -> Option<i64> {
     })
 }
 
-/// The model's reason as plain text: control characters removed, white space collapsed, bounded.
+/// The model's reason as plain text: control characters made spaces, format characters removed,
+/// white space collapsed, bounded. The reason reaches terminals, approval webhooks and chat
+/// messages, where a bidi override (`U+202E`) can make `8192` read as `2918` and zero-width
+/// characters can hide words from whoever reads or greps it.
 fn clean_reason(reason: Option<&str>) -> String {
     let text: String = reason
         .unwrap_or("")
         .chars()
+        .filter(|c| !is_format(*c))
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -258,6 +271,39 @@ fn clean_reason(reason: Option<&str>) -> String {
         return "the model gave no reason".into();
     }
     shorten_to(&text, MAX_REASON_CHARS)
+}
+
+/// Unicode general category Cf (format), as of Unicode 15.1: invisible characters that steer how
+/// text around them is shown (bidi embeddings, overrides and isolates, zero-width joiners and
+/// spaces, the BOM, tag characters). Listed here rather than taken from a crate: no dependency
+/// of ours has general categories, and the set changes rarely (a new one here would be kept,
+/// which is what happened before this list). Removed rather than made spaces: a zero-width space
+/// inside a number or a word was never a word break the reader could see.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
 }
 
 fn shorten(s: &str) -> String {
@@ -461,6 +507,30 @@ mod tests {
         );
         let json = serde_json::to_string(&v.dropped).unwrap();
         assert!(json.len() < 8 << 10, "{} bytes", json.len());
+    }
+
+    #[test]
+    fn format_characters_are_removed_from_the_reason() {
+        // A bidi override that shows "somaxconn = 0" backwards, isolates, zero-width characters
+        // inside a number, a BOM, a word joiner and a tag character (ASCII smuggling).
+        let reason = "raise \u{202E}0 = nnocxamos\u{202C} to 8\u{200B}1\u{200D}9\u{FEFF}2 \
+                      \u{2066}now\u{2069}\u{2060} \u{200E}\u{200F}\u{202A}\u{202D}\u{2064}\u{E0041}ok";
+        let v = run(serde_json::json!([
+            {"parameter": "net.core.somaxconn@netns:7", "value": 8192, "reason": reason},
+        ]));
+        let cleaned = &v.accepted[0].reason;
+        assert_eq!(cleaned, "raise 0 = nnocxamos to 8192 now ok");
+        assert!(cleaned.chars().all(|c| !is_format(c) && !c.is_control()));
+        // Only format characters: no reason left.
+        let v = run(serde_json::json!([
+            {"parameter": "net.core.somaxconn@netns:7", "value": 8192, "reason": "\u{200B}\u{202E}"},
+        ]));
+        assert_eq!(v.accepted[0].reason, "the model gave no reason");
+        // Visible characters near the ranges stay: an en dash, the ellipsis, the replacement
+        // character, and text in right-to-left scripts.
+        for kept in ['\u{2013}', '\u{2026}', '\u{FFFD}', '\u{05D0}', '\u{0627}'] {
+            assert!(!is_format(kept), "{kept:?}");
+        }
     }
 
     #[test]
