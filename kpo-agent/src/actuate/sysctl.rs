@@ -356,16 +356,20 @@ fn cookie_of(file: &File, name: &str) -> Result<u64, ActuateError> {
     })
 }
 
-/// The cookie of the calling thread's network namespace. Written on libc because nix has no
-/// `SO_NETNS_COOKIE` option.
+/// The cookie of the calling thread's network namespace.
 fn socket_netns_cookie() -> io::Result<u64> {
-    use std::os::fd::AsRawFd;
     let socket = nix::sys::socket::socket(
         nix::sys::socket::AddressFamily::Unix,
         nix::sys::socket::SockType::Datagram,
         nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         None,
     )?;
+    netns_cookie_of(&socket)
+}
+
+/// The cookie of the network namespace `socket` was made in. Written on libc because nix has no
+/// `SO_NETNS_COOKIE` option.
+pub fn netns_cookie_of(socket: &impl std::os::fd::AsRawFd) -> io::Result<u64> {
     let mut cookie: u64 = 0;
     let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
     // SAFETY: the option writes at most `len` bytes into `cookie`, a live u64, and `len` says so.

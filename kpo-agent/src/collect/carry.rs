@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use super::{ListenerView, NetnsRead};
 use kpo_common::ListenerKey;
 
-/// How long the last good reading of a namespace no longer known is kept. A namespace can drop
+/// How long, after a namespace was last known, its last good reading is kept. A namespace can drop
 /// out of discovery while it lives (held only by a descriptor or a bind mount outside
 /// /run/netns) and come back; within this time its listeners count from their last reading,
 /// after it they count as new (every drop since they were created). Bounded, so that namespaces
@@ -32,13 +32,29 @@ pub struct ListenerReading {
     pub wall: OffsetDateTime,
     /// When it was read (the sample's `at`).
     pub at: Instant,
+    /// The namespace's cookie, where it could be read: a reading of another namespace that had
+    /// the same inode before does not count for this one.
+    pub cookie: Option<u64>,
     pub listeners: BTreeMap<ListenerKey, ListenerView>,
+}
+
+impl ListenerReading {
+    /// Whether this reading is of the namespace whose cookie is `now` (unknown cookies agree).
+    pub fn same_namespace(&self, now: Option<u64>) -> bool {
+        match (self.cookie, now) {
+            (Some(then), Some(now)) => then == now,
+            _ => true,
+        }
+    }
 }
 
 /// The last good reading of every namespace, kept from sample to sample.
 #[derive(Debug, Default)]
 pub struct Carry {
     last: BTreeMap<u64, Arc<ListenerReading>>,
+    /// When each namespace with a kept reading was last among those known: the hour of
+    /// [`KEEP_VANISHED`] runs from there, not from its last good dump.
+    known_at: BTreeMap<u64, Instant>,
     /// The namespaces known at the previous sample, and when it was taken.
     previous: Option<(BTreeSet<u64>, Instant, OffsetDateTime)>,
 }
@@ -46,13 +62,25 @@ pub struct Carry {
 impl Carry {
     /// Takes in one sample's dumps (`listeners` of the namespaces whose `NetnsRead::listeners`
     /// is true) and returns the last good reading of every namespace, for the sample to carry.
+    /// `cookies`: the cookie of each namespace entered, where it could be read.
     pub fn update(
         &mut self,
         at: Instant,
         wall: OffsetDateTime,
         namespaces: &BTreeMap<u64, NetnsRead>,
+        cookies: &BTreeMap<u64, u64>,
         listeners: &BTreeMap<ListenerKey, ListenerView>,
     ) -> BTreeMap<u64, Arc<ListenerReading>> {
+        // A kept reading of a namespace that has died: its inode now names another one, which
+        // is new.
+        let mut replaced = BTreeSet::new();
+        self.last.retain(|inum, r| {
+            let same = r.same_namespace(cookies.get(inum).copied());
+            if !same {
+                replaced.insert(*inum);
+            }
+            same
+        });
         let mut fresh: BTreeMap<u64, BTreeMap<ListenerKey, ListenerView>> = namespaces
             .iter()
             .filter(|(_, read)| read.listeners)
@@ -67,10 +95,12 @@ impl Carry {
         // (as windows take one first known in them): it had no listeners then.
         if let Some((known, at, wall)) = &self.previous {
             for (inum, read) in namespaces {
-                if !read.listeners && !known.contains(inum) && !self.last.contains_key(inum) {
+                let new = !known.contains(inum) || replaced.contains(inum);
+                if !read.listeners && new && !self.last.contains_key(inum) {
                     let empty = ListenerReading {
                         wall: *wall,
                         at: *at,
+                        cookie: cookies.get(inum).copied(),
                         listeners: BTreeMap::new(),
                     };
                     self.last.insert(*inum, Arc::new(empty));
@@ -82,13 +112,23 @@ impl Carry {
             let reading = ListenerReading {
                 wall,
                 at,
+                cookie: cookies.get(&inum).copied(),
                 listeners,
             };
             self.last.insert(inum, Arc::new(reading));
         }
-        self.last.retain(|inum, r| {
-            namespaces.contains_key(inum) || at.saturating_duration_since(r.at) < KEEP_VANISHED
+        for inum in namespaces.keys() {
+            self.known_at.insert(*inum, at);
+        }
+        let known_at = &self.known_at;
+        self.last.retain(|inum, _| {
+            namespaces.contains_key(inum)
+                || known_at
+                    .get(inum)
+                    .is_some_and(|&t| at.saturating_duration_since(t) < KEEP_VANISHED)
         });
+        let last = &self.last;
+        self.known_at.retain(|inum, _| last.contains_key(inum));
         self.last.clone()
     }
 }
@@ -129,7 +169,7 @@ mod tests {
         let w0 = OffsetDateTime::UNIX_EPOCH;
         let both = BTreeMap::from([(7, READ), (9, READ)]);
         let listeners = BTreeMap::from([(key(7), view(10)), (key(9), view(1))]);
-        let r = carry.update(t0, w0, &both, &listeners);
+        let r = carry.update(t0, w0, &both, &BTreeMap::new(), &listeners);
         assert_eq!(r[&7].listeners, BTreeMap::from([(key(7), view(10))]));
         assert_eq!(r[&9].listeners, BTreeMap::from([(key(9), view(1))]));
 
@@ -137,13 +177,19 @@ mod tests {
         let failed = BTreeMap::from([(7, NetnsRead::default()), (9, READ)]);
         let t1 = t0 + Duration::from_secs(1);
         let w1 = w0 + Duration::from_secs(1);
-        let r = carry.update(t1, w1, &failed, &BTreeMap::from([(key(9), view(2))]));
+        let r = carry.update(
+            t1,
+            w1,
+            &failed,
+            &BTreeMap::new(),
+            &BTreeMap::from([(key(9), view(2))]),
+        );
         assert_eq!((r[&7].wall, r[&7].listeners[&key(7)].drops), (w0, 10));
         assert_eq!((r[&9].wall, r[&9].listeners[&key(9)].drops), (w1, 2));
 
         // A good dump without the listener: the reading says it is gone.
         let t2 = t1 + Duration::from_secs(1);
-        let r = carry.update(t2, w1, &both, &BTreeMap::new());
+        let r = carry.update(t2, w1, &both, &BTreeMap::new(), &BTreeMap::new());
         assert!(r[&7].listeners.is_empty() && r[&9].listeners.is_empty());
     }
 
@@ -154,19 +200,27 @@ mod tests {
         let mut carry = Carry::default();
         let (t0, w0) = (Instant::now(), OffsetDateTime::UNIX_EPOCH);
         let none = BTreeMap::new();
-        let r = carry.update(t0, w0, &BTreeMap::from([(7, READ)]), &none);
+        let r = carry.update(
+            t0,
+            w0,
+            &BTreeMap::from([(7, READ)]),
+            &BTreeMap::new(),
+            &none,
+        );
         assert_eq!(r.len(), 1);
         let failing = BTreeMap::from([(7, READ), (8, NetnsRead::default())]);
         let (t1, w1) = (t0 + Duration::from_secs(1), w0 + Duration::from_secs(1));
-        let r = carry.update(t1, w1, &failing, &none);
+        let r = carry.update(t1, w1, &failing, &BTreeMap::new(), &none);
         assert_eq!((r[&8].wall, r[&8].listeners.len()), (w0, 0));
         // Still failing: the same empty reading, not a newer one.
         let (t2, w2) = (t1 + Duration::from_secs(1), w1 + Duration::from_secs(1));
-        let r = carry.update(t2, w2, &failing, &none);
+        let r = carry.update(t2, w2, &failing, &BTreeMap::new(), &none);
         assert_eq!(r[&8].wall, w0);
         // The first sample ever has no sample before: a failed dump there says nothing.
         let mut first = Carry::default();
-        assert!(!first.update(t0, w0, &failing, &none).contains_key(&8));
+        assert!(!first
+            .update(t0, w0, &failing, &BTreeMap::new(), &none)
+            .contains_key(&8));
     }
 
     #[test]
@@ -175,22 +229,104 @@ mod tests {
         let t0 = Instant::now();
         let w = OffsetDateTime::UNIX_EPOCH;
         let ns = BTreeMap::from([(7, READ)]);
-        carry.update(t0, w, &ns, &BTreeMap::from([(key(7), view(10))]));
+        carry.update(
+            t0,
+            w,
+            &ns,
+            &BTreeMap::new(),
+            &BTreeMap::from([(key(7), view(10))]),
+        );
         let (none, no_listeners) = (BTreeMap::new(), BTreeMap::new());
         let r = carry.update(
             t0 + KEEP_VANISHED - Duration::from_secs(1),
             w,
             &none,
+            &BTreeMap::new(),
             &no_listeners,
         );
         assert_eq!(r[&7].listeners[&key(7)].drops, 10, "still kept");
-        let r = carry.update(t0 + KEEP_VANISHED, w, &none, &no_listeners);
+        let r = carry.update(
+            t0 + KEEP_VANISHED,
+            w,
+            &none,
+            &BTreeMap::new(),
+            &no_listeners,
+        );
         assert!(r.is_empty(), "gone an hour: forgotten");
 
         // Known but unread (entered never, or failing) is kept however long.
-        carry.update(t0, w, &ns, &BTreeMap::from([(key(7), view(10))]));
+        carry.update(
+            t0,
+            w,
+            &ns,
+            &BTreeMap::new(),
+            &BTreeMap::from([(key(7), view(10))]),
+        );
         let unread = BTreeMap::from([(7, NetnsRead::default())]);
-        let r = carry.update(t0 + KEEP_VANISHED * 5, w, &unread, &no_listeners);
+        let r = carry.update(
+            t0 + KEEP_VANISHED * 5,
+            w,
+            &unread,
+            &BTreeMap::new(),
+            &no_listeners,
+        );
         assert_eq!(r[&7].listeners[&key(7)].drops, 10);
+    }
+
+    /// A kept reading goes an hour after its namespace was last known, however long before
+    /// that its dumps had been failing; and a namespace with another cookie at the same inode
+    /// is another namespace.
+    #[test]
+    fn a_vanished_reading_ages_from_when_it_vanished_and_not_across_cookies() {
+        let mut carry = Carry::default();
+        let t0 = Instant::now();
+        let w = OffsetDateTime::UNIX_EPOCH;
+        let (none, no_cookies, no_listeners) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        let cookie = |c: u64| BTreeMap::from([(7u64, c)]);
+        carry.update(
+            t0,
+            w,
+            &BTreeMap::from([(7, READ)]),
+            &cookie(70),
+            &BTreeMap::from([(key(7), view(10))]),
+        );
+        // Two hours of failed dumps, then gone from discovery.
+        let unread = BTreeMap::from([(7, NetnsRead::default())]);
+        let t1 = t0 + KEEP_VANISHED * 2;
+        carry.update(t1, w, &unread, &cookie(70), &no_listeners);
+        let r = carry.update(
+            t1 + Duration::from_secs(1),
+            w,
+            &none,
+            &no_cookies,
+            &no_listeners,
+        );
+        assert_eq!(
+            r[&7].listeners[&key(7)].drops,
+            10,
+            "kept: it vanished a second ago"
+        );
+        let r = carry.update(t1 + KEEP_VANISHED, w, &none, &no_cookies, &no_listeners);
+        assert!(r.is_empty(), "an hour after it vanished");
+
+        // Back at the same inode with another cookie: the old reading is not its own. Its first
+        // dump failed: it was created since the sample before, with no listeners.
+        let mut carry = Carry::default();
+        carry.update(
+            t0,
+            w,
+            &BTreeMap::from([(7, READ)]),
+            &cookie(70),
+            &BTreeMap::from([(key(7), view(10))]),
+        );
+        let r = carry.update(
+            t0 + Duration::from_secs(2),
+            w,
+            &unread,
+            &cookie(71),
+            &no_listeners,
+        );
+        assert!(r[&7].listeners.is_empty(), "{:?}", r[&7]);
+        assert_eq!(r[&7].cookie, Some(71));
     }
 }

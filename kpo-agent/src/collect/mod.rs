@@ -169,7 +169,14 @@ impl Collector {
             self.health.round("request latency", untimed);
         }
         let (at, wall) = (Instant::now(), OffsetDateTime::now_utc());
-        let readings = self.carry.update(at, wall, &namespaces, &listeners);
+        let cookies: BTreeMap<u64, u64> = self
+            .netns
+            .handles_mut()
+            .filter_map(|h| Some((h.inum, h.cookie?)))
+            .collect();
+        let readings = self
+            .carry
+            .update(at, wall, &namespaces, &cookies, &listeners);
         Sample {
             at,
             wall,

@@ -25,6 +25,10 @@ const NETSTAT_IN_NETNS: &str = "/proc/thread-self/net/netstat";
 
 pub struct NetnsHandle {
     pub inum: u64,
+    /// Its cookie (`SO_NETNS_COOKIE`, Linux 5.14; None before): unlike the inode, never given to
+    /// another namespace, so a reading kept from a namespace that vanished is not taken for a
+    /// new one's that got its inode.
+    pub cookie: Option<u64>,
     diag: Socket,
     netstat: File,
     /// Any socket made in the namespace: SIOCGIFNAME on it looks the index up in the socket's
@@ -111,6 +115,7 @@ impl NetnsSet {
         self.refresh_with(discover(proc_root), |inum, path| {
             open_in(path).map(|(diag, netstat, names)| NetnsHandle {
                 inum,
+                cookie: crate::actuate::sysctl::netns_cookie_of(&names).ok(),
                 diag,
                 netstat,
                 names,

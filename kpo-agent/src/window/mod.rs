@@ -243,6 +243,7 @@ impl WindowBuilder {
                 let empty = ListenerReading {
                     at: baseline.0,
                     wall: baseline.1,
+                    cookie: last.readings.get(inum).and_then(|r| r.cookie),
                     listeners: BTreeMap::new(),
                 };
                 reference.insert(*inum, Arc::new(empty));
@@ -589,7 +590,9 @@ fn overflows(
             None,
         );
     };
-    match reference.get(&netns) {
+    // A reference of the namespace that had this inode before this one is no reference.
+    let now = last.readings.get(&netns).and_then(|r| r.cookie);
+    match reference.get(&netns).filter(|r| r.same_namespace(now)) {
         Some(reading) => {
             let read_at_start = first.namespaces.get(&netns).is_some_and(|r| r.listeners);
             let drops = drops_since(reading.listeners.get(&key), view);
@@ -740,7 +743,7 @@ mod tests {
     /// Sets the sample's readings as the collector would, after `carry` saw the samples before
     /// it: tests that change a sample's listeners or namespaces call it again.
     fn reread(s: &mut Sample, carry: &mut Carry) {
-        s.readings = carry.update(s.at, s.wall, &s.namespaces, &s.listeners);
+        s.readings = carry.update(s.at, s.wall, &s.namespaces, &BTreeMap::new(), &s.listeners);
     }
 
     /// The samples in order, each with the readings the collector would give it.
@@ -1396,5 +1399,79 @@ mod tests {
     fn an_empty_builder_has_no_window() {
         let b = WindowBuilder::new(sample(Instant::now(), 0, false, 0, 0, bpf(0, None)));
         assert!(b.finish().is_none());
+    }
+
+    /// A namespace that died, and minutes later a new one given its inode (the kernel hands
+    /// out the lowest free one): its listener is new, counts from 0, and its count does not
+    /// reach back to the dead namespace's last dump. Cookies tell the two apart; where the
+    /// kernel gives none (before 5.14) the inode is all there is.
+    #[test]
+    fn a_namespace_given_a_dead_ones_inode_counts_as_new() {
+        let t0 = Instant::now();
+        let key = ListenerKey {
+            netns: 7,
+            port: 80,
+            family: kpo_common::AF_INET,
+        };
+        let view = |inode: u32, drops: u64| ListenerView {
+            addresses: vec!["0.0.0.0".parse().unwrap()],
+            depth: 0,
+            limit: 128,
+            drops,
+            socket_drops: [(inode, drops)].into(),
+            pid: None,
+            comm: None,
+        };
+        let read = NetnsRead {
+            listeners: true,
+            counters: true,
+        };
+        for (old_cookie, new_cookie, since_is_late) in
+            [(Some(70), Some(71), false), (None, None, true)]
+        {
+            let mut carry = Carry::default();
+            let mut sample = |secs: u64,
+                              ns: BTreeMap<u64, NetnsRead>,
+                              cookie: Option<u64>,
+                              l: BTreeMap<ListenerKey, ListenerView>| {
+                let mut s = sample(t0, secs, false, 0, 0, ListenerBpf::default());
+                s.bpf = None;
+                let cookies: BTreeMap<u64, u64> = cookie.map(|c| (7, c)).into_iter().collect();
+                s.readings = carry.update(s.at, s.wall, &ns, &cookies, &l);
+                s.namespaces = ns;
+                s.listeners = l;
+                s
+            };
+            let s0 = sample(
+                0,
+                [(7, read)].into(),
+                old_cookie,
+                [(key, view(1, 500))].into(),
+            );
+            // Unread for a tick, then gone for ten minutes.
+            let s1 = sample(
+                10,
+                [(7, NetnsRead::default())].into(),
+                old_cookie,
+                BTreeMap::new(),
+            );
+            let s2 = sample(600, BTreeMap::new(), None, BTreeMap::new());
+            let s3 = sample(
+                610,
+                [(7, read)].into(),
+                new_cookie,
+                [(key, view(99, 3))].into(),
+            );
+            let mut b = WindowBuilder::new(s0);
+            b.push(s1);
+            let (_, mut b) = b.finish_and_continue().unwrap();
+            b.push(s2);
+            let (_, mut b) = b.finish_and_continue().unwrap();
+            b.push(s3);
+            let (w, _) = b.finish_and_continue().unwrap();
+            let l = &w.listeners[0];
+            assert_eq!(l.overflows, Some(3));
+            assert_eq!(l.overflows_since.is_some(), since_is_late, "{old_cookie:?}");
+        }
     }
 }
