@@ -98,6 +98,10 @@ pub struct ListenerSummary {
     /// Absent when unknown (the listener's namespace could not be read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub overflows: Option<u64>,
+    /// Present when `overflows` counts from before the window (the dump at its start failed):
+    /// since when, so that the count is not read as this window's rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overflows_since: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub synack_retrans: Option<u64>,
 }
@@ -184,6 +188,7 @@ impl WindowSummary {
                 backlog_limit: l.backlog_limit,
                 backlog_max: l.backlog_max,
                 overflows: l.overflows,
+                overflows_since: l.overflows_since.clone(),
                 synack_retrans: l.synack_retrans,
             })
             .collect();

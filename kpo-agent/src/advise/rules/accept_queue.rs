@@ -117,14 +117,16 @@ pub struct AcceptQueueRule {
 /// queue or a SYN queue full at the same limit, but also SYNs dropped past three quarters of
 /// `tcp_max_syn_backlog` (the SYN-backlog rule's business), or for want of memory. A namespace
 /// whose exact counters saw neither `ListenOverflows` nor `TCPReqQFullDrop` in the span had
-/// none of the first kind, so raising somaxconn would answer nothing. Without those counters
-/// the listener's drops are taken as they are.
+/// none of the first kind, so raising somaxconn would answer nothing. Without those counters,
+/// or when the listener's count reaches back before the span (`overflows_since`: a dump failed,
+/// and the namespace's counters of the same span saw only part of those drops), the listener's
+/// drops are taken as they are.
 fn dropping_at_its_limit(w: &Window, l: &ListenerWindow) -> bool {
     l.known_overflows() > 0
-        && w.netns
-            .iter()
-            .find(|n| n.netns == l.netns)
-            .is_none_or(|n| n.listen_overflows > 0 || n.syn_queue_full_drops.is_none_or(|d| d > 0))
+        && (l.overflows_since.is_some()
+            || w.netns.iter().find(|n| n.netns == l.netns).is_none_or(|n| {
+                n.listen_overflows > 0 || n.syn_queue_full_drops.is_none_or(|d| d > 0)
+            }))
 }
 
 /// A listener under pressure, and the somaxconn of its namespace.
@@ -685,6 +687,12 @@ mod tests {
                 AcceptQueueRule::default().on_tick(&at(1), &w, &mut kernel(128), &auto_policy());
             assert_eq!(r.len(), 1, "{explained:?}");
         }
+        // A count that reaches back before the span (a dump failed) is not ruled out by the
+        // namespace's counters of the span alone, which saw only part of it.
+        w.netns = vec![netns(0, Some(0))];
+        w.listeners[0].overflows_since = Some("2026-12-01T03:00:00Z".into());
+        let r = AcceptQueueRule::default().on_tick(&at(1), &w, &mut kernel(128), &auto_policy());
+        assert_eq!(r.len(), 1, "a late count is taken as it is");
     }
 
     /// What the rule remembers of a namespace goes with the namespace.
