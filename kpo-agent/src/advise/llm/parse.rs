@@ -18,9 +18,10 @@ use serde_json::Value as Json;
 /// `invalid_body` before it gets here.
 pub const MAX_CONTENT: usize = 64 << 10;
 
-/// How many values the prose scan tries to parse. Each try may parse to the end of the text, so
-/// the scan parses at most `MAX_SCAN * MAX_CONTENT` bytes (4 MiB); skipping what it has tried
-/// costs one more pass over the text.
+/// How many values that do not parse the prose scan tries. Each failed try may parse to the end
+/// of the text, so the scan parses at most `MAX_SCAN * MAX_CONTENT` bytes (4 MiB) in vain; a
+/// value that parses is passed over, so those cost one pass in all and are not counted. A scan
+/// that reaches the cap finds no answer: the last one may lie beyond it.
 const MAX_SCAN: usize = 64;
 
 /// How far after an opening fence its language tag (`json`) may end with a newline.
@@ -80,6 +81,12 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
         return Err(ParseError::TooLong(content.len()));
     }
     let text = strip_think(content);
+    // Some servers put the opening `<think>` in the prompt's template: the reply then holds only
+    // the closing tag, and what comes before it is thinking too.
+    let text = match text.rfind("</think>") {
+        Some(end) => text[end + "</think>".len()..].to_string(),
+        None => text,
+    };
     let mut saw_json = false;
     if let Some(v) = whole_value(&text) {
         saw_json = true;
@@ -94,7 +101,8 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
     // example, before they answer.
     let mut fenced = None;
     let mut fences_with_advice = 0;
-    for block in fenced_blocks(&text) {
+    let blocks = fenced_blocks(&text);
+    for &block in &blocks {
         if let Some(v) = whole_value(without_tag(block)) {
             saw_json = true;
             if let Some(shape) = advice_shape(v) {
@@ -104,9 +112,13 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
         }
     }
     if let Some(shape) = fenced {
+        // The only fence is the answer only where nothing outside it could be one: JSON there
+        // (an answer after an example in the fence, or a value the fence sits inside) makes
+        // the fence one of two things the model wrote, for a person to tell apart.
+        let alone = fences_with_advice == 1 && !holds_a_value(&outside_fences(&text, &blocks));
         return Ok(Advice {
             items: shape.into_items(),
-            found: if fences_with_advice == 1 {
+            found: if alone {
                 Found::Fence
             } else {
                 Found::LastFence
@@ -117,7 +129,11 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
     // outranks a lone item object, which prose often holds as a mention ("I considered {...}").
     let mut answer = None;
     let mut single = None;
-    for v in top_level_values(&text) {
+    let (values, complete) = top_level_values(&text);
+    if !complete {
+        return Err(ParseError::NotAdvice);
+    }
+    for v in values {
         saw_json = true;
         match advice_shape(v) {
             Some(Shape::List(items)) => answer = Some(items),
@@ -189,11 +205,15 @@ fn without_tag(block: &str) -> &str {
 /// nested object, of a value that parsed or of one that did not, is never taken for an answer.
 /// A bracket in a sentence (`[if]`, `:-[`) is not followed by what starts a value, and is
 /// passed over alone.
-fn top_level_values(text: &str) -> Vec<Json> {
+/// The second element is false when the scan stopped at [`MAX_SCAN`] failed tries.
+fn top_level_values(text: &str) -> (Vec<Json>, bool) {
     let mut values = Vec::new();
     let mut at = 0;
-    let mut tries = 0;
-    while tries < MAX_SCAN {
+    let mut failed = 0;
+    loop {
+        if failed == MAX_SCAN {
+            return (values, false);
+        }
         let Some(offset) = text[at..].find(['[', '{']) else {
             break;
         };
@@ -203,20 +223,42 @@ fn top_level_values(text: &str) -> Vec<Json> {
             at = start + 1;
             continue;
         }
-        tries += 1;
         let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Json>();
         match stream.next() {
             Some(Ok(v)) => {
                 values.push(v);
                 at = start + stream.byte_offset();
             }
-            _ => match bracketed_len(rest) {
-                Some(len) => at = start + len,
-                None => break,
-            },
+            _ => {
+                failed += 1;
+                match bracketed_len(rest) {
+                    Some(len) => at = start + len,
+                    None => break,
+                }
+            }
         }
     }
-    values
+    (values, true)
+}
+
+/// `text` without the contents of the fenced `blocks` (slices of it, in order).
+fn outside_fences(text: &str, blocks: &[&str]) -> String {
+    let base = text.as_ptr() as usize;
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for block in blocks {
+        let start = block.as_ptr() as usize - base;
+        out.push_str(&text[at..start]);
+        at = start + block.len();
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// Whether `s` has a bracket that could start a JSON value, parsed or not.
+fn holds_a_value(s: &str) -> bool {
+    s.match_indices(['[', '{'])
+        .any(|(i, _)| opens_value(&s[i + 1..]))
 }
 
 /// Whether what follows an opening bracket can continue a JSON value.
@@ -474,7 +516,9 @@ mod tests {
 
     #[test]
     fn top_level_values_skip_what_they_tried() {
-        let values = top_level_values(r#"a [1, [2]] b {"x": {"y": 1}} c [if] :-[ d ["s]"] e"#);
+        let (values, complete) =
+            top_level_values(r#"a [1, [2]] b {"x": {"y": 1}} c [if] :-[ d ["s]"] e"#);
+        assert!(complete);
         assert_eq!(
             values,
             [
@@ -535,5 +579,48 @@ mod tests {
             Err(ParseError::NotAdvice)
         );
         assert_eq!(extract_items(""), Err(ParseError::NoJson));
+    }
+
+    /// A fence is the answer only where nothing outside it could be one: a draft or an example
+    /// in a fence, followed by the answer in prose, or a fence inside a broken value, waits for
+    /// a person; thinking before an orphan `</think>` is no answer at all.
+    #[test]
+    fn a_fence_with_json_outside_it_is_held() {
+        let answer_after_draft = format!(
+            "Let me draft:\n```json\n[{ITEM}]\n```\n...no change.\n</think>\n\n{{\"recommendations\": []}}"
+        );
+        let a = extract_items(&answer_after_draft).unwrap();
+        assert!(
+            a.items.is_empty(),
+            "the answer after </think> stands: {a:?}"
+        );
+        let example =
+            format!("Do not do this:\n```json\n[{ITEM}]\n```\nNothing needs to change: []");
+        assert_eq!(found(&example).1, Found::LastFence);
+        let inside = format!(
+            "{{\"recommendations\": [], \"note\": \"I considered ```json {ITEM}``` but \"no\"}}"
+        );
+        assert!(!found(&inside).1.may_auto_apply());
+        // A fence with prose only around it is still the answer.
+        let alone =
+            format!("Here it is:\n```json\n[{ITEM}]\n```\nThat should help [if load stays].");
+        assert_eq!(found(&alone).1, Found::Fence);
+    }
+
+    /// Values that parse do not use up the scan: the last answer after many of them stands.
+    #[test]
+    fn the_last_answer_after_many_values_stands() {
+        let many = "[0] ".repeat(MAX_SCAN + 10);
+        let (items, at) = found(&format!("Draft: [{ITEM}] {many} Final: []"));
+        assert!(items.is_empty());
+        assert_eq!(at, Found::Prose);
+        let (items, _) = found(&format!("{many} Final: [{ITEM}]"));
+        assert_eq!(items.len(), 1);
+        // Failed tries do: past the cap, no answer is taken.
+        let broken = r#"{"a": x} "#.repeat(MAX_SCAN);
+        assert_eq!(
+            extract_items(&format!("{broken} [{ITEM}]")),
+            Err(ParseError::NotAdvice)
+        );
     }
 }
