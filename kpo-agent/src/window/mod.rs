@@ -590,9 +590,11 @@ fn overflows(
             None,
         );
     };
-    // A reference of the namespace that had this inode before this one is no reference.
     let now = last.readings.get(&netns).and_then(|r| r.cookie);
-    match reference.get(&netns).filter(|r| r.same_namespace(now)) {
+    match reference.get(&netns) {
+        // A reference of the namespace that had this inode before: this one was created since,
+        // and its listeners count from 0 (its earlier windows, unread, counted none of it).
+        Some(reading) if !reading.same_namespace(now) => (Some(drops_since(None, view)), None),
         Some(reading) => {
             let read_at_start = first.namespaces.get(&netns).is_some_and(|r| r.listeners);
             let drops = drops_since(reading.listeners.get(&key), view);
@@ -1472,6 +1474,45 @@ mod tests {
             let l = &w.listeners[0];
             assert_eq!(l.overflows, Some(3));
             assert_eq!(l.overflows_since.is_some(), since_is_late, "{old_cookie:?}");
+
+            // Given the inode at once: unread for a tick, then the new one, in one window.
+            let mut carry_now = Carry::default();
+            let mut at_once =
+                |secs: u64,
+                 ns: BTreeMap<u64, NetnsRead>,
+                 cookie: Option<u64>,
+                 l: BTreeMap<ListenerKey, ListenerView>| {
+                    let mut s = self::sample(t0, secs, false, 0, 0, ListenerBpf::default());
+                    s.bpf = None;
+                    let cookies: BTreeMap<u64, u64> = cookie.map(|c| (7, c)).into_iter().collect();
+                    s.readings = carry_now.update(s.at, s.wall, &ns, &cookies, &l);
+                    s.namespaces = ns;
+                    s.listeners = l;
+                    s
+                };
+            let s0 = at_once(
+                0,
+                [(7, read)].into(),
+                old_cookie,
+                [(key, view(1, 500))].into(),
+            );
+            let s1 = at_once(
+                1,
+                [(7, NetnsRead::default())].into(),
+                old_cookie,
+                BTreeMap::new(),
+            );
+            let s2 = at_once(
+                2,
+                [(7, read)].into(),
+                new_cookie,
+                [(key, view(99, 3))].into(),
+            );
+            let mut b = WindowBuilder::new(s0);
+            b.push(s1);
+            b.push(s2);
+            let (w, _) = b.finish_and_continue().unwrap();
+            assert_eq!(w.listeners[0].overflows, Some(3), "{old_cookie:?}");
         }
     }
 }
