@@ -44,10 +44,12 @@ pub struct Desk {
     unseen: BTreeMap<String, u32>,
     /// Pending approvals whose advice was made since the last window closed.
     seen: BTreeSet<String>,
-    /// Whether the LLM answered a consultation since the last window closed. It advises only
-    /// when consulted (every `llm.every_windows` windows at most, `llm.min_interval` apart), so
-    /// only a window in which it answered without repeating an approval counts against it.
-    llm_answered: bool,
+    /// The targets (journal keys) the LLM was offered in the consultations it answered since
+    /// the last window closed. It advises only when consulted (every `llm.every_windows` windows
+    /// at most, `llm.min_interval` apart), and only on what it is offered (a namespace's
+    /// parameter while it has listeners, at most 24), so only an answer to a consultation that
+    /// offered an approval's target without repeating it counts against that approval.
+    llm_answered: BTreeSet<String>,
     /// Events not yet taken by the caller.
     events: Vec<Event>,
 }
@@ -73,7 +75,7 @@ impl Desk {
             host: crate::output::events::hostname(),
             unseen: BTreeMap::new(),
             seen: BTreeSet::new(),
-            llm_answered: false,
+            llm_answered: BTreeSet::new(),
             events: Vec::new(),
         })
     }
@@ -440,10 +442,11 @@ impl Desk {
         }
     }
 
-    /// The LLM answered a consultation (its advice, possibly none, follows through
-    /// [`Desk::consider`]).
-    pub fn llm_answered(&mut self) {
-        self.llm_answered = true;
+    /// The LLM answered a consultation that offered `offered` (its advice, possibly none,
+    /// follows through [`Desk::consider`]).
+    pub fn llm_answered(&mut self, offered: &[ParamAddress]) {
+        self.llm_answered
+            .extend(offered.iter().map(|a| target_key(a)));
     }
 
     /// A window closed: pending approvals past their time expire; those whose value the kernel
@@ -467,7 +470,9 @@ impl Desk {
                 Some(ApprovalState::Cleared {
                     why: format!("the kernel now has {now}, and the advice was made against {was}"),
                 })
-            } else if seen.contains(&item.id) || (item.source == Source::Llm && !llm_answered) {
+            } else if seen.contains(&item.id)
+                || (item.source == Source::Llm && !llm_answered.contains(&item.key))
+            {
                 None
             } else {
                 let n = self.unseen.entry(item.id.clone()).or_insert(0);

@@ -279,10 +279,10 @@ impl Deciding {
         }
     }
 
-    /// The LLM answered a consultation: a pending approval of its advice that this answer does
-    /// not repeat counts one step towards being cleared.
-    pub fn llm_answered(&mut self) {
-        self.approvals.llm_answered();
+    /// The LLM answered a consultation that offered `offered`: a pending approval of its advice
+    /// for one of those that this answer does not repeat counts one step towards being cleared.
+    pub fn llm_answered(&mut self, offered: &[ParamAddress]) {
+        self.approvals.llm_answered(offered);
     }
 
     /// The next operator request (pending forever when there is none).

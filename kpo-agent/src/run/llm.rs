@@ -74,6 +74,8 @@ struct WindowHealth {
 pub struct LlmStage {
     advisor: Option<LlmAdvisor>,
     in_flight: Option<JoinHandle<Consultation>>,
+    /// What the consultation in flight offered: only those parameters could it advise again.
+    in_flight_offered: Vec<ParamAddress>,
     health: VecDeque<WindowHealth>,
     host_netns: u64,
 }
@@ -87,6 +89,7 @@ impl LlmStage {
         Ok(Self {
             advisor,
             in_flight: None,
+            in_flight_offered: Vec::new(),
             health: VecDeque::new(),
             host_netns: std::fs::metadata("/proc/self/ns/net")
                 .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
@@ -124,6 +127,7 @@ impl LlmStage {
         let history: Vec<WindowHealth> = self.health.iter().cloned().collect();
         let changes = change_outcomes(&path.journal.entries(), &history);
         let policy = Arc::new(OfferedPolicy::new(&offered));
+        self.in_flight_offered = offered.iter().map(|p| p.address.clone()).collect();
         self.in_flight = Some(tokio::spawn(advisor.consult(offered, changes, policy)));
     }
 
@@ -154,8 +158,9 @@ impl LlmStage {
             }
         };
         let recommendations = std::mem::take(&mut consultation.recommendations);
+        let offered = std::mem::take(&mut self.in_flight_offered);
         if consultation.outcome == crate::advise::llm::client::Outcome::Ok {
-            deciding.llm_answered();
+            deciding.llm_answered(&offered);
         }
         let mut events = vec![Event::Llm(Box::new(consultation))];
         events.extend(deciding.consider(recommendations));

@@ -836,32 +836,39 @@ fn held_by_names_the_policy_or_the_advisor() {
     }
 }
 
-/// The LLM advises only when consulted: windows without an answer from it say nothing about
-/// its approvals; consultations it answered without repeating one clear it after
+/// The LLM advises only when consulted, and only on what it was offered: windows without an
+/// answer from it, and answers to consultations that did not offer the approval's parameter, say
+/// nothing about its approvals; answers that offered it without repeating it clear it after
 /// `clear_after_windows` of them.
 #[test]
 fn an_llm_approval_is_cleared_by_answers_not_by_windows() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = setup(dir.path(), "recommend");
-    s.desk.llm_answered();
+    let offered: Vec<ParamAddress> = vec![NS.parse().unwrap()];
+    let other: Vec<ParamAddress> = vec!["net.core.somaxconn@netns:4026531111".parse().unwrap()];
+    s.desk.llm_answered(&offered);
     s.consider(vec![rec(Source::Llm, 32, false)]);
     assert_eq!(s.desk.pending().unwrap().len(), 1);
     for _ in 0..10 {
         s.desk.on_window(&s.path);
     }
+    for _ in 0..10 {
+        s.desk.llm_answered(&other);
+        s.desk.on_window(&s.path);
+    }
     assert_eq!(
         s.desk.pending().unwrap().len(),
         1,
-        "no consultation, no verdict"
+        "not asked about it, no verdict"
     );
     // One answer without it, windows between, then a second: cleared (clear_after_windows 2).
-    s.desk.llm_answered();
+    s.desk.llm_answered(&offered);
     s.desk.on_window(&s.path);
     for _ in 0..5 {
         s.desk.on_window(&s.path);
     }
     assert_eq!(s.desk.pending().unwrap().len(), 1);
-    s.desk.llm_answered();
+    s.desk.llm_answered(&offered);
     s.desk.on_window(&s.path);
     assert!(s.desk.pending().unwrap().is_empty());
     assert_eq!(
