@@ -445,8 +445,7 @@ impl Desk {
     /// The LLM answered a consultation that offered `offered` (its advice, possibly none,
     /// follows through [`Desk::consider`]).
     pub fn llm_answered(&mut self, offered: &[ParamAddress]) {
-        self.llm_answered
-            .extend(offered.iter().map(|a| target_key(a)));
+        self.llm_answered.extend(offered.iter().map(target_key));
     }
 
     /// A window closed: pending approvals past their time expire; those whose value the kernel
