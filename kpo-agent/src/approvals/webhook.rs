@@ -200,6 +200,7 @@ async fn deliver(
         let id = payload.kpo.approval.id.clone();
         let event = payload.kpo.event;
         let mut backoff = FIRST_BACKOFF;
+        let mut replaced = false;
         let body = serde_json::to_vec(&payload).expect("payloads serialise");
         for attempt in 1..=ATTEMPTS {
             let send = client
@@ -215,7 +216,7 @@ async fn deliver(
                     // The channel first: whatever is in it when the answer comes is queued (and
                     // the oldest dropped) before the next POST is chosen.
                     biased;
-                    Some(next) = rx.recv() => enqueue(&mut queued, next, &shown),
+                    Some(next) = rx.recv() => replaced |= enqueue(&mut queued, next, &shown, &id),
                     result = &mut send => break result,
                 }
             };
@@ -268,13 +269,13 @@ async fn deliver(
             loop {
                 tokio::select! {
                     biased;
-                    Some(next) = rx.recv() => enqueue(&mut queued, next, &shown),
+                    Some(next) = rx.recv() => replaced |= enqueue(&mut queued, next, &shown, &id),
                     _ = &mut wait => break,
                 }
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
-            if let Some(later) = queued.iter().find(|p| p.kpo.approval.id == id) {
-                info!(url = %shown, "approval webhook: {event} {id} not sent: replaced by the later {} of it, queued", later.kpo.event);
+            if replaced {
+                info!(url = %shown, "approval webhook: {event} {id} not sent: a later notification of it was queued");
                 break;
             }
         }
@@ -294,15 +295,27 @@ fn refused_for_good(status: reqwest::StatusCode) -> bool {
     status.is_client_error() && ![408, 425, 429].contains(&status.as_u16())
 }
 
-/// Queues `next` behind the others; over [`QUEUE`], the oldest is dropped (logged): a
-/// notification that waited that long is the likeliest to be out of date.
-fn enqueue(queued: &mut VecDeque<Payload>, next: Payload, shown: &str) {
+/// Queues `next` behind the others, in place of any queued notification of the same approval
+/// (the later one says what is true now); over [`QUEUE`], the oldest is dropped (logged): a
+/// notification that waited that long is the likeliest to be out of date. Returns whether `next`
+/// is about `current`, the approval whose notification is being posted: that one then gives way
+/// if it has to be retried, even when `next` is itself dropped later.
+fn enqueue(queued: &mut VecDeque<Payload>, next: Payload, shown: &str, current: &str) -> bool {
+    let id = next.kpo.approval.id.clone();
+    queued.retain(|old| {
+        let same = old.kpo.approval.id == id;
+        if same {
+            info!(url = %shown, "approval webhook: {} {id} not sent: replaced by its {}", old.kpo.event, next.kpo.event);
+        }
+        !same
+    });
     queued.push_back(next);
     if queued.len() > QUEUE {
         if let Some(old) = queued.pop_front() {
             warn!(url = %shown, "approval webhook: {} {} not sent: {QUEUE} newer notifications wait (the receiver is down or slow)", old.kpo.event, old.kpo.approval.id);
         }
     }
+    id == current
 }
 
 /// reqwest's error with its causes (a bare "error sending request" says nothing).
@@ -595,5 +608,52 @@ mod tests {
                 seen("approval_required", &format!("ap-{n}"))
             );
         }
+    }
+
+    /// A notification waiting for a retry gives way to a later one of its approval even when a
+    /// burst then pushes that later one out of the queue: the receiver is never told, late, that
+    /// a resolved approval is required. Two queued notifications of one approval become the later.
+    #[tokio::test]
+    async fn a_replaced_notification_is_not_retried_even_when_its_replacement_is_dropped() {
+        let (url, mut requests) = receiver(vec![503, 200, 200, 200]).await;
+        let hook = Webhook::spawn(url).unwrap();
+        let mut resolved = item("ap-1", 32);
+        resolved.state = ApprovalState::Expired;
+        hook.notify(Payload::new("approval_required", "web1", &item("ap-1", 32)));
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_required", "ap-1")
+        );
+        // While ap-1 waits for its retry: its resolution, then more than the queue holds.
+        hook.notify(Payload::new("approval_resolved", "web1", &resolved));
+        for n in 2..=(QUEUE + 1) {
+            hook.notify(Payload::new(
+                "approval_required",
+                "web1",
+                &item(&format!("ap-{n}"), 32),
+            ));
+        }
+        // The resolution was the oldest: dropped; ap-1's required is not retried either.
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_required", "ap-2")
+        );
+        let mut q = VecDeque::new();
+        enqueue(
+            &mut q,
+            Payload::new("approval_required", "web1", &item("ap-7", 32)),
+            "t",
+            "ap-0",
+        );
+        let mut done = item("ap-7", 32);
+        done.state = ApprovalState::Expired;
+        assert!(!enqueue(
+            &mut q,
+            Payload::new("approval_resolved", "web1", &done),
+            "t",
+            "ap-0"
+        ));
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].kpo.event, "approval_resolved");
     }
 }
