@@ -224,6 +224,29 @@ pub fn ss_listener(ss_ltnm: &str, port: u16) -> Option<(u32, u32, u64)> {
     None
 }
 
+/// Starts a non-blocking connect to 127.0.0.1:`port` in the calling thread's namespace; the
+/// socket is returned whether or not the handshake completes (std has no non-blocking connect).
+pub fn connect_nonblocking(port: u16) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor this function owns from its creation; the
+    // address is a live, fully initialised sockaddr_in whose size is passed with it.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    unsafe {
+        libc::connect(fd, (&addr as *const libc::sockaddr_in).cast(), len);
+        std::os::fd::OwnedFd::from_raw_fd(fd)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! accepts: the window must report what `ss -ltnm` reports, then show the queue drained.
 use std::{
     net::{Ipv4Addr, TcpListener},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
     time::Duration,
 };
 
@@ -21,30 +21,15 @@ fn listen(backlog: i32) -> TcpListener {
     listener
 }
 
-/// Starts a non-blocking connect to 127.0.0.1:PORT; the socket is returned whether or not the
-/// handshake completes (std has no non-blocking connect).
-fn connect_nonblocking() -> OwnedFd {
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
-    assert!(fd >= 0);
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: PORT.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
-    unsafe { libc::connect(fd, (&addr as *const libc::sockaddr_in).cast(), len) };
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
 pub fn burst_matches_ss_and_drains() {
     let ns = Netns::new();
     let (mut collector, builder) = start(false);
     let listener = ns.run(|| listen(BACKLOG));
-    let clients: Vec<OwnedFd> =
-        ns.run(|| (0..CONNECTIONS).map(|_| connect_nonblocking()).collect());
+    let clients: Vec<OwnedFd> = ns.run(|| {
+        (0..CONNECTIONS)
+            .map(|_| kpo_integration::connect_nonblocking(PORT))
+            .collect()
+    });
 
     let ss = || ss_listener(&ns.exec(&["ss", "-ltnm"]), PORT).expect("listener in ss");
     // The queue fills to limit + 1 (the kernel drops only when depth > limit).

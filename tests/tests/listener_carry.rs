@@ -4,7 +4,7 @@ use std::{
     ffi::CString,
     fs::File,
     net::{Ipv4Addr, TcpListener, TcpStream},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
     time::Duration,
 };
 
@@ -21,22 +21,6 @@ fn listen(port: u16, backlog: i32) -> TcpListener {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
     assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), backlog) }, 0);
     listener
-}
-
-fn connect_nonblocking(port: u16) -> OwnedFd {
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
-    assert!(fd >= 0);
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
-    unsafe { libc::connect(fd, (&addr as *const libc::sockaddr_in).cast(), len) };
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 /// A way into the test's namespace: its /run/netns file, or, while that is hidden from the
@@ -73,7 +57,7 @@ impl Inside {
 fn burst(inside: &Inside, connections: usize) {
     let clients: Vec<OwnedFd> = inside.run(|| {
         (0..connections)
-            .map(|_| connect_nonblocking(PORT))
+            .map(|_| kpo_integration::connect_nonblocking(PORT))
             .collect()
     });
     // The first connections fill the queue; wait until it is full so that the rest overflow.
