@@ -1403,6 +1403,25 @@ mod tests {
         assert!(b.finish().is_none());
     }
 
+    /// A sample `secs` after `t0` with namespace 7's state `ns`, its cookie and its listeners
+    /// `l`, read through `carry` as the collector would.
+    fn in_netns_7(
+        carry: &mut Carry,
+        t0: Instant,
+        secs: u64,
+        ns: BTreeMap<u64, NetnsRead>,
+        cookie: Option<u64>,
+        l: BTreeMap<ListenerKey, ListenerView>,
+    ) -> Sample {
+        let mut s = sample(t0, secs, false, 0, 0, ListenerBpf::default());
+        s.bpf = None;
+        let cookies: BTreeMap<u64, u64> = cookie.map(|c| (7, c)).into_iter().collect();
+        s.readings = carry.update(s.at, s.wall, &ns, &cookies, &l);
+        s.namespaces = ns;
+        s.listeners = l;
+        s
+    }
+
     /// A namespace that died, and minutes later a new one given its inode (the kernel hands
     /// out the lowest free one): its listener is new, counts from 0, and its count does not
     /// reach back to the dead namespace's last dump. Cookies tell the two apart; where the
@@ -1432,18 +1451,7 @@ mod tests {
             [(Some(70), Some(71), false), (None, None, true)]
         {
             let mut carry = Carry::default();
-            let mut sample = |secs: u64,
-                              ns: BTreeMap<u64, NetnsRead>,
-                              cookie: Option<u64>,
-                              l: BTreeMap<ListenerKey, ListenerView>| {
-                let mut s = sample(t0, secs, false, 0, 0, ListenerBpf::default());
-                s.bpf = None;
-                let cookies: BTreeMap<u64, u64> = cookie.map(|c| (7, c)).into_iter().collect();
-                s.readings = carry.update(s.at, s.wall, &ns, &cookies, &l);
-                s.namespaces = ns;
-                s.listeners = l;
-                s
-            };
+            let mut sample = |secs, ns, cookie, l| in_netns_7(&mut carry, t0, secs, ns, cookie, l);
             let s0 = sample(
                 0,
                 [(7, read)].into(),
@@ -1478,18 +1486,7 @@ mod tests {
             // Given the inode at once: unread for a tick, then the new one, in one window.
             let mut carry_now = Carry::default();
             let mut at_once =
-                |secs: u64,
-                 ns: BTreeMap<u64, NetnsRead>,
-                 cookie: Option<u64>,
-                 l: BTreeMap<ListenerKey, ListenerView>| {
-                    let mut s = self::sample(t0, secs, false, 0, 0, ListenerBpf::default());
-                    s.bpf = None;
-                    let cookies: BTreeMap<u64, u64> = cookie.map(|c| (7, c)).into_iter().collect();
-                    s.readings = carry_now.update(s.at, s.wall, &ns, &cookies, &l);
-                    s.namespaces = ns;
-                    s.listeners = l;
-                    s
-                };
+                |secs, ns, cookie, l| in_netns_7(&mut carry_now, t0, secs, ns, cookie, l);
             let s0 = at_once(
                 0,
                 [(7, read)].into(),

@@ -363,17 +363,7 @@ mod tests {
 
     #[test]
     fn a_hostile_reply_makes_a_small_event() {
-        let addr: ParamAddress = "net.core.somaxconn".parse().unwrap();
-        let policy = StaticPolicy::new().with(
-            "net.core.somaxconn",
-            &[Source::Llm],
-            ParamLimits::new(Mode::Auto).bounds(128, 65535),
-        );
-        let offered = vec![ParamContext {
-            address: addr.clone(),
-            current: Value::Int(4096),
-            limits: policy.allowed(&addr, Source::Llm).unwrap(),
-        }];
+        let (offered, policy) = somaxconn_auto();
         // As long as the client lets through: 32 items that each echo as much as they can
         // (control characters, which JSON escapes to 6 bytes each), then tens of thousands more.
         let junk = "\\u0001".repeat(150);
