@@ -851,7 +851,7 @@ impl ChangePath {
             .journal
             .intent(id)
             .cloned()
-            .ok_or(JournalError::NoSuchChange(id))?;
+            .ok_or_else(|| self.journal.missing_change(id))?;
         if self.journal.before_this_boot(&intent) {
             // The reboot took its value away; what it found before is not this boot's to have
             // back, and this boot's own value stays.

@@ -351,10 +351,14 @@ pub(crate) fn for_each_journal_entry(
                 crate::control::JournalPage {
                     entries: c.journal()?,
                     next: None,
+                    warnings: Vec::new(),
                 }
             }
             page => page?,
         };
+        for w in &page.warnings {
+            eprintln!("kpo: warning: {w}");
+        }
         for e in &page.entries {
             each(e)?;
         }

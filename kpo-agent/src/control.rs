@@ -70,24 +70,32 @@ pub struct ParamStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JournalPage {
     pub entries: Vec<Entry>,
-    /// Where the next page starts; `None` after the last entry.
+    /// Where the next page starts; `None` after the last entry. A position in
+    /// [`Journal::listing`]'s order (the archive's, then the live journal's entries): opaque to
+    /// the reader.
     pub next: Option<usize>,
+    /// Damage found reading the archive for this page (the damaged lines are skipped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// How much of the journal one page holds, as JSON: far below the CLI's 16 MiB reply cap, so
 /// that one entry more (an operator's reason is at most 64 KiB) never crosses it.
 pub const JOURNAL_PAGE_BYTES: usize = 4 << 20;
 
-/// The entries from the `from`-th on, up to `budget` bytes of JSON, and at least one.
+/// The entries from position `from` on (0: the first ever journaled, archived or not), up to
+/// `budget` bytes of JSON, and at least one.
 pub fn journal_page(journal: &Journal, from: usize, budget: usize) -> JournalPage {
     let mut entries = Vec::new();
     let mut bytes = 0;
-    for entry in journal.entries_from(from) {
+    let mut listing = journal.listing(from);
+    while let Some((at, entry)) = listing.next() {
         let size = serde_json::to_vec(&entry).map_or(0, |v| v.len() + 1);
         if !entries.is_empty() && bytes + size > budget {
             return JournalPage {
-                next: Some(from + entries.len()),
+                next: Some(at),
                 entries,
+                warnings: listing.warnings(),
             };
         }
         bytes += size;
@@ -96,6 +104,7 @@ pub fn journal_page(journal: &Journal, from: usize, budget: usize) -> JournalPag
     JournalPage {
         entries,
         next: None,
+        warnings: listing.warnings(),
     }
 }
 
@@ -170,7 +179,11 @@ impl Control for ChangePath {
     }
 
     fn journal(&mut self) -> Result<Vec<Entry>, ControlError> {
-        Ok(self.journal.entries())
+        let (entries, warnings) = self.journal.all_entries();
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(entries)
     }
 
     fn journal_page(&mut self, from: usize) -> Result<JournalPage, ControlError> {
@@ -208,7 +221,8 @@ impl Control for ChangePath {
                 last_applied: p.last_applied.clone(),
                 current,
                 current_error,
-                changes_applied: p.applied.len(),
+                // With those moved to the archive.
+                changes_applied: p.applied.len() + p.archived_changes,
                 yielded_to: p
                     .yielded
                     .as_ref()

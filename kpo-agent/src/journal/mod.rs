@@ -6,6 +6,7 @@
 //! The journal is an append-only file of checksummed JSON lines ([`store`]), each appended with
 //! fdatasync before the call returns. All state is a fold over the records, rebuilt on open.
 //! [`Journal::open`] takes the state directory's lock ([`lock`]): one writer at a time.
+pub mod archive;
 pub mod lock;
 pub mod store;
 
@@ -43,6 +44,12 @@ pub enum JournalError {
     },
     #[error("journal has no change #{0}")]
     NoSuchChange(u64),
+    #[error(
+        "change #{0} is archived (in journal.archive.log; `kpo journal` lists it): it no longer \
+         holds its parameter, so there is nothing of it to revert (kpo revert --all puts back \
+         the values before KPO)"
+    )]
+    Archived(u64),
     #[error("{dir}: refusing to keep the journal here: {why}")]
     UnsafeDir { dir: PathBuf, why: String },
 }
@@ -235,6 +242,57 @@ pub enum Record {
         until_ms: u64,
         why: String,
     },
+    /// Written where old records were moved to `journal.archive.log` ([`archive`]): every
+    /// record before it is also in the archive, except the changes in `held`. Only the latest
+    /// counts; each archiving pass replaces it.
+    Archived {
+        ts_ms: u64,
+        /// The archive's length once this pass's records were on disk: bytes past it at the next
+        /// pass were appended by a pass that did not finish (their records are still here).
+        archive_bytes: u64,
+        /// Changes before this record that are not in the archive yet (interrupted, or with an
+        /// outcome after the cut): listed from here, archived whole later.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        held: Vec<u64>,
+        /// Per key, the applied changes moved to the archive (and earlier archives), which the
+        /// journal no longer holds: `kpo status` still counts them.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        changes: BTreeMap<String, usize>,
+    },
+}
+
+impl Record {
+    /// The change (or refusal) it belongs to, if any.
+    pub fn id(&self) -> Option<u64> {
+        match self {
+            Record::Intent(i) => Some(i.id),
+            Record::Outcome { id, .. }
+            | Record::ReadBack { id, .. }
+            | Record::Refused { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
+    pub fn ts_ms(&self) -> u64 {
+        match self {
+            Record::Intent(i) => i.ts_ms,
+            Record::Outcome { ts_ms, .. }
+            | Record::ReadBack { ts_ms, .. }
+            | Record::Refused { ts_ms, .. }
+            | Record::Pause { ts_ms, .. }
+            | Record::Resume { ts_ms, .. }
+            | Record::Yield { ts_ms, .. }
+            | Record::Manage { ts_ms, .. }
+            | Record::Gone { ts_ms, .. }
+            | Record::Quarantine { ts_ms, .. }
+            | Record::Archived { ts_ms, .. } => *ts_ms,
+        }
+    }
+
+    /// Whether `kpo journal` lists it (an intent or a refusal).
+    fn is_listed(&self) -> bool {
+        matches!(self, Record::Intent(_) | Record::Refused { .. })
+    }
 }
 
 /// What the journal knows of one parameter at one target.
@@ -249,6 +307,8 @@ pub struct ParamState {
     pub original_id: Option<u64>,
     /// Applied changes (id, time), oldest first.
     pub applied: Vec<(u64, u64)>,
+    /// Applied changes moved to the archive ([`Record::Archived`]), not in `applied`.
+    pub archived_changes: usize,
     /// The last value KPO applied and read back (or that a write whose put-back failed left).
     pub last_applied: Option<Value>,
     /// The change whose value the kernel has from KPO: set by an applied change (or one whose
@@ -293,6 +353,7 @@ impl ParamState {
     fn settle_for_gone_namespace(&mut self) {
         // Nor its rate limit: the dead namespace's changes are not the new one's.
         self.applied.clear();
+        self.archived_changes = 0;
         self.original = None;
         self.original_id = None;
         self.last_applied = None;
@@ -363,11 +424,11 @@ pub struct Entry {
     pub read_back: Option<Value>,
 }
 
-/// The journal, open and locked.
-pub struct Journal {
-    dir: PathBuf,
-    appender: store::Appender,
-    _lock: lock::StateLock,
+/// What the records say, folded in order: the state of every parameter, the pause, the ids. Kept
+/// apart from the open file so that a candidate set of records can be folded and compared
+/// ([`archive`]) without a lock or a file.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Folded {
     records: Vec<Record>,
     warnings: Vec<String>,
     next_id: u64,
@@ -381,80 +442,54 @@ pub struct Journal {
     boot: Option<String>,
     /// When this boot started (for intents written before boot ids were recorded).
     boot_started_ms: Option<u64>,
+    /// The latest [`Record::Archived`]: its index in `records`, and the changes before it that
+    /// are not in the archive.
+    marker: Option<(usize, std::collections::BTreeSet<u64>)>,
+    /// `journal.archive.log`'s length at open (0 when there is none).
+    archive_len: u64,
+}
+
+/// The journal, open and locked.
+pub struct Journal {
+    dir: PathBuf,
+    appender: store::Appender,
+    _lock: lock::StateLock,
+    st: Folded,
 }
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Journal")
             .field("dir", &self.dir)
-            .field("records", &self.records.len())
+            .field("records", &self.st.records.len())
             .finish()
     }
 }
 
-impl Journal {
-    /// Opens (creating) the journal in `dir` under its lock, waiting up to `wait` for another CLI.
-    /// A damaged file is recovered with warnings ([`Journal::warnings`]); never fails on content.
-    /// Incomplete intents are left for [`crate::change::ChangePath::reconcile`].
-    pub fn open(dir: &Path, holder: Holder, wait: Duration) -> Result<Self, JournalError> {
-        Self::open_in_boot(
-            dir,
-            holder,
-            wait,
-            Boot {
-                id: current_boot(),
-                started_ms: boot_started_ms(),
-            },
-        )
-    }
-
-    /// [`Journal::open`] as of boot `boot` (tests stand for a reboot with another id). What the
-    /// journal knows of a parameter from an earlier boot is settled: a reboot took KPO's values
-    /// away, so there is no last applied value (nothing to compare with, nothing to yield for) and
-    /// no original to put back (the boot's own configuration is what the kernel has now); the
-    /// next change of it starts a new original. Yields and quarantines stay, except for a
-    /// parameter in another network namespace, which no reboot leaves.
-    pub fn open_in_boot(
-        dir: &Path,
-        holder: Holder,
-        wait: Duration,
-        boot: Boot,
-    ) -> Result<Self, JournalError> {
-        store::ensure_dir(dir)?;
-        let dir_warning = store::check_dir(dir)?;
-        let lock = lock::acquire(dir, holder, wait)?;
-        let mut loaded = store::load(dir)?;
-        loaded.warnings.extend(dir_warning);
-        let appender = store::Appender::open(dir, store::JOURNAL_FILE)?;
-        let mut j = Journal {
-            dir: dir.to_path_buf(),
-            appender,
-            _lock: lock,
-            records: Vec::new(),
-            warnings: loaded.warnings,
+impl Folded {
+    /// An empty state for boot `boot`.
+    fn new(boot: &Boot) -> Self {
+        Folded {
             next_id: 1,
-            paused: None,
-            params: BTreeMap::new(),
-            intents: BTreeMap::new(),
-            outcomes: BTreeMap::new(),
-            read_backs: BTreeMap::new(),
             boot: boot.id.clone(),
             boot_started_ms: boot.started_ms,
-        };
-        for r in loaded.records {
-            j.fold(r);
+            ..Default::default()
         }
-        for p in j.params.values_mut() {
+    }
+
+    /// Folds these records in order, then settles what predates this boot (see
+    /// [`Journal::open_in_boot`]).
+    fn of(records: Vec<Record>, boot: &Boot) -> Self {
+        let mut st = Folded::new(boot);
+        for r in records {
+            st.fold(r);
+        }
+        for p in st.params.values_mut() {
             if p.predates(&boot.id, boot.started_ms) {
                 p.settle_for_new_boot();
             }
         }
-        Ok(j)
-    }
-
-    /// This boot's id, as intents record it.
-    pub fn boot(&self) -> Option<&str> {
-        self.boot.as_deref()
+        st
     }
 
     /// Whether a later change or revert of the same parameter at the same target that set a
@@ -477,38 +512,41 @@ impl Journal {
             })
     }
 
-    /// Whether intent `i` was made before the machine last rebooted: its boot id differs from
-    /// this boot's, or, written before boot ids were recorded, it is older than this boot.
-    pub fn before_this_boot(&self, i: &Intent) -> bool {
-        match (&i.boot, &self.boot) {
-            (Some(then), Some(now)) => then != now,
-            (None, _) => self.boot_started_ms.is_some_and(|s| i.ts_ms < s),
-            (Some(_), None) => false,
+    /// Intents without an outcome: the process died between intent and outcome.
+    pub fn incomplete(&self) -> Vec<Intent> {
+        self.intents
+            .values()
+            .filter(|i| !self.outcomes.contains_key(&i.id))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether `records[index]` is also in the archive: before the latest [`Record::Archived`],
+    /// and not one of the changes it holds back.
+    fn is_archived(&self, index: usize) -> bool {
+        let r = &self.records[index];
+        match &self.marker {
+            Some((at, held)) => {
+                index < *at
+                    && !matches!(r, Record::Archived { .. })
+                    && r.id().is_none_or(|id| !held.contains(&id))
+            }
+            None => false,
         }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// What recovery found on open (empty for a clean journal).
-    pub fn warnings(&self) -> &[String] {
-        &self.warnings
-    }
-
-    pub fn records(&self) -> &[Record] {
-        &self.records
+    /// The live records `kpo journal` lists from here (intents and refusals not also in the
+    /// archive), in order.
+    fn live_listed(&self) -> impl Iterator<Item = &Record> + '_ {
+        self.records
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| r.is_listed() && !self.is_archived(*i))
+            .map(|(_, r)| r)
     }
 
     fn fold(&mut self, r: Record) {
-        let id = match &r {
-            Record::Intent(i) => Some(i.id),
-            Record::Outcome { id, .. }
-            | Record::ReadBack { id, .. }
-            | Record::Refused { id, .. } => Some(*id),
-            _ => None,
-        };
-        if let Some(id) = id.filter(|&id| id >= MAX_ID) {
+        if let Some(id) = r.id().filter(|&id| id >= MAX_ID) {
             self.warnings.push(format!(
                 "a record with id {id} is set aside: KPO counts ids from 1, and one this large \
                  is not KPO's (nor would it leave an id to hand out after it)"
@@ -625,6 +663,12 @@ impl Journal {
                 p.holding = None;
             }
             Record::Gone { key, .. } => self.param(key).settle_for_gone_namespace(),
+            Record::Archived { changes, held, .. } => {
+                for (key, n) in changes {
+                    self.param(key).archived_changes += n;
+                }
+                self.marker = Some((self.records.len(), held.iter().copied().collect()));
+            }
             Record::Quarantine {
                 key,
                 value,
@@ -646,6 +690,103 @@ impl Journal {
                 key: key.to_string(),
                 ..Default::default()
             })
+    }
+}
+
+impl Journal {
+    /// Opens (creating) the journal in `dir` under its lock, waiting up to `wait` for another CLI.
+    /// A damaged file is recovered with warnings ([`Journal::warnings`]); never fails on content.
+    /// Incomplete intents are left for [`crate::change::ChangePath::reconcile`].
+    pub fn open(dir: &Path, holder: Holder, wait: Duration) -> Result<Self, JournalError> {
+        Self::open_in_boot(
+            dir,
+            holder,
+            wait,
+            Boot {
+                id: current_boot(),
+                started_ms: boot_started_ms(),
+            },
+        )
+    }
+
+    /// [`Journal::open`] as of boot `boot` (tests stand for a reboot with another id). What the
+    /// journal knows of a parameter from an earlier boot is settled: a reboot took KPO's values
+    /// away, so there is no last applied value (nothing to compare with, nothing to yield for) and
+    /// no original to put back (the boot's own configuration is what the kernel has now); the
+    /// next change of it starts a new original. Yields and quarantines stay, except for a
+    /// parameter in another network namespace, which no reboot leaves.
+    pub fn open_in_boot(
+        dir: &Path,
+        holder: Holder,
+        wait: Duration,
+        boot: Boot,
+    ) -> Result<Self, JournalError> {
+        Self::open_with(dir, holder, wait, boot, archive::Options::default())
+    }
+
+    /// [`Journal::open_in_boot`] with the archiving settings `options` (tests use a small
+    /// threshold).
+    pub(crate) fn open_with(
+        dir: &Path,
+        holder: Holder,
+        wait: Duration,
+        boot: Boot,
+        options: archive::Options,
+    ) -> Result<Self, JournalError> {
+        store::ensure_dir(dir)?;
+        let dir_warning = store::check_dir(dir)?;
+        let lock = lock::acquire(dir, holder, wait)?;
+        let mut loaded = store::load(dir)?;
+        loaded.warnings.extend(dir_warning);
+        let mut st = Folded::of(loaded.records, &boot);
+        st.warnings.splice(0..0, loaded.warnings);
+        // Before the appender opens the file: archiving replaces it.
+        let st = archive::at_open(dir, st, &boot, &options);
+        let appender = store::Appender::open(dir, store::JOURNAL_FILE)?;
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+            appender,
+            _lock: lock,
+            st,
+        })
+    }
+
+    /// This boot's id, as intents record it.
+    pub fn boot(&self) -> Option<&str> {
+        self.st.boot.as_deref()
+    }
+
+    /// Whether a later change or revert of the same parameter at the same target that set a
+    /// value (applied, or reverted) follows intent `i`: the kernel's value is then that one's.
+    pub fn superseded(&self, i: &Intent) -> bool {
+        self.st.superseded(i)
+    }
+
+    /// Whether intent `i` was made before the machine last rebooted: its boot id differs from
+    /// this boot's, or, written before boot ids were recorded, it is older than this boot.
+    pub fn before_this_boot(&self, i: &Intent) -> bool {
+        match (&i.boot, &self.st.boot) {
+            (Some(then), Some(now)) => then != now,
+            (None, _) => self.st.boot_started_ms.is_some_and(|s| i.ts_ms < s),
+            (Some(_), None) => false,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What recovery found on open (empty for a clean journal).
+    pub fn warnings(&self) -> &[String] {
+        &self.st.warnings
+    }
+
+    pub fn records(&self) -> &[Record] {
+        &self.st.records
+    }
+
+    fn fold(&mut self, r: Record) {
+        self.st.fold(r);
     }
 
     /// Appends (fsync) then folds a record.
@@ -690,9 +831,10 @@ impl Journal {
         made_way_for: Option<String>,
         netns_cookie: Option<u64>,
     ) -> Result<u64, JournalError> {
-        let id = self.next_id;
+        let id = self.st.next_id;
         let key = target_key(address);
         let original = self
+            .st
             .params
             .get(&key)
             .and_then(|p| p.original.clone())
@@ -709,7 +851,7 @@ impl Journal {
             reason: reason.to_string(),
             kind,
             made_way_for,
-            boot: self.boot.clone(),
+            boot: self.st.boot.clone(),
             netns_cookie,
         }))?;
         Ok(id)
@@ -758,7 +900,7 @@ impl Journal {
         reason: &str,
         refusal: &str,
     ) -> Result<u64, JournalError> {
-        let id = self.next_id;
+        let id = self.st.next_id;
         self.append(Record::Refused {
             id,
             ts_ms: now_ms(),
@@ -772,12 +914,12 @@ impl Journal {
     }
 
     pub fn paused(&self) -> Option<&(String, u64)> {
-        self.paused.as_ref()
+        self.st.paused.as_ref()
     }
 
     /// Sets the global pause; false if it already was in that state.
     pub fn set_paused(&mut self, paused: bool, by: &str) -> Result<bool, JournalError> {
-        if paused == self.paused.is_some() {
+        if paused == self.st.paused.is_some() {
             return Ok(false);
         }
         let ts_ms = now_ms();
@@ -810,6 +952,7 @@ impl Journal {
     /// one target (`net.core.somaxconn@netns:4026532281`). Returns the keys handed back.
     pub fn resume_param(&mut self, name: &str) -> Result<Vec<String>, JournalError> {
         let keys: Vec<String> = self
+            .st
             .params
             .values()
             .filter(|p| p.yielded.is_some())
@@ -855,8 +998,8 @@ impl Journal {
     /// quarantine of `value`. `before` is left for the caller (the kernel's value).
     pub fn context(&self, address: &ParamAddress, value: &Value, now: SystemTime) -> Context {
         let mut ctx = Context::new(now);
-        ctx.paused = self.paused.is_some();
-        if let Some(p) = self.params.get(&target_key(address)) {
+        ctx.paused = self.st.paused.is_some();
+        if let Some(p) = self.st.params.get(&target_key(address)) {
             ctx.yielded = p.yielded.is_some();
             ctx.last_change = p.applied.last().map(|(_, ts)| to_time(*ts));
             let hour_ago = now
@@ -878,22 +1021,22 @@ impl Journal {
     }
 
     pub fn param_state(&self, address: &ParamAddress) -> Option<&ParamState> {
-        self.params.get(&target_key(address))
+        self.st.params.get(&target_key(address))
     }
 
     /// Every parameter the journal knows, by key.
     pub fn params(&self) -> impl Iterator<Item = &ParamState> {
-        self.params.values()
+        self.st.params.values()
     }
 
     pub fn intent(&self, id: u64) -> Option<&Intent> {
-        self.intents.get(&id)
+        self.st.intents.get(&id)
     }
 
     /// The value the kernel read back after change `id`'s write, when it was not the value asked
     /// for (journaled before the value before was put back).
     pub fn wrong_read_back(&self, id: u64) -> Option<&Value> {
-        self.read_backs.get(&id)
+        self.st.read_backs.get(&id)
     }
 
     /// Journals that change `id`'s write read back `value`, not what was asked, before the value
@@ -907,19 +1050,16 @@ impl Journal {
     }
 
     pub fn outcome(&self, id: u64) -> Option<&Outcome> {
-        self.outcomes.get(&id).map(|(_, o)| o)
+        self.st.outcomes.get(&id).map(|(_, o)| o)
     }
 
     /// Intents without an outcome: the process died between intent and outcome.
     pub fn incomplete(&self) -> Vec<Intent> {
-        self.intents
-            .values()
-            .filter(|i| !self.outcomes.contains_key(&i.id))
-            .cloned()
-            .collect()
+        self.st.incomplete()
     }
 
-    /// Intents and refusals with their outcomes, oldest first.
+    /// The live journal's entries (those not also in the archive), oldest first: intents and
+    /// refusals with their outcomes.
     pub fn entries(&self) -> Vec<Entry> {
         self.entries_from(0).collect()
     }
@@ -928,81 +1068,113 @@ impl Journal {
     /// an index names the same entry for as long as the journal is open: a reader paging through
     /// them sees each once.
     pub fn entries_from(&self, from: usize) -> impl Iterator<Item = Entry> + '_ {
-        self.records
-            .iter()
-            .filter(|r| matches!(r, Record::Intent(_) | Record::Refused { .. }))
+        self.st
+            .live_listed()
             .skip(from)
-            .filter_map(|r| self.entry(r))
+            .filter_map(|r| entry_of(r, self.outcome(r.id()?)))
     }
 
-    fn entry(&self, r: &Record) -> Option<Entry> {
-        {
-            match r {
-                Record::Intent(i) => {
-                    let outcome = self.outcomes.get(&i.id).map(|(_, o)| o);
-                    let (status, detail, read_back) = match outcome {
-                        None => ("incomplete".to_string(), None, None),
-                        Some(Outcome::Applied {
-                            read_back,
-                            reconciled,
-                        }) => (
-                            "applied".to_string(),
-                            reconciled.then(|| "found applied on restart".to_string()),
-                            Some(read_back.clone()),
-                        ),
-                        Some(Outcome::Failed { error, left, .. }) => {
-                            ("failed".to_string(), Some(error.clone()), left.clone())
-                        }
-                        Some(Outcome::Reverted { why, read_back }) => {
-                            ("reverted".to_string(), Some(why.clone()), read_back.clone())
-                        }
-                    };
-                    let (kind, revert_of) = match &i.kind {
-                        IntentKind::Change => ("change", None),
-                        IntentKind::Revert { of } => ("revert", *of),
-                    };
-                    Some(Entry {
-                        id: i.id,
-                        ts_ms: i.ts_ms,
-                        address: i.address.clone(),
-                        before: Some(i.before.clone()),
-                        after: i.after.clone(),
-                        source: i.source,
-                        reason: i.reason.clone(),
-                        kind: kind.into(),
-                        revert_of,
-                        status,
-                        detail,
-                        read_back,
-                    })
-                }
-                Record::Refused {
-                    id,
-                    ts_ms,
-                    address,
-                    value,
-                    source,
-                    reason,
-                    refusal,
-                } => Some(Entry {
-                    id: *id,
-                    ts_ms: *ts_ms,
-                    address: address.clone(),
-                    before: None,
-                    after: value.clone(),
-                    source: *source,
-                    reason: reason.clone(),
-                    kind: "refused".into(),
-                    revert_of: None,
-                    status: "refused".into(),
-                    detail: Some(refusal.clone()),
-                    read_back: None,
-                }),
-                _ => None,
-            }
+    /// Every entry ever journaled, oldest first: the archive's, then the live journal's
+    /// ([`archive::Listing`]). The whole archive is read.
+    pub fn all_entries(&self) -> (Vec<Entry>, Vec<String>) {
+        let mut listing = self.listing(0);
+        let entries = listing.by_ref().map(|(_, e)| e).collect();
+        (entries, listing.warnings())
+    }
+
+    /// Every entry from position `from` on, with its position: positions below the archive's
+    /// length (at open) are byte offsets in `journal.archive.log`, the rest count the live
+    /// journal's entries after it. The archive is read as the listing goes, not held.
+    pub fn listing(&self, from: usize) -> archive::Listing<'_> {
+        archive::Listing::new(self, from)
+    }
+
+    /// The archive's length when the journal was opened: where the live journal's entries start
+    /// in [`Journal::listing`]'s positions.
+    pub fn archive_len(&self) -> u64 {
+        self.st.archive_len
+    }
+
+    /// Why change `id` is not in the live journal: archived (found in `journal.archive.log`,
+    /// which is read), or never a change.
+    pub fn missing_change(&self, id: u64) -> JournalError {
+        if archive::holds_change(&self.dir, id) {
+            JournalError::Archived(id)
+        } else {
+            JournalError::NoSuchChange(id)
         }
     }
 }
 
+/// Intent or refusal `r` as `kpo journal` lists it, with the outcome of an intent (if any).
+fn entry_of(r: &Record, outcome: Option<&Outcome>) -> Option<Entry> {
+    {
+        match r {
+            Record::Intent(i) => {
+                let (status, detail, read_back) = match outcome {
+                    None => ("incomplete".to_string(), None, None),
+                    Some(Outcome::Applied {
+                        read_back,
+                        reconciled,
+                    }) => (
+                        "applied".to_string(),
+                        reconciled.then(|| "found applied on restart".to_string()),
+                        Some(read_back.clone()),
+                    ),
+                    Some(Outcome::Failed { error, left, .. }) => {
+                        ("failed".to_string(), Some(error.clone()), left.clone())
+                    }
+                    Some(Outcome::Reverted { why, read_back }) => {
+                        ("reverted".to_string(), Some(why.clone()), read_back.clone())
+                    }
+                };
+                let (kind, revert_of) = match &i.kind {
+                    IntentKind::Change => ("change", None),
+                    IntentKind::Revert { of } => ("revert", *of),
+                };
+                Some(Entry {
+                    id: i.id,
+                    ts_ms: i.ts_ms,
+                    address: i.address.clone(),
+                    before: Some(i.before.clone()),
+                    after: i.after.clone(),
+                    source: i.source,
+                    reason: i.reason.clone(),
+                    kind: kind.into(),
+                    revert_of,
+                    status,
+                    detail,
+                    read_back,
+                })
+            }
+            Record::Refused {
+                id,
+                ts_ms,
+                address,
+                value,
+                source,
+                reason,
+                refusal,
+            } => Some(Entry {
+                id: *id,
+                ts_ms: *ts_ms,
+                address: address.clone(),
+                before: None,
+                after: value.clone(),
+                source: *source,
+                reason: reason.clone(),
+                kind: "refused".into(),
+                revert_of: None,
+                status: "refused".into(),
+                detail: Some(refusal.clone()),
+                read_back: None,
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod archive_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,493 @@
+//! Archiving at open ([`super::archive`]): the state is the same, the history is all there.
+use std::{os::unix::fs::PermissionsExt, time::Duration};
+
+use super::{
+    archive::{self, Options, ARCHIVE_FILE},
+    store, *,
+};
+use crate::{
+    change::{tests::kernel, ChangePath},
+    control::{journal_page, Control, RevertRequest},
+    policy::Policy,
+};
+
+const A: &str = "net.core.somaxconn@netns:4026539999";
+const B: &str = "net.core.netdev_max_backlog";
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+fn addr(s: &str) -> ParamAddress {
+    s.parse().unwrap()
+}
+
+fn private_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    store::make_private(dir.path());
+    dir
+}
+
+fn this_boot() -> Boot {
+    Boot {
+        id: current_boot(),
+        started_ms: boot_started_ms(),
+    }
+}
+
+/// Archiving as of `days` days from now, past a threshold of one byte.
+fn archiving(days: u64) -> Options {
+    Options {
+        threshold: 1,
+        now_ms: Some(now_ms() + days * DAY_MS),
+        ..Options::default()
+    }
+}
+
+/// No archiving, whatever the size.
+fn never() -> Options {
+    Options {
+        threshold: u64::MAX,
+        ..Options::default()
+    }
+}
+
+fn open(dir: &Path, options: Options) -> Journal {
+    Journal::open_with(dir, Holder::Cli, Duration::ZERO, this_boot(), options).unwrap()
+}
+
+fn change(j: &mut Journal, a: &str, before: i64, after: i64) -> u64 {
+    let id = j
+        .record_intent(
+            &addr(a),
+            &Value::Int(before),
+            &Value::Int(after),
+            Source::Rules,
+            "test",
+            IntentKind::Change,
+        )
+        .unwrap();
+    j.record_outcome(
+        id,
+        Outcome::Applied {
+            read_back: Value::Int(after),
+            reconciled: false,
+        },
+    )
+    .unwrap();
+    id
+}
+
+/// A history: 20 changes of A (original 4096), a refusal, B changed then yielded to a person, a
+/// quarantine for a week, the pause.
+fn history(dir: &Path) {
+    let mut j = open(dir, never());
+    for v in 4096..4116 {
+        change(&mut j, A, v, v + 1);
+    }
+    j.record_refusal(&addr(A), &Value::Int(1), Source::Rules, "test", "below min")
+        .unwrap();
+    change(&mut j, B, 1000, 2000);
+    j.set_yielded(&addr(B), Some(Value::Int(3000)), "pid 42 (sysctl)")
+        .unwrap();
+    j.quarantine(
+        &addr(A),
+        &Value::Int(9000),
+        Duration::from_secs(7 * 24 * 3600),
+        "p99 rose",
+    )
+    .unwrap();
+    j.set_paused(true, "op").unwrap();
+}
+
+fn copy_dir(from: &Path) -> tempfile::TempDir {
+    let to = private_tempdir();
+    for name in [store::JOURNAL_FILE, ARCHIVE_FILE] {
+        if from.join(name).exists() {
+            std::fs::copy(from.join(name), to.path().join(name)).unwrap();
+        }
+    }
+    to
+}
+
+fn size(dir: &Path, name: &str) -> u64 {
+    std::fs::metadata(dir.join(name)).map_or(0, |m| m.len())
+}
+
+fn ids(j: &Journal) -> Vec<u64> {
+    let (entries, warnings) = j.all_entries();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    entries.iter().map(|e| e.id).collect()
+}
+
+fn archived_records(dir: &Path) -> Vec<Record> {
+    store::load_records::<Record>(dir, ARCHIVE_FILE)
+        .unwrap()
+        .records
+}
+
+/// State compared as archiving checks it, and as `kpo status` shows it.
+fn assert_same_state(whole: &Journal, archived: &Journal, now: u64) {
+    let differ = archive::differences(&whole.st, &archived.st, now, now - DAY_MS);
+    assert!(differ.is_empty(), "{differ:?}");
+    let status = |j: &Journal| -> Vec<String> {
+        j.params()
+            .map(|p| {
+                format!(
+                    "{} {:?} {:?} {} {:?}",
+                    p.key,
+                    p.original,
+                    p.last_applied,
+                    p.applied.len() + p.archived_changes,
+                    p.yielded
+                )
+            })
+            .collect()
+    };
+    assert_eq!(status(whole), status(archived));
+    assert_eq!(whole.paused(), archived.paused());
+}
+
+#[test]
+fn an_oversized_journal_is_archived_with_the_same_state_and_all_its_history() {
+    let dir = private_tempdir();
+    history(dir.path());
+    let whole_dir = copy_dir(dir.path());
+    let whole = open(whole_dir.path(), never());
+    let before_bytes = size(dir.path(), store::JOURNAL_FILE);
+    let old_records = whole.records().to_vec();
+
+    // The usual choice suffices: no key keeps its whole history.
+    let options = archiving(2);
+    let now = options.now_ms.unwrap();
+    let plan = archive::plan(&whole.st, &this_boot(), now, now - DAY_MS, 0).unwrap();
+    assert!(plan.kept_whole.is_empty(), "{:?}", plan.kept_whole);
+
+    let mut j = open(dir.path(), options);
+    assert!(j.warnings().is_empty(), "{:?}", j.warnings());
+    assert_same_state(&whole, &j, now);
+    let after_bytes = size(dir.path(), store::JOURNAL_FILE);
+    assert!(
+        after_bytes < before_bytes / 2,
+        "{after_bytes} of {before_bytes}"
+    );
+    assert!(j.records().len() < old_records.len() / 2);
+    // The archive holds every old record, once: those dropped and copies of those kept.
+    let mut archived = archived_records(dir.path());
+    assert_eq!(archived.len(), old_records.len());
+    let key = |r: &Record| serde_json::to_string(r).unwrap();
+    let mut expected = old_records.clone();
+    archived.sort_by_key(key);
+    expected.sort_by_key(key);
+    assert_eq!(archived, expected);
+    for r in &old_records {
+        assert!(
+            j.records().contains(r) || archived.contains(r),
+            "{r:?} lost"
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(dir.path().join(ARCHIVE_FILE))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    // Every entry, each once, in order.
+    assert_eq!(ids(&j), (1..=22).collect::<Vec<_>>());
+    assert_eq!(ids(&j), ids(&whole));
+    assert!(j.entries().is_empty(), "every live entry is also archived");
+    // Ids go on after the highest.
+    let next = change(&mut j, A, 4116, 4117);
+    assert_eq!(next, 23);
+    assert_eq!(ids(&j), (1..=23).collect::<Vec<_>>());
+}
+
+#[test]
+fn reopening_does_not_archive_again() {
+    let dir = private_tempdir();
+    history(dir.path());
+    drop(open(dir.path(), archiving(2)));
+    let journal = std::fs::read(dir.path().join(store::JOURNAL_FILE)).unwrap();
+    let archive_bytes = size(dir.path(), ARCHIVE_FILE);
+    let j = open(dir.path(), archiving(3));
+    assert!(j.warnings().is_empty(), "{:?}", j.warnings());
+    assert_eq!(
+        std::fs::read(dir.path().join(store::JOURNAL_FILE)).unwrap(),
+        journal
+    );
+    assert_eq!(size(dir.path(), ARCHIVE_FILE), archive_bytes);
+}
+
+/// The original, a yield, a quarantine in force and the pause are old, and still hold; the
+/// hourly count and cooldown of the latest change too.
+#[test]
+fn old_originals_yields_quarantines_and_the_pause_stay_in_force() {
+    let dir = private_tempdir();
+    history(dir.path());
+    let j = open(dir.path(), archiving(2));
+    let a = j.param_state(&addr(A)).unwrap();
+    assert_eq!(a.original, Some(Value::Int(4096)));
+    assert_eq!(a.last_applied, Some(Value::Int(4116)));
+    // The original's change and the latest stay live (the latest for cooldowns).
+    assert_eq!((a.applied.len(), a.archived_changes), (2, 18));
+    let now = UNIX_EPOCH + Duration::from_millis(now_ms() + 2 * DAY_MS);
+    let ctx = j.context(&addr(A), &Value::Int(9000), now);
+    assert!(ctx.paused && ctx.quarantined_until.unwrap() > now);
+    assert_eq!(ctx.last_change.unwrap(), to_time(a.applied[1].1));
+    assert!(j.context(&addr(B), &Value::Int(1), now).yielded);
+    assert_eq!(
+        j.param_state(&addr(B)).unwrap().original,
+        Some(Value::Int(1000))
+    );
+}
+
+const POLICY: &str = "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmin = 128\nmax = 65535\n";
+
+fn change_path(j: Journal, k: &crate::change::tests::FakeActuators) -> ChangePath {
+    ChangePath::new(
+        Policy::parse(POLICY, "test.toml").unwrap(),
+        j,
+        Box::new(k.clone()),
+    )
+}
+
+/// An interrupted change, old, stays live: reconciliation still settles it, and the next pass
+/// archives it whole (listed once, with its outcome).
+#[test]
+fn an_old_interrupted_change_stays_live_and_is_reconciled() {
+    let dir = private_tempdir();
+    history(dir.path());
+    let interrupted = {
+        let mut j = open(dir.path(), never());
+        j.record_intent(
+            &addr(A),
+            &Value::Int(4116),
+            &Value::Int(5000),
+            Source::Rules,
+            "killed mid-change",
+            IntentKind::Change,
+        )
+        .unwrap()
+    };
+    let j = open(dir.path(), archiving(2));
+    assert_eq!(
+        j.incomplete().iter().map(|i| i.id).collect::<Vec<_>>(),
+        [interrupted]
+    );
+    let k = kernel(&[(A, Value::Int(5000))]);
+    let mut path = change_path(j, &k);
+    let reports = path.reconcile().unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(
+        path.journal.param_state(&addr(A)).unwrap().last_applied,
+        Some(Value::Int(5000))
+    );
+    drop(path);
+    let j = open(dir.path(), archiving(3));
+    assert!(j.warnings().is_empty(), "{:?}", j.warnings());
+    let (entries, _) = j.all_entries();
+    let listed: Vec<_> = entries.iter().filter(|e| e.id == interrupted).collect();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].status, "applied");
+    assert_eq!(ids(&j).len(), interrupted as usize);
+}
+
+/// A crash after the archive's fsync, before the journal is replaced: the records are in both
+/// files; the listing shows each once and the state is the whole journal's; the next open
+/// finishes the pass as an uninterrupted one would have.
+#[test]
+fn a_crash_between_the_archive_and_the_rewrite_loses_and_repeats_nothing() {
+    let dir = private_tempdir();
+    history(dir.path());
+    let clean = copy_dir(dir.path());
+    let options = archiving(2);
+    let crash = Options {
+        crash_before_rewrite: true,
+        ..options.clone()
+    };
+    let journal = std::fs::read(dir.path().join(store::JOURNAL_FILE)).unwrap();
+    drop(open(dir.path(), crash));
+    assert!(size(dir.path(), ARCHIVE_FILE) > 0);
+    assert_eq!(
+        std::fs::read(dir.path().join(store::JOURNAL_FILE)).unwrap(),
+        journal
+    );
+    {
+        let j = open(dir.path(), never());
+        assert_eq!(ids(&j), (1..=22).collect::<Vec<_>>());
+        let whole = open(clean.path(), never());
+        assert_same_state(&whole, &j, now_ms());
+    }
+    // Finished at the next open, as an uninterrupted pass would have (the appended tail cut).
+    let j = open(dir.path(), options.clone());
+    assert!(j.warnings().is_empty(), "{:?}", j.warnings());
+    assert_eq!(ids(&j), (1..=22).collect::<Vec<_>>());
+    drop(j);
+    drop(open(clean.path(), options));
+    for name in [store::JOURNAL_FILE, ARCHIVE_FILE] {
+        let read = |d: &Path| std::fs::read(d.join(name)).unwrap();
+        // The marker's time is the pass's; the rest is byte for byte.
+        let lines = |b: Vec<u8>| -> Vec<String> {
+            String::from_utf8(b)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.contains("\"type\":\"archived\""))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(lines(read(dir.path())), lines(read(clean.path())), "{name}");
+    }
+}
+
+/// `kpo journal` pages through the archive, then the live journal, every entry once in order,
+/// offline and through the control interface.
+#[test]
+fn pages_span_the_archive_and_the_live_journal() {
+    let dir = private_tempdir();
+    history(dir.path());
+    let mut j = open(dir.path(), archiving(2));
+    for n in 0..5 {
+        change(&mut j, A, 4116 + n, 4117 + n);
+    }
+    let all: Vec<u64> = (1..=27).collect();
+    assert_eq!(ids(&j), all);
+    let (mut paged, mut from, mut pages, mut crossed) = (Vec::new(), Some(0), 0, false);
+    while let Some(at) = from {
+        let page = journal_page(&j, at, 700);
+        assert!(page.warnings.is_empty(), "{:?}", page.warnings);
+        assert!(!page.entries.is_empty());
+        let first = page.entries[0].id;
+        crossed |= first <= 22 && page.entries.last().unwrap().id > 22;
+        paged.extend(page.entries.iter().map(|e| e.id));
+        from = page.next;
+        pages += 1;
+    }
+    assert_eq!(paged, all);
+    assert!(pages > 3, "{pages}");
+    assert!(crossed, "a page spans both files");
+    // As the CLI reads it, and whole (`{"op":"journal"}`).
+    let k = kernel(&[(A, Value::Int(4121))]);
+    let mut path = change_path(j, &k);
+    let mut listed = Vec::new();
+    crate::cli::for_each_journal_entry(&mut path, |e| {
+        listed.push(e.id);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(listed, all);
+    assert_eq!(
+        path.journal()
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>(),
+        all
+    );
+}
+
+/// A damaged line in the archive is skipped with a warning naming it; the listing goes on.
+#[test]
+fn a_damaged_archive_line_is_skipped_with_a_warning() {
+    let dir = private_tempdir();
+    history(dir.path());
+    drop(open(dir.path(), archiving(2)));
+    let path = dir.path().join(ARCHIVE_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let damaged = text.replacen(
+        "\"reason\":\"test\",\"kind\":\"change\"",
+        "\"reason\":\"tEst\",\"kind\":\"change\"",
+        3,
+    );
+    assert_ne!(text, damaged);
+    // And a torn last line.
+    std::fs::write(&path, damaged + "0badc0de {\"type\":").unwrap();
+    let j = open(dir.path(), never());
+    let (entries, warnings) = j.all_entries();
+    assert_eq!(entries.len(), 22 - 3);
+    assert!(entries.iter().all(|e| e.id > 3), "the first three intents");
+    assert_eq!(
+        warnings
+            .iter()
+            .filter(|w| w.contains("is damaged (checksum mismatch); skipped"))
+            .count(),
+        3,
+        "{warnings:?}"
+    );
+    // Listing reads to the archive's length at open, the torn line too.
+    assert!(warnings.iter().any(|w| w.contains("torn")), "{warnings:?}");
+    let page = journal_page(&j, 0, 1 << 20);
+    assert_eq!(page.entries.len(), 19);
+    assert_eq!(page.warnings.len(), 4);
+}
+
+/// `kpo revert ID` of an archived change says it was archived, not that there is no such change.
+#[test]
+fn reverting_an_archived_change_says_it_was_archived() {
+    let dir = private_tempdir();
+    history(dir.path());
+    let j = open(dir.path(), archiving(2));
+    assert!(j.intent(3).is_none(), "archived and not needed");
+    let k = kernel(&[(A, Value::Int(4116))]);
+    let mut path = change_path(j, &k);
+    let err = Control::revert(&mut path, &RevertRequest::Id(3), "op").unwrap_err();
+    assert!(err.to_string().contains("change #3 is archived"), "{err}");
+    let err = Control::revert(&mut path, &RevertRequest::Id(99), "op").unwrap_err();
+    assert!(err.to_string().contains("no change #99"), "{err}");
+}
+
+/// The check refuses a journal to be written that would not give the same state: nothing is
+/// written, and the warning names what differed.
+#[test]
+fn the_check_refuses_a_wrong_set_of_records() {
+    let dir = private_tempdir();
+    history(dir.path());
+    let journal = std::fs::read(dir.path().join(store::JOURNAL_FILE)).unwrap();
+    fn drop_first_intent(live: &mut Vec<Record>) {
+        let first = live
+            .iter()
+            .position(|r| matches!(r, Record::Intent(i) if i.id == 1))
+            .unwrap();
+        live.remove(first);
+    }
+    let options = Options {
+        tamper: Some(drop_first_intent),
+        ..archiving(2)
+    };
+    let j = open(dir.path(), options);
+    let warning = j
+        .warnings()
+        .iter()
+        .find(|w| w.contains("was not archived"))
+        .unwrap_or_else(|| panic!("{:?}", j.warnings()));
+    assert!(warning.contains(&format!("{A}: original")), "{warning}");
+    assert_eq!(
+        std::fs::read(dir.path().join(store::JOURNAL_FILE)).unwrap(),
+        journal
+    );
+    assert!(!dir.path().join(ARCHIVE_FILE).exists());
+    assert_eq!(ids(&j), (1..=22).collect::<Vec<_>>());
+    assert_eq!(
+        j.param_state(&addr(A)).unwrap().original,
+        Some(Value::Int(4096))
+    );
+}
+
+/// Under the threshold nothing happens; recent records all stay.
+#[test]
+fn a_small_or_recent_journal_is_left_alone() {
+    let dir = private_tempdir();
+    history(dir.path());
+    let journal = std::fs::read(dir.path().join(store::JOURNAL_FILE)).unwrap();
+    drop(open(dir.path(), Options::default()));
+    drop(open(
+        dir.path(),
+        Options {
+            threshold: 1,
+            ..Options::default()
+        },
+    ));
+    assert_eq!(
+        std::fs::read(dir.path().join(store::JOURNAL_FILE)).unwrap(),
+        journal
+    );
+    assert!(!dir.path().join(ARCHIVE_FILE).exists());
+}
