@@ -526,12 +526,13 @@ fn append_base(dir: &Path, st: &Folded) -> io::Result<(u64, bool)> {
             Record::Archived { archive_bytes, .. } => Some(*archive_bytes),
             _ => None,
         });
-    // Where to look from: the acknowledged length if it ends a line of this file (else the file
-    // is not the one the marker measured: from its start).
+    // Where to look from: the acknowledged length if it ends a line of this file; with no marker
+    // (no pass finished on this journal), its start. A file the marker did not measure (the
+    // operator put another in its place) is not cut: its end may hold acknowledged records.
     let from = match acknowledged {
-        Some(ack) if ack >= len => len,
-        Some(ack) if ends_a_line(&mut file, ack)? => ack,
-        _ => 0,
+        Some(ack) if ack < len && ends_a_line(&mut file, ack)? => ack,
+        Some(_) => len,
+        None => 0,
     };
     let base = if from < len {
         unfinished_from(&mut file, from, st)?

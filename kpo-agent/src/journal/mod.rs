@@ -45,7 +45,7 @@ pub enum JournalError {
     #[error("journal has no change #{0}")]
     NoSuchChange(u64),
     #[error(
-        "change #{0} is archived (in journal.archive.log; `kpo journal` lists it): it no longer \
+        "change #{0} is archived (in journal.archive.log, which kpo journal lists): it no longer \
          holds its parameter, so there is nothing of it to revert (kpo revert --all puts back \
          the values before KPO)"
     )]
