@@ -109,6 +109,8 @@ struct Rig {
     live: Vec<LiveEvent>,
     /// Energy in the windows is an estimate.
     estimated: bool,
+    /// The windows' energy reads 0 J (an objective that is not a positive number).
+    zero_joules: bool,
 }
 
 impl Rig {
@@ -160,6 +162,7 @@ impl Rig {
             json: Vec::new(),
             live: Vec::new(),
             estimated: false,
+            zero_joules: false,
         };
         rig.record(&started);
         rig
@@ -178,6 +181,7 @@ impl Rig {
             json,
             live,
             estimated,
+            zero_joules,
         } = self;
         drop(deciding);
         let mut deciding = open_deciding(_tmp.path(), &policy_text, &nic);
@@ -192,6 +196,7 @@ impl Rig {
             json,
             live,
             estimated,
+            zero_joules,
         };
         rig.record(&started);
         rig
@@ -254,7 +259,7 @@ impl Rig {
     fn window(&mut self) -> Vec<Event> {
         let (rx, mhz) = (self.rx() as f64, self.max_freq() as f64 / 1000.0);
         let p99 = self.p99();
-        let joules = 1000.0
+        let joules = if self.zero_joules { 0.0 } else { 1000.0 }
             * (1.0 + 0.8 * ((mhz - 1800.0) / 1000.0).powi(2) + 0.5 * ((rx - 40.0) / 50.0).powi(2));
         let t = Instant::now();
         let window = Window {
@@ -1998,4 +2003,101 @@ sources = ["operator"]
         rig.journal().paused().map(|(by, _)| by.as_str()),
         Some(CALLER)
     );
+}
+
+/// `policy()` with the operator allowed to set cpufreq limits too.
+fn policy_with_operator() -> String {
+    policy("").replacen(
+        r#"sources = ["optimizer"]"#,
+        r#"sources = ["optimizer", "operator"]"#,
+        1,
+    )
+}
+
+/// While a group knob cannot be read as one value (an operator set one policy of
+/// `cpufreq:*:scaling_max_freq` apart, or a policy's limit cannot be read), every window is
+/// `resynced`; a window that breaks the SLO still takes the loop's own trial values back, and
+/// leaves the operator's.
+#[test]
+fn a_breach_is_reverted_while_a_group_knob_cannot_be_read_as_one() {
+    for variant in ["operator", "unreadable"] {
+        let rig = Rig::new(&policy_with_operator(), true, "");
+        let base = rig.more_policies(4);
+        let mut rig = rig.restarted();
+        let start = (rig.max_freq(), rig.rx());
+        assert!(rig.p99() <= SLO_US, "{variant}: the start meets the SLO");
+        rig.window();
+        assert!(
+            rig.p99() > SLO_US,
+            "{variant}: the first trial, {:?}, breaks the SLO",
+            (rig.max_freq(), rig.rx())
+        );
+        let policy2 = base.join("policy2/scaling_max_freq");
+        if variant == "operator" {
+            let reply = rig.operator_applies("cpufreq:policy2:scaling_max_freq", 2_400_000);
+            assert!(matches!(reply, crate::api::Reply::Ok(_)), "{reply:?}");
+        } else {
+            std::fs::remove_file(&policy2).unwrap();
+        }
+        let seen = rig.live.len();
+        rig.window();
+        let after = &rig.live[seen..];
+        assert!(
+            matches!(after.first(), Some(LiveEvent::Resynced { .. })),
+            "{variant}: {after:?}"
+        );
+        assert!(
+            after
+                .iter()
+                .any(|e| matches!(e, LiveEvent::SloBreach { .. })),
+            "{variant}: {after:?}"
+        );
+        assert_eq!(
+            (rig.max_freq(), rig.rx()),
+            start,
+            "{variant}: back to the start"
+        );
+        for i in [1, 3] {
+            let other = base.join(format!("policy{i}/scaling_max_freq"));
+            assert_eq!(
+                std::fs::read_to_string(other).unwrap().trim(),
+                start.0.to_string(),
+                "{variant}: policy{i}"
+            );
+        }
+        if variant == "operator" {
+            assert_eq!(std::fs::read_to_string(&policy2).unwrap().trim(), "2400000");
+        }
+        // Back within the SLO, the loop writes nothing more while the group stays apart.
+        let intents = rig.intents().len();
+        rig.window();
+        rig.window();
+        assert_eq!(rig.intents().len(), intents, "{variant}");
+        assert_eq!((rig.max_freq(), rig.rx()), start, "{variant}");
+    }
+}
+
+/// A window whose objective is not a positive number (0 J) is no measurement, but a breach in it
+/// still takes the trial back, as docs/events.md (`unmeasured`) says.
+#[test]
+fn a_breach_is_reverted_when_the_objective_is_not_a_number() {
+    let mut rig = Rig::new(&policy(""), true, "");
+    let start = (rig.max_freq(), rig.rx());
+    rig.window();
+    assert!(rig.p99() > SLO_US, "the first trial breaks the SLO");
+    rig.zero_joules = true;
+    let seen = rig.live.len();
+    rig.window();
+    let after = &rig.live[seen..];
+    assert!(
+        matches!(after.first(), Some(LiveEvent::Unmeasured { reason }) if reason.contains("objective")),
+        "{after:?}"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|e| matches!(e, LiveEvent::SloBreach { .. })),
+        "{after:?}"
+    );
+    assert_eq!((rig.max_freq(), rig.rx()), start);
 }

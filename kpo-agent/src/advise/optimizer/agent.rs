@@ -618,17 +618,27 @@ impl AgentOptimizer {
             Ok(_) => None,
             Err(e) => Some((self.live.current().to_vec(), e)),
         });
-        if let Some((now, reason)) = disturbed {
-            self.trial = Trial::default();
-            self.live.resync(now.clone());
-            return vec![LiveEvent::Resynced {
-                config: now,
-                reason,
-            }];
-        }
         let timed = self.timed(window);
         let max_us = self.settings.slo_max_us.unwrap_or(f64::INFINITY);
         let breached = timed.as_ref().is_ok_and(|t| t.latency_us > max_us);
+        if let Some((now, reason)) = disturbed {
+            self.trial = Trial::default();
+            // The kernel has the loop's values, as far as it can be read.
+            let loops_values = now == self.live.current();
+            self.live.resync(now.clone());
+            let mut events = vec![LiveEvent::Resynced {
+                config: now,
+                reason,
+            }];
+            // Knobs that cannot be read as one configuration (a group's members set apart by
+            // someone else, a member that cannot be read) are resynced every window until they
+            // agree: the SLO must still hold the loop's own trial values to account meanwhile,
+            // or a trial that breaks it would stay for as long as they disagree.
+            if let (true, true, Ok(t)) = (loops_values, breached, &timed) {
+                events.extend(self.breach_without_step(path, guard, window, t));
+            }
+            return events;
+        }
         if let Err(reason) = timed
             .as_ref()
             .map_err(Clone::clone)
@@ -638,18 +648,7 @@ impl AgentOptimizer {
             if let (true, Ok(t)) = (breached, &timed) {
                 // Not a measurement (no energy reading), but the SLO still holds the trial to
                 // account: back at once.
-                self.trial = Trial::default();
-                let mut knobs = PathKnobs {
-                    path,
-                    guard,
-                    baseline: Some(window),
-                    knobs: &self.knobs,
-                    made: &mut self.made,
-                    exiting: false,
-                };
-                events = self
-                    .live
-                    .breach_unmeasured(t.latency_us, t.requests_per_s, &mut knobs);
+                events = self.breach_without_step(path, guard, window, t);
             }
             if self.unmeasured.as_ref() != Some(&reason) {
                 self.unmeasured = Some(reason.clone());
@@ -686,11 +685,38 @@ impl AgentOptimizer {
             Ok(events) => events,
             Err(e) => {
                 warn!("optimizer: {e}");
-                vec![LiveEvent::Unmeasured {
+                let mut events = vec![LiveEvent::Unmeasured {
                     reason: e.to_string(),
-                }]
+                }];
+                // An objective that is not a number is no measurement, but a breach is still one.
+                if let (true, Ok(t)) = (breached, &timed) {
+                    events.extend(self.breach_without_step(path, guard, window, t));
+                }
+                events
             }
         }
+    }
+
+    /// A window that breaks the SLO but is no measurement the loop can learn from: back to the
+    /// best feasible configuration measured (or the start) at once, as a step would.
+    fn breach_without_step(
+        &mut self,
+        path: &mut ChangePath,
+        guard: &mut Guard,
+        window: &Window,
+        t: &Timed,
+    ) -> Vec<LiveEvent> {
+        self.trial = Trial::default();
+        let mut knobs = PathKnobs {
+            path,
+            guard,
+            baseline: Some(window),
+            knobs: &self.knobs,
+            made: &mut self.made,
+            exiting: false,
+        };
+        self.live
+            .breach_unmeasured(t.latency_us, t.requests_per_s, &mut knobs)
     }
 
     /// The SLO's percentile of the window's timed requests on the SLO port (the worst over the
