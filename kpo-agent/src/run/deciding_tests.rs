@@ -2101,3 +2101,69 @@ fn a_breach_is_reverted_when_the_objective_is_not_a_number() {
     );
     assert_eq!((rig.max_freq(), rig.rx()), start);
 }
+
+/// A trial that breaks the SLO, left in place by a killed agent, is the next start's start: the
+/// first window that breaks the SLO takes it back to what the knobs held before the loop's
+/// trials (from the journal), instead of staying there for good.
+#[test]
+fn a_breaching_trial_a_killed_agent_left_is_taken_back_after_the_restart() {
+    let mut rig = Rig::new(&policy(""), true, "");
+    let before = (rig.max_freq(), rig.rx());
+    rig.window();
+    let trial = (rig.max_freq(), rig.rx());
+    assert!(rig.p99() > SLO_US, "the first trial, {trial:?}, breaks the SLO");
+    let trial_ids: Vec<u64> = rig.intents().iter().map(|i| i.id).collect();
+    let mut rig = rig.restarted();
+    assert_eq!((rig.max_freq(), rig.rx()), trial, "a kill leaves the trial");
+    let seen = rig.live.len();
+    rig.window();
+    let after = &rig.live[seen..];
+    assert!(after.iter().any(|e| matches!(e, LiveEvent::SloBreach { .. })), "{after:?}");
+    assert!(
+        after.iter().any(|e| matches!(e, LiveEvent::Reverted { to, .. }
+            if *to == vec![before.0 as f64, before.1 as f64])),
+        "{after:?}"
+    );
+    assert_eq!((rig.max_freq(), rig.rx()), before);
+    let reverts: Vec<(Option<u64>, Source)> = rig
+        .intents()
+        .iter()
+        .filter_map(|i| match i.kind {
+            crate::journal::IntentKind::Revert { of } => Some((of, i.source)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reverts.len(), trial_ids.len(), "{reverts:?}");
+    assert!(reverts
+        .iter()
+        .all(|(of, source)| *source == Source::Optimizer && of.is_some_and(|id| trial_ids.contains(&id))));
+    // Measured there next, within the SLO.
+    let seen = rig.live.len();
+    rig.window();
+    let next = &rig.live[seen..];
+    assert!(
+        next.iter().any(|e| matches!(e, LiveEvent::Measured { config, feasible: true, .. }
+            if *config == vec![before.0 as f64, before.1 as f64])),
+        "{next:?}"
+    );
+}
+
+/// Only the knobs whose value is the loop's go back after a restart: a limit an operator set
+/// after the trial stays, and the trial's rx-usecs goes back to its value before.
+#[test]
+fn after_a_restart_only_the_loops_values_go_back() {
+    let mut rig = Rig::new(&policy_with_operator(), true, "");
+    let before_rx = rig.rx();
+    rig.window();
+    let trial_rx = rig.rx();
+    assert!(trial_rx > 30, "the first trial, rx-usecs {trial_rx}, is a long delay");
+    let reply = rig.operator_sets_max_freq(1_300_000);
+    assert!(matches!(reply, crate::api::Reply::Ok(_)), "{reply:?}");
+    let mut rig = rig.restarted();
+    assert!(rig.p99() > SLO_US, "the start breaks the SLO");
+    rig.window();
+    assert!(rig.saw(|e| matches!(e, LiveEvent::SloBreach { .. })));
+    assert_eq!(rig.max_freq(), 1_300_000, "the operator's limit stays");
+    assert_eq!(rig.rx(), before_rx, "the loop's trial value goes back");
+    assert!(rig.p99() <= SLO_US);
+}
