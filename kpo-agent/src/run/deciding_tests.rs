@@ -2111,16 +2111,26 @@ fn a_breaching_trial_a_killed_agent_left_is_taken_back_after_the_restart() {
     let before = (rig.max_freq(), rig.rx());
     rig.window();
     let trial = (rig.max_freq(), rig.rx());
-    assert!(rig.p99() > SLO_US, "the first trial, {trial:?}, breaks the SLO");
+    assert!(
+        rig.p99() > SLO_US,
+        "the first trial, {trial:?}, breaks the SLO"
+    );
     let trial_ids: Vec<u64> = rig.intents().iter().map(|i| i.id).collect();
     let mut rig = rig.restarted();
     assert_eq!((rig.max_freq(), rig.rx()), trial, "a kill leaves the trial");
     let seen = rig.live.len();
     rig.window();
     let after = &rig.live[seen..];
-    assert!(after.iter().any(|e| matches!(e, LiveEvent::SloBreach { .. })), "{after:?}");
     assert!(
-        after.iter().any(|e| matches!(e, LiveEvent::Reverted { to, .. }
+        after
+            .iter()
+            .any(|e| matches!(e, LiveEvent::SloBreach { .. })),
+        "{after:?}"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|e| matches!(e, LiveEvent::Reverted { to, .. }
             if *to == vec![before.0 as f64, before.1 as f64])),
         "{after:?}"
     );
@@ -2136,14 +2146,17 @@ fn a_breaching_trial_a_killed_agent_left_is_taken_back_after_the_restart() {
     assert_eq!(reverts.len(), trial_ids.len(), "{reverts:?}");
     assert!(reverts
         .iter()
-        .all(|(of, source)| *source == Source::Optimizer && of.is_some_and(|id| trial_ids.contains(&id))));
+        .all(|(of, source)| *source == Source::Optimizer
+            && of.is_some_and(|id| trial_ids.contains(&id))));
     // Measured there next, within the SLO.
     let seen = rig.live.len();
     rig.window();
     let next = &rig.live[seen..];
     assert!(
-        next.iter().any(|e| matches!(e, LiveEvent::Measured { config, feasible: true, .. }
-            if *config == vec![before.0 as f64, before.1 as f64])),
+        next.iter().any(
+            |e| matches!(e, LiveEvent::Measured { config, feasible: true, .. }
+            if *config == vec![before.0 as f64, before.1 as f64])
+        ),
         "{next:?}"
     );
 }
@@ -2156,7 +2169,10 @@ fn after_a_restart_only_the_loops_values_go_back() {
     let before_rx = rig.rx();
     rig.window();
     let trial_rx = rig.rx();
-    assert!(trial_rx > 30, "the first trial, rx-usecs {trial_rx}, is a long delay");
+    assert!(
+        trial_rx > 30,
+        "the first trial, rx-usecs {trial_rx}, is a long delay"
+    );
     let reply = rig.operator_sets_max_freq(1_300_000);
     assert!(matches!(reply, crate::api::Reply::Ok(_)), "{reply:?}");
     let mut rig = rig.restarted();
@@ -2166,4 +2182,87 @@ fn after_a_restart_only_the_loops_values_go_back() {
     assert_eq!(rig.max_freq(), 1_300_000, "the operator's limit stays");
     assert_eq!(rig.rx(), before_rx, "the loop's trial value goes back");
     assert!(rig.p99() <= SLO_US);
+}
+
+/// A window (or tick, of `secs` seconds) with one host listener at its limit of 128 that dropped
+/// `drops` connections, and requests on it at `p99_us`.
+fn pressure(host: u64, secs: f64, drops: u64, p99_us: f64) -> Window {
+    let mut w =
+        crate::advise::rules::testing::window(vec![crate::advise::rules::testing::listener(
+            host, 128, 128, drops,
+        )]);
+    w.duration_s = secs;
+    w.request_latency = vec![RequestLatencyWindow {
+        netns: host,
+        port: 8080,
+        family: "ipv4",
+        latency: LatencySummary {
+            samples: 1000,
+            p50_us: p99_us / 2.0,
+            p90_us: p99_us * 0.8,
+            p99_us,
+            max_us: p99_us * 1.5,
+        },
+    }];
+    w
+}
+
+/// The rules raise somaxconn on the first tick of an overflow burst (a listener at its limit of
+/// 128). The burst goes on, and grows, until the service listens again, and its requests wait
+/// longer meanwhile: the guard judges the raise neither by the overflows (a longer queue does not
+/// drop more) nor by the tick's latency (the pressure was there before the change, in the tick
+/// that prompted it), so it is kept; a latency far worse than the tick's is still a regression.
+#[test]
+fn a_raise_made_on_a_tick_is_not_reverted_for_the_burst_that_prompted_it() {
+    let host =
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata("/proc/self/ns/net").unwrap());
+    for later_p99_us in [5_000.0, 50_000.0] {
+        let tmp = tempfile::tempdir().unwrap();
+        let k = crate::change::tests::kernel(&[("net.core.somaxconn", Value::Int(128))]);
+        let journal =
+            Journal::open(&tmp.path().join("state"), Holder::Agent, Duration::ZERO).unwrap();
+        let policy = Policy::parse(
+            r#"
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 128
+max = 65535
+sources = ["rules"]
+guard_signals = ["listen_overflows", "request_p99"]
+"#,
+            "policy.toml",
+        )
+        .unwrap();
+        let mut d =
+            Deciding::with_path(ChangePath::new(policy, journal, Box::new(k.clone())), false)
+                .unwrap()
+                .0;
+        let somaxconn = || k.0.lock().unwrap().values["net.core.somaxconn"].clone();
+        d.on_window(&pressure(host, 10.0, 0, 1_000.0));
+        d.on_tick_window(&pressure(host, 1.0, 50, 5_000.0));
+        assert_eq!(somaxconn(), Value::Int(256), "raised on the tick");
+        let mut verdicts = Vec::new();
+        for _ in 0..3 {
+            let events = d.on_window(&pressure(host, 10.0, 3_000, later_p99_us));
+            verdicts.extend(events.into_iter().filter_map(|e| match e {
+                Event::Guard(v) => Some(v),
+                _ => None,
+            }));
+        }
+        if later_p99_us <= 5_000.0 {
+            assert!(
+                matches!(&verdicts[..], [crate::guard::Verdict::Kept { judged, .. }]
+                    if judged == &[crate::policy::HealthSignal::RequestP99]),
+                "{verdicts:?}"
+            );
+            assert_eq!(somaxconn(), Value::Int(256));
+        } else {
+            assert!(
+                matches!(&verdicts[0], crate::guard::Verdict::Revert {
+                    signal: crate::policy::HealthSignal::RequestP99, before, .. } if *before == 5_000.0),
+                "{verdicts:?}"
+            );
+            assert_eq!(somaxconn(), Value::Int(128));
+        }
+    }
 }

@@ -339,10 +339,9 @@ impl AgentOptimizer {
             recheck_tolerance_rel: settings.recheck_tolerance_rel,
             ..LiveConfig::default()
         };
-        let mut live = LiveOptimizer::new_where(space, start.clone(), config, |p| {
-            possible(&pairs, p)
-        })
-        .map_err(|e| Off(e.to_string()))?;
+        let mut live =
+            LiveOptimizer::new_where(space, start.clone(), config, |p| possible(&pairs, p))
+                .map_err(|e| Off(e.to_string()))?;
         let (before_trials, made) = before_the_loops_trials(path, &knobs, &start);
         if before_trials != start {
             info!(
@@ -631,7 +630,11 @@ fn before_the_loops_trials(
 /// The first of the loop's changes, in this boot, in the unbroken run of them that ends with the
 /// one the kernel has at `address` now (`now`), and the value it replaced. None when the value
 /// there is not the loop's: another source's change, a person's (a yield), none at all.
-fn first_of_the_loops_run(path: &ChangePath, address: &ParamAddress, now: i64) -> Option<(u64, i64)> {
+fn first_of_the_loops_run(
+    path: &ChangePath,
+    address: &ParamAddress,
+    now: i64,
+) -> Option<(u64, i64)> {
     let journal = &path.journal;
     let state = journal.param_state(address)?;
     if state.yielded.is_some() || state.last_applied != Some(Value::Int(now)) {
@@ -660,7 +663,9 @@ fn first_of_the_loops_run(path: &ChangePath, address: &ParamAddress, now: i64) -
             }
             // A person's value, a hand-back, a namespace gone: what came before is not the
             // value the loop's run started from.
-            Record::Yield { key: k, .. } | Record::Manage { key: k, .. } | Record::Gone { key: k, .. }
+            Record::Yield { key: k, .. }
+            | Record::Manage { key: k, .. }
+            | Record::Gone { key: k, .. }
                 if *k == key =>
             {
                 first = None
@@ -1209,6 +1214,7 @@ impl Knobs for PathKnobs<'_> {
                         self.guard.watch(
                             id,
                             p.address.clone(),
+                            &Value::Int(from[i] as i64),
                             p.value.clone(),
                             self.baseline,
                             signals,
