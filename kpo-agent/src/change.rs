@@ -609,7 +609,7 @@ impl ChangePath {
         crash_point(CrashPoint::AfterIntent);
         if let (true, Some(ahead)) = (watched, &self.before_write) {
             let signals = &self.policy.rule_for(address).guard_signals;
-            ahead.before_write(id, address, after, signals.as_deref());
+            ahead.before_write(id, address, before, after, signals.as_deref());
         }
         let written = if is_revert {
             actuator.revert(after)

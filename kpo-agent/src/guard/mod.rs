@@ -94,6 +94,15 @@ impl Scope {
 pub struct Health(pub BTreeMap<HealthSignal, f64>);
 
 impl Health {
+    /// Each signal at its worse (higher) value of the two.
+    fn worse_of(mut self, other: Health) -> Health {
+        for (signal, value) in other.0 {
+            let v = self.0.entry(signal).or_insert(value);
+            *v = v.max(value);
+        }
+        self
+    }
+
     /// The whole host's health.
     pub fn from_window(w: &Window) -> Health {
         Health::from_window_in(w, Scope::Host)
@@ -245,6 +254,33 @@ impl Watch {
     }
 }
 
+/// The signals a change is judged by: `signals`, less the drops at a queue the change made
+/// longer. A longer queue does not drop more than a shorter one, and the drops that prompted the
+/// raise may go on until it takes effect (a listener takes a new somaxconn only when it calls
+/// `listen()` again): judged by them, the fix would be reverted, and its value quarantined, for
+/// the very trouble it answers. A shorter queue is judged by its drops like any change.
+fn judged_by(
+    signals: &[HealthSignal],
+    address: &ParamAddress,
+    from: &Value,
+    to: &Value,
+) -> Vec<HealthSignal> {
+    let queue_drops = match address.name.as_str() {
+        // The SYN drops tcp_max_syn_backlog governs are the listener's drops too.
+        "net.core.somaxconn" | "net.ipv4.tcp_max_syn_backlog" => {
+            Some(HealthSignal::ListenOverflows)
+        }
+        "net.core.netdev_max_backlog" => Some(HealthSignal::SoftnetDrops),
+        _ => None,
+    };
+    let longer = matches!((from, to), (Value::Int(a), Value::Int(b)) if b > a);
+    signals
+        .iter()
+        .copied()
+        .filter(|&s| !(longer && Some(s) == queue_drops))
+        .collect()
+}
+
 /// The file in the state directory that holds the open watches, one per line in the journal's
 /// format (docs/journal.md), replaced as a whole each time they change.
 pub const WATCHES_FILE: &str = "guard.log";
@@ -362,14 +398,33 @@ impl Guard {
         &mut self,
         change_id: u64,
         address: ParamAddress,
+        from: &Value,
         value: Value,
         before: Option<&Window>,
         signals: Option<&[HealthSignal]>,
     ) {
         let scope = Scope::of(&address);
-        let baseline = before.map_or_else(Health::default, |w| Health::from_window_in(w, scope));
-        let signals = signals.unwrap_or(&self.config.signals).to_vec();
+        let baseline = self
+            .file
+            .lock()
+            .expect("guard file")
+            .baseline_of(before, scope);
+        let signals = judged_by(
+            signals.unwrap_or(&self.config.signals),
+            &address,
+            from,
+            &value,
+        );
         self.watch_from(change_id, address, scope, signals, value, baseline);
+    }
+
+    /// The rules are advising on `tick`, a tick of the window in progress (`None`: done): the
+    /// changes made meanwhile are judged against the worse of the last window and that tick. The
+    /// pressure that prompted them is in the tick, not in the last window; against the last
+    /// window alone, the window in progress (which holds it) would count as the change's
+    /// regression, as it would not for a change made at a window's end on that window's word.
+    pub fn advising_on_tick(&mut self, tick: Option<&Window>) {
+        self.file.lock().expect("guard file").tick = tick.cloned();
     }
 
     fn watch_from(
@@ -516,6 +571,53 @@ mod tests {
 
     fn health(pairs: &[(HealthSignal, f64)]) -> Health {
         Health(pairs.iter().copied().collect())
+    }
+
+    /// A longer queue is not judged by its own drops; a shorter one, and every other parameter,
+    /// by all of the signals given.
+    #[test]
+    fn a_longer_queue_is_not_judged_by_its_drops() {
+        use HealthSignal::*;
+        let all = HealthSignal::ALL.to_vec();
+        let without = |gone: HealthSignal| -> Vec<HealthSignal> {
+            all.iter().copied().filter(|&s| s != gone).collect()
+        };
+        let judged = |name: &str, from: i64, to: i64| {
+            judged_by(
+                &all,
+                &name.parse().unwrap(),
+                &Value::Int(from),
+                &Value::Int(to),
+            )
+        };
+        assert_eq!(
+            judged("net.core.somaxconn", 128, 256),
+            without(ListenOverflows)
+        );
+        assert_eq!(
+            judged("net.core.somaxconn@netns:4026532281", 128, 256),
+            without(ListenOverflows)
+        );
+        assert_eq!(
+            judged("net.ipv4.tcp_max_syn_backlog", 512, 1024),
+            without(ListenOverflows)
+        );
+        assert_eq!(
+            judged("net.core.netdev_max_backlog", 1000, 2000),
+            without(SoftnetDrops)
+        );
+        assert_eq!(judged("net.core.somaxconn", 256, 128), all);
+        assert_eq!(judged("net.core.netdev_max_backlog", 2000, 2000), all);
+        assert_eq!(judged("net.core.netdev_budget", 300, 600), all);
+        assert_eq!(
+            judged_by(
+                &all,
+                &"net.ipv4.tcp_rmem".parse().unwrap(),
+                &Value::Ints(vec![4096, 131072, 6291456]),
+                &Value::Ints(vec![4096, 262144, 6291456])
+            ),
+            all
+        );
     }
 
     /// Watches a host-scoped change against a given baseline.
@@ -903,8 +1005,22 @@ mod tests {
         let in_other: ParamAddress = format!("net.core.somaxconn@netns:{OTHER_NETNS}")
             .parse()
             .unwrap();
-        guard.watch(1, in_other.clone(), Value::Int(1024), Some(&calm), None);
-        guard.watch(2, somaxconn_host(), Value::Int(1024), Some(&calm), None);
+        guard.watch(
+            1,
+            in_other.clone(),
+            &Value::Int(1024),
+            Value::Int(1024),
+            Some(&calm),
+            None,
+        );
+        guard.watch(
+            2,
+            somaxconn_host(),
+            &Value::Int(1024),
+            Value::Int(1024),
+            Some(&calm),
+            None,
+        );
         // The host's namespace overflows and slows down for two windows: the host-scoped change
         // is reverted, the other namespace's change is not.
         let host_busy = window(&[(HOST_NETNS, 500, 5000.0), (OTHER_NETNS, 0, 200.0)]);
@@ -951,12 +1067,20 @@ mod tests {
         guard.watch(
             1,
             somaxconn_host(),
+            &Value::Int(1024),
             Value::Int(1024),
             Some(&calm),
             Some(&own),
         );
         let backlog: ParamAddress = "net.ipv4.tcp_max_syn_backlog".parse().unwrap();
-        guard.watch(2, backlog, Value::Int(1024), Some(&calm), None);
+        guard.watch(
+            2,
+            backlog,
+            &Value::Int(1024),
+            Value::Int(1024),
+            Some(&calm),
+            None,
+        );
         let mut runq_busy = window(&[(HOST_NETNS, 0, 200.0)]);
         with_runq(&mut runq_busy, 5000.0);
         assert!(guard.observe(&runq_busy).is_empty());

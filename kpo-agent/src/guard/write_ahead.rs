@@ -28,6 +28,8 @@ pub(super) struct WatchFile {
     pub(super) config: GuardConfig,
     /// The last closed window: the baseline of a change made now.
     pub(super) baseline: Option<Window>,
+    /// The tick the rules are advising on, while they do ([`super::Guard::advising_on_tick`]).
+    pub(super) tick: Option<Window>,
     /// The guard's own watches, as it last saved them.
     pub(super) saved: Vec<Watch>,
     /// Written ahead of a change's write, until the guard's next window.
@@ -43,6 +45,16 @@ impl WatchFile {
         WatchFile {
             config,
             ..WatchFile::default()
+        }
+    }
+
+    /// The health a change made now is judged against, in `scope`: the window `before` it (the
+    /// last closed one), or the worse of it and the tick the rules are advising on.
+    pub(super) fn baseline_of(&self, before: Option<&Window>, scope: Scope) -> Health {
+        let window = before.map_or_else(Health::default, |w| Health::from_window_in(w, scope));
+        match &self.tick {
+            Some(tick) => window.worse_of(Health::from_window_in(tick, scope)),
+            None => window,
         }
     }
 
@@ -94,6 +106,7 @@ impl WriteAhead {
         &self,
         change_id: u64,
         address: &ParamAddress,
+        from: &Value,
         value: &Value,
         signals: Option<&[HealthSignal]>,
     ) {
@@ -102,11 +115,13 @@ impl WriteAhead {
             return;
         }
         let scope = Scope::of(address);
-        let baseline = file
-            .baseline
-            .as_ref()
-            .map_or_else(Health::default, |w| Health::from_window_in(w, scope));
-        let signals = signals.unwrap_or(&file.config.signals).to_vec();
+        let baseline = file.baseline_of(file.baseline.as_ref(), scope);
+        let signals = super::judged_by(
+            signals.unwrap_or(&file.config.signals),
+            address,
+            from,
+            value,
+        );
         let watch = Watch::new(
             change_id,
             address.clone(),

@@ -348,9 +348,11 @@ impl Deciding {
     fn watch_if_applied(&mut self, report: &ChangeReport, address: &ParamAddress, value: &Value) {
         if let (ChangeStatus::Applied, Some(id)) = (report.status, report.journal_id) {
             let signals = self.path.policy.rule_for(address).guard_signals.as_deref();
+            let from = report.before.as_ref().unwrap_or(value);
             self.guard.watch(
                 id,
                 address.clone(),
+                from,
                 value.clone(),
                 self.last_window.as_ref(),
                 signals,
@@ -470,7 +472,11 @@ impl Deciding {
     /// A tick ended: the rules read the tick (from `previous` to `sample`) and may advise before
     /// the window closes; advice is for the window in progress.
     pub fn on_tick(&mut self, previous: &Sample, sample: &Sample) -> Vec<Event> {
-        let tick = tick_window(previous, sample);
+        self.on_tick_window(&tick_window(previous, sample))
+    }
+
+    /// [`Deciding::on_tick`] over the tick's window.
+    pub(super) fn on_tick_window(&mut self, tick: &Window) -> Vec<Event> {
         self.release_held_back();
         let at = WindowRef {
             index: self.windows + 1,
@@ -479,8 +485,11 @@ impl Deciding {
         let mut kernel = PathView::new(&self.path, self.host_netns);
         let recommendations = self
             .rules
-            .on_tick(&at, &tick, &mut kernel, &self.path.policy);
-        self.consider(recommendations)
+            .on_tick(&at, tick, &mut kernel, &self.path.policy);
+        self.guard.advising_on_tick(Some(tick));
+        let events = self.consider(recommendations);
+        self.guard.advising_on_tick(None);
+        events
     }
 
     /// Every advisor's recommendations end here (crate::approvals::desk): conflicting ones for

@@ -109,6 +109,8 @@ struct Rig {
     live: Vec<LiveEvent>,
     /// Energy in the windows is an estimate.
     estimated: bool,
+    /// The windows' energy reads 0 J (an objective that is not a positive number).
+    zero_joules: bool,
 }
 
 impl Rig {
@@ -160,6 +162,7 @@ impl Rig {
             json: Vec::new(),
             live: Vec::new(),
             estimated: false,
+            zero_joules: false,
         };
         rig.record(&started);
         rig
@@ -178,6 +181,7 @@ impl Rig {
             json,
             live,
             estimated,
+            zero_joules,
         } = self;
         drop(deciding);
         let mut deciding = open_deciding(_tmp.path(), &policy_text, &nic);
@@ -192,6 +196,7 @@ impl Rig {
             json,
             live,
             estimated,
+            zero_joules,
         };
         rig.record(&started);
         rig
@@ -254,7 +259,7 @@ impl Rig {
     fn window(&mut self) -> Vec<Event> {
         let (rx, mhz) = (self.rx() as f64, self.max_freq() as f64 / 1000.0);
         let p99 = self.p99();
-        let joules = 1000.0
+        let joules = if self.zero_joules { 0.0 } else { 1000.0 }
             * (1.0 + 0.8 * ((mhz - 1800.0) / 1000.0).powi(2) + 0.5 * ((rx - 40.0) / 50.0).powi(2));
         let t = Instant::now();
         let window = Window {
@@ -1998,4 +2003,266 @@ sources = ["operator"]
         rig.journal().paused().map(|(by, _)| by.as_str()),
         Some(CALLER)
     );
+}
+
+/// `policy()` with the operator allowed to set cpufreq limits too.
+fn policy_with_operator() -> String {
+    policy("").replacen(
+        r#"sources = ["optimizer"]"#,
+        r#"sources = ["optimizer", "operator"]"#,
+        1,
+    )
+}
+
+/// While a group knob cannot be read as one value (an operator set one policy of
+/// `cpufreq:*:scaling_max_freq` apart, or a policy's limit cannot be read), every window is
+/// `resynced`; a window that breaks the SLO still takes the loop's own trial values back, and
+/// leaves the operator's.
+#[test]
+fn a_breach_is_reverted_while_a_group_knob_cannot_be_read_as_one() {
+    for variant in ["operator", "unreadable"] {
+        let rig = Rig::new(&policy_with_operator(), true, "");
+        let base = rig.more_policies(4);
+        let mut rig = rig.restarted();
+        let start = (rig.max_freq(), rig.rx());
+        assert!(rig.p99() <= SLO_US, "{variant}: the start meets the SLO");
+        rig.window();
+        assert!(
+            rig.p99() > SLO_US,
+            "{variant}: the first trial, {:?}, breaks the SLO",
+            (rig.max_freq(), rig.rx())
+        );
+        let policy2 = base.join("policy2/scaling_max_freq");
+        if variant == "operator" {
+            let reply = rig.operator_applies("cpufreq:policy2:scaling_max_freq", 2_400_000);
+            assert!(matches!(reply, crate::api::Reply::Ok(_)), "{reply:?}");
+        } else {
+            std::fs::remove_file(&policy2).unwrap();
+        }
+        let seen = rig.live.len();
+        rig.window();
+        let after = &rig.live[seen..];
+        assert!(
+            matches!(after.first(), Some(LiveEvent::Resynced { .. })),
+            "{variant}: {after:?}"
+        );
+        assert!(
+            after
+                .iter()
+                .any(|e| matches!(e, LiveEvent::SloBreach { .. })),
+            "{variant}: {after:?}"
+        );
+        assert_eq!(
+            (rig.max_freq(), rig.rx()),
+            start,
+            "{variant}: back to the start"
+        );
+        for i in [1, 3] {
+            let other = base.join(format!("policy{i}/scaling_max_freq"));
+            assert_eq!(
+                std::fs::read_to_string(other).unwrap().trim(),
+                start.0.to_string(),
+                "{variant}: policy{i}"
+            );
+        }
+        if variant == "operator" {
+            assert_eq!(std::fs::read_to_string(&policy2).unwrap().trim(), "2400000");
+        }
+        // Back within the SLO, the loop writes nothing more while the group stays apart.
+        let intents = rig.intents().len();
+        rig.window();
+        rig.window();
+        assert_eq!(rig.intents().len(), intents, "{variant}");
+        assert_eq!((rig.max_freq(), rig.rx()), start, "{variant}");
+    }
+}
+
+/// A window whose objective is not a positive number (0 J) is no measurement, but a breach in it
+/// still takes the trial back, as docs/events.md (`unmeasured`) says.
+#[test]
+fn a_breach_is_reverted_when_the_objective_is_not_a_number() {
+    let mut rig = Rig::new(&policy(""), true, "");
+    let start = (rig.max_freq(), rig.rx());
+    rig.window();
+    assert!(rig.p99() > SLO_US, "the first trial breaks the SLO");
+    rig.zero_joules = true;
+    let seen = rig.live.len();
+    rig.window();
+    let after = &rig.live[seen..];
+    assert!(
+        matches!(after.first(), Some(LiveEvent::Unmeasured { reason }) if reason.contains("objective")),
+        "{after:?}"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|e| matches!(e, LiveEvent::SloBreach { .. })),
+        "{after:?}"
+    );
+    assert_eq!((rig.max_freq(), rig.rx()), start);
+}
+
+/// A trial that breaks the SLO, left in place by a killed agent, is the next start's start: the
+/// first window that breaks the SLO takes it back to what the knobs held before the loop's
+/// trials (from the journal), instead of staying there for good.
+#[test]
+fn a_breaching_trial_a_killed_agent_left_is_taken_back_after_the_restart() {
+    let mut rig = Rig::new(&policy(""), true, "");
+    let before = (rig.max_freq(), rig.rx());
+    rig.window();
+    let trial = (rig.max_freq(), rig.rx());
+    assert!(
+        rig.p99() > SLO_US,
+        "the first trial, {trial:?}, breaks the SLO"
+    );
+    let trial_ids: Vec<u64> = rig.intents().iter().map(|i| i.id).collect();
+    let mut rig = rig.restarted();
+    assert_eq!((rig.max_freq(), rig.rx()), trial, "a kill leaves the trial");
+    let seen = rig.live.len();
+    rig.window();
+    let after = &rig.live[seen..];
+    assert!(
+        after
+            .iter()
+            .any(|e| matches!(e, LiveEvent::SloBreach { .. })),
+        "{after:?}"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|e| matches!(e, LiveEvent::Reverted { to, .. }
+            if *to == vec![before.0 as f64, before.1 as f64])),
+        "{after:?}"
+    );
+    assert_eq!((rig.max_freq(), rig.rx()), before);
+    let reverts: Vec<(Option<u64>, Source)> = rig
+        .intents()
+        .iter()
+        .filter_map(|i| match i.kind {
+            crate::journal::IntentKind::Revert { of } => Some((of, i.source)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reverts.len(), trial_ids.len(), "{reverts:?}");
+    assert!(reverts
+        .iter()
+        .all(|(of, source)| *source == Source::Optimizer
+            && of.is_some_and(|id| trial_ids.contains(&id))));
+    // Measured there next, within the SLO.
+    let seen = rig.live.len();
+    rig.window();
+    let next = &rig.live[seen..];
+    assert!(
+        next.iter().any(
+            |e| matches!(e, LiveEvent::Measured { config, feasible: true, .. }
+            if *config == vec![before.0 as f64, before.1 as f64])
+        ),
+        "{next:?}"
+    );
+}
+
+/// Only the knobs whose value is the loop's go back after a restart: a limit an operator set
+/// after the trial stays, and the trial's rx-usecs goes back to its value before.
+#[test]
+fn after_a_restart_only_the_loops_values_go_back() {
+    let mut rig = Rig::new(&policy_with_operator(), true, "");
+    let before_rx = rig.rx();
+    rig.window();
+    let trial_rx = rig.rx();
+    assert!(
+        trial_rx > 30,
+        "the first trial, rx-usecs {trial_rx}, is a long delay"
+    );
+    let reply = rig.operator_sets_max_freq(1_300_000);
+    assert!(matches!(reply, crate::api::Reply::Ok(_)), "{reply:?}");
+    let mut rig = rig.restarted();
+    assert!(rig.p99() > SLO_US, "the start breaks the SLO");
+    rig.window();
+    assert!(rig.saw(|e| matches!(e, LiveEvent::SloBreach { .. })));
+    assert_eq!(rig.max_freq(), 1_300_000, "the operator's limit stays");
+    assert_eq!(rig.rx(), before_rx, "the loop's trial value goes back");
+    assert!(rig.p99() <= SLO_US);
+}
+
+/// A window (or tick, of `secs` seconds) with one host listener at its limit of 128 that dropped
+/// `drops` connections, and requests on it at `p99_us`.
+fn pressure(host: u64, secs: f64, drops: u64, p99_us: f64) -> Window {
+    let mut w =
+        crate::advise::rules::testing::window(vec![crate::advise::rules::testing::listener(
+            host, 128, 128, drops,
+        )]);
+    w.duration_s = secs;
+    w.request_latency = vec![RequestLatencyWindow {
+        netns: host,
+        port: 8080,
+        family: "ipv4",
+        latency: LatencySummary {
+            samples: 1000,
+            p50_us: p99_us / 2.0,
+            p90_us: p99_us * 0.8,
+            p99_us,
+            max_us: p99_us * 1.5,
+        },
+    }];
+    w
+}
+
+/// The rules raise somaxconn on the first tick of an overflow burst (a listener at its limit of
+/// 128). The burst goes on, and grows, until the service listens again, and its requests wait
+/// longer meanwhile: the guard judges the raise neither by the overflows (a longer queue does not
+/// drop more) nor by the tick's latency (the pressure was there before the change, in the tick
+/// that prompted it), so it is kept; a latency far worse than the tick's is still a regression.
+#[test]
+fn a_raise_made_on_a_tick_is_not_reverted_for_the_burst_that_prompted_it() {
+    let host =
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata("/proc/self/ns/net").unwrap());
+    for later_p99_us in [5_000.0, 50_000.0] {
+        let tmp = tempfile::tempdir().unwrap();
+        let k = crate::change::tests::kernel(&[("net.core.somaxconn", Value::Int(128))]);
+        let journal =
+            Journal::open(&tmp.path().join("state"), Holder::Agent, Duration::ZERO).unwrap();
+        let policy = Policy::parse(
+            r#"
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 128
+max = 65535
+sources = ["rules"]
+guard_signals = ["listen_overflows", "request_p99"]
+"#,
+            "policy.toml",
+        )
+        .unwrap();
+        let mut d =
+            Deciding::with_path(ChangePath::new(policy, journal, Box::new(k.clone())), false)
+                .unwrap()
+                .0;
+        let somaxconn = || k.0.lock().unwrap().values["net.core.somaxconn"].clone();
+        d.on_window(&pressure(host, 10.0, 0, 1_000.0));
+        d.on_tick_window(&pressure(host, 1.0, 50, 5_000.0));
+        assert_eq!(somaxconn(), Value::Int(256), "raised on the tick");
+        let mut verdicts = Vec::new();
+        for _ in 0..3 {
+            let events = d.on_window(&pressure(host, 10.0, 3_000, later_p99_us));
+            verdicts.extend(events.into_iter().filter_map(|e| match e {
+                Event::Guard(v) => Some(v),
+                _ => None,
+            }));
+        }
+        if later_p99_us <= 5_000.0 {
+            assert!(
+                matches!(&verdicts[..], [crate::guard::Verdict::Kept { judged, .. }]
+                    if judged == &[crate::policy::HealthSignal::RequestP99]),
+                "{verdicts:?}"
+            );
+            assert_eq!(somaxconn(), Value::Int(256));
+        } else {
+            assert!(
+                matches!(&verdicts[0], crate::guard::Verdict::Revert {
+                    signal: crate::policy::HealthSignal::RequestP99, before, .. } if *before == 5_000.0),
+                "{verdicts:?}"
+            );
+            assert_eq!(somaxconn(), Value::Int(128));
+        }
+    }
 }

@@ -233,6 +233,7 @@ mod tests {
             guard.watch(
                 r.journal_id.unwrap(),
                 address.clone(),
+                &Value::Int(8192),
                 Value::Int(8192),
                 None,
                 None,

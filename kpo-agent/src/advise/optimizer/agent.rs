@@ -24,18 +24,18 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::live::{
     ChangeReason, GoBack, Knobs, LiveConfig, LiveEvent, LiveOptimizer, Objective, Slo, Tried,
 };
 use super::space::{KnobSpec, Space};
 use crate::{
-    actuate::param::{ParamAddress, ParamKind, Value},
+    actuate::param::{ParamAddress, ParamKind, Target, Value},
     change::{ChangePath, ChangeStatus},
     energy::EnergySource,
     guard::Guard,
-    journal::{target_key, Record},
+    journal::{target_key, Intent, Outcome, Record},
     policy::{Bound, Decision, Mode, Proposal, Source},
     window::Window,
 };
@@ -325,6 +325,7 @@ impl AgentOptimizer {
             warn!("optimizer: left out: {p}");
         }
         let space = Space::new(specs.clone()).map_err(|e| Off(e.to_string()))?;
+        let pairs = min_max_pairs(&knobs);
         let config = LiveConfig {
             slo: Slo {
                 latency_us_max: Some(max_us),
@@ -338,8 +339,17 @@ impl AgentOptimizer {
             recheck_tolerance_rel: settings.recheck_tolerance_rel,
             ..LiveConfig::default()
         };
-        let live =
-            LiveOptimizer::new(space, start.clone(), config).map_err(|e| Off(e.to_string()))?;
+        let mut live =
+            LiveOptimizer::new_where(space, start.clone(), config, |p| possible(&pairs, p))
+                .map_err(|e| Off(e.to_string()))?;
+        let (before_trials, made) = before_the_loops_trials(path, &knobs, &start);
+        if before_trials != start {
+            info!(
+                "optimizer: the knobs hold {start:?}, a trial of the loop's that a stopped agent \
+                 left; if it breaks the SLO, the loop goes back to {before_trials:?}"
+            );
+            live.set_before_trials(before_trials);
+        }
         let started = LiveEvent::Started {
             config: start,
             slo_port: port,
@@ -356,7 +366,7 @@ impl AgentOptimizer {
                 set_aside: Vec::new(),
                 knobs,
                 live,
-                made: Vec::new(),
+                made,
                 trial: Trial::default(),
                 mark: path.journal.records().len(),
                 disturbed: None,
@@ -475,11 +485,14 @@ impl AgentOptimizer {
         } else {
             let started = read_knobs(path, &knobs).and_then(|start| {
                 let specs = searched.iter().map(|&i| self.all[i].1.clone()).collect();
+                let pairs = min_max_pairs(&knobs);
                 Space::new(specs)
                     .map_err(|e| e.to_string())
                     .and_then(|space| {
-                        LiveOptimizer::new(space, start, self.live.config().clone())
-                            .map_err(|e| e.to_string())
+                        LiveOptimizer::new_where(space, start, self.live.config().clone(), |p| {
+                            possible(&pairs, p)
+                        })
+                        .map_err(|e| e.to_string())
                     })
             });
             match started {
@@ -539,6 +552,130 @@ impl AgentOptimizer {
             },
         ));
         events
+    }
+}
+
+/// The knobs (min, max) that hold one cpufreq policy's `scaling_min_freq` and
+/// `scaling_max_freq`.
+fn min_max_pairs(knobs: &[Knob]) -> Vec<(usize, usize)> {
+    let policies = |k: &Knob, attr: &str| -> Vec<String> {
+        k.members
+            .iter()
+            .filter(|a| a.name == attr)
+            .filter_map(|a| match &a.target {
+                Target::Cpufreq { policy } => Some(policy.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut pairs = Vec::new();
+    for (i, low) in knobs.iter().enumerate() {
+        let mins = policies(low, "scaling_min_freq");
+        for (j, high) in knobs.iter().enumerate() {
+            if policies(high, "scaling_max_freq")
+                .iter()
+                .any(|p| mins.contains(p))
+            {
+                pairs.push((i, j));
+            }
+        }
+    }
+    pairs
+}
+
+/// Whether a point is a configuration the kernel can hold: no policy's min above its max. The
+/// search leaves the others out rather than have the path refuse them one by one, each after
+/// writing its other half (a trial that lowers the max first) and undoing it.
+fn possible(pairs: &[(usize, usize)], point: &[f64]) -> bool {
+    pairs.iter().all(|&(min, max)| point[min] <= point[max])
+}
+
+/// What each knob held before the loop's trials, where the kernel has one of them now (a killed
+/// agent leaves its trial, and the next start takes it as its start), with the loop's changes
+/// that go back there; `start` where the journal says the value is not the loop's.
+fn before_the_loops_trials(
+    path: &ChangePath,
+    knobs: &[Knob],
+    start: &[f64],
+) -> (Vec<f64>, Vec<Made>) {
+    let mut before = start.to_vec();
+    let mut made = Vec::new();
+    for (i, knob) in knobs.iter().enumerate() {
+        let found: Option<Vec<(u64, i64)>> = knob
+            .members
+            .iter()
+            .map(|a| first_of_the_loops_run(path, a, start[i] as i64))
+            .collect();
+        let Some(found) = found else { continue };
+        let value = found[0].1;
+        if found.iter().any(|&(_, v)| v != value) || value as f64 == start[i] {
+            continue;
+        }
+        before[i] = value as f64;
+        made.extend(
+            knob.members
+                .iter()
+                .zip(&found)
+                .map(|(address, &(id, before))| Made {
+                    knob: i,
+                    address: address.clone(),
+                    id,
+                    before,
+                }),
+        );
+    }
+    (before, made)
+}
+
+/// The first of the loop's changes, in this boot, in the unbroken run of them that ends with the
+/// one the kernel has at `address` now (`now`), and the value it replaced. None when the value
+/// there is not the loop's: another source's change, a person's (a yield), none at all.
+fn first_of_the_loops_run(
+    path: &ChangePath,
+    address: &ParamAddress,
+    now: i64,
+) -> Option<(u64, i64)> {
+    let journal = &path.journal;
+    let state = journal.param_state(address)?;
+    if state.yielded.is_some() || state.last_applied != Some(Value::Int(now)) {
+        return None;
+    }
+    let holding = journal.intent(state.holding?)?;
+    if holding.source != Source::Optimizer || journal.before_this_boot(holding) {
+        return None;
+    }
+    let key = target_key(address);
+    let took_effect = |i: &Intent| {
+        matches!(
+            journal.outcome(i.id),
+            Some(Outcome::Applied { .. } | Outcome::Failed { left: Some(_), .. })
+        )
+    };
+    let mut first: Option<&Intent> = None;
+    for record in journal.records() {
+        match record {
+            Record::Intent(i) if i.key == key && took_effect(i) => {
+                if i.source == Source::Optimizer && !journal.before_this_boot(i) {
+                    first.get_or_insert(i);
+                } else {
+                    first = None;
+                }
+            }
+            // A person's value, a hand-back, a namespace gone: what came before is not the
+            // value the loop's run started from.
+            Record::Yield { key: k, .. }
+            | Record::Manage { key: k, .. }
+            | Record::Gone { key: k, .. }
+                if *k == key =>
+            {
+                first = None
+            }
+            _ => {}
+        }
+    }
+    match first?.before {
+        Value::Int(v) => Some((first?.id, v)),
+        _ => None,
     }
 }
 
@@ -618,17 +755,27 @@ impl AgentOptimizer {
             Ok(_) => None,
             Err(e) => Some((self.live.current().to_vec(), e)),
         });
-        if let Some((now, reason)) = disturbed {
-            self.trial = Trial::default();
-            self.live.resync(now.clone());
-            return vec![LiveEvent::Resynced {
-                config: now,
-                reason,
-            }];
-        }
         let timed = self.timed(window);
         let max_us = self.settings.slo_max_us.unwrap_or(f64::INFINITY);
         let breached = timed.as_ref().is_ok_and(|t| t.latency_us > max_us);
+        if let Some((now, reason)) = disturbed {
+            self.trial = Trial::default();
+            // The kernel has the loop's values, as far as it can be read.
+            let loops_values = now == self.live.current();
+            self.live.resync(now.clone());
+            let mut events = vec![LiveEvent::Resynced {
+                config: now,
+                reason,
+            }];
+            // Knobs that cannot be read as one configuration (a group's members set apart by
+            // someone else, a member that cannot be read) are resynced every window until they
+            // agree: the SLO must still hold the loop's own trial values to account meanwhile,
+            // or a trial that breaks it would stay for as long as they disagree.
+            if let (true, true, Ok(t)) = (loops_values, breached, &timed) {
+                events.extend(self.breach_without_step(path, guard, window, t));
+            }
+            return events;
+        }
         if let Err(reason) = timed
             .as_ref()
             .map_err(Clone::clone)
@@ -638,18 +785,7 @@ impl AgentOptimizer {
             if let (true, Ok(t)) = (breached, &timed) {
                 // Not a measurement (no energy reading), but the SLO still holds the trial to
                 // account: back at once.
-                self.trial = Trial::default();
-                let mut knobs = PathKnobs {
-                    path,
-                    guard,
-                    baseline: Some(window),
-                    knobs: &self.knobs,
-                    made: &mut self.made,
-                    exiting: false,
-                };
-                events = self
-                    .live
-                    .breach_unmeasured(t.latency_us, t.requests_per_s, &mut knobs);
+                events = self.breach_without_step(path, guard, window, t);
             }
             if self.unmeasured.as_ref() != Some(&reason) {
                 self.unmeasured = Some(reason.clone());
@@ -686,11 +822,38 @@ impl AgentOptimizer {
             Ok(events) => events,
             Err(e) => {
                 warn!("optimizer: {e}");
-                vec![LiveEvent::Unmeasured {
+                let mut events = vec![LiveEvent::Unmeasured {
                     reason: e.to_string(),
-                }]
+                }];
+                // An objective that is not a number is no measurement, but a breach is still one.
+                if let (true, Ok(t)) = (breached, &timed) {
+                    events.extend(self.breach_without_step(path, guard, window, t));
+                }
+                events
             }
         }
+    }
+
+    /// A window that breaks the SLO but is no measurement the loop can learn from: back to the
+    /// best feasible configuration measured (or the start) at once, as a step would.
+    fn breach_without_step(
+        &mut self,
+        path: &mut ChangePath,
+        guard: &mut Guard,
+        window: &Window,
+        t: &Timed,
+    ) -> Vec<LiveEvent> {
+        self.trial = Trial::default();
+        let mut knobs = PathKnobs {
+            path,
+            guard,
+            baseline: Some(window),
+            knobs: &self.knobs,
+            made: &mut self.made,
+            exiting: false,
+        };
+        self.live
+            .breach_unmeasured(t.latency_us, t.requests_per_s, &mut knobs)
     }
 
     /// The SLO's percentile of the window's timed requests on the SLO port (the worst over the
@@ -1051,6 +1214,7 @@ impl Knobs for PathKnobs<'_> {
                         self.guard.watch(
                             id,
                             p.address.clone(),
+                            &Value::Int(from[i] as i64),
                             p.value.clone(),
                             self.baseline,
                             signals,

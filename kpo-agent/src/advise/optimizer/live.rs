@@ -386,14 +386,30 @@ pub struct LiveOptimizer {
     /// The best found when the search converged, not applied yet (its apply was refused for
     /// now: a cooldown, the hourly limit): tried again each trial, with its objective.
     pending_best: Option<(Vec<f64>, Option<f64>)>,
+    /// What the knobs held before the loop's trials, when the start is one of them (a killed
+    /// agent left it): where a breach goes back to while nothing measured has met the SLO.
+    before_trials: Option<Vec<f64>>,
 }
 
 impl LiveOptimizer {
     /// A search over `space` from `start`, the configuration the knobs hold now.
     pub fn new(space: Space, start: Vec<f64>, config: LiveConfig) -> Result<Self, LiveError> {
-        let candidates = space
+        Self::new_where(space, start, config, |_| true)
+    }
+
+    /// [`LiveOptimizer::new`] over the points of `space` that `possible` keeps (a cpufreq
+    /// policy's `scaling_min_freq` above its `scaling_max_freq` is not a configuration the
+    /// kernel can hold, and trying one would write half of it).
+    pub fn new_where(
+        space: Space,
+        start: Vec<f64>,
+        config: LiveConfig,
+        possible: impl Fn(&[f64]) -> bool,
+    ) -> Result<Self, LiveError> {
+        let mut candidates = space
             .enumerate(MAX_LIVE_CANDIDATES)
             .ok_or(LiveError::SpaceTooLarge)?;
+        candidates.retain(|c| possible(c));
         if start.len() != space.dims() {
             return Err(LiveError::Arity {
                 got: start.len(),
@@ -420,6 +436,7 @@ impl LiveOptimizer {
             waiting: false,
             last_told: None,
             pending_best: None,
+            before_trials: None,
         })
     }
 
@@ -439,6 +456,13 @@ impl LiveOptimizer {
     /// The configuration found at start.
     pub fn start(&self) -> &[f64] {
         &self.start
+    }
+
+    /// The start is a trial of the loop's that a stopped agent left in place, and `config` what
+    /// the knobs held before its trials: a breach with nothing measured within the SLO goes
+    /// back there instead of staying at the start.
+    pub fn set_before_trials(&mut self, config: Vec<f64>) {
+        self.before_trials = (config != self.start).then_some(config);
     }
 
     /// The held best while holding.
@@ -636,7 +660,8 @@ impl LiveOptimizer {
     }
 
     /// Back to the cheapest feasible configuration measured that the knobs still allow (the
-    /// guard may have quarantined one since), or the start.
+    /// guard may have quarantined one since), or the start (after a breach, what the knobs held
+    /// before the trials, when the start is a trial a stopped agent left).
     fn back_to_best(&mut self, knobs: &mut dyn Knobs, why: GoBack) -> Option<LiveEvent> {
         let target = self
             .opt
@@ -644,7 +669,10 @@ impl LiveOptimizer {
             .into_iter()
             .map(|o| o.point)
             .find(|point| *point == self.current || knobs.allowed(point))
-            .unwrap_or_else(|| self.start.clone());
+            .unwrap_or_else(|| match (why, &self.before_trials) {
+                (GoBack::SloBreach, Some(before)) => before.clone(),
+                _ => self.start.clone(),
+            });
         if target == self.current {
             return None;
         }
