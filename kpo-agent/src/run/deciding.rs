@@ -140,7 +140,7 @@ fn resume_guard(path: &ChangePath) -> Guard {
         }
         Err(e) => warn!(
             "guard: the watches of the previous run cannot be read ({e}); changes made just \
-             before the restart are not judged"
+             before the restart are not judged (this run's watches are still written there)"
         ),
     }
     guard
