@@ -680,6 +680,38 @@ fn writes_into_a_namespace_that_replaced_a_dead_one_inherit_nothing() {
     assert!(reconciled[0].detail.as_ref().unwrap().contains("went away"));
 }
 
+/// `preview`, which an advisor asks before a change of several parameters, decides for a
+/// namespace that replaced a dead one as `propose` would: the dead one's cooldown and quarantine
+/// are not the new one's.
+#[test]
+fn preview_of_a_namespace_that_replaced_a_dead_one_inherits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    k.0.lock().unwrap().netns_cookie = Some(7);
+    let policy = "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\ncooldown = \"1h\"\n";
+    let (mut p, _) = path(dir.path(), policy, &k);
+    let mut rules = op(SOMAX, Value::Int(8192));
+    rules.source = Source::Rules;
+    assert_eq!(p.propose(&rules).unwrap().status, ChangeStatus::Applied);
+    let addr: ParamAddress = SOMAX.parse().unwrap();
+    p.journal
+        .quarantine(&addr, &Value::Int(16384), Duration::from_secs(3600), "test")
+        .unwrap();
+    let mut again = rules.clone();
+    again.value = Value::Int(16384);
+    assert!(
+        matches!(p.preview(&again), Decision::Refused(_)),
+        "the same namespace: quarantined, and in its cooldown"
+    );
+    {
+        let mut kk = k.0.lock().unwrap();
+        kk.netns_cookie = Some(8);
+        kk.values.insert(SOMAX.into(), Value::Int(1024));
+    }
+    assert_eq!(p.preview(&again), Decision::Apply);
+    assert_eq!(p.propose(&again).unwrap().status, ChangeStatus::Applied);
+}
+
 /// A revert whose write reads back wrong is put back, and the journal still holds the change it
 /// meant to undo: the agent's reverts (the guard's, the optimizer's) must not take it as done.
 #[test]
