@@ -324,7 +324,7 @@ impl CpufreqActuator {
 }
 
 /// Whether `attr` is one of a policy's two frequency limits.
-fn is_limit(attr: &str) -> bool {
+pub(crate) fn is_limit(attr: &str) -> bool {
     matches!(attr, "scaling_max_freq" | "scaling_min_freq")
 }
 
@@ -423,6 +423,32 @@ pub fn written_later(address: &ParamAddress, lowering: bool) -> bool {
         (Target::Cpufreq { .. }, "scaling_max_freq") => lowering,
         _ => false,
     }
+}
+
+/// The order in which to make `writes` so that each passes, as indices into `writes`: the two
+/// limits of one cpufreq policy ordered by [`written_later`], each taking one of the places its
+/// policy's limits held, so that nothing else moves. `writes[i]`: the address written and whether
+/// the write lowers its value, or `None` for an item that is not such a write (it keeps its place).
+pub fn passing_order(writes: &[Option<(&ParamAddress, bool)>]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..writes.len()).collect();
+    let mut policies: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (i, write) in writes.iter().enumerate() {
+        if let Some((address, _)) = write {
+            if let Target::Cpufreq { policy } = &address.target {
+                if is_limit(&address.name) {
+                    policies.entry(policy).or_default().push(i);
+                }
+            }
+        }
+    }
+    for places in policies.values() {
+        let mut limits = places.clone();
+        limits.sort_by_key(|&i| writes[i].is_some_and(|(a, lowering)| written_later(a, lowering)));
+        for (&place, i) in places.iter().zip(limits) {
+            order[place] = i;
+        }
+    }
+    order
 }
 
 #[cfg(test)]
@@ -648,6 +674,45 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ActuateError::Mismatch { .. }), "{err}");
         assert_eq!(reads.load(Ordering::SeqCst), 1);
+    }
+
+    /// Each policy's two limits in an order each write passes, in the places they held; the
+    /// rest stays where it was.
+    #[test]
+    fn passing_order_orders_each_policys_limits_in_their_places() {
+        let a = |s: &str| s.parse::<ParamAddress>().unwrap();
+        let (min0, max0) = (
+            a("cpufreq:policy0:scaling_min_freq"),
+            a("cpufreq:policy0:scaling_max_freq"),
+        );
+        let (min1, max1) = (
+            a("cpufreq:policy1:scaling_min_freq"),
+            a("cpufreq:policy1:scaling_max_freq"),
+        );
+        let gov = a("cpufreq:policy0:scaling_governor");
+        let rx = a("ethtool:eth0:rx-usecs");
+        // Both policies going up, written min first: the max goes first in each.
+        let up = [
+            Some((&min0, false)),
+            Some((&rx, true)),
+            Some((&min1, false)),
+            None,
+            Some((&max0, false)),
+            Some((&gov, false)),
+            Some((&max1, false)),
+        ];
+        assert_eq!(passing_order(&up), [4, 1, 6, 3, 0, 5, 2]);
+        // Going down, min first already: nothing moves; nor with one limit of a policy.
+        let down = [
+            Some((&min0, true)),
+            Some((&max0, true)),
+            Some((&max1, false)),
+        ];
+        assert_eq!(passing_order(&down), [0, 1, 2]);
+        // Going down, max first: swapped.
+        let down = [Some((&max0, true)), Some((&min0, true))];
+        assert_eq!(passing_order(&down), [1, 0]);
+        assert!(passing_order(&[]).is_empty());
     }
 
     #[test]
