@@ -2362,3 +2362,60 @@ guard_signals = ["listen_overflows", "request_p99"]
         }
     }
 }
+
+/// With both of a policy's limits as knobs, the search never tries a configuration with the min
+/// above the max: nothing is written and undone for it, and nothing fails.
+#[test]
+fn the_search_leaves_out_a_min_above_the_max() {
+    let policy = r#"
+[guard]
+max_changes_per_hour = 1000
+
+[params."cpufreq:policy0:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["optimizer"]
+
+[params."cpufreq:policy0:scaling_min_freq"]
+mode = "auto"
+min = 1200000
+max = 2400000
+sources = ["optimizer"]
+"#;
+    let mut rig = Rig::new(policy, true, "budget = 12");
+    let min_file = rig.max_freq_file.with_file_name("scaling_min_freq");
+    let read = |f: &Path| -> i64 { std::fs::read_to_string(f).unwrap().trim().parse().unwrap() };
+    for _ in 0..15 {
+        rig.window();
+        assert!(read(&min_file) <= rig.max_freq());
+    }
+    let tried: Vec<&LiveEvent> = rig
+        .live
+        .iter()
+        .filter(|e| matches!(e, LiveEvent::Applied { .. }))
+        .collect();
+    assert!(tried.len() >= 5, "{:?}", rig.live);
+    assert!(
+        !rig.saw(|e| matches!(e, LiveEvent::ApplyFailed { .. } | LiveEvent::Refused { .. })),
+        "{:?}",
+        rig.live
+    );
+    for e in tried {
+        let LiveEvent::Applied { config, .. } = e else {
+            unreachable!()
+        };
+        assert!(
+            config[1] <= config[0],
+            "min {} above max {}",
+            config[1],
+            config[0]
+        );
+    }
+    let undone = rig
+        .intents()
+        .iter()
+        .filter(|i| i.reason.contains("undoing"))
+        .count();
+    assert_eq!(undone, 0);
+}
