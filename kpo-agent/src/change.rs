@@ -273,11 +273,25 @@ impl ChangePath {
         if let Decision::Refused(r) = self.policy.decide_revert(&p.address) {
             return Decision::Refused(r);
         }
+        // A namespace given a dead one's inode inherits nothing of it (the proposal itself
+        // forgets it in the journal): not its yield, quarantines or rate count either.
+        let recorded = self
+            .journal
+            .param_state(&p.address)
+            .and_then(|s| s.netns_cookie);
+        let replaced = matches!((recorded, self.netns_cookie(&p.address)),
+            (Some(was), Some(now)) if was != now);
         let mut ctx = self
             .journal
             .context(&p.address, &p.value, SystemTime::now());
+        if replaced {
+            ctx.yielded = false;
+            ctx.last_change = None;
+            ctx.changes_last_hour = 0;
+            ctx.quarantined_until = None;
+        }
         ctx.before = self.read(&p.address).ok();
-        if let Some(before) = &ctx.before {
+        if let Some(before) = ctx.before.as_ref().filter(|_| !replaced) {
             ctx.yielded |= self.someone_elses(p, before);
         }
         self.policy.decide(p, &ctx)

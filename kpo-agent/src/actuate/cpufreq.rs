@@ -8,10 +8,21 @@
 //! `devices/system/cpu/cpufreq` is [`ActuateError::NotSupported`].
 //!
 //! Files: `<root>/devices/system/cpu/cpufreq/policy<N>/ATTR`. A write is verified by reading the
-//! attribute back; a `scaling_max_freq` below the policy's current `scaling_min_freq` (or the
-//! reverse) is refused before writing, because the kernel would reject it.
+//! attribute back; for the two limits, a read-back that still shows the value before the write is
+//! read again for a short while ([`LIMIT_SETTLE_WAIT`]), since the kernel applies them after the
+//! write returns.
+//!
+//! A `scaling_max_freq` below the policy's current `scaling_min_freq` (or a min above the max) is
+//! refused before writing. Kernels whose limits are frequency QoS requests (Linux 5.3/5.4 on)
+//! take such a write: the request is stored and the limits in force are resolved from all the
+//! requests, the min clamped to the max (`cpufreq_set_policy`), so the attribute written then
+//! shows another value than its request and the read-back is a mismatch. Older kernels return
+//! EINVAL. Refusing first keeps the stored request and the shown value the same, on either.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use super::param::{ParamAddress, Target, Value};
 use super::{ActuateError, Actuator, Roots};
@@ -270,18 +281,96 @@ impl CpufreqActuator {
     fn write_verify(&self, value: &Value) -> Result<Value, ActuateError> {
         let param = self.param();
         let path = self.path();
+        self.write_verify_reading(value, || read_attr(&param, &path))
+    }
+
+    /// Writes `value` and reads it back through `read` (the attribute; a test's own view of it).
+    fn write_verify_reading(
+        &self,
+        value: &Value,
+        mut read: impl FnMut() -> Result<Value, ActuateError>,
+    ) -> Result<Value, ActuateError> {
+        let param = self.param();
+        let path = self.path();
+        // The limits show the value in force, which the kernel updates after the write returns.
+        let before = if is_limit(&self.attr) {
+            read().ok()
+        } else {
+            None
+        };
         std::fs::write(&path, format!("{value}\n"))
             .map_err(|e| sysfs_error(&param, &path, e, Some(value)))?;
-        let back = read_attr(&param, &path)?;
+        let back = settled_read_back(value, before.as_ref(), read)?;
         if &back != value {
+            let why = if before.as_ref() == Some(&back) {
+                format!(
+                    "the kernel still showed the value before the write {} ms after it: \
+                     another frequency limit (a thermal or firmware cap, another frequency QoS \
+                     request) may hold the policy there",
+                    LIMIT_SETTLE_WAIT.as_millis()
+                )
+            } else {
+                mismatch_why(&self.attr, value, &back)
+            };
             return Err(ActuateError::Mismatch {
                 param,
                 wrote: value.to_string(),
                 read: back.to_string(),
-                why: mismatch_why(&self.attr, value, &back),
+                why,
             });
         }
         Ok(back)
+    }
+}
+
+/// Whether `attr` is one of a policy's two frequency limits.
+pub(crate) fn is_limit(attr: &str) -> bool {
+    matches!(attr, "scaling_max_freq" | "scaling_min_freq")
+}
+
+/// How long a frequency limit's read-back that still shows the value before the write is read
+/// again, every [`LIMIT_SETTLE_POLL`], before it counts as a mismatch.
+///
+/// Since the limits became frequency QoS requests (Linux 5.3/5.4), a write of `scaling_max_freq`
+/// or `scaling_min_freq` only updates the request (drivers/cpufreq/cpufreq.c, `store_one` →
+/// `freq_qos_update_request`); the QoS notifier (`cpufreq_notifier_max`/`_min`) only queues the
+/// policy's update work (`schedule_work(&policy->update)`; a kthread work in some vendor
+/// kernels), and `policy->max`/`policy->min`, which the attribute shows (`show_one`), change when
+/// that work runs: `handle_update` → `refresh_frequency_limits` → `cpufreq_set_policy`. It waits
+/// for the policy's rwsem, which the sysfs write holds until it returns, so a read right after
+/// the write may still show the value before. The work normally runs within a millisecond; on a
+/// busy CPU a kworker may wait a few scheduler ticks (4 ms at HZ=250, 10 ms at HZ=100), and the
+/// update itself calls the driver and the governor on the policy's CPUs. 100 ms covers that many
+/// times over, while bounding what a limit that never moves costs the change path (a write under
+/// another limit that holds the value in force, e.g. a thermal cap, changes nothing shown): the
+/// deciding half waits that long, once per such write. Reading the attribute is cheap, so every
+/// 2 ms (at most 50 reads).
+///
+/// The governor and the energy-performance preference are set within the write
+/// (`store_scaling_governor` → `cpufreq_set_policy`; the driver's own `store_` for the
+/// preference), so their read-back is taken at once.
+pub const LIMIT_SETTLE_WAIT: Duration = Duration::from_millis(100);
+
+/// How often a frequency limit's stale read-back is read again ([`LIMIT_SETTLE_WAIT`]).
+pub const LIMIT_SETTLE_POLL: Duration = Duration::from_millis(2);
+
+/// The read-back of a write of `wrote` over `before`: while it still shows `before` (and that is
+/// not what was written), read again every [`LIMIT_SETTLE_POLL`] up to [`LIMIT_SETTLE_WAIT`]. Any
+/// other read-back, the value written or another one (a driver's rounding to a frequency of its
+/// table), is taken at once; so is every read-back when `before` is `None`.
+fn settled_read_back(
+    wrote: &Value,
+    before: Option<&Value>,
+    mut read: impl FnMut() -> Result<Value, ActuateError>,
+) -> Result<Value, ActuateError> {
+    let stale = |back: &Value| before.is_some_and(|b| b == back && b != wrote);
+    let deadline = Instant::now() + LIMIT_SETTLE_WAIT;
+    loop {
+        let back = read()?;
+        if !stale(&back) || Instant::now() >= deadline {
+            return Ok(back);
+        }
+        std::thread::sleep(LIMIT_SETTLE_POLL);
     }
 }
 
@@ -324,9 +413,10 @@ impl Actuator for CpufreqActuator {
 }
 
 /// Whether this limit is written after the other limit of its cpufreq policy when both move the
-/// same way (`lowering`: to a smaller value): a policy refuses a `scaling_max_freq` below its
-/// `scaling_min_freq` and the reverse, so going down the min is written first, going up the max.
-/// (Moved apart or together, either order passes.) False for every other parameter.
+/// same way (`lowering`: to a smaller value): KPO refuses a `scaling_max_freq` below its policy's
+/// `scaling_min_freq` and the reverse (older kernels return EINVAL; newer ones take it and clamp
+/// the min to the max, so the read-back differs), so going down the min is written first, going
+/// up the max. (Moved apart or together, either order passes.) False for every other parameter.
 pub fn written_later(address: &ParamAddress, lowering: bool) -> bool {
     match (&address.target, address.name.as_str()) {
         (Target::Cpufreq { .. }, "scaling_min_freq") => !lowering,
@@ -335,8 +425,39 @@ pub fn written_later(address: &ParamAddress, lowering: bool) -> bool {
     }
 }
 
+/// The order in which to make `writes` so that each passes, as indices into `writes`: the two
+/// limits of one cpufreq policy ordered by [`written_later`], each taking one of the places its
+/// policy's limits held, so that nothing else moves. `writes[i]`: the address written and whether
+/// the write lowers its value, or `None` for an item that is not such a write (it keeps its place).
+pub fn passing_order(writes: &[Option<(&ParamAddress, bool)>]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..writes.len()).collect();
+    let mut policies: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (i, write) in writes.iter().enumerate() {
+        if let Some((address, _)) = write {
+            if let Target::Cpufreq { policy } = &address.target {
+                if is_limit(&address.name) {
+                    policies.entry(policy).or_default().push(i);
+                }
+            }
+        }
+    }
+    for places in policies.values() {
+        let mut limits = places.clone();
+        limits.sort_by_key(|&i| writes[i].is_some_and(|(a, lowering)| written_later(a, lowering)));
+        for (&place, i) in places.iter().zip(limits) {
+            order[place] = i;
+        }
+    }
+    order
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    };
+
     use super::*;
 
     fn policy(root: &Path, n: u32, min: u64, max: u64, cur_max: u64) -> PathBuf {
@@ -421,6 +542,177 @@ mod tests {
         )
         .unwrap();
         assert_eq!(boxed.read().unwrap(), Value::Int(2_000_000));
+    }
+
+    /// A reader of `shown`, standing for what a limit shows (the kernel's `policy->max`) apart from
+    /// the attribute file KPO writes (its frequency QoS request): it counts the reads it has
+    /// finished.
+    fn shown_reader(
+        shown: &Path,
+        reads: &Arc<AtomicUsize>,
+    ) -> impl FnMut() -> Result<Value, ActuateError> {
+        let (shown, reads) = (shown.to_path_buf(), Arc::clone(reads));
+        move || {
+            let v = read_attr("test", &shown);
+            reads.fetch_add(1, Ordering::SeqCst);
+            v
+        }
+    }
+
+    /// The kernel's work item updating what a limit shows: all at once, as a read never sees a
+    /// file half written.
+    fn kernel_shows(shown: &Path, khz: i64) {
+        let tmp = shown.with_extension("next");
+        std::fs::write(&tmp, format!("{khz}\n")).unwrap();
+        std::fs::rename(&tmp, shown).unwrap();
+    }
+
+    fn read_khz(path: &Path) -> Option<i64> {
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    }
+
+    /// The kernel applies a limit after the write returns: a read-back that still shows the value
+    /// before is read again until it shows the new one. The "kernel" (a thread) waits until the
+    /// write has landed in the request and the first read-back has seen the old value, then
+    /// updates what the limit shows; only the actuator's bounded wait is timed.
+    #[test]
+    fn a_limit_the_kernel_shows_after_the_write_returns_is_taken() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = full_policy(tmp.path(), 0);
+        let request = p.join("scaling_max_freq");
+        let shown = p.join("shown_max_freq");
+        kernel_shows(&shown, 3_000_000);
+        let max = act("cpufreq:policy0:scaling_max_freq", tmp.path()).unwrap();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let kernel = {
+            let (request, shown, reads) = (request.clone(), shown.clone(), Arc::clone(&reads));
+            std::thread::spawn(move || {
+                let give_up = Instant::now() + Duration::from_secs(30);
+                // The value before, then the first read-back: both saw 3000000.
+                while !(read_khz(&request) == Some(2_000_000) && reads.load(Ordering::SeqCst) >= 2)
+                {
+                    assert!(Instant::now() < give_up, "the write never landed");
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                kernel_shows(&shown, 2_000_000);
+            })
+        };
+        let back = max.write_verify_reading(&Value::Int(2_000_000), shown_reader(&shown, &reads));
+        kernel.join().unwrap();
+        assert_eq!(back.unwrap(), Value::Int(2_000_000));
+        assert!(reads.load(Ordering::SeqCst) >= 3, "read again");
+    }
+
+    /// A limit that still shows the value before after the wait is a mismatch, saying so; one that
+    /// shows another value (a driver's rounding to its table) is taken at once, as is the value
+    /// written; and an unchanged limit reads back as written at once.
+    #[test]
+    fn a_limit_that_never_moves_is_a_mismatch_and_any_other_read_back_is_taken_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = full_policy(tmp.path(), 0);
+        let shown = p.join("shown_max_freq");
+        let max = act("cpufreq:policy0:scaling_max_freq", tmp.path()).unwrap();
+
+        // Never moves (another limit holds it, or the work never ran).
+        kernel_shows(&shown, 3_000_000);
+        let reads = Arc::new(AtomicUsize::new(0));
+        let t = Instant::now();
+        let err = max
+            .write_verify_reading(&Value::Int(2_000_000), shown_reader(&shown, &reads))
+            .unwrap_err();
+        assert!(t.elapsed() >= LIMIT_SETTLE_WAIT);
+        match &err {
+            ActuateError::Mismatch {
+                wrote, read, why, ..
+            } => {
+                assert_eq!((wrote.as_str(), read.as_str()), ("2000000", "3000000"));
+                assert!(why.contains("still showed the value before"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(reads.load(Ordering::SeqCst) > 3, "read again while waiting");
+
+        // Each of these is judged on its first read-back: the value before, then one read.
+        for (shows_after, wrote, ok) in [
+            (1_995_000, 2_000_000, false), // rounded to the driver's table
+            (2_000_000, 2_000_000, true),  // as written
+            (3_000_000, 3_000_000, true),  // written what it had
+        ] {
+            kernel_shows(&shown, 3_000_000);
+            let reads = Arc::new(AtomicUsize::new(0));
+            let mut read = shown_reader(&shown, &reads);
+            let mut calls = 0;
+            let result = max.write_verify_reading(&Value::Int(wrote), || {
+                calls += 1;
+                if calls == 2 {
+                    kernel_shows(&shown, shows_after);
+                }
+                read()
+            });
+            assert_eq!(reads.load(Ordering::SeqCst), 2, "{shows_after}");
+            match (result, ok) {
+                (Ok(v), true) => assert_eq!(v, Value::Int(wrote)),
+                (Err(ActuateError::Mismatch { read, why, .. }), false) => {
+                    assert_eq!(read, shows_after.to_string());
+                    assert_eq!(why, super::super::NOT_TAKEN);
+                }
+                (other, _) => panic!("{shows_after}: {other:?}"),
+            }
+        }
+
+        // The governor is set within the write: its read-back is taken at once, without a
+        // value before.
+        let gov = act("cpufreq:policy0:scaling_governor", tmp.path()).unwrap();
+        let shown_gov = p.join("shown_governor");
+        std::fs::write(&shown_gov, "schedutil\n").unwrap();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let err = gov
+            .write_verify_reading(
+                &Value::Word("powersave".into()),
+                shown_reader(&shown_gov, &reads),
+            )
+            .unwrap_err();
+        assert!(matches!(err, ActuateError::Mismatch { .. }), "{err}");
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+    }
+
+    /// Each policy's two limits in an order each write passes, in the places they held; the
+    /// rest stays where it was.
+    #[test]
+    fn passing_order_orders_each_policys_limits_in_their_places() {
+        let a = |s: &str| s.parse::<ParamAddress>().unwrap();
+        let (min0, max0) = (
+            a("cpufreq:policy0:scaling_min_freq"),
+            a("cpufreq:policy0:scaling_max_freq"),
+        );
+        let (min1, max1) = (
+            a("cpufreq:policy1:scaling_min_freq"),
+            a("cpufreq:policy1:scaling_max_freq"),
+        );
+        let gov = a("cpufreq:policy0:scaling_governor");
+        let rx = a("ethtool:eth0:rx-usecs");
+        // Both policies going up, written min first: the max goes first in each.
+        let up = [
+            Some((&min0, false)),
+            Some((&rx, true)),
+            Some((&min1, false)),
+            None,
+            Some((&max0, false)),
+            Some((&gov, false)),
+            Some((&max1, false)),
+        ];
+        assert_eq!(passing_order(&up), [4, 1, 6, 3, 0, 5, 2]);
+        // Going down, min first already: nothing moves; nor with one limit of a policy.
+        let down = [
+            Some((&min0, true)),
+            Some((&max0, true)),
+            Some((&max1, false)),
+        ];
+        assert_eq!(passing_order(&down), [0, 1, 2]);
+        // Going down, max first: swapped.
+        let down = [Some((&max0, true)), Some((&min0, true))];
+        assert_eq!(passing_order(&down), [1, 0]);
+        assert!(passing_order(&[]).is_empty());
     }
 
     #[test]

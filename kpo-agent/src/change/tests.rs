@@ -680,6 +680,79 @@ fn writes_into_a_namespace_that_replaced_a_dead_one_inherit_nothing() {
     assert!(reconciled[0].detail.as_ref().unwrap().contains("went away"));
 }
 
+/// A change written and put back (the driver took another value) wrote the kernel twice: it
+/// counts towards the hourly limit and the cooldown as an applied one does.
+#[test]
+fn a_change_put_back_counts_towards_the_rate_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    k.0.lock()
+        .unwrap()
+        .clamp
+        .insert(SOMAX.into(), Value::Int(5000));
+    let policy =
+        "[guard]\nmax_changes_per_hour = 2\n[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n";
+    let (mut p, _) = path(dir.path(), policy, &k);
+    let mut rules = op(SOMAX, Value::Int(8192));
+    rules.source = Source::Rules;
+    for v in [8192, 9000] {
+        rules.value = Value::Int(v);
+        let r = p.propose(&rules).unwrap();
+        assert_ne!(r.status, ChangeStatus::Applied, "{r:?}");
+        assert!(r.journal_id.is_some(), "written: {r:?}");
+        assert_eq!(value(&k, SOMAX), Value::Int(4096), "put back");
+    }
+    rules.value = Value::Int(10000);
+    assert!(
+        matches!(
+            p.preview(&rules),
+            Decision::Refused(Refusal::RateLimited {
+                changes: 2,
+                limit: 2
+            })
+        ),
+        "{:?}",
+        p.preview(&rules)
+    );
+    let r = p.propose(&rules).unwrap();
+    assert!(
+        matches!(r.refusal, Some(Refusal::RateLimited { .. })),
+        "{r:?}"
+    );
+}
+
+/// `preview`, which an advisor asks before a change of several parameters, decides for a
+/// namespace that replaced a dead one as `propose` would: the dead one's cooldown and quarantine
+/// are not the new one's.
+#[test]
+fn preview_of_a_namespace_that_replaced_a_dead_one_inherits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    k.0.lock().unwrap().netns_cookie = Some(7);
+    let policy = "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\ncooldown = \"1h\"\n";
+    let (mut p, _) = path(dir.path(), policy, &k);
+    let mut rules = op(SOMAX, Value::Int(8192));
+    rules.source = Source::Rules;
+    assert_eq!(p.propose(&rules).unwrap().status, ChangeStatus::Applied);
+    let addr: ParamAddress = SOMAX.parse().unwrap();
+    p.journal
+        .quarantine(&addr, &Value::Int(16384), Duration::from_secs(3600), "test")
+        .unwrap();
+    let mut again = rules.clone();
+    again.value = Value::Int(16384);
+    assert!(
+        matches!(p.preview(&again), Decision::Refused(_)),
+        "the same namespace: quarantined, and in its cooldown"
+    );
+    {
+        let mut kk = k.0.lock().unwrap();
+        kk.netns_cookie = Some(8);
+        kk.values.insert(SOMAX.into(), Value::Int(1024));
+    }
+    assert_eq!(p.preview(&again), Decision::Apply);
+    assert_eq!(p.propose(&again).unwrap().status, ChangeStatus::Applied);
+}
+
 /// A revert whose write reads back wrong is put back, and the journal still holds the change it
 /// meant to undo: the agent's reverts (the guard's, the optimizer's) must not take it as done.
 #[test]

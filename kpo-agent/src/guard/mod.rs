@@ -353,6 +353,9 @@ impl Guard {
         now_ms: u64,
         in_place: impl Fn(u64, &ParamAddress, &Value) -> bool,
     ) -> Result<Resumed, crate::journal::JournalError> {
+        // Kept there from now on even when the file cannot be read: the watches of this run
+        // must still outlive a restart.
+        self.file.lock().expect("guard file").dir = Some(dir.to_path_buf());
         let loaded = crate::journal::store::load_records::<Watch>(dir, WATCHES_FILE)?;
         let mut resumed = Resumed {
             warnings: loaded.warnings,
@@ -373,7 +376,6 @@ impl Guard {
                 self.watches.push(w);
             }
         }
-        self.file.lock().expect("guard file").dir = Some(dir.to_path_buf());
         self.save();
         Ok(resumed)
     }
@@ -788,6 +790,28 @@ mod tests {
         assert_eq!(guard.watching(), 1);
         guard.forget(&somaxconn());
         assert_eq!(guard.watching(), 0);
+    }
+
+    /// A watch file that cannot be read at start costs the previous run's watches only: this
+    /// run's are written there once it can be.
+    #[test]
+    fn an_unreadable_watch_file_does_not_stop_this_runs_watches_being_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(WATCHES_FILE);
+        // A directory where the file should be: reading it fails (as EIO would), and so does
+        // writing over it until it is gone.
+        std::fs::create_dir(&file).unwrap();
+        let mut guard = Guard::new(GuardConfig::default());
+        let now = crate::journal::now_ms();
+        assert!(guard.resume(dir.path(), now, |_, _, _| true).is_err());
+        let before = health(&[(HealthSignal::RequestP99, 800.0)]);
+        watch(&mut guard, 7, Value::Int(4096), before.clone());
+        assert!(file.is_dir(), "the write failed, and nothing was removed");
+        std::fs::remove_dir(&file).unwrap();
+        watch(&mut guard, 8, Value::Int(8192), before);
+        let mut again = Guard::new(GuardConfig::default());
+        let resumed = again.resume(dir.path(), now, |_, _, _| true).unwrap();
+        assert_eq!(resumed.watching, vec![(8, somaxconn().to_string())]);
     }
 
     /// Watches kept in a state directory come back after a restart with their baseline, signals

@@ -309,6 +309,12 @@ pub struct ParamState {
     pub applied: Vec<(u64, u64)>,
     /// Applied changes moved to the archive ([`Record::Archived`]), not in `applied`.
     pub archived_changes: usize,
+    /// Changes written and put back (a wrong read-back: the driver rounded the value, or took
+    /// another), (id, time), oldest first. Each wrote the kernel twice, so they count towards the
+    /// cooldown and the hourly limit as applied ones do: a driver that rounds every value must
+    /// not make those limits let through every proposal.
+    #[serde(skip)]
+    pub put_back: Vec<(u64, u64)>,
     /// The last value KPO applied and read back (or that a write whose put-back failed left).
     pub last_applied: Option<Value>,
     /// The change whose value the kernel has from KPO: set by an applied change (or one whose
@@ -354,6 +360,7 @@ impl ParamState {
         // Nor its rate limit: the dead namespace's changes are not the new one's.
         self.applied.clear();
         self.archived_changes = 0;
+        self.put_back.clear();
         self.original = None;
         self.original_id = None;
         self.last_applied = None;
@@ -615,6 +622,9 @@ impl Folded {
                             let put_back = read_back.as_ref() == Some(&i.before);
                             if matches!(i.kind, IntentKind::Revert { .. }) && !put_back {
                                 p.holding = None;
+                            }
+                            if i.kind == IntentKind::Change {
+                                p.put_back.push((*id, *ts_ms));
                             }
                         }
                         Outcome::Failed { left: None, .. } => {}
@@ -1001,15 +1011,13 @@ impl Journal {
         ctx.paused = self.st.paused.is_some();
         if let Some(p) = self.st.params.get(&target_key(address)) {
             ctx.yielded = p.yielded.is_some();
-            ctx.last_change = p.applied.last().map(|(_, ts)| to_time(*ts));
+            let writes = || p.applied.iter().chain(&p.put_back);
+            ctx.last_change = writes().map(|(_, ts)| to_time(*ts)).max();
             let hour_ago = now
                 .checked_sub(Duration::from_secs(3600))
                 .unwrap_or(UNIX_EPOCH);
-            ctx.changes_last_hour = p
-                .applied
-                .iter()
-                .filter(|(_, ts)| to_time(*ts) > hour_ago)
-                .count() as u32;
+            ctx.changes_last_hour =
+                writes().filter(|(_, ts)| to_time(*ts) > hour_ago).count() as u32;
             ctx.quarantined_until = p
                 .quarantine
                 .iter()

@@ -140,7 +140,7 @@ fn resume_guard(path: &ChangePath) -> Guard {
         }
         Err(e) => warn!(
             "guard: the watches of the previous run cannot be read ({e}); changes made just \
-             before the restart are not judged"
+             before the restart are not judged (this run's watches are still written there)"
         ),
     }
     guard
@@ -373,7 +373,7 @@ impl Deciding {
         // rollback, a yield) has nothing left to judge.
         self.guard.retain_in_place(in_place(&self.path.journal));
         let verdicts = self.guard.observe(window);
-        for verdict in verdicts {
+        for verdict in self.in_passing_order(verdicts) {
             if let Verdict::Revert {
                 change_id,
                 address,
@@ -440,6 +440,49 @@ impl Deciding {
         events.extend(self.take_events());
         events.extend(self.optimize(window));
         events
+    }
+
+    /// A window's verdicts with the reverts of one cpufreq policy's two limits in an order each
+    /// write passes ([`crate::actuate::cpufreq::passing_order`]: going up the max first, going
+    /// down the min first), as the optimizer's trials and `restore_originals` write them. The
+    /// guard gives its verdicts in the order the changes were watched: after a trial that lowered
+    /// both limits (the min first), the min going back up first would be above the max still
+    /// low, which the kernel clamps (or refuses), so the min would stay at the trial's value.
+    /// Every other verdict keeps its place. The direction is from the kernel's value now to the
+    /// value before the change, which the revert writes.
+    fn in_passing_order(&self, verdicts: Vec<Verdict>) -> Vec<Verdict> {
+        let writes: Vec<Option<(ParamAddress, bool)>> = verdicts
+            .iter()
+            .map(|verdict| {
+                let Verdict::Revert {
+                    change_id,
+                    address,
+                    value,
+                    ..
+                } = verdict
+                else {
+                    return None;
+                };
+                let address = address
+                    .parse::<ParamAddress>()
+                    .ok()
+                    .filter(|a| a.kind() == ParamKind::Cpufreq)
+                    .filter(|a| crate::actuate::cpufreq::is_limit(&a.name))?;
+                let to = self.path.journal.intent(*change_id)?.before.as_int()?;
+                let now = self.path.read(&address).ok().and_then(|v| v.as_int());
+                let lowering = to < now.or(value.as_int())?;
+                Some((address, lowering))
+            })
+            .collect();
+        let writes: Vec<Option<(&ParamAddress, bool)>> = writes
+            .iter()
+            .map(|w| w.as_ref().map(|(a, lowering)| (a, *lowering)))
+            .collect();
+        let mut verdicts: Vec<Option<Verdict>> = verdicts.into_iter().map(Some).collect();
+        crate::actuate::cpufreq::passing_order(&writes)
+            .into_iter()
+            .filter_map(|i| verdicts[i].take())
+            .collect()
     }
 
     /// The optimizer's trial: its changes go through the change path as source `optimizer`,

@@ -1506,6 +1506,102 @@ on_exit = "revert"
     }
 }
 
+/// The guard reverts a cpufreq policy's two limits in an order each write passes: after both
+/// were lowered (the min first, as they must be) and the window regresses, the guard's verdicts
+/// come min first, but the max goes back up first, then the min (the min first would be above the
+/// max still low, which the kernel clamps, or refuses). The journal shows both reverts done, as
+/// source `guard`; neither change is watched any more, and the values are quarantined.
+#[test]
+fn the_guard_reverts_a_cpufreq_policys_limits_in_an_order_each_write_passes() {
+    const MIN_FREQ: &str = "cpufreq:policy0:scaling_min_freq";
+    let policy = r#"
+[guard]
+signals = ["request_p99"]
+max_changes_per_hour = 1000
+
+[params."cpufreq:*:*"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["operator"]
+"#;
+    let mut rig = Rig::new(policy, true, "");
+    let dir = rig.max_freq_file.parent().unwrap().to_path_buf();
+    let read = |f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .unwrap()
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    std::fs::write(dir.join("scaling_min_freq"), "2000000\n").unwrap();
+    // The baseline window: p99 152 µs at 3000 MHz.
+    rig.window();
+    for (address, khz) in [(MIN_FREQ, 1_200_000), (MAX_FREQ, 1_200_000)] {
+        let reply = rig.operator_applies(address, khz);
+        assert!(matches!(reply, crate::api::Reply::Ok(_)), "{reply:?}");
+    }
+    assert_eq!(
+        (read("scaling_max_freq"), read("scaling_min_freq")),
+        (1_200_000, 1_200_000)
+    );
+    let changes: Vec<u64> = rig.intents().iter().map(|i| i.id).collect();
+    assert_eq!(rig.deciding.guard_watching(), 2);
+    // 260 µs at 1200 MHz: both regress in the same window.
+    let events = rig.until(4, |events| guard_reverts(events) > 0);
+    assert_eq!(guard_reverts(&events), 2);
+    assert_eq!(
+        (read("scaling_max_freq"), read("scaling_min_freq")),
+        (3_000_000, 2_000_000)
+    );
+    let reverts: Vec<_> = rig
+        .intents()
+        .into_iter()
+        .filter(|i| matches!(i.kind, IntentKind::Revert { .. }))
+        .collect();
+    let order: Vec<(String, IntentKind)> = reverts
+        .iter()
+        .map(|i| (i.address.to_string(), i.kind.clone()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (
+                MAX_FREQ.to_string(),
+                IntentKind::Revert {
+                    of: Some(changes[1])
+                }
+            ),
+            (
+                MIN_FREQ.to_string(),
+                IntentKind::Revert {
+                    of: Some(changes[0])
+                }
+            ),
+        ]
+    );
+    for revert in &reverts {
+        assert_eq!(revert.source, Source::Guard);
+        assert!(
+            matches!(
+                rig.journal().outcome(revert.id),
+                Some(Outcome::Reverted { .. })
+            ),
+            "revert #{} done",
+            revert.id
+        );
+    }
+    assert_eq!(rig.deciding.guard_watching(), 0);
+    let quarantined = rig
+        .journal()
+        .records()
+        .iter()
+        .filter(|r| matches!(r, Record::Quarantine { .. }))
+        .count();
+    assert_eq!(quarantined, 2);
+    rig.assert_schema();
+}
+
 /// A value that adaptive moderation was turned off for, yielded to a person and handed back by
 /// `kpo resume` with their value in it: `on_exit` does not turn adaptive moderation back on (the
 /// NIC would move their value).
@@ -2265,4 +2361,61 @@ guard_signals = ["listen_overflows", "request_p99"]
             assert_eq!(somaxconn(), Value::Int(128));
         }
     }
+}
+
+/// With both of a policy's limits as knobs, the search never tries a configuration with the min
+/// above the max: nothing is written and undone for it, and nothing fails.
+#[test]
+fn the_search_leaves_out_a_min_above_the_max() {
+    let policy = r#"
+[guard]
+max_changes_per_hour = 1000
+
+[params."cpufreq:policy0:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["optimizer"]
+
+[params."cpufreq:policy0:scaling_min_freq"]
+mode = "auto"
+min = 1200000
+max = 2400000
+sources = ["optimizer"]
+"#;
+    let mut rig = Rig::new(policy, true, "budget = 12");
+    let min_file = rig.max_freq_file.with_file_name("scaling_min_freq");
+    let read = |f: &Path| -> i64 { std::fs::read_to_string(f).unwrap().trim().parse().unwrap() };
+    for _ in 0..15 {
+        rig.window();
+        assert!(read(&min_file) <= rig.max_freq());
+    }
+    let tried: Vec<&LiveEvent> = rig
+        .live
+        .iter()
+        .filter(|e| matches!(e, LiveEvent::Applied { .. }))
+        .collect();
+    assert!(tried.len() >= 5, "{:?}", rig.live);
+    assert!(
+        !rig.saw(|e| matches!(e, LiveEvent::ApplyFailed { .. } | LiveEvent::Refused { .. })),
+        "{:?}",
+        rig.live
+    );
+    for e in tried {
+        let LiveEvent::Applied { config, .. } = e else {
+            unreachable!()
+        };
+        assert!(
+            config[1] <= config[0],
+            "min {} above max {}",
+            config[1],
+            config[0]
+        );
+    }
+    let undone = rig
+        .intents()
+        .iter()
+        .filter(|i| i.reason.contains("undoing"))
+        .count();
+    assert_eq!(undone, 0);
 }

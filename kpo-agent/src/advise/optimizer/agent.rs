@@ -1136,9 +1136,10 @@ impl PathKnobs<'_> {
     }
 }
 
-/// The knobs that move from `from` to `to`, in an order the kernel accepts one write at a time:
-/// a cpufreq policy refuses a `scaling_max_freq` below its `scaling_min_freq` (and the reverse),
-/// so a pair shifted down writes the min first and a pair shifted up the max first. (Narrowed or
+/// The knobs that move from `from` to `to`, in an order each write passes: KPO's cpufreq
+/// actuator refuses a `scaling_max_freq` below its `scaling_min_freq` (and the reverse; older
+/// kernels return EINVAL, newer ones clamp the min to the max), so a pair shifted down writes the
+/// min first and a pair shifted up the max first. (Narrowed or
 /// widened, any order passes.) A knob's members share one attribute.
 fn write_order(knobs: &[Knob], from: &[f64], to: &[f64]) -> Vec<usize> {
     let mut moving: Vec<usize> = (0..to.len()).filter(|&i| from[i] != to[i]).collect();
@@ -1333,8 +1334,8 @@ mod tests {
         policy::{Proposal, Source},
     };
 
-    /// A cpufreq policy's limits shifted down or up together are written in an order the kernel
-    /// (and the actuator, which checks as the kernel does) accepts one write at a time: the min
+    /// A cpufreq policy's limits shifted down or up together are written in an order the
+    /// actuator (which refuses a max below the min) accepts one write at a time: the min
     /// first going down, the max first going up. The other order is refused at its first write.
     #[test]
     fn cpufreq_limits_are_written_in_an_order_each_write_passes() {
