@@ -24,8 +24,18 @@ use std::{
 };
 
 use super::{entry_of, now_ms, store, Boot, Entry, Folded, Journal, Outcome, Record};
+use crate::policy::Source;
 
 pub const ARCHIVE_FILE: &str = "journal.archive.log";
+
+/// The sources whose runs of changes ([`Journal::first_of_run`]) archiving keeps and checks.
+const RUN_SOURCES: [Source; 5] = [
+    Source::Rules,
+    Source::Llm,
+    Source::Optimizer,
+    Source::Operator,
+    Source::Guard,
+];
 
 /// A journal larger than this at open is archived. At about 400 bytes a change, 8 MiB is some
 /// 20,000 changes: read and folded in well under a second and a few tens of MiB in memory, yet
@@ -244,7 +254,8 @@ impl<'a> Selection<'a> {
     }
 
     /// The old records the state needs, by index: each key's original, holder, latest applied
-    /// change (cooldowns), what set its last applied value, its latest intent (address, boot,
+    /// change and latest change put back (cooldowns), the first change of each source's current
+    /// run and what ended the one before ([`Journal::first_of_run`]), what set its last applied value, its latest intent (address, boot,
     /// cookie) and switch intents (`made_way_for`), its first and latest yield, latest hand-back
     /// and end of namespace, the quarantines in force; the latest pause and resume; the change
     /// with the highest id (ids are never handed out again); every record of `kept_whole`'s keys.
@@ -255,9 +266,31 @@ impl<'a> Selection<'a> {
             units.extend(p.original_id);
             units.extend(p.holding);
             units.extend(p.applied.last().map(|(id, _)| *id));
+            // A change put back counts towards the cooldown too, which may exceed a day.
+            units.extend(p.put_back.last().map(|(id, _)| *id));
         }
         units.extend(self.units.keys().next_back());
         let mut out = BTreeSet::new();
+        // Each source's current run of changes per key ([`Journal::first_of_run`]): its first
+        // change, and the record that ended what came before it. That is enough for the same
+        // answer: every other change of the key after the breaker took effect is of the run (it
+        // would have broken it otherwise), so the records kept between the two and after the
+        // first neither start nor break a run; and a run may last as long as the boot (the
+        // optimizer's trials), so keeping all of it would keep the key's history live for good.
+        for source in RUN_SOURCES {
+            for run in st.runs(source, None).into_values() {
+                for at in std::iter::once(run.first).chain(run.broken) {
+                    match st.records[at].id() {
+                        Some(id) => {
+                            units.insert(id);
+                        }
+                        None => {
+                            out.insert(at);
+                        }
+                    }
+                }
+            }
+        }
         // The latest record of each (key, what) slot.
         let mut latest: BTreeMap<(String, String), usize> = BTreeMap::new();
         let mut first_yield: BTreeMap<&str, usize> = BTreeMap::new();
@@ -416,8 +449,9 @@ fn key_of<'a>(st: &'a Folded, r: &'a Record) -> Option<&'a str> {
 /// Where the state folded from `b` differs from `a`'s at `now`, on what the agent and the
 /// commands use: per key (`KEY: field`) its address, original, last applied value, holder, yield,
 /// quarantines in force, boot, cookie, latest intent's time, number of applied changes, latest
-/// applied change and those since `since`, switches it was turned off for; the pause, the next id,
-/// the interrupted changes (with what reconciliation reads of them).
+/// applied change and those since `since`, the same of changes put back, switches it was turned
+/// off for, each source's current run of changes ([`Journal::first_of_run`]); the pause, the next
+/// id, the interrupted changes (with what reconciliation reads of them).
 pub(crate) fn differences(a: &Folded, b: &Folded, now: u64, since: u64) -> Vec<String> {
     let mut out = Vec::new();
     let (fa, fb) = (fields(a, now, since), fields(b, now, since));
@@ -459,6 +493,17 @@ pub(crate) fn differences(a: &Folded, b: &Folded, now: u64, since: u64) -> Vec<S
 
 /// Each key's fields that [`differences`] compares, as text.
 fn fields(f: &Folded, now: u64, since: u64) -> BTreeMap<String, Vec<(&'static str, String)>> {
+    // Each source's current run per key ([`Journal::first_of_run`]): its first change and the
+    // value before it.
+    let mut runs: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for source in RUN_SOURCES {
+        for (key, run) in f.runs(source, None) {
+            if let Record::Intent(i) = &f.records[run.first] {
+                let run = format!("{}: #{} from {:?}", source.as_str(), i.id, i.before);
+                runs.entry(key).or_default().push(run);
+            }
+        }
+    }
     let mut switches: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for i in f.intents.values() {
         if let Some(m) = &i.made_way_for {
@@ -476,6 +521,8 @@ fn fields(f: &Folded, now: u64, since: u64) -> BTreeMap<String, Vec<(&'static st
                 .collect();
             quarantine.sort();
             let recent: Vec<_> = p.applied.iter().filter(|(_, ts)| *ts >= since).collect();
+            let recent_put_back: Vec<_> =
+                p.put_back.iter().filter(|(_, ts)| *ts >= since).collect();
             let switches = p.last_applied.as_ref().and(switches.get(key.as_str()));
             let v = vec![
                 ("address", format!("{:?}", p.address)),
@@ -500,6 +547,9 @@ fn fields(f: &Folded, now: u64, since: u64) -> BTreeMap<String, Vec<(&'static st
                 ("latest change", format!("{:?}", p.applied.last())),
                 ("recent changes", format!("{recent:?}")),
                 ("switches", format!("{switches:?}")),
+                ("latest put back", format!("{:?}", p.put_back.last())),
+                ("recent put backs", format!("{recent_put_back:?}")),
+                ("runs", format!("{:?}", runs.get(key.as_str()))),
             ];
             (key.clone(), v)
         })

@@ -54,12 +54,16 @@ fn open(dir: &Path, options: Options) -> Journal {
 }
 
 fn change(j: &mut Journal, a: &str, before: i64, after: i64) -> u64 {
+    change_by(j, a, before, after, Source::Rules)
+}
+
+fn change_by(j: &mut Journal, a: &str, before: i64, after: i64, source: Source) -> u64 {
     let id = j
         .record_intent(
             &addr(a),
             &Value::Int(before),
             &Value::Int(after),
-            Source::Rules,
+            source,
             "test",
             IntentKind::Change,
         )
@@ -490,4 +494,101 @@ fn a_small_or_recent_journal_is_left_alone() {
         journal
     );
     assert!(!dir.path().join(ARCHIVE_FILE).exists());
+}
+
+/// The optimizer's run of changes (agent.rs reads where it started, and the value before it, at
+/// the agent's start) is the same after archiving: rules 1000→2000, then the optimizer
+/// 2000→3000→4000→5000 more than a day ago.
+#[test]
+fn the_optimizers_run_and_where_it_started_stay() {
+    let dir = private_tempdir();
+    let run_start;
+    {
+        let mut j = open(dir.path(), never());
+        change_by(&mut j, B, 1000, 2000, Source::Rules);
+        run_start = change_by(&mut j, B, 2000, 3000, Source::Optimizer);
+        change_by(&mut j, B, 3000, 4000, Source::Optimizer);
+        change_by(&mut j, B, 4000, 5000, Source::Optimizer);
+    }
+    let whole_dir = copy_dir(dir.path());
+    let whole = open(whole_dir.path(), never());
+    let first = |j: &Journal| {
+        j.first_of_run(&addr(B), Source::Optimizer)
+            .map(|i| (i.id, i.before.clone()))
+    };
+    assert_eq!(first(&whole), Some((run_start, Value::Int(2000))));
+    let j = open(dir.path(), archiving(2));
+    assert!(j.warnings().is_empty(), "{:?}", j.warnings());
+    assert!(size(dir.path(), ARCHIVE_FILE) > 0, "nothing archived");
+    assert_eq!(first(&j), first(&whole));
+    drop(j);
+    assert_eq!(first(&open(dir.path(), never())), first(&whole));
+}
+
+/// A change written and put back (a wrong read-back) counts towards the cooldown, which may be
+/// longer than a day: the latest one stays live, whatever its age.
+#[test]
+fn the_latest_change_put_back_stays_for_the_cooldown() {
+    let dir = private_tempdir();
+    {
+        let mut j = open(dir.path(), never());
+        change(&mut j, B, 1000, 2000);
+        std::thread::sleep(Duration::from_millis(5));
+        let id = j
+            .record_intent(
+                &addr(B),
+                &Value::Int(2000),
+                &Value::Int(2001),
+                Source::Rules,
+                "test",
+                IntentKind::Change,
+            )
+            .unwrap();
+        j.record_read_back(id, &Value::Int(2004)).unwrap();
+        j.record_outcome(
+            id,
+            Outcome::Reverted {
+                why: "read back 2004".into(),
+                read_back: Some(Value::Int(2000)),
+            },
+        )
+        .unwrap();
+        // A revert of the first whose write read back wrong too and was put back: the latest
+        // record of B's that took effect, yet no change.
+        let revert = j
+            .record_intent(
+                &addr(B),
+                &Value::Int(2000),
+                &Value::Int(1000),
+                Source::Operator,
+                "test",
+                IntentKind::Revert { of: Some(id - 1) },
+            )
+            .unwrap();
+        j.record_outcome(
+            revert,
+            Outcome::Reverted {
+                why: "read back 1004".into(),
+                read_back: Some(Value::Int(2000)),
+            },
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        for v in 0..5 {
+            change(&mut j, A, 4096 + v, 4097 + v);
+        }
+    }
+    let whole_dir = copy_dir(dir.path());
+    let whole = open(whole_dir.path(), never());
+    let j = open(dir.path(), archiving(2));
+    assert!(j.warnings().is_empty(), "{:?}", j.warnings());
+    assert!(size(dir.path(), ARCHIVE_FILE) > 0, "nothing archived");
+    let later = std::time::SystemTime::now() + Duration::from_secs(2 * 24 * 3600);
+    let last_change = |j: &Journal| j.context(&addr(B), &Value::Int(2001), later).last_change;
+    assert!(last_change(&whole).is_some());
+    assert_eq!(last_change(&j), last_change(&whole));
+    assert_eq!(
+        j.param_state(&addr(B)).unwrap().put_back,
+        whole.param_state(&addr(B)).unwrap().put_back
+    );
 }

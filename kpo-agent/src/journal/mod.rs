@@ -456,6 +456,15 @@ pub(crate) struct Folded {
     archive_len: u64,
 }
 
+/// A run of one source's changes at one key ([`Folded::runs`]): indices in `records`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Run {
+    /// The run's first intent.
+    pub first: usize,
+    /// The latest record before it that broke an earlier run, if any.
+    pub broken: Option<usize>,
+}
+
 /// The journal, open and locked.
 pub struct Journal {
     dir: PathBuf,
@@ -517,6 +526,66 @@ impl Folded {
                 Some((_, Outcome::Failed { left: Some(_), .. })) => true,
                 _ => false,
             })
+    }
+
+    /// Whether intent `i` was made before the machine last rebooted ([`Journal::before_this_boot`]).
+    fn before_this_boot(&self, i: &Intent) -> bool {
+        match (&i.boot, &self.boot) {
+            (Some(then), Some(now)) => then != now,
+            (None, _) => self.boot_started_ms.is_some_and(|s| i.ts_ms < s),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Per key (or only `only`), the current unbroken run of `source`'s changes in this boot
+    /// ([`Journal::first_of_run`]): where its first intent is in `records`, and where the record
+    /// that ended what came before it is (another source's change that took effect, one of an
+    /// earlier boot, a yield, a hand-back, a namespace gone), if any. One pass over the records.
+    pub(crate) fn runs(&self, source: Source, only: Option<&str>) -> BTreeMap<&str, Run> {
+        let took_effect = |i: &Intent| {
+            matches!(
+                self.outcomes.get(&i.id),
+                Some((
+                    _,
+                    Outcome::Applied { .. } | Outcome::Failed { left: Some(_), .. }
+                ))
+            )
+        };
+        // Per key: the run's first record, and the latest record that broke a run.
+        let mut at: BTreeMap<&str, (Option<usize>, Option<usize>)> = BTreeMap::new();
+        for (index, record) in self.records.iter().enumerate() {
+            let (key, extends) = match record {
+                Record::Intent(i) if took_effect(i) => (
+                    i.key.as_str(),
+                    i.source == source && !self.before_this_boot(i),
+                ),
+                Record::Yield { key, .. }
+                | Record::Manage { key, .. }
+                | Record::Gone { key, .. } => (key.as_str(), false),
+                _ => continue,
+            };
+            if only.is_some_and(|k| k != key) {
+                continue;
+            }
+            let (first, broken) = at.entry(key).or_default();
+            if extends {
+                first.get_or_insert(index);
+            } else {
+                *first = None;
+                *broken = Some(index);
+            }
+        }
+        at.into_iter()
+            .filter_map(|(key, (first, broken))| {
+                Some((
+                    key,
+                    Run {
+                        first: first?,
+                        broken,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// Intents without an outcome: the process died between intent and outcome.
@@ -775,10 +844,25 @@ impl Journal {
     /// Whether intent `i` was made before the machine last rebooted: its boot id differs from
     /// this boot's, or, written before boot ids were recorded, it is older than this boot.
     pub fn before_this_boot(&self, i: &Intent) -> bool {
-        match (&i.boot, &self.st.boot) {
-            (Some(then), Some(now)) => then != now,
-            (None, _) => self.st.boot_started_ms.is_some_and(|s| i.ts_ms < s),
-            (Some(_), None) => false,
+        self.st.before_this_boot(i)
+    }
+
+    /// The first of `source`'s changes at `address`, in this boot, in the unbroken run of them
+    /// that the journal ends with: the first applied (or left-holding) change of `source` after
+    /// the last one of another source (or of an earlier boot) that took effect there, a yield, a
+    /// hand-back or the end of its namespace. `None` when the latest of those is not `source`'s.
+    /// The archive keeps every change of such a run live (and [`archive::differences`] checks
+    /// the answer), so this reads the live journal only.
+    pub fn first_of_run(&self, address: &ParamAddress, source: Source) -> Option<&Intent> {
+        let key = target_key(address);
+        let run = self
+            .st
+            .runs(source, Some(&key))
+            .get(key.as_str())
+            .copied()?;
+        match &self.st.records[run.first] {
+            Record::Intent(i) => Some(i),
+            _ => None,
         }
     }
 
@@ -791,6 +875,11 @@ impl Journal {
         &self.st.warnings
     }
 
+    /// The live journal's records, in order: not the archived ones. Whatever a caller derives
+    /// from them must come out the same after archiving: either [`archive::differences`] checks
+    /// it (the fold's state, [`Journal::first_of_run`], ...), or it only reads records appended
+    /// since the journal was opened (archiving happens at open only; the optimizer's window
+    /// mark), or it reads [`Intent::made_way_for`] (each switch intent is kept).
     pub fn records(&self) -> &[Record] {
         &self.st.records
     }
@@ -1037,6 +1126,10 @@ impl Journal {
         self.st.params.values()
     }
 
+    /// Change `id`'s intent, if it is in the live journal. An archived one is not: every change
+    /// the state names (original, holder, latest, interrupted, each run's first) stays live;
+    /// `kpo revert ID` reads the archive for the others ([`Journal::archived_intent`]); the guard's
+    /// lookups of the change it watches fall back on the watch's own values.
     pub fn intent(&self, id: u64) -> Option<&Intent> {
         self.st.intents.get(&id)
     }

@@ -417,7 +417,8 @@ impl Deciding {
                 if let Ok(addr) = address.parse::<ParamAddress>() {
                     let quarantine = self.path.policy.guard.quarantine;
                     // The value the change asked for, which an advisor would propose again (the
-                    // watch's may be what a first, failed revert left).
+                    // watch's may be what a first, failed revert left). A change archived since
+                    // it was watched (over a day old at a restart) falls back on the watch's.
                     let asked = self
                         .path
                         .journal
@@ -468,6 +469,7 @@ impl Deciding {
                     .ok()
                     .filter(|a| a.kind() == ParamKind::Cpufreq)
                     .filter(|a| crate::actuate::cpufreq::is_limit(&a.name))?;
+                // An archived change (watched over a day, across a restart) keeps its place.
                 let to = self.path.journal.intent(*change_id)?.before.as_int()?;
                 let now = self.path.read(&address).ok().and_then(|v| v.as_int());
                 let lowering = to < now.or(value.as_int())?;

@@ -35,7 +35,7 @@ use crate::{
     change::{ChangePath, ChangeStatus},
     energy::EnergySource,
     guard::Guard,
-    journal::{target_key, Intent, Outcome, Record},
+    journal::{target_key, Record},
     policy::{Bound, Decision, Mode, Proposal, Source},
     window::Window,
 };
@@ -644,37 +644,9 @@ fn first_of_the_loops_run(
     if holding.source != Source::Optimizer || journal.before_this_boot(holding) {
         return None;
     }
-    let key = target_key(address);
-    let took_effect = |i: &Intent| {
-        matches!(
-            journal.outcome(i.id),
-            Some(Outcome::Applied { .. } | Outcome::Failed { left: Some(_), .. })
-        )
-    };
-    let mut first: Option<&Intent> = None;
-    for record in journal.records() {
-        match record {
-            Record::Intent(i) if i.key == key && took_effect(i) => {
-                if i.source == Source::Optimizer && !journal.before_this_boot(i) {
-                    first.get_or_insert(i);
-                } else {
-                    first = None;
-                }
-            }
-            // A person's value, a hand-back, a namespace gone: what came before is not the
-            // value the loop's run started from.
-            Record::Yield { key: k, .. }
-            | Record::Manage { key: k, .. }
-            | Record::Gone { key: k, .. }
-                if *k == key =>
-            {
-                first = None
-            }
-            _ => {}
-        }
-    }
-    match first?.before {
-        Value::Int(v) => Some((first?.id, v)),
+    let first = journal.first_of_run(address, Source::Optimizer)?;
+    match first.before {
+        Value::Int(v) => Some((first.id, v)),
         _ => None,
     }
 }
