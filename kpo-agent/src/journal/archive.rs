@@ -603,9 +603,18 @@ fn ends_a_line(file: &mut File, at: u64) -> io::Result<bool> {
 }
 
 /// The start of the run of lines from `from` to the end whose records are all in `st`'s journal
-/// (a torn last line counts in: an append that was cut short).
+/// and not archived yet by its marker (a torn last line counts in: an append that was cut short).
+/// An unfinished pass appended only such records; a line of one the marker says is archived
+/// (kept live too: an original, a quarantine in force) is the operator's copy of the archive,
+/// perhaps its only one once the next pass drops that record from the journal.
 fn unfinished_from(file: &mut File, from: u64, st: &Folded) -> io::Result<u64> {
-    let live: BTreeSet<Vec<u8>> = st.records.iter().map(store::encode).collect();
+    let live: BTreeSet<Vec<u8>> = st
+        .records
+        .iter()
+        .enumerate()
+        .filter(|&(i, r)| !matches!(r, Record::Archived { .. }) && !st.is_archived(i))
+        .map(|(_, r)| store::encode(r))
+        .collect();
     file.seek(SeekFrom::Start(from))?;
     let mut reader = BufReader::new(file);
     let (mut at, mut run) = (from, from);

@@ -592,3 +592,59 @@ fn the_latest_change_put_back_stays_for_the_cooldown() {
         whole.param_state(&addr(B)).unwrap().put_back
     );
 }
+
+/// Every record of the journal and the archive, markers aside.
+fn every_record(dir: &Path) -> Vec<Record> {
+    let mut all = store::load_records::<Record>(dir, store::JOURNAL_FILE)
+        .unwrap()
+        .records;
+    all.extend(archived_records(dir));
+    all.retain(|r| !matches!(r, Record::Archived { .. }));
+    all
+}
+
+/// The operator rotated the archive, and later put the rotated file back after the new one (cat
+/// .1 >> archive): its lines are past the length the marker acknowledged, and some of them are
+/// also in the journal (kept there, and archived by the first pass). The next pass must not
+/// take them for what an unfinished pass appended: cut, then dropped from the journal once the
+/// quarantine expired, they would be nowhere.
+#[test]
+fn an_archive_put_back_after_rotation_is_not_cut() {
+    let dir = private_tempdir();
+    {
+        let mut j = open(dir.path(), never());
+        for v in 0..10 {
+            change(&mut j, B, 1000 + v, 1001 + v);
+        }
+        j.quarantine(
+            &addr(B),
+            &Value::Int(9000),
+            Duration::from_secs(3 * 24 * 3600),
+            "p99",
+        )
+        .unwrap();
+        j.set_paused(true, "op").unwrap();
+    }
+    drop(open(dir.path(), archiving(2)));
+    let archive = dir.path().join(ARCHIVE_FILE);
+    let rotated = dir.path().join("rotated");
+    std::fs::rename(&archive, &rotated).unwrap();
+    {
+        let mut j = open(dir.path(), never());
+        change(&mut j, B, 1010, 1011);
+    }
+    drop(open(dir.path(), archiving(2)));
+    let mut bytes = std::fs::read(&archive).unwrap();
+    bytes.extend(std::fs::read(&rotated).unwrap());
+    std::fs::write(&archive, &bytes).unwrap();
+    let before = every_record(dir.path());
+    // Past the quarantine: no longer needed in the journal.
+    drop(open(dir.path(), archiving(5)));
+    let after = every_record(dir.path());
+    let lost: Vec<&Record> = before.iter().filter(|r| !after.contains(r)).collect();
+    assert!(lost.is_empty(), "lost: {lost:#?}");
+    assert!(
+        std::fs::metadata(&archive).unwrap().len() >= bytes.len() as u64,
+        "the archive was cut"
+    );
+}
