@@ -56,6 +56,10 @@ pub struct Options {
     pub keep_recent: Duration,
     /// The time archiving judges by (`None`: now).
     pub now_ms: Option<u64>,
+    /// A pass is skipped when that time is further than this past the journal's newest record:
+    /// a clock set wrong at boot (a bad RTC, NTP not synced yet) would otherwise judge
+    /// quarantines still in force over and drop them.
+    pub max_ahead: Duration,
     /// Test hook: stop after the archive is appended, as a crash before the rewrite would.
     #[cfg(test)]
     pub crash_before_rewrite: bool,
@@ -70,6 +74,7 @@ impl Default for Options {
             threshold: ARCHIVE_THRESHOLD,
             keep_recent: KEEP_RECENT,
             now_ms: None,
+            max_ahead: KEEP_RECENT,
             #[cfg(test)]
             crash_before_rewrite: false,
             #[cfg(test)]
@@ -110,6 +115,19 @@ fn archive(
         )
     };
     let now = options.now_ms.unwrap_or_else(now_ms);
+    let newest = st.records.iter().map(Record::ts_ms).max().unwrap_or(now);
+    if now.saturating_sub(newest) > options.max_ahead.as_millis() as u64 {
+        // Whether the clock is wrong or the journal was idle that long, archiving can wait for
+        // the next open: what it would judge by may be days off.
+        tracing::warn!(
+            "{}: not archived at this open: the clock says {} h after the journal's newest \
+             record (a clock not yet set right at boot would take quarantines still in force \
+             for expired); a later open archives it",
+            dir.join(store::JOURNAL_FILE).display(),
+            (now - newest) / 3_600_000
+        );
+        return Ok(None);
+    }
     let cutoff = now.saturating_sub(options.keep_recent.as_millis() as u64);
     let (base, newline) = append_base(dir, st).map_err(io)?;
     let Some(mut plan) = plan(st, boot, now, cutoff, base + u64::from(newline)) else {
@@ -120,7 +138,7 @@ fn archive(
         tamper(&mut plan.live);
         plan.state = Folded::of(plan.live.clone(), boot);
     }
-    let differ = differences(st, &plan.state, now, cutoff);
+    let differ = differences(st, &plan.state, cutoff);
     if !differ.is_empty() {
         return Err(format!(
             "{}: the journal is over {} bytes but was not archived: the records kept would not \
@@ -174,7 +192,7 @@ pub(crate) fn plan(
     let batch = sel.batch();
     let mut kept_whole = BTreeSet::new();
     let mut plan = sel.candidate(st, boot, now, &batch, &kept_whole, archive_base);
-    let differ = differences(st, &plan.state, now, cutoff);
+    let differ = differences(st, &plan.state, cutoff);
     let keys: BTreeSet<String> = differ
         .iter()
         .filter_map(|d| d.split_once(": ").map(|(k, _)| k.to_string()))
@@ -206,6 +224,8 @@ struct Selection<'a> {
     end: usize,
     /// Each change's records, by index.
     units: BTreeMap<u64, Vec<usize>>,
+    /// Records older than this are old.
+    cutoff: u64,
 }
 
 impl<'a> Selection<'a> {
@@ -224,7 +244,12 @@ impl<'a> Selection<'a> {
                 units.entry(id).or_default().push(i);
             }
         }
-        Selection { st, end, units }
+        Selection {
+            st,
+            end,
+            units,
+            cutoff,
+        }
     }
 
     /// A change is archived whole, once every record of it is old and it has an outcome (a
@@ -259,7 +284,7 @@ impl<'a> Selection<'a> {
     /// cookie) and switch intents (`made_way_for`), its first and latest yield, latest hand-back
     /// and end of namespace, the quarantines in force; the latest pause and resume; the change
     /// with the highest id (ids are never handed out again); every record of `kept_whole`'s keys.
-    fn needed(&self, now: u64, kept_whole: &BTreeSet<String>) -> BTreeSet<usize> {
+    fn needed(&self, cutoff: u64, kept_whole: &BTreeSet<String>) -> BTreeSet<usize> {
         let st = self.st;
         let mut units: BTreeSet<u64> = BTreeSet::new();
         for p in st.params.values() {
@@ -343,7 +368,9 @@ impl<'a> Selection<'a> {
                 _ => {}
             }
         }
-        let in_force = quarantines.values().filter(|(_, until)| *until > now);
+        // In force with the same margin as the recent records: a clock a little ahead does
+        // not end a quarantine early.
+        let in_force = quarantines.values().filter(|(_, until)| *until > cutoff);
         out.extend(in_force.map(|(i, _)| *i));
         out.extend(first_yield.values());
         for i in latest.into_values() {
@@ -374,7 +401,7 @@ impl<'a> Selection<'a> {
         archive_base: u64,
     ) -> Plan {
         let in_batch: BTreeSet<usize> = batch.iter().copied().collect();
-        let mut kept = self.needed(now, kept_whole);
+        let mut kept = self.needed(self.cutoff, kept_whole);
         // An old record that is in the archive neither already nor now stays.
         kept.extend((0..self.end).filter(|&i| {
             !matches!(st.records[i], Record::Archived { .. })
@@ -446,15 +473,16 @@ fn key_of<'a>(st: &'a Folded, r: &'a Record) -> Option<&'a str> {
     }
 }
 
-/// Where the state folded from `b` differs from `a`'s at `now`, on what the agent and the
+/// Where the state folded from `b` differs from `a`'s as of `since` (the pass's cutoff: a
+/// quarantine counts while it ends after it, with the margin recent records have), on what the agent and the
 /// commands use: per key (`KEY: field`) its address, original, last applied value, holder, yield,
 /// quarantines in force, boot, cookie, latest intent's time, number of applied changes, latest
 /// applied change and those since `since`, the same of changes put back, switches it was turned
 /// off for, each source's current run of changes ([`Journal::first_of_run`]); the pause, the next
 /// id, the interrupted changes (with what reconciliation reads of them).
-pub(crate) fn differences(a: &Folded, b: &Folded, now: u64, since: u64) -> Vec<String> {
+pub(crate) fn differences(a: &Folded, b: &Folded, since: u64) -> Vec<String> {
     let mut out = Vec::new();
-    let (fa, fb) = (fields(a, now, since), fields(b, now, since));
+    let (fa, fb) = (fields(a, since), fields(b, since));
     for key in fa.keys().chain(fb.keys()).collect::<BTreeSet<_>>() {
         match (fa.get(key), fb.get(key)) {
             (Some(x), Some(y)) => {
@@ -492,7 +520,7 @@ pub(crate) fn differences(a: &Folded, b: &Folded, now: u64, since: u64) -> Vec<S
 }
 
 /// Each key's fields that [`differences`] compares, as text.
-fn fields(f: &Folded, now: u64, since: u64) -> BTreeMap<String, Vec<(&'static str, String)>> {
+fn fields(f: &Folded, since: u64) -> BTreeMap<String, Vec<(&'static str, String)>> {
     // Each source's current run per key ([`Journal::first_of_run`]): its first change and the
     // value before it.
     let mut runs: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -516,7 +544,8 @@ fn fields(f: &Folded, now: u64, since: u64) -> BTreeMap<String, Vec<(&'static st
             let mut quarantine: Vec<String> = p
                 .quarantine
                 .iter()
-                .filter(|(_, until)| *until > now)
+                // With the margin the pass keeps them with ([`Selection::needed`]).
+                .filter(|(_, until)| *until > since)
                 .map(|(v, until)| format!("{v} until {until}"))
                 .collect();
             quarantine.sort();
