@@ -861,11 +861,15 @@ impl ChangePath {
         reason: &str,
         only_ours: bool,
     ) -> Result<ChangeReport, ChangeError> {
-        let intent = self
-            .journal
-            .intent(id)
-            .cloned()
-            .ok_or_else(|| self.journal.missing_change(id))?;
+        // An archived change is history like a live one: reverting it is the same request,
+        // read from the archive (docs/journal.md, "Archiving").
+        let intent = match self.journal.intent(id) {
+            Some(i) => i.clone(),
+            None => self
+                .journal
+                .archived_intent(id)
+                .ok_or(JournalError::NoSuchChange(id))?,
+        };
         if self.journal.before_this_boot(&intent) {
             // The reboot took its value away; what it found before is not this boot's to have
             // back, and this boot's own value stays.
@@ -901,7 +905,7 @@ impl ChangePath {
             &intent.before,
             source,
             reason,
-            Some(id),
+            Some((id, intent.netns_cookie)),
             ours,
         )
     }
@@ -1053,20 +1057,25 @@ impl ChangePath {
                 &original,
                 source,
                 reason,
-                state.original_id,
+                state.original_id.map(|id| {
+                    let cookie = self.journal.intent(id).and_then(|i| i.netns_cookie);
+                    (id, cookie)
+                }),
                 only_over,
             )?);
         }
         Ok(out)
     }
 
+    /// Writes `value` back as a revert; `of`: the change it undoes, and that change's network
+    /// namespace cookie (read by the caller, from the archive for an archived change).
     fn restore(
         &mut self,
         address: &ParamAddress,
         value: &Value,
         source: Source,
         reason: &str,
-        of: Option<u64>,
+        of: Option<(u64, Option<u64>)>,
         only_over: Option<Value>,
     ) -> Result<ChangeReport, ChangeError> {
         let mut report = ChangeReport::new(address, value, ChangeStatus::Refused);
@@ -1090,8 +1099,7 @@ impl ChangePath {
         let cookie = actuator.netns_cookie();
         let replaced = self.namespace_replaced(address, cookie)?;
         let made_elsewhere = of
-            .and_then(|id| self.journal.intent(id))
-            .and_then(|i| i.netns_cookie)
+            .and_then(|(_, cookie)| cookie)
             .zip(cookie)
             .is_some_and(|(then, now)| then != now);
         if replaced || made_elsewhere {
@@ -1138,7 +1146,9 @@ impl ChangePath {
             value,
             source,
             reason,
-            IntentKind::Revert { of },
+            IntentKind::Revert {
+                of: of.map(|(id, _)| id),
+            },
             report,
             None,
         )

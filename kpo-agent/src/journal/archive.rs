@@ -23,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use super::{entry_of, now_ms, store, Boot, Entry, Folded, Journal, Outcome, Record};
+use super::{entry_of, now_ms, store, Boot, Entry, Folded, Intent, Journal, Outcome, Record};
 use crate::policy::Source;
 
 pub const ARCHIVE_FILE: &str = "journal.archive.log";
@@ -694,18 +694,18 @@ fn append(dir: &Path, base: u64, newline: bool, batch: &[Record]) -> io::Result<
     Ok(())
 }
 
-/// Whether the archive holds change `id`'s intent (reads it through).
-pub fn holds_change(dir: &Path, id: u64) -> bool {
-    let Ok(file) = File::open(dir.join(ARCHIVE_FILE)) else {
-        return false;
-    };
+/// Change `id`'s intent in the archive (read through), if it is there.
+pub fn intent(dir: &Path, id: u64) -> Option<Intent> {
+    let file = File::open(dir.join(ARCHIVE_FILE)).ok()?;
     let needle = format!("\"id\":{id},");
-    BufReader::new(file).split(b'\n').any(|line| {
-        line.is_ok_and(|l| {
-            l.windows(needle.len()).any(|w| w == needle.as_bytes())
-                && matches!(store::decode::<Record>(&l), Ok(Record::Intent(i)) if i.id == id)
+    BufReader::new(file)
+        .split(b'\n')
+        .map_while(Result::ok)
+        .filter(|l| l.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        .find_map(|l| match store::decode::<Record>(&l) {
+            Ok(Record::Intent(i)) if i.id == id => Some(i),
+            _ => None,
         })
-    })
 }
 
 /// Every entry from a position on ([`Journal::listing`]), with its position: the archive's

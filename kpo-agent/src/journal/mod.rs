@@ -44,12 +44,6 @@ pub enum JournalError {
     },
     #[error("journal has no change #{0}")]
     NoSuchChange(u64),
-    #[error(
-        "change #{0} is archived (in journal.archive.log, which kpo journal lists): it no longer \
-         holds its parameter, so there is nothing of it to revert (kpo revert --all puts back \
-         the values before KPO)"
-    )]
-    Archived(u64),
     #[error("{dir}: refusing to keep the journal here: {why}")]
     UnsafeDir { dir: PathBuf, why: String },
 }
@@ -1196,14 +1190,10 @@ impl Journal {
         self.st.archive_len
     }
 
-    /// Why change `id` is not in the live journal: archived (found in `journal.archive.log`,
-    /// which is read), or never a change.
-    pub fn missing_change(&self, id: u64) -> JournalError {
-        if archive::holds_change(&self.dir, id) {
-            JournalError::Archived(id)
-        } else {
-            JournalError::NoSuchChange(id)
-        }
+    /// Change `id`'s intent from `journal.archive.log` (read through; `None` when it is not
+    /// there): history, for `kpo revert ID` of a change no longer in the live journal.
+    pub fn archived_intent(&self, id: u64) -> Option<Intent> {
+        archive::intent(&self.dir, id)
     }
 }
 
