@@ -731,6 +731,22 @@ impl<'a> Listing<'a> {
             .and_then(|r| {
                 r.map_err(|e| warnings.push(format!("{ARCHIVE_FILE}: {e}; not listed")))
                     .ok()
+            })
+            .map(|(lines, realigned)| {
+                if realigned {
+                    // Not a position this agent handed out: one from before a restart that
+                    // archived the journal (positions past the archive's length at open then
+                    // count live entries). It is at or before the first entry not listed yet
+                    // (each entry's line is longer than a byte), so going on from the next
+                    // whole line skips none; some already listed may come again.
+                    warnings.push(
+                        "the journal was archived since this listing started (the agent \
+                         restarted): going on from the next whole record of the archive; \
+                         entries already listed may come again (kpo journal leaves them out)"
+                            .to_string(),
+                    );
+                }
+                lines
             });
         Listing {
             journal,
@@ -805,15 +821,26 @@ struct Lines {
 }
 
 impl Lines {
-    fn open(dir: &Path, from: u64, end: u64) -> io::Result<Self> {
+    /// The lines from `from` on, or from the next line's start if `from` is within a line (and
+    /// then `true`).
+    fn open(dir: &Path, from: u64, end: u64) -> io::Result<(Self, bool)> {
         let mut file = File::open(dir.join(ARCHIVE_FILE))?;
+        let within = !ends_a_line(&mut file, from)?;
         file.seek(SeekFrom::Start(from))?;
-        Ok(Lines {
+        let mut lines = Lines {
             reader: BufReader::new(file),
             at: from,
             end,
             peeked: None,
-        })
+        };
+        if within {
+            let mut rest = Vec::new();
+            let limit = end - from;
+            lines.at += (&mut lines.reader)
+                .take(limit)
+                .read_until(b'\n', &mut rest)? as u64;
+        }
+        Ok((lines, within))
     }
 
     /// The next line, undecoded into a record or why not; `None` at the end.

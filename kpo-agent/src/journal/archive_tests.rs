@@ -744,3 +744,45 @@ fn a_clock_far_ahead_of_the_journal_archives_nothing() {
         "the quarantine was dropped"
     );
 }
+
+/// `kpo journal` paging across an agent restart that archived the journal: the position the
+/// first page gave is stale; the rest is listed with no entry twice, none missing, and no false
+/// damage.
+#[test]
+fn a_page_position_from_before_a_restart_that_archived() {
+    let dir = private_tempdir();
+    {
+        let mut j = open(dir.path(), never());
+        for v in 0..30 {
+            change(&mut j, B, 1000 + v, 1001 + v);
+        }
+    }
+    let first = journal_page(&open(dir.path(), never()), 0, 3000);
+    assert!(first.next.is_some());
+    let j = open(dir.path(), archiving(2));
+    assert!(size(dir.path(), ARCHIVE_FILE) > 0, "nothing archived");
+    let (mut listed, mut warnings) = (Vec::new(), Vec::new());
+    crate::cli::page_through(
+        |from| {
+            let page = if from == 0 {
+                first.clone()
+            } else {
+                journal_page(&j, from, 3000)
+            };
+            warnings.extend(page.warnings.clone());
+            Ok(page)
+        },
+        |e| {
+            listed.push(e.id);
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(listed, (1..=30).collect::<Vec<_>>(), "{warnings:?}");
+    assert!(
+        !warnings
+            .iter()
+            .any(|w| w.contains("damaged") || w.contains("torn")),
+        "{warnings:?}"
+    );
+}
