@@ -153,9 +153,30 @@ fn archive(
     if options.crash_before_rewrite {
         return Ok(None);
     }
-    store::rewrite(dir, store::JOURNAL_FILE, &plan.live).map_err(|e| {
-        format!("archiving the journal: {e}; the journal stays as it is (its old records are in the archive too, listed once)")
-    })?;
+    match store::rewrite(dir, store::JOURNAL_FILE, &plan.live) {
+        Ok(()) => {}
+        // The rename was done, the directory's fsync failed: the new journal is in place (and
+        // the agent appends to it), so its state is the one to go on with; a power loss before
+        // the directory reaches the disk may bring the old one back, which gives the same state.
+        Err(super::JournalError::Io { path, source }) if path == dir => {
+            let why = format!(
+                "archiving the journal: {}: {source}; the archived journal is in place, but a \
+                 power loss may yet bring back the old one (the same state; its old records are \
+                 in the archive too, listed once)",
+                path.display()
+            );
+            tracing::warn!("{why}");
+            plan.state.warnings = st.warnings.clone();
+            plan.state.warnings.push(why);
+            return Ok(Some(plan.state));
+        }
+        Err(e) => {
+            return Err(format!(
+                "archiving the journal: {e}; the journal stays as it is (its old records are in \
+                 the archive too, listed once)"
+            ))
+        }
+    }
     tracing::info!(
         "journal archived: {} records appended to {}, {} kept",
         plan.batch.len(),
