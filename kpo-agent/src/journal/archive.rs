@@ -330,9 +330,12 @@ impl<'a> Selection<'a> {
                         Some(id) => {
                             units.insert(id);
                         }
-                        None => {
+                        // Only an old one: a recent record is copied after the marker anyway,
+                        // and one before it must also be in the archive.
+                        None if at < self.end => {
                             out.insert(at);
                         }
+                        None => {}
                     }
                 }
             }

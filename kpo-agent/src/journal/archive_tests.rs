@@ -786,3 +786,40 @@ fn a_page_position_from_before_a_restart_that_archived() {
         "{warnings:?}"
     );
 }
+
+/// The record that ended a run before the current one, when it is recent, is copied after the
+/// marker like every recent record, and not also before it (where it would have to be in the
+/// archive too).
+#[test]
+fn a_recent_record_that_ended_a_run_is_not_kept_twice() {
+    let dir = private_tempdir();
+    {
+        let mut j = open(dir.path(), never());
+        change_by(&mut j, B, 1000, 2000, Source::Rules);
+        change_by(&mut j, A, 1, 2, Source::Rules);
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let recent_from = now_ms();
+    {
+        let mut j = open(dir.path(), never());
+        j.set_yielded(&addr(B), Some(Value::Int(3000)), "pid 42")
+            .unwrap();
+        change_by(&mut j, B, 3000, 4000, Source::Optimizer);
+    }
+    let options = Options {
+        threshold: 1,
+        now_ms: Some(now_ms()),
+        keep_recent: Duration::from_millis(now_ms() - recent_from + 10),
+        ..Options::default()
+    };
+    let j = open(dir.path(), options);
+    assert!(j.warnings().is_empty(), "{:?}", j.warnings());
+    assert!(size(dir.path(), ARCHIVE_FILE) > 0, "nothing archived");
+    let yields = |rs: &[Record]| {
+        rs.iter()
+            .filter(|r| matches!(r, Record::Yield { .. }))
+            .count()
+    };
+    assert_eq!(yields(&store::load(dir.path()).unwrap().records), 1);
+    assert_eq!(yields(&archived_records(dir.path())), 0);
+}
