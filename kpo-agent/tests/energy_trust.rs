@@ -92,6 +92,52 @@ fn a_counter_reading_zero_is_set_aside() {
     assert!(choice.skipped[0].1.contains("did not advance"));
 }
 
+/// When the estimate cannot open either, the error keeps the reasons the measured sources were
+/// skipped: those are what an operator can fix.
+#[test]
+fn no_source_at_all_keeps_why_the_measured_ones_were_skipped() {
+    let (sys, proc_dir) = machine(123_456, 1 << 40);
+    std::fs::remove_file(proc_dir.path().join("stat")).unwrap();
+    let no = match choose_meter_with(
+        sys.path(),
+        proc_dir.path(),
+        PowerModel::default(),
+        TICK,
+        &mut || {},
+    ) {
+        Ok(c) => panic!("chose {}", c.meter.source()),
+        Err(no) => no,
+    };
+    assert!(no.error.to_string().contains("stat"), "{}", no.error);
+    assert_eq!(no.skipped[0].0, EnergySource::Rapl);
+    assert!(
+        no.skipped[0].1.contains("did not advance"),
+        "{:?}",
+        no.skipped
+    );
+    assert_eq!(no.skipped[1].0, EnergySource::PerfPower);
+    assert_eq!(no.skipped.len(), 2);
+}
+
+/// A zone whose `max_energy_range_uj` is 0 has no known wrap point: every reading could be a
+/// reset taken for a wrap.
+#[test]
+fn a_zone_without_a_wrap_range_is_set_aside() {
+    let (sys, proc_dir) = machine(1_000, 0);
+    let file = energy_file(sys.path());
+    let choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {
+        write(&file, "51000\n")
+    });
+    assert_eq!(choice.meter.source(), EnergySource::Estimated);
+    assert_eq!(choice.skipped[0].0, EnergySource::Rapl);
+    assert!(
+        choice.skipped[0].1.contains("max_energy_range_uj")
+            && choice.skipped[0].1.contains("wrap point is unknown"),
+        "{:?}",
+        choice.skipped
+    );
+}
+
 #[test]
 fn a_backward_jump_that_is_no_wrap_is_set_aside() {
     // From 5 kJ down to 1 kJ with a range of 1.1 TJ: RAPL would take it for a wrap of about 1 TJ

@@ -103,6 +103,10 @@ pub enum EnergyError {
     )]
     AfterFailedRead { meter: EnergySource },
     #[error(
+        "{0}: 0, so the counter's wrap point is unknown and a wrap cannot be told from a reset"
+    )]
+    NoRange(PathBuf),
+    #[error(
         "{meter}: {seconds:.1} s between reads is long enough for the counter to wrap more than \
          once ({wrap_joules:.0} J range at up to {ceiling:.0} W); it needs a shorter tick"
     )]
@@ -338,6 +342,14 @@ pub struct MeterChoice {
     pub skipped: Vec<(EnergySource, String)>,
 }
 
+/// No source could be opened, not even the estimate: why, and why each measured source was
+/// skipped before it (what an operator can fix is usually there).
+#[derive(Debug)]
+pub struct NoMeter {
+    pub error: EnergyError,
+    pub skipped: Vec<(EnergySource, String)>,
+}
+
 /// RAPL through powercap under `sys_root` if it is present, readable and advancing, else RAPL
 /// through the perf power PMU described under `sys_root` (counters opened on the running kernel)
 /// if it advances, else the estimate from `proc_root` and `sys_root` with `model`. Each measured
@@ -349,7 +361,7 @@ pub fn choose_meter(
     proc_root: &Path,
     model: estimate::PowerModel,
     read_every: Duration,
-) -> Result<MeterChoice, EnergyError> {
+) -> Result<MeterChoice, NoMeter> {
     choose_meter_with(sys_root, proc_root, model, read_every, &mut || {
         trust::busy_work(trust::PROBE_WORK)
     })
@@ -366,7 +378,7 @@ pub fn choose_meter_with(
     model: estimate::PowerModel,
     read_every: Duration,
     work: &mut dyn FnMut(),
-) -> Result<MeterChoice, EnergyError> {
+) -> Result<MeterChoice, NoMeter> {
     let mut skipped = Vec::new();
     let measured: [(EnergySource, &OpenMeter); 2] = [
         (EnergySource::Rapl, &|| {
@@ -397,15 +409,7 @@ pub fn choose_meter_with(
     }
     let meter = match estimate::EstimatedMeter::open(proc_root, sys_root, model) {
         Ok(m) => Box::new(m),
-        Err(e) => {
-            // Say why the measured sources were skipped too: that is what the operator can fix.
-            let skipped: Vec<String> = skipped
-                .iter()
-                .map(|(source, reason)| format!("{source}: {reason}"))
-                .collect();
-            tracing::warn!(skipped = %skipped.join("; "), "no energy source");
-            return Err(e);
-        }
+        Err(error) => return Err(NoMeter { error, skipped }),
     };
     Ok(MeterChoice { meter, skipped })
 }
@@ -435,7 +439,19 @@ pub fn open_meter(
     model: estimate::PowerModel,
     read_every: Duration,
 ) -> Result<Box<dyn EnergyMeter + Send>, EnergyError> {
-    let choice = choose_meter(sys_root, proc_root, model, read_every)?;
+    let choice = match choose_meter(sys_root, proc_root, model, read_every) {
+        Ok(choice) => choice,
+        Err(no) => {
+            // Say why the measured sources were skipped too: that is what the operator can fix.
+            let skipped: Vec<String> = no
+                .skipped
+                .iter()
+                .map(|(source, reason)| format!("{source}: {reason}"))
+                .collect();
+            tracing::warn!(skipped = %skipped.join("; "), "no energy source");
+            return Err(no.error);
+        }
+    };
     for (source, reason) in &choice.skipped {
         tracing::info!(%source, %reason, chosen = %choice.meter.source(), "energy source unavailable");
     }

@@ -94,6 +94,10 @@ impl RaplReader {
         if include_dram {
             zones.extend(all.iter().filter(|z| z.name == "dram").cloned());
         }
+        if let Some(z) = zones.iter().find(|z| z.max_energy_range_uj == 0) {
+            // Without it a wrap cannot be told from a reset, and every reading could be one.
+            return Err(EnergyError::NoRange(z.path.join("max_energy_range_uj")));
+        }
         Ok(Self { zones })
     }
 

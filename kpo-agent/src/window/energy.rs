@@ -2,7 +2,7 @@
 use serde::Serialize;
 
 use super::Window;
-use crate::energy::{EnergyError, EnergyMeter, EnergyReading, EnergySource, MeterChoice};
+use crate::energy::{EnergyError, EnergyMeter, EnergyReading, EnergySource, MeterChoice, NoMeter};
 
 /// A window's `energy` object (docs/events.md).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -40,11 +40,13 @@ impl WindowEnergy {
             .sum();
         let joules_per_request = joules
             .filter(|_| requests > 0 && window.sampled_fraction > 0.0)
-            .map(|j| round6(j * window.sampled_fraction / requests as f64));
+            .map(|j| significant6(j * window.sampled_fraction / requests as f64));
         Self {
             source: meter.source(),
             domains: meter.domains(),
             joules: joules.map(round6),
+            // The window's exact length: the partial window at SIGTERM can be shorter than the
+            // millisecond `duration_s` is rounded to.
             watts: joules.map(|j| round6(j / window.duration_s.max(1e-9))),
             joules_per_request,
             error,
@@ -70,31 +72,169 @@ pub struct SkippedSource {
 }
 
 impl EnergySourceChoice {
-    pub fn new(choice: &Result<MeterChoice, EnergyError>) -> Self {
+    pub fn new(choice: &Result<MeterChoice, NoMeter>) -> Self {
         match choice {
             Ok(c) => Self {
                 source: Some(c.meter.source()),
                 domains: c.meter.domains(),
-                skipped: c
-                    .skipped
-                    .iter()
-                    .map(|(source, reason)| SkippedSource {
-                        source: *source,
-                        reason: reason.clone(),
-                    })
-                    .collect(),
+                skipped: skipped_sources(&c.skipped),
                 error: None,
             },
-            Err(e) => Self {
+            Err(no) => Self {
                 source: None,
                 domains: Vec::new(),
-                skipped: Vec::new(),
-                error: Some(e.to_string()),
+                skipped: skipped_sources(&no.skipped),
+                error: Some(no.error.to_string()),
             },
         }
     }
 }
 
+fn skipped_sources(skipped: &[(EnergySource, String)]) -> Vec<SkippedSource> {
+    skipped
+        .iter()
+        .map(|(source, reason)| SkippedSource {
+            source: *source,
+            reason: reason.clone(),
+        })
+        .collect()
+}
+
 fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
+}
+
+/// Six significant digits: joules per request can be a few microjoules, where six decimals
+/// would leave one digit.
+fn significant6(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let scale = 10f64.powi(5 - x.abs().log10().floor() as i32);
+    (x * scale).round() / scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::advise::rules::testing::window;
+    use crate::window::{hist::LatencySummary, RequestLatencyWindow};
+
+    /// A meter whose readings the test gives.
+    struct Fixed;
+
+    impl EnergyMeter for Fixed {
+        fn source(&self) -> EnergySource {
+            EnergySource::Rapl
+        }
+        fn read(&mut self) -> Result<EnergyReading, EnergyError> {
+            unreachable!("the tests pass the reading")
+        }
+        fn domains(&self) -> Vec<String> {
+            vec!["package-0".into(), "package-1".into()]
+        }
+        fn packages(&self) -> usize {
+            2
+        }
+    }
+
+    fn reading(joules: f64) -> Result<EnergyReading, EnergyError> {
+        Ok(EnergyReading {
+            joules,
+            source: EnergySource::Rapl,
+            parts: vec![joules],
+        })
+    }
+
+    /// A window of `seconds` in which the sensor timed `requests` over `sampled_fraction` of it.
+    fn timed(seconds: f64, sampled_fraction: f64, requests: &[u64]) -> Window {
+        let mut w = window(vec![]);
+        w.duration_s = seconds;
+        w.sampled_fraction = sampled_fraction;
+        w.request_latency = requests
+            .iter()
+            .enumerate()
+            .map(|(i, &samples)| RequestLatencyWindow {
+                netns: 1,
+                port: 8080 + i as u16,
+                family: "ipv4",
+                latency: LatencySummary {
+                    samples,
+                    p50_us: 10.0,
+                    p90_us: 20.0,
+                    p99_us: 30.0,
+                    max_us: 40.0,
+                },
+            })
+            .collect();
+        w
+    }
+
+    #[test]
+    fn joules_watts_and_joules_per_request_of_a_window() {
+        // 10 J over 4 s; the sensor timed 600 + 400 requests over half the window, so the
+        // energy of that half, 5 J, is what they cost.
+        let e = WindowEnergy::new(&Fixed, reading(10.0), &timed(4.0, 0.5, &[600, 400]));
+        assert_eq!(e.source, EnergySource::Rapl);
+        assert_eq!(e.domains, vec!["package-0", "package-1"]);
+        assert_eq!(e.joules, Some(10.0));
+        assert_eq!(e.watts, Some(2.5));
+        assert_eq!(e.joules_per_request, Some(0.005));
+        assert_eq!(e.error, None);
+    }
+
+    #[test]
+    fn no_request_timed_gives_no_joules_per_request() {
+        let none = WindowEnergy::new(&Fixed, reading(10.0), &timed(4.0, 0.5, &[]));
+        assert_eq!(none.joules_per_request, None);
+        let zero = WindowEnergy::new(&Fixed, reading(10.0), &timed(4.0, 0.5, &[0]));
+        assert_eq!(zero.joules_per_request, None);
+        // The sensor never attached: its count covers nothing.
+        let unsampled = WindowEnergy::new(&Fixed, reading(10.0), &timed(4.0, 0.0, &[5]));
+        assert_eq!(unsampled.joules_per_request, None);
+        assert_eq!(unsampled.joules, Some(10.0));
+    }
+
+    /// A few microjoules per request keeps six significant digits, not one.
+    #[test]
+    fn small_joules_per_request_keep_their_digits() {
+        // 20 W for 1 s over 7 million requests: 2.857142...e-6 J each.
+        let e = WindowEnergy::new(&Fixed, reading(20.0), &timed(1.0, 1.0, &[7_000_000]));
+        assert_eq!(e.joules_per_request, Some(2.85714e-6));
+        assert_eq!(significant6(123_456_789.0), 123_457_000.0);
+        assert_eq!(significant6(0.0), 0.0);
+    }
+
+    #[test]
+    fn a_failed_reading_is_null_with_the_reason() {
+        let failed = Err(EnergyError::AfterFailedRead {
+            meter: EnergySource::Rapl,
+        });
+        let e = WindowEnergy::new(&Fixed, failed, &timed(4.0, 1.0, &[100]));
+        assert_eq!(
+            (e.joules, e.watts, e.joules_per_request),
+            (None, None, None)
+        );
+        assert!(e.error.unwrap().contains("cannot be split"));
+        assert_eq!(e.source, EnergySource::Rapl);
+    }
+
+    /// With no source at all, the `start` event still says why each better one was skipped.
+    #[test]
+    fn no_source_keeps_the_reasons_better_ones_were_skipped() {
+        let no = NoMeter {
+            error: EnergyError::NoZones("/sys/class/powercap".into()),
+            skipped: vec![(EnergySource::Rapl, "set aside: package-0: frozen".into())],
+        };
+        let choice = EnergySourceChoice::new(&Err(no));
+        assert_eq!(choice.source, None);
+        assert_eq!(
+            choice.skipped,
+            vec![SkippedSource {
+                source: EnergySource::Rapl,
+                reason: "set aside: package-0: frozen".into()
+            }]
+        );
+        assert!(choice.error.unwrap().contains("/sys/class/powercap"));
+    }
 }

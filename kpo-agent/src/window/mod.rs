@@ -124,6 +124,8 @@ pub struct RequestLatencyWindow {
 pub struct Window {
     pub start: String,
     pub end: String,
+    /// Exact, since it divides energy and counts; rounded to the millisecond when written.
+    #[serde(serialize_with = "round3_field")]
     pub duration_s: f64,
     /// Fraction of the window during which the duty-cycled sensors (softirq, napi, sched,
     /// request_latency) were attached. Their counts cover only that time; their rates are per
@@ -322,7 +324,7 @@ fn assemble(
     Window {
         start: rfc3339(first.wall),
         end: rfc3339(last.wall),
-        duration_s: round3(secs),
+        duration_s: secs,
         sampled_fraction: sampled.0 / secs,
         accept_queue_sampled_fraction: round3(spans.accept_queue_sampled.as_secs_f64() / secs),
         listeners: listeners(first, last, peaks, reference),
@@ -668,6 +670,10 @@ fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
+fn round3_field<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(round3(*v))
+}
+
 /// Six decimals, so that one tick of a long window (1 s of an hour) is not written as 0.
 fn round6_field<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((v * 1e6).round() / 1e6)
@@ -776,6 +782,21 @@ mod tests {
             backlog_limit: 128,
             tick_peak: peak,
         }
+    }
+
+    /// The partial window at SIGTERM can be shorter than a millisecond: its length stays exact
+    /// for what divides by it (the energy's watts), and only the event's figure is rounded.
+    #[test]
+    fn a_window_under_a_millisecond_keeps_its_exact_length() {
+        let t0 = Instant::now();
+        let mut b = WindowBuilder::new(sample(t0, 0, false, 3, 10, bpf(100, None)));
+        let mut last = sample(t0, 0, false, 3, 10, bpf(100, None));
+        last.at = t0 + Duration::from_micros(400);
+        b.push(last);
+        let (w, _) = b.finish().unwrap();
+        assert_eq!(w.duration_s, 0.0004);
+        let json = serde_json::to_value(&w).unwrap();
+        assert_eq!(json["duration_s"], 0.0);
     }
 
     #[test]
