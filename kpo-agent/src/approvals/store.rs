@@ -270,7 +270,16 @@ impl ApprovalStore {
         self.reopen()?;
         rewritten?;
         self.lines = kept.len();
-        self.retry_at = None;
+        // What is kept (pending approvals, rejections in force, history) can itself be over the
+        // limit: the next compaction waits for new records, or every append would rewrite it.
+        self.retry_at = (self.lines > self.limit).then(|| {
+            warn!(
+                "approvals: {} records are still in force after compacting, over the {} that \
+                 start a compaction; the next one waits for {COMPACT_RETRY} more",
+                self.lines, self.limit
+            );
+            self.lines + COMPACT_RETRY
+        });
         Ok(())
     }
 
@@ -472,6 +481,32 @@ pub(crate) mod tests {
             ApprovalState::Expired,
             "the latest are kept"
         );
+    }
+
+    /// When what compaction keeps is itself over the limit (many pending approvals), the next
+    /// appends do not each rewrite the file: the next compaction waits for `COMPACT_RETRY` more.
+    #[test]
+    fn records_still_in_force_over_the_limit_do_not_compact_on_every_append() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        s.limit = 10;
+        let file = dir.path().join(APPROVALS_FILE);
+        let inode = || fs::metadata(&file).unwrap().ino();
+        for _ in 0..11 {
+            let id = s.new_id();
+            s.put(item(&id, 32)).unwrap();
+        }
+        // The eleventh append compacted (a rewrite is a new file), keeping all eleven.
+        assert_eq!(s.lines, 11);
+        let after_compaction = inode();
+        for _ in 0..5 {
+            let id = s.new_id();
+            s.put(item(&id, 32)).unwrap();
+        }
+        assert_eq!(inode(), after_compaction, "no rewrite per append");
+        assert_eq!(s.lines, 16);
+        assert_eq!(s.retry_at, Some(11 + COMPACT_RETRY));
     }
 
     /// A rejection keeps the same advice from asking again for `expire_after`: compaction keeps

@@ -148,6 +148,11 @@ pub struct Webhook {
 impl Webhook {
     /// Starts the posting task on the current tokio runtime.
     pub fn spawn(url: String) -> Result<Webhook, reqwest::Error> {
+        Self::spawn_backing_off(url, FIRST_BACKOFF)
+    }
+
+    /// [`Webhook::spawn`], the first retry waiting `first_backoff`.
+    fn spawn_backing_off(url: String, first_backoff: Duration) -> Result<Webhook, reqwest::Error> {
         // No redirects: a 302 to a sign-on page would turn the POST into a GET without its body,
         // answered 200, and the notification would count as delivered.
         // No proxy for a receiver on this host (crate::http).
@@ -157,7 +162,7 @@ impl Webhook {
             .build()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let shown = shown_url(&url);
-        tokio::spawn(deliver(client, url, shown.clone(), rx));
+        tokio::spawn(deliver(client, url, shown.clone(), rx, first_backoff));
         info!(url = %shown, "approval webhook on");
         Ok(Webhook { tx, shown })
     }
@@ -184,6 +189,7 @@ async fn deliver(
     url: String,
     shown: String,
     mut rx: mpsc::UnboundedReceiver<Payload>,
+    first_backoff: Duration,
 ) {
     // Taken off the channel as they come, even while one waits to be retried: so that a later
     // notification about the same approval can replace one not yet delivered, and a full queue
@@ -199,7 +205,7 @@ async fn deliver(
         };
         let id = payload.kpo.approval.id.clone();
         let event = payload.kpo.event;
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = first_backoff;
         let mut replaced = false;
         let body = serde_json::to_vec(&payload).expect("payloads serialise");
         for attempt in 1..=ATTEMPTS {
@@ -266,7 +272,9 @@ async fn deliver(
             warn!(url = %shown, "approval webhook: {event} {id} failed (attempt {attempt} of {ATTEMPTS}): {why}; retrying in {backoff:?}");
             let wait = tokio::time::sleep(backoff);
             tokio::pin!(wait);
-            loop {
+            // A notification replaced by a later one of the same approval stops waiting at
+            // once: it would only hold the queue behind it.
+            while !replaced {
                 tokio::select! {
                     biased;
                     Some(next) = rx.recv() => replaced |= enqueue(&mut queued, next, &shown, &id),
@@ -608,6 +616,28 @@ mod tests {
                 seen("approval_required", &format!("ap-{n}"))
             );
         }
+    }
+
+    /// A notification replaced while it waits for its retry stops waiting at once: the one that
+    /// replaced it goes out without the wait (here an hour, which the test would not outlast).
+    #[tokio::test]
+    async fn a_replaced_notification_does_not_wait_out_its_backoff() {
+        let (url, mut requests) = receiver(vec![503, 200]).await;
+        let hook = Webhook::spawn_backing_off(url, Duration::from_secs(3600)).unwrap();
+        hook.notify(Payload::new("approval_required", "web1", &item("ap-1", 32)));
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_required", "ap-1")
+        );
+        let mut resolved = item("ap-1", 32);
+        resolved.state = ApprovalState::Expired;
+        hook.notify(Payload::new("approval_resolved", "web1", &resolved));
+        // Far below the hour: only a task still waiting out its backoff misses it.
+        let next = tokio::time::timeout(Duration::from_secs(120), requests.recv()).await;
+        assert_eq!(
+            next.expect("sent without waiting out the backoff").unwrap(),
+            seen("approval_resolved", "ap-1")
+        );
     }
 
     /// A notification waiting for a retry gives way to a later one of its approval even when a

@@ -165,7 +165,15 @@ pub fn load_records<T: Serialize + DeserializeOwned>(
     if !warnings.is_empty() {
         let ms = super::now_ms();
         let saved = dir.join(format!("{name}.corrupt-{ms}"));
-        fs::write(&saved, &bytes).map_err(|e| JournalError::io(&saved, e))?;
+        // As private as the file it copies: records name parameters, values and who changed them.
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&saved)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+            .map_err(|e| JournalError::io(&saved, e))?;
         rewrite(dir, name, &records)?;
         warnings.push(format!(
             "{}: recovered {} intact records; the damaged file is kept as {}",

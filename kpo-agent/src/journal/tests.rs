@@ -139,6 +139,14 @@ fn a_torn_last_record_is_recovered_with_a_warning_and_keeps_the_original() {
         })
         .count();
     assert_eq!(saved, 1);
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_string_lossy().contains(".corrupt-") {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "the damaged copy is as private as the journal");
+        }
+    }
     j.set_paused(true, "test").unwrap();
     drop(j);
     let j = open(dir.path());

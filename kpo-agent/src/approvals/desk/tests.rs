@@ -529,13 +529,11 @@ fn an_approval_whose_kernel_value_moved_since_is_cleared_not_applied() {
     s.desk.on_window(&s.path);
     assert!(s.desk.pending().unwrap().is_empty());
     let resolved = serde_json::to_value(s.desk.take_events().pop().unwrap()).unwrap();
-    assert!(
-        resolved["why"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("now has 48")
-            || resolved.to_string().contains("now has 48"),
-        "{resolved}"
+    assert_eq!(resolved["kind"], "approval_resolved", "{resolved}");
+    assert_eq!(resolved["state"], "cleared", "{resolved}");
+    assert_eq!(
+        resolved["why"],
+        "the kernel now has 48, and the advice was made against 16"
     );
 }
 
@@ -727,6 +725,41 @@ fn ran_out_an_hour_ago(s: &mut Setup) -> u64 {
     item.updated_ms -= 2 * 3_600_000;
     s.desk.store.put(item.clone()).unwrap();
     item.updated_ms + 3_600_000
+}
+
+/// Advice that repeats keeps its approval alive: each refresh renews when it expires, so a
+/// rule that asks every window is not expired an hour after it first asked.
+#[test]
+fn a_refresh_renews_the_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    // First advised 50 minutes ago: 10 minutes left.
+    let mut aged = s.desk.store().item("ap-1").unwrap().clone();
+    aged.updated_ms -= 50 * 60_000;
+    aged.expires_ms -= 50 * 60_000;
+    s.desk.store.put(aged.clone()).unwrap();
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let renewed = s.desk.store().item("ap-1").unwrap().clone();
+    assert_eq!(renewed.refreshed, 1);
+    assert!(
+        renewed.updated_ms >= aged.updated_ms + 50 * 60_000,
+        "advised again now"
+    );
+    assert_eq!(renewed.expires_ms, renewed.updated_ms + 3_600_000);
+    // Past the first hour (here: as if it had run out 10 minutes after the refresh was due)
+    // it is still pending, and can be approved.
+    age_advice(&mut s, 20 * 60_000);
+    let approved = s.desk.approve(&mut s.path, "ap-1", "op").unwrap();
+    assert_eq!(approved.approval.state.name(), "approved");
+}
+
+/// Moves ap-1's advice back by `ms`.
+fn age_advice(s: &mut Setup, ms: u64) {
+    let mut item = s.desk.store().item("ap-1").unwrap().clone();
+    item.updated_ms -= ms;
+    item.expires_ms -= ms;
+    s.desk.store.put(item).unwrap();
 }
 
 #[test]
