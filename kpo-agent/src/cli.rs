@@ -40,6 +40,47 @@ impl StateArgs {
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
     }
+
+    /// An agent answers on the socket, and it decides under its own policy and state directory
+    /// (`agent`, its status): a `--policy` or `--state-dir` naming others would be ignored
+    /// without a word (an approval meant for a staging state directory would be the production
+    /// agent's), so it is refused.
+    pub fn refuse_if_agent_differs(
+        &self,
+        socket: &std::path::Path,
+        agent: &crate::control::Status,
+    ) -> anyhow::Result<()> {
+        let same = |a: &std::path::Path, b: &std::path::Path| {
+            let real = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or(p.to_path_buf());
+            real(a) == real(b)
+        };
+        let advice = "leave the flag out to act through that agent, or stop it (or name another \
+                      agent's socket with --socket) to act on";
+        if let Some(given) = &self.state_dir {
+            if !same(given, &agent.state_dir) {
+                anyhow::bail!(
+                    "the agent answering on {} keeps its state in {}, not --state-dir {}: {advice} {}",
+                    socket.display(),
+                    agent.state_dir.display(),
+                    given.display(),
+                    given.display()
+                );
+            }
+        }
+        if let Some(given) = &self.policy {
+            if !same(given, std::path::Path::new(&agent.policy)) {
+                anyhow::bail!(
+                    "the agent answering on {} decides under the policy {}, not --policy {}: \
+                     {advice} {}",
+                    socket.display(),
+                    agent.policy,
+                    given.display(),
+                    given.display()
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,7 +277,10 @@ fn open(state: &StateArgs) -> anyhow::Result<Box<dyn Control>> {
         .socket
         .clone()
         .unwrap_or_else(|| PathBuf::from(crate::api::DEFAULT_SOCKET));
-    if let Some(agent) = crate::api::client::SocketControl::connect(&socket)? {
+    if let Some(mut agent) = crate::api::client::SocketControl::connect(&socket)? {
+        if state.policy.is_some() || state.state_dir.is_some() {
+            state.refuse_if_agent_differs(&socket, &agent.status()?)?;
+        }
         return Ok(Box::new(agent));
     }
     let (path, reconciled) = open_offline_kernel(state.policy.as_deref(), &state.state_dir())?;
@@ -576,5 +620,72 @@ mod tests {
             param_arg("net/core/somaxconn").unwrap(),
             "net.core.somaxconn"
         );
+    }
+}
+
+#[cfg(test)]
+mod agent_flag_tests {
+    use super::StateArgs;
+    use crate::control::Status;
+
+    fn agent(policy: &str, state_dir: &std::path::Path) -> Status {
+        Status {
+            policy: policy.into(),
+            state_dir: state_dir.to_path_buf(),
+            paused: None,
+            params: vec![],
+            incomplete: vec![],
+            warnings: vec![],
+        }
+    }
+
+    /// An agent answering on the socket decides under its own policy and state directory: a flag
+    /// naming others is refused, naming the agent's; the same paths (spelled otherwise) pass.
+    #[test]
+    fn flags_naming_another_policy_or_state_directory_than_the_agents_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let prod = dir.path().join("kpo");
+        let staging = dir.path().join("kpo-staging");
+        std::fs::create_dir_all(&prod).unwrap();
+        std::fs::create_dir_all(&staging).unwrap();
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(&policy, "").unwrap();
+        let running = agent(&policy.display().to_string(), &prod);
+        let socket = std::path::Path::new("/run/kpo/kpo.sock");
+        let args =
+            |policy: Option<std::path::PathBuf>, state_dir: Option<std::path::PathBuf>| StateArgs {
+                policy,
+                state_dir,
+                socket: None,
+            };
+        let err = args(None, Some(staging.clone()))
+            .refuse_if_agent_differs(socket, &running)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("keeps its state in {}", prod.display()))
+                && err.contains(&format!("not --state-dir {}", staging.display())),
+            "{err}"
+        );
+        let other = dir.path().join("other.toml");
+        let err = args(Some(other.clone()), None)
+            .refuse_if_agent_differs(socket, &running)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("under the policy {}", policy.display()))
+                && err.contains(&format!("not --policy {}", other.display())),
+            "{err}"
+        );
+        // The built-in policy is no file a flag could name.
+        let builtin = agent("built-in default (observe and recommend)", &prod);
+        assert!(args(Some(policy.clone()), None)
+            .refuse_if_agent_differs(socket, &builtin)
+            .is_err());
+        // The agent's own paths, one spelled with a `..`: accepted.
+        let roundabout = staging.join("..").join("kpo");
+        args(Some(policy.clone()), Some(roundabout))
+            .refuse_if_agent_differs(socket, &running)
+            .unwrap();
     }
 }

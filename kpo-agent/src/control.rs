@@ -134,6 +134,9 @@ pub enum ControlError {
     Api(#[from] crate::api::client::ApiError),
     #[error(transparent)]
     Approval(#[from] crate::approvals::ApprovalError),
+    /// The agent's policy file changed since it was loaded ([`Policy::changed_on_disk`]).
+    #[error("refused: {0}")]
+    PolicyChanged(String),
 }
 
 /// What an operator can ask of KPO.
@@ -155,6 +158,9 @@ pub trait Control {
 
 impl Control for ChangePath {
     fn apply(&mut self, req: &ApplyRequest) -> Result<ChangeReport, ControlError> {
+        if let Some(why) = self.policy.changed_on_disk() {
+            return Err(ControlError::PolicyChanged(why));
+        }
         Ok(self.propose(&Proposal {
             address: req.address.clone(),
             value: req.value.clone(),

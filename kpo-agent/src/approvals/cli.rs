@@ -67,7 +67,11 @@ fn open(state: &StateArgs) -> anyhow::Result<Box<dyn ApprovalControl>> {
         .socket
         .clone()
         .unwrap_or_else(|| PathBuf::from(crate::api::DEFAULT_SOCKET));
-    if let Some(agent) = crate::api::client::SocketControl::connect(&socket)? {
+    if let Some(mut agent) = crate::api::client::SocketControl::connect(&socket)? {
+        if state.policy.is_some() || state.state_dir.is_some() {
+            let status = crate::control::Control::status(&mut agent)?;
+            state.refuse_if_agent_differs(&socket, &status)?;
+        }
         return Ok(Box::new(agent));
     }
     Ok(Box::new(Offline::open(

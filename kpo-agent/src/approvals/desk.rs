@@ -581,6 +581,10 @@ impl Desk {
     ) -> Result<ApproveOutcome, ControlError> {
         let id = normalize_id(id);
         let item = self.still_pending(&id)?;
+        // It stays pending: approved again once the agent runs under the file.
+        if let Some(why) = path.policy.changed_on_disk() {
+            return Err(ControlError::PolicyChanged(why));
+        }
         if let Some(why) = namespace_gone(path, &item) {
             self.resolve(item, ApprovalState::Cleared { why: why.clone() })?;
             return Err(ApprovalError::NamespaceGone { id, why }.into());

@@ -419,6 +419,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         defaults,
         params,
         deny,
+        loaded_text: None,
     })
 }
 

@@ -493,6 +493,10 @@ pub struct Policy {
     /// `[params.*]` in file order.
     pub params: Vec<ParamRule>,
     deny: deny::DenyList,
+    /// The file's text as [`Policy::load`] read it: the agent reads its policy at start only,
+    /// and an operator's request is refused once the file says something else
+    /// ([`Policy::changed_on_disk`]).
+    loaded_text: Option<String>,
 }
 
 impl fmt::Debug for Policy {
@@ -571,6 +575,7 @@ impl Policy {
             defaults: ParamRule::builtin_default(),
             params: Vec::new(),
             deny: deny::DenyList::new(),
+            loaded_text: None,
         }
     }
 
@@ -582,13 +587,37 @@ impl Policy {
             None => (PathBuf::from(DEFAULT_PATH), false),
         };
         match read_policy_text(&path) {
-            Ok(text) => Self::parse(&text, &path.display().to_string()),
+            Ok(text) => {
+                let mut policy = Self::parse(&text, &path.display().to_string())?;
+                policy.loaded_text = Some(text);
+                Ok(policy)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self::builtin()),
             Err(source) => Err(PolicyError::Read {
                 file: path.display().to_string(),
                 source,
             }),
         }
+    }
+
+    /// Why the policy file no longer holds what was loaded from it (edited, removed,
+    /// unreadable), or `None` (unchanged, or not loaded from a file). A policy read at start
+    /// decides an operator's `kpo apply` or `kpo approve` only while the file still says it:
+    /// otherwise the operator would be deciding under a file the agent does not follow.
+    pub fn changed_on_disk(&self) -> Option<String> {
+        let (PolicyOrigin::File(path), Some(loaded)) = (&self.origin, &self.loaded_text) else {
+            return None;
+        };
+        let what = match read_policy_text(path) {
+            Ok(now) if now == *loaded => return None,
+            Ok(_) => "was edited".to_string(),
+            Err(e) => format!("cannot be read now ({e})"),
+        };
+        Some(format!(
+            "the policy file {} {what} since the agent loaded it, and the agent reads its \
+             policy at start only: restart it (kpo run) to decide under the file, then ask again",
+            path.display()
+        ))
     }
 
     /// Parses policy text; `file` names it in errors.

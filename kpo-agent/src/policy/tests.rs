@@ -1021,3 +1021,34 @@ fn clear_after_windows_must_outlast_the_rules_repeat() {
     // A repeat every 10 windows leaves 9 without it: 10 keeps the approval.
     assert!(Policy::parse("[approvals]\nclear_after_windows = 10\n", "p.toml").is_ok());
 }
+
+/// A policy loaded from a file knows when the file no longer says it; one parsed from text or
+/// built in never reports a change.
+#[test]
+fn a_loaded_policy_notices_its_file_edited_or_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.toml");
+    std::fs::write(
+        &file,
+        "[params.\"net.core.somaxconn\"]\nmode = \"recommend\"\n",
+    )
+    .unwrap();
+    let policy = Policy::load(Some(&file)).unwrap();
+    assert_eq!(policy.changed_on_disk(), None);
+    std::fs::write(&file, "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n").unwrap();
+    let why = policy.changed_on_disk().unwrap();
+    assert!(
+        why.contains("was edited since the agent loaded it"),
+        "{why}"
+    );
+    assert!(why.contains("restart it"), "{why}");
+    std::fs::remove_file(&file).unwrap();
+    let why = policy.changed_on_disk().unwrap();
+    assert!(why.contains("cannot be read now"), "{why}");
+    assert_eq!(Policy::builtin().changed_on_disk(), None);
+    let parsed = Policy::parse(
+        "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n",
+        "x.toml",
+    );
+    assert_eq!(parsed.unwrap().changed_on_disk(), None);
+}

@@ -727,6 +727,51 @@ fn ran_out_an_hour_ago(s: &mut Setup) -> u64 {
     item.updated_ms + 3_600_000
 }
 
+/// The agent reads its policy at start only: once the file says something else, an approval is
+/// refused (and stays pending) rather than decided under limits the operator has since changed.
+#[test]
+fn an_approval_is_refused_while_the_policy_file_differs_from_the_one_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.toml");
+    let text = "[params.\"net.core.somaxconn\"]\nmode = \"recommend\"\nmin = 16\nmax = 65535\n\
+                max_step = \"1000%\"\n";
+    std::fs::write(&file, text).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let mut s = open(
+        &state,
+        Policy::load(Some(&file)).unwrap(),
+        settings(),
+        false,
+    );
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    std::fs::write(&file, text.replace("65535", "24")).unwrap();
+    let err = s.desk.approve(&mut s.path, "ap-1", "op").unwrap_err();
+    assert!(matches!(err, ControlError::PolicyChanged(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("policy.toml was edited since the agent loaded it"),
+        "{err}"
+    );
+    assert_eq!(s.value(), Value::Int(16), "nothing applied");
+    assert_eq!(s.desk.pending().unwrap()[0].id, "ap-1", "still pending");
+    // An operator's own change is refused the same way.
+    let apply = crate::control::ApplyRequest {
+        address: NS.parse().unwrap(),
+        value: Value::Int(20),
+        reason: "by hand".into(),
+        by: Some("op".into()),
+    };
+    let err = crate::control::Control::apply(&mut s.path, &apply).unwrap_err();
+    assert!(matches!(err, ControlError::PolicyChanged(_)), "{err}");
+    assert_eq!(s.value(), Value::Int(16), "nothing applied");
+    // The same text again (an edit undone): approved as before.
+    std::fs::write(&file, text).unwrap();
+    let approved = s.desk.approve(&mut s.path, "ap-1", "op").unwrap();
+    assert_eq!(approved.approval.state.name(), "approved");
+    assert_eq!(s.value(), Value::Int(32));
+}
+
 /// Advice that repeats keeps its approval alive: each refresh renews when it expires, so a
 /// rule that asks every window is not expired an hour after it first asked.
 #[test]
