@@ -85,6 +85,9 @@ pub struct Deciding {
     /// refusal per tick); then they are told, and may give it again at once. With the window
     /// it was held in: after `REPEAT_WINDOWS` the rule repeats its advice anyway.
     held_back: BTreeMap<String, (Proposal, u64)>,
+    /// Whether the policy file was last seen to differ from what was loaded: said once when it
+    /// starts to, and once when it holds what was loaded again.
+    policy_file_differs: bool,
 }
 
 /// The journal names who asked as the kernel names the caller, whatever the request says.
@@ -241,6 +244,7 @@ impl Deciding {
                 .unwrap_or(0),
             optimizer: None,
             held_back: BTreeMap::new(),
+            policy_file_differs: false,
         };
         let events = deciding.take_events();
         Ok((deciding, events))
@@ -362,10 +366,25 @@ impl Deciding {
 
     /// A window closed: the guard judges the changes it watches; a regression is reverted through
     /// the journal and its value quarantined.
+    /// An edited policy file takes effect only at a restart: without a word, an operator would
+    /// believe the edit in force.
+    fn say_if_the_policy_file_changed(&mut self) {
+        let why = self.path.policy.changed_on_disk();
+        match (&why, self.policy_file_differs) {
+            (Some(why), false) => {
+                tracing::warn!("{why} (until then operators' apply and approve are refused)")
+            }
+            (None, true) => tracing::info!("the policy file holds what the agent loaded again"),
+            _ => {}
+        }
+        self.policy_file_differs = why.is_some();
+    }
+
     pub fn on_window(&mut self, window: &Window) -> Vec<Event> {
         // People first: a cpufreq or coalescing value someone else wrote is theirs, before the
         // guard could revert over it.
         let mut events = super::yielding::check_values(&mut self.path, &mut self.guard);
+        self.say_if_the_policy_file_changed();
         if let Some(optimizer) = self.optimizer.as_mut() {
             optimizer.window_closed(&self.path);
         }
