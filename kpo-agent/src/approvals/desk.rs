@@ -67,7 +67,7 @@ impl Desk {
         settings: ApprovalSettings,
         recommend_only: bool,
     ) -> Result<Desk, JournalError> {
-        Ok(Desk {
+        let mut desk = Desk {
             store: ApprovalStore::open(journal, settings.expire_after)?,
             settings,
             recommend_only,
@@ -77,7 +77,44 @@ impl Desk {
             seen: BTreeSet::new(),
             llm_answered: BTreeSet::new(),
             events: Vec::new(),
-        })
+        };
+        desk.mark_approved_what_the_journal_applied(journal);
+        Ok(desk)
+    }
+
+    /// An approval is applied (journaled) before it is marked approved: a crash or a failed
+    /// write between the two leaves it pending for a change already made, to be announced again
+    /// and approved twice. The journal's change says who approved it: it is marked so now.
+    fn mark_approved_what_the_journal_applied(&mut self, journal: &Journal) {
+        let pending: Vec<ApprovalItem> = self.store.pending().cloned().collect();
+        if pending.is_empty() {
+            return;
+        }
+        let entries = journal.entries();
+        for item in pending {
+            let marker = format!(" ({}): ", item.id);
+            let applied = entries.iter().rev().find_map(|e| {
+                let by = e.reason.strip_prefix("approved by ")?;
+                let (by, _) = by.split_once(&marker)?;
+                let made = e.kind == "change"
+                    && matches!(e.status.as_str(), "applied" | "reverted")
+                    && e.address == item.parameter
+                    && e.after == item.value;
+                made.then(|| (by.to_string(), e.id))
+            });
+            let Some((by, journal_id)) = applied else {
+                continue;
+            };
+            let id = item.id.clone();
+            let approved = ApprovalState::Approved {
+                by,
+                journal_id: Some(journal_id),
+                status: ChangeStatus::Applied,
+            };
+            if let Err(e) = self.resolve(item, approved) {
+                warn!("approvals: {id} was applied (journal #{journal_id}) but is still not marked approved: {e}");
+            }
+        }
     }
 
     /// Approvals required and resolved are posted here from now on. Called once, at the agent's

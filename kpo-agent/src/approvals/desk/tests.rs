@@ -717,6 +717,39 @@ fn superseding_never_names_an_approval_that_was_not_stored() {
     assert_eq!(s.desk.pending().unwrap().len(), 1);
 }
 
+/// Applied, but not marked approved (a crash, or a failed write, between the two): at the next
+/// start the journal's change marks it approved by whoever approved it, with its journal id, so it
+/// is neither announced nor approved again.
+#[test]
+fn an_approval_applied_but_not_marked_is_marked_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    s.consider(vec![rec(Source::Rules, 64, false)]);
+    s.desk.store.fail_put_of = Some("ap-2".into());
+    let out = s.desk.approve(&mut s.path, "ap-2", "alice").unwrap();
+    assert_eq!(out.report.status, ChangeStatus::Applied);
+    let journal_id = out.report.journal_id.unwrap();
+    assert_eq!(s.desk.pending().unwrap()[0].id, "ap-2", "not marked");
+    drop(s);
+    let mut s = setup(dir.path(), "recommend");
+    assert!(s.desk.pending().unwrap().is_empty());
+    assert_eq!(
+        s.desk.store().item("ap-2").unwrap().state,
+        ApprovalState::Approved {
+            by: "alice".into(),
+            journal_id: Some(journal_id),
+            status: ChangeStatus::Applied,
+        }
+    );
+    assert_eq!(kinds(&s.desk.take_events()), ["approval_resolved"]);
+    // The superseded one, never applied, is left as it was.
+    assert_eq!(
+        s.desk.store().item("ap-1").unwrap().state.name(),
+        "superseded"
+    );
+}
+
 /// Made with an earlier window's advice two hours ago (expire_after 1h), it ran out an hour
 /// ago: that is when it ended, whenever the desk notices.
 fn ran_out_an_hour_ago(s: &mut Setup) -> u64 {
