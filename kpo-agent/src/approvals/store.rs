@@ -110,13 +110,52 @@ impl ApprovalStore {
             #[cfg(test)]
             fail_put_of: None,
         };
-        for r in loaded.records {
+        // Where each approval's last copy is: one whose last copy came before a damaged line may
+        // have been resolved by the record lost.
+        let mut last_copy: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, r) in loaded.records.into_iter().enumerate() {
+            if let Record::Approval(item) = &r {
+                last_copy.insert(item.id.clone(), i);
+            }
             store.fold(r);
+        }
+        if let Some(damage) = loaded.first_damage {
+            store.clear_pending_before(damage, &last_copy);
         }
         if store.lines > store.limit {
             store.compact_or_warn();
         }
         Ok(store)
+    }
+
+    /// A damaged line may have been an approval's rejection or approval: its earlier, pending
+    /// copy must not come back as a question an operator already answered. Each approval still
+    /// pending whose last copy came before the damage is cleared (its advisor asks again if the
+    /// advice still holds).
+    fn clear_pending_before(&mut self, damage: usize, last_copy: &BTreeMap<String, usize>) {
+        let suspect: Vec<ApprovalItem> = self
+            .pending()
+            .filter(|i| last_copy.get(&i.id).is_some_and(|&at| at < damage))
+            .cloned()
+            .collect();
+        for mut item in suspect {
+            let id = item.id.clone();
+            item.state = ApprovalState::Cleared {
+                why: "the approvals file was damaged after its last record, which may have \
+                      resolved it; its advisor asks again if the advice still holds"
+                    .into(),
+            };
+            item.resolved_ms = Some(now_ms());
+            match self.put(item) {
+                Ok(()) => self.warnings.push(format!(
+                    "approval {id} cleared: the approvals file was damaged after its last record"
+                )),
+                Err(e) => self.warnings.push(format!(
+                    "approval {id} could not be cleared after the approvals file was damaged \
+                     ({e}); it may have been answered already"
+                )),
+            }
+        }
     }
 
     /// What recovery found on open (empty for a clean file).
@@ -407,23 +446,46 @@ pub(crate) mod tests {
     }
 
     #[test]
+    /// The damaged line here is ap-1's rejection: its pending copy before it must not come back
+    /// as a question already answered. What came after the damage is as it was.
     fn a_damaged_line_in_the_middle_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(APPROVALS_FILE);
         let mut bytes = encode(&Record::Approval(Box::new(item("ap-1", 32))));
-        let mut bad = encode(&Record::Approval(Box::new(item("ap-2", 64))));
+        let mut rejected = item("ap-1", 32);
+        rejected.state = ApprovalState::Rejected {
+            by: "op".into(),
+            why: None,
+        };
+        let mut bad = encode(&Record::Approval(Box::new(rejected)));
         bad[12] ^= 0x01; // a flipped bit inside the JSON
         bytes.extend(bad);
         bytes.extend(encode(&Record::Approval(Box::new(item("ap-3", 128)))));
         fs::write(&path, bytes).unwrap();
         let s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
         let ids: Vec<_> = s.pending().map(|i| i.id.clone()).collect();
-        assert_eq!(ids, ["ap-1", "ap-3"]);
+        assert_eq!(ids, ["ap-3"]);
+        assert_eq!(s.item("ap-1").unwrap().state.name(), "cleared");
         assert!(
             s.warnings()[0].contains("line 2 is damaged"),
             "{:?}",
             s.warnings()
         );
+        assert!(
+            s.warnings()
+                .iter()
+                .any(|w| w.contains("approval ap-1 cleared")),
+            "{:?}",
+            s.warnings()
+        );
+        drop(s);
+        let s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        assert!(s.warnings().is_empty(), "{:?}", s.warnings());
+        assert_eq!(
+            s.pending().map(|i| i.id.clone()).collect::<Vec<_>>(),
+            ["ap-3"]
+        );
+        assert_eq!(s.item("ap-1").unwrap().state.name(), "cleared");
     }
 
     /// An id KPO cannot have handed out (a hand-made line) is set aside with a warning; counting

@@ -39,6 +39,10 @@ pub fn decode<T: DeserializeOwned>(line: &[u8]) -> Result<T, String> {
 pub struct Loaded<T> {
     pub records: Vec<T>,
     pub warnings: Vec<String>,
+    /// How many intact records came before the first damaged whole line, if one was dropped (a
+    /// torn last line is not one: it was never acknowledged). A record after it may have been
+    /// superseded by the one lost.
+    pub first_damage: Option<usize>,
 }
 
 /// Creates the state directory (0700) if needed.
@@ -133,6 +137,7 @@ pub fn load_records<T: Serialize + DeserializeOwned>(
     };
     let mut records = Vec::new();
     let mut warnings = Vec::new();
+    let mut first_damage = None;
     let mut start = 0usize;
     let mut line_no = 0usize;
     while start < bytes.len() {
@@ -153,6 +158,7 @@ pub fn load_records<T: Serialize + DeserializeOwned>(
             match decode(line) {
                 Ok(r) => records.push(r),
                 Err(why) => {
+                    first_damage.get_or_insert(records.len());
                     warnings.push(format!(
                         "{}: line {line_no} is damaged ({why}); dropped",
                         path.display()
@@ -185,7 +191,11 @@ pub fn load_records<T: Serialize + DeserializeOwned>(
             tracing::warn!("{w}");
         }
     }
-    Ok(Loaded { records, warnings })
+    Ok(Loaded {
+        records,
+        warnings,
+        first_damage,
+    })
 }
 
 /// Replaces `dir/name` with exactly these records, atomically: a crash leaves the old file or
