@@ -131,8 +131,7 @@ impl HostMetrics {
     pub fn between(first: &HostSnapshot, last: &HostSnapshot) -> Self {
         let secs = last.at.saturating_duration_since(first.at).as_secs_f64();
         let span = Span((secs > 0.0).then_some(secs));
-        let shares = both(&first.stat, &last.stat)
-            .and_then(|(a, b)| cpu_shares(a.total.as_ref()?, b.total.as_ref()?));
+        let shares = both(&first.stat, &last.stat).and_then(|(a, b)| cpu_shares_between(a, b));
         let stat_rate = |field: fn(&Stat) -> Option<u64>| {
             both(&first.stat, &last.stat)
                 .and_then(|(a, b)| span.rate(counter::monotonic(field(a)?, field(b)?)))
@@ -291,11 +290,33 @@ struct CpuShares {
     iowait: f64,
 }
 
-/// Shares of CPU time from the `cpu` line. The total is the sum of each column's own change, so
-/// a column that went backwards (iowait can, on tickless kernels) counts as 0 and the shares
-/// still add up to 100.
-fn cpu_shares(first: &CpuJiffies, last: &CpuJiffies) -> Option<CpuShares> {
-    let d = |column: fn(&CpuJiffies) -> u64| counter::monotonic(column(first), column(last));
+/// Shares of CPU time over the CPUs online at both readings (their `cpuN` lines), or from the
+/// `cpu` line when there are none. The `cpu` line sums idle and iowait over every possible CPU,
+/// taken from other sources for offline ones, so it jumps when a CPU goes offline or comes back
+/// (sysstat sums the `cpuN` lines for the same reason).
+fn cpu_shares_between(first: &Stat, last: &Stat) -> Option<CpuShares> {
+    let before: std::collections::HashMap<u32, &CpuJiffies> =
+        first.cpus.iter().map(|c| (c.cpu, &c.jiffies)).collect();
+    let online_at_both: Vec<(&CpuJiffies, &CpuJiffies)> = last
+        .cpus
+        .iter()
+        .filter_map(|c| Some((*before.get(&c.cpu)?, &c.jiffies)))
+        .collect();
+    if online_at_both.is_empty() {
+        return cpu_shares(&[(first.total.as_ref()?, last.total.as_ref()?)]);
+    }
+    cpu_shares(&online_at_both)
+}
+
+/// Shares of CPU time over `(first, last)` readings of CPUs. The total is the sum of each
+/// column's own change, CPU by CPU, so a column that went backwards (iowait can, on tickless
+/// kernels) counts as 0 and the shares still add up to 100.
+fn cpu_shares(cpus: &[(&CpuJiffies, &CpuJiffies)]) -> Option<CpuShares> {
+    let d = |column: fn(&CpuJiffies) -> u64| {
+        cpus.iter()
+            .map(|(first, last)| counter::monotonic(column(first), column(last)))
+            .fold(0u64, u64::saturating_add)
+    };
     let user = d(|j| j.user).saturating_add(d(|j| j.nice));
     let (system, idle, iowait) = (d(|j| j.system), d(|j| j.idle), d(|j| j.iowait));
     let (irq, softirq, steal) = (d(|j| j.irq), d(|j| j.softirq), d(|j| j.steal));
@@ -612,6 +633,42 @@ mod tests {
         // Run delay 3 000 000 ns over 2 s and 2 CPUs; 40 timeslices over 2 s.
         assert_eq!(m.sched_run_delay_ns_per_s_per_cpu, Some(750_000.0));
         assert_eq!(m.sched_timeslices_per_s, Some(20.0));
+    }
+
+    /// CPU 1 goes offline between the readings: the `cpu` line's idle falls (the kernel sums
+    /// offline CPUs from another source), which read alone would give 0% idle. The shares come
+    /// from the CPU online at both, CPU 0: Δuser 100, Δsystem 50, Δidle 350.
+    #[test]
+    fn cpu_shares_are_those_of_the_cpus_online_at_both_readings() {
+        let t0 = Instant::now();
+        let mut a = HostSnapshot::empty(t0);
+        let mut b = HostSnapshot::empty(t0 + Duration::from_secs(5));
+        let parse = |text: &str| {
+            let rest = "ctxt 1\nprocesses 1\nprocs_running 1\nprocs_blocked 0\n";
+            Some(parse_stat(&format!("{text}{rest}")).strict().unwrap())
+        };
+        a.stat = parse(
+            "cpu 200 0 100 1000 0 0 0 0 0 0\ncpu0 100 0 50 500 0 0 0 0 0 0\n\
+             cpu1 100 0 50 500 0 0 0 0 0 0\n",
+        );
+        b.stat = parse("cpu 300 0 150 900 0 0 0 0 0 0\ncpu0 200 0 100 850 0 0 0 0 0 0\n");
+        let m = HostMetrics::between(&a, &b);
+        assert_eq!(
+            (m.cpu_idle_pct, m.cpu_user_pct, m.cpu_system_pct),
+            (Some(70.0), Some(20.0), Some(10.0))
+        );
+        // CPU 1 back (the `cpu` line jumps up by its idle time): CPU 0 alone again, Δuser 100,
+        // Δidle 400.
+        let mut c = HostSnapshot::empty(t0 + Duration::from_secs(10));
+        c.stat = parse(
+            "cpu 400 0 150 5000 0 0 0 0 0 0\ncpu0 300 0 100 1250 0 0 0 0 0 0\n\
+             cpu1 100 0 50 3750 0 0 0 0 0 0\n",
+        );
+        let m = HostMetrics::between(&b, &c);
+        assert_eq!(
+            (m.cpu_idle_pct, m.cpu_user_pct, m.cpu_system_pct),
+            (Some(80.0), Some(20.0), Some(0.0))
+        );
     }
 
     #[test]
