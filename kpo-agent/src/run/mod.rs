@@ -20,6 +20,7 @@ mod duty;
 mod kernel_view;
 mod llm;
 pub mod one_agent;
+mod open_files;
 mod yielding;
 
 use std::{process::ExitCode, time::Duration};
@@ -65,6 +66,9 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     // One agent per network namespace, before anything is opened: a second one, whatever its
     // state directory, would change the same parameters behind the first one's back.
     let _one_agent = one_agent::claim()?;
+    if let Err(e) = open_files::raise_to_hard_limit() {
+        warn!("open files: the limit could not be read or raised: {e}");
+    }
     let mut sink = EventSink::open(&config.events)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
