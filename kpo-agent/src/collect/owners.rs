@@ -1,7 +1,10 @@
 //! Which process owns a listening socket: socket inode -> (pid, comm), found by scanning
 //! /proc/<pid>/fd. The scan is costly, so it runs only when an unknown inode shows up, and its
 //! answers are cached.
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+};
 
 use crate::kernel_file::{self, limit};
 
@@ -40,11 +43,15 @@ impl OwnerCache {
 
     /// Forgets inodes no longer listening.
     pub fn retain(&mut self, live: &[u32]) {
+        // A set: thousands of listeners must not cost a search of every other each tick.
+        let live: HashSet<u32> = live.iter().copied().collect();
         self.known.retain(|inode, _| live.contains(inode));
     }
 }
 
 fn scan(proc_root: &Path, wanted: &[u32]) -> HashMap<u32, Owner> {
+    // Checked for every descriptor on the host: a set, not a list.
+    let wanted: HashSet<u32> = wanted.iter().copied().collect();
     let mut found = HashMap::new();
     let Ok(procs) = std::fs::read_dir(proc_root) else {
         return found;

@@ -258,6 +258,26 @@ PIW:          0          0   Posted-interrupt wakeup event
         );
     }
 
+    /// An interface renamed with a byte that is not UTF-8 names its IRQs so: the file is still
+    /// read, the name with U+FFFD in its place.
+    #[test]
+    fn a_name_that_is_not_utf8_does_not_lose_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("interrupts"),
+            b"           CPU0       CPU1\n 24:        100        200   PCI-MSI 1-edge      eth\xff-rx-0\n",
+        )
+        .unwrap();
+        let i = read_interrupts(&ProcRoot(dir.path().to_path_buf())).unwrap();
+        assert_eq!(i.lines.len(), 1);
+        assert_eq!(i.lines[0].counts, vec![100, 200]);
+        assert!(
+            i.lines[0].description.contains("eth\u{FFFD}-rx-0"),
+            "{:?}",
+            i.lines[0]
+        );
+    }
+
     #[test]
     fn an_empty_file_is_an_error() {
         assert_eq!(

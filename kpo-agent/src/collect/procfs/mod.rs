@@ -175,10 +175,15 @@ impl<T> Parsed<T> {
     }
 }
 
-/// Reads `rel` under `root`, at most `limit` bytes (see [`crate::kernel_file::limit`]).
+/// Reads `rel` under `root`, at most `limit` bytes (see [`crate::kernel_file::limit`]). Bytes
+/// that are not UTF-8 become U+FFFD: the kernel copies names into these files as they are (an
+/// interface renamed to `eth\xff` names its IRQs so in /proc/interrupts), and one such name must
+/// not lose every number beside it; the numbers and keywords are ASCII.
 fn read_text(root: &ProcRoot, rel: &str, limit: usize) -> Result<(PathBuf, String), ProcError> {
     let path = root.path(rel);
-    let text = kernel_file::read_text(&path, limit)?;
+    let bytes = kernel_file::read_bytes(&path, limit)?;
+    let text = String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     Ok((path, text))
 }
 
