@@ -545,7 +545,10 @@ impl LlmClient {
             c.error = Some("the reply has no choices".into());
             return;
         };
-        c.finish_reason = choice.finish_reason.clone();
+        c.finish_reason = choice
+            .finish_reason
+            .as_deref()
+            .and_then(|r| finish_word(&self.inner.key.redact(r)));
         let message = choice.message;
         if let Some(refusal) = message.refusal.filter(|r| !r.trim().is_empty()) {
             c.outcome = Outcome::Refusal;
@@ -587,6 +590,20 @@ impl LlmClient {
         c.content = Some(self.inner.key.redact(&content));
         c.outcome = Outcome::Ok;
     }
+}
+
+/// Longest `finish_reason` kept for the `llm` event.
+const MAX_FINISH_REASON: usize = 32;
+
+/// A `finish_reason` as the `llm` event shows it: a short word of `[a-z_]` (`stop`, `length`,
+/// `tool_calls`, `content_filter`), else nothing. The server's text is bounded by the body alone
+/// (up to 4 MiB) and may echo anything, the key included: the caller redacts it first, and a
+/// redacted key (`[redacted]`) is not a word either.
+fn finish_word(reason: &str) -> Option<String> {
+    (!reason.is_empty()
+        && reason.len() <= MAX_FINISH_REASON
+        && reason.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+    .then(|| reason.to_string())
 }
 
 struct SendError {
@@ -935,6 +952,55 @@ mod tests {
         let c = read(serde_json::json!({"choices": choice(
             serde_json::json!({"content": advice}), "length".into()), "usage": "n/a"}));
         assert_eq!(c.outcome, Outcome::Truncated);
+    }
+
+    /// `finish_reason` is the server's text: only a short word reaches the `llm` event, never the
+    /// key nor megabytes of whatever the server sent.
+    #[test]
+    fn finish_reason_is_a_short_word_or_nothing() {
+        const KEY: &str = "sk-finish-SECRET";
+        let client = LlmClient::new(ResolvedLlm {
+            base_url: "http://127.0.0.1:9".into(),
+            api_key: ApiKey::new(KEY),
+            config: super::super::config::LlmConfig::default(),
+        })
+        .unwrap();
+        let read = |finish: String| {
+            let body = serde_json::json!({
+                "choices": [{"message": {"content": "[]"}, "finish_reason": finish}]
+            });
+            let mut c = Completion::empty();
+            client.read_completion(&mut c, body.to_string().as_bytes());
+            c
+        };
+        let huge = format!("stop {KEY}{}", "x".repeat(3 << 20));
+        for bad in [
+            huge,
+            format!("stop {KEY}"),
+            KEY.to_string(),
+            "stop".repeat(9),
+            "Stop".into(),
+            "stop\u{202e}".into(),
+            String::new(),
+        ] {
+            let c = read(bad.clone());
+            assert_eq!(c.outcome, Outcome::Ok, "the advice is still read");
+            assert_eq!(c.finish_reason, None, "{}", &bad[..bad.len().min(40)]);
+        }
+        for word in ["stop", "length", "tool_calls", "content_filter", &"a".repeat(32)] {
+            assert_eq!(read(word.into()).finish_reason.as_deref(), Some(word));
+        }
+        // A key that is itself a short word is replaced before the check, and so dropped.
+        let client = LlmClient::new(ResolvedLlm {
+            base_url: "http://127.0.0.1:9".into(),
+            api_key: ApiKey::new("secretword"),
+            config: super::super::config::LlmConfig::default(),
+        })
+        .unwrap();
+        let mut c = Completion::empty();
+        let body = r#"{"choices":[{"message":{"content":"[]"},"finish_reason":"secretword"}]}"#;
+        client.read_completion(&mut c, body.as_bytes());
+        assert_eq!(c.finish_reason, None);
     }
 
     /// What the content depends on must have its shape: otherwise it is not a chat completion.
