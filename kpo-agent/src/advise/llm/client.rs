@@ -332,6 +332,18 @@ impl LlmClient {
                 }
                 Ok(Ok(r)) => r,
             };
+            if !(100..=599).contains(&status) {
+                // HTTP defines no such status (hyper takes up to 999): not a server this client
+                // can talk to, like a body that is no chat completion. Not retried, and not shown
+                // as `http_status`, which the events' schema keeps to 100..=599.
+                c.http_status = None;
+                c.outcome = Outcome::InvalidBody;
+                c.error = Some(format!(
+                    "the server answered with status {status}, which is not an HTTP status \
+                     (100 to 599)"
+                ));
+                break;
+            }
             c.http_status = Some(status);
             if (200..300).contains(&status) {
                 if completion_tokens {
@@ -1447,5 +1459,25 @@ mod tests {
             .map(|b| b.get("response_format").is_some())
             .collect();
         assert_eq!(asked, [true, false, true, false, false]);
+    }
+
+    /// A status HTTP does not define (hyper reads up to 999) is not retried as a server error,
+    /// and is not shown as `http_status` (the schema's 100..=599).
+    #[tokio::test]
+    async fn a_status_beyond_599_is_an_invalid_reply_not_retried() {
+        for status in [600, 999] {
+            let (url, served) =
+                scripted_server(vec![(status, ok_body()), (200, ok_body())]).await;
+            let client = scripted_client(url);
+            let c = client.complete(&prompt(), None).await;
+            assert_eq!(
+                (c.outcome, c.http_status, c.attempts),
+                (Outcome::InvalidBody, None, 1),
+                "{status}: {:?}",
+                c.error
+            );
+            assert!(c.error.unwrap().contains(&status.to_string()));
+            served.abort();
+        }
     }
 }
