@@ -427,6 +427,13 @@ mod tests {
         ));
         assert_eq!(c.outcome, Outcome::ParseError);
         assert!(c.recommendations.is_empty());
+        // A `</think>` in the answer's note is no end of thinking: the alternative the model
+        // rejected after it is not taken.
+        let c = took(
+            r#"{"recommendations": [], "note": "nginx </think> fine", "rejected": [{"parameter":"net.core.somaxconn","value":65535,"can_auto_apply":true}]}"#,
+        );
+        assert_eq!(c.outcome, Outcome::Ok);
+        assert!(c.recommendations.is_empty(), "{:?}", c.recommendations);
         // Advice in prose: accepted, for approval.
         let c = took(&format!(
             "Here is my advice: [{}] Hope it helps.",
