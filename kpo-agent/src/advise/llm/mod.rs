@@ -452,6 +452,43 @@ mod tests {
         }
     }
 
+    /// A key the model wrote twice is not settled silently by the last one: the item is dropped
+    /// as malformed, and a top-level object that repeats one is no answer.
+    #[test]
+    fn a_repeated_key_is_never_read_last_wins() {
+        let c = took(
+            r#"[{"parameter":"net.core.somaxconn","value":8192,"can_auto_apply":false,"reason":"x","can_auto_apply":true}]"#,
+        );
+        assert_eq!(c.outcome, Outcome::Ok);
+        assert!(c.recommendations.is_empty(), "{:?}", c.recommendations);
+        assert_eq!(c.dropped.len(), 1);
+        assert_eq!(c.dropped[0].kind, DropKind::Malformed);
+        assert_eq!(c.dropped[0].parameter.as_deref(), Some("net.core.somaxconn"));
+        assert!(
+            c.dropped[0].detail.contains("repeats the key \"can_auto_apply\""),
+            "{}",
+            c.dropped[0].detail
+        );
+        // The other items of the list still count.
+        let c = took(
+            r#"[{"parameter":"net.core.somaxconn","value":8192,"value":9000,"can_auto_apply":true},
+                {"parameter":"net.core.somaxconn","value":8192,"can_auto_apply":true}]"#,
+        );
+        assert_eq!((c.accepted_auto, c.dropped.len()), (1, 1));
+        let item = r#"{"parameter":"net.core.somaxconn","value":8192,"can_auto_apply":true,"reason":"x"}"#;
+        for reply in [
+            format!(r#"{{"recommendations":[{item}],"recommendations":[]}}"#),
+            format!(r#"{{"recommendations":[],"recommendations":[{item}]}}"#),
+            format!("Here: {{\"recommendations\":[{item}],\"recommendations\":[]}}"),
+        ] {
+            let c = took(&reply);
+            assert_eq!(c.outcome, Outcome::ParseError, "{reply}");
+            assert!(c.recommendations.is_empty());
+            let error = c.error.unwrap();
+            assert!(error.contains("repeats the key \"recommendations\""), "{error}");
+        }
+    }
+
     #[test]
     fn schedule_every_n_and_early_rate_limited() {
         // Windows a second apart, no time floor: the window counts alone decide.

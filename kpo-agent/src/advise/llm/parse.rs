@@ -35,6 +35,9 @@ pub enum ParseError {
     NotAdvice,
     #[error("the reply is {0} bytes, more than the {MAX_CONTENT} parsed")]
     TooLong(usize),
+    /// A top-level object names a key twice: which one counts is anybody's guess.
+    #[error("the reply's JSON has an object that repeats the key {0:?}; which one counts is unclear")]
+    DuplicateKey(String),
 }
 
 /// Where in the reply the advice was found.
@@ -84,7 +87,7 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
         return Err(ParseError::TooLong(content.len()));
     }
     if let Some(v) = whole_value(content) {
-        return match advice_shape(v) {
+        return match advice_shape(v)? {
             Some(shape) => Ok(Advice {
                 items: shape.into_items(),
                 found: Found::Whole,
@@ -101,7 +104,7 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
     let mut saw_json = false;
     if let Some(v) = whole_value(text) {
         saw_json = true;
-        if let Some(shape) = advice_shape(v) {
+        if let Some(shape) = advice_shape(v)? {
             return Ok(Advice {
                 items: shape.into_items(),
                 found: Found::Whole,
@@ -116,7 +119,7 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
     for &block in &blocks {
         if let Some(v) = whole_value(without_tag(block)) {
             saw_json = true;
-            if let Some(shape) = advice_shape(v) {
+            if let Some(shape) = advice_shape(v)? {
                 fences_with_advice += 1;
                 fenced = Some(shape);
             }
@@ -146,7 +149,7 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
     }
     for v in values {
         saw_json = true;
-        match advice_shape(v) {
+        match advice_shape(v)? {
             Some(Shape::List(items)) => answer = Some(items),
             Some(Shape::Item(item)) => single = Some(item),
             None => {}
@@ -223,7 +226,7 @@ fn whole_value(s: &str) -> Option<Json> {
     if !(s.starts_with('[') || s.starts_with('{')) {
         return None;
     }
-    serde_json::from_str(s).ok()
+    serde_json::from_str::<Strict>(s).ok().map(|v| v.0)
 }
 
 /// A fenced block without a language tag on the JSON's line (```` ```json {...}``` ````).
@@ -300,9 +303,9 @@ fn scan(text: &str, failed: &mut usize, until: usize) -> Scan {
             at = start + 1;
             continue;
         }
-        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Json>();
+        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Strict>();
         match stream.next() {
-            Some(Ok(v)) => {
+            Some(Ok(Strict(v))) => {
                 at = start + stream.byte_offset();
                 out.values.push((start..at, v));
             }
@@ -432,9 +435,15 @@ impl Shape {
     }
 }
 
-/// A list, an object with a `recommendations` list, or a single recommendation object.
-fn advice_shape(v: Json) -> Option<Shape> {
-    match v {
+/// A list, an object with a `recommendations` list, or a single recommendation object. A
+/// top-level object that repeats a key is no answer at all, whatever it holds (`Err`): read
+/// last-wins, `{"recommendations": [...], "recommendations": []}` would be no advice, and an item
+/// with `"can_auto_apply": false, ..., "can_auto_apply": true` automatic.
+fn advice_shape(v: Json) -> Result<Option<Shape>, ParseError> {
+    if let Some(key) = repeated_key(&v) {
+        return Err(ParseError::DuplicateKey(key.to_string()));
+    }
+    Ok(match v {
         // A list of advice has objects in it (`[3]` in a sentence is not advice).
         Json::Array(items) if items.is_empty() || items.iter().any(Json::is_object) => {
             Some(Shape::List(items))
@@ -442,13 +451,96 @@ fn advice_shape(v: Json) -> Option<Shape> {
         Json::Object(mut map) => {
             for key in ["recommendations", "Recommendations", "changes"] {
                 if let Some(Json::Array(items)) = map.remove(key) {
-                    return Some(Shape::List(items));
+                    return Ok(Some(Shape::List(items)));
                 }
             }
             let item = map.contains_key("parameter") || map.contains_key("Parameter");
             item.then_some(Shape::Item(Json::Object(map)))
         }
         _ => None,
+    })
+}
+
+/// The key under which [`Strict`] marks an object that repeated a key: its value is that key.
+/// Not a key a model means (a NUL starts it); one that sends it anyway only gets its object
+/// refused.
+pub(super) const REPEATED_KEY: &str = "\u{0}kpo: repeated key";
+
+/// The key `v`, an object, repeated (marked by [`Strict`]), if it did.
+pub(super) fn repeated_key(v: &Json) -> Option<&str> {
+    v.get(REPEATED_KEY).map(|k| k.as_str().unwrap_or(""))
+}
+
+/// A JSON value read as `serde_json::Value` is, except that an object that repeats a key is
+/// marked (under [`REPEATED_KEY`], naming the key). `Value` keeps the last of the repeats and
+/// forgets there were any, so which one the model meant would be decided silently; serde has no
+/// option to refuse them, and once read into a `Value` the repeat is gone, so it is seen here, as
+/// the text is read. Marked rather than refused: a repeat inside one item costs that item (it is
+/// dropped as `malformed`, `validate.rs`), a repeat in a top-level object the whole answer
+/// ([`advice_shape`]). Depth is bounded by serde_json's recursion limit, as for `Value`.
+struct Strict(Json);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Json::Null, Json::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+        Ok(Json::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Json, E> {
+        Ok(Json::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_none<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Json::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut out = serde_json::Map::new();
+        let mut repeated = None;
+        while let Some((key, Strict(v))) = map.next_entry::<String, Strict>()? {
+            if out.contains_key(&key) && repeated.is_none() {
+                repeated = Some(key.clone());
+            }
+            out.insert(key, v);
+        }
+        if let Some(key) = repeated {
+            out.insert(REPEATED_KEY.to_string(), Json::String(key));
+        }
+        Ok(Json::Object(out))
     }
 }
 
@@ -710,6 +802,33 @@ mod tests {
             "Maybe {{\"parameter\": \"x.y\"}} or [1, 2]?\n</think>\n[{ITEM}]"
         ));
         assert_eq!((items.len(), at), (1, Found::Whole));
+    }
+
+    /// [`Strict`] reads what `Value` reads, the same way, and marks only objects that repeat a
+    /// key, wherever they are.
+    #[test]
+    fn strict_reads_as_value_does_and_marks_repeated_keys() {
+        for text in [
+            r#"{"a": [1, -2, 3.5, 18446744073709551615, "s\u00e9", true, null, {}], "b": {"c": []}}"#,
+            "[]",
+            r#""x""#,
+            "-0",
+            "[1e400]",
+        ] {
+            let strict = serde_json::from_str::<Strict>(text).map(|s| s.0).ok();
+            let value = serde_json::from_str::<Json>(text).ok();
+            assert_eq!(strict, value, "{text}");
+            assert_eq!(strict.is_some(), !text.contains("1e400"), "{text}");
+        }
+        let v = serde_json::from_str::<Strict>(r#"[{"a": 1, "b": {"c": 1, "c": 2}, "a": 3}]"#)
+            .unwrap()
+            .0;
+        assert_eq!(repeated_key(&v[0]), Some("a"));
+        assert_eq!(repeated_key(&v[0]["b"]), Some("c"));
+        assert_eq!(v[0]["a"], 3);
+        assert_eq!(repeated_key(&v), None);
+        let nested = r#"Result: {"result": {"recommendations": [], "recommendations": []}} done"#;
+        assert_eq!(extract_items(nested), Err(ParseError::NotAdvice), "not a top-level object");
     }
 
     /// Values that parse do not use up the scan: the last answer after many of them stands.
