@@ -54,6 +54,9 @@ pub enum Outcome {
     Truncated,
     /// The content holds no recognisable advice.
     ParseError,
+    /// The consultation's task ended without a result (a panic in the agent's own code): nothing
+    /// of it is taken. Set by the agent (`run/llm.rs`), never by the client.
+    InternalError,
 }
 
 impl Outcome {

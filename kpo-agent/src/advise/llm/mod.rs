@@ -121,6 +121,63 @@ pub struct Consultation {
 }
 
 impl Consultation {
+    /// A consultation about `window` that has not asked yet: outcome `ok`, nothing accepted.
+    fn blank(window: WindowRef, model: String, offered: usize, breaker: BreakerState) -> Self {
+        Self {
+            window,
+            model,
+            outcome: Outcome::Ok,
+            http_status: None,
+            error: None,
+            latency_ms: 0,
+            attempts: 0,
+            retry_wait_ms: 0,
+            structured_output: false,
+            finish_reason: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            total_tokens: None,
+            offered,
+            accepted_auto: 0,
+            accepted_pending: 0,
+            accepted_ids: Vec::new(),
+            dropped: Vec::new(),
+            breaker,
+            recommendations: Vec::new(),
+        }
+    }
+
+    /// The `llm` event of a consultation whose task ended without a result (it panicked):
+    /// outcome `internal_error`, with `why` (the key replaced, cut to 300 characters) as its
+    /// error. Nothing of it is taken.
+    pub fn task_failed(
+        advisor: &LlmAdvisor,
+        window: WindowRef,
+        offered: usize,
+        latency: Duration,
+        why: &str,
+    ) -> Self {
+        let client = advisor.client();
+        let why: String = client
+            .config()
+            .api_key
+            .redact(why)
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(300)
+            .collect();
+        let mut out = Self::blank(
+            window,
+            client.config().config.model.clone(),
+            offered,
+            client.breaker_state(),
+        );
+        out.outcome = Outcome::InternalError;
+        out.error = Some(format!("the consultation's task ended abnormally: {why}"));
+        out.latency_ms = latency.as_millis() as u64;
+        out
+    }
+
     pub fn auto(&self) -> impl Iterator<Item = &Recommendation> {
         self.recommendations.iter().filter(|r| r.can_auto_apply)
     }
@@ -191,6 +248,20 @@ impl LlmAdvisor {
         self.history.iter().cloned().collect()
     }
 
+    /// The latest window summarised, which a consultation now would be about.
+    pub fn latest_window(&self) -> WindowRef {
+        self.history.back().map_or(
+            WindowRef {
+                index: 0,
+                end: String::new(),
+            },
+            |w| WindowRef {
+                index: w.index,
+                end: w.end.clone(),
+            },
+        )
+    }
+
     /// One consultation about the latest window, as a `'static` future to spawn.
     pub fn consult(
         &self,
@@ -200,16 +271,7 @@ impl LlmAdvisor {
     ) -> impl std::future::Future<Output = Consultation> + Send + 'static {
         let client = self.client.clone();
         let windows = self.history();
-        let window = windows.last().map_or(
-            WindowRef {
-                index: 0,
-                end: String::new(),
-            },
-            |w| WindowRef {
-                index: w.index,
-                end: w.end.clone(),
-            },
-        );
+        let window = self.latest_window();
         async move { consult(&client, &offered, &windows, &changes, &*policy, window).await }
     }
 }
@@ -225,28 +287,12 @@ pub async fn consult(
     window: WindowRef,
 ) -> Consultation {
     let started = Instant::now();
-    let mut out = Consultation {
-        window: window.clone(),
-        model: client.config().config.model.clone(),
-        outcome: Outcome::Ok,
-        http_status: None,
-        error: None,
-        latency_ms: 0,
-        attempts: 0,
-        retry_wait_ms: 0,
-        structured_output: false,
-        finish_reason: None,
-        prompt_tokens: None,
-        completion_tokens: None,
-        total_tokens: None,
-        offered: offered.len(),
-        accepted_auto: 0,
-        accepted_pending: 0,
-        accepted_ids: Vec::new(),
-        dropped: Vec::new(),
-        breaker: client.breaker_state(),
-        recommendations: Vec::new(),
-    };
+    let mut out = Consultation::blank(
+        window,
+        client.config().config.model.clone(),
+        offered.len(),
+        client.breaker_state(),
+    );
     if offered.is_empty() {
         out.outcome = Outcome::NoParameters;
         out.error = Some("the policy lets the llm drive no parameter".into());

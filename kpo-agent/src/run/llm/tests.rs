@@ -324,3 +324,80 @@ fn napi_devices_in_the_prompt_carry_their_namespace() {
         ])
     );
 }
+
+const STAGE_KEY: &str = "sk-stage-test-SECRET";
+
+/// A stage with the advisor on (against a port nothing listens on: nothing here asks it), and
+/// the deciding half over an in-memory kernel holding `values`, with `policy`.
+fn stage_and_deciding(
+    dir: &std::path::Path,
+    policy: &str,
+    values: &[(&str, Value)],
+) -> (LlmStage, Deciding, crate::change::tests::FakeActuators) {
+    use crate::advise::llm::{ApiKey, ResolvedLlm};
+    let advisor = LlmAdvisor::new(ResolvedLlm {
+        base_url: "http://127.0.0.1:9/v1".into(),
+        api_key: ApiKey::new(STAGE_KEY),
+        config: LlmConfig::default(),
+    })
+    .unwrap();
+    let stage = LlmStage {
+        advisor: Some(advisor),
+        in_flight: None,
+        in_flight_offered: Vec::new(),
+        in_flight_about: (
+            WindowRef {
+                index: 0,
+                end: String::new(),
+            },
+            Instant::now(),
+        ),
+        health: VecDeque::new(),
+        host_netns: HOST,
+    };
+    let k = crate::change::tests::kernel(values);
+    let (path, _) = crate::change::tests::path(dir, policy, &k);
+    let deciding = Deciding::with_path(path, false).unwrap().0;
+    (stage, deciding, k)
+}
+
+/// A consultation whose task panicked still has its `llm` event (docs/llm.md: one per
+/// consultation that ended), valid against the schema, without the key, and nothing of it is
+/// taken.
+#[tokio::test]
+async fn a_consultation_that_panicked_has_its_llm_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut stage, mut deciding, _) = stage_and_deciding(dir.path(), "", &[]);
+    stage.in_flight_offered = vec!["net.core.somaxconn".parse().unwrap()];
+    stage.in_flight_about.0 = WindowRef {
+        index: 41,
+        end: "2026-12-01T03:01:00Z".into(),
+    };
+    let joined = tokio::spawn(async move {
+        panic!("boom {STAGE_KEY} {}", "x".repeat(600));
+    })
+    .await;
+    let events = stage.settle(joined.map(|()| unreachable!()), &mut deciding);
+    assert_eq!(events.len(), 1, "the llm event alone");
+    let json: serde_json::Value = serde_json::from_slice(&crate::output::events::encode(
+        &events[0],
+        "h",
+        time::OffsetDateTime::now_utc(),
+    ))
+    .unwrap();
+    assert_eq!(json["kind"], "llm");
+    assert_eq!(json["outcome"], "internal_error");
+    assert_eq!(json["window"]["index"], 41);
+    assert_eq!(json["offered"], 1);
+    assert_eq!(json["accepted_ids"], serde_json::json!([]));
+    let error = json["error"].as_str().unwrap();
+    assert!(error.contains("boom [redacted]"), "{error}");
+    assert!(!error.contains(STAGE_KEY));
+    assert!(error.len() < 500, "{} bytes", error.len());
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../../../docs/events.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&json).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:#?}\n{json:#}");
+    assert!(stage.in_flight_offered.is_empty());
+}
