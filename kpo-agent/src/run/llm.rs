@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 use super::deciding::Deciding;
 use crate::{
     actuate::{
-        param::{NetnsRef, ParamAddress, ParamKind, Target},
+        param::{NetnsRef, ParamAddress, ParamKind, Target, Value},
         sysctl::is_per_netns,
     },
     advise::{
@@ -216,14 +216,29 @@ fn end_ms(window: &Window) -> u64 {
 }
 
 /// The parameters to offer: [`candidates`] the policy lets the `llm` drive, with their current
-/// values read through the change path (one that cannot be read is not offered).
+/// values read through the change path (one that cannot be read is not offered), each with the
+/// cookie of the network namespace it was read in: the advice is applied when the consultation
+/// ends, up to `llm.timeout` later, and the change path refuses it if the `@netns:INODE` then
+/// names another namespace (the one read is gone and the kernel reused its inode).
 fn offer(path: &ChangePath, window: &Window, host_netns: u64) -> Vec<ParamContext> {
-    let readable = candidates(&path.policy, window, host_netns)
-        .into_iter()
-        .filter(|a| path.policy.allowed(a, Source::Llm).is_some())
-        .filter_map(|a| path.read(&a).ok().map(|v| (a, v)))
-        .take(MAX_OFFERED);
-    offered_params(&path.policy, readable)
+    let readable: Vec<(ParamAddress, Value, Option<u64>)> =
+        candidates(&path.policy, window, host_netns)
+            .into_iter()
+            .filter(|a| path.policy.allowed(a, Source::Llm).is_some())
+            .filter_map(|a| path.read_with_cookie(&a).ok().map(|(v, c)| (a, v, c)))
+            .take(MAX_OFFERED)
+            .collect();
+    let mut offered = offered_params(
+        &path.policy,
+        readable.iter().map(|(a, v, _)| (a.clone(), v.clone())),
+    );
+    for p in &mut offered {
+        p.netns_cookie = readable
+            .iter()
+            .find(|(a, ..)| *a == p.address)
+            .and_then(|(.., cookie)| *cookie);
+    }
+    offered
 }
 
 /// Every address the model could be offered, before the policy's say: the [`CATALOGUE`] and the

@@ -438,6 +438,7 @@ mod tests {
             address: addr.clone(),
             current: Value::Int(4096),
             limits: policy.allowed(&addr, Source::Llm).unwrap(),
+            netns_cookie: None,
         }];
         (offered, policy)
     }

@@ -235,6 +235,7 @@ fn check_item(
         source: Source::Llm,
         window: window.clone(),
         application: None,
+        netns_cookie: ctx.netns_cookie,
     })
 }
 
@@ -369,11 +370,13 @@ mod tests {
                 address: ns.clone(),
                 current: Value::Int(4096),
                 limits: policy.allowed(&ns, Source::Llm).unwrap(),
+                netns_cookie: Some(7),
             },
             ParamContext {
                 address: rmem.clone(),
                 current: Value::Ints(vec![4096, 131072, 6291456]),
                 limits: policy.allowed(&rmem, Source::Llm).unwrap(),
+                netns_cookie: None,
             },
         ];
         let w = WindowRef {

@@ -186,6 +186,7 @@ fn the_offered_policy_allows_exactly_what_was_offered_to_the_llm() {
         address: somaxconn.clone(),
         current: Value::Int(256),
         limits: limits.clone(),
+        netns_cookie: None,
     }]);
     assert_eq!(p.allowed(&somaxconn, Source::Llm), Some(limits));
     assert_eq!(p.allowed(&somaxconn, Source::Rules), None);
@@ -400,4 +401,90 @@ async fn a_consultation_that_panicked_has_its_llm_event() {
     let errors: Vec<String> = validator.iter_errors(&json).map(|e| e.to_string()).collect();
     assert!(errors.is_empty(), "{errors:#?}\n{json:#}");
     assert!(stage.in_flight_offered.is_empty());
+}
+
+/// The namespace an offered value was read in is gone by the time the model answers, and the
+/// kernel gave its inode to another: the advice is refused there (a `change` event, refusal
+/// `invalid`), not applied to that other namespace.
+#[test]
+fn advice_is_refused_in_a_namespace_that_replaced_the_one_read_while_the_model_thought() {
+    const NS: &str = "net.core.somaxconn@netns:4026532999";
+    let dir = tempfile::tempdir().unwrap();
+    let policy = r#"
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 128
+max = 65535
+max_step = "100%"
+sources = ["llm"]
+"#;
+    let (mut stage, mut deciding, k) = stage_and_deciding(
+        dir.path(),
+        policy,
+        &[
+            ("net.core.somaxconn", Value::Int(4096)),
+            (NS, Value::Int(4096)),
+        ],
+    );
+    k.0.lock().unwrap().netns_cookie = Some(7);
+    let w = window(vec![listener(4026532999, 50, 128)]);
+    let offered = offer(deciding.change_path(), &w, HOST);
+    let cookies: Vec<(String, Option<u64>)> = offered
+        .iter()
+        .map(|p| (p.address.to_string(), p.netns_cookie))
+        .collect();
+    assert_eq!(
+        cookies,
+        [("net.core.somaxconn".to_string(), None), (NS.to_string(), Some(7))]
+    );
+    let at = WindowRef {
+        index: 3,
+        end: "2026-12-01T03:01:00Z".into(),
+    };
+    let item = serde_json::json!({"parameter": NS, "value": 8192, "can_auto_apply": true});
+    let v = crate::advise::llm::validate::validate(
+        vec![item],
+        &offered,
+        &OfferedPolicy::new(&offered),
+        &at,
+    );
+    assert_eq!(v.accepted.len(), 1, "{:?}", v.dropped);
+    assert_eq!(v.accepted[0].netns_cookie, Some(7));
+    let consultation = |recommendations| {
+        let mut c = Consultation::task_failed(
+            stage.advisor.as_ref().unwrap(),
+            at.clone(),
+            offered.len(),
+            std::time::Duration::ZERO,
+            "",
+        );
+        c.outcome = crate::advise::llm::Outcome::Ok;
+        c.error = None;
+        c.recommendations = recommendations;
+        c
+    };
+    let (replaced, same) = (consultation(v.accepted.clone()), consultation(v.accepted));
+
+    // While the model thought, the namespace died and its inode went to another (cookie 8).
+    k.0.lock().unwrap().netns_cookie = Some(8);
+    let events: Vec<serde_json::Value> = stage
+        .settle(Ok(replaced), &mut deciding)
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    let refused: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "change" && e["phase"] == "refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{events:#?}");
+    assert_eq!(refused[0]["refusal"], "invalid");
+    let detail = refused[0]["detail"].as_str().unwrap();
+    assert!(detail.contains("(cookie 8, was 7 "), "{detail}");
+    assert!(!events.iter().any(|e| e["phase"] == "applied"), "{events:#?}");
+    assert_eq!(k.0.lock().unwrap().values[NS], Value::Int(4096), "not written");
+
+    // In the namespace it was read in, the same advice applies.
+    k.0.lock().unwrap().netns_cookie = Some(7);
+    stage.settle(Ok(same), &mut deciding);
+    assert_eq!(k.0.lock().unwrap().values[NS], Value::Int(8192));
 }
