@@ -1125,8 +1125,15 @@ fn advice_read_in_a_namespace_whose_inode_now_names_another_is_refused() {
     let (read, cookie) = p.read_with_cookie(&a).unwrap();
     assert_eq!((read, cookie), (Value::Int(4096), Some(7)));
     let host: ParamAddress = "net.core.somaxconn".parse().unwrap();
-    k.0.lock().unwrap().values.insert(host.to_string(), Value::Int(4096));
-    assert_eq!(p.read_with_cookie(&host).unwrap().1, None, "no cookie at the host");
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(host.to_string(), Value::Int(4096));
+    assert_eq!(
+        p.read_with_cookie(&host).unwrap().1,
+        None,
+        "no cookie at the host"
+    );
     let mut prop = op(SOMAX, Value::Int(8192));
     prop.source = Source::Llm;
 

@@ -1057,7 +1057,13 @@ mod tests {
             assert_eq!(c.outcome, Outcome::Ok, "the advice is still read");
             assert_eq!(c.finish_reason, None, "{}", &bad[..bad.len().min(40)]);
         }
-        for word in ["stop", "length", "tool_calls", "content_filter", &"a".repeat(32)] {
+        for word in [
+            "stop",
+            "length",
+            "tool_calls",
+            "content_filter",
+            &"a".repeat(32),
+        ] {
             assert_eq!(read(word.into()).finish_reason.as_deref(), Some(word));
         }
         // A key that is itself a short word is replaced before the check, and so dropped.
@@ -1425,16 +1431,23 @@ mod tests {
         let (url, served) = scripted_server(vec![(400, echo.into()), (200, ok_body())]).await;
         let client = scripted_client(url);
         let c = client.complete(&prompt(), Some(&schema)).await;
-        assert_eq!((c.outcome, c.http_status, c.attempts), (Outcome::HttpStatus, Some(400), 1));
+        assert_eq!(
+            (c.outcome, c.http_status, c.attempts),
+            (Outcome::HttpStatus, Some(400), 1)
+        );
         let c = client.complete(&prompt(), Some(&schema)).await;
         assert_eq!(c.outcome, Outcome::Ok);
-        assert!(c.structured_output, "still asked for: the 400 was no refusal");
+        assert!(
+            c.structured_output,
+            "still asked for: the 400 was no refusal"
+        );
         let bodies = served.await.unwrap();
         assert!(bodies.iter().all(|b| b.get("response_format").is_some()));
 
         // A refusal whose retry fails too (the 400 was about something else after all): the
         // next consultation asks for structured output again.
-        let refusal = r#"{"error":{"message":"Unrecognized request argument supplied: response_format"}}"#;
+        let refusal =
+            r#"{"error":{"message":"Unrecognized request argument supplied: response_format"}}"#;
         let other = r#"{"error":{"message":"model not found"}}"#;
         let (url, served) = scripted_server(vec![
             (400, refusal.into()),
@@ -1447,7 +1460,10 @@ mod tests {
         let client = scripted_client(url);
         let c = client.complete(&prompt(), Some(&schema)).await;
         assert_eq!((c.outcome, c.attempts), (Outcome::HttpStatus, 2));
-        assert!(client.lock().structured, "the retry did not succeed: not turned off");
+        assert!(
+            client.lock().structured,
+            "the retry did not succeed: not turned off"
+        );
         // Refused again, and this time answered without it: off from then on.
         let c = client.complete(&prompt(), Some(&schema)).await;
         assert_eq!((c.outcome, c.attempts), (Outcome::Ok, 2));
@@ -1469,8 +1485,7 @@ mod tests {
     #[tokio::test]
     async fn a_status_beyond_599_is_an_invalid_reply_not_retried() {
         for status in [600, 999] {
-            let (url, served) =
-                scripted_server(vec![(status, ok_body()), (200, ok_body())]).await;
+            let (url, served) = scripted_server(vec![(status, ok_body()), (200, ok_body())]).await;
             let client = scripted_client(url);
             let c = client.complete(&prompt(), None).await;
             assert_eq!(

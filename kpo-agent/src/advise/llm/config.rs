@@ -175,9 +175,15 @@ impl fmt::Debug for LlmConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LlmConfigError {
     /// `llm.base_url` is not an http(s) URL with a host: `why` says what is wrong.
-    BadUrl { url: String, why: String },
+    BadUrl {
+        url: String,
+        why: String,
+    },
     /// `OPENAI_BASE_URL` is not an http(s) URL with a host.
-    BadEnvUrl { url: String, why: String },
+    BadEnvUrl {
+        url: String,
+        why: String,
+    },
     /// This key (`llm.every_windows`, ...) must be at least 1.
     Zero(&'static str),
     ZeroTimeout,
@@ -653,8 +659,14 @@ mod tests {
     #[test]
     fn a_base_url_that_is_no_url_with_a_host_is_refused() {
         for (url, why) in [
-            ("http://exa mple.com/v1", "it is not a valid URL (invalid international domain name)"),
-            ("https://h:99999/v1", "it is not a valid URL (invalid port number)"),
+            (
+                "http://exa mple.com/v1",
+                "it is not a valid URL (invalid international domain name)",
+            ),
+            (
+                "https://h:99999/v1",
+                "it is not a valid URL (invalid port number)",
+            ),
             ("http://", "it is not a valid URL (empty host)"),
             ("http://:8080/v1", "it is not a valid URL (empty host)"),
             ("ftp://x", "it must start with http:// or https://"),
@@ -681,7 +693,11 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(!e.to_string().contains("tok-123"), "{e}");
-        for good in ["http://127.0.0.1:11434/v1", "https://api.openai.com/v1/", "http://[::1]:8080"] {
+        for good in [
+            "http://127.0.0.1:11434/v1",
+            "https://api.openai.com/v1/",
+            "http://[::1]:8080",
+        ] {
             let c = LlmConfig {
                 base_url: Some(good.into()),
                 ..LlmConfig::default()

@@ -510,9 +510,14 @@ mod tests {
         assert!(c.recommendations.is_empty(), "{:?}", c.recommendations);
         assert_eq!(c.dropped.len(), 1);
         assert_eq!(c.dropped[0].kind, DropKind::Malformed);
-        assert_eq!(c.dropped[0].parameter.as_deref(), Some("net.core.somaxconn"));
+        assert_eq!(
+            c.dropped[0].parameter.as_deref(),
+            Some("net.core.somaxconn")
+        );
         assert!(
-            c.dropped[0].detail.contains("repeats the key \"can_auto_apply\""),
+            c.dropped[0]
+                .detail
+                .contains("repeats the key \"can_auto_apply\""),
             "{}",
             c.dropped[0].detail
         );
@@ -522,7 +527,8 @@ mod tests {
                 {"parameter":"net.core.somaxconn","value":8192,"can_auto_apply":true}]"#,
         );
         assert_eq!((c.accepted_auto, c.dropped.len()), (1, 1));
-        let item = r#"{"parameter":"net.core.somaxconn","value":8192,"can_auto_apply":true,"reason":"x"}"#;
+        let item =
+            r#"{"parameter":"net.core.somaxconn","value":8192,"can_auto_apply":true,"reason":"x"}"#;
         for reply in [
             format!(r#"{{"recommendations":[{item}],"recommendations":[]}}"#),
             format!(r#"{{"recommendations":[],"recommendations":[{item}]}}"#),
@@ -532,7 +538,10 @@ mod tests {
             assert_eq!(c.outcome, Outcome::ParseError, "{reply}");
             assert!(c.recommendations.is_empty());
             let error = c.error.unwrap();
-            assert!(error.contains("repeats the key \"recommendations\""), "{error}");
+            assert!(
+                error.contains("repeats the key \"recommendations\""),
+                "{error}"
+            );
         }
     }
 

@@ -36,7 +36,9 @@ pub enum ParseError {
     #[error("the reply is {0} bytes, more than the {MAX_CONTENT} parsed")]
     TooLong(usize),
     /// A top-level object names a key twice: which one counts is anybody's guess.
-    #[error("the reply's JSON has an object that repeats the key {0:?}; which one counts is unclear")]
+    #[error(
+        "the reply's JSON has an object that repeats the key {0:?}; which one counts is unclear"
+    )]
     DuplicateKey(String),
 }
 
@@ -691,8 +693,10 @@ mod tests {
 
     #[test]
     fn top_level_values_skip_what_they_tried() {
-        let (values, complete) =
-            top_level_values(r#"a [1, [2]] b {"x": {"y": 1}} c [if] :-[ d ["s]"] e"#, &mut 0);
+        let (values, complete) = top_level_values(
+            r#"a [1, [2]] b {"x": {"y": 1}} c [if] :-[ d ["s]"] e"#,
+            &mut 0,
+        );
         assert!(complete);
         assert_eq!(
             values,
@@ -828,7 +832,11 @@ mod tests {
         assert_eq!(v[0]["a"], 3);
         assert_eq!(repeated_key(&v), None);
         let nested = r#"Result: {"result": {"recommendations": [], "recommendations": []}} done"#;
-        assert_eq!(extract_items(nested), Err(ParseError::NotAdvice), "not a top-level object");
+        assert_eq!(
+            extract_items(nested),
+            Err(ParseError::NotAdvice),
+            "not a top-level object"
+        );
     }
 
     /// Values that parse do not use up the scan: the last answer after many of them stands.

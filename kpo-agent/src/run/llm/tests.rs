@@ -398,7 +398,10 @@ async fn a_consultation_that_panicked_has_its_llm_event() {
     let schema: serde_json::Value =
         serde_json::from_str(include_str!("../../../../docs/events.schema.json")).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator.iter_errors(&json).map(|e| e.to_string()).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(&json)
+        .map(|e| e.to_string())
+        .collect();
     assert!(errors.is_empty(), "{errors:#?}\n{json:#}");
     assert!(stage.in_flight_offered.is_empty());
 }
@@ -435,7 +438,10 @@ sources = ["llm"]
         .collect();
     assert_eq!(
         cookies,
-        [("net.core.somaxconn".to_string(), None), (NS.to_string(), Some(7))]
+        [
+            ("net.core.somaxconn".to_string(), None),
+            (NS.to_string(), Some(7))
+        ]
     );
     let at = WindowRef {
         index: 3,
@@ -480,8 +486,15 @@ sources = ["llm"]
     assert_eq!(refused[0]["refusal"], "invalid");
     let detail = refused[0]["detail"].as_str().unwrap();
     assert!(detail.contains("(cookie 8, was 7 "), "{detail}");
-    assert!(!events.iter().any(|e| e["phase"] == "applied"), "{events:#?}");
-    assert_eq!(k.0.lock().unwrap().values[NS], Value::Int(4096), "not written");
+    assert!(
+        !events.iter().any(|e| e["phase"] == "applied"),
+        "{events:#?}"
+    );
+    assert_eq!(
+        k.0.lock().unwrap().values[NS],
+        Value::Int(4096),
+        "not written"
+    );
 
     // In the namespace it was read in, the same advice applies.
     k.0.lock().unwrap().netns_cookie = Some(7);
