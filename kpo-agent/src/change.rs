@@ -263,7 +263,7 @@ impl ChangePath {
     /// Proposes a change: the policy decides, and an allowed change is journaled, applied, read
     /// back and journaled again. Errors only when the journal cannot be written.
     pub fn propose(&mut self, p: &Proposal) -> Result<ChangeReport, ChangeError> {
-        self.propose_inner(p, Approval::AsPolicy)
+        self.propose_inner(p, Approval::AsPolicy, None)
     }
 
     /// What the policy would decide for `p` now, without writing, journaling or sending events:
@@ -319,17 +319,45 @@ impl ChangePath {
         p: &Proposal,
         advised_in: Option<u64>,
     ) -> Result<ChangeReport, ChangeError> {
-        self.propose_inner(p, Approval::Approved(advised_in))
+        self.propose_inner(p, Approval::Approved(advised_in), None)
     }
 
     /// As [`ChangePath::propose`] for advice its advisor did not allow to apply automatically: a
     /// change the policy would apply waits for an operator's approval instead (`needs_approval`),
     /// and one the policy refuses or only observes is reported as such. Never touches the kernel.
     pub fn propose_held(&mut self, p: &Proposal) -> Result<ChangeReport, ChangeError> {
-        self.propose_inner(p, Approval::Held)
+        self.propose_inner(p, Approval::Held, None)
     }
 
-    fn propose_inner(&mut self, p: &Proposal, mode: Approval) -> Result<ChangeReport, ChangeError> {
+    /// An advisor's advice: [`ChangePath::propose`], or [`ChangePath::propose_held`] when `held`,
+    /// for advice made from a value read in the network namespace whose cookie is `read_in`
+    /// (`None`: not read with one; nothing more is checked). The LLM's advice is applied up to
+    /// `llm.timeout` after its value was read, and the namespace its `@netns:INODE` named may be
+    /// gone by then, its inode reused by another: then the cookie differs (or cannot be read)
+    /// and the proposal is refused (`invalid`), with nothing written and no approval asked for.
+    /// Checked through the same open of the namespace as the write, so an approval a held one
+    /// becomes records the namespace the value was read in.
+    pub fn propose_advice(
+        &mut self,
+        p: &Proposal,
+        held: bool,
+        read_in: Option<u64>,
+    ) -> Result<ChangeReport, ChangeError> {
+        let mode = if held {
+            Approval::Held
+        } else {
+            Approval::AsPolicy
+        };
+        self.propose_inner(p, mode, read_in)
+    }
+
+    /// `read_in`: see [`ChangePath::propose_advice`].
+    fn propose_inner(
+        &mut self,
+        p: &Proposal,
+        mode: Approval,
+        read_in: Option<u64>,
+    ) -> Result<ChangeReport, ChangeError> {
         let (approved, advised_in) = match mode {
             Approval::Approved(cookie) => (true, cookie),
             _ => (false, None),
@@ -359,6 +387,26 @@ impl ChangePath {
             };
             if let Some(why) = why {
                 return Ok(self.fail_early(p, None, why, report));
+            }
+        }
+        // Advice whose value was read in another namespace than the one this inode names now
+        // (`propose_advice`): refused like any proposal the policy refuses, before the journal
+        // settles the gone namespace's state (the next write does that) and before the policy.
+        if let Some(read) = read_in {
+            let why = match cookie {
+                Some(now) if now != read => Some(format!(
+                    "the network namespace this was advised for is gone: its inode now names \
+                     another one (cookie {now}, was {read} when the value was read)"
+                )),
+                Some(_) => None,
+                None => Some(
+                    "the network namespace's cookie cannot be read now: not known to be the one \
+                     this was advised for"
+                        .to_string(),
+                ),
+            };
+            if let Some(why) = why {
+                return self.refuse(p, None, Refusal::Invalid { why }, report);
             }
         }
         self.namespace_replaced(&p.address, cookie)?;
@@ -1352,6 +1400,21 @@ impl ChangePath {
     /// The kernel's value of a parameter now, if it can be read.
     pub fn read(&self, address: &ParamAddress) -> Result<Value, ActuateError> {
         self.actuators.open(address).and_then(|mut a| a.read())
+    }
+
+    /// [`ChangePath::read`] with the cookie of the network namespace the value was read in
+    /// ([`ChangePath::netns_cookie`]), both through one open of it: an advisor that acts on the
+    /// value later hands the cookie to [`ChangePath::propose_advice`].
+    pub fn read_with_cookie(
+        &self,
+        address: &ParamAddress,
+    ) -> Result<(Value, Option<u64>), ActuateError> {
+        let mut actuator = self.actuators.open(address)?;
+        let cookie = match &address.target {
+            Target::Netns { .. } => actuator.netns_cookie(),
+            _ => None,
+        };
+        Ok((actuator.read()?, cookie))
     }
 
     /// The cookie of the network namespace a parameter is in, when it is addressed to one and

@@ -73,6 +73,12 @@ pub struct Recommendation {
     /// Set when the advice is for an application rather than a kernel parameter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application: Option<ApplicationRef>,
+    /// The cookie of the network namespace `current_value` was read in, when the advisor read it
+    /// with one (the LLM advisor, whose advice is applied up to `llm.timeout` after the read):
+    /// the change path refuses the advice in a namespace that has the address's inode but
+    /// another cookie (`ChangePath::propose_advice`). `None`: nothing to check. Not in events.
+    #[serde(skip)]
+    pub netns_cookie: Option<u64>,
 }
 
 impl Recommendation {
@@ -172,6 +178,7 @@ mod tests {
                 end: "2026-01-01T00:00:00Z".into(),
             },
             application: None,
+            netns_cookie: None,
         };
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["parameter"], "net.core.somaxconn@netns:4026532281");

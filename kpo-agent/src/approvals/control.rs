@@ -202,6 +202,7 @@ mod tests {
                     end: "2026-01-01T00:00:00Z".into(),
                 },
                 application: None,
+                netns_cookie: None,
             }
         });
         desk.consider(&mut path, recs.to_vec(), &mut Vec::new);

@@ -216,11 +216,10 @@ impl Desk {
             source: rec.source.into(),
             reason: rec.reason.clone(),
         };
-        let result = if rec.can_auto_apply {
-            path.propose(&proposal)
-        } else {
-            path.propose_held(&proposal)
-        };
+        // `propose` or `propose_held`, refused if the advice's value was read in a network
+        // namespace that is gone (its inode another's now): an approval asked for here records
+        // the namespace the change path opens now, which must be the one advised about.
+        let result = path.propose_advice(&proposal, !rec.can_auto_apply, rec.netns_cookie);
         let report = match result {
             Ok(r) => r,
             Err(e) => {

@@ -1110,3 +1110,68 @@ fn status_names_a_gone_namespace_without_reading_it() {
     );
     assert_eq!(k.0.lock().unwrap().opened.len(), opened, "nothing opened");
 }
+
+/// Advice made from a value read in one network namespace is neither applied nor held for
+/// approval in another that has its inode by the time the advice arrives (the LLM's, up to
+/// `llm.timeout` after the read): it is refused, like any refused proposal, and nothing is
+/// written. In the namespace it was read in, it goes on as `propose` or `propose_held` would.
+#[test]
+fn advice_read_in_a_namespace_whose_inode_now_names_another_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    k.0.lock().unwrap().netns_cookie = Some(7);
+    let (mut p, events) = path(dir.path(), POLICY, &k);
+    let a: ParamAddress = SOMAX.parse().unwrap();
+    let (read, cookie) = p.read_with_cookie(&a).unwrap();
+    assert_eq!((read, cookie), (Value::Int(4096), Some(7)));
+    let host: ParamAddress = "net.core.somaxconn".parse().unwrap();
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(host.to_string(), Value::Int(4096));
+    assert_eq!(
+        p.read_with_cookie(&host).unwrap().1,
+        None,
+        "no cookie at the host"
+    );
+    let mut prop = op(SOMAX, Value::Int(8192));
+    prop.source = Source::Llm;
+
+    // The namespace read in (cookie 7) is gone; the inode names cookie 8's now.
+    k.0.lock().unwrap().netns_cookie = Some(8);
+    for held in [false, true] {
+        let r = p.propose_advice(&prop, held, cookie).unwrap();
+        assert_eq!(r.status, ChangeStatus::Refused, "{}", r.describe());
+        let why = r.refusal.as_ref().unwrap().to_string();
+        assert!(
+            why.contains("advised for is gone") && why.contains("(cookie 8, was 7 "),
+            "{why}"
+        );
+        assert_eq!(r.refusal.unwrap().code(), "invalid");
+    }
+    assert_eq!(value(&k, SOMAX), Value::Int(4096), "nothing written");
+    assert_eq!(
+        phases(&events),
+        [ChangePhase::Refused, ChangePhase::Refused],
+        "recorded as refusals are"
+    );
+    // Not known to be the same one (no cookie readable now): refused too.
+    k.0.lock().unwrap().netns_cookie = None;
+    let r = p.propose_advice(&prop, false, cookie).unwrap();
+    assert_eq!(r.status, ChangeStatus::Refused, "{}", r.describe());
+
+    // In the namespace it was read in: held, with that cookie for the approval, or applied.
+    k.0.lock().unwrap().netns_cookie = Some(7);
+    let r = p.propose_advice(&prop, true, cookie).unwrap();
+    assert_eq!(
+        (r.status, r.netns_cookie),
+        (ChangeStatus::NeedsApproval, Some(7))
+    );
+    let r = p.propose_advice(&prop, false, cookie).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
+    // Without a cookie read, nothing more is checked (as `propose`).
+    let r = p
+        .propose_advice(&op(SOMAX, Value::Int(9000)), false, None)
+        .unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
+}

@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 use super::deciding::Deciding;
 use crate::{
     actuate::{
-        param::{NetnsRef, ParamAddress, ParamKind, Target},
+        param::{NetnsRef, ParamAddress, ParamKind, Target, Value},
         sysctl::is_per_netns,
     },
     advise::{
@@ -28,7 +28,7 @@ use crate::{
             offered_params, ChangeOutcome, Consultation, LlmAdvisor, LlmConfig, MetricChange,
             ParamContext,
         },
-        recommendation::Source,
+        recommendation::{Source, WindowRef},
     },
     change::ChangePath,
     guard::Health,
@@ -76,6 +76,9 @@ pub struct LlmStage {
     in_flight: Option<JoinHandle<Consultation>>,
     /// What the consultation in flight offered: only those parameters could it advise again.
     in_flight_offered: Vec<ParamAddress>,
+    /// The window the consultation in flight is about, and when it started: for its `llm` event
+    /// should its task end without one.
+    in_flight_about: (WindowRef, std::time::Instant),
     health: VecDeque<WindowHealth>,
     host_netns: u64,
 }
@@ -90,6 +93,13 @@ impl LlmStage {
             advisor,
             in_flight: None,
             in_flight_offered: Vec::new(),
+            in_flight_about: (
+                WindowRef {
+                    index: 0,
+                    end: String::new(),
+                },
+                std::time::Instant::now(),
+            ),
             health: VecDeque::new(),
             host_netns: std::fs::metadata("/proc/self/ns/net")
                 .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
@@ -128,6 +138,7 @@ impl LlmStage {
         let changes = change_outcomes(&path.journal.entries(), &history);
         let policy = Arc::new(OfferedPolicy::new(&offered));
         self.in_flight_offered = offered.iter().map(|p| p.address.clone()).collect();
+        self.in_flight_about = (advisor.latest_window(), std::time::Instant::now());
         self.in_flight = Some(tokio::spawn(advisor.consult(offered, changes, policy)));
     }
 
@@ -143,22 +154,33 @@ impl LlmStage {
     }
 
     /// The `llm` event of a finished consultation, then what the deciding stage made of its
-    /// accepted recommendations (source `llm`). A consultation that panicked is logged: the agent
+    /// accepted recommendations (source `llm`). A consultation whose task panicked is logged and
+    /// has its `llm` event too, outcome `internal_error`, with nothing taken from it: the agent
     /// and the other advisors go on.
     pub fn settle(
         &mut self,
         finished: Result<Consultation, tokio::task::JoinError>,
         deciding: &mut Deciding,
     ) -> Vec<Event> {
-        let mut consultation = match finished {
-            Ok(c) => c,
-            Err(e) => {
+        let offered = std::mem::take(&mut self.in_flight_offered);
+        let mut consultation = match (finished, self.advisor.as_ref()) {
+            (Ok(c), _) => c,
+            (Err(e), advisor) => {
                 warn!("LLM consultation ended abnormally: {e}");
-                return Vec::new();
+                let Some(advisor) = advisor else {
+                    return Vec::new();
+                };
+                let (window, started) = self.in_flight_about.clone();
+                return vec![Event::Llm(Box::new(Consultation::task_failed(
+                    advisor,
+                    window,
+                    offered.len(),
+                    started.elapsed(),
+                    &e.to_string(),
+                )))];
             }
         };
         let recommendations = std::mem::take(&mut consultation.recommendations);
-        let offered = std::mem::take(&mut self.in_flight_offered);
         if consultation.outcome == crate::advise::llm::client::Outcome::Ok {
             deciding.llm_answered(&offered);
         }
@@ -194,14 +216,29 @@ fn end_ms(window: &Window) -> u64 {
 }
 
 /// The parameters to offer: [`candidates`] the policy lets the `llm` drive, with their current
-/// values read through the change path (one that cannot be read is not offered).
+/// values read through the change path (one that cannot be read is not offered), each with the
+/// cookie of the network namespace it was read in: the advice is applied when the consultation
+/// ends, up to `llm.timeout` later, and the change path refuses it if the `@netns:INODE` then
+/// names another namespace (the one read is gone and the kernel reused its inode).
 fn offer(path: &ChangePath, window: &Window, host_netns: u64) -> Vec<ParamContext> {
-    let readable = candidates(&path.policy, window, host_netns)
-        .into_iter()
-        .filter(|a| path.policy.allowed(a, Source::Llm).is_some())
-        .filter_map(|a| path.read(&a).ok().map(|v| (a, v)))
-        .take(MAX_OFFERED);
-    offered_params(&path.policy, readable)
+    let readable: Vec<(ParamAddress, Value, Option<u64>)> =
+        candidates(&path.policy, window, host_netns)
+            .into_iter()
+            .filter(|a| path.policy.allowed(a, Source::Llm).is_some())
+            .filter_map(|a| path.read_with_cookie(&a).ok().map(|(v, c)| (a, v, c)))
+            .take(MAX_OFFERED)
+            .collect();
+    let mut offered = offered_params(
+        &path.policy,
+        readable.iter().map(|(a, v, _)| (a.clone(), v.clone())),
+    );
+    for p in &mut offered {
+        p.netns_cookie = readable
+            .iter()
+            .find(|(a, ..)| *a == p.address)
+            .and_then(|(.., cookie)| *cookie);
+    }
+    offered
 }
 
 /// Every address the model could be offered, before the policy's say: the [`CATALOGUE`] and the

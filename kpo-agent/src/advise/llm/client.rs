@@ -54,6 +54,9 @@ pub enum Outcome {
     Truncated,
     /// The content holds no recognisable advice.
     ParseError,
+    /// The consultation's task ended without a result (a panic in the agent's own code): nothing
+    /// of it is taken. Set by the agent (`run/llm.rs`), never by the client.
+    InternalError,
 }
 
 impl Outcome {
@@ -332,10 +335,33 @@ impl LlmClient {
                 }
                 Ok(Ok(r)) => r,
             };
+            if !(100..=599).contains(&status) {
+                // HTTP defines no such status (hyper takes up to 999): not a server this client
+                // can talk to, like a body that is no chat completion. Not retried, and not shown
+                // as `http_status`, which the events' schema keeps to 100..=599.
+                c.http_status = None;
+                c.outcome = Outcome::InvalidBody;
+                c.error = Some(format!(
+                    "the server answered with status {status}, which is not an HTTP status \
+                     (100 to 599)"
+                ));
+                break;
+            }
             c.http_status = Some(status);
             if (200..300).contains(&status) {
                 if completion_tokens {
                     self.lock().completion_tokens = true;
+                }
+                if fallback_used {
+                    // Answered without `response_format` after a refusal of it: only now is the
+                    // refusal known to be about it, and later consultations go without it.
+                    let mut st = self.lock();
+                    if st.structured {
+                        st.structured = false;
+                        tracing::info!(
+                            "LLM server answered without response_format; not asking for it again"
+                        );
+                    }
                 }
                 self.read_completion(&mut c, &bytes);
                 break;
@@ -369,12 +395,13 @@ impl LlmClient {
                 );
                 continue;
             }
-            if status == 400 && structured && !fallback_used && mentions_response_format(&excerpt) {
-                // The server does not do structured output: once more without it, and never again.
+            if status == 400 && structured && !fallback_used && refuses_response_format(&excerpt) {
+                // The server does not do structured output: once more without it. Kept off for
+                // later consultations only once that is answered (above): a 400 that merely
+                // looked like a refusal must not turn it off for good.
                 structured = false;
                 fallback_used = true;
-                self.lock().structured = false;
-                tracing::info!("LLM server refused response_format; asking without it from now on");
+                tracing::info!("LLM server refused response_format; asking once more without it");
                 continue;
             }
             c.error = Some(format!("HTTP {status}: {excerpt}"));
@@ -545,7 +572,10 @@ impl LlmClient {
             c.error = Some("the reply has no choices".into());
             return;
         };
-        c.finish_reason = choice.finish_reason.clone();
+        c.finish_reason = choice
+            .finish_reason
+            .as_deref()
+            .and_then(|r| finish_word(&self.inner.key.redact(r)));
         let message = choice.message;
         if let Some(refusal) = message.refusal.filter(|r| !r.trim().is_empty()) {
             c.outcome = Outcome::Refusal;
@@ -587,6 +617,20 @@ impl LlmClient {
         c.content = Some(self.inner.key.redact(&content));
         c.outcome = Outcome::Ok;
     }
+}
+
+/// Longest `finish_reason` kept for the `llm` event.
+const MAX_FINISH_REASON: usize = 32;
+
+/// A `finish_reason` as the `llm` event shows it: a short word of `[a-z_]` (`stop`, `length`,
+/// `tool_calls`, `content_filter`), else nothing. The server's text is bounded by the body alone
+/// (up to 4 MiB) and may echo anything, the key included: the caller redacts it first, and a
+/// redacted key (`[redacted]`) is not a word either.
+fn finish_word(reason: &str) -> Option<String> {
+    (!reason.is_empty()
+        && reason.len() <= MAX_FINISH_REASON
+        && reason.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+    .then(|| reason.to_string())
 }
 
 struct SendError {
@@ -669,9 +713,52 @@ fn refuses_token_parameters(body: &str) -> bool {
     max_tokens || temperature
 }
 
-fn mentions_response_format(body: &str) -> bool {
-    let b = body.to_ascii_lowercase();
-    b.contains("response_format") || b.contains("json_schema")
+/// How far from `response_format` (or `json_schema`) the words of a refusal must be.
+const NEAR: usize = 80;
+
+/// A 400 that says the server does not take `response_format` ("Unrecognized request argument
+/// supplied: response_format", "Invalid parameter: 'response_format' of type 'json_schema' is
+/// not supported with this model", "unknown field `response_format`"): the parameter named, and
+/// words of a refusal within [`NEAR`] bytes of it. A mention alone is not that: a proxy's error
+/// that echoes the request names it too, and a context-length error counts the schema's tokens
+/// ("including 100 in the response_format schemas"). As [`refuses_token_parameters`], a 400
+/// about something else is not taken for a refusal of the parameter.
+fn refuses_response_format(body: &str) -> bool {
+    const SUBJECTS: [&str; 2] = ["response_format", "json_schema"];
+    const REFUSALS: [&str; 11] = [
+        "unsupported",
+        "not supported",
+        "does not support",
+        "unrecognized",
+        "unrecognised",
+        "unknown",
+        "invalid",
+        "not allowed",
+        "not permitted",
+        "not implemented",
+        "extra inputs",
+    ];
+    // OpenAI's error type, on every 400 whatever it is about, is no word of a refusal.
+    let b = body
+        .to_ascii_lowercase()
+        .replace("invalid_request_error", "");
+    if b.contains("context length") || b.contains("context_length") {
+        return false;
+    }
+    SUBJECTS.iter().any(|subject| {
+        b.match_indices(subject).any(|(at, _)| {
+            let mut start = at.saturating_sub(NEAR);
+            while !b.is_char_boundary(start) {
+                start -= 1;
+            }
+            let mut end = (at + subject.len() + NEAR).min(b.len());
+            while !b.is_char_boundary(end) {
+                end += 1;
+            }
+            let around = &b[start..end];
+            REFUSALS.iter().any(|r| around.contains(r))
+        })
+    })
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -937,6 +1024,61 @@ mod tests {
         assert_eq!(c.outcome, Outcome::Truncated);
     }
 
+    /// `finish_reason` is the server's text: only a short word reaches the `llm` event, never the
+    /// key nor megabytes of whatever the server sent.
+    #[test]
+    fn finish_reason_is_a_short_word_or_nothing() {
+        const KEY: &str = "sk-finish-SECRET";
+        let client = LlmClient::new(ResolvedLlm {
+            base_url: "http://127.0.0.1:9".into(),
+            api_key: ApiKey::new(KEY),
+            config: super::super::config::LlmConfig::default(),
+        })
+        .unwrap();
+        let read = |finish: String| {
+            let body = serde_json::json!({
+                "choices": [{"message": {"content": "[]"}, "finish_reason": finish}]
+            });
+            let mut c = Completion::empty();
+            client.read_completion(&mut c, body.to_string().as_bytes());
+            c
+        };
+        let huge = format!("stop {KEY}{}", "x".repeat(3 << 20));
+        for bad in [
+            huge,
+            format!("stop {KEY}"),
+            KEY.to_string(),
+            "stop".repeat(9),
+            "Stop".into(),
+            "stop\u{202e}".into(),
+            String::new(),
+        ] {
+            let c = read(bad.clone());
+            assert_eq!(c.outcome, Outcome::Ok, "the advice is still read");
+            assert_eq!(c.finish_reason, None, "{}", &bad[..bad.len().min(40)]);
+        }
+        for word in [
+            "stop",
+            "length",
+            "tool_calls",
+            "content_filter",
+            &"a".repeat(32),
+        ] {
+            assert_eq!(read(word.into()).finish_reason.as_deref(), Some(word));
+        }
+        // A key that is itself a short word is replaced before the check, and so dropped.
+        let client = LlmClient::new(ResolvedLlm {
+            base_url: "http://127.0.0.1:9".into(),
+            api_key: ApiKey::new("secretword"),
+            config: super::super::config::LlmConfig::default(),
+        })
+        .unwrap();
+        let mut c = Completion::empty();
+        let body = r#"{"choices":[{"message":{"content":"[]"},"finish_reason":"secretword"}]}"#;
+        client.read_completion(&mut c, body.as_bytes());
+        assert_eq!(c.finish_reason, None);
+    }
+
     /// What the content depends on must have its shape: otherwise it is not a chat completion.
     #[test]
     fn an_unreadable_content_is_an_invalid_body() {
@@ -1178,10 +1320,182 @@ mod tests {
 
     #[test]
     fn response_format_refusals_are_recognised() {
-        assert!(mentions_response_format(
-            r#"{"error":{"message":"Unrecognized request argument supplied: response_format"}}"#
-        ));
-        assert!(mentions_response_format("json_schema is not supported"));
-        assert!(!mentions_response_format("model not found"));
+        for refusal in [
+            r#"{"error":{"message":"Unrecognized request argument supplied: response_format"}}"#,
+            r#"{"error":{"message":"Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model.","type":"invalid_request_error","param":"response_format","code":null}}"#,
+            "json_schema is not supported",
+            "json: unknown field \"response_format\"",
+            "response_format: Extra inputs are not permitted",
+        ] {
+            assert!(refuses_response_format(refusal), "{refusal}");
+        }
+        for other in [
+            "model not found",
+            // A mention without a refusal: a proxy echoing the request.
+            r#"upstream error 400: {"model":"m","response_format":{"type":"json_schema","json_schema":{"name":"kpo_recommendations","strict":true}}}"#,
+            // OpenAI's context-length error counts the schema, next to its error type.
+            r#"{"error":{"message":"This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens (including 120 in the response_format schemas.). Please reduce the length of the messages.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+            // A context-length error from a proxy, echoing a request with a refusal word in it.
+            r#"context length exceeded; request: {"messages":[{"content":"unknown"}],"response_format":{}}"#,
+            // A refusal of something else, far from the parameter's name.
+            &format!(
+                "invalid model name{}; request had response_format",
+                " ".repeat(NEAR)
+            ),
+        ] {
+            assert!(!refuses_response_format(other), "{other}");
+        }
+    }
+
+    /// A server that answers each request with the next of `answers` (status line's code and
+    /// body), and hands back the bodies of the requests it got.
+    async fn scripted_server(
+        answers: Vec<(u16, String)>,
+    ) -> (String, tokio::task::JoinHandle<Vec<Json>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = server.local_addr().unwrap().port();
+        let served = tokio::spawn(async move {
+            let mut bodies = Vec::new();
+            for (status, body) in answers {
+                let (mut conn, _) = server.accept().await.unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                let head_end = loop {
+                    let n = conn.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "closed before the request's head");
+                    request.extend_from_slice(&buf[..n]);
+                    if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                while request.len() < head_end + length {
+                    let n = conn.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "closed before the request's body");
+                    request.extend_from_slice(&buf[..n]);
+                }
+                bodies.push(serde_json::from_slice(&request[head_end..]).unwrap());
+                let answer = format!(
+                    "HTTP/1.1 {status} Whatever\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                conn.write_all(answer.as_bytes()).await.unwrap();
+            }
+            bodies
+        });
+        (format!("http://127.0.0.1:{port}/v1"), served)
+    }
+
+    fn scripted_client(base_url: String) -> LlmClient {
+        LlmClient::new(ResolvedLlm {
+            base_url,
+            api_key: ApiKey::default(),
+            config: super::super::config::LlmConfig {
+                max_attempts: 3,
+                retry_backoff: Duration::from_millis(10),
+                timeout: Duration::from_secs(10),
+                ..Default::default()
+            },
+        })
+        .unwrap()
+    }
+
+    fn prompt() -> Prompt {
+        Prompt {
+            system: "s".into(),
+            user: "u".into(),
+        }
+    }
+
+    fn ok_body() -> String {
+        String::from_utf8(reply("[]")).unwrap()
+    }
+
+    /// A 400 that only mentions `response_format` (a proxy's context-length error echoing the
+    /// request) is no refusal of it; a refusal is retried without it, and kept off for later
+    /// consultations only once the server answers that retry.
+    #[tokio::test]
+    async fn structured_output_is_turned_off_only_by_a_refusal_the_retry_confirms() {
+        let schema = serde_json::json!({"type": "object"});
+        let echo = r#"{"error":"context too long","request":{"model":"m","response_format":{"type":"json_schema"}}}"#;
+        let (url, served) = scripted_server(vec![(400, echo.into()), (200, ok_body())]).await;
+        let client = scripted_client(url);
+        let c = client.complete(&prompt(), Some(&schema)).await;
+        assert_eq!(
+            (c.outcome, c.http_status, c.attempts),
+            (Outcome::HttpStatus, Some(400), 1)
+        );
+        let c = client.complete(&prompt(), Some(&schema)).await;
+        assert_eq!(c.outcome, Outcome::Ok);
+        assert!(
+            c.structured_output,
+            "still asked for: the 400 was no refusal"
+        );
+        let bodies = served.await.unwrap();
+        assert!(bodies.iter().all(|b| b.get("response_format").is_some()));
+
+        // A refusal whose retry fails too (the 400 was about something else after all): the
+        // next consultation asks for structured output again.
+        let refusal =
+            r#"{"error":{"message":"Unrecognized request argument supplied: response_format"}}"#;
+        let other = r#"{"error":{"message":"model not found"}}"#;
+        let (url, served) = scripted_server(vec![
+            (400, refusal.into()),
+            (400, other.into()),
+            (400, refusal.into()),
+            (200, ok_body()),
+            (200, ok_body()),
+        ])
+        .await;
+        let client = scripted_client(url);
+        let c = client.complete(&prompt(), Some(&schema)).await;
+        assert_eq!((c.outcome, c.attempts), (Outcome::HttpStatus, 2));
+        assert!(
+            client.lock().structured,
+            "the retry did not succeed: not turned off"
+        );
+        // Refused again, and this time answered without it: off from then on.
+        let c = client.complete(&prompt(), Some(&schema)).await;
+        assert_eq!((c.outcome, c.attempts), (Outcome::Ok, 2));
+        assert!(!c.structured_output);
+        let c = client.complete(&prompt(), Some(&schema)).await;
+        assert_eq!((c.outcome, c.attempts), (Outcome::Ok, 1));
+        assert!(!c.structured_output);
+        let asked: Vec<bool> = served
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.get("response_format").is_some())
+            .collect();
+        assert_eq!(asked, [true, false, true, false, false]);
+    }
+
+    /// A status HTTP does not define (hyper reads up to 999) is not retried as a server error,
+    /// and is not shown as `http_status` (the schema's 100..=599).
+    #[tokio::test]
+    async fn a_status_beyond_599_is_an_invalid_reply_not_retried() {
+        for status in [600, 999] {
+            let (url, served) = scripted_server(vec![(status, ok_body()), (200, ok_body())]).await;
+            let client = scripted_client(url);
+            let c = client.complete(&prompt(), None).await;
+            assert_eq!(
+                (c.outcome, c.http_status, c.attempts),
+                (Outcome::InvalidBody, None, 1),
+                "{status}: {:?}",
+                c.error
+            );
+            assert!(c.error.unwrap().contains(&status.to_string()));
+            served.abort();
+        }
     }
 }

@@ -174,10 +174,16 @@ impl fmt::Debug for LlmConfig {
 /// [`Self::reason`] says what is wrong, so the agent's configuration error can name the file too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LlmConfigError {
-    /// `llm.base_url` is not an http(s) URL.
-    BadUrl(String),
-    /// `OPENAI_BASE_URL` is not an http(s) URL.
-    BadEnvUrl(String),
+    /// `llm.base_url` is not an http(s) URL with a host: `why` says what is wrong.
+    BadUrl {
+        url: String,
+        why: String,
+    },
+    /// `OPENAI_BASE_URL` is not an http(s) URL with a host.
+    BadEnvUrl {
+        url: String,
+        why: String,
+    },
     /// This key (`llm.every_windows`, ...) must be at least 1.
     Zero(&'static str),
     ZeroTimeout,
@@ -199,8 +205,8 @@ impl LlmConfigError {
     /// The configuration key (or environment variable) at fault.
     pub fn key(&self) -> &'static str {
         match self {
-            LlmConfigError::BadUrl(_) => "llm.base_url",
-            LlmConfigError::BadEnvUrl(_) => "OPENAI_BASE_URL",
+            LlmConfigError::BadUrl { .. } => "llm.base_url",
+            LlmConfigError::BadEnvUrl { .. } => "OPENAI_BASE_URL",
             LlmConfigError::Zero(key) => key,
             LlmConfigError::ZeroTimeout => "llm.timeout",
             LlmConfigError::NoModel => "llm.model",
@@ -213,11 +219,8 @@ impl LlmConfigError {
     /// What is wrong with it.
     pub fn reason(&self) -> String {
         match self {
-            LlmConfigError::BadUrl(url) | LlmConfigError::BadEnvUrl(url) => {
-                format!(
-                    "is {:?}; it must start with http:// or https://",
-                    without_userinfo(url)
-                )
+            LlmConfigError::BadUrl { url, why } | LlmConfigError::BadEnvUrl { url, why } => {
+                format!("is {:?}; {why}", without_userinfo(url))
             }
             LlmConfigError::Zero(_) => "must be at least 1".into(),
             LlmConfigError::ZeroTimeout => "must be positive".into(),
@@ -241,8 +244,20 @@ impl fmt::Display for LlmConfigError {
 
 impl std::error::Error for LlmConfigError {}
 
-fn is_http_url(url: &str) -> bool {
-    url.starts_with("http://") || url.starts_with("https://")
+/// Why `url` cannot be the endpoint, if it cannot: it must start with `http://` or `https://`,
+/// parse as a URL (no white space in the host, a port up to 65535, ...) and name a host. Checked
+/// at start, so that a mistyped endpoint stops `kpo run` there rather than failing every
+/// consultation later. The parser's message names what is wrong, never the URL (which may carry
+/// a password).
+fn url_problem(url: &str) -> Option<String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Some("it must start with http:// or https://".into());
+    }
+    match reqwest::Url::parse(url) {
+        Err(e) => Some(format!("it is not a valid URL ({e})")),
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => Some("it names no host".into()),
+        Ok(_) => None,
+    }
 }
 
 /// A configuration with its endpoint decided: what the client runs with.
@@ -371,8 +386,10 @@ impl LlmConfig {
                 (url, file_key.or_else(env_key))
             }
             (Some(url), _) => (url, file_key),
-            (None, Some(url)) if is_http_url(&url) => (url, file_key.or_else(env_key)),
-            (None, Some(url)) => return Err(LlmConfigError::BadEnvUrl(url)),
+            (None, Some(url)) => match url_problem(&url) {
+                None => (url, file_key.or_else(env_key)),
+                Some(why) => return Err(LlmConfigError::BadEnvUrl { url, why }),
+            },
             (None, None) => match file_key.or_else(env_key) {
                 Some(key) => (DEFAULT_BASE_URL.to_string(), Some(key)),
                 None => return Ok(Err(
@@ -397,8 +414,11 @@ impl LlmConfig {
     /// Checks the file's values (not the environment's: see [`Self::resolve_with`]).
     pub fn validate(&self) -> Result<(), LlmConfigError> {
         if let Some(url) = self.base_url.as_deref().map(str::trim) {
-            if !url.is_empty() && !is_http_url(url) {
-                return Err(LlmConfigError::BadUrl(url.to_string()));
+            if let Some(why) = url_problem(url).filter(|_| !url.is_empty()) {
+                return Err(LlmConfigError::BadUrl {
+                    url: url.to_string(),
+                    why,
+                });
             }
         }
         if self.model.trim().is_empty() {
@@ -590,7 +610,7 @@ mod tests {
                 ..LlmConfig::default()
             }
             .resolve_with(env(&[])),
-            Err(LlmConfigError::BadUrl(_))
+            Err(LlmConfigError::BadUrl { .. })
         ));
         // A user name and password in the URL go out as Basic authorization: not beside a key.
         let proxy = LlmConfig {
@@ -632,6 +652,59 @@ mod tests {
             .to_string(),
             "llm.every_windows must be at least 1"
         );
+    }
+
+    /// An endpoint that cannot be one stops the agent at start, naming the key (or variable):
+    /// not only one without `http(s)://`.
+    #[test]
+    fn a_base_url_that_is_no_url_with_a_host_is_refused() {
+        for (url, why) in [
+            (
+                "http://exa mple.com/v1",
+                "it is not a valid URL (invalid international domain name)",
+            ),
+            (
+                "https://h:99999/v1",
+                "it is not a valid URL (invalid port number)",
+            ),
+            ("http://", "it is not a valid URL (empty host)"),
+            ("http://:8080/v1", "it is not a valid URL (empty host)"),
+            ("ftp://x", "it must start with http:// or https://"),
+        ] {
+            let e = LlmConfig {
+                base_url: Some(url.into()),
+                ..LlmConfig::default()
+            }
+            .validate()
+            .unwrap_err();
+            assert_eq!(e.key(), "llm.base_url", "{url}");
+            assert_eq!(e.to_string(), format!("llm.base_url is {url:?}; {why}"));
+            let e = LlmConfig::default()
+                .resolve_with(env(&[("OPENAI_BASE_URL", url)]))
+                .unwrap_err();
+            assert_eq!(e.key(), "OPENAI_BASE_URL", "{url}");
+            assert_eq!(e.to_string(), format!("OPENAI_BASE_URL is {url:?}; {why}"));
+        }
+        // The parser's message never quotes the URL, so a password in it stays out.
+        let e = LlmConfig {
+            base_url: Some("https://bob:tok-123@h:99999/v1".into()),
+            ..LlmConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(!e.to_string().contains("tok-123"), "{e}");
+        for good in [
+            "http://127.0.0.1:11434/v1",
+            "https://api.openai.com/v1/",
+            "http://[::1]:8080",
+        ] {
+            let c = LlmConfig {
+                base_url: Some(good.into()),
+                ..LlmConfig::default()
+            };
+            assert_eq!(c.validate(), Ok(()), "{good}");
+            assert!(c.resolve_with(env(&[])).unwrap().is_ok(), "{good}");
+        }
     }
 
     fn error(c: LlmConfig) -> String {

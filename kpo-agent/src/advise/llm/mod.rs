@@ -121,6 +121,63 @@ pub struct Consultation {
 }
 
 impl Consultation {
+    /// A consultation about `window` that has not asked yet: outcome `ok`, nothing accepted.
+    fn blank(window: WindowRef, model: String, offered: usize, breaker: BreakerState) -> Self {
+        Self {
+            window,
+            model,
+            outcome: Outcome::Ok,
+            http_status: None,
+            error: None,
+            latency_ms: 0,
+            attempts: 0,
+            retry_wait_ms: 0,
+            structured_output: false,
+            finish_reason: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            total_tokens: None,
+            offered,
+            accepted_auto: 0,
+            accepted_pending: 0,
+            accepted_ids: Vec::new(),
+            dropped: Vec::new(),
+            breaker,
+            recommendations: Vec::new(),
+        }
+    }
+
+    /// The `llm` event of a consultation whose task ended without a result (it panicked):
+    /// outcome `internal_error`, with `why` (the key replaced, cut to 300 characters) as its
+    /// error. Nothing of it is taken.
+    pub fn task_failed(
+        advisor: &LlmAdvisor,
+        window: WindowRef,
+        offered: usize,
+        latency: Duration,
+        why: &str,
+    ) -> Self {
+        let client = advisor.client();
+        let why: String = client
+            .config()
+            .api_key
+            .redact(why)
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(300)
+            .collect();
+        let mut out = Self::blank(
+            window,
+            client.config().config.model.clone(),
+            offered,
+            client.breaker_state(),
+        );
+        out.outcome = Outcome::InternalError;
+        out.error = Some(format!("the consultation's task ended abnormally: {why}"));
+        out.latency_ms = latency.as_millis() as u64;
+        out
+    }
+
     pub fn auto(&self) -> impl Iterator<Item = &Recommendation> {
         self.recommendations.iter().filter(|r| r.can_auto_apply)
     }
@@ -191,6 +248,20 @@ impl LlmAdvisor {
         self.history.iter().cloned().collect()
     }
 
+    /// The latest window summarised, which a consultation now would be about.
+    pub fn latest_window(&self) -> WindowRef {
+        self.history.back().map_or(
+            WindowRef {
+                index: 0,
+                end: String::new(),
+            },
+            |w| WindowRef {
+                index: w.index,
+                end: w.end.clone(),
+            },
+        )
+    }
+
     /// One consultation about the latest window, as a `'static` future to spawn.
     pub fn consult(
         &self,
@@ -200,16 +271,7 @@ impl LlmAdvisor {
     ) -> impl std::future::Future<Output = Consultation> + Send + 'static {
         let client = self.client.clone();
         let windows = self.history();
-        let window = windows.last().map_or(
-            WindowRef {
-                index: 0,
-                end: String::new(),
-            },
-            |w| WindowRef {
-                index: w.index,
-                end: w.end.clone(),
-            },
-        );
+        let window = self.latest_window();
         async move { consult(&client, &offered, &windows, &changes, &*policy, window).await }
     }
 }
@@ -225,28 +287,12 @@ pub async fn consult(
     window: WindowRef,
 ) -> Consultation {
     let started = Instant::now();
-    let mut out = Consultation {
-        window: window.clone(),
-        model: client.config().config.model.clone(),
-        outcome: Outcome::Ok,
-        http_status: None,
-        error: None,
-        latency_ms: 0,
-        attempts: 0,
-        retry_wait_ms: 0,
-        structured_output: false,
-        finish_reason: None,
-        prompt_tokens: None,
-        completion_tokens: None,
-        total_tokens: None,
-        offered: offered.len(),
-        accepted_auto: 0,
-        accepted_pending: 0,
-        accepted_ids: Vec::new(),
-        dropped: Vec::new(),
-        breaker: client.breaker_state(),
-        recommendations: Vec::new(),
-    };
+    let mut out = Consultation::blank(
+        window,
+        client.config().config.model.clone(),
+        offered.len(),
+        client.breaker_state(),
+    );
     if offered.is_empty() {
         out.outcome = Outcome::NoParameters;
         out.error = Some("the policy lets the llm drive no parameter".into());
@@ -392,6 +438,7 @@ mod tests {
             address: addr.clone(),
             current: Value::Int(4096),
             limits: policy.allowed(&addr, Source::Llm).unwrap(),
+            netns_cookie: None,
         }];
         (offered, policy)
     }
@@ -427,6 +474,13 @@ mod tests {
         ));
         assert_eq!(c.outcome, Outcome::ParseError);
         assert!(c.recommendations.is_empty());
+        // A `</think>` in the answer's note is no end of thinking: the alternative the model
+        // rejected after it is not taken.
+        let c = took(
+            r#"{"recommendations": [], "note": "nginx </think> fine", "rejected": [{"parameter":"net.core.somaxconn","value":65535,"can_auto_apply":true}]}"#,
+        );
+        assert_eq!(c.outcome, Outcome::Ok);
+        assert!(c.recommendations.is_empty(), "{:?}", c.recommendations);
         // Advice in prose: accepted, for approval.
         let c = took(&format!(
             "Here is my advice: [{}] Hope it helps.",
@@ -442,6 +496,52 @@ mod tests {
             let c = took(&content);
             assert_eq!((c.accepted_auto, c.accepted_pending), (1, 0), "{content}");
             assert!(c.recommendations[0].can_auto_apply);
+        }
+    }
+
+    /// A key the model wrote twice is not settled silently by the last one: the item is dropped
+    /// as malformed, and a top-level object that repeats one is no answer.
+    #[test]
+    fn a_repeated_key_is_never_read_last_wins() {
+        let c = took(
+            r#"[{"parameter":"net.core.somaxconn","value":8192,"can_auto_apply":false,"reason":"x","can_auto_apply":true}]"#,
+        );
+        assert_eq!(c.outcome, Outcome::Ok);
+        assert!(c.recommendations.is_empty(), "{:?}", c.recommendations);
+        assert_eq!(c.dropped.len(), 1);
+        assert_eq!(c.dropped[0].kind, DropKind::Malformed);
+        assert_eq!(
+            c.dropped[0].parameter.as_deref(),
+            Some("net.core.somaxconn")
+        );
+        assert!(
+            c.dropped[0]
+                .detail
+                .contains("repeats the key \"can_auto_apply\""),
+            "{}",
+            c.dropped[0].detail
+        );
+        // The other items of the list still count.
+        let c = took(
+            r#"[{"parameter":"net.core.somaxconn","value":8192,"value":9000,"can_auto_apply":true},
+                {"parameter":"net.core.somaxconn","value":8192,"can_auto_apply":true}]"#,
+        );
+        assert_eq!((c.accepted_auto, c.dropped.len()), (1, 1));
+        let item =
+            r#"{"parameter":"net.core.somaxconn","value":8192,"can_auto_apply":true,"reason":"x"}"#;
+        for reply in [
+            format!(r#"{{"recommendations":[{item}],"recommendations":[]}}"#),
+            format!(r#"{{"recommendations":[],"recommendations":[{item}]}}"#),
+            format!("Here: {{\"recommendations\":[{item}],\"recommendations\":[]}}"),
+        ] {
+            let c = took(&reply);
+            assert_eq!(c.outcome, Outcome::ParseError, "{reply}");
+            assert!(c.recommendations.is_empty());
+            let error = c.error.unwrap();
+            assert!(
+                error.contains("repeats the key \"recommendations\""),
+                "{error}"
+            );
         }
     }
 

@@ -35,6 +35,11 @@ pub enum ParseError {
     NotAdvice,
     #[error("the reply is {0} bytes, more than the {MAX_CONTENT} parsed")]
     TooLong(usize),
+    /// A top-level object names a key twice: which one counts is anybody's guess.
+    #[error(
+        "the reply's JSON has an object that repeats the key {0:?}; which one counts is unclear"
+    )]
+    DuplicateKey(String),
 }
 
 /// Where in the reply the advice was found.
@@ -70,7 +75,10 @@ pub struct Advice {
 }
 
 /// The advice in `content`, tried in this order (docs/llm.md, "Parsing"):
-/// 1. the whole text (without `<think>`) as one JSON value;
+/// 0. the whole reply as one JSON value, before anything is cut from it: then it alone decides,
+///    whatever its strings say (`"note": "nginx </think> fine"` is no end of thinking);
+/// 1. the whole text (without `<think>` and what comes before the thinking's end) as one JSON
+///    value;
 /// 2. each fenced block's whole contents as one JSON value: the last that holds advice;
 /// 3. the JSON values at the top level of the text (prose around them): the last that is a list
 ///    or a `recommendations` object, else the last single recommendation object.
@@ -80,17 +88,25 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
     if content.len() > MAX_CONTENT {
         return Err(ParseError::TooLong(content.len()));
     }
+    if let Some(v) = whole_value(content) {
+        return match advice_shape(v)? {
+            Some(shape) => Ok(Advice {
+                items: shape.into_items(),
+                found: Found::Whole,
+            }),
+            None => Err(ParseError::NotAdvice),
+        };
+    }
     let text = strip_think(content);
+    // Failed tries of the scans below, together: the cap bounds the whole reply's parsing.
+    let mut failed = 0;
     // Some servers put the opening `<think>` in the prompt's template: the reply then holds only
     // the closing tag, and what comes before it is thinking too.
-    let text = match text.rfind("</think>") {
-        Some(end) => text[end + "</think>".len()..].to_string(),
-        None => text,
-    };
+    let text = &text[thinking_end(&text, &mut failed)..];
     let mut saw_json = false;
-    if let Some(v) = whole_value(&text) {
+    if let Some(v) = whole_value(text) {
         saw_json = true;
-        if let Some(shape) = advice_shape(v) {
+        if let Some(shape) = advice_shape(v)? {
             return Ok(Advice {
                 items: shape.into_items(),
                 found: Found::Whole,
@@ -101,11 +117,11 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
     // example, before they answer.
     let mut fenced = None;
     let mut fences_with_advice = 0;
-    let blocks = fenced_blocks(&text);
+    let blocks = fenced_blocks(text);
     for &block in &blocks {
         if let Some(v) = whole_value(without_tag(block)) {
             saw_json = true;
-            if let Some(shape) = advice_shape(v) {
+            if let Some(shape) = advice_shape(v)? {
                 fences_with_advice += 1;
                 fenced = Some(shape);
             }
@@ -115,7 +131,7 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
         // The only fence is the answer only where nothing outside it could be one: JSON there
         // (an answer after an example in the fence, or a value the fence sits inside) makes
         // the fence one of two things the model wrote, for a person to tell apart.
-        let alone = fences_with_advice == 1 && !holds_a_value(&outside_fences(&text, &blocks));
+        let alone = fences_with_advice == 1 && !holds_a_value(&outside_fences(text, &blocks));
         return Ok(Advice {
             items: shape.into_items(),
             found: if alone {
@@ -129,13 +145,13 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
     // outranks a lone item object, which prose often holds as a mention ("I considered {...}").
     let mut answer = None;
     let mut single = None;
-    let (values, complete) = top_level_values(&text);
+    let (values, complete) = top_level_values(text, &mut failed);
     if !complete {
         return Err(ParseError::NotAdvice);
     }
     for v in values {
         saw_json = true;
-        match advice_shape(v) {
+        match advice_shape(v)? {
             Some(Shape::List(items)) => answer = Some(items),
             Some(Shape::Item(item)) => single = Some(item),
             None => {}
@@ -173,13 +189,46 @@ fn strip_think(content: &str) -> String {
     out
 }
 
+/// Where the answer starts in `text` whose thinking opened in the prompt's template (the reply
+/// holds only its `</think>`): just after the last `</think>` that lies outside every top-level
+/// JSON value, 0 if there is none. One inside a value that parses, or inside a broken one up to
+/// its closing bracket, is the value's text (`"note": "nginx </think> fine"`): cut there, the
+/// rest of the value (a `rejected` list after the note) would be read as the answer. One the scan
+/// could not place (after a broken value that never closes, or past the cap of failed tries) is
+/// not known to be outside, and is not taken either. `failed` counts the scan's failed tries.
+fn thinking_end(text: &str, failed: &mut usize) -> usize {
+    const CLOSE: &str = "</think>";
+    let Some(last) = text.rfind(CLOSE) else {
+        return 0;
+    };
+    let scan = scan(text, failed, last);
+    let known = scan.stopped.unwrap_or(text.len());
+    // Apart from each other (a value ends before the next is looked for), in text order.
+    let mut spans: Vec<&std::ops::Range<usize>> = scan
+        .values
+        .iter()
+        .map(|(r, _)| r)
+        .chain(&scan.broken)
+        .collect();
+    spans.sort_by_key(|r| r.start);
+    let inside = |i: usize| {
+        let k = spans.partition_point(|r| r.end <= i);
+        spans.get(k).is_some_and(|r| r.start <= i)
+    };
+    text.match_indices(CLOSE)
+        .map(|(i, _)| i)
+        .filter(|&i| i < known && !inside(i))
+        .last()
+        .map_or(0, |i| i + CLOSE.len())
+}
+
 /// `s` as one JSON list or object, with nothing but white space around it.
 fn whole_value(s: &str) -> Option<Json> {
     let s = s.trim();
     if !(s.starts_with('[') || s.starts_with('{')) {
         return None;
     }
-    serde_json::from_str(s).ok()
+    serde_json::from_str::<Strict>(s).ok().map(|v| v.0)
 }
 
 /// A fenced block without a language tag on the JSON's line (```` ```json {...}``` ````).
@@ -205,40 +254,79 @@ fn without_tag(block: &str) -> &str {
 /// nested object, of a value that parsed or of one that did not, is never taken for an answer.
 /// A bracket in a sentence (`[if]`, `:-[`) is not followed by what starts a value, and is
 /// passed over alone.
-/// The second element is false when the scan stopped at [`MAX_SCAN`] failed tries.
-fn top_level_values(text: &str) -> (Vec<Json>, bool) {
-    let mut values = Vec::new();
+/// The second element is false when the scan stopped at [`MAX_SCAN`] failed tries, counted in
+/// `failed` together with the tries made before (to find the end of thinking).
+fn top_level_values(text: &str, failed: &mut usize) -> (Vec<Json>, bool) {
+    let scan = scan(text, failed, text.len());
+    (
+        scan.values.into_iter().map(|(_, v)| v).collect(),
+        !scan.capped,
+    )
+}
+
+/// What [`scan`] found, with where in the text.
+struct Scan {
+    /// The values that parsed.
+    values: Vec<(std::ops::Range<usize>, Json)>,
+    /// The values that did not parse, to their closing bracket.
+    broken: Vec<std::ops::Range<usize>>,
+    /// Where the scan stopped short of the end: a broken value that never closes starts there, or
+    /// the cap of failed tries was reached there.
+    stopped: Option<usize>,
+    /// The scan reached [`MAX_SCAN`] failed tries.
+    capped: bool,
+}
+
+/// The top-level scan of [`top_level_values`], of the values that start at or before `until`;
+/// `failed` counts the failed tries, and the scan stops when it reaches [`MAX_SCAN`].
+fn scan(text: &str, failed: &mut usize, until: usize) -> Scan {
+    let mut out = Scan {
+        values: Vec::new(),
+        broken: Vec::new(),
+        stopped: None,
+        capped: false,
+    };
     let mut at = 0;
-    let mut failed = 0;
     loop {
-        if failed == MAX_SCAN {
-            return (values, false);
+        if *failed >= MAX_SCAN {
+            out.stopped = Some(at);
+            out.capped = true;
+            return out;
         }
         let Some(offset) = text[at..].find(['[', '{']) else {
             break;
         };
         let start = at + offset;
+        if start > until {
+            break;
+        }
         let rest = &text[start..];
         if !opens_value(&rest[1..]) {
             at = start + 1;
             continue;
         }
-        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Json>();
+        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Strict>();
         match stream.next() {
-            Some(Ok(v)) => {
-                values.push(v);
+            Some(Ok(Strict(v))) => {
                 at = start + stream.byte_offset();
+                out.values.push((start..at, v));
             }
             _ => {
-                failed += 1;
+                *failed += 1;
                 match bracketed_len(rest) {
-                    Some(len) => at = start + len,
-                    None => break,
+                    Some(len) => {
+                        at = start + len;
+                        out.broken.push(start..at);
+                    }
+                    None => {
+                        out.stopped = Some(start);
+                        break;
+                    }
                 }
             }
         }
     }
-    (values, true)
+    out
 }
 
 /// `text` without the contents of the fenced `blocks` (slices of it, in order).
@@ -349,9 +437,15 @@ impl Shape {
     }
 }
 
-/// A list, an object with a `recommendations` list, or a single recommendation object.
-fn advice_shape(v: Json) -> Option<Shape> {
-    match v {
+/// A list, an object with a `recommendations` list, or a single recommendation object. A
+/// top-level object that repeats a key is no answer at all, whatever it holds (`Err`): read
+/// last-wins, `{"recommendations": [...], "recommendations": []}` would be no advice, and an item
+/// with `"can_auto_apply": false, ..., "can_auto_apply": true` automatic.
+fn advice_shape(v: Json) -> Result<Option<Shape>, ParseError> {
+    if let Some(key) = repeated_key(&v) {
+        return Err(ParseError::DuplicateKey(key.to_string()));
+    }
+    Ok(match v {
         // A list of advice has objects in it (`[3]` in a sentence is not advice).
         Json::Array(items) if items.is_empty() || items.iter().any(Json::is_object) => {
             Some(Shape::List(items))
@@ -359,13 +453,96 @@ fn advice_shape(v: Json) -> Option<Shape> {
         Json::Object(mut map) => {
             for key in ["recommendations", "Recommendations", "changes"] {
                 if let Some(Json::Array(items)) = map.remove(key) {
-                    return Some(Shape::List(items));
+                    return Ok(Some(Shape::List(items)));
                 }
             }
             let item = map.contains_key("parameter") || map.contains_key("Parameter");
             item.then_some(Shape::Item(Json::Object(map)))
         }
         _ => None,
+    })
+}
+
+/// The key under which [`Strict`] marks an object that repeated a key: its value is that key.
+/// Not a key a model means (a NUL starts it); one that sends it anyway only gets its object
+/// refused.
+pub(super) const REPEATED_KEY: &str = "\u{0}kpo: repeated key";
+
+/// The key `v`, an object, repeated (marked by [`Strict`]), if it did.
+pub(super) fn repeated_key(v: &Json) -> Option<&str> {
+    v.get(REPEATED_KEY).map(|k| k.as_str().unwrap_or(""))
+}
+
+/// A JSON value read as `serde_json::Value` is, except that an object that repeats a key is
+/// marked (under [`REPEATED_KEY`], naming the key). `Value` keeps the last of the repeats and
+/// forgets there were any, so which one the model meant would be decided silently; serde has no
+/// option to refuse them, and once read into a `Value` the repeat is gone, so it is seen here, as
+/// the text is read. Marked rather than refused: a repeat inside one item costs that item (it is
+/// dropped as `malformed`, `validate.rs`), a repeat in a top-level object the whole answer
+/// ([`advice_shape`]). Depth is bounded by serde_json's recursion limit, as for `Value`.
+struct Strict(Json);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Json::Null, Json::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+        Ok(Json::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Json, E> {
+        Ok(Json::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_none<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Json::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut out = serde_json::Map::new();
+        let mut repeated = None;
+        while let Some((key, Strict(v))) = map.next_entry::<String, Strict>()? {
+            if out.contains_key(&key) && repeated.is_none() {
+                repeated = Some(key.clone());
+            }
+            out.insert(key, v);
+        }
+        if let Some(key) = repeated {
+            out.insert(REPEATED_KEY.to_string(), Json::String(key));
+        }
+        Ok(Json::Object(out))
     }
 }
 
@@ -516,8 +693,10 @@ mod tests {
 
     #[test]
     fn top_level_values_skip_what_they_tried() {
-        let (values, complete) =
-            top_level_values(r#"a [1, [2]] b {"x": {"y": 1}} c [if] :-[ d ["s]"] e"#);
+        let (values, complete) = top_level_values(
+            r#"a [1, [2]] b {"x": {"y": 1}} c [if] :-[ d ["s]"] e"#,
+            &mut 0,
+        );
         assert!(complete);
         assert_eq!(
             values,
@@ -605,6 +784,59 @@ mod tests {
         let alone =
             format!("Here it is:\n```json\n[{ITEM}]\n```\nThat should help [if load stays].");
         assert_eq!(found(&alone).1, Found::Fence);
+    }
+
+    /// A `</think>` inside the reply's JSON is text, not the end of thinking: the reply is not cut
+    /// there, and what follows it in the value (an alternative the model rejected) is no advice.
+    #[test]
+    fn a_think_tag_inside_json_is_not_the_end_of_thinking() {
+        let reply = r#"{"recommendations": [], "note": "nginx </think> fine", "rejected": [{"parameter":"net.core.somaxconn","value":65535,"can_auto_apply":true}]}"#;
+        assert_eq!(found(reply), (vec![], Found::Whole));
+        // The same after real thinking: the thinking's end is the first tag, the second is text.
+        let (items, at) = found(&format!("checking the queues...</think>\n{reply}"));
+        assert_eq!((items.len(), at), (0, Found::Whole));
+        // In a broken value (an unescaped quote), up to its closing bracket: not the end either.
+        let broken = r#"{"recommendations": [], "note": "say "hi" </think> ok", "rejected": [{"parameter":"net.core.somaxconn","value":65535}]}"#;
+        assert_eq!(extract_items(broken), Err(ParseError::NoJson));
+        // After a value that never closes, a tag cannot be placed: nothing is taken from after it.
+        let unclosed = format!(r#"{{"note": "a"b" </think> [{ITEM}]"#);
+        assert!(extract_items(&unclosed).is_err());
+        // Thinking that holds JSON of its own, closed, still ends at its tag.
+        let (items, at) = found(&format!(
+            "Maybe {{\"parameter\": \"x.y\"}} or [1, 2]?\n</think>\n[{ITEM}]"
+        ));
+        assert_eq!((items.len(), at), (1, Found::Whole));
+    }
+
+    /// [`Strict`] reads what `Value` reads, the same way, and marks only objects that repeat a
+    /// key, wherever they are.
+    #[test]
+    fn strict_reads_as_value_does_and_marks_repeated_keys() {
+        for text in [
+            r#"{"a": [1, -2, 3.5, 18446744073709551615, "s\u00e9", true, null, {}], "b": {"c": []}}"#,
+            "[]",
+            r#""x""#,
+            "-0",
+            "[1e400]",
+        ] {
+            let strict = serde_json::from_str::<Strict>(text).map(|s| s.0).ok();
+            let value = serde_json::from_str::<Json>(text).ok();
+            assert_eq!(strict, value, "{text}");
+            assert_eq!(strict.is_some(), !text.contains("1e400"), "{text}");
+        }
+        let v = serde_json::from_str::<Strict>(r#"[{"a": 1, "b": {"c": 1, "c": 2}, "a": 3}]"#)
+            .unwrap()
+            .0;
+        assert_eq!(repeated_key(&v[0]), Some("a"));
+        assert_eq!(repeated_key(&v[0]["b"]), Some("c"));
+        assert_eq!(v[0]["a"], 3);
+        assert_eq!(repeated_key(&v), None);
+        let nested = r#"Result: {"result": {"recommendations": [], "recommendations": []}} done"#;
+        assert_eq!(
+            extract_items(nested),
+            Err(ParseError::NotAdvice),
+            "not a top-level object"
+        );
     }
 
     /// Values that parse do not use up the scan: the last answer after many of them stands.

@@ -247,6 +247,10 @@ pub struct ParamContext {
     pub address: ParamAddress,
     pub current: Value,
     pub limits: ParamLimits,
+    /// The cookie of the network namespace `current` was read in (`None`: not a namespace
+    /// target, or not read with one): the advice carries it to the change path, which refuses
+    /// it in a namespace that has the inode by then but is another one. Not in the prompt.
+    pub netns_cookie: Option<u64>,
 }
 
 /// The parameters among `candidates` (address and current value, as the actuators read them)
@@ -264,6 +268,7 @@ pub fn offered_params(
                 address,
                 current,
                 limits,
+                netns_cookie: None,
             })
         })
         .collect()

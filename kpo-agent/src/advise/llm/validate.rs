@@ -140,6 +140,14 @@ fn check_item(
     if !item.is_object() {
         return Err((DropKind::Malformed, "an item is not an object".into()));
     }
+    // Read last-wins, a repeated key would decide silently which of the model's words count
+    // (`"can_auto_apply": false, ..., "can_auto_apply": true`): the parser marks such objects.
+    if let Some(key) = super::parse::repeated_key(item) {
+        return Err((
+            DropKind::Malformed,
+            format!("the item repeats the key {key:?}; which one counts is unclear"),
+        ));
+    }
     let Some(name) = field_str(item, &["parameter", "Parameter"]) else {
         return Err((DropKind::Malformed, "no \"parameter\" string".into()));
     };
@@ -227,6 +235,7 @@ fn check_item(
         source: Source::Llm,
         window: window.clone(),
         application: None,
+        netns_cookie: ctx.netns_cookie,
     })
 }
 
@@ -361,11 +370,13 @@ mod tests {
                 address: ns.clone(),
                 current: Value::Int(4096),
                 limits: policy.allowed(&ns, Source::Llm).unwrap(),
+                netns_cookie: Some(7),
             },
             ParamContext {
                 address: rmem.clone(),
                 current: Value::Ints(vec![4096, 131072, 6291456]),
                 limits: policy.allowed(&rmem, Source::Llm).unwrap(),
+                netns_cookie: None,
             },
         ];
         let w = WindowRef {

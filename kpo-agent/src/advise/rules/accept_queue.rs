@@ -530,6 +530,7 @@ fn app_recommendation(
         source: Source::Rules,
         window: at.clone(),
         application: Some(application),
+        netns_cookie: None,
     }
 }
 

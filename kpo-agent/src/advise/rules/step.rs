@@ -150,6 +150,7 @@ pub fn change(
         source: Source::Rules,
         window: at.clone(),
         application: None,
+        netns_cookie: None,
     }
 }
 

@@ -76,6 +76,7 @@ fn rec(source: Source, value: i64, auto: bool) -> Recommendation {
             end: "2026-01-01T00:00:00Z".into(),
         },
         application: None,
+        netns_cookie: None,
     }
 }
 
@@ -620,6 +621,34 @@ fn an_approval_for_a_namespace_whose_inode_now_names_another_is_cleared_not_appl
             .collect::<Vec<_>>(),
         [("ap-5", Some(11))]
     );
+}
+
+/// Advice whose value was read in a namespace that is gone by the time it is considered (the
+/// LLM's, read when its prompt was built) asks for no approval of the namespace that has the
+/// inode now: the change path refuses it. An approval records the namespace the value was read
+/// in, not only one opened when the advice arrived.
+#[test]
+fn advice_read_in_a_namespace_since_replaced_asks_no_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.k.0.lock().unwrap().netns_cookie = Some(8);
+    let mut advice = rec(Source::Llm, 32, false);
+    advice.netns_cookie = Some(7);
+    let out = s.consider(vec![advice.clone()]);
+    assert!(s.desk.pending().unwrap().is_empty(), "no approval asked");
+    assert_eq!(kinds(&out.events), ["recommendation"]);
+    assert_eq!(out.refused.len(), 1);
+    assert!(
+        out.refused[0].1.to_string().contains("(cookie 8, was 7 "),
+        "{}",
+        out.refused[0].1
+    );
+    assert_eq!(s.value(), Value::Int(16));
+    // Read in the namespace that has the inode now: asked for, with that namespace.
+    advice.netns_cookie = Some(8);
+    let out = s.consider(vec![advice]);
+    assert_eq!(kinds(&out.events), ["recommendation", "approval_required"]);
+    assert_eq!(s.desk.pending().unwrap()[0].netns_cookie, Some(8));
 }
 
 /// The rules' approval pending, the LLM advises the same value: the approval stays the rules',

@@ -186,6 +186,7 @@ fn the_offered_policy_allows_exactly_what_was_offered_to_the_llm() {
         address: somaxconn.clone(),
         current: Value::Int(256),
         limits: limits.clone(),
+        netns_cookie: None,
     }]);
     assert_eq!(p.allowed(&somaxconn, Source::Llm), Some(limits));
     assert_eq!(p.allowed(&somaxconn, Source::Rules), None);
@@ -323,4 +324,180 @@ fn napi_devices_in_the_prompt_carry_their_namespace() {
             {"device": "backlog", "packets_per_s": 640.0, "budget_exhausted": 3},
         ])
     );
+}
+
+const STAGE_KEY: &str = "sk-stage-test-SECRET";
+
+/// A stage with the advisor on (against a port nothing listens on: nothing here asks it), and
+/// the deciding half over an in-memory kernel holding `values`, with `policy`.
+fn stage_and_deciding(
+    dir: &std::path::Path,
+    policy: &str,
+    values: &[(&str, Value)],
+) -> (LlmStage, Deciding, crate::change::tests::FakeActuators) {
+    use crate::advise::llm::{ApiKey, ResolvedLlm};
+    let advisor = LlmAdvisor::new(ResolvedLlm {
+        base_url: "http://127.0.0.1:9/v1".into(),
+        api_key: ApiKey::new(STAGE_KEY),
+        config: LlmConfig::default(),
+    })
+    .unwrap();
+    let stage = LlmStage {
+        advisor: Some(advisor),
+        in_flight: None,
+        in_flight_offered: Vec::new(),
+        in_flight_about: (
+            WindowRef {
+                index: 0,
+                end: String::new(),
+            },
+            Instant::now(),
+        ),
+        health: VecDeque::new(),
+        host_netns: HOST,
+    };
+    let k = crate::change::tests::kernel(values);
+    let (path, _) = crate::change::tests::path(dir, policy, &k);
+    let deciding = Deciding::with_path(path, false).unwrap().0;
+    (stage, deciding, k)
+}
+
+/// A consultation whose task panicked still has its `llm` event (docs/llm.md: one per
+/// consultation that ended), valid against the schema, without the key, and nothing of it is
+/// taken.
+#[tokio::test]
+async fn a_consultation_that_panicked_has_its_llm_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut stage, mut deciding, _) = stage_and_deciding(dir.path(), "", &[]);
+    stage.in_flight_offered = vec!["net.core.somaxconn".parse().unwrap()];
+    stage.in_flight_about.0 = WindowRef {
+        index: 41,
+        end: "2026-12-01T03:01:00Z".into(),
+    };
+    let joined = tokio::spawn(async move {
+        panic!("boom {STAGE_KEY} {}", "x".repeat(600));
+    })
+    .await;
+    let events = stage.settle(joined.map(|()| unreachable!()), &mut deciding);
+    assert_eq!(events.len(), 1, "the llm event alone");
+    let json: serde_json::Value = serde_json::from_slice(&crate::output::events::encode(
+        &events[0],
+        "h",
+        time::OffsetDateTime::now_utc(),
+    ))
+    .unwrap();
+    assert_eq!(json["kind"], "llm");
+    assert_eq!(json["outcome"], "internal_error");
+    assert_eq!(json["window"]["index"], 41);
+    assert_eq!(json["offered"], 1);
+    assert_eq!(json["accepted_ids"], serde_json::json!([]));
+    let error = json["error"].as_str().unwrap();
+    assert!(error.contains("boom [redacted]"), "{error}");
+    assert!(!error.contains(STAGE_KEY));
+    assert!(error.len() < 500, "{} bytes", error.len());
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../../../docs/events.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&json)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}\n{json:#}");
+    assert!(stage.in_flight_offered.is_empty());
+}
+
+/// The namespace an offered value was read in is gone by the time the model answers, and the
+/// kernel gave its inode to another: the advice is refused there (a `change` event, refusal
+/// `invalid`), not applied to that other namespace.
+#[test]
+fn advice_is_refused_in_a_namespace_that_replaced_the_one_read_while_the_model_thought() {
+    const NS: &str = "net.core.somaxconn@netns:4026532999";
+    let dir = tempfile::tempdir().unwrap();
+    let policy = r#"
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 128
+max = 65535
+max_step = "100%"
+sources = ["llm"]
+"#;
+    let (mut stage, mut deciding, k) = stage_and_deciding(
+        dir.path(),
+        policy,
+        &[
+            ("net.core.somaxconn", Value::Int(4096)),
+            (NS, Value::Int(4096)),
+        ],
+    );
+    k.0.lock().unwrap().netns_cookie = Some(7);
+    let w = window(vec![listener(4026532999, 50, 128)]);
+    let offered = offer(deciding.change_path(), &w, HOST);
+    let cookies: Vec<(String, Option<u64>)> = offered
+        .iter()
+        .map(|p| (p.address.to_string(), p.netns_cookie))
+        .collect();
+    assert_eq!(
+        cookies,
+        [
+            ("net.core.somaxconn".to_string(), None),
+            (NS.to_string(), Some(7))
+        ]
+    );
+    let at = WindowRef {
+        index: 3,
+        end: "2026-12-01T03:01:00Z".into(),
+    };
+    let item = serde_json::json!({"parameter": NS, "value": 8192, "can_auto_apply": true});
+    let v = crate::advise::llm::validate::validate(
+        vec![item],
+        &offered,
+        &OfferedPolicy::new(&offered),
+        &at,
+    );
+    assert_eq!(v.accepted.len(), 1, "{:?}", v.dropped);
+    assert_eq!(v.accepted[0].netns_cookie, Some(7));
+    let consultation = |recommendations| {
+        let mut c = Consultation::task_failed(
+            stage.advisor.as_ref().unwrap(),
+            at.clone(),
+            offered.len(),
+            std::time::Duration::ZERO,
+            "",
+        );
+        c.outcome = crate::advise::llm::Outcome::Ok;
+        c.error = None;
+        c.recommendations = recommendations;
+        c
+    };
+    let (replaced, same) = (consultation(v.accepted.clone()), consultation(v.accepted));
+
+    // While the model thought, the namespace died and its inode went to another (cookie 8).
+    k.0.lock().unwrap().netns_cookie = Some(8);
+    let events: Vec<serde_json::Value> = stage
+        .settle(Ok(replaced), &mut deciding)
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    let refused: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "change" && e["phase"] == "refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{events:#?}");
+    assert_eq!(refused[0]["refusal"], "invalid");
+    let detail = refused[0]["detail"].as_str().unwrap();
+    assert!(detail.contains("(cookie 8, was 7 "), "{detail}");
+    assert!(
+        !events.iter().any(|e| e["phase"] == "applied"),
+        "{events:#?}"
+    );
+    assert_eq!(
+        k.0.lock().unwrap().values[NS],
+        Value::Int(4096),
+        "not written"
+    );
+
+    // In the namespace it was read in, the same advice applies.
+    k.0.lock().unwrap().netns_cookie = Some(7);
+    stage.settle(Ok(same), &mut deciding);
+    assert_eq!(k.0.lock().unwrap().values[NS], Value::Int(8192));
 }
