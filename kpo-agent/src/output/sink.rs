@@ -177,6 +177,12 @@ pub struct EventSink {
     offered: u64,
     dropped_since_queued: u64,
     dropped_at_queue: u64,
+    /// While the queue is dropping events: how many it dropped since it began. It began with a
+    /// warning, and ends with a note once the queue has drained below half its bound, not at the
+    /// first event that fits again (a steadily slow reader would make the two alternate).
+    dropping: Option<u64>,
+    /// Warnings logged that the reader does not keep up: one per such episode.
+    drop_warnings: u64,
     /// `--metrics`: every event offered is counted there, written or not.
     metrics: Option<Arc<std::sync::Mutex<super::metrics::Metrics>>>,
 }
@@ -214,17 +220,30 @@ impl EventSink {
             .name("kpo-events".into())
             .spawn(move || writer.run(rx))
             .expect("spawning the event writer thread");
+        Self::with_writer(destination, tx, shared, Some(handle), failed, limit)
+    }
+
+    fn with_writer(
+        destination: Destination,
+        tx: mpsc::Sender<Msg>,
+        shared: Arc<Shared>,
+        writer: Option<JoinHandle<()>>,
+        failed: tokio::sync::mpsc::UnboundedReceiver<String>,
+        limit: usize,
+    ) -> EventSink {
         EventSink {
             destination,
             host: hostname(),
             tx: Some(tx),
             shared,
-            writer: Some(handle),
+            writer,
             failed,
             limit,
             offered: 0,
             dropped_since_queued: 0,
             dropped_at_queue: 0,
+            dropping: None,
+            drop_warnings: 0,
             metrics: None,
         }
     }
@@ -280,24 +299,30 @@ impl EventSink {
             self.dropped_at_queue += 1;
             return;
         }
-        if self.dropped_since_queued > 0 {
-            info!(
-                destination = %self.destination,
-                dropped = self.dropped_since_queued,
-                "the event stream's reader caught up; the next event says how many were dropped"
-            );
-            self.dropped_since_queued = 0;
+        self.dropped_since_queued = 0;
+        if let Some(dropped) = self.dropping {
+            if queued < self.limit / 2 {
+                info!(
+                    "the reader of events to {} caught up: {dropped} events were dropped while it \
+                     did not keep up (each line written after a loss says how many it follows)",
+                    self.destination
+                );
+                self.dropping = None;
+            }
         }
     }
 
     fn drop_one(&mut self, queued: usize) {
-        if self.dropped_since_queued == 0 {
+        if self.dropping.is_none() {
+            self.drop_warnings += 1;
             warn!(
-                "events to {} are not being read fast enough: dropping events until they are \
-                 ({queued} bytes wait; the next event written says how many were dropped)",
+                "events to {} are not being read fast enough: dropping events until the queue \
+                 drains ({queued} bytes wait; each line written after a loss says how many it \
+                 follows)",
                 self.destination
             );
         }
+        *self.dropping.get_or_insert(0) += 1;
         self.dropped_since_queued += 1;
         self.dropped_at_queue += 1;
     }
@@ -570,6 +595,58 @@ mod tests {
         assert_eq!(announced, dropped);
         assert_eq!(events.last().unwrap()["dropped_events_total"], dropped);
         assert_eq!(events.len() as u64, 102 - dropped);
+    }
+
+    /// Defect: with a reader steadily slower than the events, every event that fit again logged
+    /// "caught up" and the next one dropped logged the warning again: a pair per pair of events.
+    /// (Counted by the sink: a test subscriber would race tracing's per-call-site cache with the
+    /// other tests' threads.)
+    #[test]
+    fn a_steadily_slow_reader_gets_one_warning_not_one_per_event() {
+        // The test is the writer: it takes lines off the queue when it says so.
+        let (tx, rx) = mpsc::channel();
+        let (_failed_tx, failed) = tokio::sync::mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
+        let line = encode(&stop(0), &hostname(), time::OffsetDateTime::now_utc()).len();
+        let limit = 10 * line;
+        let mut sink =
+            EventSink::with_writer(Destination::Stdout, tx, shared.clone(), None, failed, limit);
+        let mut announced = 0;
+        let mut read_one = || match rx.try_recv() {
+            Ok(Msg::Line {
+                object,
+                dropped_before,
+                ..
+            }) => {
+                shared
+                    .queued_bytes
+                    .fetch_sub(object.len(), Ordering::AcqRel);
+                announced += dropped_before;
+                true
+            }
+            _ => false,
+        };
+        // Two events for every one read, for a long while.
+        for _ in 0..200 {
+            sink.send(&stop(0));
+            sink.send(&stop(0));
+            read_one();
+        }
+        assert!(sink.dropped_at_queue >= 100, "{}", sink.dropped_at_queue);
+        assert_eq!(sink.drop_warnings, 1);
+        assert_eq!(
+            sink.dropping,
+            Some(sink.dropped_at_queue),
+            "not caught up yet"
+        );
+        // The reader catches up for real: the queue drains, and the next event says so.
+        while read_one() {}
+        sink.send(&stop(0));
+        assert_eq!(sink.dropping, None);
+        assert_eq!(sink.drop_warnings, 1);
+        // Every drop is still announced by the line queued after it.
+        while read_one() {}
+        assert_eq!(announced, sink.dropped_at_queue);
     }
 
     #[test]
