@@ -31,6 +31,44 @@ use super::events::{encode, finish_line, hostname, Event};
 /// Bytes of encoded events that may wait for the writer (overridden by `KPO_EVENT_QUEUE_BYTES`).
 pub const DEFAULT_QUEUE_BYTES: usize = 8 << 20;
 pub const QUEUE_BYTES_ENV: &str = "KPO_EVENT_QUEUE_BYTES";
+/// The bounds `KPO_EVENT_QUEUE_BYTES` may set: a few events at least, and no more memory than an
+/// agent should hold for a reader that is not there.
+pub const MIN_QUEUE_BYTES: usize = 4096;
+pub const MAX_QUEUE_BYTES: usize = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{QUEUE_BYTES_ENV} is {value:?}; it must be a whole number of bytes, digits only, from \
+     {MIN_QUEUE_BYTES} to {MAX_QUEUE_BYTES} (1 GiB); unset, it is {DEFAULT_QUEUE_BYTES} (8 MiB)"
+)]
+pub struct QueueBytesError {
+    pub value: String,
+}
+
+/// The event queue's bound: `KPO_EVENT_QUEUE_BYTES` when set, else [`DEFAULT_QUEUE_BYTES`]. A
+/// value that is not a plain integer in range is refused, not read as the default: `8M`
+/// silently meaning 8 MiB, or `0` dropping every event queued behind another, would hide the
+/// mistake.
+pub fn queue_bytes_from_env() -> Result<usize, QueueBytesError> {
+    parse_queue_bytes(std::env::var_os(QUEUE_BYTES_ENV).as_deref())
+}
+
+fn parse_queue_bytes(value: Option<&std::ffi::OsStr>) -> Result<usize, QueueBytesError> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_QUEUE_BYTES);
+    };
+    let refused = || QueueBytesError {
+        value: value.to_string_lossy().into_owned(),
+    };
+    let text = value.to_str().ok_or_else(refused)?;
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(refused());
+    }
+    match text.parse::<usize>() {
+        Ok(n) if (MIN_QUEUE_BYTES..=MAX_QUEUE_BYTES).contains(&n) => Ok(n),
+        _ => Err(refused()),
+    }
+}
 
 /// Where events go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,17 +226,14 @@ pub struct EventSink {
 }
 
 impl EventSink {
-    /// Opens the destination (a start-up error names it) and starts the writer thread.
-    pub fn open(target: &Path) -> Result<EventSink, OpenError> {
+    /// Opens the destination (a start-up error names it) and starts the writer thread, with a
+    /// queue of at most `limit` bytes ([`queue_bytes_from_env`]).
+    pub fn open(target: &Path, limit: usize) -> Result<EventSink, OpenError> {
         let destination = Destination::from_path(target);
         let file = destination.open().map_err(|source| OpenError {
             destination: destination.clone(),
             source,
         })?;
-        let limit = std::env::var(QUEUE_BYTES_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(DEFAULT_QUEUE_BYTES);
         Ok(Self::start(destination, file, limit))
     }
 
@@ -534,7 +569,7 @@ mod tests {
     #[test]
     fn writes_whole_lines_and_a_total_in_stop() {
         let path = temp("ok");
-        let mut sink = EventSink::open(&path).unwrap();
+        let mut sink = EventSink::open(&path, DEFAULT_QUEUE_BYTES).unwrap();
         sink.send(&stop(1));
         sink.send_last(&stop(2));
         assert_eq!(sink.close(Duration::from_secs(10)), 0);
@@ -649,11 +684,49 @@ mod tests {
         assert_eq!(announced, sink.dropped_at_queue);
     }
 
+    /// Defect: `8M` or `8MiB` silently meant the default, and `0` dropped every event queued
+    /// behind another.
+    #[test]
+    fn the_queue_bound_is_a_plain_number_in_range_or_refused() {
+        use std::ffi::OsStr;
+        assert_eq!(parse_queue_bytes(None).unwrap(), DEFAULT_QUEUE_BYTES);
+        for (text, bytes) in [
+            ("4096", 4096),
+            ("16384", 16384),
+            ("8388608", 8 << 20),
+            ("1073741824", 1 << 30),
+        ] {
+            assert_eq!(parse_queue_bytes(Some(OsStr::new(text))).unwrap(), bytes);
+        }
+        for text in [
+            "",
+            "0",
+            "4095",
+            "1073741825",
+            "8M",
+            "8MiB",
+            "8_000_000",
+            " 8388608",
+            "+8388608",
+            "-1",
+            "99999999999999999999999",
+        ] {
+            let e = parse_queue_bytes(Some(OsStr::new(text))).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "KPO_EVENT_QUEUE_BYTES is {text:?}; it must be a whole number of bytes, \
+                     digits only, from 4096 to 1073741824 (1 GiB); unset, it is 8388608 (8 MiB)"
+                )
+            );
+        }
+    }
+
     #[test]
     fn reopen_follows_a_renamed_file() {
         let path = temp("hup");
         let rotated = path.with_extension("1");
-        let mut sink = EventSink::open(&path).unwrap();
+        let mut sink = EventSink::open(&path, DEFAULT_QUEUE_BYTES).unwrap();
         sink.send(&stop(1));
         // Wait for the first line to land before rotating.
         let deadline = Instant::now() + Duration::from_secs(10);

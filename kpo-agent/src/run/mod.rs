@@ -60,6 +60,7 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     // still queued (bounded) before the caller prints an error and the process exits.
     let _logging = crate::logging::init();
     let config = args.config()?;
+    let queue_bytes = crate::output::sink::queue_bytes_from_env()?;
     crate::collect::check_proc_root(&config.proc_root)?;
     if !nix::unistd::Uid::effective().is_root() {
         anyhow::bail!("kpo run needs root (CAP_BPF and CAP_PERFMON to load eBPF, CAP_SYS_ADMIN to enter network namespaces); try: sudo kpo run");
@@ -67,7 +68,7 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     // One agent per network namespace, before anything is opened: a second one, whatever its
     // state directory, would change the same parameters behind the first one's back.
     let _one_agent = one_agent::claim()?;
-    let mut sink = EventSink::open(&config.events)?;
+    let mut sink = EventSink::open(&config.events, queue_bytes)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
