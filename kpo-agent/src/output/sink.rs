@@ -8,7 +8,8 @@
 //! counted as dropped, and the next one is tried as usual, so a transient error costs only the
 //! events it hit. The next line that gets through carries `dropped_events`, the number lost since
 //! the line before it, and `stop` carries `dropped_events_total`. Only a reader that went away for
-//! good (EPIPE) ends the run, through [`EventSink::failed`].
+//! good (EPIPE; EIO or ENXIO on anything but a regular file: a terminal that hung up) ends the
+//! run, through [`EventSink::failed`].
 //!
 //! SIGHUP re-opens a file destination ([`EventSink::reopen`]), for logrotate.
 use std::{
@@ -468,7 +469,7 @@ impl Writer {
                 }
                 self.carry = 0;
             }
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            Err(e) if reader_gone(&e, self.regular_file()) => {
                 self.lose();
                 self.gone = true;
                 let _ = self.failed.send(format!(
@@ -489,6 +490,11 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Whether the destination is a regular file (not a pipe, a terminal or a device).
+    fn regular_file(&self) -> bool {
+        self.file.metadata().is_ok_and(|m| m.file_type().is_file())
     }
 
     fn lose(&mut self) {
@@ -512,6 +518,18 @@ impl Writer {
                 ),
             },
         }
+    }
+}
+
+/// Whether a failed write means the reader went away for good, so that the agent stops: EPIPE (a
+/// pipe's reader closed it); EIO or ENXIO on what is not a regular file (a terminal that hung up,
+/// a device that went away), which every later write would fail with too. Any other error, and a
+/// regular file's EIO (the disk's), costs the event and the next one is tried.
+fn reader_gone(error: &io::Error, regular_file: bool) -> bool {
+    match error.raw_os_error() {
+        Some(libc::EPIPE) => true,
+        Some(libc::EIO | libc::ENXIO) => !regular_file,
+        _ => error.kind() == io::ErrorKind::BrokenPipe,
     }
 }
 
@@ -720,6 +738,73 @@ mod tests {
                 )
             );
         }
+    }
+
+    /// Defect: a terminal that hung up fails every write with EIO, which was taken for a
+    /// transient error: the agent outlived its terminal, dropping every event.
+    #[test]
+    fn a_hung_up_terminal_is_a_reader_gone_and_a_disk_error_is_not() {
+        let os = io::Error::from_raw_os_error;
+        for gone in [libc::EPIPE, libc::EIO, libc::ENXIO] {
+            assert!(reader_gone(&os(gone), false), "{gone}");
+        }
+        assert!(reader_gone(&os(libc::EPIPE), true));
+        assert!(reader_gone(
+            &io::Error::from(io::ErrorKind::BrokenPipe),
+            false
+        ));
+        // A regular file's EIO is its disk's: retried with the next event, like ENOSPC.
+        assert!(!reader_gone(&os(libc::EIO), true));
+        assert!(!reader_gone(&os(libc::ENXIO), true));
+        for transient in [libc::ENOSPC, libc::EDQUOT, libc::EAGAIN, libc::EFBIG] {
+            assert!(!reader_gone(&os(transient), false), "{transient}");
+            assert!(!reader_gone(&os(transient), true), "{transient}");
+        }
+    }
+
+    /// A terminal that hung up: the writer stops as for EPIPE. A pseudo-terminal whose master is
+    /// closed fails writes to its slave with EIO.
+    #[test]
+    fn a_terminal_that_hung_up_ends_the_event_stream() {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        // SAFETY: plain calls on a descriptor this test owns; `name` is a NUL-terminated buffer.
+        let (master, slave) = unsafe {
+            let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+            assert!(master >= 0, "{}", io::Error::last_os_error());
+            let master = File::from_raw_fd(master);
+            use std::os::fd::AsRawFd;
+            assert_eq!(libc::grantpt(master.as_raw_fd()), 0);
+            assert_eq!(libc::unlockpt(master.as_raw_fd()), 0);
+            let mut name = [0 as libc::c_char; 64];
+            assert_eq!(
+                libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()),
+                0
+            );
+            let name = std::ffi::CStr::from_ptr(name.as_ptr()).to_str().unwrap();
+            let slave = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOCTTY)
+                .open(name)
+                .unwrap();
+            (master, slave)
+        };
+        drop(master);
+        let mut sink = EventSink::start(Destination::Stdout, slave, 1 << 20);
+        sink.send(&stop(1));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let reason = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(60), sink.failed())
+                .await
+                .expect("a hung-up terminal was taken for a transient error")
+        });
+        assert!(
+            reason.starts_with("writing events to standard output: the reader went away"),
+            "{reason}"
+        );
     }
 
     #[test]
