@@ -545,6 +545,35 @@ mod tests {
         );
     }
 
+    /// The bounds on the tick and the window, each named by its key.
+    #[test]
+    fn a_tick_below_10ms_and_a_window_below_a_tick_or_zero_are_refused() {
+        let refused = |tick: &str, window: &str| {
+            let c = Config::from_toml(&format!("tick = {tick:?}\nwindow = {window:?}"), "k.toml")
+                .unwrap();
+            c.validate("k.toml").unwrap_err().to_string()
+        };
+        assert_eq!(
+            refused("9ms", "90ms"),
+            "k.toml: `tick` is 9ms; it must be at least 10ms"
+        );
+        assert_eq!(
+            refused("0s", "1s"),
+            "k.toml: `tick` is 0ns; it must be at least 10ms"
+        );
+        assert_eq!(
+            refused("2s", "1s"),
+            "k.toml: `window` (1s) must be at least one tick (2s)"
+        );
+        assert_eq!(
+            refused("1s", "0s"),
+            "k.toml: `window` (0ns) must be at least one tick (1s)"
+        );
+        // At the bounds: accepted.
+        let c = Config::from_toml("tick = \"10ms\"\nwindow = \"10ms\"", "k.toml").unwrap();
+        c.validate("k.toml").unwrap();
+    }
+
     /// Defect: `--config /dev/zero` read until memory ran out.
     #[test]
     fn a_config_file_is_read_only_up_to_its_bound() {
