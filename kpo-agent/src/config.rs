@@ -87,18 +87,76 @@ pub enum ConfigError {
     },
 }
 
-/// Where in `text` the error is and what it says, without toml's quote of the offending line:
-/// that line may be a secret under a mistyped key (`apikey = "sk-..."`), and the error is printed
-/// at start and logged.
+/// Where in `text` the error is, what it says and at which key, without toml's quote of the
+/// offending line nor the value it could not use: either may be a secret under a mistyped key
+/// (`apikey = "sk-..."`) or in a key of the wrong type (`max_tokens = "sk-..."`), and the error
+/// is printed at start and logged.
 fn toml_message(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim();
+    let mut message = without_quoted(e.message().trim());
+    if let Some(key) = error_key(text) {
+        message = format!("{message}, in `{key}`");
+    }
     let Some(span) = e.span() else {
-        return message.to_string();
+        return message;
     };
     let before = &text[..span.start.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
     format!("line {line}, column {column}: {message}")
+}
+
+/// The dotted key (`llm.max_tokens`) a well-formed document fails to deserialize at: toml's
+/// error from the document names no key, while the same document deserialized from its parsed
+/// table does (and quotes no source).
+fn error_key(text: &str) -> Option<String> {
+    let table: toml::Table = text.parse().ok()?;
+    let shown = table.try_into::<Config>().err()?.to_string();
+    let key = shown
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("in `")?.strip_suffix('`'))?;
+    Some(key.to_string())
+}
+
+/// `message` without its double-quoted strings: serde quotes the value it could not use
+/// (`invalid type: string "sk-...", expected u32`). Text in backquotes (key names, toml's
+/// `"` among the characters it expected) is kept.
+fn without_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut in_backquotes = false;
+    let mut rest = message;
+    while let Some(c) = rest.chars().next() {
+        if c == '"' && !in_backquotes {
+            if let Some(end) = closing_quote(&rest[1..]) {
+                // The quoted string and the space before it.
+                if out.ends_with(' ') {
+                    out.pop();
+                }
+                rest = &rest[1 + end + 1..];
+                continue;
+            }
+        }
+        if c == '`' {
+            in_backquotes = !in_backquotes;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out.trim().to_string()
+}
+
+/// Where the string that `text` continues ends: the index of its closing `"`, past `\` escapes.
+fn closing_quote(text: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 impl Config {
@@ -260,7 +318,7 @@ mod humantime_serde {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration: {e}")))
+            .map_err(|e| serde::de::Error::custom(format!("not a duration: {e}")))
     }
 }
 
@@ -293,7 +351,11 @@ mod tests {
         let err = Config::from_toml("tick = \"soon\"", "bad.toml")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("bad.toml") && err.contains("soon"), "{err}");
+        assert_eq!(
+            err,
+            "config file bad.toml: line 1, column 8: not a duration: expected number at 0, in \
+             `tick`"
+        );
         let err = Config::from_toml("tik = \"1s\"", "bad.toml")
             .unwrap_err()
             .to_string();
@@ -411,7 +473,7 @@ mod tests {
         );
         for (text, key) in [
             ("[llm]\nmodle = \"x\"", "modle"),
-            ("[llm]\ntimeout = \"soon\"", "soon"),
+            ("[llm]\ntimeout = \"soon\"", "llm.timeout"),
         ] {
             let e = Config::from_toml(text, "kpo.toml").unwrap_err().to_string();
             assert!(e.contains("kpo.toml") && e.contains(key), "{e}");
@@ -435,6 +497,81 @@ mod tests {
             .to_string();
         assert!(!e.contains("SECRET"), "{e}");
         assert!(e.contains("line 2, column"), "{e}");
+    }
+
+    /// Defect: a value of the wrong type was quoted in the error printed at start and logged:
+    /// `invalid type: string "sk-...", expected u32` for a key pasted under `max_tokens`.
+    #[test]
+    fn a_type_error_names_the_key_and_the_type_not_the_value() {
+        let e = Config::from_toml(
+            "tick = \"1s\"\n[llm]\nmax_tokens = \"sk-live-SECRET-42\"\n",
+            "kpo.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "config file kpo.toml: line 3, column 14: invalid type: string, expected u32, in \
+             `llm.max_tokens`"
+        );
+        // A duration that is not one, with a quote inside it.
+        let e = Config::from_toml("window = \"5 sk-\\\"SECRET\"", "kpo.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("SECRET"), "{e}");
+        assert!(e.ends_with(", in `window`"), "{e}");
+        // Top-level and nested, other types.
+        for (text, expected) in [
+            (
+                "duty_fraction = \"sk-SECRET\"",
+                "invalid type: string, expected f64, in `duty_fraction`",
+            ),
+            (
+                "disabled_sensors = \"sk-SECRET\"",
+                "invalid type: string, expected a sequence, in `disabled_sensors`",
+            ),
+            (
+                "disabled_sensors = [\"napi\", 7]",
+                "invalid type: integer `7`, expected a string, in `disabled_sensors`",
+            ),
+        ] {
+            let e = Config::from_toml(text, "kpo.toml").unwrap_err().to_string();
+            assert!(!e.contains("SECRET"), "{e}");
+            assert!(e.ends_with(expected), "{e}");
+        }
+        assert_eq!(
+            without_quoted(r#"a "b \"c\" d", `"` e "unclosed"#),
+            r#"a, `"` e "unclosed"#
+        );
+    }
+
+    /// The bounds on the tick and the window, each named by its key.
+    #[test]
+    fn a_tick_below_10ms_and_a_window_below_a_tick_or_zero_are_refused() {
+        let refused = |tick: &str, window: &str| {
+            let c = Config::from_toml(&format!("tick = {tick:?}\nwindow = {window:?}"), "k.toml")
+                .unwrap();
+            c.validate("k.toml").unwrap_err().to_string()
+        };
+        assert_eq!(
+            refused("9ms", "90ms"),
+            "k.toml: `tick` is 9ms; it must be at least 10ms"
+        );
+        assert_eq!(
+            refused("0s", "1s"),
+            "k.toml: `tick` is 0ns; it must be at least 10ms"
+        );
+        assert_eq!(
+            refused("2s", "1s"),
+            "k.toml: `window` (1s) must be at least one tick (2s)"
+        );
+        assert_eq!(
+            refused("1s", "0s"),
+            "k.toml: `window` (0ns) must be at least one tick (1s)"
+        );
+        // At the bounds: accepted.
+        let c = Config::from_toml("tick = \"10ms\"\nwindow = \"10ms\"", "k.toml").unwrap();
+        c.validate("k.toml").unwrap();
     }
 
     /// Defect: `--config /dev/zero` read until memory ran out.

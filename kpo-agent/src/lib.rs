@@ -16,7 +16,8 @@
 //!   [`cli`]: command-line definitions.
 //!
 //! Shared by the stages: [`kernel_file`] (bounded reads of kernel files), [`counter`] (deltas
-//! of counters, by what a fall means) and [`http`] (the HTTP clients' proxy rules).
+//! of counters, by what a fall means), [`http`] (the HTTP clients' proxy rules) and [`logging`]
+//! (standard error, never blocking).
 pub mod actuate;
 pub mod advise;
 pub mod api;
@@ -33,6 +34,7 @@ pub mod guard;
 pub mod http;
 pub mod journal;
 pub mod kernel_file;
+pub mod logging;
 pub mod output;
 pub mod policy;
 pub mod run;

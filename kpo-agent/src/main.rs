@@ -6,7 +6,13 @@ fn main() -> std::process::ExitCode {
     match kpo_agent::cli::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("kpo: error: {}", describe(&err));
+            // Bounded: a standard error nobody reads (`kpo run 2>&1 | stalled-reader`) must not
+            // keep the process from exiting once `kpo run` has stopped.
+            kpo_agent::logging::write_bounded(
+                std::io::stderr(),
+                format!("kpo: error: {}\n", describe(&err)),
+                kpo_agent::logging::LAST_WORDS_TIMEOUT,
+            );
             std::process::ExitCode::from(2)
         }
     }

@@ -8,7 +8,8 @@
 //! counted as dropped, and the next one is tried as usual, so a transient error costs only the
 //! events it hit. The next line that gets through carries `dropped_events`, the number lost since
 //! the line before it, and `stop` carries `dropped_events_total`. Only a reader that went away for
-//! good (EPIPE) ends the run, through [`EventSink::failed`].
+//! good (EPIPE; EIO or ENXIO on anything but a regular file: a terminal that hung up) ends the
+//! run, through [`EventSink::failed`].
 //!
 //! SIGHUP re-opens a file destination ([`EventSink::reopen`]), for logrotate.
 use std::{
@@ -31,6 +32,44 @@ use super::events::{encode, finish_line, hostname, Event};
 /// Bytes of encoded events that may wait for the writer (overridden by `KPO_EVENT_QUEUE_BYTES`).
 pub const DEFAULT_QUEUE_BYTES: usize = 8 << 20;
 pub const QUEUE_BYTES_ENV: &str = "KPO_EVENT_QUEUE_BYTES";
+/// The bounds `KPO_EVENT_QUEUE_BYTES` may set: a few events at least, and no more memory than an
+/// agent should hold for a reader that is not there.
+pub const MIN_QUEUE_BYTES: usize = 4096;
+pub const MAX_QUEUE_BYTES: usize = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{QUEUE_BYTES_ENV} is {value:?}; it must be a whole number of bytes, digits only, from \
+     {MIN_QUEUE_BYTES} to {MAX_QUEUE_BYTES} (1 GiB); unset, it is {DEFAULT_QUEUE_BYTES} (8 MiB)"
+)]
+pub struct QueueBytesError {
+    pub value: String,
+}
+
+/// The event queue's bound: `KPO_EVENT_QUEUE_BYTES` when set, else [`DEFAULT_QUEUE_BYTES`]. A
+/// value that is not a plain integer in range is refused, not read as the default: `8M`
+/// silently meaning 8 MiB, or `0` dropping every event queued behind another, would hide the
+/// mistake.
+pub fn queue_bytes_from_env() -> Result<usize, QueueBytesError> {
+    parse_queue_bytes(std::env::var_os(QUEUE_BYTES_ENV).as_deref())
+}
+
+fn parse_queue_bytes(value: Option<&std::ffi::OsStr>) -> Result<usize, QueueBytesError> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_QUEUE_BYTES);
+    };
+    let refused = || QueueBytesError {
+        value: value.to_string_lossy().into_owned(),
+    };
+    let text = value.to_str().ok_or_else(refused)?;
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(refused());
+    }
+    match text.parse::<usize>() {
+        Ok(n) if (MIN_QUEUE_BYTES..=MAX_QUEUE_BYTES).contains(&n) => Ok(n),
+        _ => Err(refused()),
+    }
+}
 
 /// Where events go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,22 +216,25 @@ pub struct EventSink {
     offered: u64,
     dropped_since_queued: u64,
     dropped_at_queue: u64,
+    /// While the queue is dropping events: how many it dropped since it began. It began with a
+    /// warning, and ends with a note once the queue has drained below half its bound, not at the
+    /// first event that fits again (a steadily slow reader would make the two alternate).
+    dropping: Option<u64>,
+    /// Warnings logged that the reader does not keep up: one per such episode.
+    drop_warnings: u64,
     /// `--metrics`: every event offered is counted there, written or not.
     metrics: Option<Arc<std::sync::Mutex<super::metrics::Metrics>>>,
 }
 
 impl EventSink {
-    /// Opens the destination (a start-up error names it) and starts the writer thread.
-    pub fn open(target: &Path) -> Result<EventSink, OpenError> {
+    /// Opens the destination (a start-up error names it) and starts the writer thread, with a
+    /// queue of at most `limit` bytes ([`queue_bytes_from_env`]).
+    pub fn open(target: &Path, limit: usize) -> Result<EventSink, OpenError> {
         let destination = Destination::from_path(target);
         let file = destination.open().map_err(|source| OpenError {
             destination: destination.clone(),
             source,
         })?;
-        let limit = std::env::var(QUEUE_BYTES_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(DEFAULT_QUEUE_BYTES);
         Ok(Self::start(destination, file, limit))
     }
 
@@ -214,17 +256,30 @@ impl EventSink {
             .name("kpo-events".into())
             .spawn(move || writer.run(rx))
             .expect("spawning the event writer thread");
+        Self::with_writer(destination, tx, shared, Some(handle), failed, limit)
+    }
+
+    fn with_writer(
+        destination: Destination,
+        tx: mpsc::Sender<Msg>,
+        shared: Arc<Shared>,
+        writer: Option<JoinHandle<()>>,
+        failed: tokio::sync::mpsc::UnboundedReceiver<String>,
+        limit: usize,
+    ) -> EventSink {
         EventSink {
             destination,
             host: hostname(),
             tx: Some(tx),
             shared,
-            writer: Some(handle),
+            writer,
             failed,
             limit,
             offered: 0,
             dropped_since_queued: 0,
             dropped_at_queue: 0,
+            dropping: None,
+            drop_warnings: 0,
             metrics: None,
         }
     }
@@ -280,24 +335,30 @@ impl EventSink {
             self.dropped_at_queue += 1;
             return;
         }
-        if self.dropped_since_queued > 0 {
-            info!(
-                destination = %self.destination,
-                dropped = self.dropped_since_queued,
-                "the event stream's reader caught up; the next event says how many were dropped"
-            );
-            self.dropped_since_queued = 0;
+        self.dropped_since_queued = 0;
+        if let Some(dropped) = self.dropping {
+            if queued < self.limit / 2 {
+                info!(
+                    "the reader of events to {} caught up: {dropped} events were dropped while it \
+                     did not keep up (each line written after a loss says how many it follows)",
+                    self.destination
+                );
+                self.dropping = None;
+            }
         }
     }
 
     fn drop_one(&mut self, queued: usize) {
-        if self.dropped_since_queued == 0 {
+        if self.dropping.is_none() {
+            self.drop_warnings += 1;
             warn!(
-                "events to {} are not being read fast enough: dropping events until they are \
-                 ({queued} bytes wait; the next event written says how many were dropped)",
+                "events to {} are not being read fast enough: dropping events until the queue \
+                 drains ({queued} bytes wait; each line written after a loss says how many it \
+                 follows)",
                 self.destination
             );
         }
+        *self.dropping.get_or_insert(0) += 1;
         self.dropped_since_queued += 1;
         self.dropped_at_queue += 1;
     }
@@ -408,7 +469,7 @@ impl Writer {
                 }
                 self.carry = 0;
             }
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            Err(e) if reader_gone(&e, self.regular_file()) => {
                 self.lose();
                 self.gone = true;
                 let _ = self.failed.send(format!(
@@ -429,6 +490,11 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Whether the destination is a regular file (not a pipe, a terminal or a device).
+    fn regular_file(&self) -> bool {
+        self.file.metadata().is_ok_and(|m| m.file_type().is_file())
     }
 
     fn lose(&mut self) {
@@ -452,6 +518,18 @@ impl Writer {
                 ),
             },
         }
+    }
+}
+
+/// Whether a failed write means the reader went away for good, so that the agent stops: EPIPE (a
+/// pipe's reader closed it); EIO or ENXIO on what is not a regular file (a terminal that hung up,
+/// a device that went away), which every later write would fail with too. Any other error, and a
+/// regular file's EIO (the disk's), costs the event and the next one is tried.
+fn reader_gone(error: &io::Error, regular_file: bool) -> bool {
+    match error.raw_os_error() {
+        Some(libc::EPIPE) => true,
+        Some(libc::EIO | libc::ENXIO) => !regular_file,
+        _ => error.kind() == io::ErrorKind::BrokenPipe,
     }
 }
 
@@ -509,7 +587,7 @@ mod tests {
     #[test]
     fn writes_whole_lines_and_a_total_in_stop() {
         let path = temp("ok");
-        let mut sink = EventSink::open(&path).unwrap();
+        let mut sink = EventSink::open(&path, DEFAULT_QUEUE_BYTES).unwrap();
         sink.send(&stop(1));
         sink.send_last(&stop(2));
         assert_eq!(sink.close(Duration::from_secs(10)), 0);
@@ -572,11 +650,168 @@ mod tests {
         assert_eq!(events.len() as u64, 102 - dropped);
     }
 
+    /// Defect: with a reader steadily slower than the events, every event that fit again logged
+    /// "caught up" and the next one dropped logged the warning again: a pair per pair of events.
+    /// (Counted by the sink: a test subscriber would race tracing's per-call-site cache with the
+    /// other tests' threads.)
+    #[test]
+    fn a_steadily_slow_reader_gets_one_warning_not_one_per_event() {
+        // The test is the writer: it takes lines off the queue when it says so.
+        let (tx, rx) = mpsc::channel();
+        let (_failed_tx, failed) = tokio::sync::mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
+        let line = encode(&stop(0), &hostname(), time::OffsetDateTime::now_utc()).len();
+        let limit = 10 * line;
+        let mut sink =
+            EventSink::with_writer(Destination::Stdout, tx, shared.clone(), None, failed, limit);
+        let mut announced = 0;
+        let mut read_one = || match rx.try_recv() {
+            Ok(Msg::Line {
+                object,
+                dropped_before,
+                ..
+            }) => {
+                shared
+                    .queued_bytes
+                    .fetch_sub(object.len(), Ordering::AcqRel);
+                announced += dropped_before;
+                true
+            }
+            _ => false,
+        };
+        // Two events for every one read, for a long while.
+        for _ in 0..200 {
+            sink.send(&stop(0));
+            sink.send(&stop(0));
+            read_one();
+        }
+        assert!(sink.dropped_at_queue >= 100, "{}", sink.dropped_at_queue);
+        assert_eq!(sink.drop_warnings, 1);
+        assert_eq!(
+            sink.dropping,
+            Some(sink.dropped_at_queue),
+            "not caught up yet"
+        );
+        // The reader catches up for real: the queue drains, and the next event says so.
+        while read_one() {}
+        sink.send(&stop(0));
+        assert_eq!(sink.dropping, None);
+        assert_eq!(sink.drop_warnings, 1);
+        // Every drop is still announced by the line queued after it.
+        while read_one() {}
+        assert_eq!(announced, sink.dropped_at_queue);
+    }
+
+    /// Defect: `8M` or `8MiB` silently meant the default, and `0` dropped every event queued
+    /// behind another.
+    #[test]
+    fn the_queue_bound_is_a_plain_number_in_range_or_refused() {
+        use std::ffi::OsStr;
+        assert_eq!(parse_queue_bytes(None).unwrap(), DEFAULT_QUEUE_BYTES);
+        for (text, bytes) in [
+            ("4096", 4096),
+            ("16384", 16384),
+            ("8388608", 8 << 20),
+            ("1073741824", 1 << 30),
+        ] {
+            assert_eq!(parse_queue_bytes(Some(OsStr::new(text))).unwrap(), bytes);
+        }
+        for text in [
+            "",
+            "0",
+            "4095",
+            "1073741825",
+            "8M",
+            "8MiB",
+            "8_000_000",
+            " 8388608",
+            "+8388608",
+            "-1",
+            "99999999999999999999999",
+        ] {
+            let e = parse_queue_bytes(Some(OsStr::new(text))).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "KPO_EVENT_QUEUE_BYTES is {text:?}; it must be a whole number of bytes, \
+                     digits only, from 4096 to 1073741824 (1 GiB); unset, it is 8388608 (8 MiB)"
+                )
+            );
+        }
+    }
+
+    /// Defect: a terminal that hung up fails every write with EIO, which was taken for a
+    /// transient error: the agent outlived its terminal, dropping every event.
+    #[test]
+    fn a_hung_up_terminal_is_a_reader_gone_and_a_disk_error_is_not() {
+        let os = io::Error::from_raw_os_error;
+        for gone in [libc::EPIPE, libc::EIO, libc::ENXIO] {
+            assert!(reader_gone(&os(gone), false), "{gone}");
+        }
+        assert!(reader_gone(&os(libc::EPIPE), true));
+        assert!(reader_gone(
+            &io::Error::from(io::ErrorKind::BrokenPipe),
+            false
+        ));
+        // A regular file's EIO is its disk's: retried with the next event, like ENOSPC.
+        assert!(!reader_gone(&os(libc::EIO), true));
+        assert!(!reader_gone(&os(libc::ENXIO), true));
+        for transient in [libc::ENOSPC, libc::EDQUOT, libc::EAGAIN, libc::EFBIG] {
+            assert!(!reader_gone(&os(transient), false), "{transient}");
+            assert!(!reader_gone(&os(transient), true), "{transient}");
+        }
+    }
+
+    /// A terminal that hung up: the writer stops as for EPIPE. A pseudo-terminal whose master is
+    /// closed fails writes to its slave with EIO.
+    #[test]
+    fn a_terminal_that_hung_up_ends_the_event_stream() {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        // SAFETY: plain calls on a descriptor this test owns; `name` is a NUL-terminated buffer.
+        let (master, slave) = unsafe {
+            let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+            assert!(master >= 0, "{}", io::Error::last_os_error());
+            let master = File::from_raw_fd(master);
+            use std::os::fd::AsRawFd;
+            assert_eq!(libc::grantpt(master.as_raw_fd()), 0);
+            assert_eq!(libc::unlockpt(master.as_raw_fd()), 0);
+            let mut name = [0 as libc::c_char; 64];
+            assert_eq!(
+                libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()),
+                0
+            );
+            let name = std::ffi::CStr::from_ptr(name.as_ptr()).to_str().unwrap();
+            let slave = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOCTTY)
+                .open(name)
+                .unwrap();
+            (master, slave)
+        };
+        drop(master);
+        let mut sink = EventSink::start(Destination::Stdout, slave, 1 << 20);
+        sink.send(&stop(1));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let reason = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(60), sink.failed())
+                .await
+                .expect("a hung-up terminal was taken for a transient error")
+        });
+        assert!(
+            reason.starts_with("writing events to standard output: the reader went away"),
+            "{reason}"
+        );
+    }
+
     #[test]
     fn reopen_follows_a_renamed_file() {
         let path = temp("hup");
         let rotated = path.with_extension("1");
-        let mut sink = EventSink::open(&path).unwrap();
+        let mut sink = EventSink::open(&path, DEFAULT_QUEUE_BYTES).unwrap();
         sink.send(&stop(1));
         // Wait for the first line to land before rotating.
         let deadline = Instant::now() + Duration::from_secs(10);

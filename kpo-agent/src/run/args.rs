@@ -1,7 +1,7 @@
 //! `kpo run`'s flags, merged over the configuration file.
 use std::{path::PathBuf, time::Duration};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -54,14 +54,14 @@ impl RunArgs {
             None => (Config::default(), None),
         };
         // Flags override the file, so the two are judged together; an error is then blamed on
-        // the file when the file alone has it, else on the flags that brought it.
-        let origin = match file {
-            Some(path) if config.validate(&path.display().to_string()).is_err() => {
-                path.display().to_string()
-            }
-            Some(path) => format!("command line (over {})", path.display()),
-            None => "command line".to_string(),
-        };
+        // the file when the file alone has that very error, else on the flags that brought it
+        // (the file alone may fail for another reason that a flag fixes, as a window that a
+        // `--window` makes a whole number of the file's ticks).
+        let file = file.map(|path| path.display().to_string());
+        let file_error = file
+            .as_ref()
+            .and_then(|path| config.validate(path).err())
+            .map(|e| e.to_string());
         if let Some(v) = self.tick {
             config.tick = v;
         }
@@ -89,8 +89,20 @@ impl RunArgs {
         if let Some(v) = self.metrics {
             config.metrics = Some(v);
         }
-        config.validate(&origin)?;
-        Ok(config)
+        let Some(path) = file else {
+            config.validate("command line")?;
+            return Ok(config);
+        };
+        match config.validate(&path) {
+            Ok(()) => Ok(config),
+            Err(e) if file_error == Some(e.to_string()) => Err(e.into()),
+            Err(mut e) => {
+                if let ConfigError::Invalid { origin, .. } = &mut e {
+                    *origin = format!("command line (over {path})");
+                }
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -136,5 +148,37 @@ mod tests {
             Cli::try_parse_from(["kpo", "--config", tick.to_str().unwrap(), "--window", "63s"])
                 .unwrap();
         assert_eq!(cli.run.config().unwrap().window, Duration::from_secs(63));
+    }
+
+    /// Defect: once the file alone failed, every error was blamed on it, even one a flag brought
+    /// in over a file value the flags had fixed.
+    #[test]
+    fn a_flag_error_over_a_file_that_fails_alone_is_blamed_on_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        // Alone, 7 s ticks do not divide the default 60 s window.
+        let tick = dir.path().join("tick.toml");
+        std::fs::write(&tick, "tick = \"7s\"\n").unwrap();
+        let tick = tick.to_str().unwrap();
+        assert_eq!(
+            config(&["--config", tick, "--window", "63s", "--duty-fraction", "2"]),
+            format!("command line (over {tick}): `duty_fraction` is 2; it must be between 0 and 1")
+        );
+        // The file's own error, the flags changing nothing it depends on: the file's.
+        assert!(
+            config(&["--config", tick, "--duty-fraction", "0.5"]).starts_with(&format!(
+                "{tick}: `window` (60s) must be a whole number of ticks"
+            ))
+        );
+        // The file's error and a flag's: the file's comes first, and is the file's.
+        let both = dir.path().join("both.toml");
+        std::fs::write(&both, "disabled_sensors = [\"nope\"]\n").unwrap();
+        let both = both.to_str().unwrap();
+        assert_eq!(
+            config(&["--config", both, "--disable-sensor", "other"]),
+            format!(
+                "{both}: `disabled_sensors` names unknown sensor \"nope\"; known: accept_queue, \
+                 synack_retrans, irq, softirq, napi, sched, request_latency"
+            )
+        );
     }
 }

@@ -57,8 +57,11 @@ const SYS_ROOT: &str = "/sys";
 pub const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
-    init_logging();
+    // Never blocks on a standard error nobody reads; dropped on return, which writes what is
+    // still queued (bounded) before the caller prints an error and the process exits.
+    let _logging = crate::logging::init();
     let config = args.config()?;
+    let queue_bytes = crate::output::sink::queue_bytes_from_env()?;
     crate::collect::check_proc_root(&config.proc_root)?;
     if !nix::unistd::Uid::effective().is_root() {
         anyhow::bail!("kpo run needs root (CAP_BPF and CAP_PERFMON to load eBPF, CAP_SYS_ADMIN to enter network namespaces); try: sudo kpo run");
@@ -69,7 +72,7 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = open_files::raise_to_hard_limit() {
         warn!("open files: the limit could not be read or raised: {e}");
     }
-    let mut sink = EventSink::open(&config.events)?;
+    let mut sink = EventSink::open(&config.events, queue_bytes)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -81,17 +84,6 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     let reason = outcome?;
     info!(reason, "kpo stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Logs go to stderr so that stdout stays pure NDJSON.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }
 
 /// Runs until SIGTERM or SIGINT (returns its name) or until the event stream's reader goes away

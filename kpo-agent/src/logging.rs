@@ -1,0 +1,389 @@
+//! Logging to standard error without ever holding up the thread that logs.
+//!
+//! `kpo run` logs from its run loop. A blocking write to a standard error nobody reads (the same
+//! stalled pipe as the event stream, as in `kpo run 2>&1 | stalled-reader`, or a journald that
+//! stalls) would stop the ticks and the handling of signals. So log lines go through a bounded
+//! queue to a writer thread (tracing-appender's non-blocking writer, in its lossy mode): when the
+//! queue is full a line is dropped, never waited for. Dropped lines are counted, and once the
+//! queue has drained to half its bound the next line logged is preceded by one that says how many
+//! were dropped. At exit, [`LogGuard`] gives the writer thread a bounded time to write what is
+//! still queued, then leaves it.
+use std::{
+    io::{self, Write},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Log lines that may wait for standard error; past that, lines are dropped.
+pub const QUEUE_LINES: usize = 10_000;
+
+/// How long the writer thread gets at exit to write the lines still queued.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Sets up the process' logging (`RUST_LOG`, default `info`) to standard error, never blocking.
+/// Keep the guard for as long as the process logs: dropping it writes what is queued (for at most
+/// [`FLUSH_TIMEOUT`]).
+pub fn init() -> LogGuard {
+    let (writer, guard) = writer(io::stderr(), QUEUE_LINES);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr so that stdout stays pure NDJSON.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .try_init();
+    guard
+}
+
+/// A writer of log lines to `out` through a queue of `queue_lines` lines and a thread of its own:
+/// writing never blocks; a line that finds the queue full is dropped and counted.
+pub fn writer<W: Write + Send + 'static>(out: W, queue_lines: usize) -> (LogWriter, LogGuard) {
+    let counts = Arc::new(Counts::default());
+    let (inner, worker) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(queue_lines)
+        .thread_name("kpo-log")
+        .finish(Counted {
+            out,
+            counts: counts.clone(),
+        });
+    let writer = LogWriter {
+        inner,
+        counts,
+        queue_lines,
+    };
+    let guard = LogGuard {
+        worker: Some(worker),
+        writer: writer.clone(),
+        timeout: FLUSH_TIMEOUT,
+    };
+    (writer, guard)
+}
+
+#[derive(Default)]
+struct Counts {
+    /// Lines handed to the queue (queued or dropped there).
+    offered: AtomicUsize,
+    /// Lines the writer thread took off the queue and wrote (or failed to).
+    written: AtomicUsize,
+    /// Dropped lines already reported in a line of their own.
+    reported: AtomicUsize,
+}
+
+/// The logging side of the queue; see [`writer`].
+#[derive(Clone)]
+pub struct LogWriter {
+    inner: NonBlocking,
+    counts: Arc<Counts>,
+    queue_lines: usize,
+}
+
+impl LogWriter {
+    /// Lines dropped so far because the queue was full.
+    pub fn dropped(&self) -> usize {
+        self.inner.error_counter().dropped_lines()
+    }
+
+    /// Lines queued and not yet written.
+    fn in_flight(&self) -> usize {
+        let done = self.dropped() + self.counts.written.load(Ordering::Acquire);
+        self.counts
+            .offered
+            .load(Ordering::Acquire)
+            .saturating_sub(done)
+    }
+
+    fn offer(&mut self, line: &[u8]) {
+        self.counts.offered.fetch_add(1, Ordering::AcqRel);
+        // Lossy: never blocks, and a full queue counts the line as dropped.
+        let _ = self.inner.write(line);
+    }
+
+    /// Once the queue has drained to half its bound, one line saying how many lines were dropped
+    /// since the last such line (not one per line that fits again while the reader is slow).
+    fn report_drops(&mut self) {
+        let dropped = self.dropped();
+        let reported = self.counts.reported.load(Ordering::Acquire);
+        if dropped <= reported || self.in_flight() > self.queue_lines / 2 {
+            return;
+        }
+        if self
+            .counts
+            .reported
+            .compare_exchange(reported, dropped, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return; // Another thread reports them.
+        }
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let line = format!(
+            "{now}  WARN kpo_agent::logging: {} log lines were dropped: standard error was not \
+             read fast enough\n",
+            dropped - reported
+        );
+        self.offer(line.as_bytes());
+    }
+}
+
+impl Write for LogWriter {
+    /// One call per log line (tracing's formatter writes each line whole).
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.report_drops();
+        self.offer(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> LogWriter {
+        self.clone()
+    }
+}
+
+/// The writer thread's destination, counting the lines it took off the queue.
+struct Counted<W> {
+    out: W,
+    counts: Arc<Counts>,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_all(buf).map(|()| buf.len())
+    }
+
+    /// The writer thread writes each line with one call of this.
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let result = self.out.write_all(buf);
+        self.counts.written.fetch_add(1, Ordering::AcqRel);
+        result
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// How long the process' last words (`kpo: error: ...`) may wait for standard error.
+pub const LAST_WORDS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Writes `text` to `out` from a thread of its own and waits for it at most `timeout`; whether it
+/// was written. For the error a command ends with: after `kpo run` stopped (its parameters put
+/// back), a standard error nobody reads must not keep the process from exiting, and a closed one
+/// must not make it panic as `eprintln!` would.
+pub fn write_bounded<W: Write + Send + 'static>(
+    mut out: W,
+    text: String,
+    timeout: Duration,
+) -> bool {
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("kpo-last-words".into())
+        .spawn(move || {
+            let written = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+            let _ = done_tx.send(written.is_ok());
+        });
+    spawned.is_ok() && done.recv_timeout(timeout).unwrap_or(false)
+}
+
+/// Keeps the writer thread; dropping it writes the lines still queued, for at most
+/// [`FLUSH_TIMEOUT`]. A writer still stuck then (standard error not read) is left behind with
+/// its lines, and the process exits without them.
+pub struct LogGuard {
+    worker: Option<WorkerGuard>,
+    writer: LogWriter,
+    timeout: Duration,
+}
+
+impl LogGuard {
+    /// Waits, at most `timeout`, until every line queued so far is written; whether it was.
+    pub fn wait_written(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.writer.in_flight() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        let Some(worker) = self.worker.take() else {
+            return;
+        };
+        if self.wait_written(self.timeout) {
+            // The queue is empty: stopping the thread is quick.
+            drop(worker);
+        } else {
+            // Dropping it would wait on the stalled thread, then print to standard output, which
+            // carries the event stream.
+            std::mem::forget(worker);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs::File, io::Read, sync::mpsc};
+
+    use super::*;
+
+    /// Generous: only a real hang reaches it.
+    const HANG: Duration = Duration::from_secs(60);
+
+    fn subscriber(writer: LogWriter) -> impl tracing::Subscriber + Send + Sync {
+        tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_ansi(false)
+            .finish()
+    }
+
+    /// Defect: logging wrote to standard error from the logging thread itself, so an unread
+    /// standard error stopped the run loop at its first warning past the pipe's capacity.
+    #[test]
+    fn logging_to_a_standard_error_nobody_reads_never_blocks() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let (writer, guard) = writer(File::from(write), 16);
+        let counter = writer.clone();
+        let (done_tx, done) = mpsc::channel();
+        std::thread::spawn(move || {
+            tracing::subscriber::with_default(subscriber(writer), || {
+                let big = "x".repeat(64 * 1024);
+                for i in 0..200 {
+                    tracing::warn!("line {i}: {big}");
+                }
+            });
+            // Exiting does not wait on the stalled writer either.
+            drop(guard);
+            let _ = done_tx.send(());
+        });
+        done.recv_timeout(HANG)
+            .expect("logging blocked on a standard error nobody reads");
+        // The pipe holds one 64 KiB line at most, the queue 16 and the writer one in hand.
+        assert!(counter.dropped() >= 200 - 18, "{}", counter.dropped());
+        drop(read);
+    }
+
+    #[test]
+    fn dropped_lines_are_reported_once_the_reader_is_back() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let (writer, guard) = writer(File::from(write), 8);
+        let counter = writer.clone();
+        let dispatch = tracing::Dispatch::new(subscriber(writer));
+        let (done_tx, done) = mpsc::channel();
+        let stalled = dispatch.clone();
+        std::thread::spawn(move || {
+            let big = "x".repeat(16 * 1024);
+            tracing::dispatcher::with_default(&stalled, || {
+                for i in 0..100 {
+                    tracing::warn!("stalled {i}: {big}");
+                }
+            });
+            let _ = done_tx.send(());
+        });
+        done.recv_timeout(HANG)
+            .expect("logging blocked on a standard error nobody reads");
+        let dropped = counter.dropped();
+        assert!(dropped >= 100 - 14, "{dropped}");
+        // The reader comes back.
+        let reader = std::thread::spawn(move || {
+            let mut all = String::new();
+            File::from(read).read_to_string(&mut all).unwrap();
+            all
+        });
+        assert!(guard.wait_written(HANG));
+        // The slow reader's lines, each fitting again, did not report anything yet: the first
+        // line once the queue has drained does, and only it.
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::warn!("after");
+            tracing::warn!("after again");
+        });
+        drop(dispatch);
+        drop(guard);
+        let all = reader.join().unwrap();
+        let notices: Vec<&str> = all
+            .lines()
+            .filter(|l| l.contains("log lines were dropped"))
+            .collect();
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert!(
+            notices[0].contains(&format!(" {dropped} log lines were dropped")),
+            "{}",
+            notices[0]
+        );
+        let after: Vec<&str> = all.lines().skip_while(|l| !l.contains("dropped")).collect();
+        assert!(after[1].ends_with("after"), "{after:?}");
+        assert!(after[2].ends_with("after again"), "{after:?}");
+        assert_eq!(all.lines().count(), 100 - dropped + 3);
+    }
+
+    #[test]
+    fn the_last_words_do_not_wait_for_a_standard_error_nobody_reads() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let mut write = File::from(write);
+        // Fill the pipe.
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&write);
+        let flags = |f| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(f)).unwrap();
+        flags(nix::fcntl::OFlag::O_NONBLOCK);
+        while write.write(&[b'x'; 4096]).is_ok() {}
+        flags(nix::fcntl::OFlag::empty());
+        let (done_tx, done) = mpsc::channel();
+        std::thread::spawn(move || {
+            let written = write_bounded(write, "kpo: error: x\n".into(), Duration::ZERO);
+            let _ = done_tx.send(written);
+        });
+        assert!(!done.recv_timeout(HANG).expect("blocked on a full pipe"));
+        drop(read);
+        // A reader: written.
+        let (read, write) = nix::unistd::pipe().unwrap();
+        assert!(write_bounded(
+            File::from(write),
+            "kpo: error: y\n".into(),
+            HANG
+        ));
+        let mut text = String::new();
+        File::from(read).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "kpo: error: y\n");
+    }
+
+    /// What a command logged just before it ends is written: the guard waits for the queue.
+    #[test]
+    fn dropping_the_guard_writes_every_line_queued() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut all = String::new();
+            File::from(read).read_to_string(&mut all).unwrap();
+            all
+        });
+        let (writer, mut guard) = writer(File::from(write), 1000);
+        guard.timeout = HANG;
+        let dispatch = tracing::Dispatch::new(subscriber(writer));
+        tracing::dispatcher::with_default(&dispatch, || {
+            for i in 0..500 {
+                tracing::info!("line {i}");
+            }
+        });
+        drop(dispatch);
+        drop(guard);
+        let all = reader.join().unwrap();
+        assert_eq!(all.lines().count(), 500);
+        assert!(all.lines().last().unwrap().ends_with("line 499"));
+    }
+}
