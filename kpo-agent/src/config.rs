@@ -44,9 +44,10 @@ pub struct Config {
 }
 
 /// The longest window. Per-CPU kernel counters kept in 32 bits (softirqs, interrupts, softnet)
-/// wrap every 72 minutes at a million events per second, and a window's difference can account
-/// for one wrap at most; an hour also keeps the events frequent enough to alert on.
-pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
+/// are differenced over a window, and a fall is taken for a wrap only when the wrapped distance is
+/// under half their range (`counter::wrapping_u32`; a larger one is a reset): a million events per
+/// second on one CPU passes 2^31 in 36 minutes, so a longer window would lose its counts.
+pub const MAX_WINDOW: Duration = Duration::from_secs(1800);
 
 /// The largest configuration file read: a few hundred bytes in practice.
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
@@ -198,8 +199,9 @@ impl Config {
             return Err(invalid(
                 "window",
                 format!(
-                    "is {}; it must be at most {} (32-bit kernel counters can wrap more than once \
-                     in a longer window)",
+                    "is {}; it must be at most {} (a 32-bit kernel counter at a million events \
+                     per second on one CPU passes half its range in 36 minutes, beyond which a \
+                     window's difference cannot be told from a reset)",
                     humantime::format_duration(self.window),
                     humantime::format_duration(MAX_WINDOW)
                 ),
@@ -430,8 +432,9 @@ mod tests {
         assert_eq!(
             c.validate("command line").unwrap_err().to_string(),
             "command line: `window` is 570385years 6months 29days 10h 38m 24s; it must be at most \
-             1h \
-             (32-bit kernel counters can wrap more than once in a longer window)"
+             30m (a 32-bit kernel counter at a million events per second on one CPU passes \
+             half its range in 36 minutes, beyond which a window's difference cannot be told from \
+             a reset)"
         );
         let c = Config {
             window: MAX_WINDOW,

@@ -93,7 +93,7 @@ fn a_mistake_is_the_agents_own_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     assert!(
-        text(&out.stderr).contains("`window` is 2h; it must be at most 1h"),
+        text(&out.stderr).contains("`window` is 2h; it must be at most 30m"),
         "{}",
         text(&out.stderr)
     );
