@@ -1212,7 +1212,7 @@ mod tests {
     #[tokio::test]
     #[ignore = "run by a_server_on_this_host_is_never_proxied in a child process"]
     async fn proxy_child() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         if std::env::var_os(PROXY_CHILD).is_none() {
             return;
         }
@@ -1233,30 +1233,7 @@ mod tests {
         let port = server.local_addr().unwrap().port();
         let served = tokio::spawn(async move {
             let (mut conn, _) = server.accept().await.unwrap();
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            let head_end = loop {
-                let n = conn.read(&mut buf).await.unwrap();
-                assert!(n > 0, "closed before the request's head");
-                request.extend_from_slice(&buf[..n]);
-                if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i + 4;
-                }
-            };
-            let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            while request.len() < head_end + length {
-                let n = conn.read(&mut buf).await.unwrap();
-                assert!(n > 0, "closed before the request's body");
-                request.extend_from_slice(&buf[..n]);
-            }
+            let (head, _) = read_request(&mut conn).await;
             let body = reply("[]");
             let mut answer = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
@@ -1347,43 +1324,51 @@ mod tests {
         }
     }
 
+    /// One HTTP request from `conn`: its head (request line and headers) and its body, as long as
+    /// its Content-Length says.
+    async fn read_request(conn: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+        use tokio::io::AsyncReadExt;
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        let head_end = loop {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the request's head");
+            request.extend_from_slice(&buf[..n]);
+            if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        while request.len() < head_end + length {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the request's body");
+            request.extend_from_slice(&buf[..n]);
+        }
+        (head, request.split_off(head_end))
+    }
+
     /// A server that answers each request with the next of `answers` (status line's code and
     /// body), and hands back the bodies of the requests it got.
     async fn scripted_server(
         answers: Vec<(u16, String)>,
     ) -> (String, tokio::task::JoinHandle<Vec<Json>>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = server.local_addr().unwrap().port();
         let served = tokio::spawn(async move {
             let mut bodies = Vec::new();
             for (status, body) in answers {
                 let (mut conn, _) = server.accept().await.unwrap();
-                let mut request = Vec::new();
-                let mut buf = [0u8; 4096];
-                let head_end = loop {
-                    let n = conn.read(&mut buf).await.unwrap();
-                    assert!(n > 0, "closed before the request's head");
-                    request.extend_from_slice(&buf[..n]);
-                    if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                };
-                let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse().ok())?
-                    })
-                    .unwrap_or(0);
-                while request.len() < head_end + length {
-                    let n = conn.read(&mut buf).await.unwrap();
-                    assert!(n > 0, "closed before the request's body");
-                    request.extend_from_slice(&buf[..n]);
-                }
-                bodies.push(serde_json::from_slice(&request[head_end..]).unwrap());
+                let (_, request) = read_request(&mut conn).await;
+                bodies.push(serde_json::from_slice(&request).unwrap());
                 let answer = format!(
                     "HTTP/1.1 {status} Whatever\r\nContent-Type: application/json\r\n\
                      Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
