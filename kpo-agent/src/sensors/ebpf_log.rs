@@ -3,9 +3,16 @@
 //! The programs log only on their rare error paths: a failed kernel read, a full table, a state
 //! that should not happen. Nothing is written while all goes well, so the ring buffer costs
 //! nothing then (`cargo xtask bench overhead` prints how many bytes it received: 0). aya-log
-//! writes to the `log` crate; [`Bridge`] hands each record to `tracing` (through `tracing-log`),
-//! whatever logger is installed, and counts it.
-use std::sync::atomic::{AtomicU64, Ordering};
+//! writes to the `log` crate; [`Bridge`] counts each record and hands it to `tracing` (through
+//! `tracing-log`), whatever logger is installed, at most 20 a second (the rest are counted and
+//! said in one line).
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+    time::{Duration, Instant},
+};
 
 use aya::Ebpf;
 use aya_log::EbpfLogger;
@@ -48,6 +55,46 @@ fn level_for(max: tracing::level_filters::LevelFilter) -> u8 {
     }
 }
 
+/// Records shown per second. A program that meets its error on every event (a full map on a host
+/// with more IRQs than it holds) would otherwise write tens of thousands of lines a second.
+const SHOWN_PER_SECOND: u32 = 20;
+
+static SHOWN: Mutex<Rate> = Mutex::new(Rate {
+    since: None,
+    shown: 0,
+    hidden: 0,
+});
+
+/// How many records were shown and hidden in the second that began at `since`.
+struct Rate {
+    since: Option<Instant>,
+    shown: u32,
+    hidden: u64,
+}
+
+impl Rate {
+    /// Whether a record arriving `now` is shown, and how many were hidden in the second before
+    /// (said once, when the next second's first record comes).
+    fn admit(&mut self, now: Instant) -> (bool, u64) {
+        let mut hidden_before = 0;
+        if self
+            .since
+            .is_none_or(|since| now.saturating_duration_since(since) >= Duration::from_secs(1))
+        {
+            hidden_before = std::mem::take(&mut self.hidden);
+            self.since = Some(now);
+            self.shown = 0;
+        }
+        if self.shown < SHOWN_PER_SECOND {
+            self.shown += 1;
+            (true, hidden_before)
+        } else {
+            self.hidden += 1;
+            (false, hidden_before)
+        }
+    }
+}
+
 /// A `log::Log` that counts each record and re-emits it as a `tracing` event.
 pub struct Bridge;
 
@@ -58,7 +105,19 @@ impl log::Log for Bridge {
 
     fn log(&self, record: &log::Record<'_>) {
         RECORDS.fetch_add(1, Ordering::Relaxed);
-        let _ = tracing_log::format_trace(record);
+        let (shown, hidden_before) = match SHOWN.lock() {
+            Ok(mut rate) => rate.admit(Instant::now()),
+            Err(_) => (true, 0),
+        };
+        if hidden_before > 0 {
+            warn!(
+                "eBPF programs' log: {hidden_before} records were not shown in the second before \
+                 (at most {SHOWN_PER_SECOND} a second are; all are counted)"
+            );
+        }
+        if shown {
+            let _ = tracing_log::format_trace(record);
+        }
     }
 
     fn flush(&self) {}
@@ -153,6 +212,26 @@ mod tests {
                 .build(),
         );
         assert!(records_received() > before);
+    }
+
+    /// At most `SHOWN_PER_SECOND` records a second are shown; the rest are counted and said in
+    /// one line when the next second's first record comes.
+    #[test]
+    fn a_flood_of_records_is_shown_at_a_bounded_rate() {
+        let mut rate = Rate {
+            since: None,
+            shown: 0,
+            hidden: 0,
+        };
+        let t0 = Instant::now();
+        let first_second: Vec<(bool, u64)> = (0..1000)
+            .map(|i| rate.admit(t0 + Duration::from_micros(i * 900)))
+            .collect();
+        let shown = first_second.iter().filter(|(s, _)| *s).count();
+        assert_eq!(shown, SHOWN_PER_SECOND as usize);
+        assert!(first_second.iter().all(|(_, hidden)| *hidden == 0));
+        assert_eq!(rate.admit(t0 + Duration::from_secs(1)), (true, 980));
+        assert_eq!(rate.admit(t0 + Duration::from_secs(3)), (true, 0));
     }
 
     #[test]
