@@ -236,10 +236,12 @@ fn check_energy(events: &[Value], validator: &jsonschema::Validator, frozen_proc
             // (The flushed partial window may be shorter than one of /proc/stat's jiffies.)
             assert!(joules > 0.0, "{energy:#}");
         }
-        let expected_watts = joules / w["duration_s"].as_f64().unwrap();
+        // `watts` is over the window's exact length, `duration_s` that length to the millisecond;
+        // both figures are written to six decimals.
+        let (watts, duration_s) = (watts.unwrap(), w["duration_s"].as_f64().unwrap());
         assert!(
-            (watts.unwrap() - expected_watts).abs() <= 1e-3 * expected_watts.max(1.0),
-            "watts {watts:?} vs {expected_watts}"
+            (watts * duration_s - joules).abs() <= watts * 0.0005 + 1e-6 * (1.0 + duration_s),
+            "watts {watts} × duration_s {duration_s} vs joules {joules}"
         );
     }
     let mut bad = windows[0].clone();
