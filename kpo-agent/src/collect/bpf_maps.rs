@@ -82,6 +82,8 @@ macro_rules! bpf_maps {
         /// Every map the agent reads or writes each tick, taken out of the object once, at load.
         pub struct BpfMaps {
             $($field: $ty,)*
+            /// Not a map: the highest NAPI totals read so far (see [`hold_high_water`]).
+            napi_high_water: BTreeMap<NapiKey, NapiCounters>,
         }
 
         impl BpfMaps {
@@ -95,6 +97,7 @@ macro_rules! bpf_maps {
                 check(&present(ebpf), Self::TAKEN)?;
                 Ok(BpfMaps {
                     $($field: take(ebpf, $name)?,)*
+                    napi_high_water: BTreeMap::new(),
                 })
             }
         }
@@ -193,7 +196,10 @@ impl BpfMaps {
                 a.time_ns += b.time_ns;
                 a.timed += b.timed;
             }),
-            napi: self.read_napi(),
+            napi: {
+                let read = self.read_napi();
+                hold_high_water(&mut self.napi_high_water, read)
+            },
             runq_hist: per_cpu_array(&self.runq_hist, add_hist)
                 .first()
                 .map(|h| h.buckets.to_vec())
@@ -304,6 +310,29 @@ fn merge_napi<'a>(
         }
     }
     out
+}
+
+/// Per-device NAPI totals never fall while the programs are loaded, yet one read can see a total
+/// low: a slot's counts moved to the overflow map after that map was read and before the slots
+/// were, so they are in neither. A window ending on that read would count them in the next window
+/// as well when the fall took the total below its start. Each total is held at the highest value
+/// read, which moves those counts to the next read and counts them once. A device absent from a
+/// read (its counts lost to a full overflow map) forgets its mark, so it counts again from what
+/// the maps hold.
+fn hold_high_water(
+    high: &mut BTreeMap<NapiKey, NapiCounters>,
+    read: BTreeMap<NapiKey, NapiCounters>,
+) -> BTreeMap<NapiKey, NapiCounters> {
+    high.retain(|key, _| read.contains_key(key));
+    read.into_iter()
+        .map(|(key, now)| {
+            let held = high.entry(key).or_default();
+            held.polls = held.polls.max(now.polls);
+            held.packets = held.packets.max(now.packets);
+            held.budget_exhausted = held.budget_exhausted.max(now.budget_exhausted);
+            (key, *held)
+        })
+        .collect()
 }
 
 fn add_napi(a: &mut NapiCounters, b: &NapiCounters) {
@@ -555,6 +584,51 @@ mod tests {
         assert_eq!(get(b), (5, 300, 1));
         assert_eq!(get(host), (3, 30, 0));
         assert_eq!(get(NapiKey::BACKLOG), (8, 9, 0));
+    }
+
+    /// Defect: a read that caught a slot's counts between slot and overflow map showed the total
+    /// low, and a window ending on it counted those counts again in the next one.
+    #[test]
+    fn a_napi_total_read_low_is_held_until_the_counts_are_seen_again() {
+        let dev = NapiKey {
+            netns: 4026532001,
+            ifindex: 2,
+        };
+        let other = NapiKey {
+            netns: 4026532001,
+            ifindex: 3,
+        };
+        let counts = |polls, packets, budget_exhausted| NapiCounters {
+            polls,
+            packets,
+            budget_exhausted,
+        };
+        let read = |pairs: &[(NapiKey, NapiCounters)]| pairs.iter().copied().collect();
+        let as_tuples = |m: BTreeMap<NapiKey, NapiCounters>| {
+            m.into_iter()
+                .map(|(k, c)| (k.ifindex, c.polls, c.packets, c.budget_exhausted))
+                .collect::<Vec<_>>()
+        };
+        let mut high = BTreeMap::new();
+        let first = hold_high_water(&mut high, read(&[(dev, counts(100, 900, 2))]));
+        assert_eq!(as_tuples(first), vec![(2, 100, 900, 2)]);
+        // 40 polls in flight between the two maps: held at the earlier reading, field by field.
+        let low = hold_high_water(&mut high, read(&[(dev, counts(60, 950, 2))]));
+        assert_eq!(as_tuples(low), vec![(2, 100, 950, 2)]);
+        // Seen again, and more since: the true total.
+        let next = hold_high_water(
+            &mut high,
+            read(&[(dev, counts(130, 1000, 3)), (other, counts(5, 5, 0))]),
+        );
+        assert_eq!(as_tuples(next), vec![(2, 130, 1000, 3), (3, 5, 5, 0)]);
+        // A device missing from a read forgets its mark and counts from the maps when it is back.
+        let gone = hold_high_water(&mut high, read(&[(other, counts(6, 6, 0))]));
+        assert_eq!(as_tuples(gone), vec![(3, 6, 6, 0)]);
+        let back = hold_high_water(
+            &mut high,
+            read(&[(dev, counts(7, 70, 0)), (other, counts(6, 6, 0))]),
+        );
+        assert_eq!(as_tuples(back), vec![(2, 7, 70, 0), (3, 6, 6, 0)]);
     }
 
     fn key(port: u16) -> ListenerKey {

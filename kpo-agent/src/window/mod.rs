@@ -459,8 +459,8 @@ fn napi(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<NapiWindow> {
         .iter()
         .filter_map(|(key, c)| {
             let before = bpf_before(first, |f| f.napi.get(key).copied());
-            // Per-device totals never reset while the programs are loaded; one that dips is a
-            // slot's counts caught between slot and overflow map during the read, not a reset.
+            // Per-device totals never reset while the programs are loaded, and the reader holds
+            // each at its highest value (`hold_high_water`), so a fall is not expected here.
             let polls = counter::monotonic(before.polls, c.polls);
             let packets = counter::monotonic(before.packets, c.packets);
             let backlog = *key == NapiKey::BACKLOG;
