@@ -250,6 +250,14 @@ impl BpfMaps {
         out
     }
 
+    /// Deletes the entries of listeners gone for good (see `stale_listeners`). A failure (the
+    /// entry is already gone: the LRU evicted it) changes nothing.
+    pub fn delete_listeners(&mut self, keys: &[ListenerKey]) {
+        for key in keys {
+            let _ = self.listeners.remove(key);
+        }
+    }
+
     /// Only the assigned indices: one map read each, not one per entry of the whole array.
     fn request_hist(&self, services: &ServiceIndex) -> BTreeMap<ListenerKey, Vec<u64>> {
         services

@@ -11,6 +11,7 @@ pub mod pressure_watch;
 mod proc_root;
 pub mod procfs;
 pub mod sockdiag;
+pub mod stale_listeners;
 
 pub use proc_root::{check_proc_root, ProcRootError};
 
@@ -27,6 +28,7 @@ use napi_names::NapiNames;
 use netns::NetnsSet;
 use owners::OwnerCache;
 use procfs::{HostSnapshot, ProcRoot};
+use stale_listeners::StaleListeners;
 
 /// A listener as sock_diag reports it, with its owner. Sockets sharing a (netns, port, family)
 /// (SO_REUSEPORT, or bound to several addresses) are merged: drops summed, depth and limit the
@@ -109,6 +111,7 @@ pub struct Collector {
     services: bpf_maps::ServiceIndex,
     carry: Carry,
     napi_names: NapiNames,
+    stale_listeners: StaleListeners,
     /// Which sources are broken, so the log says when one breaks and when it recovers, not
     /// every tick.
     health: Health,
@@ -125,6 +128,7 @@ impl Collector {
             services: Default::default(),
             carry: Carry::default(),
             napi_names: NapiNames::default(),
+            stale_listeners: StaleListeners::default(),
             health: Health::default(),
         }
     }
@@ -169,6 +173,14 @@ impl Collector {
             self.health.round("request latency", untimed);
         }
         let (at, wall) = (Instant::now(), OffsetDateTime::now_utc());
+        if let Some(b) = &bpf {
+            let stale = self
+                .stale_listeners
+                .update(at, &b.listeners, &listeners, &namespaces);
+            if let Some(maps) = self.sensors.maps_mut() {
+                maps.delete_listeners(&stale);
+            }
+        }
         let cookies: BTreeMap<u64, u64> = self
             .netns
             .handles_mut()
