@@ -7,7 +7,7 @@ use aya::{
     programs::{raw_trace_point::RawTracePointLinkId, RawTracePoint},
     Ebpf, EbpfLoader,
 };
-use kpo_common::{GLOBAL_OFFSETS, MAP_NOTABLE};
+use kpo_common::{GLOBAL_OFFSETS, MAP_IRQS, MAP_NOTABLE};
 use tracing::{error, info, warn};
 
 use super::{btf, ebpf_log, OffReason, SensorKind, SensorStatus};
@@ -104,6 +104,7 @@ impl Sensors {
             Err("the eBPF object is empty (built with AYA_BUILD_SKIP=1)".to_string())
         } else {
             EbpfLoader::new()
+                .map_max_entries(MAP_IRQS, irq_map_entries(&read_interrupts()))
                 .override_global(GLOBAL_OFFSETS, &resolved.offsets, true)
                 .override_global(ebpf_log::LEVEL_GLOBAL, &ebpf_log::level(), false)
                 .load(EBPF_OBJECT)
@@ -403,8 +404,50 @@ fn raise_memlock_limit() {
     }
 }
 
+/// Room in `KPO_IRQS` for every IRQ this machine has, twice over (for IRQs allocated later: a NIC
+/// added, its queues changed), and never under the 1024 the object declares. The map is per CPU
+/// and preallocated, so it is sized to the machine rather than to the largest one: 1024 entries
+/// cost 16 KiB per CPU. An IRQ beyond it is not counted, and the eBPF log says so.
+fn irq_map_entries(interrupts: &str) -> u32 {
+    const DECLARED: u32 = 1024;
+    const MOST: u32 = 65_536;
+    let numbered = interrupts
+        .lines()
+        .filter(|line| {
+            line.split_once(':')
+                .is_some_and(|(irq, _)| irq.trim().parse::<u32>().is_ok())
+        })
+        .count();
+    u32::try_from(numbered.saturating_mul(2))
+        .unwrap_or(MOST)
+        .clamp(DECLARED, MOST)
+}
+
+fn read_interrupts() -> String {
+    std::fs::read("/proc/interrupts")
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_irq_map_has_room_for_every_irq_twice_over_and_at_least_what_the_object_declares() {
+        let lines = |n: usize| {
+            let mut text = String::from("           CPU0       CPU1\n");
+            for irq in 0..n {
+                text.push_str(&format!("{irq:>4}:  1  2  IR-PCI-MSI  eth0-{irq}\n"));
+            }
+            text + "NMI:  0  0  Non-maskable interrupts\nERR:  0\n"
+        };
+        assert_eq!(super::irq_map_entries(""), 1024);
+        assert_eq!(super::irq_map_entries(&lines(24)), 1024);
+        assert_eq!(super::irq_map_entries(&lines(512)), 1024);
+        assert_eq!(super::irq_map_entries(&lines(513)), 1026);
+        assert_eq!(super::irq_map_entries(&lines(3000)), 6000);
+        assert_eq!(super::irq_map_entries(&lines(40_000)), 65_536);
+    }
+
     use super::*;
 
     /// Defect: on kernels before 5.18 sched_switch passes three arguments, and attaching the
