@@ -125,18 +125,39 @@ pub fn parse_value<T: FromStr>(
     })
 }
 
-fn read_bounded(file: impl Read, path: &Path, limit: usize) -> Result<Vec<u8>, KernelFileError> {
-    let mut bytes = Vec::new();
+/// Reads at most `limit` bytes, by hand rather than with `read_to_end`: a /proc/sys handler prints
+/// its value on the first read only (a read at an offset past 0 gives nothing), so the first read
+/// must have room for the whole value, and std's `read_to_end` starts with a 32-byte probe. The
+/// first read gets 64 KiB (a sysctl's value fits in a page); files that read on in pieces
+/// (seq_file, regular files) are read on, the buffer doubling up to the bound.
+fn read_bounded(
+    mut file: impl Read,
+    path: &Path,
+    limit: usize,
+) -> Result<Vec<u8>, KernelFileError> {
+    const FIRST_READ: usize = 64 * 1024;
     // One byte past the bound tells a file of exactly `limit` bytes from a longer one.
-    file.take(limit as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| io_error(path, e))?;
-    if bytes.len() > limit {
-        return Err(KernelFileError::TooLarge {
-            path: path.to_path_buf(),
-            limit,
-        });
+    let most = limit.saturating_add(1);
+    let mut bytes = vec![0; most.min(FIRST_READ)];
+    let mut filled = 0;
+    loop {
+        if filled == bytes.len() {
+            if filled >= most {
+                return Err(KernelFileError::TooLarge {
+                    path: path.to_path_buf(),
+                    limit,
+                });
+            }
+            bytes.resize(filled.saturating_mul(2).min(most), 0);
+        }
+        match file.read(&mut bytes[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error(path, e)),
+        }
     }
+    bytes.truncate(filled);
     Ok(bytes)
 }
 
@@ -190,6 +211,51 @@ mod tests {
             )
         );
         assert_eq!(e.io_kind(), None);
+    }
+
+    /// Defect: a /proc/sys integer list (`ip_local_reserved_ports`) longer than 32 bytes was read
+    /// as its first 32: `read_to_end` began with a 32-byte read, and the handler prints only on the
+    /// first read. Put back, the cut value was accepted by the kernel.
+    #[test]
+    fn a_file_that_answers_only_its_first_read_is_read_whole() {
+        struct PrintsOnce(Option<Vec<u8>>);
+        impl Read for PrintsOnce {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let Some(value) = self.0.take() else {
+                    return Ok(0);
+                };
+                let n = value.len().min(buf.len());
+                buf[..n].copy_from_slice(&value[..n]);
+                Ok(n)
+            }
+        }
+        let value = b"8080,8443,9000-9100,10000-10100,20000-20100\n".to_vec();
+        let path = Path::new("/proc/sys/net/ipv4/ip_local_reserved_ports");
+        let read = read_bounded(PrintsOnce(Some(value.clone())), path, limit::ATTRIBUTE).unwrap();
+        assert_eq!(read, value);
+    }
+
+    /// A file read in pieces (seq_file) past the first buffer is read to its end, and one byte
+    /// past the bound is still refused.
+    #[test]
+    fn a_file_read_in_pieces_is_read_past_the_first_buffer_up_to_the_bound() {
+        struct Pieces(usize);
+        impl Read for Pieces {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = self.0.min(buf.len()).min(1000);
+                buf[..n].fill(b'x');
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let path = Path::new("/proc/interrupts");
+        let size = 300_000;
+        assert_eq!(read_bounded(Pieces(size), path, size).unwrap().len(), size);
+        let e = read_bounded(Pieces(size + 1), path, size).unwrap_err();
+        assert!(
+            matches!(e, KernelFileError::TooLarge { limit, .. } if limit == size),
+            "{e}"
+        );
     }
 
     /// A file that never ends stops at the bound instead of filling memory.
