@@ -731,7 +731,13 @@ impl Deciding {
             }
         };
         for r in reports {
-            info!("on exit: {}", r.describe());
+            // A value that could not be put back stays in the kernel after the agent is gone:
+            // the operator must hear of it.
+            if matches!(r.status, ChangeStatus::Failed | ChangeStatus::Refused) {
+                warn!("on exit: not put back: {}", r.describe());
+            } else {
+                info!("on exit: {}", r.describe());
+            }
             events.extend(super::yielding::after_own_revert(
                 &mut self.path,
                 &mut self.guard,

@@ -56,10 +56,24 @@ const SYS_ROOT: &str = "/sys";
 /// A reader stalled for longer costs the events still queued (their count goes to stderr).
 pub const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long the runtime's blocking threads may take to finish at shutdown.
+const RUNTIME_STOP_TIMEOUT: Duration = Duration::from_millis(500);
+
 pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Never blocks on a standard error nobody reads; dropped on return, which writes what is
     // still queued (bounded) before the caller prints an error and the process exits.
     let _logging = crate::logging::init();
+    // SIGHUP (a log rotation's re-open) must not kill an agent still starting: its handler is
+    // installed with the others in `run`, and until then the signal is ignored.
+    // SAFETY: SIG_IGN installs no handler code.
+    if let Err(e) = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGHUP,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    } {
+        warn!("SIGHUP cannot be ignored during start-up: {e}");
+    }
     let config = args.config()?;
     let queue_bytes = crate::output::sink::queue_bytes_from_env()?;
     crate::collect::check_proc_root(&config.proc_root)?;
@@ -77,7 +91,10 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let outcome = runtime.block_on(run(config, &args.state, args.recommend_only, &mut sink));
-    drop(runtime);
+    // Dropping a runtime waits for its blocking threads without bound (a DNS lookup of an LLM or
+    // webhook request in flight, a login-name lookup for a control request): the agent stops
+    // within a bound instead, and those threads end with the process.
+    runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
     // Bounded: a writer stuck on a stalled reader is abandoned, and what it could not write is
     // counted on stderr.
     sink.close(STOP_FLUSH_TIMEOUT);
@@ -166,7 +183,7 @@ pub async fn run(
 
     let ended: anyhow::Result<&'static str> = loop {
         tokio::select! {
-            _ = interval.tick() => {
+            _ = interval.tick() => if let Err(e) = stage("the tick", || {
                 // People's sysctl writes since the last tick, before anything of KPO's acts on
                 // this tick: a rule or the guard must not overwrite a value that is theirs now.
                 if let Some(watch) = sysctl_watch.as_mut() {
@@ -217,7 +234,9 @@ pub async fn run(
                     reported = status;
                     sink.send(&Event::Sensors { sensors: reported.clone() });
                 }
-            }
+            }) {
+                break Err(e);
+            },
             batch = notable.next() => {
                 let batch = match batch {
                     Ok(batch) => batch,
@@ -228,16 +247,20 @@ pub async fn run(
                     sink.send(&full.into());
                 }
             }
-            consultation = llm.finished() => {
+            consultation = llm.finished() => if let Err(e) = stage("the LLM's advice", || {
                 for event in llm.settle(consultation, &mut deciding) {
                     sink.send(&event);
                 }
-            }
-            Some(incoming) = deciding.next_request() => {
+            }) {
+                break Err(e);
+            },
+            Some(incoming) = deciding.next_request() => if let Err(e) = stage("an operator's request", || {
                 for event in deciding.serve(incoming) {
                     sink.send(&event);
                 }
-            }
+            }) {
+                break Err(e);
+            },
             signal = signals.recv() => match signal {
                 Sig::Hup => {
                     info!("SIGHUP: re-opening the event stream {}", sink.destination());
@@ -255,12 +278,18 @@ pub async fn run(
     let reason = match ended {
         Ok(reason) => reason,
         Err(e) => {
-            // Stopped by a failure (the event stream's reader gone): `on_exit` still holds, and
-            // its reverts are journaled even where their events cannot be written.
+            // Stopped by a failure (the event stream's reader gone, the kernel's ring buffer, a
+            // stage that panicked): `on_exit` still holds, and its reverts are journaled even
+            // where their events cannot be written. No partial window: the collector may be
+            // what failed.
             collector.sensors.detach_all();
             for event in deciding.on_exit() {
                 sink.send(&event);
             }
+            sink.send_last(&Event::Stop {
+                reason: format!("error: {e:#}"),
+                windows: windows.count,
+            });
             return Err(e);
         }
     };
@@ -284,6 +313,21 @@ pub async fn run(
         windows: windows.count,
     });
     Ok(reason)
+}
+
+/// Runs one stage of the loop, turning a panic into an error: the loop then stops the way it
+/// stops on any failure, with `on_exit` carried out, rather than unwinding past it and leaving
+/// trials and `on_exit = "revert"` values in the kernel. The panic's message and place are on
+/// stderr already (the panic hook).
+fn stage<T>(what: &str, f: impl FnOnce() -> T) -> anyhow::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        anyhow::anyhow!("{what} panicked: {message}")
+    })
 }
 
 /// The meter's reading since the previous window closed, as the window's `energy`.
@@ -440,6 +484,24 @@ impl Signals {
 mod tests {
     use super::*;
     use crate::collect::pressure_watch::tests::sample;
+
+    /// Defect: a panic in a stage unwound out of the loop, past `on_exit`, leaving trials and
+    /// `on_exit = "revert"` values in the kernel; it is now the loop's error.
+    #[test]
+    fn a_stage_that_panics_is_an_error_naming_the_stage_and_the_message() {
+        assert_eq!(stage("the tick", || 7).unwrap(), 7);
+        let e = stage("the tick", || -> u32 { panic!("boom") }).unwrap_err();
+        assert_eq!(e.to_string(), "the tick panicked: boom");
+        let n = 3;
+        let e = stage("an operator's request", || -> u32 {
+            panic!("index {n} out of range")
+        })
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "an operator's request panicked: index 3 out of range"
+        );
+    }
 
     #[test]
     fn windows_close_every_n_ticks_and_name_the_next_tick() {
