@@ -69,14 +69,19 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Run { args } => {
             setup::ensure()?;
             build_release()?;
+            let kpo = kpo_binary();
             if !is_root() {
-                bail!("kpo run needs root to load eBPF programs; run: sudo -E cargo xtask run");
+                bail!(
+                    "kpo run needs root to load eBPF programs; run: sudo {} run {}",
+                    kpo.display(),
+                    args.join(" ")
+                );
             }
-            let status = Command::new(kpo_binary()).arg("run").args(&args).status()?;
-            if !status.success() {
-                bail!("kpo exited with {status}");
-            }
-            Ok(())
+            // The agent takes this process's place: a SIGTERM or Ctrl-C then reaches it, and it
+            // stops through `on_exit`, instead of xtask dying and leaving it running as root.
+            let error =
+                std::os::unix::process::CommandExt::exec(Command::new(&kpo).arg("run").args(&args));
+            Err(anyhow::Error::new(error).context(format!("running {}", kpo.display())))
         }
         Cmd::Test { args } => {
             setup::ensure()?;

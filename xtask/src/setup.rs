@@ -1,5 +1,5 @@
 //! `cargo xtask setup`: installs what the eBPF build and the tests need on a Debian host, skipping
-//! what is already there. See DESIGN.md "Build toolchain". Progress goes to standard error, so
+//! what is already there (the recipe: ../shared/DESIGN.md). Progress goes to standard error, so
 //! that `cargo xtask run | jq` sees only the agent's events on standard output.
 use std::process::{Command, Stdio};
 
@@ -22,6 +22,9 @@ const APT_PACKAGES: &[&str] = &[
     "wrk",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// The LLVM major version bpf-linker is built against; nightly's must be the same, since an LLVM
+/// cannot read the bitcode of a newer one.
+const LLVM_MAJOR: &str = "22";
 
 /// What is missing, as human-readable items.
 pub fn missing() -> Vec<String> {
@@ -42,11 +45,37 @@ pub fn missing() -> Vec<String> {
 /// Runs setup if anything is missing.
 pub fn ensure() -> Result<()> {
     let missing = missing();
-    if missing.is_empty() {
-        return Ok(());
+    if !missing.is_empty() {
+        eprintln!("xtask: missing {}; running setup", missing.join(", "));
+        install()?;
     }
-    eprintln!("xtask: missing {}; running setup", missing.join(", "));
-    install()
+    check_nightly_llvm()
+}
+
+/// Nightly's LLVM must be bpf-linker's: a nightly on a newer LLVM writes bitcode that bpf-linker
+/// cannot read, and the eBPF build would fail with an error that does not say why.
+fn check_nightly_llvm() -> Result<()> {
+    let out = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "-vV"])
+        .output()
+        .context("running rustc +nightly -vV")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(version) = text
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .map(str::trim)
+    else {
+        bail!("rustc +nightly -vV does not say its LLVM version:\n{text}");
+    };
+    if version.split('.').next() != Some(LLVM_MAJOR) {
+        bail!(
+            "the nightly toolchain uses LLVM {version}, but bpf-linker is built against Debian's \
+             LLVM {LLVM_MAJOR} and cannot read newer bitcode: install a nightly on LLVM {LLVM_MAJOR} \
+             (rustup toolchain install nightly-YYYY-MM-DD --component rust-src, then \
+             rustup default or override it as `nightly`)"
+        );
+    }
+    Ok(())
 }
 
 pub fn install() -> Result<()> {
@@ -108,6 +137,7 @@ pub fn install() -> Result<()> {
             bail!("cargo install bpf-linker failed");
         }
     }
+    check_nightly_llvm()?;
     eprintln!("xtask setup: done");
     Ok(())
 }
@@ -136,6 +166,7 @@ pub fn apt_install(packages: &[String]) -> Result<()> {
     eprintln!("xtask setup: apt-get install {}", packages.join(" "));
     let update = Command::new("apt-get")
         .args(["update", "-q"])
+        .stdout(std::io::stderr())
         .status()
         .context("apt-get update")?;
     if !update.success() {
@@ -150,6 +181,21 @@ pub fn apt_install(packages: &[String]) -> Result<()> {
         .context("apt-get install")?;
     if !status.success() {
         bail!("apt-get install {} failed", packages.join(" "));
+    }
+    // Debian enables and starts an installed nginx on port 80; the benches start their own, in
+    // namespaces, and the machine should not gain a web server from `cargo xtask test`.
+    if packages.iter().any(|p| p.starts_with("nginx"))
+        && std::path::Path::new("/run/systemd/system").exists()
+    {
+        let stopped = Command::new("systemctl")
+            .args(["disable", "--now", "nginx"])
+            .stdout(std::io::stderr())
+            .status();
+        if !stopped.is_ok_and(|s| s.success()) {
+            eprintln!(
+                "xtask setup: could not stop and disable nginx.service; it may be serving port 80"
+            );
+        }
     }
     Ok(())
 }
