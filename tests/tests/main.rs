@@ -132,6 +132,11 @@ fn main() {
             run_loop::sighup_reopens_the_event_file,
         ),
         trial(
+            "run_loop::sighup_loads_an_edited_policy_and_keeps_it_when_the_file_is_broken",
+            req(),
+            run_loop::sighup_loads_an_edited_policy_and_keeps_it_when_the_file_is_broken,
+        ),
+        trial(
             "run_loop::unsampled_partial_window_has_no_ebpf_counts",
             req(),
             run_loop::unsampled_partial_window_has_no_ebpf_counts,

@@ -535,6 +535,105 @@ pub fn sighup_reopens_the_event_file() {
     let _ = fs::remove_file(&rotated);
 }
 
+/// SIGHUP loads an edited policy file (a `policy` event, `reloaded`), and one with a mistake is
+/// not loaded (`refused`, with the file and line) while the agent runs on.
+pub fn sighup_loads_an_edited_policy_and_keeps_it_when_the_file_is_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    let policy = dir.path().join("policy.toml");
+    let entry = |max: u32| {
+        format!("[params.\"net.core.somaxconn\"]\nmode = \"observe\"\nmin = 128\nmax = {max}\n")
+    };
+    fs::write(&policy, entry(4096)).unwrap();
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let (state, socket) = (dir.path().join("state"), dir.path().join("kpo.sock"));
+    let mut agent = Kpo::spawn(
+        "policy-hup",
+        &[
+            "--tick",
+            "50ms",
+            "--window",
+            "100ms",
+            "--events",
+            &path(&events),
+            "--policy",
+            &path(&policy),
+            "--state-dir",
+            &path(&state),
+            "--socket",
+            &path(&socket),
+        ],
+        Stdio::null(),
+        &[],
+    );
+    let policy_events = |n: usize| {
+        let events = events.clone();
+        move || {
+            let got: Vec<Value> = lines(&events)
+                .into_iter()
+                .filter(|e| e["kind"] == "policy")
+                .collect();
+            if got.len() >= n {
+                Ok(())
+            } else {
+                Err(format!("{} policy events", got.len()))
+            }
+        }
+    };
+    wait_for("a window", Duration::from_secs(30), || {
+        agent.assert_alive("before SIGHUP");
+        let n = windows(&lines(&events)).len();
+        if n >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{n} windows"))
+        }
+    });
+    // Unchanged: nothing to say (a line on stderr, no event).
+    agent.signal(Signal::SIGHUP);
+    wait_for("the unchanged file seen", Duration::from_secs(30), || {
+        if agent.stderr().contains("the policy file is unchanged") {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    });
+    fs::write(&policy, entry(8192)).unwrap();
+    agent.signal(Signal::SIGHUP);
+    wait_for("the reload", Duration::from_secs(30), policy_events(1));
+    fs::write(&policy, format!("{}max_step = \"lots\"\n", entry(16384))).unwrap();
+    agent.signal(Signal::SIGHUP);
+    wait_for("the refusal", Duration::from_secs(30), policy_events(2));
+    agent.assert_alive("after the refused reload");
+    agent.signal(Signal::SIGTERM);
+    let status = agent.wait_exit("on SIGTERM");
+    assert!(
+        status.success(),
+        "exit {status}; stderr:\n{}",
+        agent.stderr()
+    );
+    let all = assert_whole_lines(&events);
+    validate(&all);
+    let got: Vec<&Value> = all.iter().filter(|e| e["kind"] == "policy").collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0]["outcome"], "reloaded");
+    assert_eq!(got[0]["source"], path(&policy));
+    assert_eq!(got[0]["error"], Value::Null);
+    assert_eq!(got[0]["optimizer_knobs_changed"], false);
+    assert_eq!(got[1]["outcome"], "refused");
+    assert_eq!(got[1]["source"], path(&policy));
+    let error = got[1]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!("{}:5: ", path(&policy))),
+        "{error}"
+    );
+    let stderr = agent.stderr();
+    assert!(
+        stderr.contains("policy reload refused, the policy loaded before stays in force"),
+        "{stderr}"
+    );
+}
+
 /// Runs the agent with `args`, writing to a file; `until` decides when to send SIGTERM from the
 /// events so far. Returns every event (whole lines; the caller validates them).
 fn run_until(name: &str, args: &[&str], until: impl Fn(&[Value]) -> bool) -> Vec<Value> {

@@ -122,6 +122,25 @@ impl Desk {
     /// posted), and every approval still pending is announced again (`repeat`), since its first
     /// notification may have been queued by an agent that stopped before posting it, or given up
     /// on while the receiver was down.
+    /// A reloaded policy's `[approvals]`: pending approvals expire and clear by the new settings
+    /// from now on; a new webhook URL is posted every pending approval again (its receiver has
+    /// not heard of them), and no URL stops the posting.
+    pub fn set_settings(&mut self, settings: ApprovalSettings) {
+        self.store.set_rejection_in_force(settings.expire_after);
+        let webhook_changed = settings.webhook != self.settings.webhook;
+        self.settings = settings;
+        if !webhook_changed {
+            return;
+        }
+        self.webhook = None;
+        if let Some(url) = self.settings.webhook.clone() {
+            match Webhook::spawn(url) {
+                Ok(w) => self.set_webhook(w),
+                Err(e) => warn!("approval webhook off: {e}"),
+            }
+        }
+    }
+
     pub fn set_webhook(&mut self, webhook: Webhook) {
         self.webhook = Some(webhook);
         match self.pending() {

@@ -322,6 +322,15 @@ impl Guard {
         }
     }
 
+    /// A reloaded policy's `[guard]`: changes made from now on are watched by it; the watches
+    /// already running keep the windows they were given.
+    pub fn set_config(&mut self, config: GuardConfig) {
+        if let Ok(mut file) = self.file.lock() {
+            file.config = config.clone();
+        }
+        self.config = config;
+    }
+
     /// The handle the change path writes a change's watch through before the kernel write.
     pub fn write_ahead(&self) -> WriteAhead {
         WriteAhead(self.file.clone())

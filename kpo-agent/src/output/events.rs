@@ -82,6 +82,17 @@ pub enum Event {
     /// The optimizer's live loop: a trial, its measurement, a refusal, an SLO breach and its
     /// revert (docs/optimizer.md).
     Optimizer(OptimizerEvent),
+    /// SIGHUP loaded the policy file again (`reloaded`), or could not and kept the policy in
+    /// force (`refused`, with why).
+    Policy {
+        outcome: &'static str,
+        /// The file (or the built-in default) now in force, or the one that did not load.
+        source: String,
+        error: Option<String>,
+        /// The optimizer's cpufreq or ethtool entries changed: its live loop keeps the knobs it
+        /// started with until a restart.
+        optimizer_knobs_changed: bool,
+    },
     /// The agent stopped. The event writer adds `dropped_events_total`, the events lost over
     /// the whole run (see [`crate::output::sink`]).
     Stop { reason: String, windows: u64 },

@@ -493,8 +493,8 @@ pub struct Policy {
     /// `[params.*]` in file order.
     pub params: Vec<ParamRule>,
     deny: deny::DenyList,
-    /// The file's text as [`Policy::load`] read it: the agent reads its policy at start only,
-    /// and an operator's request is refused once the file says something else
+    /// The file's text as [`Policy::load`] read it: the agent reads its policy at start and on
+    /// SIGHUP, and an operator's request is refused while the file says something else
     /// ([`Policy::changed_on_disk`]).
     loaded_text: Option<String>,
 }
@@ -614,10 +614,16 @@ impl Policy {
             Err(e) => format!("cannot be read now ({e})"),
         };
         Some(format!(
-            "the policy file {} {what} since the agent loaded it, and the agent reads its \
-             policy at start only: restart it (kpo run) to decide under the file, then ask again",
+            "the policy file {} {what} since the agent loaded it: send the agent SIGHUP \
+             (systemctl reload kpo) to load it, then ask again",
             path.display()
         ))
+    }
+
+    /// Whether `other` was loaded from the same file text (or both are the built-in default): a
+    /// reload that finds this has nothing to do.
+    pub fn same_source(&self, other: &Policy) -> bool {
+        self.loaded_text == other.loaded_text && self.origin.to_string() == other.origin.to_string()
     }
 
     /// Parses policy text; `file` names it in errors.

@@ -1041,7 +1041,7 @@ fn a_loaded_policy_notices_its_file_edited_or_removed() {
         why.contains("was edited since the agent loaded it"),
         "{why}"
     );
-    assert!(why.contains("restart it"), "{why}");
+    assert!(why.contains("send the agent SIGHUP"), "{why}");
     std::fs::remove_file(&file).unwrap();
     let why = policy.changed_on_disk().unwrap();
     assert!(why.contains("cannot be read now"), "{why}");

@@ -48,7 +48,7 @@ use crate::{
         change_events::ChangePathEvent,
         events::{Event, OptimizerEvent},
     },
-    policy::{Decision, OnExit, Policy, Proposal, Source},
+    policy::{Decision, OnExit, Policy, PolicyOrigin, Proposal, Source},
     sensors::sysctl_watch::SysctlWriteEvent,
     window::{tick_window, Window},
 };
@@ -88,6 +88,8 @@ pub struct Deciding {
     /// Whether the policy file was last seen to differ from what was loaded: said once when it
     /// starts to, and once when it holds what was loaded again.
     policy_file_differs: bool,
+    /// `--recommend-only`: a reloaded policy is held to it too.
+    recommend_only: bool,
 }
 
 /// The journal names who asked as the kernel names the caller, whatever the request says.
@@ -245,6 +247,7 @@ impl Deciding {
             optimizer: None,
             held_back: BTreeMap::new(),
             policy_file_differs: false,
+            recommend_only,
         };
         let events = deciding.take_events();
         Ok((deciding, events))
@@ -364,10 +367,80 @@ impl Deciding {
         }
     }
 
-    /// A window closed: the guard judges the changes it watches; a regression is reverted through
-    /// the journal and its value quarantined.
-    /// An edited policy file takes effect only at a restart: without a word, an operator would
-    /// believe the edit in force.
+    /// SIGHUP: loads the policy file again, from where it was loaded at start (the default path
+    /// when none was named, so a file made since is found). A file that does not load leaves the
+    /// policy in force as it is, and says why; an unchanged file does nothing.
+    ///
+    /// What changes at once: every decision from now on (modes, bounds, steps, rates, namespaces,
+    /// on_exit), the guard's settings for changes made from now on, and `[approvals]`. What does
+    /// not: values already applied stay (a parameter now denied or observed is left as it is),
+    /// watches running keep their windows, and the optimizer's live loop keeps searching the
+    /// knobs it started with (its trials are decided by the new policy) until a restart.
+    pub fn reload_policy(&mut self) -> Vec<Event> {
+        let from = match &self.path.policy.origin {
+            PolicyOrigin::File(path) => Some(path.clone()),
+            PolicyOrigin::BuiltIn => None,
+        };
+        let mut new = match Policy::load(from.as_deref()) {
+            Ok(policy) => policy,
+            Err(e) => {
+                warn!("policy reload refused, the policy loaded before stays in force: {e}");
+                return vec![Event::Policy {
+                    outcome: "refused",
+                    source: from.map_or_else(
+                        || crate::policy::DEFAULT_PATH.to_string(),
+                        |p| p.display().to_string(),
+                    ),
+                    error: Some(e.to_string()),
+                    optimizer_knobs_changed: false,
+                }];
+            }
+        };
+        if new.same_source(&self.path.policy) {
+            info!("SIGHUP: the policy file is unchanged");
+            return Vec::new();
+        }
+        if self.recommend_only {
+            new.force_recommend();
+        }
+        let optimizer_rules = |p: &Policy| {
+            // ParamRule has no PartialEq (globs, compiled sets): its Debug form tells a change.
+            p.params
+                .iter()
+                .filter(|r| r.name.starts_with("cpufreq:") || r.name.starts_with("ethtool:"))
+                .map(|r| format!("{r:?}"))
+                .collect::<Vec<_>>()
+        };
+        let optimizer_knobs_changed =
+            self.optimizer.is_some() && optimizer_rules(&new) != optimizer_rules(&self.path.policy);
+        self.guard
+            .set_config(crate::guard::GuardConfig::from_policy(&new.guard));
+        self.approvals.set_settings(new.approvals.clone());
+        let old = std::mem::replace(&mut self.path.policy, new);
+        self.policy_file_differs = false;
+        info!(
+            "policy reloaded from {} (was {})",
+            self.path.policy.origin, old.origin
+        );
+        if optimizer_knobs_changed {
+            warn!(
+                "policy reload: the optimizer's cpufreq or ethtool entries changed; its live loop \
+                 keeps searching the knobs it started with (each trial decided by the new policy) \
+                 until the agent restarts"
+            );
+        }
+        let mut events = vec![Event::Policy {
+            outcome: "reloaded",
+            source: self.path.policy.origin.to_string(),
+            error: None,
+            optimizer_knobs_changed,
+        }];
+        events.extend(self.take_events());
+        events
+    }
+
+    /// An edited policy file takes effect only when it is loaded again (SIGHUP): without a word,
+    /// an operator would believe the edit in force.
     fn say_if_the_policy_file_changed(&mut self) {
         let why = self.path.policy.changed_on_disk();
         match (&why, self.policy_file_differs) {
@@ -380,6 +453,8 @@ impl Deciding {
         self.policy_file_differs = why.is_some();
     }
 
+    /// A window closed: the guard judges the changes it watches; a regression is reverted through
+    /// the journal and its value quarantined.
     pub fn on_window(&mut self, window: &Window) -> Vec<Event> {
         // People first: a cpufreq or coalescing value someone else wrote is theirs, before the
         // guard could revert over it.

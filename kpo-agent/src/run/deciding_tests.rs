@@ -2419,3 +2419,76 @@ sources = ["optimizer"]
         .count();
     assert_eq!(undone, 0);
 }
+
+/// SIGHUP loads an edited policy file: decisions follow it at once, a file that does not load
+/// leaves the policy in force (with a `refused` event), and an unchanged one does nothing.
+#[test]
+fn sighup_loads_the_edited_policy_and_a_broken_file_changes_nothing() {
+    let entry = |max: i64| {
+        format!(
+            "[params.\"cpufreq:*:scaling_max_freq\"]\nmode = \"auto\"\nmin = 1200000\n\
+             max = {max}\nsources = [\"operator\"]\n"
+        )
+    };
+    let mut rig = Rig::new(&entry(3_000_000), true, "");
+    let file = rig._tmp.path().join("policy.toml");
+    std::fs::write(&file, entry(3_000_000)).unwrap();
+    rig.deciding.path_for_tests_mut().policy = Policy::load(Some(&file)).unwrap();
+    let status = |reply: &crate::api::Reply| match reply {
+        crate::api::Reply::Ok(v) => v["status"].as_str().unwrap_or_default().to_string(),
+        crate::api::Reply::Error(e) => format!("error: {e}"),
+    };
+    // Unchanged: nothing to do, nothing said.
+    assert!(rig.deciding.reload_policy().is_empty());
+
+    std::fs::write(&file, entry(2_500_000)).unwrap();
+    // Edited and not loaded yet: an operator's apply is refused, and says how to load it.
+    let refused = status(&rig.operator_sets_max_freq(2_000_000));
+    assert!(refused.contains("send the agent SIGHUP"), "{refused}");
+    assert_eq!(rig.max_freq(), 3_000_000);
+
+    let events = rig.deciding.reload_policy();
+    let json: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    assert_eq!(
+        json,
+        vec![serde_json::json!({
+            "kind": "policy",
+            "outcome": "reloaded",
+            "source": file.display().to_string(),
+            "error": null,
+            "optimizer_knobs_changed": false,
+        })]
+    );
+    assert_eq!(status(&rig.operator_sets_max_freq(2_000_000)), "applied");
+    assert_eq!(rig.max_freq(), 2_000_000);
+    // The new bound holds.
+    assert_eq!(status(&rig.operator_sets_max_freq(2_800_000)), "refused");
+    assert_eq!(rig.max_freq(), 2_000_000);
+
+    // A file with a mistake is not loaded: the policy in force stays, and the event says why.
+    std::fs::write(&file, format!("{}min_step = \"fast\"\n", entry(2_900_000))).unwrap();
+    let events = rig.deciding.reload_policy();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let json = serde_json::to_value(&events[0]).unwrap();
+    assert_eq!(json["outcome"], "refused");
+    let error = json["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!("{}:6: ", file.display())),
+        "{error}"
+    );
+    assert_eq!(
+        rig.deciding
+            .path_for_tests()
+            .policy
+            .rule_for(&MAX_FREQ.parse().unwrap())
+            .max,
+        Some(crate::policy::Bound::All(2_500_000))
+    );
+    // Put back as it was loaded: unchanged again, and operators are served again.
+    std::fs::write(&file, entry(2_500_000)).unwrap();
+    assert!(rig.deciding.reload_policy().is_empty());
+    assert_eq!(status(&rig.operator_sets_max_freq(2_400_000)), "applied");
+}

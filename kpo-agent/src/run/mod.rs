@@ -265,6 +265,9 @@ pub async fn run(
                 Sig::Hup => {
                     info!("SIGHUP: re-opening the event stream {}", sink.destination());
                     sink.reopen();
+                    for event in deciding.reload_policy() {
+                        sink.send(&event);
+                    }
                 }
                 Sig::Term => break Ok("SIGTERM"),
                 Sig::Int => break Ok("SIGINT"),

@@ -789,7 +789,7 @@ fn ran_out_an_hour_ago(s: &mut Setup) -> u64 {
     item.updated_ms + 3_600_000
 }
 
-/// The agent reads its policy at start only: once the file says something else, an approval is
+/// The agent reads its policy at start and on SIGHUP: once the file says something else, an approval is
 /// refused (and stays pending) rather than decided under limits the operator has since changed.
 #[test]
 fn an_approval_is_refused_while_the_policy_file_differs_from_the_one_loaded() {
@@ -1017,4 +1017,23 @@ fn an_llm_approval_is_cleared_by_answers_not_by_windows() {
             why: "llm has not recommended it for 2 consecutive consultations".into()
         }
     );
+}
+
+/// A reloaded policy's `[approvals]` is in force at once: a pending approval made under an hour's
+/// `expire_after` expires under a new one of zero.
+#[test]
+fn reloaded_approval_settings_expire_pending_approvals_by_the_new_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    assert_eq!(s.desk.pending().unwrap().len(), 1);
+    let mut now_zero = settings();
+    now_zero.expire_after = Duration::ZERO;
+    s.desk.set_settings(now_zero);
+    let err = s.desk.approve(&mut s.path, "ap-1", "op").unwrap_err();
+    assert!(
+        matches!(err, ControlError::Approval(ApprovalError::Expired { .. })),
+        "{err}"
+    );
+    assert_eq!(s.value(), Value::Int(16));
 }
