@@ -615,7 +615,7 @@ impl Policy {
         };
         Some(format!(
             "the policy file {} {what} since the agent loaded it: send the agent SIGHUP \
-             (systemctl reload kpo) to load it, then ask again",
+             (kill -HUP PID) to load it, then ask again",
             path.display()
         ))
     }
