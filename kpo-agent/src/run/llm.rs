@@ -73,14 +73,31 @@ struct WindowHealth {
 
 pub struct LlmStage {
     advisor: Option<LlmAdvisor>,
-    in_flight: Option<JoinHandle<Consultation>>,
-    /// What the consultation in flight offered: only those parameters could it advise again.
-    in_flight_offered: Vec<ParamAddress>,
-    /// The window the consultation in flight is about, and when it started: for its `llm` event
-    /// should its task end without one.
-    in_flight_about: (WindowRef, std::time::Instant),
+    in_flight: Option<InFlight>,
     health: VecDeque<WindowHealth>,
     host_netns: u64,
+}
+
+/// The consultation in flight, with what settling it needs besides its answer.
+struct InFlight {
+    handle: JoinHandle<Consultation>,
+    asked: Asked,
+}
+
+/// What a consultation was asked.
+struct Asked {
+    /// The parameters it offered: only those could it advise again.
+    offered: Vec<ParamAddress>,
+    /// The window it is about, and when it started: for its `llm` event should its task end
+    /// without one.
+    about: WindowRef,
+    started: std::time::Instant,
+}
+
+/// A consultation that ended: its task's result, and what it was asked.
+pub struct Finished {
+    result: Result<Consultation, tokio::task::JoinError>,
+    asked: Asked,
 }
 
 impl LlmStage {
@@ -92,14 +109,6 @@ impl LlmStage {
         Ok(Self {
             advisor,
             in_flight: None,
-            in_flight_offered: Vec::new(),
-            in_flight_about: (
-                WindowRef {
-                    index: 0,
-                    end: String::new(),
-                },
-                std::time::Instant::now(),
-            ),
             health: VecDeque::new(),
             host_netns: std::fs::metadata("/proc/self/ns/net")
                 .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
@@ -137,45 +146,48 @@ impl LlmStage {
         let history: Vec<WindowHealth> = self.health.iter().cloned().collect();
         let changes = change_outcomes(&path.journal.entries(), &history);
         let policy = Arc::new(OfferedPolicy::new(&offered));
-        self.in_flight_offered = offered.iter().map(|p| p.address.clone()).collect();
-        self.in_flight_about = (advisor.latest_window(), std::time::Instant::now());
-        self.in_flight = Some(tokio::spawn(advisor.consult(offered, changes, policy)));
+        let asked = Asked {
+            offered: offered.iter().map(|p| p.address.clone()).collect(),
+            about: advisor.latest_window(),
+            started: std::time::Instant::now(),
+        };
+        let handle = tokio::spawn(advisor.consult(offered, changes, policy));
+        self.in_flight = Some(InFlight { handle, asked });
     }
 
     /// The consultation in flight, once it ends (pending forever when there is none). Cancel
     /// safe: a `select!` that takes another branch leaves it in flight.
-    pub async fn finished(&mut self) -> Result<Consultation, tokio::task::JoinError> {
-        let Some(handle) = self.in_flight.as_mut() else {
+    pub async fn finished(&mut self) -> Finished {
+        let Some(in_flight) = self.in_flight.as_mut() else {
             return std::future::pending().await;
         };
-        let result = handle.await;
-        self.in_flight = None;
-        result
+        let result = (&mut in_flight.handle).await;
+        let asked = self.in_flight.take().map(|f| f.asked);
+        Finished {
+            result,
+            asked: asked.expect("in flight until now"),
+        }
     }
 
     /// The `llm` event of a finished consultation, then what the deciding stage made of its
     /// accepted recommendations (source `llm`). A consultation whose task panicked is logged and
     /// has its `llm` event too, outcome `internal_error`, with nothing taken from it: the agent
     /// and the other advisors go on.
-    pub fn settle(
-        &mut self,
-        finished: Result<Consultation, tokio::task::JoinError>,
-        deciding: &mut Deciding,
-    ) -> Vec<Event> {
-        let offered = std::mem::take(&mut self.in_flight_offered);
-        let mut consultation = match (finished, self.advisor.as_ref()) {
+    pub fn settle(&mut self, finished: Finished, deciding: &mut Deciding) -> Vec<Event> {
+        let Finished { result, asked } = finished;
+        let offered = asked.offered;
+        let mut consultation = match (result, self.advisor.as_ref()) {
             (Ok(c), _) => c,
             (Err(e), advisor) => {
                 warn!("LLM consultation ended abnormally: {e}");
                 let Some(advisor) = advisor else {
                     return Vec::new();
                 };
-                let (window, started) = self.in_flight_about.clone();
                 return vec![Event::Llm(Box::new(Consultation::task_failed(
                     advisor,
-                    window,
+                    asked.about,
                     offered.len(),
-                    started.elapsed(),
+                    asked.started.elapsed(),
                     &e.to_string(),
                 )))];
             }
@@ -192,8 +204,8 @@ impl LlmStage {
     /// At shutdown: a consultation still in flight is abandoned (nothing it would advise is
     /// applied).
     pub fn stop(&mut self) {
-        if let Some(handle) = self.in_flight.take() {
-            handle.abort();
+        if let Some(in_flight) = self.in_flight.take() {
+            in_flight.handle.abort();
         }
     }
 }

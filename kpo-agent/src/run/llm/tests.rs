@@ -345,14 +345,6 @@ fn stage_and_deciding(
     let stage = LlmStage {
         advisor: Some(advisor),
         in_flight: None,
-        in_flight_offered: Vec::new(),
-        in_flight_about: (
-            WindowRef {
-                index: 0,
-                end: String::new(),
-            },
-            Instant::now(),
-        ),
         health: VecDeque::new(),
         host_netns: HOST,
     };
@@ -369,16 +361,22 @@ fn stage_and_deciding(
 async fn a_consultation_that_panicked_has_its_llm_event() {
     let dir = tempfile::tempdir().unwrap();
     let (mut stage, mut deciding, _) = stage_and_deciding(dir.path(), "", &[]);
-    stage.in_flight_offered = vec!["net.core.somaxconn".parse().unwrap()];
-    stage.in_flight_about.0 = WindowRef {
-        index: 41,
-        end: "2026-12-01T03:01:00Z".into(),
-    };
     let joined = tokio::spawn(async move {
         panic!("boom {STAGE_KEY} {}", "x".repeat(600));
     })
     .await;
-    let events = stage.settle(joined.map(|()| unreachable!()), &mut deciding);
+    let finished = Finished {
+        result: joined.map(|()| unreachable!()),
+        asked: Asked {
+            offered: vec!["net.core.somaxconn".parse().unwrap()],
+            about: WindowRef {
+                index: 41,
+                end: "2026-12-01T03:01:00Z".into(),
+            },
+            started: Instant::now(),
+        },
+    };
+    let events = stage.settle(finished, &mut deciding);
     assert_eq!(events.len(), 1, "the llm event alone");
     let json: serde_json::Value = serde_json::from_slice(&crate::output::events::encode(
         &events[0],
@@ -403,7 +401,21 @@ async fn a_consultation_that_panicked_has_its_llm_event() {
         .map(|e| e.to_string())
         .collect();
     assert!(errors.is_empty(), "{errors:#?}\n{json:#}");
-    assert!(stage.in_flight_offered.is_empty());
+}
+
+/// A consultation's answer, settled as if it had been asked about nothing in particular.
+fn answered(consultation: Consultation) -> Finished {
+    Finished {
+        result: Ok(consultation),
+        asked: Asked {
+            offered: Vec::new(),
+            about: WindowRef {
+                index: 0,
+                end: String::new(),
+            },
+            started: Instant::now(),
+        },
+    }
 }
 
 /// The namespace an offered value was read in is gone by the time the model answers, and the
@@ -474,7 +486,7 @@ sources = ["llm"]
     // While the model thought, the namespace died and its inode went to another (cookie 8).
     k.0.lock().unwrap().netns_cookie = Some(8);
     let events: Vec<serde_json::Value> = stage
-        .settle(Ok(replaced), &mut deciding)
+        .settle(answered(replaced), &mut deciding)
         .iter()
         .map(|e| serde_json::to_value(e).unwrap())
         .collect();
@@ -498,6 +510,6 @@ sources = ["llm"]
 
     // In the namespace it was read in, the same advice applies.
     k.0.lock().unwrap().netns_cookie = Some(7);
-    stage.settle(Ok(same), &mut deciding);
+    stage.settle(answered(same), &mut deciding);
     assert_eq!(k.0.lock().unwrap().values[NS], Value::Int(8192));
 }
