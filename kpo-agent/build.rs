@@ -20,5 +20,13 @@ fn main() -> anyhow::Result<()> {
         root_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../kpo-ebpf"),
         ..Default::default()
     };
-    aya_build::build_ebpf([ebpf], aya_build::Toolchain::default())
+    // `cargo xtask setup` checks this toolchain's LLVM against bpf-linker's and installs it.
+    println!("cargo:rerun-if-env-changed=KPO_EBPF_TOOLCHAIN");
+    let toolchain = env::var("KPO_EBPF_TOOLCHAIN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    match toolchain.as_deref() {
+        Some(name) => aya_build::build_ebpf([ebpf], aya_build::Toolchain::Custom(name)),
+        None => aya_build::build_ebpf([ebpf], aya_build::Toolchain::default()),
+    }
 }

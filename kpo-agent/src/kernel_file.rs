@@ -126,19 +126,26 @@ pub fn parse_value<T: FromStr>(
 }
 
 /// Reads at most `limit` bytes, by hand rather than with `read_to_end`: a /proc/sys handler prints
-/// its value on the first read only (a read at an offset past 0 gives nothing), so the first read
-/// must have room for the whole value, and std's `read_to_end` starts with a 32-byte probe. The
-/// first read gets 64 KiB (a sysctl's value fits in a page); files that read on in pieces
-/// (seq_file, regular files) are read on, the buffer doubling up to the bound.
+/// its value on the first read only (a read at an offset past 0 gives nothing), and so does a
+/// sysfs attribute, so the first read must have room for the whole value, while std's
+/// `read_to_end` starts with a 32-byte probe. Those are read with [`limit::ATTRIBUTE`] and get the
+/// whole bound at once. The larger bounds are for /proc files that read on in pieces (seq_file),
+/// read 8 KiB at first and then in a buffer that doubles: zeroing the whole bound for each read of
+/// each namespace's `net/netstat`, every tick, would cost more than the read.
 fn read_bounded(
     mut file: impl Read,
     path: &Path,
     limit: usize,
 ) -> Result<Vec<u8>, KernelFileError> {
-    const FIRST_READ: usize = 64 * 1024;
+    const PIECE: usize = 8 * 1024;
     // One byte past the bound tells a file of exactly `limit` bytes from a longer one.
     let most = limit.saturating_add(1);
-    let mut bytes = vec![0; most.min(FIRST_READ)];
+    let first = if limit <= limit::ATTRIBUTE {
+        most
+    } else {
+        PIECE
+    };
+    let mut bytes = vec![0; first];
     let mut filled = 0;
     loop {
         if filled == bytes.len() {

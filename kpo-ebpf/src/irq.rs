@@ -12,6 +12,8 @@ use kpo_common::{
 
 use crate::helpers::{now_ns, offsets, read, report, sample_start_ns, Exit};
 
+/// 1024 is the least: the agent sizes it to the machine at load (`IRQ_MAP_DECLARED` in
+/// kpo-agent/src/sensors/loader.rs must match).
 #[map(name = "KPO_IRQS")]
 static IRQS: PerCpuHashMap<u32, IrqCounters> = PerCpuHashMap::with_max_entries(1024, 0);
 

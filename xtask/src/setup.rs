@@ -26,6 +26,16 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// cannot read the bitcode of a newer one.
 const LLVM_MAJOR: &str = "22";
 
+/// The toolchain the eBPF object is built with: `nightly`, or `KPO_EBPF_TOOLCHAIN` (a dated
+/// nightly on LLVM 22 once `nightly` has moved to a newer LLVM). kpo-agent/build.rs reads the same
+/// variable.
+pub fn ebpf_toolchain() -> String {
+    std::env::var("KPO_EBPF_TOOLCHAIN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "nightly".into())
+}
+
 /// What is missing, as human-readable items.
 pub fn missing() -> Vec<String> {
     let mut missing = Vec::new();
@@ -34,7 +44,7 @@ pub fn missing() -> Vec<String> {
         missing.push(format!("apt packages {}", apt.join(" ")));
     }
     if !has_nightly_rust_src() {
-        missing.push("nightly toolchain with rust-src".into());
+        missing.push(format!("toolchain {} with rust-src", ebpf_toolchain()));
     }
     if !succeeds(Command::new("bpf-linker").arg("--version")) {
         missing.push("bpf-linker".into());
@@ -56,23 +66,27 @@ pub fn ensure() -> Result<()> {
 /// cannot read, and the eBPF build would fail with an error that does not say why.
 fn check_nightly_llvm() -> Result<()> {
     let out = Command::new("rustup")
-        .args(["run", "nightly", "rustc", "-vV"])
+        .args(["run", &ebpf_toolchain(), "rustc", "-vV"])
         .output()
-        .context("running rustc +nightly -vV")?;
+        .with_context(|| format!("running rustc +{} -vV", ebpf_toolchain()))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let Some(version) = text
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
         .map(str::trim)
     else {
-        bail!("rustc +nightly -vV does not say its LLVM version:\n{text}");
+        bail!(
+            "rustc +{} -vV does not say its LLVM version:\n{text}",
+            ebpf_toolchain()
+        );
     };
     if version.split('.').next() != Some(LLVM_MAJOR) {
         bail!(
-            "the nightly toolchain uses LLVM {version}, but bpf-linker is built against Debian's \
-             LLVM {LLVM_MAJOR} and cannot read newer bitcode: install a nightly on LLVM {LLVM_MAJOR} \
-             (rustup toolchain install nightly-YYYY-MM-DD --component rust-src, then \
-             rustup default or override it as `nightly`)"
+            "the toolchain {} uses LLVM {version}, but bpf-linker is built against Debian's LLVM \
+             {LLVM_MAJOR} and cannot read newer bitcode: build with a nightly on LLVM \
+             {LLVM_MAJOR}, e.g. KPO_EBPF_TOOLCHAIN=nightly-YYYY-MM-DD cargo xtask ... (setup \
+             installs it with rust-src)",
+            ebpf_toolchain()
         );
     }
     Ok(())
@@ -86,21 +100,30 @@ pub fn install() -> Result<()> {
         apt_install(&apt)?;
     }
     if has_nightly_rust_src() {
-        eprintln!("xtask setup: nightly rust-src present");
+        eprintln!("xtask setup: {} rust-src present", ebpf_toolchain());
     } else {
-        eprintln!("xtask setup: installing the nightly toolchain with rust-src");
+        eprintln!(
+            "xtask setup: installing the {} toolchain with rust-src",
+            ebpf_toolchain()
+        );
         let toolchain_present =
-            succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"]));
+            succeeds(Command::new("rustup").args(["run", &ebpf_toolchain(), "rustc", "--version"]));
         let status = if toolchain_present {
             Command::new("rustup")
-                .args(["component", "add", "rust-src", "--toolchain", "nightly"])
+                .args([
+                    "component",
+                    "add",
+                    "rust-src",
+                    "--toolchain",
+                    &ebpf_toolchain(),
+                ])
                 .status()
         } else {
             Command::new("rustup")
                 .args([
                     "toolchain",
                     "install",
-                    "nightly",
+                    &ebpf_toolchain(),
                     "--profile",
                     "minimal",
                     "--component",
@@ -110,7 +133,7 @@ pub fn install() -> Result<()> {
         }
         .context("running rustup")?;
         if !status.success() {
-            bail!("rustup could not install nightly rust-src");
+            bail!("rustup could not install {} rust-src", ebpf_toolchain());
         }
     }
     if succeeds(Command::new("bpf-linker").arg("--version")) {
@@ -202,7 +225,13 @@ pub fn apt_install(packages: &[String]) -> Result<()> {
 
 fn has_nightly_rust_src() -> bool {
     let Ok(out) = Command::new("rustup")
-        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .args([
+            "component",
+            "list",
+            "--toolchain",
+            &ebpf_toolchain(),
+            "--installed",
+        ])
         .output()
     else {
         return false;

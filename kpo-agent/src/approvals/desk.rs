@@ -117,11 +117,6 @@ impl Desk {
         }
     }
 
-    /// Approvals required and resolved are posted here from now on. Called once, at the agent's
-    /// start: approvals whose time ran out while the agent was down are expired (and that is
-    /// posted), and every approval still pending is announced again (`repeat`), since its first
-    /// notification may have been queued by an agent that stopped before posting it, or given up
-    /// on while the receiver was down.
     /// A reloaded policy's `[approvals]`: pending approvals expire and clear by the new settings
     /// from now on; a new webhook URL is posted every pending approval again (its receiver has
     /// not heard of them), and no URL stops the posting.
@@ -141,6 +136,11 @@ impl Desk {
         }
     }
 
+    /// Approvals required and resolved are posted here from now on. Called at the agent's start
+    /// (and by a reload that names another URL): approvals whose time ran out while the agent was
+    /// down are expired (and that is posted), and every approval still pending is announced again
+    /// (`repeat`), since its first notification may have been queued by an agent that stopped
+    /// before posting it, or given up on while the receiver was down.
     pub fn set_webhook(&mut self, webhook: Webhook) {
         self.webhook = Some(webhook);
         match self.pending() {

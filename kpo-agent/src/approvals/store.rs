@@ -85,14 +85,14 @@ fn number(id: &str) -> Option<u64> {
 }
 
 impl ApprovalStore {
-    /// Opens (creating) the store in the journal's state directory. The journal's lock is the
-    /// store's: keep the journal open as long as the store. A rejection keeps the same advice
-    /// from asking again for `rejection_in_force` after it was made.
     /// A reloaded policy's `expire_after`, for the compactions from now on.
     pub fn set_rejection_in_force(&mut self, rejection_in_force: Duration) {
         self.rejection_in_force = rejection_in_force;
     }
 
+    /// Opens (creating) the store in the journal's state directory. The journal's lock is the
+    /// store's: keep the journal open as long as the store. A rejection keeps the same advice
+    /// from asking again for `rejection_in_force` after it was made.
     pub fn open(journal: &Journal, rejection_in_force: Duration) -> Result<Self, JournalError> {
         Self::open_in(journal.dir(), rejection_in_force)
     }

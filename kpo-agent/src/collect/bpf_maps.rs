@@ -321,26 +321,25 @@ fn merge_napi<'a>(
 }
 
 /// Per-device NAPI totals never fall while the programs are loaded, yet one read can see a total
-/// low: a slot's counts moved to the overflow map after that map was read and before the slots
-/// were, so they are in neither. A window ending on that read would count them in the next window
-/// as well when the fall took the total below its start. Each total is held at the highest value
-/// read, which moves those counts to the next read and counts them once. A device absent from a
-/// read (its counts lost to a full overflow map) forgets its mark, so it counts again from what
-/// the maps hold.
+/// low, or not at all: a slot's counts moved to the overflow map after that map was read and
+/// before the slots were are in neither (a device whose counts were only in that slot is missing
+/// from the read), and a failed read of the slots leaves out every such device. A window ending
+/// on that read would count them in the next window as well, a missing device's whole history.
+/// So each device's total is held at the highest value read, and a device missing from a read is
+/// reported at its mark: those counts move to the next read and count once. Marks are never
+/// dropped: a device's entry in the overflow map is never deleted either, so they are at most
+/// its 1024 entries plus the slots.
 fn hold_high_water(
     high: &mut BTreeMap<NapiKey, NapiCounters>,
     read: BTreeMap<NapiKey, NapiCounters>,
 ) -> BTreeMap<NapiKey, NapiCounters> {
-    high.retain(|key, _| read.contains_key(key));
-    read.into_iter()
-        .map(|(key, now)| {
-            let held = high.entry(key).or_default();
-            held.polls = held.polls.max(now.polls);
-            held.packets = held.packets.max(now.packets);
-            held.budget_exhausted = held.budget_exhausted.max(now.budget_exhausted);
-            (key, *held)
-        })
-        .collect()
+    for (key, now) in read {
+        let held = high.entry(key).or_default();
+        held.polls = held.polls.max(now.polls);
+        held.packets = held.packets.max(now.packets);
+        held.budget_exhausted = held.budget_exhausted.max(now.budget_exhausted);
+    }
+    high.clone()
 }
 
 fn add_napi(a: &mut NapiCounters, b: &NapiCounters) {
@@ -629,14 +628,15 @@ mod tests {
             read(&[(dev, counts(130, 1000, 3)), (other, counts(5, 5, 0))]),
         );
         assert_eq!(as_tuples(next), vec![(2, 130, 1000, 3), (3, 5, 5, 0)]);
-        // A device missing from a read forgets its mark and counts from the maps when it is back.
-        let gone = hold_high_water(&mut high, read(&[(other, counts(6, 6, 0))]));
-        assert_eq!(as_tuples(gone), vec![(3, 6, 6, 0)]);
+        // A device missing from a read (its only counts in flight to the overflow map, or the
+        // slots unreadable) is reported at its mark, not as a device counting from 0.
+        let missing = hold_high_water(&mut high, read(&[(other, counts(6, 6, 0))]));
+        assert_eq!(as_tuples(missing), vec![(2, 130, 1000, 3), (3, 6, 6, 0)]);
         let back = hold_high_water(
             &mut high,
-            read(&[(dev, counts(7, 70, 0)), (other, counts(6, 6, 0))]),
+            read(&[(dev, counts(140, 1100, 3)), (other, counts(6, 6, 0))]),
         );
-        assert_eq!(as_tuples(back), vec![(2, 7, 70, 0), (3, 6, 6, 0)]);
+        assert_eq!(as_tuples(back), vec![(2, 140, 1100, 3), (3, 6, 6, 0)]);
     }
 
     fn key(port: u16) -> ListenerKey {

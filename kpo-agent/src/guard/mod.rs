@@ -325,7 +325,11 @@ impl Guard {
     /// A reloaded policy's `[guard]`: changes made from now on are watched by it; the watches
     /// already running keep the windows they were given.
     pub fn set_config(&mut self, config: GuardConfig) {
-        if let Ok(mut file) = self.file.lock() {
+        {
+            let mut file = self
+                .file
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             file.config = config.clone();
         }
         self.config = config;
@@ -340,7 +344,10 @@ impl Guard {
     /// ahead of the changes made since the last window are dropped: the calls that made them
     /// have returned, and their callers have watched the ones applied.
     pub fn window_closed(&mut self, window: &Window) {
-        let mut file = self.file.lock().expect("guard file");
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         file.baseline = Some(window.clone());
         if !file.ahead.is_empty() {
             file.ahead.clear();
@@ -364,7 +371,10 @@ impl Guard {
     ) -> Result<Resumed, crate::journal::JournalError> {
         // Kept there from now on even when the file cannot be read: the watches of this run
         // must still outlive a restart.
-        self.file.lock().expect("guard file").dir = Some(dir.to_path_buf());
+        self.file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .dir = Some(dir.to_path_buf());
         let loaded = crate::journal::store::load_records::<Watch>(dir, WATCHES_FILE)?;
         let mut resumed = Resumed {
             warnings: loaded.warnings,
@@ -392,7 +402,10 @@ impl Guard {
     /// Writes the open watches to the state directory, if they are kept there. A failure is
     /// logged and the guard goes on in memory: it still judges every change while it runs.
     pub fn save(&mut self) {
-        let mut file = self.file.lock().expect("guard file");
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Saved after every window: an idle guard does not rewrite (and fsync) an empty file.
         if file.dir.is_none() || (self.watches.is_empty() && file.ahead.is_empty() && file.empty) {
             return;
@@ -435,7 +448,10 @@ impl Guard {
     /// window alone, the window in progress (which holds it) would count as the change's
     /// regression, as it would not for a change made at a window's end on that window's word.
     pub fn advising_on_tick(&mut self, tick: Option<&Window>) {
-        self.file.lock().expect("guard file").tick = tick.cloned();
+        self.file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .tick = tick.cloned();
     }
 
     fn watch_from(

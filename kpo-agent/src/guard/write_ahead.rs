@@ -110,7 +110,13 @@ impl WriteAhead {
         value: &Value,
         signals: Option<&[HealthSignal]>,
     ) {
-        let mut file = self.0.lock().expect("guard file");
+        // A panic while the file was held is caught by the run loop, which then stops through
+        // `on_exit`: its reverts must still be watched and written, so a poisoned lock is used
+        // as it is (here and in the guard) rather than panicking again.
+        let mut file = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if file.dir.is_none() {
             return;
         }

@@ -89,8 +89,8 @@ pub enum Event {
         /// The file (or the built-in default) now in force, or the one that did not load.
         source: String,
         error: Option<String>,
-        /// The optimizer's cpufreq or ethtool entries changed: its live loop keeps the knobs it
-        /// started with until a restart.
+        /// The entries that give the optimizer knobs changed: its live loop takes them up only
+        /// at a restart.
         optimizer_knobs_changed: bool,
     },
     /// The agent stopped. The event writer adds `dropped_events_total`, the events lost over

@@ -582,11 +582,15 @@ impl Policy {
     /// Loads `path`, or [`DEFAULT_PATH`] when `None`; a missing default file is the built-in
     /// default, a missing file named explicitly is an error.
     pub fn load(path: Option<&Path>) -> Result<Self, PolicyError> {
-        let (path, explicit) = match path {
-            Some(p) => (p.to_path_buf(), true),
-            None => (PathBuf::from(DEFAULT_PATH), false),
-        };
-        match read_policy_text(&path) {
+        match path {
+            Some(p) => Self::load_from(p, true),
+            None => Self::load_from(Path::new(DEFAULT_PATH), false),
+        }
+    }
+
+    /// Loads `path`; a missing file is the built-in default unless it was named (`explicit`).
+    pub fn load_from(path: &Path, explicit: bool) -> Result<Self, PolicyError> {
+        match read_policy_text(path) {
             Ok(text) => {
                 let mut policy = Self::parse(&text, &path.display().to_string())?;
                 policy.loaded_text = Some(text);

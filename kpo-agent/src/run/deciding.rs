@@ -10,6 +10,7 @@
 //! sink.
 use std::{
     collections::BTreeMap,
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -90,6 +91,9 @@ pub struct Deciding {
     policy_file_differs: bool,
     /// `--recommend-only`: a reloaded policy is held to it too.
     recommend_only: bool,
+    /// Where SIGHUP reads the policy again: the file `--policy` named (whose absence is an
+    /// error), or the default path (whose absence is the built-in default).
+    policy_file: (PathBuf, bool),
 }
 
 /// The journal names who asked as the kernel names the caller, whatever the request says.
@@ -198,6 +202,10 @@ impl Deciding {
         let (server, requests) = Server::bind(&socket)?;
         let path = ChangePath::new(policy, journal, Box::new(actuators));
         let (mut deciding, mut events) = Self::with_path(path, recommend_only)?;
+        deciding.policy_file = match &state.policy {
+            Some(file) => (file.clone(), true),
+            None => (PathBuf::from(crate::policy::DEFAULT_PATH), false),
+        };
         deciding.server = Some(server);
         deciding.requests = requests;
         events.extend(deciding.start_optimizer(config));
@@ -212,7 +220,11 @@ impl Deciding {
     ) -> anyhow::Result<(Deciding, Vec<Event>)> {
         let pending = Arc::new(Mutex::new(Vec::new()));
         let sink = pending.clone();
-        path.set_event_sink(move |e| sink.lock().expect("event buffer").push(e));
+        path.set_event_sink(move |e| {
+            sink.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(e)
+        });
         let reconciled = path.reconcile()?;
         for r in &reconciled {
             info!("journal reconciled: {}", r.describe());
@@ -231,6 +243,7 @@ impl Deciding {
             }
         }
         let (_, requests) = mpsc::channel(1);
+        let path_origin = path.policy.origin.clone();
         let mut deciding = Deciding {
             path,
             guard,
@@ -248,6 +261,10 @@ impl Deciding {
             held_back: BTreeMap::new(),
             policy_file_differs: false,
             recommend_only,
+            policy_file: match &path_origin {
+                PolicyOrigin::File(file) => (file.clone(), true),
+                PolicyOrigin::BuiltIn => (PathBuf::from(crate::policy::DEFAULT_PATH), false),
+            },
         };
         let events = deciding.take_events();
         Ok((deciding, events))
@@ -377,20 +394,14 @@ impl Deciding {
     /// watches running keep their windows, and the optimizer's live loop keeps searching the
     /// knobs it started with (its trials are decided by the new policy) until a restart.
     pub fn reload_policy(&mut self) -> Vec<Event> {
-        let from = match &self.path.policy.origin {
-            PolicyOrigin::File(path) => Some(path.clone()),
-            PolicyOrigin::BuiltIn => None,
-        };
-        let mut new = match Policy::load(from.as_deref()) {
+        let (file, named) = &self.policy_file;
+        let mut new = match Policy::load_from(file, *named) {
             Ok(policy) => policy,
             Err(e) => {
                 warn!("policy reload refused, the policy loaded before stays in force: {e}");
                 return vec![Event::Policy {
                     outcome: "refused",
-                    source: from.map_or_else(
-                        || crate::policy::DEFAULT_PATH.to_string(),
-                        |p| p.display().to_string(),
-                    ),
+                    source: file.display().to_string(),
                     error: Some(e.to_string()),
                     optimizer_knobs_changed: false,
                 }];
@@ -404,20 +415,31 @@ impl Deciding {
             new.force_recommend();
         }
         let optimizer_rules = |p: &Policy| {
-            // ParamRule has no PartialEq (globs, compiled sets): its Debug form tells a change.
+            // ParamRule has no PartialEq (globs, compiled sets): its Debug form, without the
+            // line it was on, tells a change.
             p.params
                 .iter()
                 .filter(|r| r.name.starts_with("cpufreq:") || r.name.starts_with("ethtool:"))
-                .map(|r| format!("{r:?}"))
+                .filter(|r| r.sources.contains(&Source::Optimizer))
+                .map(|r| {
+                    let mut r = r.clone();
+                    r.line = 0;
+                    format!("{r:?}")
+                })
                 .collect::<Vec<_>>()
         };
-        let optimizer_knobs_changed =
-            self.optimizer.is_some() && optimizer_rules(&new) != optimizer_rules(&self.path.policy);
+        let optimizer_knobs_changed = optimizer_rules(&new) != optimizer_rules(&self.path.policy);
         self.guard
             .set_config(crate::guard::GuardConfig::from_policy(&new.guard));
         self.approvals.set_settings(new.approvals.clone());
         let old = std::mem::replace(&mut self.path.policy, new);
         self.policy_file_differs = false;
+        // Offline commands after the agent stops decide under the file it last ran with: a
+        // symlink repointed since the start names another file now.
+        let named = self.policy_file.1.then_some(self.policy_file.0.as_path());
+        if let Err(e) = crate::control::record_policy_path(self.path.journal.dir(), named) {
+            warn!("policy reload: the policy's path cannot be recorded: {e}");
+        }
         info!(
             "policy reloaded from {} (was {})",
             self.path.policy.origin, old.origin
@@ -425,8 +447,8 @@ impl Deciding {
         if optimizer_knobs_changed {
             warn!(
                 "policy reload: the optimizer's cpufreq or ethtool entries changed; its live loop \
-                 keeps searching the knobs it started with (each trial decided by the new policy) \
-                 until the agent restarts"
+                 takes them up only when the agent restarts (until then it searches the knobs it \
+                 started with, if any, each trial decided by the new policy)"
             );
         }
         let mut events = vec![Event::Policy {
@@ -640,10 +662,14 @@ impl Deciding {
     pub fn consider(&mut self, recommendations: Vec<Recommendation>) -> Vec<Event> {
         let sink = self.pending.clone();
         let mut drain = move || -> Vec<Event> {
-            std::mem::take(&mut *sink.lock().expect("event buffer"))
-                .into_iter()
-                .map(Event::from)
-                .collect()
+            std::mem::take(
+                &mut *sink
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            )
+            .into_iter()
+            .map(Event::from)
+            .collect()
         };
         let considered = self
             .approvals
@@ -824,6 +850,11 @@ impl Deciding {
     }
 
     #[cfg(test)]
+    pub(crate) fn set_policy_file_for_tests(&mut self, file: PathBuf, named: bool) {
+        self.policy_file = (file, named);
+    }
+
+    #[cfg(test)]
     pub(crate) fn path_for_tests(&self) -> &ChangePath {
         &self.path
     }
@@ -834,11 +865,15 @@ impl Deciding {
     }
 
     fn take_events(&mut self) -> Vec<Event> {
-        let mut events: Vec<Event> =
-            std::mem::take(&mut *self.pending.lock().expect("event buffer"))
-                .into_iter()
-                .map(Event::from)
-                .collect();
+        let mut events: Vec<Event> = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+        .into_iter()
+        .map(Event::from)
+        .collect();
         events.extend(self.approvals.take_events());
         events
     }

@@ -2434,6 +2434,7 @@ fn sighup_loads_the_edited_policy_and_a_broken_file_changes_nothing() {
     let file = rig._tmp.path().join("policy.toml");
     std::fs::write(&file, entry(3_000_000)).unwrap();
     rig.deciding.path_for_tests_mut().policy = Policy::load(Some(&file)).unwrap();
+    rig.deciding.set_policy_file_for_tests(file.clone(), true);
     let status = |reply: &crate::api::Reply| match reply {
         crate::api::Reply::Ok(v) => v["status"].as_str().unwrap_or_default().to_string(),
         crate::api::Reply::Error(e) => format!("error: {e}"),
@@ -2464,6 +2465,19 @@ fn sighup_loads_the_edited_policy_and_a_broken_file_changes_nothing() {
     );
     assert_eq!(status(&rig.operator_sets_max_freq(2_000_000)), "applied");
     assert_eq!(rig.max_freq(), 2_000_000);
+    // Offline commands will decide under the file reloaded.
+    let recorded = rig
+        ._tmp
+        .path()
+        .join("state")
+        .join(crate::control::POLICY_PATH_FILE);
+    assert_eq!(
+        std::fs::read(&recorded).unwrap(),
+        std::fs::canonicalize(&file)
+            .unwrap()
+            .as_os_str()
+            .as_encoded_bytes()
+    );
     // The new bound holds.
     assert_eq!(status(&rig.operator_sets_max_freq(2_800_000)), "refused");
     assert_eq!(rig.max_freq(), 2_000_000);
@@ -2491,4 +2505,40 @@ fn sighup_loads_the_edited_policy_and_a_broken_file_changes_nothing() {
     std::fs::write(&file, entry(2_500_000)).unwrap();
     assert!(rig.deciding.reload_policy().is_empty());
     assert_eq!(status(&rig.operator_sets_max_freq(2_400_000)), "applied");
+}
+
+/// Without `--policy`, SIGHUP reads the default path again: a file removed there is the built-in
+/// default again, not a refused reload. The optimizer's entries are compared without their
+/// lines: a comment added above them changes nothing for it.
+#[test]
+fn a_reload_from_the_default_path_without_its_file_is_the_built_in_default() {
+    let mut rig = Rig::new(&policy(""), true, "");
+    let file = rig._tmp.path().join("default-policy.toml");
+    std::fs::write(&file, policy("")).unwrap();
+    rig.deciding.path_for_tests_mut().policy = Policy::load_from(&file, false).unwrap();
+    rig.deciding.set_policy_file_for_tests(file.clone(), false);
+
+    std::fs::write(&file, format!("# moved down a line\n{}", policy(""))).unwrap();
+    let events = rig.deciding.reload_policy();
+    let json = serde_json::to_value(&events[0]).unwrap();
+    assert_eq!(json["outcome"], "reloaded");
+    assert_eq!(json["optimizer_knobs_changed"], false, "{json}");
+
+    std::fs::write(&file, policy("max_step = \"10%\"")).unwrap();
+    let json = serde_json::to_value(&rig.deciding.reload_policy()[0]).unwrap();
+    assert_eq!(json["optimizer_knobs_changed"], true, "{json}");
+
+    std::fs::remove_file(&file).unwrap();
+    let json = serde_json::to_value(&rig.deciding.reload_policy()[0]).unwrap();
+    assert_eq!(json["outcome"], "reloaded", "{json}");
+    assert_eq!(json["source"], "built-in default (observe and recommend)");
+    assert_eq!(json["optimizer_knobs_changed"], true, "{json}");
+    assert!(rig.deciding.path_for_tests().policy.params.is_empty());
+    // Nothing was named: the offline commands are told to use the default path.
+    let recorded = rig
+        ._tmp
+        .path()
+        .join("state")
+        .join(crate::control::POLICY_PATH_FILE);
+    assert!(!recorded.exists());
 }

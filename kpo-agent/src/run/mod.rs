@@ -242,9 +242,13 @@ pub async fn run(
                     Ok(batch) => batch,
                     Err(e) => break Err(e.into()),
                 };
-                for event in batch {
-                    let full = ListenerFull::from_notable(&event, windows.last_sample());
-                    sink.send(&full.into());
+                if let Err(e) = stage("a kernel notice", || {
+                    for event in batch {
+                        let full = ListenerFull::from_notable(&event, windows.last_sample());
+                        sink.send(&full.into());
+                    }
+                }) {
+                    break Err(e);
                 }
             }
             consultation = llm.finished() => if let Err(e) = stage("the LLM's advice", || {
@@ -262,13 +266,15 @@ pub async fn run(
                 break Err(e);
             },
             signal = signals.recv() => match signal {
-                Sig::Hup => {
+                Sig::Hup => if let Err(e) = stage("SIGHUP", || {
                     info!("SIGHUP: re-opening the event stream {}", sink.destination());
                     sink.reopen();
                     for event in deciding.reload_policy() {
                         sink.send(&event);
                     }
-                }
+                }) {
+                    break Err(e);
+                },
                 Sig::Term => break Ok("SIGTERM"),
                 Sig::Int => break Ok("SIGINT"),
             },
@@ -286,9 +292,7 @@ pub async fn run(
             // where their events cannot be written. No partial window: the collector may be
             // what failed.
             collector.sensors.detach_all();
-            for event in deciding.on_exit() {
-                sink.send(&event);
-            }
+            carry_out_on_exit(&mut deciding, sink);
             sink.send_last(&Event::Stop {
                 reason: format!("error: {e:#}"),
                 windows: windows.count,
@@ -308,14 +312,24 @@ pub async fn run(
         });
     }
     collector.sensors.detach_all();
-    for event in deciding.on_exit() {
-        sink.send(&event);
-    }
+    carry_out_on_exit(&mut deciding, sink);
     sink.send_last(&Event::Stop {
         reason: reason.into(),
         windows: windows.count,
     });
     Ok(reason)
+}
+
+/// `on_exit`, whose panic (a defect) is logged rather than unwinding past the `stop` event.
+fn carry_out_on_exit(deciding: &mut Deciding, sink: &mut EventSink) {
+    match stage("on_exit", || deciding.on_exit()) {
+        Ok(events) => {
+            for event in events {
+                sink.send(&event);
+            }
+        }
+        Err(e) => tracing::error!("{e:#}; parameters it had not put back yet stay as they are"),
+    }
 }
 
 /// Runs one stage of the loop, turning a panic into an error: the loop then stops the way it

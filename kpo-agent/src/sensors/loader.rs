@@ -103,12 +103,31 @@ impl Sensors {
         let ebpf = if EBPF_OBJECT.is_empty() {
             Err("the eBPF object is empty (built with AYA_BUILD_SKIP=1)".to_string())
         } else {
-            EbpfLoader::new()
-                .map_max_entries(MAP_IRQS, irq_map_entries(&read_interrupts()))
-                .override_global(GLOBAL_OFFSETS, &resolved.offsets, true)
-                .override_global(ebpf_log::LEVEL_GLOBAL, &ebpf_log::level(), false)
-                .load(EBPF_OBJECT)
-                .map_err(|e| format!("loading the eBPF object failed: {}", with_causes(&e)))
+            let cpus = aya::util::nr_cpus().map_or(1, |n| n);
+            let irq_entries = irq_map_entries(&read_interrupts(), cpus);
+            let load = |irq_entries: Option<u32>| {
+                let mut loader = EbpfLoader::new();
+                if let Some(entries) = irq_entries {
+                    loader.map_max_entries(MAP_IRQS, entries);
+                }
+                loader
+                    .override_global(GLOBAL_OFFSETS, &resolved.offsets, true)
+                    .override_global(ebpf_log::LEVEL_GLOBAL, &ebpf_log::level(), false)
+                    .load(EBPF_OBJECT)
+                    .map_err(|e| format!("loading the eBPF object failed: {}", with_causes(&e)))
+            };
+            match load(Some(irq_entries)) {
+                // A larger IRQ map the kernel refused (memory) must not cost every sensor: the
+                // object's own size is tried once more.
+                Err(reason) if irq_entries > IRQ_MAP_DECLARED => {
+                    warn!(
+                        "{reason}; loading it again with room for {IRQ_MAP_DECLARED} IRQs, not \
+                         {irq_entries}"
+                    );
+                    load(None)
+                }
+                loaded => loaded,
+            }
         };
         let mut ebpf = match ebpf {
             Ok(ebpf) => ebpf,
@@ -404,13 +423,22 @@ fn raise_memlock_limit() {
     }
 }
 
+/// `KPO_IRQS`'s size in the object (kpo-ebpf/src/irq.rs), and the bytes of one entry per CPU
+/// (key and `IrqCounters`, as the kernel rounds a per-CPU value).
+const IRQ_MAP_DECLARED: u32 = 1024;
+const IRQ_ENTRY_BYTES: usize = 16;
+
 /// Room in `KPO_IRQS` for every IRQ this machine has, twice over (for IRQs allocated later: a NIC
 /// added, its queues changed), and never under the 1024 the object declares. The map is per CPU
 /// and preallocated, so it is sized to the machine rather than to the largest one: 1024 entries
 /// cost 16 KiB per CPU. An IRQ beyond it is not counted, and the eBPF log says so.
-fn irq_map_entries(interrupts: &str) -> u32 {
-    const DECLARED: u32 = 1024;
+fn irq_map_entries(interrupts: &str, cpus: usize) -> u32 {
     const MOST: u32 = 65_536;
+    // Preallocated per CPU: at most 64 MiB in all (8192 entries at 512 CPUs).
+    const MOST_BYTES: usize = 64 << 20;
+    let most = u32::try_from(MOST_BYTES / (IRQ_ENTRY_BYTES * cpus.max(1)))
+        .unwrap_or(MOST)
+        .min(MOST);
     let numbered = interrupts
         .lines()
         .filter(|line| {
@@ -420,7 +448,8 @@ fn irq_map_entries(interrupts: &str) -> u32 {
         .count();
     u32::try_from(numbered.saturating_mul(2))
         .unwrap_or(MOST)
-        .clamp(DECLARED, MOST)
+        .min(most)
+        .max(IRQ_MAP_DECLARED)
 }
 
 fn read_interrupts() -> String {
@@ -440,12 +469,16 @@ mod tests {
             }
             text + "NMI:  0  0  Non-maskable interrupts\nERR:  0\n"
         };
-        assert_eq!(super::irq_map_entries(""), 1024);
-        assert_eq!(super::irq_map_entries(&lines(24)), 1024);
-        assert_eq!(super::irq_map_entries(&lines(512)), 1024);
-        assert_eq!(super::irq_map_entries(&lines(513)), 1026);
-        assert_eq!(super::irq_map_entries(&lines(3000)), 6000);
-        assert_eq!(super::irq_map_entries(&lines(40_000)), 65_536);
+        assert_eq!(super::irq_map_entries("", 2), 1024);
+        assert_eq!(super::irq_map_entries(&lines(24), 2), 1024);
+        assert_eq!(super::irq_map_entries(&lines(512), 2), 1024);
+        assert_eq!(super::irq_map_entries(&lines(513), 2), 1026);
+        assert_eq!(super::irq_map_entries(&lines(3000), 2), 6000);
+        assert_eq!(super::irq_map_entries(&lines(40_000), 2), 65_536);
+        // Memory bounds it on a large machine: 64 MiB over 512 CPUs of 16 bytes.
+        assert_eq!(super::irq_map_entries(&lines(40_000), 512), 8192);
+        // ...but never below the object's own size.
+        assert_eq!(super::irq_map_entries(&lines(40_000), 8192), 1024);
     }
 
     use super::*;
