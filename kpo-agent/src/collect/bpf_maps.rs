@@ -258,16 +258,13 @@ impl BpfMaps {
         }
     }
 
-    /// Only the assigned indices: one map read each, not one per entry of the whole array.
+    /// Only the indices that have an owner (see [`ServiceIndex::readable`]): one map read each,
+    /// not one per entry of the whole array.
     fn request_hist(&self, services: &ServiceIndex) -> BTreeMap<ListenerKey, Vec<u64>> {
-        services
-            .assigned
-            .iter()
-            .filter_map(|(key, index)| {
-                let values = self.req_hist.get(index, 0).ok()?;
-                Some((*key, sum(&values, &add_hist).buckets.to_vec()))
-            })
-            .collect()
+        read_request_hists(services, |index| {
+            let values = self.req_hist.get(&index, 0).ok()?;
+            Some(sum(&values, &add_hist).buckets.to_vec())
+        })
     }
 
     /// Makes `ports` the set of listening ports whose requests the latency sensor times.
@@ -304,6 +301,26 @@ impl BpfMaps {
             .config
             .set(CONFIG_SERVICES_GENERATION, now.wrapping_add(1), 0);
     }
+}
+
+/// Each service's cumulative request histogram, read with `read` from its index: those timed now,
+/// and those freed but not handed to another listener yet, under the listener that had them.
+///
+/// A listener missing from one tick's dump (a restart, its namespace's dump failed) loses its
+/// index for that tick and gets it back, histogram untouched, when it returns. Its histogram is
+/// read all the while, so every sample has it, unchanged, and a window takes only what was added
+/// since its start; without it the sample after its return had no earlier histogram to subtract,
+/// and the window counted every request since the listener was first timed. A key absent from a
+/// sample is then one whose histogram restarts: newly timed, or back on another index (zeroed or
+/// never used) after its own was given to another listener.
+pub(crate) fn read_request_hists(
+    services: &ServiceIndex,
+    read: impl Fn(u32) -> Option<Vec<u64>>,
+) -> BTreeMap<ListenerKey, Vec<u64>> {
+    services
+        .readable()
+        .filter_map(|(key, index)| Some((key, read(index)?)))
+        .collect()
 }
 
 /// Adds each CPU's slots to the counts moved out of slots, device by device.
@@ -401,18 +418,18 @@ pub struct ServiceIndex {
 
 /// What [`ServiceIndex::update`] changed.
 #[derive(Debug, Default, PartialEq)]
-struct ServiceChanges {
+pub(crate) struct ServiceChanges {
     /// Newly assigned: write them to the map.
-    added: Vec<(ListenerKey, u32)>,
+    pub(crate) added: Vec<(ListenerKey, u32)>,
     /// Of `added`, indices that belonged to another listener: zero their histograms first.
-    reused: Vec<u32>,
+    pub(crate) reused: Vec<u32>,
     /// Keys that lost their index: remove them from the map.
-    gone: Vec<ListenerKey>,
+    pub(crate) gone: Vec<ListenerKey>,
 }
 
 impl ServiceIndex {
     /// Makes `ports` the timed set.
-    fn update(&mut self, ports: &[ListenerKey]) -> ServiceChanges {
+    pub(crate) fn update(&mut self, ports: &[ListenerKey]) -> ServiceChanges {
         let mut changes = ServiceChanges {
             gone: self
                 .assigned
@@ -428,13 +445,25 @@ impl ServiceIndex {
             }
         }
         self.untimed = 0;
+        // Returning listeners take their own indices back first: a new listener handed out the
+        // oldest freed index in the same update could otherwise take one whose owner is back,
+        // and that owner would restart on another, zeroed, index.
         for key in ports {
             if self.assigned.contains_key(key) {
                 continue;
             }
-            let index = if let Some(pos) = self.freed.iter().position(|(_, k)| k == key) {
-                self.freed.remove(pos).map(|(index, _)| index)
-            } else if self.next_unused < MAX_SERVICES {
+            if let Some(pos) = self.freed.iter().position(|(_, k)| k == key) {
+                if let Some((index, _)) = self.freed.remove(pos) {
+                    self.assigned.insert(*key, index);
+                    changes.added.push((*key, index));
+                }
+            }
+        }
+        for key in ports {
+            if self.assigned.contains_key(key) {
+                continue;
+            }
+            let index = if self.next_unused < MAX_SERVICES {
                 self.next_unused += 1;
                 Some(self.next_unused - 1)
             } else {
@@ -451,6 +480,14 @@ impl ServiceIndex {
             }
         }
         changes
+    }
+
+    /// Every index with an owner and the listener it is read under: those assigned, and those
+    /// freed and not handed out again, under the listener that had them (no socket writes there
+    /// any more, so the histogram holds what that listener was timed at).
+    pub(crate) fn readable(&self) -> impl Iterator<Item = (ListenerKey, u32)> + '_ {
+        let assigned = self.assigned.iter().map(|(key, index)| (*key, *index));
+        assigned.chain(self.freed.iter().map(|(index, key)| (*key, *index)))
     }
 
     #[cfg(test)]
@@ -681,5 +718,28 @@ mod tests {
         assert_eq!(c.added, vec![(many[MAX_SERVICES as usize - 3], 0)]);
         assert_eq!(c.reused, vec![0]);
         assert_eq!(services.untimed, 1);
+    }
+
+    /// Defect: a new listener listed before a returning one in the same update was handed the
+    /// oldest freed index, the returning one's, and the returning one restarted on another,
+    /// zeroed, index.
+    #[test]
+    fn a_returning_listener_gets_its_index_before_a_new_one_takes_it() {
+        let mut services = ServiceIndex::default();
+        let all: Vec<ListenerKey> = (0..MAX_SERVICES as u16).map(key).collect();
+        services.update(&all);
+        // key(0) freed first, key(1) after: key(0)'s index is the oldest freed.
+        services.update(&all[1..]);
+        services.update(&all[2..]);
+        let mut ports = vec![key(5000)];
+        ports.extend_from_slice(&all[..1]);
+        ports.extend_from_slice(&all[2..]);
+        let c = services.update(&ports);
+        assert_eq!(c.added, vec![(key(0), 0), (key(5000), 1)]);
+        assert_eq!(c.reused, vec![1]);
+        // Read: every index with an owner, once.
+        let mut read: Vec<u32> = services.readable().map(|(_, i)| i).collect();
+        read.sort();
+        assert_eq!(read, (0..MAX_SERVICES).collect::<Vec<_>>());
     }
 }
