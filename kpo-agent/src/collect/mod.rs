@@ -57,6 +57,10 @@ pub struct NetnsCounters {
     pub listen_drops: u64,
     pub syn_queue_full_drops: Option<u64>,
     pub syn_queue_full_cookies: Option<u64>,
+    /// The namespace's cookie when these were read (None: not readable, before Linux 5.14): a
+    /// namespace that died and whose inode a new one got has another, and the new one's
+    /// counters start from 0, not from the dead one's.
+    pub cookie: Option<u64>,
 }
 
 /// Which of a namespace's reads succeeded at one tick.
@@ -258,6 +262,7 @@ impl Collector {
                             listen_drops,
                             syn_queue_full_drops: get("TcpExtTCPReqQFullDrop"),
                             syn_queue_full_cookies: get("TcpExtTCPReqQFullDoCookies"),
+                            cookie: handle.cookie,
                         };
                         counters.insert(inum, c);
                         read.counters = true;

@@ -443,6 +443,15 @@ fn netns(first: &Sample, last: &Sample) -> Vec<NetnsWindow> {
             if seen.is_none() && !absence_is_real(first, *inum, |r| r.counters) {
                 return None;
             }
+            // One that has the inode of the baseline's, but another cookie, was created since
+            // that one died (the kernel hands out the lowest free inode): new in this window
+            // too. Taken for the same one, its counters would be compared with the dead one's:
+            // a fall counts 0, a rise only what exceeds them.
+            let same = |b: &NetnsCounters| match (b.cookie, c.cookie) {
+                (Some(then), Some(now)) => then == now,
+                _ => true,
+            };
+            let seen = seen.filter(same);
             let before = seen.unwrap_or_default();
             // One that had a baseline without the counter (a line that did not parse) does not
             // count from 0 either.
@@ -951,6 +960,7 @@ mod tests {
             listen_drops: listen_overflows,
             syn_queue_full_drops: Some(0),
             syn_queue_full_cookies: Some(0),
+            cookie: None,
         }
     }
 
@@ -1020,6 +1030,51 @@ mod tests {
         let (w, _) = b.finish().unwrap();
         assert_eq!(w.listeners[0].overflows, Some(51));
         assert_eq!((w.netns[0].netns, w.netns[0].listen_overflows), (9, 12));
+    }
+
+    /// Defect: namespace counters were matched by inode alone, so a namespace created in the
+    /// window with the inode of one that died there was compared with the dead one's counters:
+    /// 1000 then 40 gave 0 overflows, 1000 then 1200 gave 200. Its cookie tells it apart.
+    #[test]
+    fn a_namespace_given_a_dead_ones_inode_counts_its_counters_from_zero() {
+        let t0 = Instant::now();
+        let with = |secs, overflows, syn_drops, cookie| {
+            let mut s = sample(t0, secs, false, 0, 0, bpf(0, None));
+            s.namespaces.insert(9, READ);
+            let c = NetnsCounters {
+                syn_queue_full_drops: Some(syn_drops),
+                cookie,
+                ..counters(overflows)
+            };
+            s.netns.insert(9, c);
+            s
+        };
+        let window = |first: Sample, last: Sample| {
+            let mut b = WindowBuilder::new(first);
+            b.push(last);
+            let w = b.finish().unwrap().0;
+            let n = &w.netns[0];
+            (n.listen_overflows, n.listen_drops, n.syn_queue_full_drops)
+        };
+        let old = with(0, 1000, 30, Some(70));
+        assert_eq!(
+            window(old.clone(), with(1, 40, 2, Some(71))),
+            (40, 40, Some(2))
+        );
+        assert_eq!(
+            window(old.clone(), with(1, 1200, 35, Some(71))),
+            (1200, 1200, Some(35))
+        );
+        // The same namespace: the difference.
+        assert_eq!(
+            window(old.clone(), with(1, 1200, 35, Some(70))),
+            (200, 200, Some(5))
+        );
+        // No cookie (before Linux 5.14): the inode is all there is.
+        assert_eq!(
+            window(with(0, 1000, 30, None), with(1, 1200, 35, None)),
+            (200, 200, Some(5))
+        );
     }
 
     /// A listener gone from a last sample whose dump failed may still be there: its drops are
