@@ -607,7 +607,11 @@ fn listeners(
                     .or(now_bpf.map(|b| b.backlog_limit))
                     .unwrap_or(0),
                 backlog_max: peaks.get(&key).copied().unwrap_or(0),
-                backlog_now: known.map_or(0, |v| v.depth),
+                // The end's dump, else, where it failed, the last good one; not the baseline's:
+                // a listener that closed has no queue.
+                backlog_now: view
+                    .or_else(|| last.readings.get(&netns)?.listeners.get(&key))
+                    .map_or(0, |v| v.depth),
                 enqueued: bpf_on.then(|| {
                     now_bpf.map_or(0, |b| counter::restarted(before_bpf.enqueued, b.enqueued))
                 }),
@@ -1082,11 +1086,14 @@ mod tests {
     #[test]
     fn a_failed_read_at_the_end_is_unknown_and_a_closed_listener_counts_nothing() {
         let t0 = Instant::now();
-        let mut first = sample(t0, 0, false, 0, 10, bpf(0, None));
+        // 6 waiting at the start.
+        let mut first = sample(t0, 0, false, 6, 10, bpf(0, None));
         first.namespaces.insert(7, READ);
         let mut carry = Carry::default();
         reread(&mut first, &mut carry);
-        for (read, overflows) in [(UNREAD, None), (READ, Some(0))] {
+        // Unread at the end: the depth of its last good dump; closed: no queue (the baseline's
+        // depth was reported for it).
+        for (read, overflows, backlog_now) in [(UNREAD, None, 6), (READ, Some(0), 0)] {
             let mut next = sample(t0, 1, false, 0, 0, bpf(4, None));
             next.listeners.clear();
             next.namespaces.insert(7, read);
@@ -1094,9 +1101,15 @@ mod tests {
             let mut b = WindowBuilder::new(first.clone());
             b.push(next);
             let (w, _) = b.finish().unwrap();
+            let l = &w.listeners[0];
             assert_eq!(
-                (w.listeners[0].enqueued, w.listeners[0].overflows),
-                (Some(4), overflows)
+                (l.enqueued, l.overflows, l.backlog_now),
+                (Some(4), overflows, backlog_now)
+            );
+            // What is known of it stays: its addresses and limit.
+            assert_eq!(
+                (l.addresses.clone(), l.backlog_limit),
+                (vec!["0.0.0.0".to_string()], 128)
             );
         }
         // A quiet listener (nothing enqueued) whose namespace's dump failed at the end is
