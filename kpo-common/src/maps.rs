@@ -10,6 +10,11 @@ pub const MAP_CONFIG: &str = "KPO_CONFIG";
 pub const CONFIG_SAMPLE_START_NS: u32 = 0;
 /// Index in [`MAP_CONFIG`]: the current tick epoch, used to take per-tick peaks without races.
 pub const CONFIG_EPOCH: u32 = 1;
+/// The epoch user space writes at [`CONFIG_EPOCH`] when it takes the maps, before any program is
+/// attached. Not 0: per-CPU values are created zeroed, on every CPU at once, so epoch 0 would
+/// match the `slot_epoch` of CPUs that never enqueued (a false peak of 0 for the first tick) and
+/// the zero `full_reported_epoch` of every new entry (no `listener_full` event in the first tick).
+pub const FIRST_EPOCH: u64 = 1;
 /// Index in [`MAP_CONFIG`]: bumped by user space whenever [`MAP_SERVICE_PORTS`] changes, so that
 /// per-socket verdicts cached under the old set are worked out again.
 pub const CONFIG_SERVICES_GENERATION: u32 = 2;

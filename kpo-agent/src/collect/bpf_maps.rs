@@ -82,6 +82,8 @@ macro_rules! bpf_maps {
         /// Every map the agent reads or writes each tick, taken out of the object once, at load.
         pub struct BpfMaps {
             $($field: $ty,)*
+            /// Not a map: the tick epoch the programs are in (see [`FIRST_EPOCH`]).
+            epoch: u64,
             /// Not a map: the highest NAPI totals read so far (see [`hold_high_water`]).
             napi_high_water: BTreeMap<NapiKey, NapiCounters>,
         }
@@ -95,10 +97,16 @@ macro_rules! bpf_maps {
             /// another type; takes nothing then.
             pub fn take(ebpf: &mut Ebpf) -> Result<BpfMaps, MapsError> {
                 check(&present(ebpf), Self::TAKEN)?;
-                Ok(BpfMaps {
+                let mut maps = BpfMaps {
                     $($field: take(ebpf, $name)?,)*
+                    epoch: FIRST_EPOCH,
                     napi_high_water: BTreeMap::new(),
-                })
+                };
+                // Now, before the loader attaches any program: until the first read writes
+                // the next epoch, the programs read this one. A failed write leaves 0 there,
+                // and only the first tick's peaks and events suffer.
+                let _ = maps.config.set(CONFIG_EPOCH, FIRST_EPOCH, 0);
+                Ok(maps)
             }
         }
     };
@@ -181,10 +189,10 @@ fn take<T: Handle>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, MapsError> 
 
 impl BpfMaps {
     /// Advances the tick epoch, then reads every map.
-    pub fn read(&mut self, epoch: &mut u64, services: &ServiceIndex) -> BpfSnapshot {
-        let finished = *epoch;
-        *epoch += 1;
-        let _ = self.config.set(CONFIG_EPOCH, *epoch, 0);
+    pub fn read(&mut self, services: &ServiceIndex) -> BpfSnapshot {
+        let finished = self.epoch;
+        self.epoch += 1;
+        let _ = self.config.set(CONFIG_EPOCH, self.epoch, 0);
         BpfSnapshot {
             listeners: self.read_listeners(finished),
             irqs: per_cpu_hash(&self.irqs, |a: &mut IrqCounters, b| {
@@ -232,22 +240,11 @@ impl BpfMaps {
     }
 
     fn read_listeners(&self, finished_epoch: u64) -> BTreeMap<ListenerKey, ListenerBpf> {
-        let slot = (finished_epoch & 1) as usize;
-        let mut out = BTreeMap::new();
-        for (key, per_cpu) in self.listeners.iter().flatten() {
-            let mut merged = ListenerBpf::default();
-            for c in per_cpu.iter() {
-                merged.enqueued += c.enqueued;
-                merged.synack_retrans += c.synack_retrans;
-                merged.backlog_limit = merged.backlog_limit.max(c.backlog_limit);
-                if c.slot_epoch[slot] == finished_epoch {
-                    let peak = merged.tick_peak.unwrap_or(0).max(c.slot_max[slot]);
-                    merged.tick_peak = Some(peak);
-                }
-            }
-            out.insert(key, merged);
-        }
-        out
+        self.listeners
+            .iter()
+            .flatten()
+            .map(|(key, per_cpu)| (key, merge_listener(per_cpu.iter(), finished_epoch)))
+            .collect()
     }
 
     /// Deletes the entries of listeners gone for good (see `stale_listeners`). A failure (the
@@ -321,6 +318,39 @@ pub(crate) fn read_request_hists(
         .readable()
         .filter_map(|(key, index)| Some((key, read(index)?)))
         .collect()
+}
+
+/// One listener's per-CPU counters as one: counts summed, the peak of the CPUs that enqueued in
+/// the epoch just finished, and the limit of the CPU that enqueued last.
+///
+/// The limit is copied from the listener at each enqueue, and a CPU keeps the one of its own
+/// last enqueue: after the listener listens again with a smaller backlog, CPUs that have not
+/// enqueued since still hold the old one, so the largest would be stale. The CPU whose slots
+/// have the newest epoch enqueued last (within a tick, which of several did is unknown: the
+/// largest of theirs).
+fn merge_listener<'a>(
+    per_cpu: impl Iterator<Item = &'a ListenerCounters>,
+    finished_epoch: u64,
+) -> ListenerBpf {
+    let slot = (finished_epoch & 1) as usize;
+    let mut merged = ListenerBpf::default();
+    let mut newest = 0;
+    for c in per_cpu {
+        merged.enqueued += c.enqueued;
+        merged.synack_retrans += c.synack_retrans;
+        let last = c.slot_epoch[0].max(c.slot_epoch[1]);
+        if last > newest {
+            newest = last;
+            merged.backlog_limit = c.backlog_limit;
+        } else if last == newest {
+            merged.backlog_limit = merged.backlog_limit.max(c.backlog_limit);
+        }
+        if c.slot_epoch[slot] == finished_epoch {
+            let peak = merged.tick_peak.unwrap_or(0).max(c.slot_max[slot]);
+            merged.tick_peak = Some(peak);
+        }
+    }
+    merged
 }
 
 /// Adds each CPU's slots to the counts moved out of slots, device by device.
@@ -674,6 +704,53 @@ mod tests {
             read(&[(dev, counts(7, 70, 0)), (other, counts(6, 6, 0))]),
         );
         assert_eq!(as_tuples(back), vec![(2, 7, 70, 0), (3, 6, 6, 0)]);
+    }
+
+    fn cpu(
+        enqueued: u64,
+        slot_epoch: [u64; 2],
+        slot_max: [u32; 2],
+        limit: u32,
+    ) -> ListenerCounters {
+        ListenerCounters {
+            enqueued,
+            synack_retrans: 0,
+            slot_epoch,
+            slot_max,
+            backlog_limit: limit,
+            full_reported_epoch: 0,
+        }
+    }
+
+    /// Defect: the limit was the largest of the CPUs', so after the listener listened again
+    /// with a smaller backlog, a CPU that had not enqueued since kept the old one in the merge.
+    #[test]
+    fn the_limit_is_the_one_of_the_cpu_that_enqueued_last() {
+        // CPU 0 enqueued at epoch 4 under limit 511; CPU 1 at epoch 9, after a listen(128).
+        let cpus = [cpu(10, [4, 3], [7, 2], 511), cpu(3, [8, 9], [1, 5], 128)];
+        let merged = merge_listener(cpus.iter(), 9);
+        assert_eq!(merged.backlog_limit, 128);
+        assert_eq!((merged.enqueued, merged.tick_peak), (13, Some(5)));
+        // In either order.
+        let merged = merge_listener(cpus.iter().rev(), 9);
+        assert_eq!(merged.backlog_limit, 128);
+    }
+
+    /// Defect: the epoch began at 0, which the zeroed values of a CPU that never enqueued have
+    /// too: the first tick read a peak of 0 from them, and the programs took every new entry
+    /// (`full_reported_epoch` 0) as already reported in that tick, sending no `listener_full`.
+    #[test]
+    fn values_created_zeroed_match_no_epoch() {
+        let zeroed = ListenerCounters::default();
+        // Only SYN-ACK retransmits: no CPU enqueued, so no peak and no limit.
+        let merged = merge_listener([zeroed, zeroed].iter(), FIRST_EPOCH);
+        assert_eq!((merged.tick_peak, merged.backlog_limit), (None, 0));
+        // The programs report a full queue once per epoch, when `full_reported_epoch` differs.
+        assert_ne!(zeroed.full_reported_epoch, FIRST_EPOCH as u32);
+        // A CPU that enqueued in the first tick gives its peak; the zeroed one adds nothing.
+        let first = cpu(2, [0, FIRST_EPOCH], [0, 4], 16);
+        let merged = merge_listener([zeroed, first].iter(), FIRST_EPOCH);
+        assert_eq!((merged.tick_peak, merged.backlog_limit), (Some(4), 16));
     }
 
     fn key(port: u16) -> ListenerKey {

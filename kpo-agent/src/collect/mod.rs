@@ -111,7 +111,6 @@ pub struct Collector {
     proc_root: PathBuf,
     netns: NetnsSet,
     owners: OwnerCache,
-    epoch: u64,
     services: bpf_maps::ServiceIndex,
     carry: Carry,
     napi_names: NapiNames,
@@ -128,7 +127,6 @@ impl Collector {
             proc_root,
             netns: NetnsSet::default(),
             owners: OwnerCache::default(),
-            epoch: 0,
             services: Default::default(),
             carry: Carry::default(),
             napi_names: NapiNames::default(),
@@ -140,11 +138,8 @@ impl Collector {
     pub fn sample(&mut self) -> Sample {
         let duty_attached = self.sensors.duty_attached();
         let accept_queue_attached = self.sensors.is_attached(SensorKind::AcceptQueue);
-        let (epoch, services) = (&mut self.epoch, &self.services);
-        let bpf = self
-            .sensors
-            .maps_mut()
-            .map(|maps| maps.read(epoch, services));
+        let services = &self.services;
+        let bpf = self.sensors.maps_mut().map(|maps| maps.read(services));
         let (host, errors) = HostSnapshot::read(&ProcRoot(self.proc_root.clone()));
         self.health.round(
             "host",
