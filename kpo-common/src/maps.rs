@@ -8,8 +8,14 @@ pub const MAP_CONFIG: &str = "KPO_CONFIG";
 /// Index in [`MAP_CONFIG`]: monotonic ns at which the current sampling period of the duty-cycled
 /// sensors began. State recorded before it (a wake-up, a pending request) is stale and ignored.
 pub const CONFIG_SAMPLE_START_NS: u32 = 0;
-/// Index in [`MAP_CONFIG`]: the current tick epoch, used to take per-tick peaks without races.
+/// Index in [`MAP_CONFIG`]: the current tick epoch, which picks the slot of each per-tick peak
+/// (see [`ListenerCounters`]).
 pub const CONFIG_EPOCH: u32 = 1;
+/// The epoch user space writes at [`CONFIG_EPOCH`] when it takes the maps, before any program is
+/// attached. Not 0: per-CPU values are created zeroed, on every CPU at once, so epoch 0 would
+/// match the `slot_epoch` of CPUs that never enqueued (a false peak of 0 for the first tick) and
+/// the zero `full_reported_epoch` of every new entry (no `listener_full` event in the first tick).
+pub const FIRST_EPOCH: u64 = 1;
 /// Index in [`MAP_CONFIG`]: bumped by user space whenever [`MAP_SERVICE_PORTS`] changes, so that
 /// per-socket verdicts cached under the old set are worked out again.
 pub const CONFIG_SERVICES_GENERATION: u32 = 2;
@@ -87,8 +93,11 @@ pub struct ListenerKey {
 ///
 /// `enqueued` and `synack_retrans` only grow; user space takes differences. The peak depth uses two
 /// slots chosen by the tick epoch (`CONFIG_EPOCH`): the kernel writes the slot of the current epoch,
-/// user space advances the epoch and then reads the finished slot, so no peak is lost to a race
-/// between reading and resetting.
+/// user space advances the epoch and then reads the finished slot, so nothing has to be reset
+/// between reading and writing. That does not make every peak seen: a program on another CPU
+/// that read epoch e just before user space wrote e+1 can still write slot e&1 after user space
+/// read it, and that peak is counted in no tick (two ticks later the slot is taken over for
+/// e+2). The depth sock_diag reads at each tick covers part of it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ListenerCounters {

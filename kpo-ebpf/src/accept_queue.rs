@@ -62,6 +62,10 @@ fn try_sock_set_state(ctx: &RawTracePointContext) -> Result<(), Exit> {
     };
     let depth = depth + 1;
     let counters = counters_of(&key)?;
+    // User space advances the epoch and then reads the finished slot. Read just before it
+    // advanced, this epoch can be stale by the time the slot is written below, after user space
+    // read it: that peak is dropped (the tick's sock_diag depth covers part of it). Rare, and
+    // cheaper than any synchronisation with user space.
     let epoch = epoch();
     let slot = (epoch & 1) as usize;
     counters.enqueued += 1;

@@ -82,6 +82,8 @@ macro_rules! bpf_maps {
         /// Every map the agent reads or writes each tick, taken out of the object once, at load.
         pub struct BpfMaps {
             $($field: $ty,)*
+            /// Not a map: the tick epoch the programs are in (see [`FIRST_EPOCH`]).
+            epoch: u64,
             /// Not a map: the highest NAPI totals read so far (see [`hold_high_water`]).
             napi_high_water: BTreeMap<NapiKey, NapiCounters>,
         }
@@ -95,10 +97,16 @@ macro_rules! bpf_maps {
             /// another type; takes nothing then.
             pub fn take(ebpf: &mut Ebpf) -> Result<BpfMaps, MapsError> {
                 check(&present(ebpf), Self::TAKEN)?;
-                Ok(BpfMaps {
+                let mut maps = BpfMaps {
                     $($field: take(ebpf, $name)?,)*
+                    epoch: FIRST_EPOCH,
                     napi_high_water: BTreeMap::new(),
-                })
+                };
+                // Now, before the loader attaches any program: until the first read writes
+                // the next epoch, the programs read this one. A failed write leaves 0 there,
+                // and only the first tick's peaks and events suffer.
+                let _ = maps.config.set(CONFIG_EPOCH, FIRST_EPOCH, 0);
+                Ok(maps)
             }
         }
     };
@@ -181,10 +189,10 @@ fn take<T: Handle>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, MapsError> 
 
 impl BpfMaps {
     /// Advances the tick epoch, then reads every map.
-    pub fn read(&mut self, epoch: &mut u64, services: &ServiceIndex) -> BpfSnapshot {
-        let finished = *epoch;
-        *epoch += 1;
-        let _ = self.config.set(CONFIG_EPOCH, *epoch, 0);
+    pub fn read(&mut self, services: &ServiceIndex) -> BpfSnapshot {
+        let finished = self.epoch;
+        self.epoch += 1;
+        let _ = self.config.set(CONFIG_EPOCH, self.epoch, 0);
         BpfSnapshot {
             listeners: self.read_listeners(finished),
             irqs: per_cpu_hash(&self.irqs, |a: &mut IrqCounters, b| {
@@ -232,22 +240,11 @@ impl BpfMaps {
     }
 
     fn read_listeners(&self, finished_epoch: u64) -> BTreeMap<ListenerKey, ListenerBpf> {
-        let slot = (finished_epoch & 1) as usize;
-        let mut out = BTreeMap::new();
-        for (key, per_cpu) in self.listeners.iter().flatten() {
-            let mut merged = ListenerBpf::default();
-            for c in per_cpu.iter() {
-                merged.enqueued += c.enqueued;
-                merged.synack_retrans += c.synack_retrans;
-                merged.backlog_limit = merged.backlog_limit.max(c.backlog_limit);
-                if c.slot_epoch[slot] == finished_epoch {
-                    let peak = merged.tick_peak.unwrap_or(0).max(c.slot_max[slot]);
-                    merged.tick_peak = Some(peak);
-                }
-            }
-            out.insert(key, merged);
-        }
-        out
+        self.listeners
+            .iter()
+            .flatten()
+            .map(|(key, per_cpu)| (key, merge_listener(per_cpu.iter(), finished_epoch)))
+            .collect()
     }
 
     /// Deletes the entries of listeners gone for good (see `stale_listeners`). A failure (the
@@ -258,16 +255,13 @@ impl BpfMaps {
         }
     }
 
-    /// Only the assigned indices: one map read each, not one per entry of the whole array.
+    /// Only the indices that have an owner (see [`ServiceIndex::readable`]): one map read each,
+    /// not one per entry of the whole array.
     fn request_hist(&self, services: &ServiceIndex) -> BTreeMap<ListenerKey, Vec<u64>> {
-        services
-            .assigned
-            .iter()
-            .filter_map(|(key, index)| {
-                let values = self.req_hist.get(index, 0).ok()?;
-                Some((*key, sum(&values, &add_hist).buckets.to_vec()))
-            })
-            .collect()
+        read_request_hists(services, |index| {
+            let values = self.req_hist.get(&index, 0).ok()?;
+            Some(sum(&values, &add_hist).buckets.to_vec())
+        })
     }
 
     /// Makes `ports` the set of listening ports whose requests the latency sensor times.
@@ -304,6 +298,59 @@ impl BpfMaps {
             .config
             .set(CONFIG_SERVICES_GENERATION, now.wrapping_add(1), 0);
     }
+}
+
+/// Each service's cumulative request histogram, read with `read` from its index: those timed now,
+/// and those freed but not handed to another listener yet, under the listener that had them.
+///
+/// A listener missing from one tick's dump (a restart, its namespace's dump failed) loses its
+/// index for that tick and gets it back, histogram untouched, when it returns. Its histogram is
+/// read all the while, so every sample has it, unchanged, and a window takes only what was added
+/// since its start; without it the sample after its return had no earlier histogram to subtract,
+/// and the window counted every request since the listener was first timed. A key absent from a
+/// sample is then one whose histogram restarts: newly timed, or back on another index (zeroed or
+/// never used) after its own was given to another listener.
+pub(crate) fn read_request_hists(
+    services: &ServiceIndex,
+    read: impl Fn(u32) -> Option<Vec<u64>>,
+) -> BTreeMap<ListenerKey, Vec<u64>> {
+    services
+        .readable()
+        .filter_map(|(key, index)| Some((key, read(index)?)))
+        .collect()
+}
+
+/// One listener's per-CPU counters as one: counts summed, the peak of the CPUs that enqueued in
+/// the epoch just finished, and the limit of the CPU that enqueued last.
+///
+/// The limit is copied from the listener at each enqueue, and a CPU keeps the one of its own
+/// last enqueue: after the listener listens again with a smaller backlog, CPUs that have not
+/// enqueued since still hold the old one, so the largest would be stale. The CPU whose slots
+/// have the newest epoch enqueued last (within a tick, which of several did is unknown: the
+/// largest of theirs).
+fn merge_listener<'a>(
+    per_cpu: impl Iterator<Item = &'a ListenerCounters>,
+    finished_epoch: u64,
+) -> ListenerBpf {
+    let slot = (finished_epoch & 1) as usize;
+    let mut merged = ListenerBpf::default();
+    let mut newest = 0;
+    for c in per_cpu {
+        merged.enqueued += c.enqueued;
+        merged.synack_retrans += c.synack_retrans;
+        let last = c.slot_epoch[0].max(c.slot_epoch[1]);
+        if last > newest {
+            newest = last;
+            merged.backlog_limit = c.backlog_limit;
+        } else if last == newest {
+            merged.backlog_limit = merged.backlog_limit.max(c.backlog_limit);
+        }
+        if c.slot_epoch[slot] == finished_epoch {
+            let peak = merged.tick_peak.unwrap_or(0).max(c.slot_max[slot]);
+            merged.tick_peak = Some(peak);
+        }
+    }
+    merged
 }
 
 /// Adds each CPU's slots to the counts moved out of slots, device by device.
@@ -400,18 +447,18 @@ pub struct ServiceIndex {
 
 /// What [`ServiceIndex::update`] changed.
 #[derive(Debug, Default, PartialEq)]
-struct ServiceChanges {
+pub(crate) struct ServiceChanges {
     /// Newly assigned: write them to the map.
-    added: Vec<(ListenerKey, u32)>,
+    pub(crate) added: Vec<(ListenerKey, u32)>,
     /// Of `added`, indices that belonged to another listener: zero their histograms first.
-    reused: Vec<u32>,
+    pub(crate) reused: Vec<u32>,
     /// Keys that lost their index: remove them from the map.
-    gone: Vec<ListenerKey>,
+    pub(crate) gone: Vec<ListenerKey>,
 }
 
 impl ServiceIndex {
     /// Makes `ports` the timed set.
-    fn update(&mut self, ports: &[ListenerKey]) -> ServiceChanges {
+    pub(crate) fn update(&mut self, ports: &[ListenerKey]) -> ServiceChanges {
         let mut changes = ServiceChanges {
             gone: self
                 .assigned
@@ -427,13 +474,25 @@ impl ServiceIndex {
             }
         }
         self.untimed = 0;
+        // Returning listeners take their own indices back first: a new listener handed out the
+        // oldest freed index in the same update could otherwise take one whose owner is back,
+        // and that owner would restart on another, zeroed, index.
         for key in ports {
             if self.assigned.contains_key(key) {
                 continue;
             }
-            let index = if let Some(pos) = self.freed.iter().position(|(_, k)| k == key) {
-                self.freed.remove(pos).map(|(index, _)| index)
-            } else if self.next_unused < MAX_SERVICES {
+            if let Some(pos) = self.freed.iter().position(|(_, k)| k == key) {
+                if let Some((index, _)) = self.freed.remove(pos) {
+                    self.assigned.insert(*key, index);
+                    changes.added.push((*key, index));
+                }
+            }
+        }
+        for key in ports {
+            if self.assigned.contains_key(key) {
+                continue;
+            }
+            let index = if self.next_unused < MAX_SERVICES {
                 self.next_unused += 1;
                 Some(self.next_unused - 1)
             } else {
@@ -450,6 +509,14 @@ impl ServiceIndex {
             }
         }
         changes
+    }
+
+    /// Every index with an owner and the listener it is read under: those assigned, and those
+    /// freed and not handed out again, under the listener that had them (no socket writes there
+    /// any more, so the histogram holds what that listener was timed at).
+    pub(crate) fn readable(&self) -> impl Iterator<Item = (ListenerKey, u32)> + '_ {
+        let assigned = self.assigned.iter().map(|(key, index)| (*key, *index));
+        assigned.chain(self.freed.iter().map(|(index, key)| (*key, *index)))
     }
 
     #[cfg(test)]
@@ -639,6 +706,53 @@ mod tests {
         assert_eq!(as_tuples(back), vec![(2, 140, 1100, 3), (3, 6, 6, 0)]);
     }
 
+    fn cpu(
+        enqueued: u64,
+        slot_epoch: [u64; 2],
+        slot_max: [u32; 2],
+        limit: u32,
+    ) -> ListenerCounters {
+        ListenerCounters {
+            enqueued,
+            synack_retrans: 0,
+            slot_epoch,
+            slot_max,
+            backlog_limit: limit,
+            full_reported_epoch: 0,
+        }
+    }
+
+    /// Defect: the limit was the largest of the CPUs', so after the listener listened again
+    /// with a smaller backlog, a CPU that had not enqueued since kept the old one in the merge.
+    #[test]
+    fn the_limit_is_the_one_of_the_cpu_that_enqueued_last() {
+        // CPU 0 enqueued at epoch 4 under limit 511; CPU 1 at epoch 9, after a listen(128).
+        let cpus = [cpu(10, [4, 3], [7, 2], 511), cpu(3, [8, 9], [1, 5], 128)];
+        let merged = merge_listener(cpus.iter(), 9);
+        assert_eq!(merged.backlog_limit, 128);
+        assert_eq!((merged.enqueued, merged.tick_peak), (13, Some(5)));
+        // In either order.
+        let merged = merge_listener(cpus.iter().rev(), 9);
+        assert_eq!(merged.backlog_limit, 128);
+    }
+
+    /// Defect: the epoch began at 0, which the zeroed values of a CPU that never enqueued have
+    /// too: the first tick read a peak of 0 from them, and the programs took every new entry
+    /// (`full_reported_epoch` 0) as already reported in that tick, sending no `listener_full`.
+    #[test]
+    fn values_created_zeroed_match_no_epoch() {
+        let zeroed = ListenerCounters::default();
+        // Only SYN-ACK retransmits: no CPU enqueued, so no peak and no limit.
+        let merged = merge_listener([zeroed, zeroed].iter(), FIRST_EPOCH);
+        assert_eq!((merged.tick_peak, merged.backlog_limit), (None, 0));
+        // The programs report a full queue once per epoch, when `full_reported_epoch` differs.
+        assert_ne!(zeroed.full_reported_epoch, FIRST_EPOCH as u32);
+        // A CPU that enqueued in the first tick gives its peak; the zeroed one adds nothing.
+        let first = cpu(2, [0, FIRST_EPOCH], [0, 4], 16);
+        let merged = merge_listener([zeroed, first].iter(), FIRST_EPOCH);
+        assert_eq!((merged.tick_peak, merged.backlog_limit), (Some(4), 16));
+    }
+
     fn key(port: u16) -> ListenerKey {
         ListenerKey {
             netns: 1,
@@ -681,5 +795,28 @@ mod tests {
         assert_eq!(c.added, vec![(many[MAX_SERVICES as usize - 3], 0)]);
         assert_eq!(c.reused, vec![0]);
         assert_eq!(services.untimed, 1);
+    }
+
+    /// Defect: a new listener listed before a returning one in the same update was handed the
+    /// oldest freed index, the returning one's, and the returning one restarted on another,
+    /// zeroed, index.
+    #[test]
+    fn a_returning_listener_gets_its_index_before_a_new_one_takes_it() {
+        let mut services = ServiceIndex::default();
+        let all: Vec<ListenerKey> = (0..MAX_SERVICES as u16).map(key).collect();
+        services.update(&all);
+        // key(0) freed first, key(1) after: key(0)'s index is the oldest freed.
+        services.update(&all[1..]);
+        services.update(&all[2..]);
+        let mut ports = vec![key(5000)];
+        ports.extend_from_slice(&all[..1]);
+        ports.extend_from_slice(&all[2..]);
+        let c = services.update(&ports);
+        assert_eq!(c.added, vec![(key(0), 0), (key(5000), 1)]);
+        assert_eq!(c.reused, vec![1]);
+        // Read: every index with an owner, once.
+        let mut read: Vec<u32> = services.readable().map(|(_, i)| i).collect();
+        read.sort();
+        assert_eq!(read, (0..MAX_SERVICES).collect::<Vec<_>>());
     }
 }

@@ -57,6 +57,10 @@ pub struct NetnsCounters {
     pub listen_drops: u64,
     pub syn_queue_full_drops: Option<u64>,
     pub syn_queue_full_cookies: Option<u64>,
+    /// The namespace's cookie when these were read (None: not readable, before Linux 5.14): a
+    /// namespace that died and whose inode a new one got has another, and the new one's
+    /// counters start from 0, not from the dead one's.
+    pub cookie: Option<u64>,
 }
 
 /// Which of a namespace's reads succeeded at one tick.
@@ -107,7 +111,6 @@ pub struct Collector {
     proc_root: PathBuf,
     netns: NetnsSet,
     owners: OwnerCache,
-    epoch: u64,
     services: bpf_maps::ServiceIndex,
     carry: Carry,
     napi_names: NapiNames,
@@ -124,7 +127,6 @@ impl Collector {
             proc_root,
             netns: NetnsSet::default(),
             owners: OwnerCache::default(),
-            epoch: 0,
             services: Default::default(),
             carry: Carry::default(),
             napi_names: NapiNames::default(),
@@ -136,11 +138,8 @@ impl Collector {
     pub fn sample(&mut self) -> Sample {
         let duty_attached = self.sensors.duty_attached();
         let accept_queue_attached = self.sensors.is_attached(SensorKind::AcceptQueue);
-        let (epoch, services) = (&mut self.epoch, &self.services);
-        let bpf = self
-            .sensors
-            .maps_mut()
-            .map(|maps| maps.read(epoch, services));
+        let services = &self.services;
+        let bpf = self.sensors.maps_mut().map(|maps| maps.read(services));
         let (host, errors) = HostSnapshot::read(&ProcRoot(self.proc_root.clone()));
         self.health.round(
             "host",
@@ -258,6 +257,7 @@ impl Collector {
                             listen_drops,
                             syn_queue_full_drops: get("TcpExtTCPReqQFullDrop"),
                             syn_queue_full_cookies: get("TcpExtTCPReqQFullDoCookies"),
+                            cookie: handle.cookie,
                         };
                         counters.insert(inum, c);
                         read.counters = true;

@@ -14,10 +14,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use netlink_sys::Socket;
 use tracing::debug;
 
-use super::sockdiag::{self, DiagListener, SockDiagError};
+use super::sockdiag::{self, DiagListener, DiagSocket, SockDiagError};
 use crate::kernel_file::{self, limit, KernelFileError};
 
 /// The namespace's netstat, opened from a thread inside it (`self` follows the main thread).
@@ -29,7 +28,7 @@ pub struct NetnsHandle {
     /// another namespace, so a reading kept from a namespace that vanished is not taken for a
     /// new one's that got its inode.
     pub cookie: Option<u64>,
-    diag: Socket,
+    diag: DiagSocket,
     netstat: File,
     /// Any socket made in the namespace: SIOCGIFNAME on it looks the index up in the socket's
     /// namespace, not the caller's.
@@ -42,8 +41,8 @@ impl NetnsHandle {
         device_name(&self.names, ifindex)
     }
 
-    pub fn listeners(&self) -> Result<Vec<DiagListener>, SockDiagError> {
-        sockdiag::dump_listeners(&self.diag)
+    pub fn listeners(&mut self) -> Result<Vec<DiagListener>, SockDiagError> {
+        self.diag.dump_listeners()
     }
 
     /// The namespace's `TcpExt` counters (`/proc/net/netstat` as seen from inside).
@@ -236,11 +235,11 @@ fn discover(proc_root: &Path) -> BTreeMap<u64, PathBuf> {
     found
 }
 
-fn open_in(ns_path: &Path) -> Result<(Socket, File, OwnedFd), String> {
+fn open_in(ns_path: &Path) -> Result<(DiagSocket, File, OwnedFd), String> {
     let ns = File::open(ns_path).map_err(|e| format!("open {}: {e}", ns_path.display()))?;
     std::thread::scope(|scope| {
         scope
-            .spawn(|| -> Result<(Socket, File, OwnedFd), String> {
+            .spawn(|| -> Result<(DiagSocket, File, OwnedFd), String> {
                 nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
                     .map_err(|e| format!("setns into {}: {e}", ns_path.display()))?;
                 let diag = sockdiag::open_socket().map_err(|e| e.to_string())?;

@@ -1,5 +1,5 @@
 //! Percentiles from the log-linear histograms (see `kpo_common::hist`).
-use kpo_common::{bucket_lower_ns, HIST_BUCKETS};
+use kpo_common::bucket_lower_ns;
 use serde::Serialize;
 
 /// Summary of a latency histogram, in microseconds.
@@ -9,28 +9,31 @@ pub struct LatencySummary {
     pub p50_us: f64,
     pub p90_us: f64,
     pub p99_us: f64,
-    /// Upper edge of the highest non-empty bucket.
+    /// Upper edge of the highest non-empty bucket (the highest bucket also holds every value
+    /// beyond the histogram's range, 2^42 ns).
     pub max_us: f64,
 }
 
-/// Bucket-wise `last - first`; a bucket that went backwards (map entry evicted and recreated)
-/// counts from zero.
+/// `last - first`, bucket by bucket. A histogram only grows while its map slot is the same, so
+/// a fall in any bucket means the slot was zeroed (reused) or recreated since `first`, and every
+/// count in `last` came after it: `last` is taken whole. Judging each bucket on its own would
+/// subtract the old counts from the buckets the new histogram happens to exceed them in.
 pub fn delta(first: Option<&[u64]>, last: &[u64]) -> Vec<u64> {
+    let before = |i: usize| first.and_then(|f| f.get(i)).copied().unwrap_or(0);
+    if last.iter().enumerate().any(|(i, &v)| v < before(i)) {
+        return last.to_vec();
+    }
     last.iter()
         .enumerate()
-        .map(|(i, &v)| {
-            let before = first.and_then(|f| f.get(i)).copied().unwrap_or(0);
-            crate::counter::restarted(before, v)
-        })
+        .map(|(i, &v)| v - before(i))
         .collect()
 }
 
+/// Upper edge of bucket `idx`: the next bucket's lower edge. For the highest bucket that is
+/// 2^42 ns, the edge of the range the histogram covers; longer values are clamped into that
+/// bucket (`bucket_of`), so there it is a floor of the longest value, not a bound.
 fn upper_ns(idx: usize) -> u64 {
-    if idx + 1 < HIST_BUCKETS {
-        bucket_lower_ns(idx + 1)
-    } else {
-        bucket_lower_ns(idx) * 2
-    }
+    bucket_lower_ns(idx + 1)
 }
 
 /// Value at quantile `q` (0..=1), interpolated linearly inside its bucket, each sample taken at
@@ -80,7 +83,7 @@ fn round2(v: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kpo_common::bucket_of;
+    use kpo_common::{bucket_of, HIST_BUCKETS};
 
     fn hist_of(values_ns: &[u64]) -> Vec<u64> {
         let mut h = vec![0; HIST_BUCKETS];
@@ -154,5 +157,33 @@ mod tests {
         assert_eq!(delta(None, &[1, 2]), vec![1, 2]);
         assert_eq!(delta(Some(&[1, 1]), &[3, 1]), vec![2, 0]);
         assert_eq!(delta(Some(&[5, 0]), &[2, 0]), vec![2, 0]);
+    }
+
+    /// Defect: a restart was judged bucket by bucket, so a zeroed slot whose new counts exceeded
+    /// the old ones in some bucket had the old counts subtracted there: [5,1] then [2,3] gave
+    /// [2,2].
+    #[test]
+    fn a_fall_in_any_bucket_takes_the_new_histogram_whole() {
+        assert_eq!(delta(Some(&[5, 1]), &[2, 3]), vec![2, 3]);
+        assert_eq!(delta(Some(&[0, 4, 1]), &[7, 4, 0]), vec![7, 4, 0]);
+        // No fall: the plain difference.
+        assert_eq!(delta(Some(&[5, 1]), &[5, 3]), vec![0, 2]);
+    }
+
+    /// Defect: the highest bucket's upper edge was taken as twice its lower edge (2^42 + 3*2^40
+    /// ns) instead of 2^42 ns, where the range ends.
+    #[test]
+    fn the_highest_bucket_ends_where_the_range_ends() {
+        let mut h = vec![0; HIST_BUCKETS];
+        h[HIST_BUCKETS - 1] = 1;
+        let s = summarize(&h).unwrap();
+        assert_eq!(s.max_us, round2((1u64 << 42) as f64 / 1000.0));
+        assert_eq!(s.max_us, 4_398_046_511.1);
+        // A value beyond the range is clamped into that bucket.
+        assert_eq!(bucket_of(u64::MAX), HIST_BUCKETS - 1);
+        assert_eq!(bucket_of((1 << 42) - 1), HIST_BUCKETS - 1);
+        // Its percentiles stay inside the bucket.
+        assert!(s.p99_us * 1000.0 < (1u64 << 42) as f64);
+        assert!(s.p50_us * 1000.0 >= bucket_lower_ns(HIST_BUCKETS - 1) as f64);
     }
 }

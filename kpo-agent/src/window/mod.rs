@@ -165,6 +165,8 @@ pub struct WindowBuilder {
     reference: References,
     last: Option<Sample>,
     peaks: BTreeMap<ListenerKey, u32>,
+    /// Requests timed in the window so far, per service, added up tick by tick.
+    requests: Requests,
     sampled: Duration,
     accept_queue_sampled: Duration,
     elapsed: Duration,
@@ -184,6 +186,7 @@ impl WindowBuilder {
             reference,
             last: None,
             peaks: BTreeMap::new(),
+            requests: Requests::new(),
             sampled: Duration::ZERO,
             accept_queue_sampled: Duration::ZERO,
             elapsed: Duration::ZERO,
@@ -206,6 +209,7 @@ impl WindowBuilder {
             self.accept_queue_sampled += tick;
         }
         observe_peaks(&mut self.peaks, &sample);
+        add_requests(&mut self.requests, previous, &sample);
         self.last = Some(sample);
     }
 
@@ -218,7 +222,14 @@ impl WindowBuilder {
             sampled: self.sampled,
             accept_queue_sampled: self.accept_queue_sampled,
         };
-        let window = assemble(&self.baseline, &last, &self.peaks, spans, &self.reference);
+        let window = assemble(
+            &self.baseline,
+            &last,
+            &self.peaks,
+            &self.requests,
+            spans,
+            &self.reference,
+        );
         Some((window, last))
     }
 
@@ -269,6 +280,8 @@ impl WindowBuilder {
 pub fn tick_window(previous: &Sample, sample: &Sample) -> Window {
     let mut peaks = BTreeMap::new();
     observe_peaks(&mut peaks, sample);
+    let mut requests = Requests::new();
+    add_requests(&mut requests, previous, sample);
     let tick = sample.at.saturating_duration_since(previous.at);
     let spans = Spans {
         elapsed: tick,
@@ -283,7 +296,14 @@ pub fn tick_window(previous: &Sample, sample: &Sample) -> Window {
             Duration::ZERO
         },
     };
-    assemble(previous, sample, &peaks, spans, &previous.readings)
+    assemble(
+        previous,
+        sample,
+        &peaks,
+        &requests,
+        spans,
+        &previous.readings,
+    )
 }
 
 /// The deepest accept queue of each listener during the tick a sample closes (eBPF peaks at each
@@ -305,6 +325,34 @@ fn observe_peaks(peaks: &mut BTreeMap<ListenerKey, u32>, sample: &Sample) {
     }
 }
 
+/// Request-latency histograms, per service, of the requests timed in a window.
+type Requests = BTreeMap<ListenerKey, Vec<u64>>;
+
+/// Adds to `requests` those timed during the tick `sample` closes: per service, its cumulative
+/// histogram's growth since `previous`. Counted tick by tick, not as the change between a window's
+/// first and last sample, so that a service whose index was given to another listener during the
+/// window keeps what it was timed at until then (its last histogram, read while its index was
+/// freed), and the new owner's counts are not taken for its own.
+///
+/// A service absent from `previous` restarts from 0 (see `bpf_maps::read_request_hists`): newly
+/// timed, or on a new index; one absent from `sample` adds nothing in this tick.
+fn add_requests(requests: &mut Requests, previous: &Sample, sample: &Sample) {
+    let Some(b) = &sample.bpf else {
+        return;
+    };
+    for (key, h) in &b.request_hist {
+        let before = previous.bpf.as_ref().and_then(|f| f.request_hist.get(key));
+        let tick = hist::delta(before.map(Vec::as_slice), h);
+        let total = requests.entry(*key).or_default();
+        if total.len() < tick.len() {
+            total.resize(tick.len(), 0);
+        }
+        for (t, n) in total.iter_mut().zip(tick) {
+            *t += n;
+        }
+    }
+}
+
 /// How long a window lasted, and how much of it each group of sensors was attached.
 struct Spans {
     elapsed: Duration,
@@ -316,6 +364,7 @@ fn assemble(
     first: &Sample,
     last: &Sample,
     peaks: &BTreeMap<ListenerKey, u32>,
+    requests: &Requests,
     spans: Spans,
     reference: &References,
 ) -> Window {
@@ -349,7 +398,7 @@ fn assemble(
             (sampled.0 > 0.0 && first.sched_sensor && last.sched_sensor)
                 .then(|| sampled.rate(counter::restarted(before, b.context_switches)))
         }),
-        request_latency: request_latency(first, last),
+        request_latency: request_latency(requests),
         system: HostMetrics::between(&first.host, &last.host),
         // The run loop reads the meter when the window closes.
         energy: None,
@@ -394,6 +443,15 @@ fn netns(first: &Sample, last: &Sample) -> Vec<NetnsWindow> {
             if seen.is_none() && !absence_is_real(first, *inum, |r| r.counters) {
                 return None;
             }
+            // One that has the inode of the baseline's, but another cookie, was created since
+            // that one died (the kernel hands out the lowest free inode): new in this window
+            // too. Taken for the same one, its counters would be compared with the dead one's:
+            // a fall counts 0, a rise only what exceeds them.
+            let same = |b: &NetnsCounters| match (b.cookie, c.cookie) {
+                (Some(then), Some(now)) => then == now,
+                _ => true,
+            };
+            let seen = seen.filter(same);
             let before = seen.unwrap_or_default();
             // One that had a baseline without the counter (a line that did not parse) does not
             // count from 0 either.
@@ -482,15 +540,11 @@ fn napi(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<NapiWindow> {
         .collect()
 }
 
-fn request_latency(first: &Sample, last: &Sample) -> Vec<RequestLatencyWindow> {
-    let Some(b) = &last.bpf else {
-        return Vec::new();
-    };
-    b.request_hist
+fn request_latency(requests: &Requests) -> Vec<RequestLatencyWindow> {
+    requests
         .iter()
         .filter_map(|(key, h)| {
-            let before = first.bpf.as_ref().and_then(|f| f.request_hist.get(key));
-            let latency = hist::summarize(&hist::delta(before.map(Vec::as_slice), h))?;
+            let latency = hist::summarize(h)?;
             Some(RequestLatencyWindow {
                 netns: u64::from(key.netns),
                 port: key.port,
@@ -553,7 +607,11 @@ fn listeners(
                     .or(now_bpf.map(|b| b.backlog_limit))
                     .unwrap_or(0),
                 backlog_max: peaks.get(&key).copied().unwrap_or(0),
-                backlog_now: known.map_or(0, |v| v.depth),
+                // The end's dump, else, where it failed, the last good one; not the baseline's:
+                // a listener that closed has no queue.
+                backlog_now: view
+                    .or_else(|| last.readings.get(&netns)?.listeners.get(&key))
+                    .map_or(0, |v| v.depth),
                 enqueued: bpf_on.then(|| {
                     now_bpf.map_or(0, |b| counter::restarted(before_bpf.enqueued, b.enqueued))
                 }),
@@ -692,7 +750,7 @@ mod tests {
 
     use super::*;
     use crate::collect::{
-        bpf_maps::{BpfSnapshot, ListenerBpf},
+        bpf_maps::{read_request_hists, BpfSnapshot, ListenerBpf, ServiceIndex},
         carry::Carry,
         procfs::{HostSnapshot, ProcRoot},
         ListenerView,
@@ -906,6 +964,7 @@ mod tests {
             listen_drops: listen_overflows,
             syn_queue_full_drops: Some(0),
             syn_queue_full_cookies: Some(0),
+            cookie: None,
         }
     }
 
@@ -977,16 +1036,64 @@ mod tests {
         assert_eq!((w.netns[0].netns, w.netns[0].listen_overflows), (9, 12));
     }
 
+    /// Defect: namespace counters were matched by inode alone, so a namespace created in the
+    /// window with the inode of one that died there was compared with the dead one's counters:
+    /// 1000 then 40 gave 0 overflows, 1000 then 1200 gave 200. Its cookie tells it apart.
+    #[test]
+    fn a_namespace_given_a_dead_ones_inode_counts_its_counters_from_zero() {
+        let t0 = Instant::now();
+        let with = |secs, overflows, syn_drops, cookie| {
+            let mut s = sample(t0, secs, false, 0, 0, bpf(0, None));
+            s.namespaces.insert(9, READ);
+            let c = NetnsCounters {
+                syn_queue_full_drops: Some(syn_drops),
+                cookie,
+                ..counters(overflows)
+            };
+            s.netns.insert(9, c);
+            s
+        };
+        let window = |first: Sample, last: Sample| {
+            let mut b = WindowBuilder::new(first);
+            b.push(last);
+            let w = b.finish().unwrap().0;
+            let n = &w.netns[0];
+            (n.listen_overflows, n.listen_drops, n.syn_queue_full_drops)
+        };
+        let old = with(0, 1000, 30, Some(70));
+        assert_eq!(
+            window(old.clone(), with(1, 40, 2, Some(71))),
+            (40, 40, Some(2))
+        );
+        assert_eq!(
+            window(old.clone(), with(1, 1200, 35, Some(71))),
+            (1200, 1200, Some(35))
+        );
+        // The same namespace: the difference.
+        assert_eq!(
+            window(old.clone(), with(1, 1200, 35, Some(70))),
+            (200, 200, Some(5))
+        );
+        // No cookie (before Linux 5.14): the inode is all there is.
+        assert_eq!(
+            window(with(0, 1000, 30, None), with(1, 1200, 35, None)),
+            (200, 200, Some(5))
+        );
+    }
+
     /// A listener gone from a last sample whose dump failed may still be there: its drops are
     /// unknown, where one that closed has nothing more to count.
     #[test]
     fn a_failed_read_at_the_end_is_unknown_and_a_closed_listener_counts_nothing() {
         let t0 = Instant::now();
-        let mut first = sample(t0, 0, false, 0, 10, bpf(0, None));
+        // 6 waiting at the start.
+        let mut first = sample(t0, 0, false, 6, 10, bpf(0, None));
         first.namespaces.insert(7, READ);
         let mut carry = Carry::default();
         reread(&mut first, &mut carry);
-        for (read, overflows) in [(UNREAD, None), (READ, Some(0))] {
+        // Unread at the end: the depth of its last good dump; closed: no queue (the baseline's
+        // depth was reported for it).
+        for (read, overflows, backlog_now) in [(UNREAD, None, 6), (READ, Some(0), 0)] {
             let mut next = sample(t0, 1, false, 0, 0, bpf(4, None));
             next.listeners.clear();
             next.namespaces.insert(7, read);
@@ -994,9 +1101,15 @@ mod tests {
             let mut b = WindowBuilder::new(first.clone());
             b.push(next);
             let (w, _) = b.finish().unwrap();
+            let l = &w.listeners[0];
             assert_eq!(
-                (w.listeners[0].enqueued, w.listeners[0].overflows),
-                (Some(4), overflows)
+                (l.enqueued, l.overflows, l.backlog_now),
+                (Some(4), overflows, backlog_now)
+            );
+            // What is known of it stays: its addresses and limit.
+            assert_eq!(
+                (l.addresses.clone(), l.backlog_limit),
+                (vec!["0.0.0.0".to_string()], 128)
             );
         }
         // A quiet listener (nothing enqueued) whose namespace's dump failed at the end is
@@ -1416,6 +1529,116 @@ mod tests {
             (n.netns, n.ifindex, n.device.as_deref(), n.packets),
             (Some(4026532003), 3, None, 4)
         );
+    }
+
+    /// A fake `MAP_REQ_HIST`: each index's cumulative histogram (a count in one bucket), kept
+    /// as the collector keeps the map: a reused index is zeroed.
+    struct ReqSlots(Vec<u64>);
+
+    impl ReqSlots {
+        fn update(&mut self, services: &mut ServiceIndex, ports: &[ListenerKey]) {
+            for index in services.update(ports).reused {
+                self.0[index as usize] = 0;
+            }
+        }
+
+        /// A sample at `secs` with the histograms the collector would read now.
+        fn sample(&self, t0: Instant, secs: u64, services: &ServiceIndex) -> Sample {
+            let mut s = sample(t0, secs, true, 0, 0, bpf(0, None));
+            s.bpf.as_mut().unwrap().request_hist = read_request_hists(services, |index| {
+                let mut h = vec![0; kpo_common::HIST_BUCKETS];
+                h[60] = *self.0.get(index as usize)?;
+                Some(h)
+            });
+            s
+        }
+    }
+
+    fn requests_of(w: &Window, key: ListenerKey) -> Option<u64> {
+        w.request_latency
+            .iter()
+            .find(|r| (r.netns, r.port) == (u64::from(key.netns), key.port))
+            .map(|r| r.latency.samples)
+    }
+
+    /// Defect: a service missing from one tick's dump (nginx restarting, its namespace's dump
+    /// failing) was not read in the next sample; back on its own index, its histogram had no
+    /// earlier reading to subtract, and the window counted every request since it was first
+    /// timed (1005 instead of 5).
+    #[test]
+    fn a_service_missing_from_one_dump_counts_only_its_new_requests() {
+        let t0 = Instant::now();
+        let mut services = ServiceIndex::default();
+        let mut slots = ReqSlots(vec![0; kpo_common::MAX_SERVICES as usize]);
+        // Each tick reads the maps with the services of the tick before, then updates them.
+        slots.update(&mut services, &[KEY]);
+        slots.0[0] = 1000;
+        let s0 = slots.sample(t0, 0, &services);
+        slots.update(&mut services, &[]);
+        let s1 = slots.sample(t0, 1, &services);
+        slots.update(&mut services, &[KEY]);
+        slots.0[0] = 1005;
+        let s2 = slots.sample(t0, 2, &services);
+        assert_eq!(services.readable().collect::<Vec<_>>(), [(KEY, 0)]);
+
+        let mut b = WindowBuilder::new(s1.clone());
+        b.push(s2.clone());
+        assert_eq!(requests_of(&b.finish().unwrap().0, KEY), Some(5));
+        let mut b = WindowBuilder::new(s0.clone());
+        b.push(s1.clone());
+        b.push(s2.clone());
+        assert_eq!(requests_of(&b.finish().unwrap().0, KEY), Some(5));
+        // The rules' tick windows count the same.
+        assert_eq!(requests_of(&tick_window(&s0, &s1), KEY), None);
+        assert_eq!(requests_of(&tick_window(&s1, &s2), KEY), Some(5));
+    }
+
+    /// A service whose index is given to another listener during the window keeps the requests
+    /// it was timed at until then, and the new owner's requests are its own, not a change of
+    /// the old owner's; back later on another index, it counts from 0 there.
+    #[test]
+    fn a_service_whose_index_is_reused_keeps_its_requests_and_lends_none() {
+        let t0 = Instant::now();
+        let key = |port| ListenerKey { port, ..KEY };
+        let (old, new) = (key(80), key(81));
+        let mut services = ServiceIndex::default();
+        let mut slots = ReqSlots(vec![0; kpo_common::MAX_SERVICES as usize]);
+        // Every index taken: `old` has index 0, the others the rest.
+        let others: Vec<ListenerKey> = (1..kpo_common::MAX_SERVICES as u16)
+            .map(|p| key(1000 + p))
+            .collect();
+        let all = |first: ListenerKey| [vec![first], others.clone()].concat();
+        slots.update(&mut services, &all(old));
+        slots.0[0] = 1000;
+        let s0 = slots.sample(t0, 0, &services);
+        slots.0[0] = 1010;
+        let s1 = slots.sample(t0, 1, &services);
+        // `old` is gone and `new` takes its index, zeroed.
+        slots.update(&mut services, &all(new));
+        slots.0[0] = 3;
+        let s2 = slots.sample(t0, 2, &services);
+        let mut b = WindowBuilder::new(s0.clone());
+        b.push(s1.clone());
+        b.push(s2.clone());
+        let (w, _) = b.finish().unwrap();
+        assert_eq!(
+            requests_of(&w, old),
+            Some(10),
+            "timed before its index went"
+        );
+        assert_eq!(requests_of(&w, new), Some(3));
+
+        // Back, `old` gets the only free index, the one `new` leaves, zeroed: from 0 there.
+        slots.update(&mut services, &all(old));
+        let s3 = slots.sample(t0, 3, &services);
+        slots.0[0] = 7;
+        let s4 = slots.sample(t0, 4, &services);
+        let mut b = WindowBuilder::new(s2);
+        b.push(s3);
+        b.push(s4);
+        let (w, _) = b.finish().unwrap();
+        assert_eq!(requests_of(&w, old), Some(7));
+        assert_eq!(requests_of(&w, new), None);
     }
 
     #[test]
