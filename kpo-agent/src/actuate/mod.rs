@@ -199,6 +199,18 @@ pub(crate) fn read_attr(path: &std::path::Path) -> std::io::Result<String> {
     })
 }
 
+/// The symbolic name of the errno behind `e` (`ERANGE`), as the kernel's headers spell it, for
+/// errors that tell an operator which refusal it was; `errno N` for one nix does not know.
+pub(crate) fn errno_name(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => match nix::errno::Errno::from_raw(n) {
+            nix::errno::Errno::UnknownErrno => format!("errno {n}"),
+            known => format!("{known:?}"),
+        },
+        None => e.to_string(),
+    }
+}
+
 /// Where the actuators find the kernel's files: the real `/proc/sys` and `/sys` in production,
 /// temporary trees in tests.
 #[derive(Debug, Clone, PartialEq, Eq)]

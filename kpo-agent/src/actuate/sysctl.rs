@@ -388,19 +388,6 @@ pub fn netns_cookie_of(socket: &impl std::os::fd::AsRawFd) -> io::Result<u64> {
     Ok(cookie)
 }
 
-fn errno_name(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(libc::EINVAL) => "EINVAL".into(),
-        Some(libc::ERANGE) => "ERANGE".into(),
-        Some(libc::EOVERFLOW) => "EOVERFLOW".into(),
-        Some(libc::EPERM) => "EPERM".into(),
-        Some(libc::EACCES) => "EACCES".into(),
-        Some(libc::ENOENT) => "ENOENT".into(),
-        Some(n) => format!("errno {n}"),
-        None => e.to_string(),
-    }
-}
-
 /// Give an I/O error on a sysctl file its meaning.
 fn sysctl_error(
     param: &str,
@@ -455,7 +442,7 @@ fn sysctl_error(
             ActuateError::Refused {
                 param: param.into(),
                 value: value.map(Value::to_string).unwrap_or_default(),
-                errno: errno_name(&e),
+                errno: super::errno_name(&e),
                 hint:
                     "the value is outside what the key accepts (its range, or a \
                        relation to another key); see the kernel's \
@@ -503,7 +490,7 @@ fn write_file(param: &str, path: &Path, value: &Value, where_: &str) -> Result<(
         Some(libc::ENOENT) if matches!(value, Value::Word(_)) => ActuateError::Refused {
             param: param.into(),
             value: value.to_string(),
-            errno: errno_name(&e),
+            errno: super::errno_name(&e),
             hint: "the kernel has nothing by that name: a TCP congestion control or qdisc that is \
                    not built in or loaded (see net.ipv4.tcp_available_congestion_control)"
                 .into(),
