@@ -188,6 +188,31 @@ pub struct ActuatorOptions {
     pub turn_off_adaptive: bool,
 }
 
+/// Runs `f` on a short-lived thread named `name` (one that enters a network namespace) and waits
+/// for it. A thread the system refuses (the cgroup's pids.max, RLIMIT_NPROC) is an `Err` that
+/// says so, not a panic as with `std::thread::Scope::spawn`: callers run this after the intent is
+/// journaled, and the change path must get an error it can record. A panic inside `f` is an `Err`.
+pub(crate) fn on_thread<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    on_thread_with(std::thread::Builder::new().name(name.into()), f)
+}
+
+fn on_thread_with<T: Send>(
+    builder: std::thread::Builder,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T, String> {
+    std::thread::scope(|scope| {
+        let thread = builder.spawn_scoped(scope, f).map_err(|e| {
+            format!(
+                "cannot start a thread to enter it: {e} (is the agent at its cgroup's pids.max \
+                 or RLIMIT_NPROC?)"
+            )
+        })?;
+        thread
+            .join()
+            .map_err(|_| "the namespace thread panicked".to_string())
+    })
+}
+
 /// Reads a sysfs or /proc/sys attribute through the crate's one bounded reader
 /// ([`crate::kernel_file`]), as an `io::Result` so that each actuator keeps mapping the kernel's
 /// errno into its own errors. A file larger than an attribute can be is `InvalidData`.
@@ -260,6 +285,21 @@ pub fn open_actuator_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A thread the system refuses is an error, not a panic. Provoked without lowering any limit
+    /// of the test process (pids.max or RLIMIT_NPROC would make other tests running in parallel
+    /// fail): a stack no address space can hold makes `pthread_create` fail the same way.
+    #[test]
+    fn a_thread_the_system_refuses_is_an_error() {
+        let huge = std::thread::Builder::new()
+            .name("kpo-huge".into())
+            .stack_size(1 << 62);
+        let err = on_thread_with(huge, || 1).unwrap_err();
+        assert!(err.contains("cannot start a thread"), "{err}");
+        assert_eq!(on_thread("kpo-test", || 7), Ok(7));
+        let err = on_thread("kpo-test", || -> u8 { panic!("inside") }).unwrap_err();
+        assert!(err.contains("panicked"), "{err}");
+    }
 
     #[test]
     fn open_actuator_dispatches_by_kind() {

@@ -197,26 +197,20 @@ impl SysctlActuator {
         let path = self.path();
         let result = match &self.netns {
             None => f(&path),
-            Some(ns) => std::thread::scope(|scope| {
-                scope
-                    .spawn(|| {
-                        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(
-                            |e| ActuateError::Netns {
-                                netns: self.netns_text(),
-                                reason: format!(
-                                    "setns(CLONE_NEWNET) failed: {e} (needs CAP_SYS_ADMIN)"
-                                ),
-                            },
-                        )?;
-                        f(&path)
-                    })
-                    .join()
-                    .unwrap_or_else(|_| {
-                        Err(ActuateError::Netns {
-                            netns: self.netns_text(),
-                            reason: "the namespace thread panicked".into(),
-                        })
-                    })
+            Some(ns) => super::on_thread("kpo-netns", || {
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                    ActuateError::Netns {
+                        netns: self.netns_text(),
+                        reason: format!("setns(CLONE_NEWNET) failed: {e} (needs CAP_SYS_ADMIN)"),
+                    }
+                })?;
+                f(&path)
+            })
+            .unwrap_or_else(|reason| {
+                Err(ActuateError::Netns {
+                    netns: self.netns_text(),
+                    reason,
+                })
             }),
         };
         // A key missing inside a namespace but present on the host is a global key.
@@ -344,16 +338,12 @@ fn cookie_of(file: &File, name: &str) -> Result<u64, ActuateError> {
             ));
         }
     }
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| err(format!("setns(CLONE_NEWNET) failed: {e}")))?;
-                socket_netns_cookie().map_err(|e| err(format!("SO_NETNS_COOKIE: {e}")))
-            })
-            .join()
-            .unwrap_or_else(|_| Err(err("the namespace thread panicked".into())))
+    super::on_thread("kpo-netns", || {
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| err(format!("setns(CLONE_NEWNET) failed: {e}")))?;
+        socket_netns_cookie().map_err(|e| err(format!("SO_NETNS_COOKIE: {e}")))
     })
+    .unwrap_or_else(|reason| Err(err(reason)))
 }
 
 /// The cookie of the calling thread's network namespace.

@@ -80,23 +80,19 @@ impl EthtoolCoalesce {
             path: ns_path.to_path_buf(),
             source,
         })?;
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
-                        ActuateError::Io {
-                            path: ns_path.to_path_buf(),
-                            source: io::Error::other(format!("setns: {e}")),
-                        }
-                    })?;
-                    Self::open()
-                })
-                .join()
-                .map_err(|_| ActuateError::Io {
+        crate::actuate::on_thread("kpo-netns", || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                ActuateError::Io {
                     path: ns_path.to_path_buf(),
-                    source: io::Error::other("namespace thread panicked"),
-                })?
+                    source: io::Error::other(format!("setns: {e}")),
+                }
+            })?;
+            Self::open()
         })
+        .map_err(|reason| ActuateError::Io {
+            path: ns_path.to_path_buf(),
+            source: io::Error::other(reason),
+        })?
     }
 
     /// The dynamically assigned id of the `ethtool` generic netlink family.
