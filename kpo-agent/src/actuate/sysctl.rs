@@ -271,6 +271,14 @@ pub fn open_netns(netns: &NetnsRef) -> Result<File, ActuateError> {
                     path.display()
                 )));
             }
+            // Another kind of namespace (`/proc/PID/ns/uts`) opens as well, and every setns into
+            // it as a network namespace would fail later with a misleading EINVAL.
+            if !is_network_namespace(&file) {
+                return Err(err(format!(
+                    "{} is not a network namespace (expected /run/netns/NAME or /proc/PID/ns/net)",
+                    path.display()
+                )));
+            }
             Ok(file)
         }
         NetnsRef::Inode(inode) => {
@@ -298,10 +306,12 @@ pub fn open_netns(netns: &NetnsRef) -> Result<File, ActuateError> {
                 let Ok(file) = File::open(&path) else {
                     continue;
                 };
-                // The process may have exited and its PID been reused between stat and open.
+                // The process may have exited and its PID been reused between stat and open. A
+                // `/run/netns` entry could be another kind of namespace bound there.
                 if file
                     .metadata()
                     .is_ok_and(|m| m.ino() == *inode && m.dev() == nsfs_dev)
+                    && is_network_namespace(&file)
                 {
                     return Ok(file);
                 }
@@ -309,6 +319,15 @@ pub fn open_netns(netns: &NetnsRef) -> Result<File, ActuateError> {
             Err(err(netns_gone(*inode)))
         }
     }
+}
+
+/// Whether the namespace file `file` holds a network namespace (`NS_GET_NSTYPE`, Linux 4.11).
+fn is_network_namespace(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only returns the namespace's CLONE_NEW* type;
+    // `file` is open for the whole call.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), libc::NS_GET_NSTYPE) };
+    kind == libc::CLONE_NEWNET
 }
 
 /// The network namespace's cookie (`SO_NETNS_COOKIE`, Linux 5.14): a 64-bit id the kernel never
