@@ -235,6 +235,34 @@ pub fn kernel_refusals_are_clear_errors() {
     assert_eq!(host("net/ipv4/tcp_rmem"), host_rmem, "host untouched");
 }
 
+/// A per-device key whose device exists where the agent runs but not in the target namespace is
+/// `NoSuchKey` (check the device there), not `GlobalKey` (which would send the operator to the
+/// agent's own device). The agent's side is played by a thread inside namespace A, which has a
+/// device `d0`; the target B has none. No host key is read or written.
+pub fn a_device_missing_in_the_namespace_is_no_such_key() {
+    let a = namespace();
+    let b = namespace();
+    // A veth pair with both ends in A: the dummy driver is not built on every test machine.
+    run_ok(
+        "ip",
+        &[
+            "-n", &a.name, "link", "add", "d0", "type", "veth", "peer", "name", "d0p",
+        ],
+    );
+    let target = format!("net.ipv4.conf.d0.rp_filter@netns:/run/netns/{}", b.name);
+    let err = a.run(|| {
+        assert!(
+            std::path::Path::new("/proc/sys/net/ipv4/conf/d0/rp_filter").exists(),
+            "d0 exists on the agent's side"
+        );
+        let mut s = open_actuator(&addr(&target), &Roots::default())
+            .unwrap_or_else(|e| panic!("open {target}: {e}"));
+        s.read().unwrap_err()
+    });
+    assert!(matches!(err, ActuateError::NoSuchKey { .. }), "{err}");
+    assert!(err.to_string().contains("in network namespace"), "{err}");
+}
+
 /// `is_per_netns` agrees with this kernel: a key is per namespace exactly when its file exists
 /// inside a fresh namespace too. Per-device keys (`conf/<dev>`, `neigh/<dev>`) of devices the
 /// namespace lacks are left out; `all`, `default` and `lo` are compared.

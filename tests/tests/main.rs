@@ -247,6 +247,11 @@ fn main() {
             actuate_sysctl::kernel_refusals_are_clear_errors,
         ),
         trial(
+            "actuate_sysctl::a_device_missing_in_the_namespace_is_no_such_key",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::a_device_missing_in_the_namespace_is_no_such_key,
+        ),
+        trial(
             "actuate_sysctl::is_per_netns_matches_this_kernel",
             actuate_sysctl::requirement(),
             actuate_sysctl::is_per_netns_matches_this_kernel,

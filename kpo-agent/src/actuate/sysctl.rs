@@ -16,7 +16,9 @@
 //!   an operator that scoped a change to one namespace must not change the whole host by it. The
 //!   kernel agrees: it registers those tables in the initial namespace only, so inside any other
 //!   namespace their files do not exist (a missing file inside a namespace that exists on the host
-//!   is reported as `GlobalKey` too, which covers keys the static list does not know).
+//!   is reported as `GlobalKey` too, which covers keys the static list does not know; except a
+//!   per-device key ([`is_per_device`]), whose device may exist on the host and not in the
+//!   namespace: that is [`ActuateError::NoSuchKey`]).
 //! - **Errors** name the key and what to check: a missing key ([`ActuateError::NoSuchKey`]), a
 //!   read-only file ([`ActuateError::ReadOnly`]), EPERM/EACCES ([`ActuateError::PermissionDenied`]),
 //!   the kernel refusing a value with EINVAL/ERANGE ([`ActuateError::Refused`]), a value of the
@@ -144,6 +146,20 @@ pub fn is_per_netns(name: &str) -> bool {
         .is_some_and(|(dir, _)| PER_NETNS_DIRS.contains(&dir))
 }
 
+/// Whether the sysctl `name` belongs to one network device (`net.ipv4.conf.DEV.*`,
+/// `net.ipv6.conf.DEV.*`, `net.ipv4.neigh.DEV.*`, `net.ipv6.neigh.DEV.*`): it exists where a device
+/// of that name exists, in whichever namespace that is.
+pub fn is_per_device(name: &str) -> bool {
+    [
+        "net.ipv4.conf.",
+        "net.ipv6.conf.",
+        "net.ipv4.neigh.",
+        "net.ipv6.neigh.",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+}
+
 /// One sysctl at one target.
 #[derive(Debug)]
 pub struct SysctlActuator {
@@ -213,9 +229,13 @@ impl SysctlActuator {
                 })
             }),
         };
-        // A key missing inside a namespace but present on the host is a global key.
+        // A key missing inside a namespace but present on the host is a global key. Not a
+        // per-device key: each namespace has its own devices, so the host having one of that name
+        // says nothing about the key, and `GlobalKey` would send the operator to the host's device.
         match result {
-            Err(ActuateError::NoSuchKey { .. }) if self.netns.is_some() && path.exists() => {
+            Err(ActuateError::NoSuchKey { .. })
+                if self.netns.is_some() && !is_per_device(&self.address.name) && path.exists() =>
+            {
                 let Target::Netns { netns } = &self.address.target else {
                     unreachable!("netns is set only for Target::Netns")
                 };
@@ -805,6 +825,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("not a namespace file"), "{err}");
+        // A namespace file of another kind: refused at open, not at every read.
+        let err = SysctlActuator::open(
+            &"net.core.somaxconn@netns:/proc/self/ns/uts"
+                .parse()
+                .unwrap(),
+            &roots,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ActuateError::Netns { .. }), "{err}");
+        assert!(err.to_string().contains("not a network namespace"), "{err}");
         let err = SysctlActuator::open(&"net.core.somaxconn@netns:1".parse().unwrap(), &roots)
             .unwrap_err();
         assert!(matches!(err, ActuateError::Netns { .. }), "{err}");
