@@ -425,6 +425,15 @@ impl CoalesceActuator {
         }
     }
 
+    /// The refusal of a change of this parameter while `adaptive`, which governs it, is on.
+    fn adaptive_on(&self, adaptive: CoalesceParam) -> ActuateError {
+        ActuateError::AdaptiveOn {
+            iface: self.iface.clone(),
+            adaptive: adaptive.name(),
+            param: self.param.name(),
+        }
+    }
+
     /// Write `value`; turn the governing adaptive mode off in the same request if `may_turn_off`.
     fn write(&mut self, value: &Value, may_turn_off: bool) -> Result<Value, ActuateError> {
         let cur = self.backend.get_attrs(&self.iface)?;
@@ -433,9 +442,7 @@ impl CoalesceActuator {
         if let Some(adaptive) = self.param.governed_by() {
             if adaptive.get(&cur) == Some(Value::Word("on".into())) {
                 if !may_turn_off {
-                    return Err(ActuateError::AdaptiveOn {
-                        iface: self.iface.clone(),
-                    });
+                    return Err(self.adaptive_on(adaptive));
                 }
                 adaptive.put(&mut change, &Value::Word("off".into()));
                 turning_off = Some(adaptive);
@@ -482,9 +489,7 @@ impl Actuator for CoalesceActuator {
         let cur = self.backend.get_attrs(&self.iface)?;
         if let Some(adaptive) = self.param.governed_by() {
             if adaptive.get(&cur) == Some(Value::Word("on".into())) && !self.adaptive_off_allowed {
-                return Err(ActuateError::AdaptiveOn {
-                    iface: self.iface.clone(),
-                });
+                return Err(self.adaptive_on(adaptive));
             }
         }
         Ok(())
@@ -615,6 +620,41 @@ mod tests {
             ),
             Err(ActuateError::NotFound { .. })
         ));
+    }
+
+    /// The refusal names the adaptive mode and the parameter at stake: adaptive-tx and tx-usecs,
+    /// not adaptive-rx and rx-usecs.
+    #[test]
+    fn adaptive_on_names_the_mode_and_the_parameter() {
+        let fake = FakeCoalesce::new();
+        nic(&fake, false);
+        let mut attrs = fake.attrs("eth0").unwrap();
+        attrs.use_adaptive_tx = Some(true);
+        fake.add_nic_attrs("eth0", attrs);
+        let mut tx = actuator(&fake, "tx-usecs", AdaptiveMode::Respect).unwrap();
+        for err in [
+            tx.validate(&Value::Int(16)).unwrap_err(),
+            tx.apply(&Value::Int(16)).unwrap_err(),
+        ] {
+            assert!(
+                matches!(
+                    err,
+                    ActuateError::AdaptiveOn {
+                        adaptive: "adaptive-tx",
+                        param: "tx-usecs",
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("adaptive-tx is on") && text.contains("moves tx-usecs"),
+                "{text}"
+            );
+            assert!(!text.contains("rx"), "{text}");
+        }
+        assert_eq!(fake.attrs("eth0").unwrap().tx_usecs, Some(64), "untouched");
     }
 
     #[test]

@@ -44,11 +44,16 @@ pub enum ActuateError {
         value: f64,
         reason: String,
     },
+    /// `param` (`tx-usecs`) is governed by `adaptive` (`adaptive-tx`), which is on.
     #[error(
-        "{iface}: adaptive-rx is on, so the kernel already moves rx-usecs; KPO leaves this NIC alone \
+        "{iface}: {adaptive} is on, so the kernel already moves {param}; KPO leaves this NIC alone \
          (allow KPO to turn adaptive mode off to let it own coalescing)"
     )]
-    AdaptiveOn { iface: String },
+    AdaptiveOn {
+        iface: String,
+        adaptive: &'static str,
+        param: &'static str,
+    },
     #[error("{iface}: the driver does not support changing interrupt coalescing ({detail})")]
     Unsupported { iface: String, detail: String },
     /// A sysctl that does not exist where it was asked for (ENOENT).
