@@ -65,6 +65,8 @@ struct FakeState {
     /// Driver granularity: stored rx-usecs are rounded down to a multiple of this (0 = exact).
     granularity: u32,
     history: Vec<(String, CoalesceSettings)>,
+    /// Fail one `set` after this many more succeed (`None`: never).
+    fail_after: Option<usize>,
 }
 
 /// In-memory coalescing backend. Clones share state, so a test can keep a handle to inspect the
@@ -134,6 +136,12 @@ impl FakeCoalesce {
         self
     }
 
+    /// Make one `set` fail (as a driver that is being reset does) after `successes` more succeed.
+    pub fn fail_one_set_after(&self, successes: usize) -> &Self {
+        self.state.lock().expect("fake state").fail_after = Some(successes);
+        self
+    }
+
     /// Round stored rx-usecs down to a multiple of `usecs`, as some drivers do.
     pub fn set_granularity(&self, usecs: u32) -> &Self {
         self.state.lock().expect("fake state").granularity = usecs;
@@ -195,6 +203,17 @@ impl CoalesceAttrBackend for FakeCoalesce {
                 iface: iface.to_string(),
                 detail: "Operation not supported".into(),
             });
+        }
+        match st.fail_after {
+            Some(0) => {
+                st.fail_after = None;
+                return Err(ActuateError::Io {
+                    path: format!("ethtool netlink ETHTOOL_MSG_COALESCE_SET {iface}").into(),
+                    source: std::io::Error::other("the device is being reset (ENODEV)"),
+                });
+            }
+            Some(n) => st.fail_after = Some(n - 1),
+            None => {}
         }
         let g = st.granularity;
         let round = |v: u32| v.checked_div(g).map_or(v, |q| q * g);
@@ -505,10 +524,13 @@ impl Actuator for CoalesceActuator {
     fn revert(&mut self, original: &Value) -> Result<Value, ActuateError> {
         self.check(original)?;
         let back = self.write(original, false)?;
-        if let Some(adaptive) = self.turned_off.take() {
+        if let Some(adaptive) = self.turned_off {
             let mut change = CoalesceAttrs::default();
             adaptive.put(&mut change, &Value::Word("on".into()));
             self.backend.set_attrs(&self.iface, &change)?;
+            // Forgotten only once it is on again: a revert retried after a failed SET finds the
+            // value already back and must still turn adaptive mode on.
+            self.turned_off = None;
         }
         Ok(back)
     }
@@ -711,5 +733,24 @@ mod tests {
             Err(ActuateError::AdaptiveOn { .. })
         ));
         assert_eq!(fake.attrs("eth0").unwrap().rx_usecs, Some(30));
+    }
+
+    /// A revert whose SET turning adaptive mode back on fails is retried: the second revert finds
+    /// the value back already, and still turns adaptive mode on.
+    #[test]
+    fn a_revert_retried_after_a_failed_set_turns_adaptive_mode_on() {
+        let fake = FakeCoalesce::new();
+        nic(&fake, true);
+        let mut rx = actuator(&fake, "rx-usecs", AdaptiveMode::TurnOff).unwrap();
+        rx.apply(&Value::Int(20)).unwrap();
+        assert_eq!(fake.attrs("eth0").unwrap().use_adaptive_rx, Some(false));
+        // The revert's first SET (the value) succeeds, its second (adaptive-rx on) fails.
+        fake.fail_one_set_after(1);
+        assert!(rx.revert(&Value::Int(50)).is_err());
+        let a = fake.attrs("eth0").unwrap();
+        assert_eq!((a.rx_usecs, a.use_adaptive_rx), (Some(50), Some(false)));
+        assert_eq!(rx.revert(&Value::Int(50)).unwrap(), Value::Int(50));
+        let a = fake.attrs("eth0").unwrap();
+        assert_eq!((a.rx_usecs, a.use_adaptive_rx), (Some(50), Some(true)));
     }
 }
