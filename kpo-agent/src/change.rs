@@ -486,6 +486,10 @@ impl ChangePath {
             Ok(switch) => switch,
             Err(why) => return Ok(self.fail_early(p, Some(&before), why, report)),
         };
+        // Turning adaptive moderation off is the journaled change `clear_the_way` made (or it was
+        // off). A person who turns it on again before the value is written makes the write
+        // refused (AdaptiveOn): the value's own SET must never turn it off unjournaled.
+        actuator.set_adaptive_off_allowed(false);
         let report = self.execute(
             actuator,
             &p.address,

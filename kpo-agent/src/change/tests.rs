@@ -1175,3 +1175,93 @@ fn advice_read_in_a_namespace_whose_inode_now_names_another_is_refused() {
         .unwrap();
     assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
 }
+
+/// A coalescing value over the fake NIC whose `apply` lets a person turn adaptive-rx on first:
+/// what happens between `clear_the_way` turning it off and the value's write.
+struct PersonTurnsAdaptiveOn {
+    inner: crate::actuate::coalesce::CoalesceActuator,
+    nic: crate::actuate::coalesce::FakeCoalesce,
+}
+
+impl Actuator for PersonTurnsAdaptiveOn {
+    fn address(&self) -> &ParamAddress {
+        self.inner.address()
+    }
+    fn read(&mut self) -> Result<Value, ActuateError> {
+        self.inner.read()
+    }
+    fn validate(&mut self, value: &Value) -> Result<(), ActuateError> {
+        self.inner.validate(value)
+    }
+    fn apply(&mut self, value: &Value) -> Result<Value, ActuateError> {
+        let mut attrs = self.nic.attrs("eth0").unwrap();
+        attrs.use_adaptive_rx = Some(true);
+        self.nic.add_nic_attrs("eth0", attrs);
+        self.inner.apply(value)
+    }
+    fn revert(&mut self, original: &Value) -> Result<Value, ActuateError> {
+        self.inner.revert(original)
+    }
+    fn set_adaptive_off_allowed(&mut self, allowed: bool) {
+        self.inner.set_adaptive_off_allowed(allowed)
+    }
+    fn switch_in_the_way(&mut self) -> Result<Option<(ParamAddress, Value)>, ActuateError> {
+        self.inner.switch_in_the_way()
+    }
+}
+
+struct NicActuators(crate::actuate::coalesce::FakeCoalesce);
+
+impl Actuators for NicActuators {
+    fn open(&self, address: &ParamAddress) -> Result<Box<dyn Actuator>, ActuateError> {
+        use crate::actuate::coalesce::{AdaptiveMode, CoalesceActuator};
+        let inner = CoalesceActuator::with_backend(
+            address,
+            Box::new(self.0.clone()),
+            AdaptiveMode::Respect,
+        )?;
+        Ok(if address.name == "rx-usecs" {
+            Box::new(PersonTurnsAdaptiveOn {
+                inner,
+                nic: self.0.clone(),
+            })
+        } else {
+            Box::new(inner)
+        })
+    }
+}
+
+/// With `allow_adaptive_off`, adaptive moderation is turned off by a journaled change of its own.
+/// If a person turns it on again before the value is written, the value's write is refused: its
+/// SET never turns adaptive moderation off again without a journal entry.
+#[test]
+fn adaptive_moderation_turned_on_before_the_write_is_not_turned_off_unjournaled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nic = crate::actuate::coalesce::FakeCoalesce::new();
+    nic.add_nic(
+        "eth0",
+        crate::actuate::coalesce::CoalesceSettings {
+            rx_usecs: 50,
+            adaptive_rx: true,
+        },
+    );
+    let policy = Policy::parse(
+        "[params.\"ethtool:eth0:rx-usecs\"]\nmode = \"auto\"\nallow_adaptive_off = true\n",
+        "test.toml",
+    )
+    .unwrap();
+    crate::journal::store::make_private(tmp.path());
+    let journal = Journal::open(tmp.path(), Holder::Cli, Duration::ZERO).unwrap();
+    let mut path = ChangePath::new(policy, journal, Box::new(NicActuators(nic.clone())));
+    let r = path
+        .propose(&op("ethtool:eth0:rx-usecs", Value::Int(20)))
+        .unwrap();
+    assert_ne!(r.status, ChangeStatus::Applied, "{r:?}");
+    let detail = r.detail.clone().unwrap_or_default();
+    assert!(detail.contains("adaptive-rx is on"), "{r:?}");
+    let a = nic.attrs("eth0").unwrap();
+    assert_eq!((a.rx_usecs, a.use_adaptive_rx), (Some(50), Some(true)));
+    // The only SET that turned it off is the journaled one, before the person turned it on.
+    let offs = nic.history().iter().filter(|(_, s)| !s.adaptive_rx).count();
+    assert_eq!(offs, 1, "{:?}", nic.history());
+}
