@@ -126,7 +126,8 @@ impl FakeCoalesce {
             .copied()
     }
 
-    /// Make `set` on `iface` fail as virtio-net and veth do (EOPNOTSUPP).
+    /// Make `set` on `iface` fail as virtio-net's does without the notification-coalescing
+    /// feature (EOPNOTSUPP; its GET works).
     pub fn make_unsupported(&self, iface: &str) -> &Self {
         self.state
             .lock()
