@@ -263,6 +263,56 @@ pub fn a_device_missing_in_the_namespace_is_no_such_key() {
     assert!(err.to_string().contains("in network namespace"), "{err}");
 }
 
+/// `kpo apply` with commas, in a namespace the test creates: a comma list the kernel takes as
+/// such (`ip_local_reserved_ports`) is written as given, and integers with commas (`tcp_rmem`)
+/// are still integers. The reserved ports start empty, a value KPO cannot read, so the test
+/// reserves a range first (a word: one port alone would read as an integer, whose shape a list
+/// does not have).
+pub fn kpo_apply_with_commas_writes_lists_and_integers() {
+    let ns = namespace();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[guard]\nsignals = []\n\n\
+         [params.\"net.ipv4.ip_local_reserved_ports\"]\nmode = \"auto\"\n\n\
+         [params.\"net.ipv4.tcp_rmem\"]\nmode = \"auto\"\n",
+    )
+    .unwrap();
+    let netns = format!("/run/netns/{}", ns.name);
+    let host_ports = host("net/ipv4/ip_local_reserved_ports");
+    let host_rmem = host("net/ipv4/tcp_rmem");
+    ns.exec(&[
+        "sh",
+        "-c",
+        "echo 80-81 > /proc/sys/net/ipv4/ip_local_reserved_ports",
+    ]);
+    let apply = |assignment: &str| {
+        crate::agent_decides::kpo(dir.path(), &["apply", assignment, "--netns", &netns])
+    };
+    apply("net.ipv4.ip_local_reserved_ports=8080,9000-9100");
+    assert_eq!(
+        ns.exec(&["cat", "/proc/sys/net/ipv4/ip_local_reserved_ports"]),
+        "8080,9000-9100\n"
+    );
+    apply("net.ipv4.ip_local_reserved_ports=8080,8443");
+    assert_eq!(
+        ns.exec(&["cat", "/proc/sys/net/ipv4/ip_local_reserved_ports"]),
+        "8080,8443\n"
+    );
+    let rmem = new_rmem(&ns);
+    let Value::Ints(v) = &rmem else {
+        unreachable!()
+    };
+    apply(&format!("net.ipv4.tcp_rmem={},{}, {}", v[0], v[1], v[2]));
+    assert_eq!(inside(&ns, "net/ipv4/tcp_rmem"), rmem);
+    assert_eq!(
+        host("net/ipv4/ip_local_reserved_ports"),
+        host_ports,
+        "host untouched"
+    );
+    assert_eq!(host("net/ipv4/tcp_rmem"), host_rmem, "host untouched");
+}
+
 /// `is_per_netns` agrees with this kernel: a key is per namespace exactly when its file exists
 /// inside a fresh namespace too. Per-device keys (`conf/<dev>`, `neigh/<dev>`) of devices the
 /// namespace lacks are left out; `all`, `default` and `lo` are compared.

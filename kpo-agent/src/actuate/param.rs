@@ -77,6 +77,25 @@ impl Value {
         }
     }
 
+    /// A word of integers separated by commas (`4096,131072,6291456`, as `kpo apply` passes a
+    /// value with commas) as integers, when the kernel's `current` value is integers: the kernel
+    /// decides, since a comma list is a value of its own for some keys
+    /// (`ip_local_reserved_ports = 8080,9000-9100`, or `8080,8443`). `None`: nothing to convert.
+    pub fn commas_as_integers(&self, current: &Value) -> Option<Value> {
+        let Value::Word(w) = self else {
+            return None;
+        };
+        if !w.contains(',') || matches!(current, Value::Word(_)) {
+            return None;
+        }
+        let ints = w
+            .split(',')
+            .map(|part| part.trim().parse::<i64>())
+            .collect::<Result<Vec<_>, _>>()
+            .ok()?;
+        Some(Value::Ints(ints))
+    }
+
     /// The same kind of value (an integer, a vector of that many integers, or a word).
     pub fn same_shape(&self, other: &Value) -> bool {
         match (self, other) {
@@ -371,6 +390,26 @@ mod tests {
         );
         assert!(Value::Int(1).same_shape(&Value::Int(7)));
         assert!(!Value::Ints(vec![1, 2]).same_shape(&Value::Ints(vec![1, 2, 3])));
+    }
+
+    #[test]
+    fn comma_lists_become_integers_only_where_the_kernel_has_integers() {
+        let rmem = Value::Ints(vec![4096, 131072, 6291456]);
+        assert_eq!(
+            Value::Word("4096,262144,8388608".into()).commas_as_integers(&rmem),
+            Some(Value::Ints(vec![4096, 262144, 8388608]))
+        );
+        let ports = Value::Word("80".into());
+        for list in ["8080,8443", "8080,9000-9100"] {
+            assert_eq!(Value::Word(list.into()).commas_as_integers(&ports), None);
+        }
+        // A range is no integer: left as it is (and refused by the shape check).
+        assert_eq!(
+            Value::Word("1,2-3,4".into()).commas_as_integers(&rmem),
+            None
+        );
+        assert_eq!(Value::Word("cubic".into()).commas_as_integers(&rmem), None);
+        assert_eq!(Value::Int(1).commas_as_integers(&rmem), None);
     }
 
     #[test]
