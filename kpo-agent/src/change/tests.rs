@@ -1265,3 +1265,54 @@ fn adaptive_moderation_turned_on_before_the_write_is_not_turned_off_unjournaled(
     let offs = nic.history().iter().filter(|(_, s)| !s.adaptive_rx).count();
     assert_eq!(offs, 1, "{:?}", nic.history());
 }
+
+/// Through the change path a raw EPP number is refused while the driver shows a name (the shape
+/// check: the kernel's value is a word), and a name while it shows a raw number, before any
+/// write: the actuator alone would write it and report the read-back by name as a mismatch.
+#[test]
+fn a_raw_epp_number_is_refused_while_the_driver_shows_a_name_and_the_reverse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sys/devices/system/cpu/cpufreq/policy0");
+    std::fs::create_dir_all(&dir).unwrap();
+    let epp = dir.join("energy_performance_preference");
+    std::fs::write(&epp, "balance_performance\n").unwrap();
+    std::fs::write(
+        dir.join("energy_performance_available_preferences"),
+        "default performance balance_performance balance_power power \n",
+    )
+    .unwrap();
+    let actuators = KernelActuators {
+        roots: crate::actuate::Roots {
+            proc_sys: tmp.path().join("proc_sys"),
+            sys: tmp.path().join("sys"),
+        },
+    };
+    let policy = Policy::parse(
+        "[params.\"cpufreq:*:energy_performance_preference\"]\nmode = \"auto\"\n",
+        "test.toml",
+    )
+    .unwrap();
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    crate::journal::store::make_private(&state);
+    let journal = Journal::open(&state, Holder::Cli, Duration::ZERO).unwrap();
+    let mut path = ChangePath::new(policy, journal, Box::new(actuators));
+    let address = "cpufreq:policy0:energy_performance_preference";
+    for (shown, proposed) in [
+        ("balance_performance", Value::Int(128)),
+        ("64", Value::Word("power".into())),
+    ] {
+        std::fs::write(&epp, format!("{shown}\n")).unwrap();
+        let r = path.propose(&op(address, proposed.clone())).unwrap();
+        assert_eq!(r.status, ChangeStatus::Refused, "{proposed}: {r:?}");
+        assert!(
+            matches!(r.refusal, Some(Refusal::Invalid { .. })),
+            "{proposed}: {r:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&epp).unwrap(),
+            format!("{shown}\n"),
+            "{proposed}: nothing written"
+        );
+    }
+}
