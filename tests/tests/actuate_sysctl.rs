@@ -101,7 +101,7 @@ fn new_somaxconn(ns: &Netns) -> Value {
     let Value::Int(cur) = inside(ns, "net/core/somaxconn") else {
         panic!("somaxconn is an integer")
     };
-    let host_v: i64 = host("net/core/somaxconn").trim().parse().unwrap();
+    let host_v: i128 = host("net/core/somaxconn").trim().parse().unwrap();
     let mut v = 1234;
     while v == cur || v == host_v {
         v += 1;

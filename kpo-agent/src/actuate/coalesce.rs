@@ -428,7 +428,7 @@ impl CoalesceActuator {
                 current: String::new(),
                 want: "on or off".into(),
             }),
-            (false, Value::Int(n)) if (0..=i64::from(u32::MAX)).contains(n) => Ok(()),
+            (false, Value::Int(n)) if (0..=i128::from(u32::MAX)).contains(n) => Ok(()),
             (false, Value::Int(n)) => Err(ActuateError::OutOfRange {
                 param,
                 value: *n,

@@ -77,7 +77,7 @@ fn read_attr(param: &str, path: &Path) -> Result<Value, ActuateError> {
     })
 }
 
-fn read_int(param: &str, path: &Path) -> Result<i64, ActuateError> {
+fn read_int(param: &str, path: &Path) -> Result<i128, ActuateError> {
     match read_attr(param, path)? {
         Value::Int(v) => Ok(v),
         other => Err(ActuateError::Parse {

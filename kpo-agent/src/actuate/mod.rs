@@ -122,9 +122,9 @@ pub enum ActuateError {
     #[error("{param}: {value} is outside [{min}, {max}] ({why})")]
     OutOfRange {
         param: String,
-        value: i64,
-        min: i64,
-        max: i64,
+        value: i128,
+        min: i128,
+        max: i128,
         why: String,
     },
     /// A word not in the list the kernel offers (`scaling_available_governors`, ...).

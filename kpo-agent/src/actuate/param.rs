@@ -21,12 +21,68 @@ use serde::{Deserialize, Serialize};
 
 /// A parameter's value. Typed, because parameters are not all numbers: `net.ipv4.tcp_rmem` is
 /// three integers and `scaling_governor` is a word.
+///
+/// Integers are `i128` so that every value `/proc/sys` prints fits: signed ones and unsigned ones
+/// above `i64::MAX` (`kernel.shmmax` and `kernel.shmall` default to 18446744073692774399). In
+/// JSON they are exact numbers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, from = "WireValue")]
 pub enum Value {
-    Int(i64),
-    Ints(Vec<i64>),
+    Int(i128),
+    Ints(Vec<i128>),
     Word(String),
+}
+
+/// [`Value`] as JSON gives it: serde's untagged enums cannot read an `i128`, but an `i64` or a
+/// `u64`, which together hold every integer a kernel value has.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireInt {
+    Signed(i64),
+    Unsigned(u64),
+}
+
+/// Reads an `i128` field inside an internally tagged or untagged enum (a refusal's `from`, `to`,
+/// `limit`), which serde cannot read as such: an `i64`, a `u64`, or, beyond those (a step limit
+/// of 1000% of a value near `u64::MAX`, only ever shown), the float JSON makes of it.
+pub fn wide_int<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i128, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Wide {
+        Int(WireInt),
+        Float(f64),
+    }
+    Ok(match Wide::deserialize(d)? {
+        Wide::Int(v) => v.into(),
+        Wide::Float(f) => f as i128,
+    })
+}
+
+impl From<WireInt> for i128 {
+    fn from(w: WireInt) -> i128 {
+        match w {
+            WireInt::Signed(v) => v.into(),
+            WireInt::Unsigned(v) => v.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireValue {
+    Int(WireInt),
+    Ints(Vec<WireInt>),
+    Word(String),
+}
+
+impl From<WireValue> for Value {
+    fn from(w: WireValue) -> Value {
+        match w {
+            WireValue::Int(v) => Value::Int(v.into()),
+            WireValue::Ints(v) => Value::Ints(v.into_iter().map(i128::from).collect()),
+            WireValue::Word(w) => Value::Word(w),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,21 +104,20 @@ impl Value {
         let words: Vec<&str> = text.split_whitespace().collect();
         match words.as_slice() {
             [] => Err(ParamError::EmptyValue),
-            [one] => Ok(one
-                .parse::<i64>()
+            [one] => Ok(parse_int(one)
                 .map(Value::Int)
-                .unwrap_or_else(|_| Value::Word((*one).to_string()))),
+                .unwrap_or_else(|| Value::Word((*one).to_string()))),
             many => many
                 .iter()
-                .map(|w| w.parse::<i64>())
-                .collect::<Result<Vec<_>, _>>()
+                .map(|w| parse_int(w))
+                .collect::<Option<Vec<_>>>()
                 .map(Value::Ints)
-                .map_err(|_| ParamError::BadValue(text.trim().to_string())),
+                .ok_or_else(|| ParamError::BadValue(text.trim().to_string())),
         }
     }
 
     /// The integers of the value (one for `Int`), or `None` for a word.
-    pub fn ints(&self) -> Option<Vec<i64>> {
+    pub fn ints(&self) -> Option<Vec<i128>> {
         match self {
             Value::Int(v) => Some(vec![*v]),
             Value::Ints(v) => Some(v.clone()),
@@ -70,9 +125,10 @@ impl Value {
         }
     }
 
+    /// The one integer, when it fits an `i64` (what the rules and the optimizer compute in).
     pub fn as_int(&self) -> Option<i64> {
         match self {
-            Value::Int(v) => Some(*v),
+            Value::Int(v) => i64::try_from(*v).ok(),
             _ => None,
         }
     }
@@ -90,9 +146,8 @@ impl Value {
         }
         let ints = w
             .split(',')
-            .map(|part| part.trim().parse::<i64>())
-            .collect::<Result<Vec<_>, _>>()
-            .ok()?;
+            .map(|part| parse_int(part.trim()))
+            .collect::<Option<Vec<_>>>()?;
         Some(Value::Ints(ints))
     }
 
@@ -106,13 +161,22 @@ impl Value {
     }
 }
 
+/// An integer as the kernel prints one: an `i64` or a `u64`. Nothing wider, so that every `Value`
+/// reads back from the JSON it is written to (the journal).
+fn parse_int(word: &str) -> Option<i128> {
+    word.parse::<i64>()
+        .map(i128::from)
+        .or_else(|_| word.parse::<u64>().map(i128::from))
+        .ok()
+}
+
 /// Written as the kernel reads it: integers separated by single spaces, or the word.
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Value::Int(v) => write!(f, "{v}"),
             Value::Ints(v) => {
-                let words: Vec<String> = v.iter().map(i64::to_string).collect();
+                let words: Vec<String> = v.iter().map(i128::to_string).collect();
                 f.write_str(&words.join(" "))
             }
             Value::Word(w) => f.write_str(w),
@@ -375,6 +439,15 @@ mod tests {
             Value::Word("performance".into())
         );
         assert_eq!(Value::parse(" -1 ").unwrap(), Value::Int(-1));
+        // Up to u64::MAX, and nothing wider (it could not be read back from the journal).
+        assert_eq!(
+            Value::parse("18446744073709551615").unwrap(),
+            Value::Int(u64::MAX.into())
+        );
+        assert_eq!(
+            Value::parse("18446744073709551616").unwrap(),
+            Value::Word("18446744073709551616".into())
+        );
         assert!(Value::parse("  ").is_err());
         assert!(Value::parse("1 two").is_err());
         assert_eq!(

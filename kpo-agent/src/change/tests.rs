@@ -1316,3 +1316,59 @@ fn a_raw_epp_number_is_refused_while_the_driver_shows_a_name_and_the_reverse() {
         );
     }
 }
+
+/// kernel.shmmax's default, 18446744073692774399, is above i64::MAX: it is read as an integer, so
+/// an integer proposal fits its shape, and it round-trips exactly through the journal (JSON) and
+/// back into the kernel on revert.
+#[test]
+fn an_integer_above_i64_max_is_an_integer_and_round_trips_through_the_journal() {
+    const SHMMAX: &str = "18446744073692774399";
+    let tmp = tempfile::tempdir().unwrap();
+    let proc_sys = tmp.path().join("proc_sys");
+    std::fs::create_dir_all(proc_sys.join("kernel")).unwrap();
+    let file = proc_sys.join("kernel/shmmax");
+    std::fs::write(&file, format!("{SHMMAX}\n")).unwrap();
+    let original = Value::Int(SHMMAX.parse().unwrap());
+    assert_eq!(Value::parse(SHMMAX).unwrap(), original);
+    let json = serde_json::to_string(&original).unwrap();
+    assert_eq!(json, SHMMAX, "a JSON number, exact");
+    assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), original);
+
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    crate::journal::store::make_private(&state);
+    let open = || {
+        let actuators = KernelActuators {
+            roots: crate::actuate::Roots {
+                proc_sys: proc_sys.clone(),
+                sys: tmp.path().join("sys"),
+            },
+        };
+        let policy =
+            Policy::parse("[params.\"kernel.shmmax\"]\nmode = \"auto\"\n", "test.toml").unwrap();
+        let journal = Journal::open(&state, Holder::Cli, Duration::ZERO).unwrap();
+        ChangePath::new(policy, journal, Box::new(actuators))
+    };
+    let mut path = open();
+    let r = path
+        .propose(&op("kernel.shmmax", Value::Int(68719476736)))
+        .unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "68719476736\n");
+    drop(path);
+    // Read back from disk by a new journal: the original is exact.
+    let mut path = open();
+    let address: ParamAddress = "kernel.shmmax".parse().unwrap();
+    assert_eq!(
+        path.journal.param_state(&address).unwrap().original,
+        Some(original.clone())
+    );
+    let reports = path
+        .restore_originals(vec![address], Source::Operator, "test", false)
+        .unwrap();
+    assert_eq!(reports[0].status, ChangeStatus::Reverted, "{reports:?}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        format!("{SHMMAX}\n")
+    );
+}
