@@ -61,7 +61,7 @@ fn change_path_times(dir: &std::path::Path, address: &str, reps: usize) -> Vec<D
         .map(|i| {
             let proposal = Proposal {
                 address: address.parse().unwrap(),
-                value: Value::Int(1000 + (i % 2) as i64),
+                value: Value::Int(1000 + (i % 2) as i128),
                 source: Source::Operator,
                 reason: "bench".into(),
             };
@@ -103,7 +103,7 @@ fn main() {
     let direct: Vec<Duration> = (0..reps)
         .map(|i| {
             let started = Instant::now();
-            actuator.apply(&Value::Int(1000 + (i % 2) as i64)).unwrap();
+            actuator.apply(&Value::Int(1000 + (i % 2) as i128)).unwrap();
             started.elapsed()
         })
         .collect();

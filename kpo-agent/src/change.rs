@@ -417,6 +417,18 @@ impl ChangePath {
             Err(e) => return Ok(self.fail_early(p, None, e.to_string(), report)),
         };
         report.before = Some(before.clone());
+        // A list with commas (`kpo apply net.ipv4.tcp_rmem=4096,131072,6291456`) arrives as one
+        // word; integers when the kernel's value is integers, else the word the kernel takes
+        // (`ip_local_reserved_ports = 8080,9000-9100`). Converted before the policy sees it.
+        let converted;
+        let p = match p.value.commas_as_integers(&before) {
+            Some(value) => {
+                converted = Proposal { value, ..p.clone() };
+                report.after = converted.value.clone();
+                &converted
+            }
+            None => p,
+        };
         if !before.same_shape(&p.value) {
             let r = Refusal::Invalid {
                 why: format!(
@@ -486,6 +498,10 @@ impl ChangePath {
             Ok(switch) => switch,
             Err(why) => return Ok(self.fail_early(p, Some(&before), why, report)),
         };
+        // Turning adaptive moderation off is the journaled change `clear_the_way` made (or it was
+        // off). A person who turns it on again before the value is written makes the write
+        // refused (AdaptiveOn): the value's own SET must never turn it off unjournaled.
+        actuator.set_adaptive_off_allowed(false);
         let report = self.execute(
             actuator,
             &p.address,

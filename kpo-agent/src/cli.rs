@@ -126,7 +126,9 @@ pub enum OptimizeCommand {
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     /// PARAM=VALUE: a parameter address (net.core.somaxconn, ethtool:eth0:rx-usecs, ...) and its
-    /// value; several integers separated by spaces or commas ("4096 131072 6291456").
+    /// value; several integers separated by spaces or commas ("4096 131072 6291456"). Commas make
+    /// integers only where the kernel's value is integers: a comma list such as
+    /// ip_local_reserved_ports=8080,9000-9100 is written as given.
     pub assignment: String,
     /// The network namespace: a path (/run/netns/NAME, /proc/PID/ns/net) or an inode.
     #[arg(long, value_name = "PATH|INODE")]
@@ -312,7 +314,16 @@ pub fn parse_assignment(
         }
         address = address.in_netns(Some(ns.parse::<NetnsRef>()?));
     }
-    let value = Value::parse(&value.replace(',', " "))?;
+    // A value with commas is one word, whitespace around its commas dropped: the change path
+    // makes it integers where the kernel's value is integers (`tcp_rmem=4096,131072,6291456`),
+    // and leaves it a word where the kernel takes a comma list (`ip_local_reserved_ports=8080,
+    // 9000-9100`), which turning commas into spaces here made impossible.
+    let value = if value.contains(',') {
+        let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+        Value::parse(&parts.join(","))?
+    } else {
+        Value::parse(value)?
+    };
     Ok(ApplyRequest {
         address,
         value,
@@ -539,7 +550,8 @@ mod tests {
             Some("why".into()),
         )
         .unwrap();
-        assert_eq!(r.value, Value::Ints(vec![4096, 131072, 6291456]));
+        // One word; the change path makes it integers against the kernel's value.
+        assert_eq!(r.value, Value::Word("4096,131072,6291456".into()));
         assert!(matches!(
             r.address.target,
             Target::Netns {
@@ -553,6 +565,16 @@ mod tests {
         assert!(parse_assignment("net.core.somaxconn@netns:7=1", Some("8"), None).is_err());
         assert!(parse_assignment("ethtool:eth0:rx-usecs=8", Some("8"), None).is_err());
         assert!(parse_assignment("net.core.somaxconn=", None, None).is_err());
+        // A comma list the kernel takes as such is passed as it is.
+        let r = parse_assignment(
+            "net.ipv4.ip_local_reserved_ports=8080,9000-9100",
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.value, Value::Word("8080,9000-9100".into()));
+        let r = parse_assignment("net.ipv4.tcp_rmem=4096 131072 6291456", None, None).unwrap();
+        assert_eq!(r.value, Value::Ints(vec![4096, 131072, 6291456]));
     }
 
     #[test]

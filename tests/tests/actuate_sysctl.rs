@@ -101,7 +101,7 @@ fn new_somaxconn(ns: &Netns) -> Value {
     let Value::Int(cur) = inside(ns, "net/core/somaxconn") else {
         panic!("somaxconn is an integer")
     };
-    let host_v: i64 = host("net/core/somaxconn").trim().parse().unwrap();
+    let host_v: i128 = host("net/core/somaxconn").trim().parse().unwrap();
     let mut v = 1234;
     while v == cur || v == host_v {
         v += 1;
@@ -232,6 +232,84 @@ pub fn kernel_refusals_are_clear_errors() {
     assert!(matches!(err, ActuateError::ReadOnly { .. }), "{err}");
 
     assert_eq!(host("net/core/somaxconn"), host_somaxconn, "host untouched");
+    assert_eq!(host("net/ipv4/tcp_rmem"), host_rmem, "host untouched");
+}
+
+/// A per-device key whose device exists where the agent runs but not in the target namespace is
+/// `NoSuchKey` (check the device there), not `GlobalKey` (which would send the operator to the
+/// agent's own device). The agent's side is played by a thread inside namespace A, which has a
+/// device `d0`; the target B has none. No host key is read or written.
+pub fn a_device_missing_in_the_namespace_is_no_such_key() {
+    let a = namespace();
+    let b = namespace();
+    // A veth pair with both ends in A: the dummy driver is not built on every test machine.
+    run_ok(
+        "ip",
+        &[
+            "-n", &a.name, "link", "add", "d0", "type", "veth", "peer", "name", "d0p",
+        ],
+    );
+    let target = format!("net.ipv4.conf.d0.rp_filter@netns:/run/netns/{}", b.name);
+    let err = a.run(|| {
+        assert!(
+            std::path::Path::new("/proc/sys/net/ipv4/conf/d0/rp_filter").exists(),
+            "d0 exists on the agent's side"
+        );
+        let mut s = open_actuator(&addr(&target), &Roots::default())
+            .unwrap_or_else(|e| panic!("open {target}: {e}"));
+        s.read().unwrap_err()
+    });
+    assert!(matches!(err, ActuateError::NoSuchKey { .. }), "{err}");
+    assert!(err.to_string().contains("in network namespace"), "{err}");
+}
+
+/// `kpo apply` with commas, in a namespace the test creates: a comma list the kernel takes as
+/// such (`ip_local_reserved_ports`) is written as given, and integers with commas (`tcp_rmem`)
+/// are still integers. The reserved ports start empty, a value KPO cannot read, so the test
+/// reserves a range first (a word: one port alone would read as an integer, whose shape a list
+/// does not have).
+pub fn kpo_apply_with_commas_writes_lists_and_integers() {
+    let ns = namespace();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[guard]\nsignals = []\n\n\
+         [params.\"net.ipv4.ip_local_reserved_ports\"]\nmode = \"auto\"\n\n\
+         [params.\"net.ipv4.tcp_rmem\"]\nmode = \"auto\"\n",
+    )
+    .unwrap();
+    let netns = format!("/run/netns/{}", ns.name);
+    let host_ports = host("net/ipv4/ip_local_reserved_ports");
+    let host_rmem = host("net/ipv4/tcp_rmem");
+    ns.exec(&[
+        "sh",
+        "-c",
+        "echo 80-81 > /proc/sys/net/ipv4/ip_local_reserved_ports",
+    ]);
+    let apply = |assignment: &str| {
+        crate::agent_decides::kpo(dir.path(), &["apply", assignment, "--netns", &netns])
+    };
+    apply("net.ipv4.ip_local_reserved_ports=8080,9000-9100");
+    assert_eq!(
+        ns.exec(&["cat", "/proc/sys/net/ipv4/ip_local_reserved_ports"]),
+        "8080,9000-9100\n"
+    );
+    apply("net.ipv4.ip_local_reserved_ports=8080,8443");
+    assert_eq!(
+        ns.exec(&["cat", "/proc/sys/net/ipv4/ip_local_reserved_ports"]),
+        "8080,8443\n"
+    );
+    let rmem = new_rmem(&ns);
+    let Value::Ints(v) = &rmem else {
+        unreachable!()
+    };
+    apply(&format!("net.ipv4.tcp_rmem={},{}, {}", v[0], v[1], v[2]));
+    assert_eq!(inside(&ns, "net/ipv4/tcp_rmem"), rmem);
+    assert_eq!(
+        host("net/ipv4/ip_local_reserved_ports"),
+        host_ports,
+        "host untouched"
+    );
     assert_eq!(host("net/ipv4/tcp_rmem"), host_rmem, "host untouched");
 }
 

@@ -252,6 +252,16 @@ fn main() {
             actuate_sysctl::kernel_refusals_are_clear_errors,
         ),
         trial(
+            "actuate_sysctl::a_device_missing_in_the_namespace_is_no_such_key",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::a_device_missing_in_the_namespace_is_no_such_key,
+        ),
+        trial(
+            "actuate_sysctl::kpo_apply_with_commas_writes_lists_and_integers",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::kpo_apply_with_commas_writes_lists_and_integers,
+        ),
+        trial(
             "actuate_sysctl::is_per_netns_matches_this_kernel",
             actuate_sysctl::requirement(),
             actuate_sysctl::is_per_netns_matches_this_kernel,

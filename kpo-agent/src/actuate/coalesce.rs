@@ -65,6 +65,8 @@ struct FakeState {
     /// Driver granularity: stored rx-usecs are rounded down to a multiple of this (0 = exact).
     granularity: u32,
     history: Vec<(String, CoalesceSettings)>,
+    /// Fail one `set` after this many more succeed (`None`: never).
+    fail_after: Option<usize>,
 }
 
 /// In-memory coalescing backend. Clones share state, so a test can keep a handle to inspect the
@@ -124,13 +126,20 @@ impl FakeCoalesce {
             .copied()
     }
 
-    /// Make `set` on `iface` fail as virtio-net and veth do (EOPNOTSUPP).
+    /// Make `set` on `iface` fail as virtio-net's does without the notification-coalescing
+    /// feature (EOPNOTSUPP; its GET works).
     pub fn make_unsupported(&self, iface: &str) -> &Self {
         self.state
             .lock()
             .expect("fake state")
             .unsupported
             .push(iface.to_string());
+        self
+    }
+
+    /// Make one `set` fail (as a driver that is being reset does) after `successes` more succeed.
+    pub fn fail_one_set_after(&self, successes: usize) -> &Self {
+        self.state.lock().expect("fake state").fail_after = Some(successes);
         self
     }
 
@@ -195,6 +204,17 @@ impl CoalesceAttrBackend for FakeCoalesce {
                 iface: iface.to_string(),
                 detail: "Operation not supported".into(),
             });
+        }
+        match st.fail_after {
+            Some(0) => {
+                st.fail_after = None;
+                return Err(ActuateError::Io {
+                    path: format!("ethtool netlink ETHTOOL_MSG_COALESCE_SET {iface}").into(),
+                    source: std::io::Error::other("the device is being reset (ENODEV)"),
+                });
+            }
+            Some(n) => st.fail_after = Some(n - 1),
+            None => {}
         }
         let g = st.granularity;
         let round = |v: u32| v.checked_div(g).map_or(v, |q| q * g);
@@ -408,7 +428,7 @@ impl CoalesceActuator {
                 current: String::new(),
                 want: "on or off".into(),
             }),
-            (false, Value::Int(n)) if (0..=i64::from(u32::MAX)).contains(n) => Ok(()),
+            (false, Value::Int(n)) if (0..=i128::from(u32::MAX)).contains(n) => Ok(()),
             (false, Value::Int(n)) => Err(ActuateError::OutOfRange {
                 param,
                 value: *n,
@@ -425,6 +445,15 @@ impl CoalesceActuator {
         }
     }
 
+    /// The refusal of a change of this parameter while `adaptive`, which governs it, is on.
+    fn adaptive_on(&self, adaptive: CoalesceParam) -> ActuateError {
+        ActuateError::AdaptiveOn {
+            iface: self.iface.clone(),
+            adaptive: adaptive.name(),
+            param: self.param.name(),
+        }
+    }
+
     /// Write `value`; turn the governing adaptive mode off in the same request if `may_turn_off`.
     fn write(&mut self, value: &Value, may_turn_off: bool) -> Result<Value, ActuateError> {
         let cur = self.backend.get_attrs(&self.iface)?;
@@ -433,9 +462,7 @@ impl CoalesceActuator {
         if let Some(adaptive) = self.param.governed_by() {
             if adaptive.get(&cur) == Some(Value::Word("on".into())) {
                 if !may_turn_off {
-                    return Err(ActuateError::AdaptiveOn {
-                        iface: self.iface.clone(),
-                    });
+                    return Err(self.adaptive_on(adaptive));
                 }
                 adaptive.put(&mut change, &Value::Word("off".into()));
                 turning_off = Some(adaptive);
@@ -482,9 +509,7 @@ impl Actuator for CoalesceActuator {
         let cur = self.backend.get_attrs(&self.iface)?;
         if let Some(adaptive) = self.param.governed_by() {
             if adaptive.get(&cur) == Some(Value::Word("on".into())) && !self.adaptive_off_allowed {
-                return Err(ActuateError::AdaptiveOn {
-                    iface: self.iface.clone(),
-                });
+                return Err(self.adaptive_on(adaptive));
             }
         }
         Ok(())
@@ -500,10 +525,13 @@ impl Actuator for CoalesceActuator {
     fn revert(&mut self, original: &Value) -> Result<Value, ActuateError> {
         self.check(original)?;
         let back = self.write(original, false)?;
-        if let Some(adaptive) = self.turned_off.take() {
+        if let Some(adaptive) = self.turned_off {
             let mut change = CoalesceAttrs::default();
             adaptive.put(&mut change, &Value::Word("on".into()));
             self.backend.set_attrs(&self.iface, &change)?;
+            // Forgotten only once it is on again: a revert retried after a failed SET finds the
+            // value already back and must still turn adaptive mode on.
+            self.turned_off = None;
         }
         Ok(back)
     }
@@ -617,6 +645,41 @@ mod tests {
         ));
     }
 
+    /// The refusal names the adaptive mode and the parameter at stake: adaptive-tx and tx-usecs,
+    /// not adaptive-rx and rx-usecs.
+    #[test]
+    fn adaptive_on_names_the_mode_and_the_parameter() {
+        let fake = FakeCoalesce::new();
+        nic(&fake, false);
+        let mut attrs = fake.attrs("eth0").unwrap();
+        attrs.use_adaptive_tx = Some(true);
+        fake.add_nic_attrs("eth0", attrs);
+        let mut tx = actuator(&fake, "tx-usecs", AdaptiveMode::Respect).unwrap();
+        for err in [
+            tx.validate(&Value::Int(16)).unwrap_err(),
+            tx.apply(&Value::Int(16)).unwrap_err(),
+        ] {
+            assert!(
+                matches!(
+                    err,
+                    ActuateError::AdaptiveOn {
+                        adaptive: "adaptive-tx",
+                        param: "tx-usecs",
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("adaptive-tx is on") && text.contains("moves tx-usecs"),
+                "{text}"
+            );
+            assert!(!text.contains("rx"), "{text}");
+        }
+        assert_eq!(fake.attrs("eth0").unwrap().tx_usecs, Some(64), "untouched");
+    }
+
     #[test]
     fn actuator_never_fights_adaptive_moderation() {
         let fake = FakeCoalesce::new();
@@ -671,5 +734,24 @@ mod tests {
             Err(ActuateError::AdaptiveOn { .. })
         ));
         assert_eq!(fake.attrs("eth0").unwrap().rx_usecs, Some(30));
+    }
+
+    /// A revert whose SET turning adaptive mode back on fails is retried: the second revert finds
+    /// the value back already, and still turns adaptive mode on.
+    #[test]
+    fn a_revert_retried_after_a_failed_set_turns_adaptive_mode_on() {
+        let fake = FakeCoalesce::new();
+        nic(&fake, true);
+        let mut rx = actuator(&fake, "rx-usecs", AdaptiveMode::TurnOff).unwrap();
+        rx.apply(&Value::Int(20)).unwrap();
+        assert_eq!(fake.attrs("eth0").unwrap().use_adaptive_rx, Some(false));
+        // The revert's first SET (the value) succeeds, its second (adaptive-rx on) fails.
+        fake.fail_one_set_after(1);
+        assert!(rx.revert(&Value::Int(50)).is_err());
+        let a = fake.attrs("eth0").unwrap();
+        assert_eq!((a.rx_usecs, a.use_adaptive_rx), (Some(50), Some(false)));
+        assert_eq!(rx.revert(&Value::Int(50)).unwrap(), Value::Int(50));
+        let a = fake.attrs("eth0").unwrap();
+        assert_eq!((a.rx_usecs, a.use_adaptive_rx), (Some(50), Some(true)));
     }
 }

@@ -54,11 +54,7 @@ fn sysfs_error(param: &str, path: &Path, e: std::io::Error, value: Option<&Value
             ActuateError::Refused {
                 param: param.into(),
                 value: value.map(Value::to_string).unwrap_or_default(),
-                errno: if e.raw_os_error() == Some(libc::EBUSY) {
-                    "EBUSY".into()
-                } else {
-                    "EINVAL".into()
-                },
+                errno: super::errno_name(&e),
                 hint: "the cpufreq driver refused it (an energy_performance_preference other \
                        than performance is refused while the governor is performance; limits \
                        must keep scaling_min_freq <= scaling_max_freq)"
@@ -81,7 +77,7 @@ fn read_attr(param: &str, path: &Path) -> Result<Value, ActuateError> {
     })
 }
 
-fn read_int(param: &str, path: &Path) -> Result<i64, ActuateError> {
+fn read_int(param: &str, path: &Path) -> Result<i128, ActuateError> {
     match read_attr(param, path)? {
         Value::Int(v) => Ok(v),
         other => Err(ActuateError::Parse {
@@ -601,6 +597,25 @@ mod tests {
         kernel.join().unwrap();
         assert_eq!(back.unwrap(), Value::Int(2_000_000));
         assert!(reads.load(Ordering::SeqCst) >= 3, "read again");
+    }
+
+    /// The driver's refusal names the errno it was: ERANGE is not reported as EINVAL.
+    #[test]
+    fn a_refusal_names_its_own_errno() {
+        let p = Path::new("/sys/devices/system/cpu/cpufreq/policy0/scaling_max_freq");
+        let v = Value::Int(1);
+        for (errno, name) in [
+            (libc::EINVAL, "EINVAL"),
+            (libc::ERANGE, "ERANGE"),
+            (libc::EBUSY, "EBUSY"),
+        ] {
+            let e = sysfs_error("x", p, std::io::Error::from_raw_os_error(errno), Some(&v));
+            match &e {
+                ActuateError::Refused { errno, .. } => assert_eq!(errno, name),
+                other => panic!("{name}: {other:?}"),
+            }
+            assert!(e.to_string().contains(name), "{e}");
+        }
     }
 
     /// A limit that still shows the value before after the wait is a mismatch, saying so; one that

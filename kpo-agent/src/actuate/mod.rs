@@ -44,11 +44,16 @@ pub enum ActuateError {
         value: f64,
         reason: String,
     },
+    /// `param` (`tx-usecs`) is governed by `adaptive` (`adaptive-tx`), which is on.
     #[error(
-        "{iface}: adaptive-rx is on, so the kernel already moves rx-usecs; KPO leaves this NIC alone \
+        "{iface}: {adaptive} is on, so the kernel already moves {param}; KPO leaves this NIC alone \
          (allow KPO to turn adaptive mode off to let it own coalescing)"
     )]
-    AdaptiveOn { iface: String },
+    AdaptiveOn {
+        iface: String,
+        adaptive: &'static str,
+        param: &'static str,
+    },
     #[error("{iface}: the driver does not support changing interrupt coalescing ({detail})")]
     Unsupported { iface: String, detail: String },
     /// A sysctl that does not exist where it was asked for (ENOENT).
@@ -117,9 +122,9 @@ pub enum ActuateError {
     #[error("{param}: {value} is outside [{min}, {max}] ({why})")]
     OutOfRange {
         param: String,
-        value: i64,
-        min: i64,
-        max: i64,
+        value: i128,
+        min: i128,
+        max: i128,
         why: String,
     },
     /// A word not in the list the kernel offers (`scaling_available_governors`, ...).
@@ -188,6 +193,31 @@ pub struct ActuatorOptions {
     pub turn_off_adaptive: bool,
 }
 
+/// Runs `f` on a short-lived thread named `name` (one that enters a network namespace) and waits
+/// for it. A thread the system refuses (the cgroup's pids.max, RLIMIT_NPROC) is an `Err` that
+/// says so, not a panic as with `std::thread::Scope::spawn`: callers run this after the intent is
+/// journaled, and the change path must get an error it can record. A panic inside `f` is an `Err`.
+pub(crate) fn on_thread<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    on_thread_with(std::thread::Builder::new().name(name.into()), f)
+}
+
+fn on_thread_with<T: Send>(
+    builder: std::thread::Builder,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T, String> {
+    std::thread::scope(|scope| {
+        let thread = builder.spawn_scoped(scope, f).map_err(|e| {
+            format!(
+                "cannot start a thread to enter it: {e} (is the agent at its cgroup's pids.max \
+                 or RLIMIT_NPROC?)"
+            )
+        })?;
+        thread
+            .join()
+            .map_err(|_| "the namespace thread panicked".to_string())
+    })
+}
+
 /// Reads a sysfs or /proc/sys attribute through the crate's one bounded reader
 /// ([`crate::kernel_file`]), as an `io::Result` so that each actuator keeps mapping the kernel's
 /// errno into its own errors. A file larger than an attribute can be is `InvalidData`.
@@ -197,6 +227,18 @@ pub(crate) fn read_attr(path: &std::path::Path) -> std::io::Result<String> {
         E::Io { source, .. } => source,
         other => std::io::Error::new(std::io::ErrorKind::InvalidData, other.to_string()),
     })
+}
+
+/// The symbolic name of the errno behind `e` (`ERANGE`), as the kernel's headers spell it, for
+/// errors that tell an operator which refusal it was; `errno N` for one nix does not know.
+pub(crate) fn errno_name(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => match nix::errno::Errno::from_raw(n) {
+            nix::errno::Errno::UnknownErrno => format!("errno {n}"),
+            known => format!("{known:?}"),
+        },
+        None => e.to_string(),
+    }
 }
 
 /// Where the actuators find the kernel's files: the real `/proc/sys` and `/sys` in production,
@@ -248,6 +290,21 @@ pub fn open_actuator_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A thread the system refuses is an error, not a panic. Provoked without lowering any limit
+    /// of the test process (pids.max or RLIMIT_NPROC would make other tests running in parallel
+    /// fail): a stack no address space can hold makes `pthread_create` fail the same way.
+    #[test]
+    fn a_thread_the_system_refuses_is_an_error() {
+        let huge = std::thread::Builder::new()
+            .name("kpo-huge".into())
+            .stack_size(1 << 62);
+        let err = on_thread_with(huge, || 1).unwrap_err();
+        assert!(err.contains("cannot start a thread"), "{err}");
+        assert_eq!(on_thread("kpo-test", || 7), Ok(7));
+        let err = on_thread("kpo-test", || -> u8 { panic!("inside") }).unwrap_err();
+        assert!(err.contains("panicked"), "{err}");
+    }
 
     #[test]
     fn open_actuator_dispatches_by_kind() {

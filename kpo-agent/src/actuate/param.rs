@@ -21,12 +21,68 @@ use serde::{Deserialize, Serialize};
 
 /// A parameter's value. Typed, because parameters are not all numbers: `net.ipv4.tcp_rmem` is
 /// three integers and `scaling_governor` is a word.
+///
+/// Integers are `i128` so that every value `/proc/sys` prints fits: signed ones and unsigned ones
+/// above `i64::MAX` (`kernel.shmmax` and `kernel.shmall` default to 18446744073692774399). In
+/// JSON they are exact numbers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, from = "WireValue")]
 pub enum Value {
-    Int(i64),
-    Ints(Vec<i64>),
+    Int(i128),
+    Ints(Vec<i128>),
     Word(String),
+}
+
+/// [`Value`] as JSON gives it: serde's untagged enums cannot read an `i128`, but an `i64` or a
+/// `u64`, which together hold every integer a kernel value has.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireInt {
+    Signed(i64),
+    Unsigned(u64),
+}
+
+/// Reads an `i128` field inside an internally tagged or untagged enum (a refusal's `from`, `to`,
+/// `limit`), which serde cannot read as such: an `i64`, a `u64`, or, beyond those (a step limit
+/// of 1000% of a value near `u64::MAX`, only ever shown), the float JSON makes of it.
+pub fn wide_int<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i128, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Wide {
+        Int(WireInt),
+        Float(f64),
+    }
+    Ok(match Wide::deserialize(d)? {
+        Wide::Int(v) => v.into(),
+        Wide::Float(f) => f as i128,
+    })
+}
+
+impl From<WireInt> for i128 {
+    fn from(w: WireInt) -> i128 {
+        match w {
+            WireInt::Signed(v) => v.into(),
+            WireInt::Unsigned(v) => v.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireValue {
+    Int(WireInt),
+    Ints(Vec<WireInt>),
+    Word(String),
+}
+
+impl From<WireValue> for Value {
+    fn from(w: WireValue) -> Value {
+        match w {
+            WireValue::Int(v) => Value::Int(v.into()),
+            WireValue::Ints(v) => Value::Ints(v.into_iter().map(i128::from).collect()),
+            WireValue::Word(w) => Value::Word(w),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,21 +104,20 @@ impl Value {
         let words: Vec<&str> = text.split_whitespace().collect();
         match words.as_slice() {
             [] => Err(ParamError::EmptyValue),
-            [one] => Ok(one
-                .parse::<i64>()
+            [one] => Ok(parse_int(one)
                 .map(Value::Int)
-                .unwrap_or_else(|_| Value::Word((*one).to_string()))),
+                .unwrap_or_else(|| Value::Word((*one).to_string()))),
             many => many
                 .iter()
-                .map(|w| w.parse::<i64>())
-                .collect::<Result<Vec<_>, _>>()
+                .map(|w| parse_int(w))
+                .collect::<Option<Vec<_>>>()
                 .map(Value::Ints)
-                .map_err(|_| ParamError::BadValue(text.trim().to_string())),
+                .ok_or_else(|| ParamError::BadValue(text.trim().to_string())),
         }
     }
 
     /// The integers of the value (one for `Int`), or `None` for a word.
-    pub fn ints(&self) -> Option<Vec<i64>> {
+    pub fn ints(&self) -> Option<Vec<i128>> {
         match self {
             Value::Int(v) => Some(vec![*v]),
             Value::Ints(v) => Some(v.clone()),
@@ -70,11 +125,30 @@ impl Value {
         }
     }
 
+    /// The one integer, when it fits an `i64` (what the rules and the optimizer compute in).
     pub fn as_int(&self) -> Option<i64> {
         match self {
-            Value::Int(v) => Some(*v),
+            Value::Int(v) => i64::try_from(*v).ok(),
             _ => None,
         }
+    }
+
+    /// A word of integers separated by commas (`4096,131072,6291456`, as `kpo apply` passes a
+    /// value with commas) as integers, when the kernel's `current` value is integers: the kernel
+    /// decides, since a comma list is a value of its own for some keys
+    /// (`ip_local_reserved_ports = 8080,9000-9100`, or `8080,8443`). `None`: nothing to convert.
+    pub fn commas_as_integers(&self, current: &Value) -> Option<Value> {
+        let Value::Word(w) = self else {
+            return None;
+        };
+        if !w.contains(',') || matches!(current, Value::Word(_)) {
+            return None;
+        }
+        let ints = w
+            .split(',')
+            .map(|part| parse_int(part.trim()))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Value::Ints(ints))
     }
 
     /// The same kind of value (an integer, a vector of that many integers, or a word).
@@ -87,13 +161,22 @@ impl Value {
     }
 }
 
+/// An integer as the kernel prints one: an `i64` or a `u64`. Nothing wider, so that every `Value`
+/// reads back from the JSON it is written to (the journal).
+fn parse_int(word: &str) -> Option<i128> {
+    word.parse::<i64>()
+        .map(i128::from)
+        .or_else(|_| word.parse::<u64>().map(i128::from))
+        .ok()
+}
+
 /// Written as the kernel reads it: integers separated by single spaces, or the word.
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Value::Int(v) => write!(f, "{v}"),
             Value::Ints(v) => {
-                let words: Vec<String> = v.iter().map(i64::to_string).collect();
+                let words: Vec<String> = v.iter().map(i128::to_string).collect();
                 f.write_str(&words.join(" "))
             }
             Value::Word(w) => f.write_str(w),
@@ -356,6 +439,15 @@ mod tests {
             Value::Word("performance".into())
         );
         assert_eq!(Value::parse(" -1 ").unwrap(), Value::Int(-1));
+        // Up to u64::MAX, and nothing wider (it could not be read back from the journal).
+        assert_eq!(
+            Value::parse("18446744073709551615").unwrap(),
+            Value::Int(u64::MAX.into())
+        );
+        assert_eq!(
+            Value::parse("18446744073709551616").unwrap(),
+            Value::Word("18446744073709551616".into())
+        );
         assert!(Value::parse("  ").is_err());
         assert!(Value::parse("1 two").is_err());
         assert_eq!(
@@ -371,6 +463,26 @@ mod tests {
         );
         assert!(Value::Int(1).same_shape(&Value::Int(7)));
         assert!(!Value::Ints(vec![1, 2]).same_shape(&Value::Ints(vec![1, 2, 3])));
+    }
+
+    #[test]
+    fn comma_lists_become_integers_only_where_the_kernel_has_integers() {
+        let rmem = Value::Ints(vec![4096, 131072, 6291456]);
+        assert_eq!(
+            Value::Word("4096,262144,8388608".into()).commas_as_integers(&rmem),
+            Some(Value::Ints(vec![4096, 262144, 8388608]))
+        );
+        let ports = Value::Word("80".into());
+        for list in ["8080,8443", "8080,9000-9100"] {
+            assert_eq!(Value::Word(list.into()).commas_as_integers(&ports), None);
+        }
+        // A range is no integer: left as it is (and refused by the shape check).
+        assert_eq!(
+            Value::Word("1,2-3,4".into()).commas_as_integers(&rmem),
+            None
+        );
+        assert_eq!(Value::Word("cubic".into()).commas_as_integers(&rmem), None);
+        assert_eq!(Value::Int(1).commas_as_integers(&rmem), None);
     }
 
     #[test]

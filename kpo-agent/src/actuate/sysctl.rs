@@ -16,7 +16,9 @@
 //!   an operator that scoped a change to one namespace must not change the whole host by it. The
 //!   kernel agrees: it registers those tables in the initial namespace only, so inside any other
 //!   namespace their files do not exist (a missing file inside a namespace that exists on the host
-//!   is reported as `GlobalKey` too, which covers keys the static list does not know).
+//!   is reported as `GlobalKey` too, which covers keys the static list does not know; except a
+//!   per-device key ([`is_per_device`]), whose device may exist on the host and not in the
+//!   namespace: that is [`ActuateError::NoSuchKey`]).
 //! - **Errors** name the key and what to check: a missing key ([`ActuateError::NoSuchKey`]), a
 //!   read-only file ([`ActuateError::ReadOnly`]), EPERM/EACCES ([`ActuateError::PermissionDenied`]),
 //!   the kernel refusing a value with EINVAL/ERANGE ([`ActuateError::Refused`]), a value of the
@@ -144,6 +146,20 @@ pub fn is_per_netns(name: &str) -> bool {
         .is_some_and(|(dir, _)| PER_NETNS_DIRS.contains(&dir))
 }
 
+/// Whether the sysctl `name` belongs to one network device (`net.ipv4.conf.DEV.*`,
+/// `net.ipv6.conf.DEV.*`, `net.ipv4.neigh.DEV.*`, `net.ipv6.neigh.DEV.*`): it exists where a device
+/// of that name exists, in whichever namespace that is.
+pub fn is_per_device(name: &str) -> bool {
+    [
+        "net.ipv4.conf.",
+        "net.ipv6.conf.",
+        "net.ipv4.neigh.",
+        "net.ipv6.neigh.",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+}
+
 /// One sysctl at one target.
 #[derive(Debug)]
 pub struct SysctlActuator {
@@ -197,31 +213,29 @@ impl SysctlActuator {
         let path = self.path();
         let result = match &self.netns {
             None => f(&path),
-            Some(ns) => std::thread::scope(|scope| {
-                scope
-                    .spawn(|| {
-                        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(
-                            |e| ActuateError::Netns {
-                                netns: self.netns_text(),
-                                reason: format!(
-                                    "setns(CLONE_NEWNET) failed: {e} (needs CAP_SYS_ADMIN)"
-                                ),
-                            },
-                        )?;
-                        f(&path)
-                    })
-                    .join()
-                    .unwrap_or_else(|_| {
-                        Err(ActuateError::Netns {
-                            netns: self.netns_text(),
-                            reason: "the namespace thread panicked".into(),
-                        })
-                    })
+            Some(ns) => super::on_thread("kpo-netns", || {
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                    ActuateError::Netns {
+                        netns: self.netns_text(),
+                        reason: format!("setns(CLONE_NEWNET) failed: {e} (needs CAP_SYS_ADMIN)"),
+                    }
+                })?;
+                f(&path)
+            })
+            .unwrap_or_else(|reason| {
+                Err(ActuateError::Netns {
+                    netns: self.netns_text(),
+                    reason,
+                })
             }),
         };
-        // A key missing inside a namespace but present on the host is a global key.
+        // A key missing inside a namespace but present on the host is a global key. Not a
+        // per-device key: each namespace has its own devices, so the host having one of that name
+        // says nothing about the key, and `GlobalKey` would send the operator to the host's device.
         match result {
-            Err(ActuateError::NoSuchKey { .. }) if self.netns.is_some() && path.exists() => {
+            Err(ActuateError::NoSuchKey { .. })
+                if self.netns.is_some() && !is_per_device(&self.address.name) && path.exists() =>
+            {
                 let Target::Netns { netns } = &self.address.target else {
                     unreachable!("netns is set only for Target::Netns")
                 };
@@ -277,6 +291,14 @@ pub fn open_netns(netns: &NetnsRef) -> Result<File, ActuateError> {
                     path.display()
                 )));
             }
+            // Another kind of namespace (`/proc/PID/ns/uts`) opens as well, and every setns into
+            // it as a network namespace would fail later with a misleading EINVAL.
+            if !is_network_namespace(&file) {
+                return Err(err(format!(
+                    "{} is not a network namespace (expected /run/netns/NAME or /proc/PID/ns/net)",
+                    path.display()
+                )));
+            }
             Ok(file)
         }
         NetnsRef::Inode(inode) => {
@@ -304,10 +326,12 @@ pub fn open_netns(netns: &NetnsRef) -> Result<File, ActuateError> {
                 let Ok(file) = File::open(&path) else {
                     continue;
                 };
-                // The process may have exited and its PID been reused between stat and open.
+                // The process may have exited and its PID been reused between stat and open. A
+                // `/run/netns` entry could be another kind of namespace bound there.
                 if file
                     .metadata()
                     .is_ok_and(|m| m.ino() == *inode && m.dev() == nsfs_dev)
+                    && is_network_namespace(&file)
                 {
                     return Ok(file);
                 }
@@ -315,6 +339,15 @@ pub fn open_netns(netns: &NetnsRef) -> Result<File, ActuateError> {
             Err(err(netns_gone(*inode)))
         }
     }
+}
+
+/// Whether the namespace file `file` holds a network namespace (`NS_GET_NSTYPE`, Linux 4.11).
+fn is_network_namespace(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only returns the namespace's CLONE_NEW* type;
+    // `file` is open for the whole call.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), libc::NS_GET_NSTYPE) };
+    kind == libc::CLONE_NEWNET
 }
 
 /// The network namespace's cookie (`SO_NETNS_COOKIE`, Linux 5.14): a 64-bit id the kernel never
@@ -344,16 +377,12 @@ fn cookie_of(file: &File, name: &str) -> Result<u64, ActuateError> {
             ));
         }
     }
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| err(format!("setns(CLONE_NEWNET) failed: {e}")))?;
-                socket_netns_cookie().map_err(|e| err(format!("SO_NETNS_COOKIE: {e}")))
-            })
-            .join()
-            .unwrap_or_else(|_| Err(err("the namespace thread panicked".into())))
+    super::on_thread("kpo-netns", || {
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| err(format!("setns(CLONE_NEWNET) failed: {e}")))?;
+        socket_netns_cookie().map_err(|e| err(format!("SO_NETNS_COOKIE: {e}")))
     })
+    .unwrap_or_else(|reason| Err(err(reason)))
 }
 
 /// The cookie of the calling thread's network namespace.
@@ -386,19 +415,6 @@ pub fn netns_cookie_of(socket: &impl std::os::fd::AsRawFd) -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     Ok(cookie)
-}
-
-fn errno_name(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(libc::EINVAL) => "EINVAL".into(),
-        Some(libc::ERANGE) => "ERANGE".into(),
-        Some(libc::EOVERFLOW) => "EOVERFLOW".into(),
-        Some(libc::EPERM) => "EPERM".into(),
-        Some(libc::EACCES) => "EACCES".into(),
-        Some(libc::ENOENT) => "ENOENT".into(),
-        Some(n) => format!("errno {n}"),
-        None => e.to_string(),
-    }
 }
 
 /// Give an I/O error on a sysctl file its meaning.
@@ -455,7 +471,7 @@ fn sysctl_error(
             ActuateError::Refused {
                 param: param.into(),
                 value: value.map(Value::to_string).unwrap_or_default(),
-                errno: errno_name(&e),
+                errno: super::errno_name(&e),
                 hint:
                     "the value is outside what the key accepts (its range, or a \
                        relation to another key); see the kernel's \
@@ -503,7 +519,7 @@ fn write_file(param: &str, path: &Path, value: &Value, where_: &str) -> Result<(
         Some(libc::ENOENT) if matches!(value, Value::Word(_)) => ActuateError::Refused {
             param: param.into(),
             value: value.to_string(),
-            errno: errno_name(&e),
+            errno: super::errno_name(&e),
             hint: "the kernel has nothing by that name: a TCP congestion control or qdisc that is \
                    not built in or loaded (see net.ipv4.tcp_available_congestion_control)"
                 .into(),
@@ -809,6 +825,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("not a namespace file"), "{err}");
+        // A namespace file of another kind: refused at open, not at every read.
+        let err = SysctlActuator::open(
+            &"net.core.somaxconn@netns:/proc/self/ns/uts"
+                .parse()
+                .unwrap(),
+            &roots,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ActuateError::Netns { .. }), "{err}");
+        assert!(err.to_string().contains("not a network namespace"), "{err}");
         let err = SysctlActuator::open(&"net.core.somaxconn@netns:1".parse().unwrap(), &roots)
             .unwrap_err();
         assert!(matches!(err, ActuateError::Netns { .. }), "{err}");

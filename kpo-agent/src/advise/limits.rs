@@ -40,9 +40,9 @@ pub enum Step {
 
 impl Step {
     /// The largest allowed distance from `current`.
-    pub fn allowed_from(self, current: i64) -> i64 {
+    pub fn allowed_from(self, current: i128) -> i128 {
         match self {
-            Step::Absolute(n) => n.saturating_abs(),
+            Step::Absolute(n) => n.saturating_abs().into(),
             // The policy's own computation: a step it would refuse is never proposed.
             Step::Percent(p) => p.of(current),
         }
@@ -156,7 +156,9 @@ impl ParamLimits {
                 for (i, (&c, &n)) in cur.iter().zip(&new).enumerate() {
                     let position = (cur.len() > 1).then_some(i);
                     let (min, max) = self.bounds_of(i);
-                    if min.is_some_and(|min| n < min) || max.is_some_and(|max| n > max) {
+                    if min.is_some_and(|min| n < min.into())
+                        || max.is_some_and(|max| n > max.into())
+                    {
                         return Err(ValueRejection::OutOfBounds {
                             value: n,
                             position,
@@ -166,7 +168,7 @@ impl ParamLimits {
                     }
                     if let Some(step) = self.max_step {
                         let allowed = step.allowed_from(c);
-                        if n.abs_diff(c) > allowed as u64 {
+                        if n.abs_diff(c) > allowed.unsigned_abs() {
                             return Err(ValueRejection::StepTooLarge {
                                 from: c,
                                 to: n,
@@ -204,15 +206,15 @@ pub enum ValueRejection {
     WrongType { expected: String, got: String },
     #[error("{value}{} is outside the policy's bounds [{}, {}]", at(*.position), opt(*.min), opt(*.max))]
     OutOfBounds {
-        value: i64,
+        value: i128,
         position: Option<usize>,
         min: Option<i64>,
         max: Option<i64>,
     },
     #[error("{from} -> {to}{} is a larger step than the policy's max_step {max_step}", at(*.position))]
     StepTooLarge {
-        from: i64,
-        to: i64,
+        from: i128,
+        to: i128,
         position: Option<usize>,
         max_step: Step,
     },

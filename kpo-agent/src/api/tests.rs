@@ -297,7 +297,7 @@ fn the_journal_comes_a_page_at_a_time() {
         };
         path.apply(&ApplyRequest {
             address: SOMAX.parse().unwrap(),
-            value: Value::Int(value),
+            value: Value::Int(value.into()),
             reason: "r".repeat(50 * n),
             by: None,
         })

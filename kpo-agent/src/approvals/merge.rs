@@ -35,8 +35,8 @@ fn distance(current: Option<&Value>, value: Option<&Value>) -> u128 {
             (Some(a), Some(b)) if a.len() == b.len() => a
                 .iter()
                 .zip(&b)
-                .map(|(x, y)| (i128::from(*x) - i128::from(*y)).unsigned_abs())
-                .sum(),
+                .map(|(x, y)| x.abs_diff(*y))
+                .fold(0u128, u128::saturating_add),
             (Some(_), Some(_)) => u128::MAX,
             _ => u128::from(c != v),
         },
@@ -142,10 +142,10 @@ mod tests {
     fn rec(source: Source, param: &str, current: i64, value: i64, auto: bool) -> Recommendation {
         let parameter = param.parse().unwrap();
         Recommendation {
-            id: Recommendation::make_id(source, 1, &parameter, Some(&Value::Int(value))),
+            id: Recommendation::make_id(source, 1, &parameter, Some(&Value::Int(value.into()))),
             parameter,
-            current_value: Some(Value::Int(current)),
-            recommended_value: Some(Value::Int(value)),
+            current_value: Some(Value::Int(current.into())),
+            recommended_value: Some(Value::Int(value.into())),
             can_auto_apply: auto,
             reason: format!("{source} says {value}"),
             confidence: 0.5,

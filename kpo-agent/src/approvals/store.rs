@@ -366,7 +366,7 @@ pub(crate) mod tests {
             parameter: "net.core.somaxconn@netns:4026531999".parse().unwrap(),
             key: "net.core.somaxconn@netns:4026531999".into(),
             netns_cookie: None,
-            value: Value::Int(value),
+            value: Value::Int(value.into()),
             current_value: Some(Value::Int(16)),
             source: Source::Rules,
             recommendation_id: "rules-1-00000000".into(),

@@ -1175,3 +1175,200 @@ fn advice_read_in_a_namespace_whose_inode_now_names_another_is_refused() {
         .unwrap();
     assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
 }
+
+/// A coalescing value over the fake NIC whose `apply` lets a person turn adaptive-rx on first:
+/// what happens between `clear_the_way` turning it off and the value's write.
+struct PersonTurnsAdaptiveOn {
+    inner: crate::actuate::coalesce::CoalesceActuator,
+    nic: crate::actuate::coalesce::FakeCoalesce,
+}
+
+impl Actuator for PersonTurnsAdaptiveOn {
+    fn address(&self) -> &ParamAddress {
+        self.inner.address()
+    }
+    fn read(&mut self) -> Result<Value, ActuateError> {
+        self.inner.read()
+    }
+    fn validate(&mut self, value: &Value) -> Result<(), ActuateError> {
+        self.inner.validate(value)
+    }
+    fn apply(&mut self, value: &Value) -> Result<Value, ActuateError> {
+        let mut attrs = self.nic.attrs("eth0").unwrap();
+        attrs.use_adaptive_rx = Some(true);
+        self.nic.add_nic_attrs("eth0", attrs);
+        self.inner.apply(value)
+    }
+    fn revert(&mut self, original: &Value) -> Result<Value, ActuateError> {
+        self.inner.revert(original)
+    }
+    fn set_adaptive_off_allowed(&mut self, allowed: bool) {
+        self.inner.set_adaptive_off_allowed(allowed)
+    }
+    fn switch_in_the_way(&mut self) -> Result<Option<(ParamAddress, Value)>, ActuateError> {
+        self.inner.switch_in_the_way()
+    }
+}
+
+struct NicActuators(crate::actuate::coalesce::FakeCoalesce);
+
+impl Actuators for NicActuators {
+    fn open(&self, address: &ParamAddress) -> Result<Box<dyn Actuator>, ActuateError> {
+        use crate::actuate::coalesce::{AdaptiveMode, CoalesceActuator};
+        let inner = CoalesceActuator::with_backend(
+            address,
+            Box::new(self.0.clone()),
+            AdaptiveMode::Respect,
+        )?;
+        Ok(if address.name == "rx-usecs" {
+            Box::new(PersonTurnsAdaptiveOn {
+                inner,
+                nic: self.0.clone(),
+            })
+        } else {
+            Box::new(inner)
+        })
+    }
+}
+
+/// With `allow_adaptive_off`, adaptive moderation is turned off by a journaled change of its own.
+/// If a person turns it on again before the value is written, the value's write is refused: its
+/// SET never turns adaptive moderation off again without a journal entry.
+#[test]
+fn adaptive_moderation_turned_on_before_the_write_is_not_turned_off_unjournaled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nic = crate::actuate::coalesce::FakeCoalesce::new();
+    nic.add_nic(
+        "eth0",
+        crate::actuate::coalesce::CoalesceSettings {
+            rx_usecs: 50,
+            adaptive_rx: true,
+        },
+    );
+    let policy = Policy::parse(
+        "[params.\"ethtool:eth0:rx-usecs\"]\nmode = \"auto\"\nallow_adaptive_off = true\n",
+        "test.toml",
+    )
+    .unwrap();
+    crate::journal::store::make_private(tmp.path());
+    let journal = Journal::open(tmp.path(), Holder::Cli, Duration::ZERO).unwrap();
+    let mut path = ChangePath::new(policy, journal, Box::new(NicActuators(nic.clone())));
+    let r = path
+        .propose(&op("ethtool:eth0:rx-usecs", Value::Int(20)))
+        .unwrap();
+    assert_ne!(r.status, ChangeStatus::Applied, "{r:?}");
+    let detail = r.detail.clone().unwrap_or_default();
+    assert!(detail.contains("adaptive-rx is on"), "{r:?}");
+    let a = nic.attrs("eth0").unwrap();
+    assert_eq!((a.rx_usecs, a.use_adaptive_rx), (Some(50), Some(true)));
+    // The only SET that turned it off is the journaled one, before the person turned it on.
+    let offs = nic.history().iter().filter(|(_, s)| !s.adaptive_rx).count();
+    assert_eq!(offs, 1, "{:?}", nic.history());
+}
+
+/// Through the change path a raw EPP number is refused while the driver shows a name (the shape
+/// check: the kernel's value is a word), and a name while it shows a raw number, before any
+/// write: the actuator alone would write it and report the read-back by name as a mismatch.
+#[test]
+fn a_raw_epp_number_is_refused_while_the_driver_shows_a_name_and_the_reverse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sys/devices/system/cpu/cpufreq/policy0");
+    std::fs::create_dir_all(&dir).unwrap();
+    let epp = dir.join("energy_performance_preference");
+    std::fs::write(&epp, "balance_performance\n").unwrap();
+    std::fs::write(
+        dir.join("energy_performance_available_preferences"),
+        "default performance balance_performance balance_power power \n",
+    )
+    .unwrap();
+    let actuators = KernelActuators {
+        roots: crate::actuate::Roots {
+            proc_sys: tmp.path().join("proc_sys"),
+            sys: tmp.path().join("sys"),
+        },
+    };
+    let policy = Policy::parse(
+        "[params.\"cpufreq:*:energy_performance_preference\"]\nmode = \"auto\"\n",
+        "test.toml",
+    )
+    .unwrap();
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    crate::journal::store::make_private(&state);
+    let journal = Journal::open(&state, Holder::Cli, Duration::ZERO).unwrap();
+    let mut path = ChangePath::new(policy, journal, Box::new(actuators));
+    let address = "cpufreq:policy0:energy_performance_preference";
+    for (shown, proposed) in [
+        ("balance_performance", Value::Int(128)),
+        ("64", Value::Word("power".into())),
+    ] {
+        std::fs::write(&epp, format!("{shown}\n")).unwrap();
+        let r = path.propose(&op(address, proposed.clone())).unwrap();
+        assert_eq!(r.status, ChangeStatus::Refused, "{proposed}: {r:?}");
+        assert!(
+            matches!(r.refusal, Some(Refusal::Invalid { .. })),
+            "{proposed}: {r:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&epp).unwrap(),
+            format!("{shown}\n"),
+            "{proposed}: nothing written"
+        );
+    }
+}
+
+/// kernel.shmmax's default, 18446744073692774399, is above i64::MAX: it is read as an integer, so
+/// an integer proposal fits its shape, and it round-trips exactly through the journal (JSON) and
+/// back into the kernel on revert.
+#[test]
+fn an_integer_above_i64_max_is_an_integer_and_round_trips_through_the_journal() {
+    const SHMMAX: &str = "18446744073692774399";
+    let tmp = tempfile::tempdir().unwrap();
+    let proc_sys = tmp.path().join("proc_sys");
+    std::fs::create_dir_all(proc_sys.join("kernel")).unwrap();
+    let file = proc_sys.join("kernel/shmmax");
+    std::fs::write(&file, format!("{SHMMAX}\n")).unwrap();
+    let original = Value::Int(SHMMAX.parse().unwrap());
+    assert_eq!(Value::parse(SHMMAX).unwrap(), original);
+    let json = serde_json::to_string(&original).unwrap();
+    assert_eq!(json, SHMMAX, "a JSON number, exact");
+    assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), original);
+
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    crate::journal::store::make_private(&state);
+    let open = || {
+        let actuators = KernelActuators {
+            roots: crate::actuate::Roots {
+                proc_sys: proc_sys.clone(),
+                sys: tmp.path().join("sys"),
+            },
+        };
+        let policy =
+            Policy::parse("[params.\"kernel.shmmax\"]\nmode = \"auto\"\n", "test.toml").unwrap();
+        let journal = Journal::open(&state, Holder::Cli, Duration::ZERO).unwrap();
+        ChangePath::new(policy, journal, Box::new(actuators))
+    };
+    let mut path = open();
+    let r = path
+        .propose(&op("kernel.shmmax", Value::Int(68719476736)))
+        .unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "68719476736\n");
+    drop(path);
+    // Read back from disk by a new journal: the original is exact.
+    let mut path = open();
+    let address: ParamAddress = "kernel.shmmax".parse().unwrap();
+    assert_eq!(
+        path.journal.param_state(&address).unwrap().original,
+        Some(original.clone())
+    );
+    let reports = path
+        .restore_originals(vec![address], Source::Operator, "test", false)
+        .unwrap();
+    assert_eq!(reports[0].status, ChangeStatus::Reverted, "{reports:?}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        format!("{SHMMAX}\n")
+    );
+}

@@ -613,8 +613,8 @@ mod tests {
             judged_by(
                 &all,
                 &name.parse().unwrap(),
-                &Value::Int(from),
-                &Value::Int(to),
+                &Value::Int(from.into()),
+                &Value::Int(to.into()),
             )
         };
         assert_eq!(

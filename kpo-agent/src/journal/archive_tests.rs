@@ -63,8 +63,8 @@ fn change_by(j: &mut Journal, a: &str, before: i64, after: i64, source: Source) 
     let id = j
         .record_intent(
             &addr(a),
-            &Value::Int(before),
-            &Value::Int(after),
+            &Value::Int(before.into()),
+            &Value::Int(after.into()),
             source,
             "test",
             IntentKind::Change,
@@ -73,7 +73,7 @@ fn change_by(j: &mut Journal, a: &str, before: i64, after: i64, source: Source) 
     j.record_outcome(
         id,
         Outcome::Applied {
-            read_back: Value::Int(after),
+            read_back: Value::Int(after.into()),
             reconciled: false,
         },
     )

@@ -480,8 +480,8 @@ fn a_parameter_holds_its_latest_applied_change_until_a_revert() {
         let id = j
             .record_intent(
                 &a,
-                &Value::Int(before),
-                &Value::Int(after),
+                &Value::Int(before.into()),
+                &Value::Int(after.into()),
                 Source::Operator,
                 "test",
                 kind,
@@ -491,13 +491,16 @@ fn a_parameter_holds_its_latest_applied_change_until_a_revert() {
         id
     };
     let applied = |v: i64| Outcome::Applied {
-        read_back: Value::Int(v),
+        read_back: Value::Int(v.into()),
         reconciled: false,
     };
     let first = step(&mut j, 4096, 8192, IntentKind::Change, applied(8192));
     let second = step(&mut j, 8192, 4096, IntentKind::Change, applied(4096));
-    let holds =
-        |j: &Journal, id: u64, v: i64| j.param_state(&a).unwrap().still_holds(id, &Value::Int(v));
+    let holds = |j: &Journal, id: u64, v: i64| {
+        j.param_state(&a)
+            .unwrap()
+            .still_holds(id, &Value::Int(v.into()))
+    };
     assert!(holds(&j, second, 4096));
     assert!(!holds(&j, first, 8192) && !holds(&j, second, 8192));
     // A later change that read back wrong and was put back: the second still holds.
@@ -590,12 +593,12 @@ fn an_intent_in_a_new_namespace_starts_afresh_on_replay() {
             ts_ms: now_ms(),
             key: target_key(&a),
             address: a.clone(),
-            before: Value::Int(before),
-            after: Value::Int(before * 2),
+            before: Value::Int(before.into()),
+            after: Value::Int((before * 2).into()),
             source: Source::Operator,
             reason: "test".into(),
             kind: IntentKind::Change,
-            original: Some(Value::Int(original)),
+            original: Some(Value::Int(original.into())),
             made_way_for: None,
             boot: None,
             netns_cookie: cookie,
@@ -605,7 +608,7 @@ fn an_intent_in_a_new_namespace_starts_afresh_on_replay() {
         id,
         ts_ms: now_ms(),
         outcome: Outcome::Applied {
-            read_back: Value::Int(v),
+            read_back: Value::Int(v.into()),
             reconciled: false,
         },
     };

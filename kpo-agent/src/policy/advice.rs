@@ -93,7 +93,7 @@ mod tests {
         let address: crate::actuate::param::ParamAddress =
             "net.core.netdev_max_backlog".parse().unwrap();
         for (percent, before, limit) in [
-            ("33.3%", 1000, 333),
+            ("33.3%", 1000i64, 333i64),
             ("10.1%", 1000, 101),
             ("41%", 300, 123),
             ("69%", 300, 207),
@@ -109,8 +109,8 @@ mod tests {
             .unwrap();
             let limits = policy.allowed(&address, Source::Rules).unwrap();
             assert_eq!(
-                limits.max_step.unwrap().allowed_from(before),
-                limit,
+                limits.max_step.unwrap().allowed_from(before.into()),
+                i128::from(limit),
                 "{percent}"
             );
             assert_eq!(limits.max_step.unwrap().to_string(), percent);
@@ -118,10 +118,10 @@ mod tests {
             assert_eq!(proposed, Some(before + limit), "{percent}");
             let decide = |value: i64| {
                 let mut ctx = Context::new(std::time::SystemTime::now());
-                ctx.before = Some(Value::Int(before));
+                ctx.before = Some(Value::Int(before.into()));
                 let p = Proposal {
                     address: address.clone(),
-                    value: Value::Int(value),
+                    value: Value::Int(value.into()),
                     source: By::Rules,
                     reason: "test".into(),
                 };
@@ -132,10 +132,10 @@ mod tests {
                 decide(before + limit + 1),
                 Decision::Refused(Refusal::StepTooLarge {
                     element: None,
-                    from: before,
-                    to: before + limit + 1,
+                    from: before.into(),
+                    to: (before + limit + 1).into(),
                     max_step: percent.into(),
-                    limit,
+                    limit: limit.into(),
                 }),
                 "{percent}"
             );

@@ -244,9 +244,9 @@ impl MaxStep {
         }
     }
     /// The largest allowed change from `before`.
-    pub fn limit(self, before: i64) -> i64 {
+    pub fn limit(self, before: i128) -> i128 {
         match self {
-            MaxStep::Absolute(v) => v,
+            MaxStep::Absolute(v) => v.into(),
             MaxStep::Relative(p) => p.of(before),
         }
     }
@@ -308,10 +308,13 @@ impl Percent {
 
     /// `⌊|before| × this / 100⌋`, exactly (at most `i64::MAX`): the one computation of a relative
     /// step, for the advisors and the policy alike.
-    pub fn of(self, before: i64) -> i64 {
+    pub fn of(self, before: i128) -> i128 {
         let scale = 100 * 10u128.pow(self.decimals);
-        let v = u128::from(before.unsigned_abs()) * u128::from(self.digits) / scale;
-        i64::try_from(v).unwrap_or(i64::MAX)
+        let v = before
+            .unsigned_abs()
+            .saturating_mul(u128::from(self.digits))
+            / scale;
+        i128::try_from(v).unwrap_or(i128::MAX)
     }
 }
 
@@ -794,7 +797,7 @@ fn check_bounds(rule: &ParamRule, value: &Value) -> Option<Refusal> {
     for (i, v) in ints.iter().enumerate() {
         let lo = rule.min.as_ref().and_then(|b| b.at(i));
         let hi = rule.max.as_ref().and_then(|b| b.at(i));
-        if lo.is_some_and(|lo| *v < lo) || hi.is_some_and(|hi| *v > hi) {
+        if lo.is_some_and(|lo| *v < lo.into()) || hi.is_some_and(|hi| *v > hi.into()) {
             return Some(Refusal::OutOfBounds {
                 element: (ints.len() > 1).then_some(i),
                 value: v.to_string(),
@@ -886,10 +889,13 @@ pub enum Refusal {
     #[error("step too large: {from} -> {to}{} moves more than max_step {max_step} (at most {limit})", element.map(|i| format!(" (element {i})")).unwrap_or_default())]
     StepTooLarge {
         element: Option<usize>,
-        from: i64,
-        to: i64,
+        #[serde(deserialize_with = "crate::actuate::param::wide_int")]
+        from: i128,
+        #[serde(deserialize_with = "crate::actuate::param::wide_int")]
+        to: i128,
         max_step: String,
-        limit: i64,
+        #[serde(deserialize_with = "crate::actuate::param::wide_int")]
+        limit: i128,
     },
     #[error("cooldown: the last change was too recent; {remaining_s:.0}s to wait")]
     Cooldown { remaining_s: f64 },

@@ -881,7 +881,11 @@ fn a_percentage_is_kept_as_written() {
         3,
         "of the magnitude, rounded down"
     );
-    assert_eq!(Percent::whole(100).of(i64::MIN), i64::MAX, "saturates");
+    assert_eq!(
+        Percent::whole(100).of(i64::MIN.into()),
+        i128::from(i64::MAX) + 1,
+        "of the magnitude, without overflow"
+    );
     assert_eq!(Percent::parse("0.5").unwrap().of(1000), 5);
     let (_, key, class, msg) = err("[params.\"vm.swappiness\"]\nmax_step = \"1e2%\"\n");
     assert_eq!(
@@ -907,14 +911,14 @@ fn a_percentage_is_kept_as_written() {
 
 #[test]
 fn a_step_across_the_whole_integer_range_is_refused_not_overflowed() {
-    for (max_step, limit) in [("10", 10), ("\"100%\"", i64::MAX)] {
+    for (max_step, limit) in [("10", 10), ("\"100%\"", i128::from(i64::MAX))] {
         let p = Policy::parse(
             &format!("[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmax_step = {max_step}\n"),
             "p.toml",
         )
         .unwrap();
         let mut ctx = Context::new(SystemTime::now());
-        ctx.before = Some(Value::Int(i64::MAX));
+        ctx.before = Some(Value::Int(i64::MAX.into()));
         assert_eq!(
             p.decide(
                 &proposal("net.core.somaxconn", Value::Int(-1), Source::Rules),
@@ -922,7 +926,7 @@ fn a_step_across_the_whole_integer_range_is_refused_not_overflowed() {
             ),
             Decision::Refused(Refusal::StepTooLarge {
                 element: None,
-                from: i64::MAX,
+                from: i64::MAX.into(),
                 to: -1,
                 max_step: max_step.trim_matches('"').into(),
                 limit,
@@ -930,6 +934,17 @@ fn a_step_across_the_whole_integer_range_is_refused_not_overflowed() {
             "{max_step}"
         );
     }
+    // A refusal with integers beyond i64 reads back from JSON (the CLI reads the agent's reply).
+    let r = Refusal::StepTooLarge {
+        element: None,
+        from: 18446744073692774399,
+        to: -1,
+        max_step: "10".into(),
+        limit: 10,
+    };
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(json.contains("18446744073692774399"), "{json}");
+    assert_eq!(serde_json::from_str::<Refusal>(&json).unwrap(), r);
 }
 
 #[test]

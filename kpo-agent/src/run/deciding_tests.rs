@@ -316,7 +316,7 @@ impl Rig {
     fn operator_applies(&mut self, address: &str, value: i64) -> crate::api::Reply {
         self.operator(crate::api::Request::Apply(crate::control::ApplyRequest {
             address: address.parse().unwrap(),
-            value: Value::Int(value),
+            value: Value::Int(value.into()),
             reason: "test".into(),
             by: None,
         }))
@@ -507,9 +507,9 @@ fn a_proposal_the_policy_refuses_is_not_applied() {
                 !rig.intents()
                     .iter()
                     .any(|i| i.address.to_string() == MAX_FREQ
-                        && i.after == Value::Int(config[0] as i64)
+                        && i.after == Value::Int(config[0] as i128)
                         && i.kind == IntentKind::Change
-                        && i.before == Value::Int(freq)),
+                        && i.before == Value::Int(freq.into())),
                 "a refused value was journaled: {config:?}"
             );
         }
@@ -602,8 +602,8 @@ fn an_slo_breach_is_reverted_through_the_journal() {
         } else {
             1
         };
-        assert_eq!(r.after, Value::Int(to[knob] as i64));
-        assert_eq!(r.before, Value::Int(from[knob] as i64));
+        assert_eq!(r.after, Value::Int(to[knob] as i128));
+        assert_eq!(r.before, Value::Int(from[knob] as i128));
     }
     assert!(events.iter().any(|e| matches!(e,
         Event::Change(c) if c.phase == ChangePhase::Reverted && c.source == Source::Optimizer)));
@@ -623,7 +623,7 @@ fn another_writer_of_scaling_max_freq_is_yielded_to() {
         }
     }
     let ours = ours.expect("KPO changed scaling_max_freq");
-    assert_eq!(Value::Int(rig.max_freq()), ours);
+    assert_eq!(Value::Int(rig.max_freq().into()), ours);
     // Someone else writes a value off the optimizer's grid.
     std::fs::write(&rig.max_freq_file, "2000000\n").unwrap();
     let events = rig.window();
@@ -940,7 +940,7 @@ sources = ["operator"]
 "#;
     let proposal = |khz: i64| crate::policy::Proposal {
         address: MAX_FREQ.parse().unwrap(),
-        value: Value::Int(khz),
+        value: Value::Int(khz.into()),
         source: Source::Operator,
         reason: "test".into(),
     };

@@ -287,7 +287,7 @@ mod tests {
         let propose = |p: &mut crate::change::ChangePath, v: i64| {
             p.propose(&Proposal {
                 address: address.clone(),
-                value: Value::Int(v),
+                value: Value::Int(v.into()),
                 source: Source::Rules,
                 reason: "test".into(),
             })
@@ -298,7 +298,7 @@ mod tests {
             k.0.lock()
                 .unwrap()
                 .values
-                .insert("net.core.somaxconn".into(), Value::Int(v))
+                .insert("net.core.somaxconn".into(), Value::Int(v.into()))
         };
         assert_eq!(propose(&mut p, 8192), crate::change::ChangeStatus::Applied);
         person_writes(3000);

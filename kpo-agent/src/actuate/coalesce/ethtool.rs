@@ -26,7 +26,7 @@ use netlink_packet_generic::{
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket, SocketAddr};
 
 use super::ethtool_msg::{extack_message, CoalesceAttrs, CoalesceMessage, ETHTOOL_GENL_NAME};
-use super::{CoalesceBackend, CoalesceSettings};
+use super::{CoalesceBackend, CoalesceParam, CoalesceSettings};
 use crate::actuate::ActuateError;
 
 /// A failed netlink exchange, before it is given a meaning for one device.
@@ -80,23 +80,19 @@ impl EthtoolCoalesce {
             path: ns_path.to_path_buf(),
             source,
         })?;
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
-                        ActuateError::Io {
-                            path: ns_path.to_path_buf(),
-                            source: io::Error::other(format!("setns: {e}")),
-                        }
-                    })?;
-                    Self::open()
-                })
-                .join()
-                .map_err(|_| ActuateError::Io {
+        crate::actuate::on_thread("kpo-netns", || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                ActuateError::Io {
                     path: ns_path.to_path_buf(),
-                    source: io::Error::other("namespace thread panicked"),
-                })?
+                    source: io::Error::other(format!("setns: {e}")),
+                }
+            })?;
+            Self::open()
         })
+        .map_err(|reason| ActuateError::Io {
+            path: ns_path.to_path_buf(),
+            source: io::Error::other(reason),
+        })?
     }
 
     /// The dynamically assigned id of the `ethtool` generic netlink family.
@@ -109,9 +105,14 @@ impl EthtoolCoalesce {
         check_name(iface)?;
         let mut msg = GenlMessage::from_payload(CoalesceMessage::get(iface));
         msg.set_resolved_family_id(self.family_id);
-        let replies = self
-            .exchange(msg)
-            .map_err(|e| device_error(e, iface, "ETHTOOL_MSG_COALESCE_GET", None))?;
+        let replies = self.exchange(msg).map_err(|e| {
+            device_error(
+                e,
+                iface,
+                "ETHTOOL_MSG_COALESCE_GET",
+                &CoalesceAttrs::default(),
+            )
+        })?;
         let reply = replies.into_iter().next().ok_or_else(|| ActuateError::Io {
             path: op_path("ETHTOOL_MSG_COALESCE_GET", iface),
             source: io::Error::other("the kernel acknowledged without a reply"),
@@ -130,7 +131,7 @@ impl EthtoolCoalesce {
         msg.set_resolved_family_id(self.family_id);
         self.exchange(msg)
             .map(|_| ())
-            .map_err(|e| device_error(e, iface, "ETHTOOL_MSG_COALESCE_SET", change.rx_usecs))
+            .map_err(|e| device_error(e, iface, "ETHTOOL_MSG_COALESCE_SET", change))
     }
 
     fn resolve_family(&mut self) -> Result<u16, ActuateError> {
@@ -242,19 +243,34 @@ fn op_path(op: &str, iface: &str) -> PathBuf {
     PathBuf::from(format!("ethtool netlink {op} {iface}"))
 }
 
+/// What an error about `iface` names: the parameters `change` sets (`ethtool:eth0:tx-usecs`), or
+/// the device alone for a GET (no parameter is being changed).
+fn knob(iface: &str, change: &CoalesceAttrs) -> String {
+    let names: Vec<&str> = CoalesceParam::ALL
+        .into_iter()
+        .filter(|p| p.get(change).is_some())
+        .map(CoalesceParam::name)
+        .collect();
+    if names.is_empty() {
+        format!("ethtool:{iface}")
+    } else {
+        format!("ethtool:{iface}:{}", names.join(","))
+    }
+}
+
 /// The kernel reads the name as a NUL-terminated string of at most 127 bytes.
 fn check_name(iface: &str) -> Result<(), ActuateError> {
     if iface.is_empty() || iface.len() > 127 || iface.contains('\0') {
         return Err(ActuateError::NotFound {
-            knob: format!("rx-usecs:{iface}"),
+            knob: format!("ethtool:{iface}"),
             reason: "not a valid network device name".into(),
         });
     }
     Ok(())
 }
 
-/// Give a failed exchange about `iface` its meaning.
-fn device_error(e: NlError, iface: &str, op: &str, rx_usecs: Option<u32>) -> ActuateError {
+/// Give a failed exchange about `iface` its meaning; `change` is what a SET sent (empty for a GET).
+fn device_error(e: NlError, iface: &str, op: &str, change: &CoalesceAttrs) -> ActuateError {
     let NlError::Kernel { errno, extack } = e else {
         return ActuateError::Io {
             path: op_path(op, iface),
@@ -270,7 +286,7 @@ fn device_error(e: NlError, iface: &str, op: &str, rx_usecs: Option<u32>) -> Act
         // device that exists but is detached (driver reset, error recovery): not gone for good.
         libc::ENODEV if extack.as_deref().is_some_and(|m| m.contains("no device")) => {
             ActuateError::NotFound {
-                knob: format!("rx-usecs:{iface}"),
+                knob: knob(iface, change),
                 reason: format!(
                     "no such network device in this network namespace (ENODEV{because})"
                 ),
@@ -303,18 +319,23 @@ fn device_error(e: NlError, iface: &str, op: &str, rx_usecs: Option<u32>) -> Act
                 detail: format!("{op}: EINVAL{because}"),
             }
         }
-        libc::EINVAL | libc::ERANGE if rx_usecs.is_some() => ActuateError::InvalidValue {
-            knob: format!("rx-usecs:{iface}"),
-            value: rx_usecs.unwrap_or_default() as f64,
-            reason: format!(
-                "the driver refused it ({}{because})",
-                if errno == libc::EINVAL {
-                    "EINVAL"
-                } else {
-                    "ERANGE"
-                }
-            ),
-        },
+        // A value the driver refuses, when the SET carried exactly one (whatever adaptive mode it
+        // turned off with it); with several, which one it was is not known.
+        libc::EINVAL | libc::ERANGE if counts_in(change).len() == 1 => {
+            let (param, value) = counts_in(change)[0];
+            ActuateError::InvalidValue {
+                knob: format!("ethtool:{iface}:{}", param.name()),
+                value: value.into(),
+                reason: format!(
+                    "the driver refused it ({}{because})",
+                    if errno == libc::EINVAL {
+                        "EINVAL"
+                    } else {
+                        "ERANGE"
+                    }
+                ),
+            }
+        }
         libc::EPERM | libc::EACCES => ActuateError::Io {
             path: op_path(op, iface),
             source: io::Error::new(
@@ -331,6 +352,19 @@ fn device_error(e: NlError, iface: &str, op: &str, rx_usecs: Option<u32>) -> Act
             source: with_extack(errno, extack.as_deref()),
         },
     }
+}
+
+/// The counts (`rx-usecs`, `tx-frames`, ...) `change` sets, with their values.
+fn counts_in(change: &CoalesceAttrs) -> Vec<(CoalesceParam, u32)> {
+    [
+        (CoalesceParam::RxUsecs, change.rx_usecs),
+        (CoalesceParam::RxFrames, change.rx_max_frames),
+        (CoalesceParam::TxUsecs, change.tx_usecs),
+        (CoalesceParam::TxFrames, change.tx_max_frames),
+    ]
+    .into_iter()
+    .filter_map(|(p, v)| Some((p, v?)))
+    .collect()
 }
 
 impl CoalesceBackend for EthtoolCoalesce {
@@ -369,5 +403,76 @@ impl CoalesceBackend for EthtoolCoalesce {
             _ => {}
         }
         self.set_attrs(iface, &change)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel(errno: i32) -> NlError {
+        NlError::Kernel {
+            errno,
+            extack: None,
+        }
+    }
+
+    /// Errors name the parameter the SET carried, not rx-usecs whatever it was.
+    #[test]
+    fn errors_name_the_parameter_changed() {
+        const SET: &str = "ETHTOOL_MSG_COALESCE_SET";
+        // tx-usecs with adaptive-tx turned off in the same request.
+        let tx = CoalesceAttrs {
+            tx_usecs: Some(16),
+            use_adaptive_tx: Some(false),
+            ..CoalesceAttrs::default()
+        };
+        for errno in [libc::EINVAL, libc::ERANGE] {
+            match device_error(kernel(errno), "eth0", SET, &tx) {
+                ActuateError::InvalidValue { knob, value, .. } => {
+                    assert_eq!((knob.as_str(), value), ("ethtool:eth0:tx-usecs", 16.0));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let frames = CoalesceAttrs {
+            rx_max_frames: Some(8),
+            ..CoalesceAttrs::default()
+        };
+        let e = device_error(kernel(libc::EINVAL), "eth0", SET, &frames);
+        assert!(
+            e.to_string().starts_with("ethtool:eth0:rx-frames: 8 "),
+            "{e}"
+        );
+        let gone = NlError::Kernel {
+            errno: libc::ENODEV,
+            extack: Some("no device matches name".into()),
+        };
+        let e = device_error(gone, "eth0", SET, &tx);
+        match &e {
+            ActuateError::NotFound { knob, .. } => {
+                assert_eq!(knob, "ethtool:eth0:tx-usecs,adaptive-tx")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!e.to_string().contains("rx-usecs"), "{e}");
+        // A GET changes nothing: the device alone.
+        let gone = NlError::Kernel {
+            errno: libc::ENODEV,
+            extack: Some("no device matches name".into()),
+        };
+        match device_error(
+            gone,
+            "eth9",
+            "ETHTOOL_MSG_COALESCE_GET",
+            &CoalesceAttrs::default(),
+        ) {
+            ActuateError::NotFound { knob, .. } => assert_eq!(knob, "ethtool:eth9"),
+            other => panic!("{other:?}"),
+        }
+        match check_name("") {
+            Err(ActuateError::NotFound { knob, .. }) => assert_eq!(knob, "ethtool:"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -251,17 +251,21 @@ fn to_value(v: &Json) -> Option<Value> {
                 Json::Number(n) => json_int(n),
                 _ => None,
             })
-            .collect::<Option<Vec<i64>>>()
+            .collect::<Option<Vec<i128>>>()
             .map(Value::Ints),
         _ => None,
     }
 }
 
-fn json_int(n: &serde_json::Number) -> Option<i64> {
-    n.as_i64().or_else(|| {
-        let f = n.as_f64()?;
-        (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
-    })
+fn json_int(n: &serde_json::Number) -> Option<i128> {
+    // u64 too: kernel.shmmax's default is above i64::MAX.
+    n.as_i64()
+        .map(i128::from)
+        .or_else(|| n.as_u64().map(i128::from))
+        .or_else(|| {
+            let f = n.as_f64()?;
+            (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i128)
+        })
 }
 
 /// The model's reason as plain text: control characters made spaces, format characters removed,

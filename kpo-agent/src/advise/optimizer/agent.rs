@@ -185,7 +185,7 @@ impl Knob {
     }
 
     /// `address = value` for each member, given their values in order.
-    fn each(&self, values: &[i64]) -> String {
+    fn each(&self, values: &[i128]) -> String {
         let each: Vec<String> = self
             .members
             .iter()
@@ -637,7 +637,7 @@ fn first_of_the_loops_run(
 ) -> Option<(u64, i64)> {
     let journal = &path.journal;
     let state = journal.param_state(address)?;
-    if state.yielded.is_some() || state.last_applied != Some(Value::Int(now)) {
+    if state.yielded.is_some() || state.last_applied != Some(Value::Int(now.into())) {
         return None;
     }
     let holding = journal.intent(state.holding?)?;
@@ -646,7 +646,7 @@ fn first_of_the_loops_run(
     }
     let first = journal.first_of_run(address, Source::Optimizer)?;
     match first.before {
-        Value::Int(v) => Some((first.id, v)),
+        Value::Int(v) => Some((first.id, i64::try_from(v).ok()?)),
         _ => None,
     }
 }
@@ -1084,7 +1084,7 @@ impl PathKnobs<'_> {
     fn proposal(address: &ParamAddress, value: f64, why: &str) -> Proposal {
         Proposal {
             address: address.clone(),
-            value: Value::Int(value as i64),
+            value: Value::Int(value as i128),
             source: Source::Optimizer,
             reason: why.to_string(),
         }
@@ -1128,7 +1128,7 @@ impl Knobs for PathKnobs<'_> {
             knob.members.iter().all(|a| {
                 self.path
                     .journal
-                    .context(a, &Value::Int(v as i64), now)
+                    .context(a, &Value::Int(v as i128), now)
                     .quarantined_until
                     .is_none_or(|until| until <= now)
             })
@@ -1187,7 +1187,7 @@ impl Knobs for PathKnobs<'_> {
                         self.guard.watch(
                             id,
                             p.address.clone(),
-                            &Value::Int(from[i] as i64),
+                            &Value::Int(from[i] as i128),
                             p.value.clone(),
                             self.baseline,
                             signals,
@@ -1334,7 +1334,7 @@ mod tests {
         let write = |order: &[usize], to: &[f64]| -> Result<(), String> {
             for &i in order {
                 let mut a = CpufreqActuator::open(&addresses[i], &roots).unwrap();
-                a.apply(&Value::Int(to[i] as i64))
+                a.apply(&Value::Int(to[i] as i128))
                     .map_err(|e| e.to_string())?;
             }
             Ok(())

@@ -522,7 +522,7 @@ fn app_recommendation(
     Recommendation {
         id: Recommendation::make_app_id(Source::Rules, at.index, &addr, &application, l.family),
         parameter: addr,
-        current_value: Some(Value::Int(somaxconn)),
+        current_value: Some(Value::Int(somaxconn.into())),
         recommended_value: None,
         can_auto_apply: false,
         reason,

@@ -64,13 +64,13 @@ fn raised(
     }
     let step = limits.and_then(|l| l.max_step);
     if let Some(step) = step {
-        next = next.min(current.saturating_add(step.allowed_from(current)));
+        next = next.min(current.saturating_add(allowed(step, current)));
     }
     if let Some(min) = min.filter(|min| next < *min) {
         let why = match step {
             Some(step) if next < max.unwrap_or(ceiling) => format!(
                 "max_step {step} allows at most {} from {current}",
-                step.allowed_from(current)
+                allowed(step, current)
             ),
             _ => format!("the rule goes no higher than {ceiling}"),
         };
@@ -107,16 +107,21 @@ fn lowered(
     }
     let step = limits.and_then(|l| l.max_step);
     if let Some(step) = step {
-        next = next.max(current.saturating_sub(step.allowed_from(current)));
+        next = next.max(current.saturating_sub(allowed(step, current)));
     }
     if let (Some(max), Some(step)) = (max.filter(|max| next > *max), step) {
         return Err(format!(
             "the policy refuses anything above its max {max}, and max_step {step} allows at most \
              {} from {current}: widen max_step or raise max",
-            step.allowed_from(current)
+            allowed(step, current)
         ));
     }
     Ok((next < current).then_some(next))
+}
+
+/// The policy's step from `current`, in the rules' `i64` (a step beyond it is no limit).
+fn allowed(step: crate::advise::limits::Step, current: i64) -> i64 {
+    i64::try_from(step.allowed_from(current.into())).unwrap_or(i64::MAX)
 }
 
 /// A recommendation to move `parameter` from `current` to `target`. It may be applied without a
@@ -139,11 +144,11 @@ pub fn change(
             Source::Rules,
             at.index,
             &parameter,
-            Some(&Value::Int(target)),
+            Some(&Value::Int(target.into())),
         ),
         parameter,
-        current_value: Some(Value::Int(current)),
-        recommended_value: Some(Value::Int(target)),
+        current_value: Some(Value::Int(current.into())),
+        recommended_value: Some(Value::Int(target.into())),
         can_auto_apply: limits.is_some_and(|l| l.mode == Mode::Auto),
         reason,
         confidence,

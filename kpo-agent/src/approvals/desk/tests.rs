@@ -63,10 +63,10 @@ fn setup(dir: &std::path::Path, mode: &str) -> Setup {
 fn rec(source: Source, value: i64, auto: bool) -> Recommendation {
     let parameter: ParamAddress = NS.parse().unwrap();
     Recommendation {
-        id: Recommendation::make_id(source, 1, &parameter, Some(&Value::Int(value))),
+        id: Recommendation::make_id(source, 1, &parameter, Some(&Value::Int(value.into()))),
         parameter,
         current_value: Some(Value::Int(16)),
-        recommended_value: Some(Value::Int(value)),
+        recommended_value: Some(Value::Int(value.into())),
         can_auto_apply: auto,
         reason: format!("listener dropped 24; raise to {value}"),
         confidence: 0.9,
