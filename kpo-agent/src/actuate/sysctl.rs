@@ -341,13 +341,15 @@ pub fn open_netns(netns: &NetnsRef) -> Result<File, ActuateError> {
     }
 }
 
-/// Whether the namespace file `file` holds a network namespace (`NS_GET_NSTYPE`, Linux 4.11).
+/// Whether the namespace file `file` holds a network namespace (`NS_GET_NSTYPE`, Linux 4.11). A
+/// kernel that cannot say (ENOTTY) gets the benefit of the doubt: entering it will tell.
 fn is_network_namespace(file: &File) -> bool {
     use std::os::fd::AsRawFd;
     // SAFETY: NS_GET_NSTYPE takes no argument and only returns the namespace's CLONE_NEW* type;
     // `file` is open for the whole call.
     let kind = unsafe { libc::ioctl(file.as_raw_fd(), libc::NS_GET_NSTYPE) };
     kind == libc::CLONE_NEWNET
+        || (kind == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTTY))
 }
 
 /// The network namespace's cookie (`SO_NETNS_COOKIE`, Linux 5.14): a 64-bit id the kernel never
