@@ -178,6 +178,20 @@ fn assert_whole_lines(path: &Path) -> Vec<Value> {
     parse_lines(&text)
 }
 
+/// Waits until `events` holds `n` windows, the agent alive all the while (`when` names the moment
+/// in a failure).
+fn wait_for_windows(agent: &mut Kpo, events: &Path, n: usize, when: &str) {
+    wait_for(&format!("{n} windows"), Duration::from_secs(30), || {
+        agent.assert_alive(when);
+        let got = windows(&lines(events)).len();
+        if got >= n {
+            Ok(())
+        } else {
+            Err(format!("{got} windows"))
+        }
+    });
+}
+
 fn windows(events: &[Value]) -> Vec<&Value> {
     events.iter().filter(|e| e["kind"] == "window").collect()
 }
@@ -399,15 +413,7 @@ pub fn full_disk_drops_whole_events_and_recovers() {
         Stdio::null(),
         &[],
     );
-    wait_for("two windows", Duration::from_secs(30), || {
-        agent.assert_alive("before the disk filled");
-        let n = windows(&lines(&events)).len();
-        if n >= 2 {
-            Ok(())
-        } else {
-            Err(format!("{n} windows"))
-        }
-    });
+    wait_for_windows(&mut agent, &events, 2, "before the disk filled");
     // Fill every page the agent's file is not using yet.
     let filler = tmpfs.0.join("filler");
     {
@@ -487,30 +493,11 @@ pub fn sighup_reopens_the_event_file() {
         Stdio::null(),
         &[],
     );
-    wait_for("two windows", Duration::from_secs(30), || {
-        agent.assert_alive("before SIGHUP");
-        let n = windows(&lines(&events)).len();
-        if n >= 2 {
-            Ok(())
-        } else {
-            Err(format!("{n} windows"))
-        }
-    });
+    wait_for_windows(&mut agent, &events, 2, "before SIGHUP");
     fs::rename(&events, &rotated).unwrap();
     agent.signal(Signal::SIGHUP);
-    wait_for(
-        "a window in a new file at the path",
-        Duration::from_secs(30),
-        || {
-            agent.assert_alive("after SIGHUP");
-            let n = windows(&lines(&events)).len();
-            if n >= 1 {
-                Ok(())
-            } else {
-                Err(format!("{n} windows in the new file"))
-            }
-        },
-    );
+    // A window in a new file at the path.
+    wait_for_windows(&mut agent, &events, 1, "after SIGHUP");
     agent.signal(Signal::SIGTERM);
     let status = agent.wait_exit("on SIGTERM");
     assert!(
@@ -580,15 +567,7 @@ pub fn sighup_loads_an_edited_policy_and_keeps_it_when_the_file_is_broken() {
             }
         }
     };
-    wait_for("a window", Duration::from_secs(30), || {
-        agent.assert_alive("before SIGHUP");
-        let n = windows(&lines(&events)).len();
-        if n >= 1 {
-            Ok(())
-        } else {
-            Err(format!("{n} windows"))
-        }
-    });
+    wait_for_windows(&mut agent, &events, 1, "before SIGHUP");
     // Unchanged: nothing to say (a line on stderr, no event).
     agent.signal(Signal::SIGHUP);
     wait_for("the unchanged file seen", Duration::from_secs(30), || {
