@@ -90,6 +90,17 @@ impl Kpo {
         }
     }
 
+    /// SIGTERM, then waits (bounded) for a clean exit: status 0, or the failure shows stderr.
+    fn stop_with_sigterm(&mut self) {
+        self.signal(Signal::SIGTERM);
+        let status = self.wait_exit("on SIGTERM");
+        assert!(
+            status.success(),
+            "exit {status}; stderr:\n{}",
+            self.stderr()
+        );
+    }
+
     /// Waits (bounded) for the agent to exit after a signal.
     fn wait_exit(&mut self, what: &str) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -333,13 +344,7 @@ pub fn stalled_reader_keeps_ticking_and_honours_sigterm() {
             }
         },
     );
-    agent.signal(Signal::SIGTERM);
-    let status = agent.wait_exit("on SIGTERM");
-    assert!(
-        status.success(),
-        "exit {status}; stderr:\n{}",
-        agent.stderr()
-    );
+    agent.stop_with_sigterm();
     reader.join().unwrap();
     let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
     assert!(text.ends_with('\n'), "torn last line: {text:?}");
@@ -456,13 +461,7 @@ pub fn full_disk_drops_whole_events_and_recovers() {
             }
         },
     );
-    agent.signal(Signal::SIGTERM);
-    let status = agent.wait_exit("on SIGTERM");
-    assert!(
-        status.success(),
-        "exit {status}; stderr:\n{}",
-        agent.stderr()
-    );
+    agent.stop_with_sigterm();
     let all = assert_whole_lines(&events);
     validate(&all);
     let (announced, total) = drop_counts(&all);
@@ -498,13 +497,7 @@ pub fn sighup_reopens_the_event_file() {
     agent.signal(Signal::SIGHUP);
     // A window in a new file at the path.
     wait_for_windows(&mut agent, &events, 1, "after SIGHUP");
-    agent.signal(Signal::SIGTERM);
-    let status = agent.wait_exit("on SIGTERM");
-    assert!(
-        status.success(),
-        "exit {status}; stderr:\n{}",
-        agent.stderr()
-    );
+    agent.stop_with_sigterm();
     let old = assert_whole_lines(&rotated);
     let new = assert_whole_lines(&events);
     validate(&old);
@@ -584,13 +577,7 @@ pub fn sighup_loads_an_edited_policy_and_keeps_it_when_the_file_is_broken() {
     agent.signal(Signal::SIGHUP);
     wait_for("the refusal", Duration::from_secs(30), policy_events(2));
     agent.assert_alive("after the refused reload");
-    agent.signal(Signal::SIGTERM);
-    let status = agent.wait_exit("on SIGTERM");
-    assert!(
-        status.success(),
-        "exit {status}; stderr:\n{}",
-        agent.stderr()
-    );
+    agent.stop_with_sigterm();
     let all = assert_whole_lines(&events);
     validate(&all);
     let got: Vec<&Value> = all.iter().filter(|e| e["kind"] == "policy").collect();
@@ -630,13 +617,7 @@ fn run_until(name: &str, args: &[&str], until: impl Fn(&[Value]) -> bool) -> Vec
             Err(format!("{:?}", kinds(&seen)))
         }
     });
-    agent.signal(Signal::SIGTERM);
-    let status = agent.wait_exit("on SIGTERM");
-    assert!(
-        status.success(),
-        "exit {status}; stderr:\n{}",
-        agent.stderr()
-    );
+    agent.stop_with_sigterm();
     let out = assert_whole_lines(&events);
     let _ = fs::remove_file(&events);
     out
@@ -780,13 +761,7 @@ pub fn no_capabilities_reason_names_the_os_error() {
             Err(format!("{k:?}"))
         }
     });
-    agent.signal(Signal::SIGTERM);
-    let status = agent.wait_exit("on SIGTERM");
-    assert!(
-        status.success(),
-        "exit {status}; stderr:\n{}",
-        agent.stderr()
-    );
+    agent.stop_with_sigterm();
     let all = lines(&events);
     for s in all[1]["sensors"].as_array().unwrap() {
         assert_eq!(s["enabled"], false, "{s}");
