@@ -769,6 +769,11 @@ impl Policy {
         }
     }
 
+    /// Whether `value` is within the bounds of the entry for `address` (none set: any value).
+    pub fn within_bounds(&self, address: &ParamAddress, value: &Value) -> bool {
+        check_bounds(self.rule_for(address), value).is_none()
+    }
+
     /// A revert (to a value the kernel had before) passes only the deny-list: it undoes a change,
     /// so pause, bounds, step, cooldown and the hourly limit do not hold it back.
     pub fn decide_revert(&self, address: &ParamAddress) -> Decision {

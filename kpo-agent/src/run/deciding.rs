@@ -389,11 +389,13 @@ impl Deciding {
     /// policy in force as it is, and says why; an unchanged file does nothing.
     ///
     /// What changes at once: every decision from now on (modes, bounds, steps, rates, namespaces,
-    /// on_exit), the guard's settings for changes made from now on, and `[approvals]`. What does
-    /// not: values already applied stay (a parameter now denied or observed is left as it is),
-    /// watches running keep their windows, and the optimizer's live loop keeps searching the
-    /// knobs it started with (its trials are decided by the new policy) until a restart.
-    pub fn reload_policy(&mut self) -> Vec<Event> {
+    /// on_exit), the guard's settings for changes made from now on, and `[approvals]`. When the
+    /// optimizer's entries changed, its live loop settles and a new one starts over the knobs
+    /// the new policy gives it (none: it stays off), from the kernel's values; `config` is what
+    /// it starts with, as at the agent's start. What does not change: values already applied
+    /// stay (a parameter now denied or observed is left as it is), and watches running keep
+    /// their windows.
+    pub fn reload_policy(&mut self, config: &Config) -> Vec<Event> {
         let (file, named) = &self.policy_file;
         let mut new = match Policy::load_from(file, *named) {
             Ok(policy) => policy,
@@ -444,13 +446,6 @@ impl Deciding {
             "policy reloaded from {} (was {})",
             self.path.policy.origin, old.origin
         );
-        if optimizer_knobs_changed {
-            warn!(
-                "policy reload: the optimizer's cpufreq or ethtool entries changed; its live loop \
-                 takes them up only when the agent restarts (until then it searches the knobs it \
-                 started with, if any, each trial decided by the new policy)"
-            );
-        }
         let mut events = vec![Event::Policy {
             outcome: "reloaded",
             source: self.path.policy.origin.to_string(),
@@ -458,6 +453,41 @@ impl Deciding {
             optimizer_knobs_changed,
         }];
         events.extend(self.take_events());
+        if optimizer_knobs_changed {
+            info!(
+                "policy reload: the optimizer's cpufreq or ethtool entries changed; its live loop \
+                 settles and starts again over them"
+            );
+            events.extend(self.restart_optimizer(config));
+        }
+        events
+    }
+
+    /// The optimizer's entries changed: the loop running settles, and a new one starts from
+    /// the kernel's values. Called with the new policy in force.
+    ///
+    /// The settle is decided under the new policy. It writes only reverts of the loop's own
+    /// changes, which no policy's bounds hold back (only the built-in deny-list, the same in
+    /// every policy), so the new policy cannot refuse it; what the new policy decides is where
+    /// to: the cheapest configuration measured within the SLO that its bounds allow, or else the
+    /// start (what the knobs held when this loop began, not a trial). Settled under the old
+    /// policy, the loop could rest on a measured value the operator has just excluded, and the
+    /// new loop would start from it and leave it in place until its first trial moves it away
+    /// (never, without traffic on the SLO port): narrowing a bound would not take the loop's
+    /// values out of it.
+    fn restart_optimizer(&mut self, config: &Config) -> Vec<Event> {
+        let mut events = Vec::new();
+        if let Some(mut optimizer) = self.optimizer.take() {
+            let knobs = optimizer.knobs();
+            let settled = optimizer.on_reload(&mut self.path, &mut self.guard);
+            // Its `change` events first, as in a window.
+            events.extend(self.take_events());
+            for e in settled {
+                info!("policy reload: optimizer: {e:?}");
+                events.push(optimizer_event(knobs.clone(), e));
+            }
+        }
+        events.extend(self.start_optimizer(config));
         events
     }
 
@@ -852,6 +882,11 @@ impl Deciding {
     #[cfg(test)]
     pub(crate) fn set_policy_file_for_tests(&mut self, file: PathBuf, named: bool) {
         self.policy_file = (file, named);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn optimizer_for_tests(&self) -> Option<&AgentOptimizer> {
+        self.optimizer.as_ref()
     }
 
     #[cfg(test)]

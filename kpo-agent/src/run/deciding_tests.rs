@@ -373,6 +373,74 @@ impl Rig {
             .collect()
     }
 
+    /// The policy as the agent loaded it from a file at start, so that SIGHUP reads it again.
+    fn policy_from_file(&mut self) {
+        let file = self._tmp.path().join("policy.toml");
+        std::fs::write(&file, &self.policy_text).unwrap();
+        self.deciding.path_for_tests_mut().policy = Policy::load(Some(&file)).unwrap();
+        self.deciding.set_policy_file_for_tests(file, true);
+    }
+
+    /// The policy file edited to `text`, then SIGHUP: the reload's events.
+    fn reload(&mut self, text: &str) -> Vec<Event> {
+        std::fs::write(self._tmp.path().join("policy.toml"), text).unwrap();
+        self.policy_text = text.to_string();
+        let events = self.deciding.reload_policy(&self.config);
+        self.record(&events);
+        events
+    }
+
+    /// Every configuration measured within the SLO so far, and its objective.
+    fn measured_within_slo(&self) -> Vec<(Vec<f64>, f64)> {
+        self.live
+            .iter()
+            .filter_map(|e| match e {
+                LiveEvent::Measured {
+                    config,
+                    objective,
+                    feasible: true,
+                    learned: true,
+                    ..
+                } => Some((config.clone(), *objective)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The cheapest configuration measured within the SLO so far that the loop may go back to:
+    /// none of its values quarantined by the guard since.
+    fn best_measured(&self) -> Option<Vec<f64>> {
+        let now = std::time::SystemTime::now();
+        let quarantined = |address: &str, v: f64| {
+            self.journal()
+                .context(&address.parse().unwrap(), &Value::Int(v as i128), now)
+                .quarantined_until
+                .is_some_and(|until| until > now)
+        };
+        self.measured_within_slo()
+            .into_iter()
+            .filter(|(c, _)| !quarantined(MAX_FREQ, c[0]) && !quarantined(RX, c[1]))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(config, _)| config)
+    }
+
+    /// Windows until a trial is in place (the last window applied one) and `want` holds for the
+    /// rig (at most `max` windows).
+    fn until_a_trial(&mut self, max: usize, want: impl Fn(&Rig) -> bool) {
+        for _ in 0..max {
+            let events = self.window();
+            if has(&events, |e| matches!(e, LiveEvent::Applied { .. })) && want(self) {
+                return;
+            }
+        }
+        panic!("not within {max} windows; events: {:#?}", self.live);
+    }
+
+    /// The knobs' values now, as the loop's configurations list them.
+    fn config_now(&self) -> Vec<f64> {
+        vec![self.max_freq() as f64, self.rx() as f64]
+    }
+
     /// Every event so far is valid against docs/events.schema.json.
     fn assert_schema(&self) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/events.schema.json");
@@ -2440,7 +2508,7 @@ fn sighup_loads_the_edited_policy_and_a_broken_file_changes_nothing() {
         crate::api::Reply::Error(e) => format!("error: {e}"),
     };
     // Unchanged: nothing to do, nothing said.
-    assert!(rig.deciding.reload_policy().is_empty());
+    assert!(rig.deciding.reload_policy(&rig.config).is_empty());
 
     std::fs::write(&file, entry(2_500_000)).unwrap();
     // Edited and not loaded yet: an operator's apply is refused, and says how to load it.
@@ -2448,7 +2516,7 @@ fn sighup_loads_the_edited_policy_and_a_broken_file_changes_nothing() {
     assert!(refused.contains("send the agent SIGHUP"), "{refused}");
     assert_eq!(rig.max_freq(), 3_000_000);
 
-    let events = rig.deciding.reload_policy();
+    let events = rig.deciding.reload_policy(&rig.config);
     let json: Vec<serde_json::Value> = events
         .iter()
         .map(|e| serde_json::to_value(e).unwrap())
@@ -2484,7 +2552,7 @@ fn sighup_loads_the_edited_policy_and_a_broken_file_changes_nothing() {
 
     // A file with a mistake is not loaded: the policy in force stays, and the event says why.
     std::fs::write(&file, format!("{}min_step = \"fast\"\n", entry(2_900_000))).unwrap();
-    let events = rig.deciding.reload_policy();
+    let events = rig.deciding.reload_policy(&rig.config);
     assert_eq!(events.len(), 1, "{events:?}");
     let json = serde_json::to_value(&events[0]).unwrap();
     assert_eq!(json["outcome"], "refused");
@@ -2503,7 +2571,7 @@ fn sighup_loads_the_edited_policy_and_a_broken_file_changes_nothing() {
     );
     // Put back as it was loaded: unchanged again, and operators are served again.
     std::fs::write(&file, entry(2_500_000)).unwrap();
-    assert!(rig.deciding.reload_policy().is_empty());
+    assert!(rig.deciding.reload_policy(&rig.config).is_empty());
     assert_eq!(status(&rig.operator_sets_max_freq(2_400_000)), "applied");
 }
 
@@ -2519,17 +2587,17 @@ fn a_reload_from_the_default_path_without_its_file_is_the_built_in_default() {
     rig.deciding.set_policy_file_for_tests(file.clone(), false);
 
     std::fs::write(&file, format!("# moved down a line\n{}", policy(""))).unwrap();
-    let events = rig.deciding.reload_policy();
+    let events = rig.deciding.reload_policy(&rig.config);
     let json = serde_json::to_value(&events[0]).unwrap();
     assert_eq!(json["outcome"], "reloaded");
     assert_eq!(json["optimizer_knobs_changed"], false, "{json}");
 
     std::fs::write(&file, policy("max_step = \"10%\"")).unwrap();
-    let json = serde_json::to_value(&rig.deciding.reload_policy()[0]).unwrap();
+    let json = serde_json::to_value(&rig.deciding.reload_policy(&rig.config)[0]).unwrap();
     assert_eq!(json["optimizer_knobs_changed"], true, "{json}");
 
     std::fs::remove_file(&file).unwrap();
-    let json = serde_json::to_value(&rig.deciding.reload_policy()[0]).unwrap();
+    let json = serde_json::to_value(&rig.deciding.reload_policy(&rig.config)[0]).unwrap();
     assert_eq!(json["outcome"], "reloaded", "{json}");
     assert_eq!(json["source"], "built-in default (observe and recommend)");
     assert_eq!(json["optimizer_knobs_changed"], true, "{json}");
@@ -2541,4 +2609,238 @@ fn a_reload_from_the_default_path_without_its_file_is_the_built_in_default() {
         .join("state")
         .join(crate::control::POLICY_PATH_FILE);
     assert!(!recorded.exists());
+}
+
+/// The policy with the optimizer's cpufreq entry bounded at `max` kHz.
+fn policy_with_max_freq(max: i64) -> String {
+    policy("").replace("max = 3000000", &format!("max = {max}"))
+}
+
+/// The optimizer's `settled` among `events`: from, to.
+fn settled(events: &[Event]) -> Option<(Vec<f64>, Vec<f64>)> {
+    loop_events(events).into_iter().find_map(|e| match e {
+        LiveEvent::Settled { from, to } => Some((from.clone(), to.clone())),
+        _ => None,
+    })
+}
+
+/// A reload's events: the `policy` event first (saying the optimizer's entries changed), then the
+/// settle's `change` events, then the `optimizer` events named in `optimizer`, in that order.
+fn assert_reload_order(events: &[Event], optimizer: &[&str]) {
+    let json: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    assert_eq!(json[0]["optimizer_knobs_changed"], true, "{json:#?}");
+    let kinds: Vec<String> = json
+        .iter()
+        .map(|v| match v["kind"].as_str().unwrap() {
+            "optimizer" => format!("optimizer {}", v["event"].as_str().unwrap()),
+            kind => kind.to_string(),
+        })
+        .collect();
+    let changes = kinds.iter().filter(|k| *k == "change").count();
+    let mut want = vec!["policy".to_string()];
+    want.extend(std::iter::repeat_n("change".to_string(), changes));
+    want.extend(optimizer.iter().map(|e| format!("optimizer {e}")));
+    assert_eq!(kinds, want, "{json:#?}");
+}
+
+/// A reload that gives the optimizer knobs, where it had none, starts its loop from the kernel's
+/// values, as a start would.
+#[test]
+fn a_reload_that_gives_the_optimizer_knobs_starts_its_loop() {
+    let without = policy("").replace("sources = [\"optimizer\"]", "sources = [\"operator\"]");
+    let mut rig = Rig::new(&without, true, "");
+    rig.policy_from_file();
+    assert!(rig.live.is_empty(), "{:?}", rig.live);
+    rig.window();
+    assert!(rig.intents().is_empty());
+
+    let events = rig.reload(&policy(""));
+    assert_reload_order(&events, &["started"]);
+    assert!(
+        matches!(
+            loop_events(&events).as_slice(),
+            [LiveEvent::Started { config, .. }] if config == &vec![3_000_000.0, 0.0]
+        ),
+        "{events:?}"
+    );
+    assert_eq!(rig.json[1]["knobs"], serde_json::json!([MAX_FREQ, RX]));
+    let events = rig.window();
+    assert!(has(&events, |e| matches!(e, LiveEvent::Applied { .. })));
+    assert_ne!(rig.config_now(), vec![3_000_000.0, 0.0]);
+    rig.assert_schema();
+}
+
+/// A reload that narrows the bounds below the trial in place and below the best measured: the
+/// trial makes way for the cheapest configuration measured within the SLO that the new bounds
+/// allow (not the best of the old ones, which they exclude), and a new loop starts from there
+/// over levels spread over the new bounds; its trials stay within them.
+#[test]
+fn a_reload_that_narrows_the_bounds_settles_within_them_and_restarts_over_the_new_levels() {
+    const NARROWED: i64 = 1_800_000;
+    let within = |c: &[f64]| c[0] <= NARROWED as f64;
+    let mut rig = Rig::new(&policy(""), true, "");
+    rig.policy_from_file();
+    rig.until_a_trial(20, |rig| {
+        let best = rig.best_measured().unwrap();
+        !within(&rig.config_now())
+            && !within(&best)
+            && rig
+                .measured_within_slo()
+                .iter()
+                .any(|(c, _)| within(c) && c != &best)
+    });
+    let trial = rig.config_now();
+    let best = rig.best_measured().unwrap();
+
+    let events = rig.reload(&policy_with_max_freq(NARROWED));
+    assert_reload_order(&events, &["settled", "started"]);
+    let (from, to) = settled(&events).expect("a settled event");
+    assert_eq!(from, trial);
+    assert!(within(&to), "settled on {to:?}, above {NARROWED}");
+    assert!(
+        rig.measured_within_slo().iter().any(|(c, _)| c == &to),
+        "{to:?} was not measured within the SLO"
+    );
+    assert_ne!(to, best, "the old policy's best is excluded");
+    assert_eq!(
+        rig.config_now(),
+        to,
+        "the kernel holds the settled configuration"
+    );
+    let reasons: Vec<String> = rig
+        .intents()
+        .iter()
+        .rev()
+        .take_while(|i| matches!(i.kind, IntentKind::Revert { .. }))
+        .map(|i| i.reason.clone())
+        .collect();
+    assert!(!reasons.is_empty());
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r.starts_with("optimizer: policy reloaded; back to")),
+        "{reasons:?}"
+    );
+
+    // The new loop: from the settled values, over the new levels.
+    let started = rig.last_started();
+    assert_eq!(started["config"], serde_json::json!(to));
+    let space = rig
+        .deciding
+        .optimizer_for_tests()
+        .expect("a new loop")
+        .live()
+        .optimizer()
+        .space()
+        .clone();
+    let levels = [
+        1_200_000.0,
+        1_320_000.0,
+        1_440_000.0,
+        1_560_000.0,
+        1_680_000.0,
+        1_800_000.0,
+    ];
+    assert_eq!(space.levels(0), levels);
+    assert_eq!(space.levels(1), [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]);
+    let events = rig.until(5, |ev| has(ev, |e| matches!(e, LiveEvent::Applied { .. })));
+    let first = loop_events(&events)
+        .into_iter()
+        .find_map(|e| match e {
+            LiveEvent::Applied { config, .. } => Some(config.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(levels.contains(&first[0]), "{first:?}");
+    assert_eq!(rig.max_freq() as f64, first[0]);
+    rig.assert_schema();
+}
+
+/// A reload that leaves the optimizer no knobs settles its loop (the trial makes way for the
+/// best measured within the SLO) and turns it off: nothing is written after.
+#[test]
+fn a_reload_that_gives_the_optimizer_no_knobs_settles_its_loop_and_stops_it() {
+    let mut rig = Rig::new(&policy(""), true, "");
+    rig.policy_from_file();
+    rig.until_a_trial(20, |rig| {
+        let best = rig.best_measured().unwrap();
+        best[0] != rig.max_freq() as f64 && best != vec![3_000_000.0, 0.0]
+    });
+    let trial = rig.config_now();
+    let best = rig.best_measured().unwrap();
+
+    let without = policy("").replace("sources = [\"optimizer\"]", "sources = [\"operator\"]");
+    let events = rig.reload(&without);
+    assert_reload_order(&events, &["settled"]);
+    assert_eq!(settled(&events), Some((trial, best.clone())));
+    assert!(rig.deciding.optimizer_for_tests().is_none());
+    // What the sysfs file holds is the settled value, and it stays.
+    assert_eq!(rig.max_freq() as f64, best[0]);
+    assert_eq!(rig.config_now(), best);
+    let intents = rig.intents().len();
+    for _ in 0..3 {
+        let events = rig.window();
+        assert!(loop_events(&events).is_empty(), "{events:?}");
+    }
+    assert_eq!(rig.intents().len(), intents);
+    assert_eq!(rig.config_now(), best);
+    rig.assert_schema();
+}
+
+/// A trial in place at a reload that changes the optimizer's entries is settled, not left for the
+/// new loop to start from, even when every knob's parameters revert on exit (the agent is not
+/// stopping: nothing puts the originals back after); the new loop starts from the settled values.
+#[test]
+fn a_trial_in_place_at_a_reload_is_settled_even_when_its_knobs_revert_on_exit() {
+    let text = policy("on_exit = \"revert\"").replace(
+        "max = 100\nsources = [\"optimizer\"]",
+        "max = 100\nsources = [\"optimizer\"]\non_exit = \"revert\"",
+    );
+    assert_eq!(text.matches("on_exit").count(), 2, "{text}");
+    let mut rig = Rig::new(&text, true, "");
+    rig.policy_from_file();
+    rig.window();
+    let trial = rig.config_now();
+    assert_ne!(
+        trial,
+        vec![3_000_000.0, 0.0],
+        "the first trial moved the knobs"
+    );
+    let before = rig.intents().len();
+
+    let edited = text.replacen(
+        "on_exit = \"revert\"",
+        "on_exit = \"revert\"\ncooldown = \"1s\"",
+        1,
+    );
+    let events = rig.reload(&edited);
+    assert_reload_order(&events, &["settled", "started"]);
+    assert_eq!(
+        settled(&events),
+        Some((trial, vec![3_000_000.0, 0.0])),
+        "{events:?}"
+    );
+    assert_eq!(rig.config_now(), vec![3_000_000.0, 0.0]);
+    let reverts = &rig.intents()[before..];
+    assert_eq!(reverts.len(), 2, "{reverts:#?}");
+    for r in reverts {
+        assert!(
+            matches!(r.kind, IntentKind::Revert { of: Some(_) }),
+            "{r:?}"
+        );
+        assert_eq!(r.source, Source::Optimizer);
+        assert!(
+            r.reason.starts_with("optimizer: policy reloaded"),
+            "{}",
+            r.reason
+        );
+    }
+    assert_eq!(
+        rig.last_started()["config"],
+        serde_json::json!([3_000_000.0, 0.0])
+    );
+    rig.assert_schema();
 }

@@ -269,7 +269,7 @@ pub async fn run(
                 Sig::Hup => if let Err(e) = stage("SIGHUP", || {
                     info!("SIGHUP: re-opening the event stream {}", sink.destination());
                     sink.reopen();
-                    for event in deciding.reload_policy() {
+                    for event in deciding.reload_policy(&config) {
                         sink.send(&event);
                     }
                 }) {

@@ -1,8 +1,9 @@
 //! The live loop inside `kpo run`: which knobs it moves, how a window becomes a measurement, and
 //! how its configurations reach the kernel (docs/optimizer.md, "The live loop in the agent").
 //!
-//! - **Knobs** come from the policy (one per entry and attribute: what a glob matches moves
-//!   together): every numeric cpufreq or coalescing parameter
+//! - **Knobs** come from the policy at the loop's start (the agent's, or a reload that changes
+//!   the optimizer's entries: `Deciding::reload_policy`), one per entry and attribute (what a
+//!   glob matches moves together): every numeric cpufreq or coalescing parameter
 //!   (`scaling_max_freq`, `scaling_min_freq`, `rx-usecs`, `tx-usecs`, `rx-frames`, `tx-frames`)
 //!   that a `[params."NAME"]` entry (a name or a glob) gives to the optimizer: `sources` includes
 //!   `optimizer`, mode `auto`, and `min` and `max` set (mode `recommend` is left out, with the
@@ -711,6 +712,26 @@ impl AgentOptimizer {
         self.live.settle(&mut knobs)
     }
 
+    /// A reloaded policy changed the optimizer's entries, and this loop makes way for one over
+    /// them: as at shutdown, a trial in place makes way for the best configuration measured
+    /// within the SLO (or the start), but always (the agent goes on: no `on_exit` revert
+    /// follows), and judged by the policy now in `path`, the new one (`Deciding::reload_policy`
+    /// says why): a configuration its bounds exclude does not stay.
+    pub fn on_reload(&mut self, path: &mut ChangePath, guard: &mut Guard) -> Vec<LiveEvent> {
+        if self.knobs.is_empty() {
+            return Vec::new();
+        }
+        let mut knobs = PathKnobs {
+            path,
+            guard,
+            baseline: None,
+            knobs: &self.knobs,
+            made: &mut self.made,
+            exiting: false,
+        };
+        self.live.go_back_for(&mut knobs, GoBack::Reload)
+    }
+
     fn on_window_inner(
         &mut self,
         path: &mut ChangePath,
@@ -1125,12 +1146,15 @@ impl Knobs for PathKnobs<'_> {
     fn allowed(&mut self, to: &[f64]) -> bool {
         let now = std::time::SystemTime::now();
         self.knobs.iter().zip(to).all(|(knob, &v)| {
+            let value = Value::Int(v as i128);
             knob.members.iter().all(|a| {
-                self.path
-                    .journal
-                    .context(a, &Value::Int(v as i128), now)
-                    .quarantined_until
-                    .is_none_or(|until| until <= now)
+                self.path.policy.within_bounds(a, &value)
+                    && self
+                        .path
+                        .journal
+                        .context(a, &value, now)
+                        .quarantined_until
+                        .is_none_or(|until| until <= now)
             })
         })
     }

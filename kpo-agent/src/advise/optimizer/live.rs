@@ -61,8 +61,9 @@ pub trait Knobs {
     /// agent), for the reason `why`. Not subject to the policy's limits: it undoes the loop's own
     /// changes.
     fn revert_to(&mut self, from: &[f64], to: &[f64], why: GoBack) -> Result<(), String>;
-    /// Whether the loop may go back to `to` (in the agent: none of its values is quarantined by
-    /// the guard since it was measured).
+    /// Whether the loop may go back to `to` (in the agent: within the policy's bounds, which a
+    /// reload may have narrowed, and none of its values quarantined by the guard since it was
+    /// measured).
     fn allowed(&mut self, _to: &[f64]) -> bool {
         true
     }
@@ -78,6 +79,10 @@ pub enum GoBack {
     /// The knobs searched change (one yielded to a person, or handed back): the new search
     /// starts from a configuration measured, not from a trial.
     Regroup,
+    /// A reloaded policy changed the optimizer's entries: this loop ends, and the next one
+    /// starts from a configuration measured, not from a trial. The configuration in place must
+    /// itself be allowed to stay (the new bounds may exclude it).
+    Reload,
 }
 
 impl GoBack {
@@ -86,6 +91,7 @@ impl GoBack {
             GoBack::SloBreach => "SLO breach",
             GoBack::Stopping => "agent stopping",
             GoBack::Regroup => "knobs regrouped",
+            GoBack::Reload => "policy reloaded",
         }
     }
 }
@@ -261,7 +267,8 @@ pub enum LiveEvent {
         windows_per_trial: u32,
         left_out: Vec<String>,
     },
-    /// The policy gives the optimizer knobs but the loop cannot run (said once, at start).
+    /// The policy gives the optimizer knobs but the loop cannot run (said at the agent's start,
+    /// and at a reload that changes the optimizer's entries).
     Off {
         reason: String,
     },
@@ -312,8 +319,9 @@ pub enum LiveEvent {
         config: Vec<f64>,
         set_aside: Vec<String>,
     },
-    /// The agent is stopping: the trial in place made way, through the journal, for the best
-    /// configuration measured within the SLO (or the start).
+    /// The loop is ending (the agent is stopping, or a reloaded policy changed the optimizer's
+    /// entries): the trial in place made way, through the journal, for the best configuration
+    /// measured within the SLO (or the start).
     Settled {
         from: Vec<f64>,
         to: Vec<f64>,
@@ -648,9 +656,11 @@ impl LiveOptimizer {
     }
 
     /// Back to the best feasible configuration measured (or the start) for `why`, unless a
-    /// measured configuration is held (a trial is not in place).
+    /// measured configuration is held (a trial is not in place) and, on a reload, still allowed.
     pub fn go_back_for(&mut self, knobs: &mut dyn Knobs, why: GoBack) -> Vec<LiveEvent> {
-        let holding_measured = self.phase == Phase::Holding
+        let current = self.current.clone();
+        let holding_measured = (why != GoBack::Reload || knobs.allowed(&current))
+            && self.phase == Phase::Holding
             && self.pending_best.is_none()
             && matches!(&self.held, Some((c, Some(_))) if *c == self.current);
         if holding_measured {
@@ -660,15 +670,19 @@ impl LiveOptimizer {
     }
 
     /// Back to the cheapest feasible configuration measured that the knobs still allow (the
-    /// guard may have quarantined one since), or the start (after a breach, what the knobs held
-    /// before the trials, when the start is a trial a stopped agent left).
+    /// guard may have quarantined one since; on a reload, the new bounds may exclude one, the
+    /// one in place included), or the start (after a breach, what the knobs held before the
+    /// trials, when the start is a trial a stopped agent left).
     fn back_to_best(&mut self, knobs: &mut dyn Knobs, why: GoBack) -> Option<LiveEvent> {
+        // Staying writes nothing, so a quarantine does not move the loop off the configuration
+        // in place; bounds that changed under it do.
+        let may_stay = why != GoBack::Reload;
         let target = self
             .opt
             .feasible_points()
             .into_iter()
             .map(|o| o.point)
-            .find(|point| *point == self.current || knobs.allowed(point))
+            .find(|point| (may_stay && *point == self.current) || knobs.allowed(point))
             .unwrap_or_else(|| match (why, &self.before_trials) {
                 (GoBack::SloBreach, Some(before)) => before.clone(),
                 _ => self.start.clone(),
@@ -682,7 +696,7 @@ impl LiveOptimizer {
                 self.current = target.clone();
                 match why {
                     GoBack::SloBreach | GoBack::Regroup => LiveEvent::Reverted { from, to: target },
-                    GoBack::Stopping => LiveEvent::Settled { from, to: target },
+                    GoBack::Stopping | GoBack::Reload => LiveEvent::Settled { from, to: target },
                 }
             }
             Err(error) => LiveEvent::RevertFailed {
