@@ -262,6 +262,11 @@ fn main() {
             actuate_sysctl::kpo_apply_with_commas_writes_lists_and_integers,
         ),
         trial(
+            "actuate_sysctl::several_words_read_as_the_kernel_prints_them",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::several_words_read_as_the_kernel_prints_them,
+        ),
+        trial(
             "actuate_sysctl::is_per_netns_matches_this_kernel",
             actuate_sysctl::requirement(),
             actuate_sysctl::is_per_netns_matches_this_kernel,

@@ -497,15 +497,25 @@ fn where_text(address: &ParamAddress) -> String {
 
 fn read_file(param: &str, path: &Path, where_: &str) -> Result<Value, ActuateError> {
     let text = super::read_attr(path).map_err(|e| sysctl_error(param, path, e, None, where_))?;
-    Value::parse(&text).map_err(|_| ActuateError::Parse {
-        path: path.into(),
-        text: text.trim().to_string(),
-        what: "an integer, integers separated by white space, or one word",
-    })
+    let value = Value::parse(&text);
+    // Text is written back as `kernel_text` gives it; where that is not what the kernel printed
+    // (tabs, several spaces, several lines), a revert would not restore the value.
+    if let Value::Word(w) = &value {
+        if *w != text.strip_suffix('\n').unwrap_or(&text) {
+            return Err(ActuateError::Parse {
+                path: path.into(),
+                text: text.trim().to_string(),
+                what: "integers separated by white space, or words separated by single spaces \
+                       on one line (or nothing)",
+            });
+        }
+    }
+    Ok(value)
 }
 
 fn write_file(param: &str, path: &Path, value: &Value, where_: &str) -> Result<(), ActuateError> {
-    let bytes = format!("{value}\n");
+    // An empty value is one newline: a write of no bytes leaves `ip_local_reserved_ports` as it is.
+    let bytes = format!("{}\n", value.kernel_text());
     // O_TRUNC as a shell's `echo >` does: /proc/sys ignores it, a test tree needs it.
     let mut file = OpenOptions::new()
         .write(true)
@@ -532,17 +542,17 @@ fn write_file(param: &str, path: &Path, value: &Value, where_: &str) -> Result<(
 }
 
 /// Shape and syntax check of `value` against `current` (the kernel's own value).
-fn check_shape(param: &str, current: &Value, value: &Value) -> Result<(), ActuateError> {
+fn check_shape(address: &ParamAddress, current: &Value, value: &Value) -> Result<(), ActuateError> {
     if current.same_shape(value) {
         return Ok(());
     }
     let want = match current {
         Value::Int(_) => "one integer".to_string(),
         Value::Ints(v) => format!("{} integers separated by spaces", v.len()),
-        Value::Word(_) => "one word".to_string(),
+        Value::Word(_) => "text: one word, words separated by spaces, or \"\"".to_string(),
     };
     Err(ActuateError::Shape {
-        param: param.into(),
+        param: address.to_string(),
         given: value.to_string(),
         current: current.to_string(),
         want,
@@ -569,7 +579,7 @@ impl Actuator for SysctlActuator {
         let where_ = where_text(&self.address);
         self.in_target(|path| {
             let current = read_file(&param, path, &where_)?;
-            check_shape(&param, &current, value)?;
+            check_shape(&self.address, &current, value)?;
             let mode = std::fs::metadata(path)
                 .map_err(|e| sysctl_error(&param, path, e, None, &where_))?
                 .permissions()
@@ -591,7 +601,7 @@ impl Actuator for SysctlActuator {
         let where_ = where_text(&self.address);
         self.in_target(|path| {
             let current = read_file(&param, path, &where_)?;
-            check_shape(&param, &current, value)?;
+            check_shape(&self.address, &current, value)?;
             write_file(&param, path, value, &where_)?;
             let back = read_file(&param, path, &where_)?;
             if &back != value {
@@ -763,6 +773,81 @@ mod tests {
             cc.apply(&Value::Word("bbr".into())).unwrap(),
             Value::Word("bbr".into())
         );
+    }
+
+    fn file(roots: &Roots, rel: &str) -> String {
+        std::fs::read_to_string(roots.proc_sys.join(rel)).unwrap()
+    }
+
+    /// Defect: an empty value (`ip_local_reserved_ports` before any port is reserved) could not
+    /// be read (`Parse`), so a change away from it could never be made, nor put back.
+    #[test]
+    fn an_empty_value_is_read_changed_and_put_back() {
+        let (_tmp, roots) = tree();
+        let rel = "net/ipv4/ip_local_reserved_ports";
+        std::fs::write(roots.proc_sys.join(rel), "\n").unwrap();
+        let mut ports = open("net.ipv4.ip_local_reserved_ports", &roots);
+        let empty = ports.read().unwrap();
+        assert_eq!(empty, Value::Word(String::new()));
+        let list = Value::Word("8080,9000-9100".into());
+        ports.validate(&list).unwrap();
+        assert_eq!(ports.apply(&list).unwrap(), list);
+        assert_eq!(file(&roots, rel), "8080,9000-9100\n");
+        // Put back as the kernel takes "nothing": one newline (no bytes at all change nothing).
+        assert_eq!(ports.revert(&empty).unwrap(), empty);
+        assert_eq!(file(&roots, rel), "\n");
+        ports.apply(&list).unwrap();
+        assert_eq!(
+            ports.apply(&empty).unwrap(),
+            empty,
+            "and applied like any value"
+        );
+        assert_eq!(file(&roots, rel), "\n");
+        // A text key may be empty too; an integer key never takes it.
+        std::fs::write(roots.proc_sys.join("net/ipv4/tcp_congestion_control"), "\n").unwrap();
+        let mut cc = open("net.ipv4.tcp_congestion_control", &roots);
+        assert_eq!(cc.read().unwrap(), empty);
+        let cubic = Value::Word("cubic".into());
+        assert_eq!(cc.apply(&cubic).unwrap(), cubic);
+        let err = open("net.core.somaxconn", &roots)
+            .apply(&empty)
+            .unwrap_err();
+        assert!(matches!(err, ActuateError::Shape { .. }), "{err}");
+        assert_eq!(file(&roots, "net/core/somaxconn"), "4096\n", "untouched");
+    }
+
+    /// Defect: a value of several words (`tcp_allowed_congestion_control = "reno cubic"`) could
+    /// not be read (`Parse`). It is a list of words now, written back as the kernel printed it;
+    /// text the kernel printed otherwise than words and single spaces is still refused, since
+    /// writing it back would not restore it.
+    #[test]
+    fn several_words_are_read_and_written_back_exactly() {
+        let (_tmp, roots) = tree();
+        let rel = "net/ipv4/tcp_allowed_congestion_control";
+        std::fs::write(roots.proc_sys.join(rel), "reno cubic\n").unwrap();
+        let mut allowed = open("net.ipv4.tcp_allowed_congestion_control", &roots);
+        let original = allowed.read().unwrap();
+        assert_eq!(original, Value::Word("reno cubic".into()));
+        let more = Value::Word("reno cubic bbr".into());
+        allowed.validate(&more).unwrap();
+        assert_eq!(allowed.apply(&more).unwrap(), more);
+        assert_eq!(file(&roots, rel), "reno cubic bbr\n");
+        // A list of one is printed as one word: the same shape.
+        let one = Value::Word("reno".into());
+        assert_eq!(allowed.apply(&one).unwrap(), one);
+        assert_eq!(allowed.revert(&original).unwrap(), original);
+        assert_eq!(file(&roots, rel), "reno cubic\n");
+        let err = allowed.validate(&Value::Int(1)).unwrap_err();
+        assert!(matches!(err, ActuateError::Shape { .. }), "{err}");
+
+        for text in ["reno\tcubic\n", "reno  cubic\n", " reno\n", "reno\ncubic\n"] {
+            std::fs::write(roots.proc_sys.join(rel), text).unwrap();
+            let err = allowed.read().unwrap_err();
+            assert!(matches!(err, ActuateError::Parse { .. }), "{text:?}: {err}");
+            let err = allowed.apply(&more).unwrap_err();
+            assert!(matches!(err, ActuateError::Parse { .. }), "{text:?}: {err}");
+            assert_eq!(file(&roots, rel), text, "nothing written");
+        }
     }
 
     #[test]
