@@ -128,8 +128,8 @@ pub struct ApplyArgs {
     /// PARAM=VALUE: a parameter address (net.core.somaxconn, ethtool:eth0:rx-usecs, ...) and its
     /// value; several integers separated by spaces or commas ("4096 131072 6291456"), or words
     /// ("reno cubic"); nothing after `=` is the empty value. Commas make integers only where the
-    /// kernel's value is integers: a comma list such as ip_local_reserved_ports=8080,9000-9100 is
-    /// written as given.
+    /// kernel's value is several integers: a comma list such as
+    /// ip_local_reserved_ports=8080,9000-9100 is written as given.
     pub assignment: String,
     /// The network namespace: a path (/run/netns/NAME, /proc/PID/ns/net) or an inode.
     #[arg(long, value_name = "PATH|INODE")]

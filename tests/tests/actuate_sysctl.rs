@@ -311,6 +311,50 @@ pub fn kpo_apply_with_commas_writes_lists_and_integers() {
     assert_eq!(host("net/ipv4/tcp_rmem"), host_rmem, "host untouched");
 }
 
+/// `ip_local_reserved_ports` through `kpo apply` in a namespace the test creates, from its empty
+/// default to one port (which the kernel prints as an integer), a list, one port, nothing and one
+/// port again; then `kpo revert --all` puts the empty default back. `kpo status` shows it as `""`.
+pub fn reserved_ports_go_from_none_to_one_to_a_list_and_back_to_none() {
+    let ns = namespace();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[guard]\nsignals = []\n\n\
+         [params.\"net.ipv4.ip_local_reserved_ports\"]\nmode = \"auto\"\n",
+    )
+    .unwrap();
+    let netns = format!("/run/netns/{}", ns.name);
+    let rel = "net/ipv4/ip_local_reserved_ports";
+    let host_ports = host(rel);
+    let kpo = |args: &[&str]| crate::agent_decides::kpo(dir.path(), args);
+    let ports = || ns.exec(&["cat", &format!("/proc/sys/{rel}")]);
+    assert_eq!(ports(), "\n", "a new namespace reserves no port");
+    for (value, shown) in [
+        ("8080", "8080\n"),
+        ("8080,9000-9100", "8080,9000-9100\n"),
+        ("443", "443\n"),
+        ("", "\n"),
+        ("8443", "8443\n"),
+    ] {
+        let assignment = format!("net.ipv4.ip_local_reserved_ports={value}");
+        let out = kpo(&["apply", &assignment, "--netns", &netns]);
+        assert_eq!(ports(), shown, "{assignment}: {out}");
+        assert_eq!(
+            host(rel),
+            host_ports,
+            "{assignment}: the host's value did not move"
+        );
+    }
+    let status = kpo(&["status"]);
+    assert!(
+        status.contains("original \"\", last applied 8443, now 8443"),
+        "{status}"
+    );
+    let out = kpo(&["revert", "--all"]);
+    assert_eq!(ports(), "\n", "back to no port: {out}");
+    assert_eq!(host(rel), host_ports, "the host's value did not move");
+}
+
 /// A value of several words as this kernel prints it (`tcp_allowed_congestion_control`, e.g.
 /// `reno cubic`; read-only inside a namespace) reads as the words, exactly as printed.
 pub fn several_words_read_as_the_kernel_prints_them() {

@@ -153,14 +153,15 @@ impl Value {
     }
 
     /// A word of integers separated by commas (`4096,131072,6291456`, as `kpo apply` passes a
-    /// value with commas) as integers, when the kernel's `current` value is integers: the kernel
-    /// decides, since a comma list is a value of its own for some keys
-    /// (`ip_local_reserved_ports = 8080,9000-9100`, or `8080,8443`). `None`: nothing to convert.
+    /// value with commas) as integers, when the kernel's `current` value is several integers: the
+    /// kernel decides, since a comma list is a value of its own for some keys
+    /// (`ip_local_reserved_ports = 8080,9000-9100`, or `8080,8443`), which the kernel prints as
+    /// one integer while one port is reserved. `None`: nothing to convert.
     pub fn commas_as_integers(&self, current: &Value) -> Option<Value> {
         let Value::Word(w) = self else {
             return None;
         };
-        if !w.contains(',') || matches!(current, Value::Word(_)) {
+        if !w.contains(',') || !matches!(current, Value::Ints(_)) {
             return None;
         }
         let ints = w
@@ -524,9 +525,20 @@ mod tests {
             Value::Word("4096,262144,8388608".into()).commas_as_integers(&rmem),
             Some(Value::Ints(vec![4096, 262144, 8388608]))
         );
-        let ports = Value::Word("80".into());
-        for list in ["8080,8443", "8080,9000-9100"] {
-            assert_eq!(Value::Word(list.into()).commas_as_integers(&ports), None);
+        // ip_local_reserved_ports as the kernel prints it: a list, one port, none.
+        let lists = [
+            Value::Word("80-81".into()),
+            Value::Int(80),
+            Value::Word(String::new()),
+        ];
+        for ports in &lists {
+            for list in ["8080,8443", "8080,9000-9100"] {
+                assert_eq!(
+                    Value::Word(list.into()).commas_as_integers(ports),
+                    None,
+                    "{ports:?}"
+                );
+            }
         }
         // A range is no integer: left as it is (and refused by the shape check).
         assert_eq!(

@@ -110,6 +110,44 @@ const ORDERED_TRIPLES: &[&str] = &[
     "net.sctp.sctp_wmem",
 ];
 
+/// The sysctls the kernel reads and prints as a list of integers and ranges separated by commas
+/// (`proc_do_large_bitmap`): nothing while the list is empty, `80` for one element, `8080,9000-9100`
+/// for more. What the kernel prints takes the shape of what the list holds, so these keys are
+/// known by name. Source: `net/ipv4/sysctl_net_ipv4.c`.
+const INTEGER_LISTS: &[&str] = &["net.ipv4.ip_local_reserved_ports"];
+
+/// Whether `address` is a sysctl whose value is a list of integers and ranges ([`INTEGER_LISTS`]).
+pub fn is_integer_list(address: &ParamAddress) -> bool {
+    address.kind() == ParamKind::Sysctl && INTEGER_LISTS.contains(&address.name.as_str())
+}
+
+/// Whether `value` may replace the kernel's `current` value of `address`: the same shape
+/// ([`Value::same_shape`]), or, for a list of integers ([`is_integer_list`]), any form of such a
+/// list on both sides, since the kernel prints one port as an integer and no port as nothing.
+/// Every other key keeps its shape: an integer stays an integer.
+pub fn shape_fits(address: &ParamAddress, current: &Value, value: &Value) -> bool {
+    if is_integer_list(address) {
+        return is_integer_list_form(current) && is_integer_list_form(value);
+    }
+    current.same_shape(value)
+}
+
+/// An element (`8080`), a list (`8080,9000-9100`) or nothing, as `proc_do_large_bitmap` takes it.
+fn is_integer_list_form(value: &Value) -> bool {
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match value {
+        Value::Int(n) => *n >= 0,
+        Value::Ints(_) => false,
+        Value::Word(w) => {
+            w.is_empty()
+                || w.split(',').all(|part| match part.split_once('-') {
+                    Some((a, b)) => number(a) && number(b),
+                    None => number(part),
+                })
+        }
+    }
+}
+
 /// For a sysctl whose elements must not decrease (`tcp_rmem`'s min <= default <= max), the first
 /// element of `value` below the one before it; `None` when in order or not such a sysctl.
 pub fn decreasing_element(address: &ParamAddress, value: &Value) -> Option<usize> {
@@ -543,10 +581,14 @@ fn write_file(param: &str, path: &Path, value: &Value, where_: &str) -> Result<(
 
 /// Shape and syntax check of `value` against `current` (the kernel's own value).
 fn check_shape(address: &ParamAddress, current: &Value, value: &Value) -> Result<(), ActuateError> {
-    if current.same_shape(value) {
+    if shape_fits(address, current, value) {
         return Ok(());
     }
     let want = match current {
+        _ if is_integer_list(address) => {
+            "integers and ranges separated by commas (8080,9000-9100), one integer, or \"\""
+                .to_string()
+        }
         Value::Int(_) => "one integer".to_string(),
         Value::Ints(v) => format!("{} integers separated by spaces", v.len()),
         Value::Word(_) => "text: one word, words separated by spaces, or \"\"".to_string(),
@@ -848,6 +890,63 @@ mod tests {
             assert!(matches!(err, ActuateError::Parse { .. }), "{text:?}: {err}");
             assert_eq!(file(&roots, rel), text, "nothing written");
         }
+    }
+
+    /// Defect: the kernel prints a list of one port as an integer (`80`), so
+    /// `ip_local_reserved_ports` could not go from one port to a list, or from a list to one port.
+    /// That key's value is any form of a list; an integer key stays an integer.
+    #[test]
+    fn one_port_a_list_and_none_are_one_shape_for_an_integer_list() {
+        let (_tmp, roots) = tree();
+        let rel = "net/ipv4/ip_local_reserved_ports";
+        std::fs::write(roots.proc_sys.join(rel), "80\n").unwrap();
+        let mut ports = open("net.ipv4.ip_local_reserved_ports", &roots);
+        assert_eq!(ports.read().unwrap(), Value::Int(80));
+        for (value, written) in [
+            (Value::Word("8080,9000-9100".into()), "8080,9000-9100\n"),
+            (Value::Int(443), "443\n"),
+            (Value::Word(String::new()), "\n"),
+            (Value::Int(8443), "8443\n"),
+            (Value::Word("80,443".into()), "80,443\n"),
+        ] {
+            ports.validate(&value).unwrap();
+            assert_eq!(ports.apply(&value).unwrap(), value);
+            assert_eq!(file(&roots, rel), written);
+        }
+        for bad in [
+            Value::Int(-1),
+            Value::Ints(vec![80, 443]),
+            Value::Word("cubic".into()),
+            Value::Word("80,,443".into()),
+            Value::Word("80-".into()),
+        ] {
+            let err = ports.apply(&bad).unwrap_err();
+            assert!(matches!(err, ActuateError::Shape { .. }), "{bad:?}: {err}");
+            assert!(err.to_string().contains("separated by commas"), "{err}");
+        }
+        assert_eq!(file(&roots, rel), "80,443\n", "untouched");
+
+        // Only that key: an integer key refuses a list, a word key an integer.
+        let somaxconn: ParamAddress = "net.core.somaxconn".parse().unwrap();
+        let cc: ParamAddress = "net.ipv4.tcp_congestion_control".parse().unwrap();
+        let list = Value::Word("8080,8443".into());
+        assert!(!shape_fits(&somaxconn, &Value::Int(4096), &list));
+        assert!(!shape_fits(
+            &somaxconn,
+            &Value::Int(4096),
+            &Value::Word(String::new())
+        ));
+        assert!(!shape_fits(
+            &cc,
+            &Value::Word("cubic".into()),
+            &Value::Int(1)
+        ));
+        let in_ns: ParamAddress = "net.ipv4.ip_local_reserved_ports@netns:7".parse().unwrap();
+        assert!(shape_fits(&in_ns, &Value::Int(80), &list));
+        assert!(shape_fits(&in_ns, &list, &Value::Int(80)));
+        let mut s = open("net.core.somaxconn", &roots);
+        let err = s.apply(&list).unwrap_err();
+        assert!(matches!(err, ActuateError::Shape { .. }), "{err}");
     }
 
     #[test]
