@@ -20,6 +20,7 @@ use crate::{
     actuate::{
         open_actuator,
         param::{ParamAddress, Target, Value},
+        sysctl::shape_fits,
         ActuateError, Actuator, Roots,
     },
     journal::{target_key, Intent, IntentKind, Journal, JournalError, Outcome},
@@ -418,8 +419,8 @@ impl ChangePath {
         };
         report.before = Some(before.clone());
         // A list with commas (`kpo apply net.ipv4.tcp_rmem=4096,131072,6291456`) arrives as one
-        // word; integers when the kernel's value is integers, else the word the kernel takes
-        // (`ip_local_reserved_ports = 8080,9000-9100`). Converted before the policy sees it.
+        // word; integers when the kernel's value is several integers, else the word the kernel
+        // takes (`ip_local_reserved_ports = 8080,9000-9100`). Converted before the policy sees it.
         let converted;
         let p = match p.value.commas_as_integers(&before) {
             Some(value) => {
@@ -429,7 +430,7 @@ impl ChangePath {
             }
             None => p,
         };
-        if !before.same_shape(&p.value) {
+        if !shape_fits(&p.address, &before, &p.value) {
             let r = Refusal::Invalid {
                 why: format!(
                     "{} has the form of {before:?}, not {:?}",

@@ -126,8 +126,9 @@ pub enum OptimizeCommand {
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     /// PARAM=VALUE: a parameter address (net.core.somaxconn, ethtool:eth0:rx-usecs, ...) and its
-    /// value; several integers separated by spaces or commas ("4096 131072 6291456"). Commas make
-    /// integers only where the kernel's value is integers: a comma list such as
+    /// value; several integers separated by spaces or commas ("4096 131072 6291456"), or words
+    /// ("reno cubic"); nothing after `=` is the empty value. Commas make integers only where the
+    /// kernel's value is several integers: a comma list such as
     /// ip_local_reserved_ports=8080,9000-9100 is written as given.
     pub assignment: String,
     /// The network namespace: a path (/run/netns/NAME, /proc/PID/ns/net) or an inode.
@@ -320,9 +321,9 @@ pub fn parse_assignment(
     // 9000-9100`), which turning commas into spaces here made impossible.
     let value = if value.contains(',') {
         let parts: Vec<&str> = value.split(',').map(str::trim).collect();
-        Value::parse(&parts.join(","))?
+        Value::parse(&parts.join(","))
     } else {
-        Value::parse(value)?
+        Value::parse(value)
     };
     Ok(ApplyRequest {
         address,
@@ -564,7 +565,16 @@ mod tests {
         assert!(parse_assignment("net.core.somaxconn", None, None).is_err());
         assert!(parse_assignment("net.core.somaxconn@netns:7=1", Some("8"), None).is_err());
         assert!(parse_assignment("ethtool:eth0:rx-usecs=8", Some("8"), None).is_err());
-        assert!(parse_assignment("net.core.somaxconn=", None, None).is_err());
+        // Nothing after `=` is the empty value (no port reserved), not an error.
+        let r = parse_assignment("net.ipv4.ip_local_reserved_ports=", None, None).unwrap();
+        assert_eq!(r.value, Value::Word(String::new()));
+        let r = parse_assignment(
+            "net.ipv4.tcp_allowed_congestion_control=reno cubic",
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.value, Value::Word("reno cubic".into()));
         // A comma list the kernel takes as such is passed as it is.
         let r = parse_assignment(
             "net.ipv4.ip_local_reserved_ports=8080,9000-9100",

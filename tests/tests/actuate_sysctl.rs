@@ -48,7 +48,7 @@ fn host(rel: &str) -> String {
 
 /// Read inside the namespace by another process, as the kernel prints it, parsed.
 fn inside(ns: &Netns, rel: &str) -> Value {
-    Value::parse(&ns.exec(&["cat", &format!("/proc/sys/{rel}")])).unwrap()
+    Value::parse(&ns.exec(&["cat", &format!("/proc/sys/{rel}")]))
 }
 
 fn addr(text: &str) -> ParamAddress {
@@ -264,10 +264,8 @@ pub fn a_device_missing_in_the_namespace_is_no_such_key() {
 }
 
 /// `kpo apply` with commas, in a namespace the test creates: a comma list the kernel takes as
-/// such (`ip_local_reserved_ports`) is written as given, and integers with commas (`tcp_rmem`)
-/// are still integers. The reserved ports start empty, a value KPO cannot read, so the test
-/// reserves a range first (a word: one port alone would read as an integer, whose shape a list
-/// does not have).
+/// such (`ip_local_reserved_ports`, from its empty default) is written as given, and integers
+/// with commas (`tcp_rmem`) are still integers.
 pub fn kpo_apply_with_commas_writes_lists_and_integers() {
     let ns = namespace();
     let dir = tempfile::tempdir().unwrap();
@@ -281,11 +279,11 @@ pub fn kpo_apply_with_commas_writes_lists_and_integers() {
     let netns = format!("/run/netns/{}", ns.name);
     let host_ports = host("net/ipv4/ip_local_reserved_ports");
     let host_rmem = host("net/ipv4/tcp_rmem");
-    ns.exec(&[
-        "sh",
-        "-c",
-        "echo 80-81 > /proc/sys/net/ipv4/ip_local_reserved_ports",
-    ]);
+    assert_eq!(
+        ns.exec(&["cat", "/proc/sys/net/ipv4/ip_local_reserved_ports"]),
+        "\n",
+        "a new namespace reserves no port"
+    );
     let apply = |assignment: &str| {
         crate::agent_decides::kpo(dir.path(), &["apply", assignment, "--netns", &netns])
     };
@@ -311,6 +309,69 @@ pub fn kpo_apply_with_commas_writes_lists_and_integers() {
         "host untouched"
     );
     assert_eq!(host("net/ipv4/tcp_rmem"), host_rmem, "host untouched");
+}
+
+/// `ip_local_reserved_ports` through `kpo apply` in a namespace the test creates, from its empty
+/// default to one port (which the kernel prints as an integer), a list, one port, nothing and one
+/// port again; then `kpo revert --all` puts the empty default back. `kpo status` shows it as `""`.
+pub fn reserved_ports_go_from_none_to_one_to_a_list_and_back_to_none() {
+    let ns = namespace();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[guard]\nsignals = []\n\n\
+         [params.\"net.ipv4.ip_local_reserved_ports\"]\nmode = \"auto\"\n",
+    )
+    .unwrap();
+    let netns = format!("/run/netns/{}", ns.name);
+    let rel = "net/ipv4/ip_local_reserved_ports";
+    let host_ports = host(rel);
+    let kpo = |args: &[&str]| crate::agent_decides::kpo(dir.path(), args);
+    let ports = || ns.exec(&["cat", &format!("/proc/sys/{rel}")]);
+    assert_eq!(ports(), "\n", "a new namespace reserves no port");
+    for (value, shown) in [
+        ("8080", "8080\n"),
+        ("8080,9000-9100", "8080,9000-9100\n"),
+        ("443", "443\n"),
+        ("", "\n"),
+        ("8443", "8443\n"),
+    ] {
+        let assignment = format!("net.ipv4.ip_local_reserved_ports={value}");
+        let out = kpo(&["apply", &assignment, "--netns", &netns]);
+        assert_eq!(ports(), shown, "{assignment}: {out}");
+        assert_eq!(
+            host(rel),
+            host_ports,
+            "{assignment}: the host's value did not move"
+        );
+    }
+    let status = kpo(&["status"]);
+    assert!(
+        status.contains("original \"\", last applied 8443, now 8443"),
+        "{status}"
+    );
+    let out = kpo(&["revert", "--all"]);
+    assert_eq!(ports(), "\n", "back to no port: {out}");
+    assert_eq!(host(rel), host_ports, "the host's value did not move");
+}
+
+/// A value of several words as this kernel prints it (`tcp_allowed_congestion_control`, e.g.
+/// `reno cubic`; read-only inside a namespace) reads as the words, exactly as printed.
+pub fn several_words_read_as_the_kernel_prints_them() {
+    let ns = namespace();
+    let rel = "net/ipv4/tcp_allowed_congestion_control";
+    let printed = ns.exec(&["cat", &format!("/proc/sys/{rel}")]);
+    let address = format!(
+        "net.ipv4.tcp_allowed_congestion_control@netns:/run/netns/{}",
+        ns.name
+    );
+    let mut a = open_actuator(&addr(&address), &Roots::default())
+        .unwrap_or_else(|e| panic!("open {address}: {e}"));
+    let value = a.read().unwrap_or_else(|e| panic!("{printed:?}: {e}"));
+    assert!(matches!(value, Value::Word(_)), "{value:?}");
+    assert_eq!(format!("{}\n", value.kernel_text()), printed);
+    let err = a.validate(&value).unwrap_err();
+    assert!(matches!(err, ActuateError::ReadOnly { .. }), "{err}");
 }
 
 /// `is_per_netns` agrees with this kernel: a key is per namespace exactly when its file exists

@@ -262,6 +262,16 @@ fn main() {
             actuate_sysctl::kpo_apply_with_commas_writes_lists_and_integers,
         ),
         trial(
+            "actuate_sysctl::reserved_ports_go_from_none_to_one_to_a_list_and_back_to_none",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::reserved_ports_go_from_none_to_one_to_a_list_and_back_to_none,
+        ),
+        trial(
+            "actuate_sysctl::several_words_read_as_the_kernel_prints_them",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::several_words_read_as_the_kernel_prints_them,
+        ),
+        trial(
             "actuate_sysctl::is_per_netns_matches_this_kernel",
             actuate_sysctl::requirement(),
             actuate_sysctl::is_per_netns_matches_this_kernel,

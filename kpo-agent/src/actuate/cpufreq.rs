@@ -70,11 +70,16 @@ fn sysfs_error(param: &str, path: &Path, e: std::io::Error, value: Option<&Value
 
 fn read_attr(param: &str, path: &Path) -> Result<Value, ActuateError> {
     let text = super::read_attr(path).map_err(|e| sysfs_error(param, path, e, None))?;
-    Value::parse(&text).map_err(|_| ActuateError::Parse {
-        path: path.into(),
-        text: text.trim().to_string(),
-        what: "an integer or one word",
-    })
+    let value = Value::parse(&text);
+    // The attributes KPO changes hold one integer or one word; other text is none of them.
+    if matches!(&value, Value::Word(w) if w.is_empty() || w.contains(' ')) {
+        return Err(ActuateError::Parse {
+            path: path.into(),
+            text: text.trim().to_string(),
+            what: "an integer or one word",
+        });
+    }
+    Ok(value)
 }
 
 fn read_int(param: &str, path: &Path) -> Result<i128, ActuateError> {
@@ -294,7 +299,7 @@ impl CpufreqActuator {
         } else {
             None
         };
-        std::fs::write(&path, format!("{value}\n"))
+        std::fs::write(&path, format!("{}\n", value.kernel_text()))
             .map_err(|e| sysfs_error(&param, &path, e, Some(value)))?;
         let back = settled_read_back(value, before.as_ref(), read)?;
         if &back != value {

@@ -201,7 +201,8 @@ pub(crate) fn on_thread<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> Re
     on_thread_with(std::thread::Builder::new().name(name.into()), f)
 }
 
-fn on_thread_with<T: Send>(
+/// [`on_thread`] on a thread made by `builder`: a test gives one the system cannot start.
+pub(crate) fn on_thread_with<T: Send>(
     builder: std::thread::Builder,
     f: impl FnOnce() -> T + Send,
 ) -> Result<T, String> {

@@ -22,6 +22,11 @@ use serde::{Deserialize, Serialize};
 /// A parameter's value. Typed, because parameters are not all numbers: `net.ipv4.tcp_rmem` is
 /// three integers and `scaling_governor` is a word.
 ///
+/// What is not integers is text ([`Value::Word`]): one word (`cubic`), several separated by
+/// single spaces (`net.ipv4.tcp_allowed_congestion_control = "reno cubic"`), or none at all (the
+/// empty value: `net.ipv4.ip_local_reserved_ports` before any port is reserved). An empty value
+/// is a value like any other, so that a change away from it can be journaled and undone.
+///
 /// Integers are `i128` so that every value `/proc/sys` prints fits: signed ones and unsigned ones
 /// above `i64::MAX` (`kernel.shmmax` and `kernel.shmall` default to 18446744073692774399). In
 /// JSON they are exact numbers.
@@ -30,6 +35,7 @@ use serde::{Deserialize, Serialize};
 pub enum Value {
     Int(i128),
     Ints(Vec<i128>),
+    /// Words separated by single spaces, or `""`.
     Word(String),
 }
 
@@ -87,32 +93,45 @@ impl From<WireValue> for Value {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParamError {
-    #[error("empty value")]
-    EmptyValue,
-    #[error(
-        "{0:?} is not a value: expected an integer, integers separated by spaces, or one word"
-    )]
-    BadValue(String),
     #[error("{0:?} is not a parameter address: {1}")]
     BadAddress(String, &'static str),
 }
 
 impl Value {
     /// Parses a value as `/proc/sys` and sysfs print it: integers separated by white space (tabs in
-    /// `tcp_rmem`), or a single word.
-    pub fn parse(text: &str) -> Result<Value, ParamError> {
+    /// `tcp_rmem`), or else text, its words separated by single spaces (none: the empty value).
+    /// Any text is a value; whether it fits a parameter is the shape check's and the kernel's to say.
+    pub fn parse(text: &str) -> Value {
         let words: Vec<&str> = text.split_whitespace().collect();
         match words.as_slice() {
-            [] => Err(ParamError::EmptyValue),
-            [one] => Ok(parse_int(one)
+            [one] => parse_int(one)
                 .map(Value::Int)
-                .unwrap_or_else(|| Value::Word((*one).to_string()))),
+                .unwrap_or_else(|| Value::Word((*one).to_string())),
             many => many
                 .iter()
                 .map(|w| parse_int(w))
                 .collect::<Option<Vec<_>>>()
+                .filter(|ints| !ints.is_empty())
                 .map(Value::Ints)
-                .ok_or_else(|| ParamError::BadValue(text.trim().to_string())),
+                .unwrap_or_else(|| Value::Word(many.join(" "))),
+        }
+    }
+
+    /// Whether this is the empty value (`""`).
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Value::Word(w) if w.is_empty())
+    }
+
+    /// The value as the kernel reads it: integers or words separated by single spaces, nothing
+    /// for the empty value. (`Display` shows the empty value as `""` instead.)
+    pub fn kernel_text(&self) -> String {
+        match self {
+            Value::Int(v) => v.to_string(),
+            Value::Ints(v) => {
+                let words: Vec<String> = v.iter().map(i128::to_string).collect();
+                words.join(" ")
+            }
+            Value::Word(w) => w.clone(),
         }
     }
 
@@ -134,14 +153,15 @@ impl Value {
     }
 
     /// A word of integers separated by commas (`4096,131072,6291456`, as `kpo apply` passes a
-    /// value with commas) as integers, when the kernel's `current` value is integers: the kernel
-    /// decides, since a comma list is a value of its own for some keys
-    /// (`ip_local_reserved_ports = 8080,9000-9100`, or `8080,8443`). `None`: nothing to convert.
+    /// value with commas) as integers, when the kernel's `current` value is several integers: the
+    /// kernel decides, since a comma list is a value of its own for some keys
+    /// (`ip_local_reserved_ports = 8080,9000-9100`, or `8080,8443`), which the kernel prints as
+    /// one integer while one port is reserved. `None`: nothing to convert.
     pub fn commas_as_integers(&self, current: &Value) -> Option<Value> {
         let Value::Word(w) = self else {
             return None;
         };
-        if !w.contains(',') || matches!(current, Value::Word(_)) {
+        if !w.contains(',') || !matches!(current, Value::Ints(_)) {
             return None;
         }
         let ints = w
@@ -151,7 +171,8 @@ impl Value {
         Some(Value::Ints(ints))
     }
 
-    /// The same kind of value (an integer, a vector of that many integers, or a word).
+    /// The same kind of value (an integer, a vector of that many integers, or text: a list of
+    /// words is text whatever its length, as the kernel prints a list of one as one word).
     pub fn same_shape(&self, other: &Value) -> bool {
         match (self, other) {
             (Value::Int(_), Value::Int(_)) | (Value::Word(_), Value::Word(_)) => true,
@@ -170,24 +191,21 @@ fn parse_int(word: &str) -> Option<i128> {
         .ok()
 }
 
-/// Written as the kernel reads it: integers separated by single spaces, or the word.
+/// For people: as the kernel prints it ([`Value::kernel_text`]), except the empty value, shown as
+/// `""`, which would otherwise vanish from a line (`net.ipv4.ip_local_reserved_ports: "" -> 8080`).
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Value::Int(v) => write!(f, "{v}"),
-            Value::Ints(v) => {
-                let words: Vec<String> = v.iter().map(i128::to_string).collect();
-                f.write_str(&words.join(" "))
-            }
-            Value::Word(w) => f.write_str(w),
+        if self.is_empty() {
+            return f.write_str("\"\"");
         }
+        f.write_str(&self.kernel_text())
     }
 }
 
 impl FromStr for Value {
-    type Err = ParamError;
+    type Err = std::convert::Infallible;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Value::parse(s)
+        Ok(Value::parse(s))
     }
 }
 
@@ -429,27 +447,25 @@ mod tests {
 
     #[test]
     fn values_parse_as_the_kernel_prints_them() {
-        assert_eq!(Value::parse("4096\n").unwrap(), Value::Int(4096));
+        assert_eq!(Value::parse("4096\n"), Value::Int(4096));
         assert_eq!(
-            Value::parse("4096\t131072\t6291456\n").unwrap(),
+            Value::parse("4096\t131072\t6291456\n"),
             Value::Ints(vec![4096, 131072, 6291456])
         );
         assert_eq!(
-            Value::parse("performance").unwrap(),
+            Value::parse("performance"),
             Value::Word("performance".into())
         );
-        assert_eq!(Value::parse(" -1 ").unwrap(), Value::Int(-1));
+        assert_eq!(Value::parse(" -1 "), Value::Int(-1));
         // Up to u64::MAX, and nothing wider (it could not be read back from the journal).
         assert_eq!(
-            Value::parse("18446744073709551615").unwrap(),
+            Value::parse("18446744073709551615"),
             Value::Int(u64::MAX.into())
         );
         assert_eq!(
-            Value::parse("18446744073709551616").unwrap(),
+            Value::parse("18446744073709551616"),
             Value::Word("18446744073709551616".into())
         );
-        assert!(Value::parse("  ").is_err());
-        assert!(Value::parse("1 two").is_err());
         assert_eq!(
             Value::Ints(vec![1, 2, 3]).to_string(),
             "1 2 3",
@@ -465,6 +481,43 @@ mod tests {
         assert!(!Value::Ints(vec![1, 2]).same_shape(&Value::Ints(vec![1, 2, 3])));
     }
 
+    /// Defect: an empty value (`ip_local_reserved_ports` before any port is reserved) and several
+    /// words (`tcp_allowed_congestion_control = "reno cubic"`) were no value: they could not be
+    /// read, so never changed, journaled or put back.
+    #[test]
+    fn an_empty_value_and_several_words_are_values() {
+        for text in ["", "\n", "  \n"] {
+            let v = Value::parse(text);
+            assert_eq!(v, Value::Word(String::new()), "{text:?}");
+            assert!(v.is_empty());
+            assert_eq!(v.kernel_text(), "", "written as nothing (then a newline)");
+            assert_eq!(v.to_string(), "\"\"", "shown so that it does not vanish");
+        }
+        let empty = Value::parse("\n");
+        let json = serde_json::to_string(&empty).unwrap();
+        assert_eq!(json, "\"\"");
+        assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), empty);
+
+        let list = Value::parse("reno cubic\n");
+        assert_eq!(list, Value::Word("reno cubic".into()));
+        assert!(!list.is_empty());
+        assert_eq!(list.kernel_text(), "reno cubic");
+        assert_eq!(list.to_string(), "reno cubic");
+        assert_eq!(Value::parse(" reno \t cubic "), list, "single spaces");
+        assert_eq!(Value::parse("1 two"), Value::Word("1 two".into()));
+        let json = serde_json::to_string(&list).unwrap();
+        assert_eq!(json, "\"reno cubic\"");
+        assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), list);
+
+        // Text is one shape, whatever its length: a list of one is printed as one word.
+        let reno = Value::Word("reno".into());
+        assert!(reno.same_shape(&list) && list.same_shape(&empty) && empty.same_shape(&reno));
+        for number in [Value::Int(0), Value::Ints(vec![1, 2])] {
+            assert!(!empty.same_shape(&number) && !number.same_shape(&list));
+        }
+        assert!(!Value::Int(0).is_empty());
+    }
+
     #[test]
     fn comma_lists_become_integers_only_where_the_kernel_has_integers() {
         let rmem = Value::Ints(vec![4096, 131072, 6291456]);
@@ -472,9 +525,20 @@ mod tests {
             Value::Word("4096,262144,8388608".into()).commas_as_integers(&rmem),
             Some(Value::Ints(vec![4096, 262144, 8388608]))
         );
-        let ports = Value::Word("80".into());
-        for list in ["8080,8443", "8080,9000-9100"] {
-            assert_eq!(Value::Word(list.into()).commas_as_integers(&ports), None);
+        // ip_local_reserved_ports as the kernel prints it: a list, one port, none.
+        let lists = [
+            Value::Word("80-81".into()),
+            Value::Int(80),
+            Value::Word(String::new()),
+        ];
+        for ports in &lists {
+            for list in ["8080,8443", "8080,9000-9100"] {
+                assert_eq!(
+                    Value::Word(list.into()).commas_as_integers(ports),
+                    None,
+                    "{ports:?}"
+                );
+            }
         }
         // A range is no integer: left as it is (and refused by the shape check).
         assert_eq!(

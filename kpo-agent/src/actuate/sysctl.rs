@@ -110,6 +110,44 @@ const ORDERED_TRIPLES: &[&str] = &[
     "net.sctp.sctp_wmem",
 ];
 
+/// The sysctls the kernel reads and prints as a list of integers and ranges separated by commas
+/// (`proc_do_large_bitmap`): nothing while the list is empty, `80` for one element, `8080,9000-9100`
+/// for more. What the kernel prints takes the shape of what the list holds, so these keys are
+/// known by name. Source: `net/ipv4/sysctl_net_ipv4.c`.
+const INTEGER_LISTS: &[&str] = &["net.ipv4.ip_local_reserved_ports"];
+
+/// Whether `address` is a sysctl whose value is a list of integers and ranges ([`INTEGER_LISTS`]).
+pub fn is_integer_list(address: &ParamAddress) -> bool {
+    address.kind() == ParamKind::Sysctl && INTEGER_LISTS.contains(&address.name.as_str())
+}
+
+/// Whether `value` may replace the kernel's `current` value of `address`: the same shape
+/// ([`Value::same_shape`]), or, for a list of integers ([`is_integer_list`]), any form of such a
+/// list on both sides, since the kernel prints one port as an integer and no port as nothing.
+/// Every other key keeps its shape: an integer stays an integer.
+pub fn shape_fits(address: &ParamAddress, current: &Value, value: &Value) -> bool {
+    if is_integer_list(address) {
+        return is_integer_list_form(current) && is_integer_list_form(value);
+    }
+    current.same_shape(value)
+}
+
+/// An element (`8080`), a list (`8080,9000-9100`) or nothing, as `proc_do_large_bitmap` takes it.
+fn is_integer_list_form(value: &Value) -> bool {
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match value {
+        Value::Int(n) => *n >= 0,
+        Value::Ints(_) => false,
+        Value::Word(w) => {
+            w.is_empty()
+                || w.split(',').all(|part| match part.split_once('-') {
+                    Some((a, b)) => number(a) && number(b),
+                    None => number(part),
+                })
+        }
+    }
+}
+
 /// For a sysctl whose elements must not decrease (`tcp_rmem`'s min <= default <= max), the first
 /// element of `value` below the one before it; `None` when in order or not such a sysctl.
 pub fn decreasing_element(address: &ParamAddress, value: &Value) -> Option<usize> {
@@ -497,15 +535,25 @@ fn where_text(address: &ParamAddress) -> String {
 
 fn read_file(param: &str, path: &Path, where_: &str) -> Result<Value, ActuateError> {
     let text = super::read_attr(path).map_err(|e| sysctl_error(param, path, e, None, where_))?;
-    Value::parse(&text).map_err(|_| ActuateError::Parse {
-        path: path.into(),
-        text: text.trim().to_string(),
-        what: "an integer, integers separated by white space, or one word",
-    })
+    let value = Value::parse(&text);
+    // Text is written back as `kernel_text` gives it; where that is not what the kernel printed
+    // (tabs, several spaces, several lines), a revert would not restore the value.
+    if let Value::Word(w) = &value {
+        if *w != text.strip_suffix('\n').unwrap_or(&text) {
+            return Err(ActuateError::Parse {
+                path: path.into(),
+                text: text.trim().to_string(),
+                what: "integers separated by white space, or words separated by single spaces \
+                       on one line (or nothing)",
+            });
+        }
+    }
+    Ok(value)
 }
 
 fn write_file(param: &str, path: &Path, value: &Value, where_: &str) -> Result<(), ActuateError> {
-    let bytes = format!("{value}\n");
+    // An empty value is one newline: a write of no bytes leaves `ip_local_reserved_ports` as it is.
+    let bytes = format!("{}\n", value.kernel_text());
     // O_TRUNC as a shell's `echo >` does: /proc/sys ignores it, a test tree needs it.
     let mut file = OpenOptions::new()
         .write(true)
@@ -532,17 +580,21 @@ fn write_file(param: &str, path: &Path, value: &Value, where_: &str) -> Result<(
 }
 
 /// Shape and syntax check of `value` against `current` (the kernel's own value).
-fn check_shape(param: &str, current: &Value, value: &Value) -> Result<(), ActuateError> {
-    if current.same_shape(value) {
+fn check_shape(address: &ParamAddress, current: &Value, value: &Value) -> Result<(), ActuateError> {
+    if shape_fits(address, current, value) {
         return Ok(());
     }
     let want = match current {
+        _ if is_integer_list(address) => {
+            "integers and ranges separated by commas (8080,9000-9100), one integer, or \"\""
+                .to_string()
+        }
         Value::Int(_) => "one integer".to_string(),
         Value::Ints(v) => format!("{} integers separated by spaces", v.len()),
-        Value::Word(_) => "one word".to_string(),
+        Value::Word(_) => "text: one word, words separated by spaces, or \"\"".to_string(),
     };
     Err(ActuateError::Shape {
-        param: param.into(),
+        param: address.to_string(),
         given: value.to_string(),
         current: current.to_string(),
         want,
@@ -569,7 +621,7 @@ impl Actuator for SysctlActuator {
         let where_ = where_text(&self.address);
         self.in_target(|path| {
             let current = read_file(&param, path, &where_)?;
-            check_shape(&param, &current, value)?;
+            check_shape(&self.address, &current, value)?;
             let mode = std::fs::metadata(path)
                 .map_err(|e| sysctl_error(&param, path, e, None, &where_))?
                 .permissions()
@@ -591,7 +643,7 @@ impl Actuator for SysctlActuator {
         let where_ = where_text(&self.address);
         self.in_target(|path| {
             let current = read_file(&param, path, &where_)?;
-            check_shape(&param, &current, value)?;
+            check_shape(&self.address, &current, value)?;
             write_file(&param, path, value, &where_)?;
             let back = read_file(&param, path, &where_)?;
             if &back != value {
@@ -763,6 +815,138 @@ mod tests {
             cc.apply(&Value::Word("bbr".into())).unwrap(),
             Value::Word("bbr".into())
         );
+    }
+
+    fn file(roots: &Roots, rel: &str) -> String {
+        std::fs::read_to_string(roots.proc_sys.join(rel)).unwrap()
+    }
+
+    /// Defect: an empty value (`ip_local_reserved_ports` before any port is reserved) could not
+    /// be read (`Parse`), so a change away from it could never be made, nor put back.
+    #[test]
+    fn an_empty_value_is_read_changed_and_put_back() {
+        let (_tmp, roots) = tree();
+        let rel = "net/ipv4/ip_local_reserved_ports";
+        std::fs::write(roots.proc_sys.join(rel), "\n").unwrap();
+        let mut ports = open("net.ipv4.ip_local_reserved_ports", &roots);
+        let empty = ports.read().unwrap();
+        assert_eq!(empty, Value::Word(String::new()));
+        let list = Value::Word("8080,9000-9100".into());
+        ports.validate(&list).unwrap();
+        assert_eq!(ports.apply(&list).unwrap(), list);
+        assert_eq!(file(&roots, rel), "8080,9000-9100\n");
+        // Put back as the kernel takes "nothing": one newline (no bytes at all change nothing).
+        assert_eq!(ports.revert(&empty).unwrap(), empty);
+        assert_eq!(file(&roots, rel), "\n");
+        ports.apply(&list).unwrap();
+        assert_eq!(
+            ports.apply(&empty).unwrap(),
+            empty,
+            "and applied like any value"
+        );
+        assert_eq!(file(&roots, rel), "\n");
+        // A text key may be empty too; an integer key never takes it.
+        std::fs::write(roots.proc_sys.join("net/ipv4/tcp_congestion_control"), "\n").unwrap();
+        let mut cc = open("net.ipv4.tcp_congestion_control", &roots);
+        assert_eq!(cc.read().unwrap(), empty);
+        let cubic = Value::Word("cubic".into());
+        assert_eq!(cc.apply(&cubic).unwrap(), cubic);
+        let err = open("net.core.somaxconn", &roots)
+            .apply(&empty)
+            .unwrap_err();
+        assert!(matches!(err, ActuateError::Shape { .. }), "{err}");
+        assert_eq!(file(&roots, "net/core/somaxconn"), "4096\n", "untouched");
+    }
+
+    /// Defect: a value of several words (`tcp_allowed_congestion_control = "reno cubic"`) could
+    /// not be read (`Parse`). It is a list of words now, written back as the kernel printed it;
+    /// text the kernel printed otherwise than words and single spaces is still refused, since
+    /// writing it back would not restore it.
+    #[test]
+    fn several_words_are_read_and_written_back_exactly() {
+        let (_tmp, roots) = tree();
+        let rel = "net/ipv4/tcp_allowed_congestion_control";
+        std::fs::write(roots.proc_sys.join(rel), "reno cubic\n").unwrap();
+        let mut allowed = open("net.ipv4.tcp_allowed_congestion_control", &roots);
+        let original = allowed.read().unwrap();
+        assert_eq!(original, Value::Word("reno cubic".into()));
+        let more = Value::Word("reno cubic bbr".into());
+        allowed.validate(&more).unwrap();
+        assert_eq!(allowed.apply(&more).unwrap(), more);
+        assert_eq!(file(&roots, rel), "reno cubic bbr\n");
+        // A list of one is printed as one word: the same shape.
+        let one = Value::Word("reno".into());
+        assert_eq!(allowed.apply(&one).unwrap(), one);
+        assert_eq!(allowed.revert(&original).unwrap(), original);
+        assert_eq!(file(&roots, rel), "reno cubic\n");
+        let err = allowed.validate(&Value::Int(1)).unwrap_err();
+        assert!(matches!(err, ActuateError::Shape { .. }), "{err}");
+
+        for text in ["reno\tcubic\n", "reno  cubic\n", " reno\n", "reno\ncubic\n"] {
+            std::fs::write(roots.proc_sys.join(rel), text).unwrap();
+            let err = allowed.read().unwrap_err();
+            assert!(matches!(err, ActuateError::Parse { .. }), "{text:?}: {err}");
+            let err = allowed.apply(&more).unwrap_err();
+            assert!(matches!(err, ActuateError::Parse { .. }), "{text:?}: {err}");
+            assert_eq!(file(&roots, rel), text, "nothing written");
+        }
+    }
+
+    /// Defect: the kernel prints a list of one port as an integer (`80`), so
+    /// `ip_local_reserved_ports` could not go from one port to a list, or from a list to one port.
+    /// That key's value is any form of a list; an integer key stays an integer.
+    #[test]
+    fn one_port_a_list_and_none_are_one_shape_for_an_integer_list() {
+        let (_tmp, roots) = tree();
+        let rel = "net/ipv4/ip_local_reserved_ports";
+        std::fs::write(roots.proc_sys.join(rel), "80\n").unwrap();
+        let mut ports = open("net.ipv4.ip_local_reserved_ports", &roots);
+        assert_eq!(ports.read().unwrap(), Value::Int(80));
+        for (value, written) in [
+            (Value::Word("8080,9000-9100".into()), "8080,9000-9100\n"),
+            (Value::Int(443), "443\n"),
+            (Value::Word(String::new()), "\n"),
+            (Value::Int(8443), "8443\n"),
+            (Value::Word("80,443".into()), "80,443\n"),
+        ] {
+            ports.validate(&value).unwrap();
+            assert_eq!(ports.apply(&value).unwrap(), value);
+            assert_eq!(file(&roots, rel), written);
+        }
+        for bad in [
+            Value::Int(-1),
+            Value::Ints(vec![80, 443]),
+            Value::Word("cubic".into()),
+            Value::Word("80,,443".into()),
+            Value::Word("80-".into()),
+        ] {
+            let err = ports.apply(&bad).unwrap_err();
+            assert!(matches!(err, ActuateError::Shape { .. }), "{bad:?}: {err}");
+            assert!(err.to_string().contains("separated by commas"), "{err}");
+        }
+        assert_eq!(file(&roots, rel), "80,443\n", "untouched");
+
+        // Only that key: an integer key refuses a list, a word key an integer.
+        let somaxconn: ParamAddress = "net.core.somaxconn".parse().unwrap();
+        let cc: ParamAddress = "net.ipv4.tcp_congestion_control".parse().unwrap();
+        let list = Value::Word("8080,8443".into());
+        assert!(!shape_fits(&somaxconn, &Value::Int(4096), &list));
+        assert!(!shape_fits(
+            &somaxconn,
+            &Value::Int(4096),
+            &Value::Word(String::new())
+        ));
+        assert!(!shape_fits(
+            &cc,
+            &Value::Word("cubic".into()),
+            &Value::Int(1)
+        ));
+        let in_ns: ParamAddress = "net.ipv4.ip_local_reserved_ports@netns:7".parse().unwrap();
+        assert!(shape_fits(&in_ns, &Value::Int(80), &list));
+        assert!(shape_fits(&in_ns, &list, &Value::Int(80)));
+        let mut s = open("net.core.somaxconn", &roots);
+        let err = s.apply(&list).unwrap_err();
+        assert!(matches!(err, ActuateError::Shape { .. }), "{err}");
     }
 
     #[test]

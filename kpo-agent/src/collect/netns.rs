@@ -236,30 +236,42 @@ fn discover(proc_root: &Path) -> BTreeMap<u64, PathBuf> {
 }
 
 fn open_in(ns_path: &Path) -> Result<(DiagSocket, File, OwnedFd), String> {
+    open_in_with(
+        std::thread::Builder::new().name("kpo-netns-open".into()),
+        ns_path,
+    )
+}
+
+/// [`open_in`] on a thread made by `builder`. A thread the system refuses (the cgroup's
+/// pids.max, RLIMIT_NPROC) is an `Err` like any namespace that cannot be entered, not a panic that
+/// takes the collector down: the namespace is tried again later ([`NetnsSet::refresh`]).
+fn open_in_with(
+    builder: std::thread::Builder,
+    ns_path: &Path,
+) -> Result<(DiagSocket, File, OwnedFd), String> {
     let ns = File::open(ns_path).map_err(|e| format!("open {}: {e}", ns_path.display()))?;
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| -> Result<(DiagSocket, File, OwnedFd), String> {
-                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| format!("setns into {}: {e}", ns_path.display()))?;
-                let diag = sockdiag::open_socket().map_err(|e| e.to_string())?;
-                // thread-self, not self: /proc/self/net follows the main thread's namespace.
-                let netstat = File::open(NETSTAT_IN_NETNS)
-                    .map_err(|e| format!("open netstat in {}: {e}", ns_path.display()))?;
-                // A Unix socket: no protocol module needed, and it carries no traffic.
-                let names = nix::sys::socket::socket(
-                    nix::sys::socket::AddressFamily::Unix,
-                    nix::sys::socket::SockType::Datagram,
-                    nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-                    None,
-                )
-                .map_err(|e| format!("socket in {}: {e}", ns_path.display()))?;
-                debug!(ns = %ns_path.display(), "watching network namespace");
-                Ok((diag, netstat, names))
-            })
-            .join()
-            .map_err(|_| "namespace thread panicked".to_string())?
-    })
+    crate::actuate::on_thread_with(
+        builder,
+        || -> Result<(DiagSocket, File, OwnedFd), String> {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("setns into {}: {e}", ns_path.display()))?;
+            let diag = sockdiag::open_socket().map_err(|e| e.to_string())?;
+            // thread-self, not self: /proc/self/net follows the main thread's namespace.
+            let netstat = File::open(NETSTAT_IN_NETNS)
+                .map_err(|e| format!("open netstat in {}: {e}", ns_path.display()))?;
+            // A Unix socket: no protocol module needed, and it carries no traffic.
+            let names = nix::sys::socket::socket(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::Datagram,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .map_err(|e| format!("socket in {}: {e}", ns_path.display()))?;
+            debug!(ns = %ns_path.display(), "watching network namespace");
+            Ok((diag, netstat, names))
+        },
+    )
+    .map_err(|e| format!("{}: {e}", ns_path.display()))?
 }
 
 #[cfg(test)]
@@ -283,6 +295,21 @@ mod tests {
             let err = device_name(&sock, missing).unwrap_err();
             assert_eq!(err.raw_os_error(), Some(libc::ENODEV), "{missing}: {err}");
         }
+    }
+
+    /// Defect: a thread the system would not create (pids.max, RLIMIT_NPROC) panicked the
+    /// collector (`Scope::spawn`) instead of leaving that namespace for a later refresh.
+    #[test]
+    fn a_thread_that_cannot_be_made_is_an_error_not_a_panic() {
+        // A stack no system can map: the spawn fails as it does at a process limit.
+        let huge = std::thread::Builder::new()
+            .name("kpo-huge".into())
+            .stack_size(1 << 62);
+        let err = open_in_with(huge, Path::new("/proc/self/ns/net"))
+            .err()
+            .expect("no thread, no handles");
+        assert!(err.contains("cannot start a thread"), "{err}");
+        assert!(err.contains("/proc/self/ns/net"), "{err}");
     }
 
     /// Defect: a namespace that failed to open once was skipped on every refresh while it lived.

@@ -244,7 +244,7 @@ fn check_item(
 fn to_value(v: &Json) -> Option<Value> {
     match v {
         Json::Number(n) => json_int(n).map(Value::Int),
-        Json::String(s) => Value::parse(s).ok(),
+        Json::String(s) => Some(Value::parse(s)),
         Json::Array(items) if !items.is_empty() => items
             .iter()
             .map(|i| match i {
