@@ -127,7 +127,8 @@ pub enum OptimizeCommand {
 pub struct ApplyArgs {
     /// PARAM=VALUE: a parameter address (net.core.somaxconn, ethtool:eth0:rx-usecs, ...) and its
     /// value; several integers separated by spaces or commas ("4096 131072 6291456"), or words
-    /// ("reno cubic"); nothing after `=` is the empty value. Commas make integers only where the
+    /// ("reno cubic"); nothing after `=` is the empty value, for a list of integers such as
+    /// ip_local_reserved_ports only (elsewhere it is refused). Commas make integers only where the
     /// kernel's value is several integers: a comma list such as
     /// ip_local_reserved_ports=8080,9000-9100 is written as given.
     pub assignment: String,
@@ -319,6 +320,14 @@ pub fn parse_assignment(
     // makes it integers where the kernel's value is integers (`tcp_rmem=4096,131072,6291456`),
     // and leaves it a word where the kernel takes a comma list (`ip_local_reserved_ports=8080,
     // 9000-9100`), which turning commas into spaces here made impossible.
+    // `PARAM=` is more often an unset shell variable (`kernel.hostname=$HOST`) than a wish to
+    // empty a parameter: only a list that may be empty takes it.
+    if value.trim().is_empty() && !crate::actuate::sysctl::is_integer_list(&address) {
+        anyhow::bail!(
+            "{param}: an empty value (only a list of integers such as \
+             net.ipv4.ip_local_reserved_ports may be set empty)"
+        );
+    }
     let value = if value.contains(',') {
         let parts: Vec<&str> = value.split(',').map(str::trim).collect();
         Value::parse(&parts.join(","))
@@ -568,6 +577,11 @@ mod tests {
         // Nothing after `=` is the empty value (no port reserved), not an error.
         let r = parse_assignment("net.ipv4.ip_local_reserved_ports=", None, None).unwrap();
         assert_eq!(r.value, Value::Word(String::new()));
+        // Elsewhere it is an unset shell variable more often than a wish: refused, with why.
+        for empty in ["kernel.hostname=", "net.ipv4.tcp_congestion_control= "] {
+            let e = parse_assignment(empty, None, None).unwrap_err().to_string();
+            assert!(e.contains("an empty value"), "{empty}: {e}");
+        }
         let r = parse_assignment(
             "net.ipv4.tcp_allowed_congestion_control=reno cubic",
             None,

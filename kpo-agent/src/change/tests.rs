@@ -1414,6 +1414,15 @@ fn an_empty_value_is_journaled_and_put_back() {
     assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
     assert_eq!(r.read_back, Some(list));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "8080,9000-9100\n");
+    // One port as a string (the API's `"value": "9000"`) is the integer the kernel prints back,
+    // not a word that would read back as another value and be put back.
+    let r = path
+        .propose(&op(PORTS, Value::Word("9000".into())))
+        .unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    assert_eq!(r.after, Value::Int(9000));
+    assert_eq!(r.read_back, Some(Value::Int(9000)));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "9000\n");
     drop(path);
     // A new journal reads the original, nothing, back from disk.
     let mut path = open();

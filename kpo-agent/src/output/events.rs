@@ -89,8 +89,8 @@ pub enum Event {
         /// The file (or the built-in default) now in force, or the one that did not load.
         source: String,
         error: Option<String>,
-        /// The entries that give the optimizer knobs changed: its live loop takes them up only
-        /// at a restart.
+        /// The policy's cpufreq or ethtool entries (or `[defaults]`) changed: the optimizer's
+        /// live loop settled and started again over the knobs the new policy gives it.
         optimizer_knobs_changed: bool,
     },
     /// The agent stopped. The event writer adds `dropped_events_total`, the events lost over

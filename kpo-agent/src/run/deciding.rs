@@ -416,21 +416,34 @@ impl Deciding {
         if self.recommend_only {
             new.force_recommend();
         }
-        let optimizer_rules = |p: &Policy| {
-            // ParamRule has no PartialEq (globs, compiled sets): its Debug form, without the
-            // line it was on, tells a change.
-            p.params
-                .iter()
-                .filter(|r| r.name.starts_with("cpufreq:") || r.name.starts_with("ethtool:"))
-                .filter(|r| r.sources.contains(&Source::Optimizer))
-                .map(|r| {
-                    let mut r = r.clone();
-                    r.line = 0;
-                    format!("{r:?}")
-                })
-                .collect::<Vec<_>>()
+        let optimizer_rules =
+            |p: &Policy| {
+                // ParamRule has no PartialEq (globs, compiled sets): its Debug form, without the
+                // line it was on, tells a change. Every cpufreq and ethtool entry counts, whatever
+                // its sources, and `[defaults]` too: an entry that does not name the optimizer can
+                // still take a parameter out of its knobs (a more specific entry wins), or put it
+                // back when removed.
+                std::iter::once(&p.defaults)
+                    .chain(p.params.iter().filter(|r| {
+                        r.name.starts_with("cpufreq:") || r.name.starts_with("ethtool:")
+                    }))
+                    .map(|r| {
+                        let mut r = r.clone();
+                        r.line = 0;
+                        format!("{r:?}")
+                    })
+                    .collect::<Vec<_>>()
+            };
+        // Only knobs come from `[params]` entries that name the optimizer: without one on
+        // either side there is no loop to restart.
+        let gives_knobs = |p: &Policy| {
+            p.params.iter().any(|r| {
+                (r.name.starts_with("cpufreq:") || r.name.starts_with("ethtool:"))
+                    && r.sources.contains(&Source::Optimizer)
+            })
         };
-        let optimizer_knobs_changed = optimizer_rules(&new) != optimizer_rules(&self.path.policy);
+        let optimizer_knobs_changed = (gives_knobs(&new) || gives_knobs(&self.path.policy))
+            && optimizer_rules(&new) != optimizer_rules(&self.path.policy);
         self.guard
             .set_config(crate::guard::GuardConfig::from_policy(&new.guard));
         self.approvals.set_settings(new.approvals.clone());
@@ -477,7 +490,12 @@ impl Deciding {
     /// values out of it.
     fn restart_optimizer(&mut self, config: &Config) -> Vec<Event> {
         let mut events = Vec::new();
-        if let Some(mut optimizer) = self.optimizer.take() {
+        // The window open now began under the old loop: the settle's writes, after this mark,
+        // tell the new loop that it did not hold its start for the whole window.
+        let mark = self.path.journal.records().len();
+        // Settled in place, taken out after: a panic in the settle leaves the loop where the
+        // shutdown's settle (`carry_out_on_exit`) still finds it.
+        if let Some(optimizer) = self.optimizer.as_mut() {
             let knobs = optimizer.knobs();
             let settled = optimizer.on_reload(&mut self.path, &mut self.guard);
             // Its `change` events first, as in a window.
@@ -487,7 +505,11 @@ impl Deciding {
                 events.push(optimizer_event(knobs.clone(), e));
             }
         }
+        self.optimizer = None;
         events.extend(self.start_optimizer(config));
+        if let Some(optimizer) = self.optimizer.as_mut() {
+            optimizer.count_changes_since(mark);
+        }
         events
     }
 

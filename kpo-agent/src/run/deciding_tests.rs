@@ -2842,5 +2842,37 @@ fn a_trial_in_place_at_a_reload_is_settled_even_when_its_knobs_revert_on_exit() 
         rig.last_started()["config"],
         serde_json::json!([3_000_000.0, 0.0])
     );
+    // The window open at the reload ran under the trial until the settle: the new loop does not
+    // take it for a measurement of its start.
+    let next = rig.window();
+    assert!(
+        has(&next, |e| matches!(e, LiveEvent::Resynced { .. })),
+        "{next:?}"
+    );
+    assert!(
+        !has(&next, |e| matches!(e, LiveEvent::Measured { .. })),
+        "{next:?}"
+    );
+    rig.assert_schema();
+}
+
+/// Defect: only entries naming the optimizer were compared, so an entry that takes a parameter
+/// out of the optimizer's glob (a more specific one, for the operator) left the old loop
+/// searching a knob whose every trial is then refused.
+#[test]
+fn a_reload_with_an_entry_that_takes_a_knob_from_the_optimizer_restarts_its_loop() {
+    let text = policy("");
+    let mut rig = Rig::new(&text, true, "");
+    rig.policy_from_file();
+    assert_eq!(rig.json[0]["knobs"], serde_json::json!([MAX_FREQ, RX]));
+    let edited =
+        format!("{text}\n[params.\"{MAX_FREQ}\"]\nmode = \"auto\"\nsources = [\"operator\"]\n");
+    let events = rig.reload(&edited);
+    let policy_event = serde_json::to_value(&events[0]).unwrap();
+    assert_eq!(
+        policy_event["optimizer_knobs_changed"], true,
+        "{policy_event}"
+    );
+    assert_eq!(rig.last_started()["knobs"], serde_json::json!([RX]));
     rig.assert_schema();
 }

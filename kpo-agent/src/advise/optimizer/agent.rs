@@ -377,6 +377,13 @@ impl AgentOptimizer {
         )))
     }
 
+    /// Journal records from `mark` on count as changes to the knobs during the window open now:
+    /// a loop started at a policy reload, after the old loop's settle wrote at `mark` or later,
+    /// did not hold its start for the whole window, and must not learn it.
+    pub fn count_changes_since(&mut self, mark: usize) {
+        self.mark = self.mark.min(mark);
+    }
+
     /// The knobs, in the order of every configuration in the loop's events.
     pub fn knobs(&self) -> Vec<String> {
         self.knobs.iter().map(|k| k.name.clone()).collect()
@@ -407,7 +414,8 @@ impl AgentOptimizer {
             Err(e) => Some((self.live.current().to_vec(), e)),
             Ok(now) if touched || now != self.live.current() => Some((
                 now,
-                "the knobs were changed during the window (an operator, the guard, or a person)"
+                "the knobs were changed during the window (an operator, the guard, a person, or \
+                 the settle at a policy reload)"
                     .into(),
             )),
             Ok(_) => None,
@@ -1146,16 +1154,22 @@ impl Knobs for PathKnobs<'_> {
     fn allowed(&mut self, to: &[f64]) -> bool {
         let now = std::time::SystemTime::now();
         self.knobs.iter().zip(to).all(|(knob, &v)| {
-            let value = Value::Int(v as i128);
             knob.members.iter().all(|a| {
-                self.path.policy.within_bounds(a, &value)
-                    && self
-                        .path
-                        .journal
-                        .context(a, &value, now)
-                        .quarantined_until
-                        .is_none_or(|until| until <= now)
+                self.path
+                    .journal
+                    .context(a, &Value::Int(v as i128), now)
+                    .quarantined_until
+                    .is_none_or(|until| until <= now)
             })
+        })
+    }
+
+    fn within_policy(&mut self, to: &[f64]) -> bool {
+        self.knobs.iter().zip(to).all(|(knob, &v)| {
+            let value = Value::Int(v as i128);
+            knob.members
+                .iter()
+                .all(|a| self.path.policy.within_bounds(a, &value))
         })
     }
 

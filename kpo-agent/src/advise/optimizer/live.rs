@@ -61,10 +61,15 @@ pub trait Knobs {
     /// agent), for the reason `why`. Not subject to the policy's limits: it undoes the loop's own
     /// changes.
     fn revert_to(&mut self, from: &[f64], to: &[f64], why: GoBack) -> Result<(), String>;
-    /// Whether the loop may go back to `to` (in the agent: within the policy's bounds, which a
-    /// reload may have narrowed, and none of its values quarantined by the guard since it was
-    /// measured).
+    /// Whether the loop may go back to `to` (in the agent: none of its values quarantined by the
+    /// guard since it was measured).
     fn allowed(&mut self, _to: &[f64]) -> bool {
+        true
+    }
+    /// Whether `to` lies within the policy's bounds. Asked only when a reload ends the loop
+    /// ([`GoBack::Reload`]): the new bounds may exclude what the old ones allowed, while in a
+    /// loop's own life every configuration it measured was within them, and its start need not be.
+    fn within_policy(&mut self, _to: &[f64]) -> bool {
         true
     }
 }
@@ -659,7 +664,7 @@ impl LiveOptimizer {
     /// measured configuration is held (a trial is not in place) and, on a reload, still allowed.
     pub fn go_back_for(&mut self, knobs: &mut dyn Knobs, why: GoBack) -> Vec<LiveEvent> {
         let current = self.current.clone();
-        let holding_measured = (why != GoBack::Reload || knobs.allowed(&current))
+        let holding_measured = (why != GoBack::Reload || knobs.within_policy(&current))
             && self.phase == Phase::Holding
             && self.pending_best.is_none()
             && matches!(&self.held, Some((c, Some(_))) if *c == self.current);
@@ -675,14 +680,16 @@ impl LiveOptimizer {
     /// trials, when the start is a trial a stopped agent left).
     fn back_to_best(&mut self, knobs: &mut dyn Knobs, why: GoBack) -> Option<LiveEvent> {
         // Staying writes nothing, so a quarantine does not move the loop off the configuration
-        // in place; bounds that changed under it do.
-        let may_stay = why != GoBack::Reload;
+        // in place; bounds that a reload narrowed under it do.
         let target = self
             .opt
             .feasible_points()
             .into_iter()
             .map(|o| o.point)
-            .find(|point| (may_stay && *point == self.current) || knobs.allowed(point))
+            .find(|point| {
+                (why != GoBack::Reload || knobs.within_policy(point))
+                    && (*point == self.current || knobs.allowed(point))
+            })
             .unwrap_or_else(|| match (why, &self.before_trials) {
                 (GoBack::SloBreach, Some(before)) => before.clone(),
                 _ => self.start.clone(),
