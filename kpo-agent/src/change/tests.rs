@@ -1317,6 +1317,26 @@ fn a_raw_epp_number_is_refused_while_the_driver_shows_a_name_and_the_reverse() {
     }
 }
 
+/// A change path over the sysctl tree `dir/proc_sys`, its journal in `dir/state` (opened again
+/// on each call, as by a new agent), under a policy that lets `param` change automatically.
+fn kernel_path(dir: &std::path::Path, param: &str) -> ChangePath {
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    crate::journal::store::make_private(&state);
+    let actuators = KernelActuators {
+        roots: crate::actuate::Roots {
+            proc_sys: dir.join("proc_sys"),
+            sys: dir.join("sys"),
+        },
+    };
+    let policy = Policy::parse(
+        &format!("[params.\"{param}\"]\nmode = \"auto\"\n"),
+        "t.toml",
+    );
+    let journal = Journal::open(&state, Holder::Cli, Duration::ZERO).unwrap();
+    ChangePath::new(policy.unwrap(), journal, Box::new(actuators))
+}
+
 /// kernel.shmmax's default, 18446744073692774399, is above i64::MAX: it is read as an integer, so
 /// an integer proposal fits its shape, and it round-trips exactly through the journal (JSON) and
 /// back into the kernel on revert.
@@ -1334,21 +1354,7 @@ fn an_integer_above_i64_max_is_an_integer_and_round_trips_through_the_journal() 
     assert_eq!(json, SHMMAX, "a JSON number, exact");
     assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), original);
 
-    let state = tmp.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    crate::journal::store::make_private(&state);
-    let open = || {
-        let actuators = KernelActuators {
-            roots: crate::actuate::Roots {
-                proc_sys: proc_sys.clone(),
-                sys: tmp.path().join("sys"),
-            },
-        };
-        let policy =
-            Policy::parse("[params.\"kernel.shmmax\"]\nmode = \"auto\"\n", "test.toml").unwrap();
-        let journal = Journal::open(&state, Holder::Cli, Duration::ZERO).unwrap();
-        ChangePath::new(policy, journal, Box::new(actuators))
-    };
+    let open = || kernel_path(tmp.path(), "kernel.shmmax");
     let mut path = open();
     let r = path
         .propose(&op("kernel.shmmax", Value::Int(68719476736)))
@@ -1385,23 +1391,7 @@ fn an_empty_value_is_journaled_and_put_back() {
     std::fs::create_dir_all(proc_sys.join("net/ipv4")).unwrap();
     let file = proc_sys.join("net/ipv4/ip_local_reserved_ports");
     std::fs::write(&file, "\n").unwrap();
-    let state = tmp.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    crate::journal::store::make_private(&state);
-    let open = || {
-        let actuators = KernelActuators {
-            roots: crate::actuate::Roots {
-                proc_sys: proc_sys.clone(),
-                sys: tmp.path().join("sys"),
-            },
-        };
-        let policy = Policy::parse(
-            &format!("[params.\"{PORTS}\"]\nmode = \"auto\"\n"),
-            "t.toml",
-        );
-        let journal = Journal::open(&state, Holder::Cli, Duration::ZERO).unwrap();
-        ChangePath::new(policy.unwrap(), journal, Box::new(actuators))
-    };
+    let open = || kernel_path(tmp.path(), PORTS);
     let empty = Value::Word(String::new());
     let mut path = open();
     let r = path.propose(&op(PORTS, Value::Int(8080))).unwrap();

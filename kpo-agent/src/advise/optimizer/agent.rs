@@ -706,18 +706,7 @@ impl AgentOptimizer {
         if all_revert {
             return Vec::new();
         }
-        if self.knobs.is_empty() {
-            return Vec::new();
-        }
-        let mut knobs = PathKnobs {
-            path,
-            guard,
-            baseline: None,
-            knobs: &self.knobs,
-            made: &mut self.made,
-            exiting: true,
-        };
-        self.live.settle(&mut knobs)
+        self.go_back(path, guard, GoBack::Stopping)
     }
 
     /// A reloaded policy changed the optimizer's entries, and this loop makes way for one over
@@ -726,6 +715,10 @@ impl AgentOptimizer {
     /// follows), and judged by the policy now in `path`, the new one (`Deciding::reload_policy`
     /// says why): a configuration its bounds exclude does not stay.
     pub fn on_reload(&mut self, path: &mut ChangePath, guard: &mut Guard) -> Vec<LiveEvent> {
+        self.go_back(path, guard, GoBack::Reload)
+    }
+
+    fn go_back(&mut self, path: &mut ChangePath, guard: &mut Guard, why: GoBack) -> Vec<LiveEvent> {
         if self.knobs.is_empty() {
             return Vec::new();
         }
@@ -735,9 +728,9 @@ impl AgentOptimizer {
             baseline: None,
             knobs: &self.knobs,
             made: &mut self.made,
-            exiting: false,
+            exiting: why == GoBack::Stopping,
         };
-        self.live.go_back_for(&mut knobs, GoBack::Reload)
+        self.live.go_back_for(&mut knobs, why)
     }
 
     fn on_window_inner(
