@@ -202,6 +202,20 @@ fn thinking_end(text: &str, failed: &mut usize) -> usize {
         return 0;
     };
     let scan = scan(text, failed, last);
+    // Thinking that opens a bracket in passing and never closes it (`the answer looks like {
+    // parameter: ...`) stops the scan before the tag. The last tag still ends the thinking when
+    // no string of that value is open at it and one whole JSON value follows it: the reply's
+    // answer, as a reasoning model writes it. (`"note": "a"b" </think> [...]` has a string open
+    // at the tag: it stays unplaced.)
+    if let Some(stop) = scan.stopped.filter(|_| !scan.capped) {
+        let after = last + CLOSE.len();
+        if stop < last
+            && !ends_in_a_string(&text[stop..last])
+            && whole_value(&text[after..]).is_some()
+        {
+            return after;
+        }
+    }
     let known = scan.stopped.unwrap_or(text.len());
     // Apart from each other (a value ends before the next is looked for), in text order.
     let mut spans: Vec<&std::ops::Range<usize>> = scan
@@ -386,6 +400,22 @@ fn bracketed_len(s: &str) -> Option<usize> {
         }
     }
     None
+}
+
+/// Whether a string is still open at the end of `s`, JSON's way (`"` opens and closes, `\` escapes
+/// inside one).
+fn ends_in_a_string(s: &str) -> bool {
+    let mut in_string = false;
+    let mut escaped = false;
+    for b in s.bytes() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if in_string => escaped = true,
+            b'"' => in_string = !in_string,
+            _ => {}
+        }
+    }
+    in_string
 }
 
 /// The contents of ``` fences (a language tag such as `json` after the opening fence is skipped).
@@ -801,6 +831,14 @@ mod tests {
         // After a value that never closes, a tag cannot be placed: nothing is taken from after it.
         let unclosed = format!(r#"{{"note": "a"b" </think> [{ITEM}]"#);
         assert!(extract_items(&unclosed).is_err());
+        // Thinking that opens a bracket and never closes it still ends at its last tag when one
+        // whole value follows; prose after the tag is not placed.
+        let thinking = r#"I could send {"parameter": "net.core.somaxconn", "value": 4096 but the
+            queues first."#;
+        let (items, at) = found(&format!("{thinking}\n</think>\n[{ITEM}]"));
+        assert_eq!((items.len(), at), (1, Found::Whole));
+        let prose = format!("{thinking}\n</think>\nRaise it: [{ITEM}] then.");
+        assert!(extract_items(&prose).is_err());
         // Thinking that holds JSON of its own, closed, still ends at its tag.
         let (items, at) = found(&format!(
             "Maybe {{\"parameter\": \"x.y\"}} or [1, 2]?\n</think>\n[{ITEM}]"
