@@ -421,9 +421,9 @@ impl ChangePath {
         // A list with commas (`kpo apply net.ipv4.tcp_rmem=4096,131072,6291456`) arrives as one
         // word; integers when the kernel's value is several integers, else the word the kernel
         // takes (`ip_local_reserved_ports = 8080,9000-9100`). Converted before the policy sees it.
-        // A list of integers the kernel prints as an integer while it holds one element: a
-        // string of digits (`"8080"` in the API's JSON) is that integer, or it would read back
-        // as another value than the one written and be put back.
+        // For such a list, which the kernel prints as an integer while it holds one element, a
+        // string of digits (`"8080"` in the API's JSON) is that integer: as a word it would read
+        // back as another value than the one written, and be put back.
         let value = match p.value.commas_as_integers(&before) {
             Some(value) => value,
             None => match &p.value {

@@ -434,8 +434,8 @@ impl Deciding {
                     })
                     .collect::<Vec<_>>()
             };
-        // Only knobs come from `[params]` entries that name the optimizer: without one on
-        // either side there is no loop to restart.
+        // Knobs come only from `[params]` entries that name the optimizer: with none in either
+        // policy, there is no loop to restart.
         let gives_knobs = |p: &Policy| {
             p.params.iter().any(|r| {
                 (r.name.starts_with("cpufreq:") || r.name.starts_with("ethtool:"))

@@ -661,7 +661,8 @@ impl LiveOptimizer {
     }
 
     /// Back to the best feasible configuration measured (or the start) for `why`, unless a
-    /// measured configuration is held (a trial is not in place) and, on a reload, still allowed.
+    /// measured configuration is held (a trial is not in place) and, on a reload, still within
+    /// the policy's bounds.
     pub fn go_back_for(&mut self, knobs: &mut dyn Knobs, why: GoBack) -> Vec<LiveEvent> {
         let current = self.current.clone();
         let holding_measured = (why != GoBack::Reload || knobs.within_policy(&current))
