@@ -1,5 +1,5 @@
 //! Operator control: apply, revert, journal, status, pause, resume. One trait, [`Control`], with
-//! requests and replies that serialise to JSON, so the agent's local socket (later work) can carry
+//! requests and replies that serialise to JSON, so the agent's local socket ([`crate::api`]) carries
 //! them unchanged: the running agent serves them from its own [`ChangePath`], a socket client
 //! implements the trait by sending them, and while the agent is down the CLI opens the state
 //! directory itself under its lock ([`open_offline`]).

@@ -3,15 +3,17 @@
 //! - [`sensors`]: BTF offsets, loading and attaching the eBPF programs, duty-cycling.
 //! - [`collect`]: eBPF maps, /proc and sock_diag into one [`collect::Sample`] per tick.
 //! - [`window`]: samples into a [`window::Window`].
-//! - [`advise`]: advisors producing recommendations (the Bayesian [`advise::optimizer`]).
-//! - [`energy`]: energy sensing (RAPL powercap or a labelled estimate).
-//! - [`actuate`]: knobs the optimizer moves (cpufreq limits, NIC coalescing) behind one trait.
+//! - [`advise`]: advisors producing recommendations: the deterministic [`advise::rules`], the LLM
+//!   ([`advise::llm`]) and the Bayesian [`advise::optimizer`].
+//! - [`energy`]: energy sensing (RAPL powercap, the perf `power` PMU, or a labelled estimate).
+//! - [`actuate`]: writing and reading back every kind of parameter (sysctls per network
+//!   namespace, cpufreq limits, NIC coalescing) behind one trait.
 //! - [`guard`]: watches the windows after a change; reverts and quarantines on regression.
 //! - [`policy`], [`journal`], [`change`]: the one change path (policy decision, write-ahead
 //!   journal, apply and read-back); [`control`]: operator requests over it.
 //! - [`approvals`]: merging advice, pending approvals and the recommendation history.
 //! - [`api`]: the local control socket serving [`control`] requests to the CLI.
-//! - [`output`]: the NDJSON event stream.
+//! - [`output`]: the NDJSON event stream and the Prometheus metrics.
 //! - [`run`]: the run loop, which only wires the stages above in that order (`kpo run`);
 //!   [`cli`]: command-line definitions.
 //!

@@ -31,8 +31,8 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error(
-        "{0}: another agent answers on this socket; stop it first (only one agent per state \
-         directory)"
+        "{0}: another agent (in another network namespace) answers on this socket; stop it \
+         first or give this one its own --socket"
     )]
     InUse(PathBuf),
     #[error("{0} exists and is not a socket; refusing to replace it")]

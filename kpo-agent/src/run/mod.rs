@@ -9,9 +9,12 @@
 //! Beside the tick it forwards the kernel's notable events (full accept queues) at once, serves
 //! the operator's requests from the control socket, passes other processes' sysctl writes to the
 //! deciding stage (which yields to people), and handles signals: SIGTERM and SIGINT flush the
-//! partial window, put back the parameters whose policy says `on_exit = "revert"`, and stop;
-//! SIGHUP re-opens the event file. Nothing in the loop waits on the output: a stalled reader costs dropped events, not
-//! ticks (see [`crate::output::sink`]).
+//! partial window, settle an optimizer trial still in place, put back the parameters whose policy
+//! says `on_exit = "revert"`, and stop; SIGHUP re-opens the event file and loads a changed policy
+//! (a `policy` event; the optimizer's loop restarts when its entries changed). A failure (the
+//! event stream's reader gone, the kernel's ring buffer, a stage's panic) stops the loop too,
+//! with `on_exit` carried out but no partial window. Nothing in the loop waits on the output: a
+//! stalled reader costs dropped events, not ticks (see [`crate::output::sink`]).
 mod args;
 mod deciding;
 #[cfg(test)]
@@ -103,8 +106,8 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs until SIGTERM or SIGINT (returns its name) or until the event stream's reader goes away
-/// for good (an error). Events go to `sink`; the caller closes it.
+/// Runs until SIGTERM or SIGINT (returns its name) or until a failure (an error): the event
+/// stream's reader gone for good, the kernel's ring buffer, a stage's panic. Events go to `sink`; the caller closes it.
 pub async fn run(
     config: Config,
     state: &crate::cli::StateArgs,
