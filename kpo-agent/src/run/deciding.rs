@@ -341,14 +341,14 @@ impl Deciding {
             Request::Apply(req) => {
                 let result = Control::apply(&mut self.path, req);
                 if let Ok(report) = &result {
-                    self.watch_if_applied(report, &req.address, &req.value);
+                    self.watch_if_applied(report);
                 }
                 reply(result)
             }
             Request::Approve { id, by } => {
                 let result = self.at_desk().approve(id, by);
                 if let Ok(o) = &result {
-                    self.watch_if_applied(&o.report, &o.report.address, &o.report.after);
+                    self.watch_if_applied(&o.report);
                 }
                 reply(result)
             }
@@ -369,15 +369,25 @@ impl Deciding {
     }
 
     /// The guard watches each applied change against the last window's health.
-    fn watch_if_applied(&mut self, report: &ChangeReport, address: &ParamAddress, value: &Value) {
+    ///
+    /// The value watched is the one the change path wrote and journaled (`after`), never the
+    /// request's: `4096,131072,6291456` arrives as a word and is applied as a list of integers,
+    /// and a watch on the word would find the kernel "changed" at the next window and end.
+    fn watch_if_applied(&mut self, report: &ChangeReport) {
         if let (ChangeStatus::Applied, Some(id)) = (report.status, report.journal_id) {
-            let signals = self.path.policy.rule_for(address).guard_signals.as_deref();
-            let from = report.before.as_ref().unwrap_or(value);
+            let after = &report.after;
+            let signals = self
+                .path
+                .policy
+                .rule_for(&report.address)
+                .guard_signals
+                .as_deref();
+            let from = report.before.as_ref().unwrap_or(after);
             self.guard.watch(
                 id,
-                address.clone(),
+                report.address.clone(),
                 from,
-                value.clone(),
+                after.clone(),
                 self.last_window.as_ref(),
                 signals,
             );
@@ -727,7 +737,7 @@ impl Deciding {
             .approvals
             .consider(&mut self.path, recommendations, &mut drain);
         for report in &considered.applied {
-            self.watch_if_applied(report, &report.address, &report.after);
+            self.watch_if_applied(report);
         }
         for (proposal, refusal) in considered.refused {
             if proposal.source == Source::Rules && refusal.passes() {

@@ -14,6 +14,7 @@ use crate::{
         coalesce::{AdaptiveMode, CoalesceActuator, CoalesceSettings, FakeCoalesce},
         cpufreq::CpufreqActuator,
         param::{ParamAddress, ParamKind, Value},
+        sysctl::SysctlActuator,
         ActuateError, Actuator, Roots,
     },
     advise::optimizer::live::LiveEvent,
@@ -57,7 +58,7 @@ sources = ["optimizer"]
     )
 }
 
-/// cpufreq from the temporary tree, coalescing from the fake; nothing else.
+/// cpufreq and sysctls from the temporary tree, coalescing from the fake.
 struct TestActuators {
     roots: Roots,
     nic: FakeCoalesce,
@@ -72,10 +73,8 @@ impl Actuators for TestActuators {
                 Box::new(self.nic.clone()),
                 AdaptiveMode::Respect,
             )?)),
-            ParamKind::Sysctl => Err(ActuateError::NotFound {
-                knob: address.to_string(),
-                reason: "no sysctls in this test".into(),
-            }),
+            // The host's keys under the temporary tree's `proc_sys`.
+            ParamKind::Sysctl => Ok(Box::new(SysctlActuator::open(address, &self.roots)?)),
         }
     }
 }
@@ -1211,6 +1210,54 @@ guard_signals = ["listen_overflows"]
     }
     assert_eq!(rig.max_freq(), 1_200_000);
     assert!(rig.intents().iter().all(|i| i.source != Source::Guard));
+    rig.assert_schema();
+}
+
+/// An operator's `kpo apply net.ipv4.tcp_rmem=4096,131072,8388608` (one word, applied as three
+/// integers) is watched by the guard as what it wrote, and judged after its windows. Watched as
+/// the word, it was dropped at the next window as "no longer in place", never judged.
+#[test]
+fn an_operators_comma_list_is_watched_as_the_integers_it_wrote() {
+    let policy = r#"
+[guard]
+signals = ["request_p99"]
+windows = 2
+max_changes_per_hour = 1000
+
+[params."net.ipv4.tcp_rmem"]
+mode = "auto"
+sources = ["operator"]
+"#;
+    let mut rig = Rig::new(policy, true, "");
+    let file = rig._tmp.path().join("proc_sys/net/ipv4/tcp_rmem");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, "4096\t131072\t6291456\n").unwrap();
+    rig.window();
+    let applied = rig.operator(crate::api::Request::Apply(crate::control::ApplyRequest {
+        address: "net.ipv4.tcp_rmem".parse().unwrap(),
+        value: Value::Word("4096,131072,8388608".into()),
+        reason: "test".into(),
+        by: None,
+    }));
+    assert!(matches!(applied, crate::api::Reply::Ok(_)), "{applied:?}");
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        written.split_whitespace().collect::<Vec<_>>(),
+        ["4096", "131072", "8388608"]
+    );
+    let mut verdicts = Vec::new();
+    for _ in 0..2 {
+        for e in rig.window() {
+            if let Event::Guard(v) = e {
+                verdicts.push(v);
+            }
+        }
+    }
+    assert!(
+        matches!(verdicts.as_slice(), [crate::guard::Verdict::Kept { address, .. }]
+            if address == "net.ipv4.tcp_rmem"),
+        "{verdicts:?}"
+    );
     rig.assert_schema();
 }
 
