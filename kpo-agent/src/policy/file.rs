@@ -420,6 +420,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         params,
         deny,
         loaded_text: None,
+        missing_file: None,
     })
 }
 

@@ -500,6 +500,9 @@ pub struct Policy {
     /// SIGHUP, and an operator's request is refused while the file says something else
     /// ([`Policy::changed_on_disk`]).
     loaded_text: Option<String>,
+    /// The default file that was not there when the built-in default was taken instead: one
+    /// created since is an edit like any other ([`Policy::changed_on_disk`]).
+    missing_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for Policy {
@@ -579,6 +582,7 @@ impl Policy {
             params: Vec::new(),
             deny: deny::DenyList::new(),
             loaded_text: None,
+            missing_file: None,
         }
     }
 
@@ -599,7 +603,10 @@ impl Policy {
                 policy.loaded_text = Some(text);
                 Ok(policy)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self::builtin()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self {
+                missing_file: Some(path.to_path_buf()),
+                ..Self::builtin()
+            }),
             Err(source) => Err(PolicyError::Read {
                 file: path.display().to_string(),
                 source,
@@ -612,6 +619,17 @@ impl Policy {
     /// decides an operator's `kpo apply` or `kpo approve` only while the file still says it:
     /// otherwise the operator would be deciding under a file the agent does not follow.
     pub fn changed_on_disk(&self) -> Option<String> {
+        if let Some(path) = &self.missing_file {
+            // Anything there now, even an unreadable file, is not the built-in default the agent
+            // decides under.
+            return std::fs::symlink_metadata(path).is_ok().then(|| {
+                format!(
+                    "the policy file {} was created since the agent started on the built-in \
+                     default: send the agent SIGHUP (kill -HUP PID) to load it, then ask again",
+                    path.display()
+                )
+            });
+        }
         let (PolicyOrigin::File(path), Some(loaded)) = (&self.origin, &self.loaded_text) else {
             return None;
         };

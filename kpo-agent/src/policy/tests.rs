@@ -1067,3 +1067,25 @@ fn a_loaded_policy_notices_its_file_edited_or_removed() {
     );
     assert_eq!(parsed.unwrap().changed_on_disk(), None);
 }
+
+/// Started on the built-in default because the default file was not there: a file created there
+/// since is an edit (the agent would otherwise decide an operator's request under the built-in
+/// default while the file says otherwise, and never say so).
+#[test]
+fn a_builtin_default_notices_a_policy_file_created_at_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.toml");
+    let policy = Policy::load_from(&file, false).unwrap();
+    assert!(matches!(policy.origin, PolicyOrigin::BuiltIn));
+    assert_eq!(policy.changed_on_disk(), None);
+    std::fs::write(&file, "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n").unwrap();
+    let why = policy.changed_on_disk().unwrap();
+    assert!(
+        why.contains("was created since the agent started on the built-in default"),
+        "{why}"
+    );
+    assert!(why.contains("send the agent SIGHUP"), "{why}");
+    // Loaded again (SIGHUP), it is the file's policy, which holds what is there.
+    let reloaded = Policy::load_from(&file, false).unwrap();
+    assert_eq!(reloaded.changed_on_disk(), None);
+}
