@@ -144,6 +144,11 @@ pub const DENY_LIST: &[Denied] = &[
             "kernel.hung_task_panic",
             "kernel.unknown_nmi_panic",
             "kernel.panic_print",
+            "kernel.panic_on_rcu_stall",
+            "kernel.max_rcu_stall_to_panic",
+            "kernel.panic_on_io_nmi",
+            "kernel.panic_on_unrecovered_nmi",
+            "kernel.panic_sys_info",
         ],
     },
     Denied {
@@ -248,8 +253,8 @@ impl DenyList {
     }
 
     /// The first denied key that a policy name or glob could reach: one of the deny-list's own
-    /// names, one of its examples, or a pattern's text. So `kernel.*` or `*` are refused, while
-    /// `kernel.sched_*` is not.
+    /// names, one of its examples, a pattern's text, or a denied key this host has. So
+    /// `kernel.*` or `*` are refused, while `kernel.sched_*` is not.
     pub fn reached_by(
         &self,
         policy_glob: &GlobMatcher,
@@ -269,7 +274,50 @@ impl DenyList {
                 }
             }
         }
-        None
+        denied_here(self)
+            .iter()
+            .find(|name| policy_glob.is_match(name))
+            .and_then(|name| Some((name.clone(), self.denies(name)?)))
+    }
+}
+
+/// The denied keys this host has, walked once from /proc/sys: the examples cannot keep up with
+/// every kernel (6.x added `kernel.panic_sys_info`), and a glob such as
+/// `kernel.max_rcu_stall_to_pani?` reaches a real key that no example names. The examples still
+/// cover keys a host lacks, so a policy checked on one machine holds on another.
+fn denied_here(deny: &DenyList) -> &'static [String] {
+    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        let mut names = Vec::new();
+        sysctl_names(std::path::Path::new("/proc/sys"), "", 0, &mut names);
+        names.retain(|n| deny.denies(n).is_some());
+        names
+    })
+}
+
+/// Every sysctl file under `dir`, as a dotted name (a dot inside a component is written `/`, as
+/// `sysctl` does). Symlinks are not followed, and the depth is bounded (the deepest keys, such
+/// as `net.ipv6.conf.IFACE.*`, are 4 levels down).
+fn sysctl_names(dir: &std::path::Path, prefix: &str, depth: usize, out: &mut Vec<String>) {
+    const MAX_DEPTH: usize = 8;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let component = entry.file_name().to_string_lossy().replace('.', "/");
+        let name = if prefix.is_empty() {
+            component
+        } else {
+            format!("{prefix}.{component}")
+        };
+        if kind.is_dir() && depth < MAX_DEPTH {
+            sysctl_names(&entry.path(), &name, depth + 1, out);
+        } else if kind.is_file() {
+            out.push(name);
+        }
     }
 }
 
@@ -332,5 +380,39 @@ mod tests {
         assert!(reach("net.core.*").is_some());
         assert!(reach("net.core.netdev_*").is_none());
         assert!(reach("vm.dirty_*").is_none());
+        assert!(reach("kernel.max_rcu_stall_to_pani?").is_some());
+        assert!(reach("kernel.pani[c]_on_rcu_stall").is_some());
+    }
+
+    /// Every denied key this host has is reached by a glob that differs from its name in the
+    /// last character, whether or not an example names it.
+    #[test]
+    fn a_glob_reaching_any_denied_key_of_this_host_is_refused() {
+        let deny = DenyList::new();
+        let here = denied_here(&deny);
+        assert!(
+            here.iter().any(|n| n == "kernel.panic"),
+            "/proc/sys is walked: {here:?}"
+        );
+        for name in here {
+            let glob = format!("{}?", &name[..name.len() - 1]);
+            let m = Glob::new(&glob).unwrap().compile_matcher();
+            assert!(deny.reached_by(&m, &glob).is_some(), "{glob}");
+        }
+    }
+
+    #[test]
+    fn sysctl_names_are_dotted_with_dots_inside_a_component_as_slashes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("net/ipv4/conf/eth0.100")).unwrap();
+        std::fs::write(dir.path().join("net/ipv4/conf/eth0.100/rp_filter"), "").unwrap();
+        std::fs::write(dir.path().join("net/ipv4/tcp_rmem"), "").unwrap();
+        let mut names = Vec::new();
+        sysctl_names(dir.path(), "", 0, &mut names);
+        names.sort();
+        assert_eq!(
+            names,
+            ["net.ipv4.conf.eth0/100.rp_filter", "net.ipv4.tcp_rmem"]
+        );
     }
 }
