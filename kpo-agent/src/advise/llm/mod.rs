@@ -499,6 +499,31 @@ mod tests {
         }
     }
 
+    /// One field in two spellings is the same ambiguity as a repeated key: the item is dropped as
+    /// malformed, whichever spelling would have been looked up first.
+    #[test]
+    fn a_field_in_two_spellings_drops_the_item() {
+        for content in [
+            r#"[{"parameter":"net.core.somaxconn","value":8192,"new_value":65535,"can_auto_apply":true}]"#,
+            r#"[{"parameter":"net.core.somaxconn","value":8192,"can_auto_apply":false,"CanAutoApply":true}]"#,
+            r#"[{"parameter":"net.core.somaxconn","Parameter":"net.core.netdev_max_backlog","value":8192}]"#,
+        ] {
+            let c = took(content);
+            assert!(c.recommendations.is_empty(), "{content}");
+            assert_eq!(c.dropped.len(), 1, "{content}");
+            assert_eq!(c.dropped[0].kind, DropKind::Malformed, "{content}");
+            assert!(
+                c.dropped[0].detail.contains("which one counts is unclear"),
+                "{}",
+                c.dropped[0].detail
+            );
+        }
+        // One spelling, any of them, is still read.
+        let c =
+            took(r#"[{"parameter":"net.core.somaxconn","new_value":8192,"can_auto_apply":true}]"#);
+        assert_eq!(c.accepted_auto, 1);
+    }
+
     /// A key the model wrote twice is not settled silently by the last one: the item is dropped
     /// as malformed, and a top-level object that repeats one is no answer.
     #[test]

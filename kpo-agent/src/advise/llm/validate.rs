@@ -122,6 +122,14 @@ const VALUE_KEYS: &[&str] = &[
     "RecommendedValue",
 ];
 
+/// The spellings of each field an item may use: an item that gives two of one field is dropped.
+const SPELLINGS: &[&[&str]] = &[
+    &["parameter", "Parameter"],
+    VALUE_KEYS,
+    &["can_auto_apply", "CanAutoApply"],
+    &["reason", "Reason"],
+];
+
 fn field<'a>(item: &'a Json, keys: &[&str]) -> Option<&'a Json> {
     keys.iter().find_map(|k| item.get(*k))
 }
@@ -147,6 +155,21 @@ fn check_item(
             DropKind::Malformed,
             format!("the item repeats the key {key:?}; which one counts is unclear"),
         ));
+    }
+    // Two spellings of one field are the same ambiguity as a repeated key
+    // (`"value": 8192, "new_value": 65535`): whichever was looked up first would count.
+    for spellings in SPELLINGS {
+        let given: Vec<&str> = spellings
+            .iter()
+            .copied()
+            .filter(|k| item.get(*k).is_some())
+            .collect();
+        if given.len() > 1 {
+            return Err((
+                DropKind::Malformed,
+                format!("the item gives both {given:?}; which one counts is unclear"),
+            ));
+        }
     }
     let Some(name) = field_str(item, &["parameter", "Parameter"]) else {
         return Err((DropKind::Malformed, "no \"parameter\" string".into()));
