@@ -264,7 +264,7 @@ impl ChangePath {
     /// Proposes a change: the policy decides, and an allowed change is journaled, applied, read
     /// back and journaled again. Errors only when the journal cannot be written.
     pub fn propose(&mut self, p: &Proposal) -> Result<ChangeReport, ChangeError> {
-        self.propose_inner(p, Approval::AsPolicy, None)
+        self.propose_inner(p, Approval::AsPolicy, None, None)
     }
 
     /// What the policy would decide for `p` now, without writing, journaling or sending events:
@@ -320,14 +320,14 @@ impl ChangePath {
         p: &Proposal,
         advised_in: Option<u64>,
     ) -> Result<ChangeReport, ChangeError> {
-        self.propose_inner(p, Approval::Approved(advised_in), None)
+        self.propose_inner(p, Approval::Approved(advised_in), None, None)
     }
 
     /// As [`ChangePath::propose`] for advice its advisor did not allow to apply automatically: a
     /// change the policy would apply waits for an operator's approval instead (`needs_approval`),
     /// and one the policy refuses or only observes is reported as such. Never touches the kernel.
     pub fn propose_held(&mut self, p: &Proposal) -> Result<ChangeReport, ChangeError> {
-        self.propose_inner(p, Approval::Held, None)
+        self.propose_inner(p, Approval::Held, None, None)
     }
 
     /// An advisor's advice: [`ChangePath::propose`], or [`ChangePath::propose_held`] when `held`,
@@ -338,26 +338,33 @@ impl ChangePath {
     /// and the proposal is refused (`invalid`), with nothing written and no approval asked for.
     /// Checked through the same open of the namespace as the write, so an approval a held one
     /// becomes records the namespace the value was read in.
+    ///
+    /// `against`: the value the advice was made against, for advice that lags its read (the
+    /// LLM's). A kernel that has moved since to another value than the advised one (a rule
+    /// raised it meanwhile, or a person) refuses it (`invalid`): applied, advice to raise could
+    /// become a cut; held, the approval would name a value the reason is not about.
     pub fn propose_advice(
         &mut self,
         p: &Proposal,
         held: bool,
         read_in: Option<u64>,
+        against: Option<&Value>,
     ) -> Result<ChangeReport, ChangeError> {
         let mode = if held {
             Approval::Held
         } else {
             Approval::AsPolicy
         };
-        self.propose_inner(p, mode, read_in)
+        self.propose_inner(p, mode, read_in, against)
     }
 
-    /// `read_in`: see [`ChangePath::propose_advice`].
+    /// `read_in`, `against`: see [`ChangePath::propose_advice`].
     fn propose_inner(
         &mut self,
         p: &Proposal,
         mode: Approval,
         read_in: Option<u64>,
+        against: Option<&Value>,
     ) -> Result<ChangeReport, ChangeError> {
         let (approved, advised_in) = match mode {
             Approval::Approved(cookie) => (true, cookie),
@@ -441,6 +448,16 @@ impl ChangePath {
         } else {
             p
         };
+        if let Some(was) = against {
+            if *was != before && before != p.value && !self.under_adaptive_moderation(&p.address) {
+                let r = Refusal::Invalid {
+                    why: format!(
+                        "the kernel now has {before}, and the advice was made against {was}"
+                    ),
+                };
+                return self.refuse(p, Some(&before), r, report);
+            }
+        }
         if !shape_fits(&p.address, &before, &p.value) {
             let r = Refusal::Invalid {
                 why: format!(

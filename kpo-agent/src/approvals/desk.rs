@@ -238,7 +238,20 @@ impl Desk {
         // `propose` or `propose_held`, refused if the advice's value was read in a network
         // namespace that is gone (its inode another's now): an approval asked for here records
         // the namespace the change path opens now, which must be the one advised about.
-        let result = path.propose_advice(&proposal, !rec.can_auto_apply, rec.netns_cookie);
+        // Advice for a value an operator rejected at this target lately is held, so that it ends
+        // as `rejected` below: the advisor's next answer saying `can_auto_apply` must not undo
+        // the operator's "no" for as long as the rejection stands.
+        let held = !rec.can_auto_apply
+            || self
+                .rejected_lately(&rec.parameter, &value, rec.netns_cookie)
+                .is_some();
+        // The LLM answers up to its timeout after the value it was shown was read; a rule's
+        // value is read on the tick it advises.
+        let against = match rec.source {
+            Source::Llm => rec.current_value.as_ref(),
+            _ => None,
+        };
+        let result = path.propose_advice(&proposal, held, rec.netns_cookie, against);
         let report = match result {
             Ok(r) => r,
             Err(e) => {

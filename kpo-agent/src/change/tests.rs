@@ -1140,7 +1140,7 @@ fn advice_read_in_a_namespace_whose_inode_now_names_another_is_refused() {
     // The namespace read in (cookie 7) is gone; the inode names cookie 8's now.
     k.0.lock().unwrap().netns_cookie = Some(8);
     for held in [false, true] {
-        let r = p.propose_advice(&prop, held, cookie).unwrap();
+        let r = p.propose_advice(&prop, held, cookie, None).unwrap();
         assert_eq!(r.status, ChangeStatus::Refused, "{}", r.describe());
         let why = r.refusal.as_ref().unwrap().to_string();
         assert!(
@@ -1157,21 +1157,21 @@ fn advice_read_in_a_namespace_whose_inode_now_names_another_is_refused() {
     );
     // Not known to be the same one (no cookie readable now): refused too.
     k.0.lock().unwrap().netns_cookie = None;
-    let r = p.propose_advice(&prop, false, cookie).unwrap();
+    let r = p.propose_advice(&prop, false, cookie, None).unwrap();
     assert_eq!(r.status, ChangeStatus::Refused, "{}", r.describe());
 
     // In the namespace it was read in: held, with that cookie for the approval, or applied.
     k.0.lock().unwrap().netns_cookie = Some(7);
-    let r = p.propose_advice(&prop, true, cookie).unwrap();
+    let r = p.propose_advice(&prop, true, cookie, None).unwrap();
     assert_eq!(
         (r.status, r.netns_cookie),
         (ChangeStatus::NeedsApproval, Some(7))
     );
-    let r = p.propose_advice(&prop, false, cookie).unwrap();
+    let r = p.propose_advice(&prop, false, cookie, None).unwrap();
     assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
     // Without a cookie read, nothing more is checked (as `propose`).
     let r = p
-        .propose_advice(&op(SOMAX, Value::Int(9000)), false, None)
+        .propose_advice(&op(SOMAX, Value::Int(9000)), false, None, None)
         .unwrap();
     assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
 }

@@ -412,6 +412,70 @@ fn auto_applies_and_conflicts_are_merged_with_the_loser_set_aside() {
     assert_eq!(explained[0].entry.journal_id, out.applied[0].journal_id);
 }
 
+/// The LLM's advice lags the value it was shown by up to its timeout: when the kernel has moved
+/// since to another value (a rule raised it meanwhile), the advice is refused, neither applied
+/// (advice to raise would be a cut) nor held for approval.
+#[test]
+fn llm_advice_made_against_a_value_the_kernel_no_longer_has_is_refused() {
+    for auto in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = setup(dir.path(), "auto");
+        s.k.0
+            .lock()
+            .unwrap()
+            .values
+            .insert(NS.into(), Value::Int(48));
+        let out = s.consider(vec![rec(Source::Llm, 32, auto)]);
+        assert!(out.applied.is_empty(), "auto {auto}");
+        assert_eq!(s.value(), Value::Int(48), "auto {auto}");
+        assert!(s.desk.pending().unwrap().is_empty(), "auto {auto}");
+        let e = &s.desk.explain(NS, 1)[0];
+        assert_eq!(e.entry.done, Done::Refused, "auto {auto}");
+        assert!(
+            e.entry
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains("the kernel now has 48, and the advice was made against 16"),
+            "{:?}",
+            e.entry.detail
+        );
+    }
+    // Moved to the advised value itself: nothing to refuse, it is simply unchanged.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "auto");
+    s.k.0
+        .lock()
+        .unwrap()
+        .values
+        .insert(NS.into(), Value::Int(32));
+    s.consider(vec![rec(Source::Llm, 32, true)]);
+    assert_eq!(s.desk.explain(NS, 1)[0].entry.done, Done::Unchanged);
+}
+
+/// An operator's rejection stands against the same advice made again with `can_auto_apply`:
+/// it is recorded as rejected, not applied, for as long as the rejection is in force.
+#[test]
+fn a_rejected_value_is_not_applied_automatically_while_the_rejection_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "auto");
+    s.consider(vec![rec(Source::Llm, 32, false)]);
+    let pending = s.desk.pending().unwrap();
+    assert_eq!(pending[0].held_by, "advisor");
+    s.desk.reject(&pending[0].id, "op", None).unwrap();
+    let out = s.consider(vec![rec(Source::Llm, 32, true)]);
+    assert!(out.applied.is_empty());
+    assert_eq!(s.value(), Value::Int(16));
+    let latest = &s.desk.explain(NS, 1)[0];
+    assert_eq!(latest.entry.done, Done::Rejected);
+    assert_eq!(latest.entry.approval_id.as_deref(), Some("ap-1"));
+    assert!(s.desk.pending().unwrap().is_empty());
+    // Another value is another question, applied as the policy says.
+    let out = s.consider(vec![rec(Source::Llm, 64, true)]);
+    assert_eq!(out.applied.len(), 1);
+    assert_eq!(s.value(), Value::Int(64));
+}
+
 #[test]
 fn recommend_only_holds_what_the_policy_would_apply() {
     let dir = tempfile::tempdir().unwrap();
