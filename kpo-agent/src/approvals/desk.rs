@@ -127,7 +127,9 @@ impl Desk {
         if !webhook_changed {
             return;
         }
-        self.webhook = None;
+        if let Some(old) = self.webhook.take() {
+            old.stop();
+        }
         if let Some(url) = self.settings.webhook.clone() {
             match Webhook::spawn(url) {
                 Ok(w) => self.set_webhook(w),

@@ -143,9 +143,21 @@ pub struct Webhook {
     tx: mpsc::UnboundedSender<Payload>,
     /// [`shown_url`] of the URL.
     shown: String,
+    /// The delivery task (none for [`Webhook::to_channel`]).
+    task: Option<tokio::task::AbortHandle>,
 }
 
 impl Webhook {
+    /// Stops posting to this URL at once: what is queued or being retried for it is dropped. A
+    /// reload that removes or replaces the URL means it (it may have leaked, or be wrong); ending
+    /// the channel alone would let the task post its queue, up to [`ATTEMPTS`] tries each.
+    pub fn stop(self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+        info!(url = %self.shown, "approval webhook off: nothing more is posted to it");
+    }
+
     /// Starts the posting task on the current tokio runtime.
     pub fn spawn(url: String) -> Result<Webhook, reqwest::Error> {
         Self::spawn_backing_off(url, FIRST_BACKOFF)
@@ -162,9 +174,13 @@ impl Webhook {
             .build()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let shown = shown_url(&url);
-        tokio::spawn(deliver(client, url, shown.clone(), rx, first_backoff));
+        let task = tokio::spawn(deliver(client, url, shown.clone(), rx, first_backoff));
         info!(url = %shown, "approval webhook on");
-        Ok(Webhook { tx, shown })
+        Ok(Webhook {
+            tx,
+            shown,
+            task: Some(task.abort_handle()),
+        })
     }
 
     /// A webhook whose notifications go to the returned receiver instead of a URL.
@@ -172,7 +188,14 @@ impl Webhook {
     pub fn to_channel() -> (Webhook, mpsc::UnboundedReceiver<Payload>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shown = "test:".to_string();
-        (Webhook { tx, shown }, rx)
+        (
+            Webhook {
+                tx,
+                shown,
+                task: None,
+            },
+            rx,
+        )
     }
 
     /// Queues one notification (the delivery task drops the oldest past [`QUEUE`]).
@@ -616,6 +639,26 @@ mod tests {
                 seen("approval_required", &format!("ap-{n}"))
             );
         }
+    }
+
+    /// A webhook stopped (a reload removed or replaced its URL) posts nothing more: its delivery
+    /// task ends at once, with a notification still waiting for its retry (an hour here, which
+    /// the test would not outlast), instead of posting its queue to the old URL.
+    #[tokio::test]
+    async fn a_stopped_webhook_drops_what_it_still_had_to_post() {
+        let (url, mut requests) = receiver(vec![503, 200]).await;
+        let hook = Webhook::spawn_backing_off(url, Duration::from_secs(3600)).unwrap();
+        hook.notify(Payload::new("approval_required", "web1", &item("ap-1", 32)));
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_required", "ap-1")
+        );
+        let channel = hook.tx.clone();
+        hook.stop();
+        // The task's end drops its receiver, which closes the channel.
+        tokio::time::timeout(Duration::from_secs(120), channel.closed())
+            .await
+            .expect("the delivery task ended, not waiting out its retry");
     }
 
     /// A notification replaced while it waits for its retry stops waiting at once: the one that
