@@ -313,7 +313,18 @@ pub fn open_netns(netns: &NetnsRef) -> Result<File, ActuateError> {
         .map_err(|e| err(format!("/proc/self/ns/net: {e} (is /proc mounted?)")))?;
     match netns {
         NetnsRef::Path(path) => {
-            let file = File::open(path).map_err(|e| {
+            let not_a_namespace_file = || {
+                err(format!(
+                    "{} is not a namespace file (expected /run/netns/NAME or /proc/PID/ns/net)",
+                    path.display()
+                ))
+            };
+            // Looked at before it is opened: opening a FIFO (or a tty) an operator named by
+            // mistake would wait for its other end, with the agent's loop waiting on it.
+            if std::fs::metadata(path).is_ok_and(|m| m.dev() != nsfs_dev) {
+                return Err(not_a_namespace_file());
+            }
+            let file = open_namespace_file(path).map_err(|e| {
                 err(match e.kind() {
                     io::ErrorKind::NotFound => format!(
                         "{} does not exist (a named namespace is /run/netns/NAME; `ip netns list`)",
@@ -324,10 +335,7 @@ pub fn open_netns(netns: &NetnsRef) -> Result<File, ActuateError> {
             })?;
             let meta = file.metadata().map_err(|e| err(e.to_string()))?;
             if meta.dev() != nsfs_dev {
-                return Err(err(format!(
-                    "{} is not a namespace file (expected /run/netns/NAME or /proc/PID/ns/net)",
-                    path.display()
-                )));
+                return Err(not_a_namespace_file());
             }
             // Another kind of namespace (`/proc/PID/ns/uts`) opens as well, and every setns into
             // it as a network namespace would fail later with a misleading EINVAL.
@@ -361,7 +369,7 @@ pub fn open_netns(netns: &NetnsRef) -> Result<File, ActuateError> {
                 if !matches {
                     continue;
                 }
-                let Ok(file) = File::open(&path) else {
+                let Ok(file) = open_namespace_file(&path) else {
                     continue;
                 };
                 // The process may have exited and its PID been reused between stat and open. A
@@ -377,6 +385,17 @@ pub fn open_netns(netns: &NetnsRef) -> Result<File, ActuateError> {
             Err(err(netns_gone(*inode)))
         }
     }
+}
+
+/// Opens a file that should be a namespace's, never waiting: the path is checked to be on nsfs
+/// before it is opened, but may be replaced in between, and a FIFO opened without `O_NONBLOCK`
+/// waits for a writer. A namespace file ignores the flag.
+fn open_namespace_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
 }
 
 /// Whether the namespace file `file` holds a network namespace (`NS_GET_NSTYPE`, Linux 4.11). A
@@ -714,6 +733,26 @@ pub fn live_netns_inodes() -> std::collections::HashSet<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A FIFO named as a namespace (`kpo apply ... --netns /tmp/fifo`) is refused at once: opened
+    /// as a file it would wait for a writer, and the agent's loop with it. The bound below only
+    /// turns that wait into a failure; it is never reached by a passing run.
+    #[test]
+    fn a_fifo_named_as_a_namespace_is_refused_without_waiting() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let named = NetnsRef::Path(fifo.clone());
+        std::thread::spawn(move || tx.send(open_netns(&named).map(|_| ())));
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("open_netns returned instead of waiting for the FIFO's writer");
+        let e = result.unwrap_err().to_string();
+        assert!(e.contains("is not a namespace file"), "{e}");
+        // Replaced by a FIFO between the look and the open, it still opens without waiting.
+        assert!(open_namespace_file(&fifo).is_ok());
+    }
 
     fn tree() -> (tempfile::TempDir, Roots) {
         let tmp = tempfile::tempdir().unwrap();
