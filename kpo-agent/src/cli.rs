@@ -35,6 +35,18 @@ pub struct StateArgs {
 }
 
 impl StateArgs {
+    /// The same paths made absolute against the working directory now. The agent keeps and
+    /// reports them so (its status, its policy's origin): a CLI run from another directory
+    /// compares them with its own flags, and `--state-dir st` there names another `st`.
+    pub fn absolute(&self) -> std::io::Result<StateArgs> {
+        let absolute = |p: &Option<PathBuf>| p.as_deref().map(std::path::absolute).transpose();
+        Ok(StateArgs {
+            policy: absolute(&self.policy)?,
+            state_dir: absolute(&self.state_dir)?,
+            socket: absolute(&self.socket)?,
+        })
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.state_dir
             .clone()
@@ -80,6 +92,27 @@ impl StateArgs {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod state_args_tests {
+    use super::*;
+
+    /// Relative flags become absolute against the working directory; absent ones stay absent
+    /// (their defaults are absolute already).
+    #[test]
+    fn state_paths_are_made_absolute_against_the_working_directory() {
+        let given = StateArgs {
+            policy: Some("p.toml".into()),
+            state_dir: Some("st".into()),
+            socket: None,
+        };
+        let cwd = std::env::current_dir().unwrap();
+        let absolute = given.absolute().unwrap();
+        assert_eq!(absolute.policy, Some(cwd.join("p.toml")));
+        assert_eq!(absolute.state_dir, Some(cwd.join("st")));
+        assert_eq!(absolute.socket, None);
     }
 }
 

@@ -165,6 +165,9 @@ impl Deciding {
         config: &Config,
         recommend_only: bool,
     ) -> anyhow::Result<(Deciding, Vec<Event>)> {
+        let state = &state
+            .absolute()
+            .map_err(|e| anyhow::anyhow!("the working directory cannot be read: {e}"))?;
         let mut policy = Policy::load(state.policy.as_deref())?;
         if recommend_only {
             policy.force_recommend();
