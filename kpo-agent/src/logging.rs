@@ -42,6 +42,61 @@ pub fn init() -> LogGuard {
     guard
 }
 
+/// Sets up logging for a command other than `kpo run` (`kpo status`, `kpo approve` offline): its
+/// warnings (an archive skipped, an approval applied but not marked) would otherwise go nowhere,
+/// since only the agent installs a logger. Warnings and errors by default (`RUST_LOG` to change
+/// it), written as `kpo: warning: ...` like the command's own `kpo: error: ...`. A command
+/// writes few lines, and waits for them.
+pub fn init_command() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing::subscriber::set_global_default(command_subscriber(io::stderr, filter));
+    // `log` records (from dependencies) as tracing events, as the agent's logger does.
+    let _ = tracing_log::LogTracer::init();
+}
+
+/// The subscriber [`init_command`] installs, writing to `out`.
+fn command_subscriber<W>(
+    out: W,
+    filter: tracing_subscriber::EnvFilter,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(out)
+        .with_ansi(false)
+        .event_format(CommandFormat)
+        .finish()
+}
+
+/// `kpo: LEVEL: message field=value`.
+struct CommandFormat;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for CommandFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warning",
+            tracing::Level::INFO => "info",
+            _ => "debug",
+        };
+        write!(writer, "kpo: {level}: ")?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
 /// A writer of log lines to `out` through a queue of `queue_lines` lines and a thread of its own:
 /// writing never blocks; a line that finds the queue full is dropped and counted.
 pub fn writer<W: Write + Send + 'static>(out: W, queue_lines: usize) -> (LogWriter, LogGuard) {
@@ -253,6 +308,38 @@ mod tests {
             .with_writer(writer)
             .with_ansi(false)
             .finish()
+    }
+
+    /// A command's warnings reach standard error as `kpo: warning: ...`, with their fields;
+    /// below the filter's level nothing is written.
+    #[test]
+    fn a_commands_warnings_are_written_like_its_errors() {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let out = buffer.clone();
+        let subscriber = command_subscriber(
+            move || out.clone(),
+            tracing_subscriber::EnvFilter::new("warn"),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("not shown");
+            tracing::warn!(id = "ap-3", "applied but could not be marked approved");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "kpo: warning: applied but could not be marked approved id=\"ap-3\"\n"
+        );
     }
 
     /// Defect: logging wrote to standard error from the logging thread itself, so an unread

@@ -3,6 +3,10 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = kpo_agent::cli::Cli::parse();
+    // `kpo run` sets up its own, never-blocking logger.
+    if !matches!(cli.command, kpo_agent::cli::Command::Run(_)) {
+        kpo_agent::logging::init_command();
+    }
     match kpo_agent::cli::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
