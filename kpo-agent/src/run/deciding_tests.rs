@@ -2535,6 +2535,100 @@ sources = ["optimizer"]
     assert_eq!(undone, 0);
 }
 
+/// Both of policy0's limits as optimizer knobs, each with its own `on_exit`.
+fn limits_policy(max_on_exit: &str, min_on_exit: &str) -> String {
+    format!(
+        r#"
+[guard]
+max_changes_per_hour = 1000
+
+[params."cpufreq:policy0:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["optimizer"]
+on_exit = "{max_on_exit}"
+
+[params."cpufreq:policy0:scaling_min_freq"]
+mode = "auto"
+min = 1200000
+max = 2400000
+sources = ["optimizer"]
+on_exit = "{min_on_exit}"
+"#
+    )
+}
+
+/// A cpufreq policy's limits with different `on_exit`: at shutdown the kept limit goes back to
+/// the best measured (here the start) and the other to its original, each write in an order that
+/// passes. Defect: the limit that reverts on exit was left to that step, so the kept one was
+/// written first against the other still at the trial (a max below the trial's min, a min above
+/// the trial's max), which older kernels refuse (the kept limit stays at a trial nobody measures)
+/// and newer ones take by clamping the other limit (whose `on_exit` revert then finds a value
+/// that is not KPO's). The temporary tree takes any write, so the order is read from the journal.
+#[test]
+fn a_policys_limits_with_different_on_exit_both_leave_the_trial_at_shutdown() {
+    // (on_exit of the max, of the min, the start's max and min in kHz, set before the start).
+    for (max_on_exit, min_on_exit, start) in [
+        ("keep", "revert", (1_500_000, 1_200_000)),
+        ("revert", "keep", (3_000_000, 2_400_000)),
+    ] {
+        let case = format!("max {max_on_exit}, min {min_on_exit}");
+        let rig = Rig::new(&limits_policy(max_on_exit, min_on_exit), true, "");
+        let min_file = rig.max_freq_file.with_file_name("scaling_min_freq");
+        std::fs::write(&rig.max_freq_file, format!("{}\n", start.0)).unwrap();
+        std::fs::write(&min_file, format!("{}\n", start.1)).unwrap();
+        let mut rig = rig.restarted();
+        let read =
+            |f: &Path| -> i64 { std::fs::read_to_string(f).unwrap().trim().parse().unwrap() };
+        let now = |rig: &Rig| (rig.max_freq(), read(&min_file));
+        assert_eq!(now(&rig), start, "{case}");
+        rig.window();
+        let trial = now(&rig);
+        // The start is the only configuration measured; the trial crosses it: its min above
+        // the start's max, or its max below the start's min.
+        assert!(
+            trial.1 > start.0 || trial.0 < start.1,
+            "{case}: the trial {trial:?} does not cross the start {start:?}"
+        );
+        let before = rig.intents().len();
+        let events = rig.deciding.on_exit();
+        rig.record(&events);
+        assert!(
+            has(&events, |e| matches!(e, LiveEvent::Settled { .. })),
+            "{case}: {events:#?}"
+        );
+        // Each write from the trial on leaves the max at or above the min.
+        let mut limits = trial;
+        for intent in &rig.intents()[before..] {
+            // A revert that took is journaled `reverted`.
+            let took = matches!(
+                (&intent.kind, rig.journal().outcome(intent.id)),
+                (_, Some(Outcome::Applied { .. }))
+                    | (IntentKind::Revert { .. }, Some(Outcome::Reverted { .. }))
+            );
+            if !took {
+                continue;
+            }
+            let Value::Int(khz) = intent.after else {
+                panic!("{intent:?}")
+            };
+            match intent.address.name.as_str() {
+                "scaling_max_freq" => limits.0 = khz as i64,
+                _ => limits.1 = khz as i64,
+            }
+            assert!(
+                limits.0 >= limits.1,
+                "{case}: {} to {khz} leaves the max below the min: {limits:?}",
+                intent.address
+            );
+        }
+        // The kept limit at the best measured, the other at its original: both the start's.
+        assert_eq!(now(&rig), start, "{case}: {events:#?}");
+        rig.assert_schema();
+    }
+}
+
 /// SIGHUP loads an edited policy file: decisions follow it at once, a file that does not load
 /// leaves the policy in force (with a `refused` event), and an unchanged one does nothing.
 #[test]

@@ -1084,7 +1084,8 @@ struct PathKnobs<'a> {
     knobs: &'a [Knob],
     made: &'a mut Vec<Made>,
     /// The agent is stopping: knobs whose parameters all go back to their originals next
-    /// (`on_exit = "revert"`) are not written on the way.
+    /// (`on_exit = "revert"`) are not written on the way, unless the other cpufreq limit of
+    /// their policy is kept ([`PathKnobs::revert_to`]).
     exiting: bool,
 }
 
@@ -1251,12 +1252,26 @@ impl Knobs for PathKnobs<'_> {
     fn revert_to(&mut self, from: &[f64], to: &[f64], why: GoBack) -> Result<(), String> {
         let mut errors = Vec::new();
         let why = format!("optimizer: {}; back to {to:?}", why.as_str());
-        for i in write_order(self.knobs, from, to) {
-            let reverted_next = self.knobs[i]
-                .members
+        let reverts_on_exit = |k: &Knob| {
+            k.members
                 .iter()
-                .all(|a| self.path.policy.rule_for(a).on_exit == crate::policy::OnExit::Revert);
-            if self.exiting && reverted_next {
+                .all(|a| self.path.policy.rule_for(a).on_exit == crate::policy::OnExit::Revert)
+        };
+        let reverted_next: Vec<bool> = self.knobs.iter().map(reverts_on_exit).collect();
+        // A cpufreq limit is not left to `on_exit` while the other limit of its policy is kept:
+        // that one's write is ordered against this one's, and with this one still at the trial
+        // it could cross it (a max below the trial's min), which older kernels refuse and newer
+        // ones take by clamping this one, whose revert then finds a value that is not KPO's.
+        // Settled together, then this one put back to its original, each write passes.
+        let pairs = min_max_pairs(self.knobs);
+        let left_to_on_exit = |i: usize| {
+            reverted_next[i]
+                && !pairs.iter().any(|&(min, max)| {
+                    (min == i && !reverted_next[max]) || (max == i && !reverted_next[min])
+                })
+        };
+        for i in write_order(self.knobs, from, to) {
+            if self.exiting && left_to_on_exit(i) {
                 continue;
             }
             let made: Vec<Made> = self
