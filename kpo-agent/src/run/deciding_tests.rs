@@ -110,6 +110,8 @@ struct Rig {
     estimated: bool,
     /// The windows' energy reads 0 J (an objective that is not a positive number).
     zero_joules: bool,
+    /// Microseconds added to the windows' p99: a load the knobs do not explain.
+    extra_p99_us: f64,
 }
 
 impl Rig {
@@ -162,6 +164,7 @@ impl Rig {
             live: Vec::new(),
             estimated: false,
             zero_joules: false,
+            extra_p99_us: 0.0,
         };
         rig.record(&started);
         rig
@@ -181,6 +184,7 @@ impl Rig {
             live,
             estimated,
             zero_joules,
+            extra_p99_us,
         } = self;
         drop(deciding);
         let mut deciding = open_deciding(_tmp.path(), &policy_text, &nic);
@@ -196,6 +200,7 @@ impl Rig {
             live,
             estimated,
             zero_joules,
+            extra_p99_us,
         };
         rig.record(&started);
         rig
@@ -257,7 +262,7 @@ impl Rig {
     /// request lowest at (40 µs, 1800 MHz).
     fn window(&mut self) -> Vec<Event> {
         let (rx, mhz) = (self.rx() as f64, self.max_freq() as f64 / 1000.0);
-        let p99 = self.p99();
+        let p99 = self.p99() + self.extra_p99_us;
         let joules = if self.zero_joules { 0.0 } else { 1000.0 }
             * (1.0 + 0.8 * ((mhz - 1800.0) / 1000.0).powi(2) + 0.5 * ((rx - 40.0) / 50.0).powi(2));
         let t = Instant::now();
@@ -2370,6 +2375,78 @@ fn a_breaching_trial_a_killed_agent_left_is_taken_back_after_the_restart() {
         ),
         "{next:?}"
     );
+}
+
+/// After a restart whose start is the killed agent's trial T0: T0 breaks the SLO and the loop
+/// goes back to B0, what the knobs held before the trials; B0's first window breaks the SLO too
+/// (a load the knobs do not explain), so nothing is measured within it; the next window meets it
+/// and the loop applies a trial P1. Stopping before P1 is measured settles on B0, not on T0:
+/// T0 was measured beyond the SLO, and the journal has no change of the loop's from T0 to take P1
+/// back through. Defect: the settle went to T0, failed (`revert_failed`), and left P1.
+#[test]
+fn a_settle_after_a_restart_goes_back_to_before_the_trials_not_to_the_killed_agents_trial() {
+    let mut rig = Rig::new(&policy(""), true, "");
+    let b0 = rig.config_now();
+    rig.window();
+    let t0 = rig.config_now();
+    assert!(
+        rig.p99() > SLO_US,
+        "the first trial, {t0:?}, breaks the SLO"
+    );
+    let mut rig = rig.restarted();
+    assert_eq!(rig.config_now(), t0, "a kill leaves the trial");
+    let seen = rig.live.len();
+    // T0 breaks the SLO: back to B0.
+    let events = rig.window();
+    assert!(
+        has(
+            &events,
+            |e| matches!(e, LiveEvent::Reverted { to, .. } if *to == b0)
+        ),
+        "{events:#?}"
+    );
+    // B0 breaks it too, under a load: nothing is known to be safer, it stays.
+    rig.extra_p99_us = 1000.0;
+    let events = rig.window();
+    assert!(has(&events, |e| matches!(e, LiveEvent::SloBreach { .. })));
+    assert_eq!(rig.config_now(), b0);
+    // The load gone, B0 meets the SLO (told already, not learned again) and P1 is tried.
+    rig.extra_p99_us = 0.0;
+    let events = rig.window();
+    assert!(
+        has(&events, |e| matches!(e, LiveEvent::Applied { .. })),
+        "{events:#?}"
+    );
+    let p1 = rig.config_now();
+    assert_ne!(p1, b0);
+    assert_ne!(p1, t0);
+    assert!(
+        !rig.live[seen..].iter().any(|e| matches!(
+            e,
+            LiveEvent::Measured {
+                feasible: true,
+                learned: true,
+                ..
+            }
+        )),
+        "nothing learned within the SLO since the restart: {:#?}",
+        &rig.live[seen..]
+    );
+    let events = rig.deciding.on_exit();
+    rig.record(&events);
+    assert!(
+        !has(&events, |e| matches!(e, LiveEvent::RevertFailed { .. })),
+        "{events:#?}"
+    );
+    assert!(
+        has(
+            &events,
+            |e| matches!(e, LiveEvent::Settled { from, to } if *from == p1 && *to == b0)
+        ),
+        "{events:#?}"
+    );
+    assert_eq!(rig.config_now(), b0, "the trial P1 taken back");
+    rig.assert_schema();
 }
 
 /// Only the knobs whose value is the loop's go back after a restart: a limit an operator set

@@ -18,7 +18,8 @@
 //!    `recheck_tolerance_rel`, the search restarts.
 //!
 //! At shutdown, [`LiveOptimizer::settle`] puts the best feasible configuration measured (or the
-//! start) in place of a trial, so that no experiment outlives the agent unwatched.
+//! start; or what the knobs held before the trials, when the start is a trial a killed agent
+//! left) in place of a trial, so that no experiment outlives the agent unwatched.
 //!
 //! The loop reaches the kernel only through [`Knobs`]: in the agent, the change path (policy,
 //! write-ahead journal, actuators, read-back) with the guard watching (`super::agent`). A
@@ -400,7 +401,8 @@ pub struct LiveOptimizer {
     /// now: a cooldown, the hourly limit): tried again each trial, with its objective.
     pending_best: Option<(Vec<f64>, Option<f64>)>,
     /// What the knobs held before the loop's trials, when the start is one of them (a killed
-    /// agent left it): where a breach goes back to while nothing measured has met the SLO.
+    /// agent left it): where a breach or a settle goes back to while nothing measured has met
+    /// the SLO.
     before_trials: Option<Vec<f64>>,
 }
 
@@ -472,8 +474,8 @@ impl LiveOptimizer {
     }
 
     /// The start is a trial of the loop's that a stopped agent left in place, and `config` what
-    /// the knobs held before its trials: a breach with nothing measured within the SLO goes
-    /// back there instead of staying at the start.
+    /// the knobs held before its trials: a breach or a settle (stopping, a regroup, a reload)
+    /// with nothing measured within the SLO goes back there instead of to the start.
     pub fn set_before_trials(&mut self, config: Vec<f64>) {
         self.before_trials = (config != self.start).then_some(config);
     }
@@ -686,8 +688,8 @@ impl LiveOptimizer {
 
     /// Back to the cheapest feasible configuration measured that the knobs still allow (the
     /// guard may have quarantined one since; on a reload, the new bounds may exclude one, the
-    /// one in place included), or the start (after a breach, what the knobs held before the
-    /// trials, when the start is a trial a stopped agent left).
+    /// one in place included), or the start; or, when the start is a trial a stopped agent left,
+    /// what the knobs held before the trials, whatever the reason.
     fn back_to_best(&mut self, knobs: &mut dyn Knobs, why: GoBack) -> Option<LiveEvent> {
         // Staying writes nothing, so a quarantine does not move the loop off the configuration
         // in place; bounds that a reload narrowed under it do.
@@ -700,9 +702,14 @@ impl LiveOptimizer {
                 (why != GoBack::Reload || knobs.within_policy(point))
                     && (*point == self.current || knobs.allowed(point))
             })
-            .unwrap_or_else(|| match (why, &self.before_trials) {
-                (GoBack::SloBreach, Some(before)) => before.clone(),
-                _ => self.start.clone(),
+            // Not the start when it is a stopped agent's trial, for a settle as for a breach:
+            // nothing measured it within the SLO (the breach may have just measured it beyond),
+            // and the loop's changes in the journal lead back to the configuration before it,
+            // not to it, so a revert there finds none and leaves the trial in place.
+            .unwrap_or_else(|| {
+                self.before_trials
+                    .clone()
+                    .unwrap_or_else(|| self.start.clone())
             });
         if target == self.current {
             return None;
