@@ -2101,6 +2101,58 @@ fn settling_at_shutdown_leaves_values_that_are_not_the_loops_own() {
     rig.assert_schema();
 }
 
+/// A settle whose revert finds a value a person wrote since (no window has read it yet) leaves
+/// it and yields the parameter to them, as the guard's reverts and `on_exit`'s do: an
+/// `admin_override` seen by the value check, and the journal's yield. At a stop there is no next
+/// window to find it; at a reload, the new loop would start over a parameter KPO still manages.
+#[test]
+fn the_loops_settle_yields_to_a_value_a_person_wrote() {
+    for reload in [false, true] {
+        let mut rig = Rig::new(&policy(""), true, "");
+        rig.policy_from_file();
+        rig.window();
+        let trial = rig.config_now();
+        assert_ne!(trial[0], 3_000_000.0, "the first trial moved the limit");
+        assert_ne!(trial[1], 0.0, "the first trial moved rx-usecs");
+        // A person writes the limit, off the optimizer's grid.
+        std::fs::write(&rig.max_freq_file, "2222000\n").unwrap();
+        let events = if reload {
+            rig.reload(&policy_with_max_freq(2_900_000))
+        } else {
+            let events = rig.deciding.on_exit();
+            rig.record(&events);
+            events
+        };
+        let overrides: Vec<&Event> = events
+            .iter()
+            .filter(|e| matches!(e, Event::AdminOverride { .. }))
+            .collect();
+        assert_eq!(overrides.len(), 1, "reload {reload}: {events:#?}");
+        let Event::AdminOverride {
+            target,
+            seen_by,
+            value,
+            kpo_value,
+            ..
+        } = overrides[0]
+        else {
+            unreachable!()
+        };
+        assert_eq!(target, MAX_FREQ);
+        assert_eq!(*seen_by, "value_check");
+        assert_eq!(*value, Value::Int(2_222_000));
+        assert_eq!(*kpo_value, Some(Value::Int(trial[0] as i128)));
+        let state = rig
+            .journal()
+            .param_state(&MAX_FREQ.parse().unwrap())
+            .unwrap();
+        assert!(state.yielded.is_some(), "reload {reload}: {state:?}");
+        assert_eq!(rig.max_freq(), 2_222_000, "the person's value stays");
+        assert_eq!(rig.rx(), 0, "the loop's trial made way");
+        rig.assert_schema();
+    }
+}
+
 /// A rule's advice the policy refuses for a cooldown is asked again as soon as the cooldown is
 /// over (at the next window with the same drops), not `repeat_windows` later; while it lasts,
 /// the advice is not repeated (a refusal per tick or window).

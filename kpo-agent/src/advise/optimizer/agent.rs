@@ -33,7 +33,7 @@ use super::live::{
 use super::space::{KnobSpec, Space};
 use crate::{
     actuate::param::{ParamAddress, ParamKind, Target, Value},
-    change::{ChangePath, ChangeStatus},
+    change::{ChangePath, ChangeReport, ChangeStatus},
     energy::EnergySource,
     guard::Guard,
     journal::{target_key, Record},
@@ -249,6 +249,9 @@ pub struct AgentOptimizer {
     disturbed: Option<(Vec<f64>, String)>,
     /// The last reason a window was not a measurement (said once, not every window).
     unmeasured: Option<String>,
+    /// The loop's reverts that left a value alone because it is not KPO's (a person wrote it
+    /// since): the caller yields to them, as after the guard's reverts and `on_exit`'s.
+    skipped: Vec<ChangeReport>,
 }
 
 /// Why the loop does not run although the policy gives it knobs.
@@ -372,6 +375,7 @@ impl AgentOptimizer {
                 mark: path.journal.records().len(),
                 disturbed: None,
                 unmeasured: None,
+                skipped: Vec::new(),
             },
             started,
         )))
@@ -382,6 +386,12 @@ impl AgentOptimizer {
     /// did not hold its start for the whole window, and must not learn it.
     pub fn count_changes_since(&mut self, mark: usize) {
         self.mark = self.mark.min(mark);
+    }
+
+    /// The loop's reverts since the last call that found a value that is not KPO's and left
+    /// it: the caller passes each to `run::yielding::after_own_revert`.
+    pub fn take_skipped_reverts(&mut self) -> Vec<ChangeReport> {
+        std::mem::take(&mut self.skipped)
     }
 
     /// The knobs, in the order of every configuration in the loop's events.
@@ -476,6 +486,7 @@ impl AgentOptimizer {
                 baseline: None,
                 knobs: &self.knobs,
                 made: &mut self.made,
+                skipped: &mut self.skipped,
                 exiting: false,
             };
             events.extend(
@@ -729,6 +740,7 @@ impl AgentOptimizer {
             baseline: None,
             knobs: &self.knobs,
             made: &mut self.made,
+            skipped: &mut self.skipped,
             exiting: why == GoBack::Stopping,
         };
         self.live.go_back_for(&mut knobs, why)
@@ -811,6 +823,7 @@ impl AgentOptimizer {
             baseline: Some(window),
             knobs: &self.knobs,
             made: &mut self.made,
+            skipped: &mut self.skipped,
             exiting: false,
         };
         match self.live.step(&m, &mut knobs) {
@@ -845,6 +858,7 @@ impl AgentOptimizer {
             baseline: Some(window),
             knobs: &self.knobs,
             made: &mut self.made,
+            skipped: &mut self.skipped,
             exiting: false,
         };
         self.live
@@ -1084,6 +1098,8 @@ struct PathKnobs<'a> {
     baseline: Option<&'a Window>,
     knobs: &'a [Knob],
     made: &'a mut Vec<Made>,
+    /// Reverts left undone because the value is someone else's, for the caller to yield to them.
+    skipped: &'a mut Vec<ChangeReport>,
     /// The agent is stopping: knobs whose parameters all go back to their originals next
     /// (`on_exit = "revert"`) are not written on the way, unless the other cpufreq limit of
     /// their policy is kept ([`PathKnobs::revert_to`]).
@@ -1125,6 +1141,10 @@ impl PathKnobs<'_> {
                 "optimizer: undoing a trial that failed",
             ) {
                 Ok(r) if undone(self.path, &r) => self.guard.forget(&m.address),
+                Ok(r) if r.status == ChangeStatus::Skipped => {
+                    warn!("optimizer: rolling back #{}: {}", m.id, r.describe());
+                    self.skipped.push(r);
+                }
                 Ok(r) => warn!("optimizer: rolling back #{}: {}", m.id, r.describe()),
                 Err(e) => warn!("optimizer: rolling back #{} ({}): {e}", m.id, m.address),
             }
@@ -1292,8 +1312,9 @@ impl Knobs for PathKnobs<'_> {
                 match self.path.revert_own(m.id, Source::Optimizer, &why) {
                     Ok(r) if undone(self.path, &r) => self.guard.forget(&m.address),
                     // Not the loop's value there now (a person's, an operator's or an advisor's
-                    // since): left as it is.
-                    Ok(r) if r.status == ChangeStatus::Skipped => {}
+                    // since): left as it is, and a person's is theirs from now on (the caller
+                    // yields), so that neither the loop nor `on_exit` writes over it later.
+                    Ok(r) if r.status == ChangeStatus::Skipped => self.skipped.push(r),
                     Ok(r) => errors.push(r.describe()),
                     Err(e) => errors.push(e.to_string()),
                 }
@@ -1429,6 +1450,7 @@ mod tests {
         let mut guard = Guard::new(GuardConfig::default());
         let knobs = [Knob::new(vec![A.parse().unwrap()], A)];
         let mut made = Vec::new();
+        let mut skipped = Vec::new();
         let now = |k: &crate::change::tests::FakeActuators| k.0.lock().unwrap().values[A].clone();
         let mut loop_knobs = PathKnobs {
             path: &mut p,
@@ -1436,6 +1458,7 @@ mod tests {
             baseline: None,
             knobs: &knobs,
             made: &mut made,
+            skipped: &mut skipped,
             exiting: false,
         };
         // S 4096 -> a 8192 -> b 16384, breach: back to a (the loop's revert), then a breaks the
