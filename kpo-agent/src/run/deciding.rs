@@ -496,7 +496,8 @@ impl Deciding {
     /// changes, which no policy's bounds hold back (only the built-in deny-list, the same in
     /// every policy), so the new policy cannot refuse it; what the new policy decides is where
     /// to: the cheapest configuration measured within the SLO that its bounds allow, or else the
-    /// start (what the knobs held when this loop began, not a trial). Settled under the old
+    /// start (what the knobs held when this loop began, not a trial; when that was a killed
+    /// agent's trial, what they held before the trials). Settled under the old
     /// policy, the loop could rest on a measured value the operator has just excluded, and the
     /// new loop would start from it and leave it in place until its first trial moves it away
     /// (never, without traffic on the SLO port): narrowing a bound would not take the loop's
@@ -511,8 +512,10 @@ impl Deciding {
         if let Some(optimizer) = self.optimizer.as_mut() {
             let knobs = optimizer.knobs();
             let settled = optimizer.on_reload(&mut self.path, &mut self.guard);
+            let skipped = optimizer.take_skipped_reverts();
             // Its `change` events first, as in a window.
             events.extend(self.take_events());
+            events.extend(self.yield_after_the_loops_reverts(&skipped));
             for e in settled {
                 info!("policy reload: optimizer: {e:?}");
                 events.push(optimizer_event(knobs.clone(), e));
@@ -668,6 +671,16 @@ impl Deciding {
             .collect()
     }
 
+    /// The optimizer's reverts that left a value because someone else wrote it since: KPO yields
+    /// to a person there (`admin_override`), as after the guard's reverts and `on_exit`'s, rather
+    /// than leave it to the next window's value check, which a stopping agent never reaches.
+    fn yield_after_the_loops_reverts(&mut self, skipped: &[ChangeReport]) -> Vec<Event> {
+        skipped
+            .iter()
+            .filter_map(|r| super::yielding::after_own_revert(&mut self.path, &mut self.guard, r))
+            .collect()
+    }
+
     /// The optimizer's trial: its changes go through the change path as source `optimizer`,
     /// watched by the guard (advise/optimizer/agent.rs).
     fn optimize(&mut self, window: &Window) -> Vec<Event> {
@@ -675,7 +688,9 @@ impl Deciding {
             return Vec::new();
         };
         let done = optimizer.on_window(&mut self.path, &mut self.guard, window);
+        let skipped = optimizer.take_skipped_reverts();
         let mut events = self.take_events();
+        events.extend(self.yield_after_the_loops_reverts(&skipped));
         events.extend(done.into_iter().map(|(knobs, e)| optimizer_event(knobs, e)));
         events
     }
@@ -839,8 +854,11 @@ impl Deciding {
         if let Some(optimizer) = self.optimizer.as_mut() {
             let knobs = optimizer.knobs();
             let settled = optimizer.on_exit(&mut self.path, &mut self.guard);
+            let skipped = optimizer.take_skipped_reverts();
             // Its `change` events first, as in a window.
             events.extend(self.take_events());
+            // Yielded before `on_exit`'s reverts, which then leave the person's value alone.
+            events.extend(self.yield_after_the_loops_reverts(&skipped));
             for e in settled {
                 info!("on exit: optimizer: {e:?}");
                 events.push(optimizer_event(knobs.clone(), e));

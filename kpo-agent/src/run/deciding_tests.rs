@@ -110,6 +110,8 @@ struct Rig {
     estimated: bool,
     /// The windows' energy reads 0 J (an objective that is not a positive number).
     zero_joules: bool,
+    /// Microseconds added to the windows' p99: a load the knobs do not explain.
+    extra_p99_us: f64,
 }
 
 impl Rig {
@@ -162,6 +164,7 @@ impl Rig {
             live: Vec::new(),
             estimated: false,
             zero_joules: false,
+            extra_p99_us: 0.0,
         };
         rig.record(&started);
         rig
@@ -181,6 +184,7 @@ impl Rig {
             live,
             estimated,
             zero_joules,
+            extra_p99_us,
         } = self;
         drop(deciding);
         let mut deciding = open_deciding(_tmp.path(), &policy_text, &nic);
@@ -196,6 +200,7 @@ impl Rig {
             live,
             estimated,
             zero_joules,
+            extra_p99_us,
         };
         rig.record(&started);
         rig
@@ -257,7 +262,7 @@ impl Rig {
     /// request lowest at (40 µs, 1800 MHz).
     fn window(&mut self) -> Vec<Event> {
         let (rx, mhz) = (self.rx() as f64, self.max_freq() as f64 / 1000.0);
-        let p99 = self.p99();
+        let p99 = self.p99() + self.extra_p99_us;
         let joules = if self.zero_joules { 0.0 } else { 1000.0 }
             * (1.0 + 0.8 * ((mhz - 1800.0) / 1000.0).powi(2) + 0.5 * ((rx - 40.0) / 50.0).powi(2));
         let t = Instant::now();
@@ -2096,6 +2101,58 @@ fn settling_at_shutdown_leaves_values_that_are_not_the_loops_own() {
     rig.assert_schema();
 }
 
+/// A settle whose revert finds a value a person wrote since (no window has read it yet) leaves
+/// it and yields the parameter to them, as the guard's reverts and `on_exit`'s do: an
+/// `admin_override` seen by the value check, and the journal's yield. At a stop there is no next
+/// window to find it; at a reload, the new loop would start over a parameter KPO still manages.
+#[test]
+fn the_loops_settle_yields_to_a_value_a_person_wrote() {
+    for reload in [false, true] {
+        let mut rig = Rig::new(&policy(""), true, "");
+        rig.policy_from_file();
+        rig.window();
+        let trial = rig.config_now();
+        assert_ne!(trial[0], 3_000_000.0, "the first trial moved the limit");
+        assert_ne!(trial[1], 0.0, "the first trial moved rx-usecs");
+        // A person writes the limit, off the optimizer's grid.
+        std::fs::write(&rig.max_freq_file, "2222000\n").unwrap();
+        let events = if reload {
+            rig.reload(&policy_with_max_freq(2_900_000))
+        } else {
+            let events = rig.deciding.on_exit();
+            rig.record(&events);
+            events
+        };
+        let overrides: Vec<&Event> = events
+            .iter()
+            .filter(|e| matches!(e, Event::AdminOverride { .. }))
+            .collect();
+        assert_eq!(overrides.len(), 1, "reload {reload}: {events:#?}");
+        let Event::AdminOverride {
+            target,
+            seen_by,
+            value,
+            kpo_value,
+            ..
+        } = overrides[0]
+        else {
+            unreachable!()
+        };
+        assert_eq!(target, MAX_FREQ);
+        assert_eq!(*seen_by, "value_check");
+        assert_eq!(*value, Value::Int(2_222_000));
+        assert_eq!(*kpo_value, Some(Value::Int(trial[0] as i128)));
+        let state = rig
+            .journal()
+            .param_state(&MAX_FREQ.parse().unwrap())
+            .unwrap();
+        assert!(state.yielded.is_some(), "reload {reload}: {state:?}");
+        assert_eq!(rig.max_freq(), 2_222_000, "the person's value stays");
+        assert_eq!(rig.rx(), 0, "the loop's trial made way");
+        rig.assert_schema();
+    }
+}
+
 /// A rule's advice the policy refuses for a cooldown is asked again as soon as the cooldown is
 /// over (at the next window with the same drops), not `repeat_windows` later; while it lasts,
 /// the advice is not repeated (a refusal per tick or window).
@@ -2372,6 +2429,78 @@ fn a_breaching_trial_a_killed_agent_left_is_taken_back_after_the_restart() {
     );
 }
 
+/// After a restart whose start is the killed agent's trial T0: T0 breaks the SLO and the loop
+/// goes back to B0, what the knobs held before the trials; B0's first window breaks the SLO too
+/// (a load the knobs do not explain), so nothing is measured within it; the next window meets it
+/// and the loop applies a trial P1. Stopping before P1 is measured settles on B0, not on T0:
+/// T0 was measured beyond the SLO, and the journal has no change of the loop's from T0 to take P1
+/// back through. Defect: the settle went to T0, failed (`revert_failed`), and left P1.
+#[test]
+fn a_settle_after_a_restart_goes_back_to_before_the_trials_not_to_the_killed_agents_trial() {
+    let mut rig = Rig::new(&policy(""), true, "");
+    let b0 = rig.config_now();
+    rig.window();
+    let t0 = rig.config_now();
+    assert!(
+        rig.p99() > SLO_US,
+        "the first trial, {t0:?}, breaks the SLO"
+    );
+    let mut rig = rig.restarted();
+    assert_eq!(rig.config_now(), t0, "a kill leaves the trial");
+    let seen = rig.live.len();
+    // T0 breaks the SLO: back to B0.
+    let events = rig.window();
+    assert!(
+        has(
+            &events,
+            |e| matches!(e, LiveEvent::Reverted { to, .. } if *to == b0)
+        ),
+        "{events:#?}"
+    );
+    // B0 breaks it too, under a load: nothing is known to be safer, it stays.
+    rig.extra_p99_us = 1000.0;
+    let events = rig.window();
+    assert!(has(&events, |e| matches!(e, LiveEvent::SloBreach { .. })));
+    assert_eq!(rig.config_now(), b0);
+    // The load gone, B0 meets the SLO (told already, not learned again) and P1 is tried.
+    rig.extra_p99_us = 0.0;
+    let events = rig.window();
+    assert!(
+        has(&events, |e| matches!(e, LiveEvent::Applied { .. })),
+        "{events:#?}"
+    );
+    let p1 = rig.config_now();
+    assert_ne!(p1, b0);
+    assert_ne!(p1, t0);
+    assert!(
+        !rig.live[seen..].iter().any(|e| matches!(
+            e,
+            LiveEvent::Measured {
+                feasible: true,
+                learned: true,
+                ..
+            }
+        )),
+        "nothing learned within the SLO since the restart: {:#?}",
+        &rig.live[seen..]
+    );
+    let events = rig.deciding.on_exit();
+    rig.record(&events);
+    assert!(
+        !has(&events, |e| matches!(e, LiveEvent::RevertFailed { .. })),
+        "{events:#?}"
+    );
+    assert!(
+        has(
+            &events,
+            |e| matches!(e, LiveEvent::Settled { from, to } if *from == p1 && *to == b0)
+        ),
+        "{events:#?}"
+    );
+    assert_eq!(rig.config_now(), b0, "the trial P1 taken back");
+    rig.assert_schema();
+}
+
 /// Only the knobs whose value is the loop's go back after a restart: a limit an operator set
 /// after the trial stays, and the trial's rx-usecs goes back to its value before.
 #[test]
@@ -2533,6 +2662,100 @@ sources = ["optimizer"]
         .filter(|i| i.reason.contains("undoing"))
         .count();
     assert_eq!(undone, 0);
+}
+
+/// Both of policy0's limits as optimizer knobs, each with its own `on_exit`.
+fn limits_policy(max_on_exit: &str, min_on_exit: &str) -> String {
+    format!(
+        r#"
+[guard]
+max_changes_per_hour = 1000
+
+[params."cpufreq:policy0:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["optimizer"]
+on_exit = "{max_on_exit}"
+
+[params."cpufreq:policy0:scaling_min_freq"]
+mode = "auto"
+min = 1200000
+max = 2400000
+sources = ["optimizer"]
+on_exit = "{min_on_exit}"
+"#
+    )
+}
+
+/// A cpufreq policy's limits with different `on_exit`: at shutdown the kept limit goes back to
+/// the best measured (here the start) and the other to its original, each write in an order that
+/// passes. Defect: the limit that reverts on exit was left to that step, so the kept one was
+/// written first against the other still at the trial (a max below the trial's min, a min above
+/// the trial's max), which older kernels refuse (the kept limit stays at a trial nobody measures)
+/// and newer ones take by clamping the other limit (whose `on_exit` revert then finds a value
+/// that is not KPO's). The temporary tree takes any write, so the order is read from the journal.
+#[test]
+fn a_policys_limits_with_different_on_exit_both_leave_the_trial_at_shutdown() {
+    // (on_exit of the max, of the min, the start's max and min in kHz, set before the start).
+    for (max_on_exit, min_on_exit, start) in [
+        ("keep", "revert", (1_500_000, 1_200_000)),
+        ("revert", "keep", (3_000_000, 2_400_000)),
+    ] {
+        let case = format!("max {max_on_exit}, min {min_on_exit}");
+        let rig = Rig::new(&limits_policy(max_on_exit, min_on_exit), true, "");
+        let min_file = rig.max_freq_file.with_file_name("scaling_min_freq");
+        std::fs::write(&rig.max_freq_file, format!("{}\n", start.0)).unwrap();
+        std::fs::write(&min_file, format!("{}\n", start.1)).unwrap();
+        let mut rig = rig.restarted();
+        let read =
+            |f: &Path| -> i64 { std::fs::read_to_string(f).unwrap().trim().parse().unwrap() };
+        let now = |rig: &Rig| (rig.max_freq(), read(&min_file));
+        assert_eq!(now(&rig), start, "{case}");
+        rig.window();
+        let trial = now(&rig);
+        // The start is the only configuration measured; the trial crosses it: its min above
+        // the start's max, or its max below the start's min.
+        assert!(
+            trial.1 > start.0 || trial.0 < start.1,
+            "{case}: the trial {trial:?} does not cross the start {start:?}"
+        );
+        let before = rig.intents().len();
+        let events = rig.deciding.on_exit();
+        rig.record(&events);
+        assert!(
+            has(&events, |e| matches!(e, LiveEvent::Settled { .. })),
+            "{case}: {events:#?}"
+        );
+        // Each write from the trial on leaves the max at or above the min.
+        let mut limits = trial;
+        for intent in &rig.intents()[before..] {
+            // A revert that took is journaled `reverted`.
+            let took = matches!(
+                (&intent.kind, rig.journal().outcome(intent.id)),
+                (_, Some(Outcome::Applied { .. }))
+                    | (IntentKind::Revert { .. }, Some(Outcome::Reverted { .. }))
+            );
+            if !took {
+                continue;
+            }
+            let Value::Int(khz) = intent.after else {
+                panic!("{intent:?}")
+            };
+            match intent.address.name.as_str() {
+                "scaling_max_freq" => limits.0 = khz as i64,
+                _ => limits.1 = khz as i64,
+            }
+            assert!(
+                limits.0 >= limits.1,
+                "{case}: {} to {khz} leaves the max below the min: {limits:?}",
+                intent.address
+            );
+        }
+        // The kept limit at the best measured, the other at its original: both the start's.
+        assert_eq!(now(&rig), start, "{case}: {events:#?}");
+        rig.assert_schema();
+    }
 }
 
 /// SIGHUP loads an edited policy file: decisions follow it at once, a file that does not load

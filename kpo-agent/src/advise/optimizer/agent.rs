@@ -33,7 +33,7 @@ use super::live::{
 use super::space::{KnobSpec, Space};
 use crate::{
     actuate::param::{ParamAddress, ParamKind, Target, Value},
-    change::{ChangePath, ChangeStatus},
+    change::{ChangePath, ChangeReport, ChangeStatus},
     energy::EnergySource,
     guard::Guard,
     journal::{target_key, Record},
@@ -249,6 +249,9 @@ pub struct AgentOptimizer {
     disturbed: Option<(Vec<f64>, String)>,
     /// The last reason a window was not a measurement (said once, not every window).
     unmeasured: Option<String>,
+    /// The loop's reverts that left a value alone because it is not KPO's (a person wrote it
+    /// since): the caller yields to them, as after the guard's reverts and `on_exit`'s.
+    skipped: Vec<ChangeReport>,
 }
 
 /// Why the loop does not run although the policy gives it knobs.
@@ -372,6 +375,7 @@ impl AgentOptimizer {
                 mark: path.journal.records().len(),
                 disturbed: None,
                 unmeasured: None,
+                skipped: Vec::new(),
             },
             started,
         )))
@@ -382,6 +386,12 @@ impl AgentOptimizer {
     /// did not hold its start for the whole window, and must not learn it.
     pub fn count_changes_since(&mut self, mark: usize) {
         self.mark = self.mark.min(mark);
+    }
+
+    /// The loop's reverts since the last call that found a value that is not KPO's and left
+    /// it: the caller passes each to `run::yielding::after_own_revert`.
+    pub fn take_skipped_reverts(&mut self) -> Vec<ChangeReport> {
+        std::mem::take(&mut self.skipped)
     }
 
     /// The knobs, in the order of every configuration in the loop's events.
@@ -476,6 +486,7 @@ impl AgentOptimizer {
                 baseline: None,
                 knobs: &self.knobs,
                 made: &mut self.made,
+                skipped: &mut self.skipped,
                 exiting: false,
             };
             events.extend(
@@ -696,7 +707,8 @@ fn read_knobs(path: &ChangePath, knobs: &[Knob]) -> Result<Vec<f64>, String> {
 
 impl AgentOptimizer {
     /// The agent is stopping: a trial in place makes way for the best configuration measured
-    /// within the SLO (or the start), so that no experiment outlives the agent unwatched. Not
+    /// within the SLO (or the start, or what the knobs held before the trials when the start is
+    /// a killed agent's trial), so that no experiment outlives the agent unwatched. Not
     /// when every knob's parameters go back to their originals anyway (`on_exit = "revert"`).
     pub fn on_exit(&mut self, path: &mut ChangePath, guard: &mut Guard) -> Vec<LiveEvent> {
         let all_revert =
@@ -728,6 +740,7 @@ impl AgentOptimizer {
             baseline: None,
             knobs: &self.knobs,
             made: &mut self.made,
+            skipped: &mut self.skipped,
             exiting: why == GoBack::Stopping,
         };
         self.live.go_back_for(&mut knobs, why)
@@ -810,6 +823,7 @@ impl AgentOptimizer {
             baseline: Some(window),
             knobs: &self.knobs,
             made: &mut self.made,
+            skipped: &mut self.skipped,
             exiting: false,
         };
         match self.live.step(&m, &mut knobs) {
@@ -844,6 +858,7 @@ impl AgentOptimizer {
             baseline: Some(window),
             knobs: &self.knobs,
             made: &mut self.made,
+            skipped: &mut self.skipped,
             exiting: false,
         };
         self.live
@@ -1083,8 +1098,11 @@ struct PathKnobs<'a> {
     baseline: Option<&'a Window>,
     knobs: &'a [Knob],
     made: &'a mut Vec<Made>,
+    /// Reverts left undone because the value is someone else's, for the caller to yield to them.
+    skipped: &'a mut Vec<ChangeReport>,
     /// The agent is stopping: knobs whose parameters all go back to their originals next
-    /// (`on_exit = "revert"`) are not written on the way.
+    /// (`on_exit = "revert"`) are not written on the way, unless the other cpufreq limit of
+    /// their policy is kept ([`PathKnobs::revert_to`]).
     exiting: bool,
 }
 
@@ -1123,6 +1141,10 @@ impl PathKnobs<'_> {
                 "optimizer: undoing a trial that failed",
             ) {
                 Ok(r) if undone(self.path, &r) => self.guard.forget(&m.address),
+                Ok(r) if r.status == ChangeStatus::Skipped => {
+                    warn!("optimizer: rolling back #{}: {}", m.id, r.describe());
+                    self.skipped.push(r);
+                }
                 Ok(r) => warn!("optimizer: rolling back #{}: {}", m.id, r.describe()),
                 Err(e) => warn!("optimizer: rolling back #{} ({}): {e}", m.id, m.address),
             }
@@ -1251,12 +1273,26 @@ impl Knobs for PathKnobs<'_> {
     fn revert_to(&mut self, from: &[f64], to: &[f64], why: GoBack) -> Result<(), String> {
         let mut errors = Vec::new();
         let why = format!("optimizer: {}; back to {to:?}", why.as_str());
-        for i in write_order(self.knobs, from, to) {
-            let reverted_next = self.knobs[i]
-                .members
+        let reverts_on_exit = |k: &Knob| {
+            k.members
                 .iter()
-                .all(|a| self.path.policy.rule_for(a).on_exit == crate::policy::OnExit::Revert);
-            if self.exiting && reverted_next {
+                .all(|a| self.path.policy.rule_for(a).on_exit == crate::policy::OnExit::Revert)
+        };
+        let reverted_next: Vec<bool> = self.knobs.iter().map(reverts_on_exit).collect();
+        // A cpufreq limit is not left to `on_exit` while the other limit of its policy is kept:
+        // that one's write is ordered against this one's, and with this one still at the trial
+        // it could cross it (a max below the trial's min), which older kernels refuse and newer
+        // ones take by clamping this one, whose revert then finds a value that is not KPO's.
+        // Settled together, then this one put back to its original, each write passes.
+        let pairs = min_max_pairs(self.knobs);
+        let left_to_on_exit = |i: usize| {
+            reverted_next[i]
+                && !pairs.iter().any(|&(min, max)| {
+                    (min == i && !reverted_next[max]) || (max == i && !reverted_next[min])
+                })
+        };
+        for i in write_order(self.knobs, from, to) {
+            if self.exiting && left_to_on_exit(i) {
                 continue;
             }
             let made: Vec<Made> = self
@@ -1276,8 +1312,9 @@ impl Knobs for PathKnobs<'_> {
                 match self.path.revert_own(m.id, Source::Optimizer, &why) {
                     Ok(r) if undone(self.path, &r) => self.guard.forget(&m.address),
                     // Not the loop's value there now (a person's, an operator's or an advisor's
-                    // since): left as it is.
-                    Ok(r) if r.status == ChangeStatus::Skipped => {}
+                    // since): left as it is, and a person's is theirs from now on (the caller
+                    // yields), so that neither the loop nor `on_exit` writes over it later.
+                    Ok(r) if r.status == ChangeStatus::Skipped => self.skipped.push(r),
                     Ok(r) => errors.push(r.describe()),
                     Err(e) => errors.push(e.to_string()),
                 }
@@ -1413,6 +1450,7 @@ mod tests {
         let mut guard = Guard::new(GuardConfig::default());
         let knobs = [Knob::new(vec![A.parse().unwrap()], A)];
         let mut made = Vec::new();
+        let mut skipped = Vec::new();
         let now = |k: &crate::change::tests::FakeActuators| k.0.lock().unwrap().values[A].clone();
         let mut loop_knobs = PathKnobs {
             path: &mut p,
@@ -1420,6 +1458,7 @@ mod tests {
             baseline: None,
             knobs: &knobs,
             made: &mut made,
+            skipped: &mut skipped,
             exiting: false,
         };
         // S 4096 -> a 8192 -> b 16384, breach: back to a (the loop's revert), then a breaks the

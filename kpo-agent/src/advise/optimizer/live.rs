@@ -18,7 +18,8 @@
 //!    `recheck_tolerance_rel`, the search restarts.
 //!
 //! At shutdown, [`LiveOptimizer::settle`] puts the best feasible configuration measured (or the
-//! start) in place of a trial, so that no experiment outlives the agent unwatched.
+//! start; or what the knobs held before the trials, when the start is a trial a killed agent
+//! left) in place of a trial, so that no experiment outlives the agent unwatched.
 //!
 //! The loop reaches the kernel only through [`Knobs`]: in the agent, the change path (policy,
 //! write-ahead journal, actuators, read-back) with the guard watching (`super::agent`). A
@@ -400,7 +401,8 @@ pub struct LiveOptimizer {
     /// now: a cooldown, the hourly limit): tried again each trial, with its objective.
     pending_best: Option<(Vec<f64>, Option<f64>)>,
     /// What the knobs held before the loop's trials, when the start is one of them (a killed
-    /// agent left it): where a breach goes back to while nothing measured has met the SLO.
+    /// agent left it): where a breach or a settle goes back to while nothing measured has met
+    /// the SLO.
     before_trials: Option<Vec<f64>>,
 }
 
@@ -472,8 +474,8 @@ impl LiveOptimizer {
     }
 
     /// The start is a trial of the loop's that a stopped agent left in place, and `config` what
-    /// the knobs held before its trials: a breach with nothing measured within the SLO goes
-    /// back there instead of staying at the start.
+    /// the knobs held before its trials: a breach or a settle (stopping, a regroup, a reload)
+    /// with nothing measured within the SLO goes back there instead of to the start.
     pub fn set_before_trials(&mut self, config: Vec<f64>) {
         self.before_trials = (config != self.start).then_some(config);
     }
@@ -523,9 +525,18 @@ impl LiveOptimizer {
         });
     }
 
-    /// Whether `point` can be told to the model (inside the space's bounds).
+    /// Whether `point` can be told to the model: each value within its knob's levels (between
+    /// two levels is fine, a start off the grid). Not through `normalize`, which clamps a value
+    /// beyond the levels to the nearest end: a start above the policy's max would be learned as
+    /// if measured at the max, and the model would credit that level with what another
+    /// configuration did.
     fn learnable(&self, point: &[f64]) -> bool {
-        self.opt.space().normalize(point).is_ok()
+        let space = self.opt.space();
+        point.len() == space.dims()
+            && point.iter().enumerate().all(|(i, v)| {
+                let levels = space.levels(i);
+                levels[0] <= *v && *v <= levels[levels.len() - 1]
+            })
     }
 
     /// `m` measured the current configuration over the last trial: learn, and decide what to
@@ -677,8 +688,8 @@ impl LiveOptimizer {
 
     /// Back to the cheapest feasible configuration measured that the knobs still allow (the
     /// guard may have quarantined one since; on a reload, the new bounds may exclude one, the
-    /// one in place included), or the start (after a breach, what the knobs held before the
-    /// trials, when the start is a trial a stopped agent left).
+    /// one in place included), or the start; or, when the start is a trial a stopped agent left,
+    /// what the knobs held before the trials, whatever the reason.
     fn back_to_best(&mut self, knobs: &mut dyn Knobs, why: GoBack) -> Option<LiveEvent> {
         // Staying writes nothing, so a quarantine does not move the loop off the configuration
         // in place; bounds that a reload narrowed under it do.
@@ -691,9 +702,14 @@ impl LiveOptimizer {
                 (why != GoBack::Reload || knobs.within_policy(point))
                     && (*point == self.current || knobs.allowed(point))
             })
-            .unwrap_or_else(|| match (why, &self.before_trials) {
-                (GoBack::SloBreach, Some(before)) => before.clone(),
-                _ => self.start.clone(),
+            // Not the start when it is a stopped agent's trial, for a settle as for a breach:
+            // nothing measured it within the SLO (the breach may have just measured it beyond),
+            // and the loop's changes in the journal lead back to the configuration before it,
+            // not to it, so a revert there finds none and leaves the trial in place.
+            .unwrap_or_else(|| {
+                self.before_trials
+                    .clone()
+                    .unwrap_or_else(|| self.start.clone())
             });
         if target == self.current {
             return None;
@@ -922,6 +938,99 @@ mod tests {
         assert_eq!(c.budget, 12);
         assert_eq!(c.recheck_every, LiveConfig::default().recheck_every);
         assert!(serde_json::from_str::<LiveConfig>(r#"{"budgte":3}"#).is_err());
+    }
+
+    /// A machine that takes every configuration.
+    struct Machine {
+        now: Vec<f64>,
+    }
+
+    impl Knobs for Machine {
+        fn try_config(&mut self, _from: &[f64], to: &[f64], _why: ChangeReason) -> Tried {
+            self.now = to.to_vec();
+            Tried::Applied
+        }
+
+        fn revert_to(&mut self, _from: &[f64], to: &[f64], _why: GoBack) -> Result<(), String> {
+            self.now = to.to_vec();
+            Ok(())
+        }
+    }
+
+    fn within_slo() -> Measurement {
+        Measurement {
+            energy_j: 50.0,
+            energy_source: EnergySource::Rapl,
+            requests: 1000.0,
+            window_s: 1.0,
+            latency_us: 200.0,
+            load_rps: 1000.0,
+        }
+    }
+
+    fn learned(events: &[LiveEvent]) -> Option<bool> {
+        events.iter().find_map(|e| match e {
+            LiveEvent::Measured { learned, .. } => Some(*learned),
+            _ => None,
+        })
+    }
+
+    /// A policy that narrows `scaling_max_freq` to 2.0-3.0 GHz while the kernel is at 3.5 GHz:
+    /// the start's measurement is not told to the model (clamped, it would be learned as the
+    /// 3.0 GHz level's), its `measured` says so, and with nothing else measured the loop settles
+    /// back on the start. A start off the grid but within the levels is learned.
+    #[test]
+    fn a_start_beyond_the_levels_is_not_learned() {
+        let space = || {
+            Space::new(vec![crate::advise::optimizer::space::KnobSpec::range(
+                "cpufreq:policy0:scaling_max_freq",
+                2_000_000.0,
+                3_000_000.0,
+                250_000.0,
+            )])
+            .unwrap()
+        };
+        let config = LiveConfig {
+            slo: Slo {
+                latency_us_max: Some(300.0),
+                min_throughput_rps: None,
+            },
+            ..LiveConfig::default()
+        };
+        let start = vec![3_500_000.0];
+        let mut live = LiveOptimizer::new(space(), start.clone(), config.clone()).unwrap();
+        let mut machine = Machine { now: start.clone() };
+        let events = live.step(&within_slo(), &mut machine).unwrap();
+        assert_eq!(learned(&events), Some(false), "{events:?}");
+        assert!(live.optimizer().observations().is_empty());
+        let trial = machine.now.clone();
+        assert_ne!(trial, start, "a trial within the levels: {events:?}");
+        // Nothing learned within the SLO: the trial makes way for the start.
+        let events = live.settle(&mut machine);
+        assert_eq!(
+            events,
+            vec![LiveEvent::Settled {
+                from: trial.clone(),
+                to: start.clone()
+            }]
+        );
+        assert_eq!(machine.now, start);
+
+        // The trial itself is learned.
+        let mut live = LiveOptimizer::new(space(), start.clone(), config.clone()).unwrap();
+        let mut machine = Machine { now: start.clone() };
+        live.step(&within_slo(), &mut machine).unwrap();
+        let events = live.step(&within_slo(), &mut machine).unwrap();
+        assert_eq!(learned(&events), Some(true), "{events:?}");
+        assert_eq!(live.optimizer().observations().len(), 1);
+        assert_eq!(live.optimizer().observations()[0].point, trial);
+
+        // Between two levels, within them.
+        let start = vec![2_100_000.0];
+        let mut live = LiveOptimizer::new(space(), start.clone(), config).unwrap();
+        let mut machine = Machine { now: start.clone() };
+        let events = live.step(&within_slo(), &mut machine).unwrap();
+        assert_eq!(learned(&events), Some(true), "{events:?}");
     }
 
     #[test]
