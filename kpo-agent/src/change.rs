@@ -1007,11 +1007,23 @@ impl ChangePath {
 
     /// Puts every parameter KPO changed back to its original value (the value before KPO first
     /// changed it), except those yielded to a person: `kpo revert --all`.
+    ///
+    /// Every intent records an original, even one whose write the kernel refused or that was put
+    /// back: such a parameter still has the value KPO found, and a value written there since is
+    /// someone else's, not KPO's to overwrite. Only a parameter KPO's write took effect on, or
+    /// whose interrupted write is not settled yet (its value unknown), is put back.
     pub fn revert_all(&mut self, reason: &str) -> Result<Vec<ChangeReport>, ChangeError> {
+        let unsettled: std::collections::BTreeSet<String> = self
+            .journal
+            .incomplete()
+            .into_iter()
+            .map(|i| i.key)
+            .collect();
         let all: Vec<ParamAddress> = self
             .journal
             .params()
             .filter(|p| p.original.is_some())
+            .filter(|p| p.changed_by_kpo() || unsettled.contains(&p.key))
             .filter_map(|p| p.address.clone())
             .collect();
         self.restore_originals(all, Source::Operator, reason, false)

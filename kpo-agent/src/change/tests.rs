@@ -423,11 +423,86 @@ fn interrupted_intents_are_reconciled_against_the_kernel() {
     let entries = p.journal.entries();
     assert_eq!(entries[0].status, "applied");
     assert_eq!(entries[1].status, "failed");
-    // And revert --all still knows every original.
+    // And revert --all still knows the original of what KPO changed (a1) or may have (a4, not
+    // settled); a2 never changed, and a3's 777 is someone else's.
     let all = p.revert_all("all").unwrap();
     assert_eq!(value(&k, a1), Value::Int(4096));
-    assert_eq!(value(&k, a3), Value::Int(4096));
-    assert_eq!(all.len(), 4);
+    assert_eq!(value(&k, a3), Value::Int(777));
+    let reverted: Vec<String> = all.iter().map(|r| r.address.to_string()).collect();
+    assert_eq!(reverted, vec![a1.to_string(), a4.to_string()]);
+}
+
+/// Every intent records the parameter's original, even one the kernel refused (EINVAL) or whose
+/// write was put back after a wrong read-back: KPO never left a value there, so a value a person
+/// wrote since is theirs, and `kpo revert --all` leaves it. A parameter KPO changed is put back
+/// even when KPO put its own value back since, or handed it back with `kpo resume`
+/// (docs/journal.md).
+#[test]
+fn revert_all_leaves_a_parameter_kpo_never_changed() {
+    let refused = "net.core.somaxconn@netns:4026539991";
+    let rounded = "net.core.somaxconn@netns:4026539992";
+    let undone = "net.core.somaxconn@netns:4026539993";
+    let resumed = "net.core.somaxconn@netns:4026539994";
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[
+        (refused, Value::Int(4096)),
+        (rounded, Value::Int(4096)),
+        (undone, Value::Int(4096)),
+        (resumed, Value::Int(4096)),
+    ]);
+    {
+        let mut kk = k.0.lock().unwrap();
+        kk.refuse.push(refused.into());
+        kk.clamp.insert(rounded.into(), Value::Int(5000));
+    }
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.propose(&op(refused, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Failed, "{r:?}");
+    let r = p.propose(&op(rounded, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{r:?}");
+    let id = p.propose(&op(undone, Value::Int(8192))).unwrap().journal_id;
+    let r = p.revert(id.unwrap(), Source::Operator, "undo").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{r:?}");
+    let r = p.propose(&op(resumed, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    let resumed_at: ParamAddress = resumed.parse().unwrap();
+    p.journal
+        .set_yielded(&resumed_at, Some(Value::Int(1000)), "pid 9 sysctl")
+        .unwrap();
+    p.journal.resume_param(resumed).unwrap();
+    // A person writes each of them (`sysctl -w`).
+    for a in [refused, rounded, undone, resumed] {
+        k.0.lock()
+            .unwrap()
+            .values
+            .insert(a.into(), Value::Int(2048));
+    }
+    drop(p);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let all = p.revert_all("all").unwrap();
+    let reverted: Vec<(String, ChangeStatus)> = all
+        .iter()
+        .map(|r| (r.address.to_string(), r.status))
+        .collect();
+    assert_eq!(
+        reverted,
+        vec![
+            (undone.to_string(), ChangeStatus::Reverted),
+            (resumed.to_string(), ChangeStatus::Reverted)
+        ]
+    );
+    assert_eq!(
+        value(&k, refused),
+        Value::Int(2048),
+        "the person's value stays"
+    );
+    assert_eq!(
+        value(&k, rounded),
+        Value::Int(2048),
+        "the person's value stays"
+    );
+    assert_eq!(value(&k, undone), Value::Int(4096));
+    assert_eq!(value(&k, resumed), Value::Int(4096));
 }
 
 #[test]

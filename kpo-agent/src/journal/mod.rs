@@ -348,6 +348,22 @@ impl ParamState {
             && self.yielded.is_none()
     }
 
+    /// Whether a write of KPO's took effect here since its original was taken (in this boot, in
+    /// this namespace): a change applied, or one whose put-back failed and left KPO's write. Not
+    /// a change the kernel refused, nor one put back after a wrong read-back: the value there is
+    /// still the one KPO found, and whoever writes it later is not overwriting KPO's. Stays after
+    /// a revert or a hand-back (`kpo resume`): KPO changed it all the same, and `kpo revert --all`
+    /// puts its original back.
+    pub fn changed_by_kpo(&self) -> bool {
+        // `original_id` is the first intent since the original was taken: a change applied
+        // before it was in an earlier boot (a host parameter keeps its history for the rate
+        // limits). The latest applied change stays live through archiving.
+        match (self.applied.last(), self.original_id) {
+            (Some((id, _)), Some(first)) => *id >= first,
+            _ => false,
+        }
+    }
+
     /// The namespace it was in is gone (a [`Record::Gone`], or an intent with another cookie):
     /// nothing KPO knew of it holds for the namespace that has the inode now.
     fn settle_for_gone_namespace(&mut self) {
