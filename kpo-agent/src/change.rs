@@ -106,7 +106,9 @@ pub enum ChangeStatus {
     Refused,
     /// The kernel did not take it, or it could not be read; nothing changed (or it was put back).
     Failed,
-    /// Written then put back (read-back mismatch or error), or a revert that was carried out.
+    /// A change written then put back (read-back mismatch or error), or a revert that was
+    /// carried out. A revert whose own write was put back is `Failed`: the value it meant to undo
+    /// is still there.
     Reverted,
     /// Left alone (`revert --all` of a parameter yielded to a person, an agent's revert of a value
     /// someone else has changed since ([`ChangePath::revert_own`]), or reconciliation that could
@@ -870,6 +872,20 @@ impl ChangePath {
             }
         }
         match actuator.revert(before) {
+            Ok(rb) if rb == *before && matches!(kind, IntentKind::Revert { .. }) => {
+                // The revert did not take: the kernel has the value it meant to undo again (KPO's
+                // change, which the journal still holds). Reported as a failure, so that `kpo
+                // revert` exits non-zero, `on_exit` warns that KPO's value outlives the agent, and
+                // `revert --all` leaves adaptive moderation off over that value.
+                let error = format!("{why}; put back {before}: the revert did not take");
+                report.status = ChangeStatus::Failed;
+                report.detail = Some(error.clone());
+                Outcome::Failed {
+                    error,
+                    reconciled: false,
+                    left: None,
+                }
+            }
             Ok(rb) => {
                 report.status = ChangeStatus::Reverted;
                 report.read_back = Some(rb.clone());

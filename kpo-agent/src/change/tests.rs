@@ -842,7 +842,11 @@ fn a_revert_put_back_after_a_wrong_read_back_leaves_the_change_holding() {
         .unwrap();
     k.0.lock().unwrap().revert_clamp_once = Some((SOMAX.into(), Value::Int(5000)));
     let r = p.revert_own(id, Source::Guard, "test").unwrap();
-    assert_eq!(r.status, ChangeStatus::Reverted, "{r:?}");
+    assert_eq!(r.status, ChangeStatus::Failed, "not reverted: {r:?}");
+    assert!(
+        r.detail.as_deref().unwrap().contains("did not take"),
+        "{r:?}"
+    );
     assert_eq!(
         value(&k, SOMAX),
         Value::Int(8192),
@@ -856,6 +860,71 @@ fn a_revert_put_back_after_a_wrong_read_back_leaves_the_change_holding() {
     assert_eq!(r.status, ChangeStatus::Reverted);
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
     assert!(p.journal.param_state(&addr).unwrap().holding.is_none());
+}
+
+/// Opens every coalescing parameter of the fake NIC as the agent would.
+struct Nic(crate::actuate::coalesce::FakeCoalesce);
+
+impl Actuators for Nic {
+    fn open(&self, address: &ParamAddress) -> Result<Box<dyn Actuator>, ActuateError> {
+        use crate::actuate::coalesce::{AdaptiveMode, CoalesceActuator};
+        let backend = Box::new(self.0.clone());
+        Ok(Box::new(CoalesceActuator::with_backend(
+            address,
+            backend,
+            AdaptiveMode::Respect,
+        )?))
+    }
+}
+
+/// `kpo revert --all` of a coalescing value whose revert reads back wrong (the driver rounds 50
+/// down to 48) and is put back: KPO's 20 is still there, so the revert is `failed` (the CLI exits
+/// 1), the journal lists it so, and adaptive moderation, turned off for that value, stays off
+/// (turned on, the NIC would move KPO's value).
+#[test]
+fn a_revert_put_back_is_failed_and_its_switch_stays_off() {
+    const RX: &str = "ethtool:eth0:rx-usecs";
+    let dir = tempfile::tempdir().unwrap();
+    let nic = crate::actuate::coalesce::FakeCoalesce::new();
+    let adaptive = crate::actuate::coalesce::CoalesceSettings {
+        rx_usecs: 50,
+        adaptive_rx: true,
+    };
+    nic.add_nic("eth0", adaptive);
+    let policy = Policy::parse(
+        &format!("[params.\"{RX}\"]\nmode = \"auto\"\nallow_adaptive_off = true\n"),
+        "test.toml",
+    )
+    .unwrap();
+    crate::journal::store::make_private(dir.path());
+    let journal = Journal::open(dir.path(), Holder::Cli, Duration::ZERO).unwrap();
+    let mut p = ChangePath::new(policy, journal, Box::new(Nic(nic.clone())));
+    let r = p.propose(&op(RX, Value::Int(20))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    nic.set_granularity(4);
+    let reports = p.revert_all("all").unwrap();
+    let statuses: Vec<(String, ChangeStatus)> = reports
+        .iter()
+        .map(|r| (r.address.to_string(), r.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (RX.to_string(), ChangeStatus::Failed),
+            (
+                "ethtool:eth0:adaptive-rx".to_string(),
+                ChangeStatus::Skipped
+            )
+        ],
+        "{reports:#?}"
+    );
+    let now = nic.settings("eth0").unwrap();
+    assert_eq!((now.rx_usecs, now.adaptive_rx), (20, false));
+    let revert = p.journal.entries().last().unwrap().clone();
+    assert_eq!(
+        (revert.kind.as_str(), revert.status.as_str()),
+        ("revert", "failed")
+    );
 }
 
 /// somaxconn at 4096 behind a driver that rounds a write to 5000 and refuses to put a value back.

@@ -527,7 +527,8 @@ impl Folded {
             .any(|(id, later)| match self.outcomes.get(id) {
                 Some((_, Outcome::Applied { .. })) => true,
                 // A revert that took; not a change put back after a wrong read-back, nor a revert
-                // whose own write was put back (the kernel kept the value before them).
+                // whose own write was put back (the kernel kept the value before them; journaled
+                // so before such a revert became `failed`).
                 Some((_, Outcome::Reverted { read_back, .. })) => {
                     matches!(later.kind, IntentKind::Revert { .. })
                         && read_back.as_ref() != Some(&later.before)
@@ -697,7 +698,8 @@ impl Folded {
                                 p.last_applied = read_back.clone().or(p.last_applied.take());
                             }
                             // A revert that took effect; not one whose write read back wrong and
-                            // was itself put back, which leaves the change it undid in place.
+                            // was itself put back, which leaves the change it undid in place (a
+                            // journal written before such a revert became `failed` says so).
                             let put_back = read_back.as_ref() == Some(&i.before);
                             if matches!(i.kind, IntentKind::Revert { .. }) && !put_back {
                                 p.holding = None;
