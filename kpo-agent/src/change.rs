@@ -23,7 +23,9 @@ use crate::{
         sysctl::shape_fits,
         ActuateError, Actuator, Roots,
     },
-    journal::{target_key, Intent, IntentKind, Journal, JournalError, Outcome},
+    journal::{
+        own_namespace_as_host, target_key, Intent, IntentKind, Journal, JournalError, Outcome,
+    },
     output::change_events::{ChangeEvent, ChangePathEvent, ChangePhase},
     policy::{Decision, Policy, Proposal, Refusal, Source},
 };
@@ -361,6 +363,20 @@ impl ChangePath {
         mode: Approval,
         read_in: Option<u64>,
     ) -> Result<ChangeReport, ChangeError> {
+        // The agent's own namespace is the host's: addressed by its inode or a path to it, the
+        // parameter is the host's one kernel value, reported, watched and journaled as such (a
+        // second address would start a second original from KPO's own value).
+        let as_host;
+        let p = match own_namespace_as_host(&p.address) {
+            Some(address) => {
+                as_host = Proposal {
+                    address,
+                    ..p.clone()
+                };
+                &as_host
+            }
+            None => p,
+        };
         let (approved, advised_in) = match mode {
             Approval::Approved(cookie) => (true, cookie),
             _ => (false, None),

@@ -1572,3 +1572,57 @@ fn an_empty_value_is_journaled_and_put_back() {
     assert_eq!(reports[0].read_back, Some(empty));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "\n");
 }
+
+/// The agent's own network namespace is the host's: `net.core.somaxconn` and the same key
+/// addressed to that namespace by its inode (or a path to it) are one kernel value, so one journal
+/// key with one original. Before, the second address started a second key whose "original" was
+/// KPO's own first value, and `kpo revert --all` ended there instead of at the real original.
+#[test]
+fn the_agents_own_namespace_is_the_hosts_key() {
+    const SOMAXCONN: &str = "net.core.somaxconn";
+    let tmp = tempfile::tempdir().unwrap();
+    let proc_sys = tmp.path().join("proc_sys");
+    std::fs::create_dir_all(proc_sys.join("net/core")).unwrap();
+    let file = proc_sys.join("net/core/somaxconn");
+    std::fs::write(&file, "4096\n").unwrap();
+    let own = crate::policy::own_netns_inode().expect("/proc/self/ns/net");
+    let by_inode = format!("{SOMAXCONN}@netns:{own}");
+    let by_path = format!("{SOMAXCONN}@netns:/proc/self/ns/net");
+    let host: ParamAddress = SOMAXCONN.parse().unwrap();
+    for own_address in [&by_inode, &by_path] {
+        let address: ParamAddress = own_address.parse().unwrap();
+        assert_eq!(target_key(&address), SOMAXCONN, "{own_address}");
+    }
+    // A host-wide key stays as addressed: the actuator refuses it in a namespace.
+    let global: ParamAddress = format!("vm.swappiness@netns:{own}").parse().unwrap();
+    assert_eq!(target_key(&global), global.to_string());
+
+    let open = || kernel_path(tmp.path(), SOMAXCONN);
+    let mut path = open();
+    let r = path.propose(&op(SOMAXCONN, Value::Int(5000))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    for (own_address, v) in [(&by_inode, 6000), (&by_path, 7000)] {
+        let r = path.propose(&op(own_address, Value::Int(v))).unwrap();
+        assert_eq!(r.status, ChangeStatus::Applied, "{own_address}: {r:?}");
+        assert_eq!(r.address, host, "reported as the host's: {r:?}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{v}\n"));
+    }
+    drop(path);
+    // The journal on disk knows one parameter, with the original KPO found.
+    let mut path = open();
+    let keys: Vec<(String, Option<Value>)> = path
+        .journal
+        .params()
+        .map(|p| (p.key.clone(), p.original.clone()))
+        .collect();
+    assert_eq!(keys, vec![(SOMAXCONN.to_string(), Some(Value::Int(4096)))]);
+    assert!(
+        path.journal.entries().iter().all(|e| e.address == host),
+        "{:?}",
+        path.journal.entries()
+    );
+    let all = path.revert_all("all").unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].status, ChangeStatus::Reverted, "{all:?}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "4096\n");
+}

@@ -22,7 +22,7 @@ pub use lock::Holder;
 
 use crate::{
     actuate::param::{ParamAddress, Target, Value},
-    policy::{netns_inode, Context, Source},
+    policy::{netns_inode, own_netns_inode, Context, Source},
 };
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/kpo";
@@ -85,13 +85,37 @@ pub fn format_ms(ms: u64) -> String {
 
 /// The key a parameter's history is kept under: its address, with a namespace path replaced by
 /// the namespace's inode when it resolves (so `/run/netns/web` and its inode are one target).
+/// A per-namespace key in the agent's own namespace, by inode or by a path to it, is the host's
+/// ([`own_namespace_as_host`]): one kernel value, so one original, one last value and one rate
+/// limit, whichever way it was addressed.
 pub fn target_key(address: &ParamAddress) -> String {
+    if let Some(host) = own_namespace_as_host(address) {
+        return host.to_string();
+    }
     if let Target::Netns { netns } = &address.target {
         if let Some(inode) = netns_inode(netns) {
             return format!("{}@netns:{inode}", address.policy_name());
         }
     }
     address.to_string()
+}
+
+/// The host's address of a per-namespace sysctl addressed to the agent's own network namespace
+/// (by its inode or a path to it), as the rules and the policy take that namespace; `None` for
+/// any other. A host-wide key addressed so is left as it is: the actuator refuses it
+/// (docs/actuators.md), so that a change scoped to a namespace never becomes the whole host's.
+pub fn own_namespace_as_host(address: &ParamAddress) -> Option<ParamAddress> {
+    let Target::Netns { netns } = &address.target else {
+        return None;
+    };
+    if !crate::actuate::sysctl::is_per_netns(&address.name) {
+        return None;
+    }
+    let inode = netns_inode(netns)?;
+    (Some(inode) == own_netns_inode()).then(|| ParamAddress {
+        name: address.name.clone(),
+        target: Target::Host,
+    })
 }
 
 /// Why an intent was written.
