@@ -23,7 +23,9 @@ use crate::{
         sysctl::shape_fits,
         ActuateError, Actuator, Roots,
     },
-    journal::{target_key, Intent, IntentKind, Journal, JournalError, Outcome},
+    journal::{
+        own_namespace_as_host, target_key, Intent, IntentKind, Journal, JournalError, Outcome,
+    },
     output::change_events::{ChangeEvent, ChangePathEvent, ChangePhase},
     policy::{Decision, Policy, Proposal, Refusal, Source},
 };
@@ -106,7 +108,9 @@ pub enum ChangeStatus {
     Refused,
     /// The kernel did not take it, or it could not be read; nothing changed (or it was put back).
     Failed,
-    /// Written then put back (read-back mismatch or error), or a revert that was carried out.
+    /// A change written then put back (read-back mismatch or error), or a revert that was
+    /// carried out. A revert whose own write was put back is `Failed`: the value it meant to undo
+    /// is still there.
     Reverted,
     /// Left alone (`revert --all` of a parameter yielded to a person, an agent's revert of a value
     /// someone else has changed since ([`ChangePath::revert_own`]), or reconciliation that could
@@ -366,6 +370,20 @@ impl ChangePath {
         read_in: Option<u64>,
         against: Option<&Value>,
     ) -> Result<ChangeReport, ChangeError> {
+        // The agent's own namespace is the host's: addressed by its inode or a path to it, the
+        // parameter is the host's one kernel value, reported, watched and journaled as such (a
+        // second address would start a second original from KPO's own value).
+        let as_host;
+        let p = match own_namespace_as_host(&p.address) {
+            Some(address) => {
+                as_host = Proposal {
+                    address,
+                    ..p.clone()
+                };
+                &as_host
+            }
+            None => p,
+        };
         let (approved, advised_in) = match mode {
             Approval::Approved(cookie) => (true, cookie),
             _ => (false, None),
@@ -887,6 +905,20 @@ impl ChangePath {
             }
         }
         match actuator.revert(before) {
+            Ok(rb) if rb == *before && matches!(kind, IntentKind::Revert { .. }) => {
+                // The revert did not take: the kernel has the value it meant to undo again (KPO's
+                // change, which the journal still holds). Reported as a failure, so that `kpo
+                // revert` exits non-zero, `on_exit` warns that KPO's value outlives the agent, and
+                // `revert --all` leaves adaptive moderation off over that value.
+                let error = format!("{why}; put back {before}: the revert did not take");
+                report.status = ChangeStatus::Failed;
+                report.detail = Some(error.clone());
+                Outcome::Failed {
+                    error,
+                    reconciled: false,
+                    left: None,
+                }
+            }
             Ok(rb) => {
                 report.status = ChangeStatus::Reverted;
                 report.read_back = Some(rb.clone());
@@ -1024,11 +1056,23 @@ impl ChangePath {
 
     /// Puts every parameter KPO changed back to its original value (the value before KPO first
     /// changed it), except those yielded to a person: `kpo revert --all`.
+    ///
+    /// Every intent records an original, even one whose write the kernel refused or that was put
+    /// back: such a parameter still has the value KPO found, and a value written there since is
+    /// someone else's, not KPO's to overwrite. Only a parameter KPO's write took effect on, or
+    /// whose interrupted write is not settled yet (its value unknown), is put back.
     pub fn revert_all(&mut self, reason: &str) -> Result<Vec<ChangeReport>, ChangeError> {
+        let unsettled: std::collections::BTreeSet<String> = self
+            .journal
+            .incomplete()
+            .into_iter()
+            .map(|i| i.key)
+            .collect();
         let all: Vec<ParamAddress> = self
             .journal
             .params()
             .filter(|p| p.original.is_some())
+            .filter(|p| p.changed_by_kpo() || unsettled.contains(&p.key))
             .filter_map(|p| p.address.clone())
             .collect();
         self.restore_originals(all, Source::Operator, reason, false)

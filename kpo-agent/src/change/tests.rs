@@ -423,11 +423,86 @@ fn interrupted_intents_are_reconciled_against_the_kernel() {
     let entries = p.journal.entries();
     assert_eq!(entries[0].status, "applied");
     assert_eq!(entries[1].status, "failed");
-    // And revert --all still knows every original.
+    // And revert --all still knows the original of what KPO changed (a1) or may have (a4, not
+    // settled); a2 never changed, and a3's 777 is someone else's.
     let all = p.revert_all("all").unwrap();
     assert_eq!(value(&k, a1), Value::Int(4096));
-    assert_eq!(value(&k, a3), Value::Int(4096));
-    assert_eq!(all.len(), 4);
+    assert_eq!(value(&k, a3), Value::Int(777));
+    let reverted: Vec<String> = all.iter().map(|r| r.address.to_string()).collect();
+    assert_eq!(reverted, vec![a1.to_string(), a4.to_string()]);
+}
+
+/// Every intent records the parameter's original, even one the kernel refused (EINVAL) or whose
+/// write was put back after a wrong read-back: KPO never left a value there, so a value a person
+/// wrote since is theirs, and `kpo revert --all` leaves it. A parameter KPO changed is put back
+/// even when KPO put its own value back since, or handed it back with `kpo resume`
+/// (docs/journal.md).
+#[test]
+fn revert_all_leaves_a_parameter_kpo_never_changed() {
+    let refused = "net.core.somaxconn@netns:4026539991";
+    let rounded = "net.core.somaxconn@netns:4026539992";
+    let undone = "net.core.somaxconn@netns:4026539993";
+    let resumed = "net.core.somaxconn@netns:4026539994";
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[
+        (refused, Value::Int(4096)),
+        (rounded, Value::Int(4096)),
+        (undone, Value::Int(4096)),
+        (resumed, Value::Int(4096)),
+    ]);
+    {
+        let mut kk = k.0.lock().unwrap();
+        kk.refuse.push(refused.into());
+        kk.clamp.insert(rounded.into(), Value::Int(5000));
+    }
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.propose(&op(refused, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Failed, "{r:?}");
+    let r = p.propose(&op(rounded, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{r:?}");
+    let id = p.propose(&op(undone, Value::Int(8192))).unwrap().journal_id;
+    let r = p.revert(id.unwrap(), Source::Operator, "undo").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{r:?}");
+    let r = p.propose(&op(resumed, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    let resumed_at: ParamAddress = resumed.parse().unwrap();
+    p.journal
+        .set_yielded(&resumed_at, Some(Value::Int(1000)), "pid 9 sysctl")
+        .unwrap();
+    p.journal.resume_param(resumed).unwrap();
+    // A person writes each of them (`sysctl -w`).
+    for a in [refused, rounded, undone, resumed] {
+        k.0.lock()
+            .unwrap()
+            .values
+            .insert(a.into(), Value::Int(2048));
+    }
+    drop(p);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let all = p.revert_all("all").unwrap();
+    let reverted: Vec<(String, ChangeStatus)> = all
+        .iter()
+        .map(|r| (r.address.to_string(), r.status))
+        .collect();
+    assert_eq!(
+        reverted,
+        vec![
+            (undone.to_string(), ChangeStatus::Reverted),
+            (resumed.to_string(), ChangeStatus::Reverted)
+        ]
+    );
+    assert_eq!(
+        value(&k, refused),
+        Value::Int(2048),
+        "the person's value stays"
+    );
+    assert_eq!(
+        value(&k, rounded),
+        Value::Int(2048),
+        "the person's value stays"
+    );
+    assert_eq!(value(&k, undone), Value::Int(4096));
+    assert_eq!(value(&k, resumed), Value::Int(4096));
 }
 
 #[test]
@@ -767,7 +842,11 @@ fn a_revert_put_back_after_a_wrong_read_back_leaves_the_change_holding() {
         .unwrap();
     k.0.lock().unwrap().revert_clamp_once = Some((SOMAX.into(), Value::Int(5000)));
     let r = p.revert_own(id, Source::Guard, "test").unwrap();
-    assert_eq!(r.status, ChangeStatus::Reverted, "{r:?}");
+    assert_eq!(r.status, ChangeStatus::Failed, "not reverted: {r:?}");
+    assert!(
+        r.detail.as_deref().unwrap().contains("did not take"),
+        "{r:?}"
+    );
     assert_eq!(
         value(&k, SOMAX),
         Value::Int(8192),
@@ -781,6 +860,71 @@ fn a_revert_put_back_after_a_wrong_read_back_leaves_the_change_holding() {
     assert_eq!(r.status, ChangeStatus::Reverted);
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
     assert!(p.journal.param_state(&addr).unwrap().holding.is_none());
+}
+
+/// Opens every coalescing parameter of the fake NIC as the agent would.
+struct Nic(crate::actuate::coalesce::FakeCoalesce);
+
+impl Actuators for Nic {
+    fn open(&self, address: &ParamAddress) -> Result<Box<dyn Actuator>, ActuateError> {
+        use crate::actuate::coalesce::{AdaptiveMode, CoalesceActuator};
+        let backend = Box::new(self.0.clone());
+        Ok(Box::new(CoalesceActuator::with_backend(
+            address,
+            backend,
+            AdaptiveMode::Respect,
+        )?))
+    }
+}
+
+/// `kpo revert --all` of a coalescing value whose revert reads back wrong (the driver rounds 50
+/// down to 48) and is put back: KPO's 20 is still there, so the revert is `failed` (the CLI exits
+/// 1), the journal lists it so, and adaptive moderation, turned off for that value, stays off
+/// (turned on, the NIC would move KPO's value).
+#[test]
+fn a_revert_put_back_is_failed_and_its_switch_stays_off() {
+    const RX: &str = "ethtool:eth0:rx-usecs";
+    let dir = tempfile::tempdir().unwrap();
+    let nic = crate::actuate::coalesce::FakeCoalesce::new();
+    let adaptive = crate::actuate::coalesce::CoalesceSettings {
+        rx_usecs: 50,
+        adaptive_rx: true,
+    };
+    nic.add_nic("eth0", adaptive);
+    let policy = Policy::parse(
+        &format!("[params.\"{RX}\"]\nmode = \"auto\"\nallow_adaptive_off = true\n"),
+        "test.toml",
+    )
+    .unwrap();
+    crate::journal::store::make_private(dir.path());
+    let journal = Journal::open(dir.path(), Holder::Cli, Duration::ZERO).unwrap();
+    let mut p = ChangePath::new(policy, journal, Box::new(Nic(nic.clone())));
+    let r = p.propose(&op(RX, Value::Int(20))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    nic.set_granularity(4);
+    let reports = p.revert_all("all").unwrap();
+    let statuses: Vec<(String, ChangeStatus)> = reports
+        .iter()
+        .map(|r| (r.address.to_string(), r.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (RX.to_string(), ChangeStatus::Failed),
+            (
+                "ethtool:eth0:adaptive-rx".to_string(),
+                ChangeStatus::Skipped
+            )
+        ],
+        "{reports:#?}"
+    );
+    let now = nic.settings("eth0").unwrap();
+    assert_eq!((now.rx_usecs, now.adaptive_rx), (20, false));
+    let revert = p.journal.entries().last().unwrap().clone();
+    assert_eq!(
+        (revert.kind.as_str(), revert.status.as_str()),
+        ("revert", "failed")
+    );
 }
 
 /// somaxconn at 4096 behind a driver that rounds a write to 5000 and refuses to put a value back.
@@ -1427,4 +1571,58 @@ fn an_empty_value_is_journaled_and_put_back() {
     assert_eq!(reports[0].status, ChangeStatus::Reverted, "{reports:?}");
     assert_eq!(reports[0].read_back, Some(empty));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "\n");
+}
+
+/// The agent's own network namespace is the host's: `net.core.somaxconn` and the same key
+/// addressed to that namespace by its inode (or a path to it) are one kernel value, so one journal
+/// key with one original. Before, the second address started a second key whose "original" was
+/// KPO's own first value, and `kpo revert --all` ended there instead of at the real original.
+#[test]
+fn the_agents_own_namespace_is_the_hosts_key() {
+    const SOMAXCONN: &str = "net.core.somaxconn";
+    let tmp = tempfile::tempdir().unwrap();
+    let proc_sys = tmp.path().join("proc_sys");
+    std::fs::create_dir_all(proc_sys.join("net/core")).unwrap();
+    let file = proc_sys.join("net/core/somaxconn");
+    std::fs::write(&file, "4096\n").unwrap();
+    let own = crate::policy::own_netns_inode().expect("/proc/self/ns/net");
+    let by_inode = format!("{SOMAXCONN}@netns:{own}");
+    let by_path = format!("{SOMAXCONN}@netns:/proc/self/ns/net");
+    let host: ParamAddress = SOMAXCONN.parse().unwrap();
+    for own_address in [&by_inode, &by_path] {
+        let address: ParamAddress = own_address.parse().unwrap();
+        assert_eq!(target_key(&address), SOMAXCONN, "{own_address}");
+    }
+    // A host-wide key stays as addressed: the actuator refuses it in a namespace.
+    let global: ParamAddress = format!("vm.swappiness@netns:{own}").parse().unwrap();
+    assert_eq!(target_key(&global), global.to_string());
+
+    let open = || kernel_path(tmp.path(), SOMAXCONN);
+    let mut path = open();
+    let r = path.propose(&op(SOMAXCONN, Value::Int(5000))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    for (own_address, v) in [(&by_inode, 6000), (&by_path, 7000)] {
+        let r = path.propose(&op(own_address, Value::Int(v))).unwrap();
+        assert_eq!(r.status, ChangeStatus::Applied, "{own_address}: {r:?}");
+        assert_eq!(r.address, host, "reported as the host's: {r:?}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{v}\n"));
+    }
+    drop(path);
+    // The journal on disk knows one parameter, with the original KPO found.
+    let mut path = open();
+    let keys: Vec<(String, Option<Value>)> = path
+        .journal
+        .params()
+        .map(|p| (p.key.clone(), p.original.clone()))
+        .collect();
+    assert_eq!(keys, vec![(SOMAXCONN.to_string(), Some(Value::Int(4096)))]);
+    assert!(
+        path.journal.entries().iter().all(|e| e.address == host),
+        "{:?}",
+        path.journal.entries()
+    );
+    let all = path.revert_all("all").unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].status, ChangeStatus::Reverted, "{all:?}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "4096\n");
 }

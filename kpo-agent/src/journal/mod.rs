@@ -22,7 +22,7 @@ pub use lock::Holder;
 
 use crate::{
     actuate::param::{ParamAddress, Target, Value},
-    policy::{netns_inode, Context, Source},
+    policy::{netns_inode, own_netns_inode, Context, Source},
 };
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/kpo";
@@ -85,13 +85,37 @@ pub fn format_ms(ms: u64) -> String {
 
 /// The key a parameter's history is kept under: its address, with a namespace path replaced by
 /// the namespace's inode when it resolves (so `/run/netns/web` and its inode are one target).
+/// A per-namespace key in the agent's own namespace, by inode or by a path to it, is the host's
+/// ([`own_namespace_as_host`]): one kernel value, so one original, one last value and one rate
+/// limit, whichever way it was addressed.
 pub fn target_key(address: &ParamAddress) -> String {
+    if let Some(host) = own_namespace_as_host(address) {
+        return host.to_string();
+    }
     if let Target::Netns { netns } = &address.target {
         if let Some(inode) = netns_inode(netns) {
             return format!("{}@netns:{inode}", address.policy_name());
         }
     }
     address.to_string()
+}
+
+/// The host's address of a per-namespace sysctl addressed to the agent's own network namespace
+/// (by its inode or a path to it), as the rules and the policy take that namespace; `None` for
+/// any other. A host-wide key addressed so is left as it is: the actuator refuses it
+/// (docs/actuators.md), so that a change scoped to a namespace never becomes the whole host's.
+pub fn own_namespace_as_host(address: &ParamAddress) -> Option<ParamAddress> {
+    let Target::Netns { netns } = &address.target else {
+        return None;
+    };
+    if !crate::actuate::sysctl::is_per_netns(&address.name) {
+        return None;
+    }
+    let inode = netns_inode(netns)?;
+    (Some(inode) == own_netns_inode()).then(|| ParamAddress {
+        name: address.name.clone(),
+        target: Target::Host,
+    })
 }
 
 /// Why an intent was written.
@@ -348,6 +372,22 @@ impl ParamState {
             && self.yielded.is_none()
     }
 
+    /// Whether a write of KPO's took effect here since its original was taken (in this boot, in
+    /// this namespace): a change applied, or one whose put-back failed and left KPO's write. Not
+    /// a change the kernel refused, nor one put back after a wrong read-back: the value there is
+    /// still the one KPO found, and whoever writes it later is not overwriting KPO's. Stays after
+    /// a revert or a hand-back (`kpo resume`): KPO changed it all the same, and `kpo revert --all`
+    /// puts its original back.
+    pub fn changed_by_kpo(&self) -> bool {
+        // `original_id` is the first intent since the original was taken: a change applied
+        // before it was in an earlier boot (a host parameter keeps its history for the rate
+        // limits). The latest applied change stays live through archiving.
+        match (self.applied.last(), self.original_id) {
+            (Some((id, _)), Some(first)) => *id >= first,
+            _ => false,
+        }
+    }
+
     /// The namespace it was in is gone (a [`Record::Gone`], or an intent with another cookie):
     /// nothing KPO knew of it holds for the namespace that has the inode now.
     fn settle_for_gone_namespace(&mut self) {
@@ -511,7 +551,8 @@ impl Folded {
             .any(|(id, later)| match self.outcomes.get(id) {
                 Some((_, Outcome::Applied { .. })) => true,
                 // A revert that took; not a change put back after a wrong read-back, nor a revert
-                // whose own write was put back (the kernel kept the value before them).
+                // whose own write was put back (the kernel kept the value before them; journaled
+                // so before such a revert became `failed`).
                 Some((_, Outcome::Reverted { read_back, .. })) => {
                     matches!(later.kind, IntentKind::Revert { .. })
                         && read_back.as_ref() != Some(&later.before)
@@ -681,7 +722,8 @@ impl Folded {
                                 p.last_applied = read_back.clone().or(p.last_applied.take());
                             }
                             // A revert that took effect; not one whose write read back wrong and
-                            // was itself put back, which leaves the change it undid in place.
+                            // was itself put back, which leaves the change it undid in place (a
+                            // journal written before such a revert became `failed` says so).
                             let put_back = read_back.as_ref() == Some(&i.before);
                             if matches!(i.kind, IntentKind::Revert { .. }) && !put_back {
                                 p.holding = None;

@@ -211,10 +211,17 @@ mod tests {
     /// watching it. In the same namespace, a value someone else wrote is still yielded to.
     #[test]
     fn a_namespace_that_replaced_a_dead_one_is_not_yielded_to() {
-        use std::os::unix::fs::MetadataExt;
-        // The test's own namespace: one that is live, as the check requires.
-        let own = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
-        let address: ParamAddress = format!("net.core.somaxconn@netns:{own}").parse().unwrap();
+        // Named by a path, which the check looks at without the live inodes' list (that needs a
+        // namespace other than the test's own, which is the host's and has no cookie). The fake
+        // kernel stands behind it; the file gives it an inode for its journal key.
+        let ns = tempfile::tempdir().unwrap();
+        std::fs::write(ns.path().join("net"), "").unwrap();
+        let address: ParamAddress = format!(
+            "net.core.somaxconn@netns:{}",
+            ns.path().join("net").display()
+        )
+        .parse()
+        .unwrap();
         let policy = "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmin = 128\nmax = 65535\n";
         for same_namespace in [false, true] {
             let dir = tempfile::tempdir().unwrap();

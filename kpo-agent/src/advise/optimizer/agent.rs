@@ -1106,9 +1106,9 @@ struct PathKnobs<'a> {
     exiting: bool,
 }
 
-/// Whether a revert of the loop's left the kernel without the loop's value: carried out (a
-/// `Reverted` revert that was itself put back after a wrong read-back leaves the journal still
-/// holding a change), or nothing to do.
+/// Whether a revert of the loop's left the kernel without the loop's value: carried out, or
+/// nothing to do. A revert whose own write was put back after a wrong read-back is `Failed`; a
+/// change the journal still holds there means not undone, whatever the status says.
 fn undone(path: &ChangePath, r: &crate::change::ChangeReport) -> bool {
     match r.status {
         ChangeStatus::Unchanged => true,
