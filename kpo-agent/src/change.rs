@@ -1434,8 +1434,14 @@ impl ChangePath {
             }
         } else {
             report.status = ChangeStatus::Failed;
+            // Without a read-back record this is either someone's value written while KPO was
+            // down, or KPO's write stored as another value (rounded) just before the crash: the
+            // two cannot be told apart, and only the first is ever written over by mistake, so
+            // the value is left as someone else's.
             let e = format!(
-                "interrupted; the kernel has {now}, neither the value before nor the new one (someone else changed it)"
+                "interrupted; the kernel has {now}, neither the value before nor the new one \
+                 (someone else changed it, or the kernel stored KPO's write as another value \
+                 before it was recorded: left alone as someone else's)"
             );
             report.detail = Some(e.clone());
             Outcome::Failed {
