@@ -2501,6 +2501,37 @@ fn a_settle_after_a_restart_goes_back_to_before_the_trials_not_to_the_killed_age
     rig.assert_schema();
 }
 
+/// A clean stop keeps the best measured configuration M (`on_exit = "keep"`); the next start,
+/// which the journal cannot tell from a start after a kill, takes M as its start. Stopped again
+/// before any window, it leaves M: M was never measured beyond the SLO, so it is not a trial to
+/// take back to before the loop's trials.
+#[test]
+fn a_configuration_kept_at_a_clean_stop_stays_through_a_quick_restart() {
+    let mut rig = Rig::new(&policy(""), true, "");
+    let b0 = rig.config_now();
+    rig.until_a_trial(40, |r| r.best_measured().is_some_and(|best| best != b0));
+    let events = rig.deciding.on_exit();
+    rig.record(&events);
+    let kept = rig.config_now();
+    assert_ne!(
+        kept, b0,
+        "the stop kept a measured configuration of the loop's"
+    );
+    assert_eq!(Some(kept.clone()), rig.best_measured());
+    let mut rig = rig.restarted();
+    assert_eq!(rig.config_now(), kept);
+    let events = rig.deciding.on_exit();
+    rig.record(&events);
+    assert!(
+        !has(&events, |e| matches!(
+            e,
+            LiveEvent::Settled { .. } | LiveEvent::RevertFailed { .. }
+        )),
+        "{events:#?}"
+    );
+    assert_eq!(rig.config_now(), kept, "what the operator kept stays");
+}
+
 /// Only the knobs whose value is the loop's go back after a restart: a limit an operator set
 /// after the trial stays, and the trial's rx-usecs goes back to its value before.
 #[test]

@@ -404,6 +404,8 @@ pub struct LiveOptimizer {
     /// agent left it): where a breach or a settle goes back to while nothing measured has met
     /// the SLO.
     before_trials: Option<Vec<f64>>,
+    /// The start was measured beyond the SLO: no settle goes back to it.
+    start_broke_slo: bool,
 }
 
 impl LiveOptimizer {
@@ -452,6 +454,7 @@ impl LiveOptimizer {
             last_told: None,
             pending_best: None,
             before_trials: None,
+            start_broke_slo: false,
         })
     }
 
@@ -608,6 +611,7 @@ impl LiveOptimizer {
 
         // 3. SLO guard.
         if !feasible {
+            self.start_broke_slo |= self.current == self.start;
             ev.push(LiveEvent::SloBreach {
                 config: self.current.clone(),
                 latency_us: m.latency_us,
@@ -646,6 +650,7 @@ impl LiveOptimizer {
         }
         // What it goes back to is measured next, and learned.
         self.waiting = false;
+        self.start_broke_slo |= self.current == self.start;
         ev.push(LiveEvent::SloBreach {
             config: self.current.clone(),
             latency_us,
@@ -689,7 +694,7 @@ impl LiveOptimizer {
     /// Back to the cheapest feasible configuration measured that the knobs still allow (the
     /// guard may have quarantined one since; on a reload, the new bounds may exclude one, the
     /// one in place included), or the start; or, when the start is a trial a stopped agent left,
-    /// what the knobs held before the trials, whatever the reason.
+    /// what the knobs held before the trials after a breach, or once the start broke the SLO.
     fn back_to_best(&mut self, knobs: &mut dyn Knobs, why: GoBack) -> Option<LiveEvent> {
         // Staying writes nothing, so a quarantine does not move the loop off the configuration
         // in place; bounds that a reload narrowed under it do.
@@ -702,14 +707,14 @@ impl LiveOptimizer {
                 (why != GoBack::Reload || knobs.within_policy(point))
                     && (*point == self.current || knobs.allowed(point))
             })
-            // Not the start when it is a stopped agent's trial, for a settle as for a breach:
-            // nothing measured it within the SLO (the breach may have just measured it beyond),
-            // and the loop's changes in the journal lead back to the configuration before it,
-            // not to it, so a revert there finds none and leaves the trial in place.
-            .unwrap_or_else(|| {
-                self.before_trials
-                    .clone()
-                    .unwrap_or_else(|| self.start.clone())
+            // When the start is a stopped agent's trial: before its trials after a breach, and
+            // at any settle once the start itself was measured beyond the SLO (the loop went back
+            // from it, and its changes in the journal lead back to before it, not to it). A start
+            // never measured so stays the target: it may be the configuration a clean stop kept
+            // on purpose (`on_exit = "keep"`), which the journal cannot tell from a kill's trial.
+            .unwrap_or_else(|| match &self.before_trials {
+                Some(before) if why == GoBack::SloBreach || self.start_broke_slo => before.clone(),
+                _ => self.start.clone(),
             });
         if target == self.current {
             return None;
