@@ -1450,7 +1450,9 @@ impl ChangePath {
                 left: None,
             }
         };
-        tracing::warn!(
+        // Info: the agent reports it as a `change` event too, and a command prints it itself
+        // (`kpo: reconciled: ...`).
+        tracing::info!(
             "journal #{} ({}): reconciled an interrupted change: {}",
             i.id,
             i.address,

@@ -321,8 +321,9 @@ fn open(state: &StateArgs) -> anyhow::Result<Box<dyn Control>> {
         return Ok(Box::new(agent));
     }
     let (path, reconciled) = open_offline_kernel(state.policy.as_deref(), &state.state_dir())?;
+    // Through the logger, which writes a line the journal logged already only once.
     for w in path.journal.warnings() {
-        eprintln!("kpo: warning: {w}");
+        tracing::warn!("{w}");
     }
     for r in &reconciled {
         eprintln!("kpo: reconciled: {}", r.describe());
@@ -469,7 +470,7 @@ pub(crate) fn page_through(
     while let Some(from) = next {
         let page = page(from)?;
         for w in &page.warnings {
-            eprintln!("kpo: warning: {w}");
+            tracing::warn!("{w}");
         }
         for e in page.entries.iter().filter(|e| seen.insert(e.id)) {
             each(e)?;

@@ -67,12 +67,16 @@ where
         .with_env_filter(filter)
         .with_writer(out)
         .with_ansi(false)
-        .event_format(CommandFormat)
+        .event_format(CommandFormat::default())
         .finish()
 }
 
-/// `kpo: LEVEL: message field=value`.
-struct CommandFormat;
+/// `kpo: LEVEL: message field=value`, each line once: a warning the journal logs as it opens is
+/// also among those the command prints from the journal's list (a torn line, an archive skipped).
+#[derive(Default)]
+struct CommandFormat {
+    written: std::sync::Mutex<std::collections::HashSet<String>>,
+}
 
 impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for CommandFormat
 where
@@ -91,9 +95,21 @@ where
             tracing::Level::INFO => "info",
             _ => "debug",
         };
-        write!(writer, "kpo: {level}: ")?;
-        ctx.field_format().format_fields(writer.by_ref(), event)?;
-        writeln!(writer)
+        let mut line = String::new();
+        ctx.field_format().format_fields(
+            tracing_subscriber::fmt::format::Writer::new(&mut line),
+            event,
+        )?;
+        let line = format!("kpo: {level}: {line}\n");
+        let first = self
+            .written
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(line.clone());
+        if first {
+            writer.write_str(&line)?;
+        }
+        Ok(())
     }
 }
 
@@ -333,6 +349,8 @@ mod tests {
         );
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!("not shown");
+            tracing::warn!(id = "ap-3", "applied but could not be marked approved");
+            // The same line again (logged by the journal, then printed from its list): once.
             tracing::warn!(id = "ap-3", "applied but could not be marked approved");
         });
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();

@@ -281,44 +281,53 @@ impl DenyList {
     }
 }
 
-/// The denied keys this host has, walked once from /proc/sys: the examples cannot keep up with
+/// The denied keys this host has, read once from /proc/sys: the examples cannot keep up with
 /// every kernel (6.x added `kernel.panic_sys_info`), and a glob such as
 /// `kernel.max_rcu_stall_to_pani?` reaches a real key that no example names. The examples still
 /// cover keys a host lacks, so a policy checked on one machine holds on another.
 fn denied_here(deny: &DenyList) -> &'static [String] {
     static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    NAMES.get_or_init(|| {
-        let mut names = Vec::new();
-        sysctl_names(std::path::Path::new("/proc/sys"), "", 0, &mut names);
-        names.retain(|n| deny.denies(n).is_some());
-        names
-    })
+    NAMES.get_or_init(|| denied_under(std::path::Path::new("/proc/sys"), deny))
 }
 
-/// Every sysctl file under `dir`, as a dotted name (a dot inside a component is written `/`, as
-/// `sysctl` does). Symlinks are not followed, and the depth is bounded (the deepest keys, such
-/// as `net.ipv6.conf.IFACE.*`, are 4 levels down).
-fn sysctl_names(dir: &std::path::Path, prefix: &str, depth: usize, out: &mut Vec<String>) {
-    const MAX_DEPTH: usize = 8;
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Ok(kind) = entry.file_type() else {
+/// The denied keys under `root` (a /proc/sys tree), as dotted names. Only the directories the
+/// deny patterns name before their first wildcard are listed, one level each: every denied key
+/// lies there (`kernel/`, `kernel/yama/`, `net/core/`, ...), while a walk of the whole tree would
+/// list every interface's `net.ipv4.conf.*` and, on systemd hosts, mount binfmt_misc by opening
+/// its automount point, which has been seen to hang. `fs.binfmt_misc.*` needs no listing: its
+/// pattern's own text already stands for every key under it.
+fn denied_under(root: &std::path::Path, deny: &DenyList) -> Vec<String> {
+    let mut dirs: Vec<String> = DENY_LIST
+        .iter()
+        .filter_map(|d| {
+            let literal = &d.pattern[..d
+                .pattern
+                .find(['*', '?', '[', '{'])
+                .unwrap_or(d.pattern.len())];
+            literal.rfind('.').map(|end| literal[..end].to_string())
+        })
+        .filter(|dir| dir != "fs.binfmt_misc")
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let mut names = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(root.join(dir.replace('.', "/"))) else {
             continue;
         };
-        let component = entry.file_name().to_string_lossy().replace('.', "/");
-        let name = if prefix.is_empty() {
-            component
-        } else {
-            format!("{prefix}.{component}")
-        };
-        if kind.is_dir() && depth < MAX_DEPTH {
-            sysctl_names(&entry.path(), &name, depth + 1, out);
-        } else if kind.is_file() {
-            out.push(name);
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                // A dot inside a component is written `/`, as `sysctl` does.
+                let key = entry.file_name().to_string_lossy().replace('.', "/");
+                let name = format!("{dir}.{key}");
+                if deny.denies(&name).is_some() {
+                    names.push(name);
+                }
+            }
         }
     }
+    names.sort();
+    names
 }
 
 #[cfg(test)]
@@ -401,18 +410,37 @@ mod tests {
         }
     }
 
+    /// Only the deny patterns' own directories are listed, and only their denied keys kept;
+    /// binfmt_misc is never opened (on systemd hosts, an automount point).
     #[test]
-    fn sysctl_names_are_dotted_with_dots_inside_a_component_as_slashes() {
+    fn denied_keys_are_read_from_the_deny_patterns_directories_only() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("net/ipv4/conf/eth0.100")).unwrap();
-        std::fs::write(dir.path().join("net/ipv4/conf/eth0.100/rp_filter"), "").unwrap();
-        std::fs::write(dir.path().join("net/ipv4/tcp_rmem"), "").unwrap();
-        let mut names = Vec::new();
-        sysctl_names(dir.path(), "", 0, &mut names);
-        names.sort();
+        for d in [
+            "kernel/yama",
+            "fs/binfmt_misc",
+            "net/core",
+            "net/ipv4/conf/eth0",
+        ] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        for f in [
+            "kernel/panic_sys_info",
+            "kernel/sched_child_runs_first",
+            "kernel/yama/ptrace_scope",
+            "fs/binfmt_misc/register",
+            "net/core/bpf_jit_enable",
+            "net/core/somaxconn",
+            "net/ipv4/conf/eth0/rp_filter",
+        ] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
         assert_eq!(
-            names,
-            ["net.ipv4.conf.eth0/100.rp_filter", "net.ipv4.tcp_rmem"]
+            denied_under(dir.path(), &DenyList::new()),
+            [
+                "kernel.panic_sys_info",
+                "kernel.yama.ptrace_scope",
+                "net.core.bpf_jit_enable"
+            ]
         );
     }
 }

@@ -621,8 +621,9 @@ impl Policy {
     pub fn changed_on_disk(&self) -> Option<String> {
         if let Some(path) = &self.missing_file {
             // Anything there now, even an unreadable file, is not the built-in default the agent
-            // decides under.
-            return std::fs::symlink_metadata(path).is_ok().then(|| {
+            // decides under. Followed through a symlink: a dangling one reads as no file, as it
+            // did at the load, and a reload would load the built-in default again.
+            return std::fs::metadata(path).is_ok().then(|| {
                 format!(
                     "the policy file {} was created since the agent started on the built-in \
                      default: send the agent SIGHUP (kill -HUP PID) to load it, then ask again",

@@ -1085,6 +1085,12 @@ fn a_builtin_default_notices_a_policy_file_created_at_its_path() {
         "{why}"
     );
     assert!(why.contains("send the agent SIGHUP"), "{why}");
+    // A dangling symlink there (configuration management ahead of its file) is no file yet.
+    std::fs::remove_file(&file).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("not-yet.toml"), &file).unwrap();
+    assert_eq!(policy.changed_on_disk(), None);
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(&file, "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n").unwrap();
     // Loaded again (SIGHUP), it is the file's policy, which holds what is there.
     let reloaded = Policy::load_from(&file, false).unwrap();
     assert_eq!(reloaded.changed_on_disk(), None);
