@@ -45,6 +45,11 @@ fn main() {
             listener_carry::drops_while_a_namespace_was_unread_are_counted_once,
         ),
         trial(
+            "listener_carry::a_listener_restarted_mid_window_keeps_the_drops_its_tick_saw",
+            req(),
+            listener_carry::a_listener_restarted_mid_window_keeps_the_drops_its_tick_saw,
+        ),
+        trial(
             "listener_carry::a_full_ring_counts_every_lost_event",
             req().or_else(|| {
                 kpo_integration::needs_descriptors(listener_carry::DESCRIPTORS_TO_FILL_THE_RING)
