@@ -229,10 +229,15 @@ fn count_dump(
     }
 }
 
-/// The change of one socket's `sk_drops` between two dumps. A fall is taken for a socket that
-/// reused a closed socket's inode.
+/// sock_diag gives a socket's `sk_drops` in 32 bits.
+const SOCKET_DROPS_RANGE: u64 = 1 << 32;
+
+/// The change of one socket's `sk_drops` between two dumps. A fall on the same inode is the
+/// 32-bit counter wrapping: the inode cannot be another socket's, since one is given again only
+/// after 2^32 more inodes were handed out (sockets, pipes and the like share one counter), and
+/// a window's dumps are never that far apart.
 fn socket_drops_delta(before: u64, now: u64) -> u64 {
-    counter::restarted(before, now)
+    counter::wrapping(before, now, SOCKET_DROPS_RANGE)
 }
 
 /// Takes in the dumps that succeeded at `sample`.
@@ -1375,8 +1380,8 @@ mod tests {
         let cases: [Case; 5] = [
             // Re-created: another inode, fewer drops than the old socket had.
             (&[(1, 100)], &[(2, 4)], Some(4)),
-            // The same inode with a lower count is a socket that reused a closed one's inode.
-            (&[(1, 100)], &[(1, 4)], Some(4)),
+            // The same inode with a lower count: its 32-bit counter wrapped.
+            (&[(1, 100)], &[(1, 4)], Some((1 << 32) - 100 + 4)),
             // An SO_REUSEPORT group: one socket closed, one kept (10 more), one new (7).
             (&[(1, 100), (2, 50)], &[(2, 60), (3, 7)], Some(17)),
             // Nothing new, nothing negative.
@@ -1503,6 +1508,35 @@ mod tests {
                 (Some(1), None)
             ]
         );
+    }
+
+    /// Defect: sock_diag gives `sk_drops` in 32 bits, and a socket's count that wrapped was
+    /// taken for a new socket that reused the inode: 4294967290 then 10 counted 10, not 16.
+    #[test]
+    fn a_socket_drop_counter_that_wraps_counts_across_the_wrap() {
+        let t0 = Instant::now();
+        const NEAR: u64 = u32::MAX as u64 - 5;
+        let cases: [(&[Dump], u64); 3] = [
+            (&[Some(&[(1, NEAR)]), Some(&[(1, 10)])], 16),
+            // Wrapped between two ticks of the window.
+            (
+                &[Some(&[(1, NEAR)]), Some(&[(1, NEAR + 5)]), Some(&[(1, 3)])],
+                9,
+            ),
+            // Wrapped while the dump between failed.
+            (&[Some(&[(1, NEAR)]), None, Some(&[(1, 0)])], 6),
+        ];
+        for (dumps, want) in cases {
+            let w = &windows_of_runs(t0, &[dumps])[0];
+            assert_eq!(overflows_of(w), Some((Some(want), None)), "{dumps:?}");
+        }
+        // The rules' tick windows count the same.
+        let samples = collected(vec![
+            dump(t0, 0, &[(1, NEAR)], true),
+            dump(t0, 1, &[(1, 10)], true),
+        ]);
+        let tick = tick_window(&samples[0], &samples[1]);
+        assert_eq!(overflows_of(&tick).unwrap().0, Some(16));
     }
 
     /// A namespace that discovery missed (unread for a tick, then forgotten) and that came back
