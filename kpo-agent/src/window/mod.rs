@@ -73,10 +73,19 @@ pub struct NetnsWindow {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct IrqWindow {
     pub irq: u32,
+    /// The line's action names in /proc/interrupts (`"a, b"` on a shared line).
     pub name: Option<String>,
+    /// Handler runs (`irq_handler_exit`), not interrupts: the kernel runs every handler of a
+    /// shared line for each interrupt, each with its own entry and exit, so on a line shared by
+    /// N handlers this is N times the line's /proc/interrupts difference. Telling the first
+    /// handler of an interrupt from the others would take the line's descriptor in the eBPF
+    /// program.
     pub count: u64,
+    /// `count` per second of the window.
     pub per_s: f64,
+    /// Total handler time.
     pub time_us: f64,
+    /// Mean time of one handler run (not of one interrupt on a shared line).
     pub mean_ns: f64,
 }
 
