@@ -11,6 +11,7 @@ mod common;
 mod control_socket;
 mod degraded;
 mod energy_trust;
+mod host_net;
 mod journal_crash;
 mod listener_carry;
 mod llm_advisor;
@@ -55,6 +56,11 @@ fn main() {
                 kpo_integration::needs_descriptors(listener_carry::DESCRIPTORS_TO_FILL_THE_RING)
             }),
             listener_carry::a_full_ring_counts_every_lost_event,
+        ),
+        trial(
+            "host_net::ip_bytes_count_ipv4_and_ipv6",
+            needs_root(),
+            host_net::ip_bytes_count_ipv4_and_ipv6,
         ),
         trial(
             "sensors_load::irq_softirq_sched_agree_with_proc",
