@@ -6,9 +6,9 @@
 //! | --- | --- | --- | --- |
 //! | [`monotonic`] | kernel counter that only grows while it exists (/proc/stat, diskstats, schedstat, netstat) | it was reset (device re-created, CPU unplugged) | 0: what was counted since is unknown |
 //! | [`monotonic_signed`] | the same, printed signed (net/snmp, for `TcpMaxConn` = -1) | as [`monotonic`] | 0 |
-//! | [`restarted`] | counter the agent's eBPF programs keep in a map slot; a listening socket's `sk_drops`, kept by socket inode | the slot was re-created and counts from 0; the inode was reused by a new socket | the new value |
+//! | [`restarted`] | counter the agent's eBPF programs keep in a map slot | the slot was re-created and counts from 0 | the new value |
 //! | [`wrapping_u32`] | kernel counter kept in 32 bits (softnet_stat, softirqs, interrupts) | a wrap past 2^32 if it fell by more than half the range, else a reset | the wrapped distance, or 0 |
-//! | [`wrapping`] | counter that wraps to 0 after a known range (RAPL `energy_uj` after `max_energy_range_uj`) | one wrap | `range - before + now` |
+//! | [`wrapping`] | counter that wraps to 0 after a known range (RAPL `energy_uj` after `max_energy_range_uj`; a listening socket's `sk_drops`, 32 bits in sock_diag, by socket inode) | one wrap | `range - before + now` |
 //!
 //! None of them panics or overflows, whatever the readings.
 
@@ -34,7 +34,7 @@ pub fn restarted(before: u64, now: u64) -> u64 {
 }
 
 /// A counter that wraps to 0 after reaching `range` (RAPL's `energy_uj` after
-/// `max_energy_range_uj`). A fall is one wrap, so readings must be closer together than one wrap
+/// `max_energy_range_uj`, a socket's 32-bit `sk_drops`). A fall is one wrap, so readings must be closer together than one wrap
 /// period.
 pub fn wrapping(before: u64, now: u64, range: u64) -> u64 {
     if now >= before {

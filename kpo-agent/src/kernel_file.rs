@@ -23,8 +23,8 @@ pub mod limit {
     /// and pages are at most 64 KiB.
     pub const ATTRIBUTE: usize = 64 * 1024;
     /// A /proc file whose size does not grow with the machine (`loadavg`, `meminfo`,
-    /// `pressure/*`, `net/netstat`, `net/snmp`, `<pid>/comm`): a few KiB today; the bound leaves
-    /// room for decades of new fields.
+    /// `pressure/*`, `net/netstat`, `net/snmp`, `net/snmp6`, `<pid>/comm`): a few KiB today; the
+    /// bound leaves room for decades of new fields.
     pub const FIXED: usize = 256 * 1024;
     /// A /proc file with a line or a column per CPU, IRQ or device (`stat`, `interrupts`,
     /// `softirqs`, `net/softnet_stat`, `schedstat`, `diskstats`): `interrupts` on 512 CPUs with

@@ -17,6 +17,8 @@ use kpo_common::{
 
 use crate::helpers::{epoch, now_ns, offsets, read, report, socket_key, Exit};
 
+/// 4096 is the least: the agent sizes it to the machine's CPUs at load
+/// (`LISTENER_MAP_DECLARED` in kpo-agent/src/sensors/loader.rs must match).
 #[map(name = "KPO_LISTENERS")]
 static LISTENERS: LruPerCpuHashMap<ListenerKey, ListenerCounters> =
     LruPerCpuHashMap::with_max_entries(4096, 0);

@@ -40,6 +40,9 @@ pub fn kpo_irq_entry(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Counts handler runs, not interrupts: on a shared line the kernel runs each handler of the
+/// line for one interrupt, with its own entry and exit, and which run is an interrupt's first
+/// is not in the tracepoint's arguments.
 #[raw_tracepoint(tracepoint = "irq_handler_exit")]
 pub fn kpo_irq_exit(ctx: RawTracePointContext) -> i32 {
     let irq: i32 = ctx.arg(0);

@@ -225,6 +225,54 @@ pub fn drops_while_a_namespace_was_unread_are_counted_once() {
     assert_eq!(total, at_end.0 - at_start.0, "vs ss -ltnm d<N>");
 }
 
+/// A service restarted mid-window: its listener, after drops that a tick's dump saw, is closed
+/// and listens again on the same port (a new socket, another inode), and drops more. The
+/// window's overflows must be the kernel's: the old socket's drops up to that dump plus the
+/// new socket's. Before, a socket missing from the end's dump counted nothing, and the window
+/// reported the new socket's drops alone.
+pub fn a_listener_restarted_mid_window_keeps_the_drops_its_tick_saw() {
+    let ns = Netns::new();
+    let inum = ns.inum();
+    let inside = Inside::of(&ns);
+    let old = inside.run(|| listen(PORT, BACKLOG));
+    // Drops from before the agent's first reading are not the window's to count.
+    burst(&inside, 20);
+    let (mut collector, mut builder) = start(false);
+    let at_start = kernel_drops(&inside);
+
+    burst(&inside, 20);
+    let old_drops = kernel_drops(&inside).0 - at_start.0;
+    assert!(old_drops > 0, "the burst must overflow the old listener");
+    // A tick inside the window: its dump sees the old socket's drops.
+    builder.push(collector.sample());
+    // No connection is in flight (burst waited), so the old socket drops nothing more.
+    drop(old);
+    let _new = inside.run(|| listen(PORT, BACKLOG));
+    burst(&inside, 20);
+    let at_end = kernel_drops(&inside);
+    assert!(at_end.0 > 0, "the burst must overflow the new listener");
+    let (window, _) = close_window(&mut collector, builder);
+    let l = window
+        .listeners
+        .iter()
+        .find(|l| (l.netns, l.port) == (inum, PORT))
+        .unwrap_or_else(|| panic!("the listener: {:#?}", window.listeners));
+    assert_eq!(l.overflows_since, None);
+    let overflows = l.overflows.expect("its namespace was read at the end");
+    assert_eq!(
+        overflows,
+        at_end.1 - at_start.1,
+        "vs TcpExtListenOverflows (the old socket's {old_drops}, then ss d<N> {} of the new one)",
+        at_end.0
+    );
+    assert_eq!(overflows, at_end.2 - at_start.2, "vs TcpExtListenDrops");
+    assert_eq!(
+        overflows,
+        old_drops + at_end.0,
+        "vs ss -ltnm d<N> of each socket"
+    );
+}
+
 /// How many listeners fill the ring half again: each holds two descriptors (its own and its
 /// client's), hence [`DESCRIPTORS_TO_FILL_THE_RING`].
 pub const LISTENERS_TO_FILL_THE_RING: u16 = 2400;

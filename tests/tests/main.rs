@@ -11,6 +11,7 @@ mod common;
 mod control_socket;
 mod degraded;
 mod energy_trust;
+mod host_net;
 mod journal_crash;
 mod listener_carry;
 mod llm_advisor;
@@ -45,11 +46,21 @@ fn main() {
             listener_carry::drops_while_a_namespace_was_unread_are_counted_once,
         ),
         trial(
+            "listener_carry::a_listener_restarted_mid_window_keeps_the_drops_its_tick_saw",
+            req(),
+            listener_carry::a_listener_restarted_mid_window_keeps_the_drops_its_tick_saw,
+        ),
+        trial(
             "listener_carry::a_full_ring_counts_every_lost_event",
             req().or_else(|| {
                 kpo_integration::needs_descriptors(listener_carry::DESCRIPTORS_TO_FILL_THE_RING)
             }),
             listener_carry::a_full_ring_counts_every_lost_event,
+        ),
+        trial(
+            "host_net::ip_bytes_count_ipv4_and_ipv6",
+            needs_root(),
+            host_net::ip_bytes_count_ipv4_and_ipv6,
         ),
         trial(
             "sensors_load::irq_softirq_sched_agree_with_proc",

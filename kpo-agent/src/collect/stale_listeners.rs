@@ -1,6 +1,7 @@
 //! Which entries of the accept-queue sensor's map to delete: those of listeners that are gone.
 //!
-//! `KPO_LISTENERS` is an LRU map of 4096 keys, and an entry stays after its listener closes. On a
+//! `KPO_LISTENERS` is an LRU map of at least 4096 keys (sized to the CPUs at load), and an entry
+//! stays after its listener closes. On a
 //! node whose pods come and go, every pod's namespace leaves its listeners' entries behind, the
 //! map fills, and every tick reads all of it (one lookup per entry, a value per CPU). The LRU
 //! would evict them only when a new key needs room.

@@ -7,7 +7,7 @@ use aya::{
     programs::{raw_trace_point::RawTracePointLinkId, RawTracePoint},
     Ebpf, EbpfLoader,
 };
-use kpo_common::{GLOBAL_OFFSETS, MAP_IRQS, MAP_NOTABLE};
+use kpo_common::{ListenerCounters, GLOBAL_OFFSETS, MAP_IRQS, MAP_LISTENERS, MAP_NOTABLE};
 use tracing::{error, info, warn};
 
 use super::{btf, ebpf_log, OffReason, SensorKind, SensorStatus};
@@ -103,12 +103,15 @@ impl Sensors {
         let ebpf = if EBPF_OBJECT.is_empty() {
             Err("the eBPF object is empty (built with AYA_BUILD_SKIP=1)".to_string())
         } else {
+            // Possible CPUs: per-CPU maps hold a value for each.
             let cpus = aya::util::nr_cpus().map_or(1, |n| n);
             let irq_entries = irq_map_entries(&read_interrupts(), cpus);
-            let load = |irq_entries: Option<u32>| {
+            let listener_entries = listener_map_entries(cpus);
+            let load = |sized: bool| {
                 let mut loader = EbpfLoader::new();
-                if let Some(entries) = irq_entries {
-                    loader.map_max_entries(MAP_IRQS, entries);
+                if sized {
+                    loader.map_max_entries(MAP_IRQS, irq_entries);
+                    loader.map_max_entries(MAP_LISTENERS, listener_entries);
                 }
                 loader
                     .override_global(GLOBAL_OFFSETS, &resolved.offsets, true)
@@ -116,15 +119,19 @@ impl Sensors {
                     .load(EBPF_OBJECT)
                     .map_err(|e| format!("loading the eBPF object failed: {}", with_causes(&e)))
             };
-            match load(Some(irq_entries)) {
-                // A larger IRQ map the kernel refused (memory) must not cost every sensor: the
-                // object's own size is tried once more.
-                Err(reason) if irq_entries > IRQ_MAP_DECLARED => {
+            match load(true) {
+                // Larger maps the kernel refused (memory) must not cost every sensor: the
+                // object's own sizes are tried once more.
+                Err(reason)
+                    if irq_entries > IRQ_MAP_DECLARED
+                        || listener_entries > LISTENER_MAP_DECLARED =>
+                {
                     warn!(
-                        "{reason}; loading it again with room for {IRQ_MAP_DECLARED} IRQs, not \
-                         {irq_entries}"
+                        "{reason}; loading it again with room for {IRQ_MAP_DECLARED} IRQs and \
+                         {LISTENER_MAP_DECLARED} listeners, not {irq_entries} and \
+                         {listener_entries}"
                     );
-                    load(None)
+                    load(false)
                 }
                 loaded => loaded,
             }
@@ -452,6 +459,29 @@ fn irq_map_entries(interrupts: &str, cpus: usize) -> u32 {
         .max(IRQ_MAP_DECLARED)
 }
 
+/// `KPO_LISTENERS`'s size in the object (kpo-ebpf/src/accept_queue.rs), and the bytes of its
+/// value on each CPU (the kernel rounds a per-CPU value to 8 bytes).
+const LISTENER_MAP_DECLARED: u32 = 4096;
+const LISTENER_VALUE_BYTES: usize = std::mem::size_of::<ListenerCounters>().next_multiple_of(8);
+
+/// Room in `KPO_LISTENERS`, an LRU map shared by all CPUs: before Linux 6.16 every CPU that
+/// inserts keeps up to 128 free entries for itself, and when the map's free entries run out
+/// those are refilled by evicting live ones; with 4096 entries on more than 32 CPUs, live
+/// listeners were evicted long before 4096 of them. 256 per possible CPU leaves at least half
+/// of the map to live entries. The map is preallocated with a value per CPU, so its memory grows
+/// with the square of the CPUs: at most 64 MiB of values (256 each up to 73 CPUs; past about 105
+/// the CPUs' free entries can again take all of it), and never under the 4096 the object
+/// declares.
+fn listener_map_entries(cpus: usize) -> u32 {
+    const PER_CPU: usize = 256;
+    const MOST_BYTES: usize = 64 << 20;
+    let cpus = cpus.max(1);
+    let most = MOST_BYTES / (LISTENER_VALUE_BYTES * cpus);
+    u32::try_from(cpus.saturating_mul(PER_CPU).min(most))
+        .unwrap_or(u32::MAX)
+        .max(LISTENER_MAP_DECLARED)
+}
+
 fn read_interrupts() -> String {
     std::fs::read("/proc/interrupts")
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
@@ -482,6 +512,23 @@ mod tests {
     }
 
     use super::*;
+
+    /// Defect: the listeners' LRU map had 4096 entries whatever the machine, and before Linux
+    /// 6.16 each CPU holds up to 128 free entries of it, so past 32 CPUs live listeners were
+    /// evicted (and their counts lost) with far fewer than 4096 listeners.
+    #[test]
+    fn the_listener_map_has_256_entries_per_cpu_within_its_memory_bound() {
+        assert_eq!(LISTENER_VALUE_BYTES, 48);
+        assert_eq!(listener_map_entries(0), 4096);
+        assert_eq!(listener_map_entries(2), 4096);
+        assert_eq!(listener_map_entries(16), 4096);
+        assert_eq!(listener_map_entries(17), 4352);
+        assert_eq!(listener_map_entries(64), 16_384);
+        // 64 MiB of 48-byte values on 96 CPUs: 14563 entries, not 24576.
+        assert_eq!(listener_map_entries(96), 14_563);
+        // ...but never below the object's own size.
+        assert_eq!(listener_map_entries(8192), 4096);
+    }
 
     /// Defect: on kernels before 5.18 sched_switch passes three arguments, and attaching the
     /// sched program, which reads a fourth, failed with a bare EINVAL at its first duty period.

@@ -119,16 +119,21 @@ pub(super) fn softirq_deltas(first: &Softirqs, last: &Softirqs) -> BTreeMap<Stri
 }
 
 /// Interrupts delivered between the readings, over the lines both list. A line whose
-/// description changed was freed and its number given to another handler (`ethtool -L`, a
-/// driver reload): its counts start again from 0, and a fall from above half the 32-bit range
-/// would pass for a wrap, so it counts from 0.
+/// description changed may have been freed and its number given to another handler
+/// (`ethtool -L`, a driver reload), whose counts start again from 0: when one of its per-CPU
+/// counts fell, it counts from 0 (a fall from above half the 32-bit range would pass for a
+/// wrap). When none fell, its counts went on: a legacy IRQ keeps them across `free_irq` (`4-edge
+/// ttyS0` loses `ttyS0` when the port is closed) and a shared line when a handler binds or
+/// unbinds; from 0 they would add everything since boot to one window.
 pub(super) fn interrupt_delta(first: &Interrupts, last: &Interrupts) -> u64 {
     last.lines
         .iter()
         .filter(|l| !l.is_error_count())
         .filter_map(|now| {
             let before = first.lines.iter().find(|l| l.id == now.id)?;
-            if before.description != now.description {
+            if before.description != now.description
+                && any_per_cpu_fell(&first.cpus, &before.counts, &last.cpus, &now.counts)
+            {
                 return Some(
                     now.counts
                         .iter()
@@ -143,6 +148,17 @@ pub(super) fn interrupt_delta(first: &Interrupts, last: &Interrupts) -> u64 {
             ))
         })
         .fold(0, u64::saturating_add)
+}
+
+/// Whether a count of a CPU both readings list went down.
+fn any_per_cpu_fell(first_cpus: &[u32], first: &[u64], last_cpus: &[u32], last: &[u64]) -> bool {
+    last_cpus.iter().zip(last).any(|(cpu, now)| {
+        first_cpus
+            .iter()
+            .position(|c| c == cpu)
+            .and_then(|i| first.get(i))
+            .is_some_and(|before| now < before)
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -194,5 +210,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(interrupt_delta(&first, &last), 10 + 30);
+    }
+
+    /// Defect: any change of a line's description was taken for an IRQ re-created with zeroed
+    /// counts, so a legacy IRQ whose handler was freed (`ttyS0` closed) or a shared line that
+    /// lost a handler added its whole since-boot count to one window. Their counts go on: the
+    /// difference is what was delivered.
+    #[test]
+    fn an_irq_whose_description_changed_but_whose_counts_went_on_counts_the_difference() {
+        let first = parse_interrupts(
+            "           CPU0       CPU1
+  4: 1000000 2000000 IO-APIC 4-edge ttyS0
+              11: 500 700 IO-APIC 11-fasteoi uhci_hcd:usb1, eth0
+              24: 3000000000 5 PCI-MSI 1-edge eth0-rx-0
+",
+        )
+        .unwrap();
+        let last = parse_interrupts(
+            "           CPU0       CPU1
+  4: 1000005 2000010 IO-APIC 4-edge
+              11: 520 700 IO-APIC 11-fasteoi uhci_hcd:usb1
+              24: 3000000001 5 PCI-MSI 1-edge eth0-rx-0
+",
+        )
+        .unwrap();
+        assert_eq!(interrupt_delta(&first, &last), 15 + 20 + 1);
+        // A handler bound again, the counts still going on.
+        let again = parse_interrupts(
+            "           CPU0       CPU1
+  4: 1000007 2000010 IO-APIC 4-edge ttyS0
+              11: 520 703 IO-APIC 11-fasteoi uhci_hcd:usb1, eth0
+              24: 3000000001 5 PCI-MSI 1-edge eth0-rx-0
+",
+        )
+        .unwrap();
+        assert_eq!(interrupt_delta(&last, &again), 2 + 3);
     }
 }

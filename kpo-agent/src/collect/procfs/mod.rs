@@ -224,6 +224,19 @@ fn read_optional_with<T>(
     }
 }
 
+/// [`read_parsed`] for files whose absence means a kernel feature is off: `Ok(None)` then.
+fn read_optional_parsed<T>(
+    root: &ProcRoot,
+    rel: &str,
+    limit: usize,
+    parse: impl FnOnce(&str) -> Parsed<T>,
+) -> Result<Option<Parsed<T>>, ProcError> {
+    match read_parsed(root, rel, limit, parse) {
+        Err(ProcError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => Ok(None),
+        other => other.map(Some),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

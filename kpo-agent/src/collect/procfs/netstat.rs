@@ -1,4 +1,5 @@
-//! /proc/net/netstat and /proc/net/snmp: the network namespace's protocol counters.
+//! /proc/net/netstat, /proc/net/snmp and /proc/net/snmp6: the network namespace's protocol
+//! counters.
 //!
 //! Both files are pairs of lines, a header naming the columns and a line of values, each starting
 //! with the same group prefix:
@@ -10,6 +11,12 @@
 //! `TcpExtListenOverflows`, `IpExtInOctets`, `TcpRetransSegs`. Values are signed because snmp's
 //! `TcpMaxConn` is -1 (no limit).
 //!
+//! /proc/net/snmp6 (IPv6; IPv4's counters are in the other two) is one counter a line, already
+//! under nstat's name:
+//! ```text
+//! Ip6InOctets                     512
+//! ```
+//!
 //! The files describe the namespace of the process that opened them (for /proc/net, the
 //! reader's own namespace).
 use std::collections::BTreeMap;
@@ -18,7 +25,7 @@ use crate::kernel_file::limit;
 
 use super::{
     fields::{number, numbered_lines},
-    read_parsed, Parsed, ProcError, ProcRoot,
+    read_optional_parsed, read_parsed, Parsed, ProcError, ProcRoot,
 };
 
 /// Counter name (nstat style) to value.
@@ -26,6 +33,7 @@ pub type NetCounters = BTreeMap<String, i64>;
 
 const NETSTAT: &str = "/proc/net/netstat";
 const SNMP: &str = "/proc/net/snmp";
+const SNMP6: &str = "/proc/net/snmp6";
 
 pub fn parse_netstat(text: &str) -> Parsed<NetCounters> {
     parse_pairs(text, NETSTAT)
@@ -41,6 +49,35 @@ pub fn read_netstat(root: &ProcRoot) -> Result<Parsed<NetCounters>, ProcError> {
 
 pub fn read_snmp(root: &ProcRoot) -> Result<Parsed<NetCounters>, ProcError> {
     read_parsed(root, "net/snmp", limit::FIXED, parse_snmp)
+}
+
+/// A line that does not read as a name and a number loses only itself.
+pub fn parse_snmp6(text: &str) -> Parsed<NetCounters> {
+    let mut counters = NetCounters::new();
+    let mut errors = Vec::new();
+    for (line_no, line) in numbered_lines(text) {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some(name), Some(value), None) => match number(SNMP6, line_no, name, value) {
+                Ok(value) => {
+                    counters.insert(name.to_string(), value);
+                }
+                Err(e) => errors.push(e),
+            },
+            _ => errors.push(ProcError::parse(
+                SNMP6,
+                line_no,
+                format!("expected `Name value`, found {line:?}"),
+            )),
+        }
+    }
+    Parsed::new(counters, errors)
+}
+
+/// `Ok(None)` when the kernel has no IPv6 (booted with `ipv6.disable=1`, built without it): it
+/// then prints no snmp6, and carries no IPv6 traffic.
+pub fn read_snmp6(root: &ProcRoot) -> Result<Option<Parsed<NetCounters>>, ProcError> {
+    read_optional_parsed(root, "net/snmp6", limit::FIXED, parse_snmp6)
 }
 
 /// Both files share one format. Groups and columns we do not know are kept (they cost nothing).
@@ -181,6 +218,44 @@ UdpLite: 0 0 0 0 0 0 0 0 0
         assert_eq!(c["TcpInSegs"], 16107892);
         assert_eq!(c["IcmpMsgInType3"], 1);
         assert_eq!(c["UdpLiteMemErrors"], 0);
+    }
+
+    /// This machine's own file, read once: the parser keeps every line's counter under its
+    /// name, as a plain split of the same text gives them.
+    #[test]
+    fn parses_the_real_snmp6() {
+        let Ok(text) = std::fs::read_to_string("/proc/net/snmp6") else {
+            eprintln!("skipped: no /proc/net/snmp6 (IPv6 off in this kernel)");
+            return;
+        };
+        let c = parse_snmp6(&text).strict().unwrap();
+        let plain: NetCounters = text
+            .lines()
+            .filter_map(|l| {
+                let (name, value) = l.split_once(char::is_whitespace)?;
+                Some((name.to_string(), value.trim().parse().ok()?))
+            })
+            .collect();
+        assert_eq!(c, plain);
+        assert!(c.contains_key("Ip6InOctets") && c.contains_key("Ip6OutOctets"));
+    }
+
+    #[test]
+    fn a_bad_snmp6_line_loses_only_itself() {
+        let Parsed { value: c, errors } =
+            parse_snmp6("Ip6InOctets 512\nIp6OutOctets 1x\nIp6InDelivers\nIcmp6InMsgs 3\n");
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            [
+                "/proc/net/snmp6 line 2: Ip6OutOctets: \"1x\" is not a valid number",
+                "/proc/net/snmp6 line 3: expected `Name value`, found \"Ip6InDelivers\""
+            ]
+        );
+        assert_eq!(
+            c,
+            NetCounters::from([("Ip6InOctets".into(), 512), ("Icmp6InMsgs".into(), 3)])
+        );
     }
 
     #[test]

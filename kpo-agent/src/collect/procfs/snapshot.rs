@@ -6,7 +6,7 @@ use super::{
     interrupts::{read_interrupts, Interrupts},
     loadavg::{read_loadavg, Loadavg},
     meminfo::{read_meminfo, Meminfo},
-    netstat::{read_netstat, read_snmp, NetCounters},
+    netstat::{read_netstat, read_snmp, read_snmp6, NetCounters},
     pressure::{read_pressure, Pressure},
     schedstat::{read_schedstat, Schedstat},
     softirqs::{read_softirqs, Softirqs},
@@ -29,6 +29,9 @@ pub struct HostSnapshot {
     pub pressure: Option<Pressure>,
     pub netstat: Option<NetCounters>,
     pub snmp: Option<NetCounters>,
+    /// IPv6's counters; `Some(None)` when the kernel has no IPv6 (no snmp6, and no IPv6
+    /// traffic), `None` when they could not be read.
+    pub snmp6: Option<Option<NetCounters>>,
     pub softnet: Option<Softnet>,
     pub diskstats: Option<Diskstats>,
     pub softirqs: Option<Softirqs>,
@@ -48,6 +51,7 @@ impl HostSnapshot {
             pressure: None,
             netstat: None,
             snmp: None,
+            snmp6: None,
             softnet: None,
             diskstats: None,
             softirqs: None,
@@ -69,6 +73,8 @@ impl HostSnapshot {
         snapshot.loadavg = keep(&mut errors, read_loadavg(root));
         snapshot.netstat = keep_parsed(&mut errors, read_netstat(root));
         snapshot.snmp = keep_parsed(&mut errors, read_snmp(root));
+        snapshot.snmp6 =
+            keep(&mut errors, read_snmp6(root)).map(|read| read.map(|p| p.keep(&mut errors)));
         snapshot.softnet = keep(&mut errors, read_softnet(root));
         snapshot.diskstats = keep(&mut errors, read_diskstats(root));
         snapshot.softirqs = keep(&mut errors, read_softirqs(root));
