@@ -2642,23 +2642,7 @@ guard_signals = ["listen_overflows", "request_p99"]
 /// above the max: nothing is written and undone for it, and nothing fails.
 #[test]
 fn the_search_leaves_out_a_min_above_the_max() {
-    let policy = r#"
-[guard]
-max_changes_per_hour = 1000
-
-[params."cpufreq:policy0:scaling_max_freq"]
-mode = "auto"
-min = 1200000
-max = 3000000
-sources = ["optimizer"]
-
-[params."cpufreq:policy0:scaling_min_freq"]
-mode = "auto"
-min = 1200000
-max = 2400000
-sources = ["optimizer"]
-"#;
-    let mut rig = Rig::new(policy, true, "budget = 12");
+    let mut rig = Rig::new(&limits_policy("keep", "keep"), true, "budget = 12");
     let min_file = rig.max_freq_file.with_file_name("scaling_min_freq");
     let read = |f: &Path| -> i64 { std::fs::read_to_string(f).unwrap().trim().parse().unwrap() };
     for _ in 0..15 {

@@ -100,6 +100,15 @@ impl Setup {
     fn value(&self) -> Value {
         self.k.0.lock().unwrap().values[NS].clone()
     }
+    /// Someone (a rule, a person) writes `v` to the kernel.
+    fn set_value(&self, v: i128) {
+        self.k
+            .0
+            .lock()
+            .unwrap()
+            .values
+            .insert(NS.into(), Value::Int(v));
+    }
 }
 
 #[test]
@@ -241,11 +250,7 @@ fn an_approval_clears_when_its_advice_stops_or_the_kernel_has_the_value() {
         s.consider(vec![rec(Source::Rules, 48, false)]);
     }
     assert_eq!(s.desk.pending().unwrap().len(), 1);
-    s.k.0
-        .lock()
-        .unwrap()
-        .values
-        .insert(NS.into(), Value::Int(48));
+    s.set_value(48);
     s.desk.on_window(&s.path);
     assert!(s.desk.pending().unwrap().is_empty());
     assert_eq!(
@@ -420,11 +425,7 @@ fn llm_advice_made_against_a_value_the_kernel_no_longer_has_is_refused() {
     for auto in [true, false] {
         let dir = tempfile::tempdir().unwrap();
         let mut s = setup(dir.path(), "auto");
-        s.k.0
-            .lock()
-            .unwrap()
-            .values
-            .insert(NS.into(), Value::Int(48));
+        s.set_value(48);
         let out = s.consider(vec![rec(Source::Llm, 32, auto)]);
         assert!(out.applied.is_empty(), "auto {auto}");
         assert_eq!(s.value(), Value::Int(48), "auto {auto}");
@@ -444,11 +445,7 @@ fn llm_advice_made_against_a_value_the_kernel_no_longer_has_is_refused() {
     // Moved to the advised value itself: nothing to refuse, it is simply unchanged.
     let dir = tempfile::tempdir().unwrap();
     let mut s = setup(dir.path(), "auto");
-    s.k.0
-        .lock()
-        .unwrap()
-        .values
-        .insert(NS.into(), Value::Int(32));
+    s.set_value(32);
     s.consider(vec![rec(Source::Llm, 32, true)]);
     assert_eq!(s.desk.explain(NS, 1)[0].entry.done, Done::Unchanged);
 }
@@ -586,11 +583,7 @@ fn an_approval_whose_kernel_value_moved_since_is_cleared_not_applied() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = setup(dir.path(), "recommend");
     s.consider(vec![rec(Source::Rules, 32, false)]);
-    s.k.0
-        .lock()
-        .unwrap()
-        .values
-        .insert(NS.into(), Value::Int(48));
+    s.set_value(48);
     s.desk.on_window(&s.path);
     assert!(s.desk.pending().unwrap().is_empty());
     let resolved = serde_json::to_value(s.desk.take_events().pop().unwrap()).unwrap();
