@@ -496,8 +496,9 @@ impl Deciding {
     /// changes, which no policy's bounds hold back (only the built-in deny-list, the same in
     /// every policy), so the new policy cannot refuse it; what the new policy decides is where
     /// to: the cheapest configuration measured within the SLO that its bounds allow, or else the
-    /// start (what the knobs held when this loop began, not a trial; when that was a killed
-    /// agent's trial, what they held before the trials). Settled under the old
+    /// start (what the knobs held when this loop began, not a trial; when that was a stopped
+    /// agent's trial measured beyond the SLO, what they held before the trials). Settled under
+    /// the old
     /// policy, the loop could rest on a measured value the operator has just excluded, and the
     /// new loop would start from it and leave it in place until its first trial moves it away
     /// (never, without traffic on the SLO port): narrowing a bound would not take the loop's

@@ -708,7 +708,8 @@ fn read_knobs(path: &ChangePath, knobs: &[Knob]) -> Result<Vec<f64>, String> {
 impl AgentOptimizer {
     /// The agent is stopping: a trial in place makes way for the best configuration measured
     /// within the SLO (or the start, or what the knobs held before the trials when the start is
-    /// a killed agent's trial), so that no experiment outlives the agent unwatched. Not
+    /// a stopped agent's trial measured beyond the SLO), so that no experiment outlives the
+    /// agent unwatched. Not
     /// when every knob's parameters go back to their originals anyway (`on_exit = "revert"`).
     pub fn on_exit(&mut self, path: &mut ChangePath, guard: &mut Guard) -> Vec<LiveEvent> {
         let all_revert =

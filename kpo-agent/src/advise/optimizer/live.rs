@@ -18,8 +18,8 @@
 //!    `recheck_tolerance_rel`, the search restarts.
 //!
 //! At shutdown, [`LiveOptimizer::settle`] puts the best feasible configuration measured (or the
-//! start; or what the knobs held before the trials, when the start is a trial a killed agent
-//! left) in place of a trial, so that no experiment outlives the agent unwatched.
+//! start; or what the knobs held before the trials, when the start is a trial a stopped agent
+//! left and it was measured beyond the SLO) in place of a trial, so that no experiment outlives the agent unwatched.
 //!
 //! The loop reaches the kernel only through [`Knobs`]: in the agent, the change path (policy,
 //! write-ahead journal, actuators, read-back) with the guard watching (`super::agent`). A
