@@ -93,6 +93,15 @@ pub fn check_values(path: &mut ChangePath, guard: &mut Guard) -> Vec<Event> {
         .journal
         .params()
         .filter(|p| p.yielded.is_none())
+        // A namespace named by a path that names another one now (`ip netns del web; ip netns
+        // add web`): the path reaches a namespace KPO never changed, whose own value is nobody's
+        // change, and whose journal key (by the new inode) is not this parameter's. Yielding there
+        // would repeat every window and hold the new namespace's key as a person's.
+        .filter(|p| {
+            p.address
+                .as_ref()
+                .is_some_and(|a| crate::journal::target_key(a) == p.key)
+        })
         .filter_map(|p| Some((p.address.clone()?, p.last_applied.clone()?)))
         .collect();
     let mut events = Vec::new();
@@ -278,6 +287,56 @@ mod tests {
                 assert_eq!(p.journal.param_state(&address).unwrap().original, None);
             }
         }
+    }
+
+    /// A namespace named by a path, deleted and made again under the same name (a new inode):
+    /// the value at the path is the new namespace's own, not someone's change to KPO's. No
+    /// yield, neither of the parameter KPO changed nor of the new namespace's, which KPO may
+    /// still change. Defect: yielded every window, under the new namespace's key.
+    #[test]
+    fn a_path_that_names_another_namespace_now_is_not_yielded_to() {
+        let ns = tempfile::tempdir().unwrap();
+        let file = ns.path().join("web");
+        std::fs::write(&file, "").unwrap();
+        let address: ParamAddress = format!("net.core.somaxconn@netns:{}", file.display())
+            .parse()
+            .unwrap();
+        let policy = "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmin = 128\nmax = 65535\n";
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(&address.to_string(), Value::Int(4096))]);
+        let (mut p, _) = path(dir.path(), policy, &k);
+        let mut guard = Guard::new(GuardConfig::default());
+        p.propose(&Proposal {
+            address: address.clone(),
+            value: Value::Int(8192),
+            source: Source::Operator,
+            reason: "test".into(),
+        })
+        .unwrap();
+        let old_key = crate::journal::target_key(&address);
+        // Made again: a new file (so a new inode) put in its place, with its own default.
+        std::fs::write(ns.path().join("web.new"), "").unwrap();
+        std::fs::rename(ns.path().join("web.new"), &file).unwrap();
+        assert_ne!(crate::journal::target_key(&address), old_key);
+        k.0.lock()
+            .unwrap()
+            .values
+            .insert(address.to_string(), Value::Int(4096));
+        for _ in 0..2 {
+            let events = super::check_values(&mut p, &mut guard);
+            assert!(events.is_empty(), "{events:?}");
+        }
+        assert!(p.journal.params().all(|s| s.yielded.is_none()));
+        // The new namespace is KPO's to change.
+        let r = p
+            .propose(&Proposal {
+                address: address.clone(),
+                value: Value::Int(16384),
+                source: Source::Rules,
+                reason: "test".into(),
+            })
+            .unwrap();
+        assert_eq!(r.status, crate::change::ChangeStatus::Applied, "{r:?}");
     }
 
     /// `kpo resume PARAM` hands a yielded parameter back with the person's value in the
