@@ -68,6 +68,11 @@ fn main() {
             sensors_load::irq_softirq_sched_agree_with_proc,
         ),
         trial(
+            "sensors_load::a_sampled_span_runs_from_attach_to_detach",
+            req(),
+            sensors_load::a_sampled_span_runs_from_attach_to_detach,
+        ),
+        trial(
             "sensors_load::idle_namespace_traffic_is_quiet",
             req(),
             sensors_load::idle_namespace_traffic_is_quiet,

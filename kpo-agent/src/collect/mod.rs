@@ -15,7 +15,13 @@ pub mod stale_listeners;
 
 pub use proc_root::{check_proc_root, ProcRootError};
 
-use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc, time::Instant};
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use kpo_common::{ListenerKey, NapiKey};
 use time::OffsetDateTime;
@@ -94,12 +100,15 @@ pub struct Sample {
     /// absent when that namespace could not be entered or no longer has the device.
     pub napi_devices: BTreeMap<NapiKey, String>,
     pub host: HostSnapshot,
-    /// Whether the duty-cycled sensors were attached during the tick this sample closes.
-    pub duty_attached: bool,
+    /// How long the duty-cycled sensors other than the accept queue were attached during the
+    /// tick this sample closes: the span their counts cover.
+    pub duty_sampled: Duration,
     /// Whether the accept-queue sensor is on (else `enqueued` is unknown, not zero).
     pub accept_queue_sensor: bool,
     /// Whether the accept-queue sensor was attached during the tick this sample closes.
     pub accept_queue_attached: bool,
+    /// How long the accept-queue sensor was attached during that tick.
+    pub accept_queue_sampled: Duration,
     /// Whether the SYN-ACK retransmit sensor is on (else `synack_retrans` is unknown, not zero).
     pub synack_retrans_sensor: bool,
     /// Whether the sched sensor is on (else its context switches are unknown, not zero).
@@ -136,7 +145,11 @@ impl Collector {
     }
 
     pub fn sample(&mut self) -> Sample {
-        let duty_attached = self.sensors.duty_attached();
+        // The sample's instant is the map read's: the eBPF counts and the sensors' attached
+        // time end there, so a tick's length and its sampled span are measured between the same
+        // instants (at a duty fraction of 1 they are equal).
+        let (at, wall) = (Instant::now(), OffsetDateTime::now_utc());
+        let (duty_sampled, accept_queue_sampled) = self.sensors.take_attached_times(at);
         let accept_queue_attached = self.sensors.is_attached(SensorKind::AcceptQueue);
         let services = &self.services;
         let bpf = self.sensors.maps_mut().map(|maps| maps.read(services));
@@ -171,7 +184,6 @@ impl Collector {
             });
             self.health.round("request latency", untimed);
         }
-        let (at, wall) = (Instant::now(), OffsetDateTime::now_utc());
         if let Some(b) = &bpf {
             let stale = self
                 .stale_listeners
@@ -198,9 +210,10 @@ impl Collector {
             readings,
             napi_devices,
             host,
-            duty_attached,
+            duty_sampled,
             accept_queue_sensor: self.sensors.is_enabled(SensorKind::AcceptQueue),
             accept_queue_attached,
+            accept_queue_sampled,
             synack_retrans_sensor: self.sensors.is_enabled(SensorKind::SynackRetrans),
             sched_sensor: self.sensors.is_enabled(SensorKind::Sched),
         }

@@ -79,9 +79,10 @@ pub(crate) mod tests {
             readings: BTreeMap::new(),
             napi_devices: BTreeMap::new(),
             host: HostSnapshot::empty(Instant::now()),
-            duty_attached: false,
+            duty_sampled: std::time::Duration::ZERO,
             accept_queue_sensor: true,
             accept_queue_attached: false,
+            accept_queue_sampled: std::time::Duration::ZERO,
             synack_retrans_sensor: true,
             sched_sensor: true,
         }

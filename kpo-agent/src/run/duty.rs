@@ -28,10 +28,9 @@ pub struct Attached {
 }
 
 impl Attached {
-    /// Records in the sample what was attached during the tick it closes (the sensors' state at
-    /// the read itself may already be that of the next tick).
+    /// Records in the sample whether the accept-queue sensor was attached during the tick it
+    /// closes (the sensors' state at the read itself may already be that of the next tick).
     pub fn stamp(self, sample: &mut Sample) {
-        sample.duty_attached = self.duty;
         sample.accept_queue_attached = self.accept_queue;
     }
 }

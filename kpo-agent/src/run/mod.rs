@@ -173,11 +173,14 @@ pub async fn run(
     // Collect, then windows; the first sample is the first window's baseline.
     let mut collector = Collector::new(sensors, config.proc_root.clone());
     let mut pressure = PressureWatch::new(ticks_per_window);
+    // What the first tick samples is attached before the baseline's read, not after it as at
+    // every other tick: what it counts before that read is in the baseline, which windows count
+    // from, so at a duty fraction of 1 the sensors count the whole of every window.
+    duty.after_read(&mut collector.sensors, 0, false);
     let mut windows = Windows::new(collector.sample(), ticks_per_window);
     if let Some(m) = meter.as_mut() {
         let _ = m.read(); // the meter's interval starts with the first window
     }
-    duty.after_read(&mut collector.sensors, 0, false);
 
     let mut interval = tokio::time::interval(config.tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,6 +1,10 @@
 //! Loads the eBPF object and attaches each sensor's programs, switching a sensor off (never the
 //! agent) when its tracepoint, a BTF field or the verifier says no.
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use aya::{
     maps::{MapData, MapType, RingBuf},
@@ -10,7 +14,7 @@ use aya::{
 use kpo_common::{ListenerCounters, GLOBAL_OFFSETS, MAP_IRQS, MAP_LISTENERS, MAP_NOTABLE};
 use tracing::{error, info, warn};
 
-use super::{btf, ebpf_log, OffReason, SensorKind, SensorStatus};
+use super::{attached_time::AttachedTime, btf, ebpf_log, OffReason, SensorKind, SensorStatus};
 use crate::collect::bpf_maps::{self, BpfMaps};
 
 /// The compiled eBPF object, built by build.rs from `kpo-ebpf`.
@@ -72,6 +76,10 @@ pub struct Sensors {
     log: Option<ebpf_log::EbpfLog>,
     status: Vec<SensorStatus>,
     links: BTreeMap<SensorKind, Vec<(&'static str, RawTracePointLinkId)>>,
+    /// How long the duty-cycled sensors other than the accept queue were attached since the
+    /// last map read (see [`Sensors::take_attached_times`]).
+    duty_time: AttachedTime,
+    accept_queue_time: AttachedTime,
 }
 
 impl Sensors {
@@ -99,6 +107,8 @@ impl Sensors {
             log: None,
             status: Vec::new(),
             links: BTreeMap::new(),
+            duty_time: AttachedTime::default(),
+            accept_queue_time: AttachedTime::default(),
         };
         let ebpf = if EBPF_OBJECT.is_empty() {
             Err("the eBPF object is empty (built with AYA_BUILD_SKIP=1)".to_string())
@@ -355,6 +365,7 @@ impl Sensors {
         if changes.iter().any(|&(_, on)| on) {
             self.mark_sample_start();
         }
+        let detaching_at = Instant::now();
         for (kind, on) in changes {
             if !on {
                 self.detach(kind);
@@ -363,6 +374,25 @@ impl Sensors {
                 self.set_status(kind, Some(reason));
             }
         }
+        self.follow_attached_times(detaching_at);
+    }
+
+    fn follow_attached_times(&mut self, detaching_at: Instant) {
+        let attached_at = Instant::now();
+        let (duty, accept_queue) = (
+            self.duty_attached(),
+            self.is_attached(SensorKind::AcceptQueue),
+        );
+        self.duty_time.follow(duty, detaching_at, attached_at);
+        self.accept_queue_time
+            .follow(accept_queue, detaching_at, attached_at);
+    }
+
+    /// How long the duty-cycled sensors other than the accept queue, and the accept-queue
+    /// sensor, were attached since the previous call, up to `now`: the spans the counts read at
+    /// `now` cover, and what their rates are per second of.
+    pub fn take_attached_times(&mut self, now: Instant) -> (Duration, Duration) {
+        (self.duty_time.take(now), self.accept_queue_time.take(now))
     }
 
     fn mark_sample_start(&mut self) {
@@ -376,10 +406,12 @@ impl Sensors {
 
     /// Detaches everything (on shutdown).
     pub fn detach_all(&mut self) {
+        let detaching_at = Instant::now();
         let kinds: Vec<SensorKind> = self.links.keys().copied().collect();
         for kind in kinds {
             self.detach(kind);
         }
+        self.follow_attached_times(detaching_at);
     }
 }
 

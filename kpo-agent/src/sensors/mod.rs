@@ -5,6 +5,7 @@
 //! their tracepoints, whether it is duty-cycled, and the BTF fields its programs read. Why a sensor
 //! is off is an [`OffReason`], rendered as text in the `sensors` event (kunai's `compat.rs` keeps
 //! the same kind of per-program table).
+mod attached_time;
 pub mod btf;
 pub mod ebpf_log;
 mod loader;

@@ -310,12 +310,8 @@ impl WindowBuilder {
         let previous = self.last.as_ref().unwrap_or(&self.baseline);
         let tick = sample.at.saturating_duration_since(previous.at);
         self.elapsed += tick;
-        if sample.duty_attached {
-            self.sampled += tick;
-        }
-        if sample.accept_queue_attached {
-            self.accept_queue_sampled += tick;
-        }
+        self.sampled += sample.duty_sampled;
+        self.accept_queue_sampled += sample.accept_queue_sampled;
         observe_peaks(&mut self.peaks, &sample);
         add_requests(&mut self.requests, previous, &sample);
         count_dumps(&mut self.dropped, &self.reference, &sample);
@@ -418,16 +414,8 @@ pub fn tick_window(previous: &Sample, sample: &Sample) -> Window {
     let tick = sample.at.saturating_duration_since(previous.at);
     let spans = Spans {
         elapsed: tick,
-        sampled: if sample.duty_attached {
-            tick
-        } else {
-            Duration::ZERO
-        },
-        accept_queue_sampled: if sample.accept_queue_attached {
-            tick
-        } else {
-            Duration::ZERO
-        },
+        sampled: sample.duty_sampled,
+        accept_queue_sampled: sample.accept_queue_sampled,
     };
     assemble(
         previous,
@@ -936,9 +924,15 @@ mod tests {
             readings: BTreeMap::new(),
             napi_devices: BTreeMap::new(),
             host,
-            duty_attached: duty,
+            // Samples a second apart: a sampled tick is attached all of it.
+            duty_sampled: if duty {
+                Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            },
             accept_queue_sensor: true,
             accept_queue_attached: true,
+            accept_queue_sampled: Duration::from_secs(1),
             synack_retrans_sensor: true,
             sched_sensor: true,
         };
@@ -1036,6 +1030,7 @@ mod tests {
         let t0 = Instant::now();
         let with_net_rx = |secs, count, time_ns, timed| {
             let mut s = sample(t0, secs, true, 0, 0, bpf(0, None));
+            s.duty_sampled = Duration::from_secs(secs); // attached since the baseline, at 0 s
             let mut counters = vec![SoftirqCounters::default(); 10];
             counters[3] = SoftirqCounters {
                 count,
@@ -1057,6 +1052,24 @@ mod tests {
         assert_eq!(net_rx.per_s, 400.0);
     }
 
+    /// Defect: a sampled tick counted whole, though the sensors are attached only after the
+    /// previous tick's read and processing: rates read low by that share of the tick.
+    #[test]
+    fn rates_are_per_second_attached_not_per_second_of_the_tick() {
+        let t0 = Instant::now();
+        let mut b = WindowBuilder::new(sample(t0, 0, false, 0, 0, bpf(0, None)));
+        let mut attached_late = sample(t0, 1, true, 0, 0, bpf(0, None));
+        attached_late.duty_sampled = Duration::from_millis(800);
+        attached_late.accept_queue_sampled = Duration::from_millis(900);
+        b.push(attached_late);
+        b.push(sample(t0, 2, false, 0, 0, bpf(0, None)));
+        let (w, _) = b.finish().unwrap();
+        assert_eq!(w.sampled_fraction, 0.4);
+        assert_eq!(w.accept_queue_sampled_fraction, 0.95);
+        // 2000 context switches (the helper's count at 2 s) over 0.8 s attached.
+        assert_eq!(w.sampled_context_switches_per_s, Some(2500.0));
+    }
+
     #[test]
     fn one_sampled_tick_of_a_long_window_is_not_rounded_away() {
         // One tick of 3,600 attached: 1/3600 of the window, which three decimals would make 0 and
@@ -1067,7 +1080,7 @@ mod tests {
             let mut s = base.clone();
             s.at = t0 + Duration::from_secs(secs);
             s.wall = time::OffsetDateTime::UNIX_EPOCH + Duration::from_secs(secs);
-            s.duty_attached = duty;
+            s.duty_sampled = Duration::from_secs(u64::from(duty));
             s
         };
         let mut b = WindowBuilder::new(at(0, false));
@@ -1743,7 +1756,7 @@ mod tests {
                 (NapiKey::BACKLOG, 2, 2),
             ],
         ));
-        builder.push(with_napi(
+        let mut two_seconds_on = with_napi(
             2,
             [
                 (a, 8, 340),
@@ -1751,7 +1764,9 @@ mod tests {
                 (unnamed, 1, 1),
                 (NapiKey::BACKLOG, 6, 10),
             ],
-        ));
+        );
+        two_seconds_on.duty_sampled = Duration::from_secs(2);
+        builder.push(two_seconds_on);
         let (w, _) = builder.finish().unwrap();
         let json = serde_json::to_value(&w.napi).unwrap();
         assert_eq!(
