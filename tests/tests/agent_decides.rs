@@ -409,3 +409,43 @@ pub fn a_change_the_agent_was_killed_after_is_judged_after_the_restart() {
     }
     assert_eq!(host_somaxconn(), host_before);
 }
+
+/// `kpo run` given relative `--policy`, `--state-dir` and `--socket` keeps them made absolute
+/// against the directory it started in: its status reports them so, and a CLI run from another
+/// directory with the absolute paths is served (a relative path kept as given would name another
+/// directory there, and the CLI would refuse the agent as deciding under other paths).
+pub fn relative_state_paths_are_kept_absolute() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "[guard]\nsignals = []\n").unwrap();
+    let events = dir.path().join("events.ndjson");
+    let child = Command::new(kpo_binary())
+        .current_dir(dir.path())
+        .args(["run", "--tick", "100ms", "--window", "500ms"])
+        .args(["--events", "events.ndjson", "--policy", "policy.toml"])
+        .args(["--state-dir", "state", "--socket", "kpo.sock"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut agent = Running(child);
+    wait_until("the agent started", Duration::from_secs(30), || {
+        has(&events, |e| e["kind"] == "sensors")
+    });
+    assert_ne!(std::env::current_dir().unwrap(), dir.path());
+    // `kpo` runs in the test's own directory, with the absolute paths.
+    let status = kpo(dir.path(), &["status", "--json"]);
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        status["state_dir"],
+        dir.path().join("state").to_str().unwrap(),
+        "{status:#}"
+    );
+    assert!(
+        status["policy"]
+            .as_str()
+            .unwrap()
+            .contains(dir.path().join("policy.toml").to_str().unwrap()),
+        "{status:#}"
+    );
+    agent.sigterm_and_wait();
+}

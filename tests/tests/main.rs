@@ -303,6 +303,11 @@ fn main() {
             actuate_sysctl::coalescing_dispatch_in_a_namespace,
         ),
         trial(
+            "agent_decides::relative_state_paths_are_kept_absolute",
+            req(),
+            agent_decides::relative_state_paths_are_kept_absolute,
+        ),
+        trial(
             "agent_decides::applies_through_the_socket_yields_to_people_and_reverts_on_exit",
             req(),
             agent_decides::applies_through_the_socket_yields_to_people_and_reverts_on_exit,
