@@ -236,8 +236,8 @@ impl Control for ChangePath {
                 quarantined: p
                     .quarantine
                     .iter()
-                    .filter(|(_, until)| *until > crate::journal::now_ms())
-                    .map(|(v, until)| (v.clone(), format_ms(*until)))
+                    .filter(|q| q.until_ms > crate::journal::now_ms())
+                    .map(|q| (q.value.clone(), format_ms(q.until_ms)))
                     .collect(),
             });
         }

@@ -569,8 +569,8 @@ fn fields(f: &Folded, since: u64) -> BTreeMap<String, Vec<(&'static str, String)
                 .quarantine
                 .iter()
                 // With the margin the pass keeps them with ([`Selection::needed`]).
-                .filter(|(_, until)| *until > since)
-                .map(|(v, until)| format!("{v} until {until}"))
+                .filter(|q| q.until_ms > since)
+                .map(|q| format!("{} from {} until {}", q.value, q.since_ms, q.until_ms))
                 .collect();
             quarantine.sort();
             let recent: Vec<_> = p.applied.iter().filter(|(_, ts)| *ts >= since).collect();

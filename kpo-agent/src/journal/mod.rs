@@ -313,6 +313,36 @@ impl Record {
     }
 }
 
+/// A value the guard reverted, kept from being applied again until `until_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Quarantined {
+    pub value: Value,
+    /// When the quarantine began (its record's time).
+    pub since_ms: u64,
+    pub until_ms: u64,
+}
+
+/// The longest a quarantine grows to by repeating (unless the policy's own is longer).
+pub const QUARANTINE_REPEATED_AT_MOST: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long a value the guard reverted stays quarantined: the policy's `base`, or, when the same
+/// value was quarantined before and that ended less than a day ago (or has not ended), twice that
+/// quarantine's length, at most [`QUARANTINE_REPEATED_AT_MOST`] (or `base` if longer). Why: the
+/// advisors see the same kernel value again once a revert restores it, so a fixed length makes a
+/// change that keeps regressing come back, and regress, once per `base`, forever; doubling makes
+/// each return rarer. A day is how long the journal keeps an ended quarantine's record (see
+/// docs/journal.md, archive), so the rule reads the same after an archive.
+pub fn quarantine_length(previous: Option<&Quarantined>, base: Duration, now_ms: u64) -> Duration {
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+    let Some(previous) = previous.filter(|q| q.until_ms.saturating_add(DAY_MS) > now_ms) else {
+        return base;
+    };
+    let doubled = Duration::from_millis(previous.until_ms.saturating_sub(previous.since_ms))
+        .saturating_mul(2)
+        .min(QUARANTINE_REPEATED_AT_MOST);
+    base.max(doubled)
+}
+
 /// What the journal knows of one parameter at one target.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ParamState {
@@ -342,8 +372,8 @@ pub struct ParamState {
     pub holding: Option<u64>,
     /// Set while yielded to a person: who and when.
     pub yielded: Option<(String, u64)>,
-    /// Quarantined values and until when (ms).
-    pub quarantine: Vec<(Value, u64)>,
+    /// Quarantined values: the latest quarantine of each (in force or ended).
+    pub quarantine: Vec<Quarantined>,
     /// The boot of its latest intent (see [`Intent::boot`]).
     pub boot: Option<String>,
     /// The network namespace's cookie in its latest intent (see [`Intent::netns_cookie`]).
@@ -785,14 +815,19 @@ impl Folded {
                 self.marker = Some((self.records.len(), held.iter().copied().collect()));
             }
             Record::Quarantine {
+                ts_ms,
                 key,
                 value,
                 until_ms,
                 ..
             } => {
                 let p = self.param(key);
-                p.quarantine.retain(|(v, _)| v != value);
-                p.quarantine.push((value.clone(), *until_ms));
+                p.quarantine.retain(|q| &q.value != value);
+                p.quarantine.push(Quarantined {
+                    value: value.clone(),
+                    since_ms: *ts_ms,
+                    until_ms: *until_ms,
+                });
             }
         }
         self.records.push(r);
@@ -1111,22 +1146,31 @@ impl Journal {
         Ok(keys)
     }
 
-    /// The guard reverted `value`: keep it from being applied again for `for_`.
+    /// The guard reverted `value`: keep it from being applied again for `for_`, or longer when
+    /// it was reverted before (see [`quarantine_length`]). Returns how long.
     pub fn quarantine(
         &mut self,
         address: &ParamAddress,
         value: &Value,
         for_: Duration,
         why: &str,
-    ) -> Result<(), JournalError> {
+    ) -> Result<Duration, JournalError> {
         let now = now_ms();
+        let key = target_key(address);
+        let previous = self
+            .st
+            .params
+            .get(&key)
+            .and_then(|p| p.quarantine.iter().find(|q| &q.value == value));
+        let length = quarantine_length(previous, for_, now);
         self.append(Record::Quarantine {
             ts_ms: now,
-            key: target_key(address),
+            key,
             value: value.clone(),
-            until_ms: now + for_.as_millis() as u64,
+            until_ms: now.saturating_add(length.as_millis().min(u128::from(u64::MAX)) as u64),
             why: why.to_string(),
-        })
+        })?;
+        Ok(length)
     }
 
     /// The policy's view of a parameter: pause, yielded, last change, changes in the last hour,
@@ -1146,8 +1190,8 @@ impl Journal {
             ctx.quarantined_until = p
                 .quarantine
                 .iter()
-                .filter(|(v, _)| v == value)
-                .map(|(_, until)| to_time(*until))
+                .filter(|q| &q.value == value)
+                .map(|q| to_time(q.until_ms))
                 .max();
         }
         ctx

@@ -691,3 +691,74 @@ fn an_impossible_id_is_set_aside_and_an_impossible_time_is_shown_as_a_number() {
     );
     assert_eq!(crate::journal::format_ms(1_000), "1970-01-01T00:00:01.000Z");
 }
+
+/// Defect: every quarantine had the policy's length, and a revert restores the kernel value the
+/// advisors saw before, so a change that regressed came back, and regressed, once an hour,
+/// forever. A value reverted again is kept out twice as long as the last time.
+#[test]
+fn a_value_reverted_again_is_quarantined_twice_as_long() {
+    let dir = private_tempdir();
+    let a = addr("net.core.somaxconn");
+    let mut j = open(dir.path());
+    let base = Duration::from_secs(600);
+    assert_eq!(
+        j.quarantine(&a, &Value::Int(9000), base, "p99 rose")
+            .unwrap(),
+        base
+    );
+    assert_eq!(
+        j.quarantine(&a, &Value::Int(9000), base, "p99 rose")
+            .unwrap(),
+        2 * base
+    );
+    assert_eq!(
+        j.quarantine(&a, &Value::Int(4000), base, "p99 rose")
+            .unwrap(),
+        base,
+        "another value's first quarantine"
+    );
+    drop(j);
+    // The lengths come from the journal's records: the same after a reopen.
+    let mut j = open(dir.path());
+    assert_eq!(
+        j.quarantine(&a, &Value::Int(9000), base, "p99 rose")
+            .unwrap(),
+        4 * base
+    );
+    let now = SystemTime::now();
+    let until = j
+        .context(&a, &Value::Int(9000), now)
+        .quarantined_until
+        .unwrap();
+    let left = until.duration_since(now).unwrap();
+    assert!(left > 3 * base && left <= 4 * base, "{left:?}");
+}
+
+#[test]
+fn a_repeated_quarantine_doubles_within_a_day_of_the_last_one_and_up_to_a_week() {
+    use crate::journal::{quarantine_length, Quarantined, QUARANTINE_REPEATED_AT_MOST};
+    const HOUR_MS: u64 = 3600 * 1000;
+    let hour = Duration::from_secs(3600);
+    let last = |since_ms, until_ms| Quarantined {
+        value: Value::Int(1),
+        since_ms,
+        until_ms,
+    };
+    let now = 100 * 24 * HOUR_MS;
+    assert_eq!(quarantine_length(None, hour, now), hour);
+    // Ended 23 hours ago, after 2 hours: 4 hours now.
+    let ended = last(now - 25 * HOUR_MS, now - 23 * HOUR_MS);
+    assert_eq!(quarantine_length(Some(&ended), hour, now), 4 * hour);
+    // Ended a day ago or more: forgotten, as the journal's archive forgets it.
+    let old = last(now - 26 * HOUR_MS, now - 24 * HOUR_MS);
+    assert_eq!(quarantine_length(Some(&old), hour, now), hour);
+    // Five days doubled is more than a week: a week.
+    let long = last(now - 5 * 24 * HOUR_MS, now - HOUR_MS);
+    assert_eq!(
+        quarantine_length(Some(&long), hour, now),
+        QUARANTINE_REPEATED_AT_MOST
+    );
+    // A policy's own quarantine longer than that stays the floor.
+    let year = Duration::from_secs(365 * 24 * 3600);
+    assert_eq!(quarantine_length(Some(&long), year, now), year);
+}
