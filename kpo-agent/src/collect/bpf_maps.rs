@@ -4,7 +4,10 @@
 //! The maps are taken out of the loaded object once, at load, into typed handles ([`BpfMaps`]):
 //! a name the object lacks, or a map of another type, fails there, loudly, instead of reading as
 //! zeros every tick.
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Instant,
+};
 
 use aya::{
     maps::{
@@ -13,6 +16,8 @@ use aya::{
     Ebpf, Pod,
 };
 use kpo_common::*;
+
+use super::idle_napi::IdleNapi;
 
 /// One listener as the accept-queue sensor saw it.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -86,6 +91,8 @@ macro_rules! bpf_maps {
             epoch: u64,
             /// Not a map: the highest NAPI totals read so far (see [`hold_high_water`]).
             napi_high_water: BTreeMap<NapiKey, NapiCounters>,
+            /// Not a map: which NAPI overflow entries are idle (see [`super::idle_napi`]).
+            idle_napi: IdleNapi,
         }
 
         impl BpfMaps {
@@ -101,6 +108,7 @@ macro_rules! bpf_maps {
                     $($field: take(ebpf, $name)?,)*
                     epoch: FIRST_EPOCH,
                     napi_high_water: BTreeMap::new(),
+                    idle_napi: IdleNapi::default(),
                 };
                 // Now, before the loader attaches any program: until the first read writes
                 // the next epoch, the programs read this one. A failed write leaves 0 there,
@@ -230,13 +238,25 @@ impl BpfMaps {
     }
 
     /// Per device (namespace and ifindex): the counts in the per-CPU slots plus those moved out
-    /// of slots.
-    fn read_napi(&self) -> BTreeMap<NapiKey, NapiCounters> {
-        let moved = per_cpu_hash(&self.napi, add_napi);
-        match self.napi_slots.get(&0, 0) {
-            Ok(per_cpu) => merge_napi(moved, per_cpu.iter()),
-            Err(_) => moved,
+    /// of slots. Deletes the moved counts of devices no longer polled (see [`super::idle_napi`]),
+    /// only when the slots were read: a device may be in one.
+    fn read_napi(&mut self) -> BTreeMap<NapiKey, NapiCounters> {
+        let mut moved = per_cpu_hash(&self.napi, add_napi);
+        let Ok(per_cpu) = self.napi_slots.get(&0, 0) else {
+            return moved;
+        };
+        let in_slots: BTreeSet<NapiKey> = per_cpu
+            .iter()
+            .flat_map(|cpu| cpu.slots.iter().filter(|s| s.napi != 0).map(|s| s.key))
+            .collect();
+        for key in self.idle_napi.update(Instant::now(), &moved, &in_slots) {
+            // A failure (already gone) changes nothing; the mark goes either way, so that a
+            // device polled again is not held at its old totals.
+            let _ = self.napi.remove(&key);
+            moved.remove(&key);
+            self.napi_high_water.remove(&key);
         }
+        merge_napi(moved, per_cpu.iter())
     }
 
     fn read_listeners(&self, finished_epoch: u64) -> BTreeMap<ListenerKey, ListenerBpf> {
@@ -373,9 +393,9 @@ fn merge_napi<'a>(
 /// from the read), and a failed read of the slots leaves out every such device. A window ending
 /// on that read would count them in the next window as well, a missing device's whole history.
 /// So each device's total is held at the highest value read, and a device missing from a read is
-/// reported at its mark: those counts move to the next read and count once. Marks are never
-/// dropped: a device's entry in the overflow map is never deleted either, so they are at most
-/// its 1024 entries plus the slots.
+/// reported at its mark: those counts move to the next read and count once. A mark is dropped
+/// with the device's overflow entry, once it is no longer polled ([`super::idle_napi`]), so they
+/// are at most the overflow map's 1024 entries plus the slots.
 fn hold_high_water(
     high: &mut BTreeMap<NapiKey, NapiCounters>,
     read: BTreeMap<NapiKey, NapiCounters>,

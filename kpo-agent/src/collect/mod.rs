@@ -3,6 +3,7 @@
 pub mod bpf_maps;
 pub mod carry;
 pub mod health;
+pub mod idle_napi;
 pub mod napi_names;
 pub mod netns;
 pub mod notable;

@@ -640,10 +640,11 @@ fn napi(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<NapiWindow> {
         .iter()
         .filter_map(|(key, c)| {
             let before = bpf_before(first, |f| f.napi.get(key).copied());
-            // Per-device totals never reset while the programs are loaded, and the reader holds
-            // each at its highest value (`hold_high_water`), so a fall is not expected here.
-            let polls = counter::monotonic(before.polls, c.polls);
-            let packets = counter::monotonic(before.packets, c.packets);
+            // The reader holds each device's totals at their highest (`hold_high_water`); they
+            // fall only when a device no longer polled has its entry deleted and is polled
+            // again (`collect::idle_napi`), and then count from 0.
+            let polls = counter::restarted(before.polls, c.polls);
+            let packets = counter::restarted(before.packets, c.packets);
             let backlog = *key == NapiKey::BACKLOG;
             (polls > 0).then(|| NapiWindow {
                 netns: (!backlog).then_some(u64::from(key.netns)),
@@ -655,7 +656,7 @@ fn napi(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<NapiWindow> {
                 },
                 polls,
                 packets,
-                budget_exhausted: counter::monotonic(before.budget_exhausted, c.budget_exhausted),
+                budget_exhausted: counter::restarted(before.budget_exhausted, c.budget_exhausted),
                 polls_per_s: sampled.rate(polls),
                 packets_per_s: sampled.rate(packets),
             })
@@ -1828,6 +1829,32 @@ mod tests {
             (n.netns, n.ifindex, n.device.as_deref(), n.packets),
             (Some(4026532003), 3, None, 4)
         );
+    }
+
+    /// A device whose overflow entry was deleted while it was idle (`collect::idle_napi`), and
+    /// that is polled again within the window, counts from 0: its totals fell.
+    #[test]
+    fn a_napi_device_polled_again_after_its_entry_went_counts_from_zero() {
+        use kpo_common::NapiCounters;
+        let t0 = Instant::now();
+        let key = NapiKey {
+            netns: 4026532001,
+            ifindex: 3,
+        };
+        let with_polls = |secs, polls| {
+            let mut s = sample(t0, secs, true, 0, 0, bpf(0, None));
+            let counts = NapiCounters {
+                polls,
+                packets: 2 * polls,
+                budget_exhausted: 0,
+            };
+            s.bpf.as_mut().unwrap().napi = BTreeMap::from([(key, counts)]);
+            s
+        };
+        let mut b = WindowBuilder::new(with_polls(0, 1000));
+        b.push(with_polls(1, 6));
+        let (w, _) = b.finish().unwrap();
+        assert_eq!((w.napi[0].polls, w.napi[0].packets), (6, 12));
     }
 
     /// A fake `MAP_REQ_HIST`: each index's cumulative histogram (a count in one bucket), kept
