@@ -3,7 +3,8 @@
 //! The loop hands each event to [`EventSink::send`], which encodes it and queues the line for a
 //! writer thread; it never blocks. The queue is bounded in bytes: while the reader does not keep
 //! up (a stalled pipe, a slow log shipper) whole events past the bound are dropped and counted.
-//! The writer thread writes one line per `write`; a write that fails (a full disk) leaves no
+//! The writer thread writes one line at a time, whole (on a destination someone left
+//! non-blocking it waits, as on a blocking one); a write that fails (a full disk) leaves no
 //! partial line in a regular file (the file is cut back to its last whole line), the event is
 //! counted as dropped, and the next one is tried as usual, so a transient error costs only the
 //! events it hit. The next line that gets through carries `dropped_events`, the number lost since
@@ -534,27 +535,66 @@ fn reader_gone(error: &io::Error, regular_file: bool) -> bool {
 }
 
 /// Writes one line. If the write fails part-way into a regular file, the file is cut back to
-/// where the line began, so that it holds only whole lines.
+/// where the line began, so that it holds only whole lines; on a pipe, socket or terminal, which
+/// cannot be cut, the part written is ended with a newline, so that the lines after it stay
+/// whole.
 fn write_line(file: &mut File, line: &[u8]) -> io::Result<()> {
     let start = file
         .metadata()
         .ok()
         .filter(|m| m.file_type().is_file())
         .map(|m| m.len());
-    let Err(error) = file.write_all(line) else {
+    let (written, Err(error)) = write_waiting(file, line) else {
         return Ok(());
     };
-    if let Some(len) = start {
-        // Also seek: a file not opened for appending (`kpo run > file`) would otherwise get a
-        // hole where the cut line was.
-        let cut = file
-            .set_len(len)
-            .and_then(|()| file.seek(SeekFrom::Start(len)).map(|_| ()));
-        if let Err(e) = cut {
-            warn!("cannot remove a partly written line from the event file: {e}");
+    match start {
+        Some(len) => {
+            // Also seek: a file not opened for appending (`kpo run > file`) would otherwise get
+            // a hole where the cut line was.
+            let cut = file
+                .set_len(len)
+                .and_then(|()| file.seek(SeekFrom::Start(len)).map(|_| ()));
+            if let Err(e) = cut {
+                warn!("cannot remove a partly written line from the event file: {e}");
+            }
         }
+        None if written > 0 => {
+            let _ = write_waiting(file, b"\n");
+        }
+        None => {}
     }
     Err(error)
+}
+
+/// `write_all` that also waits on a destination left non-blocking. `O_NONBLOCK` belongs to the
+/// open file, which the agent shares with whoever opened its standard output or the pipe behind
+/// `--events`: there a full pipe answers EAGAIN, and giving up would leave part of a line for the
+/// next one to be glued to. Waiting is what a blocking destination does; this thread is the
+/// writer's alone, and the queue in front of it drops whole events meanwhile. Returns the bytes
+/// written, with the error that stopped it.
+fn write_waiting(file: &mut File, mut rest: &[u8]) -> (usize, io::Result<()>) {
+    let total = rest.len();
+    while !rest.is_empty() {
+        match file.write(rest) {
+            Ok(0) => return (total - rest.len(), Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut fds = [nix::poll::PollFd::new(
+                    file.as_fd(),
+                    nix::poll::PollFlags::POLLOUT,
+                )];
+                // POLLERR or POLLHUP end the wait too: the next write reports them.
+                if let Err(e) = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+                    if e != nix::errno::Errno::EINTR {
+                        return (total - rest.len(), Err(e.into()));
+                    }
+                }
+            }
+            Err(e) => return (total - rest.len(), Err(e)),
+        }
+    }
+    (total, Ok(()))
 }
 
 #[cfg(test)]
@@ -827,5 +867,52 @@ mod tests {
         assert_eq!(lines(&path)[0]["windows"], 2);
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_file(&rotated);
+    }
+
+    /// Defect: on a pipe left non-blocking (O_NONBLOCK belongs to the open file, shared with
+    /// whoever made it), a full pipe's EAGAIN gave the line up part-way, and the next line was
+    /// written straight after the part: two lines run together, neither JSON.
+    #[test]
+    fn a_non_blocking_pipe_is_waited_on_not_given_a_partial_line() {
+        use std::os::fd::AsRawFd;
+        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
+        // The smallest pipe: one page.
+        let capacity = unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+        assert!(capacity >= 4096, "{}", io::Error::last_os_error());
+        let mut file = File::from(write_end);
+        let first = [vec![b'a'; 3 * capacity as usize], b"\n".to_vec()].concat();
+        let second = b"{\"second\":true}\n".to_vec();
+        let reader = std::thread::spawn(move || {
+            // Only once the pipe is full, so the writer meets EAGAIN before any byte is read.
+            loop {
+                let mut queued: libc::c_int = 0;
+                let rc = unsafe { libc::ioctl(read_end.as_raw_fd(), libc::FIONREAD, &mut queued) };
+                assert_eq!(rc, 0);
+                if queued >= capacity {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            let mut fds = [nix::poll::PollFd::new(
+                read_end.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            loop {
+                match nix::unistd::read(read_end.as_raw_fd(), &mut buf) {
+                    Ok(0) => return got,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(nix::errno::Errno::EAGAIN) => {
+                        nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap();
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        write_line(&mut file, &first).unwrap();
+        write_line(&mut file, &second).unwrap();
+        drop(file);
+        assert_eq!(reader.join().unwrap(), [first, second].concat());
     }
 }
