@@ -1,21 +1,31 @@
 //! The estimate path (no RAPL): CPU time and frequency through the documented power model, always
 //! labelled "estimated".
 
-use std::path::Path;
+use std::{collections::BTreeMap, path::Path};
 
-use kpo_agent::energy::estimate::{parse_proc_stat, EstimatedMeter, PowerModel};
+use kpo_agent::energy::estimate::{parse_proc_stat, CpuTime, EstimatedMeter, PowerModel};
 use kpo_agent::energy::{choose_meter, open_meter, EnergyMeter, EnergySource};
 
 /// How often the agent reads the meter (its default tick).
 const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// `/proc/stat` with 2 CPUs; fields: user nice system idle iowait irq softirq steal.
+/// `/proc/stat` with 2 CPUs sharing the given totals (the aggregate line holds them); fields:
+/// user nice system idle iowait irq softirq steal.
 fn stat(user: u64, system: u64, idle: u64, iowait: u64, steal: u64) -> String {
+    let half = |v: u64| (v / 2, v - v / 2);
+    let (u, s, i, w, t) = (
+        half(user),
+        half(system),
+        half(idle),
+        half(iowait),
+        half(steal),
+    );
     format!(
         "cpu  {user} 0 {system} {idle} {iowait} 0 0 {steal} 0 0\n\
-         cpu0 1 0 1 1 0 0 0 0 0 0\n\
-         cpu1 1 0 1 1 0 0 0 0 0 0\n\
-         intr 12345\nctxt 999\n"
+         cpu0 {} 0 {} {} {} 0 0 {} 0 0\n\
+         cpu1 {} 0 {} {} {} 0 0 {} 0 0\n\
+         intr 12345\nctxt 999\n",
+        u.0, s.0, i.0, w.0, t.0, u.1, s.1, i.1, w.1, t.1
     )
 }
 
@@ -41,7 +51,12 @@ fn model_closed_form() {
 #[test]
 fn parses_proc_stat() {
     let t = parse_proc_stat(&stat(100, 50, 800, 20, 30), Path::new("/proc/stat")).unwrap();
-    assert_eq!((t.busy, t.idle, t.steal, t.n_cpus), (150, 820, 30, 2));
+    // Each CPU: busy 50 + 25, all of it 75 + idle 400 + iowait 10 + steal 15.
+    let each = CpuTime {
+        busy: 75,
+        total: 500,
+    };
+    assert_eq!(t.cpus, BTreeMap::from([(0, each), (1, each)]));
     assert!(parse_proc_stat("intr 1\n", Path::new("x")).is_err());
     assert!(parse_proc_stat("cpu  1 2 x 4\ncpu0 1 2 3 4\n", Path::new("x")).is_err());
     assert!(
@@ -120,4 +135,32 @@ fn open_meter_falls_back_to_the_labelled_estimate_without_rapl() {
         "{:?}",
         choice.skipped
     );
+}
+
+/// Defect: the estimate took its times from the aggregate `cpu` line, which sums every possible
+/// CPU, an offline one's idle time taken from elsewhere: a CPU going offline made a window's
+/// time fall to nothing, and one coming back made it jump. Only CPUs online at both readings
+/// count now.
+#[test]
+fn a_cpu_going_offline_or_coming_back_does_not_move_the_estimate() {
+    let proc_dir = tempfile::tempdir().unwrap();
+    let sys_dir = tempfile::tempdir().unwrap();
+    let write = |text: &str| std::fs::write(proc_dir.path().join("stat"), text).unwrap();
+    write("cpu  2000 0 0 2000 0 0 0 0 0 0\ncpu0 1000 0 0 1000 0 0 0 0 0 0\ncpu1 1000 0 0 1000 0 0 0 0 0 0\n");
+    let mut meter =
+        EstimatedMeter::open(proc_dir.path(), sys_dir.path(), PowerModel::default()).unwrap();
+    // cpu1 offline; the aggregate line falls. cpu0: 1 s (100 jiffies), half of it busy.
+    write("cpu  1050 0 0 1500 0 0 0 0 0 0\ncpu0 1050 0 0 1050 0 0 0 0 0 0\n");
+    let one_cpu_half_busy = 1.0 * 1.2 * 1.0 + 0.5 * 7.0;
+    let r = meter.read().unwrap();
+    assert!((r.joules - one_cpu_half_busy).abs() < 1e-9, "{r:?}");
+    // cpu1 back, with counts from before (or from elsewhere); the aggregate line jumps.
+    write("cpu  6100 0 0 91100 0 0 0 0 0 0\ncpu0 1100 0 0 1100 0 0 0 0 0 0\ncpu1 5000 0 0 90000 0 0 0 0 0 0\n");
+    let r = meter.read().unwrap();
+    assert!((r.joules - one_cpu_half_busy).abs() < 1e-9, "{r:?}");
+    // Both online at both readings again: both count, 1 s each, half of it busy.
+    write("cpu  6200 0 0 91200 0 0 0 0 0 0\ncpu0 1150 0 0 1150 0 0 0 0 0 0\ncpu1 5050 0 0 90050 0 0 0 0 0 0\n");
+    let r = meter.read().unwrap();
+    let two = 2.0 * 1.2 * 1.0 + 1.0 * 7.0;
+    assert!((r.joules - two).abs() < 1e-9, "{r:?}");
 }

@@ -21,7 +21,10 @@
 //! frequencies for the same work. Readings are therefore labelled [`EnergySource::Estimated`] and
 //! should be read as relative, not absolute, figures.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use crate::kernel_file::limit::{ATTRIBUTE, PER_CPU};
 
@@ -67,24 +70,53 @@ impl PowerModel {
     }
 }
 
-/// CPU time counters from `/proc/stat`, in jiffies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// CPU time counters from `/proc/stat`, in jiffies: each online CPU's (its `cpuN` line), busy
+/// time and all accounted time (busy, idle, iowait and steal).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CpuTimes {
+    pub cpus: BTreeMap<u32, CpuTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuTime {
     pub busy: u64,
-    pub idle: u64,
-    pub steal: u64,
-    pub n_cpus: usize,
+    pub total: u64,
+}
+
+/// Time between two readings over the CPUs online at both.
+struct Between {
+    cpus: usize,
+    /// Jiffies, summed over those CPUs.
+    total: u64,
+    busy: u64,
 }
 
 impl CpuTimes {
-    pub fn total(&self) -> u64 {
-        self.busy + self.idle + self.steal
+    /// Over the CPUs online at both readings only. The aggregate `cpu` line sums every possible
+    /// CPU, an offline one's idle time taken from elsewhere, so it jumps when a CPU goes offline
+    /// or comes back (`chcpu`, SMT switched off, a vCPU added), and the estimate would jump with
+    /// it; the host metrics sum the same lines for the same reason.
+    fn since(&self, earlier: &CpuTimes) -> Between {
+        let mut between = Between {
+            cpus: 0,
+            total: 0,
+            busy: 0,
+        };
+        for (cpu, now) in &self.cpus {
+            let Some(before) = earlier.cpus.get(cpu) else {
+                continue;
+            };
+            between.cpus += 1;
+            between.total += crate::counter::monotonic(before.total, now.total);
+            between.busy += crate::counter::monotonic(before.busy, now.busy);
+        }
+        between
     }
 }
 
-/// The aggregate `cpu` line and the number of `cpuN` lines of `/proc/stat` text, parsed by the
-/// collector's own parser (`collect::procfs::stat`): one parser for the file, so that the estimate
-/// and the host metrics never disagree about what busy time is.
+/// The `cpuN` lines of `/proc/stat` text, parsed by the collector's own parser
+/// (`collect::procfs::stat`): one parser for the file, so that the estimate and the host metrics
+/// never disagree about what busy time is.
 pub fn parse_proc_stat(text: &str, path: &Path) -> Result<CpuTimes, EnergyError> {
     let totals =
         crate::collect::procfs::stat::parse_cpu_totals(text).map_err(|e| EnergyError::Parse {
@@ -95,13 +127,19 @@ pub fn parse_proc_stat(text: &str, path: &Path) -> Result<CpuTimes, EnergyError>
     if totals.online_cpus == 0 {
         return Err(EnergyError::NoCpus(path.to_path_buf()));
     }
-    let t = totals.total;
-    Ok(CpuTimes {
-        busy: t.busy(),
-        idle: t.idle.saturating_add(t.iowait),
-        steal: t.steal,
-        n_cpus: totals.online_cpus,
-    })
+    let cpus = totals
+        .cpus
+        .iter()
+        .map(|c| {
+            let t = &c.jiffies;
+            let time = CpuTime {
+                busy: t.busy(),
+                total: t.total(),
+            };
+            (c.cpu, time)
+        })
+        .collect();
+    Ok(CpuTimes { cpus })
 }
 
 /// An [`EnergyMeter`] that estimates with a [`PowerModel`].
@@ -172,13 +210,15 @@ impl EnergyMeter for EstimatedMeter {
 
     fn read(&mut self) -> Result<EnergyReading, EnergyError> {
         let now = parse_proc_stat(&read_bounded(&self.stat_path, PER_CPU)?, &self.stat_path)?;
-        let d_total = crate::counter::monotonic(self.last.total(), now.total()) as f64;
-        let d_busy = crate::counter::monotonic(self.last.busy, now.busy) as f64;
-        let n = now.n_cpus;
-        let interval_s = d_total / (n as f64 * self.model.user_hz);
-        let busy_s = d_busy / self.model.user_hz;
-        let joules = self.model.joules(n, interval_s, busy_s, self.freq_ratio());
+        let between = now.since(&self.last);
         self.last = now;
+        let n = between.cpus;
+        if n == 0 {
+            return Err(EnergyError::NoCpuOnlineThroughout(self.stat_path.clone()));
+        }
+        let interval_s = between.total as f64 / (n as f64 * self.model.user_hz);
+        let busy_s = between.busy as f64 / self.model.user_hz;
+        let joules = self.model.joules(n, interval_s, busy_s, self.freq_ratio());
         Ok(EnergyReading {
             joules,
             source: EnergySource::Estimated,

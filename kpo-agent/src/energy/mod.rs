@@ -88,6 +88,8 @@ pub enum EnergyError {
     NoZones(PathBuf),
     #[error("{0}: no per-CPU lines")]
     NoCpus(PathBuf),
+    #[error("{0}: no CPU was online at both readings")]
+    NoCpuOnlineThroughout(PathBuf),
     #[error("{path}: {reason}")]
     PerfPmu { path: PathBuf, reason: String },
     #[error("{meter}: {domain}: {reason}")]

@@ -158,12 +158,14 @@ pub fn read_stat(root: &ProcRoot) -> Result<Parsed<Stat>, ProcError> {
 
 /// CPU time of all CPUs together and how many CPUs are online: what an energy estimate from CPU
 /// utilization needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CpuTotals {
     /// The `cpu` line.
     pub total: CpuJiffies,
     /// How many `cpuN` lines there are.
     pub online_cpus: usize,
+    /// The `cpuN` lines: the CPUs online now.
+    pub cpus: Vec<CpuStat>,
 }
 
 /// [`CpuTotals`] from `<root>/stat`. Strict: an error if the `cpu` line or any `cpuN` line does
@@ -176,23 +178,30 @@ pub fn read_cpu_totals(root: &ProcRoot) -> Result<CpuTotals, ProcError> {
 /// The parser behind [`read_cpu_totals`], for text read elsewhere.
 pub fn parse_cpu_totals(text: &str) -> Result<CpuTotals, ProcError> {
     let mut total = None;
-    let mut online_cpus = 0;
+    let mut cpus = Vec::new();
     for (line_no, line) in numbered_lines(text) {
         let mut tokens = line.split_whitespace();
         match tokens.next() {
             Some(key @ "cpu") => total = Some(parse_jiffies(line_no, key, tokens)?),
             Some(key) if key.strip_prefix("cpu").is_some_and(is_decimal) => {
-                parse_jiffies(line_no, key, tokens)?;
-                online_cpus += 1;
+                let jiffies = parse_jiffies(line_no, key, tokens)?;
+                let cpu = key[3..]
+                    .parse()
+                    .map_err(|_| ProcError::parse(PATH, line_no, "a CPU number out of range"))?;
+                cpus.push(CpuStat { cpu, jiffies });
             }
             _ => {}
         }
     }
     let total = total.ok_or_else(|| ProcError::parse(PATH, 0, "no `cpu` line"))?;
-    if online_cpus == 0 {
+    if cpus.is_empty() {
         return Err(ProcError::parse(PATH, 0, "no `cpuN` line"));
     }
-    Ok(CpuTotals { total, online_cpus })
+    Ok(CpuTotals {
+        total,
+        online_cpus: cpus.len(),
+        cpus,
+    })
 }
 
 fn is_decimal(s: &str) -> bool {
