@@ -10,7 +10,8 @@
 //! - (b) the application asked for less than somaxconn: raising somaxconn does nothing. The advice
 //!   is for the application (no sysctl), naming the listener, its limit and its drops.
 //!
-//! After a long calm with large headroom in a namespace whose somaxconn was raised, it recommends
+//! After a long calm with large headroom in a namespace whose somaxconn the rules raised (and the
+//! kernel still has their value: an operator's or a person's value is theirs), it recommends
 //! stepping back toward the original value.
 //!
 //! Every tick: drops at the listener's limit in the tick advise at once
@@ -219,28 +220,49 @@ impl AcceptQueueRule {
             let Some(somaxconn) = self.somaxconn(l.netns, kernel) else {
                 continue;
             };
-            let st = self.listeners.entry(ListenerId::of(l)).or_default();
-            if !st.latch.fire(
-                at.index,
-                (somaxconn, l.backlog_limit),
-                self.cfg.repeat_windows,
-            ) {
-                continue;
-            }
+            let situation = (somaxconn, l.backlog_limit);
             let limit = i64::from(l.backlog_limit);
             if limit >= somaxconn {
-                raise
-                    .entry(l.netns)
-                    .or_default()
-                    .push(Pressed { l, somaxconn });
-            } else if self.set_by_earlier_somaxconn(l, kernel) {
+                // Latched below, once the namespace's raise is worked out: only if there is one.
+                let limits =
+                    policy.allowed(&netns_address(SOMAXCONN, l.netns, kernel), Source::Rules);
+                let st = self.listeners.entry(ListenerId::of(l)).or_default();
+                if st.latch.ready(
+                    at.index,
+                    &situation,
+                    std::slice::from_ref(&limits),
+                    self.cfg.repeat_windows,
+                ) {
+                    raise
+                        .entry(l.netns)
+                        .or_default()
+                        .push(Pressed { l, somaxconn });
+                }
+                continue;
+            }
+            let st = self.listeners.entry(ListenerId::of(l)).or_default();
+            if !st.latch.fire(at.index, situation, self.cfg.repeat_windows) {
+                continue;
+            }
+            if self.set_by_earlier_somaxconn(l, kernel) {
                 out.push(listen_again_advice(l, somaxconn, kernel, at));
             } else {
                 out.push(application_advice(l, somaxconn, kernel, at));
             }
         }
         for (netns, pressed) in raise {
-            out.extend(self.raise_advice(netns, &pressed, kernel, policy, at));
+            let advice = self.raise_advice(netns, &pressed, kernel, policy, at);
+            let limits = policy.allowed(&netns_address(SOMAXCONN, netns, kernel), Source::Rules);
+            for p in &pressed {
+                let st = self.listeners.entry(ListenerId::of(p.l)).or_default();
+                let situation = (p.somaxconn, p.l.backlog_limit);
+                if advice.is_some() {
+                    st.latch.record(at.index, situation);
+                } else {
+                    st.latch.no_step(at.index, situation, vec![limits.clone()]);
+                }
+            }
+            out.extend(advice);
         }
         out
     }
@@ -310,8 +332,17 @@ impl AcceptQueueRule {
             .max_by_key(|p| (p.l.known_overflows(), p.l.backlog_max))
             .map(|p| p.l)?;
         let others = pressed.len() - 1;
+        // A limit above somaxconn was taken before the key was lowered (a step back): nothing
+        // caps it now, and listening again before a raise would cut it down.
+        let limit_is = if i64::from(worst.backlog_limit) > current {
+            format!(
+                "its limit is above {SOMAXCONN} = {current}, which was lowered after it called listen(): listening again now would cut the limit to {current}"
+            )
+        } else {
+            format!("its limit is capped by {SOMAXCONN} = {current}")
+        };
         let reason = format!(
-            "{} {} in {} with its accept queue at {}/{}; its limit is capped by {SOMAXCONN} = {current}{}. \
+            "{} {} in {} with its accept queue at {}/{}; {limit_is}{}. \
 Raising {SOMAXCONN} to {target} {}takes effect only when the service calls listen() again: restart {}, or reload it after setting a larger listen backlog ({}); a reload that does not listen again keeps the old limit.",
             describe(worst, kernel),
             pressure(worst),
@@ -377,7 +408,9 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
                 continue;
             };
             let entry = self.calm.entry(netns).or_insert((0, None));
-            if current <= original {
+            // Only a value the rules set and the kernel still has: an operator's `kpo apply`, a
+            // person's value handed back (`kpo resume`), or another proposer's is theirs.
+            if current <= original || kernel.set_by_rules(&addr) != Some(current) {
                 *entry = (0, None);
                 continue;
             }
@@ -696,6 +729,23 @@ mod tests {
         assert_eq!(r.len(), 1, "a late count is taken as it is");
     }
 
+    /// Defect: after a step back a listener's limit may be above somaxconn (256 over 128), and
+    /// the raise said the limit was capped by somaxconn.
+    #[test]
+    fn a_limit_above_somaxconn_is_not_called_capped_by_it() {
+        let w = window(vec![listener(NS, 256, 256, 30)]);
+        let r = AcceptQueueRule::default().on_tick(&at(3), &w, &mut kernel(128), &auto_policy());
+        assert_eq!(r[0].recommended_value, Some(Value::Int(512)));
+        let reason = &r[0].reason;
+        assert!(!reason.contains("capped by"), "{reason}");
+        for needle in [
+            "its limit is above net.core.somaxconn = 128, which was lowered after it called listen(): listening again now would cut the limit to 128",
+            "Raising net.core.somaxconn to 512 in network namespace 4026532281 takes effect only when the service calls listen() again",
+        ] {
+            assert!(reason.contains(needle), "{needle:?} not in {reason}");
+        }
+    }
+
     /// What the rule remembers of a namespace goes with the namespace.
     #[test]
     fn a_namespace_that_is_gone_is_forgotten() {
@@ -956,8 +1006,40 @@ mod tests {
         };
         let mut k = kernel(8192);
         k.originals.insert(NS_KEY.into(), 1024);
+        k.by_rules.insert(NS_KEY.into(), 8192);
         let calm = window(vec![listener(NS, 8192, 40, 0)]);
         (AcceptQueueRule::new(cfg), k, auto_policy(), calm)
+    }
+
+    /// Defect: the step back lowered any somaxconn above the original, whoever set it. Only the
+    /// rules' own value, while the kernel still has it, is stepped back: not an operator's
+    /// `kpo apply`, not a person's value handed back with `kpo resume` (the journal keeps the
+    /// original), not a value someone wrote over the rules' one.
+    #[test]
+    fn only_a_somaxconn_the_rules_set_and_the_kernel_still_has_is_stepped_back() {
+        let calm_run = |k: &mut FakeKernel| {
+            let (mut rule, _, p, calm) = raised_from_1024_to_8192();
+            (0..20)
+                .flat_map(|i| rule.evaluate(&at(i), &calm, k, &p))
+                .map(|r| r.recommended_value.and_then(|v| v.as_int()))
+                .collect::<Vec<_>>()
+        };
+        let (_, rules, _, _) = raised_from_1024_to_8192();
+        let mut k = rules.clone();
+        assert_eq!(calm_run(&mut k), [Some(4096), Some(4096)], "the rules' own");
+        // `kpo apply net.core.somaxconn=8192`, or a person's 8192 handed back: the journal holds
+        // no change of the rules' there.
+        let mut k = rules.clone();
+        k.by_rules.clear();
+        assert_eq!(calm_run(&mut k), [], "an operator's value");
+        // The rules set 4096, then someone wrote 8192 over it.
+        let mut k = rules.clone();
+        k.by_rules.insert(NS_KEY.into(), 4096);
+        assert_eq!(
+            calm_run(&mut k),
+            [],
+            "someone else's value over the rules' one"
+        );
     }
 
     #[test]
@@ -1012,12 +1094,14 @@ mod tests {
         let mut rule = AcceptQueueRule::default();
         let mut k = kernel(8192);
         k.originals.insert(NS_KEY.into(), 1024);
+        k.by_rules.insert(NS_KEY.into(), 8192);
         let p = auto_policy();
         let calm = window(vec![listener(NS, 8192, 40, 0)]);
         let mut advised = Vec::new();
         for i in 0..200 {
             if i == 70 {
                 k.set(NS_KEY, 4096);
+                k.by_rules.insert(NS_KEY.into(), 4096);
             }
             for r in rule.evaluate(&at(i), &calm, &mut k, &p) {
                 advised.push((i, r.recommended_value.and_then(|v| v.as_int())));

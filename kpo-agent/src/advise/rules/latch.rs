@@ -6,10 +6,22 @@
 //! so does advice the policy refused for a reason that has since passed ([`Latch::release_if`]).
 //! Windows are counted by index, so advice given on a tick and the window that tick belongs to
 //! are the same moment.
+//!
+//! Only advice given is latched: a situation in which the rule had no step to propose (the
+//! parameter at the policy's bound, or the bound out of a step's reach) is not advice standing,
+//! so a policy that changes (a reload that widens `max`) is answered at the next tick or window.
+//! Until then, or until `repeat_windows` pass, the same dead end under the same policy is not
+//! worked out again, so the warning that says why a step is out of reach is not repeated
+//! every tick.
+use crate::advise::limits::ParamLimits;
+
 #[derive(Debug, Clone)]
 pub struct Latch<K> {
     /// The window of the last advice, and its situation.
     advised: Option<(u64, K)>,
+    /// The window of the last situation that gave no step, that situation, and the policy's
+    /// limits it was worked out under.
+    no_step: Option<(u64, K, Vec<Option<ParamLimits>>)>,
     /// Calm windows in a row.
     calm: u32,
 }
@@ -18,6 +30,7 @@ impl<K> Default for Latch<K> {
     fn default() -> Self {
         Self {
             advised: None,
+            no_step: None,
             calm: 0,
         }
     }
@@ -27,14 +40,69 @@ impl<K: PartialEq> Latch<K> {
     /// The condition holds in window `index` with `situation`: whether to advise now (and if so,
     /// it is recorded).
     pub fn fire(&mut self, index: u64, situation: K, repeat_windows: u64) -> bool {
+        if !self.ready(index, &situation, &[], repeat_windows) {
+            return false;
+        }
+        self.record(index, situation);
+        true
+    }
+
+    /// The condition holds in window `index` with `situation`, and the policy's `limits` (of
+    /// each parameter the advice would move): whether the rule should work out its advice now.
+    /// Then [`Latch::record`] it if there is any, or [`Latch::no_step`] if there is none.
+    pub fn ready(
+        &mut self,
+        index: u64,
+        situation: &K,
+        limits: &[Option<ParamLimits>],
+        repeat_windows: u64,
+    ) -> bool {
         self.pressed();
+        let recent = |at: u64| index.saturating_sub(at) < repeat_windows;
         if let Some((at, same)) = &self.advised {
-            if *same == situation && index.saturating_sub(*at) < repeat_windows {
+            if same == situation && recent(*at) {
                 return false;
             }
         }
-        self.advised = Some((index, situation));
+        if let Some((at, same, under)) = &self.no_step {
+            if same == situation && under.as_slice() == limits && recent(*at) {
+                return false;
+            }
+        }
         true
+    }
+
+    /// Advice was given in window `index` for `situation`.
+    pub fn record(&mut self, index: u64, situation: K) {
+        self.no_step = None;
+        self.advised = Some((index, situation));
+    }
+
+    /// The rule had no step to propose in `situation` under the policy's `limits`: nothing is
+    /// standing, but the same dead end is not worked out again (nor warned about) until
+    /// `repeat_windows` pass or the limits change.
+    pub fn no_step(&mut self, index: u64, situation: K, limits: Vec<Option<ParamLimits>>) {
+        self.no_step = Some((index, situation, limits));
+    }
+
+    /// [`Latch::ready`], then `advise`, recorded only when it gives advice.
+    pub fn fire_with<R>(
+        &mut self,
+        index: u64,
+        situation: K,
+        limits: Vec<Option<ParamLimits>>,
+        repeat_windows: u64,
+        advise: impl FnOnce() -> Option<R>,
+    ) -> Option<R> {
+        if !self.ready(index, &situation, &limits, repeat_windows) {
+            return None;
+        }
+        let advice = advise();
+        match advice {
+            Some(_) => self.record(index, situation),
+            None => self.no_step(index, situation, limits),
+        }
+        advice
     }
 
     /// A closed window in which the condition did not hold; `rearm_windows` of them in a row
@@ -43,6 +111,7 @@ impl<K: PartialEq> Latch<K> {
         self.calm = self.calm.saturating_add(1);
         if self.calm >= rearm_windows {
             self.advised = None;
+            self.no_step = None;
         }
     }
 
@@ -136,6 +205,40 @@ mod tests {
         l.calm(3);
         l.calm(3);
         assert!(!l.is_set());
+    }
+
+    /// A situation that gave no step is not advice: another situation, or the same under other
+    /// limits (a reload), is worked out at once; the same dead end under the same limits waits
+    /// `repeat_windows` (its warning is not repeated every tick), and calm forgets it.
+    #[test]
+    fn no_step_is_not_advice_and_is_worked_out_again_under_other_limits() {
+        use crate::advise::limits::Mode;
+        let narrow = vec![Some(ParamLimits::new(Mode::Auto).bounds(0, 128))];
+        let wide = vec![Some(ParamLimits::new(Mode::Auto).bounds(0, 65535))];
+        let mut l = Latch::default();
+        assert!(l.ready(1, &128, &narrow, 10));
+        l.no_step(1, 128, narrow.clone());
+        assert!(!l.is_set(), "nothing standing");
+        assert!(!l.ready(1, &128, &narrow, 10), "same dead end");
+        assert!(!l.ready(10, &128, &narrow, 10));
+        assert!(l.ready(11, &128, &narrow, 10), "after repeat_windows");
+        assert!(l.ready(2, &128, &wide, 10), "the policy changed");
+        assert!(l.ready(2, &256, &narrow, 10), "the situation changed");
+        assert_eq!(
+            l.fire_with(2, 128, wide.clone(), 10, || Some(256)),
+            Some(256)
+        );
+        assert!(l.is_set());
+        assert!(!l.ready(3, &128, &wide, 10), "advice stands");
+        let mut l = Latch::default();
+        assert_eq!(
+            l.fire_with(1, 128, narrow.clone(), 10, || None::<i64>),
+            None
+        );
+        l.calm(3);
+        l.calm(3);
+        l.calm(3);
+        assert!(l.ready(5, &128, &narrow, 10), "forgotten by calm");
     }
 
     #[test]

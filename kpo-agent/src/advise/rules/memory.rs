@@ -21,8 +21,13 @@
 //! hold `windows` windows in a row, counted again after each advice, and twice as long against
 //! the direction of the last advice. Steps are halving down (to `floor`, 10 by default: 0 would
 //! keep anonymous memory until the system is near OOM) and half again up (to `ceiling`, 100,
-//! where both kinds cost the same), within the policy. Hysteresis: [`Latch`] keyed by direction
-//! and current value.
+//! where both kinds cost the same), within the policy, and never past halfway to a value an
+//! earlier step moved away from, nor smaller than `min_step`: reclaim that answers each step with
+//! the other side's pattern narrows the value down until it settles. Hysteresis: [`Latch`]
+//! keyed by direction and current value.
+//!
+//! On cgroup v1 hosts `vm.swappiness` reaches only the root memory cgroup (each other keeps its
+//! own copy); the reason says so.
 use super::{host_address, latch::Latch, step, KernelView};
 use crate::{
     actuate::param::ParamAddress,
@@ -57,6 +62,10 @@ pub struct MemoryConfig {
     pub min_swap_free_share: f64,
     /// Windows in a row a direction must hold.
     pub windows: u32,
+    /// The smallest step advised: a few points hardly shift reclaim's balance (it weighs
+    /// anonymous memory against files as swappiness against 200 − swappiness), and between two
+    /// values already tried they would only churn.
+    pub min_step: i64,
     pub rearm_windows: u32,
     pub repeat_windows: u64,
     pub floor: i64,
@@ -73,6 +82,7 @@ impl Default for MemoryConfig {
             file_to_anon_ratio: 4.0,
             min_swap_free_share: 0.25,
             windows: 2,
+            min_step: 5,
             rearm_windows: 3,
             repeat_windows: super::REPEAT_WINDOWS,
             floor: 10,
@@ -100,6 +110,15 @@ pub struct MemoryRule {
     /// led to it and the direction of the advice before. Should it be refused for a passing
     /// reason, they are what counts again.
     before_advice: Option<(u32, Option<Direction>)>,
+    /// Values the rule's steps moved the kernel away from, until calm forgets the last advice:
+    /// one it lowered from was too high for this load (`above`), one it raised from too low
+    /// (`below`). Later steps stay strictly between them, going at most halfway to one, so a
+    /// load that answers each step with the other side's pattern narrows the value down
+    /// instead of swinging it.
+    above: Option<i64>,
+    below: Option<i64>,
+    /// The last advice, (direction, from, to), until the kernel is seen with one of the two.
+    moving: Option<(Direction, i64, i64)>,
 }
 
 impl MemoryRule {
@@ -118,6 +137,9 @@ impl MemoryRule {
             if !self.latch.is_set() {
                 // Re-armed by calm: the last advice is history, either way is a fresh onset.
                 self.last_advice = None;
+                self.above = None;
+                self.below = None;
+                self.moving = None;
             }
             return Vec::new();
         };
@@ -144,31 +166,45 @@ impl MemoryRule {
         let Some(current) = kernel.current(&addr) else {
             return Vec::new();
         };
-        if !self
-            .latch
-            .fire(at.index, (direction, current), self.cfg.repeat_windows)
-        {
+        self.follow(current);
+        let limits = policy.allowed(&addr, Source::Rules);
+        let situation = (direction, current);
+        if !self.latch.ready(
+            at.index,
+            &situation,
+            std::slice::from_ref(&limits),
+            self.cfg.repeat_windows,
+        ) {
             return Vec::new();
         }
-        let limits = policy.allowed(&addr, Source::Rules);
         let target = match direction {
             Direction::Lower => {
-                step::lower(&addr, current, current / 2, self.cfg.floor, limits.as_ref())
+                // Rounded up: never down to a value raised from.
+                let half_way = self.below.map_or(i64::MIN, |b| (b + current + 1) / 2);
+                let wanted = (current / 2).max(half_way).max(self.cfg.floor);
+                (current - wanted >= self.cfg.min_step)
+                    .then(|| step::lower(&addr, current, wanted, self.cfg.floor, limits.as_ref()))
+                    .flatten()
             }
             // Not above the rule's ceiling even where the policy's `max` is higher: past 100
             // reclaim prefers swapping anonymous memory to dropping files, which this rule has no
             // signal to judge.
-            Direction::Raise => step::raise(
-                &addr,
-                current,
-                (current + (current / 2).max(10)).min(self.cfg.ceiling),
-                self.cfg.ceiling,
-                limits.as_ref(),
-            ),
+            Direction::Raise => {
+                let half_way = self.above.map_or(i64::MAX, |a| (current + a) / 2);
+                let wanted = (current + (current / 2).max(10))
+                    .min(self.cfg.ceiling)
+                    .min(half_way);
+                (wanted - current >= self.cfg.min_step)
+                    .then(|| step::raise(&addr, current, wanted, self.cfg.ceiling, limits.as_ref()))
+                    .flatten()
+            }
         };
         let Some(target) = target else {
+            self.latch.no_step(at.index, situation, vec![limits]);
             return Vec::new();
         };
+        self.latch.record(at.index, situation);
+        self.moving = Some((direction, current, target));
         // The next step waits for `windows` windows under the new value: none yet, in this
         // direction (a window the other way or without one breaks the run, as before).
         self.streak = Some((direction, 0));
@@ -191,13 +227,20 @@ impl MemoryRule {
                 "Reclaim keeps dropping files that programs read again while swap has room and little comes back from it: raising {SWAPPINESS} from {current} to {target} lets it swap out idle anonymous memory instead. It applies at once."
             ),
         };
+        let v1 = if kernel.cgroup_v1() {
+            format!(
+                " This host's memory cgroups are cgroup v1's: each keeps its own memory.swappiness (copied from its parent when it was made), and {SWAPPINESS} reaches only the root cgroup, not existing containers or services."
+            )
+        } else {
+            String::new()
+        };
         vec![step::change(
             at,
             addr,
             current,
             target,
             limits.as_ref(),
-            format!("{seen}. {why}"),
+            format!("{seen}. {why}{v1}"),
             0.6,
         )]
     }
@@ -223,6 +266,27 @@ impl MemoryRule {
                 self.streak = Some((d, count.saturating_add(since)));
                 self.last_advice = before;
             }
+        }
+    }
+
+    /// Learns from the kernel's value `current` whether the last advice was taken: a value
+    /// stepped away from bounds the later steps. A value outside those bounds was set by someone
+    /// else, and what the rule learnt no longer frames it.
+    fn follow(&mut self, current: i64) {
+        if let Some((direction, from, to)) = self.moving {
+            if current == to {
+                match direction {
+                    Direction::Lower => self.above = Some(self.above.map_or(from, |a| a.min(from))),
+                    Direction::Raise => self.below = Some(self.below.map_or(from, |b| b.max(from))),
+                }
+                self.moving = None;
+            } else if current != from {
+                self.moving = None;
+            }
+        }
+        if self.above.is_some_and(|a| current >= a) || self.below.is_some_and(|b| current <= b) {
+            self.above = None;
+            self.below = None;
         }
     }
 
@@ -395,6 +459,94 @@ mod tests {
         k.set(SWAPPINESS, 100);
         rule.on_window(&at(3), &raise, &mut k, &wide);
         assert!(rule.on_window(&at(4), &raise, &mut k, &wide).is_empty());
+    }
+
+    /// Defect: when reclaim answers each step with the other side's pattern (the page cache
+    /// thrashes after a lower, swap-ins follow a raise), the value swung for ever:
+    /// 60→30→45→22→33→16→26→13→23→11→21→10→20→10→20… a change every 4 windows. Steps now stay
+    /// between the values already stepped away from, and a step under 5 is no advice: it settles.
+    #[test]
+    fn a_load_that_answers_every_step_settles_instead_of_swinging() {
+        let mut rule = MemoryRule::default();
+        let mut k = FakeKernel::default().with(SWAPPINESS, 60);
+        let lower = memory(18.5, 3.0, 900.0, 850.0, 100.0);
+        let raise = memory(12.0, 0.5, 2.0, 20.0, 3000.0);
+        let mut lowered_last = false;
+        let mut advised = Vec::new();
+        for i in 1..=200 {
+            let w = if lowered_last { &raise } else { &lower };
+            for r in rule.on_window(&at(i), w, &mut k, &auto()) {
+                let v = r.recommended_value.and_then(|v| v.as_int()).unwrap();
+                lowered_last = v < k.values[SWAPPINESS];
+                k.set(SWAPPINESS, v);
+                advised.push((i, v));
+            }
+        }
+        assert_eq!(
+            advised,
+            [(2, 30), (6, 45), (10, 38)],
+            "halfway between 30 (too low) and 45 (too high), then a step of 3 is not worth it"
+        );
+    }
+
+    /// What the rule learnt of the values tried is forgotten with the last advice (calm), and
+    /// does not hold a value someone else set outside them.
+    #[test]
+    fn the_values_stepped_away_from_are_forgotten_by_calm_or_a_value_outside_them() {
+        let lower = memory(18.5, 3.0, 900.0, 850.0, 100.0);
+        let raise = memory(12.0, 0.5, 2.0, 20.0, 3000.0);
+        let calm = memory(0.0, 0.0, 0.0, 0.0, 0.0);
+        let mut rule = MemoryRule::default();
+        let mut k = FakeKernel::default().with(SWAPPINESS, 60);
+        rule.on_window(&at(1), &lower, &mut k, &auto());
+        rule.on_window(&at(2), &lower, &mut k, &auto());
+        k.set(SWAPPINESS, 30);
+        for i in 3..7 {
+            rule.on_window(&at(i), &raise, &mut k, &auto());
+        }
+        k.set(SWAPPINESS, 45);
+        assert_eq!((rule.above, rule.below), (Some(60), None));
+        for i in 7..11 {
+            rule.on_window(&at(i), &lower, &mut k, &auto());
+        }
+        assert_eq!((rule.above, rule.below), (Some(60), Some(30)));
+        for i in 11..14 {
+            rule.on_window(&at(i), &calm, &mut k, &auto());
+        }
+        assert_eq!((rule.above, rule.below), (None, None), "calm");
+        let mut rule = MemoryRule::default();
+        let mut k = FakeKernel::default().with(SWAPPINESS, 60);
+        rule.on_window(&at(1), &lower, &mut k, &auto());
+        rule.on_window(&at(2), &lower, &mut k, &auto());
+        k.set(SWAPPINESS, 30);
+        rule.on_window(&at(3), &lower, &mut k, &auto());
+        rule.on_window(&at(4), &lower, &mut k, &auto());
+        assert_eq!(rule.above, Some(60));
+        k.set(SWAPPINESS, 80);
+        rule.on_window(&at(5), &lower, &mut k, &auto());
+        let r = rule.on_window(&at(6), &lower, &mut k, &auto());
+        assert_eq!(rule.above, None, "80, set by someone else, is outside");
+        assert_eq!(r[0].recommended_value, Some(Value::Int(40)));
+    }
+
+    #[test]
+    fn on_cgroup_v1_the_reason_says_existing_cgroups_keep_their_own_swappiness() {
+        let w = memory(18.5, 3.0, 900.0, 850.0, 120.0);
+        for v1 in [false, true] {
+            let mut rule = MemoryRule::default();
+            let mut k = FakeKernel::default().with(SWAPPINESS, 60);
+            k.cgroup_v1 = v1;
+            rule.on_window(&at(1), &w, &mut k, &auto());
+            let r = rule.on_window(&at(2), &w, &mut k, &auto());
+            assert_eq!(
+                r[0].reason.contains(
+                    "memory cgroups are cgroup v1's: each keeps its own memory.swappiness"
+                ),
+                v1,
+                "{}",
+                r[0].reason
+            );
+        }
     }
 
     #[test]

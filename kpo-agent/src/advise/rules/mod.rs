@@ -40,6 +40,13 @@ pub trait KernelView {
     fn current(&mut self, address: &ParamAddress) -> Option<i64>;
     /// Its value before KPO first changed it (from the journal); `None` when KPO never did.
     fn original(&mut self, address: &ParamAddress) -> Option<i64>;
+    /// The value the rules' own change left there (from the journal): the latest change KPO
+    /// applied to it came from the rules and still holds (not reverted, nor yielded to a person
+    /// or handed back since). `None` otherwise: the value is someone else's.
+    fn set_by_rules(&mut self, address: &ParamAddress) -> Option<i64>;
+    /// Whether memory cgroups are cgroup v1's, where each keeps its own swappiness and
+    /// `vm.swappiness` reaches only the root.
+    fn cgroup_v1(&mut self) -> bool;
 }
 
 /// The address of a sysctl in a namespace: the host's key for the agent's own namespace.
@@ -154,11 +161,14 @@ pub(crate) mod testing {
     pub const NS: u64 = 4026532281;
     pub const HOST: u64 = 4026531840;
 
-    /// Sysctl values by address (`net.core.somaxconn@netns:4026532281`), and originals.
+    /// Sysctl values by address (`net.core.somaxconn@netns:4026532281`), originals, and the
+    /// values the rules' changes left.
     #[derive(Debug, Default, Clone)]
     pub struct FakeKernel {
         pub values: BTreeMap<String, i64>,
         pub originals: BTreeMap<String, i64>,
+        pub by_rules: BTreeMap<String, i64>,
+        pub cgroup_v1: bool,
         /// Every read, in order: a quiet tick must read nothing.
         pub reads: Vec<String>,
     }
@@ -183,6 +193,12 @@ pub(crate) mod testing {
         }
         fn original(&mut self, address: &ParamAddress) -> Option<i64> {
             self.originals.get(&address.to_string()).copied()
+        }
+        fn set_by_rules(&mut self, address: &ParamAddress) -> Option<i64> {
+            self.by_rules.get(&address.to_string()).copied()
+        }
+        fn cgroup_v1(&mut self) -> bool {
+            self.cgroup_v1
         }
     }
 
@@ -287,7 +303,7 @@ mod tests {
             .with(ns_key, 128)
             .with(memory::SWAPPINESS, 60)
             .with(receive_path::BUDGET, 300)
-            .with(receive_path::BUDGET_USECS, 8000);
+            .with(receive_path::BUDGET_USECS, 2000);
         let p = policy();
 
         // Accept queue: the raise again, the advice for the application not.
@@ -343,7 +359,7 @@ mod tests {
         s.softnet_time_squeeze_per_s = Some(10.0);
         let budgets = [
             (receive_path::BUDGET.to_string(), Some(600)),
-            (receive_path::BUDGET_USECS.to_string(), Some(16000)),
+            (receive_path::BUDGET_USECS.to_string(), Some(4000)),
         ];
         assert!(rules.on_window(&at(1), &squeezed, &mut k, &p).is_empty());
         assert_eq!(
@@ -357,6 +373,109 @@ mod tests {
         );
         // Without a release, the same advice waits repeat_windows.
         assert!(rules.on_window(&at(4), &squeezed, &mut k, &p).is_empty());
+    }
+
+    /// Defect: every rule latched its advice before working out the step, so at the policy's
+    /// max it recorded advice it never gave, and a policy widened by a reload was answered only
+    /// `repeat_windows` later while the drops went on. Now no step is no advice, and the next
+    /// tick or window under the wider policy advises.
+    #[test]
+    fn no_step_at_the_policys_bound_is_no_advice_and_a_wider_policy_advises_at_once() {
+        use crate::window::NetnsWindow;
+        let ns_key = "net.core.somaxconn@netns:4026532281";
+        let syn_key = "net.ipv4.tcp_max_syn_backlog@netns:4026532281";
+        let mut k = FakeKernel::default()
+            .with(ns_key, 128)
+            .with(syn_key, 128)
+            .with("net.ipv4.tcp_syncookies@netns:4026532281", 0)
+            .with(receive_path::MAX_BACKLOG, 1000)
+            .with(receive_path::BUDGET, 300)
+            .with(receive_path::BUDGET_USECS, 2000)
+            .with(memory::SWAPPINESS, 60);
+        let at_bound = |name: &str, min: i64, max: i64| {
+            StaticPolicy::new().with(
+                name,
+                &[Source::Rules],
+                ParamLimits::new(Mode::Auto).bounds(min, max),
+            )
+        };
+        let wide = policy();
+        let values = |r: Vec<Recommendation>| -> Vec<Option<i64>> {
+            r.into_iter()
+                .map(|r| r.recommended_value.and_then(|v| v.as_int()))
+                .collect()
+        };
+
+        // Accept queue, on ticks.
+        let mut rules = RuleSet::default();
+        let burst = window(vec![listener(NS, 128, 128, 9)]);
+        let p = at_bound("net.core.somaxconn", 0, 128);
+        assert!(rules.on_tick(&at(1), &burst, &mut k, &p).is_empty());
+        assert_eq!(
+            values(rules.on_tick(&at(1), &burst, &mut k, &wide)),
+            [Some(256)]
+        );
+
+        // SYN backlog, on ticks.
+        let mut rules = RuleSet::default();
+        let mut syn = window(vec![listener(NS, 4096, 10, 0)]);
+        syn.netns = vec![NetnsWindow {
+            netns: NS,
+            listen_overflows: 0,
+            listen_drops: 40,
+            syn_queue_full_drops: Some(0),
+            syn_queue_full_cookies: Some(0),
+        }];
+        let p = at_bound("net.ipv4.tcp_max_syn_backlog", 0, 128);
+        assert!(rules.on_tick(&at(1), &syn, &mut k, &p).is_empty());
+        assert_eq!(
+            values(rules.on_tick(&at(1), &syn, &mut k, &wide)),
+            [Some(256)]
+        );
+
+        // Receive path: drops on ticks, squeezes at windows' ends.
+        let mut rules = RuleSet::default();
+        let mut drops = window(vec![]);
+        drops.system.softnet_dropped = Some(5);
+        let p = at_bound(receive_path::MAX_BACKLOG, 0, 1000);
+        assert!(rules.on_tick(&at(1), &drops, &mut k, &p).is_empty());
+        assert_eq!(
+            values(rules.on_tick(&at(1), &drops, &mut k, &wide)),
+            [Some(2000)]
+        );
+        let mut squeezed = window(vec![]);
+        squeezed.system.softnet_time_squeeze = Some(600);
+        squeezed.system.softnet_time_squeeze_per_s = Some(10.0);
+        let p = at_bound(receive_path::BUDGET, 0, 300).with(
+            receive_path::BUDGET_USECS,
+            &[Source::Rules],
+            ParamLimits::new(Mode::Auto).bounds(0, 2000),
+        );
+        assert!(rules.on_window(&at(1), &squeezed, &mut k, &p).is_empty());
+        assert!(rules.on_window(&at(2), &squeezed, &mut k, &p).is_empty());
+        assert_eq!(
+            values(rules.on_window(&at(3), &squeezed, &mut k, &wide)),
+            [Some(600), Some(4000)]
+        );
+
+        // Memory, at windows' ends: at the policy's min.
+        let mut rules = RuleSet::default();
+        let mut lower = window(vec![]);
+        let s = &mut lower.system;
+        s.swap_total_bytes = Some(4 << 30);
+        s.swap_free_bytes = Some(3 << 30);
+        s.psi_memory_some_stall_pct = Some(18.5);
+        s.psi_memory_full_stall_pct = Some(3.0);
+        s.swap_in_pages_per_s = Some(900.0);
+        s.refault_anon_pages_per_s = Some(850.0);
+        s.refault_file_pages_per_s = Some(100.0);
+        let p = at_bound(memory::SWAPPINESS, 60, 100);
+        assert!(rules.on_window(&at(1), &lower, &mut k, &p).is_empty());
+        assert!(rules.on_window(&at(2), &lower, &mut k, &p).is_empty());
+        assert_eq!(
+            values(rules.on_window(&at(3), &lower, &mut k, &wide)),
+            [Some(30)]
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!   `net.core.netdev_budget_usecs`. A few are normal under load; a steady share of the rounds
 //!   means packets wait for the next round. The kernel does not say which of the two limits ended
 //!   a round, so both are raised together. A larger budget lets one round hold a CPU longer, so
-//!   this must last `squeeze_windows` windows before advice.
+//!   this must last `squeeze_windows` windows before advice, and a raise that did not cut the
+//!   squeezes (a saturated CPU squeezes whatever the budgets) is not followed by another.
 //!
 //! All three are host parameters (not per network namespace). Hysteresis: [`Latch`] per
 //! parameter, keyed by its current value.
@@ -58,6 +59,9 @@ pub struct ReceivePathConfig {
     pub squeeze_share: f64,
     /// Squeezed windows in a row before advice.
     pub squeeze_windows: u32,
+    /// The share by which a raise must cut the squeezes (over as many windows at the new
+    /// budgets as led to it) for the budgets to be raised again.
+    pub squeeze_cut: f64,
     pub rearm_windows: u32,
     pub repeat_windows: u64,
     pub raise_factor: i64,
@@ -74,12 +78,13 @@ impl Default for ReceivePathConfig {
             squeeze_per_s: 1.0,
             squeeze_share: 0.01,
             squeeze_windows: 2,
+            squeeze_cut: 0.25,
             rearm_windows: 3,
             repeat_windows: super::REPEAT_WINDOWS,
             raise_factor: 2,
             max_backlog_ceiling: 16384,
             budget_ceiling: 2400,
-            budget_usecs_ceiling: 32000,
+            budget_usecs_ceiling: 8000,
         }
     }
 }
@@ -93,10 +98,15 @@ pub struct ReceivePathRule {
     /// Keyed by (budget, budget_usecs).
     squeeze: Latch<(i64, i64)>,
     /// Squeezed windows in a row since the last advice.
-    squeezed: u32,
+    run: Tally,
     /// The squeezed windows in a row that led to the last advice, while the run lasts: should
     /// that advice be refused for a passing reason, they still count.
-    squeezed_before: Option<u32>,
+    run_before: Option<Tally>,
+    /// The last raise of the budgets, until the windows at its values judge it.
+    raised: Option<Raised>,
+    /// Budgets a raise to which did not cut the squeezes: no raise from them while the kernel
+    /// has them.
+    futile: Option<(i64, i64)>,
 }
 
 impl ReceivePathRule {
@@ -120,8 +130,10 @@ impl ReceivePathRule {
                     .is_some_and(|&(b, u)| now == (Some(b), Some(u)))
                 {
                     self.squeeze.release_if(|_| true);
-                    if let Some(before) = self.squeezed_before.take() {
-                        self.squeezed = self.squeezed.saturating_add(before);
+                    // Not taken: nothing to judge.
+                    self.raised = None;
+                    if let Some(before) = self.run_before.take() {
+                        self.run.merge(&before);
                     }
                 }
             }
@@ -200,16 +212,22 @@ impl ReceivePathRule {
         }
         let addr = host_address(MAX_BACKLOG);
         let current = kernel.current(&addr)?;
-        if !self.drops.fire(at.index, current, self.cfg.repeat_windows) {
-            return None;
-        }
         let limits = policy.allowed(&addr, Source::Rules);
-        let target = step::raise(
-            &addr,
+        let ceiling = self.cfg.max_backlog_ceiling;
+        let target = self.drops.fire_with(
+            at.index,
             current,
-            current.saturating_mul(self.cfg.raise_factor.max(2)),
-            self.cfg.max_backlog_ceiling,
-            limits.as_ref(),
+            vec![limits.clone()],
+            self.cfg.repeat_windows,
+            || {
+                step::raise(
+                    &addr,
+                    current,
+                    current.saturating_mul(self.cfg.raise_factor.max(2)),
+                    ceiling,
+                    limits.as_ref(),
+                )
+            },
         )?;
         let reason = format!(
             "{dropped} packet(s) dropped {span} up to {} (window {}) because a CPU's receive backlog held {MAX_BACKLOG} = {current} packets (/proc/net/softnet_stat column 2){}. \
@@ -251,28 +269,44 @@ Raising it to {target} lets each CPU queue more packets before dropping; it appl
             .and_then(|s| s.get("NET_RX").copied())
             .map(|per_s| per_s * w.duration_s);
         let share = rounds.filter(|r| *r > 0.0).map(|r| squeezes as f64 / r);
+        let (budget_addr, usecs_addr) = (host_address(BUDGET), host_address(BUDGET_USECS));
+        self.judge_raise(rate, share, kernel);
         let squeezed =
             rate >= self.cfg.squeeze_per_s && share.is_none_or(|s| s >= self.cfg.squeeze_share);
         if !squeezed {
-            self.squeezed = 0;
-            self.squeezed_before = None;
+            self.run = Tally::default();
+            self.run_before = None;
             self.squeeze.calm(self.cfg.rearm_windows);
             return Vec::new();
         }
         self.squeeze.pressed();
-        self.squeezed += 1;
-        if self.squeezed < self.cfg.squeeze_windows {
+        self.run.add(rate, share);
+        if self.run.windows < self.cfg.squeeze_windows {
             return Vec::new();
         }
-        let (budget_addr, usecs_addr) = (host_address(BUDGET), host_address(BUDGET_USECS));
         let (Some(budget), Some(usecs)) =
             (kernel.current(&budget_addr), kernel.current(&usecs_addr))
         else {
             return Vec::new();
         };
+        // The last raise is judged first (by as many windows at its budgets as led to it); one
+        // that did not cut the squeezes leaves nothing to gain by raising further: the CPU is
+        // busy, not short of budget, and longer rounds would only delay its other tasks.
+        if self
+            .raised
+            .as_ref()
+            .is_some_and(|r| r.to == (budget, usecs))
+            || self.futile == Some((budget, usecs))
+        {
+            return Vec::new();
+        }
+        let limits = vec![
+            policy.allowed(&budget_addr, Source::Rules),
+            policy.allowed(&usecs_addr, Source::Rules),
+        ];
         if !self
             .squeeze
-            .fire(at.index, (budget, usecs), self.cfg.repeat_windows)
+            .ready(at.index, &(budget, usecs), &limits, self.cfg.repeat_windows)
         {
             return Vec::new();
         }
@@ -280,13 +314,11 @@ Raising it to {target} lets each CPU queue more packets before dropping; it appl
             "the receive softirq stopped with work left {squeezes} time(s) in window {} ({rate}/s{}, /proc/net/softnet_stat column 3), for {} windows in a row",
             at.index,
             share.map_or(String::new(), |s| format!(", {:.1}% of its rounds", s * 100.0)),
-            self.squeezed,
+            self.run.windows,
         );
-        // The next step waits for `squeeze_windows` windows under the new budgets.
-        self.squeezed_before = Some(self.squeezed);
-        self.squeezed = 0;
         let mut out = Vec::new();
-        for (addr, current, ceiling, what) in [
+        let mut to = (budget, usecs);
+        for ((addr, current, ceiling, what), limits) in [
             (budget_addr, budget, self.cfg.budget_ceiling, "packets"),
             (
                 usecs_addr,
@@ -294,8 +326,10 @@ Raising it to {target} lets each CPU queue more packets before dropping; it appl
                 self.cfg.budget_usecs_ceiling,
                 "microseconds",
             ),
-        ] {
-            let limits = policy.allowed(&addr, Source::Rules);
+        ]
+        .into_iter()
+        .zip(&limits)
+        {
             let Some(target) = step::raise(
                 &addr,
                 current,
@@ -305,9 +339,15 @@ Raising it to {target} lets each CPU queue more packets before dropping; it appl
             ) else {
                 continue;
             };
+            if addr.name == BUDGET {
+                to.0 = target;
+            } else {
+                to.1 = target;
+            }
             let reason = format!(
                 "{seen}. A round ends after {BUDGET} = {budget} packets or {BUDGET_USECS} = {usecs} µs, whichever comes first (the kernel does not say which); \
-raising {} from {current} to {target} {what} lets a round finish more of its work. It applies at once; a longer round can delay other tasks on that CPU.",
+raising {} from {current} to {target} {what} lets a round finish more of its work. It applies at once; a longer round can delay other tasks on that CPU. \
+If the squeezes do not fall by a quarter at the new values, the budgets are not raised again.",
                 addr.name,
             );
             out.push(step::change(
@@ -320,8 +360,106 @@ raising {} from {current} to {target} {what} lets a round finish more of its wor
                 0.6,
             ));
         }
+        if out.is_empty() {
+            self.squeeze.no_step(at.index, (budget, usecs), limits);
+            return out;
+        }
+        self.squeeze.record(at.index, (budget, usecs));
+        self.raised = Some(Raised {
+            from: (budget, usecs),
+            to,
+            before: self.run,
+            after: Tally::default(),
+        });
+        // The next step waits for `squeeze_windows` windows under the new budgets.
+        self.run_before = Some(self.run);
+        self.run = Tally::default();
         out
     }
+
+    /// Counts this window toward the judgement of the last raise if the kernel has its budgets
+    /// (not while it still has the budgets before: the raise is not taken yet); once there are
+    /// as many as led to it, a raise that did not cut the squeezes by `squeeze_cut` is futile.
+    /// Budgets someone else set end the judgement.
+    fn judge_raise(&mut self, rate: f64, share: Option<f64>, kernel: &mut dyn KernelView) {
+        let Some(raised) = &mut self.raised else {
+            return;
+        };
+        let now = (
+            kernel.current(&host_address(BUDGET)),
+            kernel.current(&host_address(BUDGET_USECS)),
+        );
+        if now == (Some(raised.to.0), Some(raised.to.1)) {
+            raised.after.add(rate, share);
+            if raised.after.windows >= raised.before.windows.max(1) {
+                if !raised.before.cut_by(&raised.after, self.cfg.squeeze_cut) {
+                    self.futile = Some(raised.to);
+                }
+                self.raised = None;
+            }
+        } else if now != (Some(raised.from.0), Some(raised.from.1)) {
+            self.raised = None;
+        }
+    }
+}
+
+/// Squeezes over a run of windows.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Tally {
+    windows: u32,
+    /// Sum of the windows' squeezes per second.
+    rate: f64,
+    /// Sum of their shares of the receive softirq's rounds, over the `shared` windows that know it.
+    share: f64,
+    shared: u32,
+}
+
+impl Tally {
+    fn merge(&mut self, other: &Tally) {
+        self.windows += other.windows;
+        self.rate += other.rate;
+        self.share += other.share;
+        self.shared += other.shared;
+    }
+
+    fn add(&mut self, rate: f64, share: Option<f64>) {
+        self.windows += 1;
+        self.rate += rate;
+        if let Some(s) = share {
+            self.share += s;
+            self.shared += 1;
+        }
+    }
+
+    /// Whether `after` has fewer squeezes than these by at least `cut` (a fraction): compared by
+    /// share of the rounds when every window of both knows it (a busier CPU runs more rounds, and
+    /// squeezes more of them in number only), by rate otherwise.
+    fn cut_by(&self, after: &Tally, cut: f64) -> bool {
+        let mean = |sum: f64, n: u32| sum / f64::from(n.max(1));
+        let (before, now) = if self.shared == self.windows && after.shared == after.windows {
+            (
+                mean(self.share, self.windows),
+                mean(after.share, after.windows),
+            )
+        } else {
+            (
+                mean(self.rate, self.windows),
+                mean(after.rate, after.windows),
+            )
+        };
+        now <= before * (1.0 - cut)
+    }
+}
+
+/// The last squeeze advice, until it is judged.
+#[derive(Debug, Clone, Copy)]
+struct Raised {
+    /// (netdev_budget, netdev_budget_usecs) before it, and advised.
+    from: (i64, i64),
+    to: (i64, i64),
+    /// The squeezed windows that led to it, and the windows since at its budgets.
+    before: Tally,
+    after: Tally,
 }
 
 #[cfg(test)]
@@ -339,7 +477,7 @@ mod tests {
         FakeKernel::default()
             .with(MAX_BACKLOG, 1000)
             .with(BUDGET, 300)
-            .with(BUDGET_USECS, 8000)
+            .with(BUDGET_USECS, 2000)
     }
 
     fn auto() -> StaticPolicy {
@@ -490,7 +628,7 @@ mod tests {
         assert_eq!(r[0].parameter.to_string(), BUDGET);
         assert_eq!(r[0].recommended_value, Some(Value::Int(600)));
         assert_eq!(r[1].parameter.to_string(), BUDGET_USECS);
-        assert_eq!(r[1].recommended_value, Some(Value::Int(16000)));
+        assert_eq!(r[1].recommended_value, Some(Value::Int(4000)));
         for needle in [
             "600 time(s)",
             "10/s",
@@ -509,6 +647,68 @@ mod tests {
                 .is_empty(),
             "once"
         );
+    }
+
+    /// Defect: on a saturated CPU the squeezes never fall, and the rule doubled both budgets
+    /// every two windows up to its ceilings (2400 packets, 32000 µs). A raise is now judged by as
+    /// many windows at its budgets as led to it: one that cut the share of squeezed rounds by a
+    /// quarter may be followed by another, one that did not ends the raises.
+    #[test]
+    fn budgets_are_not_raised_again_after_a_raise_that_did_not_cut_the_squeezes() {
+        // The share of squeezed rounds at each netdev_budget: 3% at 300, then 1.2% however high.
+        let share_at = |budget: i64| if budget <= 300 { 1800 } else { 720 };
+        let mut rule = ReceivePathRule::default();
+        let mut k = kernel();
+        let mut advised = Vec::new();
+        for i in 1..=100 {
+            let budget = k.values[BUDGET];
+            // 60000 rounds in the 60 s window.
+            let w = softnet(0, share_at(budget), 1000.0);
+            let r = rule.on_window(&at(i), &w, &mut k, &auto());
+            for r in &r {
+                let v = r.recommended_value.as_ref().unwrap().as_int().unwrap();
+                k.set(&r.parameter.to_string(), v);
+                advised.push((i, r.parameter.name.clone(), v));
+            }
+        }
+        let raise = |i, budget, usecs| {
+            [
+                (i, BUDGET.to_string(), budget),
+                (i, BUDGET_USECS.to_string(), usecs),
+            ]
+        };
+        assert_eq!(
+            advised,
+            [raise(2, 600, 4000), raise(4, 1200, 8000)].concat(),
+            "3% to 1.2% is a cut; 1.2% to 1.2% is not, and the budgets stay"
+        );
+        assert!(
+            advised.iter().all(|(_, _, v)| *v <= 8000),
+            "8000 µs at most"
+        );
+    }
+
+    /// A raise not yet taken (waiting for an approval) is judged only from the windows at its
+    /// budgets: the windows before it still has the old ones do not count against it.
+    #[test]
+    fn a_raise_is_judged_only_by_windows_at_its_budgets() {
+        let mut rule = ReceivePathRule::default();
+        let mut k = kernel();
+        let squeezed = softnet(0, 1800, 1000.0);
+        rule.on_window(&at(1), &squeezed, &mut k, &auto());
+        assert_eq!(rule.on_window(&at(2), &squeezed, &mut k, &auto()).len(), 2);
+        for i in 3..5 {
+            assert!(rule
+                .on_window(&at(i), &squeezed, &mut k, &auto())
+                .is_empty());
+        }
+        k.set(BUDGET, 600);
+        k.set(BUDGET_USECS, 4000);
+        let better = softnet(0, 720, 1000.0);
+        rule.on_window(&at(5), &better, &mut k, &auto());
+        let r = rule.on_window(&at(6), &better, &mut k, &auto());
+        assert_eq!(r.len(), 2, "judged by windows 5 and 6: a cut");
+        assert_eq!(r[0].recommended_value, Some(Value::Int(1200)));
     }
 
     #[test]
@@ -563,7 +763,7 @@ mod tests {
         let r = rule.on_window(&at(2), &squeezed, &mut k, &p);
         assert_eq!(r.len(), 1, "budget is at its max: only usecs");
         assert_eq!(r[0].parameter.to_string(), BUDGET_USECS);
-        assert_eq!(r[0].recommended_value, Some(Value::Int(10000)));
+        assert_eq!(r[0].recommended_value, Some(Value::Int(4000)));
         // Without a policy max, the rule's own ceiling.
         k.set(MAX_BACKLOG, 12000);
         let r = ReceivePathRule::default().on_tick(&at(1), &softnet(5, 0, 1.0), &mut k, &auto());

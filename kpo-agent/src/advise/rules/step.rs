@@ -64,6 +64,7 @@ fn raised(
     }
     let step = limits.and_then(|l| l.max_step);
     if let Some(step) = step {
+        stuck(step, current)?;
         next = next.min(current.saturating_add(allowed(step, current)));
     }
     if let Some(min) = min.filter(|min| next < *min) {
@@ -96,6 +97,9 @@ fn lowered(
     if next >= current {
         return Ok(None);
     }
+    if let Some(step) = limits.and_then(|l| l.max_step) {
+        stuck(step, current)?;
+    }
     if let Some(max) = max.filter(|max| next > *max) {
         if max < floor {
             return Err(format!(
@@ -117,6 +121,23 @@ fn lowered(
         ));
     }
     Ok((next < current).then_some(next))
+}
+
+/// Why the policy's `max_step` allows no move at all from `current`: a percentage of a small
+/// value (or of 0) rounds down to 0, and the policy refuses any change larger than that, so the
+/// parameter could never move. Not a step of 1 instead: the policy would refuse it.
+fn stuck(step: crate::advise::limits::Step, current: i64) -> Result<(), String> {
+    if allowed(step, current) > 0 {
+        return Ok(());
+    }
+    let how = match step {
+        crate::advise::limits::Step::Percent(_) => "an absolute max_step, or a larger one",
+        crate::advise::limits::Step::Absolute(_) => "a larger max_step",
+    };
+    Err(format!(
+        "max_step {step} allows no change at all from {current}: the parameter cannot move; \
+         set {how}"
+    ))
 }
 
 /// The policy's step from `current`, in the rules' `i64` (a step beyond it is no limit).
@@ -260,6 +281,35 @@ mod tests {
             Ok(None),
             "below the floor already: nothing to lower, nothing to say"
         );
+    }
+
+    /// Defect: a percentage max_step of a small value (or of 0) allows a step of 0, and the
+    /// rules gave no advice without a word. Now it is out of reach like a bound, and says why;
+    /// not a step of 1, which the policy would refuse.
+    #[test]
+    fn a_step_that_allows_no_change_says_so() {
+        let ten = ParamLimits::new(Mode::Auto).step(Step::Percent(Percent::whole(10)));
+        let why = |from: i64| {
+            format!(
+                "max_step 10% allows no change at all from {from}: the parameter cannot move; set \
+                 an absolute max_step, or a larger one"
+            )
+        };
+        assert_eq!(raised(5, 10, 100, Some(&ten)), Err(why(5)));
+        assert_eq!(lowered(5, 2, 0, Some(&ten)), Err(why(5)));
+        assert_eq!(raised(0, 10, 100, Some(&ten)), Err(why(0)));
+        assert_eq!(
+            raised(10, 20, 100, Some(&ten)),
+            Ok(Some(11)),
+            "10% of 10 is 1"
+        );
+        assert_eq!(
+            raised(5, 5, 100, Some(&ten)),
+            Ok(None),
+            "nothing to move: nothing to say"
+        );
+        let addr: ParamAddress = "vm.swappiness".parse().unwrap();
+        assert_eq!(raise(&addr, 5, 10, 100, Some(&ten)), None);
     }
 
     #[test]

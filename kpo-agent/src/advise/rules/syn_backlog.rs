@@ -216,18 +216,23 @@ impl SynBacklogRule {
             if current >= ceiling {
                 return None;
             }
-            if !latch.fire(at.index, current, self.cfg.repeat_windows) {
-                return None;
-            }
             let limits = policy.allowed(&addr, Source::Rules);
-            let target = step::raise(
-                &addr,
+            let target = latch.fire_with(
+                at.index,
                 current,
-                current
-                    .saturating_mul(self.cfg.raise_factor.max(2))
-                    .min(ceiling),
-                DEFAULT_CEILING,
-                limits.as_ref(),
+                vec![limits.clone()],
+                self.cfg.repeat_windows,
+                || {
+                    step::raise(
+                        &addr,
+                        current,
+                        current
+                            .saturating_mul(self.cfg.raise_factor.max(2))
+                            .min(ceiling),
+                        DEFAULT_CEILING,
+                        limits.as_ref(),
+                    )
+                },
             )?;
             let reason = format!(
                 "{drops} SYN(s) dropped in netns {}{} in window {} (up to {}) short of a full queue: TcpExtListenDrops {} - ListenOverflows {} - TCPReqQFullDrop {}. \
