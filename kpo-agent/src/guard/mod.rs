@@ -10,7 +10,9 @@
 //! services (request p99, listen overflows, SYN-ACK retransmits), so that load elsewhere cannot
 //! revert it. Run-queue p99 and softnet drops exist only for the whole host and are judged
 //! host-wide for every change; TCP retransmits are counted in the agent's own namespace, so they
-//! judge only changes there.
+//! judge only changes there. With several changes watched at once, a regression that begins after
+//! a later change, once an earlier one had a clean window, is blamed on the later one alone
+//! ([`Guard::judge`]).
 //!
 //! The open watches are kept in the state directory ([`WATCHES_FILE`]), so that a change made
 //! just before the agent was stopped or killed is still judged after it starts again; a change's
@@ -125,16 +127,24 @@ impl Health {
             h.insert(HealthSignal::RunqP99, r.p99_us);
         }
         let listeners = || w.listeners.iter().filter(|l| scope.covers(l.netns));
+        // A scope without a listener has no listener signals: unmeasured rather than 0 (an empty
+        // sum of `Option`s is `Some(0)`). A namespace deleted since the change has none, and its
+        // watch would otherwise be judged, and kept, on zeros.
+        let any_listener = listeners().next().is_some();
         // A count reaching back before the window (its namespace's dumps failed) is no rate of
         // this window: divided by its length it would look like a burst, and could revert a change
         // for drops from before it. Unmeasured, like an unknown count.
         let overflows: Option<u64> = listeners()
             .map(|l| l.overflows.filter(|_| l.overflows_since.is_none()))
-            .sum();
+            .sum::<Option<u64>>()
+            .filter(|_| any_listener);
         if let Some(o) = overflows {
             h.insert(HealthSignal::ListenOverflows, o as f64 / secs);
         }
-        let synacks: Option<u64> = listeners().map(|l| l.synack_retrans).sum();
+        let synacks: Option<u64> = listeners()
+            .map(|l| l.synack_retrans)
+            .sum::<Option<u64>>()
+            .filter(|_| any_listener);
         if let Some(s) = synacks {
             h.insert(HealthSignal::SynackRetransmits, s as f64 / secs);
         }
@@ -219,10 +229,26 @@ struct Watch {
     strikes: u32,
     /// Signals that had a value before the change and in a watched window.
     judged: std::collections::BTreeSet<HealthSignal>,
-    /// Windows not counted because a signal measured before the change was not measured in them
-    /// (at most `windows` of them: a signal that never comes back does not hold the watch open).
+    /// Windows not counted because a signal measured before the change was not measured in them,
+    /// or because the only regression in them is blamed on a later change (`excused`); at most
+    /// `windows` of them: a signal that never comes back does not hold the watch open.
     #[serde(default)]
     blind_windows: u32,
+    /// Windows still to pass before the first judged one: 1 for a change made on a tick, whose
+    /// window in progress mostly holds the time before the change (and its pressure).
+    #[serde(default)]
+    skip_windows: u32,
+    /// Windows counted without a regression and with at least one signal judged.
+    #[serde(default)]
+    clean_windows: u32,
+    /// The changes watched after this one had a clean window (and no strike since): a regression
+    /// that begins while one of them is watched is blamed on it, not on this one.
+    #[serde(default)]
+    later: Vec<u64>,
+    /// Signals whose regression was blamed on a later change: not counted against this one
+    /// until they are back within bounds.
+    #[serde(default)]
+    excused: std::collections::BTreeSet<HealthSignal>,
     /// When it was last written to the state directory (ms since the epoch).
     #[serde(default)]
     saved_ms: u64,
@@ -249,35 +275,67 @@ impl Watch {
             strikes: 0,
             judged: Default::default(),
             blind_windows: 0,
+            skip_windows: 0,
+            clean_windows: 0,
+            later: Vec::new(),
+            excused: Default::default(),
             saved_ms: 0,
         }
     }
+
+    /// A change made on a tick (`on_tick`) is judged from the next full window on.
+    fn made_on_tick(mut self, on_tick: bool) -> Watch {
+        self.skip_windows = u32::from(on_tick);
+        self
+    }
+
+    /// Whether `signal` going worse in this watch's scope could be `later`'s doing, and `later`
+    /// can be reverted for it: it is judged by the signal, and its scope overlaps this one's
+    /// there (run-queue latency and softnet drops are the whole host's; the others are seen per
+    /// namespace, and a change of the host's is in every one).
+    fn could_answer_for(&self, later: &Watch, signal: HealthSignal) -> bool {
+        let overlap = match signal {
+            HealthSignal::RunqP99 | HealthSignal::SoftnetDrops => true,
+            _ => {
+                self.scope == Scope::Host || later.scope == Scope::Host || self.scope == later.scope
+            }
+        };
+        overlap && later.signals.contains(&signal) && later.baseline.0.contains_key(&signal)
+    }
 }
 
-/// The signals a change is judged by: `signals`, less the drops at a queue the change made
-/// longer. A longer queue does not drop more than a shorter one, and the drops that prompted the
-/// raise may go on until it takes effect (a listener takes a new somaxconn only when it calls
-/// `listen()` again): judged by them, the fix would be reverted, and its value quarantined, for
-/// the very trouble it answers. A shorter queue is judged by its drops like any change.
+/// The signals a change is judged by: `signals`, less the symptoms of a full queue the change
+/// made longer. A longer queue does not drop more than a shorter one, and the trouble that
+/// prompted the raise may go on until it takes effect (a listener takes a new somaxconn only when
+/// it calls `listen()` again): judged by it, the fix would be reverted, and its value quarantined,
+/// for the very trouble it answers. A shorter queue is judged by its drops like any change.
+///
+/// A full accept queue shows as SYN-ACK retransmits as well as overflows: with
+/// `tcp_abort_on_overflow` = 0, `tcp_check_req` drops the final ACK of a handshake the queue has
+/// no room for, and the request's timer then sends the SYN-ACK again (the
+/// `tcp_retransmit_synack` tracepoint the sensor counts). A longer SYN queue also holds more
+/// half-open requests to retransmit to. So a raise of somaxconn or `tcp_max_syn_backlog` is
+/// judged by neither.
 fn judged_by(
     signals: &[HealthSignal],
     address: &ParamAddress,
     from: &Value,
     to: &Value,
 ) -> Vec<HealthSignal> {
-    let queue_drops = match address.name.as_str() {
+    let queue_symptoms: &[HealthSignal] = match address.name.as_str() {
         // The SYN drops tcp_max_syn_backlog governs are the listener's drops too.
-        "net.core.somaxconn" | "net.ipv4.tcp_max_syn_backlog" => {
-            Some(HealthSignal::ListenOverflows)
-        }
-        "net.core.netdev_max_backlog" => Some(HealthSignal::SoftnetDrops),
-        _ => None,
+        "net.core.somaxconn" | "net.ipv4.tcp_max_syn_backlog" => &[
+            HealthSignal::ListenOverflows,
+            HealthSignal::SynackRetransmits,
+        ],
+        "net.core.netdev_max_backlog" => &[HealthSignal::SoftnetDrops],
+        _ => &[],
     };
     let longer = matches!((from, to), (Value::Int(a), Value::Int(b)) if b > a);
     signals
         .iter()
         .copied()
-        .filter(|&s| !(longer && Some(s) == queue_drops))
+        .filter(|s| !(longer && queue_symptoms.contains(s)))
         .collect()
 }
 
@@ -390,6 +448,8 @@ impl Guard {
             } else {
                 w.windows_left = w.windows_left.clamp(1, self.config.windows.max(1));
                 w.strikes = 0;
+                // The window that held a tick's change is over: windows from now on are after it.
+                w.skip_windows = 0;
                 resumed.watching.push(named);
                 self.watches.retain(|x| x.address != w.address);
                 self.watches.push(w);
@@ -428,25 +488,36 @@ impl Guard {
         signals: Option<&[HealthSignal]>,
     ) {
         let scope = Scope::of(&address);
-        let baseline = self
-            .file
-            .lock()
-            .expect("guard file")
-            .baseline_of(before, scope);
+        let (baseline, on_tick) = {
+            let file = self.file.lock().expect("guard file");
+            (file.baseline_of(before, scope), file.tick.is_some())
+        };
         let signals = judged_by(
             signals.unwrap_or(&self.config.signals),
             &address,
             from,
             &value,
         );
-        self.watch_from(change_id, address, scope, signals, value, baseline);
+        self.start(
+            Watch::new(
+                change_id,
+                address,
+                scope,
+                signals,
+                value,
+                baseline,
+                self.config.windows,
+            )
+            .made_on_tick(on_tick),
+        );
     }
 
     /// The rules are advising on `tick`, a tick of the window in progress (`None`: done): the
-    /// changes made meanwhile are judged against the worse of the last window and that tick. The
-    /// pressure that prompted them is in the tick, not in the last window; against the last
-    /// window alone, the window in progress (which holds it) would count as the change's
-    /// regression, as it would not for a change made at a window's end on that window's word.
+    /// changes made meanwhile are judged against the worse of the last window and that tick, and
+    /// from the next full window on. The pressure that prompted them is in the tick, not in the
+    /// last window; against the last window alone, it would count as the change's regression
+    /// while it lasts, as it would not for a change made at a window's end on that window's word.
+    /// The window in progress is not judged at all: most of it is from before the change.
     pub fn advising_on_tick(&mut self, tick: Option<&Window>) {
         self.file
             .lock()
@@ -454,6 +525,8 @@ impl Guard {
             .tick = tick.cloned();
     }
 
+    /// Watches a change with its scope, signals and baseline given (tests).
+    #[cfg(test)]
     fn watch_from(
         &mut self,
         change_id: u64,
@@ -463,8 +536,7 @@ impl Guard {
         value: Value,
         baseline: Health,
     ) {
-        self.watches.retain(|w| w.address != address);
-        self.watches.push(Watch::new(
+        self.start(Watch::new(
             change_id,
             address,
             scope,
@@ -473,6 +545,20 @@ impl Guard {
             baseline,
             self.config.windows,
         ));
+    }
+
+    /// Starts watching `watch`, superseding an older watch of its parameter. Every other watch
+    /// that has had a clean window and no strike since will blame a regression that begins
+    /// from now on on this change (while it is watched) rather than on itself: the host was
+    /// healthy with the older change alone.
+    fn start(&mut self, watch: Watch) {
+        self.watches.retain(|w| w.address != watch.address);
+        for w in &mut self.watches {
+            if w.clean_windows > 0 && w.strikes == 0 {
+                w.later.push(watch.change_id);
+            }
+        }
+        self.watches.push(watch);
         self.save();
     }
 
@@ -522,12 +608,27 @@ impl Guard {
     }
 
     /// Judges every watch by the health its scope saw in one window.
+    ///
+    /// Each watch is judged on its own, except that a regression which begins after a later
+    /// change was made, in a signal that change is judged by and can move in this watch's scope,
+    /// is blamed on the later change alone when this one had a clean window before it: the host
+    /// was healthy with this change in place, so the later one is the likelier cause, and the
+    /// guard reverts it (or keeps it) by its own watch. The regression is not counted against the
+    /// earlier change until the signal is back within bounds; those windows are not counted
+    /// either (as a blind window), so the earlier watch goes on after them.
     fn judge(&mut self, health_in: impl Fn(Scope) -> Health) -> Vec<Verdict> {
         let mut verdicts = Vec::new();
         let config = &self.config;
         let reverting = &mut self.reverting;
         reverting.clear();
+        // The watches open at the window's end, later changes included (a change reverted in
+        // this window was still there through it).
+        let open = self.watches.clone();
         self.watches.retain_mut(|w| {
+            if w.skip_windows > 0 {
+                w.skip_windows -= 1;
+                return true;
+            }
             let health = health_in(w.scope);
             let measured: Vec<(HealthSignal, f64, f64)> = w
                 .signals
@@ -538,17 +639,36 @@ impl Guard {
                 .collect();
             w.judged
                 .extend(measured.iter().map(|&(signal, _, _)| signal));
-            let regressed = measured.into_iter().find(|&(signal, before, after)| {
+            let worse = |&(signal, before, after): &(HealthSignal, f64, f64)| {
                 after > before * (1.0 + config.tolerance) + noise_floor(signal)
-            });
+            };
+            let (regressions, within): (Vec<_>, Vec<_>) = measured.iter().copied().partition(worse);
+            // A signal back within bounds: a regression of it from now on is a new one.
+            for (signal, _, _) in within {
+                w.excused.remove(&signal);
+            }
+            for &(signal, _, _) in &regressions {
+                let blamed_on_later = open.iter().any(|later| {
+                    w.later.contains(&later.change_id) && w.could_answer_for(later, signal)
+                });
+                if blamed_on_later {
+                    w.excused.insert(signal);
+                }
+            }
+            let regressed = regressions
+                .iter()
+                .find(|(signal, _, _)| !w.excused.contains(signal))
+                .copied();
+            let excused_now = regressions.len() > usize::from(regressed.is_some());
             // A window that saw no regression but could not see a signal it had a baseline for
             // (a failed read) is no evidence of health: it neither clears a strike nor counts
-            // toward the watch's end.
+            // toward the watch's end. Nor is one whose regression is another change's.
             let blind = regressed.is_none()
                 && w.blind_windows < config.windows
-                && w.signals
-                    .iter()
-                    .any(|s| w.baseline.0.contains_key(s) && !health.0.contains_key(s));
+                && (excused_now
+                    || w.signals
+                        .iter()
+                        .any(|s| w.baseline.0.contains_key(s) && !health.0.contains_key(s)));
             if blind {
                 w.blind_windows += 1;
                 return true;
@@ -558,6 +678,9 @@ impl Guard {
             } else {
                 0
             };
+            if regressed.is_none() && !excused_now && !measured.is_empty() {
+                w.clean_windows += 1;
+            }
             if let Some((signal, before, after)) =
                 regressed.filter(|_| w.strikes >= config.confirm_windows.max(1))
             {
@@ -600,14 +723,15 @@ mod tests {
         Health(pairs.iter().copied().collect())
     }
 
-    /// A longer queue is not judged by its own drops; a shorter one, and every other parameter,
+    /// A longer queue is not judged by its own drops (nor, for a listen queue, by the SYN-ACK
+    /// retransmits a full one causes); a shorter one, and every other parameter,
     /// by all of the signals given.
     #[test]
     fn a_longer_queue_is_not_judged_by_its_drops() {
         use HealthSignal::*;
         let all = HealthSignal::ALL.to_vec();
-        let without = |gone: HealthSignal| -> Vec<HealthSignal> {
-            all.iter().copied().filter(|&s| s != gone).collect()
+        let without = |gone: &[HealthSignal]| -> Vec<HealthSignal> {
+            all.iter().copied().filter(|s| !gone.contains(s)).collect()
         };
         let judged = |name: &str, from: i64, to: i64| {
             judged_by(
@@ -617,21 +741,21 @@ mod tests {
                 &Value::Int(to.into()),
             )
         };
-        assert_eq!(
-            judged("net.core.somaxconn", 128, 256),
-            without(ListenOverflows)
-        );
+        // A full accept queue retransmits SYN-ACKs as well as it overflows: a raise of either
+        // listen queue is judged by neither.
+        let full_queue = [ListenOverflows, SynackRetransmits];
+        assert_eq!(judged("net.core.somaxconn", 128, 256), without(&full_queue));
         assert_eq!(
             judged("net.core.somaxconn@netns:4026532281", 128, 256),
-            without(ListenOverflows)
+            without(&full_queue)
         );
         assert_eq!(
             judged("net.ipv4.tcp_max_syn_backlog", 512, 1024),
-            without(ListenOverflows)
+            without(&full_queue)
         );
         assert_eq!(
             judged("net.core.netdev_max_backlog", 1000, 2000),
-            without(SoftnetDrops)
+            without(&[SoftnetDrops])
         );
         assert_eq!(judged("net.core.somaxconn", 256, 128), all);
         assert_eq!(judged("net.core.netdev_max_backlog", 2000, 2000), all);
@@ -695,6 +819,164 @@ mod tests {
             }]
         );
         assert_eq!(guard.watching(), 0);
+    }
+
+    /// The reviewer's probe: A (somaxconn) is made at window 0 and has a calm window; B
+    /// (netdev_budget) is made after it; then run-queue p99 goes from 100 to 900 µs for two
+    /// windows. The host was healthy with A alone: B is reverted, A is not, and A goes on being
+    /// watched (those windows are not counted for it) until it is kept.
+    #[test]
+    fn a_regression_after_a_later_change_is_blamed_on_that_change_alone() {
+        let mut guard = Guard::new(GuardConfig::default());
+        let calm = health(&[(HealthSignal::RunqP99, 100.0)]);
+        let busy = health(&[(HealthSignal::RunqP99, 900.0)]);
+        let signals = guard.config.signals.clone();
+        guard.watch_from(
+            1,
+            somaxconn_host(),
+            Scope::Host,
+            signals.clone(),
+            Value::Int(1024),
+            calm.clone(),
+        );
+        assert!(observe(&mut guard, &calm).is_empty());
+        let budget: ParamAddress = "net.core.netdev_budget".parse().unwrap();
+        guard.watch_from(
+            2,
+            budget,
+            Scope::Host,
+            signals,
+            Value::Int(600),
+            calm.clone(),
+        );
+        assert!(observe(&mut guard, &busy).is_empty());
+        let verdicts = observe(&mut guard, &busy);
+        assert!(
+            matches!(
+                verdicts.as_slice(),
+                [Verdict::Revert {
+                    change_id: 2,
+                    signal: HealthSignal::RunqP99,
+                    ..
+                }]
+            ),
+            "{verdicts:?}"
+        );
+        assert_eq!(guard.watching(), 1, "A is still watched");
+        // The regression goes on after B's revert: still not A's. Once the signal is back, A's
+        // remaining windows are counted and it is kept.
+        assert!(observe(&mut guard, &busy).is_empty());
+        assert!(observe(&mut guard, &calm).is_empty());
+        assert!(matches!(
+            observe(&mut guard, &calm).as_slice(),
+            [Verdict::Kept { change_id: 1, .. }]
+        ));
+    }
+
+    /// Without a clean window before the later change, or with a later change that cannot move
+    /// the signal where the earlier one is judged, each change is judged on its own.
+    #[test]
+    fn a_later_change_takes_the_blame_only_when_it_can() {
+        let busy_ns = |ns: u64| {
+            // The host sees every namespace's services, the busy one's too.
+            move |scope: Scope| match scope {
+                Scope::Netns(n) if n != ns => health(&[(HealthSignal::RequestP99, 100.0)]),
+                _ => health(&[(HealthSignal::RequestP99, 900.0)]),
+            }
+        };
+        let calm = health(&[(HealthSignal::RequestP99, 100.0)]);
+        let signals = vec![HealthSignal::RequestP99];
+        let in_ns =
+            |n: u64| -> ParamAddress { format!("net.core.somaxconn@netns:{n}").parse().unwrap() };
+        // Both made before any window: both reverted.
+        let mut guard = Guard::new(GuardConfig::default());
+        guard.watch_from(
+            1,
+            in_ns(7),
+            Scope::Netns(7),
+            signals.clone(),
+            Value::Int(1024),
+            calm.clone(),
+        );
+        guard.watch_from(
+            2,
+            somaxconn_host(),
+            Scope::Host,
+            signals.clone(),
+            Value::Int(1024),
+            calm.clone(),
+        );
+        assert!(guard.judge(busy_ns(7)).is_empty());
+        assert_eq!(guard.judge(busy_ns(7)).len(), 2);
+        // A later change in another namespace does not take the blame for this one's.
+        let mut guard = Guard::new(GuardConfig::default());
+        guard.watch_from(
+            1,
+            in_ns(7),
+            Scope::Netns(7),
+            signals.clone(),
+            Value::Int(1024),
+            calm.clone(),
+        );
+        assert!(observe(&mut guard, &calm).is_empty());
+        guard.watch_from(
+            2,
+            in_ns(8),
+            Scope::Netns(8),
+            signals,
+            Value::Int(1024),
+            calm,
+        );
+        assert!(guard.judge(busy_ns(7)).is_empty());
+        assert!(matches!(
+            guard.judge(busy_ns(7)).as_slice(),
+            [Verdict::Revert { change_id: 1, .. }]
+        ));
+    }
+
+    /// A change made on a tick is not judged by the window in progress, which holds mostly the
+    /// time before it: its watched windows start with the next full one. One made at a window's
+    /// end is judged by the next window at once.
+    #[test]
+    fn a_change_made_on_a_tick_is_judged_from_the_next_full_window() {
+        let mut guard = Guard::new(GuardConfig {
+            windows: 2,
+            ..GuardConfig::default()
+        });
+        let calm = window(&[(HOST_NETNS, 0, 200.0)]);
+        let busy = window(&[(HOST_NETNS, 0, 5000.0)]);
+        guard.window_closed(&calm);
+        guard.advising_on_tick(Some(&calm));
+        guard.watch(
+            1,
+            somaxconn_host(),
+            &Value::Int(1024),
+            Value::Int(512),
+            Some(&calm),
+            None,
+        );
+        guard.advising_on_tick(None);
+        // The window in progress closes: not judged, not counted.
+        assert!(guard.observe(&busy).is_empty());
+        assert!(guard.observe(&calm).is_empty());
+        assert!(
+            guard.observe(&calm).len() == 1,
+            "kept after two full windows"
+        );
+        // At a window's end: two bad windows revert it.
+        guard.watch(
+            2,
+            somaxconn_host(),
+            &Value::Int(1024),
+            Value::Int(512),
+            Some(&calm),
+            None,
+        );
+        assert!(guard.observe(&busy).is_empty());
+        assert!(matches!(
+            guard.observe(&busy).as_slice(),
+            [Verdict::Revert { change_id: 2, .. }]
+        ));
     }
 
     /// A revert that did not take is watched again; one whose own write stayed (its put-back
@@ -1004,10 +1286,18 @@ mod tests {
         assert_eq!(get(&other, HealthSignal::RequestP99), Some(300.0));
         assert_eq!(get(&other, HealthSignal::SynackRetransmits), Some(2.0));
         assert_eq!(get(&other, HealthSignal::RunqP99), Some(40.0));
-        // A namespace without listeners or services: no overflows, no request p99.
+        // A namespace without listeners or services (a deleted one, say): its listener signals
+        // and request p99 are unmeasured, not 0; the host-wide ones are the host's.
         let empty = Health::from_window_in(&w, Scope::Netns(1));
-        assert_eq!(get(&empty, HealthSignal::ListenOverflows), Some(0.0));
+        assert_eq!(get(&empty, HealthSignal::ListenOverflows), None);
+        assert_eq!(get(&empty, HealthSignal::SynackRetransmits), None);
         assert_eq!(get(&empty, HealthSignal::RequestP99), None);
+        assert_eq!(get(&empty, HealthSignal::RunqP99), Some(40.0));
+        // Nor is a host without any listener measured as 0.
+        let none = crate::advise::rules::testing::window(vec![]);
+        let host = Health::from_window(&none);
+        assert_eq!(get(&host, HealthSignal::ListenOverflows), None);
+        assert_eq!(get(&host, HealthSignal::SynackRetransmits), None);
     }
 
     /// A listener whose drops are unknown (its namespace could not be read) leaves its scope's
@@ -1024,7 +1314,8 @@ mod tests {
         };
         assert_eq!(overflows(Scope::Host), None);
         assert_eq!(overflows(Scope::Netns(OTHER_NETNS)), None);
-        assert_eq!(overflows(Scope::Netns(1)), Some(0.0));
+        assert_eq!(overflows(Scope::Netns(HOST_NETNS)), Some(10.0));
+        assert_eq!(overflows(Scope::Netns(1)), None, "no listener there");
     }
 
     /// A listener whose count reaches back before the window (dumps that failed, counted late)
@@ -1157,6 +1448,42 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    /// The reviewer's incident: a listener at 128 of 128 overflows, which also retransmits
+    /// SYN-ACKs (the final ACKs the full queue drops); somaxconn is raised to 256, and until the
+    /// service listens again both go on, worse than in the window that prompted the raise. The
+    /// raise is not reverted (nor its value quarantined) for them; it is kept.
+    #[test]
+    fn a_somaxconn_raise_is_not_reverted_for_the_full_queues_synack_retransmits() {
+        let mut guard = Guard::new(GuardConfig {
+            windows: 3,
+            ..GuardConfig::default()
+        });
+        // 20 overflows/s, 10 SYN-ACK retransmits/s, request p99 200 µs.
+        let prompting = window(&[(HOST_NETNS, 20, 200.0)]);
+        guard.watch(
+            1,
+            somaxconn_host(),
+            &Value::Int(128),
+            Value::Int(256),
+            Some(&prompting),
+            None,
+        );
+        // 200 overflows/s and 100 retransmits/s, far above 1.2 x 10 + 1.
+        let incident = window(&[(HOST_NETNS, 200, 200.0)]);
+        assert!(guard.observe(&incident).is_empty());
+        assert!(guard.observe(&incident).is_empty(), "not reverted");
+        match guard.observe(&incident).as_slice() {
+            [Verdict::Kept {
+                change_id: 1,
+                judged,
+                ..
+            }] => {
+                assert_eq!(judged, &vec![HealthSignal::RequestP99])
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     fn somaxconn_host() -> ParamAddress {

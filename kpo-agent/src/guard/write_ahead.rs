@@ -136,7 +136,8 @@ impl WriteAhead {
             value.clone(),
             baseline,
             file.config.windows,
-        );
+        )
+        .made_on_tick(file.tick.is_some());
         file.ahead.retain(|w| w.address != watch.address);
         file.ahead.push(watch);
         file.write();

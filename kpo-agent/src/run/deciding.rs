@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::{
     actuate::{
-        param::{ParamAddress, ParamKind, Value},
+        param::{ParamAddress, ParamKind, Target, Value},
         Roots,
     },
     advise::{
@@ -591,6 +591,21 @@ impl Deciding {
                     .and_then(|a| self.path.journal.param_state(&a))
                     .filter(|p| p.holding == Some(*change_id) && p.yielded.is_none())
                     .and_then(|p| p.last_applied.clone());
+                // A change in a network namespace that can no longer be opened (deleted) is
+                // still the journal's, but nothing can revert it or judge it there: watched
+                // again, it would give this verdict, and fail, in every regressing window.
+                let namespace_gone = address.parse::<ParamAddress>().is_ok_and(|a| {
+                    matches!(a.target, Target::Netns { .. }) && self.path.netns_now(&a).is_err()
+                });
+                if held.is_some() && namespace_gone {
+                    warn!(
+                        "guard: #{change_id} ({address}) cannot be reverted: its network \
+                         namespace is gone; the guard stops watching it"
+                    );
+                    events.extend(self.take_events());
+                    events.push(Event::Guard(verdict));
+                    continue;
+                }
                 if let Some(held) = held {
                     // The change is still there: watched again at the value held, reverted at
                     // the next regressing window, and its value not quarantined while applied.
