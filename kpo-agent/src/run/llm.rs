@@ -179,16 +179,22 @@ impl LlmStage {
         let mut consultation = match (result, self.advisor.as_ref()) {
             (Ok(c), _) => c,
             (Err(e), advisor) => {
-                warn!("LLM consultation ended abnormally: {e}");
                 let Some(advisor) = advisor else {
+                    warn!("LLM consultation ended abnormally");
                     return Vec::new();
                 };
+                // Redacted as its event is: the message is the panic's, which may hold the key.
+                let why = e.to_string();
+                warn!(
+                    "LLM consultation ended abnormally: {}",
+                    advisor.shown_task_error(&why)
+                );
                 return vec![Event::Llm(Box::new(Consultation::task_failed(
                     advisor,
                     asked.about,
                     offered.len(),
                     asked.started.elapsed(),
-                    &e.to_string(),
+                    &why,
                 )))];
             }
         };

@@ -422,9 +422,17 @@ impl LlmClient {
             c.outcome = Outcome::HttpStatus;
             if status >= 500 {
                 failed_attempts += 1;
+                // A 5xx's Retry-After is the server's guess at how long it stays down, not a
+                // limit it enforces as a 429's is (that one is kept, and remembered for the next
+                // consultations): one reaching past the deadline leaves the usual backoff, so
+                // the consultation still gets its retry instead of none.
                 if self
                     .wait_before_retry(&mut c, failed_attempts, retry_after, deadline)
                     .await
+                    || (retry_after.is_some()
+                        && self
+                            .wait_before_retry(&mut c, failed_attempts, None, deadline)
+                            .await)
                 {
                     continue;
                 }
@@ -606,6 +614,9 @@ impl LlmClient {
             return;
         }
         // Parsing happens after the timeout no longer applies: what it reads is bounded here.
+        // The model's text, but counted against the breaker as the server's faults are: past
+        // the default `max_tokens` many times over, the server ignores it (or it was raised that
+        // far), and each such reply costs as many tokens again.
         if content.len() > MAX_CONTENT {
             c.outcome = Outcome::InvalidBody;
             c.error = Some(format!(
@@ -1360,18 +1371,25 @@ mod tests {
     async fn scripted_server(
         answers: Vec<(u16, String)>,
     ) -> (String, tokio::task::JoinHandle<Vec<Json>>) {
+        scripted_server_with(answers.into_iter().map(|(s, b)| (s, "", b)).collect()).await
+    }
+
+    /// [`scripted_server`], with header lines (each ending in `\r\n`) added to each answer.
+    async fn scripted_server_with(
+        answers: Vec<(u16, &'static str, String)>,
+    ) -> (String, tokio::task::JoinHandle<Vec<Json>>) {
         use tokio::io::AsyncWriteExt;
         let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = server.local_addr().unwrap().port();
         let served = tokio::spawn(async move {
             let mut bodies = Vec::new();
-            for (status, body) in answers {
+            for (status, headers, body) in answers {
                 let (mut conn, _) = server.accept().await.unwrap();
                 let (_, request) = read_request(&mut conn).await;
                 bodies.push(serde_json::from_slice(&request).unwrap());
                 let answer = format!(
                     "HTTP/1.1 {status} Whatever\r\nContent-Type: application/json\r\n\
-                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                     {headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 conn.write_all(answer.as_bytes()).await.unwrap();
@@ -1482,5 +1500,50 @@ mod tests {
             assert!(c.error.unwrap().contains(&status.to_string()));
             served.abort();
         }
+    }
+
+    /// A 5xx whose Retry-After reaches past the consultation's end is retried after the usual
+    /// backoff (it was not retried at all); a 429's is kept, with no retry, for later ones.
+    #[tokio::test]
+    async fn a_5xx_retry_after_past_the_deadline_leaves_the_backoff() {
+        let (url, served) = scripted_server_with(vec![
+            (503, "Retry-After: 3600\r\n", "{}".into()),
+            (200, "", ok_body()),
+        ])
+        .await;
+        let client = scripted_client(url);
+        let c = client.complete(&prompt(), None).await;
+        assert_eq!(
+            (c.outcome, c.attempts, c.retry_wait),
+            (Outcome::Ok, 2, Duration::from_millis(10)),
+            "{:?}",
+            c.error
+        );
+        served.await.unwrap();
+        // One that fits is still waited for, not the backoff.
+        let (url, served) = scripted_server_with(vec![
+            (503, "Retry-After: 1\r\n", "{}".into()),
+            (200, "", ok_body()),
+        ])
+        .await;
+        let c = scripted_client(url).complete(&prompt(), None).await;
+        assert_eq!(
+            (c.outcome, c.attempts, c.retry_wait),
+            (Outcome::Ok, 2, Duration::from_secs(1))
+        );
+        served.await.unwrap();
+        let (url, served) = scripted_server_with(vec![
+            (429, "Retry-After: 3600\r\n", "{}".into()),
+            (200, "", ok_body()),
+        ])
+        .await;
+        let client = scripted_client(url);
+        let c = client.complete(&prompt(), None).await;
+        assert_eq!((c.outcome, c.attempts), (Outcome::RateLimited, 1));
+        assert_eq!(
+            client.complete(&prompt(), None).await.outcome,
+            Outcome::Backoff
+        );
+        served.abort();
     }
 }

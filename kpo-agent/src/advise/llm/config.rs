@@ -24,6 +24,13 @@ pub const MAX_PROMPT_WINDOWS: usize = 100;
 /// `url` with its user name and password (`http://user:token@host/`) replaced by `[redacted]`:
 /// they are credentials, and the URL goes into logs, `Debug` output and errors. Text that is not
 /// a URL is treated as one without a scheme, so a mistyped value is covered too.
+///
+/// Everything from after `scheme://` to the last `@` is taken for them, not only what comes
+/// before the first `/`, `?` or `#`: a password may hold those unencoded (`bob:tok/en@proxy`,
+/// `bob:123#x@proxy`), and read as URL parsers do, its `@` would lie in the path or fragment and
+/// the password would be shown. An `@` in a path or query is redacted up to as well, which
+/// hides part of such a URL but never a password; an endpoint cannot have one anyway
+/// ([`url_problem`]).
 pub fn without_userinfo(url: &str) -> String {
     // The authority starts after `scheme://` only when that `://` ends a scheme at the start:
     // one later in the text (a query's `?next=http://...`) says nothing of where it is.
@@ -35,8 +42,7 @@ pub fn without_userinfo(url: &str) -> String {
         .filter(|&i| is_scheme(&url[..i]))
         .map_or(0, |i| i + 3);
     let rest = &url[start..];
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    match authority.rfind('@') {
+    match rest.rfind('@') {
         Some(at) => format!("{}[redacted]{}", &url[..start], &rest[at..]),
         None => url.to_string(),
     }
@@ -193,6 +199,11 @@ pub enum LlmConfigError {
     CredentialsTwice {
         from_env: bool,
     },
+    /// The API key cannot be sent as a header (a control character inside it). `from_env`: the
+    /// key is `OPENAI_API_KEY`.
+    BadKey {
+        from_env: bool,
+    },
     /// A value outside what the key allows: `allowed` says what it does, e.g. "1 to 10".
     OutOfRange {
         key: &'static str,
@@ -212,6 +223,8 @@ impl LlmConfigError {
             LlmConfigError::NoModel => "llm.model",
             LlmConfigError::CredentialsTwice { from_env: true } => "OPENAI_BASE_URL",
             LlmConfigError::CredentialsTwice { from_env: false } => "llm.base_url",
+            LlmConfigError::BadKey { from_env: true } => "OPENAI_API_KEY",
+            LlmConfigError::BadKey { from_env: false } => "llm.api_key",
             LlmConfigError::OutOfRange { key, .. } => key,
         }
     }
@@ -228,6 +241,10 @@ impl LlmConfigError {
             LlmConfigError::CredentialsTwice { .. } => "carries a user name and password, and an \
                 API key is set too: both would be sent as the Authorization header (the URL's as \
                 Basic, the key's as Bearer); keep one"
+                .into(),
+            LlmConfigError::BadKey { .. } => "holds a control character (a line break, say) \
+                inside it, which an HTTP header cannot carry: every request would fail; the key \
+                is not shown here"
                 .into(),
             LlmConfigError::OutOfRange { value, allowed, .. } => {
                 format!("is {value}; it must be {allowed}")
@@ -253,11 +270,33 @@ fn url_problem(url: &str) -> Option<String> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Some("it must start with http:// or https://".into());
     }
+    // A password's unencoded `/`, `?` or `#` ends the host where the operator did not mean it
+    // to: `https://bob:123#x@proxy/v1` is host `bob`, port 123, and a fragment. Sent, the request
+    // would go to `bob`; shown, the URL would give the password away as a port and a fragment.
+    let rest = &url[url.find("://").map_or(0, |i| i + 3)..];
+    if rest
+        .find(['/', '?', '#'])
+        .is_some_and(|end| rest[end..].contains('@'))
+    {
+        return Some(
+            "it has an @ after a /, ? or #: write a password's /, ?, # and @ as %2F, %3F, %23 \
+             and %40 (and any other @ as %40)"
+                .into(),
+        );
+    }
     match reqwest::Url::parse(url) {
         Err(e) => Some(format!("it is not a valid URL ({e})")),
         Ok(u) if u.host_str().is_none_or(str::is_empty) => Some("it names no host".into()),
         Ok(_) => None,
     }
+}
+
+/// Whether `key` can go out as the `Authorization` header, as the client sends it. Only its
+/// ends are trimmed when it is read: a control character inside it (a key pasted across lines)
+/// would fail every request, as a connection error that does not say why.
+fn key_sendable(key: &ApiKey) -> bool {
+    key.is_empty()
+        || reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose())).is_ok()
 }
 
 /// A configuration with its endpoint decided: what the client runs with.
@@ -397,6 +436,10 @@ impl LlmConfig {
                 )),
             },
         };
+        if key.as_ref().is_some_and(|k| !key_sendable(k)) {
+            // The file's key was checked by `validate`: this one is the environment's.
+            return Err(LlmConfigError::BadKey { from_env: true });
+        }
         // reqwest sends a URL's user name and password as Basic authorization, beside the key's
         // Bearer header: a server would see two and pick either.
         if key.is_some() && without_userinfo(&base_url) != base_url {
@@ -420,6 +463,9 @@ impl LlmConfig {
                     why,
                 });
             }
+        }
+        if self.api_key.as_ref().is_some_and(|k| !key_sendable(k)) {
+            return Err(LlmConfigError::BadKey { from_env: false });
         }
         if self.model.trim().is_empty() {
             return Err(LlmConfigError::NoModel);
@@ -707,6 +753,94 @@ mod tests {
         }
     }
 
+    /// A password with an unencoded `/`, `?` or `#` ends the URL's host early: the `@` after it
+    /// was taken for part of the path, so the password was shown (and `bob:123#x@proxy` read as
+    /// host `bob`, port 123, with no credentials for the key to clash with). Such a URL is
+    /// refused, the password shown nowhere.
+    #[test]
+    fn a_password_with_a_slash_or_hash_is_refused_unshown() {
+        for (url, secret) in [
+            ("https://bob:tok/en@proxy/v1", "tok/en"),
+            ("https://bob:123#x@proxy/v1", "123#x"),
+            ("https://bob:a?b@proxy/v1", "a?b"),
+        ] {
+            assert_eq!(without_userinfo(url), "https://[redacted]@proxy/v1");
+            let file = LlmConfig {
+                base_url: Some(url.into()),
+                api_key: Some(ApiKey::new("sk-key")),
+                ..LlmConfig::default()
+            };
+            let env_url = LlmConfig::default().resolve_with(env(&[("OPENAI_BASE_URL", url)]));
+            for e in [file.validate().unwrap_err(), env_url.unwrap_err()] {
+                let text = e.to_string();
+                assert!(!text.contains(secret), "{text}");
+                assert!(
+                    text.ends_with("%2F, %3F, %23 and %40 (and any other @ as %40)"),
+                    "{text}"
+                );
+                assert!(text.contains("\"https://[redacted]@proxy/v1\""), "{text}");
+            }
+        }
+        // Encoded, it is a URL with credentials: refused beside a key, as ever.
+        let encoded = LlmConfig {
+            base_url: Some("https://bob:123%23x@proxy/v1".into()),
+            api_key: Some(ApiKey::new("sk-key")),
+            ..LlmConfig::default()
+        };
+        assert_eq!(encoded.validate(), Ok(()));
+        assert_eq!(
+            encoded.resolve_with(env(&[])).unwrap_err(),
+            LlmConfigError::CredentialsTwice { from_env: false }
+        );
+        let at_in_path = LlmConfig {
+            base_url: Some("http://127.0.0.1:8080/v1/@x".into()),
+            ..LlmConfig::default()
+        };
+        assert!(at_in_path.validate().is_err());
+    }
+
+    /// A key with a control character inside it could never be sent: refused at start, naming
+    /// where it came from but not showing it, rather than failing every request as `connect`.
+    #[test]
+    fn a_key_that_cannot_be_a_header_is_refused_at_start() {
+        const SECRET: &str = "sk-abc\ndef";
+        let file = LlmConfig {
+            api_key: Some(ApiKey::new(format!(" {SECRET}\n"))),
+            ..LlmConfig::default()
+        };
+        let e = file.validate().unwrap_err();
+        assert_eq!(e, LlmConfigError::BadKey { from_env: false });
+        assert_eq!(e.key(), "llm.api_key");
+        assert_eq!(file.resolve_with(env(&[])).unwrap_err(), e);
+        let e = LlmConfig::default()
+            .resolve_with(env(&[("OPENAI_API_KEY", "sk-abc\u{7f}def")]))
+            .unwrap_err();
+        assert_eq!(e, LlmConfigError::BadKey { from_env: true });
+        assert_eq!(e.key(), "OPENAI_API_KEY");
+        for text in [e.to_string(), file.validate().unwrap_err().to_string()] {
+            assert!(!text.contains("abc") && !text.contains("def"), "{text}");
+            assert!(text.contains("holds a control character"), "{text}");
+        }
+        // A key the file does not use (another server is named) is not looked at.
+        let other = LlmConfig {
+            base_url: Some("http://127.0.0.1:8080/v1".into()),
+            ..LlmConfig::default()
+        };
+        let r = other
+            .resolve_with(env(&[("OPENAI_API_KEY", SECRET)]))
+            .unwrap()
+            .unwrap();
+        assert!(r.api_key.is_empty());
+        // Ends are trimmed; a tab or a non-ASCII letter inside goes out as it is.
+        for fine in ["\tsk-abc\n", "sk-a\tb", "sk-é"] {
+            let c = LlmConfig {
+                api_key: Some(ApiKey::new(fine)),
+                ..LlmConfig::default()
+            };
+            assert_eq!(c.validate(), Ok(()), "{fine:?}");
+        }
+    }
+
     fn error(c: LlmConfig) -> String {
         let e = c.validate().unwrap_err();
         assert!(matches!(e, LlmConfigError::OutOfRange { .. }), "{e:?}");
@@ -886,13 +1020,17 @@ mod tests {
     #[test]
     fn credentials_in_the_base_url_are_not_shown() {
         assert_eq!(
-            without_userinfo("https://bob:tok-123@proxy.example:8443/v1?a=b@c"),
-            "https://[redacted]@proxy.example:8443/v1?a=b@c"
+            without_userinfo("https://bob:tok-123@proxy.example:8443/v1?a=b"),
+            "https://[redacted]@proxy.example:8443/v1?a=b"
         );
         assert_eq!(
             without_userinfo("http://127.0.0.1:8080/v1/@x"),
-            "http://127.0.0.1:8080/v1/@x",
-            "an @ in the path is not userinfo"
+            "http://[redacted]@x",
+            "an @ in the path is redacted up to: it could end a password holding a /"
+        );
+        assert_eq!(
+            without_userinfo("https://bob:p@ss@proxy/v1"),
+            "https://[redacted]@proxy/v1"
         );
         assert_eq!(without_userinfo("bob:tok-123@host"), "[redacted]@host");
         assert_eq!(

@@ -158,14 +158,7 @@ impl Consultation {
         why: &str,
     ) -> Self {
         let client = advisor.client();
-        let why: String = client
-            .config()
-            .api_key
-            .redact(why)
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(300)
-            .collect();
+        let why = advisor.shown_task_error(why);
         let mut out = Self::blank(
             window,
             client.config().config.model.clone(),
@@ -227,6 +220,20 @@ impl LlmAdvisor {
 
     pub fn client(&self) -> &LlmClient {
         &self.client
+    }
+
+    /// What a consultation's task that ended abnormally said (a panic's message), as the `llm`
+    /// event and the log show it: the key replaced, control characters made spaces, at most 300
+    /// characters. A panic's message may hold anything the task held, the key included.
+    pub fn shown_task_error(&self, why: &str) -> String {
+        self.client
+            .config()
+            .api_key
+            .redact(why)
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(300)
+            .collect()
     }
 
     /// Keeps a compact summary of a finished window for the next prompts.

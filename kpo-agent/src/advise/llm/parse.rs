@@ -40,6 +40,11 @@ pub enum ParseError {
         "the reply's JSON has an object that repeats the key {0:?}; which one counts is unclear"
     )]
     DuplicateKey(String),
+    /// A top-level object gives its list under two keys (`recommendations`, `changes`).
+    #[error(
+        "the reply's JSON has an object with both {0:?} and {1:?}; which one counts is unclear"
+    )]
+    TwoLists(String, String),
 }
 
 /// Where in the reply the advice was found.
@@ -77,8 +82,8 @@ pub struct Advice {
 /// The advice in `content`, tried in this order (docs/llm.md, "Parsing"):
 /// 0. the whole reply as one JSON value, before anything is cut from it: then it alone decides,
 ///    whatever its strings say (`"note": "nginx </think> fine"` is no end of thinking);
-/// 1. the whole text (without `<think>` and what comes before the thinking's end) as one JSON
-///    value;
+/// 1. the whole text (without the `<think>` blocks it starts with, and what comes before the
+///    thinking's end) as one JSON value;
 /// 2. each fenced block's whole contents as one JSON value: the last that holds advice;
 /// 3. the JSON values at the top level of the text (prose around them): the last that is a list
 ///    or a `recommendations` object, else the last single recommendation object.
@@ -102,7 +107,7 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
     let mut failed = 0;
     // Some servers put the opening `<think>` in the prompt's template: the reply then holds only
     // the closing tag, and what comes before it is thinking too.
-    let text = &text[thinking_end(&text, &mut failed)..];
+    let text = &text[thinking_end(text, &mut failed)..];
     let mut saw_json = false;
     if let Some(v) = whole_value(text) {
         saw_json = true;
@@ -170,23 +175,26 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
     })
 }
 
-/// Reasoning models may think aloud in `<think>...</think>` before answering. One pass: each
-/// span is skipped, never cut out of a copy (which would move the rest of the text each time).
-/// An unclosed `<think>` and what follows it are kept.
-fn strip_think(content: &str) -> String {
+/// Reasoning models think aloud in `<think>...</think>` before answering: the blocks at the start
+/// of the content (white space before and between them) are skipped, each to its first
+/// `</think>`. An unclosed `<think>` and what follows it are kept.
+///
+/// Only there: a `<think>` anywhere else may be text inside a JSON string (a process is free to
+/// call itself `<think>`, and the model to quote it), and cutting from it to a `</think>` in a
+/// later string would join two values into one, turning an item the model mentioned and an
+/// empty answer after it into a whole reply holding that item. What is kept is always a suffix
+/// of the content, which can never be one value where the content was two.
+fn strip_think(content: &str) -> &str {
     const OPEN: &str = "<think>";
     const CLOSE: &str = "</think>";
-    let mut out = String::with_capacity(content.len());
     let mut rest = content;
-    while let Some(start) = rest.find(OPEN) {
-        let Some(end) = rest[start..].find(CLOSE) else {
+    while let Some(thinking) = rest.trim_start().strip_prefix(OPEN) {
+        let Some(end) = thinking.find(CLOSE) else {
             break;
         };
-        out.push_str(&rest[..start]);
-        rest = &rest[start + end + CLOSE.len()..];
+        rest = &thinking[end + CLOSE.len()..];
     }
-    out.push_str(rest);
-    out
+    rest
 }
 
 /// Where the answer starts in `text` whose thinking opened in the prompt's template (the reply
@@ -467,8 +475,12 @@ impl Shape {
     }
 }
 
+/// The keys under which an object may give its list of advice, one of them at most.
+const LIST_KEYS: [&str; 3] = ["recommendations", "Recommendations", "changes"];
+
 /// A list, an object with a `recommendations` list, or a single recommendation object. A
-/// top-level object that repeats a key is no answer at all, whatever it holds (`Err`): read
+/// top-level object that repeats a key, or gives its list under two of [`LIST_KEYS`], is no
+/// answer at all, whatever it holds (`Err`): read
 /// last-wins, `{"recommendations": [...], "recommendations": []}` would be no advice, and an item
 /// with `"can_auto_apply": false, ..., "can_auto_apply": true` automatic.
 fn advice_shape(v: Json) -> Result<Option<Shape>, ParseError> {
@@ -481,10 +493,18 @@ fn advice_shape(v: Json) -> Result<Option<Shape>, ParseError> {
             Some(Shape::List(items))
         }
         Json::Object(mut map) => {
-            for key in ["recommendations", "Recommendations", "changes"] {
-                if let Some(Json::Array(items)) = map.remove(key) {
-                    return Ok(Some(Shape::List(items)));
-                }
+            // Two of these are the ambiguity of a repeated key, whatever they hold: taking the
+            // first that is a list would let `"changes": [...]` outrank `"recommendations":
+            // "none"`, or drop a second list unread.
+            let lists: Vec<&str> = LIST_KEYS
+                .into_iter()
+                .filter(|k| map.contains_key(*k))
+                .collect();
+            if let [first, second, ..] = lists[..] {
+                return Err(ParseError::TwoLists(first.to_string(), second.to_string()));
+            }
+            if let Some(Json::Array(items)) = lists.first().and_then(|k| map.remove(*k)) {
+                return Ok(Some(Shape::List(items)));
             }
             let item = map.contains_key("parameter") || map.contains_key("Parameter");
             item.then_some(Shape::Item(Json::Object(map)))
@@ -747,9 +767,12 @@ mod tests {
         let content = format!("{}{advice}", "<think></think>".repeat(280_000));
         assert_eq!(strip_think(&content), advice);
         assert_eq!(
-            strip_think("a<think>x</think>b<think>y</think>c<think>open [1]"),
-            "abc<think>open [1]"
+            strip_think(" <think>x</think>\n<think>y</think>c<think>open [1]"),
+            "c<think>open [1]"
         );
+        assert_eq!(strip_think("<think>open [1]"), "<think>open [1]");
+        // Not at the start: text, kept whole.
+        assert_eq!(strip_think("a<think>x</think>b"), "a<think>x</think>b");
         assert_eq!(
             strip_think("<think>a<think>b</think>c</think>"),
             "c</think>"
@@ -844,6 +867,56 @@ mod tests {
             "Maybe {{\"parameter\": \"x.y\"}} or [1, 2]?\n</think>\n[{ITEM}]"
         ));
         assert_eq!((items.len(), at), (1, Found::Whole));
+    }
+
+    /// A `<think>` and a `</think>` in two JSON values' strings (a process may be named either,
+    /// and the model quote it) are no thinking: cut from one to the other, an item the model
+    /// rejected and the empty answer after it became one value, the whole reply, applied.
+    #[test]
+    fn think_tags_in_two_values_do_not_join_them() {
+        let rejected = r#"{"parameter":"net.core.somaxconn","value":65535,"can_auto_apply":true,"reason":"listener <think> drops"} would be too aggressive; {"recommendations": [], "reason": "listener </think> is fine"}"#;
+        assert_eq!(found(rejected), (vec![], Found::Prose));
+        let prose = r#"I considered {"parameter":"net.core.somaxconn","value":65535,"can_auto_apply":true,"comm":"<think>"} but no. {"recommendations": [], "note": "</think>"}"#;
+        assert_eq!(found(prose), (vec![], Found::Prose));
+        // Real thinking at the start is still skipped, with tags quoted in the answer after it.
+        let (items, at) = found(&format!(
+            "<think>the queue of <think> is full</think>\n{{\"recommendations\": [{ITEM}], \"note\": \"</think>\"}}"
+        ));
+        assert_eq!((items.len(), at), (1, Found::Whole));
+    }
+
+    /// An object that gives its list under two keys is refused, as one that repeats a key: the
+    /// first list found no longer outranks a `recommendations` that says otherwise.
+    #[test]
+    fn a_list_under_two_keys_is_no_answer() {
+        let item = r#"{"parameter": "net.core.somaxconn", "value": 65535, "can_auto_apply": true}"#;
+        for (reply, first, second) in [
+            (
+                format!(r#"{{"recommendations": "none", "changes": [{item}]}}"#),
+                "recommendations",
+                "changes",
+            ),
+            (
+                format!(r#"{{"recommendations": [], "Recommendations": [{item}]}}"#),
+                "recommendations",
+                "Recommendations",
+            ),
+            (
+                format!("Answer:\n```json\n{{\"Recommendations\": [{item}], \"changes\": 0}}\n```"),
+                "Recommendations",
+                "changes",
+            ),
+        ] {
+            assert_eq!(
+                extract_items(&reply),
+                Err(ParseError::TwoLists(first.into(), second.into())),
+                "{reply}"
+            );
+        }
+        assert_eq!(
+            found(&format!(r#"{{"changes": [{item}], "note": "x"}}"#)),
+            (vec![serde_json::from_str(item).unwrap()], Found::Whole)
+        );
     }
 
     /// [`Strict`] reads what `Value` reads, the same way, and marks only objects that repeat a

@@ -314,6 +314,11 @@ struct ParamView<'a> {
     max_each: Option<&'a Vec<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_step: Option<String>,
+    /// A percent `max_step` as the distance from `current` it allows (a list, element by
+    /// element, for a list), computed as validation does: `50%` of 0 allows no change, which
+    /// the percent alone does not tell the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_change: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     words: Option<&'a Vec<String>>,
 }
@@ -341,7 +346,8 @@ Rules:\n\
 - Recommend changes only for parameters listed in `parameters`, using the exact `address`.\n\
 - A value has the type of `current` (an integer, a list of that many integers, or a word), stays \
 within `min` and `max` (element by element within `min_each` and `max_each` where given), and \
-moves from `current` by at most `max_step`.\n\
+moves from `current` by at most `max_step` (`max_change` where given, element by element for a \
+list).\n\
 - If nothing needs to change, return an empty list.\n\
 - `reason` cites the measured numbers that support the change (window, listener, counter).\n\
 - `can_auto_apply` is true only for a low-risk, easily reversed change; the operator's policy \
@@ -350,6 +356,23 @@ decides in the end.\n\
 Answer with JSON only, no prose and no code fence: \
 {\"recommendations\": [{\"parameter\": \"...\", \"value\": ..., \"reason\": \"...\", \
 \"can_auto_apply\": false, \"confidence\": 0.5}]}";
+
+/// The distance from `current` a percent `step` allows: one number for an integer, one per
+/// element for a list, nothing for an absolute step (already one) or a word.
+fn max_change(step: Option<Step>, current: &Value) -> Option<serde_json::Value> {
+    let Some(step @ Step::Percent(_)) = step else {
+        return None;
+    };
+    match current {
+        Value::Int(c) => Some(step.allowed_from(*c).to_string().parse().ok()?),
+        Value::Ints(cs) => cs
+            .iter()
+            .map(|c| step.allowed_from(*c).to_string().parse().ok())
+            .collect::<Option<Vec<serde_json::Value>>>()
+            .map(serde_json::Value::Array),
+        _ => None,
+    }
+}
 
 /// Escapes `<` and `>` in serialized JSON. Both can only occur inside JSON strings, where
 /// `\u003c` and `\u003e` mean the same characters, so the JSON is unchanged in meaning and can
@@ -376,6 +399,7 @@ pub fn build_prompt(
                 min_each: p.limits.min_each.as_ref(),
                 max_each: p.limits.max_each.as_ref(),
                 max_step: p.limits.max_step.map(|s: Step| s.to_string()),
+                max_change: max_change(p.limits.max_step, &p.current),
                 words: p.limits.words.as_ref(),
             })
             .collect(),
@@ -434,4 +458,38 @@ pub fn data_block(user: &str) -> Option<&str> {
     let start = user.find(DATA_OPEN)? + DATA_OPEN.len();
     let end = user[start..].find(DATA_CLOSE)? + start;
     Some(user[start..end].trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::advise::limits::Percent;
+
+    /// A percent step is shown as the distance it allows too: of a current value of 0, none,
+    /// which `"50%"` alone left the model to work out (and it proposed changes never accepted).
+    #[test]
+    fn a_percent_step_is_shown_as_the_change_it_allows() {
+        let half = Some(Step::Percent(Percent::whole(50)));
+        assert_eq!(max_change(half, &Value::Int(0)), Some(0.into()));
+        assert_eq!(max_change(half, &Value::Int(4097)), Some(2048.into()));
+        assert_eq!(
+            max_change(half, &Value::Ints(vec![4096, 0, 6291456])),
+            Some(serde_json::json!([2048, 0, 3145728]))
+        );
+        assert_eq!(max_change(Some(Step::Absolute(100)), &Value::Int(0)), None);
+        assert_eq!(max_change(None, &Value::Int(0)), None);
+        let params = [ParamContext {
+            address: "vm.swappiness".parse().unwrap(),
+            current: Value::Int(0),
+            limits: ParamLimits::new(Mode::Auto)
+                .bounds(0, 100)
+                .step(Step::Percent(Percent::whole(50))),
+            netns_cookie: None,
+        }];
+        let user = build_prompt(&params, &[], &[]).user;
+        let data: serde_json::Value = serde_json::from_str(data_block(&user).unwrap()).unwrap();
+        assert_eq!(data["parameters"][0]["max_step"], "50%");
+        assert_eq!(data["parameters"][0]["max_change"], 0);
+        assert!(SYSTEM_PROMPT.contains("`max_change`"));
+    }
 }

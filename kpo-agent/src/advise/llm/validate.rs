@@ -38,8 +38,11 @@ pub enum DropKind {
     WordNotAllowed,
     /// No value, or the current value: nothing to do.
     NoChange,
-    /// A second item for a parameter already advised in this reply.
+    /// A second item for a parameter already advised in this reply, with the same value.
     Duplicate,
+    /// One of two or more acceptable items that give one parameter different values: none of
+    /// them is taken.
+    Contradictory,
     TooMany,
 }
 
@@ -91,8 +94,37 @@ pub fn validate(
 ) -> Validated {
     let mut out = Validated::default();
     let ignored = items.len().saturating_sub(MAX_ITEMS);
-    for item in items.into_iter().take(MAX_ITEMS) {
-        match check_item(&item, offered, policy, window, &out.accepted) {
+    let checked: Vec<(Json, Checked)> = items
+        .into_iter()
+        .take(MAX_ITEMS)
+        .map(|item| {
+            let checked = check_item(&item, offered, policy, window);
+            (item, checked)
+        })
+        .collect();
+    let contradicted = contradicted(&checked);
+    for (item, checked) in checked {
+        let checked = checked.and_then(|r| {
+            if let Some((_, values)) = contradicted.iter().find(|(a, _)| *a == r.parameter) {
+                let values: Vec<String> = values.iter().map(ToString::to_string).collect();
+                return Err((
+                    DropKind::Contradictory,
+                    format!(
+                        "the reply gives {} different values ({}): none of them is taken",
+                        r.parameter,
+                        values.join(", ")
+                    ),
+                ));
+            }
+            if out.accepted.iter().any(|a| a.parameter == r.parameter) {
+                return Err((
+                    DropKind::Duplicate,
+                    format!("{} was already advised in this reply", r.parameter),
+                ));
+            }
+            Ok(r)
+        });
+        match checked {
             Ok(r) => out.accepted.push(r),
             Err((kind, detail)) => out.dropped.push(Dropped {
                 parameter: field_str(&item, &["parameter", "Parameter"]).map(|s| shorten(&s)),
@@ -130,6 +162,29 @@ const SPELLINGS: &[&[&str]] = &[
     &["reason", "Reason"],
 ];
 
+/// An item as a recommendation, or why it was dropped.
+type Checked = Result<Recommendation, (DropKind, String)>;
+
+/// The parameters that acceptable items give different values, each with those values in the
+/// order given. The model contradicted itself: whichever item came first would count (and might
+/// be applied), so none does. An item dropped for its own reason (out of bounds, say) could never
+/// be taken, and leaves no doubt about the others.
+fn contradicted(checked: &[(Json, Checked)]) -> Vec<(ParamAddress, Vec<Value>)> {
+    let mut given: Vec<(ParamAddress, Vec<Value>)> = Vec::new();
+    for r in checked.iter().filter_map(|(_, c)| c.as_ref().ok()) {
+        let Some(value) = &r.recommended_value else {
+            continue;
+        };
+        match given.iter_mut().find(|(a, _)| *a == r.parameter) {
+            Some((_, values)) if !values.contains(value) => values.push(value.clone()),
+            Some(_) => {}
+            None => given.push((r.parameter.clone(), vec![value.clone()])),
+        }
+    }
+    given.retain(|(_, values)| values.len() > 1);
+    given
+}
+
 fn field<'a>(item: &'a Json, keys: &[&str]) -> Option<&'a Json> {
     keys.iter().find_map(|k| item.get(*k))
 }
@@ -143,8 +198,7 @@ fn check_item(
     offered: &[ParamContext],
     policy: &dyn AdvicePolicy,
     window: &WindowRef,
-    accepted: &[Recommendation],
-) -> Result<Recommendation, (DropKind, String)> {
+) -> Checked {
     if !item.is_object() {
         return Err((DropKind::Malformed, "an item is not an object".into()));
     }
@@ -228,12 +282,6 @@ fn check_item(
         };
         (kind, e.to_string())
     })?;
-    if accepted.iter().any(|r| r.parameter == address) {
-        return Err((
-            DropKind::Duplicate,
-            format!("{address} was already advised in this reply"),
-        ));
-    }
     // The model can only make a change more cautious than the policy: auto needs both.
     let model_auto = match field(item, &["can_auto_apply", "CanAutoApply"]) {
         Some(Json::Bool(b)) => *b,
@@ -447,59 +495,104 @@ mod tests {
         assert_eq!(v.accepted[1].confidence, DEFAULT_CONFIDENCE);
     }
 
+    /// Each alone in its reply: two acceptable values for one parameter are `contradictory`
+    /// (below).
     #[test]
     fn drops_with_reasons() {
-        let v = run(serde_json::json!([
-            "net.core.somaxconn",
-            {"value": 1},
-            {"parameter": "../../etc/passwd", "value": 1},
-            {"parameter": "kernel.core_pattern", "value": "|/tmp/x"},
-            {"parameter": "net.core.somaxconn", "value": 8192},
-            {"parameter": "net.core.somaxconn@netns:7", "value": "big"},
-            {"parameter": "net.core.somaxconn@netns:7", "value": 1000000},
-            {"parameter": "net.core.somaxconn@netns:7", "value": 9000},
-            {"parameter": "net.core.somaxconn@netns:7", "value": 4096},
-            {"parameter": "net.core.somaxconn@netns:7", "value": null},
-            {"parameter": "net.ipv4.tcp_rmem", "value": [4096, 262144]},
-            {"parameter": "net.ipv4.tcp_rmem", "value": 8388608},
-            {"parameter": "net.ipv4.tcp_rmem", "value": [67108864, 4096, 4096]},
-            {"parameter": "net.core.somaxconn@netns:7", "value": 8192, "can_auto_apply": false},
-            {"parameter": "net.core.somaxconn@netns:7", "value": 6000, "can_auto_apply": true},
-        ]));
+        let cases = serde_json::json!([
+            ["net.core.somaxconn", "malformed"],
+            [{"value": 1}, "malformed"],
+            [{"parameter": "../../etc/passwd", "value": 1}, "unknown_parameter"],
+            [{"parameter": "kernel.core_pattern", "value": "|/tmp/x"}, "deny_listed"],
+            [{"parameter": "net.core.somaxconn", "value": 8192}, "unknown_parameter"],
+            [{"parameter": "net.core.somaxconn@netns:7", "value": "big"}, "wrong_type"],
+            [{"parameter": "net.core.somaxconn@netns:7", "value": 1000000}, "out_of_bounds"],
+            [{"parameter": "net.core.somaxconn@netns:7", "value": 9000}, "step_too_large"],
+            [{"parameter": "net.core.somaxconn@netns:7", "value": 4096}, "no_change"],
+            [{"parameter": "net.core.somaxconn@netns:7", "value": null}, "no_change"],
+            [{"parameter": "net.ipv4.tcp_rmem", "value": [4096, 262144]}, "wrong_type"],
+            [{"parameter": "net.ipv4.tcp_rmem", "value": 8388608}, "wrong_type"],
+            [{"parameter": "net.ipv4.tcp_rmem", "value": [67108864, 4096, 4096]}, "out_of_bounds"],
+        ]);
+        for case in cases.as_array().unwrap() {
+            let v = run(serde_json::json!([case[0]]));
+            assert_eq!(
+                serde_json::to_value(kinds(&v)).unwrap(),
+                serde_json::json!([case[1]]),
+                "{case}"
+            );
+            assert!(v.accepted.is_empty(), "{case}");
+        }
+        let v = run(serde_json::json!([{"parameter": "kernel.core_pattern", "value": "|/tmp/x"}]));
         assert_eq!(
-            kinds(&v),
-            [
-                DropKind::Malformed,
-                DropKind::Malformed,
-                DropKind::UnknownParameter,
-                DropKind::DenyListed,
-                DropKind::UnknownParameter,
-                DropKind::WrongType,
-                DropKind::OutOfBounds,
-                DropKind::StepTooLarge,
-                DropKind::NoChange,
-                DropKind::NoChange,
-                DropKind::WrongType,
-                DropKind::WrongType,
-                DropKind::OutOfBounds,
-                DropKind::Duplicate,
-            ]
+            v.dropped[0].parameter.as_deref(),
+            Some("kernel.core_pattern")
+        );
+        let v = run(
+            serde_json::json!([{"parameter": "net.ipv4.tcp_rmem", "value": [67108864, 4096, 4096]}]),
         );
         assert!(
-            v.dropped[12].detail.contains("is out of order")
-                && v.dropped[12].detail.contains("min <= default <= max"),
+            v.dropped[0].detail.contains("is out of order")
+                && v.dropped[0].detail.contains("min <= default <= max"),
             "{}",
-            v.dropped[12].detail
+            v.dropped[0].detail
         );
+        // The same value twice: the first item stands, the second is a duplicate.
+        let v = run(serde_json::json!([
+            {"parameter": "net.core.somaxconn@netns:7", "value": 8192, "can_auto_apply": false},
+            {"parameter": "net.core.somaxconn@netns:7", "value": "8192", "can_auto_apply": true},
+        ]));
+        assert_eq!(kinds(&v), [DropKind::Duplicate]);
         assert_eq!(v.accepted.len(), 1);
         assert!(
             !v.accepted[0].can_auto_apply,
             "the model said no: more cautious wins"
         );
+    }
+
+    /// Two acceptable values for one parameter in one reply: the model contradicted itself,
+    /// and neither is taken, whichever came first (it was accepted, and could be applied,
+    /// before). A value dropped for its own reason is no contradiction: it could never be taken.
+    #[test]
+    fn different_values_for_one_parameter_are_all_dropped() {
+        let v = run(serde_json::json!([
+            {"parameter": "net.core.somaxconn@netns:7", "value": 6000, "can_auto_apply": true},
+            {"parameter": "net.ipv4.tcp_rmem", "value": "4096 262144 8388608"},
+            {"parameter": " net.core.somaxconn@netns:7", "new_value": 8192},
+            {"parameter": "net.ipv4.tcp_rmem", "value": [4096, 262144, 8388608]},
+            {"parameter": "net.core.somaxconn@netns:7", "value": 1000000},
+            {"parameter": "net.core.somaxconn@netns:7", "value": null},
+            {"parameter": "net.core.somaxconn@netns:7", "value": 6000},
+        ]));
         assert_eq!(
-            v.dropped[3].parameter.as_deref(),
-            Some("kernel.core_pattern")
+            kinds(&v),
+            [
+                DropKind::Contradictory,
+                DropKind::Contradictory,
+                DropKind::Duplicate,
+                DropKind::OutOfBounds,
+                DropKind::NoChange,
+                DropKind::Contradictory,
+            ]
         );
+        assert_eq!(
+            v.dropped[0].detail,
+            "the reply gives net.core.somaxconn@netns:7 different values (6000, 8192): none of \
+             them is taken"
+        );
+        let accepted: Vec<_> = v.accepted.iter().map(|r| r.parameter.to_string()).collect();
+        assert_eq!(
+            accepted,
+            ["net.ipv4.tcp_rmem"],
+            "same value twice is no contradiction"
+        );
+        // One acceptable value beside one out of bounds: taken.
+        let v = run(serde_json::json!([
+            {"parameter": "net.core.somaxconn@netns:7", "value": 1000000},
+            {"parameter": "net.core.somaxconn@netns:7", "value": 6000},
+        ]));
+        assert_eq!(kinds(&v), [DropKind::OutOfBounds]);
+        assert_eq!(v.accepted.len(), 1);
     }
 
     #[test]
