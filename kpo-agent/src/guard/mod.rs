@@ -11,8 +11,8 @@
 //! revert it. Run-queue p99 and softnet drops exist only for the whole host and are judged
 //! host-wide for every change; TCP retransmits are counted in the agent's own namespace, so they
 //! judge only changes there. With several changes watched at once, a regression that begins after
-//! a later change, once an earlier one had a clean window, is blamed on the later one alone
-//! ([`Guard::judge`]).
+//! a later change, once an earlier one had a clean window, is blamed on the later one alone while
+//! it is watched ([`Guard::judge`]).
 //!
 //! The open watches are kept in the state directory ([`WATCHES_FILE`]), so that a change made
 //! just before the agent was stopped or killed is still judged after it starts again; a change's
@@ -229,9 +229,8 @@ struct Watch {
     strikes: u32,
     /// Signals that had a value before the change and in a watched window.
     judged: std::collections::BTreeSet<HealthSignal>,
-    /// Windows not counted because a signal measured before the change was not measured in them,
-    /// or because the only regression in them is blamed on a later change (`excused`); at most
-    /// `windows` of them: a signal that never comes back does not hold the watch open.
+    /// Windows not counted because a signal measured before the change was not measured in them;
+    /// at most `windows` of them: a signal that never comes back does not hold the watch open.
     #[serde(default)]
     blind_windows: u32,
     /// Windows still to pass before the first judged one: 1 for a change made on a tick, whose
@@ -242,13 +241,9 @@ struct Watch {
     #[serde(default)]
     clean_windows: u32,
     /// The changes watched after this one had a clean window (and no strike since): a regression
-    /// that begins while one of them is watched is blamed on it, not on this one.
+    /// that begins after one of them, while it is watched, is blamed on it, not on this one.
     #[serde(default)]
     later: Vec<u64>,
-    /// Signals whose regression was blamed on a later change: not counted against this one
-    /// until they are back within bounds.
-    #[serde(default)]
-    excused: std::collections::BTreeSet<HealthSignal>,
     /// When it was last written to the state directory (ms since the epoch).
     #[serde(default)]
     saved_ms: u64,
@@ -278,7 +273,6 @@ impl Watch {
             skip_windows: 0,
             clean_windows: 0,
             later: Vec::new(),
-            excused: Default::default(),
             saved_ms: 0,
         }
     }
@@ -609,13 +603,14 @@ impl Guard {
 
     /// Judges every watch by the health its scope saw in one window.
     ///
-    /// Each watch is judged on its own, except that a regression which begins after a later
-    /// change was made, in a signal that change is judged by and can move in this watch's scope,
-    /// is blamed on the later change alone when this one had a clean window before it: the host
-    /// was healthy with this change in place, so the later one is the likelier cause, and the
-    /// guard reverts it (or keeps it) by its own watch. The regression is not counted against the
-    /// earlier change until the signal is back within bounds; those windows are not counted
-    /// either (as a blind window), so the earlier watch goes on after them.
+    /// Each watch is judged on its own, except that a regression which began after a later change
+    /// was made (that change's baseline for the signal is within this watch's bounds), in a
+    /// signal that change is judged by and can move in this watch's scope, is blamed on the later
+    /// change alone while it is watched, when this one had a clean window before it: the host was
+    /// healthy with this change in place, so the later one is the likelier cause, and the guard
+    /// reverts it (or keeps it) by its own watch. Such a window is not judged for this change at
+    /// all: no strike, and it does not count toward the watch's end. Once the later change's
+    /// watch is over, a regression that goes on is this change's to answer for.
     fn judge(&mut self, health_in: impl Fn(Scope) -> Health) -> Vec<Verdict> {
         let mut verdicts = Vec::new();
         let config = &self.config;
@@ -642,33 +637,38 @@ impl Guard {
             let worse = |&(signal, before, after): &(HealthSignal, f64, f64)| {
                 after > before * (1.0 + config.tolerance) + noise_floor(signal)
             };
-            let (regressions, within): (Vec<_>, Vec<_>) = measured.iter().copied().partition(worse);
-            // A signal back within bounds: a regression of it from now on is a new one.
-            for (signal, _, _) in within {
-                w.excused.remove(&signal);
+            let regressions: Vec<_> = measured.iter().copied().filter(worse).collect();
+            // Blamed on a later change still watched: one that could move the signal here, made
+            // while this change was still healthy in it (the later baseline within this watch's
+            // bounds; made during the regression, it is no likelier cause than this one).
+            let watch: &Watch = w;
+            let blamed_on_later = |&(signal, before, _): &(HealthSignal, f64, f64)| {
+                open.iter().any(|later| {
+                    watch.later.contains(&later.change_id)
+                        && watch.could_answer_for(later, signal)
+                        && later
+                            .baseline
+                            .0
+                            .get(&signal)
+                            .is_some_and(|&at_later| !worse(&(signal, before, at_later)))
+                })
+            };
+            let (excused, counted): (Vec<_>, Vec<_>) =
+                regressions.into_iter().partition(blamed_on_later);
+            let regressed = counted.first().copied();
+            // A window whose only regressions are a later change's says nothing of this one: not
+            // judged for it, for as long as that change is watched.
+            if regressed.is_none() && !excused.is_empty() {
+                return true;
             }
-            for &(signal, _, _) in &regressions {
-                let blamed_on_later = open.iter().any(|later| {
-                    w.later.contains(&later.change_id) && w.could_answer_for(later, signal)
-                });
-                if blamed_on_later {
-                    w.excused.insert(signal);
-                }
-            }
-            let regressed = regressions
-                .iter()
-                .find(|(signal, _, _)| !w.excused.contains(signal))
-                .copied();
-            let excused_now = regressions.len() > usize::from(regressed.is_some());
             // A window that saw no regression but could not see a signal it had a baseline for
             // (a failed read) is no evidence of health: it neither clears a strike nor counts
-            // toward the watch's end. Nor is one whose regression is another change's.
+            // toward the watch's end.
             let blind = regressed.is_none()
                 && w.blind_windows < config.windows
-                && (excused_now
-                    || w.signals
-                        .iter()
-                        .any(|s| w.baseline.0.contains_key(s) && !health.0.contains_key(s)));
+                && w.signals
+                    .iter()
+                    .any(|s| w.baseline.0.contains_key(s) && !health.0.contains_key(s));
             if blind {
                 w.blind_windows += 1;
                 return true;
@@ -678,7 +678,7 @@ impl Guard {
             } else {
                 0
             };
-            if regressed.is_none() && !excused_now && !measured.is_empty() {
+            if regressed.is_none() && !measured.is_empty() {
                 w.clean_windows += 1;
             }
             if let Some((signal, before, after)) =
@@ -823,13 +823,74 @@ mod tests {
 
     /// The reviewer's probe: A (somaxconn) is made at window 0 and has a calm window; B
     /// (netdev_budget) is made after it; then run-queue p99 goes from 100 to 900 µs for two
-    /// windows. The host was healthy with A alone: B is reverted, A is not, and A goes on being
-    /// watched (those windows are not counted for it) until it is kept.
+    /// windows. The host was healthy with A alone: B is reverted, A is not judged meanwhile.
+    /// After B's revert, A answers for what goes on: kept when the host is calm again, reverted
+    /// when the regression goes on without B.
     #[test]
     fn a_regression_after_a_later_change_is_blamed_on_that_change_alone() {
-        let mut guard = Guard::new(GuardConfig::default());
         let calm = health(&[(HealthSignal::RunqP99, 100.0)]);
         let busy = health(&[(HealthSignal::RunqP99, 900.0)]);
+        let until_b_is_reverted = || {
+            let mut guard = Guard::new(GuardConfig::default());
+            let signals = guard.config.signals.clone();
+            guard.watch_from(
+                1,
+                somaxconn_host(),
+                Scope::Host,
+                signals.clone(),
+                Value::Int(1024),
+                calm.clone(),
+            );
+            assert!(observe(&mut guard, &calm).is_empty());
+            let budget: ParamAddress = "net.core.netdev_budget".parse().unwrap();
+            guard.watch_from(
+                2,
+                budget,
+                Scope::Host,
+                signals,
+                Value::Int(600),
+                calm.clone(),
+            );
+            assert!(observe(&mut guard, &busy).is_empty());
+            let verdicts = observe(&mut guard, &busy);
+            assert!(
+                matches!(
+                    verdicts.as_slice(),
+                    [Verdict::Revert {
+                        change_id: 2,
+                        signal: HealthSignal::RunqP99,
+                        ..
+                    }]
+                ),
+                "{verdicts:?}"
+            );
+            assert_eq!(guard.watching(), 1, "A is still watched");
+            guard
+        };
+        // Calm again: A's two remaining windows are counted, and it is kept.
+        let mut guard = until_b_is_reverted();
+        assert!(observe(&mut guard, &calm).is_empty());
+        assert!(matches!(
+            observe(&mut guard, &calm).as_slice(),
+            [Verdict::Kept { change_id: 1, .. }]
+        ));
+        // The regression goes on without B: it is A's, and A is reverted.
+        let mut guard = until_b_is_reverted();
+        assert!(observe(&mut guard, &busy).is_empty());
+        assert!(matches!(
+            observe(&mut guard, &busy).as_slice(),
+            [Verdict::Revert { change_id: 1, .. }]
+        ));
+    }
+
+    /// A later change made while the regression was already there (its baseline holds it) is
+    /// no likelier cause than the earlier one: nothing is blamed on it, and the earlier change
+    /// answers for its own regression.
+    #[test]
+    fn a_change_made_during_a_regression_takes_no_blame_for_it() {
+        let calm = health(&[(HealthSignal::RunqP99, 100.0)]);
+        let busy = health(&[(HealthSignal::RunqP99, 900.0)]);
+        let mut guard = Guard::new(GuardConfig::default());
         let signals = guard.config.signals.clone();
         guard.watch_from(
             1,
@@ -847,29 +908,12 @@ mod tests {
             Scope::Host,
             signals,
             Value::Int(600),
-            calm.clone(),
+            busy.clone(),
         );
         assert!(observe(&mut guard, &busy).is_empty());
-        let verdicts = observe(&mut guard, &busy);
-        assert!(
-            matches!(
-                verdicts.as_slice(),
-                [Verdict::Revert {
-                    change_id: 2,
-                    signal: HealthSignal::RunqP99,
-                    ..
-                }]
-            ),
-            "{verdicts:?}"
-        );
-        assert_eq!(guard.watching(), 1, "A is still watched");
-        // The regression goes on after B's revert: still not A's. Once the signal is back, A's
-        // remaining windows are counted and it is kept.
-        assert!(observe(&mut guard, &busy).is_empty());
-        assert!(observe(&mut guard, &calm).is_empty());
         assert!(matches!(
-            observe(&mut guard, &calm).as_slice(),
-            [Verdict::Kept { change_id: 1, .. }]
+            observe(&mut guard, &busy).as_slice(),
+            [Verdict::Revert { change_id: 1, .. }]
         ));
     }
 

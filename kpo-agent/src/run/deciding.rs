@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::{
     actuate::{
-        param::{ParamAddress, ParamKind, Target, Value},
+        param::{NetnsRef, ParamAddress, ParamKind, Target, Value},
         Roots,
     },
     advise::{
@@ -591,11 +591,23 @@ impl Deciding {
                     .and_then(|a| self.path.journal.param_state(&a))
                     .filter(|p| p.holding == Some(*change_id) && p.yielded.is_none())
                     .and_then(|p| p.last_applied.clone());
-                // A change in a network namespace that can no longer be opened (deleted) is
-                // still the journal's, but nothing can revert it or judge it there: watched
-                // again, it would give this verdict, and fail, in every regressing window.
+                // A change in a network namespace that is gone (deleted) is still the journal's,
+                // but nothing can revert it or judge it there: watched again, it would give this
+                // verdict, and fail, in every regressing window. Gone only for certain: the
+                // namespace cannot be opened *and* its inode is in use nowhere (or its path is
+                // gone); a failure to open it for another reason (a descriptor limit, a race with
+                // /proc) leaves the watch to try again.
                 let namespace_gone = address.parse::<ParamAddress>().is_ok_and(|a| {
-                    matches!(a.target, Target::Netns { .. }) && self.path.netns_now(&a).is_err()
+                    let nowhere = match &a.target {
+                        Target::Netns {
+                            netns: NetnsRef::Inode(inode),
+                        } => !crate::actuate::sysctl::live_netns_inodes().contains(inode),
+                        Target::Netns {
+                            netns: NetnsRef::Path(path),
+                        } => !path.exists(),
+                        _ => false,
+                    };
+                    nowhere && self.path.netns_now(&a).is_err()
                 });
                 if held.is_some() && namespace_gone {
                     warn!(
