@@ -124,9 +124,6 @@ pub fn parse_proc_stat(text: &str, path: &Path) -> Result<CpuTimes, EnergyError>
             text: e.to_string(),
             what: "/proc/stat with a cpu line and cpuN lines",
         })?;
-    if totals.online_cpus == 0 {
-        return Err(EnergyError::NoCpus(path.to_path_buf()));
-    }
     let cpus = totals
         .cpus
         .iter()

@@ -86,8 +86,6 @@ pub enum EnergyError {
     },
     #[error("no RAPL package zones under {0}")]
     NoZones(PathBuf),
-    #[error("{0}: no per-CPU lines")]
-    NoCpus(PathBuf),
     #[error("{0}: no CPU was online at both readings")]
     NoCpuOnlineThroughout(PathBuf),
     #[error("{path}: {reason}")]

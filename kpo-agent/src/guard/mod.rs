@@ -821,6 +821,21 @@ mod tests {
         assert_eq!(guard.watching(), 0);
     }
 
+    /// A guard watching change 1 (A: the host's somaxconn), which has had one window at `calm`.
+    fn a_with_a_calm_window(calm: &Health) -> Guard {
+        let mut guard = Guard::new(GuardConfig::default());
+        guard.watch_from(
+            1,
+            somaxconn_host(),
+            Scope::Host,
+            guard.config.signals.clone(),
+            Value::Int(1024),
+            calm.clone(),
+        );
+        assert!(observe(&mut guard, calm).is_empty());
+        guard
+    }
+
     /// The reviewer's probe: A (somaxconn) is made at window 0 and has a calm window; B
     /// (netdev_budget) is made after it; then run-queue p99 goes from 100 to 900 µs for two
     /// windows. The host was healthy with A alone: B is reverted, A is not judged meanwhile.
@@ -831,23 +846,12 @@ mod tests {
         let calm = health(&[(HealthSignal::RunqP99, 100.0)]);
         let busy = health(&[(HealthSignal::RunqP99, 900.0)]);
         let until_b_is_reverted = || {
-            let mut guard = Guard::new(GuardConfig::default());
-            let signals = guard.config.signals.clone();
-            guard.watch_from(
-                1,
-                somaxconn_host(),
-                Scope::Host,
-                signals.clone(),
-                Value::Int(1024),
-                calm.clone(),
-            );
-            assert!(observe(&mut guard, &calm).is_empty());
-            let budget: ParamAddress = "net.core.netdev_budget".parse().unwrap();
+            let mut guard = a_with_a_calm_window(&calm);
             guard.watch_from(
                 2,
-                budget,
+                "net.core.netdev_budget".parse().unwrap(),
                 Scope::Host,
-                signals,
+                guard.config.signals.clone(),
                 Value::Int(600),
                 calm.clone(),
             );
@@ -890,23 +894,12 @@ mod tests {
     fn a_change_made_during_a_regression_takes_no_blame_for_it() {
         let calm = health(&[(HealthSignal::RunqP99, 100.0)]);
         let busy = health(&[(HealthSignal::RunqP99, 900.0)]);
-        let mut guard = Guard::new(GuardConfig::default());
-        let signals = guard.config.signals.clone();
-        guard.watch_from(
-            1,
-            somaxconn_host(),
-            Scope::Host,
-            signals.clone(),
-            Value::Int(1024),
-            calm.clone(),
-        );
-        assert!(observe(&mut guard, &calm).is_empty());
-        let budget: ParamAddress = "net.core.netdev_budget".parse().unwrap();
+        let mut guard = a_with_a_calm_window(&calm);
         guard.watch_from(
             2,
-            budget,
+            "net.core.netdev_budget".parse().unwrap(),
             Scope::Host,
-            signals,
+            guard.config.signals.clone(),
             Value::Int(600),
             busy.clone(),
         );

@@ -261,6 +261,21 @@ mod tests {
         StaticPolicy::new().with("*", &[Source::Rules], ParamLimits::new(Mode::Auto))
     }
 
+    /// A window of memory stalls from swapping in anonymous memory: the memory rule would lower
+    /// swappiness.
+    fn swapping_window() -> Window {
+        let mut lower = window(vec![]);
+        let s = &mut lower.system;
+        s.swap_total_bytes = Some(4 << 30);
+        s.swap_free_bytes = Some(3 << 30);
+        s.psi_memory_some_stall_pct = Some(18.5);
+        s.psi_memory_full_stall_pct = Some(3.0);
+        s.swap_in_pages_per_s = Some(900.0);
+        s.refault_anon_pages_per_s = Some(850.0);
+        s.refault_file_pages_per_s = Some(100.0);
+        lower
+    }
+
     #[test]
     fn a_quiet_tick_reads_nothing_and_a_burst_is_advised_on_its_tick_not_again_at_the_window() {
         let mut rules = RuleSet::default();
@@ -321,15 +336,7 @@ mod tests {
 
         // Memory: the two windows that led to the advice still count.
         let mut rules = RuleSet::default();
-        let mut lower = window(vec![]);
-        let s = &mut lower.system;
-        s.swap_total_bytes = Some(4 << 30);
-        s.swap_free_bytes = Some(3 << 30);
-        s.psi_memory_some_stall_pct = Some(18.5);
-        s.psi_memory_full_stall_pct = Some(3.0);
-        s.swap_in_pages_per_s = Some(900.0);
-        s.refault_anon_pages_per_s = Some(850.0);
-        s.refault_file_pages_per_s = Some(100.0);
+        let lower = swapping_window();
         let calm = window(vec![]);
         let swappiness = [(memory::SWAPPINESS.to_string(), Some(30))];
         assert!(rules.on_window(&at(1), &lower, &mut k, &p).is_empty());
@@ -460,15 +467,7 @@ mod tests {
 
         // Memory, at windows' ends: at the policy's min.
         let mut rules = RuleSet::default();
-        let mut lower = window(vec![]);
-        let s = &mut lower.system;
-        s.swap_total_bytes = Some(4 << 30);
-        s.swap_free_bytes = Some(3 << 30);
-        s.psi_memory_some_stall_pct = Some(18.5);
-        s.psi_memory_full_stall_pct = Some(3.0);
-        s.swap_in_pages_per_s = Some(900.0);
-        s.refault_anon_pages_per_s = Some(850.0);
-        s.refault_file_pages_per_s = Some(100.0);
+        let lower = swapping_window();
         let p = at_bound(memory::SWAPPINESS, 60, 100);
         assert!(rules.on_window(&at(1), &lower, &mut k, &p).is_empty());
         assert!(rules.on_window(&at(2), &lower, &mut k, &p).is_empty());

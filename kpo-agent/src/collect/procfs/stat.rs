@@ -156,15 +156,13 @@ pub fn read_stat(root: &ProcRoot) -> Result<Parsed<Stat>, ProcError> {
     read_parsed(root, "stat", limit::PER_CPU, parse_stat)
 }
 
-/// CPU time of all CPUs together and how many CPUs are online: what an energy estimate from CPU
+/// CPU time of all CPUs together and of each online CPU: what an energy estimate from CPU
 /// utilization needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CpuTotals {
     /// The `cpu` line.
     pub total: CpuJiffies,
-    /// How many `cpuN` lines there are.
-    pub online_cpus: usize,
-    /// The `cpuN` lines: the CPUs online now.
+    /// The `cpuN` lines: the CPUs online now (at least one).
     pub cpus: Vec<CpuStat>,
 }
 
@@ -197,11 +195,7 @@ pub fn parse_cpu_totals(text: &str) -> Result<CpuTotals, ProcError> {
     if cpus.is_empty() {
         return Err(ProcError::parse(PATH, 0, "no `cpuN` line"));
     }
-    Ok(CpuTotals {
-        total,
-        online_cpus: cpus.len(),
-        cpus,
-    })
+    Ok(CpuTotals { total, cpus })
 }
 
 fn is_decimal(s: &str) -> bool {
@@ -399,7 +393,7 @@ softirq 14694940 0 128312 14 13865351 89472 0 360 165016 0 446415
     #[test]
     fn cpu_totals_for_the_energy_estimate() {
         let t = parse_cpu_totals(REAL).unwrap();
-        assert_eq!(t.online_cpus, 2);
+        assert_eq!(t.cpus.len(), 2);
         assert_eq!(t.total.busy(), 117390 + 25211 + 4067);
         assert_eq!(t.total.total(), 117390 + 25211 + 1204897 + 788 + 4067 + 19);
         // Strict: a bad CPU line is an error, the other lines are not looked at.
