@@ -214,6 +214,31 @@ pub enum Verdict {
     },
 }
 
+/// A verdict as the event stream reports it: for a `revert`, whether the agent's revert took, so
+/// that a pipeline never reads a change as undone that is still applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GuardEvent {
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// `revert` only: the parameter is back at its value before the change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverted: Option<bool>,
+    /// `revert` only, when it did not take: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl GuardEvent {
+    /// A verdict that asked for nothing to be done (`kept`).
+    pub fn kept(verdict: Verdict) -> Self {
+        Self {
+            verdict,
+            reverted: None,
+            error: None,
+        }
+    }
+}
+
 /// One change being watched; a line of [`WATCHES_FILE`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Watch {

@@ -61,8 +61,9 @@ pub enum Event {
     /// One consultation of the LLM advisor: latency, token usage, outcome, and the items its
     /// validation dropped with why (docs/llm.md); the accepted ones follow as `recommendation`s.
     Llm(Box<crate::advise::llm::Consultation>),
-    /// The guard's verdict on a change it watched: kept, or reverted with what regressed.
-    Guard(crate::guard::Verdict),
+    /// The guard's verdict on a change it watched: kept, or reverted with what regressed and
+    /// whether the revert took.
+    Guard(crate::guard::GuardEvent),
     /// Someone else changed a parameter KPO manages: KPO stopped managing it there and keeps
     /// their value (`kpo resume PARAM` hands it back).
     AdminOverride {

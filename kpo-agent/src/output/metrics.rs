@@ -651,11 +651,13 @@ mod tests {
     #[test]
     fn changes_and_verdicts_are_counted_by_source_phase_and_verdict() {
         let mut m = Metrics::new();
-        m.observe(&Event::Guard(crate::guard::Verdict::Kept {
-            change_id: 1,
-            address: "net.core.somaxconn".into(),
-            judged: vec![],
-        }));
+        m.observe(&Event::Guard(crate::guard::GuardEvent::kept(
+            crate::guard::Verdict::Kept {
+                change_id: 1,
+                address: "net.core.somaxconn".into(),
+                judged: vec![],
+            },
+        )));
         m.observe(&Event::Stop {
             reason: "SIGTERM".into(),
             windows: 0,

@@ -43,7 +43,7 @@ use crate::{
     collect::Sample,
     config::Config,
     control::Control,
-    guard::{Guard, GuardConfig, Verdict},
+    guard::{Guard, GuardConfig, GuardEvent, Verdict},
     journal::{Holder, Journal},
     output::{
         change_events::ChangePathEvent,
@@ -559,7 +559,7 @@ impl Deciding {
         self.guard.retain_in_place(in_place(&self.path.journal));
         let verdicts = self.guard.observe(window);
         for verdict in self.in_passing_order(verdicts) {
-            if let Verdict::Revert {
+            let Verdict::Revert {
                 change_id,
                 address,
                 value,
@@ -567,83 +567,106 @@ impl Deciding {
                 before,
                 after,
             } = &verdict
-            {
-                let why = format!("the guard saw {signal:?} go from {before} to {after}");
-                // The revert first: killed between the two, the host is back to its value and
-                // at worst the value is not quarantined, never quarantined while still applied.
-                match self.path.revert_own(*change_id, Source::Guard, &why) {
-                    Ok(r) => {
-                        info!("guard: {}", r.describe());
-                        events.extend(super::yielding::after_own_revert(
-                            &mut self.path,
-                            &mut self.guard,
-                            &r,
-                        ));
-                    }
-                    Err(e) => warn!("guard: reverting #{change_id}: {e}"),
+            else {
+                events.extend(self.take_events());
+                events.push(Event::Guard(GuardEvent::kept(verdict)));
+                continue;
+            };
+            let why = format!("the guard saw {signal:?} go from {before} to {after}");
+            // The revert first: killed between the two, the host is back to its value and at
+            // worst the value is not quarantined, never quarantined while still applied.
+            let failure = match self.path.revert_own(*change_id, Source::Guard, &why) {
+                Ok(r) => {
+                    info!("guard: {}", r.describe());
+                    events.extend(super::yielding::after_own_revert(
+                        &mut self.path,
+                        &mut self.guard,
+                        &r,
+                    ));
+                    r.describe()
                 }
-                // Not done while the journal still holds the change: the write failed, or read
-                // back wrong and the change's value was put back, or its put-back failed too and
-                // left a value of KPO's own (whatever the journal could record of it).
-                let held = address
-                    .parse::<ParamAddress>()
-                    .ok()
-                    .and_then(|a| self.path.journal.param_state(&a))
-                    .filter(|p| p.holding == Some(*change_id) && p.yielded.is_none())
-                    .and_then(|p| p.last_applied.clone());
-                // A change in a network namespace that is gone (deleted) is still the journal's,
-                // but nothing can revert it or judge it there: watched again, it would give this
-                // verdict, and fail, in every regressing window. Gone only for certain: the
-                // namespace cannot be opened *and* its inode is in use nowhere (or its path is
-                // gone); a failure to open it for another reason (a descriptor limit, a race with
-                // /proc) leaves the watch to try again.
-                let namespace_gone = address.parse::<ParamAddress>().is_ok_and(|a| {
-                    let nowhere = match &a.target {
-                        Target::Netns {
-                            netns: NetnsRef::Inode(inode),
-                        } => !crate::actuate::sysctl::live_netns_inodes().contains(inode),
-                        Target::Netns {
-                            netns: NetnsRef::Path(path),
-                        } => !path.exists(),
-                        _ => false,
-                    };
-                    nowhere && self.path.netns_now(&a).is_err()
-                });
-                if held.is_some() && namespace_gone {
-                    warn!(
-                        "guard: #{change_id} ({address}) cannot be reverted: its network \
-                         namespace is gone; the guard stops watching it"
-                    );
-                    events.extend(self.take_events());
-                    events.push(Event::Guard(verdict));
-                    continue;
+                Err(e) => {
+                    warn!("guard: reverting #{change_id}: {e}");
+                    e.to_string()
                 }
-                if let Some(held) = held {
-                    // The change is still there: watched again at the value held, reverted at
-                    // the next regressing window, and its value not quarantined while applied.
-                    self.guard.keep_watching(*change_id, Some(&held));
-                    events.extend(self.take_events());
-                    events.push(Event::Guard(verdict));
-                    continue;
-                }
-                if let Ok(addr) = address.parse::<ParamAddress>() {
-                    let quarantine = self.path.policy.guard.quarantine;
-                    // The value the change asked for, which an advisor would propose again (the
-                    // watch's may be what a first, failed revert left). A change archived since
-                    // it was watched (over a day old at a restart) falls back on the watch's.
-                    let asked = self
-                        .path
-                        .journal
-                        .intent(*change_id)
-                        .map(|i| i.after.clone());
-                    let value = asked.as_ref().unwrap_or(value);
-                    if let Err(e) = self.path.journal.quarantine(&addr, value, quarantine, &why) {
-                        warn!("journal: quarantine of {address}: {e}");
-                    }
+            };
+            // Not done while the journal still holds the change: the write failed, or read back
+            // wrong and the change's value was put back, or its put-back failed too and left a
+            // value of KPO's own (whatever the journal could record of it).
+            let held = address
+                .parse::<ParamAddress>()
+                .ok()
+                .and_then(|a| self.path.journal.param_state(&a))
+                .filter(|p| p.holding == Some(*change_id) && p.yielded.is_none())
+                .and_then(|p| p.last_applied.clone());
+            // A change in a network namespace that is gone (deleted) is still the journal's, but
+            // nothing can revert it or judge it there: watched again, it would give this verdict,
+            // and fail, in every regressing window. Gone only for certain: the namespace cannot
+            // be opened *and* its inode is in use nowhere (or its path is gone); a failure to
+            // open it for another reason (a descriptor limit, a race with /proc) leaves the watch
+            // to try again.
+            let namespace_gone = address.parse::<ParamAddress>().is_ok_and(|a| {
+                let nowhere = match &a.target {
+                    Target::Netns {
+                        netns: NetnsRef::Inode(inode),
+                    } => !crate::actuate::sysctl::live_netns_inodes().contains(inode),
+                    Target::Netns {
+                        netns: NetnsRef::Path(path),
+                    } => !path.exists(),
+                    _ => false,
+                };
+                nowhere && self.path.netns_now(&a).is_err()
+            });
+            if held.is_some() && namespace_gone {
+                warn!(
+                    "guard: #{change_id} ({address}) cannot be reverted: its network namespace \
+                     is gone; the guard stops watching it"
+                );
+                events.extend(self.take_events());
+                events.push(Event::Guard(GuardEvent {
+                    verdict,
+                    reverted: Some(false),
+                    error: Some(
+                        "its network namespace is gone: nothing can revert the change there; \
+                         no longer watched"
+                            .to_string(),
+                    ),
+                }));
+                continue;
+            }
+            if let Some(held) = held {
+                // The change is still there: watched again at the value held, reverted at the
+                // next regressing window, and its value not quarantined while applied.
+                self.guard.keep_watching(*change_id, Some(&held));
+                events.extend(self.take_events());
+                events.push(Event::Guard(GuardEvent {
+                    verdict,
+                    reverted: Some(false),
+                    error: Some(failure),
+                }));
+                continue;
+            }
+            if let Ok(addr) = address.parse::<ParamAddress>() {
+                let quarantine = self.path.policy.guard.quarantine;
+                // The value the change asked for, which an advisor would propose again (the
+                // watch's may be what a first, failed revert left). A change archived since it
+                // was watched (over a day old at a restart) falls back on the watch's.
+                let asked = self
+                    .path
+                    .journal
+                    .intent(*change_id)
+                    .map(|i| i.after.clone());
+                let value = asked.as_ref().unwrap_or(value);
+                if let Err(e) = self.path.journal.quarantine(&addr, value, quarantine, &why) {
+                    warn!("journal: quarantine of {address}: {e}");
                 }
             }
             events.extend(self.take_events());
-            events.push(Event::Guard(verdict));
+            events.push(Event::Guard(GuardEvent {
+                verdict,
+                reverted: Some(true),
+                error: None,
+            }));
         }
         self.guard.window_closed(window);
         self.guard.save();

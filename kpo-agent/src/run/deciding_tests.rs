@@ -462,7 +462,7 @@ impl Rig {
 fn guard_reverts(events: &[Event]) -> usize {
     events
         .iter()
-        .filter(|e| matches!(e, Event::Guard(crate::guard::Verdict::Revert { .. })))
+        .filter(|e| matches!(e, Event::Guard(g) if matches!(g.verdict, crate::guard::Verdict::Revert { .. })))
         .count()
 }
 
@@ -470,7 +470,7 @@ fn guard_reverts(events: &[Event]) -> usize {
 /// after the change.
 fn first_guard_revert(events: &[Event]) -> (u64, f64, f64) {
     match events.iter().find_map(|e| match e {
-        Event::Guard(v) => Some(v),
+        Event::Guard(g) => Some(&g.verdict),
         _ => None,
     }) {
         Some(crate::guard::Verdict::Revert {
@@ -893,6 +893,10 @@ sources = ["operator"]
         .json
         .iter()
         .any(|e| e["kind"] == "change" && e["phase"] == "reverted" && e["source"] == "guard"));
+    let verdict = rig.json.iter().find(|e| e["kind"] == "guard").unwrap();
+    assert_eq!(verdict["verdict"], "revert", "{verdict}");
+    assert_eq!(verdict["reverted"], true, "{verdict}");
+    assert!(verdict.get("error").is_none(), "{verdict}");
     // Quarantined: the same value is refused, and the kernel is not touched.
     match apply(&mut rig) {
         crate::api::Reply::Ok(report) => {
@@ -1156,6 +1160,15 @@ sources = ["operator"]
     rig.until(2, |events| guard_reverts(events) > 0);
     assert_eq!(rig.rx(), 100, "put back after the wrong read-back");
     assert_eq!(rig.deciding.guard_watching(), 1);
+    // The event says so: a pipeline must not read the change as undone.
+    let verdict = rig.json.iter().find(|e| e["kind"] == "guard").unwrap();
+    assert_eq!(verdict["verdict"], "revert", "{verdict}");
+    assert_eq!(verdict["reverted"], false, "{verdict}");
+    assert!(
+        verdict["error"].as_str().unwrap().contains("read back \"2\""),
+        "{verdict}"
+    );
+    rig.assert_schema();
     assert!(!rig
         .journal()
         .records()
@@ -1198,8 +1211,8 @@ guard_signals = ["listen_overflows"]
     let mut verdicts = Vec::new();
     for _ in 0..3 {
         for e in rig.window() {
-            if let Event::Guard(v) = e {
-                verdicts.push(v);
+            if let Event::Guard(g) = e {
+                verdicts.push(g.verdict);
             }
         }
     }
@@ -1252,8 +1265,8 @@ sources = ["operator"]
     let mut verdicts = Vec::new();
     for _ in 0..2 {
         for e in rig.window() {
-            if let Event::Guard(v) = e {
-                verdicts.push(v);
+            if let Event::Guard(g) = e {
+                verdicts.push(g.verdict);
             }
         }
     }
@@ -2619,7 +2632,7 @@ guard_signals = ["listen_overflows", "request_p99"]
             }
             let events = d.on_window(&pressure(host, 10.0, 3_000, later_p99_us));
             verdicts.extend(events.into_iter().filter_map(|e| match e {
-                Event::Guard(v) => Some(v),
+                Event::Guard(g) => Some(g.verdict),
                 _ => None,
             }));
         }
@@ -3221,7 +3234,21 @@ sources = ["operator"]
     k.0.lock().unwrap().netns_gone = true;
     let reverts = |events: Vec<Event>| guard_reverts(&events);
     assert_eq!(reverts(d.on_window(&runq(5_000.0))), 0);
-    assert_eq!(reverts(d.on_window(&runq(5_000.0))), 1);
+    let events = d.on_window(&runq(5_000.0));
+    assert_eq!(guard_reverts(&events), 1);
+    let verdict = events
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .find(|e| e["kind"] == "guard")
+        .unwrap();
+    assert_eq!(verdict["reverted"], false, "{verdict}");
+    assert!(
+        verdict["error"]
+            .as_str()
+            .unwrap()
+            .contains("network namespace is gone"),
+        "{verdict}"
+    );
     assert_eq!(d.guard_watching(), 0, "nothing left there to judge");
     assert_eq!(reverts(d.on_window(&runq(5_000.0))), 0, "said once");
 }
