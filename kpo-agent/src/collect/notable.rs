@@ -1,7 +1,9 @@
 //! Listeners at their accept-queue limit, reported at once rather than at window end: from the
-//! eBPF ring buffer while the accept-queue sensor is attached ([`NotableStream`]), otherwise, or
-//! without a ring buffer to poll, from each tick's sock_diag reading
-//! ([`NotableStream::full_from_tick`]).
+//! eBPF ring buffer while the accept-queue sensor is attached ([`NotableStream`]), and from each
+//! tick's sock_diag reading for those eBPF did not report since the tick before
+//! ([`NotableStream::full_from_tick`]): a queue that stays full, a detached sensor, no ring buffer.
+use std::collections::HashSet;
+
 use aya::maps::{MapData, RingBuf};
 use kpo_common::{ListenerKey, NotableEvent, NotableKind, MAP_NOTABLE};
 use tokio::io::unix::AsyncFd;
@@ -41,6 +43,8 @@ fn full_listeners(sample: &Sample) -> Vec<ListenerFull> {
 /// The programs' ring buffer of rare events, polled on its own beside the tick.
 pub struct NotableStream {
     ring: Option<AsyncFd<RingBuf<MapData>>>,
+    /// Listeners eBPF reported full since the last tick's reading: not reported again from it.
+    reported_since_tick: HashSet<ListenerKey>,
 }
 
 impl NotableStream {
@@ -65,16 +69,22 @@ impl NotableStream {
                     }
                 }
             });
-        NotableStream { ring }
+        NotableStream {
+            ring,
+            reported_since_tick: HashSet::new(),
+        }
     }
 
-    /// The full queues to report from this tick's sock_diag reading: none while the ring buffer
-    /// reports them, that is while it is polled and the sensor was attached all tick.
-    pub fn full_from_tick(&self, sample: &Sample) -> Vec<ListenerFull> {
-        if sample.accept_queue_attached && self.ring.is_some() {
-            return Vec::new();
-        }
+    /// The full queues to report from this tick's sock_diag reading: every one eBPF did not
+    /// report since the last tick. eBPF sees a queue fill (a connection queued at the limit), not
+    /// one that stays full: the kernel drops the SYNs that come next before any connection is
+    /// queued, so while nobody accepts, only this reading sees the queue still full.
+    pub fn full_from_tick(&mut self, sample: &Sample) -> Vec<ListenerFull> {
+        let reported = std::mem::take(&mut self.reported_since_tick);
         full_listeners(sample)
+            .into_iter()
+            .filter(|full| !reported.contains(&full.key))
+            .collect()
     }
 
     /// Waits until events arrive and returns them, each with its owner from `owners` (the last
@@ -89,6 +99,8 @@ impl NotableStream {
             events.extend(decode(&item));
         }
         guard.clear_ready();
+        self.reported_since_tick
+            .extend(events.iter().map(|e: &NotableEvent| e.key));
         Ok(events)
     }
 }
@@ -147,7 +159,10 @@ mod tests {
     /// sensor was detached, so a full queue while it was attached was never reported.
     #[test]
     fn without_a_ring_buffer_the_tick_reports_full_queues_even_while_attached() {
-        let unpolled = NotableStream { ring: None };
+        let mut unpolled = NotableStream {
+            ring: None,
+            reported_since_tick: HashSet::new(),
+        };
         let mut full = sample(9, 9, 0);
         for attached in [false, true] {
             full.accept_queue_attached = attached;
@@ -162,6 +177,31 @@ mod tests {
             );
         }
         assert_eq!(unpolled.full_from_tick(&sample(8, 9, 0)), []);
+    }
+
+    /// Defect: while the sensor was attached, the tick reported no full queue, leaving them to
+    /// eBPF, which sees a queue fill but not one that stays full (the SYNs that follow are
+    /// dropped before any connection is queued): one event, then silence while it overflowed.
+    #[test]
+    fn a_queue_that_stays_full_is_reported_every_tick_unless_ebpf_just_did() {
+        let mut stream = NotableStream {
+            ring: None,
+            reported_since_tick: HashSet::new(),
+        };
+        let mut full = sample(9, 9, 0);
+        full.accept_queue_attached = true;
+        let key = *full.listeners.keys().next().unwrap();
+        // eBPF saw the queue fill during this tick: the tick does not say it again.
+        stream.reported_since_tick.insert(key);
+        assert_eq!(stream.full_from_tick(&full), []);
+        // Still full at the next tick, and nothing queued since: the tick says so.
+        let reported = stream.full_from_tick(&full);
+        assert_eq!(reported.iter().map(|f| f.key).collect::<Vec<_>>(), [key]);
+        assert_eq!(
+            stream.full_from_tick(&full).len(),
+            1,
+            "and at every tick after"
+        );
     }
 
     #[test]
