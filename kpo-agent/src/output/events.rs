@@ -202,7 +202,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(text).unwrap();
         assert_eq!(v["kind"], "stop");
         assert_eq!(v["host"], "h");
-        assert_eq!(v["ts"], "1970-01-01T00:00:00Z");
+        assert_eq!(v["ts"], "1970-01-01T00:00:00.000000000Z");
         assert_eq!(v["windows"], 3);
         assert_eq!(v["dropped_events"], 2);
         assert_eq!(v["dropped_events_total"], 5);

@@ -866,8 +866,14 @@ fn round6_field<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> 
     s.serialize_f64((v * 1e6).round() / 1e6)
 }
 
+/// RFC 3339 in UTC with all nine fraction digits: the default format trims trailing zeros, so
+/// its strings neither sort as text (`.5Z` after `.50001Z`) nor suit fixed-width parsers.
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
+    const UTC_NANOS: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(UTC_NANOS)
         .unwrap_or_default()
 }
 
