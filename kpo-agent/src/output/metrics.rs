@@ -190,6 +190,16 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// The event stream's count of lost events (its queue's drops and failed writes), kept by the
+    /// sink, which alone sees them.
+    pub fn register_events_dropped(&mut self, dropped: Counter) {
+        self.registry.register(
+            "events_dropped",
+            "Events the event stream lost: dropped at its full queue, or a write that failed (the lines' dropped_events)",
+            dropped,
+        );
+    }
+
     /// Counts one event; a window also sets the gauges.
     pub fn observe(&mut self, event: &Event) {
         let json = serde_json::to_value(event).unwrap_or_default();

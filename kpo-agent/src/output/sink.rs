@@ -202,6 +202,8 @@ struct Shared {
     queued_bytes: AtomicUsize,
     written: AtomicU64,
     reopen: AtomicBool,
+    /// Every event lost, at the queue or in the writer: `kpo_events_dropped_total`.
+    lost: prometheus_client::metrics::counter::Counter,
 }
 
 /// The loop's side of the event stream. See the module documentation.
@@ -287,6 +289,10 @@ impl EventSink {
 
     /// From now on every event offered is also counted in `metrics`.
     pub fn set_metrics(&mut self, metrics: Arc<std::sync::Mutex<super::metrics::Metrics>>) {
+        metrics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .register_events_dropped(self.shared.lost.clone());
         self.metrics = Some(metrics);
     }
 
@@ -332,6 +338,7 @@ impl EventSink {
         if !sent {
             // The writer is gone (it reported why through `failed`).
             self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.shared.lost.inc();
             self.dropped_since_queued += 1;
             self.dropped_at_queue += 1;
             return;
@@ -360,6 +367,7 @@ impl EventSink {
             );
         }
         *self.dropping.get_or_insert(0) += 1;
+        self.shared.lost.inc();
         self.dropped_since_queued += 1;
         self.dropped_at_queue += 1;
     }
@@ -499,6 +507,7 @@ impl Writer {
     }
 
     fn lose(&mut self) {
+        self.shared.lost.inc();
         self.carry += 1;
         self.total_dropped += 1;
     }
@@ -644,11 +653,15 @@ mod tests {
         // /dev/full: every write fails with ENOSPC.
         let file = OpenOptions::new().write(true).open("/dev/full").unwrap();
         let mut sink = EventSink::start(Destination::File("/dev/full".into()), file, 1 << 20);
+        let metrics = Arc::new(std::sync::Mutex::new(super::super::metrics::Metrics::new()));
+        sink.set_metrics(metrics.clone());
         for i in 0..5 {
             sink.send(&stop(i));
         }
         sink.send_last(&stop(5));
         assert_eq!(sink.close(Duration::from_secs(10)), 6);
+        let text = metrics.lock().unwrap().encode();
+        assert!(text.contains("\nkpo_events_dropped_total 6\n"), "{text}");
     }
 
     #[test]
@@ -656,6 +669,8 @@ mod tests {
         let (read, write) = nix::unistd::pipe().unwrap();
         // Room for a few small lines in the queue; the pipe takes 64 KiB before it stalls.
         let mut sink = EventSink::start(Destination::Stdout, File::from(write), 2048);
+        let metrics = Arc::new(std::sync::Mutex::new(super::super::metrics::Metrics::new()));
+        sink.set_metrics(metrics.clone());
         let big = Event::Stop {
             reason: "x".repeat(4000),
             windows: 0,
@@ -687,6 +702,11 @@ mod tests {
             .sum();
         assert_eq!(announced, dropped);
         assert_eq!(events.last().unwrap()["dropped_events_total"], dropped);
+        let text = metrics.lock().unwrap().encode();
+        assert!(
+            text.contains(&format!("\nkpo_events_dropped_total {dropped}\n")),
+            "{text}"
+        );
         assert_eq!(events.len() as u64, 102 - dropped);
     }
 
