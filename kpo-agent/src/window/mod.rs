@@ -360,9 +360,10 @@ impl WindowBuilder {
         let baseline = (baseline.at, baseline.wall);
         let read_at_end = |inum: &u64| last.namespaces.get(inum).is_some_and(|r| r.listeners);
         for (inum, reading) in &last.readings {
-            if read_at_end(inum) {
+            // Counted by this window: to the end, or, for a namespace vanished, to its last good
+            // dump (the reading carried), which the next count starts from should it come back.
+            if read_at_end(inum) || vanished(&last, *inum) {
                 reference.insert(*inum, reading.clone());
-                // Counted by this window.
                 dropped.remove(inum);
             }
         }
@@ -700,7 +701,7 @@ fn listeners(
         }
     }
     for (inum, d) in dropped {
-        if dump_read(last, *inum) {
+        if dump_read(last, *inum) || vanished(last, *inum) {
             keys.extend(
                 d.sockets
                     .iter()
@@ -771,6 +772,14 @@ fn dump_read(sample: &Sample, inum: u64) -> bool {
     sample.namespaces.get(&inum).is_some_and(|r| r.listeners)
 }
 
+/// Whether discovery did not find namespace `inum` at `sample`: deleted, most often, or held only
+/// by a descriptor. A dump that failed is read again by a later window, which counts what this
+/// one could not; a namespace deleted never is. So a window that ends with it vanished counts its
+/// drops through its last good dump, and should it come back, the next count starts there.
+fn vanished(sample: &Sample, inum: u64) -> bool {
+    !sample.namespaces.contains_key(&inum)
+}
+
 /// A listener's drops over a window from `first` to `last`, and since when they are counted, if
 /// that is before `first`: they count from `reference`, its namespace's dump the window counts
 /// from (`first`'s own, or when that failed, the one the window before counted from), so drops
@@ -785,13 +794,10 @@ fn overflows(
     key: ListenerKey,
 ) -> (Option<u64>, Option<time::OffsetDateTime>) {
     let netns = u64::from(key.netns);
-    if !dump_read(last, netns) {
-        // Its namespace's dump failed at the end: unknown, until a dump succeeds. Not known at
-        // all at the end: what its dumps counted stays with its reference, should it come back.
-        return (
-            absence_is_real(last, netns, |r| r.listeners).then_some(0),
-            None,
-        );
+    if !dump_read(last, netns) && !vanished(last, netns) {
+        // Its namespace's dump failed at the end: unknown, until a dump succeeds; what the
+        // window's dumps counted stays with the reference, for that window to count.
+        return (None, None);
     }
     let drops = dropped.get(&netns).map_or(0, |d| d.of(key));
     let now = last.readings.get(&netns).and_then(|r| r.cookie);
@@ -1588,6 +1594,35 @@ mod tests {
         assert_eq!(
             overflows_of(&windows[2]),
             Some((Some(20), Some(rfc3339(samples[0].wall))))
+        );
+    }
+
+    /// Defect: a namespace deleted mid-window (its listeners overflowing) left the window's
+    /// listeners with its drops unlisted, and at the window's end what its dumps had counted was
+    /// kept for a later window that never came: the drops were counted nowhere.
+    #[test]
+    fn a_namespace_deleted_mid_window_has_its_drops_counted_through_its_last_dump() {
+        let t0 = Instant::now();
+        let mut deleted = dump(t0, 2, &[], true);
+        deleted.namespaces.clear();
+        let samples = collected(vec![
+            dump(t0, 0, &[(1, 100)], true),
+            dump(t0, 1, &[(1, 150)], true),
+            deleted,
+            // Held by a descriptor after all, and found again: from its last dump, once.
+            dump(t0, 3, &[(1, 170)], true),
+        ]);
+        let mut b = WindowBuilder::new(samples[0].clone());
+        b.push(samples[1].clone());
+        b.push(samples[2].clone());
+        let (w, mut b) = b.finish_and_continue().unwrap();
+        assert_eq!(overflows_of(&w), Some((Some(50), None)));
+        assert_eq!(w.listeners[0].addresses, ["0.0.0.0"], "from its last dump");
+        b.push(samples[3].clone());
+        let (w, _) = b.finish_and_continue().unwrap();
+        assert_eq!(
+            overflows_of(&w),
+            Some((Some(20), Some(rfc3339(samples[1].wall))))
         );
     }
 
