@@ -128,3 +128,39 @@ fn clear_errors_without_rapl_or_with_bad_files() {
     assert!(matches!(err, EnergyError::Parse { .. }), "{err}");
     assert!(err.to_string().contains("energy_uj"), "{err}");
 }
+
+/// Replaces one of a zone's files with a directory: unreadable, even to root.
+fn unreadable(root: &Path, id: &str, file: &str) {
+    let f = root.join("class/powercap").join(id).join(file);
+    std::fs::remove_file(&f).unwrap();
+    std::fs::create_dir(&f).unwrap();
+}
+
+/// Defect: a zone discovery would not use (a core subzone, psys beside packages) whose name or
+/// range could not be read made the whole of RAPL unusable, and the agent fell back to a worse
+/// source.
+#[test]
+fn what_cannot_be_read_of_an_unused_zone_does_not_stop_discovery() {
+    let tmp = tempfile::tempdir().unwrap();
+    server_tree(tmp.path());
+    unreadable(tmp.path(), "intel-rapl:0:0", "name");
+    unreadable(tmp.path(), "intel-rapl:2", "max_energy_range_uj");
+    let reader = RaplReader::discover(tmp.path(), false).unwrap();
+    let names: Vec<&str> = reader.zones().iter().map(|z| z.name.as_str()).collect();
+    assert_eq!(names, ["package-0", "package-1"]);
+    // With DRAM wanted, a subzone whose name cannot be read may be one: not guessed.
+    let err = RaplReader::discover(tmp.path(), true).unwrap_err();
+    assert!(err.to_string().contains("intel-rapl:0:0"), "{err}");
+    // A top-level zone whose name cannot be read may be a package: not left out of the sum.
+    let tmp = tempfile::tempdir().unwrap();
+    server_tree(tmp.path());
+    unreadable(tmp.path(), "intel-rapl:1", "name");
+    let err = RaplReader::discover(tmp.path(), false).unwrap_err();
+    assert!(err.to_string().contains("intel-rapl:1"), "{err}");
+    // A chosen zone's range still must be read.
+    let tmp = tempfile::tempdir().unwrap();
+    server_tree(tmp.path());
+    unreadable(tmp.path(), "intel-rapl:1", "max_energy_range_uj");
+    let err = RaplReader::discover(tmp.path(), false).unwrap_err();
+    assert!(err.to_string().contains("max_energy_range_uj"), "{err}");
+}

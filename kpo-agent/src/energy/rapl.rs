@@ -55,7 +55,10 @@ impl RaplReader {
             source,
             hint: " (no powercap: no RAPL on this machine or VM)",
         })?;
-        let mut all: Vec<RaplZone> = Vec::new();
+        // A zone's name is needed to choose it; its range, only once chosen. A subzone's name is
+        // needed only to find `dram`: what cannot be read of a zone that would not be used
+        // (a subzone without DRAM wanted, psys beside packages) does not stop discovery.
+        let mut all: Vec<(String, PathBuf, Result<String, EnergyError>)> = Vec::new();
         for e in entries.filter_map(Result::ok) {
             let id = e.file_name().to_string_lossy().to_string();
             let Some(rest) = id.strip_prefix("intel-rapl:") else {
@@ -65,38 +68,51 @@ impl RaplReader {
                 continue;
             }
             let path = e.path();
-            let name = read_text(&path.join("name"))?.trim().to_string();
+            let name = read_text(&path.join("name")).map(|n| n.trim().to_string());
+            all.push((id, path, name));
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let top = |id: &str| id.matches(':').count() == 1;
+        // A top-level zone whose name cannot be read may be a package: summing the others would
+        // report less energy than was used.
+        let mut named = Vec::new();
+        for (id, path, name) in all {
+            match name {
+                Ok(name) => named.push((id, path, name)),
+                Err(e) if top(&id) || include_dram => return Err(e),
+                Err(_) => {}
+            }
+        }
+        let chosen = |want: &dyn Fn(&str, &str) -> bool| -> Vec<(String, PathBuf, String)> {
+            named
+                .iter()
+                .filter(|(id, _, name)| want(id, name))
+                .cloned()
+                .collect()
+        };
+        let mut picked = chosen(&|id, name| top(id) && name.starts_with("package"));
+        if picked.is_empty() {
+            picked = chosen(&|id, name| top(id) && name == "psys");
+        }
+        if picked.is_empty() {
+            return Err(EnergyError::NoZones(dir));
+        }
+        if include_dram {
+            picked.extend(chosen(&|_, name| name == "dram"));
+        }
+        let mut zones = Vec::new();
+        for (id, path, name) in picked {
             let max = read_u64(&path.join("max_energy_range_uj"), "a range in µJ")?;
-            all.push(RaplZone {
+            if max == 0 {
+                // Without it a wrap cannot be told from a reset, and every reading could be one.
+                return Err(EnergyError::NoRange(path.join("max_energy_range_uj")));
+            }
+            zones.push(RaplZone {
                 id,
                 name,
                 path,
                 max_energy_range_uj: max,
             });
-        }
-        all.sort_by(|a, b| a.id.cmp(&b.id));
-        let top = |z: &RaplZone| z.id.matches(':').count() == 1;
-        let mut zones: Vec<RaplZone> = all
-            .iter()
-            .filter(|z| top(z) && z.name.starts_with("package"))
-            .cloned()
-            .collect();
-        if zones.is_empty() {
-            zones = all
-                .iter()
-                .filter(|z| top(z) && z.name == "psys")
-                .cloned()
-                .collect();
-        }
-        if zones.is_empty() {
-            return Err(EnergyError::NoZones(dir));
-        }
-        if include_dram {
-            zones.extend(all.iter().filter(|z| z.name == "dram").cloned());
-        }
-        if let Some(z) = zones.iter().find(|z| z.max_energy_range_uj == 0) {
-            // Without it a wrap cannot be told from a reset, and every reading could be one.
-            return Err(EnergyError::NoRange(z.path.join("max_energy_range_uj")));
         }
         Ok(Self { zones })
     }
