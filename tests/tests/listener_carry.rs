@@ -273,6 +273,48 @@ pub fn a_listener_restarted_mid_window_keeps_the_drops_its_tick_saw() {
     );
 }
 
+/// A namespace deleted mid-window, after its listener overflowed: the window that ends with it
+/// gone lists the listener with the drops its namespace's dumps saw, the kernel's count from the
+/// window's start to the deletion. Before, they were kept for a later window that could never
+/// read the namespace again, and counted nowhere.
+pub fn drops_of_a_namespace_deleted_mid_window_are_counted() {
+    let ns = Netns::new();
+    let inum = ns.inum();
+    let inside = Inside::of(&ns);
+    let listener = inside.run(|| listen(PORT, BACKLOG));
+    // Drops from before the agent's first reading are not the window's to count.
+    burst(&inside, 20);
+    let (mut collector, mut builder) = start(false);
+    let at_start = kernel_drops(&inside);
+    burst(&inside, 20);
+    let at_deletion = kernel_drops(&inside);
+    assert!(at_deletion.0 > at_start.0, "the burst must overflow");
+    // A tick inside the window: its dump sees the drops.
+    builder.push(collector.sample());
+    drop(listener);
+    run_ok("ip", &["netns", "del", &ns.name]);
+    // The tick at which discovery stops finding it (unread), then the window's end without it.
+    builder.push(collector.sample());
+    let (window, _) = close_window(&mut collector, builder);
+    let l = window
+        .listeners
+        .iter()
+        .find(|l| (l.netns, l.port) == (inum, PORT))
+        .unwrap_or_else(|| panic!("the deleted namespace's listener: {:#?}", window.listeners));
+    assert_eq!(l.overflows_since, None);
+    assert_eq!(
+        l.overflows,
+        Some(at_deletion.0 - at_start.0),
+        "vs ss -ltnm d<N> ({at_start:?} -> {at_deletion:?})"
+    );
+    assert_eq!(
+        l.overflows,
+        Some(at_deletion.1 - at_start.1),
+        "vs TcpExtListenOverflows"
+    );
+    assert_eq!(l.addresses, ["127.0.0.1"], "what its last good dump knew");
+}
+
 /// How many listeners fill the ring half again: each holds two descriptors (its own and its
 /// client's), hence [`DESCRIPTORS_TO_FILL_THE_RING`].
 pub const LISTENERS_TO_FILL_THE_RING: u16 = 2400;
