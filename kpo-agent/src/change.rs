@@ -1357,6 +1357,10 @@ impl ChangePath {
                     "interrupted, then its network namespace went away (the inode names another one now)"
                         .to_string(),
                 ),
+                // Gone with its values: no later start could read them either.
+                (_, None) if self.namespace_gone_for_certain(&address, &i.key) => {
+                    Some(format!("interrupted, then {NAMESPACE_GONE}"))
+                }
                 _ => None,
             }
         };

@@ -1717,3 +1717,47 @@ fn a_namespace_that_is_gone_is_reported_not_left_out() {
         "{one:?}"
     );
 }
+
+/// An intent left incomplete in a namespace named by a path, which is then gone for certain
+/// (deleted, nothing in it): reconciliation settles it as failed, since no later start could
+/// read it either. Defect: it stayed incomplete for good, with a warning at every command.
+#[test]
+fn an_interrupted_change_in_a_namespace_that_is_gone_is_settled() {
+    let ns = tempfile::tempdir().unwrap();
+    let name = ns.path().join("web");
+    std::fs::write(&name, "").unwrap();
+    let by_path = format!("net.core.somaxconn@netns:{}", name.display());
+    let dir = tempfile::tempdir().unwrap();
+    {
+        crate::journal::store::make_private(dir.path());
+        let mut j = Journal::open(dir.path(), Holder::Cli, Duration::ZERO).unwrap();
+        j.record_intent(
+            &by_path.parse().unwrap(),
+            &Value::Int(4096),
+            &Value::Int(8192),
+            Source::Operator,
+            "t",
+            IntentKind::Change,
+        )
+        .unwrap();
+    }
+    std::fs::remove_file(&name).unwrap();
+    let k = kernel(&[]);
+    k.0.lock().unwrap().netns_gone = true;
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.reconcile().unwrap();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].status, ChangeStatus::Failed, "{r:?}");
+    assert!(
+        r[0].detail.as_deref().unwrap().contains(NAMESPACE_GONE),
+        "{r:?}"
+    );
+    assert!(p.journal.incomplete().is_empty());
+    // Settled for good: the next start has nothing to reconcile.
+    drop(p);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    assert!(p.journal.incomplete().is_empty());
+    assert!(p.reconcile().unwrap().is_empty());
+    // Nothing of KPO's took effect there: `kpo revert --all` has nothing to put back.
+    assert!(p.revert_all("all").unwrap().is_empty());
+}
