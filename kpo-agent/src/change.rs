@@ -19,16 +19,22 @@ use serde::{Deserialize, Serialize};
 use crate::{
     actuate::{
         open_actuator,
-        param::{ParamAddress, Target, Value},
+        param::{NetnsRef, ParamAddress, Target, Value},
         sysctl::shape_fits,
         ActuateError, Actuator, Roots,
     },
     journal::{
-        own_namespace_as_host, target_key, Intent, IntentKind, Journal, JournalError, Outcome,
+        key_netns_inode, own_namespace_as_host, reach, target_key, Intent, IntentKind, Journal,
+        JournalError, Outcome, ParamState,
     },
     output::change_events::{ChangeEvent, ChangePathEvent, ChangePhase},
     policy::{Decision, Policy, Proposal, Refusal, Source},
 };
+
+/// Why nothing is done in a network namespace that is gone for certain
+/// ([`ChangePath::namespace_gone_for_certain`]).
+pub const NAMESPACE_GONE: &str =
+    "its network namespace is gone (no /run/netns entry and no process is in it)";
 
 /// Opens the actuator for an address: the kernel's ([`KernelActuators`]) or a test's.
 pub trait Actuators: Send {
@@ -995,11 +1001,12 @@ impl ChangePath {
                 .archived_intent(id)
                 .ok_or(JournalError::NoSuchChange(id))?,
         };
+        // Its namespace by the inode it was changed in when the path no longer names it.
+        let address = reach(&intent.address, &intent.key);
         if self.journal.before_this_boot(&intent) {
             // The reboot took its value away; what it found before is not this boot's to have
             // back, and this boot's own value stays.
-            let mut report =
-                ChangeReport::new(&intent.address, &intent.before, ChangeStatus::Skipped);
+            let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
             report.detail = Some(format!(
                 "change {id} was made before the machine rebooted; the reboot undid it, and this \
                  boot's value stays"
@@ -1007,26 +1014,24 @@ impl ChangePath {
             return Ok(report);
         }
         let ours = only_ours
-            .then(|| self.journal.param_state(&intent.address))
+            .then(|| self.journal.param_by_key(&intent.key))
             .flatten()
             .and_then(|p| p.last_applied.clone());
         if only_ours && ours.is_none() {
             // Handed back by `kpo resume`, or taken by a reboot: nothing in the kernel is KPO's
             // to take back, and writing `before` would overwrite whoever's value is there.
-            let mut report =
-                ChangeReport::new(&intent.address, &intent.before, ChangeStatus::Skipped);
+            let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
             report.detail =
                 Some("KPO has no value of its own there now; nothing to take back".into());
             return Ok(report);
         }
         if let Some(why) = only_ours.then(|| self.held_by_another(&intent)).flatten() {
-            let mut report =
-                ChangeReport::new(&intent.address, &intent.before, ChangeStatus::Skipped);
+            let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
             report.detail = Some(why);
             return Ok(report);
         }
         self.restore(
-            &intent.address,
+            &address,
             &intent.before,
             source,
             reason,
@@ -1040,7 +1045,7 @@ impl ChangePath {
     /// apply` after an optimizer trial). A later change of the same source is the same
     /// decision-maker's, as is a value a revert put back (no change holds it).
     fn held_by_another(&self, intent: &Intent) -> Option<String> {
-        let p = self.journal.param_state(&intent.address)?;
+        let p = self.journal.param_by_key(&intent.key)?;
         if p.yielded.is_some() {
             return Some("yielded to a person; left as it is".into());
         }
@@ -1073,7 +1078,7 @@ impl ChangePath {
             .params()
             .filter(|p| p.original.is_some())
             .filter(|p| p.changed_by_kpo() || unsettled.contains(&p.key))
-            .filter_map(|p| p.address.clone())
+            .filter_map(ParamState::reach)
             .collect();
         self.restore_originals(all, Source::Operator, reason, false)
     }
@@ -1121,10 +1126,20 @@ impl ChangePath {
         let addresses: Vec<ParamAddress> = ordered.into_iter().map(|(a, _)| a).collect();
         let mut out: Vec<ChangeReport> = Vec::new();
         for address in addresses {
-            let Some(state) = self.journal.param_state(&address).cloned() else {
-                continue;
-            };
-            let Some(original) = state.original.clone() else {
+            // Not left out without a word: `kpo revert --all` would say there was nothing to do.
+            let Some((state, original)) = self
+                .journal
+                .param_state(&address)
+                .and_then(|s| Some((s.clone(), s.original.clone()?)))
+            else {
+                let mut r =
+                    ChangeReport::new(&address, &Value::Word(String::new()), ChangeStatus::Failed);
+                r.detail = Some(format!(
+                    "the journal has no original for {} (key {}); not put back",
+                    address,
+                    target_key(&address)
+                ));
+                out.push(r);
                 continue;
             };
             let skipped = |why: String| {
@@ -1228,6 +1243,12 @@ impl ChangePath {
         };
         let mut actuator = match self.actuators.open(address) {
             Ok(a) => a,
+            Err(e) if self.namespace_gone_for_certain(address, &target_key(address)) => {
+                // Its values died with it: nothing is left to put back, now or later.
+                report.status = ChangeStatus::Skipped;
+                report.detail = Some(format!("{NAMESPACE_GONE}; nothing to put back ({e})"));
+                return Ok(report);
+            }
             Err(e) => return Ok(self.fail_early(&p, None, e.to_string(), report)),
         };
         // What is put back belongs to the namespace it was taken from: not into one that has
@@ -1309,42 +1330,55 @@ impl ChangePath {
     }
 
     fn reconcile_one(&mut self, i: &Intent) -> Result<ChangeReport, ChangeError> {
-        let mut report = ChangeReport::new(&i.address, &i.after, ChangeStatus::Skipped);
+        // Its namespace by the inode it was changed in when the path no longer names it.
+        let address = reach(&i.address, &i.key);
+        let mut report = ChangeReport::new(&address, &i.after, ChangeStatus::Skipped);
         report.journal_id = Some(i.id);
         report.before = Some(i.before.clone());
         // What the kernel has now says nothing about the interrupted write when the kernel was
         // restarted since (this boot's value), or when the namespace it went to is gone (the
         // inode names another one now): failed, without reading.
         let gone = if self.journal.before_this_boot(i) {
-            Some("interrupted, then the machine rebooted: the change did not outlive the boot")
+            Some(
+                "interrupted, then the machine rebooted: the change did not outlive the boot"
+                    .to_string(),
+            )
         } else if self.journal.superseded(i) {
             // Left without an outcome by a running agent whose journal could not record it (the
             // change was put back then), and followed by later changes of the same parameter: the
             // kernel's value now is theirs, not this one's.
-            Some("its outcome could not be recorded, and later changes of the parameter followed")
+            Some(
+                "its outcome could not be recorded, and later changes of the parameter followed"
+                    .to_string(),
+            )
         } else {
-            match (i.netns_cookie, self.netns_cookie(&i.address)) {
+            match (i.netns_cookie, self.netns_cookie(&address)) {
                 (Some(then), Some(now)) if then != now => Some(
-                    "interrupted, then its network namespace went away (the inode names another one now)",
+                    "interrupted, then its network namespace went away (the inode names another one now)"
+                        .to_string(),
                 ),
+                // Gone with its values: no later start could read them either.
+                (_, None) if self.namespace_gone_for_certain(&address, &i.key) => {
+                    Some(format!("interrupted, then {NAMESPACE_GONE}"))
+                }
                 _ => None,
             }
         };
         if let Some(e) = gone {
             report.status = ChangeStatus::Failed;
-            report.detail = Some(e.to_string());
+            report.detail = Some(e.clone());
             tracing::warn!("journal #{} ({}): {e}", i.id, i.address);
             self.journal.record_outcome(
                 i.id,
                 Outcome::Failed {
-                    error: e.to_string(),
+                    error: e,
                     reconciled: true,
                     left: None,
                 },
             )?;
             return Ok(report);
         }
-        let now = self.actuators.open(&i.address).and_then(|mut a| a.read());
+        let now = self.actuators.open(&address).and_then(|mut a| a.read());
         let now = match now {
             Ok(v) => v,
             Err(e) => {
@@ -1404,7 +1438,7 @@ impl ChangePath {
                 )?;
                 return Ok(report);
             }
-            let mut actuator = match self.actuators.open(&i.address) {
+            let mut actuator = match self.actuators.open(&address) {
                 Ok(a) => a,
                 Err(e) => {
                     report.detail = Some(format!(
@@ -1576,6 +1610,23 @@ impl ChangePath {
         tracing::info!("{why}; what KPO knew of it there is forgotten");
         self.journal.forget_gone_namespace(address, &why)?;
         Ok(true)
+    }
+
+    /// Whether the network namespace of `address` (journaled under `key`) is gone for certain:
+    /// it cannot be opened, and its inode (the one in `key`, which a path named when KPO changed
+    /// it) is in use nowhere, no /run/netns/* entry and no process being in it. A namespace that
+    /// merely cannot be opened (a descriptor limit, a race with /proc) is not: what needs it is
+    /// tried again later.
+    pub fn namespace_gone_for_certain(&self, address: &ParamAddress, key: &str) -> bool {
+        let Target::Netns { netns } = &address.target else {
+            return false;
+        };
+        let nowhere = match key_netns_inode(key) {
+            Some(inode) => !crate::actuate::sysctl::live_netns_inodes().contains(&inode),
+            // A path that never named a namespace KPO changed.
+            None => matches!(netns, NetnsRef::Path(path) if !path.exists()),
+        };
+        nowhere && self.netns_now(&reach(address, key)).is_err()
     }
 
     /// The journal key of an address (see [`crate::journal::target_key`]).

@@ -411,7 +411,10 @@ fn cmd_revert(a: RevertArgs) -> anyhow::Result<ExitCode> {
     let mut c = open(&a.state)?;
     let reports = c.revert(&req, &who())?;
     if reports.is_empty() {
-        crate::out!("nothing to revert: KPO has changed no parameter");
+        // Every parameter a write of KPO's took effect on in this boot has a report (reverted,
+        // unchanged, skipped with the reason): none means there is none, not that KPO never
+        // wrote (`kpo status` lists changes that failed, were put back, or came before a reboot).
+        crate::out!("nothing to revert: no change of KPO's took effect in this boot");
     }
     for r in &reports {
         crate::out!("{}", r.describe());

@@ -203,7 +203,9 @@ impl Control for ChangePath {
         // every process, so the namespaces alive are listed once, not once per parameter.
         let mut live: Option<std::collections::HashSet<u64>> = None;
         for p in states {
-            let gone = p.address.as_ref().and_then(|a| match &a.target {
+            // A namespace whose path is deleted while it lives on is read by its inode.
+            let address = p.reach();
+            let gone = address.as_ref().and_then(|a| match &a.target {
                 crate::actuate::param::Target::Netns {
                     netns: crate::actuate::param::NetnsRef::Inode(inode),
                 } => (!live
@@ -212,7 +214,7 @@ impl Control for ChangePath {
                 .then(|| crate::actuate::sysctl::netns_gone(*inode)),
                 _ => None,
             });
-            let (current, current_error) = match (&p.address, gone) {
+            let (current, current_error) = match (&address, gone) {
                 (Some(_), Some(gone)) => (None, Some(gone)),
                 (Some(a), None) => match self.read(a) {
                     Ok(v) => (Some(v), None),
@@ -222,7 +224,7 @@ impl Control for ChangePath {
             };
             params.push(ParamStatus {
                 key: p.key.clone(),
-                address: p.address.clone(),
+                address,
                 original: p.original.clone(),
                 last_applied: p.last_applied.clone(),
                 current,

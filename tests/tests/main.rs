@@ -16,6 +16,7 @@ mod journal_crash;
 mod listener_carry;
 mod llm_advisor;
 mod napi_netns;
+mod netns_deleted;
 mod perf_counter;
 mod request_latency;
 mod rules_react;
@@ -211,6 +212,21 @@ fn main() {
             "journal_crash::two_clis_racing_serialise",
             journal_crash::requirement(),
             journal_crash::two_clis_racing_serialise,
+        ),
+        trial(
+            "netns_deleted::a_deleted_name_is_reverted_by_its_inode",
+            netns_deleted::requirement(),
+            netns_deleted::a_deleted_name_is_reverted_by_its_inode,
+        ),
+        trial(
+            "netns_deleted::on_exit_reverts_a_namespace_whose_name_was_deleted",
+            req().or_else(netns_deleted::requirement),
+            netns_deleted::on_exit_reverts_a_namespace_whose_name_was_deleted,
+        ),
+        trial(
+            "netns_deleted::a_namespace_that_is_gone_is_reported_and_settled",
+            journal_crash::requirement(),
+            netns_deleted::a_namespace_that_is_gone_is_reported_and_settled,
         ),
         trial(
             "journal_crash::apply_of_core_pattern_is_refused",

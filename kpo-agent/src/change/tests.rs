@@ -1626,3 +1626,138 @@ fn the_agents_own_namespace_is_the_hosts_key() {
     assert_eq!(all[0].status, ChangeStatus::Reverted, "{all:?}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "4096\n");
 }
+
+/// A change made in a namespace named by a path (`--netns /run/netns/web`), whose name was then
+/// deleted while a process keeps the namespace alive (`ip netns del web`): a temporary file
+/// stands for the name, and the fake kernel holds the namespace's value under the inode the name
+/// had. Returns the change path, its kernel, the address by inode, the change's id, and the
+/// directories to keep.
+fn change_in_a_namespace_whose_name_is_deleted() -> (
+    ChangePath,
+    FakeActuators,
+    String,
+    u64,
+    [tempfile::TempDir; 2],
+) {
+    use std::os::unix::fs::MetadataExt;
+    let ns = tempfile::tempdir().unwrap();
+    let name = ns.path().join("web");
+    std::fs::write(&name, "").unwrap();
+    let by_path = format!("net.core.somaxconn@netns:{}", name.display());
+    let inode = std::fs::metadata(&name).unwrap().ino();
+    let by_inode = format!("net.core.somaxconn@netns:{inode}");
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(&by_path, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.propose(&op(&by_path, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    assert_eq!(p.journal.params().next().unwrap().key, by_inode);
+    std::fs::remove_file(&name).unwrap();
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(by_inode.clone(), Value::Int(8192));
+    (p, k, by_inode, r.journal_id.unwrap(), [ns, dir])
+}
+
+/// `kpo revert --all`, `on_exit` and `kpo revert ID` reach a namespace whose name was deleted
+/// while it lives on, by the inode the journal keyed it under. Defect: each rebuilt the key from
+/// the path, which no longer resolves: `revert --all` and `on_exit` left the parameter out
+/// without a word ("nothing to revert"), and `kpo revert ID` failed with "does not exist".
+#[test]
+fn a_namespace_whose_name_is_deleted_is_reverted_by_its_inode() {
+    let (mut p, k, by_inode, _, _keep) = change_in_a_namespace_whose_name_is_deleted();
+    let all = p.revert_all("all").unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].status, ChangeStatus::Reverted, "{all:?}");
+    assert_eq!(all[0].address.to_string(), by_inode);
+    assert_eq!(value(&k, &by_inode), Value::Int(4096));
+
+    // `on_exit = "revert"`: the agent's list is the journal's parameters, reached the same way.
+    let (mut p, k, by_inode, _, _keep) = change_in_a_namespace_whose_name_is_deleted();
+    let reached: Vec<ParamAddress> = p.journal.params().filter_map(ParamState::reach).collect();
+    assert_eq!(reached, vec![by_inode.parse().unwrap()]);
+    let exit = p
+        .restore_originals(reached, Source::Operator, "exit", true)
+        .unwrap();
+    assert_eq!(exit.len(), 1, "{exit:?}");
+    assert_eq!(exit[0].status, ChangeStatus::Reverted, "{exit:?}");
+    assert_eq!(value(&k, &by_inode), Value::Int(4096));
+
+    let (mut p, k, by_inode, id, _keep) = change_in_a_namespace_whose_name_is_deleted();
+    let one = p.revert(id, Source::Operator, "one").unwrap();
+    assert_eq!(one.status, ChangeStatus::Reverted, "{one:?}");
+    assert_eq!(value(&k, &by_inode), Value::Int(4096));
+    // Journaled under the same key: the parameter holds no change of KPO's now.
+    let state = p.journal.params().next().unwrap();
+    assert_eq!(
+        (state.key.as_str(), state.holding),
+        (by_inode.as_str(), None)
+    );
+}
+
+/// A namespace that is gone for certain (it cannot be opened, and its inode is in use nowhere)
+/// is reported by `kpo revert --all` and `kpo revert ID` as skipped with that reason: its values
+/// went with it. Defect: `revert --all` said nothing at all.
+#[test]
+fn a_namespace_that_is_gone_is_reported_not_left_out() {
+    let (mut p, k, _, id, _keep) = change_in_a_namespace_whose_name_is_deleted();
+    k.0.lock().unwrap().netns_gone = true;
+    let all = p.revert_all("all").unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].status, ChangeStatus::Skipped, "{all:?}");
+    assert!(
+        all[0].detail.as_deref().unwrap().contains(NAMESPACE_GONE),
+        "{all:?}"
+    );
+    let one = p.revert(id, Source::Operator, "one").unwrap();
+    assert_eq!(one.status, ChangeStatus::Skipped, "{one:?}");
+    assert!(
+        one.detail.as_deref().unwrap().contains(NAMESPACE_GONE),
+        "{one:?}"
+    );
+}
+
+/// An intent left incomplete in a namespace named by a path, which is then gone for certain
+/// (deleted, nothing in it): reconciliation settles it as failed, since no later start could
+/// read it either. Defect: it stayed incomplete for good, with a warning at every command.
+#[test]
+fn an_interrupted_change_in_a_namespace_that_is_gone_is_settled() {
+    let ns = tempfile::tempdir().unwrap();
+    let name = ns.path().join("web");
+    std::fs::write(&name, "").unwrap();
+    let by_path = format!("net.core.somaxconn@netns:{}", name.display());
+    let dir = tempfile::tempdir().unwrap();
+    {
+        crate::journal::store::make_private(dir.path());
+        let mut j = Journal::open(dir.path(), Holder::Cli, Duration::ZERO).unwrap();
+        j.record_intent(
+            &by_path.parse().unwrap(),
+            &Value::Int(4096),
+            &Value::Int(8192),
+            Source::Operator,
+            "t",
+            IntentKind::Change,
+        )
+        .unwrap();
+    }
+    std::fs::remove_file(&name).unwrap();
+    let k = kernel(&[]);
+    k.0.lock().unwrap().netns_gone = true;
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.reconcile().unwrap();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].status, ChangeStatus::Failed, "{r:?}");
+    assert!(
+        r[0].detail.as_deref().unwrap().contains(NAMESPACE_GONE),
+        "{r:?}"
+    );
+    assert!(p.journal.incomplete().is_empty());
+    // Settled for good: the next start has nothing to reconcile.
+    drop(p);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    assert!(p.journal.incomplete().is_empty());
+    assert!(p.reconcile().unwrap().is_empty());
+    // Nothing of KPO's took effect there: `kpo revert --all` has nothing to put back.
+    assert!(p.revert_all("all").unwrap().is_empty());
+}

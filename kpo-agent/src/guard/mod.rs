@@ -612,7 +612,14 @@ impl Guard {
     /// Stops watching a parameter (reverted, or yielded to a person).
     pub fn forget(&mut self, address: &ParamAddress) {
         let before = self.watches.len();
-        self.watches.retain(|w| &w.address != address);
+        // The watch may name the namespace by a path and `address` by the inode that path named
+        // (the path deleted since: crate::journal::reach), or the other way round.
+        let key = crate::journal::target_key(address);
+        self.watches.retain(|w| {
+            &w.address != address
+                && crate::journal::target_key(&w.address) != key
+                && &crate::journal::reach(&w.address, &key) != address
+        });
         if self.watches.len() != before {
             self.save();
         }

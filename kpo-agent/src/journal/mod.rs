@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use lock::Holder;
 
 use crate::{
-    actuate::param::{ParamAddress, Target, Value},
+    actuate::param::{NetnsRef, ParamAddress, Target, Value},
     policy::{netns_inode, own_netns_inode, Context, Source},
 };
 
@@ -98,6 +98,36 @@ pub fn target_key(address: &ParamAddress) -> String {
         }
     }
     address.to_string()
+}
+
+/// The inode of the network namespace a journal key names (`…@netns:INODE`), if it names one.
+pub fn key_netns_inode(key: &str) -> Option<u64> {
+    key.rsplit_once("@netns:")?.1.parse().ok()
+}
+
+/// The address that reaches the target of journal key `key` now, from `address`, the one it was
+/// last reached by. A network namespace named by a path is kept under the inode the path named
+/// ([`target_key`]); once the path no longer names that inode (`ip netns del NAME` while a process
+/// keeps the namespace alive, or the name made again for another namespace), the path reaches
+/// nothing, or another namespace, while the inode still names the one KPO changed: the actuator
+/// finds it under /run/netns/* or /proc/*/ns/net, and the cookie check tells it from a namespace
+/// that took the inode since. Any other address is returned as it is.
+pub fn reach(address: &ParamAddress, key: &str) -> ParamAddress {
+    let by_path = matches!(
+        &address.target,
+        Target::Netns {
+            netns: NetnsRef::Path(_)
+        }
+    );
+    match key_netns_inode(key) {
+        Some(inode) if by_path && target_key(address) != key => ParamAddress {
+            name: address.name.clone(),
+            target: Target::Netns {
+                netns: NetnsRef::Inode(inode),
+            },
+        },
+        _ => address.clone(),
+    }
 }
 
 /// The host's address of a per-namespace sysctl addressed to the agent's own network namespace
@@ -391,6 +421,12 @@ impl ParamState {
             Some(mine) => boot.as_ref().is_some_and(|b| b != mine),
             None => started_ms.is_some_and(|s| self.last_intent_ms.is_some_and(|t| t < s)),
         }
+    }
+
+    /// The address that reaches it now (see [`reach`]): its latest address, or, for a network
+    /// namespace whose path no longer names it, its inode.
+    pub fn reach(&self) -> Option<ParamAddress> {
+        self.address.as_ref().map(|a| reach(a, &self.key))
     }
 
     /// Whether change `change_id`, which set `value`, is what the kernel has from KPO now: the
@@ -1199,6 +1235,12 @@ impl Journal {
 
     pub fn param_state(&self, address: &ParamAddress) -> Option<&ParamState> {
         self.st.params.get(&target_key(address))
+    }
+
+    /// A parameter by the key it is journaled under: an intent's or a state's own `key`, not one
+    /// rebuilt from an address whose path may name another namespace now, or none.
+    pub fn param_by_key(&self, key: &str) -> Option<&ParamState> {
+        self.st.params.get(key)
     }
 
     /// Every parameter the journal knows, by key.

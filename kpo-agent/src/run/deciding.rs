@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::{
     actuate::{
-        param::{NetnsRef, ParamAddress, ParamKind, Target, Value},
+        param::{ParamAddress, ParamKind, Value},
         Roots,
     },
     advise::{
@@ -116,8 +116,12 @@ fn name_the_caller(request: &mut Request, caller: &str) {
 /// Whether a watched change is still what the kernel has from KPO (the journal's word).
 fn in_place(journal: &Journal) -> impl Fn(u64, &ParamAddress, &Value) -> bool + '_ {
     move |change_id, address, value| {
+        // By the change's own key: the watch's address may name a namespace by a path that
+        // names another one now, or none.
         journal
-            .param_state(address)
+            .intent(change_id)
+            .and_then(|i| journal.param_by_key(&i.key))
+            .or_else(|| journal.param_state(address))
             .is_some_and(|p| p.still_holds(change_id, value))
     }
 }
@@ -593,30 +597,34 @@ impl Deciding {
             // Not done while the journal still holds the change: the write failed, or read back
             // wrong and the change's value was put back, or its put-back failed too and left a
             // value of KPO's own (whatever the journal could record of it).
-            let held = address
-                .parse::<ParamAddress>()
-                .ok()
-                .and_then(|a| self.path.journal.param_state(&a))
+            // By the key the change was journaled under: a path in the watch's address may
+            // name another namespace now, or none.
+            let key = self
+                .path
+                .journal
+                .intent(*change_id)
+                .map(|i| i.key.clone())
+                .or_else(|| {
+                    address
+                        .parse::<ParamAddress>()
+                        .ok()
+                        .map(|a| crate::journal::target_key(&a))
+                });
+            let held = key
+                .as_deref()
+                .and_then(|key| self.path.journal.param_by_key(key))
                 .filter(|p| p.holding == Some(*change_id) && p.yielded.is_none())
                 .and_then(|p| p.last_applied.clone());
             // A change in a network namespace that is gone (deleted) is still the journal's, but
             // nothing can revert it or judge it there: watched again, it would give this verdict,
             // and fail, in every regressing window. Gone only for certain: the namespace cannot
-            // be opened *and* its inode is in use nowhere (or its path is gone); a failure to
-            // open it for another reason (a descriptor limit, a race with /proc) leaves the watch
-            // to try again.
-            let namespace_gone = address.parse::<ParamAddress>().is_ok_and(|a| {
-                let nowhere = match &a.target {
-                    Target::Netns {
-                        netns: NetnsRef::Inode(inode),
-                    } => !crate::actuate::sysctl::live_netns_inodes().contains(inode),
-                    Target::Netns {
-                        netns: NetnsRef::Path(path),
-                    } => !path.exists(),
-                    _ => false,
-                };
-                nowhere && self.path.netns_now(&a).is_err()
-            });
+            // be opened *and* its inode is in use nowhere; a failure to open it for another
+            // reason (a descriptor limit, a race with /proc) leaves the watch to try again.
+            let namespace_gone = address
+                .parse::<ParamAddress>()
+                .ok()
+                .zip(key.as_deref())
+                .is_some_and(|(a, key)| self.path.namespace_gone_for_certain(&a, key));
             if held.is_some() && namespace_gone {
                 warn!(
                     "guard: #{change_id} ({address}) cannot be reverted: its network namespace \
@@ -647,6 +655,11 @@ impl Deciding {
                 continue;
             }
             if let Ok(addr) = address.parse::<ParamAddress>() {
+                // Under the change's own key, whatever its path names now.
+                let addr = match key.as_deref() {
+                    Some(key) => crate::journal::reach(&addr, key),
+                    None => addr,
+                };
                 let quarantine = self.path.policy.guard.quarantine;
                 // The value the change asked for, which an advisor would propose again (the
                 // watch's may be what a first, failed revert left). A change archived since it
@@ -866,7 +879,7 @@ impl Deciding {
             .journal
             .params()
             .filter(|p| p.yielded.is_none())
-            .filter_map(|p| Some((p.address.clone()?, p.last_applied.clone()?)))
+            .filter_map(|p| Some((p.reach()?, p.last_applied.clone()?)))
             .filter(|(a, _)| a.kind() == ParamKind::Sysctl)
             .collect();
         for (address, applied) in managed {
@@ -920,7 +933,8 @@ impl Deciding {
             .journal
             .params()
             .filter(|p| p.yielded.is_none() && p.last_applied.is_some())
-            .filter_map(|p| p.address.clone())
+            // A namespace whose path is deleted while it lives on is put back by its inode.
+            .filter_map(crate::journal::ParamState::reach)
             .filter(|address| self.path.policy.rule_for(address).on_exit == OnExit::Revert)
             .collect();
         // A switch KPO turned off so that a value could be set goes back on (after the values;

@@ -94,15 +94,11 @@ pub fn check_values(path: &mut ChangePath, guard: &mut Guard) -> Vec<Event> {
         .params()
         .filter(|p| p.yielded.is_none())
         // A namespace named by a path that names another one now (`ip netns del web; ip netns
-        // add web`): the path reaches a namespace KPO never changed, whose own value is nobody's
-        // change, and whose journal key (by the new inode) is not this parameter's. Yielding there
-        // would repeat every window and hold the new namespace's key as a person's.
-        .filter(|p| {
-            p.address
-                .as_ref()
-                .is_some_and(|a| crate::journal::target_key(a) == p.key)
-        })
-        .filter_map(|p| Some((p.address.clone()?, p.last_applied.clone()?)))
+        // add web`), or none, is read by its inode: the path would reach a namespace KPO never
+        // changed, whose own value is nobody's change (yielding there would repeat every window
+        // and hold the new namespace's key as a person's), or nothing, while the namespace KPO
+        // changed may live on (a process in it) with someone's value to notice.
+        .filter_map(|p| Some((p.reach()?, p.last_applied.clone()?)))
         .collect();
     let mut events = Vec::new();
     for (address, applied) in managed {
@@ -180,7 +176,7 @@ fn forget_gone_namespaces(
                 || p.yielded.is_some()
                 || !p.quarantine.is_empty()
         })
-        .filter_map(|p| p.address.clone())
+        .filter_map(crate::journal::ParamState::reach)
         .collect();
     for address in in_namespaces {
         if let Target::Netns {
