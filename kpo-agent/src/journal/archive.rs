@@ -486,9 +486,12 @@ impl<'a> Selection<'a> {
 fn key_of<'a>(st: &'a Folded, r: &'a Record) -> Option<&'a str> {
     match r {
         Record::Intent(i) => Some(&i.key),
-        Record::Outcome { id, .. } | Record::ReadBack { id, .. } => {
-            st.intents.get(id).map(|i| i.key.as_str())
-        }
+        Record::Outcome { id, intent, .. } => st
+            .intents
+            .get(id)
+            .map(|i| i.key.as_str())
+            .or(intent.as_ref().map(|c| c.key.as_str())),
+        Record::ReadBack { id, .. } => st.intents.get(id).map(|i| i.key.as_str()),
         Record::Yield { key, .. }
         | Record::Manage { key, .. }
         | Record::Gone { key, .. }

@@ -611,6 +611,7 @@ fn an_intent_in_a_new_namespace_starts_afresh_on_replay() {
             read_back: Value::Int(v.into()),
             reconciled: false,
         },
+        intent: None,
     };
     let text: Vec<u8> = [
         intent(1, 4096, 4096, Some(7)),
