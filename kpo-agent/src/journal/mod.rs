@@ -290,6 +290,21 @@ pub enum Record {
         until_ms: u64,
         why: String,
     },
+    /// Written at recovery for a damaged line dropped ([`Journal::open`]), from what it still
+    /// showed: `id`, an id it named above every intact record's, which is never handed out again
+    /// (the line may have been the only record of that change); `key`, a parameter whose state
+    /// the records that survived cannot settle (an outcome without its intent, in a journal
+    /// written before outcomes repeated their intent, or a change none of whose records is
+    /// left): its last applied value may not be KPO's latest, so the value check does not take
+    /// a value there for someone else's until KPO's next change of it.
+    Damaged {
+        ts_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        why: String,
+    },
     /// Written where old records were moved to `journal.archive.log` ([`archive`]): every
     /// record before it is also in the archive, except the changes in `held`. Only the latest
     /// counts; each archiving pass replaces it.
@@ -333,6 +348,7 @@ impl Record {
             | Record::Manage { ts_ms, .. }
             | Record::Gone { ts_ms, .. }
             | Record::Quarantine { ts_ms, .. }
+            | Record::Damaged { ts_ms, .. }
             | Record::Archived { ts_ms, .. } => *ts_ms,
         }
     }
@@ -858,6 +874,14 @@ impl Folded {
                 p.unsettled = None;
             }
             Record::Gone { key, .. } => self.param(key).settle_for_gone_namespace(),
+            Record::Damaged { id, key, why, .. } => {
+                if let Some(id) = id.filter(|&id| id < MAX_ID) {
+                    self.next_id = self.next_id.max(id + 1);
+                }
+                if let Some(key) = key {
+                    self.param(key).unsettled = Some(why.clone());
+                }
+            }
             Record::Archived { changes, held, .. } => {
                 for (key, n) in changes {
                     self.param(key).archived_changes += n;
@@ -1022,12 +1046,104 @@ impl Journal {
         // Before the appender opens the file: archiving replaces it.
         let st = archive::at_open(dir, st, &boot, &options);
         let appender = store::Appender::open(dir, store::JOURNAL_FILE)?;
-        Ok(Journal {
+        let mut journal = Journal {
             dir: dir.to_path_buf(),
             appender,
             _lock: lock,
             st,
-        })
+        };
+        journal.record_damage(&loaded.damaged)?;
+        Ok(journal)
+    }
+
+    /// Journals what the damaged lines just dropped still show ([`Record::Damaged`]): the
+    /// rewritten journal no longer has them, and the next open must not hand out their ids
+    /// again, nor take a parameter whose state they may have held for settled.
+    fn record_damage(&mut self, damaged: &[(usize, Vec<u8>)]) -> Result<(), JournalError> {
+        let seen: Vec<(usize, Option<u64>, Option<String>)> = damaged
+            .iter()
+            .map(|(line, bytes)| {
+                let id = store::lenient_number(bytes, "id").filter(|&id| id < MAX_ID);
+                (*line, id, store::lenient_text(bytes, "key"))
+            })
+            .collect();
+        let highest = seen
+            .iter()
+            .filter_map(|(line, id, _)| Some(((*id)?, *line)))
+            .max();
+        if let Some((id, line)) = highest.filter(|(id, _)| *id >= self.st.next_id) {
+            let why = format!(
+                "journal.log line {line}, damaged, named id {id}: it is not handed out again"
+            );
+            self.st.warnings.push(why.clone());
+            self.append(Record::Damaged {
+                ts_ms: now_ms(),
+                id: Some(id),
+                key: None,
+                why,
+            })?;
+        }
+        for (key, why) in self.unsettled_by(&seen) {
+            self.st.warnings.push(format!("{key}: {why}"));
+            self.append(Record::Damaged {
+                ts_ms: now_ms(),
+                id: None,
+                key: Some(key),
+                why,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The parameters whose state the damaged lines `seen` (line, id, key) may have held and the
+    /// records that survived do not settle, with why: a change named by a damaged line none of
+    /// whose records is left (an outcome with its copy of the intent settles it; an intent left
+    /// settles it through reconciliation), and the parameter of each outcome that set a value
+    /// without its intent or a copy of it (written before outcomes carried one): the damaged
+    /// line with its id names it, or else every parameter a damaged line names, or else, none
+    /// being readable, every one with a value of KPO's. Only parameters the value check would
+    /// compare (a last applied value, not yielded).
+    fn unsettled_by(&self, seen: &[(usize, Option<u64>, Option<String>)]) -> Vec<(String, String)> {
+        let st = &self.st;
+        let mut keys: BTreeMap<String, usize> = BTreeMap::new();
+        for (line, id, key) in seen {
+            if let (Some(id), Some(key)) = (id, key) {
+                let left = st.intents.contains_key(id) || st.lost_intents.contains_key(id);
+                if !left {
+                    keys.entry(key.clone()).or_insert(*line);
+                }
+            }
+        }
+        for id in &st.keyless {
+            if seen.iter().any(|(_, i, k)| *i == Some(*id) && k.is_some()) {
+                continue;
+            }
+            let named: Vec<(String, usize)> = seen
+                .iter()
+                .filter_map(|(line, _, key)| Some((key.clone()?, *line)))
+                .collect();
+            if named.is_empty() {
+                let first = seen.first().map_or(0, |(line, _, _)| *line);
+                keys.extend(st.params.keys().map(|k| (k.clone(), first)));
+            } else {
+                keys.extend(named);
+            }
+        }
+        keys.into_iter()
+            .filter(|(key, _)| {
+                st.params.get(key).is_some_and(|p| {
+                    p.last_applied.is_some() && p.yielded.is_none() && p.unsettled.is_none()
+                })
+            })
+            .map(|(key, line)| {
+                let why = format!(
+                    "journal.log line {line}, damaged, may have held a change of KPO's here that \
+                     the journal lost: a value other than KPO's last known one is not taken for \
+                     someone else's change until KPO's next change of it"
+                );
+                (key, why)
+            })
+            .collect()
     }
 
     /// This boot's id, as intents record it.
