@@ -1351,6 +1351,18 @@ impl ChangePath {
         Ok(Some(report.clone()))
     }
 
+    /// Journals the quarantines of guard reverts that an agent killed right after the revert
+    /// left out ([`crate::journal::Journal::restore_guard_quarantines`]), with the policy's
+    /// length, each logged. Run at start, after [`ChangePath::reconcile`] (a guard revert it
+    /// found done counts).
+    pub fn restore_guard_quarantines(&mut self) -> Result<(), ChangeError> {
+        let base = self.policy.guard.quarantine;
+        for restored in self.journal.restore_guard_quarantines(base)? {
+            tracing::warn!("journal: {restored}");
+        }
+        Ok(())
+    }
+
     fn reconcile_one(&mut self, i: &Intent) -> Result<ChangeReport, ChangeError> {
         let mut report = ChangeReport::new(&i.address, &i.after, ChangeStatus::Skipped);
         report.journal_id = Some(i.id);

@@ -1428,6 +1428,86 @@ impl Journal {
         Ok(length)
     }
 
+    /// Quarantines the guard's reverts are missing: the guard reverts a change, then quarantines
+    /// its value, so an agent killed between the two left the value reverted but free to be
+    /// applied again (and a later quarantine of it not doubled). For each revert of the guard
+    /// that took effect with no quarantine of that parameter and value after it, the quarantine
+    /// is journaled as the guard would have, from the revert's time (its length by
+    /// [`quarantine_length`] with `base`, the policy's), when it would still be in force. Not for
+    /// a parameter whose namespace is gone since (or, for one in another namespace, which no
+    /// reboot leaves, whose revert was in an earlier boot). Returns what was quarantined, to log.
+    pub fn restore_guard_quarantines(
+        &mut self,
+        base: Duration,
+    ) -> Result<Vec<String>, JournalError> {
+        let st = &self.st;
+        let mut missing = Vec::new();
+        for (at, r) in st.records.iter().enumerate() {
+            let Record::Intent(i) = r else { continue };
+            let (Source::Guard, IntentKind::Revert { of: Some(of) }) = (i.source, &i.kind) else {
+                continue;
+            };
+            let Some((reverted_ms, Outcome::Reverted { read_back, .. })) = st.outcomes.get(&i.id)
+            else {
+                continue;
+            };
+            // Put back after a wrong read-back: the revert did not take.
+            if read_back.as_ref() == Some(&i.before) {
+                continue;
+            }
+            // The value the change asked for, as the guard quarantines it (or, archived, the
+            // value the revert replaced).
+            let value = match (st.intents.get(of), st.lost_intents.get(of)) {
+                (Some(change), _) => change.after.clone(),
+                (None, Some(copy)) => copy.after.clone(),
+                (None, None) => i.before.clone(),
+            };
+            let settled = st.records[at + 1..].iter().any(|later| match later {
+                Record::Quarantine { key, value: v, .. } => key == &i.key && v == &value,
+                Record::Gone { key, .. } => key == &i.key,
+                _ => false,
+            });
+            if settled || (i.netns_cookie.is_some() && st.before_this_boot(i)) {
+                continue;
+            }
+            missing.push((i.clone(), *of, value, *reverted_ms));
+        }
+        let now = now_ms();
+        let mut restored = Vec::new();
+        for (revert, of, value, since) in missing {
+            let previous = self
+                .st
+                .params
+                .get(&revert.key)
+                .and_then(|p| p.quarantine.iter().find(|q| q.value == value));
+            let length = quarantine_length(previous, base, since);
+            let until_ms =
+                since.saturating_add(length.as_millis().min(u128::from(u64::MAX)) as u64);
+            if until_ms <= now {
+                continue;
+            }
+            self.append(Record::Quarantine {
+                ts_ms: since,
+                key: revert.key.clone(),
+                value: value.clone(),
+                until_ms,
+                why: format!(
+                    "{} (journaled at the next start: the agent stopped between the guard's \
+                     revert #{} and this quarantine)",
+                    revert.reason, revert.id
+                ),
+            })?;
+            restored.push(format!(
+                "{}: {value}, which the guard reverted (#{of} by #{}) just before the agent \
+                 stopped, is quarantined until {}, as the guard would have done",
+                revert.key,
+                revert.id,
+                format_ms(until_ms)
+            ));
+        }
+        Ok(restored)
+    }
+
     /// The policy's view of a parameter: pause, yielded, last change, changes in the last hour,
     /// quarantine of `value`. `before` is left for the caller (the kernel's value).
     pub fn context(&self, address: &ParamAddress, value: &Value, now: SystemTime) -> Context {
