@@ -1329,12 +1329,70 @@ impl ChangePath {
         Ok(out)
     }
 
+    /// An intent without an outcome whose parameter's next change, which took effect, found the
+    /// value it wrote in place: it was done, and its outcome's line was lost (damaged). Journaled
+    /// as done without reading the kernel, whose value now is the later changes'. A running
+    /// agent that cannot write an outcome puts a change's value before back, so the next change
+    /// of one it could not record finds the value before, not this one's.
+    fn found_in_place_by_the_next_change(
+        &mut self,
+        i: &Intent,
+        report: &mut ChangeReport,
+    ) -> Result<Option<ChangeReport>, ChangeError> {
+        if self.journal.before_this_boot(i) || !self.journal.superseded(i) {
+            return Ok(None);
+        }
+        let Some(next) = self.journal.next_change(i).filter(|n| n.before == i.after) else {
+            return Ok(None);
+        };
+        let why = format!(
+            "its outcome line was damaged; the next change found its value ({}) in place",
+            next.before
+        );
+        tracing::warn!("journal #{} ({}): {why}", i.id, i.address);
+        report.detail = Some(why.clone());
+        report.read_back = Some(i.after.clone());
+        let outcome = match i.kind {
+            IntentKind::Revert { .. } => {
+                report.status = ChangeStatus::Reverted;
+                Outcome::Reverted {
+                    why,
+                    read_back: Some(i.after.clone()),
+                }
+            }
+            IntentKind::Change => {
+                report.status = ChangeStatus::Applied;
+                Outcome::Applied {
+                    read_back: i.after.clone(),
+                    reconciled: true,
+                }
+            }
+        };
+        self.journal.record_outcome(i.id, outcome)?;
+        Ok(Some(report.clone()))
+    }
+
+    /// Journals the quarantines of guard reverts that an agent killed right after the revert
+    /// left out ([`crate::journal::Journal::restore_guard_quarantines`]), with the policy's
+    /// length, each logged. Run at start, after [`ChangePath::reconcile`] (a guard revert it
+    /// found done counts).
+    pub fn restore_guard_quarantines(&mut self) -> Result<(), ChangeError> {
+        let base = self.policy.guard.quarantine;
+        for restored in self.journal.restore_guard_quarantines(base)? {
+            tracing::warn!("journal: {restored}");
+        }
+        Ok(())
+    }
+
     fn reconcile_one(&mut self, i: &Intent) -> Result<ChangeReport, ChangeError> {
         // Its namespace by the inode it was changed in when the path no longer names it.
         let address = reach(&i.address, &i.key);
         let mut report = ChangeReport::new(&address, &i.after, ChangeStatus::Skipped);
         report.journal_id = Some(i.id);
         report.before = Some(i.before.clone());
+        if let Some(found) = self.found_in_place_by_the_next_change(i, &mut report)? {
+            return Ok(found);
+        }
         // What the kernel has now says nothing about the interrupted write when the kernel was
         // restarted since (this boot's value), or when the namespace it went to is gone (the
         // inode names another one now): failed, without reading.

@@ -305,6 +305,7 @@ pub fn open_offline(
     let journal = Journal::open(state_dir, Holder::Cli, CLI_LOCK_WAIT)?;
     let mut path = ChangePath::new(policy, journal, actuators);
     let reconciled = path.reconcile()?;
+    path.restore_guard_quarantines()?;
     Ok((path, reconciled))
 }
 

@@ -96,8 +96,10 @@ impl Desk {
             let applied = entries.iter().rev().find_map(|e| {
                 let by = e.reason.strip_prefix("approved by ")?;
                 let (by, _) = by.split_once(&marker)?;
+                // Not `reverted`: a change put back after a wrong read-back left the kernel's
+                // value as it was, and the live path keeps such an approval pending.
                 let made = e.kind == "change"
-                    && matches!(e.status.as_str(), "applied" | "reverted")
+                    && e.status == "applied"
                     && e.address == item.parameter
                     && e.after == item.value;
                 made.then(|| (by.to_string(), e.id))

@@ -41,6 +41,10 @@ pub enum Record {
     Approval(Box<ApprovalItem>),
     /// What was done with one recommendation.
     History(Box<HistoryEntry>),
+    /// A damaged line dropped at recovery named approval `id`, above every intact record's: it
+    /// may have been its only copy, and an operator may still act on the webhook's text about
+    /// it, so the id is never handed out again.
+    IdTaken { id: String, why: String },
 }
 
 /// The approvals and history, open for appending.
@@ -60,6 +64,8 @@ pub struct ApprovalStore {
     items: BTreeMap<u64, ApprovalItem>,
     history: VecDeque<HistoryEntry>,
     next_id: u64,
+    /// The highest id an [`Record::IdTaken`] keeps from being handed out again.
+    taken: Option<u64>,
     warnings: Vec<String>,
     /// Test hook: the next `put` of this approval fails like a full disk (nothing written).
     #[cfg(test)]
@@ -77,6 +83,21 @@ impl std::fmt::Debug for ApprovalStore {
 
 /// Records appended after a failed compaction before it is tried again.
 const COMPACT_RETRY: usize = 1000;
+
+/// Every approval id `"ap-N"` in KPO's own form a line shows, read without trusting it (a
+/// damaged line).
+fn ids_named(line: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    const OPEN: &[u8] = b"\"ap-";
+    line.windows(OPEN.len())
+        .enumerate()
+        .filter(|(_, w)| *w == OPEN)
+        .filter_map(move |(at, _)| {
+            let rest = &line[at + 1..];
+            let end = rest.iter().skip(1).position(|&b| b == b'"')? + 1;
+            let id = std::str::from_utf8(&rest[..end]).ok()?;
+            number(id).filter(|&n| n < crate::journal::MAX_ID)
+        })
+}
 
 fn number(id: &str) -> Option<u64> {
     // Only the form KPO writes: `ap-007` or `ap-+7` would share a slot with `ap-7`.
@@ -111,6 +132,7 @@ impl ApprovalStore {
             items: BTreeMap::new(),
             history: VecDeque::new(),
             next_id: 1,
+            taken: None,
             warnings: loaded.warnings,
             #[cfg(test)]
             fail_put_of: None,
@@ -124,6 +146,7 @@ impl ApprovalStore {
             }
             store.fold(r);
         }
+        store.take_ids_of_damaged_lines(&loaded.damaged);
         if let Some(damage) = loaded.first_damage {
             store.clear_pending_before(damage, &last_copy);
         }
@@ -131,6 +154,37 @@ impl ApprovalStore {
             store.compact_or_warn();
         }
         Ok(store)
+    }
+
+    /// The rewritten file no longer has the damaged lines: the highest approval id they still
+    /// show (`"ap-N"`, read without trusting the line) above every intact one is journaled as
+    /// taken, so that the next approval does not get an id an operator may still act on.
+    fn take_ids_of_damaged_lines(&mut self, damaged: &[(usize, Vec<u8>)]) {
+        let Some((n, line)) = damaged
+            .iter()
+            .flat_map(|(line, bytes)| ids_named(bytes).map(move |n| (n, *line)))
+            .max()
+            .filter(|(n, _)| *n >= self.next_id)
+        else {
+            return;
+        };
+        let id = format!("ap-{n}");
+        let why = format!(
+            "{} line {line}, damaged, named approval {id}: it is not handed out again",
+            self.path.display()
+        );
+        match self.append(Record::IdTaken {
+            id,
+            why: why.clone(),
+        }) {
+            Ok(()) => self.warnings.push(why),
+            Err(e) => {
+                // Still never handed out by this store; only the next open could.
+                self.next_id = self.next_id.max(n + 1);
+                self.warnings
+                    .push(format!("{why}; could not be recorded: {e}"));
+            }
+        }
     }
 
     /// A damaged line may have been an approval's rejection or approval: its earlier, pending
@@ -186,6 +240,12 @@ impl ApprovalStore {
                 self.history.push_back(*h);
                 while self.history.len() > HISTORY_KEPT {
                     self.history.pop_front();
+                }
+            }
+            Record::IdTaken { id, .. } => {
+                if let Some(n) = number(&id).filter(|&n| n < crate::journal::MAX_ID) {
+                    self.next_id = self.next_id.max(n + 1);
+                    self.taken = self.taken.max(Some(n));
                 }
             }
         }
@@ -295,11 +355,22 @@ impl ApprovalStore {
         for n in &resolved[..drop] {
             self.items.remove(n);
         }
-        let kept: Vec<Record> = self
-            .items
-            .values()
-            .cloned()
-            .map(|i| Record::Approval(Box::new(i)))
+        // The approvals kept may all be below an id taken by a damaged line.
+        let taken = self
+            .taken
+            .filter(|&n| self.items.keys().next_back().is_none_or(|&kept| kept < n))
+            .map(|n| Record::IdTaken {
+                id: format!("ap-{n}"),
+                why: "named by a damaged line; kept by compaction".into(),
+            });
+        let kept: Vec<Record> = taken
+            .into_iter()
+            .chain(
+                self.items
+                    .values()
+                    .cloned()
+                    .map(|i| Record::Approval(Box::new(i))),
+            )
             .chain(
                 self.history
                     .iter()
@@ -491,6 +562,37 @@ pub(crate) mod tests {
             ["ap-3"]
         );
         assert_eq!(s.item("ap-1").unwrap().state.name(), "cleared");
+    }
+
+    /// The damaged line is the only copy of the newest approval: its id is not handed out again
+    /// (an operator acting on the webhook's text about it would approve another value), at this
+    /// open nor the next, nor after a compaction.
+    #[test]
+    fn the_id_of_an_approval_lost_to_a_damaged_line_is_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(APPROVALS_FILE);
+        let mut bytes = encode(&Record::Approval(Box::new(item("ap-1", 32))));
+        let mut bad = encode(&Record::Approval(Box::new(item("ap-2", 64))));
+        bad[12] ^= 0x01;
+        bytes.extend(bad);
+        fs::write(&path, bytes).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        assert!(
+            s.warnings()
+                .iter()
+                .any(|w| w.contains("named approval ap-2")),
+            "{:?}",
+            s.warnings()
+        );
+        assert_eq!(s.new_id(), "ap-3");
+        drop(s);
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        assert!(s.warnings().is_empty(), "{:?}", s.warnings());
+        assert_eq!(s.new_id(), "ap-3");
+        s.compact().unwrap();
+        drop(s);
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        assert_eq!(s.new_id(), "ap-3", "compaction keeps it");
     }
 
     /// An id KPO cannot have handed out (a hand-made line) is set aside with a warning; counting

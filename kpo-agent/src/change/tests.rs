@@ -1760,4 +1760,89 @@ fn an_interrupted_change_in_a_namespace_that_is_gone_is_settled() {
     assert!(p.reconcile().unwrap().is_empty());
     // Nothing of KPO's took effect there: `kpo revert --all` has nothing to put back.
     assert!(p.revert_all("all").unwrap().is_empty());
+/// Flips one bit in the middle of line `n` (from 1) of the journal: a damaged sector, not a
+/// torn write.
+pub(crate) fn damage_journal_line(dir: &std::path::Path, n: usize) {
+    let file = dir.join(crate::journal::store::JOURNAL_FILE);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let start: usize = bytes
+        .split_inclusive(|&b| b == b'\n')
+        .take(n - 1)
+        .map(<[u8]>::len)
+        .sum();
+    let len = bytes[start..].iter().position(|&b| b == b'\n').unwrap();
+    bytes[start + len / 2] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+}
+
+/// Operator changes of SOMAX to each value in turn, from 4096.
+fn changes_of_somax(dir: &std::path::Path, k: &FakeActuators, values: &[i128]) {
+    let (mut p, _) = path(dir, POLICY, k);
+    for v in values {
+        let r = p.propose(&op(SOMAX, Value::Int(*v))).unwrap();
+        assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
+    }
+}
+
+/// The intent line of the latest change is damaged: its outcome, which repeats what the fold
+/// needs of the intent, still makes its value KPO's (not the change before's, which would make
+/// the value check take KPO's own newer value for someone else's and yield).
+#[test]
+fn an_outcome_whose_intent_line_was_damaged_still_sets_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    changes_of_somax(dir.path(), &k, &[1000, 1100]);
+    damage_journal_line(dir.path(), 3);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    assert!(!p.journal.warnings().is_empty(), "the damage is reported");
+    assert!(p.reconcile().unwrap().is_empty());
+    let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
+    assert_eq!(state.last_applied, Some(Value::Int(1100)));
+    assert_eq!(state.holding, Some(2));
+    assert_eq!(state.applied.len(), 2);
+    assert_eq!(state.original, Some(Value::Int(4096)));
+    assert_eq!(state.unsettled, None, "its outcome settled it");
+    // KPO's own value is still KPO's: its own reverts act on it.
+    let all = p.revert_all("all").unwrap();
+    assert_eq!(all[0].status, ChangeStatus::Reverted, "{all:?}");
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+}
+
+/// The outcome line of a change in the middle is damaged: the next change's value before is
+/// the value it wrote, so it was applied, not failed, and it still counts.
+#[test]
+fn a_damaged_outcome_line_followed_by_a_change_from_its_value_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    changes_of_somax(dir.path(), &k, &[1000, 1100, 1200]);
+    damage_journal_line(dir.path(), 2);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.reconcile().unwrap();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].status, ChangeStatus::Applied, "{}", r[0].describe());
+    assert!(
+        r[0].detail
+            .as_deref()
+            .unwrap()
+            .contains("outcome line was damaged"),
+        "{}",
+        r[0].describe()
+    );
+    assert_eq!(p.journal.entries()[0].status, "applied");
+    let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
+    assert_eq!(state.applied.len(), 3, "kpo status counts it");
+    assert_eq!(
+        state.applied.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    // The kernel's value is still the latest change's.
+    assert_eq!(state.last_applied, Some(Value::Int(1200)));
+    assert_eq!(state.holding, Some(3));
+    drop(p);
+    let (p, _) = path(dir.path(), POLICY, &k);
+    let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
+    assert_eq!(
+        (state.last_applied.clone(), state.holding),
+        (Some(Value::Int(1200)), Some(3))
+    );
 }

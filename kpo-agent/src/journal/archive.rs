@@ -304,7 +304,8 @@ impl<'a> Selection<'a> {
     /// run and what ended the one before ([`Journal::first_of_run`]), what set its last applied value, its latest intent (address, boot,
     /// cookie) and switch intents (`made_way_for`), its first and latest yield, latest hand-back
     /// and end of namespace, the quarantines in force; the latest pause and resume; the change
-    /// with the highest id (ids are never handed out again); every record of `kept_whole`'s keys.
+    /// with the highest id (ids are never handed out again); every `damaged` record; every record
+    /// of `kept_whole`'s keys.
     fn needed(&self, cutoff: u64, kept_whole: &BTreeSet<String>) -> BTreeSet<usize> {
         let st = self.st;
         let mut units: BTreeSet<u64> = BTreeSet::new();
@@ -388,6 +389,10 @@ impl<'a> Selection<'a> {
                 } => {
                     // A later one of the same value replaces it.
                     quarantines.insert((key.clone(), value.to_string()), (i, *until_ms));
+                }
+                // Rare, and each may hold the highest id or a parameter's unsettled state.
+                Record::Damaged { .. } => {
+                    out.insert(i);
                 }
                 _ => {}
             }
@@ -486,9 +491,12 @@ impl<'a> Selection<'a> {
 fn key_of<'a>(st: &'a Folded, r: &'a Record) -> Option<&'a str> {
     match r {
         Record::Intent(i) => Some(&i.key),
-        Record::Outcome { id, .. } | Record::ReadBack { id, .. } => {
-            st.intents.get(id).map(|i| i.key.as_str())
-        }
+        Record::Outcome { id, intent, .. } => st
+            .intents
+            .get(id)
+            .map(|i| i.key.as_str())
+            .or(intent.as_ref().map(|c| c.key.as_str())),
+        Record::ReadBack { id, .. } => st.intents.get(id).map(|i| i.key.as_str()),
         Record::Yield { key, .. }
         | Record::Manage { key, .. }
         | Record::Gone { key, .. }
@@ -502,7 +510,8 @@ fn key_of<'a>(st: &'a Folded, r: &'a Record) -> Option<&'a str> {
 /// commands use: per key (`KEY: field`) its address, original, last applied value, holder, yield,
 /// quarantines in force, boot, cookie, latest intent's time, number of applied changes, latest
 /// applied change and those since `since`, the same of changes put back, switches it was turned
-/// off for, each source's current run of changes ([`Journal::first_of_run`]); the pause, the next
+/// off for, each source's current run of changes ([`Journal::first_of_run`]), whether a damaged
+/// line left its state unsettled; the pause, the next
 /// id, the interrupted changes (with what reconciliation reads of them).
 pub(crate) fn differences(a: &Folded, b: &Folded, since: u64) -> Vec<String> {
     let mut out = Vec::new();
@@ -603,6 +612,7 @@ fn fields(f: &Folded, since: u64) -> BTreeMap<String, Vec<(&'static str, String)
                 ("latest put back", format!("{:?}", p.put_back.last())),
                 ("recent put backs", format!("{recent_put_back:?}")),
                 ("runs", format!("{:?}", runs.get(key.as_str()))),
+                ("unsettled", format!("{:?}", p.unsettled)),
             ];
             (key.clone(), v)
         })

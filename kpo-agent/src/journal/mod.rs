@@ -192,6 +192,33 @@ pub struct Intent {
     pub netns_cookie: Option<u64>,
 }
 
+/// What an outcome repeats of its intent: what the fold needs of the change, so that an outcome
+/// whose intent's line was lost to damage still sets the parameter's state (a lost applied
+/// change would otherwise leave the previous value as KPO's, and the value check would take
+/// KPO's own newer value for someone else's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntentCopy {
+    pub key: String,
+    pub before: Value,
+    pub after: Value,
+    #[serde(flatten)]
+    pub kind: IntentKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<Value>,
+}
+
+impl IntentCopy {
+    pub fn of(i: &Intent) -> Self {
+        IntentCopy {
+            key: i.key.clone(),
+            before: i.before.clone(),
+            after: i.after.clone(),
+            kind: i.kind.clone(),
+            original: i.original.clone(),
+        }
+    }
+}
+
 /// How a change ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -235,6 +262,9 @@ pub enum Record {
         ts_ms: u64,
         #[serde(flatten)]
         outcome: Outcome,
+        /// Absent in journals written before outcomes repeated it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        intent: Option<IntentCopy>,
     },
     /// The kernel read back `value` after KPO's write of intent `id`, not the value asked for;
     /// written before the value before is put back, so that a crash in between leaves the
@@ -290,6 +320,21 @@ pub enum Record {
         until_ms: u64,
         why: String,
     },
+    /// Written at recovery for a damaged line dropped ([`Journal::open`]), from what it still
+    /// showed: `id`, an id it named above every intact record's, which is never handed out again
+    /// (the line may have been the only record of that change); `key`, a parameter whose state
+    /// the records that survived cannot settle (an outcome without its intent, in a journal
+    /// written before outcomes repeated their intent, or a change none of whose records is
+    /// left): its last applied value may not be KPO's latest, so the value check does not take
+    /// a value there for someone else's until KPO's next change of it.
+    Damaged {
+        ts_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        why: String,
+    },
     /// Written where old records were moved to `journal.archive.log` ([`archive`]): every
     /// record before it is also in the archive, except the changes in `held`. Only the latest
     /// counts; each archiving pass replaces it.
@@ -333,6 +378,7 @@ impl Record {
             | Record::Manage { ts_ms, .. }
             | Record::Gone { ts_ms, .. }
             | Record::Quarantine { ts_ms, .. }
+            | Record::Damaged { ts_ms, .. }
             | Record::Archived { ts_ms, .. } => *ts_ms,
         }
     }
@@ -410,6 +456,12 @@ pub struct ParamState {
     pub netns_cookie: Option<u64>,
     /// When its latest intent was written (ms since the epoch).
     pub last_intent_ms: Option<u64>,
+    /// Set when a damaged line may have held a change of KPO's here that the journal lost (see
+    /// [`Record::Damaged`]): its last applied value may not be KPO's latest, so a kernel value
+    /// that differs from it is not taken for someone else's change. Cleared by KPO's next change
+    /// that sets a value, a yield, a hand-back, or the end of its namespace or boot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsettled: Option<String>,
 }
 
 impl ParamState {
@@ -468,6 +520,7 @@ impl ParamState {
         self.yielded = None;
         self.quarantine.clear();
         self.netns_cookie = None;
+        self.unsettled = None;
     }
 
     /// A reboot took KPO's values away: see [`Journal::open_in_boot`]. A parameter in another
@@ -482,6 +535,7 @@ impl ParamState {
         self.last_applied = None;
         self.holding = None;
         self.boot = None;
+        self.unsettled = None;
     }
 }
 
@@ -542,6 +596,11 @@ pub(crate) struct Folded {
     paused: Option<(String, u64)>,
     params: BTreeMap<String, ParamState>,
     intents: BTreeMap<u64, Intent>,
+    /// Outcomes whose intent's line was lost (damaged), by the copy of it they carry.
+    lost_intents: BTreeMap<u64, IntentCopy>,
+    /// Outcomes that set a value whose intent's line was lost, written before outcomes repeated
+    /// their intent: which parameter they changed is not known ([`Journal::open`] settles it).
+    keyless: Vec<u64>,
     outcomes: BTreeMap<u64, (u64, Outcome)>,
     /// Values read back after KPO's write that were not what it asked for (`Record::ReadBack`).
     read_backs: BTreeMap<u64, Value>,
@@ -611,10 +670,13 @@ impl Folded {
     /// Whether a later change or revert of the same parameter at the same target that set a
     /// value (applied, or reverted) follows intent `i`: the kernel's value is then that one's.
     pub fn superseded(&self, i: &Intent) -> bool {
-        self.intents
-            .range(i.id + 1..)
-            .filter(|(_, later)| later.key == i.key)
-            .any(|(id, later)| match self.outcomes.get(id) {
+        self.superseded_at(i.id, &i.key)
+    }
+
+    /// [`Folded::superseded`] for change `id` of `key`.
+    fn superseded_at(&self, id: u64, key: &str) -> bool {
+        self.later_changes(id, key)
+            .any(|(id, later)| match self.outcomes.get(&id) {
                 Some((_, Outcome::Applied { .. })) => true,
                 // A revert that took; not a change put back after a wrong read-back, nor a revert
                 // whose own write was put back (the kernel kept the value before them; journaled
@@ -627,6 +689,31 @@ impl Folded {
                 Some((_, Outcome::Failed { left: Some(_), .. })) => true,
                 _ => false,
             })
+    }
+
+    /// The changes of `key` after change `id`, oldest first: their intents, or the copies their
+    /// outcomes carry where an intent's line was lost.
+    fn later_changes<'a>(
+        &'a self,
+        id: u64,
+        key: &'a str,
+    ) -> impl Iterator<Item = (u64, IntentCopy)> + 'a {
+        let kept = self
+            .intents
+            .range(id + 1..)
+            .map(|(id, i)| (*id, IntentCopy::of(i)));
+        let lost = self
+            .lost_intents
+            .range(id + 1..)
+            .map(|(id, c)| (*id, c.clone()));
+        let mut all: Vec<_> = kept.chain(lost).filter(|(_, c)| c.key == key).collect();
+        all.sort_by_key(|(id, _)| *id);
+        all.into_iter()
+    }
+
+    /// The change of the same parameter right after intent `i`, if any.
+    fn next_change(&self, i: &Intent) -> Option<IntentCopy> {
+        self.later_changes(i.id, &i.key).next().map(|(_, c)| c)
     }
 
     /// Whether intent `i` was made before the machine last rebooted ([`Journal::before_this_boot`]).
@@ -766,50 +853,27 @@ impl Folded {
                 p.address = Some(i.address.clone());
                 self.intents.insert(i.id, i.clone());
             }
-            Record::Outcome { id, ts_ms, outcome } => {
+            Record::Outcome {
+                id,
+                ts_ms,
+                outcome,
+                intent,
+            } => {
                 // Its intent's line may have been lost to damage; its id must still not be
                 // handed out again.
                 self.next_id = self.next_id.max(id + 1);
-                if let Some(i) = self.intents.get(id).cloned() {
-                    let p = self.param(&i.key);
-                    match outcome {
-                        Outcome::Applied { read_back, .. } => {
-                            p.applied.push((*id, *ts_ms));
-                            p.last_applied = Some(read_back.clone());
-                            p.holding = Some(*id);
-                        }
-                        Outcome::Reverted { read_back, .. } => {
-                            // A change put back after a wrong read-back restored what the kernel
-                            // had: KPO's only if KPO held the parameter then (else a person's
-                            // later write would be "overwriting KPO's value").
-                            let ours =
-                                matches!(i.kind, IntentKind::Revert { .. }) || p.holding.is_some();
-                            if ours {
-                                p.last_applied = read_back.clone().or(p.last_applied.take());
-                            }
-                            // A revert that took effect; not one whose write read back wrong and
-                            // was itself put back, which leaves the change it undid in place (a
-                            // journal written before such a revert became `failed` says so).
-                            let put_back = read_back.as_ref() == Some(&i.before);
-                            if matches!(i.kind, IntentKind::Revert { .. }) && !put_back {
-                                p.holding = None;
-                            }
-                            if i.kind == IntentKind::Change {
-                                p.put_back.push((*id, *ts_ms));
-                            }
-                        }
-                        Outcome::Failed { left: None, .. } => {}
-                        Outcome::Failed {
-                            left: Some(left), ..
-                        } => {
-                            // KPO's write is in the kernel, rounded: a change, it holds the
-                            // parameter (a revert puts the value before back); a revert, the change
-                            // it undid is still not gone.
-                            p.last_applied = Some(left.clone());
-                            if matches!(i.kind, IntentKind::Change) {
-                                p.applied.push((*id, *ts_ms));
-                                p.holding = Some(*id);
-                            }
+                match (self.intents.get(id), intent) {
+                    (Some(i), _) => {
+                        let copy = IntentCopy::of(i);
+                        self.fold_outcome(*id, *ts_ms, outcome, &copy);
+                    }
+                    (None, Some(copy)) => {
+                        self.adopt_lost_intent(*id, copy);
+                        self.fold_outcome(*id, *ts_ms, outcome, copy);
+                    }
+                    (None, None) => {
+                        if !matches!(outcome, Outcome::Failed { left: None, .. }) {
+                            self.keyless.push(*id);
                         }
                     }
                 }
@@ -832,6 +896,7 @@ impl Folded {
                 let p = self.param(key);
                 p.yielded = Some((by.clone(), *ts_ms));
                 p.holding = None;
+                p.unsettled = None;
                 p.address.get_or_insert(address.clone());
             }
             Record::Manage { key, .. } => {
@@ -842,8 +907,17 @@ impl Folded {
                 p.yielded = None;
                 p.last_applied = None;
                 p.holding = None;
+                p.unsettled = None;
             }
             Record::Gone { key, .. } => self.param(key).settle_for_gone_namespace(),
+            Record::Damaged { id, key, why, .. } => {
+                if let Some(id) = id.filter(|&id| id < MAX_ID) {
+                    self.next_id = self.next_id.max(id + 1);
+                }
+                if let Some(key) = key {
+                    self.param(key).unsettled = Some(why.clone());
+                }
+            }
             Record::Archived { changes, held, .. } => {
                 for (key, n) in changes {
                     self.param(key).archived_changes += n;
@@ -867,6 +941,85 @@ impl Folded {
             }
         }
         self.records.push(r);
+    }
+
+    /// What the outcome of change `id` (`of`) does to its parameter's state. An outcome written
+    /// after later changes of the parameter took effect (reconciled at a start after its own
+    /// line was lost) counts among the changes, but the value and the holder stay the later
+    /// one's: that is what the kernel has.
+    fn fold_outcome(&mut self, id: u64, ts_ms: u64, outcome: &Outcome, of: &IntentCopy) {
+        let late = self.superseded_at(id, &of.key);
+        let p = self.param(&of.key);
+        let count = |list: &mut Vec<(u64, u64)>| {
+            let at = list.partition_point(|(other, _)| *other < id);
+            list.insert(at, (id, ts_ms));
+        };
+        match outcome {
+            Outcome::Applied { read_back, .. } => {
+                count(&mut p.applied);
+                if !late {
+                    p.last_applied = Some(read_back.clone());
+                    p.holding = Some(id);
+                    p.unsettled = None;
+                }
+            }
+            Outcome::Reverted { read_back, .. } => {
+                if of.kind == IntentKind::Change {
+                    count(&mut p.put_back);
+                }
+                if late {
+                    return;
+                }
+                // A change put back after a wrong read-back restored what the kernel had: KPO's
+                // only if KPO held the parameter then (else a person's later write would be
+                // "overwriting KPO's value").
+                let ours = matches!(of.kind, IntentKind::Revert { .. }) || p.holding.is_some();
+                if ours {
+                    p.last_applied = read_back.clone().or(p.last_applied.take());
+                }
+                // A revert that took effect; not one whose write read back wrong and was itself
+                // put back, which leaves the change it undid in place (a journal written before
+                // such a revert became `failed` says so).
+                let put_back = read_back.as_ref() == Some(&of.before);
+                if matches!(of.kind, IntentKind::Revert { .. }) && !put_back {
+                    p.holding = None;
+                    p.unsettled = None;
+                }
+            }
+            Outcome::Failed { left: None, .. } => {}
+            Outcome::Failed {
+                left: Some(left), ..
+            } => {
+                // KPO's write is in the kernel, rounded: a change, it holds the parameter (a
+                // revert puts the value before back); a revert, the change it undid is still
+                // not gone.
+                if matches!(of.kind, IntentKind::Change) {
+                    count(&mut p.applied);
+                }
+                if late {
+                    return;
+                }
+                p.last_applied = Some(left.clone());
+                p.unsettled = None;
+                if matches!(of.kind, IntentKind::Change) {
+                    p.holding = Some(id);
+                }
+            }
+        }
+    }
+
+    /// An outcome whose intent's line was lost: the copy it carries stands for the intent in
+    /// the parameter's state (its original, if no intent of it is left, and its address).
+    fn adopt_lost_intent(&mut self, id: u64, copy: &IntentCopy) {
+        self.lost_intents.insert(id, copy.clone());
+        let p = self.param(&copy.key);
+        if p.original.is_none() {
+            p.original = Some(copy.original.clone().unwrap_or_else(|| copy.before.clone()));
+            p.original_id = Some(id);
+        }
+        if p.address.is_none() {
+            p.address = copy.key.parse().ok();
+        }
     }
 
     fn param(&mut self, key: &str) -> &mut ParamState {
@@ -929,12 +1082,104 @@ impl Journal {
         // Before the appender opens the file: archiving replaces it.
         let st = archive::at_open(dir, st, &boot, &options);
         let appender = store::Appender::open(dir, store::JOURNAL_FILE)?;
-        Ok(Journal {
+        let mut journal = Journal {
             dir: dir.to_path_buf(),
             appender,
             _lock: lock,
             st,
-        })
+        };
+        journal.record_damage(&loaded.damaged)?;
+        Ok(journal)
+    }
+
+    /// Journals what the damaged lines just dropped still show ([`Record::Damaged`]): the
+    /// rewritten journal no longer has them, and the next open must not hand out their ids
+    /// again, nor take a parameter whose state they may have held for settled.
+    fn record_damage(&mut self, damaged: &[(usize, Vec<u8>)]) -> Result<(), JournalError> {
+        let seen: Vec<(usize, Option<u64>, Option<String>)> = damaged
+            .iter()
+            .map(|(line, bytes)| {
+                let id = store::lenient_number(bytes, "id").filter(|&id| id < MAX_ID);
+                (*line, id, store::lenient_text(bytes, "key"))
+            })
+            .collect();
+        let highest = seen
+            .iter()
+            .filter_map(|(line, id, _)| Some(((*id)?, *line)))
+            .max();
+        if let Some((id, line)) = highest.filter(|(id, _)| *id >= self.st.next_id) {
+            let why = format!(
+                "journal.log line {line}, damaged, named id {id}: it is not handed out again"
+            );
+            self.st.warnings.push(why.clone());
+            self.append(Record::Damaged {
+                ts_ms: now_ms(),
+                id: Some(id),
+                key: None,
+                why,
+            })?;
+        }
+        for (key, why) in self.unsettled_by(&seen) {
+            self.st.warnings.push(format!("{key}: {why}"));
+            self.append(Record::Damaged {
+                ts_ms: now_ms(),
+                id: None,
+                key: Some(key),
+                why,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The parameters whose state the damaged lines `seen` (line, id, key) may have held and the
+    /// records that survived do not settle, with why: a change named by a damaged line none of
+    /// whose records is left (an outcome with its copy of the intent settles it; an intent left
+    /// settles it through reconciliation), and the parameter of each outcome that set a value
+    /// without its intent or a copy of it (written before outcomes carried one): the damaged
+    /// line with its id names it, or else every parameter a damaged line names, or else, none
+    /// being readable, every one with a value of KPO's. Only parameters the value check would
+    /// compare (a last applied value, not yielded).
+    fn unsettled_by(&self, seen: &[(usize, Option<u64>, Option<String>)]) -> Vec<(String, String)> {
+        let st = &self.st;
+        let mut keys: BTreeMap<String, usize> = BTreeMap::new();
+        for (line, id, key) in seen {
+            if let (Some(id), Some(key)) = (id, key) {
+                let left = st.intents.contains_key(id) || st.lost_intents.contains_key(id);
+                if !left {
+                    keys.entry(key.clone()).or_insert(*line);
+                }
+            }
+        }
+        for id in &st.keyless {
+            if seen.iter().any(|(_, i, k)| *i == Some(*id) && k.is_some()) {
+                continue;
+            }
+            let named: Vec<(String, usize)> = seen
+                .iter()
+                .filter_map(|(line, _, key)| Some((key.clone()?, *line)))
+                .collect();
+            if named.is_empty() {
+                let first = seen.first().map_or(0, |(line, _, _)| *line);
+                keys.extend(st.params.keys().map(|k| (k.clone(), first)));
+            } else {
+                keys.extend(named);
+            }
+        }
+        keys.into_iter()
+            .filter(|(key, _)| {
+                st.params.get(key).is_some_and(|p| {
+                    p.last_applied.is_some() && p.yielded.is_none() && p.unsettled.is_none()
+                })
+            })
+            .map(|(key, line)| {
+                let why = format!(
+                    "journal.log line {line}, damaged, may have held a change of KPO's here that \
+                     the journal lost: a value other than KPO's last known one is not taken for \
+                     someone else's change until KPO's next change of it"
+                );
+                (key, why)
+            })
+            .collect()
     }
 
     /// This boot's id, as intents record it.
@@ -946,6 +1191,12 @@ impl Journal {
     /// value (applied, or reverted) follows intent `i`: the kernel's value is then that one's.
     pub fn superseded(&self, i: &Intent) -> bool {
         self.st.superseded(i)
+    }
+
+    /// The change of the same parameter right after intent `i` (its intent, or the copy its
+    /// outcome carries), if any.
+    pub fn next_change(&self, i: &Intent) -> Option<IntentCopy> {
+        self.st.next_change(i)
     }
 
     /// Whether intent `i` was made before the machine last rebooted: its boot id differs from
@@ -1082,18 +1333,22 @@ impl Journal {
     /// folded into the state, not written. The next start reconciles the intent against the
     /// kernel and writes it then.
     pub fn fold_unrecorded(&mut self, id: u64, outcome: Outcome) {
+        let intent = self.intent(id).map(IntentCopy::of);
         self.fold(Record::Outcome {
             id,
             ts_ms: now_ms(),
             outcome,
+            intent,
         });
     }
 
     pub fn record_outcome(&mut self, id: u64, outcome: Outcome) -> Result<(), JournalError> {
+        let intent = self.intent(id).map(IntentCopy::of);
         self.append(Record::Outcome {
             id,
             ts_ms: now_ms(),
             outcome,
+            intent,
         })
     }
 
@@ -1207,6 +1462,86 @@ impl Journal {
             why: why.to_string(),
         })?;
         Ok(length)
+    }
+
+    /// Quarantines the guard's reverts are missing: the guard reverts a change, then quarantines
+    /// its value, so an agent killed between the two left the value reverted but free to be
+    /// applied again (and a later quarantine of it not doubled). For each revert of the guard
+    /// that took effect with no quarantine of that parameter and value after it, the quarantine
+    /// is journaled as the guard would have, from the revert's time (its length by
+    /// [`quarantine_length`] with `base`, the policy's), when it would still be in force. Not for
+    /// a parameter whose namespace is gone since (or, for one in another namespace, which no
+    /// reboot leaves, whose revert was in an earlier boot). Returns what was quarantined, to log.
+    pub fn restore_guard_quarantines(
+        &mut self,
+        base: Duration,
+    ) -> Result<Vec<String>, JournalError> {
+        let st = &self.st;
+        let mut missing = Vec::new();
+        for (at, r) in st.records.iter().enumerate() {
+            let Record::Intent(i) = r else { continue };
+            let (Source::Guard, IntentKind::Revert { of: Some(of) }) = (i.source, &i.kind) else {
+                continue;
+            };
+            let Some((reverted_ms, Outcome::Reverted { read_back, .. })) = st.outcomes.get(&i.id)
+            else {
+                continue;
+            };
+            // Put back after a wrong read-back: the revert did not take.
+            if read_back.as_ref() == Some(&i.before) {
+                continue;
+            }
+            // The value the change asked for, as the guard quarantines it (or, archived, the
+            // value the revert replaced).
+            let value = match (st.intents.get(of), st.lost_intents.get(of)) {
+                (Some(change), _) => change.after.clone(),
+                (None, Some(copy)) => copy.after.clone(),
+                (None, None) => i.before.clone(),
+            };
+            let settled = st.records[at + 1..].iter().any(|later| match later {
+                Record::Quarantine { key, value: v, .. } => key == &i.key && v == &value,
+                Record::Gone { key, .. } => key == &i.key,
+                _ => false,
+            });
+            if settled || (i.netns_cookie.is_some() && st.before_this_boot(i)) {
+                continue;
+            }
+            missing.push((i.clone(), *of, value, *reverted_ms));
+        }
+        let now = now_ms();
+        let mut restored = Vec::new();
+        for (revert, of, value, since) in missing {
+            let previous = self
+                .st
+                .params
+                .get(&revert.key)
+                .and_then(|p| p.quarantine.iter().find(|q| q.value == value));
+            let length = quarantine_length(previous, base, since);
+            let until_ms =
+                since.saturating_add(length.as_millis().min(u128::from(u64::MAX)) as u64);
+            if until_ms <= now {
+                continue;
+            }
+            self.append(Record::Quarantine {
+                ts_ms: since,
+                key: revert.key.clone(),
+                value: value.clone(),
+                until_ms,
+                why: format!(
+                    "{} (journaled at the next start: the agent stopped between the guard's \
+                     revert #{} and this quarantine)",
+                    revert.reason, revert.id
+                ),
+            })?;
+            restored.push(format!(
+                "{}: {value}, which the guard reverted (#{of} by #{}) just before the agent \
+                 stopped, is quarantined until {}, as the guard would have done",
+                revert.key,
+                revert.id,
+                format_ms(until_ms)
+            ));
+        }
+        Ok(restored)
     }
 
     /// The policy's view of a parameter: pause, yielded, last change, changes in the last hour,

@@ -43,6 +43,35 @@ pub struct Loaded<T> {
     /// torn last line is not one: it was never acknowledged). A record after it may have been
     /// superseded by the one lost.
     pub first_damage: Option<usize>,
+    /// Each damaged whole line dropped (its number from 1, and its bytes): what it still shows,
+    /// read without trusting it, keeps ids from being handed out twice.
+    pub damaged: Vec<(usize, Vec<u8>)>,
+}
+
+/// The number after the first `"FIELD":` in a line that may be damaged (no checksum to trust).
+pub fn lenient_number(line: &[u8], field: &str) -> Option<u64> {
+    let at = find(line, format!("\"{field}\":").as_bytes())?;
+    let digits: Vec<u8> = line[at..]
+        .iter()
+        .copied()
+        .take_while(u8::is_ascii_digit)
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+/// The string after the first `"FIELD":"` in a line that may be damaged (no escapes: a key or
+/// an id never has one).
+pub fn lenient_text(line: &[u8], field: &str) -> Option<String> {
+    let at = find(line, format!("\"{field}\":\"").as_bytes())?;
+    let end = line[at..].iter().position(|&b| b == b'"')?;
+    String::from_utf8(line[at..at + end].to_vec()).ok()
+}
+
+/// Where what follows `needle`'s first occurrence starts.
+fn find(line: &[u8], needle: &[u8]) -> Option<usize> {
+    line.windows(needle.len())
+        .position(|w| w == needle)
+        .map(|at| at + needle.len())
 }
 
 /// Creates the state directory (0700) if needed.
@@ -138,6 +167,7 @@ pub fn load_records<T: Serialize + DeserializeOwned>(
     let mut records = Vec::new();
     let mut warnings = Vec::new();
     let mut first_damage = None;
+    let mut damaged = Vec::new();
     let mut start = 0usize;
     let mut line_no = 0usize;
     while start < bytes.len() {
@@ -159,6 +189,7 @@ pub fn load_records<T: Serialize + DeserializeOwned>(
                 Ok(r) => records.push(r),
                 Err(why) => {
                     first_damage.get_or_insert(records.len());
+                    damaged.push((line_no, line.to_vec()));
                     warnings.push(format!(
                         "{}: line {line_no} is damaged ({why}); dropped",
                         path.display()
@@ -195,6 +226,7 @@ pub fn load_records<T: Serialize + DeserializeOwned>(
         records,
         warnings,
         first_damage,
+        damaged,
     })
 }
 

@@ -611,6 +611,7 @@ fn an_intent_in_a_new_namespace_starts_afresh_on_replay() {
             read_back: Value::Int(v.into()),
             reconciled: false,
         },
+        intent: None,
     };
     let text: Vec<u8> = [
         intent(1, 4096, 4096, Some(7)),
@@ -761,4 +762,48 @@ fn a_repeated_quarantine_doubles_within_a_day_of_the_last_one_and_up_to_a_week()
     // A policy's own quarantine longer than that stays the floor.
     let year = Duration::from_secs(365 * 24 * 3600);
     assert_eq!(quarantine_length(Some(&long), year, now), year);
+}
+
+/// The last intent's line, whole but damaged (its change may have been made: the kernel is
+/// written after the intent's fsync), is the only record of its id: that id is not handed out
+/// again, at this open or the next.
+#[test]
+fn the_id_of_a_damaged_last_intent_is_not_handed_out_again() {
+    let dir = private_tempdir();
+    two_changes(dir.path());
+    let mut j = open(dir.path());
+    let next = j
+        .record_intent(
+            &addr("net.core.somaxconn@netns:4026539999"),
+            &Value::Int(1),
+            &Value::Int(2),
+            Source::Operator,
+            "test",
+            IntentKind::Change,
+        )
+        .unwrap();
+    drop(j);
+    crate::change::tests::damage_journal_line(dir.path(), 2 * next as usize - 1);
+    let j = open(dir.path());
+    assert!(j.intent(next).is_none(), "dropped");
+    assert!(
+        j.warnings()
+            .iter()
+            .any(|w| w.contains(&format!("named id {next}"))),
+        "{:?}",
+        j.warnings()
+    );
+    drop(j);
+    let mut j = open(dir.path());
+    let id = j
+        .record_intent(
+            &addr("net.core.somaxconn@netns:4026539999"),
+            &Value::Int(1),
+            &Value::Int(2),
+            Source::Operator,
+            "test",
+            IntentKind::Change,
+        )
+        .unwrap();
+    assert_eq!(id, next + 1);
 }

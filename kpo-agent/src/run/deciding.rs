@@ -236,6 +236,7 @@ impl Deciding {
         for r in &reconciled {
             info!("journal reconciled: {}", r.describe());
         }
+        path.restore_guard_quarantines()?;
         let guard = resume_guard(&path);
         path.set_before_write(guard.write_ahead());
         let mut approvals =
@@ -577,8 +578,9 @@ impl Deciding {
                 continue;
             };
             let why = format!("the guard saw {signal:?} go from {before} to {after}");
-            // The revert first: killed between the two, the host is back to its value and at
-            // worst the value is not quarantined, never quarantined while still applied.
+            // The revert first: killed between the two, the host is back to its value, never
+            // quarantined while still applied, and the next start journals the quarantine
+            // (`ChangePath::restore_guard_quarantines`).
             let failure = match self.path.revert_own(*change_id, Source::Guard, &why) {
                 Ok(r) => {
                     info!("guard: {}", r.describe());

@@ -173,6 +173,11 @@ impl Rig {
     /// The agent killed and started again over the same state directory, kernel and policy:
     /// the old deciding half is dropped without `on_exit`, and the new one has seen no window.
     fn restarted(self) -> Rig {
+        self.restarted_after(|_| {})
+    }
+
+    /// [`Rig::restarted`], with `meanwhile` done to the state directory while the agent is down.
+    fn restarted_after(self, meanwhile: impl FnOnce(&Path)) -> Rig {
         let Rig {
             _tmp,
             policy_text,
@@ -187,6 +192,7 @@ impl Rig {
             extra_p99_us,
         } = self;
         drop(deciding);
+        meanwhile(&_tmp.path().join("state"));
         let mut deciding = open_deciding(_tmp.path(), &policy_text, &nic);
         let started = deciding.start_optimizer(&config);
         let mut rig = Rig {
@@ -907,6 +913,84 @@ sources = ["operator"]
     }
     assert_eq!(rig.max_freq(), 3_000_000);
     rig.assert_schema();
+}
+
+/// The agent killed between the guard's revert (its outcome on disk) and the quarantine of the
+/// value: started again, it journals the quarantine the guard would have, from the revert's
+/// time, so the same value is still refused; once, not at every start.
+#[test]
+fn a_quarantine_lost_to_a_kill_after_the_guards_revert_is_journaled_at_the_next_start() {
+    let policy = r#"
+[guard]
+signals = ["request_p99"]
+max_changes_per_hour = 1000
+quarantine = "2h"
+
+[params."cpufreq:*:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["operator"]
+"#;
+    let mut rig = Rig::new(policy, true, "");
+    rig.window();
+    assert!(matches!(
+        rig.operator_sets_max_freq(1_200_000),
+        crate::api::Reply::Ok(_)
+    ));
+    rig.until(4, |events| guard_reverts(events) > 0);
+    let revert = rig.intents().pop().unwrap();
+    let reverted_ms = match rig.journal().records().last() {
+        Some(Record::Quarantine { .. }) => rig
+            .journal()
+            .records()
+            .iter()
+            .rev()
+            .find_map(|r| match r {
+                Record::Outcome { id, ts_ms, .. } if *id == revert.id => Some(*ts_ms),
+                _ => None,
+            })
+            .unwrap(),
+        other => panic!("the guard's quarantine is the last record: {other:?}"),
+    };
+    // As a kill -9 right after the revert's outcome leaves the journal.
+    let without_quarantine = |state: &Path| {
+        let file = state.join(crate::journal::store::JOURNAL_FILE);
+        let text = std::fs::read_to_string(&file).unwrap();
+        let kept: String = text
+            .split_inclusive('\n')
+            .filter(|l| !l.contains(r#""type":"quarantine""#))
+            .collect();
+        assert_ne!(kept, text);
+        std::fs::write(&file, kept).unwrap();
+    };
+    let quarantines = |rig: &Rig| -> Vec<(u64, u64)> {
+        rig.journal()
+            .records()
+            .iter()
+            .filter_map(|r| match r {
+                Record::Quarantine {
+                    ts_ms, until_ms, ..
+                } => Some((*ts_ms, *until_ms)),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut rig = rig.restarted_after(without_quarantine);
+    assert_eq!(
+        quarantines(&rig),
+        [(reverted_ms, reverted_ms + 2 * 3_600_000)],
+        "from the revert's time, for the policy's length"
+    );
+    match rig.operator_sets_max_freq(1_200_000) {
+        crate::api::Reply::Ok(report) => {
+            assert_eq!(report["refusal"]["refusal"], "quarantined", "{report}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rig.max_freq(), 3_000_000);
+    let rig = rig.restarted();
+    assert_eq!(quarantines(&rig).len(), 1, "not journaled again");
 }
 
 /// The agent killed right after a change, before any window judged it: started again, the guard

@@ -93,6 +93,9 @@ pub fn check_values(path: &mut ChangePath, guard: &mut Guard) -> Vec<Event> {
         .journal
         .params()
         .filter(|p| p.yielded.is_none())
+        // A damaged journal line may have held KPO's latest change here: its last applied value
+        // may be an older one of KPO's own, and the kernel's newer one KPO's too.
+        .filter(|p| p.unsettled.is_none())
         // A namespace named by a path that names another one now (`ip netns del web; ip netns
         // add web`), or none, is read by its inode: the path would reach a namespace KPO never
         // changed, whose own value is nobody's change (yielding there would repeat every window
@@ -149,9 +152,11 @@ pub fn after_own_revert(
         return None;
     }
     let now = report.read_back.clone()?;
+    // As in [`check_values`]: KPO's last value there is not known for sure.
     let applied = path
         .journal
         .param_state(&report.address)
+        .filter(|p| p.unsettled.is_none())
         .and_then(|p| p.last_applied.clone())?;
     yield_to(path, guard, &report.address, now, applied, Writer::unseen())
 }
@@ -387,6 +392,87 @@ mod tests {
         assert_eq!(propose(&mut p, 6000), crate::change::ChangeStatus::Applied);
         assert!(super::check_values(&mut p, &mut guard).is_empty());
         person_writes(5000);
+        assert_eq!(super::check_values(&mut p, &mut guard).len(), 1);
+    }
+
+    /// In a journal written before outcomes repeated their intent, the intent line of KPO's
+    /// latest change is damaged: its outcome cannot say which parameter it changed, so the
+    /// parameter's last applied value is the change before's. The value check does not take
+    /// KPO's own newer value for someone else's (a yield KPO would never undo), across restarts,
+    /// until KPO's next change of it; after that, a person's write is yielded to as before.
+    #[test]
+    fn a_damaged_intent_line_of_an_old_journal_yields_nothing_until_the_next_change() {
+        use crate::journal::{store, Record};
+        const SOMAXCONN: &str = "net.core.somaxconn";
+        let address: ParamAddress = SOMAXCONN.parse().unwrap();
+        let policy = "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmin = 128\nmax = 65535\n";
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(SOMAXCONN, Value::Int(4096))]);
+        let propose = |p: &mut crate::change::ChangePath, v: i64| {
+            p.propose(&Proposal {
+                address: address.clone(),
+                value: Value::Int(v.into()),
+                source: Source::Operator,
+                reason: "test".into(),
+            })
+            .unwrap()
+            .status
+        };
+        let (mut p, _) = path(dir.path(), policy, &k);
+        for v in [1000, 1100] {
+            assert_eq!(propose(&mut p, v), crate::change::ChangeStatus::Applied);
+        }
+        drop(p);
+        // As an older KPO wrote it: outcomes without their intent's copy.
+        let file = dir.path().join(store::JOURNAL_FILE);
+        let old: Vec<u8> = std::fs::read(&file)
+            .unwrap()
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| match store::decode::<Record>(l).unwrap() {
+                Record::Outcome {
+                    id, ts_ms, outcome, ..
+                } => Record::Outcome {
+                    id,
+                    ts_ms,
+                    outcome,
+                    intent: None,
+                },
+                r => r,
+            })
+            .flat_map(|r| store::encode(&r))
+            .collect();
+        std::fs::write(&file, old).unwrap();
+        crate::change::tests::damage_journal_line(dir.path(), 3);
+
+        let mut guard = Guard::new(GuardConfig::default());
+        let (mut p, _) = path(dir.path(), policy, &k);
+        assert!(
+            p.journal
+                .warnings()
+                .iter()
+                .any(|w| w.starts_with("net.core.somaxconn: journal.log line 3, damaged")),
+            "{:?}",
+            p.journal.warnings()
+        );
+        assert!(super::check_values(&mut p, &mut guard).is_empty());
+        drop(p);
+        // The rewritten journal no longer has the damaged line; what it showed stays.
+        let (mut p, _) = path(dir.path(), policy, &k);
+        assert!(
+            p.journal.warnings().is_empty(),
+            "{:?}",
+            p.journal.warnings()
+        );
+        assert!(super::check_values(&mut p, &mut guard).is_empty());
+        assert!(p.journal.param_state(&address).unwrap().yielded.is_none());
+
+        assert_eq!(propose(&mut p, 1200), crate::change::ChangeStatus::Applied);
+        assert!(p.journal.param_state(&address).unwrap().unsettled.is_none());
+        k.0.lock()
+            .unwrap()
+            .values
+            .insert(SOMAXCONN.into(), Value::Int(3000));
         assert_eq!(super::check_values(&mut p, &mut guard).len(), 1);
     }
 

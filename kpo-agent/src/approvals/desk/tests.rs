@@ -836,6 +836,31 @@ fn an_approval_applied_but_not_marked_is_marked_at_the_next_start() {
     );
 }
 
+/// An approved change the kernel stored as another value is put back and its approval stays
+/// pending; after a restart the journal's `reverted` change does not mark it approved either.
+#[test]
+fn an_approval_whose_change_was_put_back_stays_pending_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    s.k.0
+        .lock()
+        .unwrap()
+        .clamp
+        .insert(NS.into(), Value::Int(30));
+    let out = s.desk.approve(&mut s.path, "ap-1", "alice").unwrap();
+    assert_eq!(out.report.status, ChangeStatus::Reverted);
+    assert_eq!(s.value(), Value::Int(16));
+    assert_eq!(s.desk.pending().unwrap()[0].id, "ap-1");
+    drop(s);
+    let s = setup(dir.path(), "recommend");
+    assert_eq!(
+        s.desk.store().item("ap-1").unwrap().state,
+        ApprovalState::Pending,
+        "a change put back is not the approval applied"
+    );
+}
+
 /// Made with an earlier window's advice two hours ago (expire_after 1h), it ran out an hour
 /// ago: that is when it ended, whenever the desk notices.
 fn ran_out_an_hour_ago(s: &mut Setup) -> u64 {
