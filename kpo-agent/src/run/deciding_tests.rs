@@ -1165,7 +1165,10 @@ sources = ["operator"]
     assert_eq!(verdict["verdict"], "revert", "{verdict}");
     assert_eq!(verdict["reverted"], false, "{verdict}");
     assert!(
-        verdict["error"].as_str().unwrap().contains("read back \"2\""),
+        verdict["error"]
+            .as_str()
+            .unwrap()
+            .contains("read back \"2\""),
         "{verdict}"
     );
     rig.assert_schema();
