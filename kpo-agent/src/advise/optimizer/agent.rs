@@ -115,6 +115,15 @@ impl OptimizerSettings {
         if self.budget < 2 {
             return Some(("optimizer.budget", "must be at least 2".into()));
         }
+        // No socket listens on port 0 (binding it picks another): the SLO would never be timed.
+        if self.slo_port == Some(0) {
+            return Some((
+                "optimizer.slo_port",
+                "is 0, which is never a listening port: give the port whose request latency is \
+                 the SLO (e.g. 8080)"
+                    .into(),
+            ));
+        }
         if let Some(v) = self.slo_max_us {
             if !(v.is_finite() && v > 0.0) {
                 return Some((
@@ -1348,6 +1357,7 @@ mod tests {
             ("levels = 1", "optimizer.levels"),
             ("levels = 65", "optimizer.levels"),
             ("budget = 1", "optimizer.budget"),
+            ("slo_port = 0", "optimizer.slo_port"),
             ("slo_max_us = 0.0", "optimizer.slo_max_us"),
             ("slo_max_us = nan", "optimizer.slo_max_us"),
             ("recheck_every = 0", "optimizer.recheck_every"),
@@ -1363,7 +1373,8 @@ mod tests {
             assert_eq!(bad(text), key, "{text}");
         }
         let fine: OptimizerSettings = toml::from_str(
-            "ei_stop = 0.0\nload_change_rel = 0.5\nrecheck_every = 1\nrecheck_tolerance_rel = 0.05",
+            "ei_stop = 0.0\nload_change_rel = 0.5\nrecheck_every = 1\nrecheck_tolerance_rel = 0.05\n\
+             slo_port = 1",
         )
         .unwrap();
         assert_eq!(fine.invalid(), None);
