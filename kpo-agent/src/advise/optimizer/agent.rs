@@ -299,7 +299,10 @@ impl AgentOptimizer {
                         values.push(now);
                         members.push(address);
                     }
-                    Ok(other) => problems.push(format!("{address}: {other:?} is not one integer")),
+                    Ok(other) => problems.push(format!(
+                        "{address} is {}, not one integer",
+                        other.described()
+                    )),
                     Err(e) => problems.push(e.to_string()),
                 }
             }
@@ -697,7 +700,9 @@ fn read_knobs(path: &ChangePath, knobs: &[Knob]) -> Result<Vec<f64>, String> {
             for a in &k.members {
                 match path.read(a) {
                     Ok(Value::Int(v)) => values.push(v),
-                    Ok(other) => return Err(format!("{a}: {other:?} is not one integer")),
+                    Ok(other) => {
+                        return Err(format!("{a} is {}, not one integer", other.described()))
+                    }
                     Err(e) => return Err(e.to_string()),
                 }
             }
