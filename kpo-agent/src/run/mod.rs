@@ -78,14 +78,14 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
         warn!("SIGHUP cannot be ignored during start-up: {e}");
     }
     let config = args.config()?;
-    // With the environment's part, before anything is opened or recorded: a mistake there must
-    // leave the state directory as it was, the policy path the offline commands follow included.
-    let llm = llm::LlmStage::start(&config.llm, &args.config_origin())?;
     let queue_bytes = crate::output::sink::queue_bytes_from_env()?;
     crate::collect::check_proc_root(&config.proc_root)?;
     if !nix::unistd::Uid::effective().is_root() {
         anyhow::bail!("kpo run needs root (CAP_BPF and CAP_PERFMON to load eBPF, CAP_SYS_ADMIN to enter network namespaces); try: sudo kpo run");
     }
+    // With the environment's part, before anything is opened or recorded: a mistake there must
+    // leave the state directory as it was, the policy path the offline commands follow included.
+    let llm = llm::LlmStage::start(&config.llm, &args.config_origin())?;
     // One agent per network namespace, before anything is opened: a second one, whatever its
     // state directory, would change the same parameters behind the first one's back.
     let _one_agent = one_agent::claim()?;
