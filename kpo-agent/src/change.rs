@@ -20,7 +20,7 @@ use crate::{
     actuate::{
         open_actuator,
         param::{NetnsRef, ParamAddress, Target, Value},
-        sysctl::shape_fits,
+        sysctl::{shape_fits, shape_mismatch},
         ActuateError, Actuator, Roots,
     },
     journal::{
@@ -484,10 +484,7 @@ impl ChangePath {
         }
         if !shape_fits(&p.address, &before, &p.value) {
             let r = Refusal::Invalid {
-                why: format!(
-                    "{} has the form of {before:?}, not {:?}",
-                    p.address, p.value
-                ),
+                why: shape_mismatch(&p.address, &before, &p.value),
             };
             return self.refuse(p, Some(&before), r, report);
         }

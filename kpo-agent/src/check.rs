@@ -251,6 +251,36 @@ min = 1000
 max = 8000
 "#;
 
+    /// Defect: `kpo check` called valid a configuration with a password in `llm.base_url` and
+    /// an `llm.api_key`, which `kpo run` refuses.
+    #[test]
+    fn a_configuration_kpo_run_refuses_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("cred.toml");
+        std::fs::write(
+            &config,
+            "[llm]\nbase_url = \"https://bob:pw@127.0.0.1:9/v1\"\napi_key = \"sk-1\"\n",
+        )
+        .unwrap();
+        let policy = dir.path().join("obs.toml");
+        std::fs::write(&policy, "").unwrap();
+        let e = check(CheckArgs {
+            policy: Some(policy),
+            config: Some(config.clone()),
+            recommend_only: false,
+            json: false,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{}: `llm.base_url` carries a user name and password, and an API key is set too",
+                config.display()
+            )),
+            "{e}"
+        );
+    }
+
     #[test]
     fn json_gives_every_key_of_every_entry() {
         let p = Policy::parse(POLICY, "p.toml").unwrap();

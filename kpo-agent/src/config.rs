@@ -8,7 +8,7 @@ use std::{
 use serde::Deserialize;
 
 use crate::{
-    advise::llm::LlmConfig,
+    advise::llm::{LlmConfig, LlmConfigError},
     kernel_file::{self, KernelFileError},
     sensors::SensorKind,
 };
@@ -86,6 +86,29 @@ pub enum ConfigError {
         key: &'static str,
         reason: String,
     },
+    /// A mistake in an environment variable the configuration reads (`OPENAI_BASE_URL`): no file
+    /// holds it, so none is named.
+    #[error("environment variable `{var}` {reason}")]
+    Env { var: &'static str, reason: String },
+}
+
+impl ConfigError {
+    /// An `[llm]` mistake, as found once the environment is known: one in the file names the file
+    /// (`origin`), one in the environment names the variable.
+    pub fn from_llm(origin: &str, e: &LlmConfigError) -> ConfigError {
+        if e.from_env() {
+            ConfigError::Env {
+                var: e.key(),
+                reason: e.reason(),
+            }
+        } else {
+            ConfigError::Invalid {
+                origin: origin.to_string(),
+                key: e.key(),
+                reason: e.reason(),
+            }
+        }
+    }
 }
 
 /// Where in `text` the error is, what it says and at which key, without toml's quote of the
@@ -274,7 +297,7 @@ impl Config {
             }
         }
         if let Err(e) = self.llm.validate() {
-            return Err(invalid(e.key(), e.reason()));
+            return Err(ConfigError::from_llm(origin, &e));
         }
         Ok(())
     }
@@ -481,6 +504,58 @@ mod tests {
             let e = Config::from_toml(text, "kpo.toml").unwrap_err().to_string();
             assert!(e.contains("kpo.toml") && e.contains(key), "{e}");
         }
+    }
+
+    /// Defect: an `[llm]` mistake found at `kpo run`'s start was printed without the file
+    /// (`LLM advisor: llm.base_url ...`). One of the file's keys names the file, one of the
+    /// environment's names the variable.
+    #[test]
+    fn an_llm_error_names_the_file_or_the_variable() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let url = "https://bob:pw@127.0.0.1:9/v1";
+        let c = Config::from_toml(&format!("[llm]\nbase_url = \"{url}\""), "cred.toml").unwrap();
+        c.validate("cred.toml").unwrap();
+        let e = c
+            .llm
+            .resolve_with(env(&[
+                ("OPENAI_BASE_URL", "https://bob:pw@127.0.0.1:9/v1"),
+                ("OPENAI_API_KEY", "sk-1"),
+            ]))
+            .unwrap_err();
+        assert_eq!(
+            ConfigError::from_llm("cred.toml", &e).to_string(),
+            "cred.toml: `llm.base_url` carries a user name and password, and an API key is set \
+             too (OPENAI_API_KEY): both would be sent as the Authorization header (the URL's as \
+             Basic, the key's as Bearer); keep one"
+        );
+        let e = Config::default()
+            .llm
+            .resolve_with(env(&[("OPENAI_BASE_URL", "ftp://x")]))
+            .unwrap_err();
+        assert_eq!(
+            ConfigError::from_llm("cred.toml", &e).to_string(),
+            "environment variable `OPENAI_BASE_URL` is \"ftp://x\"; it must start with http:// \
+             or https://"
+        );
+        // Both credentials in the file: refused by `validate` (so by `kpo check`), with the file.
+        let c = Config::from_toml(
+            &format!("[llm]\nbase_url = \"{url}\"\napi_key = \"sk-1\""),
+            "cred.toml",
+        )
+        .unwrap();
+        let e = c.validate("cred.toml").unwrap_err().to_string();
+        assert!(
+            e.starts_with("cred.toml: `llm.base_url` carries a user name and password"),
+            "{e}"
+        );
+        assert!(!e.contains("pw") && !e.contains("sk-1"), "{e}");
     }
 
     /// A secret under a mistyped key is not echoed by the error printed at start: toml quotes

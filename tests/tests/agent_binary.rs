@@ -580,3 +580,119 @@ pub fn a_metrics_address_in_use_stops_the_agent() {
         "{stderr}"
     );
 }
+
+/// The names and contents of the files in `dir` (none when it does not exist).
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let e = e.unwrap();
+            let content = std::fs::read(e.path()).unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), content)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Defect: a mistake in the LLM's configuration that only the environment reveals stopped the
+/// agent after it had opened its state directory (journal, approvals, guard log, lock) and
+/// recorded the new `--policy` there, which the offline commands then followed; the error named
+/// no file. Now it stops first, naming the variable, or the file whose key is at fault.
+pub fn a_bad_llm_configuration_leaves_the_state_directory_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_policy = dir.path().join("old.toml");
+    let new_policy = dir.path().join("new.toml");
+    std::fs::write(&old_policy, "").unwrap();
+    std::fs::write(&new_policy, "").unwrap();
+    let used = dir.path().join("state");
+    std::fs::create_dir(&used).unwrap();
+    std::fs::set_permissions(&used, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let recorded = std::fs::canonicalize(&old_policy).unwrap();
+    std::fs::write(
+        used.join("policy-path"),
+        recorded.as_os_str().as_encoded_bytes(),
+    )
+    .unwrap();
+    let fresh = dir.path().join("fresh-state");
+    let cred = dir.path().join("cred.toml");
+    let url = "https://bob:pw@127.0.0.1:9/v1";
+    std::fs::write(&cred, format!("[llm]\nbase_url = \"{url}\"\n")).unwrap();
+    let env_url = "environment variable `OPENAI_BASE_URL` is \"ftp://x\"; it must start with \
+                   http:// or https://"
+        .to_string();
+    let file_url = format!(
+        "{}: `llm.base_url` carries a user name and password, and an API key is set too \
+         (OPENAI_API_KEY)",
+        cred.display()
+    );
+    // The state directory, the environment, the configuration file, and the error.
+    type Case<'a> = (
+        &'a Path,
+        &'a [(&'a str, &'a str)],
+        Option<&'a Path>,
+        &'a str,
+    );
+    let cases: [Case; 3] = [
+        (&used, &[("OPENAI_BASE_URL", "ftp://x")], None, &env_url),
+        (&fresh, &[("OPENAI_BASE_URL", "ftp://x")], None, &env_url),
+        (
+            &used,
+            &[("OPENAI_BASE_URL", url), ("OPENAI_API_KEY", "sk-1")],
+            Some(&cred),
+            &file_url,
+        ),
+    ];
+    for (state_dir, env, config, said) in cases {
+        let before = files(state_dir);
+        let events = dir.path().join("events.ndjson");
+        let socket = dir.path().join("kpo.sock");
+        let mut command = Command::new(kpo_binary());
+        command
+            .args(["run", "--events"])
+            .arg(&events)
+            .arg("--state-dir")
+            .arg(state_dir)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--policy")
+            .arg(&new_policy)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut agent = Agent {
+            child: command.spawn().unwrap(),
+        };
+        let mut status = None;
+        wait_until("the agent stopped", Duration::from_secs(30), || {
+            status = agent.child.try_wait().unwrap();
+            status.is_some()
+        });
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut agent.child.stderr.take().unwrap(), &mut stderr)
+            .unwrap();
+        assert_eq!(status.unwrap().code(), Some(2), "{stderr}");
+        assert!(stderr.contains(&format!("kpo: error: {said}")), "{stderr}");
+        assert_eq!(
+            files(state_dir),
+            before,
+            "{}: {stderr}",
+            state_dir.display()
+        );
+        assert!(
+            state_dir == used || !state_dir.exists(),
+            "it created its state directory"
+        );
+        assert!(!events.exists(), "it opened its events file");
+        assert!(!socket.exists(), "it bound its socket");
+    }
+    assert_eq!(
+        std::fs::read(used.join("policy-path")).unwrap(),
+        recorded.as_os_str().as_encoded_bytes()
+    );
+}

@@ -139,6 +139,11 @@ fn main() {
             agent_binary::a_metrics_address_in_use_stops_the_agent,
         ),
         trial(
+            "agent_binary::a_bad_llm_configuration_leaves_the_state_directory_alone",
+            needs_root(),
+            agent_binary::a_bad_llm_configuration_leaves_the_state_directory_alone,
+        ),
+        trial(
             "run_loop::stalled_reader_keeps_ticking_and_honours_sigterm",
             req(),
             run_loop::stalled_reader_keeps_ticking_and_honours_sigterm,

@@ -313,6 +313,8 @@ mod tests {
         let proc_sys = tmp.path().join("proc_sys");
         std::fs::create_dir_all(proc_sys.join("net/core")).unwrap();
         std::fs::write(proc_sys.join("net/core/somaxconn"), "4096\n").unwrap();
+        // Host-wide, and on the host: what makes it a global key rather than no key at all.
+        std::fs::write(proc_sys.join("net/core/netdev_budget"), "300\n").unwrap();
         let roots = Roots {
             proc_sys,
             sys: tmp.path().join("sys"),

@@ -171,6 +171,36 @@ impl Value {
         Some(Value::Ints(ints))
     }
 
+    /// What kind of value this is, for people: "an integer", "3 integers", "text" (the kinds
+    /// [`Self::same_shape`] tells apart).
+    pub fn kind_text(&self) -> String {
+        match self {
+            Value::Int(_) => "an integer".into(),
+            Value::Ints(v) => format!("{} integers", v.len()),
+            Value::Word(_) => "text".into(),
+        }
+    }
+
+    /// The value with its kind, for people: `the integer 5`, `2 integers (1 2)`,
+    /// `the word "abc"`, `the words "a b"`, `the empty value ""`.
+    pub fn described(&self) -> String {
+        match self {
+            Value::Int(v) => format!("the integer {v}"),
+            Value::Ints(v) => format!("{} integers ({self})", v.len()),
+            Value::Word(w) if w.is_empty() => "the empty value \"\"".into(),
+            Value::Word(w) if w.contains(' ') => format!("the words {w:?}"),
+            Value::Word(w) => format!("the word {w:?}"),
+        }
+    }
+
+    /// The value as a sentence quotes it: text in quotes, integers as they are.
+    pub fn quoted(&self) -> String {
+        match self {
+            Value::Word(w) => format!("{w:?}"),
+            other => other.to_string(),
+        }
+    }
+
     /// The same kind of value (an integer, a vector of that many integers, or text: a list of
     /// words is text whatever its length, as the kernel prints a list of one as one word).
     pub fn same_shape(&self, other: &Value) -> bool {

@@ -18,7 +18,8 @@
 //!   namespace their files do not exist (a missing file inside a namespace that exists on the host
 //!   is reported as `GlobalKey` too, which covers keys the static list does not know; except a
 //!   per-device key ([`is_per_device`]), whose device may exist on the host and not in the
-//!   namespace: that is [`ActuateError::NoSuchKey`]).
+//!   namespace: that is [`ActuateError::NoSuchKey`]). A key that is not per namespace and is not
+//!   on the host either (`bogus.key`) exists nowhere: [`ActuateError::NoSuchKey`] too.
 //! - **Errors** name the key and what to check: a missing key ([`ActuateError::NoSuchKey`]), a
 //!   read-only file ([`ActuateError::ReadOnly`]), EPERM/EACCES ([`ActuateError::PermissionDenied`]),
 //!   the kernel refusing a value with EINVAL/ERANGE ([`ActuateError::Refused`]), a value of the
@@ -132,6 +133,21 @@ pub fn shape_fits(address: &ParamAddress, current: &Value, value: &Value) -> boo
     current.same_shape(value)
 }
 
+/// Why `value` does not fit where the kernel has `current` ([`shape_fits`] said no), for people
+/// and the journal: `net.core.somaxconn is an integer (now 8192), not the word "abc"`.
+pub fn shape_mismatch(address: &ParamAddress, current: &Value, value: &Value) -> String {
+    let kind = if is_integer_list(address) {
+        "a list of integers and ranges (8080,9000-9100), one integer, or \"\"".to_string()
+    } else {
+        current.kind_text()
+    };
+    format!(
+        "{address} is {kind} (now {}), not {}",
+        current.quoted(),
+        value.described()
+    )
+}
+
 /// An element (`8080`), a list (`8080,9000-9100`) or nothing, as `proc_do_large_bitmap` takes it.
 fn is_integer_list_form(value: &Value) -> bool {
     let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -216,7 +232,23 @@ impl SysctlActuator {
             Target::Host => None,
             Target::Netns { netns } => {
                 if !is_per_netns(&address.name) {
-                    return Err(global_key(address, netns));
+                    // Told apart from a host-wide key: a name that is nowhere (`bogus.key`) is a
+                    // mistake in the name, and "host-wide" would send the operator to the host.
+                    let host = roots.proc_sys.join(sysctl_rel_path(&address.name));
+                    return Err(match std::fs::metadata(&host) {
+                        Err(e)
+                            if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) =>
+                        {
+                            ActuateError::NoSuchKey {
+                                param: address.to_string(),
+                                path: host,
+                                where_: "on the host, where a key that is not per network \
+                                         namespace would be"
+                                    .into(),
+                            }
+                        }
+                        _ => global_key(address, netns),
+                    });
                 }
                 Some(open_netns(netns)?)
             }
@@ -1026,9 +1058,72 @@ mod tests {
         assert!(err.to_string().contains("read-only"), "{err}");
     }
 
+    /// Defect: a value of the wrong kind was refused with Rust's `Debug` text, in the change
+    /// event and the journal: "has the form of Int(8192), not Word(\"abc\")".
+    #[test]
+    fn a_value_of_the_wrong_kind_is_refused_in_words() {
+        use crate::change::tests::{kernel, path};
+        use crate::policy::{Proposal, Source};
+        const A: &str = "net.core.somaxconn@netns:4026539999";
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(A, Value::Int(8192))]);
+        let (mut p, _) = path(dir.path(), "", &k);
+        let r = p
+            .propose(&Proposal {
+                address: A.parse().unwrap(),
+                value: Value::Word("abc".into()),
+                source: Source::Operator,
+                reason: "test".into(),
+            })
+            .unwrap();
+        let said = format!("{A} is an integer (now 8192), not the word \"abc\"");
+        assert!(r.describe().contains(&said), "{}", r.describe());
+        let detail = p.journal.entries().last().unwrap().detail.clone().unwrap();
+        assert!(detail.contains(&said), "{detail}");
+        // Each kind in words, and a list of ports as the kernel takes it.
+        let shown =
+            |a: &str, now: Value, given: Value| shape_mismatch(&a.parse().unwrap(), &now, &given);
+        assert_eq!(
+            shown(
+                "net.ipv4.tcp_rmem",
+                Value::Ints(vec![1, 2, 3]),
+                Value::Int(5)
+            ),
+            "net.ipv4.tcp_rmem is 3 integers (now 1 2 3), not the integer 5"
+        );
+        assert_eq!(
+            shown(
+                "net.ipv4.tcp_congestion_control",
+                Value::Word("cubic".into()),
+                Value::Ints(vec![1, 2])
+            ),
+            "net.ipv4.tcp_congestion_control is text (now \"cubic\"), not 2 integers (1 2)"
+        );
+        assert_eq!(
+            shown(
+                "net.ipv4.ip_local_reserved_ports",
+                Value::Word(String::new()),
+                Value::Word("a b".into())
+            ),
+            "net.ipv4.ip_local_reserved_ports is a list of integers and ranges (8080,9000-9100), \
+             one integer, or \"\" (now \"\"), not the words \"a b\""
+        );
+        assert_eq!(
+            shown(
+                "net.core.somaxconn",
+                Value::Int(1),
+                Value::Word(String::new())
+            ),
+            "net.core.somaxconn is an integer (now 1), not the empty value \"\""
+        );
+    }
+
     #[test]
     fn a_global_key_in_a_namespace_is_refused_at_open() {
         let (_tmp, roots) = tree();
+        std::fs::write(roots.proc_sys.join("net/core/netdev_max_backlog"), "1000\n").unwrap();
+        std::fs::create_dir_all(roots.proc_sys.join("vm")).unwrap();
+        std::fs::write(roots.proc_sys.join("vm/swappiness"), "60\n").unwrap();
         for text in [
             "net.core.netdev_max_backlog@netns:/run/netns/x",
             "vm.swappiness@netns:4026531840",
@@ -1036,6 +1131,19 @@ mod tests {
             let err = SysctlActuator::open(&text.parse().unwrap(), &roots).unwrap_err();
             assert!(matches!(err, ActuateError::GlobalKey { .. }), "{err}");
             assert!(err.to_string().contains("host-wide"), "{err}");
+        }
+        // Defect: a key that exists nowhere (`kpo apply bogus.key=5 --netns ...`) was called a
+        // host-wide parameter. It is no such sysctl, named with where it was looked for.
+        for text in [
+            "bogus.key@netns:/run/netns/x",
+            "net.core.no_such_key@netns:4026531840",
+            "net.core.somaxconn.x@netns:4026531840",
+        ] {
+            let err = SysctlActuator::open(&text.parse().unwrap(), &roots).unwrap_err();
+            assert!(matches!(err, ActuateError::NoSuchKey { .. }), "{err}");
+            let said = err.to_string();
+            assert!(said.contains("no such sysctl on the host"), "{said}");
+            assert!(!said.contains("host-wide"), "{said}");
         }
         // A per-netns key in a namespace that does not exist: a namespace error.
         let err = SysctlActuator::open(

@@ -323,6 +323,20 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         }
         if let Some(q) = g.quarantine {
             guard.quarantine = duration(&ctx, &q, "guard.quarantine")?;
+            // The journal keeps quarantines in milliseconds, so less is none at all.
+            if guard.quarantine.as_millis() == 0 {
+                return Err(ctx.err(
+                    q.span(),
+                    "guard.quarantine".into(),
+                    PolicyErrorClass::BadValue,
+                    format!(
+                        "{:?} is no quarantine: an advisor could apply the value the guard just \
+                         reverted again at once, and the guard revert it again, over and over; \
+                         give at least 1ms (e.g. \"5m\")",
+                        q.get_ref()
+                    ),
+                ));
+            }
         }
     }
     let approvals = match doc.approvals {
@@ -620,10 +634,35 @@ fn rule(
                     format!("{w:?}: expected \"all\" or a list of inodes, paths and \"host\""),
                 ))
             }
+            // Covers nothing, the host included, as an empty `guard_signals` judges nothing:
+            // more likely a mistake than a way to keep advisors off (mode "observe" is that).
+            NsFile::List(list) if list.is_empty() => {
+                return Err(ctx.err(
+                    ns.span(),
+                    k,
+                    PolicyErrorClass::BadValue,
+                    "an empty list covers no network namespace, the host's included: every \
+                     sysctl change under it would be refused; list \"host\", inodes or paths, \
+                     or give \"all\" (mode \"observe\" keeps advisors from changing it)"
+                        .into(),
+                ))
+            }
             NsFile::List(list) => {
                 let mut out = Vec::new();
                 for e in list {
                     out.push(match e {
+                        // The kernel numbers namespaces from its proc inode range, never 0: such
+                        // an entry would cover nothing.
+                        NsEntry::Inode(0) => {
+                            return Err(ctx.err(
+                                ns.span(),
+                                k,
+                                PolicyErrorClass::BadValue,
+                                "0: no network namespace has inode 0 (an inode is the number \
+                                 after net: in `readlink /proc/PID/ns/net`)"
+                                    .into(),
+                            ))
+                        }
                         NsEntry::Inode(i) => NamespaceSel::Inode(*i),
                         NsEntry::Text(t) if t == "host" => NamespaceSel::Host,
                         NsEntry::Text(t) if t.starts_with('/') => {

@@ -780,6 +780,58 @@ fn durations_longer_than_a_year_are_refused() {
     assert_eq!(p.guard.quarantine, Duration::from_secs(365 * 24 * 3600));
 }
 
+/// Defect: `namespaces = []` (in an entry or `[defaults]`), `namespaces = [0]` and
+/// `quarantine = "0s"` loaded, the first two covering nothing and the last quarantining nothing.
+#[test]
+fn namespaces_covering_nothing_and_no_quarantine_are_refused() {
+    for (text, line, key, said) in [
+        (
+            "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nnamespaces = []\n",
+            3,
+            "params.\"net.core.somaxconn\".namespaces",
+            "an empty list covers no network namespace",
+        ),
+        (
+            "[defaults]\nnamespaces = []\n",
+            2,
+            "defaults.namespaces",
+            "an empty list covers no network namespace",
+        ),
+        (
+            "[params.\"net.core.somaxconn\"]\nnamespaces = [\"host\", 0]\n",
+            2,
+            "params.\"net.core.somaxconn\".namespaces",
+            "no network namespace has inode 0",
+        ),
+        (
+            "[guard]\nquarantine = \"0s\"\n",
+            2,
+            "guard.quarantine",
+            "is no quarantine",
+        ),
+        (
+            "[guard]\nquarantine = \"999us\"\n",
+            2,
+            "guard.quarantine",
+            "is no quarantine",
+        ),
+    ] {
+        let (l, k, class, msg) = err(text);
+        assert_eq!(
+            (l, k.as_str(), class),
+            (line, key, PolicyErrorClass::BadValue),
+            "{text}: {msg}"
+        );
+        assert!(msg.contains(said), "{msg}");
+    }
+    let p = Policy::parse(
+        "[guard]\nquarantine = \"1ms\"\n[params.\"net.core.somaxconn\"]\nnamespaces = [4026531840]\n",
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(p.guard.quarantine, Duration::from_millis(1));
+}
+
 /// An entry that names an address (it would never match: rules match names) and two entries for
 /// one parameter (one would be silently unused) are refused at load.
 #[test]

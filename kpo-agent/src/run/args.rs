@@ -48,6 +48,13 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// Where the configuration comes from, as its errors name it.
+    pub fn config_origin(&self) -> String {
+        self.config
+            .as_ref()
+            .map_or_else(|| "command line".into(), |p| p.display().to_string())
+    }
+
     pub fn config(&self) -> anyhow::Result<Config> {
         let (mut config, file) = match &self.config {
             Some(path) => (Config::from_file(path)?, Some(path)),

@@ -25,12 +25,13 @@ use crate::{
     advise::{
         limits::{AdvicePolicy, ParamLimits},
         llm::{
-            offered_params, ChangeOutcome, Consultation, LlmAdvisor, LlmConfig, MetricChange,
-            ParamContext,
+            offered_params, ChangeOutcome, Consultation, LlmAdvisor, LlmConfig, LlmSetupError,
+            MetricChange, ParamContext,
         },
         recommendation::{Source, WindowRef},
     },
     change::ChangePath,
+    config::ConfigError,
     guard::Health,
     journal::Entry,
     output::events::Event,
@@ -102,10 +103,13 @@ pub struct Finished {
 
 impl LlmStage {
     /// The stage, with the advisor on or off (`LlmAdvisor::from_config` logs one line saying
-    /// which). An error names the key at fault.
-    pub fn start(config: &LlmConfig) -> anyhow::Result<Self> {
-        let advisor =
-            LlmAdvisor::from_config(config).map_err(|e| anyhow::anyhow!("LLM advisor: {e}"))?;
+    /// which). An error names the key at fault, and the file (`origin`) when the key is one of
+    /// its own, or the environment variable.
+    pub fn start(config: &LlmConfig, origin: &str) -> anyhow::Result<Self> {
+        let advisor = LlmAdvisor::from_config(config).map_err(|e| match e {
+            LlmSetupError::Config(e) => ConfigError::from_llm(origin, &e).into(),
+            LlmSetupError::Client(e) => anyhow::anyhow!("LLM advisor: {e}"),
+        })?;
         Ok(Self {
             advisor,
             in_flight: None,

@@ -83,6 +83,9 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !nix::unistd::Uid::effective().is_root() {
         anyhow::bail!("kpo run needs root (CAP_BPF and CAP_PERFMON to load eBPF, CAP_SYS_ADMIN to enter network namespaces); try: sudo kpo run");
     }
+    // With the environment's part, before anything is opened or recorded: a mistake there must
+    // leave the state directory as it was, the policy path the offline commands follow included.
+    let llm = llm::LlmStage::start(&config.llm, &args.config_origin())?;
     // One agent per network namespace, before anything is opened: a second one, whatever its
     // state directory, would change the same parameters behind the first one's back.
     let _one_agent = one_agent::claim()?;
@@ -93,7 +96,13 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let outcome = runtime.block_on(run(config, &args.state, args.recommend_only, &mut sink));
+    let outcome = runtime.block_on(run(
+        config,
+        llm,
+        &args.state,
+        args.recommend_only,
+        &mut sink,
+    ));
     // Dropping a runtime waits for its blocking threads without bound (a DNS lookup of an LLM or
     // webhook request in flight, a login-name lookup for a control request): the agent stops
     // within a bound instead, and those threads end with the process.
@@ -110,6 +119,7 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// stream's reader gone for good, the kernel's ring buffer, a stage's panic. Events go to `sink`; the caller closes it.
 pub async fn run(
     config: Config,
+    mut llm: llm::LlmStage,
     state: &crate::cli::StateArgs,
     recommend_only: bool,
     sink: &mut EventSink,
@@ -127,8 +137,6 @@ pub async fn run(
     }
     // The deciding half first: without its journal and socket the agent must not start.
     let (mut deciding, reconciled) = Deciding::open(state, &config, recommend_only)?;
-    // The LLM advisor (off, with one log line, without a key or an endpoint).
-    let mut llm = llm::LlmStage::start(&config.llm)?;
 
     // Sensors.
     let mut sensors = Sensors::load(&sensor_options(&config));

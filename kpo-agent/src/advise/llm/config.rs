@@ -195,9 +195,11 @@ pub enum LlmConfigError {
     ZeroTimeout,
     NoModel,
     /// The endpoint's URL carries a user name and password and an API key is set too: both
-    /// would go out as `Authorization` headers. `from_env`: the URL is `OPENAI_BASE_URL`.
+    /// would go out as `Authorization` headers. `url_from_env`: the URL is `OPENAI_BASE_URL`;
+    /// `key_from_env`: the key is `OPENAI_API_KEY`.
     CredentialsTwice {
-        from_env: bool,
+        url_from_env: bool,
+        key_from_env: bool,
     },
     /// The API key cannot be sent as a header (a control character inside it). `from_env`: the
     /// key is `OPENAI_API_KEY`.
@@ -221,12 +223,22 @@ impl LlmConfigError {
             LlmConfigError::Zero(key) => key,
             LlmConfigError::ZeroTimeout => "llm.timeout",
             LlmConfigError::NoModel => "llm.model",
-            LlmConfigError::CredentialsTwice { from_env: true } => "OPENAI_BASE_URL",
-            LlmConfigError::CredentialsTwice { from_env: false } => "llm.base_url",
+            LlmConfigError::CredentialsTwice {
+                url_from_env: true, ..
+            } => "OPENAI_BASE_URL",
+            LlmConfigError::CredentialsTwice {
+                url_from_env: false,
+                ..
+            } => "llm.base_url",
             LlmConfigError::BadKey { from_env: true } => "OPENAI_API_KEY",
             LlmConfigError::BadKey { from_env: false } => "llm.api_key",
             LlmConfigError::OutOfRange { key, .. } => key,
         }
+    }
+
+    /// Whether the key at fault is an environment variable rather than a key of the file.
+    pub fn from_env(&self) -> bool {
+        self.key().starts_with("OPENAI_")
     }
 
     /// What is wrong with it.
@@ -238,10 +250,16 @@ impl LlmConfigError {
             LlmConfigError::Zero(_) => "must be at least 1".into(),
             LlmConfigError::ZeroTimeout => "must be positive".into(),
             LlmConfigError::NoModel => "must not be empty".into(),
-            LlmConfigError::CredentialsTwice { .. } => "carries a user name and password, and an \
-                API key is set too: both would be sent as the Authorization header (the URL's as \
-                Basic, the key's as Bearer); keep one"
-                .into(),
+            LlmConfigError::CredentialsTwice { key_from_env, .. } => format!(
+                "carries a user name and password, and an API key is set too ({}): both would \
+                 be sent as the Authorization header (the URL's as Basic, the key's as Bearer); \
+                 keep one",
+                if *key_from_env {
+                    "OPENAI_API_KEY"
+                } else {
+                    "llm.api_key"
+                }
+            ),
             LlmConfigError::BadKey { .. } => "holds a control character (a line break, say) \
                 inside it, which an HTTP header cannot carry: every request would fail; the key \
                 is not shown here"
@@ -289,6 +307,12 @@ fn url_problem(url: &str) -> Option<String> {
         Ok(u) if u.host_str().is_none_or(str::is_empty) => Some("it names no host".into()),
         Ok(_) => None,
     }
+}
+
+/// Whether `url` carries a user name or password, which reqwest sends as Basic authorization.
+fn has_userinfo(url: &str) -> bool {
+    let url = url.trim();
+    without_userinfo(url) != url
 }
 
 /// Whether `key` can go out as the `Authorization` header, as the client sends it. Only its
@@ -442,10 +466,14 @@ impl LlmConfig {
         }
         // reqwest sends a URL's user name and password as Basic authorization, beside the key's
         // Bearer header: a server would see two and pick either.
-        if key.is_some() && without_userinfo(&base_url) != base_url {
-            return Err(LlmConfigError::CredentialsTwice {
-                from_env: url_from_env,
-            });
+        // The file's own pair was refused by `validate`: here one of the two is the environment's.
+        if let Some(key) = &key {
+            if has_userinfo(&base_url) {
+                return Err(LlmConfigError::CredentialsTwice {
+                    url_from_env,
+                    key_from_env: self.api_key.as_ref() != Some(key),
+                });
+            }
         }
         Ok(Ok(ResolvedLlm {
             base_url: base_url.trim_end_matches('/').to_string(),
@@ -466,6 +494,16 @@ impl LlmConfig {
         }
         if self.api_key.as_ref().is_some_and(|k| !key_sendable(k)) {
             return Err(LlmConfigError::BadKey { from_env: false });
+        }
+        // Both in the file: a mistake `kpo check` can see. A pair the environment completes is
+        // refused by `resolve_with`, which `kpo run` alone calls.
+        if self.api_key.as_ref().is_some_and(|k| !k.is_empty())
+            && self.base_url.as_deref().is_some_and(has_userinfo)
+        {
+            return Err(LlmConfigError::CredentialsTwice {
+                url_from_env: false,
+                key_from_env: false,
+            });
         }
         if self.model.trim().is_empty() {
             return Err(LlmConfigError::NoModel);
@@ -787,16 +825,75 @@ mod tests {
             api_key: Some(ApiKey::new("sk-key")),
             ..LlmConfig::default()
         };
-        assert_eq!(encoded.validate(), Ok(()));
-        assert_eq!(
-            encoded.resolve_with(env(&[])).unwrap_err(),
-            LlmConfigError::CredentialsTwice { from_env: false }
-        );
+        let twice = LlmConfigError::CredentialsTwice {
+            url_from_env: false,
+            key_from_env: false,
+        };
+        assert_eq!(encoded.validate(), Err(twice.clone()));
+        assert_eq!(encoded.resolve_with(env(&[])).unwrap_err(), twice);
         let at_in_path = LlmConfig {
             base_url: Some("http://127.0.0.1:8080/v1/@x".into()),
             ..LlmConfig::default()
         };
         assert!(at_in_path.validate().is_err());
+    }
+
+    /// Defect: a file with both a password in `base_url` and an `api_key` passed `validate`, so
+    /// `kpo check` called it valid, and only `kpo run` refused it. The file's pair is refused by
+    /// `validate`; a pair the environment completes, by `resolve_with`, naming where each is.
+    #[test]
+    fn a_password_and_a_key_are_refused_where_both_are_known() {
+        let url = "https://bob:pw@127.0.0.1:9/v1";
+        let file = LlmConfig {
+            base_url: Some(url.into()),
+            api_key: Some(ApiKey::new("sk-1")),
+            ..LlmConfig::default()
+        };
+        let e = file.validate().unwrap_err();
+        assert_eq!(
+            e,
+            LlmConfigError::CredentialsTwice {
+                url_from_env: false,
+                key_from_env: false
+            }
+        );
+        assert!(!e.from_env());
+        assert!(e.to_string().starts_with(
+            "llm.base_url carries a user name and password, and an API key is set too \
+             (llm.api_key)"
+        ));
+        // An empty key is no key.
+        let empty_key = LlmConfig {
+            api_key: Some(ApiKey::new("")),
+            ..file.clone()
+        };
+        assert_eq!(empty_key.validate(), Ok(()));
+        // The file's URL with the environment's key (the file names the environment's server).
+        let url_only = LlmConfig {
+            api_key: None,
+            ..file.clone()
+        };
+        assert_eq!(url_only.validate(), Ok(()));
+        let e = url_only
+            .resolve_with(env(&[("OPENAI_BASE_URL", url), ("OPENAI_API_KEY", "sk-2")]))
+            .unwrap_err();
+        assert_eq!(e.key(), "llm.base_url");
+        assert!(e.reason().contains("(OPENAI_API_KEY)"), "{e}");
+        // The environment's URL with the file's key, and with the environment's.
+        let key_only = LlmConfig {
+            base_url: None,
+            ..file
+        };
+        let e = key_only
+            .resolve_with(env(&[("OPENAI_BASE_URL", url)]))
+            .unwrap_err();
+        assert_eq!((e.key(), e.from_env()), ("OPENAI_BASE_URL", true));
+        assert!(e.reason().contains("(llm.api_key)"), "{e}");
+        let e = LlmConfig::default()
+            .resolve_with(env(&[("OPENAI_BASE_URL", url), ("OPENAI_API_KEY", "sk-2")]))
+            .unwrap_err();
+        assert_eq!((e.key(), e.from_env()), ("OPENAI_BASE_URL", true));
+        assert!(e.reason().contains("(OPENAI_API_KEY)"), "{e}");
     }
 
     /// A key with a control character inside it could never be sent: refused at start, naming

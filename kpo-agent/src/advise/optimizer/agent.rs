@@ -115,6 +115,15 @@ impl OptimizerSettings {
         if self.budget < 2 {
             return Some(("optimizer.budget", "must be at least 2".into()));
         }
+        // No socket listens on port 0 (binding it picks another): the SLO would never be timed.
+        if self.slo_port == Some(0) {
+            return Some((
+                "optimizer.slo_port",
+                "is 0, which is never a listening port: give the port whose request latency is \
+                 the SLO (e.g. 8080)"
+                    .into(),
+            ));
+        }
         if let Some(v) = self.slo_max_us {
             if !(v.is_finite() && v > 0.0) {
                 return Some((
@@ -290,7 +299,10 @@ impl AgentOptimizer {
                         values.push(now);
                         members.push(address);
                     }
-                    Ok(other) => problems.push(format!("{address}: {other:?} is not one integer")),
+                    Ok(other) => problems.push(format!(
+                        "{address} is {}, not one integer",
+                        other.described()
+                    )),
                     Err(e) => problems.push(e.to_string()),
                 }
             }
@@ -688,7 +700,9 @@ fn read_knobs(path: &ChangePath, knobs: &[Knob]) -> Result<Vec<f64>, String> {
             for a in &k.members {
                 match path.read(a) {
                     Ok(Value::Int(v)) => values.push(v),
-                    Ok(other) => return Err(format!("{a}: {other:?} is not one integer")),
+                    Ok(other) => {
+                        return Err(format!("{a} is {}, not one integer", other.described()))
+                    }
                     Err(e) => return Err(e.to_string()),
                 }
             }
@@ -1348,6 +1362,7 @@ mod tests {
             ("levels = 1", "optimizer.levels"),
             ("levels = 65", "optimizer.levels"),
             ("budget = 1", "optimizer.budget"),
+            ("slo_port = 0", "optimizer.slo_port"),
             ("slo_max_us = 0.0", "optimizer.slo_max_us"),
             ("slo_max_us = nan", "optimizer.slo_max_us"),
             ("recheck_every = 0", "optimizer.recheck_every"),
@@ -1363,7 +1378,8 @@ mod tests {
             assert_eq!(bad(text), key, "{text}");
         }
         let fine: OptimizerSettings = toml::from_str(
-            "ei_stop = 0.0\nload_change_rel = 0.5\nrecheck_every = 1\nrecheck_tolerance_rel = 0.05",
+            "ei_stop = 0.0\nload_change_rel = 0.5\nrecheck_every = 1\nrecheck_tolerance_rel = 0.05\n\
+             slo_port = 1",
         )
         .unwrap();
         assert_eq!(fine.invalid(), None);
