@@ -1760,6 +1760,8 @@ fn an_interrupted_change_in_a_namespace_that_is_gone_is_settled() {
     assert!(p.reconcile().unwrap().is_empty());
     // Nothing of KPO's took effect there: `kpo revert --all` has nothing to put back.
     assert!(p.revert_all("all").unwrap().is_empty());
+}
+
 /// Flips one bit in the middle of line `n` (from 1) of the journal: a damaged sector, not a
 /// torn write.
 pub(crate) fn damage_journal_line(dir: &std::path::Path, n: usize) {
