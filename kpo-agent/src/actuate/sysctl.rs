@@ -737,34 +737,98 @@ pub fn netns_gone(inode: u64) -> String {
     )
 }
 
-/// The inodes of the network namespaces alive now: those bound under /run/netns and those
-/// processes are in. One scan of /proc for many questions.
+/// The inodes of the network namespaces alive now: those bound under /run/netns or anywhere else
+/// this mount namespace sees (`nsfs` mounts in /proc/self/mountinfo), and those a process or
+/// one of its threads (`setns` by a thread, as CNI plugins do) is in. One scan of /proc for many
+/// questions. A namespace held only by an open descriptor is not found: scanning every
+/// process's descriptors would cost far more than the rare case it covers.
 pub fn live_netns_inodes() -> std::collections::HashSet<u64> {
     let bound = std::fs::read_dir("/run/netns")
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
         .map(|e| e.path());
-    let held = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.parse::<u32>().is_ok())
-        })
-        .map(|e| e.path().join("ns/net"));
-    bound
+    let numbered = |dir: std::path::PathBuf| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+            .map(|e| e.path())
+    };
+    let held = numbered("/proc".into())
+        .flat_map(|process| numbered(process.join("task")))
+        .map(|task| task.join("ns/net"));
+    let mut live: std::collections::HashSet<u64> = bound
         .chain(held)
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.ino())
-        .collect()
+        .collect();
+    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
+        live.extend(nsfs_mounted_net_inodes(&mounts));
+    }
+    live
+}
+
+/// The network namespaces bind-mounted anywhere, from mountinfo: an `nsfs` mount's root field
+/// is `net:[INODE]`.
+fn nsfs_mounted_net_inodes(mountinfo: &str) -> impl Iterator<Item = u64> + '_ {
+    mountinfo.lines().filter_map(|line| {
+        let (fields, rest) = line.split_once(" - ")?;
+        if rest.split_whitespace().next()? != "nsfs" {
+            return None;
+        }
+        let root = fields.split_whitespace().nth(3)?;
+        root.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A namespace that only a thread is in (it called `unshare` or `setns`, as CNI plugins do)
+    /// is alive: judged gone, its change would be settled as failed and left unreverted.
+    #[test]
+    fn a_namespace_only_a_thread_is_in_is_live() {
+        use std::os::unix::fs::MetadataExt;
+        let (entered, done) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|s| {
+            let thread = s.spawn(|| {
+                let inode = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                    .ok()
+                    .map(|()| std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino());
+                entered.wait();
+                done.wait();
+                inode
+            });
+            entered.wait();
+            let live = live_netns_inodes();
+            done.wait();
+            match thread.join().unwrap() {
+                Some(inode) => assert!(live.contains(&inode), "{inode} not in {live:?}"),
+                None => println!("SKIP: cannot create a network namespace here (not root)"),
+            }
+        });
+    }
+
+    #[test]
+    fn network_namespaces_mounted_anywhere_are_found_in_mountinfo() {
+        let mountinfo = "\
+1079 1073 0:4 net:[4026532178] /run/netns/web rw shared:611 - nsfs nsfs rw
+1080 1073 0:4 net:[4026532300] /var/run/other/ns rw - nsfs nsfs rw
+1081 1073 0:4 mnt:[4026532400] /run/mntns rw - nsfs nsfs rw
+24 1 0:22 / /proc rw,nosuid - proc proc rw
+";
+        assert_eq!(
+            nsfs_mounted_net_inodes(mountinfo).collect::<Vec<_>>(),
+            [4026532178, 4026532300]
+        );
+    }
 
     /// A FIFO named as a namespace (`kpo apply ... --netns /tmp/fifo`) is refused at once: opened
     /// as a file it would wait for a writer, and the agent's loop with it. The bound below only

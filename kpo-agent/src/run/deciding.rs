@@ -581,6 +581,9 @@ impl Deciding {
             // The revert first: killed between the two, the host is back to its value, never
             // quarantined while still applied, and the next start journals the quarantine
             // (`ChangePath::restore_guard_quarantines`).
+            // Not reverted unless the report says so: a revert skipped because someone else's
+            // value is in place (yielded to just below) leaves the journal holding no change,
+            // like one that took.
             let failure = match self.path.revert_own(*change_id, Source::Guard, &why) {
                 Ok(r) => {
                     info!("guard: {}", r.describe());
@@ -589,11 +592,11 @@ impl Deciding {
                         &mut self.guard,
                         &r,
                     ));
-                    r.describe()
+                    (r.status != ChangeStatus::Reverted).then(|| r.describe())
                 }
                 Err(e) => {
                     warn!("guard: reverting #{change_id}: {e}");
-                    e.to_string()
+                    Some(e.to_string())
                 }
             };
             // Not done while the journal still holds the change: the write failed, or read back
@@ -652,7 +655,7 @@ impl Deciding {
                 events.push(Event::Guard(GuardEvent {
                     verdict,
                     reverted: Some(false),
-                    error: Some(failure),
+                    error: failure.or_else(|| Some("the journal still holds the change".into())),
                 }));
                 continue;
             }
@@ -679,8 +682,8 @@ impl Deciding {
             events.extend(self.take_events());
             events.push(Event::Guard(GuardEvent {
                 verdict,
-                reverted: Some(true),
-                error: None,
+                reverted: Some(failure.is_none()),
+                error: failure,
             }));
         }
         self.guard.window_closed(window);
@@ -881,6 +884,9 @@ impl Deciding {
             .journal
             .params()
             .filter(|p| p.yielded.is_none())
+            // Its latest value of KPO's may be lost to a damaged journal line: a value unlike
+            // the last applied one may be KPO's own (as in the value check).
+            .filter(|p| p.unsettled.is_none())
             .filter_map(|p| Some((p.reach()?, p.last_applied.clone()?)))
             .filter(|(a, _)| a.kind() == ParamKind::Sysctl)
             .collect();
