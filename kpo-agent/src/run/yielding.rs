@@ -466,6 +466,19 @@ mod tests {
         );
         assert!(super::check_values(&mut p, &mut guard).is_empty());
         assert!(p.journal.param_state(&address).unwrap().yielded.is_none());
+        // Nor does the sysctl watch, for a write of that name it saw (in any namespace).
+        let (mut d, _) = crate::run::deciding::Deciding::with_path(p, false).unwrap();
+        let write = crate::sensors::sysctl_watch::SysctlWriteEvent {
+            pid: 4242,
+            comm: "containerd".into(),
+            name: SOMAXCONN.into(),
+            value: "512".into(),
+            value_truncated: false,
+        };
+        assert!(d.on_sysctl_writes(&[write]).is_empty());
+        drop(d);
+        let (mut p, _) = path(dir.path(), policy, &k);
+        assert!(p.journal.param_state(&address).unwrap().yielded.is_none());
 
         assert_eq!(propose(&mut p, 1200), crate::change::ChangeStatus::Applied);
         assert!(p.journal.param_state(&address).unwrap().unsettled.is_none());
