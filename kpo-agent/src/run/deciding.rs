@@ -592,7 +592,9 @@ impl Deciding {
                         &mut self.guard,
                         &r,
                     ));
-                    (r.status != ChangeStatus::Reverted).then(|| r.describe())
+                    // Unchanged: the kernel had the value before already.
+                    (!matches!(r.status, ChangeStatus::Reverted | ChangeStatus::Unchanged))
+                        .then(|| r.describe())
                 }
                 Err(e) => {
                     warn!("guard: reverting #{change_id}: {e}");
