@@ -1677,7 +1677,7 @@ impl ChangePath {
             return false;
         };
         let nowhere = match key_netns_inode(key) {
-            Some(inode) => !crate::actuate::sysctl::live_netns_inodes().contains(&inode),
+            Some(inode) => !crate::actuate::sysctl::netns_in_use(inode),
             // A path that never named a namespace KPO changed.
             None => matches!(netns, NetnsRef::Path(path) if !path.exists()),
         };

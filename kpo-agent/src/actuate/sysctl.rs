@@ -738,31 +738,16 @@ pub fn netns_gone(inode: u64) -> String {
 }
 
 /// The inodes of the network namespaces alive now: those bound under /run/netns or anywhere else
-/// this mount namespace sees (`nsfs` mounts in /proc/self/mountinfo), and those a process or
-/// one of its threads (`setns` by a thread, as CNI plugins do) is in. One scan of /proc for many
-/// questions. A namespace held only by an open descriptor is not found: scanning every
-/// process's descriptors would cost far more than the rare case it covers.
+/// this mount namespace sees (`nsfs` mounts in /proc/self/mountinfo), and those a process is in.
+/// One scan of /proc for many questions, cheap enough for every window; a namespace only a thread
+/// is in is not among them ([`netns_in_use`] looks further, when it matters).
 pub fn live_netns_inodes() -> std::collections::HashSet<u64> {
     let bound = std::fs::read_dir("/run/netns")
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
         .map(|e| e.path());
-    let numbered = |dir: std::path::PathBuf| {
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .filter(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.parse::<u32>().is_ok())
-            })
-            .map(|e| e.path())
-    };
-    let held = numbered("/proc".into())
-        .flat_map(|process| numbered(process.join("task")))
-        .map(|task| task.join("ns/net"));
+    let held = numbered_entries("/proc".as_ref()).map(|process| process.join("ns/net"));
     let mut live: std::collections::HashSet<u64> = bound
         .chain(held)
         .filter_map(|p| std::fs::metadata(p).ok())
@@ -772,6 +757,33 @@ pub fn live_netns_inodes() -> std::collections::HashSet<u64> {
         live.extend(nsfs_mounted_net_inodes(&mounts));
     }
     live
+}
+
+/// Whether network namespace `inode` is in use anywhere KPO can see: [`live_netns_inodes`], or
+/// a thread of some process (one that called `setns` or `unshare`, as CNI plugins do). Asked
+/// before a namespace is taken for gone for good, which is rare, so every thread is scanned. A
+/// namespace held only by an open descriptor is not found: scanning every process's descriptors
+/// would cost far more than the rare case it covers.
+pub fn netns_in_use(inode: u64) -> bool {
+    live_netns_inodes().contains(&inode)
+        || numbered_entries("/proc".as_ref())
+            .flat_map(|process| numbered_entries(&process.join("task")).collect::<Vec<_>>())
+            .filter_map(|task| std::fs::metadata(task.join("ns/net")).ok())
+            .any(|m| m.ino() == inode)
+}
+
+/// The entries of `dir` named by a number (processes, threads).
+fn numbered_entries(dir: &Path) -> impl Iterator<Item = std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .map(|e| e.path())
 }
 
 /// The network namespaces bind-mounted anywhere, from mountinfo: an `nsfs` mount's root field
@@ -795,23 +807,22 @@ mod tests {
     /// is alive: judged gone, its change would be settled as failed and left unreverted.
     #[test]
     fn a_namespace_only_a_thread_is_in_is_live() {
-        use std::os::unix::fs::MetadataExt;
-        let (entered, done) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let done = std::sync::Barrier::new(2);
         std::thread::scope(|s| {
-            let thread = s.spawn(|| {
+            s.spawn(|| {
                 let inode = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
                     .ok()
                     .map(|()| std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino());
-                entered.wait();
+                tx.send(inode).unwrap();
                 done.wait();
-                inode
             });
-            entered.wait();
-            let live = live_netns_inodes();
+            let inode = rx.recv().unwrap();
+            let found = inode.map(netns_in_use);
             done.wait();
-            match thread.join().unwrap() {
-                Some(inode) => assert!(live.contains(&inode), "{inode} not in {live:?}"),
-                None => println!("SKIP: cannot create a network namespace here (not root)"),
+            match (inode, found) {
+                (Some(inode), found) => assert_eq!(found, Some(true), "{inode} not found"),
+                (None, _) => println!("SKIP: cannot create a network namespace here (not root)"),
             }
         });
     }
