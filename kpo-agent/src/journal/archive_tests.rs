@@ -821,3 +821,96 @@ fn a_recent_record_that_ended_a_run_is_not_kept_twice() {
     assert_eq!(yields(&store::load(dir.path()).unwrap().records), 1);
     assert_eq!(yields(&archived_records(dir.path())), 0);
 }
+
+/// Rewrites line `n` (from 1) of the journal so that its checksum no longer matches, replacing
+/// `from` with `to` in it once.
+fn damage_line(dir: &Path, n: usize, from: &str, to: &str) {
+    let path = dir.join(store::JOURNAL_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    assert!(lines[n - 1].contains(from), "{}", lines[n - 1]);
+    lines[n - 1] = lines[n - 1].replacen(from, to, 1);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+}
+
+/// The second of three changes lost its intent line; its outcome, which repeats it, settles the
+/// parameter. The pass at the same open moves that outcome to the archive: judged after it, the
+/// change would look lost and the parameter unsettled. Judged on the journal as found, it is not.
+#[test]
+fn damage_is_judged_before_the_pass_moves_what_settles_it() {
+    let dir = private_tempdir();
+    {
+        let mut j = open(dir.path(), never());
+        for v in 4096..4099 {
+            change(&mut j, A, v, v + 1);
+        }
+    }
+    damage_line(dir.path(), 3, "\"reason\"", "\"rEason\"");
+    let j = open(dir.path(), archiving(2));
+    assert!(
+        archived_records(dir.path())
+            .iter()
+            .any(|r| matches!(r, Record::Outcome { id: 2, .. })),
+        "the pass archived the outcome"
+    );
+    assert!(j.intent(2).is_none() && j.outcome(2).is_none());
+    let p = j.param_state(&addr(A)).unwrap();
+    assert_eq!(p.unsettled, None, "{:?}", j.warnings());
+    assert_eq!(p.last_applied, Some(Value::Int(4099)));
+    assert!(
+        !j.records()
+            .iter()
+            .any(|r| matches!(r, Record::Damaged { .. })),
+        "{:?}",
+        j.records()
+    );
+}
+
+/// A journal written before outcomes repeated their intent: the second change's outcome names no
+/// parameter, and the damaged intent line its id cannot be read from names one. That parameter is
+/// unsettled (its last applied value may be an older change's) even though the pass at the same
+/// open moves that outcome to the archive, which would leave nothing to tell it by.
+#[test]
+fn an_outcome_naming_no_parameter_unsettles_one_though_the_pass_archives_it() {
+    let dir = private_tempdir();
+    {
+        let mut j = open(dir.path(), never());
+        for v in 4096..4099 {
+            change(&mut j, A, v, v + 1);
+        }
+    }
+    let legacy: Vec<Record> = store::load(dir.path())
+        .unwrap()
+        .records
+        .into_iter()
+        .map(|r| match r {
+            Record::Outcome {
+                id, ts_ms, outcome, ..
+            } => Record::Outcome {
+                id,
+                ts_ms,
+                outcome,
+                intent: None,
+            },
+            other => other,
+        })
+        .collect();
+    store::rewrite(dir.path(), store::JOURNAL_FILE, &legacy).unwrap();
+    damage_line(dir.path(), 3, "\"id\":2,", "\"iD\":2,");
+    let j = open(dir.path(), archiving(2));
+    assert!(
+        archived_records(dir.path())
+            .iter()
+            .any(|r| matches!(r, Record::Outcome { id: 2, .. })),
+        "the pass archived the outcome"
+    );
+    let p = j.param_state(&addr(A)).unwrap();
+    assert!(
+        p.unsettled
+            .as_deref()
+            .is_some_and(|why| why.starts_with("journal.log line 3, damaged, may have held")),
+        "{:?} {:?}",
+        p.unsettled,
+        j.warnings()
+    );
+}

@@ -1022,6 +1022,102 @@ impl Folded {
         }
     }
 
+    /// The [`Record::Damaged`] records of what the damaged lines just dropped still show, each
+    /// with its warning, for the rewrite that drops them ([`store::load_repairing`]): the
+    /// rewritten journal no longer has the lines, and the next open must not hand out their ids
+    /// again, nor take a parameter whose state they may have held for settled. Judged on the
+    /// journal as found (this state), not after archiving: a pass moves changes to the archive,
+    /// and a change whose records it moved would look lost, or an outcome that names no
+    /// parameter would be gone from [`Folded::keyless`].
+    fn damage_records(&self, damaged: &[(usize, Vec<u8>)]) -> Vec<(Record, String)> {
+        let seen: Vec<(usize, Option<u64>, Option<String>)> = damaged
+            .iter()
+            .map(|(line, bytes)| {
+                let id = store::lenient_number(bytes, "id").filter(|&id| id < MAX_ID);
+                (*line, id, store::lenient_text(bytes, "key"))
+            })
+            .collect();
+        let mut out = Vec::new();
+        let highest = seen
+            .iter()
+            .filter_map(|(line, id, _)| Some(((*id)?, *line)))
+            .max();
+        if let Some((id, line)) = highest.filter(|(id, _)| *id >= self.next_id) {
+            let why = format!(
+                "journal.log line {line}, damaged, named id {id}: it is not handed out again"
+            );
+            let record = Record::Damaged {
+                ts_ms: now_ms(),
+                id: Some(id),
+                key: None,
+                why: why.clone(),
+            };
+            out.push((record, why));
+        }
+        for (key, why) in self.unsettled_by(&seen) {
+            let warning = format!("{key}: {why}");
+            let record = Record::Damaged {
+                ts_ms: now_ms(),
+                id: None,
+                key: Some(key),
+                why,
+            };
+            out.push((record, warning));
+        }
+        out
+    }
+
+    /// The parameters whose state the damaged lines `seen` (line, id, key) may have held and the
+    /// records that survived do not settle, with why: a change named by a damaged line none of
+    /// whose records is left (an outcome with its copy of the intent settles it; an intent left
+    /// settles it through reconciliation), and the parameter of each outcome that set a value
+    /// without its intent or a copy of it (written before outcomes carried one): the damaged
+    /// line with its id names it, or else every parameter a damaged line names, or else, none
+    /// being readable, every one with a value of KPO's. Only parameters the value check would
+    /// compare (a last applied value, not yielded).
+    fn unsettled_by(&self, seen: &[(usize, Option<u64>, Option<String>)]) -> Vec<(String, String)> {
+        let st = self;
+        let mut keys: BTreeMap<String, usize> = BTreeMap::new();
+        for (line, id, key) in seen {
+            if let (Some(id), Some(key)) = (id, key) {
+                let left = st.intents.contains_key(id) || st.lost_intents.contains_key(id);
+                if !left {
+                    keys.entry(key.clone()).or_insert(*line);
+                }
+            }
+        }
+        for id in &st.keyless {
+            if seen.iter().any(|(_, i, k)| *i == Some(*id) && k.is_some()) {
+                continue;
+            }
+            let named: Vec<(String, usize)> = seen
+                .iter()
+                .filter_map(|(line, _, key)| Some((key.clone()?, *line)))
+                .collect();
+            if named.is_empty() {
+                let first = seen.first().map_or(0, |(line, _, _)| *line);
+                keys.extend(st.params.keys().map(|k| (k.clone(), first)));
+            } else {
+                keys.extend(named);
+            }
+        }
+        keys.into_iter()
+            .filter(|(key, _)| {
+                st.params.get(key).is_some_and(|p| {
+                    p.last_applied.is_some() && p.yielded.is_none() && p.unsettled.is_none()
+                })
+            })
+            .map(|(key, line)| {
+                let why = format!(
+                    "journal.log line {line}, damaged, may have held a change of KPO's here that \
+                     the journal lost: a value other than KPO's last known one is not taken for \
+                     someone else's change until KPO's next change of it"
+                );
+                (key, why)
+            })
+            .collect()
+    }
+
     fn param(&mut self, key: &str) -> &mut ParamState {
         self.params
             .entry(key.to_string())
@@ -1075,111 +1171,29 @@ impl Journal {
         store::ensure_dir(dir)?;
         let dir_warning = store::check_dir(dir)?;
         let lock = lock::acquire(dir, holder, wait)?;
-        let mut loaded = store::load(dir)?;
+        let mut loaded = Self::load_repaired(dir, &boot)?;
         loaded.warnings.extend(dir_warning);
         let mut st = Folded::of(loaded.records, &boot);
         st.warnings.splice(0..0, loaded.warnings);
         // Before the appender opens the file: archiving replaces it.
         let st = archive::at_open(dir, st, &boot, &options);
         let appender = store::Appender::open(dir, store::JOURNAL_FILE)?;
-        let mut journal = Journal {
+        Ok(Journal {
             dir: dir.to_path_buf(),
             appender,
             _lock: lock,
             st,
-        };
-        journal.record_damage(&loaded.damaged)?;
-        Ok(journal)
+        })
     }
 
-    /// Journals what the damaged lines just dropped still show ([`Record::Damaged`]): the
-    /// rewritten journal no longer has them, and the next open must not hand out their ids
-    /// again, nor take a parameter whose state they may have held for settled.
-    fn record_damage(&mut self, damaged: &[(usize, Vec<u8>)]) -> Result<(), JournalError> {
-        let seen: Vec<(usize, Option<u64>, Option<String>)> = damaged
-            .iter()
-            .map(|(line, bytes)| {
-                let id = store::lenient_number(bytes, "id").filter(|&id| id < MAX_ID);
-                (*line, id, store::lenient_text(bytes, "key"))
-            })
-            .collect();
-        let highest = seen
-            .iter()
-            .filter_map(|(line, id, _)| Some(((*id)?, *line)))
-            .max();
-        if let Some((id, line)) = highest.filter(|(id, _)| *id >= self.st.next_id) {
-            let why = format!(
-                "journal.log line {line}, damaged, named id {id}: it is not handed out again"
-            );
-            self.st.warnings.push(why.clone());
-            self.append(Record::Damaged {
-                ts_ms: now_ms(),
-                id: Some(id),
-                key: None,
-                why,
-            })?;
-        }
-        for (key, why) in self.unsettled_by(&seen) {
-            self.st.warnings.push(format!("{key}: {why}"));
-            self.append(Record::Damaged {
-                ts_ms: now_ms(),
-                id: None,
-                key: Some(key),
-                why,
-            })?;
-        }
-        Ok(())
-    }
-
-    /// The parameters whose state the damaged lines `seen` (line, id, key) may have held and the
-    /// records that survived do not settle, with why: a change named by a damaged line none of
-    /// whose records is left (an outcome with its copy of the intent settles it; an intent left
-    /// settles it through reconciliation), and the parameter of each outcome that set a value
-    /// without its intent or a copy of it (written before outcomes carried one): the damaged
-    /// line with its id names it, or else every parameter a damaged line names, or else, none
-    /// being readable, every one with a value of KPO's. Only parameters the value check would
-    /// compare (a last applied value, not yielded).
-    fn unsettled_by(&self, seen: &[(usize, Option<u64>, Option<String>)]) -> Vec<(String, String)> {
-        let st = &self.st;
-        let mut keys: BTreeMap<String, usize> = BTreeMap::new();
-        for (line, id, key) in seen {
-            if let (Some(id), Some(key)) = (id, key) {
-                let left = st.intents.contains_key(id) || st.lost_intents.contains_key(id);
-                if !left {
-                    keys.entry(key.clone()).or_insert(*line);
-                }
-            }
-        }
-        for id in &st.keyless {
-            if seen.iter().any(|(_, i, k)| *i == Some(*id) && k.is_some()) {
-                continue;
-            }
-            let named: Vec<(String, usize)> = seen
-                .iter()
-                .filter_map(|(line, _, key)| Some((key.clone()?, *line)))
-                .collect();
-            if named.is_empty() {
-                let first = seen.first().map_or(0, |(line, _, _)| *line);
-                keys.extend(st.params.keys().map(|k| (k.clone(), first)));
-            } else {
-                keys.extend(named);
-            }
-        }
-        keys.into_iter()
-            .filter(|(key, _)| {
-                st.params.get(key).is_some_and(|p| {
-                    p.last_applied.is_some() && p.yielded.is_none() && p.unsettled.is_none()
-                })
-            })
-            .map(|(key, line)| {
-                let why = format!(
-                    "journal.log line {line}, damaged, may have held a change of KPO's here that \
-                     the journal lost: a value other than KPO's last known one is not taken for \
-                     someone else's change until KPO's next change of it"
-                );
-                (key, why)
-            })
-            .collect()
+    /// Reads the journal (under the caller's lock), dropping damaged lines: the rewrite that
+    /// drops them also holds the [`Record::Damaged`] records of what they still show
+    /// ([`Folded::damage_records`]), judged from the intact records as found, before archiving
+    /// moves any of them.
+    fn load_repaired(dir: &Path, boot: &Boot) -> Result<store::Loaded<Record>, JournalError> {
+        store::load_repairing(dir, store::JOURNAL_FILE, |found| {
+            Folded::of(found.records.clone(), boot).damage_records(&found.damaged)
+        })
     }
 
     /// This boot's id, as intents record it.

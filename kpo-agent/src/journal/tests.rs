@@ -807,3 +807,76 @@ fn the_id_of_a_damaged_last_intent_is_not_handed_out_again() {
         .unwrap();
     assert_eq!(id, next + 1);
 }
+
+/// Rewrites line `n` (from 1) of the journal so that its checksum no longer matches, leaving its
+/// `"id":` and `"key":"` readable: `field` (a JSON key on that line) gets a capital second letter.
+fn damage_field(dir: &Path, n: usize, field: &str) {
+    let path = dir.join(store::JOURNAL_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let quoted = format!("\"{field}\"");
+    let mut damaged: Vec<char> = quoted.chars().collect();
+    damaged[2] = damaged[2].to_ascii_uppercase();
+    assert!(lines[n - 1].contains(&quoted), "{}", lines[n - 1]);
+    lines[n - 1] = lines[n - 1].replacen(&quoted, &damaged.iter().collect::<String>(), 1);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+}
+
+/// The second change's intent and outcome lines are both damaged: recovery drops them, and the
+/// `damaged` records of what they showed (id 2 taken, the parameter unsettled) are written by the
+/// same rewrite. Killed right after it (recovery alone, nothing opened after), the next open
+/// still has them: the damaged lines are gone by then, and nothing could work them out again.
+#[test]
+fn what_damaged_lines_showed_is_written_by_the_rewrite_that_drops_them() {
+    let dir = private_tempdir();
+    two_changes(dir.path());
+    damage_field(dir.path(), 3, "reason");
+    damage_field(dir.path(), 4, "reconciled");
+    let boot = Boot {
+        id: current_boot(),
+        started_ms: boot_started_ms(),
+    };
+    let loaded = Journal::load_repaired(dir.path(), &boot).unwrap();
+    let key = "net.core.somaxconn@netns:4026539999";
+    let said: Vec<&String> = loaded.warnings.iter().skip(3).collect();
+    assert_eq!(
+        said,
+        [
+            "journal.log line 4, damaged, named id 2: it is not handed out again",
+            &format!(
+                "{key}: journal.log line 3, damaged, may have held a change of KPO's here that \
+                 the journal lost: a value other than KPO's last known one is not taken for \
+                 someone else's change until KPO's next change of it"
+            ),
+        ],
+        "{:?}",
+        loaded.warnings
+    );
+    drop(loaded);
+    let mut j = open(dir.path());
+    assert!(
+        j.warnings().is_empty(),
+        "nothing to recover: {:?}",
+        j.warnings()
+    );
+    let p = j.param_state(&addr(key)).unwrap();
+    assert_eq!(p.last_applied, Some(Value::Int(8192)), "the first change's");
+    assert!(
+        p.unsettled
+            .as_deref()
+            .is_some_and(|why| why.starts_with("journal.log line 3, damaged, may have held")),
+        "{:?}",
+        p.unsettled
+    );
+    let id = j
+        .record_intent(
+            &addr(key),
+            &Value::Int(16384),
+            &Value::Int(4096),
+            Source::Operator,
+            "after the damage",
+            IntentKind::Change,
+        )
+        .unwrap();
+    assert_eq!(id, 3, "id 2 stays taken");
+}
