@@ -914,3 +914,62 @@ fn an_outcome_naming_no_parameter_unsettles_one_though_the_pass_archives_it() {
         j.warnings()
     );
 }
+
+/// The guard's revert, then its quarantine (an hour). Days later a pass drops the quarantine,
+/// ended over a day ago, and keeps the revert (the parameter's latest change): the revert must
+/// not be taken for one whose quarantine a kill lost, at this open nor the next, or a
+/// `guard.quarantine` raised since would bring the quarantine back.
+#[test]
+fn a_quarantine_a_pass_dropped_does_not_come_back() {
+    let dir = private_tempdir();
+    {
+        let mut j = open(dir.path(), never());
+        let id = change(&mut j, A, 4096, 9000);
+        let revert = j
+            .record_intent(
+                &addr(A),
+                &Value::Int(9000),
+                &Value::Int(4096),
+                Source::Guard,
+                "p99 rose",
+                IntentKind::Revert { of: Some(id) },
+            )
+            .unwrap();
+        j.record_outcome(
+            revert,
+            Outcome::Reverted {
+                why: "the guard".into(),
+                read_back: Some(Value::Int(4096)),
+            },
+        )
+        .unwrap();
+        j.quarantine(
+            &addr(A),
+            &Value::Int(9000),
+            Duration::from_secs(3600),
+            "p99 rose",
+        )
+        .unwrap();
+    }
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let mut j = open(dir.path(), archiving(3));
+    assert!(j.intent(2).is_some(), "the revert is kept");
+    assert!(
+        !j.records()
+            .iter()
+            .any(|r| matches!(r, Record::Quarantine { .. })),
+        "the pass dropped the ended quarantine"
+    );
+    assert_eq!(
+        j.restore_guard_quarantines(week).unwrap(),
+        Vec::<String>::new()
+    );
+    drop(j);
+    let mut j = open(dir.path(), never());
+    assert_eq!(
+        j.restore_guard_quarantines(week).unwrap(),
+        Vec::<String>::new()
+    );
+    let ctx = j.context(&addr(A), &Value::Int(9000), std::time::SystemTime::now());
+    assert_eq!(ctx.quarantined_until, None);
+}

@@ -613,6 +613,10 @@ pub(crate) struct Folded {
     marker: Option<(usize, std::collections::BTreeSet<u64>)>,
     /// `journal.archive.log`'s length at open (0 when there is none).
     archive_len: u64,
+    /// The guard's reverts whose quarantine was missing when the journal was opened, before
+    /// archiving ([`Folded::unquarantined_reverts`]): the only ones
+    /// [`Journal::restore_guard_quarantines`] restores.
+    restorable: std::collections::BTreeSet<u64>,
 }
 
 /// A run of one source's changes at one key ([`Folded::runs`]): indices in `records`.
@@ -1022,6 +1026,47 @@ impl Folded {
         }
     }
 
+    /// The value guard revert `i` (at `records[at]`) took away, as the guard quarantines it, if
+    /// no quarantine of it at that parameter follows the revert, nor the end of its namespace.
+    fn quarantine_missing(&self, at: usize, i: &Intent) -> Option<Value> {
+        let IntentKind::Revert { of: Some(of) } = &i.kind else {
+            return None;
+        };
+        if i.source != Source::Guard {
+            return None;
+        }
+        // The value the change asked for (or, archived, the value the revert replaced).
+        let value = match (self.intents.get(of), self.lost_intents.get(of)) {
+            (Some(change), _) => change.after.clone(),
+            (None, Some(copy)) => copy.after.clone(),
+            (None, None) => i.before.clone(),
+        };
+        let settled = self.records[at + 1..].iter().any(|later| match later {
+            Record::Quarantine { key, value: v, .. } => key == &i.key && v == &value,
+            Record::Gone { key, .. } => key == &i.key,
+            _ => false,
+        });
+        (!settled).then_some(value)
+    }
+
+    /// The guard's reverts (done, or interrupted and not reconciled yet) with no quarantine of
+    /// their value after them, that no earlier open has seen: not before the latest `archived`
+    /// record. An earlier open (the agent's start, or an operator command's) journaled their
+    /// quarantine, ended or not ([`Journal::restore_guard_quarantines`]); if one is missing now,
+    /// a pass dropped it, a day or more after it ended, and it is not to come back (judged by a
+    /// `guard.quarantine` raised since, it would).
+    fn unquarantined_reverts(&self) -> std::collections::BTreeSet<u64> {
+        self.records
+            .iter()
+            .enumerate()
+            .filter(|(at, _)| !self.is_archived(*at))
+            .filter_map(|(at, r)| match r {
+                Record::Intent(i) => self.quarantine_missing(at, i).map(|_| i.id),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The [`Record::Damaged`] records of what the damaged lines just dropped still show, each
     /// with its warning, for the rewrite that drops them ([`store::load_repairing`]): the
     /// rewritten journal no longer has the lines, and the next open must not hand out their ids
@@ -1175,8 +1220,12 @@ impl Journal {
         loaded.warnings.extend(dir_warning);
         let mut st = Folded::of(loaded.records, &boot);
         st.warnings.splice(0..0, loaded.warnings);
+        // Before archiving: a pass drops a quarantine that ended over a day ago and may keep the
+        // revert it followed, which would then look as if its quarantine was lost.
+        let restorable = st.unquarantined_reverts();
         // Before the appender opens the file: archiving replaces it.
-        let st = archive::at_open(dir, st, &boot, &options);
+        let mut st = archive::at_open(dir, st, &boot, &options);
+        st.restorable = restorable;
         let appender = store::Appender::open(dir, store::JOURNAL_FILE)?;
         Ok(Journal {
             dir: dir.to_path_buf(),
@@ -1481,11 +1530,13 @@ impl Journal {
     /// Quarantines the guard's reverts are missing: the guard reverts a change, then quarantines
     /// its value, so an agent killed between the two left the value reverted but free to be
     /// applied again (and a later quarantine of it not doubled). For each revert of the guard
-    /// that took effect with no quarantine of that parameter and value after it, the quarantine
-    /// is journaled as the guard would have, from the revert's time (its length by
-    /// [`quarantine_length`] with `base`, the policy's), when it would still be in force. Not for
-    /// a parameter whose namespace is gone since (or, for one in another namespace, which no
-    /// reboot leaves, whose revert was in an earlier boot). Returns what was quarantined, to log.
+    /// whose quarantine was missing at open ([`Folded::unquarantined_reverts`]) that took effect,
+    /// the quarantine is journaled as the guard would have, from the revert's time (its length by
+    /// [`quarantine_length`] with `base`, the policy's). One that has ended already is journaled
+    /// too, as ended: the revert then has its quarantine, and a later start does not judge it
+    /// again (with a `guard.quarantine` raised since, it would come back). Not for a parameter
+    /// whose namespace is gone since (or, for one in another namespace, which no reboot leaves,
+    /// whose revert was in an earlier boot). Returns what was journaled, to log.
     pub fn restore_guard_quarantines(
         &mut self,
         base: Duration,
@@ -1494,9 +1545,9 @@ impl Journal {
         let mut missing = Vec::new();
         for (at, r) in st.records.iter().enumerate() {
             let Record::Intent(i) = r else { continue };
-            let (Source::Guard, IntentKind::Revert { of: Some(of) }) = (i.source, &i.kind) else {
+            if !st.restorable.contains(&i.id) {
                 continue;
-            };
+            }
             let Some((reverted_ms, Outcome::Reverted { read_back, .. })) = st.outcomes.get(&i.id)
             else {
                 continue;
@@ -1505,22 +1556,16 @@ impl Journal {
             if read_back.as_ref() == Some(&i.before) {
                 continue;
             }
-            // The value the change asked for, as the guard quarantines it (or, archived, the
-            // value the revert replaced).
-            let value = match (st.intents.get(of), st.lost_intents.get(of)) {
-                (Some(change), _) => change.after.clone(),
-                (None, Some(copy)) => copy.after.clone(),
-                (None, None) => i.before.clone(),
+            let IntentKind::Revert { of: Some(of) } = i.kind else {
+                continue;
             };
-            let settled = st.records[at + 1..].iter().any(|later| match later {
-                Record::Quarantine { key, value: v, .. } => key == &i.key && v == &value,
-                Record::Gone { key, .. } => key == &i.key,
-                _ => false,
-            });
-            if settled || (i.netns_cookie.is_some() && st.before_this_boot(i)) {
+            let Some(value) = st.quarantine_missing(at, i) else {
+                continue;
+            };
+            if i.netns_cookie.is_some() && st.before_this_boot(i) {
                 continue;
             }
-            missing.push((i.clone(), *of, value, *reverted_ms));
+            missing.push((i.clone(), of, value, *reverted_ms));
         }
         let now = now_ms();
         let mut restored = Vec::new();
@@ -1533,27 +1578,38 @@ impl Journal {
             let length = quarantine_length(previous, base, since);
             let until_ms =
                 since.saturating_add(length.as_millis().min(u128::from(u64::MAX)) as u64);
-            if until_ms <= now {
-                continue;
-            }
+            let ended = until_ms <= now;
             self.append(Record::Quarantine {
                 ts_ms: since,
                 key: revert.key.clone(),
                 value: value.clone(),
                 until_ms,
                 why: format!(
-                    "{} (journaled at the next start: the agent stopped between the guard's \
+                    "{} (journaled at the next start{}: the agent stopped between the guard's \
                      revert #{} and this quarantine)",
-                    revert.reason, revert.id
+                    revert.reason,
+                    if ended { ", ended already" } else { "" },
+                    revert.id
                 ),
             })?;
-            restored.push(format!(
-                "{}: {value}, which the guard reverted (#{of} by #{}) just before the agent \
-                 stopped, is quarantined until {}, as the guard would have done",
-                revert.key,
-                revert.id,
-                format_ms(until_ms)
-            ));
+            restored.push(if ended {
+                format!(
+                    "{}: {value}, which the guard reverted (#{of} by #{}) just before the agent \
+                     stopped, would have been quarantined until {}, which has passed; journaled \
+                     as ended, as the guard would have done",
+                    revert.key,
+                    revert.id,
+                    format_ms(until_ms)
+                )
+            } else {
+                format!(
+                    "{}: {value}, which the guard reverted (#{of} by #{}) just before the agent \
+                     stopped, is quarantined until {}, as the guard would have done",
+                    revert.key,
+                    revert.id,
+                    format_ms(until_ms)
+                )
+            });
         }
         Ok(restored)
     }

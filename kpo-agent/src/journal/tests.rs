@@ -880,3 +880,80 @@ fn what_damaged_lines_showed_is_written_by_the_rewrite_that_drops_them() {
         .unwrap();
     assert_eq!(id, 3, "id 2 stays taken");
 }
+
+/// Change #1 of `a` to 9000 (from 4096), then the guard's revert #2 of it, done; no quarantine
+/// after it, as an agent killed between the two leaves the journal.
+fn guard_revert_without_its_quarantine(j: &mut Journal, a: &ParamAddress) {
+    let id = j
+        .record_intent(
+            a,
+            &Value::Int(4096),
+            &Value::Int(9000),
+            Source::Rules,
+            "test",
+            IntentKind::Change,
+        )
+        .unwrap();
+    j.record_outcome(
+        id,
+        Outcome::Applied {
+            read_back: Value::Int(9000),
+            reconciled: false,
+        },
+    )
+    .unwrap();
+    let revert = j
+        .record_intent(
+            a,
+            &Value::Int(9000),
+            &Value::Int(4096),
+            Source::Guard,
+            "p99 rose",
+            IntentKind::Revert { of: Some(id) },
+        )
+        .unwrap();
+    j.record_outcome(
+        revert,
+        Outcome::Reverted {
+            why: "the guard".into(),
+            read_back: Some(Value::Int(4096)),
+        },
+    )
+    .unwrap();
+}
+
+/// A missing quarantine that has ended by the first start after the kill is journaled as ended:
+/// a later start with `guard.quarantine` raised does not bring it back (judged again with the new
+/// length, it was in force from the revert's time).
+#[test]
+fn a_missing_quarantine_ended_by_the_next_start_does_not_come_back_with_a_longer_setting() {
+    let dir = private_tempdir();
+    let a = addr("net.core.somaxconn@netns:4026539999");
+    let mut j = open(dir.path());
+    guard_revert_without_its_quarantine(&mut j, &a);
+    drop(j);
+    std::thread::sleep(Duration::from_millis(5));
+    let mut j = open(dir.path());
+    let restored = j
+        .restore_guard_quarantines(Duration::from_millis(1))
+        .unwrap();
+    assert_eq!(restored.len(), 1, "{restored:?}");
+    assert!(
+        restored[0].contains(
+            "9000, which the guard reverted (#1 by #2) just before the agent \
+             stopped, would have been quarantined until"
+        ) && restored[0]
+            .ends_with("which has passed; journaled as ended, as the guard would have done"),
+        "{restored:?}"
+    );
+    drop(j);
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let mut j = open(dir.path());
+    assert_eq!(
+        j.restore_guard_quarantines(week).unwrap(),
+        Vec::<String>::new()
+    );
+    let now = SystemTime::now();
+    let until = j.context(&a, &Value::Int(9000), now).quarantined_until;
+    assert!(until.is_some_and(|u| u <= now), "ended: {until:?}");
+}
