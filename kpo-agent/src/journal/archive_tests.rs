@@ -390,7 +390,8 @@ fn pages_span_the_archive_and_the_live_journal() {
     );
 }
 
-/// A damaged line in the archive is skipped with a warning naming it; the listing goes on.
+/// A damaged line in the archive is skipped with a warning naming it; the listing goes on. A
+/// change whose intent's line it was is listed from its outcome, which repeats the intent.
 #[test]
 fn a_damaged_archive_line_is_skipped_with_a_warning() {
     let dir = private_tempdir();
@@ -408,8 +409,13 @@ fn a_damaged_archive_line_is_skipped_with_a_warning() {
     std::fs::write(&path, damaged + "0badc0de {\"type\":").unwrap();
     let j = open(dir.path(), never());
     let (entries, warnings) = j.all_entries();
-    assert_eq!(entries.len(), 22 - 3);
-    assert!(entries.iter().all(|e| e.id > 3), "the first three intents");
+    assert_eq!(entries.len(), 22);
+    let lost: Vec<u64> = entries
+        .iter()
+        .filter(|e| e.reason == LOST_INTENT_REASON)
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(lost, [1, 2, 3], "the first three intents");
     assert_eq!(
         warnings
             .iter()
@@ -421,7 +427,7 @@ fn a_damaged_archive_line_is_skipped_with_a_warning() {
     // Listing reads to the archive's length at open, the torn line too.
     assert!(warnings.iter().any(|w| w.contains("torn")), "{warnings:?}");
     let page = journal_page(&j, 0, 1 << 20);
-    assert_eq!(page.entries.len(), 19);
+    assert_eq!(page.entries.len(), 22);
     assert_eq!(page.warnings.len(), 4);
 }
 
@@ -972,4 +978,36 @@ fn a_quarantine_a_pass_dropped_does_not_come_back() {
     );
     let ctx = j.context(&addr(A), &Value::Int(9000), std::time::SystemTime::now());
     assert_eq!(ctx.quarantined_until, None);
+}
+
+/// A change whose intent line was lost is listed from its outcome once the pass has moved that
+/// outcome to the archive, in its place and once.
+#[test]
+fn an_archived_change_whose_intent_line_was_lost_is_listed_from_its_outcome() {
+    let dir = private_tempdir();
+    {
+        let mut j = open(dir.path(), never());
+        for v in 4096..4099 {
+            change(&mut j, A, v, v + 1);
+        }
+    }
+    damage_line(dir.path(), 3, "\"reason\"", "\"rEason\"");
+    let j = open(dir.path(), archiving(2));
+    assert!(archived_records(dir.path())
+        .iter()
+        .any(|r| matches!(r, Record::Outcome { id: 2, .. })));
+    let (entries, warnings) = j.all_entries();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let listed: Vec<(u64, &str, &str)> = entries
+        .iter()
+        .map(|e| (e.id, e.reason.as_str(), e.status.as_str()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (1, "test", "applied"),
+            (2, LOST_INTENT_REASON, "applied"),
+            (3, "test", "applied")
+        ]
+    );
 }

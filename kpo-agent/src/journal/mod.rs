@@ -205,6 +205,10 @@ pub struct IntentCopy {
     pub kind: IntentKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<Value>,
+    /// Who proposed it, so that `kpo journal` can list a change whose intent's line was lost.
+    /// Absent in outcomes written before it was repeated (such a change is not listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
 }
 
 impl IntentCopy {
@@ -215,9 +219,15 @@ impl IntentCopy {
             after: i.after.clone(),
             kind: i.kind.clone(),
             original: i.original.clone(),
+            source: Some(i.source),
         }
     }
 }
+
+/// The reason `kpo journal` gives a change listed from the copy of its intent that its outcome
+/// keeps: the intent's line, which held the reason, was lost.
+pub const LOST_INTENT_REASON: &str =
+    "not known: the intent's line was lost to damage; listed from its outcome's copy";
 
 /// How a change ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -386,6 +396,12 @@ impl Record {
     /// Whether `kpo journal` lists it (an intent or a refusal).
     fn is_listed(&self) -> bool {
         matches!(self, Record::Intent(_) | Record::Refused { .. })
+    }
+
+    /// Whether it is an outcome `kpo journal` can list in place of its intent, when the intent's
+    /// line was lost: one that repeats the intent, its source included.
+    fn can_stand_for_its_intent(&self) -> bool {
+        matches!(self, Record::Outcome { intent: Some(copy), .. } if copy.source.is_some())
     }
 }
 
@@ -804,12 +820,16 @@ impl Folded {
     }
 
     /// The live records `kpo journal` lists from here (intents and refusals not also in the
-    /// archive), in order.
+    /// archive, and the outcomes that stand for an intent whose line was lost), in order.
     fn live_listed(&self) -> impl Iterator<Item = &Record> + '_ {
         self.records
             .iter()
             .enumerate()
-            .filter(|(i, r)| r.is_listed() && !self.is_archived(*i))
+            .filter(|(i, r)| {
+                let lost = r.can_stand_for_its_intent()
+                    && r.id().is_some_and(|id| !self.intents.contains_key(&id));
+                (r.is_listed() || lost) && !self.is_archived(*i)
+            })
             .map(|(_, r)| r)
     }
 
@@ -1730,70 +1750,104 @@ impl Journal {
     }
 }
 
-/// Intent or refusal `r` as `kpo journal` lists it, with the outcome of an intent (if any).
+/// Intent or refusal `r` as `kpo journal` lists it, with the outcome of an intent (if any); or
+/// an outcome whose intent's line was lost, from the copy of it the outcome keeps
+/// ([`Record::can_stand_for_its_intent`]): its time is the outcome's, its reason
+/// [`LOST_INTENT_REASON`].
 fn entry_of(r: &Record, outcome: Option<&Outcome>) -> Option<Entry> {
-    {
-        match r {
-            Record::Intent(i) => {
-                let (status, detail, read_back) = match outcome {
-                    None => ("incomplete".to_string(), None, None),
-                    Some(Outcome::Applied {
-                        read_back,
-                        reconciled,
-                    }) => (
-                        "applied".to_string(),
-                        reconciled.then(|| "found applied on restart".to_string()),
-                        Some(read_back.clone()),
-                    ),
-                    Some(Outcome::Failed { error, left, .. }) => {
-                        ("failed".to_string(), Some(error.clone()), left.clone())
-                    }
-                    Some(Outcome::Reverted { why, read_back }) => {
-                        ("reverted".to_string(), Some(why.clone()), read_back.clone())
-                    }
-                };
-                let (kind, revert_of) = match &i.kind {
-                    IntentKind::Change => ("change", None),
-                    IntentKind::Revert { of } => ("revert", *of),
-                };
-                Some(Entry {
-                    id: i.id,
-                    ts_ms: i.ts_ms,
-                    address: i.address.clone(),
-                    before: Some(i.before.clone()),
-                    after: i.after.clone(),
-                    source: i.source,
-                    reason: i.reason.clone(),
-                    kind: kind.into(),
-                    revert_of,
-                    status,
-                    detail,
-                    read_back,
-                })
-            }
-            Record::Refused {
-                id,
-                ts_ms,
-                address,
-                value,
-                source,
-                reason,
-                refusal,
-            } => Some(Entry {
+    match r {
+        Record::Intent(i) => {
+            let (status, detail, read_back) = status_of(outcome);
+            let (kind, revert_of) = kinds(&i.kind);
+            Some(Entry {
+                id: i.id,
+                ts_ms: i.ts_ms,
+                address: i.address.clone(),
+                before: Some(i.before.clone()),
+                after: i.after.clone(),
+                source: i.source,
+                reason: i.reason.clone(),
+                kind: kind.into(),
+                revert_of,
+                status,
+                detail,
+                read_back,
+            })
+        }
+        Record::Outcome {
+            id,
+            ts_ms,
+            outcome,
+            intent: Some(copy),
+        } => {
+            let (status, detail, read_back) = status_of(Some(outcome));
+            let (kind, revert_of) = kinds(&copy.kind);
+            Some(Entry {
                 id: *id,
                 ts_ms: *ts_ms,
-                address: address.clone(),
-                before: None,
-                after: value.clone(),
-                source: *source,
-                reason: reason.clone(),
-                kind: "refused".into(),
-                revert_of: None,
-                status: "refused".into(),
-                detail: Some(refusal.clone()),
-                read_back: None,
-            }),
-            _ => None,
+                address: copy.key.parse().ok()?,
+                before: Some(copy.before.clone()),
+                after: copy.after.clone(),
+                source: copy.source?,
+                reason: LOST_INTENT_REASON.into(),
+                kind: kind.into(),
+                revert_of,
+                status,
+                detail,
+                read_back,
+            })
+        }
+        Record::Refused {
+            id,
+            ts_ms,
+            address,
+            value,
+            source,
+            reason,
+            refusal,
+        } => Some(Entry {
+            id: *id,
+            ts_ms: *ts_ms,
+            address: address.clone(),
+            before: None,
+            after: value.clone(),
+            source: *source,
+            reason: reason.clone(),
+            kind: "refused".into(),
+            revert_of: None,
+            status: "refused".into(),
+            detail: Some(refusal.clone()),
+            read_back: None,
+        }),
+        _ => None,
+    }
+}
+
+/// An intent's kind and the change it undoes, as listed.
+fn kinds(kind: &IntentKind) -> (&'static str, Option<u64>) {
+    match kind {
+        IntentKind::Change => ("change", None),
+        IntentKind::Revert { of } => ("revert", *of),
+    }
+}
+
+/// A change's status, detail and value read back, as listed, from its outcome (if any).
+fn status_of(outcome: Option<&Outcome>) -> (String, Option<String>, Option<Value>) {
+    match outcome {
+        None => ("incomplete".to_string(), None, None),
+        Some(Outcome::Applied {
+            read_back,
+            reconciled,
+        }) => (
+            "applied".to_string(),
+            reconciled.then(|| "found applied on restart".to_string()),
+            Some(read_back.clone()),
+        ),
+        Some(Outcome::Failed { error, left, .. }) => {
+            ("failed".to_string(), Some(error.clone()), left.clone())
+        }
+        Some(Outcome::Reverted { why, read_back }) => {
+            ("reverted".to_string(), Some(why.clone()), read_back.clone())
         }
     }
 }

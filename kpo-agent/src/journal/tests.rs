@@ -957,3 +957,53 @@ fn a_missing_quarantine_ended_by_the_next_start_does_not_come_back_with_a_longer
     let until = j.context(&a, &Value::Int(9000), now).quarantined_until;
     assert!(until.is_some_and(|u| u <= now), "ended: {until:?}");
 }
+
+/// The second change's intent line is damaged: its outcome, which repeats the intent, is listed
+/// in its place, with the reason saying the intent's line was lost.
+#[test]
+fn a_change_whose_intent_line_was_lost_is_listed_from_its_outcome() {
+    let dir = private_tempdir();
+    two_changes(dir.path());
+    damage_field(dir.path(), 3, "reason");
+    let j = open(dir.path());
+    let entries = j.entries();
+    assert_eq!(entries.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2]);
+    let e = &entries[1];
+    let outcome_ms = j
+        .records()
+        .iter()
+        .find_map(|r| match r {
+            Record::Outcome { id: 2, ts_ms, .. } => Some(*ts_ms),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (
+            e.ts_ms,
+            e.address.to_string(),
+            e.before.clone(),
+            e.after.clone(),
+            e.source,
+            e.reason.as_str(),
+            e.kind.as_str(),
+            e.revert_of,
+            e.status.as_str(),
+            e.detail.clone(),
+            e.read_back.clone(),
+        ),
+        (
+            outcome_ms,
+            "net.core.somaxconn@netns:4026539999".to_string(),
+            Some(Value::Int(8192)),
+            Value::Int(16384),
+            Source::Rules,
+            "not known: the intent's line was lost to damage; listed from its outcome's copy",
+            "change",
+            None,
+            "applied",
+            None,
+            Some(Value::Int(16384)),
+        )
+    );
+    assert_eq!(j.listing(0).map(|(_, e)| e.id).collect::<Vec<_>>(), [1, 2]);
+}
