@@ -1286,10 +1286,26 @@ impl ChangePath {
         }
         if let Some(ours) = only_over.filter(|ours| ours != &before) {
             report.status = ChangeStatus::Skipped;
-            report.detail = Some(format!(
-                "the kernel has {before}, not the {ours} KPO applied: someone else changed it, \
-                 and their value stays"
-            ));
+            let unsettled = self
+                .journal
+                .param_state(address)
+                .is_some_and(|p| p.unsettled.is_some());
+            report.detail = Some(if unsettled {
+                // Left as it is all the same: it may be a person's value, which is not KPO's to
+                // overwrite. But not said to be theirs: it may be KPO's own.
+                format!(
+                    "the kernel has {before}, not the {ours} KPO last applied as far as the \
+                     journal knows; a damaged journal line may have lost a later change of KPO's \
+                     own here, so {before} may be KPO's value as well as someone else's: left as \
+                     it is ({} puts {value} back)",
+                    self.put_back_command(value, of.map(|(id, _)| id))
+                )
+            } else {
+                format!(
+                    "the kernel has {before}, not the {ours} KPO applied: someone else changed \
+                     it, and their value stays"
+                )
+            });
             report.read_back = Some(before.clone());
             report.before = Some(before);
             return Ok(report);
@@ -1307,6 +1323,23 @@ impl ChangePath {
             report,
             None,
         )
+    }
+
+    /// The operator's command that writes `value` back whatever the kernel has: `kpo revert ID`
+    /// of change `of` when the value it replaced is `value` (its intent live or archived), else
+    /// `kpo revert --all` (which puts every parameter's original back).
+    fn put_back_command(&self, value: &Value, of: Option<u64>) -> String {
+        let replaced = |id: u64| {
+            let before = match self.journal.intent(id) {
+                Some(i) => Some(i.before.clone()),
+                None => self.journal.archived_intent(id).map(|i| i.before),
+            };
+            before.as_ref() == Some(value)
+        };
+        match of.filter(|&id| replaced(id)) {
+            Some(id) => format!("kpo revert {id}"),
+            None => "kpo revert --all, with every other parameter's original,".into(),
+        }
     }
 
     /// Settles intents that have no outcome (the process died mid-change) against the kernel's

@@ -20,7 +20,7 @@ use tracing::warn;
 use super::{ApprovalItem, ApprovalState, HistoryEntry};
 use crate::journal::{
     now_ms,
-    store::{load_records, rewrite, Appender},
+    store::{load_repairing, rewrite, Appender, Loaded},
     Journal, JournalError,
 };
 
@@ -105,6 +105,80 @@ fn number(id: &str) -> Option<u64> {
     (format!("ap-{n}") == id).then_some(n)
 }
 
+/// The records that keep what the damaged lines dropped at recovery may have held, each with its
+/// warning, for the rewrite that drops them (`path` names the file in the warnings):
+/// - the highest approval id they still show (`"ap-N"`, read without trusting the line) above
+///   every intact one, as taken ([`Record::IdTaken`]), so that the next approval does not get an
+///   id an operator may still act on;
+/// - a cleared copy of each approval still pending whose last copy comes before the first
+///   damaged line: that line may have been its rejection or approval, and an earlier, pending
+///   copy must not come back as a question an operator already answered (its advisor asks again
+///   if the advice still holds).
+fn damage_records(path: &Path, found: &Loaded<Record>) -> Vec<(Record, String)> {
+    let valid = |id: &str| number(id).filter(|&n| n < crate::journal::MAX_ID);
+    let next_id = found
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Approval(item) => valid(&item.id),
+            Record::IdTaken { id, .. } => valid(id),
+            Record::History(_) => None,
+        })
+        .max()
+        .map_or(1, |n| n + 1);
+    let mut out = Vec::new();
+    let taken = found
+        .damaged
+        .iter()
+        .flat_map(|(line, bytes)| ids_named(bytes).map(move |n| (n, *line)))
+        .max()
+        .filter(|(n, _)| *n >= next_id);
+    if let Some((n, line)) = taken {
+        let id = format!("ap-{n}");
+        let why = format!(
+            "{} line {line}, damaged, named approval {id}: it is not handed out again",
+            path.display()
+        );
+        out.push((
+            Record::IdTaken {
+                id,
+                why: why.clone(),
+            },
+            why,
+        ));
+    }
+    let Some(damage) = found.first_damage else {
+        return out;
+    };
+    // Each approval's last copy, and where it is.
+    let mut last: BTreeMap<u64, (usize, &ApprovalItem)> = BTreeMap::new();
+    for (at, r) in found.records.iter().enumerate() {
+        if let Record::Approval(item) = r {
+            if let Some(n) = valid(&item.id) {
+                last.insert(n, (at, item));
+            }
+        }
+    }
+    let suspect = last
+        .into_values()
+        .filter(|(at, item)| *at < damage && item.state == ApprovalState::Pending);
+    for (_, item) in suspect {
+        let mut item = item.clone();
+        item.state = ApprovalState::Cleared {
+            why: "the approvals file was damaged after its last record, which may have \
+                  resolved it; its advisor asks again if the advice still holds"
+                .into(),
+        };
+        item.resolved_ms = Some(now_ms());
+        let warning = format!(
+            "approval {} cleared: the approvals file was damaged after its last record",
+            item.id
+        );
+        out.push((Record::Approval(Box::new(item)), warning));
+    }
+    out
+}
+
 impl ApprovalStore {
     /// A reloaded policy's `expire_after`, for the compactions from now on.
     pub fn set_rejection_in_force(&mut self, rejection_in_force: Duration) {
@@ -119,8 +193,7 @@ impl ApprovalStore {
     }
 
     fn open_in(dir: &Path, rejection_in_force: Duration) -> Result<Self, JournalError> {
-        // A damaged file is kept aside and rewritten with its intact records by the loader.
-        let loaded = load_records(dir, APPROVALS_FILE)?;
+        let loaded = Self::load_repaired(dir)?;
         let mut store = ApprovalStore {
             dir: dir.to_path_buf(),
             path: dir.join(APPROVALS_FILE),
@@ -137,18 +210,8 @@ impl ApprovalStore {
             #[cfg(test)]
             fail_put_of: None,
         };
-        // Where each approval's last copy is: one whose last copy came before a damaged line may
-        // have been resolved by the record lost.
-        let mut last_copy: BTreeMap<String, usize> = BTreeMap::new();
-        for (i, r) in loaded.records.into_iter().enumerate() {
-            if let Record::Approval(item) = &r {
-                last_copy.insert(item.id.clone(), i);
-            }
+        for r in loaded.records {
             store.fold(r);
-        }
-        store.take_ids_of_damaged_lines(&loaded.damaged);
-        if let Some(damage) = loaded.first_damage {
-            store.clear_pending_before(damage, &last_copy);
         }
         if store.lines > store.limit {
             store.compact_or_warn();
@@ -156,65 +219,12 @@ impl ApprovalStore {
         Ok(store)
     }
 
-    /// The rewritten file no longer has the damaged lines: the highest approval id they still
-    /// show (`"ap-N"`, read without trusting the line) above every intact one is journaled as
-    /// taken, so that the next approval does not get an id an operator may still act on.
-    fn take_ids_of_damaged_lines(&mut self, damaged: &[(usize, Vec<u8>)]) {
-        let Some((n, line)) = damaged
-            .iter()
-            .flat_map(|(line, bytes)| ids_named(bytes).map(move |n| (n, *line)))
-            .max()
-            .filter(|(n, _)| *n >= self.next_id)
-        else {
-            return;
-        };
-        let id = format!("ap-{n}");
-        let why = format!(
-            "{} line {line}, damaged, named approval {id}: it is not handed out again",
-            self.path.display()
-        );
-        match self.append(Record::IdTaken {
-            id,
-            why: why.clone(),
-        }) {
-            Ok(()) => self.warnings.push(why),
-            Err(e) => {
-                // Still never handed out by this store; only the next open could.
-                self.next_id = self.next_id.max(n + 1);
-                self.warnings
-                    .push(format!("{why}; could not be recorded: {e}"));
-            }
-        }
-    }
-
-    /// A damaged line may have been an approval's rejection or approval: its earlier, pending
-    /// copy must not come back as a question an operator already answered. Each approval still
-    /// pending whose last copy came before the damage is cleared (its advisor asks again if the
-    /// advice still holds).
-    fn clear_pending_before(&mut self, damage: usize, last_copy: &BTreeMap<String, usize>) {
-        let suspect: Vec<ApprovalItem> = self
-            .pending()
-            .filter(|i| last_copy.get(&i.id).is_some_and(|&at| at < damage))
-            .cloned()
-            .collect();
-        for mut item in suspect {
-            let id = item.id.clone();
-            item.state = ApprovalState::Cleared {
-                why: "the approvals file was damaged after its last record, which may have \
-                      resolved it; its advisor asks again if the advice still holds"
-                    .into(),
-            };
-            item.resolved_ms = Some(now_ms());
-            match self.put(item) {
-                Ok(()) => self.warnings.push(format!(
-                    "approval {id} cleared: the approvals file was damaged after its last record"
-                )),
-                Err(e) => self.warnings.push(format!(
-                    "approval {id} could not be cleared after the approvals file was damaged \
-                     ({e}); it may have been answered already"
-                )),
-            }
-        }
+    /// Reads the file, dropping damaged lines: the damaged file is kept aside, and the rewrite
+    /// that drops them also holds what they may have held that must not be lost with them
+    /// ([`damage_records`]), so that no crash leaves the lines gone and those records unwritten.
+    fn load_repaired(dir: &Path) -> Result<Loaded<Record>, JournalError> {
+        let path = dir.join(APPROVALS_FILE);
+        load_repairing(dir, APPROVALS_FILE, |found| damage_records(&path, found))
     }
 
     /// What recovery found on open (empty for a clean file).
@@ -593,6 +603,40 @@ pub(crate) mod tests {
         drop(s);
         let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
         assert_eq!(s.new_id(), "ap-3", "compaction keeps it");
+    }
+
+    /// Recovery's rewrite holds the records of what the damaged line may have held (ap-2 taken,
+    /// ap-1 cleared): killed right after it (recovery alone, the store never opened), the next
+    /// open still has them, though the file it finds is whole.
+    #[test]
+    fn a_kill_right_after_recovery_loses_neither_the_taken_id_nor_a_clearing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(APPROVALS_FILE);
+        let mut bytes = encode(&Record::Approval(Box::new(item("ap-1", 32))));
+        let mut bad = encode(&Record::Approval(Box::new(item("ap-2", 64))));
+        bad[12] ^= 0x01;
+        bytes.extend(bad);
+        fs::write(&path, bytes).unwrap();
+        let loaded = ApprovalStore::load_repaired(dir.path()).unwrap();
+        assert_eq!(
+            loaded.warnings[2..],
+            [
+                format!(
+                    "{} line 2, damaged, named approval ap-2: it is not handed out again",
+                    path.display()
+                ),
+                "approval ap-1 cleared: the approvals file was damaged after its last record"
+                    .to_string(),
+            ],
+            "{:?}",
+            loaded.warnings
+        );
+        drop(loaded);
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        assert!(s.warnings().is_empty(), "{:?}", s.warnings());
+        assert_eq!(s.item("ap-1").unwrap().state.name(), "cleared");
+        assert_eq!(s.pending().count(), 0);
+        assert_eq!(s.new_id(), "ap-3");
     }
 
     /// An id KPO cannot have handed out (a hand-made line) is set aside with a warning; counting

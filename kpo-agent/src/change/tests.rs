@@ -1848,3 +1848,66 @@ fn a_damaged_outcome_line_followed_by_a_change_from_its_value_is_applied() {
         (Some(Value::Int(1200)), Some(3))
     );
 }
+
+/// Makes line `n` (from 1) of the journal fail its checksum, its `"id":` and `"key":"` still
+/// readable: `from` is replaced by `to` in it once.
+fn damage_journal_text(dir: &std::path::Path, n: usize, from: &str, to: &str) {
+    let file = dir.join(crate::journal::store::JOURNAL_FILE);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    assert!(lines[n - 1].contains(from), "{}", lines[n - 1]);
+    lines[n - 1] = lines[n - 1].replacen(from, to, 1);
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+}
+
+/// KPO's latest change of SOMAX (1000 to 1100) lost both its lines to damage: the journal's last
+/// value is the change before's (1000), the kernel has KPO's own 1100, and the parameter is
+/// unsettled. The agent's own reverts (`on_exit`'s, the guard's) still leave the value, but do
+/// not say someone else wrote it: it may be KPO's, and the operator is told how to put the
+/// value back, which does.
+#[test]
+fn a_revert_over_a_value_a_damaged_line_may_have_lost_does_not_blame_someone_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    changes_of_somax(dir.path(), &k, &[1000, 1100]);
+    damage_journal_text(dir.path(), 3, "\"reason\"", "\"rEason\"");
+    damage_journal_text(dir.path(), 4, "\"reconciled\"", "\"rEconciled\"");
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
+    assert_eq!(state.last_applied, Some(Value::Int(1000)));
+    assert!(state.unsettled.is_some());
+    let on_exit = p
+        .restore_originals(
+            vec![SOMAX.parse().unwrap()],
+            Source::Operator,
+            "agent stopping: on_exit = revert",
+            true,
+        )
+        .unwrap();
+    assert_eq!(on_exit.len(), 1);
+    assert_eq!(on_exit[0].status, ChangeStatus::Skipped);
+    assert_eq!(
+        on_exit[0].detail.as_deref(),
+        Some(
+            "the kernel has 1100, not the 1000 KPO last applied as far as the journal knows; a \
+             damaged journal line may have lost a later change of KPO's own here, so 1100 may \
+             be KPO's value as well as someone else's: left as it is (kpo revert 1 puts 4096 \
+             back)"
+        )
+    );
+    let guard = p.revert_own(1, Source::Guard, "guard").unwrap();
+    assert_eq!(guard.status, ChangeStatus::Skipped);
+    assert_eq!(
+        guard.detail.as_deref(),
+        Some(
+            "the kernel has 1100, not the 1000 KPO last applied as far as the journal knows; a \
+             damaged journal line may have lost a later change of KPO's own here, so 1100 may \
+             be KPO's value as well as someone else's: left as it is (kpo revert 1 puts 4096 \
+             back)"
+        )
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(1100), "left as it is");
+    let r = p.revert(1, Source::Operator, "kpo revert 1").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+}

@@ -801,7 +801,9 @@ impl<'a> Listing<'a> {
         let lines = self.archive.as_mut()?;
         loop {
             let (at, r) = lines.next(&mut self.warnings)?;
-            if !r.is_listed() {
+            // An outcome not right after its intent (a change is archived whole, its outcome
+            // beside its intent) is one whose intent's line was lost.
+            if !r.is_listed() && !r.can_stand_for_its_intent() {
                 continue;
             }
             let id = r.id()?;

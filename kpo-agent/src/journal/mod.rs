@@ -205,6 +205,10 @@ pub struct IntentCopy {
     pub kind: IntentKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<Value>,
+    /// Who proposed it, so that `kpo journal` can list a change whose intent's line was lost.
+    /// Absent in outcomes written before it was repeated (such a change is not listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
 }
 
 impl IntentCopy {
@@ -215,9 +219,15 @@ impl IntentCopy {
             after: i.after.clone(),
             kind: i.kind.clone(),
             original: i.original.clone(),
+            source: Some(i.source),
         }
     }
 }
+
+/// The reason `kpo journal` gives a change listed from the copy of its intent that its outcome
+/// keeps: the intent's line, which held the reason, was lost.
+pub const LOST_INTENT_REASON: &str =
+    "not known: the intent's line was lost to damage; listed from its outcome's copy";
 
 /// How a change ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -386,6 +396,12 @@ impl Record {
     /// Whether `kpo journal` lists it (an intent or a refusal).
     fn is_listed(&self) -> bool {
         matches!(self, Record::Intent(_) | Record::Refused { .. })
+    }
+
+    /// Whether it is an outcome `kpo journal` can list in place of its intent, when the intent's
+    /// line was lost: one that repeats the intent, its source included.
+    fn can_stand_for_its_intent(&self) -> bool {
+        matches!(self, Record::Outcome { intent: Some(copy), .. } if copy.source.is_some())
     }
 }
 
@@ -613,6 +629,10 @@ pub(crate) struct Folded {
     marker: Option<(usize, std::collections::BTreeSet<u64>)>,
     /// `journal.archive.log`'s length at open (0 when there is none).
     archive_len: u64,
+    /// The guard's reverts whose quarantine was missing when the journal was opened, before
+    /// archiving ([`Folded::unquarantined_reverts`]): the only ones
+    /// [`Journal::restore_guard_quarantines`] restores.
+    restorable: std::collections::BTreeSet<u64>,
 }
 
 /// A run of one source's changes at one key ([`Folded::runs`]): indices in `records`.
@@ -800,12 +820,16 @@ impl Folded {
     }
 
     /// The live records `kpo journal` lists from here (intents and refusals not also in the
-    /// archive), in order.
+    /// archive, and the outcomes that stand for an intent whose line was lost), in order.
     fn live_listed(&self) -> impl Iterator<Item = &Record> + '_ {
         self.records
             .iter()
             .enumerate()
-            .filter(|(i, r)| r.is_listed() && !self.is_archived(*i))
+            .filter(|(i, r)| {
+                let lost = r.can_stand_for_its_intent()
+                    && r.id().is_some_and(|id| !self.intents.contains_key(&id));
+                (r.is_listed() || lost) && !self.is_archived(*i)
+            })
             .map(|(_, r)| r)
     }
 
@@ -1022,6 +1046,143 @@ impl Folded {
         }
     }
 
+    /// The value guard revert `i` (at `records[at]`) took away, as the guard quarantines it, if
+    /// no quarantine of it at that parameter follows the revert, nor the end of its namespace.
+    fn quarantine_missing(&self, at: usize, i: &Intent) -> Option<Value> {
+        let IntentKind::Revert { of: Some(of) } = &i.kind else {
+            return None;
+        };
+        if i.source != Source::Guard {
+            return None;
+        }
+        // The value the change asked for (or, archived, the value the revert replaced).
+        let value = match (self.intents.get(of), self.lost_intents.get(of)) {
+            (Some(change), _) => change.after.clone(),
+            (None, Some(copy)) => copy.after.clone(),
+            (None, None) => i.before.clone(),
+        };
+        let settled = self.records[at + 1..].iter().any(|later| match later {
+            Record::Quarantine { key, value: v, .. } => key == &i.key && v == &value,
+            Record::Gone { key, .. } => key == &i.key,
+            _ => false,
+        });
+        (!settled).then_some(value)
+    }
+
+    /// The guard's reverts (done, or interrupted and not reconciled yet) with no quarantine of
+    /// their value after them, that no earlier open has seen: not before the latest `archived`
+    /// record. An earlier open (the agent's start, or an operator command's) journaled their
+    /// quarantine, ended or not ([`Journal::restore_guard_quarantines`]); if one is missing now,
+    /// a pass dropped it, a day or more after it ended, and it is not to come back (judged by a
+    /// `guard.quarantine` raised since, it would).
+    fn unquarantined_reverts(&self) -> std::collections::BTreeSet<u64> {
+        self.records
+            .iter()
+            .enumerate()
+            .filter(|(at, _)| !self.is_archived(*at))
+            .filter_map(|(at, r)| match r {
+                Record::Intent(i) => self.quarantine_missing(at, i).map(|_| i.id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The [`Record::Damaged`] records of what the damaged lines just dropped still show, each
+    /// with its warning, for the rewrite that drops them ([`store::load_repairing`]): the
+    /// rewritten journal no longer has the lines, and the next open must not hand out their ids
+    /// again, nor take a parameter whose state they may have held for settled. Judged on the
+    /// journal as found (this state), not after archiving: a pass moves changes to the archive,
+    /// and a change whose records it moved would look lost, or an outcome that names no
+    /// parameter would be gone from [`Folded::keyless`].
+    fn damage_records(&self, damaged: &[(usize, Vec<u8>)]) -> Vec<(Record, String)> {
+        let seen: Vec<(usize, Option<u64>, Option<String>)> = damaged
+            .iter()
+            .map(|(line, bytes)| {
+                let id = store::lenient_number(bytes, "id").filter(|&id| id < MAX_ID);
+                (*line, id, store::lenient_text(bytes, "key"))
+            })
+            .collect();
+        let mut out = Vec::new();
+        let highest = seen
+            .iter()
+            .filter_map(|(line, id, _)| Some(((*id)?, *line)))
+            .max();
+        if let Some((id, line)) = highest.filter(|(id, _)| *id >= self.next_id) {
+            let why = format!(
+                "journal.log line {line}, damaged, named id {id}: it is not handed out again"
+            );
+            let record = Record::Damaged {
+                ts_ms: now_ms(),
+                id: Some(id),
+                key: None,
+                why: why.clone(),
+            };
+            out.push((record, why));
+        }
+        for (key, why) in self.unsettled_by(&seen) {
+            let warning = format!("{key}: {why}");
+            let record = Record::Damaged {
+                ts_ms: now_ms(),
+                id: None,
+                key: Some(key),
+                why,
+            };
+            out.push((record, warning));
+        }
+        out
+    }
+
+    /// The parameters whose state the damaged lines `seen` (line, id, key) may have held and the
+    /// records that survived do not settle, with why: a change named by a damaged line none of
+    /// whose records is left (an outcome with its copy of the intent settles it; an intent left
+    /// settles it through reconciliation), and the parameter of each outcome that set a value
+    /// without its intent or a copy of it (written before outcomes carried one): the damaged
+    /// line with its id names it, or else every parameter a damaged line names, or else, none
+    /// being readable, every one with a value of KPO's. Only parameters the value check would
+    /// compare (a last applied value, not yielded).
+    fn unsettled_by(&self, seen: &[(usize, Option<u64>, Option<String>)]) -> Vec<(String, String)> {
+        let st = self;
+        let mut keys: BTreeMap<String, usize> = BTreeMap::new();
+        for (line, id, key) in seen {
+            if let (Some(id), Some(key)) = (id, key) {
+                let left = st.intents.contains_key(id) || st.lost_intents.contains_key(id);
+                if !left {
+                    keys.entry(key.clone()).or_insert(*line);
+                }
+            }
+        }
+        for id in &st.keyless {
+            if seen.iter().any(|(_, i, k)| *i == Some(*id) && k.is_some()) {
+                continue;
+            }
+            let named: Vec<(String, usize)> = seen
+                .iter()
+                .filter_map(|(line, _, key)| Some((key.clone()?, *line)))
+                .collect();
+            if named.is_empty() {
+                let first = seen.first().map_or(0, |(line, _, _)| *line);
+                keys.extend(st.params.keys().map(|k| (k.clone(), first)));
+            } else {
+                keys.extend(named);
+            }
+        }
+        keys.into_iter()
+            .filter(|(key, _)| {
+                st.params.get(key).is_some_and(|p| {
+                    p.last_applied.is_some() && p.yielded.is_none() && p.unsettled.is_none()
+                })
+            })
+            .map(|(key, line)| {
+                let why = format!(
+                    "journal.log line {line}, damaged, may have held a change of KPO's here that \
+                     the journal lost: a value other than KPO's last known one is not taken for \
+                     someone else's change until KPO's next change of it"
+                );
+                (key, why)
+            })
+            .collect()
+    }
+
     fn param(&mut self, key: &str) -> &mut ParamState {
         self.params
             .entry(key.to_string())
@@ -1075,111 +1236,33 @@ impl Journal {
         store::ensure_dir(dir)?;
         let dir_warning = store::check_dir(dir)?;
         let lock = lock::acquire(dir, holder, wait)?;
-        let mut loaded = store::load(dir)?;
+        let mut loaded = Self::load_repaired(dir, &boot)?;
         loaded.warnings.extend(dir_warning);
         let mut st = Folded::of(loaded.records, &boot);
         st.warnings.splice(0..0, loaded.warnings);
+        // Before archiving: a pass drops a quarantine that ended over a day ago and may keep the
+        // revert it followed, which would then look as if its quarantine was lost.
+        let restorable = st.unquarantined_reverts();
         // Before the appender opens the file: archiving replaces it.
-        let st = archive::at_open(dir, st, &boot, &options);
+        let mut st = archive::at_open(dir, st, &boot, &options);
+        st.restorable = restorable;
         let appender = store::Appender::open(dir, store::JOURNAL_FILE)?;
-        let mut journal = Journal {
+        Ok(Journal {
             dir: dir.to_path_buf(),
             appender,
             _lock: lock,
             st,
-        };
-        journal.record_damage(&loaded.damaged)?;
-        Ok(journal)
+        })
     }
 
-    /// Journals what the damaged lines just dropped still show ([`Record::Damaged`]): the
-    /// rewritten journal no longer has them, and the next open must not hand out their ids
-    /// again, nor take a parameter whose state they may have held for settled.
-    fn record_damage(&mut self, damaged: &[(usize, Vec<u8>)]) -> Result<(), JournalError> {
-        let seen: Vec<(usize, Option<u64>, Option<String>)> = damaged
-            .iter()
-            .map(|(line, bytes)| {
-                let id = store::lenient_number(bytes, "id").filter(|&id| id < MAX_ID);
-                (*line, id, store::lenient_text(bytes, "key"))
-            })
-            .collect();
-        let highest = seen
-            .iter()
-            .filter_map(|(line, id, _)| Some(((*id)?, *line)))
-            .max();
-        if let Some((id, line)) = highest.filter(|(id, _)| *id >= self.st.next_id) {
-            let why = format!(
-                "journal.log line {line}, damaged, named id {id}: it is not handed out again"
-            );
-            self.st.warnings.push(why.clone());
-            self.append(Record::Damaged {
-                ts_ms: now_ms(),
-                id: Some(id),
-                key: None,
-                why,
-            })?;
-        }
-        for (key, why) in self.unsettled_by(&seen) {
-            self.st.warnings.push(format!("{key}: {why}"));
-            self.append(Record::Damaged {
-                ts_ms: now_ms(),
-                id: None,
-                key: Some(key),
-                why,
-            })?;
-        }
-        Ok(())
-    }
-
-    /// The parameters whose state the damaged lines `seen` (line, id, key) may have held and the
-    /// records that survived do not settle, with why: a change named by a damaged line none of
-    /// whose records is left (an outcome with its copy of the intent settles it; an intent left
-    /// settles it through reconciliation), and the parameter of each outcome that set a value
-    /// without its intent or a copy of it (written before outcomes carried one): the damaged
-    /// line with its id names it, or else every parameter a damaged line names, or else, none
-    /// being readable, every one with a value of KPO's. Only parameters the value check would
-    /// compare (a last applied value, not yielded).
-    fn unsettled_by(&self, seen: &[(usize, Option<u64>, Option<String>)]) -> Vec<(String, String)> {
-        let st = &self.st;
-        let mut keys: BTreeMap<String, usize> = BTreeMap::new();
-        for (line, id, key) in seen {
-            if let (Some(id), Some(key)) = (id, key) {
-                let left = st.intents.contains_key(id) || st.lost_intents.contains_key(id);
-                if !left {
-                    keys.entry(key.clone()).or_insert(*line);
-                }
-            }
-        }
-        for id in &st.keyless {
-            if seen.iter().any(|(_, i, k)| *i == Some(*id) && k.is_some()) {
-                continue;
-            }
-            let named: Vec<(String, usize)> = seen
-                .iter()
-                .filter_map(|(line, _, key)| Some((key.clone()?, *line)))
-                .collect();
-            if named.is_empty() {
-                let first = seen.first().map_or(0, |(line, _, _)| *line);
-                keys.extend(st.params.keys().map(|k| (k.clone(), first)));
-            } else {
-                keys.extend(named);
-            }
-        }
-        keys.into_iter()
-            .filter(|(key, _)| {
-                st.params.get(key).is_some_and(|p| {
-                    p.last_applied.is_some() && p.yielded.is_none() && p.unsettled.is_none()
-                })
-            })
-            .map(|(key, line)| {
-                let why = format!(
-                    "journal.log line {line}, damaged, may have held a change of KPO's here that \
-                     the journal lost: a value other than KPO's last known one is not taken for \
-                     someone else's change until KPO's next change of it"
-                );
-                (key, why)
-            })
-            .collect()
+    /// Reads the journal (under the caller's lock), dropping damaged lines: the rewrite that
+    /// drops them also holds the [`Record::Damaged`] records of what they still show
+    /// ([`Folded::damage_records`]), judged from the intact records as found, before archiving
+    /// moves any of them.
+    fn load_repaired(dir: &Path, boot: &Boot) -> Result<store::Loaded<Record>, JournalError> {
+        store::load_repairing(dir, store::JOURNAL_FILE, |found| {
+            Folded::of(found.records.clone(), boot).damage_records(&found.damaged)
+        })
     }
 
     /// This boot's id, as intents record it.
@@ -1467,11 +1550,13 @@ impl Journal {
     /// Quarantines the guard's reverts are missing: the guard reverts a change, then quarantines
     /// its value, so an agent killed between the two left the value reverted but free to be
     /// applied again (and a later quarantine of it not doubled). For each revert of the guard
-    /// that took effect with no quarantine of that parameter and value after it, the quarantine
-    /// is journaled as the guard would have, from the revert's time (its length by
-    /// [`quarantine_length`] with `base`, the policy's), when it would still be in force. Not for
-    /// a parameter whose namespace is gone since (or, for one in another namespace, which no
-    /// reboot leaves, whose revert was in an earlier boot). Returns what was quarantined, to log.
+    /// whose quarantine was missing at open ([`Folded::unquarantined_reverts`]) that took effect,
+    /// the quarantine is journaled as the guard would have, from the revert's time (its length by
+    /// [`quarantine_length`] with `base`, the policy's). One that has ended already is journaled
+    /// too, as ended: the revert then has its quarantine, and a later start does not judge it
+    /// again (with a `guard.quarantine` raised since, it would come back). Not for a parameter
+    /// whose namespace is gone since (or, for one in another namespace, which no reboot leaves,
+    /// whose revert was in an earlier boot). Returns what was journaled, to log.
     pub fn restore_guard_quarantines(
         &mut self,
         base: Duration,
@@ -1480,9 +1565,9 @@ impl Journal {
         let mut missing = Vec::new();
         for (at, r) in st.records.iter().enumerate() {
             let Record::Intent(i) = r else { continue };
-            let (Source::Guard, IntentKind::Revert { of: Some(of) }) = (i.source, &i.kind) else {
+            if !st.restorable.contains(&i.id) {
                 continue;
-            };
+            }
             let Some((reverted_ms, Outcome::Reverted { read_back, .. })) = st.outcomes.get(&i.id)
             else {
                 continue;
@@ -1491,22 +1576,16 @@ impl Journal {
             if read_back.as_ref() == Some(&i.before) {
                 continue;
             }
-            // The value the change asked for, as the guard quarantines it (or, archived, the
-            // value the revert replaced).
-            let value = match (st.intents.get(of), st.lost_intents.get(of)) {
-                (Some(change), _) => change.after.clone(),
-                (None, Some(copy)) => copy.after.clone(),
-                (None, None) => i.before.clone(),
+            let IntentKind::Revert { of: Some(of) } = i.kind else {
+                continue;
             };
-            let settled = st.records[at + 1..].iter().any(|later| match later {
-                Record::Quarantine { key, value: v, .. } => key == &i.key && v == &value,
-                Record::Gone { key, .. } => key == &i.key,
-                _ => false,
-            });
-            if settled || (i.netns_cookie.is_some() && st.before_this_boot(i)) {
+            let Some(value) = st.quarantine_missing(at, i) else {
+                continue;
+            };
+            if i.netns_cookie.is_some() && st.before_this_boot(i) {
                 continue;
             }
-            missing.push((i.clone(), *of, value, *reverted_ms));
+            missing.push((i.clone(), of, value, *reverted_ms));
         }
         let now = now_ms();
         let mut restored = Vec::new();
@@ -1519,27 +1598,38 @@ impl Journal {
             let length = quarantine_length(previous, base, since);
             let until_ms =
                 since.saturating_add(length.as_millis().min(u128::from(u64::MAX)) as u64);
-            if until_ms <= now {
-                continue;
-            }
+            let ended = until_ms <= now;
             self.append(Record::Quarantine {
                 ts_ms: since,
                 key: revert.key.clone(),
                 value: value.clone(),
                 until_ms,
                 why: format!(
-                    "{} (journaled at the next start: the agent stopped between the guard's \
+                    "{} (journaled at the next start{}: the agent stopped between the guard's \
                      revert #{} and this quarantine)",
-                    revert.reason, revert.id
+                    revert.reason,
+                    if ended { ", ended already" } else { "" },
+                    revert.id
                 ),
             })?;
-            restored.push(format!(
-                "{}: {value}, which the guard reverted (#{of} by #{}) just before the agent \
-                 stopped, is quarantined until {}, as the guard would have done",
-                revert.key,
-                revert.id,
-                format_ms(until_ms)
-            ));
+            restored.push(if ended {
+                format!(
+                    "{}: {value}, which the guard reverted (#{of} by #{}) just before the agent \
+                     stopped, would have been quarantined until {}, which has passed; journaled \
+                     as ended, as the guard would have done",
+                    revert.key,
+                    revert.id,
+                    format_ms(until_ms)
+                )
+            } else {
+                format!(
+                    "{}: {value}, which the guard reverted (#{of} by #{}) just before the agent \
+                     stopped, is quarantined until {}, as the guard would have done",
+                    revert.key,
+                    revert.id,
+                    format_ms(until_ms)
+                )
+            });
         }
         Ok(restored)
     }
@@ -1660,70 +1750,104 @@ impl Journal {
     }
 }
 
-/// Intent or refusal `r` as `kpo journal` lists it, with the outcome of an intent (if any).
+/// Intent or refusal `r` as `kpo journal` lists it, with the outcome of an intent (if any); or
+/// an outcome whose intent's line was lost, from the copy of it the outcome keeps
+/// ([`Record::can_stand_for_its_intent`]): its time is the outcome's, its reason
+/// [`LOST_INTENT_REASON`].
 fn entry_of(r: &Record, outcome: Option<&Outcome>) -> Option<Entry> {
-    {
-        match r {
-            Record::Intent(i) => {
-                let (status, detail, read_back) = match outcome {
-                    None => ("incomplete".to_string(), None, None),
-                    Some(Outcome::Applied {
-                        read_back,
-                        reconciled,
-                    }) => (
-                        "applied".to_string(),
-                        reconciled.then(|| "found applied on restart".to_string()),
-                        Some(read_back.clone()),
-                    ),
-                    Some(Outcome::Failed { error, left, .. }) => {
-                        ("failed".to_string(), Some(error.clone()), left.clone())
-                    }
-                    Some(Outcome::Reverted { why, read_back }) => {
-                        ("reverted".to_string(), Some(why.clone()), read_back.clone())
-                    }
-                };
-                let (kind, revert_of) = match &i.kind {
-                    IntentKind::Change => ("change", None),
-                    IntentKind::Revert { of } => ("revert", *of),
-                };
-                Some(Entry {
-                    id: i.id,
-                    ts_ms: i.ts_ms,
-                    address: i.address.clone(),
-                    before: Some(i.before.clone()),
-                    after: i.after.clone(),
-                    source: i.source,
-                    reason: i.reason.clone(),
-                    kind: kind.into(),
-                    revert_of,
-                    status,
-                    detail,
-                    read_back,
-                })
-            }
-            Record::Refused {
-                id,
-                ts_ms,
-                address,
-                value,
-                source,
-                reason,
-                refusal,
-            } => Some(Entry {
+    match r {
+        Record::Intent(i) => {
+            let (status, detail, read_back) = status_of(outcome);
+            let (kind, revert_of) = kinds(&i.kind);
+            Some(Entry {
+                id: i.id,
+                ts_ms: i.ts_ms,
+                address: i.address.clone(),
+                before: Some(i.before.clone()),
+                after: i.after.clone(),
+                source: i.source,
+                reason: i.reason.clone(),
+                kind: kind.into(),
+                revert_of,
+                status,
+                detail,
+                read_back,
+            })
+        }
+        Record::Outcome {
+            id,
+            ts_ms,
+            outcome,
+            intent: Some(copy),
+        } => {
+            let (status, detail, read_back) = status_of(Some(outcome));
+            let (kind, revert_of) = kinds(&copy.kind);
+            Some(Entry {
                 id: *id,
                 ts_ms: *ts_ms,
-                address: address.clone(),
-                before: None,
-                after: value.clone(),
-                source: *source,
-                reason: reason.clone(),
-                kind: "refused".into(),
-                revert_of: None,
-                status: "refused".into(),
-                detail: Some(refusal.clone()),
-                read_back: None,
-            }),
-            _ => None,
+                address: copy.key.parse().ok()?,
+                before: Some(copy.before.clone()),
+                after: copy.after.clone(),
+                source: copy.source?,
+                reason: LOST_INTENT_REASON.into(),
+                kind: kind.into(),
+                revert_of,
+                status,
+                detail,
+                read_back,
+            })
+        }
+        Record::Refused {
+            id,
+            ts_ms,
+            address,
+            value,
+            source,
+            reason,
+            refusal,
+        } => Some(Entry {
+            id: *id,
+            ts_ms: *ts_ms,
+            address: address.clone(),
+            before: None,
+            after: value.clone(),
+            source: *source,
+            reason: reason.clone(),
+            kind: "refused".into(),
+            revert_of: None,
+            status: "refused".into(),
+            detail: Some(refusal.clone()),
+            read_back: None,
+        }),
+        _ => None,
+    }
+}
+
+/// An intent's kind and the change it undoes, as listed.
+fn kinds(kind: &IntentKind) -> (&'static str, Option<u64>) {
+    match kind {
+        IntentKind::Change => ("change", None),
+        IntentKind::Revert { of } => ("revert", *of),
+    }
+}
+
+/// A change's status, detail and value read back, as listed, from its outcome (if any).
+fn status_of(outcome: Option<&Outcome>) -> (String, Option<String>, Option<Value>) {
+    match outcome {
+        None => ("incomplete".to_string(), None, None),
+        Some(Outcome::Applied {
+            read_back,
+            reconciled,
+        }) => (
+            "applied".to_string(),
+            reconciled.then(|| "found applied on restart".to_string()),
+            Some(read_back.clone()),
+        ),
+        Some(Outcome::Failed { error, left, .. }) => {
+            ("failed".to_string(), Some(error.clone()), left.clone())
+        }
+        Some(Outcome::Reverted { why, read_back }) => {
+            ("reverted".to_string(), Some(why.clone()), read_back.clone())
         }
     }
 }

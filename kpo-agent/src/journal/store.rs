@@ -158,6 +158,21 @@ pub fn load_records<T: Serialize + DeserializeOwned>(
     dir: &Path,
     name: &str,
 ) -> Result<Loaded<T>, JournalError> {
+    load_repairing(dir, name, |_| Vec::new())
+}
+
+/// [`load_records`], where the rewrite after damage also holds the records `describe` returns
+/// (each with the warning it gives), after the intact ones: what the dropped lines still show
+/// that must outlive them (an id never to be handed out again, a parameter left unsettled). In
+/// the same atomic rewrite, so that no crash leaves the damaged lines gone and those records not
+/// written: the next load would find an intact file, and nothing left to work them out from.
+/// `describe` is called only when something was dropped, with what was found (the intact
+/// records, and the damaged lines); the records it returns are in the [`Loaded`] returned.
+pub fn load_repairing<T, F>(dir: &Path, name: &str, describe: F) -> Result<Loaded<T>, JournalError>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnOnce(&Loaded<T>) -> Vec<(T, String)>,
+{
     let path = dir.join(name);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
@@ -199,7 +214,15 @@ pub fn load_records<T: Serialize + DeserializeOwned>(
         }
         start = next;
     }
-    if !warnings.is_empty() {
+    let mut loaded = Loaded {
+        records,
+        warnings,
+        first_damage,
+        damaged,
+    };
+    if !loaded.warnings.is_empty() {
+        let intact = loaded.records.len();
+        let described = describe(&loaded);
         let ms = super::now_ms();
         let saved = dir.join(format!("{name}.corrupt-{ms}"));
         // As private as the file it copies: records name parameters, values and who changed them.
@@ -211,23 +234,21 @@ pub fn load_records<T: Serialize + DeserializeOwned>(
             .open(&saved)
             .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
             .map_err(|e| JournalError::io(&saved, e))?;
-        rewrite(dir, name, &records)?;
-        warnings.push(format!(
-            "{}: recovered {} intact records; the damaged file is kept as {}",
+        let (extra, said): (Vec<T>, Vec<String>) = described.into_iter().unzip();
+        loaded.records.extend(extra);
+        rewrite(dir, name, &loaded.records)?;
+        loaded.warnings.push(format!(
+            "{}: recovered {intact} intact records; the damaged file is kept as {}",
             path.display(),
-            records.len(),
             saved.display()
         ));
-        for w in &warnings {
+        for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
+        // Not logged here: the journal's and the approval store's holders log what they say.
+        loaded.warnings.extend(said);
     }
-    Ok(Loaded {
-        records,
-        warnings,
-        first_damage,
-        damaged,
-    })
+    Ok(loaded)
 }
 
 /// Replaces `dir/name` with exactly these records, atomically: a crash leaves the old file or

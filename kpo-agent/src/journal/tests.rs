@@ -807,3 +807,203 @@ fn the_id_of_a_damaged_last_intent_is_not_handed_out_again() {
         .unwrap();
     assert_eq!(id, next + 1);
 }
+
+/// Rewrites line `n` (from 1) of the journal so that its checksum no longer matches, leaving its
+/// `"id":` and `"key":"` readable: `field` (a JSON key on that line) gets a capital second letter.
+fn damage_field(dir: &Path, n: usize, field: &str) {
+    let path = dir.join(store::JOURNAL_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let quoted = format!("\"{field}\"");
+    let mut damaged: Vec<char> = quoted.chars().collect();
+    damaged[2] = damaged[2].to_ascii_uppercase();
+    assert!(lines[n - 1].contains(&quoted), "{}", lines[n - 1]);
+    lines[n - 1] = lines[n - 1].replacen(&quoted, &damaged.iter().collect::<String>(), 1);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+}
+
+/// The second change's intent and outcome lines are both damaged: recovery drops them, and the
+/// `damaged` records of what they showed (id 2 taken, the parameter unsettled) are written by the
+/// same rewrite. Killed right after it (recovery alone, nothing opened after), the next open
+/// still has them: the damaged lines are gone by then, and nothing could work them out again.
+#[test]
+fn what_damaged_lines_showed_is_written_by_the_rewrite_that_drops_them() {
+    let dir = private_tempdir();
+    two_changes(dir.path());
+    damage_field(dir.path(), 3, "reason");
+    damage_field(dir.path(), 4, "reconciled");
+    let boot = Boot {
+        id: current_boot(),
+        started_ms: boot_started_ms(),
+    };
+    let loaded = Journal::load_repaired(dir.path(), &boot).unwrap();
+    let key = "net.core.somaxconn@netns:4026539999";
+    let said: Vec<&String> = loaded.warnings.iter().skip(3).collect();
+    assert_eq!(
+        said,
+        [
+            "journal.log line 4, damaged, named id 2: it is not handed out again",
+            &format!(
+                "{key}: journal.log line 3, damaged, may have held a change of KPO's here that \
+                 the journal lost: a value other than KPO's last known one is not taken for \
+                 someone else's change until KPO's next change of it"
+            ),
+        ],
+        "{:?}",
+        loaded.warnings
+    );
+    drop(loaded);
+    let mut j = open(dir.path());
+    assert!(
+        j.warnings().is_empty(),
+        "nothing to recover: {:?}",
+        j.warnings()
+    );
+    let p = j.param_state(&addr(key)).unwrap();
+    assert_eq!(p.last_applied, Some(Value::Int(8192)), "the first change's");
+    assert!(
+        p.unsettled
+            .as_deref()
+            .is_some_and(|why| why.starts_with("journal.log line 3, damaged, may have held")),
+        "{:?}",
+        p.unsettled
+    );
+    let id = j
+        .record_intent(
+            &addr(key),
+            &Value::Int(16384),
+            &Value::Int(4096),
+            Source::Operator,
+            "after the damage",
+            IntentKind::Change,
+        )
+        .unwrap();
+    assert_eq!(id, 3, "id 2 stays taken");
+}
+
+/// Change #1 of `a` to 9000 (from 4096), then the guard's revert #2 of it, done; no quarantine
+/// after it, as an agent killed between the two leaves the journal.
+fn guard_revert_without_its_quarantine(j: &mut Journal, a: &ParamAddress) {
+    let id = j
+        .record_intent(
+            a,
+            &Value::Int(4096),
+            &Value::Int(9000),
+            Source::Rules,
+            "test",
+            IntentKind::Change,
+        )
+        .unwrap();
+    j.record_outcome(
+        id,
+        Outcome::Applied {
+            read_back: Value::Int(9000),
+            reconciled: false,
+        },
+    )
+    .unwrap();
+    let revert = j
+        .record_intent(
+            a,
+            &Value::Int(9000),
+            &Value::Int(4096),
+            Source::Guard,
+            "p99 rose",
+            IntentKind::Revert { of: Some(id) },
+        )
+        .unwrap();
+    j.record_outcome(
+        revert,
+        Outcome::Reverted {
+            why: "the guard".into(),
+            read_back: Some(Value::Int(4096)),
+        },
+    )
+    .unwrap();
+}
+
+/// A missing quarantine that has ended by the first start after the kill is journaled as ended:
+/// a later start with `guard.quarantine` raised does not bring it back (judged again with the new
+/// length, it was in force from the revert's time).
+#[test]
+fn a_missing_quarantine_ended_by_the_next_start_does_not_come_back_with_a_longer_setting() {
+    let dir = private_tempdir();
+    let a = addr("net.core.somaxconn@netns:4026539999");
+    let mut j = open(dir.path());
+    guard_revert_without_its_quarantine(&mut j, &a);
+    drop(j);
+    std::thread::sleep(Duration::from_millis(5));
+    let mut j = open(dir.path());
+    let restored = j
+        .restore_guard_quarantines(Duration::from_millis(1))
+        .unwrap();
+    assert_eq!(restored.len(), 1, "{restored:?}");
+    assert!(
+        restored[0].contains(
+            "9000, which the guard reverted (#1 by #2) just before the agent \
+             stopped, would have been quarantined until"
+        ) && restored[0]
+            .ends_with("which has passed; journaled as ended, as the guard would have done"),
+        "{restored:?}"
+    );
+    drop(j);
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let mut j = open(dir.path());
+    assert_eq!(
+        j.restore_guard_quarantines(week).unwrap(),
+        Vec::<String>::new()
+    );
+    let now = SystemTime::now();
+    let until = j.context(&a, &Value::Int(9000), now).quarantined_until;
+    assert!(until.is_some_and(|u| u <= now), "ended: {until:?}");
+}
+
+/// The second change's intent line is damaged: its outcome, which repeats the intent, is listed
+/// in its place, with the reason saying the intent's line was lost.
+#[test]
+fn a_change_whose_intent_line_was_lost_is_listed_from_its_outcome() {
+    let dir = private_tempdir();
+    two_changes(dir.path());
+    damage_field(dir.path(), 3, "reason");
+    let j = open(dir.path());
+    let entries = j.entries();
+    assert_eq!(entries.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2]);
+    let e = &entries[1];
+    let outcome_ms = j
+        .records()
+        .iter()
+        .find_map(|r| match r {
+            Record::Outcome { id: 2, ts_ms, .. } => Some(*ts_ms),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (
+            e.ts_ms,
+            e.address.to_string(),
+            e.before.clone(),
+            e.after.clone(),
+            e.source,
+            e.reason.as_str(),
+            e.kind.as_str(),
+            e.revert_of,
+            e.status.as_str(),
+            e.detail.clone(),
+            e.read_back.clone(),
+        ),
+        (
+            outcome_ms,
+            "net.core.somaxconn@netns:4026539999".to_string(),
+            Some(Value::Int(8192)),
+            Value::Int(16384),
+            Source::Rules,
+            "not known: the intent's line was lost to damage; listed from its outcome's copy",
+            "change",
+            None,
+            "applied",
+            None,
+            Some(Value::Int(16384)),
+        )
+    );
+    assert_eq!(j.listing(0).map(|(_, e)| e.id).collect::<Vec<_>>(), [1, 2]);
+}
