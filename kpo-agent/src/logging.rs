@@ -162,6 +162,18 @@ impl LogWriter {
         self.inner.error_counter().dropped_lines()
     }
 
+    /// Waits, at most `timeout`, until every line queued so far is written; whether it was.
+    pub fn wait_written(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.in_flight() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
     /// Lines queued and not yet written.
     fn in_flight(&self) -> usize {
         let done = self.dropped() + self.counts.written.load(Ordering::Acquire);
@@ -283,14 +295,13 @@ pub struct LogGuard {
 impl LogGuard {
     /// Waits, at most `timeout`, until every line queued so far is written; whether it was.
     pub fn wait_written(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while self.writer.in_flight() > 0 {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        true
+        self.writer.wait_written(timeout)
+    }
+
+    /// The queue's logging side, for a thread that must see the lines written before the
+    /// process exits without this guard's drop (a forced stop).
+    pub fn writer(&self) -> LogWriter {
+        self.writer.clone()
     }
 }
 

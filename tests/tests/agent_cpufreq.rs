@@ -351,3 +351,137 @@ pub fn revert_all_after_the_agent_stopped_acts_on_its_sysfs_tree() {
     assert!(out.contains("reverted"), "{out}");
     assert_eq!(read(&max_freq), "3000000");
 }
+
+/// Serves the FIFO that stands for `scaling_max_freq` to process `pid`: each of its reads gets
+/// `value`; a write waits for a reader that never comes. Dropped (the test's end, or its panic),
+/// it stops and is joined.
+struct FifoLimit {
+    path: PathBuf,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    server: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FifoLimit {
+    fn replace(path: &Path, value: &'static str, pid: u32) -> FifoLimit {
+        std::fs::remove_file(path).unwrap();
+        nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (fifo, stop) = (path.to_path_buf(), done.clone());
+        let server = std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                // Only a reader waiting in its open: opened while a reader still reads, the FIFO
+                // would pair with that one and give it the value twice. The agent reads from one
+                // thread, so a read waiting to open means the one before is closed.
+                if fifo_opener(pid) != Some(libc::O_RDONLY) {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+                let _ = std::io::Write::write_all(&mut f, value.as_bytes());
+            }
+        });
+        FifoLimit {
+            path: path.to_path_buf(),
+            done,
+            server: Some(server),
+        }
+    }
+}
+
+impl Drop for FifoLimit {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The access mode (`O_RDONLY`, `O_WRONLY`) of a thread of process `pid` that waits in `openat`
+/// for the other end of a FIFO, if one does.
+fn fifo_opener(pid: u32) -> Option<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks.filter_map(Result::ok).find_map(|task| {
+        let wchan = std::fs::read_to_string(task.path().join("wchan")).ok()?;
+        let syscall = std::fs::read_to_string(task.path().join("syscall")).ok()?;
+        let fields: Vec<&str> = syscall.split_whitespace().collect();
+        if wchan != "wait_for_partner" || fields.first()? != &libc::SYS_openat.to_string() {
+            return None;
+        }
+        let flags = i64::from_str_radix(fields.get(3)?.trim_start_matches("0x"), 16).ok()?;
+        Some((flags & i64::from(libc::O_ACCMODE)) as i32)
+    })
+}
+
+/// A second SIGTERM while the agent stops, its `on_exit` revert hanging on a write that cannot
+/// finish, stops it at once: exit status 143 (128 + SIGTERM), a `stop` event saying it was
+/// forced. The next start settles the interrupted revert from the journal, and its own stop puts
+/// the original back.
+pub fn a_second_sigterm_stops_an_agent_whose_stop_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sys, max_freq) = sysfs(dir.path(), true);
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!("{POLICY}on_exit = \"revert\"\n"),
+    )
+    .unwrap();
+    let events = dir.path().join("events.ndjson");
+    let mut agent = Running::start_with(
+        dir.path(),
+        &events,
+        &["--sysfs-root".as_ref(), sys.as_os_str()],
+    );
+    let out = kpo(dir.path(), &["apply", &format!("{MAX_FREQ}=2400000")]);
+    assert!(out.starts_with("applied"), "{out}");
+    let fifo = FifoLimit::replace(&max_freq, "2400000\n", agent.0.id());
+    let pid = nix::unistd::Pid::from_raw(agent.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    wait_until(
+        "on_exit's revert waits to write the limit",
+        Duration::from_secs(30),
+        || {
+            if let Some(status) = agent.0.try_wait().unwrap() {
+                panic!(
+                    "the agent exited ({status}) before reverting: {:#?}",
+                    lines(&events)
+                );
+            }
+            fifo_opener(agent.0.id()) == Some(libc::O_WRONLY)
+        },
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut status = None;
+    wait_until("the agent exited", Duration::from_secs(30), || {
+        status = agent.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.unwrap().code(), Some(143));
+    let all = lines(&events);
+    let last = all.last().unwrap();
+    assert_eq!(
+        (&last["kind"], &last["reason"]),
+        (
+            &serde_json::json!("stop"),
+            &serde_json::json!("SIGTERM again while stopping: forced")
+        ),
+        "{last}"
+    );
+    assert_eq!(all.iter().filter(|e| e["kind"] == "stop").count(), 1);
+    assert_schema(&events);
+
+    // The write never happened: the limit is still KPO's value.
+    drop(fifo);
+    std::fs::write(&max_freq, "2400000\n").unwrap();
+    let mut agent = Running::start_with(
+        dir.path(),
+        &dir.path().join("events-2.ndjson"),
+        &["--sysfs-root".as_ref(), sys.as_os_str()],
+    );
+    agent.sigterm_and_wait();
+    assert_eq!(
+        read(&max_freq),
+        "3000000",
+        "on_exit's revert, at the next stop"
+    );
+}

@@ -58,7 +58,7 @@ pub(crate) fn kpo(dir: &Path, args: &[&str]) -> String {
 }
 
 /// `kpo run`, killed if the test panics before stopping it.
-pub(crate) struct Running(std::process::Child);
+pub(crate) struct Running(pub(crate) std::process::Child);
 
 impl Drop for Running {
     fn drop(&mut self) {

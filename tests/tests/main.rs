@@ -458,6 +458,11 @@ fn main() {
             req(),
             agent_cpufreq::revert_all_after_the_agent_stopped_acts_on_its_sysfs_tree,
         ),
+        trial(
+            "agent_cpufreq::a_second_sigterm_stops_an_agent_whose_stop_hangs",
+            req(),
+            agent_cpufreq::a_second_sigterm_stops_an_agent_whose_stop_hangs,
+        ),
     ];
     libtest_mimic::run(&args, trials).exit();
 }

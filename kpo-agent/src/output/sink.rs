@@ -202,6 +202,9 @@ struct Shared {
     queued_bytes: AtomicUsize,
     written: AtomicU64,
     reopen: AtomicBool,
+    /// A `stop` line was handled (written or lost): nothing is written after it, so that a
+    /// forced stop's [`LastWords`] and the loop's own `stop` never both appear, nor events after.
+    stopped: AtomicBool,
     /// Every event lost, at the queue or in the writer: `kpo_events_dropped_total`.
     lost: prometheus_client::metrics::counter::Counter,
 }
@@ -298,6 +301,15 @@ impl EventSink {
 
     pub fn destination(&self) -> &Destination {
         &self.destination
+    }
+
+    /// A handle for a forced stop's `stop` event ([`LastWords`]); none once the sink is closing.
+    pub fn last_words(&self) -> Option<LastWords> {
+        Some(LastWords {
+            tx: self.tx.clone()?,
+            shared: self.shared.clone(),
+            host: self.host.clone(),
+        })
     }
 
     /// Queues an event; never blocks. Past the queue's bound the event is dropped and counted.
@@ -417,6 +429,45 @@ impl EventSink {
     }
 }
 
+/// What a stop that cannot wait for the loop (a second SIGINT or SIGTERM while the agent stops)
+/// needs of the event stream: its `stop` event, queued behind what the loop queued. Holding it
+/// keeps the writer thread from ending, so [`EventSink::close`] must not be waited on while a
+/// `LastWords` is alive.
+pub struct LastWords {
+    tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
+    host: String,
+}
+
+impl LastWords {
+    /// Queues `stop` (unless a `stop` went already) and waits at most `timeout` for the writer
+    /// to write it, or to fail to; whether it did within the time.
+    pub fn send_stop(self, stop: &Event, timeout: Duration) -> bool {
+        if !self.shared.stopped.load(Ordering::Acquire) {
+            let object = encode(stop, &self.host, time::OffsetDateTime::now_utc());
+            self.shared
+                .queued_bytes
+                .fetch_add(object.len(), Ordering::AcqRel);
+            let msg = Msg::Line {
+                object,
+                dropped_before: 0,
+                last: true,
+            };
+            if self.tx.send(msg).is_err() {
+                return false;
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        while !self.shared.stopped.load(Ordering::Acquire) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+}
+
 /// The writer thread's state.
 struct Writer {
     destination: Destination,
@@ -453,6 +504,17 @@ impl Writer {
     }
 
     fn write(&mut self, object: Vec<u8>, dropped_before: u64, last: bool) {
+        if self.shared.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        self.write_line_counted(object, dropped_before, last);
+        if last {
+            // After the line: whoever waits on it then finds it written.
+            self.shared.stopped.store(true, Ordering::Release);
+        }
+    }
+
+    fn write_line_counted(&mut self, object: Vec<u8>, dropped_before: u64, last: bool) {
         self.carry += dropped_before;
         self.total_dropped += dropped_before;
         if self.gone {

@@ -5,6 +5,7 @@
 //! request latency and the energy follow from the values the fake knobs hold.
 use std::{
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -62,26 +63,89 @@ sources = ["optimizer"]
 struct TestActuators {
     roots: Roots,
     nic: FakeCoalesce,
+    after_read: AfterRead,
+}
+
+/// Done once, right after the next read of this parameter through an actuator: a person's write
+/// landing between two of the agent's reads (its check of the values, then its revert).
+type AfterRead = Arc<Mutex<Option<(ParamAddress, Box<dyn FnOnce() + Send>)>>>;
+
+/// An actuator whose reads of its parameter may be followed by [`AfterRead`]'s write.
+struct Hooked {
+    inner: Box<dyn Actuator>,
+    after_read: AfterRead,
+}
+
+impl Actuator for Hooked {
+    fn address(&self) -> &ParamAddress {
+        self.inner.address()
+    }
+
+    fn read(&mut self) -> Result<Value, ActuateError> {
+        let value = self.inner.read();
+        let mut hook = self.after_read.lock().unwrap();
+        if hook
+            .as_ref()
+            .is_some_and(|(a, _)| a == self.inner.address())
+        {
+            let (_, write) = hook.take().unwrap();
+            write();
+        }
+        value
+    }
+
+    fn validate(&mut self, value: &Value) -> Result<(), ActuateError> {
+        self.inner.validate(value)
+    }
+
+    fn apply(&mut self, value: &Value) -> Result<Value, ActuateError> {
+        self.inner.apply(value)
+    }
+
+    fn revert(&mut self, original: &Value) -> Result<Value, ActuateError> {
+        self.inner.revert(original)
+    }
+
+    fn netns_cookie(&self) -> Option<u64> {
+        self.inner.netns_cookie()
+    }
+
+    fn set_adaptive_off_allowed(&mut self, allowed: bool) {
+        self.inner.set_adaptive_off_allowed(allowed)
+    }
+
+    fn switch_in_the_way(&mut self) -> Result<Option<(ParamAddress, Value)>, ActuateError> {
+        self.inner.switch_in_the_way()
+    }
 }
 
 impl Actuators for TestActuators {
     fn open(&self, address: &ParamAddress) -> Result<Box<dyn Actuator>, ActuateError> {
-        match address.kind() {
-            ParamKind::Cpufreq => Ok(Box::new(CpufreqActuator::open(address, &self.roots)?)),
-            ParamKind::Ethtool => Ok(Box::new(CoalesceActuator::with_backend(
+        let inner: Box<dyn Actuator> = match address.kind() {
+            ParamKind::Cpufreq => Box::new(CpufreqActuator::open(address, &self.roots)?),
+            ParamKind::Ethtool => Box::new(CoalesceActuator::with_backend(
                 address,
                 Box::new(self.nic.clone()),
                 AdaptiveMode::Respect,
-            )?)),
+            )?),
             // The host's keys under the temporary tree's `proc_sys`.
-            ParamKind::Sysctl => Ok(Box::new(SysctlActuator::open(address, &self.roots)?)),
-        }
+            ParamKind::Sysctl => Box::new(SysctlActuator::open(address, &self.roots)?),
+        };
+        Ok(Box::new(Hooked {
+            inner,
+            after_read: self.after_read.clone(),
+        }))
     }
 }
 
 /// The deciding half over `tmp`'s state directory and sysfs tree and the fake NIC. It waits for
 /// the state directory's lock a little, as a restarted agent would for the one it replaces.
-fn open_deciding(tmp: &Path, policy_text: &str, nic: &FakeCoalesce) -> Deciding {
+fn open_deciding(
+    tmp: &Path,
+    policy_text: &str,
+    nic: &FakeCoalesce,
+    after_read: &AfterRead,
+) -> Deciding {
     let journal = Journal::open(&tmp.join("state"), Holder::Agent, Duration::from_secs(5)).unwrap();
     let policy = Policy::parse(policy_text, "policy.toml").unwrap();
     let actuators = TestActuators {
@@ -90,6 +154,7 @@ fn open_deciding(tmp: &Path, policy_text: &str, nic: &FakeCoalesce) -> Deciding 
             sys: tmp.join("sys"),
         },
         nic: nic.clone(),
+        after_read: after_read.clone(),
     };
     let path = ChangePath::new(policy, journal, Box::new(actuators));
     Deciding::with_path(path, false).unwrap().0
@@ -101,6 +166,7 @@ struct Rig {
     config: Config,
     max_freq_file: PathBuf,
     nic: FakeCoalesce,
+    after_read: AfterRead,
     deciding: Deciding,
     /// Every event so far, as written to the stream.
     json: Vec<serde_json::Value>,
@@ -141,7 +207,8 @@ impl Rig {
                 adaptive_rx: false,
             },
         );
-        let mut deciding = open_deciding(tmp.path(), policy_text, &nic);
+        let after_read = AfterRead::default();
+        let mut deciding = open_deciding(tmp.path(), policy_text, &nic, &after_read);
         let config = Config::from_toml(
             &format!(
                 "sysfs_root = {:?}\n[optimizer]\nslo_port = {PORT}\nslo_max_us = {SLO_US}\n\
@@ -159,6 +226,7 @@ impl Rig {
             policy_text: policy_text.to_string(),
             config,
             nic,
+            after_read,
             deciding,
             json: Vec::new(),
             live: Vec::new(),
@@ -184,6 +252,7 @@ impl Rig {
             config,
             max_freq_file,
             nic,
+            after_read,
             deciding,
             json,
             live,
@@ -193,7 +262,7 @@ impl Rig {
         } = self;
         drop(deciding);
         meanwhile(&_tmp.path().join("state"));
-        let mut deciding = open_deciding(_tmp.path(), &policy_text, &nic);
+        let mut deciding = open_deciding(_tmp.path(), &policy_text, &nic, &after_read);
         let started = deciding.start_optimizer(&config);
         let mut rig = Rig {
             _tmp,
@@ -201,6 +270,7 @@ impl Rig {
             config,
             max_freq_file,
             nic,
+            after_read,
             deciding,
             json,
             live,
@@ -915,6 +985,96 @@ sources = ["operator"]
     rig.assert_schema();
 }
 
+/// A guard revert that finds someone else's value in place (written after the window's check of
+/// the values, before the revert read the parameter) leaves it: the verdict says `"reverted":
+/// false` with the revert's report as `error`, the parameter is yielded to them, and the change's
+/// value is quarantined all the same.
+#[test]
+fn a_guard_revert_that_finds_someone_elses_value_is_not_reverted() {
+    let policy = r#"
+[guard]
+signals = ["request_p99"]
+max_changes_per_hour = 1000
+
+[params."cpufreq:*:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["operator"]
+"#;
+    let mut rig = Rig::new(policy, true, "");
+    rig.window();
+    assert!(matches!(
+        rig.operator_sets_max_freq(1_200_000),
+        crate::api::Reply::Ok(_)
+    ));
+    let change_id = rig.intents().last().unwrap().id;
+    // At 1200 MHz every window regresses; the guard gives its verdict in the second one.
+    assert_eq!(guard_reverts(&rig.window()), 0);
+    // The window's check of the values reads 1200000, KPO's; a person writes 2000000 right after.
+    let file = rig.max_freq_file.clone();
+    *rig.after_read.lock().unwrap() = Some((
+        MAX_FREQ.parse().unwrap(),
+        Box::new(move || std::fs::write(file, "2000000\n").unwrap()),
+    ));
+    assert_eq!(guard_reverts(&rig.window()), 1);
+    assert!(rig.after_read.lock().unwrap().is_none(), "the person wrote");
+    assert_eq!(rig.max_freq(), 2_000_000, "their value stays");
+    let verdict = rig.json.iter().find(|e| e["kind"] == "guard").unwrap();
+    assert_eq!(
+        (
+            &verdict["verdict"],
+            &verdict["change_id"],
+            &verdict["reverted"],
+            &verdict["error"]
+        ),
+        (
+            &serde_json::json!("revert"),
+            &serde_json::json!(change_id),
+            &serde_json::json!(false),
+            &serde_json::json!(format!(
+                "skipped {MAX_FREQ}: 2000000 -> 3000000 (read back 2000000): the kernel has \
+                 2000000, not the 1200000 KPO applied: someone else changed it, and their value \
+                 stays"
+            ))
+        ),
+        "{verdict}"
+    );
+    let yielded: Vec<_> = rig
+        .json
+        .iter()
+        .filter(|e| e["kind"] == "admin_override")
+        .map(|e| {
+            (
+                e["target"].clone(),
+                e["value"].clone(),
+                e["kpo_value"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        yielded,
+        [(
+            serde_json::json!(MAX_FREQ),
+            serde_json::json!(2_000_000),
+            serde_json::json!(1_200_000)
+        )],
+        "yielded to them"
+    );
+    assert!(rig
+        .journal()
+        .param_state(&MAX_FREQ.parse().unwrap())
+        .unwrap()
+        .yielded
+        .is_some());
+    assert_eq!(rig.deciding.guard_watching(), 0);
+    assert!(rig.journal().records().iter().any(|r| matches!(
+        r,
+        Record::Quarantine { value, .. } if *value == Value::Int(1_200_000.into())
+    )));
+    rig.assert_schema();
+}
+
 /// The agent killed between the guard's revert (its outcome on disk) and the quarantine of the
 /// value: started again, it journals the quarantine the guard would have, from the revert's
 /// time, so the same value is still refused; once, not at every start.
@@ -1063,6 +1223,7 @@ sources = ["operator"]
                     sys: _tmp.path().join("sys"),
                 },
                 nic: FakeCoalesce::new(),
+                after_read: AfterRead::default(),
             }),
         )
         .unwrap();
@@ -1072,7 +1233,7 @@ sources = ["operator"]
         _tmp
     };
     let nic = FakeCoalesce::new();
-    let deciding = open_deciding(rig.path(), policy, &nic);
+    let deciding = open_deciding(rig.path(), policy, &nic, &AfterRead::default());
     assert_eq!(
         deciding.guard_watching(),
         0,

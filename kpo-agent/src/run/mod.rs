@@ -24,6 +24,7 @@ mod kernel_view;
 mod llm;
 pub mod one_agent;
 mod open_files;
+mod second_signal;
 mod yielding;
 
 use std::{process::ExitCode, time::Duration};
@@ -102,6 +103,7 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
         &args.state,
         args.recommend_only,
         &mut sink,
+        Some(_logging.writer()),
     ));
     // Dropping a runtime waits for its blocking threads without bound (a DNS lookup of an LLM or
     // webhook request in flight, a login-name lookup for a control request): the agent stops
@@ -123,9 +125,11 @@ pub async fn run(
     state: &crate::cli::StateArgs,
     recommend_only: bool,
     sink: &mut EventSink,
+    logs: Option<crate::logging::LogWriter>,
 ) -> anyhow::Result<&'static str> {
     // Handlers first: a signal during start-up still ends in a clean detach and a `stop` event.
     let mut signals = Signals::new()?;
+    let second_signal = second_signal::SecondSignal::watch(sink, logs)?;
     let ticks_per_window = config.ticks_per_window();
     let duty = DutyCycle::new(ticks_per_window, config.duty_fraction);
     report_duty(&config, &duty);
@@ -296,6 +300,13 @@ pub async fn run(
         }
     };
 
+    second_signal.set_windows(windows.count);
+    match &ended {
+        Ok(signal) => info!(
+            "{signal}: stopping (last window, on_exit); a second SIGINT or SIGTERM stops at once"
+        ),
+        Err(_) => second_signal.loop_failed(),
+    }
     llm.stop();
     deciding.turn_away_requests().await;
     let reason = match ended {
@@ -311,6 +322,7 @@ pub async fn run(
                 reason: format!("error: {e:#}"),
                 windows: windows.count,
             });
+            drop(second_signal);
             return Err(e);
         }
     };
@@ -325,12 +337,14 @@ pub async fn run(
             window: Box::new(window),
         });
     }
+    second_signal.set_windows(windows.count);
     collector.sensors.detach_all();
     carry_out_on_exit(&mut deciding, sink);
     sink.send_last(&Event::Stop {
         reason: reason.into(),
         windows: windows.count,
     });
+    drop(second_signal);
     Ok(reason)
 }
 

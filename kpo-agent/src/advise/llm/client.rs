@@ -187,6 +187,28 @@ impl std::fmt::Debug for LlmClient {
     }
 }
 
+/// A redirect's `Location` as the error shows it: resolved against the request's URL, the way a
+/// client following it would read it, with the user name and password in its authority replaced
+/// by `[redacted]`. Not [`super::config::without_userinfo`], which redacts up to the last `@`
+/// anywhere: that suits text an operator typed (a password with an unencoded `/` or `#`), but a
+/// server's `Location` with an `@` in its query (a sign-on page's `?user=alice@example.com`)
+/// would be shown as a URL on another host, in the very message that says to set
+/// `llm.base_url` to it. Text that does not parse falls back on it.
+fn shown_location(request_url: &str, location: &str) -> String {
+    let Ok(mut url) = reqwest::Url::parse(request_url).and_then(|base| base.join(location)) else {
+        return super::config::without_userinfo(location);
+    };
+    if url.username().is_empty() && url.password().is_none() {
+        return url.into();
+    }
+    // Neither fails on a URL with a host, which is the only kind with a user name to clear.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let text = url.as_str();
+    let host_at = text.find("://").map_or(0, |i| i + 3);
+    format!("{}[redacted]@{}", &text[..host_at], &text[host_at..])
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the HTTP client: {0}")]
 pub struct ClientBuildError(String);
@@ -372,7 +394,7 @@ impl LlmClient {
                 let to = location.map_or_else(
                     || "no Location".to_string(),
                     |l| {
-                        let l = self.inner.key.redact(&super::config::without_userinfo(&l));
+                        let l = self.inner.key.redact(&shown_location(&self.inner.url, &l));
                         l.chars()
                             .filter(|c| !c.is_control())
                             .take(MAX_ERROR_EXCERPT)
@@ -1499,6 +1521,44 @@ mod tests {
             );
             assert!(c.error.unwrap().contains(&status.to_string()));
             served.abort();
+        }
+    }
+
+    /// A redirect's error names where it points as a client would read the `Location`: an `@`
+    /// in its query is no user name (it was shown as `http://[redacted]@example.com`, another
+    /// host), a relative one is on the server's host, and a user name and password are redacted.
+    #[tokio::test]
+    async fn a_redirect_names_its_target_as_a_client_would_read_it() {
+        for (header, shown) in [
+            (
+                "Location: https://login.example/sso?user=alice@example.com\r\n",
+                "https://login.example/sso?user=alice@example.com",
+            ),
+            (
+                "Location: https://bob:tok-123@other.example/v1#a@b\r\n",
+                "https://[redacted]@other.example/v1#a@b",
+            ),
+            ("Location: /v2/chat?x=a@b\r\n", "/v2/chat?x=a@b"),
+        ] {
+            let (url, served) = scripted_server_with(vec![(302, header, "{}".into())]).await;
+            let shown = if shown.starts_with('/') {
+                format!("{}{shown}", url.trim_end_matches("/v1"))
+            } else {
+                shown.to_string()
+            };
+            let c = scripted_client(url).complete(&prompt(), None).await;
+            assert_eq!(
+                (c.outcome, c.http_status, c.error),
+                (
+                    Outcome::HttpStatus,
+                    Some(302),
+                    Some(format!(
+                        "HTTP 302 to {shown}: redirects are not followed; set llm.base_url to \
+                         the final URL"
+                    ))
+                )
+            );
+            served.await.unwrap();
         }
     }
 

@@ -1112,6 +1112,32 @@ mod tests {
         assert_eq!(r.key_proxy_with(|_| None), None);
     }
 
+    /// What is redacted, URL by URL. Only the authority's userinfo is a URL parser's
+    /// credentials; an `@` after the host (in the path, query or fragment) is redacted up to as
+    /// well, on purpose: in text an operator typed it may end a password holding an unencoded
+    /// `/`, `?` or `#` (such an endpoint is refused, and its error shows the URL).
+    #[test]
+    fn what_without_userinfo_redacts_in_each_part_of_a_url() {
+        for (url, shown) in [
+            ("https://bob:tok@host/v1", "https://[redacted]@host/v1"),
+            ("https://tok@host/v1", "https://[redacted]@host/v1"),
+            ("https://host/v1", "https://host/v1"),
+            ("https://host/v1/@x", "https://[redacted]@x"),
+            ("https://host/v1?x=a@b", "https://[redacted]@b"),
+            ("https://host/v1#a@b", "https://[redacted]@b"),
+            ("https://bob:tok@host/v1?x=a@b", "https://[redacted]@b"),
+            ("http://[::1]:8080/v1", "http://[::1]:8080/v1"),
+            (
+                "http://bob:tok@[::1]:8080/v1",
+                "http://[redacted]@[::1]:8080/v1",
+            ),
+            ("bob:tok@host/v1", "[redacted]@host/v1"),
+            ("host/v1", "host/v1"),
+        ] {
+            assert_eq!(without_userinfo(url), shown, "{url}");
+        }
+    }
+
     /// Credentials in the endpoint's URL (a proxy's `user:token@`) are shown nowhere: not in the
     /// log line, the `Debug` output or a configuration error.
     #[test]
