@@ -41,6 +41,49 @@ pub struct BpfSnapshot {
     /// `listener_full` events the programs could not send because the ring buffer was full,
     /// since they were loaded (all CPUs).
     pub notable_lost: u64,
+    /// The reads that failed at this tick (a map and what of it, e.g. `KPO_RUNQ_HIST`), each
+    /// with the error. Their values above are the last good read's (see [`Held`]), so the next
+    /// good read's difference covers the time since then and is counted once.
+    pub failed_reads: Vec<(String, String)>,
+}
+
+/// The last good read of each cumulative counter or histogram the agent takes differences of.
+///
+/// A read that fails (a map lookup's error) must not read as zeros: a difference from zeros is
+/// everything counted since the programs were loaded, taken for one tick's. Nor may the value
+/// just be left out of the sample: a window or tick whose earlier sample lacks it counts it from
+/// 0 just the same. So a failed read reports the last good one: the tick it closes counts
+/// nothing, and the next good read's difference covers the time since the last good one, in the
+/// window (or tick) that read closes.
+#[derive(Debug, Default)]
+pub struct Held {
+    runq_hist: Option<Vec<u64>>,
+    context_switches: Option<u64>,
+    notable_lost: Option<u64>,
+    softirqs: Option<Vec<SoftirqCounters>>,
+    /// By listener and index: a listener back on another index (zeroed) is not held at the
+    /// histogram of its old one.
+    request_hist: BTreeMap<(ListenerKey, u32), Vec<u64>>,
+}
+
+/// `read` if it succeeded (and it becomes the held value), else the held value, else `T`'s
+/// default (nothing read yet); a failure is added to `failed` under `name`.
+pub(crate) fn hold_last_good<T: Clone + Default>(
+    held: &mut Option<T>,
+    read: Result<T, String>,
+    name: &str,
+    failed: &mut Vec<(String, String)>,
+) -> T {
+    match read {
+        Ok(value) => {
+            *held = Some(value.clone());
+            value
+        }
+        Err(e) => {
+            failed.push((name.to_string(), e));
+            held.clone().unwrap_or_default()
+        }
+    }
 }
 
 /// Why the maps could not be taken: the eBPF object does not match this agent.
@@ -93,6 +136,8 @@ macro_rules! bpf_maps {
             napi_high_water: BTreeMap<NapiKey, NapiCounters>,
             /// Not a map: which NAPI overflow entries are idle (see [`super::idle_napi`]).
             idle_napi: IdleNapi,
+            /// Not a map: the last good read of each counter and histogram (see [`Held`]).
+            held: Held,
         }
 
         impl BpfMaps {
@@ -109,6 +154,7 @@ macro_rules! bpf_maps {
                     epoch: FIRST_EPOCH,
                     napi_high_water: BTreeMap::new(),
                     idle_napi: IdleNapi::default(),
+                    held: Held::default(),
                 };
                 // Now, before the loader attaches any program: until the first read writes
                 // the next epoch, the programs read this one. A failed write leaves 0 there,
@@ -201,34 +247,62 @@ impl BpfMaps {
         let finished = self.epoch;
         self.epoch += 1;
         let _ = self.config.set(CONFIG_EPOCH, self.epoch, 0);
+        let mut failed = Vec::new();
+        let held = &mut self.held;
+        let softirqs = hold_last_good(
+            &mut held.softirqs,
+            per_cpu_array(&self.softirqs, |a: &mut SoftirqCounters, b| {
+                a.count += b.count;
+                a.time_ns += b.time_ns;
+                a.timed += b.timed;
+            }),
+            MAP_SOFTIRQS,
+            &mut failed,
+        );
+        let runq_hist = hold_last_good(
+            &mut held.runq_hist,
+            per_cpu_first(&self.runq_hist, add_hist).map(|h| h.buckets.to_vec()),
+            MAP_RUNQ_HIST,
+            &mut failed,
+        );
+        let context_switches = hold_last_good(
+            &mut held.context_switches,
+            per_cpu_first(&self.csw, |a: &mut u64, b| *a += b),
+            MAP_CSW,
+            &mut failed,
+        );
+        let notable_lost = hold_last_good(
+            &mut held.notable_lost,
+            per_cpu_first(&self.notable_lost, |a: &mut u64, b| *a += b),
+            MAP_NOTABLE_LOST,
+            &mut failed,
+        );
+        let req_hist = &self.req_hist;
+        let request_hist = read_request_hists(
+            services,
+            &mut held.request_hist,
+            |index| {
+                let values = req_hist.get(&index, 0).map_err(|e| e.to_string())?;
+                Ok(sum(&values, &add_hist).buckets.to_vec())
+            },
+            &mut failed,
+        );
         BpfSnapshot {
             listeners: self.read_listeners(finished),
             irqs: per_cpu_hash(&self.irqs, |a: &mut IrqCounters, b| {
                 a.count += b.count;
                 a.time_ns += b.time_ns;
             }),
-            softirqs: per_cpu_array(&self.softirqs, |a: &mut SoftirqCounters, b| {
-                a.count += b.count;
-                a.time_ns += b.time_ns;
-                a.timed += b.timed;
-            }),
+            softirqs,
             napi: {
                 let read = self.read_napi();
                 hold_high_water(&mut self.napi_high_water, read)
             },
-            runq_hist: per_cpu_array(&self.runq_hist, add_hist)
-                .first()
-                .map(|h| h.buckets.to_vec())
-                .unwrap_or_default(),
-            context_switches: per_cpu_array(&self.csw, |a: &mut u64, b| *a += b)
-                .first()
-                .copied()
-                .unwrap_or(0),
-            request_hist: self.request_hist(services),
-            notable_lost: per_cpu_array(&self.notable_lost, |a: &mut u64, b| *a += b)
-                .first()
-                .copied()
-                .unwrap_or(0),
+            runq_hist,
+            context_switches,
+            request_hist,
+            notable_lost,
+            failed_reads: failed,
         }
     }
 
@@ -273,15 +347,6 @@ impl BpfMaps {
         for key in keys {
             let _ = self.listeners.remove(key);
         }
-    }
-
-    /// Only the indices that have an owner (see [`ServiceIndex::readable`]): one map read each,
-    /// not one per entry of the whole array.
-    fn request_hist(&self, services: &ServiceIndex) -> BTreeMap<ListenerKey, Vec<u64>> {
-        read_request_hists(services, |index| {
-            let values = self.req_hist.get(&index, 0).ok()?;
-            Some(sum(&values, &add_hist).buckets.to_vec())
-        })
     }
 
     /// Makes `ports` the set of listening ports whose requests the latency sensor times.
@@ -330,13 +395,32 @@ impl BpfMaps {
 /// and the window counted every request since the listener was first timed. A key absent from a
 /// sample is then one whose histogram restarts: newly timed, or back on another index (zeroed or
 /// never used) after its own was given to another listener.
+///
+/// Only the indices that have an owner (see [`ServiceIndex::readable`]) are read: one map read
+/// each, not one per entry of the whole array. An index whose read fails gives the last good
+/// read of it under the same listener (`held`, see [`Held`]), and is added to `failed`; one never
+/// read well under that listener is left out (newly timed: its histogram counts from 0, all of it
+/// since it was timed).
 pub(crate) fn read_request_hists(
     services: &ServiceIndex,
-    read: impl Fn(u32) -> Option<Vec<u64>>,
+    held: &mut BTreeMap<(ListenerKey, u32), Vec<u64>>,
+    read: impl Fn(u32) -> Result<Vec<u64>, String>,
+    failed: &mut Vec<(String, String)>,
 ) -> BTreeMap<ListenerKey, Vec<u64>> {
-    services
-        .readable()
-        .filter_map(|(key, index)| Some((key, read(index)?)))
+    let readable: BTreeSet<(ListenerKey, u32)> = services.readable().collect();
+    held.retain(|pair, _| readable.contains(pair));
+    readable
+        .into_iter()
+        .filter_map(|(key, index)| match read(index) {
+            Ok(h) => {
+                held.insert((key, index), h.clone());
+                Some((key, h))
+            }
+            Err(e) => {
+                failed.push((format!("{MAP_REQ_HIST} index {index}"), e));
+                Some((key, held.get(&(key, index))?.clone()))
+            }
+        })
         .collect()
 }
 
@@ -431,14 +515,25 @@ fn per_cpu_hash<K: Pod + Ord, V: Pod + Default>(
         .collect()
 }
 
+/// Every entry of a per-CPU array, each summed over the CPUs; an error if any read failed (a
+/// partial array would read as entries fallen to 0).
 fn per_cpu_array<V: Pod + Default>(
     map: &PerCpuArray<MapData, V>,
     add: impl Fn(&mut V, &V),
-) -> Vec<V> {
+) -> Result<Vec<V>, String> {
     map.iter()
-        .flatten()
-        .map(|values| sum(&values, &add))
+        .map(|values| Ok(sum(&values.map_err(|e| e.to_string())?, &add)))
         .collect()
+}
+
+/// The first entry of a per-CPU array (those of one entry: a histogram, a counter), summed over
+/// the CPUs.
+fn per_cpu_first<V: Pod + Default>(
+    map: &PerCpuArray<MapData, V>,
+    add: impl Fn(&mut V, &V),
+) -> Result<V, String> {
+    let values = map.get(&0, 0).map_err(|e| e.to_string())?;
+    Ok(sum(&values, &add))
 }
 
 fn sum<V: Pod + Default>(values: &PerCpuValues<V>, add: &impl Fn(&mut V, &V)) -> V {

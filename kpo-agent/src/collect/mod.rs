@@ -154,6 +154,14 @@ impl Collector {
         let accept_queue_attached = self.sensors.is_attached(SensorKind::AcceptQueue);
         let services = &self.services;
         let bpf = self.sensors.maps_mut().map(|maps| maps.read(services));
+        if let Some(b) = &bpf {
+            // A failed read gives the last good one (`bpf_maps::Held`): logged, once, here.
+            let failed = b.failed_reads.iter().map(|(what, e)| {
+                let problem = format!("reading {what} failed (its last good read stands): {e}");
+                (what.clone(), problem)
+            });
+            self.health.round("eBPF maps", failed);
+        }
         let (host, errors) = HostSnapshot::read(&ProcRoot(self.proc_root.clone()));
         self.health.round(
             "host",

@@ -1899,8 +1899,15 @@ mod tests {
     }
 
     /// A fake `MAP_REQ_HIST`: each index's cumulative histogram (a count in one bucket), kept
-    /// as the collector keeps the map: a reused index is zeroed.
+    /// as the collector keeps the map: a reused index is zeroed. `failing`: indices whose read
+    /// fails; `held`: the reader's last good reads.
     struct ReqSlots(Vec<u64>);
+
+    #[derive(Default)]
+    struct ReqReader {
+        held: BTreeMap<(ListenerKey, u32), Vec<u64>>,
+        failing: Vec<u32>,
+    }
 
     impl ReqSlots {
         fn update(&mut self, services: &mut ServiceIndex, ports: &[ListenerKey]) {
@@ -1911,12 +1918,33 @@ mod tests {
 
         /// A sample at `secs` with the histograms the collector would read now.
         fn sample(&self, t0: Instant, secs: u64, services: &ServiceIndex) -> Sample {
+            self.sample_read(t0, secs, services, &mut ReqReader::default())
+        }
+
+        /// The same, read through `reader`, whose failing indices fail.
+        fn sample_read(
+            &self,
+            t0: Instant,
+            secs: u64,
+            services: &ServiceIndex,
+            reader: &mut ReqReader,
+        ) -> Sample {
             let mut s = sample(t0, secs, true, 0, 0, bpf(0, None));
-            s.bpf.as_mut().unwrap().request_hist = read_request_hists(services, |index| {
-                let mut h = vec![0; kpo_common::HIST_BUCKETS];
-                h[60] = *self.0.get(index as usize)?;
-                Some(h)
-            });
+            let b = s.bpf.as_mut().unwrap();
+            let failing = reader.failing.clone();
+            b.request_hist = read_request_hists(
+                services,
+                &mut reader.held,
+                |index| {
+                    if failing.contains(&index) {
+                        return Err("EIO".into());
+                    }
+                    let mut h = vec![0; kpo_common::HIST_BUCKETS];
+                    h[60] = *self.0.get(index as usize).ok_or("no such index")?;
+                    Ok(h)
+                },
+                &mut b.failed_reads,
+            );
             s
         }
     }
@@ -1958,6 +1986,100 @@ mod tests {
         // The rules' tick windows count the same.
         assert_eq!(requests_of(&tick_window(&s0, &s1), KEY), None);
         assert_eq!(requests_of(&tick_window(&s1, &s2), KEY), Some(5));
+    }
+
+    /// Defect: a histogram whose read failed for one tick was left out of that sample, and the
+    /// next tick, with nothing to subtract, counted every request since the listener was first
+    /// timed (1008 instead of 8). A failed read gives the last good one: the next good read
+    /// counts what came since, once, in the window (or tick) it closes.
+    #[test]
+    fn a_request_histogram_whose_read_fails_for_a_tick_counts_from_its_last_good_read() {
+        let t0 = Instant::now();
+        let mut services = ServiceIndex::default();
+        let mut slots = ReqSlots(vec![0; kpo_common::MAX_SERVICES as usize]);
+        let mut reader = ReqReader::default();
+        slots.update(&mut services, &[KEY]);
+        slots.0[0] = 1000;
+        let s0 = slots.sample_read(t0, 0, &services, &mut reader);
+        slots.0[0] = 1003;
+        reader.failing = vec![0];
+        let s1 = slots.sample_read(t0, 1, &services, &mut reader);
+        assert_eq!(s1.bpf.as_ref().unwrap().failed_reads.len(), 1);
+        assert_eq!(
+            s1.bpf.as_ref().unwrap().failed_reads[0].0,
+            format!("{} index 0", kpo_common::MAP_REQ_HIST)
+        );
+        reader.failing.clear();
+        slots.0[0] = 1008;
+        let s2 = slots.sample_read(t0, 2, &services, &mut reader);
+        assert!(s2.bpf.as_ref().unwrap().failed_reads.is_empty());
+
+        // One window over all three: the 8 requests.
+        let mut b = WindowBuilder::new(s0.clone());
+        b.push(s1.clone());
+        b.push(s2.clone());
+        assert_eq!(requests_of(&b.finish().unwrap().0, KEY), Some(8));
+        // A window ending on the failed read counts none; the next, all 8 since the last good.
+        let mut b = WindowBuilder::new(s0.clone());
+        b.push(s1.clone());
+        let (w, next) = b.finish_and_continue().unwrap();
+        assert_eq!(requests_of(&w, KEY), None);
+        let mut next = next;
+        next.push(s2.clone());
+        assert_eq!(requests_of(&next.finish().unwrap().0, KEY), Some(8));
+        // The rules' tick windows count the same.
+        assert_eq!(requests_of(&tick_window(&s0, &s1), KEY), None);
+        assert_eq!(requests_of(&tick_window(&s1, &s2), KEY), Some(8));
+
+        // A listener whose first read under it fails is left out until read (its histogram
+        // counts from 0 then: all of it since it was timed).
+        let other = ListenerKey { port: 81, ..KEY };
+        slots.update(&mut services, &[KEY, other]);
+        slots.0[1] = 4;
+        reader.failing = vec![1];
+        let s3 = slots.sample_read(t0, 3, &services, &mut reader);
+        assert!(!s3.bpf.as_ref().unwrap().request_hist.contains_key(&other));
+        reader.failing.clear();
+        let s4 = slots.sample_read(t0, 4, &services, &mut reader);
+        assert_eq!(requests_of(&tick_window(&s3, &s4), other), Some(4));
+    }
+
+    /// The run-queue histogram and the eBPF counters read the same way: a failed read is the
+    /// last good one, so neither the tick it closes nor the next counts from 0.
+    #[test]
+    fn a_runq_histogram_whose_read_fails_counts_from_its_last_good_read() {
+        use crate::collect::bpf_maps::hold_last_good;
+        let t0 = Instant::now();
+        let hist = |n: u64| {
+            let mut h = vec![0; kpo_common::HIST_BUCKETS];
+            h[40] = n;
+            h
+        };
+        let mut held = None;
+        let mut at = |secs: u64, read: Result<Vec<u64>, String>| {
+            let mut s = sample(t0, secs, true, 0, 0, bpf(0, None));
+            let b = s.bpf.as_mut().unwrap();
+            b.runq_hist = hold_last_good(&mut held, read, "KPO_RUNQ_HIST", &mut b.failed_reads);
+            s
+        };
+        let s0 = at(0, Ok(hist(500)));
+        let s1 = at(1, Err("EIO".into()));
+        let s2 = at(2, Ok(hist(520)));
+        assert_eq!(s1.bpf.as_ref().unwrap().runq_hist, hist(500));
+        let samples = |w: &Window| w.runq_latency.map(|l| l.samples);
+        assert_eq!(samples(&tick_window(&s0, &s1)), None);
+        assert_eq!(samples(&tick_window(&s1, &s2)), Some(20));
+        let mut b = WindowBuilder::new(s0);
+        b.push(s1);
+        let (w, mut next) = b.finish_and_continue().unwrap();
+        assert_eq!(samples(&w), None);
+        next.push(s2);
+        assert_eq!(samples(&next.finish().unwrap().0), Some(20));
+        // Nothing read yet: nothing held, an empty histogram.
+        let mut none: Option<Vec<u64>> = None;
+        let mut failed = Vec::new();
+        assert!(hold_last_good(&mut none, Err("EIO".into()), "x", &mut failed).is_empty());
+        assert_eq!(failed, [("x".to_string(), "EIO".to_string())]);
     }
 
     /// A service whose index is given to another listener during the window keeps the requests
