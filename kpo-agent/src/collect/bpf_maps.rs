@@ -27,6 +27,9 @@ pub struct ListenerBpf {
     pub backlog_limit: u32,
     /// Largest accept-queue depth seen during the tick that just ended (None: no enqueue in it).
     pub tick_peak: Option<u32>,
+    /// Which map entry the counts are of (see [`EntryIds`]): a window subtracts only the counts
+    /// of the same entry.
+    pub entry: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -35,6 +38,8 @@ pub struct BpfSnapshot {
     pub irqs: BTreeMap<u32, IrqCounters>,
     pub softirqs: Vec<SoftirqCounters>,
     pub napi: BTreeMap<NapiKey, NapiCounters>,
+    /// Which overflow-map entry each device's totals are of (see [`EntryIds`]).
+    pub napi_entries: BTreeMap<NapiKey, u64>,
     pub runq_hist: Vec<u64>,
     pub context_switches: u64,
     pub request_hist: BTreeMap<ListenerKey, Vec<u64>>,
@@ -64,6 +69,55 @@ pub struct Held {
     /// By listener and index: a listener back on another index (zeroed) is not held at the
     /// histogram of its old one.
     request_hist: BTreeMap<(ListenerKey, u32), Vec<u64>>,
+}
+
+/// A number for each map entry the agent reads, so that a window tells the counts of an entry
+/// from those of the entry re-created under the same key after the agent deleted it.
+///
+/// The agent deletes the entries of listeners and NAPI devices idle for the longest window
+/// (`stale_listeners`, `idle_napi`). One that comes back counts from 0 in a new entry; a window
+/// that began before the deletion holds the old entry's count C, and taking the new count N as
+/// the old one's continuation (`counter::restarted`) counted it short by C whenever N reached C.
+/// The new entry gets a new number, and a window counts it from 0. The old entry counted nothing
+/// in that window: it was deleted after the longest window without a count.
+///
+/// A key keeps its number while its entry is read; it loses it when the agent deletes the entry,
+/// or when a complete read of the map (no error) no longer has it (the LRU evicted it). So the
+/// numbers are at most the map's entries.
+#[derive(Debug)]
+pub struct EntryIds<K> {
+    ids: BTreeMap<K, u64>,
+    next: u64,
+}
+
+impl<K> Default for EntryIds<K> {
+    fn default() -> Self {
+        Self {
+            ids: BTreeMap::new(),
+            next: 1,
+        }
+    }
+}
+
+impl<K: Ord + Copy> EntryIds<K> {
+    /// The number of `key`'s entry: the one it had, or a new one.
+    pub fn of(&mut self, key: K) -> u64 {
+        let next = &mut self.next;
+        *self.ids.entry(key).or_insert_with(|| {
+            *next += 1;
+            *next - 1
+        })
+    }
+
+    /// After a read of the whole map that had no error: the keys it did not have are gone.
+    pub fn keep_only(&mut self, read: &BTreeSet<K>) {
+        self.ids.retain(|key, _| read.contains(key));
+    }
+
+    /// The agent deleted `key`'s entry: a new one under it is another.
+    pub fn forget(&mut self, key: &K) {
+        self.ids.remove(key);
+    }
 }
 
 /// `read` if it succeeded (and it becomes the held value), else the held value, else `T`'s
@@ -138,6 +192,9 @@ macro_rules! bpf_maps {
             idle_napi: IdleNapi,
             /// Not a map: the last good read of each counter and histogram (see [`Held`]).
             held: Held,
+            /// Not a map: the entries of `listeners` and of the NAPI totals (see [`EntryIds`]).
+            listener_entries: EntryIds<ListenerKey>,
+            napi_entries: EntryIds<NapiKey>,
         }
 
         impl BpfMaps {
@@ -155,6 +212,8 @@ macro_rules! bpf_maps {
                     napi_high_water: BTreeMap::new(),
                     idle_napi: IdleNapi::default(),
                     held: Held::default(),
+                    listener_entries: EntryIds::default(),
+                    napi_entries: EntryIds::default(),
                 };
                 // Now, before the loader attaches any program: until the first read writes
                 // the next epoch, the programs read this one. A failed write leaves 0 there,
@@ -298,6 +357,14 @@ impl BpfMaps {
                 let read = self.read_napi();
                 hold_high_water(&mut self.napi_high_water, read)
             },
+            napi_entries: {
+                let entries = &mut self.napi_entries;
+                // A device's totals are held until its overflow entry is deleted: the same
+                // entry until then.
+                let held: BTreeSet<NapiKey> = self.napi_high_water.keys().copied().collect();
+                entries.keep_only(&held);
+                held.iter().map(|key| (*key, entries.of(*key))).collect()
+            },
             runq_hist,
             context_switches,
             request_hist,
@@ -329,23 +396,37 @@ impl BpfMaps {
             let _ = self.napi.remove(&key);
             moved.remove(&key);
             self.napi_high_water.remove(&key);
+            self.napi_entries.forget(&key);
         }
         merge_napi(moved, per_cpu.iter())
     }
 
-    fn read_listeners(&self, finished_epoch: u64) -> BTreeMap<ListenerKey, ListenerBpf> {
-        self.listeners
-            .iter()
-            .flatten()
-            .map(|(key, per_cpu)| (key, merge_listener(per_cpu.iter(), finished_epoch)))
-            .collect()
+    fn read_listeners(&mut self, finished_epoch: u64) -> BTreeMap<ListenerKey, ListenerBpf> {
+        let mut complete = true;
+        let mut read = BTreeMap::new();
+        for entry in self.listeners.iter() {
+            let Ok((key, per_cpu)) = entry else {
+                complete = false;
+                continue;
+            };
+            let mut merged = merge_listener(per_cpu.iter(), finished_epoch);
+            merged.entry = self.listener_entries.of(key);
+            read.insert(key, merged);
+        }
+        if complete {
+            self.listener_entries
+                .keep_only(&read.keys().copied().collect());
+        }
+        read
     }
 
     /// Deletes the entries of listeners gone for good (see `stale_listeners`). A failure (the
-    /// entry is already gone: the LRU evicted it) changes nothing.
+    /// entry is already gone: the LRU evicted it) changes nothing. Either way a new entry under
+    /// the key is another ([`EntryIds`]).
     pub fn delete_listeners(&mut self, keys: &[ListenerKey]) {
         for key in keys {
             let _ = self.listeners.remove(key);
+            self.listener_entries.forget(key);
         }
     }
 
@@ -819,6 +900,25 @@ mod tests {
             read(&[(dev, counts(140, 1100, 3)), (other, counts(6, 6, 0))]),
         );
         assert_eq!(as_tuples(back), vec![(2, 140, 1100, 3), (3, 6, 6, 0)]);
+    }
+
+    /// An entry keeps its number while read; deleted by the agent, or gone from a complete
+    /// read (the LRU evicted it), it is another when it comes back.
+    #[test]
+    fn entries_keep_their_number_until_deleted_or_gone() {
+        let mut ids = EntryIds::default();
+        let (a, b) = (key(80), key(443));
+        let (ia, ib) = (ids.of(a), ids.of(b));
+        assert_ne!(ia, ib);
+        assert_eq!(ids.of(a), ia);
+        ids.forget(&a);
+        let ia2 = ids.of(a);
+        assert!(ia2 != ia && ia2 != ib);
+        // A complete read without `b`: gone.
+        ids.keep_only(&BTreeSet::from([a]));
+        assert_eq!(ids.of(a), ia2);
+        let ib2 = ids.of(b);
+        assert!(ib2 != ib && ib2 != ia2);
     }
 
     fn cpu(

@@ -640,10 +640,16 @@ fn napi(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<NapiWindow> {
     b.napi
         .iter()
         .filter_map(|(key, c)| {
-            let before = bpf_before(first, |f| f.napi.get(key).copied());
-            // The reader holds each device's totals at their highest (`hold_high_water`); they
-            // fall only when a device no longer polled has its entry deleted and is polled
-            // again (`collect::idle_napi`), and then count from 0.
+            // The reader holds each device's totals at their highest (`hold_high_water`) until
+            // a device no longer polled has its entry deleted (`collect::idle_napi`); polled
+            // again, it counts from 0 in another entry (`EntryIds`), whose counts are all new.
+            let entry = b.napi_entries.get(key);
+            let before = bpf_before(first, |f| {
+                f.napi
+                    .get(key)
+                    .filter(|_| f.napi_entries.get(key) == entry)
+                    .copied()
+            });
             let polls = counter::restarted(before.polls, c.polls);
             let packets = counter::restarted(before.packets, c.packets);
             let backlog = *key == NapiKey::BACKLOG;
@@ -689,12 +695,18 @@ fn listeners(
 ) -> Vec<ListenerWindow> {
     let bpf_of =
         |s: &Sample, key: &ListenerKey| s.bpf.as_ref().and_then(|b| b.listeners.get(key)).copied();
+    // The baseline's counts of the entry read at the end: of another entry (deleted by the agent
+    // and re-created since, see `bpf_maps::EntryIds`) they are not subtracted.
+    let bpf_before = |key: &ListenerKey| {
+        let now = bpf_of(last, key).map(|b| b.entry);
+        bpf_of(first, key).filter(|f| Some(f.entry) == now)
+    };
     let bpf_on = last.accept_queue_sensor;
     let mut keys: Vec<ListenerKey> = last.listeners.keys().copied().collect();
     // Listeners that closed during the window but were active in it.
     if let Some(b) = &last.bpf {
         for (key, l) in &b.listeners {
-            let before = bpf_of(first, key).map_or(0, |f| f.enqueued);
+            let before = bpf_before(key).map_or(0, |f| f.enqueued);
             if !last.listeners.contains_key(key) && l.enqueued > before {
                 keys.push(*key);
             }
@@ -732,7 +744,7 @@ fn listeners(
                 .or_else(|| first.listeners.get(&key));
             let (overflows, since) = overflows(first, last, reference, dropped, key);
             let now_bpf = bpf_of(last, &key);
-            let before_bpf = bpf_of(first, &key).unwrap_or_default();
+            let before_bpf = bpf_before(&key).unwrap_or_default();
             ListenerWindow {
                 netns: u64::from(key.netns),
                 port: key.port,
@@ -986,6 +998,7 @@ mod tests {
             synack_retrans: 0,
             backlog_limit: 128,
             tick_peak: peak,
+            entry: 1,
         }
     }
 
@@ -1873,7 +1886,9 @@ mod tests {
     }
 
     /// A device whose overflow entry was deleted while it was idle (`collect::idle_napi`), and
-    /// that is polled again within the window, counts from 0: its totals fell.
+    /// that is polled again within the window, counts from 0 in its new entry. Defect: taken
+    /// for the old entry's continuation, it was counted short by the old totals once its new
+    /// ones passed them (1500 polls counted 500).
     #[test]
     fn a_napi_device_polled_again_after_its_entry_went_counts_from_zero() {
         use kpo_common::NapiCounters;
@@ -1882,20 +1897,65 @@ mod tests {
             netns: 4026532001,
             ifindex: 3,
         };
-        let with_polls = |secs, polls| {
+        let with_polls = |secs, polls, entry| {
             let mut s = sample(t0, secs, true, 0, 0, bpf(0, None));
             let counts = NapiCounters {
                 polls,
                 packets: 2 * polls,
                 budget_exhausted: 0,
             };
-            s.bpf.as_mut().unwrap().napi = BTreeMap::from([(key, counts)]);
+            let b = s.bpf.as_mut().unwrap();
+            b.napi = BTreeMap::from([(key, counts)]);
+            b.napi_entries = BTreeMap::from([(key, entry)]);
             s
         };
-        let mut b = WindowBuilder::new(with_polls(0, 1000));
-        b.push(with_polls(1, 6));
-        let (w, _) = b.finish().unwrap();
-        assert_eq!((w.napi[0].polls, w.napi[0].packets), (6, 12));
+        let polls = |first, last| {
+            let mut b = WindowBuilder::new(first);
+            b.push(last);
+            let (w, _) = b.finish().unwrap();
+            (w.napi[0].polls, w.napi[0].packets)
+        };
+        assert_eq!(polls(with_polls(0, 1000, 1), with_polls(1, 6, 2)), (6, 12));
+        assert_eq!(
+            polls(with_polls(0, 1000, 1), with_polls(1, 1500, 2)),
+            (1500, 3000)
+        );
+        // The same entry: the difference.
+        assert_eq!(
+            polls(with_polls(0, 1000, 1), with_polls(1, 1500, 1)),
+            (500, 1000)
+        );
+    }
+
+    /// Defect: a listener whose accept-queue entry the agent deleted (idle for the longest
+    /// window, `collect::stale_listeners`) and that listened again within the window counted
+    /// from 0 in a new entry, but the window took it for the old entry's continuation: short
+    /// by the old count once the new one passed it (150 connections counted 50).
+    #[test]
+    fn a_listener_back_after_its_entry_was_deleted_counts_its_new_entry_whole() {
+        let t0 = Instant::now();
+        let old = ListenerBpf {
+            synack_retrans: 7,
+            ..bpf(100, None)
+        };
+        let new = ListenerBpf {
+            entry: 2,
+            synack_retrans: 9,
+            ..bpf(150, Some(3))
+        };
+        let first = sample(t0, 0, true, 0, 0, old);
+        let last = sample(t0, 1, true, 0, 0, new);
+        let w = &tick_window(&first, &last).listeners[0];
+        assert_eq!((w.enqueued, w.synack_retrans), (Some(150), Some(9)));
+        let mut b = WindowBuilder::new(first.clone());
+        b.push(sample(t0, 1, true, 0, 0, bpf(100, None)));
+        b.push(last);
+        let w = &b.finish().unwrap().0.listeners[0];
+        assert_eq!((w.enqueued, w.synack_retrans), (Some(150), Some(9)));
+        // The same entry: the difference.
+        let same = sample(t0, 1, true, 0, 0, ListenerBpf { entry: 1, ..new });
+        let w = &tick_window(&first, &same).listeners[0];
+        assert_eq!((w.enqueued, w.synack_retrans), (Some(50), Some(2)));
     }
 
     /// A fake `MAP_REQ_HIST`: each index's cumulative histogram (a count in one bucket), kept
