@@ -10,8 +10,10 @@ use serde::Serialize;
 
 use crate::{
     collect::{
-        bpf_maps::BpfSnapshot, carry::ListenerReading, procfs::HostMetrics, NetnsCounters,
-        NetnsRead, Sample,
+        bpf_maps::BpfSnapshot,
+        carry::{CounterReading, ListenerReading},
+        procfs::HostMetrics,
+        NetnsCounters, NetnsRead, Sample,
     },
     counter,
 };
@@ -556,11 +558,32 @@ fn absence_is_real(sample: &Sample, inum: u64, read: fn(&NetnsRead) -> bool) -> 
     sample.namespaces.get(&inum).is_none_or(read)
 }
 
+/// Each namespace's counters over the window: those read at the end, and those of a namespace
+/// that discovery no longer finds there (deleted, most often: no later window would read it)
+/// through its last reading, if that was in the window. They count from the start's reading, or,
+/// for a namespace that discovery did not find at the start either (held only by a descriptor
+/// meanwhile), from its last reading before, which the windows before counted through.
 fn netns(first: &Sample, last: &Sample) -> Vec<NetnsWindow> {
-    last.netns
+    fn carried<'a>(s: &'a Sample, inum: &u64) -> Option<&'a CounterReading> {
+        vanished(s, *inum)
+            .then(|| s.netns_readings.get(inum))
+            .flatten()
+    }
+    let vanished_at_end = last
+        .netns_readings
         .iter()
+        .filter(|(inum, r)| !last.netns.contains_key(inum) && r.at >= first.at)
+        .filter_map(|(inum, _)| Some((inum, &carried(last, inum)?.counters)));
+    let mut windows = last
+        .netns
+        .iter()
+        .chain(vanished_at_end)
         .filter_map(|(inum, c)| {
-            let seen = first.netns.get(inum).copied();
+            let seen = first
+                .netns
+                .get(inum)
+                .or_else(|| Some(&carried(first, inum)?.counters))
+                .copied();
             // A namespace new in this window has no baseline: its counters began at 0 with it.
             // One whose counters could not be read at the baseline has no difference to give:
             // from 0 it would count everything since the namespace was created.
@@ -594,7 +617,9 @@ fn netns(first: &Sample, last: &Sample) -> Vec<NetnsWindow> {
                 syn_queue_full_cookies: syn(|c| c.syn_queue_full_cookies),
             })
         })
-        .collect()
+        .collect::<Vec<_>>();
+    windows.sort_by_key(|w| w.netns);
+    windows
 }
 
 fn softirqs(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<SoftirqWindow> {
@@ -947,6 +972,7 @@ mod tests {
             netns: BTreeMap::new(),
             namespaces: [(7, READ)].into(),
             readings: BTreeMap::new(),
+            netns_readings: BTreeMap::new(),
             napi_devices: BTreeMap::new(),
             host,
             // Samples a second apart: a sampled tick is attached all of it.
@@ -1637,6 +1663,83 @@ mod tests {
             overflows_of(&w),
             Some((Some(20), Some(rfc3339(samples[1].wall))))
         );
+    }
+
+    /// Defect: a namespace deleted mid-window was left out of that window's `netns[]`: the
+    /// overflows its netstat counted between the start and its last reading were counted
+    /// nowhere. Now through its last reading; found again (held by a descriptor), the next
+    /// window counts from that reading, once; and a window that ends with it still gone does
+    /// not list it again.
+    #[test]
+    fn a_namespace_deleted_mid_window_has_its_counters_counted_through_its_last_reading() {
+        use crate::collect::carry::CounterCarry;
+        let t0 = Instant::now();
+        let counters = |n: u64| NetnsCounters {
+            listen_overflows: n,
+            listen_drops: n + 1,
+            syn_queue_full_drops: Some(n / 2),
+            syn_queue_full_cookies: None,
+            cookie: Some(70),
+        };
+        let mut carry = CounterCarry::default();
+        // `n`: its counters at `secs`, or None: discovery does not find it.
+        let mut at = |secs: u64, n: Option<u64>| {
+            let mut s = sample(t0, secs, false, 0, 0, bpf(0, None));
+            s.namespaces.clear();
+            s.netns.clear();
+            if let Some(n) = n {
+                s.namespaces.insert(7, READ);
+                s.netns.insert(7, counters(n));
+            }
+            s.netns_readings =
+                carry.update(s.at, &s.namespaces, &BTreeMap::from([(7, 70)]), &s.netns);
+            s
+        };
+        let s0 = at(0, Some(100));
+        let s1 = at(1, Some(130));
+        let s2 = at(2, None);
+        let s3 = at(3, None);
+        let s4 = at(4, Some(135));
+        let of = |w: &Window| {
+            w.netns
+                .iter()
+                .find(|n| n.netns == 7)
+                .map(|n| (n.listen_overflows, n.listen_drops, n.syn_queue_full_drops))
+        };
+        let mut b = WindowBuilder::new(s0.clone());
+        b.push(s1.clone());
+        b.push(s2.clone());
+        let (w, mut b) = b.finish_and_continue().unwrap();
+        assert_eq!(of(&w), Some((30, 30, Some(15))));
+        // Still gone at the next window's end: nothing more, and not listed.
+        b.push(s3.clone());
+        let (w, mut b) = b.finish_and_continue().unwrap();
+        assert_eq!(of(&w), None);
+        // Back: from its last reading, once.
+        b.push(s4.clone());
+        let (w, _) = b.finish_and_continue().unwrap();
+        assert_eq!(of(&w), Some((5, 5, Some(2))));
+        // The rules' tick windows count the same.
+        assert_eq!(of(&tick_window(&s1, &s2)), Some((0, 0, Some(0))));
+        assert_eq!(of(&tick_window(&s2, &s3)), None);
+        assert_eq!(of(&tick_window(&s3, &s4)), Some((5, 5, Some(2))));
+        // A namespace created in the window and deleted before its end counts from 0.
+        let mut carry = CounterCarry::default();
+        let mut at = |secs: u64, n: Option<u64>| {
+            let mut s = sample(t0, secs, false, 0, 0, bpf(0, None));
+            s.namespaces.clear();
+            s.netns.clear();
+            if let Some(n) = n {
+                s.namespaces.insert(7, READ);
+                s.netns.insert(7, counters(n));
+            }
+            s.netns_readings = carry.update(s.at, &s.namespaces, &BTreeMap::new(), &s.netns);
+            s
+        };
+        let mut b = WindowBuilder::new(at(0, None));
+        b.push(at(1, Some(4)));
+        b.push(at(2, None));
+        assert_eq!(of(&b.finish().unwrap().0), Some((4, 5, Some(2))));
     }
 
     /// Any run of good and failed dumps, window lengths and sockets replaced after a good dump:
