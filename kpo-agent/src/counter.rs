@@ -7,7 +7,7 @@
 //! | [`monotonic`] | kernel counter that only grows while it exists (/proc/stat, diskstats, schedstat, netstat) | it was reset (device re-created, CPU unplugged) | 0: what was counted since is unknown |
 //! | [`monotonic_signed`] | the same, printed signed (net/snmp, for `TcpMaxConn` = -1) | as [`monotonic`] | 0 |
 //! | [`restarted`] | counter the agent's eBPF programs keep in a map slot | the slot was re-created and counts from 0 | the new value |
-//! | [`wrapping_u32`] | kernel counter kept in 32 bits (softnet_stat, softirqs, interrupts) | a wrap past 2^32 if it fell by more than half the range, else a reset | the wrapped distance, or 0 |
+//! | [`wrapping_u32`] | kernel counter kept in 32 bits, per CPU (softnet_stat, softirqs, interrupts) | a wrap past 2^32 if the wrapped distance is under half the range and could have been counted in the time between the readings at [`MAX_U32_RATE`], else a reset | the wrapped distance, or 0 |
 //! | [`wrapping`] | counter that wraps to 0 after a known range (RAPL `energy_uj` after `max_energy_range_uj`; a listening socket's `sk_drops`, 32 bits in sock_diag, by socket inode) | one wrap | `range - before + now` |
 //!
 //! None of them panics or overflows, whatever the readings.
@@ -44,12 +44,22 @@ pub fn wrapping(before: u64, now: u64, range: u64) -> u64 {
     }
 }
 
-/// A counter the kernel keeps in 32 bits (per-CPU softnet, softirq and interrupt counts). A fall
-/// of more than half the range is one wrap (at 1 M/s a 32-bit counter wraps every 72 minutes); a
-/// smaller fall is not a plausible wrap between two readings (a reset, or lines matched to the
-/// wrong CPU) and counts 0. A value above 32 bits means the kernel widened the counter, and then a
-/// fall is a reset.
-pub fn wrapping_u32(before: u64, now: u64) -> u64 {
+/// The most events a second that one CPU's 32-bit kernel counter is taken to count (2^24, about
+/// 16.8 million): several times what one CPU's receive path, softirq handler or interrupt line
+/// gets through (a few million a second at most). A fall whose wrapped distance would need more
+/// is a reset.
+pub const MAX_U32_RATE: f64 = (1u64 << 24) as f64;
+
+/// A counter the kernel keeps in 32 bits (per-CPU softnet, softirq and interrupt counts), read
+/// twice `secs` seconds apart. A fall is one wrap when the wrapped distance is under half the
+/// range (at 1 M/s a 32-bit counter wraps every 72 minutes, and windows are at most 30) and no
+/// more than [`MAX_U32_RATE`] a second over `secs` could count: a counter re-created (an IRQ
+/// freed and requested again under the same name, a driver reload) falls to a small value from
+/// wherever it was, and from above 2^31 the wrapped distance would pass the first test. Any other
+/// fall is not a plausible wrap between two readings (a reset, or lines matched to the wrong CPU)
+/// and counts 0. A value above 32 bits means the kernel widened the counter, and then a fall is a
+/// reset.
+pub fn wrapping_u32(before: u64, now: u64, secs: f64) -> u64 {
     const RANGE: u64 = 1 << 32;
     if now >= before {
         return now - before;
@@ -58,7 +68,7 @@ pub fn wrapping_u32(before: u64, now: u64) -> u64 {
         return 0;
     }
     let wrapped = RANGE - before + now;
-    if wrapped < RANGE / 2 {
+    if wrapped < RANGE / 2 && (wrapped as f64) <= MAX_U32_RATE * secs.max(0.0) {
         wrapped
     } else {
         0
@@ -100,10 +110,34 @@ mod tests {
 
     #[test]
     fn wrapping_u32_tells_wraps_from_resets() {
-        assert_eq!(wrapping_u32(4, 10), 6);
-        assert_eq!(wrapping_u32(u64::from(u32::MAX) - 1, 3), 5, "wrapped");
-        assert_eq!(wrapping_u32(1000, 10), 0, "a small fall is a reset");
-        assert_eq!(wrapping_u32(1 << 40, 5), 0, "wider than 32 bits");
-        assert_eq!(wrapping_u32(0, 1 << 40), 1 << 40);
+        assert_eq!(wrapping_u32(4, 10, 1.0), 6);
+        assert_eq!(wrapping_u32(u64::from(u32::MAX) - 1, 3, 1.0), 5, "wrapped");
+        assert_eq!(wrapping_u32(1000, 10, 1.0), 0, "a small fall is a reset");
+        assert_eq!(wrapping_u32(1 << 40, 5, 1.0), 0, "wider than 32 bits");
+        assert_eq!(wrapping_u32(0, 1 << 40, 1.0), 1 << 40);
+    }
+
+    /// Defect: a counter re-created from above 2^31 (an IRQ requested again under the same
+    /// name) passed for a wrap: 3e9 to 5 counted 1.29e9 events in a 10 s tick.
+    #[test]
+    fn wrapping_u32_takes_a_fall_from_above_half_the_range_too_fast_to_wrap_for_a_reset() {
+        let range = 1u64 << 32;
+        // Reset: 1.29e9 in 10 s would be 129 M/s on one CPU.
+        assert_eq!(wrapping_u32(3_000_000_000, 5, 10.0), 0);
+        assert_eq!(wrapping_u32(range / 2 + 1, 0, 60.0), 0);
+        // A real wrap near 2^32 counts across it, at any tick length.
+        assert_eq!(wrapping_u32(range - 1000, 500, 1.0), 1500);
+        assert_eq!(wrapping_u32(range - 1000, 500, 0.001), 1500);
+        // The same fall as the reset above, over a 30-minute window: 0.77 M/s, a wrap.
+        assert_eq!(
+            wrapping_u32(3_000_000_000, 100_000_000, 1800.0),
+            range - 3_000_000_000 + 100_000_000
+        );
+        // At the ceiling: counted; one more event: a reset.
+        let most = MAX_U32_RATE as u64 * 10;
+        assert_eq!(wrapping_u32(range - most, 0, 10.0), most);
+        assert_eq!(wrapping_u32(range - most, 1, 10.0), 0);
+        // No time between the readings: nothing could have wrapped.
+        assert_eq!(wrapping_u32(range - 10, 5, 0.0), 0);
     }
 }

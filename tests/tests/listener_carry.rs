@@ -315,6 +315,40 @@ pub fn drops_of_a_namespace_deleted_mid_window_are_counted() {
     assert_eq!(l.addresses, ["127.0.0.1"], "what its last good dump knew");
 }
 
+/// A namespace deleted mid-window, after its listener overflowed: the window that ends with it
+/// gone has its `netns[]` entry, its /proc/net/netstat counters from the window's start to its
+/// last reading (the kernel's TcpExtListenOverflows and TcpExtListenDrops, read before the
+/// deletion). Before, a namespace not read at the window's end was left out of `netns[]`, and
+/// those counts were counted nowhere.
+pub fn netstat_counters_of_a_namespace_deleted_mid_window_are_counted() {
+    let ns = Netns::new();
+    let inum = ns.inum();
+    let inside = Inside::of(&ns);
+    let listener = inside.run(|| listen(PORT, BACKLOG));
+    burst(&inside, 20);
+    let (mut collector, mut builder) = start(false);
+    let at_start = kernel_drops(&inside);
+    burst(&inside, 20);
+    let at_deletion = kernel_drops(&inside);
+    assert!(at_deletion.1 > at_start.1, "the burst must overflow");
+    // A tick inside the window reads the counters; nothing changes them after it.
+    builder.push(collector.sample());
+    drop(listener);
+    run_ok("ip", &["netns", "del", &ns.name]);
+    builder.push(collector.sample());
+    let (window, _) = close_window(&mut collector, builder);
+    let n = window
+        .netns
+        .iter()
+        .find(|n| n.netns == inum)
+        .unwrap_or_else(|| panic!("the deleted namespace's counters: {:#?}", window.netns));
+    assert_eq!(
+        (n.listen_overflows, n.listen_drops),
+        (at_deletion.1 - at_start.1, at_deletion.2 - at_start.2),
+        "vs TcpExtListenOverflows, TcpExtListenDrops ({at_start:?} -> {at_deletion:?})"
+    );
+}
+
 /// How many listeners fill the ring half again: each holds two descriptors (its own and its
 /// client's), hence [`DESCRIPTORS_TO_FILL_THE_RING`].
 pub const LISTENERS_TO_FILL_THE_RING: u16 = 2400;

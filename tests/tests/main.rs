@@ -57,6 +57,11 @@ fn main() {
             listener_carry::drops_of_a_namespace_deleted_mid_window_are_counted,
         ),
         trial(
+            "listener_carry::netstat_counters_of_a_namespace_deleted_mid_window_are_counted",
+            req(),
+            listener_carry::netstat_counters_of_a_namespace_deleted_mid_window_are_counted,
+        ),
+        trial(
             "listener_carry::a_full_ring_counts_every_lost_event",
             req().or_else(|| {
                 kpo_integration::needs_descriptors(listener_carry::DESCRIPTORS_TO_FILL_THE_RING)

@@ -27,6 +27,9 @@ pub struct ListenerBpf {
     pub backlog_limit: u32,
     /// Largest accept-queue depth seen during the tick that just ended (None: no enqueue in it).
     pub tick_peak: Option<u32>,
+    /// Which map entry the counts are of (see [`EntryIds`]): a window subtracts only the counts
+    /// of the same entry.
+    pub entry: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -35,12 +38,106 @@ pub struct BpfSnapshot {
     pub irqs: BTreeMap<u32, IrqCounters>,
     pub softirqs: Vec<SoftirqCounters>,
     pub napi: BTreeMap<NapiKey, NapiCounters>,
+    /// Which overflow-map entry each device's totals are of (see [`EntryIds`]).
+    pub napi_entries: BTreeMap<NapiKey, u64>,
     pub runq_hist: Vec<u64>,
     pub context_switches: u64,
     pub request_hist: BTreeMap<ListenerKey, Vec<u64>>,
     /// `listener_full` events the programs could not send because the ring buffer was full,
     /// since they were loaded (all CPUs).
     pub notable_lost: u64,
+    /// The reads that failed at this tick (a map and what of it, e.g. `KPO_RUNQ_HIST`), each
+    /// with the error. Their values above are the last good read's (see [`Held`]), so the next
+    /// good read's difference covers the time since then and is counted once.
+    pub failed_reads: Vec<(String, String)>,
+}
+
+/// The last good read of each cumulative counter or histogram the agent takes differences of.
+///
+/// A read that fails (a map lookup's error) must not read as zeros: a difference from zeros is
+/// everything counted since the programs were loaded, taken for one tick's. Nor may the value
+/// just be left out of the sample: a window or tick whose earlier sample lacks it counts it from
+/// 0 just the same. So a failed read reports the last good one: the tick it closes counts
+/// nothing, and the next good read's difference covers the time since the last good one, in the
+/// window (or tick) that read closes.
+#[derive(Debug, Default)]
+pub struct Held {
+    runq_hist: Option<Vec<u64>>,
+    context_switches: Option<u64>,
+    notable_lost: Option<u64>,
+    softirqs: Option<Vec<SoftirqCounters>>,
+    /// By listener and index: a listener back on another index (zeroed) is not held at the
+    /// histogram of its old one.
+    request_hist: BTreeMap<(ListenerKey, u32), Vec<u64>>,
+}
+
+/// A number for each map entry the agent reads, so that a window tells the counts of an entry
+/// from those of the entry re-created under the same key after the agent deleted it.
+///
+/// The agent deletes the entries of listeners and NAPI devices idle for the longest window
+/// (`stale_listeners`, `idle_napi`). One that comes back counts from 0 in a new entry; a window
+/// that began before the deletion holds the old entry's count C, and taking the new count N as
+/// the old one's continuation (`counter::restarted`) counted it short by C whenever N reached C.
+/// The new entry gets a new number, and a window counts it from 0. The old entry counted nothing
+/// in that window: it was deleted after the longest window without a count.
+///
+/// A key keeps its number while its entry is read; it loses it when the agent deletes the entry,
+/// or when a complete read of the map (no error) no longer has it (the LRU evicted it). So the
+/// numbers are at most the map's entries.
+#[derive(Debug)]
+pub struct EntryIds<K> {
+    ids: BTreeMap<K, u64>,
+    next: u64,
+}
+
+impl<K> Default for EntryIds<K> {
+    fn default() -> Self {
+        Self {
+            ids: BTreeMap::new(),
+            next: 1,
+        }
+    }
+}
+
+impl<K: Ord + Copy> EntryIds<K> {
+    /// The number of `key`'s entry: the one it had, or a new one.
+    pub fn of(&mut self, key: K) -> u64 {
+        let next = &mut self.next;
+        *self.ids.entry(key).or_insert_with(|| {
+            *next += 1;
+            *next - 1
+        })
+    }
+
+    /// After a read of the whole map that had no error: the keys it did not have are gone.
+    pub fn keep_only(&mut self, read: &BTreeSet<K>) {
+        self.ids.retain(|key, _| read.contains(key));
+    }
+
+    /// The agent deleted `key`'s entry: a new one under it is another.
+    pub fn forget(&mut self, key: &K) {
+        self.ids.remove(key);
+    }
+}
+
+/// `read` if it succeeded (and it becomes the held value), else the held value, else `T`'s
+/// default (nothing read yet); a failure is added to `failed` under `name`.
+pub(crate) fn hold_last_good<T: Clone + Default>(
+    held: &mut Option<T>,
+    read: Result<T, String>,
+    name: &str,
+    failed: &mut Vec<(String, String)>,
+) -> T {
+    match read {
+        Ok(value) => {
+            *held = Some(value.clone());
+            value
+        }
+        Err(e) => {
+            failed.push((name.to_string(), e));
+            held.clone().unwrap_or_default()
+        }
+    }
 }
 
 /// Why the maps could not be taken: the eBPF object does not match this agent.
@@ -93,6 +190,11 @@ macro_rules! bpf_maps {
             napi_high_water: BTreeMap<NapiKey, NapiCounters>,
             /// Not a map: which NAPI overflow entries are idle (see [`super::idle_napi`]).
             idle_napi: IdleNapi,
+            /// Not a map: the last good read of each counter and histogram (see [`Held`]).
+            held: Held,
+            /// Not a map: the entries of `listeners` and of the NAPI totals (see [`EntryIds`]).
+            listener_entries: EntryIds<ListenerKey>,
+            napi_entries: EntryIds<NapiKey>,
         }
 
         impl BpfMaps {
@@ -109,6 +211,9 @@ macro_rules! bpf_maps {
                     epoch: FIRST_EPOCH,
                     napi_high_water: BTreeMap::new(),
                     idle_napi: IdleNapi::default(),
+                    held: Held::default(),
+                    listener_entries: EntryIds::default(),
+                    napi_entries: EntryIds::default(),
                 };
                 // Now, before the loader attaches any program: until the first read writes
                 // the next epoch, the programs read this one. A failed write leaves 0 there,
@@ -201,34 +306,70 @@ impl BpfMaps {
         let finished = self.epoch;
         self.epoch += 1;
         let _ = self.config.set(CONFIG_EPOCH, self.epoch, 0);
+        let mut failed = Vec::new();
+        let held = &mut self.held;
+        let softirqs = hold_last_good(
+            &mut held.softirqs,
+            per_cpu_array(&self.softirqs, |a: &mut SoftirqCounters, b| {
+                a.count += b.count;
+                a.time_ns += b.time_ns;
+                a.timed += b.timed;
+            }),
+            MAP_SOFTIRQS,
+            &mut failed,
+        );
+        let runq_hist = hold_last_good(
+            &mut held.runq_hist,
+            per_cpu_first(&self.runq_hist, add_hist).map(|h| h.buckets.to_vec()),
+            MAP_RUNQ_HIST,
+            &mut failed,
+        );
+        let context_switches = hold_last_good(
+            &mut held.context_switches,
+            per_cpu_first(&self.csw, |a: &mut u64, b| *a += b),
+            MAP_CSW,
+            &mut failed,
+        );
+        let notable_lost = hold_last_good(
+            &mut held.notable_lost,
+            per_cpu_first(&self.notable_lost, |a: &mut u64, b| *a += b),
+            MAP_NOTABLE_LOST,
+            &mut failed,
+        );
+        let req_hist = &self.req_hist;
+        let request_hist = read_request_hists(
+            services,
+            &mut held.request_hist,
+            |index| {
+                let values = req_hist.get(&index, 0).map_err(|e| e.to_string())?;
+                Ok(sum(&values, &add_hist).buckets.to_vec())
+            },
+            &mut failed,
+        );
         BpfSnapshot {
             listeners: self.read_listeners(finished),
             irqs: per_cpu_hash(&self.irqs, |a: &mut IrqCounters, b| {
                 a.count += b.count;
                 a.time_ns += b.time_ns;
             }),
-            softirqs: per_cpu_array(&self.softirqs, |a: &mut SoftirqCounters, b| {
-                a.count += b.count;
-                a.time_ns += b.time_ns;
-                a.timed += b.timed;
-            }),
+            softirqs,
             napi: {
                 let read = self.read_napi();
                 hold_high_water(&mut self.napi_high_water, read)
             },
-            runq_hist: per_cpu_array(&self.runq_hist, add_hist)
-                .first()
-                .map(|h| h.buckets.to_vec())
-                .unwrap_or_default(),
-            context_switches: per_cpu_array(&self.csw, |a: &mut u64, b| *a += b)
-                .first()
-                .copied()
-                .unwrap_or(0),
-            request_hist: self.request_hist(services),
-            notable_lost: per_cpu_array(&self.notable_lost, |a: &mut u64, b| *a += b)
-                .first()
-                .copied()
-                .unwrap_or(0),
+            napi_entries: {
+                let entries = &mut self.napi_entries;
+                // A device's totals are held until its overflow entry is deleted: the same
+                // entry until then.
+                let held: BTreeSet<NapiKey> = self.napi_high_water.keys().copied().collect();
+                entries.keep_only(&held);
+                held.iter().map(|key| (*key, entries.of(*key))).collect()
+            },
+            runq_hist,
+            context_switches,
+            request_hist,
+            notable_lost,
+            failed_reads: failed,
         }
     }
 
@@ -255,33 +396,38 @@ impl BpfMaps {
             let _ = self.napi.remove(&key);
             moved.remove(&key);
             self.napi_high_water.remove(&key);
+            self.napi_entries.forget(&key);
         }
         merge_napi(moved, per_cpu.iter())
     }
 
-    fn read_listeners(&self, finished_epoch: u64) -> BTreeMap<ListenerKey, ListenerBpf> {
-        self.listeners
-            .iter()
-            .flatten()
-            .map(|(key, per_cpu)| (key, merge_listener(per_cpu.iter(), finished_epoch)))
-            .collect()
+    fn read_listeners(&mut self, finished_epoch: u64) -> BTreeMap<ListenerKey, ListenerBpf> {
+        let mut complete = true;
+        let mut read = BTreeMap::new();
+        for entry in self.listeners.iter() {
+            let Ok((key, per_cpu)) = entry else {
+                complete = false;
+                continue;
+            };
+            let mut merged = merge_listener(per_cpu.iter(), finished_epoch);
+            merged.entry = self.listener_entries.of(key);
+            read.insert(key, merged);
+        }
+        if complete {
+            self.listener_entries
+                .keep_only(&read.keys().copied().collect());
+        }
+        read
     }
 
     /// Deletes the entries of listeners gone for good (see `stale_listeners`). A failure (the
-    /// entry is already gone: the LRU evicted it) changes nothing.
+    /// entry is already gone: the LRU evicted it) changes nothing. Either way a new entry under
+    /// the key is another ([`EntryIds`]).
     pub fn delete_listeners(&mut self, keys: &[ListenerKey]) {
         for key in keys {
             let _ = self.listeners.remove(key);
+            self.listener_entries.forget(key);
         }
-    }
-
-    /// Only the indices that have an owner (see [`ServiceIndex::readable`]): one map read each,
-    /// not one per entry of the whole array.
-    fn request_hist(&self, services: &ServiceIndex) -> BTreeMap<ListenerKey, Vec<u64>> {
-        read_request_hists(services, |index| {
-            let values = self.req_hist.get(&index, 0).ok()?;
-            Some(sum(&values, &add_hist).buckets.to_vec())
-        })
     }
 
     /// Makes `ports` the set of listening ports whose requests the latency sensor times.
@@ -330,13 +476,32 @@ impl BpfMaps {
 /// and the window counted every request since the listener was first timed. A key absent from a
 /// sample is then one whose histogram restarts: newly timed, or back on another index (zeroed or
 /// never used) after its own was given to another listener.
+///
+/// Only the indices that have an owner (see [`ServiceIndex::readable`]) are read: one map read
+/// each, not one per entry of the whole array. An index whose read fails gives the last good
+/// read of it under the same listener (`held`, see [`Held`]), and is added to `failed`; one never
+/// read well under that listener is left out (newly timed: its histogram counts from 0, all of it
+/// since it was timed).
 pub(crate) fn read_request_hists(
     services: &ServiceIndex,
-    read: impl Fn(u32) -> Option<Vec<u64>>,
+    held: &mut BTreeMap<(ListenerKey, u32), Vec<u64>>,
+    read: impl Fn(u32) -> Result<Vec<u64>, String>,
+    failed: &mut Vec<(String, String)>,
 ) -> BTreeMap<ListenerKey, Vec<u64>> {
-    services
-        .readable()
-        .filter_map(|(key, index)| Some((key, read(index)?)))
+    let readable: BTreeSet<(ListenerKey, u32)> = services.readable().collect();
+    held.retain(|pair, _| readable.contains(pair));
+    readable
+        .into_iter()
+        .filter_map(|(key, index)| match read(index) {
+            Ok(h) => {
+                held.insert((key, index), h.clone());
+                Some((key, h))
+            }
+            Err(e) => {
+                failed.push((format!("{MAP_REQ_HIST} index {index}"), e));
+                Some((key, held.get(&(key, index))?.clone()))
+            }
+        })
         .collect()
 }
 
@@ -431,14 +596,25 @@ fn per_cpu_hash<K: Pod + Ord, V: Pod + Default>(
         .collect()
 }
 
+/// Every entry of a per-CPU array, each summed over the CPUs; an error if any read failed (a
+/// partial array would read as entries fallen to 0).
 fn per_cpu_array<V: Pod + Default>(
     map: &PerCpuArray<MapData, V>,
     add: impl Fn(&mut V, &V),
-) -> Vec<V> {
+) -> Result<Vec<V>, String> {
     map.iter()
-        .flatten()
-        .map(|values| sum(&values, &add))
+        .map(|values| Ok(sum(&values.map_err(|e| e.to_string())?, &add)))
         .collect()
+}
+
+/// The first entry of a per-CPU array (those of one entry: a histogram, a counter), summed over
+/// the CPUs.
+fn per_cpu_first<V: Pod + Default>(
+    map: &PerCpuArray<MapData, V>,
+    add: impl Fn(&mut V, &V),
+) -> Result<V, String> {
+    let values = map.get(&0, 0).map_err(|e| e.to_string())?;
+    Ok(sum(&values, &add))
 }
 
 fn sum<V: Pod + Default>(values: &PerCpuValues<V>, add: &impl Fn(&mut V, &V)) -> V {
@@ -724,6 +900,25 @@ mod tests {
             read(&[(dev, counts(140, 1100, 3)), (other, counts(6, 6, 0))]),
         );
         assert_eq!(as_tuples(back), vec![(2, 140, 1100, 3), (3, 6, 6, 0)]);
+    }
+
+    /// An entry keeps its number while read; deleted by the agent, or gone from a complete
+    /// read (the LRU evicted it), it is another when it comes back.
+    #[test]
+    fn entries_keep_their_number_until_deleted_or_gone() {
+        let mut ids = EntryIds::default();
+        let (a, b) = (key(80), key(443));
+        let (ia, ib) = (ids.of(a), ids.of(b));
+        assert_ne!(ia, ib);
+        assert_eq!(ids.of(a), ia);
+        ids.forget(&a);
+        let ia2 = ids.of(a);
+        assert!(ia2 != ia && ia2 != ib);
+        // A complete read without `b`: gone.
+        ids.keep_only(&BTreeSet::from([a]));
+        assert_eq!(ids.of(a), ia2);
+        let ib2 = ids.of(b);
+        assert!(ib2 != ib && ib2 != ia2);
     }
 
     fn cpu(

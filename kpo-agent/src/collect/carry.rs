@@ -15,7 +15,7 @@ use std::{
 
 use time::OffsetDateTime;
 
-use super::{ListenerView, NetnsRead};
+use super::{ListenerView, NetnsCounters, NetnsRead};
 use kpo_common::ListenerKey;
 
 /// How long, after a namespace was last known, its last good reading is kept. A namespace can drop
@@ -116,6 +116,62 @@ impl Carry {
                 listeners,
             };
             self.last.insert(inum, Arc::new(reading));
+        }
+        for inum in namespaces.keys() {
+            self.known_at.insert(*inum, at);
+        }
+        let known_at = &self.known_at;
+        self.last.retain(|inum, _| {
+            namespaces.contains_key(inum)
+                || known_at
+                    .get(inum)
+                    .is_some_and(|&t| at.saturating_duration_since(t) < KEEP_VANISHED)
+        });
+        let last = &self.last;
+        self.known_at.retain(|inum, _| last.contains_key(inum));
+        self.last.clone()
+    }
+}
+
+/// One namespace's netstat counters as one successful read gave them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CounterReading {
+    /// When they were read (the sample's `at`).
+    pub at: Instant,
+    /// With the namespace's cookie then.
+    pub counters: NetnsCounters,
+}
+
+/// The last good counters of every namespace, kept from sample to sample the way [`Carry`]
+/// keeps dumps: a namespace that discovery no longer finds at a window's end (deleted, most
+/// often) has its `netns[]` counters counted through its last good reading, as its listeners'
+/// drops are, and should it come back (held by a descriptor), the next count starts there.
+#[derive(Debug, Default)]
+pub struct CounterCarry {
+    last: BTreeMap<u64, CounterReading>,
+    /// When each namespace with a kept reading was last among those known.
+    known_at: BTreeMap<u64, Instant>,
+}
+
+impl CounterCarry {
+    /// Takes in one sample's counters (of the namespaces whose `NetnsRead::counters` is true)
+    /// and returns the last good reading of every namespace. `cookies`: the cookie of each
+    /// namespace entered, where it could be read; a kept reading of another cookie was of a
+    /// namespace that died, and goes.
+    pub fn update(
+        &mut self,
+        at: Instant,
+        namespaces: &BTreeMap<u64, NetnsRead>,
+        cookies: &BTreeMap<u64, u64>,
+        counters: &BTreeMap<u64, NetnsCounters>,
+    ) -> BTreeMap<u64, CounterReading> {
+        self.last
+            .retain(|inum, r| match (r.counters.cookie, cookies.get(inum)) {
+                (Some(then), Some(now)) => then == *now,
+                _ => true,
+            });
+        for (inum, c) in counters {
+            self.last.insert(*inum, CounterReading { at, counters: *c });
         }
         for inum in namespaces.keys() {
             self.known_at.insert(*inum, at);
@@ -328,5 +384,55 @@ mod tests {
         );
         assert!(r[&7].listeners.is_empty(), "{:?}", r[&7]);
         assert_eq!(r[&7].cookie, Some(71));
+    }
+
+    #[test]
+    fn counters_are_carried_while_their_namespace_vanished_and_not_across_cookies() {
+        let mut carry = CounterCarry::default();
+        let t0 = Instant::now();
+        let counters = |overflows, cookie| NetnsCounters {
+            listen_overflows: overflows,
+            listen_drops: overflows,
+            cookie: Some(cookie),
+            ..Default::default()
+        };
+        let ns = BTreeMap::from([(7, READ)]);
+        let r = carry.update(
+            t0,
+            &ns,
+            &BTreeMap::from([(7, 70)]),
+            &BTreeMap::from([(7, counters(5, 70))]),
+        );
+        assert_eq!(r[&7].counters.listen_overflows, 5);
+        // Its read fails: the last good one stands.
+        let failed = BTreeMap::from([(7, NetnsRead::default())]);
+        let t1 = t0 + Duration::from_secs(1);
+        let r = carry.update(t1, &failed, &BTreeMap::from([(7, 70)]), &BTreeMap::new());
+        assert_eq!((r[&7].at, r[&7].counters.listen_overflows), (t0, 5));
+        // Gone from discovery: kept for an hour from then.
+        let none = BTreeMap::new();
+        let r = carry.update(
+            t1 + KEEP_VANISHED / 2,
+            &none,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+        );
+        assert_eq!(r[&7].counters.listen_overflows, 5);
+        let r = carry.update(
+            t1 + KEEP_VANISHED,
+            &none,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+        );
+        assert!(r.is_empty());
+        // Another namespace at the inode (another cookie): the old reading goes.
+        carry.update(
+            t0,
+            &ns,
+            &BTreeMap::from([(7, 70)]),
+            &BTreeMap::from([(7, counters(5, 70))]),
+        );
+        let r = carry.update(t1, &failed, &BTreeMap::from([(7, 71)]), &BTreeMap::new());
+        assert!(r.is_empty());
     }
 }

@@ -9,9 +9,8 @@
 //! for [`IDLE_BEFORE_DELETE`]: no poll of it in that time (a poll would put it back in a slot).
 //! That is the longest window, so a window that saw its last polls ends before the entry goes.
 //! Its totals then leave the reads (the reader's high-water mark for it goes too), and a device
-//! polled again counts from 0; a window that began before the deletion takes a fall in the totals
-//! as that restart (`counter::restarted`), and one where the new counts pass the old within a
-//! window of the deletion is short by the old: the same trade as the listeners' entries
+//! polled again counts from 0 under a new entry number (`bpf_maps::EntryIds`): a window that
+//! began before the deletion counts its new totals whole, as the listeners' entries
 //! (`stale_listeners`).
 use std::{
     collections::{BTreeMap, BTreeSet},

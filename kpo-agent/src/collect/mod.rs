@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 
 use crate::sensors::{SensorKind, Sensors};
 use bpf_maps::BpfSnapshot;
-use carry::{Carry, ListenerReading};
+use carry::{Carry, CounterCarry, CounterReading, ListenerReading};
 use health::Health;
 use napi_names::NapiNames;
 use netns::NetnsSet;
@@ -97,6 +97,10 @@ pub struct Sample {
     /// else an earlier one (see [`carry`]). Windows count listener drops from the start's entry,
     /// so drops during failed dumps are counted by the next window whose end was read.
     pub readings: BTreeMap<u64, Arc<ListenerReading>>,
+    /// Each namespace's last netstat counters that were read: this sample's own (`netns`) where
+    /// read, else an earlier reading (see [`carry::CounterCarry`]). A window counts a namespace
+    /// that discovery no longer finds at its end through its last reading.
+    pub netns_readings: BTreeMap<u64, CounterReading>,
     /// The name of each device NAPI polled (`bpf.napi`'s keys), in the device's own namespace;
     /// absent when that namespace could not be entered or no longer has the device.
     pub napi_devices: BTreeMap<NapiKey, String>,
@@ -123,6 +127,7 @@ pub struct Collector {
     owners: OwnerCache,
     services: bpf_maps::ServiceIndex,
     carry: Carry,
+    counter_carry: CounterCarry,
     napi_names: NapiNames,
     stale_listeners: StaleListeners,
     /// Which sources are broken, so the log says when one breaks and when it recovers, not
@@ -139,6 +144,7 @@ impl Collector {
             owners: OwnerCache::default(),
             services: Default::default(),
             carry: Carry::default(),
+            counter_carry: CounterCarry::default(),
             napi_names: NapiNames::default(),
             stale_listeners: StaleListeners::default(),
             health: Health::default(),
@@ -154,6 +160,14 @@ impl Collector {
         let accept_queue_attached = self.sensors.is_attached(SensorKind::AcceptQueue);
         let services = &self.services;
         let bpf = self.sensors.maps_mut().map(|maps| maps.read(services));
+        if let Some(b) = &bpf {
+            // A failed read gives the last good one (`bpf_maps::Held`): logged, once, here.
+            let failed = b.failed_reads.iter().map(|(what, e)| {
+                let problem = format!("reading {what} failed (its last good read stands): {e}");
+                (what.clone(), problem)
+            });
+            self.health.round("eBPF maps", failed);
+        }
         let (host, errors) = HostSnapshot::read(&ProcRoot(self.proc_root.clone()));
         self.health.round(
             "host",
@@ -201,6 +215,7 @@ impl Collector {
         let readings = self
             .carry
             .update(at, wall, &namespaces, &cookies, &listeners);
+        let netns_readings = self.counter_carry.update(at, &namespaces, &cookies, &netns);
         Sample {
             at,
             wall,
@@ -209,6 +224,7 @@ impl Collector {
             netns,
             namespaces,
             readings,
+            netns_readings,
             napi_devices,
             host,
             duty_sampled,

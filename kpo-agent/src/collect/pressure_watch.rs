@@ -77,6 +77,7 @@ pub(crate) mod tests {
             netns: BTreeMap::new(),
             namespaces: BTreeMap::new(),
             readings: BTreeMap::new(),
+            netns_readings: BTreeMap::new(),
             napi_devices: BTreeMap::new(),
             host: HostSnapshot::empty(Instant::now()),
             duty_sampled: std::time::Duration::ZERO,

@@ -10,11 +10,10 @@
 //! its namespace's sock_diag dump (in a dump that succeeded, or its namespace is gone) and with
 //! no new count. That is the longest window, so a window that saw the listener's last counts
 //! ends before its entry goes: the window reports them. A listener that comes back later counts
-//! from 0 in a new entry. A window that began after the deletion counts it whole; one that began
-//! before it, holding the old entry's count C, takes the new count as a restart only when it is
-//! below C, and otherwise counts it short by C. That takes a listener idle for 30 minutes that
-//! listens again within one window of its entry's deletion; the entry is not kept for it, since
-//! keeping entries is what this module is for.
+//! from 0 in a new entry, which the reader numbers apart from the old one
+//! (`bpf_maps::EntryIds`): a window that began before the deletion, holding the old entry's
+//! count, counts the new entry whole, as one that began after it does (the old entry counted
+//! nothing in the window: it was idle for the longest window).
 use std::{
     collections::{BTreeMap, HashMap},
     time::{Duration, Instant},

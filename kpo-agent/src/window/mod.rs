@@ -10,8 +10,10 @@ use serde::Serialize;
 
 use crate::{
     collect::{
-        bpf_maps::BpfSnapshot, carry::ListenerReading, procfs::HostMetrics, NetnsCounters,
-        NetnsRead, Sample,
+        bpf_maps::BpfSnapshot,
+        carry::{CounterReading, ListenerReading},
+        procfs::HostMetrics,
+        NetnsCounters, NetnsRead, Sample,
     },
     counter,
 };
@@ -556,11 +558,32 @@ fn absence_is_real(sample: &Sample, inum: u64, read: fn(&NetnsRead) -> bool) -> 
     sample.namespaces.get(&inum).is_none_or(read)
 }
 
+/// Each namespace's counters over the window: those read at the end, and those of a namespace
+/// that discovery no longer finds there (deleted, most often: no later window would read it)
+/// through its last reading, if that was in the window. They count from the start's reading, or,
+/// for a namespace that discovery did not find at the start either (held only by a descriptor
+/// meanwhile), from its last reading before, which the windows before counted through.
 fn netns(first: &Sample, last: &Sample) -> Vec<NetnsWindow> {
-    last.netns
+    fn carried<'a>(s: &'a Sample, inum: &u64) -> Option<&'a CounterReading> {
+        vanished(s, *inum)
+            .then(|| s.netns_readings.get(inum))
+            .flatten()
+    }
+    let vanished_at_end = last
+        .netns_readings
         .iter()
+        .filter(|(inum, r)| !last.netns.contains_key(inum) && r.at >= first.at)
+        .filter_map(|(inum, _)| Some((inum, &carried(last, inum)?.counters)));
+    let mut windows = last
+        .netns
+        .iter()
+        .chain(vanished_at_end)
         .filter_map(|(inum, c)| {
-            let seen = first.netns.get(inum).copied();
+            let seen = first
+                .netns
+                .get(inum)
+                .or_else(|| Some(&carried(first, inum)?.counters))
+                .copied();
             // A namespace new in this window has no baseline: its counters began at 0 with it.
             // One whose counters could not be read at the baseline has no difference to give:
             // from 0 it would count everything since the namespace was created.
@@ -594,7 +617,9 @@ fn netns(first: &Sample, last: &Sample) -> Vec<NetnsWindow> {
                 syn_queue_full_cookies: syn(|c| c.syn_queue_full_cookies),
             })
         })
-        .collect()
+        .collect::<Vec<_>>();
+    windows.sort_by_key(|w| w.netns);
+    windows
 }
 
 fn softirqs(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<SoftirqWindow> {
@@ -640,10 +665,16 @@ fn napi(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<NapiWindow> {
     b.napi
         .iter()
         .filter_map(|(key, c)| {
-            let before = bpf_before(first, |f| f.napi.get(key).copied());
-            // The reader holds each device's totals at their highest (`hold_high_water`); they
-            // fall only when a device no longer polled has its entry deleted and is polled
-            // again (`collect::idle_napi`), and then count from 0.
+            // The reader holds each device's totals at their highest (`hold_high_water`) until
+            // a device no longer polled has its entry deleted (`collect::idle_napi`); polled
+            // again, it counts from 0 in another entry (`EntryIds`), whose counts are all new.
+            let entry = b.napi_entries.get(key);
+            let before = bpf_before(first, |f| {
+                f.napi
+                    .get(key)
+                    .filter(|_| f.napi_entries.get(key) == entry)
+                    .copied()
+            });
             let polls = counter::restarted(before.polls, c.polls);
             let packets = counter::restarted(before.packets, c.packets);
             let backlog = *key == NapiKey::BACKLOG;
@@ -689,12 +720,18 @@ fn listeners(
 ) -> Vec<ListenerWindow> {
     let bpf_of =
         |s: &Sample, key: &ListenerKey| s.bpf.as_ref().and_then(|b| b.listeners.get(key)).copied();
+    // The baseline's counts of the entry read at the end: of another entry (deleted by the agent
+    // and re-created since, see `bpf_maps::EntryIds`) they are not subtracted.
+    let bpf_before = |key: &ListenerKey| {
+        let now = bpf_of(last, key).map(|b| b.entry);
+        bpf_of(first, key).filter(|f| Some(f.entry) == now)
+    };
     let bpf_on = last.accept_queue_sensor;
     let mut keys: Vec<ListenerKey> = last.listeners.keys().copied().collect();
     // Listeners that closed during the window but were active in it.
     if let Some(b) = &last.bpf {
         for (key, l) in &b.listeners {
-            let before = bpf_of(first, key).map_or(0, |f| f.enqueued);
+            let before = bpf_before(key).map_or(0, |f| f.enqueued);
             if !last.listeners.contains_key(key) && l.enqueued > before {
                 keys.push(*key);
             }
@@ -732,7 +769,7 @@ fn listeners(
                 .or_else(|| first.listeners.get(&key));
             let (overflows, since) = overflows(first, last, reference, dropped, key);
             let now_bpf = bpf_of(last, &key);
-            let before_bpf = bpf_of(first, &key).unwrap_or_default();
+            let before_bpf = bpf_before(&key).unwrap_or_default();
             ListenerWindow {
                 netns: u64::from(key.netns),
                 port: key.port,
@@ -935,6 +972,7 @@ mod tests {
             netns: BTreeMap::new(),
             namespaces: [(7, READ)].into(),
             readings: BTreeMap::new(),
+            netns_readings: BTreeMap::new(),
             napi_devices: BTreeMap::new(),
             host,
             // Samples a second apart: a sampled tick is attached all of it.
@@ -986,6 +1024,7 @@ mod tests {
             synack_retrans: 0,
             backlog_limit: 128,
             tick_peak: peak,
+            entry: 1,
         }
     }
 
@@ -1626,6 +1665,83 @@ mod tests {
         );
     }
 
+    /// Defect: a namespace deleted mid-window was left out of that window's `netns[]`: the
+    /// overflows its netstat counted between the start and its last reading were counted
+    /// nowhere. Now through its last reading; found again (held by a descriptor), the next
+    /// window counts from that reading, once; and a window that ends with it still gone does
+    /// not list it again.
+    #[test]
+    fn a_namespace_deleted_mid_window_has_its_counters_counted_through_its_last_reading() {
+        use crate::collect::carry::CounterCarry;
+        let t0 = Instant::now();
+        let counters = |n: u64| NetnsCounters {
+            listen_overflows: n,
+            listen_drops: n + 1,
+            syn_queue_full_drops: Some(n / 2),
+            syn_queue_full_cookies: None,
+            cookie: Some(70),
+        };
+        let mut carry = CounterCarry::default();
+        // `n`: its counters at `secs`, or None: discovery does not find it.
+        let mut at = |secs: u64, n: Option<u64>| {
+            let mut s = sample(t0, secs, false, 0, 0, bpf(0, None));
+            s.namespaces.clear();
+            s.netns.clear();
+            if let Some(n) = n {
+                s.namespaces.insert(7, READ);
+                s.netns.insert(7, counters(n));
+            }
+            s.netns_readings =
+                carry.update(s.at, &s.namespaces, &BTreeMap::from([(7, 70)]), &s.netns);
+            s
+        };
+        let s0 = at(0, Some(100));
+        let s1 = at(1, Some(130));
+        let s2 = at(2, None);
+        let s3 = at(3, None);
+        let s4 = at(4, Some(135));
+        let of = |w: &Window| {
+            w.netns
+                .iter()
+                .find(|n| n.netns == 7)
+                .map(|n| (n.listen_overflows, n.listen_drops, n.syn_queue_full_drops))
+        };
+        let mut b = WindowBuilder::new(s0.clone());
+        b.push(s1.clone());
+        b.push(s2.clone());
+        let (w, mut b) = b.finish_and_continue().unwrap();
+        assert_eq!(of(&w), Some((30, 30, Some(15))));
+        // Still gone at the next window's end: nothing more, and not listed.
+        b.push(s3.clone());
+        let (w, mut b) = b.finish_and_continue().unwrap();
+        assert_eq!(of(&w), None);
+        // Back: from its last reading, once.
+        b.push(s4.clone());
+        let (w, _) = b.finish_and_continue().unwrap();
+        assert_eq!(of(&w), Some((5, 5, Some(2))));
+        // The rules' tick windows count the same.
+        assert_eq!(of(&tick_window(&s1, &s2)), Some((0, 0, Some(0))));
+        assert_eq!(of(&tick_window(&s2, &s3)), None);
+        assert_eq!(of(&tick_window(&s3, &s4)), Some((5, 5, Some(2))));
+        // A namespace created in the window and deleted before its end counts from 0.
+        let mut carry = CounterCarry::default();
+        let mut at = |secs: u64, n: Option<u64>| {
+            let mut s = sample(t0, secs, false, 0, 0, bpf(0, None));
+            s.namespaces.clear();
+            s.netns.clear();
+            if let Some(n) = n {
+                s.namespaces.insert(7, READ);
+                s.netns.insert(7, counters(n));
+            }
+            s.netns_readings = carry.update(s.at, &s.namespaces, &BTreeMap::new(), &s.netns);
+            s
+        };
+        let mut b = WindowBuilder::new(at(0, None));
+        b.push(at(1, Some(4)));
+        b.push(at(2, None));
+        assert_eq!(of(&b.finish().unwrap().0), Some((4, 5, Some(2))));
+    }
+
     /// Any run of good and failed dumps, window lengths and sockets replaced after a good dump:
     /// the windows' overflows add up to the drops between the first and the last dump, each
     /// window's is null exactly when its end failed, and `overflows_since` is set exactly when
@@ -1873,7 +1989,9 @@ mod tests {
     }
 
     /// A device whose overflow entry was deleted while it was idle (`collect::idle_napi`), and
-    /// that is polled again within the window, counts from 0: its totals fell.
+    /// that is polled again within the window, counts from 0 in its new entry. Defect: taken
+    /// for the old entry's continuation, it was counted short by the old totals once its new
+    /// ones passed them (1500 polls counted 500).
     #[test]
     fn a_napi_device_polled_again_after_its_entry_went_counts_from_zero() {
         use kpo_common::NapiCounters;
@@ -1882,25 +2000,77 @@ mod tests {
             netns: 4026532001,
             ifindex: 3,
         };
-        let with_polls = |secs, polls| {
+        let with_polls = |secs, polls, entry| {
             let mut s = sample(t0, secs, true, 0, 0, bpf(0, None));
             let counts = NapiCounters {
                 polls,
                 packets: 2 * polls,
                 budget_exhausted: 0,
             };
-            s.bpf.as_mut().unwrap().napi = BTreeMap::from([(key, counts)]);
+            let b = s.bpf.as_mut().unwrap();
+            b.napi = BTreeMap::from([(key, counts)]);
+            b.napi_entries = BTreeMap::from([(key, entry)]);
             s
         };
-        let mut b = WindowBuilder::new(with_polls(0, 1000));
-        b.push(with_polls(1, 6));
-        let (w, _) = b.finish().unwrap();
-        assert_eq!((w.napi[0].polls, w.napi[0].packets), (6, 12));
+        let polls = |first, last| {
+            let mut b = WindowBuilder::new(first);
+            b.push(last);
+            let (w, _) = b.finish().unwrap();
+            (w.napi[0].polls, w.napi[0].packets)
+        };
+        assert_eq!(polls(with_polls(0, 1000, 1), with_polls(1, 6, 2)), (6, 12));
+        assert_eq!(
+            polls(with_polls(0, 1000, 1), with_polls(1, 1500, 2)),
+            (1500, 3000)
+        );
+        // The same entry: the difference.
+        assert_eq!(
+            polls(with_polls(0, 1000, 1), with_polls(1, 1500, 1)),
+            (500, 1000)
+        );
+    }
+
+    /// Defect: a listener whose accept-queue entry the agent deleted (idle for the longest
+    /// window, `collect::stale_listeners`) and that listened again within the window counted
+    /// from 0 in a new entry, but the window took it for the old entry's continuation: short
+    /// by the old count once the new one passed it (150 connections counted 50).
+    #[test]
+    fn a_listener_back_after_its_entry_was_deleted_counts_its_new_entry_whole() {
+        let t0 = Instant::now();
+        let old = ListenerBpf {
+            synack_retrans: 7,
+            ..bpf(100, None)
+        };
+        let new = ListenerBpf {
+            entry: 2,
+            synack_retrans: 9,
+            ..bpf(150, Some(3))
+        };
+        let first = sample(t0, 0, true, 0, 0, old);
+        let last = sample(t0, 1, true, 0, 0, new);
+        let w = &tick_window(&first, &last).listeners[0];
+        assert_eq!((w.enqueued, w.synack_retrans), (Some(150), Some(9)));
+        let mut b = WindowBuilder::new(first.clone());
+        b.push(sample(t0, 1, true, 0, 0, bpf(100, None)));
+        b.push(last);
+        let w = &b.finish().unwrap().0.listeners[0];
+        assert_eq!((w.enqueued, w.synack_retrans), (Some(150), Some(9)));
+        // The same entry: the difference.
+        let same = sample(t0, 1, true, 0, 0, ListenerBpf { entry: 1, ..new });
+        let w = &tick_window(&first, &same).listeners[0];
+        assert_eq!((w.enqueued, w.synack_retrans), (Some(50), Some(2)));
     }
 
     /// A fake `MAP_REQ_HIST`: each index's cumulative histogram (a count in one bucket), kept
-    /// as the collector keeps the map: a reused index is zeroed.
+    /// as the collector keeps the map: a reused index is zeroed. `failing`: indices whose read
+    /// fails; `held`: the reader's last good reads.
     struct ReqSlots(Vec<u64>);
+
+    #[derive(Default)]
+    struct ReqReader {
+        held: BTreeMap<(ListenerKey, u32), Vec<u64>>,
+        failing: Vec<u32>,
+    }
 
     impl ReqSlots {
         fn update(&mut self, services: &mut ServiceIndex, ports: &[ListenerKey]) {
@@ -1911,12 +2081,33 @@ mod tests {
 
         /// A sample at `secs` with the histograms the collector would read now.
         fn sample(&self, t0: Instant, secs: u64, services: &ServiceIndex) -> Sample {
+            self.sample_read(t0, secs, services, &mut ReqReader::default())
+        }
+
+        /// The same, read through `reader`, whose failing indices fail.
+        fn sample_read(
+            &self,
+            t0: Instant,
+            secs: u64,
+            services: &ServiceIndex,
+            reader: &mut ReqReader,
+        ) -> Sample {
             let mut s = sample(t0, secs, true, 0, 0, bpf(0, None));
-            s.bpf.as_mut().unwrap().request_hist = read_request_hists(services, |index| {
-                let mut h = vec![0; kpo_common::HIST_BUCKETS];
-                h[60] = *self.0.get(index as usize)?;
-                Some(h)
-            });
+            let b = s.bpf.as_mut().unwrap();
+            let failing = reader.failing.clone();
+            b.request_hist = read_request_hists(
+                services,
+                &mut reader.held,
+                |index| {
+                    if failing.contains(&index) {
+                        return Err("EIO".into());
+                    }
+                    let mut h = vec![0; kpo_common::HIST_BUCKETS];
+                    h[60] = *self.0.get(index as usize).ok_or("no such index")?;
+                    Ok(h)
+                },
+                &mut b.failed_reads,
+            );
             s
         }
     }
@@ -1958,6 +2149,100 @@ mod tests {
         // The rules' tick windows count the same.
         assert_eq!(requests_of(&tick_window(&s0, &s1), KEY), None);
         assert_eq!(requests_of(&tick_window(&s1, &s2), KEY), Some(5));
+    }
+
+    /// Defect: a histogram whose read failed for one tick was left out of that sample, and the
+    /// next tick, with nothing to subtract, counted every request since the listener was first
+    /// timed (1008 instead of 8). A failed read gives the last good one: the next good read
+    /// counts what came since, once, in the window (or tick) it closes.
+    #[test]
+    fn a_request_histogram_whose_read_fails_for_a_tick_counts_from_its_last_good_read() {
+        let t0 = Instant::now();
+        let mut services = ServiceIndex::default();
+        let mut slots = ReqSlots(vec![0; kpo_common::MAX_SERVICES as usize]);
+        let mut reader = ReqReader::default();
+        slots.update(&mut services, &[KEY]);
+        slots.0[0] = 1000;
+        let s0 = slots.sample_read(t0, 0, &services, &mut reader);
+        slots.0[0] = 1003;
+        reader.failing = vec![0];
+        let s1 = slots.sample_read(t0, 1, &services, &mut reader);
+        assert_eq!(s1.bpf.as_ref().unwrap().failed_reads.len(), 1);
+        assert_eq!(
+            s1.bpf.as_ref().unwrap().failed_reads[0].0,
+            format!("{} index 0", kpo_common::MAP_REQ_HIST)
+        );
+        reader.failing.clear();
+        slots.0[0] = 1008;
+        let s2 = slots.sample_read(t0, 2, &services, &mut reader);
+        assert!(s2.bpf.as_ref().unwrap().failed_reads.is_empty());
+
+        // One window over all three: the 8 requests.
+        let mut b = WindowBuilder::new(s0.clone());
+        b.push(s1.clone());
+        b.push(s2.clone());
+        assert_eq!(requests_of(&b.finish().unwrap().0, KEY), Some(8));
+        // A window ending on the failed read counts none; the next, all 8 since the last good.
+        let mut b = WindowBuilder::new(s0.clone());
+        b.push(s1.clone());
+        let (w, next) = b.finish_and_continue().unwrap();
+        assert_eq!(requests_of(&w, KEY), None);
+        let mut next = next;
+        next.push(s2.clone());
+        assert_eq!(requests_of(&next.finish().unwrap().0, KEY), Some(8));
+        // The rules' tick windows count the same.
+        assert_eq!(requests_of(&tick_window(&s0, &s1), KEY), None);
+        assert_eq!(requests_of(&tick_window(&s1, &s2), KEY), Some(8));
+
+        // A listener whose first read under it fails is left out until read (its histogram
+        // counts from 0 then: all of it since it was timed).
+        let other = ListenerKey { port: 81, ..KEY };
+        slots.update(&mut services, &[KEY, other]);
+        slots.0[1] = 4;
+        reader.failing = vec![1];
+        let s3 = slots.sample_read(t0, 3, &services, &mut reader);
+        assert!(!s3.bpf.as_ref().unwrap().request_hist.contains_key(&other));
+        reader.failing.clear();
+        let s4 = slots.sample_read(t0, 4, &services, &mut reader);
+        assert_eq!(requests_of(&tick_window(&s3, &s4), other), Some(4));
+    }
+
+    /// The run-queue histogram and the eBPF counters read the same way: a failed read is the
+    /// last good one, so neither the tick it closes nor the next counts from 0.
+    #[test]
+    fn a_runq_histogram_whose_read_fails_counts_from_its_last_good_read() {
+        use crate::collect::bpf_maps::hold_last_good;
+        let t0 = Instant::now();
+        let hist = |n: u64| {
+            let mut h = vec![0; kpo_common::HIST_BUCKETS];
+            h[40] = n;
+            h
+        };
+        let mut held = None;
+        let mut at = |secs: u64, read: Result<Vec<u64>, String>| {
+            let mut s = sample(t0, secs, true, 0, 0, bpf(0, None));
+            let b = s.bpf.as_mut().unwrap();
+            b.runq_hist = hold_last_good(&mut held, read, "KPO_RUNQ_HIST", &mut b.failed_reads);
+            s
+        };
+        let s0 = at(0, Ok(hist(500)));
+        let s1 = at(1, Err("EIO".into()));
+        let s2 = at(2, Ok(hist(520)));
+        assert_eq!(s1.bpf.as_ref().unwrap().runq_hist, hist(500));
+        let samples = |w: &Window| w.runq_latency.map(|l| l.samples);
+        assert_eq!(samples(&tick_window(&s0, &s1)), None);
+        assert_eq!(samples(&tick_window(&s1, &s2)), Some(20));
+        let mut b = WindowBuilder::new(s0);
+        b.push(s1);
+        let (w, mut next) = b.finish_and_continue().unwrap();
+        assert_eq!(samples(&w), None);
+        next.push(s2);
+        assert_eq!(samples(&next.finish().unwrap().0), Some(20));
+        // Nothing read yet: nothing held, an empty histogram.
+        let mut none: Option<Vec<u64>> = None;
+        let mut failed = Vec::new();
+        assert!(hold_last_good(&mut none, Err("EIO".into()), "x", &mut failed).is_empty());
+        assert_eq!(failed, [("x".to_string(), "EIO".to_string())]);
     }
 
     /// A service whose index is given to another listener during the window keeps the requests

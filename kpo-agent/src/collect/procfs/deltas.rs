@@ -26,7 +26,7 @@ pub(super) struct SoftnetDeltas {
 /// and offline CPUs print no line, so once the number of lines changes (a CPU went offline or
 /// came back) the lines after it belong to other CPUs than before, and their differences
 /// would be other CPUs' counters subtracted from each other.
-pub(super) fn softnet_deltas(first: &Softnet, last: &Softnet) -> Option<SoftnetDeltas> {
+pub(super) fn softnet_deltas(first: &Softnet, last: &Softnet, secs: f64) -> Option<SoftnetDeltas> {
     let by_position = !(first.cpu_ids_from_kernel && last.cpu_ids_from_kernel);
     if by_position && first.cpus.len() != last.cpus.len() {
         return None;
@@ -41,7 +41,7 @@ pub(super) fn softnet_deltas(first: &Softnet, last: &Softnet) -> Option<SoftnetD
             continue;
         };
         let d = |f: fn(&SoftnetCpu) -> u32| {
-            counter::wrapping_u32(u64::from(f(before)), u64::from(f(now)))
+            counter::wrapping_u32(u64::from(f(before)), u64::from(f(now)), secs)
         };
         sum.processed = sum.processed.saturating_add(d(|c| c.processed));
         sum.dropped = sum.dropped.saturating_add(d(|c| c.dropped));
@@ -88,31 +88,37 @@ pub(super) fn disk_deltas(first: &Diskstats, last: &Diskstats) -> DiskDeltas {
     sum
 }
 
-/// Sum over the CPUs both readings list of the 32-bit per-CPU counts, matched by CPU id.
+/// Sum over the CPUs both readings list of the 32-bit per-CPU counts, matched by CPU id, read
+/// `secs` apart.
 pub(super) fn per_cpu_delta(
     first_cpus: &[u32],
     first: &[u64],
     last_cpus: &[u32],
     last: &[u64],
+    secs: f64,
 ) -> u64 {
     last_cpus
         .iter()
         .zip(last)
         .filter_map(|(cpu, now)| {
             let i = first_cpus.iter().position(|c| c == cpu)?;
-            Some(counter::wrapping_u32(*first.get(i)?, *now))
+            Some(counter::wrapping_u32(*first.get(i)?, *now, secs))
         })
         .fold(0, u64::saturating_add)
 }
 
-pub(super) fn softirq_deltas(first: &Softirqs, last: &Softirqs) -> BTreeMap<String, u64> {
+pub(super) fn softirq_deltas(
+    first: &Softirqs,
+    last: &Softirqs,
+    secs: f64,
+) -> BTreeMap<String, u64> {
     last.vectors
         .iter()
         .filter_map(|(name, now)| {
             let before = first.vectors.get(name)?;
             Some((
                 name.clone(),
-                per_cpu_delta(&first.cpus, before, &last.cpus, now),
+                per_cpu_delta(&first.cpus, before, &last.cpus, now, secs),
             ))
         })
         .collect()
@@ -125,7 +131,7 @@ pub(super) fn softirq_deltas(first: &Softirqs, last: &Softirqs) -> BTreeMap<Stri
 /// wrap). When none fell, its counts went on: a legacy IRQ keeps them across `free_irq` (`4-edge
 /// ttyS0` loses `ttyS0` when the port is closed) and a shared line when a handler binds or
 /// unbinds; from 0 they would add everything since boot to one window.
-pub(super) fn interrupt_delta(first: &Interrupts, last: &Interrupts) -> u64 {
+pub(super) fn interrupt_delta(first: &Interrupts, last: &Interrupts, secs: f64) -> u64 {
     last.lines
         .iter()
         .filter(|l| !l.is_error_count())
@@ -145,6 +151,7 @@ pub(super) fn interrupt_delta(first: &Interrupts, last: &Interrupts) -> u64 {
                 &before.counts,
                 &last.cpus,
                 &now.counts,
+                secs,
             ))
         })
         .fold(0, u64::saturating_add)
@@ -209,7 +216,7 @@ mod tests {
              25: 20 30 PCI-MSI 2-edge eth0-tx-0\n",
         )
         .unwrap();
-        assert_eq!(interrupt_delta(&first, &last), 10 + 30);
+        assert_eq!(interrupt_delta(&first, &last, 10.0), 10 + 30);
     }
 
     /// Defect: any change of a line's description was taken for an IRQ re-created with zeroed
@@ -234,7 +241,7 @@ mod tests {
 ",
         )
         .unwrap();
-        assert_eq!(interrupt_delta(&first, &last), 15 + 20 + 1);
+        assert_eq!(interrupt_delta(&first, &last, 10.0), 15 + 20 + 1);
         // A handler bound again, the counts still going on.
         let again = parse_interrupts(
             "           CPU0       CPU1
@@ -244,6 +251,22 @@ mod tests {
 ",
         )
         .unwrap();
-        assert_eq!(interrupt_delta(&last, &again), 2 + 3);
+        assert_eq!(interrupt_delta(&last, &again, 10.0), 2 + 3);
+    }
+
+    /// Defect: an IRQ requested again under the same name (a driver reloaded) restarts its
+    /// counts from 0, and from above 2^31 that fall passed for a wrap: 1.29e9 interrupts on one
+    /// CPU in a 10 s tick. A real wrap near 2^32 still counts across it.
+    #[test]
+    fn an_irq_reset_from_above_half_the_range_under_the_same_name_is_no_wrap() {
+        let first = parse_interrupts(
+            "           CPU0       CPU1\n 24: 3000000000 4294967000 PCI-MSI 1-edge eth0-rx-0\n",
+        )
+        .unwrap();
+        let last =
+            parse_interrupts("           CPU0       CPU1\n 24: 5 200 PCI-MSI 1-edge eth0-rx-0\n")
+                .unwrap();
+        // CPU 0 was reset (counts 0); CPU 1 wrapped: 296 + 200.
+        assert_eq!(interrupt_delta(&first, &last, 10.0), 296 + 200);
     }
 }

@@ -167,7 +167,8 @@ impl HostMetrics {
             netstat("TcpExtListenOverflows"),
             netstat("TcpExtListenDrops"),
         );
-        let softnet = both(&first.softnet, &last.softnet).and_then(|(a, b)| softnet_deltas(a, b));
+        let softnet =
+            both(&first.softnet, &last.softnet).and_then(|(a, b)| softnet_deltas(a, b, secs));
         let vmstat_rate = |field: fn(&super::Vmstat) -> Option<u64>| {
             both(&first.vmstat, &last.vmstat)
                 .and_then(|(a, b)| span.rate(counter::monotonic(field(a)?, field(b)?)))
@@ -247,14 +248,14 @@ impl HostMetrics {
             softirqs_per_s: both(&first.softirqs, &last.softirqs).and_then(|(a, b)| {
                 let secs = span.0?;
                 Some(
-                    softirq_deltas(a, b)
+                    softirq_deltas(a, b, secs)
                         .into_iter()
                         .map(|(name, n)| (name, round3(n as f64 / secs)))
                         .collect(),
                 )
             }),
             interrupts_per_s: both(&first.interrupts, &last.interrupts)
-                .and_then(|(a, b)| span.rate(interrupt_delta(a, b))),
+                .and_then(|(a, b)| span.rate(interrupt_delta(a, b, secs))),
 
             sched_run_delay_ns_per_s_per_cpu: sched.and_then(|s| {
                 span.0
