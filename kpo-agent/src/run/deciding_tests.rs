@@ -3500,3 +3500,106 @@ sources = ["operator"]
     assert_eq!(d.guard_watching(), 0, "nothing left there to judge");
     assert_eq!(reverts(d.on_window(&runq(5_000.0))), 0, "said once");
 }
+
+/// Defect: once the guard reverted a step back of the rules (putting their raise back, its own
+/// revert in the journal), the value in place was no longer the rules' own, so they never
+/// stepped back again and the raise stayed for good. Now the raise the guard put back is still
+/// theirs: no step back while the stepped-back value is quarantined (the policy would refuse it),
+/// and the first calm window after the quarantine ends steps back again.
+#[test]
+fn a_step_back_the_guard_reverted_is_tried_again_once_its_quarantine_ends() {
+    let host =
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata("/proc/self/ns/net").unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let k = crate::change::tests::kernel(&[("net.core.somaxconn", Value::Int(128))]);
+    let journal = Journal::open(&tmp.path().join("state"), Holder::Agent, Duration::ZERO).unwrap();
+    let policy = Policy::parse(
+        r#"
+[guard]
+max_changes_per_hour = 1000
+
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 128
+max = 65535
+sources = ["rules"]
+guard_signals = ["request_p99"]
+"#,
+        "policy.toml",
+    )
+    .unwrap();
+    let mut d = Deciding::with_path(ChangePath::new(policy, journal, Box::new(k.clone())), false)
+        .unwrap()
+        .0;
+    let somaxconn = || k.0.lock().unwrap().values["net.core.somaxconn"].clone();
+    // The service has not listened again since the raise: its limit is still 128, its queue
+    // nearly empty.
+    let calm = |p99_us: f64| {
+        let mut w = pressure(host, 10.0, 0, p99_us);
+        w.listeners[0].backlog_max = 5;
+        w
+    };
+    // What each window proposed for somaxconn, and what became of it.
+    let changes = |events: Vec<Event>| -> Vec<(Value, Source, ChangePhase)> {
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Change(c)
+                    if matches!(
+                        c.phase,
+                        ChangePhase::Verified | ChangePhase::Refused | ChangePhase::Reverted
+                    ) =>
+                {
+                    Some((c.after, c.source, c.phase))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    d.on_window(&pressure(host, 10.0, 0, 1_000.0));
+    d.on_tick_window(&pressure(host, 1.0, 50, 1_000.0));
+    assert_eq!(somaxconn(), Value::Int(256), "raised on the tick");
+    // The calm that steps back (60 windows), the raise judged and kept meanwhile.
+    let mut windows = 0;
+    while somaxconn() == Value::Int(256) {
+        windows += 1;
+        assert!(windows <= 60, "no step back after 60 calm windows");
+        d.on_window(&calm(1_000.0));
+    }
+    assert_eq!(somaxconn(), Value::Int(128), "stepped back");
+    // Requests wait far longer after the step back: the guard puts the raise back.
+    let mut reverted = Vec::new();
+    for _ in 0..4 {
+        reverted.extend(changes(d.on_window(&calm(50_000.0))));
+        if !reverted.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        reverted,
+        [(Value::Int(256), Source::Guard, ChangePhase::Reverted)]
+    );
+    // The quarantine of 128 lasts an hour: no step back meanwhile, not even one refused.
+    for _ in 0..100 {
+        assert_eq!(changes(d.on_window(&calm(1_000.0))), []);
+    }
+    assert_eq!(somaxconn(), Value::Int(256));
+    // An hour on, the quarantine is over (journaled as ended, as a restart's would be).
+    let journal = &mut d.path_for_tests_mut().journal;
+    let now = crate::journal::now_ms();
+    journal
+        .append(Record::Quarantine {
+            ts_ms: now,
+            key: "net.core.somaxconn".into(),
+            value: Value::Int(128),
+            until_ms: now,
+            why: "test: an hour has passed".into(),
+        })
+        .unwrap();
+    assert_eq!(
+        changes(d.on_window(&calm(1_000.0))),
+        [(Value::Int(128), Source::Rules, ChangePhase::Verified)],
+        "the rules step back again"
+    );
+    assert_eq!(somaxconn(), Value::Int(128));
+}

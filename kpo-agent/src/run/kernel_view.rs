@@ -1,13 +1,14 @@
 //! What the rules read of the kernel, through the change path: the current value of a sysctl
-//! (host or namespace) and, from the journal, its value before KPO first changed it and whether
-//! the value there is the rules' own. Each value is read at most once per evaluation (finding a
-//! namespace by inode walks /proc).
-use std::collections::BTreeMap;
+//! (host or namespace) and, from the journal, its value before KPO first changed it, whether the
+//! value there is the rules' own, and whether the guard's quarantine holds a value. Each value is
+//! read at most once per evaluation (finding a namespace by inode walks /proc).
+use std::{collections::BTreeMap, time::SystemTime};
 
 use crate::{
     actuate::param::{ParamAddress, Value},
     advise::rules::KernelView,
     change::ChangePath,
+    journal::{Intent, IntentKind, Journal, Outcome, Record},
     policy::Source,
 };
 
@@ -54,7 +55,16 @@ impl KernelView for PathView<'_> {
         let key = crate::journal::target_key(address);
         let journal = &self.path.journal;
         let state = journal.params().find(|p| p.key == key)?;
-        let id = state.holding?;
+        let Some(id) = state.holding else {
+            // No change holds it after a revert; one of the guard's may have put back a value of
+            // the rules' own.
+            let value = state.last_applied.as_ref()?;
+            return (state.yielded.is_none()
+                && state.unsettled.is_none()
+                && guard_put_back_rules_own(journal, &key, value))
+            .then(|| value.as_int())
+            .flatten();
+        };
         let change = journal.intent(id)?;
         // An operator's `kpo apply`, the LLM's or the optimizer's value is theirs to keep.
         (change.source == Source::Rules && state.still_holds(id, &change.after))
@@ -62,11 +72,105 @@ impl KernelView for PathView<'_> {
             .flatten()
     }
 
+    fn quarantined(&mut self, address: &ParamAddress, value: i64) -> bool {
+        let now = SystemTime::now();
+        self.path
+            .journal
+            .context(address, &Value::Int(value.into()), now)
+            .quarantined_until
+            .is_some_and(|until| until > now)
+    }
+
     fn cgroup_v1(&mut self) -> bool {
         // cgroup v2 mounted at the usual place has this file at its root; a v1 or hybrid host
         // (v1 controllers, memory among them, with v2 at /sys/fs/cgroup/unified) has not.
         !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
     }
+}
+
+/// Whether `value`, which KPO's latest write at `key` left, was put there by the guard undoing a
+/// change of the rules made over a value of their own: a step back the guard reverted puts the
+/// rules' raise back, and that raise is still theirs to step back once the stepped-back value's
+/// quarantine ends (else it would stay for ever). Read from the live journal, newest first: the
+/// write before the guard's revert must be the change it undid, and the write before that the
+/// rules' own (a change of theirs, or again the guard undoing one of theirs). A yield, a
+/// hand-back, a namespace gone, another proposer's change or revert, a write of an earlier boot,
+/// or a history archived since ends the walk: the value is not taken for theirs.
+fn guard_put_back_rules_own(journal: &Journal, key: &str, value: &Value) -> bool {
+    let records = journal.records();
+    let mut end = records.len();
+    let mut put_back_by_guard = false;
+    loop {
+        let Some((at, write, left)) = latest_write(journal, &records[..end], key) else {
+            return false;
+        };
+        if journal.before_this_boot(write) || &left != value {
+            return false;
+        }
+        match (write.source, &write.kind) {
+            (Source::Rules, IntentKind::Change) => return put_back_by_guard && left == write.after,
+            (Source::Guard, IntentKind::Revert { of: Some(undone) }) => {
+                let Some((at_undone, change, _)) = latest_write(journal, &records[..at], key)
+                else {
+                    return false;
+                };
+                if change.id != *undone
+                    || change.source != Source::Rules
+                    || change.kind != IntentKind::Change
+                    || &change.before != value
+                {
+                    return false;
+                }
+                put_back_by_guard = true;
+                end = at_undone;
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// The latest of `records` that set `key`'s value: an intent that took effect, where it is, and
+/// the value it left. `None` at a yield, a hand-back, the end of its namespace or an intent
+/// still without an outcome, before any: what came before is not the value there now.
+fn latest_write<'a>(
+    journal: &'a Journal,
+    records: &[Record],
+    key: &str,
+) -> Option<(usize, &'a Intent, Value)> {
+    for (at, record) in records.iter().enumerate().rev() {
+        let id = match record {
+            Record::Intent(i) if i.key == key => i.id,
+            Record::Yield { key: k, .. }
+            | Record::Manage { key: k, .. }
+            | Record::Gone { key: k, .. }
+                if k == key =>
+            {
+                return None
+            }
+            _ => continue,
+        };
+        let intent = journal.intent(id)?;
+        let left = match (journal.outcome(id)?, &intent.kind) {
+            (Outcome::Applied { read_back, .. }, _) => read_back,
+            (
+                Outcome::Failed {
+                    left: Some(left), ..
+                },
+                _,
+            ) => left,
+            // A revert that took; not one whose write was put back.
+            (
+                Outcome::Reverted {
+                    read_back: Some(v), ..
+                },
+                IntentKind::Revert { .. },
+            ) if v != &intent.before => v,
+            // Nothing written, or written and put back: the value before it stayed.
+            _ => continue,
+        };
+        return Some((at, intent, left.clone()));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -86,7 +190,7 @@ min = 128
 max = 65535
 "#;
 
-    fn propose(p: &mut ChangePath, source: Source, v: i64) {
+    fn propose(p: &mut ChangePath, source: Source, v: i64) -> u64 {
         let r = p
             .propose(&Proposal {
                 address: SOMAX.parse().unwrap(),
@@ -96,6 +200,98 @@ max = 65535
             })
             .unwrap();
         assert!(r.refusal.is_none(), "{}", r.describe());
+        r.journal_id.unwrap()
+    }
+
+    fn revert(p: &mut ChangePath, id: u64, source: Source) {
+        let r = p.revert_own(id, source, "test").unwrap();
+        assert_eq!(
+            r.status,
+            crate::change::ChangeStatus::Reverted,
+            "{}",
+            r.describe()
+        );
+    }
+
+    /// Defect: after the guard reverted a step back of the rules, the raise it put back was no
+    /// longer theirs, and never stepped back again. A value the guard put back by undoing a
+    /// change of the rules' made over their own value is theirs; one it put back from before
+    /// their changes, or one another proposer's revert put back, is not.
+    #[test]
+    fn a_raise_the_guard_put_back_by_undoing_the_rules_step_back_is_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(SOMAX, Value::Int(1024))]);
+        let policy = format!("[guard]\nmax_changes_per_hour = 1000\n{POLICY}");
+        let (mut p, _) = path(dir.path(), &policy, &k);
+        let a: ParamAddress = SOMAX.parse().unwrap();
+        let by_rules = |p: &ChangePath| PathView::new(p, 1).set_by_rules(&a);
+        let raise = propose(&mut p, Source::Rules, 4096);
+        let step_back = propose(&mut p, Source::Rules, 2048);
+        revert(&mut p, step_back, Source::Guard);
+        assert_eq!(by_rules(&p), Some(4096), "the guard undid the step back");
+        // Stepped back again (the quarantine over), and undone again.
+        let step_back = propose(&mut p, Source::Rules, 2048);
+        revert(&mut p, step_back, Source::Guard);
+        assert_eq!(by_rules(&p), Some(4096), "twice");
+        // The guard undoes the raise itself: 1024 is the original, nobody's change.
+        let raise_again = propose(&mut p, Source::Rules, 8192);
+        revert(&mut p, raise_again, Source::Guard);
+        assert_eq!(by_rules(&p), Some(4096), "back to the first raise");
+        revert(&mut p, raise, Source::Guard);
+        assert_eq!(by_rules(&p), None, "the original");
+        // Over an operator's value, the guard's revert of the rules' raise puts theirs back.
+        propose(&mut p, Source::Operator, 8192);
+        let raise = propose(&mut p, Source::Rules, 16384);
+        revert(&mut p, raise, Source::Guard);
+        assert_eq!(by_rules(&p), None, "the operator's");
+        // An operator's `kpo revert` of the rules' step back is theirs to keep.
+        propose(&mut p, Source::Rules, 16384);
+        let step_back = propose(&mut p, Source::Rules, 8192);
+        revert(&mut p, step_back, Source::Operator);
+        assert_eq!(by_rules(&p), None, "the operator undid it");
+        // A person's value handed back after the guard's revert is theirs.
+        propose(&mut p, Source::Rules, 32768);
+        let step_back = propose(&mut p, Source::Rules, 16384);
+        revert(&mut p, step_back, Source::Guard);
+        assert_eq!(by_rules(&p), Some(32768));
+        p.journal
+            .set_yielded(&a, Some(Value::Int(32768)), "pid 9 sysctl")
+            .unwrap();
+        assert_eq!(by_rules(&p), None, "yielded");
+        p.journal.resume_param(SOMAX).unwrap();
+        assert_eq!(by_rules(&p), None, "handed back");
+    }
+
+    /// A value the guard reverted is quarantined for the rules until its quarantine ends.
+    #[test]
+    fn quarantined_until_the_quarantine_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(SOMAX, Value::Int(1024))]);
+        let (mut p, _) = path(dir.path(), POLICY, &k);
+        let a: ParamAddress = SOMAX.parse().unwrap();
+        let quarantined = |p: &ChangePath, v| PathView::new(p, 1).quarantined(&a, v);
+        assert!(!quarantined(&p, 2048));
+        p.journal
+            .quarantine(
+                &a,
+                &Value::Int(2048),
+                std::time::Duration::from_secs(3600),
+                "t",
+            )
+            .unwrap();
+        assert!(quarantined(&p, 2048));
+        assert!(!quarantined(&p, 4096), "another value");
+        let now = crate::journal::now_ms();
+        p.journal
+            .append(crate::journal::Record::Quarantine {
+                ts_ms: now,
+                key: SOMAX.into(),
+                value: Value::Int(2048),
+                until_ms: now,
+                why: "ended".into(),
+            })
+            .unwrap();
+        assert!(!quarantined(&p, 2048), "ended");
     }
 
     /// The accept-queue rule steps back only the rules' own value: the latest change applied

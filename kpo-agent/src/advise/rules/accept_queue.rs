@@ -11,8 +11,9 @@
 //!   is for the application (no sysctl), naming the listener, its limit and its drops.
 //!
 //! After a long calm with large headroom in a namespace whose somaxconn the rules raised (and the
-//! kernel still has their value: an operator's or a person's value is theirs), it recommends
-//! stepping back toward the original value.
+//! kernel still has their value: an operator's or a person's value is theirs; a raise the guard
+//! put back by reverting a step back is still the rules'), it recommends stepping back toward the
+//! original value, but not to a value the guard's quarantine holds.
 //!
 //! Every tick: drops at the listener's limit in the tick advise at once
 //! ([`AcceptQueueRule::on_tick`]; a listener's drops count only when its namespace's
@@ -443,7 +444,7 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
                     continue;
                 }
             }
-            entry.1 = Some((at.index, current));
+            let last = entry.1.replace((at.index, current));
             let calm_windows = entry.0;
             let limits = policy.allowed(&addr, Source::Rules);
             let Some(target) = step::lower(
@@ -455,6 +456,13 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
             ) else {
                 continue;
             };
+            // The guard reverted this step before (the value in place is its revert): the
+            // policy would refuse it until the quarantine ends, so it is not advice yet, and the
+            // first calm window after the end advises it.
+            if kernel.quarantined(&addr, target) {
+                entry.1 = last;
+                continue;
+            }
             let peak = window
                 .listeners
                 .iter()
@@ -1068,6 +1076,25 @@ mod tests {
             rule.evaluate(&at(10), &calm, &mut k, &p).is_empty(),
             "not every window"
         );
+    }
+
+    /// A step back the guard reverted (its value quarantined, the raise back in place) is not
+    /// advised while the quarantine lasts, where the policy would refuse it every
+    /// repeat_windows; the first calm window after it ends advises it.
+    #[test]
+    fn a_quarantined_step_back_waits_for_the_quarantine_to_end() {
+        let (mut rule, mut k, p, calm) = raised_from_1024_to_8192();
+        k.quarantined.insert(NS_KEY.into(), 4096);
+        let mut advised = Vec::new();
+        for i in 0..40 {
+            if i == 30 {
+                k.quarantined.clear();
+            }
+            for r in rule.evaluate(&at(i), &calm, &mut k, &p) {
+                advised.push((i, r.recommended_value.and_then(|v| v.as_int())));
+            }
+        }
+        assert_eq!(advised, [(30, Some(4096))]);
     }
 
     /// A window whose drops are unknown (a failed read) neither counts toward the calm before a

@@ -42,8 +42,12 @@ pub trait KernelView {
     fn original(&mut self, address: &ParamAddress) -> Option<i64>;
     /// The value the rules' own change left there (from the journal): the latest change KPO
     /// applied to it came from the rules and still holds (not reverted, nor yielded to a person
-    /// or handed back since). `None` otherwise: the value is someone else's.
+    /// or handed back since), or the guard put it back by reverting a change of the rules made
+    /// over their own value (a step back). `None` otherwise: the value is someone else's.
     fn set_by_rules(&mut self, address: &ParamAddress) -> Option<i64>;
+    /// Whether the guard reverted `value` here and its quarantine has not ended: the policy
+    /// refuses it until then.
+    fn quarantined(&mut self, address: &ParamAddress, value: i64) -> bool;
     /// Whether memory cgroups are cgroup v1's, where each keeps its own swappiness and
     /// `vm.swappiness` reaches only the root.
     fn cgroup_v1(&mut self) -> bool;
@@ -168,6 +172,8 @@ pub(crate) mod testing {
         pub values: BTreeMap<String, i64>,
         pub originals: BTreeMap<String, i64>,
         pub by_rules: BTreeMap<String, i64>,
+        /// Quarantined values by address.
+        pub quarantined: BTreeMap<String, i64>,
         pub cgroup_v1: bool,
         /// Every read, in order: a quiet tick must read nothing.
         pub reads: Vec<String>,
@@ -196,6 +202,9 @@ pub(crate) mod testing {
         }
         fn set_by_rules(&mut self, address: &ParamAddress) -> Option<i64> {
             self.by_rules.get(&address.to_string()).copied()
+        }
+        fn quarantined(&mut self, address: &ParamAddress, value: i64) -> bool {
+            self.quarantined.get(&address.to_string()) == Some(&value)
         }
         fn cgroup_v1(&mut self) -> bool {
             self.cgroup_v1
