@@ -54,7 +54,7 @@ use crate::{
     window::{tick_window, Window},
 };
 
-use super::kernel_view::PathView;
+use super::{kernel_view::PathView, rules_state::RulesState};
 
 /// How long the agent waits for a CLI that holds the state directory's lock at start.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -73,6 +73,8 @@ pub struct Deciding {
     /// The last closed window: the baseline of a change made now.
     last_window: Option<Window>,
     rules: RuleSet,
+    /// What of the rules' judgements the state directory has (`rules_state.rs`).
+    rules_saved: RulesState,
     /// Merging, pending approvals and the recommendation history (crate::approvals).
     approvals: Desk,
     /// Windows closed; the one in progress is the next.
@@ -250,6 +252,15 @@ impl Deciding {
                 Err(e) => warn!("approval webhook off: {e}"),
             }
         }
+        let rules_saved = RulesState::load(path.journal.dir()).unwrap_or_else(|e| {
+            warn!(
+                "rules: what they judged before the restart cannot be read ({e}); a raise of \
+                 the receive path's budgets that did not help may be proposed again"
+            );
+            RulesState::default()
+        });
+        let mut rules = RuleSet::default();
+        rules_saved.restore(&mut rules);
         let (_, requests) = mpsc::channel(1);
         let path_origin = path.policy.origin.clone();
         let mut deciding = Deciding {
@@ -259,7 +270,8 @@ impl Deciding {
             requests,
             server: None,
             last_window: None,
-            rules: RuleSet::default(),
+            rules,
+            rules_saved,
             approvals,
             windows: 0,
             host_netns: std::fs::metadata("/proc/self/ns/net")
@@ -778,7 +790,21 @@ impl Deciding {
         let recommendations = self
             .rules
             .on_window(&at, window, &mut kernel, &self.path.policy);
+        self.save_rules_state();
         self.consider(recommendations)
+    }
+
+    /// Keeps what the rules judged in the state directory when it changed. A failure is logged
+    /// and the rules go on in memory; the next change tries again.
+    fn save_rules_state(&mut self) {
+        let now = RulesState::of(&self.rules);
+        if now == self.rules_saved {
+            return;
+        }
+        if let Err(e) = now.save(self.path.journal.dir()) {
+            warn!("rules: cannot keep what they judged in the state directory ({e}); a restart forgets it");
+        }
+        self.rules_saved = now;
     }
 
     /// A tick ended: the rules read the tick (from `previous` to `sample`) and may advise before

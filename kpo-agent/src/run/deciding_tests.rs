@@ -3603,3 +3603,68 @@ guard_signals = ["request_p99"]
     );
     assert_eq!(somaxconn(), Value::Int(128));
 }
+
+/// Defect: the receive-path rule's judgement that a raise of the budgets did not cut the
+/// squeezes lived in memory only, so after a restart it raised them again from the budgets that
+/// had not helped. It is kept in the state directory (`rules.json`) and taken up at start.
+#[test]
+fn a_budget_raise_that_did_not_help_is_not_followed_by_another_after_a_restart() {
+    const BUDGET: &str = "net.core.netdev_budget";
+    const USECS: &str = "net.core.netdev_budget_usecs";
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let k = crate::change::tests::kernel(&[(BUDGET, Value::Int(300)), (USECS, Value::Int(2000))]);
+    let policy = r#"
+[guard]
+max_changes_per_hour = 1000
+
+[params."net.core.netdev_budget"]
+mode = "auto"
+sources = ["rules"]
+guard_signals = ["request_p99"]
+
+[params."net.core.netdev_budget_usecs"]
+mode = "auto"
+sources = ["rules"]
+guard_signals = ["request_p99"]
+"#;
+    let open = || {
+        let journal = Journal::open(&state, Holder::Agent, Duration::ZERO).unwrap();
+        let policy = Policy::parse(policy, "policy.toml").unwrap();
+        Deciding::with_path(ChangePath::new(policy, journal, Box::new(k.clone())), false)
+            .unwrap()
+            .0
+    };
+    // 1.2% of the NET_RX rounds squeezed, whatever the budgets: the CPU is busy.
+    let mut squeezed = crate::advise::rules::testing::window(vec![]);
+    squeezed.system.softnet_time_squeeze = Some(720);
+    squeezed.system.softnet_time_squeeze_per_s = Some(12.0);
+    squeezed.system.softirqs_per_s = Some([("NET_RX".to_string(), 1000.0)].into());
+    let applied = |d: &mut Deciding, windows: usize| -> Vec<(String, Value)> {
+        (0..windows)
+            .flat_map(|_| d.on_window(&squeezed))
+            .filter_map(|e| match e {
+                Event::Change(c) if c.phase == ChangePhase::Verified => {
+                    Some((c.target.name.clone(), c.after))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let mut d = open();
+    assert_eq!(
+        applied(&mut d, 10),
+        [
+            (BUDGET.to_string(), Value::Int(600)),
+            (USECS.to_string(), Value::Int(4000))
+        ],
+        "one raise, judged by two windows at its budgets: no cut"
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("rules.json")).unwrap(),
+        "{\"receive_path_futile\":[600,4000]}\n"
+    );
+    drop(d);
+    let mut d = open();
+    assert_eq!(applied(&mut d, 10), [], "not again after a restart");
+}

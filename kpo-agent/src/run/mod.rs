@@ -24,6 +24,7 @@ mod kernel_view;
 mod llm;
 pub mod one_agent;
 mod open_files;
+mod rules_state;
 mod second_signal;
 mod yielding;
 

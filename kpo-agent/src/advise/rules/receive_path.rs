@@ -110,6 +110,17 @@ pub struct ReceivePathRule {
 }
 
 impl ReceivePathRule {
+    /// The budgets a raise to which did not cut the squeezes, if any: kept in the state
+    /// directory (`run/rules_state.rs`), so that a restart does not try that raise's successor.
+    pub fn futile(&self) -> Option<(i64, i64)> {
+        self.futile
+    }
+
+    /// Takes up the budgets a raise to which did not help, as an earlier run judged them.
+    pub fn restore_futile(&mut self, futile: Option<(i64, i64)>) {
+        self.futile = futile;
+    }
+
     /// Advice for one of these parameters was refused for a reason that has passed: given again
     /// when the condition next holds. Squeezes need no new run of windows if the budgets are
     /// still those advised on (none was taken) and the run that led to it has not broken.

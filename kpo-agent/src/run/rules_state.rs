@@ -1,0 +1,70 @@
+//! What the rules judged that must outlive the agent: the budgets a raise of the receive-path
+//! rule went to without cutting the squeezes (docs/rules.md). Judged over windows of squeezes
+//! that the journal does not keep, so it cannot be read back from there; it is kept in
+//! [`RULES_FILE`] in the state directory, replaced atomically whenever it changes. A file that
+//! cannot be read is logged and the rules start without it, as they did before it was kept.
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{advise::rules::RuleSet, journal::JournalError};
+
+pub const RULES_FILE: &str = "rules.json";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RulesState {
+    /// (`net.core.netdev_budget`, `net.core.netdev_budget_usecs`) a raise to which did not help.
+    pub receive_path_futile: Option<(i64, i64)>,
+}
+
+impl RulesState {
+    pub fn of(rules: &RuleSet) -> Self {
+        RulesState {
+            receive_path_futile: rules.receive_path.futile(),
+        }
+    }
+
+    pub fn restore(&self, rules: &mut RuleSet) {
+        rules.receive_path.restore_futile(self.receive_path_futile);
+    }
+
+    /// The state an earlier run left in `dir`; none when there is no file.
+    pub fn load(dir: &Path) -> Result<Self, String> {
+        let path = dir.join(RULES_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RulesState::default()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), JournalError> {
+        let mut bytes = serde_json::to_vec(self).expect("plain data");
+        bytes.push(b'\n');
+        crate::journal::store::replace(dir, RULES_FILE, &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No file is no judgement; a saved one reads back; one that does not decode is an error
+    /// naming the file (the agent logs it and starts without).
+    #[test]
+    fn saved_state_reads_back_and_a_broken_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(RulesState::load(dir.path()), Ok(RulesState::default()));
+        let judged = RulesState {
+            receive_path_futile: Some((600, 4000)),
+        };
+        judged.save(dir.path()).unwrap();
+        assert_eq!(RulesState::load(dir.path()), Ok(judged));
+        std::fs::write(dir.path().join(RULES_FILE), "{\"receive_path_futile\":[600").unwrap();
+        let e = RulesState::load(dir.path()).unwrap_err();
+        assert!(e.contains(RULES_FILE), "{e}");
+    }
+}
