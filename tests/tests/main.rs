@@ -15,6 +15,7 @@ mod host_net;
 mod journal_crash;
 mod listener_carry;
 mod llm_advisor;
+mod memory_cgroup;
 mod napi_netns;
 mod netns_deleted;
 mod perf_counter;
@@ -272,6 +273,11 @@ fn main() {
             "energy_trust::an_impossible_pmu_is_set_aside",
             needs_root(),
             energy_trust::an_impossible_pmu_is_set_aside,
+        ),
+        trial(
+            "memory_cgroup::the_answer_follows_proc_cgroups_not_what_is_mounted",
+            memory_cgroup::requirement(),
+            memory_cgroup::the_answer_follows_proc_cgroups_not_what_is_mounted,
         ),
         trial(
             "sysctl_watch::writes_by_others_are_reported_with_pid_comm_and_value",

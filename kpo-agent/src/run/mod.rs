@@ -36,6 +36,7 @@ use tracing::{info, warn};
 pub use args::RunArgs;
 use deciding::Deciding;
 use duty::DutyCycle;
+pub use kernel_view::memory_cgroup_v1;
 
 use crate::{
     collect::{
