@@ -769,6 +769,7 @@ impl ChangePath {
                     Outcome::Applied {
                         read_back,
                         reconciled: false,
+                        why: None,
                     }
                 }
             }
@@ -1395,6 +1396,7 @@ impl ChangePath {
                 Outcome::Applied {
                     read_back: i.after.clone(),
                     reconciled: true,
+                    why: Some(why),
                 }
             }
         };
@@ -1490,10 +1492,12 @@ impl ChangePath {
             }
         } else if now == i.after {
             report.status = ChangeStatus::Applied;
-            report.detail = Some("interrupted after the kernel write; found applied".into());
+            let why = "interrupted after the kernel write; found applied".to_string();
+            report.detail = Some(why.clone());
             Outcome::Applied {
                 read_back: now,
                 reconciled: true,
+                why: Some(why),
             }
         } else if now == i.before {
             report.status = ChangeStatus::Failed;

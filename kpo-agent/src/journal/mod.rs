@@ -234,7 +234,15 @@ pub const LOST_INTENT_REASON: &str =
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     /// The kernel has the new value, read back. `reconciled`: found so at start-up after a crash.
-    Applied { read_back: Value, reconciled: bool },
+    Applied {
+        read_back: Value,
+        reconciled: bool,
+        /// Why reconciliation took it as applied, which `kpo journal` shows: an operator reading
+        /// the listing later has neither the start's report nor its log. Absent when not
+        /// reconciled, and in outcomes reconciled before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
+    },
     /// The kernel did not take it (or the write was interrupted before it); nothing changed, or
     /// the value before was put back. `left`: the value KPO's write left in the kernel when
     /// putting the value before back failed too (a driver that rounded the write, then refused
@@ -1838,9 +1846,11 @@ fn status_of(outcome: Option<&Outcome>) -> (String, Option<String>, Option<Value
         Some(Outcome::Applied {
             read_back,
             reconciled,
+            why,
         }) => (
             "applied".to_string(),
-            reconciled.then(|| "found applied on restart".to_string()),
+            why.clone()
+                .or_else(|| reconciled.then(|| "found applied on restart".to_string())),
             Some(read_back.clone()),
         ),
         Some(Outcome::Failed { error, left, .. }) => {
