@@ -341,11 +341,11 @@ pub enum Record {
     /// Written at recovery for a damaged line dropped ([`Journal::open`]), from what it still
     /// showed: `id`, an id it named above every intact record's, which is never handed out again
     /// (the line may have been the only record of that change), or the change whose outcome it
-    /// held, its intent intact (reconciliation says so, not "interrupted"); `key`, a parameter whose state
-    /// the records that survived cannot settle (an outcome without its intent, in a journal
-    /// written before outcomes repeated their intent, or a change none of whose records is
-    /// left): its last applied value may not be KPO's latest, so the value check does not take
-    /// a value there for someone else's until KPO's next change of it.
+    /// held, its intent intact (reconciliation says so, not "interrupted"); `key`, a parameter
+    /// whose state the records that survived cannot settle (an outcome without its intent, in a
+    /// journal written before outcomes repeated their intent, or a change none of whose records
+    /// is left): its last applied value may not be KPO's latest, so the value check does not
+    /// take a value there for someone else's until KPO's next change of it.
     Damaged {
         ts_ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
