@@ -769,6 +769,7 @@ impl ChangePath {
                     Outcome::Applied {
                         read_back,
                         reconciled: false,
+                        why: None,
                     }
                 }
             }
@@ -1395,6 +1396,7 @@ impl ChangePath {
                 Outcome::Applied {
                     read_back: i.after.clone(),
                     reconciled: true,
+                    why: Some(why),
                 }
             }
         };
@@ -1423,6 +1425,9 @@ impl ChangePath {
         if let Some(found) = self.found_in_place_by_the_next_change(i, &mut report)? {
             return Ok(found);
         }
+        // Its outcome's line was dropped as damaged: the change ran to its end, and saying it was
+        // interrupted would mislead whoever reads `kpo journal` later.
+        let lost = self.journal.lost_outcome(i.id).map(str::to_string);
         // What the kernel has now says nothing about the interrupted write when the kernel was
         // restarted since (this boot's value), or when the namespace it went to is gone (the
         // inode names another one now): failed, without reading.
@@ -1435,10 +1440,15 @@ impl ChangePath {
             // Left without an outcome by a running agent whose journal could not record it (the
             // change was put back then), and followed by later changes of the same parameter: the
             // kernel's value now is theirs, not this one's.
-            Some(
-                "its outcome could not be recorded, and later changes of the parameter followed"
-                    .to_string(),
-            )
+            Some(match &lost {
+                Some(lost) => format!(
+                    "{lost}, and later changes of the parameter followed, not from its value"
+                ),
+                None => {
+                    "its outcome could not be recorded, and later changes of the parameter followed"
+                        .to_string()
+                }
+            })
         } else {
             match (i.netns_cookie, self.netns_cookie(&address)) {
                 (Some(then), Some(now)) if then != now => Some(
@@ -1482,7 +1492,10 @@ impl ChangePath {
         report.read_back = Some(now.clone());
         let outcome = if now == i.after && matches!(i.kind, IntentKind::Revert { .. }) {
             report.status = ChangeStatus::Reverted;
-            let why = "revert interrupted after the kernel write; found done".to_string();
+            let why = match &lost {
+                Some(lost) => format!("{lost}; the kernel has the value it put back: found done"),
+                None => "revert interrupted after the kernel write; found done".to_string(),
+            };
             report.detail = Some(why.clone());
             Outcome::Reverted {
                 why,
@@ -1490,14 +1503,25 @@ impl ChangePath {
             }
         } else if now == i.after {
             report.status = ChangeStatus::Applied;
-            report.detail = Some("interrupted after the kernel write; found applied".into());
+            let why = match &lost {
+                Some(lost) => format!("{lost}; the kernel has its new value: found applied"),
+                None => "interrupted after the kernel write; found applied".to_string(),
+            };
+            report.detail = Some(why.clone());
             Outcome::Applied {
                 read_back: now,
                 reconciled: true,
+                why: Some(why),
             }
         } else if now == i.before {
             report.status = ChangeStatus::Failed;
-            let e = "interrupted before the kernel took the value; nothing changed".to_string();
+            let e = match &lost {
+                Some(lost) => format!(
+                    "{lost}; the kernel has the value before: the write did not take, or was \
+                     undone since"
+                ),
+                None => "interrupted before the kernel took the value; nothing changed".to_string(),
+            };
             report.detail = Some(e.clone());
             Outcome::Failed {
                 error: e,
@@ -1561,9 +1585,10 @@ impl ChangePath {
             // two cannot be told apart, and only the first is ever written over by mistake, so
             // the value is left as someone else's.
             let e = format!(
-                "interrupted; the kernel has {now}, neither the value before nor the new one \
+                "{}; the kernel has {now}, neither the value before nor the new one \
                  (someone else changed it, or the kernel stored KPO's write as another value \
-                 before it was recorded: left alone as someone else's)"
+                 before it was recorded: left alone as someone else's)",
+                lost.as_deref().unwrap_or("interrupted")
             );
             report.detail = Some(e.clone());
             Outcome::Failed {

@@ -75,6 +75,7 @@ fn change_by(j: &mut Journal, a: &str, before: i64, after: i64, source: Source) 
         Outcome::Applied {
             read_back: Value::Int(after.into()),
             reconciled: false,
+            why: None,
         },
     )
     .unwrap();
@@ -293,7 +294,13 @@ fn an_old_interrupted_change_stays_live_and_is_reconciled() {
     let (entries, _) = j.all_entries();
     let listed: Vec<_> = entries.iter().filter(|e| e.id == interrupted).collect();
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].status, "applied");
+    assert_eq!(
+        (listed[0].status.as_str(), listed[0].detail.as_deref()),
+        (
+            "applied",
+            Some("interrupted after the kernel write; found applied")
+        )
+    );
     assert_eq!(ids(&j).len(), interrupted as usize);
 }
 
@@ -1009,5 +1016,149 @@ fn an_archived_change_whose_intent_line_was_lost_is_listed_from_its_outcome() {
             (2, LOST_INTENT_REASON, "applied"),
             (3, "test", "applied")
         ]
+    );
+}
+
+/// Change `id`'s status, detail and value read back as `kpo journal` lists them: from the live
+/// journal, and from the whole listing (the archive's, then the journal's).
+fn listed_as(j: &Journal, id: u64) -> [(String, Option<String>, Option<Value>); 2] {
+    let of = |entries: &[Entry]| {
+        let e = entries.iter().find(|e| e.id == id).unwrap();
+        (e.status.clone(), e.detail.clone(), e.read_back.clone())
+    };
+    let (all, warnings) = j.all_entries();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    [of(&j.entries()), of(&all)]
+}
+
+/// A change whose outcome line was damaged, reconciled at the next start, is listed with why it
+/// was taken as `status` (the value read back `read_back`), from the outcome reconciliation
+/// wrote: after a restart, and from the archive once a pass has moved it there. `damaged_line` is
+/// the outcome line damaged; `kernel_now` is the kernel's value at the start that reconciles.
+#[allow(clippy::too_many_arguments)]
+fn reconciled_after_damage_is_listed_with_why(
+    changes: &[(i64, i64)],
+    damaged_line: usize,
+    kernel_now: i64,
+    id: u64,
+    status: &str,
+    read_back: Option<i64>,
+    why: &str,
+) {
+    let dir = private_tempdir();
+    {
+        let mut j = open(dir.path(), never());
+        for (before, after) in changes {
+            change(&mut j, B, *before, *after);
+        }
+    }
+    damage_line(dir.path(), damaged_line, "\"outcome\":", "\"outcomE\":");
+    let j = open(dir.path(), never());
+    let lost = format!(
+        "journal #{id} ({B}): its outcome's line (journal.log line {damaged_line}) was damaged; \
+         it is reconciled from what the kernel has"
+    );
+    assert!(j.warnings().contains(&lost), "{:?}", j.warnings());
+    // Stopped before reconciling: what the dropped line showed is in the journal.
+    drop(j);
+    let j = open(dir.path(), never());
+    assert_eq!(
+        j.incomplete().iter().map(|i| i.id).collect::<Vec<_>>(),
+        [id]
+    );
+    let k = kernel(&[(B, Value::Int(kernel_now.into()))]);
+    let mut path = change_path(j, &k);
+    let reports = path.reconcile().unwrap();
+    assert_eq!(
+        reports
+            .iter()
+            .map(|r| r.detail.as_deref())
+            .collect::<Vec<_>>(),
+        [Some(why)]
+    );
+    let expected = (
+        status.to_string(),
+        Some(why.to_string()),
+        read_back.map(|v| Value::Int(v.into())),
+    );
+    let live = listed_as(&path.journal, id);
+    assert_eq!(live, [expected.clone(), expected.clone()]);
+    drop(path);
+    let j = open(dir.path(), never());
+    assert_eq!(listed_as(&j, id), [expected.clone(), expected.clone()]);
+    drop(j);
+    let j = open(dir.path(), archiving(2));
+    assert!(
+        archived_records(dir.path())
+            .iter()
+            .any(|r| matches!(r, Record::Outcome { id: i, .. } if *i == id)),
+        "the pass archived the reconciled outcome"
+    );
+    let (all, _) = j.all_entries();
+    let e = all.iter().find(|e| e.id == id).unwrap();
+    assert_eq!(
+        (e.status.clone(), e.detail.clone(), e.read_back.clone()),
+        expected
+    );
+}
+
+/// The first change's outcome line is damaged; the next change found its value in place.
+#[test]
+fn a_change_found_in_place_by_the_next_is_listed_with_why() {
+    reconciled_after_damage_is_listed_with_why(
+        &[(1000, 2000), (2000, 3000)],
+        2,
+        3000,
+        1,
+        "applied",
+        Some(2000),
+        "its outcome line was damaged; the next change found its value (2000) in place",
+    );
+}
+
+/// The only change's outcome line is damaged; the kernel has its value. It was not interrupted:
+/// the detail says what was lost.
+#[test]
+fn a_change_found_applied_in_the_kernel_is_listed_with_why() {
+    reconciled_after_damage_is_listed_with_why(
+        &[(1000, 2000)],
+        2,
+        2000,
+        1,
+        "applied",
+        Some(2000),
+        "its outcome's line (journal.log line 2) was damaged; the kernel has its new value: \
+         found applied",
+    );
+}
+
+/// The only change's outcome line is damaged; the kernel has the value before.
+#[test]
+fn a_change_whose_outcome_was_lost_with_the_value_before_back_is_listed_with_why() {
+    reconciled_after_damage_is_listed_with_why(
+        &[(1000, 2000)],
+        2,
+        1000,
+        1,
+        "failed",
+        None,
+        "its outcome's line (journal.log line 2) was damaged; the kernel has the value before: \
+         the write did not take, or was undone since",
+    );
+}
+
+/// The first change's outcome line is damaged, and the next change started from another value
+/// than its new one: the later changes hold the kernel's value, which is not read.
+#[test]
+fn a_change_whose_outcome_was_lost_before_later_changes_is_listed_with_why() {
+    reconciled_after_damage_is_listed_with_why(
+        &[(1000, 2000), (1500, 3000)],
+        2,
+        3000,
+        1,
+        "failed",
+        None,
+        "its outcome's line (journal.log line 2) was damaged, and later changes of the \
+         parameter followed, not from its value",
     );
 }

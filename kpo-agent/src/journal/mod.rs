@@ -234,7 +234,15 @@ pub const LOST_INTENT_REASON: &str =
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     /// The kernel has the new value, read back. `reconciled`: found so at start-up after a crash.
-    Applied { read_back: Value, reconciled: bool },
+    Applied {
+        read_back: Value,
+        reconciled: bool,
+        /// Why reconciliation took it as applied, which `kpo journal` shows: an operator reading
+        /// the listing later has neither the start's report nor its log. Absent when not
+        /// reconciled, and in outcomes reconciled before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
+    },
     /// The kernel did not take it (or the write was interrupted before it); nothing changed, or
     /// the value before was put back. `left`: the value KPO's write left in the kernel when
     /// putting the value before back failed too (a driver that rounded the write, then refused
@@ -332,11 +340,12 @@ pub enum Record {
     },
     /// Written at recovery for a damaged line dropped ([`Journal::open`]), from what it still
     /// showed: `id`, an id it named above every intact record's, which is never handed out again
-    /// (the line may have been the only record of that change); `key`, a parameter whose state
-    /// the records that survived cannot settle (an outcome without its intent, in a journal
-    /// written before outcomes repeated their intent, or a change none of whose records is
-    /// left): its last applied value may not be KPO's latest, so the value check does not take
-    /// a value there for someone else's until KPO's next change of it.
+    /// (the line may have been the only record of that change), or the change whose outcome it
+    /// held, its intent intact (reconciliation says so, not "interrupted"); `key`, a parameter
+    /// whose state the records that survived cannot settle (an outcome without its intent, in a
+    /// journal written before outcomes repeated their intent, or a change none of whose records
+    /// is left): its last applied value may not be KPO's latest, so the value check does not
+    /// take a value there for someone else's until KPO's next change of it.
     Damaged {
         ts_ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -614,6 +623,9 @@ pub(crate) struct Folded {
     intents: BTreeMap<u64, Intent>,
     /// Outcomes whose intent's line was lost (damaged), by the copy of it they carry.
     lost_intents: BTreeMap<u64, IntentCopy>,
+    /// Changes whose outcome's line was dropped as damaged while their intent's was kept, with
+    /// the [`Record::Damaged`] record's `why`: reconciliation says so, rather than "interrupted".
+    lost_outcomes: BTreeMap<u64, String>,
     /// Outcomes that set a value whose intent's line was lost, written before outcomes repeated
     /// their intent: which parameter they changed is not known ([`Journal::open`] settles it).
     keyless: Vec<u64>,
@@ -937,6 +949,10 @@ impl Folded {
             Record::Damaged { id, key, why, .. } => {
                 if let Some(id) = id.filter(|&id| id < MAX_ID) {
                     self.next_id = self.next_id.max(id + 1);
+                    // An id kept from being handed out again has no intent left.
+                    if self.intents.contains_key(&id) && !self.outcomes.contains_key(&id) {
+                        self.lost_outcomes.insert(id, why.clone());
+                    }
                 }
                 if let Some(key) = key {
                     self.param(key).unsettled = Some(why.clone());
@@ -1118,6 +1134,28 @@ impl Folded {
                 why: why.clone(),
             };
             out.push((record, why));
+        }
+        for (line, bytes) in damaged {
+            let Some(i) = store::lenient_number(bytes, "id").and_then(|id| self.intents.get(&id))
+            else {
+                continue;
+            };
+            let outcome = store::lenient_text(bytes, "type").as_deref() == Some("outcome");
+            if !outcome || self.outcomes.contains_key(&i.id) {
+                continue;
+            }
+            let why = format!("its outcome's line (journal.log line {line}) was damaged");
+            let warning = format!(
+                "journal #{} ({}): {why}; it is reconciled from what the kernel has",
+                i.id, i.key
+            );
+            let record = Record::Damaged {
+                ts_ms: now_ms(),
+                id: Some(i.id),
+                key: None,
+                why,
+            };
+            out.push((record, warning));
         }
         for (key, why) in self.unsettled_by(&seen) {
             let warning = format!("{key}: {why}");
@@ -1697,6 +1735,12 @@ impl Journal {
         })
     }
 
+    /// Why change `id` has no outcome, when its outcome's line was dropped as damaged (a
+    /// [`Record::Damaged`] naming it): it was not interrupted, whatever reconciliation finds.
+    pub fn lost_outcome(&self, id: u64) -> Option<&str> {
+        self.st.lost_outcomes.get(&id).map(String::as_str)
+    }
+
     pub fn outcome(&self, id: u64) -> Option<&Outcome> {
         self.st.outcomes.get(&id).map(|(_, o)| o)
     }
@@ -1838,9 +1882,11 @@ fn status_of(outcome: Option<&Outcome>) -> (String, Option<String>, Option<Value
         Some(Outcome::Applied {
             read_back,
             reconciled,
+            why,
         }) => (
             "applied".to_string(),
-            reconciled.then(|| "found applied on restart".to_string()),
+            why.clone()
+                .or_else(|| reconciled.then(|| "found applied on restart".to_string())),
             Some(read_back.clone()),
         ),
         Some(Outcome::Failed { error, left, .. }) => {

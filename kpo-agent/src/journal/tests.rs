@@ -37,6 +37,7 @@ fn two_changes(dir: &Path) {
         Outcome::Applied {
             read_back: Value::Int(8192),
             reconciled: false,
+            why: None,
         },
     )
     .unwrap();
@@ -55,6 +56,7 @@ fn two_changes(dir: &Path) {
         Outcome::Applied {
             read_back: Value::Int(16384),
             reconciled: false,
+            why: None,
         },
     )
     .unwrap();
@@ -354,6 +356,7 @@ fn intents_without_a_boot_id_are_placed_by_the_boot_time() {
             Outcome::Applied {
                 read_back: Value::Int(8192),
                 reconciled: false,
+                why: None,
             },
         )
         .unwrap();
@@ -493,6 +496,7 @@ fn a_parameter_holds_its_latest_applied_change_until_a_revert() {
     let applied = |v: i64| Outcome::Applied {
         read_back: Value::Int(v.into()),
         reconciled: false,
+        why: None,
     };
     let first = step(&mut j, 4096, 8192, IntentKind::Change, applied(8192));
     let second = step(&mut j, 8192, 4096, IntentKind::Change, applied(4096));
@@ -565,6 +569,7 @@ fn a_reboot_ends_what_was_known_of_other_namespaces() {
                 Outcome::Applied {
                     read_back: Value::Int(2000),
                     reconciled: false,
+                    why: None,
                 },
             )
             .unwrap();
@@ -610,6 +615,7 @@ fn an_intent_in_a_new_namespace_starts_afresh_on_replay() {
         outcome: Outcome::Applied {
             read_back: Value::Int(v.into()),
             reconciled: false,
+            why: None,
         },
         intent: None,
     };
@@ -899,6 +905,7 @@ fn guard_revert_without_its_quarantine(j: &mut Journal, a: &ParamAddress) {
         Outcome::Applied {
             read_back: Value::Int(9000),
             reconciled: false,
+            why: None,
         },
     )
     .unwrap();
