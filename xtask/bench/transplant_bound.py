@@ -51,7 +51,9 @@ block shape a x b (a ITR levels by b frequency levels):
 - Columns: B* and how many of T's rows within 1% it holds; the lowest energy residual of D in %;
   z*; per rho: rows nudged in T0 (largest z); then blocks that separate / of those, blocks no
   more surprising than z* / largest disjoint set |J| -> floor(B * seeds / |J|), marked
-  unreachable when that is below the runs the target needs.
+  unreachable when that is below the runs the target needs; and the smallest surprise level z
+  (in place of z*) at which the separating blocks would make the bound bite ("never": even
+  every separating block, however surprising, is too few). Compare it with z*.
 
 Run from the repository root, in the venv `cargo xtask bench optimizer` creates:
     target/bench-venv/bin/python xtask/bench/transplant_bound.py [--budget 10] [--seeds 100]
@@ -137,7 +139,27 @@ def max_disjoint(chosen, n_rows):
     return int(round(-result.fun))
 
 
-def analyse(table, shape, limit, rho_list, mode, depth):
+def biting_level(levels, need, n_rows, evaluations):
+    """The smallest surprise z such that the separating blocks with z_j <= z hold enough
+    disjoint ones for the bound to bite (floor(evaluations / |J|) < need); None if even all of
+    them do not. |J| only grows with z, so a bisection over the sorted z_j finds it."""
+    levels = sorted(levels, key=lambda item: item[0])
+
+    def bites(n):
+        disjoint = max_disjoint([rows for _, rows in levels[:n]], n_rows)
+        return disjoint > 0 and evaluations // disjoint < need
+
+    if not levels or not bites(len(levels)):
+        return None
+    lo, hi = 0, len(levels)  # bites(hi), not bites(lo)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if bites(mid) else (mid, hi)
+    return levels[hi - 1][0]
+
+
+def analyse(table, shape, limit, needs, evaluations, mode, depth):
+    rho_list = tuple(needs)
     e_model, c_model, energy, limited, cell, n_itr, n_freq, coords = table
     feasible = limited <= limit
     best = int(np.flatnonzero(feasible)[np.argmin(energy[feasible])])
@@ -190,7 +212,7 @@ def analyse(table, shape, limit, rho_list, mode, depth):
             else:
                 nc[k] = raised_c
             nudged, nudge_z = nudged + 1, max(nudge_z, min(z_e, z_c))
-        separated, counted = 0, []
+        separated, counted, levels = 0, [], []
         for _, rows in candidates:
             p_jj = e_model.p[np.ix_(rows, rows)]
             ej, cj = ne.copy(), nc.copy()
@@ -221,9 +243,11 @@ def analyse(table, shape, limit, rho_list, mode, depth):
             separated += 1
             p_cc = c_model.p[np.ix_(rows, rows)]
             z_j = math.sqrt(re @ p_jj @ re + rc @ p_cc @ rc)
+            levels.append((z_j, rows))
             if z_j <= z_star * (1 + 1e-9):
                 counted.append(rows)
         out[rho] = (nudged, nudge_z, separated, len(counted), max_disjoint(counted, len(energy)))
+        out[rho, "level"] = biting_level(levels, needs[rho], len(energy), evaluations)
     return out
 
 
@@ -258,9 +282,10 @@ def main():
     print(
         "| table | constraint | shape (ITR x MHz) | B* (rows within 1% in it / in T) | dip: lowest energy "
         "residual | z* | 1%: T0 rows nudged (max z) | 1%: separated / plausible / disjoint J → bound | "
-        "5%: T0 rows nudged (max z) | 5%: separated / plausible / disjoint J → bound |"
+        "1%: z that bites | 5%: T0 rows nudged (max z) | 5%: separated / plausible / disjoint J → bound | "
+        "5%: z that bites |"
     )
-    print("| --- " * 10 + "|")
+    print("| --- " * 12 + "|")
     models = {}
     for label, name, column, limit in PROBLEMS:
         energy, limited, x, cell, n_itr, n_freq, coords, itrs, freqs = load(name, column)
@@ -270,7 +295,7 @@ def main():
             models[(name, column)] = Surface(x, limited)
         table = (models[(name, "energy_j")], models[(name, column)], energy, limited, cell, n_itr, n_freq, coords)
         for shape in shapes:
-            out = analyse(table, shape, limit, (0.01, 0.05), args.mode, args.depth)
+            out = analyse(table, shape, limit, needs, evaluations, args.mode, args.depth)
             if out is None:
                 print(f"| {label} | {column}<={limit:g} | {shape[0]}x{shape[1]} | no block without a hole around the best row |")
                 continue
@@ -285,7 +310,11 @@ def main():
                 bound = evaluations // disjoint if disjoint else None
                 verdict = " **unreachable**" if bound is not None and bound < needs[rho] else ""
                 shown = "-" if bound is None else f"≤{bound}"
-                cells.append(f"{nudged} ({nudge_z:.2f}) | {separated} / {plausible} / {disjoint} → {shown}{verdict}")
+                level = out[rho, "level"]
+                level = "never" if level is None else f"{level:.2f}"
+                cells.append(
+                    f"{nudged} ({nudge_z:.2f}) | {separated} / {plausible} / {disjoint} → {shown}{verdict} | {level}"
+                )
             print(
                 f"| {label} | {column}<={limit:g} | {shape[0]}x{shape[1]} | {where} | {out['dip_e']:+.2f}% | "
                 f"{out['z_star']:.2f} | " + " | ".join(cells) + " |",
