@@ -49,7 +49,8 @@ block shape a x b (a ITR levels by b frequency levels):
   residuals only: T0's other changes (B* flattened, which is the least surprising there is, and
   the nudges, whose z is printed) are not in z_j.
 - Columns: B* and how many of T's rows within 1% it holds; the lowest energy residual of D in %;
-  z*; per rho: rows nudged in T0 (largest z); then blocks that separate / of those, blocks no
+  z* and, since under the model z*^2 is chi-square with 2ab degrees of freedom, the chance
+  that noise alone gives a block residual at least that large; per rho: rows nudged in T0 (largest z); then blocks that separate / of those, blocks no
   more surprising than z* / largest disjoint set |J| -> floor(B * seeds / |J|), marked
   unreachable when that is below the runs the target needs; and the smallest surprise level z
   (in place of z*) at which the separating blocks would make the bound bite ("never": even
@@ -67,6 +68,7 @@ import warnings
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.stats import chi2
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
@@ -191,6 +193,9 @@ def analyse(table, shape, limit, needs, evaluations, mode, depth):
         "good_in_star": int(good[star].sum()),
         "good": int(good.sum()),
         "z_star": z_star,
+        # Under the model the residual is Gaussian with covariance P_BB^-1, so z*^2 is
+        # chi-square with 2ab degrees of freedom: how often pure noise is at least this odd.
+        "p_star": chi2.sf(z_star**2, 2 * len(star)),
         "dip_e": 100 * (math.exp(dip_e.min() * e_model.sd) - 1),
         "blocks": len(candidates),
     }
@@ -281,7 +286,7 @@ def main():
     )
     print(
         "| table | constraint | shape (ITR x MHz) | B* (rows within 1% in it / in T) | dip: lowest energy "
-        "residual | z* | 1%: T0 rows nudged (max z) | 1%: separated / plausible / disjoint J → bound | "
+        "residual | z* (P(chi2 >= z*^2)) | 1%: T0 rows nudged (max z) | 1%: separated / plausible / disjoint J → bound | "
         "1%: z that bites | 5%: T0 rows nudged (max z) | 5%: separated / plausible / disjoint J → bound | "
         "5%: z that bites |"
     )
@@ -317,7 +322,7 @@ def main():
                 )
             print(
                 f"| {label} | {column}<={limit:g} | {shape[0]}x{shape[1]} | {where} | {out['dip_e']:+.2f}% | "
-                f"{out['z_star']:.2f} | " + " | ".join(cells) + " |",
+                f"{out['z_star']:.2f} ({out['p_star']:.2f}) | " + " | ".join(cells) + " |",
                 flush=True,
             )
 
