@@ -285,6 +285,16 @@ fn main() {
             sysctl_watch::writes_by_others_are_reported_with_pid_comm_and_value,
         ),
         trial(
+            "sysctl_watch::a_cgroup_namespace_of_its_own_is_told_apart",
+            sysctl_watch::cgroup_namespace_requirement(),
+            sysctl_watch::a_cgroup_namespace_of_its_own_is_told_apart,
+        ),
+        trial(
+            "sysctl_watch::an_agent_in_its_own_cgroup_namespace_says_what_its_watch_cannot_see",
+            sysctl_watch::cgroup_namespace_requirement().or_else(needs_root_and_btf),
+            sysctl_watch::an_agent_in_its_own_cgroup_namespace_says_what_its_watch_cannot_see,
+        ),
+        trial(
             "actuate_sysctl::somaxconn_and_tcp_rmem_by_path",
             actuate_sysctl::requirement(),
             actuate_sysctl::somaxconn_and_tcp_rmem_by_path,

@@ -67,6 +67,21 @@ pub fn this_cgroup2_root() -> Result<std::path::PathBuf, WatchError> {
     cgroup2_root(&text).ok_or(WatchError::NoCgroup2)
 }
 
+/// The inode of the host's (the initial) cgroup namespace: fixed by the kernel
+/// (`PROC_CGROUP_INIT_INO`, include/linux/proc_ns.h, Linux 4.6 and later).
+const INIT_CGROUP_NAMESPACE: u64 = 0xEFFF_FFFB;
+
+/// Whether the calling thread is in a cgroup namespace of its own, not the host's: `Some(true)`
+/// then. In one (a container's: runtimes on cgroup v2 usually give a container its own), the
+/// cgroup2 mount's root is the namespace's root cgroup, so a watch attached there sees only the
+/// writes of processes in it, and nothing says so. `None` when it cannot be told (no cgroup
+/// namespaces in this kernel, or /proc unreadable).
+pub fn in_own_cgroup_namespace() -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let namespace = std::fs::metadata("/proc/thread-self/ns/cgroup").ok()?;
+    Some(namespace.ino() != INIT_CGROUP_NAMESPACE)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     #[error("the eBPF object has no {0} (built without the sysctl watch?)")]
