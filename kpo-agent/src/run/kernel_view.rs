@@ -145,6 +145,9 @@ fn latest_write<'a>(
             {
                 return None
             }
+            // Before an archiving pass's marker the journal keeps a selection of each key's
+            // records (its first change, its latest...): ones never next to each other there.
+            Record::Archived { .. } => return None,
             _ => continue,
         };
         let intent = journal.intent(id)?;
@@ -339,6 +342,57 @@ max = 65535
         assert_eq!(by_rules(&p), None, "yielded");
         p.journal.resume_param(SOMAX).unwrap();
         assert_eq!(by_rules(&p), None, "handed back");
+    }
+
+    /// Defect: the walk went on past an archiving pass's marker, where the journal keeps only a
+    /// selection of each key's records, and linked writes that were never next to each other.
+    /// What came before the marker is archived history: the raise is no longer taken for theirs.
+    #[test]
+    fn a_raise_the_guard_put_back_is_not_theirs_once_its_history_is_archived() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(SOMAX, Value::Int(1024))]);
+        let policy = format!("[guard]\nmax_changes_per_hour = 1000\n{POLICY}");
+        let a: ParamAddress = SOMAX.parse().unwrap();
+        {
+            let (mut p, _) = path(dir.path(), &policy, &k);
+            propose(&mut p, Source::Rules, 4096);
+            let step_back = propose(&mut p, Source::Rules, 2048);
+            revert(&mut p, step_back, Source::Guard);
+            assert_eq!(PathView::new(&p, 1).set_by_rules(&a), Some(4096));
+        }
+        // Reopened two days later, past a one-byte threshold: the pass moves the history.
+        let now = crate::journal::now_ms() + 2 * 24 * 3600 * 1000;
+        let options = crate::journal::archive::Options {
+            threshold: 1,
+            now_ms: Some(now),
+            max_ahead: std::time::Duration::from_secs(365 * 24 * 3600),
+            ..Default::default()
+        };
+        let boot = crate::journal::Boot {
+            id: crate::journal::current_boot(),
+            started_ms: crate::journal::boot_started_ms(),
+        };
+        let journal = Journal::open_with(
+            dir.path(),
+            crate::journal::Holder::Cli,
+            std::time::Duration::ZERO,
+            boot,
+            options,
+        )
+        .unwrap();
+        assert!(
+            journal
+                .records()
+                .iter()
+                .any(|r| matches!(r, Record::Archived { .. })),
+            "archived"
+        );
+        let p = ChangePath::new(
+            crate::policy::Policy::parse(&policy, "test.toml").unwrap(),
+            journal,
+            Box::new(k.clone()),
+        );
+        assert_eq!(PathView::new(&p, 1).set_by_rules(&a), None);
     }
 
     /// A value the guard reverted is quarantined for the rules until its quarantine ends.
