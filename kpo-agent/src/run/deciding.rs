@@ -75,6 +75,8 @@ pub struct Deciding {
     rules: RuleSet,
     /// What of the rules' judgements the state directory has (`rules_state.rs`).
     rules_saved: RulesState,
+    /// The last save of `rules_saved` failed (logged once until one succeeds).
+    rules_save_failing: bool,
     /// Merging, pending approvals and the recommendation history (crate::approvals).
     approvals: Desk,
     /// Windows closed; the one in progress is the next.
@@ -272,6 +274,7 @@ impl Deciding {
             last_window: None,
             rules,
             rules_saved,
+            rules_save_failing: false,
             approvals,
             windows: 0,
             host_netns: std::fs::metadata("/proc/self/ns/net")
@@ -795,16 +798,28 @@ impl Deciding {
     }
 
     /// Keeps what the rules judged in the state directory when it changed. A failure is logged
-    /// and the rules go on in memory; the next change tries again.
+    /// once and the rules go on in memory; every window tries again until a save succeeds.
     fn save_rules_state(&mut self) {
         let now = RulesState::of(&self.rules);
         if now == self.rules_saved {
             return;
         }
-        if let Err(e) = now.save(self.path.journal.dir()) {
-            warn!("rules: cannot keep what they judged in the state directory ({e}); a restart forgets it");
+        match now.save(self.path.journal.dir()) {
+            Ok(()) => {
+                if std::mem::take(&mut self.rules_save_failing) {
+                    info!("rules: what they judged is kept in the state directory again");
+                }
+                self.rules_saved = now;
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.rules_save_failing, true) {
+                    warn!(
+                        "rules: cannot keep what they judged in the state directory ({e}); tried \
+                         again every window, a restart before it succeeds forgets it"
+                    );
+                }
+            }
         }
-        self.rules_saved = now;
     }
 
     /// A tick ended: the rules read the tick (from `previous` to `sample`) and may advise before

@@ -3652,6 +3652,8 @@ guard_signals = ["request_p99"]
             .collect()
     };
     let mut d = open();
+    // The first saves fail (a directory where the file goes: rename cannot replace it).
+    std::fs::create_dir(state.join("rules.json")).unwrap();
     assert_eq!(
         applied(&mut d, 10),
         [
@@ -3660,6 +3662,10 @@ guard_signals = ["request_p99"]
         ],
         "one raise, judged by two windows at its budgets: no cut"
     );
+    assert!(state.join("rules.json").is_dir(), "the save failed");
+    // Defect: a failed save was taken for done and never tried again.
+    std::fs::remove_dir(state.join("rules.json")).unwrap();
+    assert_eq!(applied(&mut d, 1), []);
     assert_eq!(
         std::fs::read_to_string(state.join("rules.json")).unwrap(),
         "{\"receive_path_futile\":[600,4000]}\n"
