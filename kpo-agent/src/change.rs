@@ -1431,11 +1431,11 @@ impl ChangePath {
         // What the kernel has now says nothing about the interrupted write when the kernel was
         // restarted since (this boot's value), or when the namespace it went to is gone (the
         // inode names another one now): failed, without reading.
+        let what = lost.as_deref().unwrap_or("interrupted");
         let gone = if self.journal.before_this_boot(i) {
-            Some(
-                "interrupted, then the machine rebooted: the change did not outlive the boot"
-                    .to_string(),
-            )
+            Some(format!(
+                "{what}, then the machine rebooted: the change did not outlive the boot"
+            ))
         } else if self.journal.superseded(i) {
             // Left without an outcome by a running agent whose journal could not record it (the
             // change was put back then), and followed by later changes of the same parameter: the
@@ -1451,13 +1451,12 @@ impl ChangePath {
             })
         } else {
             match (i.netns_cookie, self.netns_cookie(&address)) {
-                (Some(then), Some(now)) if then != now => Some(
-                    "interrupted, then its network namespace went away (the inode names another one now)"
-                        .to_string(),
-                ),
+                (Some(then), Some(now)) if then != now => Some(format!(
+                    "{what}, then its network namespace went away (the inode names another one now)"
+                )),
                 // Gone with its values: no later start could read them either.
                 (_, None) if self.namespace_gone_for_certain(&address, &i.key) => {
-                    Some(format!("interrupted, then {NAMESPACE_GONE}"))
+                    Some(format!("{what}, then {NAMESPACE_GONE}"))
                 }
                 _ => None,
             }

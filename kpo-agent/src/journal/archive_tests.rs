@@ -1162,3 +1162,35 @@ fn a_change_whose_outcome_was_lost_before_later_changes_is_listed_with_why() {
          parameter followed, not from its value",
     );
 }
+
+/// Defect: a change of an earlier boot whose outcome line was damaged was failed as
+/// "interrupted, then the machine rebooted", though it ran to its end; the reason now starts
+/// with the damaged line, as every other reconciliation of such a change does.
+#[test]
+fn a_damaged_outcome_of_an_earlier_boot_is_not_called_interrupted() {
+    let dir = private_tempdir();
+    {
+        let mut j = open(dir.path(), never());
+        change(&mut j, B, 1000, 2000);
+    }
+    damage_line(dir.path(), 2, "\"outcome\":", "\"outcomE\":");
+    let later_boot = Boot {
+        id: Some("a later boot".into()),
+        started_ms: Some(now_ms() + 1),
+    };
+    let j =
+        Journal::open_with(dir.path(), Holder::Cli, Duration::ZERO, later_boot, never()).unwrap();
+    let k = kernel(&[(B, Value::Int(2000.into()))]);
+    let mut path = change_path(j, &k);
+    let reports = path.reconcile().unwrap();
+    assert_eq!(
+        reports
+            .iter()
+            .map(|r| r.detail.as_deref())
+            .collect::<Vec<_>>(),
+        [Some(
+            "its outcome's line (journal.log line 2) was damaged, then the machine rebooted: \
+             the change did not outlive the boot"
+        )]
+    );
+}
