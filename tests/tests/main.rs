@@ -291,7 +291,7 @@ fn main() {
         ),
         trial(
             "sysctl_watch::an_agent_in_its_own_cgroup_namespace_says_what_its_watch_cannot_see",
-            sysctl_watch::cgroup_namespace_requirement().or_else(needs_root_and_btf),
+            sysctl_watch::host_cgroup_namespace_requirement().or_else(needs_root_and_btf),
             sysctl_watch::an_agent_in_its_own_cgroup_namespace_says_what_its_watch_cannot_see,
         ),
         trial(

@@ -97,24 +97,64 @@ pub fn cgroup_namespace_requirement() -> Option<String> {
         .then(|| "this kernel has no cgroup namespaces (/proc/thread-self/ns/cgroup)".into())
 }
 
-/// `kpo run` started in a cgroup namespace of its own (`unshare --cgroup`, as a container runtime
-/// would) says at start that its watch sees only that namespace's writes; started in the host's,
-/// it says nothing of the kind.
+/// What [`an_agent_in_its_own_cgroup_namespace_says_what_its_watch_cannot_see`] needs besides: the
+/// tests in the host's cgroup namespace, whose agent it compares with one in a namespace of its
+/// own (from a container's, "the host's" is not at hand).
+pub fn host_cgroup_namespace_requirement() -> Option<String> {
+    cgroup_namespace_requirement().or_else(|| {
+        (kpo_agent::sensors::sysctl_watch::in_own_cgroup_namespace() == Some(true))
+            .then(|| "the tests run in a cgroup namespace of their own, not the host's".into())
+    })
+}
+
+/// A cgroup made for a test under the cgroup2 root, removed when dropped (its processes gone).
+struct TestCgroup(PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// `kpo run` in a cgroup namespace of its own, placed as a container runtime would place it (in a
+/// cgroup made for it), attaches its watch to the cgroup2 mount that reaches furthest up, and
+/// says so when that is only its namespace's root: started in the host's namespace, or in one of
+/// its own that still sees the host's mount (root `/..` in mountinfo), it attaches with nothing
+/// to say; with only a cgroup2 mount of its own namespace's root (what a runtime mounts), it
+/// says what the watch cannot see.
 pub fn an_agent_in_its_own_cgroup_namespace_says_what_its_watch_cannot_see() {
     const WARNING: &str = "sysctl watch: the agent is in a cgroup namespace of its own";
-    let stderr_of = |own_namespace: bool| {
+    const OFF: &str = "sysctl watch off";
+    let hierarchy = this_cgroup2_root().expect("cgroup v2 mounted");
+    let cgroup = TestCgroup(hierarchy.join(format!("kpo-test-{}", std::process::id())));
+    std::fs::create_dir(&cgroup.0).unwrap();
+    let procs = cgroup.0.join("cgroup.procs");
+    let kpo = crate::agent_binary::kpo_binary();
+    // How the agent is started: the shell puts itself in the test's cgroup, then execs.
+    let placements = [
+        ("the host's namespace".to_string(), false),
+        (format!("exec unshare --cgroup {}", kpo.display()), false),
+        (
+            format!(
+                "exec unshare --cgroup --mount --propagation private sh -c 'umount -l {h} && \
+                 mount -t cgroup2 none {h} && exec {kpo} \"$@\"' sh",
+                h = hierarchy.display(),
+                kpo = kpo.display()
+            ),
+            true,
+        ),
+    ];
+    for (how, warns) in placements {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("policy.toml"), "").unwrap();
         let (events, stderr) = (dir.path().join("events.ndjson"), dir.path().join("stderr"));
-        // `unshare` without --fork executes the agent in its place: the child is the agent.
-        let mut command = if own_namespace {
-            let mut c = Command::new("unshare");
-            c.arg("--cgroup").arg(crate::agent_binary::kpo_binary());
-            c
+        let start = if how.starts_with("exec") {
+            format!("echo $$ > {} && {how} \"$@\"", procs.display())
         } else {
-            Command::new(crate::agent_binary::kpo_binary())
+            format!("exec {} \"$@\"", kpo.display())
         };
-        let child = command
+        let child = Command::new("sh")
+            .args(["-c", &start, "sh"])
             .args(["run", "--tick", "100ms", "--window", "500ms", "--events"])
             .arg(&events)
             .arg("--policy")
@@ -129,16 +169,18 @@ pub fn an_agent_in_its_own_cgroup_namespace_says_what_its_watch_cannot_see() {
             .unwrap();
         // Killed if the wait below panics.
         let mut agent = crate::agent_decides::Running(child);
-        wait_until("the agent started", Duration::from_secs(30), || {
-            crate::agent_binary::lines(&events)
-                .iter()
-                .any(|e| e["kind"] == "sensors")
-        });
+        wait_until(
+            &format!("the agent started ({how})"),
+            Duration::from_secs(30),
+            || {
+                crate::agent_binary::lines(&events)
+                    .iter()
+                    .any(|e| e["kind"] == "sensors")
+            },
+        );
         agent.sigterm_and_wait();
-        std::fs::read_to_string(&stderr).unwrap()
-    };
-    let host = stderr_of(false);
-    assert!(!host.contains(WARNING), "{host}");
-    let own = stderr_of(true);
-    assert!(own.contains(WARNING), "{own}");
+        let text = std::fs::read_to_string(&stderr).unwrap();
+        assert!(!text.contains(OFF), "{how}: {text}");
+        assert_eq!(text.contains(WARNING), warns, "{how}: {text}");
+    }
 }

@@ -147,18 +147,24 @@ pub async fn run(
     // Sensors.
     let mut sensors = Sensors::load(&sensor_options(&config));
     // People's sysctl writes, so that KPO yields to them.
-    if crate::sensors::sysctl_watch::in_own_cgroup_namespace() == Some(true) {
-        warn!(
-            "sysctl watch: the agent is in a cgroup namespace of its own (a container's), so the \
-             watch can see only the sysctl writes of processes in it; others' changes are found \
-             by comparing values each window (run it in the host's cgroup namespace, e.g. docker \
-             or podman --cgroupns=host, to see them as they happen)"
-        );
-    }
-    let mut sysctl_watch = match crate::sensors::sysctl_watch::this_cgroup2_root()
-        .and_then(|root| sensors.attach_sysctl_watch(&root))
+    let mut sysctl_watch = match crate::sensors::sysctl_watch::this_cgroup2_mount()
+        .and_then(|mount| Ok((sensors.attach_sysctl_watch(&mount.path)?, mount)))
     {
-        Ok(watch) => Some(watch),
+        Ok((watch, mount)) => {
+            use crate::sensors::sysctl_watch::in_own_cgroup_namespace;
+            if mount.at_namespace_root && in_own_cgroup_namespace() == Some(true) {
+                warn!(
+                    "sysctl watch: the agent is in a cgroup namespace of its own (a \
+                     container's), and {} is that namespace's root, so the watch sees only the \
+                     sysctl writes of processes in it; others' changes are found by comparing \
+                     values each window (run it in the host's cgroup namespace, e.g. docker or \
+                     podman --cgroupns=host, or mount the host's cgroup2 hierarchy into it, to \
+                     see them as they happen)",
+                    mount.path.display()
+                );
+            }
+            Some(watch)
+        }
         Err(e) => {
             warn!("sysctl watch off: {e}");
             None

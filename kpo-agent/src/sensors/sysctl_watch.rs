@@ -21,15 +21,47 @@ use kpo_common::sysctl_watch::{
 /// unified hosts, `/sys/fs/cgroup/unified` on hybrid ones (cgroup v1 controllers beside it). A
 /// program on its root sees every process's sysctl accesses. `None` when cgroup2 is not mounted.
 pub fn cgroup2_root(mountinfo: &str) -> Option<std::path::PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        // `ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER_OPTIONS`
-        let (head, tail) = line.split_once(" - ")?;
-        let fstype = tail.split_whitespace().next()?;
-        let root = head.split_whitespace().nth(3)?;
-        let mount_point = head.split_whitespace().nth(4)?;
-        // Only the hierarchy's own root: a bind mount of a sub-cgroup would see only its part.
-        (fstype == "cgroup2" && root == "/").then(|| unescape_mount_path(mount_point).into())
-    })
+    cgroup2_mount(mountinfo).map(|m| m.path)
+}
+
+/// A cgroup2 mount to attach the watch to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup2Mount {
+    pub path: std::path::PathBuf,
+    /// Its root is this cgroup namespace's root (`/` in mountinfo), not above it: in a namespace
+    /// of its own (a container's, mounted there by its runtime) that is the container's cgroup,
+    /// so the watch sees only its processes.
+    pub at_namespace_root: bool,
+}
+
+/// The cgroup2 mount whose root reaches furthest up: one whose root mountinfo shows above this
+/// cgroup namespace's root (`/..`, `/../..`: a host's mount seen from a namespace of its own,
+/// e.g. bind-mounted into a container), else one at the namespace's root (`/`; in the host's
+/// namespace, the hierarchy's root). A bind mount of a sub-cgroup would see only its part.
+pub fn cgroup2_mount(mountinfo: &str) -> Option<Cgroup2Mount> {
+    // `ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER_OPTIONS`
+    let mounts: Vec<(&str, &str, &str)> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (head, tail) = line.split_once(" - ")?;
+            let mut head = head.split_whitespace().skip(3);
+            let (root, mount_point) = (head.next()?, head.next()?);
+            Some((tail.split_whitespace().next()?, root, mount_point))
+        })
+        .collect();
+    mounts
+        .iter()
+        .enumerate()
+        // A mount that a later one covers (the same mount point) is not what the path opens.
+        .filter(|(i, (_, _, at))| mounts[i + 1..].iter().all(|(_, _, later)| later != at))
+        .filter_map(|(_, &(fstype, root, mount_point))| {
+            let above = root.len() > 1 && root.split('/').skip(1).all(|part| part == "..");
+            (fstype == "cgroup2" && (root == "/" || above)).then(|| Cgroup2Mount {
+                path: unescape_mount_path(mount_point).into(),
+                at_namespace_root: !above,
+            })
+        })
+        .min_by_key(|m| m.at_namespace_root)
 }
 
 /// mountinfo writes space, tab, newline and backslash in paths as octal escapes (`\040`).
@@ -65,6 +97,16 @@ pub fn this_cgroup2_root() -> Result<std::path::PathBuf, WatchError> {
             source,
         })?;
     cgroup2_root(&text).ok_or(WatchError::NoCgroup2)
+}
+
+/// [`cgroup2_mount`] of this process's mountinfo.
+pub fn this_cgroup2_mount() -> Result<Cgroup2Mount, WatchError> {
+    let text =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| WatchError::Cgroup {
+            path: "/proc/self/mountinfo".into(),
+            source,
+        })?;
+    cgroup2_mount(&text).ok_or(WatchError::NoCgroup2)
 }
 
 /// The inode of the host's (the initial) cgroup namespace: fixed by the kernel
@@ -271,6 +313,40 @@ mod tests {
         assert_eq!(
             cgroup2_root("27 25 0:24 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw\n"),
             None
+        );
+        // From a cgroup namespace of its own: its runtime's mount at the namespace's root, and
+        // the host's bind-mounted, whose root is above it; the host's reaches every process.
+        let namespaced = "\
+40 30 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw
+41 30 0:26 /../.. /host/cgroup rw - cgroup2 cgroup2 rw
+42 30 0:26 /../x /other rw - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            cgroup2_mount(namespaced),
+            Some(Cgroup2Mount {
+                path: "/host/cgroup".into(),
+                at_namespace_root: false
+            })
+        );
+        assert_eq!(
+            cgroup2_mount(namespaced.lines().next().unwrap()),
+            Some(Cgroup2Mount {
+                path: "/sys/fs/cgroup".into(),
+                at_namespace_root: true
+            })
+        );
+        assert_eq!(cgroup2_mount(namespaced.lines().nth(2).unwrap()), None);
+        // The host's mount covered by the runtime's at the same place: the path opens the latter.
+        let covered = "\
+41 30 0:26 /.. /sys/fs/cgroup rw - cgroup2 cgroup2 rw
+43 41 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            cgroup2_mount(covered),
+            Some(Cgroup2Mount {
+                path: "/sys/fs/cgroup".into(),
+                at_namespace_root: true
+            })
         );
         let spaced = "30 24 0:26 / /mnt/cg\\0402 rw - cgroup2 cgroup2 rw\n";
         assert_eq!(cgroup2_root(spaced), Some("/mnt/cg 2".into()));
