@@ -117,18 +117,7 @@ impl Carry {
             };
             self.last.insert(inum, Arc::new(reading));
         }
-        for inum in namespaces.keys() {
-            self.known_at.insert(*inum, at);
-        }
-        let known_at = &self.known_at;
-        self.last.retain(|inum, _| {
-            namespaces.contains_key(inum)
-                || known_at
-                    .get(inum)
-                    .is_some_and(|&t| at.saturating_duration_since(t) < KEEP_VANISHED)
-        });
-        let last = &self.last;
-        self.known_at.retain(|inum, _| last.contains_key(inum));
+        forget_vanished(&mut self.last, &mut self.known_at, namespaces, at);
         self.last.clone()
     }
 }
@@ -173,20 +162,29 @@ impl CounterCarry {
         for (inum, c) in counters {
             self.last.insert(*inum, CounterReading { at, counters: *c });
         }
-        for inum in namespaces.keys() {
-            self.known_at.insert(*inum, at);
-        }
-        let known_at = &self.known_at;
-        self.last.retain(|inum, _| {
-            namespaces.contains_key(inum)
-                || known_at
-                    .get(inum)
-                    .is_some_and(|&t| at.saturating_duration_since(t) < KEEP_VANISHED)
-        });
-        let last = &self.last;
-        self.known_at.retain(|inum, _| last.contains_key(inum));
+        forget_vanished(&mut self.last, &mut self.known_at, namespaces, at);
         self.last.clone()
     }
+}
+
+/// Keeps, of the readings in `last`, those of namespaces known at `at` and of those last known
+/// less than [`KEEP_VANISHED`] before; `known_at` (when each was last known) follows them.
+fn forget_vanished<V>(
+    last: &mut BTreeMap<u64, V>,
+    known_at: &mut BTreeMap<u64, Instant>,
+    namespaces: &BTreeMap<u64, NetnsRead>,
+    at: Instant,
+) {
+    for inum in namespaces.keys() {
+        known_at.insert(*inum, at);
+    }
+    last.retain(|inum, _| {
+        namespaces.contains_key(inum)
+            || known_at
+                .get(inum)
+                .is_some_and(|&t| at.saturating_duration_since(t) < KEEP_VANISHED)
+    });
+    known_at.retain(|inum, _| last.contains_key(inum));
 }
 
 #[cfg(test)]

@@ -17,14 +17,8 @@ use kpo_common::sysctl_watch::{
     SysctlWrite, MAP_SYSCTL_WRITES, PROG_SYSCTL_WATCH, SYSCTL_NAME_LEN, SYSCTL_VALUE_LEN,
 };
 
-/// Where the cgroup v2 hierarchy is mounted, from a `mountinfo` text: `/sys/fs/cgroup` on
-/// unified hosts, `/sys/fs/cgroup/unified` on hybrid ones (cgroup v1 controllers beside it). A
-/// program on its root sees every process's sysctl accesses. `None` when cgroup2 is not mounted.
-pub fn cgroup2_root(mountinfo: &str) -> Option<std::path::PathBuf> {
-    cgroup2_mount(mountinfo).map(|m| m.path)
-}
-
-/// A cgroup2 mount to attach the watch to.
+/// A cgroup2 mount to attach the watch to: `/sys/fs/cgroup` on unified hosts,
+/// `/sys/fs/cgroup/unified` on hybrid ones (cgroup v1 controllers beside it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cgroup2Mount {
     pub path: std::path::PathBuf,
@@ -89,14 +83,9 @@ fn unescape_mount_path(path: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The cgroup v2 root of this machine (from `/proc/self/mountinfo`).
+/// The path of [`this_cgroup2_mount`], for callers that only attach.
 pub fn this_cgroup2_root() -> Result<std::path::PathBuf, WatchError> {
-    let text =
-        std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| WatchError::Cgroup {
-            path: "/proc/self/mountinfo".into(),
-            source,
-        })?;
-    cgroup2_root(&text).ok_or(WatchError::NoCgroup2)
+    this_cgroup2_mount().map(|mount| mount.path)
 }
 
 /// [`cgroup2_mount`] of this process's mountinfo.
@@ -292,6 +281,10 @@ mod tests {
         let e = to_event(&write("net/ipv4/tcp_rmem", "4096 131072 6291456", -7));
         assert!(e.value_truncated);
         assert_eq!(e.value, "4096 131072 6291456");
+    }
+
+    fn cgroup2_root(mountinfo: &str) -> Option<std::path::PathBuf> {
+        cgroup2_mount(mountinfo).map(|m| m.path)
     }
 
     #[test]
