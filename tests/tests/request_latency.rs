@@ -1,18 +1,40 @@
-//! Request latency: a small request/response server in a namespace times its own service (from
-//! the end of reading a request to just before writing the response); the eBPF sensor times from
-//! the read's return to the write's return on the same socket.
+//! Request latency: a small request/response server in a namespace serves requests that take a
+//! fixed time, and the eBPF sensor's percentiles are checked against bounds the test's own clock
+//! sets on every request.
+//!
+//! The sensor times each request from `sock_recv_length` (the end of the read that returned its
+//! first byte) to `sock_send_length` (the end of the write of its response), both inside the
+//! syscalls. So for request `i`, on one monotonic clock (`Instant` and `bpf_ktime_get_ns` are both
+//! CLOCK_MONOTONIC):
+//! - it starts no later than the server's read returned, and no earlier than both the server's
+//!   read was called and the client's write was called (the bytes cannot arrive before);
+//! - it ends no earlier than the server's write was called, and no later than it returned.
+//!
+//! Hence `lower_i ≤ span_i ≤ upper_i` for every request, and the r-th smallest span lies between
+//! the r-th smallest lower and upper bound. That holds however long the scheduler keeps either
+//! thread off the CPU, so the test has no wall-clock tolerance to be flaky about.
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
+use kpo_common::{bucket_lower_ns, bucket_of};
 use kpo_integration::Netns;
 
 use crate::common::start;
 
 const REQUESTS: usize = 200;
 const SERVICE: Duration = Duration::from_micros(2000);
+
+/// What the server's clock saw of one request.
+struct Served {
+    read_called: Instant,
+    read_returned: Instant,
+    write_called: Instant,
+    write_returned: Instant,
+}
 
 pub fn matches_server_service_time() {
     let ns = Netns::new();
@@ -28,26 +50,47 @@ pub fn matches_server_service_time() {
         let mut served = Vec::with_capacity(REQUESTS);
         let mut request = [0u8; 64];
         for _ in 0..REQUESTS {
+            let read_called = Instant::now();
             s.read_exact(&mut request).unwrap();
-            let started = Instant::now();
-            while started.elapsed() < SERVICE {
+            let read_returned = Instant::now();
+            while read_returned.elapsed() < SERVICE {
                 std::hint::spin_loop();
             }
-            served.push(started.elapsed());
+            let write_called = Instant::now();
             s.write_all(&request).unwrap();
+            served.push(Served {
+                read_called,
+                read_returned,
+                write_called,
+                write_returned: Instant::now(),
+            });
         }
         served
     });
     let mut client = ns.run(|| TcpStream::connect(addr).unwrap());
     client.set_nodelay(true).unwrap();
+    let (sent_tx, sent_rx) = mpsc::channel();
     let mut buf = [3u8; 64];
     for _ in 0..REQUESTS {
+        sent_tx.send(Instant::now()).unwrap();
         client.write_all(&buf).unwrap();
         client.read_exact(&mut buf).unwrap();
     }
-    let mut served = server.join().unwrap();
-    served.sort();
-    let server_p50_us = served[REQUESTS / 2].as_secs_f64() * 1e6;
+    drop(sent_tx);
+    let served = server.join().unwrap();
+    let sent: Vec<Instant> = sent_rx.iter().collect();
+    let ns_of = |d: Duration| u64::try_from(d.as_nanos()).unwrap();
+    let mut lower: Vec<u64> = served
+        .iter()
+        .map(|s| ns_of(s.write_called - s.read_returned))
+        .collect();
+    let mut upper: Vec<u64> = served
+        .iter()
+        .zip(&sent)
+        .map(|(s, &sent)| ns_of(s.write_returned - s.read_called.max(sent)))
+        .collect();
+    lower.sort_unstable();
+    upper.sort_unstable();
 
     builder.push(collector.sample());
     let (window, _) = builder.finish().unwrap();
@@ -62,17 +105,34 @@ pub fn matches_server_service_time() {
                 window.request_latency
             )
         });
-    assert_eq!(
-        measured.latency.samples, REQUESTS as u64,
-        "one sample per request"
-    );
-    // Tolerance: the histogram's buckets are at most 25% wide, and the kernel's span adds the
-    // read's return and the write itself (tens of µs on loopback): 25% + 100 µs.
-    let diff = (measured.latency.p50_us - server_p50_us).abs();
+    let latency = &measured.latency;
+    assert_eq!(latency.samples, REQUESTS as u64, "one sample per request");
+    // A percentile is interpolated inside the bucket of its rank's span, and printed to 0.01 µs.
+    let rounding_ns = 5.0;
+    for (q, reported_us) in [
+        (0.50, latency.p50_us),
+        (0.90, latency.p90_us),
+        (0.99, latency.p99_us),
+    ] {
+        let rank = (q * REQUESTS as f64).ceil() as usize;
+        let (lo, hi) = (lower[rank - 1], upper[rank - 1]);
+        let floor = bucket_lower_ns(bucket_of(lo)) as f64;
+        let ceiling = bucket_lower_ns(bucket_of(hi) + 1) as f64;
+        let reported = reported_us * 1000.0;
+        assert!(
+            floor - rounding_ns <= reported && reported <= ceiling + rounding_ns,
+            "p{} {reported_us} µs outside [{floor} ns, {ceiling} ns], the buckets of its rank's \
+             bounds {lo} and {hi} ns",
+            q * 100.0
+        );
+    }
+    // The largest span's bucket: its upper edge is what max_us reports.
+    let max_floor = bucket_lower_ns(bucket_of(lower[REQUESTS - 1]) + 1) as f64;
+    let max_ceiling = bucket_lower_ns(bucket_of(upper[REQUESTS - 1]) + 1) as f64;
+    let reported_max = latency.max_us * 1000.0;
     assert!(
-        diff <= 0.25 * server_p50_us + 100.0,
-        "eBPF p50 {} µs vs server {server_p50_us:.1} µs",
-        measured.latency.p50_us
+        max_floor - rounding_ns <= reported_max && reported_max <= max_ceiling + rounding_ns,
+        "max {} µs outside [{max_floor} ns, {max_ceiling} ns]",
+        latency.max_us
     );
-    assert!(measured.latency.p50_us >= SERVICE.as_secs_f64() * 1e6 * 0.75);
 }
