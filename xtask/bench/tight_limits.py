@@ -13,7 +13,9 @@ method replayed on it.
 - How well a row's run time and energy can be told from its neighbours: the robust spread
   (1.4826 x median absolute deviation) and the standard deviation of a row's log value minus the
   mean of its two neighbours' along one knob, both divided by sqrt(1.5), the factor by which that
-  difference enlarges independent noise.
+  difference enlarges independent noise. Also for log power (energy / run time), and the
+  correlation of the energy's and the run time's differences: energy = power x run time, and
+  where power is smooth a dip in energy is a dip in run time, the constrained output.
 
 Run from the repository root with any Python 3 (standard library only):
     python3 xtask/bench/tight_limits.py
@@ -65,8 +67,8 @@ def rows_to_evaluate(table, limit, best_energy):
     print(f"  rows to evaluate, the best one included: {', '.join(counts)}")
 
 
-def neighbour_spread(table, column):
-    """Spread of log(value) minus the mean of the two neighbours' along one knob, in %."""
+def neighbour_diffs(table, value):
+    """log(value(row)) minus the mean of its two neighbours' along each knob."""
     itrs = sorted({i for i, _ in table})
     freqs = sorted({f for _, f in table})
     out = {}
@@ -76,12 +78,17 @@ def neighbour_spread(table, column):
             for a, b, c in zip(levels, levels[1:], levels[2:]):
                 keys = [(a, o), (b, o), (c, o)] if knob == "ITR" else [(o, a), (o, b), (o, c)]
                 if all(k in table for k in keys):
-                    lo, mid, hi = (math.log(table[k][column]) for k in keys)
+                    lo, mid, hi = (math.log(value(table[k])) for k in keys)
                     diffs.append(mid - (lo + hi) / 2)
-        med = st.median(diffs)
-        mad = st.median(abs(d - med) for d in diffs)
-        out[knob] = (1.4826 * mad / math.sqrt(1.5), st.stdev(diffs) / math.sqrt(1.5), len(diffs))
+        out[knob] = diffs
     return out
+
+
+def spread(diffs):
+    """Robust spread and standard deviation of neighbour differences, as noise per row."""
+    med = st.median(diffs)
+    mad = st.median(abs(d - med) for d in diffs)
+    return 1.4826 * mad / math.sqrt(1.5), st.stdev(diffs) / math.sqrt(1.5), len(diffs)
 
 
 for name, path, limit in TABLES:
@@ -89,10 +96,18 @@ for name, path, limit in TABLES:
     print(f"{name}, time_s<={limit} ({len(table)} rows)")
     best_energy = target_rows(table, limit)
     rows_to_evaluate(table, limit, best_energy)
-    for column, what in ((0, "log energy"), (1, "log run time")):
-        spread = neighbour_spread(table, column)
+    diffs = {}
+    for what, value in (
+        ("log energy", lambda row: row[0]),
+        ("log run time", lambda row: row[1]),
+        ("log power", lambda row: row[0] / row[1]),
+    ):
+        diffs[what] = neighbour_diffs(table, value)
         parts = [
             f"along {knob} robust spread {100 * r:.2f}% (sd {100 * sd:.2f}%, {n} triples)"
-            for knob, (r, sd, n) in spread.items()
+            for knob, (r, sd, n) in ((k, spread(d)) for k, d in diffs[what].items())
         ]
         print(f"  {what} against its neighbours' mean: {'; '.join(parts)}")
+    for knob in ("ITR", "frequency"):
+        r = st.correlation(diffs["log energy"][knob], diffs["log run time"][knob])
+        print(f"  along {knob}, correlation of the energy's and the run time's differences: {r:.3f}")
