@@ -41,6 +41,12 @@ pub struct Config {
     pub optimizer: crate::advise::optimizer::agent::OptimizerSettings,
     /// Where to serve Prometheus metrics (`GET /metrics`), e.g. "127.0.0.1:9464"; none: off.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The file this was read from and a hash of what it held (not the text: that may hold the
+    /// LLM's key, and this struct is printed with `{:?}`). The file is read at start only, and a
+    /// SIGHUP (which reloads the policy) says when it was edited since, instead of leaving an
+    /// operator to believe a new SLO or endpoint is in force.
+    #[serde(skip)]
+    pub read_from: Option<(PathBuf, u64)>,
 }
 
 /// The longest window. Per-CPU kernel counters kept in 32 bits (softirqs, interrupts, softnet)
@@ -70,6 +76,7 @@ impl Default for Config {
             sysfs_root: PathBuf::from("/sys"),
             optimizer: Default::default(),
             metrics: None,
+            read_from: None,
         }
     }
 }
@@ -183,10 +190,40 @@ fn closing_quote(text: &str) -> Option<usize> {
     None
 }
 
+fn content_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys: the same text hashes the same at start and at every SIGHUP.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
 impl Config {
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = kernel_file::read_text(path, MAX_CONFIG_BYTES).map_err(ConfigError::Read)?;
-        Self::from_toml(&text, &path.display().to_string())
+        let mut config = Self::from_toml(&text, &path.display().to_string())?;
+        config.read_from = Some((path.to_path_buf(), content_hash(&text)));
+        Ok(config)
+    }
+
+    /// What to tell an operator who sent SIGHUP after editing the configuration file (read at
+    /// start only): `None` when it holds what was read, or when no file was.
+    pub fn edited_since_start(&self) -> Option<String> {
+        let (path, hash) = self.read_from.as_ref()?;
+        let now = kernel_file::read_text(path, MAX_CONFIG_BYTES);
+        let path = path.display();
+        match now {
+            Ok(now) if content_hash(&now) == *hash => None,
+            Ok(_) => Some(format!(
+                "the configuration file {path} changed since the agent started: it is read at \
+                 start only, so its changes take effect when the agent is restarted (SIGHUP \
+                 reloads the policy)"
+            )),
+            Err(e) => Some(format!(
+                "the configuration file {path} cannot be read again ({e}): the agent goes on \
+                 with what it read at start"
+            )),
+        }
     }
 
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
@@ -350,6 +387,38 @@ mod humantime_serde {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The file is read at start only: SIGHUP says so when it was edited since, and only then.
+    #[test]
+    fn an_edit_since_start_is_told_apart_from_the_file_as_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kpo.toml");
+        std::fs::write(&path, "tick = \"2s\"\n").unwrap();
+        let config = Config::from_file(&path).unwrap();
+        assert_eq!(config.edited_since_start(), None);
+        // Written again with the same text (a config manager's run): nothing changed.
+        std::fs::write(&path, "tick = \"2s\"\n").unwrap();
+        assert_eq!(config.edited_since_start(), None);
+
+        std::fs::write(&path, "tick = \"2s\"\n[optimizer]\nslo_max_us = 500\n").unwrap();
+        let edited = config.edited_since_start().unwrap();
+        assert!(
+            edited.starts_with(&format!(
+                "the configuration file {} changed since the agent started",
+                path.display()
+            )),
+            "{edited}"
+        );
+        assert!(edited.contains("take effect when the agent is restarted"));
+
+        std::fs::remove_file(&path).unwrap();
+        let gone = config.edited_since_start().unwrap();
+        assert!(gone.contains("cannot be read again"), "{gone}");
+        assert!(gone.ends_with("the agent goes on with what it read at start"));
+
+        // Flags alone: no file to have changed.
+        assert_eq!(Config::default().edited_since_start(), None);
+    }
 
     #[test]
     fn defaults_are_valid() {

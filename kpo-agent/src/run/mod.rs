@@ -303,6 +303,9 @@ pub async fn run(
                 Sig::Hup => if let Err(e) = stage("SIGHUP", || {
                     info!("SIGHUP: re-opening the event stream {}", sink.destination());
                     sink.reopen();
+                    if let Some(edited) = config.edited_since_start() {
+                        warn!("SIGHUP: {edited}");
+                    }
                     for event in deciding.reload_policy(&config) {
                         sink.send(&event);
                     }
