@@ -506,6 +506,37 @@ mod tests {
         }
     }
 
+    /// The same change given twice, once as not automatic, waits for approval: the model can
+    /// keep a change for a person whichever of its items says so.
+    #[test]
+    fn a_repeated_change_is_automatic_only_if_every_item_says_so() {
+        let item = |auto: bool| {
+            format!(
+                r#"{{"parameter": "net.core.somaxconn", "value": 8192, "can_auto_apply": {auto}, "reason": "x"}}"#
+            )
+        };
+        for (first, second, auto) in [
+            (true, false, false),
+            (false, true, false),
+            (true, true, true),
+        ] {
+            let c = took(&format!("[{}, {}]", item(first), item(second)));
+            assert_eq!(c.outcome, Outcome::Ok);
+            assert_eq!(c.recommendations.len(), 1, "{first} {second}");
+            assert_eq!(
+                c.recommendations[0].can_auto_apply, auto,
+                "{first} {second}"
+            );
+            assert_eq!(
+                (c.accepted_auto, c.accepted_pending),
+                (usize::from(auto), usize::from(!auto)),
+                "{first} {second}"
+            );
+            assert_eq!(c.dropped.len(), 1);
+            assert_eq!(c.dropped[0].kind, DropKind::Duplicate);
+        }
+    }
+
     /// One field in two spellings is the same ambiguity as a repeated key: the item is dropped as
     /// malformed, whichever spelling would have been looked up first.
     #[test]
