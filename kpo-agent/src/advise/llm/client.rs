@@ -32,7 +32,7 @@ pub enum Outcome {
     Ok,
     /// The configured timeout passed before a reply.
     Timeout,
-    /// The endpoint could not be reached (refused, DNS, TLS).
+    /// The endpoint could not be reached (refused, DNS, TLS), or the connection broke mid-reply.
     Connect,
     /// An HTTP error status other than 429 (see `http_status`).
     HttpStatus,
