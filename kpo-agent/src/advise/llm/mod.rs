@@ -434,6 +434,33 @@ mod tests {
         assert!(event.len() < 128 << 10, "{} bytes", event.len());
     }
 
+    /// A top-level object that repeats a key as long as the reply allows is quoted in the
+    /// event's `error` cut short, as a dropped item's key is.
+    #[test]
+    fn a_long_repeated_key_makes_a_small_error() {
+        let key = "k".repeat(parse::MAX_CONTENT / 3);
+        let mut out = empty_consultation();
+        let (offered, policy) = somaxconn_auto();
+        take_reply(
+            &mut out,
+            &format!(r#"{{"{key}": 1, "{key}": 2}}"#),
+            &offered,
+            &policy,
+        );
+        assert_eq!(out.outcome, Outcome::ParseError);
+        assert_eq!(
+            out.error.as_deref(),
+            Some(
+                format!(
+                    "the reply's JSON has an object that repeats the key \"{}…\"; which one counts \
+                     is unclear",
+                    "k".repeat(120)
+                )
+                .as_str()
+            )
+        );
+    }
+
     fn somaxconn_auto() -> (Vec<ParamContext>, StaticPolicy) {
         let addr: ParamAddress = "net.core.somaxconn".parse().unwrap();
         let policy = StaticPolicy::new().with(
