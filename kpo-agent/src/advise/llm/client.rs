@@ -886,13 +886,13 @@ impl ChatResponse {
             return Err("the body is not a JSON object".into());
         };
         let usage = body.get("usage").map(Usage::lenient).unwrap_or_default();
-        let mut error = body.remove("error").filter(|e| !e.is_null());
+        let mut error = body.remove("error").filter(says_something);
         let choice = match body.remove("choices") {
             None | Some(Json::Null) => None,
             Some(Json::Array(choices)) => match choices.into_iter().next() {
                 None => None,
                 Some(Json::Object(mut choice)) => {
-                    if let Some(e) = choice.remove("error").filter(|e| !e.is_null()) {
+                    if let Some(e) = choice.remove("error").filter(says_something) {
                         error.get_or_insert(e);
                     }
                     let message = match choice.remove("message") {
@@ -917,6 +917,16 @@ impl ChatResponse {
             usage,
             error,
         })
+    }
+}
+
+/// Whether an `error` field reports one: an object with something in it, or some text. A server
+/// that fills the field on success (`null`, `""`, `false`, `{}`) has not failed.
+fn says_something(error: &Json) -> bool {
+    match error {
+        Json::Object(e) => !e.is_empty(),
+        Json::String(s) => !s.trim().is_empty(),
+        _ => false,
     }
 }
 
@@ -1226,11 +1236,19 @@ mod tests {
                 "{body}"
             );
         }
-        // A null error is none.
-        let c = read(serde_json::json!({"error": null,
-            "choices": [{"message": {"content": advice}, "finish_reason": "stop", "error": null}]}));
-        assert_eq!(c.outcome, Outcome::Ok, "{:?}", c.error);
-        assert_eq!(c.content.as_deref(), Some(advice));
+        // An error field that reports none, as a server may fill it on success.
+        for none in [
+            Json::Null,
+            "".into(),
+            false.into(),
+            serde_json::json!({}),
+            0.into(),
+        ] {
+            let c = read(serde_json::json!({"error": none,
+                "choices": [{"message": {"content": advice}, "finish_reason": "stop", "error": none}]}));
+            assert_eq!(c.outcome, Outcome::Ok, "{none}: {:?}", c.error);
+            assert_eq!(c.content.as_deref(), Some(advice));
+        }
     }
 
     /// Set in the environment of the child process that runs [`proxy_child`].
