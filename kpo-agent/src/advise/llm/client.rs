@@ -32,7 +32,7 @@ pub enum Outcome {
     Ok,
     /// The configured timeout passed before a reply.
     Timeout,
-    /// The endpoint could not be reached (refused, DNS, TLS).
+    /// The endpoint could not be reached (refused, DNS, TLS), or the connection broke mid-reply.
     Connect,
     /// An HTTP error status other than 429 (see `http_status`).
     HttpStatus,
@@ -44,7 +44,7 @@ pub enum Outcome {
     CircuitOpen,
     /// Skipped: the policy lets the LLM drive no parameter.
     NoParameters,
-    /// The body is not a chat completion (not JSON, or the wrong shape).
+    /// The body is not a chat completion (not JSON, the wrong shape, or an error in place of one).
     InvalidBody,
     /// The completion has no choice or no content.
     EmptyChoices,
@@ -597,15 +597,35 @@ impl LlmClient {
             }
         };
         c.usage = resp.usage;
+        let finish_reason = resp
+            .choice
+            .as_ref()
+            .and_then(|c| c.finish_reason.as_deref());
+        c.finish_reason = finish_reason.and_then(|r| finish_word(&self.inner.key.redact(r)));
+        if resp.error.is_some() || finish_reason == Some("error") {
+            // The server's fault, as a 5xx would be: counted against the breaker, with its
+            // message. Content that came with it was cut short by the error, and is not read.
+            let said = match resp.error {
+                Some(Json::Object(e)) => match e.get("message") {
+                    Some(Json::String(m)) => m.clone(),
+                    _ => Json::Object(e).to_string(),
+                },
+                Some(Json::String(s)) => s,
+                Some(other) => other.to_string(),
+                None => "finish_reason \"error\"".into(),
+            };
+            c.outcome = Outcome::InvalidBody;
+            c.error = Some(format!(
+                "the server answered with an error in place of a completion: {}",
+                self.excerpt(said.as_bytes())
+            ));
+            return;
+        }
         let Some(choice) = resp.choice else {
             c.outcome = Outcome::EmptyChoices;
             c.error = Some("the reply has no choices".into());
             return;
         };
-        c.finish_reason = choice
-            .finish_reason
-            .as_deref()
-            .and_then(|r| finish_word(&self.inner.key.redact(r)));
         let message = choice.message;
         if let Some(refusal) = message.refusal.filter(|r| !r.trim().is_empty()) {
             c.outcome = Outcome::Refusal;
@@ -840,6 +860,10 @@ fn http_date(v: &str) -> Option<time::OffsetDateTime> {
 struct ChatResponse {
     choice: Option<Choice>,
     usage: Usage,
+    /// An `error` the body carries, at its top or in its first choice: some servers answer 200
+    /// with one when the model fails once it has started (OpenRouter: `{"error": {"code": 502,
+    /// "message": ...}}`, or a choice with `finish_reason` `error`).
+    error: Option<Json>,
 }
 
 struct Choice {
@@ -862,11 +886,15 @@ impl ChatResponse {
             return Err("the body is not a JSON object".into());
         };
         let usage = body.get("usage").map(Usage::lenient).unwrap_or_default();
+        let mut error = body.remove("error").filter(says_something);
         let choice = match body.remove("choices") {
             None | Some(Json::Null) => None,
             Some(Json::Array(choices)) => match choices.into_iter().next() {
                 None => None,
                 Some(Json::Object(mut choice)) => {
+                    if let Some(e) = choice.remove("error").filter(says_something) {
+                        error.get_or_insert(e);
+                    }
                     let message = match choice.remove("message") {
                         None | Some(Json::Null) => Message::default(),
                         Some(Json::Object(mut m)) => Message {
@@ -884,7 +912,21 @@ impl ChatResponse {
             },
             Some(_) => return Err("`choices` is not a list".into()),
         };
-        Ok(Self { choice, usage })
+        Ok(Self {
+            choice,
+            usage,
+            error,
+        })
+    }
+}
+
+/// Whether an `error` field reports one: an object with something in it, or some text. A server
+/// that fills the field on success (`null`, `""`, `false`, `{}`) has not failed.
+fn says_something(error: &Json) -> bool {
+    match error {
+        Json::Object(e) => !e.is_empty(),
+        Json::String(s) => !s.trim().is_empty(),
+        _ => false,
     }
 }
 
@@ -1137,6 +1179,75 @@ mod tests {
             serde_json::json!({"choices": [{"message": {"content": null}}]}),
         ] {
             assert_eq!(read(body.clone()).outcome, Outcome::EmptyChoices, "{body}");
+        }
+    }
+
+    /// A 200 that carries an error (OpenRouter's, when the model fails after it started) is the
+    /// server's fault, with its message, as a 5xx is: not "no choices", which the breaker
+    /// ignores, and not advice read from a reply the error cut short.
+    #[test]
+    fn an_error_in_a_200_is_the_servers_fault() {
+        const KEY: &str = "sk-error-SECRET";
+        let client = LlmClient::new(ResolvedLlm {
+            base_url: "http://127.0.0.1:9".into(),
+            api_key: ApiKey::new(KEY),
+            config: super::super::config::LlmConfig::default(),
+        })
+        .unwrap();
+        let read = |body: Json| {
+            let mut c = Completion::empty();
+            client.read_completion(&mut c, body.to_string().as_bytes());
+            c
+        };
+        let advice = r#"[{"parameter":"net.core.somaxconn","value":8192}]"#;
+        for (body, said) in [
+            (
+                serde_json::json!({"error": {"code": 502, "message": format!("Provider returned error for {KEY}")}}),
+                "Provider returned error for [redacted]",
+            ),
+            (
+                serde_json::json!({"choices": [], "error": "upstream overloaded"}),
+                "upstream overloaded",
+            ),
+            (
+                serde_json::json!({"choices": [{"message": {"content": advice}, "finish_reason": "error",
+                    "error": {"code": 502, "message": "stream cut"}}]}),
+                "stream cut",
+            ),
+            (
+                serde_json::json!({"choices": [{"message": {"content": advice}, "finish_reason": "error"}]}),
+                "finish_reason \"error\"",
+            ),
+            (
+                serde_json::json!({"error": {"code": 500}}),
+                r#"{"code":500}"#,
+            ),
+        ] {
+            let c = read(body.clone());
+            assert_eq!(c.outcome, Outcome::InvalidBody, "{body}");
+            assert!(c.outcome.is_endpoint_failure());
+            assert_eq!(c.content, None, "{body}");
+            assert_eq!(
+                c.error.as_deref(),
+                Some(
+                    format!("the server answered with an error in place of a completion: {said}")
+                        .as_str()
+                ),
+                "{body}"
+            );
+        }
+        // An error field that reports none, as a server may fill it on success.
+        for none in [
+            Json::Null,
+            "".into(),
+            false.into(),
+            serde_json::json!({}),
+            0.into(),
+        ] {
+            let c = read(serde_json::json!({"error": none,
+                "choices": [{"message": {"content": advice}, "finish_reason": "stop", "error": none}]}));
+            assert_eq!(c.outcome, Outcome::Ok, "{none}: {:?}", c.error);
+            assert_eq!(c.content.as_deref(), Some(advice));
         }
     }
 

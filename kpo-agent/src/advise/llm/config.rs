@@ -280,7 +280,8 @@ impl fmt::Display for LlmConfigError {
 impl std::error::Error for LlmConfigError {}
 
 /// Why `url` cannot be the endpoint, if it cannot: it must start with `http://` or `https://`,
-/// parse as a URL (no white space in the host, a port up to 65535, ...) and name a host. Checked
+/// parse as a URL (no white space in the host, a port up to 65535, ...), name a host and be the
+/// API root (no query, fragment or `/chat/completions` of its own). Checked
 /// at start, so that a mistyped endpoint stops `kpo run` there rather than failing every
 /// consultation later. The parser's message names what is wrong, never the URL (which may carry
 /// a password).
@@ -302,9 +303,22 @@ fn url_problem(url: &str) -> Option<String> {
                 .into(),
         );
     }
+    // Requests go to `{base_url}/chat/completions`, text appended: after a query or a fragment
+    // (`?api-version=...`) that path lands inside it, and after a full endpoint it is there
+    // twice. Either way every request would miss (a 404, or the API root itself).
     match reqwest::Url::parse(url) {
         Err(e) => Some(format!("it is not a valid URL ({e})")),
         Ok(u) if u.host_str().is_none_or(str::is_empty) => Some("it names no host".into()),
+        Ok(u) if u.query().is_some() || u.fragment().is_some() => Some(
+            "it has a query or a fragment (? or #), which /chat/completions would be appended \
+             to: give the API root alone"
+                .into(),
+        ),
+        Ok(u) if u.path().trim_end_matches('/').ends_with("/chat/completions") => Some(
+            "it ends in /chat/completions, which is appended to it: give the API root (such as \
+             https://api.openai.com/v1)"
+                .into(),
+        ),
         Ok(_) => None,
     }
 }
@@ -754,6 +768,21 @@ mod tests {
             ("http://", "it is not a valid URL (empty host)"),
             ("http://:8080/v1", "it is not a valid URL (empty host)"),
             ("ftp://x", "it must start with http:// or https://"),
+            (
+                "https://h.example/openai/deployments/d?api-version=2024-06-01",
+                "it has a query or a fragment (? or #), which /chat/completions would be \
+                 appended to: give the API root alone",
+            ),
+            (
+                "http://127.0.0.1:8080/v1#x",
+                "it has a query or a fragment (? or #), which /chat/completions would be \
+                 appended to: give the API root alone",
+            ),
+            (
+                "https://api.openai.com/v1/chat/completions/",
+                "it ends in /chat/completions, which is appended to it: give the API root \
+                 (such as https://api.openai.com/v1)",
+            ),
         ] {
             let e = LlmConfig {
                 base_url: Some(url.into()),

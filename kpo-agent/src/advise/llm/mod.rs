@@ -434,6 +434,33 @@ mod tests {
         assert!(event.len() < 128 << 10, "{} bytes", event.len());
     }
 
+    /// A top-level object that repeats a key as long as the reply allows is quoted in the
+    /// event's `error` cut short, as a dropped item's key is.
+    #[test]
+    fn a_long_repeated_key_makes_a_small_error() {
+        let key = "k".repeat(parse::MAX_CONTENT / 3);
+        let mut out = empty_consultation();
+        let (offered, policy) = somaxconn_auto();
+        take_reply(
+            &mut out,
+            &format!(r#"{{"{key}": 1, "{key}": 2}}"#),
+            &offered,
+            &policy,
+        );
+        assert_eq!(out.outcome, Outcome::ParseError);
+        assert_eq!(
+            out.error.as_deref(),
+            Some(
+                format!(
+                    "the reply's JSON has an object that repeats the key \"{}…\"; which one counts \
+                     is unclear",
+                    "k".repeat(120)
+                )
+                .as_str()
+            )
+        );
+    }
+
     fn somaxconn_auto() -> (Vec<ParamContext>, StaticPolicy) {
         let addr: ParamAddress = "net.core.somaxconn".parse().unwrap();
         let policy = StaticPolicy::new().with(
@@ -503,6 +530,37 @@ mod tests {
             let c = took(&content);
             assert_eq!((c.accepted_auto, c.accepted_pending), (1, 0), "{content}");
             assert!(c.recommendations[0].can_auto_apply);
+        }
+    }
+
+    /// The same change given twice, once as not automatic, waits for approval: the model can
+    /// keep a change for a person whichever of its items says so.
+    #[test]
+    fn a_repeated_change_is_automatic_only_if_every_item_says_so() {
+        let item = |auto: bool| {
+            format!(
+                r#"{{"parameter": "net.core.somaxconn", "value": 8192, "can_auto_apply": {auto}, "reason": "x"}}"#
+            )
+        };
+        for (first, second, auto) in [
+            (true, false, false),
+            (false, true, false),
+            (true, true, true),
+        ] {
+            let c = took(&format!("[{}, {}]", item(first), item(second)));
+            assert_eq!(c.outcome, Outcome::Ok);
+            assert_eq!(c.recommendations.len(), 1, "{first} {second}");
+            assert_eq!(
+                c.recommendations[0].can_auto_apply, auto,
+                "{first} {second}"
+            );
+            assert_eq!(
+                (c.accepted_auto, c.accepted_pending),
+                (usize::from(auto), usize::from(!auto)),
+                "{first} {second}"
+            );
+            assert_eq!(c.dropped.len(), 1);
+            assert_eq!(c.dropped[0].kind, DropKind::Duplicate);
         }
     }
 

@@ -485,7 +485,13 @@ const LIST_KEYS: [&str; 3] = ["recommendations", "Recommendations", "changes"];
 /// with `"can_auto_apply": false, ..., "can_auto_apply": true` automatic.
 fn advice_shape(v: Json) -> Result<Option<Shape>, ParseError> {
     if let Some(key) = repeated_key(&v) {
-        return Err(ParseError::DuplicateKey(key.to_string()));
+        // The model's key, which can be as long as the reply: the `llm` event quotes it.
+        const MAX_KEY_CHARS: usize = 120;
+        let mut shown: String = key.chars().take(MAX_KEY_CHARS).collect();
+        if shown.len() < key.len() {
+            shown.push('…');
+        }
+        return Err(ParseError::DuplicateKey(shown));
     }
     Ok(match v {
         // A list of advice has objects in it (`[3]` in a sentence is not advice).

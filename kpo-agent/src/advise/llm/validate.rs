@@ -38,7 +38,8 @@ pub enum DropKind {
     WordNotAllowed,
     /// No value, or the current value: nothing to do.
     NoChange,
-    /// A second item for a parameter already advised in this reply, with the same value.
+    /// A second item for a parameter already advised in this reply, with the same value (the
+    /// accepted one then stays automatic only if this one allows it too).
     Duplicate,
     /// One of two or more acceptable items that give one parameter different values: none of
     /// them is taken.
@@ -116,10 +117,22 @@ pub fn validate(
                     ),
                 ));
             }
-            if out.accepted.iter().any(|a| a.parameter == r.parameter) {
+            if let Some(first) = out.accepted.iter_mut().find(|a| a.parameter == r.parameter) {
+                // The same change said twice, once as not automatic: the model keeps it for
+                // approval, whichever of the two came first.
+                let held = first.can_auto_apply && !r.can_auto_apply;
+                first.can_auto_apply &= r.can_auto_apply;
                 return Err((
                     DropKind::Duplicate,
-                    format!("{} was already advised in this reply", r.parameter),
+                    format!(
+                        "{} was already advised in this reply{}",
+                        r.parameter,
+                        if held {
+                            "; this one is not to be applied automatically, so neither is it"
+                        } else {
+                            ""
+                        }
+                    ),
                 ));
             }
             Ok(r)
