@@ -493,10 +493,17 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
     }
 }
 
-/// `dropped 40 connection(s)` or `was near its limit`.
+/// `dropped 40 SYN(s) or handshake ACK(s) ...` or `was near its limit`. The kernel counts a drop
+/// per packet, not per connection: a SYN met by a full queue is dropped and the client sends it
+/// again (after 1 s, then 3 s...), and with `tcp_abort_on_overflow = 0` (the default) the ACK that
+/// would complete a handshake is dropped while the server resends its SYN-ACK. One connection can
+/// count several times, and is lost only when its retries run out.
 fn pressure(l: &ListenerWindow) -> String {
     if l.known_overflows() > 0 {
-        format!("dropped {} connection(s)", l.known_overflows())
+        format!(
+            "dropped {} SYN(s) or handshake ACK(s) (each a retransmission of 1 s or more for a client; a connection is lost only when its retries run out)",
+            l.known_overflows()
+        )
     } else {
         "was near its limit".to_string()
     }
@@ -683,7 +690,7 @@ mod tests {
             "\"nginx\"",
             "pid 4242",
             "backlog=256",
-            "1200",
+            "dropped 1200 SYN(s) or handshake ACK(s)",
             "128/128",
             "restart",
             "window 41",
