@@ -83,6 +83,8 @@ pub struct Deciding {
     windows: u64,
     /// The agent's own network namespace: its keys are the host's.
     host_netns: u64,
+    /// The kernel's tick rate (`CONFIG_HZ`), fixed for its life: read once.
+    hz: Option<u32>,
     /// The optimizer's live loop, when the policy gives it knobs (advise/optimizer/agent.rs).
     optimizer: Option<AgentOptimizer>,
     /// The rules' proposals the policy refused for a reason that passes (`Refusal::passes`), by
@@ -280,6 +282,7 @@ impl Deciding {
             host_netns: std::fs::metadata("/proc/self/ns/net")
                 .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
                 .unwrap_or(0),
+            hz: super::kernel_view::kernel_hz(),
             optimizer: None,
             held_back: BTreeMap::new(),
             policy_file_differs: false,
@@ -789,7 +792,7 @@ impl Deciding {
             index: self.windows,
             end: window.end.clone(),
         };
-        let mut kernel = PathView::new(&self.path, self.host_netns);
+        let mut kernel = PathView::new(&self.path, self.host_netns, self.hz);
         let recommendations = self
             .rules
             .on_window(&at, window, &mut kernel, &self.path.policy);
@@ -835,7 +838,7 @@ impl Deciding {
             index: self.windows + 1,
             end: tick.end.clone(),
         };
-        let mut kernel = PathView::new(&self.path, self.host_netns);
+        let mut kernel = PathView::new(&self.path, self.host_netns, self.hz);
         let recommendations = self
             .rules
             .on_tick(&at, tick, &mut kernel, &self.path.policy);
@@ -907,7 +910,7 @@ impl Deciding {
         if passed.is_empty() {
             return;
         }
-        let mut kernel = PathView::new(&self.path, self.host_netns);
+        let mut kernel = PathView::new(&self.path, self.host_netns, self.hz);
         for key in passed {
             if let Some((p, _)) = self.held_back.remove(&key) {
                 self.rules.release(&p.address, &mut kernel);
@@ -1046,6 +1049,11 @@ impl Deciding {
         }
         events.extend(self.take_events());
         events
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_hz_for_tests(&mut self, hz: Option<u32>) {
+        self.hz = hz;
     }
 
     #[cfg(test)]

@@ -3631,9 +3631,13 @@ guard_signals = ["request_p99"]
     let open = || {
         let journal = Journal::open(&state, Holder::Agent, Duration::ZERO).unwrap();
         let policy = Policy::parse(policy, "policy.toml").unwrap();
-        Deciding::with_path(ChangePath::new(policy, journal, Box::new(k.clone())), false)
-            .unwrap()
-            .0
+        let mut d =
+            Deciding::with_path(ChangePath::new(policy, journal, Box::new(k.clone())), false)
+                .unwrap()
+                .0;
+        // Whatever this host's tick rate: at HZ 1000 doubling 2000 µs is a longer round.
+        d.set_hz_for_tests(Some(1000));
+        d
     };
     // 1.2% of the NET_RX rounds squeezed, whatever the budgets: the CPU is busy.
     let mut squeezed = crate::advise::rules::testing::window(vec![]);

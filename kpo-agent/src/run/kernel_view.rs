@@ -15,14 +15,17 @@ use crate::{
 pub struct PathView<'a> {
     path: &'a ChangePath,
     host_netns: u64,
+    hz: Option<u32>,
     read: BTreeMap<String, Option<i64>>,
 }
 
 impl<'a> PathView<'a> {
-    pub fn new(path: &'a ChangePath, host_netns: u64) -> Self {
+    /// `hz`: the kernel's tick rate, [`kernel_hz`] read once for the kernel's life.
+    pub fn new(path: &'a ChangePath, host_netns: u64, hz: Option<u32>) -> Self {
         Self {
             path,
             host_netns,
+            hz,
             read: BTreeMap::new(),
         }
     }
@@ -84,6 +87,43 @@ impl KernelView for PathView<'_> {
     fn cgroup_v1(&mut self) -> bool {
         memory_cgroup_v1()
     }
+
+    fn hz(&mut self) -> Option<u32> {
+        self.hz
+    }
+}
+
+/// `CONFIG_HZ` of the running kernel: from its config in /boot when that is there, else worked
+/// out from /proc/timer_list (a container rarely has the host's /boot).
+pub fn kernel_hz() -> Option<u32> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    std::fs::read_to_string(format!("/boot/config-{}", release.trim()))
+        .ok()
+        .and_then(|config| {
+            config
+                .lines()
+                .find_map(|l| l.strip_prefix("CONFIG_HZ="))
+                .and_then(|hz| hz.trim().parse().ok())
+        })
+        .or_else(|| hz_from_timer_list(&std::fs::read_to_string("/proc/timer_list").ok()?))
+}
+
+/// Jiffies start 300 s short of wrapping 32 bits (`INITIAL_JIFFIES`, include/linux/jiffies.h),
+/// so `jiffies - 2^32 = HZ × (seconds since boot - 300)`, less the fraction of a second of boot
+/// before they count: near enough, once the uptime is a minute away from 300 s, to tell apart
+/// the rates kernels are built with. (On a 32-bit kernel jiffies have wrapped: no rate fits.)
+fn hz_from_timer_list(text: &str) -> Option<u32> {
+    let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name));
+    let now_ns: f64 = field("now at ")?.strip_suffix(" nsecs")?.parse().ok()?;
+    let jiffies = field("jiffies: ")?.trim().parse::<u64>().ok()? as f64;
+    let counted_s = now_ns / 1e9 - 300.0;
+    if counted_s.abs() < 60.0 {
+        return None;
+    }
+    let hz = (jiffies - 2f64.powi(32)) / counted_s;
+    [100, 250, 300, 1000]
+        .into_iter()
+        .find(|&rate| (hz / f64::from(rate) - 1.0).abs() < 0.05)
 }
 
 /// Whether `value`, which KPO's latest write at `key` left, was put there by the guard undoing a
@@ -209,6 +249,80 @@ mod tests {
 
     const HEADER: &str = "#subsys_name\thierarchy\tnum_cgroups\tenabled\n";
 
+    /// The head of /proc/timer_list and a CPU's jiffies line, `now` seconds after boot with
+    /// `jiffies`.
+    fn timer_list(now_ns: u64, jiffies: u64) -> String {
+        format!(
+            "Timer List Version: v0.10\nHRTIMER_MAX_CLOCK_BASES: 8\nnow at {now_ns} nsecs\n\n\
+             cpu: 0\n  .idle_jiffies   : {jiffies}\njiffies: {jiffies}\n"
+        )
+    }
+
+    #[test]
+    fn the_tick_rate_is_worked_out_from_the_timer_list() {
+        // Read on a kernel built with CONFIG_HZ=250, 10677.8 s after boot.
+        assert_eq!(
+            hz_from_timer_list(&timer_list(10677801503051, 4297561684)),
+            Some(250)
+        );
+        let wrap = 1u64 << 32;
+        assert_eq!(
+            hz_from_timer_list(&timer_list(1_000_000_000_000, wrap + 700 * 1000)),
+            Some(1000)
+        );
+        assert_eq!(
+            hz_from_timer_list(&timer_list(40_000_000_000, wrap - 260 * 100)),
+            Some(100),
+            "jiffies not yet past 2^32"
+        );
+        // Too near 300 s to tell, or no rate kernels are built with.
+        assert_eq!(
+            hz_from_timer_list(&timer_list(320_000_000_000, wrap + 20 * 250)),
+            None
+        );
+        assert_eq!(
+            hz_from_timer_list(&timer_list(1_000_000_000_000, wrap + 700 * 500)),
+            None
+        );
+        assert_eq!(hz_from_timer_list("now at 5 nsecs\n"), None);
+    }
+
+    /// The rate agrees with the running kernel's own CONFIG_HZ (/proc/config.gz, where the kernel
+    /// has one).
+    #[test]
+    fn the_tick_rate_is_the_running_kernels() {
+        let config = std::process::Command::new("zcat")
+            .arg("/proc/config.gz")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        let Some(config) = config else {
+            eprintln!("skipped: no /proc/config.gz to compare with");
+            return;
+        };
+        let configured: Option<u32> = config
+            .lines()
+            .find_map(|l| l.strip_prefix("CONFIG_HZ="))
+            .and_then(|hz| hz.parse().ok());
+        let Ok(text) = std::fs::read_to_string("/proc/timer_list") else {
+            eprintln!("skipped: /proc/timer_list unreadable");
+            return;
+        };
+        let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap();
+        if (uptime - 300.0).abs() < 70.0 {
+            eprintln!("skipped: booted about 300 s ago, when the timer list cannot tell");
+            return;
+        }
+        assert_eq!(hz_from_timer_list(&text), configured);
+        assert_eq!(kernel_hz(), configured);
+    }
+
     /// /proc/cgroups with this memory line among a few controllers on the v2 hierarchy.
     fn proc_cgroups(memory: &str) -> String {
         format!("{HEADER}cpuset\t0\t1\t1\ncpu\t0\t1\t1\n{memory}\npids\t0\t1\t1\n")
@@ -306,7 +420,7 @@ max = 65535
         let policy = format!("[guard]\nmax_changes_per_hour = 1000\n{POLICY}");
         let (mut p, _) = path(dir.path(), &policy, &k);
         let a: ParamAddress = SOMAX.parse().unwrap();
-        let by_rules = |p: &ChangePath| PathView::new(p, 1).set_by_rules(&a);
+        let by_rules = |p: &ChangePath| PathView::new(p, 1, None).set_by_rules(&a);
         let raise = propose(&mut p, Source::Rules, 4096);
         let step_back = propose(&mut p, Source::Rules, 2048);
         revert(&mut p, step_back, Source::Guard);
@@ -358,7 +472,7 @@ max = 65535
             propose(&mut p, Source::Rules, 4096);
             let step_back = propose(&mut p, Source::Rules, 2048);
             revert(&mut p, step_back, Source::Guard);
-            assert_eq!(PathView::new(&p, 1).set_by_rules(&a), Some(4096));
+            assert_eq!(PathView::new(&p, 1, None).set_by_rules(&a), Some(4096));
         }
         // Reopened two days later, past a one-byte threshold: the pass moves the history.
         let now = crate::journal::now_ms() + 2 * 24 * 3600 * 1000;
@@ -392,7 +506,7 @@ max = 65535
             journal,
             Box::new(k.clone()),
         );
-        assert_eq!(PathView::new(&p, 1).set_by_rules(&a), None);
+        assert_eq!(PathView::new(&p, 1, None).set_by_rules(&a), None);
     }
 
     /// A value the guard reverted is quarantined for the rules until its quarantine ends.
@@ -402,7 +516,7 @@ max = 65535
         let k = kernel(&[(SOMAX, Value::Int(1024))]);
         let (mut p, _) = path(dir.path(), POLICY, &k);
         let a: ParamAddress = SOMAX.parse().unwrap();
-        let quarantined = |p: &ChangePath, v| PathView::new(p, 1).quarantined(&a, v);
+        let quarantined = |p: &ChangePath, v| PathView::new(p, 1, None).quarantined(&a, v);
         assert!(!quarantined(&p, 2048));
         p.journal
             .quarantine(
@@ -435,18 +549,22 @@ max = 65535
         let k = kernel(&[(SOMAX, Value::Int(1024))]);
         let (mut p, _) = path(dir.path(), POLICY, &k);
         let a: ParamAddress = SOMAX.parse().unwrap();
-        assert_eq!(PathView::new(&p, 1).set_by_rules(&a), None, "never changed");
+        assert_eq!(
+            PathView::new(&p, 1, None).set_by_rules(&a),
+            None,
+            "never changed"
+        );
         propose(&mut p, Source::Rules, 2048);
-        assert_eq!(PathView::new(&p, 1).set_by_rules(&a), Some(2048));
+        assert_eq!(PathView::new(&p, 1, None).set_by_rules(&a), Some(2048));
         // `kpo apply net.core.somaxconn=8192`.
         propose(&mut p, Source::Operator, 8192);
         assert_eq!(
-            PathView::new(&p, 1).set_by_rules(&a),
+            PathView::new(&p, 1, None).set_by_rules(&a),
             None,
             "the operator's"
         );
         propose(&mut p, Source::Rules, 16384);
-        assert_eq!(PathView::new(&p, 1).set_by_rules(&a), Some(16384));
+        assert_eq!(PathView::new(&p, 1, None).set_by_rules(&a), Some(16384));
         // A person writes 8192, KPO yields, and the person hands it back (`kpo resume`).
         k.0.lock()
             .unwrap()
@@ -455,9 +573,13 @@ max = 65535
         p.journal
             .set_yielded(&a, Some(Value::Int(8192)), "pid 9 sysctl")
             .unwrap();
-        assert_eq!(PathView::new(&p, 1).set_by_rules(&a), None, "yielded");
+        assert_eq!(PathView::new(&p, 1, None).set_by_rules(&a), None, "yielded");
         p.journal.resume_param(SOMAX).unwrap();
-        assert_eq!(PathView::new(&p, 1).set_by_rules(&a), None, "handed back");
-        assert_eq!(PathView::new(&p, 1).original(&a), Some(1024), "kept");
+        assert_eq!(
+            PathView::new(&p, 1, None).set_by_rules(&a),
+            None,
+            "handed back"
+        );
+        assert_eq!(PathView::new(&p, 1, None).original(&a), Some(1024), "kept");
     }
 }

@@ -416,8 +416,13 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
                 continue;
             }
             let listeners = || window.listeners.iter().filter(|l| l.netns == netns);
+            // Lowering somaxconn leaves a listener's limit as it is until it calls listen()
+            // again, and then cuts it to the new value: headroom is judged against that limit,
+            // else the next restart would bring the queue back near it and a raise with it.
+            let stepped = (current / self.cfg.raise_factor.max(2)).max(original);
             let quiet = |l: &ListenerWindow| {
-                f64::from(l.backlog_max) < self.cfg.calm_ratio * f64::from(l.backlog_limit.max(1))
+                let limit = i64::from(l.backlog_limit).min(stepped).max(1);
+                f64::from(l.backlog_max) < self.cfg.calm_ratio * limit as f64
             };
             // An unknown count is no evidence of calm, nor of pressure: such a window (a failed
             // read) leaves the run of calm windows where it was.
@@ -471,7 +476,7 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
                 .max()
                 .unwrap_or(0);
             let reason = format!(
-                "no accept-queue drops for {calm_windows} windows and the deepest queue is {peak}, under {}% of its limit: step {SOMAXCONN} back from {current} to {target}, toward the original {original}",
+                "no accept-queue drops for {calm_windows} windows and the deepest queue is {peak}, under {}% of the limit its listener would get by calling listen() again after the step: step {SOMAXCONN} back from {current} to {target}, toward the original {original}",
                 (self.cfg.calm_ratio * 100.0).round()
             );
             out.push(step::change(
@@ -488,10 +493,17 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
     }
 }
 
-/// `dropped 40 connection(s)` or `was near its limit`.
+/// `dropped 40 SYN(s) or handshake ACK(s) ...` or `was near its limit`. The kernel counts a drop
+/// per packet, not per connection: a SYN met by a full queue is dropped and the client sends it
+/// again (after 1 s, then 3 s...), and with `tcp_abort_on_overflow = 0` (the default) the ACK that
+/// would complete a handshake is dropped while the server resends its SYN-ACK. One connection can
+/// count several times, and is lost only when its retries run out.
 fn pressure(l: &ListenerWindow) -> String {
     if l.known_overflows() > 0 {
-        format!("dropped {} connection(s)", l.known_overflows())
+        format!(
+            "dropped {} SYN(s) or handshake ACK(s) (each a retransmission of 1 s or more for a client; a connection is lost only when its retries run out)",
+            l.known_overflows()
+        )
     } else {
         "was near its limit".to_string()
     }
@@ -678,7 +690,7 @@ mod tests {
             "\"nginx\"",
             "pid 4242",
             "backlog=256",
-            "1200",
+            "dropped 1200 SYN(s) or handshake ACK(s)",
             "128/128",
             "restart",
             "window 41",
@@ -1076,6 +1088,34 @@ mod tests {
             rule.evaluate(&at(10), &calm, &mut k, &p).is_empty(),
             "not every window"
         );
+    }
+
+    /// Defect: the step back judged headroom against the listener's limit in place, which
+    /// lowering somaxconn does not touch. A listener at 8192 whose queue peaks at 1000 was calm
+    /// at every step, so somaxconn went 8192, 4096, 2048, 1024; at its next restart the listener
+    /// got 1024, its queue was near that at once, and the rule raised again (another restart).
+    /// Headroom is now judged against the limit a listen() after the step would give.
+    #[test]
+    fn a_step_back_keeps_headroom_for_the_limit_the_next_listen_gets() {
+        let (mut rule, mut k, p, _) = raised_from_1024_to_8192();
+        let calm = window(vec![listener(NS, 8192, 1000, 0)]);
+        let mut advised = Vec::new();
+        for i in 0..40 {
+            for r in rule.evaluate(&at(i), &calm, &mut k, &p) {
+                let to = r.recommended_value.and_then(|v| v.as_int()).unwrap();
+                // Applied by the rules: the listener keeps its limit of 8192 all along.
+                k.set(NS_KEY, to);
+                k.by_rules.insert(NS_KEY.into(), to);
+                advised.push((i, to));
+            }
+        }
+        // 1000 is under a quarter of 4096, not of 2048.
+        assert_eq!(advised, [(4, 4096)]);
+        // A restart now listens at 4096, where the same queue is not near its limit.
+        let restarted = window(vec![listener(NS, 4096, 1000, 0)]);
+        for i in 40..45 {
+            assert!(rule.evaluate(&at(i), &restarted, &mut k, &p).is_empty());
+        }
     }
 
     /// A step back the guard reverted (its value quarantined, the raise back in place) is not

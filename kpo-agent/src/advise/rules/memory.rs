@@ -28,6 +28,8 @@
 //!
 //! On cgroup v1 hosts `vm.swappiness` reaches only the root memory cgroup (each other keeps its
 //! own copy); the reason says so.
+use tracing::warn;
+
 use super::{host_address, latch::Latch, step, KernelView};
 use crate::{
     actuate::param::ParamAddress,
@@ -199,6 +201,18 @@ impl MemoryRule {
                     .flatten()
             }
         };
+        // The policy's `max_step` or bounds can shrink a step the rule judged worth making:
+        // under `min_step` it is no advice either.
+        let target = target.filter(|&target| {
+            let small = (target - current).abs() < self.cfg.min_step;
+            if small {
+                warn!(
+                    "rules: no step for {addr}: the policy allows {current} to move only to {target}, under the rule's min_step {}: a smaller step hardly shifts reclaim; widen max_step or the bounds",
+                    self.cfg.min_step
+                );
+            }
+            !small
+        });
         let Some(target) = target else {
             self.latch.no_step(at.index, situation, vec![limits]);
             return Vec::new();
@@ -634,6 +648,28 @@ mod tests {
         let r = rule.on_window(&at(11), &raise, &mut k, &auto());
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].recommended_value, Some(Value::Int(45)));
+    }
+
+    /// Defect: `min_step` was checked before the policy's `max_step` and bounds cut the step,
+    /// so a policy allowing 4 points moved swappiness 60 → 56 → 52 …, steps the docs call no
+    /// advice (a few points hardly shift reclaim), each one a change to apply and guard.
+    #[test]
+    fn a_step_the_policy_cuts_under_min_step_is_no_advice() {
+        let w = memory(18.0, 3.0, 900.0, 850.0, 120.0);
+        let advised = |limits: ParamLimits| {
+            let mut k = FakeKernel::default().with(SWAPPINESS, 60);
+            let p = StaticPolicy::new().with(SWAPPINESS, &[Source::Rules], limits);
+            let mut rule = MemoryRule::default();
+            (1..=2)
+                .flat_map(|i| rule.on_window(&at(i), &w, &mut k, &p))
+                .map(|r| r.recommended_value.and_then(|v| v.as_int()))
+                .collect::<Vec<_>>()
+        };
+        let auto = || ParamLimits::new(Mode::Auto);
+        assert_eq!(advised(auto().step(Step::Absolute(4))), []);
+        assert_eq!(advised(auto().bounds(57, 100)), []);
+        assert_eq!(advised(auto().step(Step::Absolute(5))), [Some(55)]);
+        assert_eq!(advised(auto().bounds(55, 100)), [Some(55)]);
     }
 
     #[test]

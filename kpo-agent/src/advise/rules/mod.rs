@@ -51,6 +51,9 @@ pub trait KernelView {
     /// Whether memory cgroups are cgroup v1's, where each keeps its own swappiness and
     /// `vm.swappiness` reaches only the root.
     fn cgroup_v1(&mut self) -> bool;
+    /// The kernel's tick rate (`CONFIG_HZ`), `None` when it cannot be told: some limits the
+    /// kernel is given in microseconds it counts in whole ticks.
+    fn hz(&mut self) -> Option<u32>;
 }
 
 /// The address of a sysctl in a namespace: the host's key for the agent's own namespace.
@@ -175,6 +178,7 @@ pub(crate) mod testing {
         /// Quarantined values by address.
         pub quarantined: BTreeMap<String, i64>,
         pub cgroup_v1: bool,
+        pub hz: Option<u32>,
         /// Every read, in order: a quiet tick must read nothing.
         pub reads: Vec<String>,
     }
@@ -208,6 +212,9 @@ pub(crate) mod testing {
         }
         fn cgroup_v1(&mut self) -> bool {
             self.cgroup_v1
+        }
+        fn hz(&mut self) -> Option<u32> {
+            self.hz
         }
     }
 

@@ -329,6 +329,7 @@ Raising it to {target} lets each CPU queue more packets before dropping; it appl
         );
         let mut out = Vec::new();
         let mut to = (budget, usecs);
+        let hz = kernel.hz();
         for ((addr, current, ceiling, what), limits) in [
             (budget_addr, budget, self.cfg.budget_ceiling, "packets"),
             (
@@ -341,15 +342,26 @@ Raising it to {target} lets each CPU queue more packets before dropping; it appl
         .into_iter()
         .zip(&limits)
         {
-            let Some(target) = step::raise(
-                &addr,
-                current,
-                current.saturating_mul(self.cfg.raise_factor.max(2)),
-                ceiling,
-                limits.as_ref(),
-            ) else {
+            // The kernel ends a round at a whole tick (`usecs_to_jiffies` rounds up): a time
+            // budget raised within the tick it ends in would change nothing (2000 and 4000 µs are
+            // both one tick at HZ 250), so the raise reaches the next tick or is no step.
+            let mut wanted = current.saturating_mul(self.cfg.raise_factor.max(2));
+            let hz = hz.filter(|_| addr.name == BUDGET_USECS);
+            if let Some(hz) = hz.filter(|&hz| ticks(wanted, hz) <= ticks(current, hz)) {
+                wanted = last_usec_of(ticks(current, hz) + 1, hz);
+            }
+            let Some(target) = step::raise(&addr, current, wanted, ceiling, limits.as_ref())
+                .filter(|&target| hz.is_none_or(|hz| ticks(target, hz) > ticks(current, hz)))
+            else {
                 continue;
             };
+            let in_ticks = hz.map_or(String::new(), |hz| {
+                format!(
+                    " (the kernel counts it in whole ticks: at HZ {hz}, {} tick(s) at {current} µs, {} at {target} µs)",
+                    ticks(current, hz),
+                    ticks(target, hz)
+                )
+            });
             if addr.name == BUDGET {
                 to.0 = target;
             } else {
@@ -357,7 +369,7 @@ Raising it to {target} lets each CPU queue more packets before dropping; it appl
             }
             let reason = format!(
                 "{seen}. A round ends after {BUDGET} = {budget} packets or {BUDGET_USECS} = {usecs} µs, whichever comes first (the kernel does not say which); \
-raising {} from {current} to {target} {what} lets a round finish more of its work. It applies at once; a longer round can delay other tasks on that CPU. \
+raising {} from {current} to {target} {what}{in_ticks} lets a round finish more of its work. It applies at once; a longer round can delay other tasks on that CPU. \
 If the squeezes do not fall by a quarter at the new values, the budgets are not raised again.",
                 addr.name,
             );
@@ -412,6 +424,20 @@ If the squeezes do not fall by a quarter at the new values, the budgets are not 
             self.raised = None;
         }
     }
+}
+
+/// The ticks a round may run with `netdev_budget_usecs = usecs` at `hz` (`usecs_to_jiffies`:
+/// rounded up).
+fn ticks(usecs: i64, hz: u32) -> i64 {
+    usecs
+        .saturating_mul(hz.into())
+        .saturating_add(999_999)
+        .div_euclid(1_000_000)
+}
+
+/// The largest `netdev_budget_usecs` that is still `n` ticks at `hz`.
+fn last_usec_of(n: i64, hz: u32) -> i64 {
+    n.saturating_mul(1_000_000) / i64::from(hz)
 }
 
 /// Squeezes over a run of windows.
@@ -664,6 +690,58 @@ mod tests {
     /// every two windows up to its ceilings (2400 packets, 32000 µs). A raise is now judged by as
     /// many windows at its budgets as led to it: one that cut the share of squeezed rounds by a
     /// quarter may be followed by another, one that did not ends the raises.
+    /// Defect: the time budget was doubled in microseconds, but the kernel ends a round at a
+    /// whole tick (`usecs_to_jiffies`, rounded up): at HZ 250, 2000 and 4000 µs are both one
+    /// tick, so the raise changed nothing, and the squeezes it could not cut could mark the
+    /// budgets futile. The raise now reaches the next tick, or is no step at all.
+    #[test]
+    fn the_time_budget_is_raised_by_whole_ticks() {
+        let squeezed = softnet(0, 600, 1000.0);
+        let advised = |hz: Option<u32>, usecs: i64| {
+            let mut k = kernel().with(BUDGET_USECS, usecs);
+            k.hz = hz;
+            let mut rule = ReceivePathRule::default();
+            rule.on_window(&at(1), &squeezed, &mut k, &auto());
+            rule.on_window(&at(2), &squeezed, &mut k, &auto())
+                .into_iter()
+                .map(|r| {
+                    let to = r.recommended_value.and_then(|v| v.as_int()).unwrap();
+                    (r.parameter.name, to, r.reason)
+                })
+                .collect::<Vec<_>>()
+        };
+        let r = advised(Some(250), 2000);
+        assert_eq!(
+            r.iter()
+                .map(|(p, v, _)| (p.as_str(), *v))
+                .collect::<Vec<_>>(),
+            [(BUDGET, 600), (BUDGET_USECS, 8000)]
+        );
+        assert!(
+            r[1].2
+                .contains("at HZ 250, 1 tick(s) at 2000 µs, 2 at 8000 µs"),
+            "{}",
+            r[1].2
+        );
+        // HZ 1000 counts in milliseconds: doubling is a longer round already.
+        let r = advised(Some(1000), 2000);
+        assert_eq!((r[1].0.as_str(), r[1].1), (BUDGET_USECS, 4000));
+        // HZ 300: 2000 µs is one tick, 4000 two: doubled as it is.
+        assert_eq!(advised(Some(300), 2000)[1].1, 4000);
+        // HZ 100: a tick is 10 ms, past the ceiling of 8000: only the packet budget.
+        let r = advised(Some(100), 2000);
+        assert_eq!(
+            r.iter()
+                .map(|(p, v, _)| (p.as_str(), *v))
+                .collect::<Vec<_>>(),
+            [(BUDGET, 600)]
+        );
+        // HZ 250 at 6000 µs (two ticks): 8000 is still two, so no time step.
+        assert_eq!(advised(Some(250), 6000).len(), 1);
+        // The rate unknown: doubled, as the kernel may count it in milliseconds.
+        assert_eq!(advised(None, 2000)[1].1, 4000);
+    }
+
     #[test]
     fn budgets_are_not_raised_again_after_a_raise_that_did_not_cut_the_squeezes() {
         // The share of squeezed rounds at each netdev_budget: 3% at 300, then 1.2% however high.
