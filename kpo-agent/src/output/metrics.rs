@@ -149,7 +149,7 @@ impl Metrics {
         );
         registry.register(
             "listener_overflows",
-            "Connections a listener dropped, whatever the cause (its sk_drops: full accept or SYN queue, no memory)",
+            "Packets a listener dropped (SYNs or handshake ACKs), whatever the cause (its sk_drops: full accept or SYN queue, no memory)",
             m.listener_overflows.clone(),
         );
         registry.register(
@@ -652,7 +652,7 @@ mod tests {
         assert_eq!(
             help,
             [
-                "# HELP kpo_listener_overflows Connections a listener dropped, whatever the cause \
+                "# HELP kpo_listener_overflows Packets a listener dropped (SYNs or handshake ACKs), whatever the cause \
               (its sk_drops: full accept or SYN queue, no memory)."
             ]
         );
