@@ -45,6 +45,39 @@ pub enum ServeError {
          run as root); it was not put there by KPO: remove it, or give --socket another path"
     )]
     NotAnAgent { path: PathBuf, uid: u32, pid: i32 },
+    #[error(
+        "{dir}: refusing to put the control socket here: {why}; give --socket a path in a \
+         directory only root can write (the default is /run/kpo/kpo.sock)"
+    )]
+    UnsafeDir { dir: PathBuf, why: String },
+}
+
+/// Refuses a socket directory another user could change: they could remove the socket (the CLI
+/// then finds no agent), or swap the path for a link between the bind and its chmod, which
+/// follows links, and have root's chmod make a file of their choosing 0600. A directory others
+/// may write with the sticky bit (/tmp) is fine: nobody else can remove or rename the socket.
+fn check_socket_dir(dir: &Path) -> Result<(), ServeError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).map_err(|source| ServeError::Io {
+        path: dir.to_path_buf(),
+        what: "reading its directory",
+        source,
+    })?;
+    let me = nix::unistd::geteuid().as_raw();
+    let why = if meta.uid() != 0 && meta.uid() != me {
+        format!("it is owned by uid {}, not by root", meta.uid())
+    } else if meta.mode() & 0o002 != 0 && meta.mode() & 0o1000 == 0 {
+        format!(
+            "its mode {:04o} lets every user remove or replace the socket",
+            meta.mode() & 0o7777
+        )
+    } else {
+        return Ok(());
+    };
+    Err(ServeError::UnsafeDir {
+        dir: dir.to_path_buf(),
+        why,
+    })
 }
 
 /// A request from a root caller, with where its answer goes.
@@ -85,7 +118,7 @@ impl Server {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io("creating its directory"))?;
         }
-        match std::fs::symlink_metadata(path) {
+        let stale = match std::fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_socket() => {
                 if let Ok(stream) = std::os::unix::net::UnixStream::connect(path) {
                     // Another agent runs as root; anyone else's listener is no agent, and saying
@@ -104,10 +137,18 @@ impl Server {
                         _ => ServeError::InUse(path.to_path_buf()),
                     });
                 }
-                std::fs::remove_file(path).map_err(io("removing the stale socket"))?;
+                true
             }
             Ok(_) => return Err(ServeError::NotASocket(path.to_path_buf())),
-            Err(_) => {}
+            Err(_) => false,
+        };
+        // After the look at a listener already there, which names its owner more usefully.
+        check_socket_dir(match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        })?;
+        if stale {
+            std::fs::remove_file(path).map_err(io("removing the stale socket"))?;
         }
         // Created under a umask that leaves nobody but the owner any access, then set exactly:
         // there is no moment at which another user could connect.
