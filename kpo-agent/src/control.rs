@@ -18,8 +18,10 @@ use crate::{
     policy::{Policy, PolicyError, Proposal, Source},
 };
 
-/// `kpo apply PARAM=VALUE`: an operator's change, through the same policy and journal.
+/// `kpo apply PARAM=VALUE`: an operator's change, through the same policy and journal. Unknown
+/// keys are refused ([`crate::api::Request`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ApplyRequest {
     pub address: ParamAddress,
     pub value: Value,

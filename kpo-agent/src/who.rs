@@ -15,16 +15,26 @@ pub fn who() -> String {
 
 /// The process `pid`, running as `uid`. One that has already exited is named by its ids alone.
 pub fn who_is(pid: u32, uid: u32) -> String {
-    let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
-    let loginuid = std::fs::read_to_string(proc.join("loginuid"))
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok());
     let login_name = |uid: u32| {
         nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
             .ok()
             .flatten()
             .map(|u| u.name)
     };
+    named(pid, uid, login_name)
+}
+
+/// [`who_is`] without looking the login uid's name up, which asks NSS (a directory service that
+/// may not answer): `operator loginuid 1000 (uid 0, pid 4711)`. Only /proc is read.
+pub fn who_is_by_ids(pid: u32, uid: u32) -> String {
+    named(pid, uid, |_| None)
+}
+
+fn named(pid: u32, uid: u32, login_name: impl Fn(u32) -> Option<String>) -> String {
+    let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let loginuid = std::fs::read_to_string(proc.join("loginuid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
     // The environment the process started with: where sudo put SUDO_USER.
     let sudo_user = std::fs::read(proc.join("environ")).ok().and_then(|env| {
         env.split(|&b| b == 0)

@@ -25,8 +25,12 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 /// A request, as one JSON line: `{"op":"apply","address":"net.core.somaxconn","value":4096,
 /// "reason":"..."}`, `{"op":"status"}`, ...
+///
+/// A key a request does not have is an error: a guessed or misspelled one (`netns` beside an
+/// address, `parm` for `param`) would otherwise be dropped and the request carried out as if it
+/// were absent, on the host's parameter or on the pause.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     Apply(ApplyRequest),
     Revert {
@@ -133,6 +137,47 @@ mod protocol_tests {
             r#"{"error":"no"}"#
         );
         assert!(serde_json::from_str::<Request>(r#"{"op":"format_disk"}"#).is_err());
+    }
+
+    /// A key the request does not have is refused, not ignored: ignored, `netns` (the CLI's
+    /// flag, not a field) applied the change to the host, and a misspelled `param` lifted the
+    /// pause instead of handing one parameter back.
+    #[test]
+    fn a_key_the_request_does_not_have_is_refused() {
+        for (line, key) in [
+            (
+                r#"{"op":"apply","address":"net.core.somaxconn","value":4096,"reason":"t","netns":"/run/netns/web"}"#,
+                "netns",
+            ),
+            (
+                r#"{"op":"resume","parm":"net.core.somaxconn","param":null,"by":"x"}"#,
+                "parm",
+            ),
+            (
+                r#"{"op":"reject","id":"ap-3","by":"x","reason":null,"why":"no"}"#,
+                "why",
+            ),
+            (
+                r#"{"op":"approve","id":"ap-3","by":"x","force":true}"#,
+                "force",
+            ),
+        ] {
+            let e = serde_json::from_str::<Request>(line)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("unknown field `{key}`")), "{line}: {e}");
+        }
+        // What the CLI sends still parses, `by` left out where it is optional.
+        for line in [
+            r#"{"op":"apply","address":"net.core.somaxconn","value":4096,"reason":"t","by":"x"}"#,
+            r#"{"op":"apply","address":"net.core.somaxconn","value":4096,"reason":"t"}"#,
+            r#"{"op":"revert","revert":{"id":7}}"#,
+            r#"{"op":"resume","param":null,"by":"x"}"#,
+            r#"{"op":"journal_page","from":0}"#,
+            r#"{"op":"status"}"#,
+        ] {
+            serde_json::from_str::<Request>(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
     }
 }
 

@@ -18,6 +18,9 @@ use super::{Reply, Request, MAX_REQUEST_BYTES};
 /// How long a caller may take to send its request, and the loop to answer it.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the caller's login name may take to look up: NSS may ask a directory service that
+/// does not answer.
+const NAMING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The answer to a request the agent will not take up because it is stopping.
 pub const STOPPING: &str = "the agent is stopping; the request was not carried out";
@@ -42,6 +45,39 @@ pub enum ServeError {
          run as root); it was not put there by KPO: remove it, or give --socket another path"
     )]
     NotAnAgent { path: PathBuf, uid: u32, pid: i32 },
+    #[error(
+        "{dir}: refusing to put the control socket here: {why}; give --socket a path in a \
+         directory only root can write (the default is /run/kpo/kpo.sock)"
+    )]
+    UnsafeDir { dir: PathBuf, why: String },
+}
+
+/// Refuses a socket directory another user could change: they could remove the socket (the CLI
+/// then finds no agent), or swap the path for a link between the bind and its chmod, which
+/// follows links, and have root's chmod make a file of their choosing 0600. A directory others
+/// may write with the sticky bit (/tmp) is fine: nobody else can remove or rename the socket.
+fn check_socket_dir(dir: &Path) -> Result<(), ServeError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).map_err(|source| ServeError::Io {
+        path: dir.to_path_buf(),
+        what: "reading its directory",
+        source,
+    })?;
+    let me = nix::unistd::geteuid().as_raw();
+    let why = if meta.uid() != 0 && meta.uid() != me {
+        format!("it is owned by uid {}, not by root", meta.uid())
+    } else if meta.mode() & 0o002 != 0 && meta.mode() & 0o1000 == 0 {
+        format!(
+            "its mode {:04o} lets every user remove or replace the socket",
+            meta.mode() & 0o7777
+        )
+    } else {
+        return Ok(());
+    };
+    Err(ServeError::UnsafeDir {
+        dir: dir.to_path_buf(),
+        why,
+    })
 }
 
 /// A request from a root caller, with where its answer goes.
@@ -82,7 +118,7 @@ impl Server {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io("creating its directory"))?;
         }
-        match std::fs::symlink_metadata(path) {
+        let stale = match std::fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_socket() => {
                 if let Ok(stream) = std::os::unix::net::UnixStream::connect(path) {
                     // Another agent runs as root; anyone else's listener is no agent, and saying
@@ -101,10 +137,18 @@ impl Server {
                         _ => ServeError::InUse(path.to_path_buf()),
                     });
                 }
-                std::fs::remove_file(path).map_err(io("removing the stale socket"))?;
+                true
             }
             Ok(_) => return Err(ServeError::NotASocket(path.to_path_buf())),
-            Err(_) => {}
+            Err(_) => false,
+        };
+        // After the look at a listener already there, which names its owner more usefully.
+        check_socket_dir(match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        })?;
+        if stale {
+            std::fs::remove_file(path).map_err(io("removing the stale socket"))?;
         }
         // Created under a umask that leaves nobody but the owner any access, then set exactly:
         // there is no moment at which another user could connect.
@@ -216,13 +260,15 @@ async fn answer(stream: &mut UnixStream, tx: mpsc::Sender<Incoming>) -> Result<R
     }
     let request: Request =
         serde_json::from_slice(&line).map_err(|e| Reply::Error(format!("not a request: {e}")))?;
-    // Read while the caller waits for its answer, so its /proc entries are there; off the
-    // run loop's thread, since naming a login uid may ask a directory service (NSS).
+    // Read while the caller waits for its answer, so its /proc entries are there.
     let uid = cred.uid();
     let caller = match cred.pid().and_then(|p| u32::try_from(p).ok()) {
-        Some(pid) => tokio::task::spawn_blocking(move || crate::who::who_is(pid, uid))
+        Some(pid) => {
+            name_caller(pid, uid, NAMING_TIMEOUT, move || {
+                crate::who::who_is(pid, uid)
+            })
             .await
-            .unwrap_or_else(|_| format!("operator (uid {uid}, pid {pid})")),
+        }
         None => format!("operator (uid {uid}, pid unknown)"),
     };
     let (answer_tx, answer_rx) = oneshot::channel();
@@ -249,4 +295,53 @@ async fn answer(stream: &mut UnixStream, tx: mpsc::Sender<Incoming>) -> Result<R
                     .into(),
             )
         })?
+}
+
+/// The caller as `name` gives it, off the run loop's thread, or by its ids alone when `name` has
+/// not answered `within` (a directory service that hangs): waiting on it would hold the request
+/// past the CLI's own wait, and carry it out after the operator was told it had not answered.
+async fn name_caller(
+    pid: u32,
+    uid: u32,
+    within: Duration,
+    name: impl FnOnce() -> String + Send + 'static,
+) -> String {
+    match tokio::time::timeout(within, tokio::task::spawn_blocking(name)).await {
+        Ok(Ok(named)) => named,
+        Ok(Err(_)) => format!("operator (uid {uid}, pid {pid})"),
+        Err(_) => {
+            warn!(
+                uid,
+                pid,
+                "control socket: the caller's login name was not found within {} s (NSS); \
+                 named by its ids",
+                within.as_secs_f64()
+            );
+            crate::who::who_is_by_ids(pid, uid)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// A login name lookup that hangs does not hold the request: the caller is named by the
+    /// ids the kernel and /proc give, and the request goes on.
+    #[tokio::test]
+    async fn a_caller_whose_name_does_not_come_is_named_by_its_ids() {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let pid = std::process::id();
+        let named = super::name_caller(pid, 0, Duration::from_millis(50), move || {
+            // Ends the blocked lookup when the test is done (or, without the time limit, after
+            // far longer than it: then its answer is the one returned, and the test fails).
+            let _ = released.recv_timeout(Duration::from_secs(30));
+            "operator from-nss (uid 0, pid 1)".to_string()
+        })
+        .await;
+        let _ = release.send(());
+        assert_eq!(named, crate::who::who_is_by_ids(pid, 0));
+        assert!(named.ends_with(&format!("(uid 0, pid {pid})")), "{named}");
+        assert!(!named.contains("from-nss"), "{named}");
+    }
 }

@@ -151,6 +151,47 @@ fn no_agent_means_no_socket_control_and_a_live_socket_is_not_replaced() {
     assert!(matches!(r, Err(super::server::ServeError::NotASocket(_))));
 }
 
+/// A socket directory another user could change is refused at the bind: every user may write
+/// in it (without the sticky bit), or it is another user's. /tmp's mode (sticky) is fine.
+#[test]
+fn a_socket_directory_others_can_change_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bind = |socket: &std::path::Path| rt.block_on(async { Server::bind(socket).map(|_| ()) });
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = bind(&shared.join("kpo.sock")).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}: refusing to put the control socket here: its mode 0777 lets every user remove \
+             or replace the socket; give --socket a path in a directory only root can write \
+             (the default is /run/kpo/kpo.sock)",
+            shared.display()
+        )
+    );
+    assert!(!shared.join("kpo.sock").exists());
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    bind(&shared.join("kpo.sock")).unwrap();
+
+    if nix::unistd::geteuid().is_root() {
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+        let err = bind(&theirs.join("kpo.sock")).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "refusing to put the control socket here: it is owned by uid 65534, not by root"
+            ),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn garbage_and_oversized_requests_get_an_error_reply() {
     use std::io::{BufRead, Write};

@@ -78,15 +78,17 @@ impl Offline {
     /// running agent's.
     pub fn open(policy: Option<&Path>, state_dir: &Path) -> Result<Offline, ControlError> {
         let (path, reconciled) = open_offline_kernel(policy, state_dir)?;
+        // Through the logger, as crate::cli's commands do: it writes once a line the journal
+        // or the store logged already as it loaded.
         for w in path.journal.warnings() {
-            eprintln!("kpo: warning: {w}");
+            tracing::warn!("{w}");
         }
         for r in &reconciled {
             eprintln!("kpo: reconciled: {}", r.describe());
         }
         let desk = Desk::open(&path.journal, path.policy.approvals.clone(), false)?;
         for w in desk.store().warnings() {
-            eprintln!("kpo: warning: {w}");
+            tracing::warn!("{w}");
         }
         Ok(Offline { path, desk })
     }

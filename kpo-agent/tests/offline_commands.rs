@@ -1,0 +1,60 @@
+//! The approval commands with no agent answering: they open the state directory themselves and
+//! say what its recovery found, each thing once. No privileges needed, and no kernel value is
+//! read or written (an empty journal, no approval).
+use std::process::{Command, Output};
+
+fn kpo(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kpo"))
+        .args(args)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--socket")
+        .arg(dir.join("nobody-listens.sock"))
+        .arg("--policy")
+        .arg(dir.join("policy.toml"))
+        .output()
+        .unwrap()
+}
+
+/// Damaged lines in the journal and the approvals file: `kpo pending` warns of each once, as
+/// `kpo status` does (the stores log them as they load; the command must not print them again).
+#[test]
+fn recovery_warnings_are_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+    let first = kpo(dir.path(), &["pending"]);
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let state = dir.path().join("state");
+    for file in ["journal.log", "approvals.log"] {
+        std::fs::write(state.join(file), "not a record\n").unwrap();
+    }
+
+    let out = kpo(dir.path(), &["pending"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "no approval pending\n"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    for file in ["journal.log", "approvals.log"] {
+        let damaged = format!(
+            "kpo: warning: {}: line 1 is damaged (bad checksum field); dropped",
+            state.join(file).display()
+        );
+        assert_eq!(
+            lines.iter().filter(|l| **l == damaged).count(),
+            1,
+            "{damaged}\n{stderr}"
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for line in &lines {
+        assert!(seen.insert(line), "printed twice: {line}\n{stderr}");
+    }
+}
