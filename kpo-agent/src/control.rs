@@ -139,6 +139,10 @@ pub enum ControlError {
     /// The agent's policy file changed since it was loaded ([`Policy::changed_on_disk`]).
     #[error("refused: {0}")]
     PolicyChanged(String),
+    /// A command acting while the agent is down runs in another network namespace than the
+    /// agent last ran in ([`AGENT_NETNS_FILE`]).
+    #[error("refused: {0}")]
+    OtherNetns(String),
 }
 
 /// What an operator can ask of KPO.
@@ -391,12 +395,99 @@ fn offline_policy(given: Option<&Path>, state_dir: &Path) -> Option<std::path::P
     }
 }
 
+/// The file in the state directory that names the network namespace the agent last ran in (its
+/// inode and, from Linux 5.14, its cookie). The journal's host parameters (no `--netns`) are that
+/// namespace's: `net.core.somaxconn` of a namespace is its own. A command acting while the agent
+/// is down in another namespace would read (reconciling) and write that namespace's values
+/// instead, and is refused.
+pub const AGENT_NETNS_FILE: &str = "agent-netns";
+
+/// The calling thread's network namespace: inode, and cookie where the kernel gives one.
+fn this_netns() -> Result<(u64, Option<u64>), JournalError> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = Path::new("/proc/thread-self/ns/net");
+    let inode = std::fs::metadata(ns)
+        .map_err(|e| JournalError::io(ns, e))?
+        .ino();
+    Ok((inode, crate::actuate::sysctl::this_netns_cookie().ok()))
+}
+
+fn describe_netns((inode, cookie): (u64, Option<u64>)) -> String {
+    match cookie {
+        Some(cookie) => format!("net:[{inode}] (cookie {cookie})"),
+        None => format!("net:[{inode}]"),
+    }
+}
+
+/// Records the agent's network namespace in the state directory, durably (as the sysfs root).
+pub fn record_agent_netns(state_dir: &Path) -> Result<(), JournalError> {
+    let (inode, cookie) = this_netns()?;
+    let text = match cookie {
+        Some(cookie) => format!("{inode} {cookie}\n"),
+        None => format!("{inode} -\n"),
+    };
+    crate::journal::store::replace(state_dir, AGENT_NETNS_FILE, text.as_bytes())
+}
+
+/// Refuses a command acting while the agent is down from a network namespace other than the
+/// one the agent last ran in. Without the file (an agent of an earlier version) it goes on.
+fn refuse_if_other_netns(state_dir: &Path) -> Result<(), ControlError> {
+    let file = state_dir.join(AGENT_NETNS_FILE);
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return Ok(());
+    };
+    let how = format!(
+        "run the command in the agent's namespace (`nsenter --net=FILE kpo ...` with a file of \
+         it, such as /run/netns/NAME, or `ip netns exec NAME kpo ...`), or start the agent; if \
+         that namespace is gone for good, removing {} lets commands act where they run",
+        file.display()
+    );
+    let mut fields = text.split_whitespace();
+    let recorded = match (
+        fields.next().map(str::parse::<u64>),
+        fields.next(),
+        fields.next(),
+    ) {
+        (Some(Ok(inode)), Some("-"), None) => (inode, None),
+        (Some(Ok(inode)), Some(cookie), None) => match cookie.parse() {
+            Ok(cookie) => (inode, Some(cookie)),
+            Err(_) => return Err(malformed(&file, &how)),
+        },
+        _ => return Err(malformed(&file, &how)),
+    };
+    let here = this_netns()?;
+    let same_cookie = match (recorded.1, here.1) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    };
+    if recorded.0 == here.0 && same_cookie {
+        return Ok(());
+    }
+    Err(ControlError::OtherNetns(format!(
+        "the agent last ran in network namespace {}, and this command runs in {}: the journal's \
+         parameters without a namespace are the agent's namespace's, and read or changed here they \
+         would be this one's; {how}",
+        describe_netns(recorded),
+        describe_netns(here)
+    )))
+}
+
+fn malformed(file: &Path, how: &str) -> ControlError {
+    ControlError::OtherNetns(format!(
+        "{} does not name a network namespace (\"INODE COOKIE\"), so where the agent ran is \
+         unknown; {how}",
+        file.display()
+    ))
+}
+
 /// [`open_offline`] with the kernel's actuators, over the sysfs tree the agent last ran with, and
-/// under its policy when no `--policy` is given.
+/// under its policy when no `--policy` is given; refused in another network namespace than the
+/// agent's.
 pub fn open_offline_kernel(
     policy: Option<&Path>,
     state_dir: &Path,
 ) -> Result<(ChangePath, Vec<ChangeReport>), ControlError> {
+    refuse_if_other_netns(state_dir)?;
     let policy = offline_policy(policy, state_dir);
     let policy = policy.as_deref();
     let mut actuators = KernelActuators::default();
@@ -410,6 +501,69 @@ pub fn open_offline_kernel(
 mod tests {
     use super::*;
     use crate::policy::PolicyOrigin;
+    use std::os::unix::fs::MetadataExt;
+
+    /// A command acting while the agent is down acts only from the network namespace the agent
+    /// last ran in: elsewhere the journal's host parameters would be read (reconciled) and written
+    /// in another namespace, the wrong one. A state directory without the record (an older agent)
+    /// is acted on as before.
+    #[test]
+    fn offline_commands_refuse_another_network_namespace_than_the_agents() {
+        let state = tempfile::tempdir().unwrap();
+        crate::journal::store::make_private(state.path());
+        let file = state.path().join(AGENT_NETNS_FILE);
+        open_offline_kernel(None, state.path()).expect("no record: as before");
+
+        record_agent_netns(state.path()).unwrap();
+        let (inode, cookie) = this_netns().unwrap();
+        let inode_here = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        assert_eq!(inode, inode_here);
+        let recorded = std::fs::read_to_string(&file).unwrap();
+        match cookie {
+            Some(c) => assert_eq!(recorded, format!("{inode_here} {c}\n")),
+            None => assert_eq!(recorded, format!("{inode_here} -\n")),
+        }
+        open_offline_kernel(None, state.path()).expect("the agent's own namespace");
+
+        let refused = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            match open_offline_kernel(None, state.path()) {
+                Err(e @ ControlError::OtherNetns(_)) => e.to_string(),
+                other => panic!("{text}: {:?}", other.map(|_| ())),
+            }
+        };
+        let other_inode = refused(&format!("{} -\n", inode_here + 1));
+        assert!(
+            other_inode.starts_with(&format!(
+                "refused: the agent last ran in network namespace net:[{}], and this command \
+                 runs in net:[{inode_here}]",
+                inode_here + 1
+            )),
+            "{other_inode}"
+        );
+        assert!(other_inode.contains("nsenter --net=FILE"), "{other_inode}");
+        assert!(other_inode.ends_with(&format!(
+            "removing {} lets commands act where they run",
+            file.display()
+        )));
+        if let Some(c) = cookie {
+            // The same inode, given to a namespace made after the agent's died.
+            let reused = refused(&format!("{inode_here} {}\n", c + 1));
+            assert!(
+                reused.contains(&format!("net:[{inode_here}] (cookie {})", c + 1)),
+                "{reused}"
+            );
+        }
+        for garbage in ["", "x -\n", "12\n", "12 y\n", "12 - 3\n"] {
+            assert!(
+                refused(garbage).contains("does not name a network namespace"),
+                "{garbage:?}"
+            );
+        }
+        // Acting where it runs, once the operator removed the record.
+        std::fs::remove_file(&file).unwrap();
+        open_offline_kernel(None, state.path()).unwrap();
+    }
 
     /// An offline command given no `--policy` decides under the policy the agent last ran with
     /// (recorded as a canonical path), not the default path's or the built-in one; `--policy`

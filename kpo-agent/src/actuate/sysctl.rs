@@ -471,13 +471,13 @@ fn cookie_of(file: &File, name: &str) -> Result<u64, ActuateError> {
     super::on_thread("kpo-netns", || {
         nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| err(format!("setns(CLONE_NEWNET) failed: {e}")))?;
-        socket_netns_cookie().map_err(|e| err(format!("SO_NETNS_COOKIE: {e}")))
+        this_netns_cookie().map_err(|e| err(format!("SO_NETNS_COOKIE: {e}")))
     })
     .unwrap_or_else(|reason| Err(err(reason)))
 }
 
 /// The cookie of the calling thread's network namespace.
-fn socket_netns_cookie() -> io::Result<u64> {
+pub fn this_netns_cookie() -> io::Result<u64> {
     let socket = nix::sys::socket::socket(
         nix::sys::socket::AddressFamily::Unix,
         nix::sys::socket::SockType::Datagram,

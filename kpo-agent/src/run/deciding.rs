@@ -197,6 +197,8 @@ impl Deciding {
             .map_err(|e| anyhow::anyhow!("cannot record the sysfs root: {e}"))?;
         crate::control::record_policy_path(&dir, state.policy.as_deref())
             .map_err(|e| anyhow::anyhow!("cannot record the policy's path: {e}"))?;
+        crate::control::record_agent_netns(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot record the agent's network namespace: {e}"))?;
         for w in journal.warnings() {
             warn!("journal: {w}");
         }
