@@ -281,7 +281,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(a) => crate::approvals::cli::explain(a),
         Command::Check(a) => crate::check::check(a),
         Command::Pause(a) => {
-            let mut c = open(&a.state)?;
+            let mut c = open(&a.state, true)?;
             if c.pause(&who())? {
                 crate::out!("paused: no parameter will be changed until kpo resume");
             } else {
@@ -290,7 +290,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Resume(a) => {
-            let mut c = open(&a.state)?;
+            let mut c = open(&a.state, false)?;
             let resumed = c.resume(a.param.as_deref(), &who())?;
             match (&a.param, resumed.is_empty()) {
                 (None, false) => crate::out!("resumed: changes are allowed again"),
@@ -308,8 +308,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// The control interface: the running agent through its socket, or, when no agent answers, the
-/// journal directly under the state directory's lock.
-fn open(state: &StateArgs) -> anyhow::Result<Box<dyn Control>> {
+/// journal directly under the state directory's lock. `starts_one`: the command may start a new
+/// state directory (kpo apply, kpo pause); any other finds none an error.
+fn open(state: &StateArgs, starts_one: bool) -> anyhow::Result<Box<dyn Control>> {
     let socket = state
         .socket
         .clone()
@@ -319,6 +320,9 @@ fn open(state: &StateArgs) -> anyhow::Result<Box<dyn Control>> {
             state.refuse_if_agent_differs(&socket, &agent.status()?)?;
         }
         return Ok(Box::new(agent));
+    }
+    if !starts_one {
+        crate::control::require_state_dir(&state.state_dir())?;
     }
     let (path, reconciled) = open_offline_kernel(state.policy.as_deref(), &state.state_dir())?;
     // Through the logger, which writes a line the journal logged already only once.
@@ -393,7 +397,7 @@ fn exit_for(reports: &[ChangeReport]) -> ExitCode {
 
 fn cmd_apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
     let req = parse_assignment(&a.assignment, a.netns.as_deref(), a.reason)?;
-    let mut c = open(&a.state)?;
+    let mut c = open(&a.state, true)?;
     let report = c.apply(&req)?;
     crate::out!("{}", report.describe());
     // A change that was put back after a mismatch did not take: that is a failure here.
@@ -408,7 +412,7 @@ fn cmd_revert(a: RevertArgs) -> anyhow::Result<ExitCode> {
         Some(id) => RevertRequest::Id(id),
         None => RevertRequest::All,
     };
-    let mut c = open(&a.state)?;
+    let mut c = open(&a.state, false)?;
     let reports = c.revert(&req, &who())?;
     if reports.is_empty() {
         // Every parameter a write of KPO's took effect on in this boot has a report (reverted,
@@ -423,7 +427,7 @@ fn cmd_revert(a: RevertArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn cmd_journal(a: JournalArgs) -> anyhow::Result<ExitCode> {
-    let mut c = open(&a.state)?;
+    let mut c = open(&a.state, false)?;
     if !a.json {
         print_journal_header();
     }
@@ -521,7 +525,7 @@ fn print_journal_entry(e: &crate::journal::Entry) {
 }
 
 fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
-    let mut c = open(&a.state)?;
+    let mut c = open(&a.state, false)?;
     let s = c.status()?;
     if a.json {
         crate::out!("{}", serde_json::to_string_pretty(&s)?);

@@ -143,6 +143,24 @@ pub enum ControlError {
     /// agent last ran in ([`AGENT_NETNS_FILE`]).
     #[error("refused: {0}")]
     OtherNetns(String),
+    /// A command that only reads, or acts on what KPO did, found no state directory: a mistyped
+    /// `--state-dir` would otherwise be created empty and read as a host KPO never touched.
+    #[error(
+        "{0}: no such state directory: KPO has not run with it (is --state-dir right? the default \
+         is /var/lib/kpo); only kpo apply and kpo pause start a new one"
+    )]
+    NoStateDir(PathBuf),
+}
+
+/// [`ControlError::NoStateDir`] unless `state_dir` exists (a directory or not: opening it says
+/// what else is wrong).
+pub fn require_state_dir(state_dir: &Path) -> Result<(), ControlError> {
+    match std::fs::symlink_metadata(state_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(ControlError::NoStateDir(state_dir.to_path_buf()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// What an operator can ask of KPO.

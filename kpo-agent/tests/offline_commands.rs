@@ -22,6 +22,9 @@ fn kpo(dir: &std::path::Path, args: &[&str]) -> Output {
 fn recovery_warnings_are_printed_once() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let first = kpo(dir.path(), &["pending"]);
     assert_eq!(
         first.status.code(),
@@ -29,7 +32,6 @@ fn recovery_warnings_are_printed_once() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    let state = dir.path().join("state");
     for file in ["journal.log", "approvals.log"] {
         std::fs::write(state.join(file), "not a record\n").unwrap();
     }
@@ -57,4 +59,47 @@ fn recovery_warnings_are_printed_once() {
     for line in &lines {
         assert!(seen.insert(line), "printed twice: {line}\n{stderr}");
     }
+}
+
+/// A state directory that does not exist is not made by a command that reads it or acts on what
+/// KPO did: a mistyped `--state-dir` would read as a host KPO never touched. `kpo pause` (like
+/// `kpo apply`) may start one.
+#[test]
+fn a_missing_state_directory_is_an_error_not_a_clean_host() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+    let state = dir.path().join("state");
+    for args in [
+        &["status"][..],
+        &["journal"],
+        &["pending"],
+        &["explain", "net.core.somaxconn"],
+        &["revert", "1"],
+        &["resume"],
+        &["approve", "ap-1"],
+        &["reject", "ap-1"],
+    ] {
+        let out = kpo(dir.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!(
+                "kpo: error: {}: no such state directory: KPO has not run with it (is \
+                 --state-dir right? the default is /var/lib/kpo); only kpo apply and kpo pause \
+                 start a new one\n",
+                state.display()
+            ),
+            "{args:?}"
+        );
+        assert!(!state.exists(), "{args:?} made it");
+    }
+    let out = kpo(dir.path(), &["pause"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(state.join("journal.log").exists());
+    assert_eq!(kpo(dir.path(), &["status"]).status.code(), Some(0));
 }

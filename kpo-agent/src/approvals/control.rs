@@ -77,6 +77,7 @@ impl Offline {
     /// journal as every offline command does, and opens the approvals. No webhook: it is the
     /// running agent's.
     pub fn open(policy: Option<&Path>, state_dir: &Path) -> Result<Offline, ControlError> {
+        crate::control::require_state_dir(state_dir)?;
         let (path, reconciled) = open_offline_kernel(policy, state_dir)?;
         // Through the logger, as crate::cli's commands do: it writes once a line the journal
         // or the store logged already as it loaded.
