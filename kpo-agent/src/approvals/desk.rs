@@ -20,7 +20,7 @@ use crate::{
     control::ControlError,
     journal::{format_ms, now_ms, target_key, Journal, JournalError},
     output::events::Event,
-    policy::{ApprovalSettings, Proposal, Refusal},
+    policy::{ApprovalSettings, Context, Decision, Proposal, Refusal},
 };
 
 /// What considering a batch produced: the events in order, the changes applied (for the guard to
@@ -541,6 +541,8 @@ impl Desk {
                 Some(ApprovalState::Cleared {
                     why: format!("the kernel now has {now}, and the advice was made against {was}"),
                 })
+            } else if let Some(why) = policy_refuses_for_good(path, &item) {
+                Some(ApprovalState::Cleared { why })
             } else if seen.contains(&item.id)
                 || (item.source == Source::Llm && !llm_answered.contains(&item.key))
             {
@@ -787,6 +789,31 @@ fn namespace_gone(path: &ChangePath, item: &ApprovalItem) -> Option<String> {
         // is concluded. Clearing would be for good; the next window asks again.
         Ok(None) => None,
         Ok(now) => other_namespace(item.netns_cookie, now),
+    }
+}
+
+/// Why the policy in force refuses `item` whatever happens before it is approved (a reload
+/// narrowed its bounds, made it observe only, deny-listed it, took its source or namespace
+/// away), or `None`. Such an approval would be refused at every `kpo approve` until it expired;
+/// what passes with time or an operator (a cooldown, the hourly limit, a pause, a yield, a
+/// quarantine) and the step from the kernel's value are left to the approval itself.
+fn policy_refuses_for_good(path: &ChangePath, item: &ApprovalItem) -> Option<String> {
+    let proposal = Proposal {
+        address: item.parameter.clone(),
+        value: item.value.clone(),
+        source: item.source.into(),
+        reason: String::new(),
+    };
+    match path
+        .policy
+        .decide(&proposal, &Context::new(std::time::SystemTime::now()))
+    {
+        Decision::RecordOnly => Some(format!(
+            "the policy in force only observes {} (mode observe)",
+            item.parameter
+        )),
+        Decision::Refused(r) if !r.passes() => Some(format!("the policy in force refuses it: {r}")),
+        _ => None,
     }
 }
 

@@ -1119,3 +1119,43 @@ fn reloaded_approval_settings_expire_pending_approvals_by_the_new_time() {
     );
     assert_eq!(s.value(), Value::Int(16));
 }
+
+/// A reloaded policy that refuses a pending approval for good (narrowed bounds, observe only)
+/// clears it at the next window, saying why: left pending, it looked approvable and every
+/// `kpo approve` was refused until it expired. A refusal that passes (a pause) leaves it.
+#[test]
+fn an_approval_the_reloaded_policy_refuses_for_good_is_cleared() {
+    use crate::control::Control as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    s.path.pause("test").unwrap();
+    s.desk.on_window(&s.path);
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    assert_eq!(s.desk.pending().unwrap().len(), 1, "a pause passes");
+
+    s.path.policy = Policy::parse(
+        "[params.\"net.core.somaxconn\"]\nmode = \"recommend\"\nmin = 16\nmax = 24\n",
+        "test.toml",
+    )
+    .unwrap();
+    s.desk.on_window(&s.path);
+    assert!(s.desk.pending().unwrap().is_empty());
+    assert_eq!(
+        cleared_why(&s, "ap-1"),
+        "the policy in force refuses it: out of bounds: 32 is outside [16, 24]"
+    );
+
+    s.path.resume(None, "test").unwrap();
+    s.path.policy = policy("recommend");
+    s.consider(vec![rec(Source::Rules, 48, false)]);
+    assert_eq!(s.desk.pending().unwrap().len(), 1);
+    s.path.policy = policy("observe");
+    s.desk.on_window(&s.path);
+    assert!(s.desk.pending().unwrap().is_empty());
+    assert_eq!(
+        cleared_why(&s, "ap-2"),
+        format!("the policy in force only observes {NS} (mode observe)")
+    );
+}
