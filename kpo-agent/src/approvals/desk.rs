@@ -38,6 +38,8 @@ pub struct Desk {
     /// `kpo run --recommend-only`: named as the reason an approval is held.
     recommend_only: bool,
     webhook: Option<Webhook>,
+    /// `--socket` and `--state-dir` for the commands a notification names ([`Desk::set_command_paths`]).
+    command_flags: String,
     host: String,
     /// Consecutive windows in which a pending approval's advice was not made again. In memory:
     /// after a restart every pending approval starts again from 0.
@@ -73,6 +75,7 @@ impl Desk {
             recommend_only,
             webhook: None,
             host: crate::output::events::hostname(),
+            command_flags: String::new(),
             unseen: BTreeMap::new(),
             seen: BTreeSet::new(),
             llm_answered: BTreeSet::new(),
@@ -140,6 +143,24 @@ impl Desk {
         }
     }
 
+    /// What a notification's `kpo approve ID` needs to reach this agent, or its state directory
+    /// while it is down: its socket and state directory where they are not the defaults (without
+    /// them the command would reach no agent, or another state directory where `ID` is another
+    /// approval). Set before the webhook, whose first posts repeat what is pending.
+    pub fn set_command_paths(&mut self, socket: &std::path::Path, state_dir: &std::path::Path) {
+        let mut flags = String::new();
+        for (flag, path, default) in [
+            ("--socket", socket, crate::api::DEFAULT_SOCKET),
+            ("--state-dir", state_dir, crate::journal::DEFAULT_STATE_DIR),
+        ] {
+            if path != std::path::Path::new(default) {
+                let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+                flags.push_str(&format!(" {flag} {}", shell_word(&path.to_string_lossy())));
+            }
+        }
+        self.command_flags = flags;
+    }
+
     /// Approvals required and resolved are posted here from now on. Called at the agent's start
     /// (and by a reload that names another URL): approvals whose time ran out while the agent was
     /// down are expired (and that is posted), and every approval still pending is announced again
@@ -150,7 +171,7 @@ impl Desk {
         match self.pending() {
             Ok(pending) => {
                 for item in pending {
-                    self.post(Payload::repeat(&self.host, &item));
+                    self.post(Payload::repeat(&self.host, &item, &self.command_flags));
                 }
             }
             Err(e) => warn!("approvals: pending approvals not announced again: {e}"),
@@ -461,7 +482,12 @@ impl Desk {
             "approval {id} required: {} = {} ({}); kpo approve {id}",
             item.parameter, item.value, item.reason
         );
-        self.post(Payload::new("approval_required", &self.host, &item));
+        self.post(Payload::new(
+            "approval_required",
+            &self.host,
+            &item,
+            &self.command_flags,
+        ));
         self.events.push(Event::ApprovalRequired(ApprovalEvent {
             approval: item,
             refresh: Some(false),
@@ -500,7 +526,12 @@ impl Desk {
         self.unseen.remove(&item.id);
         self.seen.remove(&item.id);
         info!("approval {}: {}", item.id, item.state.describe());
-        self.post(Payload::new("approval_resolved", &self.host, &item));
+        self.post(Payload::new(
+            "approval_resolved",
+            &self.host,
+            &item,
+            &self.command_flags,
+        ));
         self.events.push(Event::ApprovalResolved(ApprovalEvent {
             approval: item.clone(),
             refresh: None,
@@ -832,3 +863,16 @@ fn moved_since_advised(path: &ChangePath, item: &ApprovalItem) -> Option<(Value,
 
 #[cfg(test)]
 mod tests;
+
+/// `word` as one shell word: as it is when it holds nothing a shell reads, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}

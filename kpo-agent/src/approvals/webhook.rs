@@ -74,8 +74,11 @@ fn slack_escape(s: &str) -> String {
 }
 
 impl Payload {
-    pub fn new(event: &'static str, raw_host: &str, item: &ApprovalItem) -> Payload {
+    /// `flags`: what `kpo approve` needs besides the id to reach this agent or its state
+    /// directory (`--socket PATH --state-dir PATH` where they are not the defaults), or "".
+    pub fn new(event: &'static str, raw_host: &str, item: &ApprovalItem, flags: &str) -> Payload {
         let host = slack_escape(raw_host);
+        let flags = slack_escape(flags);
         let parameter = slack_escape(&item.parameter.to_string());
         let value = slack_escape(&item.value.to_string());
         let current = item
@@ -85,7 +88,7 @@ impl Payload {
             .unwrap_or_default();
         let text = if event == "approval_required" {
             format!(
-                "KPO on {host}: approval {} required: {parameter} {current}{value} (advised by {}, confidence {:.2}). {} Approve with `kpo approve {}`, reject with `kpo reject {}`; expires {}.",
+                "KPO on {host}: approval {} required: {parameter} {current}{value} (advised by {}, confidence {:.2}). {} Approve with `kpo approve {}{flags}`, reject with `kpo reject {}{flags}`; expires {}.",
                 item.id,
                 item.source,
                 item.confidence,
@@ -113,8 +116,8 @@ impl Payload {
     }
 
     /// `approval_required` again, for an approval still pending when the agent started.
-    pub fn repeat(host: &str, item: &ApprovalItem) -> Payload {
-        let mut p = Payload::new("approval_required", host, item);
+    pub fn repeat(host: &str, item: &ApprovalItem, flags: &str) -> Payload {
+        let mut p = Payload::new("approval_required", host, item, flags);
         p.text = format!("{} (Still pending after the agent restarted.)", p.text);
         p.kpo.repeat = true;
         p
@@ -382,7 +385,7 @@ mod tests {
 
     #[test]
     fn the_payload_has_a_slack_text_and_the_item() {
-        let p = Payload::new("approval_required", "web1", &item("ap-3", 32));
+        let p = Payload::new("approval_required", "web1", &item("ap-3", 32), "");
         let v = serde_json::to_value(&p).unwrap();
         let text = v["text"].as_str().unwrap();
         assert!(
@@ -398,7 +401,7 @@ mod tests {
         assert_eq!(v["kpo"]["approval"]["value"], 32);
         let mut done = item("ap-3", 32);
         done.state = ApprovalState::Expired;
-        let p = Payload::new("approval_resolved", "web1", &done);
+        let p = Payload::new("approval_resolved", "web1", &done, "");
         assert!(
             p.text.ends_with("expired: nobody approved it in time"),
             "{}",
@@ -410,7 +413,7 @@ mod tests {
     fn text_from_others_cannot_use_slack_control_sequences() {
         let mut hostile = item("ap-4", 32);
         hostile.reason = "listener of <!channel> & <http://evil.example|approve>".into();
-        let p = Payload::new("approval_required", "web<1>", &hostile);
+        let p = Payload::new("approval_required", "web<1>", &hostile, "");
         assert!(!p.text.contains('<'), "{}", p.text);
         assert!(
             p.text
@@ -425,7 +428,7 @@ mod tests {
 
         // Mattermost's and Rocket.Chat's mentions, and Markdown links.
         hostile.reason = "@channel @here look: [approve](http://evil.example)".into();
-        let p = Payload::new("approval_required", "web1", &hostile);
+        let p = Payload::new("approval_required", "web1", &hostile, "");
         for live in ["@channel", "@here", "](http"] {
             assert!(!p.text.contains(live), "{live} in {}", p.text);
         }
@@ -439,7 +442,7 @@ mod tests {
             p.text
         );
         hostile.reason = "_@channel_ :@all".into();
-        let q = Payload::new("approval_required", "web1", &hostile);
+        let q = Payload::new("approval_required", "web1", &hostile, "");
         assert!(
             q.text.contains("_@\u{200B}channel_ :@\u{200B}all"),
             "{}",
@@ -469,7 +472,12 @@ mod tests {
             }
         });
         let hook = Webhook::spawn(format!("http://127.0.0.1:{port}/kpo")).unwrap();
-        hook.notify(Payload::new("approval_required", "web1", &item("ap-5", 32)));
+        hook.notify(Payload::new(
+            "approval_required",
+            "web1",
+            &item("ap-5", 32),
+            "",
+        ));
         let first = seen.recv().await.unwrap();
         let second = seen.recv().await.unwrap();
         assert_eq!(
@@ -547,8 +555,18 @@ mod tests {
     async fn a_refusal_for_good_is_not_retried() {
         let (url, mut requests) = receiver(vec![404, 200, 200]).await;
         let hook = Webhook::spawn(url).unwrap();
-        hook.notify(Payload::new("approval_required", "web1", &item("ap-1", 32)));
-        hook.notify(Payload::new("approval_required", "web1", &item("ap-2", 32)));
+        hook.notify(Payload::new(
+            "approval_required",
+            "web1",
+            &item("ap-1", 32),
+            "",
+        ));
+        hook.notify(Payload::new(
+            "approval_required",
+            "web1",
+            &item("ap-2", 32),
+            "",
+        ));
         assert_eq!(
             requests.recv().await.unwrap(),
             seen("approval_required", "ap-1")
@@ -557,7 +575,12 @@ mod tests {
             requests.recv().await.unwrap(),
             seen("approval_required", "ap-2")
         );
-        hook.notify(Payload::new("approval_required", "web1", &item("ap-3", 32)));
+        hook.notify(Payload::new(
+            "approval_required",
+            "web1",
+            &item("ap-3", 32),
+            "",
+        ));
         assert_eq!(
             requests.recv().await.unwrap(),
             seen("approval_required", "ap-3")
@@ -572,8 +595,13 @@ mod tests {
         let hook = Webhook::spawn(url).unwrap();
         let mut resolved = item("ap-1", 32);
         resolved.state = ApprovalState::Expired;
-        hook.notify(Payload::new("approval_required", "web1", &item("ap-1", 32)));
-        hook.notify(Payload::new("approval_resolved", "web1", &resolved));
+        hook.notify(Payload::new(
+            "approval_required",
+            "web1",
+            &item("ap-1", 32),
+            "",
+        ));
+        hook.notify(Payload::new("approval_resolved", "web1", &resolved, ""));
         assert_eq!(
             requests.recv().await.unwrap(),
             seen("approval_required", "ap-1")
@@ -582,7 +610,12 @@ mod tests {
             requests.recv().await.unwrap(),
             seen("approval_resolved", "ap-1")
         );
-        hook.notify(Payload::new("approval_required", "web1", &item("ap-2", 32)));
+        hook.notify(Payload::new(
+            "approval_required",
+            "web1",
+            &item("ap-2", 32),
+            "",
+        ));
         assert_eq!(
             requests.recv().await.unwrap(),
             seen("approval_required", "ap-2")
@@ -619,7 +652,12 @@ mod tests {
         let (release, gate) = tokio::sync::oneshot::channel();
         let (url, mut requests) = receiver_gated(vec![200; BURST + 1], Some(gate)).await;
         let hook = Webhook::spawn(url).unwrap();
-        hook.notify(Payload::new("approval_required", "web1", &item("ap-0", 32)));
+        hook.notify(Payload::new(
+            "approval_required",
+            "web1",
+            &item("ap-0", 32),
+            "",
+        ));
         assert_eq!(
             requests.recv().await.unwrap(),
             seen("approval_required", "ap-0")
@@ -630,6 +668,7 @@ mod tests {
                 "approval_required",
                 "web1",
                 &item(&format!("ap-{n}"), 32),
+                "",
             ));
         }
         release.send(()).unwrap();
@@ -648,7 +687,12 @@ mod tests {
     async fn a_stopped_webhook_drops_what_it_still_had_to_post() {
         let (url, mut requests) = receiver(vec![503, 200]).await;
         let hook = Webhook::spawn_backing_off(url, Duration::from_secs(3600)).unwrap();
-        hook.notify(Payload::new("approval_required", "web1", &item("ap-1", 32)));
+        hook.notify(Payload::new(
+            "approval_required",
+            "web1",
+            &item("ap-1", 32),
+            "",
+        ));
         assert_eq!(
             requests.recv().await.unwrap(),
             seen("approval_required", "ap-1")
@@ -667,14 +711,19 @@ mod tests {
     async fn a_replaced_notification_does_not_wait_out_its_backoff() {
         let (url, mut requests) = receiver(vec![503, 200]).await;
         let hook = Webhook::spawn_backing_off(url, Duration::from_secs(3600)).unwrap();
-        hook.notify(Payload::new("approval_required", "web1", &item("ap-1", 32)));
+        hook.notify(Payload::new(
+            "approval_required",
+            "web1",
+            &item("ap-1", 32),
+            "",
+        ));
         assert_eq!(
             requests.recv().await.unwrap(),
             seen("approval_required", "ap-1")
         );
         let mut resolved = item("ap-1", 32);
         resolved.state = ApprovalState::Expired;
-        hook.notify(Payload::new("approval_resolved", "web1", &resolved));
+        hook.notify(Payload::new("approval_resolved", "web1", &resolved, ""));
         // Far below the hour: only a task still waiting out its backoff misses it.
         let next = tokio::time::timeout(Duration::from_secs(120), requests.recv()).await;
         assert_eq!(
@@ -692,18 +741,24 @@ mod tests {
         let hook = Webhook::spawn(url).unwrap();
         let mut resolved = item("ap-1", 32);
         resolved.state = ApprovalState::Expired;
-        hook.notify(Payload::new("approval_required", "web1", &item("ap-1", 32)));
+        hook.notify(Payload::new(
+            "approval_required",
+            "web1",
+            &item("ap-1", 32),
+            "",
+        ));
         assert_eq!(
             requests.recv().await.unwrap(),
             seen("approval_required", "ap-1")
         );
         // While ap-1 waits for its retry: its resolution, then more than the queue holds.
-        hook.notify(Payload::new("approval_resolved", "web1", &resolved));
+        hook.notify(Payload::new("approval_resolved", "web1", &resolved, ""));
         for n in 2..=(QUEUE + 1) {
             hook.notify(Payload::new(
                 "approval_required",
                 "web1",
                 &item(&format!("ap-{n}"), 32),
+                "",
             ));
         }
         // The resolution was the oldest: dropped; ap-1's required is not retried either.
@@ -714,7 +769,7 @@ mod tests {
         let mut q = VecDeque::new();
         enqueue(
             &mut q,
-            Payload::new("approval_required", "web1", &item("ap-7", 32)),
+            Payload::new("approval_required", "web1", &item("ap-7", 32), ""),
             "t",
             "ap-0",
         );
@@ -722,7 +777,7 @@ mod tests {
         done.state = ApprovalState::Expired;
         assert!(!enqueue(
             &mut q,
-            Payload::new("approval_resolved", "web1", &done),
+            Payload::new("approval_resolved", "web1", &done, ""),
             "t",
             "ap-0"
         ));

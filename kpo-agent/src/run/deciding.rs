@@ -216,7 +216,7 @@ impl Deciding {
             .unwrap_or_else(|| crate::api::DEFAULT_SOCKET.into());
         let (server, requests) = Server::bind(&socket)?;
         let path = ChangePath::new(policy, journal, Box::new(actuators));
-        let (mut deciding, mut events) = Self::with_path(path, recommend_only)?;
+        let (mut deciding, mut events) = Self::over(path, recommend_only, Some((&socket, &dir)))?;
         deciding.policy_file = match &state.policy {
             Some(file) => (file.clone(), true),
             None => (PathBuf::from(crate::policy::DEFAULT_PATH), false),
@@ -230,8 +230,18 @@ impl Deciding {
     /// The deciding half over a change path, its journal reconciled, without a control socket
     /// ([`Deciding::open`] binds it; tests go without).
     pub(crate) fn with_path(
+        path: ChangePath,
+        recommend_only: bool,
+    ) -> anyhow::Result<(Deciding, Vec<Event>)> {
+        Self::over(path, recommend_only, None)
+    }
+
+    /// [`Deciding::with_path`]; `command_paths`: the control socket and state directory that a
+    /// webhook's `kpo approve` must name when they are not the defaults.
+    fn over(
         mut path: ChangePath,
         recommend_only: bool,
+        command_paths: Option<(&std::path::Path, &std::path::Path)>,
     ) -> anyhow::Result<(Deciding, Vec<Event>)> {
         let pending = Arc::new(Mutex::new(Vec::new()));
         let sink = pending.clone();
@@ -251,6 +261,9 @@ impl Deciding {
             Desk::open(&path.journal, path.policy.approvals.clone(), recommend_only)?;
         for w in approvals.store().warnings() {
             warn!("approvals: {w}");
+        }
+        if let Some((socket, state_dir)) = command_paths {
+            approvals.set_command_paths(socket, state_dir);
         }
         if let Some(url) = path.policy.approvals.webhook.clone() {
             match Webhook::spawn(url) {

@@ -1159,3 +1159,35 @@ fn an_approval_the_reloaded_policy_refuses_for_good_is_cleared() {
         format!("the policy in force only observes {NS} (mode observe)")
     );
 }
+
+/// A notification's `kpo approve ID` names the agent's socket and state directory where they are
+/// not the defaults: without them it reaches no agent, or, while the agent is down, another state
+/// directory where the id is another approval.
+#[test]
+fn a_notification_names_the_socket_and_state_directory_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    let defaults = (
+        std::path::Path::new(crate::api::DEFAULT_SOCKET),
+        std::path::Path::new(crate::journal::DEFAULT_STATE_DIR),
+    );
+    s.desk.set_command_paths(defaults.0, defaults.1);
+    assert_eq!(s.desk.command_flags, "");
+    s.desk.set_command_paths(
+        std::path::Path::new("/run/kpo-b/kpo.sock"),
+        std::path::Path::new("/srv/kpo state/it's"),
+    );
+    assert_eq!(
+        s.desk.command_flags,
+        r" --socket /run/kpo-b/kpo.sock --state-dir '/srv/kpo state/it'\''s'"
+    );
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let item = s.desk.store().item("ap-1").unwrap().clone();
+    let text = Payload::new("approval_required", "web1", &item, &s.desk.command_flags).text;
+    assert!(
+        text.contains(
+            r"Approve with `kpo approve ap-1 --socket /run/kpo-b/kpo.sock --state-dir '/srv/kpo state/it'\''s'`, reject with `kpo reject ap-1 --socket"
+        ),
+        "{text}"
+    );
+}
