@@ -229,6 +229,7 @@ impl Deciding {
 
     /// The deciding half over a change path, its journal reconciled, without a control socket
     /// ([`Deciding::open`] binds it; tests go without).
+    #[cfg(test)]
     pub(crate) fn with_path(
         path: ChangePath,
         recommend_only: bool,
