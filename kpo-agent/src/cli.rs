@@ -321,10 +321,20 @@ fn open(state: &StateArgs, starts_one: bool) -> anyhow::Result<Box<dyn Control>>
         }
         return Ok(Box::new(agent));
     }
+    let missing = crate::control::require_state_dir(&state.state_dir());
+    let new_dir = missing.is_err();
     if !starts_one {
-        crate::control::require_state_dir(&state.state_dir())?;
+        missing?;
     }
     let (path, reconciled) = open_offline_kernel(state.policy.as_deref(), &state.state_dir())?;
+    if new_dir {
+        // A mistyped --state-dir would otherwise pause, or change, out of every agent's sight.
+        tracing::warn!(
+            "{}: there was no state directory here; this started a new one (is --state-dir \
+             right? the default is {DEFAULT_STATE_DIR})",
+            state.state_dir().display()
+        );
+    }
     // Through the logger, which writes a line the journal logged already only once.
     for w in path.journal.warnings() {
         tracing::warn!("{w}");

@@ -451,8 +451,11 @@ pub fn record_agent_netns(state_dir: &Path) -> Result<(), JournalError> {
 /// one the agent last ran in. Without the file (an agent of an earlier version) it goes on.
 fn refuse_if_other_netns(state_dir: &Path) -> Result<(), ControlError> {
     let file = state_dir.join(AGENT_NETNS_FILE);
-    let Ok(text) = std::fs::read_to_string(&file) else {
-        return Ok(());
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        // Unreadable is not absent: where the agent ran is then unknown.
+        Err(_) => None,
     };
     let how = format!(
         "run the command in the agent's namespace (`nsenter --net=FILE kpo ...` with a file of \
@@ -460,6 +463,9 @@ fn refuse_if_other_netns(state_dir: &Path) -> Result<(), ControlError> {
          that namespace is gone for good, removing {} lets commands act where they run",
         file.display()
     );
+    let Some(text) = text else {
+        return Err(malformed(&file, &how));
+    };
     let mut fields = text.split_whitespace();
     let recorded = match (
         fields.next().map(str::parse::<u64>),
@@ -492,8 +498,8 @@ fn refuse_if_other_netns(state_dir: &Path) -> Result<(), ControlError> {
 
 fn malformed(file: &Path, how: &str) -> ControlError {
     ControlError::OtherNetns(format!(
-        "{} does not name a network namespace (\"INODE COOKIE\"), so where the agent ran is \
-         unknown; {how}",
+        "{} cannot be read as a network namespace (\"INODE COOKIE\"), so where the agent ran \
+         is unknown; {how}",
         file.display()
     ))
 }
@@ -574,12 +580,23 @@ mod tests {
         }
         for garbage in ["", "x -\n", "12\n", "12 y\n", "12 - 3\n"] {
             assert!(
-                refused(garbage).contains("does not name a network namespace"),
+                refused(garbage).contains("cannot be read as a network namespace"),
                 "{garbage:?}"
             );
         }
-        // Acting where it runs, once the operator removed the record.
+        // Unreadable (here a directory in its place) is not absent.
         std::fs::remove_file(&file).unwrap();
+        std::fs::create_dir(&file).unwrap();
+        let unreadable = match open_offline_kernel(None, state.path()) {
+            Err(e @ ControlError::OtherNetns(_)) => e.to_string(),
+            other => panic!("a directory: {:?}", other.map(|_| ())),
+        };
+        assert!(
+            unreadable.contains("cannot be read as a network namespace"),
+            "{unreadable}"
+        );
+        std::fs::remove_dir(&file).unwrap();
+        // Acting where it runs, once the operator removed the record.
         open_offline_kernel(None, state.path()).unwrap();
     }
 

@@ -100,6 +100,20 @@ fn a_missing_state_directory_is_an_error_not_a_clean_host() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "kpo: warning: {}: there was no state directory here; this started a new one (is \
+             --state-dir right? the default is /var/lib/kpo)\n",
+            state.display()
+        )
+    );
     assert!(state.join("journal.log").exists());
-    assert_eq!(kpo(dir.path(), &["status"]).status.code(), Some(0));
+    let again = kpo(dir.path(), &["status"]);
+    assert_eq!(again.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&again.stderr),
+        "",
+        "said once, when started"
+    );
 }

@@ -71,6 +71,12 @@ fn check_socket_dir(dir: &Path) -> Result<(), ServeError> {
             "its mode {:04o} lets every user remove or replace the socket",
             meta.mode() & 0o7777
         )
+    } else if meta.mode() & 0o020 != 0 && meta.mode() & 0o1000 == 0 && meta.gid() != 0 {
+        format!(
+            "its mode {:04o} lets group {} remove or replace the socket",
+            meta.mode() & 0o7777,
+            meta.gid()
+        )
     } else {
         return Ok(());
     };

@@ -179,6 +179,23 @@ fn a_socket_directory_others_can_change_is_refused() {
     bind(&shared.join("kpo.sock")).unwrap();
 
     if nix::unistd::geteuid().is_root() {
+        // A group of users other than root's may write in it: as good as everyone's.
+        let group = dir.path().join("group");
+        std::fs::create_dir(&group).unwrap();
+        std::os::unix::fs::chown(&group, Some(0), Some(65534)).unwrap();
+        std::fs::set_permissions(&group, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let err = bind(&group.join("kpo.sock")).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "refusing to put the control socket here: its mode 0775 lets group 65534 remove \
+                 or replace the socket"
+            ),
+            "{err}"
+        );
+        // Root's group: only root.
+        std::os::unix::fs::chown(&group, Some(0), Some(0)).unwrap();
+        bind(&group.join("kpo.sock")).unwrap();
+
         let theirs = dir.path().join("theirs");
         std::fs::create_dir(&theirs).unwrap();
         std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();

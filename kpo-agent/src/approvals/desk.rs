@@ -824,8 +824,7 @@ fn namespace_gone(path: &ChangePath, item: &ApprovalItem) -> Option<String> {
 }
 
 /// Why the policy in force refuses `item` whatever happens before it is approved (a reload
-/// narrowed its bounds, made it observe only, deny-listed it, took its source or namespace
-/// away), or `None`. Such an approval would be refused at every `kpo approve` until it expired;
+/// narrowed its bounds, made it observe only, deny-listed it, took its source away), or `None`. Such an approval would be refused at every `kpo approve` until it expired;
 /// what passes with time or an operator (a cooldown, the hourly limit, a pause, a yield, a
 /// quarantine) and the step from the kernel's value are left to the approval itself.
 fn policy_refuses_for_good(path: &ChangePath, item: &ApprovalItem) -> Option<String> {
@@ -843,7 +842,15 @@ fn policy_refuses_for_good(path: &ChangePath, item: &ApprovalItem) -> Option<Str
             "the policy in force only observes {} (mode observe)",
             item.parameter
         )),
-        Decision::Refused(r) if !r.passes() => Some(format!("the policy in force refuses it: {r}")),
+        // Named one by one: a quarantine or a step also refuse, and pass; and a namespace the
+        // policy names by path is covered only while that path can be found, which a passing
+        // failure can break.
+        Decision::Refused(
+            r @ (Refusal::DenyListed { .. }
+            | Refusal::OutOfBounds { .. }
+            | Refusal::SourceNotAllowed { .. }
+            | Refusal::Invalid { .. }),
+        ) => Some(format!("the policy in force refuses it: {r}")),
         _ => None,
     }
 }

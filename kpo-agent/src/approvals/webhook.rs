@@ -55,11 +55,7 @@ pub struct Structured {
 /// nothing.
 fn slack_escape(s: &str) -> String {
     const ZWSP: char = '\u{200B}';
-    let entities = s
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace("](", &format!("]{ZWSP}("));
+    let entities = slack_entities(s).replace("](", &format!("]{ZWSP}("));
     let mut out = String::with_capacity(entities.len());
     let mut after_word = false;
     for c in entities.chars() {
@@ -73,12 +69,21 @@ fn slack_escape(s: &str) -> String {
     out
 }
 
+/// `&`, `<` and `>` as the entities Slack reads them as, and nothing else changed: for the
+/// operator's own paths in a command, where a zero-width space after an `@` would make a
+/// copied command name a path that does not exist.
+fn slack_entities(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 impl Payload {
     /// `flags`: what `kpo approve` needs besides the id to reach this agent or its state
     /// directory (`--socket PATH --state-dir PATH` where they are not the defaults), or "".
     pub fn new(event: &'static str, raw_host: &str, item: &ApprovalItem, flags: &str) -> Payload {
         let host = slack_escape(raw_host);
-        let flags = slack_escape(flags);
+        let flags = slack_entities(flags);
         let parameter = slack_escape(&item.parameter.to_string());
         let value = slack_escape(&item.value.to_string());
         let current = item

@@ -197,8 +197,6 @@ impl Deciding {
             .map_err(|e| anyhow::anyhow!("cannot record the sysfs root: {e}"))?;
         crate::control::record_policy_path(&dir, state.policy.as_deref())
             .map_err(|e| anyhow::anyhow!("cannot record the policy's path: {e}"))?;
-        crate::control::record_agent_netns(&dir)
-            .map_err(|e| anyhow::anyhow!("cannot record the agent's network namespace: {e}"))?;
         for w in journal.warnings() {
             warn!("journal: {w}");
         }
@@ -215,6 +213,11 @@ impl Deciding {
             .clone()
             .unwrap_or_else(|| crate::api::DEFAULT_SOCKET.into());
         let (server, requests) = Server::bind(&socket)?;
+        // Once this agent is sure to run (its socket is bound): a start that stops at the bind,
+        // such as another agent's test run in a namespace of its own, must not point the
+        // offline commands at its namespace.
+        crate::control::record_agent_netns(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot record the agent's network namespace: {e}"))?;
         let path = ChangePath::new(policy, journal, Box::new(actuators));
         let (mut deciding, mut events) = Self::over(path, recommend_only, Some((&socket, &dir)))?;
         deciding.policy_file = match &state.policy {

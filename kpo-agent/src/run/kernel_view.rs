@@ -105,7 +105,26 @@ pub fn kernel_hz() -> Option<u32> {
                 .find_map(|l| l.strip_prefix("CONFIG_HZ="))
                 .and_then(|hz| hz.trim().parse().ok())
         })
-        .or_else(|| hz_from_timer_list(&std::fs::read_to_string("/proc/timer_list").ok()?))
+        .or_else(|| hz_from_timer_list(&timer_list_head()?))
+}
+
+/// /proc/timer_list up to its first `jiffies:` line, which is all [`hz_from_timer_list`] needs:
+/// the whole file lists every CPU's timers, megabytes on a large host, made by the kernel as it
+/// is read.
+fn timer_list_head() -> Option<String> {
+    use std::io::BufRead;
+    const MAX_BYTES: usize = 1 << 20;
+    let file = std::fs::File::open("/proc/timer_list").ok()?;
+    let mut head = String::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.ok()?;
+        head.push_str(&line);
+        head.push('\n');
+        if line.starts_with("jiffies: ") || head.len() > MAX_BYTES {
+            break;
+        }
+    }
+    Some(head)
 }
 
 /// Jiffies start 300 s short of wrapping 32 bits (`INITIAL_JIFFIES`, include/linux/jiffies.h),
@@ -305,7 +324,7 @@ mod tests {
             .lines()
             .find_map(|l| l.strip_prefix("CONFIG_HZ="))
             .and_then(|hz| hz.parse().ok());
-        let Ok(text) = std::fs::read_to_string("/proc/timer_list") else {
+        let Some(text) = timer_list_head() else {
             eprintln!("skipped: /proc/timer_list unreadable");
             return;
         };

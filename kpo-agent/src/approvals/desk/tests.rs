@@ -1173,6 +1173,21 @@ fn a_notification_names_the_socket_and_state_directory_it_needs() {
     );
     s.desk.set_command_paths(defaults.0, defaults.1);
     assert_eq!(s.desk.command_flags, "");
+    // A path is the operator's own: copied from the message, it must name the same file, so
+    // an `@` gets no zero-width space after it (text from elsewhere does).
+    s.desk.set_command_paths(
+        std::path::Path::new("/srv/@b/kpo.sock"),
+        std::path::Path::new("/srv/kpo"),
+    );
+    s.consider(vec![rec(Source::Rules, 24, false)]);
+    let item = s.desk.store().item("ap-1").unwrap().clone();
+    let text = Payload::new("approval_required", "web1", &item, &s.desk.command_flags).text;
+    assert!(
+        text.contains("`kpo approve ap-1 --socket /srv/@b/kpo.sock --state-dir /srv/kpo`"),
+        "{text}"
+    );
+    s.set_value(24);
+    s.desk.on_window(&s.path);
     s.desk.set_command_paths(
         std::path::Path::new("/run/kpo-b/kpo.sock"),
         std::path::Path::new("/srv/kpo state/it's"),
@@ -1182,11 +1197,11 @@ fn a_notification_names_the_socket_and_state_directory_it_needs() {
         r" --socket /run/kpo-b/kpo.sock --state-dir '/srv/kpo state/it'\''s'"
     );
     s.consider(vec![rec(Source::Rules, 32, false)]);
-    let item = s.desk.store().item("ap-1").unwrap().clone();
+    let item = s.desk.store().item("ap-2").unwrap().clone();
     let text = Payload::new("approval_required", "web1", &item, &s.desk.command_flags).text;
     assert!(
         text.contains(
-            r"Approve with `kpo approve ap-1 --socket /run/kpo-b/kpo.sock --state-dir '/srv/kpo state/it'\''s'`, reject with `kpo reject ap-1 --socket"
+            r"Approve with `kpo approve ap-2 --socket /run/kpo-b/kpo.sock --state-dir '/srv/kpo state/it'\''s'`, reject with `kpo reject ap-2 --socket"
         ),
         "{text}"
     );
