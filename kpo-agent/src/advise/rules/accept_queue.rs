@@ -418,8 +418,13 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
             let listeners = || window.listeners.iter().filter(|l| l.netns == netns);
             // Lowering somaxconn leaves a listener's limit as it is until it calls listen()
             // again, and then cuts it to the new value: headroom is judged against that limit,
-            // else the next restart would bring the queue back near it and a raise with it.
-            let stepped = (current / self.cfg.raise_factor.max(2)).max(original);
+            // else the next restart would bring the queue back near it and a raise with it. The
+            // value is the step the policy leaves (its max_step may keep it higher).
+            let limits = policy.allowed(&addr, Source::Rules);
+            let halved = current / self.cfg.raise_factor.max(2);
+            let stepped = step::lower_to(current, halved, original, limits.as_ref())
+                .unwrap_or(halved)
+                .max(original);
             let quiet = |l: &ListenerWindow| {
                 let limit = i64::from(l.backlog_limit).min(stepped).max(1);
                 f64::from(l.backlog_max) < self.cfg.calm_ratio * limit as f64
@@ -451,7 +456,6 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
             }
             let last = entry.1.replace((at.index, current));
             let calm_windows = entry.0;
-            let limits = policy.allowed(&addr, Source::Rules);
             let Some(target) = step::lower(
                 &addr,
                 current,
@@ -1116,6 +1120,28 @@ mod tests {
         for i in 40..45 {
             assert!(rule.evaluate(&at(i), &restarted, &mut k, &p).is_empty());
         }
+    }
+
+    /// Headroom is judged against the step the policy leaves: with a max_step of 1024, 8192
+    /// steps to 7168, under whose quarter a queue of 1100 is quiet (it is not under a quarter of
+    /// the halved 4096, which the policy would not allow in one step).
+    #[test]
+    fn a_step_back_judges_headroom_at_the_step_the_policy_allows() {
+        let (mut rule, mut k, _, _) = raised_from_1024_to_8192();
+        let p = StaticPolicy::new().with(
+            SOMAXCONN,
+            &[Source::Rules],
+            ParamLimits {
+                max_step: Some(crate::advise::limits::Step::Absolute(1024)),
+                ..ParamLimits::new(Mode::Auto).bounds(128, 65535)
+            },
+        );
+        let calm = window(vec![listener(NS, 8192, 1100, 0)]);
+        let advised: Vec<_> = (0..6)
+            .flat_map(|i| rule.evaluate(&at(i), &calm, &mut k, &p))
+            .map(|r| r.recommended_value.and_then(|v| v.as_int()))
+            .collect();
+        assert_eq!(advised, [Some(7168)]);
     }
 
     /// A step back the guard reverted (its value quarantined, the raise back in place) is not

@@ -40,6 +40,17 @@ pub fn lower(
     within_reach(address, lowered(current, target, floor, limits))
 }
 
+/// [`lower`]'s value without its warning, for a rule that weighs a step before it advises one
+/// (the warning is given when it does).
+pub fn lower_to(
+    current: i64,
+    target: i64,
+    floor: i64,
+    limits: Option<&ParamLimits>,
+) -> Option<i64> {
+    lowered(current, target, floor, limits).ok().flatten()
+}
+
 fn within_reach(address: &ParamAddress, step: Result<Option<i64>, String>) -> Option<i64> {
     step.unwrap_or_else(|why| {
         warn!("rules: no step for {address}: {why}");
