@@ -283,7 +283,8 @@ impl Deciding {
             RulesState::default()
         });
         let mut rules = RuleSet::default();
-        rules_saved.restore(&mut rules);
+        let hz = super::kernel_view::kernel_hz();
+        rules_saved.restore(&mut rules, hz);
         let (_, requests) = mpsc::channel(1);
         let path_origin = path.policy.origin.clone();
         let mut deciding = Deciding {
@@ -301,7 +302,7 @@ impl Deciding {
             host_netns: std::fs::metadata("/proc/self/ns/net")
                 .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
                 .unwrap_or(0),
-            hz: super::kernel_view::kernel_hz(),
+            hz,
             optimizer: None,
             held_back: BTreeMap::new(),
             policy_file_differs: false,

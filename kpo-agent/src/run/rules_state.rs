@@ -25,8 +25,15 @@ impl RulesState {
         }
     }
 
-    pub fn restore(&self, rules: &mut RuleSet) {
-        rules.receive_path.restore_futile(self.receive_path_futile);
+    /// Gives the rules what an earlier run judged; `hz`, the kernel's tick rate, lets a judgement
+    /// that says nothing at this rate be dropped (logged).
+    pub fn restore(&self, rules: &mut RuleSet, hz: Option<u32>) {
+        if let Some(why) = rules
+            .receive_path
+            .restore_futile(self.receive_path_futile, hz)
+        {
+            tracing::info!("rules: {why}");
+        }
     }
 
     /// The state an earlier run left in `dir`; none when there is no file.

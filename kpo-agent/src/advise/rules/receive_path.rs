@@ -116,9 +116,30 @@ impl ReceivePathRule {
         self.futile
     }
 
-    /// Takes up the budgets a raise to which did not help, as an earlier run judged them.
-    pub fn restore_futile(&mut self, futile: Option<(i64, i64)>) {
+    /// Takes up the budgets a raise to which did not help, as an earlier run judged them. At a
+    /// known tick rate, a mark whose time budget is in the same tick as the value a raise to it
+    /// came from (one `raise_factor` below) is dropped, with the reason returned: such a raise
+    /// moved the round's time limit not at all (an earlier version raised it so: 2000 to 4000 µs
+    /// at HZ 250), so it says nothing of what a longer round would do.
+    pub fn restore_futile(
+        &mut self,
+        futile: Option<(i64, i64)>,
+        hz: Option<u32>,
+    ) -> Option<String> {
+        if let (Some((budget, usecs)), Some(hz)) = (futile, hz) {
+            let from = usecs / self.cfg.raise_factor.max(2);
+            if ticks(usecs, hz) <= ticks(from, hz) {
+                self.futile = None;
+                return Some(format!(
+                    "the raise to {BUDGET} = {budget}, {BUDGET_USECS} = {usecs} µs was judged \
+                     futile, but at HZ {hz} it left a round's time limit where it was ({} \
+                     tick(s) from {from} µs); the budgets may be raised again",
+                    ticks(usecs, hz)
+                ));
+            }
+        }
         self.futile = futile;
+        None
     }
 
     /// Advice for one of these parameters was refused for a reason that has passed: given again
@@ -740,6 +761,30 @@ mod tests {
         assert_eq!(advised(Some(250), 6000).len(), 1);
         // The rate unknown: doubled, as the kernel may count it in milliseconds.
         assert_eq!(advised(None, 2000)[1].1, 4000);
+    }
+
+    /// A futile mark an earlier version left for a raise of the time budget within one tick
+    /// (2000 to 4000 µs at HZ 250, which changed nothing) is dropped at start; one that moved
+    /// the tick, or at an unknown rate, stands.
+    #[test]
+    fn a_futile_mark_from_a_raise_within_one_tick_is_dropped() {
+        let mut rule = ReceivePathRule::default();
+        let why = rule.restore_futile(Some((600, 4000)), Some(250)).unwrap();
+        assert_eq!(rule.futile(), None);
+        assert!(
+            why.contains(
+                "at HZ 250 it left a round's time limit where it was (1 tick(s) from 2000 µs)"
+            ),
+            "{why}"
+        );
+        assert_eq!(rule.restore_futile(Some((600, 8000)), Some(250)), None);
+        assert_eq!(rule.futile(), Some((600, 8000)));
+        assert_eq!(rule.restore_futile(Some((600, 4000)), Some(1000)), None);
+        assert_eq!(rule.futile(), Some((600, 4000)));
+        assert_eq!(rule.restore_futile(Some((600, 4000)), None), None);
+        assert_eq!(rule.futile(), Some((600, 4000)));
+        assert_eq!(rule.restore_futile(None, Some(250)), None);
+        assert_eq!(rule.futile(), None);
     }
 
     #[test]
