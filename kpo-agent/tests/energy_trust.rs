@@ -197,6 +197,31 @@ fn a_counter_that_stops_later_is_not_reported_as_energy() {
     assert_eq!(choice.meter.read().unwrap().joules, 0.2);
 }
 
+/// A counter that stops partway through a window leaves it short of that stretch's energy
+/// though its total moved: a second still, read after read, refuses the window.
+#[test]
+fn a_counter_that_stops_partway_through_a_window_refuses_it() {
+    let (sys, proc_dir) = machine(0, 1 << 40);
+    let file = energy_file(sys.path());
+    let mut choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {
+        write(&file, "300000\n")
+    });
+    assert_eq!(choice.meter.source(), EnergySource::Rapl);
+    write(&file, "400000\n");
+    choice.meter.sample();
+    // Still for a second, read at its end (a tick): then it moves again before the window ends.
+    std::thread::sleep(trust::MAX_STILL);
+    choice.meter.sample();
+    write(&file, "500000\n");
+    let err = choice.meter.read().unwrap_err();
+    assert!(err.to_string().contains("did not advance over 1."), "{err}");
+    // A window in which it moved at every read is a measurement again.
+    write(&file, "600000\n");
+    choice.meter.sample();
+    write(&file, "700000\n");
+    assert_eq!(choice.meter.read().unwrap().joules, 0.2);
+}
+
 /// A tree with package zones `ids` (`intel-rapl:<id>`, named `package-<id>`), each at `start` µJ
 /// with range `max_range`.
 fn packages(ids: &[u32], start: u64, max_range: u64) -> (tempfile::TempDir, tempfile::TempDir) {

@@ -202,6 +202,10 @@ pub struct CheckedMeter {
     interval: Result<Vec<f64>, EnergyError>,
     /// The last inner read failed: the next one reaches back before it.
     behind: bool,
+    /// Per counter, how long it has stood still over the reads up to now, and the longest such
+    /// stretch in this interval (from its start, or carried in from the previous one).
+    still_s: Vec<f64>,
+    longest_still_s: Vec<f64>,
 }
 
 impl CheckedMeter {
@@ -219,6 +223,8 @@ impl CheckedMeter {
             interval_start: before,
             interval: Ok(Vec::new()),
             behind: false,
+            still_s: Vec::new(),
+            longest_still_s: Vec::new(),
         };
         work();
         // The work is known, however short a test makes it: a counter that did not move over it
@@ -233,11 +239,16 @@ impl CheckedMeter {
         self.sample_now();
         let seconds = self.interval_start.elapsed().as_secs_f64();
         self.interval_start = Instant::now();
+        // A stretch still at the interval's end goes on counting in the next one.
+        let longest_still = std::mem::replace(&mut self.longest_still_s, self.still_s.clone());
         let parts = std::mem::replace(&mut self.interval, Ok(Vec::new()))?;
         let meter = self.inner.source();
         for (i, &joules) in parts.iter().enumerate() {
+            let still = longest_still.get(i).copied().unwrap_or(0.0);
             let judged = if strict && joules == 0.0 {
                 Err(trust::Untrusted::Frozen { seconds })
+            } else if still >= trust::MAX_STILL.as_secs_f64() {
+                Err(trust::Untrusted::Frozen { seconds: still })
             } else {
                 trust::check_moved(joules, seconds)
             };
@@ -299,6 +310,17 @@ impl CheckedMeter {
                 let error = self.untrusted(i, reason);
                 return self.fail(error);
             }
+        }
+        let n = reading.parts.len();
+        self.still_s.resize(n, 0.0);
+        self.longest_still_s.resize(n, 0.0);
+        for (i, &joules) in reading.parts.iter().enumerate() {
+            self.still_s[i] = if joules == 0.0 {
+                self.still_s[i] + seconds
+            } else {
+                0.0
+            };
+            self.longest_still_s[i] = self.longest_still_s[i].max(self.still_s[i]);
         }
         if let Ok(sums) = &mut self.interval {
             sums.resize(reading.parts.len(), 0.0);

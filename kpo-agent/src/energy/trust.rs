@@ -9,7 +9,8 @@
 //!
 //! A counter's reading is refused when:
 //! - it is zero over an interval of at least [`MIN_JUDGED`]: the counter did not advance, though a
-//!   running package always draws power ([`check_moved`]);
+//!   running package always draws power ([`check_moved`]); or it stood still, read after read,
+//!   for [`MAX_STILL`] inside the interval: it stopped partway (checked by the meter);
 //! - it implies more than [`MAX_WATTS_PER_PACKAGE`]: the counter jumped, or went backwards outside
 //!   a wrap (RAPL takes a decrease for a wrap, so a reset shows up as an enormous delta; the perf
 //!   PMU's 64-bit count turns one into a huge wrapping difference) ([`check_possible`]);
@@ -25,6 +26,12 @@ pub const MAX_WATTS_PER_PACKAGE: f64 = 1000.0;
 /// update about every millisecond; a read right after another (the last window at shutdown) may
 /// see none of those updates.
 pub const MIN_JUDGED: Duration = Duration::from_millis(5);
+
+/// The longest a counter may stand still between two reads inside a window that moved. RAPL
+/// counters update about every millisecond and a perf power PMU within a few hundred: one still
+/// for a second has stopped, and the energy of the window it stopped in is short by that stretch,
+/// though the window's total moved.
+pub const MAX_STILL: Duration = Duration::from_secs(1);
 
 /// How long the CPU works while a counter is checked at start-up. RAPL counters update about
 /// every millisecond, so 100 ms of work moves a live one by thousands of its units.
