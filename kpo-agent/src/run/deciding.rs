@@ -1071,9 +1071,12 @@ impl Deciding {
         events
     }
 
+    /// As if the agent had started on a kernel of this tick rate: the rules take up what an
+    /// earlier run judged under it.
     #[cfg(test)]
     pub(crate) fn set_hz_for_tests(&mut self, hz: Option<u32>) {
         self.hz = hz;
+        self.rules_saved.restore(&mut self.rules, hz);
     }
 
     #[cfg(test)]
