@@ -3672,7 +3672,7 @@ guard_signals = ["request_p99"]
     assert_eq!(applied(&mut d, 1), []);
     assert_eq!(
         std::fs::read_to_string(state.join("rules.json")).unwrap(),
-        "{\"receive_path_futile\":[600,4000]}\n"
+        "{\"receive_path_futile\":[600,4000],\"whole_ticks\":true}\n"
     );
     drop(d);
     let mut d = open();

@@ -16,18 +16,26 @@ pub const RULES_FILE: &str = "rules.json";
 pub struct RulesState {
     /// (`net.core.netdev_budget`, `net.core.netdev_budget_usecs`) a raise to which did not help.
     pub receive_path_futile: Option<(i64, i64)>,
+    /// Written by versions that raise `netdev_budget_usecs` by whole ticks. Without it, the mark
+    /// may come from a raise that stayed within one tick and so changed nothing: it is checked
+    /// against the kernel's tick rate at start ([`RulesState::restore`]).
+    pub whole_ticks: bool,
 }
 
 impl RulesState {
     pub fn of(rules: &RuleSet) -> Self {
         RulesState {
             receive_path_futile: rules.receive_path.futile(),
+            whole_ticks: true,
         }
     }
 
-    /// Gives the rules what an earlier run judged; `hz`, the kernel's tick rate, lets a judgement
-    /// that says nothing at this rate be dropped (logged).
+    /// Gives the rules what an earlier run judged. A judgement an earlier version made, whose
+    /// raise stayed within one tick at `hz` (the kernel's tick rate), says nothing and is dropped
+    /// (logged); this version's judgements stand (a raise that left the time budget alone, at HZ
+    /// 100 say, judged the packet budget).
     pub fn restore(&self, rules: &mut RuleSet, hz: Option<u32>) {
+        let hz = hz.filter(|_| !self.whole_ticks);
         if let Some(why) = rules
             .receive_path
             .restore_futile(self.receive_path_futile, hz)
@@ -67,11 +75,34 @@ mod tests {
         assert_eq!(RulesState::load(dir.path()), Ok(RulesState::default()));
         let judged = RulesState {
             receive_path_futile: Some((600, 4000)),
+            whole_ticks: true,
         };
         judged.save(dir.path()).unwrap();
         assert_eq!(RulesState::load(dir.path()), Ok(judged));
         std::fs::write(dir.path().join(RULES_FILE), "{\"receive_path_futile\":[600").unwrap();
         let e = RulesState::load(dir.path()).unwrap_err();
         assert!(e.contains(RULES_FILE), "{e}");
+    }
+
+    /// A mark an earlier version left (no `whole_ticks`) is checked against the tick rate: at HZ
+    /// 250 its 2000 -> 4000 µs raise moved nothing, and it is dropped. This version's mark of the
+    /// same budgets stands: it raised the packet budget alone.
+    #[test]
+    fn only_an_earlier_versions_mark_is_checked_against_the_tick_rate() {
+        let restored = |text: &str| {
+            let state: RulesState = serde_json::from_str(text).unwrap();
+            let mut rules = RuleSet::default();
+            state.restore(&mut rules, Some(250));
+            rules.receive_path.futile()
+        };
+        assert_eq!(restored(r#"{"receive_path_futile":[600,4000]}"#), None);
+        assert_eq!(
+            restored(r#"{"receive_path_futile":[600,4000],"whole_ticks":true}"#),
+            Some((600, 4000))
+        );
+        assert_eq!(
+            restored(r#"{"receive_path_futile":[600,8000]}"#),
+            Some((600, 8000))
+        );
     }
 }
