@@ -926,7 +926,11 @@ fn says_something(error: &Json) -> bool {
     match error {
         Json::Object(e) => !e.is_empty(),
         Json::String(s) => !s.trim().is_empty(),
-        _ => false,
+        Json::Array(a) => !a.is_empty(),
+        Json::Bool(b) => *b,
+        // An error code (`"error": 502`); 0 is the usual "none".
+        Json::Number(n) => n.as_f64() != Some(0.0),
+        Json::Null => false,
     }
 }
 
@@ -1222,6 +1226,12 @@ mod tests {
                 serde_json::json!({"error": {"code": 500}}),
                 r#"{"code":500}"#,
             ),
+            (serde_json::json!({"choices": [], "error": true}), "true"),
+            (serde_json::json!({"choices": [], "error": 502}), "502"),
+            (
+                serde_json::json!({"choices": [], "error": ["overloaded"]}),
+                r#"["overloaded"]"#,
+            ),
         ] {
             let c = read(body.clone());
             assert_eq!(c.outcome, Outcome::InvalidBody, "{body}");
@@ -1243,6 +1253,7 @@ mod tests {
             false.into(),
             serde_json::json!({}),
             0.into(),
+            serde_json::json!([]),
         ] {
             let c = read(serde_json::json!({"error": none,
                 "choices": [{"message": {"content": advice}, "finish_reason": "stop", "error": none}]}));
