@@ -143,6 +143,9 @@ pub enum ControlError {
     /// agent last ran in ([`AGENT_NETNS_FILE`]).
     #[error("refused: {0}")]
     OtherNetns(String),
+    /// A request names no parameter (`kpo resume` on the socket with a malformed one).
+    #[error("{0}")]
+    NotAParameter(String),
     /// A command that only reads, or acts on what KPO did, found no state directory: a mistyped
     /// `--state-dir` would otherwise be created empty and read as a host KPO never touched.
     #[error(
@@ -297,7 +300,14 @@ impl Control for ChangePath {
                     vec![]
                 }
             }
-            Some(name) => self.journal.resume_param(name)?,
+            // The CLI checks its argument; a request on the socket may name nothing, and "not
+            // yielded" of a typo would hide it.
+            Some(name) => {
+                let name = crate::cli::param_arg(name).map_err(|why| {
+                    ControlError::NotAParameter(format!("{name:?} is not a parameter: {why}"))
+                })?;
+                self.journal.resume_param(&name)?
+            }
         };
         if !resumed.is_empty() {
             self.send_other(ChangePathEvent::Resumed(ResumedEvent {
@@ -598,6 +608,30 @@ mod tests {
         std::fs::remove_dir(&file).unwrap();
         // Acting where it runs, once the operator removed the record.
         open_offline_kernel(None, state.path()).unwrap();
+    }
+
+    /// A resume naming no parameter (a request on the socket; the CLI checks its own argument)
+    /// is an error, not "not yielded".
+    #[test]
+    fn a_resume_of_something_that_is_no_parameter_is_an_error() {
+        let state = tempfile::tempdir().unwrap();
+        crate::journal::store::make_private(state.path());
+        let (mut path, _) = open_offline_kernel(None, state.path()).unwrap();
+        for bad in ["", "net..core", "net.core.somaxconn@"] {
+            match Control::resume(&mut path, Some(bad), "test") {
+                Err(ControlError::NotAParameter(why)) => {
+                    assert!(
+                        why.starts_with(&format!("{bad:?} is not a parameter: ")),
+                        "{why}"
+                    )
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            Control::resume(&mut path, Some("net.core.somaxconn"), "test").unwrap(),
+            Vec::<String>::new()
+        );
     }
 
     /// An offline command given no `--policy` decides under the policy the agent last ran with
