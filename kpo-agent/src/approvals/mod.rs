@@ -240,10 +240,30 @@ pub enum ApprovalError {
 /// `ap-7` from `ap-7` or `7`.
 pub fn normalize_id(id: &str) -> String {
     let id = id.trim();
-    if id.chars().all(|c| c.is_ascii_digit()) && !id.is_empty() {
-        format!("ap-{id}")
-    } else {
-        id.to_string()
+    let digits = id.strip_prefix("ap-").unwrap_or(id);
+    // As numbers: `ap-03` and `3` are `ap-3` (ids are written without leading zeros).
+    match digits.parse::<u64>() {
+        Ok(n) if digits.chars().all(|c| c.is_ascii_digit()) => format!("ap-{n}"),
+        _ => id.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    #[test]
+    fn an_id_is_read_as_its_number() {
+        for (given, id) in [
+            ("3", "ap-3"),
+            ("ap-3", "ap-3"),
+            (" ap-03 ", "ap-3"),
+            ("007", "ap-7"),
+            ("ap-x", "ap-x"),
+            ("", ""),
+            ("ap-", "ap-"),
+            ("+3", "+3"),
+        ] {
+            assert_eq!(super::normalize_id(given), id, "{given:?}");
+        }
     }
 }
 
