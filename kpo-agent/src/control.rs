@@ -462,10 +462,10 @@ pub fn record_agent_netns(state_dir: &Path) -> Result<(), JournalError> {
 fn refuse_if_other_netns(state_dir: &Path) -> Result<(), ControlError> {
     let file = state_dir.join(AGENT_NETNS_FILE);
     let text = match std::fs::read_to_string(&file) {
-        Ok(text) => Some(text),
+        Ok(text) => Ok(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         // Unreadable is not absent: where the agent ran is then unknown.
-        Err(_) => None,
+        Err(e) => Err(e),
     };
     let how = format!(
         "run the command in the agent's namespace (`nsenter --net=FILE kpo ...` with a file of \
@@ -473,8 +473,14 @@ fn refuse_if_other_netns(state_dir: &Path) -> Result<(), ControlError> {
          that namespace is gone for good, removing {} lets commands act where they run",
         file.display()
     );
-    let Some(text) = text else {
-        return Err(malformed(&file, &how));
+    let text = match text {
+        Ok(text) => text,
+        Err(e) => {
+            return Err(ControlError::OtherNetns(format!(
+                "{} cannot be read ({e}), so where the agent ran is unknown; {how}",
+                file.display()
+            )));
+        }
     };
     let mut fields = text.split_whitespace();
     let recorded = match (
@@ -602,7 +608,7 @@ mod tests {
             other => panic!("a directory: {:?}", other.map(|_| ())),
         };
         assert!(
-            unreadable.contains("cannot be read as a network namespace"),
+            unreadable.contains("agent-netns cannot be read (Is a directory (os error 21))"),
             "{unreadable}"
         );
         std::fs::remove_dir(&file).unwrap();

@@ -222,6 +222,46 @@ fn a_counter_that_stops_partway_through_a_window_refuses_it() {
     assert_eq!(choice.meter.read().unwrap().joules, 0.2);
 }
 
+/// A stall that ends at a window's last read belongs to that window: the next window, in which
+/// the counter moved at every read, is a measurement.
+#[test]
+fn a_stall_up_to_a_windows_end_does_not_refuse_the_next_window() {
+    let (sys, proc_dir) = machine(0, 1 << 40);
+    let file = energy_file(sys.path());
+    let mut choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {
+        write(&file, "300000\n")
+    });
+    write(&file, "400000\n");
+    choice.meter.sample();
+    std::thread::sleep(trust::MAX_STILL);
+    let err = choice.meter.read().unwrap_err();
+    assert!(err.to_string().contains("did not advance over 1."), "{err}");
+    write(&file, "500000\n");
+    choice.meter.sample();
+    write(&file, "600000\n");
+    assert_eq!(choice.meter.read().unwrap().joules, 0.2);
+}
+
+/// A stall that goes on across a window's end counts whole in the window where it goes on:
+/// half a second still before the end and half a second after make a second.
+#[test]
+fn a_stall_across_a_windows_end_counts_whole_in_the_next_window() {
+    let (sys, proc_dir) = machine(0, 1 << 40);
+    let file = energy_file(sys.path());
+    let mut choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {
+        write(&file, "300000\n")
+    });
+    write(&file, "400000\n");
+    choice.meter.sample();
+    std::thread::sleep(trust::MAX_STILL / 2);
+    assert_eq!(choice.meter.read().unwrap().joules, 0.1);
+    std::thread::sleep(trust::MAX_STILL / 2);
+    choice.meter.sample();
+    write(&file, "500000\n");
+    let err = choice.meter.read().unwrap_err();
+    assert!(err.to_string().contains("did not advance over 1."), "{err}");
+}
+
 /// A tree with package zones `ids` (`intel-rapl:<id>`, named `package-<id>`), each at `start` µJ
 /// with range `max_range`.
 fn packages(ids: &[u32], start: u64, max_range: u64) -> (tempfile::TempDir, tempfile::TempDir) {

@@ -17,7 +17,8 @@ method replayed on it.
   correlation of the energy's and the run time's differences: energy = power x run time, and
   where power is smooth a dip in energy is a dip in run time, the constrained output.
 
-Run from the repository root with any Python 3 (standard library only):
+Run from the repository root with Python 3.10 or later (standard library only;
+statistics.correlation is 3.10's):
     python3 xtask/bench/tight_limits.py
 """
 import csv

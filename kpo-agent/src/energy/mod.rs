@@ -239,8 +239,11 @@ impl CheckedMeter {
         self.sample_now();
         let seconds = self.interval_start.elapsed().as_secs_f64();
         self.interval_start = Instant::now();
-        // A stretch still at the interval's end goes on counting in the next one.
-        let longest_still = std::mem::replace(&mut self.longest_still_s, self.still_s.clone());
+        // The next interval starts with no stretch of its own: one still at this end goes on
+        // counting (`still_s` is kept) only if the next read finds the counter still too, so a
+        // stall that ended at this read is charged to this interval alone.
+        let zeros = vec![0.0; self.longest_still_s.len()];
+        let longest_still = std::mem::replace(&mut self.longest_still_s, zeros);
         let parts = std::mem::replace(&mut self.interval, Ok(Vec::new()))?;
         let meter = self.inner.source();
         for (i, &joules) in parts.iter().enumerate() {

@@ -823,7 +823,7 @@ impl Deciding {
     /// Keeps what the rules judged in the state directory when it changed. A failure is logged
     /// once and the rules go on in memory; every window tries again until a save succeeds.
     fn save_rules_state(&mut self) {
-        let now = RulesState::of(&self.rules);
+        let now = RulesState::of(&self.rules, self.hz);
         if now == self.rules_saved {
             return;
         }

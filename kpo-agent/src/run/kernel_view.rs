@@ -99,13 +99,18 @@ pub fn kernel_hz() -> Option<u32> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
     std::fs::read_to_string(format!("/boot/config-{}", release.trim()))
         .ok()
-        .and_then(|config| {
-            config
-                .lines()
-                .find_map(|l| l.strip_prefix("CONFIG_HZ="))
-                .and_then(|hz| hz.trim().parse().ok())
-        })
+        .and_then(|config| hz_from_config(&config))
         .or_else(|| hz_from_timer_list(&timer_list_head()?))
+}
+
+/// `CONFIG_HZ` of a kernel config, when it is a rate a kernel can be built with: a damaged
+/// file's 0 would be divided by.
+fn hz_from_config(config: &str) -> Option<u32> {
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("CONFIG_HZ="))
+        .and_then(|hz| hz.trim().parse().ok())
+        .filter(|hz| (10..=10_000).contains(hz))
 }
 
 /// /proc/timer_list up to its first `jiffies:` line, which is all [`hz_from_timer_list`] needs:
@@ -306,24 +311,32 @@ mod tests {
         assert_eq!(hz_from_timer_list("now at 5 nsecs\n"), None);
     }
 
+    #[test]
+    fn a_config_gives_its_rate_unless_no_kernel_could_run_at_it() {
+        let config = |hz: &str| format!("CONFIG_NO_HZ=y\nCONFIG_HZ_250=y\nCONFIG_HZ={hz}\n");
+        assert_eq!(hz_from_config(&config("250")), Some(250));
+        assert_eq!(hz_from_config(&config("0")), None);
+        assert_eq!(hz_from_config(&config("-1")), None);
+        assert_eq!(hz_from_config("CONFIG_HZ_1000=y\n"), None);
+    }
+
     /// The rate agrees with the running kernel's own CONFIG_HZ (/proc/config.gz, where the kernel
-    /// has one).
+    /// has one, else its config in /boot, as Debian and Red Hat install it).
     #[test]
     fn the_tick_rate_is_the_running_kernels() {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
         let config = std::process::Command::new("zcat")
             .arg("/proc/config.gz")
             .output()
             .ok()
             .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .or_else(|| std::fs::read_to_string(format!("/boot/config-{}", release.trim())).ok());
         let Some(config) = config else {
-            eprintln!("skipped: no /proc/config.gz to compare with");
+            eprintln!("skipped: neither /proc/config.gz nor /boot/config-RELEASE to compare with");
             return;
         };
-        let configured: Option<u32> = config
-            .lines()
-            .find_map(|l| l.strip_prefix("CONFIG_HZ="))
-            .and_then(|hz| hz.parse().ok());
+        let configured = hz_from_config(&config);
         let Some(text) = timer_list_head() else {
             eprintln!("skipped: /proc/timer_list unreadable");
             return;

@@ -16,17 +16,21 @@ pub const RULES_FILE: &str = "rules.json";
 pub struct RulesState {
     /// (`net.core.netdev_budget`, `net.core.netdev_budget_usecs`) a raise to which did not help.
     pub receive_path_futile: Option<(i64, i64)>,
-    /// Written by versions that raise `netdev_budget_usecs` by whole ticks. Without it, the mark
-    /// may come from a raise that stayed within one tick and so changed nothing: it is checked
-    /// against the kernel's tick rate at start ([`RulesState::restore`]).
+    /// The mark was judged by a version that raises `netdev_budget_usecs` by whole ticks, on a
+    /// kernel whose tick rate it knew. Without it, the mark may come from a raise that stayed
+    /// within one tick and so changed nothing (an earlier version's, or one made while the rate
+    /// was unknown): it is checked against the kernel's tick rate at start
+    /// ([`RulesState::restore`]).
     pub whole_ticks: bool,
 }
 
 impl RulesState {
-    pub fn of(rules: &RuleSet) -> Self {
+    /// What to save of `rules`, which judged with the tick rate `hz` (`None`: unknown, so its
+    /// raises of the time budget were not by whole ticks).
+    pub fn of(rules: &RuleSet, hz: Option<u32>) -> Self {
         RulesState {
             receive_path_futile: rules.receive_path.futile(),
-            whole_ticks: true,
+            whole_ticks: hz.is_some(),
         }
     }
 
@@ -104,5 +108,26 @@ mod tests {
             restored(r#"{"receive_path_futile":[600,8000]}"#),
             Some((600, 8000))
         );
+    }
+
+    /// A mark judged while the tick rate was unknown (the time budget doubled in µs) is saved as
+    /// unchecked, kept as it is while the rate stays unknown, and checked at a start that knows
+    /// it: at HZ 250 its 2000 -> 4000 µs raise moved nothing.
+    #[test]
+    fn a_mark_judged_without_the_tick_rate_is_checked_once_the_rate_is_known() {
+        let mut rules = RuleSet::default();
+        rules.receive_path.restore_futile(Some((600, 4000)), None);
+        let saved = RulesState::of(&rules, None);
+        assert!(!saved.whole_ticks);
+        let text = serde_json::to_string(&saved).unwrap();
+        let restored = |hz: Option<u32>| {
+            let state: RulesState = serde_json::from_str(&text).unwrap();
+            let mut rules = RuleSet::default();
+            state.restore(&mut rules, hz);
+            rules.receive_path.futile()
+        };
+        assert_eq!(restored(None), Some((600, 4000)));
+        assert_eq!(restored(Some(250)), None);
+        assert!(RulesState::of(&rules, Some(250)).whole_ticks);
     }
 }
