@@ -178,6 +178,8 @@ struct Rig {
     zero_joules: bool,
     /// Microseconds added to the windows' p99: a load the knobs do not explain.
     extra_p99_us: f64,
+    /// Requests the latency sensor times in each window (none: no entry for the port).
+    timed_requests: u64,
 }
 
 impl Rig {
@@ -233,6 +235,7 @@ impl Rig {
             estimated: false,
             zero_joules: false,
             extra_p99_us: 0.0,
+            timed_requests: 1000,
         };
         rig.record(&started);
         rig
@@ -259,6 +262,7 @@ impl Rig {
             estimated,
             zero_joules,
             extra_p99_us,
+            timed_requests,
         } = self;
         drop(deciding);
         meanwhile(&_tmp.path().join("state"));
@@ -277,6 +281,7 @@ impl Rig {
             estimated,
             zero_joules,
             extra_p99_us,
+            timed_requests,
         };
         rig.record(&started);
         rig
@@ -356,18 +361,21 @@ impl Rig {
             napi: vec![],
             runq_latency: None,
             sampled_context_switches_per_s: None,
-            request_latency: vec![RequestLatencyWindow {
+            request_latency: [RequestLatencyWindow {
                 netns: 4026531840,
                 port: PORT,
                 family: "ipv4",
                 latency: LatencySummary {
-                    samples: 1000,
+                    samples: self.timed_requests,
                     p50_us: p99 / 2.0,
                     p90_us: p99 * 0.8,
                     p99_us: p99,
                     max_us: p99 * 1.5,
                 },
-            }],
+            }]
+            .into_iter()
+            .filter(|_| self.timed_requests > 0)
+            .collect(),
             system: HostMetrics::between(&HostSnapshot::empty(t), &HostSnapshot::empty(t)),
             energy: Some(WindowEnergy {
                 source: if self.estimated {
@@ -756,6 +764,77 @@ fn an_slo_breach_is_reverted_through_the_journal() {
     assert!(events.iter().any(|e| matches!(e,
         Event::Change(c) if c.phase == ChangePhase::Reverted && c.source == Source::Optimizer)));
     rig.assert_schema();
+}
+
+/// A trial under which no request completes (responses held longer than a window) breaks no
+/// percentile: the silence sends the loop back, and the trial is not proposed again. A quiet
+/// window without a trial in place, or at a rate too low for the sampled time to tell, does not.
+#[test]
+fn a_trial_under_which_no_request_completes_is_reverted() {
+    let mut rig = Rig::new(&policy(""), true, "");
+    rig.timed_requests = 0;
+    let quiet = rig.window();
+    assert!(has(&quiet, |e| matches!(e, LiveEvent::Unmeasured { .. })));
+    assert!(!has(&quiet, |e| matches!(e, LiveEvent::NoRequests { .. })));
+    rig.timed_requests = 1000;
+    rig.until_a_trial(10, |_| true);
+    let trial = rig.config_now();
+    let before = rig.live.clone();
+    let back_to = before
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            LiveEvent::Measured { config, .. } => Some(config.clone()),
+            _ => None,
+        })
+        .unwrap();
+    rig.timed_requests = 0;
+    let events = rig.window();
+    let loop_events: Vec<_> = loop_events(&events).into_iter().cloned().collect();
+    assert!(
+        matches!(
+            &loop_events[..],
+            [LiveEvent::NoRequests { config }, LiveEvent::Reverted { from, to }]
+                if *config == trial && *from == trial && *to == back_to
+        ) || matches!(
+            &loop_events[..],
+            [LiveEvent::Unmeasured { .. }, LiveEvent::NoRequests { config }, LiveEvent::Reverted { from, to }]
+                if *config == trial && *from == trial && *to == back_to
+        ),
+        "{loop_events:#?}"
+    );
+    assert_eq!(rig.config_now(), back_to);
+    // Silent again at the configuration measured: nothing more to undo.
+    let events = rig.window();
+    assert!(!has(&events, |e| matches!(
+        e,
+        LiveEvent::NoRequests { .. } | LiveEvent::Reverted { .. }
+    )));
+    rig.timed_requests = 1000;
+    for _ in 0..15 {
+        let events = rig.window();
+        assert!(
+            !has(
+                &events,
+                |e| matches!(e, LiveEvent::Applied { config, .. } if *config == trial)
+            ),
+            "proposed again: {:#?}",
+            rig.live
+        );
+    }
+    rig.assert_schema();
+
+    // Ten requests a second timed over a whole window: 10 expected, under the 20 a silence
+    // needs to be told from chance.
+    let mut rig = Rig::new(&policy(""), true, "");
+    rig.timed_requests = 10;
+    rig.until_a_trial(10, |_| true);
+    rig.timed_requests = 0;
+    let events = rig.window();
+    assert!(!has(&events, |e| matches!(
+        e,
+        LiveEvent::NoRequests { .. } | LiveEvent::Reverted { .. }
+    )));
 }
 
 #[test]

@@ -228,6 +228,10 @@ struct Trial {
 }
 
 /// One window's timed requests on the SLO port.
+/// Requests the sensor would have timed at the last rate seen, below which a window without any
+/// is not taken for a trial that stalled the service ([`AgentOptimizer::none_completed`]).
+const STALL_EXPECTED_REQUESTS: f64 = 20.0;
+
 #[derive(Debug)]
 struct Timed {
     /// The SLO's percentile, the worst over the port's services.
@@ -258,6 +262,8 @@ pub struct AgentOptimizer {
     disturbed: Option<(Vec<f64>, String)>,
     /// The last reason a window was not a measurement (said once, not every window).
     unmeasured: Option<String>,
+    /// The request rate on the SLO port of the last window that timed any.
+    last_timed_rps: f64,
     /// The loop's reverts that left a value alone because it is not KPO's (a person wrote it
     /// since): the caller yields to them, as after the guard's reverts and `on_exit`'s.
     skipped: Vec<ChangeReport>,
@@ -387,6 +393,7 @@ impl AgentOptimizer {
                 mark: path.journal.records().len(),
                 disturbed: None,
                 unmeasured: None,
+                last_timed_rps: 0.0,
                 skipped: Vec::new(),
             },
             started,
@@ -778,6 +785,10 @@ impl AgentOptimizer {
             Err(e) => Some((self.live.current().to_vec(), e)),
         });
         let timed = self.timed(window);
+        let stalled = timed.is_err() && self.none_completed(window);
+        if let Ok(t) = &timed {
+            self.last_timed_rps = t.requests_per_s;
+        }
         let max_us = self.settings.slo_max_us.unwrap_or(f64::INFINITY);
         let breached = timed.as_ref().is_ok_and(|t| t.latency_us > max_us);
         if let Some((now, reason)) = disturbed {
@@ -808,6 +819,20 @@ impl AgentOptimizer {
                 // Not a measurement (no energy reading), but the SLO still holds the trial to
                 // account: back at once.
                 events = self.breach_without_step(path, guard, window, t);
+            } else if stalled {
+                // A trial that stalls the service completes no request to time: no percentile
+                // can break the SLO, so the silence itself sends it back.
+                self.trial = Trial::default();
+                let mut knobs = PathKnobs {
+                    path,
+                    guard,
+                    baseline: Some(window),
+                    knobs: &self.knobs,
+                    made: &mut self.made,
+                    skipped: &mut self.skipped,
+                    exiting: false,
+                };
+                events = self.live.no_requests_under_trial(&mut knobs);
             }
             if self.unmeasured.as_ref() != Some(&reason) {
                 self.unmeasured = Some(reason.clone());
@@ -878,6 +903,20 @@ impl AgentOptimizer {
         };
         self.live
             .breach_unmeasured(t.latency_us, t.requests_per_s, &mut knobs)
+    }
+
+    /// The request-latency sensor timed no request on the SLO port over the window, where the
+    /// rate of the last window that timed some would have given it at least
+    /// [`STALL_EXPECTED_REQUESTS`] in the time it sampled: not a quiet spell that the duty cycle
+    /// happened to miss (at 20 expected, a rate that held gives none with probability 2e-9).
+    fn none_completed(&self, w: &Window) -> bool {
+        let port = self.settings.slo_port.unwrap_or(0);
+        let expected = self.last_timed_rps * w.sampled_fraction * w.duration_s;
+        expected >= STALL_EXPECTED_REQUESTS
+            && !w
+                .request_latency
+                .iter()
+                .any(|r| r.port == port && r.latency.samples > 0)
     }
 
     /// The SLO's percentile of the window's timed requests on the SLO port (the worst over the

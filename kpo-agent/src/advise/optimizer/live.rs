@@ -283,6 +283,11 @@ pub enum LiveEvent {
     Unmeasured {
         reason: String,
     },
+    /// No request completed under the trial `config` in a window (see
+    /// [`LiveOptimizer::no_requests_under_trial`]): a `reverted` follows.
+    NoRequests {
+        config: Vec<f64>,
+    },
     /// The knobs were changed during the window by someone else: the window is not learned and
     /// the loop continues from `config`.
     Resynced {
@@ -369,8 +374,17 @@ pub enum LiveEvent {
 pub enum LiveError {
     #[error(transparent)]
     Optimizer(#[from] BoError),
-    #[error("the search space has more than {MAX_LIVE_CANDIDATES} points; use coarser steps")]
-    SpaceTooLarge,
+    #[error(
+        "the search space has {points} points over {knobs} knobs, more than \
+         {MAX_LIVE_CANDIDATES}: set levels in [optimizer] to at most {max_levels}, or give the \
+         optimizer fewer knobs"
+    )]
+    SpaceTooLarge {
+        points: usize,
+        knobs: usize,
+        /// The most levels per knob that keep the space within [`MAX_LIVE_CANDIDATES`].
+        max_levels: usize,
+    },
     #[error("the configuration has {got} values but the space has {want} knobs")]
     Arity { got: usize, want: usize },
     #[error("measured objective {0} is not a positive finite number")]
@@ -406,6 +420,9 @@ pub struct LiveOptimizer {
     before_trials: Option<Vec<f64>>,
     /// The start was measured beyond the SLO: no settle goes back to it.
     start_broke_slo: bool,
+    /// The proposal applied last (point, candidate index), until a step measures it: while it
+    /// is [`Self::current`], a trial is in place.
+    untested: Option<(Vec<f64>, usize)>,
 }
 
 impl LiveOptimizer {
@@ -423,9 +440,20 @@ impl LiveOptimizer {
         config: LiveConfig,
         possible: impl Fn(&[f64]) -> bool,
     ) -> Result<Self, LiveError> {
-        let mut candidates = space
-            .enumerate(MAX_LIVE_CANDIDATES)
-            .ok_or(LiveError::SpaceTooLarge)?;
+        let mut candidates =
+            space
+                .enumerate(MAX_LIVE_CANDIDATES)
+                .ok_or_else(|| LiveError::SpaceTooLarge {
+                    points: space.size(),
+                    knobs: space.dims(),
+                    max_levels: (2..)
+                        .take_while(|&l: &usize| {
+                            l.checked_pow(space.dims() as u32)
+                                .is_some_and(|n| n <= MAX_LIVE_CANDIDATES)
+                        })
+                        .last()
+                        .unwrap_or(1),
+                })?;
         candidates.retain(|c| possible(c));
         if start.len() != space.dims() {
             return Err(LiveError::Arity {
@@ -455,6 +483,7 @@ impl LiveOptimizer {
             pending_best: None,
             before_trials: None,
             start_broke_slo: false,
+            untested: None,
         })
     }
 
@@ -560,6 +589,7 @@ impl LiveOptimizer {
         knobs: &mut dyn Knobs,
         ev: &mut Vec<LiveEvent>,
     ) -> Result<(), LiveError> {
+        self.untested = None;
         let objective = self.config.objective.value(m);
         if !(objective.is_finite() && objective > 0.0) {
             return Err(LiveError::BadObjective(objective));
@@ -656,6 +686,28 @@ impl LiveOptimizer {
             latency_us,
             throughput_rps,
         });
+        self.go_back(knobs, &mut ev);
+        ev
+    }
+
+    /// No request on the SLO's port completed in a window under the trial in place, which was
+    /// applied after a window where they did: the trial may hold responses longer than a window
+    /// (a coalescing delay, a frequency too low for the load), which no percentile shows, since
+    /// only completed requests are timed. Back at once, as after a breach, and the configuration
+    /// is never proposed again. Traffic that stopped by itself costs one candidate. Nothing
+    /// without a trial in place: a configuration measured before (the start, the best held) is
+    /// not to blame for a quiet window.
+    pub fn no_requests_under_trial(&mut self, knobs: &mut dyn Knobs) -> Vec<LiveEvent> {
+        let mut ev = Vec::new();
+        let Some((point, index)) = self.untested.take() else {
+            return ev;
+        };
+        if point != self.current {
+            return ev;
+        }
+        self.opt.exclude(index);
+        self.waiting = false;
+        ev.push(LiveEvent::NoRequests { config: point });
         self.go_back(knobs, &mut ev);
         ev
     }
@@ -761,6 +813,7 @@ impl LiveOptimizer {
                         config: p.point.clone(),
                         proposal: p.kind,
                     });
+                    self.untested = Some((p.point.clone(), p.index));
                     self.current = p.point;
                     return Ok(());
                 }
@@ -978,6 +1031,25 @@ mod tests {
             LiveEvent::Measured { learned, .. } => Some(*learned),
             _ => None,
         })
+    }
+
+    /// Six knobs at the default 8 levels are 262,144 points: the error says how many levels fit
+    /// (6^6 = 46,656; 7^6 = 117,649), naming the setting that has them.
+    #[test]
+    fn a_space_too_large_says_how_many_levels_fit() {
+        use crate::advise::optimizer::space::KnobSpec;
+        let knobs = (0..6)
+            .map(|i| KnobSpec::range(format!("k{i}"), 0.0, 7.0, 1.0))
+            .collect();
+        let space = Space::new(knobs).unwrap();
+        let Err(e) = LiveOptimizer::new(space, vec![0.0; 6], LiveConfig::default()) else {
+            panic!("262,144 points accepted");
+        };
+        assert_eq!(
+            e.to_string(),
+            "the search space has 262144 points over 6 knobs, more than 50000: set levels in \
+             [optimizer] to at most 6, or give the optimizer fewer knobs"
+        );
     }
 
     /// A policy that narrows `scaling_max_freq` to 2.0-3.0 GHz while the kernel is at 3.5 GHz:
