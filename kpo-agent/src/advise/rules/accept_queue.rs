@@ -15,8 +15,8 @@
 //! its drops per window did not fall by `drops_cut` and its queue reached the new limit, the
 //! application accepts more slowly than connections arrive, and a longer queue only adds delay.
 //! Then the advice is for the application, and the mark is kept in the state directory
-//! (`run/rules_state.rs`) until the listener was without drops for `calm_windows` windows or has
-//! another limit.
+//! (`run/rules_state.rs`) until the listener was without drops for `calm_windows` windows, has
+//! another limit, or its namespace is gone.
 //!
 //! After a long calm with large headroom in a namespace whose somaxconn the rules raised (and the
 //! kernel still has their value: an operator's or a person's value is theirs; a raise the guard
