@@ -134,7 +134,8 @@ impl Drops {
 /// The last raise advised for a listener, until windows at the raised limit judge it.
 #[derive(Debug, Clone, Copy)]
 struct Raised {
-    /// The listener's limit when it was advised, and the somaxconn advised.
+    /// The window it was advised in, the listener's limit then, and the somaxconn advised.
+    window: u64,
     from: u32,
     to: u32,
     /// The pressed windows in a row at `from` up to the one in which it listened again at `to`
@@ -178,11 +179,12 @@ struct ListenerState {
 }
 
 impl ListenerState {
-    /// Counts a closed window whose drops are known (`drops`: those at its limit) toward the run
-    /// at its limit and the judgement of the last raise; returns the raise, its drops per window
-    /// before and after, if it is judged futile now.
+    /// Counts closed window `index`, whose drops are known (`drops`: those at its limit), toward
+    /// the run at its limit and the judgement of the last raise; returns the raise, its drops per
+    /// window before and after, if it is judged futile now.
     fn judge(
         &mut self,
+        index: u64,
         l: &ListenerWindow,
         drops: u64,
         pressed: bool,
@@ -200,9 +202,24 @@ impl ListenerState {
             // Not taken yet, or the service has not listened again.
             None if l.backlog_limit == raised.from => None,
             // It listened again in this window: its drops and depth are partly the old
-            // socket's, so the judgement starts with the next one.
-            None if l.backlog_limit == raised.to && run_limit == raised.from && run.drops > 0 => {
-                raised.before = Some(run);
+            // socket's, so the judgement starts with the next one. It is judged against the run
+            // of pressed windows at the old limit, or, when that had no drops and it listened
+            // again in the window of the raise (a service reloaded at once), this window.
+            None if l.backlog_limit == raised.to => {
+                let before = if run_limit == raised.from && run.drops > 0 {
+                    run
+                } else if index == raised.window {
+                    let mut this = Drops::default();
+                    this.add(drops, l.backlog_max);
+                    this
+                } else {
+                    Drops::default()
+                };
+                if before.drops == 0 {
+                    self.raised = None;
+                } else {
+                    raised.before = Some(before);
+                }
                 None
             }
             Some(before) if l.backlog_limit == raised.to => {
@@ -215,8 +232,8 @@ impl ListenerState {
                 let futile = now > was * (1.0 - cfg.drops_cut) && raised.after.deepest >= raised.to;
                 futile.then_some((raised, was, now))
             }
-            // Another limit (someone else's somaxconn, or the application's backlog), or a run
-            // without drops before it: nothing to judge.
+            // Another limit (someone else's somaxconn, or the application's backlog): nothing
+            // to judge.
             _ => {
                 self.raised = None;
                 None
@@ -313,7 +330,9 @@ impl AcceptQueueRule {
             // not followed by another.
             if l.overflows.is_some() {
                 let drops = if dropping { l.known_overflows() } else { 0 };
-                if let Some((raised, was, now)) = st.judge(l, drops, dropping || near, &self.cfg) {
+                if let Some((raised, was, now)) =
+                    st.judge(at.index, l, drops, dropping || near, &self.cfg)
+                {
                     let mark = FutileRaise {
                         netns: l.netns,
                         port: l.port,
@@ -438,6 +457,7 @@ impl AcceptQueueRule {
                 if let Some(to) = target {
                     st.latch.record(at.index, situation);
                     st.raised = Some(Raised {
+                        window: at.index,
                         from: p.l.backlog_limit,
                         to,
                         before: None,
@@ -1580,6 +1600,30 @@ mod tests {
             [(15, None), (25, None)],
             "repeated every 10 windows"
         );
+    }
+
+    /// A service that listens again in the window of the raise (reloaded at once) leaves no
+    /// window at the old limit alone: that window is the one the raise is judged against.
+    #[test]
+    fn a_raise_answered_within_its_window_is_judged_against_that_window() {
+        let judged = |after: u64| {
+            let mut rule = AcceptQueueRule::default();
+            let mut k = kernel(128);
+            let p = auto_policy();
+            let tick = window(vec![listener(NS, 128, 128, 40)]);
+            assert_eq!(
+                proposed(&rule.on_tick(&at(1), &tick, &mut k, &p)),
+                [Some(256)]
+            );
+            k.set(NS_KEY, 256);
+            let relistened = window(vec![listener(NS, 256, 256, 1200)]);
+            assert!(rule.evaluate(&at(1), &relistened, &mut k, &p).is_empty());
+            let w = window(vec![listener(NS, 256, 256, after)]);
+            assert!(rule.evaluate(&at(2), &w, &mut k, &p).is_empty());
+            proposed(&rule.evaluate(&at(3), &w, &mut k, &p))
+        };
+        assert_eq!(judged(1100), [None], "futile: advice for the application");
+        assert_eq!(judged(300), [Some(512)], "cut: the next raise");
     }
 
     /// The raise's reason says beforehand what happens if it does not help.
