@@ -3757,3 +3757,87 @@ guard_signals = ["request_p99"]
     let mut d = open();
     assert_eq!(applied(&mut d, 10), [], "not again after a restart");
 }
+
+/// The accept-queue rule's judgement that a raise of somaxconn did not cut a listener's drops is
+/// kept in the state directory (`rules.json`) and taken up at start: after a restart the
+/// listener's drops at the raised limit get advice for the application, not another raise.
+#[test]
+fn a_somaxconn_raise_that_did_not_help_is_not_followed_by_another_after_a_restart() {
+    use crate::advise::rules::testing::{listener, window};
+    let host =
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata("/proc/self/ns/net").unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let k = crate::change::tests::kernel(&[("net.core.somaxconn", Value::Int(128))]);
+    let policy = r#"
+[guard]
+max_changes_per_hour = 1000
+
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 128
+max = 65535
+sources = ["rules"]
+guard_signals = ["request_p99"]
+"#;
+    let open = || {
+        let journal = Journal::open(&state, Holder::Agent, Duration::ZERO).unwrap();
+        let policy = Policy::parse(policy, "policy.toml").unwrap();
+        Deciding::with_path(ChangePath::new(policy, journal, Box::new(k.clone())), false)
+            .unwrap()
+            .0
+    };
+    let somaxconn = || k.0.lock().unwrap().values["net.core.somaxconn"].clone();
+    // What each event proposed: a change's new value, or a recommendation's (null for advice to
+    // the service or application).
+    let proposed = |events: Vec<Event>| -> Vec<Option<Value>> {
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Recommendation(r) => Some(r.recommended_value),
+                _ => None,
+            })
+            .collect()
+    };
+    let at = |limit: u32, max: u32, drops: u64| window(vec![listener(host, limit, max, drops)]);
+    let mut d = open();
+    assert_eq!(
+        proposed(d.on_tick_window(&at(128, 128, 40))),
+        [Some(Value::Int(256))]
+    );
+    assert_eq!(somaxconn(), Value::Int(256));
+    assert_eq!(
+        proposed(d.on_window(&at(128, 128, 1200))),
+        [None],
+        "listen again"
+    );
+    assert_eq!(proposed(d.on_window(&at(128, 128, 1200))), []);
+    // It listened again at 256 and drops as much.
+    assert_eq!(proposed(d.on_window(&at(256, 256, 1000))), []);
+    assert_eq!(proposed(d.on_window(&at(256, 257, 1150))), []);
+    assert_eq!(proposed(d.on_window(&at(256, 256, 1200))), [None], "futile");
+    let saved = std::fs::read_to_string(state.join("rules.json")).unwrap();
+    assert!(
+        saved.contains(&format!(
+            "\"accept_queue_futile\":[{{\"netns\":{host},\"port\":8080,\"family\":\"ipv4\",\"from\":128,\"to\":256"
+        )),
+        "{saved}"
+    );
+    drop(d);
+    let mut d = open();
+    let events = d.on_tick_window(&at(256, 256, 40));
+    let reasons: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Recommendation(r) => Some(r.reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(proposed(events), [None], "not a raise after the restart");
+    assert!(
+        reasons[0].contains("drops went from 1200 to 1175 per window"),
+        "{}",
+        reasons[0]
+    );
+    assert_eq!(somaxconn(), Value::Int(256));
+}

@@ -1,13 +1,17 @@
 //! What the rules judged that must outlive the agent: the budgets a raise of the receive-path
-//! rule went to without cutting the squeezes (docs/rules.md). Judged over windows of squeezes
-//! that the journal does not keep, so it cannot be read back from there; it is kept in
+//! rule went to without cutting the squeezes, and the listeners a raise of somaxconn did not cut
+//! the drops of (docs/rules.md). Judged over windows that the journal does not keep, so it cannot
+//! be read back from there; it is kept in
 //! [`RULES_FILE`] in the state directory, replaced atomically whenever it changes. A file that
 //! cannot be read is logged and the rules start without it, as they did before it was kept.
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{advise::rules::RuleSet, journal::JournalError};
+use crate::{
+    advise::rules::{accept_queue::FutileRaise, RuleSet},
+    journal::JournalError,
+};
 
 pub const RULES_FILE: &str = "rules.json";
 
@@ -22,6 +26,10 @@ pub struct RulesState {
     /// was unknown): it is checked against the kernel's tick rate at start
     /// ([`RulesState::restore`]).
     pub whole_ticks: bool,
+    /// Listeners a raise of `net.core.somaxconn` to whose limit did not cut their drops; left
+    /// out of the file when there is none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub accept_queue_futile: Vec<FutileRaise>,
 }
 
 impl RulesState {
@@ -31,6 +39,7 @@ impl RulesState {
         RulesState {
             receive_path_futile: rules.receive_path.futile(),
             whole_ticks: hz.is_some(),
+            accept_queue_futile: rules.accept_queue.futile(),
         }
     }
 
@@ -45,6 +54,9 @@ impl RulesState {
             .restore_futile(self.receive_path_futile, hz)
         {
             tracing::info!("rules: {why}");
+        }
+        for why in rules.accept_queue.restore_futile(&self.accept_queue_futile) {
+            tracing::warn!("rules: {why}");
         }
     }
 
@@ -80,12 +92,52 @@ mod tests {
         let judged = RulesState {
             receive_path_futile: Some((600, 4000)),
             whole_ticks: true,
+            accept_queue_futile: vec![FutileRaise {
+                netns: 4026532281,
+                port: 8080,
+                family: "ipv4".into(),
+                from: 128,
+                to: 256,
+                drops_before: 1200.0,
+                drops_after: 1150.0,
+            }],
         };
         judged.save(dir.path()).unwrap();
         assert_eq!(RulesState::load(dir.path()), Ok(judged));
         std::fs::write(dir.path().join(RULES_FILE), "{\"receive_path_futile\":[600").unwrap();
         let e = RulesState::load(dir.path()).unwrap_err();
         assert!(e.contains(RULES_FILE), "{e}");
+    }
+
+    /// The accept-queue rule's marks go through the file and back into a new rule set; the
+    /// file holds them as docs/journal.md shows.
+    #[test]
+    fn an_accept_queue_mark_is_saved_and_taken_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mark = FutileRaise {
+            netns: 4026532281,
+            port: 8080,
+            family: "ipv6".into(),
+            from: 128,
+            to: 256,
+            drops_before: 1200.0,
+            drops_after: 1175.5,
+        };
+        let mut rules = RuleSet::default();
+        assert!(rules
+            .accept_queue
+            .restore_futile(std::slice::from_ref(&mark))
+            .is_empty());
+        RulesState::of(&rules, Some(250)).save(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(RULES_FILE)).unwrap(),
+            "{\"receive_path_futile\":null,\"whole_ticks\":true,\"accept_queue_futile\":[{\"netns\":4026532281,\"port\":8080,\"family\":\"ipv6\",\"from\":128,\"to\":256,\"drops_before\":1200.0,\"drops_after\":1175.5}]}\n"
+        );
+        let mut restarted = RuleSet::default();
+        RulesState::load(dir.path())
+            .unwrap()
+            .restore(&mut restarted, Some(250));
+        assert_eq!(restarted.accept_queue.futile(), [mark]);
     }
 
     /// A mark an earlier version left (no `whole_ticks`) is checked against the tick rate: at HZ

@@ -10,6 +10,14 @@
 //! - (b) the application asked for less than somaxconn: raising somaxconn does nothing. The advice
 //!   is for the application (no sysctl), naming the listener, its limit and its drops.
 //!
+//! A raise that did not help ends the raises for that listener: once it listened again at the
+//! raised limit, `judge_windows` windows there are compared with the pressed windows before; if
+//! its drops per window did not fall by `drops_cut` and its queue reached the new limit, the
+//! application accepts more slowly than connections arrive, and a longer queue only adds delay.
+//! Then the advice is for the application, and the mark is kept in the state directory
+//! (`run/rules_state.rs`) until the listener was without drops for `calm_windows` windows, has
+//! another limit, or its namespace is gone.
+//!
 //! After a long calm with large headroom in a namespace whose somaxconn the rules raised (and the
 //! kernel still has their value: an operator's or a person's value is theirs; a raise the guard
 //! put back by reverting a step back is still the rules'), it recommends stepping back toward the
@@ -23,6 +31,8 @@
 //! the situation changes (somaxconn or the limit moved), `repeat_windows` pass, or the listener
 //! was calm for `rearm_windows` windows.
 use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
 
 use super::{latch::Latch, netns_address, netns_of, step, KernelView};
 use crate::{
@@ -60,6 +70,12 @@ pub struct AcceptQueueConfig {
     pub calm_ratio: f64,
     /// Growth factor of one raise (within the policy's bounds and step).
     pub raise_factor: i64,
+    /// Windows at the raised limit (after the one in which the listener listened again) that
+    /// judge a raise.
+    pub judge_windows: u32,
+    /// The share by which a raise must cut the listener's drops per window for somaxconn to be
+    /// raised again for it.
+    pub drops_cut: f64,
 }
 
 impl Default for AcceptQueueConfig {
@@ -72,6 +88,8 @@ impl Default for AcceptQueueConfig {
             calm_windows: 60,
             calm_ratio: 0.25,
             raise_factor: 2,
+            judge_windows: 2,
+            drops_cut: 0.25,
         }
     }
 }
@@ -93,12 +111,141 @@ impl ListenerId {
     }
 }
 
+/// Drops at a listener's limit over a run of windows, and its deepest queue in them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Drops {
+    windows: u32,
+    drops: u64,
+    deepest: u32,
+}
+
+impl Drops {
+    fn add(&mut self, drops: u64, depth: u32) {
+        self.windows += 1;
+        self.drops = self.drops.saturating_add(drops);
+        self.deepest = self.deepest.max(depth);
+    }
+
+    fn per_window(&self) -> f64 {
+        self.drops as f64 / f64::from(self.windows.max(1))
+    }
+}
+
+/// The last raise advised for a listener, until windows at the raised limit judge it.
+#[derive(Debug, Clone, Copy)]
+struct Raised {
+    /// The window it was advised in, the listener's limit then, and the somaxconn advised.
+    window: u64,
+    from: u32,
+    to: u32,
+    /// The pressed windows in a row at `from` up to the one in which it listened again at `to`
+    /// (`None` until then), and the windows since at `to`.
+    before: Option<Drops>,
+    after: Drops,
+}
+
+/// A raise of a listener's limit that did not cut its drops: no raise for it at that limit.
+/// Kept in the state directory (`rules.json`, `run/rules_state.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FutileRaise {
+    pub netns: u64,
+    pub port: u16,
+    /// `ipv4` or `ipv6`.
+    pub family: String,
+    /// Its limit before the raise, and after it (the raised somaxconn).
+    pub from: u32,
+    pub to: u32,
+    /// Its drops per window before the raise and at the raised limit.
+    pub drops_before: f64,
+    pub drops_after: f64,
+}
+
+/// A futile mark, and the windows in a row since without drops at its limit.
+#[derive(Debug, Clone)]
+struct Futile {
+    mark: FutileRaise,
+    calm: u32,
+}
+
 #[derive(Debug, Clone, Default)]
 struct ListenerState {
     /// Pressed windows in a row.
     near: u32,
     /// The situation of the last advice: (somaxconn, limit).
     latch: Latch<(i64, u32)>,
+    /// The pressed windows in a row at a limit (that limit, and their drops).
+    run: (u32, Drops),
+    raised: Option<Raised>,
+}
+
+impl ListenerState {
+    /// Counts closed window `index`, whose drops are known (`drops`: those at its limit), toward
+    /// the run at its limit and the judgement of the last raise; returns the raise, its drops per
+    /// window before and after, if it is judged futile now.
+    fn judge(
+        &mut self,
+        index: u64,
+        l: &ListenerWindow,
+        drops: u64,
+        pressed: bool,
+        cfg: &AcceptQueueConfig,
+    ) -> Option<(Raised, f64, f64)> {
+        let (run_limit, run) = self.run;
+        if run_limit != l.backlog_limit || !pressed {
+            self.run = (l.backlog_limit, Drops::default());
+        }
+        if pressed {
+            self.run.1.add(drops, l.backlog_max);
+        }
+        let raised = self.raised.as_mut()?;
+        match raised.before {
+            // Not taken yet, or the service has not listened again.
+            None if l.backlog_limit == raised.from => None,
+            // It listened again in this window: its drops and depth are partly the old
+            // socket's, so the judgement starts with the next one. It is judged against the run
+            // of pressed windows at the old limit, or, when that had no drops and it listened
+            // again in the window of the raise (a service reloaded at once), this window.
+            None if l.backlog_limit == raised.to => {
+                let before = if run_limit == raised.from && run.drops > 0 {
+                    run
+                } else if index == raised.window {
+                    let mut this = Drops::default();
+                    this.add(drops, l.backlog_max);
+                    this
+                } else {
+                    Drops::default()
+                };
+                if before.drops == 0 {
+                    self.raised = None;
+                } else {
+                    raised.before = Some(before);
+                }
+                None
+            }
+            Some(before) if l.backlog_limit == raised.to => {
+                raised.after.add(drops, l.backlog_max);
+                if raised.after.windows < cfg.judge_windows.max(1) {
+                    return None;
+                }
+                let raised = self.raised.take()?;
+                let (was, now) = (before.per_window(), raised.after.per_window());
+                let futile = now > was * (1.0 - cfg.drops_cut) && raised.after.deepest >= raised.to;
+                futile.then_some((raised, was, now))
+            }
+            // Another limit (someone else's somaxconn, or the application's backlog): nothing
+            // to judge.
+            _ => {
+                self.raised = None;
+                None
+            }
+        }
+    }
+
+    /// A raise is being judged at this limit: no raise from it until it is.
+    fn judging(&self, limit: u32) -> bool {
+        self.raised
+            .is_some_and(|r| r.before.is_some() && r.to == limit)
+    }
 }
 
 /// The rule and its hysteresis state.
@@ -112,6 +259,8 @@ pub struct AcceptQueueRule {
     /// Every somaxconn seen in each namespace: a limit equal to one of them, below the current
     /// value, was set by an earlier somaxconn (the service has not listened again since).
     seen: BTreeMap<u64, BTreeSet<i64>>,
+    /// Listeners a raise to whose limit did not cut their drops.
+    futile: BTreeMap<ListenerId, Futile>,
 }
 
 /// Whether the listener dropped connections because a queue bounded by its limit was full. Its
@@ -172,10 +321,40 @@ impl AcceptQueueRule {
     ) -> Vec<Recommendation> {
         let mut pressed = Vec::new();
         for l in &window.listeners {
-            let st = self.listeners.entry(ListenerId::of(l)).or_default();
+            let id = ListenerId::of(l);
+            let st = self.listeners.entry(id).or_default();
             let dropping = dropping_at_its_limit(window, l);
             let near = l.backlog_limit > 0
                 && f64::from(l.backlog_max) >= self.cfg.near_ratio * f64::from(l.backlog_limit);
+            // The last raise is judged before the window's advice: one that did not help is
+            // not followed by another.
+            if l.overflows.is_some() {
+                let drops = if dropping { l.known_overflows() } else { 0 };
+                if let Some((raised, was, now)) =
+                    st.judge(at.index, l, drops, dropping || near, &self.cfg)
+                {
+                    let mark = FutileRaise {
+                        netns: l.netns,
+                        port: l.port,
+                        family: l.family.to_string(),
+                        from: raised.from,
+                        to: raised.to,
+                        drops_before: was,
+                        drops_after: now,
+                    };
+                    self.futile.insert(id, Futile { mark, calm: 0 });
+                }
+            }
+            if let Some(f) = self.futile.get_mut(&id) {
+                if l.overflows.is_some() {
+                    f.calm = if dropping { 0 } else { f.calm + 1 };
+                }
+                // Drops that stopped for a long calm, or another limit (it listened again with
+                // another backlog, or under someone else's somaxconn), end the mark.
+                if f.calm >= self.cfg.calm_windows || l.backlog_limit != f.mark.to {
+                    self.futile.remove(&id);
+                }
+            }
             if !(dropping || near) {
                 // A window whose drops are unknown (a failed read) is no evidence of calm: it
                 // neither counts toward re-arming the advice nor breaks a run of pressure.
@@ -224,10 +403,24 @@ impl AcceptQueueRule {
             let situation = (somaxconn, l.backlog_limit);
             let limit = i64::from(l.backlog_limit);
             if limit >= somaxconn {
+                let id = ListenerId::of(l);
+                let st = self.listeners.entry(id).or_default();
+                if st.judging(l.backlog_limit) {
+                    continue;
+                }
+                if let Some(f) = self
+                    .futile
+                    .get(&id)
+                    .filter(|f| f.mark.to == l.backlog_limit)
+                {
+                    if st.latch.fire(at.index, situation, self.cfg.repeat_windows) {
+                        out.push(futile_advice(l, somaxconn, &f.mark, kernel, at));
+                    }
+                    continue;
+                }
                 // Latched below, once the namespace's raise is worked out: only if there is one.
                 let limits =
                     policy.allowed(&netns_address(SOMAXCONN, l.netns, kernel), Source::Rules);
-                let st = self.listeners.entry(ListenerId::of(l)).or_default();
                 if st.latch.ready(
                     at.index,
                     &situation,
@@ -253,12 +446,23 @@ impl AcceptQueueRule {
         }
         for (netns, pressed) in raise {
             let advice = self.raise_advice(netns, &pressed, kernel, policy, at);
+            let target = advice
+                .as_ref()
+                .and_then(|r| r.recommended_value.as_ref()?.as_int())
+                .and_then(|v| u32::try_from(v).ok());
             let limits = policy.allowed(&netns_address(SOMAXCONN, netns, kernel), Source::Rules);
             for p in &pressed {
                 let st = self.listeners.entry(ListenerId::of(p.l)).or_default();
                 let situation = (p.somaxconn, p.l.backlog_limit);
-                if advice.is_some() {
+                if let Some(to) = target {
                     st.latch.record(at.index, situation);
+                    st.raised = Some(Raised {
+                        window: at.index,
+                        from: p.l.backlog_limit,
+                        to,
+                        before: None,
+                        after: Drops::default(),
+                    });
                 } else {
                     st.latch.no_step(at.index, situation, vec![limits.clone()]);
                 }
@@ -274,18 +478,57 @@ impl AcceptQueueRule {
         let Some(netns) = netns_of(address, kernel).filter(|_| address.name == SOMAXCONN) else {
             return;
         };
-        for (_, st) in self
+        for (id, st) in self
             .listeners
             .iter_mut()
             .filter(|(id, _)| id.netns == netns)
         {
-            // Only a raise was proposed: advice for the service stands as given.
-            st.latch
-                .release_if(|&(somaxconn, limit)| i64::from(limit) >= somaxconn);
+            // Only a raise was proposed: advice for the service stands as given (after a futile
+            // raise too, whose limit is somaxconn).
+            let futile_at = self.futile.get(id).map(|f| f.mark.to);
+            st.latch.release_if(|&(somaxconn, limit)| {
+                i64::from(limit) >= somaxconn && futile_at != Some(limit)
+            });
         }
         if let Some((_, last)) = self.calm.get_mut(&netns) {
             *last = None;
         }
+    }
+
+    /// The listeners a raise to whose limit did not cut their drops: kept in the state directory
+    /// (`run/rules_state.rs`), so that a restart does not raise again for them.
+    pub fn futile(&self) -> Vec<FutileRaise> {
+        self.futile.values().map(|f| f.mark.clone()).collect()
+    }
+
+    /// Takes up the marks an earlier run judged; one of a family no listener has (a file edited
+    /// by hand) is left out, with the reason returned.
+    pub fn restore_futile(&mut self, marks: &[FutileRaise]) -> Vec<String> {
+        let mut skipped = Vec::new();
+        self.futile.clear();
+        for mark in marks {
+            let family = match mark.family.as_str() {
+                "ipv4" => "ipv4",
+                "ipv6" => "ipv6",
+                other => {
+                    skipped.push(format!(
+                        "a futile raise of port {} in netns {} names family {}, neither ipv4 nor ipv6: left out",
+                        mark.port,
+                        mark.netns,
+                        quoted(other)
+                    ));
+                    continue;
+                }
+            };
+            let id = ListenerId {
+                netns: mark.netns,
+                port: mark.port,
+                family,
+            };
+            let mark = mark.clone();
+            self.futile.insert(id, Futile { mark, calm: 0 });
+        }
+        skipped
     }
 
     /// The namespace's somaxconn, remembered as one it had.
@@ -344,7 +587,8 @@ impl AcceptQueueRule {
         };
         let reason = format!(
             "{} {} in {} with its accept queue at {}/{}; {limit_is}{}. \
-Raising {SOMAXCONN} to {target} {}takes effect only when the service calls listen() again: restart {}, or reload it after setting a larger listen backlog ({}); a reload that does not listen again keeps the old limit.",
+Raising {SOMAXCONN} to {target} {}takes effect only when the service calls listen() again: restart {}, or reload it after setting a larger listen backlog ({}); a reload that does not listen again keeps the old limit. \
+If its drops per window do not fall by {}% at the new limit, {SOMAXCONN} is not raised again for it.",
             describe(worst, kernel),
             pressure(worst),
             moment(at),
@@ -362,6 +606,7 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
             },
             process(worst),
             backlog_hint(worst, target),
+            (self.cfg.drops_cut * 100.0).round(),
         );
         let confidence = if worst.known_overflows() > 0 {
             0.9
@@ -398,6 +643,8 @@ Raising {SOMAXCONN} to {target} {}takes effect only when the service calls liste
         if !existing.is_empty() {
             self.seen
                 .retain(|ns, _| namespaces.contains(ns) || existing.contains(ns));
+            self.futile
+                .retain(|id, _| namespaces.contains(&id.netns) || existing.contains(&id.netns));
         }
         for netns in namespaces {
             let addr = netns_address(SOMAXCONN, netns, kernel);
@@ -562,6 +809,32 @@ Raise the application's listen backlog (for example to {wanted}: {}) and restart
         l.backlog_limit,
         l.backlog_limit,
         backlog_hint(l, wanted),
+        process(l),
+    );
+    app_recommendation(l, addr, somaxconn, reason, at)
+}
+
+/// Case (a), after a raise that did not help: the application is the bottleneck, not its queue.
+fn futile_advice(
+    l: &ListenerWindow,
+    somaxconn: i64,
+    mark: &FutileRaise,
+    kernel: &mut dyn KernelView,
+    at: &WindowRef,
+) -> Recommendation {
+    let addr = netns_address(SOMAXCONN, l.netns, kernel);
+    let reason = format!(
+        "{} {} in {} with its accept queue at {}/{}: its accept queue was raised from {} to {} ({SOMAXCONN} raised, and it listened again), and its drops went from {:.0} to {:.0} per window, with the queue full at the new limit. \
+The application accepts connections more slowly than they arrive, and a longer queue only adds delay: scale the service or find why {} is slow. {SOMAXCONN} is not raised again for it at this limit.",
+        describe(l, kernel),
+        pressure(l),
+        moment(at),
+        l.backlog_max,
+        l.backlog_limit,
+        mark.from,
+        mark.to,
+        mark.drops_before,
+        mark.drops_after,
         process(l),
     );
     app_recommendation(l, addr, somaxconn, reason, at)
@@ -1215,5 +1488,227 @@ mod tests {
                 (199, Some(2048)),
             ]
         );
+    }
+
+    /// What a recommendation proposes: the somaxconn it raises to, or `None` for advice to the
+    /// service or application.
+    fn proposed(r: &[Recommendation]) -> Vec<Option<i64>> {
+        r.iter()
+            .map(|r| r.recommended_value.as_ref().and_then(|v| v.as_int()))
+            .collect()
+    }
+
+    /// A listener capped at somaxconn 128 drops 1200 connections' packets a window; a tick's
+    /// raise to 256 is taken at once; it drops as much at 128 for the rest of that window and the
+    /// next, then listens again at 256 in window 3 (whose counts are partly the old socket's),
+    /// and windows 4 and 5 are `after` (deepest queue, drops). The rule, the kernel and the
+    /// advice of window 5.
+    fn raised_then(after: [(u32, u64); 2]) -> (AcceptQueueRule, FakeKernel, Vec<Recommendation>) {
+        let mut rule = AcceptQueueRule::default();
+        let mut k = kernel(128);
+        let p = auto_policy();
+        let r = rule.on_tick(
+            &at(1),
+            &window(vec![listener(NS, 128, 128, 40)]),
+            &mut k,
+            &p,
+        );
+        assert_eq!(proposed(&r), [Some(256)]);
+        k.set(NS_KEY, 256);
+        let old = window(vec![listener(NS, 128, 128, 1200)]);
+        assert_eq!(proposed(&rule.evaluate(&at(1), &old, &mut k, &p)), [None]);
+        assert!(rule.evaluate(&at(2), &old, &mut k, &p).is_empty());
+        let relistened = window(vec![listener(NS, 256, 256, 1000)]);
+        assert!(
+            rule.evaluate(&at(3), &relistened, &mut k, &p).is_empty(),
+            "the raise is being judged"
+        );
+        let [(max4, drops4), (max5, drops5)] = after;
+        let w4 = window(vec![listener(NS, 256, max4, drops4)]);
+        assert!(rule.on_tick(&at(4), &w4, &mut k, &p).is_empty());
+        assert!(rule.evaluate(&at(4), &w4, &mut k, &p).is_empty());
+        let w5 = window(vec![listener(NS, 256, max5, drops5)]);
+        let r = rule.evaluate(&at(5), &w5, &mut k, &p);
+        (rule, k, r)
+    }
+
+    /// Defect: a listener that still overflowed at its raised limit got the next raise on its
+    /// first tick there, however little the raise had cut its drops. Now the raise is judged
+    /// first: one that cut the drops by a quarter, or after which the queue never reached the
+    /// new limit, is followed by the next raise when the listener is still pressed.
+    #[test]
+    fn a_raise_that_cut_the_drops_is_followed_by_the_next_when_still_needed() {
+        let (_, _, r) = raised_then([(256, 300), (256, 300)]);
+        assert_eq!(proposed(&r), [Some(512)], "1200 to 300 per window");
+        let (_, _, r) = raised_then([(256, 900), (256, 899)]);
+        assert_eq!(proposed(&r), [Some(512)], "1200 to 899.5: cut by a quarter");
+        let (_, _, r) = raised_then([(200, 1200), (250, 1200)]);
+        assert_eq!(proposed(&r), [Some(512)], "the queue never reached 256");
+    }
+
+    /// A raise that did not cut the drops is futile: the window that judges it advises the
+    /// application (no sysctl), and so does every later tick or window as the latch allows;
+    /// somaxconn is not raised again.
+    #[test]
+    fn a_raise_that_did_not_cut_the_drops_gives_application_advice_not_another_raise() {
+        let (mut rule, mut k, r) = raised_then([(257, 1150), (256, 1200)]);
+        assert_eq!(proposed(&r), [None]);
+        let r = &r[0];
+        assert!(!r.can_auto_apply);
+        assert!(!r.is_change());
+        let app = r.application.as_ref().unwrap();
+        assert_eq!((app.netns, app.port, app.pid), (NS, 8080, Some(4242)));
+        for needle in [
+            "accept queue at 256/256",
+            "raised from 128 to 256",
+            "drops went from 1200 to 1175 per window",
+            "accepts connections more slowly than they arrive",
+            "a longer queue only adds delay",
+            "scale the service or find why \"nginx\" (pid 4242) is slow",
+            "not raised again for it at this limit",
+        ] {
+            assert!(r.reason.contains(needle), "{needle:?} not in {}", r.reason);
+        }
+        assert_eq!(
+            rule.futile(),
+            [FutileRaise {
+                netns: NS,
+                port: 8080,
+                family: "ipv4".into(),
+                from: 128,
+                to: 256,
+                drops_before: 1200.0,
+                drops_after: 1175.0,
+            }]
+        );
+        // A raise of somaxconn there refused for a passing reason (another listener's) is
+        // released: the advice for this application stands as given.
+        rule.release(&NS_KEY.parse().unwrap(), &k);
+        let p = auto_policy();
+        let full = window(vec![listener(NS, 256, 256, 1200)]);
+        let mut advised = Vec::new();
+        for i in 6..26 {
+            for r in rule.on_tick(&at(i), &full, &mut k, &p) {
+                advised.push((i, r.recommended_value));
+            }
+            for r in rule.evaluate(&at(i), &full, &mut k, &p) {
+                advised.push((i, r.recommended_value));
+            }
+        }
+        assert_eq!(
+            advised,
+            [(15, None), (25, None)],
+            "repeated every 10 windows"
+        );
+    }
+
+    /// A service that listens again in the window of the raise (reloaded at once) leaves no
+    /// window at the old limit alone: that window is the one the raise is judged against.
+    #[test]
+    fn a_raise_answered_within_its_window_is_judged_against_that_window() {
+        let judged = |after: u64| {
+            let mut rule = AcceptQueueRule::default();
+            let mut k = kernel(128);
+            let p = auto_policy();
+            let tick = window(vec![listener(NS, 128, 128, 40)]);
+            assert_eq!(
+                proposed(&rule.on_tick(&at(1), &tick, &mut k, &p)),
+                [Some(256)]
+            );
+            k.set(NS_KEY, 256);
+            let relistened = window(vec![listener(NS, 256, 256, 1200)]);
+            assert!(rule.evaluate(&at(1), &relistened, &mut k, &p).is_empty());
+            let w = window(vec![listener(NS, 256, 256, after)]);
+            assert!(rule.evaluate(&at(2), &w, &mut k, &p).is_empty());
+            proposed(&rule.evaluate(&at(3), &w, &mut k, &p))
+        };
+        assert_eq!(judged(1100), [None], "futile: advice for the application");
+        assert_eq!(judged(300), [Some(512)], "cut: the next raise");
+    }
+
+    /// The raise's reason says beforehand what happens if it does not help.
+    #[test]
+    fn the_raise_says_it_is_judged() {
+        let w = window(vec![listener(NS, 128, 128, 30)]);
+        let r = AcceptQueueRule::default().on_tick(&at(1), &w, &mut kernel(128), &auto_policy());
+        assert!(
+            r[0].reason.contains("If its drops per window do not fall by 25% at the new limit, net.core.somaxconn is not raised again for it."),
+            "{}",
+            r[0].reason
+        );
+    }
+
+    /// The mark is what a restart takes up (through `rules.json`): a rule given it advises the
+    /// application on the listener's first drops, not a raise.
+    #[test]
+    fn a_futile_mark_survives_a_restart() {
+        let (rule, _, _) = raised_then([(257, 1150), (256, 1200)]);
+        let mut restarted = AcceptQueueRule::default();
+        assert!(restarted.restore_futile(&rule.futile()).is_empty());
+        assert_eq!(restarted.futile(), rule.futile());
+        let mut k = kernel(256);
+        let tick = window(vec![listener(NS, 256, 256, 40)]);
+        let r = restarted.on_tick(&at(1), &tick, &mut k, &auto_policy());
+        assert_eq!(proposed(&r), [None]);
+        assert!(
+            r[0].reason
+                .contains("drops went from 1200 to 1175 per window"),
+            "{}",
+            r[0].reason
+        );
+        // A mark of a family no listener has (a file edited by hand) is left out, and says so.
+        let mut odd = rule.futile();
+        odd[0].family = "unix".into();
+        let why = restarted.restore_futile(&odd);
+        assert_eq!(why.len(), 1, "{why:?}");
+        assert!(why[0].contains("\"unix\""), "{}", why[0]);
+        assert!(restarted.futile().is_empty());
+    }
+
+    /// The mark ends when the listener has been without drops at its limit for `calm_windows`
+    /// windows (a window whose drops are unknown does not count), when it has another limit (even
+    /// on a tick, before the window's end sees it), or when its namespace is gone; then a raise
+    /// is advised again when it is pressed at that limit.
+    #[test]
+    fn a_futile_mark_is_cleared_by_a_long_calm_another_limit_or_the_namespace_gone() {
+        use crate::window::NetnsWindow;
+        let p = auto_policy();
+        let full = window(vec![listener(NS, 256, 256, 1200)]);
+        let calm = window(vec![listener(NS, 256, 10, 0)]);
+        let mut unknown = calm.clone();
+        unknown.listeners[0].overflows = None;
+
+        let (mut rule, mut k, _) = raised_then([(257, 1150), (256, 1200)]);
+        for i in 6..65 {
+            assert!(rule.evaluate(&at(i), &calm, &mut k, &p).is_empty());
+        }
+        assert!(rule.evaluate(&at(65), &unknown, &mut k, &p).is_empty());
+        assert_eq!(rule.futile().len(), 1, "59 calm windows, and one unknown");
+        assert!(rule.evaluate(&at(66), &calm, &mut k, &p).is_empty());
+        assert!(rule.futile().is_empty(), "60 calm windows");
+        let r = rule.on_tick(&at(67), &full, &mut k, &p);
+        assert_eq!(proposed(&r), [Some(512)]);
+
+        // Someone set somaxconn to 1024 and the service listened again there: a raise on the
+        // first tick, and the mark is gone at the window's end.
+        let (mut rule, mut k, _) = raised_then([(257, 1150), (256, 1200)]);
+        k.set(NS_KEY, 1024);
+        let at_1024 = window(vec![listener(NS, 1024, 1024, 1200)]);
+        let r = rule.on_tick(&at(6), &at_1024, &mut k, &p);
+        assert_eq!(proposed(&r), [Some(2048)]);
+        rule.evaluate(&at(6), &at_1024, &mut k, &p);
+        assert!(rule.futile().is_empty());
+
+        let (mut rule, mut k, _) = raised_then([(257, 1150), (256, 1200)]);
+        let mut gone = window(vec![]);
+        gone.netns = vec![NetnsWindow {
+            netns: HOST,
+            listen_overflows: 0,
+            listen_drops: 0,
+            syn_queue_full_drops: Some(0),
+            syn_queue_full_cookies: Some(0),
+        }];
+        rule.evaluate(&at(6), &gone, &mut k, &p);
+        assert!(rule.futile().is_empty());
     }
 }
