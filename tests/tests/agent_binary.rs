@@ -529,6 +529,18 @@ pub fn metrics_match_the_event_stream_and_the_kernel() {
         sample(&body, r#"kpo_events_total{kind="start"}"#),
         Some(1.0)
     );
+    // The approval webhook's counters are there from 0, a webhook set or not: an alert on
+    // their increase sees the first loss.
+    for result in ["delivered", "queue_full", "replaced", "given_up", "refused"] {
+        assert_eq!(
+            sample(
+                &body,
+                &format!("kpo_approval_webhook_notifications_total{{result=\"{result}\"}}")
+            ),
+            Some(0.0),
+            "{result}"
+        );
+    }
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
     let mem_total_kib: f64 = meminfo
         .lines()

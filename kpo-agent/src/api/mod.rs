@@ -4,7 +4,8 @@
 //!
 //! - The socket (default [`DEFAULT_SOCKET`]) is created mode 0600, owned by root; every
 //!   connection's peer credentials (SO_PEERCRED) are checked and a caller that is not root is
-//!   refused and logged, whatever the file's mode.
+//!   refused and logged, whatever the file's mode. Its directory, and every one above it, must
+//!   be changeable by root alone ([`socket_dir`]).
 //! - One request per connection: a JSON object on one line, answered by one JSON line
 //!   (docs/api.md). Requests are [`Request`]; a reply is `{"ok": RESULT}` or `{"error": TEXT}`.
 //! - [`server`] accepts and checks callers and hands each request to the run loop, which owns the
@@ -12,6 +13,7 @@
 //!   [`crate::control::Control`].
 pub mod client;
 pub mod server;
+mod socket_dir;
 
 use serde::{Deserialize, Serialize};
 

@@ -50,40 +50,24 @@ pub enum ServeError {
          directory only root can write (the default is /run/kpo/kpo.sock)"
     )]
     UnsafeDir { dir: PathBuf, why: String },
-}
-
-/// Refuses a socket directory another user could change: they could remove the socket (the CLI
-/// then finds no agent), or swap the path for a link between the bind and its chmod, which
-/// follows links, and have root's chmod make a file of their choosing 0600. A directory others
-/// may write with the sticky bit (/tmp) is fine: nobody else can remove or rename the socket.
-fn check_socket_dir(dir: &Path) -> Result<(), ServeError> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(dir).map_err(|source| ServeError::Io {
-        path: dir.to_path_buf(),
-        what: "reading its directory",
-        source,
-    })?;
-    let me = nix::unistd::geteuid().as_raw();
-    let why = if meta.uid() != 0 && meta.uid() != me {
-        format!("it is owned by uid {}, not by root", meta.uid())
-    } else if meta.mode() & 0o002 != 0 && meta.mode() & 0o1000 == 0 {
-        format!(
-            "its mode {:04o} lets every user remove or replace the socket",
-            meta.mode() & 0o7777
-        )
-    } else if meta.mode() & 0o020 != 0 && meta.mode() & 0o1000 == 0 && meta.gid() != 0 {
-        format!(
-            "its mode {:04o} lets group {} remove or replace the socket",
-            meta.mode() & 0o7777,
-            meta.gid()
-        )
-    } else {
-        return Ok(());
-    };
-    Err(ServeError::UnsafeDir {
-        dir: dir.to_path_buf(),
-        why,
-    })
+    #[error(
+        "{dir}: refusing to put the control socket here: {ancestor}, a directory above it \
+         (owner uid {owner}, group {group}, mode {mode:04o}), {who} rename what is in it: they \
+         could move the socket's directory away and put one of their own in its place; make \
+         {ancestor} root's and writable by root alone (chown root:root, chmod go-w; or chmod +t, \
+         as /tmp is, if others must write in it), or give --socket a path whose every directory \
+         is so (the default is /run/kpo/kpo.sock)"
+    )]
+    UnsafeAncestor {
+        dir: PathBuf,
+        ancestor: PathBuf,
+        owner: u32,
+        group: u32,
+        mode: u32,
+        /// Who else may change it, followed by "rename": "lets group G", "lets every user",
+        /// "belongs to uid U, who may".
+        who: String,
+    },
 }
 
 /// A request from a root caller, with where its answer goes.
@@ -149,7 +133,8 @@ impl Server {
             Err(_) => false,
         };
         // After the look at a listener already there, which names its owner more usefully.
-        check_socket_dir(match path.parent() {
+        // The socket's directory and every one above it (super::socket_dir).
+        super::socket_dir::check(match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         })?;

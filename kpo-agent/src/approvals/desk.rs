@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use tracing::{info, warn};
 
 use super::{
-    merge::merge, normalize_id, store::ApprovalStore, webhook::Payload, webhook::Webhook,
-    ApprovalError, ApprovalEvent, ApprovalItem, ApprovalState, ApproveOutcome, Done, Explained,
-    HistoryEntry, SetAsideEvent,
+    merge::merge, normalize_id, store::ApprovalStore, webhook::Outcomes, webhook::Payload,
+    webhook::Webhook, ApprovalError, ApprovalEvent, ApprovalItem, ApprovalState, ApproveOutcome,
+    Done, Explained, HistoryEntry, SetAsideEvent,
 };
 use crate::{
     actuate::{
@@ -38,6 +38,8 @@ pub struct Desk {
     /// `kpo run --recommend-only`: named as the reason an approval is held.
     recommend_only: bool,
     webhook: Option<Webhook>,
+    /// What became of the webhook's notifications, over every URL this run posted to.
+    webhook_outcomes: Outcomes,
     /// `--socket` and `--state-dir` for the commands a notification names ([`Desk::set_command_paths`]).
     command_flags: String,
     host: String,
@@ -74,6 +76,7 @@ impl Desk {
             settings,
             recommend_only,
             webhook: None,
+            webhook_outcomes: Outcomes::default(),
             host: crate::output::events::hostname(),
             command_flags: String::new(),
             unseen: BTreeMap::new(),
@@ -136,11 +139,22 @@ impl Desk {
             old.stop();
         }
         if let Some(url) = self.settings.webhook.clone() {
-            match Webhook::spawn(url) {
-                Ok(w) => self.set_webhook(w),
-                Err(e) => warn!("approval webhook off: {e}"),
-            }
+            self.start_webhook(url);
         }
+    }
+
+    /// Starts posting to `url` ([`Desk::set_webhook`]), counting in [`Desk::webhook_outcomes`].
+    pub fn start_webhook(&mut self, url: String) {
+        match Webhook::spawn(url, self.webhook_outcomes.clone()) {
+            Ok(w) => self.set_webhook(w),
+            Err(e) => warn!("approval webhook off: {e}"),
+        }
+    }
+
+    /// What became of the webhook's notifications (`kpo_approval_webhook_notifications_total`),
+    /// counted from the desk's opening whatever URLs it posted to.
+    pub fn webhook_outcomes(&self) -> &Outcomes {
+        &self.webhook_outcomes
     }
 
     /// What a notification's `kpo approve ID` needs to reach this agent, or its state directory

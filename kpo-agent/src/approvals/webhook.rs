@@ -7,9 +7,15 @@
 //! [`MAX_BACKOFF`]) on a connection error, a timeout, a redirect, a 5xx, 408, 425 or 429; any other
 //! 4xx is not retried (the receiver refused it for good). One waiting to be retried is dropped
 //! when a later notification about the same approval is queued (its resolution, say). Every
-//! failure is logged with the URL's scheme, host and port ([`shown_url`]) and the approval id.
+//! failure is logged with the URL's scheme, host and port ([`shown_url`]) and the approval id,
+//! and what becomes of each notification is counted ([`Outcomes`]), so that notifications being
+//! lost show in monitoring and not only in the log.
 use std::{collections::VecDeque, time::Duration};
 
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -24,6 +30,87 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// One POST's time limit, connection included.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What became of a notification taken by the delivery task: each ends in exactly one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// The oldest waiting when more than [`QUEUE`] did, dropped unsent.
+    QueueFull,
+    /// Dropped unsent (queued, or waiting for its retry) for a later one about the same approval.
+    Replaced,
+    /// Failed [`ATTEMPTS`] times (connection errors, timeouts, redirects, 5xx, 408, 425, 429).
+    GivenUp,
+    /// A 4xx not retried: the receiver refused it for good.
+    Refused,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Delivered,
+        Outcome::QueueFull,
+        Outcome::Replaced,
+        Outcome::GivenUp,
+        Outcome::Refused,
+    ];
+
+    /// Its `result` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::QueueFull => "queue_full",
+            Outcome::Replaced => "replaced",
+            Outcome::GivenUp => "given_up",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    result: &'static str,
+}
+
+/// The count of each [`Outcome`]: `kpo_approval_webhook_notifications_total{result}`
+/// (docs/metrics.md). One for the agent's run, shared by every webhook it starts, so that a reload
+/// naming a new URL goes on counting instead of starting again from 0.
+#[derive(Clone, Debug)]
+pub struct Outcomes(Family<OutcomeLabels, Counter>);
+
+impl Default for Outcomes {
+    /// Every result's series exists from 0, so that the first loss is an increase that `rate()`
+    /// and `increase()` see, not a series appearing.
+    fn default() -> Outcomes {
+        let family = Family::<OutcomeLabels, Counter>::default();
+        for outcome in Outcome::ALL {
+            let _ = family.get_or_create(&labels(outcome));
+        }
+        Outcomes(family)
+    }
+}
+
+fn labels(outcome: Outcome) -> OutcomeLabels {
+    OutcomeLabels {
+        result: outcome.as_str(),
+    }
+}
+
+impl Outcomes {
+    pub(crate) fn count(&self, outcome: Outcome) {
+        self.0.get_or_create(&labels(outcome)).inc();
+    }
+
+    /// How many notifications ended so.
+    pub fn get(&self, outcome: Outcome) -> u64 {
+        self.0.get_or_create(&labels(outcome)).get()
+    }
+
+    /// The counters, for the metrics registry (the same counters, not a copy).
+    pub fn family(&self) -> Family<OutcomeLabels, Counter> {
+        self.0.clone()
+    }
+}
 
 /// The body of one POST.
 #[derive(Debug, Clone, Serialize)]
@@ -166,13 +253,18 @@ impl Webhook {
         info!(url = %self.shown, "approval webhook off: nothing more is posted to it");
     }
 
-    /// Starts the posting task on the current tokio runtime.
-    pub fn spawn(url: String) -> Result<Webhook, reqwest::Error> {
-        Self::spawn_backing_off(url, FIRST_BACKOFF)
+    /// Starts the posting task on the current tokio runtime; what becomes of each notification is
+    /// counted in `outcomes`.
+    pub fn spawn(url: String, outcomes: Outcomes) -> Result<Webhook, reqwest::Error> {
+        Self::spawn_backing_off(url, outcomes, FIRST_BACKOFF)
     }
 
     /// [`Webhook::spawn`], the first retry waiting `first_backoff`.
-    fn spawn_backing_off(url: String, first_backoff: Duration) -> Result<Webhook, reqwest::Error> {
+    fn spawn_backing_off(
+        url: String,
+        outcomes: Outcomes,
+        first_backoff: Duration,
+    ) -> Result<Webhook, reqwest::Error> {
         // No redirects: a 302 to a sign-on page would turn the POST into a GET without its body,
         // answered 200, and the notification would count as delivered.
         // No proxy for a receiver on this host (crate::http).
@@ -182,7 +274,14 @@ impl Webhook {
             .build()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let shown = shown_url(&url);
-        let task = tokio::spawn(deliver(client, url, shown.clone(), rx, first_backoff));
+        let task = tokio::spawn(deliver(
+            client,
+            url,
+            shown.clone(),
+            rx,
+            outcomes,
+            first_backoff,
+        ));
         info!(url = %shown, "approval webhook on");
         Ok(Webhook {
             tx,
@@ -220,6 +319,7 @@ async fn deliver(
     url: String,
     shown: String,
     mut rx: mpsc::UnboundedReceiver<Payload>,
+    outcomes: Outcomes,
     first_backoff: Duration,
 ) {
     // Taken off the channel as they come, even while one waits to be retried: so that a later
@@ -253,13 +353,14 @@ async fn deliver(
                     // The channel first: whatever is in it when the answer comes is queued (and
                     // the oldest dropped) before the next POST is chosen.
                     biased;
-                    Some(next) = rx.recv() => replaced |= enqueue(&mut queued, next, &shown, &id),
+                    Some(next) = rx.recv() => replaced |= enqueue(&mut queued, next, &shown, &id, &outcomes),
                     result = &mut send => break result,
                 }
             };
             let failure = match result {
                 Ok(r) if r.status().is_success() => {
                     info!(url = %shown, "approval webhook: {event} {id} delivered (attempt {attempt})");
+                    outcomes.count(Outcome::Delivered);
                     None
                 }
                 Ok(r) if r.status().is_redirection() => Some(Failure::Retry(format!(
@@ -292,12 +393,14 @@ async fn deliver(
                 None => break,
                 Some(Failure::Refused(why)) => {
                     warn!(url = %shown, "approval webhook: {event} {id} refused (attempt {attempt}): {why}; not retried (the same POST would be refused again: check the webhook URL)");
+                    outcomes.count(Outcome::Refused);
                     break;
                 }
                 Some(Failure::Retry(why)) => why,
             };
             if attempt == ATTEMPTS {
                 warn!(url = %shown, "approval webhook: {event} {id} failed (attempt {attempt} of {ATTEMPTS}): {why}; giving up");
+                outcomes.count(Outcome::GivenUp);
                 break;
             }
             warn!(url = %shown, "approval webhook: {event} {id} failed (attempt {attempt} of {ATTEMPTS}): {why}; retrying in {backoff:?}");
@@ -308,13 +411,14 @@ async fn deliver(
             while !replaced {
                 tokio::select! {
                     biased;
-                    Some(next) = rx.recv() => replaced |= enqueue(&mut queued, next, &shown, &id),
+                    Some(next) = rx.recv() => replaced |= enqueue(&mut queued, next, &shown, &id, &outcomes),
                     _ = &mut wait => break,
                 }
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
             if replaced {
                 info!(url = %shown, "approval webhook: {event} {id} not sent: a later notification of it was queued");
+                outcomes.count(Outcome::Replaced);
                 break;
             }
         }
@@ -339,12 +443,19 @@ fn refused_for_good(status: reqwest::StatusCode) -> bool {
 /// notification that waited that long is the likeliest to be out of date. Returns whether `next`
 /// is about `current`, the approval whose notification is being posted: that one then gives way
 /// if it has to be retried, even when `next` is itself dropped later.
-fn enqueue(queued: &mut VecDeque<Payload>, next: Payload, shown: &str, current: &str) -> bool {
+fn enqueue(
+    queued: &mut VecDeque<Payload>,
+    next: Payload,
+    shown: &str,
+    current: &str,
+    outcomes: &Outcomes,
+) -> bool {
     let id = next.kpo.approval.id.clone();
     queued.retain(|old| {
         let same = old.kpo.approval.id == id;
         if same {
             info!(url = %shown, "approval webhook: {} {id} not sent: replaced by its {}", old.kpo.event, next.kpo.event);
+            outcomes.count(Outcome::Replaced);
         }
         !same
     });
@@ -352,6 +463,7 @@ fn enqueue(queued: &mut VecDeque<Payload>, next: Payload, shown: &str, current: 
     if queued.len() > QUEUE {
         if let Some(old) = queued.pop_front() {
             warn!(url = %shown, "approval webhook: {} {} not sent: {QUEUE} newer notifications wait (the receiver is down or slow)", old.kpo.event, old.kpo.approval.id);
+            outcomes.count(Outcome::QueueFull);
         }
     }
     id == current
@@ -476,7 +588,8 @@ mod tests {
                 conn.write_all(answer.as_bytes()).await.unwrap();
             }
         });
-        let hook = Webhook::spawn(format!("http://127.0.0.1:{port}/kpo")).unwrap();
+        let hook =
+            Webhook::spawn(format!("http://127.0.0.1:{port}/kpo"), Outcomes::default()).unwrap();
         hook.notify(Payload::new(
             "approval_required",
             "web1",
@@ -496,6 +609,11 @@ mod tests {
     async fn receiver(statuses: Vec<u16>) -> (String, mpsc::Receiver<(String, String)>) {
         receiver_gated(statuses, None).await
     }
+
+    /// In a receiver's statuses: the request is reported and never answered. A notification
+    /// posted last and held so has no outcome yet when the receiver reports it, while every one
+    /// before it has had its own ([`after_a_last_one`]).
+    const HOLD: u16 = 0;
 
     /// [`receiver`], holding its first answer until `gate` fires.
     async fn receiver_gated(
@@ -542,6 +660,10 @@ mod tests {
                 if let Some(gate) = gate.take() {
                     gate.await.unwrap();
                 }
+                if status == HOLD {
+                    // The connection stays open while this waits, for ever.
+                    std::future::pending::<()>().await;
+                }
                 let answer = format!(
                     "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                 );
@@ -559,7 +681,7 @@ mod tests {
     #[tokio::test]
     async fn a_refusal_for_good_is_not_retried() {
         let (url, mut requests) = receiver(vec![404, 200, 200]).await;
-        let hook = Webhook::spawn(url).unwrap();
+        let hook = Webhook::spawn(url, Outcomes::default()).unwrap();
         hook.notify(Payload::new(
             "approval_required",
             "web1",
@@ -597,7 +719,7 @@ mod tests {
     #[tokio::test]
     async fn a_notification_waiting_for_a_retry_gives_way_to_a_later_one_of_its_approval() {
         let (url, mut requests) = receiver(vec![503, 200, 200]).await;
-        let hook = Webhook::spawn(url).unwrap();
+        let hook = Webhook::spawn(url, Outcomes::default()).unwrap();
         let mut resolved = item("ap-1", 32);
         resolved.state = ApprovalState::Expired;
         hook.notify(Payload::new(
@@ -656,7 +778,7 @@ mod tests {
         const BURST: usize = QUEUE + 6;
         let (release, gate) = tokio::sync::oneshot::channel();
         let (url, mut requests) = receiver_gated(vec![200; BURST + 1], Some(gate)).await;
-        let hook = Webhook::spawn(url).unwrap();
+        let hook = Webhook::spawn(url, Outcomes::default()).unwrap();
         hook.notify(Payload::new(
             "approval_required",
             "web1",
@@ -691,7 +813,8 @@ mod tests {
     #[tokio::test]
     async fn a_stopped_webhook_drops_what_it_still_had_to_post() {
         let (url, mut requests) = receiver(vec![503, 200]).await;
-        let hook = Webhook::spawn_backing_off(url, Duration::from_secs(3600)).unwrap();
+        let hook = Webhook::spawn_backing_off(url, Outcomes::default(), Duration::from_secs(3600))
+            .unwrap();
         hook.notify(Payload::new(
             "approval_required",
             "web1",
@@ -715,7 +838,8 @@ mod tests {
     #[tokio::test]
     async fn a_replaced_notification_does_not_wait_out_its_backoff() {
         let (url, mut requests) = receiver(vec![503, 200]).await;
-        let hook = Webhook::spawn_backing_off(url, Duration::from_secs(3600)).unwrap();
+        let hook = Webhook::spawn_backing_off(url, Outcomes::default(), Duration::from_secs(3600))
+            .unwrap();
         hook.notify(Payload::new(
             "approval_required",
             "web1",
@@ -743,7 +867,7 @@ mod tests {
     #[tokio::test]
     async fn a_replaced_notification_is_not_retried_even_when_its_replacement_is_dropped() {
         let (url, mut requests) = receiver(vec![503, 200, 200, 200]).await;
-        let hook = Webhook::spawn(url).unwrap();
+        let hook = Webhook::spawn(url, Outcomes::default()).unwrap();
         let mut resolved = item("ap-1", 32);
         resolved.state = ApprovalState::Expired;
         hook.notify(Payload::new(
@@ -777,6 +901,7 @@ mod tests {
             Payload::new("approval_required", "web1", &item("ap-7", 32), ""),
             "t",
             "ap-0",
+            &Outcomes::default(),
         );
         let mut done = item("ap-7", 32);
         done.state = ApprovalState::Expired;
@@ -784,9 +909,185 @@ mod tests {
             &mut q,
             Payload::new("approval_resolved", "web1", &done, ""),
             "t",
-            "ap-0"
+            "ap-0",
+            &Outcomes::default()
         ));
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].kpo.event, "approval_resolved");
+    }
+
+    /// Every outcome's count, by its `result` label.
+    fn counted(outcomes: &Outcomes) -> Vec<(&'static str, u64)> {
+        Outcome::ALL
+            .iter()
+            .map(|&o| (o.as_str(), outcomes.get(o)))
+            .collect()
+    }
+
+    /// [`counted`] as it should be: `nonzero`, and 0 for every other outcome.
+    fn only(nonzero: &[(Outcome, u64)]) -> Vec<(&'static str, u64)> {
+        Outcome::ALL
+            .iter()
+            .map(|&o| {
+                let n = nonzero.iter().find(|(x, _)| *x == o).map_or(0, |(_, n)| *n);
+                (o.as_str(), n)
+            })
+            .collect()
+    }
+
+    /// Posts a last notification (`ap-99`) and waits until the receiver has it. The delivery task
+    /// takes notifications in order, so every one queued before it has had its outcome by then;
+    /// the receiver holds it unanswered ([`HOLD`]), so that it has none yet. The tests run on
+    /// tokio's current-thread runtime: nothing else moves until the test awaits again, so the
+    /// counts read next are exact.
+    async fn after_a_last_one(hook: &Webhook, requests: &mut mpsc::Receiver<(String, String)>) {
+        hook.notify(Payload::new(
+            "approval_required",
+            "web1",
+            &item("ap-99", 32),
+            "",
+        ));
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_required", "ap-99")
+        );
+    }
+
+    fn required(id: &str) -> Payload {
+        Payload::new("approval_required", "web1", &item(id, 32), "")
+    }
+
+    fn resolved(id: &str) -> Payload {
+        let mut done = item(id, 32);
+        done.state = ApprovalState::Expired;
+        Payload::new("approval_resolved", "web1", &done, "")
+    }
+
+    /// A notification delivered counts once, however many tries it took.
+    #[tokio::test]
+    async fn each_delivered_notification_is_counted_once() {
+        let (url, mut requests) = receiver(vec![200, 503, 200, HOLD]).await;
+        let outcomes = Outcomes::default();
+        let hook =
+            Webhook::spawn_backing_off(url, outcomes.clone(), Duration::from_millis(1)).unwrap();
+        assert_eq!(counted(&outcomes), only(&[]), "every series from 0");
+        hook.notify(required("ap-1"));
+        hook.notify(required("ap-2"));
+        for id in ["ap-1", "ap-2", "ap-2"] {
+            assert_eq!(
+                requests.recv().await.unwrap(),
+                seen("approval_required", id)
+            );
+        }
+        after_a_last_one(&hook, &mut requests).await;
+        assert_eq!(counted(&outcomes), only(&[(Outcome::Delivered, 2)]));
+    }
+
+    /// A 4xx refused for good counts as refused, once (it is not retried).
+    #[tokio::test]
+    async fn a_refused_notification_is_counted() {
+        let (url, mut requests) = receiver(vec![404, 410, HOLD]).await;
+        let outcomes = Outcomes::default();
+        let hook = Webhook::spawn(url, outcomes.clone()).unwrap();
+        hook.notify(required("ap-1"));
+        hook.notify(resolved("ap-2"));
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_required", "ap-1")
+        );
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_resolved", "ap-2")
+        );
+        after_a_last_one(&hook, &mut requests).await;
+        assert_eq!(counted(&outcomes), only(&[(Outcome::Refused, 2)]));
+    }
+
+    /// A notification that failed every one of its ATTEMPTS tries counts as given up, once.
+    #[tokio::test]
+    async fn a_notification_given_up_is_counted() {
+        let mut statuses = vec![503; ATTEMPTS as usize - 1];
+        statuses.extend([429, HOLD]);
+        let (url, mut requests) = receiver(statuses).await;
+        let outcomes = Outcomes::default();
+        let hook =
+            Webhook::spawn_backing_off(url, outcomes.clone(), Duration::from_millis(1)).unwrap();
+        hook.notify(required("ap-1"));
+        for _ in 0..ATTEMPTS {
+            assert_eq!(
+                requests.recv().await.unwrap(),
+                seen("approval_required", "ap-1")
+            );
+        }
+        after_a_last_one(&hook, &mut requests).await;
+        assert_eq!(counted(&outcomes), only(&[(Outcome::GivenUp, 1)]));
+    }
+
+    /// A burst of QUEUE + 6 while a POST is in flight: the 6 oldest are dropped and counted, the
+    /// rest delivered.
+    #[tokio::test]
+    async fn notifications_dropped_from_a_full_queue_are_counted() {
+        const BURST: usize = QUEUE + 6;
+        let (release, gate) = tokio::sync::oneshot::channel();
+        let mut statuses = vec![200; QUEUE + 1];
+        statuses.push(HOLD);
+        let (url, mut requests) = receiver_gated(statuses, Some(gate)).await;
+        let outcomes = Outcomes::default();
+        let hook = Webhook::spawn(url, outcomes.clone()).unwrap();
+        hook.notify(required("ap-0"));
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_required", "ap-0")
+        );
+        for n in 1..=BURST {
+            hook.notify(required(&format!("ap-{n}")));
+        }
+        release.send(()).unwrap();
+        for n in (BURST - QUEUE + 1)..=BURST {
+            assert_eq!(
+                requests.recv().await.unwrap(),
+                seen("approval_required", &format!("ap-{n}"))
+            );
+        }
+        after_a_last_one(&hook, &mut requests).await;
+        assert_eq!(
+            counted(&outcomes),
+            only(&[
+                (Outcome::Delivered, QUEUE as u64 + 1),
+                (Outcome::QueueFull, BURST as u64 - QUEUE as u64)
+            ])
+        );
+    }
+
+    /// Replaced by a later notification about the same approval, counted both ways: one waiting
+    /// for its retry (ap-1's required) and one waiting in the queue (ap-2's required).
+    #[tokio::test]
+    async fn replaced_notifications_are_counted() {
+        let (url, mut requests) = receiver(vec![503, 200, 200, HOLD]).await;
+        let outcomes = Outcomes::default();
+        // An hour: ap-1's required is still waiting for its retry when its resolution comes.
+        let hook =
+            Webhook::spawn_backing_off(url, outcomes.clone(), Duration::from_secs(3600)).unwrap();
+        hook.notify(required("ap-1"));
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_required", "ap-1")
+        );
+        hook.notify(resolved("ap-1"));
+        hook.notify(required("ap-2"));
+        hook.notify(resolved("ap-2"));
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_resolved", "ap-1")
+        );
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_resolved", "ap-2")
+        );
+        after_a_last_one(&hook, &mut requests).await;
+        assert_eq!(
+            counted(&outcomes),
+            only(&[(Outcome::Delivered, 2), (Outcome::Replaced, 2)])
+        );
     }
 }

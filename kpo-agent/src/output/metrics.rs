@@ -200,6 +200,19 @@ impl Metrics {
         );
     }
 
+    /// What became of the approval webhook's notifications, counted by its delivery task, which
+    /// alone sees them (they are in no event).
+    pub fn register_approval_webhook(&mut self, outcomes: &crate::approvals::webhook::Outcomes) {
+        use crate::approvals::webhook::{ATTEMPTS, QUEUE};
+        self.registry.register(
+            "approval_webhook_notifications",
+            format!(
+                "Approval webhook notifications by what became of them: delivered (2xx), queue_full (dropped unsent, the oldest of more than {QUEUE} waiting), replaced (dropped unsent for a later one about the same approval), given_up (failed {ATTEMPTS} tries), refused (a 4xx, not retried)"
+            ),
+            outcomes.family(),
+        );
+    }
+
     /// Counts one event; a window also sets the gauges.
     pub fn observe(&mut self, event: &Event) {
         let json = serde_json::to_value(event).unwrap_or_default();
@@ -677,6 +690,45 @@ mod tests {
         has(&m, r#"kpo_events_total{kind="stop"} 1"#);
         has(&m, "kpo_windows_total 0");
         has(&m, "kpo_last_window_end_seconds NaN");
+    }
+
+    /// The webhook's own counters (not events), every result from 0, under a name and help
+    /// that say what they count.
+    #[test]
+    fn approval_webhook_outcomes_are_exposed_by_result() {
+        use crate::approvals::webhook::{Outcome, Outcomes};
+        let outcomes = Outcomes::default();
+        let mut m = Metrics::new();
+        m.register_approval_webhook(&outcomes);
+        for result in ["delivered", "queue_full", "replaced", "given_up", "refused"] {
+            has(
+                &m,
+                &format!("kpo_approval_webhook_notifications_total{{result=\"{result}\"}} 0"),
+            );
+        }
+        outcomes.count(Outcome::QueueFull);
+        outcomes.count(Outcome::QueueFull);
+        outcomes.count(Outcome::GivenUp);
+        has(
+            &m,
+            r#"kpo_approval_webhook_notifications_total{result="queue_full"} 2"#,
+        );
+        has(
+            &m,
+            r#"kpo_approval_webhook_notifications_total{result="given_up"} 1"#,
+        );
+        has(
+            &m,
+            r#"kpo_approval_webhook_notifications_total{result="delivered"} 0"#,
+        );
+        has(&m, "# TYPE kpo_approval_webhook_notifications counter");
+        has(
+            &m,
+            "# HELP kpo_approval_webhook_notifications Approval webhook notifications by what \
+             became of them: delivered (2xx), queue_full (dropped unsent, the oldest of more \
+             than 64 waiting), replaced (dropped unsent for a later one about the same \
+             approval), given_up (failed 8 tries), refused (a 4xx, not retried).",
+        );
     }
 
     #[test]

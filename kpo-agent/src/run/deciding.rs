@@ -35,7 +35,7 @@ use crate::{
     },
     approvals::{
         control::{ApprovalControl, AtDesk},
-        webhook::Webhook,
+        webhook::Outcomes,
         Desk,
     },
     change::{ChangePath, ChangeReport, ChangeStatus, KernelActuators},
@@ -270,10 +270,7 @@ impl Deciding {
             approvals.set_command_paths(socket, state_dir);
         }
         if let Some(url) = path.policy.approvals.webhook.clone() {
-            match Webhook::spawn(url) {
-                Ok(w) => approvals.set_webhook(w),
-                Err(e) => warn!("approval webhook off: {e}"),
-            }
+            approvals.start_webhook(url);
         }
         let rules_saved = RulesState::load(path.journal.dir()).unwrap_or_else(|e| {
             warn!(
@@ -327,6 +324,11 @@ impl Deciding {
     /// values through it (run/llm.rs).
     pub fn change_path(&self) -> &ChangePath {
         &self.path
+    }
+
+    /// What became of the approval webhook's notifications, for `--metrics`.
+    pub fn webhook_outcomes(&self) -> &Outcomes {
+        self.approvals.webhook_outcomes()
     }
 
     /// Starts the optimizer's live loop if the policy gives it knobs, from the values the

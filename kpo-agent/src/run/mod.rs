@@ -138,11 +138,21 @@ pub async fn run(
 
     // Prometheus metrics, counted from every event from the first on. Bound before anything with
     // side effects, so that an address in use stops the agent before it reconciles the journal.
-    if let Some(addr) = config.metrics {
-        sink.set_metrics(crate::output::metrics::start(addr).await?);
+    let metrics = match config.metrics {
+        Some(addr) => Some(crate::output::metrics::start(addr).await?),
+        None => None,
+    };
+    if let Some(metrics) = &metrics {
+        sink.set_metrics(metrics.clone());
     }
     // The deciding half first: without its journal and socket the agent must not start.
     let (mut deciding, reconciled) = Deciding::open(state, &config, recommend_only)?;
+    if let Some(metrics) = &metrics {
+        metrics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .register_approval_webhook(deciding.webhook_outcomes());
+    }
 
     // Sensors.
     let mut sensors = Sensors::load(&sensor_options(&config));
