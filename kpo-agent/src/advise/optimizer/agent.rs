@@ -72,7 +72,8 @@ pub struct OptimizerSettings {
     /// Stop exploring once the best constrained expected improvement is below this (log units of
     /// the objective: 0.001 is about 0.1%).
     pub ei_stop: f64,
-    /// A change of the request rate by more than this fraction restarts the search.
+    /// A change of the request rate by more than this fraction, at a configuration measured
+    /// before, restarts the search.
     pub load_change_rel: f64,
     /// Trials between re-checks of the held best.
     pub recheck_every: usize,

@@ -115,7 +115,9 @@ pub struct Measurement {
     pub window_s: f64,
     /// The SLO's request-latency percentile over the trial, microseconds.
     pub latency_us: f64,
-    /// Offered load (request rate), used to detect load changes.
+    /// Requests completed per second, used to detect load changes (against an earlier
+    /// measurement of the same configuration: under clients that wait for each answer, the rate
+    /// completed moves with the configuration).
     pub load_rps: f64,
 }
 
@@ -205,7 +207,8 @@ pub struct LiveConfig {
     /// Stop exploring when the best constrained expected improvement is below this (in log units
     /// of the objective, so 0.001 is about 0.1%).
     pub ei_stop: f64,
-    /// Relative change of the load rate that restarts the search.
+    /// Relative change of the load rate, at a configuration measured before, that restarts the
+    /// search.
     pub load_change_rel: f64,
     /// Trials between re-checks of the held best.
     pub recheck_every: usize,
@@ -398,7 +401,9 @@ pub struct LiveOptimizer {
     start: Vec<f64>,
     current: Vec<f64>,
     phase: Phase,
-    ref_load: Option<f64>,
+    /// Each configuration measured since the search (re)started, and the load it was first
+    /// measured at: a load change is judged against the same configuration only.
+    loads: Vec<(Vec<f64>, f64)>,
     evaluations: usize,
     /// Held configuration and the objective it was chosen with.
     held: Option<(Vec<f64>, Option<f64>)>,
@@ -472,7 +477,7 @@ impl LiveOptimizer {
             current: start.clone(),
             start,
             phase: Phase::Exploring,
-            ref_load: None,
+            loads: Vec::new(),
             evaluations: 0,
             held: None,
             hold_windows: 0,
@@ -543,7 +548,7 @@ impl LiveOptimizer {
     fn restart(&mut self, load: f64, reason: &str, ev: &mut Vec<LiveEvent>) {
         self.opt.reset();
         self.phase = Phase::Exploring;
-        self.ref_load = Some(load);
+        self.loads = vec![(self.current.clone(), load)];
         self.evaluations = 0;
         self.held = None;
         self.hold_windows = 0;
@@ -597,10 +602,13 @@ impl LiveOptimizer {
         let slo = self.config.slo;
         let feasible = slo.holds(m);
 
-        // 1. Load change.
-        match self.ref_load {
-            None => self.ref_load = Some(m.load_rps),
-            Some(r) => {
+        // 1. Load change. The rate is of completed requests: under clients that wait for each
+        // answer (a fixed number of connections) it moves with the configuration itself, so only
+        // a configuration measured again (the best after a breach, the one held) can tell a
+        // change of load from its own effect.
+        match self.loads.iter().find(|(c, _)| *c == self.current) {
+            None => self.loads.push((self.current.clone(), m.load_rps)),
+            Some(&(_, r)) => {
                 if (m.load_rps - r).abs() > self.config.load_change_rel * r.abs().max(1e-9) {
                     ev.push(LiveEvent::LoadChanged {
                         from_rps: r,
