@@ -871,9 +871,10 @@ impl AgentOptimizer {
             Ok(events) => events,
             Err(e) => {
                 warn!("optimizer: {e}");
-                let mut events = vec![LiveEvent::Unmeasured {
-                    reason: e.to_string(),
-                }];
+                let mut events = e.events;
+                events.push(LiveEvent::Unmeasured {
+                    reason: e.error.to_string(),
+                });
                 // An objective that is not a number is no measurement, but a breach is still one.
                 if let (true, Ok(t)) = (breached, &timed) {
                     events.extend(self.breach_without_step(path, guard, window, t));

@@ -373,6 +373,15 @@ pub enum LiveEvent {
     },
 }
 
+/// A step that failed partway, with what it did before (a measurement, a restart, a refused or
+/// failed proposal whose changes the journal has): the event stream says so too.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct StepError {
+    pub error: LiveError,
+    pub events: Vec<LiveEvent>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
     #[error(transparent)]
@@ -582,10 +591,12 @@ impl LiveOptimizer {
         &mut self,
         m: &Measurement,
         knobs: &mut dyn Knobs,
-    ) -> Result<Vec<LiveEvent>, LiveError> {
-        let mut ev = Vec::new();
-        self.step_inner(m, knobs, &mut ev)?;
-        Ok(ev)
+    ) -> Result<Vec<LiveEvent>, StepError> {
+        let mut events = Vec::new();
+        match self.step_inner(m, knobs, &mut events) {
+            Ok(()) => Ok(events),
+            Err(error) => Err(StepError { error, events }),
+        }
     }
 
     fn step_inner(
@@ -1039,6 +1050,51 @@ mod tests {
             LiveEvent::Measured { learned, .. } => Some(*learned),
             _ => None,
         })
+    }
+
+    /// A step that fails partway (here the model refuses a latency that is not a number, after
+    /// the load change it saw at a configuration measured again) returns what it did before: the
+    /// event stream must still say the search restarted.
+    #[test]
+    fn a_step_that_fails_partway_returns_what_it_did() {
+        use crate::advise::optimizer::space::KnobSpec;
+        let space = Space::new(vec![KnobSpec::range("k", 0.0, 3.0, 1.0)]).unwrap();
+        let config = LiveConfig {
+            slo: Slo {
+                latency_us_max: Some(300.0),
+                min_throughput_rps: None,
+            },
+            ..LiveConfig::default()
+        };
+        let start = vec![0.0];
+        let mut live = LiveOptimizer::new(space, start.clone(), config).unwrap();
+        let mut machine = Machine { now: start.clone() };
+        live.step(&within_slo(), &mut machine).unwrap();
+        assert_ne!(machine.now, start, "a trial applied");
+        let breach = Measurement {
+            latency_us: 500.0,
+            ..within_slo()
+        };
+        live.step(&breach, &mut machine).unwrap();
+        assert_eq!(machine.now, start, "back at the start");
+        let doubled = Measurement {
+            latency_us: f64::NAN,
+            load_rps: 2000.0,
+            requests: 2000.0,
+            energy_j: 100.0,
+            ..within_slo()
+        };
+        let e = live.step(&doubled, &mut machine).unwrap_err();
+        assert!(matches!(e.error, LiveError::Optimizer(_)), "{e:?}");
+        assert!(
+            matches!(
+                &e.events[..],
+                [LiveEvent::LoadChanged { from_rps, to_rps }, LiveEvent::Restarted { .. }]
+                    if *from_rps == 1000.0 && *to_rps == 2000.0
+            ),
+            "{:?}",
+            e.events
+        );
     }
 
     /// Six knobs at the default 8 levels are 262,144 points: the error says how many levels fit
