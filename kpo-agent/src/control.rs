@@ -461,20 +461,16 @@ pub fn record_agent_netns(state_dir: &Path) -> Result<(), JournalError> {
 /// one the agent last ran in. Without the file (an agent of an earlier version) it goes on.
 fn refuse_if_other_netns(state_dir: &Path) -> Result<(), ControlError> {
     let file = state_dir.join(AGENT_NETNS_FILE);
-    let text = match std::fs::read_to_string(&file) {
-        Ok(text) => Ok(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        // Unreadable is not absent: where the agent ran is then unknown.
-        Err(e) => Err(e),
-    };
     let how = format!(
         "run the command in the agent's namespace (`nsenter --net=FILE kpo ...` with a file of \
          it, such as /run/netns/NAME, or `ip netns exec NAME kpo ...`), or start the agent; if \
          that namespace is gone for good, removing {} lets commands act where they run",
         file.display()
     );
-    let text = match text {
+    let text = match std::fs::read_to_string(&file) {
         Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        // Unreadable is not absent: where the agent ran is then unknown.
         Err(e) => {
             return Err(ControlError::OtherNetns(format!(
                 "{} cannot be read ({e}), so where the agent ran is unknown; {how}",
