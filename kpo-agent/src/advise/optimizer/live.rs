@@ -876,7 +876,11 @@ impl LiveOptimizer {
             .find(|o| o.point == self.current || knobs.allowed(&o.point))
         {
             Some(o) => (o.point, Some(o.objective)),
-            None => (self.start.clone(), None),
+            // As a breach would: a start measured beyond the SLO is no place to hold.
+            None => match &self.before_trials {
+                Some(before) if self.start_broke_slo => (before.clone(), None),
+                _ => (self.start.clone(), None),
+            },
         };
         ev.push(LiveEvent::Converged {
             best: best.clone(),
@@ -1095,6 +1099,48 @@ mod tests {
             "{:?}",
             e.events
         );
+    }
+
+    /// A start a killed agent left that broke the SLO sent the loop back to what the knobs held
+    /// before its trials (here beyond the levels, so never learned); when every trial breaks the
+    /// SLO too and the candidates run out, the loop converges there, not on the start.
+    #[test]
+    fn with_nothing_feasible_learned_the_loop_does_not_converge_on_a_start_that_broke_the_slo() {
+        use crate::advise::optimizer::space::KnobSpec;
+        let space = Space::new(vec![KnobSpec::range("k", 2.0, 3.0, 1.0)]).unwrap();
+        let config = LiveConfig {
+            slo: Slo {
+                latency_us_max: Some(300.0),
+                min_throughput_rps: None,
+            },
+            ..LiveConfig::default()
+        };
+        let (start, before) = (vec![3.0], vec![10.0]);
+        let mut live = LiveOptimizer::new(space, start.clone(), config).unwrap();
+        live.set_before_trials(before.clone());
+        let mut machine = Machine { now: start.clone() };
+        let breach = Measurement {
+            latency_us: 500.0,
+            ..within_slo()
+        };
+        let mut events = Vec::new();
+        for _ in 0..6 {
+            let m = if machine.now == before {
+                within_slo()
+            } else {
+                breach.clone()
+            };
+            events.extend(live.step(&m, &mut machine).unwrap());
+            if live.phase() == Phase::Holding {
+                break;
+            }
+        }
+        assert!(
+            events.iter().any(|e| matches!(e,
+                LiveEvent::Converged { best, objective: None, .. } if *best == before)),
+            "{events:#?}"
+        );
+        assert_eq!(machine.now, before);
     }
 
     /// Six knobs at the default 8 levels are 262,144 points: the error says how many levels fit
