@@ -41,6 +41,7 @@ pub mod output;
 pub mod policy;
 pub mod run;
 pub mod sensors;
+pub mod trusted_path;
 pub mod who;
 pub mod window;
 

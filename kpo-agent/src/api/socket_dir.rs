@@ -9,40 +9,10 @@
 //! one for trusted paths (OpenSSH's `safe_path`): each directory is root's (or this user's), and
 //! writable by nobody else unless it is sticky, as /tmp is, where others cannot rename what is
 //! not theirs.
-use std::{
-    os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
-};
+use std::{os::unix::fs::MetadataExt, path::Path};
 
 use super::server::ServeError;
-
-/// Who besides root and the agent's own user may rename or remove what is in a directory.
-#[derive(Debug, PartialEq, Eq)]
-enum Others {
-    /// Its owner, another user.
-    Owner(u32),
-    /// Every user: world-writable, not sticky.
-    Everyone,
-    /// The members of its group, not root's: group-writable, not sticky.
-    Group(u32),
-}
-
-/// Root's group is root alone, as everywhere in KPO's checks (the state directory's too).
-fn others_may_change(meta: &std::fs::Metadata, me: u32) -> Option<Others> {
-    let sticky = meta.mode() & 0o1000 != 0;
-    if meta.uid() != 0 && meta.uid() != me {
-        // Sticky or not: the owner of a directory may rename anything in it.
-        Some(Others::Owner(meta.uid()))
-    } else if sticky {
-        None
-    } else if meta.mode() & 0o002 != 0 {
-        Some(Others::Everyone)
-    } else if meta.mode() & 0o020 != 0 && meta.gid() != 0 {
-        Some(Others::Group(meta.gid()))
-    } else {
-        None
-    }
-}
+use crate::trusted_path::{self, others_may_change, Others};
 
 fn metadata(dir: &Path) -> Result<std::fs::Metadata, ServeError> {
     std::fs::metadata(dir).map_err(|source| ServeError::Io {
@@ -75,95 +45,34 @@ pub fn check(dir: &Path) -> Result<(), ServeError> {
     })
 }
 
-/// Links followed on the way to the socket's directory before giving up, as the kernel's
-/// ELOOP does.
-const MAX_LINKS: usize = 40;
-
-/// Every directory whose entries lead to `dir`, from `/` down: each that holds a component of its
-/// path, followed as the kernel follows it, links included (the directory holding a link decides
-/// who may replace the link, and the link's target is then followed from where it points). `dir`
-/// itself, checked on its own, is among them only where its path passes through it (`dir/x/..`).
-fn ancestors(dir: &Path) -> Result<Vec<PathBuf>, ServeError> {
-    use std::path::Component;
-    let io = |what| {
-        move |source| ServeError::Io {
+fn check_ancestors(dir: &Path, me: u32) -> Result<(), ServeError> {
+    let found =
+        trusted_path::unsafe_ancestor(dir, me).map_err(|(what, source)| ServeError::Io {
             path: dir.to_path_buf(),
             what,
             source,
-        }
+        })?;
+    let Some(found) = found else {
+        return Ok(());
     };
-    let given = std::path::absolute(dir).map_err(io("making its path absolute"))?;
-    let mut left: std::collections::VecDeque<PathBuf> = given
-        .components()
-        .map(|c| PathBuf::from(c.as_os_str()))
-        .collect();
-    let mut here = PathBuf::from("/");
-    let mut holders: Vec<PathBuf> = Vec::new();
-    let mut links = 0;
-    while let Some(part) = left.pop_front() {
-        match part.components().next() {
-            Some(Component::RootDir) => here = PathBuf::from("/"),
-            Some(Component::ParentDir) => {
-                here.pop();
-            }
-            Some(Component::Normal(name)) => {
-                if !holders.contains(&here) {
-                    holders.push(here.clone());
-                }
-                let next = here.join(name);
-                let meta = std::fs::symlink_metadata(&next).map_err(io("reading its path"))?;
-                if meta.file_type().is_symlink() {
-                    links += 1;
-                    if links > MAX_LINKS {
-                        return Err(ServeError::Io {
-                            path: dir.to_path_buf(),
-                            what: "resolving its path",
-                            source: std::io::Error::from_raw_os_error(nix::libc::ELOOP),
-                        });
-                    }
-                    let target =
-                        std::fs::read_link(&next).map_err(io("reading a link on its path"))?;
-                    for c in target.components().rev() {
-                        left.push_front(PathBuf::from(c.as_os_str()));
-                    }
-                } else {
-                    here = next;
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(holders)
-}
-
-fn check_ancestors(dir: &Path, me: u32) -> Result<(), ServeError> {
-    for ancestor in ancestors(dir)? {
-        let meta = metadata(&ancestor)?;
-        let Some(others) = others_may_change(&meta, me) else {
-            continue;
-        };
-        let who = match others {
-            Others::Owner(uid) => format!("belongs to uid {uid}, who may"),
-            Others::Everyone => "lets every user".to_string(),
-            Others::Group(gid) => format!("lets group {gid}"),
-        };
-        return Err(ServeError::UnsafeAncestor {
-            dir: dir.to_path_buf(),
-            ancestor,
-            owner: meta.uid(),
-            group: meta.gid(),
-            mode: meta.mode() & 0o7777,
-            who,
-        });
-    }
-    Ok(())
+    Err(ServeError::UnsafeAncestor {
+        dir: dir.to_path_buf(),
+        ancestor: found.ancestor,
+        owner: found.owner,
+        group: found.group,
+        mode: found.mode,
+        who: found.who,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::{chown, PermissionsExt};
 
+    use std::path::PathBuf;
+
     use super::*;
+    use crate::trusted_path::ancestors;
 
     fn chmod(path: &Path, mode: u32) {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();

@@ -89,8 +89,9 @@ pub fn ensure_dir(dir: &Path) -> Result<(), JournalError> {
     Ok(())
 }
 
-/// Refuses a state directory someone other than this user can change: another user could then
-/// swap the journal or plant a link where the agent, as root, writes. A directory others may only
+/// Refuses a state directory someone other than this user can change, or one below a directory
+/// someone else can change (`trusted_path`): another user could then swap the journal or plant a
+/// link where the agent, as root, writes. A directory others may only
 /// read (an existing one made 0755) is used with a warning, returned here: the journal holds the
 /// host's configuration history. The directory is not chmod-ed: `--state-dir` may name a
 /// directory that has other users, which is to be refused, not changed.
@@ -122,6 +123,32 @@ pub fn check_dir(dir: &Path) -> Result<Option<String>, JournalError> {
             },
             dir.display()
         )));
+    }
+    // A directory above it that another user may write lets them rename the state directory
+    // away and put one of their own in its place: a journal of their making, which the agent
+    // would reconcile and revert the kernel to.
+    match crate::trusted_path::unsafe_ancestor(dir, me) {
+        Ok(None) => {}
+        Ok(Some(a)) => {
+            return Err(unsafe_dir(format!(
+                "{}, a directory above it (owner uid {}, group {}, mode {:04o}), {} rename what \
+                 is in it: they could move the state directory away and put one of their own, \
+                 with a journal of their making, in its place; make {} root's and writable by \
+                 root alone (chown root:root, chmod go-w; or chmod +t, as /tmp is, if others must \
+                 write in it), or give --state-dir a path whose every directory is so",
+                a.ancestor.display(),
+                a.owner,
+                a.group,
+                a.mode,
+                a.who,
+                a.ancestor.display()
+            )));
+        }
+        Err((what, e)) => {
+            return Err(unsafe_dir(format!(
+                "the directories above it cannot be checked ({what}: {e})"
+            )));
+        }
     }
     Ok((mode & 0o077 != 0).then(|| {
         format!(

@@ -471,6 +471,52 @@ fn a_state_directory_others_can_change_is_refused() {
     }
 }
 
+/// A state directory below one another user may write (a group other than root's, everyone
+/// without the sticky bit, or its owner) is refused, naming that directory: they could rename the
+/// state directory away and put their own journal in its place. A sticky one, as /tmp, is not.
+#[test]
+fn a_state_directory_below_one_others_can_change_is_refused() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: not root: the test makes directories of other users and groups");
+        return;
+    }
+    let tmp = private_tempdir();
+    let parent = tmp.path().join("parent");
+    let dir = parent.join("state");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let parent_is = |uid: u32, gid: u32, mode: u32| {
+        chown(&parent, Some(uid), Some(gid)).unwrap();
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let refused = |why: &str| match Journal::open(&dir, Holder::Cli, Duration::ZERO) {
+        Err(e @ JournalError::UnsafeDir { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.starts_with(&format!(
+                    "{}: refusing to keep the journal here: {}, a directory above it ({why}",
+                    dir.display(),
+                    parent.display()
+                )),
+                "{text}"
+            );
+            assert!(text.ends_with("or give --state-dir a path whose every directory is so"));
+        }
+        other => panic!("{why}: {:?}", other.map(|_| ())),
+    };
+    parent_is(0, 65534, 0o775);
+    refused("owner uid 0, group 65534, mode 0775), lets group 65534 rename");
+    parent_is(0, 0, 0o777);
+    refused("owner uid 0, group 0, mode 0777), lets every user rename");
+    parent_is(65534, 0, 0o755);
+    refused("owner uid 65534, group 0, mode 0755), belongs to uid 65534, who may rename");
+    parent_is(0, 0, 0o1777);
+    drop(open(&dir));
+    parent_is(0, 65534, 0o755);
+    drop(open(&dir));
+}
+
 /// Which change the kernel has from KPO: the latest applied one, until a revert takes effect,
 /// even a revert that puts back the very value that change had set; a change put back after a
 /// failed read-back leaves the earlier change in place.
