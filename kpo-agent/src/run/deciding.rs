@@ -333,23 +333,35 @@ impl Deciding {
 
     /// Starts the optimizer's live loop if the policy gives it knobs, from the values the
     /// kernel has after reconciliation; says why not if it cannot run.
+    /// A trial a stopped agent left half-applied over a group knob is taken back first: its
+    /// `change` events (and a yield to a value a person wrote since) come before `started`.
     pub(crate) fn start_optimizer(&mut self, config: &Config) -> Vec<Event> {
-        match AgentOptimizer::start(&self.path, &config.optimizer, &config.sysfs_root) {
-            Ok(None) => Vec::new(),
+        let mut skipped = Vec::new();
+        let started = AgentOptimizer::start(
+            &mut self.path,
+            &mut self.guard,
+            &config.optimizer,
+            &config.sysfs_root,
+            &mut skipped,
+        );
+        let mut events = self.take_events();
+        events.extend(self.yield_after_the_loops_reverts(&skipped));
+        match started {
+            Ok(None) => {}
             Ok(Some((optimizer, started))) => {
                 info!(knobs = ?optimizer.knobs(), "optimizer: live loop on");
-                let event = optimizer_event(optimizer.knobs(), started);
+                events.push(optimizer_event(optimizer.knobs(), started));
                 self.optimizer = Some(optimizer);
-                vec![event]
             }
             Err(off) => {
                 warn!("optimizer: off: {}", off.0);
-                vec![optimizer_event(
+                events.push(optimizer_event(
                     Vec::new(),
                     LiveEvent::Off { reason: off.0 },
-                )]
+                ));
             }
         }
+        events
     }
 
     /// The LLM answered a consultation that offered `offered`: a pending approval of its advice

@@ -2282,6 +2282,284 @@ sources = ["optimizer"]
     );
 }
 
+/// Each policy's `scaling_max_freq` in the temporary tree `base`, policy0 to policy`n-1`.
+fn max_freqs(base: &Path, n: usize) -> Vec<i64> {
+    (0..n)
+        .map(|i| {
+            std::fs::read_to_string(base.join(format!("policy{i}/scaling_max_freq")))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+impl Rig {
+    /// The optimizer's change of one group member, journaled and written as `try_config` makes
+    /// it: what an agent killed between two members' writes leaves of its trial. The change id.
+    fn the_loop_writes(&mut self, address: &str, value: i64) -> u64 {
+        let p = crate::policy::Proposal {
+            address: address.parse().unwrap(),
+            value: Value::Int(value.into()),
+            source: Source::Optimizer,
+            reason: format!("optimizer explore: trial [{value}.0, 0.0]"),
+        };
+        let r = self.deciding.path_for_tests_mut().propose(&p).unwrap();
+        assert_eq!(r.status, crate::change::ChangeStatus::Applied, "{r:?}");
+        r.journal_id.unwrap()
+    }
+
+    /// The intents journaled after the first `from` records.
+    fn intents_since(&self, from: usize) -> Vec<crate::journal::Intent> {
+        self.journal().records()[from..]
+            .iter()
+            .filter_map(|r| match r {
+                Record::Intent(i) => Some(i.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Checks `reverts` is one journaled revert by the optimizer of each change of `of`, at its
+    /// address, back to `to`, carried out.
+    fn assert_the_loops_reverts(&self, reverts: &[crate::journal::Intent], of: &[u64], to: i64) {
+        assert_eq!(reverts.len(), of.len(), "{reverts:#?}");
+        for (r, &id) in reverts.iter().zip(of) {
+            let change = self.journal().intent(id).unwrap();
+            assert!(
+                matches!(r.kind, IntentKind::Revert { of: Some(of) } if of == id),
+                "{r:?}"
+            );
+            assert_eq!(r.source, Source::Optimizer, "{r:?}");
+            assert_eq!(r.address, change.address, "{r:?}");
+            assert_eq!(r.after, Value::Int(to.into()), "{r:?}");
+            assert!(
+                r.reason.contains("a trial left half-applied"),
+                "{}",
+                r.reason
+            );
+            assert!(
+                matches!(self.journal().outcome(r.id), Some(Outcome::Reverted { .. })),
+                "{r:?}"
+            );
+        }
+    }
+}
+
+/// A group trial cut short by a kill between two members' writes leaves the members apart; the
+/// next start takes the loop's values back through the journal, to what the members held before
+/// the loop's trials, and the loop starts with the knob (not left out, unwatched at the trial).
+#[test]
+fn a_group_trial_a_kill_left_half_applied_is_taken_back_at_the_next_start() {
+    let rig = Rig::new(&policy(""), true, "");
+    let base = rig.more_policies(4);
+    let mut rig = rig.restarted();
+    assert_eq!(
+        rig.last_started()["knobs"],
+        serde_json::json!(["cpufreq:*:scaling_max_freq", "ethtool:eth0:rx-usecs"])
+    );
+
+    // Killed after writing the first trial to two of the four policies.
+    let cut_short: Vec<u64> = (0..2)
+        .map(|i| rig.the_loop_writes(&format!("cpufreq:policy{i}:scaling_max_freq"), 2_280_000))
+        .collect();
+    assert_eq!(
+        max_freqs(&base, 4),
+        vec![2_280_000, 2_280_000, 3_000_000, 3_000_000]
+    );
+    let mark = rig.journal().records().len();
+    let mut rig = rig.restarted();
+    assert_eq!(
+        max_freqs(&base, 4),
+        vec![3_000_000; 4],
+        "every policy agrees"
+    );
+    let intents = rig.intents_since(mark);
+    rig.assert_the_loops_reverts(&intents, &cut_short, 3_000_000);
+    let started = rig.last_started();
+    assert_eq!(
+        started["knobs"],
+        serde_json::json!(["cpufreq:*:scaling_max_freq", "ethtool:eth0:rx-usecs"]),
+        "{started}"
+    );
+    assert_eq!(started["config"], serde_json::json!([3_000_000.0, 0.0]));
+    assert_eq!(started["left_out"], serde_json::json!([]), "{started}");
+    // The reverts' `change` events come before `started`.
+    let started_at = rig.json.iter().rposition(|e| e["event"] == "started");
+    let reverted = rig
+        .json
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| {
+            e["kind"] == "change" && e["phase"] == "reverted" && e["source"] == "optimizer"
+        })
+        .map(|(at, _)| at)
+        .collect::<Vec<_>>();
+    assert_eq!(reverted.len(), 2, "{:#?}", rig.json);
+    assert!(reverted.iter().all(|&at| Some(at) < started_at));
+    // The loop runs over the knob: its next trial moves every policy together.
+    rig.window();
+    let trial = max_freqs(&base, 4);
+    assert!(trial.iter().all(|&f| f == trial[0]), "{trial:?}");
+
+    // Killed while a later trial was half written over an earlier one: every policy holds the
+    // loop's value, two of them the cut-short trial's; all go back to what they held before the
+    // loop's run of changes (the first trial's `before`), through the first of that run.
+    let rig2 = Rig::new(&policy(""), true, "");
+    let base = rig2.more_policies(4);
+    let mut rig = rig2.restarted();
+    let first: Vec<u64> = (0..4)
+        .map(|i| rig.the_loop_writes(&format!("cpufreq:policy{i}:scaling_max_freq"), 2_640_000))
+        .collect();
+    for i in 0..2 {
+        rig.the_loop_writes(&format!("cpufreq:policy{i}:scaling_max_freq"), 1_920_000);
+    }
+    assert_eq!(
+        max_freqs(&base, 4),
+        vec![1_920_000, 1_920_000, 2_640_000, 2_640_000]
+    );
+    let mark = rig.journal().records().len();
+    let rig = rig.restarted();
+    assert_eq!(max_freqs(&base, 4), vec![3_000_000; 4]);
+    rig.assert_the_loops_reverts(&rig.intents_since(mark), &first, 3_000_000);
+    let started = rig.last_started();
+    assert_eq!(
+        started["knobs"],
+        serde_json::json!(["cpufreq:*:scaling_max_freq", "ethtool:eth0:rx-usecs"]),
+        "{started}"
+    );
+    assert_eq!(started["config"], serde_json::json!([3_000_000.0, 0.0]));
+    rig.assert_schema();
+}
+
+/// A group member someone else set apart is theirs: at the next start it is left as it is, and
+/// the knob is left out, as for any group set apart; only the loop's own values, left by a trial
+/// cut short, go back.
+#[test]
+fn a_group_member_someone_else_set_apart_is_left_alone_at_the_next_start() {
+    // A person set policy2 apart: nothing of the loop's there, nothing written.
+    let operator_too = policy("").replacen(
+        r#"sources = ["optimizer"]"#,
+        r#"sources = ["optimizer", "operator"]"#,
+        1,
+    );
+    let rig = Rig::new(&operator_too, true, "");
+    let base = rig.more_policies(4);
+    let rig = rig.restarted();
+    std::fs::write(base.join("policy2/scaling_max_freq"), "2000000\n").unwrap();
+    let mark = rig.journal().records().len();
+    let rig = rig.restarted();
+    assert_eq!(
+        max_freqs(&base, 4),
+        vec![3_000_000, 3_000_000, 2_000_000, 3_000_000]
+    );
+    let written = rig.intents_since(mark);
+    assert!(written.is_empty(), "nothing written: {written:#?}");
+    let started = rig.last_started();
+    assert_eq!(
+        started["knobs"],
+        serde_json::json!(["ethtool:eth0:rx-usecs"]),
+        "{started}"
+    );
+    let left_out = started["left_out"].to_string();
+    assert!(
+        left_out.contains("cpufreq:*:scaling_max_freq: its parameters differ")
+            && left_out.contains("cpufreq:policy2:scaling_max_freq = 2000000"),
+        "{left_out}"
+    );
+
+    // An operator set policy3 apart (`kpo apply`), and a kill cut a trial short after
+    // policy0: the trial's value goes back, the operator's and the person's stay, and the knob
+    // is left out (its parameters still differ), saying what went back.
+    let mut rig = rig;
+    let reply = rig.operator_applies("cpufreq:policy3:scaling_max_freq", 2_640_000);
+    assert!(
+        matches!(&reply, crate::api::Reply::Ok(r) if r["status"] == "applied"),
+        "the operator's apply: {reply:?}"
+    );
+    let cut_short = rig.the_loop_writes("cpufreq:policy0:scaling_max_freq", 1_560_000);
+    assert_eq!(
+        max_freqs(&base, 4),
+        vec![1_560_000, 3_000_000, 2_000_000, 2_640_000]
+    );
+    let mark = rig.journal().records().len();
+    let rig = rig.restarted();
+    assert_eq!(
+        max_freqs(&base, 4),
+        vec![3_000_000, 3_000_000, 2_000_000, 2_640_000]
+    );
+    rig.assert_the_loops_reverts(&rig.intents_since(mark), &[cut_short], 3_000_000);
+    let started = rig.last_started();
+    assert_eq!(
+        started["knobs"],
+        serde_json::json!(["ethtool:eth0:rx-usecs"]),
+        "{started}"
+    );
+    let left_out = started["left_out"].to_string();
+    assert!(
+        left_out.contains("cpufreq:*:scaling_max_freq: its parameters differ")
+            && left_out.contains("cpufreq:policy0:scaling_max_freq = 3000000")
+            && left_out.contains("cpufreq:policy2:scaling_max_freq = 2000000")
+            && left_out.contains("cpufreq:policy3:scaling_max_freq = 2640000")
+            && left_out.contains("were taken back")
+            && left_out.contains("cpufreq:policy0:scaling_max_freq = 1560000"),
+        "{left_out}"
+    );
+    rig.assert_schema();
+}
+
+/// Taking back a trial a kill left half-applied can fail: here a person writes policy1 between
+/// the start's read of it and the revert, which then leaves their value (and KPO yields it to
+/// them). The knob is left out with a reason that says what failed; policy0's revert is done.
+#[test]
+fn a_half_applied_trial_whose_revert_fails_is_left_out_saying_why() {
+    let rig = Rig::new(&policy(""), true, "");
+    let base = rig.more_policies(3);
+    let mut rig = rig.restarted();
+    let cut_short: Vec<u64> = (0..2)
+        .map(|i| rig.the_loop_writes(&format!("cpufreq:policy{i}:scaling_max_freq"), 2_280_000))
+        .collect();
+    let file = base.join("policy1/scaling_max_freq");
+    *rig.after_read.lock().unwrap() = Some((
+        "cpufreq:policy1:scaling_max_freq".parse().unwrap(),
+        Box::new(move || std::fs::write(file, "1920000\n").unwrap()),
+    ));
+    let mark = rig.journal().records().len();
+    let rig = rig.restarted();
+    assert!(rig.after_read.lock().unwrap().is_none(), "the person wrote");
+    assert_eq!(max_freqs(&base, 3), vec![3_000_000, 1_920_000, 3_000_000]);
+    let intents = rig.intents_since(mark);
+    rig.assert_the_loops_reverts(&intents, &cut_short[..1], 3_000_000);
+    let started = rig.last_started();
+    assert_eq!(
+        started["knobs"],
+        serde_json::json!(["ethtool:eth0:rx-usecs"]),
+        "{started}"
+    );
+    let left_out = started["left_out"].to_string();
+    assert!(
+        left_out.contains("cpufreq:*:scaling_max_freq: its parameters differ")
+            && left_out.contains("taking the loop's values back failed")
+            && left_out.contains("cpufreq:policy1:scaling_max_freq"),
+        "{left_out}"
+    );
+    // The person's value is theirs from now on.
+    assert!(
+        rig.json
+            .iter()
+            .any(|e| e["kind"] == "admin_override" && e["seen_by"] == "value_check"),
+        "{:#?}",
+        rig.json
+    );
+    let p1: ParamAddress = "cpufreq:policy1:scaling_max_freq".parse().unwrap();
+    assert!(rig
+        .journal()
+        .param_state(&p1)
+        .is_some_and(|p| p.yielded.is_some()));
+    rig.assert_schema();
+}
+
 /// At shutdown a trial in place makes way, through the journal, for the best configuration
 /// measured within the SLO (here the start): no experiment outlives the agent unwatched. A best
 /// the loop holds is left as it is.

@@ -278,10 +278,18 @@ impl AgentOptimizer {
     /// The knobs the policy gives the optimizer, read through the path. `Ok(None)`: the policy
     /// gives it none. `Err`: it does, but the loop cannot run (the reason says why: no SLO,
     /// unsupported here, no bounds).
+    ///
+    /// A group knob whose members differ because a trial of the loop's was cut short between
+    /// two members' writes (a kill, a roll-back that failed) is first put back together: each
+    /// member holding the loop's value goes back through the journal
+    /// ([`take_back_a_half_applied_trial`]); a revert that finds a value that is not KPO's is
+    /// added to `skipped`, for the caller to yield (`run::yielding::after_own_revert`).
     pub fn start(
-        path: &ChangePath,
+        path: &mut ChangePath,
+        guard: &mut Guard,
         settings: &OptimizerSettings,
         sys_root: &Path,
+        skipped: &mut Vec<ChangeReport>,
     ) -> Result<Option<(AgentOptimizer, LiveEvent)>, Off> {
         let (candidates, mut problems) = given_knobs(path, sys_root);
         if candidates.is_empty() && problems.is_empty() {
@@ -313,20 +321,30 @@ impl AgentOptimizer {
                     Err(e) => problems.push(e.to_string()),
                 }
             }
-            let Some(&now) = values.first() else {
+            let Some(&first) = values.first() else {
                 continue;
             };
             let mut knob = Knob::new(members, &group.entry);
+            let mut now = first;
             // Moved together, they are moved from one value: set apart, the search could not
             // say where it started nor put each back.
-            if values.iter().any(|&v| v != now) {
-                problems.push(format!(
-                    "{}: its parameters differ ({}); the optimizer moves them together from one \
-                     value: set them alike, or give each its own policy entry",
-                    knob.name,
-                    knob.each(&values)
-                ));
-                continue;
+            if values.iter().any(|&v| v != first) {
+                match take_back_a_half_applied_trial(path, guard, &knob, &values, skipped) {
+                    Ok(Some(agreed)) => now = agreed,
+                    Ok(None) => {
+                        problems.push(format!(
+                            "{}: its parameters differ ({}); the optimizer moves them together \
+                             from one value: set them alike, or give each its own policy entry",
+                            knob.name,
+                            knob.each(&values)
+                        ));
+                        continue;
+                    }
+                    Err(why) => {
+                        problems.push(why);
+                        continue;
+                    }
+                }
             }
             if knobs.iter().any(|k: &Knob| k.name == knob.name) {
                 knob.name = format!("{} (policy line {})", knob.name, group.line);
@@ -689,6 +707,94 @@ fn first_of_the_loops_run(
         Value::Int(v) => Some((first.id, i64::try_from(v).ok()?)),
         _ => None,
     }
+}
+
+/// A group knob whose members differ (`values`, read at the loop's start) because a trial of
+/// the loop's was cut short between two members' writes: an agent killed there, or a roll-back
+/// of a failed trial that failed itself. Left out, the members already written would keep the
+/// trial's value with nothing watching it against the SLO; so each member that holds the loop's
+/// value (its change, source `optimizer`, in this boot: [`first_of_the_loops_run`]) goes back
+/// through the journal (`revert_own`, as the loop's other reverts) to what it held before the
+/// loop's run of changes there. A member someone else set apart (an operator, an advisor, a
+/// person: not the loop's value) is left as it is.
+///
+/// `Ok(Some(v))`: the members agree on `v` now (read back). `Ok(None)`: nothing of the loop's
+/// to take back (someone else set them apart): the caller leaves the knob out, as for any group
+/// set apart. `Err`: the knob is left out for the reason given: a revert failed, or the members
+/// still differ after the loop's values went back (someone else set one apart too).
+fn take_back_a_half_applied_trial(
+    path: &mut ChangePath,
+    guard: &mut Guard,
+    knob: &Knob,
+    values: &[i128],
+    skipped: &mut Vec<ChangeReport>,
+) -> Result<Option<i128>, String> {
+    let loops: Vec<(&ParamAddress, u64, i64)> = knob
+        .members
+        .iter()
+        .zip(values)
+        .filter_map(|(a, &v)| {
+            let (id, before) = first_of_the_loops_run(path, a, i64::try_from(v).ok()?)?;
+            (i128::from(before) != v).then_some((a, id, before))
+        })
+        .collect();
+    if loops.is_empty() {
+        return Ok(None);
+    }
+    let mut errors = Vec::new();
+    for (address, id, before) in loops {
+        let why = format!("optimizer: a trial left half-applied; back to {before}");
+        match path.revert_own(id, Source::Optimizer, &why) {
+            Ok(r) if undone(path, &r) => guard.forget(address),
+            Ok(r) => {
+                errors.push(r.describe());
+                if r.status == ChangeStatus::Skipped {
+                    skipped.push(r);
+                }
+            }
+            Err(e) => errors.push(format!("{address}: {e}")),
+        }
+    }
+    let mut now = Vec::new();
+    for a in &knob.members {
+        match path.read(a) {
+            Ok(Value::Int(v)) => now.push(v),
+            Ok(other) => errors.push(format!("{a} is {}, not one integer", other.described())),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(format!(
+            "{}: its parameters differ ({}) after a trial of the loop's was left half-applied, \
+             and taking the loop's values back failed: {}",
+            knob.name,
+            knob.each(values),
+            errors.join("; ")
+        ));
+    }
+    if now.iter().any(|&v| v != now[0]) {
+        info!(
+            "optimizer: {}: the loop's values taken back; its parameters still differ ({}), \
+             someone else set one apart",
+            knob.name,
+            knob.each(&now)
+        );
+        return Err(format!(
+            "{}: its parameters differ ({}); the optimizer moves them together from one value: \
+             set them alike, or give each its own policy entry (the loop's own values there, \
+             left by a trial cut short, were taken back: they were {})",
+            knob.name,
+            knob.each(&now),
+            knob.each(values)
+        ));
+    }
+    info!(
+        "optimizer: {}: a trial left half-applied ({}) taken back to {}",
+        knob.name,
+        knob.each(values),
+        now[0]
+    );
+    Ok(Some(now[0]))
 }
 
 /// Whether `address` is yielded to a person (`kpo resume` hands it back).
