@@ -98,6 +98,51 @@ fn read_list(param: &str, path: &Path) -> Result<Vec<String>, ActuateError> {
     Ok(text.split_whitespace().map(str::to_string).collect())
 }
 
+/// The file in which a cpufreq driver with a frequency table lists it (kHz, space-separated).
+pub const AVAILABLE_FREQUENCIES: &str = "scaling_available_frequencies";
+
+/// The directory of cpufreq policy `policy` under the sysfs root `sys`.
+pub fn policy_dir(sys: &Path, policy: &str) -> PathBuf {
+    sys.join("devices/system/cpu/cpufreq").join(policy)
+}
+
+/// The frequencies of the driver's table for the policy in `dir`, from
+/// [`AVAILABLE_FREQUENCIES`], ascending and without repeats. `Ok(None)`: the driver has no table
+/// (intel_pstate, amd-pstate), and a limit takes any value in the hardware range. A driver with
+/// one (acpi-cpufreq and others) resolves a limit written to a frequency of its table
+/// (`cpufreq_set_policy` → `__resolve_freq`), so a value between two of them reads back as
+/// another one. `Err`: the file is there but cannot be read, or is not a list of kHz.
+pub fn frequency_table(dir: &Path) -> Result<Option<Vec<i64>>, String> {
+    let path = dir.join(AVAILABLE_FREQUENCIES);
+    let text = match super::read_attr(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut table = text
+        .split_whitespace()
+        .map(|w| w.parse::<i64>().ok().filter(|&khz| khz > 0))
+        .collect::<Option<Vec<i64>>>()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            format!(
+                "{}: {:?} is not a list of frequencies in kHz",
+                path.display(),
+                text.trim()
+            )
+        })?;
+    table.sort_unstable();
+    table.dedup();
+    Ok(Some(table))
+}
+
+/// The name of the policy's cpufreq driver (`scaling_driver`), or `unknown`.
+fn driver_name(dir: &Path) -> String {
+    super::read_attr(&dir.join("scaling_driver"))
+        .map(|d| d.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 impl CpufreqActuator {
     /// The actuator for `cpufreq:POLICY:ATTR` under `roots.sys`.
     pub fn open(address: &ParamAddress, roots: &Roots) -> Result<Self, ActuateError> {
@@ -165,9 +210,7 @@ impl CpufreqActuator {
                 reason: format!(
                     "{} does not exist: the cpufreq driver ({}) does not offer it",
                     dir.join(&attr).display(),
-                    super::read_attr(&dir.join("scaling_driver"))
-                        .map(|d| d.trim().to_string())
-                        .unwrap_or_else(|_| "unknown".into())
+                    driver_name(&dir)
                 ),
             });
         }
@@ -310,6 +353,8 @@ impl CpufreqActuator {
                      request) may hold the policy there",
                     LIMIT_SETTLE_WAIT.as_millis()
                 )
+            } else if is_limit(&self.attr) {
+                self.limit_mismatch_why()
             } else {
                 mismatch_why(&self.attr, value, &back)
             };
@@ -321,6 +366,26 @@ impl CpufreqActuator {
             });
         }
         Ok(back)
+    }
+
+    /// What a limit that reads back another value than the one written (and than the one
+    /// before) means: with a frequency table, the driver resolved it to one of the table's
+    /// frequencies, which the message lists, so that the operator (or a policy's bounds) can
+    /// pick one of them.
+    fn limit_mismatch_why(&self) -> String {
+        match frequency_table(&self.dir) {
+            Ok(Some(table)) => {
+                let list: Vec<String> = table.iter().map(i64::to_string).collect();
+                format!(
+                    "the cpufreq driver ({}) resolves a limit to a frequency of its table, \
+                     {} (kHz): {}; write one of those",
+                    driver_name(&self.dir),
+                    self.dir.join(AVAILABLE_FREQUENCIES).display(),
+                    list.join(" ")
+                )
+            }
+            Ok(None) | Err(_) => super::NOT_TAKEN.into(),
+        }
     }
 }
 
@@ -692,6 +757,76 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ActuateError::Mismatch { .. }), "{err}");
         assert_eq!(reads.load(Ordering::SeqCst), 1);
+    }
+
+    /// A limit that reads back another frequency of the driver's table than the one written
+    /// names both values, the driver and its table; an unreadable table leaves the plain
+    /// reason.
+    #[test]
+    fn a_limit_rounded_to_the_drivers_table_names_the_values_and_the_table() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = full_policy(tmp.path(), 0);
+        std::fs::write(p.join("scaling_driver"), "acpi-cpufreq\n").unwrap();
+        std::fs::write(
+            p.join(AVAILABLE_FREQUENCIES),
+            "3000000 2400000 1800000 1200000 800000 \n",
+        )
+        .unwrap();
+        let shown = p.join("shown_max_freq");
+        let max = act("cpufreq:policy0:scaling_max_freq", tmp.path()).unwrap();
+        let rounded = |table: &str| {
+            std::fs::write(p.join(AVAILABLE_FREQUENCIES), table).unwrap();
+            kernel_shows(&shown, 3_000_000);
+            let reads = Arc::new(AtomicUsize::new(0));
+            let mut read = shown_reader(&shown, &reads);
+            let mut calls = 0;
+            max.write_verify_reading(&Value::Int(2_000_000), || {
+                calls += 1;
+                if calls == 2 {
+                    kernel_shows(&shown, 1_800_000);
+                }
+                read()
+            })
+            .unwrap_err()
+        };
+        let err = rounded("3000000 2400000 1800000 1200000 800000 \n");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cpufreq:policy0:scaling_max_freq: wrote \"2000000\" but read back \"1800000\"; \
+                 the cpufreq driver (acpi-cpufreq) resolves a limit to a frequency of its table, \
+                 {} (kHz): 800000 1200000 1800000 2400000 3000000; write one of those",
+                p.join(AVAILABLE_FREQUENCIES).display()
+            )
+        );
+        let err = rounded("fast slow\n");
+        assert!(
+            matches!(&err, ActuateError::Mismatch { why, .. } if why == super::super::NOT_TAKEN),
+            "{err}"
+        );
+    }
+
+    /// The driver's table: sorted and without repeats; none without the file; an error for
+    /// text that is not a list of kHz.
+    #[test]
+    fn frequency_table_reads_the_drivers_list() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = full_policy(tmp.path(), 0);
+        assert_eq!(frequency_table(&p), Ok(None));
+        std::fs::write(
+            p.join(AVAILABLE_FREQUENCIES),
+            "2400000 800000 1600000 800000 \n",
+        )
+        .unwrap();
+        assert_eq!(
+            frequency_table(&p),
+            Ok(Some(vec![800_000, 1_600_000, 2_400_000]))
+        );
+        for bad in ["\n", "800000 fast\n", "-800000\n"] {
+            std::fs::write(p.join(AVAILABLE_FREQUENCIES), bad).unwrap();
+            let err = frequency_table(&p).unwrap_err();
+            assert!(err.contains("is not a list of frequencies in kHz"), "{err}");
+        }
     }
 
     /// Each policy's two limits in an order each write passes, in the places they held; the

@@ -3665,6 +3665,48 @@ fn a_reload_that_narrows_the_bounds_settles_within_them_and_restarts_over_the_ne
     rig.assert_schema();
 }
 
+/// A cpufreq driver with a frequency table (acpi-cpufreq) resolves a limit to one of its
+/// frequencies: the loop tries `scaling_max_freq` only at frequencies of policy0's
+/// `scaling_available_frequencies` within the policy's bounds (6 levels, spread by index), and
+/// its trials write those; the NIC knob keeps its even grid.
+#[test]
+fn a_policy_with_a_frequency_table_is_searched_at_its_frequencies() {
+    let rig = Rig::new(&policy(""), true, "");
+    let dir = rig.max_freq_file.parent().unwrap().to_path_buf();
+    std::fs::write(
+        dir.join("scaling_available_frequencies"),
+        "3400000 3000000 2800000 2600000 2400000 2200000 2000000 1800000 1600000 1400000 \
+         1200000 1000000 \n",
+    )
+    .unwrap();
+    let mut rig = rig.restarted();
+    let space = rig
+        .deciding
+        .optimizer_for_tests()
+        .expect("a loop")
+        .live()
+        .optimizer()
+        .space()
+        .clone();
+    // 1200000..=3000000 holds 10 of them; indices 0, 1.8, 3.6, 5.4, 7.2, 9 rounded.
+    let levels = [
+        1_200_000.0,
+        1_600_000.0,
+        2_000_000.0,
+        2_200_000.0,
+        2_600_000.0,
+        3_000_000.0,
+    ];
+    assert_eq!(space.levels(0), levels);
+    assert_eq!(space.levels(1), [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]);
+    for _ in 0..4 {
+        rig.until_a_trial(5, |_| true);
+        let now = rig.config_now();
+        assert!(levels.contains(&now[0]), "{now:?}");
+    }
+    rig.assert_schema();
+}
+
 /// A reload that leaves the optimizer no knobs settles its loop (the trial makes way for the
 /// best measured within the SLO) and turns it off: nothing is written after.
 #[test]

@@ -351,7 +351,7 @@ impl AgentOptimizer {
             }
             specs.push(KnobSpec::discrete(
                 knob.name.clone(),
-                grid(group.min, group.max, settings.levels),
+                grid(&knob, group.min, group.max, settings.levels, sys_root),
             ));
             start.push(now as f64);
             knobs.push(knob);
@@ -1102,14 +1102,11 @@ impl AgentOptimizer {
     }
 }
 
-/// `levels` integers spread evenly over `[min, max]`.
-fn grid(min: i64, max: i64, levels: usize) -> Vec<f64> {
-    let n = levels.max(2) as i64 - 1;
-    let mut v: Vec<f64> = (0..=n)
-        .map(|i| (min as f64 + (max - min) as f64 * i as f64 / n as f64).round())
-        .collect();
-    v.dedup();
-    v
+/// The levels the loop tries for `knob` within `[min, max]`: frequencies of the cpufreq
+/// driver's table under the sysfs root `sys` where its policies have one, else `levels`
+/// integers spread evenly (`levels::knob_levels`).
+fn grid(knob: &Knob, min: i64, max: i64, levels: usize, sys: &Path) -> Vec<f64> {
+    super::levels::knob_levels(&knob.members, min, max, levels, sys)
 }
 
 /// The parameters one policy entry gives the optimizer for one attribute, within its bounds.

@@ -1,0 +1,242 @@
+//! The values the live loop tries for each knob: `levels` of them within the policy's
+//! `[min, max]`.
+//!
+//! A cpufreq limit whose policies have a frequency table (`scaling_available_frequencies`:
+//! acpi-cpufreq and other table-based drivers) is tried at frequencies of that table only: the
+//! driver resolves a limit to one of them, so any other value reads back as another one, the
+//! trial fails its verification and costs two of the guard's hourly changes for nothing (on
+//! such a machine, an even grid would leave only its two ends). Every other knob (intel_pstate
+//! and amd-pstate limits take any value in range; coalescing) is tried at integers spread evenly
+//! over the bounds.
+
+use std::path::Path;
+
+use tracing::warn;
+
+use crate::actuate::{
+    cpufreq::{frequency_table, policy_dir},
+    param::{ParamAddress, Target},
+};
+
+/// The levels the loop tries for the knob over `members` (one parameter, or the group a policy
+/// entry moves together), within `[min, max]`, reading cpufreq tables under the sysfs root
+/// `sys` (the actuator's). For a cpufreq group, the frequencies of every member's table (a
+/// member without a table takes any value). Without a table, a table that cannot be read, or
+/// one with no frequency in range, [`even_grid`] (the last two said in a warning: the loop's
+/// trials may then fail their read-back).
+pub fn knob_levels(
+    members: &[ParamAddress],
+    min: i64,
+    max: i64,
+    levels: usize,
+    sys: &Path,
+) -> Vec<f64> {
+    match common_table(members, sys) {
+        Ok(None) => even_grid(min, max, levels),
+        Ok(Some(table)) => {
+            let in_range: Vec<i64> = table
+                .into_iter()
+                .filter(|khz| (min..=max).contains(khz))
+                .collect();
+            if in_range.is_empty() {
+                warn!(
+                    "optimizer: {}: no frequency of the cpufreq driver's table (common to every \
+                     policy of the knob) lies within the policy's bounds {min}..={max} kHz; \
+                     trying values spread over them, which the driver will round",
+                    members_named(members)
+                );
+                return even_grid(min, max, levels);
+            }
+            spread_by_index(&in_range, levels)
+                .into_iter()
+                .map(|khz| khz as f64)
+                .collect()
+        }
+        Err(e) => {
+            warn!(
+                "optimizer: {}: cannot read the cpufreq driver's frequency table ({e}); trying \
+                 values spread over the policy's bounds",
+                members_named(members)
+            );
+            even_grid(min, max, levels)
+        }
+    }
+}
+
+/// `levels` integers spread evenly over `[min, max]`.
+pub fn even_grid(min: i64, max: i64, levels: usize) -> Vec<f64> {
+    let n = levels.max(2) as i64 - 1;
+    let mut v: Vec<f64> = (0..=n)
+        .map(|i| (min as f64 + (max - min) as f64 * i as f64 / n as f64).round())
+        .collect();
+    v.dedup();
+    v
+}
+
+/// `levels` of `sorted` (ascending, distinct) spread evenly by index, its first and last
+/// included; all of them when there are no more than `levels`.
+fn spread_by_index(sorted: &[i64], levels: usize) -> Vec<i64> {
+    let levels = levels.max(2);
+    if sorted.len() <= levels {
+        return sorted.to_vec();
+    }
+    let last = sorted.len() - 1;
+    // More values than levels: the rounded indices are distinct and increasing.
+    (0..levels)
+        .map(|i| sorted[((i * last) as f64 / (levels - 1) as f64).round() as usize])
+        .collect()
+}
+
+/// The frequencies every cpufreq member's table has: `None` when no member is a cpufreq policy
+/// with a table (a member without one takes any value, so it narrows nothing).
+fn common_table(members: &[ParamAddress], sys: &Path) -> Result<Option<Vec<i64>>, String> {
+    let mut common: Option<Vec<i64>> = None;
+    for address in members {
+        let Target::Cpufreq { policy } = &address.target else {
+            continue;
+        };
+        let Some(table) = frequency_table(&policy_dir(sys, policy))? else {
+            continue;
+        };
+        common = Some(match common {
+            None => table,
+            Some(c) => c.into_iter().filter(|khz| table.contains(khz)).collect(),
+        });
+    }
+    Ok(common)
+}
+
+fn members_named(members: &[ParamAddress]) -> String {
+    let names: Vec<String> = members.iter().map(ToString::to_string).collect();
+    names.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A temporary sysfs tree with the given policies, each with `table` as its
+    /// `scaling_available_frequencies` (`None`: no such file).
+    fn tree(policies: &[(&str, Option<&str>)]) -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        for (policy, table) in policies {
+            let dir = policy_dir(tmp.path(), policy);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("scaling_max_freq"), "3000000\n").unwrap();
+            if let Some(table) = table {
+                std::fs::write(dir.join("scaling_available_frequencies"), table).unwrap();
+            }
+        }
+        tmp
+    }
+
+    fn max_freq(policies: &[&str]) -> Vec<ParamAddress> {
+        policies
+            .iter()
+            .map(|p| format!("cpufreq:{p}:scaling_max_freq").parse().unwrap())
+            .collect()
+    }
+
+    /// acpi-cpufreq's table of a 2.2 GHz part, as its sysfs file shows it (descending).
+    const TABLE: &str = "2200000 2100000 2000000 1900000 1800000 1700000 1600000 1500000 \
+                         1400000 1300000 1200000 1100000 1000000 900000 800000 \n";
+
+    #[test]
+    fn a_policy_with_a_table_is_tried_at_its_frequencies_within_the_bounds() {
+        let tmp = tree(&[("policy0", Some(TABLE))]);
+        let members = max_freq(&["policy0"]);
+        // 11 frequencies in 1000000..=2050000 (2100000 is above the max); 4 of them, at the
+        // indices 0, 3.33, 6.67 and 10 rounded.
+        assert_eq!(
+            knob_levels(&members, 1_000_000, 2_050_000, 4, tmp.path()),
+            [1_000_000.0, 1_300_000.0, 1_700_000.0, 2_000_000.0]
+        );
+        // No more in range than levels: all of them.
+        assert_eq!(
+            knob_levels(&members, 950_000, 1_250_000, 8, tmp.path()),
+            [1_000_000.0, 1_100_000.0, 1_200_000.0]
+        );
+        // The whole table at 8 levels: indices 0, 2, 4, 6, 8, 10, 12, 14.
+        assert_eq!(
+            knob_levels(&members, 800_000, 2_200_000, 8, tmp.path()),
+            [
+                800_000.0,
+                1_000_000.0,
+                1_200_000.0,
+                1_400_000.0,
+                1_600_000.0,
+                1_800_000.0,
+                2_000_000.0,
+                2_200_000.0
+            ]
+        );
+    }
+
+    #[test]
+    fn a_group_is_tried_at_the_frequencies_every_member_has() {
+        let tmp = tree(&[
+            ("policy0", Some("2400000 2000000 1600000 1200000 800000\n")),
+            (
+                "policy1",
+                Some("2400000 2200000 1600000 1400000 1200000 800000\n"),
+            ),
+            ("policy2", Some("2400000 1600000 1200000 1000000 800000\n")),
+        ]);
+        let members = max_freq(&["policy0", "policy1", "policy2"]);
+        assert_eq!(
+            knob_levels(&members, 800_000, 2_400_000, 8, tmp.path()),
+            [800_000.0, 1_200_000.0, 1_600_000.0, 2_400_000.0]
+        );
+        // A member without a table takes any value: the others' common frequencies stand.
+        let tmp = tree(&[
+            ("policy0", Some("2400000 2000000 1600000 1200000 800000\n")),
+            ("policy1", None),
+        ]);
+        assert_eq!(
+            knob_levels(
+                &max_freq(&["policy0", "policy1"]),
+                1_000_000,
+                2_400_000,
+                8,
+                tmp.path()
+            ),
+            [1_200_000.0, 1_600_000.0, 2_000_000.0, 2_400_000.0]
+        );
+    }
+
+    #[test]
+    fn without_a_usable_table_the_levels_are_spread_evenly_over_the_bounds() {
+        let even = [
+            1_200_000.0,
+            1_457_143.0,
+            1_714_286.0,
+            1_971_429.0,
+            2_228_571.0,
+            2_485_714.0,
+            2_742_857.0,
+            3_000_000.0,
+        ];
+        // intel_pstate, amd-pstate: no table, any value in range is taken.
+        let tmp = tree(&[("policy0", None), ("policy1", None)]);
+        let members = max_freq(&["policy0", "policy1"]);
+        assert_eq!(
+            knob_levels(&members, 1_200_000, 3_000_000, 8, tmp.path()),
+            even
+        );
+        // A table that is not one, or with nothing within the bounds: the same, with a warning.
+        for table in ["fast slow\n", "800000 1000000\n"] {
+            let tmp = tree(&[("policy0", Some(table))]);
+            assert_eq!(
+                knob_levels(&max_freq(&["policy0"]), 1_200_000, 3_000_000, 8, tmp.path()),
+                even,
+                "{table}"
+            );
+        }
+        // Coalescing has no table.
+        let rx: ParamAddress = "ethtool:eth0:rx-usecs".parse().unwrap();
+        assert_eq!(
+            knob_levels(&[rx], 0, 100, 6, tmp.path()),
+            [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]
+        );
+    }
+}
