@@ -929,17 +929,9 @@ impl AgentOptimizer {
             } else if stalled {
                 // A trial that stalls the service completes no request to time: no percentile
                 // can break the SLO, so the silence itself sends it back.
-                self.trial = Trial::default();
-                let mut knobs = PathKnobs {
-                    path,
-                    guard,
-                    baseline: Some(window),
-                    knobs: &self.knobs,
-                    made: &mut self.made,
-                    skipped: &mut self.skipped,
-                    exiting: false,
-                };
-                events = self.live.no_requests_under_trial(&mut knobs);
+                events = self.back_without_step(path, guard, window, |live, knobs| {
+                    live.no_requests_under_trial(knobs)
+                });
             }
             if self.unmeasured.as_ref() != Some(&reason) {
                 self.unmeasured = Some(reason.clone());
@@ -999,6 +991,20 @@ impl AgentOptimizer {
         window: &Window,
         t: &Timed,
     ) -> Vec<LiveEvent> {
+        self.back_without_step(path, guard, window, |live, knobs| {
+            live.breach_unmeasured(t.latency_us, t.requests_per_s, knobs)
+        })
+    }
+
+    /// A window that is no measurement but ends the trial all the same (`back`: the loop's
+    /// answer, a breach or no request completed): the trial's windows so far are dropped.
+    fn back_without_step(
+        &mut self,
+        path: &mut ChangePath,
+        guard: &mut Guard,
+        window: &Window,
+        back: impl FnOnce(&mut LiveOptimizer, &mut dyn Knobs) -> Vec<LiveEvent>,
+    ) -> Vec<LiveEvent> {
         self.trial = Trial::default();
         let mut knobs = PathKnobs {
             path,
@@ -1009,8 +1015,7 @@ impl AgentOptimizer {
             skipped: &mut self.skipped,
             exiting: false,
         };
-        self.live
-            .breach_unmeasured(t.latency_us, t.requests_per_s, &mut knobs)
+        back(&mut self.live, &mut knobs)
     }
 
     /// The request-latency sensor timed no request on the SLO port over the window, where the
