@@ -15,9 +15,11 @@
 //! [`open_meter`] tries powercap RAPL, then the perf power PMU, then falls back to the estimate.
 //! A measured source is used only if it advances while the CPU works and reports possible power
 //! ([`trust`]); it is then read at every tick and every counter is checked the same way
-//! ([`CheckedMeter`]).
+//! ([`CheckedMeter`]). A running agent sets a source aside the same way when it gives no figure
+//! for several windows in a row, and falls back to the next in the order ([`handover`]).
 
 pub mod estimate;
+pub mod handover;
 pub mod perf_power;
 pub mod rapl;
 pub mod trust;
@@ -43,6 +45,16 @@ pub enum EnergySource {
 }
 
 impl EnergySource {
+    /// The source's place in the order of preference ([`choose_meter`]): measured before
+    /// estimated, powercap before the perf PMU.
+    fn rank(self) -> u8 {
+        match self {
+            EnergySource::Rapl => 0,
+            EnergySource::PerfPower => 1,
+            EnergySource::Estimated => 2,
+        }
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             EnergySource::Rapl => "rapl",
@@ -116,6 +128,11 @@ pub enum EnergyError {
         wrap_joules: f64,
         ceiling: f64,
     },
+    #[error(
+        "{meter}: chosen during this window, after the source before it was set aside, so its \
+         energy covers only part of the window"
+    )]
+    ChosenMidWindow { meter: EnergySource },
     #[error("perf_event_open of power/{event}/ on CPU {cpu}: {source}{hint}")]
     PerfOpen {
         event: String,
@@ -404,6 +421,20 @@ pub fn choose_meter_with(
     read_every: Duration,
     work: &mut dyn FnMut(),
 ) -> Result<MeterChoice, NoMeter> {
+    choose_meter_after(None, sys_root, proc_root, model, read_every, work)
+}
+
+/// [`choose_meter_with`] among the sources that come after `after` in the order (all of them for
+/// `None`): what a running agent falls back to when the source it used stops giving figures
+/// ([`handover`]).
+pub fn choose_meter_after(
+    after: Option<EnergySource>,
+    sys_root: &Path,
+    proc_root: &Path,
+    model: estimate::PowerModel,
+    read_every: Duration,
+    work: &mut dyn FnMut(),
+) -> Result<MeterChoice, NoMeter> {
     let mut skipped = Vec::new();
     let measured: [(EnergySource, &OpenMeter); 2] = [
         (EnergySource::Rapl, &|| {
@@ -415,6 +446,9 @@ pub fn choose_meter_with(
         }),
     ];
     for (source, open) in measured {
+        if after.is_some_and(|after| source.rank() <= after.rank()) {
+            continue;
+        }
         let opened = open().and_then(|meter| {
             too_long_between_reads(meter.as_ref(), read_every)?;
             CheckedMeter::verify(meter, work)

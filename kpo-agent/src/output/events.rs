@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::{
     collect::notable::ListenerFull,
+    energy::handover::SetAside,
     sensors::SensorStatus,
     window::{energy::EnergySourceChoice, family_name, Window},
 };
@@ -22,6 +23,13 @@ pub enum Event {
         window_s: f64,
         duty_fraction: f64,
         /// The energy source chosen for the windows' `energy`, and why better ones were not.
+        energy: EnergySourceChoice,
+    },
+    /// The energy source stopped giving figures while the agent ran and was set aside: `energy`
+    /// is the source chosen in its place, as in `start` (docs/events.md).
+    EnergySource {
+        from: crate::energy::EnergySource,
+        reason: String,
         energy: EnergySourceChoice,
     },
     /// Which sensors are on, which are off and why. Sent at start and whenever that changes.
@@ -97,6 +105,21 @@ pub enum Event {
     /// The agent stopped. The event writer adds `dropped_events_total`, the events lost over
     /// the whole run (see [`crate::output::sink`]).
     Stop { reason: String, windows: u64 },
+}
+
+impl Event {
+    /// `kind: "energy_source"`: `set_aside` was set aside, and `energy` now uses what replaced
+    /// it.
+    pub fn energy_source(
+        energy: &crate::energy::handover::MeterWatch,
+        set_aside: SetAside,
+    ) -> Self {
+        Event::EnergySource {
+            energy: EnergySourceChoice::after(energy.meter(), &set_aside),
+            from: set_aside.from,
+            reason: set_aside.reason,
+        }
+    }
 }
 
 /// `kind: "optimizer"`: what the live loop did, with the knobs its configurations list.

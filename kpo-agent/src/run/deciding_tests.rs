@@ -2153,6 +2153,59 @@ fn a_window_that_breaks_the_slo_ends_its_trial() {
     rig.assert_schema();
 }
 
+/// The agent set its energy meter aside mid-trial and the windows now come from the estimate:
+/// the trial's windows of the old source are dropped (joules of two sources do not add up), so
+/// it takes `windows_per_trial` windows of the new one, and its measurement, of the estimate,
+/// restarts the search.
+#[test]
+fn a_trial_spanning_a_new_energy_source_starts_over() {
+    let mut rig = Rig::new(
+        &policy(""),
+        true,
+        "windows_per_trial = 3\nallow_estimated_energy = true",
+    );
+    for _ in 0..3 {
+        rig.window();
+    }
+    let measured = |rig: &Rig| {
+        rig.live
+            .iter()
+            .filter(|e| matches!(e, LiveEvent::Measured { .. }))
+            .count()
+    };
+    assert_eq!(measured(&rig), 1, "the start, measured over 3 windows");
+    // The first trial breaks the SLO in its first window (as in
+    // a_window_that_breaks_the_slo_ends_its_trial): measured at once, and back to the start,
+    // which meets it.
+    rig.window();
+    assert_eq!(measured(&rig), 2);
+    assert_eq!((rig.max_freq(), rig.rx()), (3_000_000, 0));
+    assert!(rig.p99() <= SLO_US);
+    rig.window();
+    rig.estimated = true;
+    rig.window();
+    rig.window();
+    assert_eq!(
+        measured(&rig),
+        2,
+        "1 window of rapl and 2 of the estimate are no trial"
+    );
+    rig.window();
+    assert_eq!(measured(&rig), 3);
+    assert!(matches!(
+        rig.live
+            .iter()
+            .rev()
+            .find(|e| matches!(e, LiveEvent::Measured { .. })),
+        Some(LiveEvent::Measured {
+            energy_source: EnergySource::Estimated,
+            ..
+        })
+    ));
+    assert!(rig.saw(|e| matches!(e, LiveEvent::Restarted { reason } if reason.starts_with("the energy source changed from rapl to estimated"))));
+    rig.assert_schema();
+}
+
 /// A glob over cpufreq policies is one knob: intel_pstate has a policy per CPU, and a dimension
 /// each would make a search no budget can cover (with 16, the candidates would not even fit).
 /// Every policy takes each trial's value, and an SLO breach puts every one back.

@@ -45,7 +45,12 @@ use crate::{
         Collector, Sample,
     },
     config::Config,
-    energy::{choose_meter, estimate::PowerModel, EnergyMeter},
+    energy::{
+        choose_meter, choose_meter_after,
+        estimate::PowerModel,
+        handover::{MeterWatch, SetAside},
+        trust::{busy_work, PROBE_WORK},
+    },
     output::{events::Event, sink::EventSink},
     sensors::{SensorKind, SensorOptions, SensorStatus, Sensors},
     window::{
@@ -191,7 +196,20 @@ pub async fn run(
         config.tick,
     );
     let energy_source = EnergySourceChoice::new(&energy_choice);
-    let mut meter = energy_choice.ok().map(|choice| choice.meter);
+    let (proc_root, tick) = (config.proc_root.clone(), config.tick);
+    let mut energy = MeterWatch::new(
+        energy_choice.ok().map(|choice| choice.meter),
+        Box::new(move |after| {
+            choose_meter_after(
+                Some(after),
+                std::path::Path::new(SYS_ROOT),
+                &proc_root,
+                PowerModel::default(),
+                tick,
+                &mut || busy_work(PROBE_WORK),
+            )
+        }),
+    );
     sink.send(&Event::Start {
         version: env!("CARGO_PKG_VERSION"),
         pid: std::process::id(),
@@ -216,9 +234,7 @@ pub async fn run(
     // from, so at a duty fraction of 1 the sensors count the whole of every window.
     duty.after_read(&mut collector.sensors, 0, false);
     let mut windows = Windows::new(collector.sample(), ticks_per_window);
-    if let Some(m) = meter.as_mut() {
-        let _ = m.read(); // the meter's interval starts with the first window
-    }
+    let _ = energy.read(); // the meter's interval starts with the first window
 
     let mut interval = tokio::time::interval(config.tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -259,17 +275,20 @@ pub async fn run(
                 if let Some(mut window) = windows.push(sample) {
                     // Energy over the same span; then the deciding half: the guard judges the
                     // changes it watches, the rules advise, the policy decides, actuators act.
-                    add_energy(&mut window, &mut meter);
+                    let set_aside = add_energy(&mut window, &mut energy);
                     let decided = deciding.on_window(&window);
                     // The LLM advisor: consulted off the loop when due.
                     llm.after_window(windows.count, &window, &deciding);
                     sink.send(&Event::Window { partial: false, window: Box::new(window) });
+                    if let Some(set_aside) = set_aside {
+                        sink.send(&energy_source_set_aside(&energy, set_aside));
+                    }
                     for event in decided {
                         sink.send(&event);
                     }
-                } else if let Some(m) = meter.as_mut() {
+                } else {
                     // Energy: a measured counter is read every tick (see CheckedMeter).
-                    m.sample();
+                    energy.sample();
                 }
                 // Sensors: what the next tick samples is attached after the read.
                 duty.after_read(&mut collector.sensors, next, pressure.escalated());
@@ -360,7 +379,8 @@ pub async fn run(
     let mut sample = collector.sample();
     attached.stamp(&mut sample);
     if let Some(mut window) = windows.finish_partial(sample) {
-        add_energy(&mut window, &mut meter);
+        // Nothing is set aside at the end: the partial window is the last.
+        let _ = add_energy(&mut window, &mut energy);
         sink.send(&Event::Window {
             partial: true,
             window: Box::new(window),
@@ -404,12 +424,31 @@ fn stage<T>(what: &str, f: impl FnOnce() -> T) -> anyhow::Result<T> {
     })
 }
 
-/// The meter's reading since the previous window closed, as the window's `energy`.
-fn add_energy(window: &mut Window, meter: &mut Option<Box<dyn EnergyMeter + Send>>) {
-    window.energy = meter.as_mut().map(|m| {
-        let reading = m.read();
-        WindowEnergy::new(m.as_ref(), reading, window)
-    });
+/// The meter's reading since the previous window closed, as the window's `energy`; and the
+/// source, if this window was the last it was given to give a figure ([`MeterWatch`]).
+fn add_energy(window: &mut Window, energy: &mut MeterWatch) -> Option<SetAside> {
+    let (Some(reading), Some(meter)) = (energy.read(), energy.meter()) else {
+        window.energy = None;
+        return None;
+    };
+    let w = WindowEnergy::new(meter, reading, window);
+    let figure = match &w.error {
+        Some(e) => Err(e.clone()),
+        None => Ok(()),
+    };
+    window.energy = Some(w);
+    energy.after_window(figure)
+}
+
+/// The `energy_source` event for a source set aside mid-run, logged too.
+fn energy_source_set_aside(energy: &MeterWatch, set_aside: SetAside) -> Event {
+    warn!(
+        from = %set_aside.from,
+        to = %energy.meter().map_or("none", |m| m.source().as_str()),
+        reason = %set_aside.reason,
+        "energy source set aside"
+    );
+    Event::energy_source(energy, set_aside)
 }
 
 /// The window stage's clock: samples into windows of `ticks_per_window` ticks.

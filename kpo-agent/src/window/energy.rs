@@ -2,7 +2,9 @@
 use serde::Serialize;
 
 use super::Window;
-use crate::energy::{EnergyError, EnergyMeter, EnergyReading, EnergySource, MeterChoice, NoMeter};
+use crate::energy::{
+    handover::SetAside, EnergyError, EnergyMeter, EnergyReading, EnergySource, MeterChoice, NoMeter,
+};
 
 /// A window's `energy` object (docs/events.md).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -86,6 +88,19 @@ impl EnergySourceChoice {
                 skipped: skipped_sources(&no.skipped),
                 error: Some(no.error.to_string()),
             },
+        }
+    }
+}
+
+impl EnergySourceChoice {
+    /// The source chosen when `set_aside` replaced another mid-run: `meter` is the watch's meter
+    /// now (`None` when none could be opened).
+    pub fn after(meter: Option<&dyn EnergyMeter>, set_aside: &SetAside) -> Self {
+        Self {
+            source: meter.map(|m| m.source()),
+            domains: meter.map(|m| m.domains()).unwrap_or_default(),
+            skipped: skipped_sources(&set_aside.skipped),
+            error: set_aside.error.clone(),
         }
     }
 }

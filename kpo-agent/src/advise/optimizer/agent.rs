@@ -1092,17 +1092,19 @@ impl AgentOptimizer {
                     .into(),
             );
         }
+        // The energy source changed under the trial (the agent set one aside that stopped
+        // giving figures): its windows so far are in another source's joules, which do not add
+        // up with these. The trial starts over from this window.
+        if self.trial.source.is_some_and(|s| s != energy.source) {
+            self.trial = Trial::default();
+        }
         let trial = &mut self.trial;
         trial.windows += 1;
         trial.energy_j += joules;
         trial.requests += t.requests;
         trial.seconds += w.duration_s;
         trial.latency_us = trial.latency_us.max(t.latency_us);
-        // An estimate anywhere in the trial makes the trial's energy an estimate.
-        trial.source = match (trial.source, energy.source) {
-            (Some(EnergySource::Estimated), _) => Some(EnergySource::Estimated),
-            (_, s) => Some(s),
-        };
+        trial.source = Some(energy.source);
         Ok(())
     }
 }

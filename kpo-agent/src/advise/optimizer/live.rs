@@ -437,6 +437,8 @@ pub struct LiveOptimizer {
     /// The proposal applied last (point, candidate index), until a step measures it: while it
     /// is [`Self::current`], a trial is in place.
     untested: Option<(Vec<f64>, usize)>,
+    /// The energy source of the last measurement.
+    measured_by: Option<EnergySource>,
 }
 
 impl LiveOptimizer {
@@ -498,6 +500,7 @@ impl LiveOptimizer {
             before_trials: None,
             start_broke_slo: false,
             untested: None,
+            measured_by: None,
         })
     }
 
@@ -613,7 +616,22 @@ impl LiveOptimizer {
         let slo = self.config.slo;
         let feasible = slo.holds(m);
 
-        // 1. Load change. The rate is of completed requests: under clients that wait for each
+        // 1. The energy source changed (the agent set aside one that stopped giving figures):
+        // what the model learnt, and what a held configuration was measured at, are in another
+        // source's joules, which an estimate does not match and another meter need not. Start
+        // over with this measurement as the first.
+        if let Some(before) = self.measured_by.replace(m.energy_source) {
+            if before != m.energy_source {
+                let reason = format!(
+                    "the energy source changed from {before} to {}: what was measured before is \
+                     not comparable",
+                    m.energy_source
+                );
+                self.restart(m.load_rps, &reason, ev);
+            }
+        }
+
+        // 2. Load change. The rate is of completed requests: under clients that wait for each
         // answer (a fixed number of connections) it moves with the configuration itself, so only
         // a configuration measured again (the best after a breach, the one held) can tell a
         // change of load from its own effect.
@@ -635,7 +653,7 @@ impl LiveOptimizer {
             self.restart(m.load_rps, "held configuration broke the SLO", ev);
         }
 
-        // 2. Learn.
+        // 3. Learn.
         let current = self.current.clone();
         let learned = self.phase == Phase::Exploring
             && !self.waiting
@@ -658,7 +676,7 @@ impl LiveOptimizer {
             energy_source: m.energy_source,
         });
 
-        // 3. SLO guard.
+        // 4. SLO guard.
         if !feasible {
             self.start_broke_slo |= self.current == self.start;
             ev.push(LiveEvent::SloBreach {
@@ -670,7 +688,7 @@ impl LiveOptimizer {
             return Ok(());
         }
 
-        // 4. Explore or hold.
+        // 5. Explore or hold.
         match self.phase {
             Phase::Exploring => self.explore(knobs, ev),
             Phase::Holding => self.hold(m, knobs, ev),
@@ -1054,6 +1072,52 @@ mod tests {
             LiveEvent::Measured { learned, .. } => Some(*learned),
             _ => None,
         })
+    }
+
+    /// Joules of two sources are not compared: a measurement from another source (the agent set
+    /// a meter aside) restarts the search, and is the new search's first point.
+    #[test]
+    fn a_new_energy_source_restarts_the_search() {
+        use crate::advise::optimizer::space::KnobSpec;
+        let space = Space::new(vec![KnobSpec::range("k", 0.0, 3.0, 1.0)]).unwrap();
+        let start = vec![0.0];
+        let mut live = LiveOptimizer::new(space, start.clone(), LiveConfig::default()).unwrap();
+        let mut machine = Machine { now: start };
+        let events = live.step(&within_slo(), &mut machine).unwrap();
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, LiveEvent::Restarted { .. })));
+        let trial = machine.now.clone();
+        let events = live.step(&within_slo(), &mut machine).unwrap();
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, LiveEvent::Restarted { .. })));
+        assert_eq!(live.optimizer().observations().len(), 2);
+        assert_ne!(machine.now, trial);
+
+        let here = machine.now.clone();
+        let estimated = Measurement {
+            energy_source: EnergySource::Estimated,
+            ..within_slo()
+        };
+        let events = live.step(&estimated, &mut machine).unwrap();
+        assert!(
+            matches!(
+                &events[..],
+                [LiveEvent::Restarted { reason }, LiveEvent::Measured { config, learned: true, energy_source: EnergySource::Estimated, .. }, ..]
+                    if reason == "the energy source changed from rapl to estimated: what was measured before is not comparable"
+                        && *config == here
+            ),
+            "{events:?}"
+        );
+        assert_eq!(live.restarts(), 1);
+        assert_eq!(live.optimizer().observations().len(), 1);
+        // The same source again is no change.
+        let events = live.step(&estimated, &mut machine).unwrap();
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, LiveEvent::Restarted { .. })));
+        assert_eq!(live.restarts(), 1);
     }
 
     /// A step that fails partway (here the model refuses a latency that is not a number, after
