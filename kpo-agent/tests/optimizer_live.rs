@@ -62,6 +62,7 @@ impl Knobs for Machine {
         if why == ChangeReason::Converge && *self.converge_fails.lock().unwrap() {
             return Tried::Failed {
                 error: "the kernel did not take it".into(),
+                rolled_back: true,
             };
         }
         let mut left = self.converge_refusals.lock().unwrap();

@@ -67,6 +67,8 @@ struct FakeState {
     history: Vec<(String, CoalesceSettings)>,
     /// Fail one `set` after this many more succeed (`None`: never).
     fail_after: Option<usize>,
+    /// Sets still to fail once `fail_after` has run out.
+    failures: usize,
 }
 
 /// In-memory coalescing backend. Clones share state, so a test can keep a handle to inspect the
@@ -139,7 +141,14 @@ impl FakeCoalesce {
 
     /// Make one `set` fail (as a driver that is being reset does) after `successes` more succeed.
     pub fn fail_one_set_after(&self, successes: usize) -> &Self {
-        self.state.lock().expect("fake state").fail_after = Some(successes);
+        self.fail_sets_after(successes, 1)
+    }
+
+    /// Make `failures` `set`s in a row fail after `successes` more succeed.
+    pub fn fail_sets_after(&self, successes: usize, failures: usize) -> &Self {
+        let mut st = self.state.lock().expect("fake state");
+        st.fail_after = Some(successes);
+        st.failures = failures;
         self
     }
 
@@ -207,7 +216,10 @@ impl CoalesceAttrBackend for FakeCoalesce {
         }
         match st.fail_after {
             Some(0) => {
-                st.fail_after = None;
+                st.failures = st.failures.saturating_sub(1);
+                if st.failures == 0 {
+                    st.fail_after = None;
+                }
                 return Err(ActuateError::Io {
                     path: format!("ethtool netlink ETHTOOL_MSG_COALESCE_SET {iface}").into(),
                     source: std::io::Error::other("the device is being reset (ENODEV)"),

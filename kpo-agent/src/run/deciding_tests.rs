@@ -2206,6 +2206,92 @@ fn a_trial_spanning_a_new_energy_source_starts_over() {
     rig.assert_schema();
 }
 
+/// A group trial whose second member's write fails, and whose roll-back of the first fails too
+/// (the driver refused both), leaves the members apart. The loop tries the roll-back again at the
+/// next window, and after a failed try waits one window more; the knob is one configuration again
+/// without waiting for a restart.
+#[test]
+fn a_roll_back_that_failed_is_tried_again_at_later_windows() {
+    // Judged by no signal these windows move, so that the guard leaves the trial's value to the
+    // loop.
+    let policy = policy("").replace(
+        r#"[params."ethtool:eth0:rx-usecs"]"#,
+        "[params.\"ethtool:*:rx-usecs\"]\nguard_signals = [\"listen_overflows\"]",
+    );
+    let rig = Rig::new(&policy, true, "");
+    for nic in ["eth0", "eth1"] {
+        std::fs::create_dir_all(rig._tmp.path().join("sys/class/net").join(nic)).unwrap();
+    }
+    rig.nic.add_nic(
+        "eth1",
+        CoalesceSettings {
+            rx_usecs: 0,
+            adaptive_rx: false,
+        },
+    );
+    let mut rig = rig.restarted();
+    let started = rig.last_started();
+    assert_eq!(
+        started["knobs"],
+        serde_json::json!(["cpufreq:policy0:scaling_max_freq", "ethtool:*:rx-usecs"]),
+        "{started}"
+    );
+    let rx = |rig: &Rig, nic: &str| rig.nic.settings(nic).unwrap().rx_usecs;
+    // The next trial to move the NICs writes eth0, then eth1 fails, then putting eth0 back fails
+    // (and so would any write after, for now). The loop tries no other trial over the members
+    // apart.
+    rig.nic.fail_sets_after(1, 1000);
+    let mut windows = 0;
+    while rx(&rig, "eth0") == rx(&rig, "eth1") {
+        windows += 1;
+        assert!(windows <= 10, "no trial moved the NICs: {:#?}", rig.json);
+        rig.window();
+    }
+    let failed = rig
+        .live
+        .iter()
+        .filter(|e| matches!(e, LiveEvent::ApplyFailed { .. }))
+        .count();
+    assert_eq!(failed, 1, "{:#?}", rig.live);
+    let trial = rx(&rig, "eth0");
+    assert_ne!(trial, 0);
+    assert_eq!(rx(&rig, "eth1"), 0);
+    let owed_tries = |rig: &Rig| {
+        rig.intents()
+            .iter()
+            .filter(|i| i.reason.contains("its roll-back failed before"))
+            .count()
+    };
+    assert_eq!(owed_tries(&rig), 0);
+
+    // The next window's try fails too (the driver is still being reset).
+    rig.nic.fail_sets_after(0, 1);
+    rig.window();
+    assert_eq!(owed_tries(&rig), 1);
+    assert_eq!(rx(&rig, "eth0"), trial);
+    // One window's wait, no try.
+    rig.window();
+    assert_eq!(owed_tries(&rig), 1);
+    assert_eq!(rx(&rig, "eth0"), trial);
+    // Then it takes: the members agree again, at what they held before the trial.
+    rig.window();
+    assert_eq!(owed_tries(&rig), 2);
+    assert_eq!((rx(&rig, "eth0"), rx(&rig, "eth1")), (0, 0));
+    // The loop goes on over the knob: no window after is resynced for members apart.
+    let mark = rig.live.len();
+    for _ in 0..3 {
+        rig.window();
+    }
+    assert!(
+        !rig.live[mark..]
+            .iter()
+            .any(|e| matches!(e, LiveEvent::Resynced { reason, .. } if reason.contains("differ"))),
+        "{:#?}",
+        &rig.live[mark..]
+    );
+    rig.assert_schema();
+}
+
 /// A glob over cpufreq policies is one knob: intel_pstate has a policy per CPU, and a dimension
 /// each would make a search no budget can cover (with 16, the candidates would not even fit).
 /// Every policy takes each trial's value, and an SLO breach puts every one back.

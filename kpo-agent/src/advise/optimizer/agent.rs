@@ -268,6 +268,37 @@ pub struct AgentOptimizer {
     /// The loop's reverts that left a value alone because it is not KPO's (a person wrote it
     /// since): the caller yields to them, as after the guard's reverts and `on_exit`'s.
     skipped: Vec<ChangeReport>,
+    /// Roll-backs of failed trials that failed themselves, tried again at later windows.
+    owed: Vec<Owed>,
+}
+
+/// A trial's change the loop could not take back when a later write of the trial failed (the
+/// kernel refused that write too: a driver being reset, a cpufreq policy going offline). Left,
+/// it would keep the trial's value with no trial to measure it, and a group knob's members
+/// apart, so that no window reads as one configuration. Tried again at the next window, then
+/// after a wait that doubles up to [`MAX_OWED_WAIT_WINDOWS`] (each try is journaled), until it is
+/// done, the value is someone else's, or another change (the guard's revert) holds the parameter.
+#[derive(Debug, Clone)]
+struct Owed {
+    made: Made,
+    /// Windows still to wait before the next try.
+    wait: u32,
+    /// The wait after the next failed try.
+    backoff: u32,
+}
+
+/// The longest wait between two tries of an owed roll-back: ten minutes at the default 10 s
+/// window.
+const MAX_OWED_WAIT_WINDOWS: u32 = 64;
+
+impl Owed {
+    fn new(made: Made) -> Self {
+        Owed {
+            made,
+            wait: 0,
+            backoff: 1,
+        }
+    }
 }
 
 /// Why the loop does not run although the policy gives it knobs.
@@ -414,6 +445,7 @@ impl AgentOptimizer {
                 unmeasured: None,
                 last_timed_rps: 0.0,
                 skipped: Vec::new(),
+                owed: Vec::new(),
             },
             started,
         )))
@@ -459,6 +491,10 @@ impl AgentOptimizer {
                 _ => false,
             });
         self.disturbed = match now {
+            Err(e) if !self.owed.is_empty() => Some((
+                self.live.current().to_vec(),
+                format!("{e} (or a roll-back of the loop's that failed: tried again)"),
+            )),
             Err(e) => Some((self.live.current().to_vec(), e)),
             Ok(now) if touched || now != self.live.current() => Some((
                 now,
@@ -484,6 +520,7 @@ impl AgentOptimizer {
         guard: &mut Guard,
         window: &Window,
     ) -> Vec<(Vec<String>, LiveEvent)> {
+        self.retry_owed_roll_backs(path, guard);
         let mut events = self.regroup(path, guard);
         if events.is_empty() && !self.knobs.is_empty() {
             let knobs = self.knobs();
@@ -495,6 +532,58 @@ impl AgentOptimizer {
         }
         self.mark = path.journal.records().len();
         events
+    }
+
+    /// Each owed roll-back ([`Owed`]) that is due, tried again.
+    fn retry_owed_roll_backs(&mut self, path: &mut ChangePath, guard: &mut Guard) {
+        for mut owed in std::mem::take(&mut self.owed) {
+            let Made {
+                id,
+                address,
+                before,
+                ..
+            } = &owed.made;
+            // Another change holds the parameter now (the guard reverted the trial's, a source
+            // changed it): the trial's value is no longer there to take back.
+            let holding = path.journal.param_state(address).and_then(|p| p.holding);
+            // The loop no longer wants the value from before the trial there (it resynced to
+            // the kernel's values, or its knobs were regrouped): it holds what it wants.
+            let wanted = self
+                .knobs
+                .iter()
+                .position(|k| k.members.contains(address))
+                .map(|i| self.live.current()[i]);
+            if holding != Some(*id) || wanted != Some(*before as f64) {
+                continue;
+            }
+            if owed.wait > 0 {
+                owed.wait -= 1;
+                self.owed.push(owed);
+                continue;
+            }
+            let why = "optimizer: undoing a trial that failed (its roll-back failed before)";
+            let failed = match path.revert_own(*id, Source::Optimizer, why) {
+                Ok(r) if undone(path, &r) => {
+                    info!("optimizer: rolled back #{id} ({address}), owed since a trial failed");
+                    guard.forget(address);
+                    continue;
+                }
+                Ok(r) if r.status == ChangeStatus::Skipped => {
+                    warn!("optimizer: rolling back #{id}: {}", r.describe());
+                    self.skipped.push(r);
+                    continue;
+                }
+                Ok(r) => r.describe(),
+                Err(e) => format!("{address}: {e}"),
+            };
+            owed.wait = owed.backoff;
+            owed.backoff = (owed.backoff * 2).min(MAX_OWED_WAIT_WINDOWS);
+            warn!(
+                "optimizer: rolling back #{id} failed again ({failed}); next try in {} windows",
+                owed.wait + 1
+            );
+            self.owed.push(owed);
+        }
     }
 
     /// A knob yielded to a person leaves the search, at the person's value, and comes back when
@@ -525,6 +614,7 @@ impl AgentOptimizer {
                 knobs: &self.knobs,
                 made: &mut self.made,
                 skipped: &mut self.skipped,
+                owed: &mut self.owed,
                 exiting: false,
             };
             events.extend(
@@ -870,6 +960,7 @@ impl AgentOptimizer {
             knobs: &self.knobs,
             made: &mut self.made,
             skipped: &mut self.skipped,
+            owed: &mut self.owed,
             exiting: why == GoBack::Stopping,
         };
         self.live.go_back_for(&mut knobs, why)
@@ -963,6 +1054,7 @@ impl AgentOptimizer {
             knobs: &self.knobs,
             made: &mut self.made,
             skipped: &mut self.skipped,
+            owed: &mut self.owed,
             exiting: false,
         };
         match self.live.step(&m, &mut knobs) {
@@ -1013,6 +1105,7 @@ impl AgentOptimizer {
             knobs: &self.knobs,
             made: &mut self.made,
             skipped: &mut self.skipped,
+            owed: &mut self.owed,
             exiting: false,
         };
         back(&mut self.live, &mut knobs)
@@ -1266,6 +1359,8 @@ struct PathKnobs<'a> {
     made: &'a mut Vec<Made>,
     /// Reverts left undone because the value is someone else's, for the caller to yield to them.
     skipped: &'a mut Vec<ChangeReport>,
+    /// Roll-backs that failed, to try again later.
+    owed: &'a mut Vec<Owed>,
     /// The agent is stopping: knobs whose parameters all go back to their originals next
     /// (`on_exit = "revert"`) are not written on the way, unless the other cpufreq limit of
     /// their policy is kept ([`PathKnobs::revert_to`]).
@@ -1296,8 +1391,10 @@ impl PathKnobs<'_> {
         }
     }
 
-    /// Undo this trial's changes made so far (a later one failed).
-    fn roll_back(&mut self, done: &[Made]) {
+    /// Undo this trial's changes made so far (a later one failed): whether every one was undone.
+    /// One that failed is owed ([`Owed`]), tried again at the next window.
+    fn roll_back(&mut self, done: &[Made]) -> bool {
+        let mut all = true;
         for m in done.iter().rev() {
             // The watch goes only once the revert is done (and journaled): killed before, the
             // trial's value is still watched after the restart.
@@ -1310,11 +1407,28 @@ impl PathKnobs<'_> {
                 Ok(r) if r.status == ChangeStatus::Skipped => {
                     warn!("optimizer: rolling back #{}: {}", m.id, r.describe());
                     self.skipped.push(r);
+                    all = false;
                 }
-                Ok(r) => warn!("optimizer: rolling back #{}: {}", m.id, r.describe()),
-                Err(e) => warn!("optimizer: rolling back #{} ({}): {e}", m.id, m.address),
+                Ok(r) => {
+                    warn!(
+                        "optimizer: rolling back #{}: {}; trying again at the next window",
+                        m.id,
+                        r.describe()
+                    );
+                    self.owed.push(Owed::new(m.clone()));
+                    all = false;
+                }
+                Err(e) => {
+                    warn!(
+                        "optimizer: rolling back #{} ({}): {e}; trying again at the next window",
+                        m.id, m.address
+                    );
+                    self.owed.push(Owed::new(m.clone()));
+                    all = false;
+                }
             }
         }
+        all
     }
 }
 
@@ -1389,9 +1503,9 @@ impl Knobs for PathKnobs<'_> {
                 let report = match self.path.propose(&p) {
                     Ok(r) => r,
                     Err(e) => {
-                        self.roll_back(&done);
                         return Tried::Failed {
                             error: e.to_string(),
+                            rolled_back: self.roll_back(&done),
                         };
                     }
                 };
@@ -1420,9 +1534,9 @@ impl Knobs for PathKnobs<'_> {
                     }
                     (ChangeStatus::Unchanged, _) => {}
                     _ => {
-                        self.roll_back(&done);
                         return Tried::Failed {
                             error: report.describe(),
+                            rolled_back: self.roll_back(&done),
                         };
                     }
                 }
@@ -1627,6 +1741,7 @@ mod tests {
             knobs: &knobs,
             made: &mut made,
             skipped: &mut skipped,
+            owed: &mut Vec::new(),
             exiting: false,
         };
         // S 4096 -> a 8192 -> b 16384, breach: back to a (the loop's revert), then a breaks the

@@ -50,8 +50,10 @@ pub enum Tried {
     /// time or an operator (cooldown, hourly limit, pause, approval), so the loop waits for it
     /// rather than giving the configuration up.
     Refused { reason: String, retry: bool },
-    /// The kernel did not take it; what had changed was put back.
-    Failed { error: String },
+    /// The kernel did not take it. `rolled_back`: what had changed was put back; when not, the
+    /// kernel holds part of it, and the loop tries nothing else before the caller has taken that
+    /// back.
+    Failed { error: String, rolled_back: bool },
 }
 
 /// The knobs as the loop sees them: one value per space dimension, in order.
@@ -868,13 +870,18 @@ impl LiveOptimizer {
                     self.opt.exclude(p.index);
                     set_aside += 1;
                 }
-                Tried::Failed { error } => {
+                Tried::Failed { error, rolled_back } => {
                     self.opt.exclude(p.index);
                     set_aside += 1;
                     ev.push(LiveEvent::ApplyFailed {
                         config: p.point,
                         error,
                     });
+                    // Another trial would be written over a configuration that is not
+                    // `current`, and its roll-back would stop at the wrong values.
+                    if !rolled_back {
+                        return Ok(());
+                    }
                 }
             }
         }
@@ -948,7 +955,7 @@ impl LiveOptimizer {
                     self.hold_current();
                 }
             }
-            Tried::Failed { error } => {
+            Tried::Failed { error, .. } => {
                 ev.push(LiveEvent::ApplyFailed {
                     config: best,
                     error,
