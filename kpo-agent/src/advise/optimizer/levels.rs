@@ -7,7 +7,10 @@
 //! trial fails its verification and costs two of the guard's hourly changes for nothing (on
 //! such a machine, an even grid would leave only its two ends). Every other knob (intel_pstate
 //! and amd-pstate limits take any value in range; coalescing) is tried at integers spread evenly
-//! over the bounds.
+//! over the bounds; a coalescing delay (`rx-usecs`, `tx-usecs`, ...) at even ones: several
+//! drivers keep the interrupt throttling interval in 2 µs units (Intel i40e, ice and iavf,
+//! HiSilicon hns3) and round an odd value, which would fail its read-back the same way; drivers
+//! that keep any value lose only the odd ones. The kernel gives no way to ask a driver its unit.
 
 use std::path::Path;
 
@@ -32,6 +35,9 @@ pub fn knob_levels(
     sys: &Path,
 ) -> Vec<f64> {
     match common_table(members, sys) {
+        Ok(None) if members.iter().all(is_coalescing_delay) => {
+            even_values(&even_grid(min, max, levels), min, max)
+        }
         Ok(None) => even_grid(min, max, levels),
         Ok(Some(table)) => {
             let in_range: Vec<i64> = table
@@ -68,6 +74,32 @@ pub fn even_grid(min: i64, max: i64, levels: usize) -> Vec<f64> {
     let n = levels.max(2) as i64 - 1;
     let mut v: Vec<f64> = (0..=n)
         .map(|i| (min as f64 + (max - min) as f64 * i as f64 / n as f64).round())
+        .collect();
+    v.dedup();
+    v
+}
+
+/// An interrupt coalescing delay in microseconds (`rx-usecs`, `tx-usecs-irq`, ...), which some
+/// drivers keep in 2 µs units.
+fn is_coalescing_delay(address: &ParamAddress) -> bool {
+    matches!(address.target, Target::Nic { .. }) && address.name.contains("-usecs")
+}
+
+/// Each of `grid` (ascending) moved to the nearest even integer within `[min, max]` (the lower
+/// one on a tie; kept as it is where the bounds hold no even integer), duplicates dropped.
+fn even_values(grid: &[f64], min: i64, max: i64) -> Vec<f64> {
+    let lowest_even = min + min.rem_euclid(2);
+    if lowest_even > max {
+        return grid.to_vec();
+    }
+    let highest_even = max - max.rem_euclid(2);
+    let mut v: Vec<f64> = grid
+        .iter()
+        .map(|&x| {
+            let x = x as i64;
+            let down = x - x.rem_euclid(2);
+            down.clamp(lowest_even, highest_even) as f64
+        })
         .collect();
     v.dedup();
     v
@@ -237,6 +269,39 @@ mod tests {
         assert_eq!(
             knob_levels(&[rx], 0, 100, 6, tmp.path()),
             [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]
+        );
+    }
+
+    /// A coalescing delay is tried at even microseconds: 0..100 in 8 levels would be 0, 14, 29,
+    /// 43, 57, 71, 86, 100, and i40e, ice or hns3 would read 29 back as 28, failing the trial.
+    #[test]
+    fn a_coalescing_delay_is_tried_at_even_microseconds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rx: ParamAddress = "ethtool:eth0:rx-usecs".parse().unwrap();
+        let tx: ParamAddress = "ethtool:eth1:tx-usecs".parse().unwrap();
+        assert_eq!(
+            even_grid(0, 100, 8),
+            [0.0, 14.0, 29.0, 43.0, 57.0, 71.0, 86.0, 100.0]
+        );
+        assert_eq!(
+            knob_levels(&[rx.clone(), tx], 0, 100, 8, tmp.path()),
+            [0.0, 14.0, 28.0, 42.0, 56.0, 70.0, 86.0, 100.0]
+        );
+        // Odd bounds: the even values inside them, duplicates dropped.
+        assert_eq!(
+            knob_levels(std::slice::from_ref(&rx), 1, 9, 8, tmp.path()),
+            [2.0, 4.0, 6.0, 8.0]
+        );
+        // Bounds that hold no even value: the one value there is.
+        assert_eq!(
+            knob_levels(std::slice::from_ref(&rx), 3, 3, 4, tmp.path()),
+            [3.0]
+        );
+        // A frame count is not a delay: every integer.
+        let frames: ParamAddress = "ethtool:eth0:rx-frames".parse().unwrap();
+        assert_eq!(
+            knob_levels(&[frames], 0, 100, 8, tmp.path()),
+            even_grid(0, 100, 8)
         );
     }
 }
