@@ -105,7 +105,17 @@ impl Server {
                 source,
             }
         };
-        if let Some(dir) = path.parent() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                // What is there already is checked before anything is made under it: a refused
+                // path leaves no new directory behind.
+                let there = dir
+                    .ancestors()
+                    .find(|a| a.as_os_str().is_empty() || a.exists())
+                    .filter(|a| !a.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                super::socket_dir::check(there)?;
+            }
             std::fs::create_dir_all(dir).map_err(io("creating its directory"))?;
         }
         let stale = match std::fs::symlink_metadata(path) {

@@ -175,7 +175,22 @@ fn a_socket_directory_others_can_change_is_refused() {
         )
     );
     assert!(!shared.join("kpo.sock").exists());
+    // A directory to make under it is refused before it is made: nothing is left behind.
+    let err = bind(&shared.join("new/deeper/kpo.sock"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{}: refusing to put the control socket here",
+            shared.display()
+        )),
+        "{err}"
+    );
+    assert!(!shared.join("new").exists());
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // Under a safe one, it is made.
+    bind(&dir.path().join("made/kpo.sock")).unwrap();
+    assert!(dir.path().join("made").is_dir());
     bind(&shared.join("kpo.sock")).unwrap();
 
     if nix::unistd::geteuid().is_root() {
