@@ -8,8 +8,8 @@
 //! 4xx is not retried (the receiver refused it for good). One waiting to be retried is dropped
 //! when a later notification about the same approval is queued (its resolution, say). Every
 //! failure is logged with the URL's scheme, host and port ([`shown_url`]) and the approval id,
-//! and what becomes of each notification is counted ([`Outcomes`]), so that notifications being
-//! lost show in monitoring and not only in the log.
+//! and what becomes of each notification is counted ([`Outcomes`]), those a reload's stop cuts
+//! short included, so that notifications being lost show in monitoring and not only in the log.
 use std::{collections::VecDeque, time::Duration};
 
 use prometheus_client::{
@@ -44,15 +44,18 @@ pub enum Outcome {
     GivenUp,
     /// A 4xx not retried: the receiver refused it for good.
     Refused,
+    /// Dropped unsent, queued or being tried, when a reload removed or replaced the URL.
+    Abandoned,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Delivered,
         Outcome::QueueFull,
         Outcome::Replaced,
         Outcome::GivenUp,
         Outcome::Refused,
+        Outcome::Abandoned,
     ];
 
     /// Its `result` label.
@@ -63,6 +66,7 @@ impl Outcome {
             Outcome::Replaced => "replaced",
             Outcome::GivenUp => "given_up",
             Outcome::Refused => "refused",
+            Outcome::Abandoned => "abandoned",
         }
     }
 }
@@ -109,6 +113,49 @@ impl Outcomes {
     /// The counters, for the metrics registry (the same counters, not a copy).
     pub fn family(&self) -> Family<OutcomeLabels, Counter> {
         self.0.clone()
+    }
+}
+
+/// One webhook's notifications not yet ended in an [`Outcome`], shared by its handle and its
+/// delivery task, so that those a stop cuts short are counted too ([`Outcome::Abandoned`]), each
+/// once: after the stop, what the task may still finish is not counted again.
+#[derive(Clone, Debug)]
+struct Ledger {
+    outcomes: Outcomes,
+    /// Notifications queued and not ended; whether the webhook was stopped.
+    open: std::sync::Arc<std::sync::Mutex<(u64, bool)>>,
+}
+
+impl Ledger {
+    fn new(outcomes: Outcomes) -> Self {
+        Ledger {
+            outcomes,
+            open: Default::default(),
+        }
+    }
+
+    fn queued(&self) {
+        self.open.lock().expect("webhook ledger").0 += 1;
+    }
+
+    fn ended(&self, outcome: Outcome) {
+        let mut open = self.open.lock().expect("webhook ledger");
+        if open.1 {
+            return;
+        }
+        open.0 = open.0.saturating_sub(1);
+        self.outcomes.count(outcome);
+    }
+
+    /// The webhook stopped: every notification still open is abandoned.
+    fn stopped(&self) -> u64 {
+        let mut open = self.open.lock().expect("webhook ledger");
+        let left = std::mem::take(&mut open.0);
+        open.1 = true;
+        for _ in 0..left {
+            self.outcomes.count(Outcome::Abandoned);
+        }
+        left
     }
 }
 
@@ -240,6 +287,7 @@ pub struct Webhook {
     shown: String,
     /// The delivery task (none for [`Webhook::to_channel`]).
     task: Option<tokio::task::AbortHandle>,
+    ledger: Ledger,
 }
 
 impl Webhook {
@@ -250,7 +298,8 @@ impl Webhook {
         if let Some(task) = &self.task {
             task.abort();
         }
-        info!(url = %self.shown, "approval webhook off: nothing more is posted to it");
+        let left = self.ledger.stopped();
+        info!(url = %self.shown, "approval webhook off: nothing more is posted to it ({left} notifications not sent)");
     }
 
     /// Starts the posting task on the current tokio runtime; what becomes of each notification is
@@ -274,12 +323,13 @@ impl Webhook {
             .build()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let shown = shown_url(&url);
+        let ledger = Ledger::new(outcomes);
         let task = tokio::spawn(deliver(
             client,
             url,
             shown.clone(),
             rx,
-            outcomes,
+            ledger.clone(),
             first_backoff,
         ));
         info!(url = %shown, "approval webhook on");
@@ -287,6 +337,7 @@ impl Webhook {
             tx,
             shown,
             task: Some(task.abort_handle()),
+            ledger,
         })
     }
 
@@ -300,6 +351,7 @@ impl Webhook {
                 tx,
                 shown,
                 task: None,
+                ledger: Ledger::new(Outcomes::default()),
             },
             rx,
         )
@@ -308,8 +360,11 @@ impl Webhook {
     /// Queues one notification (the delivery task drops the oldest past [`QUEUE`]).
     pub fn notify(&self, payload: Payload) {
         let id = payload.kpo.approval.id.clone();
+        // Counted open before the task can end it.
+        self.ledger.queued();
         if self.tx.send(payload).is_err() {
             warn!(url = %self.shown, "approval webhook: {id} not sent: the delivery task ended");
+            self.ledger.ended(Outcome::Abandoned);
         }
     }
 }
@@ -319,7 +374,7 @@ async fn deliver(
     url: String,
     shown: String,
     mut rx: mpsc::UnboundedReceiver<Payload>,
-    outcomes: Outcomes,
+    ledger: Ledger,
     first_backoff: Duration,
 ) {
     // Taken off the channel as they come, even while one waits to be retried: so that a later
@@ -353,14 +408,14 @@ async fn deliver(
                     // The channel first: whatever is in it when the answer comes is queued (and
                     // the oldest dropped) before the next POST is chosen.
                     biased;
-                    Some(next) = rx.recv() => replaced |= enqueue(&mut queued, next, &shown, &id, &outcomes),
+                    Some(next) = rx.recv() => replaced |= enqueue(&mut queued, next, &shown, &id, &ledger),
                     result = &mut send => break result,
                 }
             };
             let failure = match result {
                 Ok(r) if r.status().is_success() => {
                     info!(url = %shown, "approval webhook: {event} {id} delivered (attempt {attempt})");
-                    outcomes.count(Outcome::Delivered);
+                    ledger.ended(Outcome::Delivered);
                     None
                 }
                 Ok(r) if r.status().is_redirection() => Some(Failure::Retry(format!(
@@ -393,14 +448,14 @@ async fn deliver(
                 None => break,
                 Some(Failure::Refused(why)) => {
                     warn!(url = %shown, "approval webhook: {event} {id} refused (attempt {attempt}): {why}; not retried (the same POST would be refused again: check the webhook URL)");
-                    outcomes.count(Outcome::Refused);
+                    ledger.ended(Outcome::Refused);
                     break;
                 }
                 Some(Failure::Retry(why)) => why,
             };
             if attempt == ATTEMPTS {
                 warn!(url = %shown, "approval webhook: {event} {id} failed (attempt {attempt} of {ATTEMPTS}): {why}; giving up");
-                outcomes.count(Outcome::GivenUp);
+                ledger.ended(Outcome::GivenUp);
                 break;
             }
             warn!(url = %shown, "approval webhook: {event} {id} failed (attempt {attempt} of {ATTEMPTS}): {why}; retrying in {backoff:?}");
@@ -411,14 +466,14 @@ async fn deliver(
             while !replaced {
                 tokio::select! {
                     biased;
-                    Some(next) = rx.recv() => replaced |= enqueue(&mut queued, next, &shown, &id, &outcomes),
+                    Some(next) = rx.recv() => replaced |= enqueue(&mut queued, next, &shown, &id, &ledger),
                     _ = &mut wait => break,
                 }
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
             if replaced {
                 info!(url = %shown, "approval webhook: {event} {id} not sent: a later notification of it was queued");
-                outcomes.count(Outcome::Replaced);
+                ledger.ended(Outcome::Replaced);
                 break;
             }
         }
@@ -448,14 +503,14 @@ fn enqueue(
     next: Payload,
     shown: &str,
     current: &str,
-    outcomes: &Outcomes,
+    ledger: &Ledger,
 ) -> bool {
     let id = next.kpo.approval.id.clone();
     queued.retain(|old| {
         let same = old.kpo.approval.id == id;
         if same {
             info!(url = %shown, "approval webhook: {} {id} not sent: replaced by its {}", old.kpo.event, next.kpo.event);
-            outcomes.count(Outcome::Replaced);
+            ledger.ended(Outcome::Replaced);
         }
         !same
     });
@@ -463,7 +518,7 @@ fn enqueue(
     if queued.len() > QUEUE {
         if let Some(old) = queued.pop_front() {
             warn!(url = %shown, "approval webhook: {} {} not sent: {QUEUE} newer notifications wait (the receiver is down or slow)", old.kpo.event, old.kpo.approval.id);
-            outcomes.count(Outcome::QueueFull);
+            ledger.ended(Outcome::QueueFull);
         }
     }
     id == current
@@ -813,8 +868,9 @@ mod tests {
     #[tokio::test]
     async fn a_stopped_webhook_drops_what_it_still_had_to_post() {
         let (url, mut requests) = receiver(vec![503, 200]).await;
-        let hook = Webhook::spawn_backing_off(url, Outcomes::default(), Duration::from_secs(3600))
-            .unwrap();
+        let outcomes = Outcomes::default();
+        let hook =
+            Webhook::spawn_backing_off(url, outcomes.clone(), Duration::from_secs(3600)).unwrap();
         hook.notify(Payload::new(
             "approval_required",
             "web1",
@@ -825,8 +881,11 @@ mod tests {
             requests.recv().await.unwrap(),
             seen("approval_required", "ap-1")
         );
+        hook.notify(required("ap-2"));
         let channel = hook.tx.clone();
         hook.stop();
+        // Both are counted, once: the one waiting for its retry and the one queued behind it.
+        assert_eq!(counted(&outcomes), only(&[(Outcome::Abandoned, 2)]));
         // The task's end drops its receiver, which closes the channel.
         tokio::time::timeout(Duration::from_secs(120), channel.closed())
             .await
@@ -901,7 +960,7 @@ mod tests {
             Payload::new("approval_required", "web1", &item("ap-7", 32), ""),
             "t",
             "ap-0",
-            &Outcomes::default(),
+            &Ledger::new(Outcomes::default()),
         );
         let mut done = item("ap-7", 32);
         done.state = ApprovalState::Expired;
@@ -910,7 +969,7 @@ mod tests {
             Payload::new("approval_resolved", "web1", &done, ""),
             "t",
             "ap-0",
-            &Outcomes::default()
+            &Ledger::new(Outcomes::default())
         ));
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].kpo.event, "approval_resolved");

@@ -207,7 +207,7 @@ impl Metrics {
         self.registry.register(
             "approval_webhook_notifications",
             format!(
-                "Approval webhook notifications by what became of them: delivered (2xx), queue_full (dropped unsent, the oldest of more than {QUEUE} waiting), replaced (dropped unsent for a later one about the same approval), given_up (failed {ATTEMPTS} tries), refused (a 4xx, not retried)"
+                "Approval webhook notifications by what became of them: delivered (2xx), queue_full (dropped unsent, the oldest of more than {QUEUE} waiting), replaced (dropped unsent for a later one about the same approval), given_up (failed {ATTEMPTS} tries), refused (a 4xx, not retried), abandoned (dropped unsent when a reload removed or replaced the URL)"
             ),
             outcomes.family(),
         );
@@ -700,7 +700,14 @@ mod tests {
         let outcomes = Outcomes::default();
         let mut m = Metrics::new();
         m.register_approval_webhook(&outcomes);
-        for result in ["delivered", "queue_full", "replaced", "given_up", "refused"] {
+        for result in [
+            "delivered",
+            "queue_full",
+            "replaced",
+            "given_up",
+            "refused",
+            "abandoned",
+        ] {
             has(
                 &m,
                 &format!("kpo_approval_webhook_notifications_total{{result=\"{result}\"}} 0"),
@@ -727,7 +734,8 @@ mod tests {
             "# HELP kpo_approval_webhook_notifications Approval webhook notifications by what \
              became of them: delivered (2xx), queue_full (dropped unsent, the oldest of more \
              than 64 waiting), replaced (dropped unsent for a later one about the same \
-             approval), given_up (failed 8 tries), refused (a 4xx, not retried).",
+             approval), given_up (failed 8 tries), refused (a 4xx, not retried), abandoned (dropped \
+             unsent when a reload removed or replaced the URL).",
         );
     }
 
