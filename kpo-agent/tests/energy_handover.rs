@@ -160,8 +160,13 @@ fn a_counter_that_freezes_mid_run_is_handed_over_to_the_next_source() {
     assert_eq!(v["energy"]["domains"], serde_json::json!(["cpu"]));
     assert_eq!(v["energy"]["skipped"][0]["source"], "perf_power");
 
-    // The next window is the estimate's, over the whole window (it was opened at its start):
-    // a figure, though the RAPL counter moves again; RAPL is not tried again.
+    // The next window is the estimate's, opened after it began: no figure for it. The one after
+    // has one, though the RAPL counter moves again: RAPL is not tried again.
+    let (reading, set_aside) = window(&mut watch);
+    assert!(reading
+        .unwrap_err()
+        .starts_with("estimated: chosen during this window"),);
+    assert!(set_aside.is_none());
     machine.set_energy_uj(900_000);
     let (reading, set_aside) = window(&mut watch);
     assert_eq!(reading.unwrap().source, EnergySource::Estimated);

@@ -531,7 +531,14 @@ pub fn metrics_match_the_event_stream_and_the_kernel() {
     );
     // The approval webhook's counters are there from 0, a webhook set or not: an alert on
     // their increase sees the first loss.
-    for result in ["delivered", "queue_full", "replaced", "given_up", "refused", "abandoned"] {
+    for result in [
+        "delivered",
+        "queue_full",
+        "replaced",
+        "given_up",
+        "refused",
+        "abandoned",
+    ] {
         assert_eq!(
             sample(
                 &body,

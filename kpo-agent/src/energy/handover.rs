@@ -27,8 +27,9 @@ pub struct MeterWatch {
     rechoose: Rechoose,
     /// Windows in a row whose reading failed.
     failed_in_a_row: u32,
-    /// The meter was chosen after the window now open began: its first reading does not cover
-    /// the whole window.
+    /// The meter was chosen after the window now open began (the sources before it checked
+    /// with CPU work, or the estimate's baseline taken after them): its first reading does not
+    /// cover the whole window.
     chosen_mid_window: bool,
     /// The last reading was refused for that alone: not the meter's failure.
     read_part_of_a_window: bool,
@@ -111,7 +112,9 @@ impl MeterWatch {
         self.meter = None;
         Some(match (self.rechoose)(from) {
             Ok(choice) => {
-                self.chosen_mid_window = choice.meter.source() != EnergySource::Estimated;
+                // The measured sources before it were checked with 100 ms of work each after
+                // this window began, and the estimate took its baseline after them.
+                self.chosen_mid_window = true;
                 self.meter = Some(choice.meter);
                 SetAside {
                     from,

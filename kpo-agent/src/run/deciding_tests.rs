@@ -2208,8 +2208,8 @@ fn a_trial_spanning_a_new_energy_source_starts_over() {
 
 /// A group trial whose second member's write fails, and whose roll-back of the first fails too
 /// (the driver refused both), leaves the members apart. The loop tries the roll-back again at the
-/// next window, and after a failed try waits one window more; the knob is one configuration again
-/// without waiting for a restart.
+/// next window, and after each failed try waits a window more than before, unless a window breaks
+/// the SLO; the knob is one configuration again without waiting for a restart.
 #[test]
 fn a_roll_back_that_failed_is_tried_again_at_later_windows() {
     // Judged by no signal these windows move, so that the guard leaves the trial's value to the
@@ -2264,19 +2264,40 @@ fn a_roll_back_that_failed_is_tried_again_at_later_windows() {
     };
     assert_eq!(owed_tries(&rig), 0);
 
+    // Windows within the SLO from here on, the trial's value left in place or not: the waits
+    // apply.
+    rig.extra_p99_us = -250.0;
     // The next window's try fails too (the driver is still being reset).
     rig.nic.fail_sets_after(0, 1);
     rig.window();
     assert_eq!(owed_tries(&rig), 1);
     assert_eq!(rx(&rig, "eth0"), trial);
-    // One window's wait, no try.
+    // One window's wait, no try; then the next try fails again.
     rig.window();
     assert_eq!(owed_tries(&rig), 1);
-    assert_eq!(rx(&rig, "eth0"), trial);
-    // Then it takes: the members agree again, at what they held before the trial.
+    rig.nic.fail_sets_after(0, 1);
     rig.window();
     assert_eq!(owed_tries(&rig), 2);
+    assert_eq!(rx(&rig, "eth0"), trial);
+    // Two windows to wait now; in the first, no try.
+    rig.window();
+    assert_eq!(owed_tries(&rig), 2);
+    // A window that breaks the SLO does not wait: the value left may be what broke it. The
+    // try takes, and the members agree again, at what they held before the trial.
+    rig.extra_p99_us = 1000.0;
+    rig.window();
+    assert_eq!(owed_tries(&rig), 3);
     assert_eq!((rx(&rig, "eth0"), rx(&rig, "eth1")), (0, 0));
+    // The window itself was not the loop's configuration: resynced, to the kernel's values now,
+    // not to the members apart as the window closed.
+    let kernel = vec![rig.max_freq() as f64, 0.0];
+    assert!(
+        matches!(rig.live.iter().rev().find(|e| matches!(e, LiveEvent::Resynced { .. })),
+            Some(LiveEvent::Resynced { config, .. }) if *config == kernel),
+        "{:#?}",
+        rig.live
+    );
+    rig.extra_p99_us = 0.0;
     // The loop goes on over the knob: no window after is resynced for members apart.
     let mark = rig.live.len();
     for _ in 0..3 {
@@ -2289,6 +2310,79 @@ fn a_roll_back_that_failed_is_tried_again_at_later_windows() {
         "{:#?}",
         &rig.live[mark..]
     );
+    rig.assert_schema();
+}
+
+/// The same with one parameter per knob: a trial writes eth0's knob, eth1's fails, and eth0's
+/// roll-back fails. The next window reads eth0 at the trial's value, not the loop's; the owed
+/// roll-back takes at that window, and the loop goes on from the kernel's values, the
+/// configuration before the trial (not from the trial's value the window closed with).
+#[test]
+fn an_owed_roll_back_that_takes_leaves_the_loop_at_the_kernels_values() {
+    let policy = format!(
+        "{}\n[params.\"ethtool:eth1:rx-usecs\"]\nmode = \"auto\"\nmin = 0\nmax = 100\n\
+         sources = [\"optimizer\"]\nguard_signals = [\"listen_overflows\"]\n",
+        policy("").replace(
+            "[params.\"ethtool:eth0:rx-usecs\"]",
+            "[params.\"ethtool:eth0:rx-usecs\"]\nguard_signals = [\"listen_overflows\"]",
+        )
+    );
+    let rig = Rig::new(&policy, true, "");
+    rig.nic.add_nic(
+        "eth1",
+        CoalesceSettings {
+            rx_usecs: 0,
+            adaptive_rx: false,
+        },
+    );
+    let mut rig = rig.restarted();
+    assert_eq!(
+        rig.last_started()["knobs"],
+        serde_json::json!([
+            "cpufreq:policy0:scaling_max_freq",
+            "ethtool:eth0:rx-usecs",
+            "ethtool:eth1:rx-usecs"
+        ])
+    );
+    rig.extra_p99_us = -250.0;
+    let rx = |rig: &Rig, nic: &str| rig.nic.settings(nic).unwrap().rx_usecs;
+    rig.nic.fail_sets_after(1, 2);
+    let mut windows = 0;
+    while !rig.saw(|e| matches!(e, LiveEvent::ApplyFailed { .. })) {
+        windows += 1;
+        assert!(windows <= 10, "no trial failed: {:#?}", rig.live);
+        rig.window();
+    }
+    let trial = rx(&rig, "eth0");
+    assert_ne!(
+        trial, 0,
+        "eth0 written, its roll-back failed: {:#?}",
+        rig.live
+    );
+    assert_eq!(rx(&rig, "eth1"), 0);
+    let before: Vec<f64> = rig
+        .live
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            LiveEvent::ApplyFailed { .. } => None,
+            LiveEvent::Measured { config, .. } => Some(config.clone()),
+            _ => None,
+        })
+        .unwrap();
+    rig.window();
+    assert_eq!(rx(&rig, "eth0"), 0, "the owed roll-back took");
+    let resynced = rig
+        .live
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            LiveEvent::Resynced { config, .. } => Some(config.clone()),
+            _ => None,
+        })
+        .expect("the window was not the loop's configuration");
+    assert_eq!(resynced, before, "{:#?}", rig.live);
+    assert_eq!(resynced[1], 0.0);
     rig.assert_schema();
 }
 

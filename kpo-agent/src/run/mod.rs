@@ -379,8 +379,9 @@ pub async fn run(
     let mut sample = collector.sample();
     attached.stamp(&mut sample);
     if let Some(mut window) = windows.finish_partial(sample) {
-        // Nothing is set aside at the end: the partial window is the last.
-        let _ = add_energy(&mut window, &mut energy);
+        // The last window: nothing is set aside (choosing another source would only hold up the
+        // exit).
+        add_last_energy(&mut window, &mut energy);
         sink.send(&Event::Window {
             partial: true,
             window: Box::new(window),
@@ -438,6 +439,14 @@ fn add_energy(window: &mut Window, energy: &mut MeterWatch) -> Option<SetAside> 
     };
     window.energy = Some(w);
     energy.after_window(figure)
+}
+
+/// The meter's reading over the partial window at shutdown.
+fn add_last_energy(window: &mut Window, energy: &mut MeterWatch) {
+    window.energy = energy
+        .read()
+        .zip(energy.meter())
+        .map(|(reading, meter)| WindowEnergy::new(meter, reading, window));
 }
 
 /// The `energy_source` event for a source set aside mid-run, logged too.

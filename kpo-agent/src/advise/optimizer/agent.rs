@@ -520,7 +520,17 @@ impl AgentOptimizer {
         guard: &mut Guard,
         window: &Window,
     ) -> Vec<(Vec<String>, LiveEvent)> {
-        self.retry_owed_roll_backs(path, guard);
+        let max_us = self.settings.slo_max_us.unwrap_or(f64::INFINITY);
+        let breached = self.timed(window).is_ok_and(|t| t.latency_us > max_us);
+        if self.retry_owed_roll_backs(path, guard, breached) {
+            // The window was not the loop's configuration (a trial's value was left), but the
+            // kernel holds the loop's values again: a resync continues from those.
+            if let (Some(disturbed), Ok(now)) =
+                (self.disturbed.as_mut(), read_knobs(path, &self.knobs))
+            {
+                disturbed.0 = now;
+            }
+        }
         let mut events = self.regroup(path, guard);
         if events.is_empty() && !self.knobs.is_empty() {
             let knobs = self.knobs();
@@ -535,7 +545,16 @@ impl AgentOptimizer {
     }
 
     /// Each owed roll-back ([`Owed`]) that is due, tried again.
-    fn retry_owed_roll_backs(&mut self, path: &mut ChangePath, guard: &mut Guard) {
+    /// `now`: try each at once, waits aside (the window broke the SLO, and a trial value the
+    /// loop still owes may be what broke it: the loop's own revert does not reach that member).
+    /// Whether one was taken back.
+    fn retry_owed_roll_backs(
+        &mut self,
+        path: &mut ChangePath,
+        guard: &mut Guard,
+        now: bool,
+    ) -> bool {
+        let mut took = false;
         for mut owed in std::mem::take(&mut self.owed) {
             let Made {
                 id,
@@ -554,9 +573,17 @@ impl AgentOptimizer {
                 .position(|k| k.members.contains(address))
                 .map(|i| self.live.current()[i]);
             if holding != Some(*id) || wanted != Some(*before as f64) {
+                info!(
+                    "optimizer: #{id} ({address}) no longer owes a roll-back: {}",
+                    if holding != Some(*id) {
+                        "another change holds the parameter"
+                    } else {
+                        "the loop holds that value now"
+                    }
+                );
                 continue;
             }
-            if owed.wait > 0 {
+            if owed.wait > 0 && !now {
                 owed.wait -= 1;
                 self.owed.push(owed);
                 continue;
@@ -566,6 +593,7 @@ impl AgentOptimizer {
                 Ok(r) if undone(path, &r) => {
                     info!("optimizer: rolled back #{id} ({address}), owed since a trial failed");
                     guard.forget(address);
+                    took = true;
                     continue;
                 }
                 Ok(r) if r.status == ChangeStatus::Skipped => {
@@ -584,6 +612,7 @@ impl AgentOptimizer {
             );
             self.owed.push(owed);
         }
+        took
     }
 
     /// A knob yielded to a person leaves the search, at the person's value, and comes back when
