@@ -2267,6 +2267,7 @@ fn a_roll_back_that_failed_is_tried_again_at_later_windows() {
     // Windows within the SLO from here on, the trial's value left in place or not: the waits
     // apply.
     rig.extra_p99_us = -250.0;
+    assert_eq!(owed_tries(&rig), 0);
     // The next window's try fails too (the driver is still being reset).
     rig.nic.fail_sets_after(0, 1);
     rig.window();
@@ -2311,6 +2312,47 @@ fn a_roll_back_that_failed_is_tried_again_at_later_windows() {
         &rig.live[mark..]
     );
     rig.assert_schema();
+}
+
+/// A roll-back still owed when the agent stops gets a last try, waits aside: the members agree
+/// again at the exit, not only at the next start.
+#[test]
+fn an_owed_roll_back_gets_a_last_try_at_exit() {
+    let policy = policy("").replace(
+        r#"[params."ethtool:eth0:rx-usecs"]"#,
+        "[params.\"ethtool:*:rx-usecs\"]\nguard_signals = [\"listen_overflows\"]\non_exit = \"keep\"",
+    );
+    let rig = Rig::new(&policy, true, "");
+    for nic in ["eth0", "eth1"] {
+        std::fs::create_dir_all(rig._tmp.path().join("sys/class/net").join(nic)).unwrap();
+    }
+    rig.nic.add_nic(
+        "eth1",
+        CoalesceSettings {
+            rx_usecs: 0,
+            adaptive_rx: false,
+        },
+    );
+    let mut rig = rig.restarted();
+    rig.extra_p99_us = -250.0;
+    let rx = |rig: &Rig, nic: &str| rig.nic.settings(nic).unwrap().rx_usecs;
+    rig.nic.fail_sets_after(1, 2);
+    let mut windows = 0;
+    while rx(&rig, "eth0") == rx(&rig, "eth1") {
+        windows += 1;
+        assert!(windows <= 10, "no trial moved the NICs: {:#?}", rig.json);
+        rig.window();
+    }
+    rig.nic.fail_sets_after(0, 1);
+    rig.window();
+    assert_ne!(
+        rx(&rig, "eth0"),
+        rx(&rig, "eth1"),
+        "the first try failed; the next waits"
+    );
+    let events = rig.deciding.on_exit();
+    rig.record(&events);
+    assert_eq!((rx(&rig, "eth0"), rx(&rig, "eth1")), (0, 0));
 }
 
 /// The same with one parameter per knob: a trial writes eth0's knob, eth1's fails, and eth0's

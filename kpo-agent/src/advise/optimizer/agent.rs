@@ -959,6 +959,9 @@ impl AgentOptimizer {
     /// agent unwatched. Not
     /// when every knob's parameters go back to their originals anyway (`on_exit = "revert"`).
     pub fn on_exit(&mut self, path: &mut ChangePath, guard: &mut Guard) -> Vec<LiveEvent> {
+        // A roll-back still owed gets a last try, waits aside: left, it would stay until the next
+        // start, or for good if there is none.
+        self.retry_owed_roll_backs(path, guard, true);
         let all_revert =
             self.knobs.iter().flat_map(|k| &k.members).all(|address| {
                 path.policy.rule_for(address).on_exit == crate::policy::OnExit::Revert
