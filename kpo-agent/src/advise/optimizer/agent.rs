@@ -978,6 +978,8 @@ impl AgentOptimizer {
     /// follows), and judged by the policy now in `path`, the new one (`Deciding::reload_policy`
     /// says why): a configuration its bounds exclude does not stay.
     pub fn on_reload(&mut self, path: &mut ChangePath, guard: &mut Guard) -> Vec<LiveEvent> {
+        // This loop ends: what it still owes gets a last try, as at exit.
+        self.retry_owed_roll_backs(path, guard, true);
         self.go_back(path, guard, GoBack::Reload)
     }
 
