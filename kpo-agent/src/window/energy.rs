@@ -90,9 +90,7 @@ impl EnergySourceChoice {
             },
         }
     }
-}
 
-impl EnergySourceChoice {
     /// The source chosen when `set_aside` replaced another mid-run: `meter` is the watch's meter
     /// now (`None` when none could be opened).
     pub fn after(meter: Option<&dyn EnergyMeter>, set_aside: &SetAside) -> Self {

@@ -276,8 +276,10 @@ pub struct AgentOptimizer {
 /// kernel refused that write too: a driver being reset, a cpufreq policy going offline). Left,
 /// it would keep the trial's value with no trial to measure it, and a group knob's members
 /// apart, so that no window reads as one configuration. Tried again at the next window, then
-/// after a wait that doubles up to [`MAX_OWED_WAIT_WINDOWS`] (each try is journaled), until it is
-/// done, the value is someone else's, or another change (the guard's revert) holds the parameter.
+/// after a wait that doubles up to [`MAX_OWED_WAIT_WINDOWS`] (each try is journaled; a window
+/// that breaks the SLO, the loop's end or a reload tries at once), until it is done, the value is
+/// someone else's, another change (the guard's revert) holds the parameter, or the loop no longer
+/// wants the value from before the trial there.
 #[derive(Debug, Clone)]
 struct Owed {
     made: Made,
@@ -544,8 +546,7 @@ impl AgentOptimizer {
         events
     }
 
-    /// Each owed roll-back ([`Owed`]) that is due, tried again.
-    /// `now`: try each at once, waits aside (the window broke the SLO, and a trial value the
+    /// Each owed roll-back ([`Owed`]) that is due, tried again. `now`: each at once, waits aside (the window broke the SLO, and a trial value the
     /// loop still owes may be what broke it: the loop's own revert does not reach that member).
     /// Whether one was taken back.
     fn retry_owed_roll_backs(
