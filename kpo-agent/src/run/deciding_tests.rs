@@ -2206,17 +2206,15 @@ fn a_trial_spanning_a_new_energy_source_starts_over() {
     rig.assert_schema();
 }
 
-/// A group trial whose second member's write fails, and whose roll-back of the first fails too
-/// (the driver refused both), leaves the members apart. The loop tries the roll-back again at the
-/// next window, and after each failed try waits a window more than before, unless a window breaks
-/// the SLO; the knob is one configuration again without waiting for a restart.
-#[test]
-fn a_roll_back_that_failed_is_tried_again_at_later_windows() {
-    // Judged by no signal these windows move, so that the guard leaves the trial's value to the
-    // loop.
+/// A rig whose NICs eth0 and eth1 are one knob (`ethtool:*:rx-usecs`, with `entry_extra` lines
+/// in its entry), judged by the guard on no signal these windows move, so that the guard leaves
+/// a trial's value to the loop; the loop started over both.
+fn two_nics_as_one_knob(entry_extra: &str) -> Rig {
     let policy = policy("").replace(
         r#"[params."ethtool:eth0:rx-usecs"]"#,
-        "[params.\"ethtool:*:rx-usecs\"]\nguard_signals = [\"listen_overflows\"]",
+        &format!(
+            "[params.\"ethtool:*:rx-usecs\"]\nguard_signals = [\"listen_overflows\"]\n{entry_extra}"
+        ),
     );
     let rig = Rig::new(&policy, true, "");
     for nic in ["eth0", "eth1"] {
@@ -2229,24 +2227,43 @@ fn a_roll_back_that_failed_is_tried_again_at_later_windows() {
             adaptive_rx: false,
         },
     );
-    let mut rig = rig.restarted();
+    let rig = rig.restarted();
     let started = rig.last_started();
     assert_eq!(
         started["knobs"],
         serde_json::json!(["cpufreq:policy0:scaling_max_freq", "ethtool:*:rx-usecs"]),
         "{started}"
     );
-    let rx = |rig: &Rig, nic: &str| rig.nic.settings(nic).unwrap().rx_usecs;
-    // The next trial to move the NICs writes eth0, then eth1 fails, then putting eth0 back fails
-    // (and so would any write after, for now). The loop tries no other trial over the members
-    // apart.
-    rig.nic.fail_sets_after(1, 1000);
+    rig
+}
+
+/// The NIC's rx-usecs now.
+fn rx(rig: &Rig, nic: &str) -> u32 {
+    rig.nic.settings(nic).unwrap().rx_usecs
+}
+
+/// Windows until a trial leaves eth0 and eth1 apart.
+fn until_the_nics_differ(rig: &mut Rig) {
     let mut windows = 0;
-    while rx(&rig, "eth0") == rx(&rig, "eth1") {
+    while rx(rig, "eth0") == rx(rig, "eth1") {
         windows += 1;
         assert!(windows <= 10, "no trial moved the NICs: {:#?}", rig.json);
         rig.window();
     }
+}
+
+/// A group trial whose second member's write fails, and whose roll-back of the first fails too
+/// (the driver refused both), leaves the members apart. The loop tries the roll-back again at the
+/// next window, and after each failed try waits a window more than before, unless a window breaks
+/// the SLO; the knob is one configuration again without waiting for a restart.
+#[test]
+fn a_roll_back_that_failed_is_tried_again_at_later_windows() {
+    let mut rig = two_nics_as_one_knob("");
+    // The next trial to move the NICs writes eth0, then eth1 fails, then putting eth0 back fails
+    // (and so would any write after, for now). The loop tries no other trial over the members
+    // apart.
+    rig.nic.fail_sets_after(1, 1000);
+    until_the_nics_differ(&mut rig);
     let failed = rig
         .live
         .iter()
@@ -2318,31 +2335,10 @@ fn a_roll_back_that_failed_is_tried_again_at_later_windows() {
 /// again at the exit, not only at the next start.
 #[test]
 fn an_owed_roll_back_gets_a_last_try_at_exit() {
-    let policy = policy("").replace(
-        r#"[params."ethtool:eth0:rx-usecs"]"#,
-        "[params.\"ethtool:*:rx-usecs\"]\nguard_signals = [\"listen_overflows\"]\non_exit = \"keep\"",
-    );
-    let rig = Rig::new(&policy, true, "");
-    for nic in ["eth0", "eth1"] {
-        std::fs::create_dir_all(rig._tmp.path().join("sys/class/net").join(nic)).unwrap();
-    }
-    rig.nic.add_nic(
-        "eth1",
-        CoalesceSettings {
-            rx_usecs: 0,
-            adaptive_rx: false,
-        },
-    );
-    let mut rig = rig.restarted();
+    let mut rig = two_nics_as_one_knob("on_exit = \"keep\"");
     rig.extra_p99_us = -250.0;
-    let rx = |rig: &Rig, nic: &str| rig.nic.settings(nic).unwrap().rx_usecs;
     rig.nic.fail_sets_after(1, 2);
-    let mut windows = 0;
-    while rx(&rig, "eth0") == rx(&rig, "eth1") {
-        windows += 1;
-        assert!(windows <= 10, "no trial moved the NICs: {:#?}", rig.json);
-        rig.window();
-    }
+    until_the_nics_differ(&mut rig);
     rig.nic.fail_sets_after(0, 1);
     rig.window();
     assert_ne!(
@@ -2387,7 +2383,6 @@ fn an_owed_roll_back_that_takes_leaves_the_loop_at_the_kernels_values() {
         ])
     );
     rig.extra_p99_us = -250.0;
-    let rx = |rig: &Rig, nic: &str| rig.nic.settings(nic).unwrap().rx_usecs;
     rig.nic.fail_sets_after(1, 2);
     let mut windows = 0;
     while !rig.saw(|e| matches!(e, LiveEvent::ApplyFailed { .. })) {
