@@ -700,14 +700,8 @@ mod tests {
         let outcomes = Outcomes::default();
         let mut m = Metrics::new();
         m.register_approval_webhook(&outcomes);
-        for result in [
-            "delivered",
-            "queue_full",
-            "replaced",
-            "given_up",
-            "refused",
-            "abandoned",
-        ] {
+        // Every outcome (the binary's test names them one by one).
+        for result in Outcome::ALL.map(Outcome::as_str) {
             has(
                 &m,
                 &format!("kpo_approval_webhook_notifications_total{{result=\"{result}\"}} 0"),
