@@ -2352,11 +2352,12 @@ fn an_owed_roll_back_gets_a_last_try_at_exit() {
 }
 
 /// The same with one parameter per knob: a trial writes eth0's knob, eth1's fails, and eth0's
-/// roll-back fails. The next window reads eth0 at the trial's value, not the loop's; the owed
-/// roll-back takes at that window, and the loop goes on from the kernel's values, the
-/// configuration before the trial (not from the trial's value the window closed with).
+/// roll-back fails. The windows read eth0 at the trial's value, which is not taken for someone
+/// else's change while its roll-back is owed: each is resynced to the loop's configuration, the
+/// one before the trial, while the roll-back is tried again (its first try fails, then a window's
+/// wait) until it takes.
 #[test]
-fn an_owed_roll_back_that_takes_leaves_the_loop_at_the_kernels_values() {
+fn an_owed_roll_back_of_a_one_parameter_knob_is_tried_until_it_takes() {
     let policy = format!(
         "{}\n[params.\"ethtool:eth1:rx-usecs\"]\nmode = \"auto\"\nmin = 0\nmax = 100\n\
          sources = [\"optimizer\"]\nguard_signals = [\"listen_overflows\"]\n",
@@ -2383,7 +2384,8 @@ fn an_owed_roll_back_that_takes_leaves_the_loop_at_the_kernels_values() {
         ])
     );
     rig.extra_p99_us = -250.0;
-    rig.nic.fail_sets_after(1, 2);
+    // eth1's write, eth0's roll-back, and the roll-back's first try fail.
+    rig.nic.fail_sets_after(1, 3);
     let mut windows = 0;
     while !rig.saw(|e| matches!(e, LiveEvent::ApplyFailed { .. })) {
         windows += 1;
@@ -2407,19 +2409,38 @@ fn an_owed_roll_back_that_takes_leaves_the_loop_at_the_kernels_values() {
             _ => None,
         })
         .unwrap();
-    rig.window();
-    assert_eq!(rx(&rig, "eth0"), 0, "the owed roll-back took");
-    let resynced = rig
-        .live
-        .iter()
-        .rev()
-        .find_map(|e| match e {
-            LiveEvent::Resynced { config, .. } => Some(config.clone()),
-            _ => None,
-        })
-        .expect("the window was not the loop's configuration");
-    assert_eq!(resynced, before, "{:#?}", rig.live);
-    assert_eq!(resynced[1], 0.0);
+    let last_resynced = |rig: &Rig| {
+        rig.live
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                LiveEvent::Resynced { config, .. } => Some(config.clone()),
+                _ => None,
+            })
+            .expect("the window was not the loop's configuration")
+    };
+    // The first try fails; the next window waits; the one after, the try takes.
+    for (tried, eth0) in [(1, trial), (1, trial), (2, 0)] {
+        let mark = rig.live.len();
+        rig.window();
+        assert_eq!(
+            rig.intents()
+                .iter()
+                .filter(|i| i.reason.contains("its roll-back failed before"))
+                .count(),
+            tried
+        );
+        assert_eq!(rx(&rig, "eth0"), eth0);
+        assert!(
+            rig.live[mark..]
+                .iter()
+                .any(|e| matches!(e, LiveEvent::Resynced { .. })),
+            "{:#?}",
+            &rig.live[mark..]
+        );
+        assert_eq!(last_resynced(&rig), before, "{:#?}", rig.live);
+    }
+    assert_eq!(before[1], 0.0);
     rig.assert_schema();
 }
 

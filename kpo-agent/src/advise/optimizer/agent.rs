@@ -498,6 +498,10 @@ impl AgentOptimizer {
                 format!("{e} (or a roll-back of the loop's that failed: tried again)"),
             )),
             Err(e) => Some((self.live.current().to_vec(), e)),
+            Ok(now) if self.only_owed_differ(&now) => Some((
+                self.live.current().to_vec(),
+                "a trial's value is left where its roll-back failed: tried again".into(),
+            )),
             Ok(now) if touched || now != self.live.current() => Some((
                 now,
                 "the knobs were changed during the window (an operator, the guard, a person, or \
@@ -506,6 +510,24 @@ impl AgentOptimizer {
             )),
             Ok(_) => None,
         };
+    }
+
+    /// Whether the knobs read `now` differ from the loop's configuration, and only where a
+    /// roll-back is owed: the value there is a failed trial's, not someone else's to continue
+    /// from (the owed roll-back puts the loop's back).
+    fn only_owed_differ(&self, now: &[f64]) -> bool {
+        let owes = |k: &Knob| {
+            self.owed
+                .iter()
+                .any(|o| k.members.contains(&o.made.address))
+        };
+        let mut differ = now
+            .iter()
+            .zip(self.live.current())
+            .zip(&self.knobs)
+            .filter(|((n, c), _)| n != c)
+            .peekable();
+        differ.peek().is_some() && differ.all(|(_, k)| owes(k))
     }
 
     /// Each knob's value: its members', which must agree (one set apart by someone else is
