@@ -43,6 +43,22 @@ fn energy_file(sys: &Path) -> std::path::PathBuf {
 // Readings here come within microseconds of each other; the trust check judges intervals under
 // 1 ms as 1 ms, so these steps (at most 0.3 J) stay below the 1 kW ceiling whatever the timing.
 
+/// A machine whose RAPL counter starts at 0 and moves 0.3 J while the CPU works, and RAPL
+/// chosen on it: its trees (kept alive), the counter's file, the choice.
+fn rapl_chosen_at_0_3_joules() -> (
+    (tempfile::TempDir, tempfile::TempDir),
+    std::path::PathBuf,
+    MeterChoice,
+) {
+    let (sys, proc_dir) = machine(0, 1 << 40);
+    let file = energy_file(sys.path());
+    let choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {
+        write(&file, "300000\n")
+    });
+    assert_eq!(choice.meter.source(), EnergySource::Rapl);
+    ((sys, proc_dir), file, choice)
+}
+
 /// The skipped reasons by source, in order.
 fn skipped(choice: &MeterChoice) -> Vec<(EnergySource, String)> {
     choice.skipped.clone()
@@ -171,12 +187,7 @@ fn a_real_wrap_is_energy_not_a_jump() {
 
 #[test]
 fn a_counter_that_stops_later_is_not_reported_as_energy() {
-    let (sys, proc_dir) = machine(0, 1 << 40);
-    let file = energy_file(sys.path());
-    let mut choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {
-        write(&file, "300000\n")
-    });
-    assert_eq!(choice.meter.source(), EnergySource::Rapl);
+    let (_trees, file, mut choice) = rapl_chosen_at_0_3_joules();
     // The counter stops moving after the check: over an interval long enough to judge, the
     // reading is refused, not 0 J.
     std::thread::sleep(trust::MIN_JUDGED);
@@ -201,12 +212,7 @@ fn a_counter_that_stops_later_is_not_reported_as_energy() {
 /// though its total moved: a second still, read after read, refuses the window.
 #[test]
 fn a_counter_that_stops_partway_through_a_window_refuses_it() {
-    let (sys, proc_dir) = machine(0, 1 << 40);
-    let file = energy_file(sys.path());
-    let mut choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {
-        write(&file, "300000\n")
-    });
-    assert_eq!(choice.meter.source(), EnergySource::Rapl);
+    let (_trees, file, mut choice) = rapl_chosen_at_0_3_joules();
     write(&file, "400000\n");
     choice.meter.sample();
     // Still for a second, read at its end (a tick): then it moves again before the window ends.
@@ -226,11 +232,7 @@ fn a_counter_that_stops_partway_through_a_window_refuses_it() {
 /// the counter moved at every read, is a measurement.
 #[test]
 fn a_stall_up_to_a_windows_end_does_not_refuse_the_next_window() {
-    let (sys, proc_dir) = machine(0, 1 << 40);
-    let file = energy_file(sys.path());
-    let mut choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {
-        write(&file, "300000\n")
-    });
+    let (_trees, file, mut choice) = rapl_chosen_at_0_3_joules();
     write(&file, "400000\n");
     choice.meter.sample();
     std::thread::sleep(trust::MAX_STILL);
@@ -246,11 +248,7 @@ fn a_stall_up_to_a_windows_end_does_not_refuse_the_next_window() {
 /// half a second still before the end and half a second after make a second.
 #[test]
 fn a_stall_across_a_windows_end_counts_whole_in_the_next_window() {
-    let (sys, proc_dir) = machine(0, 1 << 40);
-    let file = energy_file(sys.path());
-    let mut choice = choose(sys.path(), proc_dir.path(), TICK, &mut || {
-        write(&file, "300000\n")
-    });
+    let (_trees, file, mut choice) = rapl_chosen_at_0_3_joules();
     write(&file, "400000\n");
     choice.meter.sample();
     std::thread::sleep(trust::MAX_STILL / 2);

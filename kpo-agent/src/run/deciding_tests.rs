@@ -316,6 +316,13 @@ impl Rig {
             .clone()
     }
 
+    /// The latest `started` event's `left_out`, as text, after checking it started over `knobs`.
+    fn left_out_of_start_over(&self, knobs: &[&str]) -> String {
+        let started = self.last_started();
+        assert_eq!(started["knobs"], serde_json::json!(knobs), "{started}");
+        started["left_out"].to_string()
+    }
+
     fn max_freq(&self) -> i64 {
         std::fs::read_to_string(&self.max_freq_file)
             .unwrap()
@@ -2558,13 +2565,7 @@ sources = ["optimizer"]
     // Set apart before a start: that group is left out, the other searched.
     std::fs::write(base.join("policy3/scaling_max_freq"), "2000000\n").unwrap();
     let rig = rig.restarted();
-    let started = rig.last_started();
-    assert_eq!(
-        started["knobs"],
-        serde_json::json!(["cpufreq:policy[01]:scaling_max_freq"]),
-        "{started}"
-    );
-    let left_out = started["left_out"].to_string();
+    let left_out = rig.left_out_of_start_over(&["cpufreq:policy[01]:scaling_max_freq"]);
     assert!(
         left_out.contains("cpufreq:policy[23]:scaling_max_freq: its parameters differ")
             && left_out.contains("cpufreq:policy3:scaling_max_freq = 2000000")
@@ -2747,13 +2748,7 @@ fn a_group_member_someone_else_set_apart_is_left_alone_at_the_next_start() {
     );
     let written = rig.intents_since(mark);
     assert!(written.is_empty(), "nothing written: {written:#?}");
-    let started = rig.last_started();
-    assert_eq!(
-        started["knobs"],
-        serde_json::json!(["ethtool:eth0:rx-usecs"]),
-        "{started}"
-    );
-    let left_out = started["left_out"].to_string();
+    let left_out = rig.left_out_of_start_over(&["ethtool:eth0:rx-usecs"]);
     assert!(
         left_out.contains("cpufreq:*:scaling_max_freq: its parameters differ")
             && left_out.contains("cpufreq:policy2:scaling_max_freq = 2000000"),
@@ -2781,13 +2776,7 @@ fn a_group_member_someone_else_set_apart_is_left_alone_at_the_next_start() {
         vec![3_000_000, 3_000_000, 2_000_000, 2_640_000]
     );
     rig.assert_the_loops_reverts(&rig.intents_since(mark), &[cut_short], 3_000_000);
-    let started = rig.last_started();
-    assert_eq!(
-        started["knobs"],
-        serde_json::json!(["ethtool:eth0:rx-usecs"]),
-        "{started}"
-    );
-    let left_out = started["left_out"].to_string();
+    let left_out = rig.left_out_of_start_over(&["ethtool:eth0:rx-usecs"]);
     assert!(
         left_out.contains("cpufreq:*:scaling_max_freq: its parameters differ")
             && left_out.contains("cpufreq:policy0:scaling_max_freq = 3000000")
@@ -2822,13 +2811,7 @@ fn a_half_applied_trial_whose_revert_fails_is_left_out_saying_why() {
     assert_eq!(max_freqs(&base, 3), vec![3_000_000, 1_920_000, 3_000_000]);
     let intents = rig.intents_since(mark);
     rig.assert_the_loops_reverts(&intents, &cut_short[..1], 3_000_000);
-    let started = rig.last_started();
-    assert_eq!(
-        started["knobs"],
-        serde_json::json!(["ethtool:eth0:rx-usecs"]),
-        "{started}"
-    );
-    let left_out = started["left_out"].to_string();
+    let left_out = rig.left_out_of_start_over(&["ethtool:eth0:rx-usecs"]);
     assert!(
         left_out.contains("cpufreq:*:scaling_max_freq: its parameters differ")
             && left_out.contains("taking the loop's values back failed")

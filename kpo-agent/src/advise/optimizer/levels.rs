@@ -85,8 +85,8 @@ fn is_coalescing_delay(address: &ParamAddress) -> bool {
     matches!(address.target, Target::Nic { .. }) && address.name.contains("-usecs")
 }
 
-/// Each of `grid` (ascending) moved to the nearest even integer within `[min, max]` (the lower
-/// one on a tie; kept as it is where the bounds hold no even integer), duplicates dropped.
+/// Each of `grid` (ascending integers) moved down to an even one, kept within `[min, max]`
+/// (`grid` as it is where the bounds hold no even integer), duplicates dropped.
 fn even_values(grid: &[f64], min: i64, max: i64) -> Vec<f64> {
     let lowest_even = min + min.rem_euclid(2);
     if lowest_even > max {
