@@ -544,14 +544,11 @@ impl AgentOptimizer {
         guard: &mut Guard,
         window: &Window,
     ) -> Vec<(Vec<String>, LiveEvent)> {
-        let max_us = self.settings.slo_max_us.unwrap_or(f64::INFINITY);
-        let breached = self.timed(window).is_ok_and(|t| t.latency_us > max_us);
-        if self.retry_owed_roll_backs(path, guard, breached) {
+        let timed = self.timed(window);
+        if self.retry_owed_roll_backs(path, guard, self.breaches_slo(&timed)) {
             // The window was not the loop's configuration (a trial's value was left), but the
             // kernel holds the loop's values again: a resync continues from those.
-            if let (Some(disturbed), Ok(now)) =
-                (self.disturbed.as_mut(), read_knobs(path, &self.knobs))
-            {
+            if let (Some(now), Some(disturbed)) = (self.read(path).ok(), self.disturbed.as_mut()) {
                 disturbed.0 = now;
             }
         }
@@ -559,13 +556,19 @@ impl AgentOptimizer {
         if events.is_empty() && !self.knobs.is_empty() {
             let knobs = self.knobs();
             events = self
-                .on_window_inner(path, guard, window)
+                .on_window_inner(path, guard, window, timed)
                 .into_iter()
                 .map(|e| (knobs.clone(), e))
                 .collect();
         }
         self.mark = path.journal.records().len();
         events
+    }
+
+    /// Whether the window's timed requests broke the SLO.
+    fn breaches_slo(&self, timed: &Result<Timed, String>) -> bool {
+        let max_us = self.settings.slo_max_us.unwrap_or(f64::INFINITY);
+        timed.as_ref().is_ok_and(|t| t.latency_us > max_us)
     }
 
     /// Each owed roll-back ([`Owed`]) that is due, tried again. `now`: each at once, waits aside (the window broke the SLO, and a trial value the
@@ -1023,11 +1026,14 @@ impl AgentOptimizer {
         self.live.go_back_for(&mut knobs, why)
     }
 
+    /// [`Self::on_window`] over the knobs searched; `timed`: the window's requests on the SLO's
+    /// port.
     fn on_window_inner(
         &mut self,
         path: &mut ChangePath,
         guard: &mut Guard,
         window: &Window,
+        timed: Result<Timed, String>,
     ) -> Vec<LiveEvent> {
         // Changed during the window, or after it closed (the guard reverted a trial, an advisor
         // changed a knob): the window is not the trial's, continue from the kernel's values.
@@ -1039,13 +1045,11 @@ impl AgentOptimizer {
             Ok(_) => None,
             Err(e) => Some((self.live.current().to_vec(), e)),
         });
-        let timed = self.timed(window);
         let stalled = timed.is_err() && self.none_completed(window);
         if let Ok(t) = &timed {
             self.last_timed_rps = t.requests_per_s;
         }
-        let max_us = self.settings.slo_max_us.unwrap_or(f64::INFINITY);
-        let breached = timed.as_ref().is_ok_and(|t| t.latency_us > max_us);
+        let breached = self.breaches_slo(&timed);
         if let Some((now, reason)) = disturbed {
             self.trial = Trial::default();
             // The kernel has the loop's values, as far as it can be read.
