@@ -20,7 +20,7 @@ use crate::{
     actuate::{
         open_actuator,
         param::{NetnsRef, ParamAddress, Target, Value},
-        sysctl::{shape_fits, shape_mismatch},
+        sysctl::{shape_fits, shape_mismatch, switches_form},
         ActuateError, Actuator, Roots,
     },
     journal::{
@@ -487,6 +487,9 @@ impl ChangePath {
                 why: shape_mismatch(&p.address, &before, &p.value),
             };
             return self.refuse(p, Some(&before), r, report);
+        }
+        if let Some(why) = switches_form(&p.address, &before, &p.value) {
+            return self.refuse(p, Some(&before), Refusal::Invalid { why }, report);
         }
         if let Err(e) = actuator.validate(&p.value) {
             let r = Refusal::Invalid { why: e.to_string() };

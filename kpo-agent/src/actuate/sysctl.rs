@@ -122,6 +122,35 @@ pub fn is_integer_list(address: &ParamAddress) -> bool {
     address.kind() == ParamKind::Sysctl && INTEGER_LISTS.contains(&address.name.as_str())
 }
 
+/// The writeback limits the kernel keeps in two forms, a ratio and a byte count, of which only one
+/// is in force: writing one sets the other to 0 (`mm/page-writeback.c`), and the one not in force
+/// reads 0. Each pair: the key, and the key a write of it zeroes.
+const EXCLUSIVE_PAIRS: &[(&str, &str)] = &[
+    ("vm.dirty_bytes", "vm.dirty_ratio"),
+    ("vm.dirty_ratio", "vm.dirty_bytes"),
+    ("vm.dirty_background_bytes", "vm.dirty_background_ratio"),
+    ("vm.dirty_background_ratio", "vm.dirty_background_bytes"),
+];
+
+/// Why a change of `address` from `current` to `value` is refused, if it would switch a writeback
+/// limit from one form to the other ([`EXCLUSIVE_PAIRS`]): the key reads 0 because its pair is in
+/// force, and the write would zero the pair's value, which no journal entry of this key records.
+/// Its revert could not undo that: the kernel refuses a byte count of 0 (the minimum is one or two
+/// pages), and a ratio of 0 written back would leave both forms at 0. So the form in force is
+/// the one that may be changed.
+pub fn switches_form(address: &ParamAddress, current: &Value, value: &Value) -> Option<String> {
+    if address.kind() != ParamKind::Sysctl || *current != Value::Int(0) || *value == Value::Int(0) {
+        return None;
+    }
+    let (_, pair) = EXCLUSIVE_PAIRS
+        .iter()
+        .find(|(key, _)| *key == address.name)?;
+    Some(format!(
+        "{address} reads 0 because {pair} is in force: writing it would set {pair} to 0, which \
+         a revert of {address} cannot put back (the kernel refuses 0 bytes); change {pair} instead"
+    ))
+}
+
 /// Whether `value` may replace the kernel's `current` value of `address`: the same shape
 /// ([`Value::same_shape`]), or, for a list of integers ([`is_integer_list`]), any form of such a
 /// list on both sides, since the kernel prints one port as an integer and no port as nothing.

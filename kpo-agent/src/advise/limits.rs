@@ -140,10 +140,14 @@ impl ParamLimits {
                     .words
                     .as_ref()
                     .is_none_or(|ws| ws.iter().any(|x| x == w));
-                if plain && listed {
-                    Ok(())
-                } else {
+                if !(plain && listed) {
                     Err(ValueRejection::WordNotAllowed(w.clone()))
+                } else if self.min.is_some() || self.max.is_some() {
+                    // As the policy decides (`check_bounds`): validation would otherwise
+                    // accept, as automatic, a word the change path then always refuses.
+                    Err(ValueRejection::WordAgainstBounds(w.clone()))
+                } else {
+                    Ok(())
                 }
             }
             _ => {
@@ -220,6 +224,9 @@ pub enum ValueRejection {
     },
     #[error("word {0:?} is not allowed for this parameter")]
     WordNotAllowed(String),
+    /// The policy refuses every word where it sets `min` or `max` (bounds are for numbers).
+    #[error("word {0:?} is out of bounds: the policy sets min or max for this parameter, which only numbers meet")]
+    WordAgainstBounds(String),
     #[error("{name} = {value} is out of order: element {position} is below element {}, and it needs min <= default <= max", position - 1)]
     OutOfOrder {
         name: String,
@@ -434,6 +441,12 @@ mod tests {
         assert!(any
             .check(&somaxconn, &gov, &Value::Word("a;rm".into()))
             .is_err());
+        // Bounds (from `[defaults]`, say) refuse every word, as the policy does when it decides.
+        let bounded = ParamLimits::new(Mode::Auto).bounds(0, 10);
+        assert_eq!(
+            bounded.check(&somaxconn, &gov, &Value::Word("performance".into())),
+            Err(ValueRejection::WordAgainstBounds("performance".into()))
+        );
     }
 
     #[test]

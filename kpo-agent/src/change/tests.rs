@@ -291,6 +291,29 @@ fn an_apply_of_core_pattern_is_refused_without_touching_the_kernel() {
 }
 
 #[test]
+fn a_writeback_limit_is_changed_only_in_the_form_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    // A host on the default ratios: the byte counts read 0.
+    let k = kernel(&[
+        ("vm.dirty_bytes", Value::Int(0)),
+        ("vm.dirty_ratio", Value::Int(20)),
+        ("vm.dirty_background_bytes", Value::Int(0)),
+    ]);
+    let (mut p, _) = path(dir.path(), "[defaults]\nmode = \"auto\"\n", &k);
+    for key in ["vm.dirty_bytes", "vm.dirty_background_bytes"] {
+        let r = p.propose(&op(key, Value::Int(64 << 20))).unwrap();
+        assert_eq!(r.status, ChangeStatus::Refused, "{}", r.describe());
+        assert_eq!(r.refusal.as_ref().unwrap().code(), "invalid");
+        assert!(r.describe().contains("is in force"), "{}", r.describe());
+        assert_eq!(value(&k, key), Value::Int(0), "nothing written");
+    }
+    // The ratio in force may be changed, and put back.
+    let r = p.propose(&op("vm.dirty_ratio", Value::Int(30))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
+    assert_eq!(value(&k, "vm.dirty_ratio"), Value::Int(30));
+}
+
+#[test]
 fn out_of_bounds_and_large_steps_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let k = kernel(&[(SOMAX, Value::Int(4096))]);

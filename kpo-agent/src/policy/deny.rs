@@ -113,6 +113,11 @@ pub const DENY_LIST: &[Denied] = &[
         examples: &[],
     },
     Denied {
+        pattern: "vm.mmap_rnd_*bits",
+        why: "the entropy of address space layout randomisation",
+        examples: &["vm.mmap_rnd_bits", "vm.mmap_rnd_compat_bits"],
+    },
+    Denied {
         pattern: "kernel.sysrq",
         why: "magic SysRq keys can reboot, crash or kill everything",
         examples: &[],
@@ -150,6 +155,17 @@ pub const DENY_LIST: &[Denied] = &[
             "kernel.panic_on_unrecovered_nmi",
             "kernel.panic_sys_info",
         ],
+    },
+    Denied {
+        pattern: "kernel.warn_limit",
+        why: "panics after this many kernel warnings: 1 is panic_on_warn",
+        examples: &[],
+    },
+    Denied {
+        pattern: "kernel.oops_limit",
+        why: "panics after this many oopses: 1 is panic_on_oops, 0 lifts a limit against \
+              oops-based exploits",
+        examples: &[],
     },
     Denied {
         pattern: "vm.panic_on_oom",
@@ -213,6 +229,11 @@ pub const DENY_LIST: &[Denied] = &[
     Denied {
         pattern: "dev.tty.ldisc_autoload",
         why: "lets users autoload TTY line-discipline modules",
+        examples: &[],
+    },
+    Denied {
+        pattern: "dev.tty.legacy_tiocsti",
+        why: "lets users push keystrokes into other users' terminals (TIOCSTI)",
         examples: &[],
     },
 ];
@@ -348,6 +369,13 @@ mod tests {
             "kernel.panic_on_oops",
             "kernel.softlockup_panic",
             "fs.binfmt_misc.register",
+            // Panic keys whose names lack "panic" (kernel.*panic* misses them), and keys that
+            // weaken ASLR or the TTY as their neighbours on the list do.
+            "kernel.warn_limit",
+            "kernel.oops_limit",
+            "vm.mmap_rnd_bits",
+            "vm.mmap_rnd_compat_bits",
+            "dev.tty.legacy_tiocsti",
         ] {
             assert!(deny.denies(name).is_some(), "{name} must be denied");
         }

@@ -143,17 +143,21 @@ pub fn validate(
                 parameter: field_str(&item, &["parameter", "Parameter"]).map(|s| shorten(&s)),
                 value: field(&item, VALUE_KEYS).map(shorten_json),
                 kind,
-                detail: shorten_to(&detail, MAX_DETAIL_CHARS),
+                detail: shorten_to(&plain(&detail), MAX_DETAIL_CHARS),
             }),
         }
     }
     if ignored > 0 {
+        // An item not looked at may hold the model's "not automatically" or another value for a
+        // parameter accepted above: a reply not read whole makes nothing automatic.
+        out.hold_for_approval();
         out.dropped.push(Dropped {
             parameter: None,
             value: None,
             kind: DropKind::TooMany,
             detail: format!(
-                "{ignored} more item(s) not considered: only the first {MAX_ITEMS} of a reply are"
+                "{ignored} more item(s) not considered: only the first {MAX_ITEMS} of a reply \
+                 are, and what was accepted waits for approval"
             ),
         });
     }
@@ -287,9 +291,9 @@ fn check_item(
         let kind = match e {
             ValueRejection::WrongType { .. } => DropKind::WrongType,
             // Outside what the parameter can sensibly be, like a bound: the detail says which.
-            ValueRejection::OutOfBounds { .. } | ValueRejection::OutOfOrder { .. } => {
-                DropKind::OutOfBounds
-            }
+            ValueRejection::OutOfBounds { .. }
+            | ValueRejection::OutOfOrder { .. }
+            | ValueRejection::WordAgainstBounds(_) => DropKind::OutOfBounds,
             ValueRejection::StepTooLarge { .. } => DropKind::StepTooLarge,
             ValueRejection::WordNotAllowed(_) => DropKind::WordNotAllowed,
         };
@@ -357,17 +361,21 @@ fn json_int(n: &serde_json::Number) -> Option<i128> {
 /// messages, where a bidi override (`U+202E`) can make `8192` read as `2918` and zero-width
 /// characters can hide words from whoever reads or greps it.
 fn clean_reason(reason: Option<&str>) -> String {
-    let text: String = reason
-        .unwrap_or("")
-        .chars()
-        .filter(|c| !is_format(*c))
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let text = plain(reason.unwrap_or(""));
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if text.is_empty() {
         return "the model gave no reason".into();
     }
     shorten_to(&text, MAX_REASON_CHARS)
+}
+
+/// `text` with format characters removed and control characters made spaces: what the reader of
+/// an event sees is what it holds. For the reason and for every echo of the model's text.
+fn plain(text: &str) -> String {
+    text.chars()
+        .filter(|c| !is_format(*c))
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Unicode general category Cf (format), as of Unicode 15.1: invisible characters that steer how
@@ -403,8 +411,9 @@ fn is_format(c: char) -> bool {
     )
 }
 
+/// An echo of the model's text in a `dropped` entry: [`plain`], then cut.
 fn shorten(s: &str) -> String {
-    shorten_to(s, MAX_ECHO_CHARS)
+    shorten_to(&plain(s), MAX_ECHO_CHARS)
 }
 
 fn shorten_to(s: &str, max: usize) -> String {
@@ -422,8 +431,9 @@ fn shorten_json(v: &Json) -> Json {
         Json::String(s) => Json::String(shorten(s)),
         Json::Number(_) | Json::Bool(_) | Json::Null => v.clone(),
         other => {
+            // serde_json escapes control characters inside strings but not format ones.
             let text = other.to_string();
-            if text.chars().count() <= MAX_ECHO_CHARS {
+            if text.chars().count() <= MAX_ECHO_CHARS && plain(&text) == text {
                 other.clone()
             } else {
                 Json::String(shorten(&text))
@@ -621,6 +631,53 @@ mod tests {
         assert!(v.dropped[..MAX_ITEMS]
             .iter()
             .all(|d| d.kind == DropKind::UnknownParameter));
+    }
+
+    #[test]
+    fn a_reply_cut_at_the_item_limit_makes_nothing_automatic() {
+        let first = serde_json::json!(
+            {"parameter": "net.core.somaxconn@netns:7", "value": 8192, "can_auto_apply": true}
+        );
+        let mut items = vec![first.clone()];
+        items.extend((1..MAX_ITEMS).map(|_| serde_json::json!({"parameter": "x.y", "value": 1})));
+        // The same change kept for approval, past the items looked at.
+        items.push(serde_json::json!(
+            {"parameter": "net.core.somaxconn@netns:7", "value": 8192, "can_auto_apply": false}
+        ));
+        let v = run(Json::Array(items));
+        assert_eq!(v.accepted.len(), 1);
+        assert_eq!(v.auto().count(), 0, "it waits for approval");
+        let last = v.dropped.last().unwrap();
+        assert_eq!(last.kind, DropKind::TooMany);
+        assert!(
+            last.detail.contains("waits for approval"),
+            "{}",
+            last.detail
+        );
+        // Within the limit, the same first item is automatic.
+        assert_eq!(run(serde_json::json!([first])).auto().count(), 1);
+    }
+
+    #[test]
+    fn echoes_of_the_models_text_carry_no_invisible_characters() {
+        let v = run(serde_json::json!([
+            {"parameter": "net.core.somax\u{202E}conn\u{200B}", "value": 1},
+            {"parameter": "net.core.somaxconn@netns:7", "value": ["a\u{202E}b"]},
+        ]));
+        assert_eq!(v.dropped.len(), 2);
+        for d in &v.dropped {
+            let text = format!(
+                "{:?} {} {}",
+                d.parameter,
+                d.value.as_ref().unwrap(),
+                d.detail
+            );
+            assert!(!text.chars().any(is_format), "{text}");
+        }
+        assert_eq!(
+            v.dropped[0].parameter.as_deref(),
+            Some("net.core.somaxconn")
+        );
     }
 
     #[test]
