@@ -650,8 +650,10 @@ impl LiveOptimizer {
             }
         }
 
-        // A held best that breaks the SLO invalidates the model: restart.
-        if !feasible && self.phase == Phase::Holding {
+        // A held best that breaks the SLO invalidates the model: restart. Not while the best
+        // waits to be applied: what broke the SLO is the last trial, still in place, and the
+        // guard below takes the loop to that best.
+        if !feasible && self.phase == Phase::Holding && self.pending_best.is_none() {
             self.restart(m.load_rps, "held configuration broke the SLO", ev);
         }
 
@@ -714,8 +716,15 @@ impl LiveOptimizer {
         {
             return ev;
         }
-        if self.phase == Phase::Holding {
+        if self.phase == Phase::Holding && self.pending_best.is_none() {
             self.restart(throughput_rps, "held configuration broke the SLO", &mut ev);
+        }
+        // Not learned, but not to be proposed again either (as after a window without
+        // requests): the model has not changed, and would propose it at once.
+        if let Some((point, index)) = self.untested.take() {
+            if point == self.current {
+                self.opt.exclude(index);
+            }
         }
         // What it goes back to is measured next, and learned.
         self.waiting = false;
@@ -754,8 +763,23 @@ impl LiveOptimizer {
     /// Back to the best feasible configuration measured, or the start; nothing to do when that
     /// is the configuration held.
     fn go_back(&mut self, knobs: &mut dyn Knobs, ev: &mut Vec<LiveEvent>) {
+        let from = self.current.clone();
         if let Some(e) = self.back_to_best(knobs, GoBack::SloBreach) {
             ev.push(e);
+        }
+        // The search had converged and its best waited to be applied (refused for now) under
+        // the last trial: going back took the loop there, or to a better-allowed one, which is
+        // now held. A revert that failed leaves the best pending.
+        if self.current != from {
+            if let Some((best, objective)) = self.pending_best.take() {
+                self.hold_windows = 0;
+                self.hold_sum = 0.0;
+                if self.current == best {
+                    self.held = Some((best, objective));
+                } else {
+                    self.hold_current();
+                }
+            }
         }
     }
 
@@ -1212,6 +1236,119 @@ mod tests {
             "{events:#?}"
         );
         assert_eq!(machine.now, before);
+    }
+
+    /// A machine that refuses, for now, the move to the converged best (the hourly limit).
+    struct RefusesTheBest {
+        now: Vec<f64>,
+    }
+
+    impl Knobs for RefusesTheBest {
+        fn try_config(&mut self, _from: &[f64], to: &[f64], why: ChangeReason) -> Tried {
+            if why == ChangeReason::Converge {
+                return Tried::Refused {
+                    reason: "rate_limited".into(),
+                    retry: true,
+                };
+            }
+            self.now = to.to_vec();
+            Tried::Applied
+        }
+
+        fn revert_to(&mut self, _from: &[f64], to: &[f64], _why: GoBack) -> Result<(), String> {
+            self.now = to.to_vec();
+            Ok(())
+        }
+    }
+
+    fn breach() -> Measurement {
+        Measurement {
+            latency_us: 500.0,
+            ..within_slo()
+        }
+    }
+
+    fn slo_300us(budget: usize) -> LiveConfig {
+        LiveConfig {
+            slo: Slo {
+                latency_us_max: Some(300.0),
+                min_throughput_rps: None,
+            },
+            budget,
+            ..LiveConfig::default()
+        }
+    }
+
+    /// The search converged while its best waited on the hourly limit, and the last trial, still
+    /// in place, broke the SLO: the loop goes back to that best and holds it, the model kept. (It
+    /// took the trial for a held best, dropped the model and went back to the start.)
+    #[test]
+    fn a_breach_while_the_best_waits_goes_to_that_best() {
+        use crate::advise::optimizer::space::KnobSpec;
+        let space = Space::new(vec![KnobSpec::range("k", 0.0, 3.0, 1.0)]).unwrap();
+        let start = vec![0.0];
+        let mut live = LiveOptimizer::new(space, start.clone(), slo_300us(3)).unwrap();
+        let mut machine = RefusesTheBest { now: start.clone() };
+        let at = |j: f64| Measurement {
+            energy_j: j,
+            ..within_slo()
+        };
+        live.step(&at(80.0), &mut machine).unwrap();
+        let first = machine.now.clone();
+        live.step(&at(50.0), &mut machine).unwrap();
+        let last = machine.now.clone();
+        let events = live.step(&at(60.0), &mut machine).unwrap();
+        assert_eq!(live.phase(), Phase::Holding, "{events:?}");
+        assert_eq!(
+            machine.now, last,
+            "the move to the best was refused: {events:?}"
+        );
+
+        let events = live.step(&breach(), &mut machine).unwrap();
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, LiveEvent::Restarted { .. })),
+            "{events:?}"
+        );
+        assert!(
+            events.iter().any(|e| matches!(e,
+                LiveEvent::Reverted { from, to } if *from == last && *to == first)),
+            "{events:?}"
+        );
+        assert_eq!(machine.now, first);
+        assert_eq!(live.optimizer().observations().len(), 3);
+        assert_eq!(live.restarts(), 0);
+        // Held there: the next window moves nothing.
+        let events = live.step(&at(50.0), &mut machine).unwrap();
+        assert_eq!(machine.now, first, "{events:?}");
+        assert_eq!(live.phase(), Phase::Holding);
+    }
+
+    /// A trial sent back by a breach in a window without an energy figure is not proposed again:
+    /// the model has not changed, and would propose it at once.
+    #[test]
+    fn a_trial_sent_back_by_an_unmeasured_breach_is_not_proposed_again() {
+        use crate::advise::optimizer::space::KnobSpec;
+        let space = Space::new(vec![KnobSpec::range("k", 0.0, 3.0, 1.0)]).unwrap();
+        let start = vec![0.0];
+        let mut live = LiveOptimizer::new(space, start.clone(), slo_300us(10)).unwrap();
+        let mut machine = Machine { now: start.clone() };
+        live.step(&within_slo(), &mut machine).unwrap();
+        let trial = machine.now.clone();
+        assert_ne!(trial, start);
+        let events = live.breach_unmeasured(500.0, 1000.0, &mut machine);
+        assert!(
+            matches!(
+                &events[..],
+                [LiveEvent::SloBreach { .. }, LiveEvent::Reverted { .. }]
+            ),
+            "{events:?}"
+        );
+        assert_eq!(machine.now, start);
+        live.step(&within_slo(), &mut machine).unwrap();
+        assert_ne!(machine.now, start, "a trial applied");
+        assert_ne!(machine.now, trial, "not the one that broke the SLO");
     }
 
     /// Six knobs at the default 8 levels are 262,144 points: the error says how many levels fit
