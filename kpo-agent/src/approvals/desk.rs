@@ -576,7 +576,7 @@ impl Desk {
         for item in pending {
             let state = if now >= self.expires(&item) {
                 Some(ApprovalState::Expired)
-            } else if let Some(why) = namespace_gone(path, &item) {
+            } else if let NamespaceNow::Gone(why) = namespace_now(path, &item) {
                 Some(ApprovalState::Cleared { why })
             } else if path.read(&item.parameter).ok().as_ref() == Some(&item.value) {
                 Some(ApprovalState::Cleared {
@@ -704,9 +704,16 @@ impl Desk {
         if let Some(why) = path.policy.changed_on_disk() {
             return Err(ControlError::PolicyChanged(why));
         }
-        if let Some(why) = namespace_gone(path, &item) {
-            self.resolve(item, ApprovalState::Cleared { why: why.clone() })?;
-            return Err(ApprovalError::NamespaceGone { id, why }.into());
+        match namespace_now(path, &item) {
+            NamespaceNow::Here => {}
+            NamespaceNow::Gone(why) => {
+                self.resolve(item, ApprovalState::Cleared { why: why.clone() })?;
+                return Err(ApprovalError::NamespaceGone { id, why }.into());
+            }
+            // It stays pending: approved again once the namespace can be opened.
+            NamespaceNow::Unreachable(why) => {
+                return Err(ApprovalError::NamespaceUnreachable { id, why }.into())
+            }
         }
         if let Some((was, now)) = moved_since_advised(path, &item) {
             let why = format!("the kernel now has {now}, and the advice was made against {was}");
@@ -821,19 +828,37 @@ fn other_namespace(kept: Option<u64>, now: Option<u64>) -> Option<String> {
     }
 }
 
-/// Why an approval can no longer be applied where it was advised: its network namespace cannot
-/// be opened any more, or its inode now names another namespace (another cookie), whose values
-/// the advice knew nothing of.
-fn namespace_gone(path: &ChangePath, item: &ApprovalItem) -> Option<String> {
+/// Where an approval's network namespace stands now, as far as applying it goes.
+enum NamespaceNow {
+    /// Reached (or nothing is concluded: the host, no cookie read now).
+    Here,
+    /// Gone for good, with why: it cannot be opened and is in use nowhere, or its inode now
+    /// names another namespace (another cookie), whose values the advice knew nothing of.
+    Gone(String),
+    /// It cannot be opened now, but it is still in use (a descriptor limit, a race with /proc,
+    /// a namespace only a thread is in): a passing failure, with why. Clearing would be for good.
+    Unreachable(String),
+}
+
+/// [`NamespaceNow`] for `item`. A namespace that cannot be opened is taken for gone only as the
+/// guard takes it ([`ChangePath::namespace_gone_for_certain`]): its inode is in use nowhere.
+fn namespace_now(path: &ChangePath, item: &ApprovalItem) -> NamespaceNow {
     match path.netns_now(&item.parameter) {
         Err(ActuateError::Netns { reason, .. }) => {
-            Some(format!("its network namespace is gone ({reason})"))
+            if path.namespace_gone_for_certain(&item.parameter, &item.key) {
+                NamespaceNow::Gone(format!("its network namespace is gone ({reason})"))
+            } else {
+                NamespaceNow::Unreachable(reason)
+            }
         }
-        Err(_) => None,
+        Err(_) => NamespaceNow::Here,
         // Opened, but no cookie read now (a failure to enter it, out of file descriptors): nothing
         // is concluded. Clearing would be for good; the next window asks again.
-        Ok(None) => None,
-        Ok(now) => other_namespace(item.netns_cookie, now),
+        Ok(None) => NamespaceNow::Here,
+        Ok(now) => match other_namespace(item.netns_cookie, now) {
+            Some(why) => NamespaceNow::Gone(why),
+            None => NamespaceNow::Here,
+        },
     }
 }
 
