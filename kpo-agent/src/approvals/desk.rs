@@ -529,6 +529,9 @@ impl Desk {
         mut item: ApprovalItem,
         state: ApprovalState,
     ) -> Result<ApprovalItem, JournalError> {
+        // Reported with the expiry that was in force (a reload may have changed `expire_after`
+        // since it was stored), as `kpo pending` showed it.
+        item.expires_ms = self.expires(&item);
         // An expiry noticed late (the agent was down, or no window or request came) still ended
         // when the time ran out.
         item.resolved_ms = Some(match state {
@@ -622,6 +625,16 @@ impl Desk {
             .saturating_add(self.settings.expire_after.as_millis() as u64)
     }
 
+    /// `item` as it is reported: a pending one with the expiry in force ([`Desk::expires`]); a
+    /// resolved one as it was stored, with the expiry in force when it ended.
+    fn as_reported(&self, item: &ApprovalItem) -> ApprovalItem {
+        let mut item = item.clone();
+        if item.state == ApprovalState::Pending {
+            item.expires_ms = self.expires(&item);
+        }
+        item
+    }
+
     /// Expires what is past its time (a CLI or request may come between windows). An expiry that
     /// cannot be written (a full disk) is a warning: the approval is past its time whatever the
     /// file says, so it is treated as expired ([`Desk::pending`], [`Desk::still_pending`]) and
@@ -651,10 +664,7 @@ impl Desk {
             .store
             .pending()
             .filter(|i| now < self.expires(i))
-            .map(|i| ApprovalItem {
-                expires_ms: self.expires(i),
-                ..i.clone()
-            })
+            .map(|i| self.as_reported(i))
             .collect())
     }
 
@@ -664,7 +674,7 @@ impl Desk {
         let item = self
             .store
             .item(id)
-            .cloned()
+            .map(|i| self.as_reported(i))
             .ok_or_else(|| ApprovalError::NoSuch(id.to_string()))?;
         match &item.state {
             ApprovalState::Pending if now_ms() >= self.expires(&item) => {
@@ -809,7 +819,7 @@ impl Desk {
                     .approval_id
                     .as_ref()
                     .and_then(|id| self.store.item(id))
-                    .cloned(),
+                    .map(|i| self.as_reported(i)),
             })
             .collect()
     }

@@ -1222,6 +1222,55 @@ fn reloaded_approval_settings_expire_pending_approvals_by_the_new_time() {
     assert_eq!(s.value(), Value::Int(16));
 }
 
+/// After a reload changed `expire_after`, an approval is reported with the expiry in force
+/// wherever it appears: as `kpo pending` lists it, in its `approval_resolved` event, in what
+/// `kpo reject` returns and in `kpo explain`. Defect: all but `kpo pending` reported the expiry of
+/// the policy it was made under, and an approval expired at another time than its `expires_ms`.
+#[test]
+fn a_reloaded_expire_after_is_the_expiry_reported_everywhere() {
+    let resolved = |events: Vec<Event>| -> Vec<ApprovalItem> {
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::ApprovalResolved(a) => Some(a.approval),
+                _ => None,
+            })
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let made = s.desk.pending().unwrap().remove(0);
+    let mut longer = settings();
+    longer.expire_after = Duration::from_secs(2 * 3600);
+    s.desk.set_settings(longer);
+    let listed = s.desk.pending().unwrap().remove(0);
+    assert_eq!(listed.expires_ms, made.updated_ms + 2 * 3600 * 1000);
+    assert_ne!(listed.expires_ms, made.expires_ms);
+    let rejected = s.desk.reject("ap-1", "op", None).unwrap();
+    assert_eq!(rejected.expires_ms, listed.expires_ms, "kpo reject");
+    let events = resolved(s.desk.take_events());
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].expires_ms, listed.expires_ms, "approval_resolved");
+    let explained = s.desk.explain(NS, 1).remove(0).approval.unwrap();
+    assert_eq!(explained.expires_ms, listed.expires_ms, "kpo explain");
+
+    // Shorter: the approval expires at once, at the time its event says it expires.
+    s.consider(vec![rec(Source::Rules, 64, false)]);
+    let pending = s.desk.pending().unwrap().remove(0);
+    assert_eq!(s.desk.explain(NS, 1)[0].approval.as_ref(), Some(&pending));
+    s.desk.take_events();
+    let mut now_zero = settings();
+    now_zero.expire_after = Duration::ZERO;
+    s.desk.set_settings(now_zero);
+    assert!(s.desk.pending().unwrap().is_empty());
+    let events = resolved(s.desk.take_events());
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].state, ApprovalState::Expired);
+    assert_eq!(events[0].resolved_ms, Some(pending.updated_ms));
+    assert_eq!(events[0].expires_ms, pending.updated_ms, "{:?}", events[0]);
+}
+
 /// A reloaded policy that refuses a pending approval for good (narrowed bounds, observe only)
 /// clears it at the next window, saying why: left pending, it looked approvable and every
 /// `kpo approve` was refused until it expired. A refusal that passes (a pause) leaves it.
