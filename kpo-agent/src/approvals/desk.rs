@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use tracing::{info, warn};
 
 use super::{
-    merge::merge, normalize_id, store::ApprovalStore, webhook::Outcomes, webhook::Payload,
-    webhook::Webhook, ApprovalError, ApprovalEvent, ApprovalItem, ApprovalState, ApproveOutcome,
-    Done, Explained, HistoryEntry, SetAsideEvent,
+    merge::merge, normalize_id, store::ApprovalStore, webhook::Again, webhook::Outcomes,
+    webhook::Payload, webhook::Webhook, ApprovalError, ApprovalEvent, ApprovalItem, ApprovalState,
+    ApproveOutcome, Done, Explained, HistoryEntry, SetAsideEvent,
 };
 use crate::{
     actuate::{
@@ -139,14 +139,19 @@ impl Desk {
             old.stop();
         }
         if let Some(url) = self.settings.webhook.clone() {
-            self.start_webhook(url);
+            self.start_webhook_for(url, Again::WebhookChanged);
         }
     }
 
-    /// Starts posting to `url` ([`Desk::set_webhook`]), counting in [`Desk::webhook_outcomes`].
+    /// Starts posting to `url` at the agent's start ([`Desk::set_webhook`]), counting in
+    /// [`Desk::webhook_outcomes`].
     pub fn start_webhook(&mut self, url: String) {
+        self.start_webhook_for(url, Again::WebhookChanged);
+    }
+
+    fn start_webhook_for(&mut self, url: String, why: Again) {
         match Webhook::spawn(url, self.webhook_outcomes.clone()) {
-            Ok(w) => self.set_webhook(w),
+            Ok(w) => self.set_webhook_for(w, why),
             Err(e) => warn!("approval webhook off: {e}"),
         }
     }
@@ -175,17 +180,24 @@ impl Desk {
         self.command_flags = flags;
     }
 
-    /// Approvals required and resolved are posted here from now on. Called at the agent's start
-    /// (and by a reload that names another URL): approvals whose time ran out while the agent was
-    /// down are expired (and that is posted), and every approval still pending is announced again
-    /// (`repeat`), since its first notification may have been queued by an agent that stopped
-    /// before posting it, or given up on while the receiver was down.
+    /// Approvals required and resolved are posted here from now on. Called at the agent's start:
+    /// approvals whose time ran out while the agent was down are expired (and that is posted),
+    /// and every approval still pending is announced again (`repeat`), since its first
+    /// notification may have been queued by an agent that stopped before posting it, or given
+    /// up on while the receiver was down.
     pub fn set_webhook(&mut self, webhook: Webhook) {
+        self.set_webhook_for(webhook, Again::AgentStarted);
+    }
+
+    /// [`Desk::set_webhook`], for `why`: a reload that names another URL announces what is
+    /// pending to it too (its receiver has not heard of it), saying so and not that the agent
+    /// restarted.
+    fn set_webhook_for(&mut self, webhook: Webhook, why: Again) {
         self.webhook = Some(webhook);
         match self.pending() {
             Ok(pending) => {
                 for item in pending {
-                    self.post(Payload::repeat(&self.host, &item, &self.command_flags));
+                    self.post(Payload::repeat(&self.host, &item, &self.command_flags, why));
                 }
             }
             Err(e) => warn!("approvals: pending approvals not announced again: {e}"),

@@ -343,6 +343,7 @@ fn the_webhook_announces_approvals_still_pending_at_start_again() {
     assert!(first
         .text
         .ends_with("(Still pending after the agent restarted.)"));
+    assert_eq!(json["kpo"]["repeat_reason"], "agent_started");
     assert!(
         posted.try_recv().is_err(),
         "ap-1 was superseded: not posted"
@@ -353,6 +354,7 @@ fn the_webhook_announces_approvals_still_pending_at_start_again() {
     while let Ok(p) = posted.try_recv() {
         let json = serde_json::to_value(&p).unwrap();
         assert!(json["kpo"].get("repeat").is_none(), "{json}");
+        assert!(json["kpo"].get("repeat_reason").is_none(), "{json}");
         kinds_posted.push((p.kpo.event, p.kpo.approval.id));
     }
     assert_eq!(
@@ -361,6 +363,68 @@ fn the_webhook_announces_approvals_still_pending_at_start_again() {
             ("approval_resolved", "ap-2".to_string()),
             ("approval_required", "ap-3".to_string())
         ]
+    );
+}
+
+/// The body of the first POST to a receiver on this host, which answers 200.
+async fn first_post() -> (String, tokio::task::JoinHandle<serde_json::Value>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/kpo", listener.local_addr().unwrap());
+    let body = tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let body = loop {
+            let mut chunk = [0u8; 4096];
+            let n = conn.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the request ended early");
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                continue;
+            };
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap();
+            if body.len() >= length {
+                break body.to_string();
+            }
+        };
+        conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        serde_json::from_str(&body).unwrap()
+    });
+    (url, body)
+}
+
+/// A reload that names a new webhook URL announces what is pending to it, saying that this is
+/// why. Defect: it said "Still pending after the agent restarted." (`repeat_reason` absent), when
+/// no restart happened, misleading a receiver that alerts on restarts.
+#[tokio::test]
+async fn a_new_webhook_url_is_told_what_is_pending_without_a_restart_claimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let (url, body) = first_post().await;
+    let mut reloaded = settings();
+    reloaded.webhook = Some(url);
+    s.desk.set_settings(reloaded);
+    let body = body.await.unwrap();
+    assert_eq!(body["kpo"]["event"], "approval_required", "{body}");
+    assert_eq!(body["kpo"]["approval"]["id"], "ap-1", "{body}");
+    assert_eq!(body["kpo"]["repeat"], true, "{body}");
+    assert_eq!(body["kpo"]["repeat_reason"], "webhook_changed", "{body}");
+    let text = body["text"].as_str().unwrap();
+    assert!(!text.contains("restarted"), "{text}");
+    assert!(
+        text.ends_with("(Still pending when a policy reload set this webhook.)"),
+        "{text}"
     );
 }
 
