@@ -289,13 +289,10 @@ impl Desk {
         // `propose` or `propose_held`, refused if the advice's value was read in a network
         // namespace that is gone (its inode another's now): an approval asked for here records
         // the namespace the change path opens now, which must be the one advised about.
-        // Advice for a value an operator rejected at this target lately is held, so that it ends
-        // as `rejected` below: the advisor's next answer saying `can_auto_apply` must not undo
-        // the operator's "no" for as long as the rejection stands.
-        let held = !rec.can_auto_apply
-            || self
-                .rejected_lately(&rec.parameter, &value, rec.netns_cookie)
-                .is_some();
+        // Advice for a value an operator rejected at this target (in this namespace) lately is
+        // held, so that it ends as `rejected` below: the advisor's next answer saying
+        // `can_auto_apply` must not undo the operator's "no" for as long as the rejection stands.
+        let held = !rec.can_auto_apply || self.rejected_where_advised(path, rec, &value);
         // The LLM answers up to its timeout after the value it was shown was read; a rule's
         // value is read on the tick it advises.
         let against = match rec.source {
@@ -384,6 +381,27 @@ impl Desk {
                 && other_namespace(i.netns_cookie, cookie).is_none()
                 && self.store.rejection_in_force(i, now)
         })
+    }
+
+    /// Whether an operator rejected `value` lately in the namespace the advice is for. Advice
+    /// without a cookie (a rule's: it reads no namespace's cookie) would match a rejection made in
+    /// a namespace that died and left its inode to the one there now, and be held for that; so
+    /// then the cookie of the namespace there now decides, read only when a rejection with a
+    /// cookie is found. One that cannot be read concludes nothing: the rejection holds it.
+    fn rejected_where_advised(
+        &self,
+        path: &ChangePath,
+        rec: &Recommendation,
+        value: &Value,
+    ) -> bool {
+        let Some(rejected) = self.rejected_lately(&rec.parameter, value, rec.netns_cookie) else {
+            return false;
+        };
+        if rec.netns_cookie.is_some() || rejected.netns_cookie.is_none() {
+            return true;
+        }
+        let now = path.netns_cookie(&rec.parameter);
+        self.rejected_lately(&rec.parameter, value, now).is_some()
     }
 
     /// The history entry, durable; a store that cannot be written costs the entry, with a warning.

@@ -537,6 +537,32 @@ fn a_rejected_value_is_not_applied_automatically_while_the_rejection_stands() {
     assert_eq!(s.value(), Value::Int(64));
 }
 
+/// A rejection holds the same advice in its own namespace only: a rule's advice (which carries
+/// no cookie) for a namespace that took the rejected one's inode is applied as the policy says.
+/// Defect: the dead namespace's rejection held it, and it became a new approval `held_by:
+/// "advisor"`, though the advisor and the policy both allowed applying it.
+#[test]
+fn a_rejection_in_a_dead_namespace_does_not_hold_advice_for_the_one_with_its_inode() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "auto");
+    s.k.0.lock().unwrap().netns_cookie = Some(1);
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let pending = s.desk.pending().unwrap();
+    assert_eq!(pending[0].netns_cookie, Some(1));
+    s.desk.reject(&pending[0].id, "op", None).unwrap();
+    // In the same namespace the rejection stands.
+    let out = s.consider(vec![rec(Source::Rules, 32, true)]);
+    assert!(out.applied.is_empty());
+    assert_eq!(s.desk.explain(NS, 1)[0].entry.done, Done::Rejected);
+
+    s.k.0.lock().unwrap().netns_cookie = Some(2);
+    let out = s.consider(vec![rec(Source::Rules, 32, true)]);
+    assert_eq!(out.applied.len(), 1, "{:?}", s.desk.pending().unwrap());
+    assert_eq!(s.value(), Value::Int(32));
+    assert!(s.desk.pending().unwrap().is_empty());
+    assert_eq!(s.desk.explain(NS, 1)[0].entry.done, Done::Applied);
+}
+
 #[test]
 fn recommend_only_holds_what_the_policy_would_apply() {
     let dir = tempfile::tempdir().unwrap();
