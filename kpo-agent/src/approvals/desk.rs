@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use tracing::{info, warn};
 
 use super::{
-    merge::merge, normalize_id, store::ApprovalStore, webhook::Outcomes, webhook::Payload,
-    webhook::Webhook, ApprovalError, ApprovalEvent, ApprovalItem, ApprovalState, ApproveOutcome,
-    Done, Explained, HistoryEntry, SetAsideEvent,
+    merge::merge, normalize_id, store::ApprovalStore, webhook::Again, webhook::Outcomes,
+    webhook::Payload, webhook::Webhook, ApprovalError, ApprovalEvent, ApprovalItem, ApprovalState,
+    ApproveOutcome, Done, Explained, HistoryEntry, SetAsideEvent,
 };
 use crate::{
     actuate::{
@@ -139,14 +139,19 @@ impl Desk {
             old.stop();
         }
         if let Some(url) = self.settings.webhook.clone() {
-            self.start_webhook(url);
+            self.start_webhook_for(url, Again::WebhookChanged);
         }
     }
 
-    /// Starts posting to `url` ([`Desk::set_webhook`]), counting in [`Desk::webhook_outcomes`].
+    /// Starts posting to `url` at the agent's start ([`Desk::set_webhook`]), counting in
+    /// [`Desk::webhook_outcomes`].
     pub fn start_webhook(&mut self, url: String) {
+        self.start_webhook_for(url, Again::WebhookChanged);
+    }
+
+    fn start_webhook_for(&mut self, url: String, why: Again) {
         match Webhook::spawn(url, self.webhook_outcomes.clone()) {
-            Ok(w) => self.set_webhook(w),
+            Ok(w) => self.set_webhook_for(w, why),
             Err(e) => warn!("approval webhook off: {e}"),
         }
     }
@@ -175,17 +180,24 @@ impl Desk {
         self.command_flags = flags;
     }
 
-    /// Approvals required and resolved are posted here from now on. Called at the agent's start
-    /// (and by a reload that names another URL): approvals whose time ran out while the agent was
-    /// down are expired (and that is posted), and every approval still pending is announced again
-    /// (`repeat`), since its first notification may have been queued by an agent that stopped
-    /// before posting it, or given up on while the receiver was down.
+    /// Approvals required and resolved are posted here from now on. Called at the agent's start:
+    /// approvals whose time ran out while the agent was down are expired (and that is posted),
+    /// and every approval still pending is announced again (`repeat`), since its first
+    /// notification may have been queued by an agent that stopped before posting it, or given
+    /// up on while the receiver was down.
     pub fn set_webhook(&mut self, webhook: Webhook) {
+        self.set_webhook_for(webhook, Again::AgentStarted);
+    }
+
+    /// [`Desk::set_webhook`], for `why`: a reload that names another URL announces what is
+    /// pending to it too (its receiver has not heard of it), saying so and not that the agent
+    /// restarted.
+    fn set_webhook_for(&mut self, webhook: Webhook, why: Again) {
         self.webhook = Some(webhook);
         match self.pending() {
             Ok(pending) => {
                 for item in pending {
-                    self.post(Payload::repeat(&self.host, &item, &self.command_flags));
+                    self.post(Payload::repeat(&self.host, &item, &self.command_flags, why));
                 }
             }
             Err(e) => warn!("approvals: pending approvals not announced again: {e}"),
@@ -277,13 +289,10 @@ impl Desk {
         // `propose` or `propose_held`, refused if the advice's value was read in a network
         // namespace that is gone (its inode another's now): an approval asked for here records
         // the namespace the change path opens now, which must be the one advised about.
-        // Advice for a value an operator rejected at this target lately is held, so that it ends
-        // as `rejected` below: the advisor's next answer saying `can_auto_apply` must not undo
-        // the operator's "no" for as long as the rejection stands.
-        let held = !rec.can_auto_apply
-            || self
-                .rejected_lately(&rec.parameter, &value, rec.netns_cookie)
-                .is_some();
+        // Advice for a value an operator rejected at this target (in this namespace) lately is
+        // held, so that it ends as `rejected` below: the advisor's next answer saying
+        // `can_auto_apply` must not undo the operator's "no" for as long as the rejection stands.
+        let held = !rec.can_auto_apply || self.rejected_where_advised(path, rec, &value);
         // The LLM answers up to its timeout after the value it was shown was read; a rule's
         // value is read on the tick it advises.
         let against = match rec.source {
@@ -372,6 +381,27 @@ impl Desk {
                 && other_namespace(i.netns_cookie, cookie).is_none()
                 && self.store.rejection_in_force(i, now)
         })
+    }
+
+    /// Whether an operator rejected `value` lately in the namespace the advice is for. Advice
+    /// without a cookie (a rule's: it reads no namespace's cookie) would match a rejection made in
+    /// a namespace that died and left its inode to the one there now, and be held for that; so
+    /// then the cookie of the namespace there now decides, read only when a rejection with a
+    /// cookie is found. One that cannot be read concludes nothing: the rejection holds it.
+    fn rejected_where_advised(
+        &self,
+        path: &ChangePath,
+        rec: &Recommendation,
+        value: &Value,
+    ) -> bool {
+        let Some(rejected) = self.rejected_lately(&rec.parameter, value, rec.netns_cookie) else {
+            return false;
+        };
+        if rec.netns_cookie.is_some() || rejected.netns_cookie.is_none() {
+            return true;
+        }
+        let now = path.netns_cookie(&rec.parameter);
+        self.rejected_lately(&rec.parameter, value, now).is_some()
     }
 
     /// The history entry, durable; a store that cannot be written costs the entry, with a warning.
@@ -529,6 +559,9 @@ impl Desk {
         mut item: ApprovalItem,
         state: ApprovalState,
     ) -> Result<ApprovalItem, JournalError> {
+        // Reported with the expiry that was in force (a reload may have changed `expire_after`
+        // since it was stored), as `kpo pending` showed it.
+        item.expires_ms = self.expires(&item);
         // An expiry noticed late (the agent was down, or no window or request came) still ended
         // when the time ran out.
         item.resolved_ms = Some(match state {
@@ -576,7 +609,7 @@ impl Desk {
         for item in pending {
             let state = if now >= self.expires(&item) {
                 Some(ApprovalState::Expired)
-            } else if let Some(why) = namespace_gone(path, &item) {
+            } else if let NamespaceNow::Gone(why) = namespace_now(path, &item) {
                 Some(ApprovalState::Cleared { why })
             } else if path.read(&item.parameter).ok().as_ref() == Some(&item.value) {
                 Some(ApprovalState::Cleared {
@@ -622,6 +655,16 @@ impl Desk {
             .saturating_add(self.settings.expire_after.as_millis() as u64)
     }
 
+    /// `item` as it is reported: a pending one with the expiry in force ([`Desk::expires`]); a
+    /// resolved one as it was stored, with the expiry in force when it ended.
+    fn as_reported(&self, item: &ApprovalItem) -> ApprovalItem {
+        let mut item = item.clone();
+        if item.state == ApprovalState::Pending {
+            item.expires_ms = self.expires(&item);
+        }
+        item
+    }
+
     /// Expires what is past its time (a CLI or request may come between windows). An expiry that
     /// cannot be written (a full disk) is a warning: the approval is past its time whatever the
     /// file says, so it is treated as expired ([`Desk::pending`], [`Desk::still_pending`]) and
@@ -651,10 +694,7 @@ impl Desk {
             .store
             .pending()
             .filter(|i| now < self.expires(i))
-            .map(|i| ApprovalItem {
-                expires_ms: self.expires(i),
-                ..i.clone()
-            })
+            .map(|i| self.as_reported(i))
             .collect())
     }
 
@@ -664,7 +704,7 @@ impl Desk {
         let item = self
             .store
             .item(id)
-            .cloned()
+            .map(|i| self.as_reported(i))
             .ok_or_else(|| ApprovalError::NoSuch(id.to_string()))?;
         match &item.state {
             ApprovalState::Pending if now_ms() >= self.expires(&item) => {
@@ -704,9 +744,16 @@ impl Desk {
         if let Some(why) = path.policy.changed_on_disk() {
             return Err(ControlError::PolicyChanged(why));
         }
-        if let Some(why) = namespace_gone(path, &item) {
-            self.resolve(item, ApprovalState::Cleared { why: why.clone() })?;
-            return Err(ApprovalError::NamespaceGone { id, why }.into());
+        match namespace_now(path, &item) {
+            NamespaceNow::Here => {}
+            NamespaceNow::Gone(why) => {
+                self.resolve(item, ApprovalState::Cleared { why: why.clone() })?;
+                return Err(ApprovalError::NamespaceGone { id, why }.into());
+            }
+            // It stays pending: approved again once the namespace can be opened.
+            NamespaceNow::Unreachable(why) => {
+                return Err(ApprovalError::NamespaceUnreachable { id, why }.into())
+            }
         }
         if let Some((was, now)) = moved_since_advised(path, &item) {
             let why = format!("the kernel now has {now}, and the advice was made against {was}");
@@ -802,7 +849,7 @@ impl Desk {
                     .approval_id
                     .as_ref()
                     .and_then(|id| self.store.item(id))
-                    .cloned(),
+                    .map(|i| self.as_reported(i)),
             })
             .collect()
     }
@@ -821,19 +868,37 @@ fn other_namespace(kept: Option<u64>, now: Option<u64>) -> Option<String> {
     }
 }
 
-/// Why an approval can no longer be applied where it was advised: its network namespace cannot
-/// be opened any more, or its inode now names another namespace (another cookie), whose values
-/// the advice knew nothing of.
-fn namespace_gone(path: &ChangePath, item: &ApprovalItem) -> Option<String> {
+/// Where an approval's network namespace stands now, as far as applying it goes.
+enum NamespaceNow {
+    /// Reached (or nothing is concluded: the host, no cookie read now).
+    Here,
+    /// Gone for good, with why: it cannot be opened and is in use nowhere, or its inode now
+    /// names another namespace (another cookie), whose values the advice knew nothing of.
+    Gone(String),
+    /// It cannot be opened now, but it is still in use (a descriptor limit, a race with /proc,
+    /// a namespace only a thread is in): a passing failure, with why. Clearing would be for good.
+    Unreachable(String),
+}
+
+/// [`NamespaceNow`] for `item`. A namespace that cannot be opened is taken for gone only as the
+/// guard takes it ([`ChangePath::namespace_gone_for_certain`]): its inode is in use nowhere.
+fn namespace_now(path: &ChangePath, item: &ApprovalItem) -> NamespaceNow {
     match path.netns_now(&item.parameter) {
         Err(ActuateError::Netns { reason, .. }) => {
-            Some(format!("its network namespace is gone ({reason})"))
+            if path.namespace_gone_for_certain(&item.parameter, &item.key) {
+                NamespaceNow::Gone(format!("its network namespace is gone ({reason})"))
+            } else {
+                NamespaceNow::Unreachable(reason)
+            }
         }
-        Err(_) => None,
+        Err(_) => NamespaceNow::Here,
         // Opened, but no cookie read now (a failure to enter it, out of file descriptors): nothing
         // is concluded. Clearing would be for good; the next window asks again.
-        Ok(None) => None,
-        Ok(now) => other_namespace(item.netns_cookie, now),
+        Ok(None) => NamespaceNow::Here,
+        Ok(now) => match other_namespace(item.netns_cookie, now) {
+            Some(why) => NamespaceNow::Gone(why),
+            None => NamespaceNow::Here,
+        },
     }
 }
 

@@ -229,6 +229,8 @@ pub enum ApprovalError {
     Expired { id: String, at: String },
     #[error("{id} cannot be approved: {why}; the advice was for a namespace that is no longer there, so it is cleared (the advisor asks again if the namespace now there needs it)")]
     NamespaceGone { id: String, why: String },
+    #[error("{id} cannot be approved now: its network namespace cannot be opened ({why}), though it is still in use; the approval stays pending: try again")]
+    NamespaceUnreachable { id: String, why: String },
     #[error("{id} was advised against {was}, and the kernel now has {now}: the advice no longer fits, so it is cleared (the advisor asks again if it still sees the need)")]
     Stale {
         id: String,

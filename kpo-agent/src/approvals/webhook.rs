@@ -173,10 +173,25 @@ pub struct Structured {
     pub event: &'static str,
     pub host: String,
     pub approval: ApprovalItem,
-    /// An approval still pending when the agent started, announced again (present only then):
-    /// the first POST may have been lost with the agent that queued it, or given up on.
+    /// An approval announced before, announced again (present only then): still pending when
+    /// the agent started (the first POST may have been lost with the agent that queued it, or
+    /// given up on), or when a reload named a new webhook URL (its receiver may not have heard
+    /// of it). [`Structured::repeat_reason`] tells which.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub repeat: bool,
+    /// Why it is announced again, with `repeat` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat_reason: Option<Again>,
+}
+
+/// Why an approval still pending is announced again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Again {
+    /// The agent started.
+    AgentStarted,
+    /// A reload (SIGHUP) named another webhook URL: this one is told what is pending.
+    WebhookChanged,
 }
 
 /// Words from others made inert for the receivers `text` goes to. What KPO puts in `text` comes
@@ -250,15 +265,21 @@ impl Payload {
                 host: raw_host.to_string(),
                 approval: item.clone(),
                 repeat: false,
+                repeat_reason: None,
             },
         }
     }
 
-    /// `approval_required` again, for an approval still pending when the agent started.
-    pub fn repeat(host: &str, item: &ApprovalItem, flags: &str) -> Payload {
+    /// `approval_required` again, for an approval still pending when `why` happened.
+    pub fn repeat(host: &str, item: &ApprovalItem, flags: &str, why: Again) -> Payload {
         let mut p = Payload::new("approval_required", host, item, flags);
-        p.text = format!("{} (Still pending after the agent restarted.)", p.text);
+        let note = match why {
+            Again::AgentStarted => "(Still pending after the agent restarted.)",
+            Again::WebhookChanged => "(Still pending when a policy reload set this webhook.)",
+        };
+        p.text = format!("{} {note}", p.text);
         p.kpo.repeat = true;
+        p.kpo.repeat_reason = Some(why);
         p
     }
 }
