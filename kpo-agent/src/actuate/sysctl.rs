@@ -795,17 +795,39 @@ pub fn live_netns_inodes() -> std::collections::HashSet<u64> {
 /// would cost far more than the rare case it covers.
 pub fn netns_in_use(inode: u64) -> bool {
     live_netns_inodes().contains(&inode)
-        || numbered_entries("/proc".as_ref())
-            .flat_map(|process| numbered_entries(&process.join("task")).collect::<Vec<_>>())
-            .filter_map(|task| std::fs::metadata(task.join("ns/net")).ok())
-            .any(|m| m.ino() == inode)
+        // A /proc that cannot be listed (no descriptor left) tells nothing: not "nowhere".
+        || thread_in_netns("/proc".as_ref(), inode).unwrap_or(true)
+}
+
+/// Whether a thread of some process under `proc` (a /proc tree) is in network namespace
+/// `inode`; `None` when that cannot be told: `proc`, or a live process's threads, cannot be
+/// listed.
+fn thread_in_netns(proc: &Path, inode: u64) -> Option<bool> {
+    for process in numbered(std::fs::read_dir(proc).ok()?) {
+        let tasks = match std::fs::read_dir(process.join("task")) {
+            Ok(tasks) => tasks,
+            // It exited since /proc was listed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => return None,
+        };
+        let mut threads = numbered(tasks);
+        if threads
+            .any(|task| std::fs::metadata(task.join("ns/net")).is_ok_and(|m| m.ino() == inode))
+        {
+            return Some(true);
+        }
+    }
+    Some(false)
 }
 
 /// The entries of `dir` named by a number (processes, threads).
 fn numbered_entries(dir: &Path) -> impl Iterator<Item = std::path::PathBuf> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
+    std::fs::read_dir(dir).into_iter().flat_map(numbered)
+}
+
+/// The entries named by a number (processes, threads).
+fn numbered(entries: std::fs::ReadDir) -> impl Iterator<Item = std::path::PathBuf> {
+    entries
         .filter_map(Result::ok)
         .filter(|e| {
             e.file_name()
@@ -854,6 +876,38 @@ mod tests {
                 (None, _) => println!("SKIP: cannot create a network namespace here (not root)"),
             }
         });
+    }
+
+    /// Threads are found in a /proc-like tree; a tree that cannot be listed tells nothing, which
+    /// `netns_in_use` takes for "in use" (out of descriptors, it took every namespace for gone).
+    #[test]
+    fn a_proc_that_cannot_be_listed_does_not_say_nowhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc = dir.path();
+        for t in [
+            "1/task/1/ns",
+            "2/task/2/ns",
+            "2/task/3/ns",
+            "self/task/4/ns",
+        ] {
+            std::fs::create_dir_all(proc.join(t)).unwrap();
+        }
+        for t in [
+            "1/task/1/ns/net",
+            "2/task/2/ns/net",
+            "2/task/3/ns/net",
+            "self/task/4/ns/net",
+        ] {
+            std::fs::write(proc.join(t), "").unwrap();
+        }
+        let ino = |t: &str| std::fs::metadata(proc.join(t)).unwrap().ino();
+        assert_eq!(thread_in_netns(proc, ino("2/task/3/ns/net")), Some(true));
+        // Not a numbered entry: not a process.
+        assert_eq!(
+            thread_in_netns(proc, ino("self/task/4/ns/net")),
+            Some(false)
+        );
+        assert_eq!(thread_in_netns(&proc.join("missing"), 1), None);
     }
 
     #[test]
