@@ -70,7 +70,8 @@ pub struct ReceivePathConfig {
     pub rearm_windows: u32,
     pub repeat_windows: u64,
     pub raise_factor: i64,
-    /// Ceilings when the policy sets no `max`.
+    /// Ceilings when the policy sets no `max`. The time budget's is the kernel's default (two
+    /// ticks) at HZ 250, and under it at HZ 100: there only the packet budget is raised.
     pub max_backlog_ceiling: i64,
     pub budget_ceiling: i64,
     pub budget_usecs_ceiling: i64,
@@ -943,6 +944,18 @@ mod tests {
         assert_eq!(advised(Some(250), 6000).len(), 1);
         // The rate unknown: doubled, as the kernel may count it in milliseconds.
         assert_eq!(advised(None, 2000)[1].1, 4000);
+        // At the kernel's default of two ticks, the ceiling already at HZ 250 and above it at HZ
+        // 100 (docs/rules.md): only the packet budget, the time budget never lowered.
+        for (hz, default) in [(250, 8000), (100, 20000)] {
+            let r = advised(Some(hz), default);
+            assert_eq!(
+                r.iter()
+                    .map(|(p, v, _)| (p.as_str(), *v))
+                    .collect::<Vec<_>>(),
+                [(BUDGET, 600)],
+                "HZ {hz}"
+            );
+        }
     }
 
     /// A futile mark an earlier version left for a raise of the time budget within one tick
