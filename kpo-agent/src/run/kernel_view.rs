@@ -75,6 +75,54 @@ impl KernelView for PathView<'_> {
             .flatten()
     }
 
+    fn rules_base(&mut self, address: &ParamAddress) -> Option<i64> {
+        let key = crate::journal::target_key(address);
+        let journal = &self.path.journal;
+        let records = journal.records();
+        // The rules' current run of changes in this boot, which archiving keeps live whole; from
+        // its first, the writes before are walked back while they are the guard's reverts of
+        // the rules' changes and the rules' changes before those.
+        let (mut end, mut base) = match journal.first_of_run(address, Source::Rules) {
+            Some(first) => (
+                records
+                    .iter()
+                    .position(|r| matches!(r, Record::Intent(i) if i.id == first.id))?,
+                Some(first.before.clone()),
+            ),
+            None => (records.len(), None),
+        };
+        while let Some((at, write, left)) = latest_write(journal, &records[..end], &key) {
+            // Each write must have left the value the next one started from: else someone's
+            // write came between, and the value after it is theirs.
+            if journal.before_this_boot(write) || base.as_ref().is_some_and(|b| b != &left) {
+                break;
+            }
+            match (write.source, &write.kind) {
+                (Source::Rules, IntentKind::Change) => {
+                    base = Some(write.before.clone());
+                    end = at;
+                }
+                (Source::Guard, IntentKind::Revert { of: Some(undone) }) => {
+                    let Some((at_undone, change, _)) = latest_write(journal, &records[..at], &key)
+                    else {
+                        break;
+                    };
+                    if change.id != *undone
+                        || change.source != Source::Rules
+                        || change.kind != IntentKind::Change
+                        || change.before != left
+                    {
+                        break;
+                    }
+                    base = Some(change.before.clone());
+                    end = at_undone;
+                }
+                _ => break,
+            }
+        }
+        base.as_ref().and_then(Value::as_int)
+    }
+
     fn quarantined(&mut self, address: &ParamAddress, value: i64) -> bool {
         let now = SystemTime::now();
         self.path
@@ -506,7 +554,17 @@ max = 65535
             revert(&mut p, step_back, Source::Guard);
             assert_eq!(PathView::new(&p, 1, None).set_by_rules(&a), Some(4096));
         }
-        // Reopened two days later, past a one-byte threshold: the pass moves the history.
+        let p = reopened_two_days_later(dir.path(), &policy, &k);
+        assert_eq!(PathView::new(&p, 1, None).set_by_rules(&a), None);
+    }
+
+    /// The journal in `dir` reopened two days later, past a one-byte threshold: the pass moves
+    /// the history to the archive.
+    fn reopened_two_days_later(
+        dir: &std::path::Path,
+        policy: &str,
+        k: &crate::change::tests::FakeActuators,
+    ) -> ChangePath {
         let now = crate::journal::now_ms() + 2 * 24 * 3600 * 1000;
         let options = crate::journal::archive::Options {
             threshold: 1,
@@ -519,7 +577,7 @@ max = 65535
             started_ms: crate::journal::boot_started_ms(),
         };
         let journal = Journal::open_with(
-            dir.path(),
+            dir,
             crate::journal::Holder::Cli,
             std::time::Duration::ZERO,
             boot,
@@ -533,12 +591,116 @@ max = 65535
                 .any(|r| matches!(r, Record::Archived { .. })),
             "archived"
         );
-        let p = ChangePath::new(
-            crate::policy::Policy::parse(&policy, "test.toml").unwrap(),
+        ChangePath::new(
+            crate::policy::Policy::parse(policy, "test.toml").unwrap(),
             journal,
             Box::new(k.clone()),
+        )
+    }
+
+    /// The rules' run of changes is kept live by archiving: the value they raised from is still
+    /// known after it.
+    #[test]
+    fn the_rules_base_outlives_an_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(SOMAX, Value::Int(1024))]);
+        let policy = format!("[guard]\nmax_changes_per_hour = 1000\n{POLICY}");
+        let a: ParamAddress = SOMAX.parse().unwrap();
+        {
+            let (mut p, _) = path(dir.path(), &policy, &k);
+            propose(&mut p, Source::Operator, 8192);
+            propose(&mut p, Source::Rules, 16384);
+            propose(&mut p, Source::Rules, 32768);
+            assert_eq!(PathView::new(&p, 1, None).rules_base(&a), Some(8192));
+        }
+        let p = reopened_two_days_later(dir.path(), &policy, &k);
+        assert_eq!(PathView::new(&p, 1, None).set_by_rules(&a), Some(32768));
+        assert_eq!(PathView::new(&p, 1, None).rules_base(&a), Some(8192));
+    }
+
+    /// The value the rules raised from is the one before their own changes: the original when
+    /// every change since was theirs, else the value of the last write that was not (an
+    /// operator's, a person's handed back); a step back the guard reverted is walked past.
+    #[test]
+    fn the_rules_base_is_the_value_their_own_changes_started_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(SOMAX, Value::Int(1024))]);
+        let policy = format!("[guard]\nmax_changes_per_hour = 1000\n{POLICY}");
+        let (mut p, _) = path(dir.path(), &policy, &k);
+        let a: ParamAddress = SOMAX.parse().unwrap();
+        let base = |p: &ChangePath| PathView::new(p, 1, None).rules_base(&a);
+        assert_eq!(base(&p), None, "never changed");
+        propose(&mut p, Source::Rules, 4096);
+        assert_eq!(base(&p), Some(1024));
+        let step_back = propose(&mut p, Source::Rules, 2048);
+        assert_eq!(base(&p), Some(1024));
+        revert(&mut p, step_back, Source::Guard);
+        assert_eq!(base(&p), Some(1024), "the guard undid the step back");
+        propose(&mut p, Source::Operator, 8192);
+        assert_eq!(base(&p), None, "the operator's value");
+        propose(&mut p, Source::Rules, 16384);
+        assert_eq!(base(&p), Some(8192), "raised from the operator's value");
+        let step_back = propose(&mut p, Source::Rules, 8192);
+        revert(&mut p, step_back, Source::Guard);
+        assert_eq!(base(&p), Some(8192));
+        // A person's 2048 handed back, then raised by the rules.
+        k.0.lock()
+            .unwrap()
+            .values
+            .insert(SOMAX.into(), Value::Int(2048));
+        p.journal
+            .set_yielded(&a, Some(Value::Int(2048)), "pid 9 sysctl")
+            .unwrap();
+        p.journal.resume_param(SOMAX).unwrap();
+        propose(&mut p, Source::Rules, 4096);
+        assert_eq!(base(&p), Some(2048), "raised from the person's value");
+        assert_eq!(PathView::new(&p, 1, None).original(&a), Some(1024));
+    }
+
+    /// Defect: the accept-queue rule stepped somaxconn back toward the journal's original, below
+    /// a value an operator set before the rules raised over it: 16384, 8192, then 4096 and on
+    /// to 1024. It now stops at the operator's 8192.
+    #[test]
+    fn a_step_back_stops_at_the_value_the_rules_raised_from() {
+        use crate::advise::{
+            limits::{Mode, ParamLimits, StaticPolicy},
+            rules::{
+                accept_queue::{AcceptQueueConfig, AcceptQueueRule},
+                testing::{at, listener, window},
+            },
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(SOMAX, Value::Int(1024))]);
+        let policy = format!("[guard]\nmax_changes_per_hour = 1000\n{POLICY}");
+        let (mut p, _) = path(dir.path(), &policy, &k);
+        propose(&mut p, Source::Operator, 8192);
+        propose(&mut p, Source::Rules, 16384);
+        let mut rule = AcceptQueueRule::new(AcceptQueueConfig {
+            calm_windows: 5,
+            ..AcceptQueueConfig::default()
+        });
+        let auto = StaticPolicy::new().with(
+            "net.core.somaxconn",
+            &[crate::advise::recommendation::Source::Rules],
+            ParamLimits::new(Mode::Auto),
         );
-        assert_eq!(PathView::new(&p, 1, None).set_by_rules(&a), None);
+        let calm = window(vec![listener(4026539999, 16384, 40, 0)]);
+        let mut advised = Vec::new();
+        for i in 1..=30 {
+            let r = rule.evaluate(&at(i), &calm, &mut PathView::new(&p, 1, None), &auto);
+            for r in r {
+                let v = r.recommended_value.as_ref().unwrap().as_int().unwrap();
+                assert!(
+                    r.reason
+                        .contains("toward 8192, the value the rules raised it from"),
+                    "{}",
+                    r.reason
+                );
+                propose(&mut p, Source::Rules, v);
+                advised.push(v);
+            }
+        }
+        assert_eq!(advised, [8192]);
     }
 
     /// A value the guard reverted is quarantined for the rules until its quarantine ends.

@@ -21,7 +21,8 @@
 //! After a long calm with large headroom in a namespace whose somaxconn the rules raised (and the
 //! kernel still has their value: an operator's or a person's value is theirs; a raise the guard
 //! put back by reverting a step back is still the rules'), it recommends stepping back toward the
-//! original value, but not to a value the guard's quarantine holds.
+//! value the rules raised it from (the original, or a value someone else set before the rules
+//! raised over it), but not to a value the guard's quarantine holds.
 //!
 //! Every tick: drops at the listener's limit in the tick advise at once
 //! ([`AcceptQueueRule::on_tick`]; a listener's drops count only when its namespace's
@@ -65,7 +66,7 @@ pub struct AcceptQueueConfig {
     /// Windows after which unchanged advice for a still-pressed listener is repeated.
     pub repeat_windows: u64,
     /// Calm windows (every listener of the namespace below `calm_ratio` of its limit, no drops)
-    /// before stepping back toward the original somaxconn.
+    /// before stepping back toward the somaxconn the rules raised from.
     pub calm_windows: u32,
     pub calm_ratio: f64,
     /// Growth factor of one raise (within the policy's bounds and step).
@@ -626,7 +627,8 @@ If its drops per window do not fall by {}% at the new limit, {SOMAXCONN} is not 
         Some(rec)
     }
 
-    /// After a long calm with large headroom, step somaxconn back toward its original value.
+    /// After a long calm with large headroom, step somaxconn back toward the value the rules
+    /// raised it from.
     fn step_back(
         &mut self,
         at: &WindowRef,
@@ -649,19 +651,24 @@ If its drops per window do not fall by {}% at the new limit, {SOMAXCONN} is not 
         for netns in namespaces {
             let addr = netns_address(SOMAXCONN, netns, kernel);
             // Only where KPO changed it: the journal has the original.
-            let Some(original) = kernel.original(&addr) else {
+            if kernel.original(&addr).is_none() {
                 continue;
-            };
+            }
             let Some(current) = self.somaxconn(netns, kernel) else {
                 continue;
             };
             let entry = self.calm.entry(netns).or_insert((0, None));
-            // Only a value the rules set and the kernel still has: an operator's `kpo apply`, a
-            // person's value handed back (`kpo resume`), or another proposer's is theirs.
-            if current <= original || kernel.set_by_rules(&addr) != Some(current) {
+            // Only a value the rules set and the kernel still has, and never below the value
+            // they raised from: an operator's `kpo apply`, a person's value handed back (`kpo
+            // resume`), or another proposer's is theirs, also once the rules raised over it.
+            let floor = (kernel.set_by_rules(&addr) == Some(current))
+                .then(|| kernel.rules_base(&addr))
+                .flatten()
+                .filter(|&floor| current > floor);
+            let Some(floor) = floor else {
                 *entry = (0, None);
                 continue;
-            }
+            };
             let listeners = || window.listeners.iter().filter(|l| l.netns == netns);
             // Lowering somaxconn leaves a listener's limit as it is until it calls listen()
             // again, and then cuts it to the new value: headroom is judged against that limit,
@@ -669,9 +676,9 @@ If its drops per window do not fall by {}% at the new limit, {SOMAXCONN} is not 
             // value is the step the policy leaves (its max_step may keep it higher).
             let limits = policy.allowed(&addr, Source::Rules);
             let halved = current / self.cfg.raise_factor.max(2);
-            let stepped = step::lower_to(current, halved, original, limits.as_ref())
+            let stepped = step::lower_to(current, halved, floor, limits.as_ref())
                 .unwrap_or(halved)
-                .max(original);
+                .max(floor);
             let quiet = |l: &ListenerWindow| {
                 let limit = i64::from(l.backlog_limit).min(stepped).max(1);
                 f64::from(l.backlog_max) < self.cfg.calm_ratio * limit as f64
@@ -707,7 +714,7 @@ If its drops per window do not fall by {}% at the new limit, {SOMAXCONN} is not 
                 &addr,
                 current,
                 current / self.cfg.raise_factor.max(2),
-                original,
+                floor,
                 limits.as_ref(),
             ) else {
                 continue;
@@ -727,7 +734,7 @@ If its drops per window do not fall by {}% at the new limit, {SOMAXCONN} is not 
                 .max()
                 .unwrap_or(0);
             let reason = format!(
-                "no accept-queue drops for {calm_windows} windows and the deepest queue is {peak}, under {}% of the limit its listener would get by calling listen() again after the step: step {SOMAXCONN} back from {current} to {target}, toward the original {original}",
+                "no accept-queue drops for {calm_windows} windows and the deepest queue is {peak}, under {}% of the limit its listener would get by calling listen() again after the step: step {SOMAXCONN} back from {current} to {target}, toward {floor}, the value the rules raised it from",
                 (self.cfg.calm_ratio * 100.0).round()
             );
             out.push(step::change(
@@ -1357,7 +1364,8 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].recommended_value, Some(Value::Int(4096)));
         assert!(
-            r[0].reason.contains("toward the original 1024"),
+            r[0].reason
+                .contains("toward 1024, the value the rules raised it from"),
             "{}",
             r[0].reason
         );

@@ -45,6 +45,12 @@ pub trait KernelView {
     /// or handed back since), or the guard put it back by reverting a change of the rules made
     /// over their own value (a step back). `None` otherwise: the value is someone else's.
     fn set_by_rules(&mut self, address: &ParamAddress) -> Option<i64>;
+    /// The value the rules' own changes there started from (from the journal): the value before
+    /// the first of the rules' changes (and the guard's reverts of them) that the latest writes
+    /// are, back to another proposer's write, a yield or a hand-back (the original when every
+    /// change was theirs). A step back goes no lower: what was there before is someone else's.
+    /// `None` when the latest write is not the rules' (nor the guard's undoing theirs).
+    fn rules_base(&mut self, address: &ParamAddress) -> Option<i64>;
     /// Whether the guard reverted `value` here and its quarantine has not ended: the policy
     /// refuses it until then.
     fn quarantined(&mut self, address: &ParamAddress, value: i64) -> bool;
@@ -175,6 +181,8 @@ pub(crate) mod testing {
         pub values: BTreeMap<String, i64>,
         pub originals: BTreeMap<String, i64>,
         pub by_rules: BTreeMap<String, i64>,
+        /// The values the rules raised from, where not the original.
+        pub rules_bases: BTreeMap<String, i64>,
         /// Quarantined values by address.
         pub quarantined: BTreeMap<String, i64>,
         pub cgroup_v1: bool,
@@ -206,6 +214,14 @@ pub(crate) mod testing {
         }
         fn set_by_rules(&mut self, address: &ParamAddress) -> Option<i64> {
             self.by_rules.get(&address.to_string()).copied()
+        }
+        fn rules_base(&mut self, address: &ParamAddress) -> Option<i64> {
+            let key = address.to_string();
+            self.by_rules.get(&key)?;
+            self.rules_bases
+                .get(&key)
+                .or(self.originals.get(&key))
+                .copied()
         }
         fn quarantined(&mut self, address: &ParamAddress, value: i64) -> bool {
             self.quarantined.get(&address.to_string()) == Some(&value)

@@ -4,7 +4,9 @@
 //! - **Drops** (`softnet_dropped`, column 2): a packet arrived at a CPU whose backlog queue
 //!   (`input_pkt_queue`: RPS, loopback, veth, `netif_rx` drivers) already held
 //!   `net.core.netdev_max_backlog` packets, and was dropped. Packets are lost: advice on the
-//!   first tick with drops.
+//!   first tick with drops. A CPU that cannot drain its backlog fills any queue, so a raise is
+//!   judged by the first whole window at its value before the next, and one that did not cut the
+//!   drops per second by a quarter is not followed by another.
 //! - **Time squeezes** (`softnet_time_squeeze`, column 3): a round of the receive softirq
 //!   stopped with work left because it had handled `net.core.netdev_budget` packets or run
 //!   `net.core.netdev_budget_usecs`. A few are normal under load; a steady share of the rounds
@@ -52,6 +54,9 @@ pub const DESCS: &[(&str, &str)] = &[
 pub struct ReceivePathConfig {
     /// Softnet drops in a tick or window that trigger advice.
     pub min_drops: u64,
+    /// The share by which a raise of `netdev_max_backlog` must cut the drops per second (over a
+    /// whole window at its value) for it to be raised again.
+    pub drops_cut: f64,
     /// Time squeezes per second that count as squeezed...
     pub squeeze_per_s: f64,
     /// ...when they are also at least this share of the receive softirq's rounds (NET_RX runs,
@@ -65,7 +70,8 @@ pub struct ReceivePathConfig {
     pub rearm_windows: u32,
     pub repeat_windows: u64,
     pub raise_factor: i64,
-    /// Ceilings when the policy sets no `max`.
+    /// Ceilings when the policy sets no `max`. The time budget's is the kernel's default (two
+    /// ticks) at HZ 250, and under it at HZ 100: there only the packet budget is raised.
     pub max_backlog_ceiling: i64,
     pub budget_ceiling: i64,
     pub budget_usecs_ceiling: i64,
@@ -75,6 +81,7 @@ impl Default for ReceivePathConfig {
     fn default() -> Self {
         Self {
             min_drops: 1,
+            drops_cut: 0.25,
             squeeze_per_s: 1.0,
             squeeze_share: 0.01,
             squeeze_windows: 2,
@@ -95,6 +102,13 @@ pub struct ReceivePathRule {
     drops: Latch<i64>,
     /// The window's drops by the `netdev_max_backlog` its ticks saw them at.
     drops_seen: DropsAtValue,
+    /// The last raise of `netdev_max_backlog`, until a whole window at its value judges it.
+    backlog_raised: Option<BacklogRaised>,
+    /// The window of the last tick or window end seen: the next one's first call is its start.
+    last_window: Option<u64>,
+    /// A `netdev_max_backlog` a raise to which did not cut the drops: no raise from it while the
+    /// kernel has it.
+    backlog_futile: Option<i64>,
     /// Keyed by (budget, budget_usecs).
     squeeze: Latch<(i64, i64)>,
     /// Squeezed windows in a row since the last advice.
@@ -181,6 +195,7 @@ impl ReceivePathRule {
         kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
     ) -> Vec<Recommendation> {
+        self.window_starts(at, kernel);
         let dropped = tick.system.softnet_dropped;
         if let Some(d) = dropped.filter(|&d| d > 0) {
             if let Some(value) = kernel.current(&host_address(MAX_BACKLOG)) {
@@ -200,6 +215,7 @@ impl ReceivePathRule {
         kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
     ) -> Vec<Recommendation> {
+        self.window_starts(at, kernel);
         let in_window = w.system.softnet_dropped;
         let addr = host_address(MAX_BACKLOG);
         let counted = self
@@ -213,6 +229,7 @@ impl ReceivePathRule {
                 in_window.unwrap_or(0)
             )
         };
+        self.judge_backlog_raise(at, w, kernel);
         let mut out: Vec<Recommendation> = self
             .drops_advice(at, w, in_window.map(|_| counted), &span, kernel, policy)
             .into_iter()
@@ -244,6 +261,14 @@ impl ReceivePathRule {
         }
         let addr = host_address(MAX_BACKLOG);
         let current = kernel.current(&addr)?;
+        // A raise waits for a whole window at the last one's value, which judges it: on a CPU
+        // that cannot drain its backlog (saturated) any queue fills, and a longer one only
+        // delays packets more. One that did not cut the drops ends the raises.
+        if self.backlog_futile == Some(current)
+            || self.backlog_raised.is_some_and(|r| r.to == current)
+        {
+            return None;
+        }
         let limits = policy.allowed(&addr, Source::Rules);
         let ceiling = self.cfg.max_backlog_ceiling;
         let target = self.drops.fire_with(
@@ -263,13 +288,20 @@ impl ReceivePathRule {
         )?;
         let reason = format!(
             "{dropped} packet(s) dropped {span} up to {} (window {}) because a CPU's receive backlog held {MAX_BACKLOG} = {current} packets (/proc/net/softnet_stat column 2){}. \
-Raising it to {target} lets each CPU queue more packets before dropping; it applies at once. If one CPU takes all the traffic, spreading it (RPS/RSS) helps more.",
+Raising it to {target} lets each CPU queue more packets before dropping; it applies at once. If one CPU takes all the traffic, spreading it (RPS/RSS) helps more. \
+If the drops per second do not fall by a quarter over a whole window at the new value, it is not raised again.",
             at.end,
             at.index,
             w.system
                 .softnet_processed_per_s
                 .map_or(String::new(), |p| format!(", with {p} packets/s processed")),
         );
+        self.backlog_raised = Some(BacklogRaised {
+            from: current,
+            to: target,
+            before: per_s(dropped, w.duration_s),
+            seen: None,
+        });
         Some(step::change(
             at,
             addr,
@@ -327,7 +359,7 @@ Raising it to {target} lets each CPU queue more packets before dropping; it appl
         if self
             .raised
             .as_ref()
-            .is_some_and(|r| r.to == (budget, usecs))
+            .is_some_and(|r| r.taken((budget, usecs)))
             || self.futile == Some((budget, usecs))
         {
             return Vec::new();
@@ -412,6 +444,7 @@ If the squeezes do not fall by a quarter at the new values, the budgets are not 
         self.raised = Some(Raised {
             from: (budget, usecs),
             to,
+            at: None,
             before: self.run,
             after: Tally::default(),
         });
@@ -421,10 +454,58 @@ If the squeezes do not fall by a quarter at the new values, the budgets are not 
         out
     }
 
-    /// Counts this window toward the judgement of the last raise if the kernel has its budgets
-    /// (not while it still has the budgets before: the raise is not taken yet); once there are
-    /// as many as led to it, a raise that did not cut the squeezes by `squeeze_cut` is futile.
-    /// Budgets someone else set end the judgement.
+    /// The first tick (or window end) of window `at.index`: if a raise of `netdev_max_backlog`
+    /// waits to be taken, whether the kernel has it as the window starts, when that window is the
+    /// first whole one at its value (a raise given at a window's end and applied at once).
+    fn window_starts(&mut self, at: &WindowRef, kernel: &mut dyn KernelView) {
+        if self.last_window.replace(at.index) == Some(at.index) {
+            return;
+        }
+        if let Some(raised) = self.backlog_raised.as_mut().filter(|r| r.seen.is_none()) {
+            if kernel.current(&host_address(MAX_BACKLOG)) == Some(raised.to) {
+                raised.seen = Some(at.index);
+            }
+        }
+    }
+
+    /// Judges the last raise of `netdev_max_backlog` by the first whole window at its value:
+    /// one the kernel had it at as the window started, else the window after the one whose end
+    /// first sees it (taken during that window). Drops per second not cut by `drops_cut` make it
+    /// futile. Not while the kernel still has the value before (not taken yet); a value someone
+    /// else set ends the judgement; a window whose drops or value are unknown counts for nothing.
+    fn judge_backlog_raise(&mut self, at: &WindowRef, w: &Window, kernel: &mut dyn KernelView) {
+        let Some(raised) = &mut self.backlog_raised else {
+            return;
+        };
+        let Some(current) = kernel.current(&host_address(MAX_BACKLOG)) else {
+            return;
+        };
+        if current == raised.from {
+            return;
+        }
+        if current != raised.to {
+            self.backlog_raised = None;
+            return;
+        }
+        let Some(first) = raised.seen else {
+            raised.seen = Some(at.index + 1);
+            return;
+        };
+        let Some(dropped) = w.system.softnet_dropped.filter(|_| at.index >= first) else {
+            return;
+        };
+        if per_s(dropped, w.duration_s) > raised.before * (1.0 - self.cfg.drops_cut) {
+            self.backlog_futile = Some(raised.to);
+        }
+        self.backlog_raised = None;
+    }
+
+    /// Counts this window toward the judgement of the last raise if the kernel has taken it,
+    /// wholly or one budget of it (the other waiting for an approval, refused, or reverted by the
+    /// guard: the budget taken is the raise), and not while it still has both budgets before;
+    /// once there are as many as led to it, a raise that did not cut the squeezes by
+    /// `squeeze_cut` is futile at the budgets the kernel has. Windows at one half do not count
+    /// for the whole once the other is taken. Budgets someone else set end the judgement.
     fn judge_raise(&mut self, rate: f64, share: Option<f64>, kernel: &mut dyn KernelView) {
         let Some(raised) = &mut self.raised else {
             return;
@@ -433,18 +514,35 @@ If the squeezes do not fall by a quarter at the new values, the budgets are not 
             kernel.current(&host_address(BUDGET)),
             kernel.current(&host_address(BUDGET_USECS)),
         );
-        if now == (Some(raised.to.0), Some(raised.to.1)) {
-            raised.after.add(rate, share);
-            if raised.after.windows >= raised.before.windows.max(1) {
-                if !raised.before.cut_by(&raised.after, self.cfg.squeeze_cut) {
-                    self.futile = Some(raised.to);
-                }
-                self.raised = None;
+        let (Some(budget), Some(usecs)) = now else {
+            self.raised = None;
+            return;
+        };
+        let now = (budget, usecs);
+        if now == raised.from {
+            return;
+        }
+        if !raised.taken(now) {
+            self.raised = None;
+            return;
+        }
+        if raised.at != Some(now) {
+            raised.at = Some(now);
+            raised.after = Tally::default();
+        }
+        raised.after.add(rate, share);
+        if raised.after.windows >= raised.before.windows.max(1) {
+            if !raised.before.cut_by(&raised.after, self.cfg.squeeze_cut) {
+                self.futile = Some(now);
             }
-        } else if now != (Some(raised.from.0), Some(raised.from.1)) {
             self.raised = None;
         }
     }
+}
+
+/// `n` per second over `seconds` (a span of none counted as a millisecond).
+fn per_s(n: u64, seconds: f64) -> f64 {
+    n as f64 / seconds.max(0.001)
 }
 
 /// The ticks a round may run with `netdev_budget_usecs = usecs` at `hz` (`usecs_to_jiffies`:
@@ -509,15 +607,40 @@ impl Tally {
     }
 }
 
+/// The last raise of `netdev_max_backlog`, until it is judged.
+#[derive(Debug, Clone, Copy)]
+struct BacklogRaised {
+    /// The value before it, and advised.
+    from: i64,
+    to: i64,
+    /// Drops per second in the tick or window that led to it.
+    before: f64,
+    /// The first window wholly at `to`, once the kernel is seen to have it.
+    seen: Option<u64>,
+}
+
 /// The last squeeze advice, until it is judged.
 #[derive(Debug, Clone, Copy)]
 struct Raised {
     /// (netdev_budget, netdev_budget_usecs) before it, and advised.
     from: (i64, i64),
     to: (i64, i64),
+    /// The budgets the windows in `after` were at: `to`, or one of its budgets with the other
+    /// still at `from`.
+    at: Option<(i64, i64)>,
     /// The squeezed windows that led to it, and the windows since at its budgets.
     before: Tally,
     after: Tally,
+}
+
+impl Raised {
+    /// Whether the kernel's budgets `now` are this raise taken, wholly or in part: each is the
+    /// advised value or the one before, and not both the one before.
+    fn taken(&self, now: (i64, i64)) -> bool {
+        now != self.from
+            && (now.0 == self.to.0 || now.0 == self.from.0)
+            && (now.1 == self.to.1 || now.1 == self.from.1)
+    }
 }
 
 #[cfg(test)]
@@ -586,10 +709,68 @@ mod tests {
         assert!(rule
             .on_window(&at(4), &softnet(80, 0, 100.0), &mut k, &auto())
             .is_empty());
-        // Applied: a new value is a new situation.
+        // Applied: a new value is a new situation, once a whole window at it (window 5, which
+        // started with it) judged the raise: 80 drops in 60 s, down from 37 in a second.
         k.set(MAX_BACKLOG, 2000);
-        let r = rule.on_tick(&at(5), &tick, &mut k, &auto());
+        assert!(
+            rule.on_tick(&at(5), &tick, &mut k, &auto()).is_empty(),
+            "not judged yet"
+        );
+        let r = rule.on_window(&at(5), &softnet(80, 0, 100.0), &mut k, &auto());
         assert_eq!(r[0].recommended_value, Some(Value::Int(4000)));
+    }
+
+    /// Defect: a CPU that drops whatever its backlog (saturated: packets arrive faster than it
+    /// drains them) had `netdev_max_backlog` doubled on every tick that still dropped, 1000 to
+    /// 16384 in four ticks, within one window and never judged: only more queueing delay. A raise
+    /// now waits for a whole window at its value, which judges it: drops per second cut by a
+    /// quarter, the next raise may come; not, no raise from that value while the kernel has it.
+    #[test]
+    fn a_backlog_raise_waits_for_a_window_at_its_value_and_one_that_did_not_help_ends_them() {
+        // Windows of four 1 s ticks, each dropping `drops_at` the backlog it has; each advice
+        // applied at once.
+        let run = |drops_at: fn(i64) -> u64| {
+            let mut rule = ReceivePathRule::default();
+            let mut k = kernel();
+            let mut advised = Vec::new();
+            let mut take = |r: Vec<Recommendation>, k: &mut FakeKernel, i: u64| {
+                for r in r {
+                    let v = r.recommended_value.as_ref().unwrap().as_int().unwrap();
+                    k.set(MAX_BACKLOG, v);
+                    advised.push((i, v));
+                }
+            };
+            for i in 1..=8 {
+                let mut in_window = 0;
+                for _ in 0..4 {
+                    let mut tick = softnet(drops_at(k.values[MAX_BACKLOG]), 0, 100.0);
+                    tick.duration_s = 1.0;
+                    in_window += tick.system.softnet_dropped.unwrap();
+                    let r = rule.on_tick(&at(i), &tick, &mut k, &auto());
+                    take(r, &mut k, i);
+                }
+                let mut w = softnet(in_window, 0, 100.0);
+                w.duration_s = 4.0;
+                let r = rule.on_window(&at(i), &w, &mut k, &auto());
+                take(r, &mut k, i);
+            }
+            advised
+        };
+        // Saturated: as many drops per second at 2000 as at 1000.
+        assert_eq!(run(|_| 37), [(1, 2000)]);
+        // Drops cut by more than a quarter at each value until 16000: the window a raise is
+        // taken in on a tick is not counted, the next judges it; one given at a window's end and
+        // taken at once is judged by the next.
+        assert_eq!(
+            run(|backlog| match backlog {
+                1000 => 37,
+                2000 => 20,
+                4000 => 10,
+                8000 => 5,
+                _ => 4,
+            }),
+            [(1, 2000), (2, 4000), (3, 8000), (4, 16000)]
+        );
     }
 
     /// A window whose drops are unknown (softnet lines that could not be matched to CPUs) is not
@@ -620,7 +801,7 @@ mod tests {
 
     /// A raise a tick gave, once applied, is not given again at the window's end for the drops
     /// it answered (the window's count includes them, and the new value is a new situation); nor
-    /// when the value changes later in the window (an operator approving it). A window whose
+    /// when the value changes later in the window (an operator setting another). A window whose
     /// ticks could not count drops is judged on its own count.
     #[test]
     fn the_windows_end_counts_only_drops_seen_at_the_value_it_ends_with() {
@@ -639,24 +820,26 @@ mod tests {
                 .is_empty(),
             "the 37 drops were answered by the raise to 2000"
         );
-        // Advice not applied at once; more drops at 2000; then someone applies 4000.
+        // An operator sets 3000 (the raise to 2000 is no longer judged). Advice not applied at
+        // once; more drops at 3000; then the operator sets 5000.
+        k.set(MAX_BACKLOG, 3000);
         let r = rule.on_tick(&at(5), &tick, &mut k, &auto());
-        assert_eq!(r[0].recommended_value, Some(Value::Int(4000)));
+        assert_eq!(r[0].recommended_value, Some(Value::Int(6000)));
         let mut later = softnet(3, 0, 100.0);
         later.duration_s = 1.0;
         assert!(
             rule.on_tick(&at(5), &later, &mut k, &auto()).is_empty(),
             "same value"
         );
-        k.set(MAX_BACKLOG, 4000);
+        k.set(MAX_BACKLOG, 5000);
         assert!(
             rule.on_window(&at(5), &softnet(40, 0, 100.0), &mut k, &auto())
                 .is_empty(),
-            "all 40 were seen at 2000, and answered by 4000"
+            "all 40 were seen at 3000, and answered by 5000"
         );
         // A window with drops no tick counted (their counters were unknown).
         let r = rule.on_window(&at(6), &softnet(5, 0, 100.0), &mut k, &auto());
-        assert_eq!(r[0].recommended_value, Some(Value::Int(8000)));
+        assert_eq!(r[0].recommended_value, Some(Value::Int(10000)));
         assert!(
             r[0].reason.contains("5 packet(s) dropped in 60.0 s"),
             "{}",
@@ -761,6 +944,18 @@ mod tests {
         assert_eq!(advised(Some(250), 6000).len(), 1);
         // The rate unknown: doubled, as the kernel may count it in milliseconds.
         assert_eq!(advised(None, 2000)[1].1, 4000);
+        // At the kernel's default of two ticks, the ceiling already at HZ 250 and above it at HZ
+        // 100 (docs/rules.md): only the packet budget, the time budget never lowered.
+        for (hz, default) in [(250, 8000), (100, 20000)] {
+            let r = advised(Some(hz), default);
+            assert_eq!(
+                r.iter()
+                    .map(|(p, v, _)| (p.as_str(), *v))
+                    .collect::<Vec<_>>(),
+                [(BUDGET, 600)],
+                "HZ {hz}"
+            );
+        }
     }
 
     /// A futile mark an earlier version left for a raise of the time budget within one tick
@@ -819,6 +1014,39 @@ mod tests {
         assert!(
             advised.iter().all(|(_, _, v)| *v <= 8000),
             "8000 µs at most"
+        );
+    }
+
+    /// Defect: a raise of which the kernel took one budget only (the other waiting for an
+    /// approval, refused, or reverted by the guard) was taken for someone else's budgets and
+    /// never judged, so the packet budget doubled every two windows (300, 600, 1200, 2400) with
+    /// the squeezes never cut. The half taken is now judged as the raise.
+    #[test]
+    fn a_raise_of_which_only_the_packet_budget_is_taken_is_judged() {
+        let budgets = |share_at: fn(i64) -> u64| {
+            let mut rule = ReceivePathRule::default();
+            let mut k = kernel();
+            let mut advised = Vec::new();
+            for i in 1..=60 {
+                // 60000 rounds in the 60 s window.
+                let w = softnet(0, share_at(k.values[BUDGET]), 1000.0);
+                for r in rule.on_window(&at(i), &w, &mut k, &auto()) {
+                    if r.parameter.name == BUDGET {
+                        let v = r.recommended_value.as_ref().unwrap().as_int().unwrap();
+                        k.set(BUDGET, v);
+                        advised.push((i, v));
+                    }
+                }
+                assert_eq!(k.values[BUDGET_USECS], 2000, "never taken");
+            }
+            (advised, rule.futile())
+        };
+        // A saturated CPU: 3% of its rounds squeezed whatever the budget.
+        assert_eq!(budgets(|_| 1800), (vec![(2, 600)], Some((600, 2000))));
+        // 3% at 300, 1.2% above: the first raise helped, the second did not.
+        assert_eq!(
+            budgets(|b| if b <= 300 { 1800 } else { 720 }),
+            (vec![(2, 600), (4, 1200)], Some((1200, 2000)))
         );
     }
 
