@@ -1062,8 +1062,9 @@ impl ChangePath {
     ///
     /// Every intent records an original, even one whose write the kernel refused or that was put
     /// back: such a parameter still has the value KPO found, and a value written there since is
-    /// someone else's, not KPO's to overwrite. Only a parameter KPO's write took effect on, or
-    /// whose interrupted write is not settled yet (its value unknown), is put back.
+    /// someone else's, not KPO's to overwrite (and a change of KPO's from it starts a new
+    /// original, that value). Only a parameter KPO's write took effect on, or whose interrupted
+    /// write is not settled yet (its value unknown), is put back.
     pub fn revert_all(&mut self, reason: &str) -> Result<Vec<ChangeReport>, ChangeError> {
         let unsettled: std::collections::BTreeSet<String> = self
             .journal

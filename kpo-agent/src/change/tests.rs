@@ -505,6 +505,115 @@ fn revert_all_leaves_a_parameter_kpo_never_changed() {
     assert_eq!(value(&k, resumed), Value::Int(4096));
 }
 
+/// A parameter whose first change never took effect (the kernel refused it, it read back
+/// wrong and was put back, or the agent was killed before the write and the start reconciled it
+/// as failed) still has the value KPO found. A value written there since (a deploy's 6000) is
+/// someone else's, and it is what KPO's first change that takes effect replaces: `kpo revert
+/// --all` puts 6000 back, not the 4096 KPO found before, and so does a journal read again.
+#[test]
+fn revert_all_puts_back_the_value_found_by_the_first_change_that_took() {
+    let refused = "net.core.somaxconn@netns:4026539991";
+    let rounded = "net.core.somaxconn@netns:4026539992";
+    let interrupted = "net.core.somaxconn@netns:4026539993";
+    let all = [refused, rounded, interrupted];
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&all.map(|a| (a, Value::Int(4096))));
+    {
+        let mut kk = k.0.lock().unwrap();
+        kk.refuse.push(refused.into());
+        kk.clamp.insert(rounded.into(), Value::Int(5000));
+    }
+    {
+        // Killed after the intent, before the write.
+        crate::journal::store::make_private(dir.path());
+        let mut j = Journal::open(dir.path(), Holder::Cli, Duration::ZERO).unwrap();
+        j.record_intent(
+            &interrupted.parse().unwrap(),
+            &Value::Int(4096),
+            &Value::Int(8192),
+            Source::Operator,
+            "t",
+            IntentKind::Change,
+        )
+        .unwrap();
+    }
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.reconcile().unwrap();
+    assert_eq!(r[0].status, ChangeStatus::Failed, "{r:?}");
+    let r = p.propose(&op(refused, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Failed, "{r:?}");
+    let r = p.propose(&op(rounded, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{r:?}");
+    {
+        // The kernel takes values again, and a deploy sets each parameter.
+        let mut kk = k.0.lock().unwrap();
+        kk.refuse.clear();
+        kk.clamp.clear();
+        for a in all {
+            kk.values.insert(a.into(), Value::Int(6000));
+        }
+    }
+    for a in all {
+        let r = p.propose(&op(a, Value::Int(8192))).unwrap();
+        assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+        let intent = p.journal.intent(r.journal_id.unwrap()).unwrap();
+        assert_eq!(intent.original, Some(Value::Int(6000)), "{a}");
+        let r = p.propose(&op(a, Value::Int(9000))).unwrap();
+        let intent = p.journal.intent(r.journal_id.unwrap()).unwrap();
+        assert_eq!(
+            intent.original,
+            Some(Value::Int(6000)),
+            "{a}: kept once KPO's write took"
+        );
+    }
+    for reopened in [false, true] {
+        if reopened {
+            drop(p);
+            p = path(dir.path(), POLICY, &k).0;
+        }
+        for a in all {
+            let state = p.journal.param_state(&a.parse().unwrap()).unwrap();
+            assert_eq!(state.original, Some(Value::Int(6000)), "{a}: {state:?}");
+        }
+    }
+    let reports = p.revert_all("all").unwrap();
+    assert!(
+        reports.iter().all(|r| r.status == ChangeStatus::Reverted),
+        "{reports:#?}"
+    );
+    for a in all {
+        assert_eq!(value(&k, a), Value::Int(6000), "{a}: the deploy's value");
+    }
+}
+
+/// A change whose write took effect keeps the original it found, however the value moves after
+/// (a person's write, a later change of KPO's from it): `kpo revert --all` goes back to the value
+/// before KPO's first write that took effect.
+#[test]
+fn the_original_stays_once_a_write_of_kpos_took_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    assert_eq!(
+        p.propose(&op(SOMAX, Value::Int(8192))).unwrap().status,
+        ChangeStatus::Applied
+    );
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(SOMAX.into(), Value::Int(6000));
+    assert_eq!(
+        p.propose(&op(SOMAX, Value::Int(7000))).unwrap().status,
+        ChangeStatus::Applied
+    );
+    drop(p);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
+    assert_eq!(state.original, Some(Value::Int(4096)));
+    p.revert_all("all").unwrap();
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+}
+
 #[test]
 fn revert_all_leaves_a_yielded_parameter_alone() {
     let dir = tempfile::tempdir().unwrap();
@@ -1910,4 +2019,43 @@ fn a_revert_over_a_value_a_damaged_line_may_have_lost_does_not_blame_someone_els
     let r = p.revert(1, Source::Operator, "kpo revert 1").unwrap();
     assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
+}
+
+/// Both lines of a change are lost to damage; the change after it repeats the original it knew,
+/// so the original is not lost with them, whichever it was: 5000, a new original that change
+/// started (the first of KPO's writes there to take effect, from a person's 5000 over a refused
+/// change's 4096), or 4096 (the change started from the value KPO found, and the next one from
+/// its value).
+#[test]
+fn a_change_lost_to_damage_does_not_lose_the_original_it_started() {
+    for (person, original) in [(Some(5000), 5000), (None, 4096)] {
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(SOMAX, Value::Int(4096))]);
+        let (mut p, _) = path(dir.path(), POLICY, &k);
+        k.0.lock().unwrap().refuse.push(SOMAX.into());
+        assert_eq!(
+            p.propose(&op(SOMAX, Value::Int(8192))).unwrap().status,
+            ChangeStatus::Failed
+        );
+        k.0.lock().unwrap().refuse.clear();
+        if let Some(v) = person {
+            k.0.lock()
+                .unwrap()
+                .values
+                .insert(SOMAX.into(), Value::Int(v));
+        }
+        for v in [6000, 7000] {
+            let r = p.propose(&op(SOMAX, Value::Int(v))).unwrap();
+            assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+        }
+        drop(p);
+        damage_journal_text(dir.path(), 3, "\"reason\"", "\"rEason\"");
+        damage_journal_text(dir.path(), 4, "\"reconciled\"", "\"rEconciled\"");
+        let (mut p, _) = path(dir.path(), POLICY, &k);
+        assert!(!p.journal.warnings().is_empty());
+        let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
+        assert_eq!(state.original, Some(Value::Int(original)), "{state:?}");
+        p.revert_all("all").unwrap();
+        assert_eq!(value(&k, SOMAX), Value::Int(original));
+    }
 }
