@@ -2059,3 +2059,140 @@ fn a_change_lost_to_damage_does_not_lose_the_original_it_started() {
         assert_eq!(value(&k, SOMAX), Value::Int(original));
     }
 }
+
+const RX: &str = "ethtool:eth0:rx-usecs";
+const ADAPTIVE_RX: &str = "ethtool:eth0:adaptive-rx";
+
+/// eth0 under adaptive moderation (rx-usecs 50 as DIM left it), with a policy that lets a change
+/// of rx-usecs turn it off; the change path over it, on `dir`.
+fn nic_under_dim(
+    dir: &std::path::Path,
+    adaptive_rx: bool,
+) -> (ChangePath, crate::actuate::coalesce::FakeCoalesce) {
+    let nic = crate::actuate::coalesce::FakeCoalesce::new();
+    let settings = crate::actuate::coalesce::CoalesceSettings {
+        rx_usecs: 50,
+        adaptive_rx,
+    };
+    nic.add_nic("eth0", settings);
+    (nic_path(dir, &nic), nic)
+}
+
+fn nic_path(dir: &std::path::Path, nic: &crate::actuate::coalesce::FakeCoalesce) -> ChangePath {
+    let policy = Policy::parse(
+        &format!("[params.\"{RX}\"]\nmode = \"auto\"\nallow_adaptive_off = true\n"),
+        "test.toml",
+    )
+    .unwrap();
+    crate::journal::store::make_private(dir);
+    let journal = Journal::open(dir, Holder::Cli, Duration::ZERO).unwrap();
+    ChangePath::new(policy, journal, Box::new(Nic(nic.clone())))
+}
+
+/// Adaptive moderation turned off so that rx-usecs could be set, and the journal cannot record
+/// the value's change: the switch goes back on at once, as when the value does not take.
+#[test]
+fn a_switch_turned_off_for_a_value_whose_intent_cannot_be_journaled_goes_back_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, nic) = nic_under_dim(dir.path(), true);
+    // The switch's intent and outcome pass; the value's intent fails.
+    p.journal.fail_an_append(2, 0);
+    assert!(p.propose(&op(RX, Value::Int(20))).is_err());
+    let now = nic.settings("eth0").unwrap();
+    assert_eq!((now.rx_usecs, now.adaptive_rx), (50, true));
+    let entries = p.journal.entries();
+    let last = entries.last().unwrap();
+    assert_eq!(
+        (
+            last.address.to_string(),
+            last.kind.as_str(),
+            last.status.as_str()
+        ),
+        (ADAPTIVE_RX.to_string(), "revert", "reverted"),
+        "{entries:#?}"
+    );
+}
+
+/// The agent stopped between turning adaptive moderation off for rx-usecs and setting the value
+/// (killed before the value's intent, or after it and before the write): the next start settles
+/// the value's intent as not applied and turns the switch back on, journaled. Not a switch a value
+/// set after it relies on.
+#[test]
+fn a_switch_left_off_by_a_stop_before_its_value_was_set_goes_back_on_at_the_next_start() {
+    for value_intent in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, nic) = nic_under_dim(dir.path(), false);
+        let mut j = p.journal;
+        let switch = j
+            .record_intent_making_way(
+                &ADAPTIVE_RX.parse().unwrap(),
+                &Value::Word("on".into()),
+                &Value::Word("off".into()),
+                Source::Rules,
+                "turned off so that ... (allow_adaptive_off): t",
+                IntentKind::Change,
+                Some(RX.into()),
+                None,
+            )
+            .unwrap();
+        j.record_outcome(
+            switch,
+            Outcome::Applied {
+                read_back: Value::Word("off".into()),
+                reconciled: false,
+                why: None,
+            },
+        )
+        .unwrap();
+        if value_intent {
+            j.record_intent(
+                &RX.parse().unwrap(),
+                &Value::Int(50),
+                &Value::Int(20),
+                Source::Rules,
+                "t",
+                IntentKind::Change,
+            )
+            .unwrap();
+        }
+        drop(j);
+        let mut p = nic_path(dir.path(), &nic);
+        let reports = p.reconcile().unwrap();
+        let seen: Vec<(String, ChangeStatus)> = reports
+            .iter()
+            .map(|r| (r.address.to_string(), r.status))
+            .collect();
+        let mut want = vec![(ADAPTIVE_RX.to_string(), ChangeStatus::Reverted)];
+        if value_intent {
+            want.insert(0, (RX.to_string(), ChangeStatus::Failed));
+        }
+        assert_eq!(seen, want, "{reports:#?}");
+        let detail = reports.last().unwrap().detail.clone().unwrap();
+        assert!(
+            detail.contains(&format!(
+                "{RX} was not set after {ADAPTIVE_RX} was turned off"
+            )),
+            "{detail}"
+        );
+        let now = nic.settings("eth0").unwrap();
+        assert_eq!((now.rx_usecs, now.adaptive_rx), (50, true));
+        // Once: the switch is no longer KPO's to turn on.
+        drop(p);
+        let mut p = nic_path(dir.path(), &nic);
+        assert!(p.reconcile().unwrap().is_empty());
+    }
+    // A value set after it relies on the switch being off: it stays off.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, nic) = nic_under_dim(dir.path(), true);
+    let r = p.propose(&op(RX, Value::Int(20))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    let r = p
+        .revert(r.journal_id.unwrap(), Source::Operator, "t")
+        .unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{r:?}");
+    drop(p);
+    let mut p = nic_path(dir.path(), &nic);
+    assert!(p.reconcile().unwrap().is_empty());
+    let now = nic.settings("eth0").unwrap();
+    assert_eq!((now.rx_usecs, now.adaptive_rx), (50, false));
+}
