@@ -1844,6 +1844,14 @@ impl Journal {
         archive::Listing::new(self, from)
     }
 
+    /// [`Journal::listing`] of every entry, owning what it reads: the live journal's entries are
+    /// copied, and the archive is opened now (under the lock) and read as the listing goes, after
+    /// the journal is closed. An operator command lists through it after letting go of the lock,
+    /// so that a reader who takes their time (a pager) does not keep the agent from starting.
+    pub fn detached_listing(&self) -> archive::Listing<'static> {
+        archive::Listing::detached(self)
+    }
+
     /// The archive's length when the journal was opened: where the live journal's entries start
     /// in [`Journal::listing`]'s positions.
     pub fn archive_len(&self) -> u64 {
