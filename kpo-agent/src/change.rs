@@ -1450,10 +1450,13 @@ impl ChangePath {
     }
 
     /// An intent without an outcome whose parameter's next change, which took effect, found the
-    /// value it wrote in place: it was done, and its outcome's line was lost (damaged). Journaled
-    /// as done without reading the kernel, whose value now is the later changes'. A running
-    /// agent that cannot write an outcome puts a change's value before back, so the next change
-    /// of one it could not record finds the value before, not this one's.
+    /// value it wrote in place: it was done, and its outcome's line was lost (damaged) or never
+    /// written (a revert whose outcome the running agent could not record is left done; a change
+    /// whose outcome it could not record, and whose value before it could not put back, leaves
+    /// its write). Journaled as done without reading the kernel, whose value now is the later
+    /// changes'. A running agent that cannot write a change's outcome otherwise puts its value
+    /// before back, so the next change of one it could not record finds the value before, not
+    /// this one's.
     fn found_in_place_by_the_next_change(
         &mut self,
         i: &Intent,
@@ -1465,10 +1468,20 @@ impl ChangePath {
         let Some(next) = self.journal.next_change(i).filter(|n| n.before == i.after) else {
             return Ok(None);
         };
-        let why = format!(
-            "its outcome line was damaged; the next change found its value ({}) in place",
-            next.before
-        );
+        // Its outcome's line was dropped as damaged, or never written: a running agent that
+        // could not record a revert's outcome leaves the revert done, and one that could not
+        // record a change's, nor put its value before back, leaves its write.
+        let why = if self.journal.lost_outcome(i.id).is_some() {
+            format!(
+                "its outcome line was damaged; the next change found its value ({}) in place",
+                next.before
+            )
+        } else {
+            format!(
+                "its outcome was not recorded; the next change found its value ({}) in place",
+                next.before
+            )
+        };
         tracing::warn!("journal #{} ({}): {why}", i.id, i.address);
         report.detail = Some(why.clone());
         report.read_back = Some(i.after.clone());

@@ -2196,3 +2196,46 @@ fn a_switch_left_off_by_a_stop_before_its_value_was_set_goes_back_on_at_the_next
     let now = nic.settings("eth0").unwrap();
     assert_eq!((now.rx_usecs, now.adaptive_rx), (50, false));
 }
+
+/// A revert whose outcome the journal could not record is left done; the next change of the
+/// parameter starts from the value it put back. At the next start the revert is reconciled as
+/// done without reading the kernel, and its detail says the outcome was not recorded: no journal
+/// line was damaged, and an operator must not be sent looking for one.
+#[test]
+fn a_revert_whose_outcome_was_not_recorded_is_not_said_to_have_a_damaged_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let id = p
+        .propose(&op(SOMAX, Value::Int(8192)))
+        .unwrap()
+        .journal_id
+        .unwrap();
+    // The revert's intent passes; its outcome does not.
+    p.journal.fail_an_append(1, 0);
+    assert!(p.revert(id, Source::Operator, "t").is_err());
+    let revert = id + 1;
+    assert_eq!(
+        p.journal.intent(revert).unwrap().kind,
+        IntentKind::Revert { of: Some(id) }
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(4096), "left done");
+    let r = p.propose(&op(SOMAX, Value::Int(6000))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    drop(p);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let reports = p.reconcile().unwrap();
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    assert_eq!(reports[0].status, ChangeStatus::Reverted);
+    let entry = p
+        .journal
+        .entries()
+        .into_iter()
+        .find(|e| e.id == revert)
+        .unwrap();
+    assert_eq!(entry.status, "reverted");
+    assert_eq!(
+        entry.detail.as_deref(),
+        Some("its outcome was not recorded; the next change found its value (4096) in place")
+    );
+}
