@@ -555,7 +555,7 @@ impl ChangePath {
         // off). A person who turns it on again before the value is written makes the write
         // refused (AdaptiveOn): the value's own SET must never turn it off unjournaled.
         actuator.set_adaptive_off_allowed(false);
-        let report = self.execute(
+        let executed = self.execute(
             actuator,
             &p.address,
             &before,
@@ -565,7 +565,30 @@ impl ChangePath {
             IntentKind::Change,
             report,
             None,
-        )?;
+        );
+        let report = match executed {
+            Ok(report) => report,
+            Err(e) => {
+                // The journal could not record the value's change (its intent: nothing was
+                // written; or its outcome: the value before was put back). The switch was turned
+                // off for nothing, as when the value does not take: back on, if the journal
+                // takes that; if not, the next start does it ([`ChangePath::reconcile`]).
+                if let Some(switch) = switch {
+                    let why = format!(
+                        "{} was not set (the journal could not record it: {e}); turning back on",
+                        p.address
+                    );
+                    match self.revert_own(switch, p.source, &why) {
+                        Ok(undone) => tracing::info!("{}", undone.describe()),
+                        Err(again) => tracing::warn!(
+                            "journal #{switch}: not turned back on ({again}); the next start \
+                             turns it back on"
+                        ),
+                    }
+                }
+                return Err(e);
+            }
+        };
         if let Some(switch) = switch.filter(|_| report.status != ChangeStatus::Applied) {
             // What it was turned off for did not take: back on.
             let why = format!("{} was not set; turning back on", p.address);
@@ -1065,8 +1088,9 @@ impl ChangePath {
     ///
     /// Every intent records an original, even one whose write the kernel refused or that was put
     /// back: such a parameter still has the value KPO found, and a value written there since is
-    /// someone else's, not KPO's to overwrite. Only a parameter KPO's write took effect on, or
-    /// whose interrupted write is not settled yet (its value unknown), is put back.
+    /// someone else's, not KPO's to overwrite (and a change of KPO's from it starts a new
+    /// original, that value). Only a parameter KPO's write took effect on, or whose interrupted
+    /// write is not settled yet (its value unknown), is put back.
     pub fn revert_all(&mut self, reason: &str) -> Result<Vec<ChangeReport>, ChangeError> {
         let unsettled: std::collections::BTreeSet<String> = self
             .journal
@@ -1360,14 +1384,82 @@ impl ChangePath {
             out.push(self.reconcile_one(&intent)?);
         }
         out.reverse();
+        self.turn_back_on_switches_left_off(&mut out)?;
         Ok(out)
     }
 
+    /// Turns back on each switch KPO turned off to make way for a value (`made_way_for`) that was
+    /// then never set: the agent stopped between the two changes (killed, or a power loss), or
+    /// the journal could not record the value's change and then not the switch's way back
+    /// either. The running agent turns such a switch back on at once when the value does not
+    /// take; this ends a stop in between the same way, at the next start, after the interrupted
+    /// changes are settled. Only a switch KPO still holds off (not yielded, not turned back on
+    /// since) over values none of which KPO set after it (no change of theirs took effect
+    /// since, none left unsettled): a value set with it off relies on it. Each is a revert of
+    /// the switch's change, journaled and reported with the interrupted changes; one the kernel
+    /// has on already (someone else's doing) is left to the value check.
+    fn turn_back_on_switches_left_off(
+        &mut self,
+        out: &mut Vec<ChangeReport>,
+    ) -> Result<(), ChangeError> {
+        use crate::actuate::coalesce::switch_governs;
+        let unsettled: std::collections::BTreeSet<String> = self
+            .journal
+            .incomplete()
+            .into_iter()
+            .map(|i| i.key)
+            .collect();
+        let left_off: Vec<Intent> = self
+            .journal
+            .records()
+            .iter()
+            .filter_map(|r| match r {
+                crate::journal::Record::Intent(i) if i.made_way_for.is_some() => Some(i),
+                _ => None,
+            })
+            .filter(|s| {
+                let holds = self
+                    .journal
+                    .param_by_key(&s.key)
+                    .is_some_and(|state| state.still_holds(s.id, &s.after));
+                let switch = reach(&s.address, &s.key);
+                let relied_on = self.journal.params().any(|p| {
+                    p.address
+                        .as_ref()
+                        .is_some_and(|a| switch_governs(&switch, a))
+                        && (unsettled.contains(&p.key)
+                            || p.applied.last().is_some_and(|(id, _)| *id > s.id))
+                });
+                holds && !relied_on
+            })
+            .cloned()
+            .collect();
+        for s in left_off {
+            let value = s.made_way_for.as_deref().unwrap_or_default();
+            let why = format!(
+                "{value} was not set after {} was turned off for it (#{}): the agent stopped, or \
+                 the journal could not record the change, in between; turning it back on",
+                s.address, s.id
+            );
+            let mut report = self.revert_own(s.id, s.source, &why)?;
+            // Said with it, as a reconciled change says why (`kpo: reconciled: ...`).
+            report.detail.get_or_insert(why);
+            tracing::warn!("journal #{} ({}): {}", s.id, s.address, report.describe());
+            if report.status != ChangeStatus::Unchanged {
+                out.push(report);
+            }
+        }
+        Ok(())
+    }
+
     /// An intent without an outcome whose parameter's next change, which took effect, found the
-    /// value it wrote in place: it was done, and its outcome's line was lost (damaged). Journaled
-    /// as done without reading the kernel, whose value now is the later changes'. A running
-    /// agent that cannot write an outcome puts a change's value before back, so the next change
-    /// of one it could not record finds the value before, not this one's.
+    /// value it wrote in place: it was done, and its outcome's line was lost (damaged) or never
+    /// written (a revert whose outcome the running agent could not record is left done; a change
+    /// whose outcome it could not record, and whose value before it could not put back, leaves
+    /// its write). Journaled as done without reading the kernel, whose value now is the later
+    /// changes'. A running agent that cannot write a change's outcome otherwise puts its value
+    /// before back, so the next change of one it could not record finds the value before, not
+    /// this one's.
     fn found_in_place_by_the_next_change(
         &mut self,
         i: &Intent,
@@ -1379,10 +1471,20 @@ impl ChangePath {
         let Some(next) = self.journal.next_change(i).filter(|n| n.before == i.after) else {
             return Ok(None);
         };
-        let why = format!(
-            "its outcome line was damaged; the next change found its value ({}) in place",
-            next.before
-        );
+        // Its outcome's line was dropped as damaged, or never written: a running agent that
+        // could not record a revert's outcome leaves the revert done, and one that could not
+        // record a change's, nor put its value before back, leaves its write.
+        let why = if self.journal.lost_outcome(i.id).is_some() {
+            format!(
+                "its outcome line was damaged; the next change found its value ({}) in place",
+                next.before
+            )
+        } else {
+            format!(
+                "its outcome was not recorded; the next change found its value ({}) in place",
+                next.before
+            )
+        };
         tracing::warn!("journal #{} ({}): {why}", i.id, i.address);
         report.detail = Some(why.clone());
         report.read_back = Some(i.after.clone());

@@ -437,19 +437,51 @@ fn cmd_revert(a: RevertArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn cmd_journal(a: JournalArgs) -> anyhow::Result<ExitCode> {
-    let mut c = open(&a.state, false)?;
-    if !a.json {
-        print_journal_header();
-    }
-    for_each_journal_entry(c.as_mut(), |e| {
-        if a.json {
-            crate::out!("{}", serde_json::to_string(e)?);
-        } else {
-            print_journal_entry(e);
-        }
-        Ok(())
-    })?;
+    let c = open(&a.state, false)?;
+    list_journal(
+        c,
+        || {
+            if !a.json {
+                print_journal_header();
+            }
+        },
+        |e| {
+            if a.json {
+                crate::out!("{}", serde_json::to_string(e)?);
+            } else {
+                print_journal_entry(e);
+            }
+            Ok(())
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every journal entry, oldest first, after `start`. Opened while the agent is down, the state
+/// directory's lock is let go of first (`c` is closed once the listing is taken): printing may
+/// wait on a reader for as long as they read (`kpo journal | less`), and an agent started
+/// meanwhile would give up waiting for the lock (docs/journal.md, "One writer at a time").
+pub(crate) fn list_journal(
+    mut c: Box<dyn Control>,
+    start: impl FnOnce(),
+    mut each: impl FnMut(&crate::journal::Entry) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let Some(mut listing) = c.detached_listing() else {
+        start();
+        return for_each_journal_entry(c.as_mut(), each);
+    };
+    drop(c);
+    start();
+    while let Some((_, e)) = listing.next() {
+        for w in listing.warnings() {
+            tracing::warn!("{w}");
+        }
+        each(&e)?;
+    }
+    for w in listing.warnings() {
+        tracing::warn!("{w}");
+    }
+    Ok(())
 }
 
 /// Every journal entry, oldest first, a page at a time: a long-lived agent's journal outgrows
@@ -535,8 +567,9 @@ fn print_journal_entry(e: &crate::journal::Entry) {
 }
 
 fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
-    let mut c = open(&a.state, false)?;
-    let s = c.status()?;
+    // The state directory's lock, taken while the agent is down, is let go of before printing
+    // (see list_journal).
+    let s = open(&a.state, false)?.status()?;
     if a.json {
         crate::out!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(ExitCode::SUCCESS);
@@ -595,6 +628,87 @@ fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::*;
     use crate::actuate::param::Target;
+
+    /// `kpo journal` while the agent is down lets go of the state directory's lock before it
+    /// prints: an agent started while the output waits on its reader (a pager) takes the lock at
+    /// once, and the listing still has every entry, the archived ones (read after the lock is
+    /// let go of) and the live ones.
+    #[test]
+    fn an_offline_journal_listing_lets_go_of_the_lock_before_it_prints() {
+        use crate::journal::{archive, Boot, Holder, IntentKind, Journal, Outcome};
+        use crate::policy::Source;
+        use std::time::Duration;
+        let state = tempfile::tempdir().unwrap();
+        crate::journal::store::make_private(state.path());
+        let open = |options: archive::Options| {
+            let boot = Boot {
+                id: crate::journal::current_boot(),
+                started_ms: crate::journal::boot_started_ms(),
+            };
+            Journal::open_with(state.path(), Holder::Cli, Duration::ZERO, boot, options).unwrap()
+        };
+        let change = |j: &mut Journal, before: i64, after: i64| {
+            let address = "net.core.somaxconn@netns:4026539999".parse().unwrap();
+            let (before, after) = (Value::Int(before.into()), Value::Int(after.into()));
+            let id = j
+                .record_intent(
+                    &address,
+                    &before,
+                    &after,
+                    Source::Rules,
+                    "t",
+                    IntentKind::Change,
+                )
+                .unwrap();
+            let read_back = after;
+            let applied = Outcome::Applied {
+                read_back,
+                reconciled: false,
+                why: None,
+            };
+            j.record_outcome(id, applied).unwrap();
+        };
+        let never = archive::Options {
+            threshold: u64::MAX,
+            ..Default::default()
+        };
+        let mut j = open(never);
+        for v in 4096..4101 {
+            change(&mut j, v, v + 1);
+        }
+        drop(j);
+        // Archived at the next open, as of a month later.
+        let month_later = archive::Options {
+            threshold: 1,
+            now_ms: Some(crate::journal::now_ms() + 30 * 24 * 3600 * 1000),
+            max_ahead: Duration::from_secs(365 * 24 * 3600),
+            ..Default::default()
+        };
+        let mut j = open(month_later);
+        assert!(j.archive_len() > 0, "some changes are archived");
+        change(&mut j, 4101, 4102);
+        drop(j);
+
+        let kernel = crate::change::tests::kernel(&[]);
+        let (path, _) = crate::control::open_offline(None, state.path(), Box::new(kernel)).unwrap();
+        let mut agent = None;
+        let mut ids = Vec::new();
+        list_journal(
+            Box::new(path),
+            || {},
+            |e| {
+                if agent.is_none() {
+                    let started = Journal::open(state.path(), Holder::Agent, Duration::ZERO);
+                    agent =
+                        Some(started.expect("the agent takes the lock while the listing prints"));
+                }
+                ids.push(e.id);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(ids, (1..=6).collect::<Vec<u64>>());
+    }
 
     #[test]
     fn assignments_parse_with_namespaces_and_vectors() {

@@ -175,6 +175,13 @@ pub trait Control {
     fn journal(&mut self) -> Result<Vec<Entry>, ControlError>;
     /// The entries from the `from`-th on, a page at a time.
     fn journal_page(&mut self, from: usize) -> Result<JournalPage, ControlError>;
+    /// Every entry, in a listing that outlives this: the journal opened under the state
+    /// directory's lock ([`open_offline`]) gives one, so that the command can let go of the lock
+    /// before it prints (a reader at a pager would otherwise keep the agent from starting). `None`
+    /// through the agent's socket, which pages instead.
+    fn detached_listing(&mut self) -> Option<crate::journal::archive::Listing<'static>> {
+        None
+    }
     fn status(&mut self) -> Result<Status, ControlError>;
     /// True if this paused (false: already paused).
     fn pause(&mut self, by: &str) -> Result<bool, ControlError>;
@@ -221,6 +228,10 @@ impl Control for ChangePath {
 
     fn journal_page(&mut self, from: usize) -> Result<JournalPage, ControlError> {
         Ok(journal_page(&self.journal, from, JOURNAL_PAGE_BYTES))
+    }
+
+    fn detached_listing(&mut self) -> Option<crate::journal::archive::Listing<'static>> {
+        Some(self.journal.detached_listing())
     }
 
     fn status(&mut self) -> Result<Status, ControlError> {

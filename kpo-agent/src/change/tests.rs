@@ -528,6 +528,115 @@ fn revert_all_leaves_a_parameter_kpo_never_changed() {
     assert_eq!(value(&k, resumed), Value::Int(4096));
 }
 
+/// A parameter whose first change never took effect (the kernel refused it, it read back
+/// wrong and was put back, or the agent was killed before the write and the start reconciled it
+/// as failed) still has the value KPO found. A value written there since (a deploy's 6000) is
+/// someone else's, and it is what KPO's first change that takes effect replaces: `kpo revert
+/// --all` puts 6000 back, not the 4096 KPO found before, and so does a journal read again.
+#[test]
+fn revert_all_puts_back_the_value_found_by_the_first_change_that_took() {
+    let refused = "net.core.somaxconn@netns:4026539991";
+    let rounded = "net.core.somaxconn@netns:4026539992";
+    let interrupted = "net.core.somaxconn@netns:4026539993";
+    let all = [refused, rounded, interrupted];
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&all.map(|a| (a, Value::Int(4096))));
+    {
+        let mut kk = k.0.lock().unwrap();
+        kk.refuse.push(refused.into());
+        kk.clamp.insert(rounded.into(), Value::Int(5000));
+    }
+    {
+        // Killed after the intent, before the write.
+        crate::journal::store::make_private(dir.path());
+        let mut j = Journal::open(dir.path(), Holder::Cli, Duration::ZERO).unwrap();
+        j.record_intent(
+            &interrupted.parse().unwrap(),
+            &Value::Int(4096),
+            &Value::Int(8192),
+            Source::Operator,
+            "t",
+            IntentKind::Change,
+        )
+        .unwrap();
+    }
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.reconcile().unwrap();
+    assert_eq!(r[0].status, ChangeStatus::Failed, "{r:?}");
+    let r = p.propose(&op(refused, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Failed, "{r:?}");
+    let r = p.propose(&op(rounded, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{r:?}");
+    {
+        // The kernel takes values again, and a deploy sets each parameter.
+        let mut kk = k.0.lock().unwrap();
+        kk.refuse.clear();
+        kk.clamp.clear();
+        for a in all {
+            kk.values.insert(a.into(), Value::Int(6000));
+        }
+    }
+    for a in all {
+        let r = p.propose(&op(a, Value::Int(8192))).unwrap();
+        assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+        let intent = p.journal.intent(r.journal_id.unwrap()).unwrap();
+        assert_eq!(intent.original, Some(Value::Int(6000)), "{a}");
+        let r = p.propose(&op(a, Value::Int(9000))).unwrap();
+        let intent = p.journal.intent(r.journal_id.unwrap()).unwrap();
+        assert_eq!(
+            intent.original,
+            Some(Value::Int(6000)),
+            "{a}: kept once KPO's write took"
+        );
+    }
+    for reopened in [false, true] {
+        if reopened {
+            drop(p);
+            p = path(dir.path(), POLICY, &k).0;
+        }
+        for a in all {
+            let state = p.journal.param_state(&a.parse().unwrap()).unwrap();
+            assert_eq!(state.original, Some(Value::Int(6000)), "{a}: {state:?}");
+        }
+    }
+    let reports = p.revert_all("all").unwrap();
+    assert!(
+        reports.iter().all(|r| r.status == ChangeStatus::Reverted),
+        "{reports:#?}"
+    );
+    for a in all {
+        assert_eq!(value(&k, a), Value::Int(6000), "{a}: the deploy's value");
+    }
+}
+
+/// A change whose write took effect keeps the original it found, however the value moves after
+/// (a person's write, a later change of KPO's from it): `kpo revert --all` goes back to the value
+/// before KPO's first write that took effect.
+#[test]
+fn the_original_stays_once_a_write_of_kpos_took_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    assert_eq!(
+        p.propose(&op(SOMAX, Value::Int(8192))).unwrap().status,
+        ChangeStatus::Applied
+    );
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(SOMAX.into(), Value::Int(6000));
+    assert_eq!(
+        p.propose(&op(SOMAX, Value::Int(7000))).unwrap().status,
+        ChangeStatus::Applied
+    );
+    drop(p);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
+    assert_eq!(state.original, Some(Value::Int(4096)));
+    p.revert_all("all").unwrap();
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+}
+
 #[test]
 fn revert_all_leaves_a_yielded_parameter_alone() {
     let dir = tempfile::tempdir().unwrap();
@@ -1933,4 +2042,223 @@ fn a_revert_over_a_value_a_damaged_line_may_have_lost_does_not_blame_someone_els
     let r = p.revert(1, Source::Operator, "kpo revert 1").unwrap();
     assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
+}
+
+/// Both lines of a change are lost to damage; the change after it repeats the original it knew,
+/// so the original is not lost with them, whichever it was: 5000, a new original that change
+/// started (the first of KPO's writes there to take effect, from a person's 5000 over a refused
+/// change's 4096), or 4096 (the change started from the value KPO found, and the next one from
+/// its value).
+#[test]
+fn a_change_lost_to_damage_does_not_lose_the_original_it_started() {
+    for (person, original) in [(Some(5000), 5000), (None, 4096)] {
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(SOMAX, Value::Int(4096))]);
+        let (mut p, _) = path(dir.path(), POLICY, &k);
+        k.0.lock().unwrap().refuse.push(SOMAX.into());
+        assert_eq!(
+            p.propose(&op(SOMAX, Value::Int(8192))).unwrap().status,
+            ChangeStatus::Failed
+        );
+        k.0.lock().unwrap().refuse.clear();
+        if let Some(v) = person {
+            k.0.lock()
+                .unwrap()
+                .values
+                .insert(SOMAX.into(), Value::Int(v));
+        }
+        for v in [6000, 7000] {
+            let r = p.propose(&op(SOMAX, Value::Int(v))).unwrap();
+            assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+        }
+        drop(p);
+        damage_journal_text(dir.path(), 3, "\"reason\"", "\"rEason\"");
+        damage_journal_text(dir.path(), 4, "\"reconciled\"", "\"rEconciled\"");
+        let (mut p, _) = path(dir.path(), POLICY, &k);
+        assert!(!p.journal.warnings().is_empty());
+        let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
+        assert_eq!(state.original, Some(Value::Int(original)), "{state:?}");
+        p.revert_all("all").unwrap();
+        assert_eq!(value(&k, SOMAX), Value::Int(original));
+    }
+}
+
+const RX: &str = "ethtool:eth0:rx-usecs";
+const ADAPTIVE_RX: &str = "ethtool:eth0:adaptive-rx";
+
+/// eth0 under adaptive moderation (rx-usecs 50 as DIM left it), with a policy that lets a change
+/// of rx-usecs turn it off; the change path over it, on `dir`.
+fn nic_under_dim(
+    dir: &std::path::Path,
+    adaptive_rx: bool,
+) -> (ChangePath, crate::actuate::coalesce::FakeCoalesce) {
+    let nic = crate::actuate::coalesce::FakeCoalesce::new();
+    let settings = crate::actuate::coalesce::CoalesceSettings {
+        rx_usecs: 50,
+        adaptive_rx,
+    };
+    nic.add_nic("eth0", settings);
+    (nic_path(dir, &nic), nic)
+}
+
+fn nic_path(dir: &std::path::Path, nic: &crate::actuate::coalesce::FakeCoalesce) -> ChangePath {
+    let policy = Policy::parse(
+        &format!("[params.\"{RX}\"]\nmode = \"auto\"\nallow_adaptive_off = true\n"),
+        "test.toml",
+    )
+    .unwrap();
+    crate::journal::store::make_private(dir);
+    let journal = Journal::open(dir, Holder::Cli, Duration::ZERO).unwrap();
+    ChangePath::new(policy, journal, Box::new(Nic(nic.clone())))
+}
+
+/// Adaptive moderation turned off so that rx-usecs could be set, and the journal cannot record
+/// the value's change: the switch goes back on at once, as when the value does not take.
+#[test]
+fn a_switch_turned_off_for_a_value_whose_intent_cannot_be_journaled_goes_back_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, nic) = nic_under_dim(dir.path(), true);
+    // The switch's intent and outcome pass; the value's intent fails.
+    p.journal.fail_an_append(2, 0);
+    assert!(p.propose(&op(RX, Value::Int(20))).is_err());
+    let now = nic.settings("eth0").unwrap();
+    assert_eq!((now.rx_usecs, now.adaptive_rx), (50, true));
+    let entries = p.journal.entries();
+    let last = entries.last().unwrap();
+    assert_eq!(
+        (
+            last.address.to_string(),
+            last.kind.as_str(),
+            last.status.as_str()
+        ),
+        (ADAPTIVE_RX.to_string(), "revert", "reverted"),
+        "{entries:#?}"
+    );
+}
+
+/// The agent stopped between turning adaptive moderation off for rx-usecs and setting the value
+/// (killed before the value's intent, or after it and before the write): the next start settles
+/// the value's intent as not applied and turns the switch back on, journaled. Not a switch a value
+/// set after it relies on.
+#[test]
+fn a_switch_left_off_by_a_stop_before_its_value_was_set_goes_back_on_at_the_next_start() {
+    for value_intent in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, nic) = nic_under_dim(dir.path(), false);
+        let mut j = p.journal;
+        let switch = j
+            .record_intent_making_way(
+                &ADAPTIVE_RX.parse().unwrap(),
+                &Value::Word("on".into()),
+                &Value::Word("off".into()),
+                Source::Rules,
+                "turned off so that ... (allow_adaptive_off): t",
+                IntentKind::Change,
+                Some(RX.into()),
+                None,
+            )
+            .unwrap();
+        j.record_outcome(
+            switch,
+            Outcome::Applied {
+                read_back: Value::Word("off".into()),
+                reconciled: false,
+                why: None,
+            },
+        )
+        .unwrap();
+        if value_intent {
+            j.record_intent(
+                &RX.parse().unwrap(),
+                &Value::Int(50),
+                &Value::Int(20),
+                Source::Rules,
+                "t",
+                IntentKind::Change,
+            )
+            .unwrap();
+        }
+        drop(j);
+        let mut p = nic_path(dir.path(), &nic);
+        let reports = p.reconcile().unwrap();
+        let seen: Vec<(String, ChangeStatus)> = reports
+            .iter()
+            .map(|r| (r.address.to_string(), r.status))
+            .collect();
+        let mut want = vec![(ADAPTIVE_RX.to_string(), ChangeStatus::Reverted)];
+        if value_intent {
+            want.insert(0, (RX.to_string(), ChangeStatus::Failed));
+        }
+        assert_eq!(seen, want, "{reports:#?}");
+        let detail = reports.last().unwrap().detail.clone().unwrap();
+        assert!(
+            detail.contains(&format!(
+                "{RX} was not set after {ADAPTIVE_RX} was turned off"
+            )),
+            "{detail}"
+        );
+        let now = nic.settings("eth0").unwrap();
+        assert_eq!((now.rx_usecs, now.adaptive_rx), (50, true));
+        // Once: the switch is no longer KPO's to turn on.
+        drop(p);
+        let mut p = nic_path(dir.path(), &nic);
+        assert!(p.reconcile().unwrap().is_empty());
+    }
+    // A value set after it relies on the switch being off: it stays off.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, nic) = nic_under_dim(dir.path(), true);
+    let r = p.propose(&op(RX, Value::Int(20))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    let r = p
+        .revert(r.journal_id.unwrap(), Source::Operator, "t")
+        .unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{r:?}");
+    drop(p);
+    let mut p = nic_path(dir.path(), &nic);
+    assert!(p.reconcile().unwrap().is_empty());
+    let now = nic.settings("eth0").unwrap();
+    assert_eq!((now.rx_usecs, now.adaptive_rx), (50, false));
+}
+
+/// A revert whose outcome the journal could not record is left done; the next change of the
+/// parameter starts from the value it put back. At the next start the revert is reconciled as
+/// done without reading the kernel, and its detail says the outcome was not recorded: no journal
+/// line was damaged, and an operator must not be sent looking for one.
+#[test]
+fn a_revert_whose_outcome_was_not_recorded_is_not_said_to_have_a_damaged_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let id = p
+        .propose(&op(SOMAX, Value::Int(8192)))
+        .unwrap()
+        .journal_id
+        .unwrap();
+    // The revert's intent passes; its outcome does not.
+    p.journal.fail_an_append(1, 0);
+    assert!(p.revert(id, Source::Operator, "t").is_err());
+    let revert = id + 1;
+    assert_eq!(
+        p.journal.intent(revert).unwrap().kind,
+        IntentKind::Revert { of: Some(id) }
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(4096), "left done");
+    let r = p.propose(&op(SOMAX, Value::Int(6000))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    drop(p);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let reports = p.reconcile().unwrap();
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    assert_eq!(reports[0].status, ChangeStatus::Reverted);
+    let entry = p
+        .journal
+        .entries()
+        .into_iter()
+        .find(|e| e.id == revert)
+        .unwrap();
+    assert_eq!(entry.status, "reverted");
+    assert_eq!(
+        entry.detail.as_deref(),
+        Some("its outcome was not recorded; the next change found its value (4096) in place")
+    );
 }

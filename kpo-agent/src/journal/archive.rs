@@ -744,20 +744,33 @@ pub fn intent(dir: &Path, id: u64) -> Option<Intent> {
 
 /// Every entry from a position on ([`Journal::listing`]), with its position: the archive's
 /// (read as it goes, up to its length at open; a damaged line skipped with a warning; a change
-/// the live journal also lists skipped), then the live journal's.
+/// the live journal also lists skipped), then the live journal's. A detached one
+/// ([`Journal::detached_listing`]) outlives the journal and its lock.
 pub struct Listing<'a> {
-    journal: &'a Journal,
     archive: Option<Lines>,
     /// Changes listed from the live journal: a copy in the archive (left by a pass that did not
     /// finish) is not listed again.
     live_ids: BTreeSet<u64>,
+    /// The archive's length at open: the live entries' positions start there.
+    base: usize,
     live_from: usize,
-    live: Option<Box<dyn Iterator<Item = Entry> + 'a>>,
+    live: Box<dyn Iterator<Item = Entry> + 'a>,
     warnings: Vec<String>,
 }
 
 impl<'a> Listing<'a> {
     pub(super) fn new(journal: &'a Journal, from: usize) -> Self {
+        let live_from = (from as u64).saturating_sub(journal.archive_len()) as usize;
+        Self::with_live(journal, from, Box::new(journal.entries_from(live_from)))
+    }
+
+    /// The listing from `from` on, the archive opened now (under the journal's lock), the live
+    /// journal's entries from `live`.
+    fn with_live(
+        journal: &Journal,
+        from: usize,
+        live: Box<dyn Iterator<Item = Entry> + 'a>,
+    ) -> Self {
         let end = journal.archive_len();
         let mut warnings = Vec::new();
         let archive = ((from as u64) < end)
@@ -783,11 +796,11 @@ impl<'a> Listing<'a> {
                 lines
             });
         Listing {
-            journal,
             live_ids: journal.st.live_listed().filter_map(Record::id).collect(),
             archive,
+            base: end as usize,
             live_from: (from as u64).saturating_sub(end) as usize,
-            live: None,
+            live,
             warnings,
         }
     }
@@ -829,6 +842,17 @@ impl<'a> Listing<'a> {
     }
 }
 
+impl Listing<'static> {
+    /// Every entry ([`Journal::detached_listing`]): the live journal's copied now, the archive
+    /// opened now and read later, up to its length now. What a later opener of the journal may
+    /// do to the archive (a pass appends to it; a start cuts only what an unfinished pass
+    /// appended past the last pass's end) leaves those bytes as they are.
+    pub(super) fn detached(journal: &Journal) -> Self {
+        let live: Vec<Entry> = journal.entries_from(0).collect();
+        Self::with_live(journal, 0, Box::new(live.into_iter()))
+    }
+}
+
 impl Iterator for Listing<'_> {
     type Item = (usize, Entry);
 
@@ -837,12 +861,8 @@ impl Iterator for Listing<'_> {
             return Some(found);
         }
         self.archive = None;
-        let base = self.journal.archive_len() as usize;
-        if self.live.is_none() {
-            self.live = Some(Box::new(self.journal.entries_from(self.live_from)));
-        }
-        let e = self.live.as_mut()?.next()?;
-        let at = base + self.live_from;
+        let e = self.live.next()?;
+        let at = self.base + self.live_from;
         self.live_from += 1;
         Some((at, e))
     }

@@ -450,8 +450,11 @@ pub struct ParamState {
     pub key: String,
     /// The address of its latest intent (used to reach it again).
     pub address: Option<ParamAddress>,
-    /// The value before KPO first changed it: the `before` of its earliest intent. Never replaced,
-    /// only forgotten when it stops describing the kernel (a reboot, a namespace that is gone).
+    /// The value before KPO first changed it: the `before` of its earliest intent, or of the
+    /// first change made from another value while none of KPO's writes had taken effect there
+    /// since (a value someone else wrote over one KPO only found:
+    /// [`Folded::original_only_found`]). Otherwise never replaced, only forgotten when it stops
+    /// describing the kernel (a reboot, a namespace that is gone).
     pub original: Option<Value>,
     pub original_id: Option<u64>,
     /// Applied changes (id, time), oldest first.
@@ -877,12 +880,18 @@ impl Folded {
                     p.netns_cookie = i.netns_cookie;
                 }
                 p.last_intent_ms = Some(i.ts_ms);
+                let first = p.original.is_none() || p.original_id.is_some_and(|o| o > i.id);
+                let afresh =
+                    !replaced && !first && self.starts_a_new_original(i.id, &IntentCopy::of(i));
+                let p = self.param(&i.key);
                 // The earliest intent's word on the original wins; in a new namespace, its own
-                // `before` (an `original` written without the check may be the dead one's).
+                // `before` (an `original` written without the check may be the dead one's);
+                // and the word of one that started a new original (none of KPO's writes had
+                // taken effect since the one before was taken).
                 if replaced {
                     p.original = Some(i.before.clone());
                     p.original_id = Some(i.id);
-                } else if p.original.is_none() || p.original_id.is_some_and(|o| o > i.id) {
+                } else if first || afresh {
                     p.original = Some(i.original.clone().unwrap_or_else(|| i.before.clone()));
                     p.original_id = Some(i.id);
                 }
@@ -1048,12 +1057,71 @@ impl Folded {
         }
     }
 
+    /// Whether the original of `key` is still only the value KPO found there: none of KPO's
+    /// writes took effect since it was taken (each change since was refused, failed, or was put
+    /// back after a wrong read-back; none is left without an outcome; no damaged line may have
+    /// held one). A value written there since is then someone else's, and a change of KPO's
+    /// from it starts a new original ([`Folded::original_for`]): the value its first write that
+    /// takes effect replaces is what `kpo revert --all` puts back, not the older one. Once a
+    /// write of KPO's took effect, the original stays (until a reboot or the end of its
+    /// namespace).
+    fn original_only_found(&self, key: &str) -> bool {
+        let Some(p) = self.params.get(key) else {
+            return false;
+        };
+        let (Some(_), Some(since)) = (&p.original, p.original_id) else {
+            return false;
+        };
+        !p.changed_by_kpo()
+            && p.holding.is_none()
+            && p.unsettled.is_none()
+            && !self
+                .intents
+                .range(since..)
+                .any(|(id, i)| i.key == key && !self.outcomes.contains_key(id))
+    }
+
+    /// The original a new intent of `key` records: its own `before` for a change from another
+    /// value than an original KPO only found ([`Folded::original_only_found`]; reverts never
+    /// start one), else the parameter's original (its `before` when there is none).
+    fn original_for(&self, key: &str, before: &Value, kind: &IntentKind) -> Value {
+        match self.params.get(key).and_then(|p| p.original.as_ref()) {
+            Some(original)
+                if !(*kind == IntentKind::Change
+                    && original != before
+                    && self.original_only_found(key)) =>
+            {
+                original.clone()
+            }
+            _ => before.clone(),
+        }
+    }
+
+    /// Whether intent `c` of change `id`, not the parameter's first, replaces its original with
+    /// the one it records: it records another one ([`Folded::original_for`] gave it its own
+    /// `before`), and the records before it agree that KPO only found the one there
+    /// ([`Folded::original_only_found`]). Where they do not (a write of KPO's took effect
+    /// since), the earliest original stays. An intent written after a change whose lines were
+    /// both lost to damage may record the new original that change started, which the records
+    /// left cannot show: its word is taken, so the original is not lost with the lines.
+    fn starts_a_new_original(&self, id: u64, c: &IntentCopy) -> bool {
+        let Some(p) = self.params.get(&c.key) else {
+            return false;
+        };
+        let said = c.original.as_ref().unwrap_or(&c.before);
+        p.original.as_ref().is_some_and(|o| o != said)
+            && p.original_id.is_some_and(|since| since < id)
+            && self.original_only_found(&c.key)
+    }
+
     /// An outcome whose intent's line was lost: the copy it carries stands for the intent in
-    /// the parameter's state (its original, if no intent of it is left, and its address).
+    /// the parameter's state (its original, if no intent of it is left or it started a new one,
+    /// and its address).
     fn adopt_lost_intent(&mut self, id: u64, copy: &IntentCopy) {
+        let afresh = self.starts_a_new_original(id, copy);
         self.lost_intents.insert(id, copy.clone());
         let p = self.param(&copy.key);
-        if p.original.is_none() {
+        if afresh || p.original.is_none() {
             p.original = Some(copy.original.clone().unwrap_or_else(|| copy.before.clone()));
             p.original_id = Some(id);
         }
@@ -1411,12 +1479,7 @@ impl Journal {
     ) -> Result<u64, JournalError> {
         let id = self.st.next_id;
         let key = target_key(address);
-        let original = self
-            .st
-            .params
-            .get(&key)
-            .and_then(|p| p.original.clone())
-            .unwrap_or_else(|| before.clone());
+        let original = self.st.original_for(&key, before, &kind);
         self.append(Record::Intent(Intent {
             id,
             ts_ms: now_ms(),
@@ -1779,6 +1842,14 @@ impl Journal {
     /// journal's entries after it. The archive is read as the listing goes, not held.
     pub fn listing(&self, from: usize) -> archive::Listing<'_> {
         archive::Listing::new(self, from)
+    }
+
+    /// [`Journal::listing`] of every entry, owning what it reads: the live journal's entries are
+    /// copied, and the archive is opened now (under the lock) and read as the listing goes, after
+    /// the journal is closed. An operator command lists through it after letting go of the lock,
+    /// so that a reader who takes their time (a pager) does not keep the agent from starting.
+    pub fn detached_listing(&self) -> archive::Listing<'static> {
+        archive::Listing::detached(self)
     }
 
     /// The archive's length when the journal was opened: where the live journal's entries start
