@@ -3,11 +3,13 @@
 //! present in only one reading (hotplug, a new disk) is left out rather than guessed. What a
 //! counter that went down means is [`crate::counter`]'s: 64-bit counters are
 //! [`counter::monotonic`], the 32-bit per-CPU ones [`counter::wrapping_u32`].
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::counter;
 
-use super::{Diskstats, Interrupts, NetCounters, Schedstat, Softirqs, Softnet, SoftnetCpu};
+use super::{
+    Diskstats, InterruptLine, Interrupts, NetCounters, Schedstat, Softirqs, Softnet, SoftnetCpu,
+};
 
 /// Change of a netstat/snmp counter, `None` if either reading lacks it. These are signed only
 /// because of snmp's `TcpMaxConn` (-1); a fall is a reset and counts as 0.
@@ -88,22 +90,31 @@ pub(super) fn disk_deltas(first: &Diskstats, last: &Diskstats) -> DiskDeltas {
     sum
 }
 
-/// Sum over the CPUs both readings list of the 32-bit per-CPU counts, matched by CPU id, read
-/// `secs` apart.
-pub(super) fn per_cpu_delta(
-    first_cpus: &[u32],
-    first: &[u64],
-    last_cpus: &[u32],
-    last: &[u64],
-    secs: f64,
-) -> u64 {
+/// For each CPU of the later reading, its column in the earlier one (`None`: it came online
+/// between them). Built once per file, since every line has the file's columns: matched line by
+/// line, CPU by CPU, a host of 256 CPUs and 2,000 interrupt lines took some 66 million
+/// comparisons per tick.
+fn cpu_columns(first_cpus: &[u32], last_cpus: &[u32]) -> Vec<Option<usize>> {
+    if first_cpus == last_cpus {
+        return (0..last_cpus.len()).map(Some).collect();
+    }
+    let column: HashMap<u32, usize> = first_cpus
+        .iter()
+        .enumerate()
+        .map(|(i, cpu)| (*cpu, i))
+        .collect();
     last_cpus
         .iter()
-        .zip(last)
-        .filter_map(|(cpu, now)| {
-            let i = first_cpus.iter().position(|c| c == cpu)?;
-            Some(counter::wrapping_u32(*first.get(i)?, *now, secs))
-        })
+        .map(|cpu| column.get(cpu).copied())
+        .collect()
+}
+
+/// Sum over the CPUs both readings list ([`cpu_columns`]) of the 32-bit per-CPU counts, read
+/// `secs` apart.
+fn per_cpu_delta(columns: &[Option<usize>], first: &[u64], last: &[u64], secs: f64) -> u64 {
+    last.iter()
+        .zip(columns)
+        .filter_map(|(now, i)| Some(counter::wrapping_u32(*first.get((*i)?)?, *now, secs)))
         .fold(0, u64::saturating_add)
 }
 
@@ -112,14 +123,12 @@ pub(super) fn softirq_deltas(
     last: &Softirqs,
     secs: f64,
 ) -> BTreeMap<String, u64> {
+    let columns = cpu_columns(&first.cpus, &last.cpus);
     last.vectors
         .iter()
         .filter_map(|(name, now)| {
             let before = first.vectors.get(name)?;
-            Some((
-                name.clone(),
-                per_cpu_delta(&first.cpus, before, &last.cpus, now, secs),
-            ))
+            Some((name.clone(), per_cpu_delta(&columns, before, now, secs)))
         })
         .collect()
 }
@@ -132,13 +141,16 @@ pub(super) fn softirq_deltas(
 /// ttyS0` loses `ttyS0` when the port is closed) and a shared line when a handler binds or
 /// unbinds; from 0 they would add everything since boot to one window.
 pub(super) fn interrupt_delta(first: &Interrupts, last: &Interrupts, secs: f64) -> u64 {
+    let columns = cpu_columns(&first.cpus, &last.cpus);
+    let before_by_id: HashMap<&str, &InterruptLine> =
+        first.lines.iter().map(|l| (l.id.as_str(), l)).collect();
     last.lines
         .iter()
         .filter(|l| !l.is_error_count())
         .filter_map(|now| {
-            let before = first.lines.iter().find(|l| l.id == now.id)?;
+            let before = before_by_id.get(now.id.as_str())?;
             if before.description != now.description
-                && any_per_cpu_fell(&first.cpus, &before.counts, &last.cpus, &now.counts)
+                && any_per_cpu_fell(&columns, &before.counts, &now.counts)
             {
                 return Some(
                     now.counts
@@ -146,24 +158,15 @@ pub(super) fn interrupt_delta(first: &Interrupts, last: &Interrupts, secs: f64) 
                         .fold(0u64, |sum, &c| sum.saturating_add(c)),
                 );
             }
-            Some(per_cpu_delta(
-                &first.cpus,
-                &before.counts,
-                &last.cpus,
-                &now.counts,
-                secs,
-            ))
+            Some(per_cpu_delta(&columns, &before.counts, &now.counts, secs))
         })
         .fold(0, u64::saturating_add)
 }
 
 /// Whether a count of a CPU both readings list went down.
-fn any_per_cpu_fell(first_cpus: &[u32], first: &[u64], last_cpus: &[u32], last: &[u64]) -> bool {
-    last_cpus.iter().zip(last).any(|(cpu, now)| {
-        first_cpus
-            .iter()
-            .position(|c| c == cpu)
-            .and_then(|i| first.get(i))
+fn any_per_cpu_fell(columns: &[Option<usize>], first: &[u64], last: &[u64]) -> bool {
+    last.iter().zip(columns).any(|(now, i)| {
+        i.and_then(|i| first.get(i))
             .is_some_and(|before| now < before)
     })
 }
@@ -252,6 +255,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(interrupt_delta(&last, &again, 10.0), 2 + 3);
+    }
+
+    /// /proc/interrupts lists online CPUs only: counts are matched by CPU id, a CPU in one
+    /// reading only counts nothing, and lines by their id whatever their order.
+    #[test]
+    fn counts_are_matched_by_cpu_and_line_across_a_cpu_going_offline_and_coming_back() {
+        let three = parse_interrupts(
+            "           CPU0       CPU1       CPU2\n 24: 10 20 30 PCI-MSI 1-edge eth0-rx-0\n \
+             LOC: 100 200 300 Local timer interrupts\n",
+        )
+        .unwrap();
+        let two = parse_interrupts(
+            "           CPU0       CPU2\n LOC: 101 305 Local timer interrupts\n \
+             24: 11 33 PCI-MSI 1-edge eth0-rx-0\n",
+        )
+        .unwrap();
+        assert_eq!(interrupt_delta(&three, &two, 1.0), (1 + 3) + (1 + 5));
+        let back = parse_interrupts(
+            "           CPU0       CPU1       CPU2\n 24: 12 7 34 PCI-MSI 1-edge eth0-rx-0\n \
+             LOC: 102 9 306 Local timer interrupts\n",
+        )
+        .unwrap();
+        assert_eq!(interrupt_delta(&two, &back, 1.0), (1 + 1) + (1 + 1));
     }
 
     /// Defect: an IRQ requested again under the same name (a driver reloaded) restarts its
