@@ -22,6 +22,11 @@ const APT_PACKAGES: &[&str] = &[
     "wrk",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// The bpf-linker release installed: one that builds against LLVM 22 (0.13 takes LLVM 21 to 23;
+/// a later release may drop 22, and an unpinned install would then fail on a fresh machine).
+const BPF_LINKER: &str = "0.13.0";
+/// What `bpf-linker --version` prints for it.
+const BPF_LINKER_VERSION_LINE: &str = "bpf-linker 0.13.0";
 /// The LLVM major version bpf-linker is built against; nightly's must be the same, since an LLVM
 /// cannot read the bitcode of a newer one.
 const LLVM_MAJOR: &str = "22";
@@ -136,10 +141,22 @@ pub fn install() -> Result<()> {
             bail!("rustup could not install {} rust-src", ebpf_toolchain());
         }
     }
-    if succeeds(Command::new("bpf-linker").arg("--version")) {
-        eprintln!("xtask setup: bpf-linker present");
+    let present = Command::new("bpf-linker")
+        .arg("--version")
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if present.as_deref() == Some(BPF_LINKER_VERSION_LINE) {
+        eprintln!("xtask setup: {BPF_LINKER_VERSION_LINE} present");
     } else {
-        eprintln!("xtask setup: building bpf-linker against LLVM 22 (about a minute)");
+        if let Some(other) = &present {
+            // Another release may be built against another LLVM, whose bitcode nightly's does
+            // not read; later releases drop older LLVMs. The pinned one is what was checked.
+            eprintln!("xtask setup: found {other}, not {BPF_LINKER_VERSION_LINE}: replacing it");
+        }
+        eprintln!("xtask setup: building bpf-linker {BPF_LINKER} against LLVM 22 (about a minute)");
         let path = format!(
             "{LLVM_PREFIX}/bin:{}",
             std::env::var("PATH").unwrap_or_default()
@@ -148,6 +165,9 @@ pub fn install() -> Result<()> {
             .args([
                 "install",
                 "bpf-linker",
+                "--version",
+                BPF_LINKER,
+                "--force",
                 "--no-default-features",
                 "--features",
                 "llvm-22",

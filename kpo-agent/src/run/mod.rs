@@ -374,18 +374,24 @@ pub async fn run(
             return Err(e);
         }
     };
-    // The partial window: detach the duty-cycled sensors, read once more, then the rest.
-    let attached = duty.before_last_read(&mut collector.sensors);
-    let mut sample = collector.sample();
-    attached.stamp(&mut sample);
-    if let Some(mut window) = windows.finish_partial(sample) {
-        // The last window: nothing is set aside (choosing another source would only hold up the
-        // exit).
-        add_last_energy(&mut window, &mut energy);
-        sink.send(&Event::Window {
-            partial: true,
-            window: Box::new(window),
-        });
+    // The partial window: detach the duty-cycled sensors, read once more, then the rest. A stage
+    // like the loop's: its panic (a defect) must not unwind past `on_exit` and the `stop` event.
+    let last_window = stage("the last window", || {
+        let attached = duty.before_last_read(&mut collector.sensors);
+        let mut sample = collector.sample();
+        attached.stamp(&mut sample);
+        if let Some(mut window) = windows.finish_partial(sample) {
+            // The last window: nothing is set aside (choosing another source would only hold up
+            // the exit).
+            add_last_energy(&mut window, &mut energy);
+            sink.send(&Event::Window {
+                partial: true,
+                window: Box::new(window),
+            });
+        }
+    });
+    if let Err(e) = last_window {
+        tracing::error!("{e:#}; no partial window");
     }
     second_signal.set_windows(windows.count);
     collector.sensors.detach_all();
