@@ -16,9 +16,12 @@ pub const CONFIG_EPOCH: u32 = 1;
 /// match the `slot_epoch` of CPUs that never enqueued (a false peak of 0 for the first tick) and
 /// the zero `full_reported_epoch` of every new entry (no `listener_full` event in the first tick).
 pub const FIRST_EPOCH: u64 = 1;
-/// Index in [`MAP_CONFIG`]: bumped by user space whenever [`MAP_SERVICE_PORTS`] changes, so that
-/// per-socket verdicts cached under the old set are worked out again.
-pub const CONFIG_SERVICES_GENERATION: u32 = 2;
+/// Index in [`MAP_CONFIG`]: the generation of "not timed" verdicts (service 0 in a [`SockSlot`]),
+/// bumped by user space once keys are added to [`MAP_SERVICE_PORTS`], so that sockets judged
+/// untimed under the old set are judged again. Timed verdicts have their own generation per
+/// index ([`MAP_SERVICE_GENERATIONS`]): a change elsewhere in the set leaves them, and the
+/// requests they are timing, alone.
+pub const CONFIG_UNTIMED_GENERATION: u32 = 2;
 pub const CONFIG_LEN: u32 = 3;
 
 /// `LruPerCpuHashMap<ListenerKey, ListenerCounters>`.
@@ -49,9 +52,15 @@ pub const MAP_WAIT_SLOTS: &str = "KPO_WAIT_SLOTS";
 pub const MAP_RUNQ_HIST: &str = "KPO_RUNQ_HIST";
 /// `PerCpuArray<u64>`, one entry: context switches.
 pub const MAP_CSW: &str = "KPO_CSW";
-/// `HashMap<ListenerKey, u32>` written by user space: listening ports whose requests are timed,
-/// each with its index in [`MAP_REQ_HIST`] (below [`MAX_SERVICES`]).
+/// `HashMap<ListenerKey, ServicePort>` written by user space: listening ports whose requests are
+/// timed, each with its index in [`MAP_REQ_HIST`] (below [`MAX_SERVICES`]) and that index's
+/// generation when the key was inserted.
 pub const MAP_SERVICE_PORTS: &str = "KPO_SERVICE_PORTS";
+/// `Array<u32>` of [`MAX_SERVICES`] entries written by user space: each service index's current
+/// generation. Bumped when the index's listener leaves the set (and again when the index is
+/// handed to another), so that sockets of that listener stop writing under it; a verdict holds
+/// while its index's generation is the one it was made under.
+pub const MAP_SERVICE_GENERATIONS: &str = "KPO_SERVICE_GENS";
 /// `Array<SockSlot>` of [`SOCK_SLOTS`] entries, indexed by [`slot_of`] the socket pointer.
 pub const MAP_SOCK_SLOTS: &str = "KPO_SOCK_SLOTS";
 /// `PerCpuArray<Hist>` of [`MAX_SERVICES`] entries: request latency per service index.
@@ -217,6 +226,21 @@ pub struct WaitSlot {
     pub since_ns: u64,
 }
 
+/// A timed listening port's entry in [`MAP_SERVICE_PORTS`].
+///
+/// The generation travels with the index, read in the same lookup, so a verdict made from an
+/// entry that user space removes a moment later carries the generation from before the removal's
+/// bump, and is stale as soon as that bump is written. Reading the index's generation after the
+/// lookup instead could see the bumped one and keep the verdict of a listener already gone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Index in [`MAP_REQ_HIST`] and [`MAP_SERVICE_GENERATIONS`], below [`MAX_SERVICES`].
+    pub index: u32,
+    /// [`MAP_SERVICE_GENERATIONS`]`[index]` when this entry was inserted.
+    pub generation: u32,
+}
+
 /// What the request-latency sensor knows of one socket in the current sampling period.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -230,7 +254,8 @@ pub struct SockSlot {
     pub pending_ns: u64,
     /// Service index + 1 in [`MAP_REQ_HIST`], or 0: not an accepted socket of a timed listener.
     pub service: u32,
-    /// `CONFIG_SERVICES_GENERATION` when the verdict was made (its low 32 bits).
+    /// The generation the verdict was made under: for `service` 0, `CONFIG_UNTIMED_GENERATION`
+    /// (its low 32 bits) read before the lookup; else the [`ServicePort::generation`] found.
     pub generation: u32,
 }
 
@@ -268,4 +293,5 @@ mod pod {
     unsafe impl aya::Pod for NapiSlot {}
     unsafe impl aya::Pod for NapiTable {}
     unsafe impl aya::Pod for SockSlot {}
+    unsafe impl aya::Pod for ServicePort {}
 }

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use aya_log_ebpf::{error, warn};
 use kpo_common::{
     KernelOffsets, ListenerKey, CONFIG_EPOCH, CONFIG_LEN, CONFIG_SAMPLE_START_NS,
-    CONFIG_SERVICES_GENERATION, IPPROTO_TCP,
+    CONFIG_UNTIMED_GENERATION, IPPROTO_TCP,
 };
 
 #[unsafe(no_mangle)]
@@ -39,10 +39,10 @@ pub fn sample_start_ns() -> u64 {
     config(CONFIG_SAMPLE_START_NS)
 }
 
-/// Low 32 bits of `CONFIG_SERVICES_GENERATION`.
+/// Low 32 bits of `CONFIG_UNTIMED_GENERATION`.
 #[inline(always)]
-pub fn services_generation() -> u32 {
-    config(CONFIG_SERVICES_GENERATION) as u32
+pub fn untimed_generation() -> u32 {
+    config(CONFIG_UNTIMED_GENERATION) as u32
 }
 
 #[inline(always)]

@@ -9,22 +9,32 @@
 //! socket closes (`inet_sock_set_state` to TCP_CLOSE), so a freed socket's memory reused by
 //! another socket never inherits the verdict; verdicts also expire with the sampling period,
 //! since closes are not seen while the sensor is detached.
+//!
+//! A verdict also holds only while the listener set it was made from does, as far as it matters
+//! to that verdict: a timed one until its index's generation is bumped (its listener left the
+//! set, the index went to another), an untimed one until keys are added. So a listener coming
+//! or going elsewhere on the host does not re-judge, and lose the pending request of, every
+//! timed socket: that would drop the longest requests most often and bias the tail low.
 use aya_ebpf::{
     macros::{map, raw_tracepoint},
     maps::{Array, HashMap, PerCpuArray},
     programs::RawTracePointContext,
 };
 use kpo_common::{
-    bucket_of, slot_of, Hist, ListenerKey, SockSlot, MAX_SERVICES, SOCK_SLOTS, SOCK_SLOT_BITS,
-    TCP_CLOSE,
+    bucket_of, slot_of, Hist, ListenerKey, ServicePort, SockSlot, MAX_SERVICES, SOCK_SLOTS,
+    SOCK_SLOT_BITS, TCP_CLOSE,
 };
 
 use crate::helpers::{
-    now_ns, offsets, report, sample_start_ns, services_generation, tcp_socket_key_and_state, Exit,
+    now_ns, offsets, report, sample_start_ns, tcp_socket_key_and_state, untimed_generation, Exit,
 };
 
 #[map(name = "KPO_SERVICE_PORTS")]
-static SERVICE_PORTS: HashMap<ListenerKey, u32> = HashMap::with_max_entries(MAX_SERVICES, 0);
+static SERVICE_PORTS: HashMap<ListenerKey, ServicePort> =
+    HashMap::with_max_entries(MAX_SERVICES, 0);
+
+#[map(name = "KPO_SERVICE_GENS")]
+static SERVICE_GENERATIONS: Array<u32> = Array::with_max_entries(MAX_SERVICES, 0);
 
 #[map(name = "KPO_SOCK_SLOTS")]
 static SOCKS: Array<SockSlot> = Array::with_max_entries(SOCK_SLOTS, 0);
@@ -47,17 +57,21 @@ pub fn kpo_sock_recv(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let slot = unsafe { &mut *slot };
-    let (period, generation) = (sample_start_ns(), services_generation());
-    let current = |slot: &SockSlot| slot.period == period && slot.generation == generation;
+    let period = sample_start_ns();
+    let current = |slot: &SockSlot| slot.period == period && verdict_holds(slot);
     if slot.sk != sk || !current(slot) {
         if ret == 0 || sk == 0 {
             return 0;
         }
-        let service = match service_of(sk as *const u8) {
-            Ok(service) => service,
+        // Read before the lookup: keys added after it bump it, so an untimed verdict made from
+        // a lookup that just missed a new key is stale once that bump is written.
+        let untimed = untimed_generation();
+        let (service, generation) = match service_of(sk as *const u8) {
+            Ok(Some(port)) => (port.index + 1, port.generation),
+            Ok(None) => (0, untimed),
             Err(exit) => {
                 report(&ctx, "sock_recv_length", exit);
-                0
+                (0, untimed)
             }
         };
         // A socket that is not timed does not evict one waiting for its response: that would
@@ -86,20 +100,32 @@ pub fn kpo_sock_recv(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Service index + 1 of the listener this socket was accepted from, or 0.
+/// Whether `slot`'s verdict was made under the generation still current for it: its index's
+/// when timed, the untimed one otherwise.
 #[inline(always)]
-fn service_of(sk: *const u8) -> Result<u32, Exit> {
+fn verdict_holds(slot: &SockSlot) -> bool {
+    match slot.service {
+        0 => slot.generation == untimed_generation(),
+        service => SERVICE_GENERATIONS
+            .get(service - 1)
+            .is_some_and(|&generation| generation == slot.generation),
+    }
+}
+
+/// The entry of the timed listener this socket was accepted from, if any.
+#[inline(always)]
+fn service_of(sk: *const u8) -> Result<Option<ServicePort>, Exit> {
     let (key, state) = tcp_socket_key_and_state(sk, &offsets())?;
     // A socket already closed (reset, timed out) can still be read from, but its close has been
     // seen: a verdict cached now would outlive it and pass to whatever reuses its memory.
     if state == TCP_CLOSE {
-        return Ok(0);
+        return Ok(None);
     }
     match unsafe { SERVICE_PORTS.get(key) } {
-        Some(&index) if index < MAX_SERVICES => Ok(index + 1),
+        Some(&port) if port.index < MAX_SERVICES => Ok(Some(port)),
         // User space hands out indices below MAX_SERVICES only.
-        Some(&index) => Err(Exit::Unexpected(index)),
-        None => Ok(0),
+        Some(port) => Err(Exit::Unexpected(port.index)),
+        None => Ok(None),
     }
 }
 
@@ -118,7 +144,7 @@ pub fn kpo_sock_send(ctx: RawTracePointContext) -> i32 {
     if slot.sk != sk
         || slot.pending_ns == 0
         || slot.period != sample_start_ns()
-        || slot.generation != services_generation()
+        || !verdict_holds(slot)
     {
         return 0;
     }

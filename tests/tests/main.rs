@@ -100,6 +100,11 @@ fn main() {
             request_latency::matches_server_service_time,
         ),
         trial(
+            "request_latency::requests_in_flight_survive_listener_churn_elsewhere",
+            req(),
+            request_latency::requests_in_flight_survive_listener_churn_elsewhere,
+        ),
+        trial(
             "runq_latency::preempted_and_woken_waits_land_in_their_buckets",
             req(),
             runq_latency::preempted_and_woken_waits_land_in_their_buckets,

@@ -136,3 +136,74 @@ pub fn matches_server_service_time() {
         latency.max_us
     );
 }
+
+const HELD_REQUESTS: usize = 20;
+
+/// Every request in flight while the timed listener set changes elsewhere on the host is still
+/// counted: the server holds each request's response until the collector has sampled a tick in
+/// which a listener in another namespace appeared and the one of the previous tick vanished (an
+/// index freed, a key added). The server's read is over, so its request is pending in the sensor,
+/// when the set changes; its write comes after. Counts only, no clock: the window must hold one
+/// sample per request, as many as were driven.
+pub fn requests_in_flight_survive_listener_churn_elsewhere() {
+    let (served_ns, churn_ns) = (Netns::new(), Netns::new());
+    let (mut collector, mut builder) = start(true);
+    let listener = served_ns.run(|| TcpListener::bind("127.0.0.1:0").unwrap());
+    let addr = listener.local_addr().unwrap();
+    builder.push(collector.sample());
+
+    let (read_tx, read_rx) = mpsc::channel();
+    let (answer_tx, answer_rx) = mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut request = [0u8; 64];
+        for _ in 0..HELD_REQUESTS {
+            s.read_exact(&mut request).unwrap();
+            read_tx.send(()).unwrap();
+            answer_rx.recv().unwrap();
+            s.write_all(&request).unwrap();
+        }
+    });
+    let mut client = served_ns.run(|| TcpStream::connect(addr).unwrap());
+    client.set_nodelay(true).unwrap();
+    let mut buf = [5u8; 64];
+    let mut churned: Option<TcpListener> = None;
+    for _ in 0..HELD_REQUESTS {
+        client.write_all(&buf).unwrap();
+        read_rx.recv().unwrap();
+        let opened = churn_ns.run(|| TcpListener::bind("127.0.0.1:0").unwrap());
+        let key_of = |l: &TcpListener| (churn_ns.inum(), l.local_addr().unwrap().port());
+        let (new, old) = (key_of(&opened), churned.as_ref().map(key_of));
+        drop(churned.replace(opened));
+        let sample = collector.sample();
+        let listed: Vec<(u64, u16)> = sample
+            .listeners
+            .keys()
+            .map(|k| (u64::from(k.netns), k.port))
+            .collect();
+        // The change this test is about did happen at this tick.
+        assert!(listed.contains(&new), "{new:?} not listed: {listed:?}");
+        assert!(
+            old.is_none_or(|old| !listed.contains(&old)),
+            "{old:?} still listed"
+        );
+        builder.push(sample);
+        answer_tx.send(()).unwrap();
+        client.read_exact(&mut buf).unwrap();
+    }
+    server.join().unwrap();
+
+    builder.push(collector.sample());
+    let (window, _) = builder.finish().unwrap();
+    let samples: u64 = window
+        .request_latency
+        .iter()
+        .filter(|r| r.netns == served_ns.inum() && r.port == addr.port())
+        .map(|r| r.latency.samples)
+        .sum();
+    assert_eq!(
+        samples, HELD_REQUESTS as u64,
+        "requests timed, of {HELD_REQUESTS} answered while the listener set changed"
+    );
+}

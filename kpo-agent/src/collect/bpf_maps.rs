@@ -195,6 +195,9 @@ macro_rules! bpf_maps {
             /// Not a map: the entries of `listeners` and of the NAPI totals (see [`EntryIds`]).
             listener_entries: EntryIds<ListenerKey>,
             napi_entries: EntryIds<NapiKey>,
+            /// Not a map: what `service_generations` holds, index by index (only this agent
+            /// writes it, and it was created zeroed), for the entries of `service_ports`.
+            service_generations_now: [u32; MAX_SERVICES as usize],
         }
 
         impl BpfMaps {
@@ -214,6 +217,7 @@ macro_rules! bpf_maps {
                     held: Held::default(),
                     listener_entries: EntryIds::default(),
                     napi_entries: EntryIds::default(),
+                    service_generations_now: [0; MAX_SERVICES as usize],
                 };
                 // Now, before the loader attaches any program: until the first read writes
                 // the next epoch, the programs read this one. A failed write leaves 0 there,
@@ -235,7 +239,8 @@ bpf_maps! {
     runq_hist: PerCpuArray<MapData, Hist> = MAP_RUNQ_HIST,
     csw: PerCpuArray<MapData, u64> = MAP_CSW,
     notable_lost: PerCpuArray<MapData, u64> = MAP_NOTABLE_LOST,
-    service_ports: HashMap<MapData, ListenerKey, u32> = MAP_SERVICE_PORTS,
+    service_ports: HashMap<MapData, ListenerKey, ServicePort> = MAP_SERVICE_PORTS,
+    service_generations: Array<MapData, u32> = MAP_SERVICE_GENERATIONS,
     req_hist: PerCpuArray<MapData, Hist> = MAP_REQ_HIST,
 }
 
@@ -432,37 +437,54 @@ impl BpfMaps {
 
     /// Makes `ports` the set of listening ports whose requests the latency sensor times.
     ///
-    /// The kernel caches each socket's verdict (timed, and under which index) until the services
-    /// generation changes. So: remove the vanished keys and bump the generation, making sockets
-    /// of a vanished listener stop writing under its index, before that index is zeroed and
-    /// handed to another listener; bump it again once the new keys are in, so sockets judged
-    /// untimed a moment ago are judged again.
+    /// The kernel caches each socket's verdict (timed under an index, or untimed) while the
+    /// generation it was made under is current: the index's own for a timed verdict, the untimed
+    /// one otherwise. So, in this order: remove the vanished keys and bump their indices'
+    /// generations, making sockets of a vanished listener stop writing under its index, before
+    /// that index is zeroed and handed to another listener; insert the new keys, each with its
+    /// index's generation; then bump the untimed generation, so sockets judged untimed a moment
+    /// ago are judged again. The indices of listeners still in the set are left alone: their
+    /// sockets keep the requests they are timing.
     pub fn set_service_ports(&mut self, services: &mut ServiceIndex, ports: &[ListenerKey]) {
         let changes = services.update(ports);
-        if changes == ServiceChanges::default() {
-            return;
-        }
-        for key in &changes.gone {
+        for (key, _) in &changes.gone {
             let _ = self.service_ports.remove(key);
         }
-        self.bump_services_generation();
+        for index in changes.invalidated() {
+            self.bump_service_generation(index);
+        }
         let cpus = aya::util::nr_cpus().map_or(1, |n| n);
         for index in &changes.reused {
             if let Ok(zeros) = PerCpuValues::try_from(vec![Hist::default(); cpus]) {
                 let _ = self.req_hist.set(*index, zeros, 0);
             }
         }
-        for (key, index) in &changes.added {
-            let _ = self.service_ports.insert(key, index, 0);
+        for &(key, index) in &changes.added {
+            let Some(&generation) = self.service_generations_now.get(index as usize) else {
+                continue;
+            };
+            let _ = self
+                .service_ports
+                .insert(key, ServicePort { index, generation }, 0);
         }
-        self.bump_services_generation();
+        if !changes.added.is_empty() {
+            let now = self.config.get(&CONFIG_UNTIMED_GENERATION, 0).unwrap_or(0);
+            let _ = self
+                .config
+                .set(CONFIG_UNTIMED_GENERATION, now.wrapping_add(1), 0);
+        }
     }
 
-    fn bump_services_generation(&mut self) {
-        let now = self.config.get(&CONFIG_SERVICES_GENERATION, 0).unwrap_or(0);
-        let _ = self
-            .config
-            .set(CONFIG_SERVICES_GENERATION, now.wrapping_add(1), 0);
+    /// A failed write leaves the generation (and `service_generations_now`) as it was: the
+    /// sockets under that index go on writing there, and the next bump of the index stops them.
+    fn bump_service_generation(&mut self, index: u32) {
+        let Some(now) = self.service_generations_now.get_mut(index as usize) else {
+            return;
+        };
+        let next = now.wrapping_add(1);
+        if self.service_generations.set(index, next, 0).is_ok() {
+            *now = next;
+        }
     }
 }
 
@@ -648,8 +670,20 @@ pub(crate) struct ServiceChanges {
     pub(crate) added: Vec<(ListenerKey, u32)>,
     /// Of `added`, indices that belonged to another listener: zero their histograms first.
     pub(crate) reused: Vec<u32>,
-    /// Keys that lost their index: remove them from the map.
-    pub(crate) gone: Vec<ListenerKey>,
+    /// Keys that lost their index, with it: remove them from the map.
+    pub(crate) gone: Vec<(ListenerKey, u32)>,
+}
+
+impl ServiceChanges {
+    /// The indices whose sockets must stop writing: those of the listeners gone, and those handed
+    /// to another listener. A reused index was bumped when its listener left; bumping it again
+    /// at its reuse stops writers that a failed bump back then left going, before its histogram
+    /// is zeroed for the new owner. Every other index keeps its generation, and its sockets the
+    /// requests they are timing.
+    pub(crate) fn invalidated(&self) -> BTreeSet<u32> {
+        let gone = self.gone.iter().map(|&(_, index)| index);
+        gone.chain(self.reused.iter().copied()).collect()
+    }
 }
 
 impl ServiceIndex {
@@ -658,16 +692,15 @@ impl ServiceIndex {
         let mut changes = ServiceChanges {
             gone: self
                 .assigned
-                .keys()
-                .filter(|k| !ports.contains(k))
-                .copied()
+                .iter()
+                .filter(|(k, _)| !ports.contains(k))
+                .map(|(k, index)| (*k, *index))
                 .collect(),
             ..Default::default()
         };
-        for key in &changes.gone {
-            if let Some(index) = self.assigned.remove(key) {
-                self.freed.push_back((index, *key));
-            }
+        for &(key, index) in &changes.gone {
+            self.assigned.remove(&key);
+            self.freed.push_back((index, key));
         }
         self.untimed = 0;
         // Returning listeners take their own indices back first: a new listener handed out the
@@ -768,7 +801,7 @@ mod tests {
         check(&present, BpfMaps::TAKEN).unwrap();
         check(&present, &[(MAP_NOTABLE, &[MapType::RingBuf])]).unwrap();
         check(&present, &[("AYA_LOGS", &[MapType::RingBuf])]).unwrap();
-        assert_eq!(BpfMaps::TAKEN.len(), 11);
+        assert_eq!(BpfMaps::TAKEN.len(), 12);
     }
 
     /// A name the object does not have fails the load, naming it and what the object has;
@@ -989,7 +1022,10 @@ mod tests {
         );
         // A vanished listener's index is not handed out while never-used ones remain...
         let c = services.update(&[key(443), key(8080)]);
-        assert_eq!((c.added, c.gone), (vec![(key(8080), 2)], vec![key(80)]));
+        assert_eq!(
+            (c.added, c.gone),
+            (vec![(key(8080), 2)], vec![(key(80), 0)])
+        );
         assert_eq!(services.key_of(0), None);
         assert_eq!(services.key_of(2), Some(key(8080)));
         // ...and the listener gets it back when it returns, histogram kept (not in `reused`).
@@ -1010,6 +1046,55 @@ mod tests {
         assert_eq!(c.added, vec![(many[MAX_SERVICES as usize - 3], 0)]);
         assert_eq!(c.reused, vec![0]);
         assert_eq!(services.untimed, 1);
+    }
+
+    /// Defect: any change to the timed set bumped one generation shared by every index, so each
+    /// request being timed anywhere on the host was dropped at its response (long ones most
+    /// often: the p99 read low). Now only the indices of listeners gone or handed to another are
+    /// invalidated; a listener that stays keeps its sockets' verdicts through any churn.
+    #[test]
+    fn only_the_indices_of_gone_or_reused_listeners_are_invalidated() {
+        let mut services = ServiceIndex::default();
+        let c = services.update(&[key(80)]);
+        assert_eq!(c.added, vec![(key(80), 0)]);
+        // A listener appears elsewhere: no index loses its verdicts; keys were added, so the
+        // untimed verdicts are judged again (`set_service_ports` bumps that generation then).
+        let c = services.update(&[key(80), key(81)]);
+        assert!(c.invalidated().is_empty(), "{c:?}");
+        assert_eq!(c.added, vec![(key(81), 1)]);
+        // It goes: its own index only, and nothing added.
+        let c = services.update(&[key(80)]);
+        assert_eq!(c.invalidated(), BTreeSet::from([1]));
+        assert!(c.added.is_empty());
+
+        // A model of the kernel's check: a verdict is (index, generation of its entry) and holds
+        // while the index's generation is that one. Churn one listener per tick long enough to
+        // hand out every index several times.
+        let mut generations = [0u32; MAX_SERVICES as usize];
+        let mut verdicts: BTreeMap<ListenerKey, (u32, u32)> = BTreeMap::new();
+        let holds = |g: &[u32], (index, generation): (u32, u32)| g[index as usize] == generation;
+        verdicts.insert(key(80), (0, 0));
+        for tick in 0..3 * MAX_SERVICES as u16 {
+            let churned = key(2000 + tick);
+            let c = services.update(&[key(80), churned]);
+            for index in c.invalidated() {
+                generations[index as usize] += 1;
+            }
+            for (gone, _) in &c.gone {
+                let verdict = verdicts.remove(gone).expect("a gone key had a verdict");
+                assert!(!holds(&generations, verdict), "{gone:?} still timed");
+            }
+            for &(added, index) in &c.added {
+                verdicts.insert(added, (index, generations[index as usize]));
+            }
+            assert!(!c.invalidated().contains(&0), "tick {tick}: {c:?}");
+            for (k, &verdict) in &verdicts {
+                assert!(holds(&generations, verdict), "{k:?} lost its verdict");
+            }
+        }
+        // The served listener kept its verdict from the first tick throughout.
+        assert_eq!(verdicts[&key(80)], (0, 0));
+        assert!(generations.iter().skip(1).all(|&g| g >= 2));
     }
 
     /// Defect: a new listener listed before a returning one in the same update was handed the
