@@ -66,6 +66,7 @@ pub struct Held {
     context_switches: Option<u64>,
     notable_lost: Option<u64>,
     softirqs: Option<Vec<SoftirqCounters>>,
+    irqs: Option<BTreeMap<u32, IrqCounters>>,
     /// By listener and index: a listener back on another index (zeroed) is not held at the
     /// histogram of its old one.
     request_hist: BTreeMap<(ListenerKey, u32), Vec<u64>>,
@@ -341,6 +342,15 @@ impl BpfMaps {
             MAP_NOTABLE_LOST,
             &mut failed,
         );
+        let irqs = hold_last_good(
+            &mut held.irqs,
+            whole_per_cpu_hash(&self.irqs, |a: &mut IrqCounters, b| {
+                a.count += b.count;
+                a.time_ns += b.time_ns;
+            }),
+            MAP_IRQS,
+            &mut failed,
+        );
         let req_hist = &self.req_hist;
         let request_hist = read_request_hists(
             services,
@@ -353,10 +363,7 @@ impl BpfMaps {
         );
         BpfSnapshot {
             listeners: self.read_listeners(finished),
-            irqs: per_cpu_hash(&self.irqs, |a: &mut IrqCounters, b| {
-                a.count += b.count;
-                a.time_ns += b.time_ns;
-            }),
+            irqs,
             softirqs,
             napi: {
                 let read = self.read_napi();
@@ -608,6 +615,9 @@ fn add_hist(a: &mut Hist, b: &Hist) {
     }
 }
 
+/// The entries of a per-CPU hash map that could be read, each summed over the CPUs. For NAPI
+/// only, whose totals are held at each device's high-water mark ([`hold_high_water`]): an entry
+/// a read missed keeps its last totals.
 fn per_cpu_hash<K: Pod + Ord, V: Pod + Default>(
     map: &PerCpuHashMap<MapData, K, V>,
     add: impl Fn(&mut V, &V),
@@ -615,6 +625,22 @@ fn per_cpu_hash<K: Pod + Ord, V: Pod + Default>(
     map.iter()
         .flatten()
         .map(|(key, values)| (key, sum(&values, &add)))
+        .collect()
+}
+
+/// Every entry of a per-CPU hash map, each summed over the CPUs; an error if any read failed: an
+/// entry left out would be counted from 0 by the next read that has it, everything since the
+/// sensor loaded in one window.
+fn whole_per_cpu_hash<K: Pod + Ord, V: Pod + Default>(
+    map: &PerCpuHashMap<MapData, K, V>,
+    add: impl Fn(&mut V, &V),
+) -> Result<BTreeMap<K, V>, String> {
+    map.iter()
+        .map(|entry| {
+            entry
+                .map(|(key, values)| (key, sum(&values, &add)))
+                .map_err(|e| e.to_string())
+        })
         .collect()
 }
 
