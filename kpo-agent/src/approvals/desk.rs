@@ -146,7 +146,7 @@ impl Desk {
     /// Starts posting to `url` at the agent's start ([`Desk::set_webhook`]), counting in
     /// [`Desk::webhook_outcomes`].
     pub fn start_webhook(&mut self, url: String) {
-        self.start_webhook_for(url, Again::WebhookChanged);
+        self.start_webhook_for(url, Again::AgentStarted);
     }
 
     fn start_webhook_for(&mut self, url: String, why: Again) {

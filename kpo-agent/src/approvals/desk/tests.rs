@@ -428,6 +428,24 @@ async fn a_new_webhook_url_is_told_what_is_pending_without_a_restart_claimed() {
     );
 }
 
+/// The agent's start (`start_webhook`, what `kpo run` calls) announces what is pending as a
+/// repeat after a start. Defect: it passed the reload's reason, so every start claimed a reload
+/// had set the webhook.
+#[tokio::test]
+async fn the_agents_start_announces_what_is_pending_as_after_a_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let (url, body) = first_post().await;
+    s.desk.start_webhook(url);
+    let body = body.await.unwrap();
+    assert_eq!(body["kpo"]["approval"]["id"], "ap-1", "{body}");
+    assert_eq!(body["kpo"]["repeat"], true, "{body}");
+    assert_eq!(body["kpo"]["repeat_reason"], "agent_started", "{body}");
+    let text = body["text"].as_str().unwrap();
+    assert!(!text.contains("reload"), "{text}");
+}
+
 /// An approval whose time ran out while the agent was down is expired at start, and that is
 /// what the webhook gets: not a repeat of a question nobody can answer any more.
 #[test]
