@@ -1428,6 +1428,9 @@ impl ChangePath {
                         .as_ref()
                         .is_some_and(|a| switch_governs(&switch, a))
                         && (unsettled.contains(&p.key)
+                            // A damaged line may have held a change of it made with the switch
+                            // off: unknown counts as relied on.
+                            || p.unsettled.is_some()
                             || p.applied.last().is_some_and(|(id, _)| *id > s.id))
                 });
                 holds && !relied_on

@@ -2220,6 +2220,40 @@ fn a_switch_left_off_by_a_stop_before_its_value_was_set_goes_back_on_at_the_next
     assert_eq!((now.rx_usecs, now.adaptive_rx), (50, false));
 }
 
+/// A value set with the switch off whose lines were both lost to damage may still be in the
+/// kernel: the switch stays off at the next start (unknown counts as relied on).
+#[test]
+fn a_switch_stays_off_when_a_damaged_line_may_have_held_a_value_set_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, nic) = nic_under_dim(dir.path(), true);
+    let r = p.propose(&op(RX, Value::Int(20))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    let all = p.revert_all("all").unwrap();
+    assert!(
+        all.iter().all(|r| r.status == ChangeStatus::Reverted),
+        "{all:#?}"
+    );
+    assert!(nic.settings("eth0").unwrap().adaptive_rx);
+    let r = p.propose(&op(RX, Value::Int(30))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    drop(p);
+    let lines = std::fs::read_to_string(dir.path().join(crate::journal::store::JOURNAL_FILE))
+        .unwrap()
+        .lines()
+        .count();
+    // The value's intent and outcome, the journal's last two lines.
+    damage_journal_text(dir.path(), lines - 1, "\"reason\"", "\"rEason\"");
+    damage_journal_text(dir.path(), lines, "\"reconciled\"", "\"rEconciled\"");
+    let mut p = nic_path(dir.path(), &nic);
+    let reports = p.reconcile().unwrap();
+    assert!(
+        reports.iter().all(|r| r.address.to_string() != ADAPTIVE_RX),
+        "{reports:#?}"
+    );
+    let now = nic.settings("eth0").unwrap();
+    assert_eq!((now.rx_usecs, now.adaptive_rx), (30, false));
+}
+
 /// A revert whose outcome the journal could not record is left done; the next change of the
 /// parameter starts from the value it put back. At the next start the revert is reconciled as
 /// done without reading the kernel, and its detail says the outcome was not recorded: no journal
