@@ -1447,8 +1447,10 @@ impl ChangePath {
             let mut report = self.revert_own(s.id, s.source, &why)?;
             // Said with it, as a reconciled change says why (`kpo: reconciled: ...`).
             report.detail.get_or_insert(why);
-            tracing::warn!("journal #{} ({}): {}", s.id, s.address, report.describe());
+            // Unchanged: the kernel has it on already (someone else's doing), nothing written,
+            // nothing to say at every start.
             if report.status != ChangeStatus::Unchanged {
+                tracing::warn!("journal #{} ({}): {}", s.id, s.address, report.describe());
                 out.push(report);
             }
         }
