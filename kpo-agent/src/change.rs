@@ -1083,6 +1083,15 @@ impl ChangePath {
         })
     }
 
+    /// The journal keys with an intent not settled yet (an interrupted write: its value unknown).
+    fn keys_with_an_unsettled_intent(&self) -> std::collections::BTreeSet<String> {
+        self.journal
+            .incomplete()
+            .into_iter()
+            .map(|i| i.key)
+            .collect()
+    }
+
     /// Puts every parameter KPO changed back to its original value (the value before KPO first
     /// changed it), except those yielded to a person: `kpo revert --all`.
     ///
@@ -1092,12 +1101,7 @@ impl ChangePath {
     /// original, that value). Only a parameter KPO's write took effect on, or whose interrupted
     /// write is not settled yet (its value unknown), is put back.
     pub fn revert_all(&mut self, reason: &str) -> Result<Vec<ChangeReport>, ChangeError> {
-        let unsettled: std::collections::BTreeSet<String> = self
-            .journal
-            .incomplete()
-            .into_iter()
-            .map(|i| i.key)
-            .collect();
+        let unsettled = self.keys_with_an_unsettled_intent();
         let all: Vec<ParamAddress> = self
             .journal
             .params()
@@ -1403,12 +1407,7 @@ impl ChangePath {
         out: &mut Vec<ChangeReport>,
     ) -> Result<(), ChangeError> {
         use crate::actuate::coalesce::switch_governs;
-        let unsettled: std::collections::BTreeSet<String> = self
-            .journal
-            .incomplete()
-            .into_iter()
-            .map(|i| i.key)
-            .collect();
+        let unsettled = self.keys_with_an_unsettled_intent();
         let left_off: Vec<Intent> = self
             .journal
             .records()

@@ -558,7 +558,7 @@ fn describe(e: &reqwest::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::approvals::{store::tests::item, ApprovalState};
 
@@ -680,6 +680,33 @@ mod tests {
         );
     }
 
+    /// The body of the HTTP request read from `conn`, by its Content-Length.
+    pub(crate) async fn request_body(conn: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = conn.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the request ended early");
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                continue;
+            };
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap();
+            if body.len() >= length {
+                return body.to_string();
+            }
+        }
+    }
+
     /// A receiver on 127.0.0.1 that answers each POST with the next status of `statuses` and
     /// reports each request's event and approval id, in order.
     async fn receiver(statuses: Vec<u16>) -> (String, mpsc::Receiver<(String, String)>) {
@@ -696,35 +723,14 @@ mod tests {
         statuses: Vec<u16>,
         mut gate: Option<tokio::sync::oneshot::Receiver<()>>,
     ) -> (String, mpsc::Receiver<(String, String)>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/kpo", listener.local_addr().unwrap());
         let (seen_tx, seen) = mpsc::channel(256);
         tokio::spawn(async move {
             for status in statuses {
                 let (mut conn, _) = listener.accept().await.unwrap();
-                let mut buf = Vec::new();
-                let body = loop {
-                    let mut chunk = [0u8; 4096];
-                    let n = conn.read(&mut chunk).await.unwrap();
-                    assert!(n > 0, "the request ended early");
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-                        continue;
-                    };
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap())
-                        })
-                        .unwrap();
-                    if body.len() >= length {
-                        break body.to_string();
-                    }
-                };
+                let body = request_body(&mut conn).await;
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap();
                 seen_tx
                     .send((

@@ -368,33 +368,12 @@ fn the_webhook_announces_approvals_still_pending_at_start_again() {
 
 /// The body of the first POST to a receiver on this host, which answers 200.
 async fn first_post() -> (String, tokio::task::JoinHandle<serde_json::Value>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/kpo", listener.local_addr().unwrap());
     let body = tokio::spawn(async move {
         let (mut conn, _) = listener.accept().await.unwrap();
-        let mut buf = Vec::new();
-        let body = loop {
-            let mut chunk = [0u8; 4096];
-            let n = conn.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "the request ended early");
-            buf.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&buf).to_string();
-            let Some((head, body)) = text.split_once("\r\n\r\n") else {
-                continue;
-            };
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .unwrap();
-            if body.len() >= length {
-                break body.to_string();
-            }
-        };
+        let body = crate::approvals::webhook::tests::request_body(&mut conn).await;
         conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
