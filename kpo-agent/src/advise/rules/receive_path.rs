@@ -203,7 +203,7 @@ impl ReceivePathRule {
             }
         }
         let span = format!("in {:.1} s", tick.duration_s);
-        self.drops_advice(at, tick, dropped, &span, kernel, policy)
+        self.drops_advice(at, tick, dropped, true, &span, kernel, policy)
             .into_iter()
             .collect()
     }
@@ -231,7 +231,15 @@ impl ReceivePathRule {
         };
         self.judge_backlog_raise(at, w, kernel);
         let mut out: Vec<Recommendation> = self
-            .drops_advice(at, w, in_window.map(|_| counted), &span, kernel, policy)
+            .drops_advice(
+                at,
+                w,
+                in_window.map(|_| counted),
+                in_window == Some(counted),
+                &span,
+                kernel,
+                policy,
+            )
             .into_iter()
             .collect();
         // Calm is judged on the whole window: drops a raise answered are not calm. A window
@@ -245,12 +253,14 @@ impl ReceivePathRule {
         out
     }
 
-    /// Advice on `dropped` packets seen over `span`.
+    /// Advice on `dropped` packets seen over `span`: all of `w` (`whole`), or part of it.
+    #[allow(clippy::too_many_arguments)]
     fn drops_advice(
         &mut self,
         at: &WindowRef,
         w: &Window,
         dropped: Option<u64>,
+        whole: bool,
         span: &str,
         kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
@@ -299,7 +309,7 @@ If the drops per second do not fall by a quarter over a whole window at the new 
         self.backlog_raised = Some(BacklogRaised {
             from: current,
             to: target,
-            before: per_s(dropped, w.duration_s),
+            before: whole.then(|| per_s(dropped, w.duration_s)),
             seen: None,
         });
         Some(step::change(
@@ -494,8 +504,10 @@ If the squeezes do not fall by a quarter at the new values, the budgets are not 
         let Some(dropped) = w.system.softnet_dropped.filter(|_| at.index >= first) else {
             return;
         };
-        if per_s(dropped, w.duration_s) > raised.before * (1.0 - self.cfg.drops_cut) {
-            self.backlog_futile = Some(raised.to);
+        if let Some(before) = raised.before {
+            if per_s(dropped, w.duration_s) > before * (1.0 - self.cfg.drops_cut) {
+                self.backlog_futile = Some(raised.to);
+            }
         }
         self.backlog_raised = None;
     }
@@ -613,8 +625,11 @@ struct BacklogRaised {
     /// The value before it, and advised.
     from: i64,
     to: i64,
-    /// Drops per second in the tick or window that led to it.
-    before: f64,
+    /// Drops per second in the tick or window that led to it; `None` when the drops that led to
+    /// it were those of part of a window (the ticks at the value now), whose length is not
+    /// known: divided by the whole window's, the rate would be understated and a raise that
+    /// helped could be judged futile. Such a raise is not judged.
+    before: Option<f64>,
     /// The first window wholly at `to`, once the kernel is seen to have it.
     seen: Option<u64>,
 }
