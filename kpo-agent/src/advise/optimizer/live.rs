@@ -768,8 +768,9 @@ impl LiveOptimizer {
             ev.push(e);
         }
         // The search had converged and its best waited to be applied (refused for now) under
-        // the last trial: going back took the loop there, or to a better-allowed one, which is
-        // now held. A revert that failed leaves the best pending.
+        // the last trial: going back took the loop to that best (or, if the guard quarantined
+        // it since, to the cheapest one still allowed), which it now holds. A revert that failed
+        // leaves the best pending.
         if self.current != from {
             if let Some((best, objective)) = self.pending_best.take() {
                 self.hold_windows = 0;
