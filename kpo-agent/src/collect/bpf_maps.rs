@@ -454,6 +454,10 @@ impl BpfMaps {
     /// sockets keep the requests they are timing.
     pub fn set_service_ports(&mut self, services: &mut ServiceIndex, ports: &[ListenerKey]) {
         let changes = services.update(ports);
+        // Every tick: nothing to write (nor CPUs to count) while the set stays as it is.
+        if changes == ServiceChanges::default() {
+            return;
+        }
         for (key, _) in &changes.gone {
             let _ = self.service_ports.remove(key);
         }
