@@ -275,8 +275,8 @@ impl Deciding {
         let rules_saved = RulesState::load(path.journal.dir()).unwrap_or_else(|e| {
             warn!(
                 "rules: what they judged before the restart cannot be read ({e}); a raise of \
-                 the receive path's budgets, or of a listener's somaxconn, that did not help may \
-                 be proposed again"
+                 the receive path's budgets or backlog, or of a listener's somaxconn, that did \
+                 not help may be proposed again"
             );
             RulesState::default()
         });

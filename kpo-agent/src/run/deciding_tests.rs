@@ -4358,6 +4358,63 @@ guard_signals = ["request_p99"]
     assert_eq!(applied(&mut d, 10), [], "not again after a restart");
 }
 
+/// Defect: the receive-path rule's judgement that a raise of `netdev_max_backlog` did not cut the
+/// drops lived in memory only, so after a restart it raised the backlog again from the value that
+/// had not helped. It is kept in the state directory (`rules.json`) and taken up at start.
+#[test]
+fn a_backlog_raise_that_did_not_help_is_not_followed_by_another_after_a_restart() {
+    const MAX_BACKLOG: &str = "net.core.netdev_max_backlog";
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let k = crate::change::tests::kernel(&[(MAX_BACKLOG, Value::Int(1000))]);
+    let policy = r#"
+[guard]
+max_changes_per_hour = 1000
+
+[params."net.core.netdev_max_backlog"]
+mode = "auto"
+sources = ["rules"]
+guard_signals = ["request_p99"]
+"#;
+    let open = || {
+        let journal = Journal::open(&state, Holder::Agent, Duration::ZERO).unwrap();
+        let policy = Policy::parse(policy, "policy.toml").unwrap();
+        let mut d =
+            Deciding::with_path(ChangePath::new(policy, journal, Box::new(k.clone())), false)
+                .unwrap()
+                .0;
+        // The file says whether the tick rate was known: the same whatever this host's.
+        d.set_hz_for_tests(Some(1000));
+        d
+    };
+    // 37 drops a second, whatever the backlog: the CPU cannot drain it.
+    let mut dropping = crate::advise::rules::testing::window(vec![]);
+    dropping.system.softnet_dropped = Some(2220);
+    dropping.system.softnet_dropped_per_s = Some(37.0);
+    let applied = |d: &mut Deciding, windows: usize| -> Vec<Value> {
+        (0..windows)
+            .flat_map(|_| d.on_window(&dropping))
+            .filter_map(|e| match e {
+                Event::Change(c) if c.phase == ChangePhase::Verified => Some(c.after),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut d = open();
+    assert_eq!(
+        applied(&mut d, 5),
+        [Value::Int(2000)],
+        "one raise, judged by the window at its value: no cut"
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("rules.json")).unwrap(),
+        "{\"receive_path_futile\":null,\"whole_ticks\":true,\"receive_path_backlog_futile\":2000}\n"
+    );
+    drop(d);
+    let mut d = open();
+    assert_eq!(applied(&mut d, 5), [], "not again after a restart");
+}
+
 /// The accept-queue rule's judgement that a raise of somaxconn did not cut a listener's drops is
 /// kept in the state directory (`rules.json`) and taken up at start: after a restart the
 /// listener's drops at the raised limit get advice for the application, not another raise.

@@ -1,9 +1,11 @@
 //! What the rules judged that must outlive the agent: the budgets a raise of the receive-path
-//! rule went to without cutting the squeezes, and the listeners a raise of somaxconn did not cut
-//! the drops of (docs/rules.md). Judged over windows that the journal does not keep, so it cannot
-//! be read back from there; it is kept in
-//! [`RULES_FILE`] in the state directory, replaced atomically whenever it changes. A file that
-//! cannot be read is logged and the rules start without it, as they did before it was kept.
+//! rule went to without cutting the squeezes, the `netdev_max_backlog` a raise of it went to
+//! without cutting the drops, and the listeners a raise of somaxconn did not cut the drops of
+//! (docs/rules.md). Judged over windows that the journal does not keep, so it cannot be read back
+//! from there; it is kept in [`RULES_FILE`] in the state directory, replaced atomically whenever
+//! it changes. A file that cannot be read is logged and the rules start without it, as they did
+//! before it was kept; a mark that is not what it should be is left out with a warning, and the
+//! rest of the file stands.
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +32,20 @@ pub struct RulesState {
     /// out of the file when there is none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub accept_queue_futile: Vec<FutileRaise>,
+    /// The `net.core.netdev_max_backlog` a raise to which did not cut the drops; left out of the
+    /// file when there is none (as in files an earlier version wrote).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receive_path_backlog_futile: Option<Checked<i64>>,
+}
+
+/// A mark as the file has it: of the type it should be, or anything else (a file edited by hand,
+/// or a future version's), which is left out when the rules take the file up instead of failing
+/// the whole file and losing the other marks with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Checked<T> {
+    Valid(T),
+    Malformed(serde_json::Value),
 }
 
 impl RulesState {
@@ -40,6 +56,7 @@ impl RulesState {
             receive_path_futile: rules.receive_path.futile(),
             whole_ticks: hz.is_some(),
             accept_queue_futile: rules.accept_queue.futile(),
+            receive_path_backlog_futile: rules.receive_path.backlog_futile().map(Checked::Valid),
         }
     }
 
@@ -56,6 +73,20 @@ impl RulesState {
             tracing::info!("rules: {why}");
         }
         for why in rules.accept_queue.restore_futile(&self.accept_queue_futile) {
+            tracing::warn!("rules: {why}");
+        }
+        let backlog = match &self.receive_path_backlog_futile {
+            None => None,
+            Some(Checked::Valid(value)) => Some(*value),
+            Some(Checked::Malformed(other)) => {
+                tracing::warn!(
+                    "rules: a futile raise of {} to {other}, not an integer: left out",
+                    crate::advise::rules::receive_path::MAX_BACKLOG
+                );
+                None
+            }
+        };
+        if let Some(why) = rules.receive_path.restore_backlog_futile(backlog) {
             tracing::warn!("rules: {why}");
         }
     }
@@ -101,6 +132,7 @@ mod tests {
                 drops_before: 1200.0,
                 drops_after: 1150.0,
             }],
+            receive_path_backlog_futile: Some(Checked::Valid(2000)),
         };
         judged.save(dir.path()).unwrap();
         assert_eq!(RulesState::load(dir.path()), Ok(judged));
@@ -181,5 +213,96 @@ mod tests {
         assert_eq!(restored(None), Some((600, 4000)));
         assert_eq!(restored(Some(250)), None);
         assert!(RulesState::of(&rules, Some(250)).whole_ticks);
+    }
+
+    /// The receive-path rule's judgement that a raise of `netdev_max_backlog` did not cut the
+    /// drops goes through the file and back into a new rule set, which gives no raise from the
+    /// judged value while the kernel has it; the file holds it as docs/journal.md shows.
+    #[test]
+    fn a_backlog_mark_is_saved_and_taken_up() {
+        use crate::advise::{
+            limits::{Mode, ParamLimits, StaticPolicy},
+            recommendation::Source,
+            rules::{
+                receive_path::MAX_BACKLOG,
+                testing::{at, window, FakeKernel},
+            },
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut rules = RuleSet::default();
+        assert_eq!(rules.receive_path.restore_backlog_futile(Some(2000)), None);
+        RulesState::of(&rules, Some(250)).save(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(RULES_FILE)).unwrap(),
+            "{\"receive_path_futile\":null,\"whole_ticks\":true,\"receive_path_backlog_futile\":2000}\n"
+        );
+        let mut restarted = RuleSet::default();
+        RulesState::load(dir.path())
+            .unwrap()
+            .restore(&mut restarted, Some(250));
+        assert_eq!(restarted.receive_path.backlog_futile(), Some(2000));
+        let policy =
+            StaticPolicy::new().with(MAX_BACKLOG, &[Source::Rules], ParamLimits::new(Mode::Auto));
+        let mut drops = window(vec![]);
+        drops.system.softnet_dropped = Some(37);
+        drops.duration_s = 1.0;
+        let mut k = FakeKernel::default().with(MAX_BACKLOG, 2000);
+        assert!(
+            restarted
+                .on_tick(&at(1), &drops, &mut k, &policy)
+                .is_empty(),
+            "no raise from the value judged futile"
+        );
+        assert_eq!(
+            RulesState::of(&restarted, Some(250)),
+            RulesState::load(dir.path()).unwrap()
+        );
+    }
+
+    /// A file an earlier version wrote, without the backlog's mark, reads as before: no mark.
+    #[test]
+    fn a_file_without_the_backlog_mark_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(RULES_FILE),
+            "{\"receive_path_futile\":[600,8000],\"whole_ticks\":true}\n",
+        )
+        .unwrap();
+        let state = RulesState::load(dir.path()).unwrap();
+        assert_eq!(state.receive_path_backlog_futile, None);
+        let mut rules = RuleSet::default();
+        state.restore(&mut rules, Some(250));
+        assert_eq!(rules.receive_path.futile(), Some((600, 8000)));
+        assert_eq!(rules.receive_path.backlog_futile(), None);
+        assert_eq!(
+            RulesState::of(&rules, Some(250)),
+            state,
+            "nothing to write again"
+        );
+    }
+
+    /// A backlog mark that is not an integer, or that no raise can reach, is left out (with a
+    /// warning) and the other marks of the file are taken up; the next save writes the file
+    /// without it.
+    #[test]
+    fn a_malformed_backlog_mark_is_left_out_and_the_rest_kept() {
+        let aq = r#"{"netns":4026532281,"port":8080,"family":"ipv4","from":128,"to":256,"drops_before":1200.0,"drops_after":1150.0}"#;
+        for mark in ["\"lots\"", "1.5", "[2000]", "-4", "0", "2147483648"] {
+            let text = format!(
+                r#"{{"receive_path_futile":[600,8000],"whole_ticks":true,"accept_queue_futile":[{aq}],"receive_path_backlog_futile":{mark}}}"#
+            );
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(RULES_FILE), &text).unwrap();
+            let state = RulesState::load(dir.path()).unwrap_or_else(|e| panic!("{mark}: {e}"));
+            let mut rules = RuleSet::default();
+            state.restore(&mut rules, Some(250));
+            assert_eq!(rules.receive_path.backlog_futile(), None, "{mark}");
+            assert_eq!(rules.receive_path.futile(), Some((600, 8000)), "{mark}");
+            assert_eq!(rules.accept_queue.futile().len(), 1, "{mark}");
+            let kept = RulesState::of(&rules, Some(250));
+            assert_ne!(kept, state, "{mark}: saved again, without it");
+            assert_eq!(kept.receive_path_backlog_futile, None);
+            assert_eq!(kept.accept_queue_futile, state.accept_queue_futile);
+        }
     }
 }

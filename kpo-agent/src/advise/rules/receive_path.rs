@@ -107,7 +107,7 @@ pub struct ReceivePathRule {
     /// The window of the last tick or window end seen: the next one's first call is its start.
     last_window: Option<u64>,
     /// A `netdev_max_backlog` a raise to which did not cut the drops: no raise from it while the
-    /// kernel has it.
+    /// kernel has it (forgotten once the rule reads another).
     backlog_futile: Option<i64>,
     /// Keyed by (budget, budget_usecs).
     squeeze: Latch<(i64, i64)>,
@@ -128,6 +128,28 @@ impl ReceivePathRule {
     /// directory (`run/rules_state.rs`), so that a restart does not try that raise's successor.
     pub fn futile(&self) -> Option<(i64, i64)> {
         self.futile
+    }
+
+    /// The `netdev_max_backlog` a raise to which did not cut the drops, if any: kept in the state
+    /// directory (`run/rules_state.rs`), so that a restart does not raise from it again.
+    pub fn backlog_futile(&self) -> Option<i64> {
+        self.backlog_futile
+    }
+
+    /// Takes up the `netdev_max_backlog` a raise to which did not help, as an earlier run judged
+    /// it. One no raise can have reached (under 1, or past what the kernel's `int` holds: a file
+    /// edited by hand) is left out, with the reason returned. Whether the kernel still has it is
+    /// seen when the rule next reads the value, as for a mark judged in this run.
+    pub fn restore_backlog_futile(&mut self, futile: Option<i64>) -> Option<String> {
+        self.backlog_futile = None;
+        let value = futile?;
+        if !(1..=i64::from(i32::MAX)).contains(&value) {
+            return Some(format!(
+                "a futile raise of {MAX_BACKLOG} to {value}, a value no raise can reach: left out"
+            ));
+        }
+        self.backlog_futile = Some(value);
+        None
     }
 
     /// Takes up the budgets a raise to which did not help, as an earlier run judged them. At a
@@ -271,6 +293,11 @@ impl ReceivePathRule {
         }
         let addr = host_address(MAX_BACKLOG);
         let current = kernel.current(&addr)?;
+        // The mark holds while the kernel has the value judged; another (someone else's, or one
+        // the guard put back) is judged afresh if a raise from it comes.
+        if self.backlog_futile.is_some_and(|futile| futile != current) {
+            self.backlog_futile = None;
+        }
         // A raise waits for a whole window at the last one's value, which judges it: on a CPU
         // that cannot drain its backlog (saturated) any queue fills, and a longer one only
         // delays packets more. One that did not cut the drops ends the raises.
@@ -786,6 +813,55 @@ mod tests {
             }),
             [(1, 2000), (2, 4000), (3, 8000), (4, 16000)]
         );
+    }
+
+    /// The judgement that a raise did not help is what a restart takes up (through `rules.json`):
+    /// a rule given it gives no raise from that value while the kernel has it, and forgets it
+    /// once it reads another (someone else's value: a raise from it is judged afresh). A value no
+    /// raise can reach (a file edited by hand) is left out, and says so.
+    #[test]
+    fn a_futile_backlog_mark_is_taken_up_and_forgotten_at_another_value() {
+        // Saturated: as many drops per second at 2000 as at 1000 (a whole window each).
+        let mut rule = ReceivePathRule::default();
+        let mut k = kernel();
+        assert_eq!(
+            rule.on_window(&at(1), &softnet(2220, 0, 100.0), &mut k, &auto())
+                .len(),
+            1
+        );
+        k.set(MAX_BACKLOG, 2000);
+        assert!(rule
+            .on_window(&at(2), &softnet(2220, 0, 100.0), &mut k, &auto())
+            .is_empty());
+        assert_eq!(rule.backlog_futile(), Some(2000));
+
+        let mut restarted = ReceivePathRule::default();
+        assert_eq!(
+            restarted.restore_backlog_futile(rule.backlog_futile()),
+            None
+        );
+        let mut tick = softnet(37, 0, 100.0);
+        tick.duration_s = 1.0;
+        assert!(restarted.on_tick(&at(1), &tick, &mut k, &auto()).is_empty());
+        assert!(restarted
+            .on_window(&at(1), &softnet(2220, 0, 100.0), &mut k, &auto())
+            .is_empty());
+        assert_eq!(restarted.backlog_futile(), Some(2000));
+        k.set(MAX_BACKLOG, 3000);
+        let r = restarted.on_tick(&at(2), &tick, &mut k, &auto());
+        assert_eq!(r[0].recommended_value, Some(Value::Int(6000)));
+        assert_eq!(restarted.backlog_futile(), None, "3000 is another value");
+
+        for odd in [0, -4, i64::from(i32::MAX) + 1] {
+            let why = restarted.restore_backlog_futile(Some(odd)).unwrap();
+            assert!(
+                why.contains(&format!("to {odd}, a value no raise can reach")),
+                "{why}"
+            );
+            assert_eq!(restarted.backlog_futile(), None);
+        }
+        assert_eq!(restarted.restore_backlog_futile(None), None);
+        assert_eq!(restarted.backlog_futile(), None);
     }
 
     /// A window whose drops are unknown (softnet lines that could not be matched to CPUs) is not
