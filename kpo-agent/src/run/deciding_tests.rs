@@ -3529,7 +3529,7 @@ fn a_breach_while_an_operator_moved_one_knob_takes_the_trials_other_values_back_
         rig.journal().outcome(revert.id),
         Some(Outcome::Reverted { .. })
     ));
-    // The loop continues from what the kernel has (the next window measures it).
+    // The loop continues from what the kernel has now.
     let live = rig.deciding.optimizer_for_tests().unwrap().live();
     assert_eq!(live.current(), &to[..]);
     assert!(
@@ -3561,7 +3561,7 @@ fn a_window_an_operator_disturbed_within_the_slo_is_only_resynced() {
     );
     assert_eq!((rig.max_freq(), rig.rx()), (trial.0, 0));
     assert_eq!(rig.intents().len(), intents, "nothing written");
-    // The loop continues from the mix (the next window measures it).
+    // The loop continues from the mix, as before.
     let live = rig.deciding.optimizer_for_tests().unwrap().live();
     assert_eq!(live.current(), &mix[..]);
     rig.assert_schema();
