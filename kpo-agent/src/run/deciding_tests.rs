@@ -3452,6 +3452,121 @@ fn after_a_restart_only_the_loops_values_go_back() {
     assert!(rig.p99() <= SLO_US);
 }
 
+/// `policy()` with the operator allowed to set rx-usecs too.
+fn policy_with_operator_on_rx() -> String {
+    policy("").replace(
+        "max = 100\nsources = [\"optimizer\"]",
+        "max = 100\nsources = [\"optimizer\", \"operator\"]",
+    )
+}
+
+/// The first trial in place, moving both knobs, then an operator's `kpo apply` of rx-usecs to
+/// the value `operators` picks from the trial's (before the next window closes). The rig, the
+/// start and the trial.
+fn a_trial_then_an_operators_rx(operators: impl Fn(u32) -> u32) -> (Rig, (i64, u32), (i64, u32)) {
+    let mut rig = Rig::new(&policy_with_operator_on_rx(), true, "");
+    let start = (rig.max_freq(), rig.rx());
+    assert!(rig.p99() <= SLO_US, "the start meets the SLO");
+    rig.window();
+    let trial = (rig.max_freq(), rig.rx());
+    assert!(
+        trial.0 != start.0 && trial.1 != start.1,
+        "the first trial, {trial:?}, moves both knobs from {start:?}"
+    );
+    let reply = rig.operator_applies(RX, operators(trial.1).into());
+    assert!(matches!(reply, crate::api::Reply::Ok(_)), "{reply:?}");
+    (rig, start, trial)
+}
+
+/// A window that breaks the SLO while an operator moved one knob of the trial in place is not
+/// learned, but the trial's other value (a low frequency limit, likely what broke it) goes back
+/// to the best measured at once, through the journal, as after any breach: not after one more
+/// window under it. The operator's value stays, and the loop continues from the mix.
+#[test]
+fn a_breach_while_an_operator_moved_one_knob_takes_the_trials_other_values_back_at_once() {
+    // Shorter than the trial's, but still a delay the SLO cannot take at its frequency.
+    let (mut rig, start, trial) = a_trial_then_an_operators_rx(|rx| rx - 10);
+    let operators = trial.1 - 10;
+    assert!(
+        rig.p99() > SLO_US,
+        "the mix {:?} breaks the SLO",
+        rig.config_now()
+    );
+    let best = rig.best_measured().expect("the start was measured");
+    assert_eq!(best, vec![start.0 as f64, start.1 as f64]);
+    let intents = rig.intents().len();
+    let seen = rig.live.len();
+    rig.window();
+    assert_eq!(
+        rig.max_freq() as f64,
+        best[0],
+        "the trial's limit went back to the best's"
+    );
+    assert_eq!(rig.rx(), operators, "the operator's value stays");
+    let mix = vec![trial.0 as f64, operators as f64];
+    let to = vec![best[0], operators as f64];
+    let after = &rig.live[seen..];
+    assert!(
+        matches!(after, [
+            LiveEvent::Resynced { config: resynced, .. },
+            LiveEvent::SloBreach { config: breached, .. },
+            LiveEvent::Reverted { from, to: reverted },
+        ] if *resynced == mix && *breached == mix && *from == mix && *reverted == to),
+        "{after:?}"
+    );
+    // One write, the loop's revert of its trial's limit; none over the operator's value.
+    let written = &rig.intents()[intents..];
+    assert_eq!(written.len(), 1, "{written:#?}");
+    let revert = &written[0];
+    assert_eq!(revert.address.to_string(), MAX_FREQ);
+    assert_eq!(revert.source, Source::Optimizer);
+    assert!(
+        matches!(revert.kind, IntentKind::Revert { of: Some(_) }),
+        "{revert:?}"
+    );
+    assert_eq!(revert.after, Value::Int(start.0.into()));
+    assert!(matches!(
+        rig.journal().outcome(revert.id),
+        Some(Outcome::Reverted { .. })
+    ));
+    // The loop continues from what the kernel has now.
+    let live = rig.deciding.optimizer_for_tests().unwrap().live();
+    assert_eq!(live.current(), &to[..]);
+    assert!(
+        rig.json.iter().all(|e| e["kind"] != "admin_override"),
+        "the operator's value is not taken for a person's"
+    );
+    rig.assert_schema();
+}
+
+/// A window in which an operator moved one knob of the trial in place, within the SLO, is only
+/// `resynced`: the trial's other value stays, nothing is written, and the loop continues from
+/// the mix.
+#[test]
+fn a_window_an_operator_disturbed_within_the_slo_is_only_resynced() {
+    let (mut rig, _, trial) = a_trial_then_an_operators_rx(|_| 0);
+    assert!(
+        rig.p99() <= SLO_US,
+        "the mix {:?} meets the SLO",
+        rig.config_now()
+    );
+    let mix = rig.config_now();
+    let intents = rig.intents().len();
+    let seen = rig.live.len();
+    rig.window();
+    let after = &rig.live[seen..];
+    assert!(
+        matches!(after, [LiveEvent::Resynced { config, .. }] if *config == mix),
+        "{after:?}"
+    );
+    assert_eq!((rig.max_freq(), rig.rx()), (trial.0, 0));
+    assert_eq!(rig.intents().len(), intents, "nothing written");
+    // The loop continues from the mix, as before.
+    let live = rig.deciding.optimizer_for_tests().unwrap().live();
+    assert_eq!(live.current(), &mix[..]);
+    rig.assert_schema();
+}
+
 /// A window (or tick, of `secs` seconds) with one host listener at its limit of 128 that dropped
 /// `drops` connections, and requests on it at `p99_us`.
 fn pressure(host: u64, secs: f64, drops: u64, p99_us: f64) -> Window {

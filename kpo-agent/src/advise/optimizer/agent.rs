@@ -1054,17 +1054,30 @@ impl AgentOptimizer {
             self.trial = Trial::default();
             // The kernel has the loop's values, as far as it can be read.
             let loops_values = now == self.live.current();
-            self.live.resync(now.clone());
             let mut events = vec![LiveEvent::Resynced {
-                config: now,
+                config: now.clone(),
                 reason,
             }];
-            // Knobs that cannot be read as one configuration (a group's members set apart by
-            // someone else, a member that cannot be read) are resynced every window until they
-            // agree: the SLO must still hold the loop's own trial values to account meanwhile,
-            // or a trial that breaks it would stay for as long as they disagree.
-            if let (true, true, Ok(t)) = (loops_values, breached, &timed) {
-                events.extend(self.breach_without_step(path, guard, window, t));
+            match &timed {
+                // Someone else moved some knobs: a breach still takes a trial's values that are
+                // left back at once, not after one more window under them (the loop's own only:
+                // the knobs someone else moved keep their values).
+                Ok(t) if !loops_values => {
+                    events.extend(self.back_without_step(path, guard, window, |live, knobs| {
+                        live.resync_after_breach(now, t.latency_us, t.requests_per_s, knobs)
+                    }));
+                }
+                _ => {
+                    self.live.resync(now);
+                    // Knobs that cannot be read as one configuration (a group's members set
+                    // apart by someone else, a member that cannot be read) are resynced every
+                    // window until they agree: the SLO must still hold the loop's own trial
+                    // values to account meanwhile, or a trial that breaks it would stay for as
+                    // long as they disagree.
+                    if let (true, true, Ok(t)) = (loops_values, breached, &timed) {
+                        events.extend(self.breach_without_step(path, guard, window, t));
+                    }
+                }
             }
             return events;
         }

@@ -797,14 +797,92 @@ impl LiveOptimizer {
     /// the policy's bounds.
     pub fn go_back_for(&mut self, knobs: &mut dyn Knobs, why: GoBack) -> Vec<LiveEvent> {
         let current = self.current.clone();
-        let holding_measured = (why != GoBack::Reload || knobs.within_policy(&current))
-            && self.phase == Phase::Holding
-            && self.pending_best.is_none()
-            && matches!(&self.held, Some((c, Some(_))) if *c == self.current);
-        if holding_measured {
+        if (why != GoBack::Reload || knobs.within_policy(&current)) && self.holding_measured() {
             return Vec::new();
         }
         self.back_to_best(knobs, why).into_iter().collect()
+    }
+
+    /// Whether the loop holds a configuration it measured within the SLO (the best, or the last
+    /// trial when the move to the best failed), rather than a trial: a proposal, a
+    /// configuration passed through while exploring, or the last trial while the best waits.
+    fn holding_measured(&self) -> bool {
+        self.phase == Phase::Holding
+            && self.pending_best.is_none()
+            && matches!(&self.held, Some((c, Some(_))) if *c == self.current)
+    }
+
+    /// Someone else changed some of the knobs during the window (an operator's `kpo apply`, the
+    /// guard's revert): the kernel holds `now`, not the loop's configuration. The window is no
+    /// measurement of the loop's, and the loop continues from `now` ([`Self::resync`]). But when
+    /// its timed requests broke the latency SLO while a trial of the loop's was in place (not a
+    /// measured configuration it holds), the trial's values still there are held to account at
+    /// once, as after an unmeasured breach: back to the best feasible configuration measured (or
+    /// the start) for those knobs, someone else's values left as they are, and the trial not
+    /// proposed again. Left to the next window's step, they would stay a whole window more (a
+    /// trial's low frequency limit, likely what broke the SLO, beside an operator's coalescing
+    /// value). Under a measured configuration held, that step judges the mix, as it would any
+    /// configuration held.
+    pub fn resync_after_breach(
+        &mut self,
+        now: Vec<f64>,
+        latency_us: f64,
+        throughput_rps: f64,
+        knobs: &mut dyn Knobs,
+    ) -> Vec<LiveEvent> {
+        let mut ev = Vec::new();
+        let breached = self
+            .config
+            .slo
+            .latency_us_max
+            .is_some_and(|max| latency_us > max);
+        if !breached || now.len() != self.current.len() || self.holding_measured() {
+            self.resync(now);
+            return ev;
+        }
+        // Not learned, but not to be proposed again either: the window ran under what is left
+        // of it, and under it whole before someone else's change.
+        if let Some((point, index)) = self.untested.take() {
+            if point == self.current {
+                self.opt.exclude(index);
+            }
+        }
+        self.start_broke_slo |= self.current == self.start;
+        // Chosen as after any breach, from the loop's own configuration (staying where it is
+        // writes nothing); then each knob someone else moved keeps their value.
+        let mut target = self.best_target(knobs, GoBack::SloBreach);
+        for ((to, kernel), own) in target.iter_mut().zip(&now).zip(&self.current) {
+            if kernel != own {
+                *to = *kernel;
+            }
+        }
+        self.resync(now);
+        ev.push(LiveEvent::SloBreach {
+            config: self.current.clone(),
+            latency_us,
+            throughput_rps,
+        });
+        if target == self.current {
+            return ev;
+        }
+        let from = self.current.clone();
+        match knobs.revert_to(&from, &target, GoBack::SloBreach) {
+            Ok(()) => {
+                self.current = target.clone();
+                if self.phase == Phase::Holding {
+                    self.hold_current();
+                    self.hold_windows = 0;
+                    self.hold_sum = 0.0;
+                }
+                ev.push(LiveEvent::Reverted { from, to: target });
+            }
+            Err(error) => ev.push(LiveEvent::RevertFailed {
+                from,
+                to: target,
+                error,
+            }),
+        }
+        ev
     }
 
     /// Back to the cheapest feasible configuration measured that the knobs still allow (the
@@ -812,26 +890,7 @@ impl LiveOptimizer {
     /// one in place included), or the start; or, when the start is a trial a stopped agent left,
     /// what the knobs held before the trials after a breach, or once the start broke the SLO.
     fn back_to_best(&mut self, knobs: &mut dyn Knobs, why: GoBack) -> Option<LiveEvent> {
-        // Staying writes nothing, so a quarantine does not move the loop off the configuration
-        // in place; bounds that a reload narrowed under it do.
-        let target = self
-            .opt
-            .feasible_points()
-            .into_iter()
-            .map(|o| o.point)
-            .find(|point| {
-                (why != GoBack::Reload || knobs.within_policy(point))
-                    && (*point == self.current || knobs.allowed(point))
-            })
-            // When the start is a stopped agent's trial: before its trials after a breach, and
-            // at any settle once the start itself was measured beyond the SLO (the loop went back
-            // from it, and its changes in the journal lead back to before it, not to it). A start
-            // never measured so stays the target: it may be the configuration a clean stop kept
-            // on purpose (`on_exit = "keep"`), which the journal cannot tell from a kill's trial.
-            .unwrap_or_else(|| match &self.before_trials {
-                Some(before) if why == GoBack::SloBreach || self.start_broke_slo => before.clone(),
-                _ => self.start.clone(),
-            });
+        let target = self.best_target(knobs, why);
         if target == self.current {
             return None;
         }
@@ -850,6 +909,29 @@ impl LiveOptimizer {
                 error,
             },
         })
+    }
+
+    /// Where [`Self::back_to_best`] goes for `why`.
+    fn best_target(&self, knobs: &mut dyn Knobs, why: GoBack) -> Vec<f64> {
+        // Staying writes nothing, so a quarantine does not move the loop off the configuration
+        // in place; bounds that a reload narrowed under it do.
+        self.opt
+            .feasible_points()
+            .into_iter()
+            .map(|o| o.point)
+            .find(|point| {
+                (why != GoBack::Reload || knobs.within_policy(point))
+                    && (*point == self.current || knobs.allowed(point))
+            })
+            // When the start is a stopped agent's trial: before its trials after a breach, and
+            // at any settle once the start itself was measured beyond the SLO (the loop went back
+            // from it, and its changes in the journal lead back to before it, not to it). A start
+            // never measured so stays the target: it may be the configuration a clean stop kept
+            // on purpose (`on_exit = "keep"`), which the journal cannot tell from a kill's trial.
+            .unwrap_or_else(|| match &self.before_trials {
+                Some(before) if why == GoBack::SloBreach || self.start_broke_slo => before.clone(),
+                _ => self.start.clone(),
+            })
     }
 
     fn explore(&mut self, knobs: &mut dyn Knobs, ev: &mut Vec<LiveEvent>) -> Result<(), LiveError> {
@@ -1350,6 +1432,129 @@ mod tests {
         live.step(&within_slo(), &mut machine).unwrap();
         assert_ne!(machine.now, start, "a trial applied");
         assert_ne!(machine.now, trial, "not the one that broke the SLO");
+    }
+
+    /// Two knobs of 0..=3, from [0, 0].
+    fn two_knobs(config: LiveConfig) -> LiveOptimizer {
+        use crate::advise::optimizer::space::KnobSpec;
+        let space = Space::new(vec![
+            KnobSpec::range("a", 0.0, 3.0, 1.0),
+            KnobSpec::range("b", 0.0, 3.0, 1.0),
+        ])
+        .unwrap();
+        LiveOptimizer::new(space, vec![0.0, 0.0], config).unwrap()
+    }
+
+    /// `config` with `knob` at a value neither `config` nor the start has: someone else's.
+    fn someone_elses(config: &[f64], knob: usize) -> Vec<f64> {
+        let mut mix = config.to_vec();
+        mix[knob] = [1.0, 2.0, 3.0]
+            .into_iter()
+            .find(|&v| v != config[knob])
+            .unwrap();
+        mix
+    }
+
+    /// A window that broke the SLO while someone else moved one knob of the trial in place: the
+    /// loop continues from the kernel's values, but its own trial value goes back to the best at
+    /// once (someone else's stays), and the trial is not proposed again. Within the SLO, the
+    /// window is only a resync.
+    #[test]
+    fn a_breach_under_someone_elses_value_takes_the_trials_own_values_back() {
+        for breached in [true, false] {
+            let mut machine = Machine {
+                now: vec![0.0, 0.0],
+            };
+            let mut live = two_knobs(slo_300us(10));
+            live.step(&within_slo(), &mut machine).unwrap();
+            let trial = machine.now.clone();
+            assert!(trial[0] != 0.0 && trial[1] != 0.0, "{trial:?}");
+            let mix = someone_elses(&trial, 1);
+            machine.now = mix.clone();
+            let latency = if breached { 500.0 } else { 200.0 };
+            let events = live.resync_after_breach(mix.clone(), latency, 1000.0, &mut machine);
+            if !breached {
+                assert_eq!(events, vec![], "only a resync");
+                assert_eq!(machine.now, mix);
+                assert_eq!(live.current(), &mix[..]);
+                continue;
+            }
+            let back = vec![0.0, mix[1]];
+            assert!(
+                matches!(&events[..], [
+                    LiveEvent::SloBreach { config, .. },
+                    LiveEvent::Reverted { from, to },
+                ] if *config == mix && *from == mix && *to == back),
+                "{events:?}"
+            );
+            assert_eq!(machine.now, back);
+            assert_eq!(live.current(), &back[..]);
+            assert_eq!(live.optimizer().observations().len(), 1, "nothing learned");
+            // The loop measures where it is, then tries another trial, not the one sent back.
+            live.step(&within_slo(), &mut machine).unwrap();
+            assert_eq!(live.optimizer().observations().len(), 2);
+            assert_ne!(machine.now, back, "a trial applied");
+            assert_ne!(machine.now, trial, "not the one that broke the SLO");
+        }
+    }
+
+    /// The search converged while its best waited on the hourly limit, and someone else moved
+    /// one knob of the last trial, still in place, in a window that broke the SLO: the trial's
+    /// other value goes to the best's at once, the model kept. A measured best held is only
+    /// resynced: the next window's step judges it.
+    #[test]
+    fn a_breach_under_someone_elses_value_goes_to_the_best_that_waits_not_under_a_held_best() {
+        let at = |j: f64| Measurement {
+            energy_j: j,
+            ..within_slo()
+        };
+        let mut machine = RefusesTheBest {
+            now: vec![0.0, 0.0],
+        };
+        let mut live = two_knobs(slo_300us(3));
+        live.step(&at(80.0), &mut machine).unwrap();
+        let first = machine.now.clone();
+        live.step(&at(50.0), &mut machine).unwrap();
+        let last = machine.now.clone();
+        live.step(&at(60.0), &mut machine).unwrap();
+        assert_eq!(live.phase(), Phase::Holding);
+        assert_eq!(machine.now, last, "the move to the best was refused");
+        // Someone else moves one knob, the trial's value of the other is the loop's own.
+        let (theirs, own) = if first[1] != last[1] { (0, 1) } else { (1, 0) };
+        assert_ne!(first[own], last[own], "{first:?} {last:?}");
+        let mix = someone_elses(&last, theirs);
+        machine.now = mix.clone();
+        let events = live.resync_after_breach(mix.clone(), 500.0, 1000.0, &mut machine);
+        let mut back = mix.clone();
+        back[own] = first[own];
+        assert!(
+            matches!(&events[..], [
+                LiveEvent::SloBreach { .. },
+                LiveEvent::Reverted { from, to },
+            ] if *from == mix && *to == back),
+            "{events:?}"
+        );
+        assert_eq!(machine.now, back);
+        assert_eq!(live.restarts(), 0);
+        assert_eq!(live.optimizer().observations().len(), 3);
+        assert_eq!(live.phase(), Phase::Holding);
+
+        // A best held, measured: only a resync.
+        let mut machine = Machine {
+            now: vec![0.0, 0.0],
+        };
+        let mut live = two_knobs(slo_300us(3));
+        for j in [80.0, 50.0, 60.0] {
+            live.step(&at(j), &mut machine).unwrap();
+        }
+        assert_eq!(live.phase(), Phase::Holding);
+        assert_eq!(machine.now, first, "the best applied and held");
+        let mix = someone_elses(&first, 1);
+        machine.now = mix.clone();
+        let events = live.resync_after_breach(mix.clone(), 500.0, 1000.0, &mut machine);
+        assert_eq!(events, vec![]);
+        assert_eq!(machine.now, mix);
+        assert_eq!(live.current(), &mix[..]);
     }
 
     /// Six knobs at the default 8 levels are 262,144 points: the error says how many levels fit
