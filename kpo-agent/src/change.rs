@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     actuate::{
+        coalesce::{self, CoalesceAttrBackend, DeviceNow, DeviceSeen},
         open_actuator,
         param::{NetnsRef, ParamAddress, Target, Value},
         sysctl::{shape_fits, shape_mismatch, switches_form},
@@ -39,6 +40,14 @@ pub const NAMESPACE_GONE: &str =
 /// Opens the actuator for an address: the kernel's ([`KernelActuators`]) or a test's.
 pub trait Actuators: Send {
     fn open(&self, address: &ParamAddress) -> Result<Box<dyn Actuator>, ActuateError>;
+    /// The coalescing backend the NICs' actuators act through, in the same network namespace:
+    /// asked where a NIC KPO changed is now ([`coalesce::device_now`]). None by default.
+    fn coalesce_backend(&self) -> Result<Box<dyn CoalesceAttrBackend>, ActuateError> {
+        Err(ActuateError::NotSupported {
+            param: "ethtool".into(),
+            reason: "these actuators change no NIC".into(),
+        })
+    }
 }
 
 /// The real actuators, under these roots.
@@ -50,6 +59,10 @@ pub struct KernelActuators {
 impl Actuators for KernelActuators {
     fn open(&self, address: &ParamAddress) -> Result<Box<dyn Actuator>, ActuateError> {
         open_actuator(address, &self.roots)
+    }
+
+    fn coalesce_backend(&self) -> Result<Box<dyn CoalesceAttrBackend>, ActuateError> {
+        Ok(Box::new(coalesce::EthtoolCoalesce::open()?))
     }
 }
 
@@ -748,6 +761,8 @@ impl ChangePath {
             );
             return Ok(report);
         }
+        // The device a NIC's name names now, so that a later start can tell it gone from renamed.
+        let device = actuator.device_seen();
         let id = self.journal.record_intent_making_way(
             address,
             before,
@@ -757,6 +772,7 @@ impl ChangePath {
             kind.clone(),
             made_way_for,
             netns_cookie,
+            device,
         )?;
         report.journal_id = Some(id);
         report.before = Some(before.clone());
@@ -1438,11 +1454,30 @@ impl ChangePath {
             .collect();
         for s in left_off {
             let value = s.made_way_for.as_deref().unwrap_or_default();
-            let why = format!(
+            let stopped = format!(
                 "{value} was not set after {} was turned off for it (#{}): the agent stopped, or \
-                 the journal could not record the change, in between; turning it back on",
+                 the journal could not record the change, in between",
                 s.address, s.id
             );
+            // The device it was turned off on, where the journal knows it: a name that names
+            // nothing, or another device, is not written to.
+            let left = match s.device.map(|seen| self.device_now(&s.address, &seen)) {
+                None | Some(DeviceNow::Here) => None,
+                Some(DeviceNow::Gone(gone)) => Some(self.settle_gone_switch(&s, &stopped, &gone)?),
+                Some(DeviceNow::Unsure(why)) => {
+                    let mut report = switch_report(&s, ChangeStatus::Failed);
+                    report.detail = Some(format!(
+                        "{stopped}; not turned back on: {why}; tried again at the next start"
+                    ));
+                    Some(report)
+                }
+            };
+            if let Some(report) = left {
+                tracing::warn!("journal #{} ({}): {}", s.id, s.address, report.describe());
+                out.push(report);
+                continue;
+            }
+            let why = format!("{stopped}; turning it back on");
             let mut report = self.revert_own(s.id, s.source, &why)?;
             // Said with it, as a reconciled change says why (`kpo: reconciled: ...`).
             report.detail.get_or_insert(why);
@@ -1454,6 +1489,25 @@ impl ChangePath {
             }
         }
         Ok(())
+    }
+
+    /// Switch `s`, left off by a stop (`stopped` says how), on a device gone for certain
+    /// (`gone` says how): settled once, journaled as gone, so that KPO no longer holds it and no
+    /// later start tries again. Its setting went with the device.
+    fn settle_gone_switch(
+        &mut self,
+        s: &Intent,
+        stopped: &str,
+        gone: &str,
+    ) -> Result<ChangeReport, ChangeError> {
+        let why = format!(
+            "{stopped}; {gone}, and its setting went with it (a device that comes back has its \
+             driver's defaults): nothing to turn back on"
+        );
+        self.journal.forget_gone_device(&s.key, &why)?;
+        let mut report = switch_report(s, ChangeStatus::Skipped);
+        report.detail = Some(why);
+        Ok(report)
     }
 
     /// An intent without an outcome whose parameter's next change, which took effect, found the
@@ -1570,6 +1624,30 @@ impl ChangePath {
                 _ => None,
             }
         };
+        // A NIC's device, where the journal knows which it was: gone for certain, it took the
+        // write's value with it (no later start could read it either); renamed, or not known,
+        // the name is not read (it may name another device), and a later start tries again.
+        let mut device_gone = false;
+        let gone = match gone {
+            Some(e) => Some(e),
+            None => match i.device.map(|seen| self.device_now(&address, &seen)) {
+                None | Some(DeviceNow::Here) => None,
+                Some(DeviceNow::Gone(g)) => {
+                    device_gone = true;
+                    Some(format!("{what}, then {g}, and its setting went with it"))
+                }
+                Some(DeviceNow::Unsure(why)) => {
+                    let msg = format!(
+                        "journal #{} ({}): interrupted change not reconciled: {why}; will retry \
+                         at the next start",
+                        i.id, i.address
+                    );
+                    tracing::warn!("{msg}");
+                    report.detail = Some(msg);
+                    return Ok(report);
+                }
+            },
+        };
         if let Some(e) = gone {
             report.status = ChangeStatus::Failed;
             report.detail = Some(e.clone());
@@ -1577,11 +1655,15 @@ impl ChangePath {
             self.journal.record_outcome(
                 i.id,
                 Outcome::Failed {
-                    error: e,
+                    error: e.clone(),
                     reconciled: true,
                     left: None,
                 },
             )?;
+            if device_gone {
+                // Nothing KPO knew of it holds for a device that comes back under the name.
+                self.journal.forget_gone_device(&i.key, &e)?;
+            }
             return Ok(report);
         }
         let now = self.actuators.open(&address).and_then(|mut a| a.read());
@@ -1715,6 +1797,18 @@ impl ChangePath {
         );
         self.journal.record_outcome(i.id, outcome)?;
         Ok(report)
+    }
+
+    /// Where the device of NIC parameter `address`, `seen` when KPO changed it, is now
+    /// ([`coalesce::device_now`]), asked in the network namespace the NICs' actuators act in.
+    fn device_now(&self, address: &ParamAddress, seen: &DeviceSeen) -> DeviceNow {
+        let Target::Nic { iface } = &address.target else {
+            return DeviceNow::Unsure(format!("{address} is not a NIC's parameter"));
+        };
+        match self.actuators.coalesce_backend() {
+            Ok(mut backend) => coalesce::device_now(&mut *backend, iface, seen),
+            Err(e) => DeviceNow::Unsure(e.to_string()),
+        }
     }
 
     /// Whether adaptive moderation is on over this parameter now (whoever turned it on): the NIC
@@ -1854,6 +1948,13 @@ impl ChangePath {
     pub fn key(address: &ParamAddress) -> String {
         target_key(address)
     }
+}
+
+/// The report of turning switch `s` (a change that turned it off) back on, not written.
+fn switch_report(s: &Intent, status: ChangeStatus) -> ChangeReport {
+    let mut report = ChangeReport::new(&s.address, &s.before, status);
+    report.before = Some(s.after.clone());
+    report
 }
 
 /// A parameter that [`Actuator::switch_in_the_way`] can name: adaptive moderation.

@@ -262,6 +262,71 @@ pub fn unsupported_and_missing_devices_in_a_namespace() {
     drop(ns);
 }
 
+/// The cookie of the network namespace at `path`, read on a thread that enters it.
+fn cookie_of(path: &std::path::Path) -> u64 {
+    let ns = File::open(path).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            kpo_agent::actuate::sysctl::this_netns_cookie().unwrap()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// The device lookups behind "is the NIC KPO changed gone?" ask the backend's namespace, not the
+/// calling thread's: a veth's index and name there, the namespace's cookie; renamed, the device is
+/// not gone (its index has the new name); deleted, it is gone for certain.
+pub fn device_lookups_in_a_namespace() {
+    use kpo_agent::actuate::coalesce::{device_now, DeviceNow, DeviceSeen};
+    let ns = TestNetns::create("dev").expect("create a network namespace");
+    let mut b = EthtoolCoalesce::open_in_netns(&ns.path()).unwrap();
+    let cookie = cookie_of(&ns.path());
+    assert_eq!(b.netns_cookie(), Some(cookie));
+    assert_ne!(
+        Some(cookie),
+        kpo_agent::actuate::sysctl::this_netns_cookie().ok()
+    );
+    let index = b
+        .ifindex("kpo-va")
+        .unwrap()
+        .expect("kpo-va in the namespace");
+    assert_eq!(b.ifname(index).unwrap().as_deref(), Some("kpo-va"));
+    // The host's eth0 is not in it, and the host does not have the namespace's veth.
+    assert_eq!(b.ifindex("eth0").unwrap(), None);
+    let mut host = EthtoolCoalesce::open().unwrap();
+    assert_eq!(host.ifindex("kpo-va").unwrap(), None);
+    assert_eq!(b.ifindex("kpo-nope0").unwrap(), None);
+    assert!(b.ifindex("a-name-longer-than-ifnamsiz").is_err());
+    let seen = DeviceSeen {
+        ifindex: index,
+        netns_cookie: cookie,
+    };
+    assert_eq!(device_now(&mut b, "kpo-va", &seen), DeviceNow::Here);
+    // Not the namespace KPO changed it in.
+    assert!(matches!(
+        device_now(&mut host, "kpo-va", &seen),
+        DeviceNow::Unsure(_)
+    ));
+    run(&["ip", "-n", &ns.name, "link", "set", "kpo-va", "down"]).unwrap();
+    run(&[
+        "ip", "-n", &ns.name, "link", "set", "kpo-va", "name", "kpo-vc",
+    ])
+    .unwrap();
+    match device_now(&mut b, "kpo-va", &seen) {
+        DeviceNow::Unsure(why) => assert!(why.contains("is named kpo-vc now"), "{why}"),
+        other => panic!("renamed: {other:?}"),
+    }
+    run(&["ip", "-n", &ns.name, "link", "del", "kpo-vc"]).unwrap();
+    match device_now(&mut b, "kpo-va", &seen) {
+        DeviceNow::Gone(why) => assert!(why.contains("kpo-va (index"), "{why}"),
+        other => panic!("deleted: {other:?}"),
+    }
+    assert_eq!(b.ifname(index).unwrap(), None);
+    drop(ns);
+}
+
 /// Linux capability sets of the calling thread (capget/capset, version 3).
 #[repr(C)]
 struct CapHeader {

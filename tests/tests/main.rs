@@ -210,6 +210,11 @@ fn main() {
             coalesce_ethtool::unsupported_and_missing_devices_in_a_namespace,
         ),
         trial(
+            "coalesce_ethtool::device_lookups_in_a_namespace",
+            needs_root_and_ethtool(None),
+            coalesce_ethtool::device_lookups_in_a_namespace,
+        ),
+        trial(
             "coalesce_ethtool::set_without_cap_net_admin_is_a_permission_error",
             needs_root_and_ethtool(None),
             coalesce_ethtool::set_without_cap_net_admin_is_a_permission_error,

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 #[cfg(any(test, feature = "test-util"))]
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::param::{ParamAddress, Target, Value};
 use super::{ActuateError, Actuator};
@@ -58,9 +58,15 @@ pub enum AdaptiveMode {
 }
 
 #[cfg(any(test, feature = "test-util"))]
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct FakeState {
     nics: BTreeMap<String, CoalesceAttrs>,
+    /// Each NIC's interface index, given as the kernel does: the next one, never one a removed
+    /// NIC had.
+    indexes: BTreeMap<String, u32>,
+    next_index: u32,
+    /// The cookie of the namespace the NICs are in (`None`: a kernel without cookies).
+    netns_cookie: Option<u64>,
     unsupported: Vec<String>,
     /// Driver granularity: stored rx-usecs are rounded down to a multiple of this (0 = exact).
     granularity: u32,
@@ -69,6 +75,53 @@ struct FakeState {
     fail_after: Option<usize>,
     /// Sets still to fail once `fail_after` has run out.
     failures: usize,
+    /// Reads (a GET, a lookup of a name or an index) still to fail, as a transient error.
+    failing_reads: usize,
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl Default for FakeState {
+    fn default() -> Self {
+        Self {
+            nics: BTreeMap::new(),
+            indexes: BTreeMap::new(),
+            // 1 is the loopback's.
+            next_index: 2,
+            netns_cookie: Some(FakeCoalesce::NETNS_COOKIE),
+            unsupported: Vec::new(),
+            granularity: 0,
+            history: Vec::new(),
+            fail_after: None,
+            failures: 0,
+            failing_reads: 0,
+        }
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl FakeState {
+    /// The index of `iface`, given now if it has none.
+    fn index(&mut self, iface: &str) -> u32 {
+        if let Some(&i) = self.indexes.get(iface) {
+            return i;
+        }
+        let i = self.next_index;
+        self.next_index += 1;
+        self.indexes.insert(iface.to_string(), i);
+        i
+    }
+
+    /// A transient error if a read is to fail now.
+    fn read_fails(&mut self, what: &str) -> Result<(), ActuateError> {
+        if self.failing_reads == 0 {
+            return Ok(());
+        }
+        self.failing_reads -= 1;
+        Err(ActuateError::Io {
+            path: what.into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOBUFS),
+        })
+    }
 }
 
 /// In-memory coalescing backend. Clones share state, so a test can keep a handle to inspect the
@@ -108,13 +161,57 @@ impl FakeCoalesce {
         self.add_nic_attrs(iface, attrs_of(settings))
     }
 
-    /// Add (or reset) a NIC that supports exactly the `Some` parameters of `attrs`.
+    /// The cookie of the fake's network namespace, until [`FakeCoalesce::set_netns_cookie`].
+    pub const NETNS_COOKIE: u64 = 1;
+
+    /// Add (or reset) a NIC that supports exactly the `Some` parameters of `attrs`. A new one
+    /// gets the next interface index; a reset one keeps its own.
     pub fn add_nic_attrs(&self, iface: &str, attrs: CoalesceAttrs) -> &Self {
+        let mut st = self.state.lock().expect("fake state");
+        st.index(iface);
+        st.nics.insert(iface.to_string(), attrs);
+        self
+    }
+
+    /// Take a NIC away (unplugged, its driver unloaded, a veth deleted): its name and its index
+    /// name nothing any more.
+    pub fn remove_nic(&self, iface: &str) -> &Self {
+        let mut st = self.state.lock().expect("fake state");
+        st.nics.remove(iface);
+        st.indexes.remove(iface);
+        self
+    }
+
+    /// Rename a NIC (`ip link set FROM name TO`): the same device, its index and settings kept.
+    pub fn rename_nic(&self, from: &str, to: &str) -> &Self {
+        let mut st = self.state.lock().expect("fake state");
+        if let (Some(attrs), Some(index)) = (st.nics.remove(from), st.indexes.remove(from)) {
+            st.nics.insert(to.to_string(), attrs);
+            st.indexes.insert(to.to_string(), index);
+        }
+        self
+    }
+
+    /// The interface index of a NIC.
+    pub fn index_of(&self, iface: &str) -> Option<u32> {
         self.state
             .lock()
             .expect("fake state")
-            .nics
-            .insert(iface.to_string(), attrs);
+            .indexes
+            .get(iface)
+            .copied()
+    }
+
+    /// The cookie the fake gives for its namespace (`None`: a kernel without cookies).
+    pub fn set_netns_cookie(&self, cookie: Option<u64>) -> &Self {
+        self.state.lock().expect("fake state").netns_cookie = cookie;
+        self
+    }
+
+    /// Make the next `reads` reads (a GET, a lookup of a name or an index) fail with a transient
+    /// error (ENOBUFS), whatever the NIC.
+    pub fn fail_reads(&self, reads: usize) -> &Self {
+        self.state.lock().expect("fake state").failing_reads = reads;
         self
     }
 
@@ -166,6 +263,7 @@ impl FakeCoalesce {
     /// Change settings behind the agent's back (an administrator running ethtool).
     pub fn set_externally(&self, iface: &str, settings: CoalesceSettings) {
         let mut st = self.state.lock().expect("fake state");
+        st.index(iface);
         let slot = st.nics.entry(iface.to_string()).or_default();
         slot.rx_usecs = Some(settings.rx_usecs);
         slot.use_adaptive_rx = Some(settings.adaptive_rx);
@@ -199,10 +297,35 @@ impl CoalesceBackend for FakeCoalesce {
 #[cfg(any(test, feature = "test-util"))]
 impl CoalesceAttrBackend for FakeCoalesce {
     fn get_attrs(&mut self, iface: &str) -> Result<CoalesceAttrs, ActuateError> {
-        self.attrs(iface).ok_or_else(|| ActuateError::NotFound {
-            knob: format!("ethtool:{iface}"),
-            reason: "no such device".into(),
-        })
+        let mut st = self.state.lock().expect("fake state");
+        st.read_fails(&format!("ethtool netlink ETHTOOL_MSG_COALESCE_GET {iface}"))?;
+        st.nics
+            .get(iface)
+            .copied()
+            .ok_or_else(|| ActuateError::NotFound {
+                knob: format!("ethtool:{iface}"),
+                reason: "no such device".into(),
+            })
+    }
+
+    fn ifindex(&mut self, iface: &str) -> Result<Option<u32>, ActuateError> {
+        let mut st = self.state.lock().expect("fake state");
+        st.read_fails(&format!("SIOCGIFINDEX {iface}"))?;
+        Ok(st.indexes.get(iface).copied())
+    }
+
+    fn ifname(&mut self, ifindex: u32) -> Result<Option<String>, ActuateError> {
+        let mut st = self.state.lock().expect("fake state");
+        st.read_fails(&format!("SIOCGIFNAME {ifindex}"))?;
+        Ok(st
+            .indexes
+            .iter()
+            .find(|(_, &i)| i == ifindex)
+            .map(|(name, _)| name.clone()))
+    }
+
+    fn netns_cookie(&mut self) -> Option<u64> {
+        self.state.lock().expect("fake state").netns_cookie
     }
 
     /// Like the kernel: a parameter the "driver" does not support is refused.
@@ -270,6 +393,13 @@ pub trait CoalesceAttrBackend: Send {
     fn get_attrs(&mut self, iface: &str) -> Result<CoalesceAttrs, ActuateError>;
     /// Send exactly the `Some` fields of `change`.
     fn set_attrs(&mut self, iface: &str, change: &CoalesceAttrs) -> Result<(), ActuateError>;
+    /// The interface index of the device named `iface` in the backend's network namespace;
+    /// `Ok(None)` when the kernel says no device has that name there.
+    fn ifindex(&mut self, iface: &str) -> Result<Option<u32>, ActuateError>;
+    /// The name of the device with index `ifindex` there; `Ok(None)` when none has it.
+    fn ifname(&mut self, ifindex: u32) -> Result<Option<String>, ActuateError>;
+    /// The cookie of the backend's network namespace (`None`: a kernel without cookies).
+    fn netns_cookie(&mut self) -> Option<u64>;
 }
 
 impl CoalesceAttrBackend for EthtoolCoalesce {
@@ -278,6 +408,83 @@ impl CoalesceAttrBackend for EthtoolCoalesce {
     }
     fn set_attrs(&mut self, iface: &str, change: &CoalesceAttrs) -> Result<(), ActuateError> {
         EthtoolCoalesce::set_attrs(self, iface, change)
+    }
+    fn ifindex(&mut self, iface: &str) -> Result<Option<u32>, ActuateError> {
+        EthtoolCoalesce::ifindex(self, iface)
+    }
+    fn ifname(&mut self, ifindex: u32) -> Result<Option<String>, ActuateError> {
+        EthtoolCoalesce::ifname(self, ifindex)
+    }
+    fn netns_cookie(&mut self) -> Option<u64> {
+        EthtoolCoalesce::netns_cookie(self)
+    }
+}
+
+/// The device a NIC's name named when KPO changed one of its parameters: its interface index,
+/// and the cookie of the network namespace it was in (the one the actuator acted in). Kept in
+/// the journal, so that a name that names nothing later can be told apart: the device gone
+/// (unplugged, its driver unloaded, a veth deleted with its namespace) or renamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSeen {
+    pub ifindex: u32,
+    pub netns_cookie: u64,
+}
+
+/// What became of the device KPO changed ([`device_now`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceNow {
+    /// Its name still names it (the same index, in the same namespace).
+    Here,
+    /// Gone for certain, with why: in the namespace KPO changed it in, the kernel says that
+    /// neither its name nor its index names it any more (the name may name a new device).
+    Gone(String),
+    /// Neither: why (renamed, another namespace, the kernel could not be asked).
+    Unsure(String),
+}
+
+/// Where the device KPO changed as `iface` (`seen`) is now, asked through `backend`. Gone only
+/// for certain: the namespace is the one KPO changed it in (same cookie), and the kernel
+/// answers that no device has its name (or that another has it) and none has its index. A
+/// renamed device (its index under another name), another namespace, a kernel without cookies,
+/// and any error asking are [`DeviceNow::Unsure`]: what needs it is tried again later.
+pub fn device_now(
+    backend: &mut dyn CoalesceAttrBackend,
+    iface: &str,
+    seen: &DeviceSeen,
+) -> DeviceNow {
+    let DeviceSeen {
+        ifindex,
+        netns_cookie: then,
+    } = *seen;
+    match backend.netns_cookie() {
+        Some(now) if now == then => {}
+        Some(now) => {
+            return DeviceNow::Unsure(format!(
+                "KPO changed {iface} in another network namespace (cookie {then}) than the one                  it acts in now (cookie {now})"
+            ))
+        }
+        None => {
+            return DeviceNow::Unsure(format!(
+                "the cookie of the network namespace KPO acts in cannot be read, so whether                  {iface} (index {ifindex}) is the device KPO changed cannot be told"
+            ))
+        }
+    }
+    let by_name = match backend.ifindex(iface) {
+        Ok(Some(i)) if i == ifindex => return DeviceNow::Here,
+        Ok(other) => other,
+        Err(e) => return DeviceNow::Unsure(e.to_string()),
+    };
+    match (backend.ifname(ifindex), by_name) {
+        (Ok(None), None) => DeviceNow::Gone(format!(
+            "the network device {iface} (index {ifindex}) is gone: no device has its name or              its index in the network namespace KPO changed it in"
+        )),
+        (Ok(None), Some(other)) => DeviceNow::Gone(format!(
+            "the network device {iface} (index {ifindex}) is gone: no device has its index in              the network namespace KPO changed it in, and {iface} names another one now              (index {other})"
+        )),
+        (Ok(Some(renamed)), _) => DeviceNow::Unsure(format!(
+            "{iface} (index {ifindex}) is named {renamed} now: renamed, not gone, and not KPO's              to change under another name"
+        )),
+        (Err(e), _) => DeviceNow::Unsure(e.to_string()),
     }
 }
 
@@ -552,6 +759,15 @@ impl Actuator for CoalesceActuator {
         self.adaptive_off_allowed = allowed;
     }
 
+    fn device_seen(&mut self) -> Option<DeviceSeen> {
+        let ifindex = self.backend.ifindex(&self.iface).ok()??;
+        let netns_cookie = self.backend.netns_cookie()?;
+        Some(DeviceSeen {
+            ifindex,
+            netns_cookie,
+        })
+    }
+
     fn switch_in_the_way(&mut self) -> Result<Option<(ParamAddress, Value)>, ActuateError> {
         let Some(adaptive) = self.param.governed_by() else {
             return Ok(None);
@@ -746,6 +962,64 @@ mod tests {
             Err(ActuateError::AdaptiveOn { .. })
         ));
         assert_eq!(fake.attrs("eth0").unwrap().rx_usecs, Some(30));
+    }
+
+    /// The device KPO changed, told apart from a name that names nothing (or another device) now:
+    /// gone only when the kernel says neither its name nor its index names it, in the namespace
+    /// KPO changed it in.
+    #[test]
+    fn a_device_is_gone_only_for_certain() {
+        let fake = FakeCoalesce::new();
+        nic(&fake, false);
+        let seen = actuator(&fake, "adaptive-rx", AdaptiveMode::Respect)
+            .unwrap()
+            .device_seen()
+            .unwrap();
+        assert_eq!(
+            seen,
+            DeviceSeen {
+                ifindex: fake.index_of("eth0").unwrap(),
+                netns_cookie: FakeCoalesce::NETNS_COOKIE,
+            }
+        );
+        let now = |fake: &FakeCoalesce| device_now(&mut fake.clone(), "eth0", &seen);
+        assert_eq!(now(&fake), DeviceNow::Here);
+        let unsure = |fake: &FakeCoalesce, says: &str| match now(fake) {
+            DeviceNow::Unsure(why) => assert!(why.contains(says), "{why}"),
+            other => panic!("{other:?}"),
+        };
+        // Renamed: its index has another name.
+        fake.rename_nic("eth0", "lan0");
+        unsure(&fake, "is named lan0 now: renamed, not gone");
+        // ... and another device took its name.
+        nic(&fake, false);
+        unsure(&fake, "is named lan0 now");
+        fake.remove_nic("eth0");
+        fake.rename_nic("lan0", "eth0");
+        assert_eq!(now(&fake), DeviceNow::Here);
+        // Another namespace, or none known, or the kernel cannot be asked: not known.
+        fake.remove_nic("eth0");
+        fake.set_netns_cookie(Some(FakeCoalesce::NETNS_COOKIE + 1));
+        unsure(&fake, "in another network namespace (cookie 1)");
+        fake.set_netns_cookie(None);
+        unsure(&fake, "cannot be read");
+        fake.set_netns_cookie(Some(FakeCoalesce::NETNS_COOKIE));
+        fake.fail_reads(1);
+        unsure(&fake, "No buffer space available");
+        // Gone: no name, no index; or its name on a new device, its index on none.
+        match now(&fake) {
+            DeviceNow::Gone(why) => assert!(
+                why.contains(&format!("eth0 (index {}) is gone", seen.ifindex)),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        nic(&fake, true);
+        assert_ne!(fake.index_of("eth0"), Some(seen.ifindex));
+        match now(&fake) {
+            DeviceNow::Gone(why) => assert!(why.contains("eth0 names another one now"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// A revert whose SET turning adaptive mode back on fails is retried: the second revert finds

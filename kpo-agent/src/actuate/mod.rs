@@ -175,6 +175,12 @@ pub trait Actuator: Send {
     fn set_adaptive_off_allowed(&mut self, allowed: bool) {
         let _ = allowed;
     }
+    /// The device this actuator acts on, as the journal keeps it with a change: a NIC's index
+    /// and its namespace's cookie (`None`: not a NIC, or either cannot be read). Only the
+    /// coalescing actuator has one.
+    fn device_seen(&mut self) -> Option<coalesce::DeviceSeen> {
+        None
+    }
     /// The switch that must be turned off before this parameter can be written, if it is on now:
     /// a coalescing value governed by adaptive moderation that is on. The change path turns it
     /// off as a change of its own, journaled, so that every revert can turn it back on.

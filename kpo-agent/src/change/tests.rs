@@ -876,6 +876,7 @@ fn writes_into_a_namespace_that_replaced_a_dead_one_inherit_nothing() {
             IntentKind::Change,
             None,
             Some(8),
+            None,
         )
         .unwrap();
     drop(p);
@@ -1007,6 +1008,12 @@ impl Actuators for Nic {
             AdaptiveMode::Respect,
         )?))
     }
+
+    fn coalesce_backend(
+        &self,
+    ) -> Result<Box<dyn crate::actuate::coalesce::CoalesceAttrBackend>, ActuateError> {
+        Ok(Box::new(self.0.clone()))
+    }
 }
 
 /// `kpo revert --all` of a coalescing value whose revert reads back wrong (the driver rounds 50
@@ -1137,6 +1144,7 @@ fn a_put_back_interrupted_by_a_crash_is_finished_at_the_next_start() {
                 IntentKind::Change,
                 None,
                 None,
+                None,
             )
             .unwrap();
         p.journal.record_read_back(id, &Value::Int(5000)).unwrap();
@@ -1214,6 +1222,7 @@ fn an_interrupted_put_back_the_deny_list_now_refuses_is_left() {
             Source::Operator,
             "test",
             IntentKind::Change,
+            None,
             None,
             None,
         )
@@ -2156,6 +2165,7 @@ fn a_switch_left_off_by_a_stop_before_its_value_was_set_goes_back_on_at_the_next
                 IntentKind::Change,
                 Some(RX.into()),
                 None,
+                None,
             )
             .unwrap();
         j.record_outcome(
@@ -2218,6 +2228,263 @@ fn a_switch_left_off_by_a_stop_before_its_value_was_set_goes_back_on_at_the_next
     assert!(p.reconcile().unwrap().is_empty());
     let now = nic.settings("eth0").unwrap();
     assert_eq!((now.rx_usecs, now.adaptive_rx), (50, false));
+}
+
+/// The journal of an agent that stopped right after turning eth0's adaptive-rx off for rx-usecs
+/// (and, with `value_intent`, after the value's intent, before its write), each intent naming
+/// the device eth0 was then.
+fn switch_left_off(
+    dir: &std::path::Path,
+    nic: &crate::actuate::coalesce::FakeCoalesce,
+    value_intent: bool,
+) {
+    use crate::actuate::coalesce::{DeviceSeen, FakeCoalesce};
+    let device = Some(DeviceSeen {
+        ifindex: nic.index_of("eth0").unwrap(),
+        netns_cookie: FakeCoalesce::NETNS_COOKIE,
+    });
+    let mut j = nic_path(dir, nic).journal;
+    let switch = j
+        .record_intent_making_way(
+            &ADAPTIVE_RX.parse().unwrap(),
+            &Value::Word("on".into()),
+            &Value::Word("off".into()),
+            Source::Rules,
+            "turned off so that ... (allow_adaptive_off): t",
+            IntentKind::Change,
+            Some(RX.into()),
+            None,
+            device,
+        )
+        .unwrap();
+    j.record_outcome(
+        switch,
+        Outcome::Applied {
+            read_back: Value::Word("off".into()),
+            reconciled: false,
+            why: None,
+        },
+    )
+    .unwrap();
+    if value_intent {
+        j.record_intent_making_way(
+            &RX.parse().unwrap(),
+            &Value::Int(50),
+            &Value::Int(20),
+            Source::Rules,
+            "t",
+            IntentKind::Change,
+            None,
+            None,
+            device,
+        )
+        .unwrap();
+    }
+}
+
+fn statuses(reports: &[ChangeReport]) -> Vec<(String, ChangeStatus)> {
+    reports
+        .iter()
+        .map(|r| (r.address.to_string(), r.status))
+        .collect()
+}
+
+fn gone_records(p: &ChangePath) -> Vec<String> {
+    p.journal
+        .records()
+        .iter()
+        .filter_map(|r| match r {
+            crate::journal::Record::Gone { key, .. } => Some(key.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every change of a NIC's parameter journals the device its name named: its index and its
+/// namespace's cookie (the switch turned off, and the value).
+#[test]
+fn a_nic_change_journals_the_device_it_was_made_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, nic) = nic_under_dim(dir.path(), true);
+    let r = p.propose(&op(RX, Value::Int(20))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    let want = Some(crate::actuate::coalesce::DeviceSeen {
+        ifindex: nic.index_of("eth0").unwrap(),
+        netns_cookie: crate::actuate::coalesce::FakeCoalesce::NETNS_COOKIE,
+    });
+    drop(p);
+    // As read back from the file.
+    let p = nic_path(dir.path(), &nic);
+    let devices: Vec<(String, Option<crate::actuate::coalesce::DeviceSeen>)> = p
+        .journal
+        .records()
+        .iter()
+        .filter_map(|r| match r {
+            crate::journal::Record::Intent(i) => Some((i.address.to_string(), i.device)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        devices,
+        vec![(ADAPTIVE_RX.to_string(), want), (RX.to_string(), want)]
+    );
+}
+
+/// A switch left off by a stop on a NIC that is gone since (unplugged, its driver unloaded, a
+/// veth deleted), or whose name names a new device (another index): the next start settles it
+/// once, journaled as gone, and writes nothing (the device that has the name now keeps its own
+/// settings); later starts say nothing of it. An interrupted value's change there is settled as
+/// failed, for the same reason.
+#[test]
+fn a_switch_left_off_on_a_device_that_is_gone_is_settled_once() {
+    for (value_intent, comes_back) in [(false, false), (true, false), (false, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, nic) = nic_under_dim(dir.path(), false);
+        switch_left_off(dir.path(), &nic, value_intent);
+        let old_index = nic.index_of("eth0").unwrap();
+        nic.remove_nic("eth0");
+        if comes_back {
+            // The name again, another device: adaptive-rx off, as its driver starts it.
+            nic.add_nic(
+                "eth0",
+                crate::actuate::coalesce::CoalesceSettings {
+                    rx_usecs: 8,
+                    adaptive_rx: false,
+                },
+            );
+            assert_ne!(nic.index_of("eth0"), Some(old_index));
+        }
+        let mut p = nic_path(dir.path(), &nic);
+        let reports = p.reconcile().unwrap();
+        let mut want = vec![(ADAPTIVE_RX.to_string(), ChangeStatus::Skipped)];
+        if value_intent {
+            want.insert(0, (RX.to_string(), ChangeStatus::Failed));
+        }
+        assert_eq!(statuses(&reports), want, "{reports:#?}");
+        for r in &reports {
+            let detail = r.detail.as_deref().unwrap();
+            assert!(
+                detail.contains(&format!(
+                    "the network device eth0 (index {old_index}) is gone"
+                )) && detail.contains("its setting went with it"),
+                "{detail}"
+            );
+        }
+        let switch = reports.last().unwrap().detail.clone().unwrap();
+        assert!(
+            switch.contains(&format!(
+                "{RX} was not set after {ADAPTIVE_RX} was turned off"
+            )) && switch.contains("nothing to turn back on"),
+            "{switch}"
+        );
+        let mut gone = vec![ADAPTIVE_RX.to_string()];
+        if value_intent {
+            gone.insert(0, RX.to_string());
+        }
+        assert_eq!(gone_records(&p), gone);
+        assert!(
+            nic.history().is_empty(),
+            "nothing written: {:?}",
+            nic.history()
+        );
+        // Once: later starts (and offline commands) say nothing of it.
+        drop(p);
+        let mut p = nic_path(dir.path(), &nic);
+        assert!(p.reconcile().unwrap().is_empty());
+        assert!(nic.history().is_empty(), "{:?}", nic.history());
+        if comes_back {
+            assert!(!nic.settings("eth0").unwrap().adaptive_rx);
+        }
+    }
+}
+
+/// A switch left off by a stop on a NIC that is not gone for certain stays a failure, not
+/// written, and is tried again at the next start: renamed (its index under another name), in
+/// another network namespace than the one KPO acts in now, or the kernel could not be asked (a
+/// transient error), after which the next start turns it back on, or settles it if the device
+/// is gone. A write that fails (the device being reset) is a failure too.
+#[test]
+fn a_switch_left_off_on_a_device_not_known_gone_stays_a_failure() {
+    use crate::actuate::coalesce::FakeCoalesce;
+    let start = |dir: &std::path::Path, nic: &FakeCoalesce| {
+        let mut p = nic_path(dir, nic);
+        let reports = p.reconcile().unwrap();
+        (statuses(&reports), reports, gone_records(&p))
+    };
+    let failed = vec![(ADAPTIVE_RX.to_string(), ChangeStatus::Failed)];
+    let reverted = vec![(ADAPTIVE_RX.to_string(), ChangeStatus::Reverted)];
+    let skipped = vec![(ADAPTIVE_RX.to_string(), ChangeStatus::Skipped)];
+
+    // Renamed: not settled, not written under either name, at every start.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, nic) = nic_under_dim(dir.path(), false);
+    switch_left_off(dir.path(), &nic, false);
+    nic.rename_nic("eth0", "lan0");
+    for _ in 0..2 {
+        let (seen, reports, gone) = start(dir.path(), &nic);
+        assert_eq!(seen, failed, "{reports:#?}");
+        let detail = reports[0].detail.as_deref().unwrap();
+        assert!(
+            detail.contains("is named lan0 now: renamed, not gone")
+                && detail.contains("tried again at the next start"),
+            "{detail}"
+        );
+        assert!(gone.is_empty());
+    }
+    assert!(nic.history().is_empty());
+
+    // Another network namespace than the one KPO turned it off in.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, nic) = nic_under_dim(dir.path(), false);
+    switch_left_off(dir.path(), &nic, false);
+    nic.remove_nic("eth0");
+    nic.set_netns_cookie(Some(FakeCoalesce::NETNS_COOKIE + 1));
+    let (seen, reports, gone) = start(dir.path(), &nic);
+    assert_eq!(seen, failed, "{reports:#?}");
+    assert!(
+        reports[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("in another network namespace"),
+        "{reports:#?}"
+    );
+    assert!(gone.is_empty());
+    // Back in it, the device is seen gone.
+    nic.set_netns_cookie(Some(FakeCoalesce::NETNS_COOKIE));
+    assert_eq!(start(dir.path(), &nic).0, skipped);
+
+    // A transient error asking the kernel, with the device gone: failed, then settled.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, nic) = nic_under_dim(dir.path(), false);
+    switch_left_off(dir.path(), &nic, false);
+    nic.remove_nic("eth0");
+    nic.fail_reads(1);
+    let (seen, reports, gone) = start(dir.path(), &nic);
+    assert_eq!(seen, failed, "{reports:#?}");
+    assert!(gone.is_empty());
+    let (seen, reports, gone) = start(dir.path(), &nic);
+    assert_eq!(seen, skipped, "{reports:#?}");
+    assert_eq!(gone, vec![ADAPTIVE_RX.to_string()]);
+    assert!(start(dir.path(), &nic).0.is_empty());
+
+    // A transient error, with the device there: failed, then turned back on.
+    for (reads, sets) in [(1, 0), (0, 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, nic) = nic_under_dim(dir.path(), false);
+        switch_left_off(dir.path(), &nic, false);
+        nic.fail_reads(reads);
+        if sets > 0 {
+            nic.fail_sets_after(0, sets);
+        }
+        let (seen, reports, gone) = start(dir.path(), &nic);
+        assert_eq!(seen, failed, "{reports:#?}");
+        assert!(gone.is_empty());
+        assert!(!nic.settings("eth0").unwrap().adaptive_rx);
+        let (seen, reports, _) = start(dir.path(), &nic);
+        assert_eq!(seen, reverted, "{reports:#?}");
+        assert!(nic.settings("eth0").unwrap().adaptive_rx);
+    }
 }
 
 /// A value set with the switch off whose lines were both lost to damage may still be in the

@@ -190,6 +190,12 @@ pub struct Intent {
     /// may later name a new namespace, the cookie never does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns_cookie: Option<u64>,
+    /// For a NIC's parameter, the device its name named when the intent was written: its
+    /// interface index and its network namespace's cookie (absent where either could not be
+    /// read, and in journals written before it was recorded). A later "no such device" is told
+    /// from a rename by it ([`crate::actuate::coalesce::device_now`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<crate::actuate::coalesce::DeviceSeen>,
 }
 
 /// What an outcome repeats of its intent: what the fold needs of the change, so that an outcome
@@ -323,8 +329,10 @@ pub enum Record {
         ts_ms: u64,
         key: String,
     },
-    /// The network namespace this key named is gone: its inode now names another namespace (its
-    /// cookie differs). What KPO knew of the parameter there is forgotten.
+    /// The target this key named is gone: a network namespace whose inode now names another
+    /// namespace (its cookie differs), or a NIC's device that no longer exists in the namespace
+    /// KPO changed it in ([`Journal::forget_gone_device`]). What KPO knew of the parameter there
+    /// is forgotten.
     Gone {
         ts_ms: u64,
         key: String,
@@ -535,7 +543,9 @@ impl ParamState {
     }
 
     /// The namespace it was in is gone (a [`Record::Gone`], or an intent with another cookie):
-    /// nothing KPO knew of it holds for the namespace that has the inode now.
+    /// nothing KPO knew of it holds for the namespace that has the inode now. Likewise for a
+    /// NIC's device that is gone (a [`Record::Gone`] of its key): a device that comes back under
+    /// its name has its driver's defaults.
     fn settle_for_gone_namespace(&mut self) {
         // Nor its rate limit: the dead namespace's changes are not the new one's.
         self.applied.clear();
@@ -1460,11 +1470,13 @@ impl Journal {
         reason: &str,
         kind: IntentKind,
     ) -> Result<u64, JournalError> {
-        self.record_intent_making_way(address, before, after, source, reason, kind, None, None)
+        self.record_intent_making_way(
+            address, before, after, source, reason, kind, None, None, None,
+        )
     }
 
-    /// [`Journal::record_intent`] of a switch turned off for the value at `made_way_for`, or of
-    /// a parameter in the network namespace with `netns_cookie`.
+    /// [`Journal::record_intent`] of a switch turned off for the value at `made_way_for`, of a
+    /// parameter in the network namespace with `netns_cookie`, or of a NIC's on `device`.
     #[allow(clippy::too_many_arguments)]
     pub fn record_intent_making_way(
         &mut self,
@@ -1476,6 +1488,7 @@ impl Journal {
         kind: IntentKind,
         made_way_for: Option<String>,
         netns_cookie: Option<u64>,
+        device: Option<crate::actuate::coalesce::DeviceSeen>,
     ) -> Result<u64, JournalError> {
         let id = self.st.next_id;
         let key = target_key(address);
@@ -1494,6 +1507,7 @@ impl Journal {
             made_way_for,
             boot: self.st.boot.clone(),
             netns_cookie,
+            device,
         }))?;
         Ok(id)
     }
@@ -1508,6 +1522,18 @@ impl Journal {
         self.append(Record::Gone {
             ts_ms: now_ms(),
             key: target_key(address),
+            why: why.to_string(),
+        })
+    }
+
+    /// Records that the network device of the NIC parameter under `key` is gone (its name and
+    /// its index name nothing in the namespace KPO changed it in), and forgets what KPO knew of
+    /// the parameter: its setting went with the device, and a device that comes back under the
+    /// name comes with its driver's defaults.
+    pub fn forget_gone_device(&mut self, key: &str, why: &str) -> Result<(), JournalError> {
+        self.append(Record::Gone {
+            ts_ms: now_ms(),
+            key: key.to_string(),
             why: why.to_string(),
         })
     }

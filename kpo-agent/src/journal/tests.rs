@@ -115,6 +115,7 @@ fn a_torn_last_record_is_recovered_with_a_warning_and_keeps_the_original() {
         made_way_for: None,
         boot: None,
         netns_cookie: None,
+        device: None,
     }));
     append_raw(dir.path(), &line[..line.len() / 2]);
     let mut j = open(dir.path());
@@ -608,6 +609,7 @@ fn a_reboot_ends_what_was_known_of_other_namespaces() {
                     IntentKind::Change,
                     None,
                     cookie,
+                    None,
                 )
                 .unwrap();
             j.record_outcome(
@@ -653,6 +655,7 @@ fn an_intent_in_a_new_namespace_starts_afresh_on_replay() {
             made_way_for: None,
             boot: None,
             netns_cookie: cookie,
+            device: None,
         })
     };
     let applied = |id: u64, v: i64| Record::Outcome {
@@ -726,6 +729,7 @@ fn an_impossible_id_is_set_aside_and_an_impossible_time_is_shown_as_a_number() {
         made_way_for: None,
         boot: None,
         netns_cookie: None,
+        device: None,
     }));
     append_raw(dir.path(), &line);
     let j = open(dir.path());

@@ -13,6 +13,7 @@
 
 use std::fs::File;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use netlink_packet_core::{
@@ -47,6 +48,10 @@ pub struct EthtoolCoalesce {
     socket: Socket,
     family_id: u16,
     seq: u32,
+    /// A socket made with the netlink one, so in the same network namespace: the interface
+    /// ioctls (name to index and back) and the namespace's cookie are asked through it, about
+    /// the namespace the coalescing requests go to.
+    probe: OwnedFd,
 }
 
 impl EthtoolCoalesce {
@@ -64,10 +69,18 @@ impl EthtoolCoalesce {
         // capping keeps our request out of the error replies. Both are best effort.
         let _ = socket.set_ext_ack(true);
         let _ = socket.set_cap_ack(true);
+        let probe = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Datagram,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| io_err(e.into()))?;
         let mut me = Self {
             socket,
             family_id: 0,
             seq: 0,
+            probe,
         };
         me.family_id = me.resolve_family()?;
         Ok(me)
@@ -132,6 +145,72 @@ impl EthtoolCoalesce {
         self.exchange(msg)
             .map(|_| ())
             .map_err(|e| device_error(e, iface, "ETHTOOL_MSG_COALESCE_SET", change))
+    }
+
+    /// The index of the device named `iface` in the socket's network namespace (`SIOCGIFINDEX`);
+    /// `Ok(None)` when the kernel says no device has that name there (ENODEV). A name the ioctl
+    /// cannot carry (an alternative name of 16 bytes or more) is an error: not known.
+    pub fn ifindex(&mut self, iface: &str) -> Result<Option<u32>, ActuateError> {
+        let path = || PathBuf::from(format!("SIOCGIFINDEX {iface}"));
+        let mut req = ifreq_named(iface).ok_or_else(|| ActuateError::Io {
+            path: path(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the name does not fit an interface ioctl (IFNAMSIZ)",
+            ),
+        })?;
+        match self.ioctl(libc::SIOCGIFINDEX, &mut req) {
+            // SAFETY: SIOCGIFINDEX answered in the union's ifindex member.
+            Ok(()) => Ok(u32::try_from(unsafe { req.ifr_ifru.ifru_ifindex }).ok()),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(source) => Err(ActuateError::Io {
+                path: path(),
+                source,
+            }),
+        }
+    }
+
+    /// The name of the device with index `ifindex` in the socket's network namespace
+    /// (`SIOCGIFNAME`); `Ok(None)` when the kernel says no device has it there (ENODEV).
+    pub fn ifname(&mut self, ifindex: u32) -> Result<Option<String>, ActuateError> {
+        let path = || PathBuf::from(format!("SIOCGIFNAME {ifindex}"));
+        let index = libc::c_int::try_from(ifindex).map_err(|_| ActuateError::Io {
+            path: path(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not an interface index"),
+        })?;
+        // SAFETY: ifreq is plain data, for which all zeroes is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        req.ifr_ifru.ifru_ifindex = index;
+        match self.ioctl(libc::SIOCGIFNAME, &mut req) {
+            Ok(()) => {
+                let name: Vec<u8> = req
+                    .ifr_name
+                    .iter()
+                    .take_while(|&&c| c != 0)
+                    .map(|&c| c as u8)
+                    .collect();
+                Ok(Some(String::from_utf8_lossy(&name).into_owned()))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(source) => Err(ActuateError::Io {
+                path: path(),
+                source,
+            }),
+        }
+    }
+
+    /// The cookie of the socket's network namespace (`None`: before Linux 5.14).
+    pub fn netns_cookie(&self) -> Option<u64> {
+        crate::actuate::sysctl::netns_cookie_of(&self.probe).ok()
+    }
+
+    fn ioctl(&self, request: libc::c_ulong, req: &mut libc::ifreq) -> io::Result<()> {
+        // SAFETY: both requests read and write one `ifreq`, which `req` is, alive for the call.
+        let rc = unsafe { libc::ioctl(self.probe.as_raw_fd(), request, req as *mut libc::ifreq) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     fn resolve_family(&mut self) -> Result<u16, ActuateError> {
@@ -256,6 +335,19 @@ fn knob(iface: &str, change: &CoalesceAttrs) -> String {
     } else {
         format!("ethtool:{iface}:{}", names.join(","))
     }
+}
+
+/// An `ifreq` naming `iface`, if the name fits (IFNAMSIZ, with its NUL).
+fn ifreq_named(iface: &str) -> Option<libc::ifreq> {
+    if iface.is_empty() || iface.len() >= libc::IFNAMSIZ || iface.contains('\0') {
+        return None;
+    }
+    // SAFETY: ifreq is plain data, for which all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in req.ifr_name.iter_mut().zip(iface.bytes()) {
+        *slot = byte as libc::c_char;
+    }
+    Some(req)
 }
 
 /// The kernel reads the name as a NUL-terminated string of at most 127 bytes.
