@@ -49,10 +49,11 @@ pub struct Config {
     pub read_from: Option<(PathBuf, u64)>,
 }
 
-/// The longest window. Per-CPU kernel counters kept in 32 bits (softirqs, interrupts, softnet)
-/// are differenced over a window, and a fall is taken for a wrap only when the wrapped distance is
-/// under half their range (`counter::wrapping_u32`; a larger one is a reset): a million events per
-/// second on one CPU passes 2^31 in 36 minutes, so a longer window would lose its counts.
+/// The longest window, and so the longest tick. Per-CPU kernel counters kept in 32 bits
+/// (softirqs, interrupts, softnet) are differenced tick by tick (`procfs::PerCpuSums`), and a
+/// fall is taken for a wrap only when the wrapped distance is under half their range
+/// (`counter::wrapping_u32`; a larger one is a reset): a million events per second on one CPU
+/// passes 2^31 in 36 minutes, so a longer tick (a window of one tick) would lose its counts.
 pub const MAX_WINDOW: Duration = Duration::from_secs(1800);
 
 /// The largest configuration file read: a few hundred bytes in practice.
