@@ -260,9 +260,10 @@ impl Config {
             return Err(invalid(
                 "window",
                 format!(
-                    "is {}; it must be at most {} (a 32-bit kernel counter at a million events \
-                     per second on one CPU passes half its range in 36 minutes, beyond which a \
-                     window's difference cannot be told from a reset)",
+                    "is {}; it must be at most {} (a tick can be as long as the window, and a \
+                     32-bit kernel counter at a million events per second on one CPU passes half \
+                     its range in 36 minutes, beyond which its change over a tick cannot be told \
+                     from a reset)",
                     humantime::format_duration(self.window),
                     humantime::format_duration(MAX_WINDOW)
                 ),
@@ -525,9 +526,9 @@ mod tests {
         assert_eq!(
             c.validate("command line").unwrap_err().to_string(),
             "command line: `window` is 570385years 6months 29days 10h 38m 24s; it must be at most \
-             30m (a 32-bit kernel counter at a million events per second on one CPU passes \
-             half its range in 36 minutes, beyond which a window's difference cannot be told from \
-             a reset)"
+             30m (a tick can be as long as the window, and a 32-bit kernel counter at a million \
+             events per second on one CPU passes half its range in 36 minutes, beyond which its \
+             change over a tick cannot be told from a reset)"
         );
         let c = Config {
             window: MAX_WINDOW,
