@@ -49,10 +49,11 @@ pub struct Config {
     pub read_from: Option<(PathBuf, u64)>,
 }
 
-/// The longest window. Per-CPU kernel counters kept in 32 bits (softirqs, interrupts, softnet)
-/// are differenced over a window, and a fall is taken for a wrap only when the wrapped distance is
-/// under half their range (`counter::wrapping_u32`; a larger one is a reset): a million events per
-/// second on one CPU passes 2^31 in 36 minutes, so a longer window would lose its counts.
+/// The longest window, and so the longest tick. Per-CPU kernel counters kept in 32 bits
+/// (softirqs, interrupts, softnet) are differenced tick by tick (`procfs::PerCpuSums`), and a
+/// fall is taken for a wrap only when the wrapped distance is under half their range
+/// (`counter::wrapping_u32`; a larger one is a reset): a million events per second on one CPU
+/// passes 2^31 in 36 minutes, so a longer tick (a window of one tick) would lose its counts.
 pub const MAX_WINDOW: Duration = Duration::from_secs(1800);
 
 /// The largest configuration file read: a few hundred bytes in practice.
@@ -259,9 +260,10 @@ impl Config {
             return Err(invalid(
                 "window",
                 format!(
-                    "is {}; it must be at most {} (a 32-bit kernel counter at a million events \
-                     per second on one CPU passes half its range in 36 minutes, beyond which a \
-                     window's difference cannot be told from a reset)",
+                    "is {}; it must be at most {} (a tick can be as long as the window, and a \
+                     32-bit kernel counter at a million events per second on one CPU passes half \
+                     its range in 36 minutes, beyond which its change over a tick cannot be told \
+                     from a reset)",
                     humantime::format_duration(self.window),
                     humantime::format_duration(MAX_WINDOW)
                 ),
@@ -524,9 +526,9 @@ mod tests {
         assert_eq!(
             c.validate("command line").unwrap_err().to_string(),
             "command line: `window` is 570385years 6months 29days 10h 38m 24s; it must be at most \
-             30m (a 32-bit kernel counter at a million events per second on one CPU passes \
-             half its range in 36 minutes, beyond which a window's difference cannot be told from \
-             a reset)"
+             30m (a tick can be as long as the window, and a 32-bit kernel counter at a million \
+             events per second on one CPU passes half its range in 36 minutes, beyond which its \
+             change over a tick cannot be told from a reset)"
         );
         let c = Config {
             window: MAX_WINDOW,

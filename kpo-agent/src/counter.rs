@@ -52,7 +52,8 @@ pub const MAX_U32_RATE: f64 = (1u64 << 24) as f64;
 
 /// A counter the kernel keeps in 32 bits (per-CPU softnet, softirq and interrupt counts), read
 /// twice `secs` seconds apart. A fall is one wrap when the wrapped distance is under half the
-/// range (at 1 M/s a 32-bit counter wraps every 72 minutes, and windows are at most 30) and no
+/// range (at 1 M/s a 32-bit counter wraps every 72 minutes, and readings are compared a tick
+/// apart, a tick being at most the longest window, 30 minutes, or across failed reads) and no
 /// more than [`MAX_U32_RATE`] a second over `secs` could count: a counter re-created (an IRQ
 /// freed and requested again under the same name, a driver reload) falls to a small value from
 /// wherever it was, and from above 2^31 the wrapped distance would pass the first test. Any other

@@ -199,6 +199,8 @@ macro_rules! bpf_maps {
             /// Not a map: what `service_generations` holds, index by index (only this agent
             /// writes it, and it was created zeroed), for the entries of `service_ports`.
             service_generations_now: [u32; MAX_SERVICES as usize],
+            /// Not a map: the entries of `service_ports` not written yet (see [`OwedPorts`]).
+            owed_ports: OwedPorts,
         }
 
         impl BpfMaps {
@@ -219,6 +221,7 @@ macro_rules! bpf_maps {
                     listener_entries: EntryIds::default(),
                     napi_entries: EntryIds::default(),
                     service_generations_now: [0; MAX_SERVICES as usize],
+                    owed_ports: OwedPorts::default(),
                 };
                 // Now, before the loader attaches any program: until the first read writes
                 // the next epoch, the programs read this one. A failed write leaves 0 there,
@@ -448,15 +451,24 @@ impl BpfMaps {
     /// generation it was made under is current: the index's own for a timed verdict, the untimed
     /// one otherwise. So, in this order: remove the vanished keys and bump their indices'
     /// generations, making sockets of a vanished listener stop writing under its index, before
-    /// that index is zeroed and handed to another listener; insert the new keys, each with its
-    /// index's generation; then bump the untimed generation, so sockets judged untimed a moment
-    /// ago are judged again. The indices of listeners still in the set are left alone: their
-    /// sockets keep the requests they are timing.
-    pub fn set_service_ports(&mut self, services: &mut ServiceIndex, ports: &[ListenerKey]) {
+    /// that index is zeroed and handed to another listener; insert the new keys (and those whose
+    /// insert failed before), each with its index's generation; then, if one was written, bump
+    /// the untimed generation, so sockets judged untimed a moment ago are judged again. The
+    /// indices of listeners still in the set are left alone: their sockets keep the requests
+    /// they are timing.
+    ///
+    /// An insert that fails is tried again at every later call until it works or the listener
+    /// goes ([`OwedPorts`]). Returns the listeners whose insert failed at this call, each with
+    /// the error.
+    pub fn set_service_ports(
+        &mut self,
+        services: &mut ServiceIndex,
+        ports: &[ListenerKey],
+    ) -> Vec<(ListenerKey, String)> {
         let changes = services.update(ports);
         // Every tick: nothing to write (nor CPUs to count) while the set stays as it is.
-        if changes == ServiceChanges::default() {
-            return;
+        if !self.owed_ports.take_in(&changes) {
+            return Vec::new();
         }
         for (key, _) in &changes.gone {
             let _ = self.service_ports.remove(key);
@@ -464,26 +476,30 @@ impl BpfMaps {
         for index in changes.invalidated() {
             self.bump_service_generation(index);
         }
-        let cpus = aya::util::nr_cpus().map_or(1, |n| n);
-        for index in &changes.reused {
-            if let Ok(zeros) = PerCpuValues::try_from(vec![Hist::default(); cpus]) {
-                let _ = self.req_hist.set(*index, zeros, 0);
+        if !changes.reused.is_empty() {
+            let cpus = aya::util::nr_cpus().map_or(1, |n| n);
+            for index in &changes.reused {
+                if let Ok(zeros) = PerCpuValues::try_from(vec![Hist::default(); cpus]) {
+                    let _ = self.req_hist.set(*index, zeros, 0);
+                }
             }
         }
-        for &(key, index) in &changes.added {
-            let Some(&generation) = self.service_generations_now.get(index as usize) else {
-                continue;
-            };
-            let _ = self
-                .service_ports
-                .insert(key, ServicePort { index, generation }, 0);
-        }
-        if !changes.added.is_empty() {
+        let (generations, ports_map) = (&self.service_generations_now, &mut self.service_ports);
+        let (written, failed) = self.owed_ports.write(|key, index| {
+            let generation = *generations
+                .get(index as usize)
+                .ok_or_else(|| format!("index {index} is out of range"))?;
+            ports_map
+                .insert(key, ServicePort { index, generation }, 0)
+                .map_err(|e| e.to_string())
+        });
+        if written {
             let now = self.config.get(&CONFIG_UNTIMED_GENERATION, 0).unwrap_or(0);
             let _ = self
                 .config
                 .set(CONFIG_UNTIMED_GENERATION, now.wrapping_add(1), 0);
         }
+        failed
     }
 
     /// A failed write leaves the generation (and `service_generations_now`) as it was: the
@@ -675,6 +691,47 @@ fn sum<V: Pod + Default>(values: &PerCpuValues<V>, add: &impl Fn(&mut V, &V)) ->
         add(&mut total, v);
     }
     total
+}
+
+/// The entries of `MAP_SERVICE_PORTS` owed: listeners given an index whose insert failed (the
+/// map full, no memory). Until it is written, the kernel judges the listener's sockets untimed;
+/// and [`ServiceIndex`] counts the listener as assigned, so it would not add it again until it
+/// left and came back. So each is tried again every tick until it is written or its listener
+/// goes.
+#[derive(Debug, Default)]
+pub(crate) struct OwedPorts(BTreeMap<ListenerKey, u32>);
+
+impl OwedPorts {
+    /// Takes in a tick's changes: the listeners added are owed their entry, those gone none.
+    /// Returns whether anything is to be written.
+    pub(crate) fn take_in(&mut self, changes: &ServiceChanges) -> bool {
+        for (key, _) in &changes.gone {
+            self.0.remove(key);
+        }
+        self.0.extend(changes.added.iter().copied());
+        *changes != ServiceChanges::default() || !self.0.is_empty()
+    }
+
+    /// Writes every entry owed with `insert`; those that fail stay owed. Returns whether one was
+    /// written (sockets judged untimed must then be judged again), and the failures.
+    pub(crate) fn write(
+        &mut self,
+        mut insert: impl FnMut(ListenerKey, u32) -> Result<(), String>,
+    ) -> (bool, Vec<(ListenerKey, String)>) {
+        let mut written = false;
+        let mut failed = Vec::new();
+        self.0.retain(|&key, &mut index| match insert(key, index) {
+            Ok(()) => {
+                written = true;
+                false
+            }
+            Err(e) => {
+                failed.push((key, e));
+                true
+            }
+        });
+        (written, failed)
+    }
 }
 
 /// Which histogram index of `MAP_REQ_HIST` belongs to which listening port.
@@ -1125,6 +1182,48 @@ mod tests {
         // The served listener kept its verdict from the first tick throughout.
         assert_eq!(verdicts[&key(80)], (0, 0));
         assert!(generations.iter().skip(1).all(|&g| g >= 2));
+    }
+
+    /// Defect: a listener whose `KPO_SERVICE_PORTS` insert failed (the map full, no memory)
+    /// stayed assigned its index with no entry, so its requests went untimed until it left and
+    /// came back. Now the insert is owed, and tried every tick until it works or the listener goes.
+    #[test]
+    fn a_failed_port_insert_is_tried_again_each_tick_until_it_works_or_the_listener_goes() {
+        let mut services = ServiceIndex::default();
+        let mut owed = OwedPorts::default();
+        // What a tick writes, with inserts of `failing` keys failing: (keys inserted, whether
+        // one was written, the failures). None: nothing to write, the tick returns early.
+        let mut tick = |ports: &[ListenerKey], failing: &[ListenerKey]| {
+            if !owed.take_in(&services.update(ports)) {
+                return None;
+            }
+            let mut tried = Vec::new();
+            let (written, failed) = owed.write(|key, index| {
+                tried.push((key, index));
+                if failing.contains(&key) {
+                    Err("No space left on device".to_string())
+                } else {
+                    Ok(())
+                }
+            });
+            let failed: Vec<ListenerKey> = failed.into_iter().map(|(k, _)| k).collect();
+            Some((tried, written, failed))
+        };
+        let (a, b) = (key(80), key(81));
+        assert_eq!(
+            tick(&[a, b], &[b]),
+            Some((vec![(a, 0), (b, 1)], true, vec![b]))
+        );
+        // The set is unchanged, but b's entry is owed: tried again, still failing.
+        assert_eq!(tick(&[a, b], &[b]), Some((vec![(b, 1)], false, vec![b])));
+        // It works: written (the untimed verdicts are judged again), and owed no more.
+        assert_eq!(tick(&[a, b], &[]), Some((vec![(b, 1)], true, vec![])));
+        assert_eq!(tick(&[a, b], &[]), None);
+        // A listener whose insert failed and that goes is owed nothing.
+        let c = key(82);
+        assert_eq!(tick(&[a, b, c], &[c]), Some((vec![(c, 2)], false, vec![c])));
+        assert_eq!(tick(&[a, b], &[c]), Some((vec![], false, vec![])));
+        assert_eq!(tick(&[a, b], &[c]), None);
     }
 
     /// Defect: a new listener listed before a returning one in the same update was handed the

@@ -186,9 +186,10 @@ impl Collector {
         };
         if self.sensors.is_enabled(SensorKind::RequestLatency) {
             let ports: Vec<ListenerKey> = listeners.keys().copied().collect();
-            if let Some(maps) = self.sensors.maps_mut() {
-                maps.set_service_ports(&mut self.services, &ports);
-            }
+            let unwritten = match self.sensors.maps_mut() {
+                Some(maps) => maps.set_service_ports(&mut self.services, &ports),
+                None => Vec::new(),
+            };
             let untimed = (self.services.untimed > 0).then(|| {
                 let problem = format!(
                     "request latency is timed for at most {} listening ports; {} are not",
@@ -197,7 +198,20 @@ impl Collector {
                 );
                 ("request latency ports".to_string(), problem)
             });
-            self.health.round("request latency", untimed);
+            // Logged when the first insert fails and when none fails any more, not every tick.
+            let unwritten = unwritten.into_iter().map(|(key, error)| {
+                let problem = format!(
+                    "request latency of port {} ({}, netns {}) is not timed: its entry in {} \
+                     could not be written ({error}); tried again every tick",
+                    key.port,
+                    crate::window::family_name(key.family),
+                    key.netns,
+                    kpo_common::MAP_SERVICE_PORTS
+                );
+                ("request latency port entries".to_string(), problem)
+            });
+            self.health
+                .round("request latency", untimed.into_iter().chain(unwritten));
         }
         if let Some(b) = &bpf {
             let stale = self

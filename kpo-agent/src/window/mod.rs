@@ -2,6 +2,8 @@
 //! to its own last sample; counters become differences and rates, peaks are taken over its ticks.
 pub mod energy;
 pub mod hist;
+#[cfg(test)]
+mod host_tests;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -12,7 +14,7 @@ use crate::{
     collect::{
         bpf_maps::BpfSnapshot,
         carry::{CounterReading, ListenerReading},
-        procfs::HostMetrics,
+        procfs::{HostMetrics, PerCpuSums},
         NetnsCounters, NetnsRead, Sample,
     },
     counter,
@@ -276,6 +278,8 @@ pub struct WindowBuilder {
     peaks: BTreeMap<ListenerKey, u32>,
     /// Requests timed in the window so far, per service, added up tick by tick.
     requests: Requests,
+    /// The host's 32-bit per-CPU counters' changes so far, added up tick by tick.
+    per_cpu: PerCpuSums,
     sampled: Duration,
     accept_queue_sampled: Duration,
     elapsed: Duration,
@@ -291,6 +295,7 @@ impl WindowBuilder {
 
     fn with_reference(baseline: Sample, reference: References, dropped: Dropped) -> Self {
         Self {
+            per_cpu: PerCpuSums::new(&baseline.host),
             baseline,
             reference,
             dropped,
@@ -316,6 +321,7 @@ impl WindowBuilder {
         self.accept_queue_sampled += sample.accept_queue_sampled;
         observe_peaks(&mut self.peaks, &sample);
         add_requests(&mut self.requests, previous, &sample);
+        self.per_cpu.add_tick(&previous.host, &sample.host);
         count_dumps(&mut self.dropped, &self.reference, &sample);
         self.last = Some(sample);
     }
@@ -342,6 +348,7 @@ impl WindowBuilder {
             spans,
             &self.reference,
             &self.dropped,
+            HostMetrics::over(&self.baseline.host, &last.host, &self.per_cpu),
         ))
     }
 
@@ -428,6 +435,7 @@ pub fn tick_window(previous: &Sample, sample: &Sample) -> Window {
         spans,
         &previous.readings,
         &dropped,
+        HostMetrics::between(&previous.host, &sample.host),
     )
 }
 
@@ -485,6 +493,7 @@ struct Spans {
     accept_queue_sampled: Duration,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn assemble(
     first: &Sample,
     last: &Sample,
@@ -493,6 +502,7 @@ fn assemble(
     spans: Spans,
     reference: &References,
     dropped: &Dropped,
+    system: HostMetrics,
 ) -> Window {
     let secs = spans.elapsed.as_secs_f64().max(1e-9);
     let sampled = Sampled(spans.sampled.as_secs_f64());
@@ -525,7 +535,7 @@ fn assemble(
                 .then(|| sampled.rate(counter::restarted(before, b.context_switches)))
         }),
         request_latency: request_latency(requests),
-        system: HostMetrics::between(&first.host, &last.host),
+        system,
         // The run loop reads the meter when the window closes.
         energy: None,
     }

@@ -17,7 +17,7 @@ pub(super) fn net_delta(first: &NetCounters, last: &NetCounters, key: &str) -> O
     Some(counter::monotonic_signed(*first.get(key)?, *last.get(key)?))
 }
 
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(super) struct SoftnetDeltas {
     pub(super) processed: u64,
     pub(super) dropped: u64,

@@ -3,7 +3,8 @@
 //! `$defs/system` in docs/events.schema.json is its JSON Schema (a test keeps all three in step).
 //!
 //! Rules applied throughout:
-//! - rates are window differences divided by the seconds between the snapshots;
+//! - rates are window differences divided by the seconds between the snapshots (those of the
+//!   32-bit per-CPU counters added up tick by tick: [`PerCpuSums`]);
 //! - levels (memory, load, PSI averages) are the last snapshot's values;
 //! - counter differences never go negative ([`super::deltas`] says how resets, 32-bit wraps and
 //!   CPUs or devices present in only one snapshot are handled);
@@ -18,9 +19,8 @@ use serde::Serialize;
 use crate::counter;
 
 use super::{
-    deltas::{
-        disk_deltas, interrupt_delta, net_delta, sched_deltas, softirq_deltas, softnet_deltas,
-    },
+    deltas::{disk_deltas, net_delta, sched_deltas},
+    per_cpu_sums::PerCpuSums,
     snapshot::HostSnapshot,
     stat::CpuJiffies,
     Pressure, PressureFile, Stat,
@@ -130,7 +130,17 @@ pub struct HostMetrics {
 }
 
 impl HostMetrics {
+    /// Between two snapshots, one tick apart (or in tests), the 32-bit per-CPU counters compared
+    /// directly.
     pub fn between(first: &HostSnapshot, last: &HostSnapshot) -> Self {
+        Self::over(first, last, &PerCpuSums::between(first, last))
+    }
+
+    /// Over a window from `first` to `last`, whose 32-bit per-CPU counters (softnet, softirqs,
+    /// interrupts) `per_cpu` added up tick by tick: compared first to last, a busy CPU's could
+    /// wrap past what a difference can tell from a reset (see [`PerCpuSums`]). The other
+    /// counters are 64-bit and compared first to last.
+    pub fn over(first: &HostSnapshot, last: &HostSnapshot, per_cpu: &PerCpuSums) -> Self {
         let secs = last.at.saturating_duration_since(first.at).as_secs_f64();
         let span = Span((secs > 0.0).then_some(secs));
         let shares = both(&first.stat, &last.stat).and_then(|(a, b)| cpu_shares_between(a, b));
@@ -167,8 +177,7 @@ impl HostMetrics {
             netstat("TcpExtListenOverflows"),
             netstat("TcpExtListenDrops"),
         );
-        let softnet =
-            both(&first.softnet, &last.softnet).and_then(|(a, b)| softnet_deltas(a, b, secs));
+        let softnet = per_cpu.softnet();
         let vmstat_rate = |field: fn(&super::Vmstat) -> Option<u64>| {
             both(&first.vmstat, &last.vmstat)
                 .and_then(|(a, b)| span.rate(counter::monotonic(field(a)?, field(b)?)))
@@ -245,17 +254,15 @@ impl HostMetrics {
             disk_write_bytes_per_s: span
                 .rate_of(disks.map(|d| d.sectors_written.saturating_mul(SECTOR_BYTES))),
 
-            softirqs_per_s: both(&first.softirqs, &last.softirqs).and_then(|(a, b)| {
+            softirqs_per_s: per_cpu.softirqs().and_then(|runs| {
                 let secs = span.0?;
                 Some(
-                    softirq_deltas(a, b, secs)
-                        .into_iter()
-                        .map(|(name, n)| (name, round3(n as f64 / secs)))
+                    runs.iter()
+                        .map(|(name, n)| (name.clone(), round3(*n as f64 / secs)))
                         .collect(),
                 )
             }),
-            interrupts_per_s: both(&first.interrupts, &last.interrupts)
-                .and_then(|(a, b)| span.rate(interrupt_delta(a, b, secs))),
+            interrupts_per_s: span.rate_of(per_cpu.interrupts()),
 
             sched_run_delay_ns_per_s_per_cpu: sched.and_then(|s| {
                 span.0
