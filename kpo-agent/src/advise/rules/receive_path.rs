@@ -119,7 +119,7 @@ pub struct ReceivePathRule {
     /// The last raise of the budgets, until the windows at its values judge it.
     raised: Option<Raised>,
     /// Budgets a raise to which did not cut the squeezes: no raise from them while the kernel
-    /// has them.
+    /// has them (forgotten once the rule reads others).
     futile: Option<(i64, i64)>,
 }
 
@@ -390,6 +390,12 @@ If the drops per second do not fall by a quarter over a whole window at the new 
         else {
             return Vec::new();
         };
+        // The mark holds while the kernel has the budgets judged; others (someone else's, or
+        // those the guard put back) are judged afresh if a raise from them comes, and so are the
+        // marked ones should the kernel come back to them: a raise to them may help this time.
+        if self.futile.is_some_and(|futile| futile != (budget, usecs)) {
+            self.futile = None;
+        }
         // The last raise is judged first (by as many windows at its budgets as led to it); one
         // that did not cut the squeezes leaves nothing to gain by raising further: the CPU is
         // busy, not short of budget, and longer rounds would only delay its other tasks.
@@ -1071,6 +1077,58 @@ mod tests {
         assert_eq!(rule.futile(), Some((600, 4000)));
         assert_eq!(rule.restore_futile(None, Some(250)), None);
         assert_eq!(rule.futile(), None);
+    }
+
+    /// Defect: the mark of budgets a raise to which did not help was kept whatever budgets the
+    /// kernel had since, so once someone else set others, a raise back to the marked ones that
+    /// did cut the squeezes was followed by no other: the stale mark held. It is forgotten when
+    /// the rule reads other budgets (as the backlog's mark), and the raise is judged afresh.
+    #[test]
+    fn a_futile_budgets_mark_is_forgotten_once_the_kernel_has_other_budgets() {
+        // The share of squeezed rounds at each netdev_budget: 3% at 300, 1.2% at 600 and above.
+        let share_at = |budget: i64| if budget <= 300 { 1800 } else { 720 };
+        let mut rule = ReceivePathRule::default();
+        assert_eq!(rule.restore_futile(Some((600, 4000)), None), None);
+        let mut k = kernel();
+        k.set(BUDGET, 600);
+        k.set(BUDGET_USECS, 4000);
+        let mut advised = Vec::new();
+        for i in 1..=30 {
+            if i == 5 {
+                // Someone else's budgets, and a calm window: the squeezes at the marked budgets
+                // do not count in the run that leads to the next raise.
+                k.set(BUDGET, 300);
+                k.set(BUDGET_USECS, 2000);
+            }
+            // 60000 rounds in the 60 s window.
+            let squeezes = if i == 5 {
+                0
+            } else {
+                share_at(k.values[BUDGET])
+            };
+            let w = softnet(0, squeezes, 1000.0);
+            for r in rule.on_window(&at(i), &w, &mut k, &auto()) {
+                let v = r.recommended_value.as_ref().unwrap().as_int().unwrap();
+                k.set(&r.parameter.to_string(), v);
+                advised.push((i, r.parameter.name.clone(), v));
+            }
+            if i == 4 {
+                assert_eq!(advised, [], "no raise from the marked budgets");
+                assert_eq!(rule.futile(), Some((600, 4000)));
+            }
+        }
+        let raise = |i, budget, usecs| {
+            [
+                (i, BUDGET.to_string(), budget),
+                (i, BUDGET_USECS.to_string(), usecs),
+            ]
+        };
+        assert_eq!(
+            advised,
+            [raise(7, 600, 4000), raise(9, 1200, 8000)].concat(),
+            "3% to 1.2% is a cut: the next raise comes"
+        );
+        assert_eq!(rule.futile(), Some((1200, 8000)), "1.2% to 1.2% is not");
     }
 
     #[test]
