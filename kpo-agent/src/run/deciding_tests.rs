@@ -3242,6 +3242,147 @@ fn a_breach_is_reverted_while_a_group_knob_cannot_be_read_as_one() {
     }
 }
 
+/// The search converged while its best waited (the move to it refused for now: a pause), the
+/// last trial still in place, when a group knob stopped reading as one value (an operator set
+/// one policy of `cpufreq:*:scaling_max_freq` apart, or a policy's limit cannot be read) and a
+/// window broke the SLO: the loop's own values go to the best that waited, which it then holds,
+/// as after any breach while the best waits; the search is not restarted (the model is kept, the
+/// loop not sent back to the start). The operator's value stays; a policy whose file is gone
+/// cannot be written (`revert_failed`), the others still go to the best's value.
+#[test]
+fn a_breach_while_a_group_knob_cannot_be_read_as_one_goes_to_the_best_that_waits() {
+    const BUDGET: usize = 12;
+    for variant in ["operator", "unreadable"] {
+        let rig = Rig::new(&policy_with_operator(), true, &format!("budget = {BUDGET}"));
+        let base = rig.more_policies(4);
+        let mut rig = rig.restarted();
+        let start = rig.config_now();
+        fn live(rig: &Rig) -> &crate::advise::optimizer::live::LiveOptimizer {
+            rig.deciding.optimizer_for_tests().unwrap().live()
+        }
+        let learned = |rig: &Rig| live(rig).optimizer().observations().len();
+        let in_place_untried = |rig: &Rig| {
+            let now = rig.config_now();
+            live(rig)
+                .optimizer()
+                .observations()
+                .iter()
+                .all(|o| o.point != now)
+        };
+        // Up to the trial whose measurement spends the budget, within the SLO.
+        for _ in 0..30 {
+            if learned(&rig) == BUDGET - 1 && in_place_untried(&rig) {
+                break;
+            }
+            rig.window();
+        }
+        assert_eq!(learned(&rig), BUDGET - 1, "{variant}: {:?}", rig.live);
+        assert!(in_place_untried(&rig), "{variant}: {:?}", rig.live);
+        assert!(
+            rig.p99() <= SLO_US,
+            "{variant}: the last trial meets the SLO"
+        );
+        // Converged, its move to the best refused for now: the last trial stays in place.
+        rig.deciding
+            .path_for_tests_mut()
+            .journal
+            .set_paused(true, "test")
+            .unwrap();
+        let last = rig.config_now();
+        let seen = rig.live.len();
+        rig.window();
+        let best = rig.live[seen..]
+            .iter()
+            .find_map(|e| match e {
+                LiveEvent::Converged { best, .. } => Some(best.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{variant}: converged: {:?}", &rig.live[seen..]));
+        assert!(
+            rig.live[seen..].iter().any(
+                |e| matches!(e, LiveEvent::Refused { config, retry: true, .. } if *config == best)
+            ),
+            "{variant}: {:?}",
+            &rig.live[seen..]
+        );
+        assert_eq!(rig.config_now(), last, "{variant}: the last trial stays");
+        assert!(
+            best[0] != last[0] && best != start,
+            "{variant}: the best {best:?} moves the group from the last trial {last:?} and is \
+             not the start {start:?}"
+        );
+        rig.deciding
+            .path_for_tests_mut()
+            .journal
+            .set_paused(false, "test")
+            .unwrap();
+        let policy2 = base.join("policy2/scaling_max_freq");
+        if variant == "operator" {
+            let reply = rig.operator_applies("cpufreq:policy2:scaling_max_freq", 2_400_000);
+            assert!(matches!(reply, crate::api::Reply::Ok(_)), "{reply:?}");
+        } else {
+            std::fs::remove_file(&policy2).unwrap();
+        }
+        let restarts = live(&rig).restarts();
+        // A load the knobs do not explain breaks the SLO under the last trial.
+        rig.extra_p99_us = SLO_US;
+        let seen = rig.live.len();
+        rig.window();
+        rig.extra_p99_us = 0.0;
+        let after = &rig.live[seen..];
+        let back = match after {
+            [LiveEvent::Resynced {
+                config: resynced, ..
+            }, LiveEvent::SloBreach {
+                config: breached, ..
+            }, back] => {
+                assert_eq!((resynced, breached), (&last, &last), "{variant}: {after:?}");
+                back
+            }
+            _ => panic!("{variant}: {after:?}"),
+        };
+        if variant == "operator" {
+            assert!(
+                matches!(back, LiveEvent::Reverted { from, to } if *from == last && *to == best),
+                "{variant}: {after:?}"
+            );
+            assert_eq!(std::fs::read_to_string(&policy2).unwrap().trim(), "2400000");
+        } else {
+            // The policy that cannot be read cannot be written either: the revert did not take
+            // there, as a revert of any knob whose write fails.
+            assert!(
+                matches!(back, LiveEvent::RevertFailed { from, to, error }
+                    if *from == last && *to == best && error.contains("policy2")),
+                "{variant}: {after:?}"
+            );
+        }
+        // The group's other policies, and rx-usecs, at the best's values.
+        for i in [0, 1, 3] {
+            let limit = base.join(format!("policy{i}/scaling_max_freq"));
+            assert_eq!(
+                std::fs::read_to_string(limit).unwrap().trim(),
+                (best[0] as i64).to_string(),
+                "{variant}: policy{i}"
+            );
+        }
+        assert_eq!(rig.rx() as f64, best[1], "{variant}");
+        let held = live(&rig);
+        assert_eq!(held.restarts(), restarts, "{variant}: no restart");
+        assert_eq!(held.phase(), crate::advise::optimizer::live::Phase::Holding);
+        assert_eq!(learned(&rig), BUDGET, "{variant}: the model kept");
+        if variant == "operator" {
+            assert_eq!(held.held(), Some(&best[..]), "{variant}");
+        }
+        // Within the SLO, the best stays while the group stays apart; nothing more is written.
+        let intents = rig.intents().len();
+        rig.window();
+        rig.window();
+        assert_eq!(rig.intents().len(), intents, "{variant}");
+        assert_eq!(rig.config_now(), best, "{variant}");
+        rig.assert_schema();
+    }
+}
+
 /// A window whose objective is not a positive number (0 J) is no measurement, but a breach in it
 /// still takes the trial back, as docs/events.md (`unmeasured`) says.
 #[test]

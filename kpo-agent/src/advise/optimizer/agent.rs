@@ -1067,17 +1067,18 @@ impl AgentOptimizer {
                         live.resync_after_breach(now, t.latency_us, t.requests_per_s, knobs)
                     }));
                 }
-                _ => {
-                    self.live.resync(now);
-                    // Knobs that cannot be read as one configuration (a group's members set
-                    // apart by someone else, a member that cannot be read) are resynced every
-                    // window until they agree: the SLO must still hold the loop's own trial
-                    // values to account meanwhile, or a trial that breaks it would stay for as
-                    // long as they disagree.
-                    if let (true, true, Ok(t)) = (loops_values, breached, &timed) {
-                        events.extend(self.breach_without_step(path, guard, window, t));
-                    }
+                // Knobs that cannot be read as one configuration (a group's members set apart
+                // by someone else, a member that cannot be read) are resynced every window
+                // until they agree: the SLO must still hold the loop's own trial values to
+                // account meanwhile, or a trial that breaks it would stay for as long as they
+                // disagree. The breach instead of the resync, whose configuration is the loop's
+                // own then: a resync first would drop a converged best still waiting to be
+                // applied, and the breach would restart the search as if a measured best held
+                // had broken the SLO, rather than go to that best and hold it.
+                Ok(t) if breached => {
+                    events.extend(self.breach_without_step(path, guard, window, t));
                 }
+                _ => self.live.resync(now),
             }
             return events;
         }
