@@ -199,7 +199,7 @@ macro_rules! bpf_maps {
             /// Not a map: what `service_generations` holds, index by index (only this agent
             /// writes it, and it was created zeroed), for the entries of `service_ports`.
             service_generations_now: [u32; MAX_SERVICES as usize],
-            /// Not a map: the entries of `service_ports` not written yet (see [`OwedPorts`]).
+            /// Not a map: the writes to `service_ports` that failed, owed (see [`OwedPorts`]).
             owed_ports: OwedPorts,
         }
 
@@ -449,30 +449,30 @@ impl BpfMaps {
     ///
     /// The kernel caches each socket's verdict (timed under an index, or untimed) while the
     /// generation it was made under is current: the index's own for a timed verdict, the untimed
-    /// one otherwise. So, in this order: remove the vanished keys and bump their indices'
-    /// generations, making sockets of a vanished listener stop writing under its index, before
-    /// that index is zeroed and handed to another listener; insert the new keys (and those whose
-    /// insert failed before), each with its index's generation; then, if one was written, bump
-    /// the untimed generation, so sockets judged untimed a moment ago are judged again. The
-    /// indices of listeners still in the set are left alone: their sockets keep the requests
-    /// they are timing.
+    /// one otherwise. So, in this order: remove the vanished keys (and those whose removal failed
+    /// before) and bump their indices' generations, making sockets of a vanished listener stop
+    /// writing under its index, before that index is zeroed and handed to another listener;
+    /// insert the new keys (and those whose insert failed before), each with its index's
+    /// generation; then, if one was written, bump the untimed generation, so sockets judged
+    /// untimed a moment ago are judged again. The indices of listeners still in the set are left
+    /// alone: their sockets keep the requests they are timing.
     ///
-    /// An insert that fails is tried again at every later call until it works or the listener
-    /// goes ([`OwedPorts`]). Returns the listeners whose insert failed at this call, each with
-    /// the error.
+    /// A write that fails is tried again at every later call until it works or the listener
+    /// comes or goes, which replaces it ([`OwedPorts`]). Returns the writes that failed at this
+    /// call, each with the error.
     pub fn set_service_ports(
         &mut self,
         services: &mut ServiceIndex,
         ports: &[ListenerKey],
-    ) -> Vec<(ListenerKey, String)> {
+    ) -> Vec<UnwrittenPort> {
         let changes = services.update(ports);
         // Every tick: nothing to write (nor CPUs to count) while the set stays as it is.
         if !self.owed_ports.take_in(&changes) {
             return Vec::new();
         }
-        for (key, _) in &changes.gone {
-            let _ = self.service_ports.remove(key);
-        }
+        let mut failed = self
+            .owed_ports
+            .write_removes(|key, _| removed(self.service_ports.remove(&key)));
         for index in changes.invalidated() {
             self.bump_service_generation(index);
         }
@@ -485,7 +485,10 @@ impl BpfMaps {
             }
         }
         let (generations, ports_map) = (&self.service_generations_now, &mut self.service_ports);
-        let (written, failed) = self.owed_ports.write(|key, index| {
+        let (written, failed_inserts) = self.owed_ports.write_inserts(|key, index| {
+            let Some(index) = index else {
+                return removed(ports_map.remove(&key));
+            };
             let generation = *generations
                 .get(index as usize)
                 .ok_or_else(|| format!("index {index} is out of range"))?;
@@ -493,6 +496,7 @@ impl BpfMaps {
                 .insert(key, ServicePort { index, generation }, 0)
                 .map_err(|e| e.to_string())
         });
+        failed.extend(failed_inserts);
         if written {
             let now = self.config.get(&CONFIG_UNTIMED_GENERATION, 0).unwrap_or(0);
             let _ = self
@@ -693,44 +697,165 @@ fn sum<V: Pod + Default>(values: &PerCpuValues<V>, add: &impl Fn(&mut V, &V)) ->
     total
 }
 
-/// The entries of `MAP_SERVICE_PORTS` owed: listeners given an index whose insert failed (the
-/// map full, no memory). Until it is written, the kernel judges the listener's sockets untimed;
-/// and [`ServiceIndex`] counts the listener as assigned, so it would not add it again until it
-/// left and came back. So each is tried again every tick until it is written or its listener
-/// goes.
+/// The writes to `MAP_SERVICE_PORTS` owed, tried again every tick until they work.
+///
+/// An insert that failed (the map full, no memory) leaves the listener untimed, and
+/// [`ServiceIndex`] counts it as assigned, so it would not be added again until it left and came
+/// back. A remove that failed leaves the entry of a listener gone: it takes one of the map's
+/// `MAX_SERVICES` places (later inserts can fail with the map full), and it still names the index
+/// the listener had, which may be handed to another listener. Such an entry carries the index's
+/// generation from before the listener left, and that generation was bumped when it left (and
+/// again at the index's reuse), so the kernel's verdicts made from it do not hold and nothing is
+/// counted; but when those bumps failed, every socket of the listener gone, new ones too, would
+/// count into the new owner's histogram. So an index is written for a listener only once no other
+/// listener's entry names it (see [`OwedPorts::write_inserts`]).
+///
+/// Each listener owes at most one write, the newest intent: one back before its remove worked is
+/// owed its insert (which replaces the old entry), and one gone before its insert worked is owed
+/// its remove.
 #[derive(Debug, Default)]
-pub(crate) struct OwedPorts(BTreeMap<ListenerKey, u32>);
+pub(crate) struct OwedPorts {
+    /// Per listener, the write owed: `Some(index)` an entry naming it, `None` no entry.
+    owed: BTreeMap<ListenerKey, Option<u32>>,
+    /// The map's entries as this agent wrote them (the map was created empty): each names an
+    /// index. Kept to find an entry left naming an index handed to another listener.
+    held: BTreeMap<ListenerKey, u32>,
+}
+
+/// A write to `MAP_SERVICE_PORTS` that failed, owed again at the next tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnwrittenPort {
+    pub key: ListenerKey,
+    /// Whether it is the entry of a listener gone that could not be removed; else the entry of a
+    /// listener timed that could not be written.
+    pub removal: bool,
+    pub error: String,
+}
 
 impl OwedPorts {
-    /// Takes in a tick's changes: the listeners added are owed their entry, those gone none.
-    /// Returns whether anything is to be written.
+    /// Takes in a tick's changes: the listeners added are owed their entry, those gone its
+    /// removal, each replacing what it owed before. Returns whether anything is to be written.
     pub(crate) fn take_in(&mut self, changes: &ServiceChanges) -> bool {
-        for (key, _) in &changes.gone {
-            self.0.remove(key);
+        for &(key, _) in &changes.gone {
+            self.owed.insert(key, None);
         }
-        self.0.extend(changes.added.iter().copied());
-        *changes != ServiceChanges::default() || !self.0.is_empty()
+        for &(key, index) in &changes.added {
+            self.owed.insert(key, Some(index));
+        }
+        *changes != ServiceChanges::default() || !self.owed.is_empty()
     }
 
-    /// Writes every entry owed with `insert`; those that fail stay owed. Returns whether one was
-    /// written (sockets judged untimed must then be judged again), and the failures.
-    pub(crate) fn write(
+    /// Writes every removal owed with `write` (given `None`); those that fail stay owed. A
+    /// removal must count as done when the map has no entry for the key.
+    pub(crate) fn write_removes(
         &mut self,
-        mut insert: impl FnMut(ListenerKey, u32) -> Result<(), String>,
-    ) -> (bool, Vec<(ListenerKey, String)>) {
+        mut write: impl FnMut(ListenerKey, Option<u32>) -> Result<(), String>,
+    ) -> Vec<UnwrittenPort> {
+        let removes: Vec<ListenerKey> = self
+            .owed
+            .iter()
+            .filter(|(_, intent)| intent.is_none())
+            .map(|(key, _)| *key)
+            .collect();
+        let mut failed = Vec::new();
+        for key in removes {
+            if let Err(error) = self.remove(key, &mut write) {
+                failed.push(UnwrittenPort {
+                    key,
+                    removal: true,
+                    error,
+                });
+            }
+        }
+        failed
+    }
+
+    /// Writes every entry owed with `write` (given `Some(index)`); those that fail stay owed.
+    /// Before one is written, the entries of other listeners naming its index are removed (left
+    /// by a removal that failed, or by an insert of theirs elsewhere that has not worked yet);
+    /// while one cannot be, the entry waits. Returns whether one was written (sockets judged
+    /// untimed must then be judged again), and the failures.
+    pub(crate) fn write_inserts(
+        &mut self,
+        mut write: impl FnMut(ListenerKey, Option<u32>) -> Result<(), String>,
+    ) -> (bool, Vec<UnwrittenPort>) {
+        let inserts: Vec<(ListenerKey, u32)> = self
+            .owed
+            .iter()
+            .filter_map(|(key, intent)| Some((*key, (*intent)?)))
+            .collect();
         let mut written = false;
         let mut failed = Vec::new();
-        self.0.retain(|&key, &mut index| match insert(key, index) {
-            Ok(()) => {
-                written = true;
-                false
+        for (key, index) in inserts {
+            match self.insert(key, index, &mut write) {
+                Ok(()) => written = true,
+                Err(error) => failed.push(UnwrittenPort {
+                    key,
+                    removal: false,
+                    error,
+                }),
             }
-            Err(e) => {
-                failed.push((key, e));
-                true
-            }
-        });
+        }
         (written, failed)
+    }
+
+    fn insert(
+        &mut self,
+        key: ListenerKey,
+        index: u32,
+        write: &mut impl FnMut(ListenerKey, Option<u32>) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let stale: Vec<ListenerKey> = self
+            .held
+            .iter()
+            .filter(|&(other, &named)| *other != key && named == index)
+            .map(|(other, _)| *other)
+            .collect();
+        for other in stale {
+            let waiting = |why: &str| {
+                format!(
+                    "waiting for the entry of port {} ({}, netns {}), which names the same \
+                     index {index}, to be removed{why}",
+                    other.port,
+                    crate::window::family_name(other.family),
+                    other.netns
+                )
+            };
+            // Its removal owed was tried at this tick (`write_removes`) and failed, reported
+            // under its own key: not tried twice.
+            if self.owed.get(&other) == Some(&None) {
+                return Err(waiting(""));
+            }
+            self.remove(other, write)
+                .map_err(|e| waiting(&format!(": {e}")))?;
+        }
+        write(key, Some(index))?;
+        self.held.insert(key, index);
+        self.owed.remove(&key);
+        Ok(())
+    }
+
+    /// Removes `key`'s entry. A removal owed is then done; an insert owed stays owed.
+    fn remove(
+        &mut self,
+        key: ListenerKey,
+        write: &mut impl FnMut(ListenerKey, Option<u32>) -> Result<(), String>,
+    ) -> Result<(), String> {
+        write(key, None)?;
+        self.held.remove(&key);
+        if self.owed.get(&key) == Some(&None) {
+            self.owed.remove(&key);
+        }
+        Ok(())
+    }
+}
+
+/// A removal from a hash map that found no entry has nothing left to do: it is done.
+pub(crate) fn removed(result: Result<(), MapError>) -> Result<(), String> {
+    match result {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -1184,46 +1309,284 @@ mod tests {
         assert!(generations.iter().skip(1).all(|&g| g >= 2));
     }
 
+    /// A stand-in for `KPO_SERVICE_PORTS` and the agent's ticks writing it: its entries (key,
+    /// index), writes of chosen keys failing, and the writes each tick tried.
+    #[derive(Default)]
+    struct PortsTable {
+        services: ServiceIndex,
+        owed: OwedPorts,
+        entries: BTreeMap<ListenerKey, u32>,
+        failing_inserts: Vec<ListenerKey>,
+        failing_removes: Vec<ListenerKey>,
+    }
+
+    /// What a tick tried and what came of it.
+    #[derive(Debug, PartialEq)]
+    struct Tick {
+        /// Writes in the order tried: an insert naming an index, or a removal (None).
+        tried: Vec<(ListenerKey, Option<u32>)>,
+        /// Whether an entry was written (sockets judged untimed are judged again).
+        written: bool,
+        /// The writes that failed: the key, and whether it was a removal.
+        failed: Vec<(ListenerKey, bool)>,
+    }
+
+    impl PortsTable {
+        /// One tick of `set_service_ports` with `ports` listening. None: nothing to write, the
+        /// tick returns early.
+        fn tick(&mut self, ports: &[ListenerKey]) -> Option<Tick> {
+            if !self.owed.take_in(&self.services.update(ports)) {
+                return None;
+            }
+            let mut tried = Vec::new();
+            let (entries, failing_inserts, failing_removes) = (
+                &mut self.entries,
+                &self.failing_inserts,
+                &self.failing_removes,
+            );
+            let mut write = |key: ListenerKey, index: Option<u32>| {
+                tried.push((key, index));
+                match index {
+                    Some(_) if failing_inserts.contains(&key) => {
+                        Err("No space left on device (os error 28)".to_string())
+                    }
+                    Some(index) => {
+                        entries.insert(key, index);
+                        Ok(())
+                    }
+                    None if failing_removes.contains(&key) => {
+                        Err("Device or resource busy (os error 16)".to_string())
+                    }
+                    // As the kernel answers: ENOENT when there is no entry.
+                    None => removed(match entries.remove(&key) {
+                        Some(_) => Ok(()),
+                        None => Err(enoent()),
+                    }),
+                }
+            };
+            let mut failed = self.owed.write_removes(&mut write);
+            let (written, inserts) = self.owed.write_inserts(&mut write);
+            failed.extend(inserts);
+            let failed = failed.into_iter().map(|f| (f.key, f.removal)).collect();
+            Some(Tick {
+                tried,
+                written,
+                failed,
+            })
+        }
+
+        fn fail(&mut self, inserts: &[ListenerKey], removes: &[ListenerKey]) {
+            self.failing_inserts = inserts.to_vec();
+            self.failing_removes = removes.to_vec();
+        }
+    }
+
+    fn enoent() -> MapError {
+        MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_delete_elem",
+            io_error: std::io::Error::from_raw_os_error(libc::ENOENT),
+        })
+    }
+
+    fn tick(
+        tried: &[(ListenerKey, Option<u32>)],
+        written: bool,
+        failed: &[(ListenerKey, bool)],
+    ) -> Option<Tick> {
+        Some(Tick {
+            tried: tried.to_vec(),
+            written,
+            failed: failed.to_vec(),
+        })
+    }
+
     /// Defect: a listener whose `KPO_SERVICE_PORTS` insert failed (the map full, no memory)
     /// stayed assigned its index with no entry, so its requests went untimed until it left and
     /// came back. Now the insert is owed, and tried every tick until it works or the listener goes.
     #[test]
     fn a_failed_port_insert_is_tried_again_each_tick_until_it_works_or_the_listener_goes() {
-        let mut services = ServiceIndex::default();
-        let mut owed = OwedPorts::default();
-        // What a tick writes, with inserts of `failing` keys failing: (keys inserted, whether
-        // one was written, the failures). None: nothing to write, the tick returns early.
-        let mut tick = |ports: &[ListenerKey], failing: &[ListenerKey]| {
-            if !owed.take_in(&services.update(ports)) {
-                return None;
-            }
-            let mut tried = Vec::new();
-            let (written, failed) = owed.write(|key, index| {
-                tried.push((key, index));
-                if failing.contains(&key) {
-                    Err("No space left on device".to_string())
-                } else {
-                    Ok(())
-                }
-            });
-            let failed: Vec<ListenerKey> = failed.into_iter().map(|(k, _)| k).collect();
-            Some((tried, written, failed))
-        };
+        let mut table = PortsTable::default();
         let (a, b) = (key(80), key(81));
+        table.fail(&[b], &[]);
         assert_eq!(
-            tick(&[a, b], &[b]),
-            Some((vec![(a, 0), (b, 1)], true, vec![b]))
+            table.tick(&[a, b]),
+            tick(&[(a, Some(0)), (b, Some(1))], true, &[(b, false)])
         );
         // The set is unchanged, but b's entry is owed: tried again, still failing.
-        assert_eq!(tick(&[a, b], &[b]), Some((vec![(b, 1)], false, vec![b])));
+        assert_eq!(
+            table.tick(&[a, b]),
+            tick(&[(b, Some(1))], false, &[(b, false)])
+        );
         // It works: written (the untimed verdicts are judged again), and owed no more.
-        assert_eq!(tick(&[a, b], &[]), Some((vec![(b, 1)], true, vec![])));
-        assert_eq!(tick(&[a, b], &[]), None);
-        // A listener whose insert failed and that goes is owed nothing.
+        table.fail(&[], &[]);
+        assert_eq!(table.tick(&[a, b]), tick(&[(b, Some(1))], true, &[]));
+        assert_eq!(table.tick(&[a, b]), None);
+        // A listener whose insert failed and that goes is owed its removal, which finds no entry
+        // (ENOENT): done, and owed nothing more.
         let c = key(82);
-        assert_eq!(tick(&[a, b, c], &[c]), Some((vec![(c, 2)], false, vec![c])));
-        assert_eq!(tick(&[a, b], &[c]), Some((vec![], false, vec![])));
-        assert_eq!(tick(&[a, b], &[c]), None);
+        table.fail(&[c], &[]);
+        assert_eq!(
+            table.tick(&[a, b, c]),
+            tick(&[(c, Some(2))], false, &[(c, false)])
+        );
+        assert_eq!(table.tick(&[a, b]), tick(&[(c, None)], false, &[]));
+        assert_eq!(table.tick(&[a, b]), None);
+        assert_eq!(table.entries, BTreeMap::from([(a, 0), (b, 1)]));
+    }
+
+    /// Defect: a failed removal of a listener that left was ignored: its entry stayed, taking one
+    /// of the map's MAX_SERVICES places for good and naming an index handed to others later.
+    /// Now the removal is owed, and tried every tick until it works.
+    #[test]
+    fn a_failed_port_removal_is_tried_again_each_tick_until_it_works() {
+        let mut table = PortsTable::default();
+        let (a, b) = (key(80), key(81));
+        assert_eq!(
+            table.tick(&[a, b]),
+            tick(&[(a, Some(0)), (b, Some(1))], true, &[])
+        );
+        table.fail(&[], &[b]);
+        assert_eq!(table.tick(&[a]), tick(&[(b, None)], false, &[(b, true)]));
+        assert_eq!(table.tick(&[a]), tick(&[(b, None)], false, &[(b, true)]));
+        assert_eq!(table.entries, BTreeMap::from([(a, 0), (b, 1)]));
+        table.fail(&[], &[]);
+        assert_eq!(table.tick(&[a]), tick(&[(b, None)], false, &[]));
+        assert_eq!(table.entries, BTreeMap::from([(a, 0)]));
+        assert_eq!(table.tick(&[a]), None);
+    }
+
+    /// A listener back before its failed removal worked is owed its entry, not the removal: the
+    /// insert replaces the old entry, and no removal tried afterwards takes the new one away.
+    #[test]
+    fn a_listener_back_before_its_failed_removal_worked_keeps_the_entry_written() {
+        let mut table = PortsTable::default();
+        let (a, b) = (key(80), key(81));
+        table.tick(&[a, b]);
+        table.fail(&[], &[b]);
+        assert_eq!(table.tick(&[a]), tick(&[(b, None)], false, &[(b, true)]));
+        // Back on its own index: only the insert is tried, and it works.
+        assert_eq!(table.tick(&[a, b]), tick(&[(b, Some(1))], true, &[]));
+        assert_eq!(table.tick(&[a, b]), None);
+        assert_eq!(table.entries, BTreeMap::from([(a, 0), (b, 1)]));
+
+        // The same with the insert failing too at first: the insert stays owed (the removal
+        // is never tried again), and once it works the entry is there.
+        assert_eq!(table.tick(&[a]), tick(&[(b, None)], false, &[(b, true)]));
+        table.fail(&[b], &[b]);
+        assert_eq!(
+            table.tick(&[a, b]),
+            tick(&[(b, Some(1))], false, &[(b, false)])
+        );
+        table.fail(&[], &[b]);
+        assert_eq!(table.tick(&[a, b]), tick(&[(b, Some(1))], true, &[]));
+        assert_eq!(table.tick(&[a, b]), None);
+        assert_eq!(table.entries, BTreeMap::from([(a, 0), (b, 1)]));
+        // Gone again while its insert was failing: the newest intent, the removal, is what is
+        // owed, and it finds no entry: done.
+        table.fail(&[b], &[]);
+        assert_eq!(table.tick(&[a]), tick(&[(b, None)], false, &[]));
+        assert_eq!(
+            table.tick(&[a, b]),
+            tick(&[(b, Some(1))], false, &[(b, false)])
+        );
+        assert_eq!(table.tick(&[a]), tick(&[(b, None)], false, &[]));
+        assert_eq!(table.tick(&[a]), None);
+        assert_eq!(table.entries, BTreeMap::from([(a, 0)]));
+    }
+
+    /// An index handed to another listener is not written for it while the entry of the listener
+    /// that had it is left: if the bumps of that index's generation had failed, that entry would
+    /// time the old listener's sockets into the new one's histogram.
+    #[test]
+    fn a_reused_index_waits_until_no_stale_entry_names_it() {
+        let mut table = PortsTable::default();
+        let all: Vec<ListenerKey> = (0..MAX_SERVICES as u16).map(|p| key(1000 + p)).collect();
+        table.tick(&all);
+        assert_eq!(table.entries.len(), MAX_SERVICES as usize);
+        let (gone, new) = (all[0], key(80));
+        let mut rest = all[1..].to_vec();
+        table.fail(&[], &[gone]);
+        assert_eq!(
+            table.tick(&rest),
+            tick(&[(gone, None)], false, &[(gone, true)])
+        );
+        // The new listener gets the index `gone` had; its entry waits for `gone`'s removal.
+        rest.push(new);
+        assert_eq!(
+            table.tick(&rest),
+            tick(&[(gone, None)], false, &[(gone, true), (new, false)])
+        );
+        assert_eq!(table.entries.get(&new), None);
+        assert_eq!(
+            table.tick(&rest).unwrap().failed,
+            [(gone, true), (new, false)]
+        );
+        // The removal works: then, in the same tick, the entry naming index 0 is written.
+        table.fail(&[], &[]);
+        assert_eq!(
+            table.tick(&rest),
+            tick(&[(gone, None), (new, Some(0))], true, &[])
+        );
+        assert_eq!(table.entries.get(&new), Some(&0));
+        assert_eq!(table.entries.get(&gone), None);
+        assert_eq!(table.tick(&rest), None);
+    }
+
+    /// A listener back on another index (its own went to another listener) whose insert fails
+    /// keeps its old entry, naming its old index: that entry is removed before the old index is
+    /// written for its new owner, and the returning listener's insert stays owed.
+    #[test]
+    fn an_entry_left_by_a_listener_back_elsewhere_is_removed_before_its_old_index_is_reused() {
+        let mut table = PortsTable::default();
+        let all: Vec<ListenerKey> = (0..MAX_SERVICES as u16).map(|p| key(1000 + p)).collect();
+        table.tick(&all);
+        let (first, second, new) = (all[0], all[1], key(80));
+        // `first` leaves, its removal failing; then `second`, whose removal works. `new` takes
+        // the oldest freed index, `first`'s, and waits.
+        table.fail(&[], &[first]);
+        table.tick(&all[1..]);
+        let mut ports = all[2..].to_vec();
+        ports.push(new);
+        assert_eq!(
+            table.tick(&ports),
+            tick(
+                &[(first, None), (second, None)],
+                false,
+                &[(first, true), (new, false)]
+            )
+        );
+        // `first` comes back, on `second`'s freed index 1, its insert failing: its old entry
+        // (index 0) stays, so `new` still waits, and is written once that entry is removed.
+        ports.push(first);
+        table.fail(&[first], &[first]);
+        let t = table.tick(&ports).unwrap();
+        assert_eq!(t.tried, [(first, None), (first, Some(1))]);
+        assert_eq!(t.failed, [(new, false), (first, false)]);
+        assert_eq!(table.entries.get(&first), Some(&0));
+        table.fail(&[first], &[]);
+        assert_eq!(
+            table.tick(&ports),
+            tick(
+                &[(first, None), (new, Some(0)), (first, Some(1))],
+                true,
+                &[(first, false)]
+            )
+        );
+    }
+
+    /// The kernel's answer to a removal that found no entry (ENOENT) counts as done; any other
+    /// error does not.
+    #[test]
+    fn a_removal_that_finds_no_entry_is_done() {
+        assert_eq!(removed(Ok(())), Ok(()));
+        assert_eq!(removed(Err(enoent())), Ok(()));
+        assert_eq!(removed(Err(MapError::KeyNotFound)), Ok(()));
+        let busy = MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_delete_elem",
+            io_error: std::io::Error::from_raw_os_error(libc::EBUSY),
+        });
+        let err = removed(Err(busy)).unwrap_err();
+        assert!(err.contains("bpf_map_delete_elem"), "{err}");
     }
 
     /// Defect: a new listener listed before a returning one in the same update was handed the

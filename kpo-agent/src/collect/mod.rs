@@ -198,17 +198,28 @@ impl Collector {
                 );
                 ("request latency ports".to_string(), problem)
             });
-            // Logged when the first insert fails and when none fails any more, not every tick.
-            let unwritten = unwritten.into_iter().map(|(key, error)| {
-                let problem = format!(
-                    "request latency of port {} ({}, netns {}) is not timed: its entry in {} \
-                     could not be written ({error}); tried again every tick",
+            // Logged when a write first fails and when none fails any more, not every tick.
+            let unwritten = unwritten.into_iter().map(|failed| {
+                let (key, error, table) = (failed.key, failed.error, kpo_common::MAP_SERVICE_PORTS);
+                let port = format!(
+                    "port {} ({}, netns {})",
                     key.port,
                     crate::window::family_name(key.family),
-                    key.netns,
-                    kpo_common::MAP_SERVICE_PORTS
+                    key.netns
                 );
-                ("request latency port entries".to_string(), problem)
+                if failed.removal {
+                    let problem = format!(
+                        "the entry in {table} of {port}, no longer listening, could not be \
+                         removed ({error}); tried again every tick"
+                    );
+                    ("request latency port removals".to_string(), problem)
+                } else {
+                    let problem = format!(
+                        "request latency of {port} is not timed: its entry in {table} could not \
+                         be written ({error}); tried again every tick"
+                    );
+                    ("request latency port entries".to_string(), problem)
+                }
             });
             self.health
                 .round("request latency", untimed.into_iter().chain(unwritten));
