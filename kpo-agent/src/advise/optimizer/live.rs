@@ -559,6 +559,41 @@ impl LiveOptimizer {
         }
     }
 
+    /// A window the loop does not learn from though the knobs hold its own values, as far as they
+    /// can be read (`as_one`: whether each knob reads as one value; a group's members set apart
+    /// by someone else, or one that cannot be read, do not). Without a converged best waiting to
+    /// be applied, a resync to the configuration in place. With one, it keeps waiting (a resync
+    /// would drop it, and the last trial would stay for good), and when `retry` its move is
+    /// tried again, as a step while holding tries it ([`Self::hold`]): applied, refused for now
+    /// (waiting on), or refused for good or failed (the loop holds what it has). Not a move that
+    /// writes a knob that cannot be read as one: it would write over someone else's value in the
+    /// group, or fail on the file that cannot be read and be rolled back; it waits until the
+    /// knob reads as one again, and the step of that window tries it.
+    pub fn resync_own(
+        &mut self,
+        as_one: &[bool],
+        retry: bool,
+        knobs: &mut dyn Knobs,
+    ) -> Vec<LiveEvent> {
+        let mut ev = Vec::new();
+        let Some((best, objective)) = self.pending_best.take() else {
+            self.resync(self.current.clone());
+            return ev;
+        };
+        self.waiting = false;
+        let writes_unread = best
+            .iter()
+            .zip(&self.current)
+            .zip(as_one)
+            .any(|((b, c), one)| b != c && !one);
+        if retry && !writes_unread && best.len() == as_one.len() {
+            self.go_to_best(best, objective, knobs, &mut ev);
+        } else {
+            self.pending_best = Some((best, objective));
+        }
+        ev
+    }
+
     fn restart(&mut self, load: f64, reason: &str, ev: &mut Vec<LiveEvent>) {
         self.opt.reset();
         self.phase = Phase::Exploring;
