@@ -1530,7 +1530,7 @@ mod tests {
         );
         machine.paused = false;
         // A knob the move writes cannot be read as one; or no request was timed: it waits.
-        let mut unread = vec![true, true];
+        let mut unread = [true, true];
         unread[moved] = false;
         for (as_one, retry) in [(&unread[..], true), (&[true, true][..], false)] {
             let events = live.resync_own(as_one, retry, &mut machine);
@@ -1539,7 +1539,7 @@ mod tests {
             assert_eq!(live.current(), &last[..]);
         }
         // Only the knob the move leaves cannot be read as one.
-        let mut as_one = vec![true, true];
+        let mut as_one = [true, true];
         as_one[left] = false;
         let events = live.resync_own(&as_one, true, &mut machine);
         assert!(
