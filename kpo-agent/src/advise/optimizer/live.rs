@@ -568,7 +568,8 @@ impl LiveOptimizer {
     /// (waiting on), or refused for good or failed (the loop holds what it has). Not a move that
     /// writes a knob that cannot be read as one: it would write over someone else's value in the
     /// group, or fail on the file that cannot be read and be rolled back; it waits until the
-    /// knob reads as one again, and the step of that window tries it.
+    /// knob reads as one again, when the window's step (or this, for a window someone else
+    /// touched) tries it.
     pub fn resync_own(
         &mut self,
         as_one: &[bool],
