@@ -3383,6 +3383,179 @@ fn a_breach_while_a_group_knob_cannot_be_read_as_one_goes_to_the_best_that_waits
     }
 }
 
+/// The rig of [`a_breach_while_a_group_knob_cannot_be_read_as_one_goes_to_the_best_that_waits`]
+/// up to where that test's group stops reading as one: four policies under
+/// `cpufreq:*:scaling_max_freq`, the search converged with its best waiting (the move refused
+/// for a pause, lifted since) and the last trial in place, within the SLO. The rig, the cpufreq
+/// tree's directory, the best and the last trial.
+fn converged_with_the_best_waiting(variant: &str) -> (Rig, PathBuf, Vec<f64>, Vec<f64>) {
+    const BUDGET: usize = 12;
+    let rig = Rig::new(&policy_with_operator(), true, &format!("budget = {BUDGET}"));
+    let base = rig.more_policies(4);
+    let mut rig = rig.restarted();
+    let start = rig.config_now();
+    let learned = |rig: &Rig| waiting_live(rig).optimizer().observations().len();
+    let in_place_untried = |rig: &Rig| {
+        let now = rig.config_now();
+        waiting_live(rig)
+            .optimizer()
+            .observations()
+            .iter()
+            .all(|o| o.point != now)
+    };
+    for _ in 0..30 {
+        if learned(&rig) == BUDGET - 1 && in_place_untried(&rig) {
+            break;
+        }
+        rig.window();
+    }
+    assert_eq!(learned(&rig), BUDGET - 1, "{variant}: {:?}", rig.live);
+    assert!(in_place_untried(&rig), "{variant}: {:?}", rig.live);
+    assert!(
+        rig.p99() <= SLO_US,
+        "{variant}: the last trial meets the SLO"
+    );
+    rig.deciding
+        .path_for_tests_mut()
+        .journal
+        .set_paused(true, "test")
+        .unwrap();
+    let last = rig.config_now();
+    let seen = rig.live.len();
+    rig.window();
+    let best = rig.live[seen..]
+        .iter()
+        .find_map(|e| match e {
+            LiveEvent::Converged { best, .. } => Some(best.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{variant}: converged: {:?}", &rig.live[seen..]));
+    assert!(
+        rig.live[seen..].iter().any(
+            |e| matches!(e, LiveEvent::Refused { config, retry: true, .. } if *config == best)
+        ),
+        "{variant}: {:?}",
+        &rig.live[seen..]
+    );
+    assert_eq!(rig.config_now(), last, "{variant}: the last trial stays");
+    assert!(
+        best[0] != last[0] && best != start,
+        "{variant}: the best {best:?} moves the group from the last trial {last:?} and is not \
+         the start {start:?}"
+    );
+    rig.deciding
+        .path_for_tests_mut()
+        .journal
+        .set_paused(false, "test")
+        .unwrap();
+    (rig, base, best, last)
+}
+
+fn waiting_live(rig: &Rig) -> &crate::advise::optimizer::live::LiveOptimizer {
+    rig.deciding.optimizer_for_tests().unwrap().live()
+}
+
+/// As [`a_breach_while_a_group_knob_cannot_be_read_as_one_goes_to_the_best_that_waits`], but the
+/// windows while the group cannot be read as one stay within the SLO: the best keeps waiting (a
+/// resync dropped it, and the loop held the last trial for good). Its move writes the group, so
+/// it is not tried while the group cannot be read as one (it would write over the operator's
+/// value, or fail on the file that is gone); once the group reads as one again, at the loop's
+/// value, the next window moves to the best, which the loop then holds, with no restart.
+#[test]
+fn a_best_that_waits_is_kept_while_a_group_knob_cannot_be_read_as_one() {
+    for variant in ["operator", "unreadable"] {
+        let (mut rig, base, best, last) = converged_with_the_best_waiting(variant);
+        let policy2 = base.join("policy2/scaling_max_freq");
+        if variant == "operator" {
+            let reply = rig.operator_applies("cpufreq:policy2:scaling_max_freq", 2_400_000);
+            assert!(matches!(reply, crate::api::Reply::Ok(_)), "{reply:?}");
+        } else {
+            std::fs::remove_file(&policy2).unwrap();
+        }
+        let restarts = waiting_live(&rig).restarts();
+        let intents = rig.intents().len();
+        let seen = rig.live.len();
+        rig.window();
+        rig.window();
+        assert!(
+            rig.live[seen..]
+                .iter()
+                .all(|e| matches!(e, LiveEvent::Resynced { config, .. } if *config == last)),
+            "{variant}: {:?}",
+            &rig.live[seen..]
+        );
+        assert_eq!(rig.intents().len(), intents, "{variant}: nothing written");
+        assert_eq!(rig.config_now(), last, "{variant}");
+        // The group reads as one again, at the last trial's value.
+        if variant == "operator" {
+            let reply = rig.operator_applies("cpufreq:policy2:scaling_max_freq", last[0] as i64);
+            assert!(matches!(reply, crate::api::Reply::Ok(_)), "{reply:?}");
+        } else {
+            std::fs::write(&policy2, format!("{}\n", last[0] as i64)).unwrap();
+        }
+        let seen = rig.live.len();
+        rig.window();
+        let after = &rig.live[seen..];
+        assert!(
+            after
+                .iter()
+                .any(|e| matches!(e, LiveEvent::Applied { config, .. } if *config == best)),
+            "{variant}: the move to the best that waited: {after:?}"
+        );
+        assert_eq!(rig.config_now(), best, "{variant}");
+        for i in 0..4 {
+            let limit = base.join(format!("policy{i}/scaling_max_freq"));
+            assert_eq!(
+                std::fs::read_to_string(limit).unwrap().trim(),
+                (best[0] as i64).to_string(),
+                "{variant}: policy{i}"
+            );
+        }
+        let held = waiting_live(&rig);
+        assert_eq!(held.held(), Some(&best[..]), "{variant}");
+        assert_eq!(held.restarts(), restarts, "{variant}: no restart");
+        rig.assert_schema();
+    }
+}
+
+/// A breach while a policy's limit cannot be read, with the converged best waiting: the revert
+/// to the best fails on that policy (`revert_failed`) and takes on the others and on rx-usecs.
+/// The loop's record then says what the kernel has where it can be read, the best's values, not
+/// the last trial's: the next window is `resynced` to the best, which the loop then holds as
+/// measured (a settle has nothing to take back), rather than take the last trial for what the
+/// kernel holds, drop the best and hold that trial.
+#[test]
+fn after_a_revert_that_failed_on_an_unreadable_policy_the_loop_holds_what_the_kernel_has() {
+    let (mut rig, base, best, last) = converged_with_the_best_waiting("unreadable");
+    std::fs::remove_file(base.join("policy2/scaling_max_freq")).unwrap();
+    rig.extra_p99_us = SLO_US;
+    let seen = rig.live.len();
+    rig.window();
+    rig.extra_p99_us = 0.0;
+    assert!(
+        rig.live[seen..].iter().any(|e| matches!(e,
+            LiveEvent::RevertFailed { from, to, .. } if *from == last && *to == best)),
+        "{:?}",
+        &rig.live[seen..]
+    );
+    assert_eq!(rig.config_now(), best);
+    let intents = rig.intents().len();
+    let seen = rig.live.len();
+    rig.window();
+    let after = &rig.live[seen..];
+    assert!(
+        matches!(after, [LiveEvent::Resynced { config, .. }] if *config == best),
+        "{after:?}"
+    );
+    let live = waiting_live(&rig);
+    assert_eq!(live.current(), &best[..]);
+    assert_eq!(live.held(), Some(&best[..]));
+    rig.window();
+    assert_eq!(rig.intents().len(), intents, "nothing written");
+    assert_eq!(rig.config_now(), best);
+    rig.assert_schema();
+}
+
 /// A window whose objective is not a positive number (0 J) is no measurement, but a breach in it
 /// still takes the trial back, as docs/events.md (`unmeasured`) says.
 #[test]

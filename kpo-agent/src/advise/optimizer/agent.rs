@@ -497,7 +497,10 @@ impl AgentOptimizer {
                 self.live.current().to_vec(),
                 format!("{e} (or a roll-back of the loop's that failed: tried again)"),
             )),
-            Err(e) => Some((self.live.current().to_vec(), e)),
+            Err(e) => Some((
+                read_knobs_partly(path, &self.knobs, self.live.current()).0,
+                e,
+            )),
             Ok(now) if self.only_owed_differ(&now) => Some((
                 self.live.current().to_vec(),
                 "a trial's value is left where its roll-back failed: tried again".into(),
@@ -949,6 +952,40 @@ fn yielded(path: &ChangePath, address: &ParamAddress) -> bool {
         .is_some_and(|p| p.yielded.is_some())
 }
 
+/// Each knob's value as far as it can be read, for a window whose knobs cannot all be read as
+/// one configuration: the value its members that can be read agree on (one that cannot be read
+/// left out), else `record`'s (the loop's own: members set apart have no one value to continue
+/// from); and whether it reads as one (every member read, all agree). A knob whose file is gone
+/// still shows what the loop's writes to its other members did: after a revert that failed there
+/// only, those members hold the best's value, and a record left at the trial's would be resynced
+/// to every window, the trial taken for what the kernel holds. The record is brought to the
+/// kernel rather than the revert tried again: a `revert_failed` leaves the record at the trial
+/// everywhere else too, and the next window's read, finding the kernel's values, resyncs to them
+/// (a revert is not retried); a write to a file that is gone would fail every window.
+fn read_knobs_partly(path: &ChangePath, knobs: &[Knob], record: &[f64]) -> (Vec<f64>, Vec<bool>) {
+    knobs
+        .iter()
+        .zip(record)
+        .map(|(k, &own)| {
+            let read: Vec<Option<i128>> = k
+                .members
+                .iter()
+                .map(|a| match path.read(a) {
+                    Ok(Value::Int(v)) => Some(v),
+                    _ => None,
+                })
+                .collect();
+            let values: Vec<i128> = read.iter().flatten().copied().collect();
+            match values.first() {
+                Some(&v) if values.iter().all(|&w| w == v) => {
+                    (v as f64, values.len() == read.len())
+                }
+                _ => (own, false),
+            }
+        })
+        .unzip()
+}
+
 /// Each knob's value: its members', which must agree (one set apart by someone else is an
 /// error: the knob has no one value to learn from).
 fn read_knobs(path: &ChangePath, knobs: &[Knob]) -> Result<Vec<f64>, String> {
@@ -1043,7 +1080,10 @@ impl AgentOptimizer {
                 "the knobs were changed when the window closed (the guard, or an advisor)".into(),
             )),
             Ok(_) => None,
-            Err(e) => Some((self.live.current().to_vec(), e)),
+            Err(e) => Some((
+                read_knobs_partly(path, &self.knobs, self.live.current()).0,
+                e,
+            )),
         });
         let stalled = timed.is_err() && self.none_completed(window);
         if let Ok(t) = &timed {
@@ -1077,6 +1117,18 @@ impl AgentOptimizer {
                 // had broken the SLO, rather than go to that best and hold it.
                 Ok(t) if breached => {
                     events.extend(self.breach_without_step(path, guard, window, t));
+                }
+                // Within the SLO (or untimed), under the loop's own values: a resync would drop
+                // a converged best still waiting to be applied, and the loop would hold the last
+                // trial for good. The best keeps waiting; a window that timed requests tries its
+                // move again, as a step while holding does, unless that move writes a knob that
+                // cannot be read as one.
+                _ if loops_values => {
+                    let as_one = read_knobs_partly(path, &self.knobs, self.live.current()).1;
+                    let retry = timed.is_ok();
+                    events.extend(self.back_without_step(path, guard, window, |live, knobs| {
+                        live.resync_own(&as_one, retry, knobs)
+                    }));
                 }
                 _ => self.live.resync(now),
             }

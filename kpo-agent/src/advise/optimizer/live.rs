@@ -559,6 +559,42 @@ impl LiveOptimizer {
         }
     }
 
+    /// A window the loop does not learn from though the knobs hold its own values, as far as they
+    /// can be read (`as_one`: whether each knob reads as one value; a group's members set apart
+    /// by someone else, or one that cannot be read, do not). Without a converged best waiting to
+    /// be applied, a resync to the configuration in place. With one, it keeps waiting (a resync
+    /// would drop it, and the last trial would stay for good), and when `retry` its move is
+    /// tried again, as a step while holding tries it ([`Self::hold`]): applied, refused for now
+    /// (waiting on), or refused for good or failed (the loop holds what it has). Not a move that
+    /// writes a knob that cannot be read as one: it would write over someone else's value in the
+    /// group, or fail on the file that cannot be read and be rolled back; it waits until the
+    /// knob reads as one again, when the window's step (or this, for a window someone else
+    /// touched) tries it.
+    pub fn resync_own(
+        &mut self,
+        as_one: &[bool],
+        retry: bool,
+        knobs: &mut dyn Knobs,
+    ) -> Vec<LiveEvent> {
+        let mut ev = Vec::new();
+        let Some((best, objective)) = self.pending_best.take() else {
+            self.resync(self.current.clone());
+            return ev;
+        };
+        self.waiting = false;
+        let writes_unread = best
+            .iter()
+            .zip(&self.current)
+            .zip(as_one)
+            .any(|((b, c), one)| b != c && !one);
+        if retry && !writes_unread && best.len() == as_one.len() {
+            self.go_to_best(best, objective, knobs, &mut ev);
+        } else {
+            self.pending_best = Some((best, objective));
+        }
+        ev
+    }
+
     fn restart(&mut self, load: f64, reason: &str, ev: &mut Vec<LiveEvent>) {
         self.opt.reset();
         self.phase = Phase::Exploring;
@@ -1432,6 +1468,92 @@ mod tests {
         live.step(&within_slo(), &mut machine).unwrap();
         assert_ne!(machine.now, start, "a trial applied");
         assert_ne!(machine.now, trial, "not the one that broke the SLO");
+    }
+
+    /// A machine that refuses, for now, the move to the converged best while `paused`.
+    struct PausedForTheBest {
+        now: Vec<f64>,
+        paused: bool,
+    }
+
+    impl Knobs for PausedForTheBest {
+        fn try_config(&mut self, _from: &[f64], to: &[f64], why: ChangeReason) -> Tried {
+            if why == ChangeReason::Converge && self.paused {
+                return Tried::Refused {
+                    reason: "paused".into(),
+                    retry: true,
+                };
+            }
+            self.now = to.to_vec();
+            Tried::Applied
+        }
+
+        fn revert_to(&mut self, _from: &[f64], to: &[f64], _why: GoBack) -> Result<(), String> {
+            self.now = to.to_vec();
+            Ok(())
+        }
+    }
+
+    /// A window under the loop's own values that some knob cannot be read as one, with the
+    /// converged best waiting: the best keeps waiting (a resync dropped it); its move is tried
+    /// again, as a step while holding tries it, unless it writes a knob that cannot be read as
+    /// one (or the window timed no request); a refusal for now keeps it waiting.
+    #[test]
+    fn a_best_that_waits_is_tried_again_in_a_window_under_the_loops_own_values() {
+        let at = |j: f64| Measurement {
+            energy_j: j,
+            ..within_slo()
+        };
+        let mut machine = PausedForTheBest {
+            now: vec![0.0, 0.0],
+            paused: true,
+        };
+        let mut live = two_knobs(slo_300us(3));
+        live.step(&at(80.0), &mut machine).unwrap();
+        let best = machine.now.clone();
+        live.step(&at(50.0), &mut machine).unwrap();
+        let last = machine.now.clone();
+        live.step(&at(60.0), &mut machine).unwrap();
+        assert_eq!(live.phase(), Phase::Holding);
+        assert_eq!(machine.now, last, "the move to the best was refused");
+        // The move writes one knob and leaves the other.
+        let moved = usize::from(best[1] != last[1]);
+        let left = 1 - moved;
+        assert!(
+            best[moved] != last[moved] && best[left] == last[left],
+            "{best:?} {last:?}"
+        );
+        // Still paused: refused again, and still waiting.
+        let events = live.resync_own(&[true, true], true, &mut machine);
+        assert!(
+            matches!(&events[..], [LiveEvent::Refused { config, retry: true, .. }] if *config == best),
+            "{events:?}"
+        );
+        machine.paused = false;
+        // A knob the move writes cannot be read as one; or no request was timed: it waits.
+        let mut unread = [true, true];
+        unread[moved] = false;
+        for (as_one, retry) in [(&unread[..], true), (&[true, true][..], false)] {
+            let events = live.resync_own(as_one, retry, &mut machine);
+            assert!(events.is_empty(), "{as_one:?} {retry}: {events:?}");
+            assert_eq!(machine.now, last);
+            assert_eq!(live.current(), &last[..]);
+        }
+        // Only the knob the move leaves cannot be read as one.
+        let mut as_one = [true, true];
+        as_one[left] = false;
+        let events = live.resync_own(&as_one, true, &mut machine);
+        assert!(
+            matches!(&events[..], [LiveEvent::Applied { config, .. }] if *config == best),
+            "{events:?}"
+        );
+        assert_eq!(machine.now, best);
+        assert_eq!(live.held(), Some(&best[..]));
+        assert_eq!(live.restarts(), 0);
+        // Without a best that waits, a resync to the configuration in place: nothing written.
+        let events = live.resync_own(&[false, false], true, &mut machine);
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(machine.now, best);
     }
 
     /// Two knobs of 0..=3, from [0, 0].
