@@ -1070,6 +1070,9 @@ impl ChangePath {
             report.detail = Some(why);
             return Ok(report);
         }
+        if let Some(report) = self.not_on_its_device(&address, &intent.before, &intent)? {
+            return Ok(report);
+        }
         self.restore(
             &address,
             &intent.before,
@@ -1202,6 +1205,20 @@ impl ChangePath {
             if state.yielded.is_some() {
                 out.push(skipped("yielded to an administrator; their value stays (kpo resume PARAM hands it back)".into()));
                 continue;
+            }
+            // The original is the value of the device its first change was made on. Asked
+            // before a switch is read by its name: the name may name another device now.
+            let first = state.original_id.and_then(|id| {
+                self.journal
+                    .intent(id)
+                    .cloned()
+                    .or_else(|| self.journal.archived_intent(id))
+            });
+            if let Some(first) = first {
+                if let Some(report) = self.not_on_its_device(&address, &original, &first)? {
+                    out.push(report);
+                    continue;
+                }
             }
             if is_switch(&address) && !self.read(&address).is_ok_and(|now| now == original) {
                 use crate::actuate::coalesce::switch_governs;
@@ -1797,6 +1814,82 @@ impl ChangePath {
         );
         self.journal.record_outcome(i.id, outcome)?;
         Ok(report)
+    }
+
+    /// Before a revert writes `value` to a NIC's parameter `address` by its name: where the
+    /// device change `of` was made on is now, if the journal recorded it. `None`: written as
+    /// before (not a NIC's, no device recorded, or the same device is there). Otherwise nothing
+    /// is written, and the report is `failed`, with why: not `skipped`, which the optimizer's
+    /// live loop takes for a revert whose value is in place, and nothing was put back. A device
+    /// gone for certain (or whose name names another device now, which KPO never changed) took
+    /// its setting with it: it is settled in the journal, once (a `gone` record, as
+    /// reconciliation settles it), so that no later revert, guard or `on_exit` tries again. One
+    /// not known to be there (renamed, another namespace, a lookup that failed) is left as it
+    /// is, for the next revert to try.
+    fn not_on_its_device(
+        &mut self,
+        address: &ParamAddress,
+        value: &Value,
+        of: &Intent,
+    ) -> Result<Option<ChangeReport>, ChangeError> {
+        let Some(seen) = of.device else {
+            return Ok(None);
+        };
+        let mut report = ChangeReport::new(address, value, ChangeStatus::Failed);
+        match self.device_now(address, &seen) {
+            DeviceNow::Here => return Ok(None),
+            DeviceNow::Gone(gone) => {
+                let why = format!(
+                    "{gone}, and its setting went with it (a device that comes back has its \
+                     driver's defaults): nothing put back"
+                );
+                // Only what the journal holds of that device: not a newer device's changes
+                // under the name, nor a second `gone` for a device settled already.
+                if self.journal_holds_device(&of.key, &seen) {
+                    tracing::info!("{address}: {why}; what KPO knew of it there is forgotten");
+                    self.journal.forget_gone_device(&of.key, &why)?;
+                }
+                report.detail = Some(why);
+            }
+            DeviceNow::Unsure(why) => {
+                report.detail = Some(format!("not put back: {why}"));
+            }
+        }
+        Ok(Some(report))
+    }
+
+    /// Whether what the journal holds of NIC parameter `key` is of the device `seen`: its latest
+    /// change was made on it, and no `gone` record settled it since. With every change of it
+    /// archived, whether the journal still holds anything of it.
+    fn journal_holds_device(&self, key: &str, seen: &DeviceSeen) -> bool {
+        let latest = self.journal.records().iter().rev().find_map(|r| match r {
+            crate::journal::Record::Intent(i) if i.key == key => {
+                Some(i.device.as_ref() == Some(seen))
+            }
+            crate::journal::Record::Gone { key: gone, .. } if gone == key => Some(false),
+            _ => None,
+        });
+        latest.unwrap_or_else(|| {
+            self.journal
+                .param_by_key(key)
+                .is_some_and(|p| p.original.is_some() || p.last_applied.is_some())
+        })
+    }
+
+    /// Whether the device of NIC parameter `key` was settled as gone after change `id` (a
+    /// revert of it found the device gone, [`ChangePath::revert_own`]): nothing of that change
+    /// is left to revert, watch or quarantine.
+    pub fn device_gone_since(&self, key: &str, id: u64) -> bool {
+        // A NIC's key: its `gone` records are all of its device (a namespace's are not).
+        let mut a_nics = false;
+        self.journal.records().iter().any(|r| match r {
+            crate::journal::Record::Intent(i) if i.id == id => {
+                a_nics = matches!(i.address.target, Target::Nic { .. });
+                false
+            }
+            crate::journal::Record::Gone { key: gone, .. } => a_nics && gone == key,
+            _ => false,
+        })
     }
 
     /// Where the device of NIC parameter `address`, `seen` when KPO changed it, is now
