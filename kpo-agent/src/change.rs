@@ -1876,6 +1876,40 @@ impl ChangePath {
         })
     }
 
+    /// Where the device of NIC parameter `address` is now, for the agent's value check: the
+    /// device its latest change was made on, where the journal recorded it. One gone for certain
+    /// took its setting with it: it is settled in the journal (a `gone` record), once, and the
+    /// value under its name now, if any, is another device's, nobody's change. `Here` for a
+    /// parameter the journal recorded no device of (not a NIC's, an old journal, settled
+    /// already): it is read by its name, as before.
+    pub fn settle_if_device_gone(
+        &mut self,
+        address: &ParamAddress,
+    ) -> Result<DeviceNow, ChangeError> {
+        if !matches!(address.target, Target::Nic { .. }) {
+            return Ok(DeviceNow::Here);
+        }
+        let key = target_key(address);
+        let latest = self.journal.records().iter().rev().find_map(|r| match r {
+            crate::journal::Record::Intent(i) if i.key == key => Some(i.device),
+            crate::journal::Record::Gone { key: gone, .. } if *gone == key => Some(None),
+            _ => None,
+        });
+        let Some(seen) = latest.flatten() else {
+            return Ok(DeviceNow::Here);
+        };
+        let now = self.device_now(address, &seen);
+        if let DeviceNow::Gone(gone) = &now {
+            let why = format!(
+                "{gone}, and its setting went with it (a device that comes back has its driver's \
+                 defaults)"
+            );
+            tracing::info!("{address}: {why}; what KPO knew of it there is forgotten");
+            self.journal.forget_gone_device(&key, &why)?;
+        }
+        Ok(now)
+    }
+
     /// Whether the device of NIC parameter `key` was settled as gone after change `id` (a
     /// revert of it found the device gone, [`ChangePath::revert_own`]): nothing of that change
     /// is left to revert, watch or quarantine.

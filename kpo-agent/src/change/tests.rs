@@ -2520,7 +2520,7 @@ impl PutBack {
 
 /// eth0's rx-usecs set to 20 from 50 (with adaptive-rx, on before, turned off for it where
 /// `adaptive_rx`): the change path and the value's change.
-fn nic_changed(
+pub(crate) fn nic_changed(
     dir: &std::path::Path,
     adaptive_rx: bool,
 ) -> (ChangePath, crate::actuate::coalesce::FakeCoalesce, u64) {
