@@ -2097,7 +2097,7 @@ const ADAPTIVE_RX: &str = "ethtool:eth0:adaptive-rx";
 
 /// eth0 under adaptive moderation (rx-usecs 50 as DIM left it), with a policy that lets a change
 /// of rx-usecs turn it off; the change path over it, on `dir`.
-fn nic_under_dim(
+pub(crate) fn nic_under_dim(
     dir: &std::path::Path,
     adaptive_rx: bool,
 ) -> (ChangePath, crate::actuate::coalesce::FakeCoalesce) {
