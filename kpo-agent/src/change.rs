@@ -455,6 +455,10 @@ impl ChangePath {
             }
         }
         self.namespace_replaced(&p.address, cookie)?;
+        // Likewise a NIC whose name names a new device now: what the journal holds (the
+        // original, the yield, the quarantines, the rate limit) was the old device's, and the
+        // change starts a new original from the new device's value.
+        self.settle_if_device_gone(&p.address)?;
         // Coalescing: the policy says whether a change may turn adaptive moderation off.
         actuator.set_adaptive_off_allowed(self.policy.rule_for(&p.address).allow_adaptive_off);
         let before = match actuator.read() {

@@ -2691,6 +2691,31 @@ fn a_revert_on_a_renamed_device_writes_nothing_and_is_tried_again() {
     }
 }
 
+/// A change of a NIC whose name names a new device since KPO's last change there (before any
+/// value check settled the old one): the old device is settled first, so the change's original
+/// is the new device's value, which `kpo revert --all` puts back (not the old device's).
+#[test]
+fn a_change_on_a_new_device_under_the_name_starts_a_new_original() {
+    use crate::actuate::coalesce::CoalesceSettings;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, nic, _) = nic_changed(dir.path(), false);
+    let fresh = CoalesceSettings {
+        rx_usecs: 8,
+        adaptive_rx: false,
+    };
+    nic.remove_nic("eth0").add_nic("eth0", fresh);
+    let r = p.propose(&op(RX, Value::Int(30))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    assert_eq!(gone_records(&p), vec![RX.to_string()]);
+    let state = p.journal.param_state(&RX.parse().unwrap()).unwrap();
+    assert_eq!(state.original, Some(Value::Int(8)));
+    assert_eq!(
+        statuses(&p.revert_all("t").unwrap()),
+        vec![(RX.to_string(), ChangeStatus::Reverted)]
+    );
+    assert_eq!(nic.settings("eth0"), Some(fresh));
+}
+
 /// `kpo revert --all` over two NICs' values, one NIC gone: the other's value is put back, the
 /// gone one's settled.
 #[test]
