@@ -1210,14 +1210,20 @@ impl ChangePath {
                 out.push(skipped("yielded to an administrator; their value stays (kpo resume PARAM hands it back)".into()));
                 continue;
             }
-            // The original is the value of the device its first change was made on. Asked
-            // before a switch is read by its name: the name may name another device now.
-            let first = state.original_id.and_then(|id| {
-                self.journal
-                    .intent(id)
-                    .cloned()
-                    .or_else(|| self.journal.archived_intent(id))
-            });
+            // The original is the value of the device its first change was made on; with that
+            // change archived, the device of the latest (not read from the archive: a pass over
+            // every parameter would read it through for each). Asked before a switch is read by
+            // its name: the name may name another device now.
+            let first = state
+                .original_id
+                .and_then(|id| self.journal.intent(id))
+                .or_else(|| {
+                    self.journal.records().iter().rev().find_map(|r| match r {
+                        crate::journal::Record::Intent(i) if i.key == state.key => Some(i),
+                        _ => None,
+                    })
+                })
+                .cloned();
             if let Some(first) = first {
                 if let Some(report) = self.not_on_its_device(&address, &original, &first)? {
                     out.push(report);
