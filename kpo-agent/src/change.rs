@@ -455,6 +455,10 @@ impl ChangePath {
             }
         }
         self.namespace_replaced(&p.address, cookie)?;
+        // Likewise a NIC whose name names a new device now: what the journal holds (the
+        // original, the yield, the quarantines, the rate limit) was the old device's, and the
+        // change starts a new original from the new device's value.
+        self.settle_if_device_gone(&p.address)?;
         // Coalescing: the policy says whether a change may turn adaptive moderation off.
         actuator.set_adaptive_off_allowed(self.policy.rule_for(&p.address).allow_adaptive_off);
         let before = match actuator.read() {
@@ -1070,6 +1074,9 @@ impl ChangePath {
             report.detail = Some(why);
             return Ok(report);
         }
+        if let Some(report) = self.not_on_its_device(&address, &intent.before, &intent)? {
+            return Ok(report);
+        }
         self.restore(
             &address,
             &intent.before,
@@ -1202,6 +1209,26 @@ impl ChangePath {
             if state.yielded.is_some() {
                 out.push(skipped("yielded to an administrator; their value stays (kpo resume PARAM hands it back)".into()));
                 continue;
+            }
+            // The original is the value of the device its first change was made on; with that
+            // change archived, the device of the latest (not read from the archive: a pass over
+            // every parameter would read it through for each). Asked before a switch is read by
+            // its name: the name may name another device now.
+            let first = state
+                .original_id
+                .and_then(|id| self.journal.intent(id))
+                .or_else(|| {
+                    self.journal.records().iter().rev().find_map(|r| match r {
+                        crate::journal::Record::Intent(i) if i.key == state.key => Some(i),
+                        _ => None,
+                    })
+                })
+                .cloned();
+            if let Some(first) = first {
+                if let Some(report) = self.not_on_its_device(&address, &original, &first)? {
+                    out.push(report);
+                    continue;
+                }
             }
             if is_switch(&address) && !self.read(&address).is_ok_and(|now| now == original) {
                 use crate::actuate::coalesce::switch_governs;
@@ -1797,6 +1824,116 @@ impl ChangePath {
         );
         self.journal.record_outcome(i.id, outcome)?;
         Ok(report)
+    }
+
+    /// Before a revert writes `value` to a NIC's parameter `address` by its name: where the
+    /// device change `of` was made on is now, if the journal recorded it. `None`: written as
+    /// before (not a NIC's, no device recorded, or the same device is there). Otherwise nothing
+    /// is written, and the report is `failed`, with why: not `skipped`, which the optimizer's
+    /// live loop takes for a revert whose value is in place, and nothing was put back. A device
+    /// gone for certain (or whose name names another device now, which KPO never changed) took
+    /// its setting with it: it is settled in the journal, once (a `gone` record, as
+    /// reconciliation settles it), so that no later revert, guard or `on_exit` tries again. One
+    /// not known to be there (renamed, another namespace, a lookup that failed) is left as it
+    /// is, for the next revert to try.
+    fn not_on_its_device(
+        &mut self,
+        address: &ParamAddress,
+        value: &Value,
+        of: &Intent,
+    ) -> Result<Option<ChangeReport>, ChangeError> {
+        let Some(seen) = of.device else {
+            return Ok(None);
+        };
+        let mut report = ChangeReport::new(address, value, ChangeStatus::Failed);
+        match self.device_now(address, &seen) {
+            DeviceNow::Here => return Ok(None),
+            DeviceNow::Gone(gone) => {
+                let why = format!(
+                    "{gone}, and its setting went with it (a device that comes back has its \
+                     driver's defaults): nothing put back"
+                );
+                // Only what the journal holds of that device: not a newer device's changes
+                // under the name, nor a second `gone` for a device settled already.
+                if self.journal_holds_device(&of.key, &seen) {
+                    tracing::info!("{address}: {why}; what KPO knew of it there is forgotten");
+                    self.journal.forget_gone_device(&of.key, &why)?;
+                }
+                report.detail = Some(why);
+            }
+            DeviceNow::Unsure(why) => {
+                report.detail = Some(format!("not put back: {why}"));
+            }
+        }
+        Ok(Some(report))
+    }
+
+    /// Whether what the journal holds of NIC parameter `key` is of the device `seen`: its latest
+    /// change was made on it, and no `gone` record settled it since. With every change of it
+    /// archived, whether the journal still holds anything of it.
+    fn journal_holds_device(&self, key: &str, seen: &DeviceSeen) -> bool {
+        let latest = self.journal.records().iter().rev().find_map(|r| match r {
+            crate::journal::Record::Intent(i) if i.key == key => {
+                Some(i.device.as_ref() == Some(seen))
+            }
+            crate::journal::Record::Gone { key: gone, .. } if gone == key => Some(false),
+            _ => None,
+        });
+        latest.unwrap_or_else(|| {
+            self.journal
+                .param_by_key(key)
+                .is_some_and(|p| p.original.is_some() || p.last_applied.is_some())
+        })
+    }
+
+    /// Where the device of NIC parameter `address` is now, for the agent's value check: the
+    /// device its latest change was made on, where the journal recorded it. One gone for certain
+    /// took its setting with it: it is settled in the journal (a `gone` record), once, and the
+    /// value under its name now, if any, is another device's, nobody's change. `Here` for a
+    /// parameter the journal recorded no device of (not a NIC's, an old journal, settled
+    /// already): it is read by its name, as before.
+    pub fn settle_if_device_gone(
+        &mut self,
+        address: &ParamAddress,
+    ) -> Result<DeviceNow, ChangeError> {
+        if !matches!(address.target, Target::Nic { .. }) {
+            return Ok(DeviceNow::Here);
+        }
+        let key = target_key(address);
+        let latest = self.journal.records().iter().rev().find_map(|r| match r {
+            crate::journal::Record::Intent(i) if i.key == key => Some(i.device),
+            crate::journal::Record::Gone { key: gone, .. } if *gone == key => Some(None),
+            _ => None,
+        });
+        let Some(seen) = latest.flatten() else {
+            return Ok(DeviceNow::Here);
+        };
+        let now = self.device_now(address, &seen);
+        if let DeviceNow::Gone(gone) = &now {
+            let why = format!(
+                "{gone}, and its setting went with it (a device that comes back has its driver's \
+                 defaults)"
+            );
+            tracing::info!("{address}: {why}; what KPO knew of it there is forgotten");
+            self.journal.forget_gone_device(&key, &why)?;
+        }
+        Ok(now)
+    }
+
+    /// Whether the device of NIC parameter `key` was settled as gone after change `id` (a
+    /// revert of it found the device gone, [`ChangePath::revert_own`]): nothing of that change
+    /// is left to revert, watch or quarantine.
+    pub fn device_gone_since(&self, key: &str, id: u64) -> bool {
+        // A NIC's key: its `gone` records are all of its device (a namespace's are not).
+        let mut a_nics = false;
+        self.journal.records().iter().any(|r| match r {
+            crate::journal::Record::Intent(i) if i.id == id => {
+                a_nics = matches!(i.address.target, Target::Nic { .. });
+                false
+            }
+            crate::journal::Record::Gone { key: gone, .. } => a_nics && gone == key,
+            _ => false,
+        })
     }
 
     /// Where the device of NIC parameter `address`, `seen` when KPO changed it, is now

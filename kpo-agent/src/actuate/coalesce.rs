@@ -460,12 +460,14 @@ pub fn device_now(
         Some(now) if now == then => {}
         Some(now) => {
             return DeviceNow::Unsure(format!(
-                "KPO changed {iface} in another network namespace (cookie {then}) than the one                  it acts in now (cookie {now})"
+                "KPO changed {iface} in another network namespace (cookie {then}) than the one it \
+                 acts in now (cookie {now})"
             ))
         }
         None => {
             return DeviceNow::Unsure(format!(
-                "the cookie of the network namespace KPO acts in cannot be read, so whether                  {iface} (index {ifindex}) is the device KPO changed cannot be told"
+                "the cookie of the network namespace KPO acts in cannot be read, so whether \
+                 {iface} (index {ifindex}) is the device KPO changed cannot be told"
             ))
         }
     }
@@ -476,13 +478,17 @@ pub fn device_now(
     };
     match (backend.ifname(ifindex), by_name) {
         (Ok(None), None) => DeviceNow::Gone(format!(
-            "the network device {iface} (index {ifindex}) is gone: no device has its name or              its index in the network namespace KPO changed it in"
+            "the network device {iface} (index {ifindex}) is gone: no device has its name or its \
+             index in the network namespace KPO changed it in"
         )),
         (Ok(None), Some(other)) => DeviceNow::Gone(format!(
-            "the network device {iface} (index {ifindex}) is gone: no device has its index in              the network namespace KPO changed it in, and {iface} names another one now              (index {other})"
+            "the network device {iface} (index {ifindex}) is gone: no device has its index in the \
+             network namespace KPO changed it in, and {iface} names another one now (index \
+             {other})"
         )),
         (Ok(Some(renamed)), _) => DeviceNow::Unsure(format!(
-            "{iface} (index {ifindex}) is named {renamed} now: renamed, not gone, and not KPO's              to change under another name"
+            "{iface} (index {ifindex}) is named {renamed} now: renamed, not gone, and not KPO's to \
+             change under another name"
         )),
         (Err(e), _) => DeviceNow::Unsure(e.to_string()),
     }

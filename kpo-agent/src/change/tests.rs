@@ -2097,7 +2097,7 @@ const ADAPTIVE_RX: &str = "ethtool:eth0:adaptive-rx";
 
 /// eth0 under adaptive moderation (rx-usecs 50 as DIM left it), with a policy that lets a change
 /// of rx-usecs turn it off; the change path over it, on `dir`.
-fn nic_under_dim(
+pub(crate) fn nic_under_dim(
     dir: &std::path::Path,
     adaptive_rx: bool,
 ) -> (ChangePath, crate::actuate::coalesce::FakeCoalesce) {
@@ -2485,6 +2485,278 @@ fn a_switch_left_off_on_a_device_not_known_gone_stays_a_failure() {
         assert_eq!(seen, reverted, "{reports:#?}");
         assert!(nic.settings("eth0").unwrap().adaptive_rx);
     }
+}
+
+/// The three ways KPO puts a NIC's value back by the NIC's name: `kpo revert ID`, `kpo revert
+/// --all`, and `on_exit = "revert"` (only over KPO's own value).
+#[derive(Debug, Clone, Copy)]
+enum PutBack {
+    ById,
+    All,
+    OnExit,
+}
+
+impl PutBack {
+    const EACH: [PutBack; 3] = [PutBack::ById, PutBack::All, PutBack::OnExit];
+
+    /// Puts back what `p` holds of eth0 (`id`: the rx-usecs change), the reports in order.
+    fn run(self, p: &mut ChangePath, id: u64) -> Vec<ChangeReport> {
+        match self {
+            PutBack::ById => vec![p.revert(id, Source::Operator, "t").unwrap()],
+            PutBack::All => p.revert_all("t").unwrap(),
+            PutBack::OnExit => {
+                let held: Vec<ParamAddress> = p
+                    .journal
+                    .params()
+                    .filter(|s| s.last_applied.is_some())
+                    .filter_map(ParamState::reach)
+                    .collect();
+                p.restore_originals(held, Source::Operator, "t", true)
+                    .unwrap()
+            }
+        }
+    }
+}
+
+/// eth0's rx-usecs set to 20 from 50 (with adaptive-rx, on before, turned off for it where
+/// `adaptive_rx`): the change path and the value's change.
+pub(crate) fn nic_changed(
+    dir: &std::path::Path,
+    adaptive_rx: bool,
+) -> (ChangePath, crate::actuate::coalesce::FakeCoalesce, u64) {
+    let (mut p, nic) = nic_under_dim(dir, adaptive_rx);
+    let r = p.propose(&op(RX, Value::Int(20))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    let id = r.journal_id.unwrap();
+    (p, nic, id)
+}
+
+/// A revert of a NIC's value whose NIC is gone since (unplugged, its driver unloaded, a veth
+/// deleted) writes nothing: the value went with the device. It is `failed` (nothing was put
+/// back: the optimizer must not take it for done), says why, and settles the parameter in the
+/// journal once (a `gone` record), the switch turned off for the value too: no later revert,
+/// `revert --all` or `on_exit` tries again, nor reports it again.
+#[test]
+fn a_revert_on_a_device_that_is_gone_writes_nothing_and_settles_it() {
+    for way in PutBack::EACH {
+        for adaptive_rx in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut p, nic, id) = nic_changed(dir.path(), adaptive_rx);
+            let index = nic.index_of("eth0").unwrap();
+            let written = nic.history().len();
+            nic.remove_nic("eth0");
+            let reports = way.run(&mut p, id);
+            let mut want = vec![(RX.to_string(), ChangeStatus::Failed)];
+            let mut gone = vec![RX.to_string()];
+            if adaptive_rx && !matches!(way, PutBack::ById) {
+                want.push((ADAPTIVE_RX.to_string(), ChangeStatus::Failed));
+                gone.push(ADAPTIVE_RX.to_string());
+            }
+            assert_eq!(statuses(&reports), want, "{way:?}: {reports:#?}");
+            for r in &reports {
+                let detail = r.detail.as_deref().unwrap();
+                assert!(
+                    detail.contains(&format!("the network device eth0 (index {index}) is gone"))
+                        && detail.contains("its setting went with it")
+                        && detail.contains("nothing put back"),
+                    "{way:?}: {detail}"
+                );
+            }
+            assert_eq!(gone_records(&p), gone, "{way:?}");
+            assert_eq!(nic.history().len(), written, "{way:?}: nothing written");
+            // Settled: what KPO held there is forgotten, and nothing is tried again (`kpo
+            // revert --all` settles the switch a revert by id leaves).
+            assert!(p
+                .journal
+                .param_state(&RX.parse().unwrap())
+                .unwrap()
+                .original
+                .is_none());
+            let rest = p.revert_all("t").unwrap();
+            assert!(
+                rest.iter().all(|r| r.address.to_string() != RX),
+                "{rest:#?}"
+            );
+            assert!(p.revert_all("t").unwrap().is_empty(), "{way:?}");
+            let settled = gone_records(&p);
+            let again = p.revert(id, Source::Operator, "t").unwrap();
+            assert_eq!(again.status, ChangeStatus::Failed, "{again:?}");
+            let own = p.revert_own(id, Source::Guard, "t").unwrap();
+            assert_eq!(own.status, ChangeStatus::Skipped, "{own:?}");
+            assert_eq!(gone_records(&p), settled, "{way:?}: settled once");
+            assert_eq!(nic.history().len(), written, "{way:?}");
+            // As read back from the file.
+            drop(p);
+            let p = nic_path(dir.path(), &nic);
+            assert_eq!(gone_records(&p), settled);
+        }
+    }
+}
+
+/// A new device that has taken the name of the one KPO changed (a veth made again, a NIC
+/// replaced) is not KPO's: no revert writes the old device's value into it, and its settings
+/// stay as its driver made them. The old device's change is settled as gone.
+#[test]
+fn a_revert_does_not_write_into_a_new_device_under_the_same_name() {
+    use crate::actuate::coalesce::CoalesceSettings;
+    for way in PutBack::EACH {
+        for adaptive_rx in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut p, nic, id) = nic_changed(dir.path(), adaptive_rx);
+            let index = nic.index_of("eth0").unwrap();
+            nic.remove_nic("eth0");
+            let fresh = CoalesceSettings {
+                rx_usecs: 8,
+                adaptive_rx: false,
+            };
+            nic.add_nic("eth0", fresh);
+            let new_index = nic.index_of("eth0").unwrap();
+            assert_ne!(new_index, index);
+            let written = nic.history().len();
+            let reports = way.run(&mut p, id);
+            assert!(!reports.is_empty(), "{way:?}");
+            for r in &reports {
+                assert_eq!(r.status, ChangeStatus::Failed, "{way:?}: {r:?}");
+                let detail = r.detail.as_deref().unwrap();
+                assert!(
+                    detail.contains(&format!("eth0 names another one now (index {new_index})"))
+                        && detail.contains("nothing put back"),
+                    "{way:?}: {detail}"
+                );
+            }
+            assert_eq!(nic.settings("eth0"), Some(fresh), "{way:?}");
+            assert_eq!(nic.history().len(), written, "{way:?}: nothing written");
+            assert!(gone_records(&p).contains(&RX.to_string()), "{way:?}");
+            // Nor later: what the journal held of the old device is settled.
+            for r in p.revert_all("t").unwrap() {
+                assert_eq!(r.status, ChangeStatus::Failed, "{way:?}: {r:?}");
+            }
+            assert!(p.revert_all("t").unwrap().is_empty(), "{way:?}");
+            assert_eq!(nic.settings("eth0"), Some(fresh), "{way:?}");
+            assert_eq!(nic.history().len(), written, "{way:?}");
+        }
+    }
+}
+
+/// A renamed NIC (`ip link set eth0 name lan0`) is not gone: a revert writes to neither name,
+/// says why, settles nothing, and is `failed`, tried again as a revert whose write fails; once
+/// the name names the device again, the revert puts the value back. A lookup that fails
+/// (transient) and another network namespace are the same.
+#[test]
+fn a_revert_on_a_renamed_device_writes_nothing_and_is_tried_again() {
+    use crate::actuate::coalesce::FakeCoalesce;
+    for way in PutBack::EACH {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut p, nic, id) = nic_changed(dir.path(), false);
+        let written = nic.history().len();
+        nic.rename_nic("eth0", "lan0");
+        let reports = way.run(&mut p, id);
+        assert_eq!(
+            statuses(&reports),
+            vec![(RX.to_string(), ChangeStatus::Failed)],
+            "{way:?}: {reports:#?}"
+        );
+        let detail = reports[0].detail.as_deref().unwrap();
+        assert!(
+            detail.contains("not put back")
+                && detail.contains("is named lan0 now: renamed, not gone"),
+            "{way:?}: {detail}"
+        );
+        assert_eq!(nic.history().len(), written, "{way:?}");
+        assert_eq!(nic.settings("lan0").unwrap().rx_usecs, 20);
+
+        // Another namespace, then a lookup that fails: not written either.
+        nic.rename_nic("lan0", "eth0");
+        nic.set_netns_cookie(Some(FakeCoalesce::NETNS_COOKIE + 1));
+        let r = &way.run(&mut p, id)[0];
+        assert_eq!(r.status, ChangeStatus::Failed, "{way:?}: {r:?}");
+        assert!(
+            r.detail
+                .as_deref()
+                .unwrap()
+                .contains("in another network namespace"),
+            "{r:?}"
+        );
+        nic.set_netns_cookie(Some(FakeCoalesce::NETNS_COOKIE));
+        nic.fail_reads(1);
+        let r = &way.run(&mut p, id)[0];
+        assert_eq!(r.status, ChangeStatus::Failed, "{way:?}: {r:?}");
+        assert_eq!(nic.history().len(), written, "{way:?}");
+        assert!(gone_records(&p).is_empty(), "{way:?}");
+
+        // The device under its name again: put back.
+        let r = &way.run(&mut p, id)[0];
+        assert_eq!(r.status, ChangeStatus::Reverted, "{way:?}: {r:?}");
+        assert_eq!(nic.settings("eth0").unwrap().rx_usecs, 50);
+    }
+}
+
+/// A change of a NIC whose name names a new device since KPO's last change there (before any
+/// value check settled the old one): the old device is settled first, so the change's original
+/// is the new device's value, which `kpo revert --all` puts back (not the old device's).
+#[test]
+fn a_change_on_a_new_device_under_the_name_starts_a_new_original() {
+    use crate::actuate::coalesce::CoalesceSettings;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, nic, _) = nic_changed(dir.path(), false);
+    let fresh = CoalesceSettings {
+        rx_usecs: 8,
+        adaptive_rx: false,
+    };
+    nic.remove_nic("eth0").add_nic("eth0", fresh);
+    let r = p.propose(&op(RX, Value::Int(30))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    assert_eq!(gone_records(&p), vec![RX.to_string()]);
+    let state = p.journal.param_state(&RX.parse().unwrap()).unwrap();
+    assert_eq!(state.original, Some(Value::Int(8)));
+    assert_eq!(
+        statuses(&p.revert_all("t").unwrap()),
+        vec![(RX.to_string(), ChangeStatus::Reverted)]
+    );
+    assert_eq!(nic.settings("eth0"), Some(fresh));
+}
+
+/// `kpo revert --all` over two NICs' values, one NIC gone: the other's value is put back, the
+/// gone one's settled.
+#[test]
+fn revert_all_puts_back_the_nics_that_are_there() {
+    use crate::actuate::coalesce::CoalesceSettings;
+    const RX1: &str = "ethtool:eth1:rx-usecs";
+    let dir = tempfile::tempdir().unwrap();
+    let nic = crate::actuate::coalesce::FakeCoalesce::new();
+    let settings = CoalesceSettings {
+        rx_usecs: 50,
+        adaptive_rx: false,
+    };
+    nic.add_nic("eth0", settings).add_nic("eth1", settings);
+    let policy = Policy::parse(
+        &format!("[params.\"{RX}\"]\nmode = \"auto\"\n[params.\"{RX1}\"]\nmode = \"auto\"\n"),
+        "test.toml",
+    )
+    .unwrap();
+    crate::journal::store::make_private(dir.path());
+    let journal = Journal::open(dir.path(), Holder::Cli, Duration::ZERO).unwrap();
+    let mut p = ChangePath::new(policy, journal, Box::new(Nic(nic.clone())));
+    for a in [RX, RX1] {
+        let r = p.propose(&op(a, Value::Int(20))).unwrap();
+        assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    }
+    nic.remove_nic("eth0");
+    let mut reports = statuses(&p.revert_all("t").unwrap());
+    reports.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        reports,
+        vec![
+            (RX.to_string(), ChangeStatus::Failed),
+            (RX1.to_string(), ChangeStatus::Reverted),
+        ]
+    );
+    assert_eq!(nic.settings("eth1").unwrap().rx_usecs, 50);
+    assert_eq!(gone_records(&p), vec![RX.to_string()]);
+    // Settled once: a second pass has nothing of eth0's.
+    let again = statuses(&p.revert_all("t").unwrap());
+    assert_eq!(again, vec![(RX1.to_string(), ChangeStatus::Unchanged)]);
+    assert_eq!(gone_records(&p), vec![RX.to_string()]);
 }
 
 /// A value set with the switch off whose lines were both lost to damage may still be in the

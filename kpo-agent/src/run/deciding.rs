@@ -702,6 +702,25 @@ impl Deciding {
                 }));
                 continue;
             }
+            // A NIC's change whose device the revert found gone for certain (and settled in the
+            // journal): its value went with the device, and a device that comes back under the
+            // name has its driver's defaults, with no quarantine of the one that is gone.
+            if key
+                .as_deref()
+                .is_some_and(|key| self.path.device_gone_since(key, *change_id))
+            {
+                warn!(
+                    "guard: #{change_id} ({address}) cannot be reverted: its network device is \
+                     gone; the guard stops watching it"
+                );
+                events.extend(self.take_events());
+                events.push(Event::Guard(GuardEvent {
+                    verdict,
+                    reverted: Some(false),
+                    error: failure.or_else(|| Some("its network device is gone".to_string())),
+                }));
+                continue;
+            }
             if let Some(held) = held {
                 // The change is still there: watched again at the value held, reverted at the
                 // next regressing window, and its value not quarantined while applied.

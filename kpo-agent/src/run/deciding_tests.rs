@@ -117,9 +117,19 @@ impl Actuator for Hooked {
     fn switch_in_the_way(&mut self) -> Result<Option<(ParamAddress, Value)>, ActuateError> {
         self.inner.switch_in_the_way()
     }
+
+    fn device_seen(&mut self) -> Option<crate::actuate::coalesce::DeviceSeen> {
+        self.inner.device_seen()
+    }
 }
 
 impl Actuators for TestActuators {
+    fn coalesce_backend(
+        &self,
+    ) -> Result<Box<dyn crate::actuate::coalesce::CoalesceAttrBackend>, ActuateError> {
+        Ok(Box::new(self.nic.clone()))
+    }
+
     fn open(&self, address: &ParamAddress) -> Result<Box<dyn Actuator>, ActuateError> {
         let inner: Box<dyn Actuator> = match address.kind() {
             ParamKind::Cpufreq => Box::new(CpufreqActuator::open(address, &self.roots)?),
@@ -331,8 +341,9 @@ impl Rig {
             .unwrap()
     }
 
+    /// eth0's rx-usecs; 0 once it is gone (no interrupt delay of its own).
     fn rx(&self) -> u32 {
-        self.nic.settings("eth0").unwrap().rx_usecs
+        self.nic.settings("eth0").map_or(0, |s| s.rx_usecs)
     }
 
     /// The p99 a window reports under the knobs' values now: `80 + 2 rx + 216000 / MHz` µs (the
@@ -1159,6 +1170,94 @@ sources = ["operator"]
         Record::Quarantine { value, .. } if *value == Value::Int(1_200_000.into())
     )));
     rig.assert_schema();
+}
+
+/// A guard revert of a NIC's value whose device is gone between the window's check of the values
+/// and the revert (unplugged, a veth deleted): nothing is written, the verdict says `"reverted":
+/// false` and why, the journal settles the device as gone, and the guard stops watching the
+/// change, with no quarantine of its value (a device that comes back under the name is another,
+/// with its driver's defaults). A new device that took the name is not written either.
+#[test]
+fn a_guard_revert_on_a_nic_that_is_gone_writes_nothing_and_stops_watching() {
+    let policy = r#"
+[guard]
+signals = ["request_p99"]
+max_changes_per_hour = 1000
+
+[params."ethtool:eth0:rx-usecs"]
+mode = "auto"
+min = 0
+max = 100
+sources = ["operator"]
+"#;
+    for comes_back in [false, true] {
+        let mut rig = Rig::new(policy, true, "");
+        rig.window();
+        assert!(matches!(
+            rig.operator_applies(RX, 100),
+            crate::api::Reply::Ok(_)
+        ));
+        assert_eq!(rig.nic_now().rx_usecs, 100);
+        let change_id = rig.intents().last().unwrap().id;
+        let index = rig.nic.index_of("eth0").unwrap();
+        // At rx-usecs 100 every window regresses; the guard gives its verdict in the second one.
+        assert_eq!(guard_reverts(&rig.window()), 0);
+        // The window's check of the values reads 100, KPO's; the device goes right after.
+        let nic = rig.nic.clone();
+        *rig.after_read.lock().unwrap() = Some((
+            RX.parse().unwrap(),
+            Box::new(move || {
+                nic.remove_nic("eth0");
+                if comes_back {
+                    nic.add_nic(
+                        "eth0",
+                        CoalesceSettings {
+                            rx_usecs: 8,
+                            adaptive_rx: false,
+                        },
+                    );
+                }
+            }),
+        ));
+        let written = rig.nic.history().len();
+        assert_eq!(guard_reverts(&rig.window()), 1);
+        assert!(rig.after_read.lock().unwrap().is_none(), "the device went");
+        assert_eq!(rig.nic.history().len(), written, "nothing written");
+        if comes_back {
+            assert_eq!(rig.nic_now().rx_usecs, 8);
+        }
+        let verdict = rig.json.iter().find(|e| e["kind"] == "guard").unwrap();
+        assert_eq!(
+            (&verdict["change_id"], &verdict["reverted"]),
+            (&serde_json::json!(change_id), &serde_json::json!(false)),
+            "{verdict}"
+        );
+        let error = verdict["error"].as_str().unwrap();
+        assert!(
+            error.contains(&format!("the network device eth0 (index {index}) is gone"))
+                && error.contains("nothing put back"),
+            "{error}"
+        );
+        assert_eq!(rig.deciding.guard_watching(), 0);
+        let records = rig.journal().records();
+        assert!(!records
+            .iter()
+            .any(|r| matches!(r, Record::Quarantine { .. })));
+        assert_eq!(
+            records
+                .iter()
+                .filter(|r| matches!(r, Record::Gone { .. }))
+                .count(),
+            1
+        );
+        // Nothing more of it in later windows, nor any write.
+        for _ in 0..3 {
+            assert_eq!(guard_reverts(&rig.window()), 0);
+        }
+        assert_eq!(rig.nic.history().len(), written);
+        assert!(!rig.json.iter().any(|e| e["kind"] == "admin_override"));
+        rig.assert_schema();
+    }
 }
 
 /// The agent killed between the guard's revert (its outcome on disk) and the quarantine of the

@@ -11,10 +11,13 @@
 //!   ([`crate::change::ChangePath::revert_own`]).
 use std::collections::HashSet;
 
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::{
-    actuate::param::{NetnsRef, ParamAddress, Target, Value},
+    actuate::{
+        coalesce::DeviceNow,
+        param::{NetnsRef, ParamAddress, Target, Value},
+    },
     change::{ChangePath, ChangeReport, ChangeStatus},
     guard::Guard,
     output::events::Event,
@@ -60,6 +63,24 @@ pub fn yield_to(
     if path.settle_if_namespace_gone(address).unwrap_or(false) {
         guard.forget(address);
         return None;
+    }
+    // Likewise a NIC whose name names a new device now (a veth made again, a NIC replaced):
+    // its value is its driver's. Not judged while the device is not known to be KPO's (renamed,
+    // another namespace, a lookup that failed): nothing is concluded, the next window asks again.
+    match path.settle_if_device_gone(address) {
+        Ok(DeviceNow::Here) => {}
+        Ok(DeviceNow::Gone(_)) => {
+            guard.forget(address);
+            return None;
+        }
+        Ok(DeviceNow::Unsure(why)) => {
+            debug!("{address} is {now}, not the {applied} KPO applied; not yielded: {why}");
+            return None;
+        }
+        Err(e) => {
+            warn!("journal: {address}: {e}");
+            return None;
+        }
     }
     if let Err(e) = path
         .journal
@@ -120,8 +141,12 @@ pub fn check_values(path: &mut ChangePath, guard: &mut Guard) -> Vec<Event> {
             }
         }
         // A parameter that cannot be read now (a NIC or a namespace gone) is not taken to be
-        // someone's change.
+        // someone's change. A NIC gone for certain is settled once, not skipped at every
+        // window while KPO would still put its value back (`on_exit`, `revert --all`).
         let Ok(now) = path.read(&address) else {
+            if let Ok(DeviceNow::Gone(_)) = path.settle_if_device_gone(&address) {
+                guard.forget(&address);
+            }
             continue;
         };
         if now == applied || path.moved_by_the_kernel(&address) {
@@ -286,6 +311,83 @@ mod tests {
                 drop(p);
                 let (p, _) = path(dir.path(), policy, &k);
                 assert_eq!(p.journal.param_state(&address).unwrap().original, None);
+            }
+        }
+    }
+
+    /// A NIC KPO changed whose name names a new device now (a veth made again, a NIC replaced):
+    /// the value under the name is the new device's, nobody's change to KPO's. No yield; the
+    /// journal settles the old device as gone, once, and the guard stops watching it. A NIC gone
+    /// with no device under its name is settled the same way at the next window, and a renamed
+    /// one is neither yielded to nor settled. On the same device, a value someone else wrote is
+    /// still yielded to.
+    #[test]
+    fn a_new_device_under_a_nics_name_is_not_yielded_to() {
+        use crate::actuate::coalesce::CoalesceSettings;
+        const RX: &str = "ethtool:eth0:rx-usecs";
+        let address: ParamAddress = RX.parse().unwrap();
+        let gone = |p: &crate::change::ChangePath| {
+            p.journal
+                .records()
+                .iter()
+                .filter(|r| matches!(r, crate::journal::Record::Gone { .. }))
+                .count()
+        };
+        let other = CoalesceSettings {
+            rx_usecs: 8,
+            adaptive_rx: false,
+        };
+        for what in ["replaced", "removed", "renamed", "a person"] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut p, nic, id) = crate::change::tests::nic_changed(dir.path(), false);
+            let mut guard = Guard::new(GuardConfig::default());
+            guard.watch(
+                id,
+                address.clone(),
+                &Value::Int(20),
+                Value::Int(20),
+                None,
+                None,
+            );
+            match what {
+                "replaced" => {
+                    nic.remove_nic("eth0").add_nic("eth0", other);
+                }
+                "removed" => {
+                    nic.remove_nic("eth0");
+                }
+                "renamed" => {
+                    nic.rename_nic("eth0", "lan0");
+                }
+                _ => {
+                    // Written on the same device, whose index it keeps.
+                    nic.add_nic("eth0", other);
+                }
+            }
+            let events = super::check_values(&mut p, &mut guard);
+            let state = p.journal.param_state(&address).unwrap().clone();
+            if what == "a person" {
+                assert_eq!(events.len(), 1, "yielded to whoever wrote it");
+                assert!(state.yielded.is_some());
+                assert_eq!(gone(&p), 0);
+                continue;
+            }
+            assert!(events.is_empty(), "{what}: {events:?}");
+            assert!(state.yielded.is_none(), "{what}");
+            if what == "renamed" {
+                assert_eq!(gone(&p), 0);
+                assert_eq!(state.last_applied, Some(Value::Int(20)));
+                assert_eq!(guard.watching(), 1);
+                continue;
+            }
+            assert_eq!((state.original, state.last_applied), (None, None), "{what}");
+            assert_eq!(guard.watching(), 0, "{what}");
+            assert_eq!(gone(&p), 1, "{what}");
+            // Once.
+            assert!(super::check_values(&mut p, &mut guard).is_empty());
+            assert_eq!(gone(&p), 1, "{what}");
+            if what == "replaced" {
+                assert_eq!(nic.settings("eth0"), Some(other));
             }
         }
     }

@@ -1914,6 +1914,62 @@ mod tests {
         assert_eq!(now(&k), Value::Int(2048), "the operator's value stays");
     }
 
+    /// The loop's revert of a NIC's value whose device is gone (or whose name names a new
+    /// device) writes nothing and is not taken for done: the loop does not hold the value it
+    /// went back to (`revert_to` fails, with why), and the journal settles the device as gone.
+    #[test]
+    fn the_loop_does_not_take_a_revert_on_a_nic_that_is_gone_for_done() {
+        use super::{ChangeReason, GoBack, Knob, Knobs, PathKnobs, Tried};
+        use crate::guard::{Guard, GuardConfig};
+        const RX: &str = "ethtool:eth0:rx-usecs";
+        for comes_back in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut p, nic) = crate::change::tests::nic_under_dim(dir.path(), false);
+            let mut guard = Guard::new(GuardConfig::default());
+            let knobs = [Knob::new(vec![RX.parse().unwrap()], RX)];
+            let (mut made, mut skipped) = (Vec::new(), Vec::new());
+            let mut loop_knobs = PathKnobs {
+                path: &mut p,
+                guard: &mut guard,
+                baseline: None,
+                knobs: &knobs,
+                made: &mut made,
+                skipped: &mut skipped,
+                owed: &mut Vec::new(),
+                exiting: false,
+            };
+            let tried = loop_knobs.try_config(&[50.0], &[20.0], ChangeReason::Explore);
+            assert_eq!(tried, Tried::Applied);
+            nic.remove_nic("eth0");
+            if comes_back {
+                nic.add_nic(
+                    "eth0",
+                    crate::actuate::coalesce::CoalesceSettings {
+                        rx_usecs: 8,
+                        adaptive_rx: false,
+                    },
+                );
+            }
+            let written = nic.history().len();
+            let error = loop_knobs
+                .revert_to(&[20.0], &[50.0], GoBack::SloBreach)
+                .unwrap_err();
+            assert!(
+                error.contains("is gone") && error.contains("nothing put back"),
+                "{error}"
+            );
+            assert!(skipped.is_empty(), "not someone else's value: {skipped:?}");
+            assert_eq!(nic.history().len(), written, "nothing written");
+            let gone = p
+                .journal
+                .records()
+                .iter()
+                .filter(|r| matches!(r, crate::journal::Record::Gone { .. }))
+                .count();
+            assert_eq!(gone, 1);
+        }
+    }
+
     #[test]
     fn a_revert_put_back_is_not_undone() {
         const A: &str = "net.core.somaxconn@netns:4026539999";
