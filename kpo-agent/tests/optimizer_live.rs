@@ -88,7 +88,7 @@ impl Knobs for Machine {
     fn allowed(&mut self, to: &[f64]) -> bool {
         self.quarantined.lock().unwrap().as_deref() != Some(to)
     }
-    fn revert_to(&mut self, from: &[f64], to: &[f64], _why: GoBack) -> Result<(), String> {
+    fn revert_to(&mut self, from: &[f64], to: &[f64], _why: GoBack) -> Result<Vec<f64>, String> {
         assert_eq!(from, self.state.lock().unwrap().as_slice());
         assert!(
             self.allowed(to),
@@ -96,7 +96,7 @@ impl Knobs for Machine {
         );
         *self.state.lock().unwrap() = to.to_vec();
         self.history.lock().unwrap().push(to.to_vec());
-        Ok(())
+        Ok(to.to_vec())
     }
 }
 

@@ -1677,8 +1677,9 @@ impl Knobs for PathKnobs<'_> {
         Tried::Applied
     }
 
-    fn revert_to(&mut self, from: &[f64], to: &[f64], why: GoBack) -> Result<(), String> {
+    fn revert_to(&mut self, from: &[f64], to: &[f64], why: GoBack) -> Result<Vec<f64>, String> {
         let mut errors = Vec::new();
+        let mut reached = to.to_vec();
         let why = format!("optimizer: {}; back to {to:?}", why.as_str());
         let reverts_on_exit = |k: &Knob| {
             k.members
@@ -1720,15 +1721,19 @@ impl Knobs for PathKnobs<'_> {
                     Ok(r) if undone(self.path, &r) => self.guard.forget(&m.address),
                     // Not the loop's value there now (a person's, an operator's or an advisor's
                     // since): left as it is, and a person's is theirs from now on (the caller
-                    // yields), so that neither the loop nor `on_exit` writes over it later.
-                    Ok(r) if r.status == ChangeStatus::Skipped => self.skipped.push(r),
+                    // yields), so that neither the loop nor `on_exit` writes over it later. The
+                    // knob is not at `to`.
+                    Ok(r) if r.status == ChangeStatus::Skipped => {
+                        reached[i] = from[i];
+                        self.skipped.push(r);
+                    }
                     Ok(r) => errors.push(r.describe()),
                     Err(e) => errors.push(e.to_string()),
                 }
             }
         }
         if errors.is_empty() {
-            Ok(())
+            Ok(reached)
         } else {
             Err(errors.join("; "))
         }
@@ -1908,10 +1913,15 @@ mod tests {
             })
             .unwrap();
         assert_eq!(now(&k), Value::Int(2048));
-        loop_knobs
+        let reached = loop_knobs
             .revert_to(&[8192.0], &[4096.0], GoBack::Stopping)
             .unwrap();
         assert_eq!(now(&k), Value::Int(2048), "the operator's value stays");
+        assert_eq!(
+            reached,
+            vec![8192.0],
+            "not reached: the value the loop knew is kept"
+        );
     }
 
     /// The loop's revert of a NIC's value whose device is gone (or whose name names a new

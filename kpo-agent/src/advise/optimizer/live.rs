@@ -62,8 +62,10 @@ pub trait Knobs {
     fn try_config(&mut self, from: &[f64], to: &[f64], why: ChangeReason) -> Tried;
     /// Go back from `from` to `to`, a configuration held before (through the journal in the
     /// agent), for the reason `why`. Not subject to the policy's limits: it undoes the loop's own
-    /// changes.
-    fn revert_to(&mut self, from: &[f64], to: &[f64], why: GoBack) -> Result<(), String>;
+    /// changes. `Ok`: the configuration reached, `to` but for a knob whose revert found someone
+    /// else's value in place and left it there, which keeps its value in `from` (not reached:
+    /// the next window reads the kernel's).
+    fn revert_to(&mut self, from: &[f64], to: &[f64], why: GoBack) -> Result<Vec<f64>, String>;
     /// Whether the loop may go back to `to` (in the agent: none of its values quarantined by the
     /// guard since it was measured).
     fn allowed(&mut self, _to: &[f64]) -> bool {
@@ -689,7 +691,7 @@ impl LiveOptimizer {
         // A held best that breaks the SLO invalidates the model: restart. Not while the best
         // waits to be applied: what broke the SLO is the last trial, still in place, and the
         // guard below takes the loop to that best.
-        if !feasible && self.phase == Phase::Holding && self.pending_best.is_none() {
+        if !feasible && self.holding() {
             self.restart(m.load_rps, "held configuration broke the SLO", ev);
         }
 
@@ -752,7 +754,7 @@ impl LiveOptimizer {
         {
             return ev;
         }
-        if self.phase == Phase::Holding && self.pending_best.is_none() {
+        if self.holding() {
             self.restart(throughput_rps, "held configuration broke the SLO", &mut ev);
         }
         // Not learned, but not to be proposed again either (as after a window without
@@ -843,9 +845,15 @@ impl LiveOptimizer {
     /// trial when the move to the best failed), rather than a trial: a proposal, a
     /// configuration passed through while exploring, or the last trial while the best waits.
     fn holding_measured(&self) -> bool {
-        self.phase == Phase::Holding
-            && self.pending_best.is_none()
-            && matches!(&self.held, Some((c, Some(_))) if *c == self.current)
+        self.holding() && matches!(&self.held, Some((c, Some(_))) if *c == self.current)
+    }
+
+    /// Whether the loop holds what it has after converging, no trial of its own: a measured
+    /// configuration, or one held without a measurement (someone else's values a resync found, a
+    /// start never measured within the SLO). The next step judges it: a breach restarts the
+    /// search. Not the last trial while the converged best waits to be applied.
+    fn holding(&self) -> bool {
+        self.phase == Phase::Holding && self.pending_best.is_none()
     }
 
     /// Someone else changed some of the knobs during the window (an operator's `kpo apply`, the
@@ -857,8 +865,9 @@ impl LiveOptimizer {
     /// the start) for those knobs, someone else's values left as they are, and the trial not
     /// proposed again. Left to the next window's step, they would stay a whole window more (a
     /// trial's low frequency limit, likely what broke the SLO, beside an operator's coalescing
-    /// value). Under a measured configuration held, that step judges the mix, as it would any
-    /// configuration held.
+    /// value). Under a configuration held (measured, or someone else's values found by a resync
+    /// before), that step judges the mix, as it would any configuration held. A revert that
+    /// fails leaves the converged best waiting, as [`Self::go_back`] does.
     pub fn resync_after_breach(
         &mut self,
         now: Vec<f64>,
@@ -872,7 +881,7 @@ impl LiveOptimizer {
             .slo
             .latency_us_max
             .is_some_and(|max| latency_us > max);
-        if !breached || now.len() != self.current.len() || self.holding_measured() {
+        if !breached || now.len() != self.current.len() || self.holding() {
             self.resync(now);
             return ev;
         }
@@ -892,6 +901,10 @@ impl LiveOptimizer {
                 *to = *kernel;
             }
         }
+        // The resync drops a best that waits (not to be applied over someone else's values),
+        // but only going back leaves the last trial: while the loop's values stay, a later
+        // breach goes to it, as after any revert that failed.
+        let waiting_best = self.pending_best.clone();
         self.resync(now);
         ev.push(LiveEvent::SloBreach {
             config: self.current.clone(),
@@ -903,20 +916,24 @@ impl LiveOptimizer {
         }
         let from = self.current.clone();
         match knobs.revert_to(&from, &target, GoBack::SloBreach) {
-            Ok(()) => {
-                self.current = target.clone();
+            Ok(reached) if reached == from => self.pending_best = waiting_best,
+            Ok(reached) => {
+                self.current = reached.clone();
                 if self.phase == Phase::Holding {
                     self.hold_current();
                     self.hold_windows = 0;
                     self.hold_sum = 0.0;
                 }
-                ev.push(LiveEvent::Reverted { from, to: target });
+                ev.push(LiveEvent::Reverted { from, to: reached });
             }
-            Err(error) => ev.push(LiveEvent::RevertFailed {
-                from,
-                to: target,
-                error,
-            }),
+            Err(error) => {
+                self.pending_best = waiting_best;
+                ev.push(LiveEvent::RevertFailed {
+                    from,
+                    to: target,
+                    error,
+                });
+            }
         }
         ev
     }
@@ -932,11 +949,15 @@ impl LiveOptimizer {
         }
         let from = self.current.clone();
         Some(match knobs.revert_to(&from, &target, why) {
-            Ok(()) => {
-                self.current = target.clone();
+            // Every knob's revert found someone else's value and left it: nothing moved.
+            Ok(reached) if reached == from => return None,
+            Ok(reached) => {
+                self.current = reached.clone();
                 match why {
-                    GoBack::SloBreach | GoBack::Regroup => LiveEvent::Reverted { from, to: target },
-                    GoBack::Stopping | GoBack::Reload => LiveEvent::Settled { from, to: target },
+                    GoBack::SloBreach | GoBack::Regroup => {
+                        LiveEvent::Reverted { from, to: reached }
+                    }
+                    GoBack::Stopping | GoBack::Reload => LiveEvent::Settled { from, to: reached },
                 }
             }
             Err(error) => LiveEvent::RevertFailed {
@@ -1200,9 +1221,14 @@ mod tests {
             Tried::Applied
         }
 
-        fn revert_to(&mut self, _from: &[f64], to: &[f64], _why: GoBack) -> Result<(), String> {
+        fn revert_to(
+            &mut self,
+            _from: &[f64],
+            to: &[f64],
+            _why: GoBack,
+        ) -> Result<Vec<f64>, String> {
             self.now = to.to_vec();
-            Ok(())
+            Ok(to.to_vec())
         }
     }
 
@@ -1374,9 +1400,14 @@ mod tests {
             Tried::Applied
         }
 
-        fn revert_to(&mut self, _from: &[f64], to: &[f64], _why: GoBack) -> Result<(), String> {
+        fn revert_to(
+            &mut self,
+            _from: &[f64],
+            to: &[f64],
+            _why: GoBack,
+        ) -> Result<Vec<f64>, String> {
             self.now = to.to_vec();
-            Ok(())
+            Ok(to.to_vec())
         }
     }
 
@@ -1488,9 +1519,14 @@ mod tests {
             Tried::Applied
         }
 
-        fn revert_to(&mut self, _from: &[f64], to: &[f64], _why: GoBack) -> Result<(), String> {
+        fn revert_to(
+            &mut self,
+            _from: &[f64],
+            to: &[f64],
+            _why: GoBack,
+        ) -> Result<Vec<f64>, String> {
             self.now = to.to_vec();
-            Ok(())
+            Ok(to.to_vec())
         }
     }
 
@@ -1676,6 +1712,192 @@ mod tests {
         let events = live.resync_after_breach(mix.clone(), 500.0, 1000.0, &mut machine);
         assert_eq!(events, vec![]);
         assert_eq!(machine.now, mix);
+        assert_eq!(live.current(), &mix[..]);
+    }
+
+    /// A machine that refuses, for now, the move to the converged best (the hourly limit), and
+    /// whose reverts fail while `failing` (a write error), or find someone else's value at knob
+    /// `left` and leave it there (the journal skips it), the other knobs reverted.
+    struct Stubborn {
+        now: Vec<f64>,
+        failing: bool,
+        left: Option<usize>,
+    }
+
+    impl Knobs for Stubborn {
+        fn try_config(&mut self, _from: &[f64], to: &[f64], why: ChangeReason) -> Tried {
+            if why == ChangeReason::Converge {
+                return Tried::Refused {
+                    reason: "rate_limited".into(),
+                    retry: true,
+                };
+            }
+            self.now = to.to_vec();
+            Tried::Applied
+        }
+
+        fn revert_to(
+            &mut self,
+            from: &[f64],
+            to: &[f64],
+            _why: GoBack,
+        ) -> Result<Vec<f64>, String> {
+            if self.failing {
+                return Err("write failed".into());
+            }
+            let mut reached = to.to_vec();
+            for (i, v) in to.iter().enumerate() {
+                if Some(i) == self.left {
+                    reached[i] = from[i];
+                } else {
+                    self.now[i] = *v;
+                }
+            }
+            Ok(reached)
+        }
+    }
+
+    /// The converged best waits, someone else moved one knob of the last trial, and the window
+    /// broke the SLO, but the revert of the trial's other value failed: the best still waits (the
+    /// loop's trial value is still in place), and the next breach goes to it, the model kept.
+    /// (The resync before the revert dropped it, and that breach restarted the search.)
+    #[test]
+    fn a_revert_that_fails_under_someone_elses_value_leaves_the_best_waiting() {
+        let at = |j: f64| Measurement {
+            energy_j: j,
+            ..within_slo()
+        };
+        let mut machine = Stubborn {
+            now: vec![0.0, 0.0],
+            failing: false,
+            left: None,
+        };
+        let mut live = two_knobs(slo_300us(3));
+        live.step(&at(80.0), &mut machine).unwrap();
+        let first = machine.now.clone();
+        live.step(&at(50.0), &mut machine).unwrap();
+        let last = machine.now.clone();
+        live.step(&at(60.0), &mut machine).unwrap();
+        assert_eq!(live.phase(), Phase::Holding);
+        assert_eq!(machine.now, last, "the move to the best was refused");
+        let (theirs, own) = if first[1] != last[1] { (0, 1) } else { (1, 0) };
+        assert_ne!(first[own], last[own], "{first:?} {last:?}");
+        let mix = someone_elses(&last, theirs);
+        machine.now = mix.clone();
+        machine.failing = true;
+        let events = live.resync_after_breach(mix.clone(), 500.0, 1000.0, &mut machine);
+        assert!(
+            matches!(&events[..], [
+                LiveEvent::SloBreach { .. },
+                LiveEvent::RevertFailed { from, .. },
+            ] if *from == mix),
+            "{events:?}"
+        );
+        assert_eq!(machine.now, mix);
+        assert_eq!(live.current(), &mix[..]);
+
+        // The mix still breaks the SLO: back to the best (the journal would leave someone
+        // else's value there), which the loop holds, no restart.
+        machine.failing = false;
+        let events = live.breach_unmeasured(500.0, 1000.0, &mut machine);
+        assert!(
+            matches!(&events[..], [
+                LiveEvent::SloBreach { .. },
+                LiveEvent::Reverted { from, to },
+            ] if *from == mix && *to == first),
+            "{events:?}"
+        );
+        assert_eq!(live.restarts(), 0);
+        assert_eq!(machine.now, first);
+        assert_eq!(live.optimizer().observations().len(), 3);
+        assert_eq!(live.phase(), Phase::Holding);
+        assert_eq!(live.held(), Some(&first[..]));
+    }
+
+    /// The loop holds its measured best; a resync found someone else's value of one knob in an
+    /// earlier window; now another knob moved too and the window broke the SLO. No trial of the
+    /// loop's is in place: only a resync, and the next step judges the mix (a breach restarts the
+    /// search). (It took the earlier value, equal to the loop's record, for a trial's and aimed
+    /// it back at the best; with the journal skipping that revert, it sent a `reverted` to
+    /// values the kernel did not have.)
+    #[test]
+    fn a_breach_under_a_mix_held_since_a_resync_is_only_a_resync() {
+        let at = |j: f64| Measurement {
+            energy_j: j,
+            ..within_slo()
+        };
+        let mut machine = Machine {
+            now: vec![0.0, 0.0],
+        };
+        let mut live = two_knobs(slo_300us(3));
+        for j in [80.0, 50.0, 60.0] {
+            live.step(&at(j), &mut machine).unwrap();
+        }
+        assert_eq!(live.phase(), Phase::Holding);
+        let best = machine.now.clone();
+        let earlier = someone_elses(&best, 1);
+        live.resync(earlier.clone());
+        let mix = someone_elses(&earlier, 0);
+        let mut machine = Stubborn {
+            now: mix.clone(),
+            failing: false,
+            left: Some(1),
+        };
+        let events = live.resync_after_breach(mix.clone(), 500.0, 1000.0, &mut machine);
+        assert_eq!(events, vec![]);
+        assert_eq!(machine.now, mix);
+        assert_eq!(live.current(), &mix[..]);
+        assert_eq!(live.held(), Some(&mix[..]));
+        let events = live.step(&breach(), &mut machine).unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, LiveEvent::Restarted { .. })),
+            "{events:?}"
+        );
+    }
+
+    /// A revert that finds someone else's value at a knob and leaves it there does not count
+    /// that knob as reached: the loop keeps the value it knew there, in `current` and in the
+    /// `reverted` event's `to`; when no knob moved, there is no `reverted`.
+    #[test]
+    fn a_knob_whose_revert_was_skipped_is_not_taken_for_reached() {
+        let mut machine = Stubborn {
+            now: vec![0.0, 0.0],
+            failing: false,
+            left: Some(1),
+        };
+        let mut live = two_knobs(slo_300us(10));
+        live.step(&within_slo(), &mut machine).unwrap();
+        let trial = machine.now.clone();
+        assert!(trial[0] != 0.0 && trial[1] != 0.0, "{trial:?}");
+        let events = live.breach_unmeasured(500.0, 1000.0, &mut machine);
+        let reached = vec![0.0, trial[1]];
+        assert!(
+            matches!(&events[..], [
+                LiveEvent::SloBreach { .. },
+                LiveEvent::Reverted { from, to },
+            ] if *from == trial && *to == reached),
+            "{events:?}"
+        );
+        assert_eq!(live.current(), &reached[..]);
+
+        // After a resync: someone else moved knob 0 and the trial's knob 1 is skipped.
+        let mut machine = Stubborn {
+            now: vec![0.0, 0.0],
+            failing: false,
+            left: Some(1),
+        };
+        let mut live = two_knobs(slo_300us(10));
+        live.step(&within_slo(), &mut machine).unwrap();
+        let trial = machine.now.clone();
+        let mix = someone_elses(&trial, 0);
+        machine.now = mix.clone();
+        let events = live.resync_after_breach(mix.clone(), 500.0, 1000.0, &mut machine);
+        assert!(
+            matches!(&events[..], [LiveEvent::SloBreach { .. }]),
+            "{events:?}"
+        );
         assert_eq!(live.current(), &mix[..]);
     }
 
