@@ -1716,20 +1716,26 @@ impl Knobs for PathKnobs<'_> {
                 ));
                 continue;
             }
-            for m in made {
+            let mut left = 0;
+            for m in &made {
                 match self.path.revert_own(m.id, Source::Optimizer, &why) {
                     Ok(r) if undone(self.path, &r) => self.guard.forget(&m.address),
                     // Not the loop's value there now (a person's, an operator's or an advisor's
                     // since): left as it is, and a person's is theirs from now on (the caller
-                    // yields), so that neither the loop nor `on_exit` writes over it later. The
-                    // knob is not at `to`.
+                    // yields), so that neither the loop nor `on_exit` writes over it later.
                     Ok(r) if r.status == ChangeStatus::Skipped => {
-                        reached[i] = from[i];
+                        left += 1;
                         self.skipped.push(r);
                     }
                     Ok(r) => errors.push(r.describe()),
                     Err(e) => errors.push(e.to_string()),
                 }
+            }
+            // Every member left: the knob is not at `to`. A group with some members at `to`
+            // and someone else's value in another is apart, and reads as the loop's own value
+            // (`read_knobs_partly`), which is `to`.
+            if left == made.len() {
+                reached[i] = from[i];
             }
         }
         if errors.is_empty() {

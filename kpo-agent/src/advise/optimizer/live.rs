@@ -63,8 +63,8 @@ pub trait Knobs {
     /// Go back from `from` to `to`, a configuration held before (through the journal in the
     /// agent), for the reason `why`. Not subject to the policy's limits: it undoes the loop's own
     /// changes. `Ok`: the configuration reached, `to` but for a knob whose revert found someone
-    /// else's value in place and left it there, which keeps its value in `from` (not reached:
-    /// the next window reads the kernel's).
+    /// else's value in place and left it there (at each of a group's members), which keeps its
+    /// value in `from` (not reached: the next window reads the kernel's).
     fn revert_to(&mut self, from: &[f64], to: &[f64], why: GoBack) -> Result<Vec<f64>, String>;
     /// Whether the loop may go back to `to` (in the agent: none of its values quarantined by the
     /// guard since it was measured).
@@ -860,7 +860,7 @@ impl LiveOptimizer {
     /// guard's revert): the kernel holds `now`, not the loop's configuration. The window is no
     /// measurement of the loop's, and the loop continues from `now` ([`Self::resync`]). But when
     /// its timed requests broke the latency SLO while a trial of the loop's was in place (not a
-    /// measured configuration it holds), the trial's values still there are held to account at
+    /// configuration it holds after converging, [`Self::holding`]), the trial's values still there are held to account at
     /// once, as after an unmeasured breach: back to the best feasible configuration measured (or
     /// the start) for those knobs, someone else's values left as they are, and the trial not
     /// proposed again. Left to the next window's step, they would stay a whole window more (a
