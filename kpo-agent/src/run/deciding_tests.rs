@@ -3350,71 +3350,8 @@ fn a_breach_is_reverted_while_a_group_knob_cannot_be_read_as_one() {
 /// cannot be written (`revert_failed`), the others still go to the best's value.
 #[test]
 fn a_breach_while_a_group_knob_cannot_be_read_as_one_goes_to_the_best_that_waits() {
-    const BUDGET: usize = 12;
     for variant in ["operator", "unreadable"] {
-        let rig = Rig::new(&policy_with_operator(), true, &format!("budget = {BUDGET}"));
-        let base = rig.more_policies(4);
-        let mut rig = rig.restarted();
-        let start = rig.config_now();
-        fn live(rig: &Rig) -> &crate::advise::optimizer::live::LiveOptimizer {
-            rig.deciding.optimizer_for_tests().unwrap().live()
-        }
-        let learned = |rig: &Rig| live(rig).optimizer().observations().len();
-        let in_place_untried = |rig: &Rig| {
-            let now = rig.config_now();
-            live(rig)
-                .optimizer()
-                .observations()
-                .iter()
-                .all(|o| o.point != now)
-        };
-        // Up to the trial whose measurement spends the budget, within the SLO.
-        for _ in 0..30 {
-            if learned(&rig) == BUDGET - 1 && in_place_untried(&rig) {
-                break;
-            }
-            rig.window();
-        }
-        assert_eq!(learned(&rig), BUDGET - 1, "{variant}: {:?}", rig.live);
-        assert!(in_place_untried(&rig), "{variant}: {:?}", rig.live);
-        assert!(
-            rig.p99() <= SLO_US,
-            "{variant}: the last trial meets the SLO"
-        );
-        // Converged, its move to the best refused for now: the last trial stays in place.
-        rig.deciding
-            .path_for_tests_mut()
-            .journal
-            .set_paused(true, "test")
-            .unwrap();
-        let last = rig.config_now();
-        let seen = rig.live.len();
-        rig.window();
-        let best = rig.live[seen..]
-            .iter()
-            .find_map(|e| match e {
-                LiveEvent::Converged { best, .. } => Some(best.clone()),
-                _ => None,
-            })
-            .unwrap_or_else(|| panic!("{variant}: converged: {:?}", &rig.live[seen..]));
-        assert!(
-            rig.live[seen..].iter().any(
-                |e| matches!(e, LiveEvent::Refused { config, retry: true, .. } if *config == best)
-            ),
-            "{variant}: {:?}",
-            &rig.live[seen..]
-        );
-        assert_eq!(rig.config_now(), last, "{variant}: the last trial stays");
-        assert!(
-            best[0] != last[0] && best != start,
-            "{variant}: the best {best:?} moves the group from the last trial {last:?} and is \
-             not the start {start:?}"
-        );
-        rig.deciding
-            .path_for_tests_mut()
-            .journal
-            .set_paused(false, "test")
-            .unwrap();
+        let (mut rig, base, best, last) = converged_with_the_best_waiting(variant);
         let policy2 = base.join("policy2/scaling_max_freq");
         if variant == "operator" {
             let reply = rig.operator_applies("cpufreq:policy2:scaling_max_freq", 2_400_000);
@@ -3422,7 +3359,7 @@ fn a_breach_while_a_group_knob_cannot_be_read_as_one_goes_to_the_best_that_waits
         } else {
             std::fs::remove_file(&policy2).unwrap();
         }
-        let restarts = live(&rig).restarts();
+        let restarts = waiting_live(&rig).restarts();
         // A load the knobs do not explain breaks the SLO under the last trial.
         rig.extra_p99_us = SLO_US;
         let seen = rig.live.len();
@@ -3465,10 +3402,14 @@ fn a_breach_while_a_group_knob_cannot_be_read_as_one_goes_to_the_best_that_waits
             );
         }
         assert_eq!(rig.rx() as f64, best[1], "{variant}");
-        let held = live(&rig);
+        let held = waiting_live(&rig);
         assert_eq!(held.restarts(), restarts, "{variant}: no restart");
         assert_eq!(held.phase(), crate::advise::optimizer::live::Phase::Holding);
-        assert_eq!(learned(&rig), BUDGET, "{variant}: the model kept");
+        assert_eq!(
+            held.optimizer().observations().len(),
+            WAITING_BUDGET,
+            "{variant}: the model kept"
+        );
         if variant == "operator" {
             assert_eq!(held.held(), Some(&best[..]), "{variant}");
         }
@@ -3482,14 +3423,20 @@ fn a_breach_while_a_group_knob_cannot_be_read_as_one_goes_to_the_best_that_waits
     }
 }
 
+/// The budget of [`converged_with_the_best_waiting`]'s loop.
+const WAITING_BUDGET: usize = 12;
+
 /// The rig of [`a_breach_while_a_group_knob_cannot_be_read_as_one_goes_to_the_best_that_waits`]
 /// up to where that test's group stops reading as one: four policies under
 /// `cpufreq:*:scaling_max_freq`, the search converged with its best waiting (the move refused
 /// for a pause, lifted since) and the last trial in place, within the SLO. The rig, the cpufreq
 /// tree's directory, the best and the last trial.
 fn converged_with_the_best_waiting(variant: &str) -> (Rig, PathBuf, Vec<f64>, Vec<f64>) {
-    const BUDGET: usize = 12;
-    let rig = Rig::new(&policy_with_operator(), true, &format!("budget = {BUDGET}"));
+    let rig = Rig::new(
+        &policy_with_operator(),
+        true,
+        &format!("budget = {WAITING_BUDGET}"),
+    );
     let base = rig.more_policies(4);
     let mut rig = rig.restarted();
     let start = rig.config_now();
@@ -3503,12 +3450,17 @@ fn converged_with_the_best_waiting(variant: &str) -> (Rig, PathBuf, Vec<f64>, Ve
             .all(|o| o.point != now)
     };
     for _ in 0..30 {
-        if learned(&rig) == BUDGET - 1 && in_place_untried(&rig) {
+        if learned(&rig) == WAITING_BUDGET - 1 && in_place_untried(&rig) {
             break;
         }
         rig.window();
     }
-    assert_eq!(learned(&rig), BUDGET - 1, "{variant}: {:?}", rig.live);
+    assert_eq!(
+        learned(&rig),
+        WAITING_BUDGET - 1,
+        "{variant}: {:?}",
+        rig.live
+    );
     assert!(in_place_untried(&rig), "{variant}: {:?}", rig.live);
     assert!(
         rig.p99() <= SLO_US,
