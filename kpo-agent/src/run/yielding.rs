@@ -317,10 +317,11 @@ mod tests {
 
     /// A NIC KPO changed whose name names a new device now (a veth made again, a NIC replaced):
     /// the value under the name is the new device's, nobody's change to KPO's. No yield; the
-    /// journal settles the old device as gone, once, and the guard stops watching it. A NIC gone
-    /// with no device under its name is settled the same way at the next window, and a renamed
-    /// one is neither yielded to nor settled. On the same device, a value someone else wrote is
-    /// still yielded to.
+    /// journal settles the old device as gone, once, and the guard stops watching it. A NIC with
+    /// no device under its name or its index (removed, or moved to another network namespace,
+    /// which keeps its settings) and a renamed one are neither yielded to nor settled, at every
+    /// window (the guard keeps watching); one moved back with its index and KPO's value is
+    /// KPO's still. On the same device, a value someone else wrote is still yielded to.
     #[test]
     fn a_new_device_under_a_nics_name_is_not_yielded_to() {
         use crate::actuate::coalesce::CoalesceSettings;
@@ -337,7 +338,7 @@ mod tests {
             rx_usecs: 8,
             adaptive_rx: false,
         };
-        for what in ["replaced", "removed", "renamed", "a person"] {
+        for what in ["replaced", "removed", "moved", "renamed", "a person"] {
             let dir = tempfile::tempdir().unwrap();
             let (mut p, nic, id) = crate::change::tests::nic_changed(dir.path(), false);
             let mut guard = Guard::new(GuardConfig::default());
@@ -355,6 +356,9 @@ mod tests {
                 }
                 "removed" => {
                     nic.remove_nic("eth0");
+                }
+                "moved" => {
+                    nic.move_nic_out("eth0");
                 }
                 "renamed" => {
                     nic.rename_nic("eth0", "lan0");
@@ -374,10 +378,25 @@ mod tests {
             }
             assert!(events.is_empty(), "{what}: {events:?}");
             assert!(state.yielded.is_none(), "{what}");
-            if what == "renamed" {
-                assert_eq!(gone(&p), 0);
-                assert_eq!(state.last_applied, Some(Value::Int(20)));
-                assert_eq!(guard.watching(), 1);
+            if what != "replaced" {
+                // Not known: nothing settled, at the next window either.
+                for _ in 0..2 {
+                    assert!(super::check_values(&mut p, &mut guard).is_empty());
+                    assert_eq!(gone(&p), 0, "{what}");
+                    let state = p.journal.param_state(&address).unwrap();
+                    assert_eq!(state.last_applied, Some(Value::Int(20)), "{what}");
+                    assert!(state.yielded.is_none(), "{what}");
+                    assert_eq!(guard.watching(), 1, "{what}");
+                }
+                if what == "moved" {
+                    // Back with its index and KPO's value: KPO's, watched, not yielded.
+                    nic.move_nic_back("eth0");
+                    assert!(super::check_values(&mut p, &mut guard).is_empty());
+                    let state = p.journal.param_state(&address).unwrap();
+                    assert_eq!(state.last_applied, Some(Value::Int(20)));
+                    assert!(state.yielded.is_none());
+                    assert_eq!(guard.watching(), 1);
+                }
                 continue;
             }
             assert_eq!((state.original, state.last_applied), (None, None), "{what}");
