@@ -65,8 +65,9 @@ pub fn yield_to(
         return None;
     }
     // Likewise a NIC whose name names a new device now (a veth made again, a NIC replaced):
-    // its value is its driver's. Not judged while the device is not known to be KPO's (renamed,
-    // another namespace, a lookup that failed): nothing is concluded, the next window asks again.
+    // its value is its own. Not judged while the device is not known to be KPO's (renamed,
+    // another namespace, a lookup that failed): nothing is concluded, said only at debug level
+    // (not at every window), and the next window asks again.
     match path.settle_if_device_gone(address) {
         Ok(DeviceNow::Here) => {}
         Ok(DeviceNow::Gone(_)) => {
@@ -141,8 +142,9 @@ pub fn check_values(path: &mut ChangePath, guard: &mut Guard) -> Vec<Event> {
             }
         }
         // A parameter that cannot be read now (a NIC or a namespace gone) is not taken to be
-        // someone's change. A NIC gone for certain is settled once, not skipped at every
-        // window while KPO would still put its value back (`on_exit`, `revert --all`).
+        // someone's change. A NIC gone for certain from under its name is settled once; one
+        // only absent (deleted, or moved to another namespace with KPO's value) is skipped,
+        // silently, at every window: KPO keeps what it knows of it, for when it is back.
         let Ok(now) = path.read(&address) else {
             if let Ok(DeviceNow::Gone(_)) = path.settle_if_device_gone(&address) {
                 guard.forget(&address);
