@@ -80,6 +80,9 @@ struct FakeState {
     failures: usize,
     /// Reads (a GET, a lookup of a name or an index) still to fail, as a transient error.
     failing_reads: usize,
+    /// Names looked up by `ifindex` that no device had: the kernel would have tried to load a
+    /// module for each (`SIOCGIFINDEX` runs `dev_load`).
+    absent_names_asked: usize,
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -98,6 +101,7 @@ impl Default for FakeState {
             fail_after: None,
             failures: 0,
             failing_reads: 0,
+            absent_names_asked: 0,
         }
     }
 }
@@ -300,6 +304,12 @@ impl FakeCoalesce {
         slot.use_adaptive_rx = Some(settings.adaptive_rx);
     }
 
+    /// How many times a name no device had was asked with `ifindex` (`SIOCGIFINDEX`, which
+    /// makes the kernel try to load a module for it): none, where KPO is careful.
+    pub fn absent_names_asked(&self) -> usize {
+        self.state.lock().expect("fake state").absent_names_asked
+    }
+
     /// Every successful `set`, in order.
     pub fn history(&self) -> Vec<(String, CoalesceSettings)> {
         self.state.lock().expect("fake state").history.clone()
@@ -342,7 +352,9 @@ impl CoalesceAttrBackend for FakeCoalesce {
     fn ifindex(&mut self, iface: &str) -> Result<Option<u32>, ActuateError> {
         let mut st = self.state.lock().expect("fake state");
         st.read_fails(&format!("SIOCGIFINDEX {iface}"))?;
-        Ok(st.indexes.get(iface).copied())
+        let index = st.indexes.get(iface).copied();
+        st.absent_names_asked += usize::from(index.is_none());
+        Ok(index)
     }
 
     fn ifname(&mut self, ifindex: u32) -> Result<Option<String>, ActuateError> {
@@ -1101,6 +1113,8 @@ mod tests {
             device_now(&mut failing, "eth0", &seen),
             DeviceNow::Unsure(why) if why.contains("No buffer space available")
         ));
+        // No name that named nothing was asked with SIOCGIFINDEX (a module load each).
+        assert_eq!(fake.absent_names_asked(), 0);
     }
 
     /// A backend whose every GET fails as a transient error: asking whether a name names a

@@ -2366,6 +2366,7 @@ fn a_switch_left_off_on_a_device_that_is_gone_is_settled_once() {
                 );
             }
             assert!(gone_records(&p).is_empty());
+            assert_eq!(nic.absent_names_asked(), 0, "no module load asked for");
             assert_eq!(p.journal.incomplete().len(), usize::from(value_intent));
             assert!(p
                 .journal
