@@ -281,11 +281,11 @@ fn cookie_of(path: &std::path::Path) -> u64 {
 }
 
 /// The device lookups behind "is the NIC KPO changed gone?" ask the backend's namespace, not the
-/// calling thread's: a veth's index and name there, the namespace's cookie. Moved to another
-/// namespace, the device is not known gone (neither its name nor its index is there), and back
-/// with its index it is here again; renamed, it is not gone (its index has the new name), also
-/// with a new device under its old name; deleted with a new device under its name, it is gone
-/// from under it; deleted with none, not known. A name that names nothing is never asked with
+/// calling thread's: a veth's index and name there, the namespace's cookie; an alternative name
+/// of its own is here too. Moved to another namespace, the device is not known gone (neither its
+/// name nor its index is there), and back with its index it is here again; renamed, it is not
+/// gone (its index has the new name), also with a new device under its old name; deleted with a
+/// new device under its name, it is gone from under it; deleted with none, not known. A name that names nothing is never asked with
 /// `SIOCGIFINDEX` (which would make the kernel try to load a module for it).
 pub fn device_lookups_in_a_namespace() {
     use kpo_agent::actuate::coalesce::{device_now, DeviceNow, DeviceSeen};
@@ -309,6 +309,12 @@ pub fn device_lookups_in_a_namespace() {
         netns_cookie: cookie,
     };
     assert_eq!(device_now(&mut b, "kpo-va", &seen), DeviceNow::Here);
+    // Under an alternative name (`ip link property add`): the same device.
+    run(&[
+        "ip", "-n", &ns.name, "link", "property", "add", "dev", "kpo-va", "altname", "kpo-alt",
+    ])
+    .unwrap();
+    assert_eq!(device_now(&mut b, "kpo-alt", &seen), DeviceNow::Here);
     // Not the namespace KPO changed it in.
     assert!(matches!(
         device_now(&mut host, "kpo-va", &seen),
