@@ -1518,9 +1518,10 @@ impl ChangePath {
         Ok(())
     }
 
-    /// Switch `s`, left off by a stop (`stopped` says how), on a device gone for certain
-    /// (`gone` says how): settled once, journaled as gone, so that KPO no longer holds it and no
-    /// later start tries again. Its setting went with the device.
+    /// Switch `s`, left off by a stop (`stopped` says how), on a device gone for certain from
+    /// under its name (`gone` says how): settled once, journaled as gone, so that KPO no longer
+    /// holds it and no later start tries again. The switch left off is the old device's
+    /// (deleted, or moved elsewhere with its settings), not the new one's under the name.
     fn settle_gone_switch(
         &mut self,
         s: &Intent,
@@ -1528,8 +1529,8 @@ impl ChangePath {
         gone: &str,
     ) -> Result<ChangeReport, ChangeError> {
         let why = format!(
-            "{stopped}; {gone}, and its setting went with it (a device that comes back has its \
-             driver's defaults): nothing to turn back on"
+            "{stopped}; {gone}: the switch left off is the old device's (deleted, or moved \
+             elsewhere with its settings), not the new one's: nothing to turn back on"
         );
         self.journal.forget_gone_device(&s.key, &why)?;
         let mut report = switch_report(s, ChangeStatus::Skipped);
@@ -1651,8 +1652,9 @@ impl ChangePath {
                 _ => None,
             }
         };
-        // A NIC's device, where the journal knows which it was: gone for certain, it took the
-        // write's value with it (no later start could read it either); renamed, or not known,
+        // A NIC's device, where the journal knows which it was: gone for certain from under its
+        // name, the write's value is the old device's (no later start could read it either, the
+        // name is another device's); renamed, or not known (absent: deleted or moved away),
         // the name is not read (it may name another device), and a later start tries again.
         let mut device_gone = false;
         let gone = match gone {
@@ -1661,7 +1663,10 @@ impl ChangePath {
                 None | Some(DeviceNow::Here) => None,
                 Some(DeviceNow::Gone(g)) => {
                     device_gone = true;
-                    Some(format!("{what}, then {g}, and its setting went with it"))
+                    Some(format!(
+                        "{what}, then {g}: the value is the old device's (deleted, or moved \
+                         elsewhere with its settings), not the new one's"
+                    ))
                 }
                 Some(DeviceNow::Unsure(why)) => {
                     let msg = format!(
@@ -1679,6 +1684,13 @@ impl ChangePath {
             report.status = ChangeStatus::Failed;
             report.detail = Some(e.clone());
             tracing::warn!("journal #{} ({}): {e}", i.id, i.address);
+            if device_gone {
+                // Nothing KPO knew of it holds for the new device under the name. Journaled
+                // before the outcome: a stop in between leaves the intent incomplete, so the next
+                // start settles it again (a second `gone` changes nothing), where the other order
+                // would lose the `gone` for good.
+                self.journal.forget_gone_device(&i.key, &e)?;
+            }
             self.journal.record_outcome(
                 i.id,
                 Outcome::Failed {
@@ -1687,10 +1699,6 @@ impl ChangePath {
                     left: None,
                 },
             )?;
-            if device_gone {
-                // Nothing KPO knew of it holds for a device that comes back under the name.
-                self.journal.forget_gone_device(&i.key, &e)?;
-            }
             return Ok(report);
         }
         let now = self.actuators.open(&address).and_then(|mut a| a.read());
@@ -1831,11 +1839,12 @@ impl ChangePath {
     /// before (not a NIC's, no device recorded, or the same device is there). Otherwise nothing
     /// is written, and the report is `failed`, with why: not `skipped`, which the optimizer's
     /// live loop takes for a revert whose value is in place, and nothing was put back. A device
-    /// gone for certain (or whose name names another device now, which KPO never changed) took
-    /// its setting with it: it is settled in the journal, once (a `gone` record, as
-    /// reconciliation settles it), so that no later revert, guard or `on_exit` tries again. One
-    /// not known to be there (renamed, another namespace, a lookup that failed) is left as it
-    /// is, for the next revert to try.
+    /// gone for certain from under its name (its index on no device, its name on another, which
+    /// KPO never changed) is settled in the journal, once (a `gone` record, as reconciliation
+    /// settles it), so that no later revert, guard or `on_exit` tries again. One not known to
+    /// be there (renamed, neither its name nor its index here, which a device moved to another
+    /// namespace with its settings looks like too, another namespace, a lookup that failed) is
+    /// left as it is, for the next revert to try.
     fn not_on_its_device(
         &mut self,
         address: &ParamAddress,
@@ -1850,8 +1859,8 @@ impl ChangePath {
             DeviceNow::Here => return Ok(None),
             DeviceNow::Gone(gone) => {
                 let why = format!(
-                    "{gone}, and its setting went with it (a device that comes back has its \
-                     driver's defaults): nothing put back"
+                    "{gone}: KPO's value is the old device's (deleted, or moved elsewhere with \
+                     its settings), not the new one's: nothing put back"
                 );
                 // Only what the journal holds of that device: not a newer device's changes
                 // under the name, nor a second `gone` for a device settled already.
@@ -1888,8 +1897,8 @@ impl ChangePath {
 
     /// Where the device of NIC parameter `address` is now, for the agent's value check: the
     /// device its latest change was made on, where the journal recorded it. One gone for certain
-    /// took its setting with it: it is settled in the journal (a `gone` record), once, and the
-    /// value under its name now, if any, is another device's, nobody's change. `Here` for a
+    /// from under its name is settled in the journal (a `gone` record), once: the value under
+    /// its name now is another device's, nobody's change. `Here` for a
     /// parameter the journal recorded no device of (not a NIC's, an old journal, settled
     /// already): it is read by its name, as before.
     pub fn settle_if_device_gone(
@@ -1911,8 +1920,8 @@ impl ChangePath {
         let now = self.device_now(address, &seen);
         if let DeviceNow::Gone(gone) = &now {
             let why = format!(
-                "{gone}, and its setting went with it (a device that comes back has its driver's \
-                 defaults)"
+                "{gone}: KPO's value is the old device's (deleted, or moved elsewhere with its \
+                 settings), not the new one's"
             );
             tracing::info!("{address}: {why}; what KPO knew of it there is forgotten");
             self.journal.forget_gone_device(&key, &why)?;

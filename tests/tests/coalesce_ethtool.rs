@@ -135,10 +135,15 @@ struct TestNetns {
 }
 
 impl TestNetns {
-    fn create(tag: &str) -> Result<Self, String> {
+    /// An empty one (its loopback only).
+    fn bare(tag: &str) -> Result<Self, String> {
         let name = format!("kpo-eth-{tag}-{}", std::process::id());
         run(&["ip", "netns", "add", &name])?;
-        let ns = Self { name };
+        Ok(Self { name })
+    }
+
+    fn create(tag: &str) -> Result<Self, String> {
+        let ns = Self::bare(tag)?;
         run(&[
             "ip", "-n", &ns.name, "link", "add", "kpo-va", "type", "veth", "peer", "name", "kpo-vb",
         ])?;
@@ -276,8 +281,12 @@ fn cookie_of(path: &std::path::Path) -> u64 {
 }
 
 /// The device lookups behind "is the NIC KPO changed gone?" ask the backend's namespace, not the
-/// calling thread's: a veth's index and name there, the namespace's cookie; renamed, the device is
-/// not gone (its index has the new name); deleted, it is gone for certain.
+/// calling thread's: a veth's index and name there, the namespace's cookie; an alternative name
+/// of its own is here too. Moved to another namespace, the device is not known gone (neither its
+/// name nor its index is there), and back with its index it is here again; renamed, it is not
+/// gone (its index has the new name), also with a new device under its old name; deleted with a
+/// new device under its name, it is gone from under it; deleted with none, not known. A name that names nothing is never asked with
+/// `SIOCGIFINDEX` (which would make the kernel try to load a module for it).
 pub fn device_lookups_in_a_namespace() {
     use kpo_agent::actuate::coalesce::{device_now, DeviceNow, DeviceSeen};
     let ns = TestNetns::create("dev").expect("create a network namespace");
@@ -293,22 +302,47 @@ pub fn device_lookups_in_a_namespace() {
         .unwrap()
         .expect("kpo-va in the namespace");
     assert_eq!(b.ifname(index).unwrap().as_deref(), Some("kpo-va"));
-    // The host's eth0 is not in it, and the host does not have the namespace's veth.
-    assert_eq!(b.ifindex("eth0").unwrap(), None);
-    let mut host = EthtoolCoalesce::open().unwrap();
-    assert_eq!(host.ifindex("kpo-va").unwrap(), None);
-    assert_eq!(b.ifindex("kpo-nope0").unwrap(), None);
     assert!(b.ifindex("a-name-longer-than-ifnamsiz").is_err());
+    let mut host = EthtoolCoalesce::open().unwrap();
     let seen = DeviceSeen {
         ifindex: index,
         netns_cookie: cookie,
     };
     assert_eq!(device_now(&mut b, "kpo-va", &seen), DeviceNow::Here);
+    // Under an alternative name (`ip link property add`): the same device.
+    run(&[
+        "ip", "-n", &ns.name, "link", "property", "add", "dev", "kpo-va", "altname", "kpo-alt",
+    ])
+    .unwrap();
+    assert_eq!(device_now(&mut b, "kpo-alt", &seen), DeviceNow::Here);
     // Not the namespace KPO changed it in.
     assert!(matches!(
         device_now(&mut host, "kpo-va", &seen),
         DeviceNow::Unsure(_)
     ));
+    // Moved to another namespace (as a CNI hands a NIC to a pod): not known; back, here.
+    let away = TestNetns::bare("away").expect("create a second network namespace");
+    run(&[
+        "ip", "-n", &ns.name, "link", "set", "kpo-va", "netns", &away.name,
+    ])
+    .unwrap();
+    assert_eq!(b.ifname(index).unwrap(), None);
+    match device_now(&mut b, "kpo-va", &seen) {
+        DeviceNow::Unsure(why) => assert!(
+            why.contains("no device has the name kpo-va or the index")
+                && why.contains("moved to another network namespace"),
+            "{why}"
+        ),
+        other => panic!("moved out: {other:?}"),
+    }
+    run(&[
+        "ip", "-n", &away.name, "link", "set", "kpo-va", "netns", &ns.name,
+    ])
+    .unwrap();
+    drop(away);
+    assert_eq!(b.ifname(index).unwrap().as_deref(), Some("kpo-va"));
+    assert_eq!(device_now(&mut b, "kpo-va", &seen), DeviceNow::Here);
+    // Renamed, then a new device under the old name: not gone.
     run(&["ip", "-n", &ns.name, "link", "set", "kpo-va", "down"]).unwrap();
     run(&[
         "ip", "-n", &ns.name, "link", "set", "kpo-va", "name", "kpo-vc",
@@ -318,12 +352,32 @@ pub fn device_lookups_in_a_namespace() {
         DeviceNow::Unsure(why) => assert!(why.contains("is named kpo-vc now"), "{why}"),
         other => panic!("renamed: {other:?}"),
     }
-    run(&["ip", "-n", &ns.name, "link", "del", "kpo-vc"]).unwrap();
+    run(&[
+        "ip", "-n", &ns.name, "link", "add", "kpo-va", "type", "veth", "peer", "name", "kpo-vd",
+    ])
+    .unwrap();
     match device_now(&mut b, "kpo-va", &seen) {
-        DeviceNow::Gone(why) => assert!(why.contains("kpo-va (index"), "{why}"),
-        other => panic!("deleted: {other:?}"),
+        DeviceNow::Unsure(why) => assert!(why.contains("is named kpo-vc now"), "{why}"),
+        other => panic!("renamed, its name taken: {other:?}"),
     }
+    // Deleted, its name on the new device: gone from under it.
+    run(&["ip", "-n", &ns.name, "link", "del", "kpo-vc"]).unwrap();
     assert_eq!(b.ifname(index).unwrap(), None);
+    match device_now(&mut b, "kpo-va", &seen) {
+        DeviceNow::Gone(why) => assert!(
+            why.contains(&format!(
+                "kpo-va (index {index}) is gone from under its name"
+            )),
+            "{why}"
+        ),
+        other => panic!("deleted, its name taken: {other:?}"),
+    }
+    // No device under its name either: not known.
+    run(&["ip", "-n", &ns.name, "link", "del", "kpo-va"]).unwrap();
+    assert!(matches!(
+        device_now(&mut b, "kpo-va", &seen),
+        DeviceNow::Unsure(_)
+    ));
     drop(ns);
 }
 

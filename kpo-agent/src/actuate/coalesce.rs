@@ -65,6 +65,9 @@ struct FakeState {
     /// NIC had.
     indexes: BTreeMap<String, u32>,
     next_index: u32,
+    /// NICs moved to another network namespace, with their settings and index
+    /// ([`FakeCoalesce::move_nic_out`]).
+    away: BTreeMap<String, (CoalesceAttrs, u32)>,
     /// The cookie of the namespace the NICs are in (`None`: a kernel without cookies).
     netns_cookie: Option<u64>,
     unsupported: Vec<String>,
@@ -77,6 +80,9 @@ struct FakeState {
     failures: usize,
     /// Reads (a GET, a lookup of a name or an index) still to fail, as a transient error.
     failing_reads: usize,
+    /// Names looked up by `ifindex` that no device had: the kernel would have tried to load a
+    /// module for each (`SIOCGIFINDEX` runs `dev_load`).
+    absent_names_asked: usize,
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -87,6 +93,7 @@ impl Default for FakeState {
             indexes: BTreeMap::new(),
             // 1 is the loopback's.
             next_index: 2,
+            away: BTreeMap::new(),
             netns_cookie: Some(FakeCoalesce::NETNS_COOKIE),
             unsupported: Vec::new(),
             granularity: 0,
@@ -94,6 +101,7 @@ impl Default for FakeState {
             fail_after: None,
             failures: 0,
             failing_reads: 0,
+            absent_names_asked: 0,
         }
     }
 }
@@ -180,6 +188,33 @@ impl FakeCoalesce {
         st.nics.remove(iface);
         st.indexes.remove(iface);
         self
+    }
+
+    /// Move a NIC to another network namespace (`ip link set DEV netns X`): from here, its name
+    /// and its index name nothing, as for one removed, but it keeps its settings and its index.
+    pub fn move_nic_out(&self, iface: &str) -> &Self {
+        let mut st = self.state.lock().expect("fake state");
+        if let (Some(attrs), Some(index)) = (st.nics.remove(iface), st.indexes.remove(iface)) {
+            st.away.insert(iface.to_string(), (attrs, index));
+        }
+        self
+    }
+
+    /// Bring a NIC moved out back ([`FakeCoalesce::move_nic_out`]), with its settings, its name
+    /// and its index (free here still: the kernel gives out indexes cyclically).
+    pub fn move_nic_back(&self, iface: &str) -> &Self {
+        let mut st = self.state.lock().expect("fake state");
+        if let Some((attrs, index)) = st.away.remove(iface) {
+            st.nics.insert(iface.to_string(), attrs);
+            st.indexes.insert(iface.to_string(), index);
+        }
+        self
+    }
+
+    /// Settings of a NIC moved out ([`FakeCoalesce::move_nic_out`]).
+    pub fn settings_away(&self, iface: &str) -> Option<CoalesceSettings> {
+        let st = self.state.lock().expect("fake state");
+        st.away.get(iface).map(|(a, _)| settings_of(a))
     }
 
     /// Rename a NIC (`ip link set FROM name TO`): the same device, its index and settings kept.
@@ -269,6 +304,12 @@ impl FakeCoalesce {
         slot.use_adaptive_rx = Some(settings.adaptive_rx);
     }
 
+    /// How many times a name no device had was asked with `ifindex` (`SIOCGIFINDEX`, which
+    /// makes the kernel try to load a module for it): none, where KPO is careful.
+    pub fn absent_names_asked(&self) -> usize {
+        self.state.lock().expect("fake state").absent_names_asked
+    }
+
     /// Every successful `set`, in order.
     pub fn history(&self) -> Vec<(String, CoalesceSettings)> {
         self.state.lock().expect("fake state").history.clone()
@@ -311,7 +352,9 @@ impl CoalesceAttrBackend for FakeCoalesce {
     fn ifindex(&mut self, iface: &str) -> Result<Option<u32>, ActuateError> {
         let mut st = self.state.lock().expect("fake state");
         st.read_fails(&format!("SIOCGIFINDEX {iface}"))?;
-        Ok(st.indexes.get(iface).copied())
+        let index = st.indexes.get(iface).copied();
+        st.absent_names_asked += usize::from(index.is_none());
+        Ok(index)
     }
 
     fn ifname(&mut self, ifindex: u32) -> Result<Option<String>, ActuateError> {
@@ -394,7 +437,9 @@ pub trait CoalesceAttrBackend: Send {
     /// Send exactly the `Some` fields of `change`.
     fn set_attrs(&mut self, iface: &str, change: &CoalesceAttrs) -> Result<(), ActuateError>;
     /// The interface index of the device named `iface` in the backend's network namespace;
-    /// `Ok(None)` when the kernel says no device has that name there.
+    /// `Ok(None)` when the kernel says no device has that name there. Only asked of a name a
+    /// device is known to have: the ioctl behind it makes the kernel try to load a module
+    /// (`netdev-NAME`) for a name that names nothing.
     fn ifindex(&mut self, iface: &str) -> Result<Option<u32>, ActuateError>;
     /// The name of the device with index `ifindex` there; `Ok(None)` when none has it.
     fn ifname(&mut self, ifindex: u32) -> Result<Option<String>, ActuateError>;
@@ -435,18 +480,24 @@ pub struct DeviceSeen {
 pub enum DeviceNow {
     /// Its name still names it (the same index, in the same namespace).
     Here,
-    /// Gone for certain, with why: in the namespace KPO changed it in, the kernel says that
-    /// neither its name nor its index names it any more (the name may name a new device).
+    /// Gone from under its name, for certain, with why: in the namespace KPO changed it in, no
+    /// device has its index and another device has its name. Whether the old one was deleted or
+    /// moved elsewhere, KPO's state kept under the name must move on to the new device.
     Gone(String),
-    /// Neither: why (renamed, another namespace, the kernel could not be asked).
+    /// Neither: why (renamed, no device with its name or its index here, which a device moved
+    /// to another namespace looks like too, another namespace, the kernel could not be asked).
     Unsure(String),
 }
 
-/// Where the device KPO changed as `iface` (`seen`) is now, asked through `backend`. Gone only
-/// for certain: the namespace is the one KPO changed it in (same cookie), and the kernel
-/// answers that no device has its name (or that another has it) and none has its index. A
-/// renamed device (its index under another name), another namespace, a kernel without cookies,
-/// and any error asking are [`DeviceNow::Unsure`]: what needs it is tried again later.
+/// Where the device KPO changed as `iface` (`seen`) is now, asked through `backend`. Its index
+/// is asked first (`SIOCGIFNAME`), and its name only through the ethtool netlink socket, so that
+/// a name that names nothing never makes the kernel try to load a module for it
+/// (`SIOCGIFINDEX` would). Gone only for certain: the namespace is the one KPO changed it in
+/// (same cookie), no device has its index and another device has its name. No device with
+/// either is [`DeviceNow::Unsure`]: a device moved to another network namespace (`ip link set
+/// DEV netns X`, a CNI handing a NIC to a pod) looks the same from here, and keeps its settings.
+/// A renamed device, another namespace, a kernel without cookies and any error asking are
+/// `Unsure` too: what needs it is tried again later.
 pub fn device_now(
     backend: &mut dyn CoalesceAttrBackend,
     iface: &str,
@@ -471,26 +522,43 @@ pub fn device_now(
             ))
         }
     }
-    let by_name = match backend.ifindex(iface) {
-        Ok(Some(i)) if i == ifindex => return DeviceNow::Here,
-        Ok(other) => other,
-        Err(e) => return DeviceNow::Unsure(e.to_string()),
-    };
-    match (backend.ifname(ifindex), by_name) {
-        (Ok(None), None) => DeviceNow::Gone(format!(
-            "the network device {iface} (index {ifindex}) is gone: no device has its name or its \
-             index in the network namespace KPO changed it in"
-        )),
-        (Ok(None), Some(other)) => DeviceNow::Gone(format!(
-            "the network device {iface} (index {ifindex}) is gone: no device has its index in the \
-             network namespace KPO changed it in, and {iface} names another one now (index \
-             {other})"
-        )),
-        (Ok(Some(renamed)), _) => DeviceNow::Unsure(format!(
-            "{iface} (index {ifindex}) is named {renamed} now: renamed, not gone, and not KPO's to \
-             change under another name"
-        )),
-        (Err(e), _) => DeviceNow::Unsure(e.to_string()),
+    match backend.ifname(ifindex) {
+        Ok(Some(name)) if name == iface => DeviceNow::Here,
+        Ok(Some(renamed)) => match name_is_taken(backend, iface) {
+            // `iface` may be an alternative name of the device (`ip link property add`): asked
+            // by name only now that a device is known to have it, so no module is loaded.
+            Ok(true) if backend.ifindex(iface).ok().flatten() == Some(ifindex) => DeviceNow::Here,
+            Ok(_) => DeviceNow::Unsure(format!(
+                "{iface} (index {ifindex}) is named {renamed} now: renamed, not gone, and not \
+                 KPO's to change under another name"
+            )),
+            Err(e) => DeviceNow::Unsure(e),
+        },
+        Ok(None) => match name_is_taken(backend, iface) {
+            Ok(true) => DeviceNow::Gone(format!(
+                "the network device {iface} (index {ifindex}) is gone from under its name: no \
+                 device has its index in the network namespace KPO changed it in, and {iface} \
+                 names another device now"
+            )),
+            Ok(false) => DeviceNow::Unsure(format!(
+                "no device has the name {iface} or the index {ifindex} in the network namespace \
+                 KPO changed it in: deleted, or moved to another network namespace (which keeps \
+                 its settings); KPO keeps what it knows of it and asks again"
+            )),
+            Err(e) => DeviceNow::Unsure(e),
+        },
+        Err(e) => DeviceNow::Unsure(e.to_string()),
+    }
+}
+
+/// Whether a device has the name `iface` in the backend's namespace, asked with an ethtool
+/// COALESCE_GET (which, unlike `SIOCGIFINDEX`, loads no module for a name that names nothing):
+/// a device without coalescing operations answers EOPNOTSUPP, and has the name all the same.
+fn name_is_taken(backend: &mut dyn CoalesceAttrBackend, iface: &str) -> Result<bool, String> {
+    match backend.get_attrs(iface) {
+        Ok(_) | Err(ActuateError::Unsupported { .. }) => Ok(true),
+        Err(ActuateError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -766,6 +834,7 @@ impl Actuator for CoalesceActuator {
     }
 
     fn device_seen(&mut self) -> Option<DeviceSeen> {
+        // Asked by name: the device was just read under it (no module to load for it).
         let ifindex = self.backend.ifindex(&self.iface).ok()??;
         let netns_cookie = self.backend.netns_cookie()?;
         Some(DeviceSeen {
@@ -971,8 +1040,9 @@ mod tests {
     }
 
     /// The device KPO changed, told apart from a name that names nothing (or another device) now:
-    /// gone only when the kernel says neither its name nor its index names it, in the namespace
-    /// KPO changed it in.
+    /// gone only when, in the namespace KPO changed it in, no device has its index and another
+    /// device has its name. No device with either is not known (deleted, or moved to another
+    /// namespace with its settings), and one moved back is here again.
     #[test]
     fn a_device_is_gone_only_for_certain() {
         let fake = FakeCoalesce::new();
@@ -1003,8 +1073,19 @@ mod tests {
         fake.remove_nic("eth0");
         fake.rename_nic("lan0", "eth0");
         assert_eq!(now(&fake), DeviceNow::Here);
-        // Another namespace, or none known, or the kernel cannot be asked: not known.
+        // Moved to another namespace: neither its name nor its index here, not known; back
+        // with its index, here again.
+        fake.move_nic_out("eth0");
+        unsure(
+            &fake,
+            "moved to another network namespace (which keeps its settings)",
+        );
+        fake.move_nic_back("eth0");
+        assert_eq!(now(&fake), DeviceNow::Here);
+        // Removed: just the same from here.
         fake.remove_nic("eth0");
+        unsure(&fake, "no device has the name eth0 or the index");
+        // Another namespace, or none known, or the kernel cannot be asked: not known.
         fake.set_netns_cookie(Some(FakeCoalesce::NETNS_COOKIE + 1));
         unsure(&fake, "in another network namespace (cookie 1)");
         fake.set_netns_cookie(None);
@@ -1012,19 +1093,52 @@ mod tests {
         fake.set_netns_cookie(Some(FakeCoalesce::NETNS_COOKIE));
         fake.fail_reads(1);
         unsure(&fake, "No buffer space available");
-        // Gone: no name, no index; or its name on a new device, its index on none.
+        // Gone: its index on no device, its name on a new one; one without coalescing
+        // operations (EOPNOTSUPP) has the name all the same.
+        nic(&fake, true);
+        assert_ne!(fake.index_of("eth0"), Some(seen.ifindex));
         match now(&fake) {
             DeviceNow::Gone(why) => assert!(
-                why.contains(&format!("eth0 (index {}) is gone", seen.ifindex)),
+                why.contains(&format!(
+                    "eth0 (index {}) is gone from under its name",
+                    seen.ifindex
+                )) && why.contains("eth0 names another device now"),
                 "{why}"
             ),
             other => panic!("{other:?}"),
         }
-        nic(&fake, true);
-        assert_ne!(fake.index_of("eth0"), Some(seen.ifindex));
-        match now(&fake) {
-            DeviceNow::Gone(why) => assert!(why.contains("eth0 names another one now"), "{why}"),
-            other => panic!("{other:?}"),
+        // Asking the name fails: not known.
+        let mut failing = FailingGet(fake.clone());
+        assert!(matches!(
+            device_now(&mut failing, "eth0", &seen),
+            DeviceNow::Unsure(why) if why.contains("No buffer space available")
+        ));
+        // No name that named nothing was asked with SIOCGIFINDEX (a module load each).
+        assert_eq!(fake.absent_names_asked(), 0);
+    }
+
+    /// A backend whose every GET fails as a transient error: asking whether a name names a
+    /// device cannot be answered.
+    struct FailingGet(FakeCoalesce);
+
+    impl CoalesceAttrBackend for FailingGet {
+        fn get_attrs(&mut self, iface: &str) -> Result<CoalesceAttrs, ActuateError> {
+            Err(ActuateError::Io {
+                path: format!("ETHTOOL_MSG_COALESCE_GET {iface}").into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOBUFS),
+            })
+        }
+        fn set_attrs(&mut self, iface: &str, change: &CoalesceAttrs) -> Result<(), ActuateError> {
+            self.0.set_attrs(iface, change)
+        }
+        fn ifindex(&mut self, iface: &str) -> Result<Option<u32>, ActuateError> {
+            self.0.ifindex(iface)
+        }
+        fn ifname(&mut self, ifindex: u32) -> Result<Option<String>, ActuateError> {
+            self.0.ifname(ifindex)
+        }
+        fn netns_cookie(&mut self) -> Option<u64> {
+            self.0.netns_cookie()
         }
     }
 

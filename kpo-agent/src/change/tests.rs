@@ -2330,30 +2330,60 @@ fn a_nic_change_journals_the_device_it_was_made_on() {
     );
 }
 
-/// A switch left off by a stop on a NIC that is gone since (unplugged, its driver unloaded, a
-/// veth deleted), or whose name names a new device (another index): the next start settles it
-/// once, journaled as gone, and writes nothing (the device that has the name now keeps its own
-/// settings); later starts say nothing of it. An interrupted value's change there is settled as
-/// failed, for the same reason.
+/// A switch left off by a stop on a NIC that is no longer there. Only absent (unplugged, its
+/// driver unloaded, a veth deleted, or moved to another network namespace, which keeps its
+/// settings): not known, so at every start a failure, nothing written and nothing forgotten (an
+/// interrupted value's change there is left for the next start). Once a new device has its name
+/// (another index), the next start settles it once, journaled as gone, and writes nothing (the
+/// device that has the name now keeps its own settings); later starts say nothing of it. The
+/// interrupted value's change is settled as failed, for the same reason.
 #[test]
 fn a_switch_left_off_on_a_device_that_is_gone_is_settled_once() {
-    for (value_intent, comes_back) in [(false, false), (true, false), (false, true)] {
+    for value_intent in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let (_, nic) = nic_under_dim(dir.path(), false);
         switch_left_off(dir.path(), &nic, value_intent);
         let old_index = nic.index_of("eth0").unwrap();
         nic.remove_nic("eth0");
-        if comes_back {
-            // The name again, another device: adaptive-rx off, as its driver starts it.
-            nic.add_nic(
-                "eth0",
-                crate::actuate::coalesce::CoalesceSettings {
-                    rx_usecs: 8,
-                    adaptive_rx: false,
-                },
-            );
-            assert_ne!(nic.index_of("eth0"), Some(old_index));
+        for _ in 0..2 {
+            let mut p = nic_path(dir.path(), &nic);
+            let reports = p.reconcile().unwrap();
+            // The value's interrupted change left incomplete, for the next start (the switch
+            // waits on it).
+            let want = if value_intent {
+                vec![(RX.to_string(), ChangeStatus::Skipped)]
+            } else {
+                vec![(ADAPTIVE_RX.to_string(), ChangeStatus::Failed)]
+            };
+            assert_eq!(statuses(&reports), want, "{reports:#?}");
+            for r in &reports {
+                let detail = r.detail.as_deref().unwrap();
+                assert!(
+                    detail.contains(&format!(
+                        "no device has the name eth0 or the index {old_index}"
+                    )) && detail.contains("moved to another network namespace"),
+                    "{detail}"
+                );
+            }
+            assert!(gone_records(&p).is_empty());
+            assert_eq!(nic.absent_names_asked(), 0, "no module load asked for");
+            assert_eq!(p.journal.incomplete().len(), usize::from(value_intent));
+            assert!(p
+                .journal
+                .param_by_key(&target_key(&ADAPTIVE_RX.parse().unwrap()))
+                .unwrap()
+                .holding
+                .is_some());
         }
+        // The name again, another device: adaptive-rx off, as its driver starts it.
+        nic.add_nic(
+            "eth0",
+            crate::actuate::coalesce::CoalesceSettings {
+                rx_usecs: 8,
+                adaptive_rx: false,
+            },
+        );
+        assert_ne!(nic.index_of("eth0"), Some(old_index));
         let mut p = nic_path(dir.path(), &nic);
         let reports = p.reconcile().unwrap();
         let mut want = vec![(ADAPTIVE_RX.to_string(), ChangeStatus::Skipped)];
@@ -2365,8 +2395,8 @@ fn a_switch_left_off_on_a_device_that_is_gone_is_settled_once() {
             let detail = r.detail.as_deref().unwrap();
             assert!(
                 detail.contains(&format!(
-                    "the network device eth0 (index {old_index}) is gone"
-                )) && detail.contains("its setting went with it"),
+                    "the network device eth0 (index {old_index}) is gone from under its name"
+                )) && detail.contains("not the new one's"),
                 "{detail}"
             );
         }
@@ -2382,6 +2412,7 @@ fn a_switch_left_off_on_a_device_that_is_gone_is_settled_once() {
             gone.insert(0, RX.to_string());
         }
         assert_eq!(gone_records(&p), gone);
+        assert!(p.journal.incomplete().is_empty());
         assert!(
             nic.history().is_empty(),
             "nothing written: {:?}",
@@ -2392,10 +2423,81 @@ fn a_switch_left_off_on_a_device_that_is_gone_is_settled_once() {
         let mut p = nic_path(dir.path(), &nic);
         assert!(p.reconcile().unwrap().is_empty());
         assert!(nic.history().is_empty(), "{:?}", nic.history());
-        if comes_back {
-            assert!(!nic.settings("eth0").unwrap().adaptive_rx);
-        }
+        assert!(!nic.settings("eth0").unwrap().adaptive_rx);
     }
+}
+
+/// An interrupted value's change on a NIC whose name names a new device now: the `gone` record
+/// is journaled before the change's outcome, so that a stop between the two (here, an append
+/// that fails) leaves the intent incomplete, and the next start journals both. Defect: the
+/// outcome first, then no `gone` ever, and KPO kept holding the old device's parameter.
+#[test]
+fn a_stop_between_gone_and_the_outcome_loses_neither() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, nic) = nic_under_dim(dir.path(), false);
+    switch_left_off(dir.path(), &nic, true);
+    nic.remove_nic("eth0").add_nic(
+        "eth0",
+        crate::actuate::coalesce::CoalesceSettings {
+            rx_usecs: 8,
+            adaptive_rx: false,
+        },
+    );
+    let mut p = nic_path(dir.path(), &nic);
+    // The first append goes through, the second fails (a full disk).
+    p.journal.fail_an_append(1, 10);
+    assert!(p.reconcile().is_err());
+    drop(p);
+    let mut p = nic_path(dir.path(), &nic);
+    let reports = p.reconcile().unwrap();
+    assert_eq!(
+        statuses(&reports),
+        vec![
+            (RX.to_string(), ChangeStatus::Failed),
+            (ADAPTIVE_RX.to_string(), ChangeStatus::Skipped)
+        ],
+        "{reports:#?}"
+    );
+    assert!(
+        gone_records(&p).contains(&RX.to_string()),
+        "{:?}",
+        gone_records(&p)
+    );
+    assert!(p.journal.incomplete().is_empty());
+    assert!(nic.history().is_empty(), "{:?}", nic.history());
+}
+
+/// A NIC moved to another network namespace (`ip link set eth0 netns pod`, as an SR-IOV or
+/// host-device CNI does) with a switch KPO left off: not gone (it keeps its settings, the switch
+/// stays off), so KPO forgets nothing and writes nothing while it is away; back with its index,
+/// the next start turns the switch back on.
+#[test]
+fn a_nic_moved_out_and_back_gets_its_switch_back_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, nic) = nic_under_dim(dir.path(), false);
+    switch_left_off(dir.path(), &nic, false);
+    nic.move_nic_out("eth0");
+    let mut p = nic_path(dir.path(), &nic);
+    let reports = p.reconcile().unwrap();
+    assert_eq!(
+        statuses(&reports),
+        vec![(ADAPTIVE_RX.to_string(), ChangeStatus::Failed)],
+        "{reports:#?}"
+    );
+    assert!(gone_records(&p).is_empty());
+    assert!(nic.history().is_empty(), "{:?}", nic.history());
+    assert!(!nic.settings_away("eth0").unwrap().adaptive_rx);
+    drop(p);
+    nic.move_nic_back("eth0");
+    let mut p = nic_path(dir.path(), &nic);
+    let reports = p.reconcile().unwrap();
+    assert_eq!(
+        statuses(&reports),
+        vec![(ADAPTIVE_RX.to_string(), ChangeStatus::Reverted)],
+        "{reports:#?}"
+    );
+    assert!(nic.settings("eth0").unwrap().adaptive_rx);
+    assert!(gone_records(&p).is_empty());
 }
 
 /// A switch left off by a stop on a NIC that is not gone for certain stays a failure, not
@@ -2450,15 +2552,19 @@ fn a_switch_left_off_on_a_device_not_known_gone_stays_a_failure() {
         "{reports:#?}"
     );
     assert!(gone.is_empty());
-    // Back in it, the device is seen gone.
+    // Back in it, the device is absent still: not known either; once a new device has the
+    // name, gone.
     nic.set_netns_cookie(Some(FakeCoalesce::NETNS_COOKIE));
+    assert_eq!(start(dir.path(), &nic).0, failed);
+    nic.add_nic("eth0", FRESH);
     assert_eq!(start(dir.path(), &nic).0, skipped);
 
-    // A transient error asking the kernel, with the device gone: failed, then settled.
+    // A transient error asking the kernel, with a new device under the name: failed, then
+    // settled.
     let dir = tempfile::tempdir().unwrap();
     let (_, nic) = nic_under_dim(dir.path(), false);
     switch_left_off(dir.path(), &nic, false);
-    nic.remove_nic("eth0");
+    nic.remove_nic("eth0").add_nic("eth0", FRESH);
     nic.fail_reads(1);
     let (seen, reports, gone) = start(dir.path(), &nic);
     assert_eq!(seen, failed, "{reports:#?}");
@@ -2531,33 +2637,82 @@ pub(crate) fn nic_changed(
     (p, nic, id)
 }
 
-/// A revert of a NIC's value whose NIC is gone since (unplugged, its driver unloaded, a veth
-/// deleted) writes nothing: the value went with the device. It is `failed` (nothing was put
-/// back: the optimizer must not take it for done), says why, and settles the parameter in the
-/// journal once (a `gone` record), the switch turned off for the value too: no later revert,
-/// `revert --all` or `on_exit` tries again, nor reports it again.
+/// A revert of a NIC's value whose NIC is no longer there writes nothing. Only absent
+/// (unplugged, its driver unloaded, a veth deleted, or moved to another network namespace, which
+/// keeps its settings): not known, so `failed`, nothing forgotten, and every later revert tries
+/// again; moved back with its index, its value is put back. Once a new device has its name, the
+/// old one is gone from under it: `failed` (nothing was put back: the optimizer must not take it
+/// for done), says why, and settles the parameter in the journal once (a `gone` record), the
+/// switch turned off for the value too: no later revert, `revert --all` or `on_exit` tries
+/// again, nor reports it again.
 #[test]
 fn a_revert_on_a_device_that_is_gone_writes_nothing_and_settles_it() {
+    use crate::actuate::coalesce::CoalesceSettings;
     for way in PutBack::EACH {
-        for adaptive_rx in [false, true] {
+        for (adaptive_rx, moved) in [(false, false), (true, false), (false, true), (true, true)] {
             let dir = tempfile::tempdir().unwrap();
             let (mut p, nic, id) = nic_changed(dir.path(), adaptive_rx);
             let index = nic.index_of("eth0").unwrap();
             let written = nic.history().len();
-            nic.remove_nic("eth0");
-            let reports = way.run(&mut p, id);
+            if moved {
+                nic.move_nic_out("eth0");
+            } else {
+                nic.remove_nic("eth0");
+            }
             let mut want = vec![(RX.to_string(), ChangeStatus::Failed)];
             let mut gone = vec![RX.to_string()];
             if adaptive_rx && !matches!(way, PutBack::ById) {
                 want.push((ADAPTIVE_RX.to_string(), ChangeStatus::Failed));
                 gone.push(ADAPTIVE_RX.to_string());
             }
+            // Absent: not known, at every revert.
+            for _ in 0..2 {
+                let reports = way.run(&mut p, id);
+                assert_eq!(statuses(&reports), want, "{way:?}: {reports:#?}");
+                for r in &reports {
+                    let detail = r.detail.as_deref().unwrap();
+                    assert!(
+                        detail.contains("not put back")
+                            && detail.contains(&format!(
+                                "no device has the name eth0 or the index {index}"
+                            )),
+                        "{way:?}: {detail}"
+                    );
+                }
+                assert!(gone_records(&p).is_empty(), "{way:?}");
+                assert_eq!(nic.history().len(), written, "{way:?}: nothing written");
+                let state = p.journal.param_state(&RX.parse().unwrap()).unwrap();
+                assert_eq!(state.original, Some(Value::Int(50)), "{way:?}");
+            }
+            if moved {
+                // It kept KPO's value where it was; back with its index, it is put back.
+                assert_eq!(nic.settings_away("eth0").unwrap().rx_usecs, 20);
+                nic.move_nic_back("eth0");
+                let reports = way.run(&mut p, id);
+                assert!(
+                    reports.iter().all(|r| r.status == ChangeStatus::Reverted),
+                    "{way:?}: {reports:#?}"
+                );
+                assert_eq!(nic.settings("eth0").unwrap().rx_usecs, 50, "{way:?}");
+                assert!(gone_records(&p).is_empty(), "{way:?}");
+                continue;
+            }
+            // A new device under the name: the old one is gone from under it.
+            nic.add_nic(
+                "eth0",
+                CoalesceSettings {
+                    rx_usecs: 8,
+                    adaptive_rx: false,
+                },
+            );
+            let reports = way.run(&mut p, id);
             assert_eq!(statuses(&reports), want, "{way:?}: {reports:#?}");
             for r in &reports {
                 let detail = r.detail.as_deref().unwrap();
                 assert!(
-                    detail.contains(&format!("the network device eth0 (index {index}) is gone"))
-                        && detail.contains("its setting went with it")
+                    detail.contains(&format!(
+                        "the network device eth0 (index {index}) is gone from under its name"
+                    )) && detail.contains("not the new one's")
                         && detail.contains("nothing put back"),
                     "{way:?}: {detail}"
                 );
@@ -2619,7 +2774,7 @@ fn a_revert_does_not_write_into_a_new_device_under_the_same_name() {
                 assert_eq!(r.status, ChangeStatus::Failed, "{way:?}: {r:?}");
                 let detail = r.detail.as_deref().unwrap();
                 assert!(
-                    detail.contains(&format!("eth0 names another one now (index {new_index})"))
+                    detail.contains("eth0 names another device now")
                         && detail.contains("nothing put back"),
                     "{way:?}: {detail}"
                 );
@@ -2716,8 +2871,9 @@ fn a_change_on_a_new_device_under_the_name_starts_a_new_original() {
     assert_eq!(nic.settings("eth0"), Some(fresh));
 }
 
-/// `kpo revert --all` over two NICs' values, one NIC gone: the other's value is put back, the
-/// gone one's settled.
+/// `kpo revert --all` over two NICs' values, one NIC absent: the other's value is put back, the
+/// absent one's is a failure tried again at every pass (it may be in another namespace), until a
+/// new device has its name: then it is settled, once.
 #[test]
 fn revert_all_puts_back_the_nics_that_are_there() {
     use crate::actuate::coalesce::CoalesceSettings;
@@ -2752,8 +2908,31 @@ fn revert_all_puts_back_the_nics_that_are_there() {
         ]
     );
     assert_eq!(nic.settings("eth1").unwrap().rx_usecs, 50);
+    assert!(gone_records(&p).is_empty());
+    let mut again = statuses(&p.revert_all("t").unwrap());
+    again.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        again,
+        vec![
+            (RX.to_string(), ChangeStatus::Failed),
+            (RX1.to_string(), ChangeStatus::Unchanged),
+        ]
+    );
+    // A new device under eth0's name: settled, nothing written to it.
+    nic.add_nic("eth0", settings);
+    let written = nic.history().len();
+    let mut reports = statuses(&p.revert_all("t").unwrap());
+    reports.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        reports,
+        vec![
+            (RX.to_string(), ChangeStatus::Failed),
+            (RX1.to_string(), ChangeStatus::Unchanged),
+        ]
+    );
     assert_eq!(gone_records(&p), vec![RX.to_string()]);
-    // Settled once: a second pass has nothing of eth0's.
+    assert_eq!(nic.history().len(), written);
+    // Settled once: a further pass has nothing of eth0's.
     let again = statuses(&p.revert_all("t").unwrap());
     assert_eq!(again, vec![(RX1.to_string(), ChangeStatus::Unchanged)]);
     assert_eq!(gone_records(&p), vec![RX.to_string()]);
@@ -2835,3 +3014,10 @@ fn a_revert_whose_outcome_was_not_recorded_is_not_said_to_have_a_damaged_line() 
         Some("its outcome was not recorded; the next change found its value (4096) in place")
     );
 }
+
+/// A new device's settings, as its driver starts it.
+const FRESH: crate::actuate::coalesce::CoalesceSettings =
+    crate::actuate::coalesce::CoalesceSettings {
+        rx_usecs: 8,
+        adaptive_rx: false,
+    };

@@ -544,8 +544,8 @@ impl ParamState {
 
     /// The namespace it was in is gone (a [`Record::Gone`], or an intent with another cookie):
     /// nothing KPO knew of it holds for the namespace that has the inode now. Likewise for a
-    /// NIC's device that is gone (a [`Record::Gone`] of its key): a device that comes back under
-    /// its name has its driver's defaults.
+    /// NIC's device that is gone from under its name (a [`Record::Gone`] of its key): the device
+    /// that has the name now is another, with its own values.
     fn settle_for_gone_namespace(&mut self) {
         // Nor its rate limit: the dead namespace's changes are not the new one's.
         self.applied.clear();
@@ -1526,10 +1526,10 @@ impl Journal {
         })
     }
 
-    /// Records that the network device of the NIC parameter under `key` is gone (its name and
-    /// its index name nothing in the namespace KPO changed it in), and forgets what KPO knew of
-    /// the parameter: its setting went with the device, and a device that comes back under the
-    /// name comes with its driver's defaults.
+    /// Records that the network device of the NIC parameter under `key` is gone from under its
+    /// name (its index names nothing in the namespace KPO changed it in, and another device has
+    /// its name), and forgets what KPO knew of the parameter: KPO's value is the old device's,
+    /// and the device under the name now is another, with its own values.
     pub fn forget_gone_device(&mut self, key: &str, why: &str) -> Result<(), JournalError> {
         self.append(Record::Gone {
             ts_ms: now_ms(),

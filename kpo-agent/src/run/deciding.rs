@@ -702,9 +702,9 @@ impl Deciding {
                 }));
                 continue;
             }
-            // A NIC's change whose device the revert found gone for certain (and settled in the
-            // journal): its value went with the device, and a device that comes back under the
-            // name has its driver's defaults, with no quarantine of the one that is gone.
+            // A NIC's change whose device the revert found gone for certain from under its name
+            // (and settled in the journal): its value is the old device's, and the device under
+            // the name now is another, with its own values: no quarantine of the old one's.
             if key
                 .as_deref()
                 .is_some_and(|key| self.path.device_gone_since(key, *change_id))

@@ -65,8 +65,9 @@ pub fn yield_to(
         return None;
     }
     // Likewise a NIC whose name names a new device now (a veth made again, a NIC replaced):
-    // its value is its driver's. Not judged while the device is not known to be KPO's (renamed,
-    // another namespace, a lookup that failed): nothing is concluded, the next window asks again.
+    // its value is its own. Not judged while the device is not known to be KPO's (renamed,
+    // another namespace, a lookup that failed): nothing is concluded, said only at debug level
+    // (not at every window), and the next window asks again.
     match path.settle_if_device_gone(address) {
         Ok(DeviceNow::Here) => {}
         Ok(DeviceNow::Gone(_)) => {
@@ -141,8 +142,9 @@ pub fn check_values(path: &mut ChangePath, guard: &mut Guard) -> Vec<Event> {
             }
         }
         // A parameter that cannot be read now (a NIC or a namespace gone) is not taken to be
-        // someone's change. A NIC gone for certain is settled once, not skipped at every
-        // window while KPO would still put its value back (`on_exit`, `revert --all`).
+        // someone's change. A NIC gone for certain from under its name is settled once; one
+        // only absent (deleted, or moved to another namespace with KPO's value) is skipped,
+        // silently, at every window: KPO keeps what it knows of it, for when it is back.
         let Ok(now) = path.read(&address) else {
             if let Ok(DeviceNow::Gone(_)) = path.settle_if_device_gone(&address) {
                 guard.forget(&address);
@@ -317,10 +319,11 @@ mod tests {
 
     /// A NIC KPO changed whose name names a new device now (a veth made again, a NIC replaced):
     /// the value under the name is the new device's, nobody's change to KPO's. No yield; the
-    /// journal settles the old device as gone, once, and the guard stops watching it. A NIC gone
-    /// with no device under its name is settled the same way at the next window, and a renamed
-    /// one is neither yielded to nor settled. On the same device, a value someone else wrote is
-    /// still yielded to.
+    /// journal settles the old device as gone, once, and the guard stops watching it. A NIC with
+    /// no device under its name or its index (removed, or moved to another network namespace,
+    /// which keeps its settings) and a renamed one are neither yielded to nor settled, at every
+    /// window (the guard keeps watching); one moved back with its index and KPO's value is
+    /// KPO's still. On the same device, a value someone else wrote is still yielded to.
     #[test]
     fn a_new_device_under_a_nics_name_is_not_yielded_to() {
         use crate::actuate::coalesce::CoalesceSettings;
@@ -337,7 +340,7 @@ mod tests {
             rx_usecs: 8,
             adaptive_rx: false,
         };
-        for what in ["replaced", "removed", "renamed", "a person"] {
+        for what in ["replaced", "removed", "moved", "renamed", "a person"] {
             let dir = tempfile::tempdir().unwrap();
             let (mut p, nic, id) = crate::change::tests::nic_changed(dir.path(), false);
             let mut guard = Guard::new(GuardConfig::default());
@@ -355,6 +358,9 @@ mod tests {
                 }
                 "removed" => {
                     nic.remove_nic("eth0");
+                }
+                "moved" => {
+                    nic.move_nic_out("eth0");
                 }
                 "renamed" => {
                     nic.rename_nic("eth0", "lan0");
@@ -374,10 +380,25 @@ mod tests {
             }
             assert!(events.is_empty(), "{what}: {events:?}");
             assert!(state.yielded.is_none(), "{what}");
-            if what == "renamed" {
-                assert_eq!(gone(&p), 0);
-                assert_eq!(state.last_applied, Some(Value::Int(20)));
-                assert_eq!(guard.watching(), 1);
+            if what != "replaced" {
+                // Not known: nothing settled, at the next window either.
+                for _ in 0..2 {
+                    assert!(super::check_values(&mut p, &mut guard).is_empty());
+                    assert_eq!(gone(&p), 0, "{what}");
+                    let state = p.journal.param_state(&address).unwrap();
+                    assert_eq!(state.last_applied, Some(Value::Int(20)), "{what}");
+                    assert!(state.yielded.is_none(), "{what}");
+                    assert_eq!(guard.watching(), 1, "{what}");
+                }
+                if what == "moved" {
+                    // Back with its index and KPO's value: KPO's, watched, not yielded.
+                    nic.move_nic_back("eth0");
+                    assert!(super::check_values(&mut p, &mut guard).is_empty());
+                    let state = p.journal.param_state(&address).unwrap();
+                    assert_eq!(state.last_applied, Some(Value::Int(20)));
+                    assert!(state.yielded.is_none());
+                    assert_eq!(guard.watching(), 1);
+                }
                 continue;
             }
             assert_eq!((state.original, state.last_applied), (None, None), "{what}");
