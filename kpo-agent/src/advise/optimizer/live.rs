@@ -903,8 +903,19 @@ impl LiveOptimizer {
         }
         // The resync drops a best that waits (not to be applied over someone else's values),
         // but only going back leaves the last trial: while the loop's values stay, a later
-        // breach goes to it, as after any revert that failed.
-        let waiting_best = self.pending_best.clone();
+        // breach goes to it, as after any revert that failed. It is kept with someone else's
+        // values in place of its own on the knobs they moved, since the holding step applies it
+        // whole; such a mix was never measured.
+        let waiting_best = self.pending_best.clone().map(|(best, objective)| {
+            let mixed: Vec<f64> = best
+                .iter()
+                .zip(&now)
+                .zip(&self.current)
+                .map(|((best, kernel), own)| if kernel != own { *kernel } else { *best })
+                .collect();
+            let objective = objective.filter(|_| mixed == best);
+            (mixed, objective)
+        });
         self.resync(now);
         ev.push(LiveEvent::SloBreach {
             config: self.current.clone(),
@@ -1812,6 +1823,47 @@ mod tests {
         assert_eq!(live.optimizer().observations().len(), 3);
         assert_eq!(live.phase(), Phase::Holding);
         assert_eq!(live.held(), Some(&first[..]));
+    }
+
+    /// As above, but the next window is within the SLO: the holding step moves to the best that
+    /// waits, and keeps someone else's value on the knob they moved (the move is applied whole:
+    /// kept as it was, it wrote their knob back to the loop's best).
+    #[test]
+    fn a_best_kept_after_a_failed_revert_is_applied_without_someone_elses_knob() {
+        let at = |j: f64| Measurement {
+            energy_j: j,
+            ..within_slo()
+        };
+        let mut machine = Stubborn {
+            now: vec![0.0, 0.0],
+            failing: false,
+            left: None,
+        };
+        let mut live = two_knobs(slo_300us(3));
+        live.step(&at(80.0), &mut machine).unwrap();
+        let first = machine.now.clone();
+        live.step(&at(50.0), &mut machine).unwrap();
+        let last = machine.now.clone();
+        live.step(&at(60.0), &mut machine).unwrap();
+        assert_eq!(machine.now, last, "the move to the best was refused");
+        let (theirs, own) = if first[1] != last[1] { (0, 1) } else { (1, 0) };
+        let mix = someone_elses(&last, theirs);
+        assert_ne!(mix[theirs], first[theirs], "{mix:?} {first:?}");
+        machine.now = mix.clone();
+        machine.failing = true;
+        live.resync_after_breach(mix.clone(), 500.0, 1000.0, &mut machine);
+        // The limit that refused the move is lifted.
+        let mut machine = Machine { now: mix.clone() };
+        live.step(&at(55.0), &mut machine).unwrap();
+        assert_eq!(
+            machine.now[theirs], mix[theirs],
+            "someone else's value stays"
+        );
+        assert_eq!(
+            machine.now[own], first[own],
+            "the loop's own knob went to the best"
+        );
+        assert_eq!(live.restarts(), 0);
     }
 
     /// The loop holds its measured best; a resync found someone else's value of one knob in an
