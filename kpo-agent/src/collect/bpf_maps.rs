@@ -354,11 +354,15 @@ impl BpfMaps {
             MAP_IRQS,
             &mut failed,
         );
-        let req_hist = &self.req_hist;
+        let (req_hist, owed_ports) = (&self.req_hist, &self.owed_ports);
         let request_hist = read_request_hists(
             services,
             &mut held.request_hist,
             |index| {
+                // Not zeroed yet for its new owner (see `OwedPorts`), who has counted nothing.
+                if owed_ports.holds_old_counts(index) {
+                    return Ok(Hist::default().buckets.to_vec());
+                }
                 let values = req_hist.get(&index, 0).map_err(|e| e.to_string())?;
                 Ok(sum(&values, &add_hist).buckets.to_vec())
             },
@@ -450,72 +454,74 @@ impl BpfMaps {
     /// The kernel caches each socket's verdict (timed under an index, or untimed) while the
     /// generation it was made under is current: the index's own for a timed verdict, the untimed
     /// one otherwise. So, in this order: remove the vanished keys (and those whose removal failed
-    /// before) and bump their indices' generations, making sockets of a vanished listener stop
-    /// writing under its index, before that index is zeroed and handed to another listener;
-    /// insert the new keys (and those whose insert failed before), each with its index's
-    /// generation; then, if one was written, bump the untimed generation, so sockets judged
-    /// untimed a moment ago are judged again. The indices of listeners still in the set are left
-    /// alone: their sockets keep the requests they are timing.
+    /// before) and bump their indices' generations, and those of indices handed to another
+    /// listener, making sockets of a vanished listener stop writing under its index; insert the
+    /// new keys (and those whose insert failed before), each with its index's generation, an
+    /// index handed to another listener zeroed right before; then, if one was written, bump the
+    /// untimed generation, so sockets judged untimed a moment ago are judged again. The indices
+    /// of listeners still in the set are left alone: their sockets keep the requests they are
+    /// timing.
     ///
-    /// A write that fails is tried again at every later call until it works or the listener
-    /// comes or goes, which replaces it ([`OwedPorts`]). Returns the writes that failed at this
-    /// call, each with the error.
+    /// A write that fails is tried again at every later call until it works (a port's, or the
+    /// listener comes or goes, which replaces it): see [`OwedPorts`]. Returns the writes that
+    /// failed at this call, each with the error.
     pub fn set_service_ports(
         &mut self,
         services: &mut ServiceIndex,
         ports: &[ListenerKey],
-    ) -> Vec<UnwrittenPort> {
+    ) -> Unwritten {
         let changes = services.update(ports);
-        // Every tick: nothing to write (nor CPUs to count) while the set stays as it is.
-        if !self.owed_ports.take_in(&changes) {
-            return Vec::new();
-        }
-        let mut failed = self
-            .owed_ports
-            .write_removes(|key, _| removed(self.service_ports.remove(&key)));
-        for index in changes.invalidated() {
-            self.bump_service_generation(index);
-        }
-        if !changes.reused.is_empty() {
-            let cpus = aya::util::nr_cpus().map_or(1, |n| n);
-            for index in &changes.reused {
-                if let Ok(zeros) = PerCpuValues::try_from(vec![Hist::default(); cpus]) {
-                    let _ = self.req_hist.set(*index, zeros, 0);
-                }
-            }
-        }
-        let (generations, ports_map) = (&self.service_generations_now, &mut self.service_ports);
-        let (written, failed_inserts) = self.owed_ports.write_inserts(|key, index| {
-            let Some(index) = index else {
-                return removed(ports_map.remove(&key));
-            };
-            let generation = *generations
-                .get(index as usize)
-                .ok_or_else(|| format!("index {index} is out of range"))?;
-            ports_map
-                .insert(key, ServicePort { index, generation }, 0)
-                .map_err(|e| e.to_string())
-        });
-        failed.extend(failed_inserts);
-        if written {
-            let now = self.config.get(&CONFIG_UNTIMED_GENERATION, 0).unwrap_or(0);
-            let _ = self
-                .config
-                .set(CONFIG_UNTIMED_GENERATION, now.wrapping_add(1), 0);
-        }
-        failed
+        // Taken out for the tick, so the maps can be written through `PortWrites` meanwhile.
+        let mut owed = std::mem::take(&mut self.owed_ports);
+        let unwritten = owed.write(&changes, self);
+        self.owed_ports = owed;
+        unwritten
+    }
+}
+
+impl PortWrites for BpfMaps {
+    fn port(&mut self, key: ListenerKey, index: Option<u32>) -> Result<(), String> {
+        let Some(index) = index else {
+            return removed(self.service_ports.remove(&key));
+        };
+        let generation = *self
+            .service_generations_now
+            .get(index as usize)
+            .ok_or_else(|| format!("index {index} is out of range"))?;
+        self.service_ports
+            .insert(key, ServicePort { index, generation }, 0)
+            .map_err(|e| e.to_string())
     }
 
     /// A failed write leaves the generation (and `service_generations_now`) as it was: the
-    /// sockets under that index go on writing there, and the next bump of the index stops them.
-    fn bump_service_generation(&mut self, index: u32) {
-        let Some(now) = self.service_generations_now.get_mut(index as usize) else {
-            return;
-        };
+    /// sockets under that index go on writing there until a later try works.
+    fn bump(&mut self, index: u32) -> Result<(), String> {
+        let now = self
+            .service_generations_now
+            .get_mut(index as usize)
+            .ok_or_else(|| format!("index {index} is out of range"))?;
         let next = now.wrapping_add(1);
-        if self.service_generations.set(index, next, 0).is_ok() {
-            *now = next;
-        }
+        self.service_generations
+            .set(index, next, 0)
+            .map_err(|e| e.to_string())?;
+        *now = next;
+        Ok(())
+    }
+
+    fn zero(&mut self, index: u32) -> Result<(), String> {
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n);
+        let zeros =
+            PerCpuValues::try_from(vec![Hist::default(); cpus]).map_err(|e| e.to_string())?;
+        self.req_hist
+            .set(index, zeros, 0)
+            .map_err(|e| e.to_string())
+    }
+
+    fn untimed_again(&mut self) {
+        let now = self.config.get(&CONFIG_UNTIMED_GENERATION, 0).unwrap_or(0);
+        let _ = self
+            .config
+            .set(CONFIG_UNTIMED_GENERATION, now.wrapping_add(1), 0);
     }
 }
 
@@ -697,18 +703,25 @@ fn sum<V: Pod + Default>(values: &PerCpuValues<V>, add: &impl Fn(&mut V, &V)) ->
     total
 }
 
-/// The writes to `MAP_SERVICE_PORTS` owed, tried again every tick until they work.
+/// The writes to `MAP_SERVICE_PORTS` and `MAP_SERVICE_GENERATIONS` owed, tried again every tick
+/// until they work.
 ///
 /// An insert that failed (the map full, no memory) leaves the listener untimed, and
 /// [`ServiceIndex`] counts it as assigned, so it would not be added again until it left and came
 /// back. A remove that failed leaves the entry of a listener gone: it takes one of the map's
 /// `MAX_SERVICES` places (later inserts can fail with the map full), and it still names the index
 /// the listener had, which may be handed to another listener. Such an entry carries the index's
-/// generation from before the listener left, and that generation was bumped when it left (and
+/// generation from before the listener left, and that generation is bumped when it leaves (and
 /// again at the index's reuse), so the kernel's verdicts made from it do not hold and nothing is
-/// counted; but when those bumps failed, every socket of the listener gone, new ones too, would
-/// count into the new owner's histogram. So an index is written for a listener only once no other
-/// listener's entry names it (see [`OwedPorts::write_inserts`]).
+/// counted. So an index is written for a listener only once no other listener's entry names it
+/// (see [`OwedPorts::write_inserts`]).
+///
+/// A bump that failed leaves the generation the old listener's sockets hold in their verdicts:
+/// they go on counting under the index, and an entry written with that generation would let
+/// them count into the new owner's histogram. So a failed bump is owed like a port write, and an
+/// entry naming an index whose bump is owed waits for it; the histogram of an index handed to
+/// another listener is zeroed only then, right before its entry is written, so it holds nothing
+/// of the old listener's.
 ///
 /// Each listener owes at most one write, the newest intent: one back before its remove worked is
 /// owed its insert (which replaces the old entry), and one gone before its insert worked is owed
@@ -720,6 +733,41 @@ pub(crate) struct OwedPorts {
     /// The map's entries as this agent wrote them (the map was created empty): each names an
     /// index. Kept to find an entry left naming an index handed to another listener.
     held: BTreeMap<ListenerKey, u32>,
+    /// Indices owed a generation bump: those invalidated at this tick, and those whose bump
+    /// failed before. One bump that works pays them all (any generation but the one the old
+    /// listener's verdicts carry stops them).
+    bumps: BTreeSet<u32>,
+    /// Indices handed to another listener whose histogram still holds the old listener's counts:
+    /// zeroed right before the new owner's entry is written.
+    unzeroed: BTreeSet<u32>,
+}
+
+/// The writes a tick of [`BpfMaps::set_service_ports`] makes, behind a seam so that tests can
+/// make them fail.
+pub(crate) trait PortWrites {
+    /// Writes `key`'s entry naming `index` with the index's generation now, or removes it (None;
+    /// a removal that finds no entry is done).
+    fn port(&mut self, key: ListenerKey, index: Option<u32>) -> Result<(), String>;
+    /// Bumps the generation of `index`.
+    fn bump(&mut self, index: u32) -> Result<(), String>;
+    /// Zeroes the histogram of `index`.
+    fn zero(&mut self, index: u32) -> Result<(), String>;
+    /// Bumps the untimed generation (sockets judged untimed are judged again).
+    fn untimed_again(&mut self);
+}
+
+/// The writes of one tick that failed, owed again at the next.
+#[derive(Debug, Default, PartialEq)]
+pub struct Unwritten {
+    pub ports: Vec<UnwrittenPort>,
+    pub generations: Vec<UnbumpedGeneration>,
+}
+
+/// A bump of an index's generation in `MAP_SERVICE_GENERATIONS` that failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnbumpedGeneration {
+    pub index: u32,
+    pub error: String,
 }
 
 /// A write to `MAP_SERVICE_PORTS` that failed, owed again at the next tick.
@@ -733,8 +781,33 @@ pub struct UnwrittenPort {
 }
 
 impl OwedPorts {
+    /// One tick: takes in `changes`, then writes, in this order, the removals owed, the bumps
+    /// owed, and the entries owed (each waiting for its index's bump, and zeroing a reused
+    /// index's histogram right before), then the untimed generation if an entry was written.
+    pub(crate) fn write(&mut self, changes: &ServiceChanges, w: &mut impl PortWrites) -> Unwritten {
+        // Every tick: nothing to write while the set stays as it is and nothing is owed.
+        if !self.take_in(changes) {
+            return Unwritten::default();
+        }
+        let mut ports = self.write_removes(w);
+        let generations = self.write_bumps(w);
+        let (written, failed_inserts) = self.write_inserts(w);
+        ports.extend(failed_inserts);
+        if written {
+            w.untimed_again();
+        }
+        Unwritten { ports, generations }
+    }
+
+    /// Whether the histogram of `index` still holds counts of a listener that had it before its
+    /// owner now (not zeroed yet): its owner has counted nothing there so far.
+    pub(crate) fn holds_old_counts(&self, index: u32) -> bool {
+        self.unzeroed.contains(&index)
+    }
+
     /// Takes in a tick's changes: the listeners added are owed their entry, those gone its
-    /// removal, each replacing what it owed before. Returns whether anything is to be written.
+    /// removal, each replacing what it owed before; the indices invalidated a bump, those reused
+    /// a zeroing. Returns whether anything is to be written.
     pub(crate) fn take_in(&mut self, changes: &ServiceChanges) -> bool {
         for &(key, _) in &changes.gone {
             self.owed.insert(key, None);
@@ -742,15 +815,26 @@ impl OwedPorts {
         for &(key, index) in &changes.added {
             self.owed.insert(key, Some(index));
         }
-        *changes != ServiceChanges::default() || !self.owed.is_empty()
+        self.bumps.extend(changes.invalidated());
+        self.unzeroed.extend(changes.reused.iter().copied());
+        *changes != ServiceChanges::default() || !self.owed.is_empty() || !self.bumps.is_empty()
+    }
+
+    /// Bumps every generation owed; those that fail stay owed.
+    fn write_bumps(&mut self, w: &mut impl PortWrites) -> Vec<UnbumpedGeneration> {
+        let mut failed = Vec::new();
+        for index in std::mem::take(&mut self.bumps) {
+            if let Err(error) = w.bump(index) {
+                self.bumps.insert(index);
+                failed.push(UnbumpedGeneration { index, error });
+            }
+        }
+        failed
     }
 
     /// Writes every removal owed with `write` (given `None`); those that fail stay owed. A
     /// removal must count as done when the map has no entry for the key.
-    pub(crate) fn write_removes(
-        &mut self,
-        mut write: impl FnMut(ListenerKey, Option<u32>) -> Result<(), String>,
-    ) -> Vec<UnwrittenPort> {
+    pub(crate) fn write_removes(&mut self, w: &mut impl PortWrites) -> Vec<UnwrittenPort> {
         let removes: Vec<ListenerKey> = self
             .owed
             .iter()
@@ -759,7 +843,7 @@ impl OwedPorts {
             .collect();
         let mut failed = Vec::new();
         for key in removes {
-            if let Err(error) = self.remove(key, &mut write) {
+            if let Err(error) = self.remove(key, w) {
                 failed.push(UnwrittenPort {
                     key,
                     removal: true,
@@ -775,10 +859,7 @@ impl OwedPorts {
     /// by a removal that failed, or by an insert of theirs elsewhere that has not worked yet);
     /// while one cannot be, the entry waits. Returns whether one was written (sockets judged
     /// untimed must then be judged again), and the failures.
-    pub(crate) fn write_inserts(
-        &mut self,
-        mut write: impl FnMut(ListenerKey, Option<u32>) -> Result<(), String>,
-    ) -> (bool, Vec<UnwrittenPort>) {
+    pub(crate) fn write_inserts(&mut self, w: &mut impl PortWrites) -> (bool, Vec<UnwrittenPort>) {
         let inserts: Vec<(ListenerKey, u32)> = self
             .owed
             .iter()
@@ -787,7 +868,7 @@ impl OwedPorts {
         let mut written = false;
         let mut failed = Vec::new();
         for (key, index) in inserts {
-            match self.insert(key, index, &mut write) {
+            match self.insert(key, index, w) {
                 Ok(()) => written = true,
                 Err(error) => failed.push(UnwrittenPort {
                     key,
@@ -803,8 +884,15 @@ impl OwedPorts {
         &mut self,
         key: ListenerKey,
         index: u32,
-        write: &mut impl FnMut(ListenerKey, Option<u32>) -> Result<(), String>,
+        w: &mut impl PortWrites,
     ) -> Result<(), String> {
+        // Its bump was tried at this tick (`write_bumps`) and failed, reported on its own.
+        if self.bumps.contains(&index) {
+            return Err(format!(
+                "waiting for the generation of index {index} in {MAP_SERVICE_GENERATIONS} to be \
+                 bumped"
+            ));
+        }
         let stale: Vec<ListenerKey> = self
             .held
             .iter()
@@ -826,22 +914,24 @@ impl OwedPorts {
             if self.owed.get(&other) == Some(&None) {
                 return Err(waiting(""));
             }
-            self.remove(other, write)
+            self.remove(other, w)
                 .map_err(|e| waiting(&format!(": {e}")))?;
         }
-        write(key, Some(index))?;
+        if self.unzeroed.contains(&index) {
+            w.zero(index).map_err(|e| {
+                format!("the histogram of index {index} in {MAP_REQ_HIST} could not be zeroed: {e}")
+            })?;
+            self.unzeroed.remove(&index);
+        }
+        w.port(key, Some(index))?;
         self.held.insert(key, index);
         self.owed.remove(&key);
         Ok(())
     }
 
     /// Removes `key`'s entry. A removal owed is then done; an insert owed stays owed.
-    fn remove(
-        &mut self,
-        key: ListenerKey,
-        write: &mut impl FnMut(ListenerKey, Option<u32>) -> Result<(), String>,
-    ) -> Result<(), String> {
-        write(key, None)?;
+    fn remove(&mut self, key: ListenerKey, w: &mut impl PortWrites) -> Result<(), String> {
+        w.port(key, None)?;
         self.held.remove(&key);
         if self.owed.get(&key) == Some(&None) {
             self.owed.remove(&key);
@@ -1315,69 +1405,124 @@ mod tests {
     struct PortsTable {
         services: ServiceIndex,
         owed: OwedPorts,
+        maps: FakeMaps,
+    }
+
+    /// The maps `set_service_ports` writes: the entries of `KPO_SERVICE_PORTS`, the generation
+    /// bumps and histogram zeroings, with chosen writes failing; every write tried, in order.
+    #[derive(Default)]
+    struct FakeMaps {
         entries: BTreeMap<ListenerKey, u32>,
         failing_inserts: Vec<ListenerKey>,
         failing_removes: Vec<ListenerKey>,
+        failing_bumps: Vec<u32>,
+        /// The writes tried at the last tick, in order.
+        tried: Vec<Write>,
+        /// Whether the last tick bumped the untimed generation.
+        untimed_again: bool,
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    enum Write {
+        /// An insert naming an index, or a removal (None).
+        Port(ListenerKey, Option<u32>),
+        /// A generation bump of the index, and whether it worked.
+        Bump(u32, bool),
+        Zero(u32),
+    }
+
+    impl PortWrites for FakeMaps {
+        fn port(&mut self, key: ListenerKey, index: Option<u32>) -> Result<(), String> {
+            self.tried.push(Write::Port(key, index));
+            match index {
+                Some(_) if self.failing_inserts.contains(&key) => {
+                    Err("No space left on device (os error 28)".to_string())
+                }
+                Some(index) => {
+                    self.entries.insert(key, index);
+                    Ok(())
+                }
+                None if self.failing_removes.contains(&key) => {
+                    Err("Device or resource busy (os error 16)".to_string())
+                }
+                // As the kernel answers: ENOENT when there is no entry.
+                None => removed(match self.entries.remove(&key) {
+                    Some(_) => Ok(()),
+                    None => Err(enoent()),
+                }),
+            }
+        }
+
+        fn bump(&mut self, index: u32) -> Result<(), String> {
+            let works = !self.failing_bumps.contains(&index);
+            self.tried.push(Write::Bump(index, works));
+            works
+                .then_some(())
+                .ok_or_else(|| "Cannot allocate memory (os error 12)".to_string())
+        }
+
+        fn zero(&mut self, index: u32) -> Result<(), String> {
+            self.tried.push(Write::Zero(index));
+            Ok(())
+        }
+
+        fn untimed_again(&mut self) {
+            self.untimed_again = true;
+        }
     }
 
     /// What a tick tried and what came of it.
     #[derive(Debug, PartialEq)]
     struct Tick {
-        /// Writes in the order tried: an insert naming an index, or a removal (None).
+        /// Port writes in the order tried: an insert naming an index, or a removal (None).
         tried: Vec<(ListenerKey, Option<u32>)>,
         /// Whether an entry was written (sockets judged untimed are judged again).
         written: bool,
-        /// The writes that failed: the key, and whether it was a removal.
+        /// The port writes that failed: the key, and whether it was a removal.
         failed: Vec<(ListenerKey, bool)>,
+        /// The indices whose generation bump failed.
+        unbumped: Vec<u32>,
     }
 
     impl PortsTable {
         /// One tick of `set_service_ports` with `ports` listening. None: nothing to write, the
         /// tick returns early.
         fn tick(&mut self, ports: &[ListenerKey]) -> Option<Tick> {
-            if !self.owed.take_in(&self.services.update(ports)) {
+            self.maps.tried.clear();
+            self.maps.untimed_again = false;
+            let changes = self.services.update(ports);
+            let owed_before = !self.owed.owed.is_empty() || !self.owed.bumps.is_empty();
+            let unwritten = self.owed.write(&changes, &mut self.maps);
+            if changes == ServiceChanges::default() && !owed_before {
+                assert!(self.maps.tried.is_empty());
                 return None;
             }
-            let mut tried = Vec::new();
-            let (entries, failing_inserts, failing_removes) = (
-                &mut self.entries,
-                &self.failing_inserts,
-                &self.failing_removes,
-            );
-            let mut write = |key: ListenerKey, index: Option<u32>| {
-                tried.push((key, index));
-                match index {
-                    Some(_) if failing_inserts.contains(&key) => {
-                        Err("No space left on device (os error 28)".to_string())
-                    }
-                    Some(index) => {
-                        entries.insert(key, index);
-                        Ok(())
-                    }
-                    None if failing_removes.contains(&key) => {
-                        Err("Device or resource busy (os error 16)".to_string())
-                    }
-                    // As the kernel answers: ENOENT when there is no entry.
-                    None => removed(match entries.remove(&key) {
-                        Some(_) => Ok(()),
-                        None => Err(enoent()),
-                    }),
-                }
-            };
-            let mut failed = self.owed.write_removes(&mut write);
-            let (written, inserts) = self.owed.write_inserts(&mut write);
-            failed.extend(inserts);
-            let failed = failed.into_iter().map(|f| (f.key, f.removal)).collect();
+            let tried = self
+                .maps
+                .tried
+                .iter()
+                .filter_map(|w| match w {
+                    Write::Port(key, index) => Some((*key, *index)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>();
+            let written = self.maps.untimed_again;
+            let failed = unwritten
+                .ports
+                .into_iter()
+                .map(|f| (f.key, f.removal))
+                .collect();
             Some(Tick {
                 tried,
                 written,
                 failed,
+                unbumped: unwritten.generations.into_iter().map(|g| g.index).collect(),
             })
         }
 
         fn fail(&mut self, inserts: &[ListenerKey], removes: &[ListenerKey]) {
-            self.failing_inserts = inserts.to_vec();
-            self.failing_removes = removes.to_vec();
+            self.maps.failing_inserts = inserts.to_vec();
+            self.maps.failing_removes = removes.to_vec();
         }
     }
 
@@ -1397,6 +1542,7 @@ mod tests {
             tried: tried.to_vec(),
             written,
             failed: failed.to_vec(),
+            unbumped: Vec::new(),
         })
     }
 
@@ -1431,7 +1577,7 @@ mod tests {
         );
         assert_eq!(table.tick(&[a, b]), tick(&[(c, None)], false, &[]));
         assert_eq!(table.tick(&[a, b]), None);
-        assert_eq!(table.entries, BTreeMap::from([(a, 0), (b, 1)]));
+        assert_eq!(table.maps.entries, BTreeMap::from([(a, 0), (b, 1)]));
     }
 
     /// Defect: a failed removal of a listener that left was ignored: its entry stayed, taking one
@@ -1448,10 +1594,10 @@ mod tests {
         table.fail(&[], &[b]);
         assert_eq!(table.tick(&[a]), tick(&[(b, None)], false, &[(b, true)]));
         assert_eq!(table.tick(&[a]), tick(&[(b, None)], false, &[(b, true)]));
-        assert_eq!(table.entries, BTreeMap::from([(a, 0), (b, 1)]));
+        assert_eq!(table.maps.entries, BTreeMap::from([(a, 0), (b, 1)]));
         table.fail(&[], &[]);
         assert_eq!(table.tick(&[a]), tick(&[(b, None)], false, &[]));
-        assert_eq!(table.entries, BTreeMap::from([(a, 0)]));
+        assert_eq!(table.maps.entries, BTreeMap::from([(a, 0)]));
         assert_eq!(table.tick(&[a]), None);
     }
 
@@ -1467,7 +1613,7 @@ mod tests {
         // Back on its own index: only the insert is tried, and it works.
         assert_eq!(table.tick(&[a, b]), tick(&[(b, Some(1))], true, &[]));
         assert_eq!(table.tick(&[a, b]), None);
-        assert_eq!(table.entries, BTreeMap::from([(a, 0), (b, 1)]));
+        assert_eq!(table.maps.entries, BTreeMap::from([(a, 0), (b, 1)]));
 
         // The same with the insert failing too at first: the insert stays owed (the removal
         // is never tried again), and once it works the entry is there.
@@ -1480,7 +1626,7 @@ mod tests {
         table.fail(&[], &[b]);
         assert_eq!(table.tick(&[a, b]), tick(&[(b, Some(1))], true, &[]));
         assert_eq!(table.tick(&[a, b]), None);
-        assert_eq!(table.entries, BTreeMap::from([(a, 0), (b, 1)]));
+        assert_eq!(table.maps.entries, BTreeMap::from([(a, 0), (b, 1)]));
         // Gone again while its insert was failing: the newest intent, the removal, is what is
         // owed, and it finds no entry: done.
         table.fail(&[b], &[]);
@@ -1491,7 +1637,7 @@ mod tests {
         );
         assert_eq!(table.tick(&[a]), tick(&[(b, None)], false, &[]));
         assert_eq!(table.tick(&[a]), None);
-        assert_eq!(table.entries, BTreeMap::from([(a, 0)]));
+        assert_eq!(table.maps.entries, BTreeMap::from([(a, 0)]));
     }
 
     /// An index handed to another listener is not written for it while the entry of the listener
@@ -1502,7 +1648,7 @@ mod tests {
         let mut table = PortsTable::default();
         let all: Vec<ListenerKey> = (0..MAX_SERVICES as u16).map(|p| key(1000 + p)).collect();
         table.tick(&all);
-        assert_eq!(table.entries.len(), MAX_SERVICES as usize);
+        assert_eq!(table.maps.entries.len(), MAX_SERVICES as usize);
         let (gone, new) = (all[0], key(80));
         let mut rest = all[1..].to_vec();
         table.fail(&[], &[gone]);
@@ -1516,7 +1662,7 @@ mod tests {
             table.tick(&rest),
             tick(&[(gone, None)], false, &[(gone, true), (new, false)])
         );
-        assert_eq!(table.entries.get(&new), None);
+        assert_eq!(table.maps.entries.get(&new), None);
         assert_eq!(
             table.tick(&rest).unwrap().failed,
             [(gone, true), (new, false)]
@@ -1527,9 +1673,161 @@ mod tests {
             table.tick(&rest),
             tick(&[(gone, None), (new, Some(0))], true, &[])
         );
-        assert_eq!(table.entries.get(&new), Some(&0));
-        assert_eq!(table.entries.get(&gone), None);
+        assert_eq!(table.maps.entries.get(&new), Some(&0));
+        assert_eq!(table.maps.entries.get(&gone), None);
         assert_eq!(table.tick(&rest), None);
+    }
+
+    /// All `MAX_SERVICES` indices in use, then the listener on index 0 gone (its removal and
+    /// the generation bump of index 0 tried, the bump failing on `failing_bumps`): the table,
+    /// the listeners left and a new one, which will be handed index 0.
+    fn full_table_with_index_0_freed(
+        failing_bumps: &[u32],
+    ) -> (PortsTable, Vec<ListenerKey>, ListenerKey) {
+        let mut table = PortsTable::default();
+        let all: Vec<ListenerKey> = (0..MAX_SERVICES as u16).map(|p| key(1000 + p)).collect();
+        table.tick(&all);
+        table.maps.failing_bumps = failing_bumps.to_vec();
+        let bumped = failing_bumps.is_empty();
+        let t = table.tick(&all[1..]).unwrap();
+        assert_eq!(
+            table.maps.tried,
+            [Write::Port(all[0], None), Write::Bump(0, bumped)]
+        );
+        assert_eq!(t.unbumped, if bumped { vec![] } else { vec![0] });
+        (table, all[1..].to_vec(), key(80))
+    }
+
+    /// Defect: a failed bump of an index's generation (at its listener's leaving, at its reuse)
+    /// was not tried again, and the new owner's entry was written with the generation the old
+    /// listener's sockets held in their verdicts: they counted into the new owner's histogram.
+    /// Now the bump is owed, tried every tick, and the index's entry waits for it.
+    #[test]
+    fn a_failed_generation_bump_is_tried_again_each_tick_and_the_index_waits_for_it() {
+        let (mut table, mut ports, new) = full_table_with_index_0_freed(&[0]);
+        // Nothing else changes: the bump is still owed, and tried again.
+        let t = table.tick(&ports).unwrap();
+        assert_eq!(table.maps.tried, [Write::Bump(0, false)]);
+        assert_eq!(t.unbumped, [0]);
+        // Index 0 handed to a new listener: neither zeroed nor written while its bump fails.
+        ports.push(new);
+        for _ in 0..2 {
+            let t = table.tick(&ports).unwrap();
+            assert_eq!(table.maps.tried, [Write::Bump(0, false)]);
+            assert_eq!((t.failed, t.unbumped), (vec![(new, false)], vec![0]));
+            assert_eq!(table.maps.entries.get(&new), None);
+        }
+        // The bump works: one is enough, then the zeroing and the entry, in the same tick.
+        table.maps.failing_bumps.clear();
+        let t = table.tick(&ports).unwrap();
+        assert_eq!(
+            table.maps.tried,
+            [
+                Write::Bump(0, true),
+                Write::Zero(0),
+                Write::Port(new, Some(0))
+            ]
+        );
+        assert!(
+            t.written && t.failed.is_empty() && t.unbumped.is_empty(),
+            "{t:?}"
+        );
+        assert_eq!(table.maps.entries.get(&new), Some(&0));
+        assert_eq!(table.tick(&ports), None);
+    }
+
+    /// Defect: the histogram of an index handed to another listener was zeroed at the tick of
+    /// the handing, even when the new owner's entry then waited (a bump failing, an old entry
+    /// left): the old listener's sockets went on counting there until the entry was written.
+    /// Now it is zeroed only after a bump worked, right before the entry is written, and read
+    /// as empty until then.
+    #[test]
+    fn a_reused_index_is_zeroed_only_after_its_bump_worked_right_before_its_entry() {
+        // The bump at the leaving works, the one at the reuse fails.
+        let (mut table, mut ports, new) = full_table_with_index_0_freed(&[]);
+        table.maps.failing_bumps = vec![0];
+        ports.push(new);
+        table.tick(&ports);
+        assert_eq!(table.maps.tried, [Write::Bump(0, false)]);
+        assert!(table.owed.holds_old_counts(0));
+        table.maps.failing_bumps.clear();
+        table.tick(&ports);
+        assert_eq!(
+            table.maps.tried,
+            [
+                Write::Bump(0, true),
+                Write::Zero(0),
+                Write::Port(new, Some(0))
+            ]
+        );
+        assert!(!table.owed.holds_old_counts(0));
+
+        // The bumps work, but the old listener's entry is left: zeroed when it is removed and
+        // the entry written, not at the handing.
+        let mut table = PortsTable::default();
+        let all: Vec<ListenerKey> = (0..MAX_SERVICES as u16).map(|p| key(1000 + p)).collect();
+        table.tick(&all);
+        let (gone, mut ports) = (all[0], all[1..].to_vec());
+        table.fail(&[], &[gone]);
+        table.tick(&ports);
+        ports.push(new);
+        table.tick(&ports);
+        assert_eq!(
+            table.maps.tried,
+            [Write::Port(gone, None), Write::Bump(0, true)]
+        );
+        assert!(table.owed.holds_old_counts(0));
+        table.fail(&[], &[]);
+        table.tick(&ports);
+        assert_eq!(
+            table.maps.tried,
+            [
+                Write::Port(gone, None),
+                Write::Zero(0),
+                Write::Port(new, Some(0))
+            ]
+        );
+        assert!(!table.owed.holds_old_counts(0));
+    }
+
+    /// With every write working, a tick is as before the bumps were owed: a listener gone has
+    /// its entry removed and its index bumped; an index handed to another listener is bumped,
+    /// zeroed and written in the same tick; a new index or a listener back on its own is only
+    /// written; an unchanged set writes nothing.
+    #[test]
+    fn with_every_write_working_each_change_is_written_in_its_own_tick() {
+        let (mut table, mut ports, new) = full_table_with_index_0_freed(&[]);
+        ports.push(new);
+        let t = table.tick(&ports).unwrap();
+        assert_eq!(
+            table.maps.tried,
+            [
+                Write::Bump(0, true),
+                Write::Zero(0),
+                Write::Port(new, Some(0))
+            ]
+        );
+        assert!(
+            t.written && t.failed.is_empty() && t.unbumped.is_empty(),
+            "{t:?}"
+        );
+        assert_eq!(table.tick(&ports), None);
+        // A listener gone and back on its own index: bumped at the leaving, then only written.
+        let back = ports.remove(0);
+        table.tick(&ports);
+        assert_eq!(
+            table.maps.tried,
+            [Write::Port(back, None), Write::Bump(1, true)]
+        );
+        ports.push(back);
+        table.tick(&ports);
+        assert_eq!(table.maps.tried, [Write::Port(back, Some(1))]);
+        assert_eq!(table.tick(&ports), None);
+
+        let mut table = PortsTable::default();
+        table.tick(&[key(80)]);
+        assert_eq!(table.maps.tried, [Write::Port(key(80), Some(0))]);
+        assert!(!table.owed.holds_old_counts(0));
     }
 
     /// A listener back on another index (its own went to another listener) whose insert fails
@@ -1562,7 +1860,7 @@ mod tests {
         let t = table.tick(&ports).unwrap();
         assert_eq!(t.tried, [(first, None), (first, Some(1))]);
         assert_eq!(t.failed, [(new, false), (first, false)]);
-        assert_eq!(table.entries.get(&first), Some(&0));
+        assert_eq!(table.maps.entries.get(&first), Some(&0));
         table.fail(&[first], &[]);
         assert_eq!(
             table.tick(&ports),

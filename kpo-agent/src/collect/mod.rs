@@ -188,7 +188,7 @@ impl Collector {
             let ports: Vec<ListenerKey> = listeners.keys().copied().collect();
             let unwritten = match self.sensors.maps_mut() {
                 Some(maps) => maps.set_service_ports(&mut self.services, &ports),
-                None => Vec::new(),
+                None => Default::default(),
             };
             let untimed = (self.services.untimed > 0).then(|| {
                 let problem = format!(
@@ -199,7 +199,18 @@ impl Collector {
                 ("request latency ports".to_string(), problem)
             });
             // Logged when a write first fails and when none fails any more, not every tick.
-            let unwritten = unwritten.into_iter().map(|failed| {
+            let unbumped = unwritten.generations.into_iter().map(|failed| {
+                let problem = format!(
+                    "the generation of request latency index {} in {} could not be bumped ({}): \
+                     sockets of the listener that had it may still count there, and no entry \
+                     naming it is written until it is; tried again every tick",
+                    failed.index,
+                    kpo_common::MAP_SERVICE_GENERATIONS,
+                    failed.error
+                );
+                ("request latency generations".to_string(), problem)
+            });
+            let unwritten = unwritten.ports.into_iter().map(|failed| {
                 let (key, error, table) = (failed.key, failed.error, kpo_common::MAP_SERVICE_PORTS);
                 let port = format!(
                     "port {} ({}, netns {})",
@@ -221,8 +232,10 @@ impl Collector {
                     ("request latency port entries".to_string(), problem)
                 }
             });
-            self.health
-                .round("request latency", untimed.into_iter().chain(unwritten));
+            self.health.round(
+                "request latency",
+                untimed.into_iter().chain(unwritten).chain(unbumped),
+            );
         }
         if let Some(b) = &bpf {
             let stale = self
