@@ -1554,7 +1554,19 @@ impl ChangePath {
         if self.journal.before_this_boot(i) || !self.journal.superseded(i) {
             return Ok(None);
         }
-        let Some(next) = self.journal.next_change(i).filter(|n| n.before == i.after) else {
+        // On the same device: a NIC's next change made on a new device under the name found
+        // that device's value, which says nothing of the old one's write. An intent without a
+        // device (an old journal's) is taken as on the same one.
+        let same_device = |d: Option<DeviceSeen>| match (d, i.device) {
+            (Some(next), Some(this)) => next == this,
+            _ => true,
+        };
+        let Some(next) = self
+            .journal
+            .next_change(i)
+            .filter(|(n, d)| n.before == i.after && same_device(*d))
+            .map(|(n, _)| n)
+        else {
             return Ok(None);
         };
         // Its outcome's line was dropped as damaged, or never written: a running agent that
