@@ -1889,6 +1889,48 @@ impl ChangePath {
         Ok(Some(report))
     }
 
+    /// Settles, after `key`'s own `gone` record, every other parameter of the same NIC name whose
+    /// latest change was made on the device `seen`, gone from under its name (`why`): a device
+    /// gone is gone for all its parameters, and a yield, a quarantine or a held switch left on
+    /// the old device must not bind the new one under the name (a yielded key is never looked
+    /// up again by the value check, nor put back, so nothing else would settle it). Each once:
+    /// a parameter settled already, or changed on another device since, is left as it is.
+    fn forget_the_devices_other_parameters(
+        &mut self,
+        key: &str,
+        seen: &DeviceSeen,
+        why: &str,
+    ) -> Result<(), ChangeError> {
+        let Some((iface, _)) = key.rsplit_once(':') else {
+            return Ok(());
+        };
+        let prefix = format!("{iface}:");
+        let mut others: Vec<String> = self
+            .journal
+            .records()
+            .iter()
+            .filter_map(|r| match r {
+                crate::journal::Record::Intent(i)
+                    if i.key != key
+                        && i.key.starts_with(&prefix)
+                        && matches!(i.address.target, Target::Nic { .. }) =>
+                {
+                    Some(i.key.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        others.sort();
+        others.dedup();
+        for other in others {
+            if self.journal_holds_device(&other, seen) {
+                tracing::info!("{other}: {why}; what KPO knew of it there is forgotten");
+                self.journal.forget_gone_device(&other, why)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether what the journal holds of NIC parameter `key` is of the device `seen`: its latest
     /// change was made on it, and no `gone` record settled it since. With every change of it
     /// archived, whether the journal still holds anything of it.
@@ -1937,6 +1979,7 @@ impl ChangePath {
             );
             tracing::info!("{address}: {why}; what KPO knew of it there is forgotten");
             self.journal.forget_gone_device(&key, &why)?;
+            self.forget_the_devices_other_parameters(&key, &seen, &why)?;
         }
         Ok(now)
     }
