@@ -304,7 +304,10 @@ impl ChangePath {
             .param_state(&p.address)
             .and_then(|s| s.netns_cookie);
         let replaced = matches!((recorded, self.netns_cookie(&p.address)),
-            (Some(was), Some(now)) if was != now);
+            (Some(was), Some(now)) if was != now)
+            // Likewise a NIC's device gone for certain from under its name, which `propose`
+            // settles before the policy reads the journal: the new device inherits nothing.
+            || self.nic_device_gone(&p.address);
         let mut ctx = self
             .journal
             .context(&p.address, &p.value, SystemTime::now());
@@ -1963,12 +1966,7 @@ impl ChangePath {
             return Ok(DeviceNow::Here);
         }
         let key = target_key(address);
-        let latest = self.journal.records().iter().rev().find_map(|r| match r {
-            crate::journal::Record::Intent(i) if i.key == key => Some(i.device),
-            crate::journal::Record::Gone { key: gone, .. } if *gone == key => Some(None),
-            _ => None,
-        });
-        let Some(seen) = latest.flatten() else {
+        let Some(seen) = self.latest_device(&key) else {
             return Ok(DeviceNow::Here);
         };
         let now = self.device_now(address, &seen);
@@ -1982,6 +1980,31 @@ impl ChangePath {
             self.forget_the_devices_other_parameters(&key, &seen, &why)?;
         }
         Ok(now)
+    }
+
+    /// The device the journal's latest change of NIC parameter `key` was made on, unless a
+    /// `gone` record settled it since (or the change recorded none).
+    fn latest_device(&self, key: &str) -> Option<DeviceSeen> {
+        self.journal
+            .records()
+            .iter()
+            .rev()
+            .find_map(|r| match r {
+                crate::journal::Record::Intent(i) if i.key == key => Some(i.device),
+                crate::journal::Record::Gone { key: gone, .. } if gone == key => Some(None),
+                _ => None,
+            })
+            .flatten()
+    }
+
+    /// Whether the device of NIC parameter `address`'s latest change is gone for certain from
+    /// under its name now, asked without settling it ([`ChangePath::preview`]).
+    fn nic_device_gone(&self, address: &ParamAddress) -> bool {
+        if !matches!(address.target, Target::Nic { .. }) {
+            return false;
+        }
+        self.latest_device(&target_key(address))
+            .is_some_and(|seen| matches!(self.device_now(address, &seen), DeviceNow::Gone(_)))
     }
 
     /// Whether the device of NIC parameter `key` was settled as gone after change `id` (a
