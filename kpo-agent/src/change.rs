@@ -304,7 +304,10 @@ impl ChangePath {
             .param_state(&p.address)
             .and_then(|s| s.netns_cookie);
         let replaced = matches!((recorded, self.netns_cookie(&p.address)),
-            (Some(was), Some(now)) if was != now);
+            (Some(was), Some(now)) if was != now)
+            // Likewise a NIC's device gone for certain from under its name, which `propose`
+            // settles before the policy reads the journal: the new device inherits nothing.
+            || self.nic_device_gone(&p.address);
         let mut ctx = self
             .journal
             .context(&p.address, &p.value, SystemTime::now());
@@ -1554,7 +1557,19 @@ impl ChangePath {
         if self.journal.before_this_boot(i) || !self.journal.superseded(i) {
             return Ok(None);
         }
-        let Some(next) = self.journal.next_change(i).filter(|n| n.before == i.after) else {
+        // On the same device: a NIC's next change made on a new device under the name found
+        // that device's value, which says nothing of the old one's write. An intent without a
+        // device (an old journal's) is taken as on the same one.
+        let same_device = |d: Option<DeviceSeen>| match (d, i.device) {
+            (Some(next), Some(this)) => next == this,
+            _ => true,
+        };
+        let Some(next) = self
+            .journal
+            .next_change(i)
+            .filter(|(n, d)| n.before == i.after && same_device(*d))
+            .map(|(n, _)| n)
+        else {
             return Ok(None);
         };
         // Its outcome's line was dropped as damaged, or never written: a running agent that
@@ -1877,6 +1892,48 @@ impl ChangePath {
         Ok(Some(report))
     }
 
+    /// Settles, after `key`'s own `gone` record, every other parameter of the same NIC name whose
+    /// latest change was made on the device `seen`, gone from under its name (`why`): a device
+    /// gone is gone for all its parameters, and a yield, a quarantine or a held switch left on
+    /// the old device must not bind the new one under the name (a yielded key is never looked
+    /// up again by the value check, nor put back, so nothing else would settle it). Each once:
+    /// a parameter settled already, or changed on another device since, is left as it is.
+    fn forget_the_devices_other_parameters(
+        &mut self,
+        key: &str,
+        seen: &DeviceSeen,
+        why: &str,
+    ) -> Result<(), ChangeError> {
+        let Some((iface, _)) = key.rsplit_once(':') else {
+            return Ok(());
+        };
+        let prefix = format!("{iface}:");
+        let mut others: Vec<String> = self
+            .journal
+            .records()
+            .iter()
+            .filter_map(|r| match r {
+                crate::journal::Record::Intent(i)
+                    if i.key != key
+                        && i.key.starts_with(&prefix)
+                        && matches!(i.address.target, Target::Nic { .. }) =>
+                {
+                    Some(i.key.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        others.sort();
+        others.dedup();
+        for other in others {
+            if self.journal_holds_device(&other, seen) {
+                tracing::info!("{other}: {why}; what KPO knew of it there is forgotten");
+                self.journal.forget_gone_device(&other, why)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether what the journal holds of NIC parameter `key` is of the device `seen`: its latest
     /// change was made on it, and no `gone` record settled it since. With every change of it
     /// archived, whether the journal still holds anything of it.
@@ -1909,12 +1966,7 @@ impl ChangePath {
             return Ok(DeviceNow::Here);
         }
         let key = target_key(address);
-        let latest = self.journal.records().iter().rev().find_map(|r| match r {
-            crate::journal::Record::Intent(i) if i.key == key => Some(i.device),
-            crate::journal::Record::Gone { key: gone, .. } if *gone == key => Some(None),
-            _ => None,
-        });
-        let Some(seen) = latest.flatten() else {
+        let Some(seen) = self.latest_device(&key) else {
             return Ok(DeviceNow::Here);
         };
         let now = self.device_now(address, &seen);
@@ -1925,8 +1977,34 @@ impl ChangePath {
             );
             tracing::info!("{address}: {why}; what KPO knew of it there is forgotten");
             self.journal.forget_gone_device(&key, &why)?;
+            self.forget_the_devices_other_parameters(&key, &seen, &why)?;
         }
         Ok(now)
+    }
+
+    /// The device the journal's latest change of NIC parameter `key` was made on, unless a
+    /// `gone` record settled it since (or the change recorded none).
+    fn latest_device(&self, key: &str) -> Option<DeviceSeen> {
+        self.journal
+            .records()
+            .iter()
+            .rev()
+            .find_map(|r| match r {
+                crate::journal::Record::Intent(i) if i.key == key => Some(i.device),
+                crate::journal::Record::Gone { key: gone, .. } if gone == key => Some(None),
+                _ => None,
+            })
+            .flatten()
+    }
+
+    /// Whether the device of NIC parameter `address`'s latest change is gone for certain from
+    /// under its name now, asked without settling it ([`ChangePath::preview`]).
+    fn nic_device_gone(&self, address: &ParamAddress) -> bool {
+        if !matches!(address.target, Target::Nic { .. }) {
+            return false;
+        }
+        self.latest_device(&target_key(address))
+            .is_some_and(|seen| matches!(self.device_now(address, &seen), DeviceNow::Gone(_)))
     }
 
     /// Whether the device of NIC parameter `key` was settled as gone after change `id` (a

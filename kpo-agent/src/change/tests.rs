@@ -3021,3 +3021,105 @@ const FRESH: crate::actuate::coalesce::CoalesceSettings =
         rx_usecs: 8,
         adaptive_rx: false,
     };
+
+/// An interrupted change on a NIC that was absent at the next start (left for later), then a
+/// change on a new device under the name that found the interrupted change's value there: the
+/// new device's value says nothing of the old device's write, so the interrupted change is a
+/// failure, not "found in place by the next change". Defect: journaled `applied`, and counted
+/// in the new device's hourly history.
+#[test]
+fn a_change_on_a_new_device_does_not_prove_the_old_devices_interrupted_write() {
+    use crate::actuate::coalesce::{CoalesceSettings, DeviceSeen, FakeCoalesce};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, nic) = nic_under_dim(dir.path(), false);
+    let device = Some(DeviceSeen {
+        ifindex: nic.index_of("eth0").unwrap(),
+        netns_cookie: FakeCoalesce::NETNS_COOKIE,
+    });
+    let interrupted = p
+        .journal
+        .record_intent_making_way(
+            &RX.parse().unwrap(),
+            &Value::Int(50),
+            &Value::Int(20),
+            Source::Rules,
+            "t",
+            IntentKind::Change,
+            None,
+            None,
+            device,
+        )
+        .unwrap();
+    drop(p);
+    nic.remove_nic("eth0");
+    let mut p = nic_path(dir.path(), &nic);
+    let reports = p.reconcile().unwrap();
+    assert_eq!(
+        statuses(&reports),
+        vec![(RX.to_string(), ChangeStatus::Skipped)]
+    );
+    // A new device under the name, whose driver starts it at the interrupted change's value.
+    nic.add_nic(
+        "eth0",
+        CoalesceSettings {
+            rx_usecs: 20,
+            adaptive_rx: false,
+        },
+    );
+    let r = p.propose(&op(RX, Value::Int(30))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    drop(p);
+    let mut p = nic_path(dir.path(), &nic);
+    let reports = p.reconcile().unwrap();
+    let settled: Vec<_> = reports
+        .iter()
+        .filter(|r| r.journal_id == Some(interrupted))
+        .collect();
+    assert_eq!(settled.len(), 1, "{reports:#?}");
+    assert_eq!(settled[0].status, ChangeStatus::Failed, "{reports:#?}");
+    assert_eq!(nic.settings("eth0").unwrap().rx_usecs, 30);
+}
+
+/// `preview`, which the optimizer asks before a trial, decides for a NIC whose name names a new
+/// device as `propose` would: the old device's cooldown is not the new one's. Defect: refused
+/// by preview (cooldown), then applied by the `propose` meant to report the refusal, outside the
+/// trial's all-or-none write.
+#[test]
+fn preview_of_a_new_device_under_a_nics_name_inherits_nothing() {
+    use crate::actuate::coalesce::CoalesceSettings;
+    let dir = tempfile::tempdir().unwrap();
+    let nic = crate::actuate::coalesce::FakeCoalesce::new();
+    let settings = CoalesceSettings {
+        rx_usecs: 50,
+        adaptive_rx: false,
+    };
+    nic.add_nic("eth0", settings);
+    let policy = Policy::parse(
+        &format!("[params.\"{RX}\"]\nmode = \"auto\"\ncooldown = \"1h\"\n"),
+        "test.toml",
+    )
+    .unwrap();
+    crate::journal::store::make_private(dir.path());
+    let journal = Journal::open(dir.path(), Holder::Cli, Duration::ZERO).unwrap();
+    let mut p = ChangePath::new(policy, journal, Box::new(Nic(nic.clone())));
+    let mut trial = op(RX, Value::Int(20));
+    trial.source = Source::Optimizer;
+    assert_eq!(p.propose(&trial).unwrap().status, ChangeStatus::Applied);
+    let mut next = trial.clone();
+    next.value = Value::Int(30);
+    assert!(
+        matches!(p.preview(&next), Decision::Refused(_)),
+        "the same device: in its cooldown"
+    );
+    // A new device under the name, with the value KPO last applied (nothing for the value
+    // check to settle).
+    nic.remove_nic("eth0").add_nic(
+        "eth0",
+        CoalesceSettings {
+            rx_usecs: 20,
+            adaptive_rx: false,
+        },
+    );
+    assert_eq!(p.preview(&next), Decision::Apply);
+    assert_eq!(p.propose(&next).unwrap().status, ChangeStatus::Applied);
+}

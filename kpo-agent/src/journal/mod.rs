@@ -756,9 +756,15 @@ impl Folded {
         all.into_iter()
     }
 
-    /// The change of the same parameter right after intent `i`, if any.
-    fn next_change(&self, i: &Intent) -> Option<IntentCopy> {
-        self.later_changes(i.id, &i.key).next().map(|(_, c)| c)
+    /// The change of the same parameter right after intent `i`, if any, with the NIC device it
+    /// was made on where its intent's line is kept and names one.
+    fn next_change(
+        &self,
+        i: &Intent,
+    ) -> Option<(IntentCopy, Option<crate::actuate::coalesce::DeviceSeen>)> {
+        self.later_changes(i.id, &i.key)
+            .next()
+            .map(|(id, c)| (c, self.intents.get(&id).and_then(|i| i.device)))
     }
 
     /// Whether intent `i` was made before the machine last rebooted ([`Journal::before_this_boot`]).
@@ -1393,8 +1399,12 @@ impl Journal {
     }
 
     /// The change of the same parameter right after intent `i` (its intent, or the copy its
-    /// outcome carries), if any.
-    pub fn next_change(&self, i: &Intent) -> Option<IntentCopy> {
+    /// outcome carries), if any, with the NIC device its intent names (none when the intent's
+    /// line was lost, or it names none).
+    pub fn next_change(
+        &self,
+        i: &Intent,
+    ) -> Option<(IntentCopy, Option<crate::actuate::coalesce::DeviceSeen>)> {
         self.st.next_change(i)
     }
 

@@ -417,6 +417,63 @@ mod tests {
     /// the value at the path is the new namespace's own, not someone's change to KPO's. No
     /// yield, neither of the parameter KPO changed nor of the new namespace's, which KPO may
     /// still change. Defect: yielded every window, under the new namespace's key.
+    /// A yield left on a NIC's old device binds nothing on the new device under its name: an
+    /// administrator turned adaptive-rx back on over KPO's rx-usecs (yielded to), then the NIC
+    /// was replaced. The next change of rx-usecs finds the device gone through rx-usecs, and
+    /// settles the switch made on the same device with it: the change turns the new device's
+    /// adaptive-rx off as the policy allows. Defect: the switch stayed yielded for good, and
+    /// every change failed with "someone else turned it on".
+    #[test]
+    fn a_yield_on_a_nics_old_device_does_not_bind_the_new_one() {
+        use crate::actuate::coalesce::CoalesceSettings;
+        const RX: &str = "ethtool:eth0:rx-usecs";
+        const ADAPTIVE_RX: &str = "ethtool:eth0:adaptive-rx";
+        let rx = |v| Proposal {
+            address: RX.parse().unwrap(),
+            value: Value::Int(v),
+            source: Source::Rules,
+            reason: "test".into(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (mut p, nic) = crate::change::tests::nic_under_dim(dir.path(), true);
+        let r = p.propose(&rx(30)).unwrap();
+        assert_eq!(r.status, crate::change::ChangeStatus::Applied, "{r:?}");
+        assert!(!nic.settings("eth0").unwrap().adaptive_rx);
+        nic.set_externally(
+            "eth0",
+            CoalesceSettings {
+                rx_usecs: 30,
+                adaptive_rx: true,
+            },
+        );
+        let mut guard = Guard::new(GuardConfig::default());
+        super::check_values(&mut p, &mut guard);
+        let switch: ParamAddress = ADAPTIVE_RX.parse().unwrap();
+        assert!(p.journal.param_state(&switch).unwrap().yielded.is_some());
+        nic.remove_nic("eth0").add_nic(
+            "eth0",
+            CoalesceSettings {
+                rx_usecs: 8,
+                adaptive_rx: true,
+            },
+        );
+        let r = p.propose(&rx(30)).unwrap();
+        assert_eq!(r.status, crate::change::ChangeStatus::Applied, "{r:?}");
+        let now = nic.settings("eth0").unwrap();
+        assert_eq!((now.rx_usecs, now.adaptive_rx), (30, false));
+        let mut gone: Vec<String> = p
+            .journal
+            .records()
+            .iter()
+            .filter_map(|r| match r {
+                crate::journal::Record::Gone { key, .. } => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
+        gone.sort();
+        assert_eq!(gone, vec![ADAPTIVE_RX.to_string(), RX.to_string()]);
+    }
+
     #[test]
     fn a_path_that_names_another_namespace_now_is_not_yielded_to() {
         let ns = tempfile::tempdir().unwrap();
