@@ -1547,22 +1547,11 @@ mod tests {
     /// one (or the window timed no request); a refusal for now keeps it waiting.
     #[test]
     fn a_best_that_waits_is_tried_again_in_a_window_under_the_loops_own_values() {
-        let at = |j: f64| Measurement {
-            energy_j: j,
-            ..within_slo()
-        };
         let mut machine = PausedForTheBest {
             now: vec![0.0, 0.0],
             paused: true,
         };
-        let mut live = two_knobs(slo_300us(3));
-        live.step(&at(80.0), &mut machine).unwrap();
-        let best = machine.now.clone();
-        live.step(&at(50.0), &mut machine).unwrap();
-        let last = machine.now.clone();
-        live.step(&at(60.0), &mut machine).unwrap();
-        assert_eq!(live.phase(), Phase::Holding);
-        assert_eq!(machine.now, last, "the move to the best was refused");
+        let (mut live, best, last) = two_knobs_converged(&mut machine, |m| m.now.clone());
         // The move writes one knob and leaves the other.
         let moved = usize::from(best[1] != last[1]);
         let left = 1 - moved;
@@ -1612,6 +1601,28 @@ mod tests {
         ])
         .unwrap();
         LiveOptimizer::new(space, vec![0.0, 0.0], config).unwrap()
+    }
+
+    /// Two knobs of 0..=3 with a budget of 3, from [0, 0], three trials measured within the SLO
+    /// (80, 50, 60 J): converged on the first, whose move `machine` refused for now, so the last
+    /// trial stays in place. The loop, its best and the last trial.
+    fn two_knobs_converged<M: Knobs>(
+        machine: &mut M,
+        now: fn(&M) -> Vec<f64>,
+    ) -> (LiveOptimizer, Vec<f64>, Vec<f64>) {
+        let at = |j: f64| Measurement {
+            energy_j: j,
+            ..within_slo()
+        };
+        let mut live = two_knobs(slo_300us(3));
+        live.step(&at(80.0), machine).unwrap();
+        let best = now(machine);
+        live.step(&at(50.0), machine).unwrap();
+        let last = now(machine);
+        live.step(&at(60.0), machine).unwrap();
+        assert_eq!(live.phase(), Phase::Holding);
+        assert_eq!(now(machine), last, "the move to the best was refused");
+        (live, best, last)
     }
 
     /// `config` with `knob` at a value neither `config` nor the start has: someone else's.
@@ -1680,14 +1691,7 @@ mod tests {
         let mut machine = RefusesTheBest {
             now: vec![0.0, 0.0],
         };
-        let mut live = two_knobs(slo_300us(3));
-        live.step(&at(80.0), &mut machine).unwrap();
-        let first = machine.now.clone();
-        live.step(&at(50.0), &mut machine).unwrap();
-        let last = machine.now.clone();
-        live.step(&at(60.0), &mut machine).unwrap();
-        assert_eq!(live.phase(), Phase::Holding);
-        assert_eq!(machine.now, last, "the move to the best was refused");
+        let (mut live, first, last) = two_knobs_converged(&mut machine, |m| m.now.clone());
         // Someone else moves one knob, the trial's value of the other is the loop's own.
         let (theirs, own) = if first[1] != last[1] { (0, 1) } else { (1, 0) };
         assert_ne!(first[own], last[own], "{first:?} {last:?}");
@@ -1774,23 +1778,12 @@ mod tests {
     /// (The resync before the revert dropped it, and that breach restarted the search.)
     #[test]
     fn a_revert_that_fails_under_someone_elses_value_leaves_the_best_waiting() {
-        let at = |j: f64| Measurement {
-            energy_j: j,
-            ..within_slo()
-        };
         let mut machine = Stubborn {
             now: vec![0.0, 0.0],
             failing: false,
             left: None,
         };
-        let mut live = two_knobs(slo_300us(3));
-        live.step(&at(80.0), &mut machine).unwrap();
-        let first = machine.now.clone();
-        live.step(&at(50.0), &mut machine).unwrap();
-        let last = machine.now.clone();
-        live.step(&at(60.0), &mut machine).unwrap();
-        assert_eq!(live.phase(), Phase::Holding);
-        assert_eq!(machine.now, last, "the move to the best was refused");
+        let (mut live, first, last) = two_knobs_converged(&mut machine, |m| m.now.clone());
         let (theirs, own) = if first[1] != last[1] { (0, 1) } else { (1, 0) };
         assert_ne!(first[own], last[own], "{first:?} {last:?}");
         let mix = someone_elses(&last, theirs);
@@ -1839,13 +1832,7 @@ mod tests {
             failing: false,
             left: None,
         };
-        let mut live = two_knobs(slo_300us(3));
-        live.step(&at(80.0), &mut machine).unwrap();
-        let first = machine.now.clone();
-        live.step(&at(50.0), &mut machine).unwrap();
-        let last = machine.now.clone();
-        live.step(&at(60.0), &mut machine).unwrap();
-        assert_eq!(machine.now, last, "the move to the best was refused");
+        let (mut live, first, last) = two_knobs_converged(&mut machine, |m| m.now.clone());
         let (theirs, own) = if first[1] != last[1] { (0, 1) } else { (1, 0) };
         let mix = someone_elses(&last, theirs);
         assert_ne!(mix[theirs], first[theirs], "{mix:?} {first:?}");
