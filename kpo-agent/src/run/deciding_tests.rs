@@ -4812,17 +4812,8 @@ mode = "auto"
 sources = ["rules"]
 guard_signals = ["request_p99"]
 "#;
-    let open = || {
-        let journal = Journal::open(&state, Holder::Agent, Duration::ZERO).unwrap();
-        let policy = Policy::parse(policy, "policy.toml").unwrap();
-        let mut d =
-            Deciding::with_path(ChangePath::new(policy, journal, Box::new(k.clone())), false)
-                .unwrap()
-                .0;
-        // Whatever this host's tick rate: at HZ 1000 doubling 2000 µs is a longer round.
-        d.set_hz_for_tests(Some(1000));
-        d
-    };
+    // Whatever this host's tick rate: at HZ 1000 doubling 2000 µs is a longer round.
+    let open = || deciding_at_hz_1000(&state, policy, &k);
     // 1.2% of the NET_RX rounds squeezed, whatever the budgets: the CPU is busy.
     let mut squeezed = crate::advise::rules::testing::window(vec![]);
     squeezed.system.softnet_time_squeeze = Some(720);
@@ -4863,6 +4854,22 @@ guard_signals = ["request_p99"]
     assert_eq!(applied(&mut d, 10), [], "not again after a restart");
 }
 
+/// A `Deciding` over the journal in `state`, `policy` and kernel `k` (opened again for a
+/// restart), with the tick rate taken as HZ 1000.
+fn deciding_at_hz_1000(
+    state: &std::path::Path,
+    policy: &str,
+    k: &crate::change::tests::FakeActuators,
+) -> Deciding {
+    let journal = Journal::open(state, Holder::Agent, Duration::ZERO).unwrap();
+    let policy = Policy::parse(policy, "policy.toml").unwrap();
+    let mut d = Deciding::with_path(ChangePath::new(policy, journal, Box::new(k.clone())), false)
+        .unwrap()
+        .0;
+    d.set_hz_for_tests(Some(1000));
+    d
+}
+
 /// Defect: the receive-path rule's judgement that a raise of `netdev_max_backlog` did not cut the
 /// drops lived in memory only, so after a restart it raised the backlog again from the value that
 /// had not helped. It is kept in the state directory (`rules.json`) and taken up at start.
@@ -4881,17 +4888,8 @@ mode = "auto"
 sources = ["rules"]
 guard_signals = ["request_p99"]
 "#;
-    let open = || {
-        let journal = Journal::open(&state, Holder::Agent, Duration::ZERO).unwrap();
-        let policy = Policy::parse(policy, "policy.toml").unwrap();
-        let mut d =
-            Deciding::with_path(ChangePath::new(policy, journal, Box::new(k.clone())), false)
-                .unwrap()
-                .0;
-        // The file says whether the tick rate was known: the same whatever this host's.
-        d.set_hz_for_tests(Some(1000));
-        d
-    };
+    // The file says whether the tick rate was known: the same whatever this host's.
+    let open = || deciding_at_hz_1000(&state, policy, &k);
     // 37 drops a second, whatever the backlog: the CPU cannot drain it.
     let mut dropping = crate::advise::rules::testing::window(vec![]);
     dropping.system.softnet_dropped = Some(2220);
