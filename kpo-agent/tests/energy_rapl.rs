@@ -164,3 +164,44 @@ fn what_cannot_be_read_of_an_unused_zone_does_not_stop_discovery() {
     let err = RaplReader::discover(tmp.path(), false).unwrap_err();
     assert!(err.to_string().contains("max_energy_range_uj"), "{err}");
 }
+
+/// Defect: Xeon 6 exposes RAPL through TPMI, whose zones are `intel-rapl-tpmi:*`; discovery read
+/// only `intel-rapl:*`, so such a server (before Linux 6.10, no perf events either) fell back to
+/// the estimate and said it had no package zones.
+#[test]
+fn tpmi_zones_are_read_when_there_is_no_msr_zone_and_never_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    zone(tmp.path(), "intel-rapl-tpmi:0", "package-0", 1_000_000, MAX);
+    zone(tmp.path(), "intel-rapl-tpmi:0:0", "dram", 10, MAX);
+    zone(tmp.path(), "intel-rapl-tpmi:1", "package-1", 3_000_000, MAX);
+    let reader = RaplReader::discover(tmp.path(), false).unwrap();
+    let ids: Vec<&str> = reader.zones().iter().map(|z| z.id.as_str()).collect();
+    assert_eq!(ids, ["intel-rapl-tpmi:0", "intel-rapl-tpmi:1"]);
+    let with_dram = RaplReader::discover(tmp.path(), true).unwrap();
+    let names: Vec<&str> = with_dram.zones().iter().map(|z| z.name.as_str()).collect();
+    assert_eq!(names, ["package-0", "package-1", "dram"]);
+    let mut meter = RaplMeter::open(tmp.path(), false).unwrap();
+    set_energy(tmp.path(), "intel-rapl-tpmi:1", 3_000_000 + 2_000_000);
+    assert_eq!(meter.read().unwrap().joules, 2.0);
+
+    // Both families present (the same counters twice): only the MSR one is summed.
+    server_tree(tmp.path());
+    let reader = RaplReader::discover(tmp.path(), false).unwrap();
+    let ids: Vec<&str> = reader.zones().iter().map(|z| z.id.as_str()).collect();
+    assert_eq!(ids, ["intel-rapl:0", "intel-rapl:1"]);
+    // An MSR family with nothing to use (a core subzone alone) leaves TPMI to be read.
+    let tmp = tempfile::tempdir().unwrap();
+    zone(tmp.path(), "intel-rapl:0:0", "core", 10, MAX);
+    zone(tmp.path(), "intel-rapl-tpmi:0", "package-0", 10, MAX);
+    let reader = RaplReader::discover(tmp.path(), false).unwrap();
+    assert_eq!(reader.zones()[0].id, "intel-rapl-tpmi:0");
+    // Names that only look alike are not zones.
+    let tmp = tempfile::tempdir().unwrap();
+    zone(tmp.path(), "intel-rapl-tpmix:0", "package-0", 10, MAX);
+    zone(tmp.path(), "intel-rapl-tpmi:", "package-0", 10, MAX);
+    zone(tmp.path(), "intel-rapl-mmio:0", "package-0", 10, MAX);
+    assert!(matches!(
+        RaplReader::discover(tmp.path(), false),
+        Err(EnergyError::NoZones(_))
+    ));
+}
