@@ -122,32 +122,46 @@ pub fn is_integer_list(address: &ParamAddress) -> bool {
     address.kind() == ParamKind::Sysctl && INTEGER_LISTS.contains(&address.name.as_str())
 }
 
-/// The writeback limits the kernel keeps in two forms, a ratio and a byte count, of which only one
-/// is in force: writing one sets the other to 0 (`mm/page-writeback.c`), and the one not in force
-/// reads 0. Each pair: the key, and the key a write of it zeroes.
-const EXCLUSIVE_PAIRS: &[(&str, &str)] = &[
-    ("vm.dirty_bytes", "vm.dirty_ratio"),
-    ("vm.dirty_ratio", "vm.dirty_bytes"),
-    ("vm.dirty_background_bytes", "vm.dirty_background_ratio"),
-    ("vm.dirty_background_ratio", "vm.dirty_background_bytes"),
+/// Limits the kernel keeps in two forms, of which only one is in force: writing one sets the
+/// other to 0, and the one not in force reads 0. The writeback limits, a ratio or a byte count
+/// (`mm/page-writeback.c`), and the overcommit limit, a ratio of RAM or a size in KiB
+/// (`mm/util.c`, on every write, of 0 too). Each pair: the key, the key a write of it zeroes,
+/// and why a revert of the key could not undo that.
+const EXCLUSIVE_PAIRS: &[(&str, &str, &str)] = &[
+    ("vm.dirty_bytes", "vm.dirty_ratio", WRITEBACK),
+    ("vm.dirty_ratio", "vm.dirty_bytes", WRITEBACK),
+    (
+        "vm.dirty_background_bytes",
+        "vm.dirty_background_ratio",
+        WRITEBACK,
+    ),
+    (
+        "vm.dirty_background_ratio",
+        "vm.dirty_background_bytes",
+        WRITEBACK,
+    ),
+    ("vm.overcommit_kbytes", "vm.overcommit_ratio", OVERCOMMIT),
+    ("vm.overcommit_ratio", "vm.overcommit_kbytes", OVERCOMMIT),
 ];
+const WRITEBACK: &str = "the kernel refuses 0 bytes";
+const OVERCOMMIT: &str = "its 0 written back zeroes the other again, and with both at 0 the \
+                          commit limit under vm.overcommit_memory=2 is the swap alone";
 
-/// Why a change of `address` from `current` to `value` is refused, if it would switch a writeback
-/// limit from one form to the other ([`EXCLUSIVE_PAIRS`]): the key reads 0 because its pair is in
+/// Why a change of `address` from `current` to `value` is refused, if it would switch a limit
+/// from one form to the other ([`EXCLUSIVE_PAIRS`]): the key reads 0 because its pair is in
 /// force, and the write would zero the pair's value, which no journal entry of this key records.
-/// Its revert could not undo that: the kernel refuses a byte count of 0 (the minimum is one or two
-/// pages), and a ratio of 0 written back would leave both forms at 0. So the form in force is
-/// the one that may be changed.
+/// Its revert could not undo that (a writeback byte count of 0 is refused; a 0 written back
+/// leaves both forms at 0). So the form in force is the one that may be changed.
 pub fn switches_form(address: &ParamAddress, current: &Value, value: &Value) -> Option<String> {
     if address.kind() != ParamKind::Sysctl || *current != Value::Int(0) || *value == Value::Int(0) {
         return None;
     }
-    let (_, pair) = EXCLUSIVE_PAIRS
+    let (_, pair, why) = EXCLUSIVE_PAIRS
         .iter()
-        .find(|(key, _)| *key == address.name)?;
+        .find(|(key, _, _)| *key == address.name)?;
     Some(format!(
         "{address} reads 0 because {pair} is in force: writing it would set {pair} to 0, which \
-         a revert of {address} cannot put back (the kernel refuses 0 bytes); change {pair} instead"
+         a revert of {address} cannot put back ({why}); change {pair} instead"
     ))
 }
 

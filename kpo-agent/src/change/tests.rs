@@ -313,6 +313,56 @@ fn a_writeback_limit_is_changed_only_in_the_form_in_force() {
     assert_eq!(value(&k, "vm.dirty_ratio"), Value::Int(30));
 }
 
+/// Defect: the overcommit limit is a pair of the same kind (writing `vm.overcommit_kbytes` zeroes
+/// `vm.overcommit_ratio`, and the reverse), but it was not known: a change of the KiB form wrote,
+/// and its revert wrote 0, which zeroed the ratio again: both at 0, and under
+/// `vm.overcommit_memory=2` the commit limit was the swap alone.
+#[test]
+fn the_overcommit_limit_is_changed_only_in_the_form_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[
+        ("vm.overcommit_kbytes", Value::Int(0)),
+        ("vm.overcommit_ratio", Value::Int(50)),
+    ]);
+    let (mut p, _) = path(dir.path(), "[defaults]\nmode = \"auto\"\n", &k);
+    let r = p
+        .propose(&op("vm.overcommit_kbytes", Value::Int(8 << 20)))
+        .unwrap();
+    assert_eq!(r.status, ChangeStatus::Refused, "{}", r.describe());
+    assert_eq!(r.refusal.as_ref().unwrap().code(), "invalid");
+    assert!(
+        r.describe().contains("vm.overcommit_ratio is in force")
+            && r.describe().contains("the swap alone"),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(
+        value(&k, "vm.overcommit_kbytes"),
+        Value::Int(0),
+        "nothing written"
+    );
+    let r = p
+        .propose(&op("vm.overcommit_ratio", Value::Int(80)))
+        .unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
+    // And the other way round: the KiB form in force, the ratio reads 0.
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[
+        ("vm.overcommit_kbytes", Value::Int(8 << 20)),
+        ("vm.overcommit_ratio", Value::Int(0)),
+    ]);
+    let (mut p, _) = path(dir.path(), "[defaults]\nmode = \"auto\"\n", &k);
+    let r = p
+        .propose(&op("vm.overcommit_ratio", Value::Int(80)))
+        .unwrap();
+    assert_eq!(r.status, ChangeStatus::Refused, "{}", r.describe());
+    assert!(
+        r.describe().contains("vm.overcommit_kbytes is in force"),
+        "{}",
+        r.describe()
+    );
+}
+
 #[test]
 fn out_of_bounds_and_large_steps_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
