@@ -455,8 +455,21 @@ pub fn canonical_sysctl(name: &str) -> Result<String, ParamError> {
     {
         return Err(bad("a sysctl name uses letters, digits, '_', '-' and '.'"));
     }
-    Ok(dotted)
+    Ok(
+        match SYSCTL_ALIASES.iter().find(|(alias, _)| *alias == dotted) {
+            Some((_, name)) => name.to_string(),
+            None => dotted,
+        },
+    )
 }
+
+/// Sysctls the kernel shows under two names, with the name KPO uses for both. Without this, a
+/// policy entry under one name would not bound a change asked under the other, and the journal
+/// would keep two originals of one variable (the second change's "original" being KPO's own first
+/// value). `net.nf_conntrack_max` is registered in the initial namespace only, over the same
+/// variable (`net/netfilter/nf_conntrack_standalone.c`).
+const SYSCTL_ALIASES: &[(&str, &str)] =
+    &[("net.nf_conntrack_max", "net.netfilter.nf_conntrack_max")];
 
 /// The path of a dotted sysctl name under `/proc/sys`.
 pub fn sysctl_rel_path(dotted: &str) -> PathBuf {
@@ -474,6 +487,26 @@ pub fn sysctl_rel_path(dotted: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Defect: `net.nf_conntrack_max` was a name of its own, so a policy bound on
+    /// `net.netfilter.nf_conntrack_max` did not hold a change asked under the alias, and using
+    /// both names split the variable's journal in two.
+    #[test]
+    fn a_sysctl_alias_is_the_name_it_stands_for() {
+        for name in [
+            "net.nf_conntrack_max",
+            "net/nf_conntrack_max",
+            "/proc/sys/net/nf_conntrack_max",
+            "net.netfilter.nf_conntrack_max",
+        ] {
+            let a: ParamAddress = name.parse().unwrap();
+            assert_eq!(a.name, "net.netfilter.nf_conntrack_max", "{name}");
+        }
+        assert_eq!(
+            canonical_sysctl("net.netfilter.nf_conntrack_buckets").unwrap(),
+            "net.netfilter.nf_conntrack_buckets"
+        );
+    }
 
     #[test]
     fn values_parse_as_the_kernel_prints_them() {

@@ -92,8 +92,6 @@ const GLOBAL_NET: &[&str] = &[
     "net.ipv6.mld_max_msf",
     "net.ipv6.mld_qrv",
     "net.netfilter.nf_log_all_netns",
-    // The top-level alias of net.netfilter.nf_conntrack_max, registered in init_net only.
-    "net.nf_conntrack_max",
 ];
 
 /// Directories under `net.` whose keys are per network namespace (except [`GLOBAL_NET`]).
@@ -1010,7 +1008,6 @@ mod tests {
             "net.core.busy_poll",
             "net.ipv4.tcp_mem",
             "net.ipv4.route.gc_thresh",
-            "net.nf_conntrack_max",
             "net.netfilter.nf_log_all_netns",
             "net.ipv4.neigh.default.gc_thresh3",
             "net.ipv6.neigh.default.gc_thresh1",

@@ -1147,3 +1147,26 @@ fn a_builtin_default_notices_a_policy_file_created_at_its_path() {
     let reloaded = Policy::load_from(&file, false).unwrap();
     assert_eq!(reloaded.changed_on_disk(), None);
 }
+
+/// Defect: a bound on `net.netfilter.nf_conntrack_max` did not hold a change asked under its
+/// alias `net.nf_conntrack_max` (the same kernel variable), and the reverse.
+#[test]
+fn a_bound_holds_under_either_name_of_an_aliased_sysctl() {
+    for entry in ["net.netfilter.nf_conntrack_max", "net.nf_conntrack_max"] {
+        let p = Policy::parse(
+            &format!("[defaults]\nmode = \"auto\"\n\n[params.\"{entry}\"]\nmode = \"auto\"\nmax = 1048576\n"),
+            "test.toml",
+        )
+        .unwrap();
+        for asked in ["net.nf_conntrack_max", "net.netfilter.nf_conntrack_max"] {
+            let d = p.decide(
+                &proposal(asked, Value::Int(8_000_000), Source::Operator),
+                &ctx_before(Value::Int(262_144)),
+            );
+            assert!(
+                matches!(&d, Decision::Refused(Refusal::OutOfBounds { .. })),
+                "entry {entry}, asked {asked}: {d:?}"
+            );
+        }
+    }
+}
