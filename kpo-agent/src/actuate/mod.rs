@@ -99,6 +99,14 @@ pub enum ActuateError {
         errno: String,
         hint: String,
     },
+    /// A value the kernel would take by widening another setting too, which no journal entry
+    /// records and no revert undoes.
+    #[error("{param}: {value:?} {why}")]
+    WidensAnother {
+        param: String,
+        value: String,
+        why: String,
+    },
     /// A value whose shape differs from the parameter's current value.
     #[error("{param}: {given:?} does not fit: the current value {current:?} is {want}")]
     Shape {

@@ -356,6 +356,42 @@ impl SysctlActuator {
         }
     }
 
+    /// A default congestion control the host does not allow (`tcp_allowed_congestion_control`,
+    /// host-wide) is refused: the kernel would add it to that list for good (any unprivileged
+    /// socket may then pick it), which the journal does not record and a revert of the default does
+    /// not undo; in a namespace other than the first the kernel refuses it (EPERM). The list is
+    /// read from the agent's own namespace, where it lives. A list that cannot be read says
+    /// nothing: the kernel is the check of last resort.
+    fn check_allowed_congestion_control(
+        &self,
+        param: &str,
+        value: &Value,
+    ) -> Result<(), ActuateError> {
+        let Value::Word(name) = value else {
+            return Ok(());
+        };
+        let allowed_path = self
+            .proc_sys
+            .join("net/ipv4/tcp_allowed_congestion_control");
+        let Ok(allowed) = super::read_attr(&allowed_path) else {
+            return Ok(());
+        };
+        if name.is_empty() || allowed.split_whitespace().any(|a| a == name) {
+            return Ok(());
+        }
+        Err(ActuateError::WidensAnother {
+            param: param.to_string(),
+            value: name.clone(),
+            why: format!(
+                "is not in net.ipv4.tcp_allowed_congestion_control ({:?}): as the default, the \
+                 kernel would add it to that list for good, which a revert of the default does \
+                 not undo (and refuses it in a namespace); add it to that list first, as a \
+                 change of its own",
+                allowed.trim()
+            ),
+        })
+    }
+
     fn netns_text(&self) -> String {
         match &self.address.target {
             Target::Netns { netns } => netns.to_string(),
@@ -711,6 +747,9 @@ impl Actuator for SysctlActuator {
     fn validate(&mut self, value: &Value) -> Result<(), ActuateError> {
         let param = self.address.to_string();
         let where_ = where_text(&self.address);
+        if self.address.name == "net.ipv4.tcp_congestion_control" {
+            self.check_allowed_congestion_control(&param, value)?;
+        }
         self.in_target(|path| {
             let current = read_file(&param, path, &where_)?;
             check_shape(&self.address, &current, value)?;
@@ -1096,6 +1135,43 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ActuateError::Shape { .. }), "{err}");
         assert_eq!(file(&roots, "net/core/somaxconn"), "4096\n", "untouched");
+    }
+
+    /// Defect: a default congestion control the host did not allow was written, and the kernel
+    /// added it to `tcp_allowed_congestion_control` for good (no journal entry, no revert); in a
+    /// namespace the kernel's EPERM was explained as a missing capability.
+    #[test]
+    fn a_congestion_control_not_allowed_is_refused_before_the_write() {
+        let (_tmp, roots) = tree();
+        std::fs::write(
+            roots
+                .proc_sys
+                .join("net/ipv4/tcp_allowed_congestion_control"),
+            "reno cubic\n",
+        )
+        .unwrap();
+        let mut cc = open("net.ipv4.tcp_congestion_control", &roots);
+        let err = cc.validate(&Value::Word("bbr".into())).unwrap_err();
+        assert!(matches!(err, ActuateError::WidensAnother { .. }), "{err}");
+        assert!(err.to_string().contains("\"reno cubic\""), "{err}");
+        assert_eq!(file(&roots, "net/ipv4/tcp_congestion_control"), "cubic\n");
+        cc.validate(&Value::Word("reno".into())).unwrap();
+        std::fs::write(
+            roots
+                .proc_sys
+                .join("net/ipv4/tcp_allowed_congestion_control"),
+            "reno cubic bbr\n",
+        )
+        .unwrap();
+        cc.validate(&Value::Word("bbr".into())).unwrap();
+        // Without the list (it cannot be read), the kernel decides.
+        std::fs::remove_file(
+            roots
+                .proc_sys
+                .join("net/ipv4/tcp_allowed_congestion_control"),
+        )
+        .unwrap();
+        cc.validate(&Value::Word("dctcp".into())).unwrap();
     }
 
     /// Defect: a value of several words (`tcp_allowed_congestion_control = "reno cubic"`) could
