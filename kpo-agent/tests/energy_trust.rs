@@ -319,11 +319,12 @@ fn one_frozen_package_is_not_hidden_by_another_that_moves() {
 
 #[test]
 fn a_window_spanning_several_wraps_counts_every_one() {
-    // A range of 2 kJ, and 0.9 J per tick: over 5,000 ticks the counter wraps twice, which a
+    // A range of 2.2 kJ, and 0.9 J per tick: over 5,000 ticks the counter wraps twice, which a
     // single read at the window's end would take for one small step. Reading every tick counts
-    // all of it. (2 kJ at 1 kW is 2 s: a reading is refused as too long to rule out a second
-    // wrap only if two ticks here were that far apart.)
-    let range = 2_000_000_000u64;
+    // all of it. (2.2 kJ at 1 kW is 2.2 s, over twice the 1 s tick, so the source is chosen; a
+    // reading is refused as too long to rule out a second wrap only if two ticks here were that
+    // far apart.)
+    let range = 2_200_000_000u64;
     let (sys, proc_dir) = machine(0, range);
     let file = energy_file(sys.path());
     let mut at = 0u64;
@@ -388,19 +389,25 @@ fn a_tick_long_enough_for_two_wraps_sets_powercap_aside_at_start() {
     assert_eq!(choice.meter.source(), EnergySource::Estimated);
     let reason = &choice.skipped[0].1;
     assert!(
-        reason.starts_with("rapl: 120.0 s between reads is long enough for the counter to wrap"),
+        reason.starts_with(
+            "rapl: reads 120.0 s apart, or twice that when one comes late, are long enough for \
+             the counter to wrap"
+        ),
         "{reason}"
     );
-    // A one-minute tick is short enough.
-    let (sys, proc_dir) = machine(1_000, 65_532_610_987);
-    let file = energy_file(sys.path());
-    let choice = choose(
-        sys.path(),
-        proc_dir.path(),
-        Duration::from_secs(60),
-        &mut || write(&file, "101000\n"),
-    );
-    assert_eq!(choice.meter.source(), EnergySource::Rapl);
+    // A tick that could wrap twice only when a read comes late (40 s: 40 kJ < 65.5 kJ < 80 kJ)
+    // would lose a window each time one does: refused too. Half a minute is short enough.
+    for (tick, source) in [(40, EnergySource::Estimated), (30, EnergySource::Rapl)] {
+        let (sys, proc_dir) = machine(1_000, 65_532_610_987);
+        let file = energy_file(sys.path());
+        let choice = choose(
+            sys.path(),
+            proc_dir.path(),
+            Duration::from_secs(tick),
+            &mut || write(&file, "101000\n"),
+        );
+        assert_eq!(choice.meter.source(), source, "a {tick} s tick");
+    }
 }
 
 #[test]
@@ -438,7 +445,18 @@ fn reads_too_far_apart_to_rule_out_a_second_wrap_give_no_figure() {
     choice.meter.sample();
     write(&file, "301000\n");
     let err = choice.meter.read().unwrap_err();
-    assert!(matches!(err, EnergyError::MayHaveWrapped { .. }), "{err}");
+    // The tick was checked at the start: what was long is the gap, and the error says so
+    // rather than asking for a shorter tick.
+    assert!(
+        matches!(err, EnergyError::StalledBetweenReads { .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("passed between two reads (the agent or the machine was held up)")
+            && !text.contains("shorter tick"),
+        "{text}"
+    );
 }
 
 #[test]

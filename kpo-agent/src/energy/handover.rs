@@ -14,7 +14,7 @@ use super::{EnergyError, EnergyMeter, EnergyReading, EnergySource, MeterChoice, 
 
 /// Windows in a row without a figure after which a measured source is set aside. One or two
 /// are ordinary (a counter reset caught at its tick, a read that failed once, and the window it
-/// reaches into); three in a row, at the default 10 s window, is half a minute of a meter that
+/// reaches into); three in a row, at the default 60 s window, is three minutes of a meter that
 /// measures nothing.
 pub const SET_ASIDE_AFTER_WINDOWS: u32 = 3;
 

@@ -119,10 +119,24 @@ pub enum EnergyError {
     )]
     NoRange(PathBuf),
     #[error(
-        "{meter}: {seconds:.1} s between reads is long enough for the counter to wrap more than \
-         once ({wrap_joules:.0} J range at up to {ceiling:.0} W); it needs a shorter tick"
+        "{meter}: reads {tick_s:.1} s apart, or twice that when one comes late, are long enough \
+         for the counter to wrap more than once ({wrap_joules:.0} J range at up to {ceiling:.0} \
+         W); it needs a shorter tick"
     )]
     MayHaveWrapped {
+        meter: EnergySource,
+        tick_s: f64,
+        wrap_joules: f64,
+        ceiling: f64,
+    },
+    /// At run time the tick is known to be short enough ([`MayHaveWrapped`] at the start): a
+    /// gap this long is the agent or the machine held up between two reads.
+    #[error(
+        "{meter}: {seconds:.1} s passed between two reads (the agent or the machine was held \
+         up), long enough for the counter to wrap more than once ({wrap_joules:.0} J range at up \
+         to {ceiling:.0} W), so the energy over that gap is not known"
+    )]
+    StalledBetweenReads {
         meter: EnergySource,
         seconds: f64,
         wrap_joules: f64,
@@ -152,7 +166,9 @@ pub(crate) fn read_bounded(path: &Path, limit: usize) -> Result<String, EnergyEr
     use crate::kernel_file::KernelFileError as E;
     crate::kernel_file::read_text(path, limit).map_err(|e| match e {
         E::Io { path, source, .. } => {
-            let hint = if source.kind() == std::io::ErrorKind::PermissionDenied {
+            let hint = if source.kind() == std::io::ErrorKind::PermissionDenied
+                && path.ends_with("energy_uj")
+            {
                 " (energy_uj is readable by root only since Linux 5.10)"
             } else {
                 ""
@@ -320,10 +336,13 @@ impl CheckedMeter {
         if std::mem::take(&mut self.behind) {
             return self.fail(EnergyError::AfterFailedRead { meter });
         }
-        if let Err(e) =
-            too_long_between_reads(self.inner.as_ref(), Duration::from_secs_f64(seconds))
-        {
-            return self.fail(e);
+        if let Some(wrap_joules) = may_wrap_twice(self.inner.as_ref(), seconds) {
+            return self.fail(EnergyError::StalledBetweenReads {
+                meter,
+                seconds,
+                wrap_joules,
+                ceiling: trust::MAX_WATTS_PER_PACKAGE,
+            });
         }
         for (i, &joules) in reading.parts.iter().enumerate() {
             if let Err(reason) = trust::check_possible(joules, seconds) {
@@ -473,22 +492,32 @@ pub fn choose_meter_after(
     Ok(MeterChoice { meter, skipped })
 }
 
-/// Refuses a meter whose counter could wrap twice between two reads `read_every` apart.
+/// Refuses a meter whose counter could wrap twice between two reads `read_every` apart. Reads
+/// come a tick apart plus whatever the loop did before each, so the tick is given room to be
+/// late by as much again: otherwise a tick just under the limit would lose a window each time
+/// one read came a little late.
 fn too_long_between_reads(
     meter: &dyn EnergyMeter,
     read_every: Duration,
 ) -> Result<(), EnergyError> {
-    let ceiling = trust::MAX_WATTS_PER_PACKAGE;
-    let seconds = read_every.as_secs_f64();
-    match meter.wrap_joules() {
-        Some(wrap_joules) if seconds * ceiling >= wrap_joules => Err(EnergyError::MayHaveWrapped {
+    let tick_s = read_every.as_secs_f64();
+    match may_wrap_twice(meter, 2.0 * tick_s) {
+        Some(wrap_joules) => Err(EnergyError::MayHaveWrapped {
             meter: meter.source(),
-            seconds,
+            tick_s,
             wrap_joules,
-            ceiling,
+            ceiling: trust::MAX_WATTS_PER_PACKAGE,
         }),
-        _ => Ok(()),
+        None => Ok(()),
     }
+}
+
+/// The meter's wrap, in joules, when its counter could wrap more than once in `seconds` at the
+/// most power a package can draw.
+fn may_wrap_twice(meter: &dyn EnergyMeter, seconds: f64) -> Option<f64> {
+    meter
+        .wrap_joules()
+        .filter(|&wrap_joules| seconds * trust::MAX_WATTS_PER_PACKAGE >= wrap_joules)
 }
 
 /// [`choose_meter`], logging why better sources were skipped.

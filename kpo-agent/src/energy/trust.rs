@@ -12,8 +12,9 @@
 //!   running package always draws power ([`check_moved`]); or it stood still, read after read,
 //!   for [`MAX_STILL`] inside the interval: it stopped partway (checked by the meter);
 //! - it implies more than [`MAX_WATTS_PER_PACKAGE`]: the counter jumped, or went backwards outside
-//!   a wrap (RAPL takes a decrease for a wrap, so a reset shows up as an enormous delta; the perf
-//!   PMU's 64-bit count turns one into a huge wrapping difference) ([`check_possible`]);
+//!   a wrap (a decrease is taken for a wrap, so a reset shows up as a step of up to one range:
+//!   powercap's reader does that, and so does the kernel for the perf PMU's 64-bit count, which
+//!   it keeps from the same 32-bit counters) ([`check_possible`]);
 //! - it is negative or not a number.
 use std::time::{Duration, Instant};
 
