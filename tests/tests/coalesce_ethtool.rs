@@ -315,6 +315,16 @@ pub fn device_lookups_in_a_namespace() {
     ])
     .unwrap();
     assert_eq!(device_now(&mut b, "kpo-alt", &seen), DeviceNow::Here);
+    // The kernel's lookups take the alternative name and give back the NIC's own (a new change
+    // under the alternative name is refused, naming it).
+    assert_eq!(
+        kpo_agent::actuate::coalesce::own_name_if_alternative(&mut b, "kpo-alt").as_deref(),
+        Some("kpo-va")
+    );
+    assert_eq!(
+        kpo_agent::actuate::coalesce::own_name_if_alternative(&mut b, "kpo-va"),
+        None
+    );
     // Not the namespace KPO changed it in.
     assert!(matches!(
         device_now(&mut host, "kpo-va", &seen),

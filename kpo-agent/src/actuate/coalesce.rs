@@ -83,6 +83,8 @@ struct FakeState {
     /// Names looked up by `ifindex` that no device had: the kernel would have tried to load a
     /// module for each (`SIOCGIFINDEX` runs `dev_load`).
     absent_names_asked: usize,
+    /// Alternative names (`ip link property add dev NIC altname ALT`): ALT -> NIC.
+    altnames: BTreeMap<String, String>,
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -102,6 +104,7 @@ impl Default for FakeState {
             failures: 0,
             failing_reads: 0,
             absent_names_asked: 0,
+            altnames: BTreeMap::new(),
         }
     }
 }
@@ -117,6 +120,15 @@ impl FakeState {
         self.next_index += 1;
         self.indexes.insert(iface.to_string(), i);
         i
+    }
+
+    /// The name `iface` stands for: the NIC's own for an alternative name, else itself (the
+    /// kernel's name lookups take either).
+    fn resolve(&self, iface: &str) -> String {
+        self.altnames
+            .get(iface)
+            .cloned()
+            .unwrap_or_else(|| iface.to_string())
     }
 
     /// A transient error if a read is to fail now.
@@ -215,6 +227,14 @@ impl FakeCoalesce {
     pub fn settings_away(&self, iface: &str) -> Option<CoalesceSettings> {
         let st = self.state.lock().expect("fake state");
         st.away.get(iface).map(|(a, _)| settings_of(a))
+    }
+
+    /// Give a NIC an alternative name (`ip link property add dev IFACE altname ALT`): name
+    /// lookups and requests by it reach the NIC, whose own name stays what `SIOCGIFNAME` gives.
+    pub fn add_altname(&self, iface: &str, alt: &str) -> &Self {
+        let mut st = self.state.lock().expect("fake state");
+        st.altnames.insert(alt.to_string(), iface.to_string());
+        self
     }
 
     /// Rename a NIC (`ip link set FROM name TO`): the same device, its index and settings kept.
@@ -341,7 +361,7 @@ impl CoalesceAttrBackend for FakeCoalesce {
         let mut st = self.state.lock().expect("fake state");
         st.read_fails(&format!("ethtool netlink ETHTOOL_MSG_COALESCE_GET {iface}"))?;
         st.nics
-            .get(iface)
+            .get(&st.resolve(iface))
             .copied()
             .ok_or_else(|| ActuateError::NotFound {
                 knob: format!("ethtool:{iface}"),
@@ -352,7 +372,7 @@ impl CoalesceAttrBackend for FakeCoalesce {
     fn ifindex(&mut self, iface: &str) -> Result<Option<u32>, ActuateError> {
         let mut st = self.state.lock().expect("fake state");
         st.read_fails(&format!("SIOCGIFINDEX {iface}"))?;
-        let index = st.indexes.get(iface).copied();
+        let index = st.indexes.get(&st.resolve(iface)).copied();
         st.absent_names_asked += usize::from(index.is_none());
         Ok(index)
     }
@@ -660,6 +680,19 @@ impl std::fmt::Debug for CoalesceActuator {
     }
 }
 
+/// The NIC's own name when `iface`, which names a device, is one of its alternative names. A
+/// lookup that fails says nothing (`None`): the kernel takes either name, so a change still
+/// reaches the right NIC; what an alternative name breaks is bookkeeping
+/// ([`ActuateError::AlternativeName`]).
+pub fn own_name_if_alternative(
+    backend: &mut dyn CoalesceAttrBackend,
+    iface: &str,
+) -> Option<String> {
+    let index = backend.ifindex(iface).ok()??;
+    let name = backend.ifname(index).ok()??;
+    (name != iface).then_some(name)
+}
+
 impl CoalesceActuator {
     /// The actuator for `ethtool:IFACE:ATTR` over ethtool netlink in the agent's network
     /// namespace. The device and the parameter are checked now: a missing device is
@@ -800,6 +833,15 @@ impl Actuator for CoalesceActuator {
     fn validate(&mut self, value: &Value) -> Result<(), ActuateError> {
         self.check(value)?;
         let cur = self.backend.get_attrs(&self.iface)?;
+        // New changes only: a revert of a change an earlier version made under such a name
+        // still puts its value back.
+        if let Some(name) = own_name_if_alternative(self.backend.as_mut(), &self.iface) {
+            return Err(ActuateError::AlternativeName {
+                iface: self.iface.clone(),
+                address: format!("ethtool:{name}:{}", self.param.name()),
+                name,
+            });
+        }
         if let Some(adaptive) = self.param.governed_by() {
             if adaptive.get(&cur) == Some(Value::Word("on".into())) && !self.adaptive_off_allowed {
                 return Err(self.adaptive_on(adaptive));
@@ -981,6 +1023,41 @@ mod tests {
             assert!(!text.contains("rx"), "{text}");
         }
         assert_eq!(fake.attrs("eth0").unwrap().tx_usecs, Some(64), "untouched");
+    }
+
+    /// Defect: a NIC addressed by an alternative name (`ip link property add dev eth0 altname
+    /// uplink0`) was a NIC of its own to KPO: a policy bound on `ethtool:eth0:*` did not hold it,
+    /// and changes under both names split its journal (each taking the other's for a person's).
+    #[test]
+    fn a_new_change_under_an_alternative_name_is_refused_naming_the_nic() {
+        let fake = FakeCoalesce::new();
+        nic(&fake, false);
+        fake.add_altname("eth0", "uplink0");
+        let mut alt = CoalesceActuator::with_backend(
+            &"ethtool:uplink0:rx-usecs".parse().unwrap(),
+            Box::new(fake.clone()),
+            AdaptiveMode::Respect,
+        )
+        .unwrap();
+        assert_eq!(alt.read().unwrap(), Value::Int(50), "the same NIC");
+        let err = alt.validate(&Value::Int(20)).unwrap_err();
+        assert!(matches!(err, ActuateError::AlternativeName { .. }), "{err}");
+        assert!(
+            err.to_string().contains("use ethtool:eth0:rx-usecs"),
+            "{err}"
+        );
+        assert!(fake.history().is_empty());
+        // Under its own name, nothing to say; a lookup that fails does not stop a change.
+        let mut own = actuator(&fake, "rx-usecs", AdaptiveMode::Respect).unwrap();
+        own.validate(&Value::Int(20)).unwrap();
+        fake.fail_reads(0);
+        assert_eq!(own_name_if_alternative(&mut fake.clone(), "eth0"), None);
+        fake.fail_reads(1);
+        assert_eq!(own_name_if_alternative(&mut fake.clone(), "uplink0"), None);
+        assert_eq!(
+            own_name_if_alternative(&mut fake.clone(), "uplink0").as_deref(),
+            Some("eth0")
+        );
     }
 
     #[test]

@@ -99,6 +99,17 @@ pub enum ActuateError {
         errno: String,
         hint: String,
     },
+    /// A NIC addressed by one of its alternative names: it would have a second policy entry and
+    /// a second journal, each taking the other's changes for a person's.
+    #[error(
+        "{iface} is an alternative name of {name}: KPO knows a NIC by its own name, so that one \
+         policy entry bounds it and one journal keeps its original; use {address}"
+    )]
+    AlternativeName {
+        iface: String,
+        name: String,
+        address: String,
+    },
     /// A value the kernel would take by widening another setting too, which no journal entry
     /// records and no revert undoes.
     #[error("{param}: {value:?} {why}")]
