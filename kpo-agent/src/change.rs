@@ -1146,8 +1146,9 @@ impl ChangePath {
     /// would refuse those writes. A cpufreq policy's two limits go in an order each write passes,
     /// and its governor and energy-performance preference in one the driver takes (the
     /// preference while the governor is not `performance`:
-    /// [`crate::actuate::cpufreq::written_after_its_coupled`]). A switch stays off while a value it governs was not put back
-    /// (yielded to a person, left, failed): turned on, the NIC would move that value.
+    /// [`crate::actuate::cpufreq::written_after_its_coupled_attr`]). A switch stays off while a
+    /// value it governs was not put back (yielded to a person, left, failed): turned on, the NIC
+    /// would move that value.
     pub fn restore_originals(
         &mut self,
         addresses: Vec<ParamAddress>,
@@ -1196,7 +1197,7 @@ impl ChangePath {
             (
                 is_switch(a),
                 crate::actuate::cpufreq::written_later(a, *lowering),
-                crate::actuate::cpufreq::written_after_its_coupled(a, governor_to),
+                crate::actuate::cpufreq::written_after_its_coupled_attr(a, governor_to),
             )
         });
         let addresses: Vec<ParamAddress> = ordered.into_iter().map(|(a, _)| a).collect();
@@ -1398,6 +1399,15 @@ impl ChangePath {
                      own here, so {before} may be KPO's value as well as someone else's: left as \
                      it is ({} puts {value} back)",
                     self.put_back_command(value, of.map(|(id, _)| id))
+                )
+            } else if crate::actuate::cpufreq::governor_of(address).is_some()
+                && self.moved_by_the_kernel(address)
+            {
+                // Nobody's value: written now, it would be refused (EBUSY).
+                format!(
+                    "the kernel has {before}, not the {ours} KPO applied: the cpufreq driver holds \
+                     it at {before} under the performance governor KPO set, and gives {ours} \
+                     back when the governor leaves performance; left as it is"
                 )
             } else {
                 format!(

@@ -23,7 +23,7 @@
 //! a revert must not succeed by moving the other limit.
 //!
 //! A policy whose CPUs are all offline is inactive: the kernel answers every read and write of
-//! it with EBUSY, which is reported as that ([`inactive_policy`]), not as a refused value.
+//! it with EBUSY, which is reported as that (`inactive_policy`), not as a refused value.
 
 use std::{
     path::{Path, PathBuf},
@@ -677,7 +677,7 @@ pub fn governor_of(address: &ParamAddress) -> Option<ParamAddress> {
 /// write then replaces), and before it when the governor goes to `performance` (which saves the
 /// preference just written, given back when it leaves). `governor_to`: where this policy's
 /// governor goes, `None` when it is not written. False for every other parameter.
-pub fn written_after_its_coupled(address: &ParamAddress, governor_to: Option<&Value>) -> bool {
+pub fn written_after_its_coupled_attr(address: &ParamAddress, governor_to: Option<&Value>) -> bool {
     let Target::Cpufreq { .. } = &address.target else {
         return false;
     };

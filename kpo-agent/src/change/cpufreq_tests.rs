@@ -320,3 +320,27 @@ fn revert_all_puts_a_policys_governor_and_preference_back_in_an_order_the_driver
         }
     }
 }
+
+/// An agent's own revert (`on_exit`) of a preference the driver holds at `performance` under the
+/// `performance` governor KPO set (its governor kept) leaves it, saying why: not someone else's
+/// value, and written now it would be refused.
+#[test]
+fn an_own_revert_of_a_preference_the_driver_holds_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = Driver::new(800_000, 2_000_000, "powersave", "balance_performance");
+    let mut p = driver_path(dir.path(), &driver);
+    propose(&mut p, EPP, word("power"));
+    propose(&mut p, GOVERNOR, word("performance"));
+    let reports = p
+        .restore_originals(vec![EPP.parse().unwrap()], Source::Operator, "test", true)
+        .unwrap();
+    assert_eq!(reports[0].status, ChangeStatus::Skipped, "{reports:?}");
+    let detail = reports[0].detail.as_deref().unwrap();
+    assert!(
+        detail.contains(
+            "the cpufreq driver holds it at performance under the performance governor KPO set"
+        ),
+        "{detail}"
+    );
+    assert_eq!(driver.show(EPP), word("performance"));
+}
