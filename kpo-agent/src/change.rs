@@ -1143,8 +1143,12 @@ impl ChangePath {
     /// `on_exit = "revert"`, which is journaled as source `operator`.
     ///
     /// Switches (adaptive moderation) go last, after the values they govern: turned on first, they
-    /// would refuse those writes. A switch stays off while a value it governs was not put back
-    /// (yielded to a person, left, failed): turned on, the NIC would move that value.
+    /// would refuse those writes. A cpufreq policy's two limits go in an order each write passes,
+    /// and its governor and energy-performance preference in one the driver takes (the
+    /// preference while the governor is not `performance`:
+    /// [`crate::actuate::cpufreq::written_after_its_coupled_attr`]). A switch stays off while a
+    /// value it governs was not put back (yielded to a person, left, failed): turned on, the NIC
+    /// would move that value.
     pub fn restore_originals(
         &mut self,
         addresses: Vec<ParamAddress>,
@@ -1171,11 +1175,29 @@ impl ChangePath {
                 }
             })
             .collect();
+        // A policy's governor and energy-performance preference in an order the driver takes:
+        // by where the governor goes back to.
+        let governors_to: Vec<(ParamAddress, Value)> = addresses
+            .iter()
+            .filter(|a| a.kind() == crate::actuate::param::ParamKind::Cpufreq)
+            .filter(|a| a.name == crate::actuate::cpufreq::GOVERNOR)
+            .filter_map(|a| {
+                let original = self.journal.param_state(a)?.original.clone()?;
+                Some((a.clone(), original))
+            })
+            .collect();
         let mut ordered: Vec<(ParamAddress, bool)> = addresses.into_iter().zip(lowering).collect();
         ordered.sort_by_key(|(a, lowering)| {
+            // The governor of a preference's policy, or the governor itself.
+            let governor = crate::actuate::cpufreq::governor_of(a).unwrap_or_else(|| a.clone());
+            let governor_to = governors_to
+                .iter()
+                .find(|(g, _)| *g == governor)
+                .map(|(_, to)| to);
             (
                 is_switch(a),
                 crate::actuate::cpufreq::written_later(a, *lowering),
+                crate::actuate::cpufreq::written_after_its_coupled_attr(a, governor_to),
             )
         });
         let addresses: Vec<ParamAddress> = ordered.into_iter().map(|(a, _)| a).collect();
@@ -1378,6 +1400,15 @@ impl ChangePath {
                      it is ({} puts {value} back)",
                     self.put_back_command(value, of.map(|(id, _)| id))
                 )
+            } else if crate::actuate::cpufreq::governor_of(address).is_some()
+                && self.moved_by_the_kernel(address)
+            {
+                // Nobody's value: written now, it would be refused (EBUSY).
+                format!(
+                    "the kernel has {before}, not the {ours} KPO applied: the cpufreq driver holds \
+                     it at {before} under the performance governor KPO set, and gives {ours} \
+                     back when the governor leaves performance; left as it is"
+                )
             } else {
                 format!(
                     "the kernel has {before}, not the {ours} KPO applied: someone else changed \
@@ -1387,6 +1418,9 @@ impl ChangePath {
             report.read_back = Some(before.clone());
             report.before = Some(before);
             return Ok(report);
+        }
+        if let Some(why) = self.crosses_the_other_limit(address, value) {
+            return self.refuse(&p, Some(&before), Refusal::Invalid { why }, report);
         }
         self.execute(
             actuator,
@@ -1401,6 +1435,35 @@ impl ChangePath {
             report,
             None,
         )
+    }
+
+    /// Why putting `value` back into a cpufreq frequency limit would cross the other limit of its
+    /// policy as it is now, if it would, naming what holds the other limit there as far as the
+    /// journal knows. The kernel had `value` with another value of the other limit: written now,
+    /// it would be taken by moving that one (the actuator refuses it too, after the intent; here
+    /// it is refused before, with the change to undo first).
+    fn crosses_the_other_limit(&self, address: &ParamAddress, value: &Value) -> Option<String> {
+        use crate::actuate::cpufreq::{crossing_effect, crossing_why, other_limit};
+        let other = other_limit(address)?;
+        let khz = i128::from(value.as_int()?);
+        // Unreadable: the actuator's own check, which reads it again, decides.
+        let now = i128::from(self.read(&other).ok()?.as_int()?);
+        let why = crossing_why(&address.name, khz, now)?;
+        let state = self.journal.param_state(&other);
+        let holder = match state {
+            Some(s) if s.yielded.is_some() => {
+                format!(" (a person's value: {} is yielded to them)", other.name)
+            }
+            Some(s) => s
+                .holding
+                .map(|id| format!(" (change #{id} set it: kpo revert {id} first)"))
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        Some(format!(
+            "putting back {value}: {why}{holder}; {}",
+            crossing_effect(&address.name, khz, now)
+        ))
     }
 
     /// The operator's command that writes `value` back whatever the kernel has: `kpo revert ID`
@@ -2044,7 +2107,15 @@ impl ChangePath {
     /// Whether the kernel itself moves this parameter now: a coalescing value under adaptive
     /// moderation that KPO turned back on (`revert --all`, `on_exit`). Such a value is nobody's:
     /// it differs from KPO's without anyone having written it.
+    ///
+    /// Likewise a cpufreq policy's energy-performance preference that reads `performance` while
+    /// the policy's governor is `performance` and KPO set it so: intel_pstate and amd-pstate hold
+    /// the preference at `performance` under that governor (saving the one before, which they
+    /// give back when the governor leaves it), so nobody wrote it.
     pub fn moved_by_the_kernel(&self, address: &ParamAddress) -> bool {
+        if let Some(governor) = crate::actuate::cpufreq::governor_of(address) {
+            return self.preference_held_by_kpos_governor(address, &governor);
+        }
         let Some(switch) = self.switch_on_over(address) else {
             return false;
         };
@@ -2056,6 +2127,25 @@ impl ChangePath {
                     .as_ref()
                     .is_some_and(|v| *v == Value::Word("on".into()))
         })
+    }
+
+    /// Whether the energy-performance preference at `epp` reads `performance` because the
+    /// driver holds it there under the `performance` governor KPO set on its policy
+    /// (`governor`). Only a governor KPO set: one a person set makes the preference's value
+    /// theirs, as any other write would.
+    fn preference_held_by_kpos_governor(
+        &self,
+        epp: &ParamAddress,
+        governor: &ParamAddress,
+    ) -> bool {
+        let performance = Value::Word(crate::actuate::cpufreq::PERFORMANCE.into());
+        let kpos = self.journal.param_state(governor).is_some_and(|s| {
+            s.yielded.is_none()
+                && s.unsettled.is_none()
+                && s.last_applied.as_ref() == Some(&performance)
+        });
+        kpos && self.read(governor).is_ok_and(|v| v == performance)
+            && self.read(epp).is_ok_and(|v| v == performance)
     }
 
     /// The switch that is on over this parameter now, if any ([`Actuator::switch_in_the_way`]).
@@ -2187,5 +2277,7 @@ pub fn is_switch(address: &ParamAddress) -> bool {
         && address.name.starts_with("adaptive-")
 }
 
+#[cfg(test)]
+pub(crate) mod cpufreq_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -13,11 +13,17 @@
 //! write returns.
 //!
 //! A `scaling_max_freq` below the policy's current `scaling_min_freq` (or a min above the max) is
-//! refused before writing. Kernels whose limits are frequency QoS requests (Linux 5.3/5.4 on)
+//! refused before writing, a revert's value too: the kernel had that value with another value of
+//! the other limit. Kernels whose limits are frequency QoS requests (Linux 5.3/5.4 on)
 //! take such a write: the request is stored and the limits in force are resolved from all the
 //! requests, the min clamped to the max (`cpufreq_set_policy`), so the attribute written then
 //! shows another value than its request and the read-back is a mismatch. Older kernels return
-//! EINVAL. Refusing first keeps the stored request and the shown value the same, on either.
+//! EINVAL. Refusing first keeps the stored request and the shown value the same, on either. A
+//! max put back below the min would read back as written while the kernel pulls the min down:
+//! a revert must not succeed by moving the other limit.
+//!
+//! A policy whose CPUs are all offline is inactive: the kernel answers every read and write of
+//! it with EBUSY, which is reported as that (`inactive_policy`), not as a refused value.
 
 use std::{
     path::{Path, PathBuf},
@@ -44,21 +50,47 @@ pub struct CpufreqActuator {
 }
 
 fn sysfs_error(param: &str, path: &Path, e: std::io::Error, value: Option<&Value>) -> ActuateError {
-    match e.raw_os_error() {
-        Some(libc::EACCES) | Some(libc::EPERM) => ActuateError::PermissionDenied {
+    // Every file KPO reads or writes is in the policy's directory.
+    let dir = path.parent().unwrap_or(path);
+    let inactive = (e.raw_os_error() == Some(libc::EBUSY))
+        .then(|| inactive_policy(dir, super::read_attr(&dir.join("affected_cpus"))))
+        .flatten();
+    sysfs_error_in(param, path, e, value, inactive)
+}
+
+/// [`sysfs_error`] once it is known whether the policy is inactive (`inactive`: why).
+fn sysfs_error_in(
+    param: &str,
+    path: &Path,
+    e: std::io::Error,
+    value: Option<&Value>,
+    inactive: Option<String>,
+) -> ActuateError {
+    match (e.raw_os_error(), inactive) {
+        (Some(libc::EACCES) | Some(libc::EPERM), _) => ActuateError::PermissionDenied {
             param: param.into(),
             path: path.into(),
             detail: format!("{e}; changing cpufreq limits needs root"),
         },
-        Some(libc::EINVAL) | Some(libc::EBUSY) | Some(libc::ERANGE) if value.is_some() => {
+        (Some(libc::EBUSY), Some(inactive)) => match value {
+            Some(value) => ActuateError::Refused {
+                param: param.into(),
+                value: value.to_string(),
+                errno: super::errno_name(&e),
+                hint: inactive,
+            },
+            None => ActuateError::NotFound {
+                knob: param.into(),
+                reason: format!("{}: {e}: {inactive}", path.display()),
+            },
+        },
+        (Some(errno @ (libc::EINVAL | libc::EBUSY | libc::ERANGE)), _) if value.is_some() => {
+            let attr = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             ActuateError::Refused {
                 param: param.into(),
                 value: value.map(Value::to_string).unwrap_or_default(),
                 errno: super::errno_name(&e),
-                hint: "the cpufreq driver refused it (an energy_performance_preference other \
-                       than performance is refused while the governor is performance; limits \
-                       must keep scaling_min_freq <= scaling_max_freq)"
-                    .into(),
+                hint: refusal_hint(attr, errno),
             }
         }
         _ => ActuateError::Io {
@@ -66,6 +98,61 @@ fn sysfs_error(param: &str, path: &Path, e: std::io::Error, value: Option<&Value
             source: e,
         },
     }
+}
+
+/// What the driver's refusal (`errno`) of a write of `attr` most likely means.
+fn refusal_hint(attr: &str, errno: i32) -> String {
+    match (attr, errno) {
+        ("energy_performance_preference", libc::EBUSY) => {
+            "the cpufreq driver refused it: intel_pstate and amd-pstate refuse a preference \
+             other than performance while the policy's governor is performance (set another \
+             governor first)"
+                .into()
+        }
+        ("scaling_max_freq" | "scaling_min_freq", libc::EINVAL) => {
+            "the cpufreq driver refused it (kernels before 5.3 refuse a scaling_max_freq below \
+             scaling_min_freq, and the reverse)"
+                .into()
+        }
+        _ => "the cpufreq driver refused it".into(),
+    }
+}
+
+/// Why the cpufreq policy in `dir` is inactive, if its `affected_cpus` (read as `affected`)
+/// shows it is: all of its CPUs are offline. The kernel answers every read and write of an
+/// inactive policy's attributes with EBUSY (drivers/cpufreq/cpufreq.c, `show()`/`store()`:
+/// `policy_is_inactive`, its `cpus` mask empty) while its directory and files stay, so the write
+/// is not refused for its value; `affected_cpus` (that mask) gets the same EBUSY, and nothing
+/// else makes reading it busy.
+fn inactive_policy(dir: &Path, affected: std::io::Result<String>) -> Option<String> {
+    let how = match &affected {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => "is refused (EBUSY) too",
+        Ok(text) if text.trim().is_empty() => "lists no CPU",
+        _ => return None,
+    };
+    let policy = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // `<sys>/devices/system/cpu/online`, two levels above the policy.
+    let online = dir
+        .parent()
+        .and_then(Path::parent)
+        .map(|cpu| cpu.join("online"))
+        .and_then(|file| {
+            let text = super::read_attr(&file).ok()?;
+            Some(format!(
+                "; {} lists the CPUs online: {}",
+                file.display(),
+                text.trim()
+            ))
+        })
+        .unwrap_or_default();
+    Some(format!(
+        "{policy} is inactive: all of its CPUs are offline ({} {how}){online}; the kernel \
+         refuses every read and write of the policy until one of its CPUs is online again",
+        dir.join("affected_cpus").display()
+    ))
 }
 
 fn read_attr(param: &str, path: &Path) -> Result<Value, ActuateError> {
@@ -255,34 +342,7 @@ impl CpufreqActuator {
                             .into(),
                     });
                 }
-                if self.attr == "scaling_max_freq" {
-                    let min = read_int(&param, &self.dir.join("scaling_min_freq"))?;
-                    if khz < min {
-                        return Err(ActuateError::OutOfRange {
-                            param,
-                            value: khz,
-                            min,
-                            max: hi,
-                            why: format!(
-                                "below scaling_min_freq ({min} kHz); lower scaling_min_freq first"
-                            ),
-                        });
-                    }
-                } else {
-                    let max = read_int(&param, &self.dir.join("scaling_max_freq"))?;
-                    if khz > max {
-                        return Err(ActuateError::OutOfRange {
-                            param,
-                            value: khz,
-                            min: lo,
-                            max,
-                            why: format!(
-                                "above scaling_max_freq ({max} kHz); raise scaling_max_freq first"
-                            ),
-                        });
-                    }
-                }
-                Ok(())
+                self.check_against_the_other_limit(khz)
             }
             "scaling_governor" => {
                 let Value::Word(w) = value else {
@@ -305,6 +365,35 @@ impl CpufreqActuator {
             },
             _ => unreachable!("checked at open"),
         }
+    }
+
+    /// Refuses `khz` for this limit (one of the two) when it crosses the policy's other limit as
+    /// it is now: a max below the min, or a min above the max. Kernels whose limits are frequency
+    /// QoS requests take such a write and resolve the limits in force with the min clamped to the
+    /// max, so the write would show another value than its own (the min), or move the other limit
+    /// with no write of its own (the max); older kernels return EINVAL.
+    fn check_against_the_other_limit(&self, khz: i128) -> Result<(), ActuateError> {
+        let param = self.param();
+        let other = other_limit_attr(&self.attr);
+        let now = read_int(&param, &self.dir.join(other))?;
+        let Some(why) = crossing_why(&self.attr, khz, now) else {
+            return Ok(());
+        };
+        // The range's other end is the hardware's, when it can be read: a revert needs only the
+        // other limit.
+        let hardware = |file: &str| read_int(&param, &self.dir.join(file)).unwrap_or(now);
+        let (min, max) = if self.attr == "scaling_max_freq" {
+            (now, hardware("cpuinfo_max_freq"))
+        } else {
+            (hardware("cpuinfo_min_freq"), now)
+        };
+        Err(ActuateError::OutOfRange {
+            param,
+            value: khz,
+            min,
+            max,
+            why,
+        })
     }
 
     fn check_listed(&self, word: &str, list: &str) -> Result<(), ActuateError> {
@@ -394,6 +483,61 @@ pub(crate) fn is_limit(attr: &str) -> bool {
     matches!(attr, "scaling_max_freq" | "scaling_min_freq")
 }
 
+/// The other frequency limit of a policy than `attr` (one of the two).
+fn other_limit_attr(attr: &str) -> &'static str {
+    if attr == "scaling_max_freq" {
+        "scaling_min_freq"
+    } else {
+        "scaling_max_freq"
+    }
+}
+
+/// The other frequency limit of the same cpufreq policy: `scaling_min_freq` for
+/// `scaling_max_freq` and the reverse; `None` for any other parameter.
+pub fn other_limit(address: &ParamAddress) -> Option<ParamAddress> {
+    match &address.target {
+        Target::Cpufreq { .. } if is_limit(&address.name) => Some(ParamAddress {
+            name: other_limit_attr(&address.name).to_string(),
+            target: address.target.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// Why `khz` for limit `attr` crosses the policy's other limit, now `other` kHz, if it does (a
+/// `scaling_max_freq` below the `scaling_min_freq`, or a min above the max), with what to change
+/// first.
+pub fn crossing_why(attr: &str, khz: i128, other: i128) -> Option<String> {
+    match attr {
+        "scaling_max_freq" if khz < other => Some(format!(
+            "below scaling_min_freq ({other} kHz); lower scaling_min_freq first"
+        )),
+        "scaling_min_freq" if khz > other => Some(format!(
+            "above scaling_max_freq ({other} kHz); raise scaling_max_freq first"
+        )),
+        _ => None,
+    }
+}
+
+/// What a write of `khz` to limit `attr` across the other limit (now `other` kHz) would do on a
+/// kernel whose limits are frequency QoS requests (Linux 5.3/5.4 on), which resolves the limits
+/// in force with the min clamped to the max (`cpufreq_verify_within_limits`); older kernels
+/// return EINVAL.
+pub fn crossing_effect(attr: &str, khz: i128, other: i128) -> String {
+    if attr == "scaling_max_freq" {
+        format!(
+            "written, the kernel would show scaling_min_freq at {khz} too, its request \
+             ({other}) coming back whenever the max goes up again (Linux 5.4 on; older \
+             kernels refuse it)"
+        )
+    } else {
+        format!(
+            "written, the kernel would show scaling_min_freq at {other}, the max, not at {khz} \
+             (Linux 5.4 on; older kernels refuse it)"
+        )
+    }
+}
+
 /// How long a frequency limit's read-back that still shows the value before the write is read
 /// again, every [`LIMIT_SETTLE_POLL`], before it counts as a mismatch.
 ///
@@ -473,7 +617,15 @@ impl Actuator for CpufreqActuator {
         self.write_verify(value)
     }
 
+    /// Puts `original` back without the hardware range check (it was the kernel's own value),
+    /// but a limit is still refused when it would cross the policy's other limit as it is now:
+    /// the kernel had `original` with another value of the other limit, and written now, it
+    /// would be taken by clamping (Linux 5.3/5.4 on: a max put back below the min pulls the
+    /// min down with it while the read-back of the max passes) or refused (older kernels).
     fn revert(&mut self, original: &Value) -> Result<Value, ActuateError> {
+        if let (true, Value::Int(khz)) = (is_limit(&self.attr), original) {
+            self.check_against_the_other_limit(*khz)?;
+        }
         self.write_verify(original)
     }
 }
@@ -487,6 +639,55 @@ pub fn written_later(address: &ParamAddress, lowering: bool) -> bool {
     match (&address.target, address.name.as_str()) {
         (Target::Cpufreq { .. }, "scaling_min_freq") => !lowering,
         (Target::Cpufreq { .. }, "scaling_max_freq") => lowering,
+        _ => false,
+    }
+}
+
+/// A policy's governor attribute.
+pub const GOVERNOR: &str = "scaling_governor";
+
+/// A policy's energy-performance preference attribute.
+pub const PREFERENCE: &str = "energy_performance_preference";
+
+/// The governor, and the preference, that intel_pstate and amd-pstate couple.
+pub const PERFORMANCE: &str = "performance";
+
+/// The governor of the policy whose energy-performance preference `address` is; `None` for any
+/// other parameter.
+///
+/// intel_pstate (`intel_pstate_hwp_set`) and amd-pstate couple the two: switching the governor
+/// to `performance` saves the preference and sets it to `performance`, a write of another
+/// preference under that governor is refused with EBUSY, and switching the governor back gives
+/// the saved preference back (while it still reads `performance`).
+pub fn governor_of(address: &ParamAddress) -> Option<ParamAddress> {
+    match &address.target {
+        Target::Cpufreq { .. } if address.name == PREFERENCE => Some(ParamAddress {
+            name: GOVERNOR.to_string(),
+            target: address.target.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// Whether this parameter is written after the other of its policy's governor and
+/// energy-performance preference when both are written together ([`governor_of`]), the governor
+/// going to `governor_to`: the preference is written while the governor is not `performance`,
+/// under which the driver refuses it. So after the governor when the governor goes to another
+/// one (leaving `performance` gives the preference saved then back, which the preference's own
+/// write then replaces), and before it when the governor goes to `performance` (which saves the
+/// preference just written, given back when it leaves). `governor_to`: where this policy's
+/// governor goes, `None` when it is not written. False for every other parameter.
+pub fn written_after_its_coupled_attr(address: &ParamAddress, governor_to: Option<&Value>) -> bool {
+    let Target::Cpufreq { .. } = &address.target else {
+        return false;
+    };
+    let to_performance = match governor_to {
+        Some(to) => *to == Value::Word(PERFORMANCE.into()),
+        None => return false,
+    };
+    match address.name.as_str() {
+        PREFERENCE => !to_performance,
+        GOVERNOR => to_performance,
         _ => false,
     }
 }
@@ -672,7 +873,8 @@ mod tests {
     /// The driver's refusal names the errno it was: ERANGE is not reported as EINVAL.
     #[test]
     fn a_refusal_names_its_own_errno() {
-        let p = Path::new("/sys/devices/system/cpu/cpufreq/policy0/scaling_max_freq");
+        let tmp = tempfile::tempdir().unwrap();
+        let p = &full_policy(tmp.path(), 0).join("scaling_max_freq");
         let v = Value::Int(1);
         for (errno, name) in [
             (libc::EINVAL, "EINVAL"),
@@ -686,6 +888,108 @@ mod tests {
             }
             assert!(e.to_string().contains(name), "{e}");
         }
+    }
+
+    /// A limit is put back without the hardware range check, but not across the policy's other
+    /// limit as it is now: a max below the min (which Linux 5.4 on takes by pulling the min down
+    /// while the max reads back as written), or a min above the max. Nothing is written.
+    #[test]
+    fn a_limit_is_not_put_back_across_the_other_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = full_policy(tmp.path(), 0);
+        let khz = |f: &str| read_khz(&p.join(f)).unwrap();
+        let mut max = act("cpufreq:policy0:scaling_max_freq", tmp.path()).unwrap();
+        let mut min = act("cpufreq:policy0:scaling_min_freq", tmp.path()).unwrap();
+        min.apply(&Value::Int(2_500_000)).unwrap();
+        let err = max.revert(&Value::Int(2_000_000)).unwrap_err();
+        match &err {
+            ActuateError::OutOfRange {
+                value, min, why, ..
+            } => {
+                assert_eq!((*value, *min), (2_000_000, 2_500_000));
+                assert!(why.contains("lower scaling_min_freq first"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(khz("scaling_max_freq"), 3_000_000, "nothing written");
+        // The mirror case.
+        max.apply(&Value::Int(2_600_000)).unwrap();
+        min.apply(&Value::Int(1_000_000)).unwrap();
+        let err = min.revert(&Value::Int(2_700_000)).unwrap_err();
+        assert!(
+            err.to_string().contains("raise scaling_max_freq first"),
+            "{err}"
+        );
+        assert_eq!(khz("scaling_min_freq"), 1_000_000, "nothing written");
+        // Up to the other limit, and outside the hardware range (the kernel's own value once),
+        // a revert is written.
+        assert_eq!(
+            max.revert(&Value::Int(1_000_000)).unwrap(),
+            Value::Int(1_000_000)
+        );
+        assert_eq!(
+            min.revert(&Value::Int(700_000)).unwrap(),
+            Value::Int(700_000)
+        );
+    }
+
+    /// A policy whose CPUs are all offline gives EBUSY on every read and write, `affected_cpus`
+    /// included: the error says so, and names the CPUs online, not a refused value. EBUSY from
+    /// an active policy keeps the driver's refusal, with the EPP hint on the preference only.
+    #[test]
+    fn an_inactive_policy_is_named_as_such() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = full_policy(tmp.path(), 3);
+        std::fs::write(tmp.path().join("devices/system/cpu/online"), "0-2\n").unwrap();
+        let busy = || std::io::Error::from_raw_os_error(libc::EBUSY);
+        let inactive = inactive_policy(&p, Err(busy())).unwrap();
+        assert!(inactive.starts_with("policy3 is inactive: all of its CPUs are offline"));
+        assert!(
+            inactive.contains("affected_cpus is refused (EBUSY) too"),
+            "{inactive}"
+        );
+        assert!(
+            inactive.contains("lists the CPUs online: 0-2"),
+            "{inactive}"
+        );
+        assert_eq!(inactive_policy(&p, Ok("3\n".into())), None);
+        assert_eq!(
+            inactive_policy(&p, Err(std::io::Error::from_raw_os_error(libc::EIO))),
+            None
+        );
+
+        let max = p.join("scaling_max_freq");
+        let v = Value::Int(2_000_000);
+        let param = "cpufreq:policy3:scaling_max_freq";
+        let write = sysfs_error_in(param, &max, busy(), Some(&v), Some(inactive.clone()));
+        assert!(matches!(write, ActuateError::Refused { .. }), "{write:?}");
+        let text = write.to_string();
+        assert!(
+            text.contains("EBUSY") && text.contains("policy3 is inactive"),
+            "{text}"
+        );
+        assert!(!text.contains("energy_performance_preference"), "{text}");
+        let read = sysfs_error_in(param, &max, busy(), None, Some(inactive));
+        assert!(read.to_string().contains("policy3 is inactive"), "{read}");
+
+        // Through the files: an empty affected_cpus is an inactive policy, one with its CPU is not.
+        std::fs::write(p.join("affected_cpus"), "\n").unwrap();
+        let e = sysfs_error(param, &max, busy(), Some(&v));
+        assert!(e.to_string().contains("affected_cpus lists no CPU"), "{e}");
+        std::fs::write(p.join("affected_cpus"), "3\n").unwrap();
+        let e = sysfs_error(param, &max, busy(), Some(&v)).to_string();
+        assert!(e.contains("the cpufreq driver refused it"), "{e}");
+        assert!(
+            !e.contains("inactive") && !e.contains("energy_performance"),
+            "{e}"
+        );
+        let epp = p.join("energy_performance_preference");
+        let w = Value::Word("power".into());
+        let e = sysfs_error("x", &epp, busy(), Some(&w)).to_string();
+        assert!(
+            e.contains("while the policy's governor is performance"),
+            "{e}"
+        );
     }
 
     /// A limit that still shows the value before after the wait is a mismatch, saying so; one that

@@ -2041,8 +2041,8 @@ sources = ["operator"]
 /// `kpo revert --all` and `on_exit` put a cpufreq policy's two limits back in an order each write
 /// passes: after an upward shift, the min goes down first (the max first would be below the
 /// min, which older kernels refuse and newer ones take by pulling the min down with it, so that
-/// the min's own revert then finds a value that is not KPO's). The actuator's revert writes
-/// without that check, as the kernel's clamping allows, so the order is read from the journal.
+/// the min's own revert then finds a value that is not KPO's). A revert is refused across the
+/// other limit as a new value is, so the order, read from the journal, is what lets both pass.
 #[test]
 fn a_cpufreq_policys_limits_go_back_in_an_order_each_write_passes() {
     const MIN_FREQ: &str = "cpufreq:policy0:scaling_min_freq";

@@ -669,6 +669,49 @@ mod tests {
         assert_eq!(super::check_values(&mut p, &mut guard).len(), 1);
     }
 
+    /// intel_pstate and amd-pstate hold a policy's energy-performance preference at
+    /// `performance` under the `performance` governor: KPO's preference found so after KPO set
+    /// that governor was moved by the driver, not by a person, and stays KPO's; found so after a
+    /// person set the governor, it is theirs, as after any other write of theirs.
+    #[test]
+    fn a_preference_the_driver_holds_under_kpos_performance_governor_is_not_yielded() {
+        use crate::change::cpufreq_tests::{driver_path, propose, Driver, EPP, GOVERNOR};
+        let epp: ParamAddress = EPP.parse().unwrap();
+        for by_kpo in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let driver = Driver::new(800_000, 2_000_000, "powersave", "balance_performance");
+            let mut p = driver_path(dir.path(), &driver);
+            let mut guard = Guard::new(GuardConfig::default());
+            let performance = Value::Word("performance".into());
+            let r = propose(&mut p, EPP, Value::Word("power".into()));
+            assert_eq!(r.status, crate::change::ChangeStatus::Applied, "{r:?}");
+            if by_kpo {
+                let r = propose(&mut p, GOVERNOR, performance.clone());
+                assert_eq!(r.status, crate::change::ChangeStatus::Applied, "{r:?}");
+            } else {
+                let mut policy = driver.0.lock().unwrap();
+                policy.store("scaling_governor", &performance).unwrap();
+            }
+            assert_eq!(driver.show(EPP), performance);
+            let events = super::check_values(&mut p, &mut guard);
+            let yielded = p.journal.param_state(&epp).unwrap().yielded.is_some();
+            if by_kpo {
+                assert!(events.is_empty(), "{events:?}");
+                assert!(!yielded);
+                // Still KPO's: the governor going back gives KPO's preference back.
+                assert!(p
+                    .revert_all("test")
+                    .unwrap()
+                    .iter()
+                    .all(|r| r.status == crate::change::ChangeStatus::Reverted));
+                assert_eq!(driver.show(EPP), Value::Word("balance_performance".into()));
+            } else {
+                assert_eq!(events.len(), 1, "{events:?}");
+                assert!(yielded);
+            }
+        }
+    }
+
     #[test]
     fn the_agents_own_namespace_is_live() {
         use std::os::unix::fs::MetadataExt;
