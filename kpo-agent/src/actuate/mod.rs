@@ -180,7 +180,8 @@ pub trait Actuator: Send {
     /// error ([`ActuateError::Mismatch`]) after which the caller reverts.
     fn apply(&mut self, value: &param::Value) -> Result<param::Value, ActuateError>;
     /// Put back a value read earlier (the journal's original). Unlike `apply` it skips the checks a
-    /// new value gets: the original was the kernel's own.
+    /// new value gets, the original being the kernel's own; only what the kernel would take by
+    /// moving another parameter is refused (a cpufreq limit across the other limit).
     fn revert(&mut self, original: &param::Value) -> Result<param::Value, ActuateError> {
         self.apply(original)
     }
