@@ -52,7 +52,13 @@ pub struct CpufreqActuator {
 fn sysfs_error(param: &str, path: &Path, e: std::io::Error, value: Option<&Value>) -> ActuateError {
     // Every file KPO reads or writes is in the policy's directory.
     let dir = path.parent().unwrap_or(path);
-    let inactive = (e.raw_os_error() == Some(libc::EBUSY))
+    // EBUSY from Linux 5.19 on; before, a write to an inactive policy is EINVAL (reads work).
+    let may_be_inactive = match e.raw_os_error() {
+        Some(libc::EBUSY) => true,
+        Some(libc::EINVAL) => value.is_some(),
+        _ => false,
+    };
+    let inactive = may_be_inactive
         .then(|| inactive_policy(dir, super::read_attr(&dir.join("affected_cpus"))))
         .flatten();
     sysfs_error_in(param, path, e, value, inactive)
@@ -72,7 +78,7 @@ fn sysfs_error_in(
             path: path.into(),
             detail: format!("{e}; changing cpufreq limits needs root"),
         },
-        (Some(libc::EBUSY), Some(inactive)) => match value {
+        (Some(libc::EBUSY | libc::EINVAL), Some(inactive)) => match value {
             Some(value) => ActuateError::Refused {
                 param: param.into(),
                 value: value.to_string(),
@@ -119,11 +125,12 @@ fn refusal_hint(attr: &str, errno: i32) -> String {
 }
 
 /// Why the cpufreq policy in `dir` is inactive, if its `affected_cpus` (read as `affected`)
-/// shows it is: all of its CPUs are offline. The kernel answers every read and write of an
-/// inactive policy's attributes with EBUSY (drivers/cpufreq/cpufreq.c, `show()`/`store()`:
-/// `policy_is_inactive`, its `cpus` mask empty) while its directory and files stay, so the write
-/// is not refused for its value; `affected_cpus` (that mask) gets the same EBUSY, and nothing
-/// else makes reading it busy.
+/// shows it is: all of its CPUs are offline. From Linux 5.19 the kernel answers every read and
+/// write of an inactive policy's attributes with EBUSY (drivers/cpufreq/cpufreq.c,
+/// `show()`/`store()`: `policy_is_inactive`, its `cpus` mask empty) while its directory and files
+/// stay, so the write is not refused for its value; `affected_cpus` (that mask) gets the same
+/// EBUSY, and nothing else makes reading it busy. Before 5.19 a write is EINVAL (its `store()`
+/// needs the policy's CPU online), reads work, and `affected_cpus` reads as an empty line.
 fn inactive_policy(dir: &Path, affected: std::io::Result<String>) -> Option<String> {
     let how = match &affected {
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => "is refused (EBUSY) too",
@@ -976,6 +983,14 @@ mod tests {
         std::fs::write(p.join("affected_cpus"), "\n").unwrap();
         let e = sysfs_error(param, &max, busy(), Some(&v));
         assert!(e.to_string().contains("affected_cpus lists no CPU"), "{e}");
+        // Before Linux 5.19 the write is EINVAL: the same inactive policy, not a refused value.
+        let einval = || std::io::Error::from_raw_os_error(libc::EINVAL);
+        let e = sysfs_error(param, &max, einval(), Some(&v)).to_string();
+        assert!(
+            e.contains("EINVAL") && e.contains("policy3 is inactive"),
+            "{e}"
+        );
+        assert!(!e.contains("kernels before 5.3"), "{e}");
         std::fs::write(p.join("affected_cpus"), "3\n").unwrap();
         let e = sysfs_error(param, &max, busy(), Some(&v)).to_string();
         assert!(e.contains("the cpufreq driver refused it"), "{e}");
