@@ -358,9 +358,12 @@ impl CpufreqActuator {
                 self.check_listed(w, "scaling_available_governors")
             }
             "energy_performance_preference" => match value {
-                Value::Word(w) => self.check_listed(w, "energy_performance_available_preferences"),
+                Value::Word(w) => {
+                    self.check_listed(w, "energy_performance_available_preferences")?;
+                    self.check_governor_allows(value)
+                }
                 // intel_pstate also takes a raw EPP value.
-                Value::Int(v) if (0..=255).contains(v) => Ok(()),
+                Value::Int(v) if (0..=255).contains(v) => self.check_governor_allows(value),
                 Value::Int(v) => Err(ActuateError::OutOfRange {
                     param,
                     value: *v,
@@ -372,6 +375,27 @@ impl CpufreqActuator {
             },
             _ => unreachable!("checked at open"),
         }
+    }
+
+    /// Refuses a preference other than `performance` while the policy's governor is
+    /// `performance`: intel_pstate and amd-pstate hold the preference there and refuse the write
+    /// (EBUSY), so the change could only be journaled and fail, again at every proposal (a failed
+    /// change counts toward no cooldown). A governor that cannot be read leaves it to the driver.
+    fn check_governor_allows(&self, value: &Value) -> Result<(), ActuateError> {
+        let performance =
+            matches!(value, Value::Word(w) if w == "performance") || *value == Value::Int(0);
+        let governor = super::read_attr(&self.dir.join("scaling_governor"));
+        if performance || !matches!(&governor, Ok(g) if g.trim() == "performance") {
+            return Ok(());
+        }
+        Err(ActuateError::RefusedWhile {
+            param: self.param(),
+            value: value.to_string(),
+            why: "scaling_governor is performance: intel_pstate and amd-pstate hold the \
+                  preference at performance under that governor and refuse another (set \
+                  another governor first)"
+                .into(),
+        })
     }
 
     /// Refuses `khz` for this limit (one of the two) when it crosses the policy's other limit as
@@ -775,6 +799,41 @@ mod tests {
 
     fn act(text: &str, root: &Path) -> Result<CpufreqActuator, ActuateError> {
         CpufreqActuator::open(&text.parse().unwrap(), &roots(root))
+    }
+
+    /// Defect: under the performance governor (intel_pstate, amd-pstate: the preference is held
+    /// at performance and another is EBUSY), a proposed preference passed the checks, was
+    /// journaled, and failed at the write, again at every proposal.
+    #[test]
+    fn a_preference_is_refused_before_writing_while_the_governor_holds_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = full_policy(tmp.path(), 0);
+        let mut epp = act("cpufreq:policy0:energy_performance_preference", tmp.path()).unwrap();
+        epp.validate(&Value::Word("power".into())).unwrap();
+        std::fs::write(p.join("scaling_governor"), "performance\n").unwrap();
+        for value in [Value::Word("power".into()), Value::Int(128)] {
+            let err = epp.validate(&value).unwrap_err();
+            assert!(matches!(err, ActuateError::RefusedWhile { .. }), "{err}");
+            assert!(
+                err.to_string().contains("scaling_governor is performance"),
+                "{err}"
+            );
+            assert!(matches!(
+                epp.apply(&value),
+                Err(ActuateError::RefusedWhile { .. })
+            ));
+        }
+        assert_eq!(
+            std::fs::read_to_string(p.join("energy_performance_preference")).unwrap(),
+            "balance_performance\n",
+            "nothing written"
+        );
+        // performance itself is what the driver holds; a governor that cannot be read says
+        // nothing.
+        epp.validate(&Value::Word("performance".into())).unwrap();
+        epp.validate(&Value::Int(0)).unwrap();
+        std::fs::remove_file(p.join("scaling_governor")).unwrap();
+        epp.validate(&Value::Word("power".into())).unwrap();
     }
 
     #[test]

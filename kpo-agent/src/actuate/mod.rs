@@ -110,6 +110,13 @@ pub enum ActuateError {
         name: String,
         address: String,
     },
+    /// A value the kernel or driver refuses while another parameter holds what it holds.
+    #[error("{param}: {value:?} is refused while {why}")]
+    RefusedWhile {
+        param: String,
+        value: String,
+        why: String,
+    },
     /// A value the kernel would take by widening another setting too, which no journal entry
     /// records and no revert undoes.
     #[error("{param}: {value:?} {why}")]
