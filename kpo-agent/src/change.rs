@@ -2104,6 +2104,21 @@ impl ChangePath {
         self.switch_on_over(address).is_some()
     }
 
+    /// Whether an `on_exit` revert's report leaves KPO's value to outlive the agent, which the
+    /// operator must hear of: one not put back (failed, refused), or a preference the cpufreq
+    /// driver holds under KPO's performance governor (kept there, or the governor not put back),
+    /// which comes back when the governor leaves performance.
+    pub fn stays_after_exit(&self, r: &ChangeReport) -> bool {
+        match r.status {
+            ChangeStatus::Failed | ChangeStatus::Refused => true,
+            ChangeStatus::Skipped => {
+                crate::actuate::cpufreq::governor_of(&r.address).is_some()
+                    && self.moved_by_the_kernel(&r.address)
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the kernel itself moves this parameter now: a coalescing value under adaptive
     /// moderation that KPO turned back on (`revert --all`, `on_exit`). Such a value is nobody's:
     /// it differs from KPO's without anyone having written it.

@@ -343,4 +343,7 @@ fn an_own_revert_of_a_preference_the_driver_holds_says_so() {
         "{detail}"
     );
     assert_eq!(driver.show(EPP), word("performance"));
+    // At the agent's exit this is warned of, as a value not put back is: KPO's power comes back
+    // when the governor leaves performance.
+    assert!(p.stays_after_exit(&reports[0]));
 }

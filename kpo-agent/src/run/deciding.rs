@@ -1090,7 +1090,7 @@ impl Deciding {
         for r in reports {
             // A value that could not be put back stays in the kernel after the agent is gone:
             // the operator must hear of it.
-            if matches!(r.status, ChangeStatus::Failed | ChangeStatus::Refused) {
+            if self.path.stays_after_exit(&r) {
                 warn!("on exit: not put back: {}", r.describe());
             } else {
                 info!("on exit: {}", r.describe());
