@@ -2104,6 +2104,40 @@ impl ChangePath {
         self.switch_on_over(address).is_some()
     }
 
+    /// Why a revert that did not take cannot take until someone else acts, if that is so: a
+    /// cpufreq limit put back across the other limit where that limit is not KPO's (a person's,
+    /// yielded to them, or never changed by KPO: KPO moves neither), or a preference the cpufreq
+    /// driver holds under KPO's performance governor. A revert refused across a limit KPO holds
+    /// (its own revert lets it through), or one that failed, may take later.
+    pub fn revert_blocked_by_others(&self, r: &ChangeReport) -> Option<String> {
+        match r.status {
+            ChangeStatus::Skipped
+                if crate::actuate::cpufreq::governor_of(&r.address).is_some()
+                    && self.moved_by_the_kernel(&r.address) =>
+            {
+                Some(
+                    "the cpufreq driver holds the preference at performance under the \
+                     performance governor KPO set"
+                        .into(),
+                )
+            }
+            ChangeStatus::Refused => {
+                let other = crate::actuate::cpufreq::other_limit(&r.address)?;
+                let kpos = self
+                    .journal
+                    .param_state(&other)
+                    .is_some_and(|s| s.yielded.is_none() && s.holding.is_some());
+                (!kpos && self.crosses_the_other_limit(&r.address, &r.after).is_some()).then(|| {
+                    format!(
+                        "{} is not KPO's to move, and putting {} back would cross it",
+                        other.name, r.after
+                    )
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// Whether an `on_exit` revert's report leaves KPO's value to outlive the agent, which the
     /// operator must hear of: one not put back (failed, refused), or a preference the cpufreq
     /// driver holds under KPO's performance governor (kept there, or the governor not put back),

@@ -637,6 +637,7 @@ impl Deciding {
             // Not reverted unless the report says so: a revert skipped because someone else's
             // value is in place (yielded to just below) leaves the journal holding no change,
             // like one that took.
+            let mut blocked = None;
             let failure = match self.path.revert_own(*change_id, Source::Guard, &why) {
                 Ok(r) => {
                     info!("guard: {}", r.describe());
@@ -645,6 +646,7 @@ impl Deciding {
                         &mut self.guard,
                         &r,
                     ));
+                    blocked = self.path.revert_blocked_by_others(&r);
                     // Unchanged: the kernel had the value before already.
                     (!matches!(r.status, ChangeStatus::Reverted | ChangeStatus::Unchanged))
                         .then(|| r.describe())
@@ -718,6 +720,25 @@ impl Deciding {
                     verdict,
                     reverted: Some(false),
                     error: failure.or_else(|| Some("its network device is gone".to_string())),
+                }));
+                continue;
+            }
+            // A revert that only someone else can let through (a person's other limit, the
+            // driver's hold under KPO's governor): watched again, it would give this verdict and
+            // the same refusal in every regressing window, for as long as they hold it.
+            if let (Some(_), Some(blocked)) = (&held, blocked) {
+                warn!(
+                    "guard: #{change_id} ({address}) cannot be reverted while {blocked}; the \
+                     guard stops watching it"
+                );
+                events.extend(self.take_events());
+                events.push(Event::Guard(GuardEvent {
+                    verdict,
+                    reverted: Some(false),
+                    error: Some(format!(
+                        "{}; it cannot be reverted while {blocked}: no longer watched",
+                        failure.unwrap_or_default()
+                    )),
                 }));
                 continue;
             }

@@ -2192,6 +2192,68 @@ sources = ["operator"]
     rig.assert_schema();
 }
 
+/// Defect: a guard revert that only someone else could let through (a limit put back across the
+/// other limit, which a person holds) was retried, refused, in every regressing window for as
+/// long as they held it, with a `guard` event each time. Now it is said once and the change is
+/// no longer watched (and not quarantined: it was not reverted).
+#[test]
+fn a_guard_revert_a_persons_other_limit_blocks_is_said_once_and_not_watched_again() {
+    const MIN_FREQ: &str = "cpufreq:policy0:scaling_min_freq";
+    let policy = r#"
+[guard]
+signals = ["request_p99"]
+max_changes_per_hour = 1000
+
+[params."cpufreq:*:*"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["operator"]
+"#;
+    let mut rig = Rig::new(policy, true, "");
+    let dir = rig.max_freq_file.parent().unwrap().to_path_buf();
+    std::fs::write(dir.join("scaling_min_freq"), "2000000\n").unwrap();
+    // The baseline window: p99 152 µs at 3000 MHz.
+    rig.window();
+    for (address, khz) in [(MIN_FREQ, 1_200_000), (MAX_FREQ, 1_200_000)] {
+        let reply = rig.operator_applies(address, khz);
+        assert!(matches!(reply, crate::api::Reply::Ok(_)), "{reply:?}");
+    }
+    // A person sets the max to 1250 MHz: yielded to them, its watch dropped; p99 253 µs
+    // regresses, and the min's revert (back to 2000 MHz) would cross the person's max.
+    std::fs::write(dir.join("scaling_max_freq"), "1250000\n").unwrap();
+    let mut guard_events = Vec::new();
+    for _ in 0..5 {
+        for e in rig.window() {
+            if let Event::Guard(g) = e {
+                guard_events.push(g);
+            }
+        }
+    }
+    assert_eq!(guard_events.len(), 1, "{guard_events:#?}");
+    assert_eq!(guard_events[0].reverted, Some(false));
+    let error = guard_events[0].error.as_deref().unwrap();
+    assert!(
+        error.contains(
+            "cannot be reverted while scaling_max_freq is not KPO's to move, and putting 2000000 \
+             back would cross it: no longer watched"
+        ),
+        "{error}"
+    );
+    assert_eq!(rig.deciding.guard_watching(), 0);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    assert_eq!(
+        (read("scaling_max_freq"), read("scaling_min_freq")),
+        ("1250000\n".into(), "1200000\n".into())
+    );
+    assert!(!rig
+        .journal()
+        .records()
+        .iter()
+        .any(|r| matches!(r, Record::Quarantine { .. })));
+    rig.assert_schema();
+}
+
 /// A value that adaptive moderation was turned off for, yielded to a person and handed back by
 /// `kpo resume` with their value in it: `on_exit` does not turn adaptive moderation back on (the
 /// NIC would move their value).
