@@ -479,7 +479,8 @@ const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 /// scrapes unanswered, and the liveness gauge (`kpo_last_window_end_seconds`) with no value at
 /// all, exactly when it should show its age growing. The two sides share only the `Metrics`
 /// lock: the loop takes it to count an event, a scrape to encode the exposition in memory (its
-/// answer is written after the lock is let go), so neither holds it for long.
+/// answer is written after the lock is let go, and 8 scrapes at most are served at once), so
+/// the loop waits at most for an encoding or a few, never for a client or the network.
 pub struct MetricsServer {
     metrics: Arc<Mutex<Metrics>>,
     addr: SocketAddr,
@@ -549,9 +550,7 @@ impl MetricsServer {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
-}
 
-impl MetricsServer {
     /// Stops serving: the listener is closed, connections still open are ended. Waits at most
     /// `timeout` for the thread to end (a thread that does not is left to end with the process);
     /// whether it did.
