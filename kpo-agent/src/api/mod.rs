@@ -71,6 +71,27 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Whether the agent journals who asks (`by`): only then is the caller's login name looked
+    /// up, which may wait on a directory service (api::server). The requests that only read are
+    /// not held up, nor do they spend a thread, for a name they would not use.
+    pub fn journals_who_asks(&self) -> bool {
+        match self {
+            Request::Apply(_)
+            | Request::Revert { .. }
+            | Request::Pause { .. }
+            | Request::Resume { .. }
+            | Request::Approve { .. }
+            | Request::Reject { .. } => true,
+            Request::Journal
+            | Request::JournalPage { .. }
+            | Request::Status
+            | Request::Pending
+            | Request::Explain { .. } => false,
+        }
+    }
+}
+
 /// The reply line: exactly one of `ok` and `error`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -139,6 +160,29 @@ mod protocol_tests {
             r#"{"error":"no"}"#
         );
         assert!(serde_json::from_str::<Request>(r#"{"op":"format_disk"}"#).is_err());
+    }
+
+    /// The requests whose caller is looked up are exactly those that carry a `by` to journal.
+    #[test]
+    fn only_requests_with_a_by_journal_who_asks() {
+        for line in [
+            r#"{"op":"apply","address":"net.core.somaxconn","value":4096,"reason":"t","by":"x"}"#,
+            r#"{"op":"revert","revert":{"id":7},"by":"x"}"#,
+            r#"{"op":"journal"}"#,
+            r#"{"op":"journal_page","from":0}"#,
+            r#"{"op":"status"}"#,
+            r#"{"op":"pause","by":"x"}"#,
+            r#"{"op":"resume","param":null,"by":"x"}"#,
+            r#"{"op":"pending"}"#,
+            r#"{"op":"approve","id":"ap-3","by":"x"}"#,
+            r#"{"op":"reject","id":"ap-3","by":"x","reason":null}"#,
+            r#"{"op":"explain","param":"net.core.somaxconn","limit":10}"#,
+        ] {
+            let request: Request =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let has_by = serde_json::to_value(&request).unwrap().get("by").is_some();
+            assert_eq!(request.journals_who_asks(), has_by, "{line}");
+        }
     }
 
     /// A key the request does not have is refused, not ignored: ignored, `netns` (the CLI's

@@ -74,7 +74,9 @@ pub enum ServeError {
 pub struct Incoming {
     pub request: Request,
     /// The caller as the kernel names it (crate::who::who_is on the connection's peer
-    /// credentials): what the agent journals as `by`, not what the request says.
+    /// credentials): what the agent journals as `by`, not what the request says. A request
+    /// that journals no `by` ([`Request::journals_who_asks`]) gets only the uid and pid, its
+    /// name not looked up.
     pub caller: String,
     pub answer: oneshot::Sender<Reply>,
 }
@@ -226,7 +228,7 @@ async fn accept_loop(
 }
 
 async fn serve_one(mut stream: UnixStream, tx: mpsc::Sender<Incoming>) {
-    let reply = match answer(&mut stream, tx).await {
+    let reply = match answer(&mut stream, tx, crate::who::who_is).await {
         Ok(reply) => reply,
         Err(reply) => reply,
     };
@@ -236,7 +238,14 @@ async fn serve_one(mut stream: UnixStream, tx: mpsc::Sender<Incoming>) {
     let _ = tokio::time::timeout(IO_TIMEOUT, stream.write_all(&line)).await;
 }
 
-async fn answer(stream: &mut UnixStream, tx: mpsc::Sender<Incoming>) -> Result<Reply, Reply> {
+/// Reads one request from a root caller and hands it to the loop with the caller's name, by
+/// `name` (its pid and uid: crate::who::who_is, which asks NSS) for a request that journals who
+/// asks.
+async fn answer(
+    stream: &mut UnixStream,
+    tx: mpsc::Sender<Incoming>,
+    name: impl FnOnce(u32, u32) -> String + Send + 'static,
+) -> Result<Reply, Reply> {
     let cred = stream
         .peer_cred()
         .map_err(|e| Reply::Error(format!("cannot read the caller's credentials: {e}")))?;
@@ -261,15 +270,16 @@ async fn answer(stream: &mut UnixStream, tx: mpsc::Sender<Incoming>) -> Result<R
     }
     let request: Request =
         serde_json::from_slice(&line).map_err(|e| Reply::Error(format!("not a request: {e}")))?;
-    // Read while the caller waits for its answer, so its /proc entries are there.
+    // Read while the caller waits for its answer, so its /proc entries are there. Only a
+    // request that journals who asks waits on (and spends a blocking thread for) the login
+    // name: NSS may ask a directory service that does not answer.
     let uid = cred.uid();
     let caller = match cred.pid().and_then(|p| u32::try_from(p).ok()) {
-        Some(pid) => {
-            name_caller(pid, uid, NAMING_TIMEOUT, move || {
-                crate::who::who_is(pid, uid)
-            })
-            .await
+        Some(pid) if request.journals_who_asks() => {
+            name_caller(pid, uid, NAMING_TIMEOUT, move || name(pid, uid)).await
         }
+        // Unused (nothing is journaled), so not even /proc is read for it.
+        Some(pid) => format!("operator (uid {uid}, pid {pid})"),
         None => format!("operator (uid {uid}, pid unknown)"),
     };
     let (answer_tx, answer_rx) = oneshot::channel();
@@ -326,6 +336,86 @@ async fn name_caller(
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    /// Defect: every request's caller was named through NSS (up to NAMING_TIMEOUT, and a
+    /// blocking thread left stuck in a lookup that does not answer), the requests that only read
+    /// too, which do not use the name. Only the requests that journal who asks look it up now.
+    #[tokio::test]
+    async fn only_requests_that_journal_who_asks_look_the_caller_up() {
+        use std::sync::{
+            atomic::{AtomicUsize, Ordering},
+            Arc,
+        };
+        use tokio::io::AsyncWriteExt;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!(
+                "skipped: the control socket answers root callers only, and this test is not root"
+            );
+            return;
+        }
+        let pid = std::process::id();
+        let lookups = Arc::new(AtomicUsize::new(0));
+        for (line, journals_who_asks) in [
+            (r#"{"op":"status"}"#, false),
+            (r#"{"op":"journal"}"#, false),
+            (r#"{"op":"journal_page","from":0}"#, false),
+            (r#"{"op":"pending"}"#, false),
+            (
+                r#"{"op":"explain","param":"net.core.somaxconn","limit":10}"#,
+                false,
+            ),
+            (
+                r#"{"op":"apply","address":"net.core.somaxconn","value":4096,"reason":"t"}"#,
+                true,
+            ),
+            (r#"{"op":"revert","revert":{"id":7}}"#, true),
+            (r#"{"op":"pause","by":"x"}"#, true),
+            (r#"{"op":"resume","param":null,"by":"x"}"#, true),
+            (r#"{"op":"approve","id":"ap-3","by":"x"}"#, true),
+            (
+                r#"{"op":"reject","id":"ap-3","by":"x","reason":null}"#,
+                true,
+            ),
+        ] {
+            let (mut agent_end, mut caller_end) = tokio::net::UnixStream::pair().unwrap();
+            caller_end
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .unwrap();
+            let (tx, mut requests) = tokio::sync::mpsc::channel::<super::Incoming>(1);
+            let before = lookups.load(Ordering::SeqCst);
+            let counted = lookups.clone();
+            let lookup = move |pid: u32, uid: u32| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                format!("operator from-nss (uid {uid}, pid {pid})")
+            };
+            let the_loop = async {
+                let incoming = requests.recv().await.expect("the request");
+                let _ = incoming
+                    .answer
+                    .send(super::Reply::Ok(serde_json::json!(null)));
+                incoming.caller
+            };
+            let (reply, caller) = tokio::join!(super::answer(&mut agent_end, tx, lookup), the_loop);
+            assert_eq!(
+                reply,
+                Ok(super::Reply::Ok(serde_json::json!(null))),
+                "{line}"
+            );
+            let looked_up = lookups.load(Ordering::SeqCst) - before;
+            if journals_who_asks {
+                assert_eq!(looked_up, 1, "{line}");
+                assert_eq!(
+                    caller,
+                    format!("operator from-nss (uid 0, pid {pid})"),
+                    "{line}"
+                );
+            } else {
+                assert_eq!(looked_up, 0, "{line}");
+                assert_eq!(caller, format!("operator (uid 0, pid {pid})"), "{line}");
+            }
+        }
+    }
 
     /// A login name lookup that hangs does not hold the request: the caller is named by the
     /// ids the kernel and /proc give, and the request goes on.

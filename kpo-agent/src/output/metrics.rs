@@ -390,8 +390,8 @@ const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Serves `GET /metrics` on `listener` until the runtime ends; anything else is 404, a method
-/// other than GET 405.
+/// Serves `GET /metrics` on `listener` until dropped; anything else is 404, a method other than
+/// GET 405.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Mutex<Metrics>>) {
     if let Ok(addr) = listener.local_addr() {
         info!("metrics: serving http://{addr}/metrics");
@@ -468,14 +468,113 @@ fn answer(req: &Request<hyper::body::Incoming>, metrics: &Mutex<Metrics>) -> Res
     reply(StatusCode::OK, CONTENT_TYPE, body)
 }
 
-/// Binds the metrics address (an error names it) and starts serving on the current runtime.
-pub async fn start(addr: SocketAddr) -> anyhow::Result<Arc<Mutex<Metrics>>> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("metrics address {addr}: cannot listen: {e}"))?;
-    let metrics = Arc::new(Mutex::new(Metrics::new()));
-    tokio::spawn(serve(listener, metrics.clone()));
-    Ok(metrics)
+/// How long dropping a [`MetricsServer`] waits for its thread to end; past that it is left to
+/// end with the process.
+const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The metrics and the thread that serves them, until dropped.
+///
+/// The thread has its own runtime: the run loop's runs its stages synchronously on its one
+/// thread, so a stage that takes long or hangs in the kernel (a write, an fsync) would leave
+/// scrapes unanswered, and the liveness gauge (`kpo_last_window_end_seconds`) with no value at
+/// all, exactly when it should show its age growing. The two sides share only the `Metrics`
+/// lock: the loop takes it to count an event, a scrape to encode the exposition in memory (its
+/// answer is written after the lock is let go, and 8 scrapes at most are served at once), so
+/// the loop waits at most for an encoding or a few, never for a client or the network.
+pub struct MetricsServer {
+    metrics: Arc<Mutex<Metrics>>,
+    addr: SocketAddr,
+    /// Dropped to stop serving.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// Binds the metrics address (an error names it) and starts serving from a thread of its
+    /// own.
+    pub fn start(addr: SocketAddr) -> anyhow::Result<MetricsServer> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow::anyhow!("metrics: cannot start their runtime: {e}"))?;
+        let metrics = Arc::new(Mutex::new(Metrics::new()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let served = metrics.clone();
+        let thread = std::thread::Builder::new()
+            .name("kpo-metrics".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::bind(addr).await {
+                        Ok(listener) => listener,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(listener.local_addr());
+                    tokio::select! {
+                        () = serve(listener, served) => {}
+                        _ = stopped => {}
+                    }
+                });
+                // The runtime dropped here ends the connections still open.
+            })
+            .map_err(|e| anyhow::anyhow!("metrics: cannot start their thread: {e}"))?;
+        let cannot_listen = |e| anyhow::anyhow!("metrics address {addr}: cannot listen: {e}");
+        let bound = ready
+            .recv()
+            .map_err(|_| std::io::Error::other("the metrics thread ended before listening"))
+            .and_then(|bound| bound);
+        let addr = match bound {
+            Ok(bound) => bound,
+            Err(e) => {
+                let _ = thread.join();
+                return Err(cannot_listen(e));
+            }
+        };
+        Ok(MetricsServer {
+            metrics,
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The metrics served, for the event sink and the webhook to count into.
+    pub fn metrics(&self) -> Arc<Mutex<Metrics>> {
+        self.metrics.clone()
+    }
+
+    /// The address listened on (the port chosen, for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving: the listener is closed, connections still open are ended. Waits at most
+    /// `timeout` for the thread to end (a thread that does not is left to end with the process);
+    /// whether it did.
+    fn stop_within(&mut self, timeout: std::time::Duration) -> bool {
+        drop(self.stop.take());
+        let Some(thread) = self.thread.take() else {
+            return true;
+        };
+        let deadline = std::time::Instant::now() + timeout;
+        while !thread.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let ended = thread.is_finished();
+        if ended {
+            let _ = thread.join();
+        }
+        ended
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop_within(STOP_TIMEOUT);
+    }
 }
 
 #[cfg(test)]
@@ -730,6 +829,94 @@ mod tests {
              than 64 waiting), replaced (dropped unsent for a later one about the same \
              approval), given_up (failed 8 tries), refused (a 4xx, not retried), abandoned (dropped \
              unsent when a reload removed or replaced the URL).",
+        );
+    }
+
+    /// A request over a plain socket, and the whole reply. The read's long timeout only turns a
+    /// server that never answers into a failure instead of a test that hangs.
+    fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: kpo\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply)?;
+        Ok(reply)
+    }
+
+    /// Defect: the metrics were served on the run loop's own single-threaded runtime, so a stage
+    /// that held the loop's thread (a write stuck in the kernel) left every scrape unanswered:
+    /// the target went down and `kpo_last_window_end_seconds`, the gauge to alert on the age of,
+    /// had no value at all. Served from their own thread, a scrape while the loop's thread is
+    /// held gets the last values; 404, 405 and the stop are as before.
+    #[test]
+    fn scrapes_are_answered_while_the_loop_is_stuck() {
+        let loop_runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        loop_runtime.block_on(async {
+            let mut server = MetricsServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
+            server.metrics().lock().unwrap().observe(&Event::Window {
+                partial: false,
+                window: Box::new(window(vec![])),
+            });
+            let addr = server.local_addr();
+            let (held_tx, held) = std::sync::mpsc::channel::<()>();
+            let (release, released) = std::sync::mpsc::channel::<()>();
+            let scraper = std::thread::spawn(move || {
+                held.recv().unwrap();
+                let reply = http(addr, "GET", "/metrics");
+                let _ = release.send(());
+                reply
+            });
+            // A stage stuck on the loop's thread, in the middle of the loop's runtime, until the
+            // scrape is over.
+            held_tx.send(()).unwrap();
+            released.recv().unwrap();
+            let reply = scraper
+                .join()
+                .unwrap()
+                .expect("a scrape while the loop is stuck is answered");
+            assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+            assert!(
+                reply.contains(&format!("content-type: {CONTENT_TYPE}\r\n")),
+                "{reply}"
+            );
+            // 2026-12-01T03:01:00Z, the test window's end.
+            assert!(
+                reply.contains("\nkpo_last_window_end_seconds 1796094060.0\n"),
+                "{reply}"
+            );
+            let reply = http(addr, "GET", "/").unwrap();
+            assert!(reply.starts_with("HTTP/1.1 404 Not Found\r\n"), "{reply}");
+            let reply = http(addr, "POST", "/metrics").unwrap();
+            assert!(
+                reply.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+                "{reply}"
+            );
+            assert!(reply.contains("allow: GET\r\n"), "{reply}");
+            assert!(server.stop_within(std::time::Duration::from_secs(60)));
+            let refused = std::net::TcpStream::connect(addr).unwrap_err();
+            assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        });
+    }
+
+    /// An address that cannot be listened on is an error at start that names it.
+    #[test]
+    fn an_address_in_use_is_an_error_naming_it() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let e = MetricsServer::start(addr)
+            .err()
+            .expect("the address is taken");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("metrics address {addr}: cannot listen: ")),
+            "{e}"
         );
     }
 

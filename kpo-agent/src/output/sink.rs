@@ -448,6 +448,8 @@ impl LastWords {
             self.shared
                 .queued_bytes
                 .fetch_add(object.len(), Ordering::AcqRel);
+            // The drops at the queue since the loop's last line are the loop's to know: the
+            // writer counts them in for a last line (Writer::write_line_counted).
             let msg = Msg::Line {
                 object,
                 dropped_before: 0,
@@ -517,6 +519,16 @@ impl Writer {
     fn write_line_counted(&mut self, object: Vec<u8>, dropped_before: u64, last: bool) {
         self.carry += dropped_before;
         self.total_dropped += dropped_before;
+        if last {
+            // Every loss is in `lost` as it happens, but a drop at the queue reaches the writer
+            // only with the next line queued after it: a forced stop's (LastWords) comes from
+            // another thread and knows of none, and a line the loop queued after the drops may
+            // be behind this one and never written. The stop accounts for all of them, so that
+            // its total is the run's, as `kpo_events_dropped_total` counts it.
+            let unannounced = self.shared.lost.get().saturating_sub(self.total_dropped);
+            self.carry += unannounced;
+            self.total_dropped += unannounced;
+        }
         if self.gone {
             self.lose();
             return;
@@ -770,6 +782,62 @@ mod tests {
             "{text}"
         );
         assert_eq!(events.len() as u64, 102 - dropped);
+    }
+
+    /// Defect: a forced stop's `stop` line (LastWords, from the signal thread) left out of
+    /// `dropped_events_total` the events dropped at the queue after the last line the loop
+    /// queued: only that line's successor would have carried them to the writer. The total is
+    /// now the run's, as `kpo_events_dropped_total` counts it, and the stop's `dropped_events`
+    /// announces them.
+    #[test]
+    fn a_forced_stop_counts_the_drops_after_the_last_line_queued() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let mut sink = EventSink::start(Destination::Stdout, File::from(write), 2048);
+        let metrics = Arc::new(std::sync::Mutex::new(super::super::metrics::Metrics::new()));
+        sink.set_metrics(metrics.clone());
+        let big = Event::Stop {
+            reason: "x".repeat(4000),
+            windows: 0,
+        };
+        // Nobody reads: the pipe fills (64 KiB), the writer waits on it, and from then on the
+        // queue holds one line and drops the rest.
+        for _ in 0..100 {
+            sink.send(&big);
+        }
+        assert!(
+            sink.dropped_since_queued > 0,
+            "the last events offered were dropped at the queue"
+        );
+        let words = sink.last_words().unwrap();
+        let mut reader = File::from(read);
+        let drain = std::thread::spawn(move || {
+            let mut all = String::new();
+            reader.read_to_string(&mut all).unwrap();
+            all
+        });
+        assert!(words.send_stop(&stop(0), Duration::from_secs(60)));
+        let lost = sink.shared.lost.get();
+        assert_eq!(lost, sink.dropped_at_queue);
+        sink.close(Duration::from_secs(60));
+        let events: Vec<serde_json::Value> = drain
+            .join()
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let last = events.last().unwrap();
+        assert_eq!(last["reason"], "SIGTERM");
+        assert_eq!(last["dropped_events_total"], lost);
+        let announced: u64 = events
+            .iter()
+            .filter_map(|e| e["dropped_events"].as_u64())
+            .sum();
+        assert_eq!(announced, lost);
+        let text = metrics.lock().unwrap().encode();
+        assert!(
+            text.contains(&format!("\nkpo_events_dropped_total {lost}\n")),
+            "{text}"
+        );
     }
 
     /// Defect: with a reader steadily slower than the events, every event that fit again logged

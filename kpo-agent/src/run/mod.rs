@@ -143,10 +143,15 @@ pub async fn run(
 
     // Prometheus metrics, counted from every event from the first on. Bound before anything with
     // side effects, so that an address in use stops the agent before it reconciles the journal.
-    let metrics = match config.metrics {
-        Some(addr) => Some(crate::output::metrics::start(addr).await?),
+    // Served from a thread of their own, so that a stuck loop shows as a growing age of the last
+    // window rather than as failed scrapes, until `run` returns (the server is dropped).
+    let metrics_server = match config.metrics {
+        Some(addr) => Some(crate::output::metrics::MetricsServer::start(addr)?),
         None => None,
     };
+    let metrics = metrics_server
+        .as_ref()
+        .map(crate::output::metrics::MetricsServer::metrics);
     if let Some(metrics) = &metrics {
         sink.set_metrics(metrics.clone());
     }
