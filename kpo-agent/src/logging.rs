@@ -666,7 +666,7 @@ mod tests {
         let flags = |f| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(f)).unwrap();
         flags(nix::fcntl::OFlag::O_NONBLOCK);
         while write.write(&[b'x'; 512]).is_ok() {}
-        while write.write(&[b'x']).is_ok() {}
+        while write.write(b"x").is_ok() {}
         flags(nix::fcntl::OFlag::empty());
         nix::unistd::dup2(fd, 2).unwrap();
         drop(write);
