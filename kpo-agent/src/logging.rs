@@ -617,8 +617,18 @@ mod tests {
     /// [`panicking_child`] alone); a child that never ends is killed and the test fails.
     #[test]
     fn a_panic_while_standard_error_is_not_read_does_not_stop_the_thread_that_panicked() {
+        run_child(
+            "logging::tests::panicking_child",
+            "the panicking thread never got back: its message blocked on standard error",
+        );
+    }
+
+    /// Runs the ignored test `name` alone in a child process (this test binary, with
+    /// [`PANIC_CHILD`] set) and asserts it passed; a child that has not ended by [`HANG`] is
+    /// killed, and the test fails with `hung`.
+    fn run_child(name: &str, hung: &str) {
         let child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "logging::tests::panicking_child"])
+            .args(["--exact", name])
             .args(["--ignored", "--nocapture", "--test-threads=1"])
             .env(PANIC_CHILD, "1")
             .env("RUST_BACKTRACE", "1")
@@ -634,7 +644,7 @@ mod tests {
         });
         let Ok(out) = done.recv_timeout(HANG) else {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            panic!("the panicking thread never got back: its message blocked on standard error");
+            panic!("{hung}");
         };
         let out = out.unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -642,6 +652,55 @@ mod tests {
             out.status.success() && stdout.contains("1 passed"),
             "{:?}\n{stdout}",
             out.status
+        );
+    }
+
+    /// The log writer thread's own panic cannot go through its queue, which nothing reads any
+    /// more: its message is written to standard error directly (bounded).
+    #[test]
+    fn a_panic_of_the_log_writer_thread_reaches_standard_error() {
+        run_child(
+            "logging::tests::log_writer_panicking_child",
+            "the log writer's panic message never reached standard error",
+        );
+    }
+
+    /// Run by [`a_panic_of_the_log_writer_thread_reaches_standard_error`] in a child process;
+    /// does nothing elsewhere.
+    #[test]
+    #[ignore = "run in a child process by a_panic_of_the_log_writer_thread_reaches_standard_error"]
+    fn log_writer_panicking_child() {
+        use std::os::fd::AsRawFd;
+        if std::env::var_os(PANIC_CHILD).is_none() {
+            return;
+        }
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                panic!("the log writer broke")
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let (read, write) = nix::unistd::pipe().unwrap();
+        nix::unistd::dup2(write.as_raw_fd(), 2).unwrap();
+        drop(write);
+        let (mut writer, logs) = writer(Broken, 16);
+        let _panics = route_panics(&logs);
+        writer.write_all(b"a line\n").unwrap();
+        let mut read = File::from(read);
+        let mut text = String::new();
+        let mut buf = [0u8; 4096];
+        while !text.contains("the log writer broke") {
+            let n = read.read(&mut buf).unwrap();
+            assert!(n > 0);
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        println!("logged: {text}");
+        assert!(
+            text.contains(&format!("thread 'kpo-log' panicked at {}:", file!())),
+            "{text}"
         );
     }
 
