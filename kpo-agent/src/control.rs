@@ -478,9 +478,71 @@ fn refuse_if_other_netns(state_dir: &Path) -> Result<(), ControlError> {
          that namespace is gone for good, removing {} lets commands act where they run",
         file.display()
     );
-    let text = match std::fs::read_to_string(&file) {
+    let Some(recorded) = recorded_netns(&file, &how)? else {
+        return Ok(());
+    };
+    let here = this_netns()?;
+    if same_netns(recorded, here) {
+        return Ok(());
+    }
+    Err(ControlError::OtherNetns(format!(
+        "the agent last ran in network namespace {}, and this command runs in {}: the journal's \
+         parameters without a namespace are the agent's namespace's, and read or changed here they \
+         would be this one's; {how}",
+        describe_netns(recorded),
+        describe_netns(here)
+    )))
+}
+
+/// Refuses to start the agent on a state directory that an agent last used from another network
+/// namespace, one that still exists: the journal's parameters without a namespace are that
+/// namespace's, and this agent would reconcile, judge and put them back in its own. When that
+/// namespace is gone, the agent goes ahead (and [`record_agent_netns`] then names its own).
+/// Checked under the journal's lock, before anything is recorded.
+pub fn refuse_start_in_other_netns(state_dir: &Path) -> Result<(), ControlError> {
+    let file = state_dir.join(AGENT_NETNS_FILE);
+    let how = format!(
+        "start the agent in that namespace (`nsenter --net=FILE kpo run ...` with a file of it, \
+         such as /run/netns/NAME, or `ip netns exec NAME kpo run ...`), or give this one a state \
+         directory of its own (--state-dir); if the journal's parameters are to be taken as this \
+         namespace's, removing {} lets it start here",
+        file.display()
+    );
+    let Some(recorded) = recorded_netns(&file, &how)? else {
+        return Ok(());
+    };
+    let here = this_netns()?;
+    if same_netns(recorded, here) {
+        return Ok(());
+    }
+    // Inodes are unique among the namespaces alive: the recorded one's inode, here with another
+    // cookie, means that namespace is gone. Elsewhere, a namespace alive with that inode is
+    // taken for it: its cookie could be read only by entering it, and a reused inode is rare
+    // (the refusal says how to go ahead).
+    if recorded.0 == here.0 || !crate::actuate::sysctl::netns_in_use(recorded.0) {
+        tracing::info!(
+            "{} named network namespace {}, which is gone; this agent runs in {}",
+            file.display(),
+            describe_netns(recorded),
+            describe_netns(here)
+        );
+        return Ok(());
+    }
+    Err(ControlError::OtherNetns(format!(
+        "an agent last ran on this state directory in network namespace {}, which still exists, \
+         and this one would run in {}: the journal's parameters without a namespace are that \
+         namespace's, and read or changed here they would be this one's; {how}",
+        describe_netns(recorded),
+        describe_netns(here)
+    )))
+}
+
+/// The namespace `file` (`agent-netns`) records; `None` without the file. Unreadable or malformed,
+/// it is refused with `how` (what to do): where the agent ran is then unknown.
+fn recorded_netns(file: &Path, how: &str) -> Result<Option<(u64, Option<u64>)>, ControlError> {
+    let text = match std::fs::read_to_string(file) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         // Unreadable is not absent: where the agent ran is then unknown.
         Err(e) => {
             return Err(ControlError::OtherNetns(format!(
@@ -498,25 +560,21 @@ fn refuse_if_other_netns(state_dir: &Path) -> Result<(), ControlError> {
         (Some(Ok(inode)), Some("-"), None) => (inode, None),
         (Some(Ok(inode)), Some(cookie), None) => match cookie.parse() {
             Ok(cookie) => (inode, Some(cookie)),
-            Err(_) => return Err(malformed(&file, &how)),
+            Err(_) => return Err(malformed(file, how)),
         },
-        _ => return Err(malformed(&file, &how)),
+        _ => return Err(malformed(file, how)),
     };
-    let here = this_netns()?;
-    let same_cookie = match (recorded.1, here.1) {
+    Ok(Some(recorded))
+}
+
+/// The same namespace: the same inode, and the same cookie where both are known (an inode is
+/// reused once its namespace is gone; a cookie never is).
+fn same_netns(a: (u64, Option<u64>), b: (u64, Option<u64>)) -> bool {
+    let same_cookie = match (a.1, b.1) {
         (Some(a), Some(b)) => a == b,
         _ => true,
     };
-    if recorded.0 == here.0 && same_cookie {
-        return Ok(());
-    }
-    Err(ControlError::OtherNetns(format!(
-        "the agent last ran in network namespace {}, and this command runs in {}: the journal's \
-         parameters without a namespace are the agent's namespace's, and read or changed here they \
-         would be this one's; {how}",
-        describe_netns(recorded),
-        describe_netns(here)
-    )))
+    a.0 == b.0 && same_cookie
 }
 
 fn malformed(file: &Path, how: &str) -> ControlError {

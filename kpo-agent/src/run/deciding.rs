@@ -192,11 +192,9 @@ impl Deciding {
             anyhow::anyhow!("cannot create the state directory {}: {e}", dir.display())
         })?;
         let journal = Journal::open(&dir, Holder::Agent, LOCK_WAIT)?;
-        // Under the journal's lock: the CLI acting while the agent is down uses the same tree.
-        crate::control::record_sysfs_root(&dir, &config.sysfs_root)
-            .map_err(|e| anyhow::anyhow!("cannot record the sysfs root: {e}"))?;
-        crate::control::record_policy_path(&dir, state.policy.as_deref())
-            .map_err(|e| anyhow::anyhow!("cannot record the policy's path: {e}"))?;
+        // Under the journal's lock, before anything is recorded or acted on: the journal's
+        // parameters without a namespace may be another namespace's, one still alive.
+        crate::control::refuse_start_in_other_netns(&dir)?;
         for w in journal.warnings() {
             warn!("journal: {w}");
         }
@@ -213,9 +211,14 @@ impl Deciding {
             .clone()
             .unwrap_or_else(|| crate::api::DEFAULT_SOCKET.into());
         let (server, requests) = Server::bind(&socket)?;
-        // Once this agent is sure to run (its socket is bound): a start that stops at the bind,
-        // such as another agent's test run in a namespace of its own, must not point the
-        // offline commands at its namespace.
+        // Once this agent is sure to run (its socket is bound), still under the journal's lock:
+        // a start that stops at the bind, such as another agent's test run in a namespace of its
+        // own or a mistaken --socket, must not point the offline commands at its sysfs tree,
+        // policy or namespace.
+        crate::control::record_sysfs_root(&dir, &config.sysfs_root)
+            .map_err(|e| anyhow::anyhow!("cannot record the sysfs root: {e}"))?;
+        crate::control::record_policy_path(&dir, state.policy.as_deref())
+            .map_err(|e| anyhow::anyhow!("cannot record the policy's path: {e}"))?;
         crate::control::record_agent_netns(&dir)
             .map_err(|e| anyhow::anyhow!("cannot record the agent's network namespace: {e}"))?;
         let path = ChangePath::new(policy, journal, Box::new(actuators));

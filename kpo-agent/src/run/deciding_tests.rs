@@ -5063,3 +5063,170 @@ guard_signals = ["request_p99"]
     );
     assert_eq!(somaxconn(), Value::Int(256));
 }
+
+/// [`Deciding::open`] as `kpo run` calls it, with `policy` and `sysfs_root`, on a runtime as the
+/// agent's (the control socket's accept loop is a task of it); the agent is dropped at once.
+fn open_agent(
+    state_dir: &Path,
+    socket: &Path,
+    policy: &Path,
+    sysfs_root: &Path,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _in_runtime = runtime.enter();
+    let state = crate::cli::StateArgs {
+        policy: Some(policy.into()),
+        state_dir: Some(state_dir.into()),
+        socket: Some(socket.into()),
+    };
+    let config = Config {
+        sysfs_root: sysfs_root.into(),
+        ..Config::default()
+    };
+    Deciding::open(&state, &config, false).map(drop)
+}
+
+/// A state directory's record, as the offline commands read it.
+fn record(state_dir: &Path, name: &str) -> Option<String> {
+    std::fs::read_to_string(state_dir.join(name)).ok()
+}
+
+/// Defect (review s28 run-config #4): the records the offline commands follow (the agent's
+/// policy and sysfs tree) were written before the control socket was bound, so a start refused
+/// there (a socket directory anyone may change, another agent on the socket) re-pointed them at
+/// a policy and a tree no agent ran with, and `kpo revert --all` then acted on those.
+#[test]
+fn a_start_refused_at_the_control_socket_leaves_the_records_as_they_were() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: not root: the control socket's directories must be root's");
+        return;
+    }
+    let top = tempfile::tempdir().unwrap();
+    let state = top.path().join("state");
+    let socket = top.path().join("run/kpo.sock");
+    let (p1, p2) = (top.path().join("p1.toml"), top.path().join("p2.toml"));
+    let (sys1, sys2) = (top.path().join("sys1"), top.path().join("sys2"));
+    for policy in [&p1, &p2] {
+        std::fs::write(policy, "[guard]\nmax_changes_per_hour = 10\n").unwrap();
+    }
+    for sys in [&sys1, &sys2] {
+        std::fs::create_dir(sys).unwrap();
+    }
+    // The agent ran with P1 over sys1.
+    open_agent(&state, &socket, &p1, &sys1).unwrap();
+    let as_before = |why: &str| {
+        assert_eq!(
+            record(&state, crate::control::POLICY_PATH_FILE).as_deref(),
+            Some(p1.to_str().unwrap()),
+            "{why}"
+        );
+        assert_eq!(
+            record(&state, crate::control::SYSFS_ROOT_FILE).as_deref(),
+            Some(sys1.to_str().unwrap()),
+            "{why}"
+        );
+    };
+    as_before("the agent's own start");
+    // A start with P2 over sys2 whose socket's directory lets every user replace the socket.
+    let open_dir = top.path().join("open");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(
+        &open_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let refused = open_agent(&state, &open_dir.join("kpo.sock"), &p2, &sys2)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("mode 0777 lets every user"), "{refused}");
+    as_before("a start refused at its socket");
+    // Started, it points them at its own.
+    open_agent(&state, &socket, &p2, &sys2).unwrap();
+    assert_eq!(
+        record(&state, crate::control::POLICY_PATH_FILE).as_deref(),
+        Some(p2.to_str().unwrap())
+    );
+    assert_eq!(
+        record(&state, crate::control::SYSFS_ROOT_FILE).as_deref(),
+        Some(sys2.to_str().unwrap())
+    );
+}
+
+/// Defect (review s28 run-config #3): `kpo run` started on a state directory an agent last used
+/// from another network namespace, one still alive, and re-pointed `agent-netns` at its own
+/// without a word: the journal's parameters without a namespace (that namespace's) were then
+/// judged, yielded and put back in this one, and the offline commands refused in the first.
+/// Once that namespace is gone, the agent starts and names its own.
+#[test]
+fn the_agent_refuses_a_state_directory_last_used_from_another_network_namespace_still_alive() {
+    use std::os::unix::{fs::MetadataExt, process::CommandExt};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: not root: the test makes a network namespace");
+        return;
+    }
+    /// A process in a network namespace of its own, which lives as long as it does.
+    struct InOtherNetns(std::process::Child);
+    impl Drop for InOtherNetns {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            // Reaped: its namespace is gone with it.
+            let _ = self.0.wait();
+        }
+    }
+    let mut sleep = std::process::Command::new("sleep");
+    sleep.arg("600");
+    // SAFETY: unshare(2) alone between fork and exec.
+    unsafe {
+        sleep.pre_exec(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(Into::into)
+        });
+    }
+    // In its namespace once spawned: spawn returns after the exec.
+    let other = InOtherNetns(sleep.spawn().unwrap());
+    let inode = |path: String| std::fs::metadata(path).unwrap().ino();
+    let theirs = inode(format!("/proc/{}/ns/net", other.0.id()));
+    let here = inode("/proc/thread-self/ns/net".into());
+    assert_ne!(theirs, here);
+
+    let top = tempfile::tempdir().unwrap();
+    let state = top.path().join("state");
+    let socket = top.path().join("run/kpo.sock");
+    let policy = top.path().join("policy.toml");
+    std::fs::write(&policy, "").unwrap();
+    crate::journal::store::ensure_dir(&state).unwrap();
+    let file = state.join(crate::control::AGENT_NETNS_FILE);
+    std::fs::write(&file, format!("{theirs} -\n")).unwrap();
+    let refused = open_agent(&state, &socket, &policy, Path::new("/sys"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.starts_with(&format!(
+            "refused: an agent last ran on this state directory in network namespace \
+             net:[{theirs}], which still exists, and this one would run in net:[{here}]"
+        )),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("`ip netns exec NAME kpo run ...`"),
+        "{refused}"
+    );
+    assert!(
+        refused.ends_with(&format!("removing {} lets it start here", file.display())),
+        "{refused}"
+    );
+    // Nothing recorded.
+    assert_eq!(
+        record(&state, crate::control::AGENT_NETNS_FILE),
+        Some(format!("{theirs} -\n"))
+    );
+    assert_eq!(record(&state, crate::control::POLICY_PATH_FILE), None);
+    assert!(!socket.exists());
+
+    drop(other);
+    open_agent(&state, &socket, &policy, Path::new("/sys")).unwrap();
+    let recorded = record(&state, crate::control::AGENT_NETNS_FILE).unwrap();
+    assert!(recorded.starts_with(&format!("{here} ")), "{recorded}");
+}

@@ -74,6 +74,9 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Never blocks on a standard error nobody reads; dropped on return, which writes what is
     // still queued (bounded) before the caller prints an error and the process exits.
     let _logging = crate::logging::init();
+    // Panics' messages through that queue too: std's hook writes them to standard error on the
+    // panicking thread, which an unread standard error blocks before a stage's `catch_unwind`.
+    let _panics = crate::logging::route_panics(&_logging);
     // SIGHUP (a log rotation's re-open) must not kill an agent still starting: its handler is
     // installed with the others in `run`, and until then the signal is ignored.
     // SAFETY: SIG_IGN installs no handler code.
