@@ -394,9 +394,10 @@ impl Deciding {
 
     /// Serves one request through the change path; a change it applies is watched by the guard.
     pub fn serve(&mut self, mut incoming: Incoming) -> Vec<Event> {
-        if incoming.answer.is_closed() {
-            // The CLI gave up waiting and told its operator so: acting now would do what they
-            // were told did not happen.
+        if incoming.caller_gave_up() {
+            // The CLI gave up waiting (the connection's answer channel is closed, or the CLI
+            // closed the connection while the loop was stalled) and told its operator so: acting
+            // now would do what they were told did not happen.
             warn!("control: a request whose client stopped waiting is dropped, not carried out");
             return Vec::new();
         }

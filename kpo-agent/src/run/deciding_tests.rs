@@ -434,6 +434,7 @@ impl Rig {
             request,
             caller: CALLER.into(),
             answer,
+            connection: None,
         });
         self.record(&events);
         reply.try_recv().expect("answered")
@@ -2003,8 +2004,8 @@ on_exit = "keep"
     rig.assert_schema();
 }
 
-/// A request whose client stopped waiting (the CLI's 60 s passed while it was queued) is dropped,
-/// not carried out later behind the operator's back.
+/// A request whose client stopped waiting (the connection's 60 s passed while it was queued, or
+/// the CLI closed the connection) is dropped, not carried out later behind the operator's back.
 #[test]
 fn a_request_nobody_waits_for_any_more_is_not_carried_out() {
     let policy = r#"
@@ -2026,6 +2027,26 @@ sources = ["operator"]
         }),
         caller: CALLER.into(),
         answer,
+        connection: None,
+    });
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(rig.max_freq(), 3_000_000);
+    assert!(rig.intents().is_empty());
+    // Its answer channel still open, but the caller closed the connection (the CLI gave up
+    // while the loop was stalled, before the connection's own timers had started): dropped too.
+    let (agent_end, caller_end) = std::os::unix::net::UnixStream::pair().unwrap();
+    drop(caller_end);
+    let (answer, _reply) = tokio::sync::oneshot::channel();
+    let events = rig.deciding.serve(crate::api::server::Incoming {
+        request: crate::api::Request::Apply(crate::control::ApplyRequest {
+            address: MAX_FREQ.parse().unwrap(),
+            value: Value::Int(2_000_000),
+            reason: "test".into(),
+            by: None,
+        }),
+        caller: CALLER.into(),
+        answer,
+        connection: Some(crate::api::server::Connection::of(&agent_end).unwrap()),
     });
     assert!(events.is_empty(), "{events:?}");
     assert_eq!(rig.max_freq(), 3_000_000);
@@ -4722,6 +4743,7 @@ sources = ["operator"]
         }),
         caller: CALLER.into(),
         answer,
+        connection: None,
     });
     assert!(matches!(reply.try_recv(), Ok(crate::api::Reply::Ok(_))));
     assert_eq!(d.guard_watching(), 1);
