@@ -4,10 +4,9 @@
 //! `psys` on some client parts) and `intel-rapl:<N>:<M>` (subzones: core, uncore, dram). Each has
 //! `name`, `energy_uj` (a counter in µJ that wraps to 0 after `max_energy_range_uj`) and
 //! `max_energy_range_uj`. Xeon 6 (Granite Rapids, Sierra Forest) reaches the same counters
-//! through TPMI instead of MSRs, and its driver names its zones `intel-rapl-tpmi:<N>[:<M>]`
-//! (Linux 6.5+; before 6.10 it has no perf events either, so without it such a server would
-//! fall back to the estimate). One family is read, never both: the MSR one when it has a zone to
-//! use, else TPMI. `intel-rapl-mmio:*` repeats the MSR package zone and is never read.
+//! through TPMI instead of MSRs; its mainline driver (`intel_rapl_tpmi`, Linux 6.5+) registers the
+//! same control type, `intel-rapl`, so its zones are found here too. `intel-rapl-mmio:*` repeats
+//! the MSR package zone and is not read.
 //!
 //! Which zones are summed: the top-level `package-*` zones (they contain core and uncore, so
 //! subzones would count twice), plus `dram` zones when asked (DRAM is outside the package). `psys`
@@ -44,17 +43,6 @@ pub fn counter_delta(before: u64, after: u64, max_range: u64) -> u64 {
     crate::counter::wrapping(before, after, max_range)
 }
 
-/// The powercap control types that carry RAPL counters, in the order they are preferred.
-const FAMILIES: [&str; 2] = ["intel-rapl", "intel-rapl-tpmi"];
-
-/// Whether a directory is a zone `<family>:<N>[:<M>]` of this family.
-fn is_zone_of(id: &str, family: &str) -> bool {
-    let Some(rest) = id.strip_prefix(family).and_then(|r| r.strip_prefix(':')) else {
-        return false;
-    };
-    !rest.is_empty() && rest.split(':').all(|p| p.parse::<u32>().is_ok())
-}
-
 /// The selected RAPL zones under a sysfs root.
 #[derive(Debug, Clone)]
 pub struct RaplReader {
@@ -70,38 +58,23 @@ impl RaplReader {
             source,
             hint: " (no powercap: no RAPL on this machine or VM)",
         })?;
-        let mut families: [Vec<(String, PathBuf)>; FAMILIES.len()] = Default::default();
-        for e in entries.filter_map(Result::ok) {
-            let id = e.file_name().to_string_lossy().to_string();
-            if let Some(family) = FAMILIES.iter().position(|f| is_zone_of(&id, f)) {
-                families[family].push((id, e.path()));
-            }
-        }
-        for mut family in families {
-            family.sort();
-            if let Some(reader) = Self::choose(family, include_dram)? {
-                return Ok(reader);
-            }
-        }
-        Err(EnergyError::NoZones(dir))
-    }
-
-    /// Choose among one family's zones (sorted by directory name); `None` when it has no
-    /// package or psys zone.
-    fn choose(
-        family: Vec<(String, PathBuf)>,
-        include_dram: bool,
-    ) -> Result<Option<Self>, EnergyError> {
         // A zone's name is needed to choose it; its range, only once chosen. A subzone's name is
         // needed only to find `dram`: what cannot be read of a zone that would not be used
         // (a subzone without DRAM wanted, psys beside packages) does not stop discovery.
-        let all: Vec<(String, PathBuf, Result<String, EnergyError>)> = family
-            .into_iter()
-            .map(|(id, path)| {
-                let name = read_text(&path.join("name")).map(|n| n.trim().to_string());
-                (id, path, name)
-            })
-            .collect();
+        let mut all: Vec<(String, PathBuf, Result<String, EnergyError>)> = Vec::new();
+        for e in entries.filter_map(Result::ok) {
+            let id = e.file_name().to_string_lossy().to_string();
+            let Some(rest) = id.strip_prefix("intel-rapl:") else {
+                continue;
+            };
+            if rest.is_empty() || !rest.split(':').all(|p| p.parse::<u32>().is_ok()) {
+                continue;
+            }
+            let path = e.path();
+            let name = read_text(&path.join("name")).map(|n| n.trim().to_string());
+            all.push((id, path, name));
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
         let top = |id: &str| id.matches(':').count() == 1;
         // A top-level zone whose name cannot be read may be a package: summing the others would
         // report less energy than was used.
@@ -125,7 +98,7 @@ impl RaplReader {
             picked = chosen(&|id, name| top(id) && name == "psys");
         }
         if picked.is_empty() {
-            return Ok(None);
+            return Err(EnergyError::NoZones(dir));
         }
         if include_dram {
             picked.extend(chosen(&|_, name| name == "dram"));
@@ -144,7 +117,7 @@ impl RaplReader {
                 max_energy_range_uj: max,
             });
         }
-        Ok(Some(Self { zones }))
+        Ok(Self { zones })
     }
 
     pub fn zones(&self) -> &[RaplZone] {
