@@ -21,7 +21,7 @@ use crate::{
         coalesce::{self, CoalesceAttrBackend, DeviceNow, DeviceSeen},
         open_actuator,
         param::{NetnsRef, ParamAddress, Target, Value},
-        sysctl::{shape_fits, shape_mismatch, switches_form},
+        sysctl::{exclusive_pair, shape_fits, shape_mismatch, switches_form},
         ActuateError, Actuator, Roots,
     },
     journal::{
@@ -508,7 +508,16 @@ impl ChangePath {
             };
             return self.refuse(p, Some(&before), r, report);
         }
-        if let Some(why) = switches_form(&p.address, &before, &p.value) {
+        // The other form of a two-form limit (host-wide `vm.*`), read only when it matters.
+        let pair_value = match exclusive_pair(&p.address) {
+            Some(pair) if before == Value::Int(0) => pair
+                .parse::<ParamAddress>()
+                .ok()
+                .and_then(|pair| self.actuators.open(&pair).ok())
+                .and_then(|mut pair| pair.read().ok()),
+            _ => None,
+        };
+        if let Some(why) = switches_form(&p.address, &before, &p.value, pair_value.as_ref()) {
             return self.refuse(p, Some(&before), Refusal::Invalid { why }, report);
         }
         if let Err(e) = actuator.validate(&p.value) {

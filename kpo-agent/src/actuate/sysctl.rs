@@ -123,44 +123,99 @@ pub fn is_integer_list(address: &ParamAddress) -> bool {
 /// Limits the kernel keeps in two forms, of which only one is in force: writing one sets the
 /// other to 0, and the one not in force reads 0. The writeback limits, a ratio or a byte count
 /// (`mm/page-writeback.c`), and the overcommit limit, a ratio of RAM or a size in KiB
-/// (`mm/util.c`, on every write, of 0 too). Each pair: the key, the key a write of it zeroes,
-/// and why a revert of the key could not undo that.
-const EXCLUSIVE_PAIRS: &[(&str, &str, &str)] = &[
-    ("vm.dirty_bytes", "vm.dirty_ratio", WRITEBACK),
-    ("vm.dirty_ratio", "vm.dirty_bytes", WRITEBACK),
-    (
+/// (`mm/util.c`, on every write, of 0 too).
+struct ExclusivePair {
+    key: &'static str,
+    /// The key a write of `key` zeroes.
+    pair: &'static str,
+    /// Why a revert of `key` could not undo that.
+    why: &'static str,
+    /// Whether the kernel takes a 0 written back to `key`: if so, with both forms at 0 a change
+    /// of `key` zeroes nothing and its revert gives back exactly the state before.
+    zero_writable: bool,
+}
+
+const EXCLUSIVE_PAIRS: &[ExclusivePair] = &[
+    writeback("vm.dirty_bytes", "vm.dirty_ratio", false),
+    writeback("vm.dirty_ratio", "vm.dirty_bytes", true),
+    writeback(
         "vm.dirty_background_bytes",
         "vm.dirty_background_ratio",
-        WRITEBACK,
+        false,
     ),
-    (
+    writeback(
         "vm.dirty_background_ratio",
         "vm.dirty_background_bytes",
-        WRITEBACK,
+        true,
     ),
-    ("vm.overcommit_kbytes", "vm.overcommit_ratio", OVERCOMMIT),
-    ("vm.overcommit_ratio", "vm.overcommit_kbytes", OVERCOMMIT),
+    overcommit("vm.overcommit_kbytes", "vm.overcommit_ratio"),
+    overcommit("vm.overcommit_ratio", "vm.overcommit_kbytes"),
 ];
-const WRITEBACK: &str = "the kernel refuses 0 bytes";
-const OVERCOMMIT: &str = "its 0 written back zeroes the other again, and with both at 0 the \
-                          commit limit under vm.overcommit_memory=2 is the swap alone";
+
+const fn writeback(key: &'static str, pair: &'static str, zero_writable: bool) -> ExclusivePair {
+    ExclusivePair {
+        key,
+        pair,
+        why: "the kernel refuses 0 bytes",
+        zero_writable,
+    }
+}
+
+const fn overcommit(key: &'static str, pair: &'static str) -> ExclusivePair {
+    ExclusivePair {
+        key,
+        pair,
+        why: "its 0 written back zeroes the other again, and with both at 0 the commit limit \
+              under vm.overcommit_memory=2 is the swap alone",
+        zero_writable: true,
+    }
+}
+
+/// The other form of `address`'s limit, when `address` is one of a pair ([`EXCLUSIVE_PAIRS`]).
+pub fn exclusive_pair(address: &ParamAddress) -> Option<&'static str> {
+    if address.kind() != ParamKind::Sysctl {
+        return None;
+    }
+    EXCLUSIVE_PAIRS
+        .iter()
+        .find(|p| p.key == address.name)
+        .map(|p| p.pair)
+}
 
 /// Why a change of `address` from `current` to `value` is refused, if it would switch a limit
 /// from one form to the other ([`EXCLUSIVE_PAIRS`]): the key reads 0 because its pair is in
 /// force, and the write would zero the pair's value, which no journal entry of this key records.
 /// Its revert could not undo that (a writeback byte count of 0 is refused; a 0 written back
-/// leaves both forms at 0). So the form in force is the one that may be changed.
-pub fn switches_form(address: &ParamAddress, current: &Value, value: &Value) -> Option<String> {
+/// leaves both forms at 0). So the form in force is the one that may be changed. `pair_value` is
+/// the pair's value now, `None` if it could not be read. With both at 0 (a state an earlier
+/// revert may have left) nothing is zeroed, and a key whose 0 the kernel takes back may be
+/// changed: that is how the limit gets a form in force again.
+pub fn switches_form(
+    address: &ParamAddress,
+    current: &Value,
+    value: &Value,
+    pair_value: Option<&Value>,
+) -> Option<String> {
     if address.kind() != ParamKind::Sysctl || *current != Value::Int(0) || *value == Value::Int(0) {
         return None;
     }
-    let (_, pair, why) = EXCLUSIVE_PAIRS
-        .iter()
-        .find(|(key, _, _)| *key == address.name)?;
-    Some(format!(
-        "{address} reads 0 because {pair} is in force: writing it would set {pair} to 0, which \
-         a revert of {address} cannot put back ({why}); change {pair} instead"
-    ))
+    let ExclusivePair {
+        pair,
+        why,
+        zero_writable,
+        ..
+    } = EXCLUSIVE_PAIRS.iter().find(|p| p.key == address.name)?;
+    match pair_value {
+        Some(Value::Int(0)) if *zero_writable => None,
+        Some(Value::Int(0)) => Some(format!(
+            "{address} and {pair} both read 0: writing {address} would set a form its revert \
+             cannot take back ({why}); change {pair} instead"
+        )),
+        _ => Some(format!(
+            "{address} reads 0 because {pair} is in force: writing it would set {pair} to 0, \
+             which a revert of {address} cannot put back ({why}); change {pair} instead"
+        )),
+    }
 }
 
 /// Whether `value` may replace the kernel's `current` value of `address`: the same shape

@@ -363,6 +363,39 @@ fn the_overcommit_limit_is_changed_only_in_the_form_in_force() {
     );
 }
 
+/// Defect: with both forms at 0 (what an earlier revert of the overcommit pair left), each key's
+/// change was refused as "reads 0 because the other is in force", each message sending the
+/// operator to the other key, so nothing could give the limit a form again. A key whose 0 the
+/// kernel takes back may be changed then; a writeback byte count, whose 0 it refuses, may not.
+#[test]
+fn with_both_forms_at_0_the_form_whose_revert_can_write_0_may_be_changed() {
+    for (key, pair, applied) in [
+        ("vm.overcommit_ratio", "vm.overcommit_kbytes", true),
+        ("vm.overcommit_kbytes", "vm.overcommit_ratio", true),
+        ("vm.dirty_ratio", "vm.dirty_bytes", true),
+        ("vm.dirty_bytes", "vm.dirty_ratio", false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(key, Value::Int(0)), (pair, Value::Int(0))]);
+        let (mut p, _) = path(dir.path(), "[defaults]\nmode = \"auto\"\n", &k);
+        let r = p.propose(&op(key, Value::Int(1 << 20))).unwrap();
+        if applied {
+            assert_eq!(r.status, ChangeStatus::Applied, "{key}: {}", r.describe());
+            assert_eq!(value(&k, key), Value::Int(1 << 20));
+        } else {
+            assert_eq!(r.status, ChangeStatus::Refused, "{key}: {}", r.describe());
+            assert!(
+                r.describe()
+                    .contains(&format!("{key} and {pair} both read 0"))
+                    && r.describe().contains("the kernel refuses 0 bytes"),
+                "{}",
+                r.describe()
+            );
+            assert_eq!(value(&k, key), Value::Int(0), "nothing written");
+        }
+    }
+}
+
 #[test]
 fn out_of_bounds_and_large_steps_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
