@@ -434,14 +434,30 @@ impl SysctlActuator {
         if name.is_empty() || allowed.split_whitespace().any(|a| a == name) {
             return Ok(());
         }
+        // The allowed list takes only what is loaded (no module autoload there, unlike the
+        // default), so advice to add a name that is not loaded would fail in turn: say what
+        // comes first.
+        let available = super::read_attr(
+            &self
+                .proc_sys
+                .join("net/ipv4/tcp_available_congestion_control"),
+        );
+        let first = match available {
+            Ok(available) if !available.split_whitespace().any(|a| a == name) => format!(
+                "it is not loaded either (net.ipv4.tcp_available_congestion_control is {:?}): \
+                 load it first (`modprobe tcp_{name}` where it is a module), then add it to \
+                 that list, as a change of its own",
+                available.trim()
+            ),
+            _ => "add it to that list first, as a change of its own".to_string(),
+        };
         Err(ActuateError::WidensAnother {
             param: param.to_string(),
             value: name.clone(),
             why: format!(
                 "is not in net.ipv4.tcp_allowed_congestion_control ({:?}): as the default, the \
                  kernel would add it to that list for good, which a revert of the default does \
-                 not undo (and refuses it in a namespace); add it to that list first, as a \
-                 change of its own",
+                 not undo (and refuses it in a namespace); {first}",
                 allowed.trim()
             ),
         })
@@ -1209,7 +1225,27 @@ mod tests {
         let err = cc.validate(&Value::Word("bbr".into())).unwrap_err();
         assert!(matches!(err, ActuateError::WidensAnother { .. }), "{err}");
         assert!(err.to_string().contains("\"reno cubic\""), "{err}");
+        assert!(
+            err.to_string().contains("add it to that list first"),
+            "{err}"
+        );
         assert_eq!(file(&roots, "net/ipv4/tcp_congestion_control"), "cubic\n");
+        // Not loaded either: adding it to the list would fail (no autoload there), so the
+        // module comes first.
+        std::fs::write(
+            roots
+                .proc_sys
+                .join("net/ipv4/tcp_available_congestion_control"),
+            "reno cubic\n",
+        )
+        .unwrap();
+        let err = cc.validate(&Value::Word("bbr".into())).unwrap_err();
+        assert!(matches!(err, ActuateError::WidensAnother { .. }), "{err}");
+        assert!(
+            err.to_string().contains("not loaded either")
+                && err.to_string().contains("`modprobe tcp_bbr`"),
+            "{err}"
+        );
         cc.validate(&Value::Word("reno".into())).unwrap();
         std::fs::write(
             roots
