@@ -463,6 +463,16 @@ pub fn canonical_sysctl(name: &str) -> Result<String, ParamError> {
     )
 }
 
+/// The alias `name` is written as, when it is one of [`SYSCTL_ALIASES`] (given dotted or
+/// slashed): for messages that quote the name as written.
+pub fn sysctl_alias(name: &str) -> Option<String> {
+    let dotted = slashed_to_dotted(name.trim().trim_start_matches("/proc/sys/"));
+    SYSCTL_ALIASES
+        .iter()
+        .any(|(alias, _)| *alias == dotted)
+        .then_some(dotted)
+}
+
 /// Sysctls the kernel shows under two names, with the name KPO uses for both. Without this, a
 /// policy entry under one name would not bound a change asked under the other, and the journal
 /// would keep two originals of one variable (the second change's "original" being KPO's own first

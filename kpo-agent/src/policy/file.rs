@@ -413,13 +413,19 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         // `net/core/somaxconn` and `net.core.somaxconn` are one parameter: two entries for it
         // would leave one silently unused.
         if let Some(first) = params.iter().find(|p: &&ParamRule| p.name == r.name) {
+            // The key as written may be an alias (`net.nf_conntrack_max`): say which name both
+            // entries come to.
+            let named = match crate::actuate::param::sysctl_alias(&raw) {
+                Some(alias) => format!("{alias} is an alias of {}, which", r.name),
+                None => r.name.clone(),
+            };
             return Err(ctx.err(
                 span,
                 key,
                 PolicyErrorClass::BadValue,
                 format!(
-                    "{} already has an entry (line {}); one entry per parameter",
-                    r.name, first.line
+                    "{named} already has an entry (line {}); one entry per parameter",
+                    first.line
                 ),
             ));
         }

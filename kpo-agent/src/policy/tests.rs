@@ -857,6 +857,18 @@ fn an_entry_is_a_parameter_once() {
     assert_eq!(class, PolicyErrorClass::BadValue, "{msg}");
     assert!(msg.contains("already has an entry"), "{msg}");
     assert!(line == 1 || line == 4, "{line}");
+    // Under an alias, the message says which name both entries come to.
+    let (_, _, class, msg) = err(
+        "[params.\"net.netfilter.nf_conntrack_max\"]\nmode = \"auto\"\n\n[params.\"net.nf_conntrack_max\"]\nmode = \"observe\"\n",
+    );
+    assert_eq!(class, PolicyErrorClass::BadValue, "{msg}");
+    assert!(
+        msg.contains(
+            "net.nf_conntrack_max is an alias of net.netfilter.nf_conntrack_max, which already \
+             has an entry (line 1)"
+        ),
+        "{msg}"
+    );
 }
 
 /// docs/policy.md's `net.ipv4.tcp_*` entry is `auto` without bounds: the rules' and an operator's
