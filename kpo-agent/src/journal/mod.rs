@@ -100,6 +100,29 @@ pub fn target_key(address: &ParamAddress) -> String {
     address.to_string()
 }
 
+/// A journal key as read from disk, under the name KPO uses for a sysctl the kernel shows under
+/// two names (`SYSCTL_ALIASES`): an earlier version journaled `net.nf_conntrack_max` under that
+/// name, and read as it was written it would be a second parameter beside
+/// `net.netfilter.nf_conntrack_max`, with KPO's own value as its original.
+fn key_without_alias<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let key = String::deserialize(d)?;
+    let (name, target) = match key.split_once('@') {
+        Some((name, target)) => (name, Some(target)),
+        None => (key.as_str(), None),
+    };
+    Ok(match crate::actuate::param::sysctl_alias(name) {
+        Some(_) => {
+            let name =
+                crate::actuate::param::canonical_sysctl(name).unwrap_or_else(|_| name.into());
+            match target {
+                Some(target) => format!("{name}@{target}"),
+                None => name,
+            }
+        }
+        None => key,
+    })
+}
+
 /// The inode of the network namespace a journal key names (`…@netns:INODE`), if it names one.
 pub fn key_netns_inode(key: &str) -> Option<u64> {
     key.rsplit_once("@netns:")?.1.parse().ok()
@@ -163,6 +186,7 @@ pub enum IntentKind {
 pub struct Intent {
     pub id: u64,
     pub ts_ms: u64,
+    #[serde(deserialize_with = "key_without_alias")]
     pub key: String,
     pub address: ParamAddress,
     pub before: Value,
@@ -204,6 +228,7 @@ pub struct Intent {
 /// KPO's own newer value for someone else's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IntentCopy {
+    #[serde(deserialize_with = "key_without_alias")]
     pub key: String,
     pub before: Value,
     pub after: Value,
@@ -319,6 +344,7 @@ pub enum Record {
     /// Someone else changed a managed parameter; KPO stops managing it at that target.
     Yield {
         ts_ms: u64,
+        #[serde(deserialize_with = "key_without_alias")]
         key: String,
         address: ParamAddress,
         value: Option<Value>,
@@ -327,6 +353,7 @@ pub enum Record {
     /// `kpo resume PARAM`: KPO manages it again.
     Manage {
         ts_ms: u64,
+        #[serde(deserialize_with = "key_without_alias")]
         key: String,
     },
     /// The target this key named is gone: a network namespace whose inode now names another
@@ -335,12 +362,14 @@ pub enum Record {
     /// is forgotten.
     Gone {
         ts_ms: u64,
+        #[serde(deserialize_with = "key_without_alias")]
         key: String,
         why: String,
     },
     /// The guard reverted this value; not to be applied again before `until_ms`.
     Quarantine {
         ts_ms: u64,
+        #[serde(deserialize_with = "key_without_alias")]
         key: String,
         value: Value,
         until_ms: u64,

@@ -232,6 +232,58 @@ fn one_writer_at_a_time() {
     open(dir.path());
 }
 
+/// Defect: a change an earlier version journaled under the alias `net.nf_conntrack_max` stayed
+/// under that key once the alias was read as `net.netfilter.nf_conntrack_max`: a lookup by the
+/// one name found no original, and `revert --all` could not put the variable back.
+#[test]
+fn a_change_journaled_under_an_alias_is_found_under_the_one_name() {
+    let dir = private_tempdir();
+    {
+        // What an earlier version wrote: the alias itself as the address and the key.
+        let mut j = open(dir.path());
+        let as_written = ParamAddress {
+            name: "net.nf_conntrack_max".into(),
+            target: crate::actuate::param::Target::Host,
+        };
+        let id = j
+            .record_intent(
+                &as_written,
+                &Value::Int(262144),
+                &Value::Int(524288),
+                Source::Operator,
+                "t",
+                IntentKind::Change,
+            )
+            .unwrap();
+        j.record_outcome(
+            id,
+            Outcome::Applied {
+                read_back: Value::Int(524288),
+                reconciled: false,
+                why: None,
+            },
+        )
+        .unwrap();
+        j.quarantine(&as_written, &Value::Int(1), Duration::from_secs(600), "t")
+            .unwrap();
+    }
+    let text = std::fs::read_to_string(dir.path().join(store::JOURNAL_FILE)).unwrap();
+    assert!(text.contains("\"key\":\"net.nf_conntrack_max\""), "{text}");
+    let j = open(dir.path());
+    let one = addr("net.nf_conntrack_max");
+    assert_eq!(one.name, "net.netfilter.nf_conntrack_max");
+    let p = j.param_state(&one).expect("found under the one name");
+    assert_eq!(p.original, Some(Value::Int(262144)));
+    assert_eq!(p.last_applied, Some(Value::Int(524288)));
+    let keys: Vec<_> = j.params().map(|p| p.key.clone()).collect();
+    assert_eq!(keys, vec!["net.netfilter.nf_conntrack_max".to_string()]);
+    let now = SystemTime::now();
+    assert!(j
+        .context(&one, &Value::Int(1), now)
+        .quarantined_until
+        .is_some());
+}
+
 #[test]
 fn pause_yield_and_quarantine_persist() {
     let dir = private_tempdir();
