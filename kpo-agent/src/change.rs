@@ -2115,21 +2115,12 @@ impl ChangePath {
 
     /// Why a revert that did not take cannot take until someone else acts, if that is so: a
     /// cpufreq limit put back across the other limit where that limit is not KPO's (a person's,
-    /// yielded to them, or never changed by KPO: KPO moves neither), or a preference the cpufreq
-    /// driver holds under KPO's performance governor. A revert refused across a limit KPO holds
-    /// (its own revert lets it through), or one that failed, may take later.
+    /// yielded to them, or never changed by KPO: KPO moves neither). A revert refused across a
+    /// limit KPO holds, or a preference the cpufreq driver holds under KPO's performance governor
+    /// (its own revert of the governor lets it through, and the driver then gives KPO's
+    /// preference back), or one that failed, may take later: watched on.
     pub fn revert_blocked_by_others(&self, r: &ChangeReport) -> Option<String> {
         match r.status {
-            ChangeStatus::Skipped
-                if crate::actuate::cpufreq::governor_of(&r.address).is_some()
-                    && self.moved_by_the_kernel(&r.address) =>
-            {
-                Some(
-                    "the cpufreq driver holds the preference at performance under the \
-                     performance governor KPO set"
-                        .into(),
-                )
-            }
             ChangeStatus::Refused => {
                 let other = crate::actuate::cpufreq::other_limit(&r.address)?;
                 let kpos = self
