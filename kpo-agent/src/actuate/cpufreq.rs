@@ -230,6 +230,10 @@ pub fn frequency_table(dir: &Path) -> Result<Option<Vec<i64>>, String> {
     Ok(Some(table))
 }
 
+/// The drivers whose own `performance` policy holds the energy-performance preference at
+/// `performance` (and refuses another, EBUSY): intel_pstate and amd-pstate in active mode.
+const HOLDS_EPP_UNDER_PERFORMANCE: [&str; 2] = ["intel_pstate", "amd-pstate-epp"];
+
 /// The name of the policy's cpufreq driver (`scaling_driver`), or `unknown`.
 fn driver_name(dir: &Path) -> String {
     super::read_attr(&dir.join("scaling_driver"))
@@ -380,12 +384,18 @@ impl CpufreqActuator {
     /// Refuses a preference other than `performance` while the policy's governor is
     /// `performance`: intel_pstate and amd-pstate hold the preference there and refuse the write
     /// (EBUSY), so the change could only be journaled and fail, again at every proposal (a failed
-    /// change counts toward no cooldown). A governor that cannot be read leaves it to the driver.
+    /// change counts toward no cooldown). Only in their active mode (`scaling_driver` is
+    /// `intel_pstate` or `amd-pstate-epp`), where `performance` is the driver's own policy: in
+    /// passive mode (`intel_cpufreq`) it is the generic governor, and the driver takes the
+    /// preference under it. A governor or driver that cannot be read leaves it to the driver.
     fn check_governor_allows(&self, value: &Value) -> Result<(), ActuateError> {
         let performance =
             matches!(value, Value::Word(w) if w == "performance") || *value == Value::Int(0);
         let governor = super::read_attr(&self.dir.join("scaling_governor"));
         if performance || !matches!(&governor, Ok(g) if g.trim() == "performance") {
+            return Ok(());
+        }
+        if !HOLDS_EPP_UNDER_PERFORMANCE.contains(&driver_name(&self.dir).as_str()) {
             return Ok(());
         }
         Err(ActuateError::RefusedWhile {
@@ -832,6 +842,16 @@ mod tests {
         // nothing.
         epp.validate(&Value::Word("performance".into())).unwrap();
         epp.validate(&Value::Int(0)).unwrap();
+        // amd-pstate in active mode holds it too; intel_pstate in passive mode (intel_cpufreq),
+        // where performance is the generic governor, takes another preference, and so does a
+        // driver that cannot be read.
+        std::fs::write(p.join("scaling_driver"), "amd-pstate-epp\n").unwrap();
+        assert!(epp.validate(&Value::Word("power".into())).is_err());
+        std::fs::write(p.join("scaling_driver"), "intel_cpufreq\n").unwrap();
+        epp.validate(&Value::Word("power".into())).unwrap();
+        std::fs::remove_file(p.join("scaling_driver")).unwrap();
+        epp.validate(&Value::Word("power".into())).unwrap();
+        std::fs::write(p.join("scaling_driver"), "intel_pstate\n").unwrap();
         std::fs::remove_file(p.join("scaling_governor")).unwrap();
         epp.validate(&Value::Word("power".into())).unwrap();
     }
