@@ -5246,6 +5246,16 @@ fn the_agent_refuses_a_state_directory_last_used_from_another_network_namespace_
     );
     assert_eq!(record(&state, crate::control::POLICY_PATH_FILE), None);
     assert!(!socket.exists());
+    // Recorded in this boot: the same refusal. In an earlier boot, the namespace it named is
+    // gone whatever holds its inode now (inodes start again from the same numbers at a boot).
+    if let Some(boot) = crate::journal::current_boot() {
+        std::fs::write(&file, format!("{theirs} - {boot}\n")).unwrap();
+        assert!(open_agent(&state, &socket, &policy, Path::new("/sys")).is_err());
+        let earlier = if boot.starts_with('0') { "1" } else { "0" }.to_string() + &boot[1..];
+        std::fs::write(&file, format!("{theirs} - {earlier}\n")).unwrap();
+        open_agent(&state, &socket, &policy, Path::new("/sys")).expect("an earlier boot's");
+        std::fs::write(&file, format!("{theirs} -\n")).unwrap();
+    }
 
     drop(other);
     open_agent(&state, &socket, &policy, Path::new("/sys")).unwrap();
