@@ -294,7 +294,14 @@ async fn serve_one(mut stream: UnixStream, tx: mpsc::Sender<Incoming>) {
     let mut line =
         serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"error\":\"encoding\"}".to_vec());
     line.push(b'\n');
-    let _ = tokio::time::timeout(IO_TIMEOUT, stream.write_all(&line)).await;
+    let _ = tokio::time::timeout(IO_TIMEOUT, async {
+        stream.write_all(&line).await?;
+        // The end of the answer, now: the request the loop has not taken up yet keeps a
+        // descriptor of this socket ([`Connection`]), so dropping the stream would not end it,
+        // and a client that reads until the end would wait for the loop.
+        stream.shutdown().await
+    })
+    .await;
 }
 
 /// Reads one request from a root caller and hands it to the loop with the caller's name, by
@@ -547,6 +554,45 @@ mod tests {
         };
         let (reply, ()) = tokio::join!(super::answer(&mut agent_end, tx, name), the_loop);
         assert_eq!(reply, Ok(super::Reply::Ok(serde_json::json!(null))));
+    }
+
+    /// Defect (review s29 run-output-api #5): the connection stayed open after the answer for as
+    /// long as the request's descriptor was kept (a request the loop had not taken up when the
+    /// answer timed out), so a client reading until the end (`socat -t 90`, `nc -U`) waited on
+    /// the loop. The answer is followed by the end of the stream.
+    #[tokio::test]
+    async fn the_answer_ends_the_stream_while_the_request_is_still_held() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!(
+                "skipped: the control socket answers root callers only, and this test is not root"
+            );
+            return;
+        }
+        let (agent_end, mut caller_end) = tokio::net::UnixStream::pair().unwrap();
+        caller_end
+            .write_all(b"{\"op\":\"status\"}\n")
+            .await
+            .unwrap();
+        let (tx, mut requests) = tokio::sync::mpsc::channel::<super::Incoming>(1);
+        let served = tokio::spawn(super::serve_one(agent_end, tx));
+        let incoming = requests.recv().await.expect("the request");
+        let _ = incoming
+            .answer
+            .send(super::Reply::Ok(serde_json::json!(null)));
+        // Still held, as by a loop that has not got to it.
+        let _held = incoming.connection;
+        served.await.unwrap();
+        let mut text = String::new();
+        // Bounded so that a stream that does not end fails the test instead of hanging it.
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            caller_end.read_to_string(&mut text),
+        )
+        .await
+        .expect("the stream ended after the answer")
+        .unwrap();
+        assert_eq!(text, "{\"ok\":null}\n");
     }
 
     /// A caller's close is told from a half close (POLLHUP needs both directions shut), on a
