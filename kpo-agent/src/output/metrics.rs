@@ -472,6 +472,12 @@ fn answer(req: &Request<hyper::body::Incoming>, metrics: &Mutex<Metrics>) -> Res
 /// end with the process.
 const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// What stopped the metrics thread before it served.
+enum ThreadStart {
+    Runtime(std::io::Error),
+    Listen(std::io::Error),
+}
+
 /// The metrics and the thread that serves them, until dropped.
 ///
 /// The thread has its own runtime: the run loop's runs its stages synchronously on its one
@@ -493,10 +499,6 @@ impl MetricsServer {
     /// Binds the metrics address (an error names it) and starts serving from a thread of its
     /// own.
     pub fn start(addr: SocketAddr) -> anyhow::Result<MetricsServer> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| anyhow::anyhow!("metrics: cannot start their runtime: {e}"))?;
         let metrics = Arc::new(Mutex::new(Metrics::new()));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready) = std::sync::mpsc::channel();
@@ -504,15 +506,27 @@ impl MetricsServer {
         let thread = std::thread::Builder::new()
             .name("kpo-metrics".into())
             .spawn(move || {
+                // Built here, not on the loop's thread: a spawn that fails drops its closure
+                // where it was called, and a runtime dropped inside the loop's runtime panics.
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(ThreadStart::Runtime(e)));
+                        return;
+                    }
+                };
                 runtime.block_on(async move {
                     let listener = match tokio::net::TcpListener::bind(addr).await {
                         Ok(listener) => listener,
                         Err(e) => {
-                            let _ = ready_tx.send(Err(e));
+                            let _ = ready_tx.send(Err(ThreadStart::Listen(e)));
                             return;
                         }
                     };
-                    let _ = ready_tx.send(listener.local_addr());
+                    let _ = ready_tx.send(listener.local_addr().map_err(ThreadStart::Listen));
                     tokio::select! {
                         () = serve(listener, served) => {}
                         _ = stopped => {}
@@ -521,16 +535,23 @@ impl MetricsServer {
                 // The runtime dropped here ends the connections still open.
             })
             .map_err(|e| anyhow::anyhow!("metrics: cannot start their thread: {e}"))?;
-        let cannot_listen = |e| anyhow::anyhow!("metrics address {addr}: cannot listen: {e}");
-        let bound = ready
-            .recv()
-            .map_err(|_| std::io::Error::other("the metrics thread ended before listening"))
-            .and_then(|bound| bound);
+        let bound = ready.recv().unwrap_or_else(|_| {
+            Err(ThreadStart::Listen(std::io::Error::other(
+                "the metrics thread ended before listening",
+            )))
+        });
         let addr = match bound {
             Ok(bound) => bound,
             Err(e) => {
                 let _ = thread.join();
-                return Err(cannot_listen(e));
+                return Err(match e {
+                    ThreadStart::Runtime(e) => {
+                        anyhow::anyhow!("metrics: cannot start their runtime: {e}")
+                    }
+                    ThreadStart::Listen(e) => {
+                        anyhow::anyhow!("metrics address {addr}: cannot listen: {e}")
+                    }
+                });
             }
         };
         Ok(MetricsServer {
