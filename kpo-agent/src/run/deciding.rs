@@ -102,8 +102,13 @@ pub struct Deciding {
     policy_file: (PathBuf, bool),
 }
 
-/// The journal names who asked as the kernel names the caller, whatever the request says.
+/// The journal names who asked as the kernel names the caller, whatever the request says. Only
+/// the requests that journal who asks ([`Request::journals_who_asks`]) have their caller looked
+/// up by name (the server asks NSS for those alone), so no other is given one.
 fn name_the_caller(request: &mut Request, caller: &str) {
+    if !request.journals_who_asks() {
+        return;
+    }
     match request {
         Request::Apply(req) => req.by = Some(caller.to_string()),
         Request::Revert { by, .. } => *by = Some(caller.to_string()),
