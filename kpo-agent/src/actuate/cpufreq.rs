@@ -132,9 +132,12 @@ fn refusal_hint(attr: &str, errno: i32) -> String {
 /// EBUSY, and nothing else makes reading it busy. Before 5.19 a write is EINVAL (its `store()`
 /// needs the policy's CPU online), reads work, and `affected_cpus` reads as an empty line.
 fn inactive_policy(dir: &Path, affected: std::io::Result<String>) -> Option<String> {
-    let how = match &affected {
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => "is refused (EBUSY) too",
-        Ok(text) if text.trim().is_empty() => "lists no CPU",
+    let (how, refuses) = match &affected {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            ("is refused (EBUSY) too", "every read and write")
+        }
+        // Before 5.19: reads show the last values.
+        Ok(text) if text.trim().is_empty() => ("lists no CPU", "every write"),
         _ => return None,
     };
     let policy = dir
@@ -157,7 +160,7 @@ fn inactive_policy(dir: &Path, affected: std::io::Result<String>) -> Option<Stri
         .unwrap_or_default();
     Some(format!(
         "{policy} is inactive: all of its CPUs are offline ({} {how}){online}; the kernel \
-         refuses every read and write of the policy until one of its CPUs is online again",
+         refuses {refuses} of the policy until one of its CPUs is online again",
         dir.join("affected_cpus").display()
     ))
 }
@@ -1038,6 +1041,10 @@ mod tests {
             inactive.contains("lists the CPUs online: 0-2"),
             "{inactive}"
         );
+        assert!(
+            inactive.contains("the kernel refuses every read and write of the policy"),
+            "{inactive}"
+        );
         assert_eq!(inactive_policy(&p, Ok("3\n".into())), None);
         assert_eq!(
             inactive_policy(&p, Err(std::io::Error::from_raw_os_error(libc::EIO))),
@@ -1067,6 +1074,11 @@ mod tests {
         let e = sysfs_error(param, &max, einval(), Some(&v)).to_string();
         assert!(
             e.contains("EINVAL") && e.contains("policy3 is inactive"),
+            "{e}"
+        );
+        // There reads work (showing the last values): only writes are said to be refused.
+        assert!(
+            e.contains("the kernel refuses every write of the policy"),
             "{e}"
         );
         assert!(!e.contains("kernels before 5.3"), "{e}");
