@@ -2292,7 +2292,8 @@ impl ChangePath {
 
     /// Whether the network namespace of `address` (journaled under `key`) is gone for certain:
     /// it cannot be opened, and its inode (the one in `key`, which a path named when KPO changed
-    /// it) is in use nowhere, no /run/netns/* entry and no process being in it. A namespace that
+    /// it) is in use nowhere, no /run/netns/* entry and no process being in it, which only an
+    /// agent that sees every process can tell. A namespace that
     /// merely cannot be opened (a descriptor limit, a race with /proc) is not: what needs it is
     /// tried again later.
     pub fn namespace_gone_for_certain(&self, address: &ParamAddress, key: &str) -> bool {
@@ -2300,7 +2301,12 @@ impl ChangePath {
             return false;
         };
         let nowhere = match key_netns_inode(key) {
-            Some(inode) => !crate::actuate::sysctl::netns_in_use(inode),
+            // Where not every process can be seen, nothing is in use "nowhere": forgetting what
+            // KPO changed there would leave it unreverted for good.
+            Some(inode) => {
+                crate::actuate::sysctl::sees_every_process()
+                    && !crate::actuate::sysctl::netns_in_use(inode)
+            }
             // A path that never named a namespace KPO changed.
             None => matches!(netns, NetnsRef::Path(path) if !path.exists()),
         };

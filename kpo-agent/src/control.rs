@@ -526,7 +526,8 @@ pub fn refuse_start_in_other_netns(state_dir: &Path) -> Result<(), ControlError>
     let earlier_boot = boot.is_some_and(|b| Some(b) != crate::journal::current_boot());
     let gone = earlier_boot
         || recorded.0 == here.0
-        || (sees_every_process() && !crate::actuate::sysctl::netns_in_use(recorded.0));
+        || (crate::actuate::sysctl::sees_every_process()
+            && !crate::actuate::sysctl::netns_in_use(recorded.0));
     if gone {
         tracing::info!(
             "{} named network namespace {}{}, which is gone; this agent runs in {}",
@@ -541,7 +542,7 @@ pub fn refuse_start_in_other_netns(state_dir: &Path) -> Result<(), ControlError>
         );
         return Ok(());
     }
-    if !sees_every_process() {
+    if !crate::actuate::sysctl::sees_every_process() {
         return Err(ControlError::OtherNetns(format!(
             "an agent last ran on this state directory in network namespace {}, and this one \
              would run in {}, in a PID namespace of its own, which hides the processes that may \
@@ -559,15 +560,6 @@ pub fn refuse_start_in_other_netns(state_dir: &Path) -> Result<(), ControlError>
         describe_netns(recorded),
         describe_netns(here)
     )))
-}
-
-/// Whether this process sees every process of the machine under /proc: it is in the initial PID
-/// namespace, whose inode is fixed (`PROC_PID_INIT_INO`). In another, a namespace that only
-/// other processes hold looks unused.
-fn sees_every_process() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
-    std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() == PROC_PID_INIT_INO)
 }
 
 /// A namespace as `agent-netns` records it (inode, cookie) and the boot it was recorded in
@@ -775,6 +767,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(here.contains("which still exists"), "{here}");
+        assert!(dead_namespace_is_gone_for_certain());
         let out = std::process::Command::new("unshare")
             .args(["--pid", "--fork", "--mount-proc", "--"])
             .arg(std::env::current_exe().unwrap())
@@ -793,6 +786,10 @@ mod tests {
             stdout.contains("refused in a PID namespace of its own"),
             "{stdout}"
         );
+        assert!(
+            stdout.contains("a namespace nothing holds is not gone for certain here"),
+            "{stdout}"
+        );
         drop(other);
     }
 
@@ -804,7 +801,7 @@ mod tests {
         let Some(state) = std::env::var_os(PID_NS_CHILD_STATE) else {
             return;
         };
-        assert!(!sees_every_process());
+        assert!(!crate::actuate::sysctl::sees_every_process());
         let refused = refuse_start_in_other_netns(Path::new(&state))
             .unwrap_err()
             .to_string();
@@ -813,6 +810,20 @@ mod tests {
             "{refused}"
         );
         println!("refused in a PID namespace of its own: {refused}");
+        // Nor is a namespace KPO changed taken for gone there: what it knows of one would be
+        // forgotten, its change never put back.
+        assert!(!dead_namespace_is_gone_for_certain());
+        println!("a namespace nothing holds is not gone for certain here");
+    }
+
+    /// Whether the change path takes a namespace that no process holds (inode 1, no network
+    /// namespace's) for gone for certain.
+    fn dead_namespace_is_gone_for_certain() -> bool {
+        let state = tempfile::tempdir().unwrap();
+        crate::journal::store::make_private(state.path());
+        let (path, _) = open_offline_kernel(None, state.path()).unwrap();
+        let key = "net.core.somaxconn@netns:1";
+        path.namespace_gone_for_certain(&key.parse().unwrap(), key)
     }
 
     /// A resume naming no parameter (a request on the socket; the CLI checks its own argument)

@@ -910,6 +910,14 @@ pub fn live_netns_inodes() -> std::collections::HashSet<u64> {
     live
 }
 
+/// Whether this process sees every process of the machine under /proc: it is in the initial PID
+/// namespace, whose inode is fixed (`PROC_PID_INIT_INO`). In another (a pod without hostPID), a
+/// network namespace that only other processes hold looks unused, so none is taken for gone.
+pub fn sees_every_process() -> bool {
+    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+    std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() == PROC_PID_INIT_INO)
+}
+
 /// Whether network namespace `inode` is in use anywhere KPO can see: [`live_netns_inodes`], or
 /// a thread of some process (one that called `setns` or `unshare`, as CNI plugins do). Asked
 /// before a namespace is taken for gone for good, which is rare, so every thread is scanned. A

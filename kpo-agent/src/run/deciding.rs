@@ -200,6 +200,15 @@ impl Deciding {
         // Under the journal's lock, before anything is recorded or acted on: the journal's
         // parameters without a namespace may be another namespace's, one still alive.
         crate::control::refuse_start_in_other_netns(&dir)?;
+        if !crate::actuate::sysctl::sees_every_process() {
+            warn!(
+                "the agent is in a PID namespace of its own (a pod without hostPID): it cannot \
+                 see every process, so no network namespace KPO changed is taken for gone (what \
+                 it knows of one stays, and is retried), and listeners and namespaces only other \
+                 processes hold go unseen; run it in the host's PID namespace (README, Running \
+                 in a pod)"
+            );
+        }
         for w in journal.warnings() {
             warn!("journal: {w}");
         }
