@@ -726,7 +726,6 @@ mod tests {
     /// there, and refuses.
     #[test]
     fn in_a_pid_namespace_of_its_own_the_agent_does_not_take_a_namespace_for_gone() {
-        use std::os::unix::process::CommandExt;
         if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: not root: the test makes network and PID namespaces");
             return;
@@ -739,26 +738,8 @@ mod tests {
             eprintln!("skipped: no unshare (util-linux) to start a PID namespace");
             return;
         }
-        /// A process in a network namespace of its own, which lives as long as it does.
-        struct InOtherNetns(std::process::Child);
-        impl Drop for InOtherNetns {
-            fn drop(&mut self) {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-        let mut sleep = std::process::Command::new("sleep");
-        sleep.arg("600");
-        // SAFETY: unshare(2) alone between fork and exec.
-        unsafe {
-            sleep.pre_exec(|| {
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(Into::into)
-            });
-        }
-        let other = InOtherNetns(sleep.spawn().unwrap());
-        let theirs = std::fs::metadata(format!("/proc/{}/ns/net", other.0.id()))
-            .unwrap()
-            .ino();
+        let other = crate::actuate::sysctl::ProcessInOtherNetns::spawn();
+        let theirs = other.netns_inode();
         let state = tempfile::tempdir().unwrap();
         crate::journal::store::make_private(state.path());
         std::fs::write(state.path().join(AGENT_NETNS_FILE), format!("{theirs} -\n")).unwrap();

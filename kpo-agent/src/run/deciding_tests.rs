@@ -5184,33 +5184,14 @@ fn a_start_refused_at_the_control_socket_leaves_the_records_as_they_were() {
 /// Once that namespace is gone, the agent starts and names its own.
 #[test]
 fn the_agent_refuses_a_state_directory_last_used_from_another_network_namespace_still_alive() {
-    use std::os::unix::{fs::MetadataExt, process::CommandExt};
+    use std::os::unix::fs::MetadataExt;
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipped: not root: the test makes a network namespace");
         return;
     }
-    /// A process in a network namespace of its own, which lives as long as it does.
-    struct InOtherNetns(std::process::Child);
-    impl Drop for InOtherNetns {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            // Reaped: its namespace is gone with it.
-            let _ = self.0.wait();
-        }
-    }
-    let mut sleep = std::process::Command::new("sleep");
-    sleep.arg("600");
-    // SAFETY: unshare(2) alone between fork and exec.
-    unsafe {
-        sleep.pre_exec(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(Into::into)
-        });
-    }
-    // In its namespace once spawned: spawn returns after the exec.
-    let other = InOtherNetns(sleep.spawn().unwrap());
-    let inode = |path: String| std::fs::metadata(path).unwrap().ino();
-    let theirs = inode(format!("/proc/{}/ns/net", other.0.id()));
-    let here = inode("/proc/thread-self/ns/net".into());
+    let other = crate::actuate::sysctl::ProcessInOtherNetns::spawn();
+    let theirs = other.netns_inode();
+    let here = std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
     assert_ne!(theirs, here);
 
     let top = tempfile::tempdir().unwrap();
