@@ -2158,8 +2158,8 @@ impl ChangePath {
     /// it differs from KPO's without anyone having written it.
     ///
     /// Likewise a cpufreq policy's energy-performance preference that reads `performance` while
-    /// the policy's governor is `performance` and KPO set it so: intel_pstate and amd-pstate hold
-    /// the preference at `performance` under that governor (saving the one before, which they
+    /// the policy's governor is `performance` and KPO set it so: intel_pstate and amd-pstate (in
+    /// active mode) hold the preference at `performance` under that governor (saving the one before, which they
     /// give back when the governor leaves it), so nobody wrote it.
     pub fn moved_by_the_kernel(&self, address: &ParamAddress) -> bool {
         if let Some(governor) = crate::actuate::cpufreq::governor_of(address) {
@@ -2195,6 +2195,11 @@ impl ChangePath {
         });
         kpos && self.read(governor).is_ok_and(|v| v == performance)
             && self.read(epp).is_ok_and(|v| v == performance)
+            // In passive mode (intel_cpufreq) the driver does not hold it: someone wrote it.
+            && self
+                .actuators
+                .open(epp)
+                .is_ok_and(|mut a| a.held_by_driver_under_performance())
     }
 
     /// The switch that is on over this parameter now, if any ([`Actuator::switch_in_the_way`]).

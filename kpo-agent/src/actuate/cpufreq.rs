@@ -391,6 +391,14 @@ impl CpufreqActuator {
     /// `intel_pstate` or `amd-pstate-epp`), where `performance` is the driver's own policy: in
     /// passive mode (`intel_cpufreq`) it is the generic governor, and the driver takes the
     /// preference under it. A governor or driver that cannot be read leaves it to the driver.
+    /// Whether this is a preference the policy's driver holds at `performance` under the
+    /// `performance` governor ([`HOLDS_EPP_UNDER_PERFORMANCE`]; a driver that cannot be read
+    /// does not).
+    fn driver_holds_preference(&self) -> bool {
+        self.attr == "energy_performance_preference"
+            && HOLDS_EPP_UNDER_PERFORMANCE.contains(&driver_name(&self.dir).as_str())
+    }
+
     fn check_governor_allows(&self, value: &Value) -> Result<(), ActuateError> {
         let performance =
             matches!(value, Value::Word(w) if w == "performance") || *value == Value::Int(0);
@@ -398,7 +406,7 @@ impl CpufreqActuator {
         if performance || !matches!(&governor, Ok(g) if g.trim() == "performance") {
             return Ok(());
         }
-        if !HOLDS_EPP_UNDER_PERFORMANCE.contains(&driver_name(&self.dir).as_str()) {
+        if !self.driver_holds_preference() {
             return Ok(());
         }
         Err(ActuateError::RefusedWhile {
@@ -646,6 +654,10 @@ fn mismatch_why(attr: &str, wrote: &Value, read: &Value) -> String {
 impl Actuator for CpufreqActuator {
     fn address(&self) -> &ParamAddress {
         &self.address
+    }
+
+    fn held_by_driver_under_performance(&mut self) -> bool {
+        self.driver_holds_preference()
     }
 
     fn read(&mut self) -> Result<Value, ActuateError> {

@@ -216,6 +216,12 @@ pub trait Actuator: Send {
     ) -> Result<Option<(param::ParamAddress, param::Value)>, ActuateError> {
         Ok(None)
     }
+    /// Whether the driver holds this parameter at `performance` while the policy's governor is
+    /// `performance`: a cpufreq energy-performance preference under intel_pstate or amd-pstate in
+    /// active mode. Only the cpufreq actuator has such a parameter.
+    fn held_by_driver_under_performance(&mut self) -> bool {
+        false
+    }
 }
 
 /// How [`open_actuator_with`] opens actuators: what the policy allows beyond the default.

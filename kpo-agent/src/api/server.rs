@@ -117,8 +117,9 @@ impl Connection {
 /// Whether the peer of the Unix stream socket `fd` has closed its end, asked without waiting.
 ///
 /// POLLHUP is set once both directions are shut down: the peer's close (or exit, or kill) does
-/// that. A peer that only closed its sending side (`socat`, `shutdown(SHUT_WR)`) sets
-/// POLLRDHUP alone, and still waits for its answer: it is not taken as gone. A poll that fails
+/// that. A peer that only closed its sending side (`shutdown(SHUT_WR)`, as `socat` does at the
+/// end of its input, then waits for `-t` seconds) sets POLLRDHUP alone, and still waits for its
+/// answer: it is not taken as gone. A poll that fails
 /// cannot tell, and counts as not gone (the request is served, as before this check).
 fn hung_up(fd: BorrowedFd<'_>) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};

@@ -30,6 +30,9 @@ pub(crate) struct Policy0 {
     /// The preference saved when the governor went to `performance`, given back when it leaves
     /// (intel_pstate's `epp_powersave`).
     pub saved_epp: Option<String>,
+    /// intel_pstate in passive mode (intel_cpufreq): `performance` is the generic governor, and
+    /// the preference is neither held nor saved under it.
+    pub passive: bool,
 }
 
 impl Policy0 {
@@ -49,6 +52,7 @@ impl Policy0 {
         match (attr, value) {
             ("scaling_max_freq", Value::Int(khz)) => self.max_request = *khz,
             ("scaling_min_freq", Value::Int(khz)) => self.min_request = *khz,
+            ("scaling_governor", Value::Word(g)) if self.passive => self.governor = g.clone(),
             ("scaling_governor", Value::Word(g)) => {
                 if g == "performance" && self.governor != "performance" {
                     self.saved_epp = Some(std::mem::replace(&mut self.epp, "performance".into()));
@@ -62,7 +66,7 @@ impl Policy0 {
                 self.governor = g.clone();
             }
             ("energy_performance_preference", Value::Word(p)) => {
-                if self.governor == "performance" && p != "performance" {
+                if !self.passive && self.governor == "performance" && p != "performance" {
                     return Err(libc::EBUSY);
                 }
                 self.epp = p.clone();
@@ -84,6 +88,7 @@ impl Driver {
             governor: governor.into(),
             epp: epp.into(),
             saved_epp: None,
+            passive: false,
         })))
     }
 
@@ -101,6 +106,11 @@ struct DriverAttr {
 impl Actuator for DriverAttr {
     fn address(&self) -> &ParamAddress {
         &self.address
+    }
+    /// intel_pstate in active mode holds the preference under performance; in passive mode not.
+    fn held_by_driver_under_performance(&mut self) -> bool {
+        self.address.name == "energy_performance_preference"
+            && !self.driver.0.lock().unwrap().passive
     }
     fn read(&mut self) -> Result<Value, ActuateError> {
         Ok(self.driver.0.lock().unwrap().show(&self.address.name))
@@ -378,4 +388,37 @@ fn a_preference_held_under_kpos_own_governor_is_not_blocked_by_others() {
         (driver.show(GOVERNOR), driver.show(EPP)),
         (word("powersave"), word("balance_performance"))
     );
+}
+
+/// Defect (review s29 second round #2): in passive mode (intel_cpufreq) a preference reading
+/// `performance` under KPO's performance governor was taken for the driver's hold, so a person's
+/// or a daemon's write of it was not yielded to. Only a driver that holds it (active mode) moves
+/// it by itself.
+#[test]
+fn in_passive_mode_a_performance_preference_under_kpos_governor_is_someone_elses() {
+    for passive in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = Driver::new(800_000, 2_000_000, "powersave", "balance_performance");
+        driver.0.lock().unwrap().passive = passive;
+        let mut p = driver_path(dir.path(), &driver);
+        let governor = propose(&mut p, GOVERNOR, word("performance"));
+        assert_eq!(
+            governor.status,
+            ChangeStatus::Applied,
+            "{}",
+            governor.describe()
+        );
+        if passive {
+            // Taken under the generic performance governor; then someone writes performance.
+            let epp = propose(&mut p, EPP, word("balance_power"));
+            assert_eq!(epp.status, ChangeStatus::Applied, "{}", epp.describe());
+            driver.0.lock().unwrap().epp = "performance".into();
+        }
+        assert_eq!(driver.show(EPP), word("performance"), "passive: {passive}");
+        assert_eq!(
+            p.moved_by_the_kernel(&EPP.parse().unwrap()),
+            !passive,
+            "passive: {passive}"
+        );
+    }
 }

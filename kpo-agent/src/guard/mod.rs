@@ -630,7 +630,22 @@ impl Guard {
     /// first) and then calls [`Guard::save`], so that a crash in between leaves the watch to be
     /// judged again rather than a regression unreverted and forgotten.
     pub fn observe(&mut self, window: &Window) -> Vec<Verdict> {
-        self.judge(|scope| Health::from_window_in(window, scope))
+        self.observe_but(window, |_| false)
+    }
+
+    /// [`Guard::observe`], except the changes for which `without_effect` holds in this window
+    /// (a preference the cpufreq driver holds under a governor): not judged, as a window a
+    /// later change is blamed for is not: no strike, no verdict, and the window does not count
+    /// toward the watch's end, so the change is judged once it has its effect again.
+    pub fn observe_but(
+        &mut self,
+        window: &Window,
+        without_effect: impl Fn(&ParamAddress) -> bool,
+    ) -> Vec<Verdict> {
+        self.judge(
+            |scope| Health::from_window_in(window, scope),
+            without_effect,
+        )
     }
 
     /// Judges every watch by the health its scope saw in one window.
@@ -643,7 +658,11 @@ impl Guard {
     /// reverts it (or keeps it) by its own watch. Such a window is not judged for this change at
     /// all: no strike, and it does not count toward the watch's end. Once the later change's
     /// watch is over, a regression that goes on is this change's to answer for.
-    fn judge(&mut self, health_in: impl Fn(Scope) -> Health) -> Vec<Verdict> {
+    fn judge(
+        &mut self,
+        health_in: impl Fn(Scope) -> Health,
+        without_effect: impl Fn(&ParamAddress) -> bool,
+    ) -> Vec<Verdict> {
         let mut verdicts = Vec::new();
         let config = &self.config;
         let reverting = &mut self.reverting;
@@ -654,6 +673,9 @@ impl Guard {
         self.watches.retain_mut(|w| {
             if w.skip_windows > 0 {
                 w.skip_windows -= 1;
+                return true;
+            }
+            if without_effect(&w.address) {
                 return true;
             }
             let health = health_in(w.scope);
@@ -811,7 +833,7 @@ mod tests {
 
     /// One window in which every scope sees `h`.
     fn observe(guard: &mut Guard, h: &Health) -> Vec<Verdict> {
-        guard.judge(|_| h.clone())
+        guard.judge(|_| h.clone(), |_| false)
     }
 
     fn somaxconn() -> ParamAddress {
@@ -975,8 +997,8 @@ mod tests {
             Value::Int(1024),
             calm.clone(),
         );
-        assert!(guard.judge(busy_ns(7)).is_empty());
-        assert_eq!(guard.judge(busy_ns(7)).len(), 2);
+        assert!(guard.judge(busy_ns(7), |_| false).is_empty());
+        assert_eq!(guard.judge(busy_ns(7), |_| false).len(), 2);
         // A later change in another namespace does not take the blame for this one's.
         let mut guard = Guard::new(GuardConfig::default());
         guard.watch_from(
@@ -996,9 +1018,9 @@ mod tests {
             Value::Int(1024),
             calm,
         );
-        assert!(guard.judge(busy_ns(7)).is_empty());
+        assert!(guard.judge(busy_ns(7), |_| false).is_empty());
         assert!(matches!(
-            guard.judge(busy_ns(7)).as_slice(),
+            guard.judge(busy_ns(7), |_| false).as_slice(),
             [Verdict::Revert { change_id: 1, .. }]
         ));
     }
@@ -1070,6 +1092,33 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    /// Defect (review s29 second round #1): a preference the cpufreq driver held under KPO's
+    /// performance governor was judged in windows where it had no effect: regressing ones gave a
+    /// verdict (its revert skipped) in every window, and calm ones ran its watch out to "kept",
+    /// so KPO's value came back unwatched when the governor left. Such windows are not judged.
+    #[test]
+    fn a_change_without_effect_in_a_window_is_not_judged_in_it() {
+        let mut guard = Guard::new(GuardConfig {
+            windows: 2,
+            ..GuardConfig::default()
+        });
+        let before = health(&[(HealthSignal::RequestP99, 800.0)]);
+        watch(&mut guard, 7, Value::Int(4096), before);
+        let bad = health(&[(HealthSignal::RequestP99, 1500.0)]);
+        let calm = health(&[(HealthSignal::RequestP99, 800.0)]);
+        let held = |_: &ParamAddress| true;
+        for h in [&bad, &bad, &bad, &calm, &calm, &calm] {
+            assert!(guard.judge(|_| h.clone(), held).is_empty());
+        }
+        assert_eq!(guard.watching(), 1, "still watched, its windows not spent");
+        // Its effect back: judged as any change, from a clean slate.
+        assert!(observe(&mut guard, &bad).is_empty(), "one strike of two");
+        assert!(matches!(
+            observe(&mut guard, &bad)[..],
+            [Verdict::Revert { change_id: 7, .. }]
+        ));
     }
 
     #[test]

@@ -633,7 +633,14 @@ impl Deciding {
         // A change reverted since it was watched (an operator's `kpo revert`, the optimizer's
         // rollback, a yield) has nothing left to judge.
         self.guard.retain_in_place(in_place(&self.path.journal));
-        let verdicts = self.guard.observe(window);
+        // A preference the cpufreq driver holds under KPO's performance governor has no effect
+        // while it does: not judged then (its revert would be skipped, its watch could end
+        // "kept" over windows it did nothing in); judged again once the governor leaves.
+        let path = &self.path;
+        let verdicts = self.guard.observe_but(window, |address| {
+            crate::actuate::cpufreq::governor_of(address).is_some()
+                && path.moved_by_the_kernel(address)
+        });
         for verdict in self.in_passing_order(verdicts) {
             let Verdict::Revert {
                 change_id,
@@ -741,9 +748,9 @@ impl Deciding {
                 }));
                 continue;
             }
-            // A revert that only someone else can let through (a person's other limit, the
-            // driver's hold under KPO's governor): watched again, it would give this verdict and
-            // the same refusal in every regressing window, for as long as they hold it.
+            // A revert that only someone else can let through (a limit across a person's other
+            // limit): watched again, it would give this verdict and the same refusal in every
+            // regressing window, for as long as they hold it.
             if let (Some(_), Some(blocked)) = (&held, blocked) {
                 warn!(
                     "guard: #{change_id} ({address}) cannot be reverted while {blocked}; the \
