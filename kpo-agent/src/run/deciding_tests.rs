@@ -5189,6 +5189,14 @@ fn the_agent_refuses_a_state_directory_last_used_from_another_network_namespace_
         eprintln!("skipped: not root: the test makes a network namespace");
         return;
     }
+    if !crate::actuate::sysctl::sees_every_process() {
+        eprintln!(
+            "skipped: this test runs in a PID namespace of its own (a container without the \
+             host's PID namespace), where no namespace is taken for gone: covered by \
+             control::tests::in_a_pid_namespace_of_its_own_..."
+        );
+        return;
+    }
     let other = crate::actuate::sysctl::ProcessInOtherNetns::spawn();
     let theirs = other.netns_inode();
     let here = std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
