@@ -105,22 +105,42 @@ pub fn target_key(address: &ParamAddress) -> String {
 /// name, and read as it was written it would be a second parameter beside
 /// `net.netfilter.nf_conntrack_max`, with KPO's own value as its original.
 fn key_without_alias<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let key = String::deserialize(d)?;
+    String::deserialize(d).map(unalias)
+}
+
+/// [`key_without_alias`] for an optional key (`damaged`).
+fn optional_key_without_alias<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d).map(|key| key.map(unalias))
+}
+
+/// [`key_without_alias`] for the keys of a count per key (`archived`); the counts of an alias and
+/// its name add up.
+fn keys_without_alias<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, usize>, D::Error> {
+    let mut counts = BTreeMap::new();
+    for (key, n) in BTreeMap::<String, usize>::deserialize(d)? {
+        *counts.entry(unalias(key)).or_insert(0) += n;
+    }
+    Ok(counts)
+}
+
+/// `key` with its sysctl name under the name KPO uses, when it is an alias.
+fn unalias(key: String) -> String {
     let (name, target) = match key.split_once('@') {
         Some((name, target)) => (name, Some(target)),
         None => (key.as_str(), None),
     };
-    Ok(match crate::actuate::param::sysctl_alias(name) {
-        Some(_) => {
-            let name =
-                crate::actuate::param::canonical_sysctl(name).unwrap_or_else(|_| name.into());
-            match target {
-                Some(target) => format!("{name}@{target}"),
-                None => name,
-            }
-        }
-        None => key,
-    })
+    if crate::actuate::param::sysctl_alias(name).is_none() {
+        return key;
+    }
+    let name = crate::actuate::param::canonical_sysctl(name).unwrap_or_else(|_| name.into());
+    match target {
+        Some(target) => format!("{name}@{target}"),
+        None => name,
+    }
 }
 
 /// The inode of the network namespace a journal key names (`…@netns:INODE`), if it names one.
@@ -387,7 +407,11 @@ pub enum Record {
         ts_ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "optional_key_without_alias"
+        )]
         key: Option<String>,
         why: String,
     },
@@ -405,7 +429,11 @@ pub enum Record {
         held: Vec<u64>,
         /// Per key, the applied changes moved to the archive (and earlier archives), which the
         /// journal no longer holds: `kpo status` still counts them.
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        #[serde(
+            default,
+            skip_serializing_if = "BTreeMap::is_empty",
+            deserialize_with = "keys_without_alias"
+        )]
         changes: BTreeMap<String, usize>,
     },
 }

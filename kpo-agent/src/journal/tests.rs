@@ -269,12 +269,22 @@ fn a_change_journaled_under_an_alias_is_found_under_the_one_name() {
     }
     let text = std::fs::read_to_string(dir.path().join(store::JOURNAL_FILE)).unwrap();
     assert!(text.contains("\"key\":\"net.nf_conntrack_max\""), "{text}");
+    // An archiving pass's count and a damaged line's key, under the alias too.
+    for line in [
+        r#"{"type":"archived","ts_ms":1,"archive_bytes":0,"changes":{"net.nf_conntrack_max":3}}"#,
+        r#"{"type":"damaged","ts_ms":2,"key":"net.nf_conntrack_max","why":"t"}"#,
+    ] {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        append_raw(dir.path(), &store::encode(&record));
+    }
     let j = open(dir.path());
     let one = addr("net.nf_conntrack_max");
     assert_eq!(one.name, "net.netfilter.nf_conntrack_max");
     let p = j.param_state(&one).expect("found under the one name");
     assert_eq!(p.original, Some(Value::Int(262144)));
     assert_eq!(p.last_applied, Some(Value::Int(524288)));
+    assert_eq!(p.archived_changes, 3, "{:?}", j.warnings());
+    assert_eq!(p.unsettled.as_deref(), Some("t"));
     let keys: Vec<_> = j.params().map(|p| p.key.clone()).collect();
     assert_eq!(keys, vec!["net.netfilter.nf_conntrack_max".to_string()]);
     let now = SystemTime::now();
