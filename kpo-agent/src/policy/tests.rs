@@ -869,6 +869,18 @@ fn an_entry_is_a_parameter_once() {
         ),
         "{msg}"
     );
+    // The alias first in the file: the entries are taken in name order, so the message still
+    // names it.
+    let (_, _, _, msg) = err(
+        "[params.\"net.nf_conntrack_max\"]\nmode = \"auto\"\n\n[params.\"net.netfilter.nf_conntrack_max\"]\nmode = \"observe\"\n",
+    );
+    assert!(
+        msg.contains(
+            "net.nf_conntrack_max is an alias of net.netfilter.nf_conntrack_max, which already \
+             has an entry (line 4)"
+        ),
+        "{msg}"
+    );
 }
 
 /// docs/policy.md's `net.ipv4.tcp_*` entry is `auto` without bounds: the rules' and an operator's
