@@ -126,12 +126,19 @@ fn within(what: &str, got: u64, expected: u64, rel: f64, abs: u64) {
 /// reads, so counts may differ by what happens in between: 5% (or a small absolute slack).
 pub fn irq_softirq_sched_agree_with_proc() {
     let ns = Netns::new();
+    // Interrupts also come from devices the test does not drive (a busy disk or NIC of the
+    // machine): what they raise between the sensor's start and the inner reading, and between
+    // the last reading and the window's close, is the sensor's and not the inner interval's.
+    // So each IRQ's count is held between the inner interval and the outer one, around the
+    // whole window.
+    let irq_outer0 = interrupts();
     let (mut collector, builder) = start(true);
     let (soft0, ctxt0, irq0) = (softirqs(), context_switches(), interrupts());
     ping_pong(&ns);
     disk_io();
     let (soft1, ctxt1, irq1) = (softirqs(), context_switches(), interrupts());
     let (window, _) = close_window(&mut collector, builder);
+    let irq_outer1 = interrupts();
 
     assert_eq!(window.sampled_fraction, 1.0);
     let net_rx = window
@@ -181,10 +188,16 @@ pub fn irq_softirq_sched_agree_with_proc() {
     let mut compared = 0;
     let shared = handlers();
     for irq in &window.irqs {
-        let kernel =
-            irq1.get(&irq.irq).copied().unwrap_or(0) - irq0.get(&irq.irq).copied().unwrap_or(0);
-        let runs = kernel * shared.get(&irq.irq).copied().unwrap_or(1);
-        within(&format!("irq {}", irq.irq), irq.count, runs, 0.05, 3);
+        let runs = |from: &BTreeMap<u32, u64>, to: &BTreeMap<u32, u64>| {
+            let kernel =
+                to.get(&irq.irq).copied().unwrap_or(0) - from.get(&irq.irq).copied().unwrap_or(0);
+            kernel * shared.get(&irq.irq).copied().unwrap_or(1)
+        };
+        let (inner, outer) = (runs(&irq0, &irq1), runs(&irq_outer0, &irq_outer1));
+        // Within tolerance of the inner interval, or between it and the outer one.
+        if !(inner..=outer).contains(&irq.count) {
+            within(&format!("irq {}", irq.irq), irq.count, inner, 0.05, 3);
+        }
         compared += irq.count;
     }
     assert!(

@@ -384,13 +384,6 @@ impl CpufreqActuator {
         }
     }
 
-    /// Refuses a preference other than `performance` while the policy's governor is
-    /// `performance`: intel_pstate and amd-pstate hold the preference there and refuse the write
-    /// (EBUSY), so the change could only be journaled and fail, again at every proposal (a failed
-    /// change counts toward no cooldown). Only in their active mode (`scaling_driver` is
-    /// `intel_pstate` or `amd-pstate-epp`), where `performance` is the driver's own policy: in
-    /// passive mode (`intel_cpufreq`) it is the generic governor, and the driver takes the
-    /// preference under it. A governor or driver that cannot be read leaves it to the driver.
     /// Whether this is a preference the policy's driver holds at `performance` under the
     /// `performance` governor ([`HOLDS_EPP_UNDER_PERFORMANCE`]; a driver that cannot be read
     /// does not).
@@ -399,6 +392,13 @@ impl CpufreqActuator {
             && HOLDS_EPP_UNDER_PERFORMANCE.contains(&driver_name(&self.dir).as_str())
     }
 
+    /// Refuses a preference other than `performance` while the policy's governor is
+    /// `performance`: intel_pstate and amd-pstate hold the preference there and refuse the write
+    /// (EBUSY), so the change could only be journaled and fail, again at every proposal (a failed
+    /// change counts toward no cooldown). Only in their active mode (`scaling_driver` is
+    /// `intel_pstate` or `amd-pstate-epp`), where `performance` is the driver's own policy: in
+    /// passive mode (`intel_cpufreq`) it is the generic governor, and the driver takes the
+    /// preference under it. A governor or driver that cannot be read leaves it to the driver.
     fn check_governor_allows(&self, value: &Value) -> Result<(), ActuateError> {
         let performance =
             matches!(value, Value::Word(w) if w == "performance") || *value == Value::Int(0);

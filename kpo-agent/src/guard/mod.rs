@@ -699,6 +699,8 @@ impl Guard {
             let blamed_on_later = |&(signal, before, _): &(HealthSignal, f64, f64)| {
                 open.iter().any(|later| {
                     watch.later.contains(&later.change_id)
+                        // A later change without effect now answers for nothing.
+                        && !without_effect(&later.address)
                         && watch.could_answer_for(later, signal)
                         && later
                             .baseline
@@ -937,6 +939,33 @@ mod tests {
         assert!(observe(&mut guard, &busy).is_empty());
         assert!(matches!(
             observe(&mut guard, &busy).as_slice(),
+            [Verdict::Revert { change_id: 1, .. }]
+        ));
+    }
+
+    /// Defect (review s29 third round #1): a later change without effect (a preference the
+    /// driver holds) took the blame for an earlier change's regression while it was not judged
+    /// itself, so nothing was ever reverted. Without effect, it answers for nothing.
+    #[test]
+    fn a_later_change_without_effect_takes_no_blame() {
+        let calm = health(&[(HealthSignal::RunqP99, 100.0)]);
+        let busy = health(&[(HealthSignal::RunqP99, 900.0)]);
+        let mut guard = a_with_a_calm_window(&calm);
+        let held: ParamAddress = "cpufreq:policy0:energy_performance_preference"
+            .parse()
+            .unwrap();
+        guard.watch_from(
+            2,
+            held.clone(),
+            Scope::Host,
+            guard.config.signals.clone(),
+            Value::Word("power".into()),
+            calm.clone(),
+        );
+        let without_effect = |a: &ParamAddress| *a == held;
+        assert!(guard.judge(|_| busy.clone(), without_effect).is_empty());
+        assert!(matches!(
+            guard.judge(|_| busy.clone(), without_effect).as_slice(),
             [Verdict::Revert { change_id: 1, .. }]
         ));
     }

@@ -353,6 +353,8 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         None => builtin,
     };
     let mut params = Vec::new();
+    // Each entry's key as written, by the name it comes to: for the message of a second one.
+    let mut written_as: std::collections::HashMap<String, String> = Default::default();
     for (name, body) in doc.params {
         let span = name.span();
         let raw = name.into_inner();
@@ -415,20 +417,26 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         if let Some(first) = params.iter().find(|p: &&ParamRule| p.name == r.name) {
             // The key as written may be an alias (`net.nf_conntrack_max`): say which name both
             // entries come to.
-            let named = match crate::actuate::param::sysctl_alias(&raw) {
+            use crate::actuate::param::sysctl_alias;
+            let named = match sysctl_alias(&raw) {
                 Some(alias) => format!("{alias} is an alias of {}, which", r.name),
                 None => r.name.clone(),
+            };
+            let first_as = match written_as.get(&r.name).and_then(|w| sysctl_alias(w)) {
+                Some(alias) => format!(", as its alias {alias}"),
+                None => String::new(),
             };
             return Err(ctx.err(
                 span,
                 key,
                 PolicyErrorClass::BadValue,
                 format!(
-                    "{named} already has an entry (line {}); one entry per parameter",
+                    "{named} already has an entry (line {}{first_as}); one entry per parameter",
                     first.line
                 ),
             ));
         }
+        written_as.insert(r.name.clone(), raw.clone());
         params.push(r);
     }
     params.sort_by_key(|r| r.line);

@@ -881,6 +881,17 @@ fn an_entry_is_a_parameter_once() {
         ),
         "{msg}"
     );
+    // The name slashed, taken after the alias: the first entry is named as the alias.
+    let (_, _, _, msg) = err(
+        "[params.\"net.nf_conntrack_max\"]\nmode = \"auto\"\n\n[params.\"net/netfilter/nf_conntrack_max\"]\nmode = \"observe\"\n",
+    );
+    assert!(
+        msg.contains(
+            "net.netfilter.nf_conntrack_max already has an entry (line 1, as its alias \
+             net.nf_conntrack_max)"
+        ),
+        "{msg}"
+    );
 }
 
 /// docs/policy.md's `net.ipv4.tcp_*` entry is `auto` without bounds: the rules' and an operator's

@@ -5192,8 +5192,8 @@ fn the_agent_refuses_a_state_directory_last_used_from_another_network_namespace_
     if !crate::actuate::sysctl::sees_every_process() {
         eprintln!(
             "skipped: this test runs in a PID namespace of its own (a container without the \
-             host's PID namespace), where no namespace is taken for gone: covered by \
-             control::tests::in_a_pid_namespace_of_its_own_..."
+             host's PID namespace), where the agent refuses to start whatever holds the \
+             namespace: what this test checks needs the initial PID namespace"
         );
         return;
     }
