@@ -857,41 +857,35 @@ fn an_entry_is_a_parameter_once() {
     assert_eq!(class, PolicyErrorClass::BadValue, "{msg}");
     assert!(msg.contains("already has an entry"), "{msg}");
     assert!(line == 1 || line == 4, "{line}");
-    // Under an alias, the message says which name both entries come to.
-    let (_, _, class, msg) = err(
-        "[params.\"net.netfilter.nf_conntrack_max\"]\nmode = \"auto\"\n\n[params.\"net.nf_conntrack_max\"]\nmode = \"observe\"\n",
-    );
-    assert_eq!(class, PolicyErrorClass::BadValue, "{msg}");
-    assert!(
-        msg.contains(
-            "net.nf_conntrack_max is an alias of net.netfilter.nf_conntrack_max, which already \
-             has an entry (line 1)"
+    // Under an alias, the message says which name both entries come to, whichever comes first
+    // in the file (entries are taken in name order) and however the name is spelt.
+    const ALIAS_SECOND: &str = "net.nf_conntrack_max is an alias of \
+                                net.netfilter.nf_conntrack_max, which already has an entry";
+    for (first, second, says) in [
+        (
+            "net.netfilter.nf_conntrack_max",
+            "net.nf_conntrack_max",
+            format!("{ALIAS_SECOND} (line 1)"),
         ),
-        "{msg}"
-    );
-    // The alias first in the file: the entries are taken in name order, so the message still
-    // names it.
-    let (_, _, _, msg) = err(
-        "[params.\"net.nf_conntrack_max\"]\nmode = \"auto\"\n\n[params.\"net.netfilter.nf_conntrack_max\"]\nmode = \"observe\"\n",
-    );
-    assert!(
-        msg.contains(
-            "net.nf_conntrack_max is an alias of net.netfilter.nf_conntrack_max, which already \
-             has an entry (line 4)"
+        (
+            "net.nf_conntrack_max",
+            "net.netfilter.nf_conntrack_max",
+            format!("{ALIAS_SECOND} (line 4)"),
         ),
-        "{msg}"
-    );
-    // The name slashed, taken after the alias: the first entry is named as the alias.
-    let (_, _, _, msg) = err(
-        "[params.\"net.nf_conntrack_max\"]\nmode = \"auto\"\n\n[params.\"net/netfilter/nf_conntrack_max\"]\nmode = \"observe\"\n",
-    );
-    assert!(
-        msg.contains(
+        (
+            "net.nf_conntrack_max",
+            "net/netfilter/nf_conntrack_max",
             "net.netfilter.nf_conntrack_max already has an entry (line 1, as its alias \
              net.nf_conntrack_max)"
+                .to_string(),
         ),
-        "{msg}"
-    );
+    ] {
+        let (_, _, class, msg) = err(&format!(
+            "[params.{first:?}]\nmode = \"auto\"\n\n[params.{second:?}]\nmode = \"observe\"\n"
+        ));
+        assert_eq!(class, PolicyErrorClass::BadValue, "{msg}");
+        assert!(msg.contains(&says), "{first}, {second}: {msg}");
+    }
 }
 
 /// docs/policy.md's `net.ipv4.tcp_*` entry is `auto` without bounds: the rules' and an operator's
