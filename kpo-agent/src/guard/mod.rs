@@ -635,8 +635,9 @@ impl Guard {
 
     /// [`Guard::observe`], except the changes for which `without_effect` holds in this window
     /// (a preference the cpufreq driver holds under a governor): not judged, as a window a
-    /// later change is blamed for is not: no strike, no verdict, and the window does not count
-    /// toward the watch's end, so the change is judged once it has its effect again.
+    /// later change is blamed for is not: no strike, no verdict, the window does not count
+    /// toward the watch's end, and such a change takes no blame for an earlier one's regression.
+    /// It is judged once it has its effect again.
     pub fn observe_but(
         &mut self,
         window: &Window,
