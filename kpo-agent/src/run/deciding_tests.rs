@@ -363,6 +363,25 @@ impl Rig {
 
     /// One window under the knobs' values now: p99 as [`Rig::p99`], 1000 requests, joules per
     /// request lowest at (40 µs, 1800 MHz).
+    /// One window's `guard` events.
+    fn window_guard_events(&mut self) -> Vec<crate::guard::GuardEvent> {
+        self.window()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Guard(g) => Some(g),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The `guard` events of the first window, of at most `windows`, that has any.
+    fn first_guard_events(&mut self, windows: usize) -> Vec<crate::guard::GuardEvent> {
+        (0..windows)
+            .map(|_| self.window_guard_events())
+            .find(|events| !events.is_empty())
+            .unwrap_or_default()
+    }
+
     fn window(&mut self) -> Vec<Event> {
         let (rx, mhz) = (self.rx() as f64, self.max_freq() as f64 / 1000.0);
         let p99 = self.p99() + self.extra_p99_us;
@@ -2247,14 +2266,7 @@ sources = ["operator"]
     // A person sets the max to 1250 MHz: yielded to them, its watch dropped; p99 253 µs
     // regresses, and the min's revert (back to 2000 MHz) would cross the person's max.
     std::fs::write(dir.join("scaling_max_freq"), "1250000\n").unwrap();
-    let mut guard_events = Vec::new();
-    for _ in 0..5 {
-        for e in rig.window() {
-            if let Event::Guard(g) = e {
-                guard_events.push(g);
-            }
-        }
-    }
+    let guard_events: Vec<_> = (0..5).flat_map(|_| rig.window_guard_events()).collect();
     assert_eq!(guard_events.len(), 1, "{guard_events:#?}");
     assert_eq!(guard_events[0].reverted, Some(false));
     let error = guard_events[0].error.as_deref().unwrap();
@@ -5308,22 +5320,7 @@ sources = ["operator"]
     // intel_pstate under its performance policy: the preference held at performance.
     std::fs::write(dir.join("energy_performance_preference"), "performance\n").unwrap();
     rig.extra_p99_us = 5000.0;
-    let guard_events = |rig: &mut Rig| -> Vec<GuardEvent> {
-        rig.window()
-            .into_iter()
-            .filter_map(|e| match e {
-                Event::Guard(g) => Some(g),
-                _ => None,
-            })
-            .collect()
-    };
-    let mut held = Vec::new();
-    for _ in 0..6 {
-        held.extend(guard_events(&mut rig));
-        if !held.is_empty() {
-            break;
-        }
-    }
+    let held = rig.first_guard_events(6);
     // Only the governor was judged, and reverted.
     assert!(
         held.iter().all(|g| matches!(
@@ -5336,13 +5333,7 @@ sources = ["operator"]
     assert_eq!(read("scaling_governor"), "powersave");
     // The governor gone, the driver gives KPO's preference back: judged now, and reverted.
     std::fs::write(dir.join("energy_performance_preference"), "power\n").unwrap();
-    let mut back = Vec::new();
-    for _ in 0..6 {
-        back.extend(guard_events(&mut rig));
-        if !back.is_empty() {
-            break;
-        }
-    }
+    let back = rig.first_guard_events(6);
     assert!(
         matches!(
             back.as_slice(),
