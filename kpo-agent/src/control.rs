@@ -727,7 +727,7 @@ mod tests {
     #[test]
     fn in_a_pid_namespace_of_its_own_the_agent_does_not_take_a_namespace_for_gone() {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: not root: the test makes network and PID namespaces");
+            kpo_test_skip::skip("not root: the test makes network and PID namespaces");
             return;
         }
         if std::process::Command::new("unshare")
@@ -735,13 +735,13 @@ mod tests {
             .output()
             .is_err()
         {
-            eprintln!("skipped: no unshare (util-linux) to start a PID namespace");
+            kpo_test_skip::skip("no unshare (util-linux) to start a PID namespace");
             return;
         }
         if !crate::actuate::sysctl::sees_every_process() {
-            eprintln!(
-                "skipped: this test runs in a PID namespace of its own already (a container \
-                 without the host's PID namespace): the initial one's side cannot be checked"
+            kpo_test_skip::skip(
+                "this test runs in a PID namespace of its own already (a container \
+                 without the host's PID namespace): the initial one's side cannot be checked",
             );
             return;
         }
@@ -784,7 +784,7 @@ mod tests {
     /// Run by [`in_a_pid_namespace_of_its_own_the_agent_does_not_take_a_namespace_for_gone`] in
     /// a PID namespace of its own; does nothing elsewhere.
     #[test]
-    #[ignore = "run in a PID namespace of its own by in_a_pid_namespace_of_its_own_..."]
+    #[ignore = "child half: run in a PID namespace of its own by in_a_pid_namespace_of_its_own_..."]
     fn pid_namespace_child() {
         let Some(state) = std::env::var_os(PID_NS_CHILD_STATE) else {
             return;

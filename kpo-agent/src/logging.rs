@@ -668,7 +668,7 @@ mod tests {
     /// Run by [`a_panic_of_the_log_writer_thread_reaches_standard_error`] in a child process;
     /// does nothing elsewhere.
     #[test]
-    #[ignore = "run in a child process by a_panic_of_the_log_writer_thread_reaches_standard_error"]
+    #[ignore = "child half: run in a child process by a_panic_of_the_log_writer_thread_reaches_standard_error"]
     fn log_writer_panicking_child() {
         use std::os::fd::AsRawFd;
         if std::env::var_os(PANIC_CHILD).is_none() {
@@ -708,7 +708,7 @@ mod tests {
     /// in a child process; does nothing elsewhere. What it finds goes to standard output, the
     /// parent's to read: its own standard error is the full pipe.
     #[test]
-    #[ignore = "run in a child process by a_panic_while_standard_error_is_not_read_does_not_stop_the_thread_that_panicked"]
+    #[ignore = "child half: run in a child process by a_panic_while_standard_error_is_not_read_does_not_stop_the_thread_that_panicked"]
     fn panicking_child() {
         use std::os::fd::AsRawFd;
         if std::env::var_os(PANIC_CHILD).is_none() {

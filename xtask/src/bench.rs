@@ -720,6 +720,18 @@ fn nix_kill(pid: u32) -> i32 {
     unsafe { libc::kill(pid as i32, libc::SIGTERM) }
 }
 
+/// Why a test that starts nginx as the bench and the scenario do cannot run here, if it cannot.
+#[cfg(test)]
+pub(crate) fn nginx_test_cannot_run() -> Option<&'static str> {
+    if !crate::is_root() {
+        Some("not root: the test starts nginx")
+    } else if which("nginx").is_none() {
+        Some("no nginx (`cargo xtask setup` installs it)")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -746,8 +758,11 @@ mod tests {
     /// The bench's nginx, stopped as the bench stops it: master and worker gone, nothing left
     /// listening (a SIGKILL to the master alone left its worker listening, adopted by init).
     #[test]
-    #[ignore = "needs root and nginx, as the bench does: cargo test -p xtask -- --ignored"]
     fn nginx_stops_without_leaving_a_listener() {
+        if let Some(why) = nginx_test_cannot_run() {
+            kpo_test_skip::skip(why);
+            return;
+        }
         let dir = std::env::temp_dir().join(format!("kpo-bench-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let _cleanup = RemoveDir(dir.clone());

@@ -7,10 +7,11 @@ mod bench_reaction;
 mod floor;
 mod scenario;
 mod setup;
+mod test_runner;
 
 use std::process::{Command, ExitCode};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -85,7 +86,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Test { args } => {
             setup::ensure()?;
-            test(&args)
+            test_runner::run(&args)
         }
         Cmd::Bench { which } => {
             setup::ensure()?;
@@ -133,90 +134,4 @@ fn build_release() -> Result<()> {
         bail!("cargo build failed");
     }
     Ok(())
-}
-
-fn test(args: &[String]) -> Result<()> {
-    let mut totals = Totals::default();
-    println!("xtask: unit tests");
-    // xtask's own root tests (the scenario's nginx checks) are `#[ignore]`d for plain
-    // `cargo test`; as root, where setup installed nginx, they run here.
-    let mut unit_tests = cargo();
-    unit_tests
-        .args(["test", "-p", "kpo-common", "-p", "kpo-agent", "-p", "xtask"])
-        .arg("--");
-    if is_root() {
-        unit_tests.arg("--include-ignored");
-    }
-    let unit = run_tests(unit_tests.args(args), &mut totals)?;
-    // The end-to-end test runs the `kpo` binary next to the test executable.
-    let status = cargo()
-        .args(["build", "-p", "kpo-agent", "--bin", "kpo"])
-        .status()?;
-    if !status.success() {
-        bail!("building kpo failed");
-    }
-    // The integration tests share kernel state (tracepoints, namespaces): one at a time. When not
-    // root they report themselves as ignored, with the reason, rather than passing.
-    println!("xtask: integration tests (real eBPF, network namespaces)");
-    let integration = run_tests(
-        cargo()
-            .args(["test", "-p", "kpo-integration"])
-            .arg("--")
-            .arg("--test-threads=1")
-            .args(args),
-        &mut totals,
-    )?;
-    // One closing line over both runs; ignored tests are the ones that could not run here.
-    println!(
-        "summary: {} passed, {} failed, {} skipped",
-        totals.passed, totals.failed, totals.ignored
-    );
-    if !unit {
-        bail!("unit tests failed");
-    }
-    if !integration {
-        bail!("integration tests failed");
-    }
-    Ok(())
-}
-
-#[derive(Default)]
-struct Totals {
-    passed: u64,
-    failed: u64,
-    ignored: u64,
-}
-
-/// Runs a `cargo test` command, echoing its output and adding up its `test result:` lines.
-fn run_tests(cmd: &mut Command, totals: &mut Totals) -> Result<bool> {
-    use std::io::BufRead;
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("running cargo test")?;
-    let stdout = child.stdout.take().expect("piped");
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line?;
-        println!("{line}");
-        if let Some(result) = line.strip_prefix("test result: ") {
-            let count = |word: &str| {
-                result
-                    .split(';')
-                    .find_map(|part| {
-                        part.trim()
-                            .strip_suffix(word)?
-                            .trim()
-                            .rsplit(' ')
-                            .next()?
-                            .parse::<u64>()
-                            .ok()
-                    })
-                    .unwrap_or(0)
-            };
-            totals.passed += count("passed");
-            totals.failed += count("failed");
-            totals.ignored += count("ignored");
-        }
-    }
-    Ok(child.wait()?.success())
 }

@@ -132,6 +132,17 @@ pub fn handle(control: &mut dyn Control, request: &Request) -> Reply {
     }
 }
 
+/// For a test that calls the agent through its control socket, which answers root callers only:
+/// true, with the test recorded as skipped, when this test process is not root.
+#[cfg(test)]
+pub(crate) fn socket_test_skipped_unless_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return false;
+    }
+    kpo_test_skip::skip("the control socket answers root callers only, and this test is not root");
+    true
+}
+
 #[cfg(test)]
 mod protocol_tests {
     use super::*;

@@ -213,12 +213,9 @@ impl Server {
         if stale {
             std::fs::remove_file(path).map_err(io("removing the stale socket"))?;
         }
-        // Created under a umask that leaves nobody but the owner any access, then set exactly:
-        // there is no moment at which another user could connect.
-        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-        let bound = UnixListener::bind(path);
-        nix::sys::stat::umask(old);
-        let listener = bound.map_err(io("binding"))?;
+        // Created with no access for anyone but the owner, then set exactly: there is no moment
+        // at which another user could connect.
+        let listener = bind_owner_only(path).map_err(io("binding"))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(io("setting mode 0600"))?;
         let (tx, rx) = mpsc::channel(16);
@@ -424,9 +421,52 @@ async fn name_caller(
     }
 }
 
+/// A listening socket at `path` whose file is created with mode 0600 (less the umask). Linux
+/// creates a socket's file with the socket's own mode, so setting that mode before the bind
+/// leaves no moment at which the file allows more. Setting the umask instead, as is usual, would
+/// set it for every thread of the agent at once, and files other threads create meanwhile would
+/// get the socket's mode.
+fn bind_owner_only(path: &Path) -> std::io::Result<UnixListener> {
+    use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType};
+    use std::os::fd::AsRawFd;
+    let socket = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    nix::sys::stat::fchmod(
+        socket.as_raw_fd(),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )?;
+    bind(socket.as_raw_fd(), &nix::sys::socket::UnixAddr::new(path)?)?;
+    listen(&socket, Backlog::MAXCONN)?;
+    UnixListener::from_std(std::os::unix::net::UnixListener::from(socket))
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    /// The socket's file is the owner's alone from the moment the bind creates it, by the
+    /// socket's own mode rather than the umask. (The umask was set to 0177 around the bind
+    /// before: it is the whole process's, and the directories other threads created meanwhile,
+    /// other tests' temporary ones among them, came out without their owner's execute bit.)
+    #[tokio::test]
+    async fn the_socket_file_is_the_owners_alone_from_its_creation() {
+        use std::os::unix::fs::PermissionsExt;
+        let umask = || {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+            u32::from_str_radix(line["Umask:".len()..].trim(), 8).unwrap()
+        };
+        let umask = umask();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kpo.sock");
+        let _listener = super::bind_owner_only(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600 & !umask, "umask {umask:03o}");
+    }
 
     /// Defect: every request's caller was named through NSS (up to NAMING_TIMEOUT, and a
     /// blocking thread left stuck in a lookup that does not answer), the requests that only read
@@ -438,10 +478,7 @@ mod tests {
             Arc,
         };
         use tokio::io::AsyncWriteExt;
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!(
-                "skipped: the control socket answers root callers only, and this test is not root"
-            );
+        if crate::api::socket_test_skipped_unless_root() {
             return;
         }
         let pid = std::process::id();
@@ -515,10 +552,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_whose_caller_closed_the_connection_is_not_handed_on() {
         use tokio::io::AsyncWriteExt;
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!(
-                "skipped: the control socket answers root callers only, and this test is not root"
-            );
+        if crate::api::socket_test_skipped_unless_root() {
             return;
         }
         let line = "{\"op\":\"apply\",\"address\":\"net.core.somaxconn\",\"value\":4096,\"reason\":\"t\"}\n";
@@ -564,10 +598,7 @@ mod tests {
     #[tokio::test]
     async fn the_answer_ends_the_stream_while_the_request_is_still_held() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!(
-                "skipped: the control socket answers root callers only, and this test is not root"
-            );
+        if crate::api::socket_test_skipped_unless_root() {
             return;
         }
         let (agent_end, mut caller_end) = tokio::net::UnixStream::pair().unwrap();

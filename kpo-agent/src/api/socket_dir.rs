@@ -82,7 +82,7 @@ mod tests {
     /// 0755, as the agent creates it. Root only (chown); None, said why, otherwise.
     fn tree(owner: u32, group: u32, mode: u32) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: not root: the test makes directories of other users and groups");
+            kpo_test_skip::skip("not root: the test makes directories of other users and groups");
             return None;
         }
         let top = tempfile::tempdir().unwrap();

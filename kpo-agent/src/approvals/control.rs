@@ -172,6 +172,9 @@ mod tests {
 
     #[test]
     fn pending_approve_reject_and_explain_through_the_socket() {
+        if crate::api::socket_test_skipped_unless_root() {
+            return;
+        }
         let dir = tempfile::tempdir().unwrap();
         let k = kernel(&[(NS, Value::Int(16))]);
         let journal =

@@ -469,9 +469,9 @@ fn intents_without_a_boot_id_are_placed_by_the_boot_time() {
     assert!(started > 0 && started <= now_ms(), "{started}");
 }
 
-/// A state directory another user could write in, or owned by another user, is refused before
-/// anything is read or written there; one others can only read is used, with a warning that
-/// names the mode. A new one is made 0700 and opens without a warning.
+/// A state directory another user could write in is refused before anything is read or written
+/// there; one others can only read is used, with a warning that names the mode. A new one is made
+/// 0700 and opens without a warning. (One another user owns: the next test.)
 #[test]
 fn a_state_directory_others_can_change_is_refused() {
     use std::os::unix::fs::PermissionsExt;
@@ -520,17 +520,24 @@ fn a_state_directory_others_can_change_is_refused() {
         Journal::open(&file, Holder::Cli, Duration::ZERO),
         Err(JournalError::UnsafeDir { .. })
     ));
+}
 
-    if nix::unistd::geteuid().is_root() {
-        std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
-        match Journal::open(&dir, Holder::Cli, Duration::ZERO) {
-            Err(e @ JournalError::UnsafeDir { .. }) => {
-                assert!(e.to_string().contains("owned by uid 65534"), "{e}")
-            }
-            other => panic!("{other:?}"),
+/// A state directory of another user's is refused, naming the owner, whatever its mode.
+#[test]
+fn a_state_directory_another_user_owns_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        kpo_test_skip::skip("not root: the test gives a directory to another user");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    drop(open(&dir));
+    std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+    match Journal::open(&dir, Holder::Cli, Duration::ZERO) {
+        Err(e @ JournalError::UnsafeDir { .. }) => {
+            assert!(e.to_string().contains("owned by uid 65534"), "{e}")
         }
-    } else {
-        eprintln!("not root: a directory owned by another user is not tried");
+        other => panic!("{other:?}"),
     }
 }
 
@@ -541,7 +548,7 @@ fn a_state_directory_others_can_change_is_refused() {
 fn a_state_directory_below_one_others_can_change_is_refused() {
     use std::os::unix::fs::{chown, PermissionsExt};
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: not root: the test makes directories of other users and groups");
+        kpo_test_skip::skip("not root: the test makes directories of other users and groups");
         return;
     }
     let tmp = private_tempdir();

@@ -5139,7 +5139,7 @@ fn record(state_dir: &Path, name: &str) -> Option<String> {
 #[test]
 fn a_start_refused_at_the_control_socket_leaves_the_records_as_they_were() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: not root: the control socket's directories must be root's");
+        kpo_test_skip::skip("not root: the control socket's directories must be root's");
         return;
     }
     let top = tempfile::tempdir().unwrap();
@@ -5202,14 +5202,14 @@ fn a_start_refused_at_the_control_socket_leaves_the_records_as_they_were() {
 fn the_agent_refuses_a_state_directory_last_used_from_another_network_namespace_still_alive() {
     use std::os::unix::fs::MetadataExt;
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: not root: the test makes a network namespace");
+        kpo_test_skip::skip("not root: the test makes a network namespace");
         return;
     }
     if !crate::actuate::sysctl::sees_every_process() {
-        eprintln!(
-            "skipped: this test runs in a PID namespace of its own (a container without the \
+        kpo_test_skip::skip(
+            "this test runs in a PID namespace of its own (a container without the \
              host's PID namespace), where the agent refuses to start whatever holds the \
-             namespace: what this test checks needs the initial PID namespace"
+             namespace: what this test checks needs the initial PID namespace",
         );
         return;
     }

@@ -226,8 +226,11 @@ mod tests {
     /// the namespace: a plain reload keeps the old one, a reload after changing `backlog=` and a
     /// restart take min(backlog, somaxconn).
     #[test]
-    #[ignore = "needs root and nginx, as the scenario does: cargo test -p xtask -- --ignored"]
     fn only_a_new_listen_takes_a_raised_somaxconn() {
+        if let Some(why) = crate::bench::nginx_test_cannot_run() {
+            kpo_test_skip::skip(why);
+            return;
+        }
         let ns = Netns::create(false).unwrap();
         ns.set_somaxconn(64).unwrap();
         let dir = tempfile::tempdir().unwrap();

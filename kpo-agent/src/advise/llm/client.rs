@@ -1365,7 +1365,7 @@ mod tests {
     /// Run by [`a_server_on_this_host_is_never_proxied`] in a child process with the proxy
     /// variables set; does nothing elsewhere.
     #[tokio::test]
-    #[ignore = "run by a_server_on_this_host_is_never_proxied in a child process"]
+    #[ignore = "child half: run in a child process by a_server_on_this_host_is_never_proxied"]
     async fn proxy_child() {
         use tokio::io::AsyncWriteExt;
         if std::env::var_os(PROXY_CHILD).is_none() {

@@ -820,7 +820,7 @@ impl Drop for ThreadInANamespace {
 #[test]
 fn an_approval_whose_namespace_cannot_be_opened_for_now_stays_pending() {
     let Some(held) = ThreadInANamespace::start() else {
-        println!("SKIP: cannot create a network namespace here (not root)");
+        kpo_test_skip::skip("cannot create a network namespace here (not root)");
         return;
     };
     let at = format!("net.core.somaxconn@netns:{}", held.inode);
