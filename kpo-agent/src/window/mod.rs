@@ -900,9 +900,14 @@ pub fn family_name(family: u16) -> &'static str {
 
 /// CPUs online on the host (not this process's affinity or cgroup share: the sensors see all).
 fn num_cpus() -> f64 {
+    cpus_online().unwrap_or(1) as f64
+}
+
+/// The CPUs online (the host's, not a container's CPU set); None when the kernel does not say.
+pub fn cpus_online() -> Option<u64> {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN) {
-        Ok(Some(n)) if n > 0 => n as f64,
-        _ => 1.0,
+        Ok(Some(n)) if n > 0 => Some(n as u64),
+        _ => None,
     }
 }
 

@@ -56,14 +56,22 @@ pub struct WindowSummary {
     pub napi: Vec<DeviceSummary>,
 }
 
+/// The host's figures in a window. The machine's size (`cpus`, `mem_total_mb`) and its traffic
+/// are there so that the other figures can be read: 800 MiB available is plenty on a 2 GiB VM and
+/// next to nothing on a 256 GiB one, a load of 4 saturates 2 CPUs and not 64.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct HostSummary {
+    /// CPUs online.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_idle_pct: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_softirq_pct: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load1: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_total_mb: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mem_available_mb: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,6 +90,16 @@ pub struct HostSummary {
     pub softnet_dropped: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub softnet_time_squeeze: Option<u64>,
+    /// IP traffic in and out (IPv4 and IPv6), MiB per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_in_mb_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_out_mb_per_s: Option<f64>,
+    /// Disk reads and writes, MiB per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_read_mb_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_write_mb_per_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -144,10 +162,13 @@ impl WindowSummary {
     pub fn from_window(index: u64, w: &Window) -> Self {
         let s = &w.system;
         let mb = |b: u64| b / (1024 * 1024);
+        let mb_per_s = |b: f64| r1(b / (1024.0 * 1024.0));
         let host = HostSummary {
+            cpus: crate::window::cpus_online(),
             cpu_idle_pct: s.cpu_idle_pct.map(r1),
             cpu_softirq_pct: s.cpu_softirq_pct.map(r1),
             load1: s.load1.map(r1),
+            mem_total_mb: s.mem_total_bytes.map(mb),
             mem_available_mb: s.mem_available_bytes.map(mb),
             swap_used_mb: s
                 .swap_total_bytes
@@ -160,6 +181,10 @@ impl WindowSummary {
             tcp_retrans_segs_per_s: s.tcp_retrans_segs_per_s.map(r1),
             softnet_dropped: s.softnet_dropped,
             softnet_time_squeeze: s.softnet_time_squeeze,
+            ip_in_mb_per_s: s.ip_in_bytes_per_s.map(mb_per_s),
+            ip_out_mb_per_s: s.ip_out_bytes_per_s.map(mb_per_s),
+            disk_read_mb_per_s: s.disk_read_bytes_per_s.map(mb_per_s),
+            disk_write_mb_per_s: s.disk_write_bytes_per_s.map(mb_per_s),
         };
         let mut pressed: Vec<_> = w
             .listeners
@@ -464,6 +489,33 @@ pub fn data_block(user: &str) -> Option<&str> {
 mod tests {
     use super::*;
     use crate::advise::limits::Percent;
+
+    /// The host figures carry the machine's size and its traffic, so that the rest can be read
+    /// against them: MiB and MiB per second, one decimal; an unknown figure is left out.
+    #[test]
+    fn the_host_figures_give_the_machines_size_and_traffic() {
+        let mut w = crate::advise::rules::testing::window(vec![]);
+        w.system.mem_total_bytes = Some(2048 * 1024 * 1024);
+        w.system.mem_available_bytes = Some(812 * 1024 * 1024 + 5);
+        w.system.ip_in_bytes_per_s = Some(12.25 * 1024.0 * 1024.0);
+        w.system.ip_out_bytes_per_s = Some(0.0);
+        w.system.disk_write_bytes_per_s = Some(3.0 * 1024.0 * 1024.0 + 1.0);
+        let host = serde_json::to_value(WindowSummary::from_window(7, &w).host).unwrap();
+        let cpus = nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            host,
+            serde_json::json!({
+                "cpus": cpus,
+                "mem_total_mb": 2048,
+                "mem_available_mb": 812,
+                "ip_in_mb_per_s": 12.3,
+                "ip_out_mb_per_s": 0.0,
+                "disk_write_mb_per_s": 3.0,
+            })
+        );
+    }
 
     /// A percent step is shown as the distance it allows too: of a current value of 0, none,
     /// which `"50%"` alone left the model to work out (and it proposed changes never accepted).
