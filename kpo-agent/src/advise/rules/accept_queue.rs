@@ -871,11 +871,36 @@ fn app_recommendation(
     }
 }
 
-/// How to ask for a larger backlog: nginx's own setting when the listener is nginx's.
+/// Well-known servers' own settings for their listen backlog, by the start of the process name
+/// (`comm`, at most 15 bytes). Each is the setting's documented name; `{n}` is the value.
+/// Runtimes that serve anything (java, python, node without a name of its own) are left out:
+/// their setting depends on the framework, which the process name does not tell.
+const BACKLOG_SETTINGS: &[(&str, &str)] = &[
+    ("nginx", "nginx: `listen ... backlog={n}`"),
+    ("haproxy", "HAProxy: `backlog {n}` in the frontend"),
+    ("redis-server", "Redis: `tcp-backlog {n}` in redis.conf"),
+    ("apache2", "Apache: `ListenBacklog {n}`"),
+    ("httpd", "Apache: `ListenBacklog {n}`"),
+    ("envoy", "Envoy: the listener's `tcp_backlog_size: {n}`"),
+    ("memcached", "memcached: `-b {n}`"),
+    ("php-fpm", "PHP-FPM: `listen.backlog = {n}` in the pool"),
+    ("mysqld", "MySQL: `back_log = {n}`"),
+    ("mariadbd", "MariaDB: `back_log = {n}`"),
+    ("pgbouncer", "PgBouncer: `listen_backlog = {n}`"),
+    ("uwsgi", "uWSGI: `listen = {n}`"),
+];
+
+/// How to ask for a larger backlog: the server's own setting when the listener is a well-known
+/// server's, the listen() argument otherwise.
 fn backlog_hint(l: &ListenerWindow, n: i64) -> String {
-    match l.comm.as_deref() {
-        Some(c) if c.starts_with("nginx") => format!("nginx: `listen ... backlog={n}`"),
-        _ => format!(
+    let known = l.comm.as_deref().and_then(|comm| {
+        BACKLOG_SETTINGS
+            .iter()
+            .find(|(prefix, _)| comm.starts_with(prefix))
+    });
+    match known {
+        Some((_, setting)) => setting.replace("{n}", &n.to_string()),
+        None => format!(
             "the backlog argument it passes to listen(), or its setting for it, {n} or more"
         ),
     }
@@ -946,6 +971,39 @@ mod tests {
         FakeKernel::default()
             .with(NS_KEY, somaxconn)
             .with(SOMAXCONN, 4096)
+    }
+
+    /// A well-known server is told its own setting, matched by the start of its process name
+    /// (versioned names such as `php-fpm8.2` included); any other process, or one whose name is
+    /// unknown, the listen() argument.
+    #[test]
+    fn the_backlog_advice_names_a_known_servers_own_setting() {
+        let hint = |comm: Option<&str>| {
+            let mut l = listener(NS, 511, 511, 10);
+            l.comm = comm.map(str::to_string);
+            backlog_hint(&l, 2048)
+        };
+        for (comm, expected) in [
+            ("nginx", "nginx: `listen ... backlog=2048`"),
+            ("haproxy", "HAProxy: `backlog 2048` in the frontend"),
+            ("redis-server", "Redis: `tcp-backlog 2048` in redis.conf"),
+            ("apache2", "Apache: `ListenBacklog 2048`"),
+            ("httpd", "Apache: `ListenBacklog 2048`"),
+            ("envoy", "Envoy: the listener's `tcp_backlog_size: 2048`"),
+            ("memcached", "memcached: `-b 2048`"),
+            ("php-fpm8.2", "PHP-FPM: `listen.backlog = 2048` in the pool"),
+            ("mysqld", "MySQL: `back_log = 2048`"),
+            ("mariadbd", "MariaDB: `back_log = 2048`"),
+            ("pgbouncer", "PgBouncer: `listen_backlog = 2048`"),
+            ("uwsgi", "uWSGI: `listen = 2048`"),
+        ] {
+            assert_eq!(hint(Some(comm)), expected, "{comm}");
+        }
+        let generic =
+            "the backlog argument it passes to listen(), or its setting for it, 2048 or more";
+        assert_eq!(hint(Some("java")), generic);
+        assert_eq!(hint(Some("xnginx")), generic);
+        assert_eq!(hint(None), generic);
     }
 
     fn auto_policy() -> StaticPolicy {
