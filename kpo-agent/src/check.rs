@@ -93,6 +93,7 @@ fn rule_json(r: &ParamRule) -> Value {
         "namespaces": namespaces(&r.namespaces),
         "allow_adaptive_off": r.allow_adaptive_off,
         "guard_signals": r.guard_signals,
+        "optimizer_levels": r.optimizer_levels,
         // The LLM's advice is automatic only within bounds: shown so that an `auto` entry without
         // them does not surprise anyone by holding the model's advice for approval.
         "llm_mode": r
@@ -140,8 +141,11 @@ fn rule_text(r: &ParamRule) -> String {
         "namespaces",
         "allow_adaptive_off",
         "guard_signals",
+        "optimizer_levels",
     ];
     keys.iter()
+        // Shown where set: most entries are not the optimizer's.
+        .filter(|k| **k != "optimizer_levels" || !v[**k].is_null())
         .map(|k| {
             let shown = match &v[k] {
                 Value::Null => match *k {
@@ -327,6 +331,40 @@ max = 8000
         );
         assert_eq!(v["policy"]["params"][4]["llm_mode"], "auto", "bounded");
         assert_eq!(v["config"], "kpo.toml");
+    }
+
+    /// An entry's `optimizer_levels` are shown where set, in the text and the JSON; the JSON
+    /// has the key on every entry (`null`: the `[optimizer] levels` spread over the bounds).
+    #[test]
+    fn optimizer_levels_are_shown_where_set() {
+        let p = Policy::parse(
+            "[params.\"ethtool:eth0:rx-usecs\"]\nmode = \"auto\"\nmin = 0\nmax = 200\n\
+             sources = [\"optimizer\"]\noptimizer_levels = [0, 2, 10, 200]\n\n\
+             [params.\"vm.swappiness\"]\nmode = \"auto\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        let text = to_text(&p, None);
+        let entry = |name: &str| {
+            text.lines()
+                .find(|l| l.contains(name))
+                .unwrap_or_else(|| panic!("{name} in {text}"))
+                .to_string()
+        };
+        assert!(
+            entry("rx-usecs").ends_with("; optimizer_levels 0, 2, 10, 200"),
+            "{text}"
+        );
+        assert!(
+            !entry("vm.swappiness").contains("optimizer_levels"),
+            "{text}"
+        );
+        let v = to_json(&p, None);
+        assert_eq!(
+            v["policy"]["params"][0]["optimizer_levels"],
+            json!([0, 2, 10, 200])
+        );
+        assert_eq!(v["policy"]["params"][1]["optimizer_levels"], Value::Null);
     }
 
     #[test]

@@ -56,6 +56,7 @@ struct ParamFile {
     namespaces: Option<Spanned<NsFile>>,
     allow_adaptive_off: Option<bool>,
     guard_signals: Option<Spanned<Vec<HealthSignal>>>,
+    optimizer_levels: Option<Spanned<Vec<i64>>>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -698,7 +699,69 @@ fn rule(
             }
         };
     }
+    if let Some(levels) = &f.optimizer_levels {
+        r.optimizer_levels = Some(optimizer_levels(ctx, &r, pattern, key, levels)?);
+    }
     Ok(r)
+}
+
+/// An entry's `optimizer_levels`, checked against the rest of the entry (`r`, complete).
+fn optimizer_levels(
+    ctx: &Ctx<'_>,
+    r: &ParamRule,
+    pattern: &str,
+    key: &str,
+    levels: &Spanned<Vec<i64>>,
+) -> Result<Vec<i64>, PolicyError> {
+    let bad = |why: &str| {
+        ctx.err(
+            levels.span(),
+            format!("{key}.optimizer_levels"),
+            PolicyErrorClass::BadValue,
+            why.to_string(),
+        )
+    };
+    if key == "defaults" {
+        return Err(bad(
+            "the values belong to the entry of the parameters they are for, not to [defaults]",
+        ));
+    }
+    if !(pattern.starts_with("cpufreq:") || pattern.starts_with("ethtool:")) {
+        return Err(bad(
+            "the optimizer searches cpufreq and coalescing parameters (`cpufreq:...`, \
+             `ethtool:...`) only",
+        ));
+    }
+    if !r.sources.contains(&Source::Optimizer) {
+        return Err(bad(
+            "only the optimizer reads them: add \"optimizer\" to sources, or leave the key out",
+        ));
+    }
+    let v = levels.get_ref();
+    if v.len() < 2 {
+        return Err(bad(
+            "give at least two values: the optimizer searches among them",
+        ));
+    }
+    if let Some(pair) = v.windows(2).find(|pair| pair[0] >= pair[1]) {
+        return Err(bad(&format!(
+            "{} then {}: list the values in increasing order, each once",
+            pair[0], pair[1]
+        )));
+    }
+    let (Some(Bound::All(lo)), Some(Bound::All(hi))) = (&r.min, &r.max) else {
+        return Err(bad(
+            "the entry needs an integer min and max too: the optimizer searches only within \
+             the bounds the operator set",
+        ));
+    };
+    match v.iter().find(|x| !(lo..=hi).contains(x)) {
+        Some(out) => Err(bad(&format!(
+            "{out} is outside the entry's min {lo} and max {hi}: the optimizer searches only \
+             within the bounds the operator set"
+        ))),
+        None => Ok(v.clone()),
+    }
 }
 
 /// The pattern an entry's name stands for, or why it names nothing. A sysctl may be given

@@ -434,6 +434,9 @@ pub struct ParamRule {
     /// (`None`): an operator who knows a change cannot move a host-wide signal keeps that
     /// signal's noise from reverting it.
     pub guard_signals: Option<Vec<HealthSignal>>,
+    /// The values the optimizer tries, in increasing order, within `min` and `max`, instead of
+    /// `[optimizer] levels` spread over them (`None`).
+    pub optimizer_levels: Option<Vec<i64>>,
 }
 
 impl ParamRule {
@@ -454,6 +457,7 @@ impl ParamRule {
             namespaces: Namespaces::All,
             allow_adaptive_off: false,
             guard_signals: None,
+            optimizer_levels: None,
         }
     }
 

@@ -198,6 +198,80 @@ fn bad_types_name_file_line_and_key() {
     assert!(key.ends_with(".sources"), "{key}");
 }
 
+/// `optimizer_levels` are the values the optimizer tries for an entry's parameters: taken as
+/// written when they are in increasing order within the entry's bounds, on a cpufreq or
+/// coalescing entry the optimizer may drive; anything else is refused, saying why.
+#[test]
+fn optimizer_levels_are_checked_against_their_entry() {
+    let entry = |extra: &str| {
+        format!(
+            "[params.\"ethtool:eth0:rx-usecs\"]\nmode = \"auto\"\nmin = 0\nmax = 200\n\
+             sources = [\"optimizer\"]\n{extra}\n"
+        )
+    };
+    let p = Policy::parse(&entry("optimizer_levels = [0, 2, 10, 50, 200]"), "t.toml").unwrap();
+    assert_eq!(
+        p.rule_for(&addr("ethtool:eth0:rx-usecs")).optimizer_levels,
+        Some(vec![0, 2, 10, 50, 200])
+    );
+    let p = Policy::parse(&entry(""), "t.toml").unwrap();
+    assert_eq!(
+        p.rule_for(&addr("ethtool:eth0:rx-usecs")).optimizer_levels,
+        None
+    );
+    for (text, line, message) in [
+        (
+            entry("optimizer_levels = [0, 50, 10]"),
+            6,
+            "50 then 10: list the values in increasing order, each once",
+        ),
+        (
+            entry("optimizer_levels = [0, 10, 10]"),
+            6,
+            "10 then 10: list the values in increasing order, each once",
+        ),
+        (
+            entry("optimizer_levels = [10]"),
+            6,
+            "give at least two values: the optimizer searches among them",
+        ),
+        (
+            entry("optimizer_levels = [0, 250]"),
+            6,
+            "250 is outside the entry's min 0 and max 200: the optimizer searches only within \
+             the bounds the operator set",
+        ),
+        (
+            entry("optimizer_levels = [0, 10]").replace("min = 0\n", ""),
+            5,
+            "the entry needs an integer min and max too: the optimizer searches only within \
+             the bounds the operator set",
+        ),
+        (
+            entry("optimizer_levels = [0, 10]").replace("[\"optimizer\"]", "[\"operator\"]"),
+            6,
+            "only the optimizer reads them: add \"optimizer\" to sources, or leave the key out",
+        ),
+        (
+            "[params.\"net.core.somaxconn\"]\nmin = 128\nmax = 4096\noptimizer_levels = [128, 4096]\n"
+                .to_string(),
+            4,
+            "the optimizer searches cpufreq and coalescing parameters (`cpufreq:...`, \
+             `ethtool:...`) only",
+        ),
+        (
+            "[defaults]\noptimizer_levels = [0, 10]\n".to_string(),
+            2,
+            "the values belong to the entry of the parameters they are for, not to [defaults]",
+        ),
+    ] {
+        let (at, key, class, msg) = err(&text);
+        assert_eq!((at, class), (line, PolicyErrorClass::BadValue), "{text}: {msg}");
+        assert!(key.ends_with(".optimizer_levels"), "{key}");
+        assert_eq!(msg, message, "{text}");
+    }
+}
+
 /// `guard_signals` replaces `[guard] signals` for the parameters an entry covers; an entry
 /// without it takes `[defaults]`'s, and none at all means the global list (`None`).
 #[test]

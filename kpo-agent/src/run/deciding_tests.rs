@@ -4591,6 +4591,34 @@ fn a_policy_with_a_frequency_table_is_searched_at_its_frequencies() {
     rig.assert_schema();
 }
 
+/// An entry's `optimizer_levels` are the values the loop tries, as the operator wrote them,
+/// instead of `[optimizer] levels` spread over the bounds: an odd coalescing delay too.
+#[test]
+fn an_entrys_optimizer_levels_are_the_values_searched() {
+    let text = policy("optimizer_levels = [1200000, 2000000, 3000000]").replace(
+        "max = 100\nsources = [\"optimizer\"]\n",
+        "max = 100\nsources = [\"optimizer\"]\noptimizer_levels = [0, 5, 25, 100]\n",
+    );
+    let mut rig = Rig::new(&text, true, "");
+    let space = rig
+        .deciding
+        .optimizer_for_tests()
+        .expect("a loop")
+        .live()
+        .optimizer()
+        .space()
+        .clone();
+    assert_eq!(space.levels(0), [1_200_000.0, 2_000_000.0, 3_000_000.0]);
+    assert_eq!(space.levels(1), [0.0, 5.0, 25.0, 100.0]);
+    for _ in 0..3 {
+        rig.until_a_trial(5, |_| true);
+        let now = rig.config_now();
+        assert!(space.levels(0).contains(&now[0]), "{now:?}");
+        assert!(space.levels(1).contains(&now[1]), "{now:?}");
+    }
+    rig.assert_schema();
+}
+
 /// A reload that leaves the optimizer no knobs settles its loop (the trial makes way for the
 /// best measured within the SLO) and turns it off: nothing is written after.
 #[test]

@@ -338,10 +338,11 @@ impl AgentOptimizer {
         let mut specs = Vec::new();
         let mut start = Vec::new();
         let mut knobs = Vec::new();
-        for group in candidates {
+        for mut group in candidates {
             let mut members = Vec::new();
             let mut values = Vec::new();
-            for address in group.members {
+            // The knob keeps the members that can be read; the group keeps its bounds and levels.
+            for address in std::mem::take(&mut group.members) {
                 match path.read(&address) {
                     Ok(Value::Int(now)) => {
                         values.push(now);
@@ -384,7 +385,7 @@ impl AgentOptimizer {
             }
             specs.push(KnobSpec::discrete(
                 knob.name.clone(),
-                grid(&knob, group.min, group.max, settings.levels, sys_root),
+                grid(&knob, &group, settings.levels, sys_root),
             ));
             start.push(now as f64);
             knobs.push(knob);
@@ -1329,11 +1330,15 @@ impl AgentOptimizer {
     }
 }
 
-/// The levels the loop tries for `knob` within `[min, max]`: frequencies of the cpufreq
-/// driver's table under the sysfs root `sys` where its policies have one, else `levels`
-/// integers spread evenly (`levels::knob_levels`).
-fn grid(knob: &Knob, min: i64, max: i64, levels: usize, sys: &Path) -> Vec<f64> {
-    super::levels::knob_levels(&knob.members, min, max, levels, sys)
+/// The levels the loop tries for `knob`: the entry's `optimizer_levels` as the operator wrote
+/// them; else, within `[min, max]`, frequencies of the cpufreq driver's table under the sysfs
+/// root `sys` where its policies have one, or `levels` integers spread evenly
+/// (`levels::knob_levels`).
+fn grid(knob: &Knob, group: &Group, levels: usize, sys: &Path) -> Vec<f64> {
+    match &group.levels {
+        Some(given) => given.iter().map(|&v| v as f64).collect(),
+        None => super::levels::knob_levels(&knob.members, group.min, group.max, levels, sys),
+    }
 }
 
 /// The parameters one policy entry gives the optimizer for one attribute, within its bounds.
@@ -1344,6 +1349,8 @@ struct Group {
     members: Vec<ParamAddress>,
     min: i64,
     max: i64,
+    /// The entry's `optimizer_levels`.
+    levels: Option<Vec<i64>>,
 }
 
 /// Every group of parameters the policy gives the optimizer (one per entry and attribute), and
@@ -1351,8 +1358,8 @@ struct Group {
 fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<Group>, Vec<String>) {
     let policy = &path.policy;
     let mut out: Vec<(ParamAddress, i64, i64)> = Vec::new();
-    // (entry line, attribute, entry name) of each address in `out`.
-    let mut group_of: Vec<(usize, String, String)> = Vec::new();
+    // (entry line, attribute, entry name, its optimizer_levels) of each address in `out`.
+    let mut group_of: Vec<(usize, String, String, Option<Vec<i64>>)> = Vec::new();
     let mut problems = Vec::new();
     for rule in &policy.params {
         let family = if rule.name.starts_with("cpufreq:") {
@@ -1429,7 +1436,12 @@ fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<Group>, Vec<String>) 
             match (&rule.min, &rule.max) {
                 (Some(Bound::All(lo)), Some(Bound::All(hi))) if lo < hi => {
                     let attr = name.rsplit(':').next().unwrap_or_default().to_string();
-                    group_of.push((rule.line, attr, rule.name.clone()));
+                    group_of.push((
+                        rule.line,
+                        attr,
+                        rule.name.clone(),
+                        rule.optimizer_levels.clone(),
+                    ));
                     out.push((address, *lo, *hi))
                 }
                 _ => problems.push(format!(
@@ -1444,7 +1456,7 @@ fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<Group>, Vec<String>) 
         }
     }
     let mut groups: Vec<((usize, String), Group)> = Vec::new();
-    for ((address, min, max), (line, attr, entry)) in out.into_iter().zip(group_of) {
+    for ((address, min, max), (line, attr, entry, levels)) in out.into_iter().zip(group_of) {
         let key = (line, attr);
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, g)) => g.members.push(address),
@@ -1456,6 +1468,7 @@ fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<Group>, Vec<String>) 
                     members: vec![address],
                     min,
                     max,
+                    levels,
                 },
             )),
         }
