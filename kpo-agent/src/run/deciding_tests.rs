@@ -4617,6 +4617,28 @@ fn an_entrys_optimizer_levels_are_the_values_searched() {
         assert!(space.levels(1).contains(&now[1]), "{now:?}");
     }
     rig.assert_schema();
+    // A reload that changes them restarts the loop over the new ones.
+    rig.policy_from_file();
+    let events = rig.reload(&text.replace("[0, 5, 25, 100]", "[0, 10, 100]"));
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Policy {
+                optimizer_knobs_changed: true,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    let space = rig
+        .deciding
+        .optimizer_for_tests()
+        .expect("a loop")
+        .live()
+        .optimizer()
+        .space()
+        .clone();
+    assert_eq!(space.levels(1), [0.0, 10.0, 100.0]);
 }
 
 /// A reload that leaves the optimizer no knobs settles its loop (the trial makes way for the
