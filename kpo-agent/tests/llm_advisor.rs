@@ -285,6 +285,7 @@ fn window(comm: &str) -> Window {
         napi: vec![],
         runq_latency: None,
         sampled_context_switches_per_s: None,
+        sampled_context_switches_per_cpu_per_s: None,
         request_latency: vec![],
         system,
         energy: None,

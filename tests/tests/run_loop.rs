@@ -629,11 +629,13 @@ fn unsampled_counts(w: &Value) -> Vec<String> {
     if !w["runq_latency"].is_null() {
         found.push(format!("runq_latency {}", w["runq_latency"]));
     }
-    if !w["sampled_context_switches_per_s"].is_null() {
-        found.push(format!(
-            "sampled_context_switches_per_s {}",
-            w["sampled_context_switches_per_s"]
-        ));
+    for key in [
+        "sampled_context_switches_per_s",
+        "sampled_context_switches_per_cpu_per_s",
+    ] {
+        if !w[key].is_null() {
+            found.push(format!("{key} {}", w[key]));
+        }
     }
     for key in ["softirqs", "napi", "request_latency"] {
         if w[key].as_array().is_some_and(|a| !a.is_empty()) {

@@ -17,9 +17,20 @@ const ROUND_TRIPS: usize = 20_000;
 
 /// TCP ping-pong of `ROUND_TRIPS` one-byte messages over the namespace's loopback.
 fn ping_pong(ns: &Netns) {
+    ping_pong_on(ns, None);
+}
+
+/// The ping-pong with the client held on one CPU and the server on another (`cpus`), when
+/// given. Loopback raises NET_RX on the sending CPU, so each of the two gets about half of it:
+/// a per-CPU count put on the wrong CPU shows. Left to the scheduler, the two wake each other
+/// onto the same CPU.
+fn ping_pong_on(ns: &Netns, cpus: Option<(usize, usize)>) {
     let listener = ns.run(|| TcpListener::bind("127.0.0.1:0").unwrap());
     let addr = listener.local_addr().unwrap();
     let server = std::thread::spawn(move || {
+        if let Some((_, server_cpu)) = cpus {
+            pin_to(server_cpu);
+        }
         let (mut s, _) = listener.accept().unwrap();
         s.set_nodelay(true).unwrap();
         let mut b = [0u8; 1];
@@ -28,14 +39,39 @@ fn ping_pong(ns: &Netns) {
             s.write_all(&b).unwrap();
         }
     });
-    let mut c = ns.run(|| TcpStream::connect(addr).unwrap());
-    c.set_nodelay(true).unwrap();
-    let mut b = [7u8; 1];
-    for _ in 0..ROUND_TRIPS {
-        c.write_all(&b).unwrap();
-        c.read_exact(&mut b).unwrap();
-    }
+    let client = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if let Some((client_cpu, _)) = cpus {
+                    pin_to(client_cpu);
+                }
+                let mut c = ns.run(|| TcpStream::connect(addr).unwrap());
+                c.set_nodelay(true).unwrap();
+                let mut b = [7u8; 1];
+                for _ in 0..ROUND_TRIPS {
+                    c.write_all(&b).unwrap();
+                    c.read_exact(&mut b).unwrap();
+                }
+            })
+            .join()
+    });
+    client.unwrap();
     server.join().unwrap();
+}
+
+/// Holds the calling thread on `cpu`.
+fn pin_to(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .unwrap_or_else(|e| panic!("pin to CPU {cpu}: {e}"));
+}
+
+/// Two CPUs this process may run on, if it has two.
+fn two_cpus() -> Option<(usize, usize)> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+    let mut cpus = (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false));
+    Some((cpus.next()?, cpus.next()?))
 }
 
 /// Some block-device interrupts: a file in the build directory, written and synced.
@@ -58,18 +94,29 @@ fn disk_io() {
 }
 
 fn softirqs() -> BTreeMap<String, u64> {
-    std::fs::read_to_string("/proc/softirqs")
+    softirqs_per_cpu()
+        .into_iter()
+        .map(|(name, cpus)| (name, cpus.values().sum()))
+        .collect()
+}
+
+/// /proc/softirqs: each vector's runs on each CPU, by the CPU numbers of its header.
+fn softirqs_per_cpu() -> BTreeMap<String, BTreeMap<u32, u64>> {
+    let text = std::fs::read_to_string("/proc/softirqs").unwrap();
+    let mut lines = text.lines();
+    let cpus: Vec<u32> = lines
+        .next()
         .unwrap()
-        .lines()
-        .skip(1)
+        .split_whitespace()
+        .map(|c| c.strip_prefix("CPU").unwrap().parse().unwrap())
+        .collect();
+    lines
         .filter_map(|l| {
             let (name, counts) = l.split_once(':')?;
+            let counts = counts.split_whitespace().map(|c| c.parse::<u64>().unwrap());
             Some((
                 name.trim().to_string(),
-                counts
-                    .split_whitespace()
-                    .filter_map(|c| c.parse::<u64>().ok())
-                    .sum(),
+                cpus.iter().copied().zip(counts).collect(),
             ))
         })
         .collect()
@@ -133,10 +180,17 @@ pub fn irq_softirq_sched_agree_with_proc() {
     // whole window.
     let irq_outer0 = interrupts();
     let (mut collector, builder) = start(true);
-    let (soft0, ctxt0, irq0) = (softirqs(), context_switches(), interrupts());
-    ping_pong(&ns);
+    let (soft0, ctxt0, irq0) = (softirqs_per_cpu(), context_switches(), interrupts());
+    ping_pong_on(&ns, two_cpus());
     disk_io();
-    let (soft1, ctxt1, irq1) = (softirqs(), context_switches(), interrupts());
+    let (soft1, ctxt1, irq1) = (softirqs_per_cpu(), context_switches(), interrupts());
+    let kernel_on = |vector: &str, cpu: u32| soft1[vector][&cpu] - soft0[vector][&cpu];
+    let kernel = |vector: &str| {
+        soft1[vector]
+            .keys()
+            .map(|&c| kernel_on(vector, c))
+            .sum::<u64>()
+    };
     let (window, _) = close_window(&mut collector, builder);
     let irq_outer1 = interrupts();
 
@@ -146,12 +200,52 @@ pub fn irq_softirq_sched_agree_with_proc() {
         .iter()
         .find(|s| s.vector == "NET_RX")
         .expect("NET_RX sampled");
-    let kernel_net_rx = soft1["NET_RX"] - soft0["NET_RX"];
+    let kernel_net_rx = kernel("NET_RX");
     assert!(
         kernel_net_rx > 1000,
         "loopback ping-pong raises NET_RX ({kernel_net_rx})"
     );
     within("NET_RX", net_rx.count, kernel_net_rx, 0.05, 50);
+    // Each CPU's runs against its column of /proc/softirqs over the same interval, as the
+    // total; a CPU the window leaves out ran none.
+    for &cpu in soft1["NET_RX"].keys() {
+        let ebpf = net_rx
+            .per_cpu
+            .iter()
+            .find(|c| c.cpu == cpu)
+            .map_or(0, |c| c.count);
+        within(
+            &format!("NET_RX on CPU {cpu}"),
+            ebpf,
+            kernel_on("NET_RX", cpu),
+            0.05,
+            50,
+        );
+    }
+    if let Some((a, b)) = two_cpus() {
+        // The client's and the server's CPUs each raised about half: the comparison above
+        // tells one CPU's count from another's.
+        for cpu in [a, b] {
+            let cpu = u32::try_from(cpu).unwrap();
+            assert!(
+                kernel_on("NET_RX", cpu) > 1000,
+                "NET_RX on CPU {cpu}: {soft1:?}"
+            );
+        }
+    }
+    for s in &window.softirqs {
+        let cpus: Vec<u32> = s.per_cpu.iter().map(|c| c.cpu).collect();
+        assert!(cpus.windows(2).all(|p| p[0] < p[1]), "{s:?}: CPU order");
+        assert!(s
+            .per_cpu
+            .iter()
+            .all(|c| c.count > 0 && soft1[s.vector].contains_key(&c.cpu)));
+        assert_eq!(
+            s.per_cpu.iter().map(|c| c.count).sum::<u64>(),
+            s.count,
+            "{s:?}"
+        );
+    }
     // One run in SOFTIRQ_TIME_EVERY of each vector on each CPU is timed.
     within(
         "timed NET_RX runs",
@@ -163,6 +257,17 @@ pub fn irq_softirq_sched_agree_with_proc() {
     assert!(net_rx.time_us.is_some_and(|t| t > 0.0), "{net_rx:?}");
 
     let csw = window.sampled_context_switches_per_s.expect("sched on") * window.duration_s;
+    // The per-CPU rates add up to the total, but for each one's rounding to 1/1000.
+    let per_cpu = window
+        .sampled_context_switches_per_cpu_per_s
+        .as_ref()
+        .expect("sched on");
+    let summed: f64 = per_cpu.iter().map(|c| c.per_s).sum();
+    let total = window.sampled_context_switches_per_s.unwrap();
+    assert!(
+        (summed - total).abs() <= 0.0005 * (per_cpu.len() + 1) as f64,
+        "per-CPU context switches {per_cpu:?} add up to {summed}, not {total}"
+    );
     within(
         "context switches",
         csw.round() as u64,

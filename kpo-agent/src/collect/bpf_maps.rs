@@ -32,16 +32,25 @@ pub struct ListenerBpf {
     pub entry: u64,
 }
 
+/// A counter's values on each CPU, in the order of the possible CPUs (the kernel copies a
+/// per-CPU map value out CPU by CPU in that order): the index is the CPU's number wherever the
+/// possible CPUs are 0..n, as on x86 and arm64.
+pub type PerCpu<V> = Vec<V>;
+
 #[derive(Debug, Clone, Default)]
 pub struct BpfSnapshot {
     pub listeners: BTreeMap<ListenerKey, ListenerBpf>,
     pub irqs: BTreeMap<u32, IrqCounters>,
-    pub softirqs: Vec<SoftirqCounters>,
+    /// By softirq vector, each CPU's counters: kept apart, so that a window can tell one CPU
+    /// saturated by a vector from the same load spread over all (see [`BpfSnapshot::softirq`]
+    /// for the sum).
+    pub softirqs: Vec<PerCpu<SoftirqCounters>>,
     pub napi: BTreeMap<NapiKey, NapiCounters>,
     /// Which overflow-map entry each device's totals are of (see [`EntryIds`]).
     pub napi_entries: BTreeMap<NapiKey, u64>,
     pub runq_hist: Vec<u64>,
-    pub context_switches: u64,
+    /// Each CPU's context switches (see [`BpfSnapshot::context_switches_total`]).
+    pub context_switches: PerCpu<u64>,
     pub request_hist: BTreeMap<ListenerKey, Vec<u64>>,
     /// `listener_full` events the programs could not send because the ring buffer was full,
     /// since they were loaded (all CPUs).
@@ -63,13 +72,33 @@ pub struct BpfSnapshot {
 #[derive(Debug, Default)]
 pub struct Held {
     runq_hist: Option<Vec<u64>>,
-    context_switches: Option<u64>,
+    context_switches: Option<PerCpu<u64>>,
     notable_lost: Option<u64>,
-    softirqs: Option<Vec<SoftirqCounters>>,
+    softirqs: Option<Vec<PerCpu<SoftirqCounters>>>,
     irqs: Option<BTreeMap<u32, IrqCounters>>,
     /// By listener and index: a listener back on another index (zeroed) is not held at the
     /// histogram of its old one.
     request_hist: BTreeMap<(ListenerKey, u32), Vec<u64>>,
+}
+
+impl BpfSnapshot {
+    /// Softirq vector `vec`'s counters summed over the CPUs (None: the read had no such vector).
+    pub fn softirq(&self, vec: usize) -> Option<SoftirqCounters> {
+        let cpus = self.softirqs.get(vec)?;
+        Some(
+            cpus.iter()
+                .fold(SoftirqCounters::default(), |a, b| SoftirqCounters {
+                    count: a.count + b.count,
+                    time_ns: a.time_ns + b.time_ns,
+                    timed: a.timed + b.timed,
+                }),
+        )
+    }
+
+    /// Context switches summed over the CPUs.
+    pub fn context_switches_total(&self) -> u64 {
+        self.context_switches.iter().sum()
+    }
 }
 
 /// A number for each map entry the agent reads, so that a window tells the counts of an entry
@@ -319,11 +348,7 @@ impl BpfMaps {
         let held = &mut self.held;
         let softirqs = hold_last_good(
             &mut held.softirqs,
-            per_cpu_array(&self.softirqs, |a: &mut SoftirqCounters, b| {
-                a.count += b.count;
-                a.time_ns += b.time_ns;
-                a.timed += b.timed;
-            }),
+            per_cpu_array(&self.softirqs),
             MAP_SOFTIRQS,
             &mut failed,
         );
@@ -335,7 +360,7 @@ impl BpfMaps {
         );
         let context_switches = hold_last_good(
             &mut held.context_switches,
-            per_cpu_first(&self.csw, |a: &mut u64, b| *a += b),
+            per_cpu_first_values(&self.csw),
             MAP_CSW,
             &mut failed,
         );
@@ -674,15 +699,21 @@ fn whole_per_cpu_hash<K: Pod + Ord, V: Pod + Default>(
         .collect()
 }
 
-/// Every entry of a per-CPU array, each summed over the CPUs; an error if any read failed (a
-/// partial array would read as entries fallen to 0).
+/// Every entry of a per-CPU array, each with its value on every CPU; an error if any read
+/// failed (a partial array would read as entries fallen to 0).
 fn per_cpu_array<V: Pod + Default>(
     map: &PerCpuArray<MapData, V>,
-    add: impl Fn(&mut V, &V),
-) -> Result<Vec<V>, String> {
+) -> Result<Vec<PerCpu<V>>, String> {
     map.iter()
-        .map(|values| Ok(sum(&values.map_err(|e| e.to_string())?, &add)))
+        .map(|values| Ok(values.map_err(|e| e.to_string())?.to_vec()))
         .collect()
+}
+
+/// The first entry of a per-CPU array (a counter), with its value on every CPU.
+fn per_cpu_first_values<V: Pod + Default>(
+    map: &PerCpuArray<MapData, V>,
+) -> Result<PerCpu<V>, String> {
+    Ok(map.get(&0, 0).map_err(|e| e.to_string())?.to_vec())
 }
 
 /// The first entry of a per-CPU array (those of one entry: a histogram, a counter), summed over

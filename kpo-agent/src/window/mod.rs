@@ -4,6 +4,9 @@ pub mod energy;
 pub mod hist;
 #[cfg(test)]
 mod host_tests;
+pub mod per_cpu;
+#[cfg(test)]
+mod per_cpu_tests;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -20,6 +23,7 @@ use crate::{
     counter,
 };
 pub use hist::LatencySummary;
+pub use per_cpu::{CpuRate, SoftirqCpu};
 
 const SOFTIRQ_NAMES: [&str; 10] = [
     "HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU",
@@ -105,6 +109,9 @@ pub struct SoftirqWindow {
     pub mean_ns: Option<f64>,
     /// Share of all CPUs' time spent in this vector while sampling, percent.
     pub cpu_pct: Option<f64>,
+    /// The CPUs on which it ran, in CPU order: one CPU saturated by NET_RX (IRQ or RPS
+    /// affinity) hides in the sum over all.
+    pub per_cpu: Vec<SoftirqCpu>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -161,6 +168,8 @@ pub struct Window {
     /// Context switches per second of sampling (eBPF); `system.context_switches_per_s` is the
     /// kernel's count over the whole window.
     pub sampled_context_switches_per_s: Option<f64>,
+    /// The same by CPU, for the CPUs that switched (null exactly when the total is).
+    pub sampled_context_switches_per_cpu_per_s: Option<Vec<CpuRate>>,
     pub request_latency: Vec<RequestLatencyWindow>,
     pub system: HostMetrics,
     /// Energy over the window; `None` when the agent has no energy source at all.
@@ -528,17 +537,32 @@ fn assemble(
             let before = first.bpf.as_ref().map(|f| f.runq_hist.as_slice());
             hist::summarize(&hist::delta(before, &b.runq_hist))
         }),
-        sampled_context_switches_per_s: last.bpf.as_ref().and_then(|b| {
-            let before = first.bpf.as_ref().map_or(0, |f| f.context_switches);
-            // Only while the sched sensor was on for the whole window: off, it counts nothing.
-            (sampled.0 > 0.0 && first.sched_sensor && last.sched_sensor)
-                .then(|| sampled.rate(counter::restarted(before, b.context_switches)))
+        sampled_context_switches_per_s: sched_counted(first, last, sampled).map(|(f, b)| {
+            let before = f.map_or(0, BpfSnapshot::context_switches_total);
+            sampled.rate(counter::restarted(before, b.context_switches_total()))
         }),
+        sampled_context_switches_per_cpu_per_s: sched_counted(first, last, sampled).map(
+            |(f, b)| {
+                let before = f.map_or(&[][..], |f| f.context_switches.as_slice());
+                per_cpu::rates(before, &b.context_switches, |n| sampled.rate(n))
+            },
+        ),
         request_latency: request_latency(requests),
         system,
         // The run loop reads the meter when the window closes.
         energy: None,
     }
+}
+
+/// The baseline's eBPF counters (if read) and the end's, when the sched sensor counted the
+/// window's context switches: on at both ends and sampled (off, it counts nothing).
+fn sched_counted<'a>(
+    first: &'a Sample,
+    last: &'a Sample,
+    sampled: Sampled,
+) -> Option<(Option<&'a BpfSnapshot>, &'a BpfSnapshot)> {
+    let b = last.bpf.as_ref()?;
+    (sampled.0 > 0.0 && first.sched_sensor && last.sched_sensor).then_some((first.bpf.as_ref(), b))
 }
 
 /// Seconds during which the duty-cycled sensors were attached.
@@ -637,11 +661,10 @@ fn softirqs(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<SoftirqWindo
         return Vec::new();
     };
     let ncpus = num_cpus();
-    b.softirqs
-        .iter()
-        .enumerate()
-        .filter_map(|(vec, c)| {
-            let before = bpf_before(first, |f| f.softirqs.get(vec).copied());
+    (0..b.softirqs.len())
+        .filter_map(|vec| {
+            let c = b.softirq(vec)?;
+            let before = bpf_before(first, |f| f.softirq(vec));
             let count = counter::restarted(before.count, c.count);
             let timed = counter::restarted(before.timed, c.timed);
             // Only some runs are timed (see SOFTIRQ_TIME_EVERY): their mean times the count.
@@ -663,6 +686,14 @@ fn softirqs(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<SoftirqWindo
                         0.0
                     }
                 }),
+                per_cpu: per_cpu::softirq_cpus(
+                    first
+                        .bpf
+                        .as_ref()
+                        .and_then(|f| f.softirqs.get(vec))
+                        .map_or(&[][..], Vec::as_slice),
+                    &b.softirqs[vec],
+                ),
             })
         })
         .collect()
@@ -966,7 +997,8 @@ mod tests {
         let host: HostSnapshot = HostSnapshot::read(&ProcRoot("/proc".into())).0;
         let mut snapshot = BpfSnapshot::default();
         snapshot.listeners.insert(KEY, bpf);
-        snapshot.context_switches = secs * 1000;
+        // Per CPU, as the map holds them: all on CPU 1.
+        snapshot.context_switches = vec![0, secs * 1000];
         let mut s = Sample {
             at: at + Duration::from_secs(secs),
             wall: time::OffsetDateTime::UNIX_EPOCH + Duration::from_secs(secs),
@@ -1098,12 +1130,12 @@ mod tests {
         let with_net_rx = |secs, count, time_ns, timed| {
             let mut s = sample(t0, secs, true, 0, 0, bpf(0, None));
             s.duty_sampled = Duration::from_secs(secs); // attached since the baseline, at 0 s
-            let mut counters = vec![SoftirqCounters::default(); 10];
-            counters[3] = SoftirqCounters {
+            let mut counters = vec![vec![SoftirqCounters::default()]; 10];
+            counters[3] = vec![SoftirqCounters {
                 count,
                 time_ns,
                 timed,
-            };
+            }];
             s.bpf.as_mut().unwrap().softirqs = counters;
             s
         };
