@@ -21,42 +21,22 @@ fn read(rel: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // The code's numbers
 
-/// `const NAME: ... = ...Duration::from_secs(N)` (or `from_millis`) in a source file of the
-/// agent: for the stop path's waits that are private to their module.
-fn duration_const(file: &str, name: &str) -> Duration {
-    let text = read(&format!("kpo-agent/src/{file}"));
-    let line = text
-        .lines()
-        .find(|l| l.contains(&format!("const {name}:")))
-        .unwrap_or_else(|| {
-            panic!("no `const {name}` in kpo-agent/src/{file}: renamed? update this test")
-        });
-    let number = |after: &str| -> Option<u64> {
-        let rest = &line[line.find(after)? + after.len()..];
-        rest[..rest.find(')')?].replace('_', "").parse().ok()
-    };
-    number("from_secs(")
-        .map(Duration::from_secs)
-        .or_else(|| number("from_millis(").map(Duration::from_millis))
-        .unwrap_or_else(|| panic!("kpo-agent/src/{file}: `{line}` is not from_secs/from_millis"))
-}
-
 /// The waits of `kpo run`'s stop after SIGTERM that have a bound in the code, in the order they
 /// happen (run/mod.rs `run` and `run_blocking`, main.rs), and their sum. What has no timer, the
 /// last window's read and `on_exit`'s reverts, comes on top.
 fn stop_waits() -> Vec<(&'static str, Duration)> {
     vec![
         (
-            "queued control requests answered (run/deciding.rs TURN_AWAY_WAIT)",
-            duration_const("run/deciding.rs", "TURN_AWAY_WAIT"),
+            "queued control requests answered (run::TURN_AWAY_WAIT)",
+            kpo_agent::run::TURN_AWAY_WAIT,
         ),
         (
-            "the metrics server (output/metrics.rs STOP_TIMEOUT)",
-            duration_const("output/metrics.rs", "STOP_TIMEOUT"),
+            "the metrics server (output::metrics::STOP_TIMEOUT)",
+            kpo_agent::output::metrics::STOP_TIMEOUT,
         ),
         (
-            "work started off the loop (run/mod.rs RUNTIME_STOP_TIMEOUT)",
-            duration_const("run/mod.rs", "RUNTIME_STOP_TIMEOUT"),
+            "work started off the loop (run::RUNTIME_STOP_TIMEOUT)",
+            kpo_agent::run::RUNTIME_STOP_TIMEOUT,
         ),
         (
             "the event stream drained (run::STOP_FLUSH_TIMEOUT)",
@@ -81,23 +61,6 @@ fn stop_budget() -> Duration {
 /// each revert is two fsyncs, a kernel write and a read-back (a cpufreq limit may take
 /// `LIMIT_SETTLE_WAIT` more to show); 10 s is ample for the handful of parameters a policy reverts.
 const ON_EXIT_HEADROOM: Duration = Duration::from_secs(10);
-
-/// The hard limit on open files below which `kpo run` warns (run/open_files.rs).
-fn low_hard_limit() -> u64 {
-    let text = read("kpo-agent/src/run/open_files.rs");
-    let line = text
-        .lines()
-        .find(|l| l.contains("const LOW_HARD_LIMIT: u64 ="))
-        .expect("LOW_HARD_LIMIT in run/open_files.rs: renamed? update this test");
-    line.split('=')
-        .nth(1)
-        .unwrap()
-        .trim()
-        .trim_end_matches(';')
-        .replace('_', "")
-        .parse()
-        .unwrap()
-}
 
 #[test]
 fn the_stop_budget_is_what_the_unit_says() {
@@ -289,9 +252,9 @@ fn the_units_open_files_limit_is_what_the_agent_asks_for() {
     // `N` is soft and hard; `SOFT:HARD` the agent raises to HARD.
     let hard: u64 = limit.rsplit(':').next().unwrap().parse().unwrap();
     assert!(
-        hard >= low_hard_limit(),
+        hard >= kpo_agent::run::LOW_HARD_LIMIT,
         "LimitNOFILE {limit}: the agent warns below a hard limit of {}",
-        low_hard_limit()
+        kpo_agent::run::LOW_HARD_LIMIT
     );
 }
 

@@ -43,8 +43,8 @@ fn the_documented_policies_load() {
         }
     }
     assert_eq!(
-        checked, 4,
-        "policy.md has 2 examples, approvals.md and scenario.md one each"
+        checked, 5,
+        "policy.md has 3 examples, approvals.md and scenario.md one each"
     );
 }
 

@@ -470,7 +470,7 @@ fn answer(req: &Request<hyper::body::Incoming>, metrics: &Mutex<Metrics>) -> Res
 
 /// How long dropping a [`MetricsServer`] waits for its thread to end; past that it is left to
 /// end with the process.
-const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+pub const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What stopped the metrics thread before it served.
 enum ThreadStart {

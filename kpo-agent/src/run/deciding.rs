@@ -60,7 +60,7 @@ use super::{kernel_view::PathView, rules_state::RulesState};
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// How long, at shutdown, the connections get to write their "stopping" answers.
-const TURN_AWAY_WAIT: Duration = Duration::from_secs(1);
+pub const TURN_AWAY_WAIT: Duration = Duration::from_secs(1);
 
 pub struct Deciding {
     path: ChangePath,

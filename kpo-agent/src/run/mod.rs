@@ -34,9 +34,12 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{info, warn};
 
 pub use args::RunArgs;
+// The stop's bounded waits and the open-files limit, which deploy/kpo.service is held to.
 use deciding::Deciding;
+pub use deciding::TURN_AWAY_WAIT;
 use duty::DutyCycle;
 pub use kernel_view::memory_cgroup_v1;
+pub use open_files::LOW_HARD_LIMIT;
 
 use crate::{
     collect::{
@@ -68,7 +71,7 @@ const SYS_ROOT: &str = "/sys";
 pub const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long the runtime's blocking threads may take to finish at shutdown.
-const RUNTIME_STOP_TIMEOUT: Duration = Duration::from_millis(500);
+pub const RUNTIME_STOP_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Never blocks on a standard error nobody reads; dropped on return, which writes what is

@@ -9,7 +9,7 @@ use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use tracing::{info, warn};
 
 /// Below this hard limit a large node's namespaces can still run out of descriptors.
-const LOW_HARD_LIMIT: u64 = 65_536;
+pub const LOW_HARD_LIMIT: u64 = 65_536;
 
 /// Raises the soft limit on open files to the hard limit. Returns the limits in force after.
 pub fn raise_to_hard_limit() -> nix::Result<(u64, u64)> {
