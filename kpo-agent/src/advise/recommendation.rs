@@ -48,6 +48,12 @@ pub struct ApplicationRef {
     pub port: u16,
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// The listener's accept-queue limit (`sk_max_ack_backlog`) when the advice was made: the
+    /// advice for one limit and for another after the service listened again are two pieces of
+    /// advice (the approval desk posts each: docs/approvals.md, *Webhook*). Absent in records
+    /// written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog_limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,6 +151,7 @@ mod tests {
             port,
             pid: None,
             comm: None,
+            backlog_limit: None,
         };
         let a = Recommendation::make_app_id(Source::Rules, 3, &parameter, &app(80), "ipv4");
         let b = Recommendation::make_app_id(Source::Rules, 3, &parameter, &app(443), "ipv4");

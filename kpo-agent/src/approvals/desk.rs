@@ -54,6 +54,9 @@ pub struct Desk {
     /// parameter while it has listeners, at most 24), so only an answer to a consultation that
     /// offered an approval's target without repeating it counts against that approval.
     llm_answered: BTreeSet<String>,
+    /// Advice for an application made lately, by its situation ([`advice_key`]), with when it
+    /// was last made (ms): what the webhook was told, or would have been ([`Desk::advise`]).
+    advised: BTreeMap<String, u64>,
     /// Events not yet taken by the caller.
     events: Vec<Event>,
 }
@@ -82,10 +85,33 @@ impl Desk {
             unseen: BTreeMap::new(),
             seen: BTreeSet::new(),
             llm_answered: BTreeSet::new(),
+            advised: BTreeMap::new(),
             events: Vec::new(),
         };
         desk.mark_approved_what_the_journal_applied(journal);
+        desk.remember_advice_made_lately();
         Ok(desk)
+    }
+
+    /// The advice for applications that the history holds from less than `expire_after` ago
+    /// counts as made ([`Desk::advise`]): the rules' latches are in memory, so a restarted
+    /// agent advises again at once where the situation holds, and that must not post the same
+    /// advice again (a crash loop would post it at every start). Advice is not state that waits
+    /// for someone, so unlike a pending approval it is not announced again at a start either.
+    fn remember_advice_made_lately(&mut self) {
+        let now = now_ms();
+        let bound = self.settings.expire_after.as_millis() as u64;
+        let made: Vec<(String, u64)> = self
+            .store
+            .history()
+            .filter(|h| h.done == Done::Advice && !h.recommendation.is_change())
+            .filter(|h| now.saturating_sub(h.ts_ms) < bound)
+            .map(|h| (advice_key(&h.recommendation), h.ts_ms))
+            .collect();
+        for (key, at) in made {
+            let last = self.advised.entry(key).or_insert(at);
+            *last = (*last).max(at);
+        }
     }
 
     /// An approval is applied (journaled) before it is marked approved: a crash or a failed
@@ -268,8 +294,33 @@ impl Desk {
                 out.events.extend(self.take_events());
             }
             self.remember(entry);
+            if !rec.is_change() {
+                self.advise(&rec);
+            }
         }
         out
+    }
+
+    /// Advice for the application (no value: raise the service's listen backlog, listen again,
+    /// scale it) reaches a person through the webhook, as an `advice` notification: nothing else
+    /// would tell anyone (it asks for no approval, and `kpo pending` lists none). Posted once per
+    /// situation: the rules latch their advice, but repeat it every `repeat_windows` (10) windows
+    /// while it holds and was not acted on (so that an approval is not cleared as advice no
+    /// longer made), advise again at once after `rearm_windows` calm windows, and again at a
+    /// restart; and each repeat has a new id and new numbers (the window, the drops, the queue's
+    /// depth). So the desk remembers each advice by its situation ([`advice_key`]: advisor,
+    /// parameter and target, listener and owner, somaxconn and the listener's limit, and its
+    /// words with the numbers left out) and posts it only when no advice of that situation was
+    /// made in the last `expire_after`: advice made again within that time renews it, so
+    /// advice that holds for hours is posted once, and a situation that went away and comes back
+    /// later than that is posted again.
+    fn advise(&mut self, rec: &Recommendation) {
+        let now = now_ms();
+        let bound = self.settings.expire_after.as_millis() as u64;
+        self.advised.retain(|_, at| now.saturating_sub(*at) < bound);
+        if self.advised.insert(advice_key(rec), now).is_none() {
+            self.post(Payload::advice(&self.host, rec, &self.command_flags));
+        }
     }
 
     fn propose(
@@ -945,6 +996,39 @@ fn moved_since_advised(path: &ChangePath, item: &ApprovalItem) -> Option<(Value,
     }
     let now = path.read(&item.parameter).ok()?;
     (now != was && now != item.value).then_some((was, now))
+}
+
+/// The situation of advice for an application ([`Desk::advise`]): the same key for the same
+/// advice made again in a later window. Its advisor, the parameter and target, the listener and
+/// its owner (`application`: namespace, port, pid, process name, limit), the value the parameter
+/// had (somaxconn), and the reason's words with each run of digits as `#`: the numbers in it that
+/// change from window to window (the window and its end, the drops, the queue's depth) must not
+/// make it new, while the words tell one kind of advice from another (raise the backlog, listen
+/// again, scale the service) and an IPv4 listener's from an IPv6 one's on the same port.
+fn advice_key(rec: &Recommendation) -> String {
+    let mut words = String::with_capacity(rec.reason.len());
+    let mut in_number = false;
+    for c in rec.reason.chars() {
+        if c.is_ascii_digit() {
+            if !in_number {
+                words.push('#');
+            }
+            in_number = true;
+        } else {
+            words.push(c);
+            in_number = false;
+        }
+    }
+    let app = rec
+        .application
+        .as_ref()
+        .map(|a| (a.netns, a.port, a.pid, a.comm.as_deref(), a.backlog_limit));
+    format!(
+        "{}\n{}\n{app:?}\n{:?}\n{words}",
+        rec.source,
+        target_key(&rec.parameter),
+        rec.current_value
+    )
 }
 
 #[cfg(test)]

@@ -1,13 +1,17 @@
 //! The optional approval webhook (`[approvals] webhook = "http://..."`): a JSON POST for each
-//! approval required or resolved, with a Slack-compatible `text` and the structured item.
+//! approval required or resolved, and for each piece of advice for an application (a
+//! recommendation without a value, which no approval carries), with a Slack-compatible `text` and
+//! the structured item.
 //!
 //! Never blocks the agent: notifications go into a bounded queue ([`QUEUE`]) drained by a task of
 //! its own, in order; when it is full the oldest is dropped and logged. Each POST is retried
 //! with exponential backoff ([`ATTEMPTS`] tries, from [`FIRST_BACKOFF`] doubling up to
 //! [`MAX_BACKOFF`]) on a connection error, a timeout, a redirect, a 5xx, 408, 425 or 429; any other
 //! 4xx is not retried (the receiver refused it for good). One waiting to be retried is dropped
-//! when a later notification about the same approval is queued (its resolution, say). Every
-//! failure is logged with the URL's scheme, host and port ([`shown_url`]) and the approval id,
+//! when a later notification about the same approval is queued (its resolution, say); advice is
+//! keyed apart ([`Key`]), so it never replaces an approval's notification nor is replaced by one.
+//! Every failure is logged with the URL's scheme, host and port ([`shown_url`]) and the approval
+//! id (the recommendation id for advice),
 //! and what becomes of each notification is counted ([`Outcomes`]), those a reload's stop cuts
 //! short included, so that notifications being lost show in monitoring and not only in the log.
 use std::{collections::VecDeque, time::Duration};
@@ -21,6 +25,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::ApprovalItem;
+use crate::advise::recommendation::Recommendation;
 
 /// Notifications waiting to be posted.
 pub const QUEUE: usize = 64;
@@ -38,7 +43,8 @@ pub enum Outcome {
     Delivered,
     /// The oldest waiting when more than [`QUEUE`] did, dropped unsent.
     QueueFull,
-    /// Dropped unsent (queued, or waiting for its retry) for a later one about the same approval.
+    /// Dropped unsent (queued, or waiting for its retry) for a later one about the same approval
+    /// (or the same advice: [`Key`]).
     Replaced,
     /// Failed [`ATTEMPTS`] times (connection errors, timeouts, redirects, 5xx, 408, 425, 429).
     GivenUp,
@@ -169,19 +175,70 @@ pub struct Payload {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Structured {
-    /// `approval_required` or `approval_resolved`, as in the event stream.
+    /// `approval_required` or `approval_resolved`, as in the event stream, or `advice` (advice
+    /// for an application: [`Payload::advice`]).
     pub event: &'static str,
     pub host: String,
-    pub approval: ApprovalItem,
+    /// The approval, or the advice: `"approval": {...}` or `"recommendation": {...}`.
+    #[serde(flatten)]
+    pub about: About,
     /// An approval announced before, announced again (present only then): still pending when
     /// the agent started (the first POST may have been lost with the agent that queued it, or
     /// given up on), or when a reload named a new webhook URL (its receiver may not have heard
-    /// of it). [`Structured::repeat_reason`] tells which.
+    /// of it). [`Structured::repeat_reason`] tells which. Advice is never announced again.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub repeat: bool,
     /// Why it is announced again, with `repeat` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repeat_reason: Option<Again>,
+}
+
+/// What a notification is about.
+#[derive(Debug, Clone, Serialize)]
+pub enum About {
+    /// An approval, as in its `approval_required` or `approval_resolved` event.
+    #[serde(rename = "approval")]
+    Approval(Box<ApprovalItem>),
+    /// Advice for an application (no value), as in its `recommendation` event.
+    #[serde(rename = "recommendation")]
+    Advice(Box<Recommendation>),
+}
+
+impl Structured {
+    /// The approval, if this is about one.
+    pub fn approval(&self) -> Option<&ApprovalItem> {
+        match &self.about {
+            About::Approval(item) => Some(item),
+            About::Advice(_) => None,
+        }
+    }
+
+    /// The advice, if this is about advice.
+    pub fn recommendation(&self) -> Option<&Recommendation> {
+        match &self.about {
+            About::Advice(rec) => Some(rec),
+            About::Approval(_) => None,
+        }
+    }
+}
+
+/// What a queued notification is replaced by a later one of: the approval's id, or, for advice,
+/// the recommendation's id. Kept apart by kind, so that advice is never confused with an
+/// approval (their ids could never be equal today, `ap-N` and `SOURCE-WINDOW-HASH`, but the
+/// queue does not rely on it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    Approval(String),
+    Advice(String),
+}
+
+impl std::fmt::Display for Key {
+    /// The id, as the log names it after the event (`approval_required ap-3`, `advice rules-4-…`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Key::Approval(id) | Key::Advice(id) => f.write_str(id),
+        }
+    }
 }
 
 /// Why an approval still pending is announced again.
@@ -263,10 +320,43 @@ impl Payload {
             kpo: Structured {
                 event,
                 host: raw_host.to_string(),
-                approval: item.clone(),
+                about: About::Approval(Box::new(item.clone())),
                 repeat: false,
                 repeat_reason: None,
             },
+        }
+    }
+
+    /// `advice`: a recommendation without a value, for the application (`listen ... backlog=`,
+    /// listen again, scale the service). Nothing waits for a person, so there is nothing to
+    /// approve; `kpo explain` shows it again. Every foreign word is escaped as in an approval's.
+    pub fn advice(raw_host: &str, rec: &Recommendation, flags: &str) -> Payload {
+        let host = slack_escape(raw_host);
+        let flags = slack_entities(flags);
+        let parameter = slack_escape(&rec.parameter.to_string());
+        let text = format!(
+            "KPO on {host}: advice for the application: {} (advised by {}, confidence {:.2}). No kernel parameter is changed for it; `kpo explain {parameter}{flags}` shows it again.",
+            slack_escape(&rec.reason),
+            rec.source,
+            rec.confidence,
+        );
+        Payload {
+            text,
+            kpo: Structured {
+                event: "advice",
+                host: raw_host.to_string(),
+                about: About::Advice(Box::new(rec.clone())),
+                repeat: false,
+                repeat_reason: None,
+            },
+        }
+    }
+
+    /// What a later notification replaces this one for ([`Key`]).
+    pub fn key(&self) -> Key {
+        match &self.kpo.about {
+            About::Approval(item) => Key::Approval(item.id.clone()),
+            About::Advice(rec) => Key::Advice(rec.id.clone()),
         }
     }
 
@@ -380,7 +470,7 @@ impl Webhook {
 
     /// Queues one notification (the delivery task drops the oldest past [`QUEUE`]).
     pub fn notify(&self, payload: Payload) {
-        let id = payload.kpo.approval.id.clone();
+        let id = payload.key();
         // Counted open before the task can end it.
         self.ledger.queued();
         if self.tx.send(payload).is_err() {
@@ -410,7 +500,7 @@ async fn deliver(
                 None => return,
             },
         };
-        let id = payload.kpo.approval.id.clone();
+        let id = payload.key();
         let event = payload.kpo.event;
         let mut backoff = first_backoff;
         let mut replaced = false;
@@ -515,20 +605,21 @@ fn refused_for_good(status: reqwest::StatusCode) -> bool {
 }
 
 /// Queues `next` behind the others, in place of any queued notification of the same approval
-/// (the later one says what is true now); over [`QUEUE`], the oldest is dropped (logged): a
-/// notification that waited that long is the likeliest to be out of date. Returns whether `next`
-/// is about `current`, the approval whose notification is being posted: that one then gives way
-/// if it has to be retried, even when `next` is itself dropped later.
+/// (the later one says what is true now), or of the same advice ([`Key`]: never an approval's);
+/// over [`QUEUE`], the oldest is dropped (logged): a notification that waited that long is the
+/// likeliest to be out of date. Returns whether `next` is about `current`, the approval (or
+/// advice) whose notification is being posted: that one then gives way if it has to be retried,
+/// even when `next` is itself dropped later.
 fn enqueue(
     queued: &mut VecDeque<Payload>,
     next: Payload,
     shown: &str,
-    current: &str,
+    current: &Key,
     ledger: &Ledger,
 ) -> bool {
-    let id = next.kpo.approval.id.clone();
+    let id = next.key();
     queued.retain(|old| {
-        let same = old.kpo.approval.id == id;
+        let same = old.key() == id;
         if same {
             info!(url = %shown, "approval webhook: {} {id} not sent: replaced by its {}", old.kpo.event, next.kpo.event);
             ledger.ended(Outcome::Replaced);
@@ -538,11 +629,11 @@ fn enqueue(
     queued.push_back(next);
     if queued.len() > QUEUE {
         if let Some(old) = queued.pop_front() {
-            warn!(url = %shown, "approval webhook: {} {} not sent: {QUEUE} newer notifications wait (the receiver is down or slow)", old.kpo.event, old.kpo.approval.id);
+            warn!(url = %shown, "approval webhook: {} {} not sent: {QUEUE} newer notifications wait (the receiver is down or slow)", old.kpo.event, old.key());
             ledger.ended(Outcome::QueueFull);
         }
     }
-    id == current
+    &id == current
 }
 
 /// reqwest's error with its causes (a bare "error sending request" says nothing).
@@ -616,7 +707,7 @@ pub(crate) mod tests {
         );
         assert!(p.text.starts_with("KPO on web&lt;1&gt;:"), "{}", p.text);
         // The structured copy keeps the words as they were.
-        assert_eq!(p.kpo.approval.reason, hostile.reason);
+        assert_eq!(p.kpo.approval().unwrap().reason, hostile.reason);
         assert_eq!(p.kpo.host, "web<1>");
 
         // Mattermost's and Rocket.Chat's mentions, and Markdown links.
@@ -708,8 +799,9 @@ pub(crate) mod tests {
     }
 
     /// A receiver on 127.0.0.1 that answers each POST with the next status of `statuses` and
-    /// reports each request's event and approval id, in order.
-    async fn receiver(statuses: Vec<u16>) -> (String, mpsc::Receiver<(String, String)>) {
+    /// reports each request's event and approval id (the recommendation id for advice), in
+    /// order.
+    pub(crate) async fn receiver(statuses: Vec<u16>) -> (String, mpsc::Receiver<(String, String)>) {
         receiver_gated(statuses, None).await
     }
 
@@ -732,10 +824,15 @@ pub(crate) mod tests {
                 let (mut conn, _) = listener.accept().await.unwrap();
                 let body = request_body(&mut conn).await;
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let about = if v["kpo"]["event"] == "advice" {
+                    "recommendation"
+                } else {
+                    "approval"
+                };
                 seen_tx
                     .send((
                         v["kpo"]["event"].as_str().unwrap().to_string(),
-                        v["kpo"]["approval"]["id"].as_str().unwrap().to_string(),
+                        v["kpo"][about]["id"].as_str().unwrap().to_string(),
                     ))
                     .await
                     .unwrap();
@@ -829,6 +926,71 @@ pub(crate) mod tests {
             requests.recv().await.unwrap(),
             seen("approval_required", "ap-2")
         );
+    }
+
+    /// Advice whose recommendation id is, by chance or design, an approval's id: both are
+    /// queued behind a POST in flight and both arrive, neither replacing the other (nor the
+    /// approval's later notification the advice). Mutation that fails it: `Payload::key` keying
+    /// advice as an approval (`Key::Approval(rec.id)`).
+    #[tokio::test]
+    async fn an_advice_never_replaces_an_approval_nor_is_replaced_by_one() {
+        let (release, gate) = tokio::sync::oneshot::channel();
+        let (url, mut requests) = receiver_gated(vec![200; 5], Some(gate)).await;
+        let hook = Webhook::spawn(url, Outcomes::default()).unwrap();
+        hook.notify(required("ap-0"));
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_required", "ap-0")
+        );
+        let mut advice = advice_rec();
+        advice.id = "ap-1".into();
+        hook.notify(required("ap-1"));
+        hook.notify(Payload::advice("web1", &advice, ""));
+        hook.notify(resolved("ap-1"));
+        release.send(()).unwrap();
+        // A last one: what arrived up to it is all that will (a lost notification fails the
+        // test rather than hanging it).
+        hook.notify(required("ap-2"));
+        let mut got = Vec::new();
+        while got.last() != Some(&seen("approval_required", "ap-2")) {
+            got.push(requests.recv().await.unwrap());
+        }
+        // ap-1's required is replaced by its resolution, as before; the advice stays.
+        assert_eq!(
+            got,
+            [
+                seen("advice", "ap-1"),
+                seen("approval_resolved", "ap-1"),
+                seen("approval_required", "ap-2")
+            ]
+        );
+    }
+
+    /// Advice for an application, as the accept-queue rule gives it (no value).
+    fn advice_rec() -> Recommendation {
+        use crate::advise::recommendation::{ApplicationRef, Source, WindowRef};
+        Recommendation {
+            id: "rules-41-0000abcd".into(),
+            parameter: "net.core.somaxconn@netns:4026531999".parse().unwrap(),
+            current_value: Some(crate::actuate::param::Value::Int(4096)),
+            recommended_value: None,
+            can_auto_apply: false,
+            reason: "listener 0.0.0.0:8080 (\"nginx\", pid 4242) asked listen() for 511".into(),
+            confidence: 0.9,
+            source: Source::Rules,
+            window: WindowRef {
+                index: 41,
+                end: "2026-01-01T00:41:00Z".into(),
+            },
+            application: Some(ApplicationRef {
+                netns: 4026531999,
+                port: 8080,
+                pid: Some(4242),
+                comm: Some("nginx".into()),
+                backlog_limit: Some(511),
+            }),
+            netns_cookie: None,
+        }
     }
 
     #[test]
@@ -986,7 +1148,7 @@ pub(crate) mod tests {
             &mut q,
             Payload::new("approval_required", "web1", &item("ap-7", 32), ""),
             "t",
-            "ap-0",
+            &Key::Approval("ap-0".into()),
             &Ledger::new(Outcomes::default()),
         );
         let mut done = item("ap-7", 32);
@@ -995,7 +1157,7 @@ pub(crate) mod tests {
             &mut q,
             Payload::new("approval_resolved", "web1", &done, ""),
             "t",
-            "ap-0",
+            &Key::Approval("ap-0".into()),
             &Ledger::new(Outcomes::default())
         ));
         assert_eq!(q.len(), 1);

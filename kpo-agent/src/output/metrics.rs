@@ -200,14 +200,15 @@ impl Metrics {
         );
     }
 
-    /// What became of the approval webhook's notifications, counted by its delivery task, which
-    /// alone sees them (they are in no event).
+    /// What became of the approval webhook's notifications (approvals, and advice for
+    /// applications, counted together), counted by its delivery task, which alone sees them
+    /// (they are in no event).
     pub fn register_approval_webhook(&mut self, outcomes: &crate::approvals::webhook::Outcomes) {
         use crate::approvals::webhook::{ATTEMPTS, QUEUE};
         self.registry.register(
             "approval_webhook_notifications",
             format!(
-                "Approval webhook notifications by what became of them: delivered (2xx), queue_full (dropped unsent, the oldest of more than {QUEUE} waiting), replaced (dropped unsent for a later one about the same approval), given_up (failed {ATTEMPTS} tries), refused (a 4xx, not retried), abandoned (dropped unsent when a reload removed or replaced the URL)"
+                "Approval webhook notifications (approvals and advice for applications) by what became of them: delivered (2xx), queue_full (dropped unsent, the oldest of more than {QUEUE} waiting), replaced (dropped unsent for a later one about the same approval or advice), given_up (failed {ATTEMPTS} tries), refused (a 4xx, not retried), abandoned (dropped unsent when a reload removed or replaced the URL)"
             ),
             outcomes.family(),
         );
@@ -845,10 +846,10 @@ mod tests {
         has(&m, "# TYPE kpo_approval_webhook_notifications counter");
         has(
             &m,
-            "# HELP kpo_approval_webhook_notifications Approval webhook notifications by what \
-             became of them: delivered (2xx), queue_full (dropped unsent, the oldest of more \
-             than 64 waiting), replaced (dropped unsent for a later one about the same \
-             approval), given_up (failed 8 tries), refused (a 4xx, not retried), abandoned (dropped \
+            "# HELP kpo_approval_webhook_notifications Approval webhook notifications (approvals \
+             and advice for applications) by what became of them: delivered (2xx), queue_full \
+             (dropped unsent, the oldest of more than 64 waiting), replaced (dropped unsent for \
+             a later one about the same approval or advice), given_up (failed 8 tries), refused (a 4xx, not retried), abandoned (dropped \
              unsent when a reload removed or replaced the URL).",
         );
     }

@@ -912,6 +912,7 @@ fn app_ref(l: &ListenerWindow) -> ApplicationRef {
         port: l.port,
         pid: l.pid,
         comm: l.comm.clone(),
+        backlog_limit: Some(l.backlog_limit),
     }
 }
 

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::{
-    advise::recommendation::{Source, WindowRef},
+    advise::recommendation::{ApplicationRef, Source, WindowRef},
     approvals::ApprovalError,
     change::tests::{kernel, FakeActuators},
     journal::Holder,
@@ -335,8 +335,8 @@ fn the_webhook_announces_approvals_still_pending_at_start_again() {
     s.desk.set_webhook(webhook);
     let first = posted.try_recv().expect("the pending approval, again");
     assert_eq!(first.kpo.event, "approval_required");
-    assert_eq!(first.kpo.approval.id, "ap-2");
-    assert_eq!(first.kpo.approval.value, Value::Int(64));
+    assert_eq!(first.kpo.approval().unwrap().id, "ap-2");
+    assert_eq!(first.kpo.approval().unwrap().value, Value::Int(64));
     assert!(first.kpo.repeat);
     let json = serde_json::to_value(&first).unwrap();
     assert_eq!(json["kpo"]["repeat"], true);
@@ -355,7 +355,7 @@ fn the_webhook_announces_approvals_still_pending_at_start_again() {
         let json = serde_json::to_value(&p).unwrap();
         assert!(json["kpo"].get("repeat").is_none(), "{json}");
         assert!(json["kpo"].get("repeat_reason").is_none(), "{json}");
-        kinds_posted.push((p.kpo.event, p.kpo.approval.id));
+        kinds_posted.push((p.kpo.event, p.kpo.approval().unwrap().id.clone()));
     }
     assert_eq!(
         kinds_posted,
@@ -443,8 +443,8 @@ fn an_approval_that_expired_while_the_agent_was_down_is_posted_as_expired() {
     s.desk.set_webhook(webhook);
     let only = posted.try_recv().expect("the expiry");
     assert_eq!(only.kpo.event, "approval_resolved");
-    assert_eq!(only.kpo.approval.id, "ap-1");
-    assert_eq!(only.kpo.approval.state, ApprovalState::Expired);
+    assert_eq!(only.kpo.approval().unwrap().id, "ap-1");
+    assert_eq!(only.kpo.approval().unwrap().state, ApprovalState::Expired);
     assert!(!only.kpo.repeat);
     assert!(posted.try_recv().is_err(), "nothing announced again");
     assert!(s.desk.pending().unwrap().is_empty());
@@ -1443,4 +1443,244 @@ fn a_notification_names_the_socket_and_state_directory_it_needs() {
         ),
         "{text}"
     );
+}
+
+/// Advice for the application, as the accept-queue rule gives it (no value, the listener named),
+/// from a process whose name would ping a channel and draw a link if it were not escaped. What
+/// changes from window to window (the window, its end, the drops, the queue's depth, the id) is
+/// `window` and `drops`; `limit` is the listener's accept-queue limit.
+fn app_advice(window: u64, drops: u64, limit: u32) -> Recommendation {
+    let parameter: ParamAddress = NS.parse().unwrap();
+    let application = ApplicationRef {
+        netns: 4026539999,
+        port: 8080,
+        pid: Some(4242),
+        comm: Some("<!channel>@all".into()),
+        backlog_limit: Some(limit),
+    };
+    Recommendation {
+        id: Recommendation::make_app_id(Source::Rules, window, &parameter, &application, "ipv4"),
+        parameter,
+        current_value: Some(Value::Int(4096)),
+        recommended_value: None,
+        can_auto_apply: false,
+        reason: format!(
+            "listener 0.0.0.0:8080 (\"<!channel>@all\", pid 4242) dropped {drops} SYN(s) in \
+             window {window} (up to 2026-01-01T00:{:02}:00Z) with its accept queue at \
+             {limit}/{limit}: the application asked listen() for a backlog of {limit}, below \
+             net.core.somaxconn = 4096, so raising net.core.somaxconn would not help. Raise the \
+             application's listen backlog (see [docs](http://evil.example)) and restart it.",
+            window % 60
+        ),
+        confidence: 0.9,
+        source: Source::Rules,
+        window: WindowRef {
+            index: window,
+            end: format!("2026-01-01T00:{:02}:00Z", window % 60),
+        },
+        application: Some(application),
+        netns_cookie: None,
+    }
+}
+
+/// The advice notifications taken off a channel webhook, by recommendation id; every other
+/// notification fails the test.
+fn advice_posted(posted: &mut tokio::sync::mpsc::UnboundedReceiver<Payload>) -> Vec<String> {
+    let mut ids = Vec::new();
+    while let Ok(p) = posted.try_recv() {
+        assert_eq!(p.kpo.event, "advice", "{}", p.text);
+        ids.push(p.kpo.recommendation().unwrap().id.clone());
+    }
+    ids
+}
+
+/// (a) Advice for the application (no value) reaches a person: the running agent's webhook POSTs
+/// it once, as `advice`, with the recommendation as in its event, the foreign words of `text`
+/// escaped, and no approval in it. Mutations that fail it: no `post` in `Desk::advise`;
+/// `rec.reason` not passed through `slack_escape` in `Payload::advice`.
+#[tokio::test]
+async fn advice_for_the_application_is_posted_to_the_webhook_once_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    let (url, body) = first_post().await;
+    s.desk.start_webhook(url);
+    let advice = app_advice(41, 1200, 511);
+    let out = s.consider(vec![advice.clone()]);
+    assert_eq!(kinds(&out.events), ["recommendation"]);
+    let body = tokio::time::timeout(Duration::from_secs(60), body)
+        .await
+        .expect("the advice was posted")
+        .unwrap();
+    assert_eq!(body["kpo"]["event"], "advice", "{body}");
+    assert_eq!(body["kpo"]["host"], s.desk.host, "{body}");
+    assert!(body["kpo"].get("approval").is_none(), "{body}");
+    assert!(body["kpo"].get("repeat").is_none(), "{body}");
+    // The recommendation as in its `recommendation` event (the event's `kind` aside).
+    let mut event = serde_json::to_value(&out.events[0]).unwrap();
+    event.as_object_mut().unwrap().remove("kind");
+    assert_eq!(body["kpo"]["recommendation"], event, "{body}");
+    assert_eq!(body["kpo"]["recommendation"]["reason"], advice.reason);
+    assert_eq!(
+        body["kpo"]["recommendation"]["recommended_value"],
+        serde_json::Value::Null
+    );
+    let text = body["text"].as_str().unwrap();
+    let host = s
+        .desk
+        .host
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    assert_eq!(
+        text,
+        format!(
+            "KPO on {host}: advice for the application: listener 0.0.0.0:8080 \
+             (\"&lt;!channel&gt;@\u{200B}all\", pid 4242) dropped 1200 SYN(s) in window 41 (up to \
+             2026-01-01T00:41:00Z) with its accept queue at 511/511: the application asked \
+             listen() for a backlog of 511, below net.core.somaxconn = 4096, so raising \
+             net.core.somaxconn would not help. Raise the application's listen backlog (see \
+             [docs]\u{200B}(http://evil.example)) and restart it. (advised by rules, confidence \
+             0.90). No kernel parameter is changed for it; `kpo explain {NS}` shows it again."
+        )
+    );
+    // Recorded as advice, not as an approval: nothing waits in `kpo pending`.
+    assert!(s.desk.pending().unwrap().is_empty());
+    assert_eq!(s.desk.explain(NS, 1)[0].entry.done, Done::Advice);
+}
+
+/// (b) The same advice made again in a later window (the rules repeat it every 10 windows while
+/// it holds, with a new id and new numbers) is not posted again, nor after a restart; advice
+/// of another situation (the listener's limit moved, the words differ beyond numbers) is, and so
+/// is the same advice once `expire_after` passed without it. Mutations that fail it: posting
+/// in `Desk::advise` without looking at `advised`; leaving out `backlog_limit` or the words of
+/// `advice_key`; no `remember_advice_made_lately` at `Desk::open`; no `retain` of what is older
+/// than `expire_after`.
+#[test]
+fn the_same_advice_is_posted_once_per_situation() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = setup(dir.path(), "recommend");
+        let (webhook, mut posted) = Webhook::to_channel();
+        s.desk.set_webhook(webhook);
+        let first = app_advice(41, 1200, 511);
+        s.consider(vec![first.clone()]);
+        assert_eq!(advice_posted(&mut posted), [first.id.as_str()]);
+        // Ten windows on, the rule repeats it: other numbers, another id, the same advice.
+        let again = app_advice(51, 900, 511);
+        assert_ne!(again.id, first.id);
+        let out = s.consider(vec![again]);
+        assert_eq!(kinds(&out.events), ["recommendation"], "still an event");
+        assert!(advice_posted(&mut posted).is_empty(), "not posted again");
+        // It listened again with a larger backlog, and still drops: new advice.
+        let larger = app_advice(61, 900, 1024);
+        s.consider(vec![larger.clone()]);
+        assert_eq!(advice_posted(&mut posted), [larger.id.as_str()]);
+        // Other words for the same listener and limit: another kind of advice.
+        let mut listen_again = app_advice(71, 900, 1024);
+        listen_again.reason = listen_again.reason.replace(
+            "the application asked",
+            "its limit is the value somaxconn had when",
+        );
+        s.consider(vec![listen_again.clone()]);
+        assert_eq!(advice_posted(&mut posted), [listen_again.id.as_str()]);
+    }
+    // A restart: the rules' latches start empty and advise again at once; not posted again.
+    let mut s = setup(dir.path(), "recommend");
+    let (webhook, mut posted) = Webhook::to_channel();
+    s.desk.set_webhook(webhook);
+    assert!(
+        advice_posted(&mut posted).is_empty(),
+        "nothing announced at start"
+    );
+    s.consider(vec![app_advice(3, 700, 511)]);
+    assert!(
+        advice_posted(&mut posted).is_empty(),
+        "made before the restart"
+    );
+    // Not made for longer than expire_after (an hour here): posted again when it comes back.
+    for at in s.desk.advised.values_mut() {
+        *at -= 3_600_000;
+    }
+    let back = app_advice(400, 50, 511);
+    s.consider(vec![back.clone()]);
+    assert_eq!(advice_posted(&mut posted), [back.id]);
+}
+
+/// (c) An advice notification and an approval's go through the one queue and both arrive, in
+/// order: advice has a key of its own, so neither replaces the other. Mutation that fails it
+/// (with `an_advice_never_replaces_an_approval_nor_is_replaced_by_one` in webhook.rs): advice
+/// keyed as an approval in `Payload::key`.
+#[tokio::test]
+async fn an_approval_and_advice_posted_together_both_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    let (url, mut requests) = crate::approvals::webhook::tests::receiver(vec![200, 200]).await;
+    s.desk.start_webhook(url);
+    let advice = app_advice(41, 1200, 511);
+    s.consider(vec![rec(Source::Rules, 32, false), advice.clone()]);
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let next = tokio::time::timeout(Duration::from_secs(60), requests.recv()).await;
+        got.push(next.expect("posted").unwrap());
+    }
+    assert_eq!(
+        got,
+        [
+            ("approval_required".to_string(), "ap-1".to_string()),
+            ("advice".to_string(), advice.id)
+        ]
+    );
+}
+
+/// (d) Without a webhook, advice is recorded and reported as before and nothing breaks; it is
+/// remembered all the same, so that a webhook set later (a start, a reload naming a URL) is not
+/// told of it (advice is not state that waits for someone) while a new situation is posted.
+/// Mutation that fails it: `Desk::advise` returning before it remembers when no webhook is set.
+#[test]
+fn without_a_webhook_advice_is_recorded_and_not_announced_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    let out = s.consider(vec![app_advice(41, 1200, 511)]);
+    assert_eq!(kinds(&out.events), ["recommendation"]);
+    assert!(out.applied.is_empty() && out.refused.is_empty());
+    assert_eq!(s.desk.explain(NS, 1)[0].entry.done, Done::Advice);
+    assert!(s.desk.pending().unwrap().is_empty());
+    let (webhook, mut posted) = Webhook::to_channel();
+    s.desk.set_webhook(webhook);
+    assert!(
+        advice_posted(&mut posted).is_empty(),
+        "not announced at start"
+    );
+    s.consider(vec![app_advice(51, 800, 511)]);
+    assert!(advice_posted(&mut posted).is_empty(), "the same situation");
+    let larger = app_advice(61, 800, 1024);
+    s.consider(vec![larger.clone()]);
+    assert_eq!(advice_posted(&mut posted), [larger.id]);
+}
+
+/// (e) A recommendation with a value (a parameter change) is never posted as advice, even when it
+/// names the application (the accept-queue rule's raise does): what the policy makes of it is
+/// what the webhook hears of (an approval, or nothing). Mutation that fails it: `Desk::advise`
+/// called for every recommendation, not only those without a value.
+#[test]
+fn a_parameter_change_is_not_posted_as_advice() {
+    for mode in ["observe", "auto", "recommend"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = setup(dir.path(), mode);
+        let (webhook, mut posted) = Webhook::to_channel();
+        s.desk.set_webhook(webhook);
+        let mut raise = rec(Source::Rules, 32, mode == "auto");
+        raise.application = app_advice(1, 10, 16).application;
+        s.consider(vec![raise]);
+        let mut events = Vec::new();
+        while let Ok(p) = posted.try_recv() {
+            events.push(p.kpo.event);
+        }
+        let expected: &[&str] = if mode == "recommend" {
+            &["approval_required"]
+        } else {
+            &[]
+        };
+        assert_eq!(events, expected, "{mode}");
+    }
 }
