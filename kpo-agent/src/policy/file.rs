@@ -743,6 +743,15 @@ fn optimizer_levels(
             "give at least two values: the optimizer searches among them",
         ));
     }
+    // As `[optimizer] levels`: the search's candidates are every combination of the knobs'
+    // levels, and too many make each step slow without helping a search of some 20 trials.
+    let most = crate::advise::optimizer::agent::MAX_LEVELS;
+    if v.len() > most {
+        return Err(bad(&format!(
+            "{} values: at most {most}, as `[optimizer] levels`",
+            v.len()
+        )));
+    }
     if let Some(pair) = v.windows(2).find(|pair| pair[0] >= pair[1]) {
         return Err(bad(&format!(
             "{} then {}: list the values in increasing order, each once",

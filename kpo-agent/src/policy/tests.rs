@@ -236,6 +236,14 @@ fn optimizer_levels_are_checked_against_their_entry() {
             "give at least two values: the optimizer searches among them",
         ),
         (
+            entry(&format!(
+                "optimizer_levels = {:?}",
+                (0..65).map(|i| i * 3).collect::<Vec<i64>>()
+            )),
+            6,
+            "65 values: at most 64, as `[optimizer] levels`",
+        ),
+        (
             entry("optimizer_levels = [0, 250]"),
             6,
             "250 is outside the entry's min 0 and max 200: the optimizer searches only within \

@@ -4592,13 +4592,14 @@ fn a_policy_with_a_frequency_table_is_searched_at_its_frequencies() {
     rig.assert_schema();
 }
 
-/// An entry's `optimizer_levels` are the values the loop tries, as the operator wrote them,
-/// instead of `[optimizer] levels` spread over the bounds: an odd coalescing delay too.
+/// An entry's `optimizer_levels` are the values the loop tries, instead of `[optimizer] levels`
+/// spread over the bounds, less an odd coalescing delay (several drivers round it, and it would
+/// fail its read-back, as the computed grid avoids).
 #[test]
 fn an_entrys_optimizer_levels_are_the_values_searched() {
     let text = policy("optimizer_levels = [1200000, 2000000, 3000000]").replace(
         "max = 100\nsources = [\"optimizer\"]\n",
-        "max = 100\nsources = [\"optimizer\"]\noptimizer_levels = [0, 5, 25, 100]\n",
+        "max = 100\nsources = [\"optimizer\"]\noptimizer_levels = [0, 5, 24, 100]\n",
     );
     let mut rig = Rig::new(&text, true, "");
     let space = rig
@@ -4610,7 +4611,7 @@ fn an_entrys_optimizer_levels_are_the_values_searched() {
         .space()
         .clone();
     assert_eq!(space.levels(0), [1_200_000.0, 2_000_000.0, 3_000_000.0]);
-    assert_eq!(space.levels(1), [0.0, 5.0, 25.0, 100.0]);
+    assert_eq!(space.levels(1), [0.0, 24.0, 100.0]);
     for _ in 0..3 {
         rig.until_a_trial(5, |_| true);
         let now = rig.config_now();
@@ -4620,7 +4621,7 @@ fn an_entrys_optimizer_levels_are_the_values_searched() {
     rig.assert_schema();
     // A reload that changes them restarts the loop over the new ones.
     rig.policy_from_file();
-    let events = rig.reload(&text.replace("[0, 5, 25, 100]", "[0, 10, 100]"));
+    let events = rig.reload(&text.replace("[0, 5, 24, 100]", "[0, 10, 100]"));
     assert!(
         events.iter().any(|e| matches!(
             e,
@@ -4640,6 +4641,43 @@ fn an_entrys_optimizer_levels_are_the_values_searched() {
         .space()
         .clone();
     assert_eq!(space.levels(1), [0.0, 10.0, 100.0]);
+}
+
+/// Given levels a cpufreq driver with a frequency table would not read back (not in its
+/// `scaling_available_frequencies`) are left out; a knob left with fewer than two is left out,
+/// saying why, and the loop searches the others.
+#[test]
+fn optimizer_levels_the_driver_would_not_read_back_are_left_out() {
+    let text = policy("optimizer_levels = [1200000, 1250000, 3000000]").replace(
+        "max = 100\nsources = [\"optimizer\"]\n",
+        "max = 100\nsources = [\"optimizer\"]\noptimizer_levels = [1, 4, 33]\n",
+    );
+    let rig = Rig::new(&text, true, "");
+    std::fs::write(
+        rig.max_freq_file
+            .parent()
+            .unwrap()
+            .join("scaling_available_frequencies"),
+        "3000000 2000000 1200000\n",
+    )
+    .unwrap();
+    let rig = rig.restarted();
+    let space = rig
+        .deciding
+        .optimizer_for_tests()
+        .expect("a loop")
+        .live()
+        .optimizer()
+        .space()
+        .clone();
+    assert_eq!(space.dims(), 1);
+    assert_eq!(space.levels(0), [1_200_000.0, 3_000_000.0]);
+    let started = rig.last_started();
+    let left_out = started["left_out"].to_string();
+    assert!(
+        left_out.contains("ethtool:eth0:rx-usecs: fewer than two of the policy entry's optimizer_levels [1, 4, 33]"),
+        "{started}"
+    );
 }
 
 /// A reload that leaves the optimizer no knobs settles its loop (the trial makes way for the

@@ -101,16 +101,19 @@ impl Default for OptimizerSettings {
     }
 }
 
+/// The most values tried per knob: `[optimizer] levels`, and a policy entry's `optimizer_levels`.
+pub const MAX_LEVELS: usize = 64;
+
 impl OptimizerSettings {
     /// The first invalid key and why (the configuration names its file).
     pub fn invalid(&self) -> Option<(&'static str, String)> {
         if self.windows_per_trial == 0 {
             return Some(("optimizer.windows_per_trial", "must be at least 1".into()));
         }
-        if !(2..=64).contains(&self.levels) {
+        if !(2..=MAX_LEVELS).contains(&self.levels) {
             return Some((
                 "optimizer.levels",
-                format!("is {}; it must be between 2 and 64", self.levels),
+                format!("is {}; it must be between 2 and {MAX_LEVELS}", self.levels),
             ));
         }
         if self.budget < 2 {
@@ -383,10 +386,14 @@ impl AgentOptimizer {
             if knobs.iter().any(|k: &Knob| k.name == knob.name) {
                 knob.name = format!("{} (policy line {})", knob.name, group.line);
             }
-            specs.push(KnobSpec::discrete(
-                knob.name.clone(),
-                grid(&knob, &group, settings.levels, sys_root),
-            ));
+            let levels = match grid(&knob, &group, settings.levels, sys_root) {
+                Ok(levels) => levels,
+                Err(why) => {
+                    problems.push(why);
+                    continue;
+                }
+            };
+            specs.push(KnobSpec::discrete(knob.name.clone(), levels));
             start.push(now as f64);
             knobs.push(knob);
         }
@@ -1330,14 +1337,20 @@ impl AgentOptimizer {
     }
 }
 
-/// The levels the loop tries for `knob`: the entry's `optimizer_levels` as the operator wrote
-/// them; else, within `[min, max]`, frequencies of the cpufreq driver's table under the sysfs
-/// root `sys` where its policies have one, or `levels` integers spread evenly
-/// (`levels::knob_levels`).
-fn grid(knob: &Knob, group: &Group, levels: usize, sys: &Path) -> Vec<f64> {
+/// The levels the loop tries for `knob`: the entry's `optimizer_levels`, less those its driver
+/// would not read back (`levels::given_levels`; `Err`: fewer than two left); else, within
+/// `[min, max]`, frequencies of the cpufreq driver's table under the sysfs root `sys` where its
+/// policies have one, or `levels` integers spread evenly (`levels::knob_levels`).
+fn grid(knob: &Knob, group: &Group, levels: usize, sys: &Path) -> Result<Vec<f64>, String> {
     match &group.levels {
-        Some(given) => given.iter().map(|&v| v as f64).collect(),
-        None => super::levels::knob_levels(&knob.members, group.min, group.max, levels, sys),
+        Some(given) => super::levels::given_levels(&knob.members, given, sys),
+        None => Ok(super::levels::knob_levels(
+            &knob.members,
+            group.min,
+            group.max,
+            levels,
+            sys,
+        )),
     }
 }
 

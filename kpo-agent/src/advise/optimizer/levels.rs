@@ -69,6 +69,53 @@ pub fn knob_levels(
     }
 }
 
+/// The levels the loop tries for a knob whose policy entry gives them (`optimizer_levels`): those
+/// values, less any its driver would not read back as written, each left out with a warning
+/// (the same values [`knob_levels`] keeps out of its grid): on a cpufreq limit whose policies
+/// have a frequency table, a value not in it; on a coalescing delay, an odd one. An `Err` says
+/// why fewer than two are left: the knob is then left out.
+pub fn given_levels(
+    members: &[ParamAddress],
+    given: &[i64],
+    sys: &Path,
+) -> Result<Vec<f64>, String> {
+    let mut kept: Vec<i64> = given.to_vec();
+    match common_table(members, sys) {
+        Ok(Some(table)) => {
+            let (on, off): (Vec<i64>, Vec<i64>) = kept.iter().partition(|v| table.contains(v));
+            if !off.is_empty() {
+                warn!(
+                    "optimizer: {}: optimizer_levels {off:?} left out: not among the cpufreq                      driver's frequencies (scaling_available_frequencies), so a write of them                      would read back as another and fail",
+                    members_named(members)
+                );
+            }
+            kept = on;
+        }
+        Ok(None) if members.iter().all(is_coalescing_delay) => {
+            let (even, odd): (Vec<i64>, Vec<i64>) = kept.iter().partition(|v| *v % 2 == 0);
+            if !odd.is_empty() {
+                warn!(
+                    "optimizer: {}: optimizer_levels {odd:?} left out: several drivers keep the                      delay in 2 µs units and round an odd one, which then fails its read-back",
+                    members_named(members)
+                );
+            }
+            kept = even;
+        }
+        Ok(None) => {}
+        Err(e) => warn!(
+            "optimizer: {}: cannot read the cpufreq driver's frequency table ({e}); trying the              entry's optimizer_levels as written",
+            members_named(members)
+        ),
+    }
+    if kept.len() < 2 {
+        return Err(format!(
+            "{}: fewer than two of the policy entry's optimizer_levels {given:?} can be written              as they are here (see the warnings before this one)",
+            members_named(members)
+        ));
+    }
+    Ok(kept.into_iter().map(|v| v as f64).collect())
+}
+
 /// `levels` integers spread evenly over `[min, max]`.
 pub fn even_grid(min: i64, max: i64, levels: usize) -> Vec<f64> {
     let n = levels.max(2) as i64 - 1;
