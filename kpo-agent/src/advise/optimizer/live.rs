@@ -392,8 +392,8 @@ pub enum LiveError {
     Optimizer(#[from] BoError),
     #[error(
         "the search space has {points} points over {knobs} knobs, more than \
-         {MAX_LIVE_CANDIDATES}: set levels in [optimizer] to at most {max_levels}, or give the \
-         optimizer fewer knobs"
+         {MAX_LIVE_CANDIDATES}: set levels in [optimizer] to at most {max_levels} (and as many \
+         in a policy entry's optimizer_levels), or give the optimizer fewer knobs"
     )]
     SpaceTooLarge {
         points: usize,
@@ -1955,7 +1955,8 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "the search space has 262144 points over 6 knobs, more than 50000: set levels in \
-             [optimizer] to at most 6, or give the optimizer fewer knobs"
+             [optimizer] to at most 6 (and as many in a policy entry's optimizer_levels), or give \
+             the optimizer fewer knobs"
         );
     }
 
