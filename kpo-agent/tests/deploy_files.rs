@@ -195,11 +195,57 @@ fn the_unit_runs_the_agent_and_reloads_it_with_sighup() {
     let hup = &run[run.find("Sig::Hup =>").expect("the loop's SIGHUP arm")..];
     let arm = &hup[..hup.find("Sig::Term").unwrap()];
     assert!(arm.contains("reload_policy"), "{arm}");
+    // ... and re-opens the events file, which the unit's and README's logrotate rely on.
+    assert!(arm.contains("sink.reopen()"), "{arm}");
     assert!(
         run.contains("hup: signal(SignalKind::hangup())"),
         "SIGHUP is listened to"
     );
     assert_eq!(unit.service("Type"), "exec");
+}
+
+/// Events go to a file in the unit's LogsDirectory=, not to the journal, which cuts lines longer
+/// than journald's LineMax= (48K) into several records; a window's event grows with the CPU count.
+#[test]
+fn the_unit_writes_events_to_a_file_in_its_logs_directory() {
+    let unit = Unit::load();
+    let exec: Vec<&str> = unit.service("ExecStart").split_whitespace().collect();
+    let at = exec
+        .iter()
+        .position(|a| *a == "--events")
+        .unwrap_or_else(|| panic!("ExecStart gives --events PATH: {exec:?}"));
+    let events = Path::new(exec[at + 1]);
+    let logs = unit.service("LogsDirectory");
+    assert_eq!(
+        events.parent(),
+        Some(Path::new("/var/log").join(logs).as_path()),
+        "--events {} directly in LogsDirectory={logs} (/var/log/{logs})",
+        events.display()
+    );
+    // The logrotate snippet, in the unit's comment and README.md, rotates that file and sends
+    // SIGHUP through the unit's ExecReload.
+    let snippet_head = format!("{} {{", events.display());
+    let text = read("deploy/kpo.service");
+    let readme = read("README.md");
+    let deploying = &readme[readme.find("## Deploying").unwrap()..];
+    for (name, doc) in [
+        ("deploy/kpo.service", text.as_str()),
+        ("README.md", deploying),
+    ] {
+        let head = doc
+            .find(&snippet_head)
+            .unwrap_or_else(|| panic!("{name}: a logrotate entry for {}", events.display()));
+        let entry = &doc[head..];
+        let entry = &entry[..entry.find("endscript").expect("a postrotate script")];
+        assert!(entry.contains("systemctl reload kpo"), "{name}: {entry}");
+        assert!(entry.contains("delaycompress"), "{name}: {entry}");
+        assert!(
+            doc.contains(&format!("go to {}", events.display()))
+                || doc.contains(&format!("go to `{}`", events.display())),
+            "{name} says where events go"
+        );
+        assert!(doc.contains("LineMax="), "{name} says why not the journal");
+    }
 }
 
 #[test]
@@ -645,26 +691,97 @@ fn the_daemonset_gives_the_stop_the_units_time() {
     assert_eq!(grace, unit, "the same stop path as the unit's");
 }
 
-/// The policy in the ConfigMap loads as `kpo run` would load it.
+/// How the ConfigMap is made: from the policy file, with apply (so that it can be run again
+/// after an edit), in the DaemonSet's comment and in README.md alike.
+const CONFIGMAP_COMMAND: &str = "kubectl -n kube-system create configmap kpo-policy \
+    --from-file=policy.toml=deploy/policy.example.toml --dry-run=client -o yaml | kubectl apply -f -";
+
+/// The ConfigMap is not in the DaemonSet's manifest (re-applying it would put that policy back
+/// over the operator's); the command that makes it names the pod's volume and the agent's file,
+/// and the policy file it takes loads as `kpo run` would load it.
 #[test]
-fn the_daemonsets_policy_passes_kpo_check() {
+fn the_daemonsets_policy_is_made_apart_and_passes_kpo_check() {
     let text = read("deploy/daemonset.yaml");
-    let lines: Vec<&str> = text.lines().collect();
-    let at = lines
+    assert!(
+        !yaml_lines(&text)
+            .iter()
+            .any(|l| l.trim() == "kind: ConfigMap"),
+        "no ConfigMap in deploy/daemonset.yaml: applying it again would replace the policy"
+    );
+    assert!(!text.contains("policy.toml: |"), "no policy embedded");
+    let readme = read("README.md");
+    for (name, doc) in [("deploy/daemonset.yaml", &text), ("README.md", &readme)] {
+        assert!(
+            doc.contains(CONFIGMAP_COMMAND),
+            "{name} gives the command: {CONFIGMAP_COMMAND}"
+        );
+    }
+    // The name the pod mounts.
+    let pod = Pod::load();
+    let volume = pod
+        .volumes
         .iter()
-        .position(|l| l.trim() == "policy.toml: |")
-        .expect("policy.toml in the ConfigMap");
-    let body_indent = indent(lines[at + 1]);
-    let body: String = lines[at + 1..]
-        .iter()
-        .take_while(|l| l.trim().is_empty() || indent(l) >= body_indent)
-        .map(|l| format!("{}\n", l.get(body_indent..).unwrap_or("")))
-        .collect();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("policy.toml");
-    std::fs::write(&file, &body).unwrap();
-    let v = kpo_check(&file);
-    assert_eq!(v["policy"]["defaults"]["mode"], "observe", "{body}");
+        .find(|v| field(v, "configMap").is_some())
+        .expect("a configMap volume");
+    let configmap = CONFIGMAP_COMMAND
+        .split_whitespace()
+        .skip_while(|w| *w != "configmap")
+        .nth(1)
+        .unwrap();
+    assert_eq!(field(volume, "name"), Some("policy"));
+    assert!(
+        pod.lines
+            .iter()
+            .any(|l| l.trim() == format!("name: {configmap}")),
+        "the pod's configMap volume is {configmap}"
+    );
+    // The key is the file name the agent reads in the mounted directory; the file passes.
+    let from = CONFIGMAP_COMMAND
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("--from-file="))
+        .unwrap();
+    let (key, file) = from.split_once('=').unwrap();
+    let default = Path::new(kpo_agent::policy::DEFAULT_PATH);
+    assert_eq!(Some(std::ffi::OsStr::new(key)), default.file_name());
+    let v = kpo_check(&repo().join(file));
+    assert_eq!(v["policy"]["defaults"]["mode"], "observe");
+}
+
+/// SIGHUP in the pod: not `kill -HUP 1` (with hostPID, the node's init), but the agent's
+/// `kpo run` in the pod's network namespace, where the one-agent claim allows only one.
+#[test]
+fn the_pods_reload_command_signals_only_its_agent() {
+    const RELOAD: &str = "kubectl -n kube-system exec POD -- sh -c \
+        'pkill -HUP --ns $$ --nslist net -f \"^/usr/local/bin/kpo run \"'";
+    let text = read("deploy/daemonset.yaml");
+    let readme = read("README.md");
+    for (name, doc) in [("deploy/daemonset.yaml", &text), ("README.md", &readme)] {
+        assert!(doc.contains(RELOAD), "{name} gives the command: {RELOAD}");
+        assert!(
+            doc.to_lowercase().contains("never `kill -hup 1`"),
+            "{name} warns against kill -HUP 1"
+        );
+        assert!(doc.contains("procps"), "{name}: the image needs pkill");
+    }
+    // The pattern is the pod's own command line, `kpo run` and its flags.
+    let pod = Pod::load();
+    let pattern = RELOAD.split("\"^").nth(1).unwrap();
+    let pattern = &pattern[..pattern.find("\"'").unwrap()];
+    assert!(
+        format!("{} ", pod.command.join(" ")).starts_with(pattern),
+        "{pattern:?} matches {:?}",
+        pod.command
+    );
+    assert!(
+        pod.command.len() > 2,
+        "a flag after run: the pattern's space"
+    );
+    // The claim the command relies on: the network namespace, which hostNetwork makes the host's.
+    assert_eq!(scalar(&pod.lines, "hostNetwork"), Some("true"));
+    let one_agent = read("kpo-agent/src/run/one_agent.rs");
+    assert!(one_agent.contains("from_abstract_name"));
+    let run = read("kpo-agent/src/run/mod.rs");
+    assert!(run.contains("let _one_agent = one_agent::claim()?;"));
 }
 
 #[test]
