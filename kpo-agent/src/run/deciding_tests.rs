@@ -330,6 +330,17 @@ impl Rig {
             .clone()
     }
 
+    /// The optimizer's search space (its knobs' levels); panics without a loop.
+    fn space(&self) -> crate::advise::optimizer::space::Space {
+        self.deciding
+            .optimizer_for_tests()
+            .expect("a loop")
+            .live()
+            .optimizer()
+            .space()
+            .clone()
+    }
+
     /// The latest `started` event's `left_out`, as text, after checking it started over `knobs`.
     fn left_out_of_start_over(&self, knobs: &[&str]) -> String {
         let started = self.last_started();
@@ -4565,14 +4576,7 @@ fn a_policy_with_a_frequency_table_is_searched_at_its_frequencies() {
     )
     .unwrap();
     let mut rig = rig.restarted();
-    let space = rig
-        .deciding
-        .optimizer_for_tests()
-        .expect("a loop")
-        .live()
-        .optimizer()
-        .space()
-        .clone();
+    let space = rig.space();
     // 1200000..=3000000 holds 10 of them; indices 0, 1.8, 3.6, 5.4, 7.2, 9 rounded.
     let levels = [
         1_200_000.0,
@@ -4602,14 +4606,7 @@ fn an_entrys_optimizer_levels_are_the_values_searched() {
         "max = 100\nsources = [\"optimizer\"]\noptimizer_levels = [0, 5, 24, 100]\n",
     );
     let mut rig = Rig::new(&text, true, "");
-    let space = rig
-        .deciding
-        .optimizer_for_tests()
-        .expect("a loop")
-        .live()
-        .optimizer()
-        .space()
-        .clone();
+    let space = rig.space();
     assert_eq!(space.levels(0), [1_200_000.0, 2_000_000.0, 3_000_000.0]);
     assert_eq!(space.levels(1), [0.0, 24.0, 100.0]);
     for _ in 0..3 {
@@ -4632,14 +4629,7 @@ fn an_entrys_optimizer_levels_are_the_values_searched() {
         )),
         "{events:?}"
     );
-    let space = rig
-        .deciding
-        .optimizer_for_tests()
-        .expect("a loop")
-        .live()
-        .optimizer()
-        .space()
-        .clone();
+    let space = rig.space();
     assert_eq!(space.levels(1), [0.0, 10.0, 100.0]);
 }
 
@@ -4662,14 +4652,7 @@ fn optimizer_levels_the_driver_would_not_read_back_are_left_out() {
     )
     .unwrap();
     let rig = rig.restarted();
-    let space = rig
-        .deciding
-        .optimizer_for_tests()
-        .expect("a loop")
-        .live()
-        .optimizer()
-        .space()
-        .clone();
+    let space = rig.space();
     assert_eq!(space.dims(), 1);
     assert_eq!(space.levels(0), [1_200_000.0, 3_000_000.0]);
     let started = rig.last_started();
