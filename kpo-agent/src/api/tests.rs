@@ -154,16 +154,21 @@ fn no_agent_means_no_socket_control_and_a_live_socket_is_not_replaced() {
     assert!(matches!(r, Err(super::server::ServeError::NotASocket(_))));
 }
 
+/// Binds the control socket at `socket` (on a runtime of its own, as the agent's bind needs one)
+/// and closes it again: whether the bind's directory checks let it through.
+fn bind(socket: &std::path::Path) -> Result<(), super::server::ServeError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async { Server::bind(socket).map(|_| ()) })
+}
+
 /// A socket directory every user may write in (without the sticky bit) is refused at the bind.
 /// /tmp's mode (sticky) is fine. (Another user's or group's: the next test.)
 #[test]
 fn a_socket_directory_others_can_change_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let bind = |socket: &std::path::Path| rt.block_on(async { Server::bind(socket).map(|_| ()) });
     let shared = dir.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -206,11 +211,6 @@ fn a_socket_directory_of_another_user_or_group_is_refused() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let bind = |socket: &std::path::Path| rt.block_on(async { Server::bind(socket).map(|_| ()) });
     // A group of users other than root's may write in it: as good as everyone's.
     let group = dir.path().join("group");
     std::fs::create_dir(&group).unwrap();
