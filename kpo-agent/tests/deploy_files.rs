@@ -205,7 +205,7 @@ fn the_unit_runs_the_agent_and_reloads_it_with_sighup() {
 }
 
 /// Events go to a file in the unit's LogsDirectory=, not to the journal, which cuts lines longer
-/// than journald's LineMax= (48K) into several records; a window's event grows with the CPU count.
+/// than journald's LineMax= (48K) into several records; a window's event grows with the listeners it reports.
 #[test]
 fn the_unit_writes_events_to_a_file_in_its_logs_directory() {
     let unit = Unit::load();

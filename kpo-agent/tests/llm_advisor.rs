@@ -286,6 +286,7 @@ fn window(comm: &str) -> Window {
         runq_latency: None,
         sampled_context_switches_per_s: None,
         sampled_context_switches_per_cpu_per_s: None,
+        sampled_context_switches_per_cpu_rest: None,
         request_latency: vec![],
         system,
         energy: None,

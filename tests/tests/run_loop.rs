@@ -632,6 +632,7 @@ fn unsampled_counts(w: &Value) -> Vec<String> {
     for key in [
         "sampled_context_switches_per_s",
         "sampled_context_switches_per_cpu_per_s",
+        "sampled_context_switches_per_cpu_rest",
     ] {
         if !w[key].is_null() {
             found.push(format!("{key} {}", w[key]));

@@ -414,6 +414,7 @@ impl Rig {
             runq_latency: None,
             sampled_context_switches_per_s: None,
             sampled_context_switches_per_cpu_per_s: None,
+            sampled_context_switches_per_cpu_rest: None,
             request_latency: [RequestLatencyWindow {
                 netns: 4026531840,
                 port: PORT,

@@ -23,7 +23,7 @@ use crate::{
     counter,
 };
 pub use hist::LatencySummary;
-pub use per_cpu::{CpuRate, SoftirqCpu};
+pub use per_cpu::{CpuRate, RateRest, SoftirqCpu, SoftirqRest};
 
 const SOFTIRQ_NAMES: [&str; 10] = [
     "HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU",
@@ -110,8 +110,10 @@ pub struct SoftirqWindow {
     /// Share of all CPUs' time spent in this vector while sampling, percent.
     pub cpu_pct: Option<f64>,
     /// The CPUs on which it ran, in CPU order: one CPU saturated by NET_RX (IRQ or RPS
-    /// affinity) hides in the sum over all.
+    /// affinity) hides in the sum over all. The busiest [`per_cpu::LISTED_CPUS`] of them.
     pub per_cpu: Vec<SoftirqCpu>,
+    /// The CPUs on which it ran that `per_cpu` leaves out, together; null when none is.
+    pub per_cpu_rest: Option<SoftirqRest>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -168,8 +170,10 @@ pub struct Window {
     /// Context switches per second of sampling (eBPF); `system.context_switches_per_s` is the
     /// kernel's count over the whole window.
     pub sampled_context_switches_per_s: Option<f64>,
-    /// The same by CPU, for the CPUs that switched (null exactly when the total is).
+    /// The same by CPU, for the busiest CPUs that switched (null exactly when the total is).
     pub sampled_context_switches_per_cpu_per_s: Option<Vec<CpuRate>>,
+    /// The CPUs that switched that the list leaves out, together; null when none is.
+    pub sampled_context_switches_per_cpu_rest: Option<RateRest>,
     pub request_latency: Vec<RequestLatencyWindow>,
     pub system: HostMetrics,
     /// Energy over the window; `None` when the agent has no energy source at all.
@@ -515,6 +519,11 @@ fn assemble(
 ) -> Window {
     let secs = spans.elapsed.as_secs_f64().max(1e-9);
     let sampled = Sampled(spans.sampled.as_secs_f64());
+    let per_cpu_switches = sched_counted(first, last, sampled).map_or((None, None), |(f, b)| {
+        let before = f.map_or(&[][..], |f| f.context_switches.as_slice());
+        let (listed, rest) = per_cpu::rates(before, &b.context_switches, |n| sampled.rate(n));
+        (Some(listed), rest)
+    });
     Window {
         start: rfc3339(first.wall),
         end: rfc3339(last.wall),
@@ -541,12 +550,8 @@ fn assemble(
             let before = f.map_or(0, BpfSnapshot::context_switches_total);
             sampled.rate(counter::restarted(before, b.context_switches_total()))
         }),
-        sampled_context_switches_per_cpu_per_s: sched_counted(first, last, sampled).map(
-            |(f, b)| {
-                let before = f.map_or(&[][..], |f| f.context_switches.as_slice());
-                per_cpu::rates(before, &b.context_switches, |n| sampled.rate(n))
-            },
-        ),
+        sampled_context_switches_per_cpu_per_s: per_cpu_switches.0,
+        sampled_context_switches_per_cpu_rest: per_cpu_switches.1,
         request_latency: request_latency(requests),
         system,
         // The run loop reads the meter when the window closes.
@@ -672,7 +677,18 @@ fn softirqs(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<SoftirqWindo
             let mean_ns = (timed > 0)
                 .then(|| counter::restarted(before.time_ns, c.time_ns) as f64 / timed as f64);
             let time_ns = mean_ns.map(|m| m * count as f64);
-            (count > 0).then(|| SoftirqWindow {
+            if count == 0 {
+                return None;
+            }
+            let (per_cpu, per_cpu_rest) = per_cpu::softirq_cpus(
+                first
+                    .bpf
+                    .as_ref()
+                    .and_then(|f| f.softirqs.get(vec))
+                    .map_or(&[][..], Vec::as_slice),
+                &b.softirqs[vec],
+            );
+            Some(SoftirqWindow {
                 vector: SOFTIRQ_NAMES.get(vec).copied().unwrap_or("?"),
                 count,
                 timed,
@@ -686,14 +702,8 @@ fn softirqs(first: &Sample, last: &Sample, sampled: Sampled) -> Vec<SoftirqWindo
                         0.0
                     }
                 }),
-                per_cpu: per_cpu::softirq_cpus(
-                    first
-                        .bpf
-                        .as_ref()
-                        .and_then(|f| f.softirqs.get(vec))
-                        .map_or(&[][..], Vec::as_slice),
-                    &b.softirqs[vec],
-                ),
+                per_cpu,
+                per_cpu_rest,
             })
         })
         .collect()

@@ -284,3 +284,108 @@ fn window_events_with_per_cpu_figures_match_the_schema() {
     extra["softirqs"][0]["per_cpu"][0]["timed"] = 100.into();
     assert!(!validator.is_valid(&extra));
 }
+
+/// A window over `cpus` CPUs on each of which NET_RX ran `10 + cpu` times and the CPU switched
+/// `20 + cpu` times.
+fn wide_window(cpus: u64) -> Window {
+    let t0 = Instant::now();
+    let at = |secs: u64, scale: u64| {
+        let mut s = sample(
+            t0,
+            secs,
+            secs,
+            &Maps {
+                net_rx: net_rx([(0, 0, 0); CPUS]),
+                switches: Vec::new(),
+            },
+        );
+        let b = s.bpf.as_mut().unwrap();
+        b.softirqs[NET_RX] = (0..cpus)
+            .map(|cpu| SoftirqCounters {
+                count: scale * (10 + cpu),
+                time_ns: 0,
+                timed: 0,
+            })
+            .collect();
+        b.context_switches = (0..cpus).map(|cpu| scale * (20 + cpu)).collect();
+        s
+    };
+    let mut b = WindowBuilder::new(at(0, 0));
+    b.push(at(1, 1));
+    b.finish().unwrap().0
+}
+
+/// On a host of many CPUs the event lists the 16 busiest and sums the rest, and the schema
+/// holds both: at most 16 listed, and a rest that says how many CPUs it sums.
+#[test]
+fn a_window_of_many_cpus_lists_the_busiest_sixteen_and_matches_the_schema() {
+    use crate::output::events::{encode, Event};
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../../docs/events.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let event = |w: &Window| {
+        let e = Event::Window {
+            partial: false,
+            window: Box::new(w.clone()),
+        };
+        let line = encode(&e, "host", time::OffsetDateTime::UNIX_EPOCH);
+        serde_json::from_slice::<serde_json::Value>(&line).unwrap()
+    };
+
+    let w = wide_window(40);
+    let rx = net_rx_of(&w).unwrap();
+    let listed: Vec<u32> = rx.per_cpu.iter().map(|c| c.cpu).collect();
+    assert_eq!(
+        listed,
+        (24..40).collect::<Vec<u32>>(),
+        "the busiest, in CPU order"
+    );
+    let rest = rx.per_cpu_rest.as_ref().expect("24 CPUs summed");
+    // CPUs 0..23 ran 10..33 times each.
+    assert_eq!((rest.cpus, rest.count, rest.time_us), (24, 516, None));
+    assert_eq!(
+        rx.per_cpu.iter().map(|c| c.count).sum::<u64>() + rest.count,
+        rx.count
+    );
+    let switches = w.sampled_context_switches_per_cpu_per_s.as_ref().unwrap();
+    assert_eq!(switches.len(), 16);
+    assert_eq!(switches[0].cpu, 24);
+    // CPUs 0..23 switched 20..43 times each, over 1 s of sampling.
+    assert_eq!(
+        w.sampled_context_switches_per_cpu_rest,
+        Some(super::RateRest {
+            cpus: 24,
+            per_s: 756.0
+        })
+    );
+    let json = event(&w);
+    let errors: Vec<String> = validator
+        .iter_errors(&json)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}\n{json:#}");
+
+    // Sixteen CPUs: all listed, nothing summed, and the rests are null.
+    let w = wide_window(16);
+    assert_eq!(net_rx_of(&w).unwrap().per_cpu.len(), 16);
+    assert_eq!(net_rx_of(&w).unwrap().per_cpu_rest, None);
+    assert_eq!(w.sampled_context_switches_per_cpu_rest, None);
+    assert!(validator.is_valid(&event(&w)));
+
+    // The schema refuses a seventeenth entry, a rest of no CPU, and a rest beside a null list.
+    let mut long = json.clone();
+    long["softirqs"][0]["per_cpu"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"cpu": 99, "count": 1, "time_us": null}));
+    assert!(!validator.is_valid(&long));
+    let mut empty_rest = json.clone();
+    empty_rest["sampled_context_switches_per_cpu_rest"]["cpus"] = 0.into();
+    assert!(!validator.is_valid(&empty_rest));
+    let mut orphan = json.clone();
+    orphan["sampled_context_switches_per_s"] = serde_json::Value::Null;
+    orphan["sampled_context_switches_per_cpu_per_s"] = serde_json::Value::Null;
+    assert!(!validator.is_valid(&orphan));
+    orphan["sampled_context_switches_per_cpu_rest"] = serde_json::Value::Null;
+    assert!(validator.is_valid(&orphan));
+}

@@ -46,6 +46,7 @@ fn window(listeners: Vec<ListenerWindow>) -> Window {
         runq_latency: None,
         sampled_context_switches_per_s: None,
         sampled_context_switches_per_cpu_per_s: None,
+        sampled_context_switches_per_cpu_rest: None,
         request_latency: vec![],
         system: HostMetrics::between(&HostSnapshot::empty(t), &HostSnapshot::empty(t)),
         energy: None,
