@@ -388,9 +388,39 @@ pub fn accept_coalescing(
         }
         turned_off.push((guard, off.clone()));
     }
+    // With adaptive moderation off nothing moves the NIC's values but these writes, so the NIC
+    // as a whole must come back: a driver that couples two of them (one write moving another)
+    // would otherwise pass each parameter's own check.
+    let read_nic =
+        |backend: &mut dyn FnMut() -> Result<Box<dyn CoalesceAttrBackend>, ActuateError>,
+         when: &str| {
+            backend()
+                .and_then(|mut b| b.get_attrs(iface))
+                .map_err(|e| fail(&nic, format!("reading the NIC's coalescing {when}: {e}")))
+        };
+    let before = read_nic(backend, "before the changes")?;
     let mut checked = Vec::new();
     for value in &mut values {
         checked.push(accept_value(value, &coalesce_neighbours)?);
+    }
+    let after = read_nic(backend, "after putting every value back")?;
+    let moved: Vec<String> = CoalesceParam::ALL
+        .into_iter()
+        .filter_map(|p| {
+            let (was, is) = (p.get(&before), p.get(&after));
+            let show = |v: Option<Value>| v.map_or_else(|| "n/a".to_string(), |v| v.to_string());
+            (was != is).then(|| format!("{} {}, not {}", p.name(), show(is), show(was)))
+        })
+        .collect();
+    if !moved.is_empty() {
+        return Err(fail(
+            &nic,
+            format!(
+                "after every value was put back the NIC shows {}: a write of one moved another \
+                 (put it back by hand)",
+                moved.join(", ")
+            ),
+        ));
     }
     // The values are back; adaptive moderation goes back on over them.
     for (guard, off) in turned_off {
@@ -836,6 +866,45 @@ mod tests {
             }
         );
         assert_eq!(fake.attrs("eth0"), Some(attrs(50, None, false)));
+    }
+
+    /// A driver whose rx-usecs write moves tx-usecs with it (as some pair a queue's two
+    /// delays): each value's own put-back passes, the NIC as a whole does not come back.
+    struct Coupled(FakeCoalesce);
+
+    impl CoalesceAttrBackend for Coupled {
+        fn get_attrs(&mut self, iface: &str) -> Result<CoalesceAttrs, ActuateError> {
+            self.0.get_attrs(iface)
+        }
+        fn set_attrs(&mut self, iface: &str, change: &CoalesceAttrs) -> Result<(), ActuateError> {
+            let mut change = *change;
+            if change.rx_usecs.is_some() {
+                change.tx_usecs = change.rx_usecs;
+            }
+            self.0.set_attrs(iface, &change)
+        }
+        fn ifindex(&mut self, iface: &str) -> Result<Option<u32>, ActuateError> {
+            self.0.ifindex(iface)
+        }
+        fn ifname(&mut self, ifindex: u32) -> Result<Option<String>, ActuateError> {
+            self.0.ifname(ifindex)
+        }
+        fn netns_cookie(&mut self) -> Option<u64> {
+            self.0.netns_cookie()
+        }
+    }
+
+    #[test]
+    fn a_write_that_moves_another_value_fails_the_acceptance() {
+        let fake = FakeCoalesce::new();
+        fake.add_nic_attrs("eth0", attrs(50, Some(30), false));
+        let err =
+            accept_coalescing("eth0", &mut || Ok(Box::new(Coupled(fake.clone())))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ethtool:eth0: after every value was put back the NIC shows tx-usecs 50, not 30: a \
+             write of one moved another (put it back by hand)"
+        );
     }
 
     /// A panic mid-way still puts back the value moved and then turns adaptive moderation on.
