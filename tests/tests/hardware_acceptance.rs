@@ -44,17 +44,25 @@ pub fn cpufreq_requirement() -> Option<String> {
     not_asked(CPUFREQ_VAR, "1", "CPU frequency limits")
 }
 
-fn must_be_root(var: &str, value: &str) {
+/// Root, and no kpo agent here: its value check would take the acceptance's writes for a
+/// person's and yield the parameter.
+fn may_run(var: &str, value: &str) {
     assert!(
         nix::unistd::Uid::effective().is_root(),
         "{var}={value} asks for a change of this machine's hardware, which needs root: run the \
          test as root"
     );
+    if let Some(running) = kpo_integration::no_agent_running() {
+        panic!(
+            "{var}={value}: {running}; it would take the acceptance's changes for a person's \
+             and yield the parameter: stop it first"
+        );
+    }
 }
 
 pub fn coalescing_on_a_real_nic() {
     let nic = asked(NIC_VAR).expect("run only when asked for");
-    must_be_root(NIC_VAR, &nic);
+    may_run(NIC_VAR, &nic);
     let driver = std::fs::read_link(format!("/sys/class/net/{nic}/device/driver"))
         .ok()
         .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -102,7 +110,7 @@ fn policy_named(value: &str, sys: &Path) -> String {
 
 pub fn cpufreq_on_a_real_policy() {
     let value = asked(CPUFREQ_VAR).expect("run only when asked for");
-    must_be_root(CPUFREQ_VAR, &value);
+    may_run(CPUFREQ_VAR, &value);
     let roots = Roots::default();
     let policy = policy_named(&value, &roots.sys);
     match accept_cpufreq(&roots, &policy) {
