@@ -11,6 +11,7 @@ mod common;
 mod control_socket;
 mod degraded;
 mod energy_trust;
+mod hardware_acceptance;
 mod host_net;
 mod journal_crash;
 mod listener_carry;
@@ -493,6 +494,21 @@ fn main() {
             "agent_cpufreq::a_second_sigterm_stops_an_agent_whose_stop_hangs",
             req(),
             agent_cpufreq::a_second_sigterm_stops_an_agent_whose_stop_hangs,
+        ),
+        trial(
+            "hardware_acceptance::the_first_policy_is_the_lowest_numbered",
+            None,
+            hardware_acceptance::the_first_policy_is_the_lowest_numbered,
+        ),
+        trial(
+            "hardware_acceptance::coalescing_on_a_real_nic",
+            hardware_acceptance::coalescing_requirement(),
+            hardware_acceptance::coalescing_on_a_real_nic,
+        ),
+        trial(
+            "hardware_acceptance::cpufreq_on_a_real_policy",
+            hardware_acceptance::cpufreq_requirement(),
+            hardware_acceptance::cpufreq_on_a_real_policy,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();

@@ -633,7 +633,7 @@ impl CoalesceParam {
     }
 
     /// The parameter's value in `attrs` (`None`: the driver does not support it).
-    fn get(self, a: &CoalesceAttrs) -> Option<Value> {
+    pub(crate) fn get(self, a: &CoalesceAttrs) -> Option<Value> {
         let int = |v: Option<u32>| v.map(|v| Value::Int(v.into()));
         let word = |v: Option<bool>| v.map(|on| Value::Word(if on { "on" } else { "off" }.into()));
         match self {

@@ -14,8 +14,10 @@
 //! Every failure is an [`ActuateError`] whose message names the parameter and what to check.
 //!
 //! The optimizer drives cpufreq and coalescing parameters through these same actuators, behind
-//! the change path (`advise/optimizer/agent.rs`).
+//! the change path (`advise/optimizer/agent.rs`). [`acceptance`] checks them once on an
+//! operator's NIC or cpufreq policy: a neighbouring value written and the original put back.
 
+pub mod acceptance;
 pub mod coalesce;
 pub mod cpufreq;
 pub mod param;
