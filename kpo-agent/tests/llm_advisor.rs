@@ -423,6 +423,72 @@ async fn clean_structured_reply() {
     assert!(event.get("recommendations").is_none());
 }
 
+/// A parameter the policy does not offer, named in `suggestions`: kept as advice without a value
+/// (never automatic, never pending), beside the recommendation of the same answer; offered,
+/// deny-listed and path-like names are dropped with why. The request asks for the list in its
+/// schema, and the system message says what it is for.
+#[tokio::test]
+async fn suggestions_are_kept_as_advice_beside_the_recommendations() {
+    let content = json!({
+        "recommendations": [somaxconn_8192(true)],
+        "suggestions": [
+            {"parameter": "net.ipv4.tcp_fin_timeout", "reason": "1200 sockets in FIN_WAIT2", "value": 5},
+            {"parameter": "vm.swappiness", "reason": "offered"},
+            {"parameter": "kernel.core_pattern", "reason": "x"},
+            {"parameter": "/proc/sys/vm/dirty_ratio", "reason": "x"},
+        ],
+    });
+    let server = Server::start(vec![completion(&content.to_string())]).await;
+    let c = consult(&advisor(&config(&server), "nginx")).await;
+    assert_eq!(c.outcome, Outcome::Ok, "{c:?}");
+    assert_eq!(auto(&c), [format!("{SOMAXCONN}=8192")]);
+    assert!(pending(&c).is_empty());
+    assert_eq!(c.suggestions.len(), 1);
+    let s = &c.suggestions[0];
+    assert_eq!(s.parameter.to_string(), "net.ipv4.tcp_fin_timeout");
+    assert_eq!(s.recommended_value, None);
+    assert!(!s.can_auto_apply);
+    assert_eq!(s.source, Source::Llm);
+    assert_eq!(s.reason, "1200 sockets in FIN_WAIT2");
+    assert_eq!(s.window.index, 41);
+    assert_eq!(
+        s.current_value,
+        std::fs::read_to_string("/proc/sys/net/ipv4/tcp_fin_timeout")
+            .ok()
+            .map(|t| Value::parse(&t))
+    );
+    assert_eq!(c.suggested_ids, std::slice::from_ref(&s.id));
+    let dropped: Vec<(String, DropKind)> = c
+        .dropped_suggestions
+        .iter()
+        .map(|d| (d.parameter.clone().unwrap_or_default(), d.kind))
+        .collect();
+    assert_eq!(
+        dropped,
+        [
+            ("vm.swappiness".to_string(), DropKind::Offered),
+            ("kernel.core_pattern".to_string(), DropKind::DenyListed),
+            (
+                "/proc/sys/vm/dirty_ratio".to_string(),
+                DropKind::UnknownParameter
+            ),
+        ]
+    );
+    let req = &server.requests()[0];
+    let schema = &req.body["response_format"]["json_schema"]["schema"];
+    assert_eq!(
+        schema["required"],
+        json!(["recommendations", "suggestions"])
+    );
+    assert_eq!(
+        schema["properties"]["suggestions"]["items"]["required"],
+        json!(["parameter", "reason"])
+    );
+    let system = req.body["messages"][0]["content"].as_str().unwrap();
+    assert!(system.contains("`suggestions`"), "{system}");
+    assert!(system.contains("KPO never changes them"), "{system}");
+}
+
 #[tokio::test]
 async fn fenced_reply() {
     let content = format!(
@@ -1130,8 +1196,18 @@ async fn llm_events_match_their_schema() {
         {"parameter": "vm.swappiness", "value": {"a": 1}, "can_auto_apply": true, "reason": "x", "confidence": 1},
         "junk",
     ]);
+    // Suggestions kept, and dropped in every way.
+    let mut suggestions: Vec<Json> = vec![
+        json!({"parameter": "net.ipv4.tcp_fin_timeout", "reason": "x"}),
+        json!({"parameter": "net.ipv4.tcp_fin_timeout", "reason": "x"}),
+        json!({"parameter": "kernel.core_pattern", "reason": "x"}),
+        json!({"parameter": "vm.swappiness", "reason": "x"}),
+        json!("junk"),
+    ];
+    suggestions.extend((0..3).map(|_| json!({"parameter": "a/b"})));
+    let answer = json!({"recommendations": items, "suggestions": suggestions});
     let server = Server::start(vec![
-        completion(&reply_json(items)),
+        completion(&answer.to_string()),
         status(500, "boom"),
         completion_with("[", "length"),
     ])
@@ -1153,6 +1229,25 @@ async fn llm_events_match_their_schema() {
         );
         let event: Json = serde_json::from_slice(&event).unwrap();
         assert_eq!(event["kind"], "llm");
+        if c.outcome == Outcome::Ok {
+            let kinds: Vec<&str> = event["dropped_suggestions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["kind"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                kinds,
+                [
+                    "duplicate",
+                    "deny_listed",
+                    "offered",
+                    "malformed",
+                    "too_many"
+                ]
+            );
+            assert_eq!(event["suggested_ids"].as_array().unwrap().len(), 1);
+        }
         if let Err(e) = validator.validate(&event) {
             panic!("{e}: {event}");
         }

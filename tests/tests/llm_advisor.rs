@@ -713,6 +713,85 @@ pub fn a_clean_structured_reply_is_applied() {
     case.check_after();
 }
 
+/// A reply that suggests a parameter the policy does not let the LLM drive
+/// (`net.ipv4.tcp_fin_timeout`): exactly one `recommendation` event, for it, as advice (source
+/// `llm`, no value, not automatic, the agent's own value as `current_value`), and nothing
+/// changed, journaled or asked for approval; `kpo explain` shows it as advice. Mutation that
+/// fails it: the suggestions not handed to `Deciding::consider` in `LlmStage::settle`.
+pub fn a_suggestion_is_reported_and_never_applied() {
+    const FIN: &str = "net.ipv4.tcp_fin_timeout";
+    let host_fin = std::fs::read_to_string(proc_sys(FIN)).unwrap();
+    let reason = "1200 sockets in FIN_WAIT2 in the last window";
+    let (case, _server) = run_case(
+        |_| {
+            let answer = json!({"recommendations": [],
+                                "suggestions": [{"parameter": FIN, "reason": reason}]});
+            vec![completion(&answer.to_string()), nothing()]
+        },
+        file_key,
+        3,
+    );
+    assert_nothing_applied(&case);
+    let events = case.events();
+    assert!(!events.iter().any(|e| e["kind"] == "approval_required"));
+    let recs: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "recommendation")
+        .collect();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let rec = recs[0];
+    let first = first_llm(&case);
+    assert_eq!(first["outcome"], "ok", "{first:#}");
+    assert_eq!(first["suggested_ids"], json!([rec["id"]]));
+    assert_eq!(first["dropped_suggestions"], json!([]));
+    assert_eq!(first["accepted_ids"], json!([]));
+    assert_eq!(rec["source"], "llm");
+    assert_eq!(rec["parameter"], FIN);
+    assert_eq!(rec["recommended_value"], Value::Null);
+    assert_eq!(
+        rec["current_value"],
+        json!(host_fin.trim().parse::<i64>().unwrap())
+    );
+    assert_eq!(rec["can_auto_apply"], false);
+    assert_eq!(rec["reason"], reason);
+    assert_eq!(rec["confidence"], 0.5);
+    assert_eq!(rec["window"], first["window"]);
+    assert!(rec.get("application").is_none(), "{rec}");
+    assert_eq!(std::fs::read_to_string(proc_sys(FIN)).unwrap(), host_fin);
+    let explain = |json: bool| {
+        let mut cmd = Command::new(kpo_binary());
+        cmd.args(["explain", FIN, "--state-dir"])
+            .arg(case.path("state"))
+            .arg("--socket")
+            .arg(case.path("kpo.sock"));
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let explained: Vec<Value> = serde_json::from_str(&explain(true)).unwrap();
+    assert_eq!(explained.len(), 1, "{explained:?}");
+    assert_eq!(explained[0]["done"], "advice");
+    assert_eq!(explained[0]["recommendation"]["id"], rec["id"]);
+    assert_eq!(explained[0]["approval"], Value::Null);
+    // In words: no value advised, the value it has, and no "application advice".
+    let text = explain(false);
+    let line = format!(
+        "  {}  {FIN}  now {}, to look at  (by llm, confidence 0.50): advice\n    {reason}\n",
+        rec["id"].as_str().unwrap(),
+        host_fin.trim()
+    );
+    assert!(text.ends_with(&line), "{text}");
+    assert_eq!(text.lines().count(), 2, "{text}");
+    case.check_after();
+}
+
 pub fn a_fenced_reply_is_applied() {
     let (case, _server) = run_case(
         |case| {

@@ -401,6 +401,11 @@ fn main() {
             llm_advisor::a_clean_structured_reply_is_applied,
         ),
         trial(
+            "llm_advisor::a_suggestion_is_reported_and_never_applied",
+            llm_advisor::requirement(),
+            llm_advisor::a_suggestion_is_reported_and_never_applied,
+        ),
+        trial(
             "llm_advisor::a_fenced_reply_is_applied",
             llm_advisor::requirement(),
             llm_advisor::a_fenced_reply_is_applied,

@@ -176,7 +176,9 @@ pub fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
         let value = match (&r.current_value, &r.recommended_value) {
             (Some(c), Some(v)) => format!("{c} -> {v}"),
             (None, Some(v)) => v.to_string(),
-            (_, None) => "application advice".into(),
+            (_, None) if r.application.is_some() => "application advice".into(),
+            (Some(c), None) => format!("now {c}, to look at"),
+            (None, None) => "to look at".into(),
         };
         crate::out!(
             "{}  {}  {}  {value}  (by {}, confidence {:.2}): {}\n    {}",

@@ -93,7 +93,7 @@ impl Desk {
         Ok(desk)
     }
 
-    /// The advice for applications that the history holds from less than `expire_after` ago
+    /// The advice (for applications, and the LLM's suggestions) that the history holds from less than `expire_after` ago
     /// counts as made ([`Desk::advise`]): the rules' latches are in memory, so a restarted
     /// agent advises again at once where the situation holds, and that must not post the same
     /// advice again (a crash loop would post it at every start). Advice is not state that waits

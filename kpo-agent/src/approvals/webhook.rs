@@ -327,19 +327,32 @@ impl Payload {
         }
     }
 
-    /// `advice`: a recommendation without a value, for the application (`listen ... backlog=`,
-    /// listen again, scale the service). Nothing waits for a person, so there is nothing to
-    /// approve; `kpo explain` shows it again. Every foreign word is escaped as in an approval's.
+    /// `advice`: a recommendation without a value: for the application (`listen ... backlog=`,
+    /// listen again, scale the service), or the LLM's suggestion of a parameter to look at that
+    /// it may not drive. Nothing waits for a person, so there is nothing to approve; `kpo
+    /// explain` shows it again. Every foreign word is escaped as in an approval's.
     pub fn advice(raw_host: &str, rec: &Recommendation, flags: &str) -> Payload {
         let host = slack_escape(raw_host);
         let flags = slack_entities(flags);
         let parameter = slack_escape(&rec.parameter.to_string());
-        let text = format!(
-            "KPO on {host}: advice for the application: {} (advised by {}, confidence {:.2}). No kernel parameter is changed for it; `kpo explain {parameter}{flags}` shows it again.",
-            slack_escape(&rec.reason),
-            rec.source,
-            rec.confidence,
-        );
+        let text = match rec.application {
+            Some(_) => format!(
+                "KPO on {host}: advice for the application: {} (advised by {}, confidence {:.2}). No kernel parameter is changed for it; `kpo explain {parameter}{flags}` shows it again.",
+                slack_escape(&rec.reason),
+                rec.source,
+                rec.confidence,
+            ),
+            None => format!(
+                "KPO on {host}: a parameter to look at, {parameter}{}: {} (advised by {}, confidence {:.2}). KPO does not change it; `kpo explain {parameter}{flags}` shows it again.",
+                rec.current_value
+                    .as_ref()
+                    .map(|v| format!(" (now {})", slack_escape(&v.to_string())))
+                    .unwrap_or_default(),
+                slack_escape(&rec.reason),
+                rec.source,
+                rec.confidence,
+            ),
+        };
         Payload {
             text,
             kpo: Structured {

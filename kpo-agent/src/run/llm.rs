@@ -202,7 +202,10 @@ impl LlmStage {
                 )))];
             }
         };
-        let recommendations = std::mem::take(&mut consultation.recommendations);
+        let mut recommendations = std::mem::take(&mut consultation.recommendations);
+        // Without a value: the desk reports them, keeps them in the history and posts them as
+        // advice, and proposes nothing for them.
+        recommendations.extend(std::mem::take(&mut consultation.suggestions));
         if consultation.outcome == crate::advise::llm::client::Outcome::Ok {
             deciding.llm_answered(&offered);
         }

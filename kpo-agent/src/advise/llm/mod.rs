@@ -9,7 +9,8 @@
 //! 3. when due, [`offered_params`] from the policy and the current values, then
 //!    [`LlmAdvisor::consult`] (in a spawned task: it is `'static` and bounded by the timeout);
 //! 4. emit the returned [`Consultation`] as an `llm` event, and hand its `recommendations` to the
-//!    policy (auto ones to apply, the rest to pending approval).
+//!    policy (auto ones to apply, the rest to pending approval), and its `suggestions` (values
+//!    none) to the approval desk as advice, which reports them and never proposes them.
 pub mod client;
 pub mod config;
 pub mod parse;
@@ -114,10 +115,18 @@ pub struct Consultation {
     pub accepted_ids: Vec<String>,
     /// Items dropped by validation, each with why.
     pub dropped: Vec<Dropped>,
+    /// The ids of the kept suggestions: parameters outside those offered that the model thinks
+    /// the operator should look at, each reported as a `recommendation` without a value.
+    pub suggested_ids: Vec<String>,
+    /// Suggestions dropped by validation, each with why.
+    pub dropped_suggestions: Vec<Dropped>,
     pub breaker: BreakerState,
     /// The accepted recommendations (emitted as their own events, not in this one).
     #[serde(skip)]
     pub recommendations: Vec<Recommendation>,
+    /// The kept suggestions, as recommendations without a value (emitted as their own events).
+    #[serde(skip)]
+    pub suggestions: Vec<Recommendation>,
 }
 
 impl Consultation {
@@ -142,8 +151,11 @@ impl Consultation {
             accepted_pending: 0,
             accepted_ids: Vec::new(),
             dropped: Vec::new(),
+            suggested_ids: Vec::new(),
+            dropped_suggestions: Vec::new(),
             breaker,
             recommendations: Vec::new(),
+            suggestions: Vec::new(),
         }
     }
 
@@ -327,6 +339,7 @@ pub async fn consult(
         Outcome::Ok => tracing::info!(
             accepted = out.recommendations.len(),
             dropped = out.dropped.len(),
+            suggested = out.suggestions.len(),
             latency_ms = out.latency_ms,
             "LLM consulted"
         ),
@@ -343,9 +356,13 @@ pub async fn consult(
     out
 }
 
+/// Where a suggestion's current value is read: the agent's own namespace's sysctls.
+const PROC_SYS: &str = "/proc/sys";
+
 /// The reply's advice into `out`: parsed, validated, and counted. This runs on the agent's thread
 /// once the reply is in; its cost is bounded by the size of `content`, which the client keeps
-/// within [`parse::MAX_CONTENT`], and its output by [`validate::MAX_ITEMS`].
+/// within [`parse::MAX_CONTENT`], and its output by [`validate::MAX_ITEMS`] and
+/// [`validate::MAX_SUGGESTIONS`] (each kept suggestion reads one file under /proc/sys).
 fn take_reply(
     out: &mut Consultation,
     content: &str,
@@ -368,6 +385,12 @@ fn take_reply(
             out.accepted_ids = v.accepted.iter().map(|r| r.id.clone()).collect();
             out.dropped = v.dropped;
             out.recommendations = v.accepted;
+            let s = validate::suggestions(advice.suggestions, offered, policy, &out.window, &|a| {
+                validate::read_sysctl(std::path::Path::new(PROC_SYS), a)
+            });
+            out.suggested_ids = s.kept.iter().map(|r| r.id.clone()).collect();
+            out.dropped_suggestions = s.dropped;
+            out.suggestions = s.kept;
         }
         Err(e) => {
             out.outcome = Outcome::ParseError;
@@ -409,8 +432,11 @@ mod tests {
             accepted_pending: 0,
             accepted_ids: Vec::new(),
             dropped: Vec::new(),
+            suggested_ids: Vec::new(),
+            dropped_suggestions: Vec::new(),
             breaker: BreakerState::Closed,
             recommendations: Vec::new(),
+            suggestions: Vec::new(),
         }
     }
 
@@ -531,6 +557,45 @@ mod tests {
             assert_eq!((c.accepted_auto, c.accepted_pending), (1, 0), "{content}");
             assert!(c.recommendations[0].can_auto_apply);
         }
+    }
+
+    /// A reply's suggestions are taken beside its recommendations, and broken ones cost nothing
+    /// else: the recommendation in the same answer is accepted, automatic, all the same. A kept
+    /// suggestion's current value is this process's /proc/sys value. Mutations that fail it:
+    /// `validate::suggestions` not called in `take_reply`; its result not kept in `out`.
+    #[test]
+    fn suggestions_are_taken_beside_the_recommendations() {
+        let item = r#"{"parameter": "net.core.somaxconn", "value": 8192, "can_auto_apply": true, "reason": "x"}"#;
+        let c = took(&format!(
+            r#"{{"recommendations": [{item}], "suggestions": [
+                {{"parameter": "net.ipv4.tcp_fin_timeout", "reason": "1200 sockets in FIN_WAIT2"}},
+                {{"parameter": "kernel.core_pattern", "reason": "x"}},
+                {{"reason": "no name"}}]}}"#
+        ));
+        assert_eq!(c.outcome, Outcome::Ok, "{:?}", c.error);
+        assert_eq!((c.accepted_auto, c.dropped.len()), (1, 0));
+        assert_eq!(c.suggestions.len(), 1);
+        let s = &c.suggestions[0];
+        assert_eq!(s.parameter.to_string(), "net.ipv4.tcp_fin_timeout");
+        assert_eq!(s.recommended_value, None);
+        assert!(!s.can_auto_apply);
+        let now = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_fin_timeout")
+            .ok()
+            .map(|t| Value::parse(&t));
+        assert_eq!(s.current_value, now);
+        assert_eq!(c.suggested_ids, std::slice::from_ref(&s.id));
+        let kinds: Vec<DropKind> = c.dropped_suggestions.iter().map(|d| d.kind).collect();
+        assert_eq!(kinds, [DropKind::DenyListed, DropKind::Malformed]);
+        let event = serde_json::to_value(&c).unwrap();
+        assert_eq!(event["suggested_ids"], serde_json::json!([s.id]));
+        assert_eq!(event["dropped_suggestions"][0]["kind"], "deny_listed");
+        // Not a list: one dropped entry, the recommendation still automatic.
+        let c = took(&format!(
+            r#"{{"recommendations": [{item}], "suggestions": {{"parameter": "vm.dirty_ratio"}}}}"#
+        ));
+        assert_eq!((c.accepted_auto, c.suggestions.len()), (1, 0));
+        assert_eq!(c.dropped_suggestions.len(), 1);
+        assert_eq!(c.dropped_suggestions[0].kind, DropKind::Malformed);
     }
 
     /// The same change given twice, once as not automatic, waits for approval: the model can

@@ -71,12 +71,16 @@ impl Found {
     }
 }
 
-/// The advice items of a reply (each should be an object with `parameter`, `value`, ...) and
-/// where they were found.
+/// The advice items of a reply (each should be an object with `parameter`, `value`, ...), where
+/// they were found, and the answer's `suggestions` as the model wrote them (checked by
+/// [`super::validate::suggestions`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Advice {
     pub items: Vec<Json>,
     pub found: Found,
+    /// The `suggestions` of the object that is the answer, whatever it holds; `None` when the
+    /// answer has none (a bare list or a single item has no place for them).
+    pub suggestions: Option<Json>,
 }
 
 /// The advice in `content`, tried in this order (docs/llm.md, "Parsing"):
@@ -95,10 +99,7 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
     }
     if let Some(v) = whole_value(content) {
         return match advice_shape(v)? {
-            Some(shape) => Ok(Advice {
-                items: shape.into_items(),
-                found: Found::Whole,
-            }),
+            Some(shape) => Ok(shape.found(Found::Whole)),
             None => Err(ParseError::NotAdvice),
         };
     }
@@ -112,10 +113,7 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
     if let Some(v) = whole_value(text) {
         saw_json = true;
         if let Some(shape) = advice_shape(v)? {
-            return Ok(Advice {
-                items: shape.into_items(),
-                found: Found::Whole,
-            });
+            return Ok(shape.found(Found::Whole));
         }
     }
     // The last fence, as the last value in prose: models show what they looked at, or an
@@ -137,14 +135,11 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
         // (an answer after an example in the fence, or a value the fence sits inside) makes
         // the fence one of two things the model wrote, for a person to tell apart.
         let alone = fences_with_advice == 1 && !holds_a_value(&outside_fences(text, &blocks));
-        return Ok(Advice {
-            items: shape.into_items(),
-            found: if alone {
-                Found::Fence
-            } else {
-                Found::LastFence
-            },
-        });
+        return Ok(shape.found(if alone {
+            Found::Fence
+        } else {
+            Found::LastFence
+        }));
     }
     // Prose: a list or a `recommendations` object is an answer, explicit even when empty, and
     // outranks a lone item object, which prose often holds as a mention ("I considered {...}").
@@ -157,16 +152,13 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
     for v in values {
         saw_json = true;
         match advice_shape(v)? {
-            Some(Shape::List(items)) => answer = Some(items),
-            Some(Shape::Item(item)) => single = Some(item),
+            Some(list @ Shape::List(..)) => answer = Some(list),
+            Some(item @ Shape::Item(_)) => single = Some(item),
             None => {}
         }
     }
-    if let Some(items) = answer.or(single.map(|i| vec![i])) {
-        return Ok(Advice {
-            items,
-            found: Found::Prose,
-        });
+    if let Some(shape) = answer.or(single) {
+        return Ok(shape.found(Found::Prose));
     }
     Err(if saw_json {
         ParseError::NotAdvice
@@ -460,20 +452,29 @@ fn fenced_blocks(text: &str) -> Vec<&str> {
 
 /// What a JSON value holds as advice.
 enum Shape {
-    /// A list of items, or an object with a `recommendations` list: an answer, even when empty.
-    List(Vec<Json>),
+    /// A list of items, or an object with a `recommendations` list (or only `suggestions`): an
+    /// answer, even when empty; with the object's `suggestions`, if it has that key.
+    List(Vec<Json>, Option<Json>),
     /// A single recommendation object.
     Item(Json),
 }
 
 impl Shape {
-    fn into_items(self) -> Vec<Json> {
-        match self {
-            Shape::List(items) => items,
-            Shape::Item(item) => vec![item],
+    fn found(self, found: Found) -> Advice {
+        let (items, suggestions) = match self {
+            Shape::List(items, suggestions) => (items, suggestions),
+            Shape::Item(item) => (vec![item], None),
+        };
+        Advice {
+            items,
+            found,
+            suggestions,
         }
     }
 }
+
+/// The key of an answer object's parameters for the operator to look at (never changed).
+const SUGGESTIONS: &str = "suggestions";
 
 /// The keys under which an object may give its list of advice, one of them at most.
 const LIST_KEYS: [&str; 3] = ["recommendations", "Recommendations", "changes"];
@@ -496,7 +497,7 @@ fn advice_shape(v: Json) -> Result<Option<Shape>, ParseError> {
     Ok(match v {
         // A list of advice has objects in it (`[3]` in a sentence is not advice).
         Json::Array(items) if items.is_empty() || items.iter().any(Json::is_object) => {
-            Some(Shape::List(items))
+            Some(Shape::List(items, None))
         }
         Json::Object(mut map) => {
             // Two of these are the ambiguity of a repeated key, whatever they hold: taking the
@@ -509,11 +510,20 @@ fn advice_shape(v: Json) -> Result<Option<Shape>, ParseError> {
             if let [first, second, ..] = lists[..] {
                 return Err(ParseError::TwoLists(first.to_string(), second.to_string()));
             }
+            let suggestions = map.remove(SUGGESTIONS);
             if let Some(Json::Array(items)) = lists.first().and_then(|k| map.remove(*k)) {
-                return Ok(Some(Shape::List(items)));
+                return Ok(Some(Shape::List(items, suggestions)));
             }
             let item = map.contains_key("parameter") || map.contains_key("Parameter");
-            item.then_some(Shape::Item(Json::Object(map)))
+            if item {
+                return Ok(Some(Shape::Item(Json::Object(map))));
+            }
+            // Only `suggestions`, no list of changes: an answer that changes nothing, as an empty
+            // `recommendations` would be. A `recommendations` that is not a list stays no answer.
+            match (lists.is_empty(), suggestions) {
+                (true, Some(s)) => Some(Shape::List(Vec::new(), Some(s))),
+                _ => None,
+            }
         }
         _ => None,
     })
@@ -953,6 +963,53 @@ mod tests {
             extract_items(nested),
             Err(ParseError::NotAdvice),
             "not a top-level object"
+        );
+    }
+
+    /// The answer object's `suggestions` come with its items, as the model wrote them; an
+    /// object with only `suggestions` is an answer that changes nothing; a bare list or a lone
+    /// item has none. Mutations that fail it: `suggestions` not taken from the object in
+    /// `advice_shape`; the suggestions-only object left as no answer.
+    #[test]
+    fn the_answers_suggestions_come_with_it() {
+        let s = r#"[{"parameter": "net.ipv4.tcp_fin_timeout", "reason": "FIN_WAIT2"}]"#;
+        let a = extract_items(&format!(
+            r#"{{"recommendations": [{ITEM}], "suggestions": {s}}}"#
+        ))
+        .unwrap();
+        assert_eq!(a.items.len(), 1);
+        assert_eq!(a.found, Found::Whole);
+        assert_eq!(a.suggestions, Some(serde_json::from_str(s).unwrap()));
+        // Malformed, as given: validation says why.
+        let a =
+            extract_items(r#"{"recommendations": [], "suggestions": "tcp_fin_timeout"}"#).unwrap();
+        assert_eq!(a.suggestions, Some(Json::from("tcp_fin_timeout")));
+        // Only suggestions: nothing to change.
+        let a = extract_items(&format!(r#"Also: {{"suggestions": {s}}}"#)).unwrap();
+        assert_eq!((a.items.len(), a.found), (0, Found::Prose));
+        assert!(a.suggestions.is_some());
+        // ... and, as any answer, it is the last: an item mentioned before it is not taken.
+        let a =
+            extract_items(&format!(r#"I considered [{ITEM}]. {{"suggestions": {s}}}"#)).unwrap();
+        assert!(a.items.is_empty());
+        for none in [
+            format!("[{ITEM}]"),
+            ITEM.to_string(),
+            "{\"recommendations\": []}".into(),
+        ] {
+            assert_eq!(extract_items(&none).unwrap().suggestions, None, "{none}");
+        }
+        // A `recommendations` that is not a list is still no answer, suggestions or not.
+        assert_eq!(
+            extract_items(&format!(
+                r#"{{"recommendations": "none", "suggestions": {s}}}"#
+            )),
+            Err(ParseError::NotAdvice)
+        );
+        // Repeated at the top, as any key: no answer.
+        assert_eq!(
+            extract_items(r#"{"recommendations": [], "suggestions": [], "suggestions": []}"#),
+            Err(ParseError::DuplicateKey("suggestions".into()))
         );
     }
 

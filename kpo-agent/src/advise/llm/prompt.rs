@@ -378,9 +378,13 @@ list).\n\
 - `can_auto_apply` is true only for a low-risk, easily reversed change; the operator's policy \
 decides in the end.\n\
 - `confidence` is between 0 and 1.\n\
+- `suggestions` (at most 5, usually none) names other sysctls, not in `parameters`, that the \
+operator should look at, by their dotted name (such as net.ipv4.tcp_fin_timeout), with a `reason` \
+citing the measured numbers and no value. KPO never changes them; it shows them to the operator.\n\
 Answer with JSON only, no prose and no code fence: \
 {\"recommendations\": [{\"parameter\": \"...\", \"value\": ..., \"reason\": \"...\", \
-\"can_auto_apply\": false, \"confidence\": 0.5}]}";
+\"can_auto_apply\": false, \"confidence\": 0.5}], \
+\"suggestions\": [{\"parameter\": \"...\", \"reason\": \"...\"}]}";
 
 /// The distance from `current` a percent `step` allows: one number for an integer, one per
 /// element for a list, nothing for an absolute step (already one) or a word.
@@ -447,13 +451,15 @@ Recommend changes for the listed parameters only, as JSON.",
 
 /// The JSON schema requested as structured output. `parameter` is an enum of the offered
 /// addresses, so a server that enforces the schema cannot name anything else (validation checks
-/// again anyway).
+/// again anyway). `suggestions` is required because strict structured output (OpenAI's) wants
+/// every property required: "none" is an empty list. Its `parameter` is any string, since it
+/// names what is not offered; validation decides what is a sysctl's name.
 pub fn response_schema(params: &[ParamContext]) -> serde_json::Value {
     let addresses: Vec<String> = params.iter().map(|p| p.address.to_string()).collect();
     serde_json::json!({
         "type": "object",
         "additionalProperties": false,
-        "required": ["recommendations"],
+        "required": ["recommendations", "suggestions"],
         "properties": {
             "recommendations": {
                 "type": "array",
@@ -471,6 +477,18 @@ pub fn response_schema(params: &[ParamContext]) -> serde_json::Value {
                         "reason": {"type": "string"},
                         "can_auto_apply": {"type": "boolean"},
                         "confidence": {"type": "number"}
+                    }
+                }
+            },
+            "suggestions": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["parameter", "reason"],
+                    "properties": {
+                        "parameter": {"type": "string"},
+                        "reason": {"type": "string"}
                     }
                 }
             }

@@ -5,7 +5,7 @@ use serde_json::Value as Json;
 
 use super::prompt::ParamContext;
 use crate::{
-    actuate::param::{ParamAddress, Value},
+    actuate::param::{ParamAddress, ParamKind, Value},
     advise::{
         limits::{AdvicePolicy, Mode, ValueRejection},
         recommendation::{Recommendation, Source, WindowRef},
@@ -45,6 +45,9 @@ pub enum DropKind {
     /// them is taken.
     Contradictory,
     TooMany,
+    /// A suggestion of a parameter that is offered to the model: a change to it goes in
+    /// `recommendations`, where it is checked against the policy.
+    Offered,
 }
 
 /// One dropped item, for the `llm` event. `parameter` and `value` are the model's, shortened.
@@ -306,11 +309,7 @@ fn check_item(
         _ => false,
     };
     let can_auto_apply = model_auto && limits.mode == Mode::Auto;
-    let confidence = match field(item, &["confidence"]).and_then(Json::as_f64) {
-        Some(c) if c.is_finite() && c > 1.0 && c <= 100.0 => c / 100.0,
-        Some(c) if c.is_finite() => c.clamp(0.0, 1.0),
-        _ => DEFAULT_CONFIDENCE,
-    };
+    let confidence = confidence(item);
     let reason = clean_reason(field_str(item, &["reason", "Reason"]).as_deref());
     Ok(Recommendation {
         id: Recommendation::make_id(Source::Llm, window.index, &address, Some(&value)),
@@ -325,6 +324,208 @@ fn check_item(
         application: None,
         netns_cookie: ctx.netns_cookie,
     })
+}
+
+/// The item's `confidence` as 0 to 1 (a percentage above 1 divided by 100; missing: 0.5).
+fn confidence(item: &Json) -> f64 {
+    match field(item, &["confidence"]).and_then(Json::as_f64) {
+        Some(c) if c.is_finite() && c > 1.0 && c <= 100.0 => c / 100.0,
+        Some(c) if c.is_finite() => c.clamp(0.0, 1.0),
+        _ => DEFAULT_CONFIDENCE,
+    }
+}
+
+/// Suggestions looked at per reply; the rest are dropped as `too_many`, together, in one entry.
+/// A few: each reaches a person (an event, the history, the webhook), whom a long list of things
+/// to look at would not help.
+pub const MAX_SUGGESTIONS: usize = 5;
+/// The longest sysctl name a suggestion may give: the kernel's longest are some 60 characters.
+const MAX_SUGGESTED_NAME: usize = 128;
+
+/// What became of a reply's `suggestions`: the kept ones as recommendations without a value,
+/// and the dropped ones with why.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Suggested {
+    pub kept: Vec<Recommendation>,
+    pub dropped: Vec<Dropped>,
+}
+
+/// The model's `suggestions` (the answer object's, [`super::parse::Advice::suggestions`]):
+/// sysctls outside the parameters offered that it thinks the operator should look at. Each kept
+/// one is a [`Recommendation`] with no `recommended_value` and `can_auto_apply` false, so that
+/// it is reported, kept in the history and posted like advice for an application, and never
+/// proposed to the change path. `current` reads a kept name's value (`None`: not readable).
+///
+/// A suggestion carries no value, and a `value` the model gives anyway is not read: nothing
+/// bounds it (the policy does not let the LLM drive the parameter, or it would have been
+/// offered), and a number shown beside KPO's advice reads as checked advice a person may copy
+/// into `sysctl -w`. What to set is the operator's call; the reason may say which way.
+pub fn suggestions(
+    raw: Option<Json>,
+    offered: &[ParamContext],
+    policy: &dyn AdvicePolicy,
+    window: &WindowRef,
+    current: &dyn Fn(&ParamAddress) -> Option<Value>,
+) -> Suggested {
+    let mut out = Suggested::default();
+    let items = match raw {
+        // A strict schema's "none" may come as null.
+        None | Some(Json::Null) => return out,
+        Some(Json::Array(items)) => items,
+        Some(other) => {
+            out.dropped.push(Dropped {
+                parameter: None,
+                value: Some(shorten_json(&other)),
+                kind: DropKind::Malformed,
+                detail: "`suggestions` is not a list".into(),
+            });
+            return out;
+        }
+    };
+    let ignored = items.len().saturating_sub(MAX_SUGGESTIONS);
+    for item in items.into_iter().take(MAX_SUGGESTIONS) {
+        let checked = check_suggestion(&item, offered, policy).and_then(|address| {
+            if out.kept.iter().any(|k| k.parameter == address) {
+                return Err((
+                    DropKind::Duplicate,
+                    format!("{address} was already suggested in this reply"),
+                ));
+            }
+            Ok(address)
+        });
+        match checked {
+            Ok(address) => out.kept.push(Recommendation {
+                id: Recommendation::make_id(Source::Llm, window.index, &address, None),
+                current_value: current(&address),
+                parameter: address,
+                recommended_value: None,
+                can_auto_apply: false,
+                reason: clean_reason(field_str(&item, &["reason", "Reason"]).as_deref()),
+                confidence: confidence(&item),
+                source: Source::Llm,
+                window: window.clone(),
+                application: None,
+                netns_cookie: None,
+            }),
+            Err((kind, detail)) => out.dropped.push(Dropped {
+                parameter: field_str(&item, &["parameter", "Parameter"]).map(|s| shorten(&s)),
+                value: None,
+                kind,
+                detail: shorten_to(&plain(&detail), MAX_DETAIL_CHARS),
+            }),
+        }
+    }
+    if ignored > 0 {
+        out.dropped.push(Dropped {
+            parameter: None,
+            value: None,
+            kind: DropKind::TooMany,
+            detail: format!(
+                "{ignored} more suggestion(s) not considered: only the first {MAX_SUGGESTIONS} of \
+                 a reply are"
+            ),
+        });
+    }
+    out
+}
+
+/// A suggestion's parameter, as a sysctl at the host, or why it was dropped.
+fn check_suggestion(
+    item: &Json,
+    offered: &[ParamContext],
+    policy: &dyn AdvicePolicy,
+) -> Result<ParamAddress, (DropKind, String)> {
+    if !item.is_object() {
+        return Err((DropKind::Malformed, "a suggestion is not an object".into()));
+    }
+    if let Some(key) = super::parse::repeated_key(item) {
+        return Err((
+            DropKind::Malformed,
+            format!("the suggestion repeats the key {key:?}; which one counts is unclear"),
+        ));
+    }
+    for spellings in [&["parameter", "Parameter"], &["reason", "Reason"]] {
+        let given: Vec<&str> = spellings
+            .iter()
+            .copied()
+            .filter(|k| item.get(*k).is_some())
+            .collect();
+        if given.len() > 1 {
+            return Err((
+                DropKind::Malformed,
+                format!("the suggestion gives both {given:?}; which one counts is unclear"),
+            ));
+        }
+    }
+    let Some(name) = field_str(item, &["parameter", "Parameter"]) else {
+        return Err((DropKind::Malformed, "no \"parameter\" string".into()));
+    };
+    let name = name.trim();
+    if name.chars().count() > MAX_SUGGESTED_NAME {
+        return Err((
+            DropKind::UnknownParameter,
+            format!("a sysctl name is at most {MAX_SUGGESTED_NAME} characters"),
+        ));
+    }
+    // Its value is read from /proc/sys: a path, even one that names a sysctl, is not taken.
+    if name.starts_with('/') || crate::actuate::param::slashed_to_dotted(name) != name {
+        return Err((
+            DropKind::UnknownParameter,
+            format!("{name} is not a sysctl's dotted name (such as net.ipv4.tcp_fin_timeout)"),
+        ));
+    }
+    let address: ParamAddress = name
+        .parse()
+        .map_err(|e| (DropKind::UnknownParameter, format!("{e}")))?;
+    if address.target != crate::actuate::param::Target::Host {
+        return Err((
+            DropKind::UnknownParameter,
+            format!("{name} is not a sysctl's name alone: a suggestion names no namespace, NIC or cpufreq policy"),
+        ));
+    }
+    if policy.is_denied(&address.policy_name()) {
+        return Err((
+            DropKind::DenyListed,
+            format!(
+                "{} is on the built-in deny-list and is never changed",
+                address.policy_name()
+            ),
+        ));
+    }
+    if offered
+        .iter()
+        .any(|p| p.address.kind() == ParamKind::Sysctl && p.address.name == address.name)
+    {
+        return Err((
+            DropKind::Offered,
+            format!(
+                "{} is offered to the model: a change to it belongs in `recommendations`",
+                address.name
+            ),
+        ));
+    }
+    Ok(address)
+}
+
+/// The value of `address`, a sysctl at the host, from `proc_sys` (`/proc/sys`: the agent's own
+/// network namespace), if it can be read as one value: a suggestion's `current_value`. Only a
+/// name [`suggestions`] kept comes here (no `..`, no path), and the read is bounded as every
+/// read of a kernel attribute is. A file that holds more than a value (`dev.cdrom.info`'s
+/// table) shows nothing rather than a page of text.
+pub fn read_sysctl(proc_sys: &std::path::Path, address: &ParamAddress) -> Option<Value> {
+    /// Longer text is no parameter value a person reads beside advice.
+    const MAX_SHOWN: usize = 256;
+    if address.kind() != ParamKind::Sysctl || address.target != crate::actuate::param::Target::Host
+    {
+        return None;
+    }
+    let path = proc_sys.join(crate::actuate::param::sysctl_rel_path(&address.name));
+    let text = crate::kernel_file::read_text(&path, crate::kernel_file::limit::ATTRIBUTE).ok()?;
+    let line = text.strip_suffix('\n').unwrap_or(&text);
+    if line.len() > MAX_SHOWN || line.chars().any(|c| c.is_control() && c != '\t') {
+        return None;
+    }
+    Some(Value::parse(line))
 }
 
 /// A JSON value as a parameter value: an integer (or an integral float such as `8192.0`), a list
@@ -732,6 +933,203 @@ mod tests {
         for kept in ['\u{2013}', '\u{2026}', '\u{FFFD}', '\u{05D0}', '\u{0627}'] {
             assert!(!is_format(kept), "{kept:?}");
         }
+    }
+
+    /// [`suggestions`] of `raw` against [`setup`], with the names whose value was read (the
+    /// reader gives 60 for each).
+    fn suggest(raw: Json) -> (Suggested, Vec<String>) {
+        let (offered, policy, w) = setup();
+        let read = std::cell::RefCell::new(Vec::new());
+        let s = suggestions(Some(raw), &offered, &policy, &w, &|a| {
+            read.borrow_mut().push(a.to_string());
+            Some(Value::Int(60))
+        });
+        (s, read.into_inner())
+    }
+
+    /// A kept suggestion is a recommendation without a value, never automatic, with the model's
+    /// reason cleaned as an accepted one's and the value read for it; a `value` the model gave
+    /// is not taken. Mutations that fail it: `recommended_value` set from the item; the reason
+    /// not passed through `clean_reason`; `current` not called.
+    #[test]
+    fn a_suggestion_is_kept_as_advice_without_a_value() {
+        let (s, read) = suggest(serde_json::json!([
+            {"parameter": " net.ipv4.tcp_fin_timeout", "value": 5, "can_auto_apply": true,
+             "reason": "1200 sockets\nin FIN_WAIT2\u{202E}", "confidence": 70},
+        ]));
+        assert_eq!(s.dropped, []);
+        let address: ParamAddress = "net.ipv4.tcp_fin_timeout".parse().unwrap();
+        assert_eq!(
+            s.kept,
+            [Recommendation {
+                id: Recommendation::make_id(Source::Llm, 3, &address, None),
+                parameter: address,
+                current_value: Some(Value::Int(60)),
+                recommended_value: None,
+                can_auto_apply: false,
+                reason: "1200 sockets in FIN_WAIT2".into(),
+                confidence: 0.7,
+                source: Source::Llm,
+                window: WindowRef {
+                    index: 3,
+                    end: "t".into(),
+                },
+                application: None,
+                netns_cookie: None,
+            }]
+        );
+        assert_eq!(read, ["net.ipv4.tcp_fin_timeout"]);
+        // None, or null: nothing to do.
+        let (offered, policy, w) = setup();
+        for raw in [None, Some(Json::Null)] {
+            let s = suggestions(raw, &offered, &policy, &w, &|_| panic!("nothing to read"));
+            assert_eq!(s, Suggested::default());
+        }
+    }
+
+    /// Every way a suggestion is dropped, each alone, and nothing read for any of them: only a
+    /// kept name is ever mapped to a file. Mutations that fail it: each check of
+    /// `check_suggestion` removed in turn (the deny-list, the offered names, the host target,
+    /// the path check, the length bound).
+    #[test]
+    fn suggestions_drop_with_reasons() {
+        let cases = serde_json::json!([
+            ["net.ipv4.tcp_fin_timeout", "malformed"],
+            [{"reason": "r"}, "malformed"],
+            [{"parameter": 7}, "malformed"],
+            [{"parameter": "net.ipv4.tcp_fin_timeout", "Parameter": "vm.dirty_ratio"}, "malformed"],
+            [{"parameter": "net.ipv4.tcp_fin_timeout", "reason": "a", "Reason": "b"}, "malformed"],
+            [{"parameter": "net.ipv4.tcp_fin_timeout", (super::super::parse::REPEATED_KEY): "reason"}, "malformed"],
+            [{"parameter": "/proc/sys/net/ipv4/tcp_fin_timeout"}, "unknown_parameter"],
+            [{"parameter": "net/ipv4/tcp_fin_timeout"}, "unknown_parameter"],
+            [{"parameter": "../../etc/shadow"}, "unknown_parameter"],
+            [{"parameter": "net.ipv4..tcp_fin_timeout"}, "unknown_parameter"],
+            [{"parameter": "net.ipv4./..tcp_fin_timeout"}, "unknown_parameter"],
+            [{"parameter": format!("net.{}", "a".repeat(MAX_SUGGESTED_NAME))}, "unknown_parameter"],
+            [{"parameter": "net.ipv4.tcp_fin_timeout@netns:7"}, "unknown_parameter"],
+            [{"parameter": "ethtool:eth0:rx-usecs"}, "unknown_parameter"],
+            [{"parameter": "cpufreq:policy0:scaling_governor"}, "unknown_parameter"],
+            [{"parameter": "kernel.core_pattern", "reason": "r"}, "deny_listed"],
+            [{"parameter": "kernel.modprobe"}, "deny_listed"],
+            [{"parameter": "net.core.somaxconn"}, "offered"],
+            [{"parameter": "net.ipv4.tcp_rmem"}, "offered"],
+        ]);
+        for case in cases.as_array().unwrap() {
+            let (s, read) = suggest(serde_json::json!([case[0]]));
+            assert!(s.kept.is_empty(), "{case}");
+            assert_eq!(s.dropped.len(), 1, "{case}");
+            assert_eq!(
+                serde_json::to_value(s.dropped[0].kind).unwrap(),
+                case[1],
+                "{case}: {}",
+                s.dropped[0].detail
+            );
+            assert_eq!(s.dropped[0].value, None, "{case}");
+            assert_eq!(read, Vec::<String>::new(), "{case}");
+        }
+        // A name just at the bound is a name.
+        let (s, _) = suggest(
+            serde_json::json!([{"parameter": format!("net.{}", "a".repeat(MAX_SUGGESTED_NAME - 4))}]),
+        );
+        assert_eq!((s.kept.len(), s.dropped.len()), (1, 0));
+        let (s, _) = suggest(serde_json::json!([{"parameter": "kernel.core_pattern"}]));
+        assert_eq!(
+            s.dropped[0],
+            Dropped {
+                parameter: Some("kernel.core_pattern".into()),
+                value: None,
+                kind: DropKind::DenyListed,
+                detail: "kernel.core_pattern is on the built-in deny-list and is never changed"
+                    .into(),
+            }
+        );
+        let (s, _) = suggest(serde_json::json!([{"parameter": "net.core.somaxconn"}]));
+        assert_eq!(
+            s.dropped[0].detail,
+            "net.core.somaxconn is offered to the model: a change to it belongs in \
+             `recommendations`"
+        );
+        // Not a list: one entry, and the list's other answers are not the suggestions' business.
+        let (s, _) = suggest(serde_json::json!({"parameter": "net.ipv4.tcp_fin_timeout"}));
+        assert_eq!(
+            s.dropped,
+            [Dropped {
+                parameter: None,
+                value: Some(serde_json::json!({"parameter": "net.ipv4.tcp_fin_timeout"})),
+                kind: DropKind::Malformed,
+                detail: "`suggestions` is not a list".into(),
+            }]
+        );
+        // The same name twice: the second is a duplicate, and read once.
+        let (s, read) = suggest(serde_json::json!([
+            {"parameter": "vm.dirty_ratio"},
+            {"parameter": "vm.dirty_ratio", "reason": "again"},
+        ]));
+        assert_eq!(s.kept.len(), 1);
+        assert_eq!(s.dropped[0].kind, DropKind::Duplicate);
+        assert_eq!(
+            s.dropped[0].detail,
+            "vm.dirty_ratio was already suggested in this reply"
+        );
+        assert_eq!(read, ["vm.dirty_ratio"]);
+    }
+
+    /// Past [`MAX_SUGGESTIONS`], the rest make one `too_many` entry, however many there are.
+    /// Mutations that fail it: no `take(MAX_SUGGESTIONS)`; no `too_many` entry.
+    #[test]
+    fn too_many_suggestions_are_cut() {
+        let items: Vec<Json> = (0..MAX_SUGGESTIONS + 1000)
+            .map(|i| serde_json::json!({"parameter": format!("vm.x{i}"), "reason": "r"}))
+            .collect();
+        let (s, read) = suggest(Json::Array(items));
+        assert_eq!(s.kept.len(), MAX_SUGGESTIONS);
+        assert_eq!(read.len(), MAX_SUGGESTIONS);
+        assert_eq!(
+            s.dropped,
+            [Dropped {
+                parameter: None,
+                value: None,
+                kind: DropKind::TooMany,
+                detail: "1000 more suggestion(s) not considered: only the first 5 of a reply are"
+                    .into(),
+            }]
+        );
+    }
+
+    /// A kept name's value, read from a tree laid out as /proc/sys: one value or a vector; none
+    /// for a missing file, a directory, a table, or an address that is not a sysctl at the host.
+    /// Mutations that fail it: the `target` check removed; `MAX_SHOWN` not applied.
+    #[test]
+    fn a_suggestions_current_value_is_read_under_proc_sys_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("net/ipv4/conf/eth0.100")).unwrap();
+        std::fs::create_dir_all(root.join("dev/cdrom")).unwrap();
+        std::fs::write(root.join("net/ipv4/tcp_fin_timeout"), "60\n").unwrap();
+        std::fs::write(root.join("net/ipv4/tcp_rmem"), "4096\t131072\t6291456\n").unwrap();
+        std::fs::write(root.join("net/ipv4/conf/eth0.100/rp_filter"), "2\n").unwrap();
+        std::fs::write(
+            root.join("dev/cdrom/info"),
+            "CD-ROM information, Id: cdrom.c 3.20 2003/12/17\n\ndrive name:\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("dev/cdrom/long"), "w ".repeat(200)).unwrap();
+        let read = |name: &str| read_sysctl(root, &name.parse().unwrap());
+        assert_eq!(read("net.ipv4.tcp_fin_timeout"), Some(Value::Int(60)));
+        assert_eq!(
+            read("net.ipv4.tcp_rmem"),
+            Some(Value::Ints(vec![4096, 131072, 6291456]))
+        );
+        assert_eq!(
+            read("net.ipv4.conf.eth0/100.rp_filter"),
+            Some(Value::Int(2))
+        );
+        assert_eq!(read("net.ipv4.tcp_nope"), None);
+        assert_eq!(read("net.ipv4"), None);
+        assert_eq!(read("dev.cdrom.info"), None);
+        assert_eq!(read("dev.cdrom.long"), None);
+        assert_eq!(read("net.ipv4.tcp_fin_timeout@netns:7"), None);
+        assert_eq!(read("ethtool:eth0:rx-usecs"), None);
     }
 
     #[test]

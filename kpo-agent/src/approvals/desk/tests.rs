@@ -1684,3 +1684,69 @@ fn a_parameter_change_is_not_posted_as_advice() {
         assert_eq!(events, expected, "{mode}");
     }
 }
+
+/// The LLM's suggestion of a parameter it may not drive (no value, no application), as
+/// `advise::llm::validate::suggestions` keeps it.
+fn llm_suggestion(window: u64, sockets: u64) -> Recommendation {
+    let parameter: ParamAddress = "net.ipv4.tcp_fin_timeout".parse().unwrap();
+    Recommendation {
+        id: Recommendation::make_id(Source::Llm, window, &parameter, None),
+        parameter,
+        current_value: Some(Value::Int(60)),
+        recommended_value: None,
+        can_auto_apply: false,
+        reason: format!("{sockets} sockets in FIN_WAIT2 <!here>"),
+        confidence: 0.6,
+        source: Source::Llm,
+        window: WindowRef {
+            index: window,
+            end: "2026-01-01T00:41:00Z".into(),
+        },
+        application: None,
+        netns_cookie: None,
+    }
+}
+
+/// (f) An LLM suggestion goes the way of advice for an application: reported, recorded as
+/// advice in the history `kpo explain` reads, posted once per situation with words of its own
+/// (it is no advice for an application), and never proposed: no change, no approval, the kernel
+/// as it was. Mutations that fail it: the `application` match in `Payload::advice` taken out
+/// (the application's words); `Desk::advise` not called for it.
+#[test]
+fn an_llm_suggestion_is_advice_posted_once_and_never_proposed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "auto");
+    let (webhook, mut posted) = Webhook::to_channel();
+    s.desk.set_webhook(webhook);
+    let first = llm_suggestion(41, 1200);
+    let out = s.consider(vec![first.clone()]);
+    assert_eq!(kinds(&out.events), ["recommendation"]);
+    assert!(out.applied.is_empty() && out.refused.is_empty());
+    assert!(s.desk.pending().unwrap().is_empty());
+    assert_eq!(s.path.journal.entries().len(), 0);
+    let explained = s.desk.explain("net.ipv4.tcp_fin_timeout", 5);
+    assert_eq!(explained.len(), 1);
+    assert_eq!(explained[0].entry.done, Done::Advice);
+    assert_eq!(explained[0].entry.recommendation, first);
+    let p = posted.try_recv().expect("posted");
+    assert_eq!(p.kpo.event, "advice");
+    assert_eq!(p.kpo.recommendation(), Some(&first));
+    let host = s
+        .desk
+        .host
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    assert_eq!(
+        p.text,
+        format!(
+            "KPO on {host}: a parameter to look at, net.ipv4.tcp_fin_timeout (now 60): 1200 \
+             sockets in FIN_WAIT2 &lt;!here&gt; (advised by llm, confidence 0.60). KPO does not \
+             change it; `kpo explain net.ipv4.tcp_fin_timeout` shows it again."
+        )
+    );
+    // Made again in a later consultation, with other numbers: not posted again.
+    s.consider(vec![llm_suggestion(51, 900)]);
+    assert!(posted.try_recv().is_err());
+    assert_eq!(s.desk.explain("net.ipv4.tcp_fin_timeout", 5).len(), 2);
+}
