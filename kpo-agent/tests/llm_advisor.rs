@@ -823,29 +823,34 @@ async fn injected_process_name_stays_data() {
 }
 
 #[tokio::test]
-async fn server_without_response_format_gets_one_retry_without_it() {
+async fn server_without_response_format_is_asked_again_without_it() {
+    let refusal =
+        r#"{"error":{"message":"Unrecognized request argument supplied: response_format"}}"#;
     let server = Server::start(vec![
-        status(
-            400,
-            r#"{"error":{"message":"Unrecognized request argument supplied: response_format"}}"#,
-        ),
+        status(400, refusal),
+        status(400, refusal),
         completion(&reply_json(json!([somaxconn_8192(true)]))),
     ])
     .await;
     let a = advisor(&config(&server), "nginx");
     let c = consult(&a).await;
     assert_eq!(c.outcome, Outcome::Ok, "{c:?}");
-    assert_eq!(c.attempts, 2);
+    // json_schema refused, json_object (with the schema) refused, none answered.
+    assert_eq!(c.attempts, 3);
     assert!(!c.structured_output);
     assert_eq!(auto(&c), [format!("{SOMAXCONN}=8192")]);
     let c = consult(&a).await;
     assert_eq!(c.outcome, Outcome::Ok);
     assert_eq!(c.attempts, 1, "remembered: not asked again");
-    let reqs = server.requests();
-    assert!(reqs[0].body.get("response_format").is_some());
-    assert!(reqs[1].body.get("response_format").is_none());
-    assert!(reqs[2].body.get("response_format").is_none());
-
+    let requests = server.requests();
+    let asked: Vec<Option<&str>> = requests
+        .iter()
+        .map(|r| r.body["response_format"]["type"].as_str())
+        .collect();
+    assert_eq!(
+        asked,
+        [Some("json_schema"), Some("json_object"), None, None]
+    );
     // Any other 400 is an error, not retried.
     let server = Server::start(vec![status(400, r#"{"error":"bad model"}"#)]).await;
     let c = consult(&advisor(&config(&server), "nginx")).await;
@@ -1256,4 +1261,67 @@ async fn llm_events_match_their_schema() {
         outcomes,
         [Outcome::Ok, Outcome::HttpStatus, Outcome::CircuitOpen]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opt-in: a real server.
+
+/// The variable that names a real OpenAI-compatible server's base URL (ending in `/v1`).
+const REAL_SERVER_VAR: &str = "KPO_TEST_LLM_BASE_URL";
+
+/// Opt-in: the consultation above, against a real OpenAI-compatible server an operator names
+/// (`KPO_TEST_LLM_BASE_URL`, with `KPO_TEST_LLM_MODEL` and `KPO_TEST_LLM_API_KEY` where the
+/// server wants them; docs/llm.md, "Checking a server"). What a model answers varies; what
+/// must hold for any server is the exchange: it takes the request (with `response_format`, or
+/// after the one retry without it), and its answer is a completion the advisor parses, not a
+/// fault. Every item of the answer is then either accepted or dropped with a reason, as the
+/// scripted tests above check item by item.
+#[tokio::test]
+async fn a_real_server_if_one_is_named_answers_in_a_shape_the_advisor_takes() {
+    let named = |var: &str| {
+        std::env::var(var)
+            .ok()
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let Some(base_url) = named(REAL_SERVER_VAR) else {
+        kpo_test_skip::skip(&format!(
+            "no real LLM server named: set {REAL_SERVER_VAR}=http://HOST:PORT/v1 (and \
+             KPO_TEST_LLM_MODEL, KPO_TEST_LLM_API_KEY where it needs them) to check one"
+        ));
+        return;
+    };
+    let cfg = LlmConfig {
+        base_url: Some(base_url.clone()),
+        api_key: named("KPO_TEST_LLM_API_KEY").map(|k| ApiKey::new(&k)),
+        model: named("KPO_TEST_LLM_MODEL").unwrap_or_else(|| "default".into()),
+        // A model on a CPU may take a while for its first answer.
+        timeout: Duration::from_secs(300),
+        max_attempts: 1,
+        ..LlmConfig::default()
+    };
+    let a = advisor(&cfg, "nginx");
+    let c = consult(&a).await;
+    let event = serde_json::to_string_pretty(&c).unwrap();
+    println!("the consultation's llm event, against {base_url}:\n{event}");
+    assert_eq!(
+        c.outcome,
+        Outcome::Ok,
+        "{base_url} did not give an answer the advisor takes: {event}"
+    );
+    assert_eq!(c.error, None, "{event}");
+    assert_ne!(c.finish_reason.as_deref(), Some("length"), "{event}");
+    assert_eq!(
+        c.offered, 3,
+        "somaxconn, tcp_rmem and swappiness are offered"
+    );
+    // Each accepted item is a recommendation for an offered parameter, within the policy.
+    for r in &c.recommendations {
+        assert!(
+            ["net.core.somaxconn", "net.ipv4.tcp_rmem", "vm.swappiness"]
+                .iter()
+                .any(|p| r.parameter.to_string().starts_with(p)),
+            "{r:?}"
+        );
+    }
 }

@@ -151,11 +151,41 @@ enum Breaker {
     },
 }
 
+/// How a request asks for JSON, from the most constrained down: a server that refuses one way
+/// is asked the next. `json_object` with the schema beside it is how llama.cpp's servers take a
+/// schema (llama-cpp-python's refuses `json_schema` outright); others take it as plain JSON mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum JsonAsk {
+    /// `{"type": "json_schema", "json_schema": {..., "schema": S}}`, OpenAI's structured output.
+    Schema,
+    /// `{"type": "json_object", "schema": S}`.
+    Object,
+    /// No `response_format`: the parser finds the JSON in whatever comes back.
+    Free,
+}
+
+impl JsonAsk {
+    fn next(self) -> Self {
+        match self {
+            JsonAsk::Schema => JsonAsk::Object,
+            JsonAsk::Object | JsonAsk::Free => JsonAsk::Free,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            JsonAsk::Schema => "json_schema",
+            JsonAsk::Object => "json_object",
+            JsonAsk::Free => "none",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct State {
     breaker: Breaker,
-    /// `false` once the server refused `response_format`.
-    structured: bool,
+    /// How to ask for JSON: lowered once a server refused a way and answered the next.
+    ask: JsonAsk,
     /// `true` once the server refused `max_tokens` or `temperature` (OpenAI's reasoning models
     /// take `max_completion_tokens` and only the default temperature).
     completion_tokens: bool,
@@ -231,7 +261,7 @@ impl LlmClient {
                 key: cfg.api_key.clone(),
                 state: Mutex::new(State {
                     breaker: Breaker::Closed { failures: 0 },
-                    structured: true,
+                    ask: JsonAsk::Schema,
                     completion_tokens: false,
                     not_before: None,
                 }),
@@ -305,8 +335,11 @@ impl LlmClient {
             }
         }
         let deadline = later(started, cfg.timeout);
-        let mut structured = schema.is_some() && self.lock().structured;
-        let mut fallback_used = false;
+        let mut ask = match schema {
+            Some(_) => self.lock().ask,
+            None => JsonAsk::Free,
+        };
+        let mut stepped_down = false;
         let mut completion_tokens = self.lock().completion_tokens;
         let mut failed_attempts = 0u32;
         loop {
@@ -317,13 +350,8 @@ impl LlmClient {
                 break;
             }
             c.attempts += 1;
-            c.structured_output = structured;
-            let body = request_body(
-                cfg,
-                prompt,
-                structured.then_some(schema).flatten(),
-                completion_tokens,
-            );
+            c.structured_output = ask != JsonAsk::Free;
+            let body = request_body(cfg, prompt, ask, schema, completion_tokens);
             let result = tokio::time::timeout(deadline - now, self.send(&body)).await;
             let Answer {
                 status,
@@ -374,14 +402,15 @@ impl LlmClient {
                 if completion_tokens {
                     self.lock().completion_tokens = true;
                 }
-                if fallback_used {
-                    // Answered without `response_format` after a refusal of it: only now is the
-                    // refusal known to be about it, and later consultations go without it.
+                if stepped_down {
+                    // Answered after a refusal of the way asked before: only now is the refusal
+                    // known to be about it, and later consultations ask this way.
                     let mut st = self.lock();
-                    if st.structured {
-                        st.structured = false;
+                    if ask > st.ask {
+                        st.ask = ask;
                         tracing::info!(
-                            "LLM server answered without response_format; not asking for it again"
+                            response_format = ask.name(),
+                            "LLM server answered with less structured output; asking so from now on"
                         );
                     }
                 }
@@ -417,13 +446,22 @@ impl LlmClient {
                 );
                 continue;
             }
-            if status == 400 && structured && !fallback_used && refuses_response_format(&excerpt) {
-                // The server does not do structured output: once more without it. Kept off for
-                // later consultations only once that is answered (above): a 400 that merely
-                // looked like a refusal must not turn it off for good.
-                structured = false;
-                fallback_used = true;
-                tracing::info!("LLM server refused response_format; asking once more without it");
+            // 422 is how FastAPI servers refuse a field's shape, and llama-cpp-python's server
+            // answers its validation errors with a 500.
+            if matches!(status, 400 | 422 | 500)
+                && ask != JsonAsk::Free
+                && refuses_response_format(&excerpt)
+            {
+                // The server does not take this way of asking for JSON: once more the next
+                // way. Kept for later consultations only once that is answered (above): an
+                // error that merely looked like a refusal must not lower it for good.
+                ask = ask.next();
+                stepped_down = true;
+                tracing::info!(
+                    status,
+                    next = ask.name(),
+                    "LLM server refused response_format; asking once more"
+                );
                 continue;
             }
             c.error = Some(format!("HTTP {status}: {excerpt}"));
@@ -725,6 +763,7 @@ impl From<reqwest::Error> for SendError {
 fn request_body(
     cfg: &super::config::LlmConfig,
     prompt: &Prompt,
+    ask: JsonAsk,
     schema: Option<&Json>,
     completion_tokens: bool,
 ) -> Json {
@@ -742,11 +781,17 @@ fn request_body(
         body["max_tokens"] = cfg.max_tokens.into();
         body["temperature"] = 0.into();
     }
-    if let Some(schema) = schema {
-        body["response_format"] = serde_json::json!({
-            "type": "json_schema",
-            "json_schema": {"name": "kpo_recommendations", "strict": true, "schema": schema},
-        });
+    match (ask, schema) {
+        (JsonAsk::Schema, Some(schema)) => {
+            body["response_format"] = serde_json::json!({
+                "type": "json_schema",
+                "json_schema": {"name": "kpo_recommendations", "strict": true, "schema": schema},
+            });
+        }
+        (JsonAsk::Object, Some(schema)) => {
+            body["response_format"] = serde_json::json!({"type": "json_object", "schema": schema});
+        }
+        _ => {}
     }
     body
 }
@@ -769,7 +814,7 @@ fn refuses_token_parameters(body: &str) -> bool {
 /// How far from `response_format` (or `json_schema`) the words of a refusal must be.
 const NEAR: usize = 80;
 
-/// A 400 that says the server does not take `response_format` ("Unrecognized request argument
+/// An error that says the server does not take `response_format` ("Unrecognized request argument
 /// supplied: response_format", "Invalid parameter: 'response_format' of type 'json_schema' is
 /// not supported with this model", "unknown field `response_format`"): the parameter named, and
 /// words of a refusal within [`NEAR`] bytes of it. A mention alone is not that: a proxy's error
@@ -778,7 +823,7 @@ const NEAR: usize = 80;
 /// about something else is not taken for a refusal of the parameter.
 fn refuses_response_format(body: &str) -> bool {
     const SUBJECTS: [&str; 2] = ["response_format", "json_schema"];
-    const REFUSALS: [&str; 11] = [
+    const REFUSALS: [&str; 13] = [
         "unsupported",
         "not supported",
         "does not support",
@@ -790,6 +835,10 @@ fn refuses_response_format(body: &str) -> bool {
         "not permitted",
         "not implemented",
         "extra inputs",
+        // pydantic's: "1 validation error ... ('body', 'response_format', 'type'): Input
+        // should be 'text' or 'json_object'".
+        "validation error",
+        "input should be",
     ];
     // OpenAI's error type, on every 400 whatever it is about, is no word of a refusal.
     let b = body
@@ -1458,6 +1507,8 @@ mod tests {
             "json_schema is not supported",
             "json: unknown field \"response_format\"",
             "response_format: Extra inputs are not permitted",
+            // llama-cpp-python 0.3.36's server, with HTTP 500.
+            r#"{"error":{"message":"1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', 'ctx': {'expected': \"'text' or 'json_object'\"}}\n\n  File \"/srv/llama_cpp/server/app.py\", line 376, in create_chat_completion\n    POST /v1/chat/completions","type":"internal_server_error","param":null,"code":null}}"#,
         ] {
             assert!(refuses_response_format(refusal), "{refusal}");
         }
@@ -1568,11 +1619,20 @@ mod tests {
         String::from_utf8(reply("[]")).unwrap()
     }
 
+    /// The `response_format` type of each request a scripted server was sent (`None`: none).
+    fn asked(bodies: &[Json]) -> Vec<Option<String>> {
+        bodies
+            .iter()
+            .map(|b| b["response_format"]["type"].as_str().map(str::to_string))
+            .collect()
+    }
+
     /// A 400 that only mentions `response_format` (a proxy's context-length error echoing the
-    /// request) is no refusal of it; a refusal is retried without it, and kept off for later
-    /// consultations only once the server answers that retry.
+    /// request) is no refusal of it; a refusal is retried the next way down (`json_schema`,
+    /// `json_object` with the schema, none), and that way is kept for later consultations only
+    /// once the server answers it.
     #[tokio::test]
-    async fn structured_output_is_turned_off_only_by_a_refusal_the_retry_confirms() {
+    async fn structured_output_is_lowered_only_by_a_refusal_the_retry_confirms() {
         let schema = serde_json::json!({"type": "object"});
         let echo = r#"{"error":"context too long","request":{"model":"m","response_format":{"type":"json_schema"}}}"#;
         let (url, served) = scripted_server(vec![(400, echo.into()), (200, ok_body())]).await;
@@ -1588,17 +1648,21 @@ mod tests {
             c.structured_output,
             "still asked for: the 400 was no refusal"
         );
-        let bodies = served.await.unwrap();
-        assert!(bodies.iter().all(|b| b.get("response_format").is_some()));
+        let schema_asked = Some("json_schema".to_string());
+        assert_eq!(
+            asked(&served.await.unwrap()),
+            [schema_asked.clone(), schema_asked.clone()]
+        );
 
         // A refusal whose retry fails too (the 400 was about something else after all): the
-        // next consultation asks for structured output again.
+        // next consultation asks for the schema again.
         let refusal =
             r#"{"error":{"message":"Unrecognized request argument supplied: response_format"}}"#;
         let other = r#"{"error":{"message":"model not found"}}"#;
         let (url, served) = scripted_server(vec![
             (400, refusal.into()),
             (400, other.into()),
+            (400, refusal.into()),
             (400, refusal.into()),
             (200, ok_body()),
             (200, ok_body()),
@@ -1607,24 +1671,72 @@ mod tests {
         let client = scripted_client(url);
         let c = client.complete(&prompt(), Some(&schema)).await;
         assert_eq!((c.outcome, c.attempts), (Outcome::HttpStatus, 2));
-        assert!(
-            client.lock().structured,
-            "the retry did not succeed: not turned off"
+        assert_eq!(
+            client.lock().ask,
+            JsonAsk::Schema,
+            "the retry did not succeed: not lowered"
         );
-        // Refused again, and this time answered without it: off from then on.
+        // Refused twice, and answered without `response_format`: none from then on.
         let c = client.complete(&prompt(), Some(&schema)).await;
-        assert_eq!((c.outcome, c.attempts), (Outcome::Ok, 2));
+        assert_eq!((c.outcome, c.attempts), (Outcome::Ok, 3));
         assert!(!c.structured_output);
         let c = client.complete(&prompt(), Some(&schema)).await;
         assert_eq!((c.outcome, c.attempts), (Outcome::Ok, 1));
         assert!(!c.structured_output);
-        let asked: Vec<bool> = served
-            .await
-            .unwrap()
-            .iter()
-            .map(|b| b.get("response_format").is_some())
-            .collect();
-        assert_eq!(asked, [true, false, true, false, false]);
+        let object_asked = Some("json_object".to_string());
+        assert_eq!(
+            asked(&served.await.unwrap()),
+            [
+                schema_asked.clone(),
+                object_asked.clone(),
+                schema_asked.clone(),
+                object_asked.clone(),
+                None,
+                None
+            ]
+        );
+    }
+
+    /// llama-cpp-python's server refuses `json_schema` with a 500 and takes `json_object` with
+    /// the schema beside it: asked so, once refused, from then on; the schema goes with it.
+    #[tokio::test]
+    async fn a_server_that_takes_json_object_with_a_schema_is_asked_so() {
+        let schema = serde_json::json!({"type": "object", "required": ["recommendations"]});
+        let refusal = r#"{"error":{"message":"1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}","type":"internal_server_error"}}"#;
+        let (url, served) = scripted_server(vec![
+            (500, refusal.into()),
+            (200, ok_body()),
+            (200, ok_body()),
+        ])
+        .await;
+        let client = scripted_client(url);
+        let c = client.complete(&prompt(), Some(&schema)).await;
+        assert_eq!((c.outcome, c.attempts), (Outcome::Ok, 2));
+        assert!(c.structured_output);
+        let c = client.complete(&prompt(), Some(&schema)).await;
+        assert_eq!((c.outcome, c.attempts), (Outcome::Ok, 1));
+        let bodies = served.await.unwrap();
+        assert_eq!(
+            asked(&bodies),
+            [
+                Some("json_schema".to_string()),
+                Some("json_object".to_string()),
+                Some("json_object".to_string())
+            ]
+        );
+        assert_eq!(bodies[1]["response_format"]["schema"], schema);
+
+        // A 500 about something else is a server error, whatever was asked.
+        let oom = r#"{"error":"out of memory"}"#;
+        let (url, served) = scripted_server(vec![(500, oom.into()); 3]).await;
+        let client = scripted_client(url);
+        let c = client.complete(&prompt(), Some(&schema)).await;
+        assert_eq!((c.outcome, c.attempts), (Outcome::HttpStatus, 3), "{c:?}");
+        assert_eq!(client.lock().ask, JsonAsk::Schema);
+        assert_eq!(
+            asked(&served.await.unwrap()),
+            vec![Some("json_schema".to_string()); 3]
+        );
     }
 
     /// A status HTTP does not define (hyper reads up to 999) is not retried as a server error,
