@@ -281,6 +281,7 @@ fn window(comm: &str) -> Window {
         listener_full_lost: Some(0),
         netns: vec![],
         irqs: vec![],
+        irqs_rest: None,
         softirqs: vec![],
         napi: vec![],
         runq_latency: None,

@@ -409,6 +409,7 @@ impl Rig {
             listener_full_lost: Some(0),
             netns: vec![],
             irqs: vec![],
+            irqs_rest: None,
             softirqs: vec![],
             napi: vec![],
             runq_latency: None,

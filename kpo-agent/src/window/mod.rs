@@ -97,6 +97,20 @@ pub struct IrqWindow {
     pub mean_ns: f64,
 }
 
+/// At most this many IRQ lines are listed in a window, the busiest. A multiqueue NIC or NVMe
+/// drive has a line per queue, usually one per CPU: listed whole, a large host's lines would
+/// make one event longer than a log pipeline takes as one line (containerd splits at 16 KiB).
+pub const LISTED_IRQS: usize = 16;
+
+/// The IRQ lines that fired that a window does not list, together.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IrqRest {
+    pub lines: u32,
+    pub count: u64,
+    pub per_s: f64,
+    pub time_us: f64,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SoftirqWindow {
     pub vector: &'static str,
@@ -163,7 +177,10 @@ pub struct Window {
     /// not at all); null when that sensor is off.
     pub listener_full_lost: Option<u64>,
     pub netns: Vec<NetnsWindow>,
+    /// The lines that fired, the [`LISTED_IRQS`] with the most handler runs.
     pub irqs: Vec<IrqWindow>,
+    /// The lines that fired that `irqs` leaves out, together; null when none is.
+    pub irqs_rest: Option<IrqRest>,
     pub softirqs: Vec<SoftirqWindow>,
     pub napi: Vec<NapiWindow>,
     pub runq_latency: Option<LatencySummary>,
@@ -519,6 +536,7 @@ fn assemble(
 ) -> Window {
     let secs = spans.elapsed.as_secs_f64().max(1e-9);
     let sampled = Sampled(spans.sampled.as_secs_f64());
+    let (listed_irqs, irqs_rest) = irqs(first, last, secs);
     let per_cpu_switches = sched_counted(first, last, sampled).map_or((None, None), |(f, b)| {
         let before = f.map_or(&[][..], |f| f.context_switches.as_slice());
         let (listed, rest) = per_cpu::rates(before, &b.context_switches, |n| sampled.rate(n));
@@ -539,7 +557,8 @@ fn assemble(
                 counter::restarted(bpf_before(first, |f| Some(f.notable_lost)), b.notable_lost)
             }),
         netns: netns(first, last),
-        irqs: irqs(first, last, secs),
+        irqs: listed_irqs,
+        irqs_rest,
         softirqs: softirqs(first, last, sampled),
         napi: napi(first, last, sampled),
         runq_latency: last.bpf.as_ref().and_then(|b| {
@@ -908,27 +927,50 @@ fn overflows(
     }
 }
 
-fn irqs(first: &Sample, last: &Sample, secs: f64) -> Vec<IrqWindow> {
+/// The busiest [`LISTED_IRQS`] lines that fired (by handler runs, then time), in IRQ order,
+/// and the others together.
+fn irqs(first: &Sample, last: &Sample, secs: f64) -> (Vec<IrqWindow>, Option<IrqRest>) {
     let Some(b) = &last.bpf else {
-        return Vec::new();
+        return (Vec::new(), None);
     };
-    let names = crate::collect::procfs::irq_names(&last.host);
-    b.irqs
+    let moved: Vec<(u32, (u64, u64))> = b
+        .irqs
         .iter()
-        .filter_map(|(irq, c)| {
+        .map(|(irq, c)| {
             let before = bpf_before(first, |f| f.irqs.get(irq).copied());
             let count = counter::restarted(before.count, c.count);
             let time_ns = counter::restarted(before.time_ns, c.time_ns);
-            (count > 0).then(|| IrqWindow {
-                irq: *irq,
-                name: names.get(irq).cloned(),
-                count,
-                per_s: round3(count as f64 / secs),
-                time_us: round3(time_ns as f64 / 1000.0),
-                mean_ns: round3(time_ns as f64 / count as f64),
-            })
+            (*irq, (count, time_ns))
         })
-        .collect()
+        .filter(|(_, (count, _))| *count > 0)
+        .collect();
+    let (listed, rest) = per_cpu::busiest(moved, LISTED_IRQS, |&(count, time_ns)| {
+        (count as f64, time_ns)
+    });
+    let names = crate::collect::procfs::irq_names(&last.host);
+    let listed = listed
+        .into_iter()
+        .map(|(irq, (count, time_ns))| IrqWindow {
+            irq,
+            name: names.get(&irq).cloned(),
+            count,
+            per_s: round3(count as f64 / secs),
+            time_us: round3(time_ns as f64 / 1000.0),
+            mean_ns: round3(time_ns as f64 / count as f64),
+        })
+        .collect();
+    let rest = (!rest.is_empty()).then(|| {
+        let (count, time_ns) = rest.iter().fold((0, 0), |(c, t), (_, (count, time_ns))| {
+            (c + count, t + time_ns)
+        });
+        IrqRest {
+            lines: rest.len() as u32,
+            count,
+            per_s: round3(count as f64 / secs),
+            time_us: round3(time_ns as f64 / 1000.0),
+        }
+    });
+    (listed, rest)
 }
 
 pub fn family_name(family: u16) -> &'static str {

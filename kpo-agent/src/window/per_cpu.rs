@@ -87,13 +87,17 @@ impl SoftirqDelta {
     }
 }
 
-/// Figures by CPU number, in CPU order.
-type ByCpu<T> = Vec<(u32, T)>;
+/// Figures by number (a CPU's, an IRQ's), in that order.
+type Numbered<T> = Vec<(u32, T)>;
 
-/// Splits `moved` into the [`LISTED_CPUS`] with the largest `load`, still in CPU order, and the
-/// rest (empty when none is left out). Ties go to the lower CPU.
-fn busiest<T>(moved: ByCpu<T>, load: impl Fn(&T) -> (f64, u64)) -> (ByCpu<T>, ByCpu<T>) {
-    if moved.len() <= LISTED_CPUS {
+/// Splits `moved` into the `listed` with the largest `load`, still in order of number, and the
+/// rest (empty when none is left out). Ties go to the lower number.
+pub(super) fn busiest<T>(
+    moved: Numbered<T>,
+    listed: usize,
+    load: impl Fn(&T) -> (f64, u64),
+) -> (Numbered<T>, Numbered<T>) {
+    if moved.len() <= listed {
         return (moved, Vec::new());
     }
     let mut ranked: Vec<usize> = (0..moved.len()).collect();
@@ -101,12 +105,14 @@ fn busiest<T>(moved: ByCpu<T>, load: impl Fn(&T) -> (f64, u64)) -> (ByCpu<T>, By
         let (la, lb) = (load(&moved[a].1), load(&moved[b].1));
         lb.0.total_cmp(&la.0).then(lb.1.cmp(&la.1)).then(a.cmp(&b))
     });
-    let mut listed = vec![false; moved.len()];
-    for &i in &ranked[..LISTED_CPUS] {
-        listed[i] = true;
+    let mut is_listed = vec![false; moved.len()];
+    for &i in &ranked[..listed] {
+        is_listed[i] = true;
     }
-    let (kept, rest): (Vec<_>, Vec<_>) =
-        moved.into_iter().enumerate().partition(|(i, _)| listed[*i]);
+    let (kept, rest): (Vec<_>, Vec<_>) = moved
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| is_listed[*i]);
     let strip = |v: Vec<(usize, (u32, T))>| v.into_iter().map(|(_, e)| e).collect();
     (strip(kept), strip(rest))
 }
@@ -128,7 +134,9 @@ pub(super) fn softirq_cpus(
         })
         .filter(|(_, d)| d.count > 0)
         .collect();
-    let (listed, rest) = busiest(moved, |d| (d.time_us().unwrap_or(0.0), d.count));
+    let (listed, rest) = busiest(moved, LISTED_CPUS, |d| {
+        (d.time_us().unwrap_or(0.0), d.count)
+    });
     let listed = listed
         .into_iter()
         .map(|(cpu, d)| SoftirqCpu {
@@ -165,7 +173,7 @@ pub(super) fn rates(
         .map(|(cpu, b, n)| (cpu, counter::restarted(b, n)))
         .filter(|&(_, n)| n > 0)
         .collect();
-    let (listed, rest) = busiest(moved, |&n| (n as f64, n));
+    let (listed, rest) = busiest(moved, LISTED_CPUS, |&n| (n as f64, n));
     let listed = listed
         .into_iter()
         .map(|(cpu, n)| CpuRate {
@@ -300,13 +308,16 @@ mod tests {
 
     #[test]
     fn past_sixteen_cpus_the_busiest_rates_are_listed_and_ties_go_to_the_lower_cpu() {
-        // 20 CPUs switched 10 times each, CPU 7 twice as often: CPU 7 and CPUs 0..15 but 7.
+        // 20 CPUs switched 10 times each, CPU 17 twice as often: CPU 17 and, of the tied
+        // others, the 15 lowest (0..15); CPUs 15, 16, 18 and 19 are summed.
         let mut now = vec![10u64; 20];
-        now[7] = 20;
+        now[17] = 20;
         let (listed, rest) = rates(&[], &now, |n| n as f64);
         let cpus: Vec<u32> = listed.iter().map(|c| c.cpu).collect();
-        assert_eq!(cpus, (0..16).collect::<Vec<u32>>());
-        assert_eq!(listed[7].per_s, 20.0);
+        let mut expected: Vec<u32> = (0..15).collect();
+        expected.push(17);
+        assert_eq!(cpus, expected);
+        assert_eq!(listed[15].per_s, 20.0);
         assert_eq!(
             rest,
             Some(RateRest {

@@ -286,7 +286,8 @@ fn window_events_with_per_cpu_figures_match_the_schema() {
 }
 
 /// A window over `cpus` CPUs on each of which NET_RX ran `10 + cpu` times and the CPU switched
-/// `20 + cpu` times.
+/// `20 + cpu` times, with as many IRQ lines, line `n` run `5 + n` times for 2 µs each (a
+/// multiqueue device's line per CPU).
 fn wide_window(cpus: u64) -> Window {
     let t0 = Instant::now();
     let at = |secs: u64, scale: u64| {
@@ -308,6 +309,16 @@ fn wide_window(cpus: u64) -> Window {
             })
             .collect();
         b.context_switches = (0..cpus).map(|cpu| scale * (20 + cpu)).collect();
+        b.irqs = (0..cpus as u32)
+            .map(|irq| {
+                let count = scale * (5 + u64::from(irq));
+                let counters = kpo_common::IrqCounters {
+                    count,
+                    time_ns: count * 2000,
+                };
+                (irq, counters)
+            })
+            .collect();
         s
     };
     let mut b = WindowBuilder::new(at(0, 0));
@@ -358,6 +369,19 @@ fn a_window_of_many_cpus_lists_the_busiest_sixteen_and_matches_the_schema() {
             per_s: 756.0
         })
     );
+    // The IRQ lines too: the 16 with the most runs, in IRQ order, and the others together.
+    let lines: Vec<u32> = w.irqs.iter().map(|i| i.irq).collect();
+    assert_eq!(lines, (24..40).collect::<Vec<u32>>());
+    // Lines 0..23 ran 5..28 times each, 2 µs a run, over the window's 1 s.
+    assert_eq!(
+        w.irqs_rest,
+        Some(super::IrqRest {
+            lines: 24,
+            count: 396,
+            per_s: 396.0,
+            time_us: 792.0
+        })
+    );
     let json = event(&w);
     let errors: Vec<String> = validator
         .iter_errors(&json)
@@ -370,6 +394,7 @@ fn a_window_of_many_cpus_lists_the_busiest_sixteen_and_matches_the_schema() {
     assert_eq!(net_rx_of(&w).unwrap().per_cpu.len(), 16);
     assert_eq!(net_rx_of(&w).unwrap().per_cpu_rest, None);
     assert_eq!(w.sampled_context_switches_per_cpu_rest, None);
+    assert_eq!((w.irqs.len(), &w.irqs_rest), (16, &None));
     assert!(validator.is_valid(&event(&w)));
 
     // The schema refuses a seventeenth entry, a rest of no CPU, and a rest beside a null list.
@@ -379,6 +404,12 @@ fn a_window_of_many_cpus_lists_the_busiest_sixteen_and_matches_the_schema() {
         .unwrap()
         .push(serde_json::json!({"cpu": 99, "count": 1, "time_us": null}));
     assert!(!validator.is_valid(&long));
+    let mut many_lines = json.clone();
+    many_lines["irqs"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"irq": 99, "name": null, "count": 1, "per_s": 1.0, "time_us": 2.0, "mean_ns": 2000.0}));
+    assert!(!validator.is_valid(&many_lines));
     let mut empty_rest = json.clone();
     empty_rest["sampled_context_switches_per_cpu_rest"]["cpus"] = 0.into();
     assert!(!validator.is_valid(&empty_rest));

@@ -272,6 +272,7 @@ pub(crate) mod testing {
             listener_full_lost: Some(0),
             netns: vec![],
             irqs: vec![],
+            irqs_rest: None,
             softirqs: vec![],
             napi: vec![],
             runq_latency: None,

@@ -41,6 +41,7 @@ fn window(listeners: Vec<ListenerWindow>) -> Window {
         listener_full_lost: Some(0),
         netns: vec![],
         irqs: vec![],
+        irqs_rest: None,
         softirqs: vec![],
         napi: vec![],
         runq_latency: None,
