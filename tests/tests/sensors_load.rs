@@ -160,6 +160,38 @@ fn handlers() -> BTreeMap<u32, u64> {
         .collect()
 }
 
+/// What a failed IRQ comparison needs to be explained (it has failed twice in many runs, each
+/// time under load, with the eBPF count above and once below the kernel's): the line in
+/// /proc/interrupts now, and how often each of this process's eBPF programs was skipped because
+/// it was already running on its CPU (`recursion_misses`, in the programs' fdinfo).
+fn irq_diagnostics(irq: u32) -> String {
+    let line = std::fs::read_to_string("/proc/interrupts")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{irq}:")))
+        .unwrap_or("(gone)")
+        .to_string();
+    let mut misses = Vec::new();
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fdinfo") {
+        for fd in fds.flatten() {
+            let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+            };
+            if let (Some(tag), Some(missed)) = (field("prog_tag:"), field("recursion_misses:")) {
+                misses.push(format!("{tag}: {missed}"));
+            }
+        }
+    }
+    format!(
+        "/proc/interrupts now: {}; eBPF programs' recursion_misses: [{}]",
+        line.split_whitespace().collect::<Vec<_>>().join(" "),
+        misses.join(", ")
+    )
+}
+
 fn within(what: &str, got: u64, expected: u64, rel: f64, abs: u64) {
     let diff = got.abs_diff(expected);
     assert!(
@@ -314,9 +346,14 @@ pub fn irq_softirq_sched_agree_with_proc() {
         };
         let (inner, outer) = (runs(&irq0, &irq1), runs(&irq_outer0, &irq_outer1));
         // Within tolerance of the inner interval, or between it and the outer one.
-        if !(inner..=outer).contains(&irq.count) {
-            within(&format!("irq {}", irq.irq), irq.count, inner, 0.05, 3);
-        }
+        let diff = irq.count.abs_diff(inner);
+        assert!(
+            (inner..=outer).contains(&irq.count) || diff <= 3 || diff as f64 <= 0.05 * inner as f64,
+            "irq {}: eBPF {} vs kernel {inner} over the inner interval, {outer} over the outer (tolerance 5% or 3); {}",
+            irq.irq,
+            irq.count,
+            irq_diagnostics(irq.irq)
+        );
         compared += irq.count;
     }
     assert!(
