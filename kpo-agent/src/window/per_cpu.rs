@@ -91,7 +91,8 @@ impl SoftirqDelta {
 type Numbered<T> = Vec<(u32, T)>;
 
 /// Splits `moved` into the `listed` with the largest `load`, still in order of number, and the
-/// rest (empty when none is left out). Ties go to the lower number.
+/// rest (empty when none is left out). Ties go to the lower number. The window's IRQ lines are
+/// capped with it too (`LISTED_IRQS`).
 pub(super) fn busiest<T>(
     moved: Numbered<T>,
     listed: usize,
