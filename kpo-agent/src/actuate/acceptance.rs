@@ -16,7 +16,9 @@
 use std::fmt;
 use std::path::Path;
 
-use super::coalesce::{AdaptiveMode, CoalesceActuator, CoalesceAttrBackend, CoalesceParam};
+use super::coalesce::{
+    AdaptiveMode, CoalesceActuator, CoalesceAttrBackend, CoalesceAttrs, CoalesceParam,
+};
 use super::cpufreq::{self, CpufreqActuator};
 use super::param::{ParamAddress, Target, Value};
 use super::{ActuateError, Actuator, Roots};
@@ -112,6 +114,14 @@ fn fail(param: &impl fmt::Display, what: impl Into<String>) -> AcceptanceError {
     }
 }
 
+/// What became of a value written through [`Restorer::write_checked`].
+enum Written {
+    /// The driver shows what the actuator reported: the value, or its rounding of it.
+    Kept(Value),
+    /// The driver (or the actuator, for it) refused the value and shows the original still.
+    Refused(ActuateError),
+}
+
 /// Puts a parameter's original value back when dropped before [`Restorer::restore`]: a step
 /// that fails, or panics, leaves the hardware as it was found.
 struct Restorer<'a> {
@@ -142,6 +152,45 @@ impl<'a> Restorer<'a> {
         self.actuator
             .read()
             .map_err(|e| fail(&self.address(), format!("reading it {when}: {e}")))
+    }
+
+    /// Writes `value` as the change path does (validate, then apply) and checks that the driver
+    /// then shows what the actuator reported: the value, or the driver's rounding of it (the
+    /// actuator's `Mismatch`). A refused value must leave the original in place.
+    fn write_checked(&mut self, value: &Value) -> Result<Written, AcceptanceError> {
+        let address = self.address();
+        let applied = self
+            .actuator
+            .validate(value)
+            .and_then(|()| self.actuator.apply(value));
+        let reported = match applied {
+            Ok(back) => back,
+            Err(ActuateError::Mismatch { read, .. }) => Value::parse(&read),
+            Err(e) if refused_value(&e) => {
+                let now = self.read_now("after the driver refused a value")?;
+                if now != self.original {
+                    return Err(fail(
+                        &address,
+                        format!(
+                            "the driver refused {value} ({e}) but shows {now}, not {}",
+                            self.original
+                        ),
+                    ));
+                }
+                return Ok(Written::Refused(e));
+            }
+            Err(e) => return Err(fail(&address, format!("writing {value}: {e}"))),
+        };
+        let now = self.read_now(&format!("after writing {value}"))?;
+        if now != reported {
+            return Err(fail(
+                &address,
+                format!(
+                    "wrote {value}: the actuator reported {reported} but the driver shows {now}"
+                ),
+            ));
+        }
+        Ok(Written::Kept(reported))
     }
 
     /// Puts the original back through the actuator's revert and checks that the driver shows
@@ -226,45 +275,16 @@ pub fn accept_value(
     let mut passed_over = Vec::new();
     let mut taken = None;
     for wrote in candidates {
-        // As the change path does: validate, then apply.
-        let applied = guard
-            .actuator
-            .validate(&wrote)
-            .and_then(|()| guard.actuator.apply(&wrote));
-        let (kept, reported) = match applied {
-            Ok(back) => (back.clone(), back),
-            Err(ActuateError::Mismatch { read, .. }) => {
-                let reported = Value::parse(&read);
-                (reported.clone(), reported)
+        match guard.write_checked(&wrote)? {
+            Written::Refused(e) => passed_over.push(format!("{wrote}: {e}")),
+            Written::Kept(kept) if kept == original => {
+                passed_over.push(format!("{wrote}: the driver kept {original}"));
             }
-            Err(e) if refused_value(&e) => {
-                let now = guard.read_now("after the driver refused a value")?;
-                if now != original {
-                    return Err(fail(
-                        &address,
-                        format!("the driver refused {wrote} ({e}) but shows {now}, not {original}"),
-                    ));
-                }
-                passed_over.push(format!("{wrote}: {e}"));
-                continue;
+            Written::Kept(kept) => {
+                taken = Some((wrote, kept));
+                break;
             }
-            Err(e) => return Err(fail(&address, format!("writing {wrote}: {e}"))),
-        };
-        let now = guard.read_now("after writing a neighbouring value")?;
-        if now != reported {
-            return Err(fail(
-                &address,
-                format!(
-                    "wrote {wrote}: the actuator reported {reported} but the driver shows {now}"
-                ),
-            ));
         }
-        if kept == original {
-            passed_over.push(format!("{wrote}: the driver kept {original}"));
-            continue;
-        }
-        taken = Some((wrote, kept));
-        break;
     }
     let Some((wrote, kept)) = taken else {
         return Err(fail(
@@ -311,38 +331,99 @@ pub fn coalesce_neighbours(original: &Value) -> Result<Vec<Value>, String> {
         .collect())
 }
 
+/// Opens a coalescing backend; the real one is `EthtoolCoalesce::open`.
+pub type OpenBackend<'a> =
+    &'a mut dyn FnMut() -> Result<Box<dyn CoalesceAttrBackend>, ActuateError>;
+
+/// The NIC under acceptance, each read and write over a backend of its own, as each actuator
+/// has one.
+struct Nic<'a> {
+    iface: &'a str,
+    backend: OpenBackend<'a>,
+}
+
+impl Nic<'_> {
+    /// `ethtool:IFACE`, as the NIC-wide failures name it.
+    fn name(&self) -> String {
+        format!("ethtool:{}", self.iface)
+    }
+
+    fn address(&self, param: CoalesceParam) -> ParamAddress {
+        ParamAddress {
+            name: param.name().into(),
+            target: Target::Nic {
+                iface: self.iface.into(),
+            },
+        }
+    }
+
+    fn open(&mut self, at: &ParamAddress) -> Result<CoalesceActuator, ActuateError> {
+        CoalesceActuator::with_backend(at, (self.backend)()?, AdaptiveMode::Respect)
+    }
+
+    fn read(&mut self) -> Result<CoalesceAttrs, ActuateError> {
+        (self.backend)()?.get_attrs(self.iface)
+    }
+
+    /// All six values, `when` naming the step for a read that fails.
+    fn attrs(&mut self, when: &str) -> Result<CoalesceAttrs, AcceptanceError> {
+        self.read().map_err(|e| {
+            fail(
+                &self.name(),
+                format!("reading the NIC's coalescing {when}: {e}"),
+            )
+        })
+    }
+}
+
+fn shown(v: Option<Value>) -> String {
+    v.map_or_else(|| "n/a".to_string(), |v| v.to_string())
+}
+
+/// The parameters whose values differ between `was` and `is`.
+fn moved(was: &CoalesceAttrs, is: &CoalesceAttrs) -> Vec<CoalesceParam> {
+    CoalesceParam::ALL
+        .into_iter()
+        .filter(|p| p.get(was) != p.get(is))
+        .collect()
+}
+
+/// `tx-usecs 50, not 30` for each of `params`.
+fn moved_text(params: &[CoalesceParam], was: &CoalesceAttrs, is: &CoalesceAttrs) -> String {
+    params
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}, not {}",
+                p.name(),
+                shown(p.get(is)),
+                shown(p.get(was))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Accepts the coalescing counts of NIC `iface` that its driver reports (`COALESCE_COUNTS`)
-/// through [`CoalesceActuator`], each over a backend `backend` opens (the real one is
-/// `EthtoolCoalesce::open`). Adaptive moderation that is on and governs one of them is turned
-/// off first through its own actuator, as the change path does, and put back on last.
+/// through [`CoalesceActuator`], each over a backend `backend` opens. Adaptive moderation that
+/// is on and governs one of them is turned off first through its own actuator, as the change
+/// path does, and put back on last.
 pub fn accept_coalescing(
     iface: &str,
-    backend: &mut dyn FnMut() -> Result<Box<dyn CoalesceAttrBackend>, ActuateError>,
+    backend: OpenBackend<'_>,
 ) -> Result<Acceptance, AcceptanceError> {
-    let address = |name: &str| ParamAddress {
-        name: name.into(),
-        target: Target::Nic {
-            iface: iface.into(),
-        },
-    };
-    let open = |backend: &mut dyn FnMut() -> Result<Box<dyn CoalesceAttrBackend>, ActuateError>,
-                at: &ParamAddress| {
-        CoalesceActuator::with_backend(at, backend()?, AdaptiveMode::Respect)
-    };
-    let nic = format!("ethtool:{iface}");
-    backend()
-        .and_then(|mut b| b.get_attrs(iface))
-        .map_err(|e| {
-            fail(
-                &nic,
-                format!("reading the NIC's coalescing: {e}; it cannot be accepted"),
-            )
-        })?;
+    let mut nic = Nic { iface, backend };
+    nic.read().map_err(|e| {
+        fail(
+            &nic.name(),
+            format!("reading the NIC's coalescing: {e}; it cannot be accepted"),
+        )
+    })?;
     let mut values = Vec::new();
     let mut not_offered = Vec::new();
     for param in COALESCE_COUNTS {
-        let at = address(param.name());
-        match open(backend, &at) {
+        let at = nic.address(param);
+        match nic.open(&at) {
             Ok(a) => values.push(a),
             Err(e @ ActuateError::Unsupported { .. }) => not_offered.push((at, e.to_string())),
             Err(e) => return Err(fail(&at, format!("opening its actuator: {e}"))),
@@ -350,7 +431,7 @@ pub fn accept_coalescing(
     }
     if values.is_empty() {
         return Err(fail(
-            &nic,
+            &nic.name(),
             format!(
                 "the driver offers none of {}: the optimizer has nothing to move here",
                 COALESCE_COUNTS.map(CoalesceParam::name).join(", ")
@@ -364,7 +445,8 @@ pub fn accept_coalescing(
             .map_err(|e| fail(value.address(), format!("reading its adaptive mode: {e}")))?;
         if let Some((switch, off)) = way {
             if switches.iter().all(|(s, _)| *s.address() != switch) {
-                let a = open(backend, &switch)
+                let a = nic
+                    .open(&switch)
                     .map_err(|e| fail(&switch, format!("opening its actuator: {e}")))?;
                 switches.push((a, off));
             }
@@ -374,51 +456,35 @@ pub fn accept_coalescing(
     for (switch, off) in &mut switches {
         let mut guard = Restorer::read(switch)?;
         let at = guard.address();
-        let back = guard
-            .actuator
-            .validate(off)
-            .and_then(|()| guard.actuator.apply(off))
-            .map_err(|e| fail(&at, format!("turning it off: {e}")))?;
-        let now = guard.read_now("after turning it off")?;
-        if back != *off || now != *off {
-            return Err(fail(
-                &at,
-                format!("turning it off: the actuator reported {back}, the driver shows {now}"),
-            ));
+        match guard.write_checked(off)? {
+            Written::Kept(kept) if kept == *off => {}
+            Written::Kept(kept) => {
+                return Err(fail(
+                    &at,
+                    format!("turning it off: the driver keeps {kept}"),
+                ))
+            }
+            Written::Refused(e) => return Err(fail(&at, format!("turning it off: {e}"))),
         }
         turned_off.push((guard, off.clone()));
     }
     // With adaptive moderation off nothing moves the NIC's values but these writes, so the NIC
     // as a whole must come back: a driver that couples two of them (one write moving another)
     // would otherwise pass each parameter's own check.
-    let read_nic =
-        |backend: &mut dyn FnMut() -> Result<Box<dyn CoalesceAttrBackend>, ActuateError>,
-         when: &str| {
-            backend()
-                .and_then(|mut b| b.get_attrs(iface))
-                .map_err(|e| fail(&nic, format!("reading the NIC's coalescing {when}: {e}")))
-        };
-    let before = read_nic(backend, "before the changes")?;
+    let before = nic.attrs("before the changes")?;
     let mut checked = Vec::new();
     for value in &mut values {
         checked.push(accept_value(value, &coalesce_neighbours)?);
     }
-    let after = read_nic(backend, "after putting every value back")?;
-    let moved: Vec<String> = CoalesceParam::ALL
-        .into_iter()
-        .filter_map(|p| {
-            let (was, is) = (p.get(&before), p.get(&after));
-            let show = |v: Option<Value>| v.map_or_else(|| "n/a".to_string(), |v| v.to_string());
-            (was != is).then(|| format!("{} {}, not {}", p.name(), show(is), show(was)))
-        })
-        .collect();
-    if !moved.is_empty() {
+    let after = nic.attrs("after putting every value back")?;
+    let moved_now = moved(&before, &after);
+    if !moved_now.is_empty() {
         return Err(fail(
-            &nic,
+            &nic.name(),
             format!(
                 "after every value was put back the NIC shows {}: a write of one moved another \
                  (put it back by hand)",
-                moved.join(", ")
+                moved_text(&moved_now, &before, &after)
             ),
         ));
     }
