@@ -374,6 +374,10 @@ impl Nic<'_> {
             )
         })
     }
+
+    fn set(&mut self, change: &CoalesceAttrs) -> Result<(), ActuateError> {
+        (self.backend)()?.set_attrs(self.iface, change)
+    }
 }
 
 fn shown(v: Option<Value>) -> String {
@@ -479,14 +483,7 @@ pub fn accept_coalescing(
     let after = nic.attrs("after putting every value back")?;
     let moved_now = moved(&before, &after);
     if !moved_now.is_empty() {
-        return Err(fail(
-            &nic.name(),
-            format!(
-                "after every value was put back the NIC shows {}: a write of one moved another \
-                 (put it back by hand)",
-                moved_text(&moved_now, &before, &after)
-            ),
-        ));
+        return Err(put_back_moved(&mut nic, &before, &after, &moved_now));
     }
     // The values are back; adaptive moderation goes back on over them.
     for (guard, off) in turned_off {
@@ -505,6 +502,47 @@ pub fn accept_coalescing(
         checked,
         not_offered,
     })
+}
+
+/// A write of one value moved another, which no value's own guard puts back: writes the
+/// `moved` values of `before` back in one change, and says whether the NIC then shows `before`.
+/// The run fails either way (the driver couples values the optimizer moves one at a time); the
+/// adaptive switches' guards turn moderation back on after this.
+fn put_back_moved(
+    nic: &mut Nic<'_>,
+    before: &CoalesceAttrs,
+    after: &CoalesceAttrs,
+    moved_now: &[CoalesceParam],
+) -> AcceptanceError {
+    let found = format!(
+        "after every value was put back the NIC shows {}: a write of one moved another",
+        moved_text(moved_now, before, after)
+    );
+    let mut change = CoalesceAttrs::default();
+    for p in moved_now {
+        if let Some(v) = p.get(before) {
+            p.put(&mut change, &v);
+        }
+    }
+    let outcome = nic
+        .set(&change)
+        .map_err(|e| format!("writing them back failed: {e}; put them back by hand"))
+        .and_then(|()| {
+            nic.read().map_err(|e| {
+                format!("reading the NIC after writing them back failed: {e}; check it by hand")
+            })
+        })
+        .map(|again| match moved(before, &again) {
+            still if still.is_empty() => "written back, the NIC shows them as before".to_string(),
+            still => format!(
+                "written back, the NIC still shows {}: put them back by hand",
+                moved_text(&still, before, &again)
+            ),
+        });
+    fail(
+        &nic.name(),
+        format!("{found}; {}", outcome.unwrap_or_else(|e| e)),
+    )
 }
 
 /// How far a limit moves on a driver without a frequency table (intel_pstate, amd-pstate):
@@ -935,42 +973,68 @@ mod tests {
     }
 
     /// A driver whose rx-usecs write moves tx-usecs with it (as some pair a queue's two
-    /// delays): each value's own put-back passes, the NIC as a whole does not come back.
-    struct Coupled(FakeCoalesce);
+    /// delays), and, `both_ways`, whose tx-usecs write moves rx-usecs too: each value's own
+    /// put-back passes, the NIC as a whole does not come back.
+    struct Coupled {
+        inner: FakeCoalesce,
+        both_ways: bool,
+    }
 
     impl CoalesceAttrBackend for Coupled {
         fn get_attrs(&mut self, iface: &str) -> Result<CoalesceAttrs, ActuateError> {
-            self.0.get_attrs(iface)
+            self.inner.get_attrs(iface)
         }
         fn set_attrs(&mut self, iface: &str, change: &CoalesceAttrs) -> Result<(), ActuateError> {
             let mut change = *change;
             if change.rx_usecs.is_some() {
                 change.tx_usecs = change.rx_usecs;
+            } else if self.both_ways && change.tx_usecs.is_some() {
+                change.rx_usecs = change.tx_usecs;
             }
-            self.0.set_attrs(iface, &change)
+            self.inner.set_attrs(iface, &change)
         }
         fn ifindex(&mut self, iface: &str) -> Result<Option<u32>, ActuateError> {
-            self.0.ifindex(iface)
+            self.inner.ifindex(iface)
         }
         fn ifname(&mut self, ifindex: u32) -> Result<Option<String>, ActuateError> {
-            self.0.ifname(ifindex)
+            self.inner.ifname(ifindex)
         }
         fn netns_cookie(&mut self) -> Option<u64> {
-            self.0.netns_cookie()
+            self.inner.netns_cookie()
         }
     }
 
+    fn over_coupled(fake: &FakeCoalesce, both_ways: bool) -> AcceptanceError {
+        accept_coalescing("eth0", &mut || {
+            Ok(Box::new(Coupled {
+                inner: fake.clone(),
+                both_ways,
+            }))
+        })
+        .unwrap_err()
+    }
+
+    /// The value a coupled write moved is written back (then adaptive moderation goes back on),
+    /// and the run still fails; what does not come back is left to the operator, by name.
     #[test]
-    fn a_write_that_moves_another_value_fails_the_acceptance() {
+    fn a_write_that_moves_another_value_fails_the_acceptance_and_is_written_back() {
         let fake = FakeCoalesce::new();
-        fake.add_nic_attrs("eth0", attrs(50, Some(30), false));
-        let err =
-            accept_coalescing("eth0", &mut || Ok(Box::new(Coupled(fake.clone())))).unwrap_err();
+        fake.add_nic_attrs("eth0", attrs(50, Some(30), true));
         assert_eq!(
-            err.to_string(),
+            over_coupled(&fake, false).to_string(),
             "ethtool:eth0: after every value was put back the NIC shows tx-usecs 50, not 30: a \
-             write of one moved another (put it back by hand)"
+             write of one moved another; written back, the NIC shows them as before"
         );
+        assert_eq!(fake.attrs("eth0"), Some(attrs(50, Some(30), true)));
+
+        fake.add_nic_attrs("eth0", attrs(50, Some(30), false));
+        assert_eq!(
+            over_coupled(&fake, true).to_string(),
+            "ethtool:eth0: after every value was put back the NIC shows tx-usecs 50, not 30: a \
+             write of one moved another; written back, the NIC still shows rx-usecs 30, not 50: \
+             put them back by hand"
+        );
+        assert_eq!(fake.attrs("eth0"), Some(attrs(30, Some(30), false)));
     }
 
     /// A panic mid-way still puts back the value moved and then turns adaptive moderation on.
