@@ -70,7 +70,7 @@ pub fn coalescing_on_a_real_nic() {
     let mut backend = || -> Result<Box<dyn CoalesceAttrBackend>, ActuateError> {
         Ok(Box::new(EthtoolCoalesce::open()?))
     };
-    match accept_coalescing(&nic, &mut backend) {
+    match accept_coalescing(&nic, &mut backend, &mut |line| println!("{line}")) {
         Ok(report) => println!("driver {driver}: {report}"),
         Err(e) => panic!(
             "hardware acceptance of NIC {nic} (driver {driver}) failed: {e}\ndo not give the \
@@ -113,7 +113,7 @@ pub fn cpufreq_on_a_real_policy() {
     may_run(CPUFREQ_VAR, &value);
     let roots = Roots::default();
     let policy = policy_named(&value, &roots.sys);
-    match accept_cpufreq(&roots, &policy) {
+    match accept_cpufreq(&roots, &policy, &mut |line| println!("{line}")) {
         Ok(report) => println!("{report}"),
         Err(e) => panic!(
             "hardware acceptance of cpufreq {policy} failed: {e}\ndo not give the optimizer \

@@ -8,7 +8,8 @@
 //! optimizer may be given, the routines here read the value, write a neighbouring value, check
 //! that what the actuator reports is what the driver then shows (the value written, or the
 //! driver's rounding, reported as such), put the original back and check that the driver shows
-//! exactly it. A guard puts the original back when a step fails or panics.
+//! exactly it. A guard puts the original back when a step fails or panics; a run that is killed
+//! runs no guard, so each routine first says what it found, for the operator to put back.
 //!
 //! The same routines run in the unit tests over `FakeCoalesce` and temporary cpufreq trees, and,
 //! opted in by an operator, on real hardware (the root test `hardware_acceptance::*`).
@@ -84,6 +85,8 @@ pub struct Acceptance {
     pub checked: Vec<Checked>,
     /// Parameters the driver does not offer, with why: nothing was written to them.
     pub not_offered: Vec<(ParamAddress, String)>,
+    /// What the operator should look at although the run passed.
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Display for Acceptance {
@@ -94,6 +97,9 @@ impl fmt::Display for Acceptance {
         }
         for (address, why) in &self.not_offered {
             writeln!(f, "- {address}: not offered ({why})")?;
+        }
+        for warning in &self.warnings {
+            writeln!(f, "warning: {warning}")?;
         }
         Ok(())
     }
@@ -113,6 +119,10 @@ fn fail(param: &impl fmt::Display, what: impl Into<String>) -> AcceptanceError {
         what: what.into(),
     }
 }
+
+/// Where a run tells the operator, before its first write, what it found (the root test
+/// prints it): a run killed half-way runs no guard, and leaves these to be put back by hand.
+pub type Say<'a> = &'a mut dyn FnMut(String);
 
 /// What became of a value written through [`Restorer::write_checked`].
 enum Written {
@@ -408,16 +418,32 @@ fn moved_text(params: &[CoalesceParam], was: &CoalesceAttrs, is: &CoalesceAttrs)
         .join(", ")
 }
 
+/// The line a coalescing run says before its first write.
+fn coalescing_found(iface: &str, found: &CoalesceAttrs) -> String {
+    let values = CoalesceParam::ALL
+        .map(|p| format!("{} {}", p.name(), shown(p.get(found))))
+        .join(", ");
+    let command: String = CoalesceParam::ALL
+        .into_iter()
+        .filter_map(|p| Some(format!(" {} {}", p.name(), p.get(found)?)))
+        .collect();
+    format!(
+        "ethtool:{iface} before any change: {values}; if this run is killed, put them back with \
+         `ethtool -C {iface}{command}`"
+    )
+}
+
 /// Accepts the coalescing counts of NIC `iface` that its driver reports (`COALESCE_COUNTS`)
 /// through [`CoalesceActuator`], each over a backend `backend` opens. Adaptive moderation that
 /// is on and governs one of them is turned off first through its own actuator, as the change
-/// path does, and put back on last.
+/// path does, and put back on last. Before the first write, `say` gets the NIC's six values.
 pub fn accept_coalescing(
     iface: &str,
     backend: OpenBackend<'_>,
+    say: Say<'_>,
 ) -> Result<Acceptance, AcceptanceError> {
     let mut nic = Nic { iface, backend };
-    nic.read().map_err(|e| {
+    let found = nic.read().map_err(|e| {
         fail(
             &nic.name(),
             format!("reading the NIC's coalescing: {e}; it cannot be accepted"),
@@ -456,6 +482,7 @@ pub fn accept_coalescing(
             }
         }
     }
+    say(coalescing_found(iface, &found));
     let mut turned_off = Vec::new();
     for (switch, off) in &mut switches {
         let mut guard = Restorer::read(switch)?;
@@ -501,6 +528,7 @@ pub fn accept_coalescing(
         target: format!("NIC {iface}"),
         checked,
         not_offered,
+        warnings: Vec::new(),
     })
 }
 
@@ -587,30 +615,86 @@ pub fn cpufreq_neighbours(
         .collect()
 }
 
+/// The files of a policy a run compares before and after, in the order they are written back.
+const POLICY_FILES: [&str; 3] = ["scaling_min_freq", "scaling_max_freq", "scaling_governor"];
+
+/// `POLICY_FILES`' contents, trimmed.
+fn policy_state(dir: &Path, name: &str) -> Result<Vec<String>, AcceptanceError> {
+    POLICY_FILES
+        .iter()
+        .map(|file| {
+            let path = dir.join(file);
+            super::read_attr(&path)
+                .map(|text| text.trim().to_string())
+                .map_err(|e| fail(&name, format!("reading {}: {e}", path.display())))
+        })
+        .collect()
+}
+
 /// Accepts the two frequency limits of cpufreq policy `policy` under `roots.sys` through
 /// [`CpufreqActuator`], the max first: each moves to a neighbouring frequency
-/// ([`cpufreq_neighbours`]) and back, the other limit staying where it is.
-pub fn accept_cpufreq(roots: &Roots, policy: &str) -> Result<Acceptance, AcceptanceError> {
-    let address = |name: &str| ParamAddress {
-        name: name.into(),
-        target: Target::Cpufreq {
-            policy: policy.into(),
-        },
-    };
+/// ([`cpufreq_neighbours`]) and back, the other limit staying where it is. Before the first
+/// write, `say` gets both limits and the governor; after the last, the policy must show them.
+pub fn accept_cpufreq(
+    roots: &Roots,
+    policy: &str,
+    say: Say<'_>,
+) -> Result<Acceptance, AcceptanceError> {
+    accept_policy(roots, policy, say, &mut |at| {
+        Ok(Box::new(CpufreqActuator::open(at, roots)?))
+    })
+}
+
+/// Opens a limit's actuator; the real one is `CpufreqActuator::open`.
+type OpenLimit<'a> = &'a mut dyn FnMut(&ParamAddress) -> Result<Box<dyn Actuator>, ActuateError>;
+
+/// [`accept_cpufreq`] with each limit's actuator from `open`.
+fn accept_policy(
+    roots: &Roots,
+    policy: &str,
+    say: Say<'_>,
+    open: OpenLimit<'_>,
+) -> Result<Acceptance, AcceptanceError> {
     let dir = cpufreq::policy_dir(&roots.sys, policy);
-    let mut checked = Vec::new();
+    let name = format!("cpufreq:{policy}");
+    let mut limits = Vec::new();
     for attr in ["scaling_max_freq", "scaling_min_freq"] {
-        let at = address(attr);
-        let mut limit = CpufreqActuator::open(&at, roots)
-            .map_err(|e| fail(&at, format!("opening its actuator: {e}")))?;
-        let khz = |file: &str| read_khz(&dir.join(file)).map_err(|e| fail(&at, e));
-        let hardware = (khz("cpuinfo_min_freq")?, khz("cpuinfo_max_freq")?);
+        let at = ParamAddress {
+            name: attr.into(),
+            target: Target::Cpufreq {
+                policy: policy.into(),
+            },
+        };
+        let limit = open(&at).map_err(|e| fail(&at, format!("opening its actuator: {e}")))?;
+        limits.push((attr, limit));
+    }
+    let khz = |file: &str| read_khz(&dir.join(file)).map_err(|e| fail(&name, e));
+    let hardware = (khz("cpuinfo_min_freq")?, khz("cpuinfo_max_freq")?);
+    let found = policy_state(&dir, &name)?;
+    let back_with = POLICY_FILES
+        .iter()
+        .zip(&found)
+        .map(|(file, v)| format!("echo {v} > {}", dir.join(file).display()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    say(format!(
+        "{name} before any change: {}; if this run is killed, put them back with `{back_with}`",
+        POLICY_FILES
+            .iter()
+            .zip(&found)
+            .map(|(file, v)| format!("{file} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let mut checked = Vec::new();
+    for (attr, limit) in &mut limits {
+        let attr = *attr;
         let other = khz(if attr == "scaling_max_freq" {
             "scaling_min_freq"
         } else {
             "scaling_max_freq"
         })?;
-        let table = cpufreq::frequency_table(&dir).map_err(|e| fail(&at, e))?;
+        let table = cpufreq::frequency_table(&dir).map_err(|e| fail(&name, e))?;
         let neighbours = |original: &Value| match *original {
             Value::Int(f) => {
                 let n = cpufreq_neighbours(attr, f, other, hardware, table.as_deref());
@@ -632,7 +716,38 @@ pub fn accept_cpufreq(roots: &Roots, policy: &str) -> Result<Acceptance, Accepta
             }
             _ => Err(format!("{original} is not a frequency in kHz")),
         };
-        checked.push(accept_value(&mut limit, &neighbours)?);
+        checked.push(accept_value(limit.as_mut(), &neighbours)?);
+    }
+    // Each limit's own check takes its original after the other's round trip: a write of one
+    // that moved the other (a driver's or the kernel's clamp) shows only here.
+    let now = policy_state(&dir, &name)?;
+    let changed: Vec<String> = POLICY_FILES
+        .iter()
+        .zip(found.iter().zip(&now))
+        .filter(|(_, (was, is))| was != is)
+        .map(|(file, (was, is))| format!("{file} {is}, not {was}"))
+        .collect();
+    if !changed.is_empty() {
+        return Err(fail(
+            &name,
+            format!(
+                "after both limits were put back the policy shows {}: a write of one moved \
+                 another; put them back by hand with `{back_with}`",
+                changed.join(", ")
+            ),
+        ));
+    }
+    let mut warnings = Vec::new();
+    let max = khz("scaling_max_freq")?;
+    if max < hardware.1 {
+        warnings.push(format!(
+            "scaling_max_freq is {max} kHz, below cpuinfo_max_freq ({} kHz): if a frequency cap \
+             (thermal, the firmware's _PPC) holds it there rather than a limit someone wrote, \
+             this run wrote the capped value back as the request, which stays once the cap \
+             lifts; write the limit you mean to scaling_max_freq (docs/actuators.md, \"Known \
+             limit: frequency caps\")",
+            hardware.1
+        ));
     }
     let driver = super::read_attr(&dir.join("scaling_driver"))
         .map(|d| d.trim().to_string())
@@ -641,6 +756,7 @@ pub fn accept_cpufreq(roots: &Roots, policy: &str) -> Result<Acceptance, Accepta
         target: format!("cpufreq {policy} (driver {driver})"),
         checked,
         not_offered: Vec::new(),
+        warnings,
     })
 }
 
@@ -676,7 +792,7 @@ mod tests {
 
     fn over(fake: &FakeCoalesce) -> Result<Acceptance, AcceptanceError> {
         let fake = fake.clone();
-        accept_coalescing("eth0", &mut || Ok(Box::new(fake.clone())))
+        accept_coalescing("eth0", &mut || Ok(Box::new(fake.clone())), &mut |_| {})
     }
 
     fn attrs(rx: u32, tx: Option<u32>, adaptive_rx: bool) -> CoalesceAttrs {
@@ -710,6 +826,7 @@ mod tests {
                      driver does not report rx-frames)"
                         .into()
                 )],
+                warnings: Vec::new(),
             }
         );
         assert_eq!(fake.attrs("eth0"), Some(attrs(50, Some(30), false)));
@@ -730,7 +847,23 @@ mod tests {
     fn adaptive_moderation_is_off_while_the_values_move_and_back_on_after_them() {
         let fake = FakeCoalesce::new();
         fake.add_nic_attrs("eth0", attrs(50, None, true));
-        let report = over(&fake).unwrap();
+        let mut said = Vec::new();
+        let report = accept_coalescing("eth0", &mut || Ok(Box::new(fake.clone())), &mut |line| {
+            said.push((line, fake.history().len()))
+        })
+        .unwrap();
+        // Said before the first write, for an operator whose run is killed half-way.
+        assert_eq!(
+            said,
+            [(
+                "ethtool:eth0 before any change: rx-usecs 50, rx-frames n/a, tx-usecs n/a, \
+                 tx-frames 1, adaptive-rx on, adaptive-tx off; if this run is killed, put them \
+                 back with `ethtool -C eth0 rx-usecs 50 tx-frames 1 adaptive-rx on adaptive-tx \
+                 off`"
+                    .to_string(),
+                0
+            )]
+        );
         let switch = Checked {
             address: nic_address("adaptive-rx"),
             original: Value::Word("on".into()),
@@ -935,14 +1068,18 @@ mod tests {
         max: u32,
         drifts_from: Option<u32>,
     ) -> Result<Acceptance, AcceptanceError> {
-        accept_coalescing("eth0", &mut || {
-            Ok(Box::new(Picky {
-                inner: fake.clone(),
-                max,
-                drifts_from,
-                reads_since_write: 0,
-            }))
-        })
+        accept_coalescing(
+            "eth0",
+            &mut || {
+                Ok(Box::new(Picky {
+                    inner: fake.clone(),
+                    max,
+                    drifts_from,
+                    reads_since_write: 0,
+                }))
+            },
+            &mut |_| {},
+        )
     }
 
     /// A neighbour the driver refuses is passed over, naming the refusal, and the next one is
@@ -1005,12 +1142,16 @@ mod tests {
     }
 
     fn over_coupled(fake: &FakeCoalesce, both_ways: bool) -> AcceptanceError {
-        accept_coalescing("eth0", &mut || {
-            Ok(Box::new(Coupled {
-                inner: fake.clone(),
-                both_ways,
-            }))
-        })
+        accept_coalescing(
+            "eth0",
+            &mut || {
+                Ok(Box::new(Coupled {
+                    inner: fake.clone(),
+                    both_ways,
+                }))
+            },
+            &mut |_| {},
+        )
         .unwrap_err()
     }
 
@@ -1044,13 +1185,17 @@ mod tests {
         fake.add_nic_attrs("eth0", attrs(50, None, true));
         let fired = Arc::new(AtomicBool::new(false));
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            accept_coalescing("eth0", &mut || {
-                Ok(Box::new(PanicsOnce {
-                    inner: fake.clone(),
-                    fired: fired.clone(),
-                    armed: false,
-                }))
-            })
+            accept_coalescing(
+                "eth0",
+                &mut || {
+                    Ok(Box::new(PanicsOnce {
+                        inner: fake.clone(),
+                        fired: fired.clone(),
+                        armed: false,
+                    }))
+                },
+                &mut |_| {},
+            )
         }));
         assert!(run.is_err(), "the step panicked");
         assert!(fired.load(Ordering::SeqCst));
@@ -1076,6 +1221,7 @@ mod tests {
             ("scaling_min_freq", min.to_string()),
             ("scaling_max_freq", max.to_string()),
             ("scaling_driver", driver.to_string()),
+            ("scaling_governor", "schedutil".to_string()),
         ] {
             std::fs::write(p.join(file), format!("{text}\n")).unwrap();
         }
@@ -1096,7 +1242,28 @@ mod tests {
         let table = "3000000 2400000 1800000 1200000 800000 \n";
         let p = policy(tmp.path(), 800_000, 3_000_000, "acpi-cpufreq", Some(table));
         let before = limits(&p);
-        let report = accept_cpufreq(&roots(tmp.path()), "policy0").unwrap();
+        let mut said = Vec::new();
+        let report = accept_cpufreq(&roots(tmp.path()), "policy0", &mut |line| {
+            said.push((line, limits(&p)))
+        })
+        .unwrap();
+        // Said before the first write, for an operator whose run is killed half-way.
+        let file = |f: &str| p.join(f).display().to_string();
+        assert_eq!(
+            said,
+            [(
+                format!(
+                    "cpufreq:policy0 before any change: scaling_min_freq 800000, \
+                     scaling_max_freq 3000000, scaling_governor schedutil; if this run is \
+                     killed, put them back with `echo 800000 > {}; echo 3000000 > {}; echo \
+                     schedutil > {}`",
+                    file("scaling_min_freq"),
+                    file("scaling_max_freq"),
+                    file("scaling_governor")
+                ),
+                before.clone()
+            )]
+        );
         assert_eq!(
             report,
             Acceptance {
@@ -1116,6 +1283,7 @@ mod tests {
                     ),
                 ],
                 not_offered: Vec::new(),
+                warnings: Vec::new(),
             }
         );
         assert_eq!(limits(&p), before);
@@ -1128,7 +1296,7 @@ mod tests {
     fn cpufreq_limits_without_a_table_move_by_100_mhz_within_the_other_limit() {
         let tmp = tempfile::tempdir().unwrap();
         let p = policy(tmp.path(), 2_000_000, 2_000_000, "intel_pstate", None);
-        let report = accept_cpufreq(&roots(tmp.path()), "policy0").unwrap();
+        let report = accept_cpufreq(&roots(tmp.path()), "policy0", &mut |_| {}).unwrap();
         assert_eq!(
             report.checked,
             vec![
@@ -1181,7 +1349,7 @@ mod tests {
         std::fs::write(p.join("cpuinfo_min_freq"), "2000000\n").unwrap();
         std::fs::write(p.join("cpuinfo_max_freq"), "2000000\n").unwrap();
         assert_eq!(
-            accept_cpufreq(&roots(tmp.path()), "policy0").unwrap_err(),
+            accept_cpufreq(&roots(tmp.path()), "policy0", &mut |_| {}).unwrap_err(),
             AcceptanceError {
                 param: "cpufreq:policy0:scaling_max_freq".into(),
                 what: "no neighbouring value to write: 2000000 kHz has no neighbour within the \
@@ -1193,10 +1361,156 @@ mod tests {
         assert_eq!(limits(&p), ("2000000\n".into(), "2000000\n".into()));
     }
 
+    /// A max limit whose write also raises the min to 1.2 GHz, as a driver's clamp would.
+    struct Clamps {
+        inner: CpufreqActuator,
+        min_file: PathBuf,
+    }
+
+    impl Actuator for Clamps {
+        fn address(&self) -> &ParamAddress {
+            self.inner.address()
+        }
+        fn read(&mut self) -> Result<Value, ActuateError> {
+            self.inner.read()
+        }
+        fn validate(&mut self, value: &Value) -> Result<(), ActuateError> {
+            self.inner.validate(value)
+        }
+        fn apply(&mut self, value: &Value) -> Result<Value, ActuateError> {
+            std::fs::write(&self.min_file, "1200000\n").unwrap();
+            self.inner.apply(value)
+        }
+        fn revert(&mut self, original: &Value) -> Result<Value, ActuateError> {
+            self.inner.revert(original)
+        }
+    }
+
+    /// The min's own check takes its original after the max's round trip, so a max write that
+    /// moved the min passes it: the policy as a whole, read before the first write, does not.
+    #[test]
+    fn a_limit_write_that_moves_the_other_limit_fails_the_acceptance() {
+        let tmp = tempfile::tempdir().unwrap();
+        let table = "3000000 2400000 1800000 1200000 800000 \n";
+        let p = policy(tmp.path(), 800_000, 3_000_000, "acpi-cpufreq", Some(table));
+        let roots = roots(tmp.path());
+        let err = accept_policy(&roots, "policy0", &mut |_| {}, &mut |at| {
+            let inner = CpufreqActuator::open(at, &roots)?;
+            Ok(if at.name == "scaling_max_freq" {
+                Box::new(Clamps {
+                    inner,
+                    min_file: p.join("scaling_min_freq"),
+                })
+            } else {
+                Box::new(inner)
+            })
+        })
+        .unwrap_err();
+        let file = |f: &str| p.join(f).display().to_string();
+        assert_eq!(
+            err,
+            AcceptanceError {
+                param: "cpufreq:policy0".into(),
+                what: format!(
+                    "after both limits were put back the policy shows scaling_min_freq 1200000, \
+                     not 800000: a write of one moved another; put them back by hand with `echo \
+                     800000 > {}; echo 3000000 > {}; echo schedutil > {}`",
+                    file("scaling_min_freq"),
+                    file("scaling_max_freq"),
+                    file("scaling_governor")
+                ),
+            }
+        );
+        assert_eq!(limits(&p), ("1200000\n".into(), "3000000\n".into()));
+    }
+
+    /// A limit that counts the writes made through it.
+    struct Counted {
+        inner: CpufreqActuator,
+        writes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Actuator for Counted {
+        fn address(&self) -> &ParamAddress {
+            self.inner.address()
+        }
+        fn read(&mut self) -> Result<Value, ActuateError> {
+            self.inner.read()
+        }
+        fn validate(&mut self, value: &Value) -> Result<(), ActuateError> {
+            self.inner.validate(value)
+        }
+        fn apply(&mut self, value: &Value) -> Result<Value, ActuateError> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            self.inner.apply(value)
+        }
+        fn revert(&mut self, original: &Value) -> Result<Value, ActuateError> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            self.inner.revert(original)
+        }
+    }
+
+    /// A run killed half-way runs no guard: the policy's values are said before the first write.
+    #[test]
+    fn the_policy_is_said_before_the_first_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        policy(tmp.path(), 800_000, 3_000_000, "intel_pstate", None);
+        let roots = roots(tmp.path());
+        let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut said = Vec::new();
+        accept_policy(
+            &roots,
+            "policy0",
+            &mut |line| {
+                said.push((
+                    line.split(';').next().unwrap().to_string(),
+                    writes.load(Ordering::SeqCst),
+                ))
+            },
+            &mut |at| {
+                Ok(Box::new(Counted {
+                    inner: CpufreqActuator::open(at, &roots)?,
+                    writes: writes.clone(),
+                }))
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            said,
+            [(
+                "cpufreq:policy0 before any change: scaling_min_freq 800000, scaling_max_freq \
+                 3000000, scaling_governor schedutil"
+                    .to_string(),
+                0
+            )]
+        );
+        assert_eq!(writes.load(Ordering::SeqCst), 4);
+    }
+
+    /// A max below the hardware's may be a cap the run wrote back as the request: it passes,
+    /// saying so.
+    #[test]
+    fn a_max_below_the_hardware_max_passes_with_a_warning() {
+        let tmp = tempfile::tempdir().unwrap();
+        let table = "3000000 2400000 1800000 1200000 800000 \n";
+        let p = policy(tmp.path(), 800_000, 2_400_000, "acpi-cpufreq", Some(table));
+        let report = accept_cpufreq(&roots(tmp.path()), "policy0", &mut |_| {}).unwrap();
+        let warning = "scaling_max_freq is 2400000 kHz, below cpuinfo_max_freq (3000000 kHz): if \
+                       a frequency cap (thermal, the firmware's _PPC) holds it there rather than \
+                       a limit someone wrote, this run wrote the capped value back as the \
+                       request, which stays once the cap lifts; write the limit you mean to \
+                       scaling_max_freq (docs/actuators.md, \"Known limit: frequency caps\")";
+        assert_eq!(report.warnings, [warning]);
+        assert!(report
+            .to_string()
+            .ends_with(&format!("\nwarning: {warning}\n")));
+        assert_eq!(limits(&p), ("800000\n".into(), "2400000\n".into()));
+    }
+
     #[test]
     fn a_machine_without_cpufreq_fails_clearly() {
         let tmp = tempfile::tempdir().unwrap();
-        let err = accept_cpufreq(&roots(tmp.path()), "policy0").unwrap_err();
+        let err = accept_cpufreq(&roots(tmp.path()), "policy0", &mut |_| {}).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
