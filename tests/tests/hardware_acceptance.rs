@@ -13,6 +13,7 @@ use std::path::Path;
 use kpo_agent::actuate::acceptance::{accept_coalescing, accept_cpufreq};
 use kpo_agent::actuate::coalesce::{CoalesceAttrBackend, EthtoolCoalesce};
 use kpo_agent::actuate::{ActuateError, Roots};
+use kpo_agent::run::one_agent::{self, Claim};
 
 /// The NIC whose coalescing is checked.
 pub const NIC_VAR: &str = "KPO_TEST_COALESCE_NIC";
@@ -45,24 +46,32 @@ pub fn cpufreq_requirement() -> Option<String> {
 }
 
 /// Root, and no kpo agent here: its value check would take the acceptance's writes for a
-/// person's and yield the parameter.
-fn may_run(var: &str, value: &str) {
+/// person's and yield the parameter. The agent's claim is held until the returned value is
+/// dropped, at the end of the run, so an agent started meanwhile (systemd's `Restart=`, a
+/// rescheduled pod) refuses to start.
+fn may_run(var: &str, value: &str) -> Claim {
     assert!(
         nix::unistd::Uid::effective().is_root(),
         "{var}={value} asks for a change of this machine's hardware, which needs root: run the \
          test as root"
     );
-    if let Some(running) = kpo_integration::no_agent_running() {
-        panic!(
-            "{var}={value}: {running}; it would take the acceptance's changes for a person's \
-             and yield the parameter: stop it first"
-        );
-    }
+    hold_off_agents(var, value).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Takes the claim a kpo agent takes at start, in this network namespace (an agent in another
+/// one is not seen: for cpufreq, whose policies are host-wide, the operator must check).
+fn hold_off_agents(var: &str, value: &str) -> Result<Claim, String> {
+    one_agent::claim().map_err(|e| {
+        format!(
+            "{var}={value}: {e} (it would take the acceptance's changes for a person's and yield \
+             the parameter)"
+        )
+    })
 }
 
 pub fn coalescing_on_a_real_nic() {
     let nic = asked(NIC_VAR).expect("run only when asked for");
-    may_run(NIC_VAR, &nic);
+    let _claim = may_run(NIC_VAR, &nic);
     let driver = std::fs::read_link(format!("/sys/class/net/{nic}/device/driver"))
         .ok()
         .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -70,7 +79,7 @@ pub fn coalescing_on_a_real_nic() {
     let mut backend = || -> Result<Box<dyn CoalesceAttrBackend>, ActuateError> {
         Ok(Box::new(EthtoolCoalesce::open()?))
     };
-    match accept_coalescing(&nic, &mut backend) {
+    match accept_coalescing(&nic, &mut backend, &mut |line| println!("{line}")) {
         Ok(report) => println!("driver {driver}: {report}"),
         Err(e) => panic!(
             "hardware acceptance of NIC {nic} (driver {driver}) failed: {e}\ndo not give the \
@@ -110,10 +119,10 @@ fn policy_named(value: &str, sys: &Path) -> String {
 
 pub fn cpufreq_on_a_real_policy() {
     let value = asked(CPUFREQ_VAR).expect("run only when asked for");
-    may_run(CPUFREQ_VAR, &value);
+    let _claim = may_run(CPUFREQ_VAR, &value);
     let roots = Roots::default();
     let policy = policy_named(&value, &roots.sys);
-    match accept_cpufreq(&roots, &policy) {
+    match accept_cpufreq(&roots, &policy, &mut |line| println!("{line}")) {
         Ok(report) => println!("{report}"),
         Err(e) => panic!(
             "hardware acceptance of cpufreq {policy} failed: {e}\ndo not give the optimizer \
@@ -132,4 +141,27 @@ pub fn the_first_policy_is_the_lowest_numbered() {
     }
     assert_eq!(policy_named("1", tmp.path()), "policy2");
     assert_eq!(policy_named("policy10", tmp.path()), "policy10");
+}
+
+/// The claim the run takes keeps an agent from starting until the run ends; one already there
+/// stops the run, saying why. Needs no root (the claim is an abstract socket of this namespace),
+/// but no agent running here.
+pub fn the_run_holds_off_agents_until_it_ends() {
+    let claim = hold_off_agents(NIC_VAR, "eth1").unwrap();
+    let started = one_agent::claim().expect_err("an agent starting during the run refuses");
+    assert!(
+        matches!(started, one_agent::ClaimError::AnotherAgent { .. }),
+        "{started}"
+    );
+    drop(claim);
+    let agent = one_agent::claim().expect("the run over, an agent may start");
+    let e = one_agent::claim().unwrap_err();
+    assert_eq!(
+        hold_off_agents(CPUFREQ_VAR, "1").unwrap_err(),
+        format!(
+            "KPO_TEST_CPUFREQ=1: {e} (it would take the acceptance's changes for a person's and \
+             yield the parameter)"
+        )
+    );
+    drop(agent);
 }

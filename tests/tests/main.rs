@@ -506,6 +506,11 @@ fn main() {
             hardware_acceptance::the_first_policy_is_the_lowest_numbered,
         ),
         trial(
+            "hardware_acceptance::the_run_holds_off_agents_until_it_ends",
+            kpo_integration::no_agent_running(),
+            hardware_acceptance::the_run_holds_off_agents_until_it_ends,
+        ),
+        trial(
             "hardware_acceptance::coalescing_on_a_real_nic",
             hardware_acceptance::coalescing_requirement(),
             hardware_acceptance::coalescing_on_a_real_nic,

@@ -8,7 +8,8 @@
 //! optimizer may be given, the routines here read the value, write a neighbouring value, check
 //! that what the actuator reports is what the driver then shows (the value written, or the
 //! driver's rounding, reported as such), put the original back and check that the driver shows
-//! exactly it. A guard puts the original back when a step fails or panics.
+//! exactly it. A guard puts the original back when a step fails or panics; a run that is killed
+//! runs no guard, so each routine first says what it found, for the operator to put back.
 //!
 //! The same routines run in the unit tests over `FakeCoalesce` and temporary cpufreq trees, and,
 //! opted in by an operator, on real hardware (the root test `hardware_acceptance::*`).
@@ -16,7 +17,9 @@
 use std::fmt;
 use std::path::Path;
 
-use super::coalesce::{AdaptiveMode, CoalesceActuator, CoalesceAttrBackend, CoalesceParam};
+use super::coalesce::{
+    AdaptiveMode, CoalesceActuator, CoalesceAttrBackend, CoalesceAttrs, CoalesceParam,
+};
 use super::cpufreq::{self, CpufreqActuator};
 use super::param::{ParamAddress, Target, Value};
 use super::{ActuateError, Actuator, Roots};
@@ -82,6 +85,8 @@ pub struct Acceptance {
     pub checked: Vec<Checked>,
     /// Parameters the driver does not offer, with why: nothing was written to them.
     pub not_offered: Vec<(ParamAddress, String)>,
+    /// What the operator should look at although the run passed.
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Display for Acceptance {
@@ -92,6 +97,9 @@ impl fmt::Display for Acceptance {
         }
         for (address, why) in &self.not_offered {
             writeln!(f, "- {address}: not offered ({why})")?;
+        }
+        for warning in &self.warnings {
+            writeln!(f, "warning: {warning}")?;
         }
         Ok(())
     }
@@ -110,6 +118,18 @@ fn fail(param: &impl fmt::Display, what: impl Into<String>) -> AcceptanceError {
         param: param.to_string(),
         what: what.into(),
     }
+}
+
+/// Where a run tells the operator, before its first write, what it found (the root test
+/// prints it): a run killed half-way runs no guard, and leaves these to be put back by hand.
+pub type Say<'a> = &'a mut dyn FnMut(String);
+
+/// What became of a value written through [`Restorer::write_checked`].
+enum Written {
+    /// The driver shows what the actuator reported: the value, or its rounding of it.
+    Kept(Value),
+    /// The driver (or the actuator, for it) refused the value and shows the original still.
+    Refused(ActuateError),
 }
 
 /// Puts a parameter's original value back when dropped before [`Restorer::restore`]: a step
@@ -142,6 +162,45 @@ impl<'a> Restorer<'a> {
         self.actuator
             .read()
             .map_err(|e| fail(&self.address(), format!("reading it {when}: {e}")))
+    }
+
+    /// Writes `value` as the change path does (validate, then apply) and checks that the driver
+    /// then shows what the actuator reported: the value, or the driver's rounding of it (the
+    /// actuator's `Mismatch`). A refused value must leave the original in place.
+    fn write_checked(&mut self, value: &Value) -> Result<Written, AcceptanceError> {
+        let address = self.address();
+        let applied = self
+            .actuator
+            .validate(value)
+            .and_then(|()| self.actuator.apply(value));
+        let reported = match applied {
+            Ok(back) => back,
+            Err(ActuateError::Mismatch { read, .. }) => Value::parse(&read),
+            Err(e) if refused_value(&e) => {
+                let now = self.read_now("after the driver refused a value")?;
+                if now != self.original {
+                    return Err(fail(
+                        &address,
+                        format!(
+                            "the driver refused {value} ({e}) but shows {now}, not {}",
+                            self.original
+                        ),
+                    ));
+                }
+                return Ok(Written::Refused(e));
+            }
+            Err(e) => return Err(fail(&address, format!("writing {value}: {e}"))),
+        };
+        let now = self.read_now(&format!("after writing {value}"))?;
+        if now != reported {
+            return Err(fail(
+                &address,
+                format!(
+                    "wrote {value}: the actuator reported {reported} but the driver shows {now}"
+                ),
+            ));
+        }
+        Ok(Written::Kept(reported))
     }
 
     /// Puts the original back through the actuator's revert and checks that the driver shows
@@ -226,45 +285,16 @@ pub fn accept_value(
     let mut passed_over = Vec::new();
     let mut taken = None;
     for wrote in candidates {
-        // As the change path does: validate, then apply.
-        let applied = guard
-            .actuator
-            .validate(&wrote)
-            .and_then(|()| guard.actuator.apply(&wrote));
-        let (kept, reported) = match applied {
-            Ok(back) => (back.clone(), back),
-            Err(ActuateError::Mismatch { read, .. }) => {
-                let reported = Value::parse(&read);
-                (reported.clone(), reported)
+        match guard.write_checked(&wrote)? {
+            Written::Refused(e) => passed_over.push(format!("{wrote}: {e}")),
+            Written::Kept(kept) if kept == original => {
+                passed_over.push(format!("{wrote}: the driver kept {original}"));
             }
-            Err(e) if refused_value(&e) => {
-                let now = guard.read_now("after the driver refused a value")?;
-                if now != original {
-                    return Err(fail(
-                        &address,
-                        format!("the driver refused {wrote} ({e}) but shows {now}, not {original}"),
-                    ));
-                }
-                passed_over.push(format!("{wrote}: {e}"));
-                continue;
+            Written::Kept(kept) => {
+                taken = Some((wrote, kept));
+                break;
             }
-            Err(e) => return Err(fail(&address, format!("writing {wrote}: {e}"))),
-        };
-        let now = guard.read_now("after writing a neighbouring value")?;
-        if now != reported {
-            return Err(fail(
-                &address,
-                format!(
-                    "wrote {wrote}: the actuator reported {reported} but the driver shows {now}"
-                ),
-            ));
         }
-        if kept == original {
-            passed_over.push(format!("{wrote}: the driver kept {original}"));
-            continue;
-        }
-        taken = Some((wrote, kept));
-        break;
     }
     let Some((wrote, kept)) = taken else {
         return Err(fail(
@@ -311,38 +341,119 @@ pub fn coalesce_neighbours(original: &Value) -> Result<Vec<Value>, String> {
         .collect())
 }
 
+/// Opens a coalescing backend; the real one is `EthtoolCoalesce::open`.
+pub type OpenBackend<'a> =
+    &'a mut dyn FnMut() -> Result<Box<dyn CoalesceAttrBackend>, ActuateError>;
+
+/// The NIC under acceptance, each read and write over a backend of its own, as each actuator
+/// has one.
+struct Nic<'a> {
+    iface: &'a str,
+    backend: OpenBackend<'a>,
+}
+
+impl Nic<'_> {
+    /// `ethtool:IFACE`, as the NIC-wide failures name it.
+    fn name(&self) -> String {
+        format!("ethtool:{}", self.iface)
+    }
+
+    fn address(&self, param: CoalesceParam) -> ParamAddress {
+        ParamAddress {
+            name: param.name().into(),
+            target: Target::Nic {
+                iface: self.iface.into(),
+            },
+        }
+    }
+
+    fn open(&mut self, at: &ParamAddress) -> Result<CoalesceActuator, ActuateError> {
+        CoalesceActuator::with_backend(at, (self.backend)()?, AdaptiveMode::Respect)
+    }
+
+    fn read(&mut self) -> Result<CoalesceAttrs, ActuateError> {
+        (self.backend)()?.get_attrs(self.iface)
+    }
+
+    /// All six values, `when` naming the step for a read that fails.
+    fn attrs(&mut self, when: &str) -> Result<CoalesceAttrs, AcceptanceError> {
+        self.read().map_err(|e| {
+            fail(
+                &self.name(),
+                format!("reading the NIC's coalescing {when}: {e}"),
+            )
+        })
+    }
+
+    fn set(&mut self, change: &CoalesceAttrs) -> Result<(), ActuateError> {
+        (self.backend)()?.set_attrs(self.iface, change)
+    }
+}
+
+fn shown(v: Option<Value>) -> String {
+    v.map_or_else(|| "n/a".to_string(), |v| v.to_string())
+}
+
+/// The parameters whose values differ between `was` and `is`.
+fn moved(was: &CoalesceAttrs, is: &CoalesceAttrs) -> Vec<CoalesceParam> {
+    CoalesceParam::ALL
+        .into_iter()
+        .filter(|p| p.get(was) != p.get(is))
+        .collect()
+}
+
+/// `tx-usecs 50, not 30` for each of `params`.
+fn moved_text(params: &[CoalesceParam], was: &CoalesceAttrs, is: &CoalesceAttrs) -> String {
+    params
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}, not {}",
+                p.name(),
+                shown(p.get(is)),
+                shown(p.get(was))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The line a coalescing run says before its first write.
+fn coalescing_found(iface: &str, found: &CoalesceAttrs) -> String {
+    let values = CoalesceParam::ALL
+        .map(|p| format!("{} {}", p.name(), shown(p.get(found))))
+        .join(", ");
+    let command: String = CoalesceParam::ALL
+        .into_iter()
+        .filter_map(|p| Some(format!(" {} {}", p.name(), p.get(found)?)))
+        .collect();
+    format!(
+        "ethtool:{iface} before any change: {values}; if this run is killed, put them back with \
+         `ethtool -C {iface}{command}`"
+    )
+}
+
 /// Accepts the coalescing counts of NIC `iface` that its driver reports (`COALESCE_COUNTS`)
-/// through [`CoalesceActuator`], each over a backend `backend` opens (the real one is
-/// `EthtoolCoalesce::open`). Adaptive moderation that is on and governs one of them is turned
-/// off first through its own actuator, as the change path does, and put back on last.
+/// through [`CoalesceActuator`], each over a backend `backend` opens. Adaptive moderation that
+/// is on and governs one of them is turned off first through its own actuator, as the change
+/// path does, and put back on last. Before the first write, `say` gets the NIC's six values.
 pub fn accept_coalescing(
     iface: &str,
-    backend: &mut dyn FnMut() -> Result<Box<dyn CoalesceAttrBackend>, ActuateError>,
+    backend: OpenBackend<'_>,
+    say: Say<'_>,
 ) -> Result<Acceptance, AcceptanceError> {
-    let address = |name: &str| ParamAddress {
-        name: name.into(),
-        target: Target::Nic {
-            iface: iface.into(),
-        },
-    };
-    let open = |backend: &mut dyn FnMut() -> Result<Box<dyn CoalesceAttrBackend>, ActuateError>,
-                at: &ParamAddress| {
-        CoalesceActuator::with_backend(at, backend()?, AdaptiveMode::Respect)
-    };
-    let nic = format!("ethtool:{iface}");
-    backend()
-        .and_then(|mut b| b.get_attrs(iface))
-        .map_err(|e| {
-            fail(
-                &nic,
-                format!("reading the NIC's coalescing: {e}; it cannot be accepted"),
-            )
-        })?;
+    let mut nic = Nic { iface, backend };
+    let found = nic.read().map_err(|e| {
+        fail(
+            &nic.name(),
+            format!("reading the NIC's coalescing: {e}; it cannot be accepted"),
+        )
+    })?;
     let mut values = Vec::new();
     let mut not_offered = Vec::new();
     for param in COALESCE_COUNTS {
-        let at = address(param.name());
-        match open(backend, &at) {
+        let at = nic.address(param);
+        match nic.open(&at) {
             Ok(a) => values.push(a),
             Err(e @ ActuateError::Unsupported { .. }) => not_offered.push((at, e.to_string())),
             Err(e) => return Err(fail(&at, format!("opening its actuator: {e}"))),
@@ -350,7 +461,7 @@ pub fn accept_coalescing(
     }
     if values.is_empty() {
         return Err(fail(
-            &nic,
+            &nic.name(),
             format!(
                 "the driver offers none of {}: the optimizer has nothing to move here",
                 COALESCE_COUNTS.map(CoalesceParam::name).join(", ")
@@ -364,63 +475,42 @@ pub fn accept_coalescing(
             .map_err(|e| fail(value.address(), format!("reading its adaptive mode: {e}")))?;
         if let Some((switch, off)) = way {
             if switches.iter().all(|(s, _)| *s.address() != switch) {
-                let a = open(backend, &switch)
+                let a = nic
+                    .open(&switch)
                     .map_err(|e| fail(&switch, format!("opening its actuator: {e}")))?;
                 switches.push((a, off));
             }
         }
     }
+    say(coalescing_found(iface, &found));
     let mut turned_off = Vec::new();
     for (switch, off) in &mut switches {
         let mut guard = Restorer::read(switch)?;
         let at = guard.address();
-        let back = guard
-            .actuator
-            .validate(off)
-            .and_then(|()| guard.actuator.apply(off))
-            .map_err(|e| fail(&at, format!("turning it off: {e}")))?;
-        let now = guard.read_now("after turning it off")?;
-        if back != *off || now != *off {
-            return Err(fail(
-                &at,
-                format!("turning it off: the actuator reported {back}, the driver shows {now}"),
-            ));
+        match guard.write_checked(off)? {
+            Written::Kept(kept) if kept == *off => {}
+            Written::Kept(kept) => {
+                return Err(fail(
+                    &at,
+                    format!("turning it off: the driver keeps {kept}"),
+                ))
+            }
+            Written::Refused(e) => return Err(fail(&at, format!("turning it off: {e}"))),
         }
         turned_off.push((guard, off.clone()));
     }
     // With adaptive moderation off nothing moves the NIC's values but these writes, so the NIC
     // as a whole must come back: a driver that couples two of them (one write moving another)
     // would otherwise pass each parameter's own check.
-    let read_nic =
-        |backend: &mut dyn FnMut() -> Result<Box<dyn CoalesceAttrBackend>, ActuateError>,
-         when: &str| {
-            backend()
-                .and_then(|mut b| b.get_attrs(iface))
-                .map_err(|e| fail(&nic, format!("reading the NIC's coalescing {when}: {e}")))
-        };
-    let before = read_nic(backend, "before the changes")?;
+    let before = nic.attrs("before the changes")?;
     let mut checked = Vec::new();
     for value in &mut values {
         checked.push(accept_value(value, &coalesce_neighbours)?);
     }
-    let after = read_nic(backend, "after putting every value back")?;
-    let moved: Vec<String> = CoalesceParam::ALL
-        .into_iter()
-        .filter_map(|p| {
-            let (was, is) = (p.get(&before), p.get(&after));
-            let show = |v: Option<Value>| v.map_or_else(|| "n/a".to_string(), |v| v.to_string());
-            (was != is).then(|| format!("{} {}, not {}", p.name(), show(is), show(was)))
-        })
-        .collect();
-    if !moved.is_empty() {
-        return Err(fail(
-            &nic,
-            format!(
-                "after every value was put back the NIC shows {}: a write of one moved another \
-                 (put it back by hand)",
-                moved.join(", ")
-            ),
-        ));
+    let after = nic.attrs("after putting every value back")?;
+    let moved_now = moved(&before, &after);
+    if !moved_now.is_empty() {
+        return Err(put_back_moved(&mut nic, &before, &after, &moved_now));
     }
     // The values are back; adaptive moderation goes back on over them.
     for (guard, off) in turned_off {
@@ -438,7 +528,49 @@ pub fn accept_coalescing(
         target: format!("NIC {iface}"),
         checked,
         not_offered,
+        warnings: Vec::new(),
     })
+}
+
+/// A write of one value moved another, which no value's own guard puts back: writes the
+/// `moved` values of `before` back in one change, and says whether the NIC then shows `before`.
+/// The run fails either way (the driver couples values the optimizer moves one at a time); the
+/// adaptive switches' guards turn moderation back on after this.
+fn put_back_moved(
+    nic: &mut Nic<'_>,
+    before: &CoalesceAttrs,
+    after: &CoalesceAttrs,
+    moved_now: &[CoalesceParam],
+) -> AcceptanceError {
+    let found = format!(
+        "after every value was put back the NIC shows {}: a write of one moved another",
+        moved_text(moved_now, before, after)
+    );
+    let mut change = CoalesceAttrs::default();
+    for p in moved_now {
+        if let Some(v) = p.get(before) {
+            p.put(&mut change, &v);
+        }
+    }
+    let outcome = nic
+        .set(&change)
+        .map_err(|e| format!("writing them back failed: {e}; put them back by hand"))
+        .and_then(|()| {
+            nic.read().map_err(|e| {
+                format!("reading the NIC after writing them back failed: {e}; check it by hand")
+            })
+        })
+        .map(|again| match moved(before, &again) {
+            still if still.is_empty() => "written back, the NIC shows them as before".to_string(),
+            still => format!(
+                "written back, the NIC still shows {}: put them back by hand",
+                moved_text(&still, before, &again)
+            ),
+        });
+    fail(
+        &nic.name(),
+        format!("{found}; {}", outcome.unwrap_or_else(|e| e)),
+    )
 }
 
 /// How far a limit moves on a driver without a frequency table (intel_pstate, amd-pstate):
@@ -483,30 +615,86 @@ pub fn cpufreq_neighbours(
         .collect()
 }
 
+/// The files of a policy a run compares before and after, in the order they are written back.
+const POLICY_FILES: [&str; 3] = ["scaling_min_freq", "scaling_max_freq", "scaling_governor"];
+
+/// `POLICY_FILES`' contents, trimmed.
+fn policy_state(dir: &Path, name: &str) -> Result<Vec<String>, AcceptanceError> {
+    POLICY_FILES
+        .iter()
+        .map(|file| {
+            let path = dir.join(file);
+            super::read_attr(&path)
+                .map(|text| text.trim().to_string())
+                .map_err(|e| fail(&name, format!("reading {}: {e}", path.display())))
+        })
+        .collect()
+}
+
 /// Accepts the two frequency limits of cpufreq policy `policy` under `roots.sys` through
 /// [`CpufreqActuator`], the max first: each moves to a neighbouring frequency
-/// ([`cpufreq_neighbours`]) and back, the other limit staying where it is.
-pub fn accept_cpufreq(roots: &Roots, policy: &str) -> Result<Acceptance, AcceptanceError> {
-    let address = |name: &str| ParamAddress {
-        name: name.into(),
-        target: Target::Cpufreq {
-            policy: policy.into(),
-        },
-    };
+/// ([`cpufreq_neighbours`]) and back, the other limit staying where it is. Before the first
+/// write, `say` gets both limits and the governor; after the last, the policy must show them.
+pub fn accept_cpufreq(
+    roots: &Roots,
+    policy: &str,
+    say: Say<'_>,
+) -> Result<Acceptance, AcceptanceError> {
+    accept_policy(roots, policy, say, &mut |at| {
+        Ok(Box::new(CpufreqActuator::open(at, roots)?))
+    })
+}
+
+/// Opens a limit's actuator; the real one is `CpufreqActuator::open`.
+type OpenLimit<'a> = &'a mut dyn FnMut(&ParamAddress) -> Result<Box<dyn Actuator>, ActuateError>;
+
+/// [`accept_cpufreq`] with each limit's actuator from `open`.
+fn accept_policy(
+    roots: &Roots,
+    policy: &str,
+    say: Say<'_>,
+    open: OpenLimit<'_>,
+) -> Result<Acceptance, AcceptanceError> {
     let dir = cpufreq::policy_dir(&roots.sys, policy);
-    let mut checked = Vec::new();
+    let name = format!("cpufreq:{policy}");
+    let mut limits = Vec::new();
     for attr in ["scaling_max_freq", "scaling_min_freq"] {
-        let at = address(attr);
-        let mut limit = CpufreqActuator::open(&at, roots)
-            .map_err(|e| fail(&at, format!("opening its actuator: {e}")))?;
-        let khz = |file: &str| read_khz(&dir.join(file)).map_err(|e| fail(&at, e));
-        let hardware = (khz("cpuinfo_min_freq")?, khz("cpuinfo_max_freq")?);
+        let at = ParamAddress {
+            name: attr.into(),
+            target: Target::Cpufreq {
+                policy: policy.into(),
+            },
+        };
+        let limit = open(&at).map_err(|e| fail(&at, format!("opening its actuator: {e}")))?;
+        limits.push((attr, limit));
+    }
+    let khz = |file: &str| read_khz(&dir.join(file)).map_err(|e| fail(&name, e));
+    let hardware = (khz("cpuinfo_min_freq")?, khz("cpuinfo_max_freq")?);
+    let found = policy_state(&dir, &name)?;
+    let back_with = POLICY_FILES
+        .iter()
+        .zip(&found)
+        .map(|(file, v)| format!("echo {v} > {}", dir.join(file).display()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    say(format!(
+        "{name} before any change: {}; if this run is killed, put them back with `{back_with}`",
+        POLICY_FILES
+            .iter()
+            .zip(&found)
+            .map(|(file, v)| format!("{file} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let mut checked = Vec::new();
+    for (attr, limit) in &mut limits {
+        let attr = *attr;
         let other = khz(if attr == "scaling_max_freq" {
             "scaling_min_freq"
         } else {
             "scaling_max_freq"
         })?;
-        let table = cpufreq::frequency_table(&dir).map_err(|e| fail(&at, e))?;
+        let table = cpufreq::frequency_table(&dir).map_err(|e| fail(&name, e))?;
         let neighbours = |original: &Value| match *original {
             Value::Int(f) => {
                 let n = cpufreq_neighbours(attr, f, other, hardware, table.as_deref());
@@ -528,7 +716,38 @@ pub fn accept_cpufreq(roots: &Roots, policy: &str) -> Result<Acceptance, Accepta
             }
             _ => Err(format!("{original} is not a frequency in kHz")),
         };
-        checked.push(accept_value(&mut limit, &neighbours)?);
+        checked.push(accept_value(limit.as_mut(), &neighbours)?);
+    }
+    // Each limit's own check takes its original after the other's round trip: a write of one
+    // that moved the other (a driver's or the kernel's clamp) shows only here.
+    let now = policy_state(&dir, &name)?;
+    let changed: Vec<String> = POLICY_FILES
+        .iter()
+        .zip(found.iter().zip(&now))
+        .filter(|(_, (was, is))| was != is)
+        .map(|(file, (was, is))| format!("{file} {is}, not {was}"))
+        .collect();
+    if !changed.is_empty() {
+        return Err(fail(
+            &name,
+            format!(
+                "after both limits were put back the policy shows {}: a write of one moved \
+                 another; put them back by hand with `{back_with}`",
+                changed.join(", ")
+            ),
+        ));
+    }
+    let mut warnings = Vec::new();
+    let max = khz("scaling_max_freq")?;
+    if max < hardware.1 {
+        warnings.push(format!(
+            "scaling_max_freq is {max} kHz, below cpuinfo_max_freq ({} kHz): if a frequency cap \
+             (thermal, the firmware's _PPC) holds it there rather than a limit someone wrote, \
+             this run wrote the capped value back as the request, which stays once the cap \
+             lifts; write the limit you mean to scaling_max_freq (docs/actuators.md, \"Known \
+             limit: frequency caps\")",
+            hardware.1
+        ));
     }
     let driver = super::read_attr(&dir.join("scaling_driver"))
         .map(|d| d.trim().to_string())
@@ -537,6 +756,7 @@ pub fn accept_cpufreq(roots: &Roots, policy: &str) -> Result<Acceptance, Accepta
         target: format!("cpufreq {policy} (driver {driver})"),
         checked,
         not_offered: Vec::new(),
+        warnings,
     })
 }
 
@@ -572,7 +792,7 @@ mod tests {
 
     fn over(fake: &FakeCoalesce) -> Result<Acceptance, AcceptanceError> {
         let fake = fake.clone();
-        accept_coalescing("eth0", &mut || Ok(Box::new(fake.clone())))
+        accept_coalescing("eth0", &mut || Ok(Box::new(fake.clone())), &mut |_| {})
     }
 
     fn attrs(rx: u32, tx: Option<u32>, adaptive_rx: bool) -> CoalesceAttrs {
@@ -606,6 +826,7 @@ mod tests {
                      driver does not report rx-frames)"
                         .into()
                 )],
+                warnings: Vec::new(),
             }
         );
         assert_eq!(fake.attrs("eth0"), Some(attrs(50, Some(30), false)));
@@ -626,7 +847,23 @@ mod tests {
     fn adaptive_moderation_is_off_while_the_values_move_and_back_on_after_them() {
         let fake = FakeCoalesce::new();
         fake.add_nic_attrs("eth0", attrs(50, None, true));
-        let report = over(&fake).unwrap();
+        let mut said = Vec::new();
+        let report = accept_coalescing("eth0", &mut || Ok(Box::new(fake.clone())), &mut |line| {
+            said.push((line, fake.history().len()))
+        })
+        .unwrap();
+        // Said before the first write, for an operator whose run is killed half-way.
+        assert_eq!(
+            said,
+            [(
+                "ethtool:eth0 before any change: rx-usecs 50, rx-frames n/a, tx-usecs n/a, \
+                 tx-frames 1, adaptive-rx on, adaptive-tx off; if this run is killed, put them \
+                 back with `ethtool -C eth0 rx-usecs 50 tx-frames 1 adaptive-rx on adaptive-tx \
+                 off`"
+                    .to_string(),
+                0
+            )]
+        );
         let switch = Checked {
             address: nic_address("adaptive-rx"),
             original: Value::Word("on".into()),
@@ -831,14 +1068,18 @@ mod tests {
         max: u32,
         drifts_from: Option<u32>,
     ) -> Result<Acceptance, AcceptanceError> {
-        accept_coalescing("eth0", &mut || {
-            Ok(Box::new(Picky {
-                inner: fake.clone(),
-                max,
-                drifts_from,
-                reads_since_write: 0,
-            }))
-        })
+        accept_coalescing(
+            "eth0",
+            &mut || {
+                Ok(Box::new(Picky {
+                    inner: fake.clone(),
+                    max,
+                    drifts_from,
+                    reads_since_write: 0,
+                }))
+            },
+            &mut |_| {},
+        )
     }
 
     /// A neighbour the driver refuses is passed over, naming the refusal, and the next one is
@@ -869,42 +1110,72 @@ mod tests {
     }
 
     /// A driver whose rx-usecs write moves tx-usecs with it (as some pair a queue's two
-    /// delays): each value's own put-back passes, the NIC as a whole does not come back.
-    struct Coupled(FakeCoalesce);
+    /// delays), and, `both_ways`, whose tx-usecs write moves rx-usecs too: each value's own
+    /// put-back passes, the NIC as a whole does not come back.
+    struct Coupled {
+        inner: FakeCoalesce,
+        both_ways: bool,
+    }
 
     impl CoalesceAttrBackend for Coupled {
         fn get_attrs(&mut self, iface: &str) -> Result<CoalesceAttrs, ActuateError> {
-            self.0.get_attrs(iface)
+            self.inner.get_attrs(iface)
         }
         fn set_attrs(&mut self, iface: &str, change: &CoalesceAttrs) -> Result<(), ActuateError> {
             let mut change = *change;
             if change.rx_usecs.is_some() {
                 change.tx_usecs = change.rx_usecs;
+            } else if self.both_ways && change.tx_usecs.is_some() {
+                change.rx_usecs = change.tx_usecs;
             }
-            self.0.set_attrs(iface, &change)
+            self.inner.set_attrs(iface, &change)
         }
         fn ifindex(&mut self, iface: &str) -> Result<Option<u32>, ActuateError> {
-            self.0.ifindex(iface)
+            self.inner.ifindex(iface)
         }
         fn ifname(&mut self, ifindex: u32) -> Result<Option<String>, ActuateError> {
-            self.0.ifname(ifindex)
+            self.inner.ifname(ifindex)
         }
         fn netns_cookie(&mut self) -> Option<u64> {
-            self.0.netns_cookie()
+            self.inner.netns_cookie()
         }
     }
 
+    fn over_coupled(fake: &FakeCoalesce, both_ways: bool) -> AcceptanceError {
+        accept_coalescing(
+            "eth0",
+            &mut || {
+                Ok(Box::new(Coupled {
+                    inner: fake.clone(),
+                    both_ways,
+                }))
+            },
+            &mut |_| {},
+        )
+        .unwrap_err()
+    }
+
+    /// The value a coupled write moved is written back (then adaptive moderation goes back on),
+    /// and the run still fails; what does not come back is left to the operator, by name.
     #[test]
-    fn a_write_that_moves_another_value_fails_the_acceptance() {
+    fn a_write_that_moves_another_value_fails_the_acceptance_and_is_written_back() {
         let fake = FakeCoalesce::new();
-        fake.add_nic_attrs("eth0", attrs(50, Some(30), false));
-        let err =
-            accept_coalescing("eth0", &mut || Ok(Box::new(Coupled(fake.clone())))).unwrap_err();
+        fake.add_nic_attrs("eth0", attrs(50, Some(30), true));
         assert_eq!(
-            err.to_string(),
+            over_coupled(&fake, false).to_string(),
             "ethtool:eth0: after every value was put back the NIC shows tx-usecs 50, not 30: a \
-             write of one moved another (put it back by hand)"
+             write of one moved another; written back, the NIC shows them as before"
         );
+        assert_eq!(fake.attrs("eth0"), Some(attrs(50, Some(30), true)));
+
+        fake.add_nic_attrs("eth0", attrs(50, Some(30), false));
+        assert_eq!(
+            over_coupled(&fake, true).to_string(),
+            "ethtool:eth0: after every value was put back the NIC shows tx-usecs 50, not 30: a \
+             write of one moved another; written back, the NIC still shows rx-usecs 30, not 50: \
+             put them back by hand"
+        );
+        assert_eq!(fake.attrs("eth0"), Some(attrs(30, Some(30), false)));
     }
 
     /// A panic mid-way still puts back the value moved and then turns adaptive moderation on.
@@ -914,13 +1185,17 @@ mod tests {
         fake.add_nic_attrs("eth0", attrs(50, None, true));
         let fired = Arc::new(AtomicBool::new(false));
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            accept_coalescing("eth0", &mut || {
-                Ok(Box::new(PanicsOnce {
-                    inner: fake.clone(),
-                    fired: fired.clone(),
-                    armed: false,
-                }))
-            })
+            accept_coalescing(
+                "eth0",
+                &mut || {
+                    Ok(Box::new(PanicsOnce {
+                        inner: fake.clone(),
+                        fired: fired.clone(),
+                        armed: false,
+                    }))
+                },
+                &mut |_| {},
+            )
         }));
         assert!(run.is_err(), "the step panicked");
         assert!(fired.load(Ordering::SeqCst));
@@ -946,6 +1221,7 @@ mod tests {
             ("scaling_min_freq", min.to_string()),
             ("scaling_max_freq", max.to_string()),
             ("scaling_driver", driver.to_string()),
+            ("scaling_governor", "schedutil".to_string()),
         ] {
             std::fs::write(p.join(file), format!("{text}\n")).unwrap();
         }
@@ -966,7 +1242,28 @@ mod tests {
         let table = "3000000 2400000 1800000 1200000 800000 \n";
         let p = policy(tmp.path(), 800_000, 3_000_000, "acpi-cpufreq", Some(table));
         let before = limits(&p);
-        let report = accept_cpufreq(&roots(tmp.path()), "policy0").unwrap();
+        let mut said = Vec::new();
+        let report = accept_cpufreq(&roots(tmp.path()), "policy0", &mut |line| {
+            said.push((line, limits(&p)))
+        })
+        .unwrap();
+        // Said before the first write, for an operator whose run is killed half-way.
+        let file = |f: &str| p.join(f).display().to_string();
+        assert_eq!(
+            said,
+            [(
+                format!(
+                    "cpufreq:policy0 before any change: scaling_min_freq 800000, \
+                     scaling_max_freq 3000000, scaling_governor schedutil; if this run is \
+                     killed, put them back with `echo 800000 > {}; echo 3000000 > {}; echo \
+                     schedutil > {}`",
+                    file("scaling_min_freq"),
+                    file("scaling_max_freq"),
+                    file("scaling_governor")
+                ),
+                before.clone()
+            )]
+        );
         assert_eq!(
             report,
             Acceptance {
@@ -986,6 +1283,7 @@ mod tests {
                     ),
                 ],
                 not_offered: Vec::new(),
+                warnings: Vec::new(),
             }
         );
         assert_eq!(limits(&p), before);
@@ -998,7 +1296,7 @@ mod tests {
     fn cpufreq_limits_without_a_table_move_by_100_mhz_within_the_other_limit() {
         let tmp = tempfile::tempdir().unwrap();
         let p = policy(tmp.path(), 2_000_000, 2_000_000, "intel_pstate", None);
-        let report = accept_cpufreq(&roots(tmp.path()), "policy0").unwrap();
+        let report = accept_cpufreq(&roots(tmp.path()), "policy0", &mut |_| {}).unwrap();
         assert_eq!(
             report.checked,
             vec![
@@ -1051,7 +1349,7 @@ mod tests {
         std::fs::write(p.join("cpuinfo_min_freq"), "2000000\n").unwrap();
         std::fs::write(p.join("cpuinfo_max_freq"), "2000000\n").unwrap();
         assert_eq!(
-            accept_cpufreq(&roots(tmp.path()), "policy0").unwrap_err(),
+            accept_cpufreq(&roots(tmp.path()), "policy0", &mut |_| {}).unwrap_err(),
             AcceptanceError {
                 param: "cpufreq:policy0:scaling_max_freq".into(),
                 what: "no neighbouring value to write: 2000000 kHz has no neighbour within the \
@@ -1063,10 +1361,156 @@ mod tests {
         assert_eq!(limits(&p), ("2000000\n".into(), "2000000\n".into()));
     }
 
+    /// A max limit whose write also raises the min to 1.2 GHz, as a driver's clamp would.
+    struct Clamps {
+        inner: CpufreqActuator,
+        min_file: PathBuf,
+    }
+
+    impl Actuator for Clamps {
+        fn address(&self) -> &ParamAddress {
+            self.inner.address()
+        }
+        fn read(&mut self) -> Result<Value, ActuateError> {
+            self.inner.read()
+        }
+        fn validate(&mut self, value: &Value) -> Result<(), ActuateError> {
+            self.inner.validate(value)
+        }
+        fn apply(&mut self, value: &Value) -> Result<Value, ActuateError> {
+            std::fs::write(&self.min_file, "1200000\n").unwrap();
+            self.inner.apply(value)
+        }
+        fn revert(&mut self, original: &Value) -> Result<Value, ActuateError> {
+            self.inner.revert(original)
+        }
+    }
+
+    /// The min's own check takes its original after the max's round trip, so a max write that
+    /// moved the min passes it: the policy as a whole, read before the first write, does not.
+    #[test]
+    fn a_limit_write_that_moves_the_other_limit_fails_the_acceptance() {
+        let tmp = tempfile::tempdir().unwrap();
+        let table = "3000000 2400000 1800000 1200000 800000 \n";
+        let p = policy(tmp.path(), 800_000, 3_000_000, "acpi-cpufreq", Some(table));
+        let roots = roots(tmp.path());
+        let err = accept_policy(&roots, "policy0", &mut |_| {}, &mut |at| {
+            let inner = CpufreqActuator::open(at, &roots)?;
+            Ok(if at.name == "scaling_max_freq" {
+                Box::new(Clamps {
+                    inner,
+                    min_file: p.join("scaling_min_freq"),
+                })
+            } else {
+                Box::new(inner)
+            })
+        })
+        .unwrap_err();
+        let file = |f: &str| p.join(f).display().to_string();
+        assert_eq!(
+            err,
+            AcceptanceError {
+                param: "cpufreq:policy0".into(),
+                what: format!(
+                    "after both limits were put back the policy shows scaling_min_freq 1200000, \
+                     not 800000: a write of one moved another; put them back by hand with `echo \
+                     800000 > {}; echo 3000000 > {}; echo schedutil > {}`",
+                    file("scaling_min_freq"),
+                    file("scaling_max_freq"),
+                    file("scaling_governor")
+                ),
+            }
+        );
+        assert_eq!(limits(&p), ("1200000\n".into(), "3000000\n".into()));
+    }
+
+    /// A limit that counts the writes made through it.
+    struct Counted {
+        inner: CpufreqActuator,
+        writes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Actuator for Counted {
+        fn address(&self) -> &ParamAddress {
+            self.inner.address()
+        }
+        fn read(&mut self) -> Result<Value, ActuateError> {
+            self.inner.read()
+        }
+        fn validate(&mut self, value: &Value) -> Result<(), ActuateError> {
+            self.inner.validate(value)
+        }
+        fn apply(&mut self, value: &Value) -> Result<Value, ActuateError> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            self.inner.apply(value)
+        }
+        fn revert(&mut self, original: &Value) -> Result<Value, ActuateError> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            self.inner.revert(original)
+        }
+    }
+
+    /// A run killed half-way runs no guard: the policy's values are said before the first write.
+    #[test]
+    fn the_policy_is_said_before_the_first_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        policy(tmp.path(), 800_000, 3_000_000, "intel_pstate", None);
+        let roots = roots(tmp.path());
+        let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut said = Vec::new();
+        accept_policy(
+            &roots,
+            "policy0",
+            &mut |line| {
+                said.push((
+                    line.split(';').next().unwrap().to_string(),
+                    writes.load(Ordering::SeqCst),
+                ))
+            },
+            &mut |at| {
+                Ok(Box::new(Counted {
+                    inner: CpufreqActuator::open(at, &roots)?,
+                    writes: writes.clone(),
+                }))
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            said,
+            [(
+                "cpufreq:policy0 before any change: scaling_min_freq 800000, scaling_max_freq \
+                 3000000, scaling_governor schedutil"
+                    .to_string(),
+                0
+            )]
+        );
+        assert_eq!(writes.load(Ordering::SeqCst), 4);
+    }
+
+    /// A max below the hardware's may be a cap the run wrote back as the request: it passes,
+    /// saying so.
+    #[test]
+    fn a_max_below_the_hardware_max_passes_with_a_warning() {
+        let tmp = tempfile::tempdir().unwrap();
+        let table = "3000000 2400000 1800000 1200000 800000 \n";
+        let p = policy(tmp.path(), 800_000, 2_400_000, "acpi-cpufreq", Some(table));
+        let report = accept_cpufreq(&roots(tmp.path()), "policy0", &mut |_| {}).unwrap();
+        let warning = "scaling_max_freq is 2400000 kHz, below cpuinfo_max_freq (3000000 kHz): if \
+                       a frequency cap (thermal, the firmware's _PPC) holds it there rather than \
+                       a limit someone wrote, this run wrote the capped value back as the \
+                       request, which stays once the cap lifts; write the limit you mean to \
+                       scaling_max_freq (docs/actuators.md, \"Known limit: frequency caps\")";
+        assert_eq!(report.warnings, [warning]);
+        assert!(report
+            .to_string()
+            .ends_with(&format!("\nwarning: {warning}\n")));
+        assert_eq!(limits(&p), ("800000\n".into(), "2400000\n".into()));
+    }
+
     #[test]
     fn a_machine_without_cpufreq_fails_clearly() {
         let tmp = tempfile::tempdir().unwrap();
-        let err = accept_cpufreq(&roots(tmp.path()), "policy0").unwrap_err();
+        let err = accept_cpufreq(&roots(tmp.path()), "policy0", &mut |_| {}).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(

@@ -647,7 +647,7 @@ impl CoalesceParam {
     }
 
     /// A change carrying this parameter at `v` (already checked by `parse`).
-    fn put(self, change: &mut CoalesceAttrs, v: &Value) {
+    pub(crate) fn put(self, change: &mut CoalesceAttrs, v: &Value) {
         match (self, v) {
             (CoalesceParam::RxUsecs, Value::Int(n)) => change.rx_usecs = Some(*n as u32),
             (CoalesceParam::RxFrames, Value::Int(n)) => change.rx_max_frames = Some(*n as u32),
