@@ -1186,7 +1186,8 @@ async fn many_overflowing_namespaces_are_capped_in_the_prompt() {
 
 /// Every consultation's event, as the agent writes it, matches docs/events.schema.json (strict:
 /// no unknown field), with suggestions dropped in every way. The second answer's are looked up
-/// in this host's /proc/sys: a name no kernel has (`unknown_parameter`).
+/// in this host's /proc/sys: a parameter the policy lets the rules change (`managed`), and a
+/// name no kernel has (`unknown_parameter`).
 #[tokio::test]
 async fn llm_events_match_their_schema() {
     let text = std::fs::read_to_string(concat!(
@@ -1213,6 +1214,7 @@ async fn llm_events_match_their_schema() {
     suggestions.extend((0..3).map(|_| json!({"parameter": "a/b"})));
     let answer = json!({"recommendations": items, "suggestions": suggestions});
     let second = json!({"recommendations": [], "suggestions": [
+        {"parameter": "net.ipv4.tcp_max_syn_backlog", "reason": "x"},
         {"parameter": "net.ipv4.tcp_fin_wait2_timeout", "reason": "x"},
     ]});
     let server = Server::start(vec![
@@ -1237,7 +1239,7 @@ async fn llm_events_match_their_schema() {
             "malformed",
             "too_many",
         ],
-        &["unknown_parameter"],
+        &["managed", "unknown_parameter"],
     ];
     let expected_kept = [1, 0];
     for i in 0..4 {

@@ -48,6 +48,10 @@ pub enum DropKind {
     /// A suggestion of a parameter that is offered to the model: a change to it goes in
     /// `recommendations`, where it is checked against the policy.
     Offered,
+    /// A suggestion of a parameter the policy lets some advisor change (rules, the optimizer,
+    /// or the LLM where it was not offered this time): it is KPO's to change, and a person who
+    /// changed it on the model's word would take it from KPO.
+    Managed,
 }
 
 /// One dropped item, for the `llm` event. `parameter` and `value` are the model's, shortened.
@@ -521,6 +525,21 @@ fn check_suggestion(
             ),
         ));
     }
+    let managing: Vec<&str> = [Source::Rules, Source::Optimizer, Source::Llm]
+        .into_iter()
+        .filter(|s| policy.allowed(&address, *s).is_some())
+        .map(Source::as_str)
+        .collect();
+    if !managing.is_empty() {
+        return Err((
+            DropKind::Managed,
+            format!(
+                "KPO's policy lets {} change {}: it is not one to change by hand",
+                managing.join(", "),
+                address.name
+            ),
+        ));
+    }
     Ok(address)
 }
 
@@ -722,6 +741,17 @@ mod tests {
                 "net.ipv4.tcp_rmem",
                 &[Source::Llm],
                 ParamLimits::new(Mode::Recommend).bounds(4096, 1 << 26),
+            )
+            // Managed, not offered: by other advisors, and by the LLM through a glob.
+            .with(
+                "vm.swappiness",
+                &[Source::Rules, Source::Optimizer],
+                ParamLimits::new(Mode::Auto).bounds(0, 100),
+            )
+            .with(
+                "net.ipv4.udp_*",
+                &[Source::Llm],
+                ParamLimits::new(Mode::Recommend),
             );
         let offered = vec![
             ParamContext {
@@ -1051,8 +1081,8 @@ mod tests {
 
     /// Every way a suggestion is dropped, each alone, and nothing read for any of them: only a
     /// kept name is ever mapped to a file. Mutations that fail it: each check of
-    /// `check_suggestion` removed in turn (the deny-list, the offered names, the host target,
-    /// the path check, the length bound).
+    /// `check_suggestion` removed in turn (the deny-list, the offered names, the policy's other
+    /// parameters, the host target, the path check, the length bound).
     #[test]
     fn suggestions_drop_with_reasons() {
         let cases = serde_json::json!([
@@ -1075,6 +1105,8 @@ mod tests {
             [{"parameter": "kernel.modprobe"}, "deny_listed"],
             [{"parameter": "net.core.somaxconn"}, "offered"],
             [{"parameter": "net.ipv4.tcp_rmem"}, "offered"],
+            [{"parameter": "vm.swappiness"}, "managed"],
+            [{"parameter": "net.ipv4.udp_mem"}, "managed"],
         ]);
         for case in cases.as_array().unwrap() {
             let (s, read) = suggest(serde_json::json!([case[0]]));
@@ -1110,6 +1142,12 @@ mod tests {
             s.dropped[0].detail,
             "net.core.somaxconn is offered to the model: a change to it belongs in \
              `recommendations`"
+        );
+        let (s, _) = suggest(serde_json::json!([{"parameter": "vm.swappiness"}]));
+        assert_eq!(
+            s.dropped[0].detail,
+            "KPO's policy lets rules, optimizer change vm.swappiness: it is not one to change by \
+             hand"
         );
         // Not a list: one entry, and the list's other answers are not the suggestions' business.
         let (s, _) = suggest(serde_json::json!({"parameter": "net.ipv4.tcp_fin_timeout"}));
