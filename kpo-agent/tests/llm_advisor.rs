@@ -1186,7 +1186,9 @@ async fn many_overflowing_namespaces_are_capped_in_the_prompt() {
 }
 
 /// Every consultation's event, as the agent writes it, matches docs/events.schema.json (strict:
-/// no unknown field).
+/// no unknown field), with suggestions dropped in every way. The second answer's are looked up
+/// in this host's /proc/sys: a parameter the policy lets the rules change (`managed`), and a
+/// name no kernel has (`unknown_parameter`).
 #[tokio::test]
 async fn llm_events_match_their_schema() {
     let text = std::fs::read_to_string(concat!(
@@ -1212,8 +1214,13 @@ async fn llm_events_match_their_schema() {
     ];
     suggestions.extend((0..3).map(|_| json!({"parameter": "a/b"})));
     let answer = json!({"recommendations": items, "suggestions": suggestions});
+    let second = json!({"recommendations": [], "suggestions": [
+        {"parameter": "net.ipv4.tcp_max_syn_backlog", "reason": "x"},
+        {"parameter": "net.ipv4.tcp_fin_wait2_timeout", "reason": "x"},
+    ]});
     let server = Server::start(vec![
         completion(&answer.to_string()),
+        completion(&second.to_string()),
         status(500, "boom"),
         completion_with("[", "length"),
     ])
@@ -1225,7 +1232,18 @@ async fn llm_events_match_their_schema() {
     };
     let a = advisor(&cfg, "nginx");
     let mut outcomes = Vec::new();
-    for _ in 0..3 {
+    let expected_kinds: [&[&str]; 2] = [
+        &[
+            "duplicate",
+            "deny_listed",
+            "offered",
+            "malformed",
+            "too_many",
+        ],
+        &["managed", "unknown_parameter"],
+    ];
+    let expected_kept = [1, 0];
+    for i in 0..4 {
         let c = consult(&a).await;
         outcomes.push(c.outcome);
         let event = kpo_agent::output::events::encode(
@@ -1242,17 +1260,11 @@ async fn llm_events_match_their_schema() {
                 .iter()
                 .map(|d| d["kind"].as_str().unwrap())
                 .collect();
+            assert_eq!(kinds, expected_kinds[i], "{event}");
             assert_eq!(
-                kinds,
-                [
-                    "duplicate",
-                    "deny_listed",
-                    "offered",
-                    "malformed",
-                    "too_many"
-                ]
+                event["suggested_ids"].as_array().unwrap().len(),
+                expected_kept[i]
             );
-            assert_eq!(event["suggested_ids"].as_array().unwrap().len(), 1);
         }
         if let Err(e) = validator.validate(&event) {
             panic!("{e}: {event}");
@@ -1260,7 +1272,12 @@ async fn llm_events_match_their_schema() {
     }
     assert_eq!(
         outcomes,
-        [Outcome::Ok, Outcome::HttpStatus, Outcome::CircuitOpen]
+        [
+            Outcome::Ok,
+            Outcome::Ok,
+            Outcome::HttpStatus,
+            Outcome::CircuitOpen
+        ]
     );
 }
 

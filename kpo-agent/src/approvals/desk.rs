@@ -1005,7 +1005,14 @@ fn moved_since_advised(path: &ChangePath, item: &ApprovalItem) -> Option<(Value,
 /// change from window to window (the window and its end, the drops, the queue's depth) must not
 /// make it new, while the words tell one kind of advice from another (raise the backlog, listen
 /// again, scale the service) and an IPv4 listener's from an IPv6 one's on the same port.
+///
+/// An LLM's suggestion (advice with no application) is keyed on its advisor and parameter
+/// alone: the model words its reason anew at every consultation, and the value it is shown
+/// beside may move at every read (`fs.file-nr`), so neither tells one situation from another.
 fn advice_key(rec: &Recommendation) -> String {
+    if rec.application.is_none() {
+        return format!("{}\n{}", rec.source, target_key(&rec.parameter));
+    }
     let mut words = String::with_capacity(rec.reason.len());
     let mut in_number = false;
     for c in rec.reason.chars() {

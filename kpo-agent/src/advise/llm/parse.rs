@@ -92,6 +92,13 @@ pub struct Advice {
 /// 3. the JSON values at the top level of the text (prose around them): the last that is a list
 ///    or a `recommendations` object, else the last single recommendation object.
 ///
+/// An object with only `suggestions` is the answer (one that changes nothing) only where it is
+/// the whole reply, or where no fence or value holds recommendations. Beside such a fence or
+/// value it only brings its suggestions to the answer, if that has none of its own: models that
+/// cannot give JSON alone write their recommendations and their suggestions as two blocks, and
+/// taking the second as the answer would lose the first without a word. (It still counts as a
+/// fence holding advice, so recommendations beside it wait for a person.)
+///
 /// Content longer than [`MAX_CONTENT`] is refused unread (the client refuses it first).
 pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
     if content.len() > MAX_CONTENT {
@@ -119,18 +126,27 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
     // The last fence, as the last value in prose: models show what they looked at, or an
     // example, before they answer.
     let mut fenced = None;
+    let mut fenced_suggestions = None;
     let mut fences_with_advice = 0;
     let blocks = fenced_blocks(text);
     for &block in &blocks {
         if let Some(v) = whole_value(without_tag(block)) {
             saw_json = true;
-            if let Some(shape) = advice_shape(v)? {
-                fences_with_advice += 1;
-                fenced = Some(shape);
+            match advice_shape(v)? {
+                Some(Shape::Suggestions(s)) => {
+                    fences_with_advice += 1;
+                    fenced_suggestions = Some(s);
+                }
+                Some(shape) => {
+                    fences_with_advice += 1;
+                    fenced = Some(shape);
+                }
+                None => {}
             }
         }
     }
-    if let Some(shape) = fenced {
+    if let Some(shape) = fenced.or_else(|| fenced_suggestions.take().map(Shape::Suggestions)) {
+        let shape = shape.with_suggestions(fenced_suggestions);
         // The only fence is the answer only where nothing outside it could be one: JSON there
         // (an answer after an example in the fence, or a value the fence sits inside) makes
         // the fence one of two things the model wrote, for a person to tell apart.
@@ -145,6 +161,7 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
     // outranks a lone item object, which prose often holds as a mention ("I considered {...}").
     let mut answer = None;
     let mut single = None;
+    let mut suggestions = None;
     let (values, complete) = top_level_values(text, &mut failed);
     if !complete {
         return Err(ParseError::NotAdvice);
@@ -154,11 +171,15 @@ pub fn extract_items(content: &str) -> Result<Advice, ParseError> {
         match advice_shape(v)? {
             Some(list @ Shape::List(..)) => answer = Some(list),
             Some(item @ Shape::Item(_)) => single = Some(item),
+            Some(Shape::Suggestions(s)) => suggestions = Some(s),
             None => {}
         }
     }
-    if let Some(shape) = answer.or(single) {
-        return Ok(shape.found(Found::Prose));
+    if let Some(shape) = answer
+        .or(single)
+        .or_else(|| suggestions.take().map(Shape::Suggestions))
+    {
+        return Ok(shape.with_suggestions(suggestions).found(Found::Prose));
     }
     Err(if saw_json {
         ParseError::NotAdvice
@@ -452,18 +473,32 @@ fn fenced_blocks(text: &str) -> Vec<&str> {
 
 /// What a JSON value holds as advice.
 enum Shape {
-    /// A list of items, or an object with a `recommendations` list (or only `suggestions`): an
-    /// answer, even when empty; with the object's `suggestions`, if it has that key.
+    /// A list of items, or an object with a `recommendations` list: an answer, even when empty;
+    /// with the object's `suggestions`, if it has that key.
     List(Vec<Json>, Option<Json>),
     /// A single recommendation object.
     Item(Json),
+    /// An object with `suggestions` and no list of changes: an answer that changes nothing when
+    /// nothing else is one, else only these suggestions ([`extract_items`]).
+    Suggestions(Json),
 }
 
 impl Shape {
+    /// With `other`'s suggestions (a suggestions-only object beside it) when it has none of its
+    /// own.
+    fn with_suggestions(self, other: Option<Json>) -> Shape {
+        match self {
+            Shape::List(items, None) => Shape::List(items, other),
+            Shape::Item(item) if other.is_some() => Shape::List(vec![item], other),
+            shape => shape,
+        }
+    }
+
     fn found(self, found: Found) -> Advice {
         let (items, suggestions) = match self {
             Shape::List(items, suggestions) => (items, suggestions),
             Shape::Item(item) => (vec![item], None),
+            Shape::Suggestions(s) => (Vec::new(), Some(s)),
         };
         Advice {
             items,
@@ -518,10 +553,10 @@ fn advice_shape(v: Json) -> Result<Option<Shape>, ParseError> {
             if item {
                 return Ok(Some(Shape::Item(Json::Object(map))));
             }
-            // Only `suggestions`, no list of changes: an answer that changes nothing, as an empty
-            // `recommendations` would be. A `recommendations` that is not a list stays no answer.
+            // Only `suggestions`, no list of changes. A `recommendations` that is not a list
+            // stays no answer.
             match (lists.is_empty(), suggestions) {
-                (true, Some(s)) => Some(Shape::List(Vec::new(), Some(s))),
+                (true, Some(s)) => Some(Shape::Suggestions(s)),
                 _ => None,
             }
         }
@@ -967,9 +1002,9 @@ mod tests {
     }
 
     /// The answer object's `suggestions` come with its items, as the model wrote them; an
-    /// object with only `suggestions` is an answer that changes nothing; a bare list or a lone
-    /// item has none. Mutations that fail it: `suggestions` not taken from the object in
-    /// `advice_shape`; the suggestions-only object left as no answer.
+    /// object with only `suggestions` is an answer that changes nothing when nothing else is; a
+    /// bare list or a lone item has none. Mutations that fail it: `suggestions` not taken from
+    /// the object in `advice_shape`; the suggestions-only object left as no answer.
     #[test]
     fn the_answers_suggestions_come_with_it() {
         let s = r#"[{"parameter": "net.ipv4.tcp_fin_timeout", "reason": "FIN_WAIT2"}]"#;
@@ -988,10 +1023,6 @@ mod tests {
         let a = extract_items(&format!(r#"Also: {{"suggestions": {s}}}"#)).unwrap();
         assert_eq!((a.items.len(), a.found), (0, Found::Prose));
         assert!(a.suggestions.is_some());
-        // ... and, as any answer, it is the last: an item mentioned before it is not taken.
-        let a =
-            extract_items(&format!(r#"I considered [{ITEM}]. {{"suggestions": {s}}}"#)).unwrap();
-        assert!(a.items.is_empty());
         for none in [
             format!("[{ITEM}]"),
             ITEM.to_string(),
@@ -1011,6 +1042,50 @@ mod tests {
             extract_items(r#"{"recommendations": [], "suggestions": [], "suggestions": []}"#),
             Err(ParseError::DuplicateKey("suggestions".into()))
         );
+    }
+
+    /// A suggestions-only object beside recommendations (two fences, or two values in prose, as
+    /// a model without structured output writes them) only brings its suggestions: the
+    /// recommendations stay the answer, held for a person as any choice between fences is. The
+    /// answer's own suggestions, if any, are the ones taken. Mutation that fails it: the fence
+    /// scan (or the prose scan) taking the suggestions-only object as the answer.
+    #[test]
+    fn a_suggestions_only_block_does_not_hide_the_recommendations() {
+        let s = r#"[{"parameter": "net.ipv4.tcp_fin_timeout", "reason": "FIN_WAIT2"}]"#;
+        let list = format!(r#"{{"recommendations": [{ITEM}]}}"#);
+        let only = format!(r#"{{"suggestions": {s}}}"#);
+        let fences =
+            format!("Recommendations:\n```json\n{list}\n```\nSuggestions:\n```json\n{only}\n```\n");
+        let a = extract_items(&fences).unwrap();
+        assert_eq!(a.items, vec![serde_json::from_str::<Json>(ITEM).unwrap()]);
+        assert_eq!(a.found, Found::LastFence);
+        assert_eq!(a.suggestions, Some(serde_json::from_str(s).unwrap()));
+        // In the other order too.
+        let a = extract_items(&format!("```\n{only}\n```\n```\n{list}\n```")).unwrap();
+        assert_eq!((a.items.len(), a.found), (1, Found::LastFence));
+        assert_eq!(a.suggestions, Some(serde_json::from_str(s).unwrap()));
+        // Prose: a list, or a lone item, before it.
+        for prose in [
+            format!("{list} and also {only}"),
+            format!("I considered [{ITEM}]. {only}"),
+            format!("Change {ITEM}. {only}"),
+        ] {
+            let a = extract_items(&prose).unwrap();
+            assert_eq!((a.items.len(), a.found), (1, Found::Prose), "{prose}");
+            assert_eq!(
+                a.suggestions,
+                Some(serde_json::from_str(s).unwrap()),
+                "{prose}"
+            );
+        }
+        // The answer's own suggestions are its answer's.
+        let own = r#"{"recommendations": [], "suggestions": []}"#;
+        let a = extract_items(&format!("```\n{own}\n```\n```\n{only}\n```")).unwrap();
+        assert_eq!(a.suggestions, Some(Json::Array(Vec::new())));
+        // Alone in a fence it is the answer, as in the whole reply.
+        let a = extract_items(&format!("Here:\n```json\n{only}\n```")).unwrap();
+        assert_eq!((a.items.len(), a.found), (0, Found::Fence));
+        assert!(a.suggestions.is_some());
     }
 
     /// Values that parse do not use up the scan: the last answer after many of them stands.

@@ -48,6 +48,10 @@ pub enum DropKind {
     /// A suggestion of a parameter that is offered to the model: a change to it goes in
     /// `recommendations`, where it is checked against the policy.
     Offered,
+    /// A suggestion of a parameter the policy lets some advisor change (rules, the optimizer,
+    /// or the LLM where it was not offered this time): it is KPO's to change, and a person who
+    /// changed it on the model's word would take it from KPO.
+    Managed,
 }
 
 /// One dropped item, for the `llm` event. `parameter` and `value` are the model's, shortened.
@@ -342,6 +346,16 @@ pub const MAX_SUGGESTIONS: usize = 5;
 /// The longest sysctl name a suggestion may give: the kernel's longest are some 60 characters.
 const MAX_SUGGESTED_NAME: usize = 128;
 
+/// A suggested sysctl as this host has it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Current {
+    /// No such sysctl here: no file by that name (a model's invented name), or a directory of
+    /// them (`net.ipv4`).
+    Missing,
+    /// The sysctl exists; its value, when it may be read and shown (see [`read_sysctl`]).
+    Exists(Option<Value>),
+}
+
 /// What became of a reply's `suggestions`: the kept ones as recommendations without a value,
 /// and the dropped ones with why.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -354,7 +368,8 @@ pub struct Suggested {
 /// sysctls outside the parameters offered that it thinks the operator should look at. Each kept
 /// one is a [`Recommendation`] with no `recommended_value` and `can_auto_apply` false, so that
 /// it is reported, kept in the history and posted like advice for an application, and never
-/// proposed to the change path. `current` reads a kept name's value (`None`: not readable).
+/// proposed to the change path. `current` looks a kept name up: one this host does not have is
+/// dropped as `unknown_parameter`.
 ///
 /// A suggestion carries no value, and a `value` the model gives anyway is not read: nothing
 /// bounds it (the policy does not let the LLM drive the parameter, or it would have been
@@ -365,7 +380,7 @@ pub fn suggestions(
     offered: &[ParamContext],
     policy: &dyn AdvicePolicy,
     window: &WindowRef,
-    current: &dyn Fn(&ParamAddress) -> Option<Value>,
+    current: &dyn Fn(&ParamAddress) -> Current,
 ) -> Suggested {
     let mut out = Suggested::default();
     let items = match raw {
@@ -391,12 +406,18 @@ pub fn suggestions(
                     format!("{address} was already suggested in this reply"),
                 ));
             }
-            Ok(address)
+            match current(&address) {
+                Current::Missing => Err((
+                    DropKind::UnknownParameter,
+                    format!("no such sysctl here: {address}"),
+                )),
+                Current::Exists(value) => Ok((address, value)),
+            }
         });
         match checked {
-            Ok(address) => out.kept.push(Recommendation {
+            Ok((address, current_value)) => out.kept.push(Recommendation {
                 id: Recommendation::make_id(Source::Llm, window.index, &address, None),
-                current_value: current(&address),
+                current_value,
                 parameter: address,
                 recommended_value: None,
                 can_auto_apply: false,
@@ -504,25 +525,82 @@ fn check_suggestion(
             ),
         ));
     }
+    let managing: Vec<&str> = [Source::Rules, Source::Optimizer, Source::Llm]
+        .into_iter()
+        .filter(|s| policy.allowed(&address, *s).is_some())
+        .map(Source::as_str)
+        .collect();
+    if !managing.is_empty() {
+        return Err((
+            DropKind::Managed,
+            format!(
+                "KPO's policy lets {} change {}: it is not one to change by hand",
+                managing.join(", "),
+                address.name
+            ),
+        ));
+    }
     Ok(address)
 }
 
-/// The value of `address`, a sysctl at the host, from `proc_sys` (`/proc/sys`: the agent's own
-/// network namespace), if it can be read as one value: a suggestion's `current_value`. Only a
-/// name [`suggestions`] kept comes here (no `..`, no path), and the read is bounded as every
-/// read of a kernel attribute is. A file that holds more than a value (`dev.cdrom.info`'s
-/// table) shows nothing rather than a page of text.
-pub fn read_sysctl(proc_sys: &std::path::Path, address: &ParamAddress) -> Option<Value> {
+/// Sysctls whose read does work rather than show a value, never read for a suggestion whatever
+/// their mode says: `vm.stat_refresh` refreshes the counters on every CPU and waits for them
+/// (without bound on a CPU that a real-time task keeps busy); the others are write-only triggers
+/// (dropping caches, compacting memory, flushing routes) with no value to show.
+const READ_TRIGGERS: [&str; 5] = [
+    "vm.stat_refresh",
+    "vm.drop_caches",
+    "vm.compact_memory",
+    "net.ipv4.route.flush",
+    "net.ipv6.route.flush",
+];
+
+/// `address`, a sysctl at the host, under `proc_sys` (`/proc/sys`: the agent's own network
+/// namespace): whether it exists, and its value if it can be shown as one: a suggestion's
+/// `current_value`. Only a name [`suggestions`] kept comes here (no `..`, no path), and the
+/// read is bounded as every read of a kernel attribute is.
+///
+/// The value is read only from a file everyone may read (mode `o+r`), and never from one of
+/// [`READ_TRIGGERS`]: the agent runs as root, which reads 0600 files too, and those hold secrets
+/// (`net.ipv4.tcp_fastopen_key`, `net.ipv6.conf.*.stable_secret`) that would otherwise go into
+/// events, the history and the webhook, off the host; a model may name them by chance or on an
+/// attacker's prompt. A file that holds more than a value (`dev.cdrom.info`'s table) shows
+/// nothing rather than a page of text.
+pub fn read_sysctl(proc_sys: &std::path::Path, address: &ParamAddress) -> Current {
+    use std::os::unix::fs::PermissionsExt;
     /// Longer text is no parameter value a person reads beside advice.
     const MAX_SHOWN: usize = 256;
     if address.kind() != ParamKind::Sysctl || address.target != crate::actuate::param::Target::Host
     {
-        return None;
+        return Current::Missing;
     }
     let path = proc_sys.join(crate::actuate::param::sysctl_rel_path(&address.name));
-    let text = crate::kernel_file::read_text(&path, crate::kernel_file::limit::ATTRIBUTE).ok()?;
+    let meta = match std::fs::metadata(&path) {
+        Ok(meta) => meta,
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
+            return Current::Missing
+        }
+        // There, but not to be looked at (a directory on the way that root may not enter).
+        Err(_) => return Current::Exists(None),
+    };
+    if !meta.is_file() {
+        return Current::Missing;
+    }
+    if meta.permissions().mode() & 0o004 == 0 || READ_TRIGGERS.contains(&address.name.as_str()) {
+        return Current::Exists(None);
+    }
+    Current::Exists(shown(&path, MAX_SHOWN))
+}
+
+/// The value in the sysctl file at `path`, if it is one line of at most `max` bytes without
+/// control characters (a tab separates a vector's elements).
+fn shown(path: &std::path::Path, max: usize) -> Option<Value> {
+    let text = crate::kernel_file::read_text(path, crate::kernel_file::limit::ATTRIBUTE).ok()?;
     let line = text.strip_suffix('\n').unwrap_or(&text);
-    if line.len() > MAX_SHOWN || line.chars().any(|c| c.is_control() && c != '\t') {
+    if line.len() > max || line.chars().any(|c| c.is_control() && c != '\t') {
         return None;
     }
     Some(Value::parse(line))
@@ -663,6 +741,17 @@ mod tests {
                 "net.ipv4.tcp_rmem",
                 &[Source::Llm],
                 ParamLimits::new(Mode::Recommend).bounds(4096, 1 << 26),
+            )
+            // Managed, not offered: by other advisors, and by the LLM through a glob.
+            .with(
+                "vm.swappiness",
+                &[Source::Rules, Source::Optimizer],
+                ParamLimits::new(Mode::Auto).bounds(0, 100),
+            )
+            .with(
+                "net.ipv4.udp_*",
+                &[Source::Llm],
+                ParamLimits::new(Mode::Recommend),
             );
         let offered = vec![
             ParamContext {
@@ -936,13 +1025,16 @@ mod tests {
     }
 
     /// [`suggestions`] of `raw` against [`setup`], with the names whose value was read (the
-    /// reader gives 60 for each).
+    /// reader gives 60 for each, and has no `net.ipv4.tcp_fin_wait2_timeout`).
     fn suggest(raw: Json) -> (Suggested, Vec<String>) {
         let (offered, policy, w) = setup();
         let read = std::cell::RefCell::new(Vec::new());
         let s = suggestions(Some(raw), &offered, &policy, &w, &|a| {
             read.borrow_mut().push(a.to_string());
-            Some(Value::Int(60))
+            match a.name.as_str() {
+                "net.ipv4.tcp_fin_wait2_timeout" => Current::Missing,
+                _ => Current::Exists(Some(Value::Int(60))),
+            }
         });
         (s, read.into_inner())
     }
@@ -989,8 +1081,8 @@ mod tests {
 
     /// Every way a suggestion is dropped, each alone, and nothing read for any of them: only a
     /// kept name is ever mapped to a file. Mutations that fail it: each check of
-    /// `check_suggestion` removed in turn (the deny-list, the offered names, the host target,
-    /// the path check, the length bound).
+    /// `check_suggestion` removed in turn (the deny-list, the offered names, the policy's other
+    /// parameters, the host target, the path check, the length bound).
     #[test]
     fn suggestions_drop_with_reasons() {
         let cases = serde_json::json!([
@@ -1013,6 +1105,8 @@ mod tests {
             [{"parameter": "kernel.modprobe"}, "deny_listed"],
             [{"parameter": "net.core.somaxconn"}, "offered"],
             [{"parameter": "net.ipv4.tcp_rmem"}, "offered"],
+            [{"parameter": "vm.swappiness"}, "managed"],
+            [{"parameter": "net.ipv4.udp_mem"}, "managed"],
         ]);
         for case in cases.as_array().unwrap() {
             let (s, read) = suggest(serde_json::json!([case[0]]));
@@ -1049,6 +1143,12 @@ mod tests {
             "net.core.somaxconn is offered to the model: a change to it belongs in \
              `recommendations`"
         );
+        let (s, _) = suggest(serde_json::json!([{"parameter": "vm.swappiness"}]));
+        assert_eq!(
+            s.dropped[0].detail,
+            "KPO's policy lets rules, optimizer change vm.swappiness: it is not one to change by \
+             hand"
+        );
         // Not a list: one entry, and the list's other answers are not the suggestions' business.
         let (s, _) = suggest(serde_json::json!({"parameter": "net.ipv4.tcp_fin_timeout"}));
         assert_eq!(
@@ -1074,6 +1174,32 @@ mod tests {
         assert_eq!(read, ["vm.dirty_ratio"]);
     }
 
+    /// A name this host has no sysctl by (a model's invention) is looked up and dropped: it is
+    /// nothing for a person to look at. Mutation that fails it: `Current::Missing` kept (with
+    /// no value).
+    #[test]
+    fn a_suggested_sysctl_that_is_not_here_is_dropped() {
+        let (s, read) = suggest(serde_json::json!([
+            {"parameter": "net.ipv4.tcp_fin_wait2_timeout", "reason": "FIN_WAIT2"},
+            {"parameter": "net.ipv4.tcp_fin_timeout", "reason": "FIN_WAIT2"},
+        ]));
+        assert_eq!(
+            s.dropped,
+            [Dropped {
+                parameter: Some("net.ipv4.tcp_fin_wait2_timeout".into()),
+                value: None,
+                kind: DropKind::UnknownParameter,
+                detail: "no such sysctl here: net.ipv4.tcp_fin_wait2_timeout".into(),
+            }]
+        );
+        assert_eq!(s.kept.len(), 1);
+        assert_eq!(s.kept[0].parameter.name, "net.ipv4.tcp_fin_timeout");
+        assert_eq!(
+            read,
+            ["net.ipv4.tcp_fin_wait2_timeout", "net.ipv4.tcp_fin_timeout"]
+        );
+    }
+
     /// Past [`MAX_SUGGESTIONS`], the rest make one `too_many` entry, however many there are.
     /// Mutations that fail it: no `take(MAX_SUGGESTIONS)`; no `too_many` entry.
     #[test]
@@ -1096,40 +1222,70 @@ mod tests {
         );
     }
 
-    /// A kept name's value, read from a tree laid out as /proc/sys: one value or a vector; none
-    /// for a missing file, a directory, a table, or an address that is not a sysctl at the host.
-    /// Mutations that fail it: the `target` check removed; `MAX_SHOWN` not applied.
+    /// A kept name's value, read from a tree laid out as /proc/sys: one value or a vector;
+    /// none for a table, or for a file not everyone may read or whose read does work (whatever
+    /// it holds); missing for no file, a directory, a path through a file, or an address that is
+    /// not a sysctl at the host. Mutations that fail it: the `target` check removed; `MAX_SHOWN`
+    /// not applied; the mode check removed (the key and the secret are shown); `READ_TRIGGERS`
+    /// not looked at (stat_refresh's 0 is shown); a directory taken as a sysctl.
     #[test]
     fn a_suggestions_current_value_is_read_under_proc_sys_only() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        std::fs::create_dir_all(root.join("net/ipv4/conf/eth0.100")).unwrap();
-        std::fs::create_dir_all(root.join("dev/cdrom")).unwrap();
-        std::fs::write(root.join("net/ipv4/tcp_fin_timeout"), "60\n").unwrap();
-        std::fs::write(root.join("net/ipv4/tcp_rmem"), "4096\t131072\t6291456\n").unwrap();
-        std::fs::write(root.join("net/ipv4/conf/eth0.100/rp_filter"), "2\n").unwrap();
-        std::fs::write(
-            root.join("dev/cdrom/info"),
+        let write = |rel: &str, text: &str, mode: u32| {
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write("net/ipv4/tcp_fin_timeout", "60\n", 0o644);
+        write("net/ipv4/tcp_rmem", "4096\t131072\t6291456\n", 0o644);
+        write("net/ipv4/conf/eth0.100/rp_filter", "2\n", 0o644);
+        write(
+            "dev/cdrom/info",
             "CD-ROM information, Id: cdrom.c 3.20 2003/12/17\n\ndrive name:\n",
-        )
-        .unwrap();
-        std::fs::write(root.join("dev/cdrom/long"), "w ".repeat(200)).unwrap();
+            0o444,
+        );
+        write("dev/cdrom/long", &"w ".repeat(200), 0o644);
+        // As the kernel has them: root's alone (this test may run as root, who could read them).
+        write(
+            "net/ipv4/tcp_fastopen_key",
+            "1a2b3c4d-1a2b3c4d-1a2b3c4d-1a2b3c4d\n",
+            0o600,
+        );
+        write("net/ipv6/conf/all/stable_secret", "fe80::1\n", 0o600);
+        // A read trigger, even where its mode would let anyone read it.
+        write("vm/stat_refresh", "0\n", 0o644);
         let read = |name: &str| read_sysctl(root, &name.parse().unwrap());
-        assert_eq!(read("net.ipv4.tcp_fin_timeout"), Some(Value::Int(60)));
+        let shown = |v: Value| Current::Exists(Some(v));
+        assert_eq!(read("net.ipv4.tcp_fin_timeout"), shown(Value::Int(60)));
         assert_eq!(
             read("net.ipv4.tcp_rmem"),
-            Some(Value::Ints(vec![4096, 131072, 6291456]))
+            shown(Value::Ints(vec![4096, 131072, 6291456]))
         );
         assert_eq!(
             read("net.ipv4.conf.eth0/100.rp_filter"),
-            Some(Value::Int(2))
+            shown(Value::Int(2))
         );
-        assert_eq!(read("net.ipv4.tcp_nope"), None);
-        assert_eq!(read("net.ipv4"), None);
-        assert_eq!(read("dev.cdrom.info"), None);
-        assert_eq!(read("dev.cdrom.long"), None);
-        assert_eq!(read("net.ipv4.tcp_fin_timeout@netns:7"), None);
-        assert_eq!(read("ethtool:eth0:rx-usecs"), None);
+        for hidden in [
+            "dev.cdrom.info",
+            "dev.cdrom.long",
+            "net.ipv4.tcp_fastopen_key",
+            "net.ipv6.conf.all.stable_secret",
+            "vm.stat_refresh",
+        ] {
+            assert_eq!(read(hidden), Current::Exists(None), "{hidden}");
+        }
+        for missing in [
+            "net.ipv4.tcp_nope",
+            "net.ipv4",
+            "net.ipv4.tcp_fin_timeout.x",
+            "net.ipv4.tcp_fin_timeout@netns:7",
+            "ethtool:eth0:rx-usecs",
+        ] {
+            assert_eq!(read(missing), Current::Missing, "{missing}");
+        }
     }
 
     #[test]

@@ -1687,15 +1687,15 @@ fn a_parameter_change_is_not_posted_as_advice() {
 
 /// The LLM's suggestion of a parameter it may not drive (no value, no application), as
 /// `advise::llm::validate::suggestions` keeps it.
-fn llm_suggestion(window: u64, sockets: u64) -> Recommendation {
+fn llm_suggestion(window: u64, reason: &str, now: i64) -> Recommendation {
     let parameter: ParamAddress = "net.ipv4.tcp_fin_timeout".parse().unwrap();
     Recommendation {
         id: Recommendation::make_id(Source::Llm, window, &parameter, None),
         parameter,
-        current_value: Some(Value::Int(60)),
+        current_value: Some(Value::Int(now.into())),
         recommended_value: None,
         can_auto_apply: false,
-        reason: format!("{sockets} sockets in FIN_WAIT2 <!here>"),
+        reason: reason.into(),
         confidence: 0.6,
         source: Source::Llm,
         window: WindowRef {
@@ -1711,14 +1711,15 @@ fn llm_suggestion(window: u64, sockets: u64) -> Recommendation {
 /// advice in the history `kpo explain` reads, posted once per situation with words of its own
 /// (it is no advice for an application), and never proposed: no change, no approval, the kernel
 /// as it was. Mutations that fail it: the `application` match in `Payload::advice` taken out
-/// (the application's words); `Desk::advise` not called for it.
+/// (the application's words); `Desk::advise` not called for it; the reason's words or the
+/// value kept in a suggestion's `advice_key`.
 #[test]
 fn an_llm_suggestion_is_advice_posted_once_and_never_proposed() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = setup(dir.path(), "auto");
     let (webhook, mut posted) = Webhook::to_channel();
     s.desk.set_webhook(webhook);
-    let first = llm_suggestion(41, 1200);
+    let first = llm_suggestion(41, "1200 sockets in FIN_WAIT2 <!here>", 60);
     let out = s.consider(vec![first.clone()]);
     assert_eq!(kinds(&out.events), ["recommendation"]);
     assert!(out.applied.is_empty() && out.refused.is_empty());
@@ -1745,8 +1746,14 @@ fn an_llm_suggestion_is_advice_posted_once_and_never_proposed() {
              change it; `kpo explain net.ipv4.tcp_fin_timeout` shows it again."
         )
     );
-    // Made again in a later consultation, with other numbers: not posted again.
-    s.consider(vec![llm_suggestion(51, 900)]);
+    // Made again in a later consultation, in other words and beside another value (the model
+    // writes its reason anew each time; the value may move by itself): the same situation, not
+    // posted again.
+    s.consider(vec![llm_suggestion(
+        51,
+        "connections stuck in the FIN_WAIT2 state",
+        30,
+    )]);
     assert!(posted.try_recv().is_err());
     assert_eq!(s.desk.explain("net.ipv4.tcp_fin_timeout", 5).len(), 2);
 }
