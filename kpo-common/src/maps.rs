@@ -122,8 +122,14 @@ pub struct ListenerCounters {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct IrqCounters {
+    /// Handler runs that ended (`irq_handler_exit`), timed or not.
     pub count: u64,
+    /// The timed runs' total duration.
     pub time_ns: u64,
+    /// Runs whose entry this CPU saw since its previous exit: not the one under way when the
+    /// sensor attached, nor one a nested handler interrupted (its entry's time was taken by the
+    /// nested one's exit).
+    pub timed: u64,
 }
 
 #[repr(C)]

@@ -375,6 +375,7 @@ impl BpfMaps {
             whole_per_cpu_hash(&self.irqs, |a: &mut IrqCounters, b| {
                 a.count += b.count;
                 a.time_ns += b.time_ns;
+                a.timed += b.timed;
             }),
             MAP_IRQS,
             &mut failed,

@@ -10,7 +10,7 @@ mod per_cpu_tests;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use kpo_common::{ListenerKey, NapiKey, AF_INET6};
+use kpo_common::{IrqCounters, ListenerKey, NapiKey, AF_INET6};
 use serde::Serialize;
 
 use crate::{
@@ -91,10 +91,10 @@ pub struct IrqWindow {
     pub count: u64,
     /// `count` per second of the window.
     pub per_s: f64,
-    /// Total handler time.
-    pub time_us: f64,
-    /// Mean time of one handler run (not of one interrupt on a shared line).
-    pub mean_ns: f64,
+    /// Total handler time: the timed runs' mean times `count`; null when no run was timed.
+    pub time_us: Option<f64>,
+    /// Mean time of one timed handler run (not of one interrupt on a shared line).
+    pub mean_ns: Option<f64>,
 }
 
 /// At most this many IRQ lines are listed in a window, the busiest. A multiqueue NIC or NVMe
@@ -108,7 +108,8 @@ pub struct IrqRest {
     pub lines: u32,
     pub count: u64,
     pub per_s: f64,
-    pub time_us: f64,
+    /// Their timed runs' mean times their `count`; null when none was timed.
+    pub time_us: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -933,41 +934,49 @@ fn irqs(first: &Sample, last: &Sample, secs: f64) -> (Vec<IrqWindow>, Option<Irq
     let Some(b) = &last.bpf else {
         return (Vec::new(), None);
     };
-    let moved: Vec<(u32, (u64, u64))> = b
+    let moved: Vec<(u32, IrqCounters)> = b
         .irqs
         .iter()
         .map(|(irq, c)| {
             let before = bpf_before(first, |f| f.irqs.get(irq).copied());
-            let count = counter::restarted(before.count, c.count);
-            let time_ns = counter::restarted(before.time_ns, c.time_ns);
-            (*irq, (count, time_ns))
+            let delta = IrqCounters {
+                count: counter::restarted(before.count, c.count),
+                time_ns: counter::restarted(before.time_ns, c.time_ns),
+                timed: counter::restarted(before.timed, c.timed),
+            };
+            (*irq, delta)
         })
-        .filter(|(_, (count, _))| *count > 0)
+        .filter(|(_, d)| d.count > 0)
         .collect();
-    let (listed, rest) = per_cpu::busiest(moved, LISTED_IRQS, |&(count, time_ns)| {
-        (count as f64, time_ns)
-    });
+    let (listed, rest) = per_cpu::busiest(moved, LISTED_IRQS, |d| (d.count as f64, d.time_ns));
+    // As for softirqs: the timed runs' mean times the exact count.
+    let mean_ns = |d: &IrqCounters| (d.timed > 0).then(|| d.time_ns as f64 / d.timed as f64);
+    let time_us = |d: &IrqCounters| mean_ns(d).map(|m| round3(m * d.count as f64 / 1000.0));
     let names = crate::collect::procfs::irq_names(&last.host);
     let listed = listed
         .into_iter()
-        .map(|(irq, (count, time_ns))| IrqWindow {
+        .map(|(irq, d)| IrqWindow {
             irq,
             name: names.get(&irq).cloned(),
-            count,
-            per_s: round3(count as f64 / secs),
-            time_us: round3(time_ns as f64 / 1000.0),
-            mean_ns: round3(time_ns as f64 / count as f64),
+            count: d.count,
+            per_s: round3(d.count as f64 / secs),
+            time_us: time_us(&d),
+            mean_ns: mean_ns(&d).map(round3),
         })
         .collect();
     let rest = (!rest.is_empty()).then(|| {
-        let (count, time_ns) = rest.iter().fold((0, 0), |(c, t), (_, (count, time_ns))| {
-            (c + count, t + time_ns)
-        });
+        let summed = rest
+            .iter()
+            .fold(IrqCounters::default(), |s, (_, d)| IrqCounters {
+                count: s.count + d.count,
+                time_ns: s.time_ns + d.time_ns,
+                timed: s.timed + d.timed,
+            });
         IrqRest {
             lines: rest.len() as u32,
-            count,
-            per_s: round3(count as f64 / secs),
-            time_us: round3(time_ns as f64 / 1000.0),
+            count: summed.count,
+            per_s: round3(summed.count as f64 / secs),
+            time_us: time_us(&summed),
         }
     });
     (listed, rest)

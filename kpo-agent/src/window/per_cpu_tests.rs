@@ -315,6 +315,7 @@ fn wide_window(cpus: u64) -> Window {
                 let counters = kpo_common::IrqCounters {
                     count,
                     time_ns: count * 2000,
+                    timed: count,
                 };
                 (irq, counters)
             })
@@ -379,7 +380,7 @@ fn a_window_of_many_cpus_lists_the_busiest_sixteen_and_matches_the_schema() {
             lines: 24,
             count: 396,
             per_s: 396.0,
-            time_us: 792.0
+            time_us: Some(792.0)
         })
     );
     let json = event(&w);
@@ -419,4 +420,43 @@ fn a_window_of_many_cpus_lists_the_busiest_sixteen_and_matches_the_schema() {
     assert!(!validator.is_valid(&orphan));
     orphan["sampled_context_switches_per_cpu_rest"] = serde_json::Value::Null;
     assert!(validator.is_valid(&orphan));
+}
+
+/// Every handler run counts; only timed runs make the mean, which is scaled to the count, and a
+/// line none of whose runs was timed has no time rather than none.
+#[test]
+fn an_irq_lines_untimed_runs_count_and_its_time_scales_the_timed_mean() {
+    let t0 = Instant::now();
+    let maps = Maps {
+        net_rx: net_rx([(0, 0, 0); CPUS]),
+        switches: vec![0; CPUS],
+    };
+    let at = |secs: u64, lines: &[(u32, u64, u64, u64)]| {
+        let mut s = sample(t0, secs, secs, &maps);
+        s.bpf.as_mut().unwrap().irqs = lines
+            .iter()
+            .map(|&(irq, count, time_ns, timed)| {
+                let c = kpo_common::IrqCounters {
+                    count,
+                    time_ns,
+                    timed,
+                };
+                (irq, c)
+            })
+            .collect();
+        s
+    };
+    let mut b = WindowBuilder::new(at(0, &[(40, 5, 5_000, 5)]));
+    // Line 40: 10 more runs, 8 of them timed at 3 µs each; line 41: 2 runs, none timed.
+    b.push(at(2, &[(40, 15, 29_000, 13), (41, 2, 0, 0)]));
+    let w = b.finish().unwrap().0;
+    let line = |irq: u32| w.irqs.iter().find(|i| i.irq == irq).unwrap();
+    assert_eq!(line(40).count, 10);
+    assert_eq!(line(40).mean_ns, Some(3000.0));
+    assert_eq!(line(40).time_us, Some(30.0));
+    assert_eq!(line(40).per_s, 5.0);
+    assert_eq!(
+        (line(41).count, line(41).time_us, line(41).mean_ns),
+        (2, None, None)
+    );
 }
