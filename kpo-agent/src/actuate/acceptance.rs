@@ -1361,13 +1361,14 @@ mod tests {
         assert_eq!(limits(&p), ("2000000\n".into(), "2000000\n".into()));
     }
 
-    /// A max limit whose write also raises the min to 1.2 GHz, as a driver's clamp would.
-    struct Clamps {
+    /// The real actuator, with `on_write` called before each write it makes: `true` for an
+    /// apply, `false` for a revert.
+    struct Hooked {
         inner: CpufreqActuator,
-        min_file: PathBuf,
+        on_write: Box<dyn FnMut(bool) + Send>,
     }
 
-    impl Actuator for Clamps {
+    impl Actuator for Hooked {
         fn address(&self) -> &ParamAddress {
             self.inner.address()
         }
@@ -1378,10 +1379,11 @@ mod tests {
             self.inner.validate(value)
         }
         fn apply(&mut self, value: &Value) -> Result<Value, ActuateError> {
-            std::fs::write(&self.min_file, "1200000\n").unwrap();
+            (self.on_write)(true);
             self.inner.apply(value)
         }
         fn revert(&mut self, original: &Value) -> Result<Value, ActuateError> {
+            (self.on_write)(false);
             self.inner.revert(original)
         }
     }
@@ -1397,9 +1399,15 @@ mod tests {
         let err = accept_policy(&roots, "policy0", &mut |_| {}, &mut |at| {
             let inner = CpufreqActuator::open(at, &roots)?;
             Ok(if at.name == "scaling_max_freq" {
-                Box::new(Clamps {
+                let min_file = p.join("scaling_min_freq");
+                Box::new(Hooked {
                     inner,
-                    min_file: p.join("scaling_min_freq"),
+                    // The driver clamps the min on every write of the max.
+                    on_write: Box::new(move |apply| {
+                        if apply {
+                            std::fs::write(&min_file, "1200000\n").unwrap();
+                        }
+                    }),
                 })
             } else {
                 Box::new(inner)
@@ -1424,32 +1432,6 @@ mod tests {
         assert_eq!(limits(&p), ("1200000\n".into(), "3000000\n".into()));
     }
 
-    /// A limit that counts the writes made through it.
-    struct Counted {
-        inner: CpufreqActuator,
-        writes: Arc<std::sync::atomic::AtomicUsize>,
-    }
-
-    impl Actuator for Counted {
-        fn address(&self) -> &ParamAddress {
-            self.inner.address()
-        }
-        fn read(&mut self) -> Result<Value, ActuateError> {
-            self.inner.read()
-        }
-        fn validate(&mut self, value: &Value) -> Result<(), ActuateError> {
-            self.inner.validate(value)
-        }
-        fn apply(&mut self, value: &Value) -> Result<Value, ActuateError> {
-            self.writes.fetch_add(1, Ordering::SeqCst);
-            self.inner.apply(value)
-        }
-        fn revert(&mut self, original: &Value) -> Result<Value, ActuateError> {
-            self.writes.fetch_add(1, Ordering::SeqCst);
-            self.inner.revert(original)
-        }
-    }
-
     /// A run killed half-way runs no guard: the policy's values are said before the first write.
     #[test]
     fn the_policy_is_said_before_the_first_write() {
@@ -1468,9 +1450,12 @@ mod tests {
                 ))
             },
             &mut |at| {
-                Ok(Box::new(Counted {
+                let writes = writes.clone();
+                Ok(Box::new(Hooked {
                     inner: CpufreqActuator::open(at, &roots)?,
-                    writes: writes.clone(),
+                    on_write: Box::new(move |_| {
+                        writes.fetch_add(1, Ordering::SeqCst);
+                    }),
                 }))
             },
         )

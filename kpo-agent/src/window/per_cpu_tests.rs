@@ -64,6 +64,24 @@ fn sample(t0: Instant, secs: u64, attached: u64, maps: &Maps) -> Sample {
     }
 }
 
+/// The events' JSON Schema (docs/events.schema.json), compiled.
+fn schema_validator() -> jsonschema::Validator {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../../docs/events.schema.json")).unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+/// `w` as the `window` event's JSON.
+fn event(w: &Window) -> serde_json::Value {
+    use crate::output::events::{encode, Event};
+    let e = Event::Window {
+        partial: false,
+        window: Box::new(w.clone()),
+    };
+    let line = encode(&e, "host", time::OffsetDateTime::UNIX_EPOCH);
+    serde_json::from_slice::<serde_json::Value>(&line).unwrap()
+}
+
 fn net_rx_of(w: &Window) -> Option<&super::SoftirqWindow> {
     w.softirqs.iter().find(|s| s.vector == "NET_RX")
 }
@@ -240,22 +258,11 @@ fn per_cpu_context_switches_are_null_exactly_when_the_total_is() {
 
 #[test]
 fn window_events_with_per_cpu_figures_match_the_schema() {
-    use crate::output::events::{encode, Event};
-    let schema: serde_json::Value =
-        serde_json::from_str(include_str!("../../../docs/events.schema.json")).unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
+    let validator = schema_validator();
     let samples = four_samples(Instant::now());
     let mut b = WindowBuilder::new(samples[0].clone());
     b.push(samples[1].clone());
     let (w, _) = b.finish().unwrap();
-    let event = |w: &Window| {
-        let e = Event::Window {
-            partial: false,
-            window: Box::new(w.clone()),
-        };
-        let line = encode(&e, "host", time::OffsetDateTime::UNIX_EPOCH);
-        serde_json::from_slice::<serde_json::Value>(&line).unwrap()
-    };
     let good = event(&w);
     assert_eq!(
         good["softirqs"][0]["per_cpu"],
@@ -331,18 +338,7 @@ fn wide_window(cpus: u64) -> Window {
 /// holds both: at most 16 listed, and a rest that says how many CPUs it sums.
 #[test]
 fn a_window_of_many_cpus_lists_the_busiest_sixteen_and_matches_the_schema() {
-    use crate::output::events::{encode, Event};
-    let schema: serde_json::Value =
-        serde_json::from_str(include_str!("../../../docs/events.schema.json")).unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let event = |w: &Window| {
-        let e = Event::Window {
-            partial: false,
-            window: Box::new(w.clone()),
-        };
-        let line = encode(&e, "host", time::OffsetDateTime::UNIX_EPOCH);
-        serde_json::from_slice::<serde_json::Value>(&line).unwrap()
-    };
+    let validator = schema_validator();
 
     let w = wide_window(40);
     let rx = net_rx_of(&w).unwrap();

@@ -209,6 +209,29 @@ fn contradicted(checked: &[(Json, Checked)]) -> Vec<(ParamAddress, Vec<Value>)> 
     given
 }
 
+/// Two spellings of one field are the same ambiguity as a repeated key (`"value": 8192,
+/// "new_value": 65535`): whichever was looked up first would count. `what` names the object.
+fn one_spelling_each(
+    item: &Json,
+    fields: &[&[&str]],
+    what: &str,
+) -> Result<(), (DropKind, String)> {
+    for spellings in fields {
+        let given: Vec<&str> = spellings
+            .iter()
+            .copied()
+            .filter(|k| item.get(*k).is_some())
+            .collect();
+        if given.len() > 1 {
+            return Err((
+                DropKind::Malformed,
+                format!("the {what} gives both {given:?}; which one counts is unclear"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn field<'a>(item: &'a Json, keys: &[&str]) -> Option<&'a Json> {
     keys.iter().find_map(|k| item.get(*k))
 }
@@ -234,21 +257,7 @@ fn check_item(
             format!("the item repeats the key {key:?}; which one counts is unclear"),
         ));
     }
-    // Two spellings of one field are the same ambiguity as a repeated key
-    // (`"value": 8192, "new_value": 65535`): whichever was looked up first would count.
-    for spellings in SPELLINGS {
-        let given: Vec<&str> = spellings
-            .iter()
-            .copied()
-            .filter(|k| item.get(*k).is_some())
-            .collect();
-        if given.len() > 1 {
-            return Err((
-                DropKind::Malformed,
-                format!("the item gives both {given:?}; which one counts is unclear"),
-            ));
-        }
-    }
+    one_spelling_each(item, SPELLINGS, "item")?;
     let Some(name) = field_str(item, &["parameter", "Parameter"]) else {
         return Err((DropKind::Malformed, "no \"parameter\" string".into()));
     };
@@ -465,19 +474,11 @@ fn check_suggestion(
             format!("the suggestion repeats the key {key:?}; which one counts is unclear"),
         ));
     }
-    for spellings in [&["parameter", "Parameter"], &["reason", "Reason"]] {
-        let given: Vec<&str> = spellings
-            .iter()
-            .copied()
-            .filter(|k| item.get(*k).is_some())
-            .collect();
-        if given.len() > 1 {
-            return Err((
-                DropKind::Malformed,
-                format!("the suggestion gives both {given:?}; which one counts is unclear"),
-            ));
-        }
-    }
+    one_spelling_each(
+        item,
+        &[&["parameter", "Parameter"], &["reason", "Reason"]],
+        "suggestion",
+    )?;
     let Some(name) = field_str(item, &["parameter", "Parameter"]) else {
         return Err((DropKind::Malformed, "no \"parameter\" string".into()));
     };

@@ -1525,12 +1525,7 @@ async fn advice_for_the_application_is_posted_to_the_webhook_once_escaped() {
         serde_json::Value::Null
     );
     let text = body["text"].as_str().unwrap();
-    let host = s
-        .desk
-        .host
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
+    let host = slack_escaped(&s.desk.host);
     assert_eq!(
         text,
         format!(
@@ -1732,12 +1727,7 @@ fn an_llm_suggestion_is_advice_posted_once_and_never_proposed() {
     let p = posted.try_recv().expect("posted");
     assert_eq!(p.kpo.event, "advice");
     assert_eq!(p.kpo.recommendation(), Some(&first));
-    let host = s
-        .desk
-        .host
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
+    let host = slack_escaped(&s.desk.host);
     assert_eq!(
         p.text,
         format!(
@@ -1756,4 +1746,11 @@ fn an_llm_suggestion_is_advice_posted_once_and_never_proposed() {
     )]);
     assert!(posted.try_recv().is_err());
     assert_eq!(s.desk.explain("net.ipv4.tcp_fin_timeout", 5).len(), 2);
+}
+
+/// `text` as the webhook's Slack-style text shows it.
+fn slack_escaped(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
