@@ -1290,8 +1290,8 @@ const REAL_SERVER_VAR: &str = "KPO_TEST_LLM_BASE_URL";
 /// Opt-in: the consultation above, against a real OpenAI-compatible server an operator names
 /// (`KPO_TEST_LLM_BASE_URL`, with `KPO_TEST_LLM_MODEL` and `KPO_TEST_LLM_API_KEY` where the
 /// server wants them; docs/llm.md, "Checking a server"). What a model answers varies; what
-/// must hold for any server is the exchange: it takes the request (with `response_format`, or
-/// after the one retry without it), and its answer is a completion the advisor parses, not a
+/// must hold for any server is the exchange: it takes the request (with `json_schema`, or after
+/// a refusal `json_object` with the schema, or none), and its answer is a completion the advisor parses, not a
 /// fault. Every item of the answer is then either accepted or dropped with a reason, as the
 /// scripted tests above check item by item.
 #[tokio::test]

@@ -108,7 +108,7 @@ pub struct IrqRest {
     pub lines: u32,
     pub count: u64,
     pub per_s: f64,
-    /// Their timed runs' mean times their `count`; null when none was timed.
+    /// The sum of each line's `time_us`, of the lines with a timed run; null when none has one.
     pub time_us: Option<f64>,
 }
 
@@ -965,18 +965,18 @@ fn irqs(first: &Sample, last: &Sample, secs: f64) -> (Vec<IrqWindow>, Option<Irq
         })
         .collect();
     let rest = (!rest.is_empty()).then(|| {
-        let summed = rest
+        let count: u64 = rest.iter().map(|(_, d)| d.count).sum();
+        // Each line's own estimate, added up: lines differ in how many of their runs were timed,
+        // so one mean over all of them would weigh a line by its timed runs, not its runs.
+        let timed: Vec<f64> = rest
             .iter()
-            .fold(IrqCounters::default(), |s, (_, d)| IrqCounters {
-                count: s.count + d.count,
-                time_ns: s.time_ns + d.time_ns,
-                timed: s.timed + d.timed,
-            });
+            .filter_map(|(_, d)| mean_ns(d).map(|m| m * d.count as f64))
+            .collect();
         IrqRest {
             lines: rest.len() as u32,
-            count: summed.count,
-            per_s: round3(summed.count as f64 / secs),
-            time_us: time_us(&summed),
+            count,
+            per_s: round3(count as f64 / secs),
+            time_us: (!timed.is_empty()).then(|| round3(timed.iter().sum::<f64>() / 1000.0)),
         }
     });
     (listed, rest)

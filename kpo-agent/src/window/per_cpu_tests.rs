@@ -455,4 +455,24 @@ fn an_irq_lines_untimed_runs_count_and_its_time_scales_the_timed_mean() {
         (line(41).count, line(41).time_us, line(41).mean_ns),
         (2, None, None)
     );
+
+    // The lines left out: each line's time added up, not one mean over their timed runs. Lines
+    // 1..=16 are the busiest; line 50 ran 10 times at 1 µs, all timed; line 51 10 times, one
+    // timed at 5 µs: 10 + 50 µs (a mean over both lines' timed runs would say 27.3).
+    let mut lines: Vec<(u32, u64, u64, u64)> =
+        (1..=16).map(|irq| (irq, 100, 100_000, 100)).collect();
+    lines.extend([(50, 10, 10_000, 10), (51, 10, 5_000, 1)]);
+    let mut b = WindowBuilder::new(at(0, &[]));
+    b.push(at(1, &lines));
+    let w = b.finish().unwrap().0;
+    assert_eq!(w.irqs.len(), 16);
+    assert_eq!(
+        w.irqs_rest,
+        Some(super::IrqRest {
+            lines: 2,
+            count: 20,
+            per_s: 20.0,
+            time_us: Some(60.0)
+        })
+    );
 }

@@ -209,13 +209,29 @@ fn contradicted(checked: &[(Json, Checked)]) -> Vec<(ParamAddress, Vec<Value>)> 
     given
 }
 
-/// Two spellings of one field are the same ambiguity as a repeated key (`"value": 8192,
-/// "new_value": 65535`): whichever was looked up first would count. `what` names the object.
-fn one_spelling_each(
-    item: &Json,
-    fields: &[&[&str]],
-    what: &str,
-) -> Result<(), (DropKind, String)> {
+/// An object with no repeated key and each of `fields` in at most one spelling, or why not
+/// (`what` names it in the reason). Read last-wins, a repeated key would decide silently which of
+/// the model's words count (`"can_auto_apply": false, ..., "can_auto_apply": true`; the parser
+/// marks such objects), and two spellings of one field (`"value": 8192, "new_value": 65535`)
+/// would leave it to whichever was looked up first.
+fn well_formed(item: &Json, fields: &[&[&str]], what: &str) -> Result<(), (DropKind, String)> {
+    if !item.is_object() {
+        let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        return Err((
+            DropKind::Malformed,
+            format!("{article} {what} is not an object"),
+        ));
+    }
+    if let Some(key) = super::parse::repeated_key(item) {
+        return Err((
+            DropKind::Malformed,
+            format!("the {what} repeats the key {key:?}; which one counts is unclear"),
+        ));
+    }
     for spellings in fields {
         let given: Vec<&str> = spellings
             .iter()
@@ -246,18 +262,7 @@ fn check_item(
     policy: &dyn AdvicePolicy,
     window: &WindowRef,
 ) -> Checked {
-    if !item.is_object() {
-        return Err((DropKind::Malformed, "an item is not an object".into()));
-    }
-    // Read last-wins, a repeated key would decide silently which of the model's words count
-    // (`"can_auto_apply": false, ..., "can_auto_apply": true`): the parser marks such objects.
-    if let Some(key) = super::parse::repeated_key(item) {
-        return Err((
-            DropKind::Malformed,
-            format!("the item repeats the key {key:?}; which one counts is unclear"),
-        ));
-    }
-    one_spelling_each(item, SPELLINGS, "item")?;
+    well_formed(item, SPELLINGS, "item")?;
     let Some(name) = field_str(item, &["parameter", "Parameter"]) else {
         return Err((DropKind::Malformed, "no \"parameter\" string".into()));
     };
@@ -465,16 +470,7 @@ fn check_suggestion(
     offered: &[ParamContext],
     policy: &dyn AdvicePolicy,
 ) -> Result<ParamAddress, (DropKind, String)> {
-    if !item.is_object() {
-        return Err((DropKind::Malformed, "a suggestion is not an object".into()));
-    }
-    if let Some(key) = super::parse::repeated_key(item) {
-        return Err((
-            DropKind::Malformed,
-            format!("the suggestion repeats the key {key:?}; which one counts is unclear"),
-        ));
-    }
-    one_spelling_each(
+    well_formed(
         item,
         &[&["parameter", "Parameter"], &["reason", "Reason"]],
         "suggestion",
