@@ -951,7 +951,7 @@ fn irqs(first: &Sample, last: &Sample, secs: f64) -> (Vec<IrqWindow>, Option<Irq
     let (listed, rest) = per_cpu::busiest(moved, LISTED_IRQS, |d| (d.count as f64, d.time_ns));
     // As for softirqs: the timed runs' mean times the exact count.
     let mean_ns = |d: &IrqCounters| (d.timed > 0).then(|| d.time_ns as f64 / d.timed as f64);
-    let time_us = |d: &IrqCounters| mean_ns(d).map(|m| round3(m * d.count as f64 / 1000.0));
+    let time_us = |d: &IrqCounters| per_cpu::scaled_time_us(d.count, d.time_ns, d.timed);
     let names = crate::collect::procfs::irq_names(&last.host);
     let listed = listed
         .into_iter()

@@ -70,21 +70,16 @@ fn by_cpu<'a, V: Copy + Default>(
     })
 }
 
-/// One CPU's share of a softirq vector between two reads.
-#[derive(Debug, Clone, Copy, Default)]
-struct SoftirqDelta {
-    count: u64,
-    time_ns: u64,
-    timed: u64,
+/// The total time of `count` runs of which `timed` took `time_ns` together: their mean times
+/// the exact count (as for a vector's total); with no timed run the duration is unknown, not
+/// zero. Softirqs time one run in `SOFTIRQ_TIME_EVERY`, IRQ lines every run whose entry was seen.
+pub(super) fn scaled_time_us(count: u64, time_ns: u64, timed: u64) -> Option<f64> {
+    (timed > 0).then(|| round3(time_ns as f64 / timed as f64 * count as f64 / 1000.0))
 }
 
-impl SoftirqDelta {
-    /// As for the vector's total: the timed runs' mean times the exact count; with no timed run
-    /// the duration is unknown, not zero.
-    fn time_us(&self) -> Option<f64> {
-        (self.timed > 0)
-            .then(|| round3(self.time_ns as f64 / self.timed as f64 * self.count as f64 / 1000.0))
-    }
+/// The scaled time of a softirq vector's change on one CPU, or summed over several CPUs.
+fn softirq_time_us(d: &SoftirqCounters) -> Option<f64> {
+    scaled_time_us(d.count, d.time_ns, d.timed)
 }
 
 /// Figures by number (a CPU's, an IRQ's), in that order.
@@ -124,9 +119,9 @@ pub(super) fn softirq_cpus(
     before: &[SoftirqCounters],
     now: &[SoftirqCounters],
 ) -> (Vec<SoftirqCpu>, Option<SoftirqRest>) {
-    let moved: Vec<(u32, SoftirqDelta)> = by_cpu(before, now)
+    let moved: Vec<(u32, SoftirqCounters)> = by_cpu(before, now)
         .map(|(cpu, b, n)| {
-            let delta = SoftirqDelta {
+            let delta = SoftirqCounters {
                 count: counter::restarted(b.count, n.count),
                 time_ns: counter::restarted(b.time_ns, n.time_ns),
                 timed: counter::restarted(b.timed, n.timed),
@@ -136,20 +131,20 @@ pub(super) fn softirq_cpus(
         .filter(|(_, d)| d.count > 0)
         .collect();
     let (listed, rest) = busiest(moved, LISTED_CPUS, |d| {
-        (d.time_us().unwrap_or(0.0), d.count)
+        (softirq_time_us(d).unwrap_or(0.0), d.count)
     });
     let listed = listed
         .into_iter()
         .map(|(cpu, d)| SoftirqCpu {
             cpu,
             count: d.count,
-            time_us: d.time_us(),
+            time_us: softirq_time_us(&d),
         })
         .collect();
     let rest = (!rest.is_empty()).then(|| {
         let summed = rest
             .iter()
-            .fold(SoftirqDelta::default(), |s, (_, d)| SoftirqDelta {
+            .fold(SoftirqCounters::default(), |s, (_, d)| SoftirqCounters {
                 count: s.count + d.count,
                 time_ns: s.time_ns + d.time_ns,
                 timed: s.timed + d.timed,
@@ -157,7 +152,7 @@ pub(super) fn softirq_cpus(
         SoftirqRest {
             cpus: rest.len() as u32,
             count: summed.count,
-            time_us: summed.time_us(),
+            time_us: softirq_time_us(&summed),
         }
     });
     (listed, rest)

@@ -248,6 +248,20 @@ fn well_formed(item: &Json, fields: &[&[&str]], what: &str) -> Result<(), (DropK
     Ok(())
 }
 
+/// Nothing on the built-in deny-list is recommended or suggested, whatever the policy says.
+fn not_denied(policy: &dyn AdvicePolicy, address: &ParamAddress) -> Result<(), (DropKind, String)> {
+    if policy.is_denied(&address.policy_name()) {
+        return Err((
+            DropKind::DenyListed,
+            format!(
+                "{} is on the built-in deny-list and is never changed",
+                address.policy_name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn field<'a>(item: &'a Json, keys: &[&str]) -> Option<&'a Json> {
     keys.iter().find_map(|k| item.get(*k))
 }
@@ -270,15 +284,7 @@ fn check_item(
     let address: ParamAddress = name
         .parse()
         .map_err(|e| (DropKind::UnknownParameter, format!("{e}")))?;
-    if policy.is_denied(&address.policy_name()) {
-        return Err((
-            DropKind::DenyListed,
-            format!(
-                "{} is on the built-in deny-list and is never changed",
-                address.policy_name()
-            ),
-        ));
-    }
+    not_denied(policy, &address)?;
     let Some(ctx) = offered.iter().find(|p| p.address == address) else {
         return Err((
             DropKind::UnknownParameter,
@@ -501,15 +507,7 @@ fn check_suggestion(
             format!("{name} is not a sysctl's name alone: a suggestion names no namespace, NIC or cpufreq policy"),
         ));
     }
-    if policy.is_denied(&address.policy_name()) {
-        return Err((
-            DropKind::DenyListed,
-            format!(
-                "{} is on the built-in deny-list and is never changed",
-                address.policy_name()
-            ),
-        ));
-    }
+    not_denied(policy, &address)?;
     if offered
         .iter()
         .any(|p| p.address.kind() == ParamKind::Sysctl && p.address.name == address.name)
