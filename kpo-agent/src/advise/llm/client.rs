@@ -60,6 +60,26 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The name the `llm` event gives it (its serde name), for the log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Timeout => "timeout",
+            Outcome::Connect => "connect",
+            Outcome::HttpStatus => "http_status",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Backoff => "backoff",
+            Outcome::CircuitOpen => "circuit_open",
+            Outcome::NoParameters => "no_parameters",
+            Outcome::InvalidBody => "invalid_body",
+            Outcome::EmptyChoices => "empty_choices",
+            Outcome::Refusal => "refusal",
+            Outcome::Truncated => "truncated",
+            Outcome::ParseError => "parse_error",
+            Outcome::InternalError => "internal_error",
+        }
+    }
+
     /// Whether this counts against the circuit breaker: the endpoint failed, as opposed to the
     /// model answering badly.
     fn is_endpoint_failure(self) -> bool {
