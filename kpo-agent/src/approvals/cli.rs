@@ -51,14 +51,24 @@ pub struct ExplainArgs {
     /// net.core.somaxconn@netns:4026532281).
     #[arg(value_parser = crate::cli::param_arg)]
     pub param: String,
-    /// How many of the latest recommendations to show.
-    #[arg(long, default_value_t = 10)]
+    /// How many of the latest recommendations to show (at least 1).
+    #[arg(long, default_value_t = 10, value_parser = limit_arg)]
     pub limit: usize,
     /// JSON (an array, newest first) instead of text.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub state: StateArgs,
+}
+
+/// `--limit N`: at least 1. Zero would list nothing, which reads as "no recommendation
+/// recorded" for a parameter that has some.
+fn limit_arg(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("it must be at least 1 (0 would show none)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The running agent through its socket, or the state directory under its lock.
@@ -192,4 +202,38 @@ pub fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+
+    fn explain_limit(limit: &str) -> Result<usize, String> {
+        let cli = Cli::try_parse_from(["kpo", "explain", "net.core.somaxconn", "--limit", limit])
+            .map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Explain(a) => Ok(a.limit),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    /// `--limit 0` listed nothing and said "no recommendation recorded" of a parameter that had
+    /// some: it is refused, saying why; 1 and the default still parse.
+    #[test]
+    fn explain_limit_is_at_least_one() {
+        let err = explain_limit("0").unwrap_err();
+        assert!(
+            err.contains(
+                "invalid value '0' for '--limit <LIMIT>': it must be at least 1 (0 would show none)"
+            ),
+            "{err}"
+        );
+        assert_eq!(explain_limit("1"), Ok(1));
+        assert_eq!(explain_limit("25"), Ok(25));
+        assert!(explain_limit("x").is_err());
+        let default = Cli::try_parse_from(["kpo", "explain", "net.core.somaxconn"]).unwrap();
+        assert!(matches!(default.command, Command::Explain(a) if a.limit == 10));
+    }
 }

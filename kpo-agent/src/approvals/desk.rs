@@ -1001,9 +1001,10 @@ fn moved_since_advised(path: &ChangePath, item: &ApprovalItem) -> Option<(Value,
 /// The situation of advice for an application ([`Desk::advise`]): the same key for the same
 /// advice made again in a later window. Its advisor, the parameter and target, the listener and
 /// its owner (`application`: namespace, port, pid, process name, limit), the value the parameter
-/// had (somaxconn), and the reason's words with each run of digits as `#`: the numbers in it that
-/// change from window to window (the window and its end, the drops, the queue's depth) must not
-/// make it new, while the words tell one kind of advice from another (raise the backlog, listen
+/// had (somaxconn), and the reason's words with each run of digits as `#`, and without the
+/// accept-queue rule's note on a depth seen below the limit: the numbers in it that change from
+/// window to window (the window and its end, the drops, the queue's depth, whether the probe saw
+/// it full) must not make it new, while the words tell one kind of advice from another (raise the backlog, listen
 /// again, scale the service) and an IPv4 listener's from an IPv6 one's on the same port.
 ///
 /// An LLM's suggestion (advice with no application) is keyed on its advisor and parameter
@@ -1013,9 +1014,12 @@ fn advice_key(rec: &Recommendation) -> String {
     if rec.application.is_none() {
         return format!("{}\n{}", rec.source, target_key(&rec.parameter));
     }
-    let mut words = String::with_capacity(rec.reason.len());
+    let reason = rec
+        .reason
+        .replace(crate::advise::rules::accept_queue::DEPTH_NOT_SEEN_FULL, "");
+    let mut words = String::with_capacity(reason.len());
     let mut in_number = false;
-    for c in rec.reason.chars() {
+    for c in reason.chars() {
         if c.is_ascii_digit() {
             if !in_number {
                 words.push('#');

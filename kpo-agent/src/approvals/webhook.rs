@@ -284,6 +284,18 @@ fn slack_entities(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// The reason as a sentence of the text: one that does not end one (a model's
+/// `double it, 1200 overflows`) gets a period, or the next words (`Approve with ...`) would run
+/// on from it.
+fn sentence(reason: &str) -> String {
+    let reason = reason.trim_end();
+    if reason.ends_with(['.', '!', '?']) {
+        reason.to_string()
+    } else {
+        format!("{reason}.")
+    }
+}
+
 impl Payload {
     /// `flags`: what `kpo approve` needs besides the id to reach this agent or its state
     /// directory (`--socket PATH --state-dir PATH` where they are not the defaults), or "".
@@ -303,7 +315,7 @@ impl Payload {
                 item.id,
                 item.source,
                 item.confidence,
-                slack_escape(&item.reason),
+                sentence(&slack_escape(&item.reason)),
                 item.id,
                 item.id,
                 crate::journal::format_ms(item.expires_ms),
@@ -678,6 +690,29 @@ pub(crate) mod tests {
         );
         assert_eq!(shown_url("http://[::1]:8080/hook"), "http://[::1]:8080");
         assert_eq!(shown_url("nonsense SECRET"), "(not a URL)");
+    }
+
+    /// Defect (s32, by hand): an LLM's reason without a final period ran into the next
+    /// sentence: `... confidence 0.90). double it, 1200 overflows Approve with ...`.
+    #[test]
+    fn a_reason_without_a_period_ends_its_sentence_in_the_text() {
+        let mut it = item("ap-3", 32);
+        for (reason, said) in [
+            ("double it, 1200 overflows", "double it, 1200 overflows."),
+            ("double it, 1200 overflows  ", "double it, 1200 overflows."),
+            ("queue full.", "queue full."),
+            ("is it full?", "is it full?"),
+        ] {
+            it.reason = reason.into();
+            let p = Payload::new("approval_required", "web1", &it, "");
+            assert!(
+                p.text.contains(&format!(
+                    "(advised by rules, confidence 0.90). {said} Approve with `kpo approve ap-3`"
+                )),
+                "{}",
+                p.text
+            );
+        }
     }
 
     #[test]

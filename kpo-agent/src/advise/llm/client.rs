@@ -60,6 +60,26 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The name the `llm` event gives it (its serde name), for the log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Timeout => "timeout",
+            Outcome::Connect => "connect",
+            Outcome::HttpStatus => "http_status",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Backoff => "backoff",
+            Outcome::CircuitOpen => "circuit_open",
+            Outcome::NoParameters => "no_parameters",
+            Outcome::InvalidBody => "invalid_body",
+            Outcome::EmptyChoices => "empty_choices",
+            Outcome::Refusal => "refusal",
+            Outcome::Truncated => "truncated",
+            Outcome::ParseError => "parse_error",
+            Outcome::InternalError => "internal_error",
+        }
+    }
+
     /// Whether this counts against the circuit breaker: the endpoint failed, as opposed to the
     /// model answering badly.
     fn is_endpoint_failure(self) -> bool {
@@ -358,6 +378,7 @@ impl LlmClient {
                 retry_after,
                 location,
                 bytes,
+                cut,
             } = match result {
                 Err(_) => {
                     c.outcome = Outcome::Timeout;
@@ -414,7 +435,23 @@ impl LlmClient {
                         );
                     }
                 }
-                self.read_completion(&mut c, &bytes);
+                if cut {
+                    // Parsed, its start would fail as JSON cut short ("EOF while parsing at
+                    // column 4194304"), which names no cause; or, padded, pass as a reply.
+                    c.outcome = Outcome::InvalidBody;
+                    let start = self.excerpt(&bytes);
+                    c.error = Some(format!(
+                        "the reply's body is longer than the {MAX_BODY} bytes read: no chat \
+                         completion is that long{}",
+                        if start.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; it starts: {start}")
+                        }
+                    ));
+                } else {
+                    self.read_completion(&mut c, &bytes);
+                }
                 break;
             }
             if (300..400).contains(&status) {
@@ -588,10 +625,12 @@ impl LlmClient {
             .get(reqwest::header::LOCATION)
             .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned());
         let mut bytes = Vec::new();
+        let mut cut = false;
         while let Some(chunk) = resp.chunk().await.map_err(SendError::from)? {
             bytes.extend_from_slice(&chunk);
             if bytes.len() > MAX_BODY {
                 bytes.truncate(MAX_BODY);
+                cut = true;
                 break;
             }
         }
@@ -600,6 +639,7 @@ impl LlmClient {
             retry_after,
             location,
             bytes,
+            cut,
         })
     }
 
@@ -736,6 +776,8 @@ struct Answer {
     /// The `Location` header, for a redirect's error message.
     location: Option<String>,
     bytes: Vec<u8>,
+    /// The body went on past [`MAX_BODY`]: `bytes` is its start.
+    cut: bool,
 }
 
 impl From<reqwest::Error> for SendError {
@@ -1754,6 +1796,57 @@ mod tests {
                 c.error
             );
             assert!(c.error.unwrap().contains(&status.to_string()));
+            served.abort();
+        }
+    }
+
+    /// A 2xx body longer than [`MAX_BODY`] is no chat completion, whatever its start: a valid
+    /// completion padded past the bound is not taken (its start alone parsed), and one of blanks
+    /// is not "EOF while parsing" at the bound. Each is read once, not retried.
+    #[tokio::test]
+    async fn a_body_past_the_bound_is_an_invalid_reply_that_says_so() {
+        use tokio::io::AsyncWriteExt;
+        for (body, start) in [
+            (
+                format!("{}{}", ok_body(), " ".repeat(MAX_BODY)),
+                "; it starts: {",
+            ),
+            (" ".repeat(MAX_BODY + 1), ""),
+        ] {
+            let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = server.local_addr().unwrap().port();
+            let served = tokio::spawn(async move {
+                let mut requests = 0;
+                while let Ok((mut conn, _)) = server.accept().await {
+                    requests += 1;
+                    read_request(&mut conn).await;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    // The client stops reading at the bound: the rest may not be written.
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let _ = conn.write_all(body.as_bytes()).await;
+                    if requests > 1 {
+                        break;
+                    }
+                }
+                requests
+            });
+            let client = scripted_client(format!("http://127.0.0.1:{port}/v1"));
+            let c = client.complete(&prompt(), None).await;
+            let error = c.error.clone().unwrap_or_default();
+            assert_eq!(
+                (c.outcome, c.http_status, c.attempts),
+                (Outcome::InvalidBody, Some(200), 1),
+                "{error}"
+            );
+            let said = format!(
+                "the reply's body is longer than the {MAX_BODY} bytes read: no chat completion \
+                 is that long{start}"
+            );
+            assert!(error.starts_with(&said), "{error}");
             served.abort();
         }
     }

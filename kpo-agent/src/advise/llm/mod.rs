@@ -335,6 +335,14 @@ pub async fn consult(
         take_reply(&mut out, &content, offered, policy);
     }
     out.latency_ms = started.elapsed().as_millis() as u64;
+    log_outcome(&out);
+    out
+}
+
+/// One log line per consultation. The outcome by the name the `llm` event and docs/llm.md give
+/// it (`invalid_body`): Rust's own (`InvalidBody`) is found by no grep for the documented one.
+fn log_outcome(out: &Consultation) {
+    let outcome = out.outcome.name();
     match out.outcome {
         Outcome::Ok => tracing::info!(
             accepted = out.recommendations.len(),
@@ -344,16 +352,15 @@ pub async fn consult(
             "LLM consulted"
         ),
         Outcome::NoParameters | Outcome::CircuitOpen | Outcome::Backoff => tracing::debug!(
-            outcome = ?out.outcome,
+            outcome = %outcome,
             "LLM consultation skipped"
         ),
         _ => tracing::warn!(
-            outcome = ?out.outcome,
+            outcome = %outcome,
             error = out.error.as_deref().unwrap_or(""),
             "LLM consultation failed"
         ),
     }
-    out
 }
 
 /// Where a suggestion's current value is read: the agent's own namespace's sysctls.
@@ -408,6 +415,63 @@ mod tests {
         advise::recommendation::Source,
     };
     use validate::MAX_ITEMS;
+
+    /// Defect (s32, by hand): the failure's log line said `outcome=InvalidBody`, where the event
+    /// and docs/llm.md say `invalid_body`. Every outcome logs the event's name.
+    #[test]
+    fn the_log_names_the_outcome_as_the_event_does() {
+        #[derive(Clone, Default)]
+        struct Log(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Log {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .finish();
+        let mut c = empty_consultation();
+        c.outcome = Outcome::InvalidBody;
+        c.error = Some("not a chat completion".into());
+        tracing::subscriber::with_default(subscriber, || log_outcome(&c));
+        let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            logged.contains(
+                "LLM consultation failed outcome=invalid_body error=\"not a chat completion\""
+            ),
+            "{logged}"
+        );
+        for outcome in [
+            Outcome::Ok,
+            Outcome::Timeout,
+            Outcome::Connect,
+            Outcome::HttpStatus,
+            Outcome::RateLimited,
+            Outcome::Backoff,
+            Outcome::CircuitOpen,
+            Outcome::NoParameters,
+            Outcome::InvalidBody,
+            Outcome::EmptyChoices,
+            Outcome::Refusal,
+            Outcome::Truncated,
+            Outcome::ParseError,
+            Outcome::InternalError,
+        ] {
+            assert_eq!(
+                serde_json::to_value(outcome).unwrap(),
+                outcome.name(),
+                "{outcome:?}"
+            );
+        }
+    }
 
     fn empty_consultation() -> Consultation {
         Consultation {

@@ -587,14 +587,13 @@ impl AcceptQueueRule {
             format!("its limit is capped by {SOMAXCONN} = {current}")
         };
         let reason = format!(
-            "{} {} in {} with its accept queue at {}/{}; {limit_is}{}. \
+            "{} {} in {} {}; {limit_is}{}. \
 Raising {SOMAXCONN} to {target} {}takes effect only when the service calls listen() again: restart {}, or reload it after setting a larger listen backlog ({}); a reload that does not listen again keeps the old limit. \
 If its drops per window do not fall by {}% at the new limit, {SOMAXCONN} is not raised again for it.",
             describe(worst, kernel),
             pressure(worst),
             moment(at),
-            worst.backlog_max,
-            worst.backlog_limit,
+            queue_at(worst),
             if others > 0 {
                 format!(" ({others} other listener(s) in this namespace are also pressed)")
             } else {
@@ -767,6 +766,26 @@ fn pressure(l: &ListenerWindow) -> String {
     }
 }
 
+/// Said after a depth seen below the limit beside drops: the listener overflowed unseen (the
+/// depth is read at each tick, and by the probe only while it is attached, which it is not yet on
+/// the tick of the first drops). Without it, "dropped 266 ... with its accept queue at 0/64" read
+/// as a queue that stood empty while the kernel dropped. The approvals desk leaves it out of the
+/// situation of advice for an application, as it does the numbers: the same advice with and
+/// without it is one situation.
+pub(crate) const DEPTH_NOT_SEEN_FULL: &str = " (the deepest seen: the queue is read at each tick, and by the accept-queue probe only while it is attached, so it can fill and drain between readings)";
+
+/// `with its accept queue at 65/64`: the deepest queue seen, with [`DEPTH_NOT_SEEN_FULL`] when
+/// that is below the limit of a listener that dropped.
+fn queue_at(l: &ListenerWindow) -> String {
+    let unseen = l.known_overflows() > 0 && l.backlog_max < l.backlog_limit;
+    format!(
+        "with its accept queue at {}/{}{}",
+        l.backlog_max,
+        l.backlog_limit,
+        if unseen { DEPTH_NOT_SEEN_FULL } else { "" }
+    )
+}
+
 /// `window 41 (up to 2026-12-01T03:01:00Z)`: the window, and the end of the tick or window the
 /// advice was made at (a tick's advice comes before its window closes).
 fn moment(at: &WindowRef) -> String {
@@ -783,14 +802,13 @@ fn listen_again_advice(
 ) -> Recommendation {
     let addr = netns_address(SOMAXCONN, l.netns, kernel);
     let reason = format!(
-        "{} {} in {} with its accept queue at {}/{}: its limit is the value {SOMAXCONN} had when it called listen(), and {SOMAXCONN} is now {somaxconn}. \
+        "{} {} in {} {}: its limit is the value {SOMAXCONN} had when it called listen(), and {SOMAXCONN} is now {somaxconn}. \
 The new limit takes effect only when the service calls listen() again: restart {}, or reload it after setting a larger listen backlog ({}); a reload that does not listen again keeps the old limit. \
 (If it asked listen() for exactly {}, raise its backlog instead.)",
         describe(l, kernel),
         pressure(l),
         moment(at),
-        l.backlog_max,
-        l.backlog_limit,
+        queue_at(l),
         process(l),
         backlog_hint(l, somaxconn),
         l.backlog_limit,
@@ -807,13 +825,12 @@ fn application_advice(
     let addr = netns_address(SOMAXCONN, l.netns, kernel);
     let wanted = somaxconn.min(i64::from(l.backlog_limit).saturating_mul(4).max(128));
     let reason = format!(
-        "{} {} in {} with its accept queue at {}/{}: the application asked listen() for a backlog of {}, below {SOMAXCONN} = {somaxconn}, so raising {SOMAXCONN} would not help. \
+        "{} {} in {} {}: the application asked listen() for a backlog of {}, below {SOMAXCONN} = {somaxconn}, so raising {SOMAXCONN} would not help. \
 Raise the application's listen backlog (for example to {wanted}: {}) and restart {}.",
         describe(l, kernel),
         pressure(l),
         moment(at),
-        l.backlog_max,
-        l.backlog_limit,
+        queue_at(l),
         l.backlog_limit,
         backlog_hint(l, wanted),
         process(l),
@@ -831,13 +848,12 @@ fn futile_advice(
 ) -> Recommendation {
     let addr = netns_address(SOMAXCONN, l.netns, kernel);
     let reason = format!(
-        "{} {} in {} with its accept queue at {}/{}: its accept queue was raised from {} to {} ({SOMAXCONN} raised, and it listened again), and its drops went from {:.0} to {:.0} per window, with the queue full at the new limit. \
+        "{} {} in {} {}: its accept queue was raised from {} to {} ({SOMAXCONN} raised, and it listened again), and its drops went from {:.0} to {:.0} per window, with the queue full at the new limit. \
 The application accepts connections more slowly than they arrive, and a longer queue only adds delay: scale the service or find why {} is slow. {SOMAXCONN} is not raised again for it at this limit.",
         describe(l, kernel),
         pressure(l),
         moment(at),
-        l.backlog_max,
-        l.backlog_limit,
+        queue_at(l),
         mark.from,
         mark.to,
         mark.drops_before,
@@ -1041,6 +1057,47 @@ mod tests {
             assert!(r.reason.contains(needle), "{needle:?} not in {}", r.reason);
         }
         assert_eq!(r.application.as_ref().unwrap().port, 8080);
+    }
+
+    /// Defect (s32, by hand): the first raise, made on the tick of the first drops while the
+    /// accept-queue probe was still duty-cycled off, said "dropped 266 SYN(s) ... with its accept
+    /// queue at 0/64": a queue that stood empty while the kernel dropped. A depth below the limit
+    /// beside drops is said to be what was seen; at the limit or past it, as it was.
+    #[test]
+    fn drops_with_the_queue_seen_below_its_limit_say_it_was_not_seen_full() {
+        let policy = auto_policy();
+        let w = window(vec![listener(NS, 128, 0, 266)]);
+        let r = &AcceptQueueRule::default().evaluate(&at(41), &w, &mut kernel(128), &policy)[0];
+        assert_eq!(r.recommended_value, Some(Value::Int(256)));
+        let said = "dropped 266 SYN(s) or handshake ACK(s) (each a retransmission of 1 s or more \
+                    for a client; a connection is lost only when its retries run out) in window \
+                    41 (up to 2026-12-01T03:01:00Z) with its accept queue at 0/128 (the deepest \
+                    seen: the queue is read at each tick, and by the accept-queue probe only \
+                    while it is attached, so it can fill and drain between readings); its limit \
+                    is capped by net.core.somaxconn = 128.";
+        assert!(r.reason.contains(said), "{}", r.reason);
+        for (max, depth) in [(128, "128/128"), (129, "129/128")] {
+            let w = window(vec![listener(NS, 128, max, 266)]);
+            let r = &AcceptQueueRule::default().evaluate(&at(41), &w, &mut kernel(128), &policy)[0];
+            let said = format!(
+                "(up to 2026-12-01T03:01:00Z) with its accept queue at {depth}; its limit is \
+                 capped"
+            );
+            assert!(r.reason.contains(&said), "{}", r.reason);
+        }
+        // Advice for the application says it the same way.
+        let w = window(vec![listener(NS, 64, 3, 40)]);
+        let r = &AcceptQueueRule::default().evaluate(&at(41), &w, &mut kernel(4096), &policy)[0];
+        assert_eq!(r.recommended_value, None);
+        assert!(
+            r.reason.contains(
+                "with its accept queue at 3/64 (the deepest seen: the queue is read at each \
+                 tick, and by the accept-queue probe only while it is attached, so it can fill \
+                 and drain between readings): the application asked listen() for a backlog of 64"
+            ),
+            "{}",
+            r.reason
+        );
     }
 
     /// A listener's drops that its namespace's exact counters do not put on a full queue (no

@@ -1549,7 +1549,7 @@ async fn advice_for_the_application_is_posted_to_the_webhook_once_escaped() {
 /// is the same advice once `expire_after` passed without it. Mutations that fail it: posting
 /// in `Desk::advise` without looking at `advised`; leaving out `backlog_limit` or the words of
 /// `advice_key`; no `remember_advice_made_lately` at `Desk::open`; no `retain` of what is older
-/// than `expire_after`.
+/// than `expire_after`; `advice_key` keeping the accept-queue rule's `DEPTH_NOT_SEEN_FULL`.
 #[test]
 fn the_same_advice_is_posted_once_per_situation() {
     let dir = tempfile::tempdir().unwrap();
@@ -1566,6 +1566,26 @@ fn the_same_advice_is_posted_once_per_situation() {
         let out = s.consider(vec![again]);
         assert_eq!(kinds(&out.events), ["recommendation"], "still an event");
         assert!(advice_posted(&mut posted).is_empty(), "not posted again");
+        // Its depth seen below the limit this time (the accept-queue rule's note on a queue not
+        // seen full): the same situation.
+        let mut unseen = app_advice(52, 900, 511);
+        unseen.reason = unseen.reason.replace(
+            "with its accept queue at 511/511",
+            &format!(
+                "with its accept queue at 3/511{}",
+                crate::advise::rules::accept_queue::DEPTH_NOT_SEEN_FULL
+            ),
+        );
+        assert!(
+            unseen.reason.contains("(the deepest seen: "),
+            "{}",
+            unseen.reason
+        );
+        s.consider(vec![unseen]);
+        assert!(
+            advice_posted(&mut posted).is_empty(),
+            "the note is no new situation"
+        );
         // It listened again with a larger backlog, and still drops: new advice.
         let larger = app_advice(61, 900, 1024);
         s.consider(vec![larger.clone()]);
