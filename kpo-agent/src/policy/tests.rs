@@ -149,6 +149,33 @@ fn unknown_key_names_file_line_and_key() {
     assert_eq!(key, "guard.signal");
 }
 
+/// An unknown name in a table header is the key the header names up to it, not that name
+/// appended to the whole header (`parms."net.core.somaxconn".parms` for a misspelt `[params.`).
+#[test]
+fn an_unknown_name_in_a_table_header_is_named_once() {
+    for (text, line, want) in [
+        ("[parms.\"net.core.somaxconn\"]\nmode = \"auto\"\n", 1, "parms"),
+        ("[defaults]\nmode = \"observe\"\n\n[guard.extra]\nx = 1\n", 4, "guard.extra"),
+        (
+            "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n[params.\"net.core.somaxconn\".foo]\nx = 1\n",
+            3,
+            "params.\"net.core.somaxconn\".foo",
+        ),
+        (
+            "[params.\"vm.swappiness\"]\nmode = \"auto\"\n[params.\"vm.swappiness\".\"a.b\"]\nx = 1\n",
+            3,
+            "params.\"vm.swappiness\".\"a.b\"",
+        ),
+    ] {
+        let (l, key, class, msg) = err(text);
+        assert_eq!(
+            (l, key.as_str(), class),
+            (line, want, PolicyErrorClass::UnknownKey),
+            "{text}: {msg}"
+        );
+    }
+}
+
 #[test]
 fn bad_types_name_file_line_and_key() {
     let (line, key, class, msg) = err("[params.\"vm.swappiness\"]\n\nmin = \"ten\"\n");
