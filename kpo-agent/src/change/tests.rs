@@ -229,6 +229,44 @@ fn apply_journals_intent_then_outcome_and_revert_all_restores_the_original() {
     );
 }
 
+/// A revert that took is listed with its reason once: `detail` is for what the reason does not
+/// say (a put-back, a reconciliation), not the reason again (`kpo journal` printed `[kpo revert
+/// 1; by operator ...] kpo revert 1; by operator ...`). One put back after a wrong read-back keeps
+/// its detail.
+#[test]
+fn a_revert_is_listed_without_its_reason_repeated_as_detail() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    let r = p
+        .revert(
+            1,
+            Source::Operator,
+            "kpo revert 1; by operator (uid 0, pid 7)",
+        )
+        .unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    let entries = p.journal.entries();
+    let e = &entries[1];
+    assert_eq!(
+        (
+            e.kind.as_str(),
+            e.revert_of,
+            e.status.as_str(),
+            e.reason.as_str(),
+            e.detail.as_deref()
+        ),
+        (
+            "revert",
+            Some(1),
+            "reverted",
+            "kpo revert 1; by operator (uid 0, pid 7)",
+            None
+        )
+    );
+}
+
 #[test]
 fn a_read_back_mismatch_is_reverted() {
     let dir = tempfile::tempdir().unwrap();

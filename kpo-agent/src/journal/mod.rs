@@ -1966,6 +1966,9 @@ fn entry_of(r: &Record, outcome: Option<&Outcome>) -> Option<Entry> {
     match r {
         Record::Intent(i) => {
             let (status, detail, read_back) = status_of(outcome);
+            // A revert that took journals its reason as its outcome's `why`: said once, in
+            // `reason`. (An outcome whose intent was lost keeps it: there it is the only copy.)
+            let detail = detail.filter(|d| *d != i.reason);
             let (kind, revert_of) = kinds(&i.kind);
             Some(Entry {
                 id: i.id,
