@@ -1208,7 +1208,11 @@ fn the_hosts_namespace_by_inode_or_path_covers_the_hosts_keys() {
                 &Context::new(SystemTime::now())
             ),
             Decision::Refused(Refusal::NamespaceNotCovered {
-                target: format!("net.core.somaxconn@netns:{}", own + 1)
+                target: format!("net.core.somaxconn@netns:{}", own + 1),
+                covered: format!(
+                    "params.\"net.core.somaxconn\" (line 1) covers only {}",
+                    namespaces.trim_matches(['[', ']']).replace('"', "")
+                ),
             }),
             "{namespaces}"
         );
@@ -1307,4 +1311,49 @@ fn a_bound_holds_under_either_name_of_an_aliased_sysctl() {
             );
         }
     }
+}
+
+/// A namespace not covered is refused naming the entry that decided and what it covers, a path
+/// that names nothing marked: `namespaces = ["/run/netns/does-not-exist"]` (a typo) refused an
+/// operator's apply to the real namespace with only "the policy does not cover TARGET".
+#[test]
+fn a_namespace_refusal_names_the_entry_and_what_it_covers() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::write(&real, "").unwrap();
+    let p = Policy::parse(
+        &format!(
+            "[defaults]\nmode = \"observe\"\nnamespaces = [\"host\"]\n\n\
+             [params.\"net.core.somaxconn\"]\nmode = \"auto\"\n\
+             namespaces = [\"/run/netns/kpo-test-does-not-exist\", 4026532999, \"{}\"]\n",
+            real.display()
+        ),
+        "p.toml",
+    )
+    .unwrap();
+    let refusal = |param: &str| match p.decide(
+        &proposal(
+            &format!("{param}@netns:4026532281"),
+            Value::Int(4096),
+            Source::Operator,
+        ),
+        &Context::new(SystemTime::now()),
+    ) {
+        Decision::Refused(r) => r.to_string(),
+        d => panic!("{d:?}"),
+    };
+    assert_eq!(
+        refusal("net.core.somaxconn"),
+        format!(
+            "namespace not covered: the policy does not cover \
+             net.core.somaxconn@netns:4026532281: params.\"net.core.somaxconn\" (line 5) covers \
+             only /run/netns/kpo-test-does-not-exist (no such file now), 4026532999, {}",
+            real.display()
+        )
+    );
+    assert_eq!(
+        refusal("net.core.netdev_max_backlog"),
+        "namespace not covered: the policy does not cover \
+         net.core.netdev_max_backlog@netns:4026532281: [defaults] covers only host"
+    );
 }
