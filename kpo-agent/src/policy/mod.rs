@@ -440,6 +440,11 @@ pub struct ParamRule {
 }
 
 impl ParamRule {
+    /// Whether the entry names one parameter exactly rather than a glob.
+    pub fn is_exact(&self) -> bool {
+        self.literal
+    }
+
     /// Observe and recommend, any source, any namespace, no bounds, keep on exit.
     pub fn builtin_default() -> Self {
         Self {
