@@ -1834,6 +1834,8 @@ impl ChangePath {
                 ),
                 None => "interrupted before the kernel took the value; nothing changed".to_string(),
             };
+            // A failed change's read-back is what KPO's write left, and this one left nothing.
+            report.read_back = None;
             report.detail = Some(e.clone());
             Outcome::Failed {
                 error: e,
@@ -1902,6 +1904,7 @@ impl ChangePath {
                  before it was recorded: left alone as someone else's)",
                 lost.as_deref().unwrap_or("interrupted")
             );
+            report.read_back = None;
             report.detail = Some(e.clone());
             Outcome::Failed {
                 error: e,

@@ -562,6 +562,10 @@ fn interrupted_intents_are_reconciled_against_the_kernel() {
     );
     assert!(r[2].detail.as_deref().unwrap().contains("777"));
     assert!(r[3].detail.as_deref().unwrap().contains("cannot be read"));
+    // `read_back` of a failed change is what KPO's write left (docs/api.md): these left nothing,
+    // and `kpo: reconciled: failed #2 ...: 4096 -> 8192 (read back 4096)` read as if it had.
+    let read_backs: Vec<_> = r.iter().map(|r| r.read_back.clone()).collect();
+    assert_eq!(read_backs, vec![Some(Value::Int(8192)), None, None, None]);
     // The unreadable one waits for the next start; the others are settled.
     assert_eq!(p.journal.incomplete().len(), 1);
     let entries = p.journal.entries();
