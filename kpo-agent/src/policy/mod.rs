@@ -645,7 +645,20 @@ impl Policy {
         };
         let what = match read_policy_text(path) {
             Ok(now) if now == *loaded => return None,
-            Ok(_) => "was edited".to_string(),
+            Ok(now) => match Self::parse(&now, &path.display().to_string()) {
+                Ok(_) => "was edited".to_string(),
+                // SIGHUP alone would be refused too (the reload keeps the policy in force): the
+                // operator who sent it already would otherwise be told to send it again.
+                Err(e) => {
+                    return Some(format!(
+                        "the policy file {} was edited since the agent loaded it, and does not \
+                         load as it is now ({e}): fix it (kpo check --policy {}), then send the \
+                         agent SIGHUP (kill -HUP PID) and ask again",
+                        path.display(),
+                        path.display()
+                    ))
+                }
+            },
             Err(e) => format!("cannot be read now ({e})"),
         };
         Some(format!(

@@ -1251,6 +1251,19 @@ fn a_loaded_policy_notices_its_file_edited_or_removed() {
         "{why}"
     );
     assert!(why.contains("send the agent SIGHUP"), "{why}");
+    // An edit that does not load: SIGHUP alone would be refused, so the error comes first.
+    std::fs::write(&file, "[params.\"net.core.somaxconn\"]\nmaxx = 1\n").unwrap();
+    assert_eq!(
+        policy.changed_on_disk().unwrap(),
+        format!(
+            "the policy file {f} was edited since the agent loaded it, and does not load as it \
+             is now ({f}:2: params.\"net.core.somaxconn\".maxx: unknown field `maxx`, expected \
+             one of `mode`, `min`, `max`, `max_step`, `cooldown`, `sources`, `on_exit`, \
+             `namespaces`, `allow_adaptive_off`, `guard_signals`, `optimizer_levels`): fix it \
+             (kpo check --policy {f}), then send the agent SIGHUP (kill -HUP PID) and ask again",
+            f = file.display()
+        )
+    );
     std::fs::remove_file(&file).unwrap();
     let why = policy.changed_on_disk().unwrap();
     assert!(why.contains("cannot be read now"), "{why}");
