@@ -1052,10 +1052,29 @@ impl ChangePath {
         // read from the archive (docs/journal.md, "Archiving").
         let intent = match self.journal.intent(id) {
             Some(i) => i.clone(),
-            None => self
-                .journal
-                .archived_intent(id)
-                .ok_or(JournalError::NoSuchChange(id))?,
+            None => match self.journal.archived_intent(id) {
+                Some(i) => i,
+                // `kpo journal` lists refusals among the changes, with ids of their own: "no
+                // change #2" of a line the operator can see reads as a lost journal.
+                None => {
+                    let refusal = self.journal.records().iter().find_map(|r| match r {
+                        crate::journal::Record::Refused {
+                            id: rid,
+                            address,
+                            value,
+                            ..
+                        } if *rid == id => Some(format!(
+                            "it is the refusal of {address} = {value}, which wrote nothing"
+                        )),
+                        _ => None,
+                    });
+                    return Err(match refusal {
+                        Some(what) => JournalError::NotAChange { id, what },
+                        None => JournalError::NoSuchChange(id),
+                    }
+                    .into());
+                }
+            },
         };
         // Its namespace by the inode it was changed in when the path no longer names it.
         let address = reach(&intent.address, &intent.key);

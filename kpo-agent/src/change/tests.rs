@@ -401,6 +401,32 @@ fn the_overcommit_limit_is_changed_only_in_the_form_in_force() {
     );
 }
 
+/// `kpo revert 2` of a refusal listed as #2 in `kpo journal` said "journal has no change #2":
+/// it names what #2 is instead; an id the journal never gave is still "no change".
+#[test]
+fn reverting_a_refusal_says_it_is_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.propose(&op(SOMAX, Value::Int(1 << 30))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Refused, "{}", r.describe());
+    let id = r.journal_id.expect("an operator's refusal is journaled");
+    let e = p.revert(id, Source::Operator, "undo").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "journal: journal #{id} is not a change: it is the refusal of {SOMAX} = 1073741824, \
+             which wrote nothing; nothing to revert"
+        )
+    );
+    let e = p.revert(id + 5, Source::Operator, "undo").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("journal: journal has no change #{}", id + 5)
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+}
+
 /// Defect: with both forms at 0 (what an earlier revert of the overcommit pair left), each key's
 /// change was refused as "reads 0 because the other is in force", each message sending the
 /// operator to the other key, so nothing could give the limit a form again. A key whose 0 the

@@ -44,6 +44,8 @@ pub enum JournalError {
     },
     #[error("journal has no change #{0}")]
     NoSuchChange(u64),
+    #[error("journal #{id} is not a change: {what}; nothing to revert")]
+    NotAChange { id: u64, what: String },
     #[error("{dir}: refusing to keep the journal here: {why}")]
     UnsafeDir { dir: PathBuf, why: String },
 }
