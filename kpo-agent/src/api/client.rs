@@ -46,11 +46,12 @@ pub enum ApiError {
          stopping); whether the request was carried out, `kpo journal` says"
     )]
     Closed { path: PathBuf },
-    /// The kernel resets a connection whose listener closed it with data unread: the agent was
-    /// killed (or crashed) before it had read the whole request line, so never parsed it.
+    /// The kernel resets a connection whose listener closed it with data unread: the agent
+    /// exited (stopped, killed, crashed) before it had read the whole request line, so never
+    /// parsed it.
     #[error(
-        "control socket {path}: the agent went away before it read the request (killed, or it \
-         crashed): the request was not carried out; run the command again (with no agent \
+        "control socket {path}: the agent went away before it read the request (it stopped, \
+         was killed or crashed): the request was not carried out; run the command again (with no agent \
          answering, it acts on the state directory itself)"
     )]
     GoneUnread { path: PathBuf },

@@ -325,8 +325,9 @@ fn a_reply_that_never_comes_or_never_ends_is_named_as_such() {
     }
 }
 
-/// An agent killed (`kill -9`) with the request still unread in its socket: the kernel resets the
-/// connection, and the CLI says the request was not carried out, in words, instead of
+/// An agent gone (`kill -9`, or a SIGTERM stop past its first second) with the request still
+/// unread in its socket: the kernel resets the connection, and the CLI says the request was not
+/// carried out, in words, instead of
 /// "reading the reply: Connection reset by peer (os error 104)".
 #[test]
 fn an_agent_gone_before_it_read_the_request_is_named_as_such() {
@@ -356,8 +357,8 @@ fn an_agent_gone_before_it_read_the_request_is_named_as_such() {
     assert_eq!(
         err.to_string(),
         format!(
-            "control socket {}: the agent went away before it read the request (killed, or it \
-             crashed): the request was not carried out; run the command again (with no agent \
+            "control socket {}: the agent went away before it read the request (it stopped, \
+             was killed or crashed): the request was not carried out; run the command again (with no agent \
              answering, it acts on the state directory itself)",
             path.display()
         )
