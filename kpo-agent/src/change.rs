@@ -1052,10 +1052,29 @@ impl ChangePath {
         // read from the archive (docs/journal.md, "Archiving").
         let intent = match self.journal.intent(id) {
             Some(i) => i.clone(),
-            None => self
-                .journal
-                .archived_intent(id)
-                .ok_or(JournalError::NoSuchChange(id))?,
+            None => match self.journal.archived_intent(id) {
+                Some(i) => i,
+                // `kpo journal` lists refusals among the changes, with ids of their own: "no
+                // change #2" of a line the operator can see reads as a lost journal.
+                None => {
+                    let refusal = self.journal.records().iter().find_map(|r| match r {
+                        crate::journal::Record::Refused {
+                            id: rid,
+                            address,
+                            value,
+                            ..
+                        } if *rid == id => Some(format!(
+                            "it is the refusal of {address} = {value}, which wrote nothing"
+                        )),
+                        _ => None,
+                    });
+                    return Err(match refusal {
+                        Some(what) => JournalError::NotAChange { id, what },
+                        None => JournalError::NoSuchChange(id),
+                    }
+                    .into());
+                }
+            },
         };
         // Its namespace by the inode it was changed in when the path no longer names it.
         let address = reach(&intent.address, &intent.key);
@@ -1834,6 +1853,8 @@ impl ChangePath {
                 ),
                 None => "interrupted before the kernel took the value; nothing changed".to_string(),
             };
+            // A failed change's read-back is what KPO's write left, and this one left nothing.
+            report.read_back = None;
             report.detail = Some(e.clone());
             Outcome::Failed {
                 error: e,
@@ -1902,6 +1923,7 @@ impl ChangePath {
                  before it was recorded: left alone as someone else's)",
                 lost.as_deref().unwrap_or("interrupted")
             );
+            report.read_back = None;
             report.detail = Some(e.clone());
             Outcome::Failed {
                 error: e,

@@ -2,13 +2,15 @@
 //! does, in the same order, and prints what the policy allows, so the files can be checked before
 //! they are rolled out. A mistake is the error `kpo run` would stop with (file, line, key), and
 //! exit status 2. What only the machine can tell (root, `--proc-root`, the environment's
-//! `OPENAI_*`) and `kpo run`'s flags are not part of it.
+//! `OPENAI_*`) and `kpo run`'s flags are not part of it; an exact sysctl name this machine lacks
+//! is only warned of.
 use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::{json, Value};
 
 use crate::{
+    actuate::param::{sysctl_rel_path, ParamAddress, ParamKind},
     config::Config,
     policy::{Bound, MaxStep, NamespaceSel, Namespaces, ParamRule, Policy, PolicyOrigin},
 };
@@ -42,12 +44,47 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     if args.recommend_only {
         policy.force_recommend();
     }
+    // A warning, not a mistake: the file may be checked on another machine than the one it is
+    // for, and a device's or a module's keys appear with it.
+    for w in missing_sysctls(&policy, std::path::Path::new("/proc/sys")) {
+        eprintln!("kpo: warning: {w}");
+    }
     if args.json {
         crate::out!("{}", to_json(&policy, config.as_deref()));
     } else {
         crate::out!(no_newline; "{}", to_text(&policy, config.as_deref()));
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Entries naming one sysctl exactly that `proc_sys` does not have: a misspelt name
+/// (`net.core.somaxcon`) covers nothing, and the parameter meant falls to `[defaults]` unsaid.
+fn missing_sysctls(policy: &Policy, proc_sys: &std::path::Path) -> Vec<String> {
+    let file = origin(policy);
+    policy
+        .params
+        .iter()
+        .filter(|r| r.is_exact())
+        .filter(|r| {
+            r.name
+                .parse::<ParamAddress>()
+                .is_ok_and(|a| a.kind() == ParamKind::Sysctl)
+        })
+        .filter_map(|r| {
+            let path = proc_sys.join(sysctl_rel_path(&r.name));
+            std::fs::symlink_metadata(&path).is_err().then(|| {
+                format!(
+                    "{file}:{}: params.\"{}\": this machine has no such sysctl ({}): a typo? \
+                     The entry covers nothing here, and the parameter meant takes [defaults] \
+                     (a key of a device or a module appears once the device exists or the \
+                     module is loaded)",
+                    r.line,
+                    r.name,
+                    path.display()
+                )
+            })
+        })
+        .collect()
 }
 
 fn origin(policy: &Policy) -> String {
@@ -282,6 +319,38 @@ max = 8000
                 config.display()
             )),
             "{e}"
+        );
+    }
+
+    /// Defect: `[params."net.core.somaxcon"]` (a letter short) was `valid`, and somaxconn took
+    /// `[defaults]` without a word. An exact sysctl this machine lacks is warned of; a glob, a
+    /// NIC's or cpufreq's name, and a key that exists are not.
+    #[test]
+    fn an_exact_sysctl_this_machine_lacks_is_warned_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path();
+        std::fs::create_dir_all(sys.join("net/core")).unwrap();
+        std::fs::write(sys.join("net/core/somaxconn"), "4096\n").unwrap();
+        std::fs::create_dir_all(sys.join("net/ipv4/conf/eth0.100")).unwrap();
+        std::fs::write(sys.join("net/ipv4/conf/eth0.100/rp_filter"), "1\n").unwrap();
+        let p = Policy::parse(
+            "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n\
+             [params.\"net.core.somaxcon\"]\nmode = \"auto\"\n\
+             [params.\"net.ipv4.conf.eth0/100.rp_filter\"]\nmode = \"observe\"\n\
+             [params.\"net.core.netdev_*\"]\nmode = \"observe\"\n\
+             [params.\"ethtool:eth9:rx-usecs\"]\nmode = \"observe\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            missing_sysctls(&p, sys),
+            vec![format!(
+                "p.toml:3: params.\"net.core.somaxcon\": this machine has no such sysctl \
+                 ({}/net/core/somaxcon): a typo? The entry covers nothing here, and the \
+                 parameter meant takes [defaults] (a key of a device or a module appears once \
+                 the device exists or the module is loaded)",
+                sys.display()
+            )]
         );
     }
 

@@ -295,7 +295,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             match (&a.param, resumed.is_empty()) {
                 (None, false) => crate::out!("resumed: changes are allowed again"),
                 (None, true) => crate::out!("not paused"),
-                (Some(p), true) => crate::out!("{p}: not yielded; nothing to resume"),
+                (Some(p), true) => crate::out!("{}", nothing_to_resume(p, &c.status()?)),
                 (Some(_), false) => {
                     for k in resumed {
                         crate::out!("resumed: KPO manages {k} again");
@@ -304,6 +304,24 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// What `kpo resume PARAM` says when nothing was handed back: a name KPO never changed (a typo,
+/// `net.core.somaxcon`) is told apart from a parameter KPO manages that is simply not yielded.
+fn nothing_to_resume(param: &str, status: &crate::control::Status) -> String {
+    let name = param.parse::<ParamAddress>().map(|a| a.name).ok();
+    let known = status
+        .params
+        .iter()
+        .any(|s| s.address.as_ref().map(|a| &a.name) == name.as_ref());
+    if known {
+        format!("{param}: not yielded; nothing to resume")
+    } else {
+        format!(
+            "{param}: KPO has changed no parameter of this name (kpo status lists those it has; \
+             is the name right?), so none is yielded; nothing to resume"
+        )
     }
 }
 
@@ -848,6 +866,36 @@ mod agent_flag_tests {
             incomplete: vec![],
             warnings: vec![],
         }
+    }
+
+    /// `kpo resume net.core.somaxcon` (a typo) said "not yielded", as of a parameter KPO manages.
+    #[test]
+    fn resuming_a_name_kpo_never_changed_says_so() {
+        let mut status = agent("p.toml", std::path::Path::new("/var/lib/kpo"));
+        status.params.push(crate::control::ParamStatus {
+            key: "net.core.somaxconn@netns:4026532174".into(),
+            address: Some("net.core.somaxconn@netns:/run/netns/web".parse().unwrap()),
+            original: None,
+            last_applied: None,
+            current: None,
+            current_error: None,
+            changes_applied: 1,
+            yielded_to: None,
+            quarantined: vec![],
+        });
+        assert_eq!(
+            super::nothing_to_resume("net.core.somaxconn", &status),
+            "net.core.somaxconn: not yielded; nothing to resume"
+        );
+        assert_eq!(
+            super::nothing_to_resume("net.core.somaxconn@netns:4026532999", &status),
+            "net.core.somaxconn@netns:4026532999: not yielded; nothing to resume"
+        );
+        assert_eq!(
+            super::nothing_to_resume("net.core.somaxcon", &status),
+            "net.core.somaxcon: KPO has changed no parameter of this name (kpo status lists \
+             those it has; is the name right?), so none is yielded; nothing to resume"
+        );
     }
 
     /// An agent answering on the socket decides under its own policy and state directory: a flag

@@ -46,6 +46,15 @@ pub enum ApiError {
          stopping); whether the request was carried out, `kpo journal` says"
     )]
     Closed { path: PathBuf },
+    /// The kernel resets a connection whose listener closed it with data unread: the agent
+    /// exited (stopped, killed, crashed) before it had read the whole request line, so never
+    /// parsed it.
+    #[error(
+        "control socket {path}: the agent went away before it read the request (it stopped, \
+         was killed or crashed): the request was not carried out; run the command again (with no agent \
+         answering, it acts on the state directory itself)"
+    )]
+    GoneUnread { path: PathBuf },
     #[error(
         "control socket {path}: the reply is over {} MiB and was cut off (`kpo journal` pages \
          through the journal; other replies are not expected to grow this large)",
@@ -143,6 +152,9 @@ impl SocketControl {
                         waited: self.reply_timeout,
                     }
                 }
+                std::io::ErrorKind::ConnectionReset => ApiError::GoneUnread {
+                    path: self.path.clone(),
+                },
                 _ => io("reading the reply")(e),
             })?;
         if reply.is_empty() {

@@ -325,6 +325,46 @@ fn a_reply_that_never_comes_or_never_ends_is_named_as_such() {
     }
 }
 
+/// An agent gone (`kill -9`, or a SIGTERM stop past its first second) with the request still
+/// unread in its socket: the kernel resets the connection, and the CLI says the request was not
+/// carried out, in words, instead of
+/// "reading the reply: Connection reset by peer (os error 104)".
+#[test]
+fn an_agent_gone_before_it_read_the_request_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kpo.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let control = SocketControl::connect(&path).unwrap().expect("a listener");
+    let server = std::thread::spawn(move || {
+        drop(listener.accept().unwrap());
+        let (stream, _) = listener.accept().unwrap();
+        // Waits until the request is in the socket, then closes it unread, as the kernel does
+        // for a killed process: a close with unread data resets the peer (ECONNRESET).
+        let mut byte = [0u8; 1];
+        let n = nix::sys::socket::recv(
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
+            &mut byte,
+            nix::sys::socket::MsgFlags::MSG_PEEK,
+        )
+        .unwrap();
+        assert_eq!(n, 1);
+        drop(stream);
+    });
+    let err = control
+        .call::<serde_json::Value>(&crate::api::Request::Status)
+        .unwrap_err();
+    server.join().unwrap();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "control socket {}: the agent went away before it read the request (it stopped, \
+             was killed or crashed): the request was not carried out; run the command again (with no agent \
+             answering, it acts on the state directory itself)",
+            path.display()
+        )
+    );
+}
+
 /// A request queued when the agent stops is answered "stopping" (not left unanswered, and not
 /// carried out), and so is a caller who connects while it stops.
 #[test]

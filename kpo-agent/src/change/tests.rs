@@ -229,6 +229,44 @@ fn apply_journals_intent_then_outcome_and_revert_all_restores_the_original() {
     );
 }
 
+/// A revert that took is listed with its reason once: `detail` is for what the reason does not
+/// say (a put-back, a reconciliation), not the reason again (`kpo journal` printed `[kpo revert
+/// 1; by operator ...] kpo revert 1; by operator ...`). One put back after a wrong read-back keeps
+/// its detail.
+#[test]
+fn a_revert_is_listed_without_its_reason_repeated_as_detail() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    let r = p
+        .revert(
+            1,
+            Source::Operator,
+            "kpo revert 1; by operator (uid 0, pid 7)",
+        )
+        .unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    let entries = p.journal.entries();
+    let e = &entries[1];
+    assert_eq!(
+        (
+            e.kind.as_str(),
+            e.revert_of,
+            e.status.as_str(),
+            e.reason.as_str(),
+            e.detail.as_deref()
+        ),
+        (
+            "revert",
+            Some(1),
+            "reverted",
+            "kpo revert 1; by operator (uid 0, pid 7)",
+            None
+        )
+    );
+}
+
 #[test]
 fn a_read_back_mismatch_is_reverted() {
     let dir = tempfile::tempdir().unwrap();
@@ -361,6 +399,32 @@ fn the_overcommit_limit_is_changed_only_in_the_form_in_force() {
         "{}",
         r.describe()
     );
+}
+
+/// `kpo revert 2` of a refusal listed as #2 in `kpo journal` said "journal has no change #2":
+/// it names what #2 is instead; an id the journal never gave is still "no change".
+#[test]
+fn reverting_a_refusal_says_it_is_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.propose(&op(SOMAX, Value::Int(1 << 30))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Refused, "{}", r.describe());
+    let id = r.journal_id.expect("an operator's refusal is journaled");
+    let e = p.revert(id, Source::Operator, "undo").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "journal: journal #{id} is not a change: it is the refusal of {SOMAX} = 1073741824, \
+             which wrote nothing; nothing to revert"
+        )
+    );
+    let e = p.revert(id + 5, Source::Operator, "undo").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("journal: journal has no change #{}", id + 5)
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
 }
 
 /// Defect: with both forms at 0 (what an earlier revert of the overcommit pair left), each key's
@@ -524,6 +588,10 @@ fn interrupted_intents_are_reconciled_against_the_kernel() {
     );
     assert!(r[2].detail.as_deref().unwrap().contains("777"));
     assert!(r[3].detail.as_deref().unwrap().contains("cannot be read"));
+    // `read_back` of a failed change is what KPO's write left (docs/api.md): these left nothing,
+    // and `kpo: reconciled: failed #2 ...: 4096 -> 8192 (read back 4096)` read as if it had.
+    let read_backs: Vec<_> = r.iter().map(|r| r.read_back.clone()).collect();
+    assert_eq!(read_backs, vec![Some(Value::Int(8192)), None, None, None]);
     // The unreadable one waits for the next start; the others are settled.
     assert_eq!(p.journal.incomplete().len(), 1);
     let entries = p.journal.entries();

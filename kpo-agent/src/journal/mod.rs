@@ -44,6 +44,8 @@ pub enum JournalError {
     },
     #[error("journal has no change #{0}")]
     NoSuchChange(u64),
+    #[error("journal #{id} is not a change: {what}; nothing to revert")]
+    NotAChange { id: u64, what: String },
     #[error("{dir}: refusing to keep the journal here: {why}")]
     UnsafeDir { dir: PathBuf, why: String },
 }
@@ -1966,6 +1968,9 @@ fn entry_of(r: &Record, outcome: Option<&Outcome>) -> Option<Entry> {
     match r {
         Record::Intent(i) => {
             let (status, detail, read_back) = status_of(outcome);
+            // A revert that took journals its reason as its outcome's `why`: said once, in
+            // `reason`. (An outcome whose intent was lost keeps it: there it is the only copy.)
+            let detail = detail.filter(|d| *d != i.reason);
             let (kind, revert_of) = kinds(&i.kind);
             Some(Entry {
                 id: i.id,

@@ -229,6 +229,24 @@ impl Ctx<'_> {
             })
             .or_else(|| self.lines.array_key_above(line));
         let table = self.lines.table_at(line);
+        // An unknown name in the header itself (`[parms."x"]`, `[guard.extra]`): the key is the
+        // header up to that name, which appending the name to the whole header would repeat.
+        if class == PolicyErrorClass::UnknownKey
+            && self.lines.line_text(line).trim().starts_with('[')
+        {
+            if let (Some(t), Some(k)) = (table, own.as_deref()) {
+                let parts = header_components(t);
+                if let Some(i) = parts.iter().position(|p| p.trim_matches(['"', '\'']) == k) {
+                    return PolicyError::Invalid {
+                        file: self.file.clone(),
+                        line,
+                        key: parts[..=i].join("."),
+                        class,
+                        message,
+                    };
+                }
+            }
+        }
         let key = match (table, own) {
             (Some(t), Some(k)) => format!("{t}.{k}"),
             (Some(t), None) => t.to_string(),
@@ -243,6 +261,28 @@ impl Ctx<'_> {
             message,
         }
     }
+}
+
+/// The dotted components of a table header's key, each as written (quotes kept; a dot inside
+/// quotes is part of its component).
+fn header_components(header: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut quote: Option<char> = None;
+    for (i, c) in header.char_indices() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '.' => {
+                parts.push(header[start..i].trim());
+                start = i + 1;
+            }
+            None => {}
+        }
+    }
+    parts.push(header[start..].trim());
+    parts
 }
 
 /// `[` minus `]` on a line of TOML, outside strings and comments.

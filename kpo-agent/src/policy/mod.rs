@@ -440,6 +440,11 @@ pub struct ParamRule {
 }
 
 impl ParamRule {
+    /// Whether the entry names one parameter exactly rather than a glob.
+    pub fn is_exact(&self) -> bool {
+        self.literal
+    }
+
     /// Observe and recommend, any source, any namespace, no bounds, keep on exit.
     pub fn builtin_default() -> Self {
         Self {
@@ -640,7 +645,20 @@ impl Policy {
         };
         let what = match read_policy_text(path) {
             Ok(now) if now == *loaded => return None,
-            Ok(_) => "was edited".to_string(),
+            Ok(now) => match Self::parse(&now, &path.display().to_string()) {
+                Ok(_) => "was edited".to_string(),
+                // SIGHUP alone would be refused too (the reload keeps the policy in force): the
+                // operator who sent it already would otherwise be told to send it again.
+                Err(e) => {
+                    return Some(format!(
+                        "the policy file {} was edited since the agent loaded it, and does not \
+                         load as it is now ({e}): fix it (kpo check --policy {}), then send the \
+                         agent SIGHUP (kill -HUP PID) and ask again",
+                        path.display(),
+                        path.display()
+                    ))
+                }
+            },
             Err(e) => format!("cannot be read now ({e})"),
         };
         Some(format!(
@@ -692,6 +710,32 @@ impl Policy {
             .unwrap_or(&self.defaults)
     }
 
+    /// Which entry `rule` is and the namespaces it covers, for a refusal: a path in `namespaces`
+    /// that names nothing now (a typo, a namespace not made yet) is said to.
+    fn covered_by(&self, rule: &ParamRule) -> String {
+        let entry = if std::ptr::eq(rule, &self.defaults) {
+            "[defaults]".to_string()
+        } else {
+            format!("params.\"{}\" (line {})", rule.name, rule.line)
+        };
+        let list = match &rule.namespaces {
+            Namespaces::All => "all".to_string(),
+            Namespaces::List(list) => list
+                .iter()
+                .map(|sel| match sel {
+                    NamespaceSel::Host => "host".to_string(),
+                    NamespaceSel::Inode(i) => i.to_string(),
+                    NamespaceSel::Path(p) if std::fs::symlink_metadata(p).is_err() => {
+                        format!("{} (no such file now)", p.display())
+                    }
+                    NamespaceSel::Path(p) => p.display().to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        format!("{entry} covers only {list}")
+    }
+
     /// The decision for a proposed change, given what the journal knows of the parameter.
     ///
     /// Order: deny-list, the order of a TCP memory triple, sources, namespaces, yielded, paused, quarantine, bounds, step, then for
@@ -727,6 +771,7 @@ impl Policy {
         if !rule.namespaces.covers(&p.address.target) {
             return Decision::Refused(Refusal::NamespaceNotCovered {
                 target: p.address.to_string(),
+                covered: self.covered_by(rule),
             });
         }
         if ctx.yielded {
@@ -932,8 +977,17 @@ pub enum Refusal {
         proposer: Source,
         allowed: Vec<Source>,
     },
-    #[error("namespace not covered: the policy does not cover {target}")]
-    NamespaceNotCovered { target: String },
+    #[error(
+        "namespace not covered: the policy does not cover {target}{}",
+        if covered.is_empty() { String::new() } else { format!(": {covered}") }
+    )]
+    NamespaceNotCovered {
+        target: String,
+        /// The entry that decided and the namespaces it covers, so that a mistyped path in
+        /// `namespaces` shows in the refusal itself.
+        #[serde(default)]
+        covered: String,
+    },
     #[error("paused: all changes are paused (kpo resume)")]
     Paused,
     #[error("quarantined: this value was reverted by the guard; quarantined until {until}")]

@@ -149,6 +149,33 @@ fn unknown_key_names_file_line_and_key() {
     assert_eq!(key, "guard.signal");
 }
 
+/// An unknown name in a table header is the key the header names up to it, not that name
+/// appended to the whole header (`parms."net.core.somaxconn".parms` for a misspelt `[params.`).
+#[test]
+fn an_unknown_name_in_a_table_header_is_named_once() {
+    for (text, line, want) in [
+        ("[parms.\"net.core.somaxconn\"]\nmode = \"auto\"\n", 1, "parms"),
+        ("[defaults]\nmode = \"observe\"\n\n[guard.extra]\nx = 1\n", 4, "guard.extra"),
+        (
+            "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n[params.\"net.core.somaxconn\".foo]\nx = 1\n",
+            3,
+            "params.\"net.core.somaxconn\".foo",
+        ),
+        (
+            "[params.\"vm.swappiness\"]\nmode = \"auto\"\n[params.\"vm.swappiness\".\"a.b\"]\nx = 1\n",
+            3,
+            "params.\"vm.swappiness\".\"a.b\"",
+        ),
+    ] {
+        let (l, key, class, msg) = err(text);
+        assert_eq!(
+            (l, key.as_str(), class),
+            (line, want, PolicyErrorClass::UnknownKey),
+            "{text}: {msg}"
+        );
+    }
+}
+
 #[test]
 fn bad_types_name_file_line_and_key() {
     let (line, key, class, msg) = err("[params.\"vm.swappiness\"]\n\nmin = \"ten\"\n");
@@ -1181,7 +1208,11 @@ fn the_hosts_namespace_by_inode_or_path_covers_the_hosts_keys() {
                 &Context::new(SystemTime::now())
             ),
             Decision::Refused(Refusal::NamespaceNotCovered {
-                target: format!("net.core.somaxconn@netns:{}", own + 1)
+                target: format!("net.core.somaxconn@netns:{}", own + 1),
+                covered: format!(
+                    "params.\"net.core.somaxconn\" (line 1) covers only {}",
+                    namespaces.trim_matches(['[', ']']).replace('"', "")
+                ),
             }),
             "{namespaces}"
         );
@@ -1220,6 +1251,19 @@ fn a_loaded_policy_notices_its_file_edited_or_removed() {
         "{why}"
     );
     assert!(why.contains("send the agent SIGHUP"), "{why}");
+    // An edit that does not load: SIGHUP alone would be refused, so the error comes first.
+    std::fs::write(&file, "[params.\"net.core.somaxconn\"]\nmaxx = 1\n").unwrap();
+    assert_eq!(
+        policy.changed_on_disk().unwrap(),
+        format!(
+            "the policy file {f} was edited since the agent loaded it, and does not load as it \
+             is now ({f}:2: params.\"net.core.somaxconn\".maxx: unknown field `maxx`, expected \
+             one of `mode`, `min`, `max`, `max_step`, `cooldown`, `sources`, `on_exit`, \
+             `namespaces`, `allow_adaptive_off`, `guard_signals`, `optimizer_levels`): fix it \
+             (kpo check --policy {f}), then send the agent SIGHUP (kill -HUP PID) and ask again",
+            f = file.display()
+        )
+    );
     std::fs::remove_file(&file).unwrap();
     let why = policy.changed_on_disk().unwrap();
     assert!(why.contains("cannot be read now"), "{why}");
@@ -1280,4 +1324,49 @@ fn a_bound_holds_under_either_name_of_an_aliased_sysctl() {
             );
         }
     }
+}
+
+/// A namespace not covered is refused naming the entry that decided and what it covers, a path
+/// that names nothing marked: `namespaces = ["/run/netns/does-not-exist"]` (a typo) refused an
+/// operator's apply to the real namespace with only "the policy does not cover TARGET".
+#[test]
+fn a_namespace_refusal_names_the_entry_and_what_it_covers() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::write(&real, "").unwrap();
+    let p = Policy::parse(
+        &format!(
+            "[defaults]\nmode = \"observe\"\nnamespaces = [\"host\"]\n\n\
+             [params.\"net.core.somaxconn\"]\nmode = \"auto\"\n\
+             namespaces = [\"/run/netns/kpo-test-does-not-exist\", 4026532999, \"{}\"]\n",
+            real.display()
+        ),
+        "p.toml",
+    )
+    .unwrap();
+    let refusal = |param: &str| match p.decide(
+        &proposal(
+            &format!("{param}@netns:4026532281"),
+            Value::Int(4096),
+            Source::Operator,
+        ),
+        &Context::new(SystemTime::now()),
+    ) {
+        Decision::Refused(r) => r.to_string(),
+        d => panic!("{d:?}"),
+    };
+    assert_eq!(
+        refusal("net.core.somaxconn"),
+        format!(
+            "namespace not covered: the policy does not cover \
+             net.core.somaxconn@netns:4026532281: params.\"net.core.somaxconn\" (line 5) covers \
+             only /run/netns/kpo-test-does-not-exist (no such file now), 4026532999, {}",
+            real.display()
+        )
+    );
+    assert_eq!(
+        refusal("net.core.netdev_max_backlog"),
+        "namespace not covered: the policy does not cover \
+         net.core.netdev_max_backlog@netns:4026532281: [defaults] covers only host"
+    );
 }
