@@ -45,8 +45,8 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
         policy.force_recommend();
     }
     // A warning, not a mistake: the file may be checked on another machine than the one it is
-    // for, and a device's or a module's keys appear with it.
-    for w in missing_sysctls(&policy, std::path::Path::new("/proc/sys")) {
+    // for, a device's or a module's keys appear with it, and a namespace with its container.
+    for w in warnings(&policy, std::path::Path::new("/proc/sys")) {
         eprintln!("kpo: warning: {w}");
     }
     if args.json {
@@ -55,6 +55,48 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
         crate::out!(no_newline; "{}", to_text(&policy, config.as_deref()));
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// What in the policy names nothing on this machine now: [`missing_sysctls`], then
+/// [`missing_namespaces`]. `kpo check` prints them; `kpo run` logs them at start and at each reload.
+pub(crate) fn warnings(policy: &Policy, proc_sys: &std::path::Path) -> Vec<String> {
+    let mut all = missing_sysctls(policy, proc_sys);
+    all.extend(missing_namespaces(policy));
+    all
+}
+
+/// Entries whose `namespaces` name a path that does not exist: a misspelt path covers no
+/// namespace, so every change there is refused as outside the policy, which an operator finds
+/// only at the first refusal. A namespace made later (a container starting) is covered from
+/// then on, so this is a warning.
+fn missing_namespaces(policy: &Policy) -> Vec<String> {
+    let file = origin(policy);
+    let entries = std::iter::once(("[defaults]".to_string(), &policy.defaults)).chain(
+        policy
+            .params
+            .iter()
+            .map(|r| (format!("params.\"{}\"", r.name), r)),
+    );
+    let mut found = Vec::new();
+    for (entry, rule) in entries {
+        let Namespaces::List(list) = &rule.namespaces else {
+            continue;
+        };
+        for sel in list {
+            if let NamespaceSel::Path(path) = sel {
+                if std::fs::metadata(path).is_err() {
+                    found.push(format!(
+                        "{file}:{}: {entry}: namespaces names {}, which does not exist now: a \
+                         typo? Until it exists the entry covers no namespace there, and KPO \
+                         refuses every change it would cover",
+                        rule.line,
+                        path.display()
+                    ));
+                }
+            }
+        }
+    }
+    found
 }
 
 /// Entries naming one sysctl exactly that `proc_sys` does not have: a misspelt name
@@ -319,6 +361,47 @@ max = 8000
                 config.display()
             )),
             "{e}"
+        );
+    }
+
+    /// Defect: `namespaces = ["/run/netns/wbe"]` (a typo) was `valid`, and every change the
+    /// entry covers was refused as `namespace_not_covered` from the first one on. A path that
+    /// names no file is warned of, in `[defaults]` as in an entry; "host", an inode and a path
+    /// that exists are not.
+    #[test]
+    fn a_namespace_path_that_does_not_exist_is_warned_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let (there, missing) = (dir.path().join("web"), dir.path().join("wbe"));
+        std::fs::write(&there, "").unwrap();
+        // The sysctl exists in this /proc/sys: only the namespaces are warned of.
+        std::fs::create_dir_all(dir.path().join("net/core")).unwrap();
+        std::fs::write(dir.path().join("net/core/somaxconn"), "4096\n").unwrap();
+        let p = Policy::parse(
+            &format!(
+                "[defaults]\nnamespaces = [\"{m}\"]\n\
+                 [params.\"net.core.somaxconn\"]\nmode = \"auto\"\n\
+                 namespaces = [\"host\", 4026532281, \"{t}\", \"{m}\"]\n\
+                 [params.\"net.core.netdev_*\"]\nnamespaces = [\"{t}\"]\n",
+                t = there.display(),
+                m = missing.display()
+            ),
+            "p.toml",
+        )
+        .unwrap();
+        let said = |line: usize, entry: &str| {
+            format!(
+                "p.toml:{line}: {entry}: namespaces names {}, which does not exist now: a typo? \
+                 Until it exists the entry covers no namespace there, and KPO refuses every \
+                 change it would cover",
+                missing.display()
+            )
+        };
+        assert_eq!(
+            warnings(&p, dir.path()),
+            vec![
+                said(1, "[defaults]"),
+                said(3, "params.\"net.core.somaxconn\"")
+            ]
         );
     }
 

@@ -184,6 +184,7 @@ impl Deciding {
             .absolute()
             .map_err(|e| anyhow::anyhow!("the working directory cannot be read: {e}"))?;
         let mut policy = Policy::load(state.policy.as_deref())?;
+        warn_of_what_the_policy_names_in_vain(&policy, config);
         if recommend_only {
             policy.force_recommend();
             warn!(
@@ -502,6 +503,7 @@ impl Deciding {
             info!("SIGHUP: the policy file is unchanged");
             return Vec::new();
         }
+        warn_of_what_the_policy_names_in_vain(&new, config);
         if self.recommend_only {
             new.force_recommend();
         }
@@ -1196,4 +1198,13 @@ impl Deciding {
 
 fn optimizer_event(knobs: Vec<String>, event: LiveEvent) -> Event {
     Event::Optimizer(OptimizerEvent { knobs, event })
+}
+
+/// A sysctl this machine lacks, or a namespace path that names no file, in the policy in force:
+/// `kpo check`'s warnings, in the log, since an entry that names nothing here decides nothing
+/// (or, for a namespace, refuses) without a word until a change meets it.
+fn warn_of_what_the_policy_names_in_vain(policy: &Policy, config: &Config) {
+    for w in crate::check::warnings(policy, &config.proc_root.join("sys")) {
+        warn!("policy: {w}");
+    }
 }
