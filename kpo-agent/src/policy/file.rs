@@ -181,7 +181,15 @@ impl Ctx<'_> {
 
     /// A `toml` deserialisation error as file, line, key and reason.
     fn toml_error(&self, e: toml::de::Error) -> PolicyError {
-        let mut message = e.message().trim().to_string();
+        // One line: the parser's reason may run over several (`invalid array\nexpected `]``),
+        // which split the log record in journald and put a raw newline in the `policy` event.
+        let mut message = e
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
         // serde's words for an untagged enum name our private types; say what is expected.
         for (ty, expected) in [
             ("BoundFile", "expected an integer or a list of integers"),
@@ -228,6 +236,18 @@ impl Ctx<'_> {
                 }
             })
             .or_else(|| self.lines.array_key_above(line));
+        let text = self.lines.line_text(line).trim();
+        // A header that does not parse (`[params."x`) is no table: the one above it would be
+        // named instead, an entry the line has nothing to do with. The line itself says where.
+        if class == PolicyErrorClass::Syntax && text.starts_with('[') {
+            return PolicyError::Invalid {
+                file: self.file.clone(),
+                line,
+                key: text.to_string(),
+                class,
+                message,
+            };
+        }
         let table = self.lines.table_at(line);
         // An unknown name in the header itself (`[parms."x"]`, `[guard.extra]`): the key is the
         // header up to that name, which appending the name to the whole header would repeat.

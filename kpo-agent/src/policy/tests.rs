@@ -176,6 +176,40 @@ fn an_unknown_name_in_a_table_header_is_named_once() {
     }
 }
 
+/// Review s32 (qa-run): a table header that does not parse was put on the entry above it
+/// (`params."net.core.somaxconn": invalid table header\nexpected ...` for a broken `[guard` two
+/// lines down), and the parser's reason ran over two lines, splitting the log record. The key is
+/// the broken line itself, and the reason one line.
+#[test]
+fn a_broken_table_header_is_named_by_its_line_in_one_line() {
+    for (text, line, key, msg) in [
+        (
+            "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n[guard\n",
+            3,
+            "[guard",
+            "invalid table header; expected `.`, `]`",
+        ),
+        (
+            "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n[params.\"x\nmode = 1\n",
+            3,
+            "[params.\"x",
+            "invalid basic string",
+        ),
+        ("x = [1,\n", 2, "x", "invalid array; expected `]`"),
+    ] {
+        assert_eq!(
+            err(text),
+            (
+                line,
+                key.to_string(),
+                PolicyErrorClass::Syntax,
+                msg.to_string()
+            ),
+            "{text}"
+        );
+    }
+}
+
 #[test]
 fn bad_types_name_file_line_and_key() {
     let (line, key, class, msg) = err("[params.\"vm.swappiness\"]\n\nmin = \"ten\"\n");
