@@ -123,8 +123,19 @@ impl ConfigError {
 /// offending line nor the value it could not use: either may be a secret under a mistyped key
 /// (`apikey = "sk-..."`) or in a key of the wrong type (`max_tokens = "sk-..."`), and the error
 /// is printed at start and logged.
+/// The TOML parser's reason on one line: it may run over several (`invalid array\nexpected
+/// `]``), which split a log record in journald and put a raw newline in an event.
+pub(crate) fn toml_reason(e: &toml::de::Error) -> String {
+    e.message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn toml_message(text: &str, e: &toml::de::Error) -> String {
-    let mut message = without_quoted(e.message().trim());
+    let mut message = without_quoted(&toml_reason(e));
     if let Some(key) = error_key(text) {
         message = format!("{message}, in `{key}`");
     }
@@ -646,6 +657,25 @@ mod tests {
             .to_string();
         assert!(!e.contains("SECRET"), "{e}");
         assert!(e.contains("line 2, column"), "{e}");
+    }
+
+    /// Review s32: the parser's reason ran over two lines (`invalid table header\nexpected `.`,
+    /// `]``), splitting the log record it is printed in; it is one line.
+    #[test]
+    fn a_parse_error_is_one_line() {
+        for (text, said) in [
+            (
+                "tick = \"1s\"\n[llm\n",
+                "config file kpo.toml: line 2, column 5: invalid table header; expected `.`, `]`",
+            ),
+            (
+                "tick = [1,\n",
+                "config file kpo.toml: line 2, column 1: invalid array; expected `]`",
+            ),
+        ] {
+            let e = Config::from_toml(text, "kpo.toml").unwrap_err().to_string();
+            assert_eq!(e, said);
+        }
     }
 
     /// Defect: a value of the wrong type was quoted in the error printed at start and logged:

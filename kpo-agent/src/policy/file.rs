@@ -181,15 +181,7 @@ impl Ctx<'_> {
 
     /// A `toml` deserialisation error as file, line, key and reason.
     fn toml_error(&self, e: toml::de::Error) -> PolicyError {
-        // One line: the parser's reason may run over several (`invalid array\nexpected `]``),
-        // which split the log record in journald and put a raw newline in the `policy` event.
-        let mut message = e
-            .message()
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join("; ");
+        let mut message = crate::config::toml_reason(&e);
         // serde's words for an untagged enum name our private types; say what is expected.
         for (ty, expected) in [
             ("BoundFile", "expected an integer or a list of integers"),
