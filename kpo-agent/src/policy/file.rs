@@ -199,6 +199,18 @@ impl Ctx<'_> {
                 message = format!("invalid type: {expected}");
             }
         }
+        // serde's words for a table under an entry (`[params."x".foo]`: `invalid type: string
+        // "foo", expected a borrowed string`) and for an entry that is not a table name neither
+        // the mistake nor our types in words an operator knows.
+        if message.ends_with("expected a borrowed string") {
+            if let Some(name) = message.split('"').nth(1) {
+                message = format!("unknown field `{name}`: an entry has no tables under it");
+            }
+        } else if message.ends_with("expected struct ParamFile") {
+            message = "invalid type: an entry is a table ([params.\"NAME\"] and its keys on the \
+                       lines below)"
+                .to_string();
+        }
         let span = e.span().unwrap_or(0..0);
         let line = self.lines.line(span.start);
         let class = if message.contains("unknown field") {

@@ -174,6 +174,35 @@ fn an_unknown_name_in_a_table_header_is_named_once() {
             "{text}: {msg}"
         );
     }
+    // A table under an entry that is not above it: serde said `invalid type: string "foo",
+    // expected a borrowed string` (review s32).
+    for text in [
+        "[params.\"net.core.somaxconn\".foo]\nmode = \"auto\"\n",
+        "[params.\"net.core.somaxconn\".foo.bar]\nmode = \"auto\"\n",
+    ] {
+        assert_eq!(
+            err(text),
+            (
+                1,
+                "params.\"net.core.somaxconn\".foo".to_string(),
+                PolicyErrorClass::UnknownKey,
+                "unknown field `foo`: an entry has no tables under it".to_string()
+            ),
+            "{text}"
+        );
+    }
+    // An entry that is no table: serde named our type (`expected struct ParamFile`).
+    assert_eq!(
+        err("[params]\nx = 1\n"),
+        (
+            2,
+            "params.x".to_string(),
+            PolicyErrorClass::BadType,
+            "invalid type: an entry is a table ([params.\"NAME\"] and its keys on the lines \
+             below)"
+                .to_string()
+        )
+    );
 }
 
 /// Review s32 (qa-run): a table header that does not parse was put on the entry above it
