@@ -189,6 +189,15 @@ impl Value {
             Value::Ints(v) => format!("{} integers ({self})", v.len()),
             Value::Word(w) if w.is_empty() => "the empty value \"\"".into(),
             Value::Word(w) if w.contains(' ') => format!("the words {w:?}"),
+            // Digits past what a kernel value holds ([`parse_int`]) stay a word; "the word
+            // \"99999999999999999999\"" would read as a typo, not as a number too large.
+            Value::Word(w) if is_numeral(w) => {
+                format!(
+                    "{w}, a number beyond the integers a kernel value holds (-{} to {})",
+                    1u128 << 63,
+                    u64::MAX
+                )
+            }
             Value::Word(w) => format!("the word {w:?}"),
         }
     }
@@ -214,6 +223,12 @@ impl Value {
 
 /// An integer as the kernel prints one: an `i64` or a `u64`. Nothing wider, so that every `Value`
 /// reads back from the JSON it is written to (the journal).
+/// An optional `-` and one or more digits.
+fn is_numeral(word: &str) -> bool {
+    let digits = word.strip_prefix('-').unwrap_or(word);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 fn parse_int(word: &str) -> Option<i128> {
     word.parse::<i64>()
         .map(i128::from)
@@ -501,6 +516,28 @@ mod tests {
     /// Defect: `net.nf_conntrack_max` was a name of its own, so a policy bound on
     /// `net.netfilter.nf_conntrack_max` did not hold a change asked under the alias, and using
     /// both names split the variable's journal in two.
+    /// Review s32: `kpo apply net.core.somaxconn=99999999999999999999999` was refused as "not
+    /// the word \"99999999999999999999999\"", which reads as a typo; it is a number too large.
+    #[test]
+    fn a_number_past_what_a_kernel_value_holds_is_described_as_one() {
+        assert_eq!(
+            Value::parse("99999999999999999999999").described(),
+            "99999999999999999999999, a number beyond the integers a kernel value holds \
+             (-9223372036854775808 to 18446744073709551615)"
+        );
+        assert_eq!(
+            Value::parse("-9223372036854775809").described(),
+            "-9223372036854775809, a number beyond the integers a kernel value holds \
+             (-9223372036854775808 to 18446744073709551615)"
+        );
+        assert_eq!(
+            Value::parse("18446744073709551615").described(),
+            "the integer 18446744073709551615"
+        );
+        assert_eq!(Value::parse("-").described(), "the word \"-\"");
+        assert_eq!(Value::parse("12a").described(), "the word \"12a\"");
+    }
+
     #[test]
     fn a_sysctl_alias_is_the_name_it_stands_for() {
         for name in [
