@@ -75,16 +75,33 @@ impl Drop for FakeProc {
 
 pub(crate) struct Agent {
     pub(crate) child: Child,
+    /// The agent's own policy, state directory and socket (removed with it).
+    _own: tempfile::TempDir,
 }
 
 impl Agent {
     /// Starts `kpo run` with a 100 ms tick and 300 ms windows, writing events to `events` (removed
-    /// first); `stderr` is where its logs go.
+    /// first); `stderr` is where its logs go. It decides under an observe-only policy of its own,
+    /// in a state directory and on a socket of its own unless `extra` names them: the defaults
+    /// are the host's (/etc/kpo/policy.toml, /var/lib/kpo, /run/kpo/kpo.sock), and a host whose
+    /// policy puts a parameter in auto would have it changed by the test, its history written to.
     pub(crate) fn spawn(duty: &[&str], extra: &[&str], events: &Path, stderr: Stdio) -> Agent {
         let _ = std::fs::remove_file(events);
-        let child = Command::new(kpo_binary())
+        let own = tempfile::tempdir().unwrap();
+        let policy = own.path().join("policy.toml");
+        std::fs::write(&policy, "[defaults]\nmode = \"observe\"\n").unwrap();
+        let mut command = Command::new(kpo_binary());
+        command
             .args(["run", "--tick", "100ms", "--window", "300ms", "--events"])
             .arg(events)
+            .arg("--policy")
+            .arg(&policy);
+        for (flag, name) in [("--state-dir", "state"), ("--socket", "kpo.sock")] {
+            if !extra.contains(&flag) {
+                command.arg(flag).arg(own.path().join(name));
+            }
+        }
+        let child = command
             .args(duty)
             .args(extra)
             .stdin(Stdio::null())
@@ -92,7 +109,7 @@ impl Agent {
             .stderr(stderr)
             .spawn()
             .unwrap();
-        Agent { child }
+        Agent { child, _own: own }
     }
 
     /// Waits until the agent has reported its sensors (its second event). An agent that exits
@@ -686,6 +703,7 @@ pub fn a_bad_llm_configuration_leaves_the_state_directory_alone() {
         }
         let mut agent = Agent {
             child: command.spawn().unwrap(),
+            _own: tempfile::tempdir().unwrap(),
         };
         let mut status = None;
         wait_until("the agent stopped", Duration::from_secs(30), || {
