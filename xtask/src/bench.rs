@@ -656,6 +656,26 @@ fn keep_agent_log(dir: &Path, kept: &Path) -> std::io::Result<()> {
     std::fs::copy(dir.join(AGENT_LOG), kept).map(|_| ())
 }
 
+/// `kpo run` for one bench agent. Its policy (empty: everything observed), state and socket live
+/// in the bench's directory: the defaults are the host's own agent's (/etc/kpo/policy.toml may put
+/// the host's parameters in auto; /var/lib/kpo holds its journal and lock), and a bench must
+/// neither change the host nor write into, or wait on, a production agent's state.
+fn agent_command(dir: &Path, extra: &[&str]) -> Result<Command> {
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, "").context("writing the bench agents' policy")?;
+    let mut cmd = Command::new(crate::kpo_binary());
+    cmd.args(["run", "--events"])
+        .arg(dir.join("events.ndjson"))
+        .arg("--policy")
+        .arg(policy)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--socket")
+        .arg(dir.join("kpo.sock"))
+        .args(extra);
+    Ok(cmd)
+}
+
 struct Agent(Child);
 
 impl Agent {
@@ -667,10 +687,7 @@ impl Agent {
             .append(true)
             .open(dir.join(AGENT_LOG))
             .context("opening the agents' log")?;
-        let child = Command::new(crate::kpo_binary())
-            .args(["run", "--events"])
-            .arg(&events)
-            .args(extra)
+        let child = agent_command(dir, extra)?
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -753,6 +770,39 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert_eq!(listener_on(port), None);
+    }
+
+    /// Every bench agent keeps to the bench's directory: an agent on the defaults would load the
+    /// host's /etc/kpo/policy.toml and take /var/lib/kpo's lock and /run/kpo/kpo.sock.
+    #[test]
+    fn bench_agents_use_their_own_policy_state_and_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let cmd = agent_command(dir.path(), &["--duty-fraction", "1"]).unwrap();
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let d = dir.path().display();
+        assert_eq!(
+            args,
+            [
+                "run".to_string(),
+                "--events".into(),
+                format!("{d}/events.ndjson"),
+                "--policy".into(),
+                format!("{d}/policy.toml"),
+                "--state-dir".into(),
+                format!("{d}/state"),
+                "--socket".into(),
+                format!("{d}/kpo.sock"),
+                "--duty-fraction".into(),
+                "1".into(),
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("policy.toml")).unwrap(),
+            ""
+        );
     }
 
     /// The bench's nginx, stopped as the bench stops it: master and worker gone, nothing left
