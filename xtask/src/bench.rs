@@ -28,13 +28,13 @@ pub enum Which {
     /// Agent overhead on loopback workloads.
     Overhead {
         /// Repetitions of the whole alternation.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = crate::positive_usize())]
         reps: usize,
         /// Seconds per workload run.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
         seconds: u64,
         /// Seconds of idle agent for the idle CPU and RSS figures.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
         idle_seconds: u64,
         /// An extra agent configuration to measure alongside, as `kpo run` arguments
         /// (e.g. "--duty-fraction 0.05"); used to choose the default duty fraction.
@@ -45,7 +45,7 @@ pub enum Which {
     /// share of it that is the journal's durability.
     Actuate {
         /// Changes per configuration.
-        #[arg(long, default_value_t = 300)]
+        #[arg(long, default_value_t = 300, value_parser = crate::positive_usize())]
         reps: usize,
     },
     /// The optimizer vs random search, Optuna TPE and skopt gp_minimize on the seed tables.
