@@ -23,6 +23,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+use crate::scenario::interrupt;
+
 #[derive(clap::Subcommand)]
 pub enum Which {
     /// Agent overhead on loopback workloads.
@@ -138,6 +140,10 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
     if !crate::is_root() {
         bail!("the overhead benchmark loads the agent's eBPF programs: run it as root");
     }
+    // Ctrl-C becomes an error returned from the next check, so that nginx, the agent and the
+    // temporary directory are removed by their guards; children run in their own process groups
+    // and are stopped by those guards, in order.
+    interrupt::install()?;
     ensure_tools()?;
     let dir = std::env::temp_dir().join(format!("kpo-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -289,7 +295,7 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
     let idle = Agent::start(&dir, &[])?;
     let before = idle.cpu_seconds()?;
     let t = Instant::now();
-    std::thread::sleep(Duration::from_secs(idle_seconds));
+    sleep_checked(Duration::from_secs(idle_seconds))?;
     let idle_share = (idle.cpu_seconds()? - before) / t.elapsed().as_secs_f64() * 100.0;
     let rss_mb = idle.peak_rss_kb()? as f64 / 1024.0;
     println!("\nAgent at idle ({idle_seconds} s, default configuration): CPU {idle_share:.2}% of one core, peak RSS {rss_mb:.1} MB");
@@ -348,11 +354,25 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
 }
 
 fn measure(workload: Workload, duration: Duration) -> Result<f64> {
-    match workload {
+    interrupt::check()?;
+    let rate = match workload {
         Workload::ShortConnections => wrk(duration, true),
         Workload::KeepAlive => wrk(duration, false),
         Workload::PingPong => Ok(ping_pong(duration)),
+    }?;
+    interrupt::check()?;
+    Ok(rate)
+}
+
+fn sleep_checked(d: Duration) -> Result<()> {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        interrupt::check()?;
+        std::thread::sleep(
+            Duration::from_millis(10).min(until.saturating_duration_since(Instant::now())),
+        );
     }
+    Ok(())
 }
 
 fn wrk(duration: Duration, close: bool) -> Result<f64> {
@@ -363,7 +383,7 @@ fn wrk(duration: Duration, close: bool) -> Result<f64> {
     if close {
         cmd.args(["-H", "Connection: close"]);
     }
-    let out = cmd
+    let out = interrupt::own_group(&mut cmd)
         .arg(format!("http://127.0.0.1:{NGINX_PORT}/"))
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -487,7 +507,8 @@ impl Nginx {
         )?;
         let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
         // taskset execs nginx: the child is nginx's master.
-        let child = Command::new("taskset")
+        let mut cmd = Command::new("taskset");
+        let child = interrupt::own_group(&mut cmd)
             .args(["-c", &(1 % ncpu).to_string()])
             .arg(which("nginx").context("nginx")?)
             .arg("-p")
@@ -687,18 +708,28 @@ impl Agent {
             .append(true)
             .open(dir.join(AGENT_LOG))
             .context("opening the agents' log")?;
-        let child = agent_command(dir, extra)?
+        let child = interrupt::own_group(&mut agent_command(dir, extra)?)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .context("starting kpo")?;
-        let agent = Agent(child);
+        let mut agent = Agent(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         // Ready once it has reported its sensors (programs loaded and attached).
         while !std::fs::read_to_string(&events)
             .unwrap_or_default()
             .contains("\"kind\":\"sensors\"")
         {
+            interrupt::check()?;
+            if let Some(status) = agent.0.try_wait()? {
+                // The bench's directory goes when the bench ends: the log's tail goes with the error.
+                let log = std::fs::read_to_string(dir.join(AGENT_LOG)).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(10).collect();
+                bail!(
+                    "kpo run exited with {status} before reporting its sensors; its log ends:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             if Instant::now() > deadline {
                 bail!("kpo did not report its sensors within 30 s");
             }
@@ -817,6 +848,15 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let _cleanup = RemoveDir(dir.clone());
         let mut nginx = Nginx::start(&dir).unwrap();
+        // In its own process group: a Ctrl-C in the terminal reaches only xtask, which stops
+        // nginx as nginx expects and then removes the bench's directory.
+        let master = nginx.master.id();
+        assert_eq!(
+            nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(master as i32)))
+                .unwrap()
+                .as_raw(),
+            master as i32
+        );
         let workers = children_of(nginx.master.id());
         assert!(!workers.is_empty(), "nginx has a worker");
         assert!(listener_on(NGINX_PORT).is_some());
