@@ -287,9 +287,7 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
             println!("{hook:<22} {ns:>8.1} ns {n:>14} events");
         }
     }
-    let kept_log = crate::workspace_root()
-        .join("target/bench-overhead")
-        .join(AGENT_LOG);
+    let kept_log = kept_agent_log();
     log_tally.print(&kept_log);
 
     let idle = Agent::start(&dir, &[])?;
@@ -670,6 +668,12 @@ fn listener_on(port: u16) -> Option<String> {
 /// Every agent's stderr during the bench, one after the other, in the bench's directory.
 const AGENT_LOG: &str = "agents.log";
 
+/// Where the agents' log is kept after the bench: in the target directory the agent was built in
+/// (`$CARGO_TARGET_DIR` when set), not a `target/` of the source tree that nothing else uses.
+fn kept_agent_log() -> PathBuf {
+    crate::target_dir().join("bench-overhead").join(AGENT_LOG)
+}
+
 /// The agents' logs, copied out of the bench's directory (removed at the end) once the last
 /// agent has stopped, so that an eBPF log record the tally counted can be read.
 fn keep_agent_log(dir: &Path, kept: &Path) -> std::io::Result<()> {
@@ -833,6 +837,15 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(dir.path().join("policy.toml")).unwrap(),
             ""
+        );
+    }
+
+    #[test]
+    fn the_agents_log_is_kept_beside_the_binary() {
+        let release = crate::kpo_binary().parent().unwrap().to_path_buf();
+        assert_eq!(
+            kept_agent_log(),
+            release.parent().unwrap().join("bench-overhead/agents.log")
         );
     }
 

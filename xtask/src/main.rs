@@ -124,11 +124,16 @@ pub fn workspace_root() -> std::path::PathBuf {
         .into()
 }
 
-pub fn kpo_binary() -> std::path::PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+/// Cargo's target directory: `$CARGO_TARGET_DIR` when set, else the workspace's `target/`. What
+/// the benches keep goes there too, beside the binary they measured.
+pub fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    target.join("release/kpo")
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+pub fn kpo_binary() -> std::path::PathBuf {
+    target_dir().join("release/kpo")
 }
 
 pub fn is_root() -> bool {
@@ -142,7 +147,10 @@ pub fn cargo() -> Command {
 }
 
 fn build_release() -> Result<()> {
-    eprintln!("xtask: building the eBPF object and target/release/kpo");
+    eprintln!(
+        "xtask: building the eBPF object and {}",
+        kpo_binary().display()
+    );
     let status = cargo()
         .args(["build", "--release", "-p", "kpo-agent", "--bin", "kpo"])
         .status()?;
