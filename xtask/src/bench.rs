@@ -65,17 +65,7 @@ pub fn run(which: Which) -> Result<()> {
             also,
         } => overhead(reps, seconds, idle_seconds, also.as_deref()),
         Which::Actuate { reps } => {
-            let status = crate::cargo()
-                .args([
-                    "run",
-                    "--release",
-                    "-p",
-                    "kpo-agent",
-                    "--example",
-                    "bench_actuate",
-                ])
-                .args(["--", "--reps", &reps.to_string()])
-                .status()?;
+            let status = actuate_command(reps).status()?;
             if !status.success() {
                 bail!("bench_actuate failed");
             }
@@ -84,6 +74,28 @@ pub fn run(which: Which) -> Result<()> {
         Which::Optimizer(args) => crate::bench_optimizer::run(&args),
         Which::Reaction(args) => crate::bench_reaction::run(&args),
     }
+}
+
+/// The bench_actuate example, built in a target directory of its own: an example turns on
+/// kpo-agent's dev-dependencies (its `test-util` feature among them), so built beside
+/// `release/kpo` it made the next `cargo xtask build` or `run` rebuild kpo-agent, and this bench
+/// rebuild it again after them (minutes each).
+fn actuate_command(reps: usize) -> Command {
+    let mut cmd = crate::cargo();
+    cmd.env(
+        "CARGO_TARGET_DIR",
+        crate::target_dir().join("bench-actuate"),
+    )
+    .args([
+        "run",
+        "--release",
+        "-p",
+        "kpo-agent",
+        "--example",
+        "bench_actuate",
+    ])
+    .args(["--", "--reps", &reps.to_string()]);
+    cmd
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -837,6 +849,34 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(dir.path().join("policy.toml")).unwrap(),
             ""
+        );
+    }
+
+    #[test]
+    fn the_actuate_example_builds_apart_from_the_agent() {
+        let cmd = actuate_command(30);
+        let envs: Vec<_> = cmd.get_envs().collect();
+        assert_eq!(
+            envs,
+            [(
+                std::ffi::OsStr::new("CARGO_TARGET_DIR"),
+                Some(crate::target_dir().join("bench-actuate").as_os_str())
+            )]
+        );
+        let args: Vec<_> = cmd.get_args().collect();
+        assert_eq!(
+            args,
+            [
+                "run",
+                "--release",
+                "-p",
+                "kpo-agent",
+                "--example",
+                "bench_actuate",
+                "--",
+                "--reps",
+                "30"
+            ]
         );
     }
 

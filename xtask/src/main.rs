@@ -90,7 +90,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Bench { which } => {
             setup::ensure()?;
-            build_release()?;
+            // bench actuate builds its example on its own, and needs no target/release/kpo.
+            if !matches!(which, bench::Which::Actuate { .. }) {
+                build_release()?;
+            }
             bench::run(which)
         }
         Cmd::Scenario { which } => {
