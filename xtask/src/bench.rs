@@ -251,11 +251,10 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
             print!(" {:>10.3}", median(&ratios));
         }
         // Run-to-run spread without the agent: differences smaller than this are noise.
-        let (lo, hi) = base
-            .iter()
-            .fold((f64::MAX, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-        print!(" {:>13.1}%", (hi / lo - 1.0) * 100.0);
-        println!();
+        match spread(base) {
+            Some(s) => println!(" {s:>13.1}%"),
+            None => println!(" {:>14}", "- (1 rep)"),
+        }
     }
     if let Some(also) = also {
         println!("(--also = kpo run {also})");
@@ -319,6 +318,18 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
     // Stopped as nginx expects, and checked: nothing of ours still listens.
     nginx.stop()?;
     Ok(())
+}
+
+/// How far apart the fastest and slowest runs are, in % of the slowest; None for a single run,
+/// which has no spread to show (0.0% would read as "no noise").
+fn spread(runs: &[f64]) -> Option<f64> {
+    if runs.len() < 2 {
+        return None;
+    }
+    let (lo, hi) = runs
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    Some((hi / lo - 1.0) * 100.0)
 }
 
 pub(crate) fn median(v: &[f64]) -> f64 {
@@ -878,6 +889,12 @@ mod tests {
                 "30"
             ]
         );
+    }
+
+    #[test]
+    fn a_single_run_has_no_spread() {
+        assert_eq!(spread(&[5504.0]), None);
+        assert_eq!(spread(&[4000.0, 5000.0, 4500.0]), Some(25.0));
     }
 
     #[test]
