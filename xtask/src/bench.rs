@@ -23,18 +23,20 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+use crate::scenario::interrupt;
+
 #[derive(clap::Subcommand)]
 pub enum Which {
     /// Agent overhead on loopback workloads.
     Overhead {
         /// Repetitions of the whole alternation.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = crate::positive_usize())]
         reps: usize,
         /// Seconds per workload run.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
         seconds: u64,
         /// Seconds of idle agent for the idle CPU and RSS figures.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
         idle_seconds: u64,
         /// An extra agent configuration to measure alongside, as `kpo run` arguments
         /// (e.g. "--duty-fraction 0.05"); used to choose the default duty fraction.
@@ -45,7 +47,7 @@ pub enum Which {
     /// share of it that is the journal's durability.
     Actuate {
         /// Changes per configuration.
-        #[arg(long, default_value_t = 300)]
+        #[arg(long, default_value_t = 300, value_parser = crate::positive_usize())]
         reps: usize,
     },
     /// The optimizer vs random search, Optuna TPE and skopt gp_minimize on the seed tables.
@@ -63,17 +65,7 @@ pub fn run(which: Which) -> Result<()> {
             also,
         } => overhead(reps, seconds, idle_seconds, also.as_deref()),
         Which::Actuate { reps } => {
-            let status = crate::cargo()
-                .args([
-                    "run",
-                    "--release",
-                    "-p",
-                    "kpo-agent",
-                    "--example",
-                    "bench_actuate",
-                ])
-                .args(["--", "--reps", &reps.to_string()])
-                .status()?;
+            let status = actuate_command(reps).status()?;
             if !status.success() {
                 bail!("bench_actuate failed");
             }
@@ -82,6 +74,28 @@ pub fn run(which: Which) -> Result<()> {
         Which::Optimizer(args) => crate::bench_optimizer::run(&args),
         Which::Reaction(args) => crate::bench_reaction::run(&args),
     }
+}
+
+/// The bench_actuate example, built in a target directory of its own: an example turns on
+/// kpo-agent's dev-dependencies (its `test-util` feature among them), so built beside
+/// `release/kpo` it made the next `cargo xtask build` or `run` rebuild kpo-agent, and this bench
+/// rebuild it again after them (minutes each).
+fn actuate_command(reps: usize) -> Command {
+    let mut cmd = crate::cargo();
+    cmd.env(
+        "CARGO_TARGET_DIR",
+        crate::target_dir().join("bench-actuate"),
+    )
+    .args([
+        "run",
+        "--release",
+        "-p",
+        "kpo-agent",
+        "--example",
+        "bench_actuate",
+    ])
+    .args(["--", "--reps", &reps.to_string()]);
+    cmd
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -138,6 +152,10 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
     if !crate::is_root() {
         bail!("the overhead benchmark loads the agent's eBPF programs: run it as root");
     }
+    // Ctrl-C becomes an error returned from the next check, so that nginx, the agent and the
+    // temporary directory are removed by their guards; children run in their own process groups
+    // and are stopped by those guards, in order.
+    interrupt::install()?;
     ensure_tools()?;
     let dir = std::env::temp_dir().join(format!("kpo-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -233,11 +251,10 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
             print!(" {:>10.3}", median(&ratios));
         }
         // Run-to-run spread without the agent: differences smaller than this are noise.
-        let (lo, hi) = base
-            .iter()
-            .fold((f64::MAX, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-        print!(" {:>13.1}%", (hi / lo - 1.0) * 100.0);
-        println!();
+        match spread(base) {
+            Some(s) => println!(" {s:>13.1}%"),
+            None => println!(" {:>14}", "- (1 rep)"),
+        }
     }
     if let Some(also) = also {
         println!("(--also = kpo run {also})");
@@ -281,15 +298,13 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
             println!("{hook:<22} {ns:>8.1} ns {n:>14} events");
         }
     }
-    let kept_log = crate::workspace_root()
-        .join("target/bench-overhead")
-        .join(AGENT_LOG);
+    let kept_log = kept_agent_log();
     log_tally.print(&kept_log);
 
     let idle = Agent::start(&dir, &[])?;
     let before = idle.cpu_seconds()?;
     let t = Instant::now();
-    std::thread::sleep(Duration::from_secs(idle_seconds));
+    sleep_checked(Duration::from_secs(idle_seconds))?;
     let idle_share = (idle.cpu_seconds()? - before) / t.elapsed().as_secs_f64() * 100.0;
     let rss_mb = idle.peak_rss_kb()? as f64 / 1024.0;
     println!("\nAgent at idle ({idle_seconds} s, default configuration): CPU {idle_share:.2}% of one core, peak RSS {rss_mb:.1} MB");
@@ -303,6 +318,18 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
     // Stopped as nginx expects, and checked: nothing of ours still listens.
     nginx.stop()?;
     Ok(())
+}
+
+/// How far apart the fastest and slowest runs are, in % of the slowest; None for a single run,
+/// which has no spread to show (0.0% would read as "no noise").
+fn spread(runs: &[f64]) -> Option<f64> {
+    if runs.len() < 2 {
+        return None;
+    }
+    let (lo, hi) = runs
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    Some((hi / lo - 1.0) * 100.0)
 }
 
 pub(crate) fn median(v: &[f64]) -> f64 {
@@ -348,11 +375,25 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
 }
 
 fn measure(workload: Workload, duration: Duration) -> Result<f64> {
-    match workload {
+    interrupt::check()?;
+    let rate = match workload {
         Workload::ShortConnections => wrk(duration, true),
         Workload::KeepAlive => wrk(duration, false),
         Workload::PingPong => Ok(ping_pong(duration)),
+    }?;
+    interrupt::check()?;
+    Ok(rate)
+}
+
+fn sleep_checked(d: Duration) -> Result<()> {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        interrupt::check()?;
+        std::thread::sleep(
+            Duration::from_millis(10).min(until.saturating_duration_since(Instant::now())),
+        );
     }
+    Ok(())
 }
 
 fn wrk(duration: Duration, close: bool) -> Result<f64> {
@@ -363,7 +404,7 @@ fn wrk(duration: Duration, close: bool) -> Result<f64> {
     if close {
         cmd.args(["-H", "Connection: close"]);
     }
-    let out = cmd
+    let out = interrupt::own_group(&mut cmd)
         .arg(format!("http://127.0.0.1:{NGINX_PORT}/"))
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -487,7 +528,8 @@ impl Nginx {
         )?;
         let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
         // taskset execs nginx: the child is nginx's master.
-        let child = Command::new("taskset")
+        let mut cmd = Command::new("taskset");
+        let child = interrupt::own_group(&mut cmd)
             .args(["-c", &(1 % ncpu).to_string()])
             .arg(which("nginx").context("nginx")?)
             .arg("-p")
@@ -649,11 +691,37 @@ fn listener_on(port: u16) -> Option<String> {
 /// Every agent's stderr during the bench, one after the other, in the bench's directory.
 const AGENT_LOG: &str = "agents.log";
 
+/// Where the agents' log is kept after the bench: in the target directory the agent was built in
+/// (`$CARGO_TARGET_DIR` when set), not a `target/` of the source tree that nothing else uses.
+fn kept_agent_log() -> PathBuf {
+    crate::target_dir().join("bench-overhead").join(AGENT_LOG)
+}
+
 /// The agents' logs, copied out of the bench's directory (removed at the end) once the last
 /// agent has stopped, so that an eBPF log record the tally counted can be read.
 fn keep_agent_log(dir: &Path, kept: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(kept.parent().expect("has a parent"))?;
     std::fs::copy(dir.join(AGENT_LOG), kept).map(|_| ())
+}
+
+/// `kpo run` for one bench agent. Its policy (empty: everything observed), state and socket live
+/// in the bench's directory: the defaults are the host's own agent's (/etc/kpo/policy.toml may put
+/// the host's parameters in auto; /var/lib/kpo holds its journal and lock), and a bench must
+/// neither change the host nor write into, or wait on, a production agent's state.
+fn agent_command(dir: &Path, extra: &[&str]) -> Result<Command> {
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, "").context("writing the bench agents' policy")?;
+    let mut cmd = Command::new(crate::kpo_binary());
+    cmd.args(["run", "--events"])
+        .arg(dir.join("events.ndjson"))
+        .arg("--policy")
+        .arg(policy)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--socket")
+        .arg(dir.join("kpo.sock"))
+        .args(extra);
+    Ok(cmd)
 }
 
 struct Agent(Child);
@@ -667,21 +735,28 @@ impl Agent {
             .append(true)
             .open(dir.join(AGENT_LOG))
             .context("opening the agents' log")?;
-        let child = Command::new(crate::kpo_binary())
-            .args(["run", "--events"])
-            .arg(&events)
-            .args(extra)
+        let child = interrupt::own_group(&mut agent_command(dir, extra)?)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .context("starting kpo")?;
-        let agent = Agent(child);
+        let mut agent = Agent(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         // Ready once it has reported its sensors (programs loaded and attached).
         while !std::fs::read_to_string(&events)
             .unwrap_or_default()
             .contains("\"kind\":\"sensors\"")
         {
+            interrupt::check()?;
+            if let Some(status) = agent.0.try_wait()? {
+                // The bench's directory goes when the bench ends: the log's tail goes with the error.
+                let log = std::fs::read_to_string(dir.join(AGENT_LOG)).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(10).collect();
+                bail!(
+                    "kpo run exited with {status} before reporting its sensors; its log ends:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             if Instant::now() > deadline {
                 bail!("kpo did not report its sensors within 30 s");
             }
@@ -755,6 +830,82 @@ mod tests {
         assert_eq!(listener_on(port), None);
     }
 
+    /// Every bench agent keeps to the bench's directory: an agent on the defaults would load the
+    /// host's /etc/kpo/policy.toml and take /var/lib/kpo's lock and /run/kpo/kpo.sock.
+    #[test]
+    fn bench_agents_use_their_own_policy_state_and_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let cmd = agent_command(dir.path(), &["--duty-fraction", "1"]).unwrap();
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let d = dir.path().display();
+        assert_eq!(
+            args,
+            [
+                "run".to_string(),
+                "--events".into(),
+                format!("{d}/events.ndjson"),
+                "--policy".into(),
+                format!("{d}/policy.toml"),
+                "--state-dir".into(),
+                format!("{d}/state"),
+                "--socket".into(),
+                format!("{d}/kpo.sock"),
+                "--duty-fraction".into(),
+                "1".into(),
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("policy.toml")).unwrap(),
+            ""
+        );
+    }
+
+    #[test]
+    fn the_actuate_example_builds_apart_from_the_agent() {
+        let cmd = actuate_command(30);
+        let envs: Vec<_> = cmd.get_envs().collect();
+        assert_eq!(
+            envs,
+            [(
+                std::ffi::OsStr::new("CARGO_TARGET_DIR"),
+                Some(crate::target_dir().join("bench-actuate").as_os_str())
+            )]
+        );
+        let args: Vec<_> = cmd.get_args().collect();
+        assert_eq!(
+            args,
+            [
+                "run",
+                "--release",
+                "-p",
+                "kpo-agent",
+                "--example",
+                "bench_actuate",
+                "--",
+                "--reps",
+                "30"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_single_run_has_no_spread() {
+        assert_eq!(spread(&[5504.0]), None);
+        assert_eq!(spread(&[4000.0, 5000.0, 4500.0]), Some(25.0));
+    }
+
+    #[test]
+    fn the_agents_log_is_kept_beside_the_binary() {
+        let release = crate::kpo_binary().parent().unwrap().to_path_buf();
+        assert_eq!(
+            kept_agent_log(),
+            release.parent().unwrap().join("bench-overhead/agents.log")
+        );
+    }
+
     /// The bench's nginx, stopped as the bench stops it: master and worker gone, nothing left
     /// listening (a SIGKILL to the master alone left its worker listening, adopted by init).
     #[test]
@@ -767,6 +918,15 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let _cleanup = RemoveDir(dir.clone());
         let mut nginx = Nginx::start(&dir).unwrap();
+        // In its own process group: a Ctrl-C in the terminal reaches only xtask, which stops
+        // nginx as nginx expects and then removes the bench's directory.
+        let master = nginx.master.id();
+        assert_eq!(
+            nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(master as i32)))
+                .unwrap()
+                .as_raw(),
+            master as i32
+        );
         let workers = children_of(nginx.master.id());
         assert!(!workers.is_empty(), "nginx has a worker");
         assert!(listener_on(NGINX_PORT).is_some());

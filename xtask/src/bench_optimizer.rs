@@ -112,12 +112,12 @@ pub fn run(args: &Args) -> Result<()> {
     let root = workspace_root();
     let data = root.join("kpo-agent/tests/data/seed-paper");
     let python = if baselines {
-        Some(ensure_venv(&root)?)
+        Some(ensure_venv()?)
     } else {
         None
     };
     let script = root.join("xtask/bench/optimizer_baselines.py");
-    let cache = target_dir(&root).join("bench-optimizer");
+    let cache = crate::target_dir().join("bench-optimizer");
     println!(
         "optimizer benchmark: budget {budget}, seeds 0..{}, regret in % of the table's best \
          feasible energy (median / p90; inf = no feasible row found)",
@@ -263,15 +263,9 @@ fn start_rows(grid: &Path, replay: &Value) -> Result<Vec<usize>> {
         .collect()
 }
 
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-}
-
 /// `target/bench-venv` with Optuna and scikit-optimize; created on first use.
-fn ensure_venv(root: &Path) -> Result<PathBuf> {
-    let venv = target_dir(root).join("bench-venv");
+fn ensure_venv() -> Result<PathBuf> {
+    let venv = crate::target_dir().join("bench-venv");
     let python = venv.join("bin/python");
     let ready = |py: &Path| {
         Command::new(py)

@@ -26,16 +26,16 @@ use crate::scenario::{
 #[derive(clap::Args)]
 pub struct Args {
     /// Trials (each with a fresh namespace and agent).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::positive_usize())]
     pub trials: usize,
     /// The agent's tick.
-    #[arg(long, default_value = "1s")]
+    #[arg(long, default_value = "1s", value_parser = crate::duration_arg)]
     pub tick: String,
     /// The agent's window (its rules run every tick and at window end).
-    #[arg(long, default_value = "10s")]
+    #[arg(long, default_value = "10s", value_parser = crate::duration_arg)]
     pub window: String,
     /// net.core.somaxconn inside the namespace at the start of each trial.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(i64).range(1..))]
     pub somaxconn: i64,
 }
 

@@ -90,7 +90,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Bench { which } => {
             setup::ensure()?;
-            build_release()?;
+            // bench actuate builds its example on its own, and needs no target/release/kpo.
+            if !matches!(which, bench::Which::Actuate { .. }) {
+                build_release()?;
+            }
             bench::run(which)
         }
         Cmd::Scenario { which } => {
@@ -101,6 +104,22 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// A count that must be at least 1 (`--reps`, `--trials`): 0 would spend minutes setting up and
+/// then report nothing, or fail on an empty sample.
+pub fn positive_usize() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}
+
+/// A duration the agent is given as text (`--tick`, `--window`), checked when the command line is
+/// read rather than after the build and the namespace are set up.
+pub fn duration_arg(s: &str) -> Result<String, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(s.to_string()),
+        Ok(_) => Err("must be more than 0".into()),
+        Err(e) => Err(format!("not a duration like 1s or 500ms: {e}")),
+    }
+}
+
 pub fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -108,11 +127,16 @@ pub fn workspace_root() -> std::path::PathBuf {
         .into()
 }
 
-pub fn kpo_binary() -> std::path::PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+/// Cargo's target directory: `$CARGO_TARGET_DIR` when set, else the workspace's `target/`. What
+/// the benches keep goes there too, beside the binary they measured.
+pub fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    target.join("release/kpo")
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+pub fn kpo_binary() -> std::path::PathBuf {
+    target_dir().join("release/kpo")
 }
 
 pub fn is_root() -> bool {
@@ -126,7 +150,10 @@ pub fn cargo() -> Command {
 }
 
 fn build_release() -> Result<()> {
-    eprintln!("xtask: building the eBPF object and target/release/kpo");
+    eprintln!(
+        "xtask: building the eBPF object and {}",
+        kpo_binary().display()
+    );
     let status = cargo()
         .args(["build", "--release", "-p", "kpo-agent", "--bin", "kpo"])
         .status()?;
@@ -134,4 +161,62 @@ fn build_release() -> Result<()> {
         bail!("cargo build failed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.split_whitespace()))
+    }
+
+    fn refused(args: &str) -> String {
+        let e = parse(args)
+            .err()
+            .unwrap_or_else(|| panic!("`{args}` was accepted"));
+        assert_eq!(e.kind(), ErrorKind::ValueValidation, "{args}: {e}");
+        e.to_string().lines().next().unwrap().to_string()
+    }
+
+    /// Zero counts and durations are refused before anything is built or created.
+    #[test]
+    fn zero_counts_and_bad_durations_are_refused_at_once() {
+        assert_eq!(
+            refused("bench overhead --reps 0"),
+            "error: invalid value '0' for '--reps <REPS>': 0 is not in 1..18446744073709551615"
+        );
+        for args in [
+            "bench overhead --seconds 0",
+            "bench overhead --idle-seconds 0",
+            "bench actuate --reps 0",
+            "bench reaction --trials 0",
+            "bench reaction --somaxconn 0",
+            "scenario backlog --connections 0",
+            "scenario backlog --seconds 0",
+            "scenario backlog --somaxconn 0",
+            "scenario backlog --backlog 0",
+            "scenario backlog --worker-connections 0",
+        ] {
+            assert!(refused(args).contains("is not in 1.."), "{args}");
+        }
+        assert_eq!(
+            refused("bench reaction --tick abc"),
+            "error: invalid value 'abc' for '--tick <TICK>': not a duration like 1s or 500ms: \
+             expected number at 0"
+        );
+        assert_eq!(
+            refused("scenario backlog --window 0s"),
+            "error: invalid value '0s' for '--window <WINDOW>': must be more than 0"
+        );
+        for args in [
+            "bench overhead --reps 1 --seconds 1 --idle-seconds 1",
+            "bench actuate --reps 1",
+            "bench reaction --trials 1 --tick 500ms --window 5s --somaxconn 1",
+            "scenario backlog --connections 1 --seconds 1 --tick 1s --window 10s",
+        ] {
+            parse(args).unwrap_or_else(|e| panic!("{args}: {e}"));
+        }
+    }
 }

@@ -39,28 +39,28 @@ pub enum Which {
 #[derive(clap::Args, Clone)]
 pub struct BacklogArgs {
     /// net.core.somaxconn inside the namespace at the start.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(i64).range(1..))]
     pub somaxconn: i64,
     /// The backlog nginx asks for (`listen ... backlog=N`); the kernel caps it at somaxconn.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(i64).range(1..))]
     pub backlog: i64,
     /// wrk's concurrent connections (each request on a new connection).
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..))]
     pub connections: u32,
     /// Seconds of load per run.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     pub seconds: u64,
     /// nginx `worker_connections` (one worker).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub worker_connections: u32,
     /// How nginx is made to listen again once KPO raised somaxconn.
     #[arg(long, value_enum, default_value_t = Relisten::ReloadBacklog)]
     pub relisten: Relisten,
     /// The agent's tick.
-    #[arg(long, default_value = "1s")]
+    #[arg(long, default_value = "1s", value_parser = crate::duration_arg)]
     pub tick: String,
     /// The agent's window (its rules run every tick and at window end).
-    #[arg(long, default_value = "10s")]
+    #[arg(long, default_value = "10s", value_parser = crate::duration_arg)]
     pub window: String,
     /// Run with KPO first, then without (to tell the agent's effect from the order's).
     #[arg(long)]
