@@ -523,6 +523,60 @@ pub(crate) mod tests {
         assert_eq!(s.new_id(), "ap-3", "ids are never reused");
     }
 
+    /// Opened with a journal that is read-only (a read-only state directory, for `kpo pending`
+    /// and `kpo explain`), the store reads the file as it is: a torn tail is dropped in memory,
+    /// not cut away, and nothing is kept aside; what the desk records (an approval the journal
+    /// applied, one expired) is shown as it stands, and the file is left as it was.
+    #[test]
+    fn read_only_the_file_is_read_as_it_is_and_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
+            for v in [32, 64] {
+                let id = s.new_id();
+                s.put(item(&id, v)).unwrap();
+            }
+        }
+        let path = dir.path().join(APPROVALS_FILE);
+        let line = encode(&Record::Approval(Box::new(item("ap-3", 128))));
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&line[..line.len() / 2]).unwrap();
+        drop(f);
+        let before = fs::read(&path).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, true).unwrap();
+        assert_eq!(
+            s.warnings(),
+            [
+                format!(
+                    "{}: line 3 is a torn record ({} bytes without an end; a crash mid-write); \
+                     dropped",
+                    path.display(),
+                    line.len() / 2
+                ),
+                format!(
+                    "{}: the file is damaged, and not repaired: the state directory cannot be \
+                     written",
+                    path.display()
+                ),
+            ]
+        );
+        let mut done = item("ap-1", 32);
+        done.state = ApprovalState::Expired;
+        s.put(done).unwrap();
+        assert_eq!(
+            s.pending().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            ["ap-2"]
+        );
+        assert_eq!(s.item("ap-1").unwrap().state.name(), "expired");
+        drop(s);
+        assert_eq!(fs::read(&path).unwrap(), before);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [APPROVALS_FILE]);
+    }
+
     #[test]
     fn a_torn_tail_is_dropped_and_the_rest_kept() {
         let dir = tempfile::tempdir().unwrap();
