@@ -493,6 +493,19 @@ pub fn a_read_only_state_directory_still_shows_the_journal() {
             stderr(&out)
         );
     }
+    // Nor can a new state directory be started there.
+    let new_dir = tmpfs.dir.join("new");
+    let out = Command::new(kpo_binary())
+        .args(["pause", "--socket", "/nonexistent/kpo.sock", "--state-dir"])
+        .arg(&new_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let refused_new = format!(
+        "kpo: error: {}: the state directory is read-only (Read-only file system (os error 30))",
+        new_dir.display()
+    );
+    assert!(stderr(&out).starts_with(&refused_new), "{}", stderr(&out));
     assert_eq!(ns.somaxconn(), first);
     assert_eq!(host_somaxconn(), host);
     assert_eq!(

@@ -81,7 +81,17 @@ pub fn ensure_dir(dir: &Path) -> Result<(), JournalError> {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| JournalError::io(dir, e))?;
+            .map_err(|e| {
+                // A new state directory on a read-only mount: refused by name, as the lock is.
+                if e.raw_os_error() == Some(nix::errno::Errno::EROFS as i32) {
+                    JournalError::ReadOnly {
+                        dir: dir.to_path_buf(),
+                        source: e,
+                    }
+                } else {
+                    JournalError::io(dir, e)
+                }
+            })?;
         if let Some(parent) = dir.parent() {
             sync_dir(parent).ok();
         }
