@@ -7,7 +7,9 @@ use crate::{
     actuate::param::{NetnsRef, ParamAddress, Value},
     advise::optimizer::replay::{run_replay, ReplayArgs},
     change::{ChangeReport, ChangeStatus},
-    control::{open_offline_kernel, ApplyRequest, Control, RevertRequest},
+    control::{
+        open_offline_kernel, open_offline_kernel_to_read, ApplyRequest, Control, RevertRequest,
+    },
     journal::{format_ms, DEFAULT_STATE_DIR},
     who::who,
 };
@@ -281,7 +283,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(a) => crate::approvals::cli::explain(a),
         Command::Check(a) => crate::check::check(a),
         Command::Pause(a) => {
-            let mut c = open(&a.state, true)?;
+            let mut c = open(&a.state, Access::Starts)?;
             if c.pause(&who())? {
                 crate::out!("paused: no parameter will be changed until kpo resume");
             } else {
@@ -290,7 +292,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Resume(a) => {
-            let mut c = open(&a.state, false)?;
+            let mut c = open(&a.state, Access::Acts)?;
             let resumed = c.resume(a.param.as_deref(), &who())?;
             match (&a.param, resumed.is_empty()) {
                 (None, false) => crate::out!("resumed: changes are allowed again"),
@@ -325,10 +327,21 @@ fn nothing_to_resume(param: &str, status: &crate::control::Status) -> String {
     }
 }
 
+/// What a command does with the state directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Only reads (kpo status, kpo journal): a read-only state directory is read as it is.
+    Reads,
+    /// Acts on what KPO did (kpo revert, kpo resume): finds no state directory an error.
+    Acts,
+    /// May start a new state directory (kpo apply, kpo pause).
+    Starts,
+}
+
 /// The control interface: the running agent through its socket, or, when no agent answers, the
-/// journal directly under the state directory's lock. `starts_one`: the command may start a new
-/// state directory (kpo apply, kpo pause); any other finds none an error.
-fn open(state: &StateArgs, starts_one: bool) -> anyhow::Result<Box<dyn Control>> {
+/// journal directly under the state directory's lock (read as it is on disk, by a command that
+/// only reads, when the state directory is read-only).
+fn open(state: &StateArgs, access: Access) -> anyhow::Result<Box<dyn Control>> {
     let socket = state
         .socket
         .clone()
@@ -341,10 +354,18 @@ fn open(state: &StateArgs, starts_one: bool) -> anyhow::Result<Box<dyn Control>>
     }
     let missing = crate::control::require_state_dir(&state.state_dir());
     let new_dir = missing.is_err();
-    if !starts_one {
+    if access != Access::Starts {
         missing?;
     }
-    let (path, reconciled) = open_offline_kernel(state.policy.as_deref(), &state.state_dir())?;
+    let (path, reconciled) = if access == Access::Reads {
+        let opened = open_offline_kernel_to_read(state.policy.as_deref(), &state.state_dir())?;
+        if let Some(why) = &opened.read_only {
+            eprintln!("kpo: warning: {why}");
+        }
+        (opened.path, opened.reconciled)
+    } else {
+        open_offline_kernel(state.policy.as_deref(), &state.state_dir())?
+    };
     if new_dir {
         // A mistyped --state-dir would otherwise pause, or change, out of every agent's sight.
         tracing::warn!(
@@ -425,7 +446,7 @@ fn exit_for(reports: &[ChangeReport]) -> ExitCode {
 
 fn cmd_apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
     let req = parse_assignment(&a.assignment, a.netns.as_deref(), a.reason)?;
-    let mut c = open(&a.state, true)?;
+    let mut c = open(&a.state, Access::Starts)?;
     let report = c.apply(&req)?;
     crate::out!("{}", report.describe());
     // A change that was put back after a mismatch did not take: that is a failure here.
@@ -440,7 +461,7 @@ fn cmd_revert(a: RevertArgs) -> anyhow::Result<ExitCode> {
         Some(id) => RevertRequest::Id(id),
         None => RevertRequest::All,
     };
-    let mut c = open(&a.state, false)?;
+    let mut c = open(&a.state, Access::Acts)?;
     let reports = c.revert(&req, &who())?;
     if reports.is_empty() {
         // Every parameter a write of KPO's took effect on in this boot has a report (reverted,
@@ -455,7 +476,7 @@ fn cmd_revert(a: RevertArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn cmd_journal(a: JournalArgs) -> anyhow::Result<ExitCode> {
-    let c = open(&a.state, false)?;
+    let c = open(&a.state, Access::Reads)?;
     list_journal(
         c,
         || {
@@ -587,7 +608,7 @@ fn print_journal_entry(e: &crate::journal::Entry) {
 fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
     // The state directory's lock, taken while the agent is down, is let go of before printing
     // (see list_journal).
-    let s = open(&a.state, false)?.status()?;
+    let s = open(&a.state, Access::Reads)?.status()?;
     if a.json {
         crate::out!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(ExitCode::SUCCESS);

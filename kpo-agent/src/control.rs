@@ -354,6 +354,70 @@ pub fn open_offline(
     Ok((path, reconciled))
 }
 
+/// The change path over a state directory that cannot be written, to read only
+/// ([`Journal::open_read_only`]): no lock, no recovery's rewrite, no reconciliation, no
+/// quarantine restored. Whatever would journal is refused ([`JournalError::ReadOnly`]).
+pub fn open_read_only(
+    policy: Option<&Path>,
+    state_dir: &Path,
+    actuators: Box<dyn Actuators>,
+) -> Result<ChangePath, ControlError> {
+    let policy = Policy::load(policy)?;
+    let journal = Journal::open_read_only(state_dir)?;
+    Ok(ChangePath::new(policy, journal, actuators))
+}
+
+/// The state directory opened by a command that only reads.
+pub struct OpenedToRead {
+    pub path: ChangePath,
+    /// What reconciliation did (none when read-only).
+    pub reconciled: Vec<ChangeReport>,
+    /// Set when the state directory is read-only and was read as it is on disk: the warning the
+    /// command prints first.
+    pub read_only: Option<String>,
+}
+
+/// [`open_offline`] for a command that only reads (`kpo status`, `kpo journal`, `kpo pending`,
+/// `kpo explain`): on a read-only state directory, where the lock cannot be taken nor an
+/// interrupted change reconciled, the journal as it is on disk instead ([`open_read_only`]), with
+/// the warning to print. An operator reading what KPO did is most in need of it in exactly that
+/// incident (ext4's errors=remount-ro).
+pub fn open_offline_to_read(
+    policy: Option<&Path>,
+    state_dir: &Path,
+    actuators: impl Fn() -> Box<dyn Actuators>,
+) -> Result<OpenedToRead, ControlError> {
+    match open_offline(policy, state_dir, actuators()) {
+        Ok((path, reconciled)) => Ok(OpenedToRead {
+            path,
+            reconciled,
+            read_only: None,
+        }),
+        Err(ControlError::Journal(JournalError::ReadOnly { dir, source })) => {
+            let path = open_read_only(policy, state_dir, actuators())?;
+            Ok(OpenedToRead {
+                path,
+                reconciled: Vec::new(),
+                read_only: Some(read_only_warning(&dir, &source)),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What a reading command says first on a read-only state directory.
+pub fn read_only_warning(dir: &Path, source: &std::io::Error) -> String {
+    let errno = source
+        .raw_os_error()
+        .map(|n| format!(" (os error {n})"))
+        .unwrap_or_default();
+    format!(
+        "the state directory {} is read-only{errno}: showing the journal as it is on disk; an \
+         interrupted change is shown as it was left, not reconciled",
+        dir.display()
+    )
+}
+
 /// The file in the state directory that names the sysfs tree the agent last ran with, when it was
 /// not `/sys` (`kpo run --sysfs-root`): the journal's cpufreq addresses are relative to it, so the
 /// CLI, acting while the agent is down, must act on the same tree.
@@ -629,12 +693,26 @@ pub fn open_offline_kernel(
 ) -> Result<(ChangePath, Vec<ChangeReport>), ControlError> {
     refuse_if_other_netns(state_dir)?;
     let policy = offline_policy(policy, state_dir);
-    let policy = policy.as_deref();
+    open_offline(policy.as_deref(), state_dir, kernel_actuators(state_dir))
+}
+
+/// [`open_offline_to_read`] as [`open_offline_kernel`] opens.
+pub fn open_offline_kernel_to_read(
+    policy: Option<&Path>,
+    state_dir: &Path,
+) -> Result<OpenedToRead, ControlError> {
+    refuse_if_other_netns(state_dir)?;
+    let policy = offline_policy(policy, state_dir);
+    open_offline_to_read(policy.as_deref(), state_dir, || kernel_actuators(state_dir))
+}
+
+/// The kernel's actuators, over the sysfs tree the agent last ran with.
+fn kernel_actuators(state_dir: &Path) -> Box<dyn Actuators> {
     let mut actuators = KernelActuators::default();
     if let Ok(sys) = std::fs::read_to_string(state_dir.join(SYSFS_ROOT_FILE)) {
         actuators.roots.sys = std::path::PathBuf::from(sys);
     }
-    open_offline(policy, state_dir, Box::new(actuators))
+    Box::new(actuators)
 }
 
 #[cfg(test)]
@@ -896,6 +974,197 @@ mod tests {
         record_sysfs_root(state.path(), Path::new("/sys")).unwrap();
         assert!(!state.path().join(SYSFS_ROOT_FILE).exists());
         assert!(!state.path().join(format!("{SYSFS_ROOT_FILE}.tmp")).exists());
+    }
+
+    /// The state directory's files and their bytes, sorted by name.
+    fn snapshot(dir: &Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name(), std::fs::read(e.path()).unwrap())
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// Defect (review s32 qa-change #5): on a state directory remounted read-only (ext4's
+    /// errors=remount-ro) even `kpo status` and `kpo journal` failed on the lock, when the
+    /// operator most needs KPO's history. A command that only reads now reads the journal as it
+    /// is on disk (archive included, a damaged line dropped in memory only, an interrupted change
+    /// shown as interrupted), writing nothing; a command that would change something is refused,
+    /// naming the read-only state directory.
+    #[test]
+    fn a_read_only_state_directory_is_read_as_it_is_and_nothing_is_written() {
+        use crate::journal::{
+            archive, lock::FAIL_OPEN, store::JOURNAL_FILE, Boot, IntentKind, Outcome,
+        };
+        use nix::errno::Errno;
+        let state = tempfile::tempdir().unwrap();
+        crate::journal::store::make_private(state.path());
+        let dir = state.path();
+        const KEY: &str = "net.core.somaxconn";
+        let address: ParamAddress = KEY.parse().unwrap();
+        let open = |options: archive::Options| {
+            let boot = Boot {
+                id: crate::journal::current_boot(),
+                started_ms: crate::journal::boot_started_ms(),
+            };
+            Journal::open_with(dir, Holder::Cli, Duration::ZERO, boot, options).unwrap()
+        };
+        let intent = |j: &mut Journal, before: i64, after: i64| {
+            j.record_intent(
+                &address,
+                &Value::Int(before.into()),
+                &Value::Int(after.into()),
+                Source::Operator,
+                "t",
+                IntentKind::Change,
+            )
+            .unwrap()
+        };
+        let change = |j: &mut Journal, before: i64, after: i64| {
+            let id = intent(j, before, after);
+            let applied = Outcome::Applied {
+                read_back: Value::Int(after.into()),
+                reconciled: false,
+                why: None,
+            };
+            j.record_outcome(id, applied).unwrap();
+        };
+        let mut j = open(archive::Options {
+            threshold: u64::MAX,
+            ..Default::default()
+        });
+        change(&mut j, 4096, 4097);
+        change(&mut j, 4097, 4098);
+        drop(j);
+        // Archived at the next open, as of a month later.
+        let mut j = open(archive::Options {
+            threshold: 1,
+            now_ms: Some(crate::journal::now_ms() + 30 * 24 * 3600 * 1000),
+            max_ahead: Duration::from_secs(365 * 24 * 3600),
+            ..Default::default()
+        });
+        assert!(j.archive_len() > 0, "some changes are archived");
+        change(&mut j, 4098, 4099);
+        // Interrupted: the intent is on disk, the kernel has its value, no outcome.
+        assert_eq!(intent(&mut j, 4099, 4100), 4);
+        drop(j);
+        // A damaged line, which a writable open keeps aside and rewrites the file without.
+        let damaged_line = std::fs::read(dir.join(JOURNAL_FILE))
+            .unwrap()
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join(JOURNAL_FILE))
+            .unwrap();
+        std::io::Write::write_all(&mut file, b"00000000 {\"type\":\"pause\"}\n").unwrap();
+        let k = crate::change::tests::kernel(&[(KEY, Value::Int(4100))]);
+        let before = snapshot(dir);
+
+        FAIL_OPEN.set(Some(Errno::EROFS));
+        let opened = open_offline_to_read(None, dir, || Box::new(k.clone())).unwrap();
+        assert_eq!(
+            opened.read_only.as_deref(),
+            Some(
+                format!(
+                    "the state directory {} is read-only (os error 30): showing the journal as \
+                     it is on disk; an interrupted change is shown as it was left, not reconciled",
+                    dir.display()
+                )
+                .as_str()
+            )
+        );
+        assert!(opened.reconciled.is_empty());
+        let mut path = opened.path;
+        assert!(path.journal.is_read_only());
+        let (entries, listing_warnings) = path.journal.all_entries();
+        assert!(listing_warnings.is_empty(), "{listing_warnings:?}");
+        let listed: Vec<_> = entries
+            .iter()
+            .map(|e| (e.id, e.after.to_string(), e.status.as_str()))
+            .collect();
+        let expected = [
+            (1, "4097", "applied"),
+            (2, "4098", "applied"),
+            (3, "4099", "applied"),
+            (4, "4100", "incomplete"),
+        ]
+        .map(|(id, after, status)| (id, after.to_string(), status));
+        assert_eq!(listed, expected);
+        let status = Control::status(&mut path).unwrap();
+        assert_eq!(status.incomplete, vec![4]);
+        let p = &status.params[..];
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            (&p[0].original, &p[0].last_applied, &p[0].current),
+            (
+                &Some(Value::Int(4096)),
+                &Some(Value::Int(4099)),
+                &Some(Value::Int(4100))
+            )
+        );
+        assert_eq!(p[0].changes_applied, 3);
+        let journal = dir.join(JOURNAL_FILE);
+        assert_eq!(
+            status.warnings,
+            [
+                format!(
+                    "{}: line {damaged_line} is damaged (checksum mismatch); dropped",
+                    journal.display()
+                ),
+                format!(
+                    "{}: the file is damaged, and not repaired: the state directory cannot be \
+                     written",
+                    journal.display()
+                ),
+            ]
+        );
+        // Nothing is changed through it: the journal refuses the intent, the kernel is not
+        // touched.
+        let refused = Control::apply(
+            &mut path,
+            &ApplyRequest {
+                address: address.clone(),
+                value: Value::Int(8192),
+                reason: "t".into(),
+                by: None,
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        let read_only = format!(
+            "{}: the state directory is read-only (Read-only file system (os error 30)): KPO \
+             journals every change before it makes one, so it changes and records nothing here; \
+             remount it read-write, or give --state-dir a writable one (kpo status, kpo journal, \
+             kpo pending and kpo explain still read it as it is)",
+            dir.display()
+        );
+        assert_eq!(refused, format!("journal: {read_only}"));
+        assert_eq!(k.0.lock().unwrap().values[KEY], Value::Int(4100));
+        drop(path);
+        assert_eq!(snapshot(dir), before, "nothing was written");
+
+        // A command that would change something is refused, naming the state directory.
+        FAIL_OPEN.set(Some(Errno::EROFS));
+        match open_offline(None, dir, Box::new(k.clone())) {
+            Err(e @ ControlError::Journal(JournalError::ReadOnly { .. })) => {
+                assert_eq!(e.to_string(), read_only)
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        assert_eq!(snapshot(dir), before, "nothing was written");
+
+        // Writable again, the interrupted change is reconciled as every open does.
+        let opened = open_offline_to_read(None, dir, || Box::new(k.clone())).unwrap();
+        assert_eq!(opened.read_only, None);
+        assert_eq!(opened.reconciled.len(), 1);
+        assert!(opened.path.journal.incomplete().is_empty());
     }
 
     /// `target` relative to `base`, through `..` components (both absolute).

@@ -319,3 +319,205 @@ pub fn apply_of_core_pattern_is_refused() {
         "{err}"
     );
 }
+
+/// A tmpfs mounted on a temporary directory, unmounted (and the directory removed) on drop.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn new() -> Tmpfs {
+        let dir = std::env::temp_dir().join(format!(
+            "kpo-jr-ro-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.to_str().unwrap();
+        kpo_integration::run_ok(
+            "mount",
+            &["-t", "tmpfs", "-o", "size=16m,mode=0700", "kpo-ro", path],
+        );
+        Tmpfs { dir }
+    }
+    fn remount(&self, how: &str) {
+        let how = format!("remount,{how}");
+        kpo_integration::run_ok("mount", &["-o", &how, self.dir.to_str().unwrap()]);
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// [`requirement`], and `mount` to make a read-only tmpfs.
+pub fn read_only_requirement() -> Option<String> {
+    requirement().or_else(|| {
+        (!kpo_integration::command_exists("mount"))
+            .then(|| "mount (util-linux) is not installed: no read-only tmpfs to test on".into())
+    })
+}
+
+/// The records of `journal.log`, without their checksums.
+fn journal_records(state: &State) -> Vec<Value> {
+    std::fs::read_to_string(state.dir.join("state/journal.log"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l.split_once(' ').unwrap().1).unwrap())
+        .collect()
+}
+
+/// Defect (review s32 qa-change #5): with the state directory remounted read-only, as ext4 does
+/// after an error (errors=remount-ro), `kpo status` and `kpo journal` failed on the lock. They
+/// show the journal as it is on disk, an interrupted change as interrupted (not reconciled), and
+/// every command that would change something is refused, naming the read-only state directory.
+pub fn a_read_only_state_directory_still_shows_the_journal() {
+    let host = host_somaxconn();
+    let ns = Ns::new();
+    let tmpfs = Tmpfs::new();
+    // Inside the mount, dropped (its removal failing harmlessly while read-only) before it.
+    let state = State {
+        dir: tmpfs.dir.join("kpo"),
+    };
+    std::fs::create_dir_all(&state.dir).unwrap();
+    std::fs::write(state.dir.join("policy.toml"), POLICY).unwrap();
+    let original = ns.somaxconn();
+    let (first, second) = (original + 1000, original + 2000);
+    state.kpo_ok(&[
+        "apply",
+        &format!("net.core.somaxconn={first}"),
+        "--netns",
+        &ns.path(),
+    ]);
+    let out = state.kpo(
+        &[
+            "apply",
+            &format!("net.core.somaxconn={second}"),
+            "--netns",
+            &ns.path(),
+        ],
+        Some("after_intent"),
+    );
+    assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+    let records = journal_records(&state);
+    let intents: Vec<&Value> = records.iter().filter(|r| r["type"] == "intent").collect();
+    assert_eq!(intents.len(), 2, "{records:?}");
+    tmpfs.remount("ro");
+    let files = || {
+        let mut names: Vec<_> = std::fs::read_dir(state.dir.join("state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = (files(), journal_records(&state));
+
+    let warning = format!(
+        "kpo: warning: the state directory {} is read-only (os error 30): showing the journal as \
+         it is on disk; an interrupted change is shown as it was left, not reconciled",
+        state.dir.join("state").display()
+    );
+    let out = state.kpo_ok(&["journal", "--json"]);
+    assert_eq!(stderr(&out).lines().collect::<Vec<_>>(), [warning.as_str()]);
+    let listed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let entry = |i: &Value, status: &str, read_back: Value| {
+        serde_json::json!({
+            "id": i["id"], "ts_ms": i["ts_ms"], "address": i["address"], "before": i["before"],
+            "after": i["after"], "source": "operator", "reason": i["reason"], "kind": "change",
+            "revert_of": null, "status": status, "detail": null, "read_back": read_back,
+        })
+    };
+    assert_eq!(
+        listed,
+        [
+            entry(intents[0], "applied", first.into()),
+            entry(intents[1], "incomplete", Value::Null),
+        ]
+    );
+
+    let out = state.kpo_ok(&["status", "--json"]);
+    assert_eq!(stderr(&out).lines().collect::<Vec<_>>(), [warning.as_str()]);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        status,
+        serde_json::json!({
+            "policy": state.dir.join("policy.toml").display().to_string(),
+            "state_dir": state.dir.join("state"),
+            "paused": null,
+            "params": [{
+                "key": intents[0]["key"], "address": intents[0]["address"],
+                "original": original, "last_applied": first, "current": first,
+                "changes_applied": 1, "yielded_to": null, "quarantined": [],
+            }],
+            "incomplete": [intents[1]["id"]],
+            "warnings": [],
+        })
+    );
+
+    for args in [
+        &["pending", "--json"][..],
+        &["explain", "net.core.somaxconn", "--json"],
+    ] {
+        let out = state.kpo_ok(args);
+        assert_eq!(stderr(&out).lines().collect::<Vec<_>>(), [warning.as_str()]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "[]\n", "{args:?}");
+    }
+
+    // Every command that would change something is refused, saying why.
+    let refusal = format!(
+        "kpo: error: {}: the state directory is read-only (Read-only file system (os error 30))",
+        state.dir.join("state").display()
+    );
+    let assignment = format!("net.core.somaxconn={}", original + 3000);
+    for args in [
+        &["apply", &assignment, "--netns", &ns.path()][..],
+        &["revert", "--all"],
+        &["revert", "1"],
+        &["pause"],
+        &["resume"],
+        &["approve", "ap-1"],
+        &["reject", "ap-1"],
+    ] {
+        let out = state.kpo(args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).starts_with(&refusal),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // Nor can a new state directory be started there.
+    let new_dir = tmpfs.dir.join("new");
+    let out = Command::new(kpo_binary())
+        .args(["pause", "--socket", "/nonexistent/kpo.sock", "--state-dir"])
+        .arg(&new_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let refused_new = format!(
+        "kpo: error: {}: the state directory is read-only (Read-only file system (os error 30))",
+        new_dir.display()
+    );
+    assert!(stderr(&out).starts_with(&refused_new), "{}", stderr(&out));
+    assert_eq!(ns.somaxconn(), first);
+    assert_eq!(host_somaxconn(), host);
+    assert_eq!(
+        (files(), journal_records(&state)),
+        before,
+        "nothing was written"
+    );
+
+    // Read-write again, the next command reconciles as ever.
+    tmpfs.remount("rw");
+    let out = state.kpo_ok(&["status", "--json"]);
+    assert!(stderr(&out).contains("reconciled"), "{}", stderr(&out));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["incomplete"], serde_json::json!([]));
+}

@@ -231,6 +231,11 @@ fn main() {
             journal_crash::kill_at_each_step_then_reconcile_and_revert_all,
         ),
         trial(
+            "journal_crash::a_read_only_state_directory_still_shows_the_journal",
+            journal_crash::read_only_requirement(),
+            journal_crash::a_read_only_state_directory_still_shows_the_journal,
+        ),
+        trial(
             "journal_crash::two_clis_racing_serialise",
             journal_crash::requirement(),
             journal_crash::two_clis_racing_serialise,

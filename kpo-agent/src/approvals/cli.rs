@@ -71,8 +71,9 @@ fn limit_arg(text: &str) -> Result<usize, String> {
     }
 }
 
-/// The running agent through its socket, or the state directory under its lock.
-fn open(state: &StateArgs) -> anyhow::Result<Box<dyn ApprovalControl>> {
+/// The running agent through its socket, or the state directory under its lock (`reads`: a
+/// command that only reads, which reads a read-only state directory as it is on disk).
+fn open(state: &StateArgs, reads: bool) -> anyhow::Result<Box<dyn ApprovalControl>> {
     let socket = state
         .socket
         .clone()
@@ -84,10 +85,12 @@ fn open(state: &StateArgs) -> anyhow::Result<Box<dyn ApprovalControl>> {
         }
         return Ok(Box::new(agent));
     }
-    Ok(Box::new(Offline::open(
-        state.policy.as_deref(),
-        &state.state_dir(),
-    )?))
+    let (policy, dir) = (state.policy.as_deref(), state.state_dir());
+    Ok(Box::new(if reads {
+        Offline::open_to_read(policy, &dir)?
+    } else {
+        Offline::open(policy, &dir)?
+    }))
 }
 
 fn change(item: &ApprovalItem) -> String {
@@ -100,7 +103,7 @@ fn change(item: &ApprovalItem) -> String {
 }
 
 pub fn pending(a: PendingArgs) -> anyhow::Result<ExitCode> {
-    let items = open(&a.state)?.pending()?;
+    let items = open(&a.state, true)?.pending()?;
     if a.json {
         crate::out!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(ExitCode::SUCCESS);
@@ -124,7 +127,7 @@ pub fn pending(a: PendingArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn approve(a: ApproveArgs) -> anyhow::Result<ExitCode> {
-    let outcome = open(&a.state)?.approve(&a.id, &who())?;
+    let outcome = open(&a.state, false)?.approve(&a.id, &who())?;
     if a.json {
         crate::out!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {
@@ -142,7 +145,7 @@ pub fn approve(a: ApproveArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn reject(a: RejectArgs) -> anyhow::Result<ExitCode> {
-    let item = open(&a.state)?.reject(&a.id, &who(), a.reason.as_deref())?;
+    let item = open(&a.state, false)?.reject(&a.id, &who(), a.reason.as_deref())?;
     if a.json {
         crate::out!("{}", serde_json::to_string_pretty(&item)?);
     } else {
@@ -173,7 +176,7 @@ fn done(e: &Explained) -> String {
 }
 
 pub fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
-    let entries = open(&a.state)?.explain(&a.param, a.limit)?;
+    let entries = open(&a.state, true)?.explain(&a.param, a.limit)?;
     if a.json {
         crate::out!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(ExitCode::SUCCESS);

@@ -8,7 +8,7 @@ use super::{desk::Desk, ApprovalItem, ApproveOutcome, Explained};
 use crate::{
     api::{client::SocketControl, reply, Reply, Request},
     change::ChangePath,
-    control::{open_offline_kernel, ControlError},
+    control::{open_offline_kernel, open_offline_kernel_to_read, ControlError},
 };
 
 /// What an operator can do with approvals.
@@ -79,12 +79,31 @@ impl Offline {
     pub fn open(policy: Option<&Path>, state_dir: &Path) -> Result<Offline, ControlError> {
         crate::control::require_state_dir(state_dir)?;
         let (path, reconciled) = open_offline_kernel(policy, state_dir)?;
+        Self::at_desk(path, &reconciled)
+    }
+
+    /// [`Offline::open`] for a command that only reads (`kpo pending`, `kpo explain`): a
+    /// read-only state directory is read as it is on disk
+    /// ([`crate::control::open_offline_to_read`]), after the warning saying so.
+    pub fn open_to_read(policy: Option<&Path>, state_dir: &Path) -> Result<Offline, ControlError> {
+        crate::control::require_state_dir(state_dir)?;
+        let opened = open_offline_kernel_to_read(policy, state_dir)?;
+        if let Some(why) = &opened.read_only {
+            eprintln!("kpo: warning: {why}");
+        }
+        Self::at_desk(opened.path, &opened.reconciled)
+    }
+
+    fn at_desk(
+        path: ChangePath,
+        reconciled: &[crate::change::ChangeReport],
+    ) -> Result<Offline, ControlError> {
         // Through the logger, as crate::cli's commands do: it writes once a line the journal
         // or the store logged already as it loaded.
         for w in path.journal.warnings() {
             tracing::warn!("{w}");
         }
-        for r in &reconciled {
+        for r in reconciled {
             eprintln!("kpo: reconciled: {}", r.describe());
         }
         let desk = Desk::open(&path.journal, path.policy.approvals.clone(), false)?;

@@ -20,7 +20,7 @@ use tracing::warn;
 use super::{ApprovalItem, ApprovalState, HistoryEntry};
 use crate::journal::{
     now_ms,
-    store::{load_repairing, rewrite, Appender, Loaded},
+    store::{load_as_is, load_repairing, rewrite, Appender, Loaded},
     Journal, JournalError,
 };
 
@@ -51,7 +51,9 @@ pub enum Record {
 pub struct ApprovalStore {
     dir: PathBuf,
     path: PathBuf,
-    file: Appender,
+    /// `None` when the state directory cannot be written ([`ApprovalStore::open`] of a journal
+    /// open to read only).
+    file: Option<Appender>,
     /// Lines in the file now.
     lines: usize,
     /// Lines past which the file is compacted ([`MAX_RECORDS`]).
@@ -188,16 +190,30 @@ impl ApprovalStore {
     /// Opens (creating) the store in the journal's state directory. The journal's lock is the
     /// store's: keep the journal open as long as the store. A rejection keeps the same advice
     /// from asking again for `rejection_in_force` after it was made.
+    /// With a journal open to read only ([`Journal::open_read_only`]), the file is read as it is
+    /// on disk, not repaired, compacted nor appended to: what is recorded is folded in memory only
+    /// ([`ApprovalStore::append`]).
     pub fn open(journal: &Journal, rejection_in_force: Duration) -> Result<Self, JournalError> {
-        Self::open_in(journal.dir(), rejection_in_force)
+        Self::open_in(journal.dir(), rejection_in_force, journal.is_read_only())
     }
 
-    fn open_in(dir: &Path, rejection_in_force: Duration) -> Result<Self, JournalError> {
-        let loaded = Self::load_repaired(dir)?;
+    fn open_in(
+        dir: &Path,
+        rejection_in_force: Duration,
+        read_only: bool,
+    ) -> Result<Self, JournalError> {
+        let (loaded, file) = if read_only {
+            let path = dir.join(APPROVALS_FILE);
+            let loaded = load_as_is(dir, APPROVALS_FILE, |found| damage_records(&path, found))?;
+            (loaded, None)
+        } else {
+            let loaded = Self::load_repaired(dir)?;
+            (loaded, Some(Appender::open(dir, APPROVALS_FILE)?))
+        };
         let mut store = ApprovalStore {
             dir: dir.to_path_buf(),
             path: dir.join(APPROVALS_FILE),
-            file: Appender::open(dir, APPROVALS_FILE)?,
+            file,
             lines: loaded.records.len(),
             limit: MAX_RECORDS,
             retry_at: None,
@@ -213,7 +229,7 @@ impl ApprovalStore {
         for r in loaded.records {
             store.fold(r);
         }
-        if store.lines > store.limit {
+        if store.lines > store.limit && !read_only {
             store.compact_or_warn();
         }
         Ok(store)
@@ -261,17 +277,26 @@ impl ApprovalStore {
         }
     }
 
+    /// Appends (fsync) then folds a record; read-only, only folds it. Only reading commands open
+    /// the store read-only, and what the desk records as they open and list (an approval the
+    /// journal shows applied, one past its time) is then shown as it stands, not as the file last
+    /// had it; no operator's decision is taken there (approving journals, and the journal
+    /// refuses; rejecting is never opened read-only).
     fn append(&mut self, r: Record) -> Result<(), JournalError> {
-        if self.file.is_poisoned() {
-            match self.file.reopen_after_failure(&self.dir, APPROVALS_FILE) {
-                Ok(file) => self.file = file,
+        let Some(file) = self.file.as_mut() else {
+            self.fold(r);
+            return Ok(());
+        };
+        if file.is_poisoned() {
+            match file.reopen_after_failure(&self.dir, APPROVALS_FILE) {
+                Ok(reopened) => *file = reopened,
                 Err(e) => {
-                    self.file.poison();
+                    file.poison();
                     return Err(e);
                 }
             }
         }
-        self.file.append(&r)?;
+        file.append(&r)?;
         self.lines += 1;
         self.fold(r);
         if self.lines > self.limit && self.retry_at.is_none_or(|at| self.lines > at) {
@@ -306,7 +331,9 @@ impl ApprovalStore {
         #[cfg(test)]
         if self.fail_put_of.as_ref() == Some(&item.id) {
             self.fail_put_of = None;
-            self.file.fail_after = Some(0);
+            if let Some(file) = self.file.as_mut() {
+                file.fail_after = Some(0);
+            }
         }
         self.append(Record::Approval(Box::new(item)))
     }
@@ -414,11 +441,13 @@ impl ApprovalStore {
     fn reopen(&mut self) -> Result<(), JournalError> {
         match Appender::open_trimmed(&self.dir, APPROVALS_FILE) {
             Ok(file) => {
-                self.file = file;
+                self.file = Some(file);
                 Ok(())
             }
             Err(e) => {
-                self.file.poison();
+                if let Some(file) = self.file.as_mut() {
+                    file.poison();
+                }
                 Err(e)
             }
         }
@@ -471,7 +500,7 @@ pub(crate) mod tests {
     fn approvals_survive_reopening_and_the_last_copy_wins() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+            let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
             let a = s.new_id();
             let b = s.new_id();
             assert_eq!((a.as_str(), b.as_str()), ("ap-1", "ap-2"));
@@ -484,7 +513,7 @@ pub(crate) mod tests {
             };
             s.put(done).unwrap();
         }
-        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         assert!(s.warnings().is_empty());
         assert_eq!(
             s.pending().map(|i| i.id.as_str()).collect::<Vec<_>>(),
@@ -494,11 +523,65 @@ pub(crate) mod tests {
         assert_eq!(s.new_id(), "ap-3", "ids are never reused");
     }
 
+    /// Opened with a journal that is read-only (a read-only state directory, for `kpo pending`
+    /// and `kpo explain`), the store reads the file as it is: a torn tail is dropped in memory,
+    /// not cut away, and nothing is kept aside; what the desk records (an approval the journal
+    /// applied, one expired) is shown as it stands, and the file is left as it was.
+    #[test]
+    fn read_only_the_file_is_read_as_it_is_and_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
+            for v in [32, 64] {
+                let id = s.new_id();
+                s.put(item(&id, v)).unwrap();
+            }
+        }
+        let path = dir.path().join(APPROVALS_FILE);
+        let line = encode(&Record::Approval(Box::new(item("ap-3", 128))));
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&line[..line.len() / 2]).unwrap();
+        drop(f);
+        let before = fs::read(&path).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, true).unwrap();
+        assert_eq!(
+            s.warnings(),
+            [
+                format!(
+                    "{}: line 3 is a torn record ({} bytes without an end; a crash mid-write); \
+                     dropped",
+                    path.display(),
+                    line.len() / 2
+                ),
+                format!(
+                    "{}: the file is damaged, and not repaired: the state directory cannot be \
+                     written",
+                    path.display()
+                ),
+            ]
+        );
+        let mut done = item("ap-1", 32);
+        done.state = ApprovalState::Expired;
+        s.put(done).unwrap();
+        assert_eq!(
+            s.pending().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            ["ap-2"]
+        );
+        assert_eq!(s.item("ap-1").unwrap().state.name(), "expired");
+        drop(s);
+        assert_eq!(fs::read(&path).unwrap(), before);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [APPROVALS_FILE]);
+    }
+
     #[test]
     fn a_torn_tail_is_dropped_and_the_rest_kept() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+            let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
             let id = s.new_id();
             s.put(item(&id, 32)).unwrap();
         }
@@ -508,7 +591,7 @@ pub(crate) mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&line[..line.len() / 2]).unwrap();
         drop(f);
-        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         assert_eq!(s.pending().count(), 1);
         assert!(s.item("ap-2").is_none());
         assert!(
@@ -526,7 +609,7 @@ pub(crate) mod tests {
         assert_eq!(id, "ap-2");
         s.put(item(&id, 128)).unwrap();
         drop(s);
-        let s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         assert!(s.warnings().is_empty(), "{:?}", s.warnings());
         assert_eq!(s.pending().count(), 2);
     }
@@ -548,7 +631,7 @@ pub(crate) mod tests {
         bytes.extend(bad);
         bytes.extend(encode(&Record::Approval(Box::new(item("ap-3", 128)))));
         fs::write(&path, bytes).unwrap();
-        let s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         let ids: Vec<_> = s.pending().map(|i| i.id.clone()).collect();
         assert_eq!(ids, ["ap-3"]);
         assert_eq!(s.item("ap-1").unwrap().state.name(), "cleared");
@@ -565,7 +648,7 @@ pub(crate) mod tests {
             s.warnings()
         );
         drop(s);
-        let s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         assert!(s.warnings().is_empty(), "{:?}", s.warnings());
         assert_eq!(
             s.pending().map(|i| i.id.clone()).collect::<Vec<_>>(),
@@ -586,7 +669,7 @@ pub(crate) mod tests {
         bad[12] ^= 0x01;
         bytes.extend(bad);
         fs::write(&path, bytes).unwrap();
-        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         assert!(
             s.warnings()
                 .iter()
@@ -596,12 +679,12 @@ pub(crate) mod tests {
         );
         assert_eq!(s.new_id(), "ap-3");
         drop(s);
-        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         assert!(s.warnings().is_empty(), "{:?}", s.warnings());
         assert_eq!(s.new_id(), "ap-3");
         s.compact().unwrap();
         drop(s);
-        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         assert_eq!(s.new_id(), "ap-3", "compaction keeps it");
     }
 
@@ -632,7 +715,7 @@ pub(crate) mod tests {
             loaded.warnings
         );
         drop(loaded);
-        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         assert!(s.warnings().is_empty(), "{:?}", s.warnings());
         assert_eq!(s.item("ap-1").unwrap().state.name(), "cleared");
         assert_eq!(s.pending().count(), 0);
@@ -653,7 +736,7 @@ pub(crate) mod tests {
         bytes.extend(encode(&Record::Approval(Box::new(item("approval-7", 64)))));
         bytes.extend(encode(&Record::Approval(Box::new(item("ap-001", 64)))));
         fs::write(&path, bytes).unwrap();
-        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         let ids: Vec<_> = s.pending().map(|i| i.id.clone()).collect();
         assert_eq!(ids, ["ap-1"]);
         assert_eq!(s.warnings().len(), 3, "{:?}", s.warnings());
@@ -668,7 +751,7 @@ pub(crate) mod tests {
     #[test]
     fn the_file_is_compacted_and_keeps_every_pending_approval() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         s.limit = 300;
         let keep = s.new_id();
         s.put(item(&keep, 32)).unwrap();
@@ -682,7 +765,7 @@ pub(crate) mod tests {
         let on_disk = fs::read(dir.path().join(APPROVALS_FILE)).unwrap();
         assert_eq!(on_disk.iter().filter(|&&b| b == b'\n').count(), s.lines);
         drop(s);
-        let s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         assert_eq!(
             s.pending().map(|i| i.id.clone()).collect::<Vec<_>>(),
             [keep]
@@ -702,7 +785,7 @@ pub(crate) mod tests {
     fn records_still_in_force_over_the_limit_do_not_compact_on_every_append() {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
-        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         s.limit = 10;
         let file = dir.path().join(APPROVALS_FILE);
         let inode = || fs::metadata(&file).unwrap().ino();
@@ -727,7 +810,7 @@ pub(crate) mod tests {
     #[test]
     fn compaction_keeps_every_rejection_still_in_force() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         s.limit = 300;
         let rejected = |id: &str, at: u64| ApprovalItem {
             resolved_ms: Some(at),
@@ -749,7 +832,7 @@ pub(crate) mod tests {
             s.put(i).unwrap();
         }
         assert!(s.lines <= 300, "{} lines: compacted", s.lines);
-        for s in [s, ApprovalStore::open_in(dir.path(), HOUR).unwrap()] {
+        for s in [s, ApprovalStore::open_in(dir.path(), HOUR, false).unwrap()] {
             assert!(s.item(&in_force).is_some(), "in force: kept");
             assert!(s.item(&over).is_none(), "past its time: like any resolved");
         }
@@ -761,7 +844,7 @@ pub(crate) mod tests {
     #[test]
     fn an_append_after_a_failure_that_could_not_be_undone_starts_on_its_own_line() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         let first = s.new_id();
         s.put(item(&first, 32)).unwrap();
         // What a write cut short, whose truncation then failed too, leaves behind.
@@ -771,11 +854,11 @@ pub(crate) mod tests {
             .open(dir.path().join(APPROVALS_FILE))
             .unwrap();
         f.write_all(&line[..line.len() / 2]).unwrap();
-        s.file.poison();
+        s.file.as_mut().unwrap().poison();
         let next = s.new_id();
         s.put(item(&next, 128)).unwrap();
         drop(s);
-        let s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         assert!(s.warnings().is_empty(), "{:?}", s.warnings());
         assert_eq!(
             s.pending().map(|i| i.id.clone()).collect::<Vec<_>>(),
@@ -788,7 +871,7 @@ pub(crate) mod tests {
     #[test]
     fn a_whole_line_that_was_never_acknowledged_is_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         let first = s.new_id();
         s.put(item(&first, 32)).unwrap();
         let path = dir.path().join(APPROVALS_FILE);
@@ -796,11 +879,11 @@ pub(crate) mod tests {
         let line = encode(&Record::Approval(Box::new(item("ap-99", 64))));
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&line).unwrap();
-        s.file.poison_from(length);
+        s.file.as_mut().unwrap().poison_from(length);
         let next = s.new_id();
         s.put(item(&next, 128)).unwrap();
         drop(s);
-        let s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         assert_eq!(
             s.pending().map(|i| i.id.clone()).collect::<Vec<_>>(),
             [first, next]
@@ -812,7 +895,7 @@ pub(crate) mod tests {
     #[test]
     fn a_failed_compaction_loses_nothing_and_fails_no_append() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         s.limit = 5;
         fs::create_dir(dir.path().join(format!("{APPROVALS_FILE}.tmp"))).unwrap();
         let ids: Vec<String> = (0..8)
@@ -825,7 +908,7 @@ pub(crate) mod tests {
         assert_eq!(s.lines, 8, "not compacted");
         drop(s);
         fs::remove_dir(dir.path().join(format!("{APPROVALS_FILE}.tmp"))).unwrap();
-        let s = ApprovalStore::open_in(dir.path(), HOUR).unwrap();
+        let s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         assert!(s.warnings().is_empty(), "{:?}", s.warnings());
         assert_eq!(s.pending().map(|i| i.id.clone()).collect::<Vec<_>>(), ids);
     }

@@ -53,14 +53,19 @@ impl std::fmt::Debug for StateLock {
 pub fn acquire(dir: &Path, holder: Holder, wait: Duration) -> Result<StateLock, JournalError> {
     let path = dir.join(LOCK_FILE);
     let deadline = Instant::now() + wait;
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| JournalError::io(&path, e))?;
+    let mut file = open_lock_file(&path).map_err(|e| {
+        // On a read-only mount (ext4's errors=remount-ro) the lock cannot be made or opened to
+        // write, whether the file is there or not: said so, not as a raw os error, so that the
+        // reading commands can read the journal as it is and the others refuse by name.
+        if e.raw_os_error() == Some(Errno::EROFS as i32) {
+            JournalError::ReadOnly {
+                dir: dir.to_path_buf(),
+                source: e,
+            }
+        } else {
+            JournalError::io(&path, e)
+        }
+    })?;
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut lock) => {
@@ -92,6 +97,27 @@ pub fn acquire(dir: &Path, holder: Holder, wait: Duration) -> Result<StateLock, 
             Err((_, errno)) => return Err(JournalError::io(&path, errno.into())),
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: the next lock file opened on this thread fails with this errno (a read-only
+    /// mount, without mounting one).
+    pub(crate) static FAIL_OPEN: std::cell::Cell<Option<Errno>> = const { std::cell::Cell::new(None) };
+}
+
+fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    #[cfg(test)]
+    if let Some(errno) = FAIL_OPEN.with(std::cell::Cell::take) {
+        return Err(std::io::Error::from_raw_os_error(errno as i32));
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
 }
 
 fn owner(file: &mut File) -> (Option<u32>, Option<String>) {

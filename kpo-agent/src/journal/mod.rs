@@ -42,6 +42,18 @@ pub enum JournalError {
         pid: Option<u32>,
         holder: String,
     },
+    /// The state directory is on a read-only file system: nothing can be journaled, so nothing
+    /// is changed; the reading commands read it as it is ([`Journal::open_read_only`]).
+    #[error(
+        "{dir}: the state directory is read-only ({source}): KPO journals every change before it \
+         makes one, so it changes and records nothing here; remount it read-write, or give \
+         --state-dir a writable one (kpo status, kpo journal, kpo pending and kpo explain still \
+         read it as it is)"
+    )]
+    ReadOnly {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("journal has no change #{0}")]
     NoSuchChange(u64),
     #[error("journal #{id} is not a change: {what}; nothing to revert")]
@@ -728,11 +740,13 @@ pub(crate) struct Run {
     pub broken: Option<usize>,
 }
 
-/// The journal, open and locked.
+/// The journal, open and locked; or, on a state directory that cannot be written, open to read
+/// only, without the lock ([`Journal::open_read_only`]).
 pub struct Journal {
     dir: PathBuf,
-    appender: store::Appender,
-    _lock: lock::StateLock,
+    /// `None` when read-only: every append is refused.
+    appender: Option<store::Appender>,
+    _lock: Option<lock::StateLock>,
     st: Folded,
 }
 
@@ -1430,10 +1444,49 @@ impl Journal {
         let appender = store::Appender::open(dir, store::JOURNAL_FILE)?;
         Ok(Journal {
             dir: dir.to_path_buf(),
-            appender,
-            _lock: lock,
+            appender: Some(appender),
+            _lock: Some(lock),
             st,
         })
+    }
+
+    /// The journal in `dir` as it is on disk, for reading only, when the state directory cannot be
+    /// written (a read-only mount, [`JournalError::ReadOnly`]): without the lock, which cannot be
+    /// taken there (nor can anyone write the journal, so nothing changes under the read); without
+    /// recovery's rewrite of a damaged file (its dropped lines are described in memory, as the
+    /// rewrite would have recorded them) and without archiving. Interrupted changes stay as they
+    /// were left ([`Journal::incomplete`]): reconciling them would journal. Every append fails.
+    pub fn open_read_only(dir: &Path) -> Result<Self, JournalError> {
+        Self::open_read_only_in_boot(
+            dir,
+            Boot {
+                id: current_boot(),
+                started_ms: boot_started_ms(),
+            },
+        )
+    }
+
+    /// [`Journal::open_read_only`] as of boot `boot`.
+    pub fn open_read_only_in_boot(dir: &Path, boot: Boot) -> Result<Self, JournalError> {
+        let dir_warning = store::check_dir(dir)?;
+        let mut loaded = store::load_as_is(dir, store::JOURNAL_FILE, |found| {
+            Folded::of(found.records.clone(), &boot).damage_records(&found.damaged)
+        })?;
+        loaded.warnings.extend(dir_warning);
+        let mut st = Folded::of(loaded.records, &boot);
+        st.warnings.splice(0..0, loaded.warnings);
+        st.archive_len = std::fs::metadata(dir.join(archive::ARCHIVE_FILE)).map_or(0, |m| m.len());
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+            appender: None,
+            _lock: None,
+            st,
+        })
+    }
+
+    /// Whether this was opened to read only ([`Journal::open_read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.appender.is_none()
     }
 
     /// Reads the journal (under the caller's lock), dropping damaged lines: the rewrite that
@@ -1516,7 +1569,13 @@ impl Journal {
 
     /// Appends (fsync) then folds a record.
     pub fn append(&mut self, r: Record) -> Result<(), JournalError> {
-        self.appender.append(&r)?;
+        let Some(appender) = self.appender.as_mut() else {
+            return Err(JournalError::ReadOnly {
+                dir: self.dir.clone(),
+                source: std::io::Error::from_raw_os_error(nix::errno::Errno::EROFS as i32),
+            });
+        };
+        appender.append(&r)?;
         self.fold(r);
         Ok(())
     }
@@ -1525,8 +1584,9 @@ impl Journal {
     /// full disk.
     #[cfg(test)]
     pub(crate) fn fail_an_append(&mut self, pass: usize, bytes: usize) {
-        self.appender.pass_first = pass;
-        self.appender.fail_after = Some(bytes);
+        let appender = self.appender.as_mut().expect("a journal open to write");
+        appender.pass_first = pass;
+        appender.fail_after = Some(bytes);
     }
 
     /// Makes an intent durable and returns its id. Call before touching the kernel.

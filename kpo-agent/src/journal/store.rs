@@ -81,7 +81,17 @@ pub fn ensure_dir(dir: &Path) -> Result<(), JournalError> {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| JournalError::io(dir, e))?;
+            .map_err(|e| {
+                // A new state directory on a read-only mount: refused by name, as the lock is.
+                if e.raw_os_error() == Some(nix::errno::Errno::EROFS as i32) {
+                    JournalError::ReadOnly {
+                        dir: dir.to_path_buf(),
+                        source: e,
+                    }
+                } else {
+                    JournalError::io(dir, e)
+                }
+            })?;
         if let Some(parent) = dir.parent() {
             sync_dir(parent).ok();
         }
@@ -201,11 +211,50 @@ where
     F: FnOnce(&Loaded<T>) -> Vec<(T, String)>,
 {
     let path = dir.join(name);
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(JournalError::io(&path, e)),
-    };
+    let bytes = read_or_empty(&path)?;
+    let mut loaded = parse(&path, &bytes);
+    if !loaded.warnings.is_empty() {
+        let intact = loaded.records.len();
+        let described = describe(&loaded);
+        let ms = super::now_ms();
+        let saved = dir.join(format!("{name}.corrupt-{ms}"));
+        // As private as the file it copies: records name parameters, values and who changed them.
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&saved)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+            .map_err(|e| JournalError::io(&saved, e))?;
+        let (extra, said): (Vec<T>, Vec<String>) = described.into_iter().unzip();
+        loaded.records.extend(extra);
+        rewrite(dir, name, &loaded.records)?;
+        loaded.warnings.push(format!(
+            "{}: recovered {intact} intact records; the damaged file is kept as {}",
+            path.display(),
+            saved.display()
+        ));
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        // Not logged here: the journal's and the approval store's holders log what they say.
+        loaded.warnings.extend(said);
+    }
+    Ok(loaded)
+}
+
+/// The file's bytes; none when there is no file.
+fn read_or_empty(path: &Path) -> Result<Vec<u8>, JournalError> {
+    match fs::read(path) {
+        Ok(b) => Ok(b),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(JournalError::io(path, e)),
+    }
+}
+
+/// The intact records of a file's bytes, and what was dropped: a torn last line, damaged lines.
+fn parse<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Loaded<T> {
     let mut records = Vec::new();
     let mut warnings = Vec::new();
     let mut first_damage = None;
@@ -241,38 +290,31 @@ where
         }
         start = next;
     }
-    let mut loaded = Loaded {
+    Loaded {
         records,
         warnings,
         first_damage,
         damaged,
-    };
+    }
+}
+
+/// [`load_repairing`] on a state directory that cannot be written (a read-only mount): the file
+/// as it is on disk, its damaged lines dropped and what `describe` makes of them folded in
+/// memory, as a repair would have written them; nothing is written, kept aside or rewritten.
+pub fn load_as_is<T, F>(dir: &Path, name: &str, describe: F) -> Result<Loaded<T>, JournalError>
+where
+    T: DeserializeOwned,
+    F: FnOnce(&Loaded<T>) -> Vec<(T, String)>,
+{
+    let path = dir.join(name);
+    let mut loaded = parse(&path, &read_or_empty(&path)?);
     if !loaded.warnings.is_empty() {
-        let intact = loaded.records.len();
-        let described = describe(&loaded);
-        let ms = super::now_ms();
-        let saved = dir.join(format!("{name}.corrupt-{ms}"));
-        // As private as the file it copies: records name parameters, values and who changed them.
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&saved)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
-            .map_err(|e| JournalError::io(&saved, e))?;
-        let (extra, said): (Vec<T>, Vec<String>) = described.into_iter().unzip();
+        let (extra, said): (Vec<T>, Vec<String>) = describe(&loaded).into_iter().unzip();
         loaded.records.extend(extra);
-        rewrite(dir, name, &loaded.records)?;
         loaded.warnings.push(format!(
-            "{}: recovered {intact} intact records; the damaged file is kept as {}",
-            path.display(),
-            saved.display()
+            "{}: the file is damaged, and not repaired: the state directory cannot be written",
+            path.display()
         ));
-        for w in &loaded.warnings {
-            tracing::warn!("{w}");
-        }
-        // Not logged here: the journal's and the approval store's holders log what they say.
         loaded.warnings.extend(said);
     }
     Ok(loaded)

@@ -344,7 +344,7 @@ fn a_failed_append_is_taken_back_and_the_next_record_is_whole() {
     let mut j = open(dir.path());
     // A full disk after 20 bytes of the line: the error reaches the caller, and neither the
     // partial line nor the id stays.
-    j.appender.fail_after = Some(20);
+    j.appender.as_mut().unwrap().fail_after = Some(20);
     let err = intent(&mut j, "cut short").unwrap_err();
     assert!(err.to_string().contains("No space left"), "{err}");
     assert!(j.records().is_empty());
