@@ -6,8 +6,10 @@
 //! (`kpo_test_skip::skip`, recorded in a file this runner names and reads afterwards). A
 //! `#[ignore = "child half: ..."]` test is half of another test, run in a child process by its
 //! parent: it is not counted.
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 
@@ -19,6 +21,9 @@ pub fn run(args: &[String]) -> Result<()> {
         .tempfile()
         .context("creating the file the tests record their skips in")?;
     let mut tally = Tally::default();
+    // An agent of the host's own serving there changes these files by itself while we run.
+    let host_agent = Path::new(HOST_SOCKET).exists();
+    let host_before = host_files(&HOST_STATE);
     println!("xtask: unit tests");
     let unit = run_tests(
         cargo()
@@ -64,6 +69,22 @@ pub fn run(args: &[String]) -> Result<()> {
         "summary: {} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.skipped
     );
+    if host_agent {
+        println!(
+            "not checked: whether the tests left this host's own KPO files alone ({}): an agent \
+             serves on {HOST_SOCKET}",
+            HOST_STATE.join(", ")
+        );
+    } else {
+        let touched = changed(&host_before, &host_files(&HOST_STATE));
+        if !touched.is_empty() {
+            bail!(
+                "the tests changed this host's own KPO files, which a test must never use (give \
+                 every agent and command its own --policy, --state-dir and --socket): {}",
+                touched.join(", ")
+            );
+        }
+    }
     if !unit {
         bail!("unit tests failed");
     }
@@ -71,6 +92,48 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("integration tests failed");
     }
     Ok(())
+}
+
+/// The host's own agent's state directory and socket directory (`kpo run`'s defaults).
+const HOST_STATE: [&str; 2] = ["/var/lib/kpo", "/run/kpo"];
+const HOST_SOCKET: &str = "/run/kpo/kpo.sock";
+
+/// Every file and directory under `roots`, with its length and modification time (none for a
+/// root that does not exist).
+fn host_files(roots: &[&str]) -> BTreeMap<PathBuf, (u64, Option<SystemTime>)> {
+    let mut found = BTreeMap::new();
+    let mut todo: Vec<PathBuf> = roots.iter().map(PathBuf::from).collect();
+    while let Some(path) = todo.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                todo.extend(entries.flatten().map(|e| e.path()));
+            }
+        }
+        found.insert(path, (meta.len(), meta.modified().ok()));
+    }
+    found
+}
+
+/// The paths made, removed or changed between two [`host_files`].
+fn changed(
+    before: &BTreeMap<PathBuf, (u64, Option<SystemTime>)>,
+    after: &BTreeMap<PathBuf, (u64, Option<SystemTime>)>,
+) -> Vec<String> {
+    let mut paths: Vec<&PathBuf> = before.keys().chain(after.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    paths
+        .into_iter()
+        .filter_map(|p| match (before.get(p), after.get(p)) {
+            (Some(a), Some(b)) if a == b => None,
+            (Some(_), Some(_)) => Some(format!("{} (changed)", p.display())),
+            (None, _) => Some(format!("{} (made)", p.display())),
+            (_, None) => Some(format!("{} (removed)", p.display())),
+        })
+        .collect()
 }
 
 /// The counts of one `cargo xtask test`, over every test binary.
@@ -171,6 +234,43 @@ mod tests {
 
     /// libtest's output as this runner reads it: per-binary `test result:` sums; a child half
     /// not counted; a test that recorded a skip moved from passed to skipped, unless it failed.
+    /// The host's own KPO files told apart before and after: made, changed, removed, and a
+    /// tree that did not move is no change.
+    #[test]
+    fn the_host_files_a_run_made_changed_or_removed_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("kpo");
+        let roots = [root.to_str().unwrap()];
+        let nothing = host_files(&roots);
+        assert!(nothing.is_empty());
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("journal.log"), "").unwrap();
+        std::fs::write(root.join("lock"), "1 agent").unwrap();
+        let first = host_files(&roots);
+        assert_eq!(first.len(), 3);
+        assert!(changed(&first, &host_files(&roots)).is_empty());
+        assert_eq!(
+            changed(&nothing, &first),
+            vec![
+                format!("{} (made)", root.display()),
+                format!("{} (made)", root.join("journal.log").display()),
+                format!("{} (made)", root.join("lock").display()),
+            ]
+        );
+        std::fs::write(root.join("journal.log"), "1 {}\n").unwrap();
+        std::fs::remove_file(root.join("lock")).unwrap();
+        let second = host_files(&roots);
+        let said = changed(&first, &second);
+        assert!(
+            said.contains(&format!("{} (changed)", root.join("journal.log").display())),
+            "{said:?}"
+        );
+        assert!(
+            said.contains(&format!("{} (removed)", root.join("lock").display())),
+            "{said:?}"
+        );
+    }
+
     #[test]
     fn skips_recorded_at_run_time_count_as_skipped_and_child_halves_not_at_all() {
         let mut tally = Tally::default();
