@@ -304,7 +304,7 @@ fn overhead(reps: usize, seconds: u64, idle_seconds: u64, also: Option<&str>) ->
     let idle = Agent::start(&dir, &[])?;
     let before = idle.cpu_seconds()?;
     let t = Instant::now();
-    sleep_checked(Duration::from_secs(idle_seconds))?;
+    interrupt::sleep(Duration::from_secs(idle_seconds))?;
     let idle_share = (idle.cpu_seconds()? - before) / t.elapsed().as_secs_f64() * 100.0;
     let rss_mb = idle.peak_rss_kb()? as f64 / 1024.0;
     println!("\nAgent at idle ({idle_seconds} s, default configuration): CPU {idle_share:.2}% of one core, peak RSS {rss_mb:.1} MB");
@@ -383,17 +383,6 @@ fn measure(workload: Workload, duration: Duration) -> Result<f64> {
     }?;
     interrupt::check()?;
     Ok(rate)
-}
-
-fn sleep_checked(d: Duration) -> Result<()> {
-    let until = Instant::now() + d;
-    while Instant::now() < until {
-        interrupt::check()?;
-        std::thread::sleep(
-            Duration::from_millis(10).min(until.saturating_duration_since(Instant::now())),
-        );
-    }
-    Ok(())
 }
 
 fn wrk(duration: Duration, close: bool) -> Result<f64> {

@@ -166,7 +166,7 @@ fn trial(
     let watch = Watch::start(&ns)?;
     // Let the agent see the listener for a tick or two, then start the burst at this trial's phase.
     let tick = parse_duration(&config.tick)?;
-    sleep_checked(tick * 2 + phase)?;
+    interrupt::sleep(tick * 2 + phase)?;
     let clients = ns.run(|| burst(addr, 2 * args.somaxconn as usize))?;
     let deadline = Instant::now() + GIVE_UP;
     while watch.now().somaxconn_changed.is_none() && Instant::now() < deadline {
@@ -246,17 +246,6 @@ fn burst(addr: SocketAddr, n: usize) -> Result<Vec<OwnedFd>> {
         fds.push(fd);
     }
     Ok(fds)
-}
-
-fn sleep_checked(d: Duration) -> Result<()> {
-    let until = Instant::now() + d;
-    while Instant::now() < until {
-        interrupt::check()?;
-        std::thread::sleep(
-            Duration::from_millis(10).min(until.saturating_duration_since(Instant::now())),
-        );
-    }
-    Ok(())
 }
 
 fn parse_duration(s: &str) -> Result<Duration> {

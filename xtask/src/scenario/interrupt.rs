@@ -40,6 +40,20 @@ pub fn check() -> Result<()> {
     Ok(())
 }
 
+/// Sleeps for `d` in steps of at most 10 ms, returning [`check`]'s error as soon as SIGINT or
+/// SIGTERM arrives: a long wait must not hold the cleanup up.
+pub fn sleep(d: std::time::Duration) -> Result<()> {
+    let until = std::time::Instant::now() + d;
+    while std::time::Instant::now() < until {
+        check()?;
+        std::thread::sleep(
+            std::time::Duration::from_millis(10)
+                .min(until.saturating_duration_since(std::time::Instant::now())),
+        );
+    }
+    Ok(())
+}
+
 /// Puts a child in its own process group: the terminal's Ctrl-C then reaches only xtask, which
 /// stops the child in order (nginx gracefully, the agent with SIGTERM) instead of racing it.
 pub fn own_group(cmd: &mut Command) -> &mut Command {

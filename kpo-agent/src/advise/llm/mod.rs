@@ -420,29 +420,10 @@ mod tests {
     /// and docs/llm.md say `invalid_body`. Every outcome logs the event's name.
     #[test]
     fn the_log_names_the_outcome_as_the_event_does() {
-        #[derive(Clone, Default)]
-        struct Log(Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Log {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let log = Log::default();
-        let writer = log.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .finish();
         let mut c = empty_consultation();
         c.outcome = Outcome::InvalidBody;
         c.error = Some("not a chat completion".into());
-        tracing::subscriber::with_default(subscriber, || log_outcome(&c));
-        let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let ((), logged) = crate::logging::logged(|| log_outcome(&c));
         assert!(
             logged.contains(
                 "LLM consultation failed outcome=invalid_body error=\"not a chat completion\""

@@ -380,26 +380,7 @@ async fn a_consultation_that_panicked_has_its_llm_event() {
         },
     };
     // The warning logged beside the event, captured: it quoted the panic's message unredacted.
-    #[derive(Clone, Default)]
-    struct Log(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Log {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let log = Log::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let events =
-        tracing::subscriber::with_default(subscriber, || stage.settle(finished, &mut deciding));
-    let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let (events, logged) = crate::logging::logged(|| stage.settle(finished, &mut deciding));
     assert!(
         logged.contains("LLM consultation ended abnormally") && logged.contains("boom [redacted]"),
         "{logged}"
