@@ -10,6 +10,7 @@
 //!   case. Its difference from the tmpfs line is the price of durability.
 use std::{
     process::Command,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -29,6 +30,34 @@ max_step = "1000%"
 "#;
 
 struct Netns(String);
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Ctrl-C or SIGTERM would end the process at once and leave the namespace behind: they set a
+/// flag instead, and the next change unwinds ([`stop_if_interrupted`]), which deletes it.
+fn on_interrupt_unwind() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { sigaction(signal, &action) }.expect("sigaction");
+    }
+}
+
+fn stop_if_interrupted() {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        panic!("interrupted: the namespace and temporary directories are removed");
+    }
+}
 
 impl Drop for Netns {
     fn drop(&mut self) {
@@ -59,6 +88,7 @@ fn change_path_times(dir: &std::path::Path, address: &str, reps: usize) -> Vec<D
     let mut path = ChangePath::new(policy, journal, Box::new(KernelActuators::default()));
     (0..reps)
         .map(|i| {
+            stop_if_interrupted();
             let proposal = Proposal {
                 address: address.parse().unwrap(),
                 value: Value::Int(1000 + (i % 2) as i128),
@@ -89,6 +119,7 @@ fn main() {
         nix::unistd::geteuid().is_root(),
         "needs root (creates a network namespace)"
     );
+    on_interrupt_unwind();
     let name = format!("kpo-bench-act-{}", std::process::id());
     assert!(Command::new("ip")
         .args(["netns", "add", &name])
@@ -102,6 +133,7 @@ fn main() {
     let mut actuator = open_actuator(&address.parse().unwrap(), &Roots::default()).unwrap();
     let direct: Vec<Duration> = (0..reps)
         .map(|i| {
+            stop_if_interrupted();
             let started = Instant::now();
             actuator.apply(&Value::Int(1000 + (i % 2) as i128)).unwrap();
             started.elapsed()

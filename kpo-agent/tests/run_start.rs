@@ -4,12 +4,22 @@ use std::process::{Command, Output};
 
 /// Runs `kpo run` with `args`. The events path is in a directory that does not exist, so an agent
 /// that got past the checks under test stops at once (it cannot open its output) instead of
-/// running.
+/// running. Its policy (everything observed), state directory and socket are its own: as root,
+/// the defaults are the host's agent's (/etc/kpo/policy.toml, /var/lib/kpo, /run/kpo/kpo.sock).
 fn kpo_run(args: &[&str]) -> Output {
+    let own = tempfile::tempdir().unwrap();
+    let policy = own.path().join("policy.toml");
+    std::fs::write(&policy, "[defaults]\nmode = \"observe\"\n").unwrap();
     Command::new(env!("CARGO_BIN_EXE_kpo"))
         .arg("run")
         .args(args)
         .args(["--events", "/nonexistent-kpo-dir/events.ndjson"])
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--state-dir")
+        .arg(own.path().join("state"))
+        .arg("--socket")
+        .arg(own.path().join("kpo.sock"))
         .output()
         .unwrap()
 }

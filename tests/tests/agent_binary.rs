@@ -81,27 +81,15 @@ pub(crate) struct Agent {
 
 impl Agent {
     /// Starts `kpo run` with a 100 ms tick and 300 ms windows, writing events to `events` (removed
-    /// first); `stderr` is where its logs go. It decides under an observe-only policy of its own,
-    /// in a state directory and on a socket of its own unless `extra` names them: the defaults
-    /// are the host's (/etc/kpo/policy.toml, /var/lib/kpo, /run/kpo/kpo.sock), and a host whose
-    /// policy puts a parameter in auto would have it changed by the test, its history written to.
+    /// first); `stderr` is where its logs go. Its policy, state directory and socket are its own
+    /// unless `extra` names them ([`crate::common::own_state`]).
     pub(crate) fn spawn(duty: &[&str], extra: &[&str], events: &Path, stderr: Stdio) -> Agent {
         let _ = std::fs::remove_file(events);
-        let own = tempfile::tempdir().unwrap();
-        let policy = own.path().join("policy.toml");
-        std::fs::write(&policy, "[defaults]\nmode = \"observe\"\n").unwrap();
-        let mut command = Command::new(kpo_binary());
-        command
+        let (own, own_args) = crate::common::own_state(extra);
+        let child = Command::new(kpo_binary())
             .args(["run", "--tick", "100ms", "--window", "300ms", "--events"])
             .arg(events)
-            .arg("--policy")
-            .arg(&policy);
-        for (flag, name) in [("--state-dir", "state"), ("--socket", "kpo.sock")] {
-            if !extra.contains(&flag) {
-                command.arg(flag).arg(own.path().join(name));
-            }
-        }
-        let child = command
+            .args(own_args)
             .args(duty)
             .args(extra)
             .stdin(Stdio::null())

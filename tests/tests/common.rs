@@ -50,3 +50,26 @@ pub fn wait_until(what: &str, limit: std::time::Duration, mut condition: impl Fn
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A policy (everything observed), state directory and socket of a test agent's own, as `kpo
+/// run` arguments, for each of `--policy`, `--state-dir` and `--socket` that `given` does not
+/// name already; the directory holding them goes when the returned guard does. Without them an
+/// agent takes the host's defaults (/etc/kpo/policy.toml, /var/lib/kpo, /run/kpo/kpo.sock): it
+/// would decide under the host's policy, changing what that puts in auto, and write its history.
+pub fn own_state(given: &[&str]) -> (tempfile::TempDir, Vec<std::ffi::OsString>) {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "[defaults]\nmode = \"observe\"\n").unwrap();
+    let mut args = Vec::new();
+    for (flag, path) in [
+        ("--policy", policy),
+        ("--state-dir", dir.path().join("state")),
+        ("--socket", dir.path().join("kpo.sock")),
+    ] {
+        if !given.contains(&flag) {
+            args.push(flag.into());
+            args.push(path.into_os_string());
+        }
+    }
+    (dir, args)
+}

@@ -39,6 +39,8 @@ fn sysctl_watch_links() -> usize {
 struct Kpo {
     child: Child,
     stderr: PathBuf,
+    /// Its own policy, state directory and socket ([`crate::common::own_state`]).
+    _own: tempfile::TempDir,
 }
 
 impl Kpo {
@@ -56,8 +58,10 @@ impl Kpo {
         let stderr =
             std::env::temp_dir().join(format!("kpo-run-loop-{name}-{}.stderr", std::process::id()));
         let file = fs::File::create(&stderr).unwrap();
+        let (own, own_args) = crate::common::own_state(args);
         let child = cmd
             .arg("run")
+            .args(own_args)
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -65,7 +69,11 @@ impl Kpo {
             .stderr(file)
             .spawn()
             .unwrap();
-        Kpo { child, stderr }
+        Kpo {
+            child,
+            stderr,
+            _own: own,
+        }
     }
 
     fn pid(&self) -> u32 {
