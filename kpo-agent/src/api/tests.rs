@@ -292,6 +292,27 @@ fn a_listener_that_never_answers_is_named_as_such() {
     silent.join().unwrap();
 }
 
+/// A socket whose listener takes [`SocketControl::connect`]'s check and then hands the next
+/// connection, the request's, to `serve` on a thread of its own.
+fn one_request(
+    serve: impl FnOnce(std::os::unix::net::UnixStream) + Send + 'static,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    SocketControl,
+    std::thread::JoinHandle<()>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kpo.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let control = SocketControl::connect(&path).unwrap().expect("a listener");
+    let server = std::thread::spawn(move || {
+        drop(listener.accept().unwrap());
+        serve(listener.accept().unwrap().0);
+    });
+    (dir, path, control, server)
+}
+
 /// A listener that closes without answering (an agent stopping), or answers with more than the
 /// reply cap, gets an error that says so rather than a JSON parser's.
 #[test]
@@ -301,15 +322,8 @@ fn a_reply_that_never_comes_or_never_ends_is_named_as_such() {
         (0usize, "closed the connection without a reply"),
         ((16 << 20) + 10, "the reply is over 16 MiB and was cut off"),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kpo.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let control = SocketControl::connect(&path).unwrap().expect("a listener");
-        let server = std::thread::spawn(move || {
-            // The check's connection, then the request's: read it, answer `answer` bytes of
-            // an unfinished JSON array, close.
-            drop(listener.accept().unwrap());
-            let (stream, _) = listener.accept().unwrap();
+        // Read the request, answer `answer` bytes of an unfinished JSON array, close.
+        let (_dir, _, control, server) = one_request(move |stream| {
             let mut reader = std::io::BufReader::new(stream);
             let mut line = String::new();
             reader.read_line(&mut line).unwrap();
@@ -331,13 +345,7 @@ fn a_reply_that_never_comes_or_never_ends_is_named_as_such() {
 /// "reading the reply: Connection reset by peer (os error 104)".
 #[test]
 fn an_agent_gone_before_it_read_the_request_is_named_as_such() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kpo.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-    let control = SocketControl::connect(&path).unwrap().expect("a listener");
-    let server = std::thread::spawn(move || {
-        drop(listener.accept().unwrap());
-        let (stream, _) = listener.accept().unwrap();
+    let (_dir, path, control, server) = one_request(|stream| {
         // Waits until the request is in the socket, then closes it unread, as the kernel does
         // for a killed process: a close with unread data resets the peer (ECONNRESET).
         let mut byte = [0u8; 1];
