@@ -53,19 +53,10 @@ impl std::fmt::Debug for StateLock {
 pub fn acquire(dir: &Path, holder: Holder, wait: Duration) -> Result<StateLock, JournalError> {
     let path = dir.join(LOCK_FILE);
     let deadline = Instant::now() + wait;
-    let mut file = open_lock_file(&path).map_err(|e| {
-        // On a read-only mount (ext4's errors=remount-ro) the lock cannot be made or opened to
-        // write, whether the file is there or not: said so, not as a raw os error, so that the
-        // reading commands can read the journal as it is and the others refuse by name.
-        if e.raw_os_error() == Some(Errno::EROFS as i32) {
-            JournalError::ReadOnly {
-                dir: dir.to_path_buf(),
-                source: e,
-            }
-        } else {
-            JournalError::io(&path, e)
-        }
-    })?;
+    // On a read-only mount the lock cannot be made or opened to write, whether the file is
+    // there or not.
+    let mut file =
+        open_lock_file(&path).map_err(|e| JournalError::io_in_state_dir(dir, &path, e))?;
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut lock) => {

@@ -69,6 +69,20 @@ impl JournalError {
             source,
         }
     }
+
+    /// [`JournalError::io`] for `path` in the state directory `dir`, except that a read-only
+    /// mount (ext4's errors=remount-ro) is [`JournalError::ReadOnly`], said by name rather than as
+    /// a raw os error, so the reading commands can read the journal as it is and the others refuse.
+    pub fn io_in_state_dir(dir: &Path, path: &Path, source: std::io::Error) -> Self {
+        if source.raw_os_error() == Some(nix::errno::Errno::EROFS as i32) {
+            JournalError::ReadOnly {
+                dir: dir.to_path_buf(),
+                source,
+            }
+        } else {
+            JournalError::io(path, source)
+        }
+    }
 }
 
 pub fn now_ms() -> u64 {

@@ -81,17 +81,8 @@ pub fn ensure_dir(dir: &Path) -> Result<(), JournalError> {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| {
-                // A new state directory on a read-only mount: refused by name, as the lock is.
-                if e.raw_os_error() == Some(nix::errno::Errno::EROFS as i32) {
-                    JournalError::ReadOnly {
-                        dir: dir.to_path_buf(),
-                        source: e,
-                    }
-                } else {
-                    JournalError::io(dir, e)
-                }
-            })?;
+            // A new state directory on a read-only mount: refused by name, as the lock is.
+            .map_err(|e| JournalError::io_in_state_dir(dir, dir, e))?;
         if let Some(parent) = dir.parent() {
             sync_dir(parent).ok();
         }

@@ -255,9 +255,7 @@ impl Ctx<'_> {
         let table = self.lines.table_at(line);
         // An unknown name in the header itself (`[parms."x"]`, `[guard.extra]`): the key is the
         // header up to that name, which appending the name to the whole header would repeat.
-        if class == PolicyErrorClass::UnknownKey
-            && self.lines.line_text(line).trim().starts_with('[')
-        {
+        if class == PolicyErrorClass::UnknownKey && text.starts_with('[') {
             if let (Some(t), Some(k)) = (table, own.as_deref()) {
                 let parts = header_components(t);
                 if let Some(i) = parts.iter().position(|p| p.trim_matches(['"', '\'']) == k) {
