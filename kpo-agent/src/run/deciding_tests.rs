@@ -5419,3 +5419,90 @@ sources = ["operator"]
     assert_eq!(read("energy_performance_preference"), "balance_performance");
     rig.assert_schema();
 }
+
+/// The policy `kpo run` starts with and each policy a SIGHUP loads is checked as `kpo check`
+/// checks it: an exact sysctl this machine lacks and a `namespaces` path that names no file are
+/// logged, each with its file and line, since such an entry otherwise decides nothing (or refuses
+/// every change it covers) without a word. A policy naming only what exists logs no warning.
+#[test]
+fn the_policy_loaded_at_start_and_at_sighup_warns_of_names_this_machine_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_namespace = dir.path().join("netns-wbe");
+    let in_vain = format!(
+        "[params.\"net.core.kpo_no_such_sysctl\"]\nmode = \"recommend\"\n\
+         [params.\"net.core.somaxconn\"]\nmode = \"recommend\"\nnamespaces = [{:?}]\n",
+        no_namespace.display().to_string()
+    );
+    let fine = "[params.\"net.core.somaxconn\"]\nmode = \"recommend\"\n";
+    let warned = |file: &Path| {
+        vec![
+            format!(
+                "policy: {}:1: params.\"net.core.kpo_no_such_sysctl\": this machine has no such \
+                 sysctl (/proc/sys/net/core/kpo_no_such_sysctl): a typo?",
+                file.display()
+            ),
+            format!(
+                "policy: {}:3: params.\"net.core.somaxconn\": namespaces names {}, which does \
+                 not exist now: a typo?",
+                file.display(),
+                no_namespace.display()
+            ),
+        ]
+    };
+    let warnings = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains(" WARN ") && l.contains("policy: "))
+            .map(|l| {
+                let from = l.find("policy: ").unwrap();
+                // Up to the first sentence's end: the rest is check.rs's own tested wording.
+                let to = l[from..].find("a typo?").map_or(l.len(), |i| from + i + 7);
+                l[from..to].to_string()
+            })
+            .collect()
+    };
+
+    // At each SIGHUP: the file the agent was started with, edited.
+    let mut rig = Rig::new(fine, true, "");
+    let file = rig._tmp.path().join("policy.toml");
+    std::fs::write(&file, fine).unwrap();
+    rig.deciding.path_for_tests_mut().policy = Policy::load(Some(&file)).unwrap();
+    rig.deciding.set_policy_file_for_tests(file.clone(), true);
+    std::fs::write(&file, in_vain.as_bytes()).unwrap();
+    let (_, log) = crate::logging::logged(|| rig.deciding.reload_policy(&rig.config));
+    assert_eq!(warnings(&log), warned(&file), "{log}");
+    // Put right: loaded without a warning.
+    std::fs::write(&file, format!("{fine}# fixed\n")).unwrap();
+    let (_, log) = crate::logging::logged(|| rig.deciding.reload_policy(&rig.config));
+    assert!(warnings(&log).is_empty(), "{log}");
+    assert!(log.contains("policy reloaded from"), "it was loaded: {log}");
+
+    // At start, as `kpo run` opens its deciding half.
+    if !nix::unistd::geteuid().is_root() {
+        kpo_test_skip::skip("not root: the control socket's directories must be root's");
+        return;
+    }
+    let (policy, sys) = (dir.path().join("p.toml"), dir.path().join("sys"));
+    std::fs::write(&policy, &in_vain).unwrap();
+    std::fs::create_dir(&sys).unwrap();
+    let (started, log) = crate::logging::logged(|| {
+        open_agent(
+            &dir.path().join("state"),
+            &dir.path().join("run/kpo.sock"),
+            &policy,
+            &sys,
+        )
+    });
+    started.unwrap();
+    assert_eq!(warnings(&log), warned(&policy), "{log}");
+    std::fs::write(&policy, fine).unwrap();
+    let (started, log) = crate::logging::logged(|| {
+        open_agent(
+            &dir.path().join("state"),
+            &dir.path().join("run/kpo.sock"),
+            &policy,
+            &sys,
+        )
+    });
+    started.unwrap();
+    assert!(warnings(&log).is_empty(), "{log}");
+}
