@@ -794,7 +794,7 @@ impl ChangePath {
         report.before = Some(before.clone());
         crash_point(CrashPoint::AfterIntent);
         if let (true, Some(ahead)) = (watched, &self.before_write) {
-            let signals = &self.policy.rule_for(address).guard_signals;
+            let signals = self.policy.guard_signals_for(address, source);
             ahead.before_write(id, address, before, after, signals.as_deref());
         }
         let written = if is_revert {

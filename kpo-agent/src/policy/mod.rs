@@ -117,6 +117,26 @@ impl HealthSignal {
         HealthSignal::SoftnetDrops,
         HealthSignal::TcpRetransmits,
     ];
+
+    /// A latency, which the optimizer's trials move on purpose (a lower frequency or a longer
+    /// coalescing delay is slower): its live loop judges latency itself, against the SLO.
+    pub fn is_latency(self) -> bool {
+        matches!(self, HealthSignal::RequestP99 | HealthSignal::RunqP99)
+    }
+}
+
+/// The policy's name (`runq_p99`), as in `[guard] signals` and the `guard` event.
+impl fmt::Display for HealthSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HealthSignal::RequestP99 => "request_p99",
+            HealthSignal::RunqP99 => "runq_p99",
+            HealthSignal::ListenOverflows => "listen_overflows",
+            HealthSignal::SynackRetransmits => "synack_retransmits",
+            HealthSignal::SoftnetDrops => "softnet_drops",
+            HealthSignal::TcpRetransmits => "tcp_retransmits",
+        })
+    }
 }
 
 /// The global `[guard]` settings.
@@ -708,6 +728,29 @@ impl Policy {
                 _ => Some(r),
             })
             .unwrap_or(&self.defaults)
+    }
+
+    /// The signals the guard judges a change of `address` by `source` by, where they are not
+    /// simply `[guard] signals` (`None`): the entry's `guard_signals`, and for the optimizer's
+    /// trials either list less its latencies. A trial trades latency for energy on purpose, within
+    /// the SLO, and the live loop reverts one that breaks the SLO at once; judged by a latency's
+    /// rise, the guard would revert, and quarantine, the very levels the search is there to try.
+    pub fn guard_signals_for(
+        &self,
+        address: &ParamAddress,
+        source: Source,
+    ) -> Option<Vec<HealthSignal>> {
+        let own = self.rule_for(address).guard_signals.as_deref();
+        if source != Source::Optimizer {
+            return own.map(<[HealthSignal]>::to_vec);
+        }
+        Some(
+            own.unwrap_or(&self.guard.signals)
+                .iter()
+                .copied()
+                .filter(|s| !s.is_latency())
+                .collect(),
+        )
     }
 
     /// Which entry `rule` is and the namespaces it covers, for a refusal: a path in `namespaces`

@@ -657,7 +657,7 @@ impl Deciding {
                 events.push(Event::Guard(GuardEvent::kept(verdict)));
                 continue;
             };
-            let why = format!("the guard saw {signal:?} go from {before} to {after}");
+            let why = format!("the guard saw {signal} go from {before} to {after}");
             // The revert first: killed between the two, the host is back to its value, never
             // quarantined while still applied, and the next start journals the quarantine
             // (`ChangePath::restore_guard_quarantines`).

@@ -1667,16 +1667,14 @@ impl Knobs for PathKnobs<'_> {
                         let signals = self
                             .path
                             .policy
-                            .rule_for(&p.address)
-                            .guard_signals
-                            .as_deref();
+                            .guard_signals_for(&p.address, Source::Optimizer);
                         self.guard.watch(
                             id,
                             p.address.clone(),
                             &Value::Int(from[i] as i128),
                             p.value.clone(),
                             self.baseline,
-                            signals,
+                            signals.as_deref(),
                         );
                         done.push(Made {
                             knob: i,
