@@ -85,7 +85,9 @@ pub fn given_levels(
             let (on, off): (Vec<i64>, Vec<i64>) = kept.iter().partition(|v| table.contains(v));
             if !off.is_empty() {
                 warn!(
-                    "optimizer: {}: optimizer_levels {off:?} left out: not among the cpufreq                      driver's frequencies (scaling_available_frequencies), so a write of them                      would read back as another and fail",
+                    "optimizer: {}: optimizer_levels {off:?} left out: not among the cpufreq \
+                     driver's frequencies (scaling_available_frequencies), so a write of them \
+                     would read back as another and fail",
                     members_named(members)
                 );
             }
@@ -95,7 +97,8 @@ pub fn given_levels(
             let (even, odd): (Vec<i64>, Vec<i64>) = kept.iter().partition(|v| *v % 2 == 0);
             if !odd.is_empty() {
                 warn!(
-                    "optimizer: {}: optimizer_levels {odd:?} left out: several drivers keep the                      delay in 2 µs units and round an odd one, which then fails its read-back",
+                    "optimizer: {}: optimizer_levels {odd:?} left out: several drivers keep the \
+                     delay in 2 µs units and round an odd one, which then fails its read-back",
                     members_named(members)
                 );
             }
@@ -103,13 +106,15 @@ pub fn given_levels(
         }
         Ok(None) => {}
         Err(e) => warn!(
-            "optimizer: {}: cannot read the cpufreq driver's frequency table ({e}); trying the              entry's optimizer_levels as written",
+            "optimizer: {}: cannot read the cpufreq driver's frequency table ({e}); trying the \
+             entry's optimizer_levels as written",
             members_named(members)
         ),
     }
     if kept.len() < 2 {
         return Err(format!(
-            "{}: fewer than two of the policy entry's optimizer_levels {given:?} can be written              as they are here (see the warnings before this one)",
+            "{}: fewer than two of the policy entry's optimizer_levels {given:?} can be written \
+             as they are here (see the warnings before this one)",
             members_named(members)
         ));
     }
@@ -316,6 +321,22 @@ mod tests {
         assert_eq!(
             knob_levels(&[rx], 0, 100, 6, tmp.path()),
             [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]
+        );
+    }
+
+    /// The reason a knob is left out reaches `started.left_out` as one sentence: no run of
+    /// spaces from a line break inside the message.
+    #[test]
+    fn too_few_given_levels_say_why_in_one_sentence() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rx: ParamAddress = "ethtool:eth0:rx-usecs".parse().unwrap();
+        assert_eq!(
+            given_levels(&[rx], &[1, 4, 33], tmp.path()),
+            Err(
+                "ethtool:eth0:rx-usecs: fewer than two of the policy entry's optimizer_levels \
+                 [1, 4, 33] can be written as they are here (see the warnings before this one)"
+                    .to_string()
+            )
         );
     }
 
