@@ -51,13 +51,11 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("xtask: error: {e:#}");
-            ExitCode::FAILURE
-        }
+    let result = run(Cli::parse());
+    if let Err(e) = &result {
+        eprintln!("xtask: error: {e:#}");
     }
+    ExitCode::from(scenario::interrupt::exit_status(&result))
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -1,21 +1,29 @@
 //! Ctrl-C and SIGTERM become an error the scenario returns, so that every guard (namespace, nginx,
 //! agent, temp directory) is dropped in order. The default action would end the process at once
 //! and leave them all behind. Children run in their own process groups (see [`own_group`]), so a
-//! Ctrl-C in the terminal reaches only xtask, which stops them itself.
+//! Ctrl-C in the terminal reaches only xtask, which stops them itself. xtask then exits with 128 +
+//! the signal, as a shell reports a process the signal ended ([`exit_status`]).
 use std::{
     os::unix::process::CommandExt,
     process::Command,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicI32, Ordering},
 };
 
 use anyhow::{bail, Result};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The first signal that arrived, 0 before any: the exit status is 128 + the signal that asked
+/// to stop, not one a second Ctrl-C during the cleanup sent.
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    INTERRUPTED.store(true, Ordering::SeqCst);
+extern "C" fn on_signal(signal: libc::c_int) {
+    // Only an atomic operation: async-signal-safe.
+    let _ = SIGNAL.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+}
+
+/// The signal that interrupted this process, once SIGINT or SIGTERM arrived.
+pub fn received() -> Option<Signal> {
+    Signal::try_from(SIGNAL.load(Ordering::SeqCst)).ok()
 }
 
 /// Routes SIGINT and SIGTERM to the flag [`check`] reads.
@@ -34,10 +42,21 @@ pub fn install() -> Result<()> {
 
 /// An error once SIGINT or SIGTERM arrived: callers return it and their guards clean up.
 pub fn check() -> Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted; cleaning up");
+    if let Some(signal) = received() {
+        bail!("interrupted by {signal}");
     }
     Ok(())
+}
+
+/// The exit status of a command that ended with `result`: like a shell's for a process a signal
+/// ended, 128 + the signal once SIGINT or SIGTERM arrived (130, 143), whatever error the
+/// interruption surfaced as, so that a script running xtask can tell Ctrl-C from a failure.
+pub fn exit_status(result: &Result<()>) -> u8 {
+    match (result, received()) {
+        (Ok(()), _) => 0,
+        (Err(_), Some(signal)) => 128 + signal as u8,
+        (Err(_), None) => 1,
+    }
 }
 
 /// Sleeps for `d` in steps of at most 10 ms, returning [`check`]'s error as soon as SIGINT or
@@ -58,4 +77,66 @@ pub fn sleep(d: std::time::Duration) -> Result<()> {
 /// stops the child in order (nginx gracefully, the agent with SIGTERM) instead of racing it.
 pub fn own_group(cmd: &mut Command) -> &mut Command {
     cmd.process_group(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::Context;
+
+    use super::*;
+
+    const NAME: &str =
+        "scenario::interrupt::tests::an_interrupted_command_exits_with_128_plus_the_signal";
+    const CHILD: &str = "XTASK_TEST_RAISE";
+
+    /// The child's part (the handler and the signal recorded are the whole process's, so it runs
+    /// in a process of its own): raise the signals `XTASK_TEST_RAISE` names at itself, then end as
+    /// xtask's `main` ends a command whose next step failed, or whose next check saw them.
+    fn child(signals: &str) -> ! {
+        install().unwrap();
+        for name in signals.split(',').filter(|n| !n.is_empty()) {
+            nix::sys::signal::raise(name.parse().unwrap()).unwrap();
+        }
+        let result = check()
+            .and_then(|()| Err(anyhow::anyhow!("a step failed")))
+            .context("between two trials");
+        if let Err(e) = &result {
+            eprintln!("xtask: error: {e:#}");
+        }
+        std::process::exit(exit_status(&result).into())
+    }
+
+    #[test]
+    fn an_interrupted_command_exits_with_128_plus_the_signal() {
+        if let Ok(signals) = std::env::var(CHILD) {
+            child(&signals);
+        }
+        for (signals, status, error) in [
+            ("", 1, "between two trials: a step failed"),
+            ("SIGINT", 130, "between two trials: interrupted by SIGINT"),
+            ("SIGTERM", 143, "between two trials: interrupted by SIGTERM"),
+            // A second signal during the cleanup does not change what stopped the command.
+            (
+                "SIGTERM,SIGINT",
+                143,
+                "between two trials: interrupted by SIGTERM",
+            ),
+        ] {
+            let out = Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+                .env(CHILD, signals)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(status), "{signals:?}: {stderr}");
+            assert_eq!(
+                stderr
+                    .lines()
+                    .filter(|l| l.starts_with("xtask: error: "))
+                    .collect::<Vec<_>>(),
+                [format!("xtask: error: {error}")],
+                "{signals:?}"
+            );
+        }
+    }
 }
