@@ -1,16 +1,21 @@
 //! Ctrl-C and SIGTERM become an error the scenario returns, so that every guard (namespace, nginx,
 //! agent, temp directory) is dropped in order. The default action would end the process at once
 //! and leave them all behind. Children run in their own process groups (see [`own_group`]), so a
-//! Ctrl-C in the terminal reaches only xtask, which stops them itself. xtask then exits with 128 +
-//! the signal, as a shell reports a process the signal ended ([`exit_status`]).
+//! Ctrl-C in the terminal reaches only xtask, which stops them itself (or passes the signal on to
+//! a child that cleans up after itself: [`wait_passing_on`]). xtask then exits with 128 + the
+//! signal, as a shell reports a process the signal ended ([`exit_status`]).
 use std::{
     os::unix::process::CommandExt,
-    process::Command,
+    process::{Child, Command, ExitStatus},
     sync::atomic::{AtomicI32, Ordering},
 };
 
 use anyhow::{bail, Result};
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::{
+    errno::Errno,
+    sys::signal::{killpg, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal},
+    unistd::Pid,
+};
 
 /// The first signal that arrived, 0 before any: the exit status is 128 + the signal that asked
 /// to stop, not one a second Ctrl-C during the cleanup sent.
@@ -73,6 +78,31 @@ pub fn sleep(d: std::time::Duration) -> Result<()> {
     Ok(())
 }
 
+/// Waits for `child`, started in a group of its own ([`own_group`]), to clean up after itself on
+/// SIGINT or SIGTERM (as `bench_actuate` does): the first of them that reaches xtask is passed on
+/// to that whole group (cargo and its rustc while the example builds, the example once cargo
+/// execs it), and xtask, which must not end before the child's cleanup, then returns [`check`]'s
+/// error as soon as the child has ended.
+pub fn wait_passing_on(child: &mut Child) -> Result<ExitStatus> {
+    let mut passed = false;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            check()?;
+            return Ok(status);
+        }
+        if let (Some(signal), false) = (received(), passed) {
+            let group = Pid::from_raw(child.id() as i32);
+            match killpg(group, signal) {
+                // The group ended in between: try_wait says so next.
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(e) => return Err(e.into()),
+            }
+            passed = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Puts a child in its own process group: the terminal's Ctrl-C then reaches only xtask, which
 /// stops the child in order (nginx gracefully, the agent with SIGTERM) instead of racing it.
 pub fn own_group(cmd: &mut Command) -> &mut Command {
@@ -88,6 +118,8 @@ mod tests {
     const NAME: &str =
         "scenario::interrupt::tests::an_interrupted_command_exits_with_128_plus_the_signal";
     const CHILD: &str = "XTASK_TEST_RAISE";
+    const PASSING_NAME: &str = "scenario::interrupt::tests::a_signal_is_passed_on_to_a_child_in_its_own_group_and_its_end_waited_for";
+    const PASSING_CHILD: &str = "XTASK_TEST_PASS_ON";
 
     /// The child's part (the handler and the signal recorded are the whole process's, so it runs
     /// in a process of its own): raise the signals `XTASK_TEST_RAISE` names at itself, then end as
@@ -104,6 +136,65 @@ mod tests {
             eprintln!("xtask: error: {e:#}");
         }
         std::process::exit(exit_status(&result).into())
+    }
+
+    /// The other child's part: start a shell in its own group that ends with status 15 on
+    /// SIGTERM, raise SIGTERM at itself once the shell's trap is set (before it, the shell would
+    /// die of the signal instead), wait with [`wait_passing_on`], then report.
+    fn passing_child() -> ! {
+        install().unwrap();
+        let mut shell = own_group(Command::new("sh").args([
+            "-c",
+            // Ends with 9 by itself after a minute or more, so that a signal not passed on fails
+            // the test instead of hanging it.
+            "trap 'exit 15' TERM; echo ready; i=0; while [ $i -lt 6000 ]; do sleep 0.01; \
+             i=$((i + 1)); done; exit 9",
+        ]))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(shell.stdout.as_mut().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        assert_eq!(ready, "ready\n");
+        nix::sys::signal::raise(Signal::SIGTERM).unwrap();
+        let result = wait_passing_on(&mut shell).map(|_| ());
+        match shell.try_wait().unwrap() {
+            Some(status) => eprintln!("shell: {status}"),
+            None => eprintln!("shell: still running"),
+        }
+        if let Err(e) = &result {
+            eprintln!("xtask: error: {e:#}");
+        }
+        std::process::exit(exit_status(&result).into())
+    }
+
+    #[test]
+    fn a_signal_is_passed_on_to_a_child_in_its_own_group_and_its_end_waited_for() {
+        if std::env::var_os(PASSING_CHILD).is_some() {
+            passing_child();
+        }
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", PASSING_NAME, "--nocapture", "--test-threads=1"])
+            .env(PASSING_CHILD, "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(143), "{stderr}");
+        // The shell got the signal (its trap ran) and had ended when the wait returned.
+        assert_eq!(
+            stderr
+                .lines()
+                .filter(|l| l.starts_with("shell: ") || l.starts_with("xtask: "))
+                .collect::<Vec<_>>(),
+            [
+                "shell: exit status: 15",
+                "xtask: error: interrupted by SIGTERM"
+            ]
+        );
     }
 
     #[test]
