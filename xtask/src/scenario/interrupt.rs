@@ -115,16 +115,42 @@ mod tests {
 
     use super::*;
 
-    const NAME: &str =
-        "scenario::interrupt::tests::an_interrupted_command_exits_with_128_plus_the_signal";
     const CHILD: &str = "XTASK_TEST_RAISE";
-    const PASSING_NAME: &str = "scenario::interrupt::tests::a_signal_is_passed_on_to_a_child_in_its_own_group_and_its_end_waited_for";
     const PASSING_CHILD: &str = "XTASK_TEST_PASS_ON";
 
-    /// The child's part (the handler and the signal recorded are the whole process's, so it runs
-    /// in a process of its own): raise the signals `XTASK_TEST_RAISE` names at itself, then end as
+    /// Runs the child half `name` of a test in a child process of its own (the handler and the
+    /// signal recorded are the whole process's) with `env` set; its exit status and the lines of
+    /// its standard error that start with one of `prefixes`.
+    fn run_child(name: &str, env: (&str, &str), prefixes: &[&str]) -> (Option<i32>, Vec<String>) {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                name,
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(env.0, env.1)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines = stderr
+            .lines()
+            .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
+            .map(str::to_string)
+            .collect();
+        (out.status.code(), lines)
+    }
+
+    /// Run by [`an_interrupted_command_exits_with_128_plus_the_signal`] in a child process; does
+    /// nothing elsewhere. Raises the signals `XTASK_TEST_RAISE` names at itself, then ends as
     /// xtask's `main` ends a command whose next step failed, or whose next check saw them.
-    fn child(signals: &str) -> ! {
+    #[test]
+    #[ignore = "child half: run in a child process by an_interrupted_command_exits_with_128_plus_the_signal"]
+    fn raising_child() {
+        let Ok(signals) = std::env::var(CHILD) else {
+            return;
+        };
         install().unwrap();
         for name in signals.split(',').filter(|n| !n.is_empty()) {
             nix::sys::signal::raise(name.parse().unwrap()).unwrap();
@@ -138,10 +164,42 @@ mod tests {
         std::process::exit(exit_status(&result).into())
     }
 
-    /// The other child's part: start a shell in its own group that ends with status 15 on
-    /// SIGTERM, raise SIGTERM at itself once the shell's trap is set (before it, the shell would
-    /// die of the signal instead), wait with [`wait_passing_on`], then report.
-    fn passing_child() -> ! {
+    #[test]
+    fn an_interrupted_command_exits_with_128_plus_the_signal() {
+        for (signals, status, error) in [
+            ("", 1, "between two trials: a step failed"),
+            ("SIGINT", 130, "between two trials: interrupted by SIGINT"),
+            ("SIGTERM", 143, "between two trials: interrupted by SIGTERM"),
+            // A second signal during the cleanup does not change what stopped the command.
+            (
+                "SIGTERM,SIGINT",
+                143,
+                "between two trials: interrupted by SIGTERM",
+            ),
+        ] {
+            let (code, lines) = run_child(
+                "scenario::interrupt::tests::raising_child",
+                (CHILD, signals),
+                &["xtask: "],
+            );
+            assert_eq!(
+                (code, lines),
+                (Some(status), vec![format!("xtask: error: {error}")]),
+                "{signals:?}"
+            );
+        }
+    }
+
+    /// Run by [`a_signal_is_passed_on_to_a_child_in_its_own_group_and_its_end_waited_for`] in a
+    /// child process; does nothing elsewhere. Starts a shell in its own group that ends with
+    /// status 15 on SIGTERM, raises SIGTERM at itself once the shell's trap is set (before it, the
+    /// shell would die of the signal instead), waits with [`wait_passing_on`], then reports.
+    #[test]
+    #[ignore = "child half: run in a child process by a_signal_is_passed_on_to_a_child_in_its_own_group_and_its_end_waited_for"]
+    fn passing_child() {
+        if std::env::var_os(PASSING_CHILD).is_none() {
+            return;
+        }
         install().unwrap();
         let mut shell = own_group(Command::new("sh").args([
             "-c",
@@ -174,60 +232,21 @@ mod tests {
 
     #[test]
     fn a_signal_is_passed_on_to_a_child_in_its_own_group_and_its_end_waited_for() {
-        if std::env::var_os(PASSING_CHILD).is_some() {
-            passing_child();
-        }
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", PASSING_NAME, "--nocapture", "--test-threads=1"])
-            .env(PASSING_CHILD, "1")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(143), "{stderr}");
+        let (code, lines) = run_child(
+            "scenario::interrupt::tests::passing_child",
+            (PASSING_CHILD, "1"),
+            &["shell: ", "xtask: "],
+        );
         // The shell got the signal (its trap ran) and had ended when the wait returned.
         assert_eq!(
-            stderr
-                .lines()
-                .filter(|l| l.starts_with("shell: ") || l.starts_with("xtask: "))
-                .collect::<Vec<_>>(),
-            [
-                "shell: exit status: 15",
-                "xtask: error: interrupted by SIGTERM"
-            ]
-        );
-    }
-
-    #[test]
-    fn an_interrupted_command_exits_with_128_plus_the_signal() {
-        if let Ok(signals) = std::env::var(CHILD) {
-            child(&signals);
-        }
-        for (signals, status, error) in [
-            ("", 1, "between two trials: a step failed"),
-            ("SIGINT", 130, "between two trials: interrupted by SIGINT"),
-            ("SIGTERM", 143, "between two trials: interrupted by SIGTERM"),
-            // A second signal during the cleanup does not change what stopped the command.
+            (code, lines.iter().map(String::as_str).collect::<Vec<_>>()),
             (
-                "SIGTERM,SIGINT",
-                143,
-                "between two trials: interrupted by SIGTERM",
-            ),
-        ] {
-            let out = Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-                .env(CHILD, signals)
-                .output()
-                .unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(status), "{signals:?}: {stderr}");
-            assert_eq!(
-                stderr
-                    .lines()
-                    .filter(|l| l.starts_with("xtask: error: "))
-                    .collect::<Vec<_>>(),
-                [format!("xtask: error: {error}")],
-                "{signals:?}"
-            );
-        }
+                Some(143),
+                vec![
+                    "shell: exit status: 15",
+                    "xtask: error: interrupted by SIGTERM"
+                ]
+            )
+        );
     }
 }
