@@ -20,6 +20,18 @@ fn main() -> anyhow::Result<()> {
         root_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../kpo-ebpf"),
         ..Default::default()
     };
+    // aya-build runs a nested cargo for kpo-ebpf and relays each line of its stderr as a
+    // `cargo:warning`, and cargo replays a build script's warnings on every later build, even one
+    // that compiles nothing: some 47 "Compiling ..." lines burying the real warnings. A quiet
+    // nested cargo drops only its status lines: it still writes errors to stderr, and rustc's
+    // messages, warnings and errors alike, reach aya-build as JSON on stdout, which it relays in
+    // full. CARGO_TERM_VERBOSE=false overrides a `term.verbose` in a cargo config, with which the
+    // nested cargo would refuse to start; one who set CARGO_TERM_VERBOSE=true keeps the lines.
+    println!("cargo:rerun-if-env-changed=CARGO_TERM_VERBOSE");
+    if env::var("CARGO_TERM_VERBOSE").map_or(true, |v| v != "true") {
+        env::set_var("CARGO_TERM_QUIET", "true");
+        env::set_var("CARGO_TERM_VERBOSE", "false");
+    }
     // `cargo xtask setup` checks this toolchain's LLVM against bpf-linker's and installs it.
     println!("cargo:rerun-if-env-changed=KPO_EBPF_TOOLCHAIN");
     let toolchain = env::var("KPO_EBPF_TOOLCHAIN")

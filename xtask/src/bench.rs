@@ -65,7 +65,13 @@ pub fn run(which: Which) -> Result<()> {
             also,
         } => overhead(reps, seconds, idle_seconds, also.as_deref()),
         Which::Actuate { reps } => {
-            let status = actuate_command(reps).status()?;
+            // The example removes its namespace on SIGINT or SIGTERM; xtask waits for that, and a
+            // SIGTERM sent to xtask alone (a service manager, `timeout`) reaches it too.
+            interrupt::install()?;
+            let mut child = interrupt::own_group(&mut actuate_command(reps))
+                .spawn()
+                .context("starting cargo run --example bench_actuate")?;
+            let status = interrupt::wait_passing_on(&mut child)?;
             if !status.success() {
                 bail!("bench_actuate failed");
             }

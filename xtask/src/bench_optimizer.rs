@@ -100,15 +100,25 @@ pub struct Args {
     no_baselines: bool,
     /// Run TPE and gp_minimize on seeds 0..N-1 only (default: all seeds; gp_minimize costs about
     /// 2 s of CPU per run).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = baseline_seeds)]
     baseline_seeds: Option<u64>,
+}
+
+/// `--baseline-seeds`: at least 1. Running the baselines on no seed is `--no-baselines` (which
+/// skips the Python environment too); taking 0 as 1 would run them on a seed nobody asked for.
+fn baseline_seeds(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1 (for none, --no-baselines)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Run the benchmark and print the table.
 pub fn run(args: &Args) -> Result<()> {
     let (seeds, budget) = (args.seeds, args.budget);
     let baselines = !args.no_baselines;
-    let baseline_seeds = args.baseline_seeds.unwrap_or(seeds).clamp(1, seeds) as usize;
+    let baseline_seeds = args.baseline_seeds.unwrap_or(seeds).min(seeds) as usize;
     let root = workspace_root();
     let data = root.join("kpo-agent/tests/data/seed-paper");
     let python = if baselines {

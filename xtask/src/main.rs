@@ -51,13 +51,11 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("xtask: error: {e:#}");
-            ExitCode::FAILURE
-        }
+    let result = run(Cli::parse());
+    if let Err(e) = &result {
+        eprintln!("xtask: error: {e:#}");
     }
+    ExitCode::from(scenario::interrupt::exit_status(&result))
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -191,6 +189,8 @@ mod tests {
             "bench overhead --seconds 0",
             "bench overhead --idle-seconds 0",
             "bench actuate --reps 0",
+            "bench optimizer --seeds 0",
+            "bench optimizer --budget 0",
             "bench reaction --trials 0",
             "bench reaction --somaxconn 0",
             "scenario backlog --connections 0",
@@ -206,6 +206,12 @@ mod tests {
             "error: invalid value 'abc' for '--tick <TICK>': not a duration like 1s or 500ms: \
              expected number at 0"
         );
+        // 0 baseline seeds is not taken as 1: no baselines at all is another flag.
+        assert_eq!(
+            refused("bench optimizer --baseline-seeds 0"),
+            "error: invalid value '0' for '--baseline-seeds <N>': must be at least 1 (for none, \
+             --no-baselines)"
+        );
         assert_eq!(
             refused("scenario backlog --window 0s"),
             "error: invalid value '0s' for '--window <WINDOW>': must be more than 0"
@@ -213,6 +219,7 @@ mod tests {
         for args in [
             "bench overhead --reps 1 --seconds 1 --idle-seconds 1",
             "bench actuate --reps 1",
+            "bench optimizer --seeds 1 --budget 1 --baseline-seeds 1",
             "bench reaction --trials 1 --tick 500ms --window 5s --somaxconn 1",
             "scenario backlog --connections 1 --seconds 1 --tick 1s --window 10s",
         ] {
