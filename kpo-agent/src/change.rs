@@ -697,16 +697,34 @@ impl ChangePath {
         mut report: ChangeReport,
     ) -> Result<ChangeReport, ChangeError> {
         // An operator's refusals are journaled; an advisor's would flood it (events carry them).
-        let id = if p.source == Source::Operator {
-            Some(self.journal.record_refusal(
-                &p.address,
-                &p.value,
-                p.source,
-                &p.reason,
-                &r.to_string(),
-            )?)
+        let recorded = if p.source == Source::Operator {
+            self.journal
+                .record_refusal(&p.address, &p.value, p.source, &p.reason, &r.to_string())
+                .map(Some)
         } else {
-            None
+            Ok(None)
+        };
+        let id = match recorded {
+            Ok(id) => id,
+            Err(e) => {
+                // The `proposed` event already went out: a reader of the stream learns how it
+                // ended, and the operator gets the journal's error.
+                let mut ev = self.event(
+                    ChangePhase::Refused,
+                    &p.address,
+                    before,
+                    &p.value,
+                    p.source,
+                    &p.reason,
+                    None,
+                );
+                ev.refusal = Some(r.code().into());
+                ev.detail = Some(format!(
+                    "{r}; the journal could not record the refusal ({e})"
+                ));
+                self.send(ev);
+                return Err(e.into());
+            }
         };
         let mut ev = self.event(
             ChangePhase::Refused,
@@ -779,7 +797,7 @@ impl ChangePath {
         }
         // The device a NIC's name names now, so that a later start can tell it gone from renamed.
         let device = actuator.device_seen();
-        let id = self.journal.record_intent_making_way(
+        let id = match self.journal.record_intent_making_way(
             address,
             before,
             after,
@@ -789,7 +807,27 @@ impl ChangePath {
             made_way_for,
             netns_cookie,
             device,
-        )?;
+        ) {
+            Ok(id) => id,
+            Err(e) => {
+                // Nothing is written without its intent on disk. The `proposed` event already
+                // went out: this one says how it ended.
+                let mut ev = self.event(
+                    ChangePhase::Failed,
+                    address,
+                    Some(before),
+                    after,
+                    source,
+                    reason,
+                    None,
+                );
+                ev.detail = Some(format!(
+                    "not written: the journal could not record its intent ({e})"
+                ));
+                self.send(ev);
+                return Err(e.into());
+            }
+        };
         report.journal_id = Some(id);
         report.before = Some(before.clone());
         crash_point(CrashPoint::AfterIntent);

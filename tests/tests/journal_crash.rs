@@ -327,6 +327,9 @@ struct Tmpfs {
 
 impl Tmpfs {
     fn new() -> Tmpfs {
+        Tmpfs::sized("16m")
+    }
+    fn sized(size: &str) -> Tmpfs {
         let dir = std::env::temp_dir().join(format!(
             "kpo-jr-ro-{}-{}",
             std::process::id(),
@@ -336,7 +339,14 @@ impl Tmpfs {
         let path = dir.to_str().unwrap();
         kpo_integration::run_ok(
             "mount",
-            &["-t", "tmpfs", "-o", "size=16m,mode=0700", "kpo-ro", path],
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "kpo-ro",
+                path,
+            ],
         );
         Tmpfs { dir }
     }
@@ -520,4 +530,171 @@ pub fn a_read_only_state_directory_still_shows_the_journal() {
     assert!(stderr(&out).contains("reconciled"), "{}", stderr(&out));
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["incomplete"], serde_json::json!([]));
+}
+
+/// A `kpo run` child, killed (and waited for) on drop, even after a panic.
+struct RunningAgent(std::process::Child);
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Defect (review s33 qa-statefail #1, #2): with its state directory full while `kpo run` ran,
+/// the agent logged nothing of the journal (only operators saw the raw os error), a change's
+/// `proposed` event had no end, and a rule's raise stayed latched after space was freed. Now:
+/// nothing is changed without its intent on disk, the operator's error names the state
+/// directory and the cause, the agent logs one error and one recovery, and once space is freed
+/// the next change is made without a restart.
+pub fn a_full_state_directory_stops_changes_not_the_agent() {
+    let host = host_somaxconn();
+    let ns = Ns::new();
+    let tmpfs = Tmpfs::sized("1m");
+    let state = State {
+        dir: tmpfs.dir.join("kpo"),
+    };
+    std::fs::create_dir_all(&state.dir).unwrap();
+    std::fs::write(state.dir.join("policy.toml"), POLICY).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (events, log, socket) = (
+        out.path().join("events.ndjson"),
+        out.path().join("agent.log"),
+        out.path().join("kpo.sock"),
+    );
+    let mut agent = RunningAgent(
+        Command::new(kpo_binary())
+            .args(["run", "--tick", "100ms", "--window", "500ms", "--events"])
+            .arg(&events)
+            .arg("--policy")
+            .arg(state.dir.join("policy.toml"))
+            .arg("--state-dir")
+            .arg(state.dir.join("state"))
+            .arg("--socket")
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let cli = |args: &[&str]| {
+        Command::new(kpo_binary())
+            .args(args)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--policy")
+            .arg(state.dir.join("policy.toml"))
+            .arg("--state-dir")
+            .arg(state.dir.join("state"))
+            .output()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cli(&["status"]).status.success() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent did not answer: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let original = ns.somaxconn();
+    let (first, second) = (original + 1000, original + 2000);
+    let apply = |value: i64| {
+        cli(&[
+            "apply",
+            &format!("net.core.somaxconn={value}"),
+            "--netns",
+            &ns.path(),
+        ])
+    };
+    assert_eq!(apply(first).status.code(), Some(0));
+
+    // The file system full: a file takes what is left, then refusals (each journaled) use up
+    // the room the journal's last page still had.
+    {
+        use std::io::Write;
+        let mut fill = std::fs::File::create(tmpfs.dir.join("fill")).unwrap();
+        while fill.write_all(&[0; 65536]).is_ok() {}
+        while fill.write_all(&[0; 512]).is_ok() {}
+    }
+    let unwritable = format!(
+        "the agent says: journal: {}: the journal cannot be written (journal.log: No space left \
+         on device (os error 28)): KPO changes and records nothing until it can",
+        state.dir.join("state").display()
+    );
+    let mut refused = 0;
+    loop {
+        let out = apply(0);
+        match out.status.code() {
+            Some(1) => refused += 1,
+            Some(2) => {
+                assert!(stderr(&out).contains(&unwritable), "{}", stderr(&out));
+                break;
+            }
+            other => panic!("{other:?}: {}", stderr(&out)),
+        }
+        assert!(refused < 100, "the journal never filled up");
+    }
+    let out = apply(second);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&unwritable), "{}", stderr(&out));
+    assert_eq!(ns.somaxconn(), first, "not changed without its intent");
+    assert!(cli(&["status"]).status.success(), "status still answers");
+
+    // Space freed: the next change is made by the same agent.
+    std::fs::remove_file(tmpfs.dir.join("fill")).unwrap();
+    let out = apply(second);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(ns.somaxconn(), second);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(agent.0.wait().unwrap().success());
+    let log = std::fs::read_to_string(&log).unwrap();
+    let said = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        (
+            said("ERROR kpo_agent::journal: journal: "),
+            said("the journal cannot be written"),
+            said("can be written again: changes and their records resume"),
+        ),
+        (1, 1, 1),
+        "{log}"
+    );
+    let failed: Vec<Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["kind"] == "change" && e["phase"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["after"], second);
+    assert_eq!(failed[0]["journal_id"], Value::Null);
+    assert!(
+        failed[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("not written: the journal could not record its intent ("),
+        "{failed:?}"
+    );
+    // The journal holds the two changes that were made, and only those, as applied.
+    let applied: Vec<(Value, Value)> = state
+        .journal()
+        .into_iter()
+        .filter(|e| e["kind"] == "change")
+        .map(|e| (e["after"].clone(), e["status"].clone()))
+        .collect();
+    assert_eq!(
+        applied,
+        [
+            (first.into(), "applied".into()),
+            (second.into(), "applied".into())
+        ]
+    );
+    assert_eq!(host_somaxconn(), host);
 }

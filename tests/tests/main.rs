@@ -236,6 +236,11 @@ fn main() {
             journal_crash::a_read_only_state_directory_still_shows_the_journal,
         ),
         trial(
+            "journal_crash::a_full_state_directory_stops_changes_not_the_agent",
+            req().or_else(journal_crash::read_only_requirement),
+            journal_crash::a_full_state_directory_stops_changes_not_the_agent,
+        ),
+        trial(
             "journal_crash::two_clis_racing_serialise",
             journal_crash::requirement(),
             journal_crash::two_clis_racing_serialise,

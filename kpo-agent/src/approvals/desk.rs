@@ -24,12 +24,14 @@ use crate::{
 };
 
 /// What considering a batch produced: the events in order, the changes applied (for the guard to
-/// watch), and the proposals the policy refused, with why (for their advisor to know).
+/// watch), the proposals the policy refused, with why (for their advisor to know), and those the
+/// journal could not record (nothing was written: their advisor is to give them again).
 #[derive(Debug, Default)]
 pub struct Considered {
     pub events: Vec<Event>,
     pub applied: Vec<ChangeReport>,
     pub refused: Vec<(Proposal, Refusal)>,
+    pub unjournaled: Vec<Proposal>,
 }
 
 pub struct Desk {
@@ -59,6 +61,9 @@ pub struct Desk {
     advised: BTreeMap<String, u64>,
     /// Events not yet taken by the caller.
     events: Vec<Event>,
+    /// Whether the last history entry could not be recorded: said once when the store starts
+    /// to fail, and once when it records again, not at every window.
+    history_failing: bool,
 }
 
 impl std::fmt::Debug for Desk {
@@ -87,6 +92,7 @@ impl Desk {
             llm_answered: BTreeSet::new(),
             advised: BTreeMap::new(),
             events: Vec::new(),
+            history_failing: false,
         };
         desk.mark_approved_what_the_journal_applied(journal);
         desk.remember_advice_made_lately();
@@ -354,7 +360,13 @@ impl Desk {
         let report = match result {
             Ok(r) => r,
             Err(e) => {
-                warn!("{}: proposing {}: {e}", rec.source, proposal.address);
+                if matches!(e, crate::change::ChangeError::Journal(_)) {
+                    // The journal says once that it cannot be written, and once that it can
+                    // again; the change event says this proposal failed.
+                    out.unjournaled.push(proposal);
+                } else {
+                    warn!("{}: proposing {}: {e}", rec.source, proposal.address);
+                }
                 entry.done = Done::Failed;
                 entry.detail = Some(e.to_string());
                 return;
@@ -457,8 +469,21 @@ impl Desk {
 
     /// The history entry, durable; a store that cannot be written costs the entry, with a warning.
     fn remember(&mut self, entry: HistoryEntry) {
-        if let Err(e) = self.store.record(entry) {
-            warn!("approvals: recording a recommendation: {e}");
+        match self.store.record(entry) {
+            Ok(()) => {
+                if std::mem::take(&mut self.history_failing) {
+                    info!("approvals: recommendations are recorded again");
+                }
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.history_failing, true) {
+                    warn!(
+                        "approvals: recording a recommendation: {e}; those made until it can be \
+                         written are not in the history (kpo explain), and this is not said again \
+                         until it records again"
+                    );
+                }
+            }
         }
     }
 

@@ -3274,3 +3274,90 @@ fn preview_of_a_new_device_under_a_nics_name_inherits_nothing() {
     assert_eq!(p.preview(&next), Decision::Apply);
     assert_eq!(p.propose(&next).unwrap().status, ChangeStatus::Applied);
 }
+
+/// Defect (review s33 qa-statefail #2): a change whose intent the journal could not record (a
+/// full state directory) left its `proposed` event without an end in the event stream, and the
+/// operator's error said only the file and the os error. Now a `failed` event says nothing was
+/// written, the error names the state directory and what to do, and the kernel is untouched.
+#[test]
+fn an_intent_the_journal_cannot_record_ends_in_a_failed_event_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, events) = path(dir.path(), POLICY, &k);
+    p.journal.fail_an_append(0, 0);
+    let e = p.propose(&op(SOMAX, Value::Int(8192))).unwrap_err();
+    let error = format!(
+        "journal: {}: the journal cannot be written (journal.log: No space left on device (os \
+         error 28)): KPO changes and records nothing until it can; free space in the state \
+         directory (or fix what fails there), and a running agent takes the journal up again by \
+         itself",
+        dir.path().display()
+    );
+    assert_eq!(e.to_string(), error);
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    assert_eq!(p.journal.unwritable(), Some(&error["journal: ".len()..]));
+    let ends: Vec<(ChangePhase, Option<u64>, Option<String>)> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            ChangePathEvent::Change(c) => Some((c.phase, c.journal_id, c.detail.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            (ChangePhase::Proposed, None, None),
+            (
+                ChangePhase::Failed,
+                None,
+                Some(format!(
+                    "not written: the journal could not record its intent ({})",
+                    &error["journal: ".len()..]
+                ))
+            ),
+        ]
+    );
+    // Writable again: the same change is made, with no restart.
+    let again = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    assert_eq!(again.status, ChangeStatus::Applied);
+    assert_eq!(again.journal_id, Some(1));
+    assert_eq!(p.journal.unwritable(), None);
+    assert_eq!(value(&k, SOMAX), Value::Int(8192));
+}
+
+/// An operator's refusal the journal cannot record still ends its `proposed` event: `refused`,
+/// without a journal id, saying the refusal was not recorded.
+#[test]
+fn a_refusal_the_journal_cannot_record_is_still_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, events) = path(dir.path(), POLICY, &k);
+    p.journal.fail_an_append(0, 0);
+    let e = p.propose(&op(SOMAX, Value::Int(0))).unwrap_err();
+    assert!(
+        matches!(e, ChangeError::Journal(JournalError::Unwritable { .. })),
+        "{e}"
+    );
+    let last = match events.lock().unwrap().last() {
+        Some(ChangePathEvent::Change(c)) => (c.phase, c.journal_id, c.detail.clone()),
+        other => panic!("{other:?}"),
+    };
+    let refusal = match p.preview(&op(SOMAX, Value::Int(0))) {
+        Decision::Refused(r) => r.to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        last,
+        (
+            ChangePhase::Refused,
+            None,
+            Some(format!(
+                "{refusal}; the journal could not record the refusal ({})",
+                &e.to_string()["journal: ".len()..]
+            ))
+        )
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+}

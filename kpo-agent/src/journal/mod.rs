@@ -54,6 +54,19 @@ pub enum JournalError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    /// An append to the journal failed (a full disk, a quota, an I/O error) and was taken back:
+    /// nothing was recorded, and nothing is changed without its record.
+    #[error(
+        "{dir}: the journal cannot be written ({}: {source}): KPO changes and records nothing \
+         until it can; free space in the state directory (or fix what fails there), and a running \
+         agent takes the journal up again by itself",
+        path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    )]
+    Unwritable {
+        dir: PathBuf,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("journal has no change #{0}")]
     NoSuchChange(u64),
     #[error("journal #{id} is not a change: {what}; nothing to revert")]
@@ -762,6 +775,11 @@ pub struct Journal {
     appender: Option<store::Appender>,
     _lock: Option<lock::StateLock>,
     st: Folded,
+    /// The agent's: an append that fails is logged once per outage, and so is the first that
+    /// succeeds after it (a command reports its one error itself).
+    holder: Holder,
+    /// Why the last append failed, until one succeeds.
+    unwritable: Option<String>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -1461,6 +1479,8 @@ impl Journal {
             appender: Some(appender),
             _lock: Some(lock),
             st,
+            holder,
+            unwritable: None,
         })
     }
 
@@ -1495,6 +1515,8 @@ impl Journal {
             appender: None,
             _lock: None,
             st,
+            holder: Holder::Cli,
+            unwritable: None,
         })
     }
 
@@ -1589,9 +1611,57 @@ impl Journal {
                 source: std::io::Error::from_raw_os_error(nix::errno::Errno::EROFS as i32),
             });
         };
-        appender.append(&r)?;
+        // A failure that could not be taken back left the file unsafe to append to: opened again
+        // (cut back to before that record, never acknowledged), as soon as the state directory
+        // lets it be, so that a running agent resumes without a restart.
+        // (Not reopened, it refuses the record, saying the failure that poisoned it.)
+        if appender.is_poisoned() {
+            if let Ok(reopened) = appender.reopen_after_failure(&self.dir, store::JOURNAL_FILE) {
+                *appender = reopened;
+            }
+        }
+        let appended = appender.append(&r);
+        if let Err(e) = appended {
+            let e = match e {
+                JournalError::Io { path, source } => {
+                    if source.raw_os_error() == Some(nix::errno::Errno::EROFS as i32) {
+                        JournalError::ReadOnly {
+                            dir: self.dir.clone(),
+                            source,
+                        }
+                    } else {
+                        JournalError::Unwritable {
+                            dir: self.dir.clone(),
+                            path,
+                            source,
+                        }
+                    }
+                }
+                e => e,
+            };
+            if self.unwritable.is_none() && self.holder == Holder::Agent {
+                tracing::error!(
+                    "journal: {e} (the agent keeps observing and advising; this is said once, and \
+                     again when the journal can be written)"
+                );
+            }
+            self.unwritable = Some(e.to_string());
+            return Err(e);
+        }
+        if self.unwritable.take().is_some() && self.holder == Holder::Agent {
+            tracing::info!(
+                "journal: {} can be written again: changes and their records resume",
+                self.dir.display()
+            );
+        }
         self.fold(r);
         Ok(())
+    }
+
+    /// Why the journal's last append failed, until one succeeds: while it is set, nothing that
+    /// needs a record (a change, a pause) can be made.
+    pub fn unwritable(&self) -> Option<&str> {
+        self.unwritable.as_deref()
     }
 
     /// Test hook: after `pass` more appends, the next one writes `bytes` bytes and fails like a

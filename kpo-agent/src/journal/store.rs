@@ -358,6 +358,10 @@ pub struct Appender {
     /// until the file is opened again (by loading it, or [`Appender::open_trimmed`], which drop
     /// the torn tail).
     poisoned: bool,
+    /// The failure that poisoned it, when an append did: said again by every append refused
+    /// after it, so that the operator learns the cause (a read-only file system), not only that
+    /// the file takes no more.
+    poisoned_by: Option<(Option<i32>, String)>,
     /// The file's length before the append that poisoned it: everything from there on was never
     /// acknowledged, a whole line included (written, then its fsync failed).
     unacknowledged_from: Option<u64>,
@@ -389,6 +393,7 @@ impl Appender {
             file,
             path,
             poisoned: false,
+            poisoned_by: None,
             unacknowledged_from: None,
             #[cfg(test)]
             fail_after: None,
@@ -445,12 +450,22 @@ impl Appender {
     /// next record would be glued to, nor a whole line whose id the caller will hand out again.
     pub fn append<T: Serialize>(&mut self, record: &T) -> Result<(), JournalError> {
         if self.poisoned {
-            return Err(JournalError::io(
-                &self.path,
-                io::Error::other(
+            let error = match &self.poisoned_by {
+                // Still the cause: the caller says it as it said the first time (a read-only
+                // state directory by name).
+                Some((Some(errno), _)) if *errno == nix::errno::Errno::EROFS as i32 => {
+                    io::Error::from_raw_os_error(*errno)
+                }
+                Some((_, cause)) => io::Error::other(format!(
+                    "an earlier write failed ({cause}) and could not be taken back, so this file \
+                     takes no more until it is opened again: restart the agent once the state \
+                     directory can be written"
+                )),
+                None => io::Error::other(
                     "an earlier failure left this file unsafe to append to (a write that could not be taken back, or a rewrite whose new file could not be opened); open it again (restart the agent)",
                 ),
-            ));
+            };
+            return Err(JournalError::io(&self.path, error));
         }
         let length = self
             .file
@@ -468,6 +483,7 @@ impl Appender {
                     .is_err()
                 {
                     self.poisoned = true;
+                    self.poisoned_by = Some((e.raw_os_error(), e.to_string()));
                     self.unacknowledged_from = Some(length);
                 }
                 Err(JournalError::io(&self.path, e))
@@ -481,6 +497,13 @@ impl Appender {
     pub(crate) fn poison_from(&mut self, length: u64) {
         self.poisoned = true;
         self.unacknowledged_from = Some(length);
+    }
+
+    /// Test hook: as an append that failed with `error` and could not be taken back leaves it.
+    #[cfg(test)]
+    pub(crate) fn poison_from_error(&mut self, length: u64, error: io::Error) {
+        self.poison_from(length);
+        self.poisoned_by = Some((error.raw_os_error(), error.to_string()));
     }
 
     /// Refuses every later append, until the file is opened again.

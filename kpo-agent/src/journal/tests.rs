@@ -1133,3 +1133,87 @@ fn a_change_whose_intent_line_was_lost_is_listed_from_its_outcome() {
     );
     assert_eq!(j.listing(0).map(|(_, e)| e.id).collect::<Vec<_>>(), [1, 2]);
 }
+
+/// Defect (review s33 qa-statefail #3): a write the journal could not take back (its file
+/// system went read-only, an fsync failed) left a running agent's journal refusing every later
+/// record until a restart, saying only "an earlier failure left this file unsafe to append to",
+/// without the cause. Now the next record opens the file again, cut back to before the record
+/// that failed; one that cannot (still read-only) is refused with that cause.
+#[test]
+fn a_write_that_could_not_be_taken_back_is_cut_off_at_the_next_record() {
+    let dir = private_tempdir();
+    let mut j = open(dir.path());
+    j.set_paused(true, "first").unwrap();
+    let file = dir.path().join(store::JOURNAL_FILE);
+    let length = std::fs::metadata(&file).unwrap().len();
+    // As an append leaves it when it wrote part of its line and neither its fsync nor taking
+    // it back worked.
+    let appender = j.appender.as_mut().unwrap();
+    appender.poison_from(length);
+    OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap()
+        .write_all(b"0badc0de {\"type\":\"res")
+        .unwrap();
+    assert!(j.set_paused(false, "second").unwrap());
+    drop(j);
+    let j = open(dir.path());
+    assert_eq!(j.warnings(), &[] as &[String]);
+    assert_eq!(j.paused(), None);
+    let kinds: Vec<String> = j
+        .records()
+        .iter()
+        .map(|r| {
+            serde_json::to_value(r).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(kinds, ["pause", "resume"]);
+}
+
+/// What a poisoned append says while the file cannot be opened again: the failure that
+/// poisoned it, by name when it is a read-only file system.
+#[test]
+fn a_poisoned_append_says_what_poisoned_it() {
+    let dir = private_tempdir();
+    let mut appender = store::Appender::open(dir.path(), store::JOURNAL_FILE).unwrap();
+    appender.fail_after = Some(0);
+    // Not poisoned by a failure it took back.
+    assert!(appender
+        .append(&Record::Pause {
+            ts_ms: 1,
+            by: "x".into()
+        })
+        .is_err());
+    assert!(!appender.is_poisoned());
+    appender.poison_from_error(0, std::io::Error::from_raw_os_error(5));
+    let e = appender
+        .append(&Record::Pause {
+            ts_ms: 2,
+            by: "x".into(),
+        })
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: an earlier write failed (Input/output error (os error 5)) and could not be taken \
+             back, so this file takes no more until it is opened again: restart the agent once \
+             the state directory can be written",
+            dir.path().join(store::JOURNAL_FILE).display()
+        )
+    );
+    appender.poison_from_error(0, std::io::Error::from_raw_os_error(30));
+    let e = appender
+        .append(&Record::Pause {
+            ts_ms: 3,
+            by: "x".into(),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&e, JournalError::Io { source, .. } if source.raw_os_error() == Some(30)),
+        "{e}"
+    );
+}

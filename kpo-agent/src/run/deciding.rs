@@ -92,6 +92,10 @@ pub struct Deciding {
     /// refusal per tick); then they are told, and may give it again at once. With the window
     /// it was held in: after `REPEAT_WINDOWS` the rule repeats its advice anyway.
     held_back: BTreeMap<String, (Proposal, u64)>,
+    /// The rules' proposals the journal could not record (nothing was written), by target: their
+    /// advice is released at the next window, so that it is given again then, not
+    /// `REPEAT_WINDOWS` later, and is applied as soon as the journal can be written again.
+    unjournaled: BTreeMap<String, Proposal>,
     /// Whether the policy file was last seen to differ from what was loaded: said once when it
     /// starts to, and once when it holds what was loaded again.
     policy_file_differs: bool,
@@ -321,6 +325,7 @@ impl Deciding {
             hz,
             optimizer: None,
             held_back: BTreeMap::new(),
+            unjournaled: BTreeMap::new(),
             policy_file_differs: false,
             recommend_only,
             policy_file: match &path_origin {
@@ -890,6 +895,7 @@ impl Deciding {
     fn advise(&mut self, window: &Window) -> Vec<Event> {
         self.windows += 1;
         self.release_held_back();
+        self.release_unjournaled();
         let at = WindowRef {
             index: self.windows,
             end: window.end.clone(),
@@ -974,6 +980,12 @@ impl Deciding {
         for report in &considered.applied {
             self.watch_if_applied(report);
         }
+        for proposal in considered.unjournaled {
+            if proposal.source == Source::Rules {
+                self.unjournaled
+                    .insert(crate::journal::target_key(&proposal.address), proposal);
+            }
+        }
         for (proposal, refusal) in considered.refused {
             if proposal.source == Source::Rules && refusal.passes() {
                 self.held_back.insert(
@@ -1017,6 +1029,18 @@ impl Deciding {
             if let Some((p, _)) = self.held_back.remove(&key) {
                 self.rules.release(&p.address, &mut kernel);
             }
+        }
+    }
+
+    /// The rules' proposals the journal could not record are given again from this window on:
+    /// once a window (not every tick) while it still cannot.
+    fn release_unjournaled(&mut self) {
+        if self.unjournaled.is_empty() {
+            return;
+        }
+        let mut kernel = PathView::new(&self.path, self.host_netns, self.hz);
+        for p in std::mem::take(&mut self.unjournaled).into_values() {
+            self.rules.release(&p.address, &mut kernel);
         }
     }
 

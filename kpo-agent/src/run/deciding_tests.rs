@@ -5564,3 +5564,59 @@ fn the_guard_does_not_judge_the_optimizers_trials_by_latency() {
     assert_eq!(policy.guard_signals_for(&address, Source::Operator), None);
     rig.assert_schema();
 }
+
+/// Defect (review s33 qa-statefail #1): a rule's raise the journal could not record (a full
+/// state directory) was latched as advice given, so after the disk was freed the rule stayed
+/// quiet for `REPEAT_WINDOWS` windows while the drops went on. Now the advice is given again at
+/// the next window, and applied once the journal can be written; while it cannot, once a window.
+#[test]
+fn a_rules_advice_the_journal_could_not_record_is_given_again_at_the_next_window() {
+    const BACKLOG: &str = "net.core.netdev_max_backlog";
+    let tmp = tempfile::tempdir().unwrap();
+    let k = crate::change::tests::kernel(&[(BACKLOG, Value::Int(1000))]);
+    crate::journal::store::make_private(tmp.path());
+    let journal = Journal::open(tmp.path(), Holder::Agent, Duration::ZERO).unwrap();
+    let policy = Policy::parse(
+        r#"
+[params."net.core.netdev_max_backlog"]
+mode = "auto"
+sources = ["rules"]
+guard_signals = ["request_p99"]
+"#,
+        "policy.toml",
+    )
+    .unwrap();
+    let path = ChangePath::new(policy, journal, Box::new(k.clone()));
+    let mut deciding = Deciding::with_path(path, false).unwrap().0;
+    let mut drops = crate::advise::rules::testing::window(vec![]);
+    drops.system.softnet_dropped = Some(37);
+    let outcome = |deciding: &mut Deciding| -> Vec<(i64, ChangePhase, Option<u64>)> {
+        deciding
+            .on_window(&drops)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Change(c) if c.phase != ChangePhase::Proposed => {
+                    Some((c.after.as_int().unwrap(), c.phase, c.journal_id))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let backlog = || k.0.lock().unwrap().values[BACKLOG].clone();
+    // Two windows with a full disk: the raise fails each time, and nothing is written.
+    for _ in 0..2 {
+        deciding.path_for_tests_mut().journal.fail_an_append(0, 0);
+        assert_eq!(outcome(&mut deciding), [(2000, ChangePhase::Failed, None)]);
+        assert_eq!(backlog(), Value::Int(1000));
+    }
+    assert_eq!(
+        outcome(&mut deciding),
+        [
+            (2000, ChangePhase::Applied, Some(1)),
+            (2000, ChangePhase::Verified, Some(1))
+        ],
+        "the journal can be written again"
+    );
+    assert_eq!(backlog(), Value::Int(2000));
+    assert_eq!(deciding.path_for_tests().journal.unwritable(), None);
+}
