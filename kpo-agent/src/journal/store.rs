@@ -458,8 +458,8 @@ impl Appender {
                 }
                 Some((_, cause)) => io::Error::other(format!(
                     "an earlier write failed ({cause}) and could not be taken back, so this file \
-                     takes no more until it is opened again: restart the agent once the state \
-                     directory can be written"
+                     takes no more until it is opened again, which the agent does at its next record \
+                     once the state directory can be written"
                 )),
                 None => io::Error::other(
                     "an earlier failure left this file unsafe to append to (a write that could not be taken back, or a rewrite whose new file could not be opened); open it again (restart the agent)",

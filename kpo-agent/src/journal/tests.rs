@@ -1200,8 +1200,8 @@ fn a_poisoned_append_says_what_poisoned_it() {
         e.to_string(),
         format!(
             "{}: an earlier write failed (Input/output error (os error 5)) and could not be taken \
-             back, so this file takes no more until it is opened again: restart the agent once \
-             the state directory can be written",
+             back, so this file takes no more until it is opened again, which the agent does \
+             at its next record once the state directory can be written",
             dir.path().join(store::JOURNAL_FILE).display()
         )
     );
