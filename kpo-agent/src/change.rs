@@ -704,27 +704,9 @@ impl ChangePath {
         } else {
             Ok(None)
         };
-        let id = match recorded {
-            Ok(id) => id,
-            Err(e) => {
-                // The `proposed` event already went out: a reader of the stream learns how it
-                // ended, and the operator gets the journal's error.
-                let mut ev = self.event(
-                    ChangePhase::Refused,
-                    &p.address,
-                    before,
-                    &p.value,
-                    p.source,
-                    &p.reason,
-                    None,
-                );
-                ev.refusal = Some(r.code().into());
-                ev.detail = Some(format!(
-                    "{r}; the journal could not record the refusal ({e})"
-                ));
-                self.send(ev);
-                return Err(e.into());
-            }
+        let (id, unrecorded) = match recorded {
+            Ok(id) => (id, None),
+            Err(e) => (None, Some(e)),
         };
         let mut ev = self.event(
             ChangePhase::Refused,
@@ -736,8 +718,16 @@ impl ChangePath {
             id,
         );
         ev.refusal = Some(r.code().into());
-        ev.detail = Some(r.to_string());
+        ev.detail = Some(match &unrecorded {
+            None => r.to_string(),
+            Some(e) => format!("{r}; the journal could not record the refusal ({e})"),
+        });
         self.send(ev);
+        // The `proposed` event went out: the `refused` one above tells a reader of the stream
+        // how it ended, and the operator gets the journal's error.
+        if let Some(e) = unrecorded {
+            return Err(e.into());
+        }
         report.status = ChangeStatus::Refused;
         report.journal_id = id;
         report.before = before.cloned();

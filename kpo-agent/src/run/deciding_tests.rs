@@ -3284,17 +3284,37 @@ fn the_loops_settle_yields_to_a_value_a_person_wrote() {
     }
 }
 
+const BACKLOG: &str = "net.core.netdev_max_backlog";
+
+/// A deciding half under `policy` over a kernel with `net.core.netdev_max_backlog` at 1000 (its
+/// journal in the returned directory), and a window of 37 softnet drops, for which the
+/// receive-path rule raises it to 2000.
+fn backlog_rig(
+    policy: &str,
+) -> (
+    tempfile::TempDir,
+    crate::change::tests::FakeActuators,
+    Deciding,
+    Window,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let k = crate::change::tests::kernel(&[(BACKLOG, Value::Int(1000))]);
+    crate::journal::store::make_private(tmp.path());
+    let journal = Journal::open(tmp.path(), Holder::Agent, Duration::ZERO).unwrap();
+    let policy = Policy::parse(policy, "policy.toml").unwrap();
+    let path = ChangePath::new(policy, journal, Box::new(k.clone()));
+    let deciding = Deciding::with_path(path, false).unwrap().0;
+    let mut drops = crate::advise::rules::testing::window(vec![]);
+    drops.system.softnet_dropped = Some(37);
+    (tmp, k, deciding, drops)
+}
+
 /// A rule's advice the policy refuses for a cooldown is asked again as soon as the cooldown is
 /// over (at the next window with the same drops), not `repeat_windows` later; while it lasts,
 /// the advice is not repeated (a refusal per tick or window).
 #[test]
 fn a_rules_advice_refused_for_a_cooldown_is_given_again_when_it_ends() {
-    const BACKLOG: &str = "net.core.netdev_max_backlog";
-    let tmp = tempfile::tempdir().unwrap();
-    let k = crate::change::tests::kernel(&[(BACKLOG, Value::Int(1000))]);
-    crate::journal::store::make_private(tmp.path());
-    let journal = Journal::open(tmp.path(), Holder::Agent, Duration::ZERO).unwrap();
-    let policy = Policy::parse(
+    let (_tmp, k, mut deciding, drops) = backlog_rig(
         r#"
 [guard]
 max_changes_per_hour = 1000
@@ -3305,13 +3325,7 @@ cooldown = "3s"
 sources = ["rules"]
 guard_signals = ["request_p99"]
 "#,
-        "policy.toml",
-    )
-    .unwrap();
-    let path = ChangePath::new(policy, journal, Box::new(k.clone()));
-    let mut deciding = Deciding::with_path(path, false).unwrap().0;
-    let mut drops = crate::advise::rules::testing::window(vec![]);
-    drops.system.softnet_dropped = Some(37);
+    );
     // Fewer drops at 2000: the raise helped (by more than a quarter), so the next may be given
     // (docs/rules.md, *Receive path*).
     let mut fewer = drops.clone();
@@ -5054,10 +5068,9 @@ fn deciding_at_hz_1000(
 /// had not helped. It is kept in the state directory (`rules.json`) and taken up at start.
 #[test]
 fn a_backlog_raise_that_did_not_help_is_not_followed_by_another_after_a_restart() {
-    const MAX_BACKLOG: &str = "net.core.netdev_max_backlog";
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
-    let k = crate::change::tests::kernel(&[(MAX_BACKLOG, Value::Int(1000))]);
+    let k = crate::change::tests::kernel(&[(BACKLOG, Value::Int(1000))]);
     let policy = r#"
 [guard]
 max_changes_per_hour = 1000
@@ -5571,25 +5584,14 @@ fn the_guard_does_not_judge_the_optimizers_trials_by_latency() {
 /// the next window, and applied once the journal can be written; while it cannot, once a window.
 #[test]
 fn a_rules_advice_the_journal_could_not_record_is_given_again_at_the_next_window() {
-    const BACKLOG: &str = "net.core.netdev_max_backlog";
-    let tmp = tempfile::tempdir().unwrap();
-    let k = crate::change::tests::kernel(&[(BACKLOG, Value::Int(1000))]);
-    crate::journal::store::make_private(tmp.path());
-    let journal = Journal::open(tmp.path(), Holder::Agent, Duration::ZERO).unwrap();
-    let policy = Policy::parse(
+    let (_tmp, k, mut deciding, drops) = backlog_rig(
         r#"
 [params."net.core.netdev_max_backlog"]
 mode = "auto"
 sources = ["rules"]
 guard_signals = ["request_p99"]
 "#,
-        "policy.toml",
-    )
-    .unwrap();
-    let path = ChangePath::new(policy, journal, Box::new(k.clone()));
-    let mut deciding = Deciding::with_path(path, false).unwrap().0;
-    let mut drops = crate::advise::rules::testing::window(vec![]);
-    drops.system.softnet_dropped = Some(37);
+    );
     let outcome = |deciding: &mut Deciding| -> Vec<(i64, ChangePhase, Option<u64>)> {
         deciding
             .on_window(&drops)
