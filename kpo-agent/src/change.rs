@@ -154,6 +154,10 @@ pub struct ChangeReport {
     /// records the namespace the advice was about, not one opened again later.
     #[serde(skip)]
     pub netns_cookie: Option<u64>,
+    /// The write failed for a while, not for its value ([`ActuateError::is_passing`]), and
+    /// changed nothing: the same change may pass later.
+    #[serde(skip)]
+    pub failed_for_a_while: bool,
 }
 
 impl ChangeReport {
@@ -168,6 +172,7 @@ impl ChangeReport {
             refusal: None,
             detail: None,
             netns_cookie: None,
+            failed_for_a_while: false,
         }
     }
 
@@ -877,6 +882,7 @@ impl ChangePath {
                     Ok(now) if &now == before => {
                         report.status = ChangeStatus::Failed;
                         report.detail = Some(e.to_string());
+                        report.failed_for_a_while = e.is_passing();
                         Outcome::Failed {
                             error: e.to_string(),
                             reconciled: false,

@@ -63,6 +63,7 @@ impl Knobs for Machine {
             return Tried::Failed {
                 error: "the kernel did not take it".into(),
                 rolled_back: true,
+                retry: false,
             };
         }
         let mut left = self.converge_refusals.lock().unwrap();

@@ -171,6 +171,21 @@ pub enum ActuateError {
     UnknownParam { param: String, known: String },
 }
 
+impl ActuateError {
+    /// A write the file refused for a while, not for its value: a file system that went
+    /// read-only (a remount), a busy device, or an interrupted or would-block write. Another
+    /// value would fail the same way, and the same value may pass later.
+    pub fn is_passing(&self) -> bool {
+        use nix::errno::Errno;
+        matches!(self, ActuateError::Io { source, .. }
+        if source.raw_os_error().is_some_and(|e| {
+            [Errno::EROFS, Errno::EBUSY, Errno::EAGAIN, Errno::EINTR]
+                .iter()
+                .any(|passing| *passing as i32 == e)
+        }))
+    }
+}
+
 /// What a read-back that differs from the write usually means.
 pub const NOT_TAKEN: &str = "the kernel or driver did not take the value";
 

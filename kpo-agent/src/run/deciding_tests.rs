@@ -5622,3 +5622,84 @@ guard_signals = ["request_p99"]
     assert_eq!(backlog(), Value::Int(2000));
     assert_eq!(deciding.path_for_tests().journal.unwritable(), None);
 }
+
+/// `file` bind-mounted read-only over itself, undone on drop (even after a panic): its writes
+/// fail with EROFS, as on a file system the kernel remounted read-only.
+struct ReadOnlyBind(PathBuf);
+
+impl ReadOnlyBind {
+    fn new(file: &Path) -> ReadOnlyBind {
+        let mount = |args: &[&str]| {
+            let done = std::process::Command::new("mount")
+                .args(args)
+                .arg(file)
+                .arg(file)
+                .status()
+                .unwrap();
+            assert!(done.success(), "mount {args:?}");
+        };
+        mount(&["--bind"]);
+        let bind = ReadOnlyBind(file.to_path_buf());
+        mount(&["-o", "remount,bind,ro"]);
+        bind
+    }
+}
+
+impl Drop for ReadOnlyBind {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Defect (s33 qa-optimizer #6): a trial whose write failed for a reason that was not its value
+/// (a cpufreq file on a file system remounted read-only for a few seconds) was given up for
+/// good, and so was every other trial tried while the file stayed read-only: the search ran out
+/// of candidates and converged after 3 of its 20 evaluations. Now the loop waits, as for a
+/// refusal that passes, and applies the same configuration once the file can be written.
+#[test]
+fn a_trial_that_fails_for_a_while_is_tried_again_not_given_up() {
+    if !nix::unistd::geteuid().is_root() {
+        kpo_test_skip::skip("not root: a read-only bind mount needs CAP_SYS_ADMIN");
+        return;
+    }
+    let mut rig = Rig::new(&policy(""), true, "");
+    let start = rig.config_now();
+    let read_only = ReadOnlyBind::new(&rig.max_freq_file);
+    let failed_config = |rig: &Rig, from: usize| -> Vec<Vec<f64>> {
+        rig.live[from..]
+            .iter()
+            .filter_map(|e| match e {
+                LiveEvent::ApplyFailed { config, error } => {
+                    assert!(error.contains("Read-only file system"), "{error}");
+                    assert!(error.ends_with("(not the value's fault: tried again next window)"));
+                    Some(config.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let seen = rig.live.len();
+    rig.window();
+    let first = failed_config(&rig, seen);
+    assert_eq!(first.len(), 1, "{:?}", &rig.live[seen..]);
+    // The trial's other knob was rolled back: the kernel holds the start.
+    assert_eq!(rig.config_now(), start);
+    for _ in 0..2 {
+        let seen = rig.live.len();
+        rig.window();
+        assert_eq!(failed_config(&rig, seen), first, "the same, once a window");
+        assert_eq!(rig.config_now(), start);
+    }
+    drop(read_only);
+    let seen = rig.live.len();
+    rig.window();
+    assert!(
+        rig.live[seen..]
+            .iter()
+            .any(|e| matches!(e, LiveEvent::Applied { config, .. } if *config == first[0])),
+        "{:?}",
+        &rig.live[seen..]
+    );
+    assert_eq!(rig.config_now(), first[0]);
+    rig.assert_schema();
+}

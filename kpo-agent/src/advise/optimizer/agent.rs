@@ -1694,6 +1694,7 @@ impl Knobs for PathKnobs<'_> {
                         return Tried::Failed {
                             error: e.to_string(),
                             rolled_back: self.roll_back(&done),
+                            retry: false,
                         };
                     }
                 };
@@ -1723,6 +1724,7 @@ impl Knobs for PathKnobs<'_> {
                         return Tried::Failed {
                             error: report.describe(),
                             rolled_back: self.roll_back(&done),
+                            retry: report.failed_for_a_while,
                         };
                     }
                 }

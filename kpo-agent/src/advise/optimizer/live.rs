@@ -52,8 +52,14 @@ pub enum Tried {
     Refused { reason: String, retry: bool },
     /// The kernel did not take it. `rolled_back`: what had changed was put back; when not, the
     /// kernel holds part of it, and the loop tries nothing else before the caller has taken that
-    /// back.
-    Failed { error: String, rolled_back: bool },
+    /// back. `retry`: the write failed for a while, not for the value (a file system remounted
+    /// read-only, a busy device), so the loop tries the configuration again rather than give it
+    /// up; another would fail the same way.
+    Failed {
+        error: String,
+        rolled_back: bool,
+        retry: bool,
+    },
 }
 
 /// The knobs as the loop sees them: one value per space dimension, in order.
@@ -1045,7 +1051,24 @@ impl LiveOptimizer {
                     self.opt.exclude(p.index);
                     set_aside += 1;
                 }
-                Tried::Failed { error, rolled_back } => {
+                Tried::Failed {
+                    error,
+                    rolled_back,
+                    retry: true,
+                } => {
+                    ev.push(LiveEvent::ApplyFailed {
+                        config: p.point,
+                        error: format!("{error} (not the value's fault: tried again next window)"),
+                    });
+                    if rolled_back {
+                        // As a refusal that passes: the proposal stays open for the next trial.
+                        self.waiting = true;
+                    }
+                    return Ok(());
+                }
+                Tried::Failed {
+                    error, rolled_back, ..
+                } => {
                     self.opt.exclude(p.index);
                     set_aside += 1;
                     ev.push(LiveEvent::ApplyFailed {
@@ -1098,8 +1121,9 @@ impl LiveOptimizer {
         Ok(())
     }
 
-    /// Moves to the converged best and holds it. Refused for now, it stays pending (tried again
-    /// each trial); refused for good or failed, the loop holds what it has, re-checked against
+    /// Moves to the converged best and holds it. Refused for now, or failed for a while (not for
+    /// its values), it stays pending (tried again each trial); refused for good or failed, the
+    /// loop holds what it has, re-checked against
     /// what that was measured at (so a machine that changed under it still restarts the search).
     fn go_to_best(
         &mut self,
@@ -1129,6 +1153,19 @@ impl LiveOptimizer {
                 } else {
                     self.hold_current();
                 }
+            }
+            Tried::Failed {
+                error,
+                rolled_back: true,
+                retry: true,
+            } => {
+                ev.push(LiveEvent::ApplyFailed {
+                    config: best.clone(),
+                    error: format!("{error} (not the value's fault: tried again next window)"),
+                });
+                // As a refusal that passes: the best waits to be applied.
+                self.pending_best = Some((best, objective));
+                self.held = Some((self.current.clone(), None));
             }
             Tried::Failed { error, .. } => {
                 ev.push(LiveEvent::ApplyFailed {
