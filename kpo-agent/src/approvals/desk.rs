@@ -360,7 +360,13 @@ impl Desk {
         let report = match result {
             Ok(r) => r,
             Err(e) => {
-                if matches!(e, crate::change::ChangeError::Journal(_)) {
+                if matches!(
+                    e,
+                    crate::change::ChangeError::Journal(
+                        crate::journal::JournalError::Unwritable { .. }
+                            | crate::journal::JournalError::ReadOnly { .. }
+                    )
+                ) {
                     // The journal says once that it cannot be written, and once that it can
                     // again; the change event says this proposal failed.
                     out.unjournaled.push(proposal);
