@@ -5500,28 +5500,23 @@ fn the_policy_loaded_at_start_and_at_sighup_warns_of_names_this_machine_lacks() 
         return;
     }
     let (policy, sys) = (dir.path().join("p.toml"), dir.path().join("sys"));
-    std::fs::write(&policy, &in_vain).unwrap();
     std::fs::create_dir(&sys).unwrap();
-    let (started, log) = crate::logging::logged(|| {
-        open_agent(
-            &dir.path().join("state"),
-            &dir.path().join("run/kpo.sock"),
-            &policy,
-            &sys,
-        )
-    });
-    started.unwrap();
+    let started_with = |text: &str| -> String {
+        std::fs::write(&policy, text).unwrap();
+        let (started, log) = crate::logging::logged(|| {
+            open_agent(
+                &dir.path().join("state"),
+                &dir.path().join("run/kpo.sock"),
+                &policy,
+                &sys,
+            )
+        });
+        started.unwrap();
+        log
+    };
+    let log = started_with(&in_vain);
     assert_eq!(warnings(&log), warned(&policy), "{log}");
-    std::fs::write(&policy, fine).unwrap();
-    let (started, log) = crate::logging::logged(|| {
-        open_agent(
-            &dir.path().join("state"),
-            &dir.path().join("run/kpo.sock"),
-            &policy,
-            &sys,
-        )
-    });
-    started.unwrap();
+    let log = started_with(fine);
     assert!(warnings(&log).is_empty(), "{log}");
 }
 
