@@ -1123,8 +1123,8 @@ impl LiveOptimizer {
 
     /// Moves to the converged best and holds it. Refused for now, or failed for a while (not for
     /// its values), it stays pending (tried again each trial); refused for good or failed, the
-    /// loop holds what it has, re-checked against
-    /// what that was measured at (so a machine that changed under it still restarts the search).
+    /// loop holds what it has, re-checked against what that was measured at (so a machine that
+    /// changed under it still restarts the search).
     fn go_to_best(
         &mut self,
         best: Vec<f64>,
