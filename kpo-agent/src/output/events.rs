@@ -102,6 +102,14 @@ pub enum Event {
         /// live loop settled and started again over the knobs the new policy gives it.
         optimizer_knobs_changed: bool,
     },
+    /// The journal could not be written (`writable: false`, with the error), or can be again
+    /// (`writable: true`): once each way per outage, whatever the changes it stopped meanwhile.
+    Journal {
+        writable: bool,
+        /// The state directory.
+        dir: String,
+        error: Option<String>,
+    },
     /// The agent stopped. The event writer adds `dropped_events_total`, the events lost over
     /// the whole run (see [`crate::output::sink`]).
     Stop { reason: String, windows: u64 },

@@ -96,6 +96,9 @@ pub struct Deciding {
     /// advice is released at the next window, so that it is given again then, not
     /// `REPEAT_WINDOWS` later, and is applied as soon as the journal can be written again.
     unjournaled: BTreeMap<String, Proposal>,
+    /// Whether the event stream was last told that the journal cannot be written: one `journal`
+    /// event when it starts to fail, one when it records again.
+    journal_unwritable_said: bool,
     /// Whether the policy file was last seen to differ from what was loaded: said once when it
     /// starts to, and once when it holds what was loaded again.
     policy_file_differs: bool,
@@ -326,6 +329,7 @@ impl Deciding {
             optimizer: None,
             held_back: BTreeMap::new(),
             unjournaled: BTreeMap::new(),
+            journal_unwritable_said: false,
             policy_file_differs: false,
             recommend_only,
             policy_file: match &path_origin {
@@ -1216,7 +1220,25 @@ impl Deciding {
         .map(Event::from)
         .collect();
         events.extend(self.approvals.take_events());
+        events.extend(self.journal_state_changed());
         events
+    }
+
+    /// A `journal` event when the journal has started to fail since the stream was last told,
+    /// or has recorded again: the log says it once each way too (`Journal::append`), and a log
+    /// pipeline alerting on the stream should not have to infer it from `failed` changes.
+    fn journal_state_changed(&mut self) -> Option<Event> {
+        let journal = &self.path.journal;
+        let failing = journal.unwritable();
+        if failing.is_some() == self.journal_unwritable_said {
+            return None;
+        }
+        self.journal_unwritable_said = failing.is_some();
+        Some(Event::Journal {
+            writable: failing.is_none(),
+            dir: journal.dir().display().to_string(),
+            error: failing.map(str::to_string),
+        })
     }
 }
 

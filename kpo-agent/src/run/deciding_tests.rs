@@ -482,9 +482,8 @@ impl Rig {
     }
 
     fn record(&mut self, events: &[Event]) {
+        self.json.extend(as_written(events));
         for e in events {
-            let bytes = crate::output::events::encode(e, "test", time::OffsetDateTime::UNIX_EPOCH);
-            self.json.push(serde_json::from_slice(&bytes).unwrap());
             if let Event::Optimizer(o) = e {
                 self.live.push(o.event.clone());
             }
@@ -587,15 +586,31 @@ impl Rig {
 
     /// Every event so far is valid against docs/events.schema.json.
     fn assert_schema(&self) {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/events.schema.json");
-        let schema: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let validator = jsonschema::validator_for(&schema).unwrap();
-        for e in &self.json {
-            let errors: Vec<String> = validator.iter_errors(e).map(|x| x.to_string()).collect();
-            assert!(errors.is_empty(), "{errors:#?}\n{e:#}");
-        }
+        assert_valid(&self.json);
     }
+}
+
+/// Every event, as written to the stream, is valid against docs/events.schema.json.
+fn assert_valid(json: &[serde_json::Value]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/events.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for e in json {
+        let errors: Vec<String> = validator.iter_errors(e).map(|x| x.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:#?}\n{e:#}");
+    }
+}
+
+/// The events as written to the stream.
+fn as_written(events: &[Event]) -> Vec<serde_json::Value> {
+    events
+        .iter()
+        .map(|e| {
+            let bytes = crate::output::events::encode(e, "test", time::OffsetDateTime::UNIX_EPOCH);
+            serde_json::from_slice(&bytes).unwrap()
+        })
+        .collect()
 }
 
 /// The guard's `revert` verdicts among a window's events.
@@ -5697,4 +5712,68 @@ fn a_trial_that_fails_for_a_while_is_tried_again_not_given_up() {
     );
     assert_eq!(rig.config_now(), first[0]);
     rig.assert_schema();
+}
+
+/// The event stream says once that the journal cannot be written, with why, and once that it can
+/// again, not at each change it stopped: a log pipeline alerting on the stream need not infer it
+/// from `failed` changes (s33 qa-statefail, "not done").
+#[test]
+fn the_stream_says_once_that_the_journal_cannot_be_written_and_once_that_it_can() {
+    let (tmp, _k, mut deciding, drops) = backlog_rig(
+        r#"
+[params."net.core.netdev_max_backlog"]
+mode = "auto"
+sources = ["rules"]
+guard_signals = ["request_p99"]
+"#,
+    );
+    let mut json = Vec::new();
+    let said = |events: Vec<Event>, json: &mut Vec<serde_json::Value>| {
+        let written = as_written(&events);
+        json.extend(written.clone());
+        written
+            .into_iter()
+            .filter(|e| e["kind"] == "journal")
+            .collect::<Vec<_>>()
+    };
+    let dir = tmp.path().display().to_string();
+    for window in 0..3 {
+        deciding.path_for_tests_mut().journal.fail_an_append(0, 0);
+        let journal = said(deciding.on_window(&drops), &mut json);
+        if window == 0 {
+            assert_eq!(journal.len(), 1, "{journal:?}");
+            assert_eq!(journal[0]["writable"], false);
+            assert_eq!(journal[0]["dir"], dir.as_str());
+            let error = journal[0]["error"].as_str().unwrap();
+            assert!(
+                error.starts_with(&format!(
+                    "{dir}: the journal cannot be written (journal.log: "
+                )),
+                "{error}"
+            );
+        } else {
+            assert_eq!(journal, Vec::<serde_json::Value>::new(), "once per outage");
+        }
+    }
+    let journal = said(deciding.on_window(&drops), &mut json);
+    assert_eq!(
+        journal,
+        [serde_json::json!({
+            "schema": journal[0]["schema"],
+            "ts": journal[0]["ts"],
+            "host": "test",
+            "kind": "journal",
+            "writable": true,
+            "dir": dir,
+            "error": null
+        })]
+    );
+    assert!(
+        json.iter()
+            .any(|e| e["kind"] == "change" && e["phase"] == "verified"),
+        "the raise was made once the journal could record it"
+    );
+    let journal = said(deciding.on_window(&drops), &mut json);
+    assert!(journal.is_empty(), "said once: {journal:?}");
+    assert_valid(&json);
 }
