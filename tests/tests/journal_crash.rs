@@ -666,10 +666,26 @@ pub fn a_full_state_directory_stops_changes_not_the_agent() {
         (1, 1, 1),
         "{log}"
     );
-    let failed: Vec<Value> = std::fs::read_to_string(&events)
+    let events: Vec<Value> = std::fs::read_to_string(&events)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .collect();
+    // The stream says it once each way too, with the operators' error.
+    let journal: Vec<(bool, Option<&str>)> = events
+        .iter()
+        .filter(|e| e["kind"] == "journal")
+        .map(|e| (e["writable"].as_bool().unwrap(), e["error"].as_str()))
+        .collect();
+    assert_eq!(journal.len(), 2, "{journal:?}");
+    assert_eq!((journal[0].0, journal[1]), (false, (true, None)));
+    let error = journal[0].1.unwrap();
+    assert!(
+        unwritable.contains(&error[..error.find(": KPO").unwrap()]),
+        "{error}"
+    );
+    let failed: Vec<&Value> = events
+        .iter()
         .filter(|e| e["kind"] == "change" && e["phase"] == "failed")
         .collect();
     assert_eq!(failed.len(), 1, "{failed:?}");
