@@ -3301,6 +3301,14 @@ fn the_loops_settle_yields_to_a_value_a_person_wrote() {
 
 const BACKLOG: &str = "net.core.netdev_max_backlog";
 
+/// `net.core.netdev_max_backlog` in auto for the rules, judged by request p99 only.
+const BACKLOG_IN_AUTO: &str = r#"
+[params."net.core.netdev_max_backlog"]
+mode = "auto"
+sources = ["rules"]
+guard_signals = ["request_p99"]
+"#;
+
 /// A deciding half under `policy` over a kernel with `net.core.netdev_max_backlog` at 1000 (its
 /// journal in the returned directory), and a window of 37 softnet drops, for which the
 /// receive-path rule raises it to 2000.
@@ -5594,14 +5602,7 @@ fn the_guard_does_not_judge_the_optimizers_trials_by_latency() {
 /// the next window, and applied once the journal can be written; while it cannot, once a window.
 #[test]
 fn a_rules_advice_the_journal_could_not_record_is_given_again_at_the_next_window() {
-    let (_tmp, k, mut deciding, drops) = backlog_rig(
-        r#"
-[params."net.core.netdev_max_backlog"]
-mode = "auto"
-sources = ["rules"]
-guard_signals = ["request_p99"]
-"#,
-    );
+    let (_tmp, k, mut deciding, drops) = backlog_rig(BACKLOG_IN_AUTO);
     let outcome = |deciding: &mut Deciding| -> Vec<(i64, ChangePhase, Option<u64>)> {
         deciding
             .on_window(&drops)
@@ -5719,14 +5720,7 @@ fn a_trial_that_fails_for_a_while_is_tried_again_not_given_up() {
 /// from `failed` changes (s33 qa-statefail, "not done").
 #[test]
 fn the_stream_says_once_that_the_journal_cannot_be_written_and_once_that_it_can() {
-    let (tmp, _k, mut deciding, drops) = backlog_rig(
-        r#"
-[params."net.core.netdev_max_backlog"]
-mode = "auto"
-sources = ["rules"]
-guard_signals = ["request_p99"]
-"#,
-    );
+    let (tmp, _k, mut deciding, drops) = backlog_rig(BACKLOG_IN_AUTO);
     let mut json = Vec::new();
     let said = |events: Vec<Event>, json: &mut Vec<serde_json::Value>| {
         let written = as_written(&events);
