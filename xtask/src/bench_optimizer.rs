@@ -100,7 +100,7 @@ pub struct Args {
     no_baselines: bool,
     /// Run TPE and gp_minimize on seeds 0..N-1 only (default: all seeds; gp_minimize costs about
     /// 2 s of CPU per run).
-    #[arg(long, value_name = "N", value_parser = baseline_seeds)]
+    #[arg(long, value_name = "N", value_parser = baseline_seeds, conflicts_with = "no_baselines")]
     baseline_seeds: Option<u64>,
 }
 

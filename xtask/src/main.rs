@@ -212,6 +212,15 @@ mod tests {
             "error: invalid value '0' for '--baseline-seeds <N>': must be at least 1 (for none, \
              --no-baselines)"
         );
+        // Both say two things: one is not taken silently over the other.
+        let both = parse("bench optimizer --no-baselines --baseline-seeds 5")
+            .err()
+            .expect("both were accepted");
+        assert_eq!(both.kind(), ErrorKind::ArgumentConflict);
+        assert_eq!(
+            both.to_string().lines().next().unwrap(),
+            "error: the argument '--no-baselines' cannot be used with '--baseline-seeds <N>'"
+        );
         assert_eq!(
             refused("scenario backlog --window 0s"),
             "error: invalid value '0s' for '--window <WINDOW>': must be more than 0"
