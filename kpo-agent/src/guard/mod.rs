@@ -1260,10 +1260,24 @@ mod tests {
         let now = crate::journal::now_ms();
         assert!(guard.resume(dir.path(), now, |_, _, _| true).is_err());
         let before = health(&[(HealthSignal::RequestP99, 800.0)]);
-        watch(&mut guard, 7, Value::Int(4096), before.clone());
+        let (_, log) =
+            crate::logging::logged(|| watch(&mut guard, 7, Value::Int(4096), before.clone()));
         assert!(file.is_dir(), "the write failed, and nothing was removed");
+        assert!(
+            log.contains("WARN") && log.contains("guard: cannot keep its watches"),
+            "{log}"
+        );
         std::fs::remove_dir(&file).unwrap();
-        watch(&mut guard, 8, Value::Int(8192), before);
+        let (_, log) = crate::logging::logged(|| watch(&mut guard, 8, Value::Int(8192), before));
+        // Said once each way, as the journal's failure and its return are.
+        assert!(
+            log.contains(&format!(
+                "INFO kpo_agent::guard::write_ahead: guard: its watches are kept in the state \
+                 directory again ({})",
+                file.display()
+            )),
+            "{log}"
+        );
         let mut again = Guard::new(GuardConfig::default());
         let resumed = again.resume(dir.path(), now, |_, _, _| true).unwrap();
         assert_eq!(resumed.watching, vec![(8, somaxconn().to_string())]);

@@ -79,7 +79,12 @@ impl WatchFile {
         }
         match crate::journal::store::rewrite(dir, super::WATCHES_FILE, &all) {
             Ok(()) => {
-                self.failed = false;
+                if std::mem::take(&mut self.failed) {
+                    tracing::info!(
+                        "guard: its watches are kept in the state directory again ({})",
+                        dir.join(super::WATCHES_FILE).display()
+                    );
+                }
                 self.empty = all.is_empty();
             }
             Err(e) => {
