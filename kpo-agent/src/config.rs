@@ -136,16 +136,45 @@ pub(crate) fn toml_reason(e: &toml::de::Error) -> String {
 
 fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let mut message = without_quoted(&toml_reason(e));
-    if let Some(key) = error_key(text) {
+    let before = e.span().map(|span| &text[..span.start.min(text.len())]);
+    if let Some(key) = error_key(text).or_else(|| before.and_then(key_of_last_line)) {
         message = format!("{message}, in `{key}`");
     }
-    let Some(span) = e.span() else {
+    let Some(before) = before else {
         return message;
     };
-    let before = &text[..span.start.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
     format!("line {line}, column {column}: {message}")
+}
+
+/// The dotted key of the `key = value` line a parse error is on, `before` being the text up to
+/// the error (`slo_max_us = 1e400` under `[optimizer]`: `optimizer.slo_max_us`), so that a value
+/// the parser rejects is named as one serde rejects is. Plain keys and table headers only: what
+/// this cannot read is left unnamed rather than guessed.
+fn key_of_last_line(before: &str) -> Option<String> {
+    let plain = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+    };
+    // The error's own line, up to the error: a key on a line before it (an array left open) may
+    // not be what failed.
+    let mut lines = before.rsplit('\n');
+    let (key, _) = lines.next()?.split_once('=')?;
+    let key = key.trim();
+    if !plain(key) {
+        return None;
+    }
+    let table = lines.find_map(|l| {
+        let l = l.trim();
+        l.strip_prefix('[')?.strip_suffix(']').map(str::trim)
+    });
+    match table {
+        Some(t) if plain(t) => Some(format!("{t}.{key}")),
+        Some(_) => None,
+        None => Some(key.to_string()),
+    }
 }
 
 /// The dotted key (`llm.max_tokens`) a well-formed document fails to deserialize at: toml's
@@ -463,6 +492,20 @@ mod tests {
             "config file bad.toml: line 1, column 8: not a duration: expected number at 0, in \
              `tick`"
         );
+        // A value the TOML parser itself rejects is named by its key as well (qa-optimizer #7:
+        // `1e400` overflows a float before serde sees it).
+        let err = Config::from_toml(
+            "tick = \"1s\"\n[optimizer]\nslo_max_us = 1e400\n",
+            "bad.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("config file bad.toml: line 3, column ")
+                && err.ends_with(", in `optimizer.slo_max_us`"),
+            "{err}"
+        );
+        assert!(!err.contains("1e400"), "the value is not quoted: {err}");
         let err = Config::from_toml("tik = \"1s\"", "bad.toml")
             .unwrap_err()
             .to_string();
