@@ -137,7 +137,7 @@ pub(crate) fn toml_reason(e: &toml::de::Error) -> String {
 fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let mut message = without_quoted(&toml_reason(e));
     let before = e.span().map(|span| &text[..span.start.min(text.len())]);
-    if let Some(key) = error_key(text).or_else(|| before.and_then(key_of_last_line)) {
+    if let Some(key) = error_key(text).or_else(|| before.and_then(key_on_the_errors_line)) {
         message = format!("{message}, in `{key}`");
     }
     let Some(before) = before else {
@@ -152,7 +152,7 @@ fn toml_message(text: &str, e: &toml::de::Error) -> String {
 /// the error (`slo_max_us = 1e400` under `[optimizer]`: `optimizer.slo_max_us`), so that a value
 /// the parser rejects is named as one serde rejects is. Plain keys and table headers only: what
 /// this cannot read is left unnamed rather than guessed.
-fn key_of_last_line(before: &str) -> Option<String> {
+fn key_on_the_errors_line(before: &str) -> Option<String> {
     let plain = |k: &str| {
         !k.is_empty()
             && k.chars()

@@ -125,7 +125,8 @@ impl HealthSignal {
     }
 }
 
-/// The policy's name (`runq_p99`), as in `[guard] signals` and the `guard` event.
+/// The policy's name (`runq_p99`), as in `[guard] signals` and the `guard` event (the same as
+/// serde's: `policy::tests::a_signal_is_shown_by_its_policy_name`).
 impl fmt::Display for HealthSignal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -1433,3 +1433,15 @@ fn a_namespace_refusal_names_the_entry_and_what_it_covers() {
          net.core.netdev_max_backlog@netns:4026532281: [defaults] covers only host"
     );
 }
+
+/// A signal is shown (in the guard's revert reason, to the LLM) by the name the policy and the
+/// `guard` event give it.
+#[test]
+fn a_signal_is_shown_by_its_policy_name() {
+    for signal in HealthSignal::ALL {
+        assert_eq!(
+            serde_json::to_value(signal).unwrap(),
+            serde_json::Value::String(signal.to_string())
+        );
+    }
+}

@@ -394,7 +394,7 @@ fn change_outcomes(entries: &[Entry], history: &[WindowHealth]) -> Vec<ChangeOut
                         .filter_map(|(signal, b)| {
                             let a = after.health.0.get(signal)?;
                             Some(MetricChange {
-                                metric: signal_name(*signal),
+                                metric: signal.to_string(),
                                 before: round1(*b),
                                 after: round1(*a),
                             })
@@ -420,13 +420,6 @@ fn change_outcomes(entries: &[Entry], history: &[WindowHealth]) -> Vec<ChangeOut
     let skip = out.len().saturating_sub(MAX_CHANGES);
     out.drain(..skip);
     out
-}
-
-fn signal_name(signal: crate::guard::HealthSignal) -> String {
-    serde_json::to_value(signal)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 fn round1(v: f64) -> f64 {

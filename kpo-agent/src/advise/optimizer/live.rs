@@ -41,6 +41,9 @@ pub const MAX_LIVE_CANDIDATES: usize = 50_000;
 /// journaled, once per candidate within one window.
 pub const MAX_SET_ASIDE_PER_STEP: usize = 3;
 
+/// Ends an `apply_failed` error whose configuration is tried again (docs/events.md).
+const FAILED_FOR_A_WHILE: &str = "(not the value's fault: tried again next window)";
+
 /// What trying a configuration came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tried {
@@ -1058,7 +1061,7 @@ impl LiveOptimizer {
                 } => {
                     ev.push(LiveEvent::ApplyFailed {
                         config: p.point,
-                        error: format!("{error} (not the value's fault: tried again next window)"),
+                        error: format!("{error} {FAILED_FOR_A_WHILE}"),
                     });
                     if rolled_back {
                         // As a refusal that passes: the proposal stays open for the next trial.
@@ -1161,7 +1164,7 @@ impl LiveOptimizer {
             } => {
                 ev.push(LiveEvent::ApplyFailed {
                     config: best.clone(),
-                    error: format!("{error} (not the value's fault: tried again next window)"),
+                    error: format!("{error} {FAILED_FOR_A_WHILE}"),
                 });
                 // As a refusal that passes: the best waits to be applied.
                 self.pending_best = Some((best, objective));
