@@ -57,12 +57,49 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// What in the policy names nothing on this machine now: [`missing_sysctls`], then
-/// [`missing_namespaces`]. `kpo check` prints them; `kpo run` logs them at start and at each reload.
+/// What in the policy names nothing on this machine now ([`missing_sysctls`], then
+/// [`missing_namespaces`]), then what it asks for that KPO does not do
+/// ([`latency_signals_the_trials_skip`]). `kpo check` prints them; `kpo run` logs them at start
+/// and at each reload.
 pub(crate) fn warnings(policy: &Policy, proc_sys: &std::path::Path) -> Vec<String> {
     let mut all = missing_sysctls(policy, proc_sys);
     all.extend(missing_namespaces(policy));
+    all.extend(latency_signals_the_trials_skip(policy));
     all
+}
+
+/// Entries of a knob the optimizer searches whose own `guard_signals` name a latency: the guard
+/// judges the optimizer's trials without them (`Policy::guard_signals_for`), so an operator who
+/// wrote them for those trials would otherwise believe them guarded by it. Not a mistake: the
+/// same list still judges an operator's or another advisor's change of the knob.
+fn latency_signals_the_trials_skip(policy: &Policy) -> Vec<String> {
+    let file = origin(policy);
+    policy
+        .params
+        .iter()
+        .filter(|r| r.sources.contains(&crate::policy::Source::Optimizer))
+        .filter(|r| r.name.starts_with("cpufreq:") || r.name.starts_with("ethtool:"))
+        .filter_map(|r| {
+            let latencies: Vec<String> = r
+                .guard_signals
+                .as_deref()?
+                .iter()
+                .filter(|s| s.is_latency())
+                .map(ToString::to_string)
+                .collect();
+            (!latencies.is_empty()).then(|| {
+                format!(
+                    "{file}:{}: params.\"{}\": guard_signals names {}, which the guard does \
+                     not judge the optimizer's trials by: a trial trades latency for energy \
+                     within the SLO, which the optimizer checks itself (`slo_max_us`). It still \
+                     judges an operator's or another advisor's change of this parameter",
+                    r.line,
+                    r.name,
+                    latencies.join(" and ")
+                )
+            })
+        })
+        .collect()
 }
 
 /// Entries whose `namespaces` name a path that does not exist: a misspelt path covers no
@@ -434,6 +471,36 @@ max = 8000
                  the device exists or the module is loaded)",
                 sys.display()
             )]
+        );
+    }
+
+    /// Gap: an optimizer knob's own `guard_signals = ["runq_p99"]` passed `kpo check` without a
+    /// word, though the guard never judges the optimizer's trials by a latency. Warned of for a
+    /// cpufreq or coalescing entry the optimizer may change; not for one it may not, not for a
+    /// sysctl's, and not for a list without a latency.
+    #[test]
+    fn a_latency_the_guard_skips_for_the_optimizers_trials_is_warned_of() {
+        let p = Policy::parse(
+            "[params.\"cpufreq:*:scaling_max_freq\"]\nsources = [\"optimizer\", \"operator\"]\n\
+             guard_signals = [\"runq_p99\", \"listen_overflows\", \"request_p99\"]\n\
+             [params.\"ethtool:eth0:rx-usecs\"]\nsources = [\"operator\"]\n\
+             guard_signals = [\"runq_p99\"]\n\
+             [params.\"ethtool:eth0:tx-usecs\"]\nsources = [\"optimizer\"]\n\
+             guard_signals = [\"listen_overflows\"]\n\
+             [params.\"net.core.somaxconn\"]\nguard_signals = [\"request_p99\"]\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            latency_signals_the_trials_skip(&p),
+            vec![
+                "p.toml:1: params.\"cpufreq:*:scaling_max_freq\": guard_signals names runq_p99 \
+                 and request_p99, which the guard does not judge the optimizer's trials by: a \
+                 trial trades latency for energy within the SLO, which the optimizer checks \
+                 itself (`slo_max_us`). It still judges an operator's or another advisor's \
+                 change of this parameter"
+                    .to_string()
+            ]
         );
     }
 
