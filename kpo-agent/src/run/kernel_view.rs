@@ -1,6 +1,7 @@
 //! What the rules read of the kernel, through the change path: the current value of a sysctl
-//! (host or namespace) and, from the journal, its value before KPO first changed it, whether the
-//! value there is the rules' own, and whether the guard's quarantine holds a value. Each value is
+//! (host or namespace) and, from the journal, its value before KPO first changed it, the values
+//! it had in this boot, whether the value there is the rules' own, and whether the guard's
+//! quarantine holds a value. Each value is
 //! read at most once per evaluation (finding a namespace by inode walks /proc).
 use std::{collections::BTreeMap, time::SystemTime};
 
@@ -52,6 +53,34 @@ impl KernelView for PathView<'_> {
             .find(|p| p.key == key)
             .and_then(|p| p.original.as_ref())
             .and_then(Value::as_int)
+    }
+
+    fn held_in_this_boot(&mut self, address: &ParamAddress, value: i64) -> bool {
+        let key = crate::journal::target_key(address);
+        let journal = &self.path.journal;
+        let value = Value::Int(value.into());
+        for record in journal.records().iter().rev() {
+            let intent = match record {
+                Record::Intent(i) if i.key == key => i,
+                // A namespace's inode may name another namespace after this record.
+                Record::Gone { key: k, .. } if k == &key => return false,
+                _ => continue,
+            };
+            if journal.before_this_boot(intent) {
+                return false;
+            }
+            let left = match journal.outcome(intent.id) {
+                Some(Outcome::Applied { read_back, .. }) => Some(read_back),
+                Some(Outcome::Failed {
+                    left: Some(left), ..
+                }) => Some(left),
+                _ => None,
+            };
+            if intent.before == value || left == Some(&value) {
+                return true;
+            }
+        }
+        false
     }
 
     fn set_by_rules(&mut self, address: &ParamAddress) -> Option<i64> {
@@ -733,6 +762,28 @@ max = 65535
             })
             .unwrap();
         assert!(!quarantined(&p, 2048), "ended");
+    }
+
+    /// The accept-queue rule takes a listener's limit for an old somaxconn when the journal shows
+    /// the namespace had it: every value before a write and every value one left, whoever wrote
+    /// it, until the namespace's inode is recorded gone.
+    #[test]
+    fn held_in_this_boot_is_every_value_the_journal_shows_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(SOMAX, Value::Int(1024))]);
+        let (mut p, _) = path(dir.path(), POLICY, &k);
+        let a: ParamAddress = SOMAX.parse().unwrap();
+        let held = |p: &ChangePath, v| PathView::new(p, 1, None).held_in_this_boot(&a, v);
+        assert!(!held(&p, 1024), "never changed: nothing in the journal");
+        propose(&mut p, Source::Rules, 2048);
+        propose(&mut p, Source::Operator, 4096);
+        propose(&mut p, Source::Rules, 8192);
+        for v in [1024, 2048, 4096, 8192] {
+            assert!(held(&p, v), "{v}");
+        }
+        assert!(!held(&p, 3000));
+        p.journal.forget_gone_namespace(&a, "test").unwrap();
+        assert!(!held(&p, 2048), "another namespace's now");
     }
 
     /// The accept-queue rule steps back only the rules' own value: the latest change applied

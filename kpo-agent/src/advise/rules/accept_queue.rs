@@ -539,13 +539,16 @@ impl AcceptQueueRule {
         Some(v)
     }
 
-    /// Whether the listener's limit is a somaxconn its namespace had (seen by the rule, or the
-    /// value before KPO changed it): then the kernel capped it at listen() time and the service
+    /// Whether the listener's limit is a somaxconn its namespace had (seen by the rule, the value
+    /// before KPO changed it, or one KPO's changes there left in this boot, which an agent
+    /// started again has not seen): then the kernel capped it at listen() time and the service
     /// has not listened again since somaxconn was raised.
     fn set_by_earlier_somaxconn(&self, l: &ListenerWindow, kernel: &mut dyn KernelView) -> bool {
         let limit = i64::from(l.backlog_limit);
+        let address = netns_address(SOMAXCONN, l.netns, kernel);
         self.seen.get(&l.netns).is_some_and(|s| s.contains(&limit))
-            || kernel.original(&netns_address(SOMAXCONN, l.netns, kernel)) == Some(limit)
+            || kernel.original(&address) == Some(limit)
+            || kernel.held_in_this_boot(&address, limit)
     }
 
     fn raise_advice(
@@ -1248,6 +1251,21 @@ mod tests {
             rule.evaluate(&at(1), &tick, &mut k, &p).is_empty(),
             "nor at the window's end"
         );
+    }
+
+    /// Defect (seen by hand): after a restart, a listener capped at a somaxconn of KPO's own
+    /// between the original and now (8 -> 16 -> 32, listening at 16) was told the application
+    /// asked for 16 and that raising somaxconn would not help. The journal has the 16.
+    #[test]
+    fn a_value_kpo_set_earlier_in_this_boot_also_marks_an_old_limit() {
+        let mut rule = AcceptQueueRule::default();
+        let mut k = kernel(1024);
+        k.originals.insert(NS_KEY.into(), 128);
+        k.held.insert(NS_KEY.into(), vec![256, 512]);
+        let w = window(vec![listener(NS, 256, 256, 5)]);
+        let r = rule.evaluate(&at(2), &w, &mut k, &auto_policy());
+        assert!(r[0].reason.contains("listen() again"), "{}", r[0].reason);
+        assert!(!r[0].reason.contains("would not help"), "{}", r[0].reason);
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub trait KernelView {
     fn current(&mut self, address: &ParamAddress) -> Option<i64>;
     /// Its value before KPO first changed it (from the journal); `None` when KPO never did.
     fn original(&mut self, address: &ParamAddress) -> Option<i64>;
+    /// Whether the journal shows `value` there in this boot: the value before one of KPO's
+    /// writes, or the value one left. It outlives the agent, unlike what a rule saw itself.
+    fn held_in_this_boot(&mut self, address: &ParamAddress, value: i64) -> bool;
     /// The value the rules' own change left there (from the journal): the latest change KPO
     /// applied to it came from the rules and still holds (not reverted, nor yielded to a person
     /// or handed back since), or the guard put it back by reverting a change of the rules made
@@ -180,6 +183,8 @@ pub(crate) mod testing {
     pub struct FakeKernel {
         pub values: BTreeMap<String, i64>,
         pub originals: BTreeMap<String, i64>,
+        /// Values the journal shows there in this boot, besides the original.
+        pub held: BTreeMap<String, Vec<i64>>,
         pub by_rules: BTreeMap<String, i64>,
         /// The values the rules raised from, where not the original.
         pub rules_bases: BTreeMap<String, i64>,
@@ -211,6 +216,11 @@ pub(crate) mod testing {
         }
         fn original(&mut self, address: &ParamAddress) -> Option<i64> {
             self.originals.get(&address.to_string()).copied()
+        }
+        fn held_in_this_boot(&mut self, address: &ParamAddress, value: i64) -> bool {
+            let key = address.to_string();
+            self.originals.get(&key) == Some(&value)
+                || self.held.get(&key).is_some_and(|v| v.contains(&value))
         }
         fn set_by_rules(&mut self, address: &ParamAddress) -> Option<i64> {
             self.by_rules.get(&address.to_string()).copied()
