@@ -666,7 +666,7 @@ impl Deciding {
                 events.push(Event::Guard(GuardEvent::kept(verdict)));
                 continue;
             };
-            let why = format!("the guard saw {signal} go from {before} to {after}");
+            let why = revert_reason(*signal, *before, *after);
             // The revert first: killed between the two, the host is back to its value, never
             // quarantined while still applied, and the next start journals the quarantine
             // (`ChangePath::restore_guard_quarantines`).
@@ -1253,4 +1253,16 @@ fn warn_of_what_the_policy_names_in_vain(policy: &Policy, config: &Config) {
     for w in crate::check::warnings(policy, &config.proc_root.join("sys")) {
         warn!("policy: {w}");
     }
+}
+
+/// The reason the guard's revert is journaled with, which `kpo journal` and `change` events show:
+/// a rate to three decimals, as in the window events, not the fifteen digits of a division (the
+/// `guard` event keeps the exact values).
+pub(super) fn revert_reason(
+    signal: crate::policy::HealthSignal,
+    before: f64,
+    after: f64,
+) -> String {
+    let (before, after) = (crate::window::round3(before), crate::window::round3(after));
+    format!("the guard saw {signal} go from {before} to {after}")
 }

@@ -5771,3 +5771,18 @@ fn the_stream_says_once_that_the_journal_cannot_be_written_and_once_that_it_can(
     assert!(journal.is_empty(), "said once: {journal:?}");
     assert_valid(&json);
 }
+
+/// Seen by hand: a rate the guard reverted on was journaled as `382.9667845248446`, shown so by
+/// `kpo journal` and in `change` events; three decimals, as the window events give rates.
+#[test]
+fn the_guards_revert_reason_gives_three_decimals() {
+    use crate::policy::HealthSignal;
+    assert_eq!(
+        super::deciding::revert_reason(HealthSignal::ListenOverflows, 0.0, 382.9667845248446),
+        "the guard saw listen_overflows go from 0 to 382.967"
+    );
+    assert_eq!(
+        super::deciding::revert_reason(HealthSignal::RequestP99, 152.0, 260.0),
+        "the guard saw request_p99 go from 152 to 260"
+    );
+}

@@ -1003,7 +1003,7 @@ pub fn cpus_online() -> Option<u64> {
     }
 }
 
-fn round3(v: f64) -> f64 {
+pub(crate) fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
