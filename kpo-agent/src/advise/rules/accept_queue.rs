@@ -242,10 +242,17 @@ impl ListenerState {
         }
     }
 
-    /// A raise is being judged at this limit: no raise from it until it is.
-    fn judging(&self, limit: u32) -> bool {
-        self.raised
-            .is_some_and(|r| r.before.is_some() && r.to == limit)
+    /// A raise is being judged at this limit: no raise from it until it is. That includes the
+    /// window in which the listener listened again (`before` is set only at its end) when that
+    /// window's end will start a judgement.
+    fn judging(&self, limit: u32, index: u64) -> bool {
+        let (run_limit, run) = self.run;
+        self.raised.is_some_and(|r| {
+            r.to == limit
+                && (r.before.is_some()
+                    || (run_limit == r.from && run.drops > 0)
+                    || index == r.window)
+        })
     }
 }
 
@@ -406,7 +413,7 @@ impl AcceptQueueRule {
             if limit >= somaxconn {
                 let id = ListenerId::of(l);
                 let st = self.listeners.entry(id).or_default();
-                if st.judging(l.backlog_limit) {
+                if st.judging(l.backlog_limit, at.index) {
                     continue;
                 }
                 if let Some(f) = self
@@ -1748,6 +1755,57 @@ mod tests {
         };
         assert_eq!(judged(1100), [None], "futile: advice for the application");
         assert_eq!(judged(300), [Some(512)], "cut: the next raise");
+    }
+
+    /// Defect (s35, by hand): a listener that listened again at the raised limit and dropped
+    /// on a tick of that same window got the next raise at once (8 to 16, then 16 to 32 on the
+    /// first tick at 16), before the windows that judge the first raise: `judging` only held
+    /// from that window's end. No raise from the new limit in that window either.
+    #[test]
+    fn a_tick_in_the_window_it_listened_again_gives_no_raise_before_the_judgement() {
+        let mut rule = AcceptQueueRule::default();
+        let mut k = kernel(128);
+        let p = auto_policy();
+        let tick = window(vec![listener(NS, 128, 128, 40)]);
+        assert_eq!(
+            proposed(&rule.on_tick(&at(1), &tick, &mut k, &p)),
+            [Some(256)]
+        );
+        k.set(NS_KEY, 256);
+        let old = window(vec![listener(NS, 128, 128, 1200)]);
+        assert_eq!(proposed(&rule.evaluate(&at(1), &old, &mut k, &p)), [None]);
+        assert!(rule.evaluate(&at(2), &old, &mut k, &p).is_empty());
+        let relistened = window(vec![listener(NS, 256, 256, 300)]);
+        assert!(
+            rule.on_tick(&at(3), &relistened, &mut k, &p).is_empty(),
+            "the raise is judged first"
+        );
+        assert!(rule.evaluate(&at(3), &relistened, &mut k, &p).is_empty());
+        let full = window(vec![listener(NS, 256, 257, 1200)]);
+        assert!(rule.on_tick(&at(4), &full, &mut k, &p).is_empty());
+        assert!(rule.evaluate(&at(4), &full, &mut k, &p).is_empty());
+        assert_eq!(
+            proposed(&rule.evaluate(&at(5), &full, &mut k, &p)),
+            [None],
+            "futile: advice for the application"
+        );
+        // A listener calm at its old limit before it listened again is not judged: its first
+        // drops at the new limit are answered at once.
+        let mut rule = AcceptQueueRule::default();
+        let mut k = kernel(128);
+        assert_eq!(
+            proposed(&rule.on_tick(&at(1), &tick, &mut k, &p)),
+            [Some(256)]
+        );
+        k.set(NS_KEY, 256);
+        let calm = window(vec![listener(NS, 128, 10, 0)]);
+        for i in 2..6 {
+            rule.evaluate(&at(i), &calm, &mut k, &p);
+        }
+        assert_eq!(
+            proposed(&rule.on_tick(&at(6), &relistened, &mut k, &p)),
+            [Some(512)]
+        );
     }
 
     /// The raise's reason says beforehand what happens if it does not help.
