@@ -442,11 +442,20 @@ impl AcceptQueueRule {
                 }
                 continue;
             }
-            let st = self.listeners.entry(ListenerId::of(l)).or_default();
+            let id = ListenerId::of(l);
+            let st = self.listeners.entry(id).or_default();
             if !st.latch.fire(at.index, situation, self.cfg.repeat_windows) {
                 continue;
             }
-            if self.set_by_earlier_somaxconn(l, kernel) {
+            // A raise did not help it at this limit: a larger one (somaxconn raised for another
+            // listener) would not either.
+            if let Some(f) = self
+                .futile
+                .get(&id)
+                .filter(|f| f.mark.to == l.backlog_limit)
+            {
+                out.push(futile_advice(l, somaxconn, &f.mark, kernel, at));
+            } else if self.set_by_earlier_somaxconn(l, kernel) {
                 out.push(listen_again_advice(l, somaxconn, kernel, at));
             } else {
                 out.push(application_advice(l, somaxconn, kernel, at));
@@ -1730,6 +1739,27 @@ mod tests {
             advised,
             [(15, None), (25, None)],
             "repeated every 10 windows"
+        );
+    }
+
+    /// Defect (s35, by hand): a listener whose raise was futile, in a namespace whose somaxconn
+    /// was then raised for another listener, was told to listen again to take the larger limit
+    /// (or, unrecognised, to raise its own backlog): the opposite of the advice it had just
+    /// been given. While it has the marked limit it keeps the futile raise's advice.
+    #[test]
+    fn a_futile_listener_is_not_told_to_listen_again_when_somaxconn_rises_for_another() {
+        let (mut rule, mut k, r) = raised_then([(257, 1150), (256, 1200)]);
+        assert_eq!(proposed(&r), [None]);
+        k.set(NS_KEY, 512);
+        let p = auto_policy();
+        let full = window(vec![listener(NS, 256, 256, 1200)]);
+        let r = rule.evaluate(&at(6), &full, &mut k, &p);
+        assert_eq!(proposed(&r), [None]);
+        assert!(
+            r[0].reason.contains("a longer queue only adds delay")
+                && !r[0].reason.contains("listen() again"),
+            "{}",
+            r[0].reason
         );
     }
 
