@@ -384,9 +384,19 @@ impl AcceptQueueRule {
                 pressed.push(l);
             }
         }
-        // Forget listeners that are gone.
+        // Forget listeners that are gone; not one with a raise still to be judged in a
+        // namespace that lives (a service restarting across the window's end is absent from
+        // it), for up to calm_windows windows after the raise.
         let seen: BTreeSet<ListenerId> = window.listeners.iter().map(ListenerId::of).collect();
-        self.listeners.retain(|id, _| seen.contains(id));
+        let live: BTreeSet<u64> = window.netns.iter().map(|n| n.netns).collect();
+        let waits = u64::from(self.cfg.calm_windows);
+        self.listeners.retain(|id, st| {
+            seen.contains(id)
+                || (live.contains(&id.netns)
+                    && st
+                        .raised
+                        .is_some_and(|r| at.index.saturating_sub(r.window) < waits))
+        });
         let mut out = self.advise(at, pressed.iter(), kernel, policy);
         out.extend(self.step_back(at, window, kernel, policy));
         out
@@ -1761,6 +1771,48 @@ mod tests {
             "{}",
             r[0].reason
         );
+    }
+
+    /// Defect (s35, by hand): a never-accepting listener restarted across a window's end (absent
+    /// from that window: closed before its last dump, listening again after it) was forgotten
+    /// with its raise, and its first drops at the raised limit got the next raise at once,
+    /// unjudged (32 to 64, then 64 to 128). Its namespace lives: the raise waits for it.
+    #[test]
+    fn a_listener_absent_for_a_window_while_it_restarts_keeps_its_raise_judged() {
+        let mut rule = AcceptQueueRule::default();
+        let mut k = kernel(128);
+        let p = auto_policy();
+        let tick = window(vec![listener(NS, 128, 128, 40)]);
+        assert_eq!(
+            proposed(&rule.on_tick(&at(1), &tick, &mut k, &p)),
+            [Some(256)]
+        );
+        k.set(NS_KEY, 256);
+        let old = window(vec![listener(NS, 128, 128, 1200)]);
+        assert_eq!(proposed(&rule.evaluate(&at(1), &old, &mut k, &p)), [None]);
+        let mut gap = window(vec![]);
+        gap.netns = vec![crate::window::NetnsWindow {
+            netns: NS,
+            listen_overflows: 0,
+            listen_drops: 0,
+            syn_queue_full_drops: Some(0),
+            syn_queue_full_cookies: Some(0),
+        }];
+        assert!(rule.evaluate(&at(2), &gap, &mut k, &p).is_empty());
+        let relistened = window(vec![listener(NS, 256, 256, 1000)]);
+        assert!(
+            rule.on_tick(&at(3), &relistened, &mut k, &p).is_empty(),
+            "the raise is judged first"
+        );
+        assert!(rule.evaluate(&at(3), &relistened, &mut k, &p).is_empty());
+        let full = window(vec![listener(NS, 256, 257, 1200)]);
+        assert!(rule.evaluate(&at(4), &full, &mut k, &p).is_empty());
+        assert_eq!(
+            proposed(&rule.evaluate(&at(5), &full, &mut k, &p)),
+            [None],
+            "futile: advice for the application"
+        );
+        assert_eq!(rule.futile().len(), 1);
     }
 
     /// A service that listens again in the window of the raise (reloaded at once) leaves no
