@@ -242,10 +242,17 @@ impl ListenerState {
         }
     }
 
-    /// A raise is being judged at this limit: no raise from it until it is.
-    fn judging(&self, limit: u32) -> bool {
-        self.raised
-            .is_some_and(|r| r.before.is_some() && r.to == limit)
+    /// A raise is being judged at this limit: no raise from it until it is. That includes the
+    /// window in which the listener listened again (`before` is set only at its end) when that
+    /// window's end will start a judgement.
+    fn judging(&self, limit: u32, index: u64) -> bool {
+        let (run_limit, run) = self.run;
+        self.raised.is_some_and(|r| {
+            r.to == limit
+                && (r.before.is_some()
+                    || (run_limit == r.from && run.drops > 0)
+                    || index == r.window)
+        })
     }
 }
 
@@ -377,9 +384,19 @@ impl AcceptQueueRule {
                 pressed.push(l);
             }
         }
-        // Forget listeners that are gone.
+        // Forget listeners that are gone; not one with a raise still to be judged in a
+        // namespace that lives (a service restarting across the window's end is absent from
+        // it), for up to calm_windows windows after the raise.
         let seen: BTreeSet<ListenerId> = window.listeners.iter().map(ListenerId::of).collect();
-        self.listeners.retain(|id, _| seen.contains(id));
+        let live: BTreeSet<u64> = window.netns.iter().map(|n| n.netns).collect();
+        let waits = u64::from(self.cfg.calm_windows);
+        self.listeners.retain(|id, st| {
+            seen.contains(id)
+                || (live.contains(&id.netns)
+                    && st
+                        .raised
+                        .is_some_and(|r| at.index.saturating_sub(r.window) < waits))
+        });
         let mut out = self.advise(at, pressed.iter(), kernel, policy);
         out.extend(self.step_back(at, window, kernel, policy));
         out
@@ -406,7 +423,7 @@ impl AcceptQueueRule {
             if limit >= somaxconn {
                 let id = ListenerId::of(l);
                 let st = self.listeners.entry(id).or_default();
-                if st.judging(l.backlog_limit) {
+                if st.judging(l.backlog_limit, at.index) {
                     continue;
                 }
                 if let Some(f) = self
@@ -435,11 +452,20 @@ impl AcceptQueueRule {
                 }
                 continue;
             }
-            let st = self.listeners.entry(ListenerId::of(l)).or_default();
+            let id = ListenerId::of(l);
+            let st = self.listeners.entry(id).or_default();
             if !st.latch.fire(at.index, situation, self.cfg.repeat_windows) {
                 continue;
             }
-            if self.set_by_earlier_somaxconn(l, kernel) {
+            // A raise did not help it at this limit: a larger one (somaxconn raised for another
+            // listener) would not either.
+            if let Some(f) = self
+                .futile
+                .get(&id)
+                .filter(|f| f.mark.to == l.backlog_limit)
+            {
+                out.push(futile_advice(l, somaxconn, &f.mark, kernel, at));
+            } else if self.set_by_earlier_somaxconn(l, kernel) {
                 out.push(listen_again_advice(l, somaxconn, kernel, at));
             } else {
                 out.push(application_advice(l, somaxconn, kernel, at));
@@ -1744,6 +1770,69 @@ mod tests {
         );
     }
 
+    /// Defect (s35, by hand): a listener whose raise was futile, in a namespace whose somaxconn
+    /// was then raised for another listener, was told to listen again to take the larger limit
+    /// (or, unrecognised, to raise its own backlog): the opposite of the advice it had just
+    /// been given. While it has the marked limit it keeps the futile raise's advice.
+    #[test]
+    fn a_futile_listener_is_not_told_to_listen_again_when_somaxconn_rises_for_another() {
+        let (mut rule, mut k, r) = raised_then([(257, 1150), (256, 1200)]);
+        assert_eq!(proposed(&r), [None]);
+        k.set(NS_KEY, 512);
+        let p = auto_policy();
+        let full = window(vec![listener(NS, 256, 256, 1200)]);
+        let r = rule.evaluate(&at(6), &full, &mut k, &p);
+        assert_eq!(proposed(&r), [None]);
+        assert!(
+            r[0].reason.contains("a longer queue only adds delay")
+                && !r[0].reason.contains("listen() again"),
+            "{}",
+            r[0].reason
+        );
+    }
+
+    /// Defect (s35, by hand): a never-accepting listener restarted across a window's end (absent
+    /// from that window: closed before its last dump, listening again after it) was forgotten
+    /// with its raise, and its first drops at the raised limit got the next raise at once,
+    /// unjudged (32 to 64, then 64 to 128). Its namespace lives: the raise waits for it.
+    #[test]
+    fn a_listener_absent_for_a_window_while_it_restarts_keeps_its_raise_judged() {
+        let mut rule = AcceptQueueRule::default();
+        let mut k = kernel(128);
+        let p = auto_policy();
+        let tick = window(vec![listener(NS, 128, 128, 40)]);
+        assert_eq!(
+            proposed(&rule.on_tick(&at(1), &tick, &mut k, &p)),
+            [Some(256)]
+        );
+        k.set(NS_KEY, 256);
+        let old = window(vec![listener(NS, 128, 128, 1200)]);
+        assert_eq!(proposed(&rule.evaluate(&at(1), &old, &mut k, &p)), [None]);
+        let mut gap = window(vec![]);
+        gap.netns = vec![crate::window::NetnsWindow {
+            netns: NS,
+            listen_overflows: 0,
+            listen_drops: 0,
+            syn_queue_full_drops: Some(0),
+            syn_queue_full_cookies: Some(0),
+        }];
+        assert!(rule.evaluate(&at(2), &gap, &mut k, &p).is_empty());
+        let relistened = window(vec![listener(NS, 256, 256, 1000)]);
+        assert!(
+            rule.on_tick(&at(3), &relistened, &mut k, &p).is_empty(),
+            "the raise is judged first"
+        );
+        assert!(rule.evaluate(&at(3), &relistened, &mut k, &p).is_empty());
+        let full = window(vec![listener(NS, 256, 257, 1200)]);
+        assert!(rule.evaluate(&at(4), &full, &mut k, &p).is_empty());
+        assert_eq!(
+            proposed(&rule.evaluate(&at(5), &full, &mut k, &p)),
+            [None],
+            "futile: advice for the application"
+        );
+        assert_eq!(rule.futile().len(), 1);
+    }
+
     /// A service that listens again in the window of the raise (reloaded at once) leaves no
     /// window at the old limit alone: that window is the one the raise is judged against.
     #[test]
@@ -1766,6 +1855,57 @@ mod tests {
         };
         assert_eq!(judged(1100), [None], "futile: advice for the application");
         assert_eq!(judged(300), [Some(512)], "cut: the next raise");
+    }
+
+    /// Defect (s35, by hand): a listener that listened again at the raised limit and dropped
+    /// on a tick of that same window got the next raise at once (8 to 16, then 16 to 32 on the
+    /// first tick at 16), before the windows that judge the first raise: `judging` only held
+    /// from that window's end. No raise from the new limit in that window either.
+    #[test]
+    fn a_tick_in_the_window_it_listened_again_gives_no_raise_before_the_judgement() {
+        let mut rule = AcceptQueueRule::default();
+        let mut k = kernel(128);
+        let p = auto_policy();
+        let tick = window(vec![listener(NS, 128, 128, 40)]);
+        assert_eq!(
+            proposed(&rule.on_tick(&at(1), &tick, &mut k, &p)),
+            [Some(256)]
+        );
+        k.set(NS_KEY, 256);
+        let old = window(vec![listener(NS, 128, 128, 1200)]);
+        assert_eq!(proposed(&rule.evaluate(&at(1), &old, &mut k, &p)), [None]);
+        assert!(rule.evaluate(&at(2), &old, &mut k, &p).is_empty());
+        let relistened = window(vec![listener(NS, 256, 256, 300)]);
+        assert!(
+            rule.on_tick(&at(3), &relistened, &mut k, &p).is_empty(),
+            "the raise is judged first"
+        );
+        assert!(rule.evaluate(&at(3), &relistened, &mut k, &p).is_empty());
+        let full = window(vec![listener(NS, 256, 257, 1200)]);
+        assert!(rule.on_tick(&at(4), &full, &mut k, &p).is_empty());
+        assert!(rule.evaluate(&at(4), &full, &mut k, &p).is_empty());
+        assert_eq!(
+            proposed(&rule.evaluate(&at(5), &full, &mut k, &p)),
+            [None],
+            "futile: advice for the application"
+        );
+        // A listener calm at its old limit before it listened again is not judged: its first
+        // drops at the new limit are answered at once.
+        let mut rule = AcceptQueueRule::default();
+        let mut k = kernel(128);
+        assert_eq!(
+            proposed(&rule.on_tick(&at(1), &tick, &mut k, &p)),
+            [Some(256)]
+        );
+        k.set(NS_KEY, 256);
+        let calm = window(vec![listener(NS, 128, 10, 0)]);
+        for i in 2..6 {
+            rule.evaluate(&at(i), &calm, &mut k, &p);
+        }
+        assert_eq!(
+            proposed(&rule.on_tick(&at(6), &relistened, &mut k, &p)),
+            [Some(512)]
+        );
     }
 
     /// The raise's reason says beforehand what happens if it does not help.
