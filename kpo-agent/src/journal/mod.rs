@@ -1891,7 +1891,7 @@ impl Journal {
     /// its value, so an agent killed between the two left the value reverted but free to be
     /// applied again (and a later quarantine of it not doubled). For each revert of the guard
     /// whose quarantine was missing at open ([`Folded::unquarantined_reverts`]) that took effect,
-    /// the quarantine is journaled as the guard would have, from the revert's time (its length by
+    /// the quarantine is journaled as the guard would have, from the revert's intent (its length by
     /// [`quarantine_length`] with `base`, the policy's). One that has ended already is journaled
     /// too, as ended: the revert then has its quarantine, and a later start does not judge it
     /// again (with a `guard.quarantine` raised since, it would come back). Not for a parameter
@@ -1908,8 +1908,7 @@ impl Journal {
             if !st.restorable.contains(&i.id) {
                 continue;
             }
-            let Some((reverted_ms, Outcome::Reverted { read_back, .. })) = st.outcomes.get(&i.id)
-            else {
+            let Some((_, Outcome::Reverted { read_back, .. })) = st.outcomes.get(&i.id) else {
                 continue;
             };
             // Put back after a wrong read-back: the revert did not take.
@@ -1925,7 +1924,9 @@ impl Journal {
             if i.netns_cookie.is_some() && st.before_this_boot(i) {
                 continue;
             }
-            missing.push((i.clone(), of, value, *reverted_ms));
+            // From the revert's intent: an outcome reconciled at a start is dated then, which may
+            // be long after the revert.
+            missing.push((i.clone(), of, value, i.ts_ms));
         }
         let now = now_ms();
         let mut restored = Vec::new();
