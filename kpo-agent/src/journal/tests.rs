@@ -1155,6 +1155,45 @@ fn a_missing_quarantine_runs_from_the_revert_not_from_its_reconciliation() {
     assert_eq!((since, until), (revert_ms, revert_ms + 3_600_000));
 }
 
+/// A damaged file's warnings are its holder's to log (the agent logs the journal's, the approvals
+/// store's and guard.log's with a prefix of its own): the loader logging them as well put every
+/// line in the agent's log twice.
+#[test]
+fn a_damaged_files_warnings_are_returned_not_logged_by_the_loader() {
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let dir = private_tempdir();
+    std::fs::write(dir.path().join("guard.log"), "zzzz not a record\n").unwrap();
+    let buffer = Buffer::default();
+    let out = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || out.clone())
+        .with_ansi(false)
+        .finish();
+    let loaded = tracing::subscriber::with_default(subscriber, || {
+        store::load_records::<Record>(dir.path(), "guard.log").unwrap()
+    });
+    assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+    assert!(
+        loaded.warnings[0].contains("line 1 is damaged"),
+        "{:?}",
+        loaded.warnings
+    );
+    assert_eq!(
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap(),
+        ""
+    );
+}
+
 /// The second change's intent line is damaged: its outcome, which repeats the intent, is listed
 /// in its place, with the reason saying the intent's line was lost.
 #[test]
