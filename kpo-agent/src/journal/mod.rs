@@ -756,6 +756,9 @@ pub(crate) struct Folded {
     /// archiving ([`Folded::unquarantined_reverts`]): the only ones
     /// [`Journal::restore_guard_quarantines`] restores.
     restorable: std::collections::BTreeSet<u64>,
+    /// Those of `restorable` without an outcome at open: reconciled since, their outcome is dated
+    /// at this start, not at the revert.
+    restorable_unsettled: std::collections::BTreeSet<u64>,
 }
 
 /// A run of one source's changes at one key ([`Folded::runs`]): indices in `records`.
@@ -1470,9 +1473,15 @@ impl Journal {
         // Before archiving: a pass drops a quarantine that ended over a day ago and may keep the
         // revert it followed, which would then look as if its quarantine was lost.
         let restorable = st.unquarantined_reverts();
+        let restorable_unsettled = restorable
+            .iter()
+            .copied()
+            .filter(|id| !st.outcomes.contains_key(id))
+            .collect();
         // Before the appender opens the file: archiving replaces it.
         let mut st = archive::at_open(dir, st, &boot, &options);
         st.restorable = restorable;
+        st.restorable_unsettled = restorable_unsettled;
         let appender = store::Appender::open(dir, store::JOURNAL_FILE)?;
         Ok(Journal {
             dir: dir.to_path_buf(),
@@ -1891,7 +1900,8 @@ impl Journal {
     /// its value, so an agent killed between the two left the value reverted but free to be
     /// applied again (and a later quarantine of it not doubled). For each revert of the guard
     /// whose quarantine was missing at open ([`Folded::unquarantined_reverts`]) that took effect,
-    /// the quarantine is journaled as the guard would have, from the revert's time (its length by
+    /// the quarantine is journaled as the guard would have, from the revert's time (its outcome's,
+    /// or its intent's when the outcome was reconciled at this start) (its length by
     /// [`quarantine_length`] with `base`, the policy's). One that has ended already is journaled
     /// too, as ended: the revert then has its quarantine, and a later start does not judge it
     /// again (with a `guard.quarantine` raised since, it would come back). Not for a parameter
@@ -1925,7 +1935,14 @@ impl Journal {
             if i.netns_cookie.is_some() && st.before_this_boot(i) {
                 continue;
             }
-            missing.push((i.clone(), of, value, *reverted_ms));
+            // An outcome reconciled at this start is dated now, maybe long after the revert: its
+            // intent's time is the revert's then.
+            let since = if st.restorable_unsettled.contains(&i.id) {
+                i.ts_ms
+            } else {
+                *reverted_ms
+            };
+            missing.push((i.clone(), of, value, since));
         }
         let now = now_ms();
         let mut restored = Vec::new();

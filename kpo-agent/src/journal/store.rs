@@ -226,10 +226,8 @@ where
             path.display(),
             saved.display()
         ));
-        for w in &loaded.warnings {
-            tracing::warn!("{w}");
-        }
-        // Not logged here: the journal's and the approval store's holders log what they say.
+        // Not logged here: the holders (the journal, the approvals store, the guard) log their
+        // file's warnings, the agent with a prefix of its own; logged here too, each came twice.
         loaded.warnings.extend(said);
     }
     Ok(loaded)

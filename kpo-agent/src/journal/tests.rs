@@ -1084,6 +1084,116 @@ fn a_missing_quarantine_ended_by_the_next_start_does_not_come_back_with_a_longer
     assert!(until.is_some_and(|u| u <= now), "ended: {until:?}");
 }
 
+/// The guard's revert was interrupted after its kernel write, and a later start reconciled it as
+/// done: its outcome is dated at that start. The quarantine it was missing runs from the revert's
+/// own time, as the guard's would have, not from the start (docs/journal.md).
+#[test]
+fn a_missing_quarantine_runs_from_the_revert_not_from_its_reconciliation() {
+    let dir = private_tempdir();
+    let a = addr("net.core.somaxconn@netns:4026539999");
+    let mut j = open(dir.path());
+    let id = j
+        .record_intent(
+            &a,
+            &Value::Int(4096),
+            &Value::Int(9000),
+            Source::Rules,
+            "test",
+            IntentKind::Change,
+        )
+        .unwrap();
+    j.record_outcome(
+        id,
+        Outcome::Applied {
+            read_back: Value::Int(9000),
+            reconciled: false,
+            why: None,
+        },
+    )
+    .unwrap();
+    let revert = j
+        .record_intent(
+            &a,
+            &Value::Int(9000),
+            &Value::Int(4096),
+            Source::Guard,
+            "p99 rose",
+            IntentKind::Revert { of: Some(id) },
+        )
+        .unwrap();
+    drop(j);
+    // The agent was down: the next start's outcome is at least this much later.
+    std::thread::sleep(Duration::from_millis(20));
+    let mut j = open(dir.path());
+    j.record_outcome(
+        revert,
+        Outcome::Reverted {
+            why: "revert interrupted after the kernel write; found done".into(),
+            read_back: Some(Value::Int(4096)),
+        },
+    )
+    .unwrap();
+    let restored = j
+        .restore_guard_quarantines(Duration::from_secs(3600))
+        .unwrap();
+    assert_eq!(restored.len(), 1, "{restored:?}");
+    let ts = |want: &dyn Fn(&Record) -> Option<u64>| j.records().iter().find_map(want).unwrap();
+    let revert_ms = ts(&|r| match r {
+        Record::Intent(i) if i.id == revert => Some(i.ts_ms),
+        _ => None,
+    });
+    let (since, until) = j
+        .records()
+        .iter()
+        .find_map(|r| match r {
+            Record::Quarantine {
+                ts_ms, until_ms, ..
+            } => Some((*ts_ms, *until_ms)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((since, until), (revert_ms, revert_ms + 3_600_000));
+}
+
+/// A damaged file's warnings are its holder's to log (the agent logs the journal's, the approvals
+/// store's and guard.log's with a prefix of its own): the loader logging them as well put every
+/// line in the agent's log twice.
+#[test]
+fn a_damaged_files_warnings_are_returned_not_logged_by_the_loader() {
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let dir = private_tempdir();
+    std::fs::write(dir.path().join("guard.log"), "zzzz not a record\n").unwrap();
+    let buffer = Buffer::default();
+    let out = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || out.clone())
+        .with_ansi(false)
+        .finish();
+    let loaded = tracing::subscriber::with_default(subscriber, || {
+        store::load_records::<Record>(dir.path(), "guard.log").unwrap()
+    });
+    assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+    assert!(
+        loaded.warnings[0].contains("line 1 is damaged"),
+        "{:?}",
+        loaded.warnings
+    );
+    assert_eq!(
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap(),
+        ""
+    );
+}
+
 /// The second change's intent line is damaged: its outcome, which repeats the intent, is listed
 /// in its place, with the reason saying the intent's line was lost.
 #[test]
