@@ -410,6 +410,154 @@ pub fn a_change_the_agent_was_killed_after_is_judged_after_the_restart() {
     assert_eq!(host_somaxconn(), host_before);
 }
 
+/// The guard judges an operator's change by its namespace's listeners: somaxconn lowered to 16 in
+/// a namespace, a service there listening again (so capped at 16) and a burst it never accepts
+/// make the namespace's listen overflows rise from 0 for two windows in a row. The guard reverts
+/// the change (the namespace's somaxconn is its original again), and the value is quarantined:
+/// an operator's `kpo apply` of it is refused until the quarantine ends (docs/events.md, `guard`).
+pub fn the_guard_reverts_a_change_whose_listen_overflows_rose_and_quarantines_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let host_before = host_somaxconn();
+    let ns = Netns::new();
+    let original = ns_somaxconn(&ns);
+    // A listener from before the change: the window before it has the namespace's overflows (0).
+    let idle = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        r#"
+[guard]
+windows = 1000
+signals = ["listen_overflows"]
+quarantine = "1h"
+
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 16
+max = 65535
+max_step = "1000%"
+sources = ["operator"]
+"#,
+    )
+    .unwrap();
+    let events = dir.path().join("events.ndjson");
+    let mut agent = Running::start(dir.path(), &events);
+    let inum = ns.inum();
+    let idle_port = idle.local_addr().unwrap().port();
+    wait_until(
+        "a window with the idle listener",
+        Duration::from_secs(10),
+        || {
+            has(&events, |e| {
+                e["kind"] == "window"
+                    && e["listeners"].as_array().is_some_and(|l| {
+                        l.iter().any(|l| {
+                            l["netns"] == inum && l["port"] == idle_port && l["overflows"] == 0
+                        })
+                    })
+            })
+        },
+    );
+    let target = format!("/run/netns/{}", ns.name);
+    let out = kpo(
+        dir.path(),
+        &["apply", "net.core.somaxconn=16", "--netns", &target],
+    );
+    assert!(out.starts_with("applied"), "{out}");
+    let id: u64 = out["applied #".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The service listens again after the change: its queue takes the new limit.
+    let busy = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    assert_eq!(
+        unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&busy), 128) },
+        0
+    );
+    let port = busy.local_addr().unwrap().port();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            ns.run(|| {
+                // Bounded: at most 1000 sockets held, at most 30 s.
+                let end = std::time::Instant::now() + Duration::from_secs(30);
+                let mut held = std::collections::VecDeque::new();
+                while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < end {
+                    for _ in 0..10 {
+                        held.push_back(kpo_integration::connect_nonblocking(port));
+                    }
+                    while held.len() > 1000 {
+                        held.pop_front();
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        });
+        wait_until("the guard's verdict", Duration::from_secs(30), || {
+            has(&events, |e| e["kind"] == "guard" && e["change_id"] == id)
+        });
+        stop.store(true, Ordering::Relaxed);
+    });
+    let all = lines(&events);
+    let verdict = all
+        .iter()
+        .find(|e| e["kind"] == "guard" && e["change_id"] == id)
+        .unwrap();
+    assert_eq!(verdict["verdict"], "revert", "{verdict}");
+    assert_eq!(verdict["signal"], "listen_overflows", "{verdict}");
+    assert_eq!(verdict["value"], 16, "{verdict}");
+    assert_eq!(verdict["before"], 0.0, "{verdict}");
+    assert_eq!(verdict["reverted"], true, "{verdict}");
+    assert!(ns.netstat("TcpExtListenOverflows") > 0);
+    assert_eq!(
+        ns_somaxconn(&ns),
+        original,
+        "the guard put the original back"
+    );
+    let journal = kpo(dir.path(), &["journal", "--json"]);
+    let revert: Value = journal
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["revert_of"] == id)
+        .unwrap_or_else(|| panic!("no revert of #{id}: {journal}"));
+    assert_eq!(
+        (&revert["source"], &revert["status"], &revert["read_back"]),
+        (
+            &Value::from("guard"),
+            &Value::from("reverted"),
+            &Value::from(original)
+        ),
+        "{revert}"
+    );
+    // Quarantined: the operator's apply of the same value is refused, and nothing is written.
+    let again = Command::new(kpo_binary())
+        .args(["apply", "net.core.somaxconn=16", "--netns", &target])
+        .args(state_args(dir.path()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(again.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.starts_with("refused")
+            && stdout.contains("quarantined: this value was reverted by the guard"),
+        "{stdout}"
+    );
+    assert_eq!(ns_somaxconn(&ns), original);
+    let status: Value = serde_json::from_str(&kpo(dir.path(), &["status", "--json"])).unwrap();
+    let param = status["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["key"] == format!("net.core.somaxconn@netns:{inum}"))
+        .unwrap();
+    assert_eq!(param["quarantined"][0][0], 16, "{param}");
+    agent.sigterm_and_wait();
+    assert_eq!(host_somaxconn(), host_before);
+    drop((idle, busy));
+}
+
 /// `kpo run` given relative `--policy`, `--state-dir` and `--socket` keeps them made absolute
 /// against the directory it started in: its status reports them so, and a CLI run from another
 /// directory with the absolute paths is served (a relative path kept as given would name another

@@ -391,6 +391,11 @@ fn main() {
             agent_decides::a_change_the_agent_was_killed_after_is_judged_after_the_restart,
         ),
         trial(
+            "agent_decides::the_guard_reverts_a_change_whose_listen_overflows_rose_and_quarantines_it",
+            req(),
+            agent_decides::the_guard_reverts_a_change_whose_listen_overflows_rose_and_quarantines_it,
+        ),
+        trial(
             "agent_decides::the_accept_queue_rule_raises_somaxconn_in_the_listeners_namespace",
             req(),
             agent_decides::the_accept_queue_rule_raises_somaxconn_in_the_listeners_namespace,
