@@ -310,15 +310,25 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// What `kpo resume PARAM` says when nothing was handed back: a name KPO never changed (a typo,
-/// `net.core.somaxcon`) is told apart from a parameter KPO manages that is simply not yielded.
+/// `net.core.somaxcon`), or never changed in the namespace named (`@netns:/run/netns/TYPO`), is
+/// told apart from a parameter KPO manages that is simply not yielded.
 fn nothing_to_resume(param: &str, status: &crate::control::Status) -> String {
     let name = param.parse::<ParamAddress>().map(|a| a.name).ok();
-    let known = status
+    let managed = status
+        .params
+        .iter()
+        .any(|s| crate::journal::names_param(param, &s.key, s.address.as_ref()));
+    let same_name = status
         .params
         .iter()
         .any(|s| s.address.as_ref().map(|a| &a.name) == name.as_ref());
-    if known {
+    if managed {
         format!("{param}: not yielded; nothing to resume")
+    } else if let (true, Some(name)) = (same_name, name) {
+        format!(
+            "{param}: KPO has changed {name}, but not there (kpo status lists where it has; is \
+             the namespace right?), so none is yielded there; nothing to resume"
+        )
     } else {
         format!(
             "{param}: KPO has changed no parameter of this name (kpo status lists those it has; \
@@ -909,9 +919,27 @@ mod agent_flag_tests {
             "net.core.somaxconn: not yielded; nothing to resume"
         );
         assert_eq!(
-            super::nothing_to_resume("net.core.somaxconn@netns:4026532999", &status),
-            "net.core.somaxconn@netns:4026532999: not yielded; nothing to resume"
+            super::nothing_to_resume("net.core.somaxconn@netns:4026532174", &status),
+            "net.core.somaxconn@netns:4026532174: not yielded; nothing to resume"
         );
+        assert_eq!(
+            super::nothing_to_resume("net.core.somaxconn@netns:/run/netns/web", &status),
+            "net.core.somaxconn@netns:/run/netns/web: not yielded; nothing to resume"
+        );
+        // Seen by hand: a namespace KPO never changed it in (a typo) read as "not yielded".
+        for elsewhere in [
+            "net.core.somaxconn@netns:4026532999",
+            "net.core.somaxconn@netns:/run/netns/wbe",
+        ] {
+            assert_eq!(
+                super::nothing_to_resume(elsewhere, &status),
+                format!(
+                    "{elsewhere}: KPO has changed net.core.somaxconn, but not there (kpo status \
+                     lists where it has; is the namespace right?), so none is yielded there; \
+                     nothing to resume"
+                )
+            );
+        }
         assert_eq!(
             super::nothing_to_resume("net.core.somaxcon", &status),
             "net.core.somaxcon: KPO has changed no parameter of this name (kpo status lists \

@@ -124,6 +124,16 @@ pub fn format_ms(ms: u64) -> String {
     }
 }
 
+/// Whether `name`, as `kpo resume` takes it, names the parameter journaled under `key` (at
+/// `address`): its key, its address as written, or its policy name, which names every target.
+pub fn names_param(name: &str, key: &str, address: Option<&ParamAddress>) -> bool {
+    key == name
+        || address.is_some_and(|a| a.policy_name() == name || a.to_string() == name)
+        || name
+            .parse::<ParamAddress>()
+            .is_ok_and(|a| target_key(&a) == key)
+}
+
 /// The key a parameter's history is kept under: its address, with a namespace path replaced by
 /// the namespace's inode when it resolves (so `/run/netns/web` and its inode are one target).
 /// A per-namespace key in the agent's own namespace, by inode or by a path to it, is the host's
@@ -1849,15 +1859,7 @@ impl Journal {
             .params
             .values()
             .filter(|p| p.yielded.is_some())
-            .filter(|p| {
-                p.key == name
-                    || p.address
-                        .as_ref()
-                        .is_some_and(|a| a.policy_name() == name || a.to_string() == name)
-                    || name
-                        .parse::<ParamAddress>()
-                        .is_ok_and(|a| target_key(&a) == p.key)
-            })
+            .filter(|p| names_param(name, &p.key, p.address.as_ref()))
             .map(|p| p.key.clone())
             .collect();
         for key in &keys {
