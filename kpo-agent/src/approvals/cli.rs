@@ -168,8 +168,17 @@ fn done(e: &Explained) -> String {
         };
     }
     if let Some(d) = &h.detail {
-        if h.done != Done::Pending {
-            s.push_str(&format!(": {d}"));
+        // A recommendation held by a rejection says which one and when it may ask again: the
+        // approval is shown already, so only the rest (`; not asked again before ...`).
+        let restated = e
+            .approval
+            .as_ref()
+            .filter(|_| h.done == Done::Rejected)
+            .and_then(|a| d.strip_prefix(&format!("{} {}", a.id, a.state.describe())));
+        match restated {
+            Some(rest) => s.push_str(rest),
+            None if h.done != Done::Pending => s.push_str(&format!(": {d}")),
+            None => {}
         }
     }
     s
@@ -220,6 +229,64 @@ mod tests {
             Command::Explain(a) => Ok(a.limit),
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    /// Defect (s35 apr, by hand): a recommendation held by an operator's rejection read
+    /// `approval ap-9: rejected by op: not now: ap-9 rejected by op: not now; not asked again
+    /// before ...`, the rejection twice. It is said once, then when it may ask again.
+    #[test]
+    fn a_recommendation_held_by_a_rejection_names_it_once() {
+        use crate::{
+            advise::recommendation::{Recommendation, Source, WindowRef},
+            approvals::{store::tests::item, ApprovalState, Done, Explained, HistoryEntry},
+        };
+        let mut rejected = item("ap-9", 32);
+        rejected.state = ApprovalState::Rejected {
+            by: "operator (uid 0, pid 7)".into(),
+            why: Some("not now".into()),
+        };
+        let parameter = rejected.parameter.clone();
+        let entry = |done, detail: &str| Explained {
+            entry: HistoryEntry {
+                ts_ms: 1,
+                recommendation: Recommendation {
+                    id: "rules-2-00000000".into(),
+                    parameter: parameter.clone(),
+                    current_value: Some(crate::actuate::param::Value::Int(16)),
+                    recommended_value: Some(crate::actuate::param::Value::Int(32)),
+                    can_auto_apply: false,
+                    reason: "listener dropped 24".into(),
+                    confidence: 0.9,
+                    source: Source::Rules,
+                    window: WindowRef {
+                        index: 2,
+                        end: "2026-01-01T00:00:00Z".into(),
+                    },
+                    application: None,
+                    netns_cookie: None,
+                },
+                done,
+                journal_id: None,
+                approval_id: Some("ap-9".into()),
+                detail: (!detail.is_empty()).then(|| detail.to_string()),
+            },
+            approval: Some(rejected.clone()),
+        };
+        let held = entry(
+            Done::Rejected,
+            "ap-9 rejected by operator (uid 0, pid 7): not now; not asked again before \
+             2026-01-01T01:00:00.000Z",
+        );
+        assert_eq!(
+            super::done(&held),
+            "approval ap-9: rejected by operator (uid 0, pid 7): not now; not asked again \
+             before 2026-01-01T01:00:00.000Z"
+        );
+        // The recommendation that asked for it: where its approval stands now.
+        assert_eq!(
+            super::done(&entry(Done::Pending, "")),
+            "approval ap-9: rejected by operator (uid 0, pid 7): not now"
+        );
     }
 
     /// `--limit 0` listed nothing and said "no recommendation recorded" of a parameter that had
