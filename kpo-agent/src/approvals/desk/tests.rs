@@ -318,6 +318,28 @@ fn pending_approvals_survive_reopening_and_reject_is_recorded_for_explain() {
     assert!(s.desk.explain("net.core.netdev_budget", 10).is_empty());
 }
 
+/// Defect (s35 apr, by hand): `kpo reject ap-14 --reason ""` recorded an empty reason, shown
+/// everywhere as `rejected by WHO: ` with nothing after the colon (the CLI, the webhook's text,
+/// later errors). An empty or blank reason is no reason.
+#[test]
+fn an_empty_rejection_reason_is_no_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let item = s.desk.reject("ap-1", "op", Some(" ")).unwrap();
+    assert_eq!(
+        item.state,
+        ApprovalState::Rejected {
+            by: "op".into(),
+            why: None
+        }
+    );
+    assert_eq!(item.state.describe(), "rejected by op");
+    s.consider(vec![rec(Source::Rules, 64, false)]);
+    let item = s.desk.reject("ap-2", "op", Some(" not now ")).unwrap();
+    assert_eq!(item.state.describe(), "rejected by op: not now");
+}
+
 /// Approvals still pending when the webhook is set (at the agent's start) are posted again,
 /// marked `repeat`; resolved ones are not; new ones are posted once, unmarked.
 #[test]
