@@ -219,8 +219,14 @@ fn an_expired_approval_cannot_be_approved() {
     let v = serde_json::to_value(&events[0]).unwrap();
     assert_eq!(v["kind"], "approval_resolved");
     assert_eq!(v["state"], "expired");
-    // Rejecting it is refused the same way.
-    assert!(s.desk.reject("ap-1", "op", None).is_err());
+    // Rejecting it is refused the same way, saying so (it said only "can no longer be
+    // approved" to a `kpo reject`: s35 apr, by hand).
+    let err = s.desk.reject("ap-1", "op", None).unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("expire_after; it can no longer be approved or rejected"),
+        "{err}"
+    );
 }
 
 #[test]
