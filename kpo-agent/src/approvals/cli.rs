@@ -23,6 +23,7 @@ pub struct PendingArgs {
 #[derive(Debug, Args)]
 pub struct ApproveArgs {
     /// The approval's id (`ap-3`, or `3`), as `kpo pending` lists it.
+    #[arg(value_parser = id_arg)]
     pub id: String,
     /// JSON (the approval and the change report) instead of text.
     #[arg(long)]
@@ -34,6 +35,7 @@ pub struct ApproveArgs {
 #[derive(Debug, Args)]
 pub struct RejectArgs {
     /// The approval's id (`ap-3`, or `3`).
+    #[arg(value_parser = id_arg)]
     pub id: String,
     /// Why, recorded with the rejection.
     #[arg(long, value_name = "TEXT")]
@@ -59,6 +61,15 @@ pub struct ExplainArgs {
     pub json: bool,
     #[command(flatten)]
     pub state: StateArgs,
+}
+
+/// An approval id: not blank, which names none (the agent said `no approval  (kpo pending
+/// lists them)`, an empty name between two spaces).
+fn id_arg(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("an approval id is `ap-3` or `3`, as kpo pending lists it".into());
+    }
+    Ok(text.to_string())
 }
 
 /// `--limit N`: at least 1. Zero would list nothing, which reads as "no recommendation
@@ -287,6 +298,29 @@ mod tests {
             super::done(&entry(Done::Pending, "")),
             "approval ap-9: rejected by operator (uid 0, pid 7): not now"
         );
+    }
+
+    /// Defect (s35 apr, by hand): `kpo approve ""` was sent and answered `no approval  (kpo
+    /// pending lists them)`. A blank id is refused by the CLI, saying what an id is.
+    #[test]
+    fn a_blank_approval_id_is_refused() {
+        for command in ["approve", "reject"] {
+            for id in ["", " "] {
+                let err = Cli::try_parse_from(["kpo", command, id])
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    err.contains("an approval id is `ap-3` or `3`, as kpo pending lists it"),
+                    "{command} {id:?}: {err}"
+                );
+            }
+            let ok = Cli::try_parse_from(["kpo", command, "ap-3"]).unwrap();
+            assert!(
+                matches!(ok.command, Command::Approve(ref a) if a.id == "ap-3")
+                    || matches!(ok.command, Command::Reject(ref a) if a.id == "ap-3"),
+                "{command}"
+            );
+        }
     }
 
     /// `--limit 0` listed nothing and said "no recommendation recorded" of a parameter that had
