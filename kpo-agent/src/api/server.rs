@@ -314,7 +314,7 @@ async fn answer(
         .peer_cred()
         .map_err(|e| Reply::Error(format!("cannot read the caller's credentials: {e}")))?;
     if cred.uid() != 0 {
-        warn!(uid = cred.uid(), pid = ?cred.pid(), "control socket: refused a caller that is not root");
+        warn!(uid = cred.uid(), pid = %pid_of(&cred), "control socket: refused a caller that is not root");
         return Err(Reply::Error(format!(
             "refused: the KPO control socket serves root only (caller uid {})",
             cred.uid()
@@ -340,7 +340,7 @@ async fn answer(
     if hung_up(stream.as_fd()) {
         warn!(
             uid = cred.uid(),
-            pid = ?cred.pid(),
+            pid = %pid_of(&cred),
             "control socket: the caller closed the connection before its request was read; \
              dropped, not carried out"
         );
@@ -394,6 +394,12 @@ async fn answer(
                     .into(),
             )
         })?
+}
+
+/// The caller's pid as the log shows it: a number (`pid=4711`, not `pid=Some(4711)`).
+fn pid_of(cred: &tokio::net::unix::UCred) -> String {
+    cred.pid()
+        .map_or_else(|| "unknown".to_string(), |p| p.to_string())
 }
 
 /// The caller as `name` gives it, off the run loop's thread, or by its ids alone when `name` has
@@ -589,6 +595,39 @@ mod tests {
         };
         let (reply, ()) = tokio::join!(super::answer(&mut agent_end, tx, name), the_loop);
         assert_eq!(reply, Ok(super::Reply::Ok(serde_json::json!(null))));
+    }
+
+    /// Defect (s35 apr, by hand): the warning for a dropped request named the caller's pid as
+    /// `pid=Some(26107)`. It is the number.
+    #[test]
+    fn a_dropped_requests_warning_names_the_callers_pid() {
+        use tokio::io::AsyncWriteExt;
+        if crate::api::socket_test_skipped_unless_root() {
+            return;
+        }
+        let (reply, log) = crate::logging::logged(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (mut agent_end, mut caller_end) = tokio::net::UnixStream::pair().unwrap();
+                caller_end
+                    .write_all(b"{\"op\":\"status\"}\n")
+                    .await
+                    .unwrap();
+                drop(caller_end);
+                let (tx, _requests) = tokio::sync::mpsc::channel::<super::Incoming>(1);
+                let name = |uid: u32, pid: u32| format!("operator (uid {uid}, pid {pid})");
+                super::answer(&mut agent_end, tx, name).await
+            })
+        });
+        assert!(reply.is_err(), "{reply:?}");
+        assert!(log.contains("dropped, not carried out"), "{log}");
+        assert!(
+            log.contains(&format!("pid={}", std::process::id())),
+            "{log}"
+        );
     }
 
     /// Defect (review s29 run-output-api #5): the connection stayed open after the answer for as

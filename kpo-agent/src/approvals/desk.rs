@@ -897,11 +897,13 @@ impl Desk {
     ) -> Result<ApprovalItem, ControlError> {
         let id = normalize_id(id);
         let item = self.still_pending(&id)?;
+        // `--reason ""` gives no reason: shown, it would be `rejected by WHO: ` and nothing.
+        let why = reason.map(str::trim).filter(|r| !r.is_empty());
         Ok(self.resolve(
             item,
             ApprovalState::Rejected {
                 by: by.to_string(),
-                why: reason.map(str::to_string),
+                why: why.map(str::to_string),
             },
         )?)
     }

@@ -225,7 +225,7 @@ pub enum ApprovalError {
     NoSuch(String),
     #[error("{id} can no longer be approved or rejected: {state}")]
     NotPending { id: String, state: String },
-    #[error("{id} expired at {at}: nobody approved it within [approvals] expire_after; it can no longer be approved")]
+    #[error("{id} expired at {at}: nobody approved it within [approvals] expire_after; it can no longer be approved or rejected")]
     Expired { id: String, at: String },
     #[error("{id} cannot be approved: {why}; the advice was for a namespace that is no longer there, so it is cleared (the advisor asks again if the namespace now there needs it)")]
     NamespaceGone { id: String, why: String },

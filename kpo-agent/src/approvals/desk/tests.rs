@@ -219,8 +219,14 @@ fn an_expired_approval_cannot_be_approved() {
     let v = serde_json::to_value(&events[0]).unwrap();
     assert_eq!(v["kind"], "approval_resolved");
     assert_eq!(v["state"], "expired");
-    // Rejecting it is refused the same way.
-    assert!(s.desk.reject("ap-1", "op", None).is_err());
+    // Rejecting it is refused the same way, saying so (it said only "can no longer be
+    // approved" to a `kpo reject`: s35 apr, by hand).
+    let err = s.desk.reject("ap-1", "op", None).unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("expire_after; it can no longer be approved or rejected"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -316,6 +322,28 @@ fn pending_approvals_survive_reopening_and_reject_is_recorded_for_explain() {
     assert_eq!(s.desk.pending().unwrap()[0].id, "ap-2");
     assert!(s.desk.explain("net.core.somaxconn@netns:1", 10).is_empty());
     assert!(s.desk.explain("net.core.netdev_budget", 10).is_empty());
+}
+
+/// Defect (s35 apr, by hand): `kpo reject ap-14 --reason ""` recorded an empty reason, shown
+/// everywhere as `rejected by WHO: ` with nothing after the colon (the CLI, the webhook's text,
+/// later errors). An empty or blank reason is no reason.
+#[test]
+fn an_empty_rejection_reason_is_no_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let item = s.desk.reject("ap-1", "op", Some(" ")).unwrap();
+    assert_eq!(
+        item.state,
+        ApprovalState::Rejected {
+            by: "op".into(),
+            why: None
+        }
+    );
+    assert_eq!(item.state.describe(), "rejected by op");
+    s.consider(vec![rec(Source::Rules, 64, false)]);
+    let item = s.desk.reject("ap-2", "op", Some(" not now ")).unwrap();
+    assert_eq!(item.state.describe(), "rejected by op: not now");
 }
 
 /// Approvals still pending when the webhook is set (at the agent's start) are posted again,
