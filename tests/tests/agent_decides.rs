@@ -40,6 +40,13 @@ fn state_args(dir: &Path) -> [std::path::PathBuf; 6] {
     ]
 }
 
+/// `policy`, whose last table is somaxconn's entry, kept to the test's namespace: in mode auto the
+/// rules would otherwise raise somaxconn wherever a listener overflows on this machine (the
+/// host's namespace, other tests' and other programs' namespaces).
+fn in_namespace(policy: &str, ns: &Netns) -> String {
+    format!("{policy}namespaces = [\"/run/netns/{}\"]\n", ns.name)
+}
+
 /// `kpo SUBCOMMAND ...` against the agent's socket and state; returns stdout, panics on failure.
 pub(crate) fn kpo(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(kpo_binary())
@@ -113,7 +120,8 @@ pub fn applies_through_the_socket_yields_to_people_and_reverts_on_exit() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("policy.toml"),
-        r#"
+        in_namespace(
+            r#"
 # The guard is not under test here: the host-wide signals it watches move with whatever else
 # this machine runs, and a revert would hide what the rule did.
 [guard]
@@ -126,6 +134,8 @@ max = 65535
 max_step = "1000%"
 on_exit = "revert"
 "#,
+            &ns,
+        ),
     )
     .unwrap();
     let events = dir.path().join("events.ndjson");
@@ -223,7 +233,8 @@ pub fn the_accept_queue_rule_raises_somaxconn_in_the_listeners_namespace() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("policy.toml"),
-        r#"
+        in_namespace(
+            r#"
 # The guard is not under test here: the host-wide signals it watches move with whatever else
 # this machine runs, and a revert would hide what the rule did.
 [guard]
@@ -236,6 +247,8 @@ max = 65535
 max_step = "1000%"
 sources = ["rules", "operator"]
 "#,
+            &ns,
+        ),
     )
     .unwrap();
     let events = dir.path().join("events.ndjson");
@@ -293,8 +306,11 @@ pub fn a_stream_that_fails_still_reverts_on_exit() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("policy.toml"),
-        "[guard]\nsignals = []\n\n[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmin = 128\n\
-         max = 65535\nmax_step = \"1000%\"\non_exit = \"revert\"\n",
+        in_namespace(
+            "[guard]\nsignals = []\n\n[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n\
+             min = 128\nmax = 65535\nmax_step = \"1000%\"\non_exit = \"revert\"\n",
+            &ns,
+        ),
     )
     .unwrap();
     let child = Command::new(kpo_binary())
@@ -351,8 +367,11 @@ pub fn a_change_the_agent_was_killed_after_is_judged_after_the_restart() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("policy.toml"),
-            "[guard]\nwindows = 1000\n\n[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n\
-             min = 128\nmax = 65535\nmax_step = \"1000%\"\n",
+            in_namespace(
+                "[guard]\nwindows = 1000\n\n[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n\
+                 min = 128\nmax = 65535\nmax_step = \"1000%\"\n",
+                &ns,
+            ),
         )
         .unwrap();
         let events = dir.path().join("events.ndjson");
@@ -425,7 +444,8 @@ pub fn the_guard_reverts_a_change_whose_listen_overflows_rose_and_quarantines_it
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("policy.toml"),
-        r#"
+        in_namespace(
+            r#"
 [guard]
 windows = 1000
 signals = ["listen_overflows"]
@@ -438,6 +458,8 @@ max = 65535
 max_step = "1000%"
 sources = ["operator"]
 "#,
+            &ns,
+        ),
     )
     .unwrap();
     let events = dir.path().join("events.ndjson");

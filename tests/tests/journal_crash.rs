@@ -556,7 +556,13 @@ pub fn a_full_state_directory_stops_changes_not_the_agent() {
         dir: tmpfs.dir.join("kpo"),
     };
     std::fs::create_dir_all(&state.dir).unwrap();
-    std::fs::write(state.dir.join("policy.toml"), POLICY).unwrap();
+    // In the test's namespace only: in mode auto the agent's rules would raise somaxconn wherever
+    // a listener overflows on this machine.
+    std::fs::write(
+        state.dir.join("policy.toml"),
+        format!("{POLICY}namespaces = [\"{}\"]\n", ns.path()),
+    )
+    .unwrap();
     let out = tempfile::tempdir().unwrap();
     let (events, log, socket) = (
         out.path().join("events.ndjson"),
