@@ -403,7 +403,10 @@ impl AcceptQueueRule {
     }
 
     /// Advice for pressed listeners whose latch lets it through: one raise per namespace, and
-    /// advice for each application.
+    /// advice for each application. A namespace's raise counts every listener there capped by
+    /// somaxconn and pressed in the window, latched or not: one listener's latch alone would
+    /// advise a raise to its own limit, and two listeners latched at different windows would
+    /// advise by turns two values, each superseding the other's pending approval.
     fn advise<'a>(
         &mut self,
         at: &WindowRef,
@@ -411,7 +414,8 @@ impl AcceptQueueRule {
         kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
     ) -> Vec<Recommendation> {
-        let mut raise: BTreeMap<u64, Vec<Pressed>> = BTreeMap::new();
+        let mut capped: BTreeMap<u64, Vec<Pressed>> = BTreeMap::new();
+        let mut ready: BTreeSet<u64> = BTreeSet::new();
         let mut out = Vec::new();
         for l in pressed {
             // Without the namespace's somaxconn the two cases cannot be told apart.
@@ -445,11 +449,12 @@ impl AcceptQueueRule {
                     std::slice::from_ref(&limits),
                     self.cfg.repeat_windows,
                 ) {
-                    raise
-                        .entry(l.netns)
-                        .or_default()
-                        .push(Pressed { l, somaxconn });
+                    ready.insert(l.netns);
                 }
+                capped
+                    .entry(l.netns)
+                    .or_default()
+                    .push(Pressed { l, somaxconn });
                 continue;
             }
             let id = ListenerId::of(l);
@@ -471,7 +476,7 @@ impl AcceptQueueRule {
                 out.push(application_advice(l, somaxconn, kernel, at));
             }
         }
-        for (netns, pressed) in raise {
+        for (netns, pressed) in capped.into_iter().filter(|(n, _)| ready.contains(n)) {
             let advice = self.raise_advice(netns, &pressed, kernel, policy, at);
             let target = advice
                 .as_ref()
@@ -1292,6 +1297,47 @@ mod tests {
         let r = rule.evaluate(&at(2), &w, &mut k, &auto_policy());
         assert!(r[0].reason.contains("listen() again"), "{}", r[0].reason);
         assert!(!r[0].reason.contains("would not help"), "{}", r[0].reason);
+    }
+
+    /// Seen by hand (qa-approvals): two listeners of one namespace capped at different limits and
+    /// pressed in every window got the namespace's raise advised by turns, each at its own limit
+    /// doubled (96, 80, 96, ...), each superseding the other's pending approval. Every window's
+    /// raise counts both.
+    #[test]
+    fn listeners_pressed_together_get_one_raise_not_turns() {
+        let mut rule = AcceptQueueRule::default();
+        let mut k = kernel(200);
+        let p = StaticPolicy::new().with(
+            SOMAXCONN,
+            &[Source::Rules],
+            ParamLimits::new(Mode::Recommend).bounds(128, 65535),
+        );
+        let mut above = listener(NS, 240, 240, 0);
+        above.port = 9090;
+        let capped = listener(NS, 200, 200, 30);
+        // Only the one at 200 drops at first: its own raise.
+        let r = rule.evaluate(
+            &at(1),
+            &window(vec![above.clone(), capped.clone()]),
+            &mut k,
+            &p,
+        );
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].recommended_value, Some(Value::Int(400)));
+        above.overflows = Some(30);
+        let mut advised = Vec::new();
+        for index in 2..=25 {
+            let w = window(vec![above.clone(), capped.clone()]);
+            for r in rule.evaluate(&at(index), &w, &mut k, &p) {
+                advised.push((index, r.recommended_value));
+            }
+        }
+        assert_eq!(
+            advised,
+            [2, 12, 22].map(|i| (i, Some(Value::Int(480)))),
+            "one raise for both, repeated every {} windows",
+            super::super::REPEAT_WINDOWS
+        );
     }
 
     #[test]
