@@ -520,22 +520,32 @@ fn check_suggestion(
             ),
         ));
     }
-    let managing: Vec<&str> = [Source::Rules, Source::Optimizer, Source::Llm]
-        .into_iter()
-        .filter(|s| policy.allowed(&address, *s).is_some())
-        .map(Source::as_str)
-        .collect();
-    if !managing.is_empty() {
-        return Err((
-            DropKind::Managed,
-            format!(
-                "KPO's policy lets {} change {}: it is not one to change by hand",
-                managing.join(", "),
-                address.name
-            ),
-        ));
+    if let Some(detail) = managed_by(policy, &address) {
+        return Err((DropKind::Managed, detail));
     }
     Ok(address)
+}
+
+/// The `managed` detail when `policy` lets an advisor change `address` (a sysctl at the host),
+/// else `None`.
+fn managed_by(policy: &dyn AdvicePolicy, address: &ParamAddress) -> Option<String> {
+    let managing: Vec<&str> = [Source::Rules, Source::Optimizer, Source::Llm]
+        .into_iter()
+        // Observed only, it is no advisor's to change: its advice is recorded, nothing more.
+        .filter(|s| {
+            policy
+                .allowed(address, *s)
+                .is_some_and(|l| l.mode != Mode::Observe)
+        })
+        .map(Source::as_str)
+        .collect();
+    (!managing.is_empty()).then(|| {
+        format!(
+            "KPO's policy lets {} change {}: it is not one to change by hand",
+            managing.join(", "),
+            address.name
+        )
+    })
 }
 
 /// Sysctls whose read does work rather than show a value, never read for a suggestion whatever
@@ -747,6 +757,12 @@ mod tests {
                 "net.ipv4.udp_*",
                 &[Source::Llm],
                 ParamLimits::new(Mode::Recommend),
+            )
+            // Observed only: advice is recorded, never applied nor queued for approval.
+            .with(
+                "vm.dirty_ratio",
+                &[Source::Rules, Source::Llm],
+                ParamLimits::new(Mode::Observe),
             );
         let offered = vec![
             ParamContext {
@@ -1032,6 +1048,19 @@ mod tests {
             }
         });
         (s, read.into_inner())
+    }
+
+    /// A parameter the policy only observes is no advisor's to change (its advice is recorded,
+    /// never applied nor queued for approval): suggested, it is kept, not `managed`, whose detail
+    /// would say the policy "lets rules, llm change" it: under `[defaults] mode = "observe"` (the
+    /// example policy's) every sysctl would be.
+    #[test]
+    fn a_suggestion_of_an_observed_parameter_is_kept() {
+        let (s, read) =
+            suggest(serde_json::json!([{"parameter": "vm.dirty_ratio", "reason": "r"}]));
+        assert_eq!(s.dropped, []);
+        assert_eq!(s.kept.len(), 1);
+        assert_eq!(read, ["vm.dirty_ratio"]);
     }
 
     /// A kept suggestion is a recommendation without a value, never automatic, with the model's
