@@ -548,6 +548,29 @@ fn managed_by(policy: &dyn AdvicePolicy, address: &ParamAddress) -> Option<Strin
     })
 }
 
+/// The kept `suggestions` that `policy` says are KPO's to change, taken out as `managed`
+/// entries, which are returned. For `kpo run`, whose consultation validates against the answers
+/// for what it offered alone: by those, nothing else is managed.
+pub fn drop_managed(
+    suggestions: &mut Vec<Recommendation>,
+    policy: &dyn AdvicePolicy,
+) -> Vec<Dropped> {
+    let mut dropped = Vec::new();
+    suggestions.retain(|s| match managed_by(policy, &s.parameter) {
+        None => true,
+        Some(detail) => {
+            dropped.push(Dropped {
+                parameter: Some(shorten(&s.parameter.to_string())),
+                value: None,
+                kind: DropKind::Managed,
+                detail: shorten_to(&detail, MAX_DETAIL_CHARS),
+            });
+            false
+        }
+    });
+    dropped
+}
+
 /// Sysctls whose read does work rather than show a value, never read for a suggestion whatever
 /// their mode says: `vm.stat_refresh` refreshes the counters on every CPU and waits for them
 /// (without bound on a CPU that a real-time task keeps busy); the others are write-only triggers
