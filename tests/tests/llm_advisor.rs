@@ -714,8 +714,8 @@ pub fn a_clean_structured_reply_is_applied() {
 }
 
 /// A reply that suggests a parameter the policy does not let the LLM drive
-/// (`net.ipv4.tcp_fin_timeout`): exactly one `recommendation` event, for it, as advice (source
-/// `llm`, no value, not automatic, the agent's own value as `current_value`), and nothing
+/// (`net.ipv4.tcp_fin_timeout`): exactly one `recommendation` event of the LLM's, for it, as
+/// advice (no value, not automatic, the agent's own value as `current_value`), and nothing
 /// changed, journaled or asked for approval; `kpo explain` shows it as advice. Mutation that
 /// fails it: the suggestions not handed to `Deciding::consider` in `LlmStage::settle`.
 pub fn a_suggestion_is_reported_and_never_applied() {
@@ -734,9 +734,10 @@ pub fn a_suggestion_is_reported_and_never_applied() {
     assert_nothing_applied(&case);
     let events = case.events();
     assert!(!events.iter().any(|e| e["kind"] == "approval_required"));
+    // The LLM's alone: the rules may advise on listeners of other programs on this machine.
     let recs: Vec<&Value> = events
         .iter()
-        .filter(|e| e["kind"] == "recommendation")
+        .filter(|e| e["kind"] == "recommendation" && e["source"] == "llm")
         .collect();
     assert_eq!(recs.len(), 1, "{recs:?}");
     let rec = recs[0];

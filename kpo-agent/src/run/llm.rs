@@ -14,7 +14,7 @@
 use std::{collections::VecDeque, sync::Arc};
 
 use tokio::task::JoinHandle;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::deciding::Deciding;
 use crate::{
@@ -202,6 +202,22 @@ impl LlmStage {
                 )))];
             }
         };
+        // `managed` needs the whole policy, and the task had only the answers for what it
+        // offered (`OfferedPolicy`), by which nothing else is managed: the live one, now.
+        let managed = crate::advise::llm::validate::drop_managed(
+            &mut consultation.suggestions,
+            &deciding.change_path().policy,
+        );
+        if !managed.is_empty() {
+            let kept = &consultation.suggestions;
+            consultation
+                .suggested_ids
+                .retain(|id| kept.iter().any(|s| s.id == *id));
+            for d in &managed {
+                info!(detail = %d.detail, "LLM suggestion dropped as managed");
+            }
+            consultation.dropped_suggestions.extend(managed);
+        }
         let mut recommendations = std::mem::take(&mut consultation.recommendations);
         // Without a value: the desk reports them, keeps them in the history and posts them as
         // advice, and proposes nothing for them.

@@ -599,8 +599,9 @@ impl LlmConfig {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
+    // Not quoting the value: the agent's configuration error leaves quoted text out anyway.
     humantime::parse_duration(&text)
-        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration: {e}")))
+        .map_err(|e| serde::de::Error::custom(format!("not a duration: {e}")))
 }
 
 #[cfg(test)]
@@ -1055,6 +1056,20 @@ mod tests {
         assert_eq!(at_the_bounds.validate(), Ok(()));
         let from_toml: LlmConfig = toml::from_str(r#"timeout = "1h""#).unwrap();
         assert_eq!(from_toml.validate().unwrap_err().key(), "llm.timeout");
+    }
+
+    /// The agent's configuration error never quotes a value (it may be a key), so a message that
+    /// began with the quoted value read "line 2, column 11: is not a duration", without a subject.
+    #[test]
+    fn a_bad_duration_reads_whole_without_its_quoted_value() {
+        let err = crate::config::Config::from_toml("[llm]\ntimeout = \"-5s\"", "bad.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config file bad.toml: line 2, column 11: not a duration: expected number at 0, in \
+             `llm.timeout`"
+        );
     }
 
     #[test]

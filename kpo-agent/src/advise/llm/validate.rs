@@ -520,22 +520,55 @@ fn check_suggestion(
             ),
         ));
     }
-    let managing: Vec<&str> = [Source::Rules, Source::Optimizer, Source::Llm]
-        .into_iter()
-        .filter(|s| policy.allowed(&address, *s).is_some())
-        .map(Source::as_str)
-        .collect();
-    if !managing.is_empty() {
-        return Err((
-            DropKind::Managed,
-            format!(
-                "KPO's policy lets {} change {}: it is not one to change by hand",
-                managing.join(", "),
-                address.name
-            ),
-        ));
+    if let Some(detail) = managed_by(policy, &address) {
+        return Err((DropKind::Managed, detail));
     }
     Ok(address)
+}
+
+/// The `managed` detail when `policy` lets an advisor change `address` (a sysctl at the host),
+/// else `None`.
+fn managed_by(policy: &dyn AdvicePolicy, address: &ParamAddress) -> Option<String> {
+    let managing: Vec<&str> = [Source::Rules, Source::Optimizer, Source::Llm]
+        .into_iter()
+        // Observed only, it is no advisor's to change: its advice is recorded, nothing more.
+        .filter(|s| {
+            policy
+                .allowed(address, *s)
+                .is_some_and(|l| l.mode != Mode::Observe)
+        })
+        .map(Source::as_str)
+        .collect();
+    (!managing.is_empty()).then(|| {
+        format!(
+            "KPO's policy lets {} change {}: it is not one to change by hand",
+            managing.join(", "),
+            address.name
+        )
+    })
+}
+
+/// The kept `suggestions` that `policy` says are KPO's to change, taken out as `managed`
+/// entries, which are returned. For `kpo run`, whose consultation validates against the answers
+/// for what it offered alone: by those, nothing else is managed.
+pub fn drop_managed(
+    suggestions: &mut Vec<Recommendation>,
+    policy: &dyn AdvicePolicy,
+) -> Vec<Dropped> {
+    let mut dropped = Vec::new();
+    suggestions.retain(|s| match managed_by(policy, &s.parameter) {
+        None => true,
+        Some(detail) => {
+            dropped.push(Dropped {
+                parameter: Some(shorten(&s.parameter.to_string())),
+                value: None,
+                kind: DropKind::Managed,
+                detail: shorten_to(&detail, MAX_DETAIL_CHARS),
+            });
+            false
+        }
+    });
+    dropped
 }
 
 /// Sysctls whose read does work rather than show a value, never read for a suggestion whatever
@@ -747,6 +780,12 @@ mod tests {
                 "net.ipv4.udp_*",
                 &[Source::Llm],
                 ParamLimits::new(Mode::Recommend),
+            )
+            // Observed only: advice is recorded, never applied nor queued for approval.
+            .with(
+                "vm.dirty_ratio",
+                &[Source::Rules, Source::Llm],
+                ParamLimits::new(Mode::Observe),
             );
         let offered = vec![
             ParamContext {
@@ -1032,6 +1071,19 @@ mod tests {
             }
         });
         (s, read.into_inner())
+    }
+
+    /// A parameter the policy only observes is no advisor's to change (its advice is recorded,
+    /// never applied nor queued for approval): suggested, it is kept, not `managed`, whose detail
+    /// would say the policy "lets rules, llm change" it: under `[defaults] mode = "observe"` (the
+    /// example policy's) every sysctl would be.
+    #[test]
+    fn a_suggestion_of_an_observed_parameter_is_kept() {
+        let (s, read) =
+            suggest(serde_json::json!([{"parameter": "vm.dirty_ratio", "reason": "r"}]));
+        assert_eq!(s.dropped, []);
+        assert_eq!(s.kept.len(), 1);
+        assert_eq!(read, ["vm.dirty_ratio"]);
     }
 
     /// A kept suggestion is a recommendation without a value, never automatic, with the model's

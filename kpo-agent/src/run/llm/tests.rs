@@ -522,3 +522,91 @@ sources = ["llm"]
     stage.settle(answered(same), &mut deciding);
     assert_eq!(k.0.lock().unwrap().values[NS], Value::Int(8192));
 }
+
+/// A suggestion of a parameter the policy lets another advisor change is dropped as `managed`
+/// (docs/llm.md, Suggestions), in `kpo run` too: the consultation's task validates against the
+/// answers for what it offered alone ([`OfferedPolicy`]), by which nothing else is anyone's, so
+/// `kpo run` kept such a suggestion, reported it and would post it for a person to change by hand.
+#[test]
+fn a_suggestion_of_a_parameter_the_rules_change_is_dropped_as_managed() {
+    let dir = tempfile::tempdir().unwrap();
+    // Everything else observed only (as deploy/policy.example.toml has it): no advisor's.
+    let policy = r#"
+[defaults]
+mode = "observe"
+
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 128
+max = 65535
+sources = ["llm"]
+
+[params."net.ipv4.tcp_fin_timeout"]
+mode = "recommend"
+sources = ["rules"]
+"#;
+    let (mut stage, mut deciding, _) = stage_and_deciding(
+        dir.path(),
+        policy,
+        &[("net.core.somaxconn", Value::Int(4096))],
+    );
+    let offered = offer(deciding.change_path(), &window(vec![]), HOST);
+    assert_eq!(offered.len(), 1, "somaxconn alone is offered");
+    let at = WindowRef {
+        index: 3,
+        end: "2026-12-01T03:01:00Z".into(),
+    };
+    // As the consultation's task validates a reply's suggestions.
+    let s = crate::advise::llm::validate::suggestions(
+        Some(serde_json::json!([
+            {"parameter": "net.ipv4.tcp_fin_timeout", "reason": "FIN_WAIT2 sockets pile up"},
+            {"parameter": "net.ipv4.tcp_tw_reuse", "reason": "TIME_WAIT sockets"},
+        ])),
+        &offered,
+        &OfferedPolicy::new(&offered),
+        &at,
+        &|_| crate::advise::llm::validate::Current::Exists(Some(Value::Int(60))),
+    );
+    let mut c = Consultation::task_failed(
+        stage.advisor.as_ref().unwrap(),
+        at,
+        offered.len(),
+        std::time::Duration::ZERO,
+        "",
+    );
+    c.outcome = crate::advise::llm::Outcome::Ok;
+    c.error = None;
+    c.suggested_ids = s.kept.iter().map(|r| r.id.clone()).collect();
+    c.dropped_suggestions = s.dropped;
+    c.suggestions = s.kept;
+    let events: Vec<serde_json::Value> = stage
+        .settle(answered(c), &mut deciding)
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    let llm = events.iter().find(|e| e["kind"] == "llm").unwrap();
+    assert_eq!(
+        llm["dropped_suggestions"],
+        serde_json::json!([{
+            "parameter": "net.ipv4.tcp_fin_timeout",
+            "value": null,
+            "kind": "managed",
+            "detail": "KPO's policy lets rules change net.ipv4.tcp_fin_timeout: it is not one to \
+                       change by hand",
+        }]),
+        "{events:#?}"
+    );
+    let reported: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "recommendation")
+        .map(|e| e["parameter"].as_str().unwrap())
+        .collect();
+    assert_eq!(reported, ["net.ipv4.tcp_tw_reuse"], "{events:#?}");
+    assert_eq!(
+        llm["suggested_ids"],
+        serde_json::json!([events
+            .iter()
+            .find(|e| e["kind"] == "recommendation")
+            .unwrap()["id"]])
+    );
+}
