@@ -1009,6 +1009,20 @@ fn what_damaged_lines_showed_is_written_by_the_rewrite_that_drops_them() {
 /// Change #1 of `a` to 9000 (from 4096), then the guard's revert #2 of it, done; no quarantine
 /// after it, as an agent killed between the two leaves the journal.
 fn guard_revert_without_its_quarantine(j: &mut Journal, a: &ParamAddress) {
+    let revert = guard_revert_intent(j, a);
+    j.record_outcome(
+        revert,
+        Outcome::Reverted {
+            why: "the guard".into(),
+            read_back: Some(Value::Int(4096)),
+        },
+    )
+    .unwrap();
+}
+
+/// Change #1 of `a` to 9000 (from 4096), applied, then the intent of the guard's revert of it,
+/// without its outcome; returns the revert's id.
+fn guard_revert_intent(j: &mut Journal, a: &ParamAddress) -> u64 {
     let id = j
         .record_intent(
             a,
@@ -1028,24 +1042,15 @@ fn guard_revert_without_its_quarantine(j: &mut Journal, a: &ParamAddress) {
         },
     )
     .unwrap();
-    let revert = j
-        .record_intent(
-            a,
-            &Value::Int(9000),
-            &Value::Int(4096),
-            Source::Guard,
-            "p99 rose",
-            IntentKind::Revert { of: Some(id) },
-        )
-        .unwrap();
-    j.record_outcome(
-        revert,
-        Outcome::Reverted {
-            why: "the guard".into(),
-            read_back: Some(Value::Int(4096)),
-        },
+    j.record_intent(
+        a,
+        &Value::Int(9000),
+        &Value::Int(4096),
+        Source::Guard,
+        "p99 rose",
+        IntentKind::Revert { of: Some(id) },
     )
-    .unwrap();
+    .unwrap()
 }
 
 /// A missing quarantine that has ended by the first start after the kill is journaled as ended:
@@ -1092,35 +1097,7 @@ fn a_missing_quarantine_runs_from_the_revert_not_from_its_reconciliation() {
     let dir = private_tempdir();
     let a = addr("net.core.somaxconn@netns:4026539999");
     let mut j = open(dir.path());
-    let id = j
-        .record_intent(
-            &a,
-            &Value::Int(4096),
-            &Value::Int(9000),
-            Source::Rules,
-            "test",
-            IntentKind::Change,
-        )
-        .unwrap();
-    j.record_outcome(
-        id,
-        Outcome::Applied {
-            read_back: Value::Int(9000),
-            reconciled: false,
-            why: None,
-        },
-    )
-    .unwrap();
-    let revert = j
-        .record_intent(
-            &a,
-            &Value::Int(9000),
-            &Value::Int(4096),
-            Source::Guard,
-            "p99 rose",
-            IntentKind::Revert { of: Some(id) },
-        )
-        .unwrap();
+    let revert = guard_revert_intent(&mut j, &a);
     drop(j);
     // The agent was down: the next start's outcome is at least this much later.
     std::thread::sleep(Duration::from_millis(20));

@@ -1712,23 +1712,28 @@ mod tests {
             .collect()
     }
 
+    /// A rule that advised raising somaxconn from 128 to 256 on a tick of window 1, and a kernel
+    /// where the raise was applied.
+    fn raised_on_a_tick() -> (AcceptQueueRule, FakeKernel, StaticPolicy) {
+        let mut rule = AcceptQueueRule::default();
+        let mut k = kernel(128);
+        let p = auto_policy();
+        let tick = window(vec![listener(NS, 128, 128, 40)]);
+        assert_eq!(
+            proposed(&rule.on_tick(&at(1), &tick, &mut k, &p)),
+            [Some(256)]
+        );
+        k.set(NS_KEY, 256);
+        (rule, k, p)
+    }
+
     /// A listener capped at somaxconn 128 drops 1200 connections' packets a window; a tick's
     /// raise to 256 is taken at once; it drops as much at 128 for the rest of that window and the
     /// next, then listens again at 256 in window 3 (whose counts are partly the old socket's),
     /// and windows 4 and 5 are `after` (deepest queue, drops). The rule, the kernel and the
     /// advice of window 5.
     fn raised_then(after: [(u32, u64); 2]) -> (AcceptQueueRule, FakeKernel, Vec<Recommendation>) {
-        let mut rule = AcceptQueueRule::default();
-        let mut k = kernel(128);
-        let p = auto_policy();
-        let r = rule.on_tick(
-            &at(1),
-            &window(vec![listener(NS, 128, 128, 40)]),
-            &mut k,
-            &p,
-        );
-        assert_eq!(proposed(&r), [Some(256)]);
-        k.set(NS_KEY, 256);
+        let (mut rule, mut k, p) = raised_on_a_tick();
         let old = window(vec![listener(NS, 128, 128, 1200)]);
         assert_eq!(proposed(&rule.evaluate(&at(1), &old, &mut k, &p)), [None]);
         assert!(rule.evaluate(&at(2), &old, &mut k, &p).is_empty());
@@ -1843,15 +1848,7 @@ mod tests {
     /// unjudged (32 to 64, then 64 to 128). Its namespace lives: the raise waits for it.
     #[test]
     fn a_listener_absent_for_a_window_while_it_restarts_keeps_its_raise_judged() {
-        let mut rule = AcceptQueueRule::default();
-        let mut k = kernel(128);
-        let p = auto_policy();
-        let tick = window(vec![listener(NS, 128, 128, 40)]);
-        assert_eq!(
-            proposed(&rule.on_tick(&at(1), &tick, &mut k, &p)),
-            [Some(256)]
-        );
-        k.set(NS_KEY, 256);
+        let (mut rule, mut k, p) = raised_on_a_tick();
         let old = window(vec![listener(NS, 128, 128, 1200)]);
         assert_eq!(proposed(&rule.evaluate(&at(1), &old, &mut k, &p)), [None]);
         let mut gap = window(vec![]);
@@ -1884,15 +1881,7 @@ mod tests {
     #[test]
     fn a_raise_answered_within_its_window_is_judged_against_that_window() {
         let judged = |after: u64| {
-            let mut rule = AcceptQueueRule::default();
-            let mut k = kernel(128);
-            let p = auto_policy();
-            let tick = window(vec![listener(NS, 128, 128, 40)]);
-            assert_eq!(
-                proposed(&rule.on_tick(&at(1), &tick, &mut k, &p)),
-                [Some(256)]
-            );
-            k.set(NS_KEY, 256);
+            let (mut rule, mut k, p) = raised_on_a_tick();
             let relistened = window(vec![listener(NS, 256, 256, 1200)]);
             assert!(rule.evaluate(&at(1), &relistened, &mut k, &p).is_empty());
             let w = window(vec![listener(NS, 256, 256, after)]);
@@ -1909,15 +1898,7 @@ mod tests {
     /// from that window's end. No raise from the new limit in that window either.
     #[test]
     fn a_tick_in_the_window_it_listened_again_gives_no_raise_before_the_judgement() {
-        let mut rule = AcceptQueueRule::default();
-        let mut k = kernel(128);
-        let p = auto_policy();
-        let tick = window(vec![listener(NS, 128, 128, 40)]);
-        assert_eq!(
-            proposed(&rule.on_tick(&at(1), &tick, &mut k, &p)),
-            [Some(256)]
-        );
-        k.set(NS_KEY, 256);
+        let (mut rule, mut k, p) = raised_on_a_tick();
         let old = window(vec![listener(NS, 128, 128, 1200)]);
         assert_eq!(proposed(&rule.evaluate(&at(1), &old, &mut k, &p)), [None]);
         assert!(rule.evaluate(&at(2), &old, &mut k, &p).is_empty());
@@ -1937,13 +1918,7 @@ mod tests {
         );
         // A listener calm at its old limit before it listened again is not judged: its first
         // drops at the new limit are answered at once.
-        let mut rule = AcceptQueueRule::default();
-        let mut k = kernel(128);
-        assert_eq!(
-            proposed(&rule.on_tick(&at(1), &tick, &mut k, &p)),
-            [Some(256)]
-        );
-        k.set(NS_KEY, 256);
+        let (mut rule, mut k, p) = raised_on_a_tick();
         let calm = window(vec![listener(NS, 128, 10, 0)]);
         for i in 2..6 {
             rule.evaluate(&at(i), &calm, &mut k, &p);
