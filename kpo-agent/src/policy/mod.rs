@@ -680,7 +680,15 @@ impl Policy {
                     ))
                 }
             },
-            Err(e) => format!("cannot be read now ({e})"),
+            // SIGHUP cannot load what cannot be read: a reload keeps the policy in force, or, at
+            // the default path with no file, loads the built-in default instead.
+            Err(e) => {
+                return Some(format!(
+                    "the policy file {} cannot be read now ({e}), though the agent loaded it: \
+                     put it back (the agent still decides under what it loaded), then ask again",
+                    path.display()
+                ))
+            }
         };
         Some(format!(
             "the policy file {} {what} since the agent loaded it: send the agent SIGHUP \

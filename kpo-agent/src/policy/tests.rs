@@ -1328,8 +1328,14 @@ fn a_loaded_policy_notices_its_file_edited_or_removed() {
         )
     );
     std::fs::remove_file(&file).unwrap();
+    // Seen by hand (qa-approvals): told to send SIGHUP "to load it", which no reload can.
     let why = policy.changed_on_disk().unwrap();
     assert!(why.contains("cannot be read now"), "{why}");
+    assert!(
+        why.ends_with("put it back (the agent still decides under what it loaded), then ask again"),
+        "{why}"
+    );
+    assert!(!why.contains("SIGHUP"), "{why}");
     assert_eq!(Policy::builtin().changed_on_disk(), None);
     let parsed = Policy::parse(
         "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n",
