@@ -368,12 +368,64 @@ impl Collector {
                 pid: owner.as_ref().map(|o| o.pid),
                 comm: owner.as_ref().map(|o| o.comm.clone()),
             });
-            view.addresses.push(l.address);
-            view.depth = view.depth.max(l.depth);
-            view.limit = view.limit.max(l.limit);
-            view.drops += u64::from(l.drops);
-            *view.socket_drops.entry(l.inode).or_default() += u64::from(l.drops);
+            view.add_socket(&l);
         }
         (listeners, counters, namespaces)
+    }
+}
+
+impl ListenerView {
+    /// Merges one socket of the group in.
+    fn add_socket(&mut self, l: &sockdiag::DiagListener) {
+        // An SO_REUSEPORT group's sockets share an address: it is listed once.
+        if !self.addresses.contains(&l.address) {
+            self.addresses.push(l.address);
+        }
+        self.depth = self.depth.max(l.depth);
+        self.limit = self.limit.max(l.limit);
+        self.drops += u64::from(l.drops);
+        *self.socket_drops.entry(l.inode).or_default() += u64::from(l.drops);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reuseport_group_lists_each_address_once() {
+        let socket = |address: &str, inode, drops| sockdiag::DiagListener {
+            family: libc::AF_INET6 as u16,
+            port: 8084,
+            address: address.parse().unwrap(),
+            inode,
+            depth: 2,
+            limit: 1,
+            drops,
+        };
+        let mut view = ListenerView {
+            addresses: Vec::new(),
+            depth: 0,
+            limit: 0,
+            drops: 0,
+            socket_drops: BTreeMap::new(),
+            pid: None,
+            comm: None,
+        };
+        for l in [
+            socket("::1", 10, 40),
+            socket("::1", 11, 24),
+            socket("::1", 12, 32),
+            socket("fe80::1", 13, 0),
+        ] {
+            view.add_socket(&l);
+        }
+        assert_eq!(
+            view.addresses,
+            ["::1".parse::<IpAddr>().unwrap(), "fe80::1".parse().unwrap()]
+        );
+        assert_eq!(view.drops, 96);
+        assert_eq!(view.socket_drops.len(), 4);
+        assert_eq!((view.depth, view.limit), (2, 1));
     }
 }
