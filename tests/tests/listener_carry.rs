@@ -4,7 +4,7 @@ use std::{
     ffi::CString,
     fs::File,
     net::{Ipv4Addr, TcpListener, TcpStream},
-    os::fd::{AsRawFd, OwnedFd},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::Duration,
 };
 
@@ -270,6 +270,95 @@ pub fn a_listener_restarted_mid_window_keeps_the_drops_its_tick_saw() {
         overflows,
         old_drops + at_end.0,
         "vs ss -ltnm d<N> of each socket"
+    );
+}
+
+/// One socket of an `SO_REUSEPORT` group on 127.0.0.1:port (std cannot set the option before
+/// bind).
+fn reuseport_listen(port: u16, backlog: i32) -> OwnedFd {
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    assert!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let one: libc::c_int = 1;
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of_val(&one) as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_REUSEPORT: {}", std::io::Error::last_os_error());
+    let address = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&address as *const libc::sockaddr_in).cast(),
+            std::mem::size_of_val(&address) as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+    assert_eq!(unsafe { libc::listen(fd.as_raw_fd(), backlog) }, 0);
+    fd
+}
+
+/// The d<N> of `ss -ltnm` summed over every socket listening on `port`, and how many there are.
+fn group_drops(inside: &Inside) -> (u64, usize) {
+    let ss = inside.exec(&["ss", "-ltnm"]);
+    let lines: Vec<&str> = ss.lines().collect();
+    let sockets: Vec<u64> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with("LISTEN"))
+        .filter_map(|i| ss_listener(&lines[i..].join("\n"), PORT))
+        .map(|l| l.2)
+        .collect();
+    (sockets.iter().sum(), sockets.len())
+}
+
+/// An `SO_REUSEPORT` group of three sockets on one address is one listener: the address listed
+/// once, and its overflows the sum of the sockets' d<N>, which is the namespace's
+/// TcpExtListenOverflows. Before, `addresses` had the address once per socket.
+pub fn a_reuseport_group_is_one_listener_with_its_address_once() {
+    let ns = Netns::new();
+    let inum = ns.inum();
+    let inside = Inside::of(&ns);
+    let _group: Vec<OwnedFd> =
+        inside.run(|| (0..3).map(|_| reuseport_listen(PORT, BACKLOG)).collect());
+    let (mut collector, builder) = start(false);
+    let netstat_at_start = kernel_drops(&inside);
+    let (group_at_start, sockets) = group_drops(&inside);
+    assert_eq!(sockets, 3, "ss -ltnm lists the group's sockets");
+    // Enough that every socket of the group gets more than its queue holds.
+    burst(&inside, 60);
+    let netstat_at_end = kernel_drops(&inside);
+    let (group_at_end, _) = group_drops(&inside);
+    assert!(
+        group_at_end > group_at_start,
+        "the burst must overflow the group"
+    );
+    let (window, _) = close_window(&mut collector, builder);
+    let l = window
+        .listeners
+        .iter()
+        .find(|l| (l.netns, l.port) == (inum, PORT))
+        .unwrap_or_else(|| panic!("the listener: {:#?}", window.listeners));
+    assert_eq!(l.addresses, ["127.0.0.1"]);
+    assert_eq!(
+        l.overflows,
+        Some(group_at_end - group_at_start),
+        "vs ss -ltnm d<N> summed over the group"
+    );
+    assert_eq!(
+        l.overflows,
+        Some(netstat_at_end.1 - netstat_at_start.1),
+        "vs TcpExtListenOverflows"
     );
 }
 

@@ -54,6 +54,11 @@ fn main() {
             listener_carry::a_listener_restarted_mid_window_keeps_the_drops_its_tick_saw,
         ),
         trial(
+            "listener_carry::a_reuseport_group_is_one_listener_with_its_address_once",
+            req(),
+            listener_carry::a_reuseport_group_is_one_listener_with_its_address_once,
+        ),
+        trial(
             "listener_carry::drops_of_a_namespace_deleted_mid_window_are_counted",
             req(),
             listener_carry::drops_of_a_namespace_deleted_mid_window_are_counted,
