@@ -20,7 +20,7 @@ pub struct RunArgs {
     pub events: Option<PathBuf>,
     /// Fraction of each window (0..=1) during which high-rate sensors are attached; above 0, at
     /// least one tick per window.
-    #[arg(long, value_name = "FRACTION")]
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
     pub duty_fraction: Option<f64>,
     /// Keep a sensor off (repeatable): accept_queue, synack_retrans, irq, softirq, napi, sched,
     /// request_latency.
@@ -186,6 +186,16 @@ mod tests {
                 "{both}: `disabled_sensors` names unknown sensor \"nope\"; known: accept_queue, \
                  synack_retrans, irq, softirq, napi, sched, request_latency"
             )
+        );
+    }
+
+    /// Defect: clap took the `-0.5` of `--duty-fraction -0.5` for a flag and said "unexpected
+    /// argument '-0' found", naming neither the flag nor the range.
+    #[test]
+    fn a_negative_duty_fraction_is_refused_with_its_range() {
+        assert_eq!(
+            config(&["--duty-fraction", "-0.5"]),
+            "command line: `duty_fraction` is -0.5; it must be between 0 and 1"
         );
     }
 }
