@@ -269,6 +269,8 @@ fn rule_text(r: &ParamRule) -> String {
                     _ => "-".to_string(),
                 },
                 Value::String(s) => s.clone(),
+                // `sources = []`: nobody may change it, `kpo apply` included.
+                Value::Array(items) if items.is_empty() => "none".to_string(),
                 Value::Array(items) => items
                     .iter()
                     .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
@@ -294,6 +296,10 @@ fn to_text(policy: &Policy, config: Option<&str>) -> String {
     let g = &policy.guard;
     let a = &policy.approvals;
     let list = |v: &[crate::policy::HealthSignal]| {
+        if v.is_empty() {
+            // `signals = []`: the guard judges only entries with their own `guard_signals`.
+            return "none".to_string();
+        }
         v.iter()
             .map(|s| json!(s).as_str().unwrap_or_default().to_string())
             .collect::<Vec<_>>()
@@ -616,5 +622,24 @@ max = 8000
                 "{bounded_or_not_auto}"
             );
         }
+    }
+
+    /// Defect: an empty list was printed as nothing (`sources ;`, `signals ;`), which reads as
+    /// a key the text forgot rather than one that allows no source or judges by no signal.
+    #[test]
+    fn an_empty_list_is_shown_as_none() {
+        let p = Policy::parse(
+            "[guard]\nsignals = []\n[params.\"net.core.somaxconn\"]\nsources = []\n",
+            "p.toml",
+        )
+        .unwrap();
+        let text = to_text(&p, None);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].starts_with("  [guard] windows 3; signals none;"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[4].contains("; sources none;"), "{}", lines[4]);
     }
 }
