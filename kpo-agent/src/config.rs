@@ -287,6 +287,17 @@ impl Config {
                 format!("is {:?}; it must be at least 10ms", self.tick),
             ));
         }
+        // Before the window's checks: raising the window cannot fix a tick no window may hold.
+        if self.tick > MAX_WINDOW {
+            return Err(invalid(
+                "tick",
+                format!(
+                    "is {}; it must be at most {}, the longest window",
+                    humantime::format_duration(self.tick),
+                    humantime::format_duration(MAX_WINDOW)
+                ),
+            ));
+        }
         if self.window < self.tick {
             return Err(invalid(
                 "window",
@@ -791,7 +802,19 @@ mod tests {
             refused("1s", "0s"),
             "k.toml: `window` (0ns) must be at least one tick (1s)"
         );
+        // Defect: a tick longer than any window was blamed on the window ("`window` (60s) must
+        // be at least one tick (1860s)"), and the window raised to it then refused as too long.
+        assert_eq!(
+            refused("31m", "31m"),
+            "k.toml: `tick` is 31m; it must be at most 30m, the longest window"
+        );
+        assert_eq!(
+            refused("31m", "60s"),
+            "k.toml: `tick` is 31m; it must be at most 30m, the longest window"
+        );
         // At the bounds: accepted.
+        let c = Config::from_toml("tick = \"30m\"\nwindow = \"30m\"", "k.toml").unwrap();
+        c.validate("k.toml").unwrap();
         let c = Config::from_toml("tick = \"10ms\"\nwindow = \"10ms\"", "k.toml").unwrap();
         c.validate("k.toml").unwrap();
     }
