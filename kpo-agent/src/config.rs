@@ -40,6 +40,7 @@ pub struct Config {
     /// The optimizer's live loop (docs/optimizer.md): its SLO, trial length and grid.
     pub optimizer: crate::advise::optimizer::agent::OptimizerSettings,
     /// Where to serve Prometheus metrics (`GET /metrics`), e.g. "127.0.0.1:9464"; none: off.
+    #[serde(deserialize_with = "metrics_addr_serde")]
     pub metrics: Option<std::net::SocketAddr>,
     /// The file this was read from and a hash of what it held (not the text: that may hold the
     /// LLM's key, and this struct is printed with `{:?}`). The file is read at start only, and a
@@ -47,6 +48,25 @@ pub struct Config {
     /// operator to believe a new SLO or endpoint is in force.
     #[serde(skip)]
     pub read_from: Option<(PathBuf, u64)>,
+}
+
+/// `--metrics` and `metrics`: std's own error ("invalid socket address syntax") says neither the
+/// form wanted nor that a host name (`localhost:9464`) is not one.
+pub fn parse_metrics_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.parse().map_err(|_| {
+        "not an IP address and port, such as 127.0.0.1:9464 or [::1]:9464 (a host name is not \
+         looked up)"
+            .to_string()
+    })
+}
+
+fn metrics_addr_serde<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_metrics_addr(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// The longest window, and so the longest tick. Per-CPU kernel counters kept in 32 bits
@@ -817,6 +837,23 @@ mod tests {
         c.validate("k.toml").unwrap();
         let c = Config::from_toml("tick = \"10ms\"\nwindow = \"10ms\"", "k.toml").unwrap();
         c.validate("k.toml").unwrap();
+    }
+
+    /// Defect: `metrics = "localhost:9464"` was refused as "invalid socket address syntax",
+    /// which says neither the form wanted nor that a host name is not one.
+    #[test]
+    fn a_metrics_address_error_gives_the_form_wanted() {
+        let e = Config::from_toml("metrics = \"localhost:9464\"", "k.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "config file k.toml: line 1, column 11: not an IP address and port, such as \
+             127.0.0.1:9464 or [::1]:9464 (a host name is not looked up), in `metrics`"
+        );
+        let c = Config::from_toml("metrics = \"[::1]:9464\"", "k.toml").unwrap();
+        assert_eq!(c.metrics, Some("[::1]:9464".parse().unwrap()));
+        assert_eq!(Config::default().metrics, None);
     }
 
     /// Defect: `--config /dev/zero` read until memory ran out.

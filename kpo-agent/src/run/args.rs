@@ -40,7 +40,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub sysfs_root: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (off by default).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = crate::config::parse_metrics_addr)]
     pub metrics: Option<std::net::SocketAddr>,
     /// Policy, state directory and control socket.
     #[command(flatten)]
@@ -196,6 +196,22 @@ mod tests {
         assert_eq!(
             config(&["--duty-fraction", "-0.5"]),
             "command line: `duty_fraction` is -0.5; it must be between 0 and 1"
+        );
+    }
+
+    /// Defect: `--metrics localhost:9464` said only "invalid socket address syntax".
+    #[test]
+    fn a_metrics_address_error_gives_the_form_wanted() {
+        let e = Cli::try_parse_from(["kpo", "--metrics", "localhost:9464"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains(
+                "invalid value 'localhost:9464' for '--metrics <ADDR>': not an IP address and \
+                 port, such as 127.0.0.1:9464 or [::1]:9464 (a host name is not looked up)"
+            ),
+            "{e}"
         );
     }
 }
