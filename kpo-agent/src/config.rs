@@ -146,6 +146,10 @@ impl ConfigError {
 /// The TOML parser's reason on one line: it may run over several (`invalid array\nexpected
 /// `]``), which split a log record in journald and put a raw newline in an event.
 pub(crate) fn toml_reason(e: &toml::de::Error) -> String {
+    // toml's words for a number or a list where a name (`mode`, `objective`, ...) goes.
+    if e.message() == "wanted string or table" {
+        return "invalid type: expected a string, one of the names the docs list".to_string();
+    }
     e.message()
         .lines()
         .map(str::trim)
@@ -854,6 +858,29 @@ mod tests {
         let c = Config::from_toml("metrics = \"[::1]:9464\"", "k.toml").unwrap();
         assert_eq!(c.metrics, Some("[::1]:9464".parse().unwrap()));
         assert_eq!(Config::default().metrics, None);
+    }
+
+    /// Defect: a number where a name goes (`mode = 5` in a policy, `objective = 5` here) said
+    /// toml's "wanted string or table", no type an operator can write that key as.
+    #[test]
+    fn a_name_given_as_a_number_is_told_to_be_a_string() {
+        let e = Config::from_toml("[optimizer]\nobjective = 5", "k.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "config file k.toml: line 2, column 13: invalid type: expected a string, one of the \
+             names the docs list, in `optimizer.objective`"
+        );
+        let e =
+            crate::policy::Policy::parse("[params.\"net.core.somaxconn\"]\nmode = 5\n", "p.toml")
+                .unwrap_err()
+                .to_string();
+        assert_eq!(
+            e,
+            "p.toml:2: params.\"net.core.somaxconn\".mode: invalid type: expected a string, one \
+             of the names the docs list"
+        );
     }
 
     /// Defect: `--config /dev/zero` read until memory ran out.
