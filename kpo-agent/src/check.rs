@@ -191,6 +191,33 @@ fn namespaces(n: &Namespaces) -> Value {
     }
 }
 
+/// A duration as humantime text in days and smaller units: humantime's own output counts months
+/// of 30.44 days and years of 365.25, so the policy's `cooldown = "365d"` showed as "11months
+/// 30days 3h 50m 24s".
+fn shown_duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    let nanos = u64::from(d.subsec_nanos());
+    let parts = [
+        (secs / 86_400, "d"),
+        (secs / 3600 % 24, "h"),
+        (secs / 60 % 60, "m"),
+        (secs % 60, "s"),
+        (nanos / 1_000_000, "ms"),
+        (nanos / 1000 % 1000, "us"),
+        (nanos % 1000, "ns"),
+    ];
+    let shown: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if shown.is_empty() {
+        "0s".to_string()
+    } else {
+        shown.join(" ")
+    }
+}
+
 fn rule_json(r: &ParamRule) -> Value {
     json!({
         "name": r.name,
@@ -203,7 +230,7 @@ fn rule_json(r: &ParamRule) -> Value {
             Some(step) => json!(step.to_string()),
             None => Value::Null,
         },
-        "cooldown": humantime::format_duration(r.cooldown).to_string(),
+        "cooldown": shown_duration(r.cooldown),
         "sources": r.sources,
         "on_exit": r.on_exit,
         "namespaces": namespaces(&r.namespaces),
@@ -229,10 +256,10 @@ fn to_json(policy: &Policy, config: Option<&str>) -> Value {
                 "windows": g.windows,
                 "signals": g.signals,
                 "max_changes_per_hour": g.max_changes_per_hour,
-                "quarantine": humantime::format_duration(g.quarantine).to_string(),
+                "quarantine": shown_duration(g.quarantine),
             },
             "approvals": {
-                "expire_after": humantime::format_duration(a.expire_after).to_string(),
+                "expire_after": shown_duration(a.expire_after),
                 "clear_after_windows": a.clear_after_windows,
                 "webhook": a.webhook.as_deref().map(crate::approvals::webhook::shown_url),
             },
@@ -269,6 +296,8 @@ fn rule_text(r: &ParamRule) -> String {
                     _ => "-".to_string(),
                 },
                 Value::String(s) => s.clone(),
+                // `sources = []`: nobody may change it, `kpo apply` included.
+                Value::Array(items) if items.is_empty() => "none".to_string(),
                 Value::Array(items) => items
                     .iter()
                     .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
@@ -294,6 +323,10 @@ fn to_text(policy: &Policy, config: Option<&str>) -> String {
     let g = &policy.guard;
     let a = &policy.approvals;
     let list = |v: &[crate::policy::HealthSignal]| {
+        if v.is_empty() {
+            // `signals = []`: the guard judges only entries with their own `guard_signals`.
+            return "none".to_string();
+        }
         v.iter()
             .map(|s| json!(s).as_str().unwrap_or_default().to_string())
             .collect::<Vec<_>>()
@@ -305,11 +338,11 @@ fn to_text(policy: &Policy, config: Option<&str>) -> String {
         g.windows,
         list(&g.signals),
         g.max_changes_per_hour,
-        humantime::format_duration(g.quarantine)
+        shown_duration(g.quarantine)
     );
     out += &format!(
         "  [approvals] expire_after {}; clear_after_windows {}; webhook {}\n",
-        humantime::format_duration(a.expire_after),
+        shown_duration(a.expire_after),
         a.clear_after_windows,
         // Its path is often the credential (Slack's); the policy file holds it whole.
         a.webhook
@@ -616,5 +649,58 @@ max = 8000
                 "{bounded_or_not_auto}"
             );
         }
+    }
+
+    /// Defect: an empty list was printed as nothing (`sources ;`, `signals ;`), which reads as
+    /// a key the text forgot rather than one that allows no source or judges by no signal.
+    #[test]
+    fn an_empty_list_is_shown_as_none() {
+        let p = Policy::parse(
+            "[guard]\nsignals = []\n[params.\"net.core.somaxconn\"]\nsources = []\n",
+            "p.toml",
+        )
+        .unwrap();
+        let text = to_text(&p, None);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].starts_with("  [guard] windows 3; signals none;"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[4].contains("; sources none;"), "{}", lines[4]);
+    }
+
+    /// Defect: `cooldown = "365d"` showed as "11months 30days 3h 50m 24s" (humantime's months
+    /// and years are not whole days).
+    #[test]
+    fn durations_are_shown_in_days_not_months() {
+        let p = Policy::parse(
+            "[guard]\nquarantine = \"31d\"\n[approvals]\nexpire_after = \"90m\"\n\
+             [params.\"net.core.somaxconn\"]\ncooldown = \"365d\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        let v = to_json(&p, None);
+        assert_eq!(v["policy"]["guard"]["quarantine"], json!("31d"));
+        assert_eq!(v["policy"]["approvals"]["expire_after"], json!("1h 30m"));
+        assert_eq!(v["policy"]["params"][0]["cooldown"], json!("365d"));
+        assert_eq!(v["policy"]["defaults"]["cooldown"], json!("0s"));
+        let text = to_text(&p, None);
+        assert!(text.contains("quarantine 31d\n"), "{text}");
+        assert!(text.contains("expire_after 1h 30m;"), "{text}");
+        assert!(text.contains("cooldown 365d;"), "{text}");
+        assert_eq!(
+            shown_duration(std::time::Duration::from_micros(1_500)),
+            "1ms 500us"
+        );
+        // Read back by the policy's own parser as the same duration.
+        assert_eq!(
+            humantime::parse_duration("1d 2h 3m 4s 5ms 6us 7ns").unwrap(),
+            std::time::Duration::new(93_784, 5_006_007)
+        );
+        assert_eq!(
+            shown_duration(std::time::Duration::new(93_784, 5_006_007)),
+            "1d 2h 3m 4s 5ms 6us 7ns"
+        );
     }
 }

@@ -40,6 +40,7 @@ pub struct Config {
     /// The optimizer's live loop (docs/optimizer.md): its SLO, trial length and grid.
     pub optimizer: crate::advise::optimizer::agent::OptimizerSettings,
     /// Where to serve Prometheus metrics (`GET /metrics`), e.g. "127.0.0.1:9464"; none: off.
+    #[serde(deserialize_with = "metrics_addr_serde")]
     pub metrics: Option<std::net::SocketAddr>,
     /// The file this was read from and a hash of what it held (not the text: that may hold the
     /// LLM's key, and this struct is printed with `{:?}`). The file is read at start only, and a
@@ -47,6 +48,25 @@ pub struct Config {
     /// operator to believe a new SLO or endpoint is in force.
     #[serde(skip)]
     pub read_from: Option<(PathBuf, u64)>,
+}
+
+/// `--metrics` and `metrics`: std's own error ("invalid socket address syntax") says neither the
+/// form wanted nor that a host name (`localhost:9464`) is not one.
+pub fn parse_metrics_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.parse().map_err(|_| {
+        "not an IP address and port, such as 127.0.0.1:9464 or [::1]:9464 (a host name is not \
+         looked up)"
+            .to_string()
+    })
+}
+
+fn metrics_addr_serde<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_metrics_addr(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// The longest window, and so the longest tick. Per-CPU kernel counters kept in 32 bits
@@ -126,6 +146,10 @@ impl ConfigError {
 /// The TOML parser's reason on one line: it may run over several (`invalid array\nexpected
 /// `]``), which split a log record in journald and put a raw newline in an event.
 pub(crate) fn toml_reason(e: &toml::de::Error) -> String {
+    // toml's words for a number or a list where a name (`mode`, `objective`, ...) goes.
+    if e.message() == "wanted string or table" {
+        return "invalid type: expected a string, one of the names the docs list".to_string();
+    }
     e.message()
         .lines()
         .map(str::trim)
@@ -285,6 +309,17 @@ impl Config {
             return Err(invalid(
                 "tick",
                 format!("is {:?}; it must be at least 10ms", self.tick),
+            ));
+        }
+        // Before the window's checks: raising the window cannot fix a tick no window may hold.
+        if self.tick > MAX_WINDOW {
+            return Err(invalid(
+                "tick",
+                format!(
+                    "is {}; it must be at most {}, the longest window",
+                    humantime::format_duration(self.tick),
+                    humantime::format_duration(MAX_WINDOW)
+                ),
             ));
         }
         if self.window < self.tick {
@@ -791,9 +826,61 @@ mod tests {
             refused("1s", "0s"),
             "k.toml: `window` (0ns) must be at least one tick (1s)"
         );
+        // Defect: a tick longer than any window was blamed on the window ("`window` (60s) must
+        // be at least one tick (1860s)"), and the window raised to it then refused as too long.
+        assert_eq!(
+            refused("31m", "31m"),
+            "k.toml: `tick` is 31m; it must be at most 30m, the longest window"
+        );
+        assert_eq!(
+            refused("31m", "60s"),
+            "k.toml: `tick` is 31m; it must be at most 30m, the longest window"
+        );
         // At the bounds: accepted.
+        let c = Config::from_toml("tick = \"30m\"\nwindow = \"30m\"", "k.toml").unwrap();
+        c.validate("k.toml").unwrap();
         let c = Config::from_toml("tick = \"10ms\"\nwindow = \"10ms\"", "k.toml").unwrap();
         c.validate("k.toml").unwrap();
+    }
+
+    /// Defect: `metrics = "localhost:9464"` was refused as "invalid socket address syntax",
+    /// which says neither the form wanted nor that a host name is not one.
+    #[test]
+    fn a_metrics_address_error_gives_the_form_wanted() {
+        let e = Config::from_toml("metrics = \"localhost:9464\"", "k.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "config file k.toml: line 1, column 11: not an IP address and port, such as \
+             127.0.0.1:9464 or [::1]:9464 (a host name is not looked up), in `metrics`"
+        );
+        let c = Config::from_toml("metrics = \"[::1]:9464\"", "k.toml").unwrap();
+        assert_eq!(c.metrics, Some("[::1]:9464".parse().unwrap()));
+        assert_eq!(Config::default().metrics, None);
+    }
+
+    /// Defect: a number where a name goes (`mode = 5` in a policy, `objective = 5` here) said
+    /// toml's "wanted string or table", no type an operator can write that key as.
+    #[test]
+    fn a_name_given_as_a_number_is_told_to_be_a_string() {
+        let e = Config::from_toml("[optimizer]\nobjective = 5", "k.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "config file k.toml: line 2, column 13: invalid type: expected a string, one of the \
+             names the docs list, in `optimizer.objective`"
+        );
+        let e =
+            crate::policy::Policy::parse("[params.\"net.core.somaxconn\"]\nmode = 5\n", "p.toml")
+                .unwrap_err()
+                .to_string();
+        assert_eq!(
+            e,
+            "p.toml:2: params.\"net.core.somaxconn\".mode: invalid type: expected a string, one \
+             of the names the docs list"
+        );
     }
 
     /// Defect: `--config /dev/zero` read until memory ran out.

@@ -8,39 +8,39 @@ pub struct RunArgs {
     /// TOML configuration file (see README); flags override it.
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// How often to read the kernel, e.g. 1s, 500ms.
+    /// How often to read the kernel, e.g. 1s, 500ms (default 1s; 10ms to 30m).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub tick: Option<Duration>,
-    /// Window length, a whole number of ticks, e.g. 60s.
+    /// Window length, a whole number of ticks, e.g. 60s (default 60s; at most 30m).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub window: Option<Duration>,
     /// Where to write NDJSON events: a file (appended; re-opened on SIGHUP) or - for standard
-    /// output.
+    /// output (the default).
     #[arg(long, value_name = "PATH")]
     pub events: Option<PathBuf>,
     /// Fraction of each window (0..=1) during which high-rate sensors are attached; above 0, at
-    /// least one tick per window.
-    #[arg(long, value_name = "FRACTION")]
+    /// least one tick per window (default 0.05).
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
     pub duty_fraction: Option<f64>,
     /// Keep a sensor off (repeatable): accept_queue, synack_retrans, irq, softirq, napi, sched,
     /// request_latency.
     #[arg(long = "disable-sensor", value_name = "SENSOR")]
     pub disable_sensor: Vec<String>,
-    /// Kernel BTF file used for struct offsets.
+    /// Kernel BTF file used for struct offsets (default /sys/kernel/btf/vmlinux).
     #[arg(long, value_name = "PATH")]
     pub btf: Option<PathBuf>,
-    /// The /proc to read (a pod sees the host's /proc where it is mounted).
+    /// The /proc to read (default /proc; a pod sees the host's /proc where it is mounted).
     #[arg(long, value_name = "PATH")]
     pub proc_root: Option<PathBuf>,
     /// Treat every parameter as mode recommend whatever the policy says: nothing is applied
     /// automatically; what the policy would apply waits for `kpo approve` (observe stays observe).
     #[arg(long)]
     pub recommend_only: bool,
-    /// Where the actuators find cpufreq and the NICs (a copy of sysfs in tests).
+    /// Where the actuators find cpufreq and the NICs (default /sys; a copy of sysfs in tests).
     #[arg(long, value_name = "PATH")]
     pub sysfs_root: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (off by default).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = crate::config::parse_metrics_addr)]
     pub metrics: Option<std::net::SocketAddr>,
     /// Policy, state directory and control socket.
     #[command(flatten)]
@@ -187,5 +187,50 @@ mod tests {
                  synack_retrans, irq, softirq, napi, sched, request_latency"
             )
         );
+    }
+
+    /// Defect: clap took the `-0.5` of `--duty-fraction -0.5` for a flag and said "unexpected
+    /// argument '-0' found", naming neither the flag nor the range.
+    #[test]
+    fn a_negative_duty_fraction_is_refused_with_its_range() {
+        assert_eq!(
+            config(&["--duty-fraction", "-0.5"]),
+            "command line: `duty_fraction` is -0.5; it must be between 0 and 1"
+        );
+    }
+
+    /// Defect: `--metrics localhost:9464` said only "invalid socket address syntax".
+    #[test]
+    fn a_metrics_address_error_gives_the_form_wanted() {
+        let e = Cli::try_parse_from(["kpo", "--metrics", "localhost:9464"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains(
+                "invalid value 'localhost:9464' for '--metrics <ADDR>': not an IP address and \
+                 port, such as 127.0.0.1:9464 or [::1]:9464 (a host name is not looked up)"
+            ),
+            "{e}"
+        );
+    }
+
+    /// Defect: `kpo run --help` gave no flag's default, which README's table does; clap's own
+    /// defaults cannot say them, since a flag's value overrides the configuration file.
+    #[test]
+    fn help_gives_each_default_readme_gives() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_help().to_string();
+        for default in [
+            "(default 1s; 10ms to 30m)",
+            "(default 60s; at most 30m)",
+            "(the default)",
+            "(default 0.05)",
+            "(default /sys/kernel/btf/vmlinux)",
+            "(default /proc;",
+            "(default /sys;",
+        ] {
+            assert!(help.contains(default), "{default} missing from:\n{help}");
+        }
     }
 }
