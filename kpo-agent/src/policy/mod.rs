@@ -1024,7 +1024,10 @@ pub enum Refusal {
     },
     #[error("cooldown: the last change was too recent; {remaining_s:.0}s to wait")]
     Cooldown { remaining_s: f64 },
-    #[error("source not allowed: {proposer} may not drive this parameter (allowed: {})", allowed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))]
+    #[error(
+        "source not allowed: {proposer} may not drive this parameter (allowed: {})",
+        sources_allowed(allowed)
+    )]
     SourceNotAllowed {
         proposer: Source,
         allowed: Vec<Source>,
@@ -1086,3 +1089,16 @@ impl Refusal {
 
 #[cfg(test)]
 mod tests;
+
+/// The `sources` a refusal names: `none` for `sources = []`, which lets nobody change the
+/// parameter (`kpo check` shows it so too), rather than nothing after the colon.
+fn sources_allowed(allowed: &[Source]) -> String {
+    if allowed.is_empty() {
+        return "none: the policy's sources for it is an empty list".to_string();
+    }
+    allowed
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1451,3 +1451,25 @@ fn a_signal_is_shown_by_its_policy_name() {
         );
     }
 }
+
+/// Seen by hand (qa-cli): with `sources = []` an operator's `kpo apply` was refused "(allowed: )",
+/// nothing after the colon.
+#[test]
+fn a_refusal_under_an_empty_sources_list_says_none() {
+    let refusal = |allowed: Vec<Source>| {
+        Refusal::SourceNotAllowed {
+            proposer: Source::Operator,
+            allowed,
+        }
+        .to_string()
+    };
+    assert_eq!(
+        refusal(vec![]),
+        "source not allowed: operator may not drive this parameter (allowed: none: the policy's \
+         sources for it is an empty list)"
+    );
+    assert_eq!(
+        refusal(vec![Source::Rules, Source::Llm]),
+        "source not allowed: operator may not drive this parameter (allowed: rules, llm)"
+    );
+}
