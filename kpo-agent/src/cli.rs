@@ -365,8 +365,8 @@ fn open(state: &StateArgs, access: Access) -> anyhow::Result<Box<dyn Control>> {
         return Ok(Box::new(agent));
     }
     let missing = crate::control::require_state_dir(&state.state_dir());
-    let new_dir = missing.is_err();
-    if access != Access::Starts {
+    let new_dir = matches!(missing, Err(crate::control::ControlError::NoStateDir(_)));
+    if access != Access::Starts || !new_dir {
         missing?;
     }
     let (path, reconciled) = if access == Access::Reads {

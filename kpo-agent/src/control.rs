@@ -153,14 +153,21 @@ pub enum ControlError {
          is /var/lib/kpo); only kpo apply and kpo pause start a new one"
     )]
     NoStateDir(PathBuf),
+    /// `--state-dir` names something that is not a directory (a file, say): every file under it
+    /// fails to open, and the first one's error would name a file, not the mistake.
+    #[error("{0}: not a directory: --state-dir names the directory KPO keeps its journal in")]
+    NotAStateDir(PathBuf),
 }
 
-/// [`ControlError::NoStateDir`] unless `state_dir` exists (a directory or not: opening it says
-/// what else is wrong).
+/// [`ControlError::NoStateDir`] unless `state_dir` exists, [`ControlError::NotAStateDir`] when
+/// it is not a directory (opening it says what else is wrong).
 pub fn require_state_dir(state_dir: &Path) -> Result<(), ControlError> {
     match std::fs::symlink_metadata(state_dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Err(ControlError::NoStateDir(state_dir.to_path_buf()))
+        }
+        _ if std::fs::metadata(state_dir).is_ok_and(|m| !m.is_dir()) => {
+            Err(ControlError::NotAStateDir(state_dir.to_path_buf()))
         }
         _ => Ok(()),
     }

@@ -61,6 +61,37 @@ fn recovery_warnings_are_printed_once() {
     }
 }
 
+/// Seen by hand (qa-cli): `--state-dir` naming a file was refused by the first file under it,
+/// `FILE/agent-netns cannot be read (Not a directory) ... removing FILE/agent-netns`, advice that
+/// could not be followed. Every command, those that may start a state directory included, says
+/// what is wrong.
+#[test]
+fn a_state_directory_that_is_a_file_is_named_so() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+    let state = dir.path().join("state");
+    std::fs::write(&state, "").unwrap();
+    for args in [
+        &["status"][..],
+        &["journal"],
+        &["revert", "--all"],
+        &["pause"],
+        &["apply", "net.core.somaxconn=300"],
+    ] {
+        let out = kpo(dir.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!(
+                "kpo: error: {}: not a directory: --state-dir names the directory KPO keeps its \
+                 journal in\n",
+                state.display()
+            ),
+            "{args:?}"
+        );
+    }
+}
+
 /// A state directory that does not exist is not made by a command that reads it or acts on what
 /// KPO did: a mistyped `--state-dir` would read as a host KPO never touched. `kpo pause` (like
 /// `kpo apply`) may start one.
