@@ -45,6 +45,28 @@ fn a_proc_root_without_process_directories_stops_the_agent() {
     );
 }
 
+/// Seen by hand (qa-cli): `--sysfs-root /nonexistent` started without a word, and cpufreq and the
+/// NICs were silently absent, where `--proc-root /nonexistent` stops the agent.
+#[test]
+fn a_sysfs_root_that_is_no_directory_stops_the_agent() {
+    let out = kpo_run(&["--sysfs-root", "/nonexistent-kpo-sys"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "kpo: error: --sysfs-root /nonexistent-kpo-sys: No such file or directory (os error 2)"
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let out = kpo_run(&["--sysfs-root", file.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "kpo: error: --sysfs-root {}: not a directory",
+            file.path().display()
+        )
+    );
+}
+
 #[test]
 fn a_config_file_that_never_ends_stops_the_agent() {
     let out = kpo_run(&["--config", "/dev/zero"]);
