@@ -937,25 +937,7 @@ fn a_quarantine_a_pass_dropped_does_not_come_back() {
     let dir = private_tempdir();
     {
         let mut j = open(dir.path(), never());
-        let id = change(&mut j, A, 4096, 9000);
-        let revert = j
-            .record_intent(
-                &addr(A),
-                &Value::Int(9000),
-                &Value::Int(4096),
-                Source::Guard,
-                "p99 rose",
-                IntentKind::Revert { of: Some(id) },
-            )
-            .unwrap();
-        j.record_outcome(
-            revert,
-            Outcome::Reverted {
-                why: "the guard".into(),
-                read_back: Some(Value::Int(4096)),
-            },
-        )
-        .unwrap();
+        super::tests::guard_revert_without_its_quarantine(&mut j, &addr(A));
         j.quarantine(
             &addr(A),
             &Value::Int(9000),

@@ -1008,7 +1008,7 @@ fn what_damaged_lines_showed_is_written_by_the_rewrite_that_drops_them() {
 
 /// Change #1 of `a` to 9000 (from 4096), then the guard's revert #2 of it, done; no quarantine
 /// after it, as an agent killed between the two leaves the journal.
-fn guard_revert_without_its_quarantine(j: &mut Journal, a: &ParamAddress) {
+pub(super) fn guard_revert_without_its_quarantine(j: &mut Journal, a: &ParamAddress) {
     let revert = guard_revert_intent(j, a);
     j.record_outcome(
         revert,
