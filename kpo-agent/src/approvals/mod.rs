@@ -239,10 +239,14 @@ pub enum ApprovalError {
     },
 }
 
-/// `ap-7` from `ap-7` or `7`.
+/// `ap-7` from `ap-7`, `AP-7` or `7`.
 pub fn normalize_id(id: &str) -> String {
     let id = id.trim();
-    let digits = id.strip_prefix("ap-").unwrap_or(id);
+    // The prefix in any case: an operator copying an id from a ticket or chat may get `AP-7`.
+    let digits = match id.get(..3) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("ap-") => &id[3..],
+        _ => id,
+    };
     // As numbers: `ap-03` and `3` are `ap-3` (ids are written without leading zeros).
     match digits.parse::<u64>() {
         Ok(n) if digits.chars().all(|c| c.is_ascii_digit()) => format!("ap-{n}"),
@@ -257,6 +261,8 @@ mod id_tests {
         for (given, id) in [
             ("3", "ap-3"),
             ("ap-3", "ap-3"),
+            ("AP-3", "ap-3"),
+            ("Ap-12", "ap-12"),
             (" ap-03 ", "ap-3"),
             ("007", "ap-7"),
             ("ap-x", "ap-x"),
