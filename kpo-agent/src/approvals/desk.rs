@@ -539,6 +539,15 @@ impl Desk {
             let why = other_namespace(dead.netns_cookie, cookie).unwrap_or_default();
             self.resolve(dead, ApprovalState::Cleared { why })?;
         }
+        // Under --recommend-only the advisors see the lowered policy too, so it is the reason
+        // whatever the advisor said.
+        let held_by = if self.recommend_only {
+            "recommend_only"
+        } else if policy_holds {
+            "policy"
+        } else {
+            "advisor"
+        };
         if let Some(mut same) = open.iter().find(|i| &i.value == value).cloned() {
             if same.source != rec.source {
                 // An approval shows and is approved as its advisor's, source and text together:
@@ -556,6 +565,9 @@ impl Desk {
             same.recommendation_id = rec.id.clone();
             same.confidence = rec.confidence;
             same.window = rec.window.clone();
+            // Why it waits can change under it: an agent restarted without --recommend-only, or
+            // a policy reloaded with the parameter in mode auto.
+            same.held_by = held_by.into();
             same.updated_ms = now;
             same.expires_ms = expires_ms;
             same.refreshed += 1;
@@ -569,15 +581,6 @@ impl Desk {
             return Ok((id, None));
         }
         let id = self.store.new_id();
-        // Under --recommend-only the advisors see the lowered policy too, so it is the reason
-        // whatever the advisor said.
-        let held_by = if self.recommend_only {
-            "recommend_only"
-        } else if policy_holds {
-            "policy"
-        } else {
-            "advisor"
-        };
         let item = ApprovalItem {
             id: id.clone(),
             parameter: rec.parameter.clone(),

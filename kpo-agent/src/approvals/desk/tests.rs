@@ -606,6 +606,23 @@ fn recommend_only_holds_what_the_policy_would_apply() {
 }
 
 #[test]
+fn a_refresh_after_a_restart_without_recommend_only_says_what_holds_it_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = policy("recommend");
+    p.force_recommend();
+    let mut s = open(dir.path(), p, settings(), true);
+    s.consider(vec![rec(Source::Rules, 32, true)]);
+    assert_eq!(s.desk.pending().unwrap()[0].held_by, "recommend_only");
+    drop(s);
+    // The agent restarted without --recommend-only: mode recommend is what holds it now.
+    let mut s = open(dir.path(), policy("recommend"), settings(), false);
+    s.consider(vec![rec(Source::Rules, 32, true)]);
+    let pending = s.desk.pending().unwrap();
+    assert_eq!((pending.len(), pending[0].refreshed), (1, 1), "{pending:?}");
+    assert_eq!(pending[0].held_by, "policy");
+}
+
+#[test]
 fn refused_or_observed_advice_does_not_wait_for_approval() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = setup(dir.path(), "observe");
