@@ -704,7 +704,14 @@ impl ChangePath {
         // An operator's refusals are journaled; an advisor's would flood it (events carry them).
         let recorded = if p.source == Source::Operator {
             self.journal
-                .record_refusal(&p.address, &p.value, p.source, &p.reason, &r.to_string())
+                .record_refusal(
+                    &p.address,
+                    before,
+                    &p.value,
+                    p.source,
+                    &p.reason,
+                    &r.to_string(),
+                )
                 .map(Some)
         } else {
             Ok(None)

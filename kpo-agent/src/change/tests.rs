@@ -488,6 +488,12 @@ fn out_of_bounds_and_large_steps_are_refused_with_the_reason() {
         .map(|e| e.status.clone())
         .collect();
     assert_eq!(statuses, vec!["refused", "refused"]);
+    // The journal lists what the kernel had, as the report does (`kpo apply` prints 4096 -> ...).
+    let befores: Vec<_> = p.journal.entries().into_iter().map(|e| e.before).collect();
+    assert_eq!(
+        befores,
+        vec![Some(Value::Int(4096)), Some(Value::Int(4096))]
+    );
     // A value of the wrong form is refused too.
     let r = p.propose(&op(SOMAX, Value::Ints(vec![1, 2]))).unwrap();
     assert_eq!(r.refusal.unwrap().code(), "invalid");

@@ -89,8 +89,15 @@ fn history(dir: &Path) {
     for v in 4096..4116 {
         change(&mut j, A, v, v + 1);
     }
-    j.record_refusal(&addr(A), &Value::Int(1), Source::Rules, "test", "below min")
-        .unwrap();
+    j.record_refusal(
+        &addr(A),
+        None,
+        &Value::Int(1),
+        Source::Rules,
+        "test",
+        "below min",
+    )
+    .unwrap();
     change(&mut j, B, 1000, 2000);
     j.set_yielded(&addr(B), Some(Value::Int(3000)), "pid 42 (sysctl)")
         .unwrap();

@@ -399,6 +399,10 @@ pub enum Record {
         id: u64,
         ts_ms: u64,
         address: ParamAddress,
+        /// The kernel's value when it was refused; absent when it was not read (a revert refused
+        /// before the read) and in journals written before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<Value>,
         value: Value,
         source: Source,
         reason: String,
@@ -1798,6 +1802,7 @@ impl Journal {
     pub fn record_refusal(
         &mut self,
         address: &ParamAddress,
+        before: Option<&Value>,
         value: &Value,
         source: Source,
         reason: &str,
@@ -1808,6 +1813,7 @@ impl Journal {
             id,
             ts_ms: now_ms(),
             address: address.clone(),
+            before: before.cloned(),
             value: value.clone(),
             source,
             reason: reason.to_string(),
@@ -2177,6 +2183,7 @@ fn entry_of(r: &Record, outcome: Option<&Outcome>) -> Option<Entry> {
             id,
             ts_ms,
             address,
+            before,
             value,
             source,
             reason,
@@ -2185,7 +2192,7 @@ fn entry_of(r: &Record, outcome: Option<&Outcome>) -> Option<Entry> {
             id: *id,
             ts_ms: *ts_ms,
             address: address.clone(),
-            before: None,
+            before: before.clone(),
             after: value.clone(),
             source: *source,
             reason: reason.clone(),
