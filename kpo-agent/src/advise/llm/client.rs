@@ -462,7 +462,7 @@ impl LlmClient {
                     |l| {
                         let l = self.inner.key.redact(&shown_location(&self.inner.url, &l));
                         l.chars()
-                            .filter(|c| !c.is_control())
+                            .filter(|c| !c.is_control() && !super::validate::is_format(*c))
                             .take(MAX_ERROR_EXCERPT)
                             .collect()
                     },
@@ -650,9 +650,8 @@ impl LlmClient {
         // straddling the cut would lose its end and no longer match, leaking its start; and
         // redaction shortens the text, so no shorter prefix is sure to hold every key whole.
         let text = self.inner.key.redact(&String::from_utf8_lossy(bytes));
-        let text: String = text
+        let text: String = super::validate::plain(&text)
             .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
             .take(MAX_ERROR_EXCERPT)
             .collect();
         text.trim().to_string()
@@ -1779,6 +1778,26 @@ mod tests {
             asked(&served.await.unwrap()),
             vec![Some("json_schema".to_string()); 3]
         );
+    }
+
+    /// A server's error body is shown as a reader sees it: control characters made spaces and
+    /// invisible format characters (bidi overrides, zero-width spaces) removed, as in the
+    /// model's own text, so an excerpt cannot show one thing and hold another.
+    #[tokio::test]
+    async fn an_error_excerpt_holds_no_invisible_characters() {
+        let body = "bad\u{202E}request\u{200B}: quota\u{7}exceeded".to_string();
+        let (url, served) = scripted_server(vec![(400, body)]).await;
+        let client = scripted_client(url);
+        let c = client.complete(&prompt(), None).await;
+        let error = c.error.unwrap();
+        assert!(error.contains("badrequest: quota exceeded"), "{error:?}");
+        assert!(
+            !error
+                .chars()
+                .any(|c| c.is_control() || super::super::validate::is_format(c)),
+            "{error:?}"
+        );
+        served.abort();
     }
 
     /// A status HTTP does not define (hyper reads up to 999) is not retried as a server error,

@@ -235,15 +235,12 @@ impl LlmAdvisor {
     }
 
     /// What a consultation's task that ended abnormally said (a panic's message), as the `llm`
-    /// event and the log show it: the key replaced, control characters made spaces, at most 300
+    /// event and the log show it: the key replaced, control characters made spaces and invisible
+    /// format characters removed, at most 300
     /// characters. A panic's message may hold anything the task held, the key included.
     pub fn shown_task_error(&self, why: &str) -> String {
-        self.client
-            .config()
-            .api_key
-            .redact(why)
+        validate::plain(&self.client.config().api_key.redact(why))
             .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
             .take(300)
             .collect()
     }

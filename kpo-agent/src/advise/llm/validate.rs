@@ -677,8 +677,9 @@ fn clean_reason(reason: Option<&str>) -> String {
 }
 
 /// `text` with format characters removed and control characters made spaces: what the reader of
-/// an event sees is what it holds. For the reason and for every echo of the model's text.
-fn plain(text: &str) -> String {
+/// an event sees is what it holds. For the reason, every echo of the model's text, and the
+/// server's words in an error.
+pub(crate) fn plain(text: &str) -> String {
     text.chars()
         .filter(|c| !is_format(*c))
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -691,7 +692,7 @@ fn plain(text: &str) -> String {
 /// of ours has general categories, and the set changes rarely (a new one here would be kept,
 /// which is what happened before this list). Removed rather than made spaces: a zero-width space
 /// inside a number or a word was never a word break the reader could see.
-fn is_format(c: char) -> bool {
+pub(crate) fn is_format(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'
