@@ -35,7 +35,11 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     let config = match &args.config {
         Some(path) => {
             let name = path.display().to_string();
-            Config::from_file(path)?.validate(&name)?;
+            let config = Config::from_file(path)?;
+            config.validate(&name)?;
+            for w in &config.warnings {
+                eprintln!("kpo: warning: {w}");
+            }
             Some(name)
         }
         None => None,

@@ -48,6 +48,10 @@ pub struct Config {
     /// operator to believe a new SLO or endpoint is in force.
     #[serde(skip)]
     pub read_from: Option<(PathBuf, u64)>,
+    /// What is not a mistake but should be changed, found while reading the file: `kpo check`
+    /// prints it, `kpo run` logs it at start.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// `--metrics` and `metrics`: std's own error ("invalid socket address syntax") says neither the
@@ -98,6 +102,7 @@ impl Default for Config {
             optimizer: Default::default(),
             metrics: None,
             read_from: None,
+            warnings: Vec::new(),
         }
     }
 }
@@ -263,11 +268,34 @@ fn content_hash(text: &str) -> u64 {
     hasher.finish()
 }
 
+/// A file holding `llm.api_key` that its group or everyone may read: the key is a credential,
+/// and the policy and configuration files are often installed 0644 beside each other.
+fn key_readable_by_others(path: &Path, config: &Config) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    config.llm.api_key.as_ref().filter(|k| !k.is_empty())?;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then(|| {
+        format!(
+            "the configuration file {} holds llm.api_key and can be read by {} (mode {mode:04o}): \
+             chmod 600 it, or give the key in OPENAI_API_KEY",
+            path.display(),
+            if mode & 0o004 != 0 {
+                "everyone"
+            } else {
+                "its group"
+            },
+        )
+    })
+}
+
 impl Config {
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = kernel_file::read_text(path, MAX_CONFIG_BYTES).map_err(ConfigError::Read)?;
         let mut config = Self::from_toml(&text, &path.display().to_string())?;
         config.read_from = Some((path.to_path_buf(), content_hash(&text)));
+        config
+            .warnings
+            .extend(key_readable_by_others(path, &config));
         Ok(config)
     }
 
@@ -884,6 +912,30 @@ mod tests {
     }
 
     /// Defect: `--config /dev/zero` read until memory ran out.
+    #[test]
+    fn a_key_in_a_file_others_can_read_is_warned_of() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kpo.toml");
+        let warned = |text: &str, mode: u32| {
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            Config::from_file(&path).unwrap().warnings
+        };
+        let key = "[llm]\napi_key = \"sk-secret\"\n";
+        let w = warned(key, 0o644);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("holds llm.api_key and can be read by everyone (mode 0644)"),
+            "{w:?}"
+        );
+        assert!(!w[0].contains("sk-secret"), "{w:?}");
+        assert!(warned(key, 0o640)[0].contains("by its group (mode 0640)"));
+        assert!(warned(key, 0o600).is_empty());
+        assert!(warned("[llm]\napi_key = \"\"\n", 0o644).is_empty());
+        assert!(warned("tick = \"1s\"\n", 0o644).is_empty());
+    }
+
     #[test]
     fn a_config_file_is_read_only_up_to_its_bound() {
         let e = Config::from_file(Path::new("/dev/zero")).unwrap_err();

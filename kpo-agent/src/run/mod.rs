@@ -92,6 +92,9 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
         warn!("SIGHUP cannot be ignored during start-up: {e}");
     }
     let config = args.config()?;
+    for w in &config.warnings {
+        warn!("{w}");
+    }
     let queue_bytes = crate::output::sink::queue_bytes_from_env()?;
     crate::collect::check_proc_root(&config.proc_root)?;
     // A mistyped --sysfs-root would otherwise read as a host without cpufreq or NICs, silently.
