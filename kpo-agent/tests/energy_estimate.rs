@@ -164,3 +164,29 @@ fn a_cpu_going_offline_or_coming_back_does_not_move_the_estimate() {
     let two = 2.0 * 1.2 * 1.0 + 1.0 * 7.0;
     assert!((r.joules - two).abs() < 1e-9, "{r:?}");
 }
+
+/// A /proc/stat that does not move (a frozen copy given as --proc-root, or two reads within one
+/// jiffy) gives no figure, with the reason, not 0 J that a reader would take as measured.
+#[test]
+fn no_cpu_time_between_readings_is_no_figure_not_zero_joules() {
+    let proc_dir = tempfile::tempdir().unwrap();
+    let sys_dir = tempfile::tempdir().unwrap();
+    std::fs::write(proc_dir.path().join("stat"), stat(100, 0, 100, 0, 0)).unwrap();
+    let mut meter =
+        EstimatedMeter::open(proc_dir.path(), sys_dir.path(), PowerModel::default()).unwrap();
+    let e = meter.read().unwrap_err().to_string();
+    assert!(
+        e.ends_with(
+            "stat: no CPU time passed between two readings (a copy that does not move, or an \
+             interval shorter than one tick of its clock): nothing to estimate from"
+        ),
+        "{e}"
+    );
+    // Time passing again gives a figure again, from the last reading.
+    std::fs::write(proc_dir.path().join("stat"), stat(200, 0, 200, 0, 0)).unwrap();
+    let r = meter.read().unwrap();
+    assert!(
+        (r.joules - (2.0 * 1.2 * 1.0 + 1.0 * 7.0)).abs() < 1e-9,
+        "{r:?}"
+    );
+}

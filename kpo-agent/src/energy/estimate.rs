@@ -213,6 +213,11 @@ impl EnergyMeter for EstimatedMeter {
         if n == 0 {
             return Err(EnergyError::NoCpuOnlineThroughout(self.stat_path.clone()));
         }
+        // The estimate's clock is /proc/stat's: without time there, 0 J would be a figure the
+        // optimizer and a reader take as measured, not the absence of one.
+        if between.total == 0 {
+            return Err(EnergyError::NoTimeBetweenReadings(self.stat_path.clone()));
+        }
         let interval_s = between.total as f64 / (n as f64 * self.model.user_hz);
         let busy_s = between.busy as f64 / self.model.user_hz;
         let joules = self.model.joules(n, interval_s, busy_s, self.freq_ratio());

@@ -100,6 +100,8 @@ pub enum EnergyError {
     NoZones(PathBuf),
     #[error("{0}: no CPU was online at both readings")]
     NoCpuOnlineThroughout(PathBuf),
+    #[error("{0}: no CPU time passed between two readings (a copy that does not move, or an interval shorter than one tick of its clock): nothing to estimate from")]
+    NoTimeBetweenReadings(PathBuf),
     #[error("{path}: {reason}")]
     PerfPmu { path: PathBuf, reason: String },
     #[error("{meter}: {domain}: {reason}")]
