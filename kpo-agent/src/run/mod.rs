@@ -53,6 +53,7 @@ use crate::{
         estimate::PowerModel,
         handover::{MeterWatch, SetAside},
         trust::{busy_work, PROBE_WORK},
+        EnergyError, EnergyReading,
     },
     output::{events::Event, sink::EventSink},
     sensors::{SensorKind, SensorOptions, SensorStatus, Sensors},
@@ -256,8 +257,12 @@ pub async fn run(
     // every other tick: what it counts before that read is in the baseline, which windows count
     // from, so at a duty fraction of 1 the sensors count the whole of every window.
     duty.after_read(&mut collector.sensors, 0, false);
+    // The meter's interval starts with the first window. Read just before each sample, as every
+    // window's: a sample is stamped when it starts, and the work after it (a sock_diag walk, the
+    // tick's rules, a window's decisions) would otherwise move energy between windows, by up to
+    // a tick on a loaded machine.
+    let _ = energy.read();
     let mut windows = Windows::new(collector.sample(), ticks_per_window);
-    let _ = energy.read(); // the meter's interval starts with the first window
 
     let mut interval = tokio::time::interval(config.tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -281,6 +286,14 @@ pub async fn run(
                     next,
                     pressure.stays_escalated(),
                 );
+                // Energy at the sample's instant (above): the window's reading when this tick
+                // closes one, else a measured counter's tick reading (see CheckedMeter).
+                let window_energy = if windows.closes_with_next_push() {
+                    energy.read()
+                } else {
+                    energy.sample();
+                    None
+                };
                 // Collect.
                 let mut sample = collector.sample();
                 attached.stamp(&mut sample);
@@ -298,7 +311,7 @@ pub async fn run(
                 if let Some(mut window) = windows.push(sample) {
                     // Energy over the same span; then the deciding half: the guard judges the
                     // changes it watches, the rules advise, the policy decides, actuators act.
-                    let set_aside = add_energy(&mut window, &mut energy);
+                    let set_aside = add_energy(&mut window, &mut energy, window_energy);
                     let decided = deciding.on_window(&window);
                     // The LLM advisor: consulted off the loop when due.
                     llm.after_window(windows.count, &window, &deciding);
@@ -309,9 +322,6 @@ pub async fn run(
                     for event in decided {
                         sink.send(&event);
                     }
-                } else {
-                    // Energy: a measured counter is read every tick (see CheckedMeter).
-                    energy.sample();
                 }
                 // Sensors: what the next tick samples is attached after the read.
                 duty.after_read(&mut collector.sensors, next, pressure.escalated());
@@ -401,12 +411,13 @@ pub async fn run(
     // like the loop's: its panic (a defect) must not unwind past `on_exit` and the `stop` event.
     let last_window = stage("the last window", || {
         let attached = duty.before_last_read(&mut collector.sensors);
+        let last_energy = energy.read();
         let mut sample = collector.sample();
         attached.stamp(&mut sample);
         if let Some(mut window) = windows.finish_partial(sample) {
             // The last window: nothing is set aside (choosing another source would only hold up
             // the exit).
-            add_last_energy(&mut window, &mut energy);
+            add_last_energy(&mut window, &energy, last_energy);
             sink.send(&Event::Window {
                 partial: true,
                 window: Box::new(window),
@@ -456,8 +467,12 @@ fn stage<T>(what: &str, f: impl FnOnce() -> T) -> anyhow::Result<T> {
 
 /// The meter's reading since the previous window closed, as the window's `energy`; and the
 /// source, if this window was the last it was given to give a figure ([`MeterWatch`]).
-fn add_energy(window: &mut Window, energy: &mut MeterWatch) -> Option<SetAside> {
-    let (Some(reading), Some(meter)) = (energy.read(), energy.meter()) else {
+fn add_energy(
+    window: &mut Window,
+    energy: &mut MeterWatch,
+    reading: Option<Result<EnergyReading, EnergyError>>,
+) -> Option<SetAside> {
+    let (Some(reading), Some(meter)) = (reading, energy.meter()) else {
         window.energy = None;
         return None;
     };
@@ -471,9 +486,12 @@ fn add_energy(window: &mut Window, energy: &mut MeterWatch) -> Option<SetAside> 
 }
 
 /// The meter's reading over the partial window at shutdown.
-fn add_last_energy(window: &mut Window, energy: &mut MeterWatch) {
-    window.energy = energy
-        .read()
+fn add_last_energy(
+    window: &mut Window,
+    energy: &MeterWatch,
+    reading: Option<Result<EnergyReading, EnergyError>>,
+) {
+    window.energy = reading
         .zip(energy.meter())
         .map(|(reading, meter)| WindowEnergy::new(meter, reading, window));
 }
@@ -512,6 +530,11 @@ impl Windows {
 
     fn builder(&mut self) -> &mut WindowBuilder {
         self.builder.as_mut().expect("a window is open")
+    }
+
+    /// Whether the next [`push`](Self::push) completes a window.
+    fn closes_with_next_push(&self) -> bool {
+        self.ticks + 1 >= self.ticks_per_window
     }
 
     /// The index, within its window, of the tick after the one now ending.
