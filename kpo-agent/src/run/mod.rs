@@ -220,6 +220,20 @@ pub async fn run(
         config.tick,
     );
     let energy_source = EnergySourceChoice::new(&energy_choice);
+    // In the log too: an operator reading it should not need the event stream to know whether
+    // the figures are measured or estimated, and why.
+    match &energy_source.source {
+        Some(source) => info!(
+            %source,
+            domains = ?energy_source.domains,
+            skipped = ?energy_source.skipped.iter().map(|s| format!("{}: {}", s.source, s.reason)).collect::<Vec<_>>(),
+            "energy source"
+        ),
+        None => warn!(
+            error = energy_source.error.as_deref().unwrap_or(""),
+            "no energy source: windows carry no energy figure"
+        ),
+    }
     let (proc_root, tick) = (config.proc_root.clone(), config.tick);
     let mut energy = MeterWatch::new(
         energy_choice.ok().map(|choice| choice.meter),
