@@ -29,7 +29,7 @@ pub const MAX_WATTS_PER_PACKAGE: f64 = 1000.0;
 pub const MIN_JUDGED: Duration = Duration::from_millis(5);
 
 /// The longest a counter may stand still between two reads inside a window that moved. RAPL
-/// counters update about every millisecond and a perf power PMU within a few hundred: one still
+/// counters update about every millisecond, and a perf power PMU reads them at each read: one still
 /// for a second has stopped, and the energy of the window it stopped in is short by that stretch,
 /// though the window's total moved.
 pub const MAX_STILL: Duration = Duration::from_secs(1);
