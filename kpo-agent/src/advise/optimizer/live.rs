@@ -93,6 +93,9 @@ pub trait Knobs {
 pub enum GoBack {
     /// The trial broke the SLO.
     SloBreach,
+    /// No request completed under the trial (it may hold responses longer than a window): back
+    /// as after a breach, but the journal must not say a latency was measured over the SLO.
+    NoRequests,
     /// The agent is stopping: a trial nobody will measure is not left in place.
     Stopping,
     /// The knobs searched change (one yielded to a person, or handed back): the new search
@@ -108,6 +111,7 @@ impl GoBack {
     pub fn as_str(self) -> &'static str {
         match self {
             GoBack::SloBreach => "SLO breach",
+            GoBack::NoRequests => "no request completed under the trial",
             GoBack::Stopping => "agent stopping",
             GoBack::Regroup => "knobs regrouped",
             GoBack::Reload => "policy reloaded",
@@ -803,15 +807,19 @@ impl LiveOptimizer {
         self.opt.exclude(index);
         self.waiting = false;
         ev.push(LiveEvent::NoRequests { config: point });
-        self.go_back(knobs, &mut ev);
+        self.go_back_because(knobs, &mut ev, GoBack::NoRequests);
         ev
     }
 
     /// Back to the best feasible configuration measured, or the start; nothing to do when that
     /// is the configuration held.
     fn go_back(&mut self, knobs: &mut dyn Knobs, ev: &mut Vec<LiveEvent>) {
+        self.go_back_because(knobs, ev, GoBack::SloBreach)
+    }
+
+    fn go_back_because(&mut self, knobs: &mut dyn Knobs, ev: &mut Vec<LiveEvent>, why: GoBack) {
         let from = self.current.clone();
-        if let Some(e) = self.back_to_best(knobs, GoBack::SloBreach) {
+        if let Some(e) = self.back_to_best(knobs, why) {
             ev.push(e);
         }
         // The search had converged and its best waited to be applied (refused for now) under
@@ -974,7 +982,7 @@ impl LiveOptimizer {
             Ok(reached) => {
                 self.current = reached.clone();
                 match why {
-                    GoBack::SloBreach | GoBack::Regroup => {
+                    GoBack::SloBreach | GoBack::NoRequests | GoBack::Regroup => {
                         LiveEvent::Reverted { from, to: reached }
                     }
                     GoBack::Stopping | GoBack::Reload => LiveEvent::Settled { from, to: reached },
@@ -1006,7 +1014,12 @@ impl LiveOptimizer {
             // never measured so stays the target: it may be the configuration a clean stop kept
             // on purpose (`on_exit = "keep"`), which the journal cannot tell from a kill's trial.
             .unwrap_or_else(|| match &self.before_trials {
-                Some(before) if why == GoBack::SloBreach || self.start_broke_slo => before.clone(),
+                Some(before)
+                    if matches!(why, GoBack::SloBreach | GoBack::NoRequests)
+                        || self.start_broke_slo =>
+                {
+                    before.clone()
+                }
                 _ => self.start.clone(),
             })
     }
@@ -2088,5 +2101,50 @@ mod tests {
         }
         .holds(&m));
         assert!(Slo::default().holds(&m));
+    }
+
+    /// A trial under which no request completed is taken back for that, not for a breach: the
+    /// journal's reason is the `why` of the revert, and no latency was measured over the SLO.
+    #[test]
+    fn a_trial_that_timed_no_request_goes_back_saying_so() {
+        use crate::advise::optimizer::space::KnobSpec;
+        struct Why {
+            now: Vec<f64>,
+            why: Vec<GoBack>,
+        }
+        impl Knobs for Why {
+            fn try_config(&mut self, _from: &[f64], to: &[f64], _why: ChangeReason) -> Tried {
+                self.now = to.to_vec();
+                Tried::Applied
+            }
+            fn revert_to(
+                &mut self,
+                _from: &[f64],
+                to: &[f64],
+                why: GoBack,
+            ) -> Result<Vec<f64>, String> {
+                self.why.push(why);
+                self.now = to.to_vec();
+                Ok(to.to_vec())
+            }
+        }
+        let space = Space::new(vec![KnobSpec::range("k", 0.0, 3.0, 1.0)]).unwrap();
+        let start = vec![0.0];
+        let mut live = LiveOptimizer::new(space, start.clone(), LiveConfig::default()).unwrap();
+        let mut machine = Why {
+            now: start.clone(),
+            why: Vec::new(),
+        };
+        live.step(&within_slo(), &mut machine).unwrap();
+        let trial = machine.now.clone();
+        assert_ne!(trial, start);
+        let events = live.no_requests_under_trial(&mut machine);
+        assert!(
+            matches!(&events[..], [LiveEvent::NoRequests { config }, LiveEvent::Reverted { to, .. }]
+                if *config == trial && *to == start),
+            "{events:?}"
+        );
+        let why: Vec<&str> = machine.why.iter().map(|w| w.as_str()).collect();
+        assert_eq!(why, ["no request completed under the trial"]);
     }
 }
