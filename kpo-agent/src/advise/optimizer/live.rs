@@ -86,6 +86,11 @@ pub trait Knobs {
     fn within_policy(&mut self, _to: &[f64]) -> bool {
         true
     }
+    /// Whether `to`, settled on at a stop, lets `on_exit = "revert"` put back what it reverts
+    /// next (in the agent: a cpufreq limit's original, which the kept other limit must not cross).
+    fn survives_exit(&mut self, _to: &[f64]) -> bool {
+        true
+    }
 }
 
 /// Why the loop goes back to the best configuration it measured.
@@ -852,7 +857,10 @@ impl LiveOptimizer {
     /// the policy's bounds.
     pub fn go_back_for(&mut self, knobs: &mut dyn Knobs, why: GoBack) -> Vec<LiveEvent> {
         let current = self.current.clone();
-        if (why != GoBack::Reload || knobs.within_policy(&current)) && self.holding_measured() {
+        if (why != GoBack::Reload || knobs.within_policy(&current))
+            && (why != GoBack::Stopping || knobs.survives_exit(&current))
+            && self.holding_measured()
+        {
             return Vec::new();
         }
         self.back_to_best(knobs, why).into_iter().collect()
@@ -1006,6 +1014,7 @@ impl LiveOptimizer {
             .map(|o| o.point)
             .find(|point| {
                 (why != GoBack::Reload || knobs.within_policy(point))
+                    && (why != GoBack::Stopping || knobs.survives_exit(point))
                     && (*point == self.current || knobs.allowed(point))
             })
             // When the start is a stopped agent's trial: before its trials after a breach, and
@@ -2146,5 +2155,61 @@ mod tests {
         );
         let why: Vec<&str> = machine.why.iter().map(|w| w.as_str()).collect();
         assert_eq!(why, ["no request completed under the trial"]);
+    }
+
+    /// At a stop, a configuration where `on_exit` could not put back what it reverts next (in
+    /// the agent: a kept cpufreq min above the max's original) is not settled on, though it is
+    /// the cheapest measured: the loop settles on the next one, here the start.
+    #[test]
+    fn a_stop_settles_where_on_exit_can_put_back() {
+        use crate::advise::optimizer::space::KnobSpec;
+        struct Exit {
+            now: Vec<f64>,
+            refuse: Option<Vec<f64>>,
+        }
+        impl Knobs for Exit {
+            fn try_config(&mut self, _from: &[f64], to: &[f64], _why: ChangeReason) -> Tried {
+                self.now = to.to_vec();
+                Tried::Applied
+            }
+            fn revert_to(
+                &mut self,
+                _from: &[f64],
+                to: &[f64],
+                _why: GoBack,
+            ) -> Result<Vec<f64>, String> {
+                self.now = to.to_vec();
+                Ok(to.to_vec())
+            }
+            fn survives_exit(&mut self, to: &[f64]) -> bool {
+                self.refuse.as_deref() != Some(to)
+            }
+        }
+        let space = Space::new(vec![KnobSpec::range("k", 0.0, 3.0, 1.0)]).unwrap();
+        let start = vec![0.0];
+        let mut live = LiveOptimizer::new(space, start.clone(), LiveConfig::default()).unwrap();
+        let mut machine = Exit {
+            now: start.clone(),
+            refuse: None,
+        };
+        let joules = |energy_j| Measurement {
+            energy_j,
+            ..within_slo()
+        };
+        live.step(&joules(100.0), &mut machine).unwrap();
+        let cheapest = machine.now.clone();
+        live.step(&joules(10.0), &mut machine).unwrap();
+        let trial = machine.now.clone();
+        assert!(trial != cheapest && trial != start, "{trial:?}");
+        machine.refuse = Some(cheapest);
+        let events = live.settle(&mut machine);
+        assert_eq!(
+            events,
+            vec![LiveEvent::Settled {
+                from: trial,
+                to: start.clone()
+            }]
+        );
+        assert_eq!(machine.now, start);
     }
 }
