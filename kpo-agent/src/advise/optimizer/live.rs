@@ -29,7 +29,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::bo::{BoConfig, BoError, Constraint, Optimizer, ProposalKind};
+use super::bo::{BoConfig, BoError, Constraint, Optimizer, Proposal, ProposalKind};
 use super::space::Space;
 use crate::energy::EnergySource;
 
@@ -444,6 +444,9 @@ pub struct LiveOptimizer {
     /// The last proposal was refused for now: the next measurement repeats the current
     /// configuration and is not learned again.
     waiting: bool,
+    /// The proposal refused for now, asked again as it is while nothing else changed: asking
+    /// the model anew could break a tie the other way each window.
+    waited_for: Option<Proposal>,
     /// The configuration last told to the model: told once, however many trials it is held
     /// (a start that breaks the SLO with nothing better known stays where it is).
     last_told: Option<Vec<f64>>,
@@ -517,6 +520,7 @@ impl LiveOptimizer {
             hold_sum: 0.0,
             restarts: 0,
             waiting: false,
+            waited_for: None,
             last_told: None,
             pending_best: None,
             before_trials: None,
@@ -569,6 +573,7 @@ impl LiveOptimizer {
     pub fn resync(&mut self, config: Vec<f64>) {
         self.current = config;
         self.waiting = false;
+        self.waited_for = None;
         // Not over someone else's values: a best still to apply waits for the next search.
         self.pending_best = None;
         if self.phase == Phase::Holding {
@@ -602,6 +607,7 @@ impl LiveOptimizer {
             return ev;
         };
         self.waiting = false;
+        self.waited_for = None;
         let writes_unread = best
             .iter()
             .zip(&self.current)
@@ -625,6 +631,7 @@ impl LiveOptimizer {
         self.hold_sum = 0.0;
         self.restarts += 1;
         self.waiting = false;
+        self.waited_for = None;
         self.last_told = None;
         self.pending_best = None;
         ev.push(LiveEvent::Restarted {
@@ -720,6 +727,7 @@ impl LiveOptimizer {
             && self.last_told.as_ref() != Some(&current)
             && self.learnable(&current);
         if learned {
+            self.waited_for = None;
             self.opt.tell(&current, objective, &slo.values(m))?;
             self.evaluations += 1;
             self.last_told = Some(current.clone());
@@ -784,6 +792,7 @@ impl LiveOptimizer {
         }
         // What it goes back to is measured next, and learned.
         self.waiting = false;
+        self.waited_for = None;
         self.start_broke_slo |= self.current == self.start;
         ev.push(LiveEvent::SloBreach {
             config: self.current.clone(),
@@ -811,6 +820,7 @@ impl LiveOptimizer {
         }
         self.opt.exclude(index);
         self.waiting = false;
+        self.waited_for = None;
         ev.push(LiveEvent::NoRequests { config: point });
         self.go_back_because(knobs, &mut ev, GoBack::NoRequests);
         ev
@@ -1042,8 +1052,12 @@ impl LiveOptimizer {
             if self.evaluations >= self.config.budget {
                 return self.converge(knobs, ev);
             }
-            let Some(p) = self.opt.ask()? else {
-                return self.converge(knobs, ev);
+            let p = match self.waited_for.take() {
+                Some(p) => p,
+                None => match self.opt.ask()? {
+                    Some(p) => p,
+                    None => return self.converge(knobs, ev),
+                },
             };
             let proposals = self.evaluations.saturating_sub(1);
             if p.kind == ProposalKind::ExpectedImprovement
@@ -1064,13 +1078,14 @@ impl LiveOptimizer {
                 }
                 Tried::Refused { reason, retry } => {
                     ev.push(LiveEvent::Refused {
-                        config: p.point,
+                        config: p.point.clone(),
                         reason,
                         retry,
                     });
                     if retry {
                         // Hold what we have; the proposal stays open for the next trial.
                         self.waiting = true;
+                        self.waited_for = Some(p);
                         return Ok(());
                     }
                     self.opt.exclude(p.index);
@@ -1082,12 +1097,13 @@ impl LiveOptimizer {
                     retry: true,
                 } => {
                     ev.push(LiveEvent::ApplyFailed {
-                        config: p.point,
+                        config: p.point.clone(),
                         error: format!("{error} {FAILED_FOR_A_WHILE}"),
                     });
                     if rolled_back {
                         // As a refusal that passes: the proposal stays open for the next trial.
                         self.waiting = true;
+                        self.waited_for = Some(p);
                     }
                     return Ok(());
                 }
@@ -2211,5 +2227,65 @@ mod tests {
             }]
         );
         assert_eq!(machine.now, start);
+    }
+
+    /// A proposal refused for now is the one tried again, window after window, and the one
+    /// applied once the refusal passes: asked anew, the model breaks a tie between equally
+    /// far candidates the other way at random, and the `refused` events would name another
+    /// configuration each window.
+    #[test]
+    fn a_proposal_refused_for_now_is_the_one_tried_again() {
+        use crate::advise::optimizer::space::KnobSpec;
+        struct Paused {
+            now: Vec<f64>,
+            paused: bool,
+        }
+        impl Knobs for Paused {
+            fn try_config(&mut self, _from: &[f64], to: &[f64], _why: ChangeReason) -> Tried {
+                if self.paused {
+                    return Tried::Refused {
+                        reason: "paused".into(),
+                        retry: true,
+                    };
+                }
+                self.now = to.to_vec();
+                Tried::Applied
+            }
+            fn revert_to(
+                &mut self,
+                _from: &[f64],
+                to: &[f64],
+                _why: GoBack,
+            ) -> Result<Vec<f64>, String> {
+                self.now = to.to_vec();
+                Ok(to.to_vec())
+            }
+        }
+        let space = Space::new(vec![
+            KnobSpec::range("a", 0.0, 3.0, 1.0),
+            KnobSpec::range("b", 0.0, 3.0, 1.0),
+        ])
+        .unwrap();
+        let start = vec![0.0, 0.0];
+        let mut live = LiveOptimizer::new(space, start.clone(), LiveConfig::default()).unwrap();
+        let mut machine = Paused {
+            now: start,
+            paused: false,
+        };
+        live.step(&within_slo(), &mut machine).unwrap();
+        machine.paused = true;
+        let mut refused = Vec::new();
+        for _ in 0..12 {
+            let events = live.step(&within_slo(), &mut machine).unwrap();
+            refused.extend(events.into_iter().filter_map(|e| match e {
+                LiveEvent::Refused { config, .. } => Some(config),
+                _ => None,
+            }));
+        }
+        assert_eq!(refused.len(), 12);
+        assert!(refused.iter().all(|c| *c == refused[0]), "{refused:?}");
+        machine.paused = false;
+        live.step(&within_slo(), &mut machine).unwrap();
+        assert_eq!(machine.now, refused[0]);
     }
 }
