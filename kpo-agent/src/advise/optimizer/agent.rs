@@ -1656,6 +1656,31 @@ impl Knobs for PathKnobs<'_> {
         })
     }
 
+    fn survives_exit(&mut self, to: &[f64]) -> bool {
+        let path = &self.path;
+        let reverts = |k: &Knob| {
+            k.members
+                .iter()
+                .all(|a| path.policy.rule_for(a).on_exit == crate::policy::OnExit::Revert)
+        };
+        let originals = |k: &Knob| -> Vec<f64> {
+            k.members
+                .iter()
+                .filter_map(|a| path.journal.param_state(a)?.original.as_ref()?.as_int())
+                .map(|v| v as f64)
+                .collect()
+        };
+        // One limit kept at `to`, the other put back to its original right after: that
+        // original must not cross the kept one, or `on_exit` is refused and leaves the trial's.
+        min_max_pairs(self.knobs).iter().all(|&(min, max)| {
+            match (reverts(&self.knobs[min]), reverts(&self.knobs[max])) {
+                (false, true) => originals(&self.knobs[max]).iter().all(|&o| to[min] <= o),
+                (true, false) => originals(&self.knobs[min]).iter().all(|&o| to[max] >= o),
+                _ => true,
+            }
+        })
+    }
+
     fn try_config(&mut self, from: &[f64], to: &[f64], why: ChangeReason) -> Tried {
         let reason = format!("optimizer {}: trial {to:?}", why.as_str());
         let moving = write_order(self.knobs, from, to);
@@ -2080,5 +2105,49 @@ mod tests {
         assert!(!undone(&p, &put_back), "{put_back:?}");
         let took = p.revert_own(id, Source::Optimizer, "test").unwrap();
         assert!(undone(&p, &took), "{took:?}");
+    }
+
+    /// A cpufreq limit that `on_exit` puts back (the max) next to one that stays (the min): a
+    /// settle must not leave the min above the max's original, or `on_exit`'s write of it is
+    /// refused and the trial's max stays.
+    #[test]
+    fn a_kept_min_may_not_settle_above_the_original_of_a_max_that_reverts() {
+        use super::{ChangeReason, Knob, Knobs, PathKnobs, Tried};
+        use crate::guard::{Guard, GuardConfig};
+        const MAX: &str = "cpufreq:policy0:scaling_max_freq";
+        const MIN: &str = "cpufreq:policy0:scaling_min_freq";
+        let policy = "[guard]\nmax_changes_per_hour = 1000\n\
+                      [params.\"cpufreq:*:scaling_max_freq\"]\nmode = \"auto\"\nmin = 1200000\n\
+                      max = 3000000\non_exit = \"revert\"\n\
+                      [params.\"cpufreq:*:scaling_min_freq\"]\nmode = \"auto\"\nmin = 1200000\n\
+                      max = 3000000\n";
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(MAX, Value::Int(2_400_000)), (MIN, Value::Int(1_200_000))]);
+        let (mut p, _) = path(dir.path(), policy, &k);
+        let mut guard = Guard::new(GuardConfig::default());
+        let knobs = [
+            Knob::new(vec![MAX.parse().unwrap()], MAX),
+            Knob::new(vec![MIN.parse().unwrap()], MIN),
+        ];
+        let mut loop_knobs = PathKnobs {
+            path: &mut p,
+            guard: &mut guard,
+            baseline: None,
+            knobs: &knobs,
+            made: &mut Vec::new(),
+            skipped: &mut Vec::new(),
+            owed: &mut Vec::new(),
+            exiting: false,
+        };
+        let tried = loop_knobs.try_config(
+            &[2_400_000.0, 1_200_000.0],
+            &[3_000_000.0, 3_000_000.0],
+            ChangeReason::Explore,
+        );
+        assert_eq!(tried, Tried::Applied);
+        // The max goes back to 2.4 GHz at exit: a min kept above that would block it.
+        assert!(!loop_knobs.survives_exit(&[3_000_000.0, 3_000_000.0]));
+        assert!(loop_knobs.survives_exit(&[3_000_000.0, 2_400_000.0]));
+        assert!(loop_knobs.survives_exit(&[2_400_000.0, 1_200_000.0]));
     }
 }

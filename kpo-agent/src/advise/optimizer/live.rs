@@ -29,7 +29,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::bo::{BoConfig, BoError, Constraint, Optimizer, ProposalKind};
+use super::bo::{BoConfig, BoError, Constraint, Optimizer, Proposal, ProposalKind};
 use super::space::Space;
 use crate::energy::EnergySource;
 
@@ -86,6 +86,11 @@ pub trait Knobs {
     fn within_policy(&mut self, _to: &[f64]) -> bool {
         true
     }
+    /// Whether `to`, settled on at a stop, lets `on_exit = "revert"` put back what it reverts
+    /// next (in the agent: a cpufreq limit's original, which the kept other limit must not cross).
+    fn survives_exit(&mut self, _to: &[f64]) -> bool {
+        true
+    }
 }
 
 /// Why the loop goes back to the best configuration it measured.
@@ -93,6 +98,9 @@ pub trait Knobs {
 pub enum GoBack {
     /// The trial broke the SLO.
     SloBreach,
+    /// No request completed under the trial (it may hold responses longer than a window): back
+    /// as after a breach, but the journal must not say a latency was measured over the SLO.
+    NoRequests,
     /// The agent is stopping: a trial nobody will measure is not left in place.
     Stopping,
     /// The knobs searched change (one yielded to a person, or handed back): the new search
@@ -108,6 +116,7 @@ impl GoBack {
     pub fn as_str(self) -> &'static str {
         match self {
             GoBack::SloBreach => "SLO breach",
+            GoBack::NoRequests => "no request completed under the trial",
             GoBack::Stopping => "agent stopping",
             GoBack::Regroup => "knobs regrouped",
             GoBack::Reload => "policy reloaded",
@@ -435,6 +444,9 @@ pub struct LiveOptimizer {
     /// The last proposal was refused for now: the next measurement repeats the current
     /// configuration and is not learned again.
     waiting: bool,
+    /// The proposal refused for now, asked again as it is while nothing else changed: asking
+    /// the model anew could break a tie the other way each window.
+    waited_for: Option<Proposal>,
     /// The configuration last told to the model: told once, however many trials it is held
     /// (a start that breaks the SLO with nothing better known stays where it is).
     last_told: Option<Vec<f64>>,
@@ -508,6 +520,7 @@ impl LiveOptimizer {
             hold_sum: 0.0,
             restarts: 0,
             waiting: false,
+            waited_for: None,
             last_told: None,
             pending_best: None,
             before_trials: None,
@@ -560,6 +573,7 @@ impl LiveOptimizer {
     pub fn resync(&mut self, config: Vec<f64>) {
         self.current = config;
         self.waiting = false;
+        self.waited_for = None;
         // Not over someone else's values: a best still to apply waits for the next search.
         self.pending_best = None;
         if self.phase == Phase::Holding {
@@ -593,6 +607,7 @@ impl LiveOptimizer {
             return ev;
         };
         self.waiting = false;
+        self.waited_for = None;
         let writes_unread = best
             .iter()
             .zip(&self.current)
@@ -616,6 +631,7 @@ impl LiveOptimizer {
         self.hold_sum = 0.0;
         self.restarts += 1;
         self.waiting = false;
+        self.waited_for = None;
         self.last_told = None;
         self.pending_best = None;
         ev.push(LiveEvent::Restarted {
@@ -711,6 +727,7 @@ impl LiveOptimizer {
             && self.last_told.as_ref() != Some(&current)
             && self.learnable(&current);
         if learned {
+            self.waited_for = None;
             self.opt.tell(&current, objective, &slo.values(m))?;
             self.evaluations += 1;
             self.last_told = Some(current.clone());
@@ -775,6 +792,7 @@ impl LiveOptimizer {
         }
         // What it goes back to is measured next, and learned.
         self.waiting = false;
+        self.waited_for = None;
         self.start_broke_slo |= self.current == self.start;
         ev.push(LiveEvent::SloBreach {
             config: self.current.clone(),
@@ -802,16 +820,21 @@ impl LiveOptimizer {
         }
         self.opt.exclude(index);
         self.waiting = false;
+        self.waited_for = None;
         ev.push(LiveEvent::NoRequests { config: point });
-        self.go_back(knobs, &mut ev);
+        self.go_back_because(knobs, &mut ev, GoBack::NoRequests);
         ev
     }
 
     /// Back to the best feasible configuration measured, or the start; nothing to do when that
     /// is the configuration held.
     fn go_back(&mut self, knobs: &mut dyn Knobs, ev: &mut Vec<LiveEvent>) {
+        self.go_back_because(knobs, ev, GoBack::SloBreach)
+    }
+
+    fn go_back_because(&mut self, knobs: &mut dyn Knobs, ev: &mut Vec<LiveEvent>, why: GoBack) {
         let from = self.current.clone();
-        if let Some(e) = self.back_to_best(knobs, GoBack::SloBreach) {
+        if let Some(e) = self.back_to_best(knobs, why) {
             ev.push(e);
         }
         // The search had converged and its best waited to be applied (refused for now) under
@@ -844,7 +867,10 @@ impl LiveOptimizer {
     /// the policy's bounds.
     pub fn go_back_for(&mut self, knobs: &mut dyn Knobs, why: GoBack) -> Vec<LiveEvent> {
         let current = self.current.clone();
-        if (why != GoBack::Reload || knobs.within_policy(&current)) && self.holding_measured() {
+        if (why != GoBack::Reload || knobs.within_policy(&current))
+            && (why != GoBack::Stopping || knobs.survives_exit(&current))
+            && self.holding_measured()
+        {
             return Vec::new();
         }
         self.back_to_best(knobs, why).into_iter().collect()
@@ -974,7 +1000,7 @@ impl LiveOptimizer {
             Ok(reached) => {
                 self.current = reached.clone();
                 match why {
-                    GoBack::SloBreach | GoBack::Regroup => {
+                    GoBack::SloBreach | GoBack::NoRequests | GoBack::Regroup => {
                         LiveEvent::Reverted { from, to: reached }
                     }
                     GoBack::Stopping | GoBack::Reload => LiveEvent::Settled { from, to: reached },
@@ -998,6 +1024,7 @@ impl LiveOptimizer {
             .map(|o| o.point)
             .find(|point| {
                 (why != GoBack::Reload || knobs.within_policy(point))
+                    && (why != GoBack::Stopping || knobs.survives_exit(point))
                     && (*point == self.current || knobs.allowed(point))
             })
             // When the start is a stopped agent's trial: before its trials after a breach, and
@@ -1006,7 +1033,12 @@ impl LiveOptimizer {
             // never measured so stays the target: it may be the configuration a clean stop kept
             // on purpose (`on_exit = "keep"`), which the journal cannot tell from a kill's trial.
             .unwrap_or_else(|| match &self.before_trials {
-                Some(before) if why == GoBack::SloBreach || self.start_broke_slo => before.clone(),
+                Some(before)
+                    if matches!(why, GoBack::SloBreach | GoBack::NoRequests)
+                        || self.start_broke_slo =>
+                {
+                    before.clone()
+                }
                 _ => self.start.clone(),
             })
     }
@@ -1020,8 +1052,12 @@ impl LiveOptimizer {
             if self.evaluations >= self.config.budget {
                 return self.converge(knobs, ev);
             }
-            let Some(p) = self.opt.ask()? else {
-                return self.converge(knobs, ev);
+            let p = match self.waited_for.take() {
+                Some(p) => p,
+                None => match self.opt.ask()? {
+                    Some(p) => p,
+                    None => return self.converge(knobs, ev),
+                },
             };
             let proposals = self.evaluations.saturating_sub(1);
             if p.kind == ProposalKind::ExpectedImprovement
@@ -1042,13 +1078,14 @@ impl LiveOptimizer {
                 }
                 Tried::Refused { reason, retry } => {
                     ev.push(LiveEvent::Refused {
-                        config: p.point,
+                        config: p.point.clone(),
                         reason,
                         retry,
                     });
                     if retry {
                         // Hold what we have; the proposal stays open for the next trial.
                         self.waiting = true;
+                        self.waited_for = Some(p);
                         return Ok(());
                     }
                     self.opt.exclude(p.index);
@@ -1060,12 +1097,13 @@ impl LiveOptimizer {
                     retry: true,
                 } => {
                     ev.push(LiveEvent::ApplyFailed {
-                        config: p.point,
+                        config: p.point.clone(),
                         error: format!("{error} {FAILED_FOR_A_WHILE}"),
                     });
                     if rolled_back {
                         // As a refusal that passes: the proposal stays open for the next trial.
                         self.waiting = true;
+                        self.waited_for = Some(p);
                     }
                     return Ok(());
                 }
@@ -2088,5 +2126,166 @@ mod tests {
         }
         .holds(&m));
         assert!(Slo::default().holds(&m));
+    }
+
+    /// A trial under which no request completed is taken back for that, not for a breach: the
+    /// journal's reason is the `why` of the revert, and no latency was measured over the SLO.
+    #[test]
+    fn a_trial_that_timed_no_request_goes_back_saying_so() {
+        use crate::advise::optimizer::space::KnobSpec;
+        struct Why {
+            now: Vec<f64>,
+            why: Vec<GoBack>,
+        }
+        impl Knobs for Why {
+            fn try_config(&mut self, _from: &[f64], to: &[f64], _why: ChangeReason) -> Tried {
+                self.now = to.to_vec();
+                Tried::Applied
+            }
+            fn revert_to(
+                &mut self,
+                _from: &[f64],
+                to: &[f64],
+                why: GoBack,
+            ) -> Result<Vec<f64>, String> {
+                self.why.push(why);
+                self.now = to.to_vec();
+                Ok(to.to_vec())
+            }
+        }
+        let space = Space::new(vec![KnobSpec::range("k", 0.0, 3.0, 1.0)]).unwrap();
+        let start = vec![0.0];
+        let mut live = LiveOptimizer::new(space, start.clone(), LiveConfig::default()).unwrap();
+        let mut machine = Why {
+            now: start.clone(),
+            why: Vec::new(),
+        };
+        live.step(&within_slo(), &mut machine).unwrap();
+        let trial = machine.now.clone();
+        assert_ne!(trial, start);
+        let events = live.no_requests_under_trial(&mut machine);
+        assert!(
+            matches!(&events[..], [LiveEvent::NoRequests { config }, LiveEvent::Reverted { to, .. }]
+                if *config == trial && *to == start),
+            "{events:?}"
+        );
+        let why: Vec<&str> = machine.why.iter().map(|w| w.as_str()).collect();
+        assert_eq!(why, ["no request completed under the trial"]);
+    }
+
+    /// At a stop, a configuration where `on_exit` could not put back what it reverts next (in
+    /// the agent: a kept cpufreq min above the max's original) is not settled on, though it is
+    /// the cheapest measured: the loop settles on the next one, here the start.
+    #[test]
+    fn a_stop_settles_where_on_exit_can_put_back() {
+        use crate::advise::optimizer::space::KnobSpec;
+        struct Exit {
+            now: Vec<f64>,
+            refuse: Option<Vec<f64>>,
+        }
+        impl Knobs for Exit {
+            fn try_config(&mut self, _from: &[f64], to: &[f64], _why: ChangeReason) -> Tried {
+                self.now = to.to_vec();
+                Tried::Applied
+            }
+            fn revert_to(
+                &mut self,
+                _from: &[f64],
+                to: &[f64],
+                _why: GoBack,
+            ) -> Result<Vec<f64>, String> {
+                self.now = to.to_vec();
+                Ok(to.to_vec())
+            }
+            fn survives_exit(&mut self, to: &[f64]) -> bool {
+                self.refuse.as_deref() != Some(to)
+            }
+        }
+        let space = Space::new(vec![KnobSpec::range("k", 0.0, 3.0, 1.0)]).unwrap();
+        let start = vec![0.0];
+        let mut live = LiveOptimizer::new(space, start.clone(), LiveConfig::default()).unwrap();
+        let mut machine = Exit {
+            now: start.clone(),
+            refuse: None,
+        };
+        let joules = |energy_j| Measurement {
+            energy_j,
+            ..within_slo()
+        };
+        live.step(&joules(100.0), &mut machine).unwrap();
+        let cheapest = machine.now.clone();
+        live.step(&joules(10.0), &mut machine).unwrap();
+        let trial = machine.now.clone();
+        assert!(trial != cheapest && trial != start, "{trial:?}");
+        machine.refuse = Some(cheapest);
+        let events = live.settle(&mut machine);
+        assert_eq!(
+            events,
+            vec![LiveEvent::Settled {
+                from: trial,
+                to: start.clone()
+            }]
+        );
+        assert_eq!(machine.now, start);
+    }
+
+    /// A proposal refused for now is the one tried again, window after window, and the one
+    /// applied once the refusal passes: asked anew, the model breaks a tie between equally
+    /// far candidates the other way at random, and the `refused` events would name another
+    /// configuration each window.
+    #[test]
+    fn a_proposal_refused_for_now_is_the_one_tried_again() {
+        use crate::advise::optimizer::space::KnobSpec;
+        struct Paused {
+            now: Vec<f64>,
+            paused: bool,
+        }
+        impl Knobs for Paused {
+            fn try_config(&mut self, _from: &[f64], to: &[f64], _why: ChangeReason) -> Tried {
+                if self.paused {
+                    return Tried::Refused {
+                        reason: "paused".into(),
+                        retry: true,
+                    };
+                }
+                self.now = to.to_vec();
+                Tried::Applied
+            }
+            fn revert_to(
+                &mut self,
+                _from: &[f64],
+                to: &[f64],
+                _why: GoBack,
+            ) -> Result<Vec<f64>, String> {
+                self.now = to.to_vec();
+                Ok(to.to_vec())
+            }
+        }
+        let space = Space::new(vec![
+            KnobSpec::range("a", 0.0, 3.0, 1.0),
+            KnobSpec::range("b", 0.0, 3.0, 1.0),
+        ])
+        .unwrap();
+        let start = vec![0.0, 0.0];
+        let mut live = LiveOptimizer::new(space, start.clone(), LiveConfig::default()).unwrap();
+        let mut machine = Paused {
+            now: start,
+            paused: false,
+        };
+        live.step(&within_slo(), &mut machine).unwrap();
+        machine.paused = true;
+        let mut refused = Vec::new();
+        for _ in 0..12 {
+            let events = live.step(&within_slo(), &mut machine).unwrap();
+            refused.extend(events.into_iter().filter_map(|e| match e {
+                LiveEvent::Refused { config, .. } => Some(config),
+                _ => None,
+            }));
+        }
+        assert_eq!(refused.len(), 12);
+        assert!(refused.iter().all(|c| *c == refused[0]), "{refused:?}");
+        machine.paused = false;
+        live.step(&within_slo(), &mut machine).unwrap();
+        assert_eq!(machine.now, refused[0]);
     }
 }
