@@ -853,6 +853,38 @@ mod tests {
         assert!(Cli::try_parse_from(["kpo", "revert", "3", "--all"]).is_err());
     }
 
+    /// `kpo optimize replay --budget 0` (or `--seeds 0`) says what is needed, not clap's range
+    /// up to u64's maximum (seen by hand, qa-opt).
+    #[test]
+    fn a_replay_budget_or_seed_count_of_0_says_at_least_1() {
+        for flag in ["--budget", "--seeds"] {
+            let args = [
+                "kpo",
+                "optimize",
+                "replay",
+                "--grid",
+                "g.csv",
+                "--knob",
+                "a",
+                "--minimize",
+                "e",
+            ];
+            let e = Cli::try_parse_from(args.iter().copied().chain([flag, "0"]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("0: at least 1 is needed"), "{e}");
+            assert!(!e.contains("18446744073709551615"), "{e}");
+            let e = Cli::try_parse_from(args.iter().copied().chain([flag, "x"]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("\"x\" is not a whole number of 1 or more"),
+                "{e}"
+            );
+            assert!(Cli::try_parse_from(args.iter().copied().chain([flag, "7"])).is_ok());
+        }
+    }
+
     /// `kpo resume` and `kpo explain` refuse a parameter that names nothing, rather than saying
     /// there is nothing to resume or explain.
     #[test]

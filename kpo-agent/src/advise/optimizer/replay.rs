@@ -36,10 +36,10 @@ pub struct ReplayArgs {
     #[arg(long = "constraint", value_name = "COL<=X|COL>=X")]
     pub constraints: Vec<String>,
     /// Evaluations per run, the start included.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one)]
     pub budget: u64,
     /// Number of seeded runs (seeds 0..S-1).
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 20, value_parser = at_least_one)]
     pub seeds: u64,
     /// Print one JSON object instead of the human-readable report.
     #[arg(long)]
@@ -48,6 +48,16 @@ pub struct ReplayArgs {
     /// the report then gives the saving in the minimized column against it.
     #[arg(long, value_name = "FILE.csv")]
     pub baseline: Option<PathBuf>,
+}
+
+/// `--budget` and `--seeds`: clap's own range check names the type's upper bound ("0 is not in
+/// 1..18446744073709551615"), which is no limit anyone meant.
+fn at_least_one(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("0: at least 1 is needed".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{text:?} is not a whole number of 1 or more ({e})")),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
