@@ -86,9 +86,14 @@ pub fn given_levels(
             if !off.is_empty() {
                 warn!(
                     "optimizer: {}: optimizer_levels {off:?} left out: not among the cpufreq \
-                     driver's frequencies (scaling_available_frequencies), so a write of them \
+                     driver's frequencies (scaling_available_frequencies{}), so a write of them \
                      would read back as another and fail",
-                    members_named(members)
+                    members_named(members),
+                    if members.len() > 1 {
+                        " of every policy of the knob"
+                    } else {
+                        ""
+                    }
                 );
             }
             kept = on;
