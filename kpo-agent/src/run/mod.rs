@@ -119,14 +119,7 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let outcome = runtime.block_on(run(
-        config,
-        llm,
-        &args.state,
-        args.recommend_only,
-        &mut sink,
-        Some(_logging.writer()),
-    ));
+    let outcome = runtime.block_on(run(config, llm, &args, &mut sink, Some(_logging.writer())));
     // Dropping a runtime waits for its blocking threads without bound (a DNS lookup of an LLM or
     // webhook request in flight, a login-name lookup for a control request): the agent stops
     // within a bound instead, and those threads end with the process.
@@ -144,8 +137,7 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
 pub async fn run(
     config: Config,
     mut llm: llm::LlmStage,
-    state: &crate::cli::StateArgs,
-    recommend_only: bool,
+    args: &RunArgs,
     sink: &mut EventSink,
     logs: Option<crate::logging::LogWriter>,
 ) -> anyhow::Result<&'static str> {
@@ -171,7 +163,7 @@ pub async fn run(
         sink.set_metrics(metrics.clone());
     }
     // The deciding half first: without its journal and socket the agent must not start.
-    let (mut deciding, reconciled) = Deciding::open(state, &config, recommend_only)?;
+    let (mut deciding, reconciled) = Deciding::open(&args.state, &config, args.recommend_only)?;
     if let Some(metrics) = &metrics {
         metrics
             .lock()
@@ -352,7 +344,7 @@ pub async fn run(
                 Sig::Hup => if let Err(e) = stage("SIGHUP", || {
                     info!("SIGHUP: re-opening the event stream {}", sink.destination());
                     sink.reopen();
-                    if let Some(edited) = config.edited_since_start() {
+                    if let Some(edited) = args.config_edited_note(&config) {
                         warn!("SIGHUP: {edited}");
                     }
                     for event in deciding.reload_policy(&config) {
