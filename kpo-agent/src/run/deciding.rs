@@ -1151,6 +1151,7 @@ impl Deciding {
                 revert.push(switch);
             }
         }
+        let listed: Vec<String> = revert.iter().map(ToString::to_string).collect();
         let reports = match self.path.restore_originals(
             revert,
             Source::Operator,
@@ -1159,7 +1160,14 @@ impl Deciding {
         ) {
             Ok(reports) => reports,
             Err(e) => {
-                warn!("on exit: {e}");
+                // The first failure ends the list, and no agent is left to take the journal up
+                // again: every value that may stay is named, with what puts it back.
+                warn!(
+                    "on exit: not put back, so KPO's values may stay in the kernel after the \
+                     agent stops: {}; {e}; once the state directory can be written, `kpo revert \
+                     --all` puts them back",
+                    listed.join(", ")
+                );
                 Vec::new()
             }
         };
