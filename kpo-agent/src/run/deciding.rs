@@ -284,6 +284,14 @@ impl Deciding {
             info!("journal reconciled: {}", r.describe());
         }
         path.restore_guard_quarantines()?;
+        // `kpo pause` outlives the agent: a start that is paused changes nothing, and says so.
+        if let Some((by, ts_ms)) = path.journal.paused() {
+            warn!(
+                "changes are paused (kpo pause by {by} at {}): the agent observes and advises, \
+                 and changes nothing until kpo resume",
+                crate::journal::format_ms(*ts_ms)
+            );
+        }
         let guard = resume_guard(&path);
         path.set_before_write(guard.write_ahead());
         let mut approvals =

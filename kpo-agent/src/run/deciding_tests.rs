@@ -5835,3 +5835,55 @@ fn on_exit_with_a_failing_journal_names_what_stays_and_how_to_put_it_back() {
         "{logged}"
     );
 }
+
+/// Defect (review s36 run): an agent started on a state directory left paused (`kpo pause`
+/// survives restarts) said nothing of it, in its log or its events, and then changed nothing.
+#[test]
+fn a_start_on_a_paused_state_directory_says_so() {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let open = |dir: &Path| {
+        let journal = Journal::open(dir, Holder::Agent, Duration::ZERO).unwrap();
+        let policy = Policy::parse(BACKLOG_IN_AUTO, "policy.toml").unwrap();
+        let k = crate::change::tests::kernel(&[(BACKLOG, Value::Int(1000))]);
+        ChangePath::new(policy, journal, Box::new(k))
+    };
+    let logged = |dir: &Path| {
+        let buffer = Buffer::default();
+        let out = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            drop(Deciding::with_path(open(dir), false).unwrap())
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        text
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    crate::journal::store::make_private(tmp.path());
+    assert!(!logged(tmp.path()).contains("paused"));
+    let mut path = open(tmp.path());
+    assert!(path.journal.set_paused(true, "operator alice").unwrap());
+    let ts_ms = path.journal.paused().unwrap().1;
+    drop(path);
+    let text = logged(tmp.path());
+    assert!(
+        text.contains(&format!(
+            "changes are paused (kpo pause by operator alice at {}): the agent observes and \
+             advises, and changes nothing until kpo resume",
+            crate::journal::format_ms(ts_ms)
+        )),
+        "{text}"
+    );
+}
