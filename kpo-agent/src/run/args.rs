@@ -55,6 +55,27 @@ impl RunArgs {
             .map_or_else(|| "command line".into(), |p| p.display().to_string())
     }
 
+    /// What SIGHUP logs of a `--config` file edited (or gone) since the start: its changes wait
+    /// for a restart, and a file that would stop that restart is said now, with its error, rather
+    /// than when a service manager's restart fails.
+    pub fn config_edited_note(&self, running: &Config) -> Option<String> {
+        let edited = running.edited_since_start()?;
+        let next_start = self.config().and_then(|config| {
+            config
+                .llm
+                .resolve_with(|k| std::env::var(k).ok())
+                .map_err(|e| ConfigError::from_llm(&self.config_origin(), &e).into())
+        });
+        Some(match next_start {
+            Ok(_) => edited,
+            Err(e) => format!(
+                "{edited}; as it is now, the next start would stop with: {e} (kpo check \
+                 --config {})",
+                self.config_origin()
+            ),
+        })
+    }
+
     pub fn config(&self) -> anyhow::Result<Config> {
         let (mut config, file) = match &self.config {
             Some(path) => (Config::from_file(path)?, Some(path)),
@@ -127,6 +148,37 @@ mod tests {
     fn config(args: &[&str]) -> String {
         let cli = Cli::try_parse_from(std::iter::once("kpo").chain(args.iter().copied())).unwrap();
         cli.run.config().unwrap_err().to_string()
+    }
+
+    /// Defect: a SIGHUP after an edit that the next start refuses (an unknown key) said only
+    /// that the changes take effect at a restart; the restart then failed (under systemd, up to
+    /// its start limit) with the agent down.
+    #[test]
+    fn sighup_says_when_the_edited_config_would_stop_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kpo.toml");
+        std::fs::write(&path, "tick = \"2s\"\n").unwrap();
+        let p = path.to_str().unwrap();
+        let args = Cli::try_parse_from(["kpo", "--config", p]).unwrap().run;
+        let running = args.config().unwrap();
+        assert_eq!(args.config_edited_note(&running), None);
+
+        std::fs::write(&path, "tick = \"4s\"\n").unwrap();
+        let loads = args.config_edited_note(&running).unwrap();
+        assert_eq!(loads, running.edited_since_start().unwrap());
+
+        std::fs::write(&path, "tick = \"2s\"\nbogus = 1\n").unwrap();
+        let stops = args.config_edited_note(&running).unwrap();
+        let error = args.config().unwrap_err();
+        assert_eq!(
+            stops,
+            format!(
+                "{}; as it is now, the next start would stop with: {error} (kpo check --config \
+                 {p})",
+                running.edited_since_start().unwrap()
+            )
+        );
+        assert!(stops.contains("bogus"), "{stops}");
     }
 
     #[test]

@@ -284,6 +284,14 @@ impl Deciding {
             info!("journal reconciled: {}", r.describe());
         }
         path.restore_guard_quarantines()?;
+        // `kpo pause` outlives the agent: a start that is paused changes nothing, and says so.
+        if let Some((by, ts_ms)) = path.journal.paused() {
+            warn!(
+                "changes are paused (kpo pause by {by} at {}): the agent observes and advises, \
+                 and changes nothing until kpo resume",
+                crate::journal::format_ms(*ts_ms)
+            );
+        }
         let guard = resume_guard(&path);
         path.set_before_write(guard.write_ahead());
         let mut approvals =
@@ -1151,6 +1159,7 @@ impl Deciding {
                 revert.push(switch);
             }
         }
+        let listed: Vec<String> = revert.iter().map(ToString::to_string).collect();
         let reports = match self.path.restore_originals(
             revert,
             Source::Operator,
@@ -1159,7 +1168,14 @@ impl Deciding {
         ) {
             Ok(reports) => reports,
             Err(e) => {
-                warn!("on exit: {e}");
+                // The first failure ends the list, and no agent is left to take the journal up
+                // again: every value that may stay is named, with what puts it back.
+                warn!(
+                    "on exit: not put back, so KPO's values may stay in the kernel after the \
+                     agent stops: {}; {e}; once the state directory can be written, `kpo revert \
+                     --all` puts them back",
+                    listed.join(", ")
+                );
                 Vec::new()
             }
         };

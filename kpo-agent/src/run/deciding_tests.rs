@@ -5786,3 +5786,104 @@ fn the_guards_revert_reason_gives_three_decimals() {
         "the guard saw request_p99 go from 152 to 260"
     );
 }
+
+/// Defect (review s36 run): at a stop with the journal failing (a full state directory),
+/// `on_exit` logged only the journal's error, which ends "a running agent takes the journal up
+/// again by itself" (none will: it is stopping), named no parameter, and the ones after the first
+/// were not even tried. The warning names each value that may stay and what puts it back.
+#[test]
+fn on_exit_with_a_failing_journal_names_what_stays_and_how_to_put_it_back() {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let policy = format!("{BACKLOG_IN_AUTO}on_exit = \"revert\"\n");
+    let (_tmp, k, mut deciding, drops) = backlog_rig(&policy);
+    let applied = deciding
+        .on_window(&drops)
+        .into_iter()
+        .any(|e| matches!(e, Event::Change(c) if c.phase == ChangePhase::Verified));
+    assert!(applied, "the rule raised the backlog");
+    assert_eq!(k.0.lock().unwrap().values[BACKLOG], Value::Int(2000));
+    deciding.path_for_tests_mut().journal.fail_an_append(0, 0);
+    let buffer = Buffer::default();
+    let out = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || out.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || deciding.on_exit());
+    assert_eq!(k.0.lock().unwrap().values[BACKLOG], Value::Int(2000));
+    let logged = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logged.contains(&format!(
+            "on exit: not put back, so KPO's values may stay in the kernel after the agent \
+             stops: {BACKLOG}; "
+        )),
+        "{logged}"
+    );
+    assert!(
+        logged
+            .contains("once the state directory can be written, `kpo revert --all` puts them back"),
+        "{logged}"
+    );
+}
+
+/// Defect (review s36 run): an agent started on a state directory left paused (`kpo pause`
+/// survives restarts) said nothing of it, in its log or its events, and then changed nothing.
+#[test]
+fn a_start_on_a_paused_state_directory_says_so() {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let open = |dir: &Path| {
+        let journal = Journal::open(dir, Holder::Agent, Duration::ZERO).unwrap();
+        let policy = Policy::parse(BACKLOG_IN_AUTO, "policy.toml").unwrap();
+        let k = crate::change::tests::kernel(&[(BACKLOG, Value::Int(1000))]);
+        ChangePath::new(policy, journal, Box::new(k))
+    };
+    let logged = |dir: &Path| {
+        let buffer = Buffer::default();
+        let out = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            drop(Deciding::with_path(open(dir), false).unwrap())
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        text
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    crate::journal::store::make_private(tmp.path());
+    assert!(!logged(tmp.path()).contains("paused"));
+    let mut path = open(tmp.path());
+    assert!(path.journal.set_paused(true, "operator alice").unwrap());
+    let ts_ms = path.journal.paused().unwrap().1;
+    drop(path);
+    let text = logged(tmp.path());
+    assert!(
+        text.contains(&format!(
+            "changes are paused (kpo pause by operator alice at {}): the agent observes and \
+             advises, and changes nothing until kpo resume",
+            crate::journal::format_ms(ts_ms)
+        )),
+        "{text}"
+    );
+}

@@ -123,14 +123,7 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let outcome = runtime.block_on(run(
-        config,
-        llm,
-        &args.state,
-        args.recommend_only,
-        &mut sink,
-        Some(_logging.writer()),
-    ));
+    let outcome = runtime.block_on(run(config, llm, &args, &mut sink, Some(_logging.writer())));
     // Dropping a runtime waits for its blocking threads without bound (a DNS lookup of an LLM or
     // webhook request in flight, a login-name lookup for a control request): the agent stops
     // within a bound instead, and those threads end with the process.
@@ -148,8 +141,7 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
 pub async fn run(
     config: Config,
     mut llm: llm::LlmStage,
-    state: &crate::cli::StateArgs,
-    recommend_only: bool,
+    args: &RunArgs,
     sink: &mut EventSink,
     logs: Option<crate::logging::LogWriter>,
 ) -> anyhow::Result<&'static str> {
@@ -175,7 +167,7 @@ pub async fn run(
         sink.set_metrics(metrics.clone());
     }
     // The deciding half first: without its journal and socket the agent must not start.
-    let (mut deciding, reconciled) = Deciding::open(state, &config, recommend_only)?;
+    let (mut deciding, reconciled) = Deciding::open(&args.state, &config, args.recommend_only)?;
     if let Some(metrics) = &metrics {
         metrics
             .lock()
@@ -379,7 +371,7 @@ pub async fn run(
                 Sig::Hup => if let Err(e) = stage("SIGHUP", || {
                     info!("SIGHUP: re-opening the event stream {}", sink.destination());
                     sink.reopen();
-                    if let Some(edited) = config.edited_since_start() {
+                    if let Some(edited) = args.config_edited_note(&config) {
                         warn!("SIGHUP: {edited}");
                     }
                     for event in deciding.reload_policy(&config) {
@@ -625,17 +617,30 @@ fn sensor_report(sensors: &Sensors, config: &Config) -> Vec<SensorStatus> {
 }
 
 fn report_duty(config: &Config, duty: &DutyCycle) {
+    if let Some(warning) = duty_warning(config, duty) {
+        warn!("{warning}");
+    }
+}
+
+/// A fraction below one tick samples more than asked, which is said, unless the configuration
+/// keeps every duty-cycled sensor off (nothing is sampled then).
+fn duty_warning(config: &Config, duty: &DutyCycle) -> Option<String> {
     let ticks = config.ticks_per_window();
     let wanted = ticks as f64 * config.duty_fraction;
-    if config.duty_fraction > 0.0 && wanted < 1.0 {
-        warn!(
+    let disabled = config.disabled();
+    let none_sampled = SensorKind::ALL
+        .into_iter()
+        .filter(|k| k.duty_cycled())
+        .all(|k| disabled.contains(&k));
+    (config.duty_fraction > 0.0 && wanted < 1.0 && !none_sampled).then(|| {
+        format!(
             "duty_fraction {} of {ticks} ticks per window is less than one tick: sampling {} tick \
              per window ({:.3} of it)",
             config.duty_fraction,
             duty.ticks_on(),
             duty.ticks_on() as f64 / ticks as f64
-        );
-    }
+        )
+    })
 }
 
 enum Sig {
@@ -714,6 +719,38 @@ mod tests {
         assert_eq!(windows.count, 2);
         assert!(windows.finish_partial(sample(0, 128, 0)).is_some());
         assert_eq!(windows.count, 3, "the partial window counts");
+    }
+
+    /// Defect (review s36 run): with every duty-cycled sensor disabled, the agent still warned
+    /// that it samples one tick per window, more than asked, when it samples nothing.
+    #[test]
+    fn no_duty_warning_when_every_duty_cycled_sensor_is_disabled() {
+        let all: Vec<String> = SensorKind::ALL
+            .into_iter()
+            .filter(|k| k.duty_cycled())
+            .map(|k| k.name().to_string())
+            .collect();
+        let mut config = Config {
+            tick: Duration::from_secs(1),
+            window: Duration::from_secs(2),
+            duty_fraction: 0.05,
+            ..Config::default()
+        };
+        let duty = DutyCycle::new(config.ticks_per_window(), config.duty_fraction);
+        assert_eq!(
+            duty_warning(&config, &duty).as_deref(),
+            Some(
+                "duty_fraction 0.05 of 2 ticks per window is less than one tick: sampling 1 tick \
+                 per window (0.500 of it)"
+            )
+        );
+        config.disabled_sensors = all[1..].to_vec();
+        assert!(
+            duty_warning(&config, &duty).is_some(),
+            "one is still sampled"
+        );
+        config.disabled_sensors = all;
+        assert_eq!(duty_warning(&config, &duty), None);
     }
 
     #[test]
