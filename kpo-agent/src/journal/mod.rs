@@ -67,6 +67,15 @@ pub enum JournalError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The file an append would go to has no name left: its state directory was removed (or the
+    /// file replaced) under the process holding it open.
+    #[error(
+        "{path}: the file was deleted while open (its state directory removed or replaced under \
+         the agent): a record written there would be lost with it, so KPO changes and records \
+         nothing; restart the agent to journal in the state directory as it is now (what the \
+         deleted journal held is lost: kpo revert --all no longer knows those originals)"
+    )]
+    Deleted { path: PathBuf },
     #[error("journal has no change #{0}")]
     NoSuchChange(u64),
     #[error("journal #{id} is not a change: {what}; nothing to revert")]

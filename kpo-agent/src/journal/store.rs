@@ -465,11 +465,18 @@ impl Appender {
             };
             return Err(JournalError::io(&self.path, error));
         }
-        let length = self
+        let metadata = self
             .file
             .metadata()
-            .map_err(|e| JournalError::io(&self.path, e))?
-            .len();
+            .map_err(|e| JournalError::io(&self.path, e))?;
+        // Appended to a deleted file, a record would be acknowledged and gone: `kpo apply` would
+        // say "applied" with no original left to put back.
+        if std::os::unix::fs::MetadataExt::nlink(&metadata) == 0 {
+            return Err(JournalError::Deleted {
+                path: self.path.clone(),
+            });
+        }
+        let length = metadata.len();
         let line = encode(record);
         match self.write_line(&line).and_then(|()| self.file.sync_data()) {
             Ok(()) => Ok(()),

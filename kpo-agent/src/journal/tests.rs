@@ -365,6 +365,35 @@ fn a_failed_append_is_taken_back_and_the_next_record_is_whole() {
     assert_eq!(reasons, vec![(1, "whole".to_string())]);
 }
 
+/// A state directory removed under the agent (`rm -rf`): records appended to the deleted file
+/// would be acknowledged and lost, so the append is refused, saying why, and nothing is changed.
+#[test]
+fn an_append_to_a_deleted_journal_is_refused() {
+    let dir = private_tempdir();
+    let a = addr("net.core.somaxconn@netns:4026539999");
+    let mut j = open(dir.path());
+    let intent = |j: &mut Journal| {
+        j.record_intent(
+            &a,
+            &Value::Int(4096),
+            &Value::Int(8192),
+            Source::Operator,
+            "test",
+            IntentKind::Change,
+        )
+    };
+    assert_eq!(intent(&mut j).unwrap(), 1);
+    std::fs::remove_file(dir.path().join(store::JOURNAL_FILE)).unwrap();
+    let err = intent(&mut j).unwrap_err();
+    assert!(matches!(err, JournalError::Deleted { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("journal.log: the file was deleted while open"),
+        "{err}"
+    );
+    assert_eq!(j.records().len(), 1, "nothing recorded");
+}
+
 #[test]
 fn an_outcome_whose_intent_line_was_lost_keeps_its_id_taken() {
     let dir = private_tempdir();
