@@ -229,6 +229,27 @@ fn apply_journals_intent_then_outcome_and_revert_all_restores_the_original() {
     );
 }
 
+/// What docs/policy.md says of the phases: `applied` only for a write read back as asked (then
+/// `verified`); a write the kernel rewrites (icmp_ratelimit 1001 ms reads back 1004 at HZ 250)
+/// and that is put back has no `applied`, only `reverted`, and one refused has only `failed`.
+#[test]
+fn a_write_read_back_otherwise_is_reverted_without_an_applied_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    k.0.lock()
+        .unwrap()
+        .clamp
+        .insert(SOMAX.into(), Value::Int(5000));
+    let (mut p, events) = path(dir.path(), POLICY, &k);
+    let r = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(
+        phases(&events),
+        vec![ChangePhase::Proposed, ChangePhase::Reverted]
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+}
+
 /// A revert that took is listed with its reason once: `detail` is for what the reason does not
 /// say (a put-back, a reconciliation), not the reason again (`kpo journal` printed `[kpo revert
 /// 1; by operator ...] kpo revert 1; by operator ...`). One put back after a wrong read-back keeps
