@@ -437,6 +437,18 @@ impl SysctlActuator {
         let Value::Word(name) = value else {
             return Ok(());
         };
+        // The key holds one name; several would be looked for in the lists as one.
+        if name.contains(' ') {
+            return Err(ActuateError::Shape {
+                param: param.to_string(),
+                given: name.clone(),
+                current: self
+                    .in_target(|path| read_file(param, path, ""))
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+                want: "one congestion control name".into(),
+            });
+        }
         let allowed_path = self
             .proc_sys
             .join("net/ipv4/tcp_allowed_congestion_control");
@@ -1295,6 +1307,28 @@ mod tests {
     /// Defect: a default congestion control the host did not allow was written, and the kernel
     /// added it to `tcp_allowed_congestion_control` for good (no journal entry, no revert); in a
     /// namespace the kernel's EPERM was explained as a missing capability.
+    /// Defect (qa-act): `kpo apply $'net.ipv4.tcp_congestion_control=reno\nbbr'` (two names) was
+    /// refused as "\"reno bbr\" is not in net.ipv4.tcp_allowed_congestion_control (\"reno bbr\")
+    /// ... load it first (`modprobe tcp_reno bbr`)": the key holds one name.
+    #[test]
+    fn a_default_congestion_control_of_several_words_is_one_name_too_many() {
+        let (_tmp, roots) = tree();
+        std::fs::write(
+            roots
+                .proc_sys
+                .join("net/ipv4/tcp_allowed_congestion_control"),
+            "reno bbr\n",
+        )
+        .unwrap();
+        let mut cc = open("net.ipv4.tcp_congestion_control", &roots);
+        let err = cc.validate(&Value::Word("reno bbr".into())).unwrap_err();
+        assert!(matches!(err, ActuateError::Shape { .. }), "{err}");
+        let said = err.to_string();
+        assert!(said.contains("one congestion control name"), "{said}");
+        assert!(!said.contains("modprobe"), "{said}");
+        cc.validate(&Value::Word("bbr".into())).unwrap();
+    }
+
     #[test]
     fn a_congestion_control_not_allowed_is_refused_before_the_write() {
         let (_tmp, roots) = tree();
