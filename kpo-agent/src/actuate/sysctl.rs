@@ -894,11 +894,19 @@ impl Actuator for SysctlActuator {
             write_file(&param, path, value, &where_)?;
             let back = read_file(&param, path, &where_)?;
             if &back != value {
+                // Neither the value asked nor the one before: the kernel stored another.
+                let why = if back != current {
+                    "the kernel took it and keeps another value: it rounds or rewrites some \
+                     (a time it keeps in clock ticks, an inverted range)"
+                        .into()
+                } else {
+                    super::NOT_TAKEN.into()
+                };
                 return Err(ActuateError::Mismatch {
                     param: param.clone(),
                     wrote: value.to_string(),
                     read: back.to_string(),
-                    why: super::NOT_TAKEN.into(),
+                    why,
                 });
             }
             Ok(back)
