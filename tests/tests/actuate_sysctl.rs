@@ -235,6 +235,36 @@ pub fn kernel_refusals_are_clear_errors() {
     assert_eq!(host("net/ipv4/tcp_rmem"), host_rmem, "host untouched");
 
     a_value_the_kernel_rewrites_is_a_mismatch_that_says_so();
+    a_host_wide_key_outside_the_first_namespace_says_so();
+}
+
+/// An agent in a namespace other than the machine's first one (a thread that entered one here)
+/// finds no host-wide net key, with or without `@netns`: the kernel shows them in the first
+/// namespace only. The error says so, not "check the name" (qa-act #1).
+fn a_host_wide_key_outside_the_first_namespace_says_so() {
+    let ns = namespace();
+    let in_netns = format!("net.core.netdev_max_backlog@netns:/run/netns/{}", ns.name);
+    let errors = ns.run(|| {
+        ["net.core.netdev_max_backlog", in_netns.as_str()].map(|text| {
+            let opened = open_actuator(&addr(text), &Roots::default());
+            let err = match opened {
+                Ok(mut a) => a.read().unwrap_err(),
+                Err(e) => e,
+            };
+            (text.to_string(), err)
+        })
+    });
+    for (text, err) in errors {
+        assert!(
+            matches!(err, ActuateError::NoSuchKey { .. }),
+            "{text}: {err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("in the agent's network namespace, which is not the machine's first"),
+            "{text}: {err}"
+        );
+    }
 }
 
 /// A per-device key whose device exists where the agent runs but not in the target namespace is
