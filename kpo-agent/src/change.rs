@@ -397,6 +397,14 @@ impl ChangePath {
         read_in: Option<u64>,
         against: Option<&Value>,
     ) -> Result<ChangeReport, ChangeError> {
+        if let Some(why) = names_its_opener(&p.address) {
+            let report = ChangeReport::new(&p.address, &p.value, ChangeStatus::Refused);
+            let r = match self.policy.decide_revert(&p.address) {
+                Decision::Refused(r) => r,
+                _ => Refusal::Invalid { why },
+            };
+            return self.refuse(p, None, r, report);
+        }
         // The agent's own namespace is the host's: addressed by its inode or a path to it, the
         // parameter is the host's one kernel value, reported, watched and journaled as such (a
         // second address would start a second original from KPO's own value).
@@ -2388,6 +2396,34 @@ impl ChangePath {
 }
 
 /// The report of turning switch `s` (a change that turned it off) back on, not written.
+/// Why a namespace path does not say which namespace was meant: `/proc/self/...` and
+/// `/proc/thread-self/...` name the namespace of whichever process opens them, the agent, not
+/// the shell where `kpo apply --netns /proc/self/ns/net` was typed.
+fn names_its_opener(address: &ParamAddress) -> Option<String> {
+    let Target::Netns {
+        netns: NetnsRef::Path(path),
+    } = &address.target
+    else {
+        return None;
+    };
+    use std::path::Component;
+    let mut parts = path
+        .components()
+        .filter(|c| !matches!(c, Component::RootDir | Component::CurDir));
+    let proc = matches!(parts.next(), Some(Component::Normal(p)) if p == "proc");
+    let opener =
+        matches!(parts.next(), Some(Component::Normal(p)) if p == "self" || p == "thread-self");
+    (proc && opener).then(|| {
+        format!(
+            "{} names the network namespace of whichever process opens it (the agent, when one \
+             runs), not necessarily the one the command was run in: give /proc/PID/ns/net with \
+             the PID, /run/netns/NAME, or the namespace's inode (`stat -L -c %i {}`)",
+            path.display(),
+            path.display()
+        )
+    })
+}
+
 fn switch_report(s: &Intent, status: ChangeStatus) -> ChangeReport {
     let mut report = ChangeReport::new(&s.address, &s.before, status);
     report.before = Some(s.after.clone());

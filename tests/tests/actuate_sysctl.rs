@@ -233,6 +233,38 @@ pub fn kernel_refusals_are_clear_errors() {
 
     assert_eq!(host("net/core/somaxconn"), host_somaxconn, "host untouched");
     assert_eq!(host("net/ipv4/tcp_rmem"), host_rmem, "host untouched");
+
+    a_value_the_kernel_rewrites_is_a_mismatch_that_says_so();
+    a_host_wide_key_outside_the_first_namespace_says_so();
+}
+
+/// An agent in a namespace other than the machine's first one (a thread that entered one here)
+/// finds no host-wide net key, with or without `@netns`: the kernel shows them in the first
+/// namespace only. The error says so, not "check the name" (qa-act #1).
+fn a_host_wide_key_outside_the_first_namespace_says_so() {
+    let ns = namespace();
+    let in_netns = format!("net.core.netdev_max_backlog@netns:/run/netns/{}", ns.name);
+    let errors = ns.run(|| {
+        ["net.core.netdev_max_backlog", in_netns.as_str()].map(|text| {
+            let opened = open_actuator(&addr(text), &Roots::default());
+            let err = match opened {
+                Ok(mut a) => a.read().unwrap_err(),
+                Err(e) => e,
+            };
+            (text.to_string(), err)
+        })
+    });
+    for (text, err) in errors {
+        assert!(
+            matches!(err, ActuateError::NoSuchKey { .. }),
+            "{text}: {err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("in the agent's network namespace, which is not the machine's first"),
+            "{text}: {err}"
+        );
+    }
 }
 
 /// A per-device key whose device exists where the agent runs but not in the target namespace is
@@ -372,6 +404,35 @@ pub fn several_words_read_as_the_kernel_prints_them() {
     assert_eq!(format!("{}\n", value.kernel_text()), printed);
     let err = a.validate(&value).unwrap_err();
     assert!(matches!(err, ActuateError::ReadOnly { .. }), "{err}");
+}
+
+/// A value the kernel takes and keeps otherwise: `ping_group_range` inverted ("5 3") is stored as
+/// "1 0" (no group may ping). The read-back is a `Mismatch` that says the kernel rewrote it, not
+/// that it "did not take the value" (qa-act: icmp_ratelimit 1001 ms read back 1004 so).
+fn a_value_the_kernel_rewrites_is_a_mismatch_that_says_so() {
+    let ns = namespace();
+    let rel = "net/ipv4/ping_group_range";
+    let host_before = host(rel);
+    let address = format!("net.ipv4.ping_group_range@netns:/run/netns/{}", ns.name);
+    let mut a = open_actuator(&addr(&address), &Roots::default())
+        .unwrap_or_else(|e| panic!("open {address}: {e}"));
+    let original = a.read().unwrap();
+    let set = Value::Ints(vec![100, 200]);
+    assert_eq!(a.apply(&set).unwrap(), set);
+    match a.apply(&Value::Ints(vec![5, 3])) {
+        Err(ActuateError::Mismatch { read, why, .. }) => {
+            assert_eq!(read, "1 0");
+            assert_eq!(inside(&ns, rel), Value::Ints(vec![1, 0]));
+            assert!(
+                why.contains("the kernel took it and keeps another value"),
+                "{why}"
+            );
+        }
+        other => panic!("expected a mismatch: {other:?}"),
+    }
+    a.revert(&original).unwrap();
+    assert_eq!(inside(&ns, rel), original);
+    assert_eq!(host(rel), host_before, "the host's value did not move");
 }
 
 /// `is_per_netns` agrees with this kernel: a key is per namespace exactly when its file exists

@@ -338,9 +338,12 @@ impl SysctlActuator {
                             ActuateError::NoSuchKey {
                                 param: address.to_string(),
                                 path: host,
-                                where_: "on the host, where a key that is not per network \
+                                where_: outside_the_first_netns(&address.name, &roots.proc_sys)
+                                    .unwrap_or_else(|| {
+                                        "on the host, where a key that is not per network \
                                          namespace would be"
-                                    .into(),
+                                            .into()
+                                    }),
                             }
                         }
                         _ => global_key(address, netns),
@@ -399,6 +402,15 @@ impl SysctlActuator {
         // per-device key: each namespace has its own devices, so the host having one of that name
         // says nothing about the key, and `GlobalKey` would send the operator to the host's device.
         match result {
+            Err(ActuateError::NoSuchKey { param, path, .. }) if self.netns.is_none() => {
+                let where_ = outside_the_first_netns(&self.address.name, &self.proc_sys)
+                    .unwrap_or_else(|| where_text(&self.address));
+                Err(ActuateError::NoSuchKey {
+                    param,
+                    path,
+                    where_,
+                })
+            }
             Err(ActuateError::NoSuchKey { .. })
                 if self.netns.is_some() && !is_per_device(&self.address.name) && path.exists() =>
             {
@@ -425,6 +437,18 @@ impl SysctlActuator {
         let Value::Word(name) = value else {
             return Ok(());
         };
+        // The key holds one name; several would be looked for in the lists as one.
+        if name.contains(' ') {
+            return Err(ActuateError::Shape {
+                param: param.to_string(),
+                given: name.clone(),
+                current: self
+                    .in_target(|path| read_file(param, path, ""))
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+                want: "one congestion control name".into(),
+            });
+        }
         let allowed_path = self
             .proc_sys
             .join("net/ipv4/tcp_allowed_congestion_control");
@@ -469,6 +493,27 @@ impl SysctlActuator {
             _ => "host".into(),
         }
     }
+}
+
+/// Where a host-wide net key (`name`) was looked for when the agent's own network namespace, whose
+/// `/proc/sys` is `proc_sys`, is not the machine's first one: the kernel registers its host-wide
+/// net tables in the first namespace only (`net/core/netdev_budget` among them, always there),
+/// so elsewhere they are missing although the machine has them. `None` for another key or in the
+/// first namespace.
+fn outside_the_first_netns(name: &str, proc_sys: &Path) -> Option<String> {
+    let first = proc_sys.join("net/core/netdev_budget");
+    let outside = name.starts_with("net.")
+        && !is_per_netns(name)
+        && proc_sys.join("net/core/somaxconn").exists()
+        && !first.exists();
+    outside.then(|| {
+        format!(
+            "in the agent's network namespace, which is not the machine's first one ({} is \
+             missing too): the kernel shows host-wide net keys in the first namespace only, so \
+             the agent must run there (a pod with host networking) to change them",
+            first.display()
+        )
+    })
 }
 
 fn global_key(address: &ParamAddress, netns: &NetnsRef) -> ActuateError {
@@ -849,11 +894,19 @@ impl Actuator for SysctlActuator {
             write_file(&param, path, value, &where_)?;
             let back = read_file(&param, path, &where_)?;
             if &back != value {
+                // Neither the value asked nor the one before: the kernel stored another.
+                let why = if back != current {
+                    "the kernel took it and keeps another value: it rounds or rewrites some \
+                     (a time it keeps in clock ticks, an inverted range)"
+                        .into()
+                } else {
+                    super::NOT_TAKEN.into()
+                };
                 return Err(ActuateError::Mismatch {
                     param: param.clone(),
                     wrote: value.to_string(),
                     read: back.to_string(),
-                    why: super::NOT_TAKEN.into(),
+                    why,
                 });
             }
             Ok(back)
@@ -1122,6 +1175,8 @@ mod tests {
         std::fs::create_dir_all(ps.join("net/ipv4/conf/eth0.100")).unwrap();
         std::fs::create_dir_all(ps.join("fs")).unwrap();
         std::fs::write(ps.join("net/core/somaxconn"), "4096\n").unwrap();
+        // The first network namespace's: the kernel shows its host-wide net keys there only.
+        std::fs::write(ps.join("net/core/netdev_budget"), "300\n").unwrap();
         std::fs::write(ps.join("net/ipv4/tcp_rmem"), "4096\t131072\t6291456\n").unwrap();
         std::fs::write(ps.join("net/ipv4/tcp_congestion_control"), "cubic\n").unwrap();
         std::fs::write(ps.join("net/ipv4/conf/eth0.100/rp_filter"), "1\n").unwrap();
@@ -1260,6 +1315,28 @@ mod tests {
     /// Defect: a default congestion control the host did not allow was written, and the kernel
     /// added it to `tcp_allowed_congestion_control` for good (no journal entry, no revert); in a
     /// namespace the kernel's EPERM was explained as a missing capability.
+    /// Defect (qa-act): `kpo apply $'net.ipv4.tcp_congestion_control=reno\nbbr'` (two names) was
+    /// refused as "\"reno bbr\" is not in net.ipv4.tcp_allowed_congestion_control (\"reno bbr\")
+    /// ... load it first (`modprobe tcp_reno bbr`)": the key holds one name.
+    #[test]
+    fn a_default_congestion_control_of_several_words_is_one_name_too_many() {
+        let (_tmp, roots) = tree();
+        std::fs::write(
+            roots
+                .proc_sys
+                .join("net/ipv4/tcp_allowed_congestion_control"),
+            "reno bbr\n",
+        )
+        .unwrap();
+        let mut cc = open("net.ipv4.tcp_congestion_control", &roots);
+        let err = cc.validate(&Value::Word("reno bbr".into())).unwrap_err();
+        assert!(matches!(err, ActuateError::Shape { .. }), "{err}");
+        let said = err.to_string();
+        assert!(said.contains("one congestion control name"), "{said}");
+        assert!(!said.contains("modprobe"), "{said}");
+        cc.validate(&Value::Word("bbr".into())).unwrap();
+    }
+
     #[test]
     fn a_congestion_control_not_allowed_is_refused_before_the_write() {
         let (_tmp, roots) = tree();
@@ -1556,6 +1633,48 @@ mod tests {
         let err = SysctlActuator::open(&"net.core.somaxconn@netns:1".parse().unwrap(), &roots)
             .unwrap_err();
         assert!(matches!(err, ActuateError::Netns { .. }), "{err}");
+    }
+
+    /// Defect (qa-act): an agent in a network namespace other than the machine's first one (a
+    /// pod without host networking, `ip netns exec`) does not see the host-wide net keys, which
+    /// the kernel shows in the first namespace only; `kpo apply net.core.netdev_max_backlog=2000`
+    /// said "no such sysctl on the host ... check the name ... that the module providing it is
+    /// loaded", although the machine has it. It says where the agent runs now.
+    #[test]
+    fn a_host_wide_net_key_missing_outside_the_first_namespace_says_so() {
+        let (_tmp, roots) = tree();
+        // The tree as a namespace other than the first shows /proc/sys/net: no netdev_budget.
+        std::fs::remove_file(roots.proc_sys.join("net/core/netdev_budget")).unwrap();
+        let host = open("net.core.netdev_max_backlog", &roots)
+            .read()
+            .unwrap_err();
+        let in_netns = SysctlActuator::open(
+            &"net.core.netdev_max_backlog@netns:/run/netns/x"
+                .parse()
+                .unwrap(),
+            &roots,
+        )
+        .unwrap_err();
+        for err in [host, in_netns] {
+            assert!(matches!(err, ActuateError::NoSuchKey { .. }), "{err}");
+            let said = err.to_string();
+            assert!(
+                said.contains("in the agent's network namespace, which is not the machine's first"),
+                "{said}"
+            );
+            assert!(!said.contains("on the host"), "{said}");
+        }
+        // A per-namespace key missing there, or a key outside net, is no such key as before.
+        let err = open("net.ipv4.no_such_key", &roots).read().unwrap_err();
+        assert!(
+            err.to_string().contains("no such sysctl on the host"),
+            "{err}"
+        );
+        let err = open("vm.no_such_key", &roots).read().unwrap_err();
+        assert!(
+            err.to_string().contains("no such sysctl on the host"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -229,6 +229,52 @@ fn apply_journals_intent_then_outcome_and_revert_all_restores_the_original() {
     );
 }
 
+/// Defect (qa-act): `kpo apply net.core.somaxconn=4500 --netns /proc/self/ns/net`, by an operator
+/// in another namespace, reached the agent as that path, which names whoever opens it: the agent,
+/// so the change went to the agent's own namespace (the host's key). Refused before the kernel is
+/// read; the host keeps its value.
+#[test]
+fn a_namespace_named_through_proc_self_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[("net.core.somaxconn", Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    for asked in [
+        "net.core.somaxconn@netns:/proc/self/ns/net",
+        "net.core.somaxconn@netns:/proc/thread-self/ns/net",
+        "net.core.somaxconn@netns://proc/self/task/1/ns/net",
+    ] {
+        let r = p.propose(&op(asked, Value::Int(8192))).unwrap();
+        assert_eq!(r.status, ChangeStatus::Refused, "{asked}: {}", r.describe());
+        let detail = r.describe();
+        assert!(
+            detail.contains("names the network namespace of whichever process opens it"),
+            "{asked}: {detail}"
+        );
+    }
+    assert_eq!(value(&k, "net.core.somaxconn"), Value::Int(4096));
+}
+
+/// What docs/policy.md says of the phases: `applied` only for a write read back as asked (then
+/// `verified`); a write the kernel rewrites (icmp_ratelimit 1001 ms reads back 1004 at HZ 250)
+/// and that is put back has no `applied`, only `reverted`, and one refused has only `failed`.
+#[test]
+fn a_write_read_back_otherwise_is_reverted_without_an_applied_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    k.0.lock()
+        .unwrap()
+        .clamp
+        .insert(SOMAX.into(), Value::Int(5000));
+    let (mut p, events) = path(dir.path(), POLICY, &k);
+    let r = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(
+        phases(&events),
+        vec![ChangePhase::Proposed, ChangePhase::Reverted]
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+}
+
 /// A revert that took is listed with its reason once: `detail` is for what the reason does not
 /// say (a put-back, a reconciliation), not the reason again (`kpo journal` printed `[kpo revert
 /// 1; by operator ...] kpo revert 1; by operator ...`). One put back after a wrong read-back keeps
@@ -1885,7 +1931,9 @@ fn the_agents_own_namespace_is_the_hosts_key() {
     std::fs::write(&file, "4096\n").unwrap();
     let own = crate::policy::own_netns_inode().expect("/proc/self/ns/net");
     let by_inode = format!("{SOMAXCONN}@netns:{own}");
-    let by_path = format!("{SOMAXCONN}@netns:/proc/self/ns/net");
+    // By this process's PID: a path through /proc/self names whoever opens it, and is refused
+    // (a_namespace_named_through_proc_self_is_refused).
+    let by_path = format!("{SOMAXCONN}@netns:/proc/{}/ns/net", std::process::id());
     let host: ParamAddress = SOMAXCONN.parse().unwrap();
     for own_address in [&by_inode, &by_path] {
         let address: ParamAddress = own_address.parse().unwrap();

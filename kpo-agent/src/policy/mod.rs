@@ -917,6 +917,7 @@ fn check_bounds(rule: &ParamRule, value: &Value) -> Option<Refusal> {
             value: value.to_string(),
             min: rule.min.as_ref().map(Bound::to_string),
             max: rule.max.as_ref().map(Bound::to_string),
+            why: None,
         });
     };
     for (i, v) in ints.iter().enumerate() {
@@ -928,10 +929,12 @@ fn check_bounds(rule: &ParamRule, value: &Value) -> Option<Refusal> {
                 value: v.to_string(),
                 min: lo.map(|x| x.to_string()),
                 max: hi.map(|x| x.to_string()),
+                why: None,
             });
         }
     }
-    for b in [&rule.min, &rule.max].into_iter().flatten() {
+    for (which, b) in [("min", &rule.min), ("max", &rule.max)] {
+        let Some(b) = b else { continue };
         if let Some(n) = b.len() {
             if n != ints.len() {
                 return Some(Refusal::OutOfBounds {
@@ -939,6 +942,11 @@ fn check_bounds(rule: &ParamRule, value: &Value) -> Option<Refusal> {
                     value: value.to_string(),
                     min: rule.min.as_ref().map(Bound::to_string),
                     max: rule.max.as_ref().map(Bound::to_string),
+                    why: Some(format!(
+                        "the policy's {which} {b} has {n} elements and {value} has {}: a list \
+                         bounds each element, so its length must be the value's",
+                        ints.len()
+                    )),
                 });
             }
         }
@@ -1004,12 +1012,18 @@ pub enum Decision {
 pub enum Refusal {
     #[error("deny-listed: matches {pattern} ({why}); no policy can allow it")]
     DenyListed { pattern: String, why: String },
-    #[error("out of bounds: {value}{} is outside [{}, {}]", element.map(|i| format!(" (element {i})")).unwrap_or_default(), min.as_deref().unwrap_or("-inf"), max.as_deref().unwrap_or("+inf"))]
+    #[error("out of bounds: {}", match why {
+        Some(why) => why.clone(),
+        None => format!("{value}{} is outside [{}, {}]", element.map(|i| format!(" (element {i})")).unwrap_or_default(), min.as_deref().unwrap_or("-inf"), max.as_deref().unwrap_or("+inf")),
+    })]
     OutOfBounds {
         element: Option<usize>,
         value: String,
         min: Option<String>,
         max: Option<String>,
+        /// Said instead of "is outside": a bound list of another length than the value's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
     },
     #[error("step too large: {from} -> {to}{} moves more than max_step {max_step} (at most {limit})", element.map(|i| format!(" (element {i})")).unwrap_or_default())]
     StepTooLarge {

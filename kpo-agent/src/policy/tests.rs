@@ -1473,3 +1473,34 @@ fn a_refusal_under_an_empty_sources_list_says_none() {
         "source not allowed: operator may not drive this parameter (allowed: rules, llm)"
     );
 }
+
+/// Defect (qa-act): a bound list whose length is not the value's (`min = [4096, 16384]` for
+/// the `tcp_rmem` triple, which `kpo check` cannot know) refused every change with "out of
+/// bounds: 4096 131072 33000000 is outside [[4096, 16384], +inf]": no element was outside
+/// anything. The refusal says the list's length is what is wrong.
+#[test]
+fn a_bound_list_of_another_length_than_the_value_says_so() {
+    let p = Policy::parse(
+        "[params.\"net.ipv4.tcp_rmem\"]\nmode = \"auto\"\nmin = [4096, 16384]\n",
+        "test.toml",
+    )
+    .unwrap();
+    let d = p.decide(
+        &proposal(
+            "net.ipv4.tcp_rmem",
+            Value::Ints(vec![4096, 131072, 33_000_000]),
+            Source::Operator,
+        ),
+        &ctx_before(Value::Ints(vec![4096, 131072, 33_554_432])),
+    );
+    let Decision::Refused(r) = d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(r.code(), "out_of_bounds");
+    assert_eq!(
+        r.to_string(),
+        "out of bounds: the policy's min [4096, 16384] has 2 elements and \
+         4096 131072 33000000 has 3: a list bounds each element, so its length must be the \
+         value's"
+    );
+}
