@@ -1125,6 +1125,15 @@ impl ChangePath {
                 }
             },
         };
+        if let (false, IntentKind::Revert { of }) = (only_ours, &intent.kind) {
+            return Err(JournalError::IsARevert {
+                id,
+                of: *of,
+                name: intent.address.to_string(),
+                value: intent.before.to_string(),
+            }
+            .into());
+        }
         // Its namespace by the inode it was changed in when the path no longer names it.
         let address = reach(&intent.address, &intent.key);
         if self.journal.before_this_boot(&intent) {

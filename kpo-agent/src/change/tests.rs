@@ -449,6 +449,31 @@ fn the_overcommit_limit_is_changed_only_in_the_form_in_force() {
 
 /// `kpo revert 2` of a refusal listed as #2 in `kpo journal` said "journal has no change #2":
 /// it names what #2 is instead; an id the journal never gave is still "no change".
+/// A revert is decided by the deny-list alone; reverting one would write the reverted change's
+/// value again past a pause, a quarantine and the bounds (seen by hand, qa-act). It is refused,
+/// pointing at `kpo apply`, which the policy decides.
+#[test]
+fn reverting_a_revert_is_refused_and_points_at_kpo_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    let r = p.revert(1, Source::Operator, "undo").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    p.journal.set_paused(true, "op").unwrap();
+    let e = p.revert(2, Source::Operator, "undo the undo").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "journal: journal #2 is a revert (of #1): reverting it would apply 8192 again \
+             without the policy's say (a pause, a quarantine, its bounds); kpo apply \
+             '{SOMAX}=8192' asks the policy for it"
+        )
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    assert_eq!(p.journal.entries().len(), 2, "nothing recorded");
+}
+
 #[test]
 fn reverting_a_refusal_says_it_is_one() {
     let dir = tempfile::tempdir().unwrap();

@@ -80,6 +80,20 @@ pub enum JournalError {
     NoSuchChange(u64),
     #[error("journal #{id} is not a change: {what}; nothing to revert")]
     NotAChange { id: u64, what: String },
+    /// `kpo revert ID` of a revert: it would write the reverted change's value again, past the
+    /// policy (pause, quarantine, bounds), since a revert is decided by the deny-list alone.
+    #[error(
+        "journal #{id} is a revert{}: reverting it would apply {value} again without the \
+         policy's say (a pause, a quarantine, its bounds); kpo apply '{name}={value}' asks the \
+         policy for it",
+        of.map(|of| format!(" (of #{of})")).unwrap_or_default()
+    )]
+    IsARevert {
+        id: u64,
+        of: Option<u64>,
+        name: String,
+        value: String,
+    },
     #[error("{dir}: refusing to keep the journal here: {why}")]
     UnsafeDir { dir: PathBuf, why: String },
 }
