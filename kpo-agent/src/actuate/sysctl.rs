@@ -500,7 +500,7 @@ impl SysctlActuator {
 /// net tables in the first namespace only (`net/core/netdev_budget` among them, always there),
 /// so elsewhere they are missing although the machine has them. `None` for another key or in the
 /// first namespace.
-fn outside_the_first_netns(name: &str, proc_sys: &Path) -> Option<String> {
+pub(crate) fn outside_the_first_netns(name: &str, proc_sys: &Path) -> Option<String> {
     let first = proc_sys.join("net/core/netdev_budget");
     let outside = name.starts_with("net.")
         && !is_per_netns(name)
