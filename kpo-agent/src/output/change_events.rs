@@ -15,9 +15,10 @@ use crate::{
 pub enum ChangePhase {
     /// An advisor or operator proposed it; `decision` says what the policy made of it.
     Proposed,
-    /// Written to the kernel (intent journaled first).
+    /// Written to the kernel and read back equal (intent journaled first); a write read back
+    /// otherwise is put back and `Reverted`, with no `Applied`.
     Applied,
-    /// Read back and equal to what was written; the outcome is journaled.
+    /// The outcome is journaled.
     Verified,
     /// Not written: the policy refused it (`refusal` says why).
     Refused,
