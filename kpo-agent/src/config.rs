@@ -113,7 +113,7 @@ pub enum ConfigError {
     Read(#[source] KernelFileError),
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
-    #[error("{origin}: `{key}` {reason}")]
+    #[error("{origin}: `{}` {reason}", shown_key(origin, key))]
     Invalid {
         origin: String,
         key: &'static str,
@@ -123,6 +123,27 @@ pub enum ConfigError {
     /// holds it, so none is named.
     #[error("environment variable `{var}` {reason}")]
     Env { var: &'static str, reason: String },
+}
+
+/// A key as the operator gave it: the flag, for a mistake made on the command line (the origin
+/// is "command line", or "command line (over FILE)"), else the file's key.
+fn shown_key(origin: &str, key: &str) -> String {
+    const FLAGS: [(&str, &str); 9] = [
+        ("tick", "--tick"),
+        ("window", "--window"),
+        ("events", "--events"),
+        ("duty_fraction", "--duty-fraction"),
+        ("disabled_sensors", "--disable-sensor"),
+        ("btf", "--btf"),
+        ("proc_root", "--proc-root"),
+        ("sysfs_root", "--sysfs-root"),
+        ("metrics", "--metrics"),
+    ];
+    FLAGS
+        .iter()
+        .find(|(k, _)| *k == key && origin.starts_with("command line"))
+        .map_or(key, |(_, flag)| flag)
+        .to_string()
 }
 
 impl ConfigError {
@@ -642,7 +663,7 @@ mod tests {
         };
         assert_eq!(
             c.validate("command line").unwrap_err().to_string(),
-            "command line: `window` is 570385years 6months 29days 10h 38m 24s; it must be at most \
+            "command line: `--window` is 570385years 6months 29days 10h 38m 24s; it must be at most \
              30m (a tick can be as long as the window, and a 32-bit kernel counter at a million \
              events per second on one CPU passes half its range in 36 minutes, beyond which its \
              change over a tick cannot be told from a reset)"

@@ -110,7 +110,7 @@ fn an_overlong_window_stops_the_agent() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         stderr(&out),
-        "kpo: error: command line: `window` is 570385years 6months 29days 10h 38m 24s; it must \
+        "kpo: error: command line: `--window` is 570385years 6months 29days 10h 38m 24s; it must \
          be at most 30m (a tick can be as long as the window, and a 32-bit kernel counter at a \
          million events per second on one CPU passes half its range in 36 minutes, beyond which \
          its change over a tick cannot be told from a reset)"

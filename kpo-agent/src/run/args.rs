@@ -194,11 +194,11 @@ mod tests {
         assert!(config(&["--config", bad]).starts_with(&format!("{bad}: `window`")));
         // A flag's names the command line, over the file whose values it met.
         assert!(config(&["--config", good, "--window", "61s"])
-            .starts_with(&format!("command line (over {good}): `window`")));
+            .starts_with(&format!("command line (over {good}): `--window`")));
         assert!(config(&["--config", good, "--disable-sensor", "foo"])
-            .starts_with(&format!("command line (over {good}): `disabled_sensors`")));
+            .starts_with(&format!("command line (over {good}): `--disable-sensor`")));
         assert!(
-            config(&["--disable-sensor", "foo"]).starts_with("command line: `disabled_sensors`")
+            config(&["--disable-sensor", "foo"]).starts_with("command line: `--disable-sensor`")
         );
         // A flag can still make the file's values whole: 63 s is a whole number of 7 s ticks.
         let tick = dir.path().join("tick.toml");
@@ -220,7 +220,9 @@ mod tests {
         let tick = tick.to_str().unwrap();
         assert_eq!(
             config(&["--config", tick, "--window", "63s", "--duty-fraction", "2"]),
-            format!("command line (over {tick}): `duty_fraction` is 2; it must be between 0 and 1")
+            format!(
+                "command line (over {tick}): `--duty-fraction` is 2; it must be between 0 and 1"
+            )
         );
         // The file's own error, the flags changing nothing it depends on: the file's.
         assert!(
@@ -247,7 +249,7 @@ mod tests {
     fn a_negative_duty_fraction_is_refused_with_its_range() {
         assert_eq!(
             config(&["--duty-fraction", "-0.5"]),
-            "command line: `duty_fraction` is -0.5; it must be between 0 and 1"
+            "command line: `--duty-fraction` is -0.5; it must be between 0 and 1"
         );
     }
 
