@@ -259,6 +259,17 @@ impl Control for ChangePath {
                 .then(|| crate::actuate::sysctl::netns_gone(*inode)),
                 _ => None,
             });
+            // An inode taken by a namespace made since: its value is not this parameter's.
+            let gone = gone.or_else(|| {
+                let recorded = p.netns_cookie?;
+                let now = self.netns_cookie(address.as_ref()?)?;
+                (now != recorded).then(|| {
+                    format!(
+                        "its network namespace is gone: the inode now names another namespace \
+                         (cookie {now}, was {recorded})"
+                    )
+                })
+            });
             let (current, current_error) = match (&address, gone) {
                 (Some(_), Some(gone)) => (None, Some(gone)),
                 (Some(a), None) => match self.read(a) {

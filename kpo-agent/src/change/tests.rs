@@ -1624,6 +1624,62 @@ fn status_names_a_gone_namespace_without_reading_it() {
     assert_eq!(k.0.lock().unwrap().opened.len(), opened, "nothing opened");
 }
 
+/// `kpo status` of a parameter whose namespace is gone while its inode names a namespace made
+/// since read that namespace's value as the parameter's (seen by hand, qa-act: another helper's
+/// namespace took the inode). The cookie tells them apart: it says the namespace is gone.
+#[test]
+fn status_does_not_read_a_namespace_that_took_the_inode() {
+    use crate::control::Control;
+    if !nix::unistd::Uid::effective().is_root() {
+        kpo_test_skip::skip("not root: the test makes a network namespace to hold an inode");
+        return;
+    }
+    // A live namespace (a /run/netns name holds it), its inode the journal's key.
+    let name = format!("kpo-unit-status-{}", std::process::id());
+    let added = std::process::Command::new("ip")
+        .args(["netns", "add", &name])
+        .status();
+    if !added.is_ok_and(|s| s.success()) {
+        kpo_test_skip::skip("ip netns add failed (iproute2 missing?)");
+        return;
+    }
+    struct Deleted(String);
+    impl Drop for Deleted {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
+        }
+    }
+    let _deleted = Deleted(name.clone());
+    let inode = std::os::unix::fs::MetadataExt::ino(
+        &std::fs::metadata(format!("/run/netns/{name}")).unwrap(),
+    );
+    let param = format!("net.core.somaxconn@netns:{inode}");
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(param.as_str(), Value::Int(4096))]);
+    k.0.lock().unwrap().netns_cookie = Some(7);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.propose(&op(&param, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
+    assert_eq!(
+        Control::status(&mut p).unwrap().params[0].current,
+        Some(Value::Int(8192))
+    );
+    // The inode names another namespace now.
+    k.0.lock().unwrap().netns_cookie = Some(8);
+    let status = Control::status(&mut p).unwrap();
+    let param = &status.params[0];
+    assert_eq!(param.current, None);
+    assert_eq!(
+        param.current_error.as_deref(),
+        Some(
+            "its network namespace is gone: the inode now names another namespace (cookie 8, \
+             was 7)"
+        )
+    );
+}
+
 /// Advice made from a value read in one network namespace is neither applied nor held for
 /// approval in another that has its inode by the time the advice arrives (the LLM's, up to
 /// `llm.timeout` after the read): it is refused, like any refused proposal, and nothing is
