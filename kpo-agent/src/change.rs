@@ -2404,7 +2404,6 @@ impl ChangePath {
     }
 }
 
-/// The report of turning switch `s` (a change that turned it off) back on, not written.
 /// Why a namespace path does not say which namespace was meant: `/proc/self/...` and
 /// `/proc/thread-self/...` name the namespace of whichever process opens them, the agent, not
 /// the shell where `kpo apply --netns /proc/self/ns/net` was typed.
@@ -2433,6 +2432,7 @@ fn names_its_opener(address: &ParamAddress) -> Option<String> {
     })
 }
 
+/// The report of turning switch `s` (a change that turned it off) back on, not written.
 fn switch_report(s: &Intent, status: ChangeStatus) -> ChangeReport {
     let mut report = ChangeReport::new(&s.address, &s.before, status);
     report.before = Some(s.after.clone());
