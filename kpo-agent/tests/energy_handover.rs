@@ -43,6 +43,14 @@ impl Machine {
         Self { sys, proc_dir }
     }
 
+    /// The estimate's clock: CPU time in /proc/stat (one CPU, `busy` and `idle` jiffies).
+    fn set_cpu_time(&self, busy: u64, idle: u64) {
+        write(
+            &self.proc_dir.path().join("stat"),
+            &format!("cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\ncpu0 {busy} 0 0 {idle} 0 0 0 0 0 0\n"),
+        );
+    }
+
     fn set_energy_uj(&self, uj: u64) {
         write(
             &self
@@ -168,6 +176,8 @@ fn a_counter_that_freezes_mid_run_is_handed_over_to_the_next_source() {
         .starts_with("estimated: chosen during this window"),);
     assert!(set_aside.is_none());
     machine.set_energy_uj(900_000);
+    // (A /proc/stat that did not move gives the estimate nothing to go on: time passes.)
+    machine.set_cpu_time(40, 200);
     let (reading, set_aside) = window(&mut watch);
     assert_eq!(reading.unwrap().source, EnergySource::Estimated);
     assert!(set_aside.is_none());

@@ -217,6 +217,11 @@ fn open_meter_order_rapl_then_perf_then_labelled_estimate() {
         choice.skipped
     );
     let mut meter = open_meter(sys.path(), proc_dir.path(), PowerModel::default(), TICK).unwrap();
+    // CPU time passes (the estimate gives no figure over a /proc/stat that did not move).
+    write(
+        &proc_dir.path().join("stat"),
+        "cpu  20 0 20 200 0 0 0 0 0 0\ncpu0 10 0 10 100 0 0 0 0 0 0\ncpu1 10 0 10 100 0 0 0 0 0 0\n",
+    );
     assert_eq!(meter.read().unwrap().source, EnergySource::Estimated);
 
     // A malformed PMU tree: also the estimate, with the parse error as the reason.
