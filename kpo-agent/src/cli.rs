@@ -301,14 +301,27 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, true) => crate::out!("not paused"),
                 (Some(p), true) => crate::out!("{}", nothing_to_resume(p, &c.status()?)),
                 (Some(_), false) => {
+                    // As `kpo status` and the admin_override event name it (a namespace by its
+                    // path), not by the journal's key (its inode).
+                    let params = c.status()?.params;
                     for k in resumed {
-                        crate::out!("resumed: KPO manages {k} again");
+                        crate::out!("resumed: KPO manages {} again", shown_param(&k, &params));
                     }
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A journal key as `kpo status` shows its parameter: its address, or the key when the journal
+/// has none for it.
+fn shown_param(key: &str, params: &[crate::control::ParamStatus]) -> String {
+    params
+        .iter()
+        .find(|p| p.key == key)
+        .and_then(|p| p.address.as_ref())
+        .map_or_else(|| key.to_string(), ToString::to_string)
 }
 
 /// What `kpo resume PARAM` says when nothing was handed back: a name KPO never changed (a typo,
@@ -883,6 +896,34 @@ mod tests {
             );
             assert!(Cli::try_parse_from(args.iter().copied().chain([flag, "7"])).is_ok());
         }
+    }
+
+    /// `kpo resume PARAM` said "resumed: KPO manages net.core.somaxconn@netns:4026532239 again"
+    /// (the journal's key) where `kpo status` and the admin_override event name /run/netns/NAME
+    /// (seen by hand, qa-run): it names the parameter as status does.
+    #[test]
+    fn a_resumed_parameter_is_named_as_status_names_it() {
+        let status = |key: &str, address: Option<&str>| crate::control::ParamStatus {
+            key: key.into(),
+            address: address.map(|a| a.parse().unwrap()),
+            original: None,
+            last_applied: None,
+            current: None,
+            current_error: None,
+            changes_applied: 1,
+            yielded_to: None,
+            quarantined: Vec::new(),
+        };
+        let key = "net.core.somaxconn@netns:4026532239";
+        let params = [
+            status("net.core.netdev_budget", Some("net.core.netdev_budget")),
+            status(key, Some("net.core.somaxconn@netns:/run/netns/web")),
+        ];
+        assert_eq!(
+            shown_param(key, &params),
+            "net.core.somaxconn@netns:/run/netns/web"
+        );
+        assert_eq!(shown_param(key, &params[..1]), key, "not listed: the key");
     }
 
     /// `kpo resume` and `kpo explain` refuse a parameter that names nothing, rather than saying
