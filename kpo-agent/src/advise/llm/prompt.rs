@@ -374,6 +374,9 @@ within `min` and `max` (element by element within `min_each` and `max_each` wher
 moves from `current` by at most `max_step` (`max_change` where given, element by element for a \
 list).\n\
 - If nothing needs to change, return an empty list.\n\
+- A listener's `backlog_limit` is the smaller of the backlog its program passed to listen() and \
+net.core.somaxconn in its namespace: when it is below that somaxconn's `current`, raising \
+net.core.somaxconn does not help that listener (its program must ask for a larger backlog).\n\
 - `reason` cites the measured numbers that support the change (window, listener, counter).\n\
 - `can_auto_apply` is true only for a low-risk, easily reversed change; the operator's policy \
 decides in the end.\n\
@@ -561,5 +564,21 @@ mod tests {
         assert_eq!(data["parameters"][0]["max_step"], "50%");
         assert_eq!(data["parameters"][0]["max_change"], 0);
         assert!(SYSTEM_PROMPT.contains("`max_change`"));
+    }
+
+    /// The data shows `backlog_limit` but not that the kernel already capped it at somaxconn:
+    /// with a listener capped at 4 by its program, a model raised somaxconn in mode auto, which
+    /// the rules' own advice said would not help.
+    #[test]
+    fn the_rules_say_a_backlog_below_somaxconn_is_the_programs() {
+        let rule = SYSTEM_PROMPT
+            .lines()
+            .find(|l| l.contains("`backlog_limit`"))
+            .expect("a rule on backlog_limit");
+        assert!(rule.contains("listen()"), "{rule}");
+        assert!(
+            rule.contains("raising net.core.somaxconn does not help"),
+            "{rule}"
+        );
     }
 }
