@@ -60,6 +60,12 @@ struct ChangeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LlmLabels {
+    outcome: String,
+    breaker: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabels {
     verdict: String,
 }
@@ -90,6 +96,7 @@ pub struct Metrics {
     power: Family<SourceLabels, FloatGauge>,
     changes: Family<ChangeLabels, Counter>,
     guard: Family<VerdictLabels, Counter>,
+    llm: Family<LlmLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -118,6 +125,7 @@ impl Metrics {
             power: Family::default(),
             changes: Family::default(),
             guard: Family::default(),
+            llm: Family::default(),
             registry: Registry::default(),
         };
         registry.register("windows", "Windows closed", m.windows.clone());
@@ -187,6 +195,11 @@ impl Metrics {
             "The guard's verdicts, kept or revert",
             m.guard.clone(),
         );
+        registry.register(
+            "llm_consultations",
+            "LLM advisor consultations (the llm events) by outcome and the breaker's state after it",
+            m.llm.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -231,6 +244,15 @@ impl Metrics {
             Event::Guard(_) => {
                 let verdict = json["verdict"].as_str().unwrap_or("unknown").to_string();
                 self.guard.get_or_create(&VerdictLabels { verdict }).inc();
+            }
+            // A model that answers prose every time (`parse_error`, which does not open the
+            // breaker) is asked at every consultation: only a count by outcome can alert on it.
+            Event::Llm(_) => {
+                let labels = LlmLabels {
+                    outcome: json["outcome"].as_str().unwrap_or("unknown").to_string(),
+                    breaker: json["breaker"].as_str().unwrap_or("unknown").to_string(),
+                };
+                self.llm.get_or_create(&labels).inc();
             }
             _ => {}
         }
@@ -811,6 +833,31 @@ mod tests {
         has(&m, r#"kpo_events_total{kind="stop"} 1"#);
         has(&m, "kpo_windows_total 0");
         has(&m, "kpo_last_window_end_seconds NaN");
+    }
+
+    /// LLM consultations are counted by outcome and breaker state (seen by hand, qa-story: a
+    /// model answering prose is consulted for good, `parse_error` not opening the breaker, and
+    /// nothing in the metrics showed it).
+    #[test]
+    fn llm_consultations_are_counted_by_outcome_and_breaker() {
+        use crate::advise::llm::{client::BreakerState, client::Outcome, Consultation};
+        let mut m = Metrics::new();
+        for (outcome, breaker) in [
+            (Outcome::ParseError, BreakerState::Closed),
+            (Outcome::ParseError, BreakerState::Closed),
+            (Outcome::Ok, BreakerState::Open),
+        ] {
+            m.observe(&Event::Llm(Box::new(Consultation::ended(outcome, breaker))));
+        }
+        has(
+            &m,
+            r#"kpo_llm_consultations_total{outcome="parse_error",breaker="closed"} 2"#,
+        );
+        has(
+            &m,
+            r#"kpo_llm_consultations_total{outcome="ok",breaker="open"} 1"#,
+        );
+        has(&m, r#"kpo_events_total{kind="llm"} 3"#);
     }
 
     /// The webhook's own counters (not events), every result from 0, under a name and help

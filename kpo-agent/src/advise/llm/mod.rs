@@ -159,6 +159,18 @@ impl Consultation {
         }
     }
 
+    /// Test hook: a consultation that ended with `outcome`, the breaker in `breaker`.
+    #[cfg(test)]
+    pub(crate) fn ended(outcome: Outcome, breaker: BreakerState) -> Self {
+        let window = WindowRef {
+            index: 1,
+            end: "2026-12-05T00:00:00Z".into(),
+        };
+        let mut out = Self::blank(window, "m".into(), 1, breaker);
+        out.outcome = outcome;
+        out
+    }
+
     /// The `llm` event of a consultation whose task ended without a result (it panicked):
     /// outcome `internal_error`, with `why` (the key replaced, cut to 300 characters) as its
     /// error. Nothing of it is taken.
