@@ -898,14 +898,11 @@ mod tests {
         }
     }
 
-    /// `kpo resume PARAM` said "resumed: KPO manages net.core.somaxconn@netns:4026532239 again"
-    /// (the journal's key) where `kpo status` and the admin_override event name /run/netns/NAME
-    /// (seen by hand, qa-run): it names the parameter as status does.
-    #[test]
-    fn a_resumed_parameter_is_named_as_status_names_it() {
-        let status = |key: &str, address: Option<&str>| crate::control::ParamStatus {
+    /// A parameter as `kpo status` lists one KPO changed once: its journal key and address.
+    pub(super) fn changed_once(key: &str, address: &str) -> crate::control::ParamStatus {
+        crate::control::ParamStatus {
             key: key.into(),
-            address: address.map(|a| a.parse().unwrap()),
+            address: Some(address.parse().unwrap()),
             original: None,
             last_applied: None,
             current: None,
@@ -913,11 +910,18 @@ mod tests {
             changes_applied: 1,
             yielded_to: None,
             quarantined: Vec::new(),
-        };
+        }
+    }
+
+    /// `kpo resume PARAM` said "resumed: KPO manages net.core.somaxconn@netns:4026532239 again"
+    /// (the journal's key) where `kpo status` and the admin_override event name /run/netns/NAME
+    /// (seen by hand, qa-run): it names the parameter as status does.
+    #[test]
+    fn a_resumed_parameter_is_named_as_status_names_it() {
         let key = "net.core.somaxconn@netns:4026532239";
         let params = [
-            status("net.core.netdev_budget", Some("net.core.netdev_budget")),
-            status(key, Some("net.core.somaxconn@netns:/run/netns/web")),
+            changed_once("net.core.netdev_budget", "net.core.netdev_budget"),
+            changed_once(key, "net.core.somaxconn@netns:/run/netns/web"),
         ];
         assert_eq!(
             shown_param(key, &params),
@@ -979,17 +983,10 @@ mod agent_flag_tests {
     #[test]
     fn resuming_a_name_kpo_never_changed_says_so() {
         let mut status = agent("p.toml", std::path::Path::new("/var/lib/kpo"));
-        status.params.push(crate::control::ParamStatus {
-            key: "net.core.somaxconn@netns:4026532174".into(),
-            address: Some("net.core.somaxconn@netns:/run/netns/web".parse().unwrap()),
-            original: None,
-            last_applied: None,
-            current: None,
-            current_error: None,
-            changes_applied: 1,
-            yielded_to: None,
-            quarantined: vec![],
-        });
+        status.params.push(super::tests::changed_once(
+            "net.core.somaxconn@netns:4026532174",
+            "net.core.somaxconn@netns:/run/netns/web",
+        ));
         assert_eq!(
             super::nothing_to_resume("net.core.somaxconn", &status),
             "net.core.somaxconn: not yielded; nothing to resume"
