@@ -1166,38 +1166,17 @@ fn a_missing_quarantine_runs_from_the_revert_not_from_its_reconciliation() {
 /// line in the agent's log twice.
 #[test]
 fn a_damaged_files_warnings_are_returned_not_logged_by_the_loader() {
-    #[derive(Clone, Default)]
-    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl Write for Buffer {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let dir = private_tempdir();
     std::fs::write(dir.path().join("guard.log"), "zzzz not a record\n").unwrap();
-    let buffer = Buffer::default();
-    let out = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || out.clone())
-        .with_ansi(false)
-        .finish();
-    let loaded = tracing::subscriber::with_default(subscriber, || {
-        store::load_records::<Record>(dir.path(), "guard.log").unwrap()
-    });
+    let (loaded, logged) =
+        crate::logging::logged(|| store::load_records::<Record>(dir.path(), "guard.log").unwrap());
     assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
     assert!(
         loaded.warnings[0].contains("line 1 is damaged"),
         "{:?}",
         loaded.warnings
     );
-    assert_eq!(
-        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap(),
-        ""
-    );
+    assert_eq!(logged, "");
 }
 
 /// The second change's intent line is damaged: its outcome, which repeats the intent, is listed

@@ -5793,17 +5793,6 @@ fn the_guards_revert_reason_gives_three_decimals() {
 /// were not even tried. The warning names each value that may stay and what puts it back.
 #[test]
 fn on_exit_with_a_failing_journal_names_what_stays_and_how_to_put_it_back() {
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buffer {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let policy = format!("{BACKLOG_IN_AUTO}on_exit = \"revert\"\n");
     let (_tmp, k, mut deciding, drops) = backlog_rig(&policy);
     let applied = deciding
@@ -5813,15 +5802,8 @@ fn on_exit_with_a_failing_journal_names_what_stays_and_how_to_put_it_back() {
     assert!(applied, "the rule raised the backlog");
     assert_eq!(k.0.lock().unwrap().values[BACKLOG], Value::Int(2000));
     deciding.path_for_tests_mut().journal.fail_an_append(0, 0);
-    let buffer = Buffer::default();
-    let out = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || out.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || deciding.on_exit());
+    let (_, logged) = crate::logging::logged(|| deciding.on_exit());
     assert_eq!(k.0.lock().unwrap().values[BACKLOG], Value::Int(2000));
-    let logged = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     assert!(
         logged.contains(&format!(
             "on exit: not put back, so KPO's values may stay in the kernel after the agent \
@@ -5840,17 +5822,6 @@ fn on_exit_with_a_failing_journal_names_what_stays_and_how_to_put_it_back() {
 /// survives restarts) said nothing of it, in its log or its events, and then changed nothing.
 #[test]
 fn a_start_on_a_paused_state_directory_says_so() {
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buffer {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let open = |dir: &Path| {
         let journal = Journal::open(dir, Holder::Agent, Duration::ZERO).unwrap();
         let policy = Policy::parse(BACKLOG_IN_AUTO, "policy.toml").unwrap();
@@ -5858,17 +5829,7 @@ fn a_start_on_a_paused_state_directory_says_so() {
         ChangePath::new(policy, journal, Box::new(k))
     };
     let logged = |dir: &Path| {
-        let buffer = Buffer::default();
-        let out = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || out.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
-            drop(Deciding::with_path(open(dir), false).unwrap())
-        });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        text
+        crate::logging::logged(|| drop(Deciding::with_path(open(dir), false).unwrap())).1
     };
     let tmp = tempfile::tempdir().unwrap();
     crate::journal::store::make_private(tmp.path());
