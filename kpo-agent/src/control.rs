@@ -259,21 +259,21 @@ impl Control for ChangePath {
                 .then(|| crate::actuate::sysctl::netns_gone(*inode)),
                 _ => None,
             });
-            // An inode taken by a namespace made since: its value is not this parameter's.
-            let gone = gone.or_else(|| {
-                let recorded = p.netns_cookie?;
-                let now = self.netns_cookie(address.as_ref()?)?;
-                (now != recorded).then(|| {
-                    format!(
-                        "its network namespace is gone: the inode now names another namespace \
-                         (cookie {now}, was {recorded})"
-                    )
-                })
-            });
             let (current, current_error) = match (&address, gone) {
                 (Some(_), Some(gone)) => (None, Some(gone)),
-                (Some(a), None) => match self.read(a) {
-                    Ok(v) => (Some(v), None),
+                (Some(a), None) => match self.read_with_cookie(a) {
+                    Ok((v, now)) => match (p.netns_cookie, now) {
+                        // An inode taken by a namespace made since: its value is not this
+                        // parameter's.
+                        (Some(was), Some(now)) if was != now => (
+                            None,
+                            Some(format!(
+                                "its network namespace is gone: the inode now names another \
+                                 namespace (cookie {now}, was {was})"
+                            )),
+                        ),
+                        _ => (Some(v), None),
+                    },
                     Err(e) => (None, Some(e.to_string())),
                 },
                 (None, _) => (None, None),
