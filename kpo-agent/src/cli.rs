@@ -1,5 +1,8 @@
 //! Command-line definitions for the `kpo` binary.
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -47,6 +50,22 @@ impl StateArgs {
             state_dir: absolute(&self.state_dir)?,
             socket: absolute(&self.socket)?,
         })
+    }
+
+    /// With no agent answering on a socket of its own (`--socket` not the default), the command
+    /// would fall back to the default state directory: the journal of the agent on the default
+    /// socket, or none, not that of the agent the operator named, whose originals it would not
+    /// see and whose next start would not see this change's. Only `--state-dir` says which.
+    pub fn refuse_default_state_dir_for_another_socket(&self, socket: &Path) -> anyhow::Result<()> {
+        if self.state_dir.is_some() || socket == Path::new(crate::api::DEFAULT_SOCKET) {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "no agent answers on {}, and without one this command opens a state directory \
+             itself: give --state-dir too, the one the agent on that socket runs with (the \
+             default, {DEFAULT_STATE_DIR}, is the default socket's agent's)",
+            socket.display()
+        )
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -377,6 +396,7 @@ fn open(state: &StateArgs, access: Access) -> anyhow::Result<Box<dyn Control>> {
         }
         return Ok(Box::new(agent));
     }
+    state.refuse_default_state_dir_for_another_socket(&socket)?;
     let missing = crate::control::require_state_dir(&state.state_dir());
     let new_dir = matches!(missing, Err(crate::control::ControlError::NoStateDir(_)));
     if access != Access::Starts || !new_dir {

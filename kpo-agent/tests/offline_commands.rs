@@ -148,3 +148,45 @@ fn a_missing_state_directory_is_an_error_not_a_clean_host() {
         "said once, when started"
     );
 }
+
+/// Seen by hand (qa-act, session 36): `kpo apply --socket S` without `--state-dir`, with the agent
+/// on S gone, journaled into the default /var/lib/kpo, where that agent's next start never sees
+/// the change nor its original. With a socket of its own named and no agent there, every command
+/// asks for the state directory instead, and touches none.
+#[test]
+fn another_socket_without_its_state_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+    let socket = dir.path().join("nobody-listens.sock");
+    for args in [
+        &["status"][..],
+        &["journal"],
+        &["pending"],
+        &["explain", "net.core.somaxconn"],
+        &["approve", "ap-1"],
+        &["revert", "--all"],
+        &["resume"],
+        &["pause"],
+        &["apply", "net.core.somaxconn=300"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kpo"))
+            .args(args)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--policy")
+            .arg(dir.path().join("policy.toml"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!(
+                "kpo: error: no agent answers on {}, and without one this command opens a state \
+                 directory itself: give --state-dir too, the one the agent on that socket runs \
+                 with (the default, /var/lib/kpo, is the default socket's agent's)\n",
+                socket.display()
+            ),
+            "{args:?}"
+        );
+    }
+}

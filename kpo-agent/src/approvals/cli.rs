@@ -96,6 +96,7 @@ fn open(state: &StateArgs, reads: bool) -> anyhow::Result<Box<dyn ApprovalContro
         }
         return Ok(Box::new(agent));
     }
+    state.refuse_default_state_dir_for_another_socket(&socket)?;
     let (policy, dir) = (state.policy.as_deref(), state.state_dir());
     Ok(Box::new(if reads {
         Offline::open_to_read(policy, &dir)?
