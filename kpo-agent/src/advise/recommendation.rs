@@ -89,7 +89,8 @@ pub struct Recommendation {
 
 impl Recommendation {
     /// The id of a recommendation from `source` about `parameter` in window `window_index`.
-    /// Deterministic (FNV-1a of the address and value), so the same advice gets the same id.
+    /// Deterministic within a run (FNV-1a of the address and value, and the run's start), so the
+    /// same advice gets the same id.
     pub fn make_id(
         source: Source,
         window_index: u64,
@@ -101,10 +102,7 @@ impl Recommendation {
         if let Some(v) = value {
             text.push_str(&v.to_string());
         }
-        format!(
-            "{source}-{window_index}-{:08x}",
-            fnv1a(text.as_bytes()) as u32
-        )
+        id_in_run(RUN.get().copied(), source, window_index, &text)
     }
 
     /// The id of advice for an application: two listeners in one namespace get different ids
@@ -118,16 +116,35 @@ impl Recommendation {
     ) -> String {
         // The family too: a service's IPv4 and IPv6 listeners on one port are advised apart.
         let text = format!("{parameter}=app:{}:{}:{family}", app.netns, app.port);
-        format!(
-            "{source}-{window_index}-{:08x}",
-            fnv1a(text.as_bytes()) as u32
-        )
+        id_in_run(RUN.get().copied(), source, window_index, &text)
     }
 
     /// Whether this asks for a kernel change (as opposed to advice for the application).
     pub fn is_change(&self) -> bool {
         self.recommended_value.is_some()
     }
+}
+
+/// The agent's start (ms since the epoch), set once by `kpo run` ([`set_run`]). Windows count from
+/// 1 again at each start, so without it a restarted agent would hand out the ids of the run before
+/// for other advice, which a log pipeline that de-duplicates on `id` would drop as repeats.
+static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Makes this process's recommendation ids its own: called once, at the agent's start.
+pub fn set_run(start_ms: u64) {
+    let _ = RUN.set(start_ms);
+}
+
+/// `SOURCE-WINDOW-HASH`: the hash of the advice's text, and of the run's start when there is one.
+fn id_in_run(run: Option<u64>, source: Source, window_index: u64, text: &str) -> String {
+    let hashed = match run {
+        Some(start_ms) => format!("{start_ms}:{text}"),
+        None => text.to_string(),
+    };
+    format!(
+        "{source}-{window_index}-{:08x}",
+        fnv1a(hashed.as_bytes()) as u32
+    )
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -166,6 +183,24 @@ mod tests {
             "IPv4 and IPv6 listeners of one port"
         );
         assert!(a.starts_with("rules-3-"), "{a}");
+    }
+
+    /// Seen by hand (session 35): a restarted agent handed out `rules-3-…` again, for other
+    /// advice, since windows count from 1 at each start.
+    #[test]
+    fn ids_are_the_same_within_a_run_and_differ_between_runs() {
+        let text = "net.core.somaxconn@netns:4026532281=8192";
+        let first = id_in_run(Some(1_764_900_000_000), Source::Rules, 3, text);
+        assert_eq!(
+            first,
+            id_in_run(Some(1_764_900_000_000), Source::Rules, 3, text)
+        );
+        assert_ne!(
+            first,
+            id_in_run(Some(1_764_900_060_000), Source::Rules, 3, text)
+        );
+        assert!(first.starts_with("rules-3-"), "{first}");
+        assert_eq!(first.len(), "rules-3-".len() + 8);
     }
 
     #[test]

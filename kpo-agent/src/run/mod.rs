@@ -145,6 +145,7 @@ pub async fn run(
     sink: &mut EventSink,
     logs: Option<crate::logging::LogWriter>,
 ) -> anyhow::Result<&'static str> {
+    crate::advise::recommendation::set_run(crate::journal::now_ms());
     // Handlers first: a signal during start-up still ends in a clean detach and a `stop` event.
     let mut signals = Signals::new()?;
     let second_signal = second_signal::SecondSignal::watch(sink, logs)?;
