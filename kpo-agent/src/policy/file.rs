@@ -7,9 +7,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    deny::DenyList, ApprovalSettings, Bound, GuardSettings, HealthSignal, MaxStep, Mode,
-    NamespaceSel, Namespaces, OnExit, ParamRule, Policy, PolicyError, PolicyErrorClass,
-    PolicyOrigin, Source,
+    deny::DenyList, parse_kernel_int, ApprovalSettings, Bound, GuardSettings, HealthSignal,
+    MaxStep, Mode, NamespaceSel, Namespaces, OnExit, ParamRule, Policy, PolicyError,
+    PolicyErrorClass, PolicyOrigin, Source, KERNEL_INT_MAX, KERNEL_INT_MIN,
 };
 use crate::actuate::param::canonical_sysctl;
 
@@ -56,14 +56,23 @@ struct ParamFile {
     namespaces: Option<Spanned<NsFile>>,
     allow_adaptive_off: Option<bool>,
     guard_signals: Option<Spanned<Vec<HealthSignal>>>,
-    optimizer_levels: Option<Spanned<Vec<i64>>>,
+    optimizer_levels: Option<Spanned<Vec<IntFile>>>,
+}
+
+/// An integer as TOML holds it (signed 64-bit), or as text for one beyond (a kernel's unsigned
+/// 64-bit values: `max = "18446744073692774399"`).
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum IntFile {
+    Int(i64),
+    Text(String),
 }
 
 #[derive(Deserialize, Clone)]
 #[serde(untagged)]
 enum BoundFile {
-    One(i64),
-    Each(Vec<i64>),
+    One(IntFile),
+    Each(Vec<IntFile>),
 }
 
 #[derive(Deserialize)]
@@ -185,6 +194,7 @@ impl Ctx<'_> {
         // serde's words for an untagged enum name our private types; say what is expected.
         for (ty, expected) in [
             ("BoundFile", "expected an integer or a list of integers"),
+            ("IntFile", "expected a list of integers"),
             (
                 "StepFile",
                 "expected a positive integer or a percentage like \"50%\"",
@@ -269,6 +279,27 @@ impl Ctx<'_> {
                 }
             }
         }
+        // TOML's integers are signed 64-bit; a kernel's may be unsigned (`kernel.shmmax`).
+        if message.starts_with("number too large") || message.starts_with("number too small") {
+            let wide = ["min", "max", "max_step", "optimizer_levels"];
+            if let Some(k) = own.as_deref().filter(|k| wide.contains(k)) {
+                let number = text_at(self.lines.text, &span);
+                message = match parse_kernel_int(&number) {
+                    Ok(_) if k == "optimizer_levels" => format!(
+                        "{message}: TOML's integers are signed 64-bit; write a larger one in \
+                         quotes: {k} = [..., \"{number}\"]"
+                    ),
+                    Ok(_) => format!(
+                        "{message}: TOML's integers are signed 64-bit; write a larger one in \
+                         quotes: {k} = \"{number}\""
+                    ),
+                    Err(_) => format!(
+                        "{message}: no kernel parameter holds it ({KERNEL_INT_MIN} to \
+                         {KERNEL_INT_MAX})"
+                    ),
+                };
+            }
+        }
         let key = match (table, own) {
             (Some(t), Some(k)) => format!("{t}.{k}"),
             (Some(t), None) => t.to_string(),
@@ -283,6 +314,15 @@ impl Ctx<'_> {
             message,
         }
     }
+}
+
+/// The number at `span` in `text` (an integer toml could not hold), without TOML's `_`.
+fn text_at(text: &str, span: &Range<usize>) -> String {
+    let rest = text.get(span.start..).unwrap_or_default();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '-' || c == '+' || c == '_'))
+        .unwrap_or(rest.len());
+    rest[..end].replace('_', "")
 }
 
 /// The dotted components of a table header's key, each as written (quotes kept; a dot inside
@@ -610,15 +650,22 @@ fn rule(
     if let Some(m) = f.mode {
         r.mode = m;
     }
-    let bound = |b: &Spanned<BoundFile>| match b.get_ref() {
-        BoundFile::One(v) => Bound::All(*v),
-        BoundFile::Each(v) => Bound::Each(v.clone()),
+    let bound = |b: &Spanned<BoundFile>, which: &str| {
+        let k = format!("{key}.{which}");
+        Ok(match b.get_ref() {
+            BoundFile::One(v) => Bound::All(int(ctx, b.span(), &k, v)?),
+            BoundFile::Each(v) => Bound::Each(
+                v.iter()
+                    .map(|e| int(ctx, b.span(), &k, e))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
     };
     if let Some(b) = &f.min {
-        r.min = Some(bound(b));
+        r.min = Some(bound(b, "min")?);
     }
     if let Some(b) = &f.max {
-        r.max = Some(bound(b));
+        r.max = Some(bound(b, "max")?);
     }
     for (b, which) in [(&f.min, "min"), (&f.max, "max")] {
         if let Some(b) = b {
@@ -651,7 +698,7 @@ fn rule(
     if let Some(s) = &f.max_step {
         let k = format!("{key}.max_step");
         r.max_step = Some(match s.get_ref() {
-            StepFile::Abs(v) if *v > 0 => MaxStep::Absolute(*v),
+            StepFile::Abs(v) if *v > 0 => MaxStep::Absolute((*v).into()),
             StepFile::Abs(v) => {
                 return Err(ctx.err(
                     s.span(),
@@ -773,8 +820,8 @@ fn optimizer_levels(
     r: &ParamRule,
     pattern: &str,
     key: &str,
-    levels: &Spanned<Vec<i64>>,
-) -> Result<Vec<i64>, PolicyError> {
+    levels: &Spanned<Vec<IntFile>>,
+) -> Result<Vec<i128>, PolicyError> {
     let bad = |why: &str| {
         ctx.err(
             levels.span(),
@@ -799,7 +846,12 @@ fn optimizer_levels(
             "only the optimizer reads them: add \"optimizer\" to sources, or leave the key out",
         ));
     }
-    let v = levels.get_ref();
+    let k = format!("{key}.optimizer_levels");
+    let v = levels
+        .get_ref()
+        .iter()
+        .map(|e| int(ctx, levels.span(), &k, e))
+        .collect::<Result<Vec<i128>, _>>()?;
     if v.len() < 2 {
         return Err(bad(
             "give at least two values: the optimizer searches among them",
@@ -831,7 +883,22 @@ fn optimizer_levels(
             "{out} is outside the entry's min {lo} and max {hi}: the optimizer searches only \
              within the bounds the operator set"
         ))),
-        None => Ok(v.clone()),
+        None => Ok(v),
+    }
+}
+
+/// An integer of the file, written as a number or as text (beyond TOML's signed 64 bits).
+fn int(ctx: &Ctx<'_>, span: Range<usize>, key: &str, v: &IntFile) -> Result<i128, PolicyError> {
+    match v {
+        IntFile::Int(i) => Ok((*i).into()),
+        IntFile::Text(t) => parse_kernel_int(t).map_err(|why| {
+            let class = if t.parse::<i128>().is_ok() {
+                PolicyErrorClass::BadValue
+            } else {
+                PolicyErrorClass::BadType
+            };
+            ctx.err(span, key.to_string(), class, why)
+        }),
     }
 }
 

@@ -1504,3 +1504,131 @@ fn a_bound_list_of_another_length_than_the_value_says_so() {
          value's"
     );
 }
+
+/// Review s37: `kernel.shmmax` and `kernel.shmall` default to 18446744073692774399 (u64), beyond
+/// TOML's signed 64-bit integers, and such a bound failed with toml's "number too large to fit
+/// in target type" alone: no such key could be bounded. A quoted decimal holds any kernel integer
+/// (bounds, per element too, an absolute `max_step`, `optimizer_levels`), is checked and shown
+/// exactly, and the plain integer's error says to write it so.
+#[test]
+fn a_bound_beyond_tomls_integers_is_written_as_a_quoted_decimal() {
+    const SHMMAX: &str = "[params.\"kernel.shmmax\"]\nmode = \"auto\"\nmin = 4294967296\n\
+                          max = \"18446744073692774399\"\nmax_step = \"18446744073709551615\"\n";
+    let p = Policy::parse(SHMMAX, "policy.toml").unwrap();
+    let r = p.rule_for(&addr("kernel.shmmax"));
+    assert_eq!(r.min, Some(Bound::All(4294967296)));
+    assert_eq!(r.max, Some(Bound::All(18446744073692774399)));
+    assert_eq!(r.max_step, Some(MaxStep::Absolute(18446744073709551615)));
+    // As `kpo check` shows them (its text is the JSON value's): the exact numbers.
+    assert_eq!(serde_json::json!(r.max).to_string(), "18446744073692774399");
+    assert_eq!(r.max_step.unwrap().to_string(), "18446744073709551615");
+    let decide = |v: i128| {
+        p.decide(
+            &proposal("kernel.shmmax", Value::Int(v), Source::Operator),
+            &ctx_before(Value::Int(18446744073692774399)),
+        )
+    };
+    assert_eq!(decide(18446744073692774399), Decision::Apply);
+    assert_eq!(decide(4294967296), Decision::Apply);
+    for v in [18446744073692774400, 4294967295] {
+        let d = decide(v);
+        assert_eq!(
+            d,
+            Decision::Refused(Refusal::OutOfBounds {
+                element: None,
+                value: v.to_string(),
+                min: Some("4294967296".into()),
+                max: Some("18446744073692774399".into()),
+                why: None,
+            })
+        );
+        let Decision::Refused(r) = d else {
+            unreachable!()
+        };
+        assert_eq!(
+            r.to_string(),
+            format!("out of bounds: {v} is outside [4294967296, 18446744073692774399]")
+        );
+    }
+    // Per element, the whole signed and unsigned range; optimizer_levels too.
+    let p = Policy::parse(
+        "[params.\"net.ipv4.tcp_mem\"]\nmin = [\"-9223372036854775808\", 0, 1]\n\
+         max = [1, 2, \"18446744073709551615\"]\n\n\
+         [params.\"ethtool:eth0:rx-usecs\"]\nmode = \"auto\"\nmin = 0\n\
+         max = \"18446744073692774399\"\nsources = [\"optimizer\"]\n\
+         optimizer_levels = [0, \"18446744073692774399\"]\n",
+        "policy.toml",
+    )
+    .unwrap();
+    let r = p.rule_for(&addr("net.ipv4.tcp_mem"));
+    assert_eq!(r.min, Some(Bound::Each(vec![i64::MIN.into(), 0, 1])));
+    assert_eq!(r.max, Some(Bound::Each(vec![1, 2, u64::MAX.into()])));
+    assert_eq!(
+        p.rule_for(&addr("ethtool:eth0:rx-usecs")).optimizer_levels,
+        Some(vec![0, 18446744073692774399])
+    );
+    // The advisors' limits are i64: a bound beyond is left to the change path, not cut.
+    use crate::advise::{limits::AdvicePolicy, recommendation::Source as By};
+    let limits = p.allowed(&addr("net.ipv4.tcp_mem"), By::Llm).unwrap();
+    assert_eq!((limits.min, limits.max), (Some(i64::MIN), None));
+    assert_eq!(
+        (limits.min_each, limits.max_each),
+        (Some(vec![i64::MIN, 0, 1]), None)
+    );
+    // The plain integer's error says how to write it; what no kernel holds is refused.
+    let entry = |line: &str| format!("[params.\"kernel.shmmax\"]\nmode = \"auto\"\n{line}\n");
+    for (line, class, message) in [
+        (
+            "max = 18446744073692774399",
+            PolicyErrorClass::Syntax,
+            "number too large to fit in target type: TOML's integers are signed 64-bit; write \
+             a larger one in quotes: max = \"18446744073692774399\"",
+        ),
+        (
+            "max_step = 1_8446744073709551615",
+            PolicyErrorClass::Syntax,
+            "number too large to fit in target type: TOML's integers are signed 64-bit; write \
+             a larger one in quotes: max_step = \"18446744073709551615\"",
+        ),
+        (
+            "max = 18446744073709551616",
+            PolicyErrorClass::Syntax,
+            "number too large to fit in target type: no kernel parameter holds it \
+             (-9223372036854775808 to 18446744073709551615)",
+        ),
+        (
+            "max = \"18446744073709551616\"",
+            PolicyErrorClass::BadValue,
+            "18446744073709551616 is outside the integers a kernel parameter holds \
+             (-9223372036854775808 to 18446744073709551615)",
+        ),
+        (
+            "min = [0, \"-9223372036854775809\"]",
+            PolicyErrorClass::BadValue,
+            "-9223372036854775809 is outside the integers a kernel parameter holds \
+             (-9223372036854775808 to 18446744073709551615)",
+        ),
+        (
+            "max = \"lots\"",
+            PolicyErrorClass::BadType,
+            "\"lots\" is not an integer: write one as a number, or in quotes as plain decimal \
+             digits (\"18446744073692774399\") when it is beyond TOML's signed 64 bits",
+        ),
+        (
+            "max_step = \"18446744073709551616\"",
+            PolicyErrorClass::BadValue,
+            "18446744073709551616 is outside the integers a kernel parameter holds \
+             (-9223372036854775808 to 18446744073709551615)",
+        ),
+    ] {
+        let key = format!(
+            "params.\"kernel.shmmax\".{}",
+            line.split(' ').next().unwrap()
+        );
+        assert_eq!(
+            err(&entry(line)),
+            (3, key, class, message.to_string()),
+            "{line}"
+        );
+    }
+}
