@@ -131,6 +131,11 @@ impl<'a> Lines<'a> {
         if self.line_text(line).trim().starts_with('[') {
             return None;
         }
+        self.open_list_above(line).map(|(_, key)| key)
+    }
+
+    /// The line and key of a list opened above `line` and not closed before it, if any.
+    fn open_list_above(&self, line: usize) -> Option<(usize, String)> {
         for l in (1..line).rev() {
             let t = self.line_text(l).trim();
             if t.starts_with('[') {
@@ -151,15 +156,16 @@ impl<'a> Lines<'a> {
                 + ((l + 1)..line)
                     .map(|m| bracket_depth(self.line_text(m)))
                     .sum::<i32>();
-            return (depth > 0).then(|| key.to_string());
+            return (depth > 0).then(|| (l, key.to_string()));
         }
         None
     }
 
-    /// The table header in force at `line` (`params."net.core.somaxconn"`), if any.
+    /// The table header in force at `line` (`params."net.core.somaxconn"`), if any; a comment
+    /// after a header is not part of it.
     fn table_at(&self, line: usize) -> Option<&'a str> {
         (1..=line).rev().find_map(|l| {
-            let t = self.line_text(l).trim();
+            let t = without_comment(self.line_text(l)).trim();
             (t.starts_with('[') && t.ends_with(']'))
                 .then(|| t.trim_start_matches('[').trim_end_matches(']').trim())
         })
@@ -345,6 +351,29 @@ fn header_components(header: &str) -> Vec<&str> {
     }
     parts.push(header[start..].trim());
     parts
+}
+
+/// A line of TOML up to its comment (a `#` outside strings).
+fn without_comment(line: &str) -> &str {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q == '"' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '#' => return &line[..i],
+            None => {}
+        }
+    }
+    line
 }
 
 /// `[` minus `]` on a line of TOML, outside strings and comments.

@@ -1632,3 +1632,70 @@ fn a_bound_beyond_tomls_integers_is_written_as_a_quoted_decimal() {
         );
     }
 }
+
+/// Review s37: a SIGHUP's error named the entry above the bad line
+/// (`params."cpufreq:policy1:scaling_max_freq": expected `.`, `=`` for a bare word under the next
+/// header, which had a comment after it and so was not taken for a header). The table named is
+/// the one the bad line is in, and the line the bad one.
+#[test]
+fn a_malformed_line_is_named_with_its_own_table() {
+    let two = |header: &str, body: &str| {
+        format!(
+            "[params.\"cpufreq:policy1:scaling_max_freq\"]\nmode = \"auto\"\n\n{header}\n{body}\n"
+        )
+    };
+    let somaxconn = "[params.\"net.core.somaxconn\"]";
+    let commented = "[params.\"net.core.somaxconn\"]   # the web tier's";
+    let key = "params.\"net.core.somaxconn\"";
+    for (text, line, key, class, message) in [
+        (
+            two(commented, "mode = \"auto\"\noops"),
+            6,
+            key.to_string(),
+            PolicyErrorClass::Syntax,
+            "expected `.`, `=`",
+        ),
+        (
+            two(somaxconn, "oops\nmode = \"auto\""),
+            5,
+            key.to_string(),
+            PolicyErrorClass::Syntax,
+            "expected `.`, `=`",
+        ),
+        (
+            two(commented, "mode \"auto\""),
+            5,
+            key.to_string(),
+            PolicyErrorClass::Syntax,
+            "expected `.`, `=`",
+        ),
+        (
+            two(commented, "mode = \"auto\nmax = 5"),
+            5,
+            format!("{key}.mode"),
+            PolicyErrorClass::Syntax,
+            "invalid basic string",
+        ),
+        (
+            two(commented, "mode = \"auto\"\nmax = \"five\""),
+            6,
+            format!("{key}.max"),
+            PolicyErrorClass::BadType,
+            "\"five\" is not an integer: write one as a number, or in quotes as plain decimal \
+             digits (\"18446744073692774399\") when it is beyond TOML's signed 64 bits",
+        ),
+        (
+            two(commented, "mode = \"auto\"\nmax = 5x"),
+            6,
+            format!("{key}.max"),
+            PolicyErrorClass::Syntax,
+            "expected newline, `#`",
+        ),
+    ] {
+        assert_eq!(
+            err(&text),
+            (line, key, class, message.to_string()),
+            "{text}"
+        );
+    }
+}
