@@ -257,6 +257,22 @@ impl Ctx<'_> {
             })
             .or_else(|| self.lines.array_key_above(line));
         let text = self.lines.line_text(line).trim();
+        // A header where a list above is still open: the list is the mistake (a missing `]`),
+        // not the header, nor the table the header opens.
+        if class == PolicyErrorClass::Syntax && text.starts_with('[') {
+            if let Some((at, k)) = self.lines.open_list_above(line) {
+                return PolicyError::Invalid {
+                    file: self.file.clone(),
+                    line: at,
+                    key: match self.lines.table_at(at) {
+                        Some(t) => format!("{t}.{k}"),
+                        None => k,
+                    },
+                    class,
+                    message: format!("{message}: the list is not closed before line {line}"),
+                };
+            }
+        }
         // A header that does not parse (`[params."x`) is no table: the one above it would be
         // named instead, an entry the line has nothing to do with. The line itself says where.
         if class == PolicyErrorClass::Syntax && text.starts_with('[') {

@@ -1635,8 +1635,9 @@ fn a_bound_beyond_tomls_integers_is_written_as_a_quoted_decimal() {
 
 /// Review s37: a SIGHUP's error named the entry above the bad line
 /// (`params."cpufreq:policy1:scaling_max_freq": expected `.`, `=`` for a bare word under the next
-/// header, which had a comment after it and so was not taken for a header). The table named is
-/// the one the bad line is in, and the line the bad one.
+/// header, which had a comment after it and so was not taken for a header), and a list left open
+/// before a header named that header as the broken line. The table named is the one the bad line
+/// is in, and the line the bad one.
 #[test]
 fn a_malformed_line_is_named_with_its_own_table() {
     let two = |header: &str, body: &str| {
@@ -1690,6 +1691,16 @@ fn a_malformed_line_is_named_with_its_own_table() {
             format!("{key}.max"),
             PolicyErrorClass::Syntax,
             "expected newline, `#`",
+        ),
+        // A list not closed before the next header: the list's own line and key.
+        (
+            "[params.\"cpufreq:policy1:scaling_max_freq\"]\nsources = [\"rules\",\n  \"llm\"\n\n\
+             [params.\"net.core.somaxconn\"]\nmode = \"auto\"\n"
+                .to_string(),
+            2,
+            "params.\"cpufreq:policy1:scaling_max_freq\".sources".to_string(),
+            PolicyErrorClass::Syntax,
+            "invalid array; expected `]`: the list is not closed before line 5",
         ),
     ] {
         assert_eq!(
