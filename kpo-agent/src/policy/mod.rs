@@ -722,6 +722,47 @@ impl Policy {
         ))
     }
 
+    /// Entries whose `namespaces` list one namespace twice (`["host", "host"]`): harmless, but
+    /// more likely a typo for another namespace, which the entry then does not cover and which
+    /// an operator would find only at the first refusal. For `kpo check` and `kpo run`'s warnings.
+    pub fn repeated_namespaces(&self) -> Vec<String> {
+        let file = self.origin.to_string();
+        let entries = std::iter::once(("[defaults]".to_string(), &self.defaults)).chain(
+            self.params
+                .iter()
+                .map(|r| (format!("params.\"{}\"", r.name), r)),
+        );
+        let mut found = Vec::new();
+        for (entry, rule) in entries {
+            let Namespaces::List(list) = &rule.namespaces else {
+                continue;
+            };
+            for (i, sel) in list.iter().enumerate() {
+                // Once per namespace, as first written (`/run/netns/a` and `/run/netns/a/` are
+                // one path).
+                let times = list.iter().filter(|s| *s == sel).count();
+                if times < 2 || list[..i].contains(sel) {
+                    continue;
+                }
+                let named = match sel {
+                    NamespaceSel::Host => "\"host\"".to_string(),
+                    NamespaceSel::Inode(n) => n.to_string(),
+                    NamespaceSel::Path(p) => p.display().to_string(),
+                };
+                let times = match times {
+                    2 => "twice".to_string(),
+                    n => format!("{n} times"),
+                };
+                found.push(format!(
+                    "{file}:{}: {entry}: namespaces names {named} {times}: a typo for another \
+                     namespace? The entry covers only the namespaces it names",
+                    rule.line
+                ));
+            }
+        }
+        found
+    }
+
     /// Whether `other` was loaded from the same file text (or both are the built-in default): a
     /// reload that finds this has nothing to do.
     pub fn same_source(&self, other: &Policy) -> bool {

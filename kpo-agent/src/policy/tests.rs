@@ -1710,3 +1710,39 @@ fn a_malformed_line_is_named_with_its_own_table() {
         );
     }
 }
+
+/// Review s37: `namespaces = ["host", "host"]` loaded without a word. Harmless, but a repeat is
+/// more likely a typo for another namespace, left uncovered: a warning, as for a path that names
+/// no file, in `[defaults]` and in entries, once per namespace named more than once.
+#[test]
+fn a_namespace_named_twice_is_warned_of() {
+    let p = Policy::parse(
+        "[defaults]\nnamespaces = [\"/run/netns/a\", \"/run/netns/a/\"]\n\n\
+         [params.\"net.core.somaxconn\"]\nnamespaces = [\"host\", 4026532281, \"host\", 4026532281, \"host\"]\n\n\
+         [params.\"net.core.netdev_max_backlog\"]\nnamespaces = [\"host\", 4026532281, \"/run/netns/a\"]\n",
+        "/etc/kpo/policy.toml",
+    )
+    .unwrap();
+    let warning = |line: usize, entry: &str, named: &str, times: &str| {
+        format!(
+            "/etc/kpo/policy.toml:{line}: {entry}: namespaces names {named} {times}: a typo for \
+             another namespace? The entry covers only the namespaces it names"
+        )
+    };
+    // As `kpo check` prints them and `kpo run` logs them (`check::warnings`).
+    let warned = |p: &Policy| -> Vec<String> {
+        crate::check::warnings(p, Path::new("/nonexistent/proc/sys"))
+            .into_iter()
+            .filter(|w| w.contains(" namespaces names ") && w.contains(" a typo for another"))
+            .collect()
+    };
+    assert_eq!(
+        warned(&p),
+        [
+            warning(1, "[defaults]", "/run/netns/a", "twice"),
+            warning(4, "params.\"net.core.somaxconn\"", "\"host\"", "3 times"),
+            warning(4, "params.\"net.core.somaxconn\"", "4026532281", "twice"),
+        ]
+    );
+    assert!(warned(&Policy::parse(GOOD, "good.toml").unwrap()).is_empty());
+}
