@@ -279,7 +279,7 @@ impl Ctx<'_> {
             return PolicyError::Invalid {
                 file: self.file.clone(),
                 line,
-                key: text.to_string(),
+                key: without_comment(text).trim().to_string(),
                 class,
                 message,
             };

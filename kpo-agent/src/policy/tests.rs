@@ -225,6 +225,13 @@ fn a_broken_table_header_is_named_by_its_line_in_one_line() {
             "invalid basic string",
         ),
         ("x = [1,\n", 2, "x", "invalid array; expected `]`"),
+        // A comment after it is not part of the key.
+        (
+            "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n[guard   # global\n",
+            3,
+            "[guard",
+            "invalid table header; expected `.`, `]`",
+        ),
     ] {
         assert_eq!(
             err(text),
