@@ -68,6 +68,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
 pub(crate) fn warnings(policy: &Policy, proc_sys: &std::path::Path) -> Vec<String> {
     let mut all = missing_sysctls(policy, proc_sys);
     all.extend(missing_namespaces(policy));
+    all.extend(policy.repeated_namespaces());
     all.extend(latency_signals_the_trials_skip(policy));
     all
 }

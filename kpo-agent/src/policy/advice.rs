@@ -23,18 +23,23 @@ fn source(s: recommendation::Source) -> Source {
 /// that each element is checked against. The tightest would contradict itself for bounds that
 /// grow along the vector (`tcp_rmem`'s min `[4096, 16384, 1048576]` and max
 /// `[65536, 1048576, 33554432]` would make min 1048576 above max 65536).
-fn scalar(bound: &Option<Bound>, loosest: fn(i64, i64) -> i64) -> Option<i64> {
-    match bound {
+///
+/// The advisors' limits are `i64`; a bound beyond (an unsigned 64-bit one, `kernel.shmmax`'s) is
+/// left out of them rather than cut to `i64::MAX`, which would drop, with a false number, advice
+/// the policy allows: the change path holds every proposal to the bound itself.
+fn scalar(bound: &Option<Bound>, loosest: fn(i128, i128) -> i128) -> Option<i64> {
+    let v = match bound {
         None => None,
         Some(Bound::All(v)) => Some(*v),
         Some(Bound::Each(v)) => v.iter().copied().reduce(loosest),
-    }
+    };
+    v.and_then(|v| i64::try_from(v).ok())
 }
 
-/// A per-element bound as its list.
+/// A per-element bound as its list (none where an element is beyond `i64`, as in [`scalar`]).
 fn each(bound: &Option<Bound>) -> Option<Vec<i64>> {
     match bound {
-        Some(Bound::Each(v)) => Some(v.clone()),
+        Some(Bound::Each(v)) => v.iter().map(|&e| i64::try_from(e).ok()).collect(),
         _ => None,
     }
 }
@@ -53,13 +58,13 @@ impl AdvicePolicy for Policy {
             Mode::Recommend => limits::Mode::Recommend,
             Mode::Auto => limits::Mode::Auto,
         });
-        l.min = scalar(&rule.min, i64::min);
-        l.max = scalar(&rule.max, i64::max);
+        l.min = scalar(&rule.min, i128::min);
+        l.max = scalar(&rule.max, i128::max);
         l.min_each = each(&rule.min);
         l.max_each = each(&rule.max);
-        l.max_step = rule.max_step.map(|s| match s {
-            MaxStep::Absolute(v) => Step::Absolute(v),
-            MaxStep::Relative(p) => Step::Percent(p),
+        l.max_step = rule.max_step.and_then(|s| match s {
+            MaxStep::Absolute(v) => i64::try_from(v).ok().map(Step::Absolute),
+            MaxStep::Relative(p) => Some(Step::Percent(p)),
         });
         Some(l)
     }

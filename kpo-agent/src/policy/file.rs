@@ -7,9 +7,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    deny::DenyList, ApprovalSettings, Bound, GuardSettings, HealthSignal, MaxStep, Mode,
-    NamespaceSel, Namespaces, OnExit, ParamRule, Policy, PolicyError, PolicyErrorClass,
-    PolicyOrigin, Source,
+    deny::DenyList, parse_kernel_int, ApprovalSettings, Bound, GuardSettings, HealthSignal,
+    MaxStep, Mode, NamespaceSel, Namespaces, OnExit, ParamRule, Policy, PolicyError,
+    PolicyErrorClass, PolicyOrigin, Source, KERNEL_INT_MAX, KERNEL_INT_MIN,
 };
 use crate::actuate::param::canonical_sysctl;
 
@@ -56,14 +56,23 @@ struct ParamFile {
     namespaces: Option<Spanned<NsFile>>,
     allow_adaptive_off: Option<bool>,
     guard_signals: Option<Spanned<Vec<HealthSignal>>>,
-    optimizer_levels: Option<Spanned<Vec<i64>>>,
+    optimizer_levels: Option<Spanned<Vec<IntFile>>>,
+}
+
+/// An integer as TOML holds it (signed 64-bit), or as text for one beyond (a kernel's unsigned
+/// 64-bit values: `max = "18446744073692774399"`).
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum IntFile {
+    Int(i64),
+    Text(String),
 }
 
 #[derive(Deserialize, Clone)]
 #[serde(untagged)]
 enum BoundFile {
-    One(i64),
-    Each(Vec<i64>),
+    One(IntFile),
+    Each(Vec<IntFile>),
 }
 
 #[derive(Deserialize)]
@@ -122,6 +131,11 @@ impl<'a> Lines<'a> {
         if self.line_text(line).trim().starts_with('[') {
             return None;
         }
+        self.open_list_above(line).map(|(_, key)| key)
+    }
+
+    /// The line and key of a list opened above `line` and not closed before it, if any.
+    fn open_list_above(&self, line: usize) -> Option<(usize, String)> {
         for l in (1..line).rev() {
             let t = self.line_text(l).trim();
             if t.starts_with('[') {
@@ -142,15 +156,16 @@ impl<'a> Lines<'a> {
                 + ((l + 1)..line)
                     .map(|m| bracket_depth(self.line_text(m)))
                     .sum::<i32>();
-            return (depth > 0).then(|| key.to_string());
+            return (depth > 0).then(|| (l, key.to_string()));
         }
         None
     }
 
-    /// The table header in force at `line` (`params."net.core.somaxconn"`), if any.
+    /// The table header in force at `line` (`params."net.core.somaxconn"`), if any; a comment
+    /// after a header is not part of it.
     fn table_at(&self, line: usize) -> Option<&'a str> {
         (1..=line).rev().find_map(|l| {
-            let t = self.line_text(l).trim();
+            let t = without_comment(self.line_text(l)).trim();
             (t.starts_with('[') && t.ends_with(']'))
                 .then(|| t.trim_start_matches('[').trim_end_matches(']').trim())
         })
@@ -185,6 +200,7 @@ impl Ctx<'_> {
         // serde's words for an untagged enum name our private types; say what is expected.
         for (ty, expected) in [
             ("BoundFile", "expected an integer or a list of integers"),
+            ("IntFile", "expected a list of integers"),
             (
                 "StepFile",
                 "expected a positive integer or a percentage like \"50%\"",
@@ -241,13 +257,29 @@ impl Ctx<'_> {
             })
             .or_else(|| self.lines.array_key_above(line));
         let text = self.lines.line_text(line).trim();
+        // A header where a list above is still open: the list is the mistake (a missing `]`),
+        // not the header, nor the table the header opens.
+        if class == PolicyErrorClass::Syntax && text.starts_with('[') {
+            if let Some((at, k)) = self.lines.open_list_above(line) {
+                return PolicyError::Invalid {
+                    file: self.file.clone(),
+                    line: at,
+                    key: match self.lines.table_at(at) {
+                        Some(t) => format!("{t}.{k}"),
+                        None => k,
+                    },
+                    class,
+                    message: format!("{message}: the list is not closed before line {line}"),
+                };
+            }
+        }
         // A header that does not parse (`[params."x`) is no table: the one above it would be
         // named instead, an entry the line has nothing to do with. The line itself says where.
         if class == PolicyErrorClass::Syntax && text.starts_with('[') {
             return PolicyError::Invalid {
                 file: self.file.clone(),
                 line,
-                key: text.to_string(),
+                key: without_comment(text).trim().to_string(),
                 class,
                 message,
             };
@@ -269,6 +301,27 @@ impl Ctx<'_> {
                 }
             }
         }
+        // TOML's integers are signed 64-bit; a kernel's may be unsigned (`kernel.shmmax`).
+        if message.starts_with("number too large") || message.starts_with("number too small") {
+            let wide = ["min", "max", "max_step", "optimizer_levels"];
+            if let Some(k) = own.as_deref().filter(|k| wide.contains(k)) {
+                let number = text_at(self.lines.text, &span);
+                message = match parse_kernel_int(&number) {
+                    Ok(_) if k == "optimizer_levels" => format!(
+                        "{message}: TOML's integers are signed 64-bit; write a larger one in \
+                         quotes: {k} = [..., \"{number}\"]"
+                    ),
+                    Ok(_) => format!(
+                        "{message}: TOML's integers are signed 64-bit; write a larger one in \
+                         quotes: {k} = \"{number}\""
+                    ),
+                    Err(_) => format!(
+                        "{message}: no kernel parameter holds it ({KERNEL_INT_MIN} to \
+                         {KERNEL_INT_MAX})"
+                    ),
+                };
+            }
+        }
         let key = match (table, own) {
             (Some(t), Some(k)) => format!("{t}.{k}"),
             (Some(t), None) => t.to_string(),
@@ -283,6 +336,15 @@ impl Ctx<'_> {
             message,
         }
     }
+}
+
+/// The number at `span` in `text` (an integer toml could not hold), without TOML's `_`.
+fn text_at(text: &str, span: &Range<usize>) -> String {
+    let rest = text.get(span.start..).unwrap_or_default();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '-' || c == '+' || c == '_'))
+        .unwrap_or(rest.len());
+    rest[..end].replace('_', "")
 }
 
 /// The dotted components of a table header's key, each as written (quotes kept; a dot inside
@@ -305,6 +367,29 @@ fn header_components(header: &str) -> Vec<&str> {
     }
     parts.push(header[start..].trim());
     parts
+}
+
+/// A line of TOML up to its comment (a `#` outside strings).
+fn without_comment(line: &str) -> &str {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q == '"' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '#' => return &line[..i],
+            None => {}
+        }
+    }
+    line
 }
 
 /// `[` minus `]` on a line of TOML, outside strings and comments.
@@ -610,15 +695,22 @@ fn rule(
     if let Some(m) = f.mode {
         r.mode = m;
     }
-    let bound = |b: &Spanned<BoundFile>| match b.get_ref() {
-        BoundFile::One(v) => Bound::All(*v),
-        BoundFile::Each(v) => Bound::Each(v.clone()),
+    let bound = |b: &Spanned<BoundFile>, which: &str| {
+        let k = format!("{key}.{which}");
+        Ok(match b.get_ref() {
+            BoundFile::One(v) => Bound::All(int(ctx, b.span(), &k, v)?),
+            BoundFile::Each(v) => Bound::Each(
+                v.iter()
+                    .map(|e| int(ctx, b.span(), &k, e))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
     };
     if let Some(b) = &f.min {
-        r.min = Some(bound(b));
+        r.min = Some(bound(b, "min")?);
     }
     if let Some(b) = &f.max {
-        r.max = Some(bound(b));
+        r.max = Some(bound(b, "max")?);
     }
     for (b, which) in [(&f.min, "min"), (&f.max, "max")] {
         if let Some(b) = b {
@@ -651,7 +743,7 @@ fn rule(
     if let Some(s) = &f.max_step {
         let k = format!("{key}.max_step");
         r.max_step = Some(match s.get_ref() {
-            StepFile::Abs(v) if *v > 0 => MaxStep::Absolute(*v),
+            StepFile::Abs(v) if *v > 0 => MaxStep::Absolute((*v).into()),
             StepFile::Abs(v) => {
                 return Err(ctx.err(
                     s.span(),
@@ -773,8 +865,8 @@ fn optimizer_levels(
     r: &ParamRule,
     pattern: &str,
     key: &str,
-    levels: &Spanned<Vec<i64>>,
-) -> Result<Vec<i64>, PolicyError> {
+    levels: &Spanned<Vec<IntFile>>,
+) -> Result<Vec<i128>, PolicyError> {
     let bad = |why: &str| {
         ctx.err(
             levels.span(),
@@ -799,7 +891,12 @@ fn optimizer_levels(
             "only the optimizer reads them: add \"optimizer\" to sources, or leave the key out",
         ));
     }
-    let v = levels.get_ref();
+    let k = format!("{key}.optimizer_levels");
+    let v = levels
+        .get_ref()
+        .iter()
+        .map(|e| int(ctx, levels.span(), &k, e))
+        .collect::<Result<Vec<i128>, _>>()?;
     if v.len() < 2 {
         return Err(bad(
             "give at least two values: the optimizer searches among them",
@@ -831,7 +928,22 @@ fn optimizer_levels(
             "{out} is outside the entry's min {lo} and max {hi}: the optimizer searches only \
              within the bounds the operator set"
         ))),
-        None => Ok(v.clone()),
+        None => Ok(v),
+    }
+}
+
+/// An integer of the file, written as a number or as text (beyond TOML's signed 64 bits).
+fn int(ctx: &Ctx<'_>, span: Range<usize>, key: &str, v: &IntFile) -> Result<i128, PolicyError> {
+    match v {
+        IntFile::Int(i) => Ok((*i).into()),
+        IntFile::Text(t) => parse_kernel_int(t).map_err(|why| {
+            let class = if t.parse::<i128>().is_ok() {
+                PolicyErrorClass::BadValue
+            } else {
+                PolicyErrorClass::BadType
+            };
+            ctx.err(span, key.to_string(), class, why)
+        }),
     }
 }
 

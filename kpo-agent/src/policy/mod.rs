@@ -187,16 +187,40 @@ impl Default for ApprovalSettings {
     }
 }
 
-/// A lower or upper bound: one integer for every element, or one per element.
+/// The least integer a kernel parameter holds (a signed 64-bit one's least)...
+pub const KERNEL_INT_MIN: i128 = i64::MIN as i128;
+/// ...and the largest (an unsigned 64-bit one's largest: `kernel.shmmax`'s default is near it).
+pub const KERNEL_INT_MAX: i128 = u64::MAX as i128;
+
+/// An integer of a policy written as text (`max = "18446744073692774399"`: TOML's integers are
+/// signed 64-bit, a kernel's may be unsigned), or why it is none.
+pub fn parse_kernel_int(text: &str) -> Result<i128, String> {
+    let v: i128 = text.parse().map_err(|_| {
+        format!(
+            "{text:?} is not an integer: write one as a number, or in quotes as plain decimal \
+             digits (\"18446744073692774399\") when it is beyond TOML's signed 64 bits"
+        )
+    })?;
+    if !(KERNEL_INT_MIN..=KERNEL_INT_MAX).contains(&v) {
+        return Err(format!(
+            "{text} is outside the integers a kernel parameter holds ({KERNEL_INT_MIN} to \
+             {KERNEL_INT_MAX})"
+        ));
+    }
+    Ok(v)
+}
+
+/// A lower or upper bound: one integer for every element, or one per element. `i128`, as the
+/// kernel's values ([`Value`]): a bound may be any signed or unsigned 64-bit integer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Bound {
-    All(i64),
-    Each(Vec<i64>),
+    All(i128),
+    Each(Vec<i128>),
 }
 
 impl Bound {
-    fn at(&self, i: usize) -> Option<i64> {
+    fn at(&self, i: usize) -> Option<i128> {
         match self {
             Bound::All(v) => Some(*v),
             Bound::Each(v) => v.get(i).copied(),
@@ -240,7 +264,7 @@ impl fmt::Display for Bound {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MaxStep {
-    Absolute(i64),
+    Absolute(i128),
     /// A percentage of the value before (`"50%"`).
     Relative(Percent),
 }
@@ -257,8 +281,9 @@ impl MaxStep {
                 )
             });
         }
-        match t.parse::<i64>() {
+        match parse_kernel_int(t) {
             Ok(v) if v > 0 => Ok(MaxStep::Absolute(v)),
+            Err(why) if t.parse::<i128>().is_ok() => Err(why),
             _ => Err(format!(
                 "{text:?}: a step is a positive integer or a percentage like \"50%\""
             )),
@@ -267,7 +292,7 @@ impl MaxStep {
     /// The largest allowed change from `before`.
     pub fn limit(self, before: i128) -> i128 {
         match self {
-            MaxStep::Absolute(v) => v.into(),
+            MaxStep::Absolute(v) => v,
             MaxStep::Relative(p) => p.of(before),
         }
     }
@@ -457,7 +482,7 @@ pub struct ParamRule {
     pub guard_signals: Option<Vec<HealthSignal>>,
     /// The values the optimizer tries, in increasing order, within `min` and `max`, instead of
     /// `[optimizer] levels` spread over them (`None`).
-    pub optimizer_levels: Option<Vec<i64>>,
+    pub optimizer_levels: Option<Vec<i128>>,
 }
 
 impl ParamRule {
@@ -697,6 +722,47 @@ impl Policy {
         ))
     }
 
+    /// Entries whose `namespaces` list one namespace twice (`["host", "host"]`): harmless, but
+    /// more likely a typo for another namespace, which the entry then does not cover and which
+    /// an operator would find only at the first refusal. For `kpo check` and `kpo run`'s warnings.
+    pub fn repeated_namespaces(&self) -> Vec<String> {
+        let file = self.origin.to_string();
+        let entries = std::iter::once(("[defaults]".to_string(), &self.defaults)).chain(
+            self.params
+                .iter()
+                .map(|r| (format!("params.\"{}\"", r.name), r)),
+        );
+        let mut found = Vec::new();
+        for (entry, rule) in entries {
+            let Namespaces::List(list) = &rule.namespaces else {
+                continue;
+            };
+            for (i, sel) in list.iter().enumerate() {
+                // Once per namespace, as first written (`/run/netns/a` and `/run/netns/a/` are
+                // one path).
+                let times = list.iter().filter(|s| *s == sel).count();
+                if times < 2 || list[..i].contains(sel) {
+                    continue;
+                }
+                let named = match sel {
+                    NamespaceSel::Host => "\"host\"".to_string(),
+                    NamespaceSel::Inode(n) => n.to_string(),
+                    NamespaceSel::Path(p) => p.display().to_string(),
+                };
+                let times = match times {
+                    2 => "twice".to_string(),
+                    n => format!("{n} times"),
+                };
+                found.push(format!(
+                    "{file}:{}: {entry}: namespaces names {named} {times}: a typo for another \
+                     namespace? The entry covers only the namespaces it names",
+                    rule.line
+                ));
+            }
+        }
+        found
+    }
+
     /// Whether `other` was loaded from the same file text (or both are the built-in default): a
     /// reload that finds this has nothing to do.
     pub fn same_source(&self, other: &Policy) -> bool {
@@ -923,7 +989,7 @@ fn check_bounds(rule: &ParamRule, value: &Value) -> Option<Refusal> {
     for (i, v) in ints.iter().enumerate() {
         let lo = rule.min.as_ref().and_then(|b| b.at(i));
         let hi = rule.max.as_ref().and_then(|b| b.at(i));
-        if lo.is_some_and(|lo| *v < lo.into()) || hi.is_some_and(|hi| *v > hi.into()) {
+        if lo.is_some_and(|lo| *v < lo) || hi.is_some_and(|hi| *v > hi) {
             return Some(Refusal::OutOfBounds {
                 element: (ints.len() > 1).then_some(i),
                 value: v.to_string(),

@@ -225,6 +225,13 @@ fn a_broken_table_header_is_named_by_its_line_in_one_line() {
             "invalid basic string",
         ),
         ("x = [1,\n", 2, "x", "invalid array; expected `]`"),
+        // A comment after it is not part of the key.
+        (
+            "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n[guard   # global\n",
+            3,
+            "[guard",
+            "invalid table header; expected `.`, `]`",
+        ),
     ] {
         assert_eq!(
             err(text),
@@ -1503,4 +1510,246 @@ fn a_bound_list_of_another_length_than_the_value_says_so() {
          4096 131072 33000000 has 3: a list bounds each element, so its length must be the \
          value's"
     );
+}
+
+/// Review s37: `kernel.shmmax` and `kernel.shmall` default to 18446744073692774399 (u64), beyond
+/// TOML's signed 64-bit integers, and such a bound failed with toml's "number too large to fit
+/// in target type" alone: no such key could be bounded. A quoted decimal holds any kernel integer
+/// (bounds, per element too, an absolute `max_step`, `optimizer_levels`), is checked and shown
+/// exactly, and the plain integer's error says to write it so.
+#[test]
+fn a_bound_beyond_tomls_integers_is_written_as_a_quoted_decimal() {
+    const SHMMAX: &str = "[params.\"kernel.shmmax\"]\nmode = \"auto\"\nmin = 4294967296\n\
+                          max = \"18446744073692774399\"\nmax_step = \"18446744073709551615\"\n";
+    let p = Policy::parse(SHMMAX, "policy.toml").unwrap();
+    let r = p.rule_for(&addr("kernel.shmmax"));
+    assert_eq!(r.min, Some(Bound::All(4294967296)));
+    assert_eq!(r.max, Some(Bound::All(18446744073692774399)));
+    assert_eq!(r.max_step, Some(MaxStep::Absolute(18446744073709551615)));
+    // As `kpo check` shows them (its text is the JSON value's): the exact numbers.
+    assert_eq!(serde_json::json!(r.max).to_string(), "18446744073692774399");
+    assert_eq!(r.max_step.unwrap().to_string(), "18446744073709551615");
+    let decide = |v: i128| {
+        p.decide(
+            &proposal("kernel.shmmax", Value::Int(v), Source::Operator),
+            &ctx_before(Value::Int(18446744073692774399)),
+        )
+    };
+    assert_eq!(decide(18446744073692774399), Decision::Apply);
+    assert_eq!(decide(4294967296), Decision::Apply);
+    for v in [18446744073692774400, 4294967295] {
+        let d = decide(v);
+        assert_eq!(
+            d,
+            Decision::Refused(Refusal::OutOfBounds {
+                element: None,
+                value: v.to_string(),
+                min: Some("4294967296".into()),
+                max: Some("18446744073692774399".into()),
+                why: None,
+            })
+        );
+        let Decision::Refused(r) = d else {
+            unreachable!()
+        };
+        assert_eq!(
+            r.to_string(),
+            format!("out of bounds: {v} is outside [4294967296, 18446744073692774399]")
+        );
+    }
+    // Per element, the whole signed and unsigned range; optimizer_levels too.
+    let p = Policy::parse(
+        "[params.\"net.ipv4.tcp_mem\"]\nmin = [\"-9223372036854775808\", 0, 1]\n\
+         max = [1, 2, \"18446744073709551615\"]\n\n\
+         [params.\"ethtool:eth0:rx-usecs\"]\nmode = \"auto\"\nmin = 0\n\
+         max = \"18446744073692774399\"\nsources = [\"optimizer\"]\n\
+         optimizer_levels = [0, \"18446744073692774399\"]\n",
+        "policy.toml",
+    )
+    .unwrap();
+    let r = p.rule_for(&addr("net.ipv4.tcp_mem"));
+    assert_eq!(r.min, Some(Bound::Each(vec![i64::MIN.into(), 0, 1])));
+    assert_eq!(r.max, Some(Bound::Each(vec![1, 2, u64::MAX.into()])));
+    assert_eq!(
+        p.rule_for(&addr("ethtool:eth0:rx-usecs")).optimizer_levels,
+        Some(vec![0, 18446744073692774399])
+    );
+    // The advisors' limits are i64: a bound beyond is left to the change path, not cut.
+    use crate::advise::{limits::AdvicePolicy, recommendation::Source as By};
+    let limits = p.allowed(&addr("net.ipv4.tcp_mem"), By::Llm).unwrap();
+    assert_eq!((limits.min, limits.max), (Some(i64::MIN), None));
+    assert_eq!(
+        (limits.min_each, limits.max_each),
+        (Some(vec![i64::MIN, 0, 1]), None)
+    );
+    // The plain integer's error says how to write it; what no kernel holds is refused.
+    let entry = |line: &str| format!("[params.\"kernel.shmmax\"]\nmode = \"auto\"\n{line}\n");
+    for (line, class, message) in [
+        (
+            "max = 18446744073692774399",
+            PolicyErrorClass::Syntax,
+            "number too large to fit in target type: TOML's integers are signed 64-bit; write \
+             a larger one in quotes: max = \"18446744073692774399\"",
+        ),
+        (
+            "max_step = 1_8446744073709551615",
+            PolicyErrorClass::Syntax,
+            "number too large to fit in target type: TOML's integers are signed 64-bit; write \
+             a larger one in quotes: max_step = \"18446744073709551615\"",
+        ),
+        (
+            "max = 18446744073709551616",
+            PolicyErrorClass::Syntax,
+            "number too large to fit in target type: no kernel parameter holds it \
+             (-9223372036854775808 to 18446744073709551615)",
+        ),
+        (
+            "max = \"18446744073709551616\"",
+            PolicyErrorClass::BadValue,
+            "18446744073709551616 is outside the integers a kernel parameter holds \
+             (-9223372036854775808 to 18446744073709551615)",
+        ),
+        (
+            "min = [0, \"-9223372036854775809\"]",
+            PolicyErrorClass::BadValue,
+            "-9223372036854775809 is outside the integers a kernel parameter holds \
+             (-9223372036854775808 to 18446744073709551615)",
+        ),
+        (
+            "max = \"lots\"",
+            PolicyErrorClass::BadType,
+            "\"lots\" is not an integer: write one as a number, or in quotes as plain decimal \
+             digits (\"18446744073692774399\") when it is beyond TOML's signed 64 bits",
+        ),
+        (
+            "max_step = \"18446744073709551616\"",
+            PolicyErrorClass::BadValue,
+            "18446744073709551616 is outside the integers a kernel parameter holds \
+             (-9223372036854775808 to 18446744073709551615)",
+        ),
+    ] {
+        let key = format!(
+            "params.\"kernel.shmmax\".{}",
+            line.split(' ').next().unwrap()
+        );
+        assert_eq!(
+            err(&entry(line)),
+            (3, key, class, message.to_string()),
+            "{line}"
+        );
+    }
+}
+
+/// Review s37: a SIGHUP's error named the entry above the bad line
+/// (`params."cpufreq:policy1:scaling_max_freq": expected `.`, `=`` for a bare word under the next
+/// header, which had a comment after it and so was not taken for a header), and a list left open
+/// before a header named that header as the broken line. The table named is the one the bad line
+/// is in, and the line the bad one.
+#[test]
+fn a_malformed_line_is_named_with_its_own_table() {
+    let two = |header: &str, body: &str| {
+        format!(
+            "[params.\"cpufreq:policy1:scaling_max_freq\"]\nmode = \"auto\"\n\n{header}\n{body}\n"
+        )
+    };
+    let somaxconn = "[params.\"net.core.somaxconn\"]";
+    let commented = "[params.\"net.core.somaxconn\"]   # the web tier's";
+    let key = "params.\"net.core.somaxconn\"";
+    for (text, line, key, class, message) in [
+        (
+            two(commented, "mode = \"auto\"\noops"),
+            6,
+            key.to_string(),
+            PolicyErrorClass::Syntax,
+            "expected `.`, `=`",
+        ),
+        (
+            two(somaxconn, "oops\nmode = \"auto\""),
+            5,
+            key.to_string(),
+            PolicyErrorClass::Syntax,
+            "expected `.`, `=`",
+        ),
+        (
+            two(commented, "mode \"auto\""),
+            5,
+            key.to_string(),
+            PolicyErrorClass::Syntax,
+            "expected `.`, `=`",
+        ),
+        (
+            two(commented, "mode = \"auto\nmax = 5"),
+            5,
+            format!("{key}.mode"),
+            PolicyErrorClass::Syntax,
+            "invalid basic string",
+        ),
+        (
+            two(commented, "mode = \"auto\"\nmax = \"five\""),
+            6,
+            format!("{key}.max"),
+            PolicyErrorClass::BadType,
+            "\"five\" is not an integer: write one as a number, or in quotes as plain decimal \
+             digits (\"18446744073692774399\") when it is beyond TOML's signed 64 bits",
+        ),
+        (
+            two(commented, "mode = \"auto\"\nmax = 5x"),
+            6,
+            format!("{key}.max"),
+            PolicyErrorClass::Syntax,
+            "expected newline, `#`",
+        ),
+        // A list not closed before the next header: the list's own line and key.
+        (
+            "[params.\"cpufreq:policy1:scaling_max_freq\"]\nsources = [\"rules\",\n  \"llm\"\n\n\
+             [params.\"net.core.somaxconn\"]\nmode = \"auto\"\n"
+                .to_string(),
+            2,
+            "params.\"cpufreq:policy1:scaling_max_freq\".sources".to_string(),
+            PolicyErrorClass::Syntax,
+            "invalid array; expected `]`: the list is not closed before line 5",
+        ),
+    ] {
+        assert_eq!(
+            err(&text),
+            (line, key, class, message.to_string()),
+            "{text}"
+        );
+    }
+}
+
+/// Review s37: `namespaces = ["host", "host"]` loaded without a word. Harmless, but a repeat is
+/// more likely a typo for another namespace, left uncovered: a warning, as for a path that names
+/// no file, in `[defaults]` and in entries, once per namespace named more than once.
+#[test]
+fn a_namespace_named_twice_is_warned_of() {
+    let p = Policy::parse(
+        "[defaults]\nnamespaces = [\"/run/netns/a\", \"/run/netns/a/\"]\n\n\
+         [params.\"net.core.somaxconn\"]\nnamespaces = [\"host\", 4026532281, \"host\", 4026532281, \"host\"]\n\n\
+         [params.\"net.core.netdev_max_backlog\"]\nnamespaces = [\"host\", 4026532281, \"/run/netns/a\"]\n",
+        "/etc/kpo/policy.toml",
+    )
+    .unwrap();
+    let warning = |line: usize, entry: &str, named: &str, times: &str| {
+        format!(
+            "/etc/kpo/policy.toml:{line}: {entry}: namespaces names {named} {times}: a typo for \
+             another namespace? The entry covers only the namespaces it names"
+        )
+    };
+    // As `kpo check` prints them and `kpo run` logs them (`check::warnings`).
+    let warned = |p: &Policy| -> Vec<String> {
+        crate::check::warnings(p, Path::new("/nonexistent/proc/sys"))
+            .into_iter()
+            .filter(|w| w.contains(" namespaces names ") && w.contains(" a typo for another"))
+            .collect()
+    };
+    assert_eq!(
+        warned(&p),
+        [
+            warning(1, "[defaults]", "/run/netns/a", "twice"),
+            warning(4, "params.\"net.core.somaxconn\"", "\"host\"", "3 times"),
+            warning(4, "params.\"net.core.somaxconn\"", "4026532281", "twice"),
+        ]
+    );
+    assert!(warned(&Policy::parse(GOOD, "good.toml").unwrap()).is_empty());
 }

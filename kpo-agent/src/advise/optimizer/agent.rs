@@ -1483,14 +1483,20 @@ fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<Group>, Vec<String>) 
             }
             match (&rule.min, &rule.max) {
                 (Some(Bound::All(lo)), Some(Bound::All(hi))) if lo < hi => {
+                    // The policy's integers are i128; cpufreq and coalescing values are u32.
+                    let narrow = |v: i128| {
+                        i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
+                    };
                     let attr = name.rsplit(':').next().unwrap_or_default().to_string();
                     group_of.push((
                         rule.line,
                         attr,
                         rule.name.clone(),
-                        rule.optimizer_levels.clone(),
+                        rule.optimizer_levels
+                            .as_ref()
+                            .map(|l| l.iter().map(|&v| narrow(v)).collect()),
                     ));
-                    out.push((address, *lo, *hi))
+                    out.push((address, narrow(*lo), narrow(*hi)))
                 }
                 _ => problems.push(format!(
                     "{address}: the policy entry {:?} (line {}) needs an integer min and max \
