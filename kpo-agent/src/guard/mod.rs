@@ -215,9 +215,26 @@ pub enum Verdict {
         address: String,
         value: Value,
         signal: HealthSignal,
+        /// The signal's baseline: its highest value in `before_windows` windows before the change
+        /// (and in the tick it was made on, with `before_tick`).
         before: f64,
+        before_windows: u32,
+        before_tick: bool,
         after: f64,
     },
+}
+
+/// What a revert's `before` is, in words, for the reasons that quote it: the highest of
+/// `windows` windows before the change (and of the tick it was made on, with `tick`).
+pub fn baseline_words(windows: u32, tick: bool) -> String {
+    let tick_words = "the tick it was made on";
+    match (windows, tick) {
+        (0, _) => tick_words.to_string(),
+        (1, false) => "the window before the change".to_string(),
+        (1, true) => format!("the higher of the window before the change and {tick_words}"),
+        (n, false) => format!("the highest of the {n} windows before the change"),
+        (n, true) => format!("the highest of the {n} windows before the change and {tick_words}"),
+    }
 }
 
 /// A verdict as the event stream reports it: for a `revert`, whether the agent's revert took, so
@@ -256,6 +273,13 @@ struct Watch {
     value: Value,
     /// Each signal's highest value before the change ([`BASELINE_WINDOWS`]).
     baseline: Health,
+    /// Per signal in `baseline`, how many windows before the change measured it (0: only the
+    /// tick). A watch from an agent that kept one window has none: 1 each.
+    #[serde(default)]
+    baseline_windows: BTreeMap<HealthSignal, u32>,
+    /// The baseline takes the tick the change was made on too.
+    #[serde(default)]
+    baseline_tick: bool,
     windows_left: u32,
     /// Consecutive windows that regressed so far.
     strikes: u32,
@@ -298,6 +322,8 @@ impl Watch {
             signals,
             value,
             baseline,
+            baseline_windows: BTreeMap::new(),
+            baseline_tick: false,
             windows_left: windows,
             strikes: 0,
             judged: Default::default(),
@@ -309,9 +335,17 @@ impl Watch {
         }
     }
 
-    /// A change made on a tick (`on_tick`) is judged from the next full window on.
+    /// A change made on a tick (`on_tick`) is judged from the next full window on, against a
+    /// baseline that holds the tick.
     fn made_on_tick(mut self, on_tick: bool) -> Watch {
         self.skip_windows = u32::from(on_tick);
+        self.baseline_tick = on_tick;
+        self
+    }
+
+    /// The baseline is of `windows` windows per signal ([`WatchFile::baseline_of`]).
+    fn over_windows(mut self, windows: BTreeMap<HealthSignal, u32>) -> Watch {
+        self.baseline_windows = windows;
         self
     }
 
@@ -519,7 +553,7 @@ impl Guard {
         signals: Option<&[HealthSignal]>,
     ) {
         let scope = Scope::of(&address);
-        let (baseline, on_tick) = {
+        let ((baseline, windows), on_tick) = {
             let file = self.file.lock().expect("guard file");
             (file.baseline_of(before, scope), file.tick.is_some())
         };
@@ -539,6 +573,7 @@ impl Guard {
                 baseline,
                 self.config.windows,
             )
+            .over_windows(windows)
             .made_on_tick(on_tick),
         );
     }
@@ -759,6 +794,8 @@ impl Guard {
                     value: w.value.clone(),
                     signal,
                     before,
+                    before_windows: w.baseline_windows.get(&signal).copied().unwrap_or(1),
+                    before_tick: w.baseline_tick,
                     after,
                 });
                 reverting.push(w.clone());
@@ -884,6 +921,8 @@ mod tests {
                 value: Value::Int(4096),
                 signal: HealthSignal::RequestP99,
                 before: 800.0,
+                before_windows: 1,
+                before_tick: false,
                 after: 1500.0,
             }]
         );
@@ -1352,6 +1391,8 @@ mod tests {
                 value: Value::Int(4096),
                 signal: HealthSignal::RequestP99,
                 before: 800.0,
+                before_windows: 1,
+                before_tick: false,
                 after: 1500.0,
             }]
         );
@@ -1718,9 +1759,9 @@ mod tests {
         }
     }
 
-    /// A rise clearly above the recent peak (its 20% and the noise floor) is still a regression:
-    /// `before` is the highest of the windows that measured the signal among the last
-    /// BASELINE_WINDOWS (older ones do not count), or of those there are.
+    /// A rise clearly above the recent peak (its 20% and the noise floor) is still a regression,
+    /// and the verdict says what `before` is: the highest of the windows that measured the signal
+    /// among the last BASELINE_WINDOWS (older ones do not count), or of those there are.
     #[test]
     fn a_rise_above_the_recent_peak_is_reverted() {
         let mut guard = Guard::new(GuardConfig {
@@ -1761,8 +1802,24 @@ mod tests {
                 value: Value::Int(8192),
                 signal: HealthSignal::RunqP99,
                 before: 850.0,
+                before_windows: 4,
+                before_tick: false,
                 after: 1100.0,
             }]
+        );
+        let event = serde_json::to_value(GuardEvent::kept(verdicts[0].clone())).unwrap();
+        assert_eq!(
+            (
+                &event["before"],
+                &event["before_windows"],
+                &event["before_tick"]
+            ),
+            (
+                &serde_json::json!(850.0),
+                &serde_json::json!(4),
+                &serde_json::json!(false)
+            ),
+            "{event}"
         );
 
         // Two windows since the start: the baseline is the higher of them.
@@ -1779,7 +1836,12 @@ mod tests {
         assert!(guard.observe(&worse).is_empty());
         assert!(matches!(
             guard.observe(&worse).as_slice(),
-            [Verdict::Revert { before: 850.0, .. }]
+            [Verdict::Revert {
+                before: 850.0,
+                before_windows: 2,
+                before_tick: false,
+                ..
+            }]
         ));
 
         // Made on a tick: the tick counts too, beside the windows.
@@ -1802,8 +1864,31 @@ mod tests {
         }
         assert!(matches!(
             guard.observe(&much_worse).as_slice(),
-            [Verdict::Revert { before: 900.0, .. }]
+            [Verdict::Revert {
+                before: 900.0,
+                before_windows: 2,
+                before_tick: true,
+                ..
+            }]
         ));
+    }
+
+    #[test]
+    fn the_baseline_is_named_in_words() {
+        assert_eq!(baseline_words(1, false), "the window before the change");
+        assert_eq!(
+            baseline_words(5, false),
+            "the highest of the 5 windows before the change"
+        );
+        assert_eq!(
+            baseline_words(1, true),
+            "the higher of the window before the change and the tick it was made on"
+        );
+        assert_eq!(
+            baseline_words(3, true),
+            "the highest of the 3 windows before the change and the tick it was made on"
+        );
+        assert_eq!(baseline_words(0, true), "the tick it was made on");
     }
 
     /// A watch taken up after a restart is judged against the baseline of several windows it was
@@ -1852,6 +1937,8 @@ mod tests {
                 Verdict::Revert {
                     change_id,
                     before: 850.0,
+                    before_windows: 2,
+                    before_tick: false,
                     after: 1100.0,
                     ..
                 } => *change_id,
@@ -1859,6 +1946,54 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, vec![1, 2]);
+    }
+
+    /// A `guard.log` written by an agent that kept one window's baseline (no `baseline_windows`
+    /// nor `baseline_tick`) still loads: its watches are judged as they were, and a revert says
+    /// its baseline is the window before the change.
+    #[test]
+    fn an_old_watch_file_without_the_baseline_windows_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = health(&[(HealthSignal::RequestP99, 800.0)]);
+        let watch = Watch::new(
+            7,
+            somaxconn(),
+            Scope::Host,
+            vec![HealthSignal::RequestP99],
+            Value::Int(4096),
+            before,
+            3,
+        );
+        let mut old = serde_json::to_value(&watch).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        assert!(fields.remove("baseline_windows").is_some());
+        assert!(fields.remove("baseline_tick").is_some());
+        fields.insert("saved_ms".into(), crate::journal::now_ms().into());
+        std::fs::write(
+            dir.path().join(WATCHES_FILE),
+            crate::journal::store::encode(&old),
+        )
+        .unwrap();
+        let mut guard = Guard::new(GuardConfig::default());
+        let now = crate::journal::now_ms();
+        let resumed = guard.resume(dir.path(), now, |_, _, _| true).unwrap();
+        assert!(resumed.warnings.is_empty(), "{:?}", resumed.warnings);
+        assert_eq!(resumed.watching, vec![(7, somaxconn().to_string())]);
+        let bad = health(&[(HealthSignal::RequestP99, 1500.0)]);
+        assert!(observe(&mut guard, &bad).is_empty());
+        assert_eq!(
+            observe(&mut guard, &bad),
+            vec![Verdict::Revert {
+                change_id: 7,
+                address: somaxconn().to_string(),
+                value: Value::Int(4096),
+                signal: HealthSignal::RequestP99,
+                before: 800.0,
+                before_windows: 1,
+                before_tick: false,
+                after: 1500.0,
+            }]
+        );
     }
 
     fn somaxconn_host() -> ParamAddress {

@@ -10,7 +10,7 @@
 //! only while that call is in flight. At a restart, one in the file is taken up like any other
 //! watch, if its change is still in place.
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, VecDeque},
     path::PathBuf,
     sync::{Arc, Mutex},
 };
@@ -52,12 +52,18 @@ impl WatchFile {
 
     /// The health a change made now is judged against, in `scope`: each signal's highest value in
     /// the windows up to `before` (the last closed one; `None`: no baseline), at most
-    /// [`BASELINE_WINDOWS`] of them, and in the tick the rules are advising on. Noise the host
-    /// had before the change is then not taken for the change's regression.
-    pub(super) fn baseline_of(&self, before: Option<&Window>, scope: Scope) -> Health {
+    /// [`BASELINE_WINDOWS`] of them, and in the tick the rules are advising on; with, per signal,
+    /// how many of those windows measured it. Noise the host had before the change is then not
+    /// taken for the change's regression.
+    pub(super) fn baseline_of(
+        &self,
+        before: Option<&Window>,
+        scope: Scope,
+    ) -> (Health, BTreeMap<HealthSignal, u32>) {
         let mut health = Health::default();
+        let mut windows = BTreeMap::new();
         let Some(before) = before else {
-            return health;
+            return (health, windows);
         };
         // `before` is the newest window kept (as the run loop passes it); one not kept is taken as
         // following them. A window is known by its start and end (to the nanosecond).
@@ -68,12 +74,20 @@ impl WatchFile {
             .unwrap_or(self.recent.len());
         let earlier = self.recent.range(..upto).rev().take(BASELINE_WINDOWS - 1);
         for w in std::iter::once(before).chain(earlier) {
-            health = health.worse_of(Health::from_window_in(w, scope));
+            let h = Health::from_window_in(w, scope);
+            for signal in h.0.keys() {
+                *windows.entry(*signal).or_insert(0) += 1;
+            }
+            health = health.worse_of(h);
         }
         if let Some(tick) = &self.tick {
-            health = health.worse_of(Health::from_window_in(tick, scope));
+            let h = Health::from_window_in(tick, scope);
+            for signal in h.0.keys() {
+                windows.entry(*signal).or_insert(0);
+            }
+            health = health.worse_of(h);
         }
-        health
+        (health, windows)
     }
 
     /// Writes the guard's watches and those written ahead (the guard's own win for one change).
@@ -144,7 +158,7 @@ impl WriteAhead {
             return;
         }
         let scope = Scope::of(address);
-        let baseline = file.baseline_of(file.recent.back(), scope);
+        let (baseline, windows) = file.baseline_of(file.recent.back(), scope);
         let signals = super::judged_by(
             signals.unwrap_or(&file.config.signals),
             address,
@@ -160,6 +174,7 @@ impl WriteAhead {
             baseline,
             file.config.windows,
         )
+        .over_windows(windows)
         .made_on_tick(file.tick.is_some());
         file.ahead.retain(|w| w.address != watch.address);
         file.ahead.push(watch);
