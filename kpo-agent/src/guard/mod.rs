@@ -37,6 +37,12 @@ use crate::{
     window::Window,
 };
 
+/// Closed windows a change's baseline is taken over: each signal's baseline is its highest value
+/// in the last this many windows before the change that measured it, so that a change is not
+/// reverted for noise the host already had. The cost: a real regression below that peak (plus the
+/// tolerance and the noise floor) goes unseen.
+pub const BASELINE_WINDOWS: usize = 5;
+
 /// How much worse than before counts as noise: a change must add more than this (in the signal's
 /// unit) on top of the relative tolerance before it is a regression. Latencies are histogram
 /// buckets a quarter octave wide, so a small absolute step is one bucket; the rates are counts per
@@ -209,9 +215,26 @@ pub enum Verdict {
         address: String,
         value: Value,
         signal: HealthSignal,
+        /// The signal's baseline: its highest value in `before_windows` windows before the change
+        /// (and in the tick it was made on, with `before_tick`).
         before: f64,
+        before_windows: u32,
+        before_tick: bool,
         after: f64,
     },
+}
+
+/// What a revert's `before` is, in words, for the reasons that quote it: the highest of
+/// `windows` windows before the change (and of the tick it was made on, with `tick`).
+pub fn baseline_words(windows: u32, tick: bool) -> String {
+    let tick_words = "the tick it was made on";
+    match (windows, tick) {
+        (0, _) => tick_words.to_string(),
+        (1, false) => "the window before the change".to_string(),
+        (1, true) => format!("the higher of the window before the change and {tick_words}"),
+        (n, false) => format!("the highest of the {n} windows before the change"),
+        (n, true) => format!("the highest of the {n} windows before the change and {tick_words}"),
+    }
 }
 
 /// A verdict as the event stream reports it: for a `revert`, whether the agent's revert took, so
@@ -248,7 +271,15 @@ struct Watch {
     /// The signals this change is judged by: the parameter's `guard_signals`, else the config's.
     signals: Vec<HealthSignal>,
     value: Value,
+    /// Each signal's highest value before the change ([`BASELINE_WINDOWS`]).
     baseline: Health,
+    /// Per signal in `baseline`, how many windows before the change measured it (0: only the
+    /// tick). A watch from an agent that kept one window has none: 1 each.
+    #[serde(default)]
+    baseline_windows: BTreeMap<HealthSignal, u32>,
+    /// The baseline takes the tick the change was made on too.
+    #[serde(default)]
+    baseline_tick: bool,
     windows_left: u32,
     /// Consecutive windows that regressed so far.
     strikes: u32,
@@ -291,6 +322,8 @@ impl Watch {
             signals,
             value,
             baseline,
+            baseline_windows: BTreeMap::new(),
+            baseline_tick: false,
             windows_left: windows,
             strikes: 0,
             judged: Default::default(),
@@ -302,9 +335,17 @@ impl Watch {
         }
     }
 
-    /// A change made on a tick (`on_tick`) is judged from the next full window on.
+    /// A change made on a tick (`on_tick`) is judged from the next full window on, against a
+    /// baseline that holds the tick.
     fn made_on_tick(mut self, on_tick: bool) -> Watch {
         self.skip_windows = u32::from(on_tick);
+        self.baseline_tick = on_tick;
+        self
+    }
+
+    /// The baseline is of `windows` windows per signal ([`WatchFile::baseline_of`]).
+    fn over_windows(mut self, windows: BTreeMap<HealthSignal, u32>) -> Watch {
+        self.baseline_windows = windows;
         self
     }
 
@@ -417,15 +458,19 @@ impl Guard {
         WriteAhead(self.file.clone())
     }
 
-    /// The window just closed: the baseline of changes made before the next one. Watches written
-    /// ahead of the changes made since the last window are dropped: the calls that made them
-    /// have returned, and their callers have watched the ones applied.
+    /// The window just closed: with the [`BASELINE_WINDOWS`] - 1 before it, the baseline of
+    /// changes made before the next one. Watches written ahead of the changes made since the last
+    /// window are dropped: the calls that made them have returned, and their callers have watched
+    /// the ones applied.
     pub fn window_closed(&mut self, window: &Window) {
         let mut file = self
             .file
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        file.baseline = Some(window.clone());
+        if file.recent.len() == BASELINE_WINDOWS {
+            file.recent.pop_front();
+        }
+        file.recent.push_back(window.clone());
         if !file.ahead.is_empty() {
             file.ahead.clear();
             file.empty = false;
@@ -494,9 +539,10 @@ impl Guard {
     }
 
     /// A change was applied: watch the next windows against `before`, the last window before
-    /// the change (none yet: every signal is unjudged until there is a baseline), in the
-    /// change's scope, by `signals` (the parameter's own list from the policy; `None`: the
-    /// config's). A newer change of the same parameter supersedes the older watch.
+    /// the change, and the windows before it (each signal at its highest of them,
+    /// [`BASELINE_WINDOWS`] in all; `None`: every signal is unjudged), in the change's scope, by
+    /// `signals` (the parameter's own list from the policy; `None`: the config's). A newer change
+    /// of the same parameter supersedes the older watch.
     pub fn watch(
         &mut self,
         change_id: u64,
@@ -507,7 +553,7 @@ impl Guard {
         signals: Option<&[HealthSignal]>,
     ) {
         let scope = Scope::of(&address);
-        let (baseline, on_tick) = {
+        let ((baseline, windows), on_tick) = {
             let file = self.file.lock().expect("guard file");
             (file.baseline_of(before, scope), file.tick.is_some())
         };
@@ -527,12 +573,13 @@ impl Guard {
                 baseline,
                 self.config.windows,
             )
+            .over_windows(windows)
             .made_on_tick(on_tick),
         );
     }
 
     /// The rules are advising on `tick`, a tick of the window in progress (`None`: done): the
-    /// changes made meanwhile are judged against the worse of the last window and that tick, and
+    /// changes made meanwhile are judged against the worse of the last windows and that tick, and
     /// from the next full window on. The pressure that prompted them is in the tick, not in the
     /// last window; against the last window alone, it would count as the change's regression
     /// while it lasts, as it would not for a change made at a window's end on that window's word.
@@ -747,6 +794,8 @@ impl Guard {
                     value: w.value.clone(),
                     signal,
                     before,
+                    before_windows: w.baseline_windows.get(&signal).copied().unwrap_or(1),
+                    before_tick: w.baseline_tick,
                     after,
                 });
                 reverting.push(w.clone());
@@ -872,6 +921,8 @@ mod tests {
                 value: Value::Int(4096),
                 signal: HealthSignal::RequestP99,
                 before: 800.0,
+                before_windows: 1,
+                before_tick: false,
                 after: 1500.0,
             }]
         );
@@ -1340,6 +1391,8 @@ mod tests {
                 value: Value::Int(4096),
                 signal: HealthSignal::RequestP99,
                 before: 800.0,
+                before_windows: 1,
+                before_tick: false,
                 after: 1500.0,
             }]
         );
@@ -1646,6 +1699,301 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A window as `window` gives, for the host's namespace only, with run-queue p99 `p99_us`
+    /// (`None`: not measured).
+    fn runq_window(p99_us: Option<f64>) -> Window {
+        Window {
+            runq_latency: p99_us.map(|p99_us| crate::window::hist::LatencySummary {
+                samples: 1000,
+                p50_us: p99_us / 4.0,
+                p90_us: p99_us / 2.0,
+                p99_us,
+                max_us: p99_us,
+            }),
+            ..window(&[(HOST_NETNS, 0, 200.0)])
+        }
+    }
+
+    /// Closes a window at each run-queue p99 given, oldest first; returns the last.
+    fn close_windows(guard: &mut Guard, p99s: &[Option<f64>]) -> Window {
+        for &p99 in p99s {
+            guard.window_closed(&runq_window(p99));
+        }
+        runq_window(*p99s.last().unwrap())
+    }
+
+    /// Session 36's incident: on a 2-core host shared with builds, run-queue p99 was 213 µs in
+    /// the window before an LLM's somaxconn raise, and 852 after it for two windows: reverted and
+    /// quarantined, though the host had peaked at 850 in the windows before. The baseline is the
+    /// highest of the last windows: the same noise after the change is no regression.
+    #[test]
+    fn noise_the_host_had_before_a_change_does_not_revert_it() {
+        let mut guard = Guard::new(GuardConfig {
+            windows: 3,
+            ..GuardConfig::default()
+        });
+        let last = close_windows(
+            &mut guard,
+            &[Some(213.0), Some(850.0), Some(300.0), Some(213.0)],
+        );
+        guard.watch(
+            1,
+            somaxconn_host(),
+            &Value::Int(4096),
+            Value::Int(8192),
+            Some(&last),
+            None,
+        );
+        let noisy = runq_window(Some(850.0));
+        assert!(guard.observe(&noisy).is_empty());
+        assert!(guard.observe(&noisy).is_empty());
+        match guard.observe(&noisy).as_slice() {
+            [Verdict::Kept {
+                change_id: 1,
+                judged,
+                ..
+            }] => assert!(judged.contains(&HealthSignal::RunqP99), "{judged:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A rise clearly above the recent peak (its 20% and the noise floor) is still a regression,
+    /// and the verdict says what `before` is: the highest of the windows that measured the signal
+    /// among the last BASELINE_WINDOWS (older ones do not count), or of those there are.
+    #[test]
+    fn a_rise_above_the_recent_peak_is_reverted() {
+        let mut guard = Guard::new(GuardConfig {
+            windows: 10,
+            ..GuardConfig::default()
+        });
+        // 5000 µs is older than the last five windows; one of those did not measure it.
+        let last = close_windows(
+            &mut guard,
+            &[
+                Some(5000.0),
+                Some(5000.0),
+                Some(850.0),
+                None,
+                Some(213.0),
+                Some(300.0),
+                Some(213.0),
+            ],
+        );
+        guard.watch(
+            1,
+            somaxconn_host(),
+            &Value::Int(4096),
+            Value::Int(8192),
+            Some(&last),
+            None,
+        );
+        // 850 * 1.2 + 50 = 1070 is within bounds.
+        assert!(guard.observe(&runq_window(Some(1070.0))).is_empty());
+        let worse = runq_window(Some(1100.0));
+        assert!(guard.observe(&worse).is_empty(), "one strike of two");
+        let verdicts = guard.observe(&worse);
+        assert_eq!(
+            verdicts,
+            vec![Verdict::Revert {
+                change_id: 1,
+                address: somaxconn_host().to_string(),
+                value: Value::Int(8192),
+                signal: HealthSignal::RunqP99,
+                before: 850.0,
+                before_windows: 4,
+                before_tick: false,
+                after: 1100.0,
+            }]
+        );
+        let event = serde_json::to_value(GuardEvent::kept(verdicts[0].clone())).unwrap();
+        assert_eq!(
+            (
+                &event["before"],
+                &event["before_windows"],
+                &event["before_tick"]
+            ),
+            (
+                &serde_json::json!(850.0),
+                &serde_json::json!(4),
+                &serde_json::json!(false)
+            ),
+            "{event}"
+        );
+
+        // Two windows since the start: the baseline is the higher of them.
+        let mut guard = Guard::new(GuardConfig::default());
+        let last = close_windows(&mut guard, &[Some(850.0), Some(213.0)]);
+        guard.watch(
+            2,
+            somaxconn_host(),
+            &Value::Int(4096),
+            Value::Int(8192),
+            Some(&last),
+            None,
+        );
+        assert!(guard.observe(&worse).is_empty());
+        assert!(matches!(
+            guard.observe(&worse).as_slice(),
+            [Verdict::Revert {
+                before: 850.0,
+                before_windows: 2,
+                before_tick: false,
+                ..
+            }]
+        ));
+
+        // Made on a tick: the tick counts too, beside the windows.
+        let mut guard = Guard::new(GuardConfig::default());
+        let last = close_windows(&mut guard, &[Some(850.0), Some(213.0)]);
+        guard.advising_on_tick(Some(&runq_window(Some(900.0))));
+        guard.watch(
+            3,
+            somaxconn_host(),
+            &Value::Int(4096),
+            Value::Int(8192),
+            Some(&last),
+            None,
+        );
+        guard.advising_on_tick(None);
+        // 900 * 1.2 + 50 = 1130: the window in progress is not judged, 1100 is within bounds.
+        let much_worse = runq_window(Some(1200.0));
+        for h in [&much_worse, &worse, &much_worse] {
+            assert!(guard.observe(h).is_empty());
+        }
+        assert!(matches!(
+            guard.observe(&much_worse).as_slice(),
+            [Verdict::Revert {
+                before: 900.0,
+                before_windows: 2,
+                before_tick: true,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn the_baseline_is_named_in_words() {
+        assert_eq!(baseline_words(1, false), "the window before the change");
+        assert_eq!(
+            baseline_words(5, false),
+            "the highest of the 5 windows before the change"
+        );
+        assert_eq!(
+            baseline_words(1, true),
+            "the higher of the window before the change and the tick it was made on"
+        );
+        assert_eq!(
+            baseline_words(3, true),
+            "the highest of the 3 windows before the change and the tick it was made on"
+        );
+        assert_eq!(baseline_words(0, true), "the tick it was made on");
+    }
+
+    /// A watch taken up after a restart is judged against the baseline of several windows it was
+    /// saved with, both the guard's own and one only written ahead of its change's write; the
+    /// windows closed before the stop are not needed again.
+    #[test]
+    fn a_restart_judges_with_the_baseline_of_several_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = GuardConfig {
+            windows: 10,
+            ..GuardConfig::default()
+        };
+        let mut guard = Guard::new(config.clone());
+        let now = crate::journal::now_ms();
+        guard.resume(dir.path(), now, |_, _, _| true).unwrap();
+        let last = close_windows(&mut guard, &[Some(850.0), Some(213.0)]);
+        guard.watch(
+            1,
+            somaxconn_host(),
+            &Value::Int(4096),
+            Value::Int(8192),
+            Some(&last),
+            None,
+        );
+        let budget: ParamAddress = "net.core.netdev_budget".parse().unwrap();
+        guard
+            .write_ahead()
+            .before_write(2, &budget, &Value::Int(300), &Value::Int(600), None);
+        drop(guard);
+
+        let mut guard = Guard::new(config);
+        let resumed = guard.resume(dir.path(), now, |_, _, _| true).unwrap();
+        assert_eq!(resumed.watching.len(), 2, "{resumed:?}");
+        let noisy = runq_window(Some(850.0));
+        assert!(guard.observe(&noisy).is_empty());
+        assert!(
+            guard.observe(&noisy).is_empty(),
+            "the host's noise: kept on"
+        );
+        let worse = runq_window(Some(1100.0));
+        assert!(guard.observe(&worse).is_empty());
+        let verdicts = guard.observe(&worse);
+        let ids: Vec<_> = verdicts
+            .iter()
+            .map(|v| match v {
+                Verdict::Revert {
+                    change_id,
+                    before: 850.0,
+                    before_windows: 2,
+                    before_tick: false,
+                    after: 1100.0,
+                    ..
+                } => *change_id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, vec![1, 2]);
+    }
+
+    /// A `guard.log` written by an agent that kept one window's baseline (no `baseline_windows`
+    /// nor `baseline_tick`) still loads: its watches are judged as they were, and a revert says
+    /// its baseline is the window before the change.
+    #[test]
+    fn an_old_watch_file_without_the_baseline_windows_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = health(&[(HealthSignal::RequestP99, 800.0)]);
+        let watch = Watch::new(
+            7,
+            somaxconn(),
+            Scope::Host,
+            vec![HealthSignal::RequestP99],
+            Value::Int(4096),
+            before,
+            3,
+        );
+        let mut old = serde_json::to_value(&watch).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        assert!(fields.remove("baseline_windows").is_some());
+        assert!(fields.remove("baseline_tick").is_some());
+        fields.insert("saved_ms".into(), crate::journal::now_ms().into());
+        std::fs::write(
+            dir.path().join(WATCHES_FILE),
+            crate::journal::store::encode(&old),
+        )
+        .unwrap();
+        let mut guard = Guard::new(GuardConfig::default());
+        let now = crate::journal::now_ms();
+        let resumed = guard.resume(dir.path(), now, |_, _, _| true).unwrap();
+        assert!(resumed.warnings.is_empty(), "{:?}", resumed.warnings);
+        assert_eq!(resumed.watching, vec![(7, somaxconn().to_string())]);
+        let bad = health(&[(HealthSignal::RequestP99, 1500.0)]);
+        assert!(observe(&mut guard, &bad).is_empty());
+        assert_eq!(
+            observe(&mut guard, &bad),
+            vec![Verdict::Revert {
+                change_id: 7,
+                address: somaxconn().to_string(),
+                value: Value::Int(4096),
+                signal: HealthSignal::RequestP99,
+                before: 800.0,
+                before_windows: 1,
+                before_tick: false,
+                after: 1500.0,
+            }]
+        );
     }
 
     fn somaxconn_host() -> ParamAddress {

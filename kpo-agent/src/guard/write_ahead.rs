@@ -4,17 +4,18 @@
 //! watch then. An agent killed between the journal's `applied` record and that save would leave a
 //! change no one judges after the restart. So the change path hands every change to
 //! [`WriteAhead::before_write`] between the intent's fsync and the kernel write: the watch, with
-//! the last window as its baseline, is in [`WATCHES_FILE`](super::WATCHES_FILE) before the kernel
+//! the last windows as its baseline, is in [`WATCHES_FILE`](super::WATCHES_FILE) before the kernel
 //! has the value. Once the call that made the change returns, its caller watches it (or not, if it
 //! was not applied) and the guard's next window drops every watch written ahead: they are needed
 //! only while that call is in flight. At a restart, one in the file is taken up like any other
 //! watch, if its change is still in place.
 use std::{
+    collections::{BTreeMap, VecDeque},
     path::PathBuf,
     sync::{Arc, Mutex},
 };
 
-use super::{GuardConfig, Health, HealthSignal, Scope, Watch};
+use super::{GuardConfig, Health, HealthSignal, Scope, Watch, BASELINE_WINDOWS};
 use crate::{
     actuate::param::{ParamAddress, Value},
     window::Window,
@@ -26,8 +27,9 @@ pub(super) struct WatchFile {
     /// The state directory the watches are kept in (`None`: in memory only).
     pub(super) dir: Option<PathBuf>,
     pub(super) config: GuardConfig,
-    /// The last closed window: the baseline of a change made now.
-    pub(super) baseline: Option<Window>,
+    /// The last closed windows, oldest first, at most [`BASELINE_WINDOWS`]: the baseline of a
+    /// change made now.
+    pub(super) recent: VecDeque<Window>,
     /// The tick the rules are advising on, while they do ([`super::Guard::advising_on_tick`]).
     pub(super) tick: Option<Window>,
     /// The guard's own watches, as it last saved them.
@@ -48,14 +50,44 @@ impl WatchFile {
         }
     }
 
-    /// The health a change made now is judged against, in `scope`: the window `before` it (the
-    /// last closed one), or the worse of it and the tick the rules are advising on.
-    pub(super) fn baseline_of(&self, before: Option<&Window>, scope: Scope) -> Health {
-        let window = before.map_or_else(Health::default, |w| Health::from_window_in(w, scope));
-        match &self.tick {
-            Some(tick) => window.worse_of(Health::from_window_in(tick, scope)),
-            None => window,
+    /// The health a change made now is judged against, in `scope`: each signal's highest value in
+    /// the windows up to `before` (the last closed one; `None`: no baseline), at most
+    /// [`BASELINE_WINDOWS`] of them, and in the tick the rules are advising on; with, per signal,
+    /// how many of those windows measured it. Noise the host had before the change is then not
+    /// taken for the change's regression.
+    pub(super) fn baseline_of(
+        &self,
+        before: Option<&Window>,
+        scope: Scope,
+    ) -> (Health, BTreeMap<HealthSignal, u32>) {
+        let mut health = Health::default();
+        let mut windows = BTreeMap::new();
+        let Some(before) = before else {
+            return (health, windows);
+        };
+        // `before` is the newest window kept (as the run loop passes it); one not kept is taken as
+        // following them. A window is known by its start and end (to the nanosecond).
+        let upto = self
+            .recent
+            .iter()
+            .rposition(|w| (&w.start, &w.end) == (&before.start, &before.end))
+            .unwrap_or(self.recent.len());
+        let earlier = self.recent.range(..upto).rev().take(BASELINE_WINDOWS - 1);
+        for w in std::iter::once(before).chain(earlier) {
+            let h = Health::from_window_in(w, scope);
+            for signal in h.0.keys() {
+                *windows.entry(*signal).or_insert(0) += 1;
+            }
+            health = health.worse_of(h);
         }
+        if let Some(tick) = &self.tick {
+            let h = Health::from_window_in(tick, scope);
+            for signal in h.0.keys() {
+                windows.entry(*signal).or_insert(0);
+            }
+            health = health.worse_of(h);
+        }
+        (health, windows)
     }
 
     /// Writes the guard's watches and those written ahead (the guard's own win for one change).
@@ -106,7 +138,7 @@ pub struct WriteAhead(pub(super) Arc<Mutex<WatchFile>>);
 
 impl WriteAhead {
     /// Change `change_id` is about to write `value`: its watch goes into the file first, against
-    /// the last window, judged by `signals` (the parameter's own; `None`: the guard's).
+    /// the last windows, judged by `signals` (the parameter's own; `None`: the guard's).
     pub fn before_write(
         &self,
         change_id: u64,
@@ -126,7 +158,7 @@ impl WriteAhead {
             return;
         }
         let scope = Scope::of(address);
-        let baseline = file.baseline_of(file.baseline.as_ref(), scope);
+        let (baseline, windows) = file.baseline_of(file.recent.back(), scope);
         let signals = super::judged_by(
             signals.unwrap_or(&file.config.signals),
             address,
@@ -142,6 +174,7 @@ impl WriteAhead {
             baseline,
             file.config.windows,
         )
+        .over_windows(windows)
         .made_on_tick(file.tick.is_some());
         file.ahead.retain(|w| w.address != watch.address);
         file.ahead.push(watch);

@@ -667,6 +667,8 @@ impl Deciding {
                 value,
                 signal,
                 before,
+                before_windows,
+                before_tick,
                 after,
             } = &verdict
             else {
@@ -674,7 +676,8 @@ impl Deciding {
                 events.push(Event::Guard(GuardEvent::kept(verdict)));
                 continue;
             };
-            let why = revert_reason(*signal, *before, *after);
+            let of = crate::guard::baseline_words(*before_windows, *before_tick);
+            let why = revert_reason(*signal, *before, &of, *after);
             // The revert first: killed between the two, the host is back to its value, never
             // quarantined while still applied, and the next start journals the quarantine
             // (`ChangePath::restore_guard_quarantines`).
@@ -1277,8 +1280,9 @@ fn warn_of_what_the_policy_names_in_vain(policy: &Policy, config: &Config) {
 pub(super) fn revert_reason(
     signal: crate::policy::HealthSignal,
     before: f64,
+    of: &str,
     after: f64,
 ) -> String {
     let (before, after) = (crate::window::round3(before), crate::window::round3(after));
-    format!("the guard saw {signal} go from {before} to {after}")
+    format!("the guard saw {signal} go from {before} ({of}) to {after}")
 }

@@ -1116,7 +1116,7 @@ sources = ["operator"]
     assert!(matches!(revert.kind, IntentKind::Revert { of: Some(_) }));
     assert_eq!(
         revert.reason,
-        "the guard saw request_p99 go from 152 to 260"
+        "the guard saw request_p99 go from 152 (the window before the change) to 260"
     );
     assert!(rig
         .json
@@ -5778,12 +5778,23 @@ fn the_stream_says_once_that_the_journal_cannot_be_written_and_once_that_it_can(
 fn the_guards_revert_reason_gives_three_decimals() {
     use crate::policy::HealthSignal;
     assert_eq!(
-        super::deciding::revert_reason(HealthSignal::ListenOverflows, 0.0, 382.9667845248446),
-        "the guard saw listen_overflows go from 0 to 382.967"
+        super::deciding::revert_reason(
+            HealthSignal::ListenOverflows,
+            0.0,
+            "the window before the change",
+            382.9667845248446
+        ),
+        "the guard saw listen_overflows go from 0 (the window before the change) to 382.967"
     );
     assert_eq!(
-        super::deciding::revert_reason(HealthSignal::RequestP99, 152.0, 260.0),
-        "the guard saw request_p99 go from 152 to 260"
+        super::deciding::revert_reason(
+            HealthSignal::RequestP99,
+            152.0,
+            "the highest of the 5 windows before the change",
+            260.0
+        ),
+        "the guard saw request_p99 go from 152 (the highest of the 5 windows before the change) \
+         to 260"
     );
 }
 
