@@ -62,8 +62,8 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
 }
 
 /// What in the policy names nothing on this machine now ([`missing_sysctls`], then
-/// [`missing_namespaces`]), then what it asks for that KPO does not do
-/// ([`latency_signals_the_trials_skip`]). `kpo check` prints them; `kpo run` logs them at start
+/// [`missing_namespaces`]), a namespace an entry names twice (likely a typo for another), then
+/// what it asks for that KPO does not do ([`latency_signals_the_trials_skip`]). `kpo check` prints them; `kpo run` logs them at start
 /// and at each reload.
 pub(crate) fn warnings(policy: &Policy, proc_sys: &std::path::Path) -> Vec<String> {
     let mut all = missing_sysctls(policy, proc_sys);
