@@ -508,8 +508,8 @@ impl Desk {
         }
     }
 
-    /// An approval for this parameter, target and value an operator rejected less than
-    /// `expire_after` ago: the same advice does not ask again before then. A rejection made in
+    /// An approval for this parameter, target and value whose rejection still holds (for the
+    /// `expire_after` in force when it was made): the same advice does not ask again before then. A rejection made in
     /// another network namespace that had the same inode (another `cookie`) is not this one's.
     fn rejected_lately(
         &self,
@@ -733,7 +733,10 @@ impl Desk {
         // stored so, for the agent's start to announce.
         let unannounced =
             self.offline || (self.webhook.is_none() && self.settings.webhook.is_some());
-        self.store.put_marked(item.clone(), unannounced)?;
+        // A rejection holds for the expire_after in force now, whatever a reload sets later.
+        let hold = matches!(item.state, ApprovalState::Rejected { .. })
+            .then_some(self.settings.expire_after);
+        self.store.put_marked(item.clone(), unannounced, hold)?;
         self.unseen.remove(&item.id);
         self.seen.remove(&item.id);
         info!("approval {}: {}", item.id, item.state.describe());

@@ -59,11 +59,20 @@ pub struct Stored {
     /// old resolution at once.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unannounced: bool,
+    /// A rejection's hold (ms): the `expire_after` in force when it was made, for which the same
+    /// advice does not ask again; a later reload does not change it. Absent, as in an older
+    /// KPO's file: the `expire_after` in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_ms: Option<u64>,
 }
 
 impl Stored {
     fn record(item: ApprovalItem, unannounced: bool) -> Record {
-        Record::Approval(Box::new(Stored { item, unannounced }))
+        Record::Approval(Box::new(Stored {
+            item,
+            unannounced,
+            hold_ms: None,
+        }))
     }
 }
 
@@ -86,6 +95,8 @@ pub struct ApprovalStore {
     items: BTreeMap<u64, ApprovalItem>,
     /// The resolved approvals marked [`Stored::unannounced`].
     unannounced: BTreeSet<u64>,
+    /// The rejections' [`Stored::hold_ms`].
+    holds: BTreeMap<u64, u64>,
     history: VecDeque<HistoryEntry>,
     next_id: u64,
     /// The highest id an [`Record::IdTaken`] keeps from being handed out again.
@@ -242,6 +253,7 @@ impl ApprovalStore {
             rejection_in_force,
             items: BTreeMap::new(),
             unannounced: BTreeSet::new(),
+            holds: BTreeMap::new(),
             history: VecDeque::new(),
             next_id: 1,
             taken: None,
@@ -274,7 +286,11 @@ impl ApprovalStore {
     fn fold(&mut self, r: Record) {
         match r {
             Record::Approval(stored) => {
-                let Stored { item, unannounced } = *stored;
+                let Stored {
+                    item,
+                    unannounced,
+                    hold_ms,
+                } = *stored;
                 match number(&item.id).filter(|&n| n < crate::journal::MAX_ID) {
                     Some(n) => {
                         self.next_id = self.next_id.max(n + 1);
@@ -283,6 +299,10 @@ impl ApprovalStore {
                         } else {
                             self.unannounced.remove(&n);
                         }
+                        match hold_ms {
+                            Some(hold) => self.holds.insert(n, hold),
+                            None => self.holds.remove(&n),
+                        };
                         self.items.insert(n, item);
                     }
                     None => self.warnings.push(format!(
@@ -357,14 +377,16 @@ impl ApprovalStore {
 
     /// Makes an approval's new state durable.
     pub fn put(&mut self, item: ApprovalItem) -> Result<(), JournalError> {
-        self.put_marked(item, false)
+        self.put_marked(item, false, None)
     }
 
-    /// [`ApprovalStore::put`], marked [`Stored::unannounced`] or not.
+    /// [`ApprovalStore::put`], marked [`Stored::unannounced`] or not, and with a rejection's
+    /// [`Stored::hold_ms`].
     pub fn put_marked(
         &mut self,
         item: ApprovalItem,
         unannounced: bool,
+        hold: Option<Duration>,
     ) -> Result<(), JournalError> {
         #[cfg(test)]
         if self.fail_put_of.as_ref() == Some(&item.id) {
@@ -373,7 +395,11 @@ impl ApprovalStore {
                 file.fail_after = Some(0);
             }
         }
-        self.append(Stored::record(item, unannounced))
+        self.append(Record::Approval(Box::new(Stored {
+            item,
+            unannounced,
+            hold_ms: hold.map(|h| h.as_millis() as u64),
+        })))
     }
 
     /// The resolved approvals neither the event stream nor the webhook heard of yet
@@ -384,8 +410,12 @@ impl ApprovalStore {
 
     /// Stores `id` again without its [`Stored::unannounced`] mark: it was announced.
     pub fn mark_announced(&mut self, id: &str) -> Result<(), JournalError> {
-        match self.item(id).cloned() {
-            Some(item) => self.put_marked(item, false),
+        let Some(n) = number(id) else { return Ok(()) };
+        match self.items.get(&n).cloned() {
+            Some(item) => {
+                let hold = self.holds.get(&n).map(|&ms| Duration::from_millis(ms));
+                self.put_marked(item, false, hold)
+            }
             None => Ok(()),
         }
     }
@@ -421,12 +451,16 @@ impl ApprovalStore {
         matches!(item.state, ApprovalState::Rejected { .. }) && self.asks_again(item) > now
     }
 
-    /// When a rejected approval's advice may ask again.
+    /// When a rejected approval's advice may ask again: its hold after the rejection (the
+    /// `expire_after` in force when it was made; for one stored without, the one in force now).
     pub fn asks_again(&self, rejected: &ApprovalItem) -> u64 {
+        let hold = number(&rejected.id)
+            .and_then(|n| self.holds.get(&n).copied())
+            .unwrap_or(self.rejection_in_force.as_millis() as u64);
         rejected
             .resolved_ms
             .unwrap_or(rejected.updated_ms)
-            .saturating_add(self.rejection_in_force.as_millis() as u64)
+            .saturating_add(hold)
     }
 
     /// Rewrites the file with what is kept: pending approvals, rejections still in force, the
@@ -458,11 +492,13 @@ impl ApprovalStore {
             });
         let kept: Vec<Record> = taken
             .into_iter()
-            .chain(
-                self.items
-                    .iter()
-                    .map(|(n, i)| Stored::record(i.clone(), self.unannounced.contains(n))),
-            )
+            .chain(self.items.iter().map(|(n, i)| {
+                Record::Approval(Box::new(Stored {
+                    item: i.clone(),
+                    unannounced: self.unannounced.contains(n),
+                    hold_ms: self.holds.get(n).copied(),
+                }))
+            }))
             .chain(
                 self.history
                     .iter()
@@ -609,7 +645,7 @@ pub(crate) mod tests {
         let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         assert_eq!(s.unannounced().count(), 0, "an older KPO's end: announced");
         let id = s.new_id();
-        s.put_marked(rejected(&id), true).unwrap();
+        s.put_marked(rejected(&id), true, None).unwrap();
         let unannounced =
             |s: &ApprovalStore| -> Vec<String> { s.unannounced().map(|i| i.id.clone()).collect() };
         assert_eq!(unannounced(&s), ["ap-2"]);
@@ -627,6 +663,49 @@ pub(crate) mod tests {
         let s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         assert!(unannounced(&s).is_empty(), "marked announced, durably");
         assert!(s.warnings().is_empty(), "{:?}", s.warnings());
+    }
+
+    /// A rejection holds the same advice for the `expire_after` in force when it was made, across
+    /// a shorter one set later, an open, a compaction and its marking as announced; one stored
+    /// without it (an older KPO's) holds for the one in force.
+    #[test]
+    fn a_rejection_holds_for_the_expire_after_it_was_made_under() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        let rejected = |id: &str| ApprovalItem {
+            resolved_ms: Some(now - 60_000),
+            state: ApprovalState::Rejected {
+                by: "op".into(),
+                why: None,
+            },
+            ..item(id, 32)
+        };
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
+        s.put_marked(rejected("ap-1"), true, Some(HOUR)).unwrap();
+        s.put(rejected("ap-2")).unwrap();
+        let held = |s: &ApprovalStore| -> Vec<bool> {
+            ["ap-1", "ap-2"]
+                .map(|id| s.rejection_in_force(s.item(id).unwrap(), now))
+                .to_vec()
+        };
+        assert_eq!(held(&s), [true, true]);
+        assert_eq!(
+            s.asks_again(s.item("ap-1").unwrap()),
+            now - 60_000 + 3_600_000
+        );
+        // expire_after cut to 20 s: the old rejection was made under an hour's.
+        let short = Duration::from_secs(20);
+        s.set_rejection_in_force(short);
+        assert_eq!(held(&s), [true, false]);
+        drop(s);
+        let mut s = ApprovalStore::open_in(dir.path(), short, false).unwrap();
+        assert_eq!(held(&s), [true, false], "durable");
+        s.mark_announced("ap-1").unwrap();
+        s.compact().unwrap();
+        drop(s);
+        let s = ApprovalStore::open_in(dir.path(), short, false).unwrap();
+        assert!(held(&s)[0], "kept by the mark and compaction");
+        assert_eq!(s.unannounced().count(), 0);
     }
 
     /// Opened with a journal that is read-only (a read-only state directory, for `kpo pending`

@@ -662,6 +662,40 @@ fn a_rejected_value_is_not_applied_automatically_while_the_rejection_stands() {
     assert_eq!(s.value(), Value::Int(64));
 }
 
+/// Defect (s36 story F5): a rejection held the same advice for the `expire_after` in force when
+/// the advice came back, not the one it was made under: after a reload cut it (3m -> 20s by
+/// hand; 1h -> 0 here), the same advice asked again at once, while `kpo explain` said "not asked
+/// again before <rejection + 3m>". It holds for the one it was made under, across a restart too.
+#[test]
+fn a_rejection_holds_for_the_expire_after_it_was_made_under_after_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let rejected = s.desk.reject("ap-1", "op", None).unwrap();
+    let until = format_ms(rejected.resolved_ms.unwrap() + 3_600_000);
+    let cut = ApprovalSettings {
+        expire_after: Duration::ZERO,
+        ..settings()
+    };
+    s.desk.set_settings(cut.clone());
+    let asked = |s: &mut Setup| {
+        s.consider(vec![rec(Source::Rules, 32, false)]);
+        let latest = s.desk.explain(NS, 1).remove(0).entry;
+        (latest.done, latest.approval_id, latest.detail)
+    };
+    let held = (
+        Done::Rejected,
+        Some("ap-1".to_string()),
+        Some(format!(
+            "ap-1 rejected by op; not asked again before {until}"
+        )),
+    );
+    assert_eq!(asked(&mut s), held);
+    drop(s);
+    let mut s = open(dir.path(), policy("recommend"), cut, false);
+    assert_eq!(asked(&mut s), held, "after a restart");
+}
+
 /// A rejection holds the same advice in its own namespace only: a rule's advice (which carries
 /// no cookie) for a namespace that took the rejected one's inode is applied as the policy says.
 /// Defect: the dead namespace's rejection held it, and it became a new approval `held_by:
