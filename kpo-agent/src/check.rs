@@ -32,7 +32,8 @@ pub struct CheckArgs {
 }
 
 pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
-    let config = match &args.config {
+    // Without a file, the defaults `kpo run` would run with (for the LLM's period below).
+    let (config, agent) = match &args.config {
         Some(path) => {
             let name = path.display().to_string();
             let config = Config::from_file(path)?;
@@ -40,9 +41,9 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
             for w in &config.warnings {
                 eprintln!("kpo: warning: {w}");
             }
-            Some(name)
+            (Some(name), config)
         }
-        None => None,
+        None => (None, Config::default()),
     };
     let mut policy = Policy::load(args.policy.as_deref())?;
     if args.recommend_only {
@@ -51,6 +52,11 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     // A warning, not a mistake: the file may be checked on another machine than the one it is
     // for, a device's or a module's keys appear with it, and a namespace with its container.
     for w in warnings(&policy, std::path::Path::new("/proc/sys")) {
+        eprintln!("kpo: warning: {w}");
+    }
+    if let Some(w) =
+        approvals_expire_between_llm_consultations(&policy, &agent, |k| std::env::var(k).ok())
+    {
         eprintln!("kpo: warning: {w}");
     }
     if args.json {
@@ -71,6 +77,46 @@ pub(crate) fn warnings(policy: &Policy, proc_sys: &std::path::Path) -> Vec<Strin
     all.extend(policy.repeated_namespaces());
     all.extend(latency_signals_the_trials_skip(policy));
     all
+}
+
+/// `[approvals] expire_after` no longer than the LLM advisor's consultation period, when it is
+/// on (`env`: the environment `kpo run` resolves it in). The LLM repeats its advice only when
+/// consulted, so an approval it asked for expires before the next consultation can refresh it,
+/// and the same advice comes back under a new id, posted again, at every consultation. The
+/// period is `llm.every_windows` windows, or the windows `llm.min_interval` needs if more (a
+/// consultation due sooner waits for the first window after it). `kpo check` prints it; `kpo
+/// run` logs it at start and at each reload.
+pub(crate) fn approvals_expire_between_llm_consultations(
+    policy: &Policy,
+    config: &Config,
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let llm = &config.llm;
+    if !matches!(llm.resolve_with(env), Ok(Ok(_))) || config.window.is_zero() {
+        return None;
+    }
+    let window = config.window.as_nanos();
+    let windows = (llm.every_windows as u128).max(llm.min_interval.as_nanos().div_ceil(window));
+    let period = config
+        .window
+        .saturating_mul(u32::try_from(windows).unwrap_or(u32::MAX));
+    let expire_after = policy.approvals.expire_after;
+    (expire_after <= period).then(|| {
+        format!(
+            "{}: [approvals] expire_after ({}) is not longer than the LLM advisor's consultation \
+             period ({}: every {windows} windows of {}, llm.every_windows {} and \
+             llm.min_interval {}): an approval the LLM asks for expires before its next \
+             consultation can refresh it, and the same advice comes back as a new approval, with \
+             a new id and another webhook post, at every consultation; make expire_after longer \
+             than the period",
+            origin(policy),
+            shown_duration(expire_after),
+            shown_duration(period),
+            shown_duration(config.window),
+            llm.every_windows,
+            shown_duration(llm.min_interval),
+        )
+    })
 }
 
 /// Entries of a knob the optimizer searches whose own `guard_signals` name a latency: the guard
@@ -417,6 +463,70 @@ mode = "auto"
 min = 1000
 max = 8000
 "#;
+
+    /// Defect (s36 story F6): with `expire_after` no longer than the LLM's consultation period,
+    /// its approvals expired before a consultation could refresh them and came back under new
+    /// ids, and nothing said so. Warned of, with both durations, only while the LLM is on.
+    #[test]
+    fn an_expire_after_within_the_llms_consultation_period_is_warned_of() {
+        let policy = |expire_after: &str| {
+            Policy::parse(
+                &format!("[approvals]\nexpire_after = \"{expire_after}\"\n"),
+                "p.toml",
+            )
+            .unwrap()
+        };
+        let config = |llm: &str| {
+            Config::from_toml(
+                &format!("tick = \"1s\"\nwindow = \"10s\"\n[llm]\n{llm}"),
+                "kpo.toml",
+            )
+            .unwrap()
+        };
+        let on = "base_url = \"http://127.0.0.1:8080/v1\"\nevery_windows = 2\n";
+        let no_env = |_: &str| None;
+        let warning =
+            |p: &Policy, c: &Config| approvals_expire_between_llm_consultations(p, c, no_env);
+        assert_eq!(
+            warning(
+                &policy("20s"),
+                &config(&format!("{on}min_interval = \"0s\""))
+            )
+            .as_deref(),
+            Some(
+                "p.toml: [approvals] expire_after (20s) is not longer than the LLM advisor's \
+                 consultation period (20s: every 2 windows of 10s, llm.every_windows 2 and \
+                 llm.min_interval 0s): an approval the LLM asks for expires before its next \
+                 consultation can refresh it, and the same advice comes back as a new approval, \
+                 with a new id and another webhook post, at every consultation; make \
+                 expire_after longer than the period"
+            )
+        );
+        assert_eq!(
+            warning(
+                &policy("21s"),
+                &config(&format!("{on}min_interval = \"0s\""))
+            ),
+            None
+        );
+        // llm.min_interval 45s: a consultation waits for the fifth window.
+        let slow = config(&format!("{on}min_interval = \"45s\""));
+        assert!(warning(&policy("50s"), &slow)
+            .unwrap()
+            .contains("expire_after (50s) is not longer than the LLM advisor's consultation period (50s: every 5 windows of 10s, llm.every_windows 2 and llm.min_interval 45s)"));
+        assert_eq!(warning(&policy("51s"), &slow), None);
+        // Off: turned off, or nothing to reach (no endpoint or key, here or in the environment).
+        let off = config(&format!("{on}min_interval = \"0s\"\nenabled = false"));
+        assert_eq!(warning(&policy("20s"), &off), None);
+        assert_eq!(warning(&policy("20s"), &config("every_windows = 2")), None);
+        let env_key = |k: &str| (k == "OPENAI_API_KEY").then(|| "sk-1".to_string());
+        assert!(approvals_expire_between_llm_consultations(
+            &policy("20s"),
+            &config("every_windows = 2\nmin_interval = \"0s\""),
+            env_key
+        )
+        .is_some());
+    }
 
     /// Defect: `kpo check` called valid a configuration with a password in `llm.base_url` and
     /// an `llm.api_key`, which `kpo run` refuses.

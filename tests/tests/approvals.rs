@@ -374,6 +374,78 @@ namespaces = [{}]
     drop((listener, clients));
 }
 
+/// Defect (s36 story F3): an approval the CLI resolved while the agent was down (here rejected
+/// after a `kill -KILL`) was never posted to the webhook, not even at the next start, nor in the
+/// event stream. The next start reports it and posts it; the start after that reports it no more.
+pub fn what_the_cli_resolved_while_the_agent_was_down_is_posted_at_the_next_start() {
+    let host_before = host_somaxconn();
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let receiver = Receiver::start(port);
+    auto_policy(dir.path(), &ns, &format!("webhook = \"http://{port}/kpo\""));
+    let events = dir.path().join("events.ndjson");
+    let agent = Agent::start(dir.path(), &events, &["--recommend-only"]);
+    let (listener, clients) = burst(&ns);
+    let id = wait_for_new_approval(&events, &[], &agent)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_until("the approval posted", WAIT, || {
+        receiver.find("approval_required", &id).is_some()
+    });
+    drop(agent); // SIGKILL
+    drop((listener, clients));
+
+    // The agent is down: the CLI rejects it on the state directory.
+    let rejected: Value = serde_json::from_str(&kpo(
+        dir.path(),
+        &["reject", &id, "--reason", "not while it is down", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(rejected["state"], "rejected");
+    let ended = || -> Vec<Value> {
+        lines(&events)
+            .into_iter()
+            .filter(|e| e["kind"] == "approval_resolved" && e["id"] == id.as_str())
+            .collect()
+    };
+    assert!(ended().is_empty());
+
+    // The next start reports it (before its first `sensors` event) and posts it.
+    let mut agent = Agent::start(dir.path(), &events, &["--recommend-only"]);
+    let reported = ended();
+    assert_eq!(reported.len(), 1, "{reported:#?}");
+    assert_eq!(reported[0]["state"], "rejected");
+    assert_eq!(reported[0]["why"], "not while it is down");
+    wait_until("the rejection posted", WAIT, || {
+        receiver.find("approval_resolved", &id).is_some()
+    });
+    let body = receiver.find("approval_resolved", &id).unwrap();
+    assert_eq!(body["kpo"]["approval"]["state"], "rejected", "{body}");
+    assert_eq!(
+        body["kpo"]["approval"]["why"], "not while it is down",
+        "{body}"
+    );
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.contains(&format!("approval {id} (")) && text.contains("rejected by"),
+        "{text}"
+    );
+    agent.sigterm_and_wait();
+
+    // The start after that does not report it again.
+    let mut agent = Agent::start(dir.path(), &events, &["--recommend-only"]);
+    assert_eq!(ended().len(), 1, "{:#?}", ended());
+    agent.sigterm_and_wait();
+    assert_eq!(ns_somaxconn(&ns), 16, "nothing applied");
+    assert_eq!(host_somaxconn(), host_before);
+    check_schema(&events);
+}
+
 /// The policy file of the second test: somaxconn in auto in the test's namespace only (other
 /// namespaces on this machine are not the test's), and `[approvals]` as given.
 fn auto_policy(dir: &Path, ns: &Netns, approvals: &str) {

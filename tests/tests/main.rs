@@ -411,6 +411,11 @@ fn main() {
             approvals::a_burst_makes_a_pending_approval_that_survives_a_restart_and_approve_applies,
         ),
         trial(
+            "approvals::what_the_cli_resolved_while_the_agent_was_down_is_posted_at_the_next_start",
+            req(),
+            approvals::what_the_cli_resolved_while_the_agent_was_down_is_posted_at_the_next_start,
+        ),
+        trial(
             "approvals::recommend_only_holds_an_auto_change_and_rejected_or_expired_ones_are_not_applied",
             req(),
             approvals::recommend_only_holds_an_auto_change_and_rejected_or_expired_ones_are_not_applied,

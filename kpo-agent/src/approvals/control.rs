@@ -106,7 +106,7 @@ impl Offline {
         for r in reconciled {
             eprintln!("kpo: reconciled: {}", r.describe());
         }
-        let desk = Desk::open(&path.journal, path.policy.approvals.clone(), false)?;
+        let desk = Desk::open_offline(&path.journal, path.policy.approvals.clone())?;
         for w in desk.store().warnings() {
             tracing::warn!("{w}");
         }

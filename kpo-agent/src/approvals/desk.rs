@@ -39,6 +39,9 @@ pub struct Desk {
     settings: ApprovalSettings,
     /// `kpo run --recommend-only`: named as the reason an approval is held.
     recommend_only: bool,
+    /// The CLI's desk, while the agent is down ([`Desk::open_offline`]): what it resolves is
+    /// stored unannounced, for the agent's next start to announce.
+    offline: bool,
     webhook: Option<Webhook>,
     /// What became of the webhook's notifications, over every URL this run posted to.
     webhook_outcomes: Outcomes,
@@ -73,16 +76,36 @@ impl std::fmt::Debug for Desk {
 }
 
 impl Desk {
-    /// Opens the store in the journal's state directory (under its lock).
+    /// Opens the store in the journal's state directory (under its lock), for the agent: what
+    /// the CLI resolved while it was down is announced ([`Desk::announce_what_the_cli_resolved`]).
     pub fn open(
         journal: &Journal,
         settings: ApprovalSettings,
         recommend_only: bool,
     ) -> Result<Desk, JournalError> {
+        Self::open_as(journal, settings, recommend_only, false)
+    }
+
+    /// [`Desk::open`] for the CLI while the agent is down: no event stream or webhook hears what
+    /// it resolves, so each end is stored unannounced, for the agent's next start.
+    pub fn open_offline(
+        journal: &Journal,
+        settings: ApprovalSettings,
+    ) -> Result<Desk, JournalError> {
+        Self::open_as(journal, settings, false, true)
+    }
+
+    fn open_as(
+        journal: &Journal,
+        settings: ApprovalSettings,
+        recommend_only: bool,
+        offline: bool,
+    ) -> Result<Desk, JournalError> {
         let mut desk = Desk {
             store: ApprovalStore::open(journal, settings.expire_after)?,
             settings,
             recommend_only,
+            offline,
             webhook: None,
             webhook_outcomes: Outcomes::default(),
             host: crate::output::events::hostname(),
@@ -94,9 +117,60 @@ impl Desk {
             events: Vec::new(),
             history_failing: false,
         };
+        if !offline {
+            desk.announce_what_the_cli_resolved();
+        }
         desk.mark_approved_what_the_journal_applied(journal);
         desk.remember_advice_made_lately();
         Ok(desk)
+    }
+
+    /// The approvals the CLI resolved while the agent was down (approved, rejected, or expired
+    /// by any command that read them) are in the agent's event stream from its start, as those
+    /// it resolves itself are. Without a webhook that is all there is to tell, and each is
+    /// marked announced; with one, [`Desk::post_what_nobody_heard`] posts them first.
+    fn announce_what_the_cli_resolved(&mut self) {
+        let ended: Vec<ApprovalItem> = self.store.unannounced().cloned().collect();
+        for item in ended {
+            info!(
+                "approval {}: {} (while the agent was down)",
+                item.id,
+                item.state.describe()
+            );
+            if self.settings.webhook.is_none() {
+                self.mark_announced(&item.id);
+            }
+            self.events.push(Event::ApprovalResolved(ApprovalEvent {
+                approval: item,
+                refresh: None,
+            }));
+        }
+    }
+
+    /// Posts each approval resolved where no webhook heard of it (by the CLI while the agent was
+    /// down, or by the agent before its webhook started), then marks it announced, durably, so
+    /// that the next start does not post it again. A crash between the two posts it twice, as a
+    /// timed-out POST may arrive twice: a receiver de-duplicates on `approval.id` and the event.
+    fn post_what_nobody_heard(&mut self) {
+        let ended: Vec<ApprovalItem> = self.store.unannounced().cloned().collect();
+        for item in ended {
+            self.post(Payload::new(
+                "approval_resolved",
+                &self.host,
+                &item,
+                &self.command_flags,
+            ));
+            self.mark_announced(&item.id);
+        }
+    }
+
+    fn mark_announced(&mut self, id: &str) {
+        if let Err(e) = self.store.mark_announced(id) {
+            warn!(
+                "approvals: {id}'s end was announced, but that could not be recorded ({e}); the \
+                 next start announces it again"
+            );
+        }
     }
 
     /// The advice (for applications, and the LLM's suggestions) that the history holds from less than `expire_after` ago
@@ -226,6 +300,7 @@ impl Desk {
     /// restarted.
     fn set_webhook_for(&mut self, webhook: Webhook, why: Again) {
         self.webhook = Some(webhook);
+        self.post_what_nobody_heard();
         match self.pending() {
             Ok(pending) => {
                 for item in pending {
@@ -433,8 +508,8 @@ impl Desk {
         }
     }
 
-    /// An approval for this parameter, target and value an operator rejected less than
-    /// `expire_after` ago: the same advice does not ask again before then. A rejection made in
+    /// An approval for this parameter, target and value whose rejection still holds (for the
+    /// `expire_after` in force when it was made): the same advice does not ask again before then. A rejection made in
     /// another network namespace that had the same inode (another `cookie`) is not this one's.
     fn rejected_lately(
         &self,
@@ -654,7 +729,14 @@ impl Desk {
             _ => now_ms(),
         });
         item.state = state;
-        self.store.put(item.clone())?;
+        // No webhook hears of it (the CLI's desk, or the agent's before its webhook started):
+        // stored so, for the agent's start to announce.
+        let unannounced =
+            self.offline || (self.webhook.is_none() && self.settings.webhook.is_some());
+        // A rejection holds for the expire_after in force now, whatever a reload sets later.
+        let hold = matches!(item.state, ApprovalState::Rejected { .. })
+            .then_some(self.settings.expire_after);
+        self.store.put_marked(item.clone(), unannounced, hold)?;
         self.unseen.remove(&item.id);
         self.seen.remove(&item.id);
         info!("approval {}: {}", item.id, item.state.describe());

@@ -146,8 +146,8 @@ pub enum Done {
     Unchanged,
     /// Became (or refreshed) a pending approval (approval id).
     Pending,
-    /// An operator rejected this value here less than `expire_after` ago (that approval's id);
-    /// not asked again.
+    /// An operator rejected this value here, and the rejection still holds (for the
+    /// `expire_after` in force when it was made; that approval's id); not asked again.
     Rejected,
     /// Mode observe: recorded only.
     RecordOnly,

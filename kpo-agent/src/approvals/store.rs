@@ -9,7 +9,7 @@
 //! directory fsynced) to every pending approval, every rejection still in force, the latest
 //! resolved ones and the latest history.
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -38,13 +38,42 @@ pub const RESOLVED_KEPT: usize = 256;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {
     /// An approval as it stands now (created, refreshed or resolved).
-    Approval(Box<ApprovalItem>),
+    Approval(Box<Stored>),
     /// What was done with one recommendation.
     History(Box<HistoryEntry>),
     /// A damaged line dropped at recovery named approval `id`, above every intact record's: it
     /// may have been its only copy, and an operator may still act on the webhook's text about
     /// it, so the id is never handed out again.
     IdTaken { id: String, why: String },
+}
+
+/// An approval as its line holds it: the approval, and what only the store keeps of it (never
+/// in an event, a reply or a webhook post).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    #[serde(flatten)]
+    pub item: ApprovalItem,
+    /// Resolved where neither the event stream nor the webhook heard of it (the CLI while the
+    /// agent was down): the agent's next start announces it, then stores it again without the
+    /// mark. Absent, as in an older KPO's file: announced, so that an upgrade does not post every
+    /// old resolution at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unannounced: bool,
+    /// A rejection's hold (ms): the `expire_after` in force when it was made, for which the same
+    /// advice does not ask again; a later reload does not change it. Absent, as in an older
+    /// KPO's file: the `expire_after` in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_ms: Option<u64>,
+}
+
+impl Stored {
+    fn record(item: ApprovalItem, unannounced: bool) -> Record {
+        Record::Approval(Box::new(Stored {
+            item,
+            unannounced,
+            hold_ms: None,
+        }))
+    }
 }
 
 /// The approvals and history, open for appending.
@@ -64,6 +93,10 @@ pub struct ApprovalStore {
     /// expire_after`): compaction must not forget one sooner.
     rejection_in_force: Duration,
     items: BTreeMap<u64, ApprovalItem>,
+    /// The resolved approvals marked [`Stored::unannounced`].
+    unannounced: BTreeSet<u64>,
+    /// The rejections' [`Stored::hold_ms`].
+    holds: BTreeMap<u64, u64>,
     history: VecDeque<HistoryEntry>,
     next_id: u64,
     /// The highest id an [`Record::IdTaken`] keeps from being handed out again.
@@ -122,7 +155,7 @@ fn damage_records(path: &Path, found: &Loaded<Record>) -> Vec<(Record, String)> 
         .records
         .iter()
         .filter_map(|r| match r {
-            Record::Approval(item) => valid(&item.id),
+            Record::Approval(stored) => valid(&stored.item.id),
             Record::IdTaken { id, .. } => valid(id),
             Record::History(_) => None,
         })
@@ -155,9 +188,9 @@ fn damage_records(path: &Path, found: &Loaded<Record>) -> Vec<(Record, String)> 
     // Each approval's last copy, and where it is.
     let mut last: BTreeMap<u64, (usize, &ApprovalItem)> = BTreeMap::new();
     for (at, r) in found.records.iter().enumerate() {
-        if let Record::Approval(item) = r {
-            if let Some(n) = valid(&item.id) {
-                last.insert(n, (at, item));
+        if let Record::Approval(stored) = r {
+            if let Some(n) = valid(&stored.item.id) {
+                last.insert(n, (at, &stored.item));
             }
         }
     }
@@ -176,7 +209,7 @@ fn damage_records(path: &Path, found: &Loaded<Record>) -> Vec<(Record, String)> 
             "approval {} cleared: the approvals file was damaged after its last record",
             item.id
         );
-        out.push((Record::Approval(Box::new(item)), warning));
+        out.push((Stored::record(item, false), warning));
     }
     out
 }
@@ -219,6 +252,8 @@ impl ApprovalStore {
             retry_at: None,
             rejection_in_force,
             items: BTreeMap::new(),
+            unannounced: BTreeSet::new(),
+            holds: BTreeMap::new(),
             history: VecDeque::new(),
             next_id: 1,
             taken: None,
@@ -250,11 +285,25 @@ impl ApprovalStore {
 
     fn fold(&mut self, r: Record) {
         match r {
-            Record::Approval(item) => {
+            Record::Approval(stored) => {
+                let Stored {
+                    item,
+                    unannounced,
+                    hold_ms,
+                } = *stored;
                 match number(&item.id).filter(|&n| n < crate::journal::MAX_ID) {
                     Some(n) => {
                         self.next_id = self.next_id.max(n + 1);
-                        self.items.insert(n, *item);
+                        if unannounced {
+                            self.unannounced.insert(n);
+                        } else {
+                            self.unannounced.remove(&n);
+                        }
+                        match hold_ms {
+                            Some(hold) => self.holds.insert(n, hold),
+                            None => self.holds.remove(&n),
+                        };
+                        self.items.insert(n, item);
                     }
                     None => self.warnings.push(format!(
                         "an approval with id {:?} is set aside: KPO's ids are ap-1, ap-2, ...",
@@ -328,6 +377,17 @@ impl ApprovalStore {
 
     /// Makes an approval's new state durable.
     pub fn put(&mut self, item: ApprovalItem) -> Result<(), JournalError> {
+        self.put_marked(item, false, None)
+    }
+
+    /// [`ApprovalStore::put`], marked [`Stored::unannounced`] or not, and with a rejection's
+    /// [`Stored::hold_ms`].
+    pub fn put_marked(
+        &mut self,
+        item: ApprovalItem,
+        unannounced: bool,
+        hold: Option<Duration>,
+    ) -> Result<(), JournalError> {
         #[cfg(test)]
         if self.fail_put_of.as_ref() == Some(&item.id) {
             self.fail_put_of = None;
@@ -335,7 +395,29 @@ impl ApprovalStore {
                 file.fail_after = Some(0);
             }
         }
-        self.append(Record::Approval(Box::new(item)))
+        self.append(Record::Approval(Box::new(Stored {
+            item,
+            unannounced,
+            hold_ms: hold.map(|h| h.as_millis() as u64),
+        })))
+    }
+
+    /// The resolved approvals neither the event stream nor the webhook heard of yet
+    /// ([`Stored::unannounced`]), oldest first.
+    pub fn unannounced(&self) -> impl Iterator<Item = &ApprovalItem> {
+        self.unannounced.iter().filter_map(|n| self.items.get(n))
+    }
+
+    /// Stores `id` again without its [`Stored::unannounced`] mark: it was announced.
+    pub fn mark_announced(&mut self, id: &str) -> Result<(), JournalError> {
+        let Some(n) = number(id) else { return Ok(()) };
+        match self.items.get(&n).cloned() {
+            Some(item) => {
+                let hold = self.holds.get(&n).map(|&ms| Duration::from_millis(ms));
+                self.put_marked(item, false, hold)
+            }
+            None => Ok(()),
+        }
     }
 
     /// Makes a history entry durable.
@@ -369,12 +451,16 @@ impl ApprovalStore {
         matches!(item.state, ApprovalState::Rejected { .. }) && self.asks_again(item) > now
     }
 
-    /// When a rejected approval's advice may ask again.
+    /// When a rejected approval's advice may ask again: its hold after the rejection (the
+    /// `expire_after` in force when it was made; for one stored without, the one in force now).
     pub fn asks_again(&self, rejected: &ApprovalItem) -> u64 {
+        let hold = number(&rejected.id)
+            .and_then(|n| self.holds.get(&n).copied())
+            .unwrap_or(self.rejection_in_force.as_millis() as u64);
         rejected
             .resolved_ms
             .unwrap_or(rejected.updated_ms)
-            .saturating_add(self.rejection_in_force.as_millis() as u64)
+            .saturating_add(hold)
     }
 
     /// Rewrites the file with what is kept: pending approvals, rejections still in force, the
@@ -385,7 +471,11 @@ impl ApprovalStore {
         let resolved: Vec<u64> = self
             .items
             .iter()
-            .filter(|(_, i)| i.state != ApprovalState::Pending && !self.rejection_in_force(i, now))
+            .filter(|(n, i)| {
+                i.state != ApprovalState::Pending
+                    && !self.rejection_in_force(i, now)
+                    && !self.unannounced.contains(n)
+            })
             .map(|(n, _)| *n)
             .collect();
         let drop = resolved.len().saturating_sub(RESOLVED_KEPT);
@@ -402,12 +492,13 @@ impl ApprovalStore {
             });
         let kept: Vec<Record> = taken
             .into_iter()
-            .chain(
-                self.items
-                    .values()
-                    .cloned()
-                    .map(|i| Record::Approval(Box::new(i))),
-            )
+            .chain(self.items.iter().map(|(n, i)| {
+                Record::Approval(Box::new(Stored {
+                    item: i.clone(),
+                    unannounced: self.unannounced.contains(n),
+                    hold_ms: self.holds.get(n).copied(),
+                }))
+            }))
             .chain(
                 self.history
                     .iter()
@@ -523,6 +614,100 @@ pub(crate) mod tests {
         assert_eq!(s.new_id(), "ap-3", "ids are never reused");
     }
 
+    /// An end resolved where nobody heard of it (the CLI's, while the agent was down) stays
+    /// marked across opens and a compaction until it is marked announced, once; an older KPO's
+    /// line, which has no mark, is announced already (an upgrade posts no old resolution), and
+    /// the line of an approval without the mark is what an older KPO wrote.
+    #[test]
+    fn an_unannounced_end_stays_marked_until_announced_and_old_lines_are_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        let rejected = |id: &str| ApprovalItem {
+            resolved_ms: Some(1),
+            state: ApprovalState::Rejected {
+                by: "op".into(),
+                why: None,
+            },
+            ..item(id, 32)
+        };
+        // ap-1's line as an older KPO wrote it: the approval's fields and its type.
+        let mut old = serde_json::to_value(rejected("ap-1")).unwrap();
+        old["type"] = "approval".into();
+        let old = encode(&old);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&old[9..]).unwrap(),
+            serde_json::from_slice::<serde_json::Value>(
+                &encode(&Stored::record(rejected("ap-1"), false))[9..]
+            )
+            .unwrap(),
+            "without the mark, the line is an older KPO's"
+        );
+        fs::write(dir.path().join(APPROVALS_FILE), old).unwrap();
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
+        assert_eq!(s.unannounced().count(), 0, "an older KPO's end: announced");
+        let id = s.new_id();
+        s.put_marked(rejected(&id), true, None).unwrap();
+        let unannounced =
+            |s: &ApprovalStore| -> Vec<String> { s.unannounced().map(|i| i.id.clone()).collect() };
+        assert_eq!(unannounced(&s), ["ap-2"]);
+        drop(s);
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
+        assert_eq!(unannounced(&s), ["ap-2"], "durable");
+        s.compact().unwrap();
+        drop(s);
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
+        assert_eq!(unannounced(&s), ["ap-2"], "kept by compaction");
+        s.mark_announced("ap-2").unwrap();
+        assert!(unannounced(&s).is_empty());
+        assert_eq!(s.item("ap-2").unwrap(), &rejected("ap-2"));
+        drop(s);
+        let s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
+        assert!(unannounced(&s).is_empty(), "marked announced, durably");
+        assert!(s.warnings().is_empty(), "{:?}", s.warnings());
+    }
+
+    /// A rejection holds the same advice for the `expire_after` in force when it was made, across
+    /// a shorter one set later, an open, a compaction and its marking as announced; one stored
+    /// without it (an older KPO's) holds for the one in force.
+    #[test]
+    fn a_rejection_holds_for_the_expire_after_it_was_made_under() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        let rejected = |id: &str| ApprovalItem {
+            resolved_ms: Some(now - 60_000),
+            state: ApprovalState::Rejected {
+                by: "op".into(),
+                why: None,
+            },
+            ..item(id, 32)
+        };
+        let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
+        s.put_marked(rejected("ap-1"), true, Some(HOUR)).unwrap();
+        s.put(rejected("ap-2")).unwrap();
+        let held = |s: &ApprovalStore| -> Vec<bool> {
+            ["ap-1", "ap-2"]
+                .map(|id| s.rejection_in_force(s.item(id).unwrap(), now))
+                .to_vec()
+        };
+        assert_eq!(held(&s), [true, true]);
+        assert_eq!(
+            s.asks_again(s.item("ap-1").unwrap()),
+            now - 60_000 + 3_600_000
+        );
+        // expire_after cut to 20 s: the old rejection was made under an hour's.
+        let short = Duration::from_secs(20);
+        s.set_rejection_in_force(short);
+        assert_eq!(held(&s), [true, false]);
+        drop(s);
+        let mut s = ApprovalStore::open_in(dir.path(), short, false).unwrap();
+        assert_eq!(held(&s), [true, false], "durable");
+        s.mark_announced("ap-1").unwrap();
+        s.compact().unwrap();
+        drop(s);
+        let s = ApprovalStore::open_in(dir.path(), short, false).unwrap();
+        assert!(held(&s)[0], "kept by the mark and compaction");
+        assert_eq!(s.unannounced().count(), 0);
+    }
+
     /// Opened with a journal that is read-only (a read-only state directory, for `kpo pending`
     /// and `kpo explain`), the store reads the file as it is: a torn tail is dropped in memory,
     /// not cut away, and nothing is kept aside; what the desk records (an approval the journal
@@ -538,7 +723,7 @@ pub(crate) mod tests {
             }
         }
         let path = dir.path().join(APPROVALS_FILE);
-        let line = encode(&Record::Approval(Box::new(item("ap-3", 128))));
+        let line = encode(&Stored::record(item("ap-3", 128), false));
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&line[..line.len() / 2]).unwrap();
         drop(f);
@@ -587,7 +772,7 @@ pub(crate) mod tests {
         }
         // A crash mid-append: half a line, no newline.
         let path = dir.path().join(APPROVALS_FILE);
-        let line = encode(&Record::Approval(Box::new(item("ap-2", 64))));
+        let line = encode(&Stored::record(item("ap-2", 64), false));
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&line[..line.len() / 2]).unwrap();
         drop(f);
@@ -620,16 +805,16 @@ pub(crate) mod tests {
     fn a_damaged_line_in_the_middle_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(APPROVALS_FILE);
-        let mut bytes = encode(&Record::Approval(Box::new(item("ap-1", 32))));
+        let mut bytes = encode(&Stored::record(item("ap-1", 32), false));
         let mut rejected = item("ap-1", 32);
         rejected.state = ApprovalState::Rejected {
             by: "op".into(),
             why: None,
         };
-        let mut bad = encode(&Record::Approval(Box::new(rejected)));
+        let mut bad = encode(&Stored::record(rejected, false));
         bad[12] ^= 0x01; // a flipped bit inside the JSON
         bytes.extend(bad);
-        bytes.extend(encode(&Record::Approval(Box::new(item("ap-3", 128)))));
+        bytes.extend(encode(&Stored::record(item("ap-3", 128), false)));
         fs::write(&path, bytes).unwrap();
         let s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         let ids: Vec<_> = s.pending().map(|i| i.id.clone()).collect();
@@ -664,8 +849,8 @@ pub(crate) mod tests {
     fn the_id_of_an_approval_lost_to_a_damaged_line_is_not_reused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(APPROVALS_FILE);
-        let mut bytes = encode(&Record::Approval(Box::new(item("ap-1", 32))));
-        let mut bad = encode(&Record::Approval(Box::new(item("ap-2", 64))));
+        let mut bytes = encode(&Stored::record(item("ap-1", 32), false));
+        let mut bad = encode(&Stored::record(item("ap-2", 64), false));
         bad[12] ^= 0x01;
         bytes.extend(bad);
         fs::write(&path, bytes).unwrap();
@@ -695,8 +880,8 @@ pub(crate) mod tests {
     fn a_kill_right_after_recovery_loses_neither_the_taken_id_nor_a_clearing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(APPROVALS_FILE);
-        let mut bytes = encode(&Record::Approval(Box::new(item("ap-1", 32))));
-        let mut bad = encode(&Record::Approval(Box::new(item("ap-2", 64))));
+        let mut bytes = encode(&Stored::record(item("ap-1", 32), false));
+        let mut bad = encode(&Stored::record(item("ap-2", 64), false));
         bad[12] ^= 0x01;
         bytes.extend(bad);
         fs::write(&path, bytes).unwrap();
@@ -728,13 +913,13 @@ pub(crate) mod tests {
     fn an_impossible_id_is_set_aside() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(APPROVALS_FILE);
-        let mut bytes = encode(&Record::Approval(Box::new(item("ap-1", 32))));
-        bytes.extend(encode(&Record::Approval(Box::new(item(
-            &format!("ap-{}", u64::MAX),
-            64,
-        )))));
-        bytes.extend(encode(&Record::Approval(Box::new(item("approval-7", 64)))));
-        bytes.extend(encode(&Record::Approval(Box::new(item("ap-001", 64)))));
+        let mut bytes = encode(&Stored::record(item("ap-1", 32), false));
+        bytes.extend(encode(&Stored::record(
+            item(&format!("ap-{}", u64::MAX), 64),
+            false,
+        )));
+        bytes.extend(encode(&Stored::record(item("approval-7", 64), false)));
+        bytes.extend(encode(&Stored::record(item("ap-001", 64), false)));
         fs::write(&path, bytes).unwrap();
         let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
         let ids: Vec<_> = s.pending().map(|i| i.id.clone()).collect();
@@ -848,7 +1033,7 @@ pub(crate) mod tests {
         let first = s.new_id();
         s.put(item(&first, 32)).unwrap();
         // What a write cut short, whose truncation then failed too, leaves behind.
-        let line = encode(&Record::Approval(Box::new(item("ap-99", 64))));
+        let line = encode(&Stored::record(item("ap-99", 64), false));
         let mut f = OpenOptions::new()
             .append(true)
             .open(dir.path().join(APPROVALS_FILE))
@@ -876,7 +1061,7 @@ pub(crate) mod tests {
         s.put(item(&first, 32)).unwrap();
         let path = dir.path().join(APPROVALS_FILE);
         let length = fs::metadata(&path).unwrap().len();
-        let line = encode(&Record::Approval(Box::new(item("ap-99", 64))));
+        let line = encode(&Stored::record(item("ap-99", 64), false));
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&line).unwrap();
         s.file.as_mut().unwrap().poison_from(length);

@@ -1272,6 +1272,10 @@ fn warn_of_what_the_policy_names_in_vain(policy: &Policy, config: &Config) {
     for w in crate::check::warnings(policy, &config.proc_root.join("sys")) {
         warn!("policy: {w}");
     }
+    let env = |k: &str| std::env::var(k).ok();
+    if let Some(w) = crate::check::approvals_expire_between_llm_consultations(policy, config, env) {
+        warn!("policy: {w}");
+    }
 }
 
 /// The reason the guard's revert is journaled with, which `kpo journal` and `change` events show:

@@ -478,6 +478,106 @@ fn an_approval_that_expired_while_the_agent_was_down_is_posted_as_expired() {
     assert!(s.desk.pending().unwrap().is_empty());
 }
 
+/// Defect (s36 story F3): what the CLI resolved while the agent was down (a rejection, an
+/// expiry a plain `kpo pending` recorded) was never posted, not even at the next start, nor in
+/// the event stream. The next start announces each once (event, then webhook), and marks it
+/// so: a second start announces nothing again.
+#[test]
+fn what_the_cli_resolved_while_the_agent_was_down_is_announced_once_at_the_next_start() {
+    const OTHER: &str = "net.core.somaxconn@netns:4026540015";
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = setup(dir.path(), "recommend");
+        s.k.0
+            .lock()
+            .unwrap()
+            .values
+            .insert(OTHER.into(), Value::Int(16));
+        let mut other = rec(Source::Rules, 48, false);
+        other.parameter = OTHER.parse().unwrap();
+        s.consider(vec![rec(Source::Rules, 32, false), other]);
+        assert_eq!(s.desk.pending().unwrap().len(), 2);
+    }
+    let offline = |settings: ApprovalSettings| {
+        let journal = Journal::open(dir.path(), Holder::Cli, Duration::ZERO).unwrap();
+        Desk::open_offline(&journal, settings).unwrap()
+    };
+    offline(settings()).reject("ap-1", "op", None).unwrap();
+    let expired_now = ApprovalSettings {
+        expire_after: Duration::ZERO,
+        ..settings()
+    };
+    assert!(offline(expired_now).pending().unwrap().is_empty());
+    let with_webhook = ApprovalSettings {
+        webhook: Some("http://127.0.0.1:9/kpo".into()),
+        ..settings()
+    };
+    let ended = |events: Vec<Event>| -> Vec<(String, String)> {
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::ApprovalResolved(a) => {
+                    Some((a.approval.id, a.approval.state.name().to_string()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let both = [
+        ("ap-1".to_string(), "rejected".to_string()),
+        ("ap-2".to_string(), "expired".to_string()),
+    ];
+    let mut s = open(dir.path(), policy("recommend"), with_webhook.clone(), false);
+    assert_eq!(ended(s.desk.take_events()), both, "in the event stream");
+    let (webhook, mut posted) = Webhook::to_channel();
+    s.desk.set_webhook(webhook);
+    let mut heard = Vec::new();
+    while let Ok(p) = posted.try_recv() {
+        let a = p.kpo.approval().unwrap();
+        heard.push((p.kpo.event, a.id.clone(), a.state.name().to_string()));
+    }
+    assert_eq!(
+        heard,
+        [
+            ("approval_resolved", "ap-1".into(), "rejected".into()),
+            ("approval_resolved", "ap-2".into(), "expired".into()),
+        ]
+    );
+    drop(s);
+    // Started again: nothing of it is announced again.
+    let mut s = open(dir.path(), policy("recommend"), with_webhook, false);
+    assert!(s.desk.take_events().is_empty());
+    let (webhook, mut posted) = Webhook::to_channel();
+    s.desk.set_webhook(webhook);
+    assert!(posted.try_recv().is_err(), "posted once");
+}
+
+/// Without a webhook, the event stream is all there is to tell of what the CLI resolved while
+/// the agent was down: the start reports it once, and a later start with a webhook does not
+/// post it (nor would it post every end of an agent run without one).
+#[test]
+fn without_a_webhook_what_the_cli_resolved_is_reported_once_and_never_posted_later() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), "recommend").consider(vec![rec(Source::Rules, 32, false)]);
+    {
+        let journal = Journal::open(dir.path(), Holder::Cli, Duration::ZERO).unwrap();
+        let mut cli = Desk::open_offline(&journal, settings()).unwrap();
+        cli.reject("ap-1", "op", None).unwrap();
+    }
+    let mut s = setup(dir.path(), "recommend");
+    assert_eq!(kinds(&s.desk.take_events()), ["approval_resolved"]);
+    drop(s);
+    let with_webhook = ApprovalSettings {
+        webhook: Some("http://127.0.0.1:9/kpo".into()),
+        ..settings()
+    };
+    let mut s = open(dir.path(), policy("recommend"), with_webhook, false);
+    assert!(s.desk.take_events().is_empty());
+    let (webhook, mut posted) = Webhook::to_channel();
+    s.desk.set_webhook(webhook);
+    assert!(posted.try_recv().is_err());
+}
+
 #[test]
 fn auto_applies_and_conflicts_are_merged_with_the_loser_set_aside() {
     let dir = tempfile::tempdir().unwrap();
@@ -560,6 +660,40 @@ fn a_rejected_value_is_not_applied_automatically_while_the_rejection_stands() {
     let out = s.consider(vec![rec(Source::Llm, 64, true)]);
     assert_eq!(out.applied.len(), 1);
     assert_eq!(s.value(), Value::Int(64));
+}
+
+/// Defect (s36 story F5): a rejection held the same advice for the `expire_after` in force when
+/// the advice came back, not the one it was made under: after a reload cut it (3m -> 20s by
+/// hand; 1h -> 0 here), the same advice asked again at once, while `kpo explain` said "not asked
+/// again before <rejection + 3m>". It holds for the one it was made under, across a restart too.
+#[test]
+fn a_rejection_holds_for_the_expire_after_it_was_made_under_after_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let rejected = s.desk.reject("ap-1", "op", None).unwrap();
+    let until = format_ms(rejected.resolved_ms.unwrap() + 3_600_000);
+    let cut = ApprovalSettings {
+        expire_after: Duration::ZERO,
+        ..settings()
+    };
+    s.desk.set_settings(cut.clone());
+    let asked = |s: &mut Setup| {
+        s.consider(vec![rec(Source::Rules, 32, false)]);
+        let latest = s.desk.explain(NS, 1).remove(0).entry;
+        (latest.done, latest.approval_id, latest.detail)
+    };
+    let held = (
+        Done::Rejected,
+        Some("ap-1".to_string()),
+        Some(format!(
+            "ap-1 rejected by op; not asked again before {until}"
+        )),
+    );
+    assert_eq!(asked(&mut s), held);
+    drop(s);
+    let mut s = open(dir.path(), policy("recommend"), cut, false);
+    assert_eq!(asked(&mut s), held, "after a restart");
 }
 
 /// A rejection holds the same advice in its own namespace only: a rule's advice (which carries
