@@ -322,6 +322,43 @@ fn a_point_breaking_the_slo_is_reverted_at_once() {
     assert_eq!(rig.state(), vec![0.0, 3000.0]);
 }
 
+/// `budget = 2` is the start and one trial. The trial breaks the SLO: it is measured, and the
+/// loop goes back to the start, whose measurement there would be a third evaluation; it is not
+/// learned, and `converged` says 2. The machine was written twice (the trial, its revert), then
+/// not again.
+#[test]
+fn a_budget_of_two_ends_at_two_evaluations_after_a_breach() {
+    let mut rig = Rig::new(None);
+    let config = LiveConfig {
+        budget: 2,
+        ..Rig::config()
+    };
+    rig.lo = LiveOptimizer::new(Rig::space(), vec![0.0, 3000.0], config).unwrap();
+    // The start measured; the first proposal (100 µs, 1200 MHz) breaks the SLO.
+    rig.step();
+    assert_eq!(rig.history(), [[100.0, 1200.0]]);
+    let ev = rig.step();
+    assert!(
+        ev.iter().any(|e| matches!(e, LiveEvent::SloBreach { .. })),
+        "{ev:?}"
+    );
+    assert_eq!(rig.history(), [[100.0, 1200.0], [0.0, 3000.0]]);
+    let ev = rig.step();
+    assert!(
+        matches!(
+            ev.as_slice(),
+            [
+                LiveEvent::Measured { learned: false, .. },
+                LiveEvent::Converged { best, evaluations: 2, .. },
+            ] if *best == [0.0, 3000.0]
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(rig.lo.phase(), Phase::Holding);
+    rig.run(10);
+    assert_eq!(rig.history(), [[100.0, 1200.0], [0.0, 3000.0]]);
+}
+
 #[test]
 fn converges_to_the_optimum_region_and_holds_it() {
     let mut rig = Rig::new(None);

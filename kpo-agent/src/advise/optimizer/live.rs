@@ -220,7 +220,8 @@ impl Objective {
 pub struct LiveConfig {
     pub slo: Slo,
     pub objective: Objective,
-    /// Evaluations per search (the start included).
+    /// Evaluations per search (the start included): measurements learned, each visit to a
+    /// configuration one. Never exceeded: a measurement once it is spent is not learned.
     pub budget: usize,
     /// Space-filling proposals after the start.
     pub initial_points: usize,
@@ -722,9 +723,12 @@ impl LiveOptimizer {
 
         // 3. Learn.
         let current = self.current.clone();
+        // Not once the budget is spent: the return to the best after the last trial broke the
+        // SLO would be one evaluation more than the operator allowed.
         let learned = self.phase == Phase::Exploring
             && !self.waiting
             && self.last_told.as_ref() != Some(&current)
+            && self.evaluations < self.config.budget
             && self.learnable(&current);
         if learned {
             self.waited_for = None;
