@@ -221,7 +221,8 @@ pub struct LiveConfig {
     pub slo: Slo,
     pub objective: Objective,
     /// Evaluations per search (the start included): measurements learned, each visit to a
-    /// configuration one. Never exceeded: a measurement once it is spent is not learned.
+    /// configuration one, and trials sent back unmeasured. Never exceeded: a measurement once it
+    /// is spent is not learned.
     pub budget: usize,
     /// Space-filling proposals after the start.
     pub initial_points: usize,
@@ -640,6 +641,14 @@ impl LiveOptimizer {
         });
     }
 
+    /// The trial in place goes back before a measurement of it: not proposed again (the model,
+    /// which learnt nothing, would propose it at once), and one of the budget's evaluations all
+    /// the same, since the operator saw it applied.
+    fn give_up_untested(&mut self, index: usize) {
+        self.opt.exclude(index);
+        self.evaluations += 1;
+    }
+
     /// Whether `point` can be told to the model: each value within its knob's levels (between
     /// two levels is fine, a start off the grid). Not through `normalize`, which clamps a value
     /// beyond the levels to the nearest end: a start above the policy's max would be learned as
@@ -791,7 +800,7 @@ impl LiveOptimizer {
         // requests): the model has not changed, and would propose it at once.
         if let Some((point, index)) = self.untested.take() {
             if point == self.current {
-                self.opt.exclude(index);
+                self.give_up_untested(index);
             }
         }
         // What it goes back to is measured next, and learned.
@@ -822,7 +831,7 @@ impl LiveOptimizer {
         if point != self.current {
             return ev;
         }
-        self.opt.exclude(index);
+        self.give_up_untested(index);
         self.waiting = false;
         self.waited_for = None;
         ev.push(LiveEvent::NoRequests { config: point });
@@ -928,7 +937,7 @@ impl LiveOptimizer {
         // of it, and under it whole before someone else's change.
         if let Some((point, index)) = self.untested.take() {
             if point == self.current {
-                self.opt.exclude(index);
+                self.give_up_untested(index);
             }
         }
         self.start_broke_slo |= self.current == self.start;
