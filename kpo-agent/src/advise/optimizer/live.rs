@@ -321,8 +321,8 @@ pub enum LiveEvent {
         config: Vec<f64>,
         reason: String,
     },
-    /// A trial's measurement; `learned`: told to the model (not while holding, waiting, or for a
-    /// configuration outside the space).
+    /// A trial's measurement; `learned`: told to the model (not while holding, waiting, for a
+    /// configuration outside the space, or once the budget is spent).
     Measured {
         config: Vec<f64>,
         objective: f64,
