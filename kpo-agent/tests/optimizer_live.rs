@@ -322,6 +322,87 @@ fn a_point_breaking_the_slo_is_reverted_at_once() {
     assert_eq!(rig.state(), vec![0.0, 3000.0]);
 }
 
+/// `budget = 2` is the start and one trial. The trial breaks the SLO: it is measured, and the
+/// loop goes back to the start, whose measurement there would be a third evaluation; it is not
+/// learned, and `converged` says 2. The machine was written twice (the trial, its revert), then
+/// not again.
+#[test]
+fn a_budget_of_two_ends_at_two_evaluations_after_a_breach() {
+    let mut rig = Rig::new(None);
+    let config = LiveConfig {
+        budget: 2,
+        ..Rig::config()
+    };
+    rig.lo = LiveOptimizer::new(Rig::space(), vec![0.0, 3000.0], config).unwrap();
+    // The start measured; the first proposal (100 µs, 1200 MHz) breaks the SLO.
+    rig.step();
+    assert_eq!(rig.history(), [[100.0, 1200.0]]);
+    let ev = rig.step();
+    assert!(
+        ev.iter().any(|e| matches!(e, LiveEvent::SloBreach { .. })),
+        "{ev:?}"
+    );
+    assert_eq!(rig.history(), [[100.0, 1200.0], [0.0, 3000.0]]);
+    let ev = rig.step();
+    assert!(
+        matches!(
+            ev.as_slice(),
+            [
+                LiveEvent::Measured { learned: false, .. },
+                LiveEvent::Converged { best, evaluations: 2, .. },
+            ] if *best == [0.0, 3000.0]
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(rig.lo.phase(), Phase::Holding);
+    rig.run(10);
+    assert_eq!(rig.history(), [[100.0, 1200.0], [0.0, 3000.0]]);
+}
+
+/// A trial sent back before it was measured (no request completed under it, or a window without
+/// an energy reading broke the SLO) is one of the budget's evaluations all the same: at
+/// `budget = 2` it is the only trial, and the machine is written twice (the trial, its revert).
+#[test]
+fn a_trial_sent_back_unmeasured_counts_against_the_budget() {
+    for no_requests in [true, false] {
+        let mut rig = Rig::new(None);
+        let config = LiveConfig {
+            budget: 2,
+            ..Rig::config()
+        };
+        rig.lo = LiveOptimizer::new(Rig::space(), vec![0.0, 3000.0], config).unwrap();
+        rig.step();
+        assert_eq!(rig.history(), [[100.0, 1200.0]]);
+        let ev = if no_requests {
+            rig.lo.no_requests_under_trial(&mut rig.machine)
+        } else {
+            rig.lo
+                .breach_unmeasured(SLO_P99 + 100.0, 1000.0, &mut rig.machine)
+        };
+        assert!(
+            matches!(ev.last(), Some(LiveEvent::Reverted { .. })),
+            "no_requests {no_requests}: {ev:?}"
+        );
+        let ev = rig.step();
+        assert!(
+            matches!(
+                ev.as_slice(),
+                [
+                    LiveEvent::Measured { .. },
+                    LiveEvent::Converged { best, evaluations: 2, .. },
+                ] if *best == [0.0, 3000.0]
+            ),
+            "no_requests {no_requests}: {ev:?}"
+        );
+        rig.run(10);
+        assert_eq!(
+            rig.history(),
+            [[100.0, 1200.0], [0.0, 3000.0]],
+            "no_requests {no_requests}"
+        );
+    }
+}
+
 #[test]
 fn converges_to_the_optimum_region_and_holds_it() {
     let mut rig = Rig::new(None);

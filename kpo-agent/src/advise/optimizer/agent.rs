@@ -1467,6 +1467,8 @@ fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<Group>, Vec<String>) 
             }
         }
         let mut matched = false;
+        // Said once for the entry, not once per parameter its glob matches.
+        let mut unbounded: Vec<ParamAddress> = Vec::new();
         for name in names {
             let Ok(address) = name.parse::<ParamAddress>() else {
                 continue;
@@ -1478,7 +1480,7 @@ fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<Group>, Vec<String>) 
                 continue;
             }
             matched = true;
-            if out.iter().any(|(a, _, _)| a == &address) {
+            if out.iter().any(|(a, _, _)| a == &address) || unbounded.contains(&address) {
                 continue;
             }
             match (&rule.min, &rule.max) {
@@ -1498,12 +1500,20 @@ fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<Group>, Vec<String>) 
                     ));
                     out.push((address, narrow(*lo), narrow(*hi)))
                 }
-                _ => problems.push(format!(
-                    "{address}: the policy entry {:?} (line {}) needs an integer min and max \
-                     (min < max): the optimizer searches only within bounds the operator set",
-                    rule.name, rule.line
-                )),
+                _ => unbounded.push(address),
             }
+        }
+        if !unbounded.is_empty() {
+            problems.push(format!(
+                "{}: the policy entry (line {}) needs an integer min and max (min < max){}: the \
+                 optimizer searches only within bounds the operator set",
+                rule.name,
+                rule.line,
+                match unbounded.len() {
+                    1 => String::new(),
+                    n => format!(" for the {n} parameters it matches here"),
+                }
+            ));
         }
         if !matched {
             problems.push(format!("{}: no such parameter on this machine", rule.name));
@@ -2111,6 +2121,45 @@ mod tests {
         assert!(!undone(&p, &put_back), "{put_back:?}");
         let took = p.revert_own(id, Source::Optimizer, "test").unwrap();
         assert!(undone(&p, &took), "{took:?}");
+    }
+
+    /// An entry without bounds is said once, naming it, however many parameters its glob
+    /// matches (the same sentence came once per parameter), as an entry in mode recommend is.
+    #[test]
+    fn an_entry_without_bounds_is_said_once() {
+        use super::{AgentOptimizer, Off};
+        use crate::guard::{Guard, GuardConfig};
+        let sys = tempfile::tempdir().unwrap();
+        for policy in ["policy0", "policy1"] {
+            let dir = sys.path().join("devices/system/cpu/cpufreq").join(policy);
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let policy = "[params.\"cpufreq:*:scaling_max_freq\"]\nmode = \"auto\"\n\
+                      [params.\"cpufreq:policy0:scaling_min_freq\"]\nmode = \"auto\"\n\
+                      min = 1200000\n";
+        let dir = tempfile::tempdir().unwrap();
+        let (mut p, _) = path(dir.path(), policy, &kernel(&[]));
+        let settings: OptimizerSettings =
+            toml::from_str("slo_port = 8080\nslo_max_us = 500.0").unwrap();
+        let started = AgentOptimizer::start(
+            &mut p,
+            &mut Guard::new(GuardConfig::default()),
+            &settings,
+            sys.path(),
+            &mut Vec::new(),
+        );
+        let Err(Off(reason)) = started else {
+            panic!("not off: {:?}", started.map(|s| s.map(|(_, ev)| ev)));
+        };
+        assert_eq!(
+            reason,
+            "no knob the policy gives the optimizer can be used here: \
+             cpufreq:*:scaling_max_freq: the policy entry (line 1) needs an integer min and max \
+             (min < max) for the 2 parameters it matches here: the optimizer searches only within \
+             bounds the operator set; \
+             cpufreq:policy0:scaling_min_freq: the policy entry (line 3) needs an integer min and \
+             max (min < max): the optimizer searches only within bounds the operator set"
+        );
     }
 
     /// A cpufreq limit that `on_exit` puts back (the max) next to one that stays (the min): a

@@ -90,9 +90,12 @@ pub fn given_levels(
                      would read back as another and fail",
                     members_named(members),
                     if members.len() > 1 {
-                        " of every policy of the knob"
+                        format!(
+                            " of every policy of the knob: {}",
+                            lacking(members, &off, sys)
+                        )
                     } else {
-                        ""
+                        String::new()
                     }
                 );
             }
@@ -193,6 +196,34 @@ fn common_table(members: &[ParamAddress], sys: &Path) -> Result<Option<Vec<i64>>
         });
     }
     Ok(common)
+}
+
+/// For each of `values`, the policies among `members` whose table lacks it ("1500000 not in
+/// policy0's or policy1's; ..."): a group's levels are those every member has, so the warning
+/// says which member keeps a value out.
+fn lacking(members: &[ParamAddress], values: &[i64], sys: &Path) -> String {
+    let tables: Vec<(&str, Vec<i64>)> = members
+        .iter()
+        .filter_map(|address| match &address.target {
+            Target::Cpufreq { policy } => frequency_table(&policy_dir(sys, policy))
+                .ok()
+                .flatten()
+                .map(|table| (policy.as_str(), table)),
+            _ => None,
+        })
+        .collect();
+    let each: Vec<String> = values
+        .iter()
+        .map(|v| {
+            let without: Vec<&str> = tables
+                .iter()
+                .filter(|(_, table)| !table.contains(v))
+                .map(|(policy, _)| *policy)
+                .collect();
+            format!("{v} not in {}'s", without.join("'s or "))
+        })
+        .collect();
+    each.join("; ")
 }
 
 fn members_named(members: &[ParamAddress]) -> String {
@@ -326,6 +357,30 @@ mod tests {
         assert_eq!(
             knob_levels(&[rx], 0, 100, 6, tmp.path()),
             [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]
+        );
+    }
+
+    /// A group's optimizer_levels missing from one member's table are left out, and the warning
+    /// names that member: 2400000 is in policy0's table, not in policy1's.
+    #[test]
+    fn a_given_level_left_out_of_a_group_names_the_members_without_it() {
+        let tmp = tree(&[
+            ("policy0", Some("3000000 2400000 1800000 1200000\n")),
+            ("policy1", Some("3000000 2600000 1800000 1200000\n")),
+        ]);
+        let members = max_freq(&["policy0", "policy1"]);
+        let given = [1_200_000, 1_500_000, 2_400_000, 3_000_000];
+        let (kept, log) = crate::logging::logged(|| given_levels(&members, &given, tmp.path()));
+        assert_eq!(kept, Ok(vec![1_200_000.0, 3_000_000.0]));
+        assert!(
+            log.contains(
+                "optimizer: cpufreq:policy0:scaling_max_freq, cpufreq:policy1:scaling_max_freq: \
+                 optimizer_levels [1500000, 2400000] left out: not among the cpufreq driver's \
+                 frequencies (scaling_available_frequencies of every policy of the knob: 1500000 \
+                 not in policy0's or policy1's; 2400000 not in policy1's), so a write of them \
+                 would read back as another and fail"
+            ),
+            "{log}"
         );
     }
 

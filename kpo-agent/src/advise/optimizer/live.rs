@@ -220,7 +220,9 @@ impl Objective {
 pub struct LiveConfig {
     pub slo: Slo,
     pub objective: Objective,
-    /// Evaluations per search (the start included).
+    /// Evaluations per search (the start included): measurements learned, each visit to a
+    /// configuration one, and trials sent back unmeasured. Never exceeded: a measurement once it
+    /// is spent is not learned.
     pub budget: usize,
     /// Space-filling proposals after the start.
     pub initial_points: usize,
@@ -319,8 +321,8 @@ pub enum LiveEvent {
         config: Vec<f64>,
         reason: String,
     },
-    /// A trial's measurement; `learned`: told to the model (not while holding, waiting, or for a
-    /// configuration outside the space).
+    /// A trial's measurement; `learned`: told to the model (not while holding, waiting, for a
+    /// configuration outside the space, or once the budget is spent).
     Measured {
         config: Vec<f64>,
         objective: f64,
@@ -639,6 +641,14 @@ impl LiveOptimizer {
         });
     }
 
+    /// The trial in place goes back before a measurement of it: not proposed again (the model,
+    /// which learnt nothing, would propose it at once), and one of the budget's evaluations all
+    /// the same, since the operator saw it applied.
+    fn give_up_untested(&mut self, index: usize) {
+        self.opt.exclude(index);
+        self.evaluations += 1;
+    }
+
     /// Whether `point` can be told to the model: each value within its knob's levels (between
     /// two levels is fine, a start off the grid). Not through `normalize`, which clamps a value
     /// beyond the levels to the nearest end: a start above the policy's max would be learned as
@@ -722,9 +732,12 @@ impl LiveOptimizer {
 
         // 3. Learn.
         let current = self.current.clone();
+        // Not once the budget is spent: the return to the best after the last trial broke the
+        // SLO would be one evaluation more than the operator allowed.
         let learned = self.phase == Phase::Exploring
             && !self.waiting
             && self.last_told.as_ref() != Some(&current)
+            && self.evaluations < self.config.budget
             && self.learnable(&current);
         if learned {
             self.waited_for = None;
@@ -787,7 +800,7 @@ impl LiveOptimizer {
         // requests): the model has not changed, and would propose it at once.
         if let Some((point, index)) = self.untested.take() {
             if point == self.current {
-                self.opt.exclude(index);
+                self.give_up_untested(index);
             }
         }
         // What it goes back to is measured next, and learned.
@@ -818,7 +831,7 @@ impl LiveOptimizer {
         if point != self.current {
             return ev;
         }
-        self.opt.exclude(index);
+        self.give_up_untested(index);
         self.waiting = false;
         self.waited_for = None;
         ev.push(LiveEvent::NoRequests { config: point });
@@ -924,7 +937,7 @@ impl LiveOptimizer {
         // of it, and under it whole before someone else's change.
         if let Some((point, index)) = self.untested.take() {
             if point == self.current {
-                self.opt.exclude(index);
+                self.give_up_untested(index);
             }
         }
         self.start_broke_slo |= self.current == self.start;
