@@ -574,6 +574,66 @@ mod tests {
                 .collect::<Vec<_>>(),
             [Some(Value::Int(32))]
         );
+
+        // The SYN backlog and the receive path say it the same way, once.
+        use crate::window::NetnsWindow;
+        let syn_key = "net.ipv4.tcp_max_syn_backlog@netns:4026532281";
+        let mut k = FakeKernel::default()
+            .with(syn_key, 16)
+            .with("net.ipv4.tcp_syncookies@netns:4026532281", 0)
+            .with(receive_path::MAX_BACKLOG, 100);
+        let out_of_reach = |name: &str| {
+            StaticPolicy::new().with(
+                name,
+                &[Source::Rules],
+                ParamLimits::new(Mode::Auto)
+                    .bounds(1000, 65535)
+                    .step(Step::Percent(Percent::whole(100))),
+            )
+        };
+        let mut syn = window(vec![listener(NS, 4096, 10, 0)]);
+        syn.netns = vec![NetnsWindow {
+            netns: NS,
+            listen_overflows: 0,
+            listen_drops: 40,
+            syn_queue_full_drops: Some(0),
+            syn_queue_full_cookies: Some(0),
+        }];
+        syn.system.softnet_dropped = Some(5);
+        let p = out_of_reach("net.ipv4.tcp_max_syn_backlog").with(
+            receive_path::MAX_BACKLOG,
+            &[Source::Rules],
+            ParamLimits::new(Mode::Auto)
+                .bounds(1000, 16384)
+                .step(Step::Percent(Percent::whole(100))),
+        );
+        let mut rules = RuleSet::default();
+        let r = rules.on_tick(&at(1), &syn, &mut k, &p);
+        let said: Vec<_> = r
+            .iter()
+            .map(|r| {
+                (
+                    r.parameter.to_string(),
+                    r.current_value.clone(),
+                    r.recommended_value.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            said,
+            [
+                (syn_key.to_string(), Some(Value::Int(16)), None),
+                (
+                    receive_path::MAX_BACKLOG.to_string(),
+                    Some(Value::Int(100)),
+                    None
+                )
+            ]
+        );
+        assert!(r[1]
+            .reason
+            .contains("max_step 100% allows at most 200 from 100"));
+        assert!(rules.on_tick(&at(1), &syn, &mut k, &p).is_empty());
     }
 
     #[test]
