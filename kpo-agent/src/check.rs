@@ -10,9 +10,9 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use crate::{
-    actuate::param::{sysctl_rel_path, ParamAddress, ParamKind},
+    actuate::param::{sysctl_rel_path, ParamAddress, ParamKind, Target},
     config::Config,
-    policy::{Bound, MaxStep, NamespaceSel, Namespaces, ParamRule, Policy, PolicyOrigin},
+    policy::{Bound, MaxStep, Mode, NamespaceSel, Namespaces, ParamRule, Policy, PolicyOrigin},
 };
 
 #[derive(Debug, Args)]
@@ -69,14 +69,71 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
 
 /// What in the policy names nothing on this machine now ([`missing_sysctls`], then
 /// [`missing_namespaces`]), a namespace an entry names twice (likely a typo for another), then
-/// what it asks for that KPO does not do ([`latency_signals_the_trials_skip`]). `kpo check` prints them; `kpo run` logs them at start
-/// and at each reload.
+/// what it asks for that KPO does not do ([`latency_signals_the_trials_skip`]), and an entry
+/// whose bounds no step can reach from the value here ([`out_of_reach_sysctls`]). `kpo check`
+/// prints them; `kpo run` logs them at start and at each reload.
 pub(crate) fn warnings(policy: &Policy, proc_sys: &std::path::Path) -> Vec<String> {
     let mut all = missing_sysctls(policy, proc_sys);
     all.extend(missing_namespaces(policy));
     all.extend(policy.repeated_namespaces());
     all.extend(latency_signals_the_trials_skip(policy));
+    all.extend(out_of_reach_sysctls(policy, proc_sys));
     all
+}
+
+/// Entries naming one sysctl exactly, covering the host's and not in mode observe, whose value in
+/// `proc_sys` (an element of it) is outside their bounds and farther from them than one
+/// `max_step`: every value an advisor could propose is refused, so it never moves. Without this
+/// an operator learned it only from the rules' advice once the signal came (docs/rules.md).
+fn out_of_reach_sysctls(policy: &Policy, proc_sys: &std::path::Path) -> Vec<String> {
+    let file = origin(policy);
+    let at = |b: &Option<Bound>, i: usize| match b {
+        Some(Bound::All(v)) => Some(*v),
+        Some(Bound::Each(v)) => v.get(i).copied(),
+        None => None,
+    };
+    policy
+        .params
+        .iter()
+        .filter(|r| r.is_exact() && r.mode != Mode::Observe)
+        .filter(|r| r.namespaces.covers(&Target::Host))
+        .filter(|r| {
+            r.name
+                .parse::<ParamAddress>()
+                .is_ok_and(|a| a.kind() == ParamKind::Sysctl)
+        })
+        .filter_map(|r| {
+            let step = r.max_step?;
+            let text = std::fs::read_to_string(proc_sys.join(sysctl_rel_path(&r.name))).ok()?;
+            let values: Vec<i128> = text
+                .split_whitespace()
+                .map(|v| v.parse().ok())
+                .collect::<Option<_>>()?;
+            let why = values.iter().enumerate().find_map(|(i, &now)| {
+                let what = if values.len() > 1 {
+                    format!("{}'s element {i}", r.name)
+                } else {
+                    r.name.clone()
+                };
+                let allowed = step.limit(now);
+                if let Some(min) = at(&r.min, i).filter(|&min| now.saturating_add(allowed) < min) {
+                    return Some(format!(
+                        "{what} is {now} here, below min {min}, and max_step {step} allows at \
+                         most {} from {now}: no advisor can change it; widen max_step or lower \
+                         min",
+                        now.saturating_add(allowed)
+                    ));
+                }
+                let max = at(&r.max, i).filter(|&max| now.saturating_sub(allowed) > max)?;
+                Some(format!(
+                    "{what} is {now} here, above max {max}, and max_step {step} allows no lower \
+                     than {} from {now}: no advisor can change it; widen max_step or raise max",
+                    now.saturating_sub(allowed)
+                ))
+            })?;
+            Some(format!("{file}:{}: params.\"{}\": {why}", r.line, r.name))
+        })
+        .collect()
 }
 
 /// `[approvals] expire_after` no longer than the LLM advisor's consultation period, when it is
@@ -631,6 +688,55 @@ max = 8000
                 sys.display()
             )]
         );
+    }
+
+    /// Gap: somaxconn 16 under min 128 and max_step 100% was `valid` without a word, and no
+    /// advisor could ever move it (32 at most from 16, refused below 128). Warned of, from the
+    /// value in the proc/sys tree; not within a step's reach, nor without a max_step, nor in
+    /// mode observe, nor for an entry that does not cover the host's namespace.
+    #[test]
+    fn bounds_no_step_can_reach_from_the_value_here_are_warned_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path();
+        std::fs::create_dir_all(sys.join("net/core")).unwrap();
+        std::fs::create_dir_all(sys.join("net/ipv4")).unwrap();
+        std::fs::create_dir_all(sys.join("vm")).unwrap();
+        std::fs::write(sys.join("net/core/somaxconn"), "16\n").unwrap();
+        std::fs::write(sys.join("net/core/netdev_budget"), "300\n").unwrap();
+        std::fs::write(sys.join("net/ipv4/tcp_rmem"), "4096\t131072\t6291456\n").unwrap();
+        std::fs::write(sys.join("vm/swappiness"), "60\n").unwrap();
+        let p = Policy::parse(
+            "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmin = 128\nmax = 65535\n\
+             max_step = \"100%\"\n\
+             [params.\"net.ipv4.tcp_rmem\"]\nmode = \"recommend\"\n\
+             max = [8192, 65536, 6291456]\nmax_step = 4096\n\
+             [params.\"vm.swappiness\"]\nmode = \"observe\"\nmin = 100\nmax_step = 1\n\
+             [params.\"net.core.netdev_budget\"]\nmode = \"auto\"\nmin = 600\nmax = 900\n\
+             max_step = \"100%\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            out_of_reach_sysctls(&p, sys),
+            vec![
+                "p.toml:1: params.\"net.core.somaxconn\": net.core.somaxconn is 16 here, below \
+                 min 128, and max_step 100% allows at most 32 from 16: no advisor can change \
+                 it; widen max_step or lower min"
+                    .to_string(),
+                "p.toml:6: params.\"net.ipv4.tcp_rmem\": net.ipv4.tcp_rmem's element 1 is \
+                 131072 here, above max 65536, and max_step 4096 allows no lower than 126976 \
+                 from 131072: no advisor can change it; widen max_step or raise max"
+                    .to_string(),
+            ]
+        );
+        assert_eq!(warnings(&p, sys), out_of_reach_sysctls(&p, sys));
+        let elsewhere = Policy::parse(
+            "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmin = 128\nmax_step = 1\n\
+             namespaces = [4026532281]\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert!(out_of_reach_sysctls(&elsewhere, sys).is_empty());
     }
 
     /// Outside the machine's first network namespace (a pod without host networking) the kernel

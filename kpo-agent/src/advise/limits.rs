@@ -103,6 +103,24 @@ impl ParamLimits {
         )
     }
 
+    /// Whether some value within one `max_step` of `current` is within the bounds, element by
+    /// element: not when an element is outside them and farther than a step from them (16 under
+    /// `min` 128 with `max_step` 100%), where every value would be refused. A word has no bounds.
+    pub fn within_reach(&self, current: &Value) -> bool {
+        let elements = match current {
+            Value::Int(c) => std::slice::from_ref(c),
+            Value::Ints(cs) => cs.as_slice(),
+            Value::Word(_) => return true,
+        };
+        elements.iter().enumerate().all(|(i, &c)| {
+            let (min, max) = self.bounds_of(i);
+            let step = self.max_step.map(|s| s.allowed_from(c));
+            let lo = step.map_or(i128::MIN, |a| c.saturating_sub(a));
+            let hi = step.map_or(i128::MAX, |a| c.saturating_add(a));
+            lo.max(min.map_or(i128::MIN, i128::from)) <= hi.min(max.map_or(i128::MAX, i128::from))
+        })
+    }
+
     pub fn bounds(mut self, min: i64, max: i64) -> Self {
         self.min = Some(min);
         self.max = Some(max);

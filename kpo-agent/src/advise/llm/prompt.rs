@@ -279,7 +279,9 @@ pub struct ParamContext {
 }
 
 /// The parameters among `candidates` (address and current value, as the actuators read them)
-/// that the policy lets the LLM drive, deny-listed keys left out.
+/// that the policy lets the LLM drive, deny-listed keys left out, and those whose value is out
+/// of the bounds and out of one step's reach: every value the model could give would be refused
+/// (the rules tell the operator; `kpo check` warns of it).
 pub fn offered_params(
     policy: &dyn AdvicePolicy,
     candidates: impl IntoIterator<Item = (ParamAddress, Value)>,
@@ -288,7 +290,9 @@ pub fn offered_params(
         .into_iter()
         .filter(|(a, _)| !policy.is_denied(&a.policy_name()))
         .filter_map(|(address, current)| {
-            let limits = policy.allowed(&address, Source::Llm)?;
+            let limits = policy
+                .allowed(&address, Source::Llm)
+                .filter(|l| l.within_reach(&current))?;
             Some(ParamContext {
                 address,
                 current,
@@ -564,6 +568,59 @@ mod tests {
         assert_eq!(data["parameters"][0]["max_step"], "50%");
         assert_eq!(data["parameters"][0]["max_change"], 0);
         assert!(SYSTEM_PROMPT.contains("`max_change`"));
+    }
+
+    /// Defect: somaxconn 16 under `min` 128 and `max_step` 100% was offered with current 16,
+    /// min 128 and max_change 16, constraints no value meets (validation refuses every value).
+    /// Such a parameter is left out; one whose bound a step reaches, or inside its bounds with
+    /// no change allowed (`max_change` 0 says so), is offered.
+    #[test]
+    fn a_parameter_no_value_can_satisfy_is_not_offered() {
+        use crate::advise::limits::StaticPolicy;
+        let policy = StaticPolicy::new()
+            .with(
+                "net.core.somaxconn",
+                &[Source::Llm],
+                ParamLimits::new(Mode::Auto)
+                    .bounds(128, 65535)
+                    .step(Step::Percent(Percent::whole(100))),
+            )
+            .with(
+                "net.ipv4.tcp_rmem",
+                &[Source::Llm],
+                ParamLimits {
+                    min_each: Some(vec![4096, 16384, 1048576]),
+                    max_each: Some(vec![65536, 1048576, 33554432]),
+                    ..ParamLimits::new(Mode::Auto)
+                        .bounds(4096, 33554432)
+                        .step(Step::Absolute(4096))
+                },
+            );
+        let stuck: ParamAddress = "net.core.somaxconn@netns:4026532281".parse().unwrap();
+        let host: ParamAddress = "net.core.somaxconn".parse().unwrap();
+        let rmem: ParamAddress = "net.ipv4.tcp_rmem".parse().unwrap();
+        let offered = offered_params(
+            &policy,
+            [
+                (stuck.clone(), Value::Int(16)),
+                (host.clone(), Value::Int(64)),
+                // The middle element is 8192 short of its min, two steps.
+                (rmem.clone(), Value::Ints(vec![4096, 8192, 6291456])),
+            ],
+        );
+        let addresses: Vec<_> = offered.iter().map(|p| p.address.clone()).collect();
+        assert_eq!(addresses, [host]);
+        let user = build_prompt(&offered, &[], &[]).user;
+        assert!(!user.contains("@netns:4026532281"), "{user}");
+        assert!(!user.contains("tcp_rmem"), "{user}");
+        let data: serde_json::Value = serde_json::from_str(data_block(&user).unwrap()).unwrap();
+        assert_eq!(
+            data["parameters"],
+            serde_json::json!([{"address": "net.core.somaxconn", "current": 64, "mode": "auto",
+                "min": 128, "max": 65535, "max_step": "100%", "max_change": 64}])
+        );
+        let reach = |v: Vec<i128>| offered_params(&policy, [(rmem.clone(), Value::Ints(v))]).len();
+        assert_eq!(reach(vec![4096, 12288, 6291456]), 1, "one step short");
     }
 
     /// The data shows `backlog_limit` but not that the kernel already capped it at somaxconn:

@@ -599,13 +599,25 @@ impl AcceptQueueRule {
             .max()
             .unwrap_or(current)
             .max(current);
-        let target = step::raise(
+        let target = match step::try_raise(
             &addr,
             current,
             base.saturating_mul(self.cfg.raise_factor.max(2)),
             DEFAULT_CEILING,
             limits.as_ref(),
-        )?;
+        ) {
+            Ok(target) => target?,
+            Err(no) => {
+                return Some(step::out_of_reach(
+                    at,
+                    addr,
+                    current,
+                    true,
+                    limits.as_ref(),
+                    &no,
+                ))
+            }
+        };
         let worst = pressed
             .iter()
             .max_by_key(|p| (p.l.known_overflows(), p.l.backlog_max))
@@ -743,14 +755,26 @@ If its drops per window do not fall by {}% at the new limit, {SOMAXCONN} is not 
             }
             let last = entry.1.replace((at.index, current));
             let calm_windows = entry.0;
-            let Some(target) = step::lower(
+            let target = match step::try_lower(
                 &addr,
                 current,
                 current / self.cfg.raise_factor.max(2),
                 floor,
                 limits.as_ref(),
-            ) else {
-                continue;
+            ) {
+                Ok(Some(target)) => target,
+                Ok(None) => continue,
+                Err(no) => {
+                    out.push(step::out_of_reach(
+                        at,
+                        addr,
+                        current,
+                        false,
+                        limits.as_ref(),
+                        &no,
+                    ));
+                    continue;
+                }
             };
             // The guard reverted this step before (the value in place is its revert): the
             // policy would refuse it until the quarantine ends, so it is not advice yet, and the

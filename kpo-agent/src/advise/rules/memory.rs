@@ -184,9 +184,9 @@ impl MemoryRule {
                 // Rounded up: never down to a value raised from.
                 let half_way = self.below.map_or(i64::MIN, |b| (b + current + 1) / 2);
                 let wanted = (current / 2).max(half_way).max(self.cfg.floor);
-                (current - wanted >= self.cfg.min_step)
-                    .then(|| step::lower(&addr, current, wanted, self.cfg.floor, limits.as_ref()))
-                    .flatten()
+                (current - wanted >= self.cfg.min_step).then(|| {
+                    step::try_lower(&addr, current, wanted, self.cfg.floor, limits.as_ref())
+                })
             }
             // Not above the rule's ceiling even where the policy's `max` is higher: past 100
             // reclaim prefers swapping anonymous memory to dropping files, which this rule has no
@@ -196,26 +196,38 @@ impl MemoryRule {
                 let wanted = (current + (current / 2).max(10))
                     .min(self.cfg.ceiling)
                     .min(half_way);
-                (wanted - current >= self.cfg.min_step)
-                    .then(|| step::raise(&addr, current, wanted, self.cfg.ceiling, limits.as_ref()))
-                    .flatten()
+                (wanted - current >= self.cfg.min_step).then(|| {
+                    step::try_raise(&addr, current, wanted, self.cfg.ceiling, limits.as_ref())
+                })
             }
         };
         // The policy's `max_step` or bounds can shrink a step the rule judged worth making:
         // under `min_step` it is no advice either.
-        let target = target.filter(|&target| {
-            let small = (target - current).abs() < self.cfg.min_step;
-            if small {
-                warn!(
-                    "rules: no step for {addr}: the policy allows {current} to move only to {target}, under the rule's min_step {}: a smaller step hardly shifts reclaim; widen max_step or the bounds",
+        let target = match target {
+            Some(Ok(Some(target))) if (target - current).abs() < self.cfg.min_step => {
+                let why = format!(
+                    "the policy allows {current} to move only to {target}, under the rule's min_step {}: a smaller step hardly shifts reclaim; widen max_step or the bounds",
                     self.cfg.min_step
                 );
+                warn!("rules: no step for {addr}: {why}");
+                Err(step::OutOfReach(why))
             }
-            !small
-        });
-        let Some(target) = target else {
-            self.latch.no_step(at.index, situation, vec![limits]);
-            return Vec::new();
+            Some(Ok(target)) => Ok(target),
+            Some(Err(no)) => Err(no),
+            None => Ok(None),
+        };
+        let target = match target {
+            Ok(Some(target)) => target,
+            dead_end => {
+                self.latch
+                    .no_step(at.index, situation, vec![limits.clone()]);
+                let up = direction == Direction::Raise;
+                return dead_end
+                    .err()
+                    .map(|no| step::out_of_reach(at, addr, current, up, limits.as_ref(), &no))
+                    .into_iter()
+                    .collect();
+            }
         };
         self.latch.record(at.index, situation);
         self.moving = Some((direction, current, target));
@@ -666,8 +678,9 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let auto = || ParamLimits::new(Mode::Auto);
-        assert_eq!(advised(auto().step(Step::Absolute(4))), []);
-        assert_eq!(advised(auto().bounds(57, 100)), []);
+        // No step: only the advice without a value that tells the operator so.
+        assert_eq!(advised(auto().step(Step::Absolute(4))), [None]);
+        assert_eq!(advised(auto().bounds(57, 100)), [None]);
         assert_eq!(advised(auto().step(Step::Absolute(5))), [Some(55)]);
         assert_eq!(advised(auto().bounds(55, 100)), [Some(55)]);
     }

@@ -299,6 +299,7 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::{testing::*, *};
+    use crate::actuate::param::Value;
     use crate::advise::limits::{Mode, ParamLimits, StaticPolicy};
     use crate::advise::recommendation::Source;
 
@@ -520,6 +521,119 @@ mod tests {
             values(rules.on_window(&at(3), &lower, &mut k, &wide)),
             [Some(30)]
         );
+    }
+
+    /// Defect (the seed's case): somaxconn 16 with a policy's min 128 and max_step 100% leaves
+    /// the rules no step (16 may go to 32 at most, and below 128 is refused); only a log warning
+    /// said so, and an operator reading events saw the drops and silence. Now it is advice
+    /// without a value, naming the entry and what to change, once per situation and policy; a
+    /// policy that fixes the entry gets the raise at once.
+    #[test]
+    fn a_bound_out_of_reach_is_advice_for_the_operator_once_and_a_fixed_policy_steps_at_once() {
+        use crate::advise::limits::{Percent, Step};
+        let ns_key = "net.core.somaxconn@netns:4026532281";
+        let mut k = FakeKernel::default().with(ns_key, 16);
+        let entry = |min: i64| {
+            StaticPolicy::new().with(
+                "net.core.somaxconn",
+                &[Source::Rules],
+                ParamLimits::new(Mode::Auto)
+                    .bounds(min, 65535)
+                    .step(Step::Percent(Percent::whole(100))),
+            )
+        };
+        let narrow = entry(128);
+        let mut rules = RuleSet::default();
+        let burst = window(vec![listener(NS, 16, 17, 9)]);
+        let r = rules.on_tick(&at(1), &burst, &mut k, &narrow);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0].parameter.to_string(), ns_key);
+        assert_eq!(r[0].current_value, Some(Value::Int(16)));
+        assert_eq!(r[0].recommended_value, None);
+        assert_eq!(r[0].application, None);
+        assert!(!r[0].can_auto_apply);
+        assert_eq!(
+            r[0].reason,
+            "The rules would raise net.core.somaxconn@netns:4026532281 from 16, but the policy \
+             allows no step (the policy's entry for it: min 128, max 65535, max_step 100%): the \
+             policy refuses anything below its min 128, and max_step 100% allows at most 32 from \
+             16: widen max_step or lower min. Nothing is proposed until the policy is changed (a \
+             reload is answered at the next tick or window)."
+        );
+        // Once per situation: not on the next tick, nor at the window's end, nor windows later.
+        assert!(rules.on_tick(&at(1), &burst, &mut k, &narrow).is_empty());
+        assert!(rules.on_window(&at(1), &burst, &mut k, &narrow).is_empty());
+        assert!(rules.on_tick(&at(5), &burst, &mut k, &narrow).is_empty());
+        // Repeated after repeat_windows while it holds, like any advice.
+        assert_eq!(rules.on_tick(&at(11), &burst, &mut k, &narrow).len(), 1);
+        // The entry fixed (a reload): the raise at once.
+        let r = rules.on_tick(&at(12), &burst, &mut k, &entry(16));
+        assert_eq!(
+            r.iter()
+                .map(|r| r.recommended_value.clone())
+                .collect::<Vec<_>>(),
+            [Some(Value::Int(32))]
+        );
+
+        // The SYN backlog and the receive path say it the same way, once.
+        use crate::window::NetnsWindow;
+        let syn_key = "net.ipv4.tcp_max_syn_backlog@netns:4026532281";
+        let mut k = FakeKernel::default()
+            .with(syn_key, 16)
+            .with("net.ipv4.tcp_syncookies@netns:4026532281", 0)
+            .with(receive_path::MAX_BACKLOG, 100);
+        let out_of_reach = |name: &str| {
+            StaticPolicy::new().with(
+                name,
+                &[Source::Rules],
+                ParamLimits::new(Mode::Auto)
+                    .bounds(1000, 65535)
+                    .step(Step::Percent(Percent::whole(100))),
+            )
+        };
+        let mut syn = window(vec![listener(NS, 4096, 10, 0)]);
+        syn.netns = vec![NetnsWindow {
+            netns: NS,
+            listen_overflows: 0,
+            listen_drops: 40,
+            syn_queue_full_drops: Some(0),
+            syn_queue_full_cookies: Some(0),
+        }];
+        syn.system.softnet_dropped = Some(5);
+        let p = out_of_reach("net.ipv4.tcp_max_syn_backlog").with(
+            receive_path::MAX_BACKLOG,
+            &[Source::Rules],
+            ParamLimits::new(Mode::Auto)
+                .bounds(1000, 16384)
+                .step(Step::Percent(Percent::whole(100))),
+        );
+        let mut rules = RuleSet::default();
+        let r = rules.on_tick(&at(1), &syn, &mut k, &p);
+        let said: Vec<_> = r
+            .iter()
+            .map(|r| {
+                (
+                    r.parameter.to_string(),
+                    r.current_value.clone(),
+                    r.recommended_value.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            said,
+            [
+                (syn_key.to_string(), Some(Value::Int(16)), None),
+                (
+                    receive_path::MAX_BACKLOG.to_string(),
+                    Some(Value::Int(100)),
+                    None
+                )
+            ]
+        );
+        assert!(r[1]
+            .reason
+            .contains("max_step 100% allows at most 200 from 100"));
+        assert!(rules.on_tick(&at(1), &syn, &mut k, &p).is_empty());
     }
 
     #[test]

@@ -308,21 +308,30 @@ impl ReceivePathRule {
         }
         let limits = policy.allowed(&addr, Source::Rules);
         let ceiling = self.cfg.max_backlog_ceiling;
+        let mut dead_end = None;
         let target = self.drops.fire_with(
             at.index,
             current,
             vec![limits.clone()],
             self.cfg.repeat_windows,
             || {
-                step::raise(
+                step::try_raise(
                     &addr,
                     current,
                     current.saturating_mul(self.cfg.raise_factor.max(2)),
                     ceiling,
                     limits.as_ref(),
                 )
+                .unwrap_or_else(|no| {
+                    dead_end = Some(no);
+                    None
+                })
             },
-        )?;
+        );
+        let Some(target) = target else {
+            return dead_end
+                .map(|no| step::out_of_reach(at, addr, current, true, limits.as_ref(), &no));
+        };
         let reason = format!(
             "{dropped} packet(s) dropped {span} up to {} (window {}) because a CPU's receive backlog held {MAX_BACKLOG} = {current} packets (/proc/net/softnet_stat column 2){}. \
 Raising it to {target} lets each CPU queue more packets before dropping; it applies at once. If one CPU takes all the traffic, spreading it (RPS/RSS) helps more. \
@@ -424,6 +433,7 @@ If the drops per second do not fall by a quarter over a whole window at the new 
             self.run.windows,
         );
         let mut out = Vec::new();
+        let mut dead_ends = Vec::new();
         let mut to = (budget, usecs);
         let hz = kernel.hz();
         for ((addr, current, ceiling, what), limits) in [
@@ -446,7 +456,21 @@ If the drops per second do not fall by a quarter over a whole window at the new 
             if let Some(hz) = hz.filter(|&hz| ticks(wanted, hz) <= ticks(current, hz)) {
                 wanted = last_usec_of(ticks(current, hz) + 1, hz);
             }
-            let Some(target) = step::raise(&addr, current, wanted, ceiling, limits.as_ref())
+            let stepped = match step::try_raise(&addr, current, wanted, ceiling, limits.as_ref()) {
+                Ok(stepped) => stepped,
+                Err(no) => {
+                    dead_ends.push(step::out_of_reach(
+                        at,
+                        addr,
+                        current,
+                        true,
+                        limits.as_ref(),
+                        &no,
+                    ));
+                    continue;
+                }
+            };
+            let Some(target) = stepped
                 .filter(|&target| hz.is_none_or(|hz| ticks(target, hz) > ticks(current, hz)))
             else {
                 continue;
@@ -481,7 +505,7 @@ If the squeezes do not fall by a quarter at the new values, the budgets are not 
         }
         if out.is_empty() {
             self.squeeze.no_step(at.index, (budget, usecs), limits);
-            return out;
+            return dead_ends;
         }
         self.squeeze.record(at.index, (budget, usecs));
         self.raised = Some(Raised {

@@ -12,10 +12,41 @@ use crate::{
     },
 };
 
+/// Why the policy leaves a rule no step: every value within one `max_step` would be refused as
+/// out of bounds, or the step allows no move at all. Logged as a warning, and given to the
+/// operator as advice without a value ([`out_of_reach`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutOfReach(pub String);
+
 /// Up from `current` toward `target` (at least to the policy's `min`, which the policy would
 /// otherwise refuse), capped by its `max` (by `ceiling` without one) and its `max_step`. `None`
-/// when that does not move it up, or when the `min` is out of reach in one step: every value the
-/// step allows would be refused as out of bounds, so there is no advice, and a warning says why.
+/// when that does not move it up; an error when the `min` is out of reach in one step: every value
+/// the step allows would be refused as out of bounds (a warning says why).
+pub fn try_raise(
+    address: &ParamAddress,
+    current: i64,
+    target: i64,
+    ceiling: i64,
+    limits: Option<&ParamLimits>,
+) -> Result<Option<i64>, OutOfReach> {
+    within_reach(address, raised(current, target, ceiling, limits))
+}
+
+/// Down from `current` toward `target`, never below `floor` nor the policy's `min`, at most to its
+/// `max` (which the policy would otherwise refuse), nor by more than its `max_step`. `None` when
+/// that does not move it down; an error when no value at or above `floor` within one step is at
+/// or below the `max` (a warning says why).
+pub fn try_lower(
+    address: &ParamAddress,
+    current: i64,
+    target: i64,
+    floor: i64,
+    limits: Option<&ParamLimits>,
+) -> Result<Option<i64>, OutOfReach> {
+    within_reach(address, lowered(current, target, floor, limits))
+}
+
+/// [`try_raise`]'s step, `None` when there is none (out of reach or not).
 pub fn raise(
     address: &ParamAddress,
     current: i64,
@@ -23,21 +54,9 @@ pub fn raise(
     ceiling: i64,
     limits: Option<&ParamLimits>,
 ) -> Option<i64> {
-    within_reach(address, raised(current, target, ceiling, limits))
-}
-
-/// Down from `current` toward `target`, never below `floor` nor the policy's `min`, at most to its
-/// `max` (which the policy would otherwise refuse), nor by more than its `max_step`. `None` when
-/// that does not move it down, or when no value at or above `floor` within one step is at or
-/// below the `max` (a warning says why).
-pub fn lower(
-    address: &ParamAddress,
-    current: i64,
-    target: i64,
-    floor: i64,
-    limits: Option<&ParamLimits>,
-) -> Option<i64> {
-    within_reach(address, lowered(current, target, floor, limits))
+    try_raise(address, current, target, ceiling, limits)
+        .ok()
+        .flatten()
 }
 
 /// [`lower`]'s value without its warning, for a rule that weighs a step before it advises one
@@ -51,11 +70,57 @@ pub fn lower_to(
     lowered(current, target, floor, limits).ok().flatten()
 }
 
-fn within_reach(address: &ParamAddress, step: Result<Option<i64>, String>) -> Option<i64> {
-    step.unwrap_or_else(|why| {
+fn within_reach(
+    address: &ParamAddress,
+    step: Result<Option<i64>, String>,
+) -> Result<Option<i64>, OutOfReach> {
+    step.map_err(|why| {
         warn!("rules: no step for {address}: {why}");
-        None
+        OutOfReach(why)
     })
+}
+
+/// Advice without a value for a parameter the rule would move `up` (or down) from `current` but
+/// the policy leaves no step for: without it an operator reading events saw the signal (drops)
+/// and silence. It names the policy's entry and what to change there; it is latched as the
+/// rule's dead end (`Latch::no_step`), so it is said once per situation and policy, and a reload
+/// that widens the entry is answered at once.
+pub fn out_of_reach(
+    at: &WindowRef,
+    parameter: ParamAddress,
+    current: i64,
+    up: bool,
+    limits: Option<&ParamLimits>,
+    why: &OutOfReach,
+) -> Recommendation {
+    let show = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+    let entry = limits.map_or(String::new(), |l| {
+        format!(
+            " (the policy's entry for it: min {}, max {}, max_step {})",
+            show(l.min),
+            show(l.max),
+            l.max_step.map_or("-".to_string(), |s| s.to_string())
+        )
+    });
+    let reason = format!(
+        "The rules would {} {parameter} from {current}, but the policy allows no step{entry}: {}. \
+Nothing is proposed until the policy is changed (a reload is answered at the next tick or window).",
+        if up { "raise" } else { "lower" },
+        why.0,
+    );
+    Recommendation {
+        id: Recommendation::make_id(Source::Rules, at.index, &parameter, None),
+        parameter,
+        current_value: Some(Value::Int(current.into())),
+        recommended_value: None,
+        can_auto_apply: false,
+        reason,
+        confidence: 1.0,
+        source: Source::Rules,
+        window: at.clone(),
+        application: None,
+        netns_cookie: None,
+    }
 }
 
 /// [`raise`]'s step, or why the policy's bounds are out of its reach.
@@ -82,7 +147,7 @@ fn raised(
         let why = match step {
             Some(step) if next < max.unwrap_or(ceiling) => format!(
                 "max_step {step} allows at most {} from {current}",
-                allowed(step, current)
+                current.saturating_add(allowed(step, current))
             ),
             _ => format!("the rule goes no higher than {ceiling}"),
         };
@@ -126,9 +191,9 @@ fn lowered(
     }
     if let (Some(max), Some(step)) = (max.filter(|max| next > *max), step) {
         return Err(format!(
-            "the policy refuses anything above its max {max}, and max_step {step} allows at most \
-             {} from {current}: widen max_step or raise max",
-            allowed(step, current)
+            "the policy refuses anything above its max {max}, and max_step {step} allows no lower \
+             than {} from {current}: widen max_step or raise max",
+            current.saturating_sub(allowed(step, current))
         ));
     }
     Ok((next < current).then_some(next))
@@ -200,31 +265,43 @@ mod tests {
     fn raise_is_capped_by_bounds_and_step() {
         let addr: ParamAddress = "net.core.somaxconn".parse().unwrap();
         let free = ParamLimits::new(Mode::Auto);
-        assert_eq!(raise(&addr, 1000, 2000, 16384, Some(&free)), Some(2000));
         assert_eq!(
-            raise(&addr, 1000, 99999, 16384, Some(&free)),
-            Some(16384),
+            try_raise(&addr, 1000, 2000, 16384, Some(&free)),
+            Ok(Some(2000))
+        );
+        assert_eq!(
+            try_raise(&addr, 1000, 99999, 16384, Some(&free)),
+            Ok(Some(16384)),
             "ceiling"
         );
         let bounded = ParamLimits::new(Mode::Auto).bounds(100, 1500);
-        assert_eq!(raise(&addr, 1000, 2000, 16384, Some(&bounded)), Some(1500));
         assert_eq!(
-            raise(&addr, 1500, 3000, 16384, Some(&bounded)),
-            None,
+            try_raise(&addr, 1000, 2000, 16384, Some(&bounded)),
+            Ok(Some(1500))
+        );
+        assert_eq!(
+            try_raise(&addr, 1500, 3000, 16384, Some(&bounded)),
+            Ok(None),
             "at max"
         );
         assert_eq!(
-            raise(&addr, 16, 32, 16384, Some(&bounded)),
-            Some(100),
+            try_raise(&addr, 16, 32, 16384, Some(&bounded)),
+            Ok(Some(100)),
             "up to the min"
         );
         let stepped = ParamLimits::new(Mode::Auto).step(Step::Percent(Percent::whole(25)));
-        assert_eq!(raise(&addr, 1000, 2000, 16384, Some(&stepped)), Some(1250));
-        let absolute = ParamLimits::new(Mode::Auto).step(Step::Absolute(100));
-        assert_eq!(raise(&addr, 1000, 2000, 16384, Some(&absolute)), Some(1100));
         assert_eq!(
-            raise(&addr, 1000, 2000, 16384, None),
-            Some(2000),
+            try_raise(&addr, 1000, 2000, 16384, Some(&stepped)),
+            Ok(Some(1250))
+        );
+        let absolute = ParamLimits::new(Mode::Auto).step(Step::Absolute(100));
+        assert_eq!(
+            try_raise(&addr, 1000, 2000, 16384, Some(&absolute)),
+            Ok(Some(1100))
+        );
+        assert_eq!(
+            try_raise(&addr, 1000, 2000, 16384, None),
+            Ok(Some(2000)),
             "no policy: ceiling only"
         );
     }
@@ -240,15 +317,15 @@ mod tests {
         assert_eq!(
             raised(16, 32, 16384, Some(&below_min)),
             Err(
-                "the policy refuses anything below its min 128, and max_step 50% allows at most 8 \
+                "the policy refuses anything below its min 128, and max_step 50% allows at most 24 \
                  from 16: widen max_step or lower min"
                     .into()
             )
         );
-        assert_eq!(raise(&addr, 16, 32, 16384, Some(&below_min)), None);
+        assert!(try_raise(&addr, 16, 32, 16384, Some(&below_min)).is_err());
         assert_eq!(
-            raise(&addr, 100, 32, 16384, Some(&below_min)),
-            Some(128),
+            try_raise(&addr, 100, 32, 16384, Some(&below_min)),
+            Ok(Some(128)),
             "within reach: to the min"
         );
         let no_max = ParamLimits {
@@ -265,20 +342,20 @@ mod tests {
         );
         let above_max = ParamLimits::new(Mode::Auto).bounds(0, 500);
         assert_eq!(
-            lower(&addr, 2000, 1000, 10, Some(&above_max)),
-            Some(500),
+            try_lower(&addr, 2000, 1000, 10, Some(&above_max)),
+            Ok(Some(500)),
             "down to the max"
         );
         let stepped = above_max.clone().step(Step::Percent(Percent::whole(10)));
         assert_eq!(
             lowered(2000, 1000, 10, Some(&stepped)),
             Err(
-                "the policy refuses anything above its max 500, and max_step 10% allows at most \
-                 200 from 2000: widen max_step or raise max"
+                "the policy refuses anything above its max 500, and max_step 10% allows no lower \
+                 than 1800 from 2000: widen max_step or raise max"
                     .into()
             )
         );
-        assert_eq!(lower(&addr, 2000, 1000, 10, Some(&stepped)), None);
+        assert!(try_lower(&addr, 2000, 1000, 10, Some(&stepped)).is_err());
         assert_eq!(
             lowered(2000, 1000, 1024, Some(&above_max)),
             Err(
@@ -320,20 +397,28 @@ mod tests {
             "nothing to move: nothing to say"
         );
         let addr: ParamAddress = "vm.swappiness".parse().unwrap();
-        assert_eq!(raise(&addr, 5, 10, 100, Some(&ten)), None);
+        assert!(try_raise(&addr, 5, 10, 100, Some(&ten)).is_err());
     }
 
     #[test]
     fn lower_is_capped_by_floor_min_and_step() {
         let addr: ParamAddress = "vm.swappiness".parse().unwrap();
         let free = ParamLimits::new(Mode::Auto);
-        assert_eq!(lower(&addr, 60, 30, 10, Some(&free)), Some(30));
-        assert_eq!(lower(&addr, 12, 6, 10, Some(&free)), Some(10), "floor");
-        assert_eq!(lower(&addr, 10, 5, 10, Some(&free)), None, "at the floor");
+        assert_eq!(try_lower(&addr, 60, 30, 10, Some(&free)), Ok(Some(30)));
+        assert_eq!(
+            try_lower(&addr, 12, 6, 10, Some(&free)),
+            Ok(Some(10)),
+            "floor"
+        );
+        assert_eq!(
+            try_lower(&addr, 10, 5, 10, Some(&free)),
+            Ok(None),
+            "at the floor"
+        );
         let min = ParamLimits::new(Mode::Auto).bounds(40, 100);
-        assert_eq!(lower(&addr, 60, 30, 10, Some(&min)), Some(40));
+        assert_eq!(try_lower(&addr, 60, 30, 10, Some(&min)), Ok(Some(40)));
         let stepped = ParamLimits::new(Mode::Auto).step(Step::Absolute(10));
-        assert_eq!(lower(&addr, 60, 30, 10, Some(&stepped)), Some(50));
+        assert_eq!(try_lower(&addr, 60, 30, 10, Some(&stepped)), Ok(Some(50)));
     }
 
     #[test]

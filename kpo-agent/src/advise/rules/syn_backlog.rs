@@ -217,13 +217,14 @@ impl SynBacklogRule {
                 return None;
             }
             let limits = policy.allowed(&addr, Source::Rules);
+            let mut dead_end = None;
             let target = latch.fire_with(
                 at.index,
                 current,
                 vec![limits.clone()],
                 self.cfg.repeat_windows,
                 || {
-                    step::raise(
+                    step::try_raise(
                         &addr,
                         current,
                         current
@@ -232,8 +233,16 @@ impl SynBacklogRule {
                         DEFAULT_CEILING,
                         limits.as_ref(),
                     )
+                    .unwrap_or_else(|no| {
+                        dead_end = Some(no);
+                        None
+                    })
                 },
-            )?;
+            );
+            let Some(target) = target else {
+                return dead_end
+                    .map(|no| step::out_of_reach(at, addr, current, true, limits.as_ref(), &no));
+            };
             let reason = format!(
                 "{drops} SYN(s) dropped in netns {}{} in window {} (up to {}) short of a full queue: TcpExtListenDrops {} - ListenOverflows {} - TCPReqQFullDrop {}. \
 With {SYNCOOKIES} = 0 the kernel drops SYNs from new peers once a listener's SYN queue is past three quarters of {MAX_SYN_BACKLOG} ({current}, so {}). \
