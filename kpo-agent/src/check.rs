@@ -77,6 +77,7 @@ pub(crate) fn warnings(policy: &Policy, proc_sys: &std::path::Path) -> Vec<Strin
     all.extend(missing_namespaces(policy));
     all.extend(policy.repeated_namespaces());
     all.extend(latency_signals_the_trials_skip(policy));
+    all.extend(optimizer_entries_without_bounds(policy));
     all.extend(out_of_reach_sysctls(policy, proc_sys));
     all
 }
@@ -206,6 +207,29 @@ fn latency_signals_the_trials_skip(policy: &Policy) -> Vec<String> {
                     latencies.join(" and ")
                 )
             })
+        })
+        .collect()
+}
+
+/// Entries of a knob the optimizer may search in mode auto without an integer `min` and `max`
+/// (`min` < `max`): the optimizer leaves them out (`kpo run`'s `optimizer` event says so), as it
+/// searches only within bounds the operator set. Without this `kpo check` said nothing of it.
+fn optimizer_entries_without_bounds(policy: &Policy) -> Vec<String> {
+    let file = origin(policy);
+    policy
+        .params
+        .iter()
+        .filter(|r| r.sources.contains(&crate::policy::Source::Optimizer) && r.mode == Mode::Auto)
+        .filter(|r| r.name.starts_with("cpufreq:") || r.name.starts_with("ethtool:"))
+        .filter(|r| {
+            !matches!((&r.min, &r.max), (Some(Bound::All(lo)), Some(Bound::All(hi))) if lo < hi)
+        })
+        .map(|r| {
+            format!(
+                "{file}:{}: params.\"{}\": the optimizer leaves this entry out: it needs an \
+                 integer min and max (min < max), and searches only within bounds the operator set",
+                r.line, r.name
+            )
         })
         .collect()
 }
@@ -795,6 +819,47 @@ max = 8000
                     .to_string()
             ]
         );
+    }
+
+    /// Gap: an optimizer knob in mode auto without an integer min and max passed `kpo check`
+    /// without a word (only "llm advice recommend (auto needs min and max)" with the `llm` among
+    /// its sources), though the optimizer leaves it out; only `kpo run` said so. Not for an
+    /// entry the optimizer may not change, one in mode recommend, a sysctl, or one bounded.
+    #[test]
+    fn an_optimizer_knob_without_integer_bounds_is_warned_of() {
+        let p = Policy::parse(
+            "[params.\"ethtool:eth0:rx-usecs\"]\nmode = \"auto\"\n\
+             sources = [\"optimizer\", \"llm\"]\n\
+             [params.\"cpufreq:*:scaling_max_freq\"]\nmode = \"auto\"\nmin = 1000000\n\
+             sources = [\"optimizer\"]\n\
+             [params.\"ethtool:eth0:tx-usecs\"]\nmode = \"auto\"\nmin = [0]\nmax = [200]\n\
+             sources = [\"optimizer\"]\n\
+             [params.\"ethtool:eth1:rx-usecs\"]\nmode = \"auto\"\nmin = 0\nmax = 200\n\
+             sources = [\"optimizer\"]\n\
+             [params.\"ethtool:eth2:rx-usecs\"]\nmode = \"auto\"\nsources = [\"operator\"]\n\
+             [params.\"ethtool:eth3:rx-usecs\"]\nmode = \"recommend\"\n\
+             sources = [\"optimizer\"]\n\
+             [params.\"vm.swappiness\"]\nmode = \"auto\"\nsources = [\"optimizer\"]\n",
+            "p.toml",
+        )
+        .unwrap();
+        let w = |line: usize, name: &str| {
+            format!(
+                "p.toml:{line}: params.\"{name}\": the optimizer leaves this entry out: it needs \
+                 an integer min and max (min < max), and searches only within bounds the \
+                 operator set"
+            )
+        };
+        assert_eq!(
+            optimizer_entries_without_bounds(&p),
+            vec![
+                w(1, "ethtool:eth0:rx-usecs"),
+                w(4, "cpufreq:*:scaling_max_freq"),
+                w(8, "ethtool:eth0:tx-usecs"),
+            ]
+        );
+        assert!(warnings(&p, std::path::Path::new("/nonexistent"))
+            .contains(&w(1, "ethtool:eth0:rx-usecs")));
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub enum Mode {
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     /// In the parameter's own units.
-    Absolute(i64),
+    Absolute(i128),
     /// Percent of the current value.
     Percent(Percent),
 }
@@ -42,7 +42,7 @@ impl Step {
     /// The largest allowed distance from `current`.
     pub fn allowed_from(self, current: i128) -> i128 {
         match self {
-            Step::Absolute(n) => n.saturating_abs().into(),
+            Step::Absolute(n) => n.saturating_abs(),
             // The policy's own computation: a step it would refuse is never proposed.
             Step::Percent(p) => p.of(current),
         }
@@ -63,15 +63,15 @@ impl fmt::Display for Step {
 pub struct ParamLimits {
     pub mode: Mode,
     /// Bounds, inclusive, for integers (each element of a vector such as `tcp_rmem`).
-    pub min: Option<i64>,
-    pub max: Option<i64>,
+    pub min: Option<i128>,
+    pub max: Option<i128>,
     /// Bounds element by element (`tcp_rmem`'s `min = [4096, 16384, 1048576]`), where the policy
     /// gives lists: element `i` is held to `min_each[i]` / `max_each[i]` instead of `min` / `max`
     /// (which then hold the loosest element, for a reader that knows one number only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_each: Option<Vec<i64>>,
+    pub min_each: Option<Vec<i128>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_each: Option<Vec<i64>>,
+    pub max_each: Option<Vec<i128>>,
     pub max_step: Option<Step>,
     /// For word-valued parameters (`scaling_governor`): the words allowed. `None` accepts any
     /// plain word (letters, digits, `_`, `-`), which the actuator validates against the kernel.
@@ -93,8 +93,8 @@ impl ParamLimits {
     }
 
     /// The bounds element `i` is held to.
-    fn bounds_of(&self, i: usize) -> (Option<i64>, Option<i64>) {
-        let each = |list: &Option<Vec<i64>>, all: Option<i64>| {
+    fn bounds_of(&self, i: usize) -> (Option<i128>, Option<i128>) {
+        let each = |list: &Option<Vec<i128>>, all: Option<i128>| {
             list.as_ref().and_then(|l| l.get(i).copied()).or(all)
         };
         (
@@ -117,11 +117,11 @@ impl ParamLimits {
             let step = self.max_step.map(|s| s.allowed_from(c));
             let lo = step.map_or(i128::MIN, |a| c.saturating_sub(a));
             let hi = step.map_or(i128::MAX, |a| c.saturating_add(a));
-            lo.max(min.map_or(i128::MIN, i128::from)) <= hi.min(max.map_or(i128::MAX, i128::from))
+            lo.max(min.unwrap_or(i128::MIN)) <= hi.min(max.unwrap_or(i128::MAX))
         })
     }
 
-    pub fn bounds(mut self, min: i64, max: i64) -> Self {
+    pub fn bounds(mut self, min: i128, max: i128) -> Self {
         self.min = Some(min);
         self.max = Some(max);
         self
@@ -178,9 +178,7 @@ impl ParamLimits {
                 for (i, (&c, &n)) in cur.iter().zip(&new).enumerate() {
                     let position = (cur.len() > 1).then_some(i);
                     let (min, max) = self.bounds_of(i);
-                    if min.is_some_and(|min| n < min.into())
-                        || max.is_some_and(|max| n > max.into())
-                    {
+                    if min.is_some_and(|min| n < min) || max.is_some_and(|max| n > max) {
                         return Err(ValueRejection::OutOfBounds {
                             value: n,
                             position,
@@ -230,8 +228,8 @@ pub enum ValueRejection {
     OutOfBounds {
         value: i128,
         position: Option<usize>,
-        min: Option<i64>,
-        max: Option<i64>,
+        min: Option<i128>,
+        max: Option<i128>,
     },
     #[error("{from} -> {to}{} is a larger step than the policy's max_step {max_step}", at(*.position))]
     StepTooLarge {
@@ -259,7 +257,7 @@ fn at(position: Option<usize>) -> String {
         .unwrap_or_default()
 }
 
-fn opt(v: Option<i64>) -> String {
+fn opt(v: Option<i128>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 

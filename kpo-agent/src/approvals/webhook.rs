@@ -340,13 +340,19 @@ impl Payload {
     }
 
     /// `advice`: a recommendation without a value: for the application (`listen ... backlog=`,
-    /// listen again, scale the service), or the LLM's suggestion of a parameter to look at that
-    /// it may not drive. Nothing waits for a person, so there is nothing to approve; `kpo
-    /// explain` shows it again. Every foreign word is escaped as in an approval's.
+    /// listen again, scale the service), the LLM's suggestion of a parameter to look at that it
+    /// may not drive, or the rules' word that the policy leaves them no step (its reason names
+    /// what to change in the policy). Nothing waits for a person, so there is nothing to
+    /// approve; `kpo explain` shows it again. Every foreign word is escaped as in an approval's.
     pub fn advice(raw_host: &str, rec: &Recommendation, flags: &str) -> Payload {
         let host = slack_escape(raw_host);
         let flags = slack_entities(flags);
         let parameter = slack_escape(&rec.parameter.to_string());
+        let now = rec
+            .current_value
+            .as_ref()
+            .map(|v| format!(" (now {})", slack_escape(&v.to_string())))
+            .unwrap_or_default();
         let text = match rec.application {
             Some(_) => format!(
                 "KPO on {host}: advice for the application: {} (advised by {}, confidence {:.2}). No kernel parameter is changed for it; `kpo explain {parameter}{flags}` shows it again.",
@@ -354,12 +360,15 @@ impl Payload {
                 rec.source,
                 rec.confidence,
             ),
+            // The rules would change it, and KPO could, but the policy's entry leaves no step.
+            None if rec.source == crate::advise::recommendation::Source::Rules => format!(
+                "KPO on {host}: {parameter}{now}: KPO cannot change it as the policy stands: {} (advised by {}, confidence {:.2}). `kpo explain {parameter}{flags}` shows it again.",
+                slack_escape(&rec.reason),
+                rec.source,
+                rec.confidence,
+            ),
             None => format!(
-                "KPO on {host}: a parameter to look at, {parameter}{}: {} (advised by {}, confidence {:.2}). KPO does not change it; `kpo explain {parameter}{flags}` shows it again.",
-                rec.current_value
-                    .as_ref()
-                    .map(|v| format!(" (now {})", slack_escape(&v.to_string())))
-                    .unwrap_or_default(),
+                "KPO on {host}: a parameter to look at, {parameter}{now}: {} (advised by {}, confidence {:.2}). KPO does not change it; `kpo explain {parameter}{flags}` shows it again.",
                 slack_escape(&rec.reason),
                 rec.source,
                 rec.confidence,
@@ -1011,6 +1020,59 @@ pub(crate) mod tests {
                 seen("approval_resolved", "ap-1"),
                 seen("approval_required", "ap-2")
             ]
+        );
+    }
+
+    /// Defect: the rules' word that the policy leaves them no step (advice without a value or
+    /// an application) was posted as "a parameter to look at ... KPO does not change it", the
+    /// words for the LLM's suggestions, though KPO would change it once the policy lets it.
+    #[test]
+    fn advice_the_policy_leaves_no_step_for_says_so_and_a_suggestion_is_one_to_look_at() {
+        use crate::advise::{
+            limits::{Mode, ParamLimits, Percent, Step},
+            recommendation::{Source, WindowRef},
+            rules::step,
+        };
+        let at = WindowRef {
+            index: 2,
+            end: "2026-01-01T00:02:00Z".into(),
+        };
+        let somaxconn: crate::actuate::param::ParamAddress =
+            "net.core.somaxconn@netns:4026532243".parse().unwrap();
+        let limits = ParamLimits::new(Mode::Auto)
+            .bounds(128, 65535)
+            .step(Step::Percent(Percent::whole(100)));
+        let why = step::try_raise(&somaxconn, 16, 32, 16384, Some(&limits)).unwrap_err();
+        let no_step = step::out_of_reach(&at, somaxconn, 16, true, Some(&limits), &why);
+        assert_eq!(
+            Payload::advice("web1", &no_step, "").text,
+            "KPO on web1: net.core.somaxconn@netns:4026532243 (now 16): KPO cannot change it as \
+             the policy stands: The rules would raise net.core.somaxconn@netns:4026532243 from \
+             16, but the policy allows no step (the policy's entry for it: min 128, max 65535, \
+             max_step 100%): the policy refuses anything below its min 128, and max_step 100% \
+             allows at most 32 from 16: widen max_step or lower min. Nothing is proposed until \
+             the policy is changed (a reload is answered at the next tick or window). (advised \
+             by rules, confidence 1.00). `kpo explain net.core.somaxconn@netns:4026532243` shows \
+             it again."
+        );
+        let suggestion = Recommendation {
+            id: "llm-41-0000abcd".into(),
+            parameter: "net.ipv4.tcp_fin_timeout".parse().unwrap(),
+            current_value: Some(crate::actuate::param::Value::Int(60)),
+            recommended_value: None,
+            can_auto_apply: false,
+            reason: "1200 sockets in FIN_WAIT2 in window 41".into(),
+            confidence: 0.5,
+            source: Source::Llm,
+            window: at,
+            application: None,
+            netns_cookie: None,
+        };
+        assert_eq!(
+            Payload::advice("web1", &suggestion, "").text,
+            "KPO on web1: a parameter to look at, net.ipv4.tcp_fin_timeout (now 60): 1200 sockets \
+             in FIN_WAIT2 in window 41 (advised by llm, confidence 0.50). KPO does not change it; \
+             `kpo explain net.ipv4.tcp_fin_timeout` shows it again."
         );
     }
 

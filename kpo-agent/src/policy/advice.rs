@@ -23,23 +23,18 @@ fn source(s: recommendation::Source) -> Source {
 /// that each element is checked against. The tightest would contradict itself for bounds that
 /// grow along the vector (`tcp_rmem`'s min `[4096, 16384, 1048576]` and max
 /// `[65536, 1048576, 33554432]` would make min 1048576 above max 65536).
-///
-/// The advisors' limits are `i64`; a bound beyond (an unsigned 64-bit one, `kernel.shmmax`'s) is
-/// left out of them rather than cut to `i64::MAX`, which would drop, with a false number, advice
-/// the policy allows: the change path holds every proposal to the bound itself.
-fn scalar(bound: &Option<Bound>, loosest: fn(i128, i128) -> i128) -> Option<i64> {
-    let v = match bound {
+fn scalar(bound: &Option<Bound>, loosest: fn(i128, i128) -> i128) -> Option<i128> {
+    match bound {
         None => None,
         Some(Bound::All(v)) => Some(*v),
         Some(Bound::Each(v)) => v.iter().copied().reduce(loosest),
-    };
-    v.and_then(|v| i64::try_from(v).ok())
+    }
 }
 
-/// A per-element bound as its list (none where an element is beyond `i64`, as in [`scalar`]).
-fn each(bound: &Option<Bound>) -> Option<Vec<i64>> {
+/// A per-element bound as its list.
+fn each(bound: &Option<Bound>) -> Option<Vec<i128>> {
     match bound {
-        Some(Bound::Each(v)) => v.iter().map(|&e| i64::try_from(e).ok()).collect(),
+        Some(Bound::Each(v)) => Some(v.clone()),
         _ => None,
     }
 }
@@ -62,9 +57,9 @@ impl AdvicePolicy for Policy {
         l.max = scalar(&rule.max, i128::max);
         l.min_each = each(&rule.min);
         l.max_each = each(&rule.max);
-        l.max_step = rule.max_step.and_then(|s| match s {
-            MaxStep::Absolute(v) => i64::try_from(v).ok().map(Step::Absolute),
-            MaxStep::Relative(p) => Some(Step::Percent(p)),
+        l.max_step = rule.max_step.map(|s| match s {
+            MaxStep::Absolute(v) => Step::Absolute(v),
+            MaxStep::Relative(p) => Step::Percent(p),
         });
         Some(l)
     }
@@ -145,6 +140,53 @@ mod tests {
                 "{percent}"
             );
         }
+    }
+
+    /// Defect: a bound beyond `i64` (`kernel.shmmax`'s, an unsigned 64-bit value) was left out
+    /// of the advisors' limits, so the model was not shown it and validation accepted a value
+    /// above it that the change path then refused. Now it reaches the prompt and validation
+    /// with its exact digits.
+    #[test]
+    fn a_bound_beyond_i64_reaches_the_prompt_and_validation_exactly() {
+        let policy = Policy::parse(
+            "[params.\"kernel.shmmax\"]\nmode = \"auto\"\nmin = 4294967296\n\
+             max = \"18446744073692774399\"\nsources = [\"llm\"]\n",
+            "policy.toml",
+        )
+        .unwrap();
+        let shmmax: crate::actuate::param::ParamAddress = "kernel.shmmax".parse().unwrap();
+        let offered = offered_params(&policy, [(shmmax, Value::Int(8589934592))]);
+        assert_eq!(offered.len(), 1);
+        let user = crate::advise::llm::prompt::build_prompt(&offered, &[], &[]).user;
+        assert!(
+            user.contains(r#""mode":"auto","min":4294967296,"max":18446744073692774399"#),
+            "{user}"
+        );
+        let window = WindowRef {
+            index: 1,
+            end: "t".into(),
+        };
+        let v = validate(
+            vec![
+                serde_json::json!({"parameter": "kernel.shmmax", "value": 18446744073692774400u64}),
+                serde_json::json!({"parameter": "kernel.shmmax", "value": 18446744073692774398u64}),
+            ],
+            &offered,
+            &policy,
+            &window,
+        );
+        assert_eq!(v.dropped.len(), 1);
+        assert_eq!(v.dropped[0].kind, DropKind::OutOfBounds);
+        assert_eq!(
+            v.dropped[0].detail,
+            "18446744073692774400 is outside the policy's bounds [4294967296, \
+             18446744073692774399]"
+        );
+        assert_eq!(v.accepted.len(), 1);
+        assert_eq!(
+            v.accepted[0].recommended_value,
+            Some(Value::Int(18446744073692774398))
+        );
     }
 
     /// docs/policy.md's `tcp_rmem` entry, with the `llm` among its sources.

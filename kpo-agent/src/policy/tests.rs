@@ -1574,13 +1574,19 @@ fn a_bound_beyond_tomls_integers_is_written_as_a_quoted_decimal() {
         p.rule_for(&addr("ethtool:eth0:rx-usecs")).optimizer_levels,
         Some(vec![0, 18446744073692774399])
     );
-    // The advisors' limits are i64: a bound beyond is left to the change path, not cut.
+    // The advisors see every bound whole, beyond i64 too.
     use crate::advise::{limits::AdvicePolicy, recommendation::Source as By};
     let limits = p.allowed(&addr("net.ipv4.tcp_mem"), By::Llm).unwrap();
-    assert_eq!((limits.min, limits.max), (Some(i64::MIN), None));
+    assert_eq!(
+        (limits.min, limits.max),
+        (Some(i64::MIN.into()), Some(u64::MAX.into()))
+    );
     assert_eq!(
         (limits.min_each, limits.max_each),
-        (Some(vec![i64::MIN, 0, 1]), None)
+        (
+            Some(vec![i64::MIN.into(), 0, 1]),
+            Some(vec![1, 2, u64::MAX.into()])
+        )
     );
     // The plain integer's error says how to write it; what no kernel holds is refused.
     let entry = |line: &str| format!("[params.\"kernel.shmmax\"]\nmode = \"auto\"\n{line}\n");

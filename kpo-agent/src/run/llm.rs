@@ -267,6 +267,12 @@ fn offer(path: &ChangePath, window: &Window, host_netns: u64) -> Vec<ParamContex
             .into_iter()
             .filter(|a| path.policy.allowed(a, Source::Llm).is_some())
             .filter_map(|a| path.read_with_cookie(&a).ok().map(|(v, c)| (a, v, c)))
+            // What `offered_params` leaves out (no value within reach) takes no place in the cut.
+            .filter(|(a, v, _)| {
+                path.policy
+                    .allowed(a, Source::Llm)
+                    .is_some_and(|l| l.within_reach(v))
+            })
             .take(MAX_OFFERED)
             .collect();
     let mut offered = offered_params(

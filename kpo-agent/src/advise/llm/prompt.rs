@@ -333,14 +333,14 @@ struct ParamView<'a> {
     current: &'a Value,
     mode: Mode,
     #[serde(skip_serializing_if = "Option::is_none")]
-    min: Option<i64>,
+    min: Option<i128>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    max: Option<i64>,
+    max: Option<i128>,
     /// Per-element bounds, in place of `min` / `max` where the policy gives lists.
     #[serde(skip_serializing_if = "Option::is_none")]
-    min_each: Option<&'a Vec<i64>>,
+    min_each: Option<&'a Vec<i128>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    max_each: Option<&'a Vec<i64>>,
+    max_each: Option<&'a Vec<i128>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_step: Option<String>,
     /// A percent `max_step` as the distance from `current` it allows (a list, element by

@@ -449,7 +449,7 @@ mod tests {
             StaticPolicy::new().with(
                 name,
                 &[Source::Rules],
-                ParamLimits::new(Mode::Auto).bounds(min, max),
+                ParamLimits::new(Mode::Auto).bounds(min.into(), max.into()),
             )
         };
         let wide = policy();
@@ -538,7 +538,7 @@ mod tests {
                 "net.core.somaxconn",
                 &[Source::Rules],
                 ParamLimits::new(Mode::Auto)
-                    .bounds(min, 65535)
+                    .bounds(min.into(), 65535)
                     .step(Step::Percent(Percent::whole(100))),
             )
         };

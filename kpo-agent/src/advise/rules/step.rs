@@ -93,7 +93,7 @@ pub fn out_of_reach(
     limits: Option<&ParamLimits>,
     why: &OutOfReach,
 ) -> Recommendation {
-    let show = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+    let show = |v: Option<i128>| v.map_or("-".to_string(), |v| v.to_string());
     let entry = limits.map_or(String::new(), |l| {
         format!(
             " (the policy's entry for it: min {}, max {}, max_step {})",
@@ -123,6 +123,12 @@ Nothing is proposed until the policy is changed (a reload is answered at the nex
     }
 }
 
+/// A policy bound in the rules' `i64`, which their values are read in: a bound beyond it is no
+/// bound for them, and held within it their saturating arithmetic cannot overflow.
+fn narrow(bound: Option<i128>) -> Option<i64> {
+    bound.map(|b| i64::try_from(b).unwrap_or(if b < 0 { i64::MIN } else { i64::MAX }))
+}
+
 /// [`raise`]'s step, or why the policy's bounds are out of its reach.
 fn raised(
     current: i64,
@@ -130,8 +136,8 @@ fn raised(
     ceiling: i64,
     limits: Option<&ParamLimits>,
 ) -> Result<Option<i64>, String> {
-    let min = limits.and_then(|l| l.min);
-    let max = limits.and_then(|l| l.max);
+    let min = narrow(limits.and_then(|l| l.min));
+    let max = narrow(limits.and_then(|l| l.max));
     let mut next = target
         .max(min.unwrap_or(i64::MIN))
         .min(max.unwrap_or(ceiling));
@@ -166,10 +172,10 @@ fn lowered(
     floor: i64,
     limits: Option<&ParamLimits>,
 ) -> Result<Option<i64>, String> {
-    let max = limits.and_then(|l| l.max);
+    let max = narrow(limits.and_then(|l| l.max));
     let mut next = target
         .max(floor)
-        .max(limits.and_then(|l| l.min).unwrap_or(i64::MIN));
+        .max(narrow(limits.and_then(|l| l.min)).unwrap_or(i64::MIN));
     if next >= current {
         return Ok(None);
     }
@@ -303,6 +309,25 @@ mod tests {
             try_raise(&addr, 1000, 2000, 16384, None),
             Ok(Some(2000)),
             "no policy: ceiling only"
+        );
+    }
+
+    /// The policy's bounds and step reach the rules whole (beyond `i64`, an unsigned 64-bit
+    /// one); the rules' values are `i64`, so such a bound is no bound for them, and their
+    /// arithmetic at the ends of `i64` does not overflow.
+    #[test]
+    fn a_bound_beyond_i64_is_no_bound_for_the_rules() {
+        let addr: ParamAddress = "net.core.somaxconn".parse().unwrap();
+        let wide = ParamLimits::new(Mode::Auto)
+            .bounds(i128::from(i64::MIN) - 1, u64::MAX.into())
+            .step(Step::Absolute(u64::MAX.into()));
+        assert_eq!(
+            try_raise(&addr, i64::MAX - 1, i64::MAX, 16384, Some(&wide)),
+            Ok(Some(i64::MAX))
+        );
+        assert_eq!(
+            try_lower(&addr, i64::MIN + 1, i64::MIN, i64::MIN, Some(&wide)),
+            Ok(Some(i64::MIN))
         );
     }
 

@@ -181,6 +181,48 @@ fn a_crowd_of_namespaces_does_not_crowd_out_keys_in_the_offer() {
     assert_eq!(offered[MAX_OFFERED - 1], "net.core.somaxconn@netns:1020");
 }
 
+/// Defect: the cut at [`MAX_OFFERED`] came before `offered_params` left out the parameters no
+/// value can satisfy (somaxconn 16 under min 128, max_step 100%), so each still took a place and
+/// the prompt held fewer than it could. They are left out before the cut.
+#[test]
+fn a_parameter_no_value_can_satisfy_takes_no_place_in_the_offer() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[params.\"net.core.somaxconn\"]\nmode = \"recommend\"\nmin = 128\nmax = 100000\n\
+                max_step = \"100%\"\nsources = [\"llm\"]\n";
+    // 30 namespaces, namespace 1000 + n dropping n connections; the 3 dropping most at 16.
+    let namespaces: Vec<u64> = (1..=30).map(|n| 1000 + n).collect();
+    let mut values = vec![("net.core.somaxconn".to_string(), Value::Int(128))];
+    for ns in &namespaces {
+        let v = if *ns > 1027 { 16 } else { 128 };
+        values.push((format!("net.core.somaxconn@netns:{ns}"), Value::Int(v)));
+    }
+    let values: Vec<(&str, Value)> = values
+        .iter()
+        .map(|(a, v)| (a.as_str(), v.clone()))
+        .collect();
+    let k = crate::change::tests::kernel(&values);
+    let (path, _) = crate::change::tests::path(dir.path(), toml, &k);
+    let w = window(
+        namespaces
+            .iter()
+            .map(|ns| listener(*ns, ns - 1000, 10))
+            .collect(),
+    );
+    let offered: Vec<String> = offer(&path, &w, HOST)
+        .iter()
+        .map(|p| p.address.to_string())
+        .collect();
+    let expected: Vec<String> = std::iter::once("net.core.somaxconn".to_string())
+        .chain(
+            (1004..=1027)
+                .rev()
+                .map(|ns| format!("net.core.somaxconn@netns:{ns}")),
+        )
+        .take(MAX_OFFERED)
+        .collect();
+    assert_eq!(offered, expected);
+}
+
 #[test]
 fn the_offered_policy_allows_exactly_what_was_offered_to_the_llm() {
     let somaxconn: ParamAddress = "net.core.somaxconn@netns:7".parse().unwrap();
