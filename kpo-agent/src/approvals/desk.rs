@@ -151,6 +151,8 @@ impl Desk {
     /// down, or by the agent before its webhook started), then marks it announced, durably, so
     /// that the next start does not post it again. A crash between the two posts it twice, as a
     /// timed-out POST may arrive twice: a receiver de-duplicates on `approval.id` and the event.
+    /// Marked once queued, not once delivered: a post still retrying when the agent stops is lost,
+    /// as every queued notification is (the queue is in memory; docs/approvals.md).
     fn post_what_nobody_heard(&mut self) {
         let ended: Vec<ApprovalItem> = self.store.unannounced().cloned().collect();
         for item in ended {
