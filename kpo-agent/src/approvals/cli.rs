@@ -9,7 +9,10 @@ use super::{
     control::{ApprovalControl, Offline},
     ApprovalItem, ApprovalState, Done, Explained,
 };
-use crate::{change::ChangeStatus, cli::StateArgs, journal::format_ms, who::who};
+use crate::{
+    advise::recommendation::Source, change::ChangeStatus, cli::StateArgs, journal::format_ms,
+    who::who,
+};
 
 #[derive(Debug, Args)]
 pub struct PendingArgs {
@@ -196,6 +199,22 @@ fn done(e: &Explained) -> String {
     s
 }
 
+/// What a recommendation asks, as `kpo explain` lines show it.
+fn shown_value(r: &crate::advise::recommendation::Recommendation) -> String {
+    match (&r.current_value, &r.recommended_value) {
+        (Some(c), Some(v)) => format!("{c} -> {v}"),
+        (None, Some(v)) => v.to_string(),
+        (_, None) if r.application.is_some() => "application advice".into(),
+        // The rules' word that the policy leaves them no step: KPO would change it if it could,
+        // unlike the LLM's suggestion of a parameter it may not drive.
+        (Some(c), None) if r.source == Source::Rules => {
+            format!("now {c}, no step the policy allows")
+        }
+        (Some(c), None) => format!("now {c}, to look at"),
+        (None, None) => "to look at".into(),
+    }
+}
+
 pub fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
     let entries = open(&a.state, true)?.explain(&a.param, a.limit)?;
     if a.json {
@@ -207,13 +226,7 @@ pub fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
     }
     for e in &entries {
         let r = &e.entry.recommendation;
-        let value = match (&r.current_value, &r.recommended_value) {
-            (Some(c), Some(v)) => format!("{c} -> {v}"),
-            (None, Some(v)) => v.to_string(),
-            (_, None) if r.application.is_some() => "application advice".into(),
-            (Some(c), None) => format!("now {c}, to look at"),
-            (None, None) => "to look at".into(),
-        };
+        let value = shown_value(r);
         crate::out!(
             "{}  {}  {}  {value}  (by {}, confidence {:.2}): {}\n    {}",
             format_ms(e.entry.ts_ms),
@@ -298,6 +311,41 @@ mod tests {
         assert_eq!(
             super::done(&entry(Done::Pending, "")),
             "approval ap-9: rejected by operator (uid 0, pid 7): not now"
+        );
+    }
+
+    /// Seen by hand (s37 docs): `kpo explain` showed the rules' word that the policy leaves them
+    /// no step as `now 16, to look at`, the LLM's suggestion's words for a parameter KPO never
+    /// changes; KPO changes it once the policy allows a step.
+    #[test]
+    fn the_rules_no_step_word_is_not_shown_as_a_suggestion() {
+        use crate::{
+            actuate::param::Value,
+            advise::recommendation::{Recommendation, Source, WindowRef},
+        };
+        let advice = |source| Recommendation {
+            id: "rules-2-00000000".into(),
+            parameter: "net.core.somaxconn".parse().unwrap(),
+            current_value: Some(Value::Int(16)),
+            recommended_value: None,
+            can_auto_apply: false,
+            reason: "the policy allows no step".into(),
+            confidence: 1.0,
+            source,
+            window: WindowRef {
+                index: 2,
+                end: "2026-01-01T00:00:00Z".into(),
+            },
+            application: None,
+            netns_cookie: None,
+        };
+        assert_eq!(
+            super::shown_value(&advice(Source::Rules)),
+            "now 16, no step the policy allows"
+        );
+        assert_eq!(
+            super::shown_value(&advice(Source::Llm)),
+            "now 16, to look at"
         );
     }
 
