@@ -369,55 +369,48 @@ fn header_components(header: &str) -> Vec<&str> {
     parts
 }
 
-/// A line of TOML up to its comment (a `#` outside strings).
-fn without_comment(line: &str) -> &str {
+/// The characters of a line of TOML outside its strings (and each opening quote), with their byte
+/// offsets: what a `#` or a bracket means depends on it.
+fn outside_strings(line: &str) -> impl Iterator<Item = (usize, char)> + '_ {
     let mut quote: Option<char> = None;
     let mut escaped = false;
-    for (i, c) in line.char_indices() {
-        match quote {
-            Some(q) => {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' && q == '"' {
-                    escaped = true;
-                } else if c == q {
-                    quote = None;
-                }
+    line.char_indices().filter(move |&(_, c)| match quote {
+        Some(q) => {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' && q == '"' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
             }
-            None if c == '"' || c == '\'' => quote = Some(c),
-            None if c == '#' => return &line[..i],
-            None => {}
+            false
         }
+        None => {
+            if c == '"' || c == '\'' {
+                quote = Some(c);
+            }
+            true
+        }
+    })
+}
+
+/// A line of TOML up to its comment (a `#` outside strings).
+fn without_comment(line: &str) -> &str {
+    match outside_strings(line).find(|&(_, c)| c == '#') {
+        Some((i, _)) => &line[..i],
+        None => line,
     }
-    line
 }
 
 /// `[` minus `]` on a line of TOML, outside strings and comments.
 pub(super) fn bracket_depth(line: &str) -> i32 {
-    let mut depth = 0;
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    for c in line.chars() {
-        match quote {
-            Some(q) => {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' && q == '"' {
-                    escaped = true;
-                } else if c == q {
-                    quote = None;
-                }
-            }
-            None => match c {
-                '"' | '\'' => quote = Some(c),
-                '#' => break,
-                '[' => depth += 1,
-                ']' => depth -= 1,
-                _ => {}
-            },
-        }
-    }
-    depth
+    outside_strings(without_comment(line))
+        .map(|(_, c)| match c {
+            '[' => 1,
+            ']' => -1,
+            _ => 0,
+        })
+        .sum()
 }
 
 pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
