@@ -220,7 +220,7 @@ fn optimizer_entries_without_bounds(policy: &Policy) -> Vec<String> {
         .params
         .iter()
         .filter(|r| r.sources.contains(&crate::policy::Source::Optimizer) && r.mode == Mode::Auto)
-        .filter(|r| r.name.starts_with("cpufreq:") || r.name.starts_with("ethtool:"))
+        .filter(|r| names_an_optimizer_knob(&r.name))
         .filter(|r| {
             !matches!((&r.min, &r.max), (Some(Bound::All(lo)), Some(Bound::All(hi))) if lo < hi)
         })
@@ -232,6 +232,25 @@ fn optimizer_entries_without_bounds(policy: &Policy) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Whether an entry can cover a knob the optimizer searches: its attribute (after the NIC or the
+/// cpufreq policy) is one, or a glob matching one. Another attribute of the family (a governor, a
+/// preference) is no knob: the optimizer does not look at its entry, bounds or not.
+fn names_an_optimizer_knob(name: &str) -> bool {
+    let Some((family, rest)) = name.split_once(':') else {
+        return false;
+    };
+    let knobs: &[&str] = match family {
+        "cpufreq" => &crate::advise::optimizer::agent::CPUFREQ_KNOBS,
+        "ethtool" => &crate::advise::optimizer::agent::COALESCE_KNOBS,
+        _ => return false,
+    };
+    let attribute = rest.rsplit_once(':').map_or(rest, |(_, a)| a);
+    globset::Glob::new(attribute).is_ok_and(|g| {
+        let matcher = g.compile_matcher();
+        knobs.iter().any(|k| matcher.is_match(k))
+    })
 }
 
 /// Entries whose `namespaces` name a path that does not exist: a misspelt path covers no
@@ -839,7 +858,10 @@ max = 8000
              [params.\"ethtool:eth2:rx-usecs\"]\nmode = \"auto\"\nsources = [\"operator\"]\n\
              [params.\"ethtool:eth3:rx-usecs\"]\nmode = \"recommend\"\n\
              sources = [\"optimizer\"]\n\
-             [params.\"vm.swappiness\"]\nmode = \"auto\"\nsources = [\"optimizer\"]\n",
+             [params.\"vm.swappiness\"]\nmode = \"auto\"\nsources = [\"optimizer\"]\n\
+             [params.\"cpufreq:*:scaling_governor\"]\nmode = \"auto\"\n\
+             sources = [\"optimizer\"]\n\
+             [params.\"ethtool:eth4:*-usecs\"]\nmode = \"auto\"\nsources = [\"optimizer\"]\n",
             "p.toml",
         )
         .unwrap();
@@ -856,6 +878,7 @@ max = 8000
                 w(1, "ethtool:eth0:rx-usecs"),
                 w(4, "cpufreq:*:scaling_max_freq"),
                 w(8, "ethtool:eth0:tx-usecs"),
+                w(30, "ethtool:eth4:*-usecs"),
             ]
         );
         assert!(warnings(&p, std::path::Path::new("/nonexistent"))

@@ -202,8 +202,8 @@ impl OptimizerSettings {
 }
 
 /// The numeric cpufreq and coalescing attributes the optimizer can search.
-const CPUFREQ_KNOBS: [&str; 2] = ["scaling_max_freq", "scaling_min_freq"];
-const COALESCE_KNOBS: [&str; 4] = ["rx-usecs", "tx-usecs", "rx-frames", "tx-frames"];
+pub(crate) const CPUFREQ_KNOBS: [&str; 2] = ["scaling_max_freq", "scaling_min_freq"];
+pub(crate) const COALESCE_KNOBS: [&str; 4] = ["rx-usecs", "tx-usecs", "rx-frames", "tx-frames"];
 
 /// One dimension of the search: the parameters one policy entry gives the optimizer for one
 /// attribute, moved together (under `cpufreq:*:scaling_max_freq`, every cpufreq policy's limit).
