@@ -344,7 +344,11 @@ fn text_at(text: &str, span: &Range<usize>) -> String {
     let end = rest
         .find(|c: char| !(c.is_ascii_digit() || c == '-' || c == '+' || c == '_'))
         .unwrap_or(rest.len());
-    rest[..end].replace('_', "")
+    // TOML's `+` is no part of what the hint tells to write in quotes.
+    rest[..end]
+        .replace('_', "")
+        .trim_start_matches('+')
+        .to_string()
 }
 
 /// The dotted components of a table header's key, each as written (quotes kept; a dot inside
@@ -930,7 +934,7 @@ fn int(ctx: &Ctx<'_>, span: Range<usize>, key: &str, v: &IntFile) -> Result<i128
     match v {
         IntFile::Int(i) => Ok((*i).into()),
         IntFile::Text(t) => parse_kernel_int(t).map_err(|why| {
-            let class = if t.parse::<i128>().is_ok() {
+            let class = if super::is_plain_decimal(t) {
                 PolicyErrorClass::BadValue
             } else {
                 PolicyErrorClass::BadType

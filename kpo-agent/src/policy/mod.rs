@@ -195,12 +195,15 @@ pub const KERNEL_INT_MAX: i128 = u64::MAX as i128;
 /// An integer of a policy written as text (`max = "18446744073692774399"`: TOML's integers are
 /// signed 64-bit, a kernel's may be unsigned), or why it is none.
 pub fn parse_kernel_int(text: &str) -> Result<i128, String> {
-    let v: i128 = text.parse().map_err(|_| {
-        format!(
-            "{text:?} is not an integer: write one as a number, or in quotes as plain decimal \
+    let v: i128 = Some(text)
+        .filter(|t| is_plain_decimal(t))
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "{text:?} is not an integer: write one as a number, or in quotes as plain decimal \
              digits (\"18446744073692774399\") when it is beyond TOML's signed 64 bits"
-        )
-    })?;
+            )
+        })?;
     if !(KERNEL_INT_MIN..=KERNEL_INT_MAX).contains(&v) {
         return Err(format!(
             "{text} is outside the integers a kernel parameter holds ({KERNEL_INT_MIN} to \
@@ -208,6 +211,13 @@ pub fn parse_kernel_int(text: &str) -> Result<i128, String> {
         ));
     }
     Ok(v)
+}
+
+/// Digits, with a `-` before them or not: what the error above asks for (Rust's parse would take
+/// `"+5"` too, and `"+5"` is no value the kernel prints).
+pub(crate) fn is_plain_decimal(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A lower or upper bound: one integer for every element, or one per element. `i128`, as the

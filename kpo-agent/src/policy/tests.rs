@@ -1598,6 +1598,12 @@ fn a_bound_beyond_tomls_integers_is_written_as_a_quoted_decimal() {
              a larger one in quotes: max = \"18446744073692774399\"",
         ),
         (
+            "max = +18446744073692774399",
+            PolicyErrorClass::Syntax,
+            "number too large to fit in target type: TOML's integers are signed 64-bit; write \
+             a larger one in quotes: max = \"18446744073692774399\"",
+        ),
+        (
             "max_step = 1_8446744073709551615",
             PolicyErrorClass::Syntax,
             "number too large to fit in target type: TOML's integers are signed 64-bit; write \
@@ -1620,6 +1626,12 @@ fn a_bound_beyond_tomls_integers_is_written_as_a_quoted_decimal() {
             PolicyErrorClass::BadValue,
             "-9223372036854775809 is outside the integers a kernel parameter holds \
              (-9223372036854775808 to 18446744073709551615)",
+        ),
+        (
+            "max = \"+5\"",
+            PolicyErrorClass::BadType,
+            "\"+5\" is not an integer: write one as a number, or in quotes as plain decimal \
+             digits (\"18446744073692774399\") when it is beyond TOML's signed 64 bits",
         ),
         (
             "max = \"lots\"",
