@@ -15,9 +15,17 @@ fn main() -> anyhow::Result<()> {
         println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
         return Ok(());
     }
+    // Where cargo says this package is now, not `env!` (where it was when this script was
+    // compiled): cargo reuses a build script compiled for another checkout of the repository in a
+    // shared CARGO_TARGET_DIR (its hash does not depend on the path), which would then build that
+    // checkout's kpo-ebpf into this one's agent.
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let root_dir = manifest_dir.join("../kpo-ebpf");
     let ebpf = aya_build::Package {
         name: "kpo-ebpf",
-        root_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../kpo-ebpf"),
+        root_dir: root_dir
+            .to_str()
+            .ok_or_else(|| anyhow::anyhow!("{}: not UTF-8", root_dir.display()))?,
         ..Default::default()
     };
     // aya-build runs a nested cargo for kpo-ebpf and relays each line of its stderr as a
