@@ -183,6 +183,17 @@ impl Rig {
         }
     }
 
+    /// [`Rig::new`] with `budget` evaluations instead of the default.
+    fn with_budget(budget: usize) -> Self {
+        let mut rig = Self::new(None);
+        let config = LiveConfig {
+            budget,
+            ..Self::config()
+        };
+        rig.lo = LiveOptimizer::new(Self::space(), vec![0.0, 3000.0], config).unwrap();
+        rig
+    }
+
     fn space() -> Space {
         Space::new(vec![
             KnobSpec::range("ethtool:eth0:rx-usecs", 0.0, 100.0, 10.0),
@@ -328,12 +339,7 @@ fn a_point_breaking_the_slo_is_reverted_at_once() {
 /// not again.
 #[test]
 fn a_budget_of_two_ends_at_two_evaluations_after_a_breach() {
-    let mut rig = Rig::new(None);
-    let config = LiveConfig {
-        budget: 2,
-        ..Rig::config()
-    };
-    rig.lo = LiveOptimizer::new(Rig::space(), vec![0.0, 3000.0], config).unwrap();
+    let mut rig = Rig::with_budget(2);
     // The start measured; the first proposal (100 µs, 1200 MHz) breaks the SLO.
     rig.step();
     assert_eq!(rig.history(), [[100.0, 1200.0]]);
@@ -365,12 +371,7 @@ fn a_budget_of_two_ends_at_two_evaluations_after_a_breach() {
 #[test]
 fn a_trial_sent_back_unmeasured_counts_against_the_budget() {
     for no_requests in [true, false] {
-        let mut rig = Rig::new(None);
-        let config = LiveConfig {
-            budget: 2,
-            ..Rig::config()
-        };
-        rig.lo = LiveOptimizer::new(Rig::space(), vec![0.0, 3000.0], config).unwrap();
+        let mut rig = Rig::with_budget(2);
         rig.step();
         assert_eq!(rig.history(), [[100.0, 1200.0]]);
         let ev = if no_requests {
