@@ -64,9 +64,23 @@ pub struct Desk {
     advised: BTreeMap<String, u64>,
     /// Events not yet taken by the caller.
     events: Vec<Event>,
+    /// Approvals whose end was stored still marked unannounced and whose event (and post, with a
+    /// webhook) has since been queued: marked announced at the next window or when the desk is
+    /// dropped ([`Desk::mark_what_was_announced`]), after the loop has handed the event to the
+    /// sink. Marked in the same breath as storing the end, a kill between the two would lose
+    /// the announcement for good (s38 chaos F1).
+    announcing: BTreeSet<String>,
     /// Whether the last history entry could not be recorded: said once when the store starts
     /// to fail, and once when it records again, not at every window.
     history_failing: bool,
+}
+
+/// A stop the agent survives to the end (SIGTERM, a failure) announced what it resolved last;
+/// a kill leaves it for the next start.
+impl Drop for Desk {
+    fn drop(&mut self) {
+        self.mark_what_was_announced();
+    }
 }
 
 impl std::fmt::Debug for Desk {
@@ -115,6 +129,7 @@ impl Desk {
             llm_answered: BTreeSet::new(),
             advised: BTreeMap::new(),
             events: Vec::new(),
+            announcing: BTreeSet::new(),
             history_failing: false,
         };
         if !offline {
@@ -133,12 +148,13 @@ impl Desk {
         let ended: Vec<ApprovalItem> = self.store.unannounced().cloned().collect();
         for item in ended {
             info!(
-                "approval {}: {} (while the agent was down)",
+                "approval {}: {} (announced now: it ended while the agent was down, or before \
+                 the agent that ended it could announce it)",
                 item.id,
                 item.state.describe()
             );
             if self.settings.webhook.is_none() {
-                self.mark_announced(&item.id);
+                self.announcing.insert(item.id.clone());
             }
             self.events.push(Event::ApprovalResolved(ApprovalEvent {
                 approval: item,
@@ -148,11 +164,12 @@ impl Desk {
     }
 
     /// Posts each approval resolved where no webhook heard of it (by the CLI while the agent was
-    /// down, or by the agent before its webhook started), then marks it announced, durably, so
-    /// that the next start does not post it again. A crash between the two posts it twice, as a
-    /// timed-out POST may arrive twice: a receiver de-duplicates on `approval.id` and the event.
-    /// Marked once queued, not once delivered: a post still retrying when the agent stops is lost,
-    /// as every queued notification is (the queue is in memory; docs/approvals.md).
+    /// down, or by an agent that stopped before announcing it), then marks it announced, durably,
+    /// at the next window ([`Desk::mark_what_was_announced`]), so that a later start does not
+    /// post it again. A crash before that posts it twice, as a timed-out POST may arrive twice: a
+    /// receiver de-duplicates on `approval.id` and the event. Marked once queued, not once
+    /// delivered: a post still retrying when the agent stops is lost, as every queued
+    /// notification is (the queue is in memory; docs/approvals.md).
     fn post_what_nobody_heard(&mut self) {
         let ended: Vec<ApprovalItem> = self.store.unannounced().cloned().collect();
         for item in ended {
@@ -162,7 +179,15 @@ impl Desk {
                 &item,
                 &self.command_flags,
             ));
-            self.mark_announced(&item.id);
+            self.announcing.insert(item.id.clone());
+        }
+    }
+
+    /// Marks announced, durably, the approvals whose end's event (and post) went out since the
+    /// last call: by now the loop has handed their events to the event sink.
+    fn mark_what_was_announced(&mut self) {
+        for id in std::mem::take(&mut self.announcing) {
+            self.mark_announced(&id);
         }
     }
 
@@ -731,14 +756,17 @@ impl Desk {
             _ => now_ms(),
         });
         item.state = state;
-        // No webhook hears of it (the CLI's desk, or the agent's before its webhook started):
-        // stored so, for the agent's start to announce.
-        let unannounced =
-            self.offline || (self.webhook.is_none() && self.settings.webhook.is_some());
+        // Stored unannounced in every case, for a start to announce: the agent marks it
+        // announced once its event and post are out (next window), unless no webhook hears of
+        // it (the CLI's desk, or the agent's before its webhook started).
+        let heard = !self.offline && (self.webhook.is_some() || self.settings.webhook.is_none());
         // A rejection holds for the expire_after in force now, whatever a reload sets later.
         let hold = matches!(item.state, ApprovalState::Rejected { .. })
             .then_some(self.settings.expire_after);
-        self.store.put_marked(item.clone(), unannounced, hold)?;
+        self.store.put_marked(item.clone(), true, hold)?;
+        if heard {
+            self.announcing.insert(item.id.clone());
+        }
         self.unseen.remove(&item.id);
         self.seen.remove(&item.id);
         info!("approval {}: {}", item.id, item.state.describe());
@@ -771,6 +799,7 @@ impl Desk {
     /// already has, or whose advice was not made again for `clear_after_windows` consecutive
     /// windows (the LLM's: consultations it answered), are cleared.
     pub fn on_window(&mut self, path: &ChangePath) {
+        self.mark_what_was_announced();
         let now = now_ms();
         let pending: Vec<ApprovalItem> = self.store.pending().cloned().collect();
         let seen = std::mem::take(&mut self.seen);

@@ -552,6 +552,73 @@ fn what_the_cli_resolved_while_the_agent_was_down_is_announced_once_at_the_next_
     assert!(posted.try_recv().is_err(), "posted once");
 }
 
+/// Defect (s38 chaos F1): an approval the running agent resolved was stored as announced before
+/// its `approval_resolved` event and post were out, so a kill in between (seen: `kpo approve`,
+/// then kill -9 20 ms later) lost both for good, and the receiver kept it pending. Its end stays
+/// marked unannounced until the next window: a kill before that announces it at the next start
+/// (event and post); once a window marked it, a start announces nothing again.
+#[test]
+fn what_the_agent_resolved_just_before_a_kill_is_announced_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_webhook = ApprovalSettings {
+        webhook: Some("http://127.0.0.1:9/kpo".into()),
+        ..settings()
+    };
+    let resolved = |events: Vec<Event>| -> Vec<String> {
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::ApprovalResolved(a) => Some(a.approval.id),
+                _ => None,
+            })
+            .collect()
+    };
+    let posted_ends =
+        |posted: &mut tokio::sync::mpsc::UnboundedReceiver<crate::approvals::webhook::Payload>| {
+            let mut ends = Vec::new();
+            while let Ok(p) = posted.try_recv() {
+                if p.kpo.event == "approval_resolved" {
+                    ends.push(p.kpo.approval().unwrap().id.clone());
+                }
+            }
+            ends
+        };
+    {
+        let mut s = open(dir.path(), policy("recommend"), with_webhook.clone(), false);
+        let (webhook, mut posted) = Webhook::to_channel();
+        s.desk.set_webhook(webhook);
+        s.consider(vec![rec(Source::Rules, 32, false)]);
+        s.desk.reject("ap-1", "op", None).unwrap();
+        assert_eq!(resolved(s.desk.take_events()), ["ap-1"]);
+        assert_eq!(posted_ends(&mut posted), ["ap-1"], "queued");
+        // Killed before the next window: nothing runs after this.
+        let Setup { desk, .. } = s;
+        std::mem::forget(desk);
+    }
+    let mut s = open(dir.path(), policy("recommend"), with_webhook.clone(), false);
+    assert_eq!(
+        resolved(s.desk.take_events()),
+        ["ap-1"],
+        "in the event stream again"
+    );
+    let (webhook, mut posted) = Webhook::to_channel();
+    s.desk.set_webhook(webhook);
+    assert_eq!(posted_ends(&mut posted), ["ap-1"], "posted again");
+    s.desk.on_window(&s.path);
+    let Setup { desk, path, .. } = s;
+    std::mem::forget(desk);
+    drop(path);
+    // A window marked it announced: the next start is silent about it.
+    let mut s = open(dir.path(), policy("recommend"), with_webhook, false);
+    assert!(resolved(s.desk.take_events()).is_empty());
+    let (webhook, mut posted) = Webhook::to_channel();
+    s.desk.set_webhook(webhook);
+    assert!(
+        posted_ends(&mut posted).is_empty(),
+        "posted once more, not twice more"
+    );
+}
+
 /// Without a webhook, the event stream is all there is to tell of what the CLI resolved while
 /// the agent was down: the start reports it once, and a later start with a webhook does not
 /// post it (nor would it post every end of an agent run without one).
@@ -1664,7 +1731,9 @@ fn app_advice(window: u64, drops: u64, limit: u32) -> Recommendation {
 
 /// The advice notifications taken off a channel webhook, by recommendation id; every other
 /// notification fails the test.
-fn advice_posted(posted: &mut tokio::sync::mpsc::UnboundedReceiver<Payload>) -> Vec<String> {
+fn advice_posted(
+    posted: &mut tokio::sync::mpsc::UnboundedReceiver<crate::approvals::webhook::Payload>,
+) -> Vec<String> {
     let mut ids = Vec::new();
     while let Ok(p) = posted.try_recv() {
         assert_eq!(p.kpo.event, "advice", "{}", p.text);
