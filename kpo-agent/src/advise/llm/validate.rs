@@ -302,13 +302,23 @@ fn check_item(
             return Err((DropKind::NoChange, "no value given".into()));
         }
         Some(v) => to_value(v).ok_or_else(|| {
-            (
-                DropKind::WrongType,
-                format!(
-                    "{} is not a parameter value (an integer, a list of integers, or a word)",
-                    shorten_json(v)
-                ),
-            )
+            if beyond_64_bits(v) {
+                (
+                    DropKind::OutOfBounds,
+                    format!(
+                        "{} (as read) is beyond any kernel integer (more than 64 bits)",
+                        shorten_json(v)
+                    ),
+                )
+            } else {
+                (
+                    DropKind::WrongType,
+                    format!(
+                        "{} is not a parameter value (an integer, a list of integers, or a word)",
+                        shorten_json(v)
+                    ),
+                )
+            }
         })?,
     };
     if value == ctx.current {
@@ -652,6 +662,27 @@ fn to_value(v: &Json) -> Option<Value> {
     }
 }
 
+/// A number (or a list holding one) of 2^64 or more in magnitude: serde_json reads an integer
+/// written with more digits than 64 bits hold as the nearest float, which is no type error of the
+/// model's but a value no kernel parameter takes (s38 chaos F3: `99999999999999999999999999` was
+/// dropped as `wrong_type`, "1e+26 is not ... an integer").
+fn beyond_64_bits(v: &Json) -> bool {
+    let huge = |n: &serde_json::Number| {
+        n.as_f64()
+            .is_some_and(|f| f.abs() >= 18_446_744_073_709_551_616.0)
+    };
+    match v {
+        Json::Number(n) => huge(n),
+        Json::Array(items) => {
+            items.iter().all(|i| i.is_number())
+                && items
+                    .iter()
+                    .any(|i| matches!(i, Json::Number(n) if huge(n)))
+        }
+        _ => false,
+    }
+}
+
 fn json_int(n: &serde_json::Number) -> Option<i128> {
     // u64 too: kernel.shmmax's default is above i64::MAX.
     n.as_i64()
@@ -941,6 +972,34 @@ mod tests {
         ]));
         assert_eq!(kinds(&v), [DropKind::OutOfBounds]);
         assert_eq!(v.accepted.len(), 1);
+    }
+
+    /// Defect (s38 chaos F3): an integer beyond 64 bits, which serde_json reads as a float, was
+    /// dropped as `wrong_type` ("1e+26 is not a parameter value (an integer, ...)"): the model
+    /// wrote an integer, no kernel parameter's bound reaches it. A fraction stays a type error.
+    #[test]
+    fn an_integer_beyond_64_bits_is_out_of_bounds_not_a_wrong_type() {
+        let reply: Json = serde_json::from_str(
+            r#"[
+                {"parameter": "net.core.somaxconn@netns:7", "value": 99999999999999999999999999},
+                {"parameter": "net.ipv4.tcp_rmem", "value": [4096, 262144, -1e30]},
+                {"parameter": "net.core.somaxconn@netns:7", "value": 6000.5}
+            ]"#,
+        )
+        .unwrap();
+        let v = run(reply);
+        assert_eq!(
+            kinds(&v),
+            [
+                DropKind::OutOfBounds,
+                DropKind::OutOfBounds,
+                DropKind::WrongType
+            ]
+        );
+        assert_eq!(
+            v.dropped[0].detail,
+            "1e+26 (as read) is beyond any kernel integer (more than 64 bits)"
+        );
     }
 
     #[test]
