@@ -289,8 +289,9 @@ struct Watch {
     /// at most `windows` of them: a signal that never comes back does not hold the watch open.
     #[serde(default)]
     blind_windows: u32,
-    /// Windows still to pass before the first judged one: 1 for a change made on a tick, whose
-    /// window in progress mostly holds the time before the change (and its pressure).
+    /// Windows still to pass before the first judged one: 1 for a change made inside a window
+    /// (on a tick, an operator's, the LLM's), not at its start: that window holds the time
+    /// before the change (and, on a tick, its pressure).
     #[serde(default)]
     skip_windows: u32,
     /// Windows counted without a regression and with at least one signal judged.
@@ -335,10 +336,11 @@ impl Watch {
         }
     }
 
-    /// A change made on a tick (`on_tick`) is judged from the next full window on, against a
+    /// A change made inside a window (not `at_boundary`, or on a tick) is judged from the next
+    /// window on, the first that begins after it; one made on a tick (`on_tick`) against a
     /// baseline that holds the tick.
-    fn made_on_tick(mut self, on_tick: bool) -> Watch {
-        self.skip_windows = u32::from(on_tick);
+    fn made(mut self, on_tick: bool, at_boundary: bool) -> Watch {
+        self.skip_windows = u32::from(on_tick || !at_boundary);
         self.baseline_tick = on_tick;
         self
     }
@@ -459,7 +461,8 @@ impl Guard {
     }
 
     /// The window just closed: with the [`BASELINE_WINDOWS`] - 1 before it, the baseline of
-    /// changes made before the next one. Watches written ahead of the changes made since the last
+    /// changes made before the next one; a change made from now until [`Guard::window_under_way`]
+    /// is made at the next window's start, and judged from that window on. Watches written ahead of the changes made since the last
     /// window are dropped: the calls that made them have returned, and their callers have watched
     /// the ones applied.
     pub fn window_closed(&mut self, window: &Window) {
@@ -471,10 +474,22 @@ impl Guard {
             file.recent.pop_front();
         }
         file.recent.push_back(window.clone());
+        file.at_boundary = true;
         if !file.ahead.is_empty() {
             file.ahead.clear();
             file.empty = false;
         }
+    }
+
+    /// The run loop is done acting on the window that closed last: a change made from now on is
+    /// made inside the window in progress, and judged from the next one
+    /// ([`Guard::window_closed`] up to this call: the rules' and the optimizer's changes on a
+    /// closed window's word, judged from the window in progress).
+    pub fn window_under_way(&mut self) {
+        self.file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .at_boundary = false;
     }
 
     /// Takes up the watches left in `dir` by the agent's previous run and keeps the watches there
@@ -553,9 +568,13 @@ impl Guard {
         signals: Option<&[HealthSignal]>,
     ) {
         let scope = Scope::of(&address);
-        let ((baseline, windows), on_tick) = {
+        let ((baseline, windows), on_tick, at_boundary) = {
             let file = self.file.lock().expect("guard file");
-            (file.baseline_of(before, scope), file.tick.is_some())
+            (
+                file.baseline_of(before, scope),
+                file.tick.is_some(),
+                file.at_boundary,
+            )
         };
         let signals = judged_by(
             signals.unwrap_or(&self.config.signals),
@@ -574,7 +593,7 @@ impl Guard {
                 self.config.windows,
             )
             .over_windows(windows)
-            .made_on_tick(on_tick),
+            .made(on_tick, at_boundary),
         );
     }
 
@@ -1151,6 +1170,79 @@ mod tests {
         ));
     }
 
+    /// One window as the run loop takes it: judged, then kept for baselines; changes made after
+    /// this are made inside the next window.
+    fn next_window(guard: &mut Guard, w: &Window) -> Vec<Verdict> {
+        let verdicts = guard.observe(w);
+        guard.window_closed(w);
+        guard.window_under_way();
+        verdicts
+    }
+
+    /// Session 35: an operator's change made late in a window was judged on that window, mostly
+    /// from before the change, and reverted after one regressing window after it. A change made
+    /// inside a window is judged from the next one, the first that begins after it; one made
+    /// while the run loop acts on a closed window (the rules', the optimizer's) from the window in
+    /// progress, as before; after a restart, from the restart's first window.
+    #[test]
+    fn a_change_made_inside_a_window_is_judged_from_the_next_one() {
+        let config = GuardConfig {
+            windows: 2,
+            ..GuardConfig::default()
+        };
+        let calm = window(&[(HOST_NETNS, 0, 200.0)]);
+        let busy = window(&[(HOST_NETNS, 0, 5000.0)]);
+        let watch = |guard: &mut Guard, id: u64| {
+            guard.watch(
+                id,
+                somaxconn_host(),
+                &Value::Int(1024),
+                Value::Int(512),
+                Some(&calm),
+                None,
+            )
+        };
+        // Inside a window: the window it was made in is neither judged nor counted.
+        let mut guard = Guard::new(config.clone());
+        next_window(&mut guard, &calm);
+        watch(&mut guard, 1);
+        assert!(next_window(&mut guard, &busy).is_empty());
+        assert!(
+            next_window(&mut guard, &busy).is_empty(),
+            "one regressing window after the change is not two"
+        );
+        assert!(matches!(
+            next_window(&mut guard, &busy).as_slice(),
+            [Verdict::Revert { change_id: 1, .. }]
+        ));
+        // On a closed window's word, before the next one is under way: judged from that one.
+        let mut guard = Guard::new(config.clone());
+        guard.observe(&calm);
+        guard.window_closed(&calm);
+        watch(&mut guard, 2);
+        guard.window_under_way();
+        assert!(next_window(&mut guard, &busy).is_empty());
+        assert!(matches!(
+            next_window(&mut guard, &busy).as_slice(),
+            [Verdict::Revert { change_id: 2, .. }]
+        ));
+        // Inside a window, then a restart: the restart's windows all begin after the change.
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::journal::now_ms();
+        let mut guard = Guard::new(config.clone());
+        guard.resume(dir.path(), now, |_, _, _| true).unwrap();
+        next_window(&mut guard, &calm);
+        watch(&mut guard, 3);
+        drop(guard);
+        let mut guard = Guard::new(config);
+        guard.resume(dir.path(), now, |_, _, _| true).unwrap();
+        assert!(next_window(&mut guard, &busy).is_empty());
+        assert!(matches!(
+            next_window(&mut guard, &busy).as_slice(),
+            [Verdict::Revert { change_id: 3, .. }]
+        ));
+    }
+
     /// A revert that did not take is watched again; one whose own write stayed (its put-back
     /// failed too) is watched at the value it left, which is what the journal holds the change
     /// at, so the next window's in-place check keeps it and a regression reverts it again.
@@ -1560,6 +1652,8 @@ mod tests {
         let in_other: ParamAddress = format!("net.core.somaxconn@netns:{OTHER_NETNS}")
             .parse()
             .unwrap();
+        // Both made on that window's word, as it closed.
+        guard.window_closed(&calm);
         guard.watch(
             1,
             in_other.clone(),
@@ -1619,6 +1713,7 @@ mod tests {
         let mut calm = window(&[(HOST_NETNS, 0, 200.0)]);
         with_runq(&mut calm, 100.0);
         let own = [HealthSignal::ListenOverflows, HealthSignal::RequestP99];
+        guard.window_closed(&calm);
         guard.watch(
             1,
             somaxconn_host(),
@@ -1677,6 +1772,7 @@ mod tests {
         });
         // 20 overflows/s, 10 SYN-ACK retransmits/s, request p99 200 µs.
         let prompting = window(&[(HOST_NETNS, 20, 200.0)]);
+        guard.window_closed(&prompting);
         guard.watch(
             1,
             somaxconn_host(),

@@ -32,6 +32,10 @@ pub(super) struct WatchFile {
     pub(super) recent: VecDeque<Window>,
     /// The tick the rules are advising on, while they do ([`super::Guard::advising_on_tick`]).
     pub(super) tick: Option<Window>,
+    /// A window has just closed and the run loop is still acting on it: a change made now is made
+    /// at the next window's start ([`super::Guard::window_under_way`]). Otherwise it is made
+    /// inside the window in progress, which is then not judged.
+    pub(super) at_boundary: bool,
     /// The guard's own watches, as it last saved them.
     pub(super) saved: Vec<Watch>,
     /// Written ahead of a change's write, until the guard's next window.
@@ -175,7 +179,7 @@ impl WriteAhead {
             file.config.windows,
         )
         .over_windows(windows)
-        .made_on_tick(file.tick.is_some());
+        .made(file.tick.is_some(), file.at_boundary);
         file.ahead.retain(|w| w.address != watch.address);
         file.ahead.push(watch);
         file.write();

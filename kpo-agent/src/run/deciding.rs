@@ -835,6 +835,8 @@ impl Deciding {
         self.approvals.on_window(&self.path);
         events.extend(self.take_events());
         events.extend(self.optimize(window));
+        // Changes from now on are made inside the next window, and judged from the one after.
+        self.guard.window_under_way();
         events
     }
 
