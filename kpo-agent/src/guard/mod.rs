@@ -344,11 +344,34 @@ struct Regressed {
 /// A line of [`WATCHES_FILE`]: a watch, or a signal a change the guard reverted regressed in the
 /// window in progress (the one its revert was made in), which the next start leaves out of the
 /// baselines of its first window.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize)]
 #[serde(untagged)]
 enum Line {
     Watch(Box<Watch>),
     Regressed { regressed: Regressed, saved_ms: u64 },
+}
+
+impl<'de> Deserialize<'de> for Line {
+    /// By its `regressed` field: a damaged watch is then said to be one, with its own error,
+    /// rather than as matching neither kind of line.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Line, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        struct RegressedLine {
+            regressed: Regressed,
+            saved_ms: u64,
+        }
+        let v = serde_json::Value::deserialize(d)?;
+        if v.get("regressed").is_none() {
+            let w: Watch = serde_json::from_value(v).map_err(D::Error::custom)?;
+            return Ok(Line::Watch(Box::new(w)));
+        }
+        let r: RegressedLine = serde_json::from_value(v).map_err(D::Error::custom)?;
+        Ok(Line::Regressed {
+            regressed: r.regressed,
+            saved_ms: r.saved_ms,
+        })
+    }
 }
 
 /// Whether `signal` seen in scope `a` and in scope `b` can be the same: run-queue latency and
@@ -2538,6 +2561,46 @@ mod tests {
         assert_eq!(reverted_then_restarted(true, now), (900.0, 2, None));
         let late = now + RESUME_WITHIN.as_millis() as u64 + 60_000;
         assert_eq!(reverted_then_restarted(false, late), (900.0, 2, None));
+    }
+
+    /// A line of `guard.log` with a good checksum that cannot be read says why in a watch's terms
+    /// (a field of the watch), not as a line that matches no kind; a `regressed` line likewise.
+    #[test]
+    fn an_unreadable_line_of_the_watch_file_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut watch = serde_json::to_value(Watch::new(
+            7,
+            somaxconn(),
+            Scope::Host,
+            vec![HealthSignal::RequestP99],
+            Value::Int(4096),
+            Health::default(),
+            3,
+        ))
+        .unwrap();
+        watch["windows_left"] = "three".into();
+        let regressed = serde_json::json!({
+            "regressed": {"change_id": 5, "signal": "bogus", "scope": "host"},
+            "saved_ms": 1,
+        });
+        let mut bytes = crate::journal::store::encode(&watch);
+        bytes.extend(crate::journal::store::encode(&regressed));
+        std::fs::write(dir.path().join(WATCHES_FILE), bytes).unwrap();
+        let mut guard = Guard::new(GuardConfig::default());
+        let now = crate::journal::now_ms();
+        let resumed = guard.resume(dir.path(), now, |_, _, _| true).unwrap();
+        assert!(
+            resumed.warnings[0].contains("line 1 is damaged")
+                && resumed.warnings[0].contains("invalid type: string \"three\""),
+            "{:?}",
+            resumed.warnings
+        );
+        assert!(
+            resumed.warnings[1].contains("line 2 is damaged")
+                && resumed.warnings[1].contains("unknown variant `bogus`"),
+            "{:?}",
+            resumed.warnings
+        );
     }
 
     fn somaxconn_host() -> ParamAddress {
