@@ -429,6 +429,99 @@ pub fn a_change_the_agent_was_killed_after_is_judged_after_the_restart() {
     assert_eq!(host_somaxconn(), host_before);
 }
 
+/// An operator's change is made inside a window: that window, partly from before the change, is
+/// neither judged nor counted among its `guard.windows` (docs/events.md, `guard`). With `windows =
+/// 2` and a namespace whose listener is calm, the `kept` verdict comes after the window the change
+/// was made in and two more that measured its listen overflows.
+pub fn an_operators_change_is_judged_from_the_window_after_the_one_it_was_made_in() {
+    let ns = Netns::new();
+    let original = ns_somaxconn(&ns);
+    let idle = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        in_namespace(
+            r#"
+[guard]
+windows = 2
+signals = ["listen_overflows"]
+
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 16
+max = 65535
+max_step = "1000%"
+sources = ["operator"]
+"#,
+            &ns,
+        ),
+    )
+    .unwrap();
+    let events = dir.path().join("events.ndjson");
+    let mut agent = Running::start(dir.path(), &events);
+    let inum = ns.inum();
+    let port = idle.local_addr().unwrap().port();
+    // The window measured the namespace's overflows: its listener's count is of that window.
+    let measured = |e: &Value| {
+        e["kind"] == "window"
+            && e["listeners"].as_array().is_some_and(|l| {
+                l.iter().any(|l| {
+                    l["netns"] == inum
+                        && l["port"] == port
+                        && l["overflows"].is_u64()
+                        && l["overflows_since"].is_null()
+                })
+            })
+    };
+    wait_until(
+        "a window with the idle listener",
+        Duration::from_secs(10),
+        || has(&events, measured),
+    );
+    let target = format!("/run/netns/{}", ns.name);
+    let lowered = format!("net.core.somaxconn={}", original / 2);
+    let out = kpo(dir.path(), &["apply", &lowered, "--netns", &target]);
+    assert!(out.starts_with("applied"), "{out}");
+    let id: u64 = out["applied #".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    wait_until("the guard's verdict", Duration::from_secs(30), || {
+        has(&events, |e| e["kind"] == "guard" && e["change_id"] == id)
+    });
+    agent.sigterm_and_wait();
+    let all = lines(&events);
+    let change = all
+        .iter()
+        .position(|e| e["kind"] == "change" && e["journal_id"] == id)
+        .unwrap();
+    let verdict = all
+        .iter()
+        .position(|e| e["kind"] == "guard" && e["change_id"] == id)
+        .unwrap();
+    assert_eq!(all[verdict]["verdict"], "kept", "{}", all[verdict]);
+    assert_eq!(
+        all[verdict]["judged"],
+        serde_json::json!(["listen_overflows"])
+    );
+    // The window events between the change and its verdict (a window's verdicts follow it).
+    let windows: Vec<&Value> = all[change..verdict]
+        .iter()
+        .filter(|e| e["kind"] == "window")
+        .collect();
+    let (made_in, after) = windows.split_first().expect("the window it was made in");
+    assert!(measured(made_in), "{made_in}");
+    assert_eq!(
+        after.iter().filter(|w| measured(w)).count(),
+        2,
+        "judged by the two windows after the one it was made in: {windows:#?}"
+    );
+    assert_eq!(ns_somaxconn(&ns), original / 2);
+    drop(idle);
+}
+
 /// The guard judges an operator's change by its namespace's listeners: somaxconn lowered to 16 in
 /// a namespace, a service there listening again (so capped at 16) and a burst it never accepts
 /// make the namespace's listen overflows rise from 0 for two windows in a row. The guard reverts
