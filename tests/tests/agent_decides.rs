@@ -429,6 +429,224 @@ pub fn a_change_the_agent_was_killed_after_is_judged_after_the_restart() {
     assert_eq!(host_somaxconn(), host_before);
 }
 
+/// An operator's change is made inside a window: that window, partly from before the change, is
+/// neither judged nor counted among its `guard.windows` (docs/events.md, `guard`). With `windows =
+/// 2` and a namespace whose listener is calm, the `kept` verdict comes after the window the change
+/// was made in and two more that measured its listen overflows.
+pub fn an_operators_change_is_judged_from_the_window_after_the_one_it_was_made_in() {
+    let ns = Netns::new();
+    let original = ns_somaxconn(&ns);
+    let idle = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        in_namespace(
+            r#"
+[guard]
+windows = 2
+signals = ["listen_overflows"]
+
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 16
+max = 65535
+max_step = "1000%"
+sources = ["operator"]
+"#,
+            &ns,
+        ),
+    )
+    .unwrap();
+    let events = dir.path().join("events.ndjson");
+    let mut agent = Running::start(dir.path(), &events);
+    let inum = ns.inum();
+    let port = idle.local_addr().unwrap().port();
+    // The window measured the namespace's overflows: its listener's count is of that window.
+    let measured = |e: &Value| {
+        e["kind"] == "window"
+            && e["listeners"].as_array().is_some_and(|l| {
+                l.iter().any(|l| {
+                    l["netns"] == inum
+                        && l["port"] == port
+                        && l["overflows"].is_u64()
+                        && l["overflows_since"].is_null()
+                })
+            })
+    };
+    wait_until(
+        "a window with the idle listener",
+        Duration::from_secs(10),
+        || has(&events, measured),
+    );
+    let target = format!("/run/netns/{}", ns.name);
+    let lowered = format!("net.core.somaxconn={}", original / 2);
+    let out = kpo(dir.path(), &["apply", &lowered, "--netns", &target]);
+    assert!(out.starts_with("applied"), "{out}");
+    let id: u64 = out["applied #".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    wait_until("the guard's verdict", Duration::from_secs(30), || {
+        has(&events, |e| e["kind"] == "guard" && e["change_id"] == id)
+    });
+    agent.sigterm_and_wait();
+    let all = lines(&events);
+    let change = all
+        .iter()
+        .position(|e| e["kind"] == "change" && e["journal_id"] == id)
+        .unwrap();
+    let verdict = all
+        .iter()
+        .position(|e| e["kind"] == "guard" && e["change_id"] == id)
+        .unwrap();
+    assert_eq!(all[verdict]["verdict"], "kept", "{}", all[verdict]);
+    assert_eq!(
+        all[verdict]["judged"],
+        serde_json::json!(["listen_overflows"])
+    );
+    // The window events between the change and its verdict (a window's verdicts follow it).
+    let windows: Vec<&Value> = all[change..verdict]
+        .iter()
+        .filter(|e| e["kind"] == "window")
+        .collect();
+    let (made_in, after) = windows.split_first().expect("the window it was made in");
+    assert!(measured(made_in), "{made_in}");
+    assert_eq!(
+        after.iter().filter(|w| measured(w)).count(),
+        2,
+        "judged by the two windows after the one it was made in: {windows:#?}"
+    );
+    assert_eq!(ns_somaxconn(&ns), original / 2);
+    drop(idle);
+}
+
+/// The guard reverts change A (somaxconn lowered to 16, a service listening again and a burst
+/// it never accepts); change B, made right after the revert while the burst goes on, is judged
+/// against the windows before A, not against A's regression (docs/events.md, `guard`): reverted,
+/// its verdict saying how many windows were left out. 2 s windows: B is made within the window
+/// A's revert was made in, the calm windows before A still among the last 5.
+pub fn a_change_made_after_a_revert_is_not_judged_against_that_regression() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let ns = Netns::new();
+    let original = ns_somaxconn(&ns);
+    let idle = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        in_namespace(
+            r#"
+[guard]
+windows = 3
+signals = ["listen_overflows"]
+quarantine = "1h"
+
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 16
+max = 65535
+max_step = "1000%"
+sources = ["operator"]
+"#,
+            &ns,
+        ),
+    )
+    .unwrap();
+    let events = dir.path().join("events.ndjson");
+    let child = Command::new(kpo_binary())
+        .args(["run", "--tick", "100ms", "--window", "2s", "--events"])
+        .arg(&events)
+        .args(state_args(dir.path()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut agent = Running(child);
+    let inum = ns.inum();
+    let idle_port = idle.local_addr().unwrap().port();
+    wait_until(
+        "a window with the idle listener",
+        Duration::from_secs(30),
+        || {
+            has(&events, |e| {
+                e["kind"] == "window"
+                    && e["listeners"].as_array().is_some_and(|l| {
+                        l.iter().any(|l| {
+                            l["netns"] == inum && l["port"] == idle_port && l["overflows"] == 0
+                        })
+                    })
+            })
+        },
+    );
+    let target = format!("/run/netns/{}", ns.name);
+    let apply = |value: u32| -> u64 {
+        let setting = format!("net.core.somaxconn={value}");
+        let out = kpo(dir.path(), &["apply", &setting, "--netns", &target]);
+        assert!(out.starts_with("applied"), "{out}");
+        out["applied #".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let verdict_of = |id: u64| {
+        wait_until("the guard's verdict", Duration::from_secs(60), || {
+            has(&events, |e| e["kind"] == "guard" && e["change_id"] == id)
+        });
+        lines(&events)
+            .into_iter()
+            .find(|e| e["kind"] == "guard" && e["change_id"] == id)
+            .unwrap()
+    };
+    let a = apply(16);
+    // The service listens again after A: its queue keeps A's limit after A's revert too.
+    let busy = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    assert_eq!(
+        unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&busy), 128) },
+        0
+    );
+    let port = busy.local_addr().unwrap().port();
+    let stop = AtomicBool::new(false);
+    let (a_verdict, b_verdict) = std::thread::scope(|s| {
+        s.spawn(|| {
+            ns.run(|| {
+                // Bounded: at most 1000 sockets held, at most 90 s.
+                let end = std::time::Instant::now() + Duration::from_secs(90);
+                let mut held = std::collections::VecDeque::new();
+                while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < end {
+                    for _ in 0..10 {
+                        held.push_back(kpo_integration::connect_nonblocking(port));
+                    }
+                    while held.len() > 1000 {
+                        held.pop_front();
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        });
+        let a_verdict = verdict_of(a);
+        let b = apply(32);
+        let b_verdict = verdict_of(b);
+        stop.store(true, Ordering::Relaxed);
+        (a_verdict, b_verdict)
+    });
+    agent.sigterm_and_wait();
+    assert_eq!(
+        (&a_verdict["verdict"], &a_verdict["reverted"]),
+        (&Value::from("revert"), &Value::from(true)),
+        "{a_verdict}"
+    );
+    assert_eq!(b_verdict["verdict"], "revert", "{b_verdict}");
+    assert_eq!(b_verdict["reverted"], true, "{b_verdict}");
+    assert_eq!(b_verdict["before"], 0.0, "{b_verdict}");
+    let left_out = b_verdict["before_left_out"].as_u64().unwrap();
+    assert!((2..=5).contains(&left_out), "{b_verdict}");
+    assert_eq!(ns_somaxconn(&ns), original);
+    drop((idle, busy));
+}
+
 /// The guard judges an operator's change by its namespace's listeners: somaxconn lowered to 16 in
 /// a namespace, a service there listening again (so capped at 16) and a burst it never accepts
 /// make the namespace's listen overflows rise from 0 for two windows in a row. The guard reverts

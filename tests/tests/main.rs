@@ -396,6 +396,16 @@ fn main() {
             agent_decides::a_change_the_agent_was_killed_after_is_judged_after_the_restart,
         ),
         trial(
+            "agent_decides::an_operators_change_is_judged_from_the_window_after_the_one_it_was_made_in",
+            req(),
+            agent_decides::an_operators_change_is_judged_from_the_window_after_the_one_it_was_made_in,
+        ),
+        trial(
+            "agent_decides::a_change_made_after_a_revert_is_not_judged_against_that_regression",
+            req(),
+            agent_decides::a_change_made_after_a_revert_is_not_judged_against_that_regression,
+        ),
+        trial(
             "agent_decides::the_guard_reverts_a_change_whose_listen_overflows_rose_and_quarantines_it",
             req(),
             agent_decides::the_guard_reverts_a_change_whose_listen_overflows_rose_and_quarantines_it,

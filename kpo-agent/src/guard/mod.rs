@@ -216,24 +216,36 @@ pub enum Verdict {
         value: Value,
         signal: HealthSignal,
         /// The signal's baseline: its highest value in `before_windows` windows before the change
-        /// (and in the tick it was made on, with `before_tick`).
+        /// (and in the tick it was made on, with `before_tick`), leaving out `before_left_out`
+        /// windows in which a change the guard reverted regressed it.
         before: f64,
         before_windows: u32,
         before_tick: bool,
+        before_left_out: u32,
         after: f64,
     },
 }
 
 /// What a revert's `before` is, in words, for the reasons that quote it: the highest of
-/// `windows` windows before the change (and of the tick it was made on, with `tick`).
-pub fn baseline_words(windows: u32, tick: bool) -> String {
+/// `windows` windows before the change (and of the tick it was made on, with `tick`), leaving out
+/// `left_out` in which a change the guard reverted regressed the signal.
+pub fn baseline_words(windows: u32, tick: bool, left_out: u32) -> String {
     let tick_words = "the tick it was made on";
-    match (windows, tick) {
-        (0, _) => tick_words.to_string(),
-        (1, false) => "the window before the change".to_string(),
-        (1, true) => format!("the higher of the window before the change and {tick_words}"),
-        (n, false) => format!("the highest of the {n} windows before the change"),
-        (n, true) => format!("the highest of the {n} windows before the change and {tick_words}"),
+    let words = match (windows, tick, left_out) {
+        (0, _, _) => tick_words.to_string(),
+        (1, false, 0) => "the window before the change".to_string(),
+        (1, true, 0) => format!("the higher of the window before the change and {tick_words}"),
+        (1, false, _) => "one window before the change".to_string(),
+        (1, true, _) => format!("the higher of one window before the change and {tick_words}"),
+        (n, false, _) => format!("the highest of the {n} windows before the change"),
+        (n, true, _) => {
+            format!("the highest of the {n} windows before the change and {tick_words}")
+        }
+    };
+    match left_out {
+        0 => words,
+        1 => format!("{words}, leaving out 1 in which a change the guard reverted regressed it"),
+        n => format!("{words}, leaving out {n} in which a change the guard reverted regressed it"),
     }
 }
 
@@ -280,6 +292,10 @@ struct Watch {
     /// The baseline takes the tick the change was made on too.
     #[serde(default)]
     baseline_tick: bool,
+    /// Per signal in `baseline`, the windows left out of it: a change the guard reverted
+    /// regressed the signal in them ([`WatchFile::baseline_of`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    baseline_left_out: BTreeMap<HealthSignal, u32>,
     windows_left: u32,
     /// Consecutive windows that regressed so far.
     strikes: u32,
@@ -289,8 +305,9 @@ struct Watch {
     /// at most `windows` of them: a signal that never comes back does not hold the watch open.
     #[serde(default)]
     blind_windows: u32,
-    /// Windows still to pass before the first judged one: 1 for a change made on a tick, whose
-    /// window in progress mostly holds the time before the change (and its pressure).
+    /// Windows still to pass before the first judged one: 1 for a change made inside a window
+    /// (on a tick, an operator's, the LLM's), not at its start: that window holds the time
+    /// before the change (and, on a tick, its pressure).
     #[serde(default)]
     skip_windows: u32,
     /// Windows counted without a regression and with at least one signal judged.
@@ -303,6 +320,68 @@ struct Watch {
     /// When it was last written to the state directory (ms since the epoch).
     #[serde(default)]
     saved_ms: u64,
+    /// The windows (by number in this run) of the strikes so far, each with the signals that
+    /// regressed in it: left out of later baselines if the change is reverted. A restart clears
+    /// the strikes.
+    #[serde(skip)]
+    strike_windows: Vec<(u64, Vec<HealthSignal>)>,
+    /// The window in progress when the change was made inside it (by number in this run).
+    #[serde(skip)]
+    made_in: Option<u64>,
+}
+
+/// A window (by number in this run) in which `change_id`, which the guard reverted, regressed
+/// `signal` where `scope` sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Regressed {
+    change_id: u64,
+    #[serde(skip)]
+    window: u64,
+    signal: HealthSignal,
+    scope: Scope,
+}
+
+/// A line of [`WATCHES_FILE`]: a watch, or a signal a change the guard reverted regressed in the
+/// window in progress (the one its revert was made in), which the next start leaves out of the
+/// baselines of its first window.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Line {
+    Watch(Box<Watch>),
+    Regressed { regressed: Regressed, saved_ms: u64 },
+}
+
+impl<'de> Deserialize<'de> for Line {
+    /// By its `regressed` field: a damaged watch is then said to be one, with its own error,
+    /// rather than as matching neither kind of line.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Line, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        struct RegressedLine {
+            regressed: Regressed,
+            saved_ms: u64,
+        }
+        let v = serde_json::Value::deserialize(d)?;
+        if v.get("regressed").is_none() {
+            let w: Watch = serde_json::from_value(v).map_err(D::Error::custom)?;
+            return Ok(Line::Watch(Box::new(w)));
+        }
+        let r: RegressedLine = serde_json::from_value(v).map_err(D::Error::custom)?;
+        Ok(Line::Regressed {
+            regressed: r.regressed,
+            saved_ms: r.saved_ms,
+        })
+    }
+}
+
+/// Whether `signal` seen in scope `a` and in scope `b` can be the same: run-queue latency and
+/// softnet drops are the whole host's; the others are seen per namespace, and the host's scope
+/// takes in every one.
+fn overlap(signal: HealthSignal, a: Scope, b: Scope) -> bool {
+    match signal {
+        HealthSignal::RunqP99 | HealthSignal::SoftnetDrops => true,
+        _ => a == Scope::Host || b == Scope::Host || a == b,
+    }
 }
 
 impl Watch {
@@ -324,6 +403,7 @@ impl Watch {
             baseline,
             baseline_windows: BTreeMap::new(),
             baseline_tick: false,
+            baseline_left_out: BTreeMap::new(),
             windows_left: windows,
             strikes: 0,
             judged: Default::default(),
@@ -332,20 +412,31 @@ impl Watch {
             clean_windows: 0,
             later: Vec::new(),
             saved_ms: 0,
+            strike_windows: Vec::new(),
+            made_in: None,
         }
     }
 
-    /// A change made on a tick (`on_tick`) is judged from the next full window on, against a
+    /// A change made inside a window (not `at_boundary`, or on a tick) is judged from the next
+    /// window on, the first that begins after it; one made on a tick (`on_tick`) against a
     /// baseline that holds the tick.
-    fn made_on_tick(mut self, on_tick: bool) -> Watch {
-        self.skip_windows = u32::from(on_tick);
+    /// `in_progress`: the number of the window in progress.
+    fn made(mut self, on_tick: bool, at_boundary: bool, in_progress: u64) -> Watch {
+        self.skip_windows = u32::from(on_tick || !at_boundary);
+        self.made_in = (self.skip_windows > 0).then_some(in_progress);
         self.baseline_tick = on_tick;
         self
     }
 
-    /// The baseline is of `windows` windows per signal ([`WatchFile::baseline_of`]).
-    fn over_windows(mut self, windows: BTreeMap<HealthSignal, u32>) -> Watch {
+    /// The baseline is of `windows` windows per signal, `left_out` others left out
+    /// ([`WatchFile::baseline_of`]).
+    fn over_windows(
+        mut self,
+        windows: BTreeMap<HealthSignal, u32>,
+        left_out: BTreeMap<HealthSignal, u32>,
+    ) -> Watch {
         self.baseline_windows = windows;
+        self.baseline_left_out = left_out;
         self
     }
 
@@ -354,13 +445,9 @@ impl Watch {
     /// there (run-queue latency and softnet drops are the whole host's; the others are seen per
     /// namespace, and a change of the host's is in every one).
     fn could_answer_for(&self, later: &Watch, signal: HealthSignal) -> bool {
-        let overlap = match signal {
-            HealthSignal::RunqP99 | HealthSignal::SoftnetDrops => true,
-            _ => {
-                self.scope == Scope::Host || later.scope == Scope::Host || self.scope == later.scope
-            }
-        };
-        overlap && later.signals.contains(&signal) && later.baseline.0.contains_key(&signal)
+        overlap(signal, self.scope, later.scope)
+            && later.signals.contains(&signal)
+            && later.baseline.0.contains_key(&signal)
     }
 }
 
@@ -459,7 +546,8 @@ impl Guard {
     }
 
     /// The window just closed: with the [`BASELINE_WINDOWS`] - 1 before it, the baseline of
-    /// changes made before the next one. Watches written ahead of the changes made since the last
+    /// changes made before the next one; a change made from now until [`Guard::window_under_way`]
+    /// is made at the next window's start, and judged from that window on. Watches written ahead of the changes made since the last
     /// window are dropped: the calls that made them have returned, and their callers have watched
     /// the ones applied.
     pub fn window_closed(&mut self, window: &Window) {
@@ -467,14 +555,29 @@ impl Guard {
             .file
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if file.recent.len() == BASELINE_WINDOWS {
+        if file.recent.len() == write_ahead::KEPT_WINDOWS {
             file.recent.pop_front();
         }
         file.recent.push_back(window.clone());
+        file.closed += 1;
+        file.at_boundary = true;
+        let oldest = file.closed + 1 - file.recent.len() as u64;
+        file.regressed.retain(|r| r.window >= oldest);
         if !file.ahead.is_empty() {
             file.ahead.clear();
             file.empty = false;
         }
+    }
+
+    /// The run loop is done acting on the window that closed last: a change made from now on is
+    /// made inside the window in progress, and judged from the next one
+    /// ([`Guard::window_closed`] up to this call: the rules' and the optimizer's changes on a
+    /// closed window's word, judged from the window in progress).
+    pub fn window_under_way(&mut self) {
+        self.file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .at_boundary = false;
     }
 
     /// Takes up the watches left in `dir` by the agent's previous run and keeps the watches there
@@ -497,13 +600,26 @@ impl Guard {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .dir = Some(dir.to_path_buf());
-        let loaded = crate::journal::store::load_records::<Watch>(dir, WATCHES_FILE)?;
+        let loaded = crate::journal::store::load_records::<Line>(dir, WATCHES_FILE)?;
         let mut resumed = Resumed {
             warnings: loaded.warnings,
             ..Resumed::default()
         };
         let oldest = now_ms.saturating_sub(RESUME_WITHIN.as_millis() as u64);
-        for mut w in loaded.records {
+        let mut regressed = Vec::new();
+        let watches = loaded.records.into_iter().filter_map(|line| match line {
+            Line::Watch(w) => Some(*w),
+            Line::Regressed {
+                regressed: r,
+                saved_ms,
+            } => {
+                if saved_ms >= oldest {
+                    regressed.push(r);
+                }
+                None
+            }
+        });
+        for mut w in watches {
             let named = (w.change_id, w.address.to_string());
             if !in_place(w.change_id, &w.address, &w.value) {
                 resumed.dropped.push(named);
@@ -518,6 +634,22 @@ impl Guard {
                 self.watches.retain(|x| x.address != w.address);
                 self.watches.push(w);
             }
+        }
+        // A revert made in the window in progress at the stop (or redone at this start) may
+        // still show in this run's first window; a change still watched was not reverted.
+        regressed.retain(|r| self.watches.iter().all(|w| w.change_id != r.change_id));
+        {
+            let mut file = self
+                .file
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let first = file.closed + 1;
+            file.regressed.extend(
+                regressed
+                    .into_iter()
+                    .map(|r| Regressed { window: first, ..r }),
+            );
+            file.empty = false;
         }
         self.save();
         Ok(resumed)
@@ -553,9 +685,14 @@ impl Guard {
         signals: Option<&[HealthSignal]>,
     ) {
         let scope = Scope::of(&address);
-        let ((baseline, windows), on_tick) = {
+        let (baseline, on_tick, at_boundary, in_progress) = {
             let file = self.file.lock().expect("guard file");
-            (file.baseline_of(before, scope), file.tick.is_some())
+            (
+                file.baseline_of(before, scope),
+                file.tick.is_some(),
+                file.at_boundary,
+                file.closed + 1,
+            )
         };
         let signals = judged_by(
             signals.unwrap_or(&self.config.signals),
@@ -570,11 +707,11 @@ impl Guard {
                 scope,
                 signals,
                 value,
-                baseline,
+                baseline.health,
                 self.config.windows,
             )
-            .over_windows(windows)
-            .made_on_tick(on_tick),
+            .over_windows(baseline.windows, baseline.left_out)
+            .made(on_tick, at_boundary, in_progress),
         );
     }
 
@@ -646,6 +783,7 @@ impl Guard {
     /// `held`: the value the journal holds the change at now (a failed revert's own write, when
     /// its put-back failed too).
     pub fn keep_watching(&mut self, change_id: u64, held: Option<&Value>) {
+        self.not_reverted(change_id);
         if let Some(pos) = self.reverting.iter().position(|w| w.change_id == change_id) {
             let mut w = self.reverting.remove(pos);
             if let Some(held) = held {
@@ -654,6 +792,17 @@ impl Guard {
             self.watches.retain(|x| x.address != w.address);
             self.watches.push(w);
         }
+    }
+
+    /// The revert of `change_id` the last window asked for did not take, and the change stays
+    /// applied: the windows it regressed in are no longer left out of later baselines (its
+    /// regression may go on; against a baseline without it, a later change would answer for it).
+    pub fn not_reverted(&mut self, change_id: u64) {
+        self.file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .regressed
+            .retain(|r| r.change_id != change_id);
     }
 
     /// Stops watching a parameter (reverted, or yielded to a person).
@@ -715,6 +864,15 @@ impl Guard {
         let config = &self.config;
         let reverting = &mut self.reverting;
         reverting.clear();
+        // This window's number, and the windows the changes reverted now regressed in.
+        let now = {
+            let file = self
+                .file
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            file.closed + 1
+        };
+        let mut regressed_in = Vec::new();
         // The watches open at the window's end, later changes included (a change reverted in
         // this window was still there through it).
         let open = self.watches.clone();
@@ -782,6 +940,12 @@ impl Guard {
             } else {
                 0
             };
+            if regressed.is_some() {
+                let signals = counted.iter().map(|&(signal, _, _)| signal).collect();
+                w.strike_windows.push((now, signals));
+            } else {
+                w.strike_windows.clear();
+            }
             if regressed.is_none() && !measured.is_empty() {
                 w.clean_windows += 1;
             }
@@ -796,8 +960,30 @@ impl Guard {
                     before,
                     before_windows: w.baseline_windows.get(&signal).copied().unwrap_or(1),
                     before_tick: w.baseline_tick,
+                    before_left_out: w.baseline_left_out.get(&signal).copied().unwrap_or(0),
                     after,
                 });
+                // KPO's own regression, not the host's: its strikes, the window its revert is
+                // made in (which may still show it), and the one it was made in, if no window was
+                // clean since.
+                let all: std::collections::BTreeSet<HealthSignal> = w
+                    .strike_windows
+                    .iter()
+                    .flat_map(|(_, s)| s.iter().copied())
+                    .collect();
+                let mut windows = w.strike_windows.clone();
+                windows.push((now + 1, counted.iter().map(|r| r.0).collect()));
+                if let (Some(made_in), 0) = (w.made_in, w.clean_windows) {
+                    windows.push((made_in, all.into_iter().collect()));
+                }
+                for (window, signals) in windows {
+                    regressed_in.extend(signals.into_iter().map(|signal| Regressed {
+                        change_id: w.change_id,
+                        window,
+                        signal,
+                        scope: w.scope,
+                    }));
+                }
                 reverting.push(w.clone());
                 return false;
             }
@@ -813,6 +999,16 @@ impl Guard {
             }
             true
         });
+        if !regressed_in.is_empty() {
+            let mut file = self
+                .file
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            file.regressed.extend(regressed_in);
+            // Kept before the revert is made: the watches as last saved, and the window in
+            // progress' regression, for a start after a kill during the revert.
+            file.write();
+        }
         verdicts
     }
 
@@ -923,6 +1119,7 @@ mod tests {
                 before: 800.0,
                 before_windows: 1,
                 before_tick: false,
+                before_left_out: 0,
                 after: 1500.0,
             }]
         );
@@ -1148,6 +1345,79 @@ mod tests {
         assert!(matches!(
             guard.observe(&busy).as_slice(),
             [Verdict::Revert { change_id: 2, .. }]
+        ));
+    }
+
+    /// One window as the run loop takes it: judged, then kept for baselines; changes made after
+    /// this are made inside the next window.
+    fn next_window(guard: &mut Guard, w: &Window) -> Vec<Verdict> {
+        let verdicts = guard.observe(w);
+        guard.window_closed(w);
+        guard.window_under_way();
+        verdicts
+    }
+
+    /// Session 35: an operator's change made late in a window was judged on that window, mostly
+    /// from before the change, and reverted after one regressing window after it. A change made
+    /// inside a window is judged from the next one, the first that begins after it; one made
+    /// while the run loop acts on a closed window (the rules', the optimizer's) from the window in
+    /// progress, as before; after a restart, from the restart's first window.
+    #[test]
+    fn a_change_made_inside_a_window_is_judged_from_the_next_one() {
+        let config = GuardConfig {
+            windows: 2,
+            ..GuardConfig::default()
+        };
+        let calm = window(&[(HOST_NETNS, 0, 200.0)]);
+        let busy = window(&[(HOST_NETNS, 0, 5000.0)]);
+        let watch = |guard: &mut Guard, id: u64| {
+            guard.watch(
+                id,
+                somaxconn_host(),
+                &Value::Int(1024),
+                Value::Int(512),
+                Some(&calm),
+                None,
+            )
+        };
+        // Inside a window: the window it was made in is neither judged nor counted.
+        let mut guard = Guard::new(config.clone());
+        next_window(&mut guard, &calm);
+        watch(&mut guard, 1);
+        assert!(next_window(&mut guard, &busy).is_empty());
+        assert!(
+            next_window(&mut guard, &busy).is_empty(),
+            "one regressing window after the change is not two"
+        );
+        assert!(matches!(
+            next_window(&mut guard, &busy).as_slice(),
+            [Verdict::Revert { change_id: 1, .. }]
+        ));
+        // On a closed window's word, before the next one is under way: judged from that one.
+        let mut guard = Guard::new(config.clone());
+        guard.observe(&calm);
+        guard.window_closed(&calm);
+        watch(&mut guard, 2);
+        guard.window_under_way();
+        assert!(next_window(&mut guard, &busy).is_empty());
+        assert!(matches!(
+            next_window(&mut guard, &busy).as_slice(),
+            [Verdict::Revert { change_id: 2, .. }]
+        ));
+        // Inside a window, then a restart: the restart's windows all begin after the change.
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::journal::now_ms();
+        let mut guard = Guard::new(config.clone());
+        guard.resume(dir.path(), now, |_, _, _| true).unwrap();
+        next_window(&mut guard, &calm);
+        watch(&mut guard, 3);
+        drop(guard);
+        let mut guard = Guard::new(config);
+        guard.resume(dir.path(), now, |_, _, _| true).unwrap();
+        assert!(next_window(&mut guard, &busy).is_empty());
+        assert!(matches!(
+            next_window(&mut guard, &busy).as_slice(),
+            [Verdict::Revert { change_id: 3, .. }]
         ));
     }
 
@@ -1393,6 +1663,7 @@ mod tests {
                 before: 800.0,
                 before_windows: 1,
                 before_tick: false,
+                before_left_out: 0,
                 after: 1500.0,
             }]
         );
@@ -1560,6 +1831,8 @@ mod tests {
         let in_other: ParamAddress = format!("net.core.somaxconn@netns:{OTHER_NETNS}")
             .parse()
             .unwrap();
+        // Both made on that window's word, as it closed.
+        guard.window_closed(&calm);
         guard.watch(
             1,
             in_other.clone(),
@@ -1619,6 +1892,7 @@ mod tests {
         let mut calm = window(&[(HOST_NETNS, 0, 200.0)]);
         with_runq(&mut calm, 100.0);
         let own = [HealthSignal::ListenOverflows, HealthSignal::RequestP99];
+        guard.window_closed(&calm);
         guard.watch(
             1,
             somaxconn_host(),
@@ -1677,6 +1951,7 @@ mod tests {
         });
         // 20 overflows/s, 10 SYN-ACK retransmits/s, request p99 200 µs.
         let prompting = window(&[(HOST_NETNS, 20, 200.0)]);
+        guard.window_closed(&prompting);
         guard.watch(
             1,
             somaxconn_host(),
@@ -1804,6 +2079,7 @@ mod tests {
                 before: 850.0,
                 before_windows: 4,
                 before_tick: false,
+                before_left_out: 0,
                 after: 1100.0,
             }]
         );
@@ -1875,20 +2151,20 @@ mod tests {
 
     #[test]
     fn the_baseline_is_named_in_words() {
-        assert_eq!(baseline_words(1, false), "the window before the change");
+        assert_eq!(baseline_words(1, false, 0), "the window before the change");
         assert_eq!(
-            baseline_words(5, false),
+            baseline_words(5, false, 0),
             "the highest of the 5 windows before the change"
         );
         assert_eq!(
-            baseline_words(1, true),
+            baseline_words(1, true, 0),
             "the higher of the window before the change and the tick it was made on"
         );
         assert_eq!(
-            baseline_words(3, true),
+            baseline_words(3, true, 0),
             "the highest of the 3 windows before the change and the tick it was made on"
         );
-        assert_eq!(baseline_words(0, true), "the tick it was made on");
+        assert_eq!(baseline_words(0, true, 0), "the tick it was made on");
     }
 
     /// A watch taken up after a restart is judged against the baseline of several windows it was
@@ -1939,6 +2215,7 @@ mod tests {
                     before: 850.0,
                     before_windows: 2,
                     before_tick: false,
+                    before_left_out: 0,
                     after: 1100.0,
                     ..
                 } => *change_id,
@@ -1991,8 +2268,338 @@ mod tests {
                 before: 800.0,
                 before_windows: 1,
                 before_tick: false,
+                before_left_out: 0,
                 after: 1500.0,
             }]
+        );
+    }
+
+    /// Change A is made on a closed window's word, regresses run-queue p99 from 100 to 900 µs for
+    /// two windows and is reverted; change B, made on the word of the window that confirmed it,
+    /// brings the same regression. Before, B's baseline took A's two windows (900): B was kept.
+    /// Those windows are KPO's regression, not the host's: left out, B is judged against 100, and
+    /// reverted.
+    #[test]
+    fn kpos_own_regression_is_left_out_of_the_next_baseline() {
+        let calm = runq_window(Some(100.0));
+        let regressed = runq_window(Some(900.0));
+        let budget: ParamAddress = "net.core.netdev_budget".parse().unwrap();
+        // A reverted at the end of the window numbered 6 (its strikes: 5 and 6).
+        let a_reverted = || {
+            let mut guard = Guard::new(GuardConfig {
+                windows: 3,
+                ..GuardConfig::default()
+            });
+            for _ in 0..3 {
+                next_window(&mut guard, &calm);
+            }
+            guard.observe(&calm);
+            guard.window_closed(&calm);
+            guard.watch(
+                1,
+                somaxconn_host(),
+                &Value::Int(4096),
+                Value::Int(1024),
+                Some(&calm),
+                None,
+            );
+            guard.window_under_way();
+            assert!(next_window(&mut guard, &regressed).is_empty());
+            assert!(matches!(
+                guard.observe(&regressed).as_slice(),
+                [Verdict::Revert { change_id: 1, .. }]
+            ));
+            guard.window_closed(&regressed);
+            guard
+        };
+        let mut guard = a_reverted();
+        guard.watch(
+            2,
+            budget.clone(),
+            &Value::Int(300),
+            Value::Int(600),
+            Some(&regressed),
+            None,
+        );
+        guard.window_under_way();
+        assert!(next_window(&mut guard, &regressed).is_empty());
+        let verdicts = next_window(&mut guard, &regressed);
+        assert_eq!(
+            verdicts,
+            vec![Verdict::Revert {
+                change_id: 2,
+                address: budget.to_string(),
+                value: Value::Int(600),
+                signal: HealthSignal::RunqP99,
+                before: 100.0,
+                before_windows: 3,
+                before_tick: false,
+                before_left_out: 2,
+                after: 900.0,
+            }]
+        );
+        let event = serde_json::to_value(GuardEvent::kept(verdicts[0].clone())).unwrap();
+        assert_eq!(event["before_left_out"], serde_json::json!(2), "{event}");
+
+        // The window A's revert was made in may still show it: left out too, for run-queue p99
+        // only, which A regressed; request p99 is the host's in every window.
+        let mut guard = a_reverted();
+        guard.window_under_way();
+        next_window(&mut guard, &regressed);
+        guard.watch(
+            3,
+            budget.clone(),
+            &Value::Int(300),
+            Value::Int(600),
+            Some(&regressed),
+            None,
+        );
+        let watch = guard.watches.last().unwrap();
+        assert_eq!(watch.baseline.0[&HealthSignal::RunqP99], 100.0);
+        assert_eq!(watch.baseline_windows[&HealthSignal::RunqP99], 2);
+        assert_eq!(watch.baseline_left_out[&HealthSignal::RunqP99], 3);
+        assert_eq!(watch.baseline_windows[&HealthSignal::RequestP99], 5);
+        assert!(!watch
+            .baseline_left_out
+            .contains_key(&HealthSignal::RequestP99));
+
+        // A's revert did not take (the change stays): its windows count again.
+        let mut guard = a_reverted();
+        guard.keep_watching(1, None);
+        guard.forget(&somaxconn_host());
+        guard.watch(
+            4,
+            budget,
+            &Value::Int(300),
+            Value::Int(600),
+            Some(&regressed),
+            None,
+        );
+        let watch = guard.watches.last().unwrap();
+        assert_eq!(watch.baseline.0[&HealthSignal::RunqP99], 900.0);
+        assert!(watch.baseline_left_out.is_empty());
+
+        // A made inside window 5, which shows it already: not judged, but left out with its
+        // strikes (6, 7), since no window was clean in between.
+        let mut guard = Guard::new(GuardConfig::default());
+        for _ in 0..4 {
+            next_window(&mut guard, &calm);
+        }
+        guard.watch(
+            1,
+            somaxconn_host(),
+            &Value::Int(4096),
+            Value::Int(1024),
+            Some(&calm),
+            None,
+        );
+        for _ in 0..2 {
+            assert!(next_window(&mut guard, &regressed).is_empty());
+        }
+        assert_eq!(next_window(&mut guard, &regressed).len(), 1);
+        let file = guard.file.lock().unwrap();
+        let b = file.baseline_of(Some(&regressed), Scope::Host);
+        let s = HealthSignal::RunqP99;
+        assert_eq!(
+            (b.health.0[&s], b.windows[&s], b.left_out[&s]),
+            (100.0, 2, 3)
+        );
+    }
+
+    /// KPO's regression in one namespace's listen overflows is left out of the baselines that
+    /// see that namespace (its own changes', the host's) and not of another namespace's; a
+    /// host-wide signal's, of every one.
+    #[test]
+    fn kpos_own_regression_is_left_out_where_it_was_seen() {
+        let mut guard = Guard::new(GuardConfig::default());
+        for overflows in [0, 0, 500, 500] {
+            guard.window_closed(&window(&[
+                (HOST_NETNS, 0, 200.0),
+                (OTHER_NETNS, overflows, 200.0),
+            ]));
+        }
+        let mut file = guard.file.lock().unwrap();
+        for window in [3, 4] {
+            for (signal, scope) in [
+                (HealthSignal::ListenOverflows, Scope::Netns(OTHER_NETNS)),
+                (HealthSignal::RunqP99, Scope::Netns(OTHER_NETNS)),
+            ] {
+                file.regressed.push(Regressed {
+                    change_id: 1,
+                    window,
+                    signal,
+                    scope,
+                });
+            }
+        }
+        let last = file.recent.back().unwrap().clone();
+        let overflows = |scope| {
+            let b = file.baseline_of(Some(&last), scope);
+            let s = HealthSignal::ListenOverflows;
+            (
+                b.health.0.get(&s).copied(),
+                b.windows.get(&s).copied(),
+                b.left_out.get(&s).copied(),
+            )
+        };
+        assert_eq!(
+            overflows(Scope::Netns(OTHER_NETNS)),
+            (Some(0.0), Some(2), Some(2))
+        );
+        assert_eq!(overflows(Scope::Host), (Some(0.0), Some(2), Some(2)));
+        // Another namespace: no listener there, nothing measured, nothing left out.
+        assert_eq!(overflows(Scope::Netns(OTHER_NETNS + 1)), (None, None, None));
+        // The run queue (not measured in these windows) is the host's: a window measuring it
+        // would be left out for every scope.
+        assert!(overlap(
+            HealthSignal::RunqP99,
+            Scope::Netns(OTHER_NETNS),
+            Scope::Netns(OTHER_NETNS + 1)
+        ));
+        assert!(!overlap(
+            HealthSignal::ListenOverflows,
+            Scope::Netns(OTHER_NETNS),
+            Scope::Netns(OTHER_NETNS + 1)
+        ));
+    }
+
+    /// Every one of the last windows left out: the newest older window kept that is not is the
+    /// baseline; with none, those windows all the same (the host's peak, as before).
+    #[test]
+    fn with_every_window_left_out_the_newest_older_one_is_the_baseline() {
+        let mut guard = Guard::new(GuardConfig::default());
+        let last = close_windows(
+            &mut guard,
+            &[
+                Some(100.0),
+                Some(150.0),
+                Some(900.0),
+                Some(900.0),
+                Some(900.0),
+                Some(900.0),
+                Some(900.0),
+            ],
+        );
+        let mut file = guard.file.lock().unwrap();
+        let left_out = |file: &mut WatchFile, windows: std::ops::RangeInclusive<u64>| {
+            file.regressed = windows
+                .map(|window| Regressed {
+                    change_id: 1,
+                    window,
+                    signal: HealthSignal::RunqP99,
+                    scope: Scope::Host,
+                })
+                .collect();
+        };
+        let runq = |file: &WatchFile| {
+            let b = file.baseline_of(Some(&last), Scope::Host);
+            let s = HealthSignal::RunqP99;
+            (b.health.0[&s], b.windows[&s], b.left_out.get(&s).copied())
+        };
+        left_out(&mut file, 3..=7);
+        assert_eq!(runq(&file), (150.0, 1, Some(5)));
+        left_out(&mut file, 1..=7);
+        assert_eq!(runq(&file), (900.0, 5, None));
+        left_out(&mut file, 4..=7);
+        assert_eq!(runq(&file), (900.0, 1, Some(4)));
+        drop(file);
+        assert_eq!(
+            baseline_words(1, false, 5),
+            "one window before the change, leaving out 5 in which a change the guard reverted \
+             regressed it"
+        );
+        assert_eq!(
+            baseline_words(3, true, 2),
+            "the highest of the 3 windows before the change and the tick it was made on, leaving \
+             out 2 in which a change the guard reverted regressed it"
+        );
+    }
+
+    /// The window a revert is made in is kept in `guard.log` until it closes: an agent killed in
+    /// it leaves the next start's first window out of the baselines for the signals that
+    /// regressed (the revert may still show); not for a change still watched after the start
+    /// (its revert never took), nor after RESUME_WITHIN.
+    #[test]
+    fn the_window_a_revert_was_made_in_is_left_out_after_a_restart() {
+        let calm = runq_window(Some(100.0));
+        let regressed = runq_window(Some(900.0));
+        let config = GuardConfig {
+            windows: 3,
+            ..GuardConfig::default()
+        };
+        let now = crate::journal::now_ms();
+        let reverted_then_restarted = |in_place: bool, at: u64| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut guard = Guard::new(config.clone());
+            guard.resume(dir.path(), now, |_, _, _| true).unwrap();
+            guard.observe(&calm);
+            guard.window_closed(&calm);
+            guard.watch(
+                1,
+                somaxconn_host(),
+                &Value::Int(4096),
+                Value::Int(1024),
+                Some(&calm),
+                None,
+            );
+            guard.window_under_way();
+            next_window(&mut guard, &regressed);
+            assert_eq!(next_window(&mut guard, &regressed).len(), 1);
+            // Killed before the window's save: what the guard's verdict wrote is all there is.
+            drop(guard);
+            let mut guard = Guard::new(config.clone());
+            guard.resume(dir.path(), at, |_, _, _| in_place).unwrap();
+            next_window(&mut guard, &regressed);
+            next_window(&mut guard, &calm);
+            let file = guard.file.lock().unwrap();
+            let last = file.recent.back().unwrap().clone();
+            let b = file.baseline_of(Some(&last), Scope::Host);
+            let s = HealthSignal::RunqP99;
+            (b.health.0[&s], b.windows[&s], b.left_out.get(&s).copied())
+        };
+        assert_eq!(reverted_then_restarted(false, now), (100.0, 1, Some(1)));
+        assert_eq!(reverted_then_restarted(true, now), (900.0, 2, None));
+        let late = now + RESUME_WITHIN.as_millis() as u64 + 60_000;
+        assert_eq!(reverted_then_restarted(false, late), (900.0, 2, None));
+    }
+
+    /// A line of `guard.log` with a good checksum that cannot be read says why in a watch's terms
+    /// (a field of the watch), not as a line that matches no kind; a `regressed` line likewise.
+    #[test]
+    fn an_unreadable_line_of_the_watch_file_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut watch = serde_json::to_value(Watch::new(
+            7,
+            somaxconn(),
+            Scope::Host,
+            vec![HealthSignal::RequestP99],
+            Value::Int(4096),
+            Health::default(),
+            3,
+        ))
+        .unwrap();
+        watch["windows_left"] = "three".into();
+        let regressed = serde_json::json!({
+            "regressed": {"change_id": 5, "signal": "bogus", "scope": "host"},
+            "saved_ms": 1,
+        });
+        let mut bytes = crate::journal::store::encode(&watch);
+        bytes.extend(crate::journal::store::encode(&regressed));
+        std::fs::write(dir.path().join(WATCHES_FILE), bytes).unwrap();
+        let mut guard = Guard::new(GuardConfig::default());
+        let now = crate::journal::now_ms();
+        let resumed = guard.resume(dir.path(), now, |_, _, _| true).unwrap();
+        assert!(
+            resumed.warnings[0].contains("line 1 is damaged")
+                && resumed.warnings[0].contains("invalid type: string \"three\""),
+            "{:?}",
+            resumed.warnings
+        );
+        assert!(
+            resumed.warnings[1].contains("line 2 is damaged")
+                && resumed.warnings[1].contains("unknown variant `bogus`"),
+            "{:?}",
+            resumed.warnings
         );
     }
 

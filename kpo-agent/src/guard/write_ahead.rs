@@ -15,7 +15,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use super::{GuardConfig, Health, HealthSignal, Scope, Watch, BASELINE_WINDOWS};
+use super::{GuardConfig, Health, HealthSignal, Line, Regressed, Scope, Watch, BASELINE_WINDOWS};
 use crate::{
     actuate::param::{ParamAddress, Value},
     window::Window,
@@ -27,11 +27,20 @@ pub(super) struct WatchFile {
     /// The state directory the watches are kept in (`None`: in memory only).
     pub(super) dir: Option<PathBuf>,
     pub(super) config: GuardConfig,
-    /// The last closed windows, oldest first, at most [`BASELINE_WINDOWS`]: the baseline of a
-    /// change made now.
+    /// The last closed windows, oldest first, at most [`KEPT_WINDOWS`]: the baseline of a change
+    /// made now is taken over the last [`BASELINE_WINDOWS`] of them.
     pub(super) recent: VecDeque<Window>,
+    /// Windows closed in this run: the last one in `recent` is window number `closed` (from 1).
+    pub(super) closed: u64,
+    /// The windows (by number) in which a change the guard reverted regressed, per signal: left
+    /// out of later changes' baselines. Those of the window in progress are kept in the file.
+    pub(super) regressed: Vec<Regressed>,
     /// The tick the rules are advising on, while they do ([`super::Guard::advising_on_tick`]).
     pub(super) tick: Option<Window>,
+    /// A window has just closed and the run loop is still acting on it: a change made now is made
+    /// at the next window's start ([`super::Guard::window_under_way`]). Otherwise it is made
+    /// inside the window in progress, which is then not judged.
+    pub(super) at_boundary: bool,
     /// The guard's own watches, as it last saved them.
     pub(super) saved: Vec<Watch>,
     /// Written ahead of a change's write, until the guard's next window.
@@ -40,6 +49,19 @@ pub(super) struct WatchFile {
     failed: bool,
     /// The file holds no watch: with none open, there is nothing to write again.
     pub(super) empty: bool,
+}
+
+/// Windows kept: when KPO's own regression is left out of the last [`BASELINE_WINDOWS`], the
+/// newest older window that is not is the baseline.
+pub(super) const KEPT_WINDOWS: usize = 2 * BASELINE_WINDOWS;
+
+/// A change's baseline ([`WatchFile::baseline_of`]): each signal's value, and per signal how many
+/// windows it was taken over and how many were left out as KPO's own regression.
+#[derive(Debug, Default)]
+pub(super) struct Baseline {
+    pub(super) health: Health,
+    pub(super) windows: BTreeMap<HealthSignal, u32>,
+    pub(super) left_out: BTreeMap<HealthSignal, u32>,
 }
 
 impl WatchFile {
@@ -54,40 +76,77 @@ impl WatchFile {
     /// the windows up to `before` (the last closed one; `None`: no baseline), at most
     /// [`BASELINE_WINDOWS`] of them, and in the tick the rules are advising on; with, per signal,
     /// how many of those windows measured it. Noise the host had before the change is then not
-    /// taken for the change's regression.
-    pub(super) fn baseline_of(
-        &self,
-        before: Option<&Window>,
-        scope: Scope,
-    ) -> (Health, BTreeMap<HealthSignal, u32>) {
-        let mut health = Health::default();
-        let mut windows = BTreeMap::new();
+    /// taken for the change's regression. A window in which a change the guard reverted regressed
+    /// the signal (where this scope sees it) is left out: that was KPO's doing, not the host's.
+    /// With every one left out, the newest older window kept that is not; with none, those
+    /// windows all the same (the peak the host had, as before).
+    pub(super) fn baseline_of(&self, before: Option<&Window>, scope: Scope) -> Baseline {
+        let mut baseline = Baseline::default();
         let Some(before) = before else {
-            return (health, windows);
+            return baseline;
         };
         // `before` is the newest window kept (as the run loop passes it); one not kept is taken as
         // following them. A window is known by its start and end (to the nanosecond).
-        let upto = self
+        let found = self
             .recent
             .iter()
-            .rposition(|w| (&w.start, &w.end) == (&before.start, &before.end))
-            .unwrap_or(self.recent.len());
-        let earlier = self.recent.range(..upto).rev().take(BASELINE_WINDOWS - 1);
-        for w in std::iter::once(before).chain(earlier) {
-            let h = Health::from_window_in(w, scope);
-            for signal in h.0.keys() {
-                *windows.entry(*signal).or_insert(0) += 1;
+            .rposition(|w| (&w.start, &w.end) == (&before.start, &before.end));
+        let upto = found.unwrap_or(self.recent.len());
+        let number = |i: usize| self.closed + 1 + i as u64 - self.recent.len() as u64;
+        // Newest first, with each window's number (none for a `before` not kept).
+        let windows: Vec<(Option<u64>, Health)> = std::iter::once((found.map(number), before))
+            .chain(
+                self.recent
+                    .range(..upto)
+                    .enumerate()
+                    .rev()
+                    .map(|(i, w)| (Some(number(i)), w)),
+            )
+            .map(|(n, w)| (n, Health::from_window_in(w, scope)))
+            .collect();
+        let (last, older) = windows.split_at(windows.len().min(BASELINE_WINDOWS));
+        let signals: std::collections::BTreeSet<HealthSignal> =
+            last.iter().flat_map(|(_, h)| h.0.keys().copied()).collect();
+        for signal in signals {
+            let ours = |n: &Option<u64>| {
+                n.is_some_and(|n| {
+                    self.regressed.iter().any(|r| {
+                        r.window == n
+                            && r.signal == signal
+                            && super::overlap(signal, r.scope, scope)
+                    })
+                })
+            };
+            let measured: Vec<(bool, f64)> = last
+                .iter()
+                .filter_map(|(n, h)| Some((ours(n), *h.0.get(&signal)?)))
+                .collect();
+            let hosts: Vec<f64> = measured.iter().filter(|m| !m.0).map(|m| m.1).collect();
+            let older_host = older
+                .iter()
+                .find_map(|(n, h)| h.0.get(&signal).filter(|_| !ours(n)));
+            let (left_out, values) = match older_host {
+                _ if !hosts.is_empty() => (measured.len() - hosts.len(), hosts),
+                Some(&v) => (measured.len(), vec![v]),
+                None => (0, measured.iter().map(|m| m.1).collect()),
+            };
+            baseline.health.0.insert(
+                signal,
+                values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            );
+            baseline.windows.insert(signal, values.len() as u32);
+            if left_out > 0 {
+                baseline.left_out.insert(signal, left_out as u32);
             }
-            health = health.worse_of(h);
         }
         if let Some(tick) = &self.tick {
             let h = Health::from_window_in(tick, scope);
             for signal in h.0.keys() {
-                windows.entry(*signal).or_insert(0);
+                baseline.windows.entry(*signal).or_insert(0);
             }
-            health = health.worse_of(h);
+            baseline.health = std::mem::take(&mut baseline.health).worse_of(h);
         }
-        (health, windows)
+        baseline
     }
 
     /// Writes the guard's watches and those written ahead (the guard's own win for one change).
@@ -109,7 +168,22 @@ impl WatchFile {
         for w in &mut all {
             w.saved_ms = now;
         }
-        match crate::journal::store::rewrite(dir, super::WATCHES_FILE, &all) {
+        let pending: Vec<Line> = self
+            .regressed
+            .iter()
+            .filter(|r| r.window > self.closed)
+            .map(|r| Line::Regressed {
+                regressed: r.clone(),
+                saved_ms: now,
+            })
+            .collect();
+        let nothing = all.is_empty() && pending.is_empty();
+        let lines: Vec<Line> = all
+            .into_iter()
+            .map(|w| Line::Watch(Box::new(w)))
+            .chain(pending)
+            .collect();
+        match crate::journal::store::rewrite(dir, super::WATCHES_FILE, &lines) {
             Ok(()) => {
                 if std::mem::take(&mut self.failed) {
                     tracing::info!(
@@ -117,7 +191,7 @@ impl WatchFile {
                         dir.join(super::WATCHES_FILE).display()
                     );
                 }
-                self.empty = all.is_empty();
+                self.empty = nothing;
             }
             Err(e) => {
                 if !self.failed {
@@ -158,7 +232,7 @@ impl WriteAhead {
             return;
         }
         let scope = Scope::of(address);
-        let (baseline, windows) = file.baseline_of(file.recent.back(), scope);
+        let baseline = file.baseline_of(file.recent.back(), scope);
         let signals = super::judged_by(
             signals.unwrap_or(&file.config.signals),
             address,
@@ -171,11 +245,11 @@ impl WriteAhead {
             scope,
             signals,
             value.clone(),
-            baseline,
+            baseline.health,
             file.config.windows,
         )
-        .over_windows(windows)
-        .made_on_tick(file.tick.is_some());
+        .over_windows(baseline.windows, baseline.left_out)
+        .made(file.tick.is_some(), file.at_boundary, file.closed + 1);
         file.ahead.retain(|w| w.address != watch.address);
         file.ahead.push(watch);
         file.write();

@@ -669,6 +669,7 @@ impl Deciding {
                 before,
                 before_windows,
                 before_tick,
+                before_left_out,
                 after,
             } = &verdict
             else {
@@ -676,7 +677,7 @@ impl Deciding {
                 events.push(Event::Guard(GuardEvent::kept(verdict)));
                 continue;
             };
-            let of = crate::guard::baseline_words(*before_windows, *before_tick);
+            let of = crate::guard::baseline_words(*before_windows, *before_tick, *before_left_out);
             let why = revert_reason(*signal, *before, &of, *after);
             // The revert first: killed between the two, the host is back to its value, never
             // quarantined while still applied, and the next start journals the quarantine
@@ -774,6 +775,7 @@ impl Deciding {
             // limit): watched again, it would give this verdict and the same refusal in every
             // regressing window, for as long as they hold it.
             if let (Some(_), Some(blocked)) = (&held, blocked) {
+                self.guard.not_reverted(*change_id);
                 warn!(
                     "guard: #{change_id} ({address}) cannot be reverted while {blocked}; the \
                      guard stops watching it"
@@ -835,6 +837,8 @@ impl Deciding {
         self.approvals.on_window(&self.path);
         events.extend(self.take_events());
         events.extend(self.optimize(window));
+        // Changes from now on are made inside the next window, and judged from the one after.
+        self.guard.window_under_way();
         events
     }
 

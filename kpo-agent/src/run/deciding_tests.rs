@@ -1162,7 +1162,9 @@ sources = ["operator"]
         crate::api::Reply::Ok(_)
     ));
     let change_id = rig.intents().last().unwrap().id;
-    // At 1200 MHz every window regresses; the guard gives its verdict in the second one.
+    // At 1200 MHz every window regresses; the guard gives its verdict in the second one after
+    // the window the change was made in.
+    assert_eq!(guard_reverts(&rig.window()), 0);
     assert_eq!(guard_reverts(&rig.window()), 0);
     // The window's check of the values reads 1200000, KPO's; a person writes 2000000 right after.
     let file = rig.max_freq_file.clone();
@@ -1258,7 +1260,9 @@ sources = ["operator"]
         assert_eq!(rig.nic_now().rx_usecs, 100);
         let change_id = rig.intents().last().unwrap().id;
         let index = rig.nic.index_of("eth0").unwrap();
-        // At rx-usecs 100 every window regresses; the guard gives its verdict in the second one.
+        // At rx-usecs 100 every window regresses; the guard gives its verdict in the second one
+        // after the window the change was made in.
+        assert_eq!(guard_reverts(&rig.window()), 0);
         assert_eq!(guard_reverts(&rig.window()), 0);
         // The window's check of the values reads 100, KPO's; the device goes right after.
         let nic = rig.nic.clone();
@@ -1618,7 +1622,7 @@ sources = ["operator"]
     ));
     assert_eq!(rig.rx(), 100);
     rig.nic.make_unsupported("eth0");
-    rig.until(2, |events| guard_reverts(events) == 1);
+    rig.until(3, |events| guard_reverts(events) == 1);
     assert_eq!(rig.rx(), 100);
     assert_eq!(
         rig.deciding.guard_watching(),
@@ -1668,7 +1672,7 @@ sources = ["operator"]
     ));
     // From now on the NIC rounds to even values: putting back 3 reads back 2.
     rig.nic.set_granularity(2);
-    rig.until(2, |events| guard_reverts(events) > 0);
+    rig.until(3, |events| guard_reverts(events) > 0);
     assert_eq!(rig.rx(), 100, "put back after the wrong read-back");
     assert_eq!(rig.deciding.guard_watching(), 1);
     // The event says so: a pipeline must not read the change as undone.
@@ -1721,9 +1725,10 @@ guard_signals = ["listen_overflows"]
         rig.operator_sets_max_freq(1_200_000),
         crate::api::Reply::Ok(_)
     ));
-    // p99 goes from 152 to 260 µs in each of the three watched windows: kept all the same.
+    // p99 goes from 152 to 260 µs in each of the three watched windows (after the one the change
+    // was made in): kept all the same.
     let mut verdicts = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         for e in rig.window() {
             if let Event::Guard(g) = e {
                 verdicts.push(g.verdict);
@@ -1777,7 +1782,7 @@ sources = ["operator"]
         ["4096", "131072", "8388608"]
     );
     let mut verdicts = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         for e in rig.window() {
             if let Event::Guard(g) = e {
                 verdicts.push(g.verdict);
@@ -4881,6 +4886,8 @@ sources = ["operator"]
     assert_eq!(d.guard_watching(), 1);
     k.0.lock().unwrap().netns_gone = true;
     let reverts = |events: Vec<Event>| guard_reverts(&events);
+    // The window the change was made in, then the first regressing one.
+    assert_eq!(reverts(d.on_window(&runq(5_000.0))), 0);
     assert_eq!(reverts(d.on_window(&runq(5_000.0))), 0);
     let events = d.on_window(&runq(5_000.0));
     assert_eq!(guard_reverts(&events), 1);
