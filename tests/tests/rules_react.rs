@@ -285,10 +285,15 @@ pub fn a_listener_asking_for_less_gets_application_advice() {
     drop(clients);
     agent.sigterm_and_wait();
 
-    assert!(
-        !agent.events().iter().any(|e| e["kind"] == "change"),
-        "somaxconn was not touched"
-    );
+    // A listener dropping elsewhere on the machine (another test's, another program's) gets
+    // the rules' proposal there, which this agent's policy refuses: only that may show.
+    let own = format!("net.core.somaxconn@netns:{}", ns.inum());
+    for e in agent.events().iter().filter(|e| e["kind"] == "change") {
+        assert!(
+            e["target"] != own.as_str() && (e["phase"] == "proposed" || e["phase"] == "refused"),
+            "somaxconn was not touched here, and nothing elsewhere went past a refusal: {e}"
+        );
+    }
     assert_eq!(ns_somaxconn(&ns), somaxconn);
     assert_eq!(host_somaxconn(), host_before);
     agent.all_match_the_schema();
