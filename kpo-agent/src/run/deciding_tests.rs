@@ -5859,3 +5859,56 @@ fn a_start_on_a_paused_state_directory_says_so() {
         "{text}"
     );
 }
+
+/// Seen by hand (review s35 cli): a policy path that became a FIFO would hold SIGHUP's reload, and
+/// the loop with it, in open() until something wrote to it. It is refused by what it is, and the
+/// policy in force stays. Should the reload wait all the same, a helper thread opens the FIFO's
+/// other end after a generous bound, so that the test fails instead of hanging.
+#[test]
+fn a_reload_from_a_policy_path_that_became_a_fifo_is_refused_without_waiting() {
+    let mut rig = Rig::new(&policy(""), true, "");
+    rig.policy_from_file();
+    let file = rig._tmp.path().join("policy.toml");
+    std::fs::remove_file(&file).unwrap();
+    nix::unistd::mkfifo(&file, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let crate::cli::Command::Run(args) = <crate::cli::Cli as clap::Parser>::try_parse_from([
+        "kpo",
+        "run",
+        "--policy",
+        file.to_str().unwrap(),
+    ])
+    .unwrap()
+    .command
+    else {
+        unreachable!()
+    };
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let writer_end = file.clone();
+    let unblock = std::thread::spawn(move || {
+        if finished.recv_timeout(Duration::from_secs(60)).is_err() {
+            drop(std::fs::OpenOptions::new().write(true).open(writer_end));
+        }
+    });
+    let events = super::reload_policy(&mut rig.deciding, &args, &rig.config);
+    done.send(()).unwrap();
+    unblock.join().unwrap();
+    let json: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    let error = format!(
+        "{}: cannot read the policy: it is a FIFO (named pipe), not a regular file: reading one \
+         waits for a writer",
+        file.display()
+    );
+    assert_eq!(
+        json,
+        vec![serde_json::json!({
+            "kind": "policy",
+            "outcome": "refused",
+            "source": file.display().to_string(),
+            "error": error,
+            "optimizer_knobs_changed": false,
+        })]
+    );
+}
