@@ -464,6 +464,9 @@ impl Config {
                     ),
                 ));
             }
+            if let Some(why) = crate::output::sink::device_refused(&self.events) {
+                return Err(invalid("events", why));
+            }
         }
         let paths = [
             (

@@ -128,9 +128,15 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     // webhook request in flight, a login-name lookup for a control request): the agent stops
     // within a bound instead, and those threads end with the process.
     runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
+    // A start that failed before its first event (its policy, its state directory) leaves no
+    // empty event file it created behind.
+    let unused = outcome.is_err().then(|| sink.unused_file()).flatten();
     // Bounded: a writer stuck on a stalled reader is abandoned, and what it could not write is
     // counted on stderr.
     sink.close(STOP_FLUSH_TIMEOUT);
+    if let Some(unused) = unused {
+        unused.remove();
+    }
     let reason = outcome?;
     info!(reason, "kpo stopped");
     Ok(ExitCode::SUCCESS)
