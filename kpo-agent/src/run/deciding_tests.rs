@@ -5912,3 +5912,83 @@ fn a_reload_from_a_policy_path_that_became_a_fifo_is_refused_without_waiting() {
         })]
     );
 }
+
+/// Defect (review s36 run #20): `on_exit` on a failing journal gave only the first parameter it
+/// tried a `failed` event (the log named them all): the event stream did not say which others
+/// KPO's values stay in the kernel. Every parameter not put back gets its own.
+#[test]
+fn on_exit_with_a_failing_journal_gives_every_parameter_left_a_failed_event() {
+    const SOMAXCONN: &str = "net.core.somaxconn";
+    let policy = format!(
+        "[defaults]\non_exit = \"revert\"\n\n[params.\"{BACKLOG}\"]\nmode = \"auto\"\n\
+         sources = [\"operator\"]\n\n[params.\"{SOMAXCONN}\"]\nmode = \"auto\"\n\
+         sources = [\"operator\"]\n"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let k =
+        crate::change::tests::kernel(&[(BACKLOG, Value::Int(1000)), (SOMAXCONN, Value::Int(4096))]);
+    crate::journal::store::make_private(tmp.path());
+    let journal = Journal::open(tmp.path(), Holder::Agent, Duration::ZERO).unwrap();
+    let policy = Policy::parse(&policy, "policy.toml").unwrap();
+    let path = ChangePath::new(policy, journal, Box::new(k.clone()));
+    let mut deciding = Deciding::with_path(path, false).unwrap().0;
+    for (name, value) in [(BACKLOG, 2000), (SOMAXCONN, 8192)] {
+        let p = crate::policy::Proposal {
+            address: name.parse().unwrap(),
+            value: Value::Int(value.into()),
+            source: Source::Operator,
+            reason: "test".into(),
+        };
+        let r = deciding.path_for_tests_mut().propose(&p).unwrap();
+        assert_eq!(r.status, crate::change::ChangeStatus::Applied, "{r:?}");
+    }
+    let _ = deciding.on_window(&crate::advise::rules::testing::window(vec![]));
+    deciding.path_for_tests_mut().journal.fail_an_append(0, 0);
+    let events = deciding.on_exit();
+    let failed: Vec<serde_json::Value> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Change(c) if c.phase == ChangePhase::Failed => {
+                Some(serde_json::to_value(c).unwrap())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 2, "{events:?}");
+    // The first tried has the journal's own error; the other, not tried, says so.
+    let (tried, untried) = match failed[0]["target"] == BACKLOG {
+        true => (&failed[0], &failed[1]),
+        false => (&failed[1], &failed[0]),
+    };
+    assert_eq!(tried["target"], BACKLOG);
+    assert!(
+        tried["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("not written: the journal could not record its intent"),
+        "{tried}"
+    );
+    let error = format!(
+        "{}: the journal cannot be written (journal.log: No space left on device (os error 28)): \
+         KPO changes and records nothing until it can; free space in the state directory (or fix \
+         what fails there), and a running agent takes the journal up again by itself",
+        tmp.path().display()
+    );
+    assert_eq!(
+        *untried,
+        serde_json::json!({
+            "phase": "failed",
+            "target": SOMAXCONN,
+            "before": 8192,
+            "after": 4096,
+            "source": "operator",
+            "reason": "agent stopping: on_exit = revert",
+            "journal_id": null,
+            "detail": format!(
+                "not put back: not tried, the journal failed before it (journal: {error}); once \
+                 the state directory can be written, `kpo revert --all` puts it back"
+            ),
+        })
+    );
+    assert_eq!(k.0.lock().unwrap().values[SOMAXCONN], Value::Int(8192));
+}
