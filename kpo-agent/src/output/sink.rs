@@ -317,8 +317,15 @@ impl EventSink {
     /// Opens the destination (a start-up error names it) and starts the writer thread, with a
     /// queue of at most `limit` bytes ([`queue_bytes_from_env`]).
     pub fn open(target: &Path, limit: usize) -> Result<EventSink, OpenError> {
-        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let destination = Destination::from_path(target);
+        // Opening a FIFO for writing waits for its reader: said, or the start looks hung.
+        if std::fs::metadata(target).is_ok_and(|m| m.file_type().is_fifo()) {
+            info!(
+                "events: {} is a FIFO: waiting for its reader to open it",
+                target.display()
+            );
+        }
         let (file, created) = destination
             .open_noting_creation()
             .map_err(|source| OpenError {
@@ -1286,5 +1293,34 @@ mod tests {
         for path in [fifo, dir.path().join("new.ndjson")] {
             assert_eq!(device_refused(&path), None);
         }
+    }
+
+    /// Seen by hand (review s35 cli): `--events FIFO` with no reader held the start, after the
+    /// open-files line, without a word. The start still waits for the reader (a log pipeline may
+    /// start after the agent), and says so first.
+    #[test]
+    fn events_to_a_fifo_say_that_the_start_waits_for_its_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("events.fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let reader_end = fifo.clone();
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            File::open(reader_end)
+                .unwrap()
+                .read_to_string(&mut text)
+                .unwrap();
+            text
+        });
+        let (sink, logged) = crate::logging::logged(|| EventSink::open(&fifo, 1 << 20).unwrap());
+        assert!(
+            logged.contains(&format!(
+                "events: {} is a FIFO: waiting for its reader to open it",
+                fifo.display()
+            )),
+            "{logged}"
+        );
+        sink.close(Duration::from_secs(30));
+        assert_eq!(reader.join().unwrap(), "");
     }
 }
