@@ -500,6 +500,12 @@ impl Config {
                 return Err(invalid(key, format!("is empty; give {what}")));
             }
         }
+        // Read when the sensors load, after the handlers for SIGTERM are in place: a FIFO there
+        // would hold the start for good, deaf to SIGTERM. (A missing or unreadable file turns
+        // the sensors that need it off instead, with its error.)
+        if let Some(e) = not_a_regular_file(&self.btf) {
+            return Err(invalid("btf", format!("{}: {e}", self.btf.display())));
+        }
         if let Some((key, reason)) = self.optimizer.invalid() {
             return Err(invalid(key, reason));
         }
@@ -1069,6 +1075,17 @@ mod tests {
                 format!("config file: cannot read {path}: it is {what}, not a regular file")
             );
         }
+        // As `btf`, read later by the sensors: refused at the start's checks.
+        let c = Config::from_toml(&format!("btf = {:?}", fifo.display().to_string()), "k.toml")
+            .unwrap();
+        assert_eq!(
+            c.validate("k.toml").unwrap_err().to_string(),
+            format!(
+                "k.toml: `btf` {}: it is a FIFO (named pipe), not a regular file: reading one \
+                 waits for a writer",
+                fifo.display()
+            )
+        );
         // /dev/null reads as an empty file: the defaults.
         assert_eq!(
             Config::from_file(Path::new("/dev/null")).unwrap().tick,
