@@ -83,6 +83,51 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(1800);
 /// The largest configuration file read: a few hundred bytes in practice.
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 
+/// Why `path` is not a file an operator's text (policy, configuration, table) may be read from,
+/// found with stat, not open: opening a FIFO waits for a writer (the start, or a SIGHUP, would
+/// hang), and opening some devices acts on them. `None` for a regular file, `/dev/null` (read as
+/// empty), `/dev/zero` (stopped by the reader's bound) or a path that cannot be stat'ed (the
+/// reader's own error says why).
+pub fn not_a_regular_file(path: &Path) -> Option<std::io::Error> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(path).ok()?;
+    let kind = meta.file_type();
+    let what = if kind.is_file() {
+        return None;
+    } else if kind.is_dir() {
+        "a directory, not a regular file"
+    } else if kind.is_fifo() {
+        "a FIFO (named pipe), not a regular file: reading one waits for a writer"
+    } else if kind.is_socket() {
+        "a socket, not a regular file"
+    } else if kind.is_block_device() {
+        "a block device, not a regular file"
+    } else if kind.is_char_device()
+        && [libc::makedev(1, 3), libc::makedev(1, 5)].contains(&meta.rdev())
+    {
+        return None;
+    } else {
+        "a character device, not a regular file"
+    };
+    Some(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("it is {what}"),
+    ))
+}
+
+/// [`kernel_file::read_text`] of an operator's file, refusing one that is not a regular file
+/// ([`not_a_regular_file`]).
+fn read_operator_text(path: &Path) -> Result<String, KernelFileError> {
+    match not_a_regular_file(path) {
+        Some(source) => Err(KernelFileError::Io {
+            path: path.to_path_buf(),
+            source,
+            hint: "",
+        }),
+        None => kernel_file::read_text(path, MAX_CONFIG_BYTES),
+    }
+}
+
 /// The default duty fraction: chosen from `cargo xtask bench overhead` (see README) so that the
 /// default configuration stays within the 2% throughput budget on every workload.
 pub const DEFAULT_DUTY_FRACTION: f64 = 0.05;
@@ -311,7 +356,7 @@ fn key_readable_by_others(path: &Path, config: &Config) -> Option<String> {
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = kernel_file::read_text(path, MAX_CONFIG_BYTES).map_err(ConfigError::Read)?;
+        let text = read_operator_text(path).map_err(ConfigError::Read)?;
         let mut config = Self::from_toml(&text, &path.display().to_string())?;
         config.read_from = Some((path.to_path_buf(), content_hash(&text)));
         config
@@ -324,7 +369,7 @@ impl Config {
     /// start only): `None` when it holds what was read, or when no file was.
     pub fn edited_since_start(&self) -> Option<String> {
         let (path, hash) = self.read_from.as_ref()?;
-        let now = kernel_file::read_text(path, MAX_CONFIG_BYTES);
+        let now = read_operator_text(path);
         let path = path.display();
         match now {
             Ok(now) if content_hash(&now) == *hash => None,
@@ -357,7 +402,10 @@ impl Config {
         if self.tick < Duration::from_millis(10) {
             return Err(invalid(
                 "tick",
-                format!("is {:?}; it must be at least 10ms", self.tick),
+                format!(
+                    "is {}; it must be at least 10ms",
+                    humantime::format_duration(self.tick)
+                ),
             ));
         }
         // Before the window's checks: raising the window cannot fix a tick no window may hold.
@@ -375,8 +423,9 @@ impl Config {
             return Err(invalid(
                 "window",
                 format!(
-                    "({:?}) must be at least one tick ({:?})",
-                    self.window, self.tick
+                    "({}) must be at least one tick ({})",
+                    humantime::format_duration(self.window),
+                    humantime::format_duration(self.tick)
                 ),
             ));
         }
@@ -397,8 +446,9 @@ impl Config {
             return Err(invalid(
                 "window",
                 format!(
-                    "({:?}) must be a whole number of ticks ({:?})",
-                    self.window, self.tick
+                    "({}) must be a whole number of ticks ({})",
+                    humantime::format_duration(self.window),
+                    humantime::format_duration(self.tick)
                 ),
             ));
         }
@@ -418,6 +468,9 @@ impl Config {
                         self.events.display()
                     ),
                 ));
+            }
+            if let Some(why) = crate::output::sink::device_refused(&self.events) {
+                return Err(invalid("events", why));
             }
         }
         let paths = [
@@ -446,6 +499,12 @@ impl Config {
             if path.as_os_str().is_empty() {
                 return Err(invalid(key, format!("is empty; give {what}")));
             }
+        }
+        // Read when the sensors load, after the handlers for SIGTERM are in place: a FIFO there
+        // would hold the start for good, deaf to SIGTERM. (A missing or unreadable file turns
+        // the sensors that need it off instead, with its error.)
+        if let Some(e) = not_a_regular_file(&self.btf) {
+            return Err(invalid("btf", format!("{}: {e}", self.btf.display())));
         }
         if let Some((key, reason)) = self.optimizer.invalid() {
             return Err(invalid(key, reason));
@@ -865,7 +924,7 @@ mod tests {
         );
         assert_eq!(
             refused("0s", "1s"),
-            "k.toml: `tick` is 0ns; it must be at least 10ms"
+            "k.toml: `tick` is 0s; it must be at least 10ms"
         );
         assert_eq!(
             refused("2s", "1s"),
@@ -873,7 +932,13 @@ mod tests {
         );
         assert_eq!(
             refused("1s", "0s"),
-            "k.toml: `window` (0ns) must be at least one tick (1s)"
+            "k.toml: `window` (0s) must be at least one tick (1s)"
+        );
+        // Seen by hand (review s35 cli): durations were shown in Rust's Debug form ("0ns",
+        // "1.5s"), not as they are written.
+        assert_eq!(
+            refused("1500ms", "4s"),
+            "k.toml: `window` (4s) must be a whole number of ticks (1s 500ms)"
         );
         // Defect: a tick longer than any window was blamed on the window ("`window` (60s) must
         // be at least one tick (1860s)"), and the window raised to it then refused as too long.
@@ -977,6 +1042,68 @@ mod tests {
             Config::from_file(&path).unwrap().tick,
             Duration::from_secs(2)
         );
+    }
+
+    /// Seen by hand (review s35 cli): `--config FIFO` held `kpo run` and `kpo check` in open()
+    /// until something wrote to it, and so did SIGHUP's look at the file. Anything but a regular
+    /// file (or /dev/null, /dev/zero) is refused by what it is, without opening it. The bound only turns a
+    /// wait into a failure; a passing run never reaches it.
+    #[test]
+    fn a_config_path_that_is_not_a_regular_file_is_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || tx.send(Config::from_file(&path).map(|_| ())));
+        let e = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("Config::from_file waited for the FIFO's writer")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "config file: cannot read {}: it is a FIFO (named pipe), not a regular file: \
+                 reading one waits for a writer",
+                fifo.display()
+            )
+        );
+        for (path, what) in [("/dev/tty", "a character device"), ("/tmp", "a directory")] {
+            let e = Config::from_file(Path::new(path)).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("config file: cannot read {path}: it is {what}, not a regular file")
+            );
+        }
+        // As `btf`, read later by the sensors: refused at the start's checks.
+        let c = Config::from_toml(&format!("btf = {:?}", fifo.display().to_string()), "k.toml")
+            .unwrap();
+        assert_eq!(
+            c.validate("k.toml").unwrap_err().to_string(),
+            format!(
+                "k.toml: `btf` {}: it is a FIFO (named pipe), not a regular file: reading one \
+                 waits for a writer",
+                fifo.display()
+            )
+        );
+        // /dev/null reads as an empty file: the defaults.
+        assert_eq!(
+            Config::from_file(Path::new("/dev/null")).unwrap().tick,
+            Config::default().tick
+        );
+        // A file read at start and replaced by a FIFO since: SIGHUP's look says so at once.
+        let path = dir.path().join("kpo.toml");
+        std::fs::write(&path, "tick = \"2s\"\n").unwrap();
+        let config = Config::from_file(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(config.edited_since_start()));
+        let note = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("edited_since_start waited for the FIFO's writer")
+            .unwrap();
+        assert!(note.contains("it is a FIFO (named pipe)"), "{note}");
     }
 
     #[test]

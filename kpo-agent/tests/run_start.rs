@@ -1,27 +1,47 @@
 //! `kpo run` refuses what it cannot work with at start, before it loads anything, naming the file
 //! and the reason. No privileges needed: every case stops before the agent would need root.
-use std::process::{Command, Output};
+use std::{
+    path::Path,
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
 
 /// Runs `kpo run` with `args`. The events path is in a directory that does not exist, so an agent
 /// that got past the checks under test stops at once (it cannot open its output) instead of
 /// running. Its policy (everything observed), state directory and socket are its own: as root,
 /// the defaults are the host's agent's (/etc/kpo/policy.toml, /var/lib/kpo, /run/kpo/kpo.sock).
 fn kpo_run(args: &[&str]) -> Output {
+    kpo_run_on(None, args)
+}
+
+/// The same with `policy` as `--policy` instead of its own. A start that waits (for a FIFO's
+/// writer) is killed at a generous bound, which only turns that wait into a failure.
+fn kpo_run_on(policy: Option<&Path>, args: &[&str]) -> Output {
     let own = tempfile::tempdir().unwrap();
-    let policy = own.path().join("policy.toml");
-    std::fs::write(&policy, "[defaults]\nmode = \"observe\"\n").unwrap();
-    Command::new(env!("CARGO_BIN_EXE_kpo"))
+    let observe = own.path().join("policy.toml");
+    std::fs::write(&observe, "[defaults]\nmode = \"observe\"\n").unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_kpo"))
         .arg("run")
         .args(args)
         .args(["--events", "/nonexistent-kpo-dir/events.ndjson"])
         .arg("--policy")
-        .arg(&policy)
+        .arg(policy.unwrap_or(&observe))
         .arg("--state-dir")
         .arg(own.path().join("state"))
         .arg("--socket")
         .arg(own.path().join("kpo.sock"))
-        .output()
-        .unwrap()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    rx.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            panic!("kpo run {args:?} did not stop: it waits at start");
+        })
 }
 
 fn stderr(out: &Output) -> String {
@@ -76,6 +96,42 @@ fn a_config_file_that_never_ends_stops_the_agent() {
         "kpo: error: config file: /dev/zero is larger than 1048576 bytes, more than this file \
          can hold; is it the right file?"
     );
+}
+
+/// Seen by hand (review s35 cli): a FIFO as `--policy` or `--config` held the start in open()
+/// until something wrote to it. Anything but a regular file is refused by what it is.
+#[test]
+fn a_policy_or_config_that_is_not_a_regular_file_stops_the_agent_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let fifo_is = "it is a FIFO (named pipe), not a regular file: reading one waits for a writer";
+    let out = kpo_run(&["--config", fifo.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "kpo: error: config file: cannot read {}: {fifo_is}",
+            fifo.display()
+        )
+    );
+    let out = kpo_run_on(Some(&fifo), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "kpo: error: {}: cannot read the policy: {fifo_is}",
+            fifo.display()
+        )
+    );
+    for (path, what) in [("/dev/tty", "a character device"), ("/tmp", "a directory")] {
+        let out = kpo_run_on(Some(Path::new(path)), &[]);
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(
+            stderr(&out),
+            format!("kpo: error: {path}: cannot read the policy: it is {what}, not a regular file")
+        );
+    }
 }
 
 #[test]

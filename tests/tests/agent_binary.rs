@@ -624,7 +624,10 @@ pub fn metrics_match_the_event_stream_and_the_kernel() {
     assert!(agent.child.try_wait().unwrap().is_none(), "it stopped");
 }
 
-/// An address that cannot be listened on stops the agent at start, naming it.
+/// An address that cannot be listened on stops the agent at start, naming it. Defect (review s36
+/// run #31): a start that failed after opening its events file (on its metrics address, its
+/// policy, its state directory) left that file behind, empty; one it created is removed again,
+/// and one that was there before stays as it was.
 pub fn a_metrics_address_in_use_stops_the_agent() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
@@ -644,6 +647,33 @@ pub fn a_metrics_address_in_use_stops_the_agent() {
         stderr.contains(&format!("metrics address {addr}: cannot listen")),
         "{stderr}"
     );
+    assert!(!events.exists(), "it left the empty events file it created");
+
+    // A policy that does not load; the events file is there before, then not.
+    let missing = dir.path().join("no-such-policy.toml");
+    for before in [Some("a line of the operator's\n"), None] {
+        let (_own, own_args) = crate::common::own_state(&["--policy"]);
+        match before {
+            Some(text) => std::fs::write(&events, text).unwrap(),
+            None => std::fs::remove_file(&events).unwrap(),
+        }
+        let out = Command::new(kpo_binary())
+            .args(["run", "--events"])
+            .arg(&events)
+            .args(own_args)
+            .arg("--policy")
+            .arg(&missing)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("cannot read the policy"), "{stderr}");
+        match before {
+            Some(text) => assert_eq!(std::fs::read_to_string(&events).unwrap(), text),
+            None => assert!(!events.exists(), "it left the empty events file it created"),
+        }
+    }
 }
 
 /// The names and contents of the files in `dir` (none when it does not exist).

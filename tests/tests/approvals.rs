@@ -534,6 +534,25 @@ pub fn recommend_only_holds_an_auto_change_and_rejected_or_expired_ones_are_not_
     wait_until("a second since the advice", WAIT, || {
         kpo_agent::journal::now_ms() > advised + 1000
     });
+    // Defect (review s36 story): `kpo pending` recorded the expiry and said only "no approval
+    // pending"; it names what it expired, once (on standard error, so `--json` stays an array).
+    let out = kpo_output(dir.path(), &["pending"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "no approval pending\n"
+    );
+    assert!(
+        err.contains(&format!(
+            "kpo: expired now, while the agent is down: {id}  {target} 16 -> 32  (advised by rules, \
+             expired "
+        )) && err.contains("the agent's next start reports it (approval_resolved)"),
+        "{err}"
+    );
+    let out = kpo_output(dir.path(), &["pending", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("expired now"));
     let out = kpo_output(dir.path(), &["approve", &id]);
     assert!(!out.status.success(), "an expired approval was approved");
     let err = String::from_utf8_lossy(&out.stderr);

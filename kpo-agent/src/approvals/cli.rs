@@ -88,6 +88,17 @@ fn limit_arg(text: &str) -> Result<usize, String> {
 /// The running agent through its socket, or the state directory under its lock (`reads`: a
 /// command that only reads, which reads a read-only state directory as it is on disk).
 fn open(state: &StateArgs, reads: bool) -> anyhow::Result<Box<dyn ApprovalControl>> {
+    Ok(match open_either(state, reads)? {
+        Ok(agent) => Box::new(agent),
+        Err(offline) => Box::new(offline),
+    })
+}
+
+/// [`open`]: the agent (`Ok`), or the state directory (`Err`).
+fn open_either(
+    state: &StateArgs,
+    reads: bool,
+) -> anyhow::Result<Result<crate::api::client::SocketControl, Offline>> {
     let socket = state
         .socket
         .clone()
@@ -97,15 +108,44 @@ fn open(state: &StateArgs, reads: bool) -> anyhow::Result<Box<dyn ApprovalContro
             let status = crate::control::Control::status(&mut agent)?;
             state.refuse_if_agent_differs(&socket, &status)?;
         }
-        return Ok(Box::new(agent));
+        return Ok(Ok(agent));
     }
     state.refuse_default_state_dir_for_another_socket(&socket)?;
     let (policy, dir) = (state.policy.as_deref(), state.state_dir());
-    Ok(Box::new(if reads {
+    Ok(Err(if reads {
         Offline::open_to_read(policy, &dir)?
     } else {
         Offline::open(policy, &dir)?
     }))
+}
+
+/// The pending approvals, and, with the agent down, those this listing expired: their time ran
+/// out while it was down, and reading them records that (a running agent's expiry is in its
+/// events, `approval_resolved`).
+fn pending_and_expired(
+    state: &StateArgs,
+) -> anyhow::Result<(Vec<ApprovalItem>, Vec<ApprovalItem>)> {
+    let mut offline = match open_either(state, true)? {
+        Ok(mut agent) => return Ok((agent.pending()?, Vec::new())),
+        Err(offline) => offline,
+    };
+    let before: Vec<ApprovalItem> = offline.desk.store().pending().cloned().collect();
+    let items = offline.pending()?;
+    let expire_after = offline.path.policy.approvals.expire_after.as_millis() as u64;
+    let expired = before
+        .into_iter()
+        .filter(|b| !items.iter().any(|i| i.id == b.id))
+        .map(|b| {
+            // As recorded (dated when its time ran out); as it was, should the record fail.
+            let mut item = offline.desk.store().item(&b.id).cloned().unwrap_or(b);
+            item.state = ApprovalState::Expired;
+            item.resolved_ms = item
+                .resolved_ms
+                .or(Some(item.updated_ms.saturating_add(expire_after)));
+            item
+        })
+        .collect();
+    Ok((items, expired))
 }
 
 fn change(item: &ApprovalItem) -> String {
@@ -118,7 +158,18 @@ fn change(item: &ApprovalItem) -> String {
 }
 
 pub fn pending(a: PendingArgs) -> anyhow::Result<ExitCode> {
-    let items = open(&a.state, true)?.pending()?;
+    let (items, expired) = pending_and_expired(&a.state)?;
+    // On standard error, as the offline open's other notes: `--json`'s output stays the array.
+    for e in &expired {
+        eprintln!(
+            "kpo: expired now, while the agent is down: {}  {}  (advised by {}, expired {}); \
+             the agent's next start reports it (approval_resolved)",
+            e.id,
+            change(e),
+            e.source,
+            e.resolved_ms.map(format_ms).unwrap_or_default()
+        );
+    }
     if a.json {
         crate::out!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(ExitCode::SUCCESS);

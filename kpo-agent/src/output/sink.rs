@@ -91,22 +91,73 @@ impl Destination {
     }
 
     fn open(&self) -> io::Result<File> {
+        self.open_noting_creation().map(|(file, _)| file)
+    }
+
+    /// The destination opened, and whether this open created the file.
+    fn open_noting_creation(&self) -> io::Result<(File, bool)> {
         match self {
             // A duplicate of fd 1 without std's buffer: each line is one write of our own.
-            Destination::Stdout => Ok(File::from(io::stdout().as_fd().try_clone_to_owned()?)),
+            Destination::Stdout => Ok((
+                File::from(io::stdout().as_fd().try_clone_to_owned()?),
+                false,
+            )),
             Destination::File(path) => {
+                if let Some(what) = device_refused(path) {
+                    return Err(io::Error::other(what));
+                }
                 // Opening writes nothing; the file system is checked before the first line.
-                let file = OpenOptions::new().create(true).append(true).open(path)?;
+                let (file, created) =
+                    match OpenOptions::new().create_new(true).append(true).open(path) {
+                        Ok(file) => (file, true),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
+                            OpenOptions::new().create(true).append(true).open(path)?,
+                            false,
+                        ),
+                        Err(e) => return Err(e),
+                    };
                 match kernel_interface(&file) {
                     Some(fs) => Err(io::Error::other(format!(
                         "it is on {fs}, where a write changes the kernel; the kernel is changed \
                          only through the policy and the journal"
                     ))),
-                    None => Ok(file),
+                    None => Ok((file, created)),
                 }
             }
         }
     }
+}
+
+/// Why events may not go to the device node `path` names (through symlinks: `/dev/stdout` is
+/// whatever standard output is), found with stat: opening some devices acts on them, and a line
+/// written to a disk or to memory would overwrite what is there. A terminal and the memory
+/// devices that keep nothing (`/dev/null`, `/dev/zero`, `/dev/full`) take events; any other
+/// character device (`/dev/kmsg`, `/dev/mem`) and every block device is refused. `None` for
+/// anything that is not a device node (a file, a FIFO) or cannot be stat'ed.
+pub fn device_refused(path: &Path) -> Option<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(path).ok()?;
+    let kind = meta.file_type();
+    if kind.is_block_device() {
+        return Some(format!(
+            "{} is a block device (a disk): events go to a file, a FIFO, a terminal or /dev/null",
+            path.display()
+        ));
+    }
+    if !kind.is_char_device() {
+        return None;
+    }
+    let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
+    // 1: null, zero, full; 4 and 5: virtual consoles, serial ports, /dev/tty, /dev/console;
+    // 136-143: pseudo-terminals (a terminal's session, ssh).
+    let takes_lines = matches!((major, minor), (1, 3 | 5 | 7) | (4 | 5 | 136..=143, _));
+    (!takes_lines).then(|| {
+        format!(
+            "{} is a character device ({major}:{minor}) that is neither a terminal nor /dev/null: \
+             events go to a file, a FIFO, a terminal or /dev/null",
+            path.display()
+        )
+    })
 }
 
 /// The kernel-interface file system `file` is on (procfs, sysfs and the like), if it is: an event
@@ -230,18 +281,78 @@ pub struct EventSink {
     drop_warnings: u64,
     /// `--metrics`: every event offered is counted there, written or not.
     metrics: Option<Arc<std::sync::Mutex<super::metrics::Metrics>>>,
+    /// The file's device and inode when this open created it ([`EventSink::unused_file`]).
+    created: Option<(u64, u64)>,
+}
+
+/// A file the event stream created and never wrote to: [`UnusedFile::remove`] after a failed
+/// start.
+pub struct UnusedFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl UnusedFile {
+    /// Removes the file if the path still names it and it is still empty: a start that failed
+    /// before its first event leaves no empty file for a log pipeline to tail (or a typo'd path
+    /// to linger). Called once the writer is closed, so that nothing writes to it after.
+    pub fn remove(self) {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino(), m.len()) == (self.dev, self.ino, 0) => {
+                if let Err(e) = std::fs::remove_file(&self.path) {
+                    warn!(
+                        "the event file {} this start created is left empty: {e}",
+                        self.path.display()
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 impl EventSink {
     /// Opens the destination (a start-up error names it) and starts the writer thread, with a
     /// queue of at most `limit` bytes ([`queue_bytes_from_env`]).
     pub fn open(target: &Path, limit: usize) -> Result<EventSink, OpenError> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let destination = Destination::from_path(target);
-        let file = destination.open().map_err(|source| OpenError {
-            destination: destination.clone(),
-            source,
-        })?;
-        Ok(Self::start(destination, file, limit))
+        // Opening a FIFO for writing waits for its reader: said, or the start looks hung.
+        if std::fs::metadata(target).is_ok_and(|m| m.file_type().is_fifo()) {
+            info!(
+                "events: {} is a FIFO: waiting for its reader to open it",
+                target.display()
+            );
+        }
+        let (file, created) = destination
+            .open_noting_creation()
+            .map_err(|source| OpenError {
+                destination: destination.clone(),
+                source,
+            })?;
+        let created = match created {
+            true => file.metadata().ok().map(|m| (m.dev(), m.ino())),
+            false => None,
+        };
+        let mut sink = Self::start(destination, file, limit);
+        sink.created = created;
+        Ok(sink)
+    }
+
+    /// The file this sink created, when no event was offered to it: see [`UnusedFile::remove`].
+    pub fn unused_file(&self) -> Option<UnusedFile> {
+        let (Destination::File(path), Some((dev, ino)), 0) =
+            (&self.destination, self.created, self.offered)
+        else {
+            return None;
+        };
+        Some(UnusedFile {
+            path: path.clone(),
+            dev,
+            ino,
+        })
     }
 
     fn start(destination: Destination, file: File, limit: usize) -> EventSink {
@@ -287,6 +398,7 @@ impl EventSink {
             dropping: None,
             drop_warnings: 0,
             metrics: None,
+            created: None,
         }
     }
 
@@ -1064,5 +1176,151 @@ mod tests {
         write_line(&mut file, &second).unwrap();
         drop(file);
         assert_eq!(reader.join().unwrap(), [first, second].concat());
+    }
+
+    /// Defect (review s36 run #31): a start that failed on its policy or state directory left the
+    /// empty `--events` file it had created. Only a file this open created, with no event offered
+    /// and still empty, is removed; one that existed before stays as it was.
+    #[test]
+    fn only_an_event_file_this_start_created_and_never_used_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.ndjson");
+        let sink = EventSink::open(&path, 1 << 20).unwrap();
+        let unused = sink
+            .unused_file()
+            .expect("created by this open, no event offered");
+        sink.close(Duration::from_secs(30));
+        unused.remove();
+        assert!(!path.exists());
+
+        // An empty file that was there before: not this start's.
+        std::fs::write(&path, "").unwrap();
+        let sink = EventSink::open(&path, 1 << 20).unwrap();
+        assert!(sink.unused_file().is_none());
+        sink.close(Duration::from_secs(30));
+        assert!(path.exists());
+        std::fs::remove_file(&path).unwrap();
+
+        // Created, then an event offered: the stream is in use.
+        let mut sink = EventSink::open(&path, 1 << 20).unwrap();
+        sink.send(&stop(0));
+        assert!(sink.unused_file().is_none());
+        sink.close(Duration::from_secs(30));
+        assert!(std::fs::metadata(&path).unwrap().len() > 0);
+        std::fs::remove_file(&path).unwrap();
+
+        // Replaced at the path, or written to by someone else, before the removal: left alone.
+        let sink = EventSink::open(&path, 1 << 20).unwrap();
+        let unused = sink.unused_file().unwrap();
+        sink.close(Duration::from_secs(30));
+        std::fs::write(&path, "someone's\n").unwrap();
+        unused.remove();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "someone's\n");
+    }
+
+    /// `--events` naming a device node: a terminal and the memory devices that keep nothing take
+    /// events; a disk and any other character device (/dev/kmsg, /dev/mem) are refused, found
+    /// with stat (the nodes made here are never opened).
+    #[test]
+    fn events_to_a_device_node_other_than_a_terminal_or_dev_null_are_refused() {
+        use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+        let dir = tempfile::tempdir().unwrap();
+        let node = |name: &str, kind: SFlag, major: u64, minor: u64| {
+            let path = dir.path().join(name);
+            mknod(
+                &path,
+                kind,
+                Mode::from_bits_truncate(0o600),
+                makedev(major, minor),
+            )
+            .map(|()| path)
+        };
+        let disk = match node("sda", SFlag::S_IFBLK, 8, 0) {
+            Ok(path) => path,
+            Err(e) => {
+                println!(
+                    "SKIPPED events_to_a_device_node_other_than_a_terminal_or_dev_null_are_refused: \
+                     cannot make device nodes ({e}; needs CAP_MKNOD)"
+                );
+                return;
+            }
+        };
+        assert_eq!(
+            device_refused(&disk).unwrap(),
+            format!(
+                "{} is a block device (a disk): events go to a file, a FIFO, a terminal or \
+                 /dev/null",
+                disk.display()
+            )
+        );
+        let kmsg = node("kmsg", SFlag::S_IFCHR, 1, 11).unwrap();
+        assert_eq!(
+            device_refused(&kmsg).unwrap(),
+            format!(
+                "{} is a character device (1:11) that is neither a terminal nor /dev/null: \
+                 events go to a file, a FIFO, a terminal or /dev/null",
+                kmsg.display()
+            )
+        );
+        let mem = node("mem", SFlag::S_IFCHR, 1, 1).unwrap();
+        assert!(device_refused(&mem).is_some());
+        for (name, major, minor) in [
+            ("null", 1, 3),
+            ("full", 1, 7),
+            ("tty1", 4, 1),
+            ("pts", 136, 3),
+        ] {
+            let path = node(name, SFlag::S_IFCHR, major, minor).unwrap();
+            assert_eq!(device_refused(&path), None, "{name}");
+        }
+        // `kpo check --config` and the start refuse it before anything is opened.
+        let c =
+            crate::config::Config::from_toml(&format!("events = {kmsg:?}"), "kpo.toml").unwrap();
+        let e = c.validate("kpo.toml").unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "kpo.toml: `events` {} is a character device",
+                kmsg.display()
+            )),
+            "{e}"
+        );
+        // The sink refuses it before opening it too (a SIGHUP's re-open).
+        let e = EventSink::open(&kmsg, 1 << 20).err().unwrap().to_string();
+        assert!(e.contains("is a character device (1:11)"), "{e}");
+        // A file, a FIFO, a path not there yet: not devices.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
+        for path in [fifo, dir.path().join("new.ndjson")] {
+            assert_eq!(device_refused(&path), None);
+        }
+    }
+
+    /// Seen by hand (review s35 cli): `--events FIFO` with no reader held the start, after the
+    /// open-files line, without a word. The start still waits for the reader (a log pipeline may
+    /// start after the agent), and says so first.
+    #[test]
+    fn events_to_a_fifo_say_that_the_start_waits_for_its_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("events.fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let reader_end = fifo.clone();
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            File::open(reader_end)
+                .unwrap()
+                .read_to_string(&mut text)
+                .unwrap();
+            text
+        });
+        let (sink, logged) = crate::logging::logged(|| EventSink::open(&fifo, 1 << 20).unwrap());
+        assert!(
+            logged.contains(&format!(
+                "events: {} is a FIFO: waiting for its reader to open it",
+                fifo.display()
+            )),
+            "{logged}"
+        );
+        sink.close(Duration::from_secs(30));
+        assert_eq!(reader.join().unwrap(), "");
     }
 }

@@ -227,7 +227,7 @@ mod tests {
         // The file's own error, the flags changing nothing it depends on: the file's.
         assert!(
             config(&["--config", tick, "--duty-fraction", "0.5"]).starts_with(&format!(
-                "{tick}: `window` (60s) must be a whole number of ticks"
+                "{tick}: `window` (1m) must be a whole number of ticks"
             ))
         );
         // The file's error and a flag's: the file's comes first, and is the file's.

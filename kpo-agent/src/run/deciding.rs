@@ -1167,25 +1167,58 @@ impl Deciding {
             }
         }
         let listed: Vec<String> = revert.iter().map(ToString::to_string).collect();
-        let reports = match self.path.restore_originals(
-            revert,
-            Source::Operator,
-            "agent stopping: on_exit = revert",
-            true,
-        ) {
-            Ok(reports) => reports,
-            Err(e) => {
-                // The first failure ends the list, and no agent is left to take the journal up
-                // again: every value that may stay is named, with what puts it back.
-                warn!(
-                    "on exit: not put back, so KPO's values may stay in the kernel after the \
+        const REASON: &str = "agent stopping: on_exit = revert";
+        let reports =
+            match self
+                .path
+                .restore_originals(revert.clone(), Source::Operator, REASON, true)
+            {
+                Ok(reports) => reports,
+                Err(e) => {
+                    // The first failure ends the list, and no agent is left to take the journal up
+                    // again: every value that may stay is named, with what puts it back.
+                    warn!(
+                        "on exit: not put back, so KPO's values may stay in the kernel after the \
                      agent stops: {}; {e}; once the state directory can be written, `kpo revert \
                      --all` puts them back",
-                    listed.join(", ")
-                );
-                Vec::new()
-            }
-        };
+                        listed.join(", ")
+                    );
+                    // In the event stream too: the one the journal failed on has its `failed` event;
+                    // each one not tried after it gets its own.
+                    events.extend(self.take_events());
+                    for address in revert {
+                        let tried = events
+                            .iter()
+                            .any(|e| matches!(e, Event::Change(c) if c.target == address));
+                        if tried {
+                            continue;
+                        }
+                        let original = self
+                            .path
+                            .journal
+                            .param_state(&address)
+                            .and_then(|s| s.original.clone());
+                        use crate::output::change_events::{ChangeEvent, ChangePhase};
+                        events.push(Event::Change(ChangeEvent {
+                            phase: ChangePhase::Failed,
+                            before: self.path.read(&address).ok(),
+                            after: original.unwrap_or(Value::Word(String::new())),
+                            source: Source::Operator,
+                            reason: REASON.to_string(),
+                            journal_id: None,
+                            decision: None,
+                            refusal: None,
+                            read_back: None,
+                            detail: Some(format!(
+                            "not put back: not tried, the journal failed before it ({e}); once \
+                             the state directory can be written, `kpo revert --all` puts it back"
+                        )),
+                            target: address,
+                        }));
+                    }
+                    Vec::new()
+                }
+            };
         for r in reports {
             // A value that could not be put back stays in the kernel after the agent is gone:
             // the operator must hear of it.

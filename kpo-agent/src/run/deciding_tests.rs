@@ -5866,3 +5866,136 @@ fn a_start_on_a_paused_state_directory_says_so() {
         "{text}"
     );
 }
+
+/// Seen by hand (review s35 cli): a policy path that became a FIFO would hold SIGHUP's reload, and
+/// the loop with it, in open() until something wrote to it. It is refused by what it is, and the
+/// policy in force stays. Should the reload wait all the same, a helper thread opens the FIFO's
+/// other end after a generous bound, so that the test fails instead of hanging.
+#[test]
+fn a_reload_from_a_policy_path_that_became_a_fifo_is_refused_without_waiting() {
+    let mut rig = Rig::new(&policy(""), true, "");
+    rig.policy_from_file();
+    let file = rig._tmp.path().join("policy.toml");
+    std::fs::remove_file(&file).unwrap();
+    nix::unistd::mkfifo(&file, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let crate::cli::Command::Run(args) = <crate::cli::Cli as clap::Parser>::try_parse_from([
+        "kpo",
+        "run",
+        "--policy",
+        file.to_str().unwrap(),
+    ])
+    .unwrap()
+    .command
+    else {
+        unreachable!()
+    };
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let writer_end = file.clone();
+    let unblock = std::thread::spawn(move || {
+        if finished.recv_timeout(Duration::from_secs(60)).is_err() {
+            drop(std::fs::OpenOptions::new().write(true).open(writer_end));
+        }
+    });
+    let events = super::reload_policy(&mut rig.deciding, &args, &rig.config);
+    done.send(()).unwrap();
+    unblock.join().unwrap();
+    let json: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    let error = format!(
+        "{}: cannot read the policy: it is a FIFO (named pipe), not a regular file: reading one \
+         waits for a writer",
+        file.display()
+    );
+    assert_eq!(
+        json,
+        vec![serde_json::json!({
+            "kind": "policy",
+            "outcome": "refused",
+            "source": file.display().to_string(),
+            "error": error,
+            "optimizer_knobs_changed": false,
+        })]
+    );
+}
+
+/// Defect (review s36 run #20): `on_exit` on a failing journal gave only the first parameter it
+/// tried a `failed` event (the log named them all): the event stream did not say which others
+/// KPO's values stay in the kernel. Every parameter not put back gets its own.
+#[test]
+fn on_exit_with_a_failing_journal_gives_every_parameter_left_a_failed_event() {
+    const SOMAXCONN: &str = "net.core.somaxconn";
+    let policy = format!(
+        "[defaults]\non_exit = \"revert\"\n\n[params.\"{BACKLOG}\"]\nmode = \"auto\"\n\
+         sources = [\"operator\"]\n\n[params.\"{SOMAXCONN}\"]\nmode = \"auto\"\n\
+         sources = [\"operator\"]\n"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let k =
+        crate::change::tests::kernel(&[(BACKLOG, Value::Int(1000)), (SOMAXCONN, Value::Int(4096))]);
+    crate::journal::store::make_private(tmp.path());
+    let journal = Journal::open(tmp.path(), Holder::Agent, Duration::ZERO).unwrap();
+    let policy = Policy::parse(&policy, "policy.toml").unwrap();
+    let path = ChangePath::new(policy, journal, Box::new(k.clone()));
+    let mut deciding = Deciding::with_path(path, false).unwrap().0;
+    for (name, value) in [(BACKLOG, 2000), (SOMAXCONN, 8192)] {
+        let p = crate::policy::Proposal {
+            address: name.parse().unwrap(),
+            value: Value::Int(value.into()),
+            source: Source::Operator,
+            reason: "test".into(),
+        };
+        let r = deciding.path_for_tests_mut().propose(&p).unwrap();
+        assert_eq!(r.status, crate::change::ChangeStatus::Applied, "{r:?}");
+    }
+    let _ = deciding.on_window(&crate::advise::rules::testing::window(vec![]));
+    deciding.path_for_tests_mut().journal.fail_an_append(0, 0);
+    let events = deciding.on_exit();
+    let failed: Vec<serde_json::Value> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Change(c) if c.phase == ChangePhase::Failed => {
+                Some(serde_json::to_value(c).unwrap())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 2, "{events:?}");
+    // The first tried has the journal's own error; the other, not tried, says so.
+    let (tried, untried) = match failed[0]["target"] == BACKLOG {
+        true => (&failed[0], &failed[1]),
+        false => (&failed[1], &failed[0]),
+    };
+    assert_eq!(tried["target"], BACKLOG);
+    assert!(
+        tried["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("not written: the journal could not record its intent"),
+        "{tried}"
+    );
+    let error = format!(
+        "{}: the journal cannot be written (journal.log: No space left on device (os error 28)): \
+         KPO changes and records nothing until it can; free space in the state directory (or fix \
+         what fails there), and a running agent takes the journal up again by itself",
+        tmp.path().display()
+    );
+    assert_eq!(
+        *untried,
+        serde_json::json!({
+            "phase": "failed",
+            "target": SOMAXCONN,
+            "before": 8192,
+            "after": 4096,
+            "source": "operator",
+            "reason": "agent stopping: on_exit = revert",
+            "journal_id": null,
+            "detail": format!(
+                "not put back: not tried, the journal failed before it (journal: {error}); once \
+                 the state directory can be written, `kpo revert --all` puts it back"
+            ),
+        })
+    );
+    assert_eq!(k.0.lock().unwrap().values[SOMAXCONN], Value::Int(8192));
+}

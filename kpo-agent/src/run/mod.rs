@@ -128,12 +128,42 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     // webhook request in flight, a login-name lookup for a control request): the agent stops
     // within a bound instead, and those threads end with the process.
     runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
+    // A start that failed before its first event (its policy, its state directory) leaves no
+    // empty event file it created behind.
+    let unused = outcome.is_err().then(|| sink.unused_file()).flatten();
     // Bounded: a writer stuck on a stalled reader is abandoned, and what it could not write is
     // counted on stderr.
     sink.close(STOP_FLUSH_TIMEOUT);
+    if let Some(unused) = unused {
+        unused.remove();
+    }
     let reason = outcome?;
     info!(reason, "kpo stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP's policy reload, refused at once when the file is no longer a regular file: the
+/// policy's reader would wait on a FIFO for a writer, and the loop with it.
+fn reload_policy(deciding: &mut Deciding, args: &RunArgs, config: &Config) -> Vec<Event> {
+    let file = args
+        .state
+        .policy
+        .as_deref()
+        .unwrap_or(std::path::Path::new(crate::policy::DEFAULT_PATH));
+    let Some(source) = crate::config::not_a_regular_file(file) else {
+        return deciding.reload_policy(config);
+    };
+    let e = crate::policy::PolicyError::Read {
+        file: file.display().to_string(),
+        source,
+    };
+    warn!("policy reload refused, the policy loaded before stays in force: {e}");
+    vec![Event::Policy {
+        outcome: "refused",
+        source: file.display().to_string(),
+        error: Some(e.to_string()),
+        optimizer_knobs_changed: false,
+    }]
 }
 
 /// Runs until SIGTERM or SIGINT (returns its name) or until a failure (an error): the event
@@ -375,7 +405,7 @@ pub async fn run(
                     if let Some(edited) = args.config_edited_note(&config) {
                         warn!("SIGHUP: {edited}");
                     }
-                    for event in deciding.reload_policy(&config) {
+                    for event in reload_policy(&mut deciding, args, &config) {
                         sink.send(&event);
                     }
                 }) {

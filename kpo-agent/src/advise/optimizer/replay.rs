@@ -153,6 +153,9 @@ impl Table {
             path: path.to_path_buf(),
             source,
         };
+        if let Some(source) = crate::config::not_a_regular_file(path) {
+            return Err(io_err(source));
+        }
         let mut bytes = Vec::new();
         std::fs::File::open(path)
             .map_err(io_err)?
@@ -793,5 +796,29 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// Seen by hand (s38): `--grid FIFO` (and `--baseline`) waited in open() for a writer.
+    /// The bound only turns that wait into a failure; a passing run never reaches it.
+    #[test]
+    fn a_table_that_is_not_a_regular_file_is_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("grid.csv");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || tx.send(Table::load(&path).map(|_| ())));
+        let e = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("Table::load waited for the FIFO's writer")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot read {}: it is a FIFO (named pipe), not a regular file: reading one \
+                 waits for a writer",
+                fifo.display()
+            )
+        );
     }
 }
