@@ -621,12 +621,30 @@ impl Default for Policy {
 /// `/dev/zero` would otherwise be read until memory runs out).
 pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
 
+/// Every read of the policy file goes through here (start, every command, SIGHUP, and the check
+/// at each window and operator request of whether it changed), so a FIFO put in its place is
+/// refused by what it is ([`crate::config::not_a_regular_file`]) before it can hold any of them
+/// in open() or read() until something writes to it (the running agent would stop answering,
+/// SIGTERM included). Opened non-blocking too, for a FIFO swapped in after the check.
 fn read_policy_text(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
+    use std::{
+        io::Read,
+        os::unix::fs::{FileTypeExt, OpenOptionsExt},
+    };
+    if let Some(e) = crate::config::not_a_regular_file(path) {
+        return Err(e);
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if file.metadata()?.file_type().is_fifo() {
+        return Err(crate::config::not_a_regular_file(path).unwrap_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "it is not a regular file")
+        }));
+    }
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_POLICY_BYTES + 1)
-        .read_to_end(&mut bytes)?;
+    file.take(MAX_POLICY_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_POLICY_BYTES {
         return Err(std::io::Error::other(format!(
             "larger than {MAX_POLICY_BYTES} bytes; a policy is a few KB"

@@ -1301,6 +1301,54 @@ fn clear_after_windows_must_outlast_the_rules_repeat() {
     assert!(Policy::parse("[approvals]\nclear_after_windows = 10\n", "p.toml").is_ok());
 }
 
+/// Defect (s38 inp): a policy file replaced by a FIFO under a running agent held it in open() at
+/// its next window, where it checks whether the file changed (`wait_for_partner` in
+/// /proc/PID/wchan; `kpo status` timed out, SIGTERM went unanswered). Every read of the policy
+/// refuses a FIFO by what it is. Should the read wait all the same, a helper thread opens the
+/// FIFO's other end after a generous bound, so that the test fails instead of hanging.
+#[test]
+fn a_policy_file_replaced_by_a_fifo_is_refused_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.toml");
+    let text = "[params.\"net.core.somaxconn\"]\nmode = \"recommend\"\n";
+    std::fs::write(&file, text).unwrap();
+    let policy = Policy::load(Some(&file)).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    nix::unistd::mkfifo(&file, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let writer_end = file.clone();
+    // Each read that waits gets the policy, once a minute, until the reads are done.
+    let unblock = std::thread::spawn(move || {
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            finished.recv_timeout(std::time::Duration::from_secs(60))
+        {
+            use std::io::Write;
+            if let Ok(mut w) = std::fs::OpenOptions::new().write(true).open(&writer_end) {
+                let _ = w.write_all(text.as_bytes());
+            }
+        }
+    });
+    let changed = policy.changed_on_disk();
+    let loaded = Policy::load(Some(&file))
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    done.send(()).unwrap();
+    unblock.join().unwrap();
+    let fifo = "it is a FIFO (named pipe), not a regular file: reading one waits for a writer";
+    assert_eq!(
+        changed.unwrap(),
+        format!(
+            "the policy file {f} cannot be read now ({fifo}), though the agent loaded it: put it \
+             back (the agent still decides under what it loaded), then ask again",
+            f = file.display()
+        )
+    );
+    assert_eq!(
+        loaded.unwrap_err(),
+        format!("{}: cannot read the policy: {fifo}", file.display())
+    );
+}
+
 /// A policy loaded from a file knows when the file no longer says it; one parsed from text or
 /// built in never reports a change.
 #[test]

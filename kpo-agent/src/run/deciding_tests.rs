@@ -5878,17 +5878,6 @@ fn a_reload_from_a_policy_path_that_became_a_fifo_is_refused_without_waiting() {
     let file = rig._tmp.path().join("policy.toml");
     std::fs::remove_file(&file).unwrap();
     nix::unistd::mkfifo(&file, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let crate::cli::Command::Run(args) = <crate::cli::Cli as clap::Parser>::try_parse_from([
-        "kpo",
-        "run",
-        "--policy",
-        file.to_str().unwrap(),
-    ])
-    .unwrap()
-    .command
-    else {
-        unreachable!()
-    };
     let (done, finished) = std::sync::mpsc::channel::<()>();
     let writer_end = file.clone();
     let unblock = std::thread::spawn(move || {
@@ -5896,7 +5885,7 @@ fn a_reload_from_a_policy_path_that_became_a_fifo_is_refused_without_waiting() {
             drop(std::fs::OpenOptions::new().write(true).open(writer_end));
         }
     });
-    let events = super::reload_policy(&mut rig.deciding, &args, &rig.config);
+    let events = rig.deciding.reload_policy(&rig.config);
     done.send(()).unwrap();
     unblock.join().unwrap();
     let json: Vec<serde_json::Value> = events

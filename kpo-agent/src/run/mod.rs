@@ -142,30 +142,6 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGHUP's policy reload, refused at once when the file is no longer a regular file: the
-/// policy's reader would wait on a FIFO for a writer, and the loop with it.
-fn reload_policy(deciding: &mut Deciding, args: &RunArgs, config: &Config) -> Vec<Event> {
-    let file = args
-        .state
-        .policy
-        .as_deref()
-        .unwrap_or(std::path::Path::new(crate::policy::DEFAULT_PATH));
-    let Some(source) = crate::config::not_a_regular_file(file) else {
-        return deciding.reload_policy(config);
-    };
-    let e = crate::policy::PolicyError::Read {
-        file: file.display().to_string(),
-        source,
-    };
-    warn!("policy reload refused, the policy loaded before stays in force: {e}");
-    vec![Event::Policy {
-        outcome: "refused",
-        source: file.display().to_string(),
-        error: Some(e.to_string()),
-        optimizer_knobs_changed: false,
-    }]
-}
-
 /// Runs until SIGTERM or SIGINT (returns its name) or until a failure (an error): the event
 /// stream's reader gone for good, the kernel's ring buffer, a stage's panic. Events go to `sink`; the caller closes it.
 pub async fn run(
@@ -405,7 +381,7 @@ pub async fn run(
                     if let Some(edited) = args.config_edited_note(&config) {
                         warn!("SIGHUP: {edited}");
                     }
-                    for event in reload_policy(&mut deciding, args, &config) {
+                    for event in deciding.reload_policy(&config) {
                         sink.send(&event);
                     }
                 }) {
