@@ -121,10 +121,80 @@ impl Destination {
                         "it is on {fs}, where a write changes the kernel; the kernel is changed \
                          only through the policy and the journal"
                     ))),
-                    None => Ok((file, created)),
+                    None => {
+                        if !created {
+                            end_a_partial_last_line(&file, path);
+                        }
+                        Ok((file, created))
+                    }
                 }
             }
         }
+    }
+}
+
+/// A regular file that ends inside a line (an agent killed in the middle of writing one, a
+/// crash) would have the next event glued to that fragment, both lost to every reader (s38 chaos
+/// F2: the next run's `start`). A fragment of an event line (it begins as every line does) is cut
+/// off, so that the file holds only whole lines; anything else (not KPO's) is kept, ended with a
+/// newline. Either is logged; a failure only costs the fragment's line.
+fn end_a_partial_last_line(file: &File, path: &Path) {
+    use std::os::unix::fs::FileExt;
+    let ended = || -> io::Result<Option<(u64, bool)>> {
+        let len = file.metadata()?.len();
+        if len == 0 || !file.metadata()?.file_type().is_file() {
+            return Ok(None);
+        }
+        // `file` is open for appending only.
+        let reader = File::open(path)?;
+        let mut last = [0u8; 1];
+        reader.read_exact_at(&mut last, len - 1)?;
+        if last[0] == b'\n' {
+            return Ok(None);
+        }
+        // The last newline, read backwards a block at a time (a window's line can be long).
+        let mut block = vec![0u8; 64 << 10];
+        let mut end = len;
+        let line_start = loop {
+            let start = end.saturating_sub(block.len() as u64);
+            let chunk = &mut block[..(end - start) as usize];
+            reader.read_exact_at(chunk, start)?;
+            if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+                break start + i as u64 + 1;
+            }
+            if start == 0 {
+                break 0;
+            }
+            end = start;
+        };
+        let head = format!("{{\"schema\":\"{}\",", super::events::SCHEMA);
+        let mut fragment = vec![0u8; head.len().min((len - line_start) as usize)];
+        reader.read_exact_at(&mut fragment, line_start)?;
+        if head.as_bytes().starts_with(&fragment) {
+            file.set_len(line_start)?;
+            Ok(Some((len - line_start, true)))
+        } else {
+            (&*file).write_all(b"\n")?;
+            Ok(Some((len - line_start, false)))
+        }
+    };
+    match ended() {
+        Ok(None) => {}
+        Ok(Some((bytes, true))) => warn!(
+            "{}: cut off the last {bytes} bytes, part of an event line left by a stop in the \
+             middle of writing it",
+            path.display()
+        ),
+        Ok(Some((bytes, false))) => warn!(
+            "{}: its last {bytes} bytes were not a whole line and not an event; ended them with \
+             a newline",
+            path.display()
+        ),
+        Err(e) => warn!(
+            "{}: it ends inside a line, which could not be ended ({e}); the first event may be \
+             glued to it",
+            path.display()
+        ),
     }
 }
 
@@ -1181,6 +1251,45 @@ mod tests {
     /// Defect (review s36 run #31): a start that failed on its policy or state directory left the
     /// empty `--events` file it had created. Only a file this open created, with no event offered
     /// and still empty, is removed; one that existed before stays as it was.
+    #[test]
+    fn a_partial_last_line_is_cut_off_or_ended_before_the_first_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.ndjson");
+        let whole = "{\"schema\":\"kpo.event/v1\",\"kind\":\"stop\"}\n";
+        let written = |before: &str| -> String {
+            std::fs::write(&path, before).unwrap();
+            let mut sink = EventSink::open(&path, 1 << 20).unwrap();
+            sink.send(&stop(0));
+            sink.close(Duration::from_secs(30));
+            std::fs::read_to_string(&path).unwrap()
+        };
+        // An event line torn by a kill: cut off; and a fragment shorter than a line's start.
+        for torn in [
+            "{\"schema\":\"kpo.event/v1\",\"ts\":\"2026-12-05T07:4",
+            "{\"sch",
+        ] {
+            let after = written(&format!("{whole}{torn}"));
+            let lines: Vec<&str> = after.lines().collect();
+            assert_eq!(lines.len(), 2, "{after}");
+            assert_eq!(lines[0], whole.trim_end());
+            let event: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+            assert_eq!(event["kind"], "stop");
+        }
+        // Only a fragment, no whole line before it.
+        let after = written("{\"schema\":\"kpo.ev");
+        assert_eq!(after.lines().count(), 1, "{after}");
+        serde_json::from_str::<serde_json::Value>(after.trim_end()).unwrap();
+        // Someone else's text without its newline: kept, ended.
+        let after = written("notes of the operator");
+        let lines: Vec<&str> = after.lines().collect();
+        assert_eq!(lines[0], "notes of the operator");
+        serde_json::from_str::<serde_json::Value>(lines[1]).unwrap();
+        // Whole lines: nothing touched.
+        let after = written(whole);
+        assert!(after.starts_with(whole), "{after}");
+        assert_eq!(after.lines().count(), 2);
+    }
+
     #[test]
     fn only_an_event_file_this_start_created_and_never_used_is_removed() {
         let dir = tempfile::tempdir().unwrap();
