@@ -145,7 +145,24 @@ impl Desk {
     /// it resolves itself are. Without a webhook that is all there is to tell, and each is
     /// marked announced; with one, [`Desk::post_what_nobody_heard`] posts them first.
     fn announce_what_the_cli_resolved(&mut self) {
-        let ended: Vec<ApprovalItem> = self.store.unannounced().cloned().collect();
+        let unannounced: Vec<ApprovalItem> = self.store.unannounced().cloned().collect();
+        let (pending, ended): (Vec<_>, Vec<_>) = unannounced
+            .into_iter()
+            .partition(|i| i.state == ApprovalState::Pending);
+        // Made by an agent killed before its event was out; the webhook's start repeats every
+        // pending approval, this one included.
+        for item in pending {
+            info!(
+                "approval {} required: {} = {} ({}) (announced now: the agent that made it \
+                 stopped before it could)",
+                item.id, item.parameter, item.value, item.reason
+            );
+            self.announcing.insert(item.id.clone());
+            self.events.push(Event::ApprovalRequired(ApprovalEvent {
+                approval: item,
+                refresh: Some(false),
+            }));
+        }
         for item in ended {
             info!(
                 "approval {}: {} (announced now: it ended while the agent was down, or before \
@@ -171,7 +188,12 @@ impl Desk {
     /// delivered: a post still retrying when the agent stops is lost, as every queued
     /// notification is (the queue is in memory; docs/approvals.md).
     fn post_what_nobody_heard(&mut self) {
-        let ended: Vec<ApprovalItem> = self.store.unannounced().cloned().collect();
+        let ended: Vec<ApprovalItem> = self
+            .store
+            .unannounced()
+            .filter(|i| i.state != ApprovalState::Pending)
+            .cloned()
+            .collect();
         for item in ended {
             self.post(Payload::new(
                 "approval_resolved",
@@ -673,7 +695,9 @@ impl Desk {
             same.updated_ms = now;
             same.expires_ms = expires_ms;
             same.refreshed += 1;
-            self.store.put(same.clone())?;
+            // Still unannounced when made in this window: the mark stays until the window ends.
+            let unannounced = self.announcing.contains(&same.id);
+            self.store.put_marked(same.clone(), unannounced, None)?;
             let id = same.id.clone();
             self.supersede(open, &id);
             self.events.push(Event::ApprovalRequired(ApprovalEvent {
@@ -705,8 +729,12 @@ impl Desk {
         };
         // The new approval is durable before an older one names it as what superseded it: the
         // other way, a crash or failed write between the two would leave a name for an approval
-        // never stored, and ids are handed out again from what is stored.
-        self.store.put(item.clone())?;
+        // never stored, and ids are handed out again from what is stored. Stored unannounced
+        // until the next window, by which time its `approval_required` event is out: a kill
+        // before then has the next start report it (s38 chaos F1b; the webhook hears of every
+        // pending approval again at a start anyway).
+        self.store.put_marked(item.clone(), true, None)?;
+        self.announcing.insert(id.clone());
         self.supersede(open, &id);
         self.seen.insert(id.clone());
         info!(

@@ -402,8 +402,8 @@ impl ApprovalStore {
         })))
     }
 
-    /// The resolved approvals neither the event stream nor the webhook heard of yet
-    /// ([`Stored::unannounced`]), oldest first.
+    /// The approvals whose last state (an end, or a new pending approval) the event stream, or
+    /// the webhook, may not have heard of yet ([`Stored::unannounced`]), oldest first.
     pub fn unannounced(&self) -> impl Iterator<Item = &ApprovalItem> {
         self.unannounced.iter().filter_map(|n| self.items.get(n))
     }

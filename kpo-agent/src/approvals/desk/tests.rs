@@ -619,6 +619,53 @@ fn what_the_agent_resolved_just_before_a_kill_is_announced_at_the_next_start() {
     );
 }
 
+/// Defect (s38 chaos F1b): an approval made just before a kill (seen: at approvals.log's
+/// compaction) never had an `approval_required` event, not at the next start either: the start
+/// repeated pending approvals to the webhook only. It stays marked unannounced until the next
+/// window, and a start reports it; once a window marked it, a start does not.
+#[test]
+fn an_approval_made_just_before_a_kill_is_reported_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let required = |events: Vec<Event>| -> Vec<String> {
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::ApprovalRequired(a) => Some(a.approval.id),
+                _ => None,
+            })
+            .collect()
+    };
+    {
+        let mut s = setup(dir.path(), "recommend");
+        let out = s.consider(vec![rec(Source::Rules, 32, false)]);
+        assert_eq!(kinds(&out.events), ["recommendation", "approval_required"]);
+        // Refreshed in the same window: still not marked.
+        s.consider(vec![rec(Source::Rules, 32, false)]);
+        let Setup { desk, .. } = s;
+        std::mem::forget(desk);
+    }
+    let mut s = setup(dir.path(), "recommend");
+    assert_eq!(
+        required(s.desk.take_events()),
+        ["ap-1"],
+        "reported at the start"
+    );
+    assert_eq!(s.desk.pending().unwrap().len(), 1);
+    // Nothing of it is posted as resolved.
+    let (webhook, mut posted) = Webhook::to_channel();
+    s.desk.set_webhook(webhook);
+    while let Ok(p) = posted.try_recv() {
+        assert_eq!(p.kpo.event, "approval_required", "only the start's repeat");
+    }
+    s.desk.on_window(&s.path);
+    let Setup { desk, path, .. } = s;
+    std::mem::forget(desk);
+    drop(path);
+    let mut s = setup(dir.path(), "recommend");
+    assert!(required(s.desk.take_events()).is_empty(), "reported once");
+    assert_eq!(s.desk.pending().unwrap()[0].id, "ap-1");
+}
+
 /// Without a webhook, the event stream is all there is to tell of what the CLI resolved while
 /// the agent was down: the start reports it once, and a later start with a webhook does not
 /// post it (nor would it post every end of an agent run without one).
