@@ -136,6 +136,17 @@ pub enum ControlError {
     Api(#[from] crate::api::client::ApiError),
     #[error(transparent)]
     Approval(#[from] crate::approvals::ApprovalError),
+    /// The policy a command acting while the agent is down decides under does not load: the
+    /// error, and the way to read the journal or put KPO's values back meanwhile (s38 chaos O5:
+    /// a typo in the file blocked `kpo revert --all` during an incident, and nothing said how
+    /// to go on).
+    #[error(
+        "{0}\n  (the agent is not answering, and this command decides under the policy file: fix \
+         it, checking with kpo check --policy FILE; meanwhile --policy /dev/null, no policy, \
+         reads the journal and lets kpo revert --all put back every value KPO changed, since a \
+         revert passes only the deny-list)"
+    )]
+    OfflinePolicy(PolicyError),
     /// The agent's policy file changed since it was loaded ([`Policy::changed_on_disk`]).
     #[error("refused: {0}")]
     PolicyChanged(String),
@@ -364,7 +375,7 @@ pub fn open_offline(
     state_dir: &Path,
     actuators: Box<dyn Actuators>,
 ) -> Result<(ChangePath, Vec<ChangeReport>), ControlError> {
-    let policy = Policy::load(policy)?;
+    let policy = Policy::load(policy).map_err(ControlError::OfflinePolicy)?;
     let journal = Journal::open(state_dir, Holder::Cli, CLI_LOCK_WAIT)?;
     let mut path = ChangePath::new(policy, journal, actuators);
     let reconciled = path.reconcile()?;
@@ -380,7 +391,7 @@ pub fn open_read_only(
     state_dir: &Path,
     actuators: Box<dyn Actuators>,
 ) -> Result<ChangePath, ControlError> {
-    let policy = Policy::load(policy)?;
+    let policy = Policy::load(policy).map_err(ControlError::OfflinePolicy)?;
     let journal = Journal::open_read_only(state_dir)?;
     Ok(ChangePath::new(policy, journal, actuators))
 }

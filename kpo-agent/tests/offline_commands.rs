@@ -190,3 +190,49 @@ fn another_socket_without_its_state_directory_is_refused() {
         );
     }
 }
+
+/// Seen in a soak (s38 chaos O5): with the agent down and a typo in its policy file, every
+/// command that opens the state directory refused with the policy's error, `kpo revert --all`
+/// included, and nothing said how to go on during an incident. The error says so, and the way
+/// it names works: `--policy /dev/null` reads no policy.
+#[test]
+fn a_policy_that_does_not_load_names_the_way_to_act_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[params.\"net.core.somaxconn\"]\nmax_step = \"thirty\"\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    for command in [&["journal"][..], &["status"], &["revert", "--all"]] {
+        let out = kpo(dir.path(), command);
+        assert_eq!(out.status.code(), Some(2), "{command:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with(&format!(
+                "kpo: error: {}:2: params.\"net.core.somaxconn\".max_step: \"thirty\"",
+                dir.path().join("policy.toml").display()
+            )),
+            "{command:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("meanwhile --policy /dev/null, no policy, reads the journal and lets kpo revert --all put back every value KPO changed"),
+            "{command:?}: {stderr}"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_kpo"))
+        .args(["journal", "--policy", "/dev/null", "--state-dir"])
+        .arg(&state)
+        .arg("--socket")
+        .arg(dir.path().join("nobody-listens.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
