@@ -1318,7 +1318,11 @@ impl ChangePath {
                 continue;
             }
             if state.yielded.is_some() {
-                out.push(skipped("yielded to an administrator; their value stays (kpo resume PARAM hands it back)".into()));
+                // The value that stays, as the other skipped reports show it: the report's own
+                // value is the original that was not written.
+                let mut r = skipped("yielded to an administrator; their value stays (kpo resume PARAM hands it back)".into());
+                r.read_back = self.read(&address).ok();
+                out.push(r);
                 continue;
             }
             // The original is the value of the device its first change was made on; with that

@@ -869,6 +869,14 @@ fn revert_all_leaves_a_yielded_parameter_alone() {
         .unwrap();
     let r = p.revert_all("all").unwrap();
     assert_eq!(r[0].status, ChangeStatus::Skipped);
+    // Seen in a soak (s38 chaos): the line showed only the original, not the value that stays.
+    assert_eq!(
+        r[0].describe(),
+        format!(
+            "skipped {SOMAX}: 4096 (read back 1000): yielded to an administrator; their value \
+             stays (kpo resume PARAM hands it back)"
+        )
+    );
     assert_eq!(value(&k, SOMAX), Value::Int(1000));
     let r = p.propose(&op(SOMAX, Value::Int(2000))).unwrap();
     assert_eq!(r.refusal.unwrap().code(), "yielded");
