@@ -285,7 +285,40 @@ pub fn write_out(args: std::fmt::Arguments, newline: bool) {
     }
 }
 
+/// The policy file a command would read, refused when it is not a regular file
+/// ([`crate::config::not_a_regular_file`]) before anything else: `kpo run` says so before it
+/// opens its event stream or anything else. (The policy's reader refuses it too, for a file that
+/// becomes one later.)
+fn refuse_a_policy_that_is_not_a_file(command: &Command) -> Result<(), crate::policy::PolicyError> {
+    let policy = match command {
+        Command::Optimize { .. } => return Ok(()),
+        Command::Check(a) => &a.policy,
+        Command::Run(crate::run::RunArgs { state, .. })
+        | Command::Apply(ApplyArgs { state, .. })
+        | Command::Revert(RevertArgs { state, .. })
+        | Command::Journal(JournalArgs { state, .. })
+        | Command::Status(StatusArgs { state, .. })
+        | Command::Pause(StateOnly { state })
+        | Command::Resume(ResumeArgs { state, .. })
+        | Command::Pending(crate::approvals::cli::PendingArgs { state, .. })
+        | Command::Approve(crate::approvals::cli::ApproveArgs { state, .. })
+        | Command::Reject(crate::approvals::cli::RejectArgs { state, .. })
+        | Command::Explain(crate::approvals::cli::ExplainArgs { state, .. }) => &state.policy,
+    };
+    let path = policy
+        .as_deref()
+        .unwrap_or(Path::new(crate::policy::DEFAULT_PATH));
+    match crate::config::not_a_regular_file(path) {
+        Some(source) => Err(crate::policy::PolicyError::Read {
+            file: path.display().to_string(),
+            source,
+        }),
+        None => Ok(()),
+    }
+}
+
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    refuse_a_policy_that_is_not_a_file(&cli.command)?;
     match cli.command {
         Command::Run(args) => crate::run::run_blocking(args),
         Command::Optimize {
