@@ -38,7 +38,7 @@ use crate::{
         webhook::Outcomes,
         Desk,
     },
-    change::{ChangePath, ChangeReport, ChangeStatus, KernelActuators},
+    change::{ChangeError, ChangePath, ChangeReport, ChangeStatus, KernelActuators},
     cli::StateArgs,
     collect::Sample,
     config::Config,
@@ -55,6 +55,9 @@ use crate::{
 };
 
 use super::{kernel_view::PathView, rules_state::RulesState};
+
+/// The reason `on_exit`'s reverts are journaled and reported with.
+const ON_EXIT_REASON: &str = "agent stopping: on_exit = revert";
 
 /// How long the agent waits for a CLI that holds the state directory's lock at start.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -1166,59 +1169,19 @@ impl Deciding {
                 revert.push(switch);
             }
         }
-        let listed: Vec<String> = revert.iter().map(ToString::to_string).collect();
-        const REASON: &str = "agent stopping: on_exit = revert";
-        let reports =
-            match self
-                .path
-                .restore_originals(revert.clone(), Source::Operator, REASON, true)
-            {
-                Ok(reports) => reports,
-                Err(e) => {
-                    // The first failure ends the list, and no agent is left to take the journal up
-                    // again: every value that may stay is named, with what puts it back.
-                    warn!(
-                        "on exit: not put back, so KPO's values may stay in the kernel after the \
-                     agent stops: {}; {e}; once the state directory can be written, `kpo revert \
-                     --all` puts them back",
-                        listed.join(", ")
-                    );
-                    // In the event stream too: the one the journal failed on has its `failed` event;
-                    // each one not tried after it gets its own.
-                    events.extend(self.take_events());
-                    for address in revert {
-                        let tried = events
-                            .iter()
-                            .any(|e| matches!(e, Event::Change(c) if c.target == address));
-                        if tried {
-                            continue;
-                        }
-                        let original = self
-                            .path
-                            .journal
-                            .param_state(&address)
-                            .and_then(|s| s.original.clone());
-                        use crate::output::change_events::{ChangeEvent, ChangePhase};
-                        events.push(Event::Change(ChangeEvent {
-                            phase: ChangePhase::Failed,
-                            before: self.path.read(&address).ok(),
-                            after: original.unwrap_or(Value::Word(String::new())),
-                            source: Source::Operator,
-                            reason: REASON.to_string(),
-                            journal_id: None,
-                            decision: None,
-                            refusal: None,
-                            read_back: None,
-                            detail: Some(format!(
-                            "not put back: not tried, the journal failed before it ({e}); once \
-                             the state directory can be written, `kpo revert --all` puts it back"
-                        )),
-                            target: address,
-                        }));
-                    }
-                    Vec::new()
-                }
-            };
+        let reports = match self.path.restore_originals(
+            revert.clone(),
+            Source::Operator,
+            ON_EXIT_REASON,
+            true,
+        ) {
+            Ok(reports) => reports,
+            Err(e) => {
+                events.extend(self.take_events());
+                events.extend(self.not_put_back_on_exit(revert, &e, &events));
+                Vec::new()
+            }
+        };
         for r in reports {
             // A value that could not be put back stays in the kernel after the agent is gone:
             // the operator must hear of it.
@@ -1234,6 +1197,56 @@ impl Deciding {
             ));
         }
         events.extend(self.take_events());
+        events
+    }
+
+    /// `on_exit`'s reverts stopped at a journal failure, and no agent is left to take the journal
+    /// up again: every value that may stay is named in the log, and each parameter not tried
+    /// after the one the journal failed on (which has its own `failed` event among `so_far`)
+    /// gets a `failed` event, with what puts it back.
+    fn not_put_back_on_exit(
+        &mut self,
+        revert: Vec<ParamAddress>,
+        error: &ChangeError,
+        so_far: &[Event],
+    ) -> Vec<Event> {
+        use crate::output::change_events::{ChangeEvent, ChangePhase};
+        let listed: Vec<String> = revert.iter().map(ToString::to_string).collect();
+        warn!(
+            "on exit: not put back, so KPO's values may stay in the kernel after the agent stops: \
+             {}; {error}; once the state directory can be written, `kpo revert --all` puts them \
+             back",
+            listed.join(", ")
+        );
+        let tried = |address: &ParamAddress| {
+            so_far
+                .iter()
+                .any(|e| matches!(e, Event::Change(c) if c.target == *address))
+        };
+        let mut events = Vec::new();
+        for address in revert.into_iter().filter(|a| !tried(a)) {
+            let original = self
+                .path
+                .journal
+                .param_state(&address)
+                .and_then(|s| s.original.clone());
+            events.push(Event::Change(ChangeEvent {
+                phase: ChangePhase::Failed,
+                before: self.path.read(&address).ok(),
+                after: original.unwrap_or(Value::Word(String::new())),
+                source: Source::Operator,
+                reason: ON_EXIT_REASON.to_string(),
+                journal_id: None,
+                decision: None,
+                refusal: None,
+                read_back: None,
+                detail: Some(format!(
+                    "not put back: not tried, the journal failed before it ({error}); once the \
+                     state directory can be written, `kpo revert --all` puts it back"
+                )),
+                target: address,
+            }));
+        }
         events
     }
 
