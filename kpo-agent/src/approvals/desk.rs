@@ -205,9 +205,13 @@ impl Desk {
         }
     }
 
-    /// Marks announced, durably, the approvals whose end's event (and post) went out since the
-    /// last call: by now the loop has handed their events to the event sink.
+    /// Marks announced, durably, the approvals whose event (and post) went out since the last
+    /// call: by now the loop has handed their events to the event sink. Not while an event is
+    /// still untaken (a start that failed before its loop ran): it would be marked unheard.
     fn mark_what_was_announced(&mut self) {
+        if !self.events.is_empty() {
+            return;
+        }
         for id in std::mem::take(&mut self.announcing) {
             self.mark_announced(&id);
         }

@@ -288,6 +288,8 @@ fn pending_approvals_survive_reopening_and_reject_is_recorded_for_explain() {
             why: Some("not in business hours".into())
         }
     );
+    // The loop takes the rejection's event, as the agent's does.
+    s.desk.take_events();
     drop(s);
     let s = setup(dir.path(), "recommend");
     let explained = s.desk.explain("net.core.somaxconn", 10);
@@ -595,6 +597,9 @@ fn what_the_agent_resolved_just_before_a_kill_is_announced_at_the_next_start() {
         let Setup { desk, .. } = s;
         std::mem::forget(desk);
     }
+    // A start that fails before its loop takes the events (no webhook set, which would wait for
+    // its post anyway): dropped, nothing marked.
+    drop(open(dir.path(), policy("recommend"), settings(), false));
     let mut s = open(dir.path(), policy("recommend"), with_webhook.clone(), false);
     assert_eq!(
         resolved(s.desk.take_events()),
