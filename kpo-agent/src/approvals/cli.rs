@@ -121,7 +121,8 @@ fn open_either(
 
 /// The pending approvals, and, with the agent down, those this listing expired: their time ran
 /// out while it was down, and reading them records that (a running agent's expiry is in its
-/// events, `approval_resolved`).
+/// events, `approval_resolved`). The offline desk's own `approval_resolved` events say which, as
+/// recorded.
 fn pending_and_expired(
     state: &StateArgs,
 ) -> anyhow::Result<(Vec<ApprovalItem>, Vec<ApprovalItem>)> {
@@ -129,20 +130,18 @@ fn pending_and_expired(
         Ok(mut agent) => return Ok((agent.pending()?, Vec::new())),
         Err(offline) => offline,
     };
-    let before: Vec<ApprovalItem> = offline.desk.store().pending().cloned().collect();
     let items = offline.pending()?;
-    let expire_after = offline.path.policy.approvals.expire_after.as_millis() as u64;
-    let expired = before
+    let expired = offline
+        .desk
+        .take_events()
         .into_iter()
-        .filter(|b| !items.iter().any(|i| i.id == b.id))
-        .map(|b| {
-            // As recorded (dated when its time ran out); as it was, should the record fail.
-            let mut item = offline.desk.store().item(&b.id).cloned().unwrap_or(b);
-            item.state = ApprovalState::Expired;
-            item.resolved_ms = item
-                .resolved_ms
-                .or(Some(item.updated_ms.saturating_add(expire_after)));
-            item
+        .filter_map(|e| match e {
+            crate::output::events::Event::ApprovalResolved(a)
+                if a.approval.state == ApprovalState::Expired =>
+            {
+                Some(a.approval)
+            }
+            _ => None,
         })
         .collect();
     Ok((items, expired))
