@@ -118,11 +118,14 @@ pub fn duration_arg(s: &str) -> Result<String, String> {
     }
 }
 
+/// The workspace `cargo xtask` runs in. `cargo run` names xtask's folder at run time; the path
+/// compiled in is only the fallback, because cargo reuses a binary built from an identical tree
+/// elsewhere (a shared `CARGO_TARGET_DIR`), whose folder may be gone.
 pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask in workspace")
-        .into()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    manifest_dir.parent().expect("xtask in workspace").into()
 }
 
 /// Cargo's target directory: `$CARGO_TARGET_DIR` when set, else the workspace's `target/`. What
