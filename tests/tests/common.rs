@@ -27,7 +27,11 @@ pub fn sensors(duty_full_time: bool) -> Sensors {
 
 /// A collector and the builder of its first window.
 pub fn start(duty_full_time: bool) -> (Collector, WindowBuilder) {
-    let mut collector = Collector::new(sensors(duty_full_time), PathBuf::from("/proc"));
+    let mut collector = Collector::new(
+        sensors(duty_full_time),
+        PathBuf::from("/proc"),
+        kpo_agent::config::MAX_WINDOW,
+    );
     let baseline = collector.sample();
     (collector, WindowBuilder::new(baseline))
 }

@@ -30,7 +30,11 @@ pub fn no_btf_keeps_offset_free_sensors() {
     // Waiting tasks are keyed by task pointer: no struct field, so no BTF needed.
     assert!(sensors.is_enabled(SensorKind::Sched));
     // The collector keeps producing windows from /proc and the sensors still on.
-    let mut collector = Collector::new(sensors, PathBuf::from("/proc"));
+    let mut collector = Collector::new(
+        sensors,
+        PathBuf::from("/proc"),
+        kpo_agent::config::MAX_WINDOW,
+    );
     let mut builder = WindowBuilder::new(collector.sample());
     builder.push(collector.sample());
     let (window, _) = builder.finish().unwrap();

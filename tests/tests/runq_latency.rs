@@ -59,8 +59,11 @@ fn spin_for(d: Duration) {
 }
 
 pub fn preempted_and_woken_waits_land_in_their_buckets() {
-    let mut collector =
-        kpo_agent::collect::Collector::new(sensors(true), std::path::PathBuf::from("/proc"));
+    let mut collector = kpo_agent::collect::Collector::new(
+        sensors(true),
+        std::path::PathBuf::from("/proc"),
+        kpo_agent::config::MAX_WINDOW,
+    );
     let before = collector.sample().bpf.expect("eBPF loaded").runq_hist;
 
     // Each thread says when it is on its CPU (and the real-time one in its class).

@@ -440,7 +440,11 @@ pub fn idle_namespace_traffic_is_quiet() {
 /// The window's sampled span is now the time they were attached, from attach to detach.
 pub fn a_sampled_span_runs_from_attach_to_detach() {
     let ns = Netns::new();
-    let mut collector = Collector::new(sensors(false), PathBuf::from("/proc"));
+    let mut collector = Collector::new(
+        sensors(false),
+        PathBuf::from("/proc"),
+        kpo_agent::config::MAX_WINDOW,
+    );
     let before_baseline = Instant::now();
     let mut builder = WindowBuilder::new(collector.sample());
     let after_baseline = Instant::now();

@@ -104,12 +104,12 @@ impl BpfSnapshot {
 /// A number for each map entry the agent reads, so that a window tells the counts of an entry
 /// from those of the entry re-created under the same key after the agent deleted it.
 ///
-/// The agent deletes the entries of listeners and NAPI devices idle for the longest window
-/// (`stale_listeners`, `idle_napi`). One that comes back counts from 0 in a new entry; a window
+/// The agent deletes the entries of listeners idle for two windows and of NAPI devices idle for
+/// the longest window (`stale_listeners`, `idle_napi`). One that comes back counts from 0 in a new entry; a window
 /// that began before the deletion holds the old entry's count C, and taking the new count N as
 /// the old one's continuation (`counter::restarted`) counted it short by C whenever N reached C.
 /// The new entry gets a new number, and a window counts it from 0. The old entry counted nothing
-/// in that window: it was deleted after the longest window without a count.
+/// in that window: it was deleted after a window or more without a count.
 ///
 /// A key keeps its number while its entry is read; it loses it when the agent deletes the entry,
 /// or when a complete read of the map (no error) no longer has it (the LRU evicted it). So the

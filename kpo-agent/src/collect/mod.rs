@@ -136,7 +136,8 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub fn new(sensors: Sensors, proc_root: PathBuf) -> Self {
+    /// For windows of `window` (how long a closed listener's counts are kept: `stale_listeners`).
+    pub fn new(sensors: Sensors, proc_root: PathBuf, window: std::time::Duration) -> Self {
         Self {
             sensors,
             proc_root,
@@ -146,7 +147,7 @@ impl Collector {
             carry: Carry::default(),
             counter_carry: CounterCarry::default(),
             napi_names: NapiNames::default(),
-            stale_listeners: StaleListeners::default(),
+            stale_listeners: StaleListeners::new(window),
             health: Health::default(),
         }
     }

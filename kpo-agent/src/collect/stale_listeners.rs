@@ -6,14 +6,16 @@
 //! map fills, and every tick reads all of it (one lookup per entry, a value per CPU). The LRU
 //! would evict them only when a new key needs room.
 //!
-//! An entry is deleted once its listener has been idle for [`IDLE_BEFORE_DELETE`]: not listed by
-//! its namespace's sock_diag dump (in a dump that succeeded, or its namespace is gone) and with
-//! no new count. That is the longest window, so a window that saw the listener's last counts
-//! ends before its entry goes: the window reports them. A listener that comes back later counts
+//! An entry is deleted once its listener has been idle for two windows ([`idle_before_delete`]):
+//! not listed by its namespace's sock_diag dump (in a dump that succeeded, or its namespace is
+//! gone) and with no new count. A window that saw the listener's last counts has ended by then,
+//! so it reports them. Not longer: a tick reads every entry, so after a node's pods go, the
+//! entries of their listeners would cost every tick as much as live ones while they stay (and a
+//! fuller map makes the LRU evict live listeners sooner). A listener that comes back later counts
 //! from 0 in a new entry, which the reader numbers apart from the old one
 //! (`bpf_maps::EntryIds`): a window that began before the deletion, holding the old entry's
 //! count, counts the new entry whole, as one that began after it does (the old entry counted
-//! nothing in the window: it was idle for the longest window).
+//! nothing in the window: it was idle for two windows, longer than the window).
 use std::{
     collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
@@ -23,18 +25,34 @@ use kpo_common::ListenerKey;
 
 use super::{bpf_maps::ListenerBpf, ListenerView, NetnsRead};
 
-/// How long a listener's entry stays after it was last listed or counted: the longest window.
+/// The longest window: how long idle NAPI overflow entries stay (`idle_napi`), whose map is
+/// read without knowing the window.
 pub const IDLE_BEFORE_DELETE: Duration = crate::config::MAX_WINDOW;
 
-#[derive(Debug, Default)]
+/// How long a listener's entry stays after it was last listed or counted: two windows, one for
+/// the window that saw its last counts and one for a tick that comes late.
+pub fn idle_before_delete(window: Duration) -> Duration {
+    window.saturating_mul(2)
+}
+
+#[derive(Debug)]
 pub struct StaleListeners {
     /// Each entry of the map: when it was last active, and its counts then.
     last_active: HashMap<ListenerKey, (Instant, (u64, u64))>,
+    idle_before_delete: Duration,
 }
 
 impl StaleListeners {
-    /// Notes which entries were active at `now`, and returns those idle for
-    /// [`IDLE_BEFORE_DELETE`], which it forgets: the caller deletes them from the map.
+    /// For windows of `window`.
+    pub fn new(window: Duration) -> Self {
+        Self {
+            last_active: HashMap::new(),
+            idle_before_delete: idle_before_delete(window),
+        }
+    }
+
+    /// Notes which entries were active at `now`, and returns those idle for two windows, which
+    /// it forgets: the caller deletes them from the map.
     pub fn update(
         &mut self,
         now: Instant,
@@ -54,7 +72,9 @@ impl StaleListeners {
             let active = listed.contains_key(key) || dump_failed;
             match self.last_active.get_mut(key) {
                 Some(seen) if active || seen.1 != counts => *seen = (now, counts),
-                Some(seen) if now.duration_since(seen.0) >= IDLE_BEFORE_DELETE => stale.push(*key),
+                Some(seen) if now.duration_since(seen.0) >= self.idle_before_delete => {
+                    stale.push(*key)
+                }
                 Some(_) => {}
                 // First seen now: idle or not, its time starts here.
                 None => {
@@ -108,10 +128,11 @@ mod tests {
     }
 
     #[test]
-    fn only_a_listener_gone_and_idle_for_the_longest_window_is_deleted() {
+    fn only_a_listener_gone_and_idle_for_two_windows_is_deleted() {
         let t0 = Instant::now();
         let at = |secs: u64| t0 + Duration::from_secs(secs);
-        let limit = IDLE_BEFORE_DELETE.as_secs();
+        // Windows of a minute: two minutes, not the 30 of the longest window.
+        let limit = 120;
         let (closed, open, late, failed_ns, gone_ns) = (
             key(1, 80),
             key(1, 443),
@@ -131,7 +152,7 @@ mod tests {
         let listed = BTreeMap::from([(open, view())]);
         // Namespace 3 is no longer known; namespace 2's dump fails.
         let namespaces = BTreeMap::from([(1, read(true)), (2, read(false))]);
-        let mut stale = StaleListeners::default();
+        let mut stale = StaleListeners::new(Duration::from_secs(60));
         assert!(stale
             .update(at(0), &in_map(5), &listed, &namespaces)
             .is_empty());

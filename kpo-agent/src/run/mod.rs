@@ -264,7 +264,7 @@ pub async fn run(
     });
 
     // Collect, then windows; the first sample is the first window's baseline.
-    let mut collector = Collector::new(sensors, config.proc_root.clone());
+    let mut collector = Collector::new(sensors, config.proc_root.clone(), config.window);
     let mut pressure = PressureWatch::new(ticks_per_window);
     // What the first tick samples is attached before the baseline's read, not after it as at
     // every other tick: what it counts before that read is in the baseline, which windows count
