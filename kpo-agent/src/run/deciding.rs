@@ -1176,10 +1176,11 @@ impl Deciding {
             true,
         ) {
             Ok(reports) => reports,
-            Err(e) => {
+            Err(stopped) => {
                 events.extend(self.take_events());
-                events.extend(self.not_put_back_on_exit(revert, &e, &events));
-                Vec::new()
+                events.extend(self.not_put_back_on_exit(revert, &stopped.error, &events));
+                // What was done before it is logged and followed up as without a failure.
+                stopped.reports
             }
         };
         for r in reports {
