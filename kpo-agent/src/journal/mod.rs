@@ -58,14 +58,20 @@ pub enum JournalError {
     /// nothing was recorded, and nothing is changed without its record.
     #[error(
         "{dir}: the journal cannot be written ({}: {source}): KPO changes and records nothing \
-         until it can; free space in the state directory (or fix what fails there), and a running \
-         agent takes the journal up again by itself",
-        path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+         until it can; free space in the state directory (or fix what fails there), {}",
+        path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
+        if *stopping {
+            "then `kpo revert --all` puts back what the stopping agent could not"
+        } else {
+            "and a running agent takes the journal up again by itself"
+        }
     )]
     Unwritable {
         dir: PathBuf,
         path: PathBuf,
         source: std::io::Error,
+        /// The agent is stopping ([`Journal::set_stopping`]): it takes nothing up again.
+        stopping: bool,
     },
     /// The file an append would go to has no name left: its state directory was removed (or the
     /// file replaced) under the process holding it open.
@@ -820,6 +826,8 @@ pub struct Journal {
     holder: Holder,
     /// Why the last append failed, until one succeeds.
     unwritable: Option<String>,
+    /// The agent is stopping: a failure is not outlived by an agent that resumes.
+    stopping: bool,
 }
 
 impl std::fmt::Debug for Journal {
@@ -1527,6 +1535,7 @@ impl Journal {
             st,
             holder,
             unwritable: None,
+            stopping: false,
         })
     }
 
@@ -1563,6 +1572,7 @@ impl Journal {
             st,
             holder: Holder::Cli,
             unwritable: None,
+            stopping: false,
         })
     }
 
@@ -1680,12 +1690,13 @@ impl Journal {
                             dir: self.dir.clone(),
                             path,
                             source,
+                            stopping: self.stopping,
                         }
                     }
                 }
                 e => e,
             };
-            if self.unwritable.is_none() && self.holder == Holder::Agent {
+            if self.unwritable.is_none() && self.holder == Holder::Agent && !self.stopping {
                 tracing::error!(
                     "journal: {e} (the agent keeps observing and advising; this is said once, and \
                      again when the journal can be written)"
@@ -1702,6 +1713,12 @@ impl Journal {
         }
         self.fold(r);
         Ok(())
+    }
+
+    /// The agent is stopping (`on_exit`): a failure's error says what puts back what it leaves,
+    /// not that the agent takes the journal up again.
+    pub fn set_stopping(&mut self) {
+        self.stopping = true;
     }
 
     /// Why the journal's last append failed, until one succeeds: while it is set, nothing that
