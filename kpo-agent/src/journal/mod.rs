@@ -750,7 +750,13 @@ pub fn current_boot() -> Option<String> {
 pub struct Entry {
     pub id: u64,
     pub ts_ms: u64,
+    /// As the change named it: a namespace by path stays a path.
     pub address: ParamAddress,
+    /// The journal's key of its target, as `kpo status` and the events name it (a namespace
+    /// named by path as its inode, `@netns:INODE`). Absent for a refusal, whose key is not
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     pub before: Option<Value>,
     pub after: Value,
     pub source: Source,
@@ -2185,6 +2191,7 @@ fn entry_of(r: &Record, outcome: Option<&Outcome>) -> Option<Entry> {
                 id: i.id,
                 ts_ms: i.ts_ms,
                 address: i.address.clone(),
+                key: Some(i.key.clone()),
                 before: Some(i.before.clone()),
                 after: i.after.clone(),
                 source: i.source,
@@ -2208,6 +2215,7 @@ fn entry_of(r: &Record, outcome: Option<&Outcome>) -> Option<Entry> {
                 id: *id,
                 ts_ms: *ts_ms,
                 address: copy.key.parse().ok()?,
+                key: Some(copy.key.clone()),
                 before: Some(copy.before.clone()),
                 after: copy.after.clone(),
                 source: copy.source?,
@@ -2232,6 +2240,7 @@ fn entry_of(r: &Record, outcome: Option<&Outcome>) -> Option<Entry> {
             id: *id,
             ts_ms: *ts_ms,
             address: address.clone(),
+            key: None,
             before: before.clone(),
             after: value.clone(),
             source: *source,
