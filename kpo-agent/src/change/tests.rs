@@ -3414,11 +3414,12 @@ fn an_intent_the_journal_cannot_record_ends_in_a_failed_event_and_writes_nothing
     let (mut p, events) = path(dir.path(), POLICY, &k);
     p.journal.fail_an_append(0, 0);
     let e = p.propose(&op(SOMAX, Value::Int(8192))).unwrap_err();
+    // s39 fix: a command's journal (the agent down) said "a running agent takes the journal up
+    // again by itself", where no agent runs: it says to run the command again.
     let error = format!(
         "journal: {}: the journal cannot be written (journal.log: No space left on device (os \
          error 28)): KPO changes and records nothing until it can; free space in the state \
-         directory (or fix what fails there), and a running agent takes the journal up again by \
-         itself",
+         directory (or fix what fails there), then run the command again",
         dir.path().display()
     );
     assert_eq!(e.to_string(), error);
@@ -3521,8 +3522,7 @@ fn revert_all_on_a_failing_journal_reports_what_it_did_and_what_it_did_not() {
     let error = format!(
         "journal: {}: the journal cannot be written (journal.log: No space left on device (os \
          error 28)): KPO changes and records nothing until it can; free space in the state \
-         directory (or fix what fails there), and a running agent takes the journal up again by \
-         itself",
+         directory (or fix what fails there), then run the command again",
         dir.path().display()
     );
     let lines: Vec<String> = reports.iter().map(ChangeReport::describe).collect();

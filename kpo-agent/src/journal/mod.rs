@@ -27,6 +27,29 @@ use crate::{
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/kpo";
 
+/// What takes a journal that cannot be written up again, as [`JournalError::Unwritable`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumes {
+    /// A running agent, by itself.
+    Agent,
+    /// Nothing: the agent is stopping ([`Journal::set_stopping`]).
+    AgentStopping,
+    /// An operator's command (the agent down) that failed: it is run again.
+    Command,
+}
+
+impl Resumes {
+    fn says(self) -> &'static str {
+        match self {
+            Resumes::Agent => "and a running agent takes the journal up again by itself",
+            Resumes::AgentStopping => {
+                "then `kpo revert --all` puts back what the stopping agent could not"
+            }
+            Resumes::Command => "then run the command again",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("{path}: {source}")]
@@ -60,18 +83,14 @@ pub enum JournalError {
         "{dir}: the journal cannot be written ({}: {source}): KPO changes and records nothing \
          until it can; free space in the state directory (or fix what fails there), {}",
         path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
-        if *stopping {
-            "then `kpo revert --all` puts back what the stopping agent could not"
-        } else {
-            "and a running agent takes the journal up again by itself"
-        }
+        then.says()
     )]
     Unwritable {
         dir: PathBuf,
         path: PathBuf,
         source: std::io::Error,
-        /// The agent is stopping ([`Journal::set_stopping`]): it takes nothing up again.
-        stopping: bool,
+        /// Who takes the journal up again, if anyone.
+        then: Resumes,
     },
     /// The file an append would go to has no name left: its state directory was removed (or the
     /// file replaced) under the process holding it open.
@@ -1696,7 +1715,11 @@ impl Journal {
                             dir: self.dir.clone(),
                             path,
                             source,
-                            stopping: self.stopping,
+                            then: match (self.holder, self.stopping) {
+                                (_, true) => Resumes::AgentStopping,
+                                (Holder::Agent, false) => Resumes::Agent,
+                                (Holder::Cli, false) => Resumes::Command,
+                            },
                         }
                     }
                 }
