@@ -212,6 +212,17 @@ pub enum ChangeError {
     Journal(#[from] JournalError),
 }
 
+/// [`ChangePath::restore_originals`] stopped at a journal failure: nothing more is written
+/// without its record.
+#[derive(Debug)]
+pub struct Stopped {
+    /// Those done before the failure, then the one it stopped at.
+    pub reports: Vec<ChangeReport>,
+    /// Each parameter not tried after it (`failed`, with the journal's error).
+    pub not_tried: Vec<ChangeReport>,
+    pub error: ChangeError,
+}
+
 type Sink = Box<dyn FnMut(ChangePathEvent) + Send>;
 
 /// Policy, journal and actuators: the change path.
@@ -1221,7 +1232,13 @@ impl ChangePath {
             .filter(|p| p.changed_by_kpo() || unsettled.contains(&p.key))
             .filter_map(ParamState::reach)
             .collect();
-        self.restore_originals(all, Source::Operator, reason, false)
+        // Every parameter has its report, what was done before a journal failure too.
+        Ok(self
+            .restore_originals(all, Source::Operator, reason, false)
+            .unwrap_or_else(|mut stopped| {
+                stopped.reports.append(&mut stopped.not_tried);
+                stopped.reports
+            }))
     }
 
     /// Puts these parameters back to their originals. With `only_ours`, each only while the
@@ -1235,13 +1252,15 @@ impl ChangePath {
     /// [`crate::actuate::cpufreq::written_after_its_coupled_attr`]). A switch stays off while a
     /// value it governs was not put back (yielded to a person, left, failed): turned on, the NIC
     /// would move that value.
+    ///
+    /// A journal failure stops it ([`Stopped`]): every write is journaled first.
     pub fn restore_originals(
         &mut self,
         addresses: Vec<ParamAddress>,
         source: Source,
         reason: &str,
         only_ours: bool,
-    ) -> Result<Vec<ChangeReport>, ChangeError> {
+    ) -> Result<Vec<ChangeReport>, Stopped> {
         // A cpufreq policy's two limits in an order each write passes (as the optimizer's
         // trials do): the direction is from the kernel's value now to the original.
         let lowering: Vec<bool> = addresses
@@ -1288,122 +1307,191 @@ impl ChangePath {
         });
         let addresses: Vec<ParamAddress> = ordered.into_iter().map(|(a, _)| a).collect();
         let mut out: Vec<ChangeReport> = Vec::new();
-        for address in addresses {
-            // Not left out without a word: `kpo revert --all` would say there was nothing to do.
-            let Some((state, original)) = self
+        let mut addresses = addresses.into_iter();
+        while let Some(address) = addresses.next() {
+            let original = self
                 .journal
                 .param_state(&address)
-                .and_then(|s| Some((s.clone(), s.original.clone()?)))
-            else {
-                let mut r =
-                    ChangeReport::new(&address, &Value::Word(String::new()), ChangeStatus::Failed);
-                r.detail = Some(format!(
-                    "the journal has no original for {} (key {}); not put back",
-                    address,
-                    target_key(&address)
-                ));
-                out.push(r);
-                continue;
-            };
-            let skipped = |why: String| {
-                let mut r = ChangeReport::new(&address, &original, ChangeStatus::Skipped);
-                r.detail = Some(why);
-                r
-            };
-            if self.settle_if_namespace_gone(&address)? {
-                out.push(skipped(
-                    "its network namespace is gone (the inode names another one now); nothing to put back"
-                        .into(),
-                ));
-                continue;
-            }
-            if state.yielded.is_some() {
-                // The value that stays, as the other skipped reports show it: the report's own
-                // value is the original that was not written.
-                let mut r = skipped("yielded to an administrator; their value stays (kpo resume PARAM hands it back)".into());
-                r.read_back = self.read(&address).ok();
-                out.push(r);
-                continue;
-            }
-            // The original is the value of the device its first change was made on; with that
-            // change archived, the device of the latest (not read from the archive: a pass over
-            // every parameter would read it through for each). Asked before a switch is read by
-            // its name: the name may name another device now.
-            let first = state
-                .original_id
-                .and_then(|id| self.journal.intent(id))
-                .or_else(|| {
-                    self.journal.records().iter().rev().find_map(|r| match r {
-                        crate::journal::Record::Intent(i) if i.key == state.key => Some(i),
-                        _ => None,
-                    })
-                })
-                .cloned();
-            if let Some(first) = first {
-                if let Some(report) = self.not_on_its_device(&address, &original, &first)? {
-                    out.push(report);
-                    continue;
+                .and_then(|s| s.original.clone());
+            match self.restore_original(&address, source, reason, only_ours, &out) {
+                Ok(report) => out.push(report),
+                Err(error) => {
+                    // Nothing more is written without its record; what was done stays reported.
+                    out.push(self.stopped_at(&address, original, &error));
+                    let not_tried = addresses.map(|a| self.not_tried(&a, &error)).collect();
+                    return Err(Stopped {
+                        reports: out,
+                        not_tried,
+                        error,
+                    });
                 }
             }
-            if is_switch(&address) && !self.read(&address).is_ok_and(|now| now == original) {
-                use crate::actuate::coalesce::switch_governs;
-                // A governed value this pass did not put back, or one outside it that is a
-                // person's (yielded) or that KPO still holds away from its original (its
-                // `on_exit` keeps it).
-                let in_pass = out.iter().find(|r| {
-                    switch_governs(&address, &r.address)
-                        && !matches!(r.status, ChangeStatus::Reverted | ChangeStatus::Unchanged)
-                });
-                let passed: Vec<String> = out.iter().map(|r| ChangePath::key(&r.address)).collect();
-                let held = in_pass.map(|r| r.address.to_string()).or_else(|| {
-                    self.journal
-                        .params()
-                        // Only what the switch governs is looked at (and read).
-                        .filter(|p| {
-                            p.address
-                                .as_ref()
-                                .is_some_and(|a| switch_governs(&address, a))
-                        })
-                        .filter(|p| {
-                            let kept = !passed.contains(&p.key);
-                            p.yielded.is_some()
-                                || (kept
-                                    && p.last_applied.is_some()
-                                    && p.last_applied != p.original)
-                                // Handed back by `kpo resume` with a person's value in it.
-                                || (kept
-                                    && p.last_applied.is_none()
-                                    && p.original.as_ref().is_some_and(|original| {
-                                        // Unreadable counts as held: turned on, the switch
-                                        // would move whatever is there.
-                                        p.address.as_ref().is_some_and(|a| {
-                                            self.read(a).map_or(true, |now| &now != original)
-                                        })
-                                    }))
-                        })
-                        .find_map(|p| p.address.as_ref().map(ToString::to_string))
-                });
-                if let Some(value) = held {
-                    out.push(skipped(format!(
-                        "stays as it is: {value} was not put back, and turned on this would move it"
-                    )));
-                    continue;
-                }
-            }
-            let only_over = if only_ours { state.last_applied } else { None };
-            out.push(self.restore(
-                &address,
-                &original,
-                source,
-                reason,
-                state.original_id.map(|id| {
-                    let cookie = self.journal.intent(id).and_then(|i| i.netns_cookie);
-                    (id, cookie)
-                }),
-                only_over,
-            )?);
         }
         Ok(out)
+    }
+
+    /// One parameter of [`ChangePath::restore_originals`]; `out`: the reports of those before it.
+    fn restore_original(
+        &mut self,
+        address: &ParamAddress,
+        source: Source,
+        reason: &str,
+        only_ours: bool,
+        out: &[ChangeReport],
+    ) -> Result<ChangeReport, ChangeError> {
+        let address = address.clone();
+        // Not left out without a word: `kpo revert --all` would say there was nothing to do.
+        let Some((state, original)) = self
+            .journal
+            .param_state(&address)
+            .and_then(|s| Some((s.clone(), s.original.clone()?)))
+        else {
+            let mut r =
+                ChangeReport::new(&address, &Value::Word(String::new()), ChangeStatus::Failed);
+            r.detail = Some(format!(
+                "the journal has no original for {} (key {}); not put back",
+                address,
+                target_key(&address)
+            ));
+            return Ok(r);
+        };
+        let skipped = |why: String| {
+            let mut r = ChangeReport::new(&address, &original, ChangeStatus::Skipped);
+            r.detail = Some(why);
+            r
+        };
+        if self.settle_if_namespace_gone(&address)? {
+            return Ok(skipped(
+                "its network namespace is gone (the inode names another one now); nothing to put back"
+                    .into(),
+            ));
+        }
+        if state.yielded.is_some() {
+            // The value that stays, as the other skipped reports show it: the report's own
+            // value is the original that was not written.
+            let mut r = skipped(
+                "yielded to an administrator; their value stays (kpo resume PARAM hands it back)"
+                    .into(),
+            );
+            r.read_back = self.read(&address).ok();
+            return Ok(r);
+        }
+        // The original is the value of the device its first change was made on; with that
+        // change archived, the device of the latest (not read from the archive: a pass over
+        // every parameter would read it through for each). Asked before a switch is read by
+        // its name: the name may name another device now.
+        let first = state
+            .original_id
+            .and_then(|id| self.journal.intent(id))
+            .or_else(|| {
+                self.journal.records().iter().rev().find_map(|r| match r {
+                    crate::journal::Record::Intent(i) if i.key == state.key => Some(i),
+                    _ => None,
+                })
+            })
+            .cloned();
+        if let Some(first) = first {
+            if let Some(report) = self.not_on_its_device(&address, &original, &first)? {
+                return Ok(report);
+            }
+        }
+        if is_switch(&address) && !self.read(&address).is_ok_and(|now| now == original) {
+            use crate::actuate::coalesce::switch_governs;
+            // A governed value this pass did not put back, or one outside it that is a
+            // person's (yielded) or that KPO still holds away from its original (its
+            // `on_exit` keeps it).
+            let in_pass = out.iter().find(|r| {
+                switch_governs(&address, &r.address)
+                    && !matches!(r.status, ChangeStatus::Reverted | ChangeStatus::Unchanged)
+            });
+            let passed: Vec<String> = out.iter().map(|r| ChangePath::key(&r.address)).collect();
+            let held = in_pass.map(|r| r.address.to_string()).or_else(|| {
+                self.journal
+                    .params()
+                    // Only what the switch governs is looked at (and read).
+                    .filter(|p| {
+                        p.address
+                            .as_ref()
+                            .is_some_and(|a| switch_governs(&address, a))
+                    })
+                    .filter(|p| {
+                        let kept = !passed.contains(&p.key);
+                        p.yielded.is_some()
+                            || (kept
+                                && p.last_applied.is_some()
+                                && p.last_applied != p.original)
+                            // Handed back by `kpo resume` with a person's value in it.
+                            || (kept
+                                && p.last_applied.is_none()
+                                && p.original.as_ref().is_some_and(|original| {
+                                    // Unreadable counts as held: turned on, the switch
+                                    // would move whatever is there.
+                                    p.address.as_ref().is_some_and(|a| {
+                                        self.read(a).map_or(true, |now| &now != original)
+                                    })
+                                }))
+                    })
+                    .find_map(|p| p.address.as_ref().map(ToString::to_string))
+            });
+            if let Some(value) = held {
+                return Ok(skipped(format!(
+                    "stays as it is: {value} was not put back, and turned on this would move it"
+                )));
+            }
+        }
+        let only_over = if only_ours { state.last_applied } else { None };
+        self.restore(
+            &address,
+            &original,
+            source,
+            reason,
+            state.original_id.map(|id| {
+                let cookie = self.journal.intent(id).and_then(|i| i.netns_cookie);
+                (id, cookie)
+            }),
+            only_over,
+        )
+    }
+
+    /// The report of the parameter a journal failure stopped `restore_originals` on: its
+    /// `change` event says what became of the write; the kernel says whether it was put back.
+    fn stopped_at(
+        &self,
+        address: &ParamAddress,
+        original: Option<Value>,
+        error: &ChangeError,
+    ) -> ChangeReport {
+        let original = original.unwrap_or(Value::Word(String::new()));
+        let now = self.read(address).ok();
+        let mut r = ChangeReport::new(address, &original, ChangeStatus::Failed);
+        if now.as_ref() == Some(&original) {
+            // The revert was written and its outcome could not be recorded.
+            r.status = ChangeStatus::Reverted;
+            r.read_back = now;
+            r.detail = Some(format!(
+                "put back; the journal could not record it ({error}): the next start will"
+            ));
+        } else {
+            r.before = now;
+            r.detail = Some(format!("not put back: {error}"));
+        }
+        r
+    }
+
+    /// The report of a parameter `restore_originals` did not try after a journal failure.
+    fn not_tried(&self, address: &ParamAddress, error: &ChangeError) -> ChangeReport {
+        let original = self
+            .journal
+            .param_state(address)
+            .and_then(|s| s.original.clone())
+            .unwrap_or(Value::Word(String::new()));
+        let mut r = ChangeReport::new(address, &original, ChangeStatus::Failed);
+        r.before = self.read(address).ok();
+        r.detail = Some(format!(
+            "not put back: not tried, the journal failed before it ({error}); once the state \
+             directory can be written, `kpo revert --all` puts it back"
+        ));
+        r
     }
 
     /// Writes `value` back as a revert; `of`: the change it undoes, and that change's network

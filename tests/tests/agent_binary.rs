@@ -386,63 +386,51 @@ pub fn events_match_schema_and_sigterm_flushes() {
         .all(|s| s["reason"].as_str().unwrap().contains("BTF")));
 }
 
-/// For [`sigkill_leaves_no_program_behind`], which counts KPO's programs machine-wide: an agent
-/// running in another network namespace (this one's claim does not see it) holds its own. A
-/// program left loaded with no agent alive is what the test is for, and is not a reason to skip.
-pub fn no_agent_in_another_namespace() -> Option<String> {
-    let agents: Vec<String> = std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != std::process::id())
-        .filter(|pid| {
-            let args = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let mut args = args.split(|b| *b == 0);
-            let exe = args.next().unwrap_or_default();
-            exe.rsplit(|b| *b == b'/').next() == Some(b"kpo".as_slice())
-                && args.next() == Some(b"run".as_slice())
+/// The ids of the eBPF programs `pid` holds (its file descriptors that are programs): its own,
+/// never another agent's.
+fn programs_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy() == "anon_inode:bpf-prog")
         })
-        .map(|pid| pid.to_string())
-        .collect();
-    (!agents.is_empty() && !kpo_programs().is_empty()).then(|| {
-        format!(
-            "a kpo agent runs on this machine outside this network namespace (pid {}), and its \
-             programs are counted with any this test's agent leaves",
-            agents.join(", ")
-        )
-    })
+        .filter_map(|e| {
+            let fd = e.file_name().to_str()?.to_string();
+            std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix("prog_id:")?.trim().parse().ok())
+        })
+        .collect()
 }
 
-/// Names of the loaded eBPF programs that belong to KPO.
-fn kpo_programs() -> Vec<String> {
+/// Which of the programs `ids` are still loaded, by name.
+fn still_loaded(ids: &[u32]) -> Vec<String> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
-        .filter_map(|p| p.name_as_str().map(str::to_string))
-        .filter(|n| n.starts_with("kpo_"))
+        .filter(|p| ids.contains(&p.id()))
+        .map(|p| p.name_as_str().unwrap_or_default().to_string())
         .collect()
 }
 
 /// A killed agent leaves nothing attached: its programs and links live in its file descriptors,
 /// nothing is pinned, so the kernel releases them with the process.
+///
+/// Defect (s39 fix #6): it counted KPO's programs machine-wide, so it was skipped whenever another
+/// agent ran anywhere on the machine; it now follows the programs its own agent held, by id.
 pub fn sigkill_leaves_no_program_behind() {
-    assert!(
-        kpo_programs().is_empty(),
-        "KPO programs already loaded: {:?}",
-        kpo_programs()
-    );
     let events = std::env::temp_dir().join("kpo-e2e-kill.ndjson");
     let mut agent = Agent::spawn(&["--duty-fraction", "1"], &[], &events, Stdio::null());
     agent.wait_reported(&events);
-    assert!(
-        kpo_programs().len() >= 10,
-        "programs loaded: {:?}",
-        kpo_programs()
-    );
+    let ids = programs_of(agent.child.id());
+    assert!(ids.len() >= 10, "programs held: {:?}", still_loaded(&ids));
     agent.child.kill().unwrap(); // SIGKILL
     agent.child.wait().unwrap();
     // Programs are freed after an RCU grace period: poll briefly.
     wait_until("programs released", Duration::from_secs(10), || {
-        kpo_programs().is_empty()
+        still_loaded(&ids).is_empty()
     });
     let _ = std::fs::remove_file(&events);
 }

@@ -439,7 +439,8 @@ pub fn a_read_only_state_directory_still_shows_the_journal() {
         .collect();
     let entry = |i: &Value, status: &str, read_back: Value| {
         serde_json::json!({
-            "id": i["id"], "ts_ms": i["ts_ms"], "address": i["address"], "before": i["before"],
+            "id": i["id"], "ts_ms": i["ts_ms"], "address": i["address"], "key": i["key"],
+            "before": i["before"],
             "after": i["after"], "source": "operator", "reason": i["reason"], "kind": "change",
             "revert_of": null, "status": status, "detail": null, "read_back": read_back,
         })

@@ -132,7 +132,7 @@ fn main() {
         ),
         trial(
             "agent_binary::sigkill_leaves_no_program_behind",
-            req().or_else(agent_binary::no_agent_in_another_namespace),
+            req(),
             agent_binary::sigkill_leaves_no_program_behind,
         ),
         trial(

@@ -131,20 +131,72 @@ fn pending_and_expired(
         Err(offline) => offline,
     };
     let items = offline.pending()?;
-    let expired = offline
+    Ok((items, expired_by(&mut offline, None)))
+}
+
+/// What an offline command expired (their time ran out while the agent was down), but `except`:
+/// the one it acted on, whose own error says so. The offline desk's own `approval_resolved`
+/// events say which, as recorded.
+fn expired_by(offline: &mut Offline, except: Option<&str>) -> Vec<ApprovalItem> {
+    let except = except.map(super::normalize_id);
+    offline
         .desk
         .take_events()
         .into_iter()
         .filter_map(|e| match e {
             crate::output::events::Event::ApprovalResolved(a)
-                if a.approval.state == ApprovalState::Expired =>
+                if a.approval.state == ApprovalState::Expired
+                    && Some(&a.approval.id) != except.as_ref() =>
             {
                 Some(a.approval)
             }
             _ => None,
         })
-        .collect();
-    Ok((items, expired))
+        .collect()
+}
+
+/// The line that names an approval an offline command expired, on standard error (`--json`'s
+/// output stays the command's own).
+fn expired_line(e: &ApprovalItem) -> String {
+    format!(
+        "kpo: expired now, while the agent is down: {}  {}  (advised by {}, expired {}); the \
+         agent's next start reports it (approval_resolved)",
+        e.id,
+        change(e),
+        e.source,
+        e.resolved_ms.map(format_ms).unwrap_or_default()
+    )
+}
+
+/// `kpo approve ID` / `kpo reject ID`: through the agent, or with it down on the state directory,
+/// naming the other approvals that expired on the way (as `kpo pending` does), even if the
+/// command fails.
+fn act_on<T>(
+    state: &StateArgs,
+    id: &str,
+    act: impl FnOnce(&mut dyn ApprovalControl) -> Result<T, crate::control::ControlError>,
+) -> anyhow::Result<T> {
+    match open_either(state, false)? {
+        Ok(mut agent) => Ok(act(&mut agent)?),
+        Err(mut offline) => {
+            let (done, expired) = act_offline(&mut offline, id, act);
+            for line in expired {
+                eprintln!("{line}");
+            }
+            Ok(done?)
+        }
+    }
+}
+
+/// [`act_on`] with the agent down: what `act` did, and a line for each other approval expired.
+fn act_offline<T>(
+    offline: &mut Offline,
+    id: &str,
+    act: impl FnOnce(&mut dyn ApprovalControl) -> Result<T, crate::control::ControlError>,
+) -> (Result<T, crate::control::ControlError>, Vec<String>) {
+    let done = act(offline);
+    let expired = expired_by(offline, Some(id));
+    (done, expired.iter().map(expired_line).collect())
 }
 
 fn change(item: &ApprovalItem) -> String {
@@ -160,14 +212,7 @@ pub fn pending(a: PendingArgs) -> anyhow::Result<ExitCode> {
     let (items, expired) = pending_and_expired(&a.state)?;
     // On standard error, as the offline open's other notes: `--json`'s output stays the array.
     for e in &expired {
-        eprintln!(
-            "kpo: expired now, while the agent is down: {}  {}  (advised by {}, expired {}); \
-             the agent's next start reports it (approval_resolved)",
-            e.id,
-            change(e),
-            e.source,
-            e.resolved_ms.map(format_ms).unwrap_or_default()
-        );
+        eprintln!("{}", expired_line(e));
     }
     if a.json {
         crate::out!("{}", serde_json::to_string_pretty(&items)?);
@@ -192,7 +237,7 @@ pub fn pending(a: PendingArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn approve(a: ApproveArgs) -> anyhow::Result<ExitCode> {
-    let outcome = open(&a.state, false)?.approve(&a.id, &who())?;
+    let outcome = act_on(&a.state, &a.id, |c| c.approve(&a.id, &who()))?;
     if a.json {
         crate::out!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {
@@ -210,7 +255,9 @@ pub fn approve(a: ApproveArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn reject(a: RejectArgs) -> anyhow::Result<ExitCode> {
-    let item = open(&a.state, false)?.reject(&a.id, &who(), a.reason.as_deref())?;
+    let item = act_on(&a.state, &a.id, |c| {
+        c.reject(&a.id, &who(), a.reason.as_deref())
+    })?;
     if a.json {
         crate::out!("{}", serde_json::to_string_pretty(&item)?);
     } else {
@@ -397,6 +444,63 @@ mod tests {
             super::shown_value(&advice(Source::Llm)),
             "now 16, to look at"
         );
+    }
+
+    /// Defect (s39 fix #3): with the agent down, `kpo approve ID` / `kpo reject ID` expired
+    /// other approvals whose time had run out without naming them (`kpo pending` names them).
+    /// Each is named as `kpo pending` names it; the one acted on is not (its error says so).
+    #[test]
+    fn an_offline_reject_names_the_other_approvals_it_expired() {
+        use std::time::Duration;
+
+        use crate::{
+            actuate::param::Value,
+            approvals::{control::Offline, store::tests::item, store::ApprovalStore, Desk},
+            change::{tests::kernel, ChangePath},
+            journal::{format_ms, now_ms, Holder, Journal},
+            policy::Policy,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        crate::journal::store::make_private(dir.path());
+        let journal = Journal::open(dir.path(), Holder::Cli, Duration::ZERO).unwrap();
+        let hour = Duration::from_secs(3600);
+        let now = now_ms();
+        {
+            // ap-1 advised two hours ago (expired an hour ago), ap-2 and ap-3 just now.
+            let mut store = ApprovalStore::open(&journal, hour).unwrap();
+            for (n, value, at) in [(1, 32, now - 7_200_000), (2, 64, now), (3, 128, now)] {
+                let mut i = item(&format!("ap-{n}"), value);
+                assert_eq!(store.new_id(), i.id);
+                (i.created_ms, i.updated_ms) = (at, at);
+                store.put(i).unwrap();
+            }
+        }
+        let policy = Policy::parse("[approvals]\nexpire_after = \"1h\"\n", "t.toml").unwrap();
+        let desk = Desk::open_offline(&journal, policy.approvals.clone()).unwrap();
+        let k = kernel(&[("net.core.somaxconn@netns:4026531999", Value::Int(16))]);
+        let mut offline = Offline {
+            path: ChangePath::new(policy, journal, Box::new(k)),
+            desk,
+        };
+        let (done, expired) = super::act_offline(&mut offline, "2", |c| c.reject("2", "op", None));
+        assert_eq!(done.unwrap().state.name(), "rejected");
+        assert_eq!(
+            expired,
+            [format!(
+                "kpo: expired now, while the agent is down: ap-1  \
+                 net.core.somaxconn@netns:4026531999 16 -> 32  (advised by rules, expired {}); \
+                 the agent's next start reports it (approval_resolved)",
+                format_ms(now - 3_600_000)
+            )]
+        );
+        let pending: Vec<String> = offline
+            .desk
+            .pending()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(pending, ["ap-3"]);
     }
 
     /// Defect (s35 apr, by hand): `kpo approve ""` was sent and answered `no approval  (kpo

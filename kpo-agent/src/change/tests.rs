@@ -3414,11 +3414,12 @@ fn an_intent_the_journal_cannot_record_ends_in_a_failed_event_and_writes_nothing
     let (mut p, events) = path(dir.path(), POLICY, &k);
     p.journal.fail_an_append(0, 0);
     let e = p.propose(&op(SOMAX, Value::Int(8192))).unwrap_err();
+    // s39 fix: a command's journal (the agent down) said "a running agent takes the journal up
+    // again by itself", where no agent runs: it says to run the command again.
     let error = format!(
         "journal: {}: the journal cannot be written (journal.log: No space left on device (os \
          error 28)): KPO changes and records nothing until it can; free space in the state \
-         directory (or fix what fails there), and a running agent takes the journal up again by \
-         itself",
+         directory (or fix what fails there), then run the command again",
         dir.path().display()
     );
     assert_eq!(e.to_string(), error);
@@ -3488,4 +3489,56 @@ fn a_refusal_the_journal_cannot_record_is_still_an_event() {
         )
     );
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
+}
+
+/// Defect (s39 fix #1): `restore_originals` (`kpo revert --all`, `on_exit`) stopped at the first
+/// journal failure with the error alone: what it had put back before was lost to the command's
+/// output. Every parameter now has its report: those done, the one the journal failed on, and
+/// each not tried, `failed` with the journal's error; nothing is written after the failure.
+#[test]
+fn revert_all_on_a_failing_journal_reports_what_it_did_and_what_it_did_not() {
+    const BACKLOG: &str = "net.ipv4.tcp_max_syn_backlog";
+    const NETDEV: &str = "net.core.netdev_max_backlog";
+    let policy = format!(
+        "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n\n[params.\"{BACKLOG}\"]\n\
+         mode = \"auto\"\n\n[params.\"{NETDEV}\"]\nmode = \"auto\"\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[
+        (SOMAX, Value::Int(4096)),
+        (BACKLOG, Value::Int(1000)),
+        (NETDEV, Value::Int(500)),
+    ]);
+    let (mut p, _) = path(dir.path(), &policy, &k);
+    for (a, v) in [(SOMAX, 8192), (BACKLOG, 2000), (NETDEV, 600)] {
+        assert_eq!(
+            p.propose(&op(a, Value::Int(v))).unwrap().status,
+            ChangeStatus::Applied
+        );
+    }
+    // The first revert's intent and outcome are recorded; the second's intent is not.
+    p.journal.fail_an_append(2, 0);
+    let reports = p.revert_all("test").unwrap();
+    let error = format!(
+        "journal: {}: the journal cannot be written (journal.log: No space left on device (os \
+         error 28)): KPO changes and records nothing until it can; free space in the state \
+         directory (or fix what fails there), then run the command again",
+        dir.path().display()
+    );
+    let lines: Vec<String> = reports.iter().map(ChangeReport::describe).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("reverted #4 {NETDEV}: 600 -> 500 (read back 500)"),
+            format!("failed {SOMAX}: 8192 -> 4096: not put back: {error}"),
+            format!(
+                "failed {BACKLOG}: 2000 -> 1000: not put back: not tried, the journal failed \
+                 before it ({error}); once the state directory can be written, `kpo revert \
+                 --all` puts it back"
+            ),
+        ]
+    );
+    assert_eq!(value(&k, NETDEV), Value::Int(500));
+    assert_eq!(value(&k, SOMAX), Value::Int(8192));
+    assert_eq!(value(&k, BACKLOG), Value::Int(2000));
 }

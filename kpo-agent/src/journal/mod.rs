@@ -27,6 +27,29 @@ use crate::{
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/kpo";
 
+/// What takes a journal that cannot be written up again, as [`JournalError::Unwritable`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumes {
+    /// A running agent, by itself.
+    Agent,
+    /// Nothing: the agent is stopping ([`Journal::set_stopping`]).
+    AgentStopping,
+    /// An operator's command (the agent down) that failed: it is run again.
+    Command,
+}
+
+impl Resumes {
+    fn says(self) -> &'static str {
+        match self {
+            Resumes::Agent => "and a running agent takes the journal up again by itself",
+            Resumes::AgentStopping => {
+                "then `kpo revert --all` puts back what the stopping agent could not"
+            }
+            Resumes::Command => "then run the command again",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("{path}: {source}")]
@@ -58,14 +81,16 @@ pub enum JournalError {
     /// nothing was recorded, and nothing is changed without its record.
     #[error(
         "{dir}: the journal cannot be written ({}: {source}): KPO changes and records nothing \
-         until it can; free space in the state directory (or fix what fails there), and a running \
-         agent takes the journal up again by itself",
-        path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+         until it can; free space in the state directory (or fix what fails there), {}",
+        path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
+        then.says()
     )]
     Unwritable {
         dir: PathBuf,
         path: PathBuf,
         source: std::io::Error,
+        /// Who takes the journal up again, if anyone.
+        then: Resumes,
     },
     /// The file an append would go to has no name left: its state directory was removed (or the
     /// file replaced) under the process holding it open.
@@ -744,7 +769,13 @@ pub fn current_boot() -> Option<String> {
 pub struct Entry {
     pub id: u64,
     pub ts_ms: u64,
+    /// As the change named it: a namespace by path stays a path.
     pub address: ParamAddress,
+    /// The journal's key of its target, as `kpo status` and the events name it (a namespace
+    /// named by path as its inode, `@netns:INODE`). Absent for a refusal, whose key is not
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     pub before: Option<Value>,
     pub after: Value,
     pub source: Source,
@@ -820,6 +851,8 @@ pub struct Journal {
     holder: Holder,
     /// Why the last append failed, until one succeeds.
     unwritable: Option<String>,
+    /// The agent is stopping: a failure is not outlived by an agent that resumes.
+    stopping: bool,
 }
 
 impl std::fmt::Debug for Journal {
@@ -1527,6 +1560,7 @@ impl Journal {
             st,
             holder,
             unwritable: None,
+            stopping: false,
         })
     }
 
@@ -1563,6 +1597,7 @@ impl Journal {
             st,
             holder: Holder::Cli,
             unwritable: None,
+            stopping: false,
         })
     }
 
@@ -1680,12 +1715,17 @@ impl Journal {
                             dir: self.dir.clone(),
                             path,
                             source,
+                            then: match (self.holder, self.stopping) {
+                                (_, true) => Resumes::AgentStopping,
+                                (Holder::Agent, false) => Resumes::Agent,
+                                (Holder::Cli, false) => Resumes::Command,
+                            },
                         }
                     }
                 }
                 e => e,
             };
-            if self.unwritable.is_none() && self.holder == Holder::Agent {
+            if self.unwritable.is_none() && self.holder == Holder::Agent && !self.stopping {
                 tracing::error!(
                     "journal: {e} (the agent keeps observing and advising; this is said once, and \
                      again when the journal can be written)"
@@ -1702,6 +1742,12 @@ impl Journal {
         }
         self.fold(r);
         Ok(())
+    }
+
+    /// The agent is stopping (`on_exit`): a failure's error says what puts back what it leaves,
+    /// not that the agent takes the journal up again.
+    pub fn set_stopping(&mut self) {
+        self.stopping = true;
     }
 
     /// Why the journal's last append failed, until one succeeds: while it is set, nothing that
@@ -2168,6 +2214,7 @@ fn entry_of(r: &Record, outcome: Option<&Outcome>) -> Option<Entry> {
                 id: i.id,
                 ts_ms: i.ts_ms,
                 address: i.address.clone(),
+                key: Some(i.key.clone()),
                 before: Some(i.before.clone()),
                 after: i.after.clone(),
                 source: i.source,
@@ -2191,6 +2238,7 @@ fn entry_of(r: &Record, outcome: Option<&Outcome>) -> Option<Entry> {
                 id: *id,
                 ts_ms: *ts_ms,
                 address: copy.key.parse().ok()?,
+                key: Some(copy.key.clone()),
                 before: Some(copy.before.clone()),
                 after: copy.after.clone(),
                 source: copy.source?,
@@ -2215,6 +2263,7 @@ fn entry_of(r: &Record, outcome: Option<&Outcome>) -> Option<Entry> {
             id: *id,
             ts_ms: *ts_ms,
             address: address.clone(),
+            key: None,
             before: before.clone(),
             after: value.clone(),
             source: *source,

@@ -1312,3 +1312,59 @@ fn a_poisoned_append_says_what_poisoned_it() {
         "{e}"
     );
 }
+
+/// Defect (s39 fix #4): `kpo journal --json` gave a namespace named by path only as typed
+/// (`@netns:/run/netns/NAME`), while `kpo status` and the events name it by its key
+/// (`@netns:INODE`): joining them by address failed. Each entry has the key too (a refusal's key
+/// is not recorded: it has none).
+#[test]
+fn an_entry_has_its_key_beside_the_address_as_typed() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = private_tempdir();
+    let ns = dir.path().join("ns-file");
+    std::fs::write(&ns, "").unwrap();
+    let inode = std::fs::metadata(&ns).unwrap().ino();
+    let typed = format!("net.core.somaxconn@netns:{}", ns.display());
+    let mut j = open(dir.path());
+    let id = j
+        .record_intent(
+            &addr(&typed),
+            &Value::Int(4096),
+            &Value::Int(8192),
+            Source::Operator,
+            "one",
+            IntentKind::Change,
+        )
+        .unwrap();
+    j.record_outcome(
+        id,
+        Outcome::Applied {
+            read_back: Value::Int(8192),
+            reconciled: false,
+            why: None,
+        },
+    )
+    .unwrap();
+    j.record_refusal(
+        &addr(&typed),
+        Some(&Value::Int(8192)),
+        &Value::Int(1),
+        Source::Operator,
+        "two",
+        "below min",
+    )
+    .unwrap();
+    let listed: Vec<serde_json::Value> = j
+        .entries()
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .map(|e| serde_json::json!([e["address"], e.get("key")]))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            serde_json::json!([typed, format!("net.core.somaxconn@netns:{inode}")]),
+            serde_json::json!([typed, null]),
+        ]
+    );
+}

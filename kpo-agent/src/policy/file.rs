@@ -306,8 +306,13 @@ impl Ctx<'_> {
             let wide = ["min", "max", "max_step", "optimizer_levels"];
             if let Some(k) = own.as_deref().filter(|k| wide.contains(k)) {
                 let number = text_at(self.lines.text, &span);
+                // An element of a list (`max = [...]`, or a line of one written over several).
+                let in_list = k == "optimizer_levels"
+                    || text
+                        .split_once('=')
+                        .is_none_or(|(_, value)| value.trim_start().starts_with('['));
                 message = match parse_kernel_int(&number) {
-                    Ok(_) if k == "optimizer_levels" => format!(
+                    Ok(_) if in_list => format!(
                         "{message}: TOML's integers are signed 64-bit; write a larger one in \
                          quotes: {k} = [..., \"{number}\"]"
                     ),

@@ -1651,6 +1651,14 @@ fn a_bound_beyond_tomls_integers_is_written_as_a_quoted_decimal() {
             "number too large to fit in target type: TOML's integers are signed 64-bit; write \
              a larger one in quotes: max = \"18446744073692774399\"",
         ),
+        // Defect (s39 fix #7): in a list, the hint showed a single quoted value, which would
+        // turn the list into one bound.
+        (
+            "max = [18446744073692774399, 1]",
+            PolicyErrorClass::Syntax,
+            "number too large to fit in target type: TOML's integers are signed 64-bit; write \
+             a larger one in quotes: max = [..., \"18446744073692774399\"]",
+        ),
         (
             "max_step = 1_8446744073709551615",
             PolicyErrorClass::Syntax,

@@ -1115,6 +1115,8 @@ impl Deciding {
     /// At shutdown: parameters whose policy says `on_exit = "revert"` are put back, through the
     /// journal.
     pub fn on_exit(&mut self) -> Vec<Event> {
+        // No agent is left to take a failing journal up again: its error says what is.
+        self.path.journal.set_stopping();
         // The optimizer's trial first: what it settles on is then kept or reverted as below.
         let mut events = Vec::new();
         if let Some(optimizer) = self.optimizer.as_mut() {
@@ -1176,10 +1178,11 @@ impl Deciding {
             true,
         ) {
             Ok(reports) => reports,
-            Err(e) => {
+            Err(stopped) => {
                 events.extend(self.take_events());
-                events.extend(self.not_put_back_on_exit(revert, &e, &events));
-                Vec::new()
+                events.extend(self.not_put_back_on_exit(revert, &stopped.error, &events));
+                // What was done before it is logged and followed up as without a failure.
+                stopped.reports
             }
         };
         for r in reports {
@@ -1212,11 +1215,22 @@ impl Deciding {
     ) -> Vec<Event> {
         use crate::output::change_events::{ChangeEvent, ChangePhase};
         let listed: Vec<String> = revert.iter().map(ToString::to_string).collect();
+        // A full journal's error says what puts them back; another's (read-only) does not.
+        let says_it = matches!(
+            error,
+            ChangeError::Journal(crate::journal::JournalError::Unwritable { .. })
+        );
+        let then = |it: &str| match says_it {
+            true => String::new(),
+            false => format!(
+                "; once the state directory can be written, `kpo revert --all` puts {it} back"
+            ),
+        };
         warn!(
             "on exit: not put back, so KPO's values may stay in the kernel after the agent stops: \
-             {}; {error}; once the state directory can be written, `kpo revert --all` puts them \
-             back",
-            listed.join(", ")
+             {}; {error}{}",
+            listed.join(", "),
+            then("them")
         );
         let tried = |address: &ParamAddress| {
             so_far
@@ -1241,8 +1255,8 @@ impl Deciding {
                 refusal: None,
                 read_back: None,
                 detail: Some(format!(
-                    "not put back: not tried, the journal failed before it ({error}); once the \
-                     state directory can be written, `kpo revert --all` puts it back"
+                    "not put back: not tried, the journal failed before it ({error}){}",
+                    then("it")
                 )),
                 target: address,
             }));

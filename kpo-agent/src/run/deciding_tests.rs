@@ -5830,8 +5830,10 @@ fn on_exit_with_a_failing_journal_names_what_stays_and_how_to_put_it_back() {
         "{logged}"
     );
     assert!(
-        logged
-            .contains("once the state directory can be written, `kpo revert --all` puts them back"),
+        logged.contains(
+            "free space in the state directory (or fix what fails there), then `kpo revert \
+             --all` puts back what the stopping agent could not"
+        ),
         "{logged}"
     );
 }
@@ -5957,18 +5959,17 @@ fn on_exit_with_a_failing_journal_gives_every_parameter_left_a_failed_event() {
         false => (&failed[1], &failed[0]),
     };
     assert_eq!(tried["target"], BACKLOG);
-    assert!(
-        tried["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("not written: the journal could not record its intent"),
-        "{tried}"
-    );
+    // Defect (s39 fix #2): the error said "a running agent takes the journal up again by
+    // itself" at a stop, where no agent is left to: it says what puts the values back instead.
     let error = format!(
         "{}: the journal cannot be written (journal.log: No space left on device (os error 28)): \
          KPO changes and records nothing until it can; free space in the state directory (or fix \
-         what fails there), and a running agent takes the journal up again by itself",
+         what fails there), then `kpo revert --all` puts back what the stopping agent could not",
         tmp.path().display()
+    );
+    assert_eq!(
+        tried["detail"],
+        format!("not written: the journal could not record its intent ({error})"),
     );
     assert_eq!(
         *untried,
@@ -5981,10 +5982,78 @@ fn on_exit_with_a_failing_journal_gives_every_parameter_left_a_failed_event() {
             "reason": "agent stopping: on_exit = revert",
             "journal_id": null,
             "detail": format!(
-                "not put back: not tried, the journal failed before it (journal: {error}); once \
-                 the state directory can be written, `kpo revert --all` puts it back"
+                "not put back: not tried, the journal failed before it (journal: {error})"
             ),
         })
     );
     assert_eq!(k.0.lock().unwrap().values[SOMAXCONN], Value::Int(8192));
+}
+
+/// Defect (s39 fix #1): `on_exit` stopped at a journal failure dropped the reports of what it had
+/// put back before it: their log lines (and what follows a revert) were lost. The first value is
+/// put back and logged; the next, whose intent the journal refuses, stays and is named.
+#[test]
+fn on_exit_with_a_journal_failing_midway_still_logs_what_it_put_back() {
+    const SOMAXCONN: &str = "net.core.somaxconn";
+    let policy = format!(
+        "[defaults]\non_exit = \"revert\"\n\n[params.\"{BACKLOG}\"]\nmode = \"auto\"\n\
+         sources = [\"operator\"]\n\n[params.\"{SOMAXCONN}\"]\nmode = \"auto\"\n\
+         sources = [\"operator\"]\n"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let k =
+        crate::change::tests::kernel(&[(BACKLOG, Value::Int(1000)), (SOMAXCONN, Value::Int(4096))]);
+    crate::journal::store::make_private(tmp.path());
+    let journal = Journal::open(tmp.path(), Holder::Agent, Duration::ZERO).unwrap();
+    let policy = Policy::parse(&policy, "policy.toml").unwrap();
+    let path = ChangePath::new(policy, journal, Box::new(k.clone()));
+    let mut deciding = Deciding::with_path(path, false).unwrap().0;
+    for (name, value) in [(BACKLOG, 2000), (SOMAXCONN, 8192)] {
+        let p = crate::policy::Proposal {
+            address: name.parse().unwrap(),
+            value: Value::Int(value.into()),
+            source: Source::Operator,
+            reason: "test".into(),
+        };
+        let r = deciding.path_for_tests_mut().propose(&p).unwrap();
+        assert_eq!(r.status, crate::change::ChangeStatus::Applied, "{r:?}");
+    }
+    let _ = deciding.on_window(&crate::advise::rules::testing::window(vec![]));
+    // The first revert's intent and outcome are recorded, the second's intent is not.
+    deciding.path_for_tests_mut().journal.fail_an_append(2, 0);
+    let (events, logged) = crate::logging::logged(|| deciding.on_exit());
+    let phases: Vec<(String, ChangePhase)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Change(c) if matches!(c.phase, ChangePhase::Reverted | ChangePhase::Failed) => {
+                Some((c.target.to_string(), c.phase))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            (BACKLOG.to_string(), ChangePhase::Reverted),
+            (SOMAXCONN.to_string(), ChangePhase::Failed)
+        ],
+        "{events:?}"
+    );
+    assert!(
+        logged.contains(&format!(
+            "on exit: reverted #3 {BACKLOG}: 2000 -> 1000 (read back 1000)"
+        )),
+        "{logged}"
+    );
+    assert!(
+        logged.contains(&format!(
+            "on exit: not put back: failed {SOMAXCONN}: 8192 -> 4096: not put back: journal: "
+        )),
+        "{logged}"
+    );
+    let values = &k.0.lock().unwrap().values;
+    assert_eq!(
+        (&values[BACKLOG], &values[SOMAXCONN]),
+        (&Value::Int(1000), &Value::Int(8192))
+    );
 }

@@ -271,6 +271,7 @@ fn entry(id: u64, ts_ms: u64, kind: &str, status: &str, revert_of: Option<u64>) 
         id,
         ts_ms,
         address: "net.core.somaxconn@netns:7".parse().unwrap(),
+        key: None,
         before: Some(Value::Int(128)),
         after: Value::Int(1024),
         source: Proposer::Llm,
