@@ -149,10 +149,12 @@ impl Drop for Hidden<'_> {
     }
 }
 
-/// A namespace that discovery stops finding for a tick is unread at that tick, which ends a
-/// window: that window's overflows are unknown, and the next one, read at its end, must count
-/// the drops of both, once. Before, it started from the unread tick and counted neither, so
-/// the total (`kpo_listener_overflows_total`) missed them.
+/// A namespace that discovery stops finding for a tick (hidden, as if deleted) at the tick that
+/// ends a window: that window counts it through its last good dump, the window's start, so
+/// its listener, quiet by then, is not listed; the next one, read at its end, must count the
+/// drops since that dump, once, with `overflows_since` there. Before, a window that started from
+/// an unread tick counted neither window's drops, so the total (`kpo_listener_overflows_total`)
+/// missed them.
 pub fn drops_while_a_namespace_was_unread_are_counted_once() {
     let ns = Netns::new();
     let inum = ns.inum();
@@ -168,17 +170,14 @@ pub fn drops_while_a_namespace_was_unread_are_counted_once() {
     burst(&inside, 20);
     let mut hidden = Hidden::hide(&ns);
     let (unread, builder) = close_window(&mut collector, builder);
-    let l = unread
-        .listeners
-        .iter()
-        .find(|l| (l.netns, l.port) == (inum, PORT))
-        .unwrap_or_else(|| panic!("the unread listener is listed: {:#?}", unread.listeners));
-    assert_eq!(
-        (l.overflows, l.overflows_since.as_deref()),
-        (None, None),
-        "unknown at a window whose end was not read"
+    assert!(
+        !unread
+            .listeners
+            .iter()
+            .any(|l| (l.netns, l.port) == (inum, PORT)),
+        "counted through the start's dump, nothing: {:#?}",
+        unread.listeners
     );
-    assert_eq!(l.addresses, ["127.0.0.1"], "what the last good dump knew");
     // While hidden, more drops; then the namespace is back for the next tick.
     burst(&hidden.inside(), 20);
     hidden.restore();
@@ -382,7 +381,7 @@ pub fn drops_of_a_namespace_deleted_mid_window_are_counted() {
     builder.push(collector.sample());
     drop(listener);
     run_ok("ip", &["netns", "del", &ns.name]);
-    // The tick at which discovery stops finding it (unread), then the window's end without it.
+    // A tick mid-window that no longer finds it, then the window's end without it.
     builder.push(collector.sample());
     let (window, _) = close_window(&mut collector, builder);
     let l = window
@@ -435,6 +434,81 @@ pub fn netstat_counters_of_a_namespace_deleted_mid_window_are_counted() {
         (n.listen_overflows, n.listen_drops),
         (at_deletion.1 - at_start.1, at_deletion.2 - at_start.2),
         "vs TcpExtListenOverflows, TcpExtListenDrops ({at_start:?} -> {at_deletion:?})"
+    );
+}
+
+/// A namespace deleted after a tick inside the window read its listener's drops, and before the
+/// window's end tick, which is the first not to find it: that window has the listener's drops
+/// and the namespace's netstat counters through that reading (the kernel's `d<N>`,
+/// TcpExtListenOverflows and TcpExtListenDrops, read before the deletion), and the next window
+/// has neither. Before, the end tick took the namespace for one whose dump failed: `overflows`
+/// null and no `netns[]` entry, then the next window listed the listener with the drops, and
+/// the namespace's counters were counted nowhere.
+pub fn a_namespace_deleted_just_before_a_window_end_is_counted_in_that_window() {
+    let ns = Netns::new();
+    let inum = ns.inum();
+    let inside = Inside::of(&ns);
+    let listener = inside.run(|| listen(PORT, BACKLOG));
+    // Drops from before the agent's first reading are not the window's to count.
+    burst(&inside, 20);
+    let (mut collector, mut builder) = start(false);
+    let at_start = kernel_drops(&inside);
+    burst(&inside, 20);
+    let at_deletion = kernel_drops(&inside);
+    assert!(at_deletion.0 > at_start.0, "the burst must overflow");
+    // A tick inside the window reads the drops; nothing changes them after it.
+    builder.push(collector.sample());
+    drop(listener);
+    let netstat = inside.exec(&["cat", "/proc/net/netstat"]);
+    let closed = ["TcpExtListenOverflows", "TcpExtListenDrops"]
+        .map(|name| kpo_integration::netstat_value(&netstat, name).expect("in netstat"));
+    assert_eq!(
+        closed,
+        [at_deletion.1, at_deletion.2],
+        "closing dropped nothing"
+    );
+    run_ok("ip", &["netns", "del", &ns.name]);
+    // The window's end is the first tick without it.
+    let (window, next) = close_window(&mut collector, builder);
+    let l = window
+        .listeners
+        .iter()
+        .find(|l| (l.netns, l.port) == (inum, PORT))
+        .unwrap_or_else(|| panic!("the deleted namespace's listener: {:#?}", window.listeners));
+    assert_eq!(
+        (l.overflows, l.overflows_since.as_deref()),
+        (Some(at_deletion.0 - at_start.0), None),
+        "vs ss -ltnm d<N> ({at_start:?} -> {at_deletion:?})"
+    );
+    assert_eq!(
+        l.overflows,
+        Some(at_deletion.1 - at_start.1),
+        "vs TcpExtListenOverflows"
+    );
+    let n = window
+        .netns
+        .iter()
+        .find(|n| n.netns == inum)
+        .unwrap_or_else(|| panic!("the deleted namespace's counters: {:#?}", window.netns));
+    assert_eq!(
+        (n.listen_overflows, n.listen_drops),
+        (at_deletion.1 - at_start.1, at_deletion.2 - at_start.2),
+        "vs TcpExtListenOverflows, TcpExtListenDrops ({at_start:?} -> {at_deletion:?})"
+    );
+    // Counted once: the next window has neither.
+    let (after, _) = close_window(&mut collector, next);
+    assert!(
+        !after
+            .listeners
+            .iter()
+            .any(|l| (l.netns, l.port) == (inum, PORT)),
+        "listed again: {:#?}",
+        after.listeners
+    );
+    assert!(
+        !after.netns.iter().any(|n| n.netns == inum),
+        "counted again: {:#?}",
+        after.netns
     );
 }
 
