@@ -485,6 +485,7 @@ pub fn a_namespace_deleted_just_before_a_window_end_is_counted_in_that_window() 
         Some(at_deletion.1 - at_start.1),
         "vs TcpExtListenOverflows"
     );
+    assert_eq!(l.backlog_now, 0, "closed, its namespace gone");
     let n = window
         .netns
         .iter()
