@@ -74,6 +74,11 @@ fn main() {
             listener_carry::a_namespace_deleted_just_before_a_window_end_is_counted_in_that_window,
         ),
         trial(
+            "listener_carry::a_namespace_given_a_dead_ones_inode_is_counted_from_0_in_its_first_window",
+            req(),
+            listener_carry::a_namespace_given_a_dead_ones_inode_is_counted_from_0_in_its_first_window,
+        ),
+        trial(
             "listener_carry::a_full_ring_counts_every_lost_event",
             req().or_else(|| {
                 kpo_integration::needs_descriptors(listener_carry::DESCRIPTORS_TO_FILL_THE_RING)
