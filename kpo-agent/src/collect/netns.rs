@@ -210,7 +210,6 @@ impl<H> NetnsSet<H> {
 /// build; `stat` alone spends about 10 us of kernel time per thread), at every tick, for the rare
 /// namespace nothing else holds (docs/events.md, `overflows`).
 fn discover(proc_root: &Path) -> BTreeMap<u64, PathBuf> {
-    let mut found = BTreeMap::new();
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/run/netns") {
         candidates.extend(entries.flatten().map(|e| e.path()));
@@ -223,9 +222,20 @@ fn discover(proc_root: &Path) -> BTreeMap<u64, PathBuf> {
             }
         }
     }
+    namespaces_among(candidates)
+}
+
+/// Of `candidates`, those that are network namespaces, by inode. A namespace file is on nsfs,
+/// as /proc/self/ns/net is: `ip netns del` unmounts /run/netns/NAME before it unlinks it, and
+/// the plain file seen in between is none (its tmpfs inode was taken for one, and warned of).
+fn namespaces_among(candidates: Vec<PathBuf>) -> BTreeMap<u64, PathBuf> {
+    let nsfs = std::fs::metadata("/proc/self/ns/net").map(|m| m.dev()).ok();
+    let mut found = BTreeMap::new();
     for path in candidates {
         if let Ok(meta) = std::fs::metadata(&path) {
-            found.entry(meta.ino()).or_insert(path);
+            if nsfs.is_none_or(|dev| meta.dev() == dev) {
+                found.entry(meta.ino()).or_insert(path);
+            }
         }
     }
     found
@@ -352,6 +362,20 @@ mod tests {
             Ok("handle")
         });
         assert_eq!(tries, 1, "a namespace with the same inode is tried at once");
+    }
+
+    /// Defect: a /run/netns file seen between `ip netns del`'s unmount and its unlink (a plain
+    /// tmpfs file) was taken for a namespace, and its inode warned of as one that could not be
+    /// watched.
+    #[test]
+    fn a_file_that_is_no_namespace_is_not_taken_for_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("unmounted");
+        std::fs::write(&plain, "").unwrap();
+        let own = PathBuf::from("/proc/self/ns/net");
+        let ino = std::fs::metadata(&own).unwrap().ino();
+        let found = namespaces_among(vec![plain, own.clone(), dir.path().join("unlinked")]);
+        assert_eq!(found, BTreeMap::from([(ino, own)]));
     }
 
     /// The exception docs/events.md names: a namespace held only by a thread other than its
