@@ -11,6 +11,8 @@ use std::{
 use kpo_common::{NotableEvent, NotableKind};
 use kpo_integration::{run_ok, ss_listener, Netns};
 
+use kpo_agent::window::WindowBuilder;
+
 use crate::common::{close_window, start, wait_until};
 
 const PORT: u16 = 4200;
@@ -149,13 +151,13 @@ impl Drop for Hidden<'_> {
     }
 }
 
-/// A namespace that discovery stops finding for a tick (hidden, as if deleted) at the tick that
-/// ends a window: that window counts it through its last good dump, the window's start, so
-/// its listener, quiet by then, is not listed; the next one, read at its end, must count the
-/// drops since that dump, once, with `overflows_since` there. Before, a window that started from
-/// an unread tick counted neither window's drops, so the total (`kpo_listener_overflows_total`)
-/// missed them.
-pub fn drops_while_a_namespace_was_unread_are_counted_once() {
+/// A namespace that discovery stops finding for a tick (hidden: its /run/netns bind mount
+/// removed, a descriptor keeping it) at the tick that ends a window, while its listener lives:
+/// the listening socket holds the namespace, so it stays watched, and each window counts the
+/// drops of its own span, read at its end, once. Before, the window that ended while it was
+/// hidden had `overflows` null, and earlier still, the next window counted neither window's
+/// drops, so the total (`kpo_listener_overflows_total`) missed them.
+pub fn drops_while_a_namespace_was_hidden_are_counted_once() {
     let ns = Netns::new();
     let inum = ns.inum();
     let inside = Inside::of(&ns);
@@ -168,15 +170,18 @@ pub fn drops_while_a_namespace_was_unread_are_counted_once() {
     assert_eq!(at_start.0, at_start.1, "only overflows drop here");
 
     burst(&inside, 20);
+    let at_hiding = kernel_drops(&inside);
     let mut hidden = Hidden::hide(&ns);
     let (unread, builder) = close_window(&mut collector, builder);
-    assert!(
-        !unread
-            .listeners
-            .iter()
-            .any(|l| (l.netns, l.port) == (inum, PORT)),
-        "counted through the start's dump, nothing: {:#?}",
-        unread.listeners
+    let l = unread
+        .listeners
+        .iter()
+        .find(|l| (l.netns, l.port) == (inum, PORT))
+        .unwrap_or_else(|| panic!("the hidden namespace's listener: {:#?}", unread.listeners));
+    assert_eq!(
+        (l.overflows, l.overflows_since.as_deref()),
+        (Some(at_hiding.0 - at_start.0), None),
+        "read at the end though hidden (ss d<N>: {at_start:?} -> {at_hiding:?})"
     );
     // While hidden, more drops; then the namespace is back for the next tick.
     burst(&hidden.inside(), 20);
@@ -189,14 +194,9 @@ pub fn drops_while_a_namespace_was_unread_are_counted_once() {
         .find(|l| (l.netns, l.port) == (inum, PORT))
         .expect("the listener, read again");
     assert_eq!(
-        l.overflows,
-        Some(after_unread.0 - at_start.0),
-        "every drop since the last good dump (ss d<N>: {at_start:?} -> {after_unread:?})"
-    );
-    assert_eq!(
-        l.overflows_since.as_deref(),
-        Some(unread.start.as_str()),
-        "the count reaches back to the last good dump, the unread window's start"
+        (l.overflows, l.overflows_since.as_deref()),
+        (Some(after_unread.0 - at_hiding.0), None),
+        "the drops while hidden (ss d<N>: {at_hiding:?} -> {after_unread:?})"
     );
 
     // And windows go on from there.
@@ -591,6 +591,83 @@ pub fn a_namespace_given_a_dead_ones_inode_is_counted_from_0_in_its_first_window
         (Some(drops.0), None),
         "vs ss -ltnm d<N>"
     );
+}
+
+/// A namespace whose name is deleted while a listener made in it by a thread that entered it
+/// lives on (no process is in it, so discovery no longer finds it): the listening socket holds
+/// the namespace, and the agent keeps watching it, its windows' `overflows` and `netns[]` counts
+/// the kernel's; once the listener closes it goes. Before, it was dropped at once and the live
+/// listener's drops were counted nowhere (leak F1).
+pub fn a_namespace_whose_name_is_deleted_is_watched_while_it_listens() {
+    let ns = Netns::new();
+    let inum = ns.inum();
+    let listener = Inside::of(&ns).run(|| listen(PORT, BACKLOG));
+    // The test's way in once the name is gone (a descriptor, which discovery does not see).
+    let hold = File::open(format!("/run/netns/{}", ns.name)).expect("open netns");
+    let inside = Inside(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        hold.as_raw_fd()
+    ));
+    let (mut collector, builder) = start(false);
+    let at_start = kernel_drops(&inside);
+    run_ok("ip", &["netns", "del", &ns.name]);
+    burst(&inside, 20);
+    let at_end = kernel_drops(&inside);
+    assert!(at_end.0 > at_start.0, "the burst must overflow");
+    let depth = ss_listener(&inside.exec(&["ss", "-ltnm"]), PORT)
+        .expect("listener in ss")
+        .0;
+    let (window, next) = close_window(&mut collector, builder);
+    let l = window
+        .listeners
+        .iter()
+        .find(|l| (l.netns, l.port) == (inum, PORT))
+        .unwrap_or_else(|| panic!("the live listener: {:#?}", window.listeners));
+    assert_eq!(
+        (l.overflows, l.overflows_since.as_deref(), l.backlog_now),
+        (Some(at_end.0 - at_start.0), None, depth),
+        "vs ss -ltnm d<N>, Recv-Q ({at_start:?} -> {at_end:?})"
+    );
+    let n = window.netns.iter().find(|n| n.netns == inum);
+    assert_eq!(
+        n.map(|n| (n.listen_overflows, n.listen_drops)),
+        Some((at_end.1 - at_start.1, at_end.2 - at_start.2)),
+        "vs TcpExtListenOverflows, TcpExtListenDrops: {:#?}",
+        window.netns
+    );
+    // Closed: no longer watched, and nothing more counted.
+    drop(listener);
+    let (after, _) = close_window(&mut collector, next);
+    assert!(
+        after
+            .listeners
+            .iter()
+            .filter(|l| (l.netns, l.port) == (inum, PORT))
+            .all(|l| l.overflows == Some(0)),
+        "{:#?}",
+        after.listeners
+    );
+    assert!(
+        after
+            .netns
+            .iter()
+            .filter(|n| n.netns == inum)
+            .all(|n| (n.listen_overflows, n.listen_drops) == (0, 0)),
+        "{:#?}",
+        after.netns
+    );
+    let (gone, _) = {
+        let mut b = WindowBuilder::new(collector.sample());
+        b.push(collector.sample());
+        b.finish().expect("a tick")
+    };
+    assert!(
+        !gone.netns.iter().any(|n| n.netns == inum),
+        "watched after its last listener closed: {:#?}",
+        gone.netns
+    );
+    drop(hold);
 }
 
 /// How many listeners fill the ring half again: each holds two descriptors (its own and its

@@ -106,7 +106,9 @@ impl NetnsSet {
     /// handles for new ones (and, now and then, for those that could not be entered) and drops
     /// those that are gone.
     pub fn refresh(&mut self, proc_root: &Path) {
-        self.refresh_with(discover(proc_root), |inum, path| {
+        let mut found = discover(proc_root);
+        self.keep_in_use(&mut found, |h| h.listeners().is_ok_and(|l| !l.is_empty()));
+        self.refresh_with(found, |inum, path| {
             open_in(path).map(|(diag, netstat, names)| NetnsHandle {
                 inum,
                 cookie: crate::actuate::sysctl::netns_cookie_of(&names).ok(),
@@ -128,6 +130,23 @@ impl NetnsSet {
 }
 
 impl<H> NetnsSet<H> {
+    /// Adds to `found` each watched namespace that discovery did not find but that `listening`
+    /// says still has a listener: a listening socket holds its namespace, so it is in use (by a
+    /// thread that entered it, a descriptor, a socket passed out of it), and its listeners are
+    /// live ones to report, not a deleted namespace's.
+    fn keep_in_use(
+        &mut self,
+        found: &mut BTreeMap<u64, PathBuf>,
+        mut listening: impl FnMut(&mut H) -> bool,
+    ) {
+        for (inum, handle) in &mut self.handles {
+            if !found.contains_key(inum) && listening(handle) {
+                // Never opened again: its handle stays.
+                found.insert(*inum, PathBuf::from("(held by a listener)"));
+            }
+        }
+    }
+
     fn refresh_with(
         &mut self,
         found: BTreeMap<u64, PathBuf>,
@@ -362,6 +381,36 @@ mod tests {
             Ok("handle")
         });
         assert_eq!(tries, 1, "a namespace with the same inode is tried at once");
+    }
+
+    /// Defect: a namespace watched while it had a name, whose name was deleted while a thread
+    /// that entered it still listened there (leak F1), was dropped with its live listeners. One
+    /// still listening stays watched; one without listeners goes.
+    #[test]
+    fn a_namespace_no_longer_found_that_still_listens_stays_watched() {
+        let mut set: NetnsSet<&str> = NetnsSet::default();
+        let found = BTreeMap::from([
+            (5, PathBuf::from("/run/netns/a")),
+            (6, PathBuf::from("/run/netns/b")),
+        ]);
+        set.refresh_with(found, |inum, _| {
+            Ok(if inum == 5 { "listening" } else { "idle" })
+        });
+        let mut asked = Vec::new();
+        let mut none = BTreeMap::new();
+        set.keep_in_use(&mut none, |h| {
+            asked.push(*h);
+            *h == "listening"
+        });
+        set.refresh_with(none, |_, _| panic!("nothing to open"));
+        assert_eq!(asked, ["listening", "idle"]);
+        assert_eq!(set.handles.keys().copied().collect::<Vec<_>>(), [5]);
+        assert_eq!(set.unwatched().count(), 0);
+        // Found again: not asked, not opened again.
+        let mut found = BTreeMap::from([(5, PathBuf::from("/run/netns/a"))]);
+        set.keep_in_use(&mut found, |_| panic!("found: not asked"));
+        set.refresh_with(found, |_, _| panic!("watched already"));
+        assert_eq!(set.handles.keys().copied().collect::<Vec<_>>(), [5]);
     }
 
     /// Defect: a /run/netns file seen between `ip netns del`'s unmount and its unlink (a plain
