@@ -44,9 +44,9 @@ fn main() {
             accept_queue::burst_matches_ss_and_drains,
         ),
         trial(
-            "listener_carry::drops_while_a_namespace_was_unread_are_counted_once",
+            "listener_carry::drops_while_a_namespace_was_hidden_are_counted_once",
             req(),
-            listener_carry::drops_while_a_namespace_was_unread_are_counted_once,
+            listener_carry::drops_while_a_namespace_was_hidden_are_counted_once,
         ),
         trial(
             "listener_carry::a_listener_restarted_mid_window_keeps_the_drops_its_tick_saw",
@@ -67,6 +67,21 @@ fn main() {
             "listener_carry::netstat_counters_of_a_namespace_deleted_mid_window_are_counted",
             req(),
             listener_carry::netstat_counters_of_a_namespace_deleted_mid_window_are_counted,
+        ),
+        trial(
+            "listener_carry::a_namespace_deleted_just_before_a_window_end_is_counted_in_that_window",
+            req(),
+            listener_carry::a_namespace_deleted_just_before_a_window_end_is_counted_in_that_window,
+        ),
+        trial(
+            "listener_carry::a_namespace_given_a_dead_ones_inode_is_counted_from_0_in_its_first_window",
+            req(),
+            listener_carry::a_namespace_given_a_dead_ones_inode_is_counted_from_0_in_its_first_window,
+        ),
+        trial(
+            "listener_carry::a_namespace_whose_name_is_deleted_is_watched_while_it_listens",
+            req(),
+            listener_carry::a_namespace_whose_name_is_deleted_is_watched_while_it_listens,
         ),
         trial(
             "listener_carry::a_full_ring_counts_every_lost_event",

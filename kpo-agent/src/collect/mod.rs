@@ -88,10 +88,9 @@ pub struct Sample {
     pub bpf: Option<BpfSnapshot>,
     pub listeners: BTreeMap<ListenerKey, ListenerView>,
     pub netns: BTreeMap<u64, NetnsCounters>,
-    /// Every namespace known at this tick, watched or not (one that could not be entered, or
-    /// that discovery stopped finding at this tick, has both reads false): a listener or
-    /// namespace missing from a sample is new only if its namespace was read there, or was not
-    /// known at all.
+    /// Every namespace discovery found at this tick, watched or not (one that could not be
+    /// entered has both reads false): a listener or namespace missing from a sample is new only
+    /// if its namespace was read there, or was not known at all.
     pub namespaces: BTreeMap<u64, NetnsRead>,
     /// Each namespace's last sock_diag dump that succeeded: this sample's own where it succeeded,
     /// else an earlier one (see [`carry`]). Windows count listener drops from the start's entry,

@@ -854,9 +854,13 @@ fn listeners(
                     .unwrap_or(0),
                 backlog_max: peaks.get(&key).copied().unwrap_or(0),
                 // The end's dump, else, where it failed, the last good one; not the baseline's:
-                // a listener that closed has no queue.
+                // a listener that closed has no queue, nor has one whose namespace vanished
+                // (deleted, most often: its sockets closed first).
                 backlog_now: view
-                    .or_else(|| last.readings.get(&netns)?.listeners.get(&key))
+                    .or_else(|| {
+                        let failed = !vanished(last, netns);
+                        failed.then(|| last.readings.get(&netns)?.listeners.get(&key))?
+                    })
                     .map_or(0, |v| v.depth),
                 enqueued: bpf_on.then(|| {
                     now_bpf.map_or(0, |b| counter::restarted(before_bpf.enqueued, b.enqueued))
@@ -1752,9 +1756,11 @@ mod tests {
         let t0 = Instant::now();
         let mut deleted = dump(t0, 2, &[], true);
         deleted.namespaces.clear();
+        let mut full = dump(t0, 1, &[(1, 150)], true);
+        full.listeners.get_mut(&KEY).unwrap().depth = 129;
         let samples = collected(vec![
             dump(t0, 0, &[(1, 100)], true),
-            dump(t0, 1, &[(1, 150)], true),
+            full,
             deleted,
             // Held by a descriptor after all, and found again: from its last dump, once.
             dump(t0, 3, &[(1, 170)], true),
@@ -1765,6 +1771,8 @@ mod tests {
         let (w, mut b) = b.finish_and_continue().unwrap();
         assert_eq!(overflows_of(&w), Some((Some(50), None)));
         assert_eq!(w.listeners[0].addresses, ["0.0.0.0"], "from its last dump");
+        // Defect: its last dump's depth, for a listener whose namespace is gone.
+        assert_eq!(w.listeners[0].backlog_now, 0, "no queue: closed with it");
         b.push(samples[3].clone());
         let (w, _) = b.finish_and_continue().unwrap();
         assert_eq!(
