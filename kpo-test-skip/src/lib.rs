@@ -23,16 +23,27 @@ pub fn skip(reason: &str) {
     skip_to(record.as_deref(), reason);
 }
 
+/// [`skip`] for a test that runs on a thread not named after it: the root integration tests
+/// (libtest-mimic runs them on its own threads, or on the main one), which name themselves.
+pub fn skip_test(test: &str, reason: &str) {
+    let record = std::env::var_os(RECORD_VAR).map(std::path::PathBuf::from);
+    record_skip(record.as_deref(), test, reason);
+}
+
 fn skip_to(record: Option<&Path>, reason: &str) {
     let test = std::thread::current()
         .name()
         .unwrap_or("(a test on an unnamed thread)")
         .to_owned();
+    record_skip(record, &test, reason);
+}
+
+fn record_skip(record: Option<&Path>, test: &str, reason: &str) {
     println!("SKIPPED {test}: {reason}");
     let Some(path) = record else {
         return;
     };
-    let line = format!("{}\t{}\n", one_line(&test), one_line(reason));
+    let line = format!("{}\t{}\n", one_line(test), one_line(reason));
     // One write of a short line to a file opened for appending: tests running in parallel (and
     // the several test binaries of one run, one after another) never interleave within a line.
     std::fs::OpenOptions::new()
@@ -111,6 +122,15 @@ mod tests {
                 test: "module::a_test".into(),
                 reason: "not root: the test makes namespaces".into(),
             }]
+        );
+        // A root integration test names itself, whatever its thread.
+        record_skip(Some(&record), "listener_carry::a_root_test", "no inode");
+        assert_eq!(
+            read_record(&record).unwrap().last(),
+            Some(&Skipped {
+                test: "listener_carry::a_root_test".into(),
+                reason: "no inode".into(),
+            })
         );
         std::fs::write(&record, "no tab here\n").unwrap();
         let err = read_record(&record).unwrap_err();

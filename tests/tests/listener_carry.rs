@@ -562,9 +562,12 @@ pub fn a_namespace_given_a_dead_ones_inode_is_counted_from_0_in_its_first_window
         }
     }
     let Some(new) = reused else {
-        println!(
-            "SKIPPED listener_carry::a_namespace_given_a_dead_ones_inode_is_counted_from_0_in_its_first_window \
-             (the new namespace's half): the kernel gave no new namespace inode {inum} within 3 s"
+        // Half of it ran: counted as skipped all the same, not as a pass of what it is named for.
+        kpo_test_skip::skip_test(
+            "listener_carry::a_namespace_given_a_dead_ones_inode_is_counted_from_0_in_its_first_window",
+            &format!(
+                "the kernel gave no new namespace inode {inum} within 3 s (the dead one's half passed)"
+            ),
         );
         return;
     };
