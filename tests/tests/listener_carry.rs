@@ -361,25 +361,61 @@ pub fn a_reuseport_group_is_one_listener_with_its_address_once() {
     );
 }
 
-/// A namespace deleted mid-window, after its listener overflowed: the window that ends with it
-/// gone lists the listener with the drops its namespace's dumps saw, the kernel's count from the
-/// window's start to the deletion. Before, they were kept for a later window that could never
-/// read the namespace again, and counted nowhere.
-pub fn drops_of_a_namespace_deleted_mid_window_are_counted() {
+/// A namespace whose listener overflowed, before the agent's first reading (not the window's to
+/// count) and inside its first window, where a tick read it; the listener then closed (nothing
+/// changes the counts after that tick). The kernel's drops ([`kernel_drops`]) at the window's
+/// start and after the burst.
+struct Overflowed {
+    ns: Netns,
+    inum: u64,
+    inside: Inside,
+    collector: kpo_agent::collect::Collector,
+    builder: WindowBuilder,
+    at_start: (u64, u64, u64),
+    at_deletion: (u64, u64, u64),
+}
+
+fn overflowed_in_a_window_then_closed() -> Overflowed {
     let ns = Netns::new();
     let inum = ns.inum();
     let inside = Inside::of(&ns);
     let listener = inside.run(|| listen(PORT, BACKLOG));
-    // Drops from before the agent's first reading are not the window's to count.
     burst(&inside, 20);
     let (mut collector, mut builder) = start(false);
     let at_start = kernel_drops(&inside);
     burst(&inside, 20);
     let at_deletion = kernel_drops(&inside);
-    assert!(at_deletion.0 > at_start.0, "the burst must overflow");
-    // A tick inside the window: its dump sees the drops.
+    assert!(
+        at_deletion.0 > at_start.0 && at_deletion.1 > at_start.1,
+        "the burst must overflow: {at_start:?} -> {at_deletion:?}"
+    );
     builder.push(collector.sample());
     drop(listener);
+    Overflowed {
+        ns,
+        inum,
+        inside,
+        collector,
+        builder,
+        at_start,
+        at_deletion,
+    }
+}
+
+/// A namespace deleted mid-window, after its listener overflowed: the window that ends with it
+/// gone lists the listener with the drops its namespace's dumps saw, the kernel's count from the
+/// window's start to the deletion. Before, they were kept for a later window that could never
+/// read the namespace again, and counted nowhere.
+pub fn drops_of_a_namespace_deleted_mid_window_are_counted() {
+    let Overflowed {
+        ns,
+        inum,
+        inside: _,
+        mut collector,
+        mut builder,
+        at_start,
+        at_deletion,
+    } = overflowed_in_a_window_then_closed();
     run_ok("ip", &["netns", "del", &ns.name]);
     // A tick mid-window that no longer finds it, then the window's end without it.
     builder.push(collector.sample());
@@ -409,19 +445,15 @@ pub fn drops_of_a_namespace_deleted_mid_window_are_counted() {
 /// deletion). Before, a namespace not read at the window's end was left out of `netns[]`, and
 /// those counts were counted nowhere.
 pub fn netstat_counters_of_a_namespace_deleted_mid_window_are_counted() {
-    let ns = Netns::new();
-    let inum = ns.inum();
-    let inside = Inside::of(&ns);
-    let listener = inside.run(|| listen(PORT, BACKLOG));
-    burst(&inside, 20);
-    let (mut collector, mut builder) = start(false);
-    let at_start = kernel_drops(&inside);
-    burst(&inside, 20);
-    let at_deletion = kernel_drops(&inside);
-    assert!(at_deletion.1 > at_start.1, "the burst must overflow");
-    // A tick inside the window reads the counters; nothing changes them after it.
-    builder.push(collector.sample());
-    drop(listener);
+    let Overflowed {
+        ns,
+        inum,
+        inside: _,
+        mut collector,
+        mut builder,
+        at_start,
+        at_deletion,
+    } = overflowed_in_a_window_then_closed();
     run_ok("ip", &["netns", "del", &ns.name]);
     builder.push(collector.sample());
     let (window, _) = close_window(&mut collector, builder);
@@ -445,20 +477,15 @@ pub fn netstat_counters_of_a_namespace_deleted_mid_window_are_counted() {
 /// null and no `netns[]` entry, then the next window listed the listener with the drops, and
 /// the namespace's counters were counted nowhere.
 pub fn a_namespace_deleted_just_before_a_window_end_is_counted_in_that_window() {
-    let ns = Netns::new();
-    let inum = ns.inum();
-    let inside = Inside::of(&ns);
-    let listener = inside.run(|| listen(PORT, BACKLOG));
-    // Drops from before the agent's first reading are not the window's to count.
-    burst(&inside, 20);
-    let (mut collector, mut builder) = start(false);
-    let at_start = kernel_drops(&inside);
-    burst(&inside, 20);
-    let at_deletion = kernel_drops(&inside);
-    assert!(at_deletion.0 > at_start.0, "the burst must overflow");
-    // A tick inside the window reads the drops; nothing changes them after it.
-    builder.push(collector.sample());
-    drop(listener);
+    let Overflowed {
+        ns,
+        inum,
+        inside,
+        mut collector,
+        builder,
+        at_start,
+        at_deletion,
+    } = overflowed_in_a_window_then_closed();
     let netstat = inside.exec(&["cat", "/proc/net/netstat"]);
     let closed = ["TcpExtListenOverflows", "TcpExtListenDrops"]
         .map(|name| kpo_integration::netstat_value(&netstat, name).expect("in netstat"));
@@ -521,16 +548,15 @@ pub fn a_namespace_deleted_just_before_a_window_end_is_counted_in_that_window() 
 /// one for a namespace whose counters could not be read at its start and left it out of
 /// `netns[]` (leak F3). Where no namespace gets the inode within 3 s, that half is skipped.
 pub fn a_namespace_given_a_dead_ones_inode_is_counted_from_0_in_its_first_window() {
-    let dead = Netns::new();
-    let inum = dead.inum();
-    let inside = Inside::of(&dead);
-    let listener = inside.run(|| listen(PORT, BACKLOG));
-    let (mut collector, mut builder) = start(false);
-    let at_start = kernel_drops(&inside);
-    burst(&inside, 20);
-    let at_deletion = kernel_drops(&inside);
-    builder.push(collector.sample());
-    drop(listener);
+    let Overflowed {
+        ns: dead,
+        inum,
+        inside: _,
+        mut collector,
+        builder,
+        at_start,
+        at_deletion,
+    } = overflowed_in_a_window_then_closed();
     run_ok("ip", &["netns", "del", &dead.name]);
     // Its end no longer finds it: the collector lets go of its handles, so it can be freed.
     let (first, next) = close_window(&mut collector, builder);

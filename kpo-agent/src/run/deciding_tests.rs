@@ -5911,12 +5911,15 @@ fn a_reload_from_a_policy_path_that_became_a_fifo_is_refused_without_waiting() {
     );
 }
 
-/// Defect (review s36 run #20): `on_exit` on a failing journal gave only the first parameter it
-/// tried a `failed` event (the log named them all): the event stream did not say which others
-/// KPO's values stay in the kernel. Every parameter not put back gets its own.
-#[test]
-fn on_exit_with_a_failing_journal_gives_every_parameter_left_a_failed_event() {
-    const SOMAXCONN: &str = "net.core.somaxconn";
+const SOMAXCONN: &str = "net.core.somaxconn";
+
+/// An agent whose operator raised BACKLOG from 1000 to 2000 and somaxconn from 4096 to 8192, both
+/// `on_exit = "revert"`, a window after: for the tests of `on_exit` on a failing journal.
+fn two_values_to_put_back_at_exit() -> (
+    tempfile::TempDir,
+    crate::change::tests::FakeActuators,
+    Deciding,
+) {
     let policy = format!(
         "[defaults]\non_exit = \"revert\"\n\n[params.\"{BACKLOG}\"]\nmode = \"auto\"\n\
          sources = [\"operator\"]\n\n[params.\"{SOMAXCONN}\"]\nmode = \"auto\"\n\
@@ -5941,6 +5944,15 @@ fn on_exit_with_a_failing_journal_gives_every_parameter_left_a_failed_event() {
         assert_eq!(r.status, crate::change::ChangeStatus::Applied, "{r:?}");
     }
     let _ = deciding.on_window(&crate::advise::rules::testing::window(vec![]));
+    (tmp, k, deciding)
+}
+
+/// Defect (review s36 run #20): `on_exit` on a failing journal gave only the first parameter it
+/// tried a `failed` event (the log named them all): the event stream did not say which others
+/// KPO's values stay in the kernel. Every parameter not put back gets its own.
+#[test]
+fn on_exit_with_a_failing_journal_gives_every_parameter_left_a_failed_event() {
+    let (tmp, k, mut deciding) = two_values_to_put_back_at_exit();
     deciding.path_for_tests_mut().journal.fail_an_append(0, 0);
     let events = deciding.on_exit();
     let failed: Vec<serde_json::Value> = events
@@ -5994,31 +6006,7 @@ fn on_exit_with_a_failing_journal_gives_every_parameter_left_a_failed_event() {
 /// put back and logged; the next, whose intent the journal refuses, stays and is named.
 #[test]
 fn on_exit_with_a_journal_failing_midway_still_logs_what_it_put_back() {
-    const SOMAXCONN: &str = "net.core.somaxconn";
-    let policy = format!(
-        "[defaults]\non_exit = \"revert\"\n\n[params.\"{BACKLOG}\"]\nmode = \"auto\"\n\
-         sources = [\"operator\"]\n\n[params.\"{SOMAXCONN}\"]\nmode = \"auto\"\n\
-         sources = [\"operator\"]\n"
-    );
-    let tmp = tempfile::tempdir().unwrap();
-    let k =
-        crate::change::tests::kernel(&[(BACKLOG, Value::Int(1000)), (SOMAXCONN, Value::Int(4096))]);
-    crate::journal::store::make_private(tmp.path());
-    let journal = Journal::open(tmp.path(), Holder::Agent, Duration::ZERO).unwrap();
-    let policy = Policy::parse(&policy, "policy.toml").unwrap();
-    let path = ChangePath::new(policy, journal, Box::new(k.clone()));
-    let mut deciding = Deciding::with_path(path, false).unwrap().0;
-    for (name, value) in [(BACKLOG, 2000), (SOMAXCONN, 8192)] {
-        let p = crate::policy::Proposal {
-            address: name.parse().unwrap(),
-            value: Value::Int(value.into()),
-            source: Source::Operator,
-            reason: "test".into(),
-        };
-        let r = deciding.path_for_tests_mut().propose(&p).unwrap();
-        assert_eq!(r.status, crate::change::ChangeStatus::Applied, "{r:?}");
-    }
-    let _ = deciding.on_window(&crate::advise::rules::testing::window(vec![]));
+    let (_journal_dir, k, mut deciding) = two_values_to_put_back_at_exit();
     // The first revert's intent and outcome are recorded, the second's intent is not.
     deciding.path_for_tests_mut().journal.fail_an_append(2, 0);
     let (events, logged) = crate::logging::logged(|| deciding.on_exit());
