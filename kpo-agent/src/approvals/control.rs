@@ -61,6 +61,10 @@ pub fn handle(control: &mut dyn ApprovalControl, request: &Request) -> Option<Re
         Request::Pending => reply(control.pending()),
         Request::Approve { id, by } => reply(control.approve(id, by)),
         Request::Reject { id, by, reason } => reply(control.reject(id, by, reason.as_deref())),
+        // As `kpo explain --limit 0` is: an empty list reads as "no recommendation recorded".
+        Request::Explain { limit: 0, .. } => {
+            Reply::Error("explain: limit must be at least 1 (0 would show none)".into())
+        }
         Request::Explain { param, limit } => reply(control.explain(param, *limit)),
         _ => return None,
     })
@@ -188,6 +192,41 @@ mod tests {
     };
 
     const NS: &str = "net.core.somaxconn@netns:4026539999";
+
+    /// Defect (s39 docs review): the socket answered `"limit":0` with an empty list, which reads
+    /// as no recommendation recorded, where `kpo explain --limit 0` is refused.
+    #[test]
+    fn an_explain_of_no_entries_is_refused_as_the_cli_refuses_it() {
+        struct Unasked;
+        impl ApprovalControl for Unasked {
+            fn pending(&mut self) -> Result<Vec<ApprovalItem>, ControlError> {
+                unreachable!()
+            }
+            fn approve(&mut self, _: &str, _: &str) -> Result<ApproveOutcome, ControlError> {
+                unreachable!()
+            }
+            fn reject(
+                &mut self,
+                _: &str,
+                _: &str,
+                _: Option<&str>,
+            ) -> Result<ApprovalItem, ControlError> {
+                unreachable!()
+            }
+            fn explain(&mut self, _: &str, _: usize) -> Result<Vec<Explained>, ControlError> {
+                panic!("asked for no entries")
+            }
+        }
+        let request: Request =
+            serde_json::from_str(r#"{"op":"explain","param":"net.core.somaxconn","limit":0}"#)
+                .unwrap();
+        assert_eq!(
+            handle(&mut Unasked, &request),
+            Some(Reply::Error(
+                "explain: limit must be at least 1 (0 would show none)".into()
+            ))
+        );
+    }
 
     #[test]
     fn pending_approve_reject_and_explain_through_the_socket() {
