@@ -104,8 +104,8 @@ impl BpfSnapshot {
 /// A number for each map entry the agent reads, so that a window tells the counts of an entry
 /// from those of the entry re-created under the same key after the agent deleted it.
 ///
-/// The agent deletes the entries of listeners idle for two windows and of NAPI devices idle for
-/// the longest window (`stale_listeners`, `idle_napi`). One that comes back counts from 0 in a new entry; a window
+/// The agent deletes the entries of listeners and NAPI devices idle for two windows
+/// (`stale_listeners`, `idle_napi`). One that comes back counts from 0 in a new entry; a window
 /// that began before the deletion holds the old entry's count C, and taking the new count N as
 /// the old one's continuation (`counter::restarted`) counted it short by C whenever N reached C.
 /// The new entry gets a new number, and a window counts it from 0. The old entry counted nothing
@@ -421,6 +421,12 @@ impl BpfMaps {
     /// Marks the start of a sampling period of the duty-cycled sensors (`bpf_ktime_get_ns` time).
     pub fn set_sample_start(&mut self, now_ns: u64) -> Result<(), MapError> {
         self.config.set(CONFIG_SAMPLE_START_NS, now_ns, 0)
+    }
+
+    /// NAPI devices' overflow entries are deleted after two windows of `window` idle
+    /// (`idle_napi`; the listeners' are the collector's, `stale_listeners`).
+    pub fn set_window(&mut self, window: std::time::Duration) {
+        self.idle_napi = IdleNapi::for_windows_of(window);
     }
 
     /// Per device (namespace and ifindex): the counts in the per-CPU slots plus those moved out

@@ -6,32 +6,48 @@
 //! the map filled and the counts of every device moved out after that were lost.
 //!
 //! An entry is deleted once its device is in no CPU's slot and its moved counts have not changed
-//! for [`IDLE_BEFORE_DELETE`]: no poll of it in that time (a poll would put it back in a slot).
-//! That is the longest window, so a window that saw its last polls ends before the entry goes.
+//! for two windows (`stale_listeners::idle_before_delete`): no poll of it in that time (a poll
+//! would put it back in a slot). A window that saw its last polls has ended before the entry
+//! goes.
 //! Its totals then leave the reads (the reader's high-water mark for it goes too), and a device
 //! polled again counts from 0 under a new entry number (`bpf_maps::EntryIds`): a window that
 //! began before the deletion counts its new totals whole, as the listeners' entries
 //! (`stale_listeners`).
 use std::{
     collections::{BTreeMap, BTreeSet},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use kpo_common::{NapiCounters, NapiKey};
 
-pub use super::stale_listeners::IDLE_BEFORE_DELETE;
+use super::stale_listeners::idle_before_delete;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct IdleNapi {
     /// Each overflow entry: when its counts last changed, and its polls then (every count moves
     /// with a poll).
     last_change: BTreeMap<NapiKey, (Instant, u64)>,
+    idle_before_delete: Duration,
+}
+
+/// Until the agent says its window ([`IdleNapi::for_windows_of`]): the longest.
+impl Default for IdleNapi {
+    fn default() -> Self {
+        Self::for_windows_of(crate::config::MAX_WINDOW)
+    }
 }
 
 impl IdleNapi {
+    pub fn for_windows_of(window: Duration) -> Self {
+        Self {
+            last_change: BTreeMap::new(),
+            idle_before_delete: idle_before_delete(window),
+        }
+    }
+
     /// Notes the overflow map's entries read at `now` (`moved`) and the keys in some CPU's slot,
-    /// and returns the entries idle for [`IDLE_BEFORE_DELETE`], which it forgets: the caller
-    /// deletes them from the map.
+    /// and returns the entries idle for two windows, which it forgets: the caller deletes them
+    /// from the map.
     pub fn update(
         &mut self,
         now: Instant,
@@ -44,7 +60,9 @@ impl IdleNapi {
             let polled = in_slots.contains(key);
             match self.last_change.get_mut(key) {
                 Some(seen) if polled || seen.1 != counts.polls => *seen = (now, counts.polls),
-                Some(seen) if now.duration_since(seen.0) >= IDLE_BEFORE_DELETE => idle.push(*key),
+                Some(seen) if now.duration_since(seen.0) >= self.idle_before_delete => {
+                    idle.push(*key)
+                }
                 Some(_) => {}
                 // First seen now: its time starts here.
                 None => {
@@ -81,15 +99,17 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_goes_after_its_device_is_in_no_slot_and_unchanged_for_the_longest_window() {
+    fn an_entry_goes_after_its_device_is_in_no_slot_and_unchanged_for_two_windows() {
+        // Windows of a minute: two minutes, not the 30 of the longest window.
+        const IDLE_BEFORE_DELETE: Duration = Duration::from_secs(120);
         let t0 = Instant::now();
         let (gone, in_slot, moving) = (key(3), key(4), key(5));
-        let mut idle = IdleNapi::default();
+        let mut idle = IdleNapi::for_windows_of(Duration::from_secs(60));
         let moved =
             |m: u64| BTreeMap::from([(gone, polled(7)), (in_slot, polled(9)), (moving, polled(m))]);
         let slots = BTreeSet::from([in_slot]);
         assert!(idle.update(t0, &moved(1), &slots).is_empty());
-        // Just short of the longest window: nothing yet; `moving` moved more counts meanwhile.
+        // Just short of two windows: nothing yet; `moving` moved more counts meanwhile.
         let almost = t0 + IDLE_BEFORE_DELETE - Duration::from_secs(1);
         assert!(idle.update(almost, &moved(2), &slots).is_empty());
         let then = t0 + IDLE_BEFORE_DELETE;

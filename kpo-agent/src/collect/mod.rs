@@ -136,7 +136,10 @@ pub struct Collector {
 
 impl Collector {
     /// For windows of `window` (how long a closed listener's counts are kept: `stale_listeners`).
-    pub fn new(sensors: Sensors, proc_root: PathBuf, window: std::time::Duration) -> Self {
+    pub fn new(mut sensors: Sensors, proc_root: PathBuf, window: std::time::Duration) -> Self {
+        if let Some(maps) = sensors.maps_mut() {
+            maps.set_window(window);
+        }
         Self {
             sensors,
             proc_root,

@@ -25,10 +25,6 @@ use kpo_common::ListenerKey;
 
 use super::{bpf_maps::ListenerBpf, ListenerView, NetnsRead};
 
-/// The longest window: how long idle NAPI overflow entries stay (`idle_napi`), whose map is
-/// read without knowing the window.
-pub const IDLE_BEFORE_DELETE: Duration = crate::config::MAX_WINDOW;
-
 /// How long a listener's entry stays after it was last listed or counted: two windows, one for
 /// the window that saw its last counts and one for a tick that comes late.
 pub fn idle_before_delete(window: Duration) -> Duration {
