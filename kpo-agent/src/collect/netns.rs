@@ -108,14 +108,18 @@ impl NetnsSet {
     pub fn refresh(&mut self, proc_root: &Path) {
         let mut found = discover(proc_root);
         self.keep_in_use(&mut found, |h| h.listeners().is_ok_and(|l| !l.is_empty()));
-        self.refresh_with(found, |inum, path| {
-            open_in(path).map(|(diag, netstat, names)| NetnsHandle {
+        self.refresh_with(found, |inum, path| match open_in(path) {
+            Ok((diag, netstat, names)) => Ok(Some(NetnsHandle {
                 inum,
                 cookie: crate::actuate::sysctl::netns_cookie_of(&names).ok(),
                 diag,
                 netstat,
                 names,
-            })
+            })),
+            // Deleted between discovery and the open (`ip netns del` unmounts the file, then
+            // unlinks it): gone, not a namespace that cannot be entered.
+            Err(_) if !names_namespace(path, inum) => Ok(None),
+            Err(reason) => Err(reason),
         });
     }
 
@@ -147,10 +151,12 @@ impl<H> NetnsSet<H> {
         }
     }
 
+    /// `open` gives a handle, `None` for a namespace gone before it could be entered (its file
+    /// no longer names it), or why it cannot be entered.
     fn refresh_with(
         &mut self,
         found: BTreeMap<u64, PathBuf>,
-        mut open: impl FnMut(u64, &Path) -> Result<H, String>,
+        mut open: impl FnMut(u64, &Path) -> Result<Option<H>, String>,
     ) {
         self.refreshes += 1;
         // One not found is gone from the sample at once, not unread: windows count a namespace
@@ -169,7 +175,10 @@ impl<H> NetnsSet<H> {
                 continue;
             }
             match open(inum, &path) {
-                Ok(handle) => {
+                Ok(None) => {
+                    debug!(netns = inum, path = %path.display(), "gone before it was entered")
+                }
+                Ok(Some(handle)) => {
                     if let Some(f) = self.failed.remove(&inum) {
                         tracing::info!(
                             netns = inum,
@@ -242,6 +251,11 @@ fn discover(proc_root: &Path) -> BTreeMap<u64, PathBuf> {
         }
     }
     namespaces_among(candidates)
+}
+
+/// Whether `path` is still the namespace `inum`.
+fn names_namespace(path: &Path, inum: u64) -> bool {
+    namespaces_among(vec![path.to_path_buf()]).contains_key(&inum)
 }
 
 /// Of `candidates`, those that are network namespaces, by inode. A namespace file is on nsfs,
@@ -350,7 +364,7 @@ mod tests {
                 if refresh < 150 {
                     Err("setns: EPERM".to_string())
                 } else {
-                    Ok("handle")
+                    Ok(Some("handle"))
                 }
             });
             if refresh == 149 {
@@ -372,15 +386,46 @@ mod tests {
             .collect();
         assert_eq!(warned, [true, false, true, false, true]);
 
-        set.refresh_with(BTreeMap::new(), |_, _| Ok("unused"));
+        set.refresh_with(BTreeMap::new(), |_, _| Ok(Some("unused")));
         assert_eq!(set.unwatched().count(), 0);
         let mut tries = 0;
         let found = BTreeMap::from([(5, PathBuf::from("/run/netns/x"))]);
         set.refresh_with(found, |_, _| {
             tries += 1;
-            Ok("handle")
+            Ok(Some("handle"))
         });
         assert_eq!(tries, 1, "a namespace with the same inode is tried at once");
+    }
+
+    /// Defect (s39 leak F4): a namespace whose /run/netns file was unmounted between discovery
+    /// and the open was warned of as one that cannot be entered (`setns ... EINVAL`), and tried
+    /// again and again. Gone before it was entered, it is neither watched nor failed.
+    #[test]
+    fn a_namespace_gone_before_it_was_entered_is_not_taken_for_one_that_failed() {
+        let mut set: NetnsSet<&str> = NetnsSet::default();
+        let found = BTreeMap::from([(5, PathBuf::from("/run/netns/x"))]);
+        set.refresh_with(found.clone(), |_, _| Ok(None));
+        assert!(set.handles.is_empty());
+        assert_eq!(set.unwatched().count(), 0, "not a failure");
+        let mut tries = 0;
+        set.refresh_with(found, |_, _| {
+            tries += 1;
+            Ok(Some("handle"))
+        });
+        assert_eq!(tries, 1, "no back-off: found again, opened at once");
+
+        let dir = tempfile::tempdir().unwrap();
+        let unmounted = dir.path().join("x");
+        std::fs::write(&unmounted, "").unwrap();
+        let own = Path::new("/proc/self/ns/net");
+        let ino = std::fs::metadata(own).unwrap().ino();
+        assert!(names_namespace(own, ino));
+        assert!(!names_namespace(own, ino + 1), "another namespace now");
+        assert!(!names_namespace(
+            &unmounted,
+            std::fs::metadata(&unmounted).unwrap().ino()
+        ));
+        assert!(!names_namespace(&dir.path().join("unlinked"), ino));
     }
 
     /// Defect: a namespace watched while it had a name, whose name was deleted while a thread
@@ -394,7 +439,7 @@ mod tests {
             (6, PathBuf::from("/run/netns/b")),
         ]);
         set.refresh_with(found, |inum, _| {
-            Ok(if inum == 5 { "listening" } else { "idle" })
+            Ok(Some(if inum == 5 { "listening" } else { "idle" }))
         });
         let mut asked = Vec::new();
         let mut none = BTreeMap::new();
@@ -469,17 +514,17 @@ mod tests {
     fn a_namespace_discovery_no_longer_finds_is_gone_at_once() {
         let mut set: NetnsSet<&str> = NetnsSet::default();
         let found = BTreeMap::from([(5, PathBuf::from("/run/netns/x"))]);
-        set.refresh_with(found.clone(), |_, _| Ok("handle"));
+        set.refresh_with(found.clone(), |_, _| Ok(Some("handle")));
         assert_eq!(set.handles.keys().copied().collect::<Vec<_>>(), [5]);
         assert_eq!(set.unwatched().count(), 0);
-        set.refresh_with(BTreeMap::new(), |_, _| Ok("unused"));
+        set.refresh_with(BTreeMap::new(), |_, _| Ok(Some("unused")));
         assert_eq!(
             set.unwatched().count(),
             0,
             "not found: not known, not unread"
         );
         assert!(set.handles.is_empty());
-        set.refresh_with(found, |_, _| Ok("handle"));
+        set.refresh_with(found, |_, _| Ok(Some("handle")));
         assert_eq!(set.handles.keys().copied().collect::<Vec<_>>(), [5], "back");
         assert_eq!(set.unwatched().count(), 0);
     }
