@@ -219,8 +219,14 @@ pub fn device_refused(path: &Path) -> Option<String> {
     }
     let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
     // 1: null, zero, full; 4 and 5: virtual consoles, serial ports, /dev/tty, /dev/console;
-    // 136-143: pseudo-terminals (a terminal's session, ssh).
-    let takes_lines = matches!((major, minor), (1, 3 | 5 | 7) | (4 | 5 | 136..=143, _));
+    // 136-143: pseudo-terminals (a terminal's session, ssh); 166: USB modems (ttyACM); 188: USB
+    // serial adapters (ttyUSB); 204: low-density serial ports (ttyAMA on ARM boards, ttymxc);
+    // 229: hypervisor consoles (hvc). Known majors, not isatty(): that needs the node opened, and
+    // opening some devices acts on them (a watchdog starts counting down).
+    let takes_lines = matches!(
+        (major, minor),
+        (1, 3 | 5 | 7) | (4 | 5 | 136..=143 | 166 | 188 | 204 | 229, _)
+    );
     (!takes_lines).then(|| {
         format!(
             "{} is a character device ({major}:{minor}) that is neither a terminal nor /dev/null: \
@@ -1347,10 +1353,7 @@ mod tests {
         let disk = match node("sda", SFlag::S_IFBLK, 8, 0) {
             Ok(path) => path,
             Err(e) => {
-                println!(
-                    "SKIPPED events_to_a_device_node_other_than_a_terminal_or_dev_null_are_refused: \
-                     cannot make device nodes ({e}; needs CAP_MKNOD)"
-                );
+                kpo_test_skip::skip(&format!("cannot make device nodes ({e}; needs CAP_MKNOD)"));
                 return;
             }
         };
@@ -1373,11 +1376,18 @@ mod tests {
         );
         let mem = node("mem", SFlag::S_IFCHR, 1, 1).unwrap();
         assert!(device_refused(&mem).is_some());
+        let watchdog = node("watchdog", SFlag::S_IFCHR, 10, 130).unwrap();
+        assert!(device_refused(&watchdog).is_some());
         for (name, major, minor) in [
             ("null", 1, 3),
             ("full", 1, 7),
             ("tty1", 4, 1),
             ("pts", 136, 3),
+            // Serial consoles of other drivers (s38: ttyAMA0 was refused).
+            ("ttyACM0", 166, 0),
+            ("ttyUSB0", 188, 0),
+            ("ttyAMA0", 204, 64),
+            ("hvc0", 229, 0),
         ] {
             let path = node(name, SFlag::S_IFCHR, major, minor).unwrap();
             assert_eq!(device_refused(&path), None, "{name}");
