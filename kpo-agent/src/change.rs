@@ -212,6 +212,18 @@ pub enum ChangeError {
     Journal(#[from] JournalError),
 }
 
+/// What puts back values a journal failure left (`it`: one, or `them`), unless the error says it
+/// already: a full journal's does (`JournalError::Unwritable`: run again, or `kpo revert --all`
+/// after a stop); another's (a read-only state directory) does not.
+pub fn remedy_unless_said(error: &ChangeError, it: &str) -> String {
+    match error {
+        ChangeError::Journal(JournalError::Unwritable { .. }) => String::new(),
+        _ => {
+            format!("; once the state directory can be written, `kpo revert --all` puts {it} back")
+        }
+    }
+}
+
 /// [`ChangePath::restore_originals`] stopped at a journal failure: nothing more is written
 /// without its record.
 #[derive(Debug)]
@@ -1488,8 +1500,8 @@ impl ChangePath {
         let mut r = ChangeReport::new(address, &original, ChangeStatus::Failed);
         r.before = self.read(address).ok();
         r.detail = Some(format!(
-            "not put back: not tried, the journal failed before it ({error}); once the state \
-             directory can be written, `kpo revert --all` puts it back"
+            "not put back: not tried, the journal failed before it ({error}){}",
+            remedy_unless_said(error, "it")
         ));
         r
     }

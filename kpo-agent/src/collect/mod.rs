@@ -149,7 +149,7 @@ impl Collector {
             carry: Carry::default(),
             counter_carry: CounterCarry::default(),
             napi_names: NapiNames::default(),
-            stale_listeners: StaleListeners::new(window),
+            stale_listeners: StaleListeners::for_windows_of(window),
             health: Health::default(),
         }
     }

@@ -39,8 +39,7 @@ pub struct StaleListeners {
 }
 
 impl StaleListeners {
-    /// For windows of `window`.
-    pub fn new(window: Duration) -> Self {
+    pub fn for_windows_of(window: Duration) -> Self {
         Self {
             last_active: HashMap::new(),
             idle_before_delete: idle_before_delete(window),
@@ -148,7 +147,7 @@ mod tests {
         let listed = BTreeMap::from([(open, view())]);
         // Namespace 3 is no longer known; namespace 2's dump fails.
         let namespaces = BTreeMap::from([(1, read(true)), (2, read(false))]);
-        let mut stale = StaleListeners::new(Duration::from_secs(60));
+        let mut stale = StaleListeners::for_windows_of(Duration::from_secs(60));
         assert!(stale
             .update(at(0), &in_map(5), &listed, &namespaces)
             .is_empty());

@@ -38,7 +38,7 @@ use crate::{
         webhook::Outcomes,
         Desk,
     },
-    change::{ChangeError, ChangePath, ChangeReport, ChangeStatus, KernelActuators},
+    change::{ChangePath, ChangeReport, ChangeStatus, KernelActuators},
     cli::StateArgs,
     collect::Sample,
     config::Config,
@@ -1171,20 +1171,19 @@ impl Deciding {
                 revert.push(switch);
             }
         }
-        let reports = match self.path.restore_originals(
-            revert.clone(),
-            Source::Operator,
-            ON_EXIT_REASON,
-            true,
-        ) {
-            Ok(reports) => reports,
-            Err(stopped) => {
-                events.extend(self.take_events());
-                events.extend(self.not_put_back_on_exit(revert, &stopped.error, &events));
-                // What was done before it is logged and followed up as without a failure.
-                stopped.reports
-            }
-        };
+        let reports =
+            match self
+                .path
+                .restore_originals(revert, Source::Operator, ON_EXIT_REASON, true)
+            {
+                Ok(reports) => reports,
+                Err(stopped) => {
+                    events.extend(self.take_events());
+                    events.extend(Self::not_put_back_on_exit(&stopped));
+                    // What was done before it is logged and followed up as without a failure.
+                    stopped.reports
+                }
+            };
         for r in reports {
             // A value that could not be put back stays in the kernel after the agent is gone:
             // the operator must hear of it.
@@ -1205,63 +1204,43 @@ impl Deciding {
 
     /// `on_exit`'s reverts stopped at a journal failure, and no agent is left to take the journal
     /// up again: every value that may stay is named in the log, and each parameter not tried
-    /// after the one the journal failed on (which has its own `failed` event among `so_far`)
-    /// gets a `failed` event, with what puts it back.
-    fn not_put_back_on_exit(
-        &mut self,
-        revert: Vec<ParamAddress>,
-        error: &ChangeError,
-        so_far: &[Event],
-    ) -> Vec<Event> {
+    /// after the one the journal failed on (which has its own `failed` event from the change
+    /// path) gets a `failed` event, with what puts it back.
+    fn not_put_back_on_exit(stopped: &crate::change::Stopped) -> Vec<Event> {
         use crate::output::change_events::{ChangeEvent, ChangePhase};
-        let listed: Vec<String> = revert.iter().map(ToString::to_string).collect();
-        // A full journal's error says what puts them back; another's (read-only) does not.
-        let says_it = matches!(
-            error,
-            ChangeError::Journal(crate::journal::JournalError::Unwritable { .. })
-        );
-        let then = |it: &str| match says_it {
-            true => String::new(),
-            false => format!(
-                "; once the state directory can be written, `kpo revert --all` puts {it} back"
-            ),
-        };
+        let stays = stopped
+            .reports
+            .last()
+            .filter(|r| r.status != ChangeStatus::Reverted)
+            .into_iter()
+            .chain(&stopped.not_tried);
+        let listed: Vec<String> = stays.map(|r| r.address.to_string()).collect();
+        let error = &stopped.error;
         warn!(
             "on exit: not put back, so KPO's values may stay in the kernel after the agent stops: \
              {}; {error}{}",
             listed.join(", "),
-            then("them")
+            crate::change::remedy_unless_said(error, "them")
         );
-        let tried = |address: &ParamAddress| {
-            so_far
-                .iter()
-                .any(|e| matches!(e, Event::Change(c) if c.target == *address))
-        };
-        let mut events = Vec::new();
-        for address in revert.into_iter().filter(|a| !tried(a)) {
-            let original = self
-                .path
-                .journal
-                .param_state(&address)
-                .and_then(|s| s.original.clone());
-            events.push(Event::Change(ChangeEvent {
-                phase: ChangePhase::Failed,
-                before: self.path.read(&address).ok(),
-                after: original.unwrap_or(Value::Word(String::new())),
-                source: Source::Operator,
-                reason: ON_EXIT_REASON.to_string(),
-                journal_id: None,
-                decision: None,
-                refusal: None,
-                read_back: None,
-                detail: Some(format!(
-                    "not put back: not tried, the journal failed before it ({error}){}",
-                    then("it")
-                )),
-                target: address,
-            }));
-        }
-        events
+        stopped
+            .not_tried
+            .iter()
+            .map(|r| {
+                Event::Change(ChangeEvent {
+                    phase: ChangePhase::Failed,
+                    target: r.address.clone(),
+                    before: r.before.clone(),
+                    after: r.after.clone(),
+                    source: Source::Operator,
+                    reason: ON_EXIT_REASON.to_string(),
+                    journal_id: None,
+                    decision: None,
+                    refusal: None,
+                    read_back: None,
+                    detail: r.detail.clone(),
+                })
+            })
+            .collect()
     }
 
     /// As if the agent had started on a kernel of this tick rate: the rules take up what an
