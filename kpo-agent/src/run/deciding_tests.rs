@@ -6000,6 +6000,7 @@ fn on_exit_with_a_failing_journal_gives_every_parameter_left_a_failed_event() {
         serde_json::json!({
             "phase": "failed",
             "target": SOMAXCONN,
+            "key": SOMAXCONN,
             "before": 8192,
             "after": 4096,
             "source": "operator",
