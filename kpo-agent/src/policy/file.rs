@@ -162,13 +162,32 @@ impl<'a> Lines<'a> {
     }
 
     /// The table header in force at `line` (`params."net.core.somaxconn"`), if any; a comment
-    /// after a header is not part of it.
+    /// after a header is not part of it. Read from the top: a line inside a list (an element
+    /// `[1, 2]` on a line of its own) or a multi-line string is no header.
     fn table_at(&self, line: usize) -> Option<&'a str> {
-        (1..=line).rev().find_map(|l| {
-            let t = without_comment(self.line_text(l)).trim();
-            (t.starts_with('[') && t.ends_with(']'))
-                .then(|| t.trim_start_matches('[').trim_end_matches(']').trim())
-        })
+        let mut table = None;
+        let mut depth = 0;
+        let mut open_string: Option<&str> = None;
+        for l in 1..=line {
+            let mut text = self.line_text(l);
+            if let Some(quotes) = open_string {
+                let Some(end) = text.find(quotes) else {
+                    continue;
+                };
+                text = &text[end + quotes.len()..];
+            } else {
+                let t = without_comment(text).trim();
+                if depth <= 0 && t.starts_with('[') && t.ends_with(']') {
+                    table = Some(t.trim_start_matches('[').trim_end_matches(']').trim());
+                    continue;
+                }
+            }
+            depth += bracket_depth(text);
+            open_string = ["\"\"\"", "'''"]
+                .into_iter()
+                .find(|q| without_comment(text).matches(q).count() % 2 == 1);
+        }
+        table
     }
 }
 

@@ -1714,6 +1714,35 @@ fn a_bound_beyond_tomls_integers_is_written_as_a_quoted_decimal() {
     }
 }
 
+/// A line of a list (an element `[1, 2]` on a line of its own) or of a multi-line string that
+/// looks like a header was taken for one: the error below it named `1, 2.min` or `guard.min`
+/// instead of the table the bad line is in.
+#[test]
+fn a_line_inside_a_list_or_a_multiline_string_is_no_table_header() {
+    let key = "params.\"net.core.somaxconn\".min".to_string();
+    for (body, line) in [
+        ("max = [\n  [1, 2]\n]\nmin = x", 7),
+        ("max = [\n  [1, 2],\n  [3, 4]\n]\nmin = x", 8),
+        ("mode = \"\"\"\n[guard]\n\"\"\"\nmin = x", 7),
+        ("mode = \'\'\'\n[guard]\n\'\'\'\nmin = x", 7),
+    ] {
+        let text = format!(
+            "[params.\"cpufreq:policy1:scaling_max_freq\"]\nmode = \"auto\"\n\
+             [params.\"net.core.somaxconn\"]\n{body}\n"
+        );
+        assert_eq!(
+            err(&text),
+            (
+                line,
+                key.clone(),
+                PolicyErrorClass::Syntax,
+                "invalid string; expected `\"`, `\'`".to_string()
+            ),
+            "{text}"
+        );
+    }
+}
+
 /// Review s37: a SIGHUP's error named the entry above the bad line
 /// (`params."cpufreq:policy1:scaling_max_freq": expected `.`, `=`` for a bare word under the next
 /// header, which had a comment after it and so was not taken for a header), and a list left open
