@@ -271,7 +271,9 @@ impl Ctx<'_> {
                 if t.starts_with('[') {
                     None
                 } else {
-                    t.split_once('=').map(|(k, _)| k.trim().to_string())
+                    t.split_once('=')
+                        .map(|(k, _)| k.trim().to_string())
+                        .filter(|k| !k.is_empty())
                 }
             })
             .or_else(|| self.lines.array_key_above(line));

@@ -1714,6 +1714,22 @@ fn a_bound_beyond_tomls_integers_is_written_as_a_quoted_decimal() {
     }
 }
 
+/// A line with no key before its `=` named the table with a dot after it
+/// (`params."net.core.somaxconn".`): the key is the table.
+#[test]
+fn a_line_without_a_key_names_its_table_without_a_dot() {
+    let text = "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n= 3\n";
+    assert_eq!(
+        err(text),
+        (
+            3,
+            "params.\"net.core.somaxconn\"".to_string(),
+            PolicyErrorClass::Syntax,
+            "invalid key".to_string()
+        )
+    );
+}
+
 /// A line of a list (an element `[1, 2]` on a line of its own) or of a multi-line string that
 /// looks like a header was taken for one: the error below it named `1, 2.min` or `guard.min`
 /// instead of the table the bad line is in.
