@@ -165,12 +165,23 @@ impl<'a> Lines<'a> {
     /// after a header is not part of it. Read from the top: a line inside a list (an element
     /// `[1, 2]` on a line of its own) or a multi-line string is no header.
     fn table_at(&self, line: usize) -> Option<&'a str> {
+        self.read_to(line).0
+    }
+
+    /// The line a multi-line string that the file never closes opens on, if any.
+    fn unclosed_string(&self) -> Option<usize> {
+        self.read_to(self.starts.len()).1
+    }
+
+    /// Lines 1 to `line` read from the top: the table header in force at `line`, and the line a
+    /// multi-line string still open there opened on.
+    fn read_to(&self, line: usize) -> (Option<&'a str>, Option<usize>) {
         let mut table = None;
         let mut depth = 0;
-        let mut open_string: Option<&str> = None;
+        let mut open_string: Option<(&str, usize)> = None;
         for l in 1..=line {
             let mut text = self.line_text(l);
-            if let Some(quotes) = open_string {
+            if let Some((quotes, _)) = open_string {
                 let Some(end) = text.find(quotes) else {
                     continue;
                 };
@@ -185,9 +196,10 @@ impl<'a> Lines<'a> {
             depth += bracket_depth(text);
             open_string = ["\"\"\"", "'''"]
                 .into_iter()
-                .find(|q| without_comment(text).matches(q).count() % 2 == 1);
+                .find(|q| without_comment(text).matches(q).count() % 2 == 1)
+                .map(|q| (q, l));
         }
-        table
+        (table, open_string.map(|(_, l)| l))
     }
 }
 
@@ -247,7 +259,15 @@ impl Ctx<'_> {
                 .to_string();
         }
         let span = e.span().unwrap_or(0..0);
-        let line = self.lines.line(span.start);
+        let mut line = self.lines.line(span.start);
+        // A multi-line string never closed is reported at the end of the file: its own line
+        // and key say where.
+        if message.starts_with("invalid multiline") {
+            if let Some(at) = self.lines.unclosed_string().filter(|at| *at <= line) {
+                line = at;
+                message = format!("{message}: the string is not closed by the end of the file");
+            }
+        }
         let class = if message.contains("unknown field") {
             PolicyErrorClass::UnknownKey
         } else if message.contains("invalid type")

@@ -1714,6 +1714,30 @@ fn a_bound_beyond_tomls_integers_is_written_as_a_quoted_decimal() {
     }
 }
 
+/// A multi-line string never closed was reported at the line after the file's last, with the
+/// table in force there and no key: its own line and key are named.
+#[test]
+fn a_multiline_string_never_closed_is_named_by_its_own_line() {
+    for (quotes, kind) in [("\"\"\"", "basic"), ("'''", "literal")] {
+        let text = format!(
+            "[params.\"net.core.somaxconn\"]\nmode = {quotes}auto\n\n[guard]\nwindows = 3\n"
+        );
+        assert_eq!(
+            err(&text),
+            (
+                2,
+                "params.\"net.core.somaxconn\".mode".to_string(),
+                PolicyErrorClass::Syntax,
+                format!(
+                    "invalid multiline {kind} string: the string is not closed by the end of \
+                     the file"
+                )
+            ),
+            "{text}"
+        );
+    }
+}
+
 /// A line with no key before its `=` named the table with a dot after it
 /// (`params."net.core.somaxconn".`): the key is the table.
 #[test]
