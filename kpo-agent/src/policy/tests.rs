@@ -1714,6 +1714,28 @@ fn a_bound_beyond_tomls_integers_is_written_as_a_quoted_decimal() {
     }
 }
 
+/// `[guard] windows = -1` said `expected u32`, and `signals = "cpu"` `expected a sequence`:
+/// Rust's and serde's words, not the operator's.
+#[test]
+fn a_value_of_the_wrong_type_is_named_in_words() {
+    for (text, message) in [
+        (
+            "[guard]\nwindows = -1\n",
+            "invalid value: integer `-1`, expected a whole number from 0 to 4294967295",
+        ),
+        (
+            "[approvals]\nclear_after_windows = true\n",
+            "invalid type: boolean `true`, expected a whole number from 0 to 4294967295",
+        ),
+        (
+            "[guard]\nsignals = \"cpu\"\n",
+            "invalid type: string \"cpu\", expected a list",
+        ),
+    ] {
+        assert_eq!(err(text).3, message, "{text}");
+    }
+}
+
 /// A multi-line string never closed was reported at the line after the file's last, with the
 /// table in force there and no key: its own line and key are named.
 #[test]
