@@ -1266,9 +1266,6 @@ mod tests {
         assert_eq!(reader.join().unwrap(), [first, second].concat());
     }
 
-    /// Defect (review s36 run #31): a start that failed on its policy or state directory left the
-    /// empty `--events` file it had created. Only a file this open created, with no event offered
-    /// and still empty, is removed; one that existed before stays as it was.
     #[test]
     fn a_partial_last_line_is_cut_off_or_ended_before_the_first_event() {
         let dir = tempfile::tempdir().unwrap();
@@ -1308,6 +1305,9 @@ mod tests {
         assert_eq!(after.lines().count(), 2);
     }
 
+    /// Defect (review s36 run #31): a start that failed on its policy or state directory left the
+    /// empty `--events` file it had created. Only a file this open created, with no event offered
+    /// and still empty, is removed; one that existed before stays as it was.
     #[test]
     fn only_an_event_file_this_start_created_and_never_used_is_removed() {
         let dir = tempfile::tempdir().unwrap();
