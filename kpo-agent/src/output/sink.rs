@@ -110,10 +110,16 @@ impl Destination {
                 let (file, created) =
                     match OpenOptions::new().create_new(true).append(true).open(path) {
                         Ok(file) => (file, true),
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
-                            OpenOptions::new().create(true).append(true).open(path)?,
-                            false,
-                        ),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            // A symbolic link is there (create_new does not follow it): its
+                            // target is created when it does not exist yet.
+                            let dangling = std::fs::metadata(path)
+                                .is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
+                            (
+                                OpenOptions::new().create(true).append(true).open(path)?,
+                                dangling,
+                            )
+                        }
                         Err(e) => return Err(e),
                     };
                 match kernel_interface(&file) {
@@ -357,8 +363,9 @@ pub struct EventSink {
     drop_warnings: u64,
     /// `--metrics`: every event offered is counted there, written or not.
     metrics: Option<Arc<std::sync::Mutex<super::metrics::Metrics>>>,
-    /// The file's device and inode when this open created it ([`EventSink::unused_file`]).
-    created: Option<(u64, u64)>,
+    /// The file's path, symbolic links resolved, device and inode when this open created it
+    /// ([`EventSink::unused_file`]).
+    created: Option<(PathBuf, u64, u64)>,
 }
 
 /// A file the event stream created and never wrote to: [`UnusedFile::remove`] after a failed
@@ -408,8 +415,13 @@ impl EventSink {
                 destination: destination.clone(),
                 source,
             })?;
+        // Where the file is: `--events` may be a symbolic link (left dangling, the open
+        // created its target), which stays as it was.
         let created = match created {
-            true => file.metadata().ok().map(|m| (m.dev(), m.ino())),
+            true => file.metadata().ok().map(|m| {
+                let path = std::fs::canonicalize(target).unwrap_or_else(|_| target.into());
+                (path, m.dev(), m.ino())
+            }),
             false => None,
         };
         let mut sink = Self::start(destination, file, limit);
@@ -419,15 +431,15 @@ impl EventSink {
 
     /// The file this sink created, when no event was offered to it: see [`UnusedFile::remove`].
     pub fn unused_file(&self) -> Option<UnusedFile> {
-        let (Destination::File(path), Some((dev, ino)), 0) =
-            (&self.destination, self.created, self.offered)
+        let (Destination::File(_), Some((path, dev, ino)), 0) =
+            (&self.destination, &self.created, self.offered)
         else {
             return None;
         };
         Some(UnusedFile {
             path: path.clone(),
-            dev,
-            ino,
+            dev: *dev,
+            ino: *ino,
         })
     }
 
@@ -1254,9 +1266,6 @@ mod tests {
         assert_eq!(reader.join().unwrap(), [first, second].concat());
     }
 
-    /// Defect (review s36 run #31): a start that failed on its policy or state directory left the
-    /// empty `--events` file it had created. Only a file this open created, with no event offered
-    /// and still empty, is removed; one that existed before stays as it was.
     #[test]
     fn a_partial_last_line_is_cut_off_or_ended_before_the_first_event() {
         let dir = tempfile::tempdir().unwrap();
@@ -1296,6 +1305,9 @@ mod tests {
         assert_eq!(after.lines().count(), 2);
     }
 
+    /// Defect (review s36 run #31): a start that failed on its policy or state directory left the
+    /// empty `--events` file it had created. Only a file this open created, with no event offered
+    /// and still empty, is removed; one that existed before stays as it was.
     #[test]
     fn only_an_event_file_this_start_created_and_never_used_is_removed() {
         let dir = tempfile::tempdir().unwrap();
@@ -1331,6 +1343,26 @@ mod tests {
         std::fs::write(&path, "someone's\n").unwrap();
         unused.remove();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "someone's\n");
+    }
+
+    /// `--events` a symbolic link whose target did not exist: the open created the target, and
+    /// a failed start left it (the link's own inode was compared with the file's). The file is
+    /// removed, the link, there before, stays.
+    #[test]
+    fn an_unused_event_file_created_through_a_symbolic_link_is_removed_and_the_link_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("events.ndjson");
+        let link = dir.path().join("link.ndjson");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let sink = EventSink::open(&link, 1 << 20).unwrap();
+        let unused = sink
+            .unused_file()
+            .expect("created by this open, no event offered");
+        sink.close(Duration::from_secs(30));
+        assert!(target.exists());
+        unused.remove();
+        assert!(!target.exists());
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
     }
 
     /// `--events` naming a device node: a terminal and the memory devices that keep nothing take

@@ -162,13 +162,44 @@ impl<'a> Lines<'a> {
     }
 
     /// The table header in force at `line` (`params."net.core.somaxconn"`), if any; a comment
-    /// after a header is not part of it.
+    /// after a header is not part of it. Read from the top: a line inside a list (an element
+    /// `[1, 2]` on a line of its own) or a multi-line string is no header.
     fn table_at(&self, line: usize) -> Option<&'a str> {
-        (1..=line).rev().find_map(|l| {
-            let t = without_comment(self.line_text(l)).trim();
-            (t.starts_with('[') && t.ends_with(']'))
-                .then(|| t.trim_start_matches('[').trim_end_matches(']').trim())
-        })
+        self.read_to(line).0
+    }
+
+    /// The line a multi-line string that the file never closes opens on, if any.
+    fn unclosed_string(&self) -> Option<usize> {
+        self.read_to(self.starts.len()).1
+    }
+
+    /// Lines 1 to `line` read from the top: the table header in force at `line`, and the line a
+    /// multi-line string still open there opened on.
+    fn read_to(&self, line: usize) -> (Option<&'a str>, Option<usize>) {
+        let mut table = None;
+        let mut depth = 0;
+        let mut open_string: Option<(&str, usize)> = None;
+        for l in 1..=line {
+            let mut text = self.line_text(l);
+            if let Some((quotes, _)) = open_string {
+                let Some(end) = text.find(quotes) else {
+                    continue;
+                };
+                text = &text[end + quotes.len()..];
+            } else {
+                let t = without_comment(text).trim();
+                if depth <= 0 && t.starts_with('[') && t.ends_with(']') {
+                    table = Some(t.trim_start_matches('[').trim_end_matches(']').trim());
+                    continue;
+                }
+            }
+            depth += bracket_depth(text);
+            open_string = ["\"\"\"", "'''"]
+                .into_iter()
+                .find(|q| without_comment(text).matches(q).count() % 2 == 1)
+                .map(|q| (q, l));
+        }
+        (table, open_string.map(|(_, l)| l))
     }
 }
 
@@ -215,6 +246,18 @@ impl Ctx<'_> {
                 message = format!("invalid type: {expected}");
             }
         }
+        // serde's names of Rust types (`[guard] windows = -1`: `expected u32`).
+        for (rust, expected) in [
+            (
+                "expected u32",
+                "expected a whole number from 0 to 4294967295",
+            ),
+            ("expected a sequence", "expected a list"),
+        ] {
+            if let Some(start) = message.strip_suffix(rust) {
+                message = format!("{start}{expected}");
+            }
+        }
         // serde's words for a table under an entry (`[params."x".foo]`: `invalid type: string
         // "foo", expected a borrowed string`) and for an entry that is not a table name neither
         // the mistake nor our types in words an operator knows.
@@ -228,7 +271,15 @@ impl Ctx<'_> {
                 .to_string();
         }
         let span = e.span().unwrap_or(0..0);
-        let line = self.lines.line(span.start);
+        let mut line = self.lines.line(span.start);
+        // A multi-line string never closed is reported at the end of the file: its own line
+        // and key say where.
+        if message.starts_with("invalid multiline") {
+            if let Some(at) = self.lines.unclosed_string().filter(|at| *at <= line) {
+                line = at;
+                message = format!("{message}: the string is not closed by the end of the file");
+            }
+        }
         let class = if message.contains("unknown field") {
             PolicyErrorClass::UnknownKey
         } else if message.contains("invalid type")
@@ -252,7 +303,9 @@ impl Ctx<'_> {
                 if t.starts_with('[') {
                     None
                 } else {
-                    t.split_once('=').map(|(k, _)| k.trim().to_string())
+                    t.split_once('=')
+                        .map(|(k, _)| k.trim().to_string())
+                        .filter(|k| !k.is_empty())
                 }
             })
             .or_else(|| self.lines.array_key_above(line));

@@ -1714,6 +1714,97 @@ fn a_bound_beyond_tomls_integers_is_written_as_a_quoted_decimal() {
     }
 }
 
+/// `[guard] windows = -1` said `expected u32`, and `signals = "cpu"` `expected a sequence`:
+/// Rust's and serde's words, not the operator's.
+#[test]
+fn a_value_of_the_wrong_type_is_named_in_words() {
+    for (text, message) in [
+        (
+            "[guard]\nwindows = -1\n",
+            "invalid value: integer `-1`, expected a whole number from 0 to 4294967295",
+        ),
+        (
+            "[approvals]\nclear_after_windows = true\n",
+            "invalid type: boolean `true`, expected a whole number from 0 to 4294967295",
+        ),
+        (
+            "[guard]\nsignals = \"cpu\"\n",
+            "invalid type: string \"cpu\", expected a list",
+        ),
+    ] {
+        assert_eq!(err(text).3, message, "{text}");
+    }
+}
+
+/// A multi-line string never closed was reported at the line after the file's last, with the
+/// table in force there and no key: its own line and key are named.
+#[test]
+fn a_multiline_string_never_closed_is_named_by_its_own_line() {
+    for (quotes, kind) in [("\"\"\"", "basic"), ("'''", "literal")] {
+        let text = format!(
+            "[params.\"net.core.somaxconn\"]\nmode = {quotes}auto\n\n[guard]\nwindows = 3\n"
+        );
+        assert_eq!(
+            err(&text),
+            (
+                2,
+                "params.\"net.core.somaxconn\".mode".to_string(),
+                PolicyErrorClass::Syntax,
+                format!(
+                    "invalid multiline {kind} string: the string is not closed by the end of \
+                     the file"
+                )
+            ),
+            "{text}"
+        );
+    }
+}
+
+/// A line with no key before its `=` named the table with a dot after it
+/// (`params."net.core.somaxconn".`): the key is the table.
+#[test]
+fn a_line_without_a_key_names_its_table_without_a_dot() {
+    let text = "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n= 3\n";
+    assert_eq!(
+        err(text),
+        (
+            3,
+            "params.\"net.core.somaxconn\"".to_string(),
+            PolicyErrorClass::Syntax,
+            "invalid key".to_string()
+        )
+    );
+}
+
+/// A line of a list (an element `[1, 2]` on a line of its own) or of a multi-line string that
+/// looks like a header was taken for one: the error below it named `1, 2.min` or `guard.min`
+/// instead of the table the bad line is in.
+#[test]
+fn a_line_inside_a_list_or_a_multiline_string_is_no_table_header() {
+    let key = "params.\"net.core.somaxconn\".min".to_string();
+    for (body, line) in [
+        ("max = [\n  [1, 2]\n]\nmin = x", 7),
+        ("max = [\n  [1, 2],\n  [3, 4]\n]\nmin = x", 8),
+        ("mode = \"\"\"\n[guard]\n\"\"\"\nmin = x", 7),
+        ("mode = \'\'\'\n[guard]\n\'\'\'\nmin = x", 7),
+    ] {
+        let text = format!(
+            "[params.\"cpufreq:policy1:scaling_max_freq\"]\nmode = \"auto\"\n\
+             [params.\"net.core.somaxconn\"]\n{body}\n"
+        );
+        assert_eq!(
+            err(&text),
+            (
+                line,
+                key.clone(),
+                PolicyErrorClass::Syntax,
+                "invalid string; expected `\"`, `\'`".to_string()
+            ),
+            "{text}"
+        );
+    }
+}
+
 /// Review s37: a SIGHUP's error named the entry above the bad line
 /// (`params."cpufreq:policy1:scaling_max_freq": expected `.`, `=`` for a bare word under the next
 /// header, which had a comment after it and so was not taken for a header), and a list left open

@@ -66,7 +66,7 @@ pub struct OptimizerSettings {
     pub allow_estimated_energy: bool,
     /// Values tried per knob, spread evenly over the policy's `[min, max]`.
     pub levels: usize,
-    /// Trials per search (the start included).
+    /// Configurations tried per search: the start and each trial (a return after a breach is none).
     pub budget: usize,
     pub objective: Objective,
     /// Stop exploring once the best constrained expected improvement is below this (log units of

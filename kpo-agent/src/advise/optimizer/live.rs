@@ -220,9 +220,9 @@ impl Objective {
 pub struct LiveConfig {
     pub slo: Slo,
     pub objective: Objective,
-    /// Evaluations per search (the start included): measurements learned, each visit to a
-    /// configuration one, and trials sent back unmeasured. Never exceeded: a measurement once it
-    /// is spent is not learned.
+    /// Evaluations per search: the start and each trial, measured or sent back unmeasured (a
+    /// return to a configuration measured before is learned but not counted). Never exceeded: a
+    /// measurement once it is spent is not learned.
     pub budget: usize,
     /// Space-filling proposals after the start.
     pub initial_points: usize,
@@ -741,8 +741,13 @@ impl LiveOptimizer {
             && self.learnable(&current);
         if learned {
             self.waited_for = None;
+            // A configuration this search measured before (the best, or the start, the loop went
+            // back to after a breach) is learned again but is no trial of the budget's.
+            let revisit = self.opt.observations().iter().any(|o| o.point == current);
             self.opt.tell(&current, objective, &slo.values(m))?;
-            self.evaluations += 1;
+            if !revisit {
+                self.evaluations += 1;
+            }
             self.last_told = Some(current.clone());
         }
         self.waiting = false;
@@ -1575,6 +1580,33 @@ mod tests {
         let events = live.step(&at(50.0), &mut machine).unwrap();
         assert_eq!(machine.now, first, "{events:?}");
         assert_eq!(live.phase(), Phase::Holding);
+    }
+
+    /// `budget = 3` is the start and two trials: the first breaks the SLO, and the return to the
+    /// start, learned again, is no trial, so a second one is applied and `converged` says 3.
+    #[test]
+    fn a_return_to_the_start_after_a_breach_is_not_one_of_the_budgets_trials() {
+        use crate::advise::optimizer::space::KnobSpec;
+        let space = Space::new(vec![KnobSpec::range("k", 0.0, 3.0, 1.0)]).unwrap();
+        let start = vec![0.0];
+        let mut live = LiveOptimizer::new(space, start.clone(), slo_300us(3)).unwrap();
+        let mut machine = Machine { now: start.clone() };
+        live.step(&within_slo(), &mut machine).unwrap();
+        let first = machine.now.clone();
+        assert_ne!(first, start);
+        live.step(&breach(), &mut machine).unwrap();
+        assert_eq!(machine.now, start);
+        let events = live.step(&within_slo(), &mut machine).unwrap();
+        assert_eq!(learned(&events), Some(true), "{events:?}");
+        let second = machine.now.clone();
+        assert!(second != start && second != first, "{events:?}");
+        let events = live.step(&within_slo(), &mut machine).unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, LiveEvent::Converged { evaluations: 3, .. })),
+            "{events:?}"
+        );
     }
 
     /// A trial sent back by a breach in a window without an energy figure is not proposed again:
