@@ -221,12 +221,38 @@ pub(crate) fn toml_reason(e: &toml::de::Error) -> String {
     if e.message() == "wanted string or table" {
         return "invalid type: expected a string, one of the names the docs list".to_string();
     }
-    e.message()
+    let reason = e
+        .message()
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    rust_types_in_words(&reason)
+}
+
+/// serde names the Rust type it wanted (`windows = -1`: `expected u32`); an operator knows the
+/// range or the kind of value instead.
+fn rust_types_in_words(reason: &str) -> String {
+    for (rust, words) in [
+        ("u8", "a whole number from 0 to 255"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u64", "a whole number from 0 to 18446744073709551615"),
+        ("usize", "a whole number from 0 to 18446744073709551615"),
+        ("i32", "a whole number from -2147483648 to 2147483647"),
+        (
+            "i64",
+            "a whole number from -9223372036854775808 to 9223372036854775807",
+        ),
+        ("f64", "a number"),
+        ("a sequence", "a list"),
+    ] {
+        if let Some(start) = reason.strip_suffix(&format!("expected {rust}")) {
+            return format!("{start}expected {words}");
+        }
+    }
+    reason.to_string()
 }
 
 fn toml_message(text: &str, e: &toml::de::Error) -> String {
@@ -876,8 +902,8 @@ mod tests {
         .to_string();
         assert_eq!(
             e,
-            "config file kpo.toml: line 3, column 14: invalid type: string, expected u32, in \
-             `llm.max_tokens`"
+            "config file kpo.toml: line 3, column 14: invalid type: string, expected a whole \
+             number from 0 to 4294967295, in `llm.max_tokens`"
         );
         // A duration that is not one, with a quote inside it.
         let e = Config::from_toml("window = \"5 sk-\\\"SECRET\"", "kpo.toml")
@@ -889,11 +915,11 @@ mod tests {
         for (text, expected) in [
             (
                 "duty_fraction = \"sk-SECRET\"",
-                "invalid type: string, expected f64, in `duty_fraction`",
+                "invalid type: string, expected a number, in `duty_fraction`",
             ),
             (
                 "disabled_sensors = \"sk-SECRET\"",
-                "invalid type: string, expected a sequence, in `disabled_sensors`",
+                "invalid type: string, expected a list, in `disabled_sensors`",
             ),
             (
                 "disabled_sensors = [\"napi\", 7]",

@@ -246,18 +246,6 @@ impl Ctx<'_> {
                 message = format!("invalid type: {expected}");
             }
         }
-        // serde's names of Rust types (`[guard] windows = -1`: `expected u32`).
-        for (rust, expected) in [
-            (
-                "expected u32",
-                "expected a whole number from 0 to 4294967295",
-            ),
-            ("expected a sequence", "expected a list"),
-        ] {
-            if let Some(start) = message.strip_suffix(rust) {
-                message = format!("{start}{expected}");
-            }
-        }
         // serde's words for a table under an entry (`[params."x".foo]`: `invalid type: string
         // "foo", expected a borrowed string`) and for an entry that is not a table name neither
         // the mistake nor our types in words an operator knows.
