@@ -703,11 +703,11 @@ impl Desk {
             let unannounced = self.announcing.contains(&same.id);
             self.store.put_marked(same.clone(), unannounced, None)?;
             let id = same.id.clone();
-            self.supersede(open, &id);
             self.events.push(Event::ApprovalRequired(ApprovalEvent {
                 approval: same,
                 refresh: Some(true),
             }));
+            self.supersede(open, &id);
             return Ok((id, None));
         }
         let id = self.store.new_id();
@@ -739,7 +739,6 @@ impl Desk {
         // pending approval again at a start anyway).
         self.store.put_marked(item.clone(), true, None)?;
         self.announcing.insert(id.clone());
-        self.supersede(open, &id);
         self.seen.insert(id.clone());
         info!(
             "approval {id} required: {} = {} ({}); kpo approve {id}",
@@ -755,6 +754,9 @@ impl Desk {
             approval: item,
             refresh: Some(false),
         }));
+        // Announced after the new one (its event and post), so that a reader of the stream or
+        // the webhook meets the approval an older one's `by_id` names before that name.
+        self.supersede(open, &id);
         Ok((id, None))
     }
 

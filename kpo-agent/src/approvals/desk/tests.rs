@@ -138,12 +138,16 @@ fn mode_recommend_makes_one_pending_approval_refreshed_then_superseded() {
     assert_eq!(pending[0].refreshed, 1);
     assert!(pending[0].expires_ms >= first.expires_ms);
 
-    // Another value for the same target: the older one is superseded.
+    // Another value for the same target: the older one is superseded, announced after the new
+    // one, which its `by_id` names.
     let out = s.consider(vec![rec(Source::Rules, 64, false)]);
     assert_eq!(
         kinds(&out.events),
-        ["recommendation", "approval_resolved", "approval_required"]
+        ["recommendation", "approval_required", "approval_resolved"]
     );
+    let resolved = serde_json::to_value(&out.events[2]).unwrap();
+    assert_eq!(resolved["id"], "ap-1");
+    assert_eq!(resolved["by_id"], "ap-2", "{resolved}");
     let pending = s.desk.pending().unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].id, "ap-2");
@@ -390,8 +394,8 @@ fn the_webhook_announces_approvals_still_pending_at_start_again() {
     assert_eq!(
         kinds_posted,
         [
-            ("approval_resolved", "ap-2".to_string()),
-            ("approval_required", "ap-3".to_string())
+            ("approval_required", "ap-3".to_string()),
+            ("approval_resolved", "ap-2".to_string())
         ]
     );
 }
