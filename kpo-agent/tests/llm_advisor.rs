@@ -756,6 +756,45 @@ async fn server_errors_open_the_circuit_breaker() {
     assert_eq!(auto(&c), [format!("{SOMAXCONN}=8192")]);
 }
 
+/// A reply the server gave, even one holding no advice, ends a run of failures: the breaker
+/// counts `breaker_failures` in a row again from there (docs/llm.md, *Circuit breaker*).
+#[tokio::test]
+async fn an_answer_without_advice_ends_a_run_of_failures() {
+    let failure = status(500, r#"{"error":"boom"}"#);
+    let server = Server::start(vec![
+        failure.clone(),
+        failure.clone(),
+        completion("nothing a parser could take for advice"),
+        failure.clone(),
+        failure.clone(),
+        failure,
+    ])
+    .await;
+    let cfg = LlmConfig {
+        max_attempts: 1,
+        breaker_cooloff: Duration::from_secs(60),
+        ..config(&server)
+    };
+    let a = advisor(&cfg, "nginx");
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let c = consult(&a).await;
+        seen.push((c.outcome, c.breaker));
+    }
+    use BreakerState::{Closed, Open};
+    assert_eq!(
+        seen,
+        [
+            (Outcome::HttpStatus, Closed),
+            (Outcome::HttpStatus, Closed),
+            (Outcome::ParseError, Closed),
+            (Outcome::HttpStatus, Closed),
+            (Outcome::HttpStatus, Closed),
+            (Outcome::HttpStatus, Open),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn server_errors_are_retried_within_a_consultation() {
     let server = Server::start(vec![
