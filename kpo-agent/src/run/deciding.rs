@@ -1112,6 +1112,39 @@ impl Deciding {
         events
     }
 
+    /// Says which values `on_exit = "revert"` leaves because they are not KPO's: yielded to a
+    /// person, or handed back (`kpo resume`) with a person's value that KPO has not changed
+    /// since. Without it an operator who reads the policy expects the original back and finds
+    /// the person's value with nothing in the log to say why.
+    fn log_values_on_exit_leaves(&self) {
+        for p in self.path.journal.params() {
+            let Some(address) = p.reach() else { continue };
+            if self.path.policy.rule_for(&address).on_exit != OnExit::Revert {
+                continue;
+            }
+            let original = p.original.as_ref().map_or("-".into(), ToString::to_string);
+            if let Some((by, at_ms)) = &p.yielded {
+                info!(
+                    "on exit: {address} is left as the kernel has it, not put back to {original}: \
+                     yielded to {by} at {} (on_exit = revert puts back only what KPO set)",
+                    crate::journal::format_ms(*at_ms)
+                );
+            } else if p.last_applied.is_none() && p.original.is_some() {
+                // Handed back, or put back already: only the first is worth a line.
+                let Ok(now) = self.path.read(&address) else {
+                    continue;
+                };
+                if Some(&now) != p.original.as_ref() {
+                    info!(
+                        "on exit: {address} is left at {now}, not put back to {original}: KPO \
+                         has not changed it since it was handed back (kpo resume) with that \
+                         value (on_exit = revert puts back only what KPO set)"
+                    );
+                }
+            }
+        }
+    }
+
     /// At shutdown: parameters whose policy says `on_exit = "revert"` are put back, through the
     /// journal.
     pub fn on_exit(&mut self) -> Vec<Event> {
@@ -1132,6 +1165,7 @@ impl Deciding {
                 events.push(optimizer_event(knobs.clone(), e));
             }
         }
+        self.log_values_on_exit_leaves();
         let values: Vec<ParamAddress> = self
             .path
             .journal

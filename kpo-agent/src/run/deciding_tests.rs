@@ -1850,6 +1850,47 @@ on_exit = "revert"
     assert_eq!(rig.max_freq(), 3_000_000);
 }
 
+/// `on_exit = "revert"` leaves a value a person set, yielded to or handed back with it, and the
+/// log says so, with the original it did not put back (s40 soak O4: the log said nothing).
+#[test]
+fn on_exit_says_which_values_it_leaves_to_people() {
+    let policy = r#"
+[params."cpufreq:*:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["operator"]
+on_exit = "revert"
+"#;
+    for handed_back in [false, true] {
+        let mut rig = Rig::new(policy, true, "");
+        rig.operator_sets_max_freq(2_000_000);
+        std::fs::write(&rig.max_freq_file, "2500000\n").unwrap();
+        rig.window();
+        if handed_back {
+            rig.operator(crate::api::Request::Resume {
+                param: Some(MAX_FREQ.into()),
+                by: "test".into(),
+            });
+        }
+        let (events, log) = crate::logging::logged(|| rig.deciding.on_exit());
+        rig.record(&events);
+        assert_eq!(rig.max_freq(), 2_500_000, "their value stays");
+        let expected = if handed_back {
+            format!(
+                "on exit: {MAX_FREQ} is left at 2500000, not put back to 3000000: KPO has not \
+                 changed it since it was handed back (kpo resume) with that value"
+            )
+        } else {
+            format!(
+                "on exit: {MAX_FREQ} is left as the kernel has it, not put back to 3000000: \
+                 yielded to "
+            )
+        };
+        assert!(log.contains(&expected), "{expected}\n{log}");
+    }
+}
+
 /// With `allow_adaptive_off`, a coalescing change under adaptive moderation turns it off as a
 /// journaled change of its own (`made_way_for`). Reverting the change alone leaves it off (on, the
 /// NIC would move the value just put back); `kpo revert --all` and `on_exit` turn it back on after
