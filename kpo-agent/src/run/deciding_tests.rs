@@ -1800,9 +1800,8 @@ sources = ["operator"]
 /// `on_exit = "revert"` when someone else has written the parameter since KPO's change, and no
 /// window has read it since: their value stays, and KPO yields to them (an `admin_override` seen
 /// by the value check) instead of writing back the value from before its change.
-#[test]
-fn on_exit_leaves_a_value_someone_else_wrote_since() {
-    let policy = r#"
+/// The frequency limit, driven by the operator alone and put back at exit.
+const OPERATOR_MAX_FREQ_REVERTED_AT_EXIT: &str = r#"
 [params."cpufreq:*:scaling_max_freq"]
 mode = "auto"
 min = 1200000
@@ -1810,6 +1809,10 @@ max = 3000000
 sources = ["operator"]
 on_exit = "revert"
 "#;
+
+#[test]
+fn on_exit_leaves_a_value_someone_else_wrote_since() {
+    let policy = OPERATOR_MAX_FREQ_REVERTED_AT_EXIT;
     let mut rig = Rig::new(policy, true, "");
     assert!(matches!(
         rig.operator_sets_max_freq(2_000_000),
@@ -1854,14 +1857,7 @@ on_exit = "revert"
 /// log says so, with the original it did not put back (s40 soak O4: the log said nothing).
 #[test]
 fn on_exit_says_which_values_it_leaves_to_people() {
-    let policy = r#"
-[params."cpufreq:*:scaling_max_freq"]
-mode = "auto"
-min = 1200000
-max = 3000000
-sources = ["operator"]
-on_exit = "revert"
-"#;
+    let policy = OPERATOR_MAX_FREQ_REVERTED_AT_EXIT;
     for handed_back in [false, true] {
         let mut rig = Rig::new(policy, true, "");
         rig.operator_sets_max_freq(2_000_000);
