@@ -1122,19 +1122,21 @@ impl Deciding {
             if self.path.policy.rule_for(&address).on_exit != OnExit::Revert {
                 continue;
             }
-            let original = p.original.as_ref().map_or("-".into(), ToString::to_string);
+            // Not known (forgotten at a reboot): there is nothing it would put back.
+            let Some(original) = &p.original else {
+                continue;
+            };
             if let Some((by, at_ms)) = &p.yielded {
                 info!(
                     "on exit: {address} is left as the kernel has it, not put back to {original}: \
                      yielded to {by} at {} (on_exit = revert puts back only what KPO set)",
                     crate::journal::format_ms(*at_ms)
                 );
-            } else if p.last_applied.is_none() && p.original.is_some() {
-                // Handed back, or put back already: only the first is worth a line.
+            } else if p.last_applied.is_none() && self.handed_back_since_its_last_change(&p.key) {
                 let Ok(now) = self.path.read(&address) else {
                     continue;
                 };
-                if Some(&now) != p.original.as_ref() {
+                if now != *original {
                     info!(
                         "on exit: {address} is left at {now}, not put back to {original}: KPO \
                          has not changed it since it was handed back (kpo resume) with that \
@@ -1143,6 +1145,24 @@ impl Deciding {
                 }
             }
         }
+    }
+
+    /// Whether the journal's latest word on `key` is its hand-back (`kpo resume`) rather than a
+    /// change of KPO's: a change that failed leaves no value of KPO's either, and was never
+    /// handed back.
+    fn handed_back_since_its_last_change(&self, key: &str) -> bool {
+        use crate::journal::Record;
+        self.path
+            .journal
+            .records()
+            .iter()
+            .rev()
+            .find_map(|r| match r {
+                Record::Manage { key: k, .. } if k == key => Some(true),
+                Record::Intent(i) if i.key == key => Some(false),
+                _ => None,
+            })
+            .unwrap_or(false)
     }
 
     /// At shutdown: parameters whose policy says `on_exit = "revert"` are put back, through the

@@ -1887,6 +1887,45 @@ fn on_exit_says_which_values_it_leaves_to_people() {
     }
 }
 
+/// A change of KPO's that failed leaves no value of KPO's either, but was never handed back:
+/// on_exit does not say it was (s40 review R2: it did).
+#[test]
+fn on_exit_does_not_take_a_failed_change_for_a_hand_back() {
+    /// `chattr +i` for as long as it lives, taken off even when the test panics.
+    struct Immutable(std::path::PathBuf);
+    impl Drop for Immutable {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let mut rig = Rig::new(OPERATOR_MAX_FREQ_REVERTED_AT_EXIT, true, "");
+    let file = rig.max_freq_file.clone();
+    let made_immutable = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(&file)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !made_immutable || std::fs::write(&file, "3000000\n").is_ok() {
+        kpo_test_skip::skip("no chattr +i here (root on a file system with the immutable flag)");
+        return;
+    }
+    let immutable = Immutable(file.clone());
+    let reply = rig.operator_sets_max_freq(2_000_000);
+    assert!(
+        matches!(&reply, crate::api::Reply::Ok(v) if v["status"] == "failed"),
+        "the write fails: {reply:?}"
+    );
+    drop(immutable);
+    std::fs::write(&file, "2500000\n").unwrap();
+    let (events, log) = crate::logging::logged(|| rig.deciding.on_exit());
+    rig.record(&events);
+    assert_eq!(rig.max_freq(), 2_500_000);
+    assert!(!log.contains("handed back"), "{log}");
+}
+
 /// With `allow_adaptive_off`, a coalescing change under adaptive moderation turns it off as a
 /// journaled change of its own (`made_way_for`). Reverting the change alone leaves it off (on, the
 /// NIC would move the value just put back); `kpo revert --all` and `on_exit` turn it back on after
