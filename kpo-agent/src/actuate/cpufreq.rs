@@ -64,6 +64,17 @@ fn sysfs_error(param: &str, path: &Path, e: std::io::Error, value: Option<&Value
     sysfs_error_in(param, path, e, value, inactive)
 }
 
+/// Why writing a cpufreq file was refused: root is needed, and root itself is refused where /sys
+/// is mounted read-only (a container without write access to it) or the file is immutable.
+fn permission_hint() -> &'static str {
+    if nix::unistd::Uid::effective().is_root() {
+        "refused to root: /sys mounted read-only (a container needs it writable) or the file made \
+         immutable"
+    } else {
+        "changing cpufreq limits needs root"
+    }
+}
+
 /// [`sysfs_error`] once it is known whether the policy is inactive (`inactive`: why).
 fn sysfs_error_in(
     param: &str,
@@ -76,7 +87,7 @@ fn sysfs_error_in(
         (Some(libc::EACCES) | Some(libc::EPERM), _) => ActuateError::PermissionDenied {
             param: param.into(),
             path: path.into(),
-            detail: format!("{e}; changing cpufreq limits needs root"),
+            detail: format!("{e}; {}", permission_hint()),
         },
         (Some(libc::EBUSY | libc::EINVAL), Some(inactive)) => match value {
             Some(value) => ActuateError::Refused {
@@ -782,6 +793,25 @@ mod tests {
     };
 
     use super::*;
+
+    /// A refused write says what would let it through: root, or for root a writable /sys and a
+    /// file without the immutable flag (s40 review: it said "needs root" to root).
+    #[test]
+    fn a_refused_write_says_what_it_needs_for_who_runs_it() {
+        let e = sysfs_error_in(
+            "cpufreq:policy0:scaling_max_freq",
+            Path::new("/x"),
+            std::io::Error::from_raw_os_error(libc::EPERM),
+            Some(&Value::Int(2_000_000)),
+            None,
+        );
+        let expected = if nix::unistd::Uid::effective().is_root() {
+            "refused to root: /sys mounted read-only"
+        } else {
+            "changing cpufreq limits needs root"
+        };
+        assert!(e.to_string().contains(expected), "{e}");
+    }
 
     fn policy(root: &Path, n: u32, min: u64, max: u64, cur_max: u64) -> PathBuf {
         let p = root.join(format!("devices/system/cpu/cpufreq/policy{n}"));
