@@ -178,28 +178,90 @@ impl<'a> Lines<'a> {
     fn read_to(&self, line: usize) -> (Option<&'a str>, Option<usize>) {
         let mut table = None;
         let mut depth = 0;
-        let mut open_string: Option<(&str, usize)> = None;
+        let mut open: Option<(&'static str, usize)> = None;
         for l in 1..=line {
-            let mut text = self.line_text(l);
-            if let Some((quotes, _)) = open_string {
-                let Some(end) = text.find(quotes) else {
-                    continue;
-                };
-                text = &text[end + quotes.len()..];
-            } else {
+            let text = self.line_text(l);
+            if open.is_none() && depth <= 0 {
                 let t = without_comment(text).trim();
-                if depth <= 0 && t.starts_with('[') && t.ends_with(']') {
+                if t.starts_with('[') && t.ends_with(']') {
                     table = Some(t.trim_start_matches('[').trim_end_matches(']').trim());
                     continue;
                 }
             }
-            depth += bracket_depth(text);
-            open_string = ["\"\"\"", "'''"]
-                .into_iter()
-                .find(|q| without_comment(text).matches(q).count() % 2 == 1)
-                .map(|q| (q, l));
+            let scanned = scan_line(text, open.map(|(quotes, _)| quotes));
+            depth += scanned.depth;
+            open = match (scanned.open_at_end, scanned.opened_here) {
+                (Some(quotes), true) => Some((quotes, l)),
+                (Some(_), false) => open,
+                (None, _) => None,
+            };
         }
-        (table, open_string.map(|(_, l)| l))
+        (table, open.map(|(_, l)| l))
+    }
+}
+
+/// What a line of TOML leaves open ([`scan_line`]).
+struct Scanned {
+    /// `[` minus `]` outside strings and comments.
+    depth: i32,
+    /// The delimiter (`"""` or `'''`) of a multi-line string still open at the line's end.
+    open_at_end: Option<&'static str>,
+    /// Whether that string opened on this line.
+    opened_here: bool,
+}
+
+/// Reads one line of TOML from inside the multi-line string `open` (if any) to its end: strings
+/// on one line (with their escapes, and any `"""` in them), multi-line ones (closed by their
+/// delimiter and up to two more quotes), brackets and a comment. Why by hand: the TOML parser
+/// does not say where a line it rejects sits in tables and strings, and the error message is all
+/// this is for.
+fn scan_line(line: &str, mut open: Option<&'static str>) -> Scanned {
+    let b = line.as_bytes();
+    let (mut i, mut depth, mut opened_here) = (0, 0, false);
+    while i < b.len() {
+        if let Some(quotes) = open {
+            let q = quotes.as_bytes()[0];
+            if q == b'"' && b[i] == b'\\' {
+                i += 2;
+            } else if b[i..].starts_with(quotes.as_bytes()) {
+                i += 3;
+                let mut more = 0;
+                while more < 2 && i < b.len() && b[i] == q {
+                    i += 1;
+                    more += 1;
+                }
+                open = None;
+                opened_here = false;
+            } else {
+                i += 1;
+            }
+            continue;
+        }
+        match b[i] {
+            b'#' => break,
+            b'[' => depth += 1,
+            b']' => depth -= 1,
+            q @ (b'"' | b'\'') => {
+                let quotes = if q == b'"' { "\"\"\"" } else { "'''" };
+                if b[i..].starts_with(quotes.as_bytes()) {
+                    open = Some(quotes);
+                    opened_here = true;
+                    i += 3;
+                    continue;
+                }
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if q == b'"' && b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Scanned {
+        depth,
+        open_at_end: open,
+        opened_here,
     }
 }
 
@@ -454,13 +516,7 @@ fn without_comment(line: &str) -> &str {
 
 /// `[` minus `]` on a line of TOML, outside strings and comments.
 pub(super) fn bracket_depth(line: &str) -> i32 {
-    outside_strings(without_comment(line))
-        .map(|(_, c)| match c {
-            '[' => 1,
-            ']' => -1,
-            _ => 0,
-        })
-        .sum()
+    scan_line(line, None).depth
 }
 
 pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {

@@ -1805,6 +1805,35 @@ fn a_line_inside_a_list_or_a_multiline_string_is_no_table_header() {
     }
 }
 
+/// s40 review R1: triple quotes inside a one-line string, or a multi-line string closed with
+/// extra quotes on one line, were taken for a multi-line string left open (or a list left
+/// open), so every header below was read as inside it and the error named the entry above.
+#[test]
+fn quotes_inside_strings_do_not_hide_the_headers_below() {
+    for value in [
+        r#"namespaces = ['/run/netns/a"""b']"#,
+        r#"namespaces = ["/run/netns/a\"\"\"b"]"#,
+        r#"reason = '''a """ b'''"#,
+        r#"namespaces = ["""/run/netns/a""""]"#,
+        r#"namespaces = ["a # ]", '''b''']"#,
+    ] {
+        let text = format!(
+            "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n{value}\n[guard]\nwindows = x\n"
+        );
+        let (line, key, _, _) = err(&text);
+        assert_eq!((line, key.as_str()), (5, "guard.windows"), "{text}");
+    }
+    // A multi-line string never closed after such a line is named where it opens.
+    let text = "[params.\"net.core.somaxconn\"]\nnamespaces = ['a\"\"\"b']\n[guard]\n\
+                signals = \"\"\"cpu\n";
+    let (line, key, _, message) = err(text);
+    assert_eq!((line, key.as_str()), (4, "guard.signals"), "{message}");
+    assert!(
+        message.ends_with("the string is not closed by the end of the file"),
+        "{message}"
+    );
+}
+
 /// Review s37: a SIGHUP's error named the entry above the bad line
 /// (`params."cpufreq:policy1:scaling_max_freq": expected `.`, `=`` for a bare word under the next
 /// header, which had a comment after it and so was not taken for a header), and a list left open
