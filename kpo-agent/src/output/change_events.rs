@@ -55,10 +55,23 @@ pub struct ChangeEvent {
 }
 
 impl ChangeEvent {
-    /// The journal's key of the target, as `kpo status`, the windows and `kpo journal --json`'s
+    /// The journal's key of the target, as `kpo status --json`, the windows and `kpo journal --json`'s
     /// `key` name it: a namespace named by path is named by its inode (`@netns:INODE`), so that
     /// events can be joined with them; the address as given for a path that names no namespace.
     pub fn key(&self) -> String {
+        use crate::actuate::param::{NetnsRef, Target};
+        use std::os::unix::fs::MetadataExt;
+        if let Target::Netns {
+            netns: NetnsRef::Path(path),
+        } = &self.target.target
+        {
+            // A namespace file is on nsfs, as /proc/self/ns/net is (collect::netns does the same):
+            // the inode of any other file (a mistyped --netns) names no namespace.
+            let dev = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.dev());
+            if dev(path).is_none() || dev(path) != dev(std::path::Path::new("/proc/self/ns/net")) {
+                return self.target.to_string();
+            }
+        }
         crate::journal::target_key(&self.target)
     }
 }
@@ -174,7 +187,14 @@ mod tests {
         let validator = jsonschema::validator_for(&schema).unwrap();
         let by_path = format!("net.core.somaxconn@netns:{path}");
         let by_inode = format!("net.core.somaxconn@netns:{inode}");
-        for (target, key) in [(&by_path, &by_inode), (&by_inode, &by_inode)] {
+        // A file that is no namespace (a mistyped --netns) keeps the address as given.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let by_file = format!("net.core.somaxconn@netns:{}", file.path().display());
+        for (target, key) in [
+            (&by_path, &by_inode),
+            (&by_inode, &by_inode),
+            (&by_file, &by_file),
+        ] {
             let line = crate::output::events::encode(
                 &event(target),
                 "h",
