@@ -754,8 +754,8 @@ impl Desk {
             approval: item,
             refresh: Some(false),
         }));
-        // Announced after the new one (its event and post), so that a reader of the stream or
-        // the webhook meets the approval an older one's `by_id` names before that name.
+        // Announced after the new one (its event, and its post queued first), so that a reader of
+        // the stream meets the approval an older one's `by_id` names before that name.
         self.supersede(open, &id);
         Ok((id, None))
     }
