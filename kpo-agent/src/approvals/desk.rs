@@ -143,7 +143,7 @@ impl Desk {
     /// The approvals the CLI resolved while the agent was down (approved, rejected, or expired
     /// by any command that read them) are in the agent's event stream from its start, as those
     /// it resolves itself are. Without a webhook that is all there is to tell, and each is
-    /// marked announced; with one, [`Desk::post_what_nobody_heard`] posts them first.
+    /// marked announced; with one, [`Desk::post_ends`] posts them after the pending ones' repeats.
     fn announce_what_the_cli_resolved(&mut self) {
         let unannounced: Vec<ApprovalItem> = self.store.unannounced().cloned().collect();
         let (pending, ended): (Vec<_>, Vec<_>) = unannounced
@@ -180,20 +180,23 @@ impl Desk {
         }
     }
 
-    /// Posts each approval resolved where no webhook heard of it (by the CLI while the agent was
-    /// down, or by an agent that stopped before announcing it), then marks it announced, durably,
-    /// at the next window ([`Desk::mark_what_was_announced`]), so that a later start does not
-    /// post it again. A crash before that posts it twice, as a timed-out POST may arrive twice: a
-    /// receiver de-duplicates on `approval.id` and the event. Marked once queued, not once
-    /// delivered: a post still retrying when the agent stops is lost, as every queued
-    /// notification is (the queue is in memory; docs/approvals.md).
-    fn post_what_nobody_heard(&mut self) {
-        let ended: Vec<ApprovalItem> = self
-            .store
+    /// The approvals resolved where no webhook heard of it (by the CLI while the agent was down,
+    /// or by an agent that stopped before announcing it), for [`Desk::post_ends`].
+    fn ends_nobody_heard(&self) -> Vec<ApprovalItem> {
+        self.store
             .unannounced()
             .filter(|i| i.state != ApprovalState::Pending)
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Posts each of `ended`, then marks it announced, durably, at the next window
+    /// ([`Desk::mark_what_was_announced`]), so that a later start does not post it again. A crash
+    /// before that posts it twice, as a timed-out POST may arrive twice: a receiver de-duplicates
+    /// on `approval.id` and the event. Marked once queued, not once delivered: a post still
+    /// retrying when the agent stops is lost, as every queued notification is (the queue is in
+    /// memory; docs/approvals.md).
+    fn post_ends(&mut self, ended: Vec<ApprovalItem>) {
         for item in ended {
             self.post(Payload::new(
                 "approval_resolved",
@@ -353,7 +356,8 @@ impl Desk {
     /// restarted.
     fn set_webhook_for(&mut self, webhook: Webhook, why: Again) {
         self.webhook = Some(webhook);
-        self.post_what_nobody_heard();
+        // Read before `pending`, which announces the expiries it records itself.
+        let unheard = self.ends_nobody_heard();
         match self.pending() {
             Ok(pending) => {
                 for item in pending {
@@ -362,6 +366,9 @@ impl Desk {
             }
             Err(e) => warn!("approvals: pending approvals not announced again: {e}"),
         }
+        // After what is pending: an end the last run did not announce may be a supersession,
+        // whose `by_id` names one of those (announced as in the event stream, newer first).
+        self.post_ends(unheard);
     }
 
     pub fn store(&self) -> &ApprovalStore {

@@ -558,6 +558,43 @@ fn what_the_cli_resolved_while_the_agent_was_down_is_announced_once_at_the_next_
     assert!(posted.try_recv().is_err(), "posted once");
 }
 
+/// s40 review R3: killed after a newer approval superseded an older one and before the next
+/// window marked them announced, the next start posted the older one's end (naming the newer by
+/// `by_id`) before the newer one's repeat. It posts what is pending first, as the event stream
+/// announces them, then the ends nobody heard.
+#[test]
+fn a_start_posts_the_pending_approval_before_the_end_that_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_webhook = ApprovalSettings {
+        webhook: Some("http://127.0.0.1:9/kpo".into()),
+        ..settings()
+    };
+    {
+        let mut s = open(dir.path(), policy("recommend"), with_webhook.clone(), false);
+        let (webhook, _posted) = Webhook::to_channel();
+        s.desk.set_webhook(webhook);
+        s.consider(vec![rec(Source::Rules, 32, false)]);
+        s.consider(vec![rec(Source::Rules, 64, false)]);
+        // Killed before the next window: nothing runs after this.
+        let Setup { desk, .. } = s;
+        std::mem::forget(desk);
+    }
+    let mut s = open(dir.path(), policy("recommend"), with_webhook, false);
+    let (webhook, mut posted) = Webhook::to_channel();
+    s.desk.set_webhook(webhook);
+    let mut order = Vec::new();
+    while let Ok(p) = posted.try_recv() {
+        order.push((p.kpo.event, p.kpo.approval().unwrap().id.clone()));
+    }
+    assert_eq!(
+        order,
+        [
+            ("approval_required", "ap-2".to_string()),
+            ("approval_resolved", "ap-1".to_string())
+        ]
+    );
+}
+
 /// Defect (s38 chaos F1): an approval the running agent resolved was stored as announced before
 /// its `approval_resolved` event and post were out, so a kill in between (seen: `kpo approve`,
 /// then kill -9 20 ms later) lost both for good, and the receiver kept it pending. Its end stays
