@@ -26,6 +26,10 @@ pub struct CheckArgs {
     /// As `kpo run --recommend-only` would apply it: mode auto shown as recommend.
     #[arg(long)]
     pub recommend_only: bool,
+    /// As `kpo run --window` would run (over the configuration's `window`): the LLM advisor's
+    /// consultation period, which the approvals' expiry is checked against, is counted in windows.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub window: Option<std::time::Duration>,
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -44,6 +48,18 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
             (Some(name), config)
         }
         None => (None, Config::default()),
+    };
+    let agent = match args.window {
+        Some(window) => {
+            let mut agent = agent;
+            agent.window = window;
+            let over = config
+                .as_deref()
+                .map_or(String::new(), |f| format!(" (over {f})"));
+            agent.validate(&format!("command line{over}"))?;
+            agent
+        }
+        None => agent,
     };
     let mut policy = Policy::load(args.policy.as_deref())?;
     if args.recommend_only {
@@ -645,6 +661,7 @@ max = 8000
             policy: Some(policy),
             config: Some(config.clone()),
             recommend_only: false,
+            window: None,
             json: false,
         })
         .unwrap_err()

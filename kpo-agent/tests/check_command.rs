@@ -106,3 +106,44 @@ fn a_mistake_is_the_agents_own_error() {
         text(&out.stderr)
     );
 }
+
+/// s40 soak O5: the approvals' expiry was checked against the LLM's period in the
+/// configuration's windows (60 s by default) while `kpo run` was to be given `--window 5s`, so
+/// `kpo check` warned of a period the agent would not have. `--window` counts as `kpo run`'s
+/// does, over the file's, and is checked as it is (a whole number of ticks).
+#[test]
+fn window_is_taken_as_kpo_run_takes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[approvals]\nexpire_after = \"60s\"\n[params.\"net.core.somaxconn\"]\n\
+         mode = \"recommend\"\nsources = [\"llm\"]\n",
+    )
+    .unwrap();
+    let config = dir.path().join("kpo.toml");
+    std::fs::write(
+        &config,
+        "tick = \"1s\"\n[llm]\nbase_url = \"http://127.0.0.1:9/v1\"\nevery_windows = 2\n\
+         min_interval = \"0s\"\n",
+    )
+    .unwrap();
+    let (p, c) = (policy.to_str().unwrap(), config.to_str().unwrap());
+    let warned = |out: &Output| text(&out.stderr).contains("expire_after (1m) is not longer");
+    let out = kpo_check(&["--policy", p, "--config", c]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(warned(&out), "2 windows of 1m: {}", text(&out.stderr));
+    let out = kpo_check(&["--policy", p, "--config", c, "--window", "5s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!warned(&out), "2 windows of 5s: {}", text(&out.stderr));
+    let out = kpo_check(&["--policy", p, "--config", c, "--window", "1500ms"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "kpo: error: command line (over {c}): `--window` (1s 500ms) must be a whole number of \
+             ticks (1s)"
+        )
+    );
+    assert!(out.stdout.is_empty());
+}
