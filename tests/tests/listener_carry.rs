@@ -402,11 +402,16 @@ fn overflowed_in_a_window_then_closed() -> Overflowed {
     }
 }
 
-/// A namespace deleted mid-window, after its listener overflowed: the window that ends with it
-/// gone lists the listener with the drops its namespace's dumps saw, the kernel's count from the
-/// window's start to the deletion. Before, they were kept for a later window that could never
-/// read the namespace again, and counted nowhere.
-pub fn drops_of_a_namespace_deleted_mid_window_are_counted() {
+/// [`overflowed_in_a_window_then_closed`], its namespace deleted, a tick mid-window that no
+/// longer finds it, then the window's end without it.
+struct DeletedMidWindow {
+    window: kpo_agent::window::Window,
+    inum: u64,
+    at_start: (u64, u64, u64),
+    at_deletion: (u64, u64, u64),
+}
+
+fn deleted_mid_window() -> DeletedMidWindow {
     let Overflowed {
         ns,
         inum,
@@ -417,9 +422,27 @@ pub fn drops_of_a_namespace_deleted_mid_window_are_counted() {
         at_deletion,
     } = overflowed_in_a_window_then_closed();
     run_ok("ip", &["netns", "del", &ns.name]);
-    // A tick mid-window that no longer finds it, then the window's end without it.
     builder.push(collector.sample());
     let (window, _) = close_window(&mut collector, builder);
+    DeletedMidWindow {
+        window,
+        inum,
+        at_start,
+        at_deletion,
+    }
+}
+
+/// A namespace deleted mid-window, after its listener overflowed: the window that ends with it
+/// gone lists the listener with the drops its namespace's dumps saw, the kernel's count from the
+/// window's start to the deletion. Before, they were kept for a later window that could never
+/// read the namespace again, and counted nowhere.
+pub fn drops_of_a_namespace_deleted_mid_window_are_counted() {
+    let DeletedMidWindow {
+        window,
+        inum,
+        at_start,
+        at_deletion,
+    } = deleted_mid_window();
     let l = window
         .listeners
         .iter()
@@ -445,18 +468,12 @@ pub fn drops_of_a_namespace_deleted_mid_window_are_counted() {
 /// deletion). Before, a namespace not read at the window's end was left out of `netns[]`, and
 /// those counts were counted nowhere.
 pub fn netstat_counters_of_a_namespace_deleted_mid_window_are_counted() {
-    let Overflowed {
-        ns,
+    let DeletedMidWindow {
+        window,
         inum,
-        inside: _,
-        mut collector,
-        mut builder,
         at_start,
         at_deletion,
-    } = overflowed_in_a_window_then_closed();
-    run_ok("ip", &["netns", "del", &ns.name]);
-    builder.push(collector.sample());
-    let (window, _) = close_window(&mut collector, builder);
+    } = deleted_mid_window();
     let n = window
         .netns
         .iter()
