@@ -1,0 +1,593 @@
+//! Putting values back: `kpo revert ID`, the agent's own reverts (the guard, the optimizer),
+//! `kpo revert --all` and `on_exit = "revert"`.
+use super::*;
+
+impl ChangePath {
+    /// Puts back the value change `id` replaced: an operator's `kpo revert ID`, whatever the
+    /// kernel has now.
+    pub fn revert(
+        &mut self,
+        id: u64,
+        source: Source,
+        reason: &str,
+    ) -> Result<ChangeReport, ChangeError> {
+        self.revert_change(id, source, reason, false)
+    }
+
+    /// Reverts change `id` only while the kernel still has the value KPO last applied to that
+    /// parameter. The agent's own reverts (the guard, the optimizer) go through here: a value
+    /// someone else wrote since is theirs, and is not overwritten with KPO's old one. Such a
+    /// revert is `Skipped`, with `read_back` the kernel's value; the caller yields to them.
+    pub fn revert_own(
+        &mut self,
+        id: u64,
+        source: Source,
+        reason: &str,
+    ) -> Result<ChangeReport, ChangeError> {
+        self.revert_change(id, source, reason, true)
+    }
+
+    fn revert_change(
+        &mut self,
+        id: u64,
+        source: Source,
+        reason: &str,
+        only_ours: bool,
+    ) -> Result<ChangeReport, ChangeError> {
+        // An archived change is history like a live one: reverting it is the same request,
+        // read from the archive (docs/journal.md, "Archiving").
+        let intent = match self.journal.intent(id) {
+            Some(i) => i.clone(),
+            None => match self.journal.archived_intent(id) {
+                Some(i) => i,
+                // `kpo journal` lists refusals among the changes, with ids of their own: "no
+                // change #2" of a line the operator can see reads as a lost journal.
+                None => {
+                    let refusal = self.journal.records().iter().find_map(|r| match r {
+                        crate::journal::Record::Refused {
+                            id: rid,
+                            address,
+                            value,
+                            ..
+                        } if *rid == id => Some(format!(
+                            "it is the refusal of {address} = {value}, which wrote nothing"
+                        )),
+                        _ => None,
+                    });
+                    return Err(match refusal {
+                        Some(what) => JournalError::NotAChange { id, what },
+                        None => JournalError::NoSuchChange(id),
+                    }
+                    .into());
+                }
+            },
+        };
+        if let (false, IntentKind::Revert { of }) = (only_ours, &intent.kind) {
+            return Err(JournalError::IsARevert {
+                id,
+                of: *of,
+                name: intent.address.to_string(),
+                value: intent.before.to_string(),
+            }
+            .into());
+        }
+        // Its namespace by the inode it was changed in when the path no longer names it.
+        let address = reach(&intent.address, &intent.key);
+        if self.journal.before_this_boot(&intent) {
+            // The reboot took its value away; what it found before is not this boot's to have
+            // back, and this boot's own value stays.
+            let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
+            report.detail = Some(format!(
+                "change {id} was made before the machine rebooted; the reboot undid it, and this \
+                 boot's value stays"
+            ));
+            return Ok(report);
+        }
+        let ours = only_ours
+            .then(|| self.journal.param_by_key(&intent.key))
+            .flatten()
+            .and_then(|p| p.last_applied.clone());
+        if only_ours && ours.is_none() {
+            // Handed back by `kpo resume`, or taken by a reboot: nothing in the kernel is KPO's
+            // to take back, and writing `before` would overwrite whoever's value is there.
+            let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
+            report.detail =
+                Some("KPO has no value of its own there now; nothing to take back".into());
+            return Ok(report);
+        }
+        if let Some(why) = only_ours.then(|| self.held_by_another(&intent)).flatten() {
+            let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
+            report.detail = Some(why);
+            return Ok(report);
+        }
+        if let Some(report) = self.not_on_its_device(&address, &intent.before, &intent)? {
+            return Ok(report);
+        }
+        self.restore(
+            &address,
+            &intent.before,
+            source,
+            reason,
+            Some((id, intent.netns_cookie)),
+            ours,
+        )
+    }
+
+    /// Why a revert of `intent` would undo someone else's decision, if it would: the parameter is
+    /// yielded to a person, or a later change of another source holds it (an operator's `kpo
+    /// apply` after an optimizer trial). A later change of the same source is the same
+    /// decision-maker's, as is a value a revert put back (no change holds it).
+    fn held_by_another(&self, intent: &Intent) -> Option<String> {
+        let p = self.journal.param_by_key(&intent.key)?;
+        if p.yielded.is_some() {
+            return Some("yielded to a person; left as it is".into());
+        }
+        let holder = self.journal.intent(p.holding?)?;
+        (holder.id != intent.id && holder.source != intent.source).then(|| {
+            format!(
+                "change #{} by {} holds it since; left as it is",
+                holder.id,
+                holder.source.as_str()
+            )
+        })
+    }
+
+    /// The journal keys with an intent not settled yet (an interrupted write: its value unknown).
+    pub(super) fn keys_with_an_unsettled_intent(&self) -> std::collections::BTreeSet<String> {
+        self.journal
+            .incomplete()
+            .into_iter()
+            .map(|i| i.key)
+            .collect()
+    }
+
+    /// Puts every parameter KPO changed back to its original value (the value before KPO first
+    /// changed it), except those yielded to a person: `kpo revert --all`.
+    ///
+    /// Every intent records an original, even one whose write the kernel refused or that was put
+    /// back: such a parameter still has the value KPO found, and a value written there since is
+    /// someone else's, not KPO's to overwrite (and a change of KPO's from it starts a new
+    /// original, that value). Only a parameter KPO's write took effect on, or whose interrupted
+    /// write is not settled yet (its value unknown), is put back.
+    pub fn revert_all(&mut self, reason: &str) -> Result<Vec<ChangeReport>, ChangeError> {
+        let unsettled = self.keys_with_an_unsettled_intent();
+        let all: Vec<ParamAddress> = self
+            .journal
+            .params()
+            .filter(|p| p.original.is_some())
+            .filter(|p| p.changed_by_kpo() || unsettled.contains(&p.key))
+            .filter_map(ParamState::reach)
+            .collect();
+        // Every parameter has its report, what was done before a journal failure too.
+        Ok(self
+            .restore_originals(all, Source::Operator, reason, false)
+            .unwrap_or_else(|mut stopped| {
+                stopped.reports.append(&mut stopped.not_tried);
+                stopped.reports
+            }))
+    }
+
+    /// Puts these parameters back to their originals. With `only_ours`, each only while the
+    /// kernel still has KPO's last value ([`ChangePath::revert_own`]): the agent's
+    /// `on_exit = "revert"`, which is journaled as source `operator`.
+    ///
+    /// Switches (adaptive moderation) go last, after the values they govern: turned on first, they
+    /// would refuse those writes. A cpufreq policy's two limits go in an order each write passes,
+    /// and its governor and energy-performance preference in one the driver takes (the
+    /// preference while the governor is not `performance`:
+    /// [`crate::actuate::cpufreq::written_after_its_coupled_attr`]). A switch stays off while a
+    /// value it governs was not put back (yielded to a person, left, failed): turned on, the NIC
+    /// would move that value.
+    ///
+    /// A journal failure stops it ([`Stopped`]): every write is journaled first.
+    pub fn restore_originals(
+        &mut self,
+        addresses: Vec<ParamAddress>,
+        source: Source,
+        reason: &str,
+        only_ours: bool,
+    ) -> Result<Vec<ChangeReport>, Stopped> {
+        // A cpufreq policy's two limits in an order each write passes (as the optimizer's
+        // trials do): the direction is from the kernel's value now to the original.
+        let lowering: Vec<bool> = addresses
+            .iter()
+            .map(|a| {
+                // Only cpufreq limits are ordered: nothing else is read (a namespace entered) for it.
+                if a.kind() != crate::actuate::param::ParamKind::Cpufreq {
+                    return false;
+                }
+                let original = self.journal.param_state(a).and_then(|s| s.original.clone());
+                match (
+                    self.read(a).ok().and_then(|v| v.as_int()),
+                    original.and_then(|v| v.as_int()),
+                ) {
+                    (Some(now), Some(original)) => original < now,
+                    _ => false,
+                }
+            })
+            .collect();
+        // A policy's governor and energy-performance preference in an order the driver takes:
+        // by where the governor goes back to.
+        let governors_to: Vec<(ParamAddress, Value)> = addresses
+            .iter()
+            .filter(|a| a.kind() == crate::actuate::param::ParamKind::Cpufreq)
+            .filter(|a| a.name == crate::actuate::cpufreq::GOVERNOR)
+            .filter_map(|a| {
+                let original = self.journal.param_state(a)?.original.clone()?;
+                Some((a.clone(), original))
+            })
+            .collect();
+        let mut ordered: Vec<(ParamAddress, bool)> = addresses.into_iter().zip(lowering).collect();
+        ordered.sort_by_key(|(a, lowering)| {
+            // The governor of a preference's policy, or the governor itself.
+            let governor = crate::actuate::cpufreq::governor_of(a).unwrap_or_else(|| a.clone());
+            let governor_to = governors_to
+                .iter()
+                .find(|(g, _)| *g == governor)
+                .map(|(_, to)| to);
+            (
+                is_switch(a),
+                crate::actuate::cpufreq::written_later(a, *lowering),
+                crate::actuate::cpufreq::written_after_its_coupled_attr(a, governor_to),
+            )
+        });
+        let addresses: Vec<ParamAddress> = ordered.into_iter().map(|(a, _)| a).collect();
+        let mut out: Vec<ChangeReport> = Vec::new();
+        let mut addresses = addresses.into_iter();
+        while let Some(address) = addresses.next() {
+            let original = self
+                .journal
+                .param_state(&address)
+                .and_then(|s| s.original.clone());
+            match self.restore_original(&address, source, reason, only_ours, &out) {
+                Ok(report) => out.push(report),
+                Err(error) => {
+                    // Nothing more is written without its record; what was done stays reported.
+                    out.push(self.stopped_at(&address, original, &error));
+                    let not_tried = addresses.map(|a| self.not_tried(&a, &error)).collect();
+                    return Err(Stopped {
+                        reports: out,
+                        not_tried,
+                        error,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One parameter of [`ChangePath::restore_originals`]; `out`: the reports of those before it.
+    fn restore_original(
+        &mut self,
+        address: &ParamAddress,
+        source: Source,
+        reason: &str,
+        only_ours: bool,
+        out: &[ChangeReport],
+    ) -> Result<ChangeReport, ChangeError> {
+        let address = address.clone();
+        // Not left out without a word: `kpo revert --all` would say there was nothing to do.
+        let Some((state, original)) = self
+            .journal
+            .param_state(&address)
+            .and_then(|s| Some((s.clone(), s.original.clone()?)))
+        else {
+            let mut r =
+                ChangeReport::new(&address, &Value::Word(String::new()), ChangeStatus::Failed);
+            r.detail = Some(format!(
+                "the journal has no original for {} (key {}); not put back",
+                address,
+                target_key(&address)
+            ));
+            return Ok(r);
+        };
+        let skipped = |why: String| {
+            let mut r = ChangeReport::new(&address, &original, ChangeStatus::Skipped);
+            r.detail = Some(why);
+            r
+        };
+        if self.settle_if_namespace_gone(&address)? {
+            return Ok(skipped(
+                "its network namespace is gone (the inode names another one now); nothing to put back"
+                    .into(),
+            ));
+        }
+        if state.yielded.is_some() {
+            // The value that stays, as the other skipped reports show it: the report's own
+            // value is the original that was not written.
+            let mut r = skipped(
+                "yielded to an administrator; their value stays (kpo resume PARAM hands it back)"
+                    .into(),
+            );
+            r.read_back = self.read(&address).ok();
+            return Ok(r);
+        }
+        // The original is the value of the device its first change was made on; with that
+        // change archived, the device of the latest (not read from the archive: a pass over
+        // every parameter would read it through for each). Asked before a switch is read by
+        // its name: the name may name another device now.
+        let first = state
+            .original_id
+            .and_then(|id| self.journal.intent(id))
+            .or_else(|| {
+                self.journal.records().iter().rev().find_map(|r| match r {
+                    crate::journal::Record::Intent(i) if i.key == state.key => Some(i),
+                    _ => None,
+                })
+            })
+            .cloned();
+        if let Some(first) = first {
+            if let Some(report) = self.not_on_its_device(&address, &original, &first)? {
+                return Ok(report);
+            }
+        }
+        if is_switch(&address) && !self.read(&address).is_ok_and(|now| now == original) {
+            use crate::actuate::coalesce::switch_governs;
+            // A governed value this pass did not put back, or one outside it that is a
+            // person's (yielded) or that KPO still holds away from its original (its
+            // `on_exit` keeps it).
+            let in_pass = out.iter().find(|r| {
+                switch_governs(&address, &r.address)
+                    && !matches!(r.status, ChangeStatus::Reverted | ChangeStatus::Unchanged)
+            });
+            let passed: Vec<String> = out.iter().map(|r| ChangePath::key(&r.address)).collect();
+            let held = in_pass.map(|r| r.address.to_string()).or_else(|| {
+                self.journal
+                    .params()
+                    // Only what the switch governs is looked at (and read).
+                    .filter(|p| {
+                        p.address
+                            .as_ref()
+                            .is_some_and(|a| switch_governs(&address, a))
+                    })
+                    .filter(|p| {
+                        let kept = !passed.contains(&p.key);
+                        p.yielded.is_some()
+                            || (kept
+                                && p.last_applied.is_some()
+                                && p.last_applied != p.original)
+                            // Handed back by `kpo resume` with a person's value in it.
+                            || (kept
+                                && p.last_applied.is_none()
+                                && p.original.as_ref().is_some_and(|original| {
+                                    // Unreadable counts as held: turned on, the switch
+                                    // would move whatever is there.
+                                    p.address.as_ref().is_some_and(|a| {
+                                        self.read(a).map_or(true, |now| &now != original)
+                                    })
+                                }))
+                    })
+                    .find_map(|p| p.address.as_ref().map(ToString::to_string))
+            });
+            if let Some(value) = held {
+                return Ok(skipped(format!(
+                    "stays as it is: {value} was not put back, and turned on this would move it"
+                )));
+            }
+        }
+        let only_over = if only_ours { state.last_applied } else { None };
+        self.restore(
+            &address,
+            &original,
+            source,
+            reason,
+            state.original_id.map(|id| {
+                let cookie = self.journal.intent(id).and_then(|i| i.netns_cookie);
+                (id, cookie)
+            }),
+            only_over,
+        )
+    }
+
+    /// The report of the parameter a journal failure stopped `restore_originals` on: its
+    /// `change` event says what became of the write; the kernel says whether it was put back.
+    fn stopped_at(
+        &self,
+        address: &ParamAddress,
+        original: Option<Value>,
+        error: &ChangeError,
+    ) -> ChangeReport {
+        let original = original.unwrap_or(Value::Word(String::new()));
+        let now = self.read(address).ok();
+        let mut r = ChangeReport::new(address, &original, ChangeStatus::Failed);
+        if now.as_ref() == Some(&original) {
+            // The revert was written and its outcome could not be recorded.
+            r.status = ChangeStatus::Reverted;
+            r.read_back = now;
+            r.detail = Some(format!(
+                "put back; the journal could not record it ({error}): the next start will"
+            ));
+        } else {
+            r.before = now;
+            r.detail = Some(format!("not put back: {error}"));
+        }
+        r
+    }
+
+    /// The report of a parameter `restore_originals` did not try after a journal failure.
+    fn not_tried(&self, address: &ParamAddress, error: &ChangeError) -> ChangeReport {
+        let original = self
+            .journal
+            .param_state(address)
+            .and_then(|s| s.original.clone())
+            .unwrap_or(Value::Word(String::new()));
+        let mut r = ChangeReport::new(address, &original, ChangeStatus::Failed);
+        r.before = self.read(address).ok();
+        r.detail = Some(format!(
+            "not put back: not tried, the journal failed before it ({error}){}",
+            remedy_unless_said(error, "it")
+        ));
+        r
+    }
+
+    /// Writes `value` back as a revert; `of`: the change it undoes, and that change's network
+    /// namespace cookie (read by the caller, from the archive for an archived change).
+    fn restore(
+        &mut self,
+        address: &ParamAddress,
+        value: &Value,
+        source: Source,
+        reason: &str,
+        of: Option<(u64, Option<u64>)>,
+        only_over: Option<Value>,
+    ) -> Result<ChangeReport, ChangeError> {
+        let mut report = ChangeReport::new(address, value, ChangeStatus::Refused);
+        if let Decision::Refused(r) = self.policy.decide_revert(address) {
+            report.refusal = Some(r);
+            return Ok(report);
+        }
+        let p = Proposal {
+            address: address.clone(),
+            value: value.clone(),
+            source,
+            reason: reason.to_string(),
+        };
+        let mut actuator = match self.actuators.open(address) {
+            Ok(a) => a,
+            Err(e) if self.namespace_gone_for_certain(address, &target_key(address)) => {
+                // Its values died with it: nothing is left to put back, now or later.
+                report.status = ChangeStatus::Skipped;
+                report.detail = Some(format!("{NAMESPACE_GONE}; nothing to put back ({e})"));
+                return Ok(report);
+            }
+            Err(e) => return Ok(self.fail_early(&p, None, e.to_string(), report)),
+        };
+        // What is put back belongs to the namespace it was taken from: not into one that has
+        // its inode now (the journal settled already, or settles now, or the change undone was
+        // made in another namespace than the one there now).
+        let cookie = actuator.netns_cookie();
+        let replaced = self.namespace_replaced(address, cookie)?;
+        let made_elsewhere = of
+            .and_then(|(_, cookie)| cookie)
+            .zip(cookie)
+            .is_some_and(|(then, now)| then != now);
+        if replaced || made_elsewhere {
+            report.status = ChangeStatus::Skipped;
+            report.detail = Some(
+                "its network namespace is gone (the inode names another one now); nothing to put back"
+                    .into(),
+            );
+            return Ok(report);
+        }
+        let before = match actuator.read() {
+            Ok(v) => v,
+            Err(e) => return Ok(self.fail_early(&p, None, e.to_string(), report)),
+        };
+        if &before == value {
+            report.status = ChangeStatus::Unchanged;
+            report.before = Some(before);
+            report.detail = Some("the kernel already has this value".into());
+            return Ok(report);
+        }
+        if let Ok(Some((switch, _))) = actuator.switch_in_the_way() {
+            // A revert never turns a switch off: with adaptive moderation on, the NIC sets it.
+            report.status = ChangeStatus::Skipped;
+            report.before = Some(before);
+            report.detail = Some(format!(
+                "{switch} is on and sets it; a revert does not turn it off"
+            ));
+            return Ok(report);
+        }
+        if let Some(ours) = only_over.filter(|ours| ours != &before) {
+            report.status = ChangeStatus::Skipped;
+            let unsettled = self
+                .journal
+                .param_state(address)
+                .is_some_and(|p| p.unsettled.is_some());
+            report.detail = Some(if unsettled {
+                // Left as it is all the same: it may be a person's value, which is not KPO's to
+                // overwrite. But not said to be theirs: it may be KPO's own.
+                format!(
+                    "the kernel has {before}, not the {ours} KPO last applied as far as the \
+                     journal knows; a damaged journal line may have lost a later change of KPO's \
+                     own here, so {before} may be KPO's value as well as someone else's: left as \
+                     it is ({} puts {value} back)",
+                    self.put_back_command(value, of.map(|(id, _)| id))
+                )
+            } else if crate::actuate::cpufreq::governor_of(address).is_some()
+                && self.moved_by_the_kernel(address)
+            {
+                // Nobody's value: written now, it would be refused (EBUSY).
+                format!(
+                    "the kernel has {before}, not the {ours} KPO applied: the cpufreq driver holds \
+                     it at {before} under the performance governor KPO set, and gives {ours} \
+                     back when the governor leaves performance; left as it is"
+                )
+            } else {
+                format!(
+                    "the kernel has {before}, not the {ours} KPO applied: someone else changed \
+                     it, and their value stays"
+                )
+            });
+            report.read_back = Some(before.clone());
+            report.before = Some(before);
+            return Ok(report);
+        }
+        if let Some(why) = self.crosses_the_other_limit(address, value) {
+            return self.refuse(&p, Some(&before), Refusal::Invalid { why }, report);
+        }
+        self.execute(
+            actuator,
+            address,
+            &before,
+            value,
+            source,
+            reason,
+            IntentKind::Revert {
+                of: of.map(|(id, _)| id),
+            },
+            report,
+            None,
+        )
+    }
+
+    /// Why putting `value` back into a cpufreq frequency limit would cross the other limit of its
+    /// policy as it is now, if it would, naming what holds the other limit there as far as the
+    /// journal knows. The kernel had `value` with another value of the other limit: written now,
+    /// it would be taken by moving that one (the actuator refuses it too, after the intent; here
+    /// it is refused before, with the change to undo first).
+    pub(super) fn crosses_the_other_limit(
+        &self,
+        address: &ParamAddress,
+        value: &Value,
+    ) -> Option<String> {
+        use crate::actuate::cpufreq::{crossing_effect, crossing_why, other_limit};
+        let other = other_limit(address)?;
+        let khz = i128::from(value.as_int()?);
+        // Unreadable: the actuator's own check, which reads it again, decides.
+        let now = i128::from(self.read(&other).ok()?.as_int()?);
+        let why = crossing_why(&address.name, khz, now)?;
+        let state = self.journal.param_state(&other);
+        let holder = match state {
+            Some(s) if s.yielded.is_some() => {
+                format!(" (a person's value: {} is yielded to them)", other.name)
+            }
+            Some(s) => s
+                .holding
+                .map(|id| format!(" (change #{id} set it: kpo revert {id} first)"))
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        Some(format!(
+            "putting back {value}: {why}{holder}; {}",
+            crossing_effect(&address.name, khz, now)
+        ))
+    }
+
+    /// The operator's command that writes `value` back whatever the kernel has: `kpo revert ID`
+    /// of change `of` when the value it replaced is `value` (its intent live or archived), else
+    /// `kpo revert --all` (which puts every parameter's original back).
+    fn put_back_command(&self, value: &Value, of: Option<u64>) -> String {
+        let replaced = |id: u64| {
+            let before = match self.journal.intent(id) {
+                Some(i) => Some(i.before.clone()),
+                None => self.journal.archived_intent(id).map(|i| i.before),
+            };
+            before.as_ref() == Some(value)
+        };
+        match of.filter(|&id| replaced(id)) {
+            Some(id) => format!("kpo revert {id}"),
+            None => "kpo revert --all, with every other parameter's original,".into(),
+        }
+    }
+}
