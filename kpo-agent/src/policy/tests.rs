@@ -1719,13 +1719,18 @@ fn a_bound_beyond_tomls_integers_is_written_as_a_quoted_decimal() {
 #[test]
 fn a_value_of_the_wrong_type_is_named_in_words() {
     for (text, message) in [
+        // Review R6: the type's range (from 0) was named, and 0 then refused by the key's check.
         (
             "[guard]\nwindows = -1\n",
-            "invalid value: integer `-1`, expected a whole number from 0 to 4294967295",
+            "invalid value: integer `-1`, expected a whole number from 1 to 4294967295",
+        ),
+        (
+            "[guard]\nmax_changes_per_hour = 4294967296\n",
+            "invalid value: integer `4294967296`, expected a whole number from 1 to 4294967295",
         ),
         (
             "[approvals]\nclear_after_windows = true\n",
-            "invalid type: boolean `true`, expected a whole number from 0 to 4294967295",
+            "invalid type: boolean `true`, expected a whole number from 10 to 4294967295",
         ),
         (
             "[guard]\nsignals = \"cpu\"\n",
