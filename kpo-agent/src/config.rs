@@ -216,7 +216,8 @@ impl ConfigError {
 /// is printed at start and logged.
 /// The TOML parser's reason on one line: it may run over several (`invalid array\nexpected
 /// `]``), which split a log record in journald and put a raw newline in an event.
-pub(crate) fn toml_reason(e: &toml::de::Error) -> String {
+/// `range`: the whole numbers the key takes, when it is one (its own check's, not its type's).
+pub(crate) fn toml_reason(e: &toml::de::Error, range: Option<(u64, u64)>) -> String {
     // toml's words for a number or a list where a name (`mode`, `objective`, ...) goes.
     if e.message() == "wanted string or table" {
         return "invalid type: expected a string, one of the names the docs list".to_string();
@@ -228,12 +229,21 @@ pub(crate) fn toml_reason(e: &toml::de::Error) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join("; ");
-    rust_types_in_words(&reason)
+    rust_types_in_words(&reason, range)
 }
 
 /// serde names the Rust type it wanted (`windows = -1`: `expected u32`); an operator knows the
-/// range or the kind of value instead.
-fn rust_types_in_words(reason: &str) -> String {
+/// range or the kind of value instead. A key's own `range` goes before its type's: `0 to
+/// 4294967295` for a key that must be 1 to 10 would have an operator fix -1 to 0, into a second
+/// error.
+fn rust_types_in_words(reason: &str, range: Option<(u64, u64)>) -> String {
+    if let Some((least, most)) = range {
+        for rust in ["u8", "u16", "u32", "u64", "usize"] {
+            if let Some(start) = reason.strip_suffix(&format!("expected {rust}")) {
+                return format!("{start}expected a whole number from {least} to {most}");
+            }
+        }
+    }
     for (rust, words) in [
         ("u8", "a whole number from 0 to 255"),
         ("u16", "a whole number from 0 to 65535"),
@@ -256,9 +266,11 @@ fn rust_types_in_words(reason: &str) -> String {
 }
 
 fn toml_message(text: &str, e: &toml::de::Error) -> String {
-    let mut message = without_quoted(&toml_reason(e));
     let before = e.span().map(|span| &text[..span.start.min(text.len())]);
-    if let Some(key) = error_key(text).or_else(|| before.and_then(key_on_the_errors_line)) {
+    let key = error_key(text).or_else(|| before.and_then(key_on_the_errors_line));
+    let range = key.as_deref().and_then(whole_number_range);
+    let mut message = without_quoted(&toml_reason(e, range));
+    if let Some(key) = key {
         message = format!("{message}, in `{key}`");
     }
     let Some(before) = before else {
@@ -267,6 +279,102 @@ fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
     format!("line {line}, column {column}: {message}")
+}
+
+/// A whole-number key of the file, in a [`Config`], as its check (`validate`) reads it.
+enum WholeNumber<'a> {
+    U16(&'a mut Option<u16>),
+    U32(&'a mut u32),
+    U64(&'a mut u64),
+    Usize(&'a mut usize),
+}
+
+impl WholeNumber<'_> {
+    fn of<'a>(c: &'a mut Config, key: &str) -> Option<WholeNumber<'a>> {
+        let (l, o) = (&mut c.llm, &mut c.optimizer);
+        Some(match key {
+            "llm.every_windows" => WholeNumber::U64(&mut l.every_windows),
+            "llm.early_min_windows" => WholeNumber::U64(&mut l.early_min_windows),
+            "llm.max_tokens" => WholeNumber::U32(&mut l.max_tokens),
+            "llm.max_attempts" => WholeNumber::U32(&mut l.max_attempts),
+            "llm.breaker_failures" => WholeNumber::U32(&mut l.breaker_failures),
+            "llm.prompt_windows" => WholeNumber::Usize(&mut l.prompt_windows),
+            "optimizer.windows_per_trial" => WholeNumber::U32(&mut o.windows_per_trial),
+            "optimizer.slo_port" => WholeNumber::U16(&mut o.slo_port),
+            "optimizer.levels" => WholeNumber::Usize(&mut o.levels),
+            "optimizer.budget" => WholeNumber::Usize(&mut o.budget),
+            "optimizer.recheck_every" => WholeNumber::Usize(&mut o.recheck_every),
+            _ => return None,
+        })
+    }
+
+    fn get(&self) -> Option<u64> {
+        match self {
+            WholeNumber::U16(v) => v.map(u64::from),
+            WholeNumber::U32(v) => Some(u64::from(**v)),
+            WholeNumber::U64(v) => Some(**v),
+            WholeNumber::Usize(v) => u64::try_from(**v).ok(),
+        }
+    }
+
+    /// False when `n` does not fit the key's type.
+    fn set(self, n: u64) -> bool {
+        fn put<T: TryFrom<u64>>(field: &mut T, n: u64) -> bool {
+            T::try_from(n).map(|n| *field = n).is_ok()
+        }
+        match self {
+            WholeNumber::U16(v) => u16::try_from(n).map(|n| *v = Some(n)).is_ok(),
+            WholeNumber::U32(v) => put(v, n),
+            WholeNumber::U64(v) => put(v, n),
+            WholeNumber::Usize(v) => put(v, n),
+        }
+    }
+}
+
+/// The least and the greatest value a whole-number key takes, found by asking its own check
+/// (`validate`, on the defaults), so that no second copy of its bounds can drift from it. Every
+/// such check takes an interval holding the default; a search over it costs some 128 checks.
+fn whole_number_range(key: &str) -> Option<(u64, u64)> {
+    // With an SLO, so that `slo_port` is checked on its own (half an SLO is refused first).
+    let probe = || Config {
+        optimizer: crate::advise::optimizer::agent::OptimizerSettings {
+            slo_port: Some(8080),
+            slo_max_us: Some(1000.0),
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    let takes = |n: u64| {
+        let mut c = probe();
+        WholeNumber::of(&mut c, key).is_some_and(|v| v.set(n))
+            && !matches!(c.validate("probe"), Err(ConfigError::Invalid { key: k, .. }) if k == key)
+    };
+    let start = WholeNumber::of(&mut probe(), key)?.get()?;
+    if !takes(start) {
+        return None;
+    }
+    // The least value taken: in [0, start].
+    let (mut low, mut high) = (0, start);
+    while low < high {
+        let mid = low + (high - low) / 2;
+        if takes(mid) {
+            high = mid;
+        } else {
+            low = mid + 1;
+        }
+    }
+    let least = low;
+    // The greatest: in [start, u64::MAX] (past the type's, `set` refuses).
+    let (mut low, mut high) = (start, u64::MAX);
+    while low < high {
+        let mid = low + (high - low).div_ceil(2);
+        if takes(mid) {
+            low = mid;
+        } else {
+            high = mid - 1;
+        }
+    }
+    Some((least, low))
 }
 
 /// The dotted key of the `key = value` line a parse error is on, `before` being the text up to
@@ -903,7 +1011,7 @@ mod tests {
         assert_eq!(
             e,
             "config file kpo.toml: line 3, column 14: invalid type: string, expected a whole \
-             number from 0 to 4294967295, in `llm.max_tokens`"
+             number from 1 to 4294967295, in `llm.max_tokens`"
         );
         // A duration that is not one, with a quote inside it.
         let e = Config::from_toml("window = \"5 sk-\\\"SECRET\"", "kpo.toml")
@@ -934,6 +1042,55 @@ mod tests {
             without_quoted(r#"a "b \"c\" d", `"` e "unclosed"#),
             r#"a, `"` e "unclosed"#
         );
+    }
+
+    /// Review R6: a whole number its type cannot hold was told the type's range (`max_attempts
+    /// = -1`: "from 0 to 4294967295"), and the 0 an operator then wrote was refused by the key's
+    /// own check. The key's own range is named at once, and each end is taken.
+    #[test]
+    fn a_whole_number_of_the_wrong_type_is_told_the_keys_own_range() {
+        for (table, key, least, most) in [
+            ("llm", "max_attempts", 1, "10"),
+            ("llm", "prompt_windows", 1, "100"),
+            ("llm", "every_windows", 1, "18446744073709551615"),
+            ("llm", "early_min_windows", 0, "18446744073709551615"),
+            ("llm", "breaker_failures", 1, "4294967295"),
+            ("llm", "max_tokens", 1, "4294967295"),
+            ("optimizer", "levels", 2, "64"),
+            ("optimizer", "budget", 2, "200"),
+            ("optimizer", "slo_port", 1, "65535"),
+            ("optimizer", "windows_per_trial", 1, "4294967295"),
+            ("optimizer", "recheck_every", 1, "18446744073709551615"),
+        ] {
+            let e = Config::from_toml(&format!("[{table}]\n{key} = -1\n"), "k.toml")
+                .unwrap_err()
+                .to_string();
+            let column = key.len() + 4;
+            assert_eq!(
+                e,
+                format!(
+                    "config file k.toml: line 2, column {column}: invalid value: integer `-1`, \
+                     expected a whole number from {least} to {most}, in `{table}.{key}`"
+                ),
+            );
+            // Both ends are taken (TOML's integers stop at i64::MAX; with an SLO, so that
+            // slo_port is checked on its own).
+            for n in [
+                least.to_string(),
+                most.replace("18446744073709551615", "9223372036854775807"),
+            ] {
+                let slo = match key {
+                    "slo_port" => "slo_max_us = 1000",
+                    _ => "slo_port = 8080\nslo_max_us = 1000",
+                };
+                let text = match table {
+                    "llm" => format!("[llm]\n{key} = {n}\n"),
+                    _ => format!("[optimizer]\n{slo}\n{key} = {n}\n"),
+                };
+                let c = Config::from_toml(&text, "k.toml").unwrap();
+                c.validate("k.toml").unwrap();
+            }
+        }
     }
 
     /// The bounds on the tick and the window, each named by its key.

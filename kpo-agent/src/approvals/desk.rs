@@ -292,15 +292,19 @@ impl Desk {
     /// not heard of them), and no URL stops the posting.
     pub fn set_settings(&mut self, settings: ApprovalSettings) {
         self.store.set_rejection_in_force(settings.expire_after);
-        let webhook_changed = settings.webhook != self.settings.webhook;
-        self.settings = settings;
-        if !webhook_changed {
+        let before = std::mem::replace(&mut self.settings, settings).webhook;
+        if before == self.settings.webhook {
             return;
         }
         if let Some(old) = self.webhook.take() {
             old.stop();
         }
         if let Some(url) = self.settings.webhook.clone() {
+            // The off and on lines show the scheme, host and port only: alike for a new path.
+            let shown = super::webhook::shown_url(&url);
+            if before.as_deref().map(super::webhook::shown_url) == Some(shown.clone()) {
+                info!(url = %shown, "approval webhook: the reloaded policy changed the URL's path, query or user name (not shown: they may hold a token)");
+            }
             self.start_webhook_for(url, Again::WebhookChanged);
         }
     }

@@ -2063,6 +2063,7 @@ fn change_in_a_namespace_whose_name_is_deleted() -> (
     let ns = tempfile::tempdir().unwrap();
     let name = ns.path().join("web");
     std::fs::write(&name, "").unwrap();
+    crate::policy::stand_in_netns(&name);
     let by_path = format!("net.core.somaxconn@netns:{}", name.display());
     let inode = std::fs::metadata(&name).unwrap().ino();
     let by_inode = format!("net.core.somaxconn@netns:{inode}");

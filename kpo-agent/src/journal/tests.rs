@@ -1323,6 +1323,7 @@ fn an_entry_has_its_key_beside_the_address_as_typed() {
     let dir = private_tempdir();
     let ns = dir.path().join("ns-file");
     std::fs::write(&ns, "").unwrap();
+    crate::policy::stand_in_netns(&ns);
     let inode = std::fs::metadata(&ns).unwrap().ino();
     let typed = format!("net.core.somaxconn@netns:{}", ns.display());
     let mut j = open(dir.path());

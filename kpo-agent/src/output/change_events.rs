@@ -59,19 +59,6 @@ impl ChangeEvent {
     /// `key` name it: a namespace named by path is named by its inode (`@netns:INODE`), so that
     /// events can be joined with them; the address as given for a path that names no namespace.
     pub fn key(&self) -> String {
-        use crate::actuate::param::{NetnsRef, Target};
-        use std::os::unix::fs::MetadataExt;
-        if let Target::Netns {
-            netns: NetnsRef::Path(path),
-        } = &self.target.target
-        {
-            // A namespace file is on nsfs, as /proc/self/ns/net is (collect::netns does the same):
-            // the inode of any other file (a mistyped --netns) names no namespace.
-            let dev = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.dev());
-            if dev(path).is_none() || dev(path) != dev(std::path::Path::new("/proc/self/ns/net")) {
-                return self.target.to_string();
-            }
-        }
         crate::journal::target_key(&self.target)
     }
 }

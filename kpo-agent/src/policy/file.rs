@@ -289,7 +289,7 @@ impl Ctx<'_> {
 
     /// A `toml` deserialisation error as file, line, key and reason.
     fn toml_error(&self, e: toml::de::Error) -> PolicyError {
-        let mut message = crate::config::toml_reason(&e);
+        let mut message = crate::config::toml_reason(&e, None);
         // serde's words for an untagged enum name our private types; say what is expected.
         for (ty, expected) in [
             ("BoundFile", "expected an integer or a list of integers"),
@@ -436,6 +436,9 @@ impl Ctx<'_> {
             (None, Some(k)) => k,
             (None, None) => "(document)".to_string(),
         };
+        if let Some(least) = least(&key) {
+            message = crate::config::toml_reason(&e, Some((least.into(), u32::MAX.into())));
+        }
         PolicyError::Invalid {
             file: self.file.clone(),
             line,
@@ -443,6 +446,20 @@ impl Ctx<'_> {
             class,
             message,
         }
+    }
+}
+
+const LEAST_GUARD_WINDOWS: u32 = 1;
+const LEAST_MAX_CHANGES_PER_HOUR: u32 = 1;
+
+/// The least value of each whole-number key (a `u32`), as its check takes it, for a type
+/// error's words (`toml_error`).
+fn least(key: &str) -> Option<u32> {
+    match key {
+        "guard.windows" => Some(LEAST_GUARD_WINDOWS),
+        "guard.max_changes_per_hour" => Some(LEAST_MAX_CHANGES_PER_HOUR),
+        "approvals.clear_after_windows" => u32::try_from(crate::advise::rules::REPEAT_WINDOWS).ok(),
+        _ => None,
     }
 }
 
@@ -541,12 +558,12 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
     let mut guard = GuardSettings::default();
     if let Some(g) = doc.guard {
         if let Some(w) = g.windows {
-            if *w.get_ref() == 0 {
+            if *w.get_ref() < LEAST_GUARD_WINDOWS {
                 return Err(ctx.err(
                     w.span(),
                     "guard.windows".into(),
                     PolicyErrorClass::BadValue,
-                    "must be at least 1".into(),
+                    format!("must be at least {LEAST_GUARD_WINDOWS}"),
                 ));
             }
             guard.windows = w.into_inner();
@@ -555,15 +572,17 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
             guard.signals = s;
         }
         if let Some(k) = g.max_changes_per_hour {
-            if *k.get_ref() == 0 {
+            if *k.get_ref() < LEAST_MAX_CHANGES_PER_HOUR {
                 // Every advisor's change would be refused rate_limited, for good.
                 return Err(ctx.err(
                     k.span(),
                     "guard.max_changes_per_hour".into(),
                     PolicyErrorClass::BadValue,
-                    "must be at least 1: 0 would refuse every advisor's change (mode \"observe\" \
-                     or \"recommend\" is how to keep advisors from changing a parameter)"
-                        .into(),
+                    format!(
+                        "must be at least {LEAST_MAX_CHANGES_PER_HOUR}: 0 would refuse every \
+                         advisor's change (mode \"observe\" or \"recommend\" is how to keep \
+                         advisors from changing a parameter)"
+                    ),
                 ));
             }
             guard.max_changes_per_hour = k.into_inner();

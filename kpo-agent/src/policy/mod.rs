@@ -418,12 +418,63 @@ pub enum Namespaces {
     List(Vec<NamespaceSel>),
 }
 
-/// The inode of a network namespace reference: the number itself, or the inode of the file.
+/// The inode of a network namespace reference: the number itself, or the inode of the namespace
+/// file ([`netns_path_inode`]).
 pub fn netns_inode(r: &NetnsRef) -> Option<u64> {
     match r {
         NetnsRef::Inode(i) => Some(*i),
-        NetnsRef::Path(p) => std::fs::metadata(p).ok().map(|m| m.ino()),
+        NetnsRef::Path(p) => netns_path_inode(p).ok(),
     }
+}
+
+/// The inode of the network namespace `path` names, or why it names none (to follow the path).
+/// Only a file on nsfs, as /proc/self/ns/net is, names one: any other file's inode number can
+/// equal a namespace's, and `namespaces = ["/some/file"]` would then cover that namespace.
+pub fn netns_path_inode(path: &Path) -> Result<u64, String> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file now".to_string(),
+        _ => format!("cannot be read now: {e}"),
+    })?;
+    let nsfs = std::fs::metadata("/proc/self/ns/net").map_err(|e| {
+        format!("cannot be told a network namespace: /proc/self/ns/net cannot be read: {e}")
+    })?;
+    if meta.dev() == nsfs.dev() {
+        return Ok(meta.ino());
+    }
+    #[cfg(test)]
+    if STAND_IN_NETNS.with(|s| s.borrow().iter().any(|p| p == path)) {
+        return Ok(meta.ino());
+    }
+    let kind = meta.file_type();
+    let what = if kind.is_file() {
+        "a regular file"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "a device"
+    };
+    Err(format!(
+        "not a network namespace: {what}, where a namespace is a file on nsfs (/run/netns/NAME, \
+         /proc/PID/ns/net)"
+    ))
+}
+
+#[cfg(test)]
+thread_local! {
+    static STAND_IN_NETNS: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Test-only: in this thread, `path` (a file of the test's) stands for a network namespace's
+/// name, its inode for the namespace's, as the fake kernels stand for the kernel; a real
+/// namespace needs root.
+#[cfg(test)]
+pub(crate) fn stand_in_netns(path: &Path) {
+    STAND_IN_NETNS.with(|s| s.borrow_mut().push(path.to_path_buf()));
 }
 
 /// The inode of the agent's own network namespace, whose keys are addressed as the host's.
@@ -871,10 +922,10 @@ impl Policy {
                 .map(|sel| match sel {
                     NamespaceSel::Host => "host".to_string(),
                     NamespaceSel::Inode(i) => i.to_string(),
-                    NamespaceSel::Path(p) if std::fs::symlink_metadata(p).is_err() => {
-                        format!("{} (no such file now)", p.display())
-                    }
-                    NamespaceSel::Path(p) => p.display().to_string(),
+                    NamespaceSel::Path(p) => match netns_path_inode(p) {
+                        Ok(_) => p.display().to_string(),
+                        Err(why) => format!("{} ({why})", p.display()),
+                    },
                 })
                 .collect::<Vec<_>>()
                 .join(", "),

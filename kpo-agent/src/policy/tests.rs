@@ -1458,6 +1458,7 @@ fn a_namespace_refusal_names_the_entry_and_what_it_covers() {
     let dir = tempfile::tempdir().unwrap();
     let real = dir.path().join("real");
     std::fs::write(&real, "").unwrap();
+    stand_in_netns(&real);
     let p = Policy::parse(
         &format!(
             "[defaults]\nmode = \"observe\"\nnamespaces = [\"host\"]\n\n\
@@ -1492,6 +1493,58 @@ fn a_namespace_refusal_names_the_entry_and_what_it_covers() {
         refusal("net.core.netdev_max_backlog"),
         "namespace not covered: the policy does not cover \
          net.core.netdev_max_backlog@netns:4026532281: [defaults] covers only host"
+    );
+}
+
+/// Carried defect: `namespaces = ["/some/file"]` took the file's inode for a namespace's, so it
+/// covered whichever namespace has that inode number. Only a namespace file (on nsfs) names one;
+/// the refusal says what the path is instead.
+#[test]
+fn a_regular_file_in_namespaces_covers_no_namespace() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-namespace");
+    std::fs::write(&file, "").unwrap();
+    let ino = std::fs::metadata(&file).unwrap().ino();
+    let p = Policy::parse(
+        &format!(
+            "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nnamespaces = [\"{}\"]\n",
+            file.display()
+        ),
+        "p.toml",
+    )
+    .unwrap();
+    let target = format!("net.core.somaxconn@netns:{ino}");
+    assert_eq!(
+        p.decide(
+            &proposal(&target, Value::Int(4096), Source::Operator),
+            &Context::new(SystemTime::now())
+        ),
+        Decision::Refused(Refusal::NamespaceNotCovered {
+            target: target.clone(),
+            covered: format!(
+                "params.\"net.core.somaxconn\" (line 1) covers only {} (not a network namespace: \
+                 a regular file, where a namespace is a file on nsfs (/run/netns/NAME, \
+                 /proc/PID/ns/net))",
+                file.display()
+            ),
+        })
+    );
+    assert_eq!(
+        netns_path_inode(&file).unwrap_err(),
+        "not a network namespace: a regular file, where a namespace is a file on nsfs \
+         (/run/netns/NAME, /proc/PID/ns/net)"
+    );
+    assert_eq!(netns_inode(&NetnsRef::Path(file.clone())), None);
+    assert_eq!(
+        netns_path_inode(dir.path()).unwrap_err(),
+        "not a network namespace: a directory, where a namespace is a file on nsfs \
+         (/run/netns/NAME, /proc/PID/ns/net)"
+    );
+    // A namespace file is one.
+    assert_eq!(
+        netns_path_inode(Path::new("/proc/self/ns/net")).ok(),
+        own_netns_inode()
     );
 }
 
@@ -1719,13 +1772,18 @@ fn a_bound_beyond_tomls_integers_is_written_as_a_quoted_decimal() {
 #[test]
 fn a_value_of_the_wrong_type_is_named_in_words() {
     for (text, message) in [
+        // Review R6: the type's range (from 0) was named, and 0 then refused by the key's check.
         (
             "[guard]\nwindows = -1\n",
-            "invalid value: integer `-1`, expected a whole number from 0 to 4294967295",
+            "invalid value: integer `-1`, expected a whole number from 1 to 4294967295",
+        ),
+        (
+            "[guard]\nmax_changes_per_hour = 4294967296\n",
+            "invalid value: integer `4294967296`, expected a whole number from 1 to 4294967295",
         ),
         (
             "[approvals]\nclear_after_windows = true\n",
-            "invalid type: boolean `true`, expected a whole number from 0 to 4294967295",
+            "invalid type: boolean `true`, expected a whole number from 10 to 4294967295",
         ),
         (
             "[guard]\nsignals = \"cpu\"\n",

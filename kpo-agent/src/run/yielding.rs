@@ -479,6 +479,7 @@ mod tests {
         let ns = tempfile::tempdir().unwrap();
         let file = ns.path().join("web");
         std::fs::write(&file, "").unwrap();
+        crate::policy::stand_in_netns(&file);
         let address: ParamAddress = format!("net.core.somaxconn@netns:{}", file.display())
             .parse()
             .unwrap();

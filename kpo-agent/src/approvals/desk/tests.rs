@@ -441,6 +441,43 @@ async fn a_new_webhook_url_is_told_what_is_pending_without_a_restart_claimed() {
     );
 }
 
+/// Soak O6: a reload that changed only the webhook URL's path logged "approval webhook off" and
+/// "on" with the same scheme, host and port, as if nothing had changed. It says the path changed,
+/// without the path; a reload that leaves the URL as it was says nothing.
+#[tokio::test]
+async fn a_new_webhook_path_is_told_without_showing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    let with = |url: &str| {
+        let mut settings = settings();
+        settings.webhook = Some(url.to_string());
+        settings
+    };
+    let said = "approval webhook: the reloaded policy changed the URL's path, query or user name \
+                (not shown: they may hold a token) url=http://127.0.0.1:9";
+    s.desk
+        .set_settings(with("http://127.0.0.1:9/hook/SECRET-A"));
+    let ((), log) = crate::logging::logged(|| {
+        s.desk
+            .set_settings(with("http://127.0.0.1:9/hook/SECRET-B"))
+    });
+    assert!(log.contains(said), "{log}");
+    assert!(!log.contains("SECRET"), "{log}");
+    let ((), log) = crate::logging::logged(|| {
+        s.desk
+            .set_settings(with("http://127.0.0.1:9/hook/SECRET-B"))
+    });
+    assert_eq!(log, "");
+    // Another port: the off and on lines differ already.
+    let ((), log) =
+        crate::logging::logged(|| s.desk.set_settings(with("http://127.0.0.1:10/hook")));
+    assert!(!log.contains("changed the URL's path"), "{log}");
+    assert!(
+        log.contains("approval webhook on url=http://127.0.0.1:10"),
+        "{log}"
+    );
+}
+
 /// The agent's start (`start_webhook`, what `kpo run` calls) announces what is pending as a
 /// repeat after a start. Defect: it passed the reload's reason, so every start claimed a reload
 /// had set the webhook.
