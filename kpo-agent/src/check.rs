@@ -269,10 +269,10 @@ fn names_an_optimizer_knob(name: &str) -> bool {
     })
 }
 
-/// Entries whose `namespaces` name a path that does not exist: a misspelt path covers no
-/// namespace, so every change there is refused as outside the policy, which an operator finds
-/// only at the first refusal. A namespace made later (a container starting) is covered from
-/// then on, so this is a warning.
+/// Entries whose `namespaces` name a path that does not exist, or a file that is no network
+/// namespace: a misspelt path covers no namespace, so every change there is refused as outside
+/// the policy, which an operator finds only at the first refusal. A namespace made later (a
+/// container starting) is covered from then on, so this is a warning.
 fn missing_namespaces(policy: &Policy) -> Vec<String> {
     let file = origin(policy);
     let entries = std::iter::once(("[defaults]".to_string(), &policy.defaults)).chain(
@@ -287,16 +287,24 @@ fn missing_namespaces(policy: &Policy) -> Vec<String> {
             continue;
         };
         for sel in list {
-            if let NamespaceSel::Path(path) = sel {
-                if std::fs::metadata(path).is_err() {
-                    found.push(format!(
-                        "{file}:{}: {entry}: namespaces names {}, which does not exist now: a \
-                         typo? Until it exists the entry covers no namespace there, and KPO \
-                         refuses every change it would cover",
-                        rule.line,
-                        path.display()
-                    ));
-                }
+            let NamespaceSel::Path(path) = sel else {
+                continue;
+            };
+            if std::fs::metadata(path).is_err() {
+                found.push(format!(
+                    "{file}:{}: {entry}: namespaces names {}, which does not exist now: a \
+                     typo? Until it exists the entry covers no namespace there, and KPO \
+                     refuses every change it would cover",
+                    rule.line,
+                    path.display()
+                ));
+            } else if let Err(why) = crate::policy::netns_path_inode(path) {
+                found.push(format!(
+                    "{file}:{}: {entry}: namespaces names {}, {why}: it covers no namespace, \
+                     and KPO refuses every change the entry would cover there",
+                    rule.line,
+                    path.display()
+                ));
             }
         }
     }
@@ -684,6 +692,7 @@ max = 8000
         let dir = tempfile::tempdir().unwrap();
         let (there, missing) = (dir.path().join("web"), dir.path().join("wbe"));
         std::fs::write(&there, "").unwrap();
+        crate::policy::stand_in_netns(&there);
         // The sysctl exists in this /proc/sys: only the namespaces are warned of.
         std::fs::create_dir_all(dir.path().join("net/core")).unwrap();
         std::fs::write(dir.path().join("net/core/somaxconn"), "4096\n").unwrap();
@@ -712,6 +721,44 @@ max = 8000
             vec![
                 said(1, "[defaults]"),
                 said(3, "params.\"net.core.somaxconn\"")
+            ]
+        );
+    }
+
+    /// Defect: `namespaces = ["/etc/hostname"]` (a file, no namespace) was `valid` while the
+    /// policy covered no namespace there (s41). Such a file is warned of with what it is; a
+    /// namespace's own file (/proc/self/ns/net) is not.
+    #[test]
+    fn a_namespace_path_that_names_no_namespace_is_warned_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("web");
+        std::fs::write(&file, "").unwrap();
+        std::fs::create_dir_all(dir.path().join("net/core")).unwrap();
+        std::fs::write(dir.path().join("net/core/somaxconn"), "4096\n").unwrap();
+        let p = Policy::parse(
+            &format!(
+                "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n\
+                 namespaces = [\"{f}\", \"/proc/self/ns/net\", \"{d}\"]\n",
+                f = file.display(),
+                d = dir.path().display()
+            ),
+            "p.toml",
+        )
+        .unwrap();
+        let said = |path: &std::path::Path, what: &str| {
+            format!(
+                "p.toml:1: params.\"net.core.somaxconn\": namespaces names {}, not a network \
+                 namespace: {what}, where a namespace is a file on nsfs (/run/netns/NAME, \
+                 /proc/PID/ns/net): it covers no namespace, and KPO refuses every change the \
+                 entry would cover there",
+                path.display()
+            )
+        };
+        assert_eq!(
+            warnings(&p, dir.path()),
+            vec![
+                said(&file, "a regular file"),
+                said(dir.path(), "a directory")
             ]
         );
     }
