@@ -8,7 +8,9 @@ use anyhow::{bail, Context, Result};
 /// Debian packages: LLVM 22 for bpf-linker (its LLVM must match nightly's), iproute2 for the
 /// namespace tests (`ip`, `ss`, `nstat`), ethtool as the coalescing tests' reference, procps for
 /// the `sysctl -w` a person runs in the yielding tests, util-linux for `setpriv`, nginx and wrk
-/// for the overhead and reaction benches and `cargo xtask scenario backlog`.
+/// for the overhead and reaction benches and `cargo xtask scenario backlog`, systemd for the
+/// `systemd-analyze verify` of deploy/kpo.service (a container or minimal root lacks it, and that
+/// test then skips).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -20,6 +22,7 @@ const APT_PACKAGES: &[&str] = &[
     "util-linux",
     "nginx-light",
     "wrk",
+    "systemd",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// The bpf-linker release installed: one that builds against LLVM 22 (0.13 takes LLVM 21 to 23;
