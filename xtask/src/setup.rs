@@ -229,12 +229,18 @@ pub fn apt_install(packages: &[String]) -> Result<()> {
         bail!("apt-get install {} failed", packages.join(" "));
     }
     // Debian enables and starts an installed nginx on port 80; the benches start their own, in
-    // namespaces, and the machine should not gain a web server from `cargo xtask test`.
-    if packages.iter().any(|p| p.starts_with("nginx"))
-        && std::path::Path::new("/run/systemd/system").exists()
-    {
+    // namespaces, and the machine should not gain a web server from `cargo xtask test`. Where
+    // systemd is not running (a chroot, a container, an image being built), apt still enables
+    // nginx.service, for the next boot: disabled there too (systemctl does that offline).
+    if packages.iter().any(|p| p.starts_with("nginx")) {
+        let running = std::path::Path::new("/run/systemd/system").exists();
+        let args: &[&str] = if running {
+            &["disable", "--now", "nginx"]
+        } else {
+            &["disable", "nginx"]
+        };
         let stopped = Command::new("systemctl")
-            .args(["disable", "--now", "nginx"])
+            .args(args)
             .stdout(std::io::stderr())
             .status();
         if !stopped.is_ok_and(|s| s.success()) {
