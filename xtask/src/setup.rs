@@ -8,7 +8,9 @@ use anyhow::{bail, Context, Result};
 /// Debian packages: LLVM 22 for bpf-linker (its LLVM must match nightly's), iproute2 for the
 /// namespace tests (`ip`, `ss`, `nstat`), ethtool as the coalescing tests' reference, procps for
 /// the `sysctl -w` a person runs in the yielding tests, util-linux for `setpriv`, nginx and wrk
-/// for the overhead and reaction benches and `cargo xtask scenario backlog`.
+/// for the overhead and reaction benches and `cargo xtask scenario backlog`, systemd for the
+/// `systemd-analyze verify` of deploy/kpo.service (a container or minimal root lacks it, and that
+/// test then skips).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -20,6 +22,7 @@ const APT_PACKAGES: &[&str] = &[
     "util-linux",
     "nginx-light",
     "wrk",
+    "systemd",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// The bpf-linker release installed: one that builds against LLVM 22 (0.13 takes LLVM 21 to 23;
@@ -226,12 +229,18 @@ pub fn apt_install(packages: &[String]) -> Result<()> {
         bail!("apt-get install {} failed", packages.join(" "));
     }
     // Debian enables and starts an installed nginx on port 80; the benches start their own, in
-    // namespaces, and the machine should not gain a web server from `cargo xtask test`.
-    if packages.iter().any(|p| p.starts_with("nginx"))
-        && std::path::Path::new("/run/systemd/system").exists()
-    {
+    // namespaces, and the machine should not gain a web server from `cargo xtask test`. Where
+    // systemd is not running (a chroot, a container, an image being built), apt still enables
+    // nginx.service, for the next boot: disabled there too (systemctl does that offline).
+    if packages.iter().any(|p| p.starts_with("nginx")) {
+        let running = std::path::Path::new("/run/systemd/system").exists();
+        let args: &[&str] = if running {
+            &["disable", "--now", "nginx"]
+        } else {
+            &["disable", "nginx"]
+        };
         let stopped = Command::new("systemctl")
-            .args(["disable", "--now", "nginx"])
+            .args(args)
             .stdout(std::io::stderr())
             .status();
         if !stopped.is_ok_and(|s| s.success()) {
