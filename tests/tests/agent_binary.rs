@@ -349,6 +349,15 @@ pub fn events_match_schema_and_sigterm_flushes() {
             .collect::<Vec<_>>()
     );
     check_stream(&events, true);
+    // The start says under which policy (the test's own file) and that auto may apply.
+    assert!(
+        events[0]["policy"]
+            .as_str()
+            .is_some_and(|p| p.starts_with('/') && p.ends_with("/policy.toml")),
+        "{:#}",
+        events[0]
+    );
+    assert_eq!(events[0]["recommend_only"], false);
     let sensors = &events[1]["sensors"];
     assert!(
         sensors
@@ -371,11 +380,12 @@ pub fn events_match_schema_and_sigterm_flushes() {
 
     // No BTF: the offset-free sensors stay, the others are off with a reason; windows go on.
     let events = run_agent(
-        &["--btf", "/nonexistent/vmlinux"],
+        &["--btf", "/nonexistent/vmlinux", "--recommend-only"],
         &dir.join("kpo-e2e-b.ndjson"),
         |_| {},
     );
     check_stream(&events, false);
+    assert_eq!(events[0]["recommend_only"], true);
     let sensors = events[1]["sensors"].as_array().unwrap();
     let off: Vec<&Value> = sensors.iter().filter(|s| s["enabled"] == false).collect();
     // accept_queue, synack_retrans, napi and request_latency read struct fields; irq, softirq

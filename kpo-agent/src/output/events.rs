@@ -24,6 +24,11 @@ pub enum Event {
         duty_fraction: f64,
         /// The energy source chosen for the windows' `energy`, and why better ones were not.
         energy: EnergySourceChoice,
+        /// The policy file the agent decides under, or the built-in default: a stream that says
+        /// what the agent did should say under which rules.
+        policy: String,
+        /// `--recommend-only`: every parameter in mode auto is treated as recommend.
+        recommend_only: bool,
     },
     /// The energy source stopped giving figures while the agent ran and was set aside: `energy`
     /// is the source chosen in its place, as in `start` (docs/events.md).

@@ -748,6 +748,20 @@ impl Policy {
         }
     }
 
+    /// What the agent logs at its start about the policy in force: the file, or the built-in
+    /// default with the default file it did not find (an operator who meant to write one learns
+    /// it from the log, not from the first change that does not happen).
+    pub fn in_force(&self) -> String {
+        match &self.missing_file {
+            Some(path) => format!(
+                "policy: no file at {}: the built-in default (observe and recommend) is in \
+                 force; write one and send the agent SIGHUP (kill -HUP PID) to load it",
+                path.display()
+            ),
+            None => format!("policy: {}", self.origin),
+        }
+    }
+
     /// Why the policy file no longer holds what was loaded from it (edited, removed,
     /// unreadable), or `None` (unchanged, or not loaded from a file). A policy read at start
     /// decides an operator's `kpo apply` or `kpo approve` only while the file still says it:

@@ -1427,6 +1427,28 @@ fn a_builtin_default_notices_a_policy_file_created_at_its_path() {
     assert_eq!(reloaded.changed_on_disk(), None);
 }
 
+/// Defect (s41, a fresh machine): with no /etc/kpo/policy.toml the agent started on the built-in
+/// default without a word, and only `kpo status` said so. Its start logs the policy in force,
+/// and, on the built-in default, the file it did not find.
+#[test]
+fn the_policy_in_force_names_the_file_or_the_default_file_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.toml");
+    assert_eq!(
+        Policy::load_from(&file, false).unwrap().in_force(),
+        format!(
+            "policy: no file at {}: the built-in default (observe and recommend) is in force; \
+             write one and send the agent SIGHUP (kill -HUP PID) to load it",
+            file.display()
+        )
+    );
+    std::fs::write(&file, "[defaults]\nmode = \"observe\"\n").unwrap();
+    assert_eq!(
+        Policy::load_from(&file, false).unwrap().in_force(),
+        format!("policy: {}", file.display())
+    );
+}
+
 /// Defect: a bound on `net.netfilter.nf_conntrack_max` did not hold a change asked under its
 /// alias `net.nf_conntrack_max` (the same kernel variable), and the reverse.
 #[test]

@@ -194,6 +194,7 @@ impl Deciding {
             .absolute()
             .map_err(|e| anyhow::anyhow!("the working directory cannot be read: {e}"))?;
         let mut policy = Policy::load(state.policy.as_deref())?;
+        info!("{}", policy.in_force());
         warn_of_what_the_policy_names_in_vain(&policy, config);
         if recommend_only {
             policy.force_recommend();

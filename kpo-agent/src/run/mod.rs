@@ -254,6 +254,8 @@ pub async fn run(
         window_s: config.window.as_secs_f64(),
         duty_fraction: config.duty_fraction,
         energy: energy_source,
+        policy: deciding.change_path().policy.origin.to_string(),
+        recommend_only: args.recommend_only,
     });
     for event in reconciled {
         sink.send(&event);
