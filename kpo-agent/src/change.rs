@@ -273,6 +273,11 @@ impl ChangePath {
         }
     }
 
+    /// The journal key of an address (see [`crate::journal::target_key`]).
+    pub fn key(address: &ParamAddress) -> String {
+        target_key(address)
+    }
+
     /// The guard's file, where each change's watch is written before the kernel write (the agent
     /// sets it; the CLI's offline path has no guard).
     pub fn set_before_write(&mut self, ahead: crate::guard::WriteAhead) {

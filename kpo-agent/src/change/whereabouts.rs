@@ -399,9 +399,4 @@ impl ChangePath {
         };
         nowhere && self.netns_now(&reach(address, key)).is_err()
     }
-
-    /// The journal key of an address (see [`crate::journal::target_key`]).
-    pub fn key(address: &ParamAddress) -> String {
-        target_key(address)
-    }
 }

@@ -436,8 +436,10 @@ impl Ctx<'_> {
             (None, Some(k)) => k,
             (None, None) => "(document)".to_string(),
         };
+        // A type error's range is the key's own; any other message (an unclosed string) stays.
         if let Some(least) = least(&key) {
-            message = crate::config::toml_reason(&e, Some((least.into(), u32::MAX.into())));
+            let ranged = crate::config::toml_reason(&e, Some((least.into(), u32::MAX.into())));
+            message = message.replacen(&crate::config::toml_reason(&e, None), &ranged, 1);
         }
         PolicyError::Invalid {
             file: self.file.clone(),

@@ -22,6 +22,13 @@
 //! - **Knob values changed by anyone else** (an operator's `kpo apply`, the guard's revert during
 //!   the window, a person) are noticed when the window closes: that window is not learned, and
 //!   the loop continues from the values the kernel has.
+//!
+//! The loop itself is here; what it is given (`settings.rs`, `knobs.rs`) and how it reaches the
+//! kernel (`through_the_path.rs`) are each a file.
+mod knobs;
+mod settings;
+mod through_the_path;
+
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -31,11 +38,6 @@ use super::live::{
     ChangeReason, GoBack, Knobs, LiveConfig, LiveEvent, LiveOptimizer, Objective, Slo, Tried,
 };
 use super::space::{KnobSpec, Space};
-
-// The loop itself is here; what it is given and how it reaches the kernel are each a file.
-mod knobs;
-mod settings;
-mod through_the_path;
 use crate::{
     actuate::param::{ParamAddress, ParamKind, Target, Value},
     change::{ChangePath, ChangeReport, ChangeStatus},
