@@ -290,7 +290,9 @@ fn missing_namespaces(policy: &Policy) -> Vec<String> {
             let NamespaceSel::Path(path) = sel else {
                 continue;
             };
-            if std::fs::metadata(path).is_err() {
+            let missing =
+                std::fs::metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+            if missing {
                 found.push(format!(
                     "{file}:{}: {entry}: namespaces names {}, which does not exist now: a \
                      typo? Until it exists the entry covers no namespace there, and KPO \
@@ -738,7 +740,7 @@ max = 8000
         let p = Policy::parse(
             &format!(
                 "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n\
-                 namespaces = [\"{f}\", \"/proc/self/ns/net\", \"{d}\"]\n",
+                 namespaces = [\"{f}\", \"/proc/self/ns/net\", \"{d}\", \"{f}/x\"]\n",
                 f = file.display(),
                 d = dir.path().display()
             ),
@@ -758,7 +760,15 @@ max = 8000
             warnings(&p, dir.path()),
             vec![
                 said(&file, "a regular file"),
-                said(dir.path(), "a directory")
+                said(dir.path(), "a directory"),
+                // Not missing, as a path that cannot be read (/proc/1/ns/net in some containers)
+                // was called.
+                format!(
+                    "p.toml:1: params.\"net.core.somaxconn\": namespaces names {}/x, cannot be \
+                     read now: Not a directory (os error 20): it covers no namespace, and KPO \
+                     refuses every change the entry would cover there",
+                    file.display()
+                )
             ]
         );
     }

@@ -623,15 +623,44 @@ fn open_namespace_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Whether the namespace file `file` holds a network namespace (`NS_GET_NSTYPE`, Linux 4.11). A
-/// kernel that cannot say (ENOTTY) gets the benefit of the doubt: entering it will tell.
+/// Whether the namespace file `file` holds a network namespace. A kernel that cannot say
+/// (ENOTTY) gets the benefit of the doubt: entering it will tell.
 fn is_network_namespace(file: &File) -> bool {
+    match namespace_type(file) {
+        Ok(kind) => kind == libc::CLONE_NEWNET,
+        Err(e) => e.raw_os_error() == Some(libc::ENOTTY),
+    }
+}
+
+/// The kind of namespace a namespace file holds, as a `CLONE_NEW*` flag (`NS_GET_NSTYPE`, Linux
+/// 4.11).
+fn namespace_type(file: &File) -> io::Result<i32> {
     use std::os::fd::AsRawFd;
     // SAFETY: NS_GET_NSTYPE takes no argument and only returns the namespace's CLONE_NEW* type;
     // `file` is open for the whole call.
     let kind = unsafe { libc::ioctl(file.as_raw_fd(), libc::NS_GET_NSTYPE) };
-    kind == libc::CLONE_NEWNET
-        || (kind == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTTY))
+    if kind == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(kind)
+    }
+}
+
+/// The kind of namespace the file at `path` (on nsfs) holds, in words, when it is not a network
+/// namespace (`/proc/PID/ns/mnt`: "mount"); `None` for a network namespace, and where the file
+/// cannot be opened or the kernel cannot say.
+pub(crate) fn other_namespace_kind(path: &Path) -> Option<&'static str> {
+    let kind = namespace_type(&open_namespace_file(path).ok()?).ok()?;
+    Some(match kind {
+        libc::CLONE_NEWNET => return None,
+        libc::CLONE_NEWNS => "mount",
+        libc::CLONE_NEWUTS => "UTS",
+        libc::CLONE_NEWIPC => "IPC",
+        libc::CLONE_NEWPID => "PID",
+        libc::CLONE_NEWUSER => "user",
+        libc::CLONE_NEWCGROUP => "cgroup",
+        _ => "other",
+    })
 }
 
 /// The network namespace's cookie (`SO_NETNS_COOKIE`, Linux 5.14): a 64-bit id the kernel never

@@ -440,7 +440,11 @@ pub fn netns_path_inode(path: &Path) -> Result<u64, String> {
         format!("cannot be told a network namespace: /proc/self/ns/net cannot be read: {e}")
     })?;
     if meta.dev() == nsfs.dev() {
-        return Ok(meta.ino());
+        // Every kind of namespace is on nsfs, and inode numbers are shared among the kinds.
+        return match crate::actuate::sysctl::other_namespace_kind(path) {
+            Some(kind) => Err(format!("not a network namespace: a {kind} namespace")),
+            None => Ok(meta.ino()),
+        };
     }
     #[cfg(test)]
     if STAND_IN_NETNS.with(|s| s.borrow().iter().any(|p| p == path)) {

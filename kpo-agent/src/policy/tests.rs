@@ -1570,6 +1570,27 @@ fn a_regular_file_in_namespaces_covers_no_namespace() {
     );
 }
 
+/// s41 review: a namespace file of another kind (`/proc/self/ns/mnt`, on nsfs too) was taken for
+/// a network namespace, so `namespaces` could cover, and keys name, the network namespace whose
+/// inode number the mount namespace's equals. Its kind is named instead.
+#[test]
+fn a_namespace_of_another_kind_is_no_network_namespace() {
+    let mnt = Path::new("/proc/self/ns/mnt");
+    if std::fs::File::open(mnt).is_err() {
+        kpo_test_skip::skip("/proc/self/ns/mnt cannot be opened here");
+        return;
+    }
+    assert_eq!(
+        netns_path_inode(mnt).unwrap_err(),
+        "not a network namespace: a mount namespace"
+    );
+    assert_eq!(netns_inode(&NetnsRef::Path(mnt.to_path_buf())), None);
+    assert_eq!(
+        netns_path_inode(Path::new("/proc/self/ns/uts")).unwrap_err(),
+        "not a network namespace: a UTS namespace"
+    );
+}
+
 /// A signal is shown (in the guard's revert reason, to the LLM) by the name the policy and the
 /// `guard` event give it.
 #[test]
