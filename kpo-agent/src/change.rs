@@ -33,7 +33,7 @@ use crate::{
 };
 
 // What follows a change, each an `impl ChangePath` of its own: putting values back, settling at
-// a start what a killed process left, and where a changed parameter's device or namespace is now.
+// a start what a killed process left, and where a changed parameter is now.
 mod reconcile;
 mod revert;
 mod whereabouts;

@@ -244,8 +244,14 @@ pub fn apt_install(packages: &[String]) -> Result<()> {
             .stdout(std::io::stderr())
             .status();
         if !stopped.is_ok_and(|s| s.success()) {
+            let what = if running {
+                "stop and disable"
+            } else {
+                "disable"
+            };
             eprintln!(
-                "xtask setup: could not stop and disable nginx.service; it may be serving port 80"
+                "xtask setup: could not {what} nginx.service; it may be serving port 80 (now, or \
+                 after the next boot)"
             );
         }
     }

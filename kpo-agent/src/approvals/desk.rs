@@ -303,7 +303,7 @@ impl Desk {
             // The off and on lines show the scheme, host and port only: alike for a new path.
             let shown = super::webhook::shown_url(&url);
             if before.as_deref().map(super::webhook::shown_url) == Some(shown.clone()) {
-                info!(url = %shown, "approval webhook: the reloaded policy changed the URL's path, query or user name (not shown: they may hold a token)");
+                info!(url = %shown, "approval webhook: the reloaded policy changed the URL's path, query, user name or password (not shown: they may hold a token)");
             }
             self.start_webhook_for(url, Again::WebhookChanged);
         }

@@ -1,5 +1,7 @@
-//! Where a changed parameter's NIC or network namespace is now, and what that means for a
-//! revert or a reconciliation: a device or namespace gone for certain is settled in the journal.
+//! Where a changed parameter is now: its NIC or network namespace (one gone for certain is
+//! settled in the journal), its value as read there, and what else holds it (the kernel's
+//! adaptive moderation, a driver under KPO's governor, a person's other cpufreq limit), which
+//! decides whether a revert or `on_exit` may write it.
 use super::*;
 
 impl ChangePath {

@@ -999,10 +999,11 @@ mod tests {
             reason: "x".repeat(4000),
             windows: 0,
         };
-        // Nobody reads: the pipe fills (64 KiB), the writer waits on it, and from then on the
-        // queue holds one line and drops the rest. Offered until one is dropped after the last
-        // line queued: a fixed count could end on a line queued while the writer, scheduled late
-        // on a busy machine, still had room in the pipe.
+        // Nobody reads, and the queue holds one line: a line offered while another waits there
+        // is dropped, and once the pipe is full (64 KiB) and the writer waits on it, every one
+        // is. Offered until one is dropped after the last line queued: a fixed count could end on
+        // a line queued just after the writer, scheduled late on a busy machine, took the one
+        // before it.
         let mut offered = 0;
         while sink.dropped_since_queued == 0 {
             assert!(offered < 10_000, "nothing dropped with nobody reading");

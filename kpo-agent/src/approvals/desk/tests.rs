@@ -453,8 +453,8 @@ async fn a_new_webhook_path_is_told_without_showing_it() {
         settings.webhook = Some(url.to_string());
         settings
     };
-    let said = "approval webhook: the reloaded policy changed the URL's path, query or user name \
-                (not shown: they may hold a token) url=http://127.0.0.1:9";
+    let said = "approval webhook: the reloaded policy changed the URL's path, query, user name or \
+                password (not shown: they may hold a token) url=http://127.0.0.1:9";
     s.desk
         .set_settings(with("http://127.0.0.1:9/hook/SECRET-A"));
     let ((), log) = crate::logging::logged(|| {
