@@ -269,7 +269,7 @@ fn names_an_optimizer_knob(name: &str) -> bool {
     })
 }
 
-/// Entries whose `namespaces` name a path that does not exist, or a file that is no network
+/// Entries whose `namespaces` name a path that does not exist, cannot be read, or is no network
 /// namespace: a misspelt path covers no namespace, so every change there is refused as outside
 /// the policy, which an operator finds only at the first refusal. A namespace made later (a
 /// container starting) is covered from then on, so this is a warning.
