@@ -280,8 +280,17 @@ pub fn events_match_schema_and_sigterm_flushes() {
     // event must arrive at once, before any window closes it.
     let ns = Netns::new();
     let mut port = 0;
+    // A policy file of its own, which the start event must name exactly.
+    let own = tempfile::tempdir().unwrap();
+    let policy = own.path().join("e2e-policy.toml");
+    std::fs::write(&policy, "[defaults]\nmode = \"observe\"\n").unwrap();
     let events = run_agent(
-        &["--proc-root", fake.0.to_str().unwrap()],
+        &[
+            "--proc-root",
+            fake.0.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+        ],
         &dir.join("kpo-e2e-a.ndjson"),
         |path| {
             let listener = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
@@ -350,10 +359,9 @@ pub fn events_match_schema_and_sigterm_flushes() {
     );
     check_stream(&events, true);
     // The start says under which policy (the test's own file) and that auto may apply.
-    assert!(
-        events[0]["policy"]
-            .as_str()
-            .is_some_and(|p| p.starts_with('/') && p.ends_with("/policy.toml")),
+    assert_eq!(
+        events[0]["policy"],
+        policy.to_str().unwrap(),
         "{:#}",
         events[0]
     );
