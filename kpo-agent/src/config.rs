@@ -391,8 +391,14 @@ fn key_on_the_errors_line(before: &str) -> Option<String> {
     // The error's own line, up to the error: a key on a line before it (an array left open) may
     // not be what failed.
     let mut lines = before.rsplit('\n');
-    let (key, _) = lines.next()?.split_once('=')?;
-    let key = key.trim();
+    let on_line = lines.next()?;
+    let key = match inline_key_path(on_line) {
+        // Inside an inline table (`llm = { max_attempts = ...`): its key, not the line's.
+        Some((path, _)) if path.iter().all(|k| plain(k)) => path.join("."),
+        Some(_) => return None,
+        None => on_line.split_once('=')?.0.trim().to_string(),
+    };
+    let key = key.as_str();
     if !plain(key) {
         return None;
     }
@@ -405,6 +411,56 @@ fn key_on_the_errors_line(before: &str) -> Option<String> {
         Some(_) => None,
         None => Some(key.to_string()),
     }
+}
+
+/// Where in inline tables the end of `line` (a line of TOML up to an error) is: the keys as
+/// written, from the line's own (`guard`) to the one inside (`windows`), and whether it is in a
+/// list there. `None` when it is in no inline table: the line's own key is then the one.
+pub(crate) fn inline_key_path(line: &str) -> Option<(Vec<String>, bool)> {
+    // Each open `{` or `[` with the key it is the value of (none for a list's element).
+    let mut open: Vec<(char, Option<String>)> = Vec::new();
+    let mut pending: Option<String> = None;
+    let mut start = 0;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' && q == '"' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => quote = Some(c),
+            '=' if open.last().is_none_or(|(o, _)| *o == '{') => {
+                pending = Some(line[start..i].trim().to_string());
+            }
+            '{' | '[' => {
+                open.push((c, pending.take()));
+                start = i + 1;
+            }
+            '}' | ']' => {
+                open.pop();
+                pending = None;
+            }
+            ',' => {
+                pending = None;
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if !open.iter().any(|(o, _)| *o == '{') {
+        return None;
+    }
+    let in_list = open.last().is_some_and(|(o, _)| *o == '[');
+    let mut path: Vec<String> = open.into_iter().filter_map(|(_, k)| k).collect();
+    path.extend(pending.filter(|_| !in_list));
+    Some((path, in_list))
 }
 
 /// The dotted key (`llm.max_tokens`) a well-formed document fails to deserialize at: toml's
@@ -1089,6 +1145,41 @@ mod tests {
                 c.validate("k.toml").unwrap();
             }
         }
+    }
+
+    /// s42: a value the TOML parser rejects inside an inline table (`llm = { max_attempts = ...
+    /// }`) was named by the line's key, `llm`: the key inside is named, as under `[llm]`.
+    #[test]
+    fn a_value_the_parser_rejects_in_an_inline_table_is_named_by_its_own_key() {
+        for (text, key) in [
+            (
+                "llm = { max_attempts = 99999999999999999999 }\n",
+                "llm.max_attempts",
+            ),
+            (
+                "optimizer = { slo_port = 8080, slo_max_us = 1e400 }\n",
+                "optimizer.slo_max_us",
+            ),
+            // A string holding `{` and `,` is no inline table.
+            (
+                "llm = { model = \"a{b,\", max_tokens = 1e400 }\n",
+                "llm.max_tokens",
+            ),
+            ("[optimizer]\nslo_max_us = 1e400\n", "optimizer.slo_max_us"),
+        ] {
+            let e = Config::from_toml(text, "k.toml").unwrap_err().to_string();
+            assert!(e.ends_with(&format!(", in `{key}`")), "{text}: {e}");
+        }
+        assert_eq!(
+            inline_key_path("x = [{ a = 1 }, { b = "),
+            Some((vec!["x".to_string(), "b".to_string()], false))
+        );
+        assert_eq!(
+            inline_key_path("\"p.q\" = { max = [1, "),
+            Some((vec!["\"p.q\"".to_string(), "max".to_string()], true))
+        );
+        assert_eq!(inline_key_path("x = [1, "), None);
+        assert_eq!(inline_key_path("x = { a = 1 }, y = "), None);
     }
 
     /// The bounds on the tick and the window, each named by its key.

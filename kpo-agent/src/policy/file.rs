@@ -341,24 +341,40 @@ impl Ctx<'_> {
         } else {
             PolicyErrorClass::Syntax
         };
-        // The key: named in the message (`unknown field `x``), else the `key = ` on that line.
-        let own = message
+        // Inside an inline table (`guard = { windows = -1 }`): the keys down to the error's.
+        let inline = self
+            .lines
+            .text
+            .get(..span.start)
+            .and_then(|before| before.rsplit('\n').next())
+            .filter(|_| self.lines.line(span.start) == line)
+            .and_then(crate::config::inline_key_path);
+        let named = message
             .split('`')
             .nth(1)
             .filter(|_| class == PolicyErrorClass::UnknownKey)
-            .map(str::to_string)
-            .or_else(|| {
-                let text = self.lines.line_text(line);
-                let t = text.trim();
-                if t.starts_with('[') {
-                    None
-                } else {
-                    t.split_once('=')
-                        .map(|(k, _)| k.trim().to_string())
-                        .filter(|k| !k.is_empty())
-                }
-            })
-            .or_else(|| self.lines.array_key_above(line));
+            .map(str::to_string);
+        // The key: named in the message (`unknown field `x``), else the `key = ` on that line.
+        let own = match &inline {
+            Some((path, _)) => {
+                let mut path = path.clone();
+                path.extend(named);
+                Some(path.join("."))
+            }
+            None => named,
+        }
+        .or_else(|| {
+            let text = self.lines.line_text(line);
+            let t = text.trim();
+            if t.starts_with('[') {
+                None
+            } else {
+                t.split_once('=')
+                    .map(|(k, _)| k.trim().to_string())
+                    .filter(|k| !k.is_empty())
+            }
+        })
+        .or_else(|| self.lines.array_key_above(line));
         let text = self.lines.line_text(line).trim();
         // A header where a list above is still open: the list is the mistake (a missing `]`),
         // not the header, nor the table the header opens.
@@ -407,13 +423,20 @@ impl Ctx<'_> {
         // TOML's integers are signed 64-bit; a kernel's may be unsigned (`kernel.shmmax`).
         if message.starts_with("number too large") || message.starts_with("number too small") {
             let wide = ["min", "max", "max_step", "optimizer_levels"];
-            if let Some(k) = own.as_deref().filter(|k| wide.contains(k)) {
+            let last = match &inline {
+                Some((path, _)) => path.last().cloned(),
+                None => own.clone(),
+            };
+            if let Some(k) = last.as_deref().filter(|k| wide.contains(k)) {
                 let number = text_at(self.lines.text, &span);
                 // An element of a list (`max = [...]`, or a line of one written over several).
                 let in_list = k == "optimizer_levels"
-                    || text
-                        .split_once('=')
-                        .is_none_or(|(_, value)| value.trim_start().starts_with('['));
+                    || match &inline {
+                        Some((_, in_list)) => *in_list,
+                        None => text
+                            .split_once('=')
+                            .is_none_or(|(_, value)| value.trim_start().starts_with('[')),
+                    };
                 message = match parse_kernel_int(&number) {
                     Ok(_) if in_list => format!(
                         "{message}: TOML's integers are signed 64-bit; write a larger one in \

@@ -1843,6 +1843,66 @@ fn a_value_of_the_wrong_type_is_named_in_words() {
     }
 }
 
+/// s42: a key written in an inline table (`guard = { windows = -1 }`) was named by the line's
+/// key (`guard`), and so told its type's range, not its own; an unknown key there lost its table
+/// (`extra`), one in an entry its entry (`params.maxx`); and a bound too large for TOML lost the
+/// hint to quote it. The key inside is named, as written under its own table.
+#[test]
+fn a_key_inside_an_inline_table_is_named_as_under_its_table() {
+    for (text, line, key, message) in [
+        (
+            "guard = { windows = -1 }\n",
+            1,
+            "guard.windows",
+            "invalid value: integer `-1`, expected a whole number from 1 to 4294967295",
+        ),
+        (
+            "guard = { windows = 2, max_changes_per_hour = -1 }\n",
+            1,
+            "guard.max_changes_per_hour",
+            "invalid value: integer `-1`, expected a whole number from 1 to 4294967295",
+        ),
+        (
+            "approvals = { clear_after_windows = true }\n",
+            1,
+            "approvals.clear_after_windows",
+            "invalid type: boolean `true`, expected a whole number from 10 to 4294967295",
+        ),
+        (
+            "guard = { extra = 1 }\n",
+            1,
+            "guard.extra",
+            "unknown field `extra`, expected one of `windows`, `signals`, \
+             `max_changes_per_hour`, `quarantine`",
+        ),
+        (
+            "[params]\n\"kernel.shmmax\" = { min = 0, maxx = 1 }\n",
+            2,
+            "params.\"kernel.shmmax\".maxx",
+            "unknown field `maxx`, expected one of `mode`, `min`, `max`, `max_step`, \
+             `cooldown`, `sources`, `on_exit`, `namespaces`, `allow_adaptive_off`, \
+             `guard_signals`, `optimizer_levels`",
+        ),
+        (
+            "[params]\n\"kernel.shmmax\" = { max = 18446744073692774399 }\n",
+            2,
+            "params.\"kernel.shmmax\".max",
+            "number too large to fit in target type: TOML's integers are signed 64-bit; write \
+             a larger one in quotes: max = \"18446744073692774399\"",
+        ),
+        (
+            "params = { \"kernel.shmmax\" = { max = [1, 18446744073692774399] } }\n",
+            1,
+            "params.\"kernel.shmmax\".max",
+            "number too large to fit in target type: TOML's integers are signed 64-bit; write \
+             a larger one in quotes: max = [..., \"18446744073692774399\"]",
+        ),
+    ] {
+        let (l, k, _, m) = err(text);
+        assert_eq!((l, k.as_str(), m.as_str()), (line, key, message), "{text}");
+    }
+}
+
 /// A multi-line string never closed was reported at the line after the file's last, with the
 /// table in force there and no key: its own line and key are named.
 #[test]
