@@ -270,6 +270,9 @@ fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let key = error_key(text).or_else(|| before.and_then(key_on_the_errors_line));
     let range = key.as_deref().and_then(whole_number_range);
     let mut message = without_quoted(&toml_reason(e, range));
+    if let (Some(range), Some(span)) = (range, e.span()) {
+        message = beyond_toml(&message, text, span.start, range).unwrap_or(message);
+    }
     if let Some(key) = key {
         message = format!("{message}, in `{key}`");
     }
@@ -279,6 +282,30 @@ fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
     format!("line {line}, column {column}: {message}")
+}
+
+/// An integer beyond TOML's 64 bits (toml's `number too large to fit in target type`), at
+/// `start` in `text`, in the words a whole-number key's other out-of-range values get: with the
+/// key's own `range`. `None` for any other `reason`.
+pub(crate) fn beyond_toml(
+    reason: &str,
+    text: &str,
+    start: usize,
+    (least, most): (u64, u64),
+) -> Option<String> {
+    if !(reason.starts_with("number too large") || reason.starts_with("number too small")) {
+        return None;
+    }
+    let rest = text.get(start..)?;
+    // An integer's characters only (`0x` and `_` too): the value is quoted.
+    let end = rest
+        .find(|c: char| !(c.is_ascii_hexdigit() || matches!(c, 'x' | 'o' | '_' | '+' | '-')))
+        .unwrap_or(rest.len());
+    let number = rest[..end].replace('_', "");
+    let number = number.trim_start_matches('+');
+    Some(format!(
+        "invalid value: integer `{number}`, expected a whole number from {least} to {most}"
+    ))
 }
 
 /// A whole-number key of the file, in a [`Config`], as its check (`validate`) reads it.
@@ -1180,6 +1207,32 @@ mod tests {
         );
         assert_eq!(inline_key_path("x = [1, "), None);
         assert_eq!(inline_key_path("x = { a = 1 }, y = "), None);
+    }
+
+    /// s42: a whole number beyond TOML's 64 bits got toml's `number too large to fit in target
+    /// type`, with no word of the key's range its other out-of-range values are told.
+    #[test]
+    fn a_whole_number_beyond_tomls_64_bits_is_told_the_keys_own_range() {
+        for (text, said) in [
+            (
+                "[llm]\nmax_attempts = 99999999999999999999\n",
+                "line 2, column 16: invalid value: integer `99999999999999999999`, expected a \
+                 whole number from 1 to 10, in `llm.max_attempts`",
+            ),
+            (
+                "[optimizer]\nslo_port = -99_999_999_999_999_999_999\n",
+                "line 2, column 12: invalid value: integer `-99999999999999999999`, expected a \
+                 whole number from 1 to 65535, in `optimizer.slo_port`",
+            ),
+            (
+                "llm = { every_windows = +99999999999999999999 }\n",
+                "line 1, column 25: invalid value: integer `99999999999999999999`, expected a \
+                 whole number from 1 to 9223372036854775807, in `llm.every_windows`",
+            ),
+        ] {
+            let e = Config::from_toml(text, "k.toml").unwrap_err().to_string();
+            assert_eq!(e, format!("config file k.toml: {said}"), "{text}");
+        }
     }
 
     /// The bounds on the tick and the window, each named by its key.

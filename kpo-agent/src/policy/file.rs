@@ -330,7 +330,7 @@ impl Ctx<'_> {
                 message = format!("{message}: the string is not closed by the end of the file");
             }
         }
-        let class = if message.contains("unknown field") {
+        let mut class = if message.contains("unknown field") {
             PolicyErrorClass::UnknownKey
         } else if message.contains("invalid type")
             || message.contains("did not match any variant")
@@ -461,8 +461,15 @@ impl Ctx<'_> {
         };
         // A type error's range is the key's own; any other message (an unclosed string) stays.
         if let Some(least) = least(&key) {
-            let ranged = crate::config::toml_reason(&e, Some((least.into(), u32::MAX.into())));
-            message = message.replacen(&crate::config::toml_reason(&e, None), &ranged, 1);
+            let range = (least.into(), u32::MAX.into());
+            let text = self.lines.text;
+            if let Some(beyond) = crate::config::beyond_toml(&message, text, span.start, range) {
+                message = beyond;
+                class = PolicyErrorClass::BadType;
+            } else {
+                let ranged = crate::config::toml_reason(&e, Some(range));
+                message = message.replacen(&crate::config::toml_reason(&e, None), &ranged, 1);
+            }
         }
         PolicyError::Invalid {
             file: self.file.clone(),

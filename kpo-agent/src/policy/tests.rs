@@ -1903,6 +1903,43 @@ fn a_key_inside_an_inline_table_is_named_as_under_its_table() {
     }
 }
 
+/// s42: a whole number beyond TOML's 64 bits got toml's `number too large to fit in target type`,
+/// with no word of the key's range its other out-of-range values are told.
+#[test]
+fn a_whole_number_beyond_tomls_64_bits_is_told_the_keys_own_range() {
+    for (text, key, message) in [
+        (
+            "[guard]\nwindows = 99999999999999999999\n",
+            "guard.windows",
+            "invalid value: integer `99999999999999999999`, expected a whole number from 1 to \
+             4294967295",
+        ),
+        (
+            "[guard]\nmax_changes_per_hour = -99_999_999_999_999_999_999\n",
+            "guard.max_changes_per_hour",
+            "invalid value: integer `-99999999999999999999`, expected a whole number from 1 to \
+             4294967295",
+        ),
+        (
+            "[approvals]\nclear_after_windows = +99999999999999999999\n",
+            "approvals.clear_after_windows",
+            "invalid value: integer `99999999999999999999`, expected a whole number from 10 to \
+             4294967295",
+        ),
+    ] {
+        assert_eq!(
+            err(text),
+            (
+                2,
+                key.to_string(),
+                PolicyErrorClass::BadType,
+                message.to_string()
+            ),
+            "{text}"
+        );
+    }
+}
+
 /// A multi-line string never closed was reported at the line after the file's last, with the
 /// table in force there and no key: its own line and key are named.
 #[test]
