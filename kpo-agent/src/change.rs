@@ -1119,6 +1119,15 @@ fn names_its_opener(address: &ParamAddress) -> Option<String> {
     let opener =
         matches!(parts.next(), Some(Component::Normal(p)) if p == "self" || p == "thread-self");
     (proc && opener).then(|| {
+        // `/proc/self/ns/mnt` is no network namespace whoever opens it: say so, not which one.
+        if let Some(kind) = crate::actuate::sysctl::other_namespace_kind(path) {
+            return format!(
+                "{}: not a network namespace: a {kind} namespace; give /proc/PID/ns/net with the \
+                 PID, /run/netns/NAME, or the network namespace's inode (`stat -L -c %i \
+                 /proc/PID/ns/net`)",
+                path.display()
+            );
+        }
         format!(
             "{} names the network namespace of whichever process opens it (the agent, when one \
              runs), not necessarily the one the command was run in: give /proc/PID/ns/net with \

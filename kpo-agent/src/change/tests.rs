@@ -254,6 +254,42 @@ fn a_namespace_named_through_proc_self_is_refused() {
     assert_eq!(value(&k, "net.core.somaxconn"), Value::Int(4096));
 }
 
+/// s42: `kpo apply --netns /proc/self/ns/mnt` was refused as naming "the network namespace of
+/// whichever process opens it", with a hint to take its inode: it names no network namespace,
+/// whoever opens it. The refusal says what it is.
+#[test]
+fn a_namespace_of_another_kind_through_proc_self_is_refused_as_such() {
+    if std::fs::File::open("/proc/self/ns/mnt").is_err() {
+        kpo_test_skip::skip("/proc/self/ns/mnt cannot be opened here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[("net.core.somaxconn", Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    for (asked, kind) in [
+        ("/proc/self/ns/mnt", "mount"),
+        ("/proc/thread-self/ns/uts", "UTS"),
+    ] {
+        let address = format!("net.core.somaxconn@netns:{asked}");
+        let r = p.propose(&op(&address, Value::Int(8192))).unwrap();
+        assert_eq!(r.status, ChangeStatus::Refused, "{asked}: {}", r.describe());
+        assert_eq!(
+            names_its_opener(&address.parse().unwrap()).unwrap(),
+            format!(
+                "{asked}: not a network namespace: a {kind} namespace; give /proc/PID/ns/net \
+                 with the PID, /run/netns/NAME, or the network namespace's inode (`stat -L -c \
+                 %i /proc/PID/ns/net`)"
+            )
+        );
+        assert!(
+            r.describe().contains(&format!("a {kind} namespace")),
+            "{}",
+            r.describe()
+        );
+    }
+    assert_eq!(value(&k, "net.core.somaxconn"), Value::Int(4096));
+}
+
 /// A revert that took is listed with its reason once: `detail` is for what the reason does not
 /// say (a put-back, a reconciliation), not the reason again (`kpo journal` printed `[kpo revert
 /// 1; by operator ...] kpo revert 1; by operator ...`). One put back after a wrong read-back keeps
