@@ -431,7 +431,7 @@ impl ChangePath {
         read_in: Option<u64>,
         against: Option<&Value>,
     ) -> Result<ChangeReport, ChangeError> {
-        if let Some(why) = names_its_opener(&p.address) {
+        if let Some(why) = names_no_namespace_of_its_own(&p.address) {
             let report = ChangeReport::new(&p.address, &p.value, ChangeStatus::Refused);
             let r = match self.policy.decide_revert(&p.address) {
                 Decision::Refused(r) => r,
@@ -1101,16 +1101,25 @@ impl ChangePath {
     }
 }
 
-/// Why a namespace path does not say which namespace was meant: `/proc/self/...` and
+/// Why a namespace path does not say which network namespace was meant: a file of another kind
+/// of namespace (`/proc/PID/ns/mnt`) names none, whoever opens it; `/proc/self/...` and
 /// `/proc/thread-self/...` name the namespace of whichever process opens them, the agent, not
 /// the shell where `kpo apply --netns /proc/self/ns/net` was typed.
-fn names_its_opener(address: &ParamAddress) -> Option<String> {
+fn names_no_namespace_of_its_own(address: &ParamAddress) -> Option<String> {
     let Target::Netns {
         netns: NetnsRef::Path(path),
     } = &address.target
     else {
         return None;
     };
+    if let Some(kind) = crate::actuate::sysctl::other_namespace_kind(path) {
+        return Some(format!(
+            "{}: not a network namespace: a {kind} namespace; give /proc/PID/ns/net with the \
+             PID, /run/netns/NAME, or the network namespace's inode (`stat -L -c %i \
+             /proc/PID/ns/net`)",
+            path.display()
+        ));
+    }
     use std::path::Component;
     let mut parts = path
         .components()
@@ -1119,15 +1128,6 @@ fn names_its_opener(address: &ParamAddress) -> Option<String> {
     let opener =
         matches!(parts.next(), Some(Component::Normal(p)) if p == "self" || p == "thread-self");
     (proc && opener).then(|| {
-        // `/proc/self/ns/mnt` is no network namespace whoever opens it: say so, not which one.
-        if let Some(kind) = crate::actuate::sysctl::other_namespace_kind(path) {
-            return format!(
-                "{}: not a network namespace: a {kind} namespace; give /proc/PID/ns/net with the \
-                 PID, /run/netns/NAME, or the network namespace's inode (`stat -L -c %i \
-                 /proc/PID/ns/net`)",
-                path.display()
-            );
-        }
         format!(
             "{} names the network namespace of whichever process opens it (the agent, when one \
              runs), not necessarily the one the command was run in: give /proc/PID/ns/net with \

@@ -255,10 +255,11 @@ fn a_namespace_named_through_proc_self_is_refused() {
 }
 
 /// s42: `kpo apply --netns /proc/self/ns/mnt` was refused as naming "the network namespace of
-/// whichever process opens it", with a hint to take its inode: it names no network namespace,
-/// whoever opens it. The refusal says what it is.
+/// whichever process opens it", with a hint to take its inode, and `--netns /proc/PID/ns/mnt`
+/// failed when the actuator opened it: neither names a network namespace, whoever opens it. Both
+/// are refused, before the kernel is read, with what they are.
 #[test]
-fn a_namespace_of_another_kind_through_proc_self_is_refused_as_such() {
+fn a_namespace_of_another_kind_is_refused_as_such() {
     if std::fs::File::open("/proc/self/ns/mnt").is_err() {
         kpo_test_skip::skip("/proc/self/ns/mnt cannot be opened here");
         return;
@@ -266,15 +267,17 @@ fn a_namespace_of_another_kind_through_proc_self_is_refused_as_such() {
     let dir = tempfile::tempdir().unwrap();
     let k = kernel(&[("net.core.somaxconn", Value::Int(4096))]);
     let (mut p, _) = path(dir.path(), POLICY, &k);
+    let by_pid = format!("/proc/{}/ns/mnt", std::process::id());
     for (asked, kind) in [
         ("/proc/self/ns/mnt", "mount"),
         ("/proc/thread-self/ns/uts", "UTS"),
+        (by_pid.as_str(), "mount"),
     ] {
         let address = format!("net.core.somaxconn@netns:{asked}");
         let r = p.propose(&op(&address, Value::Int(8192))).unwrap();
         assert_eq!(r.status, ChangeStatus::Refused, "{asked}: {}", r.describe());
         assert_eq!(
-            names_its_opener(&address.parse().unwrap()).unwrap(),
+            names_no_namespace_of_its_own(&address.parse().unwrap()).unwrap(),
             format!(
                 "{asked}: not a network namespace: a {kind} namespace; give /proc/PID/ns/net \
                  with the PID, /run/netns/NAME, or the network namespace's inode (`stat -L -c \
