@@ -448,21 +448,8 @@ pub(crate) fn inline_key_path(line: &str) -> Option<(Vec<String>, bool)> {
     let mut open: Vec<(char, Option<String>)> = Vec::new();
     let mut pending: Option<String> = None;
     let mut start = 0;
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    for (i, c) in line.char_indices() {
-        if let Some(q) = quote {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' && q == '"' {
-                escaped = true;
-            } else if c == q {
-                quote = None;
-            }
-            continue;
-        }
+    for (i, c) in outside_strings(line) {
         match c {
-            '"' | '\'' => quote = Some(c),
             '=' if open.last().is_none_or(|(o, _)| *o == '{') => {
                 pending = Some(line[start..i].trim().to_string());
             }
@@ -488,6 +475,31 @@ pub(crate) fn inline_key_path(line: &str) -> Option<(Vec<String>, bool)> {
     let mut path: Vec<String> = open.into_iter().filter_map(|(_, k)| k).collect();
     path.extend(pending.filter(|_| !in_list));
     Some((path, in_list))
+}
+
+/// The characters of a line of TOML outside its strings (and each opening quote), with their byte
+/// offsets: what a `#` or a bracket means depends on it.
+pub(crate) fn outside_strings(line: &str) -> impl Iterator<Item = (usize, char)> + '_ {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    line.char_indices().filter(move |&(_, c)| match quote {
+        Some(q) => {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' && q == '"' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            false
+        }
+        None => {
+            if c == '"' || c == '\'' {
+                quote = Some(c);
+            }
+            true
+        }
+    })
 }
 
 /// The dotted key (`llm.max_tokens`) a well-formed document fails to deserialize at: toml's

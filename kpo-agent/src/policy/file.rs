@@ -530,34 +530,9 @@ fn header_components(header: &str) -> Vec<&str> {
     parts
 }
 
-/// The characters of a line of TOML outside its strings (and each opening quote), with their byte
-/// offsets: what a `#` or a bracket means depends on it.
-fn outside_strings(line: &str) -> impl Iterator<Item = (usize, char)> + '_ {
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    line.char_indices().filter(move |&(_, c)| match quote {
-        Some(q) => {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' && q == '"' {
-                escaped = true;
-            } else if c == q {
-                quote = None;
-            }
-            false
-        }
-        None => {
-            if c == '"' || c == '\'' {
-                quote = Some(c);
-            }
-            true
-        }
-    })
-}
-
 /// A line of TOML up to its comment (a `#` outside strings).
 fn without_comment(line: &str) -> &str {
-    match outside_strings(line).find(|&(_, c)| c == '#') {
+    match crate::config::outside_strings(line).find(|&(_, c)| c == '#') {
         Some((i, _)) => &line[..i],
         None => line,
     }
