@@ -1114,7 +1114,7 @@ fn names_no_namespace_of_its_own(address: &ParamAddress) -> Option<String> {
     };
     if let Some(kind) = crate::actuate::sysctl::other_namespace_kind(path) {
         return Some(format!(
-            "{}: not a network namespace: a {kind} namespace; give /proc/PID/ns/net with the \
+            "{}: not a network namespace: {kind}; give /proc/PID/ns/net with the \
              PID, /run/netns/NAME, or the network namespace's inode (`stat -L -c %i \
              /proc/PID/ns/net`)",
             path.display()

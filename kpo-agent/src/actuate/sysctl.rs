@@ -646,20 +646,28 @@ fn namespace_type(file: &File) -> io::Result<i32> {
     }
 }
 
-/// The kind of namespace the file at `path` (on nsfs) holds, in words, when it is not a network
-/// namespace (`/proc/PID/ns/mnt`: "mount"); `None` for a network namespace, and where the file
-/// cannot be opened or the kernel cannot say.
+/// The kind of namespace the file at `path` holds, in words with their article, when it is a
+/// namespace but not a network namespace (`/proc/PID/ns/mnt`: "a mount namespace"); `None` for a
+/// network namespace, for a file that is no namespace, and where the file cannot be opened or the
+/// kernel cannot say. Only a file on nsfs is opened: opening a device or a FIFO named by mistake
+/// has effects of its own (a watchdog starts, a writer waiting on the FIFO is let through).
 pub(crate) fn other_namespace_kind(path: &Path) -> Option<&'static str> {
+    let nsfs_dev = std::fs::metadata("/proc/self/ns/net").ok()?.dev();
+    if std::fs::metadata(path).ok()?.dev() != nsfs_dev {
+        return None;
+    }
     let kind = namespace_type(&open_namespace_file(path).ok()?).ok()?;
     Some(match kind {
         libc::CLONE_NEWNET => return None,
-        libc::CLONE_NEWNS => "mount",
-        libc::CLONE_NEWUTS => "UTS",
-        libc::CLONE_NEWIPC => "IPC",
-        libc::CLONE_NEWPID => "PID",
-        libc::CLONE_NEWUSER => "user",
-        libc::CLONE_NEWCGROUP => "cgroup",
-        _ => "other",
+        libc::CLONE_NEWNS => "a mount namespace",
+        libc::CLONE_NEWUTS => "a UTS namespace",
+        libc::CLONE_NEWIPC => "an IPC namespace",
+        libc::CLONE_NEWPID => "a PID namespace",
+        libc::CLONE_NEWUSER => "a user namespace",
+        libc::CLONE_NEWCGROUP => "a cgroup namespace",
+        // CLONE_NEWTIME (Linux 5.6), which the libc crate names for clone3 only.
+        0x80 => "a time namespace",
+        _ => "a namespace of another kind",
     })
 }
 
@@ -1104,6 +1112,28 @@ impl Drop for ProcessInOtherNetns {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review (s42): `kpo apply --netns /dev/watchdog` made the agent open the device to ask its
+    /// namespace kind, and opening some devices acts (a watchdog starts, a FIFO's waiting writer
+    /// is let through). A file that is not on nsfs is never opened: inotify sees every open.
+    #[test]
+    fn a_file_off_nsfs_is_not_opened_to_ask_its_namespace_kind() {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-namespace");
+        std::fs::write(&file, b"").unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let watch = Inotify::init(InitFlags::IN_NONBLOCK).unwrap();
+        for path in [&file, &fifo] {
+            watch.add_watch(path, AddWatchFlags::IN_OPEN).unwrap();
+            assert_eq!(other_namespace_kind(path), None, "{}", path.display());
+        }
+        match watch.read_events() {
+            Err(nix::errno::Errno::EAGAIN) => {}
+            other => panic!("opened: {other:?}"),
+        }
+    }
 
     /// A namespace that only a thread is in (it called `unshare` or `setns`, as CNI plugins do)
     /// is alive: judged gone, its change would be settled as failed and left unreverted.

@@ -268,24 +268,30 @@ fn a_namespace_of_another_kind_is_refused_as_such() {
     let k = kernel(&[("net.core.somaxconn", Value::Int(4096))]);
     let (mut p, _) = path(dir.path(), POLICY, &k);
     let by_pid = format!("/proc/{}/ns/mnt", std::process::id());
-    for (asked, kind) in [
-        ("/proc/self/ns/mnt", "mount"),
-        ("/proc/thread-self/ns/uts", "UTS"),
-        (by_pid.as_str(), "mount"),
-    ] {
+    let mut asked = vec![
+        ("/proc/self/ns/mnt", "a mount namespace"),
+        ("/proc/thread-self/ns/uts", "a UTS namespace"),
+        ("/proc/self/ns/ipc", "an IPC namespace"),
+        (by_pid.as_str(), "a mount namespace"),
+    ];
+    // Time namespaces came with Linux 5.6.
+    if std::fs::File::open("/proc/self/ns/time").is_ok() {
+        asked.push(("/proc/self/ns/time", "a time namespace"));
+    }
+    for (asked, kind) in asked {
         let address = format!("net.core.somaxconn@netns:{asked}");
         let r = p.propose(&op(&address, Value::Int(8192))).unwrap();
         assert_eq!(r.status, ChangeStatus::Refused, "{asked}: {}", r.describe());
         assert_eq!(
             names_no_namespace_of_its_own(&address.parse().unwrap()).unwrap(),
             format!(
-                "{asked}: not a network namespace: a {kind} namespace; give /proc/PID/ns/net \
+                "{asked}: not a network namespace: {kind}; give /proc/PID/ns/net \
                  with the PID, /run/netns/NAME, or the network namespace's inode (`stat -L -c \
                  %i /proc/PID/ns/net`)"
             )
         );
         assert!(
-            r.describe().contains(&format!("a {kind} namespace")),
+            r.describe().contains(&format!(": {kind};")),
             "{}",
             r.describe()
         );

@@ -442,7 +442,7 @@ pub fn netns_path_inode(path: &Path) -> Result<u64, String> {
     if meta.dev() == nsfs.dev() {
         // Every kind of namespace is on nsfs, and inode numbers are shared among the kinds.
         return match crate::actuate::sysctl::other_namespace_kind(path) {
-            Some(kind) => Err(format!("not a network namespace: a {kind} namespace")),
+            Some(kind) => Err(format!("not a network namespace: {kind}")),
             None => Ok(meta.ino()),
         };
     }
