@@ -296,16 +296,45 @@ pub(crate) fn beyond_toml(
     if !(reason.starts_with("number too large") || reason.starts_with("number too small")) {
         return None;
     }
-    let rest = text.get(start..)?;
-    // An integer's characters only (`0x` and `_` too): the value is quoted.
-    let end = rest
-        .find(|c: char| !(c.is_ascii_hexdigit() || matches!(c, 'x' | 'o' | '_' | '+' | '-')))
-        .unwrap_or(rest.len());
-    let number = rest[..end].replace('_', "");
-    let number = number.trim_start_matches('+');
+    let (number, _) = integer_at(text, start)?;
     Some(format!(
         "invalid value: integer `{number}`, expected a whole number from {least} to {most}"
     ))
+}
+
+/// The integer literal at `start` in `text` (TOML's: a sign, a `0x`, `0o` or `0b` prefix, `_`
+/// between digits), as written without its `_` and `+`, and its value (`None` beyond 128 bits);
+/// `None` when no integer literal ends there. The parser's error for one beyond 64 bits names
+/// neither (toml has no integer wider than i64 to give).
+pub(crate) fn integer_at(text: &str, start: usize) -> Option<(String, Option<i128>)> {
+    let rest = text.get(start..)?;
+    let (negative, rest) = match rest.as_bytes().first()? {
+        b'-' => (true, &rest[1..]),
+        b'+' => (false, &rest[1..]),
+        _ => (false, rest),
+    };
+    let (radix, prefix) = match rest.get(..2) {
+        Some("0x") => (16, "0x"),
+        Some("0o") => (8, "0o"),
+        Some("0b") => (2, "0b"),
+        _ => (10, ""),
+    };
+    let body = &rest[prefix.len()..];
+    let end = body
+        .find(|c: char| !(c.is_digit(radix) || c == '_'))
+        .unwrap_or(body.len());
+    // A digit of another base, a letter, a `.` or a date's or time's `-` `:` right after: no
+    // integer of this kind.
+    let goes_on = |c: char| c.is_alphanumeric() || matches!(c, '.' | '-' | ':' | '+');
+    if end == 0 || body[end..].starts_with(goes_on) {
+        return None;
+    }
+    let digits = body[..end].replace('_', "");
+    let sign = if negative { "-" } else { "" };
+    let value = i128::from_str_radix(&digits, radix)
+        .ok()
+        .map(|v| if negative { -v } else { v });
+    Some((format!("{sign}{prefix}{digits}"), value))
 }
 
 /// A whole-number key of the file, in a [`Config`], as its check (`validate`) reads it.
@@ -468,7 +497,9 @@ pub(crate) fn inline_key_path(line: &str) -> Option<(Vec<String>, bool)> {
             _ => {}
         }
     }
-    if !open.iter().any(|(o, _)| *o == '{') {
+    // A line whose first bracket is no key's value (an element of a list opened on a line above,
+    // text in a string left open above) does not hold the key: the callers look above.
+    if !open.iter().any(|(o, _)| *o == '{') || open.first().is_some_and(|(_, k)| k.is_none()) {
         return None;
     }
     let in_list = open.last().is_some_and(|(o, _)| *o == '[');
@@ -478,28 +509,38 @@ pub(crate) fn inline_key_path(line: &str) -> Option<(Vec<String>, bool)> {
 }
 
 /// The characters of a line of TOML outside its strings (and each opening quote), with their byte
-/// offsets: what a `#` or a bracket means depends on it.
-pub(crate) fn outside_strings(line: &str) -> impl Iterator<Item = (usize, char)> + '_ {
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    line.char_indices().filter(move |&(_, c)| match quote {
-        Some(q) => {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' && q == '"' {
-                escaped = true;
-            } else if c == q {
-                quote = None;
+/// offsets: what a `#` or a bracket means depends on it. A string opened with three quotes
+/// (`'''it's'''`) ends only at three.
+pub(crate) fn outside_strings(line: &str) -> Vec<(usize, char)> {
+    let chars: Vec<(usize, char)> = line.char_indices().collect();
+    let thrice = |i: usize, q: char| (i..i + 3).all(|j| chars.get(j).is_some_and(|&(_, c)| c == q));
+    let mut outside = Vec::new();
+    // The open string's quote, and whether it was written three times.
+    let mut open: Option<(char, bool)> = None;
+    let mut i = 0;
+    while let Some(&(at, c)) = chars.get(i) {
+        match open {
+            None => {
+                outside.push((at, c));
+                if c == '"' || c == '\'' {
+                    let three = thrice(i, c);
+                    open = Some((c, three));
+                    i += if three { 3 } else { 1 };
+                    continue;
+                }
             }
-            false
-        }
-        None => {
-            if c == '"' || c == '\'' {
-                quote = Some(c);
+            // An escape in a basic string: the next character is no quote's.
+            Some(('"', _)) if c == '\\' => i += 1,
+            Some((q, three)) if c == q && (!three || thrice(i, q)) => {
+                open = None;
+                i += if three { 3 } else { 1 };
+                continue;
             }
-            true
+            Some(_) => {}
         }
-    })
+        i += 1;
+    }
+    outside
 }
 
 /// The dotted key (`llm.max_tokens`) a well-formed document fails to deserialize at: toml's
@@ -1245,6 +1286,42 @@ mod tests {
             let e = Config::from_toml(text, "k.toml").unwrap_err().to_string();
             assert_eq!(e, format!("config file k.toml: {said}"), "{text}");
         }
+    }
+
+    /// Review (s42): a one-line string in three quotes holding a quote was taken to end there, a
+    /// list's element on a line of its own was named by its own key, and text after a number
+    /// (`99999999999999999999dead`) was quoted as part of it.
+    #[test]
+    fn three_quotes_lists_over_lines_and_number_ends_are_read_as_toml_has_them() {
+        let e = Config::from_toml(
+            "llm = { model = '''it's''', max_attempts = 99999999999999999999 }\n",
+            "k.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.ends_with("from 1 to 10, in `llm.max_attempts`"), "{e}");
+        assert_eq!(inline_key_path("  { max_attempts = "), None);
+        assert_eq!(inline_key_path("see { \\q"), None);
+        assert_eq!(
+            inline_key_path(r#"x = { a = """ "" {" """, b = "#),
+            Some((vec!["x".to_string(), "b".to_string()], false))
+        );
+        for (text, at) in [
+            ("99999999999999999999dead", None),
+            ("2026-12-01", None),
+            ("0x", None),
+            ("1e400", None),
+            ("-0x1_F, ", Some(("-0x1F".to_string(), Some(-31)))),
+            ("+0b101]", Some(("0b101".to_string(), Some(5)))),
+            ("0o17 # c", Some(("0o17".to_string(), Some(15)))),
+            ("1_000", Some(("1000".to_string(), Some(1000)))),
+        ] {
+            assert_eq!(integer_at(text, 0), at, "{text}");
+        }
+        let e = Config::from_toml("[llm]\nmax_attempts = 99999999999999999999dead\n", "k.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("dead`"), "{e}");
     }
 
     /// The bounds on the tick and the window, each named by its key.

@@ -366,7 +366,9 @@ impl Ctx<'_> {
         .or_else(|| {
             let text = self.lines.line_text(line);
             let t = text.trim();
-            if t.starts_with('[') {
+            // A header, or an element of a list opened above (`  { windows = -1 },`): the key
+            // is the list's (below).
+            if t.starts_with('[') || t.starts_with('{') {
                 None
             } else {
                 t.split_once('=')
@@ -428,7 +430,10 @@ impl Ctx<'_> {
                 None => own.clone(),
             };
             if let Some(k) = last.as_deref().filter(|k| wide.contains(k)) {
-                let number = text_at(self.lines.text, &span);
+                // The hint asks for plain decimal digits, whatever base the number was written in.
+                let value = crate::config::integer_at(self.lines.text, span.start)
+                    .and_then(|(_, value)| value)
+                    .filter(|v| (KERNEL_INT_MIN..=KERNEL_INT_MAX).contains(v));
                 // An element of a list (`max = [...]`, or a line of one written over several).
                 let in_list = k == "optimizer_levels"
                     || match &inline {
@@ -437,16 +442,16 @@ impl Ctx<'_> {
                             .split_once('=')
                             .is_none_or(|(_, value)| value.trim_start().starts_with('[')),
                     };
-                message = match parse_kernel_int(&number) {
-                    Ok(_) if in_list => format!(
+                message = match value {
+                    Some(number) if in_list => format!(
                         "{message}: TOML's integers are signed 64-bit; write a larger one in \
                          quotes: {k} = [..., \"{number}\"]"
                     ),
-                    Ok(_) => format!(
+                    Some(number) => format!(
                         "{message}: TOML's integers are signed 64-bit; write a larger one in \
                          quotes: {k} = \"{number}\""
                     ),
-                    Err(_) => format!(
+                    None => format!(
                         "{message}: no kernel parameter holds it ({KERNEL_INT_MIN} to \
                          {KERNEL_INT_MAX})"
                     ),
@@ -495,19 +500,6 @@ fn least(key: &str) -> Option<u32> {
     }
 }
 
-/// The number at `span` in `text` (an integer toml could not hold), without TOML's `_`.
-fn text_at(text: &str, span: &Range<usize>) -> String {
-    let rest = text.get(span.start..).unwrap_or_default();
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == '-' || c == '+' || c == '_'))
-        .unwrap_or(rest.len());
-    // TOML's `+` is no part of what the hint tells to write in quotes.
-    rest[..end]
-        .replace('_', "")
-        .trim_start_matches('+')
-        .to_string()
-}
-
 /// The dotted components of a table header's key, each as written (quotes kept; a dot inside
 /// quotes is part of its component).
 fn header_components(header: &str) -> Vec<&str> {
@@ -532,7 +524,10 @@ fn header_components(header: &str) -> Vec<&str> {
 
 /// A line of TOML up to its comment (a `#` outside strings).
 fn without_comment(line: &str) -> &str {
-    match crate::config::outside_strings(line).find(|&(_, c)| c == '#') {
+    match crate::config::outside_strings(line)
+        .into_iter()
+        .find(|&(_, c)| c == '#')
+    {
         Some((i, _)) => &line[..i],
         None => line,
     }

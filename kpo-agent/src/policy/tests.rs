@@ -2151,3 +2151,44 @@ fn a_namespace_named_twice_is_warned_of() {
     );
     assert!(warned(&Policy::parse(GOOD, "good.toml").unwrap()).is_empty());
 }
+
+/// Review (s42): a one-line string in three quotes holding a quote (`'''it's'''`) was taken to
+/// end at that quote, so the key after it was named by the string's; a list's element on a line
+/// of its own (`  { windows = -1 },`) was named `guard.` or `guard.{ windows`, not by its list;
+/// a number beyond TOML's 64 bits written in hex was told to be written in quotes as "0".
+#[test]
+fn keys_after_three_quotes_and_in_lists_over_lines_and_hex_numbers_are_named_right() {
+    for (text, line, key, message) in [
+        (
+            "guard = { signals = '''it's''', windows = 99999999999999999999 }\n",
+            1,
+            "guard.windows",
+            "invalid value: integer `99999999999999999999`, expected a whole number from 1 to \
+             4294967295",
+        ),
+        (
+            "[guard]\nsignals = [\n  { windows = -1 },\n]\n",
+            3,
+            "guard.signals",
+            "unknown variant `windows`, expected one of `request_p99`, `runq_p99`, \
+             `listen_overflows`, `synack_retransmits`, `softnet_drops`, `tcp_retransmits`",
+        ),
+        (
+            "[params.\"net.ipv4.tcp_rmem\"]\nmax = 0xFFFF_FFFF_FFFF_FFFF\n",
+            2,
+            "params.\"net.ipv4.tcp_rmem\".max",
+            "number too large to fit in target type: TOML's integers are signed 64-bit; write a \
+             larger one in quotes: max = \"18446744073709551615\"",
+        ),
+        (
+            "[params.\"net.ipv4.tcp_rmem\"]\nmax = [1, 0x1_0000_0000_0000_0000]\n",
+            2,
+            "params.\"net.ipv4.tcp_rmem\".max",
+            "number too large to fit in target type: no kernel parameter holds it \
+             (-9223372036854775808 to 18446744073709551615)",
+        ),
+    ] {
+        let (l, k, _, m) = err(text);
+        assert_eq!((l, k.as_str(), m.as_str()), (line, key, message), "{text}");
+    }
+}
