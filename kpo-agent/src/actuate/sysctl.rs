@@ -665,8 +665,7 @@ pub(crate) fn other_namespace_kind(path: &Path) -> Option<&'static str> {
         libc::CLONE_NEWPID => "a PID namespace",
         libc::CLONE_NEWUSER => "a user namespace",
         libc::CLONE_NEWCGROUP => "a cgroup namespace",
-        // CLONE_NEWTIME (Linux 5.6), which the libc crate names for clone3 only.
-        0x80 => "a time namespace",
+        libc::CLONE_NEWTIME => "a time namespace",
         _ => "a namespace of another kind",
     })
 }
