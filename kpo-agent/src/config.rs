@@ -452,7 +452,7 @@ fn key_on_the_errors_line(before: &str) -> Option<String> {
         // Inside an inline table (`llm = { max_attempts = ...`): its key, not the line's.
         Some((path, _)) if path.iter().all(|k| plain(k)) => path.join("."),
         Some(_) => return None,
-        None => on_line.split_once('=')?.0.trim().to_string(),
+        None => bare_key(on_line.split_once('=')?.0.trim()),
     };
     let key = key.as_str();
     if !plain(key) {
@@ -505,7 +505,26 @@ pub(crate) fn inline_key_path(line: &str) -> Option<(Vec<String>, bool)> {
     let in_list = open.last().is_some_and(|(o, _)| *o == '[');
     let mut path: Vec<String> = open.into_iter().filter_map(|(_, k)| k).collect();
     path.extend(pending.filter(|_| !in_list));
-    Some((path, in_list))
+    Some((path.iter().map(|k| bare_key(k)).collect(), in_list))
+}
+
+/// A key as TOML means it: `"windows"` and `'windows'` are the key `windows`; a quoted key that
+/// needs its quotes (`"net.core.somaxconn"`) keeps them.
+pub(crate) fn bare_key(key: &str) -> String {
+    let inside = key
+        .strip_prefix('"')
+        .and_then(|k| k.strip_suffix('"'))
+        .or_else(|| key.strip_prefix('\'').and_then(|k| k.strip_suffix('\'')));
+    match inside {
+        Some(k)
+            if !k.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+        {
+            k.to_string()
+        }
+        _ => key.to_string(),
+    }
 }
 
 /// The characters of a line of TOML outside its strings (and each opening quote), with their byte
@@ -1301,6 +1320,15 @@ mod tests {
         .to_string();
         assert!(e.ends_with("from 1 to 10, in `llm.max_attempts`"), "{e}");
         assert_eq!(inline_key_path("  { max_attempts = "), None);
+        let e = Config::from_toml(
+            "llm = { \"max_attempts\" = 99999999999999999999 }\n",
+            "k.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.ends_with("from 1 to 10, in `llm.max_attempts`"), "{e}");
+        assert_eq!(bare_key("\"net.core.somaxconn\""), "\"net.core.somaxconn\"");
+        assert_eq!(bare_key("''"), "''");
         assert_eq!(inline_key_path("see { \\q"), None);
         assert_eq!(
             inline_key_path(r#"x = { a = """ "" {" """, b = "#),

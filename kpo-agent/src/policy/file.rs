@@ -372,7 +372,7 @@ impl Ctx<'_> {
                 None
             } else {
                 t.split_once('=')
-                    .map(|(k, _)| k.trim().to_string())
+                    .map(|(k, _)| crate::config::bare_key(k.trim()))
                     .filter(|k| !k.is_empty())
             }
         })

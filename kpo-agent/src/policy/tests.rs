@@ -2166,6 +2166,19 @@ fn keys_after_three_quotes_and_in_lists_over_lines_and_hex_numbers_are_named_rig
             "invalid value: integer `99999999999999999999`, expected a whole number from 1 to \
              4294967295",
         ),
+        // A quoted key is the same key (`"windows"` is `windows`), with the same range.
+        (
+            "[guard]\n\"windows\" = -1\n",
+            2,
+            "guard.windows",
+            "invalid value: integer `-1`, expected a whole number from 1 to 4294967295",
+        ),
+        (
+            "guard = { 'windows' = -1 }\n",
+            1,
+            "guard.windows",
+            "invalid value: integer `-1`, expected a whole number from 1 to 4294967295",
+        ),
         (
             "[guard]\nsignals = [\n  { windows = -1 },\n]\n",
             3,
