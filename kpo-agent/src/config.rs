@@ -1308,25 +1308,18 @@ mod tests {
     }
 
     /// Review (s42): a one-line string in three quotes holding a quote was taken to end there, a
-    /// list's element on a line of its own was named by its own key, and text after a number
-    /// (`99999999999999999999dead`) was quoted as part of it.
+    /// key quoted without need was no key, a list's element on a line of its own was named by
+    /// its own key, and text after a number (`99999999999999999999dead`) was quoted as part of it.
     #[test]
     fn three_quotes_lists_over_lines_and_number_ends_are_read_as_toml_has_them() {
-        let e = Config::from_toml(
+        for text in [
             "llm = { model = '''it's''', max_attempts = 99999999999999999999 }\n",
-            "k.toml",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.ends_with("from 1 to 10, in `llm.max_attempts`"), "{e}");
-        assert_eq!(inline_key_path("  { max_attempts = "), None);
-        let e = Config::from_toml(
             "llm = { \"max_attempts\" = 99999999999999999999 }\n",
-            "k.toml",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.ends_with("from 1 to 10, in `llm.max_attempts`"), "{e}");
+        ] {
+            let e = Config::from_toml(text, "k.toml").unwrap_err().to_string();
+            assert!(e.ends_with("from 1 to 10, in `llm.max_attempts`"), "{e}");
+        }
+        assert_eq!(inline_key_path("  { max_attempts = "), None);
         assert_eq!(bare_key("\"net.core.somaxconn\""), "\"net.core.somaxconn\"");
         assert_eq!(bare_key("''"), "''");
         assert_eq!(inline_key_path("see { \\q"), None);
