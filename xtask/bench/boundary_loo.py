@@ -1,5 +1,5 @@
 """Does the rest of the NetPIPE 512 KiB table point at its tight-limit best row?
-(docs/optimizer.md, "Target not met on the two tight NetPIPE limits")
+(docs/optimizer-tight-limits.md, "Where the difficulty lies")
 
 Fits a GP (Matern-5/2 with ARD and noise, on log time, inputs normalized by level index as the
 replay does) to every row of the table but the one asked about (leave-one-out), then to every row

@@ -1,6 +1,6 @@
 """A bound that holds for every method: how often can any search, at a budget, evaluate the one
 good row of a table, over a family of tables the rest of the table cannot tell apart?
-(docs/optimizer.md, "A bound for every method")
+(docs/optimizer-tight-limits.md, "A bound for every method")
 
 For a table T, a constraint and a regret threshold rho (1% for the median target, 5% for p90):
 - G is the set of rows within rho of T's best feasible energy b (feasible, energy <= (1+rho) b).

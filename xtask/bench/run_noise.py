@@ -1,5 +1,5 @@
 """How much of the tight limits' difficulty is the tables' own measurement noise?
-(docs/optimizer.md, "Where the difficulty lies")
+(docs/optimizer-tight-limits.md, "Where the difficulty lies")
 
 The seed tables are means over runs. The runs themselves are in the seed study's public repository
 `like101101/energy_trace_experiment_scripts`, file `collected_data/netpipe_combined.csv`
@@ -88,7 +88,7 @@ for msg, path, limit in TABLES:
         for rho, sets in good_sets.items():
             sets[frozenset(k for k, (e, t) in means.items() if t <= limit and e <= best_energy * (1 + rho))] += 1
     print("  best feasible row over bootstrap redraws:", ", ".join(f"{k} {c / draws:.1%}" for k, c in count.most_common(4)))
-    # The counting bound of docs/optimizer.md ("A bound for every method") needs plausible tables
+    # The counting bound of docs/optimizer-tight-limits.md ("A bound for every method") needs plausible tables
     # whose good rows (feasible, within rho of their own best) are pairwise disjoint: with J of
     # them, some table leaves a method at most 1000 // J runs of 100 (budget 10) within rho.
     for rho, sets in good_sets.items():

@@ -1,5 +1,5 @@
 """A bound for every method, block by block: move the real table's valley elsewhere on the grid.
-(docs/optimizer.md, "A bound for every method"; the one-row version is indistinguishable.py)
+(docs/optimizer-tight-limits.md, "A bound for every method"; the one-row version is indistinguishable.py)
 
 For a table T, a constraint, a regret threshold rho (1% for the median target, 5% for p90) and a
 block shape a x b (a ITR levels by b frequency levels):

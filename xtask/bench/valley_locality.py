@@ -1,4 +1,4 @@
-"""How local is the 8 KiB tight valley? (docs/optimizer.md, "fifth round")
+"""How local is the 8 KiB tight valley? (docs/optimizer-tight-limits.md, "fifth round")
 
 Fits a GP (Matern-5/2 with ARD and noise, on log energy and log time, inputs normalized by level
 index as the replay does) to every row of the NetPIPE 8 KiB table except a block around the
