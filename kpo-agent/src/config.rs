@@ -80,6 +80,9 @@ fn metrics_addr_serde<'de, D: serde::Deserializer<'de>>(
 /// passes 2^31 in 36 minutes, so a longer tick (a window of one tick) would lose its counts.
 pub const MAX_WINDOW: Duration = Duration::from_secs(1800);
 
+/// The shortest tick.
+const MIN_TICK: Duration = Duration::from_millis(10);
+
 /// The largest configuration file read: a few hundred bytes in practice.
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 
@@ -273,6 +276,9 @@ fn toml_message(text: &str, e: &toml::de::Error) -> String {
     if let (Some(range), Some(span)) = (range, e.span()) {
         message = beyond_toml(&message, text, span.start, range).unwrap_or(message);
     }
+    if let (Some(range), Some(span)) = (key.as_deref().and_then(duration_range), e.span()) {
+        message = duration_wanted(&message, text, span.start, range).unwrap_or(message);
+    }
     if let Some(key) = key {
         message = format!("{message}, in `{key}`");
     }
@@ -282,6 +288,113 @@ fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
     format!("line {line}, column {column}: {message}")
+}
+
+/// The least and the greatest value of each duration key of the file, as `validate` takes them
+/// (a window must also be a whole number of ticks), for the words of a value that is no string.
+fn duration_range(key: &str) -> Option<(Duration, Duration)> {
+    use crate::advise::llm::config as llm;
+    Some(match key {
+        "tick" | "window" => (MIN_TICK, MAX_WINDOW),
+        "llm.min_interval" => (Duration::ZERO, llm::MAX_MIN_INTERVAL),
+        "llm.timeout" => (Duration::from_nanos(1), llm::MAX_TIMEOUT),
+        "llm.retry_backoff" => (llm::MIN_RETRY_BACKOFF, llm::MAX_RETRY_BACKOFF),
+        "llm.breaker_cooloff" => (Duration::ZERO, llm::MAX_BREAKER_COOLOFF),
+        _ => return None,
+    })
+}
+
+/// A duration key's value that is no string (`tick = 5`, `1.5`, `true`, a list, a number beyond
+/// TOML's 64 bits; `reason` says which), in words that say what to write: serde's "expected a
+/// string" does not, and a bare number is taken in no unit (5 could be seconds or
+/// milliseconds). The number, with a unit, is the example when the key's range holds it.
+/// `None` for any other `reason`.
+pub(crate) fn duration_wanted(
+    reason: &str,
+    text: &str,
+    start: usize,
+    (least, most): (Duration, Duration),
+) -> Option<String> {
+    let given = match reason.strip_suffix(", expected a string") {
+        Some(given) => given.to_string(),
+        None if reason.starts_with("number too large")
+            || reason.starts_with("number too small") =>
+        {
+            if in_a_list(text, start) {
+                "invalid type: sequence".to_string()
+            } else {
+                format!("invalid type: integer `{}`", integer_at(text, start)?.0)
+            }
+        }
+        None => return None,
+    };
+    let number = ["invalid type: integer `", "invalid type: floating point `"]
+        .iter()
+        .find_map(|p| given.strip_prefix(p)?.strip_suffix('`'));
+    let mut examples: Vec<(String, Duration)> = Vec::new();
+    for example in number
+        .into_iter()
+        .flat_map(|n| [format!("{n}s"), format!("{n}ms")])
+    {
+        if let Ok(d) = humantime::parse_duration(&example) {
+            if (least..=most).contains(&d) && examples.iter().all(|(_, e)| *e != d) {
+                examples.push((format!("{example:?}"), d));
+            }
+        }
+    }
+    let such_as = match examples.as_slice() {
+        [] => String::new(),
+        some => {
+            let some: Vec<&str> = some.iter().map(|(e, _)| e.as_str()).collect();
+            format!(" such as {}", some.join(" or "))
+        }
+    };
+    let range = if least.is_zero() {
+        format!("at most \"{}\"", one_unit(most))
+    } else if least == Duration::from_nanos(1) {
+        format!("longer than 0, at most \"{}\"", one_unit(most))
+    } else {
+        format!("from \"{}\" to \"{}\"", one_unit(least), one_unit(most))
+    };
+    Some(format!(
+        "{given}, expected a duration: a string with its unit{such_as}, {range}"
+    ))
+}
+
+/// `d` as one number and the largest unit that holds it whole (`"30m"`, `"24h"`, `"365d"`):
+/// humantime's own text counts months of 30.44 days (`365d` is "11months 30days 3h 50m 24s").
+fn one_unit(d: Duration) -> String {
+    let n = d.as_nanos();
+    let units = [
+        ("d", 86_400_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+    ];
+    // Days only past one: a day reads as "24h".
+    units
+        .iter()
+        .find(|&&(unit, size)| n >= size && n.is_multiple_of(size) && (unit != "d" || n > size))
+        .map_or(format!("{n}ns"), |(unit, size)| {
+            format!("{}{unit}", n / size)
+        })
+}
+
+/// Whether the value at `start` in `text` is an element of a list: the `[` of its key's value
+/// (`windows = [1, `), or a line of its own in a list opened above (no `=` on it).
+pub(crate) fn in_a_list(text: &str, start: usize) -> bool {
+    let line = text
+        .get(..start)
+        .and_then(|before| before.rsplit('\n').next())
+        .unwrap_or("");
+    match inline_key_path(line) {
+        Some((_, in_list)) => in_list,
+        None => line
+            .split_once('=')
+            .is_none_or(|(_, value)| value.trim_start().starts_with('[')),
+    }
 }
 
 /// An integer beyond TOML's 64 bits (toml's `number too large to fit in target type`), at
@@ -689,12 +802,13 @@ impl Config {
             key,
             reason,
         };
-        if self.tick < Duration::from_millis(10) {
+        if self.tick < MIN_TICK {
             return Err(invalid(
                 "tick",
                 format!(
-                    "is {}; it must be at least 10ms",
-                    humantime::format_duration(self.tick)
+                    "is {}; it must be at least {}",
+                    humantime::format_duration(self.tick),
+                    humantime::format_duration(MIN_TICK)
                 ),
             ));
         }
@@ -1304,6 +1418,120 @@ mod tests {
         ] {
             let e = Config::from_toml(text, "k.toml").unwrap_err().to_string();
             assert_eq!(e, format!("config file k.toml: {said}"), "{text}");
+        }
+    }
+
+    /// s43: a duration given as a number (`tick = 5`) was told "invalid type: integer `5`,
+    /// expected a string", a float or a bool the same, and one beyond 64 bits "number too large
+    /// to fit in target type": none says what to write. The value is still refused (5 could be
+    /// seconds or milliseconds); the words name a string with its unit, the number with one as
+    /// the example where the key's range holds it, and that range.
+    #[test]
+    fn a_duration_given_as_no_string_is_told_its_unit_and_range() {
+        for (text, said) in [
+            (
+                "tick = 5\n",
+                "line 1, column 8: invalid type: integer `5`, expected a duration: a string with \
+                 its unit such as \"5s\", from \"10ms\" to \"30m\", in `tick`",
+            ),
+            (
+                "[llm]\ntimeout = 8\n",
+                "line 2, column 11: invalid type: integer `8`, expected a duration: a string with \
+                 its unit such as \"8s\" or \"8ms\", longer than 0, at most \"10m\", in \
+                 `llm.timeout`",
+            ),
+            (
+                "llm = { min_interval = 0 }\n",
+                "line 1, column 24: invalid type: integer `0`, expected a duration: a string with \
+                 its unit such as \"0s\", at most \"24h\", in `llm.min_interval`",
+            ),
+            (
+                "tick = 1.5\n",
+                "line 1, column 8: invalid type: floating point `1.5`, expected a duration: a \
+                 string with its unit such as \"1.5s\", from \"10ms\" to \"30m\", in `tick`",
+            ),
+            (
+                "[llm]\nretry_backoff = true\n",
+                "line 2, column 17: invalid type: boolean `true`, expected a duration: a string \
+                 with its unit, from \"10ms\" to \"1m\", in `llm.retry_backoff`",
+            ),
+            (
+                "tick = 99999999999999999999\n",
+                "line 1, column 8: invalid type: integer `99999999999999999999`, expected a \
+                 duration: a string with its unit, from \"10ms\" to \"30m\", in `tick`",
+            ),
+            (
+                "window = [1, 99999999999999999999]\n",
+                "line 1, column 14: invalid type: sequence, expected a duration: a string with \
+                 its unit, from \"10ms\" to \"30m\", in `window`",
+            ),
+        ] {
+            let e = Config::from_toml(text, "k.toml").unwrap_err().to_string();
+            assert_eq!(e, format!("config file k.toml: {said}"), "{text}");
+        }
+        // Every duration key of the file is one of `duration_range`'s, found by what it says of
+        // a string that is no duration.
+        let keys = |table: &str| {
+            let e = Config::from_toml(&format!("{table}no_such_key = 1\n"), "k.toml")
+                .unwrap_err()
+                .to_string();
+            let listed = e.split_once("expected one of ").unwrap().1.to_string();
+            listed
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let mut durations = Vec::new();
+        for (table, prefix) in [
+            ("", ""),
+            ("[llm]\n", "llm."),
+            ("[optimizer]\n", "optimizer."),
+        ] {
+            for key in keys(table) {
+                let e = Config::from_toml(&format!("{table}{key} = \"soon\"\n"), "k.toml");
+                let dotted = format!("{prefix}{key}");
+                let is_duration = e.is_err_and(|e| e.to_string().contains("not a duration"));
+                assert_eq!(is_duration, duration_range(&dotted).is_some(), "{dotted}");
+                if is_duration {
+                    durations.push((table, key, dotted));
+                }
+            }
+        }
+        assert_eq!(durations.len(), 6, "{durations:?}");
+        // Each: a bare number refused in these words; both ends of the range taken (a tick and
+        // a window as long as each other), one nanosecond beyond refused.
+        for (table, key, dotted) in durations {
+            let e = Config::from_toml(&format!("{table}{key} = 5\n"), "k.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("expected a duration: a string with its unit"),
+                "{e}"
+            );
+            let (least, most) = duration_range(&dotted).unwrap();
+            let beyond = [
+                least.checked_sub(Duration::from_nanos(1)),
+                Some(most + Duration::from_nanos(1)),
+            ];
+            for (d, taken) in [
+                (Some(least), true),
+                (Some(most), true),
+                (beyond[0], false),
+                (beyond[1], false),
+            ] {
+                let Some(d) = d else { continue };
+                let shown = humantime::format_duration(d).to_string();
+                let text = match key.as_str() {
+                    "tick" | "window" if (MIN_TICK..=MAX_WINDOW).contains(&d) => {
+                        format!("tick = {shown:?}\nwindow = {shown:?}\n")
+                    }
+                    _ => format!("{table}{key} = {shown:?}\n"),
+                };
+                let c = Config::from_toml(&text, "k.toml").unwrap();
+                assert_eq!(c.validate("k.toml").is_ok(), taken, "{text}");
+            }
         }
     }
 

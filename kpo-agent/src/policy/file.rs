@@ -476,6 +476,14 @@ impl Ctx<'_> {
                 message = message.replacen(&crate::config::toml_reason(&e, None), &ranged, 1);
             }
         }
+        if let Some(range) = duration_range(&key) {
+            let text = self.lines.text;
+            if let Some(wanted) = crate::config::duration_wanted(&message, text, span.start, range)
+            {
+                message = wanted;
+                class = PolicyErrorClass::BadType;
+            }
+        }
         PolicyError::Invalid {
             file: self.file.clone(),
             line,
@@ -498,6 +506,20 @@ fn least(key: &str) -> Option<u32> {
         "approvals.clear_after_windows" => u32::try_from(crate::advise::rules::REPEAT_WINDOWS).ok(),
         _ => None,
     }
+}
+
+/// The least and the greatest value of each duration key, as its check (`parse`, `duration`)
+/// takes it, for a type error's words (`toml_error`).
+pub(super) fn duration_range(key: &str) -> Option<(Duration, Duration)> {
+    let least = match key {
+        // The journal counts a quarantine in milliseconds.
+        "guard.quarantine" => Duration::from_millis(1),
+        "approvals.expire_after" => Duration::from_nanos(1),
+        "defaults.cooldown" => Duration::ZERO,
+        k if k.starts_with("params.") && k.ends_with(".cooldown") => Duration::ZERO,
+        _ => return None,
+    };
+    Some((least, MAX_DURATION))
 }
 
 /// The dotted components of a table header's key, each as written (quotes kept; a dot inside

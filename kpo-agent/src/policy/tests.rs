@@ -2205,3 +2205,81 @@ fn keys_after_three_quotes_and_in_lists_over_lines_and_hex_numbers_are_named_rig
         assert_eq!((l, k.as_str(), m.as_str()), (line, key, message), "{text}");
     }
 }
+
+/// s43: a duration given as a number (`quarantine = 30`) was told "invalid type: integer `30`,
+/// expected a string", a float or a bool the same, and one beyond 64 bits "number too large to
+/// fit in target type": none says what to write. The value is still refused (30 could be seconds
+/// or milliseconds); the words name a string with its unit, the number with one as the example
+/// where the key's range holds it, and that range.
+#[test]
+fn a_duration_given_as_no_string_is_told_its_unit_and_range() {
+    let entry = "[params.\"net.core.somaxconn\"]\n";
+    for (text, key, message) in [
+        (
+            "[guard]\nquarantine = 30\n".to_string(),
+            "guard.quarantine",
+            "invalid type: integer `30`, expected a duration: a string with its unit such as \
+             \"30s\" or \"30ms\", from \"1ms\" to \"365d\"",
+        ),
+        (
+            "[approvals]\nexpire_after = 0\n".to_string(),
+            "approvals.expire_after",
+            "invalid type: integer `0`, expected a duration: a string with its unit, longer than \
+             0, at most \"365d\"",
+        ),
+        (
+            "[defaults]\ncooldown = 1.5\n".to_string(),
+            "defaults.cooldown",
+            "invalid type: floating point `1.5`, expected a duration: a string with its unit such \
+             as \"1.5s\" or \"1.5ms\", at most \"365d\"",
+        ),
+        (
+            format!("{entry}cooldown = true\n"),
+            "params.\"net.core.somaxconn\".cooldown",
+            "invalid type: boolean `true`, expected a duration: a string with its unit, at most \
+             \"365d\"",
+        ),
+        (
+            "[guard]\nquarantine = 99999999999999999999\n".to_string(),
+            "guard.quarantine",
+            "invalid type: integer `99999999999999999999`, expected a duration: a string with its \
+             unit, from \"1ms\" to \"365d\"",
+        ),
+        (
+            "[approvals]\nexpire_after = [\n  1,\n  99999999999999999999,\n]\n".to_string(),
+            "approvals.expire_after",
+            "invalid type: sequence, expected a duration: a string with its unit, longer than 0, \
+             at most \"365d\"",
+        ),
+    ] {
+        let (_, k, class, m) = err(&text);
+        assert_eq!(
+            (k.as_str(), class, m.as_str()),
+            (key, PolicyErrorClass::BadType, message),
+            "{text}"
+        );
+    }
+    // Each duration key: the ends of its range load, one nanosecond beyond does not.
+    for (text, key) in [
+        ("[guard]\nquarantine = ", "guard.quarantine"),
+        ("[approvals]\nexpire_after = ", "approvals.expire_after"),
+        ("[defaults]\ncooldown = ", "defaults.cooldown"),
+        (
+            "[params.\"net.core.somaxconn\"]\ncooldown = ",
+            "params.\"net.core.somaxconn\".cooldown",
+        ),
+    ] {
+        let (least, most) = super::file::duration_range(key).unwrap();
+        let ns = Duration::from_nanos(1);
+        for (d, loads) in [
+            (Some(least), true),
+            (Some(most), true),
+            (least.checked_sub(ns), false),
+            (Some(most + ns), false),
+        ] {
+            let Some(d) = d else { continue };
+            let text = format!("{text}\"{}\"\n", humantime::format_duration(d));
+            assert_eq!(Policy::parse(&text, "p.toml").is_ok(), loads, "{text}");
+        }
+    }
+}
