@@ -242,6 +242,9 @@ pub(crate) fn toml_reason(e: &toml::de::Error, range: Option<(u64, u64)>) -> Str
 fn rust_types_in_words(reason: &str, range: Option<(u64, u64)>) -> String {
     if let Some((least, most)) = range {
         for rust in ["u8", "u16", "u32", "u64", "usize"] {
+            if reason == format!("invalid type: sequence, expected {rust}") {
+                return one_number_not_a_list((least, most));
+            }
             if let Some(start) = reason.strip_suffix(&format!("expected {rust}")) {
                 return format!("{start}expected a whole number from {least} to {most}");
             }
@@ -409,10 +412,19 @@ pub(crate) fn beyond_toml(
     if !(reason.starts_with("number too large") || reason.starts_with("number too small")) {
         return None;
     }
+    // An element of a list: the list is the mistake, whatever the number.
+    if in_a_list(text, start) {
+        return Some(one_number_not_a_list((least, most)));
+    }
     let (number, _) = integer_at(text, start)?;
     Some(format!(
         "invalid value: integer `{number}`, expected a whole number from {least} to {most}"
     ))
+}
+
+/// A whole-number key given a list (`windows = [1, 2]`).
+fn one_number_not_a_list((least, most): (u64, u64)) -> String {
+    format!("invalid type: sequence, expected one whole number from {least} to {most}, not a list")
 }
 
 /// The integer literal at `start` in `text` (TOML's: a sign, a `0x`, `0o` or `0b` prefix, `_`
@@ -1418,6 +1430,50 @@ mod tests {
         ] {
             let e = Config::from_toml(text, "k.toml").unwrap_err().to_string();
             assert_eq!(e, format!("config file k.toml: {said}"), "{text}");
+        }
+    }
+
+    /// s43: a whole-number key given a list with an element beyond 64 bits was told "invalid
+    /// value: integer `99999999999999999999`, expected a whole number from 1 to 10", as if the
+    /// number were the mistake; any list is told the key takes one number.
+    #[test]
+    fn a_whole_number_key_given_a_list_is_told_it_takes_one_number() {
+        for (text, column, key, range) in [
+            (
+                "[llm]\nmax_attempts = [1, 99999999999999999999]\n",
+                20,
+                "llm.max_attempts",
+                "1 to 10",
+            ),
+            (
+                "[llm]\nmax_attempts = [1, 2]\n",
+                16,
+                "llm.max_attempts",
+                "1 to 10",
+            ),
+            (
+                "[optimizer]\nbudget = [-99999999999999999999]\n",
+                11,
+                "optimizer.budget",
+                "2 to 200",
+            ),
+            (
+                "optimizer = { slo_port = [8080, 99999999999999999999] }\n",
+                33,
+                "optimizer.slo_port",
+                "1 to 65535",
+            ),
+        ] {
+            let e = Config::from_toml(text, "k.toml").unwrap_err().to_string();
+            let line = text.matches('\n').count();
+            assert_eq!(
+                e,
+                format!(
+                    "config file k.toml: line {line}, column {column}: invalid type: sequence, \
+                     expected one whole number from {range}, not a list, in `{key}`"
+                ),
+                "{text}"
+            );
         }
     }
 

@@ -2283,3 +2283,46 @@ fn a_duration_given_as_no_string_is_told_its_unit_and_range() {
         }
     }
 }
+
+/// s43: a whole-number key given a list with an element beyond 64 bits (`windows = [1,
+/// 99999999999999999999]`) was told "invalid value: integer `99999999999999999999`, expected a
+/// whole number from 1 to 4294967295", as if the number were the mistake; any list is told the
+/// key takes one number.
+#[test]
+fn a_whole_number_key_given_a_list_is_told_it_takes_one_number() {
+    for (text, line, key, least) in [
+        (
+            "[guard]\nwindows = [1, 99999999999999999999]\n",
+            2,
+            "guard.windows",
+            1,
+        ),
+        ("[guard]\nwindows = [1, 2]\n", 2, "guard.windows", 1),
+        (
+            "[guard]\nmax_changes_per_hour = [\n  1,\n  99999999999999999999,\n]\n",
+            4,
+            "guard.max_changes_per_hour",
+            1,
+        ),
+        (
+            "approvals = { clear_after_windows = [-99999999999999999999] }\n",
+            1,
+            "approvals.clear_after_windows",
+            10,
+        ),
+    ] {
+        assert_eq!(
+            err(text),
+            (
+                line,
+                key.to_string(),
+                PolicyErrorClass::BadType,
+                format!(
+                    "invalid type: sequence, expected one whole number from {least} to \
+                     4294967295, not a list"
+                )
+            ),
+            "{text}"
+        );
+    }
+}
