@@ -273,7 +273,11 @@ fn rust_types_in_words(reason: &str, range: Option<(u64, u64)>) -> String {
 
 fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let before = e.span().map(|span| &text[..span.start.min(text.len())]);
-    let key = error_key(text).or_else(|| before.and_then(key_on_the_errors_line));
+    // A number beyond 64 bits may be an element on a line of its own: its list's key is above.
+    let number = ["number too large", "number too small"]
+        .iter()
+        .any(|m| e.message().starts_with(m));
+    let key = error_key(text).or_else(|| before.and_then(|b| key_on_the_errors_line(b, number)));
     let range = key.as_deref().and_then(whole_number_range);
     let mut message = without_quoted(&toml_reason(e, range));
     if let (Some(range), Some(span)) = (range, e.span()) {
@@ -562,8 +566,9 @@ fn whole_number_range(key: &str) -> Option<(u64, u64)> {
 /// The dotted key of the `key = value` line a parse error is on, `before` being the text up to
 /// the error (`slo_max_us = 1e400` under `[optimizer]`: `optimizer.slo_max_us`), so that a value
 /// the parser rejects is named as one serde rejects is. Plain keys and table headers only: what
-/// this cannot read is left unnamed rather than guessed.
-fn key_on_the_errors_line(before: &str) -> Option<String> {
+/// this cannot read is left unnamed rather than guessed. `number`: the parser rejected a number
+/// (a line without a key holding one is an element of a list opened above).
+fn key_on_the_errors_line(before: &str, number: bool) -> Option<String> {
     let plain = |k: &str| {
         !k.is_empty()
             && k.chars()
@@ -577,7 +582,12 @@ fn key_on_the_errors_line(before: &str) -> Option<String> {
         // Inside an inline table (`llm = { max_attempts = ...`): its key, not the line's.
         Some((path, _)) if path.iter().all(|k| plain(k)) => path.join("."),
         Some(_) => return None,
-        None => bare_key(on_line.split_once('=')?.0.trim()),
+        None => match on_line.split_once('=') {
+            Some((key, _)) => bare_key(key.trim()),
+            // An element of a list on a line of its own: the list's key, above.
+            None if number => list_key_above(on_line, &mut lines)?,
+            None => return None,
+        },
     };
     let key = key.as_str();
     if !plain(key) {
@@ -592,6 +602,47 @@ fn key_on_the_errors_line(before: &str) -> Option<String> {
         Some(_) => None,
         None => Some(key.to_string()),
     }
+}
+
+/// The key of a list opened on a line above `on_line` and still open at its end (`max_attempts =
+/// [` ... `  99999999999999999999,`), reading the lines above from `above`, nearest first. `None`
+/// when a table header or a key whose list is closed comes first.
+fn list_key_above<'a>(on_line: &str, above: &mut impl Iterator<Item = &'a str>) -> Option<String> {
+    let depth = |line: &str| {
+        let mut depth = 0;
+        for (_, c) in outside_strings(line) {
+            match c {
+                '#' => break,
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                _ => {}
+            }
+        }
+        depth
+    };
+    let mut open = depth(on_line);
+    for line in above {
+        let equals = outside_strings(line)
+            .into_iter()
+            .take_while(|&(_, c)| c != '#')
+            .find(|&(_, c)| c == '=');
+        let Some((at, _)) = equals else {
+            let t = line.trim();
+            if t.starts_with('[') && t.ends_with(']') {
+                return None;
+            }
+            open += depth(line);
+            continue;
+        };
+        if open + depth(&line[at + 1..]) <= 0 {
+            return None;
+        }
+        return Some(match inline_key_path(line) {
+            Some((path, _)) => path.join("."),
+            None => bare_key(line[..at].trim()),
+        });
+    }
+    None
 }
 
 /// Where in inline tables the end of `line` (a line of TOML up to an error) is: the keys as
@@ -1474,6 +1525,42 @@ mod tests {
                 ),
                 "{text}"
             );
+        }
+    }
+
+    /// s43: a value the parser rejects in a list written over lines (an element beyond 64 bits
+    /// on a line of its own) was named by no key: `line 4, column 2: number too large to fit in
+    /// target type`. The list's key, above, is named and its words given, as the policy does.
+    #[test]
+    fn an_element_of_a_list_over_lines_is_named_by_the_lists_key() {
+        for (text, said) in [
+            (
+                "[llm]\nmax_attempts = [\n  1, # ] [ in a comment\n  \"]\",\n  \
+                 99999999999999999999]\n",
+                "line 5, column 3: invalid type: sequence, expected one whole number from 1 to \
+                 10, not a list, in `llm.max_attempts`",
+            ),
+            (
+                "llm = { max_attempts = [1,\n 99999999999999999999] }\n",
+                "line 2, column 2: invalid type: sequence, expected one whole number from 1 to \
+                 10, not a list, in `llm.max_attempts`",
+            ),
+            (
+                "tick = [\n  99999999999999999999,\n]\n",
+                "line 2, column 3: invalid type: sequence, expected a duration: a string with its \
+                 unit, from \"10ms\" to \"30m\", in `tick`",
+            ),
+        ] {
+            let e = Config::from_toml(text, "k.toml").unwrap_err().to_string();
+            assert_eq!(e, format!("config file k.toml: {said}"), "{text}");
+        }
+        // No list open there: no key guessed.
+        for text in [
+            "[llm]\nmax_attempts = [1]\n 99999999999999999999\n",
+            "[llm]\n 99999999999999999999\n",
+        ] {
+            let e = Config::from_toml(text, "k.toml").unwrap_err().to_string();
+            assert!(!e.contains(", in `"), "{text}: {e}");
         }
     }
 
