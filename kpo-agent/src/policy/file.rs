@@ -148,15 +148,21 @@ impl<'a> Lines<'a> {
                 continue;
             };
             let key = key.trim();
+            // A list in an inline table (`guard = { windows = [1,`): the key inside.
+            let inline = crate::config::inline_key_path(t).filter(|(_, in_list)| *in_list);
             let bare = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-            if key.is_empty() || !key.chars().all(bare) {
+            if inline.is_none() && (key.is_empty() || !key.chars().all(bare)) {
                 continue;
             }
             let depth = bracket_depth(value)
                 + ((l + 1)..line)
                     .map(|m| bracket_depth(self.line_text(m)))
                     .sum::<i32>();
-            return (depth > 0).then(|| (l, key.to_string()));
+            let key = match inline {
+                Some((path, _)) => path.join("."),
+                None => key.to_string(),
+            };
+            return (depth > 0).then_some((l, key));
         }
         None
     }
@@ -427,7 +433,11 @@ impl Ctx<'_> {
             let wide = ["min", "max", "max_step", "optimizer_levels"];
             let last = match &inline {
                 Some((path, _)) => path.last().cloned(),
-                None => own.clone(),
+                // The last key of a path an inline table's list over lines gave (`x.max`).
+                None => own
+                    .as_deref()
+                    .and_then(|k| k.rsplit('.').next())
+                    .map(str::to_string),
             };
             if let Some(k) = last.as_deref().filter(|k| wide.contains(k)) {
                 // The hint asks for plain decimal digits, whatever base the number was written in.

@@ -2326,3 +2326,29 @@ fn a_whole_number_key_given_a_list_is_told_it_takes_one_number() {
         );
     }
 }
+
+/// s43: an element of a list written over lines inside an inline table (`guard = { windows = [1,`
+/// then `99999999999999999999] }`) was named by the line's key, `guard` (or by the table, for a
+/// quoted entry: `params`), with toml's words alone: the key inside is named and told as on one
+/// line.
+#[test]
+fn a_list_over_lines_in_an_inline_table_is_named_by_the_key_inside() {
+    for (text, line, key, message) in [
+        (
+            "guard = { windows = [1,\n 99999999999999999999] }\n",
+            2,
+            "guard.windows",
+            "invalid type: sequence, expected one whole number from 1 to 4294967295, not a list",
+        ),
+        (
+            "[params]\n\"net.core.somaxconn\" = { max = [\n  1,\n  9999999999999999999] }\n",
+            4,
+            "params.\"net.core.somaxconn\".max",
+            "number too large to fit in target type: TOML's integers are signed 64-bit; write a \
+             larger one in quotes: max = [..., \"9999999999999999999\"]",
+        ),
+    ] {
+        let (l, k, _, m) = err(text);
+        assert_eq!((l, k.as_str(), m.as_str()), (line, key, message), "{text}");
+    }
+}
