@@ -80,6 +80,9 @@ fn metrics_addr_serde<'de, D: serde::Deserializer<'de>>(
 /// passes 2^31 in 36 minutes, so a longer tick (a window of one tick) would lose its counts.
 pub const MAX_WINDOW: Duration = Duration::from_secs(1800);
 
+/// The shortest tick.
+const MIN_TICK: Duration = Duration::from_millis(10);
+
 /// The largest configuration file read: a few hundred bytes in practice.
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 
@@ -239,6 +242,9 @@ pub(crate) fn toml_reason(e: &toml::de::Error, range: Option<(u64, u64)>) -> Str
 fn rust_types_in_words(reason: &str, range: Option<(u64, u64)>) -> String {
     if let Some((least, most)) = range {
         for rust in ["u8", "u16", "u32", "u64", "usize"] {
+            if reason == format!("invalid type: sequence, expected {rust}") {
+                return one_number_not_a_list((least, most));
+            }
             if let Some(start) = reason.strip_suffix(&format!("expected {rust}")) {
                 return format!("{start}expected a whole number from {least} to {most}");
             }
@@ -267,11 +273,18 @@ fn rust_types_in_words(reason: &str, range: Option<(u64, u64)>) -> String {
 
 fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let before = e.span().map(|span| &text[..span.start.min(text.len())]);
-    let key = error_key(text).or_else(|| before.and_then(key_on_the_errors_line));
+    // A number beyond 64 bits may be an element on a line of its own: its list's key is above.
+    let number = ["number too large", "number too small"]
+        .iter()
+        .any(|m| e.message().starts_with(m));
+    let key = error_key(text).or_else(|| before.and_then(|b| key_on_the_errors_line(b, number)));
     let range = key.as_deref().and_then(whole_number_range);
     let mut message = without_quoted(&toml_reason(e, range));
     if let (Some(range), Some(span)) = (range, e.span()) {
         message = beyond_toml(&message, text, span.start, range).unwrap_or(message);
+    }
+    if let (Some(range), Some(span)) = (key.as_deref().and_then(duration_range), e.span()) {
+        message = duration_wanted(&message, text, span.start, range).unwrap_or(message);
     }
     if let Some(key) = key {
         message = format!("{message}, in `{key}`");
@@ -282,6 +295,113 @@ fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
     format!("line {line}, column {column}: {message}")
+}
+
+/// The least and the greatest value of each duration key of the file, as `validate` takes them
+/// (a window must also be a whole number of ticks), for the words of a value that is no string.
+fn duration_range(key: &str) -> Option<(Duration, Duration)> {
+    use crate::advise::llm::config as llm;
+    Some(match key {
+        "tick" | "window" => (MIN_TICK, MAX_WINDOW),
+        "llm.min_interval" => (Duration::ZERO, llm::MAX_MIN_INTERVAL),
+        "llm.timeout" => (Duration::from_nanos(1), llm::MAX_TIMEOUT),
+        "llm.retry_backoff" => (llm::MIN_RETRY_BACKOFF, llm::MAX_RETRY_BACKOFF),
+        "llm.breaker_cooloff" => (Duration::ZERO, llm::MAX_BREAKER_COOLOFF),
+        _ => return None,
+    })
+}
+
+/// A duration key's value that is no string (`tick = 5`, `1.5`, `true`, a list, a number beyond
+/// TOML's 64 bits; `reason` says which), in words that say what to write: serde's "expected a
+/// string" does not, and a bare number is taken in no unit (5 could be seconds or
+/// milliseconds). The number, with a unit, is the example when the key's range holds it.
+/// `None` for any other `reason`.
+pub(crate) fn duration_wanted(
+    reason: &str,
+    text: &str,
+    start: usize,
+    (least, most): (Duration, Duration),
+) -> Option<String> {
+    let given = match reason.strip_suffix(", expected a string") {
+        Some(given) => given.to_string(),
+        None if reason.starts_with("number too large")
+            || reason.starts_with("number too small") =>
+        {
+            if in_a_list(text, start) {
+                "invalid type: sequence".to_string()
+            } else {
+                format!("invalid type: integer `{}`", integer_at(text, start)?.0)
+            }
+        }
+        None => return None,
+    };
+    let number = ["invalid type: integer `", "invalid type: floating point `"]
+        .iter()
+        .find_map(|p| given.strip_prefix(p)?.strip_suffix('`'));
+    let mut examples: Vec<(String, Duration)> = Vec::new();
+    for example in number
+        .into_iter()
+        .flat_map(|n| [format!("{n}s"), format!("{n}ms")])
+    {
+        if let Ok(d) = humantime::parse_duration(&example) {
+            if (least..=most).contains(&d) && examples.iter().all(|(_, e)| *e != d) {
+                examples.push((format!("{example:?}"), d));
+            }
+        }
+    }
+    let such_as = match examples.as_slice() {
+        [] => String::new(),
+        some => {
+            let some: Vec<&str> = some.iter().map(|(e, _)| e.as_str()).collect();
+            format!(" such as {}", some.join(" or "))
+        }
+    };
+    let range = if least.is_zero() {
+        format!("at most \"{}\"", one_unit(most))
+    } else if least == Duration::from_nanos(1) {
+        format!("longer than 0, at most \"{}\"", one_unit(most))
+    } else {
+        format!("from \"{}\" to \"{}\"", one_unit(least), one_unit(most))
+    };
+    Some(format!(
+        "{given}, expected a duration: a string with its unit{such_as}, {range}"
+    ))
+}
+
+/// `d` as one number and the largest unit that holds it whole (`"30m"`, `"24h"`, `"365d"`):
+/// humantime's own text counts months of 30.44 days (`365d` is "11months 30days 3h 50m 24s").
+fn one_unit(d: Duration) -> String {
+    let n = d.as_nanos();
+    let units = [
+        ("d", 86_400_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+    ];
+    // Days only past one: a day reads as "24h".
+    units
+        .iter()
+        .find(|&&(unit, size)| n >= size && n.is_multiple_of(size) && (unit != "d" || n > size))
+        .map_or(format!("{n}ns"), |(unit, size)| {
+            format!("{}{unit}", n / size)
+        })
+}
+
+/// Whether the value at `start` in `text` is an element of a list: the `[` of its key's value
+/// (`windows = [1, `), or a line of its own in a list opened above (no `=` on it).
+pub(crate) fn in_a_list(text: &str, start: usize) -> bool {
+    let line = text
+        .get(..start)
+        .and_then(|before| before.rsplit('\n').next())
+        .unwrap_or("");
+    match inline_key_path(line) {
+        Some((_, in_list)) => in_list,
+        None => line
+            .split_once('=')
+            .is_none_or(|(_, value)| value.trim_start().starts_with('[')),
+    }
 }
 
 /// An integer beyond TOML's 64 bits (toml's `number too large to fit in target type`), at
@@ -296,10 +416,19 @@ pub(crate) fn beyond_toml(
     if !(reason.starts_with("number too large") || reason.starts_with("number too small")) {
         return None;
     }
+    // An element of a list: the list is the mistake, whatever the number.
+    if in_a_list(text, start) {
+        return Some(one_number_not_a_list((least, most)));
+    }
     let (number, _) = integer_at(text, start)?;
     Some(format!(
         "invalid value: integer `{number}`, expected a whole number from {least} to {most}"
     ))
+}
+
+/// A whole-number key given a list (`windows = [1, 2]`).
+fn one_number_not_a_list((least, most): (u64, u64)) -> String {
+    format!("invalid type: sequence, expected one whole number from {least} to {most}, not a list")
 }
 
 /// The integer literal at `start` in `text` (TOML's: a sign, a `0x`, `0o` or `0b` prefix, `_`
@@ -437,8 +566,9 @@ fn whole_number_range(key: &str) -> Option<(u64, u64)> {
 /// The dotted key of the `key = value` line a parse error is on, `before` being the text up to
 /// the error (`slo_max_us = 1e400` under `[optimizer]`: `optimizer.slo_max_us`), so that a value
 /// the parser rejects is named as one serde rejects is. Plain keys and table headers only: what
-/// this cannot read is left unnamed rather than guessed.
-fn key_on_the_errors_line(before: &str) -> Option<String> {
+/// this cannot read is left unnamed rather than guessed. `number`: the parser rejected a number
+/// (a line without a key holding one is an element of a list opened above).
+fn key_on_the_errors_line(before: &str, number: bool) -> Option<String> {
     let plain = |k: &str| {
         !k.is_empty()
             && k.chars()
@@ -452,7 +582,12 @@ fn key_on_the_errors_line(before: &str) -> Option<String> {
         // Inside an inline table (`llm = { max_attempts = ...`): its key, not the line's.
         Some((path, _)) if path.iter().all(|k| plain(k)) => path.join("."),
         Some(_) => return None,
-        None => bare_key(on_line.split_once('=')?.0.trim()),
+        None => match on_line.split_once('=') {
+            Some((key, _)) => bare_key(key.trim()),
+            // An element of a list on a line of its own: the list's key, above.
+            None if number => list_key_above(on_line, &mut lines)?,
+            None => return None,
+        },
     };
     let key = key.as_str();
     if !plain(key) {
@@ -467,6 +602,47 @@ fn key_on_the_errors_line(before: &str) -> Option<String> {
         Some(_) => None,
         None => Some(key.to_string()),
     }
+}
+
+/// The key of a list opened on a line above `on_line` and still open at its end (`max_attempts =
+/// [` ... `  99999999999999999999,`), reading the lines above from `above`, nearest first. `None`
+/// when a table header or a key whose list is closed comes first.
+fn list_key_above<'a>(on_line: &str, above: &mut impl Iterator<Item = &'a str>) -> Option<String> {
+    let depth = |line: &str| {
+        let mut depth = 0;
+        for (_, c) in outside_strings(line) {
+            match c {
+                '#' => break,
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                _ => {}
+            }
+        }
+        depth
+    };
+    let mut open = depth(on_line);
+    for line in above {
+        let equals = outside_strings(line)
+            .into_iter()
+            .take_while(|&(_, c)| c != '#')
+            .find(|&(_, c)| c == '=');
+        let Some((at, _)) = equals else {
+            let t = line.trim();
+            if t.starts_with('[') && t.ends_with(']') {
+                return None;
+            }
+            open += depth(line);
+            continue;
+        };
+        if open + depth(&line[at + 1..]) <= 0 {
+            return None;
+        }
+        return Some(match inline_key_path(line) {
+            Some((path, _)) => path.join("."),
+            None => bare_key(line[..at].trim()),
+        });
+    }
+    None
 }
 
 /// Where in inline tables the end of `line` (a line of TOML up to an error) is: the keys as
@@ -689,12 +865,13 @@ impl Config {
             key,
             reason,
         };
-        if self.tick < Duration::from_millis(10) {
+        if self.tick < MIN_TICK {
             return Err(invalid(
                 "tick",
                 format!(
-                    "is {}; it must be at least 10ms",
-                    humantime::format_duration(self.tick)
+                    "is {}; it must be at least {}",
+                    humantime::format_duration(self.tick),
+                    humantime::format_duration(MIN_TICK)
                 ),
             ));
         }
@@ -1304,6 +1481,200 @@ mod tests {
         ] {
             let e = Config::from_toml(text, "k.toml").unwrap_err().to_string();
             assert_eq!(e, format!("config file k.toml: {said}"), "{text}");
+        }
+    }
+
+    /// s43: a whole-number key given a list with an element beyond 64 bits was told "invalid
+    /// value: integer `99999999999999999999`, expected a whole number from 1 to 10", as if the
+    /// number were the mistake; any list is told the key takes one number.
+    #[test]
+    fn a_whole_number_key_given_a_list_is_told_it_takes_one_number() {
+        for (text, column, key, range) in [
+            (
+                "[llm]\nmax_attempts = [1, 99999999999999999999]\n",
+                20,
+                "llm.max_attempts",
+                "1 to 10",
+            ),
+            (
+                "[llm]\nmax_attempts = [1, 2]\n",
+                16,
+                "llm.max_attempts",
+                "1 to 10",
+            ),
+            (
+                "[optimizer]\nbudget = [-99999999999999999999]\n",
+                11,
+                "optimizer.budget",
+                "2 to 200",
+            ),
+            (
+                "optimizer = { slo_port = [8080, 99999999999999999999] }\n",
+                33,
+                "optimizer.slo_port",
+                "1 to 65535",
+            ),
+        ] {
+            let e = Config::from_toml(text, "k.toml").unwrap_err().to_string();
+            let line = text.matches('\n').count();
+            assert_eq!(
+                e,
+                format!(
+                    "config file k.toml: line {line}, column {column}: invalid type: sequence, \
+                     expected one whole number from {range}, not a list, in `{key}`"
+                ),
+                "{text}"
+            );
+        }
+    }
+
+    /// s43: a value the parser rejects in a list written over lines (an element beyond 64 bits
+    /// on a line of its own) was named by no key: `line 4, column 2: number too large to fit in
+    /// target type`. The list's key, above, is named and its words given, as the policy does.
+    #[test]
+    fn an_element_of_a_list_over_lines_is_named_by_the_lists_key() {
+        for (text, said) in [
+            (
+                "[llm]\nmax_attempts = [\n  1, # ] [ in a comment\n  \"]\",\n  \
+                 99999999999999999999]\n",
+                "line 5, column 3: invalid type: sequence, expected one whole number from 1 to \
+                 10, not a list, in `llm.max_attempts`",
+            ),
+            (
+                "llm = { max_attempts = [1,\n 99999999999999999999] }\n",
+                "line 2, column 2: invalid type: sequence, expected one whole number from 1 to \
+                 10, not a list, in `llm.max_attempts`",
+            ),
+            (
+                "tick = [\n  99999999999999999999,\n]\n",
+                "line 2, column 3: invalid type: sequence, expected a duration: a string with its \
+                 unit, from \"10ms\" to \"30m\", in `tick`",
+            ),
+        ] {
+            let e = Config::from_toml(text, "k.toml").unwrap_err().to_string();
+            assert_eq!(e, format!("config file k.toml: {said}"), "{text}");
+        }
+        // No list open there: no key guessed.
+        for text in [
+            "[llm]\nmax_attempts = [1]\n 99999999999999999999\n",
+            "[llm]\n 99999999999999999999\n",
+        ] {
+            let e = Config::from_toml(text, "k.toml").unwrap_err().to_string();
+            assert!(!e.contains(", in `"), "{text}: {e}");
+        }
+    }
+
+    /// s43: a duration given as a number (`tick = 5`) was told "invalid type: integer `5`,
+    /// expected a string", a float or a bool the same, and one beyond 64 bits "number too large
+    /// to fit in target type": none says what to write. The value is still refused (5 could be
+    /// seconds or milliseconds); the words name a string with its unit, the number with one as
+    /// the example where the key's range holds it, and that range.
+    #[test]
+    fn a_duration_given_as_no_string_is_told_its_unit_and_range() {
+        for (text, said) in [
+            (
+                "tick = 5\n",
+                "line 1, column 8: invalid type: integer `5`, expected a duration: a string with \
+                 its unit such as \"5s\", from \"10ms\" to \"30m\", in `tick`",
+            ),
+            (
+                "[llm]\ntimeout = 8\n",
+                "line 2, column 11: invalid type: integer `8`, expected a duration: a string with \
+                 its unit such as \"8s\" or \"8ms\", longer than 0, at most \"10m\", in \
+                 `llm.timeout`",
+            ),
+            (
+                "llm = { min_interval = 0 }\n",
+                "line 1, column 24: invalid type: integer `0`, expected a duration: a string with \
+                 its unit such as \"0s\", at most \"24h\", in `llm.min_interval`",
+            ),
+            (
+                "tick = 1.5\n",
+                "line 1, column 8: invalid type: floating point `1.5`, expected a duration: a \
+                 string with its unit such as \"1.5s\", from \"10ms\" to \"30m\", in `tick`",
+            ),
+            (
+                "[llm]\nretry_backoff = true\n",
+                "line 2, column 17: invalid type: boolean `true`, expected a duration: a string \
+                 with its unit, from \"10ms\" to \"1m\", in `llm.retry_backoff`",
+            ),
+            (
+                "tick = 99999999999999999999\n",
+                "line 1, column 8: invalid type: integer `99999999999999999999`, expected a \
+                 duration: a string with its unit, from \"10ms\" to \"30m\", in `tick`",
+            ),
+            (
+                "window = [1, 99999999999999999999]\n",
+                "line 1, column 14: invalid type: sequence, expected a duration: a string with \
+                 its unit, from \"10ms\" to \"30m\", in `window`",
+            ),
+        ] {
+            let e = Config::from_toml(text, "k.toml").unwrap_err().to_string();
+            assert_eq!(e, format!("config file k.toml: {said}"), "{text}");
+        }
+        // Every duration key of the file is one of `duration_range`'s, found by what it says of
+        // a string that is no duration.
+        let keys = |table: &str| {
+            let e = Config::from_toml(&format!("{table}no_such_key = 1\n"), "k.toml")
+                .unwrap_err()
+                .to_string();
+            let listed = e.split_once("expected one of ").unwrap().1.to_string();
+            listed
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let mut durations = Vec::new();
+        for (table, prefix) in [
+            ("", ""),
+            ("[llm]\n", "llm."),
+            ("[optimizer]\n", "optimizer."),
+        ] {
+            for key in keys(table) {
+                let e = Config::from_toml(&format!("{table}{key} = \"soon\"\n"), "k.toml");
+                let dotted = format!("{prefix}{key}");
+                let is_duration = e.is_err_and(|e| e.to_string().contains("not a duration"));
+                assert_eq!(is_duration, duration_range(&dotted).is_some(), "{dotted}");
+                if is_duration {
+                    durations.push((table, key, dotted));
+                }
+            }
+        }
+        assert_eq!(durations.len(), 6, "{durations:?}");
+        // Each: a bare number refused in these words; both ends of the range taken (a tick and
+        // a window as long as each other), one nanosecond beyond refused.
+        for (table, key, dotted) in durations {
+            let e = Config::from_toml(&format!("{table}{key} = 5\n"), "k.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("expected a duration: a string with its unit"),
+                "{e}"
+            );
+            let (least, most) = duration_range(&dotted).unwrap();
+            let beyond = [
+                least.checked_sub(Duration::from_nanos(1)),
+                Some(most + Duration::from_nanos(1)),
+            ];
+            for (d, taken) in [
+                (Some(least), true),
+                (Some(most), true),
+                (beyond[0], false),
+                (beyond[1], false),
+            ] {
+                let Some(d) = d else { continue };
+                let shown = humantime::format_duration(d).to_string();
+                let text = match key.as_str() {
+                    "tick" | "window" if (MIN_TICK..=MAX_WINDOW).contains(&d) => {
+                        format!("tick = {shown:?}\nwindow = {shown:?}\n")
+                    }
+                    _ => format!("{table}{key} = {shown:?}\n"),
+                };
+                let c = Config::from_toml(&text, "k.toml").unwrap();
+                assert_eq!(c.validate("k.toml").is_ok(), taken, "{text}");
+            }
         }
     }
 

@@ -148,15 +148,21 @@ impl<'a> Lines<'a> {
                 continue;
             };
             let key = key.trim();
+            // A list in an inline table (`guard = { windows = [1,`): the key inside.
+            let inline = crate::config::inline_key_path(t).filter(|(_, in_list)| *in_list);
             let bare = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-            if key.is_empty() || !key.chars().all(bare) {
+            if inline.is_none() && (key.is_empty() || !key.chars().all(bare)) {
                 continue;
             }
             let depth = bracket_depth(value)
                 + ((l + 1)..line)
                     .map(|m| bracket_depth(self.line_text(m)))
                     .sum::<i32>();
-            return (depth > 0).then(|| (l, key.to_string()));
+            let key = match inline {
+                Some((path, _)) => path.join("."),
+                None => key.to_string(),
+            };
+            return (depth > 0).then_some((l, key));
         }
         None
     }
@@ -427,7 +433,11 @@ impl Ctx<'_> {
             let wide = ["min", "max", "max_step", "optimizer_levels"];
             let last = match &inline {
                 Some((path, _)) => path.last().cloned(),
-                None => own.clone(),
+                // The last key of a path an inline table's list over lines gave (`x.max`).
+                None => own
+                    .as_deref()
+                    .and_then(|k| k.rsplit('.').next())
+                    .map(str::to_string),
             };
             if let Some(k) = last.as_deref().filter(|k| wide.contains(k)) {
                 // The hint asks for plain decimal digits, whatever base the number was written in.
@@ -476,6 +486,14 @@ impl Ctx<'_> {
                 message = message.replacen(&crate::config::toml_reason(&e, None), &ranged, 1);
             }
         }
+        if let Some(range) = duration_range(&key) {
+            let text = self.lines.text;
+            if let Some(wanted) = crate::config::duration_wanted(&message, text, span.start, range)
+            {
+                message = wanted;
+                class = PolicyErrorClass::BadType;
+            }
+        }
         PolicyError::Invalid {
             file: self.file.clone(),
             line,
@@ -498,6 +516,20 @@ fn least(key: &str) -> Option<u32> {
         "approvals.clear_after_windows" => u32::try_from(crate::advise::rules::REPEAT_WINDOWS).ok(),
         _ => None,
     }
+}
+
+/// The least and the greatest value of each duration key, as its check (`parse`, `duration`)
+/// takes it, for a type error's words (`toml_error`).
+pub(super) fn duration_range(key: &str) -> Option<(Duration, Duration)> {
+    let least = match key {
+        // The journal counts a quarantine in milliseconds.
+        "guard.quarantine" => Duration::from_millis(1),
+        "approvals.expire_after" => Duration::from_nanos(1),
+        "defaults.cooldown" => Duration::ZERO,
+        k if k.starts_with("params.") && k.ends_with(".cooldown") => Duration::ZERO,
+        _ => return None,
+    };
+    Some((least, MAX_DURATION))
 }
 
 /// The dotted components of a table header's key, each as written (quotes kept; a dot inside

@@ -2205,3 +2205,150 @@ fn keys_after_three_quotes_and_in_lists_over_lines_and_hex_numbers_are_named_rig
         assert_eq!((l, k.as_str(), m.as_str()), (line, key, message), "{text}");
     }
 }
+
+/// s43: a duration given as a number (`quarantine = 30`) was told "invalid type: integer `30`,
+/// expected a string", a float or a bool the same, and one beyond 64 bits "number too large to
+/// fit in target type": none says what to write. The value is still refused (30 could be seconds
+/// or milliseconds); the words name a string with its unit, the number with one as the example
+/// where the key's range holds it, and that range.
+#[test]
+fn a_duration_given_as_no_string_is_told_its_unit_and_range() {
+    let entry = "[params.\"net.core.somaxconn\"]\n";
+    for (text, key, message) in [
+        (
+            "[guard]\nquarantine = 30\n".to_string(),
+            "guard.quarantine",
+            "invalid type: integer `30`, expected a duration: a string with its unit such as \
+             \"30s\" or \"30ms\", from \"1ms\" to \"365d\"",
+        ),
+        (
+            "[approvals]\nexpire_after = 0\n".to_string(),
+            "approvals.expire_after",
+            "invalid type: integer `0`, expected a duration: a string with its unit, longer than \
+             0, at most \"365d\"",
+        ),
+        (
+            "[defaults]\ncooldown = 1.5\n".to_string(),
+            "defaults.cooldown",
+            "invalid type: floating point `1.5`, expected a duration: a string with its unit such \
+             as \"1.5s\" or \"1.5ms\", at most \"365d\"",
+        ),
+        (
+            format!("{entry}cooldown = true\n"),
+            "params.\"net.core.somaxconn\".cooldown",
+            "invalid type: boolean `true`, expected a duration: a string with its unit, at most \
+             \"365d\"",
+        ),
+        (
+            "[guard]\nquarantine = 99999999999999999999\n".to_string(),
+            "guard.quarantine",
+            "invalid type: integer `99999999999999999999`, expected a duration: a string with its \
+             unit, from \"1ms\" to \"365d\"",
+        ),
+        (
+            "[approvals]\nexpire_after = [\n  1,\n  99999999999999999999,\n]\n".to_string(),
+            "approvals.expire_after",
+            "invalid type: sequence, expected a duration: a string with its unit, longer than 0, \
+             at most \"365d\"",
+        ),
+    ] {
+        let (_, k, class, m) = err(&text);
+        assert_eq!(
+            (k.as_str(), class, m.as_str()),
+            (key, PolicyErrorClass::BadType, message),
+            "{text}"
+        );
+    }
+    // Each duration key: the ends of its range load, one nanosecond beyond does not.
+    for (text, key) in [
+        ("[guard]\nquarantine = ", "guard.quarantine"),
+        ("[approvals]\nexpire_after = ", "approvals.expire_after"),
+        ("[defaults]\ncooldown = ", "defaults.cooldown"),
+        (
+            "[params.\"net.core.somaxconn\"]\ncooldown = ",
+            "params.\"net.core.somaxconn\".cooldown",
+        ),
+    ] {
+        let (least, most) = super::file::duration_range(key).unwrap();
+        let ns = Duration::from_nanos(1);
+        for (d, loads) in [
+            (Some(least), true),
+            (Some(most), true),
+            (least.checked_sub(ns), false),
+            (Some(most + ns), false),
+        ] {
+            let Some(d) = d else { continue };
+            let text = format!("{text}\"{}\"\n", humantime::format_duration(d));
+            assert_eq!(Policy::parse(&text, "p.toml").is_ok(), loads, "{text}");
+        }
+    }
+}
+
+/// s43: a whole-number key given a list with an element beyond 64 bits (`windows = [1,
+/// 99999999999999999999]`) was told "invalid value: integer `99999999999999999999`, expected a
+/// whole number from 1 to 4294967295", as if the number were the mistake; any list is told the
+/// key takes one number.
+#[test]
+fn a_whole_number_key_given_a_list_is_told_it_takes_one_number() {
+    for (text, line, key, least) in [
+        (
+            "[guard]\nwindows = [1, 99999999999999999999]\n",
+            2,
+            "guard.windows",
+            1,
+        ),
+        ("[guard]\nwindows = [1, 2]\n", 2, "guard.windows", 1),
+        (
+            "[guard]\nmax_changes_per_hour = [\n  1,\n  99999999999999999999,\n]\n",
+            4,
+            "guard.max_changes_per_hour",
+            1,
+        ),
+        (
+            "approvals = { clear_after_windows = [-99999999999999999999] }\n",
+            1,
+            "approvals.clear_after_windows",
+            10,
+        ),
+    ] {
+        assert_eq!(
+            err(text),
+            (
+                line,
+                key.to_string(),
+                PolicyErrorClass::BadType,
+                format!(
+                    "invalid type: sequence, expected one whole number from {least} to \
+                     4294967295, not a list"
+                )
+            ),
+            "{text}"
+        );
+    }
+}
+
+/// s43: an element of a list written over lines inside an inline table (`guard = { windows = [1,`
+/// then `99999999999999999999] }`) was named by the line's key, `guard` (or by the table, for a
+/// quoted entry: `params`), with toml's words alone: the key inside is named and told as on one
+/// line.
+#[test]
+fn a_list_over_lines_in_an_inline_table_is_named_by_the_key_inside() {
+    for (text, line, key, message) in [
+        (
+            "guard = { windows = [1,\n 99999999999999999999] }\n",
+            2,
+            "guard.windows",
+            "invalid type: sequence, expected one whole number from 1 to 4294967295, not a list",
+        ),
+        (
+            "[params]\n\"net.core.somaxconn\" = { max = [\n  1,\n  9999999999999999999] }\n",
+            4,
+            "params.\"net.core.somaxconn\".max",
+            "number too large to fit in target type: TOML's integers are signed 64-bit; write a \
+             larger one in quotes: max = [..., \"9999999999999999999\"]",
+        ),
+    ] {
+        let (l, k, _, m) = err(text);
+        assert_eq!((l, k.as_str(), m.as_str()), (line, key, message), "{text}");
+    }
+}
