@@ -103,14 +103,60 @@ impl ChangePath {
         if let Some(report) = self.not_on_its_device(&address, &intent.before, &intent)? {
             return Ok(report);
         }
-        self.restore(
+        let quarantined = if !only_ours && source == Source::Operator {
+            self.quarantine_what_an_operator_undid(&address, &intent)?
+        } else {
+            None
+        };
+        let mut report = self.restore(
             &address,
             &intent.before,
             source,
             reason,
             Some((id, intent.netns_cookie)),
             ours,
-        )
+        )?;
+        if let Some(words) = quarantined {
+            report.detail = Some(match report.detail.take() {
+                Some(detail) => format!("{detail}; {words}"),
+                None => words,
+            });
+        }
+        Ok(report)
+    }
+
+    /// An operator's `kpo revert ID` of an advisor's change: the advisor, seeing the kernel as it
+    /// was before, would propose the same value again once its cooldown passed and undo the
+    /// operator's decision. So that value is quarantined here as the guard's reverts are
+    /// (`guard.quarantine`, doubled when quarantined again within a day), and before the write:
+    /// a kill between the two leaves a quarantined value in place, which no advisor proposes
+    /// anyway, never an undo the advisors may take back. Returns the words for the report.
+    fn quarantine_what_an_operator_undid(
+        &mut self,
+        address: &ParamAddress,
+        intent: &Intent,
+    ) -> Result<Option<String>, ChangeError> {
+        if !matches!(
+            intent.source,
+            Source::Rules | Source::Llm | Source::Optimizer
+        ) {
+            return Ok(None);
+        }
+        let why = format!(
+            "an operator reverted #{} ({} by {})",
+            intent.id,
+            intent.after,
+            intent.source.as_str()
+        );
+        let base = self.policy.guard.quarantine;
+        let length = self
+            .journal
+            .quarantine(address, &intent.after, base, &why)?;
+        Ok(Some(format!(
+            "{} is quarantined for {}: no advisor proposes it here before then",
+            intent.after,
+            humantime::format_duration(length)
+        )))
     }
 
     /// Why a revert of `intent` would undo someone else's decision, if it would: the parameter is

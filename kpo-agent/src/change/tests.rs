@@ -3588,3 +3588,76 @@ fn revert_all_on_a_failing_journal_reports_what_it_did_and_what_it_did_not() {
     assert_eq!(value(&k, SOMAX), Value::Int(8192));
     assert_eq!(value(&k, BACKLOG), Value::Int(2000));
 }
+
+/// s43 (found by hand): `kpo revert ID` of a change the rules made put the value back, and the
+/// rules, seeing the kernel as before, applied the same value again once the cooldown passed:
+/// the operator's decision lasted five minutes. The value an operator undid is quarantined as a
+/// guard's revert is (`guard.quarantine`); an operator's revert of an operator's change
+/// quarantines nothing.
+#[test]
+fn an_operators_revert_of_an_advisors_change_quarantines_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let mut rules = op(SOMAX, Value::Int(8192));
+    rules.source = Source::Rules;
+    let id = p.propose(&rules).unwrap().journal_id.unwrap();
+    assert_eq!(value(&k, SOMAX), Value::Int(8192));
+
+    let r = p.revert(id, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    assert_eq!(
+        r.detail.as_deref(),
+        Some("8192 is quarantined for 1h: no advisor proposes it here before then"),
+        "{}",
+        r.describe()
+    );
+    let now = SystemTime::now();
+    let until = p
+        .journal
+        .context(&SOMAX.parse().unwrap(), &Value::Int(8192), now)
+        .quarantined_until
+        .expect("quarantined");
+    let left = until.duration_since(now).unwrap();
+    assert!(
+        left <= Duration::from_secs(3600) && left > Duration::from_secs(3590),
+        "{left:?}"
+    );
+    // The rules' same proposal is refused as quarantined, not merely held by the cooldown.
+    let r = p.propose(&rules).unwrap();
+    assert_eq!(r.refusal.unwrap().code(), "quarantined");
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+
+    // An operator's apply of it is refused too (as after the guard's revert); another value
+    // is free.
+    let again = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    assert_eq!(
+        again.refusal.unwrap().code(),
+        "quarantined",
+        "an operator too"
+    );
+    let mut llm = op(SOMAX, Value::Int(6000));
+    llm.source = Source::Llm;
+    let r = p.propose(&llm).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
+
+    // An operator's own change, reverted by an operator: nothing quarantined.
+    let mine = p
+        .propose(&op(SOMAX, Value::Int(2048)))
+        .unwrap()
+        .journal_id
+        .unwrap();
+    let r = p.revert(mine, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(r.detail, None, "{}", r.describe());
+    assert!(p
+        .journal
+        .context(
+            &SOMAX.parse().unwrap(),
+            &Value::Int(2048),
+            SystemTime::now()
+        )
+        .quarantined_until
+        .is_none());
+}
