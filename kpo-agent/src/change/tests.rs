@@ -3661,3 +3661,33 @@ fn an_operators_revert_of_an_advisors_change_quarantines_its_value() {
         .quarantined_until
         .is_none());
 }
+
+/// s43 (found by hand): two `kpo apply` of the operator's own, with four changes of the rules,
+/// made the rules' next raise `rate_limited` ("6 changes in the last hour, the limit is 6"), in
+/// mode recommend before any approval was asked: the limit, documented as the advisors', counted
+/// the operator's changes too. Only advisors' changes count (an approved one is its advisor's).
+#[test]
+fn the_hourly_limit_counts_advisors_changes_not_an_operators() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let policy = format!("[guard]\nmax_changes_per_hour = 2\n{POLICY}");
+    let (mut p, _) = path(dir.path(), &policy, &k);
+    for v in [5000, 6000, 7000] {
+        let r = p.propose(&op(SOMAX, Value::Int(v))).unwrap();
+        assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
+    }
+    let mut rules = op(SOMAX, Value::Int(8000));
+    rules.source = Source::Rules;
+    for v in [8000, 9000] {
+        rules.value = Value::Int(v);
+        let r = p.propose(&rules).unwrap();
+        assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
+    }
+    rules.value = Value::Int(10000);
+    let r = p.propose(&rules).unwrap();
+    assert_eq!(
+        r.refusal.map(|r| r.to_string()),
+        Some("rate-limited: 2 changes in the last hour, the limit is 2".into())
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(9000));
+}

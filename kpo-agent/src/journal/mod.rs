@@ -1305,8 +1305,8 @@ impl Journal {
         Ok(restored)
     }
 
-    /// The policy's view of a parameter: pause, yielded, last change, changes in the last hour,
-    /// quarantine of `value`. `before` is left for the caller (the kernel's value).
+    /// The policy's view of a parameter: pause, yielded, last change, advisors' changes in the
+    /// last hour, quarantine of `value`. `before` is left for the caller (the kernel's value).
     pub fn context(&self, address: &ParamAddress, value: &Value, now: SystemTime) -> Context {
         let mut ctx = Context::new(now);
         ctx.paused = self.st.paused.is_some();
@@ -1317,8 +1317,15 @@ impl Journal {
             let hour_ago = now
                 .checked_sub(Duration::from_secs(3600))
                 .unwrap_or(UNIX_EPOCH);
-            ctx.changes_last_hour =
-                writes().filter(|(_, ts)| to_time(*ts) > hour_ago).count() as u32;
+            // The hourly limit stops advisors from oscillating: an operator's own changes
+            // (`kpo apply`) are not theirs to count against it.
+            let an_advisors = |id: &u64| {
+                self.intent(*id)
+                    .is_none_or(|i| i.source != Source::Operator)
+            };
+            ctx.changes_last_hour = writes()
+                .filter(|(id, ts)| to_time(*ts) > hour_ago && an_advisors(id))
+                .count() as u32;
             ctx.quarantined_until = p
                 .quarantine
                 .iter()
