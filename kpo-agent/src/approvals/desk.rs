@@ -751,9 +751,11 @@ impl Desk {
         self.store.put_marked(item.clone(), true, None)?;
         self.announcing.insert(id.clone());
         self.seen.insert(id.clone());
+        // With the flags this agent's socket and state directory need, as the webhook's text:
+        // `kpo approve ID` alone would reach /var/lib/kpo, not this agent's.
         info!(
-            "approval {id} required: {} = {} ({}); kpo approve {id}",
-            item.parameter, item.value, item.reason
+            "approval {id} required: {} = {} ({}); kpo approve {id}{}",
+            item.parameter, item.value, item.reason, self.command_flags
         );
         self.post(Payload::new(
             "approval_required",

@@ -1793,7 +1793,13 @@ fn a_notification_names_the_socket_and_state_directory_it_needs() {
         std::path::Path::new("/srv/@b/kpo.sock"),
         std::path::Path::new("/srv/kpo"),
     );
-    s.consider(vec![rec(Source::Rules, 24, false)]);
+    // The agent's log says the same command (s43: it said `kpo approve ap-1` alone, which
+    // reached /var/lib/kpo).
+    let (_, log) = crate::logging::logged(|| s.consider(vec![rec(Source::Rules, 24, false)]));
+    assert!(
+        log.contains("; kpo approve ap-1 --socket /srv/@b/kpo.sock --state-dir /srv/kpo\n"),
+        "{log}"
+    );
     let item = s.desk.store().item("ap-1").unwrap().clone();
     let text = Payload::new("approval_required", "web1", &item, &s.desk.command_flags).text;
     assert!(
