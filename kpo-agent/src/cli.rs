@@ -339,7 +339,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause(a) => {
             let mut c = open(&a.state, Access::Starts)?;
             if c.pause(&who())? {
-                crate::out!("paused: no parameter will be changed until kpo resume");
+                // Reverts pass a pause (docs/policy.md): saying "nothing changes" would let an
+                // operator freezing things in an incident be surprised by on_exit at a restart.
+                crate::out!(
+                    "paused: no change is applied until kpo resume; reverts still put values \
+                     back (kpo revert, the guard's, on_exit at the agent's stop)"
+                );
             } else {
                 crate::out!("already paused");
             }
@@ -479,7 +484,19 @@ pub fn parse_assignment(
         if address.kind() != crate::actuate::param::ParamKind::Sysctl {
             anyhow::bail!("{param}: --netns applies to sysctls only");
         }
-        address = address.in_netns(Some(ns.parse::<NetnsRef>()?));
+        // NetnsRef's own words speak of a parameter address, which confuses for this flag; a
+        // bare name is most often one `ip netns` made.
+        let netns = ns.parse::<NetnsRef>().map_err(|_| {
+            let hint = if ns.is_empty() || ns.contains('/') {
+                String::new()
+            } else {
+                format!(" (/run/netns/{ns} for the one `ip netns add {ns}` made)")
+            };
+            anyhow::anyhow!(
+                "--netns {ns:?}: a network namespace is given by its path or its inode number{hint}"
+            )
+        })?;
+        address = address.in_netns(Some(netns));
     }
     // A value with commas is one word, whitespace around its commas dropped: the change path
     // makes it integers where the kernel's value is integers (`tcp_rmem=4096,131072,6291456`),
@@ -692,6 +709,9 @@ fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     crate::out!("policy: {}", s.policy);
+    if let Some(why) = &s.policy_file_differs {
+        crate::out!("policy file: not the policy in force: {why}");
+    }
     crate::out!("state: {}", s.state_dir.display());
     match &s.paused {
         Some((by, at)) => crate::out!("paused: yes, by {by} at {at}"),
@@ -856,6 +876,21 @@ mod tests {
         assert!(parse_assignment("net.core.somaxconn", None, None).is_err());
         assert!(parse_assignment("net.core.somaxconn@netns:7=1", Some("8"), None).is_err());
         assert!(parse_assignment("ethtool:eth0:rx-usecs=8", Some("8"), None).is_err());
+        // s43: a bare name was told '"web" is not a parameter address', which it never was.
+        for (netns, said) in [
+            (
+                "web",
+                "--netns \"web\": a network namespace is given by its path or its inode number \
+                 (/run/netns/web for the one `ip netns add web` made)",
+            ),
+            (
+                "",
+                "--netns \"\": a network namespace is given by its path or its inode number",
+            ),
+        ] {
+            let e = parse_assignment("net.core.somaxconn=8192", Some(netns), None).unwrap_err();
+            assert_eq!(e.to_string(), said);
+        }
         // Nothing after `=` is the empty value (no port reserved), not an error.
         let r = parse_assignment("net.ipv4.ip_local_reserved_ports=", None, None).unwrap();
         assert_eq!(r.value, Value::Word(String::new()));
@@ -1029,6 +1064,7 @@ mod agent_flag_tests {
             params: vec![],
             incomplete: vec![],
             warnings: vec![],
+            policy_file_differs: None,
         }
     }
 

@@ -122,6 +122,10 @@ pub struct Status {
     pub incomplete: Vec<u64>,
     /// What journal recovery found on open.
     pub warnings: Vec<String>,
+    /// Why the policy file no longer holds the policy in force (edited, a reload refused,
+    /// removed), if it does not: `policy` alone would name a file whose text is not obeyed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_file_differs: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -320,6 +324,7 @@ impl Control for ChangePath {
             params,
             incomplete: self.journal.incomplete().iter().map(|i| i.id).collect(),
             warnings: self.journal.warnings().to_vec(),
+            policy_file_differs: self.policy.changed_on_disk(),
         })
     }
 

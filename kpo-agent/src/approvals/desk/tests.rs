@@ -1474,8 +1474,17 @@ fn an_approval_is_refused_while_the_policy_file_differs_from_the_one_loaded() {
     let err = crate::control::Control::apply(&mut s.path, &apply).unwrap_err();
     assert!(matches!(err, ControlError::PolicyChanged(_)), "{err}");
     assert_eq!(s.value(), Value::Int(16), "nothing applied");
+    // `kpo status` says so beside the policy's name (s43: it named the file alone, as if in
+    // force, after a reload the agent refused).
+    let ControlError::PolicyChanged(why) = err else {
+        unreachable!()
+    };
+    let status = crate::control::Control::status(&mut s.path).unwrap();
+    assert_eq!(status.policy_file_differs, Some(why));
     // The same text again (an edit undone): approved as before.
     std::fs::write(&file, text).unwrap();
+    let status = crate::control::Control::status(&mut s.path).unwrap();
+    assert_eq!(status.policy_file_differs, None);
     let approved = s.desk.approve(&mut s.path, "ap-1", "op").unwrap();
     assert_eq!(approved.approval.state.name(), "approved");
     assert_eq!(s.value(), Value::Int(32));
