@@ -336,6 +336,13 @@ impl Ctx<'_> {
                 message = format!("{message}: the string is not closed by the end of the file");
             }
         }
+        // `Source` is read from the journal too, where the guard's reverts name it; in a policy's
+        // `sources` it is refused (not a proposer), so it is not offered as a choice.
+        if message.starts_with("unknown variant") {
+            if let Some(listed) = message.strip_suffix(", `guard`") {
+                message = listed.to_string();
+            }
+        }
         let mut class = if message.contains("unknown field") {
             PolicyErrorClass::UnknownKey
         } else if message.contains("invalid type")

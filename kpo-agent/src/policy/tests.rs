@@ -2352,3 +2352,20 @@ fn a_list_over_lines_in_an_inline_table_is_named_by_the_key_inside() {
         assert_eq!((l, k.as_str(), m.as_str()), (line, key, message), "{text}");
     }
 }
+
+/// s43 (found by hand): a misspelt source was told the choices `rules`, `llm`, `optimizer`,
+/// `operator`, `guard`, and `guard`, taken from that list, was then refused as no proposer.
+#[test]
+fn a_misspelt_source_is_offered_only_the_proposers() {
+    let text = "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nsources = [\"rule\"]\n";
+    let e = Policy::parse(text, "p.toml").unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "p.toml:3: params.\"net.core.somaxconn\".sources: unknown variant `rule`, expected one \
+         of `rules`, `llm`, `optimizer`, `operator`"
+    );
+    let e = Policy::parse(&text.replace("rule", "guard"), "p.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`guard` is not a proposer"), "{e}");
+}
