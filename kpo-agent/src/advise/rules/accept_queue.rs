@@ -269,6 +269,9 @@ pub struct AcceptQueueRule {
     seen: BTreeMap<u64, BTreeSet<i64>>,
     /// Listeners a raise to whose limit did not cut their drops.
     futile: BTreeMap<ListenerId, Futile>,
+    /// The raise last advised in each namespace: its window and value. Listeners first pressed
+    /// at the window's end would otherwise advise the raise a tick of that window gave.
+    raised: BTreeMap<u64, (u64, i64)>,
 }
 
 /// Whether the listener dropped connections because a queue bounded by its limit was full. Its
@@ -477,11 +480,19 @@ impl AcceptQueueRule {
             }
         }
         for (netns, pressed) in capped.into_iter().filter(|(n, _)| ready.contains(n)) {
-            let advice = self.raise_advice(netns, &pressed, kernel, policy, at);
+            let mut advice = self.raise_advice(netns, &pressed, kernel, policy, at);
             let target = advice
                 .as_ref()
                 .and_then(|r| r.recommended_value.as_ref()?.as_int())
                 .and_then(|v| u32::try_from(v).ok());
+            if let Some(to) = target {
+                // The same moment (a tick and its window share an index), the same advice: the
+                // listeners pressed since are latched on it below, not advised it again.
+                let now = (at.index, i64::from(to));
+                if self.raised.insert(netns, now) == Some(now) {
+                    advice = None;
+                }
+            }
             let limits = policy.allowed(&netns_address(SOMAXCONN, netns, kernel), Source::Rules);
             for p in &pressed {
                 let st = self.listeners.entry(ListenerId::of(p.l)).or_default();
@@ -525,6 +536,7 @@ impl AcceptQueueRule {
         if let Some((_, last)) = self.calm.get_mut(&netns) {
             *last = None;
         }
+        self.raised.remove(&netns);
     }
 
     /// The listeners a raise to whose limit did not cut their drops: kept in the state directory
@@ -1399,6 +1411,31 @@ mod tests {
             assert!(rule.evaluate(&at(i), &calm, &mut k, &p).is_empty());
         }
         assert_eq!(rule.on_tick(&at(5), &burst, &mut k, &p).len(), 1);
+    }
+
+    /// s43 (found by hand): a tick's raise was advised again at its window's end, the same value
+    /// under the same id, because two other listeners of the namespace were first pressed then.
+    /// They are latched on the raise given, which is not repeated; the next window's, if still
+    /// pressed and not acted on, waits for `repeat_windows` as any other.
+    #[test]
+    fn listeners_pressed_at_the_windows_end_do_not_repeat_the_ticks_raise() {
+        let mut rule = AcceptQueueRule::default();
+        let mut k = kernel(128);
+        let p = auto_policy();
+        let burst = window(vec![listener(NS, 128, 128, 3)]);
+        let r = rule.on_tick(&at(1), &burst, &mut k, &p);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].recommended_value, Some(Value::Int(256)));
+        let others = |port: u16| ListenerWindow {
+            port,
+            ..listener(NS, 128, 128, 20)
+        };
+        let whole = window(vec![listener(NS, 128, 128, 40), others(8081), others(8082)]);
+        let r = rule.evaluate(&at(1), &whole, &mut k, &p);
+        assert!(r.is_empty(), "{r:?}");
+        // A later window with the three still pressed, not acted on: quiet, as the latch says.
+        let r = rule.evaluate(&at(2), &whole, &mut k, &p);
+        assert!(r.is_empty(), "{r:?}");
     }
 
     #[test]
