@@ -493,7 +493,7 @@ pub fn parse_assignment(
                 format!(" (/run/netns/{ns} for the one `ip netns add {ns}` made)")
             };
             anyhow::anyhow!(
-                "--netns {ns:?}: a network namespace is given by its path or its inode number{hint}"
+                "--netns {ns:?}: a network namespace is given by its absolute path or its inode number{hint}"
             )
         })?;
         address = address.in_netns(Some(netns));
@@ -880,12 +880,13 @@ mod tests {
         for (netns, said) in [
             (
                 "web",
-                "--netns \"web\": a network namespace is given by its path or its inode number \
+                "--netns \"web\": a network namespace is given by its absolute path or its inode \
+                 number \
                  (/run/netns/web for the one `ip netns add web` made)",
             ),
             (
                 "",
-                "--netns \"\": a network namespace is given by its path or its inode number",
+                "--netns \"\": a network namespace is given by its absolute path or its inode number",
             ),
         ] {
             let e = parse_assignment("net.core.somaxconn=8192", Some(netns), None).unwrap_err();

@@ -781,7 +781,7 @@ sources = ["operator"]
     assert_eq!(again.status.code(), Some(1), "{stdout}");
     assert!(
         stdout.starts_with("refused")
-            && stdout.contains("quarantined: this value was reverted by the guard"),
+            && stdout.contains("quarantined: this value was reverted here (by the guard"),
         "{stdout}"
     );
     assert_eq!(ns_somaxconn(&ns), original);

@@ -103,60 +103,79 @@ impl ChangePath {
         if let Some(report) = self.not_on_its_device(&address, &intent.before, &intent)? {
             return Ok(report);
         }
-        let quarantined = if !only_ours && source == Source::Operator {
-            self.quarantine_what_an_operator_undid(&address, &intent)?
+        let quarantine = if !only_ours && source == Source::Operator {
+            self.advisors_value_held(&intent.key)
         } else {
             None
         };
-        let mut report = self.restore(
+        self.restore(
             &address,
             &intent.before,
             source,
             reason,
             Some((id, intent.netns_cookie)),
             ours,
-        )?;
-        if let Some(words) = quarantined {
-            report.detail = Some(match report.detail.take() {
-                Some(detail) => format!("{detail}; {words}"),
-                None => words,
-            });
-        }
-        Ok(report)
+            quarantine,
+        )
     }
 
-    /// An operator's `kpo revert ID` of an advisor's change: the advisor, seeing the kernel as it
-    /// was before, would propose the same value again once its cooldown passed and undo the
-    /// operator's decision. So that value is quarantined here as the guard's reverts are
-    /// (`guard.quarantine`, doubled when quarantined again within a day), and before the write:
-    /// a kill between the two leaves a quarantined value in place, which no advisor proposes
-    /// anyway, never an undo the advisors may take back. Returns the words for the report.
-    fn quarantine_what_an_operator_undid(
+    /// The value an advisor's change holds the parameter at (the change KPO's value in the
+    /// kernel is from, if an advisor's: rules, LLM, optimizer), with the words of its quarantine:
+    /// what an operator's `kpo revert` takes out, which the advisor, seeing the kernel as it was
+    /// before, would propose again once its cooldown passed, undoing the operator's decision.
+    /// The revert of a change since superseded takes out the later one's value.
+    fn advisors_value_held(&self, key: &str) -> Option<(Value, String)> {
+        let holder = self
+            .journal
+            .intent(self.journal.param_by_key(key)?.holding?)?;
+        matches!(
+            holder.source,
+            Source::Rules | Source::Llm | Source::Optimizer
+        )
+        .then(|| {
+            (
+                holder.after.clone(),
+                format!(
+                    "an operator reverted it ({} by {}, #{})",
+                    holder.after,
+                    holder.source.as_str(),
+                    holder.id
+                ),
+            )
+        })
+    }
+
+    /// Quarantines `value`, which an operator's revert is about to take out of the kernel, as
+    /// the guard's reverts do (`guard.quarantine`, doubled when quarantined again within a day;
+    /// one in force already is not lengthened by a revert tried again). Journaled before the
+    /// revert's intent: a kill between the two leaves a quarantined value in place, which no
+    /// advisor proposes anyway, never an undo the advisors may take back. Returns the words for
+    /// the revert's report.
+    fn quarantine_taken_out(
         &mut self,
         address: &ParamAddress,
-        intent: &Intent,
-    ) -> Result<Option<String>, ChangeError> {
-        if !matches!(
-            intent.source,
-            Source::Rules | Source::Llm | Source::Optimizer
-        ) {
-            return Ok(None);
-        }
-        let why = format!(
-            "an operator reverted #{} ({} by {})",
-            intent.id,
-            intent.after,
-            intent.source.as_str()
-        );
-        let base = self.policy.guard.quarantine;
-        let length = self
+        (value, why): (Value, String),
+    ) -> Result<String, ChangeError> {
+        let now = SystemTime::now();
+        let until = match self
             .journal
-            .quarantine(address, &intent.after, base, &why)?;
-        Ok(Some(format!(
-            "{} is quarantined for {}: no advisor proposes it here before then",
-            intent.after,
-            humantime::format_duration(length)
-        )))
+            .context(address, &value, now)
+            .quarantined_until
+            .filter(|until| *until > now)
+        {
+            Some(until) => until,
+            None => {
+                let base = self.policy.guard.quarantine;
+                now + self.journal.quarantine(address, &value, base, &why)?
+            }
+        };
+        let until_ms = until
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Ok(format!(
+            "{value} is quarantined until {}: no advisor proposes it here before then",
+            crate::journal::format_ms(until_ms)
+        ))
     }
 
     /// Why a revert of `intent` would undo someone else's decision, if it would: the parameter is
@@ -422,6 +441,7 @@ impl ChangePath {
                 (id, cookie)
             }),
             only_over,
+            None,
         )
     }
 
@@ -467,7 +487,10 @@ impl ChangePath {
     }
 
     /// Writes `value` back as a revert; `of`: the change it undoes, and that change's network
-    /// namespace cookie (read by the caller, from the archive for an archived change).
+    /// namespace cookie (read by the caller, from the archive for an archived change);
+    /// `only_over`: only while the kernel has this (KPO's own) value; `quarantine`: an advisor's
+    /// value to quarantine if the write is about to take it out.
+    #[allow(clippy::too_many_arguments)]
     fn restore(
         &mut self,
         address: &ParamAddress,
@@ -476,6 +499,7 @@ impl ChangePath {
         reason: &str,
         of: Option<(u64, Option<u64>)>,
         only_over: Option<Value>,
+        quarantine: Option<(Value, String)>,
     ) -> Result<ChangeReport, ChangeError> {
         let mut report = ChangeReport::new(address, value, ChangeStatus::Refused);
         if let Decision::Refused(r) = self.policy.decide_revert(address) {
@@ -572,7 +596,12 @@ impl ChangePath {
         if let Some(why) = self.crosses_the_other_limit(address, value) {
             return self.refuse(&p, Some(&before), Refusal::Invalid { why }, report);
         }
-        self.execute(
+        // Only a value the write is about to take out: a revert that ends here writes nothing.
+        let quarantined = match quarantine.filter(|(held, _)| held == &before) {
+            Some(held) => Some(self.quarantine_taken_out(address, held)?),
+            None => None,
+        };
+        let mut report = self.execute(
             actuator,
             address,
             &before,
@@ -584,7 +613,14 @@ impl ChangePath {
             },
             report,
             None,
-        )
+        )?;
+        if let Some(words) = quarantined {
+            report.detail = Some(match report.detail.take() {
+                Some(detail) => format!("{detail}; {words}"),
+                None => words,
+            });
+        }
+        Ok(report)
     }
 
     /// Why putting `value` back into a cpufreq frequency limit would cross the other limit of its

@@ -3591,14 +3591,22 @@ fn revert_all_on_a_failing_journal_reports_what_it_did_and_what_it_did_not() {
 
 /// s43 (found by hand): `kpo revert ID` of a change the rules made put the value back, and the
 /// rules, seeing the kernel as before, applied the same value again once the cooldown passed:
-/// the operator's decision lasted five minutes. The value an operator undid is quarantined as a
-/// guard's revert is (`guard.quarantine`); an operator's revert of an operator's change
-/// quarantines nothing.
+/// the operator's decision lasted five minutes. The advisor's value a revert takes out of the
+/// kernel is quarantined as a guard's revert is (`guard.quarantine`); and only when the revert
+/// writes (s43 review: a revert tried again, refused, or ending with nothing to write quarantined
+/// all the same, each retry twice as long), and only an advisor's value (a revert of an
+/// operator's change the rules superseded takes out, and quarantines, the rules' value).
 #[test]
 fn an_operators_revert_of_an_advisors_change_quarantines_its_value() {
     let dir = tempfile::tempdir().unwrap();
     let k = kernel(&[(SOMAX, Value::Int(4096))]);
     let (mut p, _) = path(dir.path(), POLICY, &k);
+    let address: ParamAddress = SOMAX.parse().unwrap();
+    let quarantined = |p: &ChangePath, v: i128| {
+        p.journal
+            .context(&address, &Value::Int(v), SystemTime::now())
+            .quarantined_until
+    };
     let mut rules = op(SOMAX, Value::Int(8192));
     rules.source = Source::Rules;
     let id = p.propose(&rules).unwrap().journal_id.unwrap();
@@ -3607,59 +3615,78 @@ fn an_operators_revert_of_an_advisors_change_quarantines_its_value() {
     let r = p.revert(id, Source::Operator, "kpo revert").unwrap();
     assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
-    assert_eq!(
-        r.detail.as_deref(),
-        Some("8192 is quarantined for 1h: no advisor proposes it here before then"),
-        "{}",
-        r.describe()
-    );
-    let now = SystemTime::now();
-    let until = p
-        .journal
-        .context(&SOMAX.parse().unwrap(), &Value::Int(8192), now)
-        .quarantined_until
-        .expect("quarantined");
-    let left = until.duration_since(now).unwrap();
+    let until = quarantined(&p, 8192).expect("quarantined");
+    let left = until.duration_since(SystemTime::now()).unwrap();
     assert!(
         left <= Duration::from_secs(3600) && left > Duration::from_secs(3590),
         "{left:?}"
     );
-    // The rules' same proposal is refused as quarantined, not merely held by the cooldown.
+    let ms = until
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert_eq!(
+        r.detail,
+        Some(format!(
+            "8192 is quarantined until {}: no advisor proposes it here before then",
+            crate::journal::format_ms(ms)
+        )),
+        "{}",
+        r.describe()
+    );
+    // The rules' same proposal is refused as quarantined, not merely held by the cooldown; an
+    // operator's apply of it too (as after the guard's revert); another value is free.
     let r = p.propose(&rules).unwrap();
     assert_eq!(r.refusal.unwrap().code(), "quarantined");
-    assert_eq!(value(&k, SOMAX), Value::Int(4096));
-
-    // An operator's apply of it is refused too (as after the guard's revert); another value
-    // is free.
     let again = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
     assert_eq!(
         again.refusal.unwrap().code(),
         "quarantined",
         "an operator too"
     );
-    let mut llm = op(SOMAX, Value::Int(6000));
-    llm.source = Source::Llm;
-    let r = p.propose(&llm).unwrap();
-    assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
 
-    // An operator's own change, reverted by an operator: nothing quarantined.
+    // The same revert again writes nothing and quarantines nothing more.
+    let r = p.revert(id, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Unchanged, "{}", r.describe());
+    assert_eq!(
+        r.detail.as_deref(),
+        Some("the kernel already has this value")
+    );
+    assert_eq!(quarantined(&p, 8192), Some(until), "not doubled");
+
+    // An operator's change superseded by the rules': its revert takes the rules' value out.
     let mine = p
-        .propose(&op(SOMAX, Value::Int(2048)))
+        .propose(&op(SOMAX, Value::Int(6000)))
         .unwrap()
         .journal_id
         .unwrap();
+    rules.value = Value::Int(12000);
+    let r = p.propose(&rules).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
     let r = p.revert(mine, Source::Operator, "kpo revert").unwrap();
     assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
-    assert_eq!(r.detail, None, "{}", r.describe());
-    assert!(p
-        .journal
-        .context(
-            &SOMAX.parse().unwrap(),
-            &Value::Int(2048),
-            SystemTime::now()
-        )
-        .quarantined_until
-        .is_none());
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    assert!(quarantined(&p, 12000).is_some(), "the value taken out");
+    assert!(quarantined(&p, 6000).is_none(), "not the operator's own");
+
+    // A revert the kernel refuses to write puts nothing back: the rules' value, quarantined
+    // before the write (which the kill-safety needs), stays where it is, and says so.
+    let held = p.propose(&{
+        let mut llm = op(SOMAX, Value::Int(8000));
+        llm.source = Source::Llm;
+        llm
+    });
+    let held = held.unwrap().journal_id.unwrap();
+    k.0.lock().unwrap().refuse_revert.push(SOMAX.into());
+    let r = p.revert(held, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Failed, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(8000));
+    let detail = r.detail.unwrap();
+    assert!(
+        detail.contains("; 8000 is quarantined until "),
+        "the words: {detail}"
+    );
 }
 
 /// s43 (found by hand): two `kpo apply` of the operator's own, with four changes of the rules,

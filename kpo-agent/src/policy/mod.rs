@@ -1222,7 +1222,10 @@ pub enum Refusal {
     },
     #[error("paused: all changes are paused (kpo resume)")]
     Paused,
-    #[error("quarantined: this value was reverted by the guard; quarantined until {until}")]
+    #[error(
+        "quarantined: this value was reverted here (by the guard, or by an operator's kpo revert \
+         of an advisor's change); quarantined until {until}"
+    )]
     Quarantined { until: String },
     #[error("rate-limited: {changes} changes in the last hour, the limit is {limit}")]
     RateLimited { changes: u32, limit: u32 },
