@@ -147,7 +147,9 @@ impl<'a> Lines<'a> {
             let Some((key, value)) = t.split_once('=') else {
                 continue;
             };
-            let key = key.trim();
+            // A key written in quotes that needs none (`"windows" = [`) is the same key.
+            let key = crate::config::bare_key(key.trim());
+            let key = key.as_str();
             // A list in an inline table (`guard = { windows = [1,`): the key inside.
             let inline = crate::config::inline_key_path(t).filter(|(_, in_list)| *in_list);
             let bare = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';

@@ -2347,6 +2347,13 @@ fn a_list_over_lines_in_an_inline_table_is_named_by_the_key_inside() {
             "number too large to fit in target type: TOML's integers are signed 64-bit; write a \
              larger one in quotes: max = [..., \"9999999999999999999\"]",
         ),
+        // s43 review: a key in quotes that needs none, its list over lines, was named `guard`.
+        (
+            "[guard]\n\"windows\" = [\n  1,\n  99999999999999999999,\n]\n",
+            4,
+            "guard.windows",
+            "invalid type: sequence, expected one whole number from 1 to 4294967295, not a list",
+        ),
     ] {
         let (l, k, _, m) = err(text);
         assert_eq!((l, k.as_str(), m.as_str()), (line, key, message), "{text}");
