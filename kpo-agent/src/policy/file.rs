@@ -176,6 +176,27 @@ impl<'a> Lines<'a> {
         self.read_to(line).0
     }
 
+    /// The first line that sets an entry's key as a dotted key (`"net.core.somaxconn".max = 5`
+    /// under `[params]`, or `params."net.core.somaxconn".max = 5` at the top), with the entry's
+    /// name and the key: TOML allows it, but the spans the policy reads (`Spanned`) do not
+    /// come with such a table, and the parser's own words for it ("expected a borrowed string")
+    /// name neither.
+    fn dotted_entry_key(&self) -> Option<(usize, String, String)> {
+        (1..=self.starts.len()).find_map(|l| {
+            let (key, _) = without_comment(self.line_text(l)).split_once('=')?;
+            let key = key.trim();
+            let key = match self.table_at(l) {
+                Some("params") => key,
+                None => key.strip_prefix("params.")?.trim_start(),
+                Some(_) => return None,
+            };
+            let quote = key.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+            let (name, rest) = key[1..].split_once(quote)?;
+            let field = rest.trim_start().strip_prefix('.')?.trim();
+            (!field.is_empty()).then(|| (l, name.to_string(), field.to_string()))
+        })
+    }
+
     /// The line a multi-line string that the file never closes opens on, if any.
     fn unclosed_string(&self) -> Option<usize> {
         self.read_to(self.starts.len()).1
@@ -585,6 +606,21 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         lines: Lines::new(text),
     };
     let doc: FileDoc = toml::from_str(text).map_err(|e| {
+        if e.message().contains("expected a borrowed string") {
+            if let Some((line, name, key)) = ctx.lines.dotted_entry_key() {
+                return PolicyError::Invalid {
+                    file: ctx.file.clone(),
+                    line,
+                    key: format!("params.\"{name}\".{key}"),
+                    class: PolicyErrorClass::BadValue,
+                    message: format!(
+                        "an entry's keys are not read as dotted keys (the parser keeps no line \
+                         for them, which every error here names): write [params.\"{name}\"] \
+                         with {key} = ... on the lines below, or \"{name}\" = {{ {key} = ... }}"
+                    ),
+                };
+            }
+        }
         unquoted_entry(text)
             .map(|(line, name)| PolicyError::Invalid {
                 file: ctx.file.clone(),

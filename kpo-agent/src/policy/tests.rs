@@ -2376,3 +2376,31 @@ fn a_misspelt_source_is_offered_only_the_proposers() {
         .to_string();
     assert!(e.contains("`guard` is not a proposer"), "{e}");
 }
+
+/// s43 review: an entry's keys written as dotted keys, which TOML allows
+/// (`"net.core.somaxconn".max = 5000` under `[params]`), were told "params.max: unknown field
+/// `max`: an entry has no tables under it", naming neither the entry nor what to write.
+#[test]
+fn an_entrys_dotted_keys_are_told_how_to_write_them() {
+    let said = "an entry's keys are not read as dotted keys (the parser keeps no line for them, \
+                which every error here names): write [params.\"net.core.somaxconn\"] with max = \
+                ... on the lines below, or \"net.core.somaxconn\" = { max = ... }";
+    for (text, line) in [
+        ("[params]\n\"net.core.somaxconn\".max = 5000\n", 2),
+        ("# a comment\nparams.'net.core.somaxconn'.max = 5000\n", 2),
+    ] {
+        let (l, k, _, m) = err(text);
+        assert_eq!(
+            (l, k.as_str(), m.as_str()),
+            (line, "params.\"net.core.somaxconn\".max", said),
+            "{text}"
+        );
+    }
+    // The same entry as a table or an inline table is read.
+    for text in [
+        "[params.\"net.core.somaxconn\"]\nmax = 5000\n",
+        "[params]\n\"net.core.somaxconn\" = { max = 5000 }\n",
+    ] {
+        Policy::parse(text, "p.toml").unwrap();
+    }
+}
