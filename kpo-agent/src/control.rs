@@ -550,10 +550,36 @@ fn this_netns() -> Result<(u64, Option<u64>), JournalError> {
 }
 
 fn describe_netns((inode, cookie): (u64, Option<u64>)) -> String {
+    let ns = format!("net:[{inode}]");
+    let nsfs = std::fs::metadata("/proc/self/ns/net").map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.dev()
+    });
+    // The name `ip netns` gave it, if any, is what the operator types next.
+    let named = nsfs
+        .ok()
+        .and_then(|dev| file_of(Path::new("/run/netns"), inode, dev))
+        .map(|path| format!(", {}", path.display()))
+        .unwrap_or_default();
     match cookie {
-        Some(cookie) => format!("net:[{inode}] (cookie {cookie})"),
-        None => format!("net:[{inode}]"),
+        Some(cookie) => format!("{ns} (cookie {cookie}{named})"),
+        None if named.is_empty() => ns,
+        None => format!("{ns} ({})", &named[2..]),
     }
+}
+
+/// The file in `dir` that is the namespace `inode` on the device `dev` (nsfs), if one is: the
+/// bind mounts `ip netns add` makes under /run/netns.
+fn file_of(dir: &Path, inode: u64, dev: u64) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == inode && m.dev() == dev))
+        .collect();
+    names.sort();
+    names.into_iter().next()
 }
 
 /// Records the agent's network namespace in the state directory, durably (as the sysfs root).
@@ -754,6 +780,27 @@ mod tests {
     use super::*;
     use crate::policy::PolicyOrigin;
     use std::os::unix::fs::MetadataExt;
+
+    /// s43 (found by hand): a refusal named the agent's namespace `net:[N]` only, where
+    /// `ip netns` had a name for it. The file found is the one whose inode and device are the
+    /// namespace's (a temporary directory's files stand in for /run/netns's bind mounts).
+    #[test]
+    fn a_namespaces_file_under_run_netns_is_found_by_inode_and_device() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["web", "db"] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        let web = std::fs::metadata(dir.path().join("web")).unwrap();
+        assert_eq!(
+            file_of(dir.path(), web.ino(), web.dev()),
+            Some(dir.path().join("web"))
+        );
+        assert_eq!(file_of(dir.path(), web.ino(), web.dev() + 1), None);
+        assert_eq!(
+            file_of(&dir.path().join("none"), web.ino(), web.dev()),
+            None
+        );
+    }
 
     /// A command acting while the agent is down acts only from the network namespace the agent
     /// last ran in: elsewhere the journal's host parameters would be read (reconciled) and written
