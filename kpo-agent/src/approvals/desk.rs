@@ -648,6 +648,39 @@ impl Desk {
         }
     }
 
+    /// A pending approval of another advisor's for another value that the merging order
+    /// (`merge.rs`: one that waits for its advisor's word, then the value closer to the kernel's,
+    /// then rules, optimizer, llm) keeps over `rec`: its id, and why `rec` leaves it as it is.
+    /// Two advisors advising two values in turn would otherwise supersede each other's approval
+    /// at every consultation, and the one waiting would be whoever spoke last, not the more
+    /// cautious (s43). The same advisor's new value is its new opinion, and supersedes.
+    fn more_cautious_pending(
+        &self,
+        open: &[ApprovalItem],
+        rec: &Recommendation,
+        value: &Value,
+        current: Option<&Value>,
+    ) -> Option<(String, Option<String>)> {
+        use super::merge::{distance, source_rank};
+        let current = current.or(rec.current_value.as_ref());
+        let rank = |auto: bool, v: &Value, s| (auto, distance(current, Some(v)), source_rank(s));
+        let theirs = rank(rec.can_auto_apply, value, rec.source);
+        // An approval its advisor held (`can_auto_apply: false`) says so; one the policy or
+        // --recommend-only holds waits for a person whatever its advisor said, as `rec` would.
+        let auto = |i: &ApprovalItem| i.held_by != "advisor" && rec.can_auto_apply;
+        open.iter()
+            .filter(|i| i.source != rec.source && &i.value != value)
+            .find(|i| rank(auto(i), &i.value, i.source) <= theirs)
+            .map(|i| {
+                let detail = format!(
+                    "{} is pending for {}, advised by {}, which the merging order keeps over {value} \
+                     (more cautious, or as cautious and first); left as it is",
+                    i.id, i.value, i.source
+                );
+                (i.id.clone(), Some(detail))
+            })
+    }
+
     /// A pending approval for this recommendation: the one already pending for the same
     /// parameter, target and value from the same advisor is refreshed (its reason, current value
     /// and expiry renewed); one from another advisor is left as it is (the id, and why, are
@@ -720,6 +753,9 @@ impl Desk {
             }));
             self.supersede(open, &id);
             return Ok((id, None));
+        }
+        if let Some(held) = self.more_cautious_pending(&open, rec, value, current.as_ref()) {
+            return Ok(held);
         }
         let id = self.store.new_id();
         let item = ApprovalItem {

@@ -28,7 +28,7 @@ pub struct Merged {
 }
 
 /// How far `value` moves from `current`; `u128::MAX` when they cannot be compared.
-fn distance(current: Option<&Value>, value: Option<&Value>) -> u128 {
+pub(crate) fn distance(current: Option<&Value>, value: Option<&Value>) -> u128 {
     match (current, value) {
         (_, None) | (None, _) => 0,
         (Some(c), Some(v)) => match (c.ints(), v.ints()) {
@@ -43,7 +43,7 @@ fn distance(current: Option<&Value>, value: Option<&Value>) -> u128 {
     }
 }
 
-fn source_rank(s: Source) -> u8 {
+pub(crate) fn source_rank(s: Source) -> u8 {
     match s {
         Source::Rules => 0,
         Source::Optimizer => 1,

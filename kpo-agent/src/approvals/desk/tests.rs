@@ -2167,3 +2167,46 @@ fn slack_escaped(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
+
+/// s43 (found by hand): with the rules advising 32 and the LLM 20 for the same listener, each
+/// consultation superseded the other's approval (ap-10 by ap-11 by ap-12 ...), a webhook post
+/// each time, and the value waiting was whoever spoke last. Another advisor's value supersedes a
+/// pending approval only when the merging order keeps it (here: closer to the kernel's 16);
+/// otherwise the approval is left as it is, and the advice is recorded as pending on it. The
+/// same advisor's new value is its new opinion and supersedes as before.
+#[test]
+fn two_advisors_values_do_not_supersede_each_other_in_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    // The LLM's 20 is more cautious: it supersedes the rules' 32.
+    let out = s.consider(vec![rec(Source::Llm, 20, false)]);
+    assert_eq!(
+        kinds(&out.events),
+        ["recommendation", "approval_required", "approval_resolved"]
+    );
+    let pending = s.desk.pending().unwrap();
+    assert_eq!((pending.len(), pending[0].id.as_str()), (1, "ap-2"));
+    // The rules' 32 again: left as it is, said in the history.
+    let out = s.consider(vec![rec(Source::Rules, 32, false)]);
+    assert_eq!(kinds(&out.events), ["recommendation"]);
+    let pending = s.desk.pending().unwrap();
+    assert_eq!((pending.len(), pending[0].id.as_str()), (1, "ap-2"));
+    let history = s.desk.explain(NS, 1);
+    assert_eq!(history[0].entry.approval_id.as_deref(), Some("ap-2"));
+    assert_eq!(
+        history[0].entry.detail.as_deref(),
+        Some(
+            "ap-2 is pending for 20, advised by llm, which the merging order keeps over 32 \
+             (more cautious, or as cautious and first); left as it is"
+        )
+    );
+    // The LLM's own new value supersedes its approval; the rules' 18, closer still, then
+    // supersedes the LLM's.
+    s.consider(vec![rec(Source::Llm, 24, false)]);
+    assert_eq!(s.desk.pending().unwrap()[0].id, "ap-3");
+    s.consider(vec![rec(Source::Rules, 18, false)]);
+    let pending = s.desk.pending().unwrap();
+    assert_eq!((pending.len(), pending[0].id.as_str()), (1, "ap-4"));
+    assert_eq!(pending[0].value, Value::Int(18));
+}
