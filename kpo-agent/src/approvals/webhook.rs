@@ -311,7 +311,7 @@ impl Payload {
             .unwrap_or_default();
         let text = if event == "approval_required" {
             format!(
-                "KPO on {host}: approval {} required: {parameter} {current}{value} (advised by {}, confidence {:.2}). {} Approve with `kpo approve {}{flags}`, reject with `kpo reject {}{flags}`; expires {}.",
+                "KPO on {host}: approval {} required: {parameter} {current}{value} (advised by {}, confidence {:.2}). {} Approve with `kpo approve {}{flags}`, reject with `kpo reject {}{flags}`; expires {} unless advised again (each repeat renews it).",
                 item.id,
                 item.source,
                 item.confidence,
@@ -736,6 +736,12 @@ pub(crate) mod tests {
             "{text}"
         );
         assert!(text.contains("kpo approve ap-3"), "{text}");
+        // s43 (story2): a repeat renews the expiry and posts nothing, so a time alone read as
+        // past on an approval still open (and a post delayed by retries showed one already).
+        assert!(
+            text.ends_with(" unless advised again (each repeat renews it)."),
+            "{text}"
+        );
         assert_eq!(v["kpo"]["event"], "approval_required");
         assert_eq!(v["kpo"]["approval"]["id"], "ap-3");
         assert_eq!(v["kpo"]["approval"]["state"], "pending");
