@@ -262,19 +262,27 @@ fn end_ms(window: &Window) -> u64 {
 /// ends, up to `llm.timeout` later, and the change path refuses it if the `@netns:INODE` then
 /// names another namespace (the one read is gone and the kernel reused its inode).
 fn offer(path: &ChangePath, window: &Window, host_netns: u64) -> Vec<ParamContext> {
-    let readable: Vec<(ParamAddress, Value, Option<u64>)> =
-        candidates(&path.policy, window, host_netns)
-            .into_iter()
-            .filter(|a| path.policy.allowed(a, Source::Llm).is_some())
-            .filter_map(|a| path.read_with_cookie(&a).ok().map(|(v, c)| (a, v, c)))
-            // What `offered_params` leaves out (no value within reach) takes no place in the cut.
-            .filter(|(a, v, _)| {
-                path.policy
-                    .allowed(a, Source::Llm)
-                    .is_some_and(|l| l.within_reach(v))
-            })
-            .take(MAX_OFFERED)
-            .collect();
+    // What the advice can change (auto, recommend) before what it can only be recorded for
+    // (observe), each in the candidates' order: observe-only copies would otherwise take places
+    // in the cut from an entry's copy the policy lets the model drive (s43). Sorted before the
+    // reads, which stop at the cut.
+    let (drivable, observed): (Vec<_>, Vec<_>) = candidates(&path.policy, window, host_netns)
+        .into_iter()
+        .filter_map(|a| Some((path.policy.allowed(&a, Source::Llm)?.mode, a)))
+        .partition(|(mode, _)| *mode != crate::advise::limits::Mode::Observe);
+    let readable: Vec<(ParamAddress, Value, Option<u64>)> = drivable
+        .into_iter()
+        .chain(observed)
+        .map(|(_, a)| a)
+        .filter_map(|a| path.read_with_cookie(&a).ok().map(|(v, c)| (a, v, c)))
+        // What `offered_params` leaves out (no value within reach) takes no place in the cut.
+        .filter(|(a, v, _)| {
+            path.policy
+                .allowed(a, Source::Llm)
+                .is_some_and(|l| l.within_reach(v))
+        })
+        .take(MAX_OFFERED)
+        .collect();
     let mut offered = offered_params(
         &path.policy,
         readable.iter().map(|(a, v, _)| (a.clone(), v.clone())),

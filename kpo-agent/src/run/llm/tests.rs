@@ -181,6 +181,59 @@ fn a_crowd_of_namespaces_does_not_crowd_out_keys_in_the_offer() {
     assert_eq!(offered[MAX_OFFERED - 1], "net.core.somaxconn@netns:1020");
 }
 
+/// s43 (found by hand): with `[defaults]` in observe for the llm, observe-only copies (the host's
+/// keys, other namespaces') took places in the cut ahead of a recommend entry's copies in the
+/// namespaces dropping most, which were left out. What the policy lets the model drive comes
+/// first; observe-only parameters fill what room is left.
+#[test]
+fn observe_only_parameters_do_not_crowd_out_ones_the_llm_may_drive() {
+    let dir = tempfile::tempdir().unwrap();
+    // somaxconn in recommend in every namespace; two other keys observe-only everywhere.
+    let toml = "[defaults]\nmode = \"observe\"\nsources = [\"llm\"]\n\n\
+                [params.\"net.core.somaxconn\"]\nmode = \"recommend\"\nmin = 0\nmax = 100000\n\
+                sources = [\"llm\"]\n\n\
+                [params.\"net.ipv4.tcp_max_syn_backlog\"]\nmode = \"observe\"\nsources = [\"llm\"]\n\n\
+                [params.\"vm.swappiness\"]\nmode = \"observe\"\nsources = [\"llm\"]\n";
+    let keys = [
+        "net.core.somaxconn",
+        "net.ipv4.tcp_max_syn_backlog",
+        "vm.swappiness",
+    ];
+    let namespaces: Vec<u64> = (1..=30).map(|n| 1000 + n).collect();
+    let mut values = vec![];
+    for key in keys {
+        values.push((key.to_string(), Value::Int(128)));
+        for ns in &namespaces {
+            values.push((format!("{key}@netns:{ns}"), Value::Int(128)));
+        }
+    }
+    let values: Vec<(&str, Value)> = values
+        .iter()
+        .map(|(a, v)| (a.as_str(), v.clone()))
+        .collect();
+    let k = crate::change::tests::kernel(&values);
+    let (path, _) = crate::change::tests::path(dir.path(), toml, &k);
+    let w = window(
+        namespaces
+            .iter()
+            .map(|ns| listener(*ns, ns - 1000, 10))
+            .collect(),
+    );
+    let offered: Vec<String> = offer(&path, &w, HOST)
+        .iter()
+        .map(|p| p.address.to_string())
+        .collect();
+    assert_eq!(offered.len(), MAX_OFFERED);
+    // The host's somaxconn and its 23 copies in the namespaces dropping most, none observe-only.
+    assert_eq!(offered[0], "net.core.somaxconn");
+    assert_eq!(offered[1], "net.core.somaxconn@netns:1030");
+    assert!(
+        offered.iter().all(|a| a.starts_with("net.core.somaxconn")),
+        "{offered:?}"
+    );
+    assert_eq!(offered[MAX_OFFERED - 1], "net.core.somaxconn@netns:1008");
+}
+
 /// Defect: the cut at [`MAX_OFFERED`] came before `offered_params` left out the parameters no
 /// value can satisfy (somaxconn 16 under min 128, max_step 100%), so each still took a place and
 /// the prompt held fewer than it could. They are left out before the cut.
