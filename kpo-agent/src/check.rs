@@ -75,6 +75,9 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     {
         eprintln!("kpo: warning: {w}");
     }
+    if let Some(w) = approvals_expire_between_rules_repeats(&policy, &agent) {
+        eprintln!("kpo: warning: {w}");
+    }
     if args.json {
         crate::out!("{}", to_json(&policy, config.as_deref()));
     } else {
@@ -189,6 +192,42 @@ pub(crate) fn approvals_expire_between_llm_consultations(
             shown_duration(config.window),
             llm.every_windows,
             shown_duration(llm.min_interval),
+        )
+    })
+}
+
+/// `[approvals] expire_after` no longer than the period at which the rules repeat advice not
+/// acted on (`REPEAT_WINDOWS` windows), where an entry (or `[defaults]`) leaves the rules' advice
+/// to an operator (mode recommend): an approval they asked for expires before they ask again, so
+/// for the rest of the period nothing waits to be approved, and the same advice then comes back
+/// as a new approval, with a new id and another webhook post (s43). As for the LLM's period,
+/// `kpo check` prints it and `kpo run` logs it at start and at each reload.
+pub(crate) fn approvals_expire_between_rules_repeats(
+    policy: &Policy,
+    config: &Config,
+) -> Option<String> {
+    use crate::policy::{Mode, Source};
+    let recommends = std::iter::once(&policy.defaults)
+        .chain(&policy.params)
+        .any(|r| {
+            r.sources.contains(&Source::Rules) && r.mode_for(Source::Rules) == Mode::Recommend
+        });
+    let windows = crate::advise::rules::REPEAT_WINDOWS;
+    let period = config
+        .window
+        .saturating_mul(u32::try_from(windows).unwrap_or(u32::MAX));
+    let expire_after = policy.approvals.expire_after;
+    (recommends && !period.is_zero() && expire_after <= period).then(|| {
+        format!(
+            "{}: [approvals] expire_after ({}) is not longer than the period at which the rules \
+             repeat advice not acted on ({}: every {windows} windows of {}): an approval the \
+             rules ask for expires before they ask again, nothing waits to be approved until \
+             then, and the same advice comes back as a new approval, with a new id and another \
+             webhook post; make expire_after longer than the period",
+            origin(policy),
+            shown_duration(expire_after),
+            shown_duration(period),
+            shown_duration(config.window),
         )
     })
 }
@@ -652,6 +691,52 @@ max = 8000
             env_key
         )
         .is_some());
+    }
+
+    /// s43 (found by hand): `expire_after = "45s"` with windows of 5 s let the rules' approvals
+    /// expire before the rules repeated their advice (every 10 windows), without a word.
+    #[test]
+    fn approvals_expiring_between_the_rules_repeats_are_warned_of() {
+        let policy = |text: &str| Policy::parse(text, "p.toml").unwrap();
+        let config = |window: &str| {
+            Config::from_toml(
+                &format!("tick = \"1s\"\nwindow = \"{window}\"\n"),
+                "kpo.toml",
+            )
+            .unwrap()
+        };
+        let recommend = "[approvals]\nexpire_after = \"45s\"\n\n[params.\"net.core.somaxconn\"]\n\
+                         mode = \"recommend\"\n";
+        assert_eq!(
+            approvals_expire_between_rules_repeats(&policy(recommend), &config("5s")).as_deref(),
+            Some(
+                "p.toml: [approvals] expire_after (45s) is not longer than the period at which \
+                 the rules repeat advice not acted on (50s: every 10 windows of 5s): an approval \
+                 the rules ask for expires before they ask again, nothing waits to be approved \
+                 until then, and the same advice comes back as a new approval, with a new id and \
+                 another webhook post; make expire_after longer than the period"
+            )
+        );
+        assert_eq!(
+            approvals_expire_between_rules_repeats(&policy(recommend), &config("4s")),
+            None
+        );
+        // No entry leaves the rules' advice to an operator: observe everywhere, or the rules
+        // not among an entry's sources.
+        let observe = "[approvals]\nexpire_after = \"45s\"\n[defaults]\nmode = \"observe\"\n";
+        assert_eq!(
+            approvals_expire_between_rules_repeats(&policy(observe), &config("5s")),
+            None
+        );
+        let llm_only = format!(
+            "{observe}[params.\"net.core.somaxconn\"]\nmode = \"recommend\"\nsources = [\"llm\"]\n"
+        );
+        assert_eq!(
+            approvals_expire_between_rules_repeats(&policy(&llm_only), &config("5s")),
+            None
+        );
+        // The built-in default (recommend, every source) with a long window.
+        assert!(approvals_expire_between_rules_repeats(&policy(""), &config("10m")).is_some());
     }
 
     /// Defect: `kpo check` called valid a configuration with a password in `llm.base_url` and

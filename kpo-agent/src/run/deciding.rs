@@ -1374,6 +1374,9 @@ fn warn_of_what_the_policy_names_in_vain(policy: &Policy, config: &Config) {
     if let Some(w) = crate::check::approvals_expire_between_llm_consultations(policy, config, env) {
         warn!("policy: {w}");
     }
+    if let Some(w) = crate::check::approvals_expire_between_rules_repeats(policy, config) {
+        warn!("policy: {w}");
+    }
 }
 
 /// The reason the guard's revert is journaled with, which `kpo journal` and `change` events show:
