@@ -696,6 +696,8 @@ If its drops per window do not fall by {}% at the new limit, {SOMAXCONN} is not 
         let mut out = Vec::new();
         let namespaces: BTreeSet<u64> = window.listeners.iter().map(|l| l.netns).collect();
         self.calm.retain(|ns, _| namespaces.contains(ns));
+        // A raise matters only within its window (a tick and its end): containers come and go.
+        self.raised.retain(|_, (w, _)| *w == at.index);
         // The somaxconn values of namespaces that no longer exist are forgotten: containers come
         // and go, and a new namespace may get a dead one's inode.
         let existing: BTreeSet<u64> = window.netns.iter().map(|n| n.netns).collect();
