@@ -274,9 +274,7 @@ fn rust_types_in_words(reason: &str, range: Option<(u64, u64)>) -> String {
 fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let before = e.span().map(|span| &text[..span.start.min(text.len())]);
     // A number beyond 64 bits may be an element on a line of its own: its list's key is above.
-    let number = ["number too large", "number too small"]
-        .iter()
-        .any(|m| e.message().starts_with(m));
+    let number = beyond_64_bits(e.message());
     let key = error_key(text).or_else(|| before.and_then(|b| key_on_the_errors_line(b, number)));
     let range = key.as_deref().and_then(whole_number_range);
     let mut message = without_quoted(&toml_reason(e, range));
@@ -324,9 +322,7 @@ pub(crate) fn duration_wanted(
 ) -> Option<String> {
     let given = match reason.strip_suffix(", expected a string") {
         Some(given) => given.to_string(),
-        None if reason.starts_with("number too large")
-            || reason.starts_with("number too small") =>
-        {
+        None if beyond_64_bits(reason) => {
             if in_a_list(text, start) {
                 "invalid type: sequence".to_string()
             } else {
@@ -413,7 +409,7 @@ pub(crate) fn beyond_toml(
     start: usize,
     (least, most): (u64, u64),
 ) -> Option<String> {
-    if !(reason.starts_with("number too large") || reason.starts_with("number too small")) {
+    if !beyond_64_bits(reason) {
         return None;
     }
     // An element of a list: the list is the mistake, whatever the number.
@@ -424,6 +420,11 @@ pub(crate) fn beyond_toml(
     Some(format!(
         "invalid value: integer `{number}`, expected a whole number from {least} to {most}"
     ))
+}
+
+/// Whether toml's `reason` is its refusal of an integer beyond its signed 64 bits.
+pub(crate) fn beyond_64_bits(reason: &str) -> bool {
+    reason.starts_with("number too large") || reason.starts_with("number too small")
 }
 
 /// A whole-number key given a list (`windows = [1, 2]`).

@@ -558,13 +558,12 @@ fn describe_netns((inode, cookie): (u64, Option<u64>)) -> String {
     // The name `ip netns` gave it, if any, is what the operator types next.
     let named = nsfs
         .ok()
-        .and_then(|dev| file_of(Path::new("/run/netns"), inode, dev))
-        .map(|path| format!(", {}", path.display()))
-        .unwrap_or_default();
-    match cookie {
-        Some(cookie) => format!("{ns} (cookie {cookie}{named})"),
-        None if named.is_empty() => ns,
-        None => format!("{ns} ({})", &named[2..]),
+        .and_then(|dev| file_of(Path::new("/run/netns"), inode, dev));
+    match (cookie, named) {
+        (Some(cookie), Some(path)) => format!("{ns} (cookie {cookie}, {})", path.display()),
+        (Some(cookie), None) => format!("{ns} (cookie {cookie})"),
+        (None, Some(path)) => format!("{ns} ({})", path.display()),
+        (None, None) => ns,
     }
 }
 

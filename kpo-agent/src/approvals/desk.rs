@@ -661,16 +661,15 @@ impl Desk {
         value: &Value,
         current: Option<&Value>,
     ) -> Option<(String, Option<String>)> {
-        use super::merge::{distance, source_rank};
+        use super::merge::rank;
         let current = current.or(rec.current_value.as_ref());
-        let rank = |auto: bool, v: &Value, s| (auto, distance(current, Some(v)), source_rank(s));
-        let theirs = rank(rec.can_auto_apply, value, rec.source);
+        let theirs = rank(rec.can_auto_apply, current, Some(value), rec.source);
         // An approval its advisor held (`can_auto_apply: false`) says so; one the policy or
         // --recommend-only holds waits for a person whatever its advisor said, as `rec` would.
         let auto = |i: &ApprovalItem| i.held_by != "advisor" && rec.can_auto_apply;
         open.iter()
             .filter(|i| i.source != rec.source && &i.value != value)
-            .find(|i| rank(auto(i), &i.value, i.source) <= theirs)
+            .find(|i| rank(auto(i), current, Some(&i.value), i.source) <= theirs)
             .map(|i| {
                 let detail = format!(
                     "{} is pending for {}, advised by {}, which the merging order keeps over {value} \

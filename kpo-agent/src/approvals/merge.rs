@@ -28,7 +28,7 @@ pub struct Merged {
 }
 
 /// How far `value` moves from `current`; `u128::MAX` when they cannot be compared.
-pub(crate) fn distance(current: Option<&Value>, value: Option<&Value>) -> u128 {
+fn distance(current: Option<&Value>, value: Option<&Value>) -> u128 {
     match (current, value) {
         (_, None) | (None, _) => 0,
         (Some(c), Some(v)) => match (c.ints(), v.ints()) {
@@ -43,12 +43,27 @@ pub(crate) fn distance(current: Option<&Value>, value: Option<&Value>) -> u128 {
     }
 }
 
-pub(crate) fn source_rank(s: Source) -> u8 {
+fn source_rank(s: Source) -> u8 {
     match s {
         Source::Rules => 0,
         Source::Optimizer => 1,
         Source::Llm => 2,
     }
+}
+
+/// The merging order's key, lowest the most conservative (the module's rules 1 to 3, less the
+/// batch position): also what a pending approval is kept over another advisor's value by.
+pub(crate) fn rank(
+    can_auto_apply: bool,
+    current: Option<&Value>,
+    value: Option<&Value>,
+    source: Source,
+) -> (bool, u128, u8) {
+    (
+        can_auto_apply,
+        distance(current, value),
+        source_rank(source),
+    )
 }
 
 fn show(v: Option<&Value>) -> String {
@@ -115,9 +130,12 @@ pub fn merge(recommendations: Vec<Recommendation>) -> Vec<Merged> {
             let current = group.iter().find_map(|(_, r)| r.current_value.clone());
             group.sort_by_key(|(i, r)| {
                 (
-                    r.can_auto_apply,
-                    distance(current.as_ref(), r.recommended_value.as_ref()),
-                    source_rank(r.source),
+                    rank(
+                        r.can_auto_apply,
+                        current.as_ref(),
+                        r.recommended_value.as_ref(),
+                        r.source,
+                    ),
                     *i,
                 )
             });

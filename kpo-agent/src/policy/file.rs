@@ -459,7 +459,7 @@ impl Ctx<'_> {
             }
         }
         // TOML's integers are signed 64-bit; a kernel's may be unsigned (`kernel.shmmax`).
-        if message.starts_with("number too large") || message.starts_with("number too small") {
+        if crate::config::beyond_64_bits(&message) {
             let wide = ["min", "max", "max_step", "optimizer_levels"];
             let last = match &inline {
                 Some((path, _)) => path.last().cloned(),

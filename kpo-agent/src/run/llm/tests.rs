@@ -115,12 +115,46 @@ mode = "recommend"
     );
 }
 
+/// The addresses `offer` gives under `toml`, with `keys` at 128 at the host and at `in_netns(ns)`
+/// in 30 namespaces, namespace 1000 + n dropping n connections (the last the most).
+fn offered_over_thirty_namespaces(
+    toml: &str,
+    keys: &[&str],
+    in_netns: impl Fn(u64) -> i128,
+) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let namespaces: Vec<u64> = (1..=30).map(|n| 1000 + n).collect();
+    let mut values = vec![];
+    for key in keys {
+        values.push((key.to_string(), Value::Int(128)));
+        for ns in &namespaces {
+            values.push((format!("{key}@netns:{ns}"), Value::Int(in_netns(*ns))));
+        }
+    }
+    let values: Vec<(&str, Value)> = values
+        .iter()
+        .map(|(a, v)| (a.as_str(), v.clone()))
+        .collect();
+    let k = crate::change::tests::kernel(&values);
+    let (path, _) = crate::change::tests::path(dir.path(), toml, &k);
+    let w = window(
+        namespaces
+            .iter()
+            .map(|ns| listener(*ns, ns - 1000, 10))
+            .collect(),
+    );
+    let offered: Vec<String> = offer(&path, &w, HOST)
+        .iter()
+        .map(|p| p.address.to_string())
+        .collect();
+    offered
+}
+
 /// With more namespaces than the prompt has room for, the offer still holds every key the
 /// policy gives the `llm` at the host, and then the keys in the namespaces dropping most: not
 /// only copies of the first key.
 #[test]
 fn a_crowd_of_namespaces_does_not_crowd_out_keys_in_the_offer() {
-    let dir = tempfile::tempdir().unwrap();
     let keys = [
         "net.core.somaxconn",
         "net.ipv4.tcp_max_syn_backlog",
@@ -132,31 +166,7 @@ fn a_crowd_of_namespaces_does_not_crowd_out_keys_in_the_offer() {
             "[params.\"{key}\"]\nmode = \"recommend\"\nmin = 0\nmax = 100000\nsources = [\"llm\"]\n"
         ));
     }
-    // 30 namespaces, namespace 1000 + n dropping n connections.
-    let namespaces: Vec<u64> = (1..=30).map(|n| 1000 + n).collect();
-    let mut values = vec![];
-    for key in keys {
-        values.push((key.to_string(), Value::Int(128)));
-        for ns in &namespaces {
-            values.push((format!("{key}@netns:{ns}"), Value::Int(128)));
-        }
-    }
-    let values: Vec<(&str, Value)> = values
-        .iter()
-        .map(|(a, v)| (a.as_str(), v.clone()))
-        .collect();
-    let k = crate::change::tests::kernel(&values);
-    let (path, _) = crate::change::tests::path(dir.path(), &toml, &k);
-    let w = window(
-        namespaces
-            .iter()
-            .map(|ns| listener(*ns, ns - 1000, 10))
-            .collect(),
-    );
-    let offered: Vec<String> = offer(&path, &w, HOST)
-        .iter()
-        .map(|p| p.address.to_string())
-        .collect();
+    let offered = offered_over_thirty_namespaces(&toml, &keys, |_| 128);
     assert_eq!(offered.len(), MAX_OFFERED);
     assert_eq!(
         offered[..5],
@@ -187,7 +197,6 @@ fn a_crowd_of_namespaces_does_not_crowd_out_keys_in_the_offer() {
 /// first; observe-only parameters fill what room is left.
 #[test]
 fn observe_only_parameters_do_not_crowd_out_ones_the_llm_may_drive() {
-    let dir = tempfile::tempdir().unwrap();
     // somaxconn in recommend in every namespace; two other keys observe-only everywhere.
     let toml = "[defaults]\nmode = \"observe\"\nsources = [\"llm\"]\n\n\
                 [params.\"net.core.somaxconn\"]\nmode = \"recommend\"\nmin = 0\nmax = 100000\n\
@@ -199,30 +208,7 @@ fn observe_only_parameters_do_not_crowd_out_ones_the_llm_may_drive() {
         "net.ipv4.tcp_max_syn_backlog",
         "vm.swappiness",
     ];
-    let namespaces: Vec<u64> = (1..=30).map(|n| 1000 + n).collect();
-    let mut values = vec![];
-    for key in keys {
-        values.push((key.to_string(), Value::Int(128)));
-        for ns in &namespaces {
-            values.push((format!("{key}@netns:{ns}"), Value::Int(128)));
-        }
-    }
-    let values: Vec<(&str, Value)> = values
-        .iter()
-        .map(|(a, v)| (a.as_str(), v.clone()))
-        .collect();
-    let k = crate::change::tests::kernel(&values);
-    let (path, _) = crate::change::tests::path(dir.path(), toml, &k);
-    let w = window(
-        namespaces
-            .iter()
-            .map(|ns| listener(*ns, ns - 1000, 10))
-            .collect(),
-    );
-    let offered: Vec<String> = offer(&path, &w, HOST)
-        .iter()
-        .map(|p| p.address.to_string())
-        .collect();
+    let offered = offered_over_thirty_namespaces(toml, &keys, |_| 128);
     assert_eq!(offered.len(), MAX_OFFERED);
     // The host's somaxconn and its 23 copies in the namespaces dropping most, none observe-only.
     assert_eq!(offered[0], "net.core.somaxconn");
@@ -239,32 +225,16 @@ fn observe_only_parameters_do_not_crowd_out_ones_the_llm_may_drive() {
 /// the prompt held fewer than it could. They are left out before the cut.
 #[test]
 fn a_parameter_no_value_can_satisfy_takes_no_place_in_the_offer() {
-    let dir = tempfile::tempdir().unwrap();
     let toml = "[params.\"net.core.somaxconn\"]\nmode = \"recommend\"\nmin = 128\nmax = 100000\n\
                 max_step = \"100%\"\nsources = [\"llm\"]\n";
-    // 30 namespaces, namespace 1000 + n dropping n connections; the 3 dropping most at 16.
-    let namespaces: Vec<u64> = (1..=30).map(|n| 1000 + n).collect();
-    let mut values = vec![("net.core.somaxconn".to_string(), Value::Int(128))];
-    for ns in &namespaces {
-        let v = if *ns > 1027 { 16 } else { 128 };
-        values.push((format!("net.core.somaxconn@netns:{ns}"), Value::Int(v)));
-    }
-    let values: Vec<(&str, Value)> = values
-        .iter()
-        .map(|(a, v)| (a.as_str(), v.clone()))
-        .collect();
-    let k = crate::change::tests::kernel(&values);
-    let (path, _) = crate::change::tests::path(dir.path(), toml, &k);
-    let w = window(
-        namespaces
-            .iter()
-            .map(|ns| listener(*ns, ns - 1000, 10))
-            .collect(),
-    );
-    let offered: Vec<String> = offer(&path, &w, HOST)
-        .iter()
-        .map(|p| p.address.to_string())
-        .collect();
+    // The 3 namespaces dropping most at 16.
+    let offered = offered_over_thirty_namespaces(toml, &["net.core.somaxconn"], |ns| {
+        if ns > 1027 {
+            16
+        } else {
+            128
+        }
+    });
     let expected: Vec<String> = std::iter::once("net.core.somaxconn".to_string())
         .chain(
             (1004..=1027)
