@@ -203,9 +203,38 @@ fn read_post(stream: TcpStream) -> Option<Value> {
 
 fn check_schema(events: &Path) {
     let validator = schema();
-    for e in &lines(events) {
+    let all = lines(events);
+    for e in &all {
         let errors: Vec<String> = validator.iter_errors(e).map(|x| x.to_string()).collect();
         assert!(errors.is_empty(), "{errors:?}\n{e:#}");
+    }
+    every_held_proposal_is_answered(&all);
+}
+
+/// Each change proposed with `needs_approval` (to a value the kernel does not have) is followed,
+/// before the next proposal for its target, by `approval_required` or `approval_not_asked` for
+/// it: a reader of the stream learns what became of every proposal that waited for a person.
+fn every_held_proposal_is_answered(all: &[Value]) {
+    for (i, e) in all.iter().enumerate() {
+        let held = e["kind"] == "change"
+            && e["phase"] == "proposed"
+            && e["decision"] == "needs_approval"
+            && e["before"] != e["after"];
+        if !held {
+            continue;
+        }
+        let answer = all[i + 1..]
+            .iter()
+            .take_while(|later| {
+                !(later["kind"] == "change"
+                    && later["phase"] == "proposed"
+                    && later["target"] == e["target"])
+            })
+            .find(|later| {
+                (later["kind"] == "approval_required" || later["kind"] == "approval_not_asked")
+                    && later["parameter"] == e["target"]
+            });
+        assert!(answer.is_some(), "no approval event answers {e:#}");
     }
 }
 
@@ -586,6 +615,17 @@ pub fn recommend_only_holds_an_auto_change_and_rejected_or_expired_ones_are_not_
     let out = kpo_output(dir.path(), &["approve", &second_id]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("can no longer be approved"));
+    // The rule repeats its advice while the queue stays full (every 10 windows): not asked
+    // again, and the stream says so after the proposal.
+    wait_until("the rejected advice made again", WAIT, || {
+        lines(&events).iter().any(|e| {
+            e["kind"] == "approval_not_asked"
+                && e["approval_id"] == second_id.as_str()
+                && e["because"] == "rejected"
+                && e["parameter"] == target.as_str()
+                && e["value"] == second["value"]
+        })
+    });
     agent.sigterm_and_wait();
     assert_eq!(ns_somaxconn(&ns), 16, "nothing applied");
 

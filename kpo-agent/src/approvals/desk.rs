@@ -8,7 +8,7 @@ use tracing::{info, warn};
 use super::{
     merge::merge, normalize_id, store::ApprovalStore, webhook::Again, webhook::Outcomes,
     webhook::Payload, webhook::Webhook, ApprovalError, ApprovalEvent, ApprovalItem, ApprovalState,
-    ApproveOutcome, Done, Explained, HistoryEntry, SetAsideEvent,
+    ApproveOutcome, Done, Explained, HistoryEntry, NotAskedBecause, NotAskedEvent, SetAsideEvent,
 };
 use crate::{
     actuate::{
@@ -533,14 +533,26 @@ impl Desk {
                 // The namespace the advice was read in, by the same open as its value.
                 let cookie = report.netns_cookie;
                 if let Some(r) = self.rejected_lately(&rec.parameter, &value, cookie) {
-                    entry.done = Done::Rejected;
-                    entry.approval_id = Some(r.id.clone());
-                    entry.detail = Some(format!(
+                    let asks_again_ms = self.store.asks_again(r);
+                    let detail = format!(
                         "{} {}; not asked again before {}",
                         r.id,
                         r.state.describe(),
-                        format_ms(self.store.asks_again(r))
-                    ));
+                        format_ms(asks_again_ms)
+                    );
+                    entry.done = Done::Rejected;
+                    entry.approval_id = Some(r.id.clone());
+                    entry.detail = Some(detail.clone());
+                    self.events.push(Event::ApprovalNotAsked(NotAskedEvent {
+                        recommendation_id: rec.id.clone(),
+                        parameter: rec.parameter.clone(),
+                        value,
+                        source: rec.source,
+                        because: NotAskedBecause::Rejected,
+                        approval_id: r.id.clone(),
+                        asks_again_ms: Some(asks_again_ms),
+                        detail,
+                    }));
                     return;
                 }
                 // The policy's mode for this advisor, not the advisor's flag: both advisors fold
@@ -552,9 +564,20 @@ impl Desk {
                     .mode_for(proposal.source)
                     == crate::policy::Mode::Recommend;
                 match self.require(rec, &value, report.before.clone(), cookie, policy_holds) {
-                    Ok((id, detail)) => {
+                    Ok(Required::Asked(id)) => entry.approval_id = Some(id),
+                    Ok(Required::KeptPending { id, detail }) => {
+                        self.events.push(Event::ApprovalNotAsked(NotAskedEvent {
+                            recommendation_id: rec.id.clone(),
+                            parameter: rec.parameter.clone(),
+                            value,
+                            source: rec.source,
+                            because: NotAskedBecause::Pending,
+                            approval_id: id.clone(),
+                            asks_again_ms: None,
+                            detail: detail.clone(),
+                        }));
                         entry.approval_id = Some(id);
-                        entry.detail = detail;
+                        entry.detail = Some(detail);
                     }
                     Err(e) => {
                         warn!("approvals: {}: {e}", rec.parameter);
@@ -660,7 +683,7 @@ impl Desk {
         rec: &Recommendation,
         value: &Value,
         current: Option<&Value>,
-    ) -> Option<(String, Option<String>)> {
+    ) -> Option<Required> {
         use super::merge::rank;
         let current = current.or(rec.current_value.as_ref());
         let theirs = rank(rec.can_auto_apply, current, Some(value), rec.source);
@@ -676,7 +699,10 @@ impl Desk {
                      (more cautious, or as cautious and first); left as it is",
                     i.id, i.value, i.source
                 );
-                (i.id.clone(), Some(detail))
+                Required::KeptPending {
+                    id: i.id.clone(),
+                    detail,
+                }
             })
     }
 
@@ -691,7 +717,7 @@ impl Desk {
         current: Option<Value>,
         cookie: Option<u64>,
         policy_holds: bool,
-    ) -> Result<(String, Option<String>), JournalError> {
+    ) -> Result<Required, JournalError> {
         // One past its time is expired, written or not (a full disk): never refreshed back to
         // life, nor superseded as if it were pending.
         self.expire_due();
@@ -729,7 +755,10 @@ impl Desk {
                     "{} is already pending for this value, advised by {}; left as it is",
                     same.id, same.source
                 );
-                return Ok((same.id, Some(detail)));
+                return Ok(Required::KeptPending {
+                    id: same.id,
+                    detail,
+                });
             }
             same.current_value = current.or(same.current_value);
             same.reason = rec.reason.clone();
@@ -751,7 +780,7 @@ impl Desk {
                 refresh: Some(true),
             }));
             self.supersede(open, &id);
-            return Ok((id, None));
+            return Ok(Required::Asked(id));
         }
         if let Some(held) = self.more_cautious_pending(&open, rec, value, current.as_ref()) {
             return Ok(held);
@@ -805,7 +834,7 @@ impl Desk {
         // Announced after the new one (its event, and its post queued first), so that a reader of
         // the stream meets the approval an older one's `by_id` names before that name.
         self.supersede(open, &id);
-        Ok((id, None))
+        Ok(Required::Asked(id))
     }
 
     /// Resolves the approvals in `open` other than `by_id` as superseded by it. `by_id` is stored
@@ -1148,6 +1177,15 @@ fn other_namespace(kept: Option<u64>, now: Option<u64>) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// What [`Desk::require`] made of advice that waits for a person.
+enum Required {
+    /// A pending approval was created or refreshed for it (its id).
+    Asked(String),
+    /// Another advisor's pending approval for this target is kept over it, as it is (its id, and
+    /// why, for the history and the `approval_not_asked` event).
+    KeptPending { id: String, detail: String },
 }
 
 /// Where an approval's network namespace stands now, as far as applying it goes.

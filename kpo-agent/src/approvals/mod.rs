@@ -302,3 +302,30 @@ pub struct SetAsideEvent {
     /// Why the kept one is more conservative.
     pub why: String,
 }
+
+/// `approval_not_asked`: advice whose change needs a person's approval (its `change` event said
+/// `proposed`, `needs_approval`) and that neither became a pending approval nor refreshed one,
+/// so that a reader of the stream learns what became of that proposal.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NotAskedEvent {
+    pub recommendation_id: String,
+    pub parameter: ParamAddress,
+    pub value: Value,
+    pub source: Source,
+    /// `rejected`: an operator rejected this value here lately; `pending`: another advisor's
+    /// approval for this target is pending and kept over this advice.
+    pub because: NotAskedBecause,
+    /// The approval that decided: the one rejected, or the one pending.
+    pub approval_id: String,
+    /// `rejected`: when the same advice is asked again (milliseconds since the epoch).
+    pub asks_again_ms: Option<u64>,
+    /// The words `kpo explain` shows for it.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotAskedBecause {
+    Rejected,
+    Pending,
+}

@@ -71,6 +71,9 @@ pub enum Event {
     ApprovalRequired(crate::approvals::ApprovalEvent),
     /// A pending approval ended: approved, rejected, expired, cleared or superseded.
     ApprovalResolved(crate::approvals::ApprovalEvent),
+    /// Advice held for approval that did not become one: rejected lately, or another advisor's
+    /// approval is pending and kept.
+    ApprovalNotAsked(crate::approvals::NotAskedEvent),
     /// One consultation of the LLM advisor: latency, token usage, outcome, and the items its
     /// validation dropped with why (docs/llm.md); the accepted ones follow as `recommendation`s.
     Llm(Box<crate::advise::llm::Consultation>),

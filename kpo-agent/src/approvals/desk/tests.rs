@@ -309,9 +309,31 @@ fn pending_approvals_survive_reopening_and_reject_is_recorded_for_explain() {
     // The same advice again: not asked again while the rejection stands (expire_after).
     let mut s = s;
     let out = s.consider(vec![rec(Source::Rules, 32, false)]);
-    assert_eq!(kinds(&out.events), ["recommendation"]);
+    // The stream says what became of the proposal that needed approval (s43 story2).
+    assert_eq!(kinds(&out.events), ["recommendation", "approval_not_asked"]);
+    let Event::ApprovalNotAsked(not_asked) = &out.events[1] else {
+        unreachable!()
+    };
+    let rejected = s.desk.store.item("ap-1").unwrap();
+    assert_eq!(
+        (
+            not_asked.because,
+            not_asked.approval_id.as_str(),
+            not_asked.asks_again_ms,
+            &not_asked.value,
+            not_asked.source,
+        ),
+        (
+            super::NotAskedBecause::Rejected,
+            "ap-1",
+            Some(s.desk.store.asks_again(rejected)),
+            &Value::Int(32),
+            Source::Rules,
+        )
+    );
     assert!(s.desk.pending().unwrap().is_empty());
     let latest = &s.desk.explain(NS, 1)[0];
+    assert_eq!(latest.entry.detail.as_ref(), Some(&not_asked.detail));
     assert_eq!(latest.entry.done, Done::Rejected);
     assert_eq!(latest.entry.approval_id.as_deref(), Some("ap-1"));
     assert!(
@@ -988,6 +1010,12 @@ fn the_desk_events_match_the_schema() {
     s.consider(vec![rec(Source::Rules, 48, false)]);
     s.desk.reject("ap-2", "op", None).unwrap();
     events.extend(s.desk.take_events());
+    // Not asked: rejected lately, then another advisor's pending approval kept.
+    events.extend(s.consider(vec![rec(Source::Rules, 48, false)]).events);
+    s.consider(vec![rec(Source::Rules, 40, false)]);
+    let mut llm = rec(Source::Llm, 40, false);
+    llm.current_value = Some(s.value()); // what the model was shown: ap-1's 32
+    events.extend(s.consider(vec![llm]).events);
     assert_eq!(
         kinds(&events),
         [
@@ -998,7 +1026,11 @@ fn the_desk_events_match_the_schema() {
             "recommendation",
             "approval_required",
             "approval_resolved",
-            "approval_resolved"
+            "approval_resolved",
+            "recommendation",
+            "approval_not_asked",
+            "recommendation",
+            "approval_not_asked"
         ]
     );
     for e in &events {
@@ -1288,8 +1320,27 @@ fn another_advisors_identical_advice_leaves_the_approval_as_it_is() {
     let out = s.consider(vec![llm]);
     assert_eq!(
         kinds(&out.events),
-        ["recommendation"],
+        ["recommendation", "approval_not_asked"],
         "no refresh announced"
+    );
+    let Event::ApprovalNotAsked(not_asked) = &out.events[1] else {
+        unreachable!()
+    };
+    assert_eq!(
+        (
+            not_asked.because,
+            not_asked.approval_id.as_str(),
+            not_asked.asks_again_ms,
+            not_asked.source,
+            not_asked.detail.as_str()
+        ),
+        (
+            super::NotAskedBecause::Pending,
+            "ap-1",
+            None,
+            Source::Llm,
+            "ap-1 is already pending for this value, advised by rules; left as it is"
+        )
     );
     assert_eq!(
         s.desk.pending().unwrap(),
@@ -2187,9 +2238,16 @@ fn two_advisors_values_do_not_supersede_each_other_in_turn() {
     );
     let pending = s.desk.pending().unwrap();
     assert_eq!((pending.len(), pending[0].id.as_str()), (1, "ap-2"));
-    // The rules' 32 again: left as it is, said in the history.
+    // The rules' 32 again: left as it is, said in the stream and the history.
     let out = s.consider(vec![rec(Source::Rules, 32, false)]);
-    assert_eq!(kinds(&out.events), ["recommendation"]);
+    assert_eq!(kinds(&out.events), ["recommendation", "approval_not_asked"]);
+    let Event::ApprovalNotAsked(not_asked) = &out.events[1] else {
+        unreachable!()
+    };
+    assert_eq!(
+        (not_asked.because, not_asked.approval_id.as_str()),
+        (super::NotAskedBecause::Pending, "ap-2")
+    );
     let pending = s.desk.pending().unwrap();
     assert_eq!((pending.len(), pending[0].id.as_str()), (1, "ap-2"));
     let history = s.desk.explain(NS, 1);
