@@ -575,11 +575,20 @@ impl LlmClient {
                 _ => cfg.breaker_failures,
             };
             if half_open || failures >= cfg.breaker_failures {
-                tracing::warn!(
-                    failures,
-                    cooloff = ?cfg.breaker_cooloff,
-                    "LLM endpoint failing: circuit breaker open"
-                );
+                // The trial is one failure, not a run of them: a count would mislead.
+                if half_open {
+                    tracing::warn!(
+                        cooloff = ?cfg.breaker_cooloff,
+                        "LLM endpoint still failing: the half-open trial consultation failed; \
+                         circuit breaker open again"
+                    );
+                } else {
+                    tracing::warn!(
+                        failures,
+                        cooloff = ?cfg.breaker_cooloff,
+                        "LLM endpoint failing: circuit breaker open"
+                    );
+                }
                 st.breaker = Breaker::Open {
                     until: later(Instant::now(), cfg.breaker_cooloff),
                 };
@@ -1091,6 +1100,56 @@ mod tests {
             config: super::super::config::LlmConfig::default(),
         })
         .unwrap()
+    }
+
+    /// What `f` logs, as the agent's log shows it.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let out = buffer.0.lock().unwrap().clone();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// Defect (s43 story2): a failed half-open trial was logged as "failures=3", the configured
+    /// count, after one failure.
+    #[test]
+    fn a_failed_half_open_trial_is_logged_as_the_trial_not_as_a_count() {
+        let client = client();
+        let log = logged(|| {
+            for _ in 0..3 {
+                client.settle_breaker(Outcome::HttpStatus);
+            }
+        });
+        assert!(
+            log.contains("failures=3") && log.contains("circuit breaker open"),
+            "{log}"
+        );
+        client.lock().breaker = Breaker::HalfOpen {
+            since: Instant::now(),
+        };
+        let log = logged(|| client.settle_breaker(Outcome::Timeout));
+        assert!(
+            log.contains("the half-open trial consultation failed; circuit breaker open again")
+                && !log.contains("failures="),
+            "{log}"
+        );
+        assert_eq!(client.breaker_state(), BreakerState::Open);
     }
 
     fn reply(content: &str) -> Vec<u8> {
