@@ -759,8 +759,9 @@ impl Policy {
         match &self.missing_file {
             Some(path) => format!(
                 "policy: no file at {}: the built-in default (observe and recommend) is in \
-                 force; write one and send the agent SIGHUP (kill -HUP PID) to load it",
-                path.display()
+                 force; write one and send the agent SIGHUP ({}) to load it",
+                path.display(),
+                sighup_command()
             ),
             None => format!("policy: {}", self.origin),
         }
@@ -778,8 +779,9 @@ impl Policy {
             return std::fs::metadata(path).is_ok().then(|| {
                 format!(
                     "the policy file {} was created since the agent started on the built-in \
-                     default: send the agent SIGHUP (kill -HUP PID) to load it, then ask again",
-                    path.display()
+                     default: send the agent SIGHUP ({}) to load it, then ask again",
+                    path.display(),
+                    sighup_command()
                 )
             });
         }
@@ -796,9 +798,10 @@ impl Policy {
                     return Some(format!(
                         "the policy file {} was edited since the agent loaded it, and does not \
                          load as it is now ({e}): fix it (kpo check --policy {}), then send the \
-                         agent SIGHUP (kill -HUP PID) and ask again",
+                         agent SIGHUP ({}) and ask again",
                         path.display(),
-                        path.display()
+                        path.display(),
+                        sighup_command()
                     ))
                 }
             },
@@ -814,8 +817,9 @@ impl Policy {
         };
         Some(format!(
             "the policy file {} {what} since the agent loaded it: send the agent SIGHUP \
-             (kill -HUP PID) to load it, then ask again",
-            path.display()
+             ({}) to load it, then ask again",
+            path.display(),
+            sighup_command()
         ))
     }
 
@@ -1281,4 +1285,11 @@ fn sources_allowed(allowed: &[Source]) -> String {
         .map(|s| s.as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The command that reloads this agent's policy, with its own PID: these messages are written by
+/// the agent (its log, its answers over the socket), so the PID is the one to signal; a literal
+/// `PID` left the operator to find it.
+fn sighup_command() -> String {
+    format!("kill -HUP {}", std::process::id())
 }

@@ -1378,8 +1378,9 @@ fn a_loaded_policy_notices_its_file_edited_or_removed() {
              is now ({f}:2: params.\"net.core.somaxconn\".maxx: unknown field `maxx`, expected \
              one of `mode`, `min`, `max`, `max_step`, `cooldown`, `sources`, `on_exit`, \
              `namespaces`, `allow_adaptive_off`, `guard_signals`, `optimizer_levels`): fix it \
-             (kpo check --policy {f}), then send the agent SIGHUP (kill -HUP PID) and ask again",
-            f = file.display()
+             (kpo check --policy {f}), then send the agent SIGHUP (kill -HUP {pid}) and ask again",
+            f = file.display(),
+            pid = std::process::id()
         )
     );
     std::fs::remove_file(&file).unwrap();
@@ -1438,8 +1439,9 @@ fn the_policy_in_force_names_the_file_or_the_default_file_not_found() {
         Policy::load_from(&file, false).unwrap().in_force(),
         format!(
             "policy: no file at {}: the built-in default (observe and recommend) is in force; \
-             write one and send the agent SIGHUP (kill -HUP PID) to load it",
-            file.display()
+             write one and send the agent SIGHUP (kill -HUP {}) to load it",
+            file.display(),
+            std::process::id()
         )
     );
     std::fs::write(&file, "[defaults]\nmode = \"observe\"\n").unwrap();
