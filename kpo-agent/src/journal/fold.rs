@@ -556,6 +556,7 @@ impl Folded {
             };
             out.push((record, warning));
         }
+        out.extend(self.pause_kept_from(damaged));
         for (key, why) in self.unsettled_by(&seen) {
             let warning = format!("{key}: {why}");
             let record = Record::Damaged {
@@ -567,6 +568,50 @@ impl Folded {
             out.push((record, warning));
         }
         out
+    }
+
+    /// A `kpo pause` whose line was damaged, when the records left do not keep a pause in force:
+    /// dropped, it would lift the pause without a word and let the advisors change the kernel
+    /// again. Kept instead (a pause is the safe side; `kpo resume` lifts it), unless a resume,
+    /// intact or damaged, is dated after it. A pause whose time cannot be read is taken for the
+    /// latest record, a damaged resume whose time cannot be read for none.
+    fn pause_kept_from(&self, damaged: &[(usize, Vec<u8>)]) -> Option<(Record, String)> {
+        if self.paused.is_some() {
+            return None;
+        }
+        let at = |bytes: &[u8]| store::lenient_number(bytes, "ts_ms").unwrap_or(u64::MAX);
+        let of_type = |t: &'static str| {
+            damaged
+                .iter()
+                .filter(move |(_, bytes)| store::lenient_text(bytes, "type").as_deref() == Some(t))
+        };
+        let (line, bytes) = of_type("pause").max_by_key(|(_, bytes)| at(bytes))?;
+        let paused_at = at(bytes);
+        let resumed_at = self
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Resume { ts_ms, .. } => Some(*ts_ms),
+                _ => None,
+            })
+            .chain(of_type("resume").filter_map(|(_, bytes)| store::lenient_number(bytes, "ts_ms")))
+            .max();
+        if resumed_at.is_some_and(|resumed| resumed > paused_at) {
+            return None;
+        }
+        let why = format!(
+            "journal.log line {line}, damaged, was a kpo pause: the pause is kept in force \
+             (kpo resume lifts it)"
+        );
+        let record = Record::Pause {
+            ts_ms: if paused_at == u64::MAX {
+                now_ms()
+            } else {
+                paused_at
+            },
+            by: format!("a damaged pause record (journal.log line {line}), kept"),
+        };
+        Some((record, why))
     }
 
     /// The parameters whose state the damaged lines `seen` (line, id, key) may have held and the

@@ -1369,3 +1369,64 @@ fn an_entry_has_its_key_beside_the_address_as_typed() {
         ]
     );
 }
+
+/// The line (from 1) of the journal whose record is of `kind`, the `nth` of them (from 0).
+fn line_of(dir: &Path, kind: &str, nth: usize) -> usize {
+    let text = std::fs::read_to_string(dir.join(store::JOURNAL_FILE)).unwrap();
+    let tag = format!("\"type\":\"{kind}\"");
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(&tag))
+        .nth(nth)
+        .unwrap()
+        .0
+        + 1
+}
+
+/// Defect (s44 storyA F2): a `kpo pause` whose line was damaged was dropped like any damaged
+/// line, and with it the pause: `kpo status` said `paused: no` and the advisors changed the
+/// kernel again, the only word a "line N is damaged; dropped". The pause is kept in force (the
+/// safe side), said, and written by the rewrite, so the next open has it too; a resume dated
+/// after it still lifts it.
+#[test]
+fn a_damaged_pause_is_kept_in_force_unless_a_resume_follows_it() {
+    let dir = private_tempdir();
+    let mut j = open(dir.path());
+    assert!(j.set_paused(true, "operator alice").unwrap());
+    let paused_at = j.paused().unwrap().1;
+    drop(j);
+    let line = line_of(dir.path(), "pause", 0);
+    damage_field(dir.path(), line, "by");
+    let j = open(dir.path());
+    assert!(
+        j.warnings().iter().any(|w| w
+            == &format!(
+                "journal.log line {line}, damaged, was a kpo pause: the pause is kept in force \
+                 (kpo resume lifts it)"
+            )),
+        "{:?}",
+        j.warnings()
+    );
+    drop(j);
+    // Written by the rewrite that dropped the line: the next open has it as well.
+    for _ in 0..2 {
+        let j = open(dir.path());
+        assert_eq!(
+            j.paused(),
+            Some(&(
+                format!("a damaged pause record (journal.log line {line}), kept"),
+                paused_at
+            ))
+        );
+    }
+
+    // Paused, then resumed: the pause's line damaged does not pause again.
+    let dir = private_tempdir();
+    let mut j = open(dir.path());
+    j.set_paused(true, "alice").unwrap();
+    std::thread::sleep(Duration::from_millis(2)); // the resume is dated after the pause
+    j.set_paused(false, "alice").unwrap();
+    drop(j);
+    damage_field(dir.path(), line_of(dir.path(), "pause", 0), "by");
+    assert_eq!(open(dir.path()).paused(), None);
+}
