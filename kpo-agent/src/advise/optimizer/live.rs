@@ -5,7 +5,8 @@
 //!
 //! 1. **Load change.** If the measured load (request rate) differs from the rate the model was
 //!    built at by more than `load_change_rel`, the model is thrown away and the search restarts
-//!    from the current configuration (the best configuration depends on load).
+//!    from the current configuration (the best configuration depends on load); in the window
+//!    right after going back from a breach, a change is confirmed by the next window first.
 //! 2. **Learn.** While exploring, the measurement (feasible or not) is told to the optimizer;
 //!    a configuration outside the space (a start beyond the policy's bounds) is not.
 //! 3. **SLO guard.** If the trial broke the SLO, the loop goes back at once to the best feasible
@@ -452,6 +453,12 @@ pub struct LiveOptimizer {
     /// The configuration last told to the model: told once, however many trials it is held
     /// (a start that breaks the SLO with nothing better known stays where it is).
     last_told: Option<Vec<f64>>,
+    /// The loop went back since the last step, from a trial that broke the SLO or timed no
+    /// request: the next measurement is of the window right after, which that trial disturbed.
+    just_went_back: bool,
+    /// A load change seen in such a window, at the rate it showed: confirmed by the next window
+    /// at the same configuration before the search restarts.
+    confirming_load: Option<f64>,
     /// The best found when the search converged, not applied yet (its apply was refused for
     /// now: a cooldown, the hourly limit): tried again each trial, with its objective.
     pending_best: Option<(Vec<f64>, Option<f64>)>,
@@ -524,6 +531,8 @@ impl LiveOptimizer {
             waiting: false,
             waited_for: None,
             last_told: None,
+            just_went_back: false,
+            confirming_load: None,
             pending_best: None,
             before_trials: None,
             start_broke_slo: false,
@@ -635,6 +644,7 @@ impl LiveOptimizer {
         self.waiting = false;
         self.waited_for = None;
         self.last_told = None;
+        self.confirming_load = None;
         self.pending_best = None;
         ev.push(LiveEvent::Restarted {
             reason: reason.to_string(),
@@ -709,11 +719,32 @@ impl LiveOptimizer {
         // 2. Load change. The rate is of completed requests: under clients that wait for each
         // answer (a fixed number of connections) it moves with the configuration itself, so only
         // a configuration measured again (the best after a breach, the one held) can tell a
-        // change of load from its own effect.
+        // change of load from its own effect. The window right after going back from a breach
+        // is disturbed by it: requests the trial held complete then (a backlog drains at more
+        // than the offered rate), so a change seen there is confirmed by the next window at the
+        // same configuration, the loop trying nothing meanwhile; taken at once, each breach read
+        // as a load change would restart the search, which forgets the breach and proposes the
+        // same trial again (s44 storyB: the same breach eight times in two minutes).
+        let disturbed = std::mem::take(&mut self.just_went_back);
+        let confirming = self.confirming_load.take();
         match self.loads.iter().find(|(c, _)| *c == self.current) {
             None => self.loads.push((self.current.clone(), m.load_rps)),
             Some(&(_, r)) => {
                 if (m.load_rps - r).abs() > self.config.load_change_rel * r.abs().max(1e-9) {
+                    if disturbed && confirming.is_none() {
+                        self.confirming_load = Some(m.load_rps);
+                        ev.push(LiveEvent::Measured {
+                            config: self.current.clone(),
+                            objective,
+                            latency_us: m.latency_us,
+                            throughput_rps: m.throughput_rps(),
+                            load_rps: m.load_rps,
+                            feasible,
+                            learned: false,
+                            energy_source: m.energy_source,
+                        });
+                        return Ok(());
+                    }
                     ev.push(LiveEvent::LoadChanged {
                         from_rps: r,
                         to_rps: m.load_rps,
@@ -855,6 +886,7 @@ impl LiveOptimizer {
         if let Some(e) = self.back_to_best(knobs, why) {
             ev.push(e);
         }
+        self.just_went_back = self.current != from;
         // The search had converged and its best waited to be applied (refused for now) under
         // the last trial: going back took the loop to that best (or, if the guard quarantined
         // it since, to the cheapest one still allowed), which it now holds. A revert that failed
@@ -1435,6 +1467,11 @@ mod tests {
             energy_j: 100.0,
             ..within_slo()
         };
+        // The window right after the breach's return only suspects the change; the next one at
+        // the same configuration confirms it.
+        let events = live.step(&doubled, &mut machine).unwrap();
+        assert_eq!(learned(&events), Some(false), "{events:?}");
+        assert_eq!(machine.now, start, "nothing tried meanwhile");
         let e = live.step(&doubled, &mut machine).unwrap_err();
         assert!(matches!(e.error, LiveError::Optimizer(_)), "{e:?}");
         assert!(
@@ -1446,6 +1483,75 @@ mod tests {
             "{:?}",
             e.events
         );
+    }
+
+    /// Defect (s44 storyB): under clients on a fixed schedule, a trial that broke the SLO left a
+    /// backlog that the return to the best drained at more than the offered rate; that window's
+    /// rate was taken for a load change, the search restarted, forgot the breach and proposed
+    /// the same trial again (eight breaches in two minutes, never converging). Such a change is
+    /// confirmed by the next window at the same configuration first; a real one still restarts.
+    #[test]
+    fn a_backlog_drained_after_a_breach_is_not_taken_for_a_load_change() {
+        use crate::advise::optimizer::space::KnobSpec;
+        let space = Space::new(vec![KnobSpec::range("k", 0.0, 3.0, 1.0)]).unwrap();
+        let start = vec![0.0];
+        let rate = |rps: f64| Measurement {
+            load_rps: rps,
+            requests: rps,
+            ..within_slo()
+        };
+        let mut live = LiveOptimizer::new(space, start.clone(), slo_300us(8)).unwrap();
+        let mut machine = Machine { now: start.clone() };
+        live.step(&rate(100.0), &mut machine).unwrap();
+        let trial = machine.now.clone();
+        let events = live
+            .step(
+                &Measurement {
+                    latency_us: 24_000.0,
+                    ..rate(51.0)
+                },
+                &mut machine,
+            )
+            .unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, LiveEvent::SloBreach { .. })),
+            "{events:?}"
+        );
+        assert_eq!(machine.now, start);
+        // The backlog drains: not learned, nothing tried, no restart.
+        let events = live.step(&rate(148.0), &mut machine).unwrap();
+        assert_eq!(learned(&events), Some(false), "{events:?}");
+        assert_eq!(machine.now, start);
+        assert_eq!(live.restarts(), 0, "{events:?}");
+        // The offered rate again: learned, and the search goes on without the breached trial.
+        let events = live.step(&rate(100.0), &mut machine).unwrap();
+        assert_eq!(learned(&events), Some(true), "{events:?}");
+        assert_eq!(live.restarts(), 0, "{events:?}");
+        assert!(machine.now != start && machine.now != trial, "{events:?}");
+
+        // A load that really changed at the breach is confirmed by the next window.
+        let mut live = LiveOptimizer::new(
+            Space::new(vec![KnobSpec::range("k", 0.0, 3.0, 1.0)]).unwrap(),
+            start.clone(),
+            slo_300us(8),
+        )
+        .unwrap();
+        let mut machine = Machine { now: start.clone() };
+        live.step(&rate(100.0), &mut machine).unwrap();
+        live.step(&breach(), &mut machine).unwrap();
+        live.step(&rate(150.0), &mut machine).unwrap();
+        let events = live.step(&rate(150.0), &mut machine).unwrap();
+        assert!(
+            matches!(
+                &events[..],
+                [LiveEvent::LoadChanged { from_rps, to_rps }, LiveEvent::Restarted { .. }, ..]
+                    if *from_rps == 100.0 && *to_rps == 150.0
+            ),
+            "{events:?}"
+        );
+        assert_eq!(live.restarts(), 1);
     }
 
     /// A start a killed agent left that broke the SLO sent the loop back to what the knobs held
