@@ -42,6 +42,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
             let name = path.display().to_string();
             let config = Config::from_file(path)?;
             config.validate(&name)?;
+            roots_as_kpo_run_checks_them(&name, &config)?;
             for w in &config.warnings {
                 eprintln!("kpo: warning: {w}");
             }
@@ -91,6 +92,24 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
 /// what it asks for that KPO does not do ([`latency_signals_the_trials_skip`]), and an entry
 /// whose bounds no step can reach from the value here ([`out_of_reach_sysctls`]). `kpo check`
 /// prints them; `kpo run` logs them at start and at each reload.
+/// The file's `proc_root` and `sysfs_root` as `kpo run` checks them at its start, which refuses
+/// what fails (a mistyped root would read as a host without listeners, cpufreq or NICs), named
+/// by the file and key the value came from rather than by `kpo run`'s flag.
+fn roots_as_kpo_run_checks_them(file: &str, config: &Config) -> anyhow::Result<()> {
+    let root = &config.proc_root;
+    if let Err(e) = crate::collect::check_proc_root(root) {
+        let text = e.to_string();
+        let flag = format!("--proc-root {}: ", root.display());
+        let why = text.strip_prefix(&flag).unwrap_or(&text);
+        anyhow::bail!("{file}: `proc_root` = {root:?}: {why}");
+    }
+    let root = &config.sysfs_root;
+    if let Err(why) = crate::collect::check_sysfs_root(root) {
+        anyhow::bail!("{file}: `sysfs_root` = {root:?}: {why}");
+    }
+    Ok(())
+}
+
 pub(crate) fn warnings(policy: &Policy, proc_sys: &std::path::Path) -> Vec<String> {
     let mut all = missing_sysctls(policy, proc_sys);
     all.extend(missing_namespaces(policy));
@@ -768,6 +787,69 @@ max = 8000
             )),
             "{e}"
         );
+    }
+
+    /// Defect (s44 storyB): `kpo check` called valid a `sysfs_root` that names nothing or a
+    /// file, and a `proc_root` with no process in it, which `kpo run` refuses at its start.
+    #[test]
+    fn roots_kpo_run_refuses_are_refused_by_the_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("obs.toml");
+        std::fs::write(&policy, "").unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let checked = |body: String| {
+            let config = dir.path().join("kpo.toml");
+            std::fs::write(&config, body).unwrap();
+            let out = check(CheckArgs {
+                policy: Some(policy.clone()),
+                config: Some(config.clone()),
+                recommend_only: false,
+                window: None,
+                json: false,
+            });
+            (config.display().to_string(), out.map_err(|e| e.to_string()))
+        };
+        let (c, out) = checked(format!(
+            "sysfs_root = {:?}
+",
+            dir.path().join("nowhere")
+        ));
+        assert_eq!(
+            out.unwrap_err(),
+            format!(
+                "{c}: `sysfs_root` = {:?}: No such file or directory (os error 2)",
+                dir.path().join("nowhere")
+            )
+        );
+        let (c, out) = checked(format!(
+            "sysfs_root = {file:?}
+"
+        ));
+        assert_eq!(
+            out.unwrap_err(),
+            format!("{c}: `sysfs_root` = {file:?}: not a directory")
+        );
+        let (c, out) = checked(format!(
+            "proc_root = {empty:?}
+"
+        ));
+        assert_eq!(
+            out.unwrap_err(),
+            format!(
+                "{c}: `proc_root` = {empty:?}: no process directory (<pid>/) in it, so no \
+                 network namespace or listener can be found; is procfs mounted there (e.g. the \
+                 host's /proc at /host/proc)?"
+            )
+        );
+        let (_, out) = checked(format!(
+            "sysfs_root = {empty:?}
+proc_root = \"/proc\"
+"
+        ));
+        assert!(out.is_ok(), "{out:?}");
     }
 
     /// Defect: `namespaces = ["/run/netns/wbe"]` (a typo) was `valid`, and every change the

@@ -14,7 +14,7 @@ pub mod procfs;
 pub mod sockdiag;
 pub mod stale_listeners;
 
-pub use proc_root::{check_proc_root, ProcRootError};
+pub use proc_root::{check_proc_root, check_sysfs_root, ProcRootError};
 
 use std::{
     collections::BTreeMap,

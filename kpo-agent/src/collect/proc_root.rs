@@ -34,6 +34,16 @@ pub enum ProcRootError {
     },
 }
 
+/// Why `root` cannot be the sysfs the actuators and energy meters read, if it cannot: a
+/// mistyped root would otherwise read as a host without cpufreq, NICs or RAPL, silently.
+pub fn check_sysfs_root(root: &Path) -> Result<(), String> {
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err("not a directory".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Checks that `root` holds what listener discovery needs: process directories, and among them
 /// at least one with each of [`PER_PROCESS`] (the agent's own does, on a real /proc).
 pub fn check_proc_root(root: &Path) -> Result<(), ProcRootError> {

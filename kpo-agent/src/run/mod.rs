@@ -98,14 +98,8 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let queue_bytes = crate::output::sink::queue_bytes_from_env()?;
     crate::collect::check_proc_root(&config.proc_root)?;
-    // A mistyped --sysfs-root would otherwise read as a host without cpufreq or NICs, silently.
-    match std::fs::metadata(&config.sysfs_root) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => anyhow::bail!(
-            "--sysfs-root {}: not a directory",
-            config.sysfs_root.display()
-        ),
-        Err(e) => anyhow::bail!("--sysfs-root {}: {e}", config.sysfs_root.display()),
+    if let Err(why) = crate::collect::check_sysfs_root(&config.sysfs_root) {
+        anyhow::bail!("--sysfs-root {}: {why}", config.sysfs_root.display());
     }
     if !nix::unistd::Uid::effective().is_root() {
         anyhow::bail!("kpo run needs root (CAP_BPF and CAP_PERFMON to load eBPF, CAP_SYS_ADMIN to enter network namespaces); try: sudo kpo run");
