@@ -13,7 +13,9 @@ impl ChangePath {
         let mut incomplete = self.journal.incomplete();
         incomplete.sort_by_key(|i| std::cmp::Reverse(i.id));
         for intent in incomplete {
-            out.push(self.reconcile_one(&intent)?);
+            let report = self.reconcile_one(&intent)?;
+            self.send_reconciled(&intent, &report);
+            out.push(report);
         }
         out.reverse();
         self.turn_back_on_switches_left_off(&mut out)?;
@@ -202,6 +204,34 @@ impl ChangePath {
             tracing::warn!("journal: {restored}");
         }
         Ok(())
+    }
+
+    /// The start's word on an interrupted change in the event stream, as in the log: the change
+    /// events of the run that was cut short died with it (s44 storyA). Its phase as settled, the
+    /// change's own source and reason, and what was found in `detail`; nothing for one left
+    /// incomplete (the kernel could not be read: tried again at the next start, logged).
+    fn send_reconciled(&mut self, i: &Intent, report: &ChangeReport) {
+        let phase = match report.status {
+            ChangeStatus::Applied => ChangePhase::Applied,
+            ChangeStatus::Reverted => ChangePhase::Reverted,
+            ChangeStatus::Failed => ChangePhase::Failed,
+            _ => return,
+        };
+        let mut e = self.event(
+            phase,
+            &report.address,
+            report.before.as_ref(),
+            &report.after,
+            i.source,
+            &i.reason,
+            report.journal_id,
+        );
+        e.read_back = report.read_back.clone();
+        e.detail = report
+            .detail
+            .as_ref()
+            .map(|d| format!("reconciled at start: {d}"));
+        self.send(e);
     }
 
     fn reconcile_one(&mut self, i: &Intent) -> Result<ChangeReport, ChangeError> {

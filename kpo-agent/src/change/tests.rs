@@ -680,9 +680,45 @@ fn interrupted_intents_are_reconciled_against_the_kernel() {
             .unwrap();
         }
     }
-    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let (mut p, events) = path(dir.path(), POLICY, &k);
     assert_eq!(p.journal.incomplete().len(), 4);
     let r = p.reconcile().unwrap();
+    // The stream hears what the start settled (s44 storyA: the log alone did), not the one left
+    // for the next start.
+    let mut said: Vec<(Option<u64>, ChangePhase, String, Source, String)> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            ChangePathEvent::Change(c) => Some((
+                c.journal_id,
+                c.phase,
+                c.target.to_string(),
+                c.source,
+                c.detail.clone().unwrap_or_default(),
+            )),
+            _ => None,
+        })
+        .collect();
+    said.sort_by_key(|(id, ..)| *id);
+    let expected: Vec<(Option<u64>, ChangePhase, String, Source, String)> = r[..3]
+        .iter()
+        .zip([
+            ChangePhase::Applied,
+            ChangePhase::Failed,
+            ChangePhase::Failed,
+        ])
+        .map(|(r, phase)| {
+            (
+                r.journal_id,
+                phase,
+                r.address.to_string(),
+                Source::Operator,
+                format!("reconciled at start: {}", r.detail.as_deref().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(said, expected);
     let st: Vec<_> = r.iter().map(|r| r.status).collect();
     assert_eq!(
         st,
