@@ -78,10 +78,22 @@ pub(super) fn given_knobs(path: &ChangePath, sys_root: &Path) -> (Vec<Group>, Ve
                     ));
                     continue;
                 }
-                for dir in list_dir(&base)
+                let policies: Vec<String> = list_dir(&base)
                     .into_iter()
                     .filter(|d| d.starts_with("policy"))
-                {
+                    .collect();
+                // The directory without a policy is what a VM without a frequency driver shows:
+                // the same "unsupported" as no directory, not "no such parameter".
+                if policies.is_empty() {
+                    problems.push(format!(
+                        "{}: unsupported on this machine: {} holds no policyN directory (no \
+                         cpufreq driver, common in VMs)",
+                        rule.name,
+                        base.display()
+                    ));
+                    continue;
+                }
+                for dir in policies {
                     for attr in CPUFREQ_KNOBS {
                         names.push(format!("cpufreq:{dir}:{attr}"));
                     }
@@ -184,4 +196,46 @@ fn list_dir(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Defect (s44 storyB): on a VM whose cpufreq directory exists but holds no policy (no
+    /// driver bound), the loop was off with "no such parameter on this machine", where the docs
+    /// promise "unsupported on this machine", as for no directory at all.
+    #[test]
+    fn a_cpufreq_directory_without_a_policy_is_unsupported() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("sys");
+        let base = sys.join("devices/system/cpu/cpufreq");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let (path, _) = crate::change::tests::path(
+            &state,
+            "[params.\"cpufreq:*:scaling_max_freq\"]\nmode = \"auto\"\nmin = 1200000\n\
+             max = 3000000\nsources = [\"optimizer\"]\n",
+            &crate::change::tests::kernel(&[]),
+        );
+        let problems = |path: &ChangePath| given_knobs(path, &sys).1;
+        std::fs::create_dir_all(sys.join("devices/system/cpu")).unwrap();
+        assert_eq!(
+            problems(&path),
+            [format!(
+                "cpufreq:*:scaling_max_freq: unsupported on this machine: {} does not exist (no \
+                 cpufreq driver, common in VMs)",
+                base.display()
+            )]
+        );
+        std::fs::create_dir_all(&base).unwrap();
+        assert_eq!(
+            problems(&path),
+            [format!(
+                "cpufreq:*:scaling_max_freq: unsupported on this machine: {} holds no policyN \
+                 directory (no cpufreq driver, common in VMs)",
+                base.display()
+            )]
+        );
+    }
 }
