@@ -1325,6 +1325,15 @@ impl LiveOptimizer {
                     .tell(&config, objective, &self.config.slo.values(m))?;
                 self.evaluations += 1;
                 self.last_told = Some(config.clone());
+                // Its `measured` event went out as a held window's, not learned: it is the new
+                // search's first point.
+                if let Some(LiveEvent::Measured { learned, .. }) = ev
+                    .iter_mut()
+                    .rev()
+                    .find(|e| matches!(e, LiveEvent::Measured { .. }))
+                {
+                    *learned = true;
+                }
             }
             return self.explore(knobs, ev);
         }
@@ -1552,6 +1561,47 @@ mod tests {
             "{events:?}"
         );
         assert_eq!(live.restarts(), 1);
+    }
+
+    /// Defect (s44 storyB): the window whose re-check found the held best worse restarts the
+    /// search and is its first point, told to the new model, while its `measured` event said
+    /// `learned: false`.
+    #[test]
+    fn the_window_a_failed_recheck_restarts_from_is_said_learned() {
+        use crate::advise::optimizer::space::KnobSpec;
+        let space = Space::new(vec![KnobSpec::range("k", 0.0, 3.0, 1.0)]).unwrap();
+        let start = vec![0.0];
+        let config = LiveConfig {
+            recheck_every: 1,
+            ..slo_300us(2)
+        };
+        let mut live = LiveOptimizer::new(space, start.clone(), config).unwrap();
+        let mut machine = Machine { now: start };
+        let at = |j: f64| Measurement {
+            energy_j: j,
+            ..within_slo()
+        };
+        let mut rechecks = 0;
+        for _ in 0..6 {
+            let events = live.step(&at(50.0), &mut machine).unwrap();
+            rechecks += events
+                .iter()
+                .filter(|e| matches!(e, LiveEvent::Recheck { ok: true, .. }))
+                .count();
+            if rechecks > 0 {
+                break;
+            }
+        }
+        assert_eq!((live.phase(), rechecks), (Phase::Holding, 1));
+        let events = live.step(&at(200.0), &mut machine).unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, LiveEvent::Recheck { ok: false, .. })),
+            "{events:?}"
+        );
+        assert_eq!(learned(&events), Some(true), "{events:?}");
+        assert_eq!(live.optimizer().observations().len(), 1);
     }
 
     /// A start a killed agent left that broke the SLO sent the loop back to what the knobs held
