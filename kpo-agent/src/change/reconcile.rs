@@ -372,7 +372,11 @@ impl ChangePath {
                     "{lost}; the kernel has the value before: the write did not take, or was \
                      undone since"
                 ),
-                None => "interrupted before the kernel took the value; nothing changed".to_string(),
+                None => {
+                    "interrupted; the kernel has the value before: the write did not take, or was \
+                         put back; nothing of it is in place"
+                        .to_string()
+                }
             };
             // A failed change's read-back is what KPO's write left, and this one left nothing.
             report.read_back = None;

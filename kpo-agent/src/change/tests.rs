@@ -730,6 +730,15 @@ fn interrupted_intents_are_reconciled_against_the_kernel() {
         ]
     );
     assert!(r[2].detail.as_deref().unwrap().contains("777"));
+    // Not "before the kernel took the value": an agent that could not record the outcome (a full
+    // disk) put its value back, and leaves the same (s44 storyA).
+    assert_eq!(
+        r[1].detail.as_deref(),
+        Some(
+            "interrupted; the kernel has the value before: the write did not take, or was put \
+             back; nothing of it is in place"
+        )
+    );
     assert!(r[3].detail.as_deref().unwrap().contains("cannot be read"));
     // `read_back` of a failed change is what KPO's write left (docs/api.md): these left nothing,
     // and `kpo: reconciled: failed #2 ...: 4096 -> 8192 (read back 4096)` read as if it had.
