@@ -805,20 +805,24 @@ impl Guard {
             .retain(|r| r.change_id != change_id);
     }
 
-    /// Stops watching a parameter (reverted, or yielded to a person).
-    pub fn forget(&mut self, address: &ParamAddress) {
-        let before = self.watches.len();
+    /// Stops watching a parameter (reverted, yielded to a person, its namespace or device gone);
+    /// returns the changes no longer watched.
+    pub fn forget(&mut self, address: &ParamAddress) -> Vec<u64> {
         // The watch may name the namespace by a path and `address` by the inode that path named
         // (the path deleted since: crate::journal::reach), or the other way round.
         let key = crate::journal::target_key(address);
-        self.watches.retain(|w| {
-            &w.address != address
-                && crate::journal::target_key(&w.address) != key
-                && &crate::journal::reach(&w.address, &key) != address
-        });
-        if self.watches.len() != before {
+        let (gone, kept): (Vec<Watch>, Vec<Watch>) = std::mem::take(&mut self.watches)
+            .into_iter()
+            .partition(|w| {
+                &w.address == address
+                    || crate::journal::target_key(&w.address) == key
+                    || &crate::journal::reach(&w.address, &key) == address
+            });
+        self.watches = kept;
+        if !gone.is_empty() {
             self.save();
         }
+        gone.iter().map(|w| w.change_id).collect()
     }
 
     /// One window: a verdict for each watch that regressed or whose watch is over. The state
@@ -1564,8 +1568,11 @@ mod tests {
         watch(&mut guard, 1, Value::Int(1024), Health::default());
         watch(&mut guard, 2, Value::Int(2048), Health::default());
         assert_eq!(guard.watching(), 1);
-        guard.forget(&somaxconn());
+        // Which change it no longer watches, for the log to say (s44 storyA: a watch whose
+        // namespace went away ended without a word).
+        assert_eq!(guard.forget(&somaxconn()), [2]);
         assert_eq!(guard.watching(), 0);
+        assert!(guard.forget(&somaxconn()).is_empty());
     }
 
     /// A watch file that cannot be read at start costs the previous run's watches only: this

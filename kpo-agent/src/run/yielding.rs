@@ -11,7 +11,7 @@
 //!   ([`crate::change::ChangePath::revert_own`]).
 use std::collections::HashSet;
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     actuate::{
@@ -147,7 +147,11 @@ pub fn check_values(path: &mut ChangePath, guard: &mut Guard) -> Vec<Event> {
         // silently, at every window: KPO keeps what it knows of it, for when it is back.
         let Ok(now) = path.read(&address) else {
             if let Ok(DeviceNow::Gone(_)) = path.settle_if_device_gone(&address) {
-                guard.forget(&address);
+                for id in guard.forget(&address) {
+                    info!(
+                        "guard: no longer watching #{id} ({address}): its network device is gone"
+                    );
+                }
             }
             continue;
         };
@@ -227,7 +231,11 @@ fn forget_gone_namespaces(
         // Opened by inode, checked to be that inode after the open (a PID reused in between is
         // caught): a cookie read from another namespace would make KPO forget a live one.
         match path.settle_if_namespace_gone(&address) {
-            Ok(true) => guard.forget(&address),
+            Ok(true) => {
+                for id in guard.forget(&address) {
+                    info!("guard: no longer watching #{id} ({address}): its network namespace is gone");
+                }
+            }
             Ok(false) => {}
             Err(e) => warn!("journal: forgetting {address} in a namespace that is gone: {e}"),
         }

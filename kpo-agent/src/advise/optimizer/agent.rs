@@ -786,7 +786,9 @@ fn take_back_a_half_applied_trial(
     for (address, id, before) in loops {
         let why = format!("optimizer: a trial left half-applied; back to {before}");
         match path.revert_own(id, Source::Optimizer, &why) {
-            Ok(r) if undone(path, &r) => guard.forget(address),
+            Ok(r) if undone(path, &r) => {
+                guard.forget(address);
+            }
             Ok(r) => {
                 errors.push(r.describe());
                 if r.status == ChangeStatus::Skipped {

@@ -57,7 +57,9 @@ impl PathKnobs<'_> {
                 Source::Optimizer,
                 "optimizer: undoing a trial that failed",
             ) {
-                Ok(r) if undone(self.path, &r) => self.guard.forget(&m.address),
+                Ok(r) if undone(self.path, &r) => {
+                    self.guard.forget(&m.address);
+                }
                 Ok(r) if r.status == ChangeStatus::Skipped => {
                     warn!("optimizer: rolling back #{}: {}", m.id, r.describe());
                     self.skipped.push(r);
@@ -271,7 +273,9 @@ impl Knobs for PathKnobs<'_> {
             let mut left = 0;
             for m in &made {
                 match self.path.revert_own(m.id, Source::Optimizer, &why) {
-                    Ok(r) if undone(self.path, &r) => self.guard.forget(&m.address),
+                    Ok(r) if undone(self.path, &r) => {
+                        self.guard.forget(&m.address);
+                    }
                     // Not the loop's value there now (a person's, an operator's or an advisor's
                     // since): left as it is, and a person's is theirs from now on (the caller
                     // yields), so that neither the loop nor `on_exit` writes over it later.
