@@ -2846,6 +2846,30 @@ fn one_knob_moves_every_cpufreq_policy_its_entry_matches() {
     );
     rig.assert_schema();
 
+    // Handed back (kpo resume), the knob's parameters still differ: the search cannot start
+    // over it until they agree, and says how (s44 storyB: told only that "someone else changed
+    // one", while kpo resume had said KPO manages it again).
+    let resumed = rig.operator(crate::api::Request::Resume {
+        param: Some("cpufreq:policy5:scaling_max_freq".into()),
+        by: "test".into(),
+    });
+    assert!(matches!(resumed, crate::api::Reply::Ok(_)), "{resumed:?}");
+    rig.window();
+    let unmeasured = rig.live.iter().rev().find_map(|e| match e {
+        LiveEvent::Unmeasured { reason } => Some(reason.clone()),
+        _ => None,
+    });
+    assert!(
+        unmeasured.as_deref().is_some_and(|r| r.starts_with(
+            "cannot start the search over: cpufreq:*:scaling_max_freq: its parameters differ ("
+        ) && r.ends_with(
+            "); the optimizer moves them together from one value: set them alike (kpo apply \
+             each to one value), or give each its own policy entry; the search starts over the \
+             window they agree"
+        )),
+        "{unmeasured:?}"
+    );
+
     // Set apart before KPO ever changed it (nothing of KPO's to yield): the knob has no one
     // value, and each window says so.
     let rig = Rig::new(&policy(""), true, "");

@@ -901,7 +901,9 @@ fn read_knobs(path: &ChangePath, knobs: &[Knob]) -> Result<Vec<f64>, String> {
                 Ok(values[0] as f64)
             } else {
                 Err(format!(
-                    "{}: its parameters differ ({}), someone else changed one",
+                    "{}: its parameters differ ({}); the optimizer moves them together from one \
+                     value: set them alike (kpo apply each to one value), or give each its own \
+                     policy entry; the search starts over the window they agree",
                     k.name,
                     k.each(&values)
                 ))
