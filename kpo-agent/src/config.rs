@@ -268,6 +268,11 @@ fn rust_types_in_words(reason: &str, range: Option<(u64, u64)>) -> String {
             return format!("{start}expected {words}");
         }
     }
+    // A section given a value (`optimizer = 5`): serde names our type, `expected struct
+    // OptimizerSettings`.
+    if let Some((start, _)) = reason.split_once("expected struct ") {
+        return format!("{start}expected a table (a [section] with its keys on the lines below)");
+    }
     reason.to_string()
 }
 
@@ -1802,6 +1807,21 @@ mod tests {
             "p.toml:2: params.\"net.core.somaxconn\".mode: invalid type: expected a string, one \
              of the names the docs list"
         );
+    }
+
+    /// Defect (s44 storyB): a section given a value (`optimizer = 5`) was told serde's
+    /// "expected struct OptimizerSettings", a Rust type name.
+    #[test]
+    fn a_section_given_a_value_is_told_to_be_a_table() {
+        for (text, key) in [("optimizer = 5", "optimizer"), ("llm = \"x\"", "llm")] {
+            let e = Config::from_toml(text, "k.toml").unwrap_err().to_string();
+            assert!(
+                e.contains("expected a table (a [section] with its keys on the lines below)")
+                    && e.contains(&format!("in `{key}`"))
+                    && !e.contains("struct"),
+                "{e}"
+            );
+        }
     }
 
     /// Defect: `--config /dev/zero` read until memory ran out.
