@@ -387,6 +387,11 @@ impl Deciding {
         events.extend(self.yield_after_the_loops_reverts(&skipped));
         match started {
             Ok(None) => {}
+            Ok(Some((_, _))) if slo_unmeasured(config).is_some() => {
+                let reason = slo_unmeasured(config).unwrap_or_default();
+                warn!("optimizer: off: {reason}");
+                events.push(optimizer_event(Vec::new(), LiveEvent::Off { reason }));
+            }
             Ok(Some((optimizer, started))) => {
                 info!(knobs = ?optimizer.knobs(), "optimizer: live loop on");
                 events.push(optimizer_event(optimizer.knobs(), started));
@@ -1390,4 +1395,26 @@ pub(super) fn revert_reason(
 ) -> String {
     let (before, after) = (crate::window::round3(before), crate::window::round3(after));
     format!("the guard saw {signal} go from {before} ({of}) to {after}")
+}
+
+/// Why the live loop could never measure its SLO under `config`, if so: the latency is the
+/// request_latency sensor's. Started anyway, it said "live loop on" and then, each window, that
+/// no request was timed (s44 storyB).
+fn slo_unmeasured(config: &Config) -> Option<String> {
+    if config
+        .disabled_sensors
+        .iter()
+        .any(|s| s == "request_latency")
+    {
+        return Some(
+            "the request_latency sensor is disabled (disabled_sensors, or --disable-sensor \
+             request_latency), and the SLO's latency is its measurement"
+                .into(),
+        );
+    }
+    (config.duty_fraction <= 0.0).then(|| {
+        "duty_fraction is 0: no sensor is attached, and the SLO's latency is the \
+         request_latency sensor's measurement"
+            .into()
+    })
 }

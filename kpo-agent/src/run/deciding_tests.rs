@@ -199,6 +199,11 @@ struct Rig {
 impl Rig {
     /// policy0 at 3000 MHz (range 1200..3000 MHz), eth0 at rx-usecs 0.
     fn new(policy_text: &str, with_cpufreq: bool, settings: &str) -> Rig {
+        Self::with_top(policy_text, with_cpufreq, "", settings)
+    }
+
+    /// [`Rig::new`] with `top`, keys of kpo.toml outside `[optimizer]`.
+    fn with_top(policy_text: &str, with_cpufreq: bool, top: &str, settings: &str) -> Rig {
         let tmp = tempfile::tempdir().unwrap();
         let sys = tmp.path().join("sys");
         let dir = sys.join("devices/system/cpu/cpufreq/policy0");
@@ -227,7 +232,7 @@ impl Rig {
         let mut deciding = open_deciding(tmp.path(), policy_text, &nic, &after_read);
         let config = Config::from_toml(
             &format!(
-                "sysfs_root = {:?}\n[optimizer]\nslo_port = {PORT}\nslo_max_us = {SLO_US}\n\
+                "sysfs_root = {:?}\n{top}[optimizer]\nslo_port = {PORT}\nslo_max_us = {SLO_US}\n\
                  levels = 6\n{settings}",
                 sys.display().to_string()
             ),
@@ -1030,6 +1035,42 @@ sources = ["optimizer"]
         other => panic!("{other:?}"),
     }
     rig.assert_schema();
+}
+
+/// Defect (s44 storyB): with the request_latency sensor disabled (or no sensor attached at all)
+/// the loop said "live loop on" and then, every window, that no request was timed: it can never
+/// measure its SLO. It is off from the start, saying why, and writes nothing.
+#[test]
+fn without_the_request_latency_sensor_the_loop_is_off() {
+    for (top, why) in [
+        (
+            "disabled_sensors = [\"request_latency\"]\n",
+            "the request_latency sensor is disabled (disabled_sensors, or --disable-sensor \
+             request_latency), and the SLO's latency is its measurement",
+        ),
+        (
+            "duty_fraction = 0.0\n",
+            "duty_fraction is 0: no sensor is attached, and the SLO's latency is the \
+             request_latency sensor's measurement",
+        ),
+    ] {
+        let mut rig = Rig::with_top(&policy(""), true, top, "");
+        match rig.live.as_slice() {
+            [LiveEvent::Off { reason }] => assert_eq!(reason, why),
+            other => panic!("{other:?}"),
+        }
+        rig.window();
+        assert_eq!(rig.intents().len(), 0, "nothing written");
+        assert_eq!(rig.max_freq(), 3_000_000);
+        rig.assert_schema();
+    }
+    // The rig's own configuration runs the loop.
+    let rig = Rig::new(&policy(""), true, "");
+    assert!(
+        matches!(rig.live.as_slice(), [LiveEvent::Started { .. }, ..]),
+        "{:?}",
+        rig.live
+    );
 }
 
 /// A knob in mode recommend (or auto made recommend by --recommend-only) is not searched: the
