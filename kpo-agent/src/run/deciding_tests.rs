@@ -4058,8 +4058,12 @@ fn a_settle_after_a_restart_goes_back_to_before_the_trials_not_to_the_killed_age
         ),
         "{events:#?}"
     );
-    // B0 breaks it too, under a load: nothing is known to be safer, it stays.
+    // B0's first window is T0's breach's as well: neither judged nor learned, nothing tried.
     rig.extra_p99_us = 1000.0;
+    let events = rig.window();
+    assert!(!has(&events, |e| matches!(e, LiveEvent::SloBreach { .. })));
+    assert_eq!(rig.config_now(), b0);
+    // B0 breaks it too, under a load: nothing is known to be safer, it stays.
     let events = rig.window();
     assert!(has(&events, |e| matches!(e, LiveEvent::SloBreach { .. })));
     assert_eq!(rig.config_now(), b0);

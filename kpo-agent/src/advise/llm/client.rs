@@ -1102,36 +1102,12 @@ mod tests {
         .unwrap()
     }
 
-    /// What `f` logs, as the agent's log shows it.
-    fn logged(f: impl FnOnce()) -> String {
-        #[derive(Clone, Default)]
-        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        let out = buffer.0.lock().unwrap().clone();
-        String::from_utf8(out).unwrap()
-    }
-
     /// Defect (s43 story2): a failed half-open trial was logged as "failures=3", the configured
     /// count, after one failure.
     #[test]
     fn a_failed_half_open_trial_is_logged_as_the_trial_not_as_a_count() {
         let client = client();
-        let log = logged(|| {
+        let ((), log) = crate::logging::logged(|| {
             for _ in 0..3 {
                 client.settle_breaker(Outcome::HttpStatus);
             }
@@ -1143,7 +1119,7 @@ mod tests {
         client.lock().breaker = Breaker::HalfOpen {
             since: Instant::now(),
         };
-        let log = logged(|| client.settle_breaker(Outcome::Timeout));
+        let ((), log) = crate::logging::logged(|| client.settle_breaker(Outcome::Timeout));
         assert!(
             log.contains("the half-open trial consultation failed; circuit breaker open again")
                 && !log.contains("failures="),

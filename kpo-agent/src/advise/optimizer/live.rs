@@ -456,9 +456,6 @@ pub struct LiveOptimizer {
     /// The loop went back since the last step, from a trial that broke the SLO or timed no
     /// request: the next measurement is of the window right after, which that trial disturbed.
     just_went_back: bool,
-    /// A load change seen in such a window, at the rate it showed: confirmed by the next window
-    /// at the same configuration before the search restarts.
-    confirming_load: Option<f64>,
     /// The best found when the search converged, not applied yet (its apply was refused for
     /// now: a cooldown, the hourly limit): tried again each trial, with its objective.
     pending_best: Option<(Vec<f64>, Option<f64>)>,
@@ -532,7 +529,6 @@ impl LiveOptimizer {
             waited_for: None,
             last_told: None,
             just_went_back: false,
-            confirming_load: None,
             pending_best: None,
             before_trials: None,
             start_broke_slo: false,
@@ -644,11 +640,30 @@ impl LiveOptimizer {
         self.waiting = false;
         self.waited_for = None;
         self.last_told = None;
-        self.confirming_load = None;
         self.pending_best = None;
         ev.push(LiveEvent::Restarted {
             reason: reason.to_string(),
         });
+    }
+
+    /// The `measured` event of `m`, taken at the configuration in place.
+    fn measured(
+        &self,
+        m: &Measurement,
+        objective: f64,
+        feasible: bool,
+        learned: bool,
+    ) -> LiveEvent {
+        LiveEvent::Measured {
+            config: self.current.clone(),
+            objective,
+            latency_us: m.latency_us,
+            throughput_rps: m.throughput_rps(),
+            load_rps: m.load_rps,
+            feasible,
+            learned,
+            energy_source: m.energy_source,
+        }
     }
 
     /// The trial in place goes back before a measurement of it: not proposed again (the model,
@@ -716,35 +731,27 @@ impl LiveOptimizer {
             }
         }
 
+        // The window right after going back from a trial (a breach, a window that timed no
+        // request) is that trial's as much as the configuration's: requests it held complete
+        // then, at a latency and a rate (a backlog drains at more than the offered rate) that
+        // are not this configuration's. It is neither learned nor judged (load, SLO), and nothing
+        // is tried: the next window at the same configuration is. Judged, a drained backlog read
+        // as a load change restarted the search, which forgot the breach and proposed the same
+        // trial again (s44 storyB: one breach eight times in two minutes), and a latency over the
+        // SLO was learned as this configuration's.
+        if std::mem::take(&mut self.just_went_back) {
+            ev.push(self.measured(m, objective, feasible, false));
+            return Ok(());
+        }
+
         // 2. Load change. The rate is of completed requests: under clients that wait for each
         // answer (a fixed number of connections) it moves with the configuration itself, so only
         // a configuration measured again (the best after a breach, the one held) can tell a
-        // change of load from its own effect. The window right after going back from a breach
-        // is disturbed by it: requests the trial held complete then (a backlog drains at more
-        // than the offered rate), so a change seen there is confirmed by the next window at the
-        // same configuration, the loop trying nothing meanwhile; taken at once, each breach read
-        // as a load change would restart the search, which forgets the breach and proposes the
-        // same trial again (s44 storyB: the same breach eight times in two minutes).
-        let disturbed = std::mem::take(&mut self.just_went_back);
-        let confirming = self.confirming_load.take();
+        // change of load from its own effect.
         match self.loads.iter().find(|(c, _)| *c == self.current) {
             None => self.loads.push((self.current.clone(), m.load_rps)),
             Some(&(_, r)) => {
                 if (m.load_rps - r).abs() > self.config.load_change_rel * r.abs().max(1e-9) {
-                    if disturbed && confirming.is_none() {
-                        self.confirming_load = Some(m.load_rps);
-                        ev.push(LiveEvent::Measured {
-                            config: self.current.clone(),
-                            objective,
-                            latency_us: m.latency_us,
-                            throughput_rps: m.throughput_rps(),
-                            load_rps: m.load_rps,
-                            feasible,
-                            learned: false,
-                            energy_source: m.energy_source,
-                        });
-                        return Ok(());
-                    }
                     ev.push(LiveEvent::LoadChanged {
                         from_rps: r,
                         to_rps: m.load_rps,
@@ -782,16 +789,7 @@ impl LiveOptimizer {
             self.last_told = Some(current.clone());
         }
         self.waiting = false;
-        ev.push(LiveEvent::Measured {
-            config: current,
-            objective,
-            latency_us: m.latency_us,
-            throughput_rps: m.throughput_rps(),
-            load_rps: m.load_rps,
-            feasible,
-            learned,
-            energy_source: m.energy_source,
-        });
+        ev.push(self.measured(m, objective, feasible, learned));
 
         // 4. SLO guard.
         if !feasible {
@@ -839,7 +837,8 @@ impl LiveOptimizer {
                 self.give_up_untested(index);
             }
         }
-        // What it goes back to is measured next, and learned.
+        // What it goes back to is measured from the window after next (the next is this
+        // trial's as much: step_inner), and learned.
         self.waiting = false;
         self.waited_for = None;
         self.start_broke_slo |= self.current == self.start;
@@ -1497,8 +1496,9 @@ mod tests {
     /// Defect (s44 storyB): under clients on a fixed schedule, a trial that broke the SLO left a
     /// backlog that the return to the best drained at more than the offered rate; that window's
     /// rate was taken for a load change, the search restarted, forgot the breach and proposed
-    /// the same trial again (eight breaches in two minutes, never converging). Such a change is
-    /// confirmed by the next window at the same configuration first; a real one still restarts.
+    /// the same trial again (eight breaches in two minutes, never converging). That window is
+    /// neither learned nor judged; the next one at the same configuration is, and a real change
+    /// still restarts. Nor is the latency of requests the trial held learned as the best's.
     #[test]
     fn a_backlog_drained_after_a_breach_is_not_taken_for_a_load_change() {
         use crate::advise::optimizer::space::KnobSpec;
@@ -1561,6 +1561,30 @@ mod tests {
             "{events:?}"
         );
         assert_eq!(live.restarts(), 1);
+
+        // A small backlog: the rate within 25%, the requests that waited over the SLO.
+        let mut live = LiveOptimizer::new(
+            Space::new(vec![KnobSpec::range("k", 0.0, 3.0, 1.0)]).unwrap(),
+            start.clone(),
+            slo_300us(8),
+        )
+        .unwrap();
+        let mut machine = Machine { now: start.clone() };
+        live.step(&rate(100.0), &mut machine).unwrap();
+        live.step(&breach(), &mut machine).unwrap();
+        let slow = Measurement {
+            latency_us: 900.0,
+            ..rate(120.0)
+        };
+        let events = live.step(&slow, &mut machine).unwrap();
+        assert_eq!(learned(&events), Some(false), "{events:?}");
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, LiveEvent::SloBreach { .. })),
+            "{events:?}"
+        );
+        assert_eq!(machine.now, start);
     }
 
     /// Defect (s44 storyB): the window whose re-check found the held best worse restarts the
@@ -1739,7 +1763,8 @@ mod tests {
     }
 
     /// `budget = 3` is the start and two trials: the first breaks the SLO, and the return to the
-    /// start, learned again, is no trial, so a second one is applied and `converged` says 3.
+    /// start, learned again (its second window: the first is the breach's), is no trial, so a
+    /// second one is applied and `converged` says 3.
     #[test]
     fn a_return_to_the_start_after_a_breach_is_not_one_of_the_budgets_trials() {
         use crate::advise::optimizer::space::KnobSpec;
@@ -1752,6 +1777,9 @@ mod tests {
         assert_ne!(first, start);
         live.step(&breach(), &mut machine).unwrap();
         assert_eq!(machine.now, start);
+        let events = live.step(&within_slo(), &mut machine).unwrap();
+        assert_eq!(learned(&events), Some(false), "{events:?}");
+        assert_eq!(machine.now, start, "nothing tried in the breach's window");
         let events = live.step(&within_slo(), &mut machine).unwrap();
         assert_eq!(learned(&events), Some(true), "{events:?}");
         let second = machine.now.clone();
@@ -1786,6 +1814,8 @@ mod tests {
             "{events:?}"
         );
         assert_eq!(machine.now, start);
+        live.step(&within_slo(), &mut machine).unwrap();
+        assert_eq!(machine.now, start, "the breach's window");
         live.step(&within_slo(), &mut machine).unwrap();
         assert_ne!(machine.now, start, "a trial applied");
         assert_ne!(machine.now, trial, "not the one that broke the SLO");
