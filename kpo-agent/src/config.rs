@@ -268,11 +268,6 @@ fn rust_types_in_words(reason: &str, range: Option<(u64, u64)>) -> String {
             return format!("{start}expected {words}");
         }
     }
-    // A section given a value (`optimizer = 5`): serde names our type, `expected struct
-    // OptimizerSettings`.
-    if let Some((start, _)) = reason.split_once("expected struct ") {
-        return format!("{start}expected a table (a [section] with its keys on the lines below)");
-    }
     reason.to_string()
 }
 
@@ -283,6 +278,11 @@ fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let key = error_key(text).or_else(|| before.and_then(|b| key_on_the_errors_line(b, number)));
     let range = key.as_deref().and_then(whole_number_range);
     let mut message = without_quoted(&toml_reason(e, range));
+    // A section given a value (`optimizer = 5`): serde names our type, `expected struct
+    // OptimizerSettings`. (The policy file says it its own way: policy::file.)
+    if let Some((start, _)) = message.split_once("expected struct ") {
+        message = format!("{start}expected a table (a [section] with its keys on the lines below)");
+    }
     if let (Some(range), Some(span)) = (range, e.span()) {
         message = beyond_toml(&message, text, span.start, range).unwrap_or(message);
     }

@@ -1203,8 +1203,15 @@ mod tests {
                      written",
                     journal.display()
                 ),
+                // The damaged line reads as a pause, after every intact record: kept in force
+                // (journal::tests::a_damaged_pause_is_kept_in_force_unless_a_resume_follows_it).
+                format!(
+                    "journal.log line {damaged_line}, damaged, was a kpo pause: the pause is \
+                     kept in force (kpo resume lifts it)"
+                ),
             ]
         );
+        assert!(status.paused.is_some());
         // Nothing is changed through it: the journal refuses the intent, the kernel is not
         // touched.
         let refused = Control::apply(
