@@ -498,7 +498,7 @@ impl AcceptQueueRule {
                 let st = self.listeners.entry(ListenerId::of(p.l)).or_default();
                 let situation = (p.somaxconn, p.l.backlog_limit);
                 if let Some(to) = target {
-                    st.latch.record(at.index, situation);
+                    st.latch.record(at.index, situation, vec![limits.clone()]);
                     st.raised = Some(Raised {
                         window: at.index,
                         from: p.l.backlog_limit,

@@ -229,7 +229,7 @@ impl MemoryRule {
                     .collect();
             }
         };
-        self.latch.record(at.index, situation);
+        self.latch.record(at.index, situation, vec![limits.clone()]);
         self.moving = Some((direction, current, target));
         // The next step waits for `windows` windows under the new value: none yet, in this
         // direction (a window the other way or without one breaks the run, as before).

@@ -507,7 +507,7 @@ If the squeezes do not fall by a quarter at the new values, the budgets are not 
             self.squeeze.no_step(at.index, (budget, usecs), limits);
             return dead_ends;
         }
-        self.squeeze.record(at.index, (budget, usecs));
+        self.squeeze.record(at.index, (budget, usecs), limits);
         self.raised = Some(Raised {
             from: (budget, usecs),
             to,
