@@ -309,10 +309,15 @@ fn no_such_sysctl(param: &str, proc_sys: &std::path::Path) -> String {
     }
     let path = proc_sys.join(sysctl_rel_path(&address.name));
     match path.try_exists() {
-        Ok(false) => format!(
-            " (and this machine has no such sysctl: no {}; is the name right?)",
-            path.display()
-        ),
+        // Not a typo: a host-wide net key, missing because this is not the first namespace.
+        Ok(false) => match crate::actuate::sysctl::outside_the_first_netns(&address.name, proc_sys)
+        {
+            Some(why) => format!(" ({} is missing {why})", path.display()),
+            None => format!(
+                " (and this machine has no such sysctl: no {}; is the name right?)",
+                path.display()
+            ),
+        },
         _ => String::new(),
     }
 }
@@ -376,6 +381,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("net/core")).unwrap();
         std::fs::write(dir.path().join("net/core/somaxconn"), "4096\n").unwrap();
+        std::fs::write(dir.path().join("net/core/netdev_budget"), "300\n").unwrap();
         let hint = |p: &str| super::no_such_sysctl(p, dir.path());
         assert_eq!(hint("net.core.somaxconn"), "");
         assert_eq!(hint("net.core.somaxconn@netns:4026532281"), "");
@@ -390,6 +396,20 @@ mod tests {
         // Not sysctls, or patterns: nothing to look for.
         assert_eq!(hint("ethtool:eth0:rx-usecs"), "");
         assert_eq!(hint("net.core.*"), "");
+
+        // s44 storyC: outside the machine's first network namespace the host-wide net keys are
+        // missing though the machine has them: said so, not asked whether the name is right.
+        std::fs::remove_file(dir.path().join("net/core/netdev_budget")).unwrap();
+        assert_eq!(
+            hint("net.core.netdev_max_backlog"),
+            format!(
+                " ({p}/net/core/netdev_max_backlog is missing in the agent's network namespace, \
+                 which is not the machine's first one ({p}/net/core/netdev_budget is missing \
+                 too): the kernel shows host-wide net keys in the first namespace only, so the \
+                 agent must run there (a pod with host networking) to change them)",
+                p = dir.path().display()
+            )
+        );
     }
 
     fn explain_limit(limit: &str) -> Result<usize, String> {
