@@ -17,6 +17,8 @@
 //!
 //! All three are host parameters (not per network namespace). Hysteresis: [`Latch`] per
 //! parameter, keyed by its current value.
+use tracing::warn;
+
 use super::{
     host_address,
     latch::{DropsAtValue, Latch},
@@ -121,9 +123,25 @@ pub struct ReceivePathRule {
     /// Budgets a raise to which did not cut the squeezes: no raise from them while the kernel
     /// has them (forgotten once the rule reads others).
     futile: Option<(i64, i64)>,
+    /// The rule saw drops or squeezes it could not advise on, its keys unreadable: said once.
+    unreadable_said: bool,
 }
 
 impl ReceivePathRule {
+    /// The rule saw what it would advise on, but cannot read `addr`: said once a run, since the
+    /// usual cause lasts (the kernel shows the host-wide net keys in the machine's first network
+    /// namespace only), and without a word the drops would go unanswered silently (s44 storyC).
+    fn unreadable(&mut self, addr: &ParamAddress) {
+        if !std::mem::replace(&mut self.unreadable_said, true) {
+            warn!(
+                "rules: receive path: {addr} cannot be read, so the softnet drops and time \
+                 squeezes the windows count are not advised on; the kernel shows host-wide net \
+                 keys in the machine's first network namespace only: run the agent there (a pod \
+                 with host networking)"
+            );
+        }
+    }
+
     /// The budgets a raise to which did not cut the squeezes, if any: kept in the state
     /// directory (`run/rules_state.rs`), so that a restart does not try that raise's successor.
     pub fn futile(&self) -> Option<(i64, i64)> {
@@ -292,7 +310,10 @@ impl ReceivePathRule {
             return None;
         }
         let addr = host_address(MAX_BACKLOG);
-        let current = kernel.current(&addr)?;
+        let Some(current) = kernel.current(&addr) else {
+            self.unreadable(&addr);
+            return None;
+        };
         // The mark holds while the kernel has the value judged; another (someone else's, or one
         // the guard put back) is judged afresh if a raise from it comes.
         if self.backlog_futile.is_some_and(|futile| futile != current) {
@@ -397,6 +418,7 @@ If the drops per second do not fall by a quarter over a whole window at the new 
         let (Some(budget), Some(usecs)) =
             (kernel.current(&budget_addr), kernel.current(&usecs_addr))
         else {
+            self.unreadable(&budget_addr);
             return Vec::new();
         };
         // The mark holds while the kernel has the budgets judged; others (someone else's, or
@@ -751,6 +773,30 @@ mod tests {
         w.system.softnet_processed_per_s = Some(120000.0);
         w.system.softirqs_per_s = Some([("NET_RX".to_string(), net_rx_per_s)].into());
         w
+    }
+
+    /// Defect (s44 storyC): with the agent outside the machine's first network namespace (a pod
+    /// without host networking), where the kernel does not show netdev_*, drops and squeezes
+    /// went unanswered without a word. Said once a run.
+    #[test]
+    fn drops_whose_keys_cannot_be_read_are_said_once() {
+        let mut rule = ReceivePathRule::default();
+        let mut k = FakeKernel::default();
+        let mut tick = softnet(37, 0, 100.0);
+        tick.duration_s = 1.0;
+        let (advice, log) = crate::logging::logged(|| {
+            let mut advice = rule.on_tick(&at(4), &tick, &mut k, &auto());
+            advice.extend(rule.on_tick(&at(5), &tick, &mut k, &auto()));
+            advice
+        });
+        assert!(advice.is_empty());
+        assert_eq!(
+            log.matches("rules: receive path: net.core.netdev_max_backlog cannot be read")
+                .count(),
+            1,
+            "{log}"
+        );
+        assert!(log.contains("first network namespace only"), "{log}");
     }
 
     #[test]
