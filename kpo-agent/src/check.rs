@@ -87,11 +87,6 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// What in the policy names nothing on this machine now ([`missing_sysctls`], then
-/// [`missing_namespaces`]), a namespace an entry names twice (likely a typo for another), then
-/// what it asks for that KPO does not do ([`latency_signals_the_trials_skip`]), and an entry
-/// whose bounds no step can reach from the value here ([`out_of_reach_sysctls`]). `kpo check`
-/// prints them; `kpo run` logs them at start and at each reload.
 /// The file's `proc_root` and `sysfs_root` as `kpo run` checks them at its start, which refuses
 /// what fails (a mistyped root would read as a host without listeners, cpufreq or NICs), named
 /// by the file and key the value came from rather than by `kpo run`'s flag.
@@ -110,6 +105,11 @@ fn roots_as_kpo_run_checks_them(file: &str, config: &Config) -> anyhow::Result<(
     Ok(())
 }
 
+/// What in the policy names nothing on this machine now ([`missing_sysctls`], then
+/// [`missing_namespaces`]), a namespace an entry names twice (likely a typo for another), then
+/// what it asks for that KPO does not do ([`latency_signals_the_trials_skip`]), and an entry
+/// whose bounds no step can reach from the value here ([`out_of_reach_sysctls`]). `kpo check`
+/// prints them; `kpo run` logs them at start and at each reload.
 pub(crate) fn warnings(policy: &Policy, proc_sys: &std::path::Path) -> Vec<String> {
     let mut all = missing_sysctls(policy, proc_sys);
     all.extend(missing_namespaces(policy));

@@ -372,11 +372,14 @@ impl ChangePath {
                     "{lost}; the kernel has the value before: the write did not take, or was \
                      undone since"
                 ),
-                None => {
-                    "interrupted; the kernel has the value before: the write did not take, or was \
-                         put back; nothing of it is in place"
-                        .to_string()
+                // A change the running agent wrote and could not record the outcome of is put
+                // back (a full disk), and leaves the same; a revert left done is not.
+                None if matches!(i.kind, IntentKind::Revert { .. }) => {
+                    "interrupted before the kernel took the value; nothing changed".to_string()
                 }
+                None => "interrupted; the kernel has the value before: the write did not take, or \
+                         was put back; nothing of it is in place"
+                    .to_string(),
             };
             // A failed change's read-back is what KPO's write left, and this one left nothing.
             report.read_back = None;
