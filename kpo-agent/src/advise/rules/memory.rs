@@ -237,7 +237,7 @@ impl MemoryRule {
         self.before_advice = Some((count, self.last_advice));
         self.last_advice = Some(direction);
         let seen = format!(
-            "for {count} windows up to window {} ({}): memory stalls {} of the time, {} pages/s read back from swap, page-cache refaults {} pages/s, anonymous refaults {} pages/s",
+            "for {count} windows up to window {} ({}); in that window, memory stalls {} of the time, {} pages/s read back from swap, page-cache refaults {} pages/s, anonymous refaults {} pages/s",
             at.index,
             at.end,
             stalls(s),
@@ -407,7 +407,9 @@ mod tests {
         assert_eq!(r[0].recommended_value, Some(Value::Int(30)));
         assert!(r[0].can_auto_apply);
         for needle in [
-            "some 18.5% / full 3%",
+            // The figures are the last window's, not the run's (s44 storyC).
+            "for 2 windows up to window 2 (",
+            "; in that window, memory stalls some 18.5% / full 3%",
             "900 pages/s read back",
             "swapping out memory that programs still use",
             "drop page cache first",
