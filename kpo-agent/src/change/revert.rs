@@ -166,7 +166,13 @@ impl ChangePath {
             Some(until) => until,
             None => {
                 let base = self.policy.guard.quarantine;
-                now + self.journal.quarantine(address, &value, base, &why)?
+                let length = self.journal.quarantine(address, &value, base, &why)?;
+                // As journaled (its own clock's millisecond), not `now` plus its length: the
+                // words would name another millisecond than `kpo status` and the refusals.
+                self.journal
+                    .context(address, &value, now)
+                    .quarantined_until
+                    .unwrap_or(now + length)
             }
         };
         let until_ms = until
