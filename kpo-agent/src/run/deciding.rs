@@ -385,25 +385,20 @@ impl Deciding {
         );
         let mut events = self.take_events();
         events.extend(self.yield_after_the_loops_reverts(&skipped));
-        match started {
-            Ok(None) => {}
-            Ok(Some((_, _))) if slo_unmeasured(config).is_some() => {
-                let reason = slo_unmeasured(config).unwrap_or_default();
-                warn!("optimizer: off: {reason}");
-                events.push(optimizer_event(Vec::new(), LiveEvent::Off { reason }));
-            }
-            Ok(Some((optimizer, started))) => {
+        let off = match (started, slo_unmeasured(config)) {
+            (Ok(None), _) => None,
+            (Ok(Some(_)), Some(unmeasured)) => Some(unmeasured),
+            (Ok(Some((optimizer, started))), None) => {
                 info!(knobs = ?optimizer.knobs(), "optimizer: live loop on");
                 events.push(optimizer_event(optimizer.knobs(), started));
                 self.optimizer = Some(optimizer);
+                None
             }
-            Err(off) => {
-                warn!("optimizer: off: {}", off.0);
-                events.push(optimizer_event(
-                    Vec::new(),
-                    LiveEvent::Off { reason: off.0 },
-                ));
-            }
+            (Err(off), _) => Some(off.0),
+        };
+        if let Some(reason) = off {
+            warn!("optimizer: off: {reason}");
+            events.push(optimizer_event(Vec::new(), LiveEvent::Off { reason }));
         }
         events
     }

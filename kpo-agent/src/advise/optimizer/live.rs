@@ -5,8 +5,8 @@
 //!
 //! 1. **Load change.** If the measured load (request rate) differs from the rate the model was
 //!    built at by more than `load_change_rel`, the model is thrown away and the search restarts
-//!    from the current configuration (the best configuration depends on load); in the window
-//!    right after going back from a breach, a change is confirmed by the next window first.
+//!    from the current configuration (the best configuration depends on load). The window right
+//!    after going back from a breach is the breach's as much: neither judged nor learned.
 //! 2. **Learn.** While exploring, the measurement (feasible or not) is told to the optimizer;
 //!    a configuration outside the space (a start beyond the policy's bounds) is not.
 //! 3. **SLO guard.** If the trial broke the SLO, the loop goes back at once to the best feasible
@@ -1475,8 +1475,8 @@ mod tests {
             energy_j: 100.0,
             ..within_slo()
         };
-        // The window right after the breach's return only suspects the change; the next one at
-        // the same configuration confirms it.
+        // The window right after the breach's return is neither judged nor learned; the next one
+        // at the same configuration sees the change.
         let events = live.step(&doubled, &mut machine).unwrap();
         assert_eq!(learned(&events), Some(false), "{events:?}");
         assert_eq!(machine.now, start, "nothing tried meanwhile");
