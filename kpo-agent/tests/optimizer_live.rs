@@ -349,6 +349,12 @@ fn a_budget_of_two_ends_at_two_evaluations_after_a_breach() {
         "{ev:?}"
     );
     assert_eq!(rig.history(), [[100.0, 1200.0], [0.0, 3000.0]]);
+    // The window right after the return is the breach's as much: neither judged nor learned.
+    let ev = rig.step();
+    assert!(
+        matches!(ev.as_slice(), [LiveEvent::Measured { learned: false, .. }]),
+        "{ev:?}"
+    );
     let ev = rig.step();
     assert!(
         matches!(
@@ -382,6 +388,12 @@ fn a_trial_sent_back_unmeasured_counts_against_the_budget() {
         };
         assert!(
             matches!(ev.last(), Some(LiveEvent::Reverted { .. })),
+            "no_requests {no_requests}: {ev:?}"
+        );
+        // The window right after the return: neither judged nor learned.
+        let ev = rig.step();
+        assert!(
+            matches!(ev.as_slice(), [LiveEvent::Measured { learned: false, .. }]),
             "no_requests {no_requests}: {ev:?}"
         );
         let ev = rig.step();
@@ -692,7 +704,8 @@ fn a_breach_goes_back_to_the_best_not_quarantined() {
 #[test]
 fn settle_replaces_a_trial_and_keeps_a_held_best() {
     let mut rig = Rig::new(None);
-    rig.run(3);
+    // Start, a first trial that breaks the SLO, the window after going back, a second trial.
+    rig.run(4);
     assert_eq!(rig.lo.phase(), Phase::Exploring);
     let best = rig.lo.optimizer().best_feasible().unwrap().point;
     assert_ne!(rig.state(), best, "a trial is in place");
