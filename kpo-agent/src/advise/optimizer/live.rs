@@ -1502,16 +1502,21 @@ mod tests {
     #[test]
     fn a_backlog_drained_after_a_breach_is_not_taken_for_a_load_change() {
         use crate::advise::optimizer::space::KnobSpec;
-        let space = Space::new(vec![KnobSpec::range("k", 0.0, 3.0, 1.0)]).unwrap();
         let start = vec![0.0];
         let rate = |rps: f64| Measurement {
             load_rps: rps,
             requests: rps,
             ..within_slo()
         };
-        let mut live = LiveOptimizer::new(space, start.clone(), slo_300us(8)).unwrap();
-        let mut machine = Machine { now: start.clone() };
-        live.step(&rate(100.0), &mut machine).unwrap();
+        // A search from `start`, its first trial applied.
+        let first_trial = || {
+            let space = Space::new(vec![KnobSpec::range("k", 0.0, 3.0, 1.0)]).unwrap();
+            let mut live = LiveOptimizer::new(space, start.clone(), slo_300us(8)).unwrap();
+            let mut machine = Machine { now: start.clone() };
+            live.step(&rate(100.0), &mut machine).unwrap();
+            (live, machine)
+        };
+        let (mut live, mut machine) = first_trial();
         let trial = machine.now.clone();
         let events = live
             .step(
@@ -1540,15 +1545,8 @@ mod tests {
         assert_eq!(live.restarts(), 0, "{events:?}");
         assert!(machine.now != start && machine.now != trial, "{events:?}");
 
-        // A load that really changed at the breach is confirmed by the next window.
-        let mut live = LiveOptimizer::new(
-            Space::new(vec![KnobSpec::range("k", 0.0, 3.0, 1.0)]).unwrap(),
-            start.clone(),
-            slo_300us(8),
-        )
-        .unwrap();
-        let mut machine = Machine { now: start.clone() };
-        live.step(&rate(100.0), &mut machine).unwrap();
+        // A load that really changed at the breach is seen at the next window.
+        let (mut live, mut machine) = first_trial();
         live.step(&breach(), &mut machine).unwrap();
         live.step(&rate(150.0), &mut machine).unwrap();
         let events = live.step(&rate(150.0), &mut machine).unwrap();
@@ -1563,14 +1561,7 @@ mod tests {
         assert_eq!(live.restarts(), 1);
 
         // A small backlog: the rate within 25%, the requests that waited over the SLO.
-        let mut live = LiveOptimizer::new(
-            Space::new(vec![KnobSpec::range("k", 0.0, 3.0, 1.0)]).unwrap(),
-            start.clone(),
-            slo_300us(8),
-        )
-        .unwrap();
-        let mut machine = Machine { now: start.clone() };
-        live.step(&rate(100.0), &mut machine).unwrap();
+        let (mut live, mut machine) = first_trial();
         live.step(&breach(), &mut machine).unwrap();
         let slow = Measurement {
             latency_us: 900.0,
