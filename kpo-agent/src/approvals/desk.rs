@@ -8,7 +8,7 @@ use tracing::{info, warn};
 use super::{
     merge::merge, normalize_id, store::ApprovalStore, webhook::Again, webhook::Outcomes,
     webhook::Payload, webhook::Webhook, ApprovalError, ApprovalEvent, ApprovalItem, ApprovalState,
-    ApproveOutcome, Done, Explained, HistoryEntry, NotAskedBecause, NotAskedEvent, SetAsideEvent,
+    ApproveOutcome, Done, Explained, HistoryEntry, NotAskedEvent, SetAsideEvent,
 };
 use crate::{
     actuate::{
@@ -543,16 +543,13 @@ impl Desk {
                     entry.done = Done::Rejected;
                     entry.approval_id = Some(r.id.clone());
                     entry.detail = Some(detail.clone());
-                    self.events.push(Event::ApprovalNotAsked(NotAskedEvent {
-                        recommendation_id: rec.id.clone(),
-                        parameter: rec.parameter.clone(),
+                    self.events.push(Event::ApprovalNotAsked(NotAskedEvent::new(
+                        rec,
                         value,
-                        source: rec.source,
-                        because: NotAskedBecause::Rejected,
-                        approval_id: r.id.clone(),
-                        asks_again_ms: Some(asks_again_ms),
+                        r.id.clone(),
+                        Some(asks_again_ms),
                         detail,
-                    }));
+                    )));
                     return;
                 }
                 // The policy's mode for this advisor, not the advisor's flag: both advisors fold
@@ -566,16 +563,13 @@ impl Desk {
                 match self.require(rec, &value, report.before.clone(), cookie, policy_holds) {
                     Ok(Required::Asked(id)) => entry.approval_id = Some(id),
                     Ok(Required::KeptPending { id, detail }) => {
-                        self.events.push(Event::ApprovalNotAsked(NotAskedEvent {
-                            recommendation_id: rec.id.clone(),
-                            parameter: rec.parameter.clone(),
+                        self.events.push(Event::ApprovalNotAsked(NotAskedEvent::new(
+                            rec,
                             value,
-                            source: rec.source,
-                            because: NotAskedBecause::Pending,
-                            approval_id: id.clone(),
-                            asks_again_ms: None,
-                            detail: detail.clone(),
-                        }));
+                            id.clone(),
+                            None,
+                            detail.clone(),
+                        )));
                         entry.approval_id = Some(id);
                         entry.detail = Some(detail);
                     }

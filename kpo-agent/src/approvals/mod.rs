@@ -323,6 +323,32 @@ pub struct NotAskedEvent {
     pub detail: String,
 }
 
+impl NotAskedEvent {
+    /// `rec`'s advice of `value`, not asked because of approval `approval_id`: rejected when
+    /// it asks again only at `asks_again_ms`, otherwise pending and kept over it.
+    pub fn new(
+        rec: &crate::advise::recommendation::Recommendation,
+        value: Value,
+        approval_id: String,
+        asks_again_ms: Option<u64>,
+        detail: String,
+    ) -> Self {
+        Self {
+            recommendation_id: rec.id.clone(),
+            parameter: rec.parameter.clone(),
+            value,
+            source: rec.source,
+            because: match asks_again_ms {
+                Some(_) => NotAskedBecause::Rejected,
+                None => NotAskedBecause::Pending,
+            },
+            approval_id,
+            asks_again_ms,
+            detail,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NotAskedBecause {

@@ -157,22 +157,20 @@ impl ChangePath {
         (value, why): (Value, String),
     ) -> Result<String, ChangeError> {
         let now = SystemTime::now();
-        let until = match self
-            .journal
-            .context(address, &value, now)
-            .quarantined_until
-            .filter(|until| *until > now)
-        {
+        let in_force = |journal: &Journal| {
+            journal
+                .context(address, &value, now)
+                .quarantined_until
+                .filter(|until| *until > now)
+        };
+        // The end named is the journal's own (its clock's millisecond), as `kpo status` and the
+        // refusals name it, not `now` plus the length.
+        let until = match in_force(&self.journal) {
             Some(until) => until,
             None => {
                 let base = self.policy.guard.quarantine;
                 let length = self.journal.quarantine(address, &value, base, &why)?;
-                // As journaled (its own clock's millisecond), not `now` plus its length: the
-                // words would name another millisecond than `kpo status` and the refusals.
-                self.journal
-                    .context(address, &value, now)
-                    .quarantined_until
-                    .unwrap_or(now + length)
+                in_force(&self.journal).unwrap_or(now + length)
             }
         };
         let until_ms = until

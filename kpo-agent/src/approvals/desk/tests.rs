@@ -324,7 +324,7 @@ fn pending_approvals_survive_reopening_and_reject_is_recorded_for_explain() {
             not_asked.source,
         ),
         (
-            super::NotAskedBecause::Rejected,
+            crate::approvals::NotAskedBecause::Rejected,
             "ap-1",
             Some(s.desk.store.asks_again(rejected)),
             &Value::Int(32),
@@ -1335,7 +1335,7 @@ fn another_advisors_identical_advice_leaves_the_approval_as_it_is() {
             not_asked.detail.as_str()
         ),
         (
-            super::NotAskedBecause::Pending,
+            crate::approvals::NotAskedBecause::Pending,
             "ap-1",
             None,
             Source::Llm,
@@ -2246,7 +2246,7 @@ fn two_advisors_values_do_not_supersede_each_other_in_turn() {
     };
     assert_eq!(
         (not_asked.because, not_asked.approval_id.as_str()),
-        (super::NotAskedBecause::Pending, "ap-2")
+        (crate::approvals::NotAskedBecause::Pending, "ap-2")
     );
     let pending = s.desk.pending().unwrap();
     assert_eq!((pending.len(), pending[0].id.as_str()), (1, "ap-2"));
