@@ -495,7 +495,7 @@ fn reverting_a_revert_is_refused_and_points_at_kpo_apply() {
     assert_eq!(
         e.to_string(),
         format!(
-            "journal: journal #2 is a revert (of #1): reverting it would apply 8192 again \
+            "journal: #2 is a revert (of #1): reverting it would apply 8192 again \
              without the policy's say (a pause, a quarantine, its bounds); kpo apply \
              '{SOMAX}=8192' asks the policy for it"
         )
@@ -516,14 +516,17 @@ fn reverting_a_refusal_says_it_is_one() {
     assert_eq!(
         e.to_string(),
         format!(
-            "journal: journal #{id} is not a change: it is the refusal of {SOMAX} = 1073741824, \
+            "journal: #{id} is not a change: it is the refusal of {SOMAX} = 1073741824, \
              which wrote nothing; nothing to revert"
         )
     );
     let e = p.revert(id + 5, Source::Operator, "undo").unwrap_err();
     assert_eq!(
         e.to_string(),
-        format!("journal: journal has no change #{}", id + 5)
+        format!(
+            "journal: no change #{} in the journal or its archive (`kpo journal` lists the ids)",
+            id + 5
+        )
     );
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
 }

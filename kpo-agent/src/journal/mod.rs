@@ -110,14 +110,14 @@ pub enum JournalError {
          deleted journal held is lost: kpo revert --all no longer knows those originals)"
     )]
     Deleted { path: PathBuf },
-    #[error("journal has no change #{0}")]
+    #[error("no change #{0} in the journal or its archive (`kpo journal` lists the ids)")]
     NoSuchChange(u64),
-    #[error("journal #{id} is not a change: {what}; nothing to revert")]
+    #[error("#{id} is not a change: {what}; nothing to revert")]
     NotAChange { id: u64, what: String },
     /// `kpo revert ID` of a revert: it would write the reverted change's value again, past the
     /// policy (pause, quarantine, bounds), since a revert is decided by the deny-list alone.
     #[error(
-        "journal #{id} is a revert{}: reverting it would apply {value} again without the \
+        "#{id} is a revert{}: reverting it would apply {value} again without the \
          policy's say (a pause, a quarantine, its bounds); kpo apply '{name}={value}' asks the \
          policy for it",
         of.map(|of| format!(" (of #{of})")).unwrap_or_default()
