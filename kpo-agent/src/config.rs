@@ -341,6 +341,19 @@ pub(crate) fn duration_wanted(
     start: usize,
     (least, most): (Duration, Duration),
 ) -> Option<String> {
+    let range = if least.is_zero() {
+        format!("at most \"{}\"", one_unit(most))
+    } else if least == Duration::from_nanos(1) {
+        format!("longer than 0, at most \"{}\"", one_unit(most))
+    } else {
+        format!("from \"{}\" to \"{}\"", one_unit(least), one_unit(most))
+    };
+    // A string humantime cannot read (`tick = "5"`): its words, and the range the key takes.
+    if let Some(why) = reason.strip_prefix("not a duration: ") {
+        return Some(format!(
+            "not a duration ({why}): a string with its unit, {range}"
+        ));
+    }
     let given = match reason.strip_suffix(", expected a string") {
         Some(given) => given.to_string(),
         None if beyond_64_bits(reason) => {
@@ -372,13 +385,6 @@ pub(crate) fn duration_wanted(
             let some: Vec<&str> = some.iter().map(|(e, _)| e.as_str()).collect();
             format!(" such as {}", some.join(" or "))
         }
-    };
-    let range = if least.is_zero() {
-        format!("at most \"{}\"", one_unit(most))
-    } else if least == Duration::from_nanos(1) {
-        format!("longer than 0, at most \"{}\"", one_unit(most))
-    } else {
-        format!("from \"{}\" to \"{}\"", one_unit(least), one_unit(most))
     };
     Some(format!(
         "{given}, expected a duration: a string with its unit{such_as}, {range}"
@@ -1121,8 +1127,17 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            "config file bad.toml: line 1, column 8: not a duration: expected number at 0, in \
-             `tick`"
+            "config file bad.toml: line 1, column 8: not a duration (expected number at 0): a \
+             string with its unit, from \"10ms\" to \"30m\", in `tick`"
+        );
+        // A number in a string has no unit: told the key's range too, as a bare number is.
+        let err = Config::from_toml("tick = \"5\"", "bad.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config file bad.toml: line 1, column 8: not a duration (time unit needed, for \
+             example 5sec or 5ms): a string with its unit, from \"10ms\" to \"30m\", in `tick`"
         );
         // A value the TOML parser itself rejects is named by its key as well (qa-optimizer #7:
         // `1e400` overflows a float before serde sees it).

@@ -1067,8 +1067,8 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            "config file bad.toml: line 2, column 11: not a duration: expected number at 0, in \
-             `llm.timeout`"
+            "config file bad.toml: line 2, column 11: not a duration (expected number at 0): a \
+             string with its unit, longer than 0, at most \"10m\", in `llm.timeout`"
         );
     }
 
