@@ -71,6 +71,11 @@ impl ChangePath {
             }
             .into());
         }
+        if !only_ours {
+            if let Some(what) = self.took_no_effect(id) {
+                return Err(JournalError::TookNoEffect { id, what }.into());
+            }
+        }
         // Its namespace by the inode it was changed in when the path no longer names it.
         let address = reach(&intent.address, &intent.key);
         if self.journal.before_this_boot(&intent) {
@@ -117,6 +122,23 @@ impl ChangePath {
             ours,
             quarantine,
         )
+    }
+
+    /// Why change `id` left nothing of its own in the kernel, if it did not: the kernel refused
+    /// it, or it was put back at once. One whose put-back failed too left KPO's value (`left`),
+    /// which a revert takes out.
+    fn took_no_effect(&self, id: u64) -> Option<String> {
+        match self.journal.any_outcome(id)? {
+            Outcome::Failed {
+                error, left: None, ..
+            } => Some(format!(
+                "it failed ({error}), and the kernel kept its value"
+            )),
+            Outcome::Reverted { why, .. } => {
+                Some(format!("it was put back as soon as it was written ({why})"))
+            }
+            _ => None,
+        }
     }
 
     /// The value an advisor's change holds the parameter at (the change KPO's value in the

@@ -504,6 +504,73 @@ fn reverting_a_revert_is_refused_and_points_at_kpo_apply() {
     assert_eq!(p.journal.entries().len(), 2, "nothing recorded");
 }
 
+/// storyF (s45): `kpo revert 1` of a change the kernel refused (EINVAL) wrote that change's
+/// value before, over a person's value set since, and over a later change of KPO's; `kpo revert
+/// --all` said no change took effect. A change that left nothing in the kernel is not reverted;
+/// one whose read-back differed was put back at once, likewise; one whose put-back failed too
+/// left KPO's value, which a revert still takes out.
+#[test]
+fn reverting_a_change_that_took_no_effect_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    assert_eq!(
+        p.propose(&op(SOMAX, Value::Int(5000))).unwrap().status,
+        ChangeStatus::Applied
+    );
+    k.0.lock().unwrap().refuse.push(SOMAX.to_string());
+    let failed = p.propose(&op(SOMAX, Value::Int(6000))).unwrap();
+    assert_eq!(failed.status, ChangeStatus::Failed, "{}", failed.describe());
+    let failed = failed.journal_id.unwrap();
+    k.0.lock().unwrap().refuse.clear();
+    // A person's value since.
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(SOMAX.to_string(), Value::Int(7000));
+    let e = p.revert(failed, Source::Operator, "undo").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "journal: #{failed} took no effect: it failed ({SOMAX}: not available: EINVAL), and the \
+             kernel kept its value; nothing to revert"
+        )
+    );
+    assert_eq!(
+        value(&k, SOMAX),
+        Value::Int(7000),
+        "the person's value stays"
+    );
+    // Written, read back otherwise, and put back at once.
+    k.0.lock()
+        .unwrap()
+        .clamp
+        .insert(SOMAX.to_string(), Value::Int(7999));
+    let put_back = p.propose(&op(SOMAX, Value::Int(8000))).unwrap();
+    assert_eq!(
+        put_back.status,
+        ChangeStatus::Reverted,
+        "{}",
+        put_back.describe()
+    );
+    let put_back = put_back.journal_id.unwrap();
+    k.0.lock().unwrap().clamp.clear();
+    let records = p.journal.entries().len();
+    let e = p.revert(put_back, Source::Operator, "undo").unwrap_err();
+    assert!(
+        e.to_string().starts_with(&format!(
+            "journal: #{put_back} took no effect: it was put back as soon as it was written ("
+        )),
+        "{e}"
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(7000));
+    assert_eq!(p.journal.entries().len(), records, "nothing recorded");
+    // The first change did take effect: reverting it still writes its value before.
+    let r = p.revert(1, Source::Operator, "undo").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+}
+
 #[test]
 fn reverting_a_refusal_says_it_is_one() {
     let dir = tempfile::tempdir().unwrap();

@@ -730,16 +730,31 @@ fn append(dir: &Path, base: u64, newline: bool, batch: &[Record]) -> io::Result<
 
 /// Change `id`'s intent in the archive (read through), if it is there.
 pub fn intent(dir: &Path, id: u64) -> Option<Intent> {
+    find(dir, id, |r| match r {
+        Record::Intent(i) if i.id == id => Some(i),
+        _ => None,
+    })
+}
+
+/// Change `id`'s outcome from the archive (read through; `None` when it is not there).
+pub fn outcome(dir: &Path, id: u64) -> Option<Outcome> {
+    find(dir, id, |r| match r {
+        Record::Outcome {
+            id: of, outcome, ..
+        } if of == id => Some(outcome),
+        _ => None,
+    })
+}
+
+/// The first of the archive's records naming `id` that `pick` takes.
+fn find<T>(dir: &Path, id: u64, pick: impl Fn(Record) -> Option<T>) -> Option<T> {
     let file = File::open(dir.join(ARCHIVE_FILE)).ok()?;
     let needle = format!("\"id\":{id},");
     BufReader::new(file)
         .split(b'\n')
         .map_while(Result::ok)
         .filter(|l| l.windows(needle.len()).any(|w| w == needle.as_bytes()))
-        .find_map(|l| match store::decode::<Record>(&l) {
-            Ok(Record::Intent(i)) if i.id == id => Some(i),
-            _ => None,
-        })
+        .find_map(|l| store::decode::<Record>(&l).ok().and_then(&pick))
 }
 
 /// Every entry from a position on ([`Journal::listing`]), with its position: the archive's

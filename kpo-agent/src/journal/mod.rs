@@ -114,6 +114,11 @@ pub enum JournalError {
     NoSuchChange(u64),
     #[error("#{id} is not a change: {what}; nothing to revert")]
     NotAChange { id: u64, what: String },
+    /// `kpo revert ID` of a change the kernel refused, or that was put back at once: the
+    /// kernel kept the value it had, so writing that value "back" would overwrite whatever is
+    /// there now (a person's value, a later change's).
+    #[error("#{id} took no effect: {what}; nothing to revert")]
+    TookNoEffect { id: u64, what: String },
     /// `kpo revert ID` of a revert: it would write the reverted change's value again, past the
     /// policy (pause, quarantine, bounds), since a revert is decided by the deny-list alone.
     #[error(
@@ -1439,6 +1444,14 @@ impl Journal {
     /// there): history, for `kpo revert ID` of a change no longer in the live journal.
     pub fn archived_intent(&self, id: u64) -> Option<Intent> {
         archive::intent(&self.dir, id)
+    }
+
+    /// Change `id`'s outcome, from the live journal or else from `journal.archive.log` (read
+    /// through): `None` while it has none.
+    pub fn any_outcome(&self, id: u64) -> Option<Outcome> {
+        self.outcome(id)
+            .cloned()
+            .or_else(|| archive::outcome(&self.dir, id))
     }
 }
 
