@@ -612,7 +612,8 @@ fn refuse_if_other_netns(state_dir: &Path) -> Result<(), ControlError> {
         return Ok(());
     }
     Err(ControlError::OtherNetns(format!(
-        "the agent last ran in network namespace {}, and this command runs in {}: the journal's \
+        "the agent last ran (or, before any agent, a command first acted) in network namespace \
+         {}, and this command runs in {}: the journal's \
          parameters without a namespace are the agent's namespace's, and read or changed here they \
          would be this one's; {how}",
         describe_netns(recorded),
@@ -752,7 +753,16 @@ pub fn open_offline_kernel(
 ) -> Result<(ChangePath, Vec<ChangeReport>), ControlError> {
     refuse_if_other_netns(state_dir)?;
     let policy = offline_policy(policy, state_dir);
-    open_offline(policy.as_deref(), state_dir, kernel_actuators(state_dir))
+    let opened = open_offline(policy.as_deref(), state_dir, kernel_actuators(state_dir))?;
+    // A state directory no agent has run on yet, started by this command (`kpo apply`, `kpo
+    // pause`): its journal's parameters without a namespace are this namespace's, so it is
+    // recorded as the agent's would be. Without it, `kpo revert --all` run later from another
+    // namespace (the host's shell after `nsenter --net=POD kpo apply`) wrote the original there
+    // (s45 storyF). A journal with records and no file is an earlier version's, acted on as before.
+    if opened.0.journal.records().is_empty() && !state_dir.join(AGENT_NETNS_FILE).exists() {
+        record_agent_netns(state_dir)?;
+    }
+    Ok(opened)
 }
 
 /// [`open_offline_to_read`] as [`open_offline_kernel`] opens.
@@ -810,9 +820,12 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         crate::journal::store::make_private(state.path());
         let file = state.path().join(AGENT_NETNS_FILE);
-        open_offline_kernel(None, state.path()).expect("no record: as before");
-
+        // A command that starts the state directory records its namespace, as an agent would.
+        let (path, _) = open_offline_kernel(None, state.path()).expect("no record yet");
+        drop(path);
+        let by_the_command = std::fs::read_to_string(&file).expect("recorded by the command");
         record_agent_netns(state.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), by_the_command);
         let (inode, cookie) = this_netns().unwrap();
         let inode_here = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
         assert_eq!(inode, inode_here);
@@ -834,8 +847,8 @@ mod tests {
         let other_inode = refused(&format!("{} -\n", inode_here + 1));
         assert!(
             other_inode.starts_with(&format!(
-                "refused: the agent last ran in network namespace net:[{}], and this command \
-                 runs in net:[{inode_here}]",
+                "refused: the agent last ran (or, before any agent, a command first acted) in \
+                 network namespace net:[{}], and this command runs in net:[{inode_here}]",
                 inode_here + 1
             )),
             "{other_inode}"
