@@ -102,7 +102,48 @@ fn roots_as_kpo_run_checks_them(file: &str, config: &Config) -> anyhow::Result<(
     if let Err(why) = crate::collect::check_sysfs_root(root) {
         anyhow::bail!("{file}: `sysfs_root` = {root:?}: {why}");
     }
+    if let Some(why) = events_cannot_open(&config.events) {
+        anyhow::bail!("{file}: `events` = {:?}: {why}", config.events);
+    }
     Ok(())
+}
+
+/// Why `kpo run` cannot open `path` for its event stream, as far as stat tells without opening
+/// it (an open would create the file, or wait for a FIFO's reader): a directory, or a directory
+/// for it that is missing or no directory (`kpo run` creates the file, not its directory). Not in
+/// `Config::validate`: `kpo run` says it at the open, and a file checked here may be for a
+/// machine where the directory exists; `kpo check` says it as the file's mistake (s45 storyF).
+fn events_cannot_open(path: &std::path::Path) -> Option<String> {
+    if path.as_os_str() == "-" {
+        return None;
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Some(
+                "it is a directory: kpo run could not open it; give a file in it, or - for \
+                 standard output"
+                    .into(),
+            )
+        }
+        Ok(_) => return None,
+        Err(_) => {}
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => None,
+        Ok(_) => Some(format!(
+            "{} is not a directory: kpo run could not create the file there",
+            dir.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+            "its directory {} does not exist: kpo run creates the file, not its directory",
+            dir.display()
+        )),
+        Err(_) => None,
+    }
 }
 
 /// What in the policy names nothing on this machine now ([`missing_sysctls`], then
@@ -850,6 +891,39 @@ proc_root = \"/proc\"
 "
         ));
         assert!(out.is_ok(), "{out:?}");
+        // An event stream kpo run cannot open (s45 storyF: `valid`, then kpo run refused it).
+        let (c, out) = checked(format!("events = {empty:?}\n"));
+        assert_eq!(
+            out.unwrap_err(),
+            format!(
+                "{c}: `events` = {empty:?}: it is a directory: kpo run could not open it; give a \
+                 file in it, or - for standard output"
+            )
+        );
+        let lost = dir.path().join("nowhere/events.ndjson");
+        let (c, out) = checked(format!("events = {lost:?}\n"));
+        assert_eq!(
+            out.unwrap_err(),
+            format!(
+                "{c}: `events` = {lost:?}: its directory {} does not exist: kpo run creates the \
+                 file, not its directory",
+                dir.path().join("nowhere").display()
+            )
+        );
+        let under_a_file = file.join("events.ndjson");
+        let (c, out) = checked(format!("events = {under_a_file:?}\n"));
+        assert_eq!(
+            out.unwrap_err(),
+            format!(
+                "{c}: `events` = {under_a_file:?}: {} is not a directory: kpo run could not \
+                 create the file there",
+                file.display()
+            )
+        );
+        for fine in [empty.join("events.ndjson"), file.clone()] {
+            let (_, out) = checked(format!("events = {fine:?}\n"));
+            assert!(out.is_ok(), "{fine:?}: {out:?}");
+        }
     }
 
     /// Defect: `namespaces = ["/run/netns/wbe"]` (a typo) was `valid`, and every change the
