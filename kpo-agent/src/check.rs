@@ -430,25 +430,48 @@ fn missing_sysctls(policy: &Policy, proc_sys: &std::path::Path) -> Vec<String> {
             if std::fs::symlink_metadata(&path).is_ok() {
                 return None;
             }
-            // Not a typo: a host-wide net key, missing because this is not the first namespace.
-            if let Some(why) = crate::actuate::sysctl::outside_the_first_netns(&r.name, proc_sys) {
+            let near = nearest_sysctl(&r.name, proc_sys);
+            // A host-wide net key, missing because this is not the first namespace, unless a
+            // key here is a letter or two from it (`net.core.somaxcon`: s45 storyF was told to
+            // run the agent with host networking).
+            if let (None, Some(why)) = (
+                &near,
+                crate::actuate::sysctl::outside_the_first_netns(&r.name, proc_sys),
+            ) {
                 return Some(format!(
-                    "{file}:{}: params.\"{}\": {} is missing {why}",
+                    "{file}:{}: params.\"{}\": {} is missing {why} (or the name is mistyped: \
+                     the host-wide keys cannot be seen from here)",
                     r.line,
                     r.name,
                     path.display()
                 ));
             }
             Some(format!(
-                "{file}:{}: params.\"{}\": this machine has no such sysctl ({}): a typo? The \
+                "{file}:{}: params.\"{}\": this machine has no such sysctl ({}): a typo{}? The \
                  entry covers nothing here, and the parameter meant takes [defaults] (a key of a \
                  device or a module appears once the device exists or the module is loaded)",
                 r.line,
                 r.name,
-                path.display()
+                path.display(),
+                near.map_or(String::new(), |n| format!(" of {n}"))
             ))
         })
         .collect()
+}
+
+/// The key beside `name` under `proc_sys` (in the same directory) that is at most two letters
+/// from it, the nearest, if one is: what a typo most likely meant.
+pub(crate) fn nearest_sysctl(name: &str, proc_sys: &std::path::Path) -> Option<String> {
+    let (table, leaf) = name.rsplit_once('.')?;
+    let dir = proc_sys.join(sysctl_rel_path(table));
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .map(|other| (strsim::levenshtein(leaf, &other), other))
+        .filter(|(distance, _)| (1..=2).contains(distance))
+        .min()
+        .map(|(_, other)| format!("{table}.{other}"))
 }
 
 fn origin(policy: &Policy) -> String {
@@ -1040,7 +1063,8 @@ proc_root = \"/proc\"
             missing_sysctls(&p, sys),
             vec![format!(
                 "p.toml:3: params.\"net.core.somaxcon\": this machine has no such sysctl \
-                 ({}/net/core/somaxcon): a typo? The entry covers nothing here, and the \
+                 ({}/net/core/somaxcon): a typo of net.core.somaxconn? The entry covers nothing \
+                 here, and the \
                  parameter meant takes [defaults] (a key of a device or a module appears once \
                  the device exists or the module is loaded)",
                 sys.display()
@@ -1122,7 +1146,29 @@ proc_root = \"/proc\"
             )),
             "{w:?}"
         );
-        assert!(!w[0].contains("typo"), "{w:?}");
+        assert!(
+            w[0].ends_with(
+                "(or the name is mistyped: the host-wide keys cannot be seen from here)"
+            ),
+            "{w:?}"
+        );
+        // A letter short of a key that is there: a typo, not a host-wide key (s45 storyF was
+        // told to run the agent with host networking).
+        let p = Policy::parse(
+            "[params.\"net.core.somaxcon\"]\nmode = \"auto\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        let w = missing_sysctls(&p, sys);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains(&format!(
+                "this machine has no such sysctl ({}/net/core/somaxcon): a typo of \
+                 net.core.somaxconn?",
+                sys.display()
+            )),
+            "{w:?}"
+        );
     }
 
     /// Gap: an optimizer knob's own `guard_signals = ["runq_p99"]` passed `kpo check` without a

@@ -300,7 +300,10 @@ fn done(e: &Explained) -> String {
 /// the same as a parameter nothing advised on), or nothing. Read at the host's `/proc/sys`: a
 /// network namespace's keys are the host's too.
 fn no_such_sysctl(param: &str, proc_sys: &std::path::Path) -> String {
-    use crate::actuate::param::{sysctl_rel_path, ParamAddress, ParamKind};
+    use crate::actuate::{
+        param::{sysctl_rel_path, ParamAddress, ParamKind},
+        sysctl::outside_the_first_netns,
+    };
     let Ok(address) = param.parse::<ParamAddress>() else {
         return String::new();
     };
@@ -308,17 +311,19 @@ fn no_such_sysctl(param: &str, proc_sys: &std::path::Path) -> String {
         return String::new();
     }
     let path = proc_sys.join(sysctl_rel_path(&address.name));
-    match path.try_exists() {
-        // Not a typo: a host-wide net key, missing because this is not the first namespace.
-        Ok(false) => match crate::actuate::sysctl::outside_the_first_netns(&address.name, proc_sys)
-        {
-            Some(why) => format!(" ({} is missing {why})", path.display()),
-            None => format!(
-                " (and this machine has no such sysctl: no {}; is the name right?)",
-                path.display()
-            ),
-        },
-        _ => String::new(),
+    if !matches!(path.try_exists(), Ok(false)) {
+        return String::new();
+    }
+    // A host-wide net key, missing because this is not the first namespace, unless a key here
+    // is a letter or two from it (`kpo check` says it alike).
+    let near = crate::check::nearest_sysctl(&address.name, proc_sys);
+    match (near, outside_the_first_netns(&address.name, proc_sys)) {
+        (None, Some(why)) => format!(" ({} is missing {why})", path.display()),
+        (near, _) => format!(
+            " (and this machine has no such sysctl: no {}; is the name right?{})",
+            path.display(),
+            near.map_or(String::new(), |n| format!(" {n} is"))
+        ),
     }
 }
 
@@ -389,6 +394,14 @@ mod tests {
             hint("net.core.somaxcon"),
             format!(
                 " (and this machine has no such sysctl: no {}/net/core/somaxcon; is the name \
+                 right? net.core.somaxconn is)",
+                dir.path().display()
+            )
+        );
+        assert_eq!(
+            hint("net.core.kpo_none"),
+            format!(
+                " (and this machine has no such sysctl: no {}/net/core/kpo_none; is the name \
                  right?)",
                 dir.path().display()
             )
@@ -409,6 +422,12 @@ mod tests {
                  agent must run there (a pod with host networking) to change them)",
                 p = dir.path().display()
             )
+        );
+        // There too, a letter short of a key that is there is a typo (s45 storyF).
+        assert!(
+            hint("net.core.somaxcon").ends_with("is the name right? net.core.somaxconn is)"),
+            "{}",
+            hint("net.core.somaxcon")
         );
     }
 
