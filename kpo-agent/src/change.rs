@@ -437,7 +437,7 @@ impl ChangePath {
                 Decision::Refused(r) => r,
                 _ => Refusal::Invalid { why },
             };
-            return self.refuse(p, None, r, report);
+            return self.refuse_undecided(p, None, r, report);
         }
         // The agent's own namespace is the host's: addressed by its inode or a path to it, the
         // parameter is the host's one kernel value, reported, watched and journaled as such (a
@@ -460,7 +460,7 @@ impl ChangePath {
         let mut report = ChangeReport::new(&p.address, &p.value, ChangeStatus::Refused);
         // The deny-list first, before the kernel is even read.
         if let Decision::Refused(r) = self.policy.decide_revert(&p.address) {
-            return self.refuse(p, None, r, report);
+            return self.refuse_undecided(p, None, r, report);
         }
         let mut actuator = match self.actuators.open(&p.address) {
             Ok(a) => a,
@@ -501,7 +501,7 @@ impl ChangePath {
                 ),
             };
             if let Some(why) = why {
-                return self.refuse(p, None, Refusal::Invalid { why }, report);
+                return self.refuse_undecided(p, None, Refusal::Invalid { why }, report);
             }
         }
         self.namespace_replaced(&p.address, cookie)?;
@@ -546,14 +546,14 @@ impl ChangePath {
                         "the kernel now has {before}, and the advice was made against {was}"
                     ),
                 };
-                return self.refuse(p, Some(&before), r, report);
+                return self.refuse_undecided(p, Some(&before), r, report);
             }
         }
         if !shape_fits(&p.address, &before, &p.value) {
             let r = Refusal::Invalid {
                 why: shape_mismatch(&p.address, &before, &p.value),
             };
-            return self.refuse(p, Some(&before), r, report);
+            return self.refuse_undecided(p, Some(&before), r, report);
         }
         // The other form of a two-form limit (host-wide `vm.*`), read only when it matters.
         let pair_value = match exclusive_pair(&p.address) {
@@ -565,11 +565,11 @@ impl ChangePath {
             _ => None,
         };
         if let Some(why) = switches_form(&p.address, &before, &p.value, pair_value.as_ref()) {
-            return self.refuse(p, Some(&before), Refusal::Invalid { why }, report);
+            return self.refuse_undecided(p, Some(&before), Refusal::Invalid { why }, report);
         }
         if let Err(e) = actuator.validate(&p.value) {
             let r = Refusal::Invalid { why: e.to_string() };
-            return self.refuse(p, Some(&before), r, report);
+            return self.refuse_undecided(p, Some(&before), r, report);
         }
         let mut ctx = self
             .journal
@@ -787,6 +787,31 @@ impl ChangePath {
         report.before = before.cloned();
         report.refusal = Some(r);
         Ok(report)
+    }
+
+    /// [`ChangePath::refuse`] of a proposal refused before the policy decided (the deny-list, a
+    /// value the parameter cannot take, a namespace gone): its `proposed` event first, decision
+    /// `refused`, as the policy's own refusals have, so that a reader of the stream sees every
+    /// refusal's proposal (s45 storyF: an `invalid` one had no `proposed`).
+    fn refuse_undecided(
+        &mut self,
+        p: &Proposal,
+        before: Option<&Value>,
+        r: Refusal,
+        report: ChangeReport,
+    ) -> Result<ChangeReport, ChangeError> {
+        let mut ev = self.event(
+            ChangePhase::Proposed,
+            &p.address,
+            before,
+            &p.value,
+            p.source,
+            &p.reason,
+            None,
+        );
+        ev.decision = Some("refused".into());
+        self.send(ev);
+        self.refuse(p, before, r, report)
     }
 
     fn fail_early(

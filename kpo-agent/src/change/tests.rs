@@ -398,10 +398,18 @@ fn an_apply_of_core_pattern_is_refused_without_touching_the_kernel() {
     assert_eq!(e.status, "refused");
     assert!(e.detail.as_deref().unwrap().contains("deny-listed"));
     let ev = events.lock().unwrap();
-    let ChangePathEvent::Change(c) = &ev[0] else {
-        panic!()
-    };
-    assert_eq!(c.refusal.as_deref(), Some("deny_listed"));
+    let changes: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            ChangePathEvent::Change(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    // Its proposal first, as a refusal the policy decides has (s45 storyF).
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert_eq!(changes[0].phase, ChangePhase::Proposed);
+    assert_eq!(changes[0].decision.as_deref(), Some("refused"));
+    assert_eq!(changes[1].refusal.as_deref(), Some("deny_listed"));
 }
 
 #[test]
@@ -1874,8 +1882,13 @@ fn advice_read_in_a_namespace_whose_inode_now_names_another_is_refused() {
     assert_eq!(value(&k, SOMAX), Value::Int(4096), "nothing written");
     assert_eq!(
         phases(&events),
-        [ChangePhase::Refused, ChangePhase::Refused],
-        "recorded as refusals are"
+        [
+            ChangePhase::Proposed,
+            ChangePhase::Refused,
+            ChangePhase::Proposed,
+            ChangePhase::Refused
+        ],
+        "recorded as refusals are, each after its proposal"
     );
     // Not known to be the same one (no cookie readable now): refused too.
     k.0.lock().unwrap().netns_cookie = None;
