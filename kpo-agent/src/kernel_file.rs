@@ -169,23 +169,45 @@ fn read_bounded(
 }
 
 fn utf8(bytes: Vec<u8>, path: &Path) -> Result<String, KernelFileError> {
-    String::from_utf8(bytes).map_err(|e| {
-        io_error(
-            path,
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                NotUtf8(e.utf8_error().valid_up_to()),
-            ),
-        )
-    })
+    String::from_utf8(bytes).map_err(|e| io_error(path, not_utf8(&e)))
+}
+
+/// Text that is not UTF-8, where its first invalid byte is: the line and column an editor shows
+/// (an operator's file names no key there), and the byte's offset.
+pub fn not_utf8(e: &std::string::FromUtf8Error) -> io::Error {
+    let valid = e.utf8_error().valid_up_to();
+    let before = &e.as_bytes()[..valid];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    // The bytes before it on its line are valid UTF-8 (they precede the first invalid byte).
+    let column = std::str::from_utf8(&before[start..]).map_or(0, |t| t.chars().count()) + 1;
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        NotUtf8 {
+            line,
+            column,
+            offset: valid,
+        },
+    )
 }
 
 #[derive(Debug)]
-struct NotUtf8(usize);
+struct NotUtf8 {
+    line: usize,
+    column: usize,
+    offset: usize,
+}
 
 impl Display for NotUtf8 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "not UTF-8 text (invalid byte at offset {})", self.0)
+        write!(
+            f,
+            "not UTF-8 text (an invalid byte at line {}, column {}: byte offset {})",
+            self.line, self.column, self.offset
+        )
     }
 }
 
@@ -325,8 +347,21 @@ mod tests {
         assert_eq!(
             e.to_string(),
             format!(
-                "cannot read {}: not UTF-8 text (invalid byte at offset 2)",
+                "cannot read {}: not UTF-8 text (an invalid byte at line 1, column 3: byte \
+                 offset 2)",
                 path.display()
+            )
+        );
+        // Where an editor shows it: lines counted, a column in characters (é is two bytes).
+        let second = dir.path().join("g");
+        let text = "a = 1\nb = \"é".bytes().chain(*b"\xc3(\"\n");
+        std::fs::write(&second, text.collect::<Vec<_>>()).unwrap();
+        assert_eq!(
+            read_text(&second, 100).unwrap_err().to_string(),
+            format!(
+                "cannot read {}: not UTF-8 text (an invalid byte at line 2, column 7: byte \
+                 offset 13)",
+                second.display()
             )
         );
         assert_eq!(read_bytes(&path, 100).unwrap(), b"ab\xffc");

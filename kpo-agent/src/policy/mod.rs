@@ -705,8 +705,7 @@ fn read_policy_text(path: &Path) -> std::io::Result<String> {
             "larger than {MAX_POLICY_BYTES} bytes; a policy is a few KB"
         )));
     }
-    String::from_utf8(bytes)
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+    String::from_utf8(bytes).map_err(|e| crate::kernel_file::not_utf8(&e))
 }
 
 impl Policy {

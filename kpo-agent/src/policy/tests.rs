@@ -2406,3 +2406,17 @@ fn an_entrys_dotted_keys_are_told_how_to_write_them() {
         Policy::parse(text, "p.toml").unwrap();
     }
 }
+
+/// s45 storyF: a policy with a byte that is not UTF-8 was refused as "not UTF-8 text", naming no
+/// line (every other mistake names its line): where the byte is, as an editor shows it.
+#[test]
+fn a_policy_that_is_not_utf8_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.toml");
+    std::fs::write(&file, b"[defaults]\nmode = \"rec\xffommend\"\n").unwrap();
+    let e = Policy::load(Some(&file)).unwrap_err().to_string();
+    assert!(
+        e.ends_with("not UTF-8 text (an invalid byte at line 2, column 12: byte offset 22)"),
+        "{e}"
+    );
+}
