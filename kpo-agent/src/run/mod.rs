@@ -597,6 +597,16 @@ fn sensor_options(config: &Config) -> SensorOptions {
     opts
 }
 
+/// Whether `kind` is attached only during part of each window at `duty_fraction` (the `sensors`
+/// event's `duty_cycled`): a duty-cycled kind below 1, where a fraction of 1 keeps it attached,
+/// and 0 keeps it off, but the accept queue's hook, which then attaches under pressure only. It
+/// said the kind's nature, `true` at a fraction of 1 (s45 storyE).
+fn attached_part_of_each_window(kind: SensorKind, duty_fraction: f64) -> bool {
+    kind.duty_cycled()
+        && duty_fraction < 1.0
+        && (duty_fraction > 0.0 || kind == SensorKind::AcceptQueue)
+}
+
 /// The sensors a duty fraction of 0 leaves off.
 fn never_sampled() -> impl Iterator<Item = SensorKind> {
     SensorKind::ALL
@@ -608,6 +618,9 @@ fn never_sampled() -> impl Iterator<Item = SensorKind> {
 /// fraction of 0 switched off (rather than the operator's list).
 fn sensor_report(sensors: &Sensors, config: &Config) -> Vec<SensorStatus> {
     let mut status = sensors.status().to_vec();
+    for s in &mut status {
+        s.duty_cycled = attached_part_of_each_window(s.sensor, config.duty_fraction);
+    }
     if config.duty_fraction <= 0.0 {
         let listed = config.disabled();
         for s in &mut status {
@@ -680,6 +693,31 @@ impl Signals {
 mod tests {
     use super::*;
     use crate::collect::pressure_watch::tests::sample;
+
+    /// s45 storyE: at `--duty-fraction 1` the `sensors` event said `duty_cycled: true` of
+    /// sensors attached the whole window (`sampled_fraction` 1), and of sensors a fraction of 0
+    /// keeps off.
+    #[test]
+    fn duty_cycled_says_whether_a_sensor_is_attached_only_part_of_each_window() {
+        let at = |fraction: f64| -> Vec<&str> {
+            SensorKind::ALL
+                .into_iter()
+                .filter(|&k| attached_part_of_each_window(k, fraction))
+                .map(|k| k.name())
+                .collect()
+        };
+        let cycled = [
+            "accept_queue",
+            "softirq",
+            "napi",
+            "sched",
+            "request_latency",
+        ];
+        assert_eq!(at(0.05), cycled);
+        assert_eq!(at(0.99), cycled);
+        assert!(at(1.0).is_empty(), "{:?}", at(1.0));
+        assert_eq!(at(0.0), ["accept_queue"], "under pressure only");
+    }
 
     /// Defect: a panic in a stage unwound out of the loop, past `on_exit`, leaving trials and
     /// `on_exit = "revert"` values in the kernel; it is now the loop's error.

@@ -187,11 +187,8 @@ impl Sensors {
         }
         for s in &sensors.status {
             match &s.reason {
-                None => info!(
-                    sensor = s.sensor.name(),
-                    duty_cycled = s.duty_cycled,
-                    "sensor on"
-                ),
+                // Whether it is duty-cycled depends on the fraction: the `sensors` event says.
+                None => info!(sensor = s.sensor.name(), "sensor on"),
                 Some(r) => warn!(sensor = s.sensor.name(), reason = %r, "sensor off"),
             }
         }
