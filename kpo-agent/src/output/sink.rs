@@ -235,8 +235,8 @@ pub fn device_refused(path: &Path) -> Option<String> {
     );
     (!takes_lines).then(|| {
         format!(
-            "{} is a character device ({major}:{minor}) that is neither a terminal nor /dev/null: \
-             events go to a file, a FIFO, a terminal or /dev/null",
+            "{} is a character device ({major}:{minor}) that is neither a terminal nor /dev/null, \
+             /dev/zero or /dev/full: events go to a file, a FIFO, a terminal or one of those",
             path.display()
         )
     })
@@ -1403,8 +1403,8 @@ mod tests {
         assert_eq!(
             device_refused(&kmsg).unwrap(),
             format!(
-                "{} is a character device (1:11) that is neither a terminal nor /dev/null: \
-                 events go to a file, a FIFO, a terminal or /dev/null",
+                "{} is a character device (1:11) that is neither a terminal nor /dev/null, \
+                 /dev/zero or /dev/full: events go to a file, a FIFO, a terminal or one of those",
                 kmsg.display()
             )
         );
