@@ -325,7 +325,7 @@ pub fn stalled_reader_keeps_ticking_and_honours_sigterm() {
         "stall",
         &STALL_ARGS,
         Stdio::from(write_end),
-        &[(QUEUE_ENV, "16384")],
+        &[(QUEUE_ENV, "65536")],
     );
     wait_for_drops(&mut agent);
     // While stalled, probes come and go as the duty cycle says: 1 tick in 10 attached.
@@ -366,7 +366,7 @@ pub fn stalled_reader_keeps_ticking_and_honours_sigterm() {
         "stall-resume",
         &STALL_ARGS,
         Stdio::from(write_end),
-        &[(QUEUE_ENV, "16384")],
+        &[(QUEUE_ENV, "65536")],
     );
     wait_for_drops(&mut agent);
     let out = Arc::new(Mutex::new(Vec::new()));

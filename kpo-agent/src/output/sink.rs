@@ -33,9 +33,11 @@ use super::events::{encode, finish_line, hostname, Event};
 /// Bytes of encoded events that may wait for the writer (overridden by `KPO_EVENT_QUEUE_BYTES`).
 pub const DEFAULT_QUEUE_BYTES: usize = 8 << 20;
 pub const QUEUE_BYTES_ENV: &str = "KPO_EVENT_QUEUE_BYTES";
-/// The bounds `KPO_EVENT_QUEUE_BYTES` may set: a few events at least, and no more memory than an
-/// agent should hold for a reader that is not there.
-pub const MIN_QUEUE_BYTES: usize = 4096;
+/// The bounds `KPO_EVENT_QUEUE_BYTES` may set: a few window events at least (one takes several
+/// KB and grows with the listeners, namespaces and devices it reports: at 4096, the least this
+/// was, a window queued behind any other event was dropped while its reader kept up; s45 storyE),
+/// and no more memory than an agent should hold for a reader that is not there.
+pub const MIN_QUEUE_BYTES: usize = 65536;
 pub const MAX_QUEUE_BYTES: usize = 1 << 30;
 
 #[derive(Debug, thiserror::Error)]
@@ -1101,8 +1103,7 @@ mod tests {
         use std::ffi::OsStr;
         assert_eq!(parse_queue_bytes(None).unwrap(), DEFAULT_QUEUE_BYTES);
         for (text, bytes) in [
-            ("4096", 4096),
-            ("16384", 16384),
+            ("65536", 65536),
             ("8388608", 8 << 20),
             ("1073741824", 1 << 30),
         ] {
@@ -1111,7 +1112,8 @@ mod tests {
         for text in [
             "",
             "0",
-            "4095",
+            "4096",
+            "65535",
             "1073741825",
             "8M",
             "8MiB",
@@ -1126,7 +1128,7 @@ mod tests {
                 e.to_string(),
                 format!(
                     "KPO_EVENT_QUEUE_BYTES is {text:?}; it must be a whole number of bytes, \
-                     digits only, from 4096 to 1073741824 (1 GiB); unset, it is 8388608 (8 MiB)"
+                     digits only, from 65536 to 1073741824 (1 GiB); unset, it is 8388608 (8 MiB)"
                 )
             );
         }
