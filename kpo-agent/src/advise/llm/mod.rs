@@ -74,7 +74,7 @@ impl Schedule {
         let (since, waited) = match self.last {
             Some((last, at)) => (
                 index.saturating_sub(last),
-                now.saturating_duration_since(at) >= self.min_interval,
+                now.saturating_duration_since(at) + self.slack() >= self.min_interval,
             ),
             None => (self.seen, true),
         };
@@ -83,6 +83,17 @@ impl Schedule {
             self.last = Some((index, now));
         }
         due
+    }
+
+    /// How far short of `min_interval` still counts as it: windows are processed a few
+    /// milliseconds off their schedule, so with `min_interval` a whole number of windows the
+    /// interval measured between two of them falls short by that much about half the time, and
+    /// the consultation waited a window more (s45 storyD: every 2 windows with `every_windows 1`
+    /// and `min_interval` one window, the defaults' 1m at 60 s windows among them). A tenth of the
+    /// floor, at most a second: the floor still keeps a paid API from being asked every few
+    /// seconds.
+    fn slack(&self) -> Duration {
+        (self.min_interval / 10).min(Duration::from_secs(1))
     }
 }
 
@@ -797,5 +808,27 @@ mod tests {
             .filter(|&i| s.due(i, false, t0 + Duration::from_secs(60 * i)))
             .collect();
         assert_eq!(due, [2, 5, 8]);
+        // A floor of one window, the windows processed a few milliseconds off their schedule
+        // (s45 storyD): every window, not every other one.
+        let mut s = Schedule::new(1, 1, Duration::from_secs(5));
+        let jitter = [30, 12, 41, 5, 28, 9];
+        let due: Vec<u64> = (0..6)
+            .filter(|&i| {
+                let at =
+                    t0 + Duration::from_secs(5 * i) + Duration::from_millis(jitter[i as usize]);
+                s.due(i, false, at)
+            })
+            .collect();
+        assert_eq!(due, [0, 1, 2, 3, 4, 5]);
+        // Within a tenth of the floor only, at most a second: 4 s after one at a 5 s floor waits.
+        let mut s = Schedule::new(1, 1, Duration::from_secs(5));
+        let due: Vec<u64> = (0..4)
+            .filter(|&i| s.due(i, false, t0 + Duration::from_secs(4 * i)))
+            .collect();
+        assert_eq!(due, [0, 2]);
+        let mut s = Schedule::new(1, 1, Duration::from_secs(60));
+        assert!(s.due(0, false, t0));
+        assert!(!s.due(1, false, t0 + Duration::from_millis(58_900)));
+        assert!(s.due(2, false, t0 + Duration::from_millis(59_000)));
     }
 }
