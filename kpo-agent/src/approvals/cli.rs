@@ -287,9 +287,15 @@ fn done(e: &Explained) -> String {
             .as_ref()
             .filter(|_| h.done == Done::Rejected)
             .and_then(|a| d.strip_prefix(&format!("{} {}", a.id, a.state.describe())));
+        // A pending approval another advisor's advice is kept under (the merging order) is for
+        // another value: said, or approving it would read as applying this one (s45 storyD).
+        let anothers = e.approval.as_ref().is_some_and(|a| {
+            Some(&a.value) != h.recommendation.recommended_value.as_ref()
+                || a.source != h.recommendation.source
+        });
         match restated {
             Some(rest) => s.push_str(rest),
-            None if h.done != Done::Pending => s.push_str(&format!(": {d}")),
+            None if h.done != Done::Pending || anothers => s.push_str(&format!(": {d}")),
             None => {}
         }
     }
@@ -496,6 +502,28 @@ mod tests {
             super::done(&entry(Done::Pending, "")),
             "approval ap-9: rejected by operator (uid 0, pid 7): not now"
         );
+        // Kept under another advisor's pending approval for another value: which, and why.
+        let mut kept = entry(
+            Done::Pending,
+            "ap-9 is pending for 150, advised by llm, which the merging order keeps over 32",
+        );
+        let mut theirs = item("ap-9", 150);
+        theirs.source = Source::Llm;
+        kept.approval = Some(theirs);
+        assert_eq!(
+            super::done(&kept),
+            "pending approval ap-9: ap-9 is pending for 150, advised by llm, which the merging \
+             order keeps over 32"
+        );
+        // Its own pending approval says nothing more.
+        let mut own = entry(
+            Done::Pending,
+            "mode recommend: waits for an operator's approval",
+        );
+        let mut mine = item("ap-9", 32);
+        mine.source = Source::Rules;
+        own.approval = Some(mine);
+        assert_eq!(super::done(&own), "pending approval ap-9");
     }
 
     /// Seen by hand (s37 docs): `kpo explain` showed the rules' word that the policy leaves them
