@@ -32,8 +32,8 @@ pub struct RunArgs {
     /// The /proc to read (default /proc; a pod sees the host's /proc where it is mounted).
     #[arg(long, value_name = "PATH")]
     pub proc_root: Option<PathBuf>,
-    /// Treat every parameter as mode recommend whatever the policy says: nothing is applied
-    /// automatically; what the policy would apply waits for `kpo approve` (observe stays observe).
+    /// Treat every parameter in mode auto as mode recommend: nothing is applied automatically;
+    /// what the policy would apply waits for `kpo approve` (observe stays observe).
     #[arg(long)]
     pub recommend_only: bool,
     /// Where the actuators find cpufreq and the NICs (default /sys; a copy of sysfs in tests).

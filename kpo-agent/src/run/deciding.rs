@@ -199,8 +199,9 @@ impl Deciding {
         if recommend_only {
             policy.force_recommend();
             warn!(
-                "--recommend-only: every parameter is treated as mode recommend whatever the policy \
-                 says; nothing is applied without an operator's approval (kpo pending)"
+                "--recommend-only: every parameter in mode auto is treated as mode recommend \
+                 (observe stays observe); nothing is applied without an operator's approval (kpo \
+                 pending)"
             );
         }
         let dir = state.state_dir();
