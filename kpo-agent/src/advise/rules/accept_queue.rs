@@ -611,13 +611,9 @@ impl AcceptQueueRule {
             .max()
             .unwrap_or(current)
             .max(current);
-        let target = match step::try_raise(
-            &addr,
-            current,
-            base.saturating_mul(self.cfg.raise_factor.max(2)),
-            DEFAULT_CEILING,
-            limits.as_ref(),
-        ) {
+        let wanted = base.saturating_mul(self.cfg.raise_factor.max(2));
+        let target = match step::try_raise(&addr, current, wanted, DEFAULT_CEILING, limits.as_ref())
+        {
             Ok(target) => target?,
             Err(no) => {
                 return Some(step::out_of_reach(
@@ -675,6 +671,7 @@ If its drops per window do not fall by {}% at the new limit, {SOMAXCONN} is not 
             at,
             addr,
             current,
+            wanted,
             target,
             limits.as_ref(),
             reason,
@@ -769,13 +766,7 @@ If its drops per window do not fall by {}% at the new limit, {SOMAXCONN} is not 
             }
             let last = entry.1.replace((at.index, current));
             let calm_windows = entry.0;
-            let target = match step::try_lower(
-                &addr,
-                current,
-                current / self.cfg.raise_factor.max(2),
-                floor,
-                limits.as_ref(),
-            ) {
+            let target = match step::try_lower(&addr, current, halved, floor, limits.as_ref()) {
                 Ok(Some(target)) => target,
                 Ok(None) => continue,
                 Err(no) => {
@@ -812,6 +803,7 @@ If its drops per window do not fall by {}% at the new limit, {SOMAXCONN} is not 
                 at,
                 addr,
                 current,
+                halved.max(floor),
                 target,
                 limits.as_ref(),
                 reason,

@@ -179,14 +179,15 @@ impl MemoryRule {
         ) {
             return Vec::new();
         }
-        let target = match direction {
+        let (wanted, target) = match direction {
             Direction::Lower => {
                 // Rounded up: never down to a value raised from.
                 let half_way = self.below.map_or(i64::MIN, |b| (b + current + 1) / 2);
                 let wanted = (current / 2).max(half_way).max(self.cfg.floor);
-                (current - wanted >= self.cfg.min_step).then(|| {
+                let step = (current - wanted >= self.cfg.min_step).then(|| {
                     step::try_lower(&addr, current, wanted, self.cfg.floor, limits.as_ref())
-                })
+                });
+                (wanted, step)
             }
             // Not above the rule's ceiling even where the policy's `max` is higher: past 100
             // reclaim prefers swapping anonymous memory to dropping files, which this rule has no
@@ -196,9 +197,10 @@ impl MemoryRule {
                 let wanted = (current + (current / 2).max(10))
                     .min(self.cfg.ceiling)
                     .min(half_way);
-                (wanted - current >= self.cfg.min_step).then(|| {
+                let step = (wanted - current >= self.cfg.min_step).then(|| {
                     step::try_raise(&addr, current, wanted, self.cfg.ceiling, limits.as_ref())
-                })
+                });
+                (wanted, step)
             }
         };
         // The policy's `max_step` or bounds can shrink a step the rule judged worth making:
@@ -264,6 +266,7 @@ impl MemoryRule {
             at,
             addr,
             current,
+            wanted,
             target,
             limits.as_ref(),
             format!("{seen}. {why}{v1}"),

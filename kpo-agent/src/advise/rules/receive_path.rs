@@ -330,23 +330,19 @@ impl ReceivePathRule {
         let limits = policy.allowed(&addr, Source::Rules);
         let ceiling = self.cfg.max_backlog_ceiling;
         let mut dead_end = None;
+        let wanted = current.saturating_mul(self.cfg.raise_factor.max(2));
         let target = self.drops.fire_with(
             at.index,
             current,
             vec![limits.clone()],
             self.cfg.repeat_windows,
             || {
-                step::try_raise(
-                    &addr,
-                    current,
-                    current.saturating_mul(self.cfg.raise_factor.max(2)),
-                    ceiling,
-                    limits.as_ref(),
+                step::try_raise(&addr, current, wanted, ceiling, limits.as_ref()).unwrap_or_else(
+                    |no| {
+                        dead_end = Some(no);
+                        None
+                    },
                 )
-                .unwrap_or_else(|no| {
-                    dead_end = Some(no);
-                    None
-                })
             },
         );
         let Some(target) = target else {
@@ -373,6 +369,7 @@ If the drops per second do not fall by a quarter over a whole window at the new 
             at,
             addr,
             current,
+            wanted,
             target,
             limits.as_ref(),
             reason,
@@ -519,6 +516,7 @@ If the squeezes do not fall by a quarter at the new values, the budgets are not 
                 at,
                 addr,
                 current,
+                wanted,
                 target,
                 limits.as_ref(),
                 reason,

@@ -227,18 +227,22 @@ fn allowed(step: crate::advise::limits::Step, current: i64) -> i64 {
     i64::try_from(step.allowed_from(current.into())).unwrap_or(i64::MAX)
 }
 
-/// A recommendation to move `parameter` from `current` to `target`. It may be applied without a
-/// person only when the policy has rules in `auto` for it; without the policy's leave, the reason
-/// says so.
+/// A recommendation to move `parameter` from `current` to `target`, the rule's own step being to
+/// `wanted` (the reason says which of the policy's limits made it `target` instead). It may be
+/// applied without a person only when the policy has rules in `auto` for it; without the
+/// policy's leave, the reason says so.
+#[allow(clippy::too_many_arguments)]
 pub fn change(
     at: &WindowRef,
     parameter: ParamAddress,
     current: i64,
+    wanted: i64,
     target: i64,
     limits: Option<&ParamLimits>,
     mut reason: String,
     confidence: f64,
 ) -> Recommendation {
+    reason.push_str(&shaped_by_the_policy(current, wanted, target, limits));
     if limits.is_none() {
         reason.push_str(" The policy does not let rules change this parameter.");
     }
@@ -262,10 +266,78 @@ pub fn change(
     }
 }
 
+/// Which of the policy's limits made the step `target` where the rule's own was to `wanted`: its
+/// `min` lifting it, its `max` capping it, or its `max_step` cutting it short. Empty when the step
+/// is the rule's, or its own ceiling or floor made it (its reason says those). Without these
+/// words a raise of 128 to 1024 under a 2x rule read as the rule's own choice (s44 storyC).
+fn shaped_by_the_policy(
+    current: i64,
+    wanted: i64,
+    target: i64,
+    limits: Option<&ParamLimits>,
+) -> String {
+    let Some(l) = limits.filter(|_| target != wanted) else {
+        return String::new();
+    };
+    let (min, max) = (narrow(l.min), narrow(l.max));
+    let stepped = l.max_step.map(|step| {
+        let by = allowed(step, current);
+        let end = if target > current {
+            current.saturating_add(by)
+        } else {
+            current.saturating_sub(by)
+        };
+        (step, end)
+    });
+    let why = if min == Some(target) && target > wanted {
+        format!("its min {target} lifts it")
+    } else if max == Some(target) && target < wanted {
+        format!("its max {target} caps it")
+    } else if let Some((step, _)) = stepped.filter(|&(_, end)| end == target) {
+        format!("its max_step {step} allows no farther from {current}")
+    } else {
+        return String::new();
+    };
+    format!(" The rule's own step is to {wanted}; the policy's entry makes it {target}: {why}.")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::advise::limits::{Percent, Step};
+
+    #[test]
+    fn the_reason_says_which_policy_limit_shaped_the_step() {
+        let free = ParamLimits::new(Mode::Auto);
+        assert_eq!(shaped_by_the_policy(128, 256, 256, Some(&free)), "");
+        let lifted = ParamLimits::new(Mode::Auto).bounds(1024, 65535);
+        assert_eq!(
+            shaped_by_the_policy(128, 256, 1024, Some(&lifted)),
+            " The rule's own step is to 256; the policy's entry makes it 1024: its min 1024 \
+             lifts it."
+        );
+        let capped = ParamLimits::new(Mode::Auto).bounds(0, 300);
+        assert_eq!(
+            shaped_by_the_policy(128, 512, 300, Some(&capped)),
+            " The rule's own step is to 512; the policy's entry makes it 300: its max 300 caps \
+             it."
+        );
+        let stepped = ParamLimits::new(Mode::Auto).step(Step::Percent(Percent::whole(25)));
+        assert_eq!(
+            shaped_by_the_policy(1000, 2000, 1250, Some(&stepped)),
+            " The rule's own step is to 2000; the policy's entry makes it 1250: its max_step \
+             25% allows no farther from 1000."
+        );
+        assert_eq!(
+            shaped_by_the_policy(1000, 500, 750, Some(&stepped)),
+            " The rule's own step is to 500; the policy's entry makes it 750: its max_step 25% \
+             allows no farther from 1000."
+        );
+        // The rule's own ceiling (or floor): its reason says so, not the policy's words.
+        assert_eq!(shaped_by_the_policy(1000, 99999, 16384, Some(&free)), "");
+        // No policy entry for rules: nothing of the policy shaped it.
+        assert_eq!(shaped_by_the_policy(128, 256, 1024, None), "");
+    }
 
     #[test]
     fn raise_is_capped_by_bounds_and_step() {
@@ -454,13 +526,34 @@ mod tests {
         };
         let addr: ParamAddress = "vm.swappiness".parse().unwrap();
         let auto = ParamLimits::new(Mode::Auto);
-        let r = change(&at, addr.clone(), 60, 30, Some(&auto), "why.".into(), 0.7);
+        let r = change(
+            &at,
+            addr.clone(),
+            60,
+            30,
+            30,
+            Some(&auto),
+            "why.".into(),
+            0.7,
+        );
         assert!(r.can_auto_apply);
         assert_eq!(r.recommended_value, Some(Value::Int(30)));
         assert_eq!(r.reason, "why.");
         let rec = ParamLimits::new(Mode::Recommend);
-        assert!(!change(&at, addr.clone(), 60, 30, Some(&rec), "why.".into(), 0.7).can_auto_apply);
-        let none = change(&at, addr, 60, 30, None, "why.".into(), 0.7);
+        assert!(
+            !change(
+                &at,
+                addr.clone(),
+                60,
+                30,
+                30,
+                Some(&rec),
+                "why.".into(),
+                0.7
+            )
+            .can_auto_apply
+        );
+        let none = change(&at, addr, 60, 30, 30, None, "why.".into(), 0.7);
         assert!(!none.can_auto_apply);
         assert!(none
             .reason

@@ -218,25 +218,20 @@ impl SynBacklogRule {
             }
             let limits = policy.allowed(&addr, Source::Rules);
             let mut dead_end = None;
+            let wanted = current
+                .saturating_mul(self.cfg.raise_factor.max(2))
+                .min(ceiling);
             let target = latch.fire_with(
                 at.index,
                 current,
                 vec![limits.clone()],
                 self.cfg.repeat_windows,
                 || {
-                    step::try_raise(
-                        &addr,
-                        current,
-                        current
-                            .saturating_mul(self.cfg.raise_factor.max(2))
-                            .min(ceiling),
-                        DEFAULT_CEILING,
-                        limits.as_ref(),
-                    )
-                    .unwrap_or_else(|no| {
-                        dead_end = Some(no);
-                        None
-                    })
+                    step::try_raise(&addr, current, wanted, DEFAULT_CEILING, limits.as_ref())
+                        .unwrap_or_else(|no| {
+                            dead_end = Some(no);
+                            None
+                        })
                 },
             );
             let Some(target) = target else {
@@ -263,6 +258,7 @@ Raising it to {target} applies to the next SYN, no restart needed{}. (With SYN c
                 at,
                 addr,
                 current,
+                wanted,
                 target,
                 limits.as_ref(),
                 reason,
