@@ -592,7 +592,7 @@ fn sensor_options(config: &Config) -> SensorOptions {
     let mut opts = SensorOptions::new(config.btf.clone());
     opts.disabled = config.disabled();
     if config.duty_fraction <= 0.0 {
-        opts.disabled.extend(never_sampled());
+        opts.never_sampled.extend(never_sampled());
     }
     opts
 }
@@ -614,20 +614,12 @@ fn never_sampled() -> impl Iterator<Item = SensorKind> {
         .filter(|k| k.duty_cycled() && *k != SensorKind::AcceptQueue)
 }
 
-/// What the `sensors` event says: the sensors' own status, with the reason for those a duty
-/// fraction of 0 switched off (rather than the operator's list).
+/// What the `sensors` event says: the sensors' own status, each said duty-cycled or not at the
+/// fraction in force.
 fn sensor_report(sensors: &Sensors, config: &Config) -> Vec<SensorStatus> {
     let mut status = sensors.status().to_vec();
     for s in &mut status {
         s.duty_cycled = attached_part_of_each_window(s.sensor, config.duty_fraction);
-    }
-    if config.duty_fraction <= 0.0 {
-        let listed = config.disabled();
-        for s in &mut status {
-            if !s.enabled && never_sampled().any(|k| k == s.sensor) && !listed.contains(&s.sensor) {
-                s.reason = Some(crate::sensors::OffReason::NeverSampled);
-            }
-        }
     }
     status
 }
@@ -808,11 +800,13 @@ mod tests {
             SensorKind::Sched,
             SensorKind::RequestLatency,
         ] {
-            assert!(opts.disabled.contains(&kind), "{kind:?}");
+            assert!(opts.never_sampled.contains(&kind), "{kind:?}");
         }
-        assert!(!opts.disabled.contains(&SensorKind::AcceptQueue));
-        assert!(!sensor_options(&Config::default())
-            .disabled
-            .contains(&SensorKind::Sched));
+        // The operator's own list stays theirs (its reason: disabled by configuration); the
+        // fraction's are said as the fraction's, in the start's log as in the event (s44).
+        assert_eq!(opts.disabled, [SensorKind::Napi]);
+        assert!(!opts.never_sampled.contains(&SensorKind::AcceptQueue));
+        let default = sensor_options(&Config::default());
+        assert!(default.never_sampled.is_empty() && default.disabled.is_empty());
     }
 }

@@ -28,6 +28,8 @@ pub struct SensorOptions {
     pub btf_path: PathBuf,
     /// Sensors the operator switched off.
     pub disabled: Vec<SensorKind>,
+    /// Duty-cycled sensors a duty fraction of 0 keeps off: never attached, so not loaded.
+    pub never_sampled: Vec<SensorKind>,
     /// Overrides the kernel's answer to "does this raw tracepoint exist?". Production leaves it
     /// None and asks the kernel's BTF; tests use it to exercise the missing-tracepoint path.
     pub tracepoint_exists: Option<TracepointCheck>,
@@ -38,6 +40,7 @@ impl SensorOptions {
         Self {
             btf_path,
             disabled: Vec::new(),
+            never_sampled: Vec::new(),
             tracepoint_exists: None,
         }
     }
@@ -205,6 +208,10 @@ impl Sensors {
     ) -> Option<OffReason> {
         if opts.disabled.contains(&kind) {
             return Some(OffReason::Disabled);
+        }
+        // Said as such in the start's log too, not as the operator's "disabled by configuration".
+        if opts.never_sampled.contains(&kind) {
+            return Some(OffReason::NeverSampled);
         }
         let missing = kind.missing_offsets(&facts.offsets.offsets);
         if !missing.is_empty() {
