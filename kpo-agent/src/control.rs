@@ -478,18 +478,36 @@ pub fn record_sysfs_root(state_dir: &Path, sys: &Path) -> Result<(), JournalErro
 /// default path's or the built-in one.
 pub const POLICY_PATH_FILE: &str = "policy-path";
 
-/// Records (or, with no `--policy`, forgets) the agent's policy file in the state directory. The
-/// path is made canonical: the CLI may run from another directory.
+/// Records (or, with no `--policy`, forgets) the agent's policy file in the state directory. Its
+/// directory is made canonical (the CLI may run from another directory), not the file: a file
+/// that is a symbolic link, as a Kubernetes ConfigMap's is (`policy.toml -> ..data/policy.toml`,
+/// `..data` swapped at each update, the old target deleted), is recorded as the link, which
+/// outlives its targets (s45 storyG: the resolved path was gone after an update, and commands run
+/// while the agent was down decided under the default).
 pub fn record_policy_path(state_dir: &Path, policy: Option<&Path>) -> Result<(), JournalError> {
     let Some(policy) = policy else {
         return crate::journal::store::remove(state_dir, POLICY_PATH_FILE);
     };
-    let absolute = std::fs::canonicalize(policy).map_err(|e| JournalError::io(policy, e))?;
+    let absolute = canonical_dir_of(policy).map_err(|e| JournalError::io(policy, e))?;
     crate::journal::store::replace(
         state_dir,
         POLICY_PATH_FILE,
         absolute.as_os_str().as_encoded_bytes(),
     )
+}
+
+/// `path` with its directory canonical and its file name as given (a link stays a link).
+fn canonical_dir_of(path: &Path) -> std::io::Result<std::path::PathBuf> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "names no file"))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // The file must be there, as canonicalize required of it.
+    std::fs::metadata(path)?;
+    Ok(std::fs::canonicalize(dir)?.join(name))
 }
 
 /// The policy an offline command decides under: `--policy` if given (with a warning when the
@@ -510,15 +528,20 @@ fn offline_policy(given: Option<&Path>, state_dir: &Path) -> Option<std::path::P
         if !there {
             eprintln!(
                 "kpo: warning: the agent last ran with the policy {}, which is gone; deciding \
-                 under the default",
-                r.display()
+                 under {}",
+                r.display(),
+                given.map_or("the default".to_string(), |g| format!(
+                    "--policy {}",
+                    g.display()
+                ))
             );
         }
         there
     });
     match (given, recorded) {
         (Some(given), Some(recorded)) => {
-            if std::fs::canonicalize(given).ok().as_deref() != Some(recorded.as_path()) {
+            let same = std::fs::canonicalize(given).ok();
+            if same.is_none() || same != std::fs::canonicalize(&recorded).ok() {
                 eprintln!(
                     "kpo: warning: deciding under --policy {}, but the agent last ran with {}",
                     given.display(),
@@ -1037,6 +1060,27 @@ mod tests {
         let relative = pathdiff(&prod, &cwd);
         record_policy_path(state.path(), Some(&relative)).unwrap();
         assert_eq!(offline_policy(None, state.path()), Some(prod.clone()));
+
+        // A link (a ConfigMap's policy.toml -> ..data/policy.toml) is recorded as the link: its
+        // target's directory, swapped at an update and deleted, is not (s45 storyG).
+        let mount = other.path().join("configmap");
+        std::fs::create_dir_all(mount.join("..2026_1")).unwrap();
+        std::fs::write(mount.join("..2026_1/policy.toml"), "").unwrap();
+        std::os::unix::fs::symlink("..2026_1", mount.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/policy.toml", mount.join("policy.toml")).unwrap();
+        record_policy_path(state.path(), Some(&mount.join("policy.toml"))).unwrap();
+        let linked = std::fs::canonicalize(&mount).unwrap().join("policy.toml");
+        std::fs::create_dir_all(mount.join("..2026_2")).unwrap();
+        std::fs::write(mount.join("..2026_2/policy.toml"), "").unwrap();
+        std::os::unix::fs::symlink("..2026_2", mount.join("..data_tmp")).unwrap();
+        std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
+        std::fs::remove_dir_all(mount.join("..2026_1")).unwrap();
+        assert_eq!(offline_policy(None, state.path()), Some(linked.clone()));
+        // Given as the link itself, it is the policy the agent ran with: no warning to give.
+        assert_eq!(
+            offline_policy(Some(&mount.join("policy.toml")), state.path()),
+            Some(mount.join("policy.toml"))
+        );
 
         // Removed since: the default decides.
         let moved = other.path().join("moved.toml");
