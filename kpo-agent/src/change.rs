@@ -251,6 +251,10 @@ pub struct ChangePath {
     sink: Sink,
     /// Called with each change (not a revert) between its intent's fsync and its kernel write.
     before_write: Option<crate::guard::WriteAhead>,
+    /// A command acting on a state directory no agent has run on, whose journal holds no change
+    /// yet: its first change records this namespace as the journal's (`agent-netns`) before its
+    /// intent ([`crate::control::open_offline_kernel`]).
+    pub(crate) netns_unrecorded: bool,
 }
 
 impl std::fmt::Debug for ChangePath {
@@ -270,6 +274,7 @@ impl ChangePath {
             actuators,
             sink: Box::new(|_| {}),
             before_write: None,
+            netns_unrecorded: false,
         }
     }
 
@@ -866,6 +871,10 @@ impl ChangePath {
         }
         // The device a NIC's name names now, so that a later start can tell it gone from renamed.
         let device = actuator.device_seen();
+        if self.netns_unrecorded {
+            crate::control::record_agent_netns(self.journal.dir())?;
+            self.netns_unrecorded = false;
+        }
         let id = match self.journal.record_intent_making_way(
             address,
             before,

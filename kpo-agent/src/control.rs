@@ -635,7 +635,8 @@ fn refuse_if_other_netns(state_dir: &Path) -> Result<(), ControlError> {
         return Ok(());
     }
     Err(ControlError::OtherNetns(format!(
-        "the agent last ran (or, before any agent, a command first acted) in network namespace \
+        "the agent last ran (or, before any agent, a command first changed a parameter) in \
+         network namespace \
          {}, and this command runs in {}: the journal's \
          parameters without a namespace are the agent's namespace's, and read or changed here they \
          would be this one's; {how}",
@@ -691,7 +692,8 @@ pub fn refuse_start_in_other_netns(state_dir: &Path) -> Result<(), ControlError>
     }
     if !crate::actuate::sysctl::sees_every_process() {
         return Err(ControlError::OtherNetns(format!(
-            "an agent last ran on this state directory in network namespace {}, and this one \
+            "an agent last ran (or, before any agent, a command first changed a parameter) on \
+             this state directory in network namespace {}, and this one \
              would run in {}, in a PID namespace of its own, which hides the processes that may \
              hold that namespace: whether it still exists cannot be told from here (a pod needs \
              hostPID for that), and the journal's parameters without a namespace are that \
@@ -701,7 +703,8 @@ pub fn refuse_start_in_other_netns(state_dir: &Path) -> Result<(), ControlError>
         )));
     }
     Err(ControlError::OtherNetns(format!(
-        "an agent last ran on this state directory in network namespace {}, which still exists, \
+        "an agent last ran (or, before any agent, a command first changed a parameter) on \
+         this state directory in network namespace {}, which still exists, \
          and this one would run in {}: the journal's parameters without a namespace are that \
          namespace's, and read or changed here they would be this one's; {how}",
         describe_netns(recorded),
@@ -776,14 +779,21 @@ pub fn open_offline_kernel(
 ) -> Result<(ChangePath, Vec<ChangeReport>), ControlError> {
     refuse_if_other_netns(state_dir)?;
     let policy = offline_policy(policy, state_dir);
-    let opened = open_offline(policy.as_deref(), state_dir, kernel_actuators(state_dir))?;
-    // A state directory no agent has run on yet, started by this command (`kpo apply`, `kpo
-    // pause`): its journal's parameters without a namespace are this namespace's, so it is
-    // recorded as the agent's would be. Without it, `kpo revert --all` run later from another
-    // namespace (the host's shell after `nsenter --net=POD kpo apply`) wrote the original there
-    // (s45 storyF). A journal with records and no file is an earlier version's, acted on as before.
-    if opened.0.journal.records().is_empty() && !state_dir.join(AGENT_NETNS_FILE).exists() {
-        record_agent_netns(state_dir)?;
+    let mut opened = open_offline(policy.as_deref(), state_dir, kernel_actuators(state_dir))?;
+    // A state directory no agent has run on, whose journal holds no change yet: the first change
+    // a command makes there (`kpo apply`) makes the journal's parameters without a namespace this
+    // namespace's, and records it as an agent's start would. Without it, `kpo revert --all` run
+    // later from another namespace (the host's shell after `nsenter --net=POD kpo apply`) wrote
+    // the original there (s45 storyF). Not before a change: a `kpo pause` alone ties the state
+    // directory to no namespace. A journal with changes and no file is an earlier version's,
+    // acted on as before.
+    let journal = &opened.0.journal;
+    let no_change = journal
+        .records()
+        .iter()
+        .all(|r| !matches!(r, crate::journal::Record::Intent(_)));
+    if no_change && journal.archive_len() == 0 && !state_dir.join(AGENT_NETNS_FILE).exists() {
+        opened.0.netns_unrecorded = true;
     }
     Ok(opened)
 }
@@ -843,12 +853,19 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         crate::journal::store::make_private(state.path());
         let file = state.path().join(AGENT_NETNS_FILE);
-        // A command that starts the state directory records its namespace, as an agent would.
-        let (path, _) = open_offline_kernel(None, state.path()).expect("no record yet");
+        // A command's first change on a state directory no agent ran on records its namespace,
+        // as an agent's start would (change::tests::a_commands_first_change_records_...);
+        // opening it, or a pause, does not.
+        let (mut path, _) = open_offline_kernel(None, state.path()).expect("no record yet");
+        assert!(path.netns_unrecorded);
+        path.journal.set_paused(true, "op").unwrap();
         drop(path);
-        let by_the_command = std::fs::read_to_string(&file).expect("recorded by the command");
+        assert!(!file.exists(), "a pause ties it to no namespace");
+        let (mut path, _) = open_offline_kernel(None, state.path()).unwrap();
+        assert!(path.netns_unrecorded, "no change in the journal yet");
+        path.journal.set_paused(false, "op").unwrap();
+        drop(path);
         record_agent_netns(state.path()).unwrap();
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), by_the_command);
         let (inode, cookie) = this_netns().unwrap();
         let inode_here = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
         assert_eq!(inode, inode_here);
@@ -870,7 +887,8 @@ mod tests {
         let other_inode = refused(&format!("{} -\n", inode_here + 1));
         assert!(
             other_inode.starts_with(&format!(
-                "refused: the agent last ran (or, before any agent, a command first acted) in \
+                "refused: the agent last ran (or, before any agent, a command first changed a \
+                 parameter) in \
                  network namespace net:[{}], and this command runs in net:[{inode_here}]",
                 inode_here + 1
             )),

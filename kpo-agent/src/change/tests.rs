@@ -579,6 +579,32 @@ fn reverting_a_change_that_took_no_effect_writes_nothing() {
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
 }
 
+/// s45 storyF: `kpo apply` on a state directory no agent had run on recorded no namespace, and
+/// `kpo revert --all` from another namespace wrote the original there. A command's first change
+/// records its namespace before its intent (`agent-netns`); a refusal, which changes nothing,
+/// does not; a later change does not write it again.
+#[test]
+fn a_commands_first_change_records_its_network_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let file = dir.path().join(crate::control::AGENT_NETNS_FILE);
+    p.netns_unrecorded = true;
+    let r = p.propose(&op(SOMAX, Value::Int(1 << 30))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Refused, "{}", r.describe());
+    assert!(!file.exists(), "a refusal changes nothing");
+    let r = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
+    let recorded = std::fs::read_to_string(&file).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
+    assert!(recorded.starts_with(&format!("{inode} ")), "{recorded}");
+    assert!(!p.netns_unrecorded);
+    std::fs::remove_file(&file).unwrap();
+    p.propose(&op(SOMAX, Value::Int(9000))).unwrap();
+    assert!(!file.exists(), "recorded once");
+}
+
 #[test]
 fn reverting_a_refusal_says_it_is_one() {
     let dir = tempfile::tempdir().unwrap();

@@ -5511,7 +5511,8 @@ fn the_agent_refuses_a_state_directory_last_used_from_another_network_namespace_
         .to_string();
     assert!(
         refused.starts_with(&format!(
-            "refused: an agent last ran on this state directory in network namespace \
+            "refused: an agent last ran (or, before any agent, a command first changed a \
+             parameter) on this state directory in network namespace \
              net:[{theirs}], which still exists, and this one would run in net:[{here}]"
         )),
         "{refused}"
