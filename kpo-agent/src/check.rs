@@ -462,6 +462,9 @@ fn missing_sysctls(policy: &Policy, proc_sys: &std::path::Path) -> Vec<String> {
 /// The key beside `name` under `proc_sys` (in the same directory) that is at most two letters
 /// from it, the nearest, if one is: what a typo most likely meant.
 pub(crate) fn nearest_sysctl(name: &str, proc_sys: &std::path::Path) -> Option<String> {
+    if crate::actuate::sysctl::is_known_host_wide(name) {
+        return None;
+    }
     let (table, leaf) = name.rsplit_once('.')?;
     let dir = proc_sys.join(sysctl_rel_path(table));
     std::fs::read_dir(dir)
@@ -1150,6 +1153,19 @@ proc_root = \"/proc\"
             w[0].ends_with(
                 "(or the name is mistyped: the host-wide keys cannot be seen from here)"
             ),
+            "{w:?}"
+        );
+        // A host-wide key the kernel is known to have, a letter from one that is there
+        // (tcp_mem, tcp_rmem): still the host-wide words (the s45 review).
+        std::fs::create_dir_all(sys.join("net/ipv4")).unwrap();
+        std::fs::write(sys.join("net/ipv4/tcp_rmem"), "4096 131072 6291456\n").unwrap();
+        let p =
+            Policy::parse("[params.\"net.ipv4.tcp_mem\"]\nmode = \"auto\"\n", "p.toml").unwrap();
+        let w = missing_sysctls(&p, sys);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("is missing in the agent's network namespace")
+                && !w[0].contains("a typo of"),
             "{w:?}"
         );
         // A letter short of a key that is there: a typo, not a host-wide key (s45 storyF was

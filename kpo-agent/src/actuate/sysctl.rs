@@ -276,6 +276,13 @@ pub fn decreasing_element(address: &ParamAddress, value: &Value) -> Option<usize
 /// `netdev_budget*`, `bpf_jit_*`, `busy_poll`, ...), and the `net.ipv4`/`net.ipv6` keys in
 /// [`GLOBAL_NET`] (`tcp_mem`, `udp_mem`, `tcp_max_orphans`, the IPv4 route cache, ...). Keys under
 /// an unknown `net.` directory are treated as global (refused in a namespace), the safe side.
+/// Whether `name` is a host-wide net key the kernel is known to have ([`GLOBAL_NET`]): missing
+/// outside the first network namespace, it is no typo of a key beside it (`net.ipv4.tcp_mem`,
+/// a letter from `tcp_rmem`).
+pub(crate) fn is_known_host_wide(name: &str) -> bool {
+    GLOBAL_NET.contains(&name)
+}
+
 pub fn is_per_netns(name: &str) -> bool {
     let Some(rest) = name.strip_prefix("net.") else {
         return false;
