@@ -233,7 +233,11 @@ pub(crate) fn approvals_expire_between_llm_consultations(
         return None;
     }
     let window = config.window.as_nanos();
-    let windows = (llm.every_windows as u128).max(llm.min_interval.as_nanos().div_ceil(window));
+    // As the schedule counts the floor: met a little short of it (`floor_slack`).
+    let floor = llm
+        .min_interval
+        .saturating_sub(crate::advise::llm::floor_slack(llm.min_interval));
+    let windows = (llm.every_windows as u128).max(floor.as_nanos().div_ceil(window));
     let period = config
         .window
         .saturating_mul(u32::try_from(windows).unwrap_or(u32::MAX));
@@ -766,6 +770,13 @@ max = 8000
             .unwrap()
             .contains("expire_after (50s) is not longer than the LLM advisor's consultation period (50s: every 5 windows of 10s, llm.every_windows 2 and llm.min_interval 45s)"));
         assert_eq!(warning(&policy("51s"), &slow), None);
+        // llm.min_interval 40.5s: met at the fourth window, as the schedule counts it (a tenth
+        // of it short, at most a second: floor_slack), not the fifth.
+        let near = config(&format!("{on}min_interval = \"40500ms\""));
+        assert!(warning(&policy("40s"), &near)
+            .unwrap()
+            .contains("consultation period (40s: every 4 windows of 10s"));
+        assert_eq!(warning(&policy("41s"), &near), None);
         // Off: turned off, or nothing to reach (no endpoint or key, here or in the environment).
         let off = config(&format!("{on}min_interval = \"0s\"\nenabled = false"));
         assert_eq!(warning(&policy("20s"), &off), None);

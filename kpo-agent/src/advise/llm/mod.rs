@@ -74,7 +74,8 @@ impl Schedule {
         let (since, waited) = match self.last {
             Some((last, at)) => (
                 index.saturating_sub(last),
-                now.saturating_duration_since(at) + self.slack() >= self.min_interval,
+                now.saturating_duration_since(at) + floor_slack(self.min_interval)
+                    >= self.min_interval,
             ),
             None => (self.seen, true),
         };
@@ -84,17 +85,16 @@ impl Schedule {
         }
         due
     }
+}
 
-    /// How far short of `min_interval` still counts as it: windows are processed a few
-    /// milliseconds off their schedule, so with `min_interval` a whole number of windows the
-    /// interval measured between two of them falls short by that much about half the time, and
-    /// the consultation waited a window more (s45 storyD: every 2 windows with `every_windows 1`
-    /// and `min_interval` one window, the defaults' 1m at 60 s windows among them). A tenth of the
-    /// floor, at most a second: the floor still keeps a paid API from being asked every few
-    /// seconds.
-    fn slack(&self) -> Duration {
-        (self.min_interval / 10).min(Duration::from_secs(1))
-    }
+/// How far short of `min_interval` still counts as it: windows are processed a few milliseconds
+/// off their schedule, so with `min_interval` a whole number of windows the interval measured
+/// between two of them falls short by that much about half the time, and the consultation waited
+/// a window more (s45 storyD: every 2 windows with `every_windows 1` and `min_interval` one
+/// window, the defaults' 1m at 60 s windows among them). A tenth of the floor, at most a second:
+/// the floor still keeps a paid API from being asked every few seconds.
+pub fn floor_slack(min_interval: Duration) -> Duration {
+    (min_interval / 10).min(Duration::from_secs(1))
 }
 
 /// What one consultation did: the `llm` event, plus the accepted recommendations.
