@@ -532,15 +532,14 @@ impl EventSink {
                 .observe(event);
         }
         let queued = self.shared.queued_bytes.load(Ordering::Acquire);
-        // A full queue drops the event before encoding it; one larger than the whole bound still
-        // goes when the queue is empty.
+        // A full queue drops the event before encoding it. Below its bound, an event is queued
+        // whatever its own size, so the bound may be passed by one event: measured with it, a
+        // window event larger than the room left behind a small one was dropped while its
+        // reader kept up (the s45 review of storyE's 4096-byte queue).
         if !last && queued > 0 && queued >= self.limit {
             return self.drop_one(queued);
         }
         let object = encode(event, &self.host, time::OffsetDateTime::now_utc());
-        if !last && queued > 0 && queued + object.len() > self.limit {
-            return self.drop_one(queued);
-        }
         let len = object.len();
         self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
         let msg = Msg::Line {
@@ -1094,6 +1093,38 @@ mod tests {
         // Every drop is still announced by the line queued after it.
         while read_one() {}
         assert_eq!(announced, sink.dropped_at_queue);
+    }
+
+    /// The s45 review: an event larger than the room left in the queue was dropped though the
+    /// queue was below its bound (a window event behind a small one, its reader keeping up). It
+    /// is queued, past the bound by that one event; the next waits for the queue to drain.
+    #[test]
+    fn an_event_larger_than_the_room_left_is_queued_while_the_queue_is_below_its_bound() {
+        let (tx, rx) = mpsc::channel();
+        let (_failed_tx, failed) = tokio::sync::mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
+        let limit = MIN_QUEUE_BYTES;
+        let mut sink =
+            EventSink::with_writer(Destination::Stdout, tx, shared.clone(), None, failed, limit);
+        let big = Event::Stop {
+            reason: "x".repeat(limit),
+            windows: 0,
+        };
+        sink.send(&stop(0));
+        sink.send(&big);
+        assert_eq!(sink.dropped_at_queue, 0, "below the bound: queued");
+        assert!(shared.queued_bytes.load(Ordering::Acquire) > limit);
+        sink.send(&stop(0));
+        assert_eq!(sink.dropped_at_queue, 1, "at or past the bound: dropped");
+        let queued: Vec<usize> = rx
+            .try_iter()
+            .filter_map(|m| match m {
+                Msg::Line { object, .. } => Some(object.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(queued.len(), 2);
+        assert!(queued[1] > limit, "{queued:?}");
     }
 
     /// Defect: `8M` or `8MiB` silently meant the default, and `0` dropped every event queued
