@@ -88,8 +88,9 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
 }
 
 /// The file's `proc_root` and `sysfs_root` as `kpo run` checks them at its start, which refuses
-/// what fails (a mistyped root would read as a host without listeners, cpufreq or NICs), named
-/// by the file and key the value came from rather than by `kpo run`'s flag.
+/// what fails (a mistyped root would read as a host without listeners, cpufreq or NICs), and its
+/// `events` path as far as `kpo run` could not open it ([`events_cannot_open`]), named by the
+/// file and key the value came from rather than by `kpo run`'s flag.
 fn roots_as_kpo_run_checks_them(file: &str, config: &Config) -> anyhow::Result<()> {
     let root = &config.proc_root;
     if let Err(e) = crate::collect::check_proc_root(root) {

@@ -301,8 +301,7 @@ fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let Some(before) = before else {
         return message;
     };
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    let (line, column) = crate::kernel_file::line_and_column(before);
     format!("line {line}, column {column}: {message}")
 }
 
@@ -331,8 +330,9 @@ fn duration_range(key: &str) -> Option<(Duration, Duration)> {
 }
 
 /// A duration key's value that is no string (`tick = 5`, `1.5`, `true`, a list, a number beyond
-/// TOML's 64 bits; `reason` says which), in words that say what to write: serde's "expected a
-/// string" does not, and a bare number is taken in no unit (5 could be seconds or
+/// TOML's 64 bits; `reason` says which), or a string humantime cannot read (`tick = "5"`: the
+/// file's "not a duration: ..."), in words that say what to write and the key's range: serde's
+/// "expected a string" does not, and a bare number is taken in no unit (5 could be seconds or
 /// milliseconds). The number, with a unit, is the example when the key's range holds it.
 /// `None` for any other `reason`.
 pub(crate) fn duration_wanted(

@@ -176,14 +176,9 @@ fn utf8(bytes: Vec<u8>, path: &Path) -> Result<String, KernelFileError> {
 /// (an operator's file names no key there), and the byte's offset.
 pub fn not_utf8(e: &std::string::FromUtf8Error) -> io::Error {
     let valid = e.utf8_error().valid_up_to();
-    let before = &e.as_bytes()[..valid];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
-    // The bytes before it on its line are valid UTF-8 (they precede the first invalid byte).
-    let column = std::str::from_utf8(&before[start..]).map_or(0, |t| t.chars().count()) + 1;
+    // What precedes the first invalid byte is valid UTF-8.
+    let before = std::str::from_utf8(&e.as_bytes()[..valid]).unwrap_or_default();
+    let (line, column) = line_and_column(before);
     io::Error::new(
         io::ErrorKind::InvalidData,
         NotUtf8 {
@@ -192,6 +187,14 @@ pub fn not_utf8(e: &std::string::FromUtf8Error) -> io::Error {
             offset: valid,
         },
     )
+}
+
+/// The line and column (in characters, from 1) an editor shows for the place right after
+/// `before`, the text that precedes it.
+pub fn line_and_column(before: &str) -> (usize, usize) {
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
 }
 
 #[derive(Debug)]

@@ -565,11 +565,12 @@ fn reverting_a_change_that_took_no_effect_writes_nothing() {
     k.0.lock().unwrap().clamp.clear();
     let records = p.journal.entries().len();
     let e = p.revert(put_back, Source::Operator, "undo").unwrap_err();
-    assert!(
-        e.to_string().starts_with(&format!(
-            "journal: #{put_back} took no effect: it was put back as soon as it was written ("
-        )),
-        "{e}"
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "journal: #{put_back} took no effect: it was put back as soon as it was written \
+             (wrote 8000 but read back 7999); nothing to revert"
+        )
     );
     assert_eq!(value(&k, SOMAX), Value::Int(7000));
     assert_eq!(p.journal.entries().len(), records, "nothing recorded");

@@ -218,7 +218,8 @@ pub fn device_refused(path: &Path) -> Option<String> {
     let kind = meta.file_type();
     if kind.is_block_device() {
         return Some(format!(
-            "{} is a block device (a disk): events go to a file, a FIFO, a terminal or /dev/null",
+            "{} is a block device (a disk): events go to a file, a FIFO, a terminal, /dev/null, \
+             /dev/zero or /dev/full",
             path.display()
         ));
     }
@@ -1427,8 +1428,8 @@ mod tests {
         assert_eq!(
             device_refused(&disk).unwrap(),
             format!(
-                "{} is a block device (a disk): events go to a file, a FIFO, a terminal or \
-                 /dev/null",
+                "{} is a block device (a disk): events go to a file, a FIFO, a terminal, \
+                 /dev/null, /dev/zero or /dev/full",
                 disk.display()
             )
         );
