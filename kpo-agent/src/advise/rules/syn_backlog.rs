@@ -324,6 +324,24 @@ mod tests {
                 r[0].reason
             );
         }
+        assert!(
+            !r[0].reason.contains("The rule's own step"),
+            "{}",
+            r[0].reason
+        );
+        // The policy's min lifts the 2x step: the reason says so (s44 storyC).
+        let mut k = FakeKernel::default().with(COOKIES, 0).with(BACKLOG, 256);
+        let p = policy(ParamLimits::new(Mode::Auto).bounds(1024, 8192));
+        let r = SynBacklogRule::default().on_window(&at(3), &w, &mut k, &p);
+        assert_eq!(r[0].recommended_value, Some(Value::Int(1024)));
+        assert!(
+            r[0].reason.ends_with(
+                " The rule's own step is to 512; the policy's entry makes it 1024: its min 1024 \
+                 lifts it."
+            ),
+            "{}",
+            r[0].reason
+        );
     }
 
     /// Raises stop where they can no longer matter: past ⌈4/3⌉ of the namespace's largest
