@@ -574,14 +574,8 @@ fn this_netns() -> Result<(u64, Option<u64>), JournalError> {
 
 fn describe_netns((inode, cookie): (u64, Option<u64>)) -> String {
     let ns = format!("net:[{inode}]");
-    let nsfs = std::fs::metadata("/proc/self/ns/net").map(|m| {
-        use std::os::unix::fs::MetadataExt;
-        m.dev()
-    });
     // The name `ip netns` gave it, if any, is what the operator types next.
-    let named = nsfs
-        .ok()
-        .and_then(|dev| file_of(Path::new("/run/netns"), inode, dev));
+    let named = named_under_run_netns(inode);
     match (cookie, named) {
         (Some(cookie), Some(path)) => format!("{ns} (cookie {cookie}, {})", path.display()),
         (Some(cookie), None) => format!("{ns} (cookie {cookie})"),
@@ -690,7 +684,11 @@ pub fn refuse_start_in_other_netns(state_dir: &Path) -> Result<(), ControlError>
         );
         return Ok(());
     }
-    if !crate::actuate::sysctl::sees_every_process() {
+    // A name `ip netns` gave it (a bind mount under /run/netns) shows it alive even to an agent
+    // that cannot see every process: said so, not "cannot be told" beside that very name (s45
+    // storyG).
+    if !crate::actuate::sysctl::sees_every_process() && named_under_run_netns(recorded.0).is_none()
+    {
         return Err(ControlError::OtherNetns(format!(
             "an agent last ran (or, before any agent, a command first changed a parameter) on \
              this state directory in network namespace {}, and this one \
@@ -710,6 +708,14 @@ pub fn refuse_start_in_other_netns(state_dir: &Path) -> Result<(), ControlError>
         describe_netns(recorded),
         describe_netns(here)
     )))
+}
+
+/// The file under /run/netns (a bind mount `ip netns add` made) that is the namespace `inode`, if
+/// one is.
+fn named_under_run_netns(inode: u64) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata("/proc/self/ns/net").ok()?.dev();
+    file_of(Path::new("/run/netns"), inode, dev)
 }
 
 /// A namespace as `agent-netns` records it (inode, cookie) and the boot it was recorded in
@@ -990,8 +996,46 @@ mod tests {
             stdout.contains("a namespace nothing holds is not gone for certain here"),
             "{stdout}"
         );
+        // Named by `ip netns` (a bind mount under /run/netns), it is seen alive from there too,
+        // and said to be, not "cannot be told" beside its own name (s45 storyG).
+        let name = format!("kpo-test-{}", std::process::id());
+        struct Detach(String);
+        impl Drop for Detach {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", &self.0])
+                    .status();
+            }
+        }
+        let attached = std::process::Command::new("ip")
+            .args(["netns", "attach", &name, &other.pid().to_string()])
+            .status();
+        if !attached.is_ok_and(|s| s.success()) {
+            kpo_test_skip::skip("ip netns attach failed: the named case is not checked");
+            return;
+        }
+        let _detach = Detach(name.clone());
+        let out = std::process::Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "--"])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", "control::tests::pid_namespace_child"])
+            .args(["--ignored", "--nocapture", "--test-threads=1"])
+            .env(PID_NS_CHILD_STATE, state.path())
+            .env(PID_NS_CHILD_NAMED, &name)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("refused, named and alive"), "{stdout}");
         drop(other);
     }
+
+    /// Set for [`pid_namespace_child`]: the /run/netns name the namespace has.
+    const PID_NS_CHILD_NAMED: &str = "KPO_TEST_PID_NS_CHILD_NAMED";
 
     /// Run by [`in_a_pid_namespace_of_its_own_the_agent_does_not_take_a_namespace_for_gone`] in
     /// a PID namespace of its own; does nothing elsewhere.
@@ -1005,6 +1049,15 @@ mod tests {
         let refused = refuse_start_in_other_netns(Path::new(&state))
             .unwrap_err()
             .to_string();
+        if let Some(name) = std::env::var_os(PID_NS_CHILD_NAMED) {
+            let name = name.to_string_lossy().to_string();
+            assert!(
+                refused.contains(&format!("/run/netns/{name}), which still exists")),
+                "{refused}"
+            );
+            println!("refused, named and alive: {refused}");
+            return;
+        }
         assert!(
             refused.contains("in a PID namespace of its own, which hides the processes"),
             "{refused}"

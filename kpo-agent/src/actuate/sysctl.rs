@@ -1098,6 +1098,10 @@ impl ProcessInOtherNetns {
         Self(sleep.spawn().unwrap())
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     /// The inode of its network namespace.
     pub(crate) fn netns_inode(&self) -> u64 {
         std::fs::metadata(format!("/proc/{}/ns/net", self.0.id()))

@@ -217,9 +217,11 @@ impl Deciding {
             warn!(
                 "the agent is in a PID namespace of its own (a pod without hostPID): it cannot \
                  see every process, so no network namespace KPO changed is taken for gone (what \
-                 it knows of one stays, and is retried), and listeners and namespaces only other \
-                 processes hold go unseen; run it in the host's PID namespace (README, Running \
-                 in a pod)"
+                 it knows of one stays, and is retried), and a namespace only other processes \
+                 hold cannot be entered to read or change its parameters (namespaces are opened \
+                 through the agent's own /proc, even where --proc-root shows the host's \
+                 listeners in them: such a change fails, its namespace said to be perhaps \
+                 deleted); run it in the host's PID namespace (README, Running in a pod)"
             );
         }
         for w in journal.warnings() {
