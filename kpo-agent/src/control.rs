@@ -974,20 +974,28 @@ mod tests {
             .to_string();
         assert!(here.contains("which still exists"), "{here}");
         assert!(dead_namespace_is_gone_for_certain());
-        let out = std::process::Command::new("unshare")
-            .args(["--pid", "--fork", "--mount-proc", "--"])
-            .arg(std::env::current_exe().unwrap())
-            .args(["--exact", "control::tests::pid_namespace_child"])
-            .args(["--ignored", "--nocapture", "--test-threads=1"])
-            .env(PID_NS_CHILD_STATE, state.path())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // The child half's standard output, run in a PID namespace of its own (`named`: the
+        // /run/netns name the namespace has, if any).
+        let child = |named: Option<&str>| {
+            let mut run = std::process::Command::new("unshare");
+            run.args(["--pid", "--fork", "--mount-proc", "--"])
+                .arg(std::env::current_exe().unwrap())
+                .args(["--exact", "control::tests::pid_namespace_child"])
+                .args(["--ignored", "--nocapture", "--test-threads=1"])
+                .env(PID_NS_CHILD_STATE, state.path());
+            if let Some(name) = named {
+                run.env(PID_NS_CHILD_NAMED, name);
+            }
+            let out = run.output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(
+                out.status.success(),
+                "{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            stdout
+        };
+        let stdout = child(None);
         assert!(
             stdout.contains("refused in a PID namespace of its own"),
             "{stdout}"
@@ -1015,21 +1023,7 @@ mod tests {
             return;
         }
         let _detach = Detach(name.clone());
-        let out = std::process::Command::new("unshare")
-            .args(["--pid", "--fork", "--mount-proc", "--"])
-            .arg(std::env::current_exe().unwrap())
-            .args(["--exact", "control::tests::pid_namespace_child"])
-            .args(["--ignored", "--nocapture", "--test-threads=1"])
-            .env(PID_NS_CHILD_STATE, state.path())
-            .env(PID_NS_CHILD_NAMED, &name)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = child(Some(&name));
         assert!(stdout.contains("refused, named and alive"), "{stdout}");
         drop(other);
     }
