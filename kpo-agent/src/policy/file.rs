@@ -862,10 +862,18 @@ const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 fn duration(ctx: &Ctx<'_>, s: &Spanned<String>, key: &str) -> Result<Duration, PolicyError> {
     let bad = |why: String| ctx.err(s.span(), key.into(), PolicyErrorClass::BadValue, why);
     let d = humantime::parse_duration(s.get_ref()).map_err(|e| {
-        bad(format!(
-            "{:?} is not a duration ({e}); e.g. \"30s\", \"5m\"",
-            s.get_ref()
-        ))
+        // With the key's range where it has one, as the agent's configuration says it
+        // (`quarantine = "30"`: a number without its unit).
+        let wanted = duration_range(key).and_then(|range| {
+            crate::config::duration_wanted(&format!("not a duration: {e}"), "", 0, range)
+        });
+        bad(match wanted {
+            Some(wanted) => format!("{:?} is {wanted}", s.get_ref()),
+            None => format!(
+                "{:?} is not a duration ({e}); e.g. \"30s\", \"5m\"",
+                s.get_ref()
+            ),
+        })
     })?;
     if d > MAX_DURATION {
         return Err(bad(format!("{:?} is longer than 365 days", s.get_ref())));

@@ -2261,6 +2261,17 @@ fn a_duration_given_as_no_string_is_told_its_unit_and_range() {
             "{text}"
         );
     }
+    // A number in a string has no unit either: the key's range too (the s45 review's L2).
+    let (_, k, class, m) = err("[guard]\nquarantine = \"30\"\n");
+    assert_eq!(
+        (k.as_str(), class, m.as_str()),
+        (
+            "guard.quarantine",
+            PolicyErrorClass::BadValue,
+            "\"30\" is not a duration (time unit needed, for example 30sec or 30ms): a string \
+             with its unit, from \"1ms\" to \"365d\""
+        )
+    );
     // Each duration key: the ends of its range load, one nanosecond beyond does not.
     for (text, key) in [
         ("[guard]\nquarantine = ", "guard.quarantine"),
