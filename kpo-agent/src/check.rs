@@ -419,8 +419,47 @@ fn missing_namespaces(policy: &Policy) -> Vec<String> {
 
 /// Entries naming one sysctl exactly that `proc_sys` does not have: a misspelt name
 /// (`net.core.somaxcon`) covers nothing, and the parameter meant falls to `[defaults]` unsaid.
+/// And a glob of host-wide net keys that covers none here because this is not the machine's
+/// first network namespace (`net.core.netdev_*` in a pod without host networking): said as for
+/// an exact name. Another glob that covers nothing here is not warned of: a device's or a
+/// module's keys appear with it.
 fn missing_sysctls(policy: &Policy, proc_sys: &std::path::Path) -> Vec<String> {
+    let mut found = exact_sysctls_missing(policy, proc_sys, &origin(policy));
+    found.extend(host_wide_globs_covering_nothing(policy, proc_sys));
+    found
+}
+
+fn host_wide_globs_covering_nothing(policy: &Policy, proc_sys: &std::path::Path) -> Vec<String> {
     let file = origin(policy);
+    policy
+        .params
+        .iter()
+        .filter(|r| !r.is_exact() && r.name.starts_with("net."))
+        .filter_map(|r| {
+            let why = crate::actuate::sysctl::outside_the_first_netns(&r.name, proc_sys)?;
+            // The directory of the glob's literal start: `net.core.netdev_*` is under net/core.
+            let literal = r.name.split(['*', '?', '[', '{']).next().unwrap_or("");
+            let (table, _) = literal.rsplit_once('.')?;
+            let dir = proc_sys.join(sysctl_rel_path(table));
+            let covers_one = std::fs::read_dir(&dir).ok().is_some_and(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .any(|leaf| r.covers(&format!("{table}.{leaf}")))
+            });
+            (!covers_one).then(|| {
+                format!(
+                    "{file}:{}: params.\"{}\": covers no key under {}, {why}",
+                    r.line,
+                    r.name,
+                    dir.display()
+                )
+            })
+        })
+        .collect()
+}
+
+fn exact_sysctls_missing(policy: &Policy, proc_sys: &std::path::Path, file: &str) -> Vec<String> {
     policy
         .params
         .iter()
@@ -974,9 +1013,11 @@ proc_root = \"/proc\"
         let (there, missing) = (dir.path().join("web"), dir.path().join("wbe"));
         std::fs::write(&there, "").unwrap();
         crate::policy::stand_in_netns(&there);
-        // The sysctl exists in this /proc/sys: only the namespaces are warned of.
+        // The sysctls exist in this /proc/sys, the first namespace's: only the namespaces are
+        // warned of.
         std::fs::create_dir_all(dir.path().join("net/core")).unwrap();
         std::fs::write(dir.path().join("net/core/somaxconn"), "4096\n").unwrap();
+        std::fs::write(dir.path().join("net/core/netdev_budget"), "300\n").unwrap();
         let p = Policy::parse(
             &format!(
                 "[defaults]\nnamespaces = [\"{m}\"]\n\
@@ -1178,6 +1219,24 @@ proc_root = \"/proc\"
         assert!(
             w[0].contains("is missing in the agent's network namespace")
                 && !w[0].contains("a typo of"),
+            "{w:?}"
+        );
+        // A glob of host-wide keys covers none here: said, as for an exact name (s44 storyC);
+        // one that covers a key here (somaxconn) is not.
+        let p = Policy::parse(
+            "[params.\"net.core.netdev_*\"]\nmode = \"auto\"\n\
+             [params.\"net.core.somax*\"]\nmode = \"observe\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        let w = missing_sysctls(&p, sys);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with(&format!(
+                "p.toml:1: params.\"net.core.netdev_*\": covers no key under {}/net/core, in the \
+                 agent's network namespace, which is not the machine's first one",
+                sys.display()
+            )),
             "{w:?}"
         );
         // A letter short of a key that is there: a typo, not a host-wide key (s45 storyF was

@@ -556,6 +556,15 @@ impl ParamRule {
         self.literal
     }
 
+    /// Whether the entry covers the parameter `name` (its policy name), by name or glob.
+    pub fn covers(&self, name: &str) -> bool {
+        if self.literal {
+            self.name == name
+        } else {
+            self.matcher.is_match(name)
+        }
+    }
+
     /// Observe and recommend, any source, any namespace, no bounds, keep on exit.
     pub fn builtin_default() -> Self {
         Self {
