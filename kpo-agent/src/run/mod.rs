@@ -597,14 +597,13 @@ fn sensor_options(config: &Config) -> SensorOptions {
     opts
 }
 
-/// Whether `kind` is attached only during part of each window at `duty_fraction` (the `sensors`
-/// event's `duty_cycled`): a duty-cycled kind below 1, where a fraction of 1 keeps it attached,
-/// and 0 keeps it off, but the accept queue's hook, which then attaches under pressure only. It
-/// said the kind's nature, `true` at a fraction of 1 (s45 storyE).
-fn attached_part_of_each_window(kind: SensorKind, duty_fraction: f64) -> bool {
-    kind.duty_cycled()
-        && duty_fraction < 1.0
-        && (duty_fraction > 0.0 || kind == SensorKind::AcceptQueue)
+/// Whether `kind` is attached only during part of each window when the duty cycle samples `on`
+/// of its `ticks` ticks (the `sensors` event's `duty_cycled`): a duty-cycled kind sampled on fewer
+/// than all of them, where all of them (a fraction of 1, or a window of one tick) keep it
+/// attached, and none keep it off, but the accept queue's hook, which then attaches under
+/// pressure only. It said the kind's nature, `true` at a fraction of 1 (s45 storyE).
+fn attached_part_of_each_window(kind: SensorKind, on: u64, ticks: u64) -> bool {
+    kind.duty_cycled() && on < ticks && (on > 0 || kind == SensorKind::AcceptQueue)
 }
 
 /// The sensors a duty fraction of 0 leaves off.
@@ -618,8 +617,10 @@ fn never_sampled() -> impl Iterator<Item = SensorKind> {
 /// fraction in force.
 fn sensor_report(sensors: &Sensors, config: &Config) -> Vec<SensorStatus> {
     let mut status = sensors.status().to_vec();
+    let on = crate::config::duty_ticks(config.ticks_per_window(), config.duty_fraction);
     for s in &mut status {
-        s.duty_cycled = attached_part_of_each_window(s.sensor, config.duty_fraction);
+        s.duty_cycled =
+            s.enabled && attached_part_of_each_window(s.sensor, on, config.ticks_per_window());
     }
     status
 }
@@ -691,10 +692,11 @@ mod tests {
     /// keeps off.
     #[test]
     fn duty_cycled_says_whether_a_sensor_is_attached_only_part_of_each_window() {
-        let at = |fraction: f64| -> Vec<&str> {
+        let at = |ticks: u64, fraction: f64| -> Vec<&str> {
+            let on = crate::config::duty_ticks(ticks, fraction);
             SensorKind::ALL
                 .into_iter()
-                .filter(|&k| attached_part_of_each_window(k, fraction))
+                .filter(|&k| attached_part_of_each_window(k, on, ticks))
                 .map(|k| k.name())
                 .collect()
         };
@@ -705,10 +707,15 @@ mod tests {
             "sched",
             "request_latency",
         ];
-        assert_eq!(at(0.05), cycled);
-        assert_eq!(at(0.99), cycled);
-        assert!(at(1.0).is_empty(), "{:?}", at(1.0));
-        assert_eq!(at(0.0), ["accept_queue"], "under pressure only");
+        assert_eq!(at(10, 0.05), cycled);
+        assert_eq!(at(10, 0.9), cycled);
+        assert!(at(10, 1.0).is_empty(), "{:?}", at(10, 1.0));
+        // Whole ticks, rounded down, at least one: 0.99 of 10 ticks is 9, of 2 ticks 1.
+        assert_eq!(at(10, 0.99), cycled);
+        assert_eq!(at(2, 0.99), cycled);
+        // A window of one tick: every fraction above 0 samples it whole (the review of 66efb0a).
+        assert!(at(1, 0.05).is_empty());
+        assert_eq!(at(10, 0.0), ["accept_queue"], "under pressure only");
     }
 
     /// Defect: a panic in a stage unwound out of the loop, past `on_exit`, leaving trials and
