@@ -111,10 +111,11 @@ fn roots_as_kpo_run_checks_them(file: &str, config: &Config) -> anyhow::Result<(
 
 /// Why `kpo run` cannot open `path` for its event stream, as far as stat tells without opening
 /// it (an open would create the file, or wait for a FIFO's reader): a directory, or a directory
-/// for it that is missing or no directory (`kpo run` creates the file, not its directory). Not in
+/// for it that is missing or no directory (`kpo run` creates the file, not its directory), or a
+/// way to it another user could point elsewhere (`output::sink`, `events_path_weakness`). Not in
 /// `Config::validate`: `kpo run` says it at the open, and a file checked here may be for a
 /// machine where the directory exists; `kpo check` says it as the file's mistake (s45 storyF).
-fn events_cannot_open(path: &std::path::Path) -> Option<String> {
+pub(crate) fn events_cannot_open(path: &std::path::Path) -> Option<String> {
     if path.as_os_str() == "-" {
         return None;
     }
@@ -126,15 +127,20 @@ fn events_cannot_open(path: &std::path::Path) -> Option<String> {
                     .into(),
             )
         }
-        Ok(_) => return None,
-        Err(_) => {}
+        Ok(m) if !m.is_file() => return None,
+        Ok(_) | Err(_) => {}
     }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => std::path::Path::new("."),
     };
     match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => None,
+        Ok(m) if m.is_dir() => {
+            let me = nix::unistd::geteuid().as_raw();
+            let way = crate::trusted_path::file_way(path, me).ok()?;
+            way.weakness
+                .map(|w| crate::output::sink::events_path_weakness(&w))
+        }
         Ok(_) => Some(format!(
             "{} is not a directory: kpo run could not create the file there",
             dir.display()

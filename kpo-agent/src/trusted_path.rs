@@ -1,10 +1,12 @@
 //! Whether a directory is one only root (or this user) can change, all the way from `/`: the
-//! control socket's (`api/socket_dir.rs`) and the state directory's (`journal/store.rs`). A
+//! control socket's (`api/socket_dir.rs`), the state directory's (`journal/store.rs`) and the
+//! `--events` file's (`output/sink.rs`). A
 //! directory above one of them that another user may write lets that user rename it away and put
 //! one of their own in its place: a socket that answers for the agent, or a journal that tells
 //! the agent what to write back into the kernel. The rule is the usual one for trusted paths
 //! (OpenSSH's `safe_path`): each directory is root's (or this user's), and writable by nobody
-//! else unless it is sticky, as /tmp is, where others cannot rename what is not theirs. Written
+//! else unless it is sticky, as /tmp is, where others cannot rename what is not theirs (so a
+//! link there that another user made is theirs to replace, and refused). Written
 //! here because no maintained crate checks a path this way (following links as the kernel does).
 use std::{
     os::unix::fs::MetadataExt,
@@ -43,20 +45,37 @@ pub fn others_may_change(meta: &std::fs::Metadata, me: u32) -> Option<Others> {
 /// ELOOP does.
 const MAX_LINKS: usize = 40;
 
-/// Every directory whose entries lead to `dir`, from `/` down: each that holds a component of its
-/// path, followed as the kernel follows it, links included (the directory holding a link decides
-/// who may replace the link, and the link's target is then followed from where it points). `dir`
-/// itself, checked on its own, is among them only where its path passes through it (`dir/x/..`).
-pub fn ancestors(dir: &Path) -> Result<Vec<PathBuf>, (&'static str, std::io::Error)> {
+/// One step of the way to a path, as the kernel walks it.
+#[derive(Debug)]
+enum Step {
+    /// A directory that holds a component of the path.
+    Holder(PathBuf),
+    /// A symbolic link on the way, its owner, and the directory that holds it.
+    Link {
+        link: PathBuf,
+        owner: u32,
+        holder: PathBuf,
+    },
+}
+
+/// The way to `path`, links followed: its steps from `/` down, and the path reached (links
+/// resolved). With `last_may_be_missing`, a last component that does not exist ends the walk
+/// there (a file about to be created, or the dangling target of a link); any other missing
+/// component is an error.
+fn walk(
+    path: &Path,
+    last_may_be_missing: bool,
+) -> Result<(Vec<Step>, PathBuf), (&'static str, std::io::Error)> {
+    use std::os::unix::fs::MetadataExt;
     use std::path::Component;
     let io = |what: &'static str| move |source| (what, source);
-    let given = std::path::absolute(dir).map_err(io("making its path absolute"))?;
+    let given = std::path::absolute(path).map_err(io("making its path absolute"))?;
     let mut left: std::collections::VecDeque<PathBuf> = given
         .components()
         .map(|c| PathBuf::from(c.as_os_str()))
         .collect();
     let mut here = PathBuf::from("/");
-    let mut holders: Vec<PathBuf> = Vec::new();
+    let mut steps: Vec<Step> = Vec::new();
     let mut links = 0;
     while let Some(part) = left.pop_front() {
         match part.components().next() {
@@ -65,11 +84,22 @@ pub fn ancestors(dir: &Path) -> Result<Vec<PathBuf>, (&'static str, std::io::Err
                 here.pop();
             }
             Some(Component::Normal(name)) => {
-                if !holders.contains(&here) {
-                    holders.push(here.clone());
+                let held = |s: &Step| matches!(s, Step::Holder(h) if *h == here);
+                if !steps.iter().any(held) {
+                    steps.push(Step::Holder(here.clone()));
                 }
                 let next = here.join(name);
-                let meta = std::fs::symlink_metadata(&next).map_err(io("reading its path"))?;
+                let meta = match std::fs::symlink_metadata(&next) {
+                    Ok(meta) => meta,
+                    Err(e)
+                        if last_may_be_missing
+                            && left.is_empty()
+                            && e.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        return Ok((steps, next));
+                    }
+                    Err(e) => return Err(("reading its path", e)),
+                };
                 if meta.file_type().is_symlink() {
                     links += 1;
                     if links > MAX_LINKS {
@@ -80,6 +110,11 @@ pub fn ancestors(dir: &Path) -> Result<Vec<PathBuf>, (&'static str, std::io::Err
                     }
                     let target =
                         std::fs::read_link(&next).map_err(io("reading a link on its path"))?;
+                    steps.push(Step::Link {
+                        link: next,
+                        owner: meta.uid(),
+                        holder: here.clone(),
+                    });
                     for c in target.components().rev() {
                         left.push_front(PathBuf::from(c.as_os_str()));
                     }
@@ -90,7 +125,22 @@ pub fn ancestors(dir: &Path) -> Result<Vec<PathBuf>, (&'static str, std::io::Err
             _ => {}
         }
     }
-    Ok(holders)
+    Ok((steps, here))
+}
+
+/// Every directory whose entries lead to `dir`, from `/` down: each that holds a component of its
+/// path, followed as the kernel follows it, links included (the directory holding a link decides
+/// who may replace the link, and the link's target is then followed from where it points). `dir`
+/// itself, checked on its own, is among them only where its path passes through it (`dir/x/..`).
+pub fn ancestors(dir: &Path) -> Result<Vec<PathBuf>, (&'static str, std::io::Error)> {
+    let (steps, _) = walk(dir, false)?;
+    Ok(steps
+        .into_iter()
+        .filter_map(|s| match s {
+            Step::Holder(h) => Some(h),
+            Step::Link { .. } => None,
+        })
+        .collect())
 }
 
 /// A directory above a checked one that someone other than root or this user may change.
@@ -105,29 +155,105 @@ pub struct UnsafeAncestor {
     pub who: String,
 }
 
-/// The first directory on the way to `dir` (from `/`, links followed) that someone other than
-/// root or `me` may change, if any; or what could not be read, and why.
+/// A symbolic link on the way to a checked path that another user made in a sticky directory
+/// (/tmp): the sticky bit keeps others from renaming what is not theirs, so the link is its
+/// owner's to replace, with one to a directory of their own, whenever they like. The directory's
+/// own check passes it; the kernel's `fs.protected_symlinks` refuses to follow such a link for
+/// the same reason, but is off by default in the kernel and cannot be relied on.
+#[derive(Debug)]
+pub struct ForeignLink {
+    pub link: PathBuf,
+    pub owner: u32,
+    /// The sticky directory it is in.
+    pub holder: PathBuf,
+}
+
+/// What on the way to a path someone other than root or this user may change.
+#[derive(Debug)]
+pub enum Weakness {
+    Directory(UnsafeAncestor),
+    Link(ForeignLink),
+}
+
+/// The first weakness on the way to `steps`' path, from `/` down.
+fn first_weakness(
+    steps: &[Step],
+    me: u32,
+) -> Result<Option<Weakness>, (&'static str, std::io::Error)> {
+    for step in steps {
+        match step {
+            Step::Holder(ancestor) => {
+                let meta =
+                    std::fs::metadata(ancestor).map_err(|e| ("reading a directory above it", e))?;
+                let Some(others) = others_may_change(&meta, me) else {
+                    continue;
+                };
+                let who = match others {
+                    Others::Owner(uid) => format!("belongs to uid {uid}, who may"),
+                    Others::Everyone => "lets every user".to_string(),
+                    Others::Group(gid) => format!("lets group {gid}"),
+                };
+                return Ok(Some(Weakness::Directory(UnsafeAncestor {
+                    ancestor: ancestor.clone(),
+                    owner: meta.uid(),
+                    group: meta.gid(),
+                    mode: meta.mode() & 0o7777,
+                    who,
+                })));
+            }
+            Step::Link {
+                link,
+                owner,
+                holder,
+            } => {
+                if *owner == 0 || *owner == me {
+                    continue;
+                }
+                // A link in a directory that is not sticky is replaceable only by who may write
+                // there, which the directory's own step has judged.
+                let meta =
+                    std::fs::metadata(holder).map_err(|e| ("reading a directory above it", e))?;
+                if meta.mode() & 0o1000 != 0 {
+                    return Ok(Some(Weakness::Link(ForeignLink {
+                        link: link.clone(),
+                        owner: *owner,
+                        holder: holder.clone(),
+                    })));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The first directory (or link) on the way to `dir` (from `/`, links followed) that someone
+/// other than root or `me` may change, if any; or what could not be read, and why.
 pub fn unsafe_ancestor(
     dir: &Path,
     me: u32,
-) -> Result<Option<UnsafeAncestor>, (&'static str, std::io::Error)> {
-    for ancestor in ancestors(dir)? {
-        let meta = std::fs::metadata(&ancestor).map_err(|e| ("reading a directory above it", e))?;
-        let Some(others) = others_may_change(&meta, me) else {
-            continue;
-        };
-        let who = match others {
-            Others::Owner(uid) => format!("belongs to uid {uid}, who may"),
-            Others::Everyone => "lets every user".to_string(),
-            Others::Group(gid) => format!("lets group {gid}"),
-        };
-        return Ok(Some(UnsafeAncestor {
-            ancestor,
-            owner: meta.uid(),
-            group: meta.gid(),
-            mode: meta.mode() & 0o7777,
-            who,
-        }));
-    }
-    Ok(None)
+) -> Result<Option<Weakness>, (&'static str, std::io::Error)> {
+    let (steps, _) = walk(dir, false)?;
+    first_weakness(&steps, me)
+}
+
+/// The way to a file root is about to create or append to (the `--events` file): the weakness on
+/// the way to it, if any, and where it is, links resolved, when the directory that holds it lets
+/// others make entries (sticky and writable by others, as /tmp): there a file of that name may
+/// appear between this check and the open, a link included, so it must be opened at that place
+/// without following a link. `None` for that place where only root (or `me`) may make entries.
+pub struct FileWay {
+    pub weakness: Option<Weakness>,
+    pub in_shared_directory: Option<PathBuf>,
+}
+
+pub fn file_way(path: &Path, me: u32) -> Result<FileWay, (&'static str, std::io::Error)> {
+    let (steps, reached) = walk(path, true)?;
+    let weakness = first_weakness(&steps, me)?;
+    let holder = reached.parent().unwrap_or(Path::new("/"));
+    let meta = std::fs::metadata(holder).map_err(|e| ("reading its directory", e))?;
+    let shared = meta.mode() & 0o1000 != 0 && meta.mode() & 0o022 != 0;
+    Ok(FileWay {
+        weakness,
+        in_shared_directory: shared.then_some(reached),
+    })
 }

@@ -71,6 +71,18 @@ pub enum ServeError {
         /// "belongs to uid U, who may".
         who: String,
     },
+    #[error(
+        "{dir}: refusing to put the control socket here: {link}, a symbolic link on the way to \
+         it, is uid {owner}'s, in the sticky directory {holder}, where uid {owner} may replace it \
+         at any time with a link to a directory of their own; give --socket the path it leads \
+         to, or make the link root's (as root: ln -sfn TARGET {link})"
+    )]
+    ForeignLink {
+        dir: PathBuf,
+        link: PathBuf,
+        owner: u32,
+        holder: PathBuf,
+    },
 }
 
 /// A request from a root caller, with where its answer goes.

@@ -52,8 +52,17 @@ fn check_ancestors(dir: &Path, me: u32) -> Result<(), ServeError> {
             what,
             source,
         })?;
-    let Some(found) = found else {
-        return Ok(());
+    let found = match found {
+        None => return Ok(()),
+        Some(trusted_path::Weakness::Link(l)) => {
+            return Err(ServeError::ForeignLink {
+                dir: dir.to_path_buf(),
+                link: l.link,
+                owner: l.owner,
+                holder: l.holder,
+            })
+        }
+        Some(trusted_path::Weakness::Directory(found)) => found,
     };
     Err(ServeError::UnsafeAncestor {
         dir: dir.to_path_buf(),
@@ -161,6 +170,34 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    /// Defect (s46 storyI): a socket directory reached through another user's link in a sticky
+    /// directory passed; they could point it at a directory of their own after the start.
+    #[test]
+    fn another_users_link_in_a_sticky_directory_is_refused() {
+        let Some((top, _parent, run)) = tree(0, 0, 0o755) else {
+            return;
+        };
+        let shared = top.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        chmod(&shared, 0o1777);
+        let link = shared.join("run");
+        std::os::unix::fs::symlink(&run, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+        assert_eq!(
+            check(&link).unwrap_err().to_string(),
+            format!(
+                "{link}: refusing to put the control socket here: {link}, a symbolic link on the \
+                 way to it, is uid 65534's, in the sticky directory {shared}, where uid 65534 may \
+                 replace it at any time with a link to a directory of their own; give --socket \
+                 the path it leads to, or make the link root's (as root: ln -sfn TARGET {link})",
+                link = link.display(),
+                shared = shared.display()
+            )
+        );
+        std::os::unix::fs::lchown(&link, Some(0), Some(0)).unwrap();
+        check(&link).unwrap();
     }
 
     /// Not only the parent: any directory on the way from `/`, and those a link leads through.

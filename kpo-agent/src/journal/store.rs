@@ -128,9 +128,23 @@ pub fn check_dir(dir: &Path) -> Result<Option<String>, JournalError> {
     // A directory above it that another user may write lets them rename the state directory
     // away and put one of their own in its place: a journal of their making, which the agent
     // would reconcile and revert the kernel to.
+    use crate::trusted_path::Weakness;
     match crate::trusted_path::unsafe_ancestor(dir, me) {
         Ok(None) => {}
-        Ok(Some(a)) => {
+        Ok(Some(Weakness::Link(l))) => {
+            return Err(unsafe_dir(format!(
+                "{}, a symbolic link on the way to it, is uid {}'s, in the sticky directory {}, \
+                 where uid {} may replace it at any time with a link to a directory of their \
+                 own, with a journal of their making; give --state-dir the path it leads to, or \
+                 make the link root's (as root: ln -sfn TARGET {})",
+                l.link.display(),
+                l.owner,
+                l.holder.display(),
+                l.owner,
+                l.link.display()
+            )));
+        }
+        Ok(Some(Weakness::Directory(a))) => {
             return Err(unsafe_dir(format!(
                 "{}, a directory above it (owner uid {}, group {}, mode {:04o}), {} rename what \
                  is in it: they could move the state directory away and put one of their own, \

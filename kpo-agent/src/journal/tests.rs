@@ -616,6 +616,51 @@ fn a_state_directory_below_one_others_can_change_is_refused() {
     drop(open(&dir));
 }
 
+/// Defect (s46 storyI): a state directory reached through another user's symbolic link in a
+/// sticky directory passed, since the sticky directory itself does; the link's owner then pointed
+/// it at a directory of their own, and the agent wrote its files there (and through links they
+/// put there, over a root-only file). Refused, naming the link and its owner; root's own link
+/// there, and another user's link in a directory only root may write, are followed.
+#[test]
+fn a_state_directory_reached_through_another_users_link_in_a_sticky_directory_is_refused() {
+    use std::os::unix::fs::{lchown, symlink, PermissionsExt};
+    if !nix::unistd::geteuid().is_root() {
+        kpo_test_skip::skip("not root: the test makes links of another user");
+        return;
+    }
+    let tmp = private_tempdir();
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let dir = tmp.path().join("state");
+    drop(open(&dir));
+    let link = shared.join("state");
+    symlink(&dir, &link).unwrap();
+    lchown(&link, Some(65534), Some(65534)).unwrap();
+    match Journal::open(&link, Holder::Cli, Duration::ZERO) {
+        Err(e @ JournalError::UnsafeDir { .. }) => assert_eq!(
+            e.to_string(),
+            format!(
+                "{link}: refusing to keep the journal here: {link}, a symbolic link on the way \
+                 to it, is uid 65534's, in the sticky directory {shared}, where uid 65534 may \
+                 replace it at any time with a link to a directory of their own, with a journal \
+                 of their making; give --state-dir the path it leads to, or make the link root's \
+                 (as root: ln -sfn TARGET {link})",
+                link = link.display(),
+                shared = shared.display()
+            )
+        ),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    lchown(&link, Some(0), Some(0)).unwrap();
+    drop(open(&link));
+    // Another user's link where only root may write: only root may replace it.
+    let roots = tmp.path().join("roots-link");
+    symlink(&dir, &roots).unwrap();
+    lchown(&roots, Some(65534), Some(65534)).unwrap();
+    drop(open(&roots));
+}
+
 /// Which change the kernel has from KPO: the latest applied one, until a revert takes effect,
 /// even a revert that puts back the very value that change had set; a change put back after a
 /// failed read-back leaves the earlier change in place.

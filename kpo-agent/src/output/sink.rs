@@ -108,22 +108,29 @@ impl Destination {
                 if let Some(what) = device_refused(path) {
                     return Err(io::Error::other(what));
                 }
-                // Opening writes nothing; the file system is checked before the first line.
-                let (file, created) =
-                    match OpenOptions::new().create_new(true).append(true).open(path) {
-                        Ok(file) => (file, true),
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                            // A symbolic link is there (create_new does not follow it): its
-                            // target is created when it does not exist yet.
-                            let dangling = std::fs::metadata(path)
-                                .is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
-                            (
-                                OpenOptions::new().create(true).append(true).open(path)?,
-                                dangling,
-                            )
-                        }
-                        Err(e) => return Err(e),
-                    };
+                let (file, created, path) = match events_file_place(path)? {
+                    Place::Shared(place) => open_in_shared_directory(&place)?,
+                    Place::Root => {
+                        // Opening writes nothing; the file system is checked before the first
+                        // line.
+                        let (file, created) =
+                            match OpenOptions::new().create_new(true).append(true).open(path) {
+                                Ok(file) => (file, true),
+                                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                                    // A symbolic link is there (create_new does not follow it): its
+                                    // target is created when it does not exist yet.
+                                    let dangling = std::fs::metadata(path)
+                                        .is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
+                                    (
+                                        OpenOptions::new().create(true).append(true).open(path)?,
+                                        dangling,
+                                    )
+                                }
+                                Err(e) => return Err(e),
+                            };
+                        (file, created, path.clone())
+                    }
+                };
                 match kernel_interface(&file) {
                     Some(fs) => Err(io::Error::other(format!(
                         "it is on {fs}, where a write changes the kernel; the kernel is changed \
@@ -131,7 +138,7 @@ impl Destination {
                     ))),
                     None => {
                         if !created {
-                            end_a_partial_last_line(&file, path);
+                            end_a_partial_last_line(&file, &path);
                         }
                         Ok((file, created))
                     }
@@ -139,6 +146,128 @@ impl Destination {
             }
         }
     }
+}
+
+/// Where the agent, as root, may open a file of events.
+enum Place {
+    /// Every directory on the way is root's alone: the path is opened as given, links followed.
+    Root,
+    /// The file (this path, links resolved) is in a directory others may make entries in, as
+    /// /tmp: opened there without following a link.
+    Shared(PathBuf),
+}
+
+/// Refused when someone other than root could point the events path elsewhere: a directory on
+/// the way that another user owns or may write in (not sticky), or a symbolic link another user
+/// made in a sticky directory (s46 storyI: a link planted in a shared directory had the agent
+/// append events to a root-only file, or create one where it pointed, as root). The rule of the
+/// state directory and the control socket (`trusted_path.rs`). A path that names an existing FIFO
+/// or device is left to [`device_refused`]: no file of root's is written through it.
+fn events_file_place(path: &Path) -> io::Result<Place> {
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Ok(Place::Root);
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    let way = match crate::trusted_path::file_way(path, me) {
+        Ok(way) => way,
+        // A missing directory: the open says so, as it always did.
+        Err((_, e)) if e.kind() == io::ErrorKind::NotFound => return Ok(Place::Root),
+        Err((what, e)) => {
+            return Err(io::Error::other(format!(
+                "the directories on the way to it cannot be checked ({what}: {e})"
+            )))
+        }
+    };
+    match way.weakness {
+        Some(weakness) => Err(io::Error::other(events_path_weakness(&weakness))),
+        None => Ok(match way.in_shared_directory {
+            Some(place) => Place::Shared(place),
+            None => Place::Root,
+        }),
+    }
+}
+
+/// Why a weakness on the way to the events file refuses it, and what to do.
+pub(crate) fn events_path_weakness(weakness: &crate::trusted_path::Weakness) -> String {
+    use crate::trusted_path::Weakness;
+    match weakness {
+        Weakness::Directory(a) => format!(
+            "{}, a directory on the way to it (owner uid {}, group {}, mode {:04o}), {} rename \
+             what is in it: they could put a link to a file of root's in its place, and the \
+             agent, as root, would write events into that file; make {} root's and writable by \
+             root alone (chown root:root, chmod go-w; or chmod +t, as /tmp is, if others must \
+             write in it), or give --events a path whose every directory is so",
+            a.ancestor.display(),
+            a.owner,
+            a.group,
+            a.mode,
+            a.who,
+            a.ancestor.display()
+        ),
+        Weakness::Link(l) => format!(
+            "{}, a symbolic link on the way to it, is uid {}'s, in the sticky directory {}, where \
+             uid {} may point it at any file at any time, and the agent, as root, would write \
+             events into that file; give --events the path it leads to, or make the link root's \
+             (as root: ln -sfn TARGET {})",
+            l.link.display(),
+            l.owner,
+            l.holder.display(),
+            l.owner,
+            l.link.display()
+        ),
+    }
+}
+
+/// Opens (or creates) `place`, in a directory others may make entries in: without following a
+/// link (one may appear there after the check), and refused unless the file is root's (or this
+/// user's) with no other name (a hard link another user made to a file of root's is root's).
+fn open_in_shared_directory(place: &Path) -> io::Result<(File, bool, PathBuf)> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let open = |create_new: bool| {
+        let mut options = OpenOptions::new();
+        options.append(true).custom_flags(libc::O_NOFOLLOW);
+        if create_new {
+            options.create_new(true);
+        }
+        options.open(place)
+    };
+    let refused = |why: String| {
+        io::Error::other(format!(
+            "{} is in a directory every user may make entries in (sticky, as /tmp), and {why}; \
+             give --events a path in a directory only root may write",
+            place.display()
+        ))
+    };
+    let (file, created) = match open(true) {
+        Ok(file) => (file, true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match open(false) {
+            Ok(file) => (file, false),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(refused(
+                    "it is a symbolic link: one left there by another user could point at any \
+                     file of root's"
+                        .into(),
+                ))
+            }
+            Err(e) => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(refused(format!(
+            "it is uid {}'s, who may remove it or rewrite what the agent writes",
+            meta.uid()
+        )));
+    }
+    if meta.nlink() > 1 {
+        return Err(refused(format!(
+            "it has {} names (hard links): another user may have made it one of a file of root's",
+            meta.nlink()
+        )));
+    }
+    Ok((file, created, place.to_path_buf()))
 }
 
 /// A regular file that ends inside a line (an agent killed in the middle of writing one, a
@@ -1379,6 +1508,143 @@ mod tests {
         std::fs::write(&path, "someone's\n").unwrap();
         unused.remove();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "someone's\n");
+    }
+
+    /// Defect (s46 storyI): another user's symbolic link at the `--events` path in a shared
+    /// directory (sticky and world-writable, as /tmp) had the agent, as root, append events to the
+    /// root-only file it named, or create the file a dangling one named. Such a link, a file of
+    /// another user's there, a second name of a file (a hard link), and a directory on the way
+    /// others may write in are refused, naming why; root's own file or link there is used.
+    #[test]
+    fn an_events_path_another_user_could_point_elsewhere_is_refused() {
+        use std::os::unix::fs::{chown, lchown, symlink, PermissionsExt};
+        if !nix::unistd::geteuid().is_root() {
+            kpo_test_skip::skip("not root: the test makes files and links of another user");
+            return;
+        }
+        let top = tempfile::tempdir().unwrap();
+        let shared = top.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let decoy = top.path().join("decoy");
+        std::fs::write(&decoy, "root's own\n").unwrap();
+        let refusal = |path: &Path| match EventSink::open(path, 1 << 20) {
+            Err(e) => e.to_string(),
+            Ok(sink) => {
+                sink.close(Duration::from_secs(30));
+                panic!("{} was opened", path.display())
+            }
+        };
+        let nobody = 65534;
+
+        let planted = shared.join("events.ndjson");
+        symlink(&decoy, &planted).unwrap();
+        lchown(&planted, Some(nobody), Some(nobody)).unwrap();
+        let link_words = |link: &Path| {
+            format!(
+                "cannot open the event stream {link}: {link}, a symbolic link on the way to it, \
+                 is uid 65534's, in the sticky directory {shared}, where uid 65534 may point it \
+                 at any file at any time, and the agent, as root, would write events into that \
+                 file; give --events the path it leads to, or make the link root's (as root: ln \
+                 -sfn TARGET {link})",
+                link = link.display(),
+                shared = shared.display()
+            )
+        };
+        assert_eq!(refusal(&planted), link_words(&planted));
+        assert_eq!(std::fs::read_to_string(&decoy).unwrap(), "root's own\n");
+        assert_eq!(
+            crate::check::events_cannot_open(&planted).as_deref(),
+            link_words(&planted).split_once(": ").map(|(_, why)| why),
+            "kpo check --config refuses it alike"
+        );
+
+        // Dangling: the file it names is not created.
+        let private = top.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        let dangling = shared.join("dangling.ndjson");
+        symlink(private.join("planted"), &dangling).unwrap();
+        lchown(&dangling, Some(nobody), Some(nobody)).unwrap();
+        assert_eq!(refusal(&dangling), link_words(&dangling));
+        assert!(!private.join("planted").exists());
+
+        // A file of another user's, and a second name of root's file.
+        let theirs = shared.join("theirs.ndjson");
+        std::fs::write(&theirs, "").unwrap();
+        chown(&theirs, Some(nobody), Some(nobody)).unwrap();
+        let in_shared = |path: &Path, why: &str| {
+            format!(
+                "cannot open the event stream {path}: {path} is in a directory every user may \
+                 make entries in (sticky, as /tmp), and {why}; give --events a path in a \
+                 directory only root may write",
+                path = path.display()
+            )
+        };
+        assert_eq!(
+            refusal(&theirs),
+            in_shared(
+                &theirs,
+                "it is uid 65534's, who may remove it or rewrite what the agent writes"
+            )
+        );
+        let hard = shared.join("hard.ndjson");
+        std::fs::hard_link(&decoy, &hard).unwrap();
+        assert_eq!(
+            refusal(&hard),
+            in_shared(
+                &hard,
+                "it has 2 names (hard links): another user may have made it one of a file of \
+                 root's"
+            )
+        );
+        assert_eq!(std::fs::read_to_string(&decoy).unwrap(), "root's own\n");
+        // A link that appears between the check and the open is not followed.
+        let appeared = shared.join("appeared.ndjson");
+        symlink(&decoy, &appeared).unwrap();
+        assert_eq!(
+            format!(
+                "cannot open the event stream {}: {}",
+                appeared.display(),
+                open_in_shared_directory(&appeared).unwrap_err()
+            ),
+            in_shared(
+                &appeared,
+                "it is a symbolic link: one left there by another user could point at any file \
+                 of root's"
+            )
+        );
+
+        // A directory on the way that every user may write in, not sticky.
+        let open = top.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let path = open.join("events.ndjson");
+        assert_eq!(
+            refusal(&path),
+            format!(
+                "cannot open the event stream {path}: {open}, a directory on the way to it \
+                 (owner uid 0, group 0, mode 0777), lets every user rename what is in it: they \
+                 could put a link to a file of root's in its place, and the agent, as root, \
+                 would write events into that file; make {open} root's and writable by root \
+                 alone (chown root:root, chmod go-w; or chmod +t, as /tmp is, if others must \
+                 write in it), or give --events a path whose every directory is so",
+                path = path.display(),
+                open = open.display()
+            )
+        );
+        assert!(!path.exists());
+
+        // Root's own: a new file in the shared directory, and root's link there to its file.
+        for path in [shared.join("new.ndjson"), shared.join("roots-link.ndjson")] {
+            if path.ends_with("roots-link.ndjson") {
+                symlink(private.join("events.ndjson"), &path).unwrap();
+            }
+            let mut sink = EventSink::open(&path, 1 << 20).unwrap();
+            sink.send(&stop(0));
+            sink.close(Duration::from_secs(30));
+            assert_eq!(lines(&path).len(), 1, "{}", path.display());
+        }
+        assert_eq!(lines(&private.join("events.ndjson")).len(), 1);
     }
 
     /// `--events` a symbolic link whose target did not exist: the open created the target, and
