@@ -167,7 +167,7 @@ pub struct ChangeReport {
 }
 
 impl ChangeReport {
-    fn new(address: &ParamAddress, after: &Value, status: ChangeStatus) -> Self {
+    pub(crate) fn new(address: &ParamAddress, after: &Value, status: ChangeStatus) -> Self {
         Self {
             address: address.clone(),
             status,
@@ -1005,8 +1005,10 @@ impl ChangePath {
             Err(e) if is_revert => {
                 self.journal.fold_unrecorded(id, outcome);
                 let what = report.detail.clone().unwrap_or_else(|| "done".into());
-                let detail =
-                    format!("{what}; the journal could not record it ({e}): the next start will");
+                let detail = format!(
+                    "{what}; the journal could not record it ({e}): the next start records it, \
+                     as done, from what the kernel has"
+                );
                 tracing::warn!("{address}: {detail}");
                 (phase, Some(detail))
             }

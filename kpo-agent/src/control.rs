@@ -435,6 +435,36 @@ pub fn open_offline_to_read(
                 read_only: Some(read_only_warning(&dir, &source)),
             })
         }
+        // A full disk (a quota, an I/O error) under an interrupted change: reconciling it needs
+        // an append, but reading what KPO did does not (s46 storyL L1).
+        Err(
+            ControlError::Journal(JournalError::Unwritable {
+                dir, path, source, ..
+            })
+            | ControlError::Change(crate::change::ChangeError::Journal(JournalError::Unwritable {
+                dir,
+                path,
+                source,
+                ..
+            })),
+        ) => {
+            let opened = open_read_only(policy, state_dir, actuators())?;
+            let file = path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            Ok(OpenedToRead {
+                path: opened,
+                reconciled: Vec::new(),
+                read_only: Some(format!(
+                    "the state directory {} cannot be written ({file}: {source}), and an \
+                     interrupted change needs a record to be reconciled: showing the journal as \
+                     it is on disk, that change as it was left; free space there (or fix what \
+                     fails), then run a command again to reconcile it",
+                    dir.display()
+                )),
+            })
+        }
         Err(e) => Err(e),
     }
 }
@@ -1189,6 +1219,59 @@ mod tests {
             .collect();
         files.sort();
         files
+    }
+
+    /// Defect (s46 storyL L1): with the agent down, a full state directory made `kpo status`,
+    /// `kpo journal`, `kpo pending` and `kpo explain` fail (exit 2) while an interrupted change
+    /// waited to be reconciled, since reconciling it needs an append; the same directory
+    /// read-only was shown. They show the journal as it is on disk, the change as it was left,
+    /// and say why; once the disk takes records again, the next command reconciles it.
+    #[test]
+    fn a_full_state_directory_is_read_as_it_is_when_reconciling_would_write() {
+        use crate::journal::{store::JOURNAL_FILE, IntentKind, FAIL_APPENDS};
+        let state = tempfile::tempdir().unwrap();
+        crate::journal::store::make_private(state.path());
+        let dir = state.path();
+        const KEY: &str = "net.core.somaxconn";
+        let mut j = Journal::open(dir, Holder::Cli, Duration::ZERO).unwrap();
+        j.record_intent(
+            &KEY.parse().unwrap(),
+            &Value::Int(4096),
+            &Value::Int(8192),
+            Source::Operator,
+            "t",
+            IntentKind::Change,
+        )
+        .unwrap();
+        drop(j);
+        let k = crate::change::tests::kernel(&[(KEY, Value::Int(8192))]);
+        let before = snapshot(dir);
+
+        FAIL_APPENDS.set(true);
+        let opened = open_offline_to_read(None, dir, || Box::new(k.clone())).unwrap();
+        assert_eq!(
+            opened.read_only.as_deref(),
+            Some(
+                format!(
+                    "the state directory {} cannot be written ({JOURNAL_FILE}: No space left on \
+                     device (os error 28)), and an interrupted change needs a record to be \
+                     reconciled: showing the journal as it is on disk, that change as it was \
+                     left; free space there (or fix what fails), then run a command again to \
+                     reconcile it",
+                    dir.display()
+                )
+                .as_str()
+            )
+        );
+        assert!(opened.reconciled.is_empty());
+        let mut path = opened.path;
+        assert_eq!(Control::status(&mut path).unwrap().incomplete, vec![1]);
+        drop(path);
+        assert_eq!(snapshot(dir), before, "nothing written");
+
+        let opened = open_offline_to_read(None, dir, || Box::new(k.clone())).unwrap();
+        assert_eq!(opened.read_only, None);
+        assert_eq!(opened.reconciled.len(), 1);
     }
 
     /// Defect (review s32 qa-change #5): on a state directory remounted read-only (ext4's

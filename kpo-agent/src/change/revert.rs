@@ -487,7 +487,8 @@ impl ChangePath {
             r.status = ChangeStatus::Reverted;
             r.read_back = now;
             r.detail = Some(format!(
-                "put back; the journal could not record it ({error}): the next start will"
+                "put back; the journal could not record it ({error}): the next start records \
+                 it, as done, from what the kernel has"
             ));
         } else {
             r.before = now;

@@ -59,6 +59,13 @@ impl Resumes {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Test hook: the next journal opened on this thread fails its first append like a full
+    /// disk (a journal a command opens and reconciles before the test can reach it).
+    pub(crate) static FAIL_APPENDS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("{path}: {source}")]
@@ -794,7 +801,12 @@ impl Journal {
         let mut st = archive::at_open(dir, st, &boot, &options);
         st.restorable = restorable;
         st.restorable_unsettled = restorable_unsettled;
-        let appender = store::Appender::open(dir, store::JOURNAL_FILE)?;
+        #[allow(unused_mut)]
+        let mut appender = store::Appender::open(dir, store::JOURNAL_FILE)?;
+        #[cfg(test)]
+        if FAIL_APPENDS.with(std::cell::Cell::take) {
+            appender.fail_after = Some(0);
+        }
         Ok(Journal {
             dir: dir.to_path_buf(),
             appender: Some(appender),

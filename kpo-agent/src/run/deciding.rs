@@ -1260,12 +1260,11 @@ impl Deciding {
         events
     }
 
-    /// `on_exit`'s reverts stopped at a journal failure, and no agent is left to take the journal
-    /// up again: every value that may stay is named in the log, and each parameter not tried
-    /// after the one the journal failed on (which has its own `failed` event from the change
-    /// path) gets a `failed` event, with what puts it back.
-    fn not_put_back_on_exit(stopped: &crate::change::Stopped) -> Vec<Event> {
-        use crate::output::change_events::{ChangeEvent, ChangePhase};
+    /// The values `on_exit`'s reverts left in the kernel when the journal failed, named: none
+    /// when only the record of the last revert failed (s46 storyL L2: the warning then named
+    /// nothing and said values may stay, though every one was back; that revert's own warning
+    /// says what the journal could not record).
+    fn what_stays_on_exit(stopped: &crate::change::Stopped) -> Option<String> {
         let stays = stopped
             .reports
             .last()
@@ -1274,12 +1273,25 @@ impl Deciding {
             .chain(&stopped.not_tried);
         let listed: Vec<String> = stays.map(|r| r.address.to_string()).collect();
         let error = &stopped.error;
-        warn!(
-            "on exit: not put back, so KPO's values may stay in the kernel after the agent stops: \
-             {}; {error}{}",
-            listed.join(", "),
-            crate::change::remedy_unless_said(error, "them")
-        );
+        (!listed.is_empty()).then(|| {
+            format!(
+                "on exit: not put back, so KPO's values may stay in the kernel after the agent \
+                 stops: {}; {error}{}",
+                listed.join(", "),
+                crate::change::remedy_unless_said(error, "them")
+            )
+        })
+    }
+
+    /// `on_exit`'s reverts stopped at a journal failure, and no agent is left to take the journal
+    /// up again: every value that may stay is named in the log, and each parameter not tried
+    /// after the one the journal failed on (which has its own `failed` event from the change
+    /// path) gets a `failed` event, with what puts it back.
+    fn not_put_back_on_exit(stopped: &crate::change::Stopped) -> Vec<Event> {
+        use crate::output::change_events::{ChangeEvent, ChangePhase};
+        if let Some(warning) = Self::what_stays_on_exit(stopped) {
+            warn!("{warning}");
+        }
         stopped
             .not_tried
             .iter()
@@ -1415,4 +1427,51 @@ fn slo_unmeasured(config: &Config) -> Option<String> {
          request_latency sensor's measurement"
             .into()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::{ChangeError, ChangeReport, Stopped};
+    use crate::journal::{JournalError, Resumes};
+
+    /// Defect (s46 storyL L2): an agent stopping on a full disk, whose last `on_exit` revert was
+    /// made and only its record failed, warned "not put back, so KPO's values may stay in the
+    /// kernel after the agent stops: ; ..." (an empty list). No warning then; one naming the
+    /// parameter when a revert was not made, and each parameter not tried.
+    #[test]
+    fn on_exit_warns_of_values_left_only_when_some_are() {
+        let error = || {
+            ChangeError::Journal(JournalError::Unwritable {
+                dir: "/var/lib/kpo".into(),
+                path: "/var/lib/kpo/journal.log".into(),
+                source: std::io::Error::from_raw_os_error(28),
+                then: Resumes::AgentStopping,
+            })
+        };
+        let report =
+            |key: &str, status| ChangeReport::new(&key.parse().unwrap(), &Value::Int(128), status);
+        let put_back_unrecorded = Stopped {
+            reports: vec![report("net.core.somaxconn", ChangeStatus::Reverted)],
+            not_tried: Vec::new(),
+            error: error(),
+        };
+        assert_eq!(Deciding::what_stays_on_exit(&put_back_unrecorded), None);
+        let left = Stopped {
+            reports: vec![
+                report("net.core.somaxconn", ChangeStatus::Reverted),
+                report("net.ipv4.tcp_fin_timeout", ChangeStatus::Failed),
+            ],
+            not_tried: vec![report("net.ipv4.tcp_keepalive_time", ChangeStatus::Failed)],
+            error: error(),
+        };
+        let warning = Deciding::what_stays_on_exit(&left).unwrap();
+        assert!(
+            warning.starts_with(
+                "on exit: not put back, so KPO's values may stay in the kernel after the agent \
+                 stops: net.ipv4.tcp_fin_timeout, net.ipv4.tcp_keepalive_time; journal: "
+            ),
+            "{warning}"
+        );
+    }
 }
