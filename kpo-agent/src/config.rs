@@ -119,8 +119,18 @@ pub fn not_a_regular_file(path: &Path) -> Option<std::io::Error> {
 }
 
 /// [`kernel_file::read_text`] of an operator's file, refusing one that is not a regular file
-/// ([`not_a_regular_file`]).
+/// ([`not_a_regular_file`]) or that another user could have written
+/// ([`crate::trusted_path::others_may_write_file`]).
 fn read_operator_text(path: &Path) -> Result<String, KernelFileError> {
+    let me = nix::unistd::geteuid().as_raw();
+    let what = "the configuration (the LLM it trusts, the optimizer's reach)";
+    if let Some(why) = crate::trusted_path::others_may_write_file(path, me, what) {
+        return Err(KernelFileError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, why),
+            hint: "",
+        });
+    }
     match not_a_regular_file(path) {
         Some(source) => Err(KernelFileError::Io {
             path: path.to_path_buf(),

@@ -257,3 +257,49 @@ pub fn file_way(path: &Path, me: u32) -> Result<FileWay, (&'static str, std::io:
         in_shared_directory: shared.then_some(reached),
     })
 }
+
+/// Why a file KPO takes its instructions from as root (the policy, the configuration) is one
+/// another user could have written, if it is: owned by another user, writable by a group other
+/// than root's or by everyone, or reached through a directory (or a link) another user may
+/// change, who could put a file of their own in its place. Whoever writes the policy decides what
+/// KPO changes in the kernel (s46 storyI F3: a policy another user could edit widened its bounds
+/// at the next SIGHUP). `what` names the file's role in the message ("the policy").
+pub fn others_may_write_file(path: &Path, me: u32, what: &str) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let mode = meta.mode() & 0o7777;
+    let who = if meta.uid() != 0 && meta.uid() != me {
+        format!("it is owned by uid {}, who may rewrite it", meta.uid())
+    } else if mode & 0o002 != 0 {
+        format!("its mode {mode:04o} lets every user rewrite it")
+    } else if mode & 0o020 != 0 && meta.gid() != 0 {
+        format!("its mode {mode:04o} lets group {} rewrite it", meta.gid())
+    } else {
+        match file_way(path, me).ok()?.weakness? {
+            Weakness::Directory(a) => format!(
+                "{}, a directory on the way to it (owner uid {}, group {}, mode {:04o}), {} \
+                 rename what is in it, and put a file of their own in its place",
+                a.ancestor.display(),
+                a.owner,
+                a.group,
+                a.mode,
+                a.who
+            ),
+            Weakness::Link(l) => format!(
+                "{}, a symbolic link on the way to it, is uid {}'s, in the sticky directory {}, \
+                 where uid {} may point it at a file of their own",
+                l.link.display(),
+                l.owner,
+                l.holder.display(),
+                l.owner
+            ),
+        }
+    };
+    Some(format!(
+        "refusing it: {who}, and {what} decides what KPO changes in the kernel as root; make it \
+         root's and writable by root alone (chown root:root, chmod go-w), in a directory only \
+         root may write"
+    ))
+}

@@ -698,6 +698,13 @@ fn read_policy_text(path: &Path) -> std::io::Result<String> {
     if let Some(e) = crate::config::not_a_regular_file(path) {
         return Err(e);
     }
+    let me = nix::unistd::geteuid().as_raw();
+    if let Some(why) = crate::trusted_path::others_may_write_file(path, me, "the policy") {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            why,
+        ));
+    }
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)

@@ -2431,3 +2431,85 @@ fn a_policy_that_is_not_utf8_says_where() {
         "{e}"
     );
 }
+
+/// Defect (s46 storyI F3): a policy file another user could write (mode 0666, owned by another
+/// user, or in a directory every user may write in) was loaded at start and at every SIGHUP
+/// without a word, so that user could widen what KPO changes as root. Refused at the load, by
+/// `kpo check` and `kpo run` alike, naming why; root's group may write it (root's group is root
+/// alone, as everywhere in KPO's checks), and the agent's configuration is held to the same rule.
+#[test]
+fn a_policy_file_another_user_could_write_is_refused() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    crate::journal::store::make_private(dir.path());
+    let path = dir.path().join("policy.toml");
+    std::fs::write(&path, "[defaults]\nmode = \"observe\"\n").unwrap();
+    let chmod = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let refusal = |p: &Path| match Policy::load(Some(p)) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("{} loaded", p.display()),
+    };
+    let tail = "and the policy decides what KPO changes in the kernel as root; make it root's and \
+                writable by root alone (chown root:root, chmod go-w), in a directory only root \
+                may write";
+    chmod(&path, 0o666);
+    assert_eq!(
+        refusal(&path),
+        format!(
+            "{}: cannot read the policy: refusing it: its mode 0666 lets every user rewrite it, \
+             {tail}",
+            path.display()
+        )
+    );
+    let config = dir.path().join("kpo.toml");
+    std::fs::write(&config, "tick = \"1s\"\n").unwrap();
+    chmod(&config, 0o646);
+    let e = crate::config::Config::from_file(&config)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("refusing it: its mode 0646 lets every user rewrite it, and the configuration"),
+        "{e}"
+    );
+    chmod(&path, 0o644);
+    Policy::load(Some(&path)).unwrap();
+
+    if !nix::unistd::geteuid().is_root() {
+        kpo_test_skip::skip("not root: the rest makes files of other users and groups");
+        return;
+    }
+    chown(&path, Some(0), Some(0)).unwrap();
+    chmod(&path, 0o664);
+    Policy::load(Some(&path)).unwrap();
+    chown(&path, Some(0), Some(65534)).unwrap();
+    assert!(
+        refusal(&path).contains("refusing it: its mode 0664 lets group 65534 rewrite it"),
+        "{}",
+        refusal(&path)
+    );
+    chmod(&path, 0o644);
+    chown(&path, Some(65534), Some(0)).unwrap();
+    assert!(
+        refusal(&path).contains("refusing it: it is owned by uid 65534, who may rewrite it"),
+        "{}",
+        refusal(&path)
+    );
+    chown(&path, Some(0), Some(0)).unwrap();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    chmod(&open, 0o777);
+    let inside = open.join("policy.toml");
+    std::fs::copy(&path, &inside).unwrap();
+    assert_eq!(
+        refusal(&inside),
+        format!(
+            "{}: cannot read the policy: refusing it: {}, a directory on the way to it (owner \
+             uid 0, group 0, mode 0777), lets every user rename what is in it, and put a file of \
+             their own in its place, {tail}",
+            inside.display(),
+            open.display()
+        )
+    );
+}
