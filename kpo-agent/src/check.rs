@@ -165,7 +165,47 @@ pub(crate) fn warnings(policy: &Policy, proc_sys: &std::path::Path) -> Vec<Strin
     all.extend(latency_signals_the_trials_skip(policy));
     all.extend(optimizer_entries_without_bounds(policy));
     all.extend(out_of_reach_sysctls(policy, proc_sys));
+    all.extend(every_namespace_from_outside_the_first(policy, proc_sys));
     all
+}
+
+/// Entries in `auto` that cover every network namespace (`namespaces = "all"`, the default) in an
+/// agent outside the machine's first namespace (a pod without host networking, an `ip netns
+/// exec`): such an agent finds every namespace through /proc and /run/netns, the first one and
+/// other pods' included, and changes their keys, which the node's agent changes too; each takes
+/// the other's change for a person's (s46 storyK K1: two agents in two namespaces yielded to each
+/// other, and one cleared the other's pending approval). The one-agent claim is per namespace and
+/// cannot see it. Keyed on the agent's own `/proc/sys`, as [`missing_sysctls`] is.
+fn every_namespace_from_outside_the_first(
+    policy: &Policy,
+    proc_sys: &std::path::Path,
+) -> Vec<String> {
+    if crate::actuate::sysctl::outside_the_first_netns("net.core.netdev_budget", proc_sys).is_none()
+    {
+        return Vec::new();
+    }
+    let file = origin(policy);
+    let entries = std::iter::once(("[defaults]".to_string(), &policy.defaults)).chain(
+        policy
+            .params
+            .iter()
+            .map(|r| (format!("params.\"{}\"", r.name), r)),
+    );
+    entries
+        .filter(|(_, rule)| {
+            rule.mode == crate::policy::Mode::Auto && matches!(rule.namespaces, Namespaces::All)
+        })
+        .map(|(entry, rule)| {
+            format!(
+                "{file}:{}: {entry}: mode auto in every network namespace (namespaces = \"all\"), \
+                 and this agent runs outside the machine's first one: it changes the keys of \
+                 every namespace it finds, the first one's and other pods' included, which the \
+                 node's agent changes too, and each would take the other's change for a \
+                 person's; namespaces = [\"host\"] keeps the entry to this agent's own namespace",
+                rule.line
+            )
+        })
+        .collect()
 }
 
 /// Entries naming one sysctl exactly, covering the host's and not in mode observe, whose value in
@@ -1186,6 +1226,36 @@ proc_root = \"/proc\"
     /// Outside the machine's first network namespace (a pod without host networking) the kernel
     /// hides the host-wide net keys: `net.core.netdev_max_backlog` was warned of as "no such
     /// sysctl: a typo?" (seen by hand, qa-act). It says why it is missing instead.
+    /// Gap (s46 storyK K1): an agent in a network namespace of its own, with the default
+    /// `namespaces = "all"`, changed the keys of every namespace it found (another agent's
+    /// namespace's, and it could the first one's) without a word. Warned of, for each `auto`
+    /// entry covering every namespace; not in the first namespace, and not for an entry kept
+    /// to its own.
+    #[test]
+    fn auto_in_every_namespace_outside_the_first_is_warned_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path();
+        std::fs::create_dir_all(sys.join("net/core")).unwrap();
+        std::fs::write(sys.join("net/core/somaxconn"), "4096\n").unwrap();
+        let policy = Policy::parse(
+            "[defaults]\nmode = \"auto\"\n\n\
+             [params.\"net.core.somaxconn\"]\nmode = \"auto\"\nnamespaces = [\"host\"]\n\n\
+             [params.\"net.ipv4.tcp_fin_timeout\"]\nmode = \"recommend\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            every_namespace_from_outside_the_first(&policy, sys),
+            ["p.toml:1: [defaults]: mode auto in every network namespace (namespaces = \"all\"), \
+              and this agent runs outside the machine's first one: it changes the keys of every \
+              namespace it finds, the first one's and other pods' included, which the node's \
+              agent changes too, and each would take the other's change for a person's; \
+              namespaces = [\"host\"] keeps the entry to this agent's own namespace"]
+        );
+        std::fs::write(sys.join("net/core/netdev_budget"), "300\n").unwrap();
+        assert!(every_namespace_from_outside_the_first(&policy, sys).is_empty());
+    }
+
     #[test]
     fn a_host_wide_net_key_outside_the_first_namespace_is_no_typo() {
         let dir = tempfile::tempdir().unwrap();
