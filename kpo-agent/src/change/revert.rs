@@ -462,7 +462,10 @@ impl ChangePath {
             &original,
             source,
             reason,
-            state.original_id.map(|id| {
+            // What it undoes: the change the kernel has from KPO, not the first since the
+            // original, which a revert may have undone already (s46 storyK K3: "undoes #1" after
+            // #1 was reverted and #14 applied).
+            state.holding.or(state.original_id).map(|id| {
                 let cookie = self.journal.intent(id).and_then(|i| i.netns_cookie);
                 (id, cookie)
             }),

@@ -3744,6 +3744,45 @@ fn revert_all_on_a_failing_journal_reports_what_it_did_and_what_it_did_not() {
     assert_eq!(value(&k, BACKLOG), Value::Int(2000));
 }
 
+/// Defect (s46 storyK K3): `kpo revert --all` (and `on_exit`) named the parameter's first change
+/// since its original as the one it undid, even after a revert had undone that one and a later
+/// change held the kernel: "60 -> 25 (undoes #1)" where #1 applied 30 and #3 applied 25, and
+/// `kpo revert` of it then spoke of #1. It names the change the kernel has from KPO.
+#[test]
+fn revert_all_names_the_change_it_takes_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    assert_eq!(
+        p.propose(&op(SOMAX, Value::Int(8192))).unwrap().journal_id,
+        Some(1)
+    );
+    assert_eq!(
+        p.revert(1, Source::Operator, "t").unwrap().status,
+        ChangeStatus::Reverted
+    );
+    assert_eq!(
+        p.propose(&op(SOMAX, Value::Int(6000))).unwrap().journal_id,
+        Some(3)
+    );
+    let reports = p.revert_all("test").unwrap();
+    assert_eq!(
+        reports
+            .iter()
+            .map(ChangeReport::describe)
+            .collect::<Vec<_>>(),
+        [format!(
+            "reverted #4 {SOMAX}: 6000 -> 4096 (read back 4096)"
+        )]
+    );
+    let (entries, _) = p.journal.all_entries();
+    assert_eq!(
+        entries.last().map(|e| (e.id, e.revert_of)),
+        Some((4, Some(3)))
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+}
+
 /// s43 (found by hand): `kpo revert ID` of a change the rules made put the value back, and the
 /// rules, seeing the kernel as before, applied the same value again once the cooldown passed:
 /// the operator's decision lasted five minutes. The advisor's value a revert takes out of the
