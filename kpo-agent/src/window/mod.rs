@@ -213,6 +213,12 @@ struct NetnsDrops {
     /// its inode adds nothing to what this one counted, nor takes from it.
     cookie: Option<u64>,
     sockets: BTreeMap<(ListenerKey, u32), SocketDrops>,
+    /// What namespaces that had this inode earlier in the window counted, per listener: one died
+    /// and another was given its inode (a pod restarted at once). Their drops are the inode's as
+    /// the new one's are, as `kpo_listener_overflows_total` sums them; set aside, not lost (s46
+    /// storyJ F2), and apart from `sockets`, where a socket inode the new namespace reuses would
+    /// be taken for the dead one's.
+    died: BTreeMap<ListenerKey, u64>,
     /// The last dump each listener was in: what is known of one that closed in the window.
     seen_in: BTreeMap<ListenerKey, Arc<ListenerReading>>,
 }
@@ -231,7 +237,10 @@ impl NetnsDrops {
         self.sockets
             .range((key, 0)..=(key, u32::MAX))
             .map(|(_, s)| s.counted)
-            .fold(0, u64::saturating_add)
+            .fold(
+                self.died.get(&key).copied().unwrap_or(0),
+                u64::saturating_add,
+            )
     }
 }
 
@@ -248,7 +257,10 @@ fn count_dump(
     if let (Some(then), Some(now)) = (d.cookie, dump.cookie) {
         if then != now {
             // The namespace counted so far died, and this one was given its inode.
-            *d = NetnsDrops::default();
+            for ((key, _), socket) in std::mem::take(&mut d.sockets) {
+                let died = d.died.entry(key).or_default();
+                *died = died.saturating_add(socket.counted);
+            }
         }
     }
     d.cookie = dump.cookie.or(d.cookie);
@@ -2413,6 +2425,49 @@ mod tests {
     fn an_empty_builder_has_no_window() {
         let b = WindowBuilder::new(sample(Instant::now(), 0, false, 0, 0, bpf(0, None)));
         assert!(b.finish().is_none());
+    }
+
+    /// Defect (s46 storyJ F2): a namespace deleted and its inode given to a new one within a
+    /// window (a pod restarted at once) lost the drops its dumps had counted in that window,
+    /// from `listeners[]` and so from `kpo_listener_overflows_total`. They stay the inode's,
+    /// beside the new one's, even where the new one's socket has the dead one's socket inode.
+    #[test]
+    fn a_namespace_that_dies_and_gives_its_inode_away_in_a_window_keeps_its_drops() {
+        let t0 = Instant::now();
+        let key = ListenerKey {
+            netns: 7,
+            port: 80,
+            family: kpo_common::AF_INET,
+        };
+        let view = |inode: u32, drops: u64| ListenerView {
+            addresses: vec!["0.0.0.0".parse().unwrap()],
+            depth: 0,
+            limit: 128,
+            drops,
+            socket_drops: [(inode, drops)].into(),
+            pid: None,
+            comm: None,
+        };
+        let read = NetnsRead {
+            listeners: true,
+            counters: true,
+        };
+        for new_socket in [99, 1] {
+            let mut carry = Carry::default();
+            let mut sample = |secs, cookie, l| {
+                in_netns_7(&mut carry, t0, secs, [(7, read)].into(), Some(cookie), l)
+            };
+            let s0 = sample(0, 70, [(key, view(1, 500))].into());
+            let s1 = sample(1, 70, [(key, view(1, 504))].into());
+            let s2 = sample(2, 71, [(key, view(new_socket, 3))].into());
+            let s3 = sample(3, 71, [(key, view(new_socket, 5))].into());
+            let mut b = WindowBuilder::new(s0);
+            b.push(s1);
+            b.push(s2);
+            b.push(s3);
+            let (w, _) = b.finish_and_continue().unwrap();
+            assert_eq!(w.listeners[0].overflows, Some(4 + 5), "socket {new_socket}");
+        }
     }
 
     /// A sample `secs` after `t0` with namespace 7's state `ns`, its cookie and its listeners
