@@ -33,8 +33,9 @@ pub struct StateArgs {
     /// State directory: journal, lock, pause (default /var/lib/kpo).
     #[arg(long, value_name = "PATH")]
     pub state_dir: Option<PathBuf>,
-    /// The running agent's control socket (default /run/kpo/kpo.sock). When an agent answers
-    /// there, requests go through it; otherwise the state directory is opened directly.
+    /// The control socket (default /run/kpo/kpo.sock): where `kpo run` serves operators'
+    /// requests, and where the other commands send them (with no agent answering there, they
+    /// open the state directory themselves).
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 }

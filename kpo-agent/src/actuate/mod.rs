@@ -25,6 +25,10 @@ pub mod sysctl;
 
 use std::path::PathBuf;
 
+/// What a missing sysctl may mean when nothing better is known.
+const NAME_HINT: &str = "; check the name, that the device exists there for a per-device key, and \
+                         that the module providing it is loaded";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ActuateError {
     #[error("{path}: {source}")]
@@ -59,14 +63,14 @@ pub enum ActuateError {
     #[error("{iface}: the driver does not support changing interrupt coalescing ({detail})")]
     Unsupported { iface: String, detail: String },
     /// A sysctl that does not exist where it was asked for (ENOENT).
-    #[error(
-        "{param}: no such sysctl {where_} ({path} does not exist); check the name, that the \
-         device exists there for a per-device key, and that the module providing it is loaded"
-    )]
+    #[error("{param}: no such sysctl {where_} ({path} does not exist){}", if *.name_may_be_wrong { NAME_HINT } else { "" })]
     NoSuchKey {
         param: String,
         path: PathBuf,
         where_: String,
+        /// False where `where_` says why a right name is missing (a host-wide net key outside
+        /// the machine's first network namespace): the hint to check the name would mislead.
+        name_may_be_wrong: bool,
     },
     /// A host-wide key addressed in a network namespace: refused, never mapped to the host.
     #[error(
