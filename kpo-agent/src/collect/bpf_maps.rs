@@ -999,8 +999,8 @@ pub struct ServiceIndex {
     /// Freed indices, oldest first, with the listener that had each.
     freed: std::collections::VecDeque<(u32, ListenerKey)>,
     next_unused: u32,
-    /// Listeners beyond `MAX_SERVICES` that could not be timed.
-    pub untimed: usize,
+    /// Listeners beyond `MAX_SERVICES` that could not be timed, in key order.
+    pub untimed: Vec<ListenerKey>,
 }
 
 /// What [`ServiceIndex::update`] changed.
@@ -1042,7 +1042,7 @@ impl ServiceIndex {
             self.assigned.remove(&key);
             self.freed.push_back((index, key));
         }
-        self.untimed = 0;
+        self.untimed.clear();
         // Returning listeners take their own indices back first: a new listener handed out the
         // oldest freed index in the same update could otherwise take one whose owner is back,
         // and that owner would restart on another, zeroed, index.
@@ -1074,7 +1074,7 @@ impl ServiceIndex {
                     self.assigned.insert(*key, index);
                     changes.added.push((*key, index));
                 }
-                None => self.untimed += 1,
+                None => self.untimed.push(*key),
             }
         }
         changes
@@ -1378,14 +1378,14 @@ mod tests {
         let mut wanted = vec![key(443), key(8080)];
         wanted.extend_from_slice(&many[..MAX_SERVICES as usize - 3]);
         services.update(&wanted);
-        assert_eq!(services.untimed, 0);
+        assert!(services.untimed.is_empty());
         // Every index is now used once; the next listener gets index 0, freed longest ago and
         // zeroed, and one beyond the table is counted as untimed.
         wanted.extend_from_slice(&many[MAX_SERVICES as usize - 3..MAX_SERVICES as usize - 1]);
         let c = services.update(&wanted);
         assert_eq!(c.added, vec![(many[MAX_SERVICES as usize - 3], 0)]);
         assert_eq!(c.reused, vec![0]);
-        assert_eq!(services.untimed, 1);
+        assert_eq!(services.untimed.len(), 1);
     }
 
     /// Defect: any change to the timed set bumped one generation shared by every index, so each

@@ -125,6 +125,9 @@ pub struct Collector {
     netns: NetnsSet,
     owners: OwnerCache,
     services: bpf_maps::ServiceIndex,
+    /// The listeners the last warning named as untimed (request latency): one that joins them
+    /// later is warned of too, by name.
+    untimed_warned: std::collections::BTreeSet<ListenerKey>,
     carry: Carry,
     counter_carry: CounterCarry,
     napi_names: NapiNames,
@@ -146,6 +149,7 @@ impl Collector {
             netns: NetnsSet::default(),
             owners: OwnerCache::default(),
             services: Default::default(),
+            untimed_warned: Default::default(),
             carry: Carry::default(),
             counter_carry: CounterCarry::default(),
             napi_names: NapiNames::default(),
@@ -193,11 +197,27 @@ impl Collector {
                 Some(maps) => maps.set_service_ports(&mut self.services, &ports),
                 None => Default::default(),
             };
-            let untimed = (self.services.untimed > 0).then(|| {
-                let problem = format!(
-                    "request latency is timed for at most {} listening ports; {} are not",
+            let untimed = &self.services.untimed;
+            // The health record warns when some first go untimed, and when all are timed again;
+            // a listener that goes untimed in between is named here (s46 storyJ F1: a pod
+            // created later was never timed, and the warning kept its first count).
+            if let Some(newly) = newly_untimed(&mut self.untimed_warned, untimed) {
+                tracing::warn!(
+                    "request latency: {} more listening ports are not timed ({} of them now, \
+                     at most {} are): {}",
+                    newly.len(),
+                    untimed.len(),
                     kpo_common::MAX_SERVICES,
-                    self.services.untimed
+                    named_listeners(&newly)
+                );
+            }
+            let untimed = (!untimed.is_empty()).then(|| {
+                let problem = format!(
+                    "request latency is timed for at most {} listening ports, handed out first \
+                     come; {} are not: {}",
+                    kpo_common::MAX_SERVICES,
+                    untimed.len(),
+                    named_listeners(untimed)
                 );
                 ("request latency ports".to_string(), problem)
             });
@@ -430,5 +450,77 @@ mod tests {
         assert_eq!(view.drops, 96);
         assert_eq!(view.socket_drops.len(), 4);
         assert_eq!((view.depth, view.limit), (2, 1));
+    }
+}
+
+/// The listeners in `untimed` that `warned` (those named last) did not have, when some were
+/// named already: those the health record's first warning did not name. `warned` becomes
+/// `untimed`.
+fn newly_untimed(
+    warned: &mut std::collections::BTreeSet<ListenerKey>,
+    untimed: &[ListenerKey],
+) -> Option<Vec<ListenerKey>> {
+    let newly: Vec<ListenerKey> = untimed
+        .iter()
+        .filter(|k| !warned.contains(k))
+        .copied()
+        .collect();
+    let some_named = !warned.is_empty();
+    *warned = untimed.iter().copied().collect();
+    (some_named && !newly.is_empty()).then_some(newly)
+}
+
+/// Listeners named for a log line: the first few, and how many more.
+fn named_listeners(keys: &[ListenerKey]) -> String {
+    const NAMED: usize = 8;
+    let mut named: Vec<String> = keys
+        .iter()
+        .take(NAMED)
+        .map(|k| {
+            format!(
+                "port {} ({}) in net:[{}]",
+                k.port,
+                crate::window::family_name(k.family),
+                k.netns
+            )
+        })
+        .collect();
+    if keys.len() > NAMED {
+        named.push(format!("and {} more", keys.len() - NAMED));
+    }
+    named.join(", ")
+}
+
+#[cfg(test)]
+mod untimed_tests {
+    use super::*;
+
+    /// s46 storyJ F1: the warning said how many listeners request latency could not time, never
+    /// which, and kept its first count as more went untimed (a pod created later was never
+    /// timed, unsaid). The first eight are named, then how many more; each one later, by name.
+    #[test]
+    fn untimed_listeners_are_named() {
+        let key = |port| ListenerKey {
+            netns: 4026532281,
+            port,
+            family: kpo_common::AF_INET6,
+        };
+        assert_eq!(
+            named_listeners(&[key(8085), key(8086)]),
+            "port 8085 (ipv6) in net:[4026532281], port 8086 (ipv6) in net:[4026532281]"
+        );
+        // The first that go untimed are the health record's warning; one more later is named.
+        let mut warned = Default::default();
+        assert_eq!(newly_untimed(&mut warned, &[key(1), key(2)]), None);
+        assert_eq!(newly_untimed(&mut warned, &[key(1), key(2)]), None);
+        assert_eq!(
+            newly_untimed(&mut warned, &[key(1), key(2), key(3)]),
+            Some(vec![key(3)])
+        );
+        assert_eq!(newly_untimed(&mut warned, &[key(3)]), None);
+        assert_eq!(newly_untimed(&mut warned, &[]), None);
+        assert_eq!(newly_untimed(&mut warned, &[key(4)]), None, "warned afresh");
+        let ten: Vec<ListenerKey> = (1..=10).map(key).collect();
+        assert!(named_listeners(&ten).ends_with("port 8 (ipv6) in net:[4026532281], and 2 more"));
     }
 }
