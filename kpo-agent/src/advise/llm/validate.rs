@@ -667,9 +667,14 @@ fn to_value(v: &Json) -> Option<Value> {
 /// model's but a value no kernel parameter takes (s38 chaos F3: `99999999999999999999999999` was
 /// dropped as `wrong_type`, "1e+26 is not ... an integer").
 fn beyond_64_bits(v: &Json) -> bool {
+    // Above u64's range, or below i64's (s46 storyI F7: -2^63-1 fell between the two and was
+    // told a wrong type): JSON readers hold either only as a float, and -2^63-1 rounds to -2^63,
+    // so a negative one is told by not fitting an i64.
     let huge = |n: &serde_json::Number| {
-        n.as_f64()
-            .is_some_and(|f| f.abs() >= 18_446_744_073_709_551_616.0)
+        n.as_f64().is_some_and(|f| {
+            f >= 18_446_744_073_709_551_616.0
+                || (f <= -9_223_372_036_854_775_808.0 && n.as_i64().is_none())
+        })
     };
     match v {
         Json::Number(n) => huge(n),
@@ -996,6 +1001,28 @@ mod tests {
                 DropKind::WrongType
             ]
         );
+        // -2^63-1, below any kernel integer, which a float rounds to -2^63 (s46 storyI F7: it
+        // was a wrong type); -2^63 itself is an integer, out of the policy's bounds.
+        for (value, detail) in [
+            (
+                "-9223372036854775809",
+                "-9.223372036854776e+18 (as read) is beyond any kernel integer (more than 64 bits)",
+            ),
+            (
+                "-9223372036854775808",
+                "-9223372036854775808 is outside the policy's bounds",
+            ),
+        ] {
+            let reply =
+                format!(r#"[{{"parameter": "net.core.somaxconn@netns:7", "value": {value}}}]"#);
+            let v = run(serde_json::from_str(&reply).unwrap());
+            assert_eq!(kinds(&v), [DropKind::OutOfBounds], "{value}");
+            assert!(
+                v.dropped[0].detail.starts_with(detail),
+                "{}",
+                v.dropped[0].detail
+            );
+        }
         assert_eq!(
             v.dropped[0].detail,
             "1e+26 (as read) is beyond any kernel integer (more than 64 bits)"
