@@ -1115,9 +1115,16 @@ impl ChangePath {
                 if let Some(left) = &left {
                     let again = match kind {
                         IntentKind::Change => format!("kpo revert {id} puts {before} back"),
-                        IntentKind::Revert { of: Some(of) } => {
+                        // `kpo revert OF` writes OF's value before: the same again only where
+                        // that is what this revert wrote (not a put-back of the original over
+                        // changes made one after another: the s46 review).
+                        IntentKind::Revert { of: Some(of) }
+                            if self.journal.intent(*of).map(|i| &i.before)
+                                == self.journal.intent(id).map(|i| &i.after) =>
+                        {
                             format!("kpo revert {of} tries again")
                         }
+                        IntentKind::Revert { of: Some(_) } => "kpo revert --all tries again".into(),
                         IntentKind::Revert { of: None } => "kpo revert --all tries again".into(),
                     };
                     error.push_str(&format!(

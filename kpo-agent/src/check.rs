@@ -136,9 +136,10 @@ pub(crate) fn events_cannot_open(path: &std::path::Path) -> Option<String> {
     };
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => {
-            let me = nix::unistd::geteuid().as_raw();
-            let way = crate::trusted_path::file_way(path, me).ok()?;
+            // Judged as the agent, root, judges it.
+            let way = crate::trusted_path::file_way(path, 0).ok()?;
             way.weakness
+                .filter(|w| !crate::output::sink::tolerated(w))
                 .map(|w| crate::output::sink::events_path_weakness(&w))
         }
         Ok(_) => Some(format!(
@@ -151,6 +152,16 @@ pub(crate) fn events_cannot_open(path: &std::path::Path) -> Option<String> {
         )),
         Err(_) => None,
     }
+}
+
+/// Each entry of the policy with its name as a warning says it: `[defaults]`, `params."NAME"`.
+fn entries_named(policy: &Policy) -> impl Iterator<Item = (String, &ParamRule)> {
+    std::iter::once(("[defaults]".to_string(), &policy.defaults)).chain(
+        policy
+            .params
+            .iter()
+            .map(|r| (format!("params.\"{}\"", r.name), r)),
+    )
 }
 
 /// What in the policy names nothing on this machine now ([`missing_sysctls`], then
@@ -185,15 +196,16 @@ fn every_namespace_from_outside_the_first(
         return Vec::new();
     }
     let file = origin(policy);
-    let entries = std::iter::once(("[defaults]".to_string(), &policy.defaults)).chain(
-        policy
-            .params
-            .iter()
-            .map(|r| (format!("params.\"{}\"", r.name), r)),
-    );
+    let entries = entries_named(policy);
     entries
-        .filter(|(_, rule)| {
-            rule.mode == crate::policy::Mode::Auto && matches!(rule.namespaces, Namespaces::All)
+        // `[defaults]`, and an entry whose name may cover a net key: a vm.*, NIC or cpufreq
+        // entry is in no namespace, and `namespaces` changes nothing for it.
+        .filter(|(entry, rule)| {
+            let net = entry == "[defaults]"
+                || rule.name.starts_with("net")
+                || rule.name.starts_with(['*', '?', '[']);
+            net && rule.mode == crate::policy::Mode::Auto
+                && matches!(rule.namespaces, Namespaces::All)
         })
         .map(|(entry, rule)| {
             format!(
@@ -425,12 +437,7 @@ fn names_an_optimizer_knob(name: &str) -> bool {
 /// container starting) is covered from then on, so this is a warning.
 fn missing_namespaces(policy: &Policy) -> Vec<String> {
     let file = origin(policy);
-    let entries = std::iter::once(("[defaults]".to_string(), &policy.defaults)).chain(
-        policy
-            .params
-            .iter()
-            .map(|r| (format!("params.\"{}\"", r.name), r)),
-    );
+    let entries = entries_named(policy);
     let mut found = Vec::new();
     for (entry, rule) in entries {
         let Namespaces::List(list) = &rule.namespaces else {
@@ -1223,9 +1230,6 @@ proc_root = \"/proc\"
         assert!(out_of_reach_sysctls(&elsewhere, sys).is_empty());
     }
 
-    /// Outside the machine's first network namespace (a pod without host networking) the kernel
-    /// hides the host-wide net keys: `net.core.netdev_max_backlog` was warned of as "no such
-    /// sysctl: a typo?" (seen by hand, qa-act). It says why it is missing instead.
     /// Gap (s46 storyK K1): an agent in a network namespace of its own, with the default
     /// `namespaces = "all"`, changed the keys of every namespace it found (another agent's
     /// namespace's, and it could the first one's) without a word. Warned of, for each `auto`
@@ -1240,7 +1244,8 @@ proc_root = \"/proc\"
         let policy = Policy::parse(
             "[defaults]\nmode = \"auto\"\n\n\
              [params.\"net.core.somaxconn\"]\nmode = \"auto\"\nnamespaces = [\"host\"]\n\n\
-             [params.\"net.ipv4.tcp_fin_timeout\"]\nmode = \"recommend\"\n",
+             [params.\"net.ipv4.tcp_fin_timeout\"]\nmode = \"recommend\"\n\n\
+             [params.\"vm.swappiness\"]\nmode = \"auto\"\n",
             "p.toml",
         )
         .unwrap();
@@ -1256,6 +1261,9 @@ proc_root = \"/proc\"
         assert!(every_namespace_from_outside_the_first(&policy, sys).is_empty());
     }
 
+    /// Outside the machine's first network namespace (a pod without host networking) the kernel
+    /// hides the host-wide net keys: `net.core.netdev_max_backlog` was warned of as "no such
+    /// sysctl: a typo?" (seen by hand, qa-act). It says why it is missing instead.
     #[test]
     fn a_host_wide_net_key_outside_the_first_namespace_is_no_typo() {
         let dir = tempfile::tempdir().unwrap();

@@ -122,9 +122,13 @@ pub fn not_a_regular_file(path: &Path) -> Option<std::io::Error> {
 /// ([`not_a_regular_file`]) or that another user could have written
 /// ([`crate::trusted_path::others_may_write_file`]).
 fn read_operator_text(path: &Path) -> Result<String, KernelFileError> {
+    // As root only, as the policy (`policy::read_policy_text`).
     let me = nix::unistd::geteuid().as_raw();
     let what = "the configuration (the LLM it trusts, the optimizer's reach)";
-    if let Some(why) = crate::trusted_path::others_may_write_file(path, me, what) {
+    let untrusted = (me == 0)
+        .then(|| crate::trusted_path::others_may_write_file(path, me, what))
+        .flatten();
+    if let Some(why) = untrusted {
         return Err(KernelFileError::Io {
             path: path.to_path_buf(),
             source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, why),

@@ -457,10 +457,10 @@ pub fn open_offline_to_read(
                 path: opened,
                 reconciled: Vec::new(),
                 read_only: Some(format!(
-                    "the state directory {} cannot be written ({file}: {source}), and an \
-                     interrupted change needs a record to be reconciled: showing the journal as \
-                     it is on disk, that change as it was left; free space there (or fix what \
-                     fails), then run a command again to reconcile it",
+                    "the state directory {} cannot be written ({file}: {source}), and what a \
+                     stop left unfinished (an interrupted change, a quarantine) needs a record \
+                     to be settled: showing the journal as it is on disk, as it was left; free \
+                     space there (or fix what fails), then run a command again to settle it",
                     dir.display()
                 )),
             })
@@ -1254,10 +1254,10 @@ mod tests {
             Some(
                 format!(
                     "the state directory {} cannot be written ({JOURNAL_FILE}: No space left on \
-                     device (os error 28)), and an interrupted change needs a record to be \
-                     reconciled: showing the journal as it is on disk, that change as it was \
-                     left; free space there (or fix what fails), then run a command again to \
-                     reconcile it",
+                     device (os error 28)), and what a stop left unfinished (an interrupted \
+                     change, a quarantine) needs a record to be settled: showing the journal as \
+                     it is on disk, as it was left; free space there (or fix what fails), then \
+                     run a command again to settle it",
                     dir.display()
                 )
                 .as_str()

@@ -153,6 +153,8 @@ pub struct UnsafeAncestor {
     /// Who else may change it, followed by "rename": "lets group G", "lets every user",
     /// "belongs to uid U, who may".
     pub who: String,
+    /// Only the members of a group other than root's may (group-writable, not sticky).
+    pub group_only: bool,
 }
 
 /// A symbolic link on the way to a checked path that another user made in a sticky directory
@@ -188,6 +190,7 @@ fn first_weakness(
                 let Some(others) = others_may_change(&meta, me) else {
                     continue;
                 };
+                let group_only = matches!(others, Others::Group(_));
                 let who = match others {
                     Others::Owner(uid) => format!("belongs to uid {uid}, who may"),
                     Others::Everyone => "lets every user".to_string(),
@@ -199,6 +202,7 @@ fn first_weakness(
                     group: meta.gid(),
                     mode: meta.mode() & 0o7777,
                     who,
+                    group_only,
                 })));
             }
             Step::Link {
@@ -266,18 +270,28 @@ pub fn file_way(path: &Path, me: u32) -> Result<FileWay, (&'static str, std::io:
 /// at the next SIGHUP). `what` names the file's role in the message ("the policy").
 pub fn others_may_write_file(path: &Path, me: u32, what: &str) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
-    if !meta.is_file() {
-        return None;
-    }
     let mode = meta.mode() & 0o7777;
-    let who = if meta.uid() != 0 && meta.uid() != me {
-        format!("it is owned by uid {}, who may rewrite it", meta.uid())
+    // A device (/dev/null, 0666) is not rewritten by writing it; the way to it still counts.
+    let who = if !meta.is_file() {
+        None
+    } else if meta.uid() != 0 && meta.uid() != me {
+        Some(format!(
+            "it is owned by uid {}, who may rewrite it",
+            meta.uid()
+        ))
     } else if mode & 0o002 != 0 {
-        format!("its mode {mode:04o} lets every user rewrite it")
+        Some(format!("its mode {mode:04o} lets every user rewrite it"))
     } else if mode & 0o020 != 0 && meta.gid() != 0 {
-        format!("its mode {mode:04o} lets group {} rewrite it", meta.gid())
+        Some(format!(
+            "its mode {mode:04o} lets group {} rewrite it",
+            meta.gid()
+        ))
     } else {
-        match file_way(path, me).ok()?.weakness? {
+        None
+    };
+    let who = match who {
+        Some(who) => who,
+        None => match file_way(path, me).ok()?.weakness? {
             Weakness::Directory(a) => format!(
                 "{}, a directory on the way to it (owner uid {}, group {}, mode {:04o}), {} \
                  rename what is in it, and put a file of their own in its place",
@@ -295,7 +309,7 @@ pub fn others_may_write_file(path: &Path, me: u32, what: &str) -> Option<String>
                 l.holder.display(),
                 l.owner
             ),
-        }
+        },
     };
     Some(format!(
         "refusing it: {who}, and {what} decides what KPO changes in the kernel as root; make it \

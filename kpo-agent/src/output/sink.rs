@@ -164,14 +164,12 @@ enum Place {
 /// state directory and the control socket (`trusted_path.rs`). A path that names an existing FIFO
 /// or device is left to [`device_refused`]: no file of root's is written through it.
 fn events_file_place(path: &Path) -> io::Result<Place> {
-    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
-        return Ok(Place::Root);
-    }
     let me = nix::unistd::geteuid().as_raw();
     let way = match crate::trusted_path::file_way(path, me) {
         Ok(way) => way,
-        // A missing directory: the open says so, as it always did.
-        Err((_, e)) if e.kind() == io::ErrorKind::NotFound => return Ok(Place::Root),
+        // A missing directory: said as the open said it, and not opened (one made meantime
+        // would not have been checked).
+        Err((_, e)) if e.kind() == io::ErrorKind::NotFound => return Err(e),
         Err((what, e)) => {
             return Err(io::Error::other(format!(
                 "the directories on the way to it cannot be checked ({what}: {e})"
@@ -179,12 +177,34 @@ fn events_file_place(path: &Path) -> io::Result<Place> {
         }
     };
     match way.weakness {
-        Some(weakness) => Err(io::Error::other(events_path_weakness(&weakness))),
-        None => Ok(match way.in_shared_directory {
-            Some(place) => Place::Shared(place),
-            None => Place::Root,
-        }),
+        Some(weakness) if tolerated(&weakness) => {
+            let crate::trusted_path::Weakness::Directory(a) = &weakness else {
+                unreachable!("only a directory's group is tolerated")
+            };
+            warn!(
+                "events: {}: {}, a directory on the way to it (group {}, mode {:04o}), {} rename \
+                 what is in it; used, as a log directory of the system's log group is",
+                path.display(),
+                a.ancestor.display(),
+                a.group,
+                a.mode,
+                a.who
+            );
+        }
+        Some(weakness) => return Err(io::Error::other(events_path_weakness(&weakness))),
+        None => {}
     }
+    Ok(match way.in_shared_directory {
+        Some(place) => Place::Shared(place),
+        None => Place::Root,
+    })
+}
+
+/// A directory on the way to the events file that a group other than root's may write is used,
+/// with a warning: Ubuntu's /var/log is `root:syslog 0775`, and the unit's
+/// `/var/log/kpo/events.ndjson` lies below it (the s46 review). That group is the system's own.
+pub(crate) fn tolerated(weakness: &crate::trusted_path::Weakness) -> bool {
+    matches!(weakness, crate::trusted_path::Weakness::Directory(a) if a.group_only)
 }
 
 /// Why a weakness on the way to the events file refuses it, and what to do.
@@ -238,36 +258,44 @@ fn open_in_shared_directory(place: &Path) -> io::Result<(File, bool, PathBuf)> {
             place.display()
         ))
     };
-    let (file, created) = match open(true) {
-        Ok(file) => (file, true),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match open(false) {
-            Ok(file) => (file, false),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(refused(
-                    "it is a symbolic link: one left there by another user could point at any \
-                     file of root's"
+    // Judged before it is opened: opening a FIFO another user left there would wait for its
+    // reader. What is root's here, no one else may replace (sticky).
+    let meta = match std::fs::symlink_metadata(place) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return match open(true) {
+                Ok(file) => Ok((file, true, place.to_path_buf())),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(refused(
+                    "something of that name appeared there while it was being created, which \
+                     another user may have put there"
                         .into(),
-                ))
-            }
-            Err(e) => return Err(e),
-        },
+                )),
+                Err(e) => Err(e),
+            };
+        }
         Err(e) => return Err(e),
+        Ok(meta) => meta,
     };
-    let meta = file.metadata()?;
     let me = nix::unistd::geteuid().as_raw();
+    if meta.file_type().is_symlink() {
+        return Err(refused(
+            "it is a symbolic link: one left there by another user could point at any file of \
+             root's"
+                .into(),
+        ));
+    }
     if meta.uid() != 0 && meta.uid() != me {
         return Err(refused(format!(
             "it is uid {}'s, who may remove it or rewrite what the agent writes",
             meta.uid()
         )));
     }
-    if meta.nlink() > 1 {
+    if meta.is_file() && meta.nlink() > 1 {
         return Err(refused(format!(
             "it has {} names (hard links): another user may have made it one of a file of root's",
             meta.nlink()
         )));
     }
-    Ok((file, created, place.to_path_buf()))
+    Ok((open(false)?, false, place.to_path_buf()))
 }
 
 /// A regular file that ends inside a line (an agent killed in the middle of writing one, a
@@ -1633,6 +1661,28 @@ mod tests {
             )
         );
         assert!(!path.exists());
+
+        // A directory of a group other than root's (Ubuntu's /var/log, root:syslog 0775): used.
+        let logs = top.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        chown(&logs, Some(0), Some(nobody)).unwrap();
+        std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let mut sink = EventSink::open(&logs.join("events.ndjson"), 1 << 20).unwrap();
+        sink.send(&stop(0));
+        sink.close(Duration::from_secs(30));
+        assert_eq!(
+            crate::check::events_cannot_open(&logs.join("events.ndjson")),
+            None
+        );
+        // A directory on the way that does not exist: not opened (one made meantime would not
+        // have been checked), said as the open said it.
+        assert_eq!(
+            refusal(&shared.join("missing/events.ndjson")),
+            format!(
+                "cannot open the event stream {}: No such file or directory (os error 2)",
+                shared.join("missing/events.ndjson").display()
+            )
+        );
 
         // Root's own: a new file in the shared directory, and root's link there to its file.
         for path in [shared.join("new.ndjson"), shared.join("roots-link.ndjson")] {

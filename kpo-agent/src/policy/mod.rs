@@ -698,8 +698,13 @@ fn read_policy_text(path: &Path) -> std::io::Result<String> {
     if let Some(e) = crate::config::not_a_regular_file(path) {
         return Err(e);
     }
+    // As root only: the agent runs as root, and a file a user checks as themselves (a
+    // checkout, `kpo check` under umask 002) is theirs to write.
     let me = nix::unistd::geteuid().as_raw();
-    if let Some(why) = crate::trusted_path::others_may_write_file(path, me, "the policy") {
+    let untrusted = (me == 0)
+        .then(|| crate::trusted_path::others_may_write_file(path, me, "the policy"))
+        .flatten();
+    if let Some(why) = untrusted {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             why,

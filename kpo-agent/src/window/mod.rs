@@ -828,6 +828,8 @@ fn listeners(
                     .filter(|(_, s)| s.counted > 0)
                     .map(|((key, _), _)| *key),
             );
+            // And those of a namespace that died in the window and gave its inode away.
+            keys.extend(d.died.iter().filter(|(_, n)| **n > 0).map(|(key, _)| *key));
         }
     }
     // Listeners of a namespace whose dump failed at the end are unknown, not gone: left out,
@@ -2468,6 +2470,19 @@ mod tests {
             let (w, _) = b.finish_and_continue().unwrap();
             assert_eq!(w.listeners[0].overflows, Some(4 + 5), "socket {new_socket}");
         }
+        // The new one without that listener: the dead one's drops are still listed (the review).
+        let mut carry = Carry::default();
+        let mut sample =
+            |secs, cookie, l| in_netns_7(&mut carry, t0, secs, [(7, read)].into(), Some(cookie), l);
+        let s0 = sample(0, 70, [(key, view(1, 500))].into());
+        let s1 = sample(1, 70, [(key, view(1, 504))].into());
+        let s2 = sample(2, 71, BTreeMap::new());
+        let mut b = WindowBuilder::new(s0);
+        b.push(s1);
+        b.push(s2);
+        let (w, _) = b.finish_and_continue().unwrap();
+        assert_eq!(w.listeners.len(), 1);
+        assert_eq!(w.listeners[0].overflows, Some(4));
     }
 
     /// A sample `secs` after `t0` with namespace 7's state `ns`, its cookie and its listeners
