@@ -138,9 +138,10 @@ pub(crate) fn events_cannot_open(path: &std::path::Path) -> Option<String> {
         Ok(m) if m.is_dir() => {
             // Judged as the agent, root, judges it.
             let way = crate::trusted_path::file_way(path, 0).ok()?;
-            way.weakness
-                .filter(|w| !crate::output::sink::tolerated(w))
-                .map(|w| crate::output::sink::events_path_weakness(&w))
+            way.weaknesses
+                .iter()
+                .find(|w| !crate::output::sink::tolerated(w))
+                .map(crate::output::sink::events_path_weakness)
         }
         Ok(_) => Some(format!(
             "{} is not a directory: kpo run could not create the file there",

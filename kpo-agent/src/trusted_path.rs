@@ -177,11 +177,9 @@ pub enum Weakness {
     Link(ForeignLink),
 }
 
-/// The first weakness on the way to `steps`' path, from `/` down.
-fn first_weakness(
-    steps: &[Step],
-    me: u32,
-) -> Result<Option<Weakness>, (&'static str, std::io::Error)> {
+/// The weaknesses on the way to `steps`' path, from `/` down.
+fn weaknesses(steps: &[Step], me: u32) -> Result<Vec<Weakness>, (&'static str, std::io::Error)> {
+    let mut found = Vec::new();
     for step in steps {
         match step {
             Step::Holder(ancestor) => {
@@ -196,14 +194,14 @@ fn first_weakness(
                     Others::Everyone => "lets every user".to_string(),
                     Others::Group(gid) => format!("lets group {gid}"),
                 };
-                return Ok(Some(Weakness::Directory(UnsafeAncestor {
+                found.push(Weakness::Directory(UnsafeAncestor {
                     ancestor: ancestor.clone(),
                     owner: meta.uid(),
                     group: meta.gid(),
                     mode: meta.mode() & 0o7777,
                     who,
                     group_only,
-                })));
+                }));
             }
             Step::Link {
                 link,
@@ -218,16 +216,16 @@ fn first_weakness(
                 let meta =
                     std::fs::metadata(holder).map_err(|e| ("reading a directory above it", e))?;
                 if meta.mode() & 0o1000 != 0 {
-                    return Ok(Some(Weakness::Link(ForeignLink {
+                    found.push(Weakness::Link(ForeignLink {
                         link: link.clone(),
                         owner: *owner,
                         holder: holder.clone(),
-                    })));
+                    }));
                 }
             }
         }
     }
-    Ok(None)
+    Ok(found)
 }
 
 /// The first directory (or link) on the way to `dir` (from `/`, links followed) that someone
@@ -237,27 +235,28 @@ pub fn unsafe_ancestor(
     me: u32,
 ) -> Result<Option<Weakness>, (&'static str, std::io::Error)> {
     let (steps, _) = walk(dir, false)?;
-    first_weakness(&steps, me)
+    Ok(weaknesses(&steps, me)?.into_iter().next())
 }
 
-/// The way to a file root is about to create or append to (the `--events` file): the weakness on
-/// the way to it, if any, and where it is, links resolved, when the directory that holds it lets
+/// The way to a file root is about to create or append to (the `--events` file): the weaknesses
+/// on the way to it, and where it is, links resolved, when the directory that holds it lets
 /// others make entries (sticky and writable by others, as /tmp): there a file of that name may
 /// appear between this check and the open, a link included, so it must be opened at that place
 /// without following a link. `None` for that place where only root (or `me`) may make entries.
 pub struct FileWay {
-    pub weakness: Option<Weakness>,
+    /// Every weakness on the way, from `/` down.
+    pub weaknesses: Vec<Weakness>,
     pub in_shared_directory: Option<PathBuf>,
 }
 
 pub fn file_way(path: &Path, me: u32) -> Result<FileWay, (&'static str, std::io::Error)> {
     let (steps, reached) = walk(path, true)?;
-    let weakness = first_weakness(&steps, me)?;
+    let weaknesses = weaknesses(&steps, me)?;
     let holder = reached.parent().unwrap_or(Path::new("/"));
     let meta = std::fs::metadata(holder).map_err(|e| ("reading its directory", e))?;
     let shared = meta.mode() & 0o1000 != 0 && meta.mode() & 0o022 != 0;
     Ok(FileWay {
-        weakness,
+        weaknesses,
         in_shared_directory: shared.then_some(reached),
     })
 }
@@ -291,7 +290,7 @@ pub fn others_may_write_file(path: &Path, me: u32, what: &str) -> Option<String>
     };
     let who = match who {
         Some(who) => who,
-        None => match file_way(path, me).ok()?.weakness? {
+        None => match file_way(path, me).ok()?.weaknesses.into_iter().next()? {
             Weakness::Directory(a) => format!(
                 "{}, a directory on the way to it (owner uid {}, group {}, mode {:04o}), {} \
                  rename what is in it, and put a file of their own in its place",

@@ -161,8 +161,9 @@ enum Place {
 /// the way that another user owns or may write in (not sticky), or a symbolic link another user
 /// made in a sticky directory (s46 storyI: a link planted in a shared directory had the agent
 /// append events to a root-only file, or create one where it pointed, as root). The rule of the
-/// state directory and the control socket (`trusted_path.rs`). A path that names an existing FIFO
-/// or device is left to [`device_refused`]: no file of root's is written through it.
+/// state directory and the control socket (`trusted_path.rs`), whatever the path names (a link to
+/// a FIFO may be pointed elsewhere after the check), but for a directory only a group other than
+/// root's may write ([`tolerated`]).
 fn events_file_place(path: &Path) -> io::Result<Place> {
     let me = nix::unistd::geteuid().as_raw();
     let way = match crate::trusted_path::file_way(path, me) {
@@ -176,11 +177,11 @@ fn events_file_place(path: &Path) -> io::Result<Place> {
             )))
         }
     };
-    match way.weakness {
-        Some(weakness) if tolerated(&weakness) => {
-            let crate::trusted_path::Weakness::Directory(a) = &weakness else {
-                unreachable!("only a directory's group is tolerated")
-            };
+    if let Some(weakness) = way.weaknesses.iter().find(|w| !tolerated(w)) {
+        return Err(io::Error::other(events_path_weakness(weakness)));
+    }
+    for weakness in &way.weaknesses {
+        if let crate::trusted_path::Weakness::Directory(a) = weakness {
             warn!(
                 "events: {}: {}, a directory on the way to it (group {}, mode {:04o}), {} rename \
                  what is in it; used, as a log directory of the system's log group is",
@@ -191,8 +192,6 @@ fn events_file_place(path: &Path) -> io::Result<Place> {
                 a.who
             );
         }
-        Some(weakness) => return Err(io::Error::other(events_path_weakness(&weakness))),
-        None => {}
     }
     Ok(match way.in_shared_directory {
         Some(place) => Place::Shared(place),
@@ -1673,6 +1672,19 @@ mod tests {
         assert_eq!(
             crate::check::events_cannot_open(&logs.join("events.ndjson")),
             None
+        );
+        // Below it, a directory every user may write in is still refused.
+        let deeper = logs.join("open");
+        std::fs::create_dir(&deeper).unwrap();
+        std::fs::set_permissions(&deeper, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(
+            refusal(&deeper.join("events.ndjson")).contains(&format!(
+                "{}, a directory on the way to it (owner uid 0, group 0, mode 0777), lets every \
+                 user rename what is in it",
+                deeper.display()
+            )),
+            "{}",
+            refusal(&deeper.join("events.ndjson"))
         );
         // A directory on the way that does not exist: not opened (one made meantime would not
         // have been checked), said as the open said it.
