@@ -2436,24 +2436,8 @@ mod tests {
     #[test]
     fn a_namespace_that_dies_and_gives_its_inode_away_in_a_window_keeps_its_drops() {
         let t0 = Instant::now();
-        let key = ListenerKey {
-            netns: 7,
-            port: 80,
-            family: kpo_common::AF_INET,
-        };
-        let view = |inode: u32, drops: u64| ListenerView {
-            addresses: vec!["0.0.0.0".parse().unwrap()],
-            depth: 0,
-            limit: 128,
-            drops,
-            socket_drops: [(inode, drops)].into(),
-            pid: None,
-            comm: None,
-        };
-        let read = NetnsRead {
-            listeners: true,
-            counters: true,
-        };
+        let (key, read) = port_80_in_netns_7();
+        let view = one_socket;
         for new_socket in [99, 1] {
             let mut carry = Carry::default();
             let mut sample = |secs, cookie, l| {
@@ -2485,6 +2469,33 @@ mod tests {
         assert_eq!(w.listeners[0].overflows, Some(4));
     }
 
+    /// Port 80's listener in namespace 7, and a namespace read in full.
+    fn port_80_in_netns_7() -> (ListenerKey, NetnsRead) {
+        let key = ListenerKey {
+            netns: 7,
+            port: 80,
+            family: kpo_common::AF_INET,
+        };
+        let read = NetnsRead {
+            listeners: true,
+            counters: true,
+        };
+        (key, read)
+    }
+
+    /// A listener of one socket (`inode`) that has dropped `drops`.
+    fn one_socket(inode: u32, drops: u64) -> ListenerView {
+        ListenerView {
+            addresses: vec!["0.0.0.0".parse().unwrap()],
+            depth: 0,
+            limit: 128,
+            drops,
+            socket_drops: [(inode, drops)].into(),
+            pid: None,
+            comm: None,
+        }
+    }
+
     /// A sample `secs` after `t0` with namespace 7's state `ns`, its cookie and its listeners
     /// `l`, read through `carry` as the collector would.
     fn in_netns_7(
@@ -2511,24 +2522,8 @@ mod tests {
     #[test]
     fn a_namespace_given_a_dead_ones_inode_counts_as_new() {
         let t0 = Instant::now();
-        let key = ListenerKey {
-            netns: 7,
-            port: 80,
-            family: kpo_common::AF_INET,
-        };
-        let view = |inode: u32, drops: u64| ListenerView {
-            addresses: vec!["0.0.0.0".parse().unwrap()],
-            depth: 0,
-            limit: 128,
-            drops,
-            socket_drops: [(inode, drops)].into(),
-            pid: None,
-            comm: None,
-        };
-        let read = NetnsRead {
-            listeners: true,
-            counters: true,
-        };
+        let (key, read) = port_80_in_netns_7();
+        let view = one_socket;
         for (old_cookie, new_cookie, since_is_late) in
             [(Some(70), Some(71), false), (None, None, true)]
         {
