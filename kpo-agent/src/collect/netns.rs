@@ -75,6 +75,30 @@ fn device_name(sock: &OwnedFd, ifindex: u32) -> std::io::Result<String> {
 /// (about a minute at the default tick).
 const MAX_RETRY_WAIT: u64 = 60;
 
+/// Network namespaces whose user namespace was created by a user other than root are watched up
+/// to this many per user. `unshare -Urn` needs no privilege, so without a cap any user could make
+/// the agent open three files and do a sock_diag dump per namespace for as many as they like,
+/// crowding out the node's own namespaces (root's, and those a root runtime made in a user
+/// namespace of its own, as Kubernetes does for pods without host users) and growing every tick.
+pub const PER_USER_NAMESPACES: usize = 32;
+
+/// Open files that namespace handles leave free for the agent's own work: the journal, the
+/// policy, /proc and /sys reads, control connections, eBPF maps. Past it every open would fail
+/// alike, and a namespace is not worth the policy read a state change needs.
+pub const FILES_KEPT_FREE: u64 = 256;
+
+/// Files one watched namespace keeps open (see [`NetnsHandle`]).
+const FILES_PER_NAMESPACE: u64 = 3;
+
+/// Why a namespace found is not watched although it could be entered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum HeldBack {
+    /// [`PER_USER_NAMESPACES`] of this user's are watched.
+    UserCap(u32),
+    /// Opening it would leave fewer than [`FILES_KEPT_FREE`] open files.
+    Files,
+}
+
 /// A namespace that could not be entered. What stopped it (a process exiting during setns, a
 /// descriptor or memory limit) may pass while the namespace lives on, so it is tried again, each
 /// time after twice as many refreshes, up to [`MAX_RETRY_WAIT`].
@@ -88,6 +112,13 @@ struct Failure {
 pub struct NetnsSet<H = NetnsHandle> {
     handles: BTreeMap<u64, H>,
     failed: BTreeMap<u64, Failure>,
+    /// Looked at again at every refresh: no file is opened for them, so it costs nothing.
+    held_back: BTreeMap<u64, HeldBack>,
+    /// The uid that created each found namespace's owning user namespace (0 for root's): it
+    /// never changes, so it is looked up once.
+    creators: BTreeMap<u64, u32>,
+    /// How many were held back for each reason when that was last warned of.
+    held_back_warned: BTreeMap<HeldBack, usize>,
     refreshes: u64,
 }
 
@@ -96,6 +127,9 @@ impl<H> Default for NetnsSet<H> {
         Self {
             handles: BTreeMap::new(),
             failed: BTreeMap::new(),
+            held_back: BTreeMap::new(),
+            creators: BTreeMap::new(),
+            held_back_warned: BTreeMap::new(),
             refreshes: 0,
         }
     }
@@ -108,18 +142,20 @@ impl NetnsSet {
     pub fn refresh(&mut self, proc_root: &Path) {
         let mut found = discover(proc_root);
         self.keep_in_use(&mut found, |h| h.listeners().is_ok_and(|l| !l.is_empty()));
-        self.refresh_with(found, |inum, path| match open_in(path) {
-            Ok((diag, netstat, names)) => Ok(Some(NetnsHandle {
-                inum,
-                cookie: crate::actuate::sysctl::netns_cookie_of(&names).ok(),
-                diag,
-                netstat,
-                names,
-            })),
-            // Deleted between discovery and the open (`ip netns del` unmounts the file, then
-            // unlinks it): gone, not a namespace that cannot be entered.
-            Err(_) if !names_namespace(path, inum) => Ok(None),
-            Err(reason) => Err(reason),
+        self.refresh_admitting(found, creator_of, files_free, |inum, path| {
+            match open_in(path) {
+                Ok((diag, netstat, names)) => Ok(Some(NetnsHandle {
+                    inum,
+                    cookie: crate::actuate::sysctl::netns_cookie_of(&names).ok(),
+                    diag,
+                    netstat,
+                    names,
+                })),
+                // Deleted between discovery and the open (`ip netns del` unmounts the file, then
+                // unlinks it): gone, not a namespace that cannot be entered.
+                Err(_) if !names_namespace(path, inum) => Ok(None),
+                Err(reason) => Err(reason),
+            }
         });
     }
 
@@ -151,11 +187,25 @@ impl<H> NetnsSet<H> {
         }
     }
 
-    /// `open` gives a handle, `None` for a namespace gone before it could be entered (its file
-    /// no longer names it), or why it cannot be entered.
+    /// [`Self::refresh_admitting`] with every namespace root's and files to spare.
+    #[cfg(test)]
     fn refresh_with(
         &mut self,
         found: BTreeMap<u64, PathBuf>,
+        open: impl FnMut(u64, &Path) -> Result<Option<H>, String>,
+    ) {
+        self.refresh_admitting(found, |_| Some(0), || u64::MAX, open);
+    }
+
+    /// `open` gives a handle, `None` for a namespace gone before it could be entered (its file
+    /// no longer names it), or why it cannot be entered. `creator_of` names the uid that created
+    /// a namespace's user namespace (None: unknown, taken for root's), `files_free` how many
+    /// more files the agent may open now (asked at most once, when a namespace is to be opened).
+    fn refresh_admitting(
+        &mut self,
+        found: BTreeMap<u64, PathBuf>,
+        mut creator_of: impl FnMut(&Path) -> Option<u32>,
+        files_free: impl FnOnce() -> u64,
         mut open: impl FnMut(u64, &Path) -> Result<Option<H>, String>,
     ) {
         self.refreshes += 1;
@@ -165,13 +215,44 @@ impl<H> NetnsSet<H> {
         self.handles.retain(|inum, _| found.contains_key(inum));
         // A namespace gone is forgotten: a new one may get its inode.
         self.failed.retain(|inum, _| found.contains_key(inum));
-        for (inum, path) in found {
-            if self.handles.contains_key(&inum)
-                || self
-                    .failed
-                    .get(&inum)
-                    .is_some_and(|f| self.refreshes < f.next_try)
-            {
+        self.creators.retain(|inum, _| found.contains_key(inum));
+        self.held_back.clear();
+        for (inum, path) in &found {
+            if !self.creators.contains_key(inum) {
+                let uid = creator_of(path).unwrap_or(0);
+                self.creators.insert(*inum, uid);
+            }
+        }
+        let mut watched_per_user: BTreeMap<u32, usize> = BTreeMap::new();
+        for inum in self.handles.keys() {
+            *watched_per_user.entry(self.creators[inum]).or_default() += 1;
+        }
+        let mut to_open: Vec<(u64, PathBuf)> = found
+            .into_iter()
+            .filter(|(inum, _)| {
+                !self.handles.contains_key(inum)
+                    && self
+                        .failed
+                        .get(inum)
+                        .is_none_or(|f| self.refreshes >= f.next_try)
+            })
+            .collect();
+        // Root's first: what users make without privilege never takes the files the node's own
+        // namespaces need.
+        to_open.sort_by_key(|(inum, _)| (self.creators[inum] != 0, *inum));
+        let mut files_free = Some(files_free);
+        let mut free = 0;
+        for (inum, path) in to_open {
+            let uid = self.creators[&inum];
+            if uid != 0 && watched_per_user.get(&uid).copied().unwrap_or(0) >= PER_USER_NAMESPACES {
+                self.held_back.insert(inum, HeldBack::UserCap(uid));
+                continue;
+            }
+            if let Some(count) = files_free.take() {
+                free = count();
+            }
+            if free < FILES_KEPT_FREE + FILES_PER_NAMESPACE {
+                self.held_back.insert(inum, HeldBack::Files);
                 continue;
             }
             match open(inum, &path) {
@@ -187,6 +268,8 @@ impl<H> NetnsSet<H> {
                         );
                     }
                     self.handles.insert(inum, handle);
+                    free -= FILES_PER_NAMESPACE;
+                    *watched_per_user.entry(uid).or_default() += 1;
                 }
                 Err(reason) => {
                     if self.note_failure(inum, reason.clone()) {
@@ -195,6 +278,41 @@ impl<H> NetnsSet<H> {
                         debug!(netns = inum, %reason, "cannot watch network namespace, still");
                     }
                 }
+            }
+        }
+        self.warn_held_back();
+    }
+
+    /// One warning for all the namespaces held back for one reason, when there are more than
+    /// twice as many as when it was last said: a user making thousands of namespaces is told of
+    /// a few times, not once per namespace.
+    fn warn_held_back(&mut self) {
+        let mut counts: BTreeMap<HeldBack, usize> = BTreeMap::new();
+        for why in self.held_back.values() {
+            *counts.entry(*why).or_default() += 1;
+        }
+        self.held_back_warned
+            .retain(|why, _| counts.contains_key(why));
+        for (why, count) in counts {
+            let warned = self.held_back_warned.entry(why).or_default();
+            if count <= *warned * 2 {
+                continue;
+            }
+            *warned = count;
+            match why {
+                HeldBack::UserCap(uid) => tracing::warn!(
+                    uid,
+                    "not watching {count} network namespaces whose user namespace uid {uid} \
+                     created: at most {PER_USER_NAMESPACES} per user other than root are watched \
+                     (anyone may make them, and they must not crowd out the node's own); they \
+                     are watched as that user's others go"
+                ),
+                HeldBack::Files => tracing::warn!(
+                    "not watching {count} network namespaces: the open-file limit is reached \
+                     but for the {FILES_KEPT_FREE} kept for the agent's own work (each watched \
+                     namespace keeps {FILES_PER_NAMESPACE} open); raise LimitNOFILE, or the \
+                     runtime's ulimit"
+                ),
             }
         }
     }
@@ -225,9 +343,40 @@ impl<H> NetnsSet<H> {
         }
     }
 
-    /// Namespaces found that could not be entered (yet).
+    /// Namespaces found that could not be entered (yet), or are held back.
     pub fn unwatched(&self) -> impl Iterator<Item = u64> + '_ {
-        self.failed.keys().copied()
+        self.failed.keys().chain(self.held_back.keys()).copied()
+    }
+}
+
+/// The uid that created the user namespace owning the network namespace at `ns_path`, as this
+/// process sees it (0 for the initial user namespace). None when the kernel does not say: the
+/// file is gone, or the owner lies outside this process's user namespace.
+fn creator_of(ns_path: &Path) -> Option<u32> {
+    let ns = File::open(ns_path).ok()?;
+    // SAFETY: NS_GET_USERNS takes no argument and returns a new descriptor or -1.
+    let owner = unsafe { libc::ioctl(ns.as_raw_fd(), libc::NS_GET_USERNS) };
+    if owner < 0 {
+        return None;
+    }
+    // SAFETY: a descriptor the kernel just returned, owned by nobody else.
+    let owner = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(owner) };
+    let mut uid: libc::uid_t = 0;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t to the pointer it is given.
+    let rc = unsafe { libc::ioctl(owner.as_raw_fd(), libc::NS_GET_OWNER_UID, &mut uid) };
+    (rc == 0).then_some(uid)
+}
+
+/// How many more files this process may open now: the soft limit less those open.
+fn files_free() -> u64 {
+    let Ok((soft, _)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    else {
+        return u64::MAX;
+    };
+    match std::fs::read_dir("/proc/self/fd") {
+        // The directory's own descriptor is counted too: one more than will be open.
+        Ok(entries) => soft.saturating_sub(entries.count() as u64),
+        Err(_) => u64::MAX,
     }
 }
 
@@ -503,6 +652,206 @@ mod tests {
         }
         done.send(()).unwrap();
         thread.join().unwrap();
+    }
+
+    /// Paths `UID/INUM`: the uid that made each namespace's user namespace, for `creator_of`.
+    fn made_by(uid: u32, inums: impl IntoIterator<Item = u64>) -> BTreeMap<u64, PathBuf> {
+        inums
+            .into_iter()
+            .map(|inum| (inum, PathBuf::from(format!("{uid}/{inum}"))))
+            .collect()
+    }
+
+    fn creator_in_path(path: &Path) -> Option<u32> {
+        path.to_str()?.split('/').next()?.parse().ok()
+    }
+
+    fn held_back(set: &NetnsSet<u64>) -> Vec<u64> {
+        set.held_back.keys().copied().collect()
+    }
+
+    /// Defect (s46 storyI F5): any user may make network namespaces without privilege (`unshare
+    /// -Urn`), and the agent watched every one, three open files each: a few hundred took the
+    /// open-file limit, and then the journal, the policy and the node's own new namespaces
+    /// failed to open alike. A user's are watched up to a cap, root's before them, and none
+    /// where it would leave fewer than FILES_KEPT_FREE files.
+    #[test]
+    fn a_users_namespaces_are_watched_up_to_a_cap_and_never_before_roots() {
+        let mut set: NetnsSet<u64> = NetnsSet::default();
+        let mut found = made_by(0, 1..4);
+        found.extend(made_by(1000, 100..140));
+        found.extend(made_by(2000, 200..202));
+        let open = |inum, _: &Path| Ok(Some(inum));
+        set.refresh_admitting(found.clone(), creator_in_path, || u64::MAX, open);
+        let cap = PER_USER_NAMESPACES as u64;
+        let mut watched: Vec<u64> = (1..4).chain(100..100 + cap).chain(200..202).collect();
+        assert_eq!(set.handles.keys().copied().collect::<Vec<_>>(), watched);
+        assert_eq!(held_back(&set), (100 + cap..140).collect::<Vec<_>>());
+        let unwatched: Vec<u64> = set.unwatched().collect();
+        assert_eq!(unwatched, (100 + cap..140).collect::<Vec<_>>());
+        assert_eq!(
+            set.held_back_warned,
+            BTreeMap::from([(HeldBack::UserCap(1000), 40 - PER_USER_NAMESPACES)])
+        );
+
+        // Five of the user's go: five held back take their places.
+        for inum in 100..105 {
+            found.remove(&inum);
+        }
+        set.refresh_admitting(found.clone(), creator_in_path, || u64::MAX, open);
+        watched = (1..4).chain(105..105 + cap).chain(200..202).collect();
+        assert_eq!(set.handles.keys().copied().collect::<Vec<_>>(), watched);
+        assert_eq!(held_back(&set), (105 + cap..140).collect::<Vec<_>>());
+
+        // Room for one more namespace: root's new one (a higher inode) goes first, a new user's
+        // is held back, and the files left are asked for once.
+        found.extend(made_by(3000, [300]));
+        found.extend(made_by(0, [500, 501]));
+        let mut asked = 0;
+        set.refresh_admitting(
+            found.clone(),
+            creator_in_path,
+            || {
+                asked += 1;
+                FILES_KEPT_FREE + FILES_PER_NAMESPACE
+            },
+            open,
+        );
+        assert_eq!(asked, 1);
+        assert!(set.handles.contains_key(&500));
+        assert_eq!(set.held_back.get(&501), Some(&HeldBack::Files));
+        assert_eq!(set.held_back.get(&300), Some(&HeldBack::Files));
+        assert_eq!(
+            set.held_back.get(&(105 + cap)),
+            Some(&HeldBack::UserCap(1000))
+        );
+    }
+
+    /// One warning per reason, again only once the count has more than doubled.
+    #[test]
+    fn held_back_namespaces_are_warned_of_as_their_count_doubles() {
+        let mut set: NetnsSet<u64> = NetnsSet::default();
+        let open = |inum, _: &Path| Ok(Some(inum));
+        let mut warned = Vec::new();
+        for extra in [1, 2, 3, 5, 20, 0, 4] {
+            let found = made_by(1000, 0..PER_USER_NAMESPACES as u64 + extra);
+            set.refresh_admitting(found, creator_in_path, || u64::MAX, open);
+            warned.push(set.held_back_warned.get(&HeldBack::UserCap(1000)).copied());
+        }
+        // 1 held back: said; 2: not more than twice; 3: said; 5: not; 20: said; 0: forgotten; 4:
+        // said anew.
+        assert_eq!(
+            warned,
+            [Some(1), Some(1), Some(3), Some(3), Some(20), None, Some(4)]
+        );
+    }
+
+    /// The uid `creator_of` reads from the kernel: this process's namespace (root's user
+    /// namespace) and one made by another user: uid 64123 when the test runs as root (it
+    /// becomes that user first), this user when not.
+    #[test]
+    fn creator_of_names_the_user_that_made_a_namespace() {
+        let identity = std::fs::read_to_string("/proc/self/uid_map")
+            .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
+        if !identity {
+            kpo_test_skip::skip("this test runs inside a user namespace of its own");
+            return;
+        }
+        assert_eq!(creator_of(Path::new("/proc/self/ns/net")), Some(0));
+        let Some(child) = Unprivileged::spawn(1) else {
+            return;
+        };
+        let path = format!("/proc/{}/ns/net", child.0[0].id());
+        assert_eq!(creator_of(Path::new(&path)), Some(child.1));
+        assert_eq!(creator_of(Path::new("/proc/self/ns/gone")), None);
+    }
+
+    /// Processes that each hold a user and network namespace made by a user other than root;
+    /// killed when dropped.
+    struct Unprivileged(Vec<std::process::Child>, u32);
+
+    impl Unprivileged {
+        /// None (and the test skipped) where user namespaces cannot be made.
+        fn spawn(count: usize) -> Option<Self> {
+            use std::os::unix::process::CommandExt;
+            let root = nix::unistd::Uid::effective().is_root();
+            let uid = if root {
+                64123
+            } else {
+                nix::unistd::Uid::effective().as_raw()
+            };
+            let mut made = Unprivileged(Vec::new(), uid);
+            for _ in 0..count {
+                let mut command = std::process::Command::new("sleep");
+                command.arg("60");
+                // SAFETY: only async-signal-safe calls between fork and exec.
+                unsafe {
+                    command.pre_exec(move || {
+                        if root {
+                            nix::unistd::setgroups(&[])?;
+                            nix::unistd::setgid(nix::unistd::Gid::from_raw(uid))?;
+                            nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))?;
+                        }
+                        nix::sched::unshare(
+                            nix::sched::CloneFlags::CLONE_NEWUSER
+                                | nix::sched::CloneFlags::CLONE_NEWNET,
+                        )?;
+                        Ok(())
+                    });
+                }
+                match command.spawn() {
+                    Ok(child) => made.0.push(child),
+                    Err(e) => {
+                        kpo_test_skip::skip(&format!(
+                            "a user namespace could not be made as uid {uid}: {e}"
+                        ));
+                        return None;
+                    }
+                }
+            }
+            Some(made)
+        }
+    }
+
+    impl Drop for Unprivileged {
+        fn drop(&mut self) {
+            for child in &mut self.0 {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// The cap on the real system: one more namespace than the cap, made by one user, and all
+    /// but one watched. Root enters namespaces of other users' user namespaces; a user cannot.
+    #[test]
+    fn one_users_namespaces_past_the_cap_are_not_watched() {
+        if !nix::unistd::Uid::effective().is_root() {
+            kpo_test_skip::skip("entering another user's network namespace needs root");
+            return;
+        }
+        let Some(children) = Unprivileged::spawn(PER_USER_NAMESPACES + 1) else {
+            return;
+        };
+        let made: Vec<u64> = children
+            .0
+            .iter()
+            .map(|c| {
+                std::fs::metadata(format!("/proc/{}/ns/net", c.id()))
+                    .unwrap()
+                    .ino()
+            })
+            .collect();
+        let mut set = NetnsSet::default();
+        set.refresh(Path::new("/proc"));
+        let watched = made.iter().filter(|i| set.get(**i).is_some()).count();
+        let unwatched: Vec<u64> = set.unwatched().filter(|i| made.contains(i)).collect();
+        assert_eq!(watched, PER_USER_NAMESPACES, "{made:?}");
+        assert_eq!(unwatched.len(), 1);
+        assert_eq!(
+            set.held_back.get(&unwatched[0]),
+            Some(&HeldBack::UserCap(children.1))
+        );
     }
 
     /// Defect: a namespace watched until discovery stopped finding it (deleted, most often) was
