@@ -110,6 +110,9 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     // One agent per network namespace, before anything is opened: a second one, whatever its
     // state directory, would change the same parameters behind the first one's back.
     let _one_agent = one_agent::claim()?;
+    if let Some(squatted) = &_one_agent.squatted {
+        warn!("{squatted}");
+    }
     if let Err(e) = open_files::raise_to_hard_limit() {
         warn!("open files: the limit could not be read or raised: {e}");
     }
