@@ -18,8 +18,8 @@
 //!   [`cli`]: command-line definitions.
 //!
 //! Shared by the stages: [`kernel_file`] (bounded reads of kernel files), [`counter`] (deltas
-//! of counters, by what a fall means), [`http`] (the HTTP clients' proxy rules) and [`logging`]
-//! (standard error, never blocking).
+//! of counters, by what a fall means), [`http`] (the HTTP clients' proxy rules), [`logging`]
+//! (standard error, never blocking) and [`shown`] (text other users choose, made safe to show).
 pub mod actuate;
 pub mod advise;
 pub mod api;
@@ -41,6 +41,7 @@ pub mod output;
 pub mod policy;
 pub mod run;
 pub mod sensors;
+pub mod shown;
 pub mod trusted_path;
 pub mod who;
 pub mod window;

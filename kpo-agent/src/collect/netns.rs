@@ -68,7 +68,8 @@ fn device_name(sock: &OwnedFd, ifindex: u32) -> std::io::Result<String> {
         .take_while(|&&c| c != 0)
         .map(|&c| c as u8)
         .collect();
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    // Any user may name a device in a namespace of their own.
+    Ok(crate::shown::escaped(&String::from_utf8_lossy(&bytes)).into_owned())
 }
 
 /// How many refreshes at most between two attempts at a namespace that could not be entered

@@ -87,12 +87,13 @@ fn scan(proc_root: &Path, wanted: &[u32]) -> HashMap<u32, Owner> {
 }
 
 /// A process's name as it set it: any bytes (`prctl(PR_SET_NAME)` takes no encoding), so it is
-/// copied lossily, each invalid byte a U+FFFD. Empty if the process is gone.
+/// copied lossily, each invalid byte a U+FFFD, and control and format characters escaped
+/// ([`crate::shown`]). Empty if the process is gone.
 fn read_comm(path: &Path) -> String {
     kernel_file::read_bytes(path, limit::FIXED)
         .map(|bytes| {
             let name = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-            String::from_utf8_lossy(name).into_owned()
+            crate::shown::escaped(&String::from_utf8_lossy(name)).into_owned()
         })
         .unwrap_or_default()
 }
@@ -116,6 +117,20 @@ mod tests {
         assert_eq!(socket_inode("pipe:[1]"), None);
         assert_eq!(socket_inode("socket:[x]"), None);
         assert_eq!(socket_inode("/dev/null"), None);
+    }
+
+    /// Defect (s46 storyI F6): any user may name a process, and an escape sequence or a bidi
+    /// override in the name reached `kpo explain`'s terminal and the webhooks as it was.
+    #[test]
+    fn control_and_format_characters_in_a_name_are_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc_dir = dir.path().join("4242");
+        std::fs::create_dir_all(proc_dir.join("fd")).unwrap();
+        std::os::unix::fs::symlink("socket:[777]", proc_dir.join("fd/3")).unwrap();
+        std::fs::write(proc_dir.join("comm"), "\u{1b}[2Jsrv\u{202e}gpj\n").unwrap();
+        let mut cache = OwnerCache::default();
+        cache.resolve(dir.path(), &[777]);
+        assert_eq!(cache.get(777).unwrap().comm, "\\u{001b}[2Jsrv\\u{202e}gpj");
     }
 
     /// Defect: a name that is not UTF-8 became "".

@@ -237,7 +237,7 @@ fn describe(pid: i32) -> String {
     if command.is_empty() {
         format!(" (pid {pid})")
     } else {
-        format!(" (pid {pid}: {command})")
+        format!(" (pid {pid}: {})", crate::shown::escaped(&command))
     }
 }
 

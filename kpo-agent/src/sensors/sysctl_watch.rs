@@ -270,7 +270,7 @@ fn to_event(w: &SysctlWrite) -> SysctlWriteEvent {
     let slashed = text(&w.name, w.name_len, SYSCTL_NAME_LEN);
     SysctlWriteEvent {
         pid: w.tgid,
-        comm: text(&w.comm, -1, w.comm.len()),
+        comm: crate::shown::escaped(&text(&w.comm, -1, w.comm.len())).into_owned(),
         name: crate::actuate::param::canonical_sysctl(&slashed).unwrap_or(slashed),
         value: text(&w.value, w.value_len, SYSCTL_VALUE_LEN)
             .trim()

@@ -722,38 +722,7 @@ pub(crate) fn plain(text: &str) -> String {
         .collect()
 }
 
-/// Unicode general category Cf (format), as of Unicode 15.1: invisible characters that steer how
-/// text around them is shown (bidi embeddings, overrides and isolates, zero-width joiners and
-/// spaces, the BOM, tag characters). Listed here rather than taken from a crate: no dependency
-/// of ours has general categories, and the set changes rarely (a new one here would be kept,
-/// which is what happened before this list). Removed rather than made spaces: a zero-width space
-/// inside a number or a word was never a word break the reader could see.
-pub(crate) fn is_format(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}'
-            | '\u{0600}'..='\u{0605}'
-            | '\u{061C}'
-            | '\u{06DD}'
-            | '\u{070F}'
-            | '\u{0890}'..='\u{0891}'
-            | '\u{08E2}'
-            | '\u{180E}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{206F}'
-            | '\u{FEFF}'
-            | '\u{FFF9}'..='\u{FFFB}'
-            | '\u{110BD}'
-            | '\u{110CD}'
-            | '\u{13430}'..='\u{1343F}'
-            | '\u{1BCA0}'..='\u{1BCA3}'
-            | '\u{1D173}'..='\u{1D17A}'
-            | '\u{E0001}'
-            | '\u{E0020}'..='\u{E007F}'
-    )
-}
+pub(crate) use crate::shown::is_format;
 
 /// An echo of the model's text in a `dropped` entry: [`plain`], then cut.
 fn shorten(s: &str) -> String {
