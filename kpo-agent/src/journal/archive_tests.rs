@@ -231,6 +231,50 @@ fn reopening_does_not_archive_again() {
     assert_eq!(size(dir.path(), ARCHIVE_FILE), archive_bytes);
 }
 
+/// An advisor's changes journaled by a clock that has stepped back since: those up to an hour
+/// ahead count against the hourly limit, those further ahead do not (a clock stepped back by a
+/// day held advisors off for the day).
+#[test]
+fn changes_a_clock_stepped_back_puts_in_the_future_count_only_within_the_hour() {
+    let dir = private_tempdir();
+    let mut j = open(dir.path(), never());
+    for (before, after) in [(1000, 2000), (2000, 3000)] {
+        change_by(&mut j, B, before, after, Source::Rules);
+    }
+    let count = |back: Duration| {
+        let now = std::time::SystemTime::now() - back;
+        j.context(&addr(B), &Value::Int(9000), now)
+            .changes_last_hour
+    };
+    assert_eq!(count(Duration::ZERO), 2);
+    assert_eq!(count(Duration::from_secs(1800)), 2);
+    assert_eq!(count(Duration::from_secs(2 * 3600)), 0);
+}
+
+/// A quarantine journaled by a clock that has stepped back a day since lasts its own length
+/// from now, not a day more.
+#[test]
+fn a_quarantine_a_clock_stepped_back_puts_ahead_lasts_its_length_from_now() {
+    let dir = private_tempdir();
+    let mut j = open(dir.path(), never());
+    change(&mut j, B, 1000, 2000);
+    j.quarantine(
+        &addr(B),
+        &Value::Int(9000),
+        Duration::from_secs(1800),
+        "p99",
+    )
+    .unwrap();
+    let q = j.param_state(&addr(B)).unwrap().quarantine[0].clone();
+    assert_eq!(q.until_ms - q.since_ms, 1_800_000);
+    let now = to_time(q.since_ms) - Duration::from_secs(86_400);
+    let ctx = j.context(&addr(B), &Value::Int(9000), now);
+    assert_eq!(ctx.quarantined_until, Some(now + Duration::from_secs(1800)));
+    // On time, its end as journaled.
+    let ctx = j.context(&addr(B), &Value::Int(9000), to_time(q.since_ms));
+    assert_eq!(ctx.quarantined_until, Some(to_time(q.until_ms)));
+}
+
 /// The original, a yield, a quarantine in force and the pause are old, and still hold; the
 /// hourly count and cooldown of the latest change too.
 #[test]

@@ -1340,14 +1340,26 @@ impl Journal {
                 self.intent(*id)
                     .is_none_or(|i| i.source != Source::Operator)
             };
+            // A change up to an hour in the future (the clock stepped back since) may have been
+            // made within the hour; one further ahead is taken for one that was not, so that a
+            // clock stepped back by a day does not hold advisors off for that day.
+            let hour_ahead = now + Duration::from_secs(3600);
             ctx.changes_last_hour = writes()
-                .filter(|(id, ts)| to_time(*ts) > hour_ago && an_advisors(id))
+                .filter(|(id, ts)| {
+                    let at = to_time(*ts);
+                    at > hour_ago && at <= hour_ahead && an_advisors(id)
+                })
                 .count() as u32;
+            // A clock stepped back (a VM restored, NTP correcting a clock that ran ahead) puts a
+            // quarantine's end further ahead: it lasts at most its own length from now.
             ctx.quarantined_until = p
                 .quarantine
                 .iter()
                 .filter(|q| &q.value == value)
-                .map(|q| to_time(q.until_ms))
+                .map(|q| {
+                    let length = Duration::from_millis(q.until_ms.saturating_sub(q.since_ms));
+                    to_time(q.until_ms).min(now + length)
+                })
                 .max();
         }
         ctx

@@ -1054,7 +1054,9 @@ impl Policy {
         }
         if p.source != Source::Operator {
             if let Some(last) = ctx.last_change {
-                let ready = last + rule.cooldown;
+                // A change the clock puts in the future (it stepped back since) was made no
+                // later than now: the cooldown lasts at most its length from now.
+                let ready = last.min(ctx.now) + rule.cooldown;
                 if ready > ctx.now {
                     let left = ready.duration_since(ctx.now).unwrap_or_default();
                     return Decision::Refused(Refusal::Cooldown {
