@@ -1154,9 +1154,22 @@ impl Desk {
                     .approval_id
                     .as_ref()
                     .and_then(|id| self.store.item(id))
-                    .map(|i| self.as_reported(i)),
+                    .map(|i| self.as_seen_at(i, now_ms())),
             })
             .collect()
+    }
+
+    /// [`Desk::as_reported`], but a pending one past its expiry as expired then, as the next
+    /// window, request or offline command records it: `explain` only reads (s47 storyM M-1:
+    /// with the agent down, or between windows, it showed an approval nobody could approve
+    /// any more as pending).
+    fn as_seen_at(&self, item: &ApprovalItem, now: u64) -> ApprovalItem {
+        let mut item = self.as_reported(item);
+        if item.state == ApprovalState::Pending && now >= item.expires_ms {
+            item.state = ApprovalState::Expired;
+            item.resolved_ms = Some(item.expires_ms);
+        }
+        item
     }
 }
 

@@ -202,6 +202,32 @@ fn approving_applies_through_the_change_path_once() {
     assert!(err.to_string().contains("no approval ap-9"), "{err}");
 }
 
+/// s47 storyM M-1: `kpo explain` (which only reads) showed an approval past its expiry as
+/// pending until a `kpo pending`, a request or a window recorded the expiry.
+#[test]
+fn explain_shows_an_approval_past_its_expiry_as_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings();
+    settings.expire_after = Duration::ZERO; // expires the moment it is made
+    let mut s = open(dir.path(), policy("recommend"), settings, false);
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let approval = s.desk.explain("net.core.somaxconn", 1)[0]
+        .approval
+        .clone()
+        .unwrap();
+    assert_eq!(approval.state, ApprovalState::Expired);
+    assert_eq!(approval.resolved_ms, Some(approval.expires_ms));
+    // Not yet due: pending.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let approval = s.desk.explain("net.core.somaxconn", 1)[0]
+        .approval
+        .clone()
+        .unwrap();
+    assert_eq!(approval.state, ApprovalState::Pending);
+}
+
 #[test]
 fn an_expired_approval_cannot_be_approved() {
     let dir = tempfile::tempdir().unwrap();
