@@ -721,7 +721,7 @@ impl Desk {
         let (gone, open): (Vec<ApprovalItem>, Vec<ApprovalItem>) = self
             .store
             .pending()
-            .filter(|i| i.key == key && now < self.expires(i))
+            .filter(|i| i.key == key && !self.is_due(i, now))
             .cloned()
             .partition(|i| other_namespace(i.netns_cookie, cookie).is_some());
         // Advised for a namespace that died before a window noticed: this advice is for the one
@@ -857,7 +857,8 @@ impl Desk {
         // An expiry noticed late (the agent was down, or no window or request came) still ended
         // when the time ran out.
         item.resolved_ms = Some(match state {
-            ApprovalState::Expired => self.expires(&item),
+            // Not in the future when the clock stepped back ([`Desk::is_due`]).
+            ApprovalState::Expired => self.expires(&item).min(now_ms()),
             _ => now_ms(),
         });
         item.state = state;
@@ -910,7 +911,7 @@ impl Desk {
         let seen = std::mem::take(&mut self.seen);
         let llm_answered = std::mem::take(&mut self.llm_answered);
         for item in pending {
-            let state = if now >= self.expires(&item) {
+            let state = if self.is_due(&item, now) {
                 Some(ApprovalState::Expired)
             } else if let NamespaceNow::Gone(why) = namespace_now(path, &item) {
                 Some(ApprovalState::Cleared { why })
@@ -958,6 +959,14 @@ impl Desk {
             .saturating_add(self.settings.expire_after.as_millis() as u64)
     }
 
+    /// Whether a pending `item` has expired at `now`: its time ran out, or it was last advised
+    /// more than `expire_after` ahead of `now`, which is taken for advice from before the clock
+    /// stepped back (docs/policy.md, Clocks): otherwise it would wait as long as the step too.
+    fn is_due(&self, item: &ApprovalItem, now: u64) -> bool {
+        let length = self.settings.expire_after.as_millis() as u64;
+        now >= self.expires(item) || item.updated_ms > now.saturating_add(length)
+    }
+
     /// `item` as it is reported: a pending one with the expiry in force ([`Desk::expires`]); a
     /// resolved one as it was stored, with the expiry in force when it ended.
     fn as_reported(&self, item: &ApprovalItem) -> ApprovalItem {
@@ -978,7 +987,7 @@ impl Desk {
         let due: Vec<ApprovalItem> = self
             .store
             .pending()
-            .filter(|i| now >= self.expires(i))
+            .filter(|i| self.is_due(i, now))
             .cloned()
             .collect();
         for item in due {
@@ -996,7 +1005,7 @@ impl Desk {
         Ok(self
             .store
             .pending()
-            .filter(|i| now < self.expires(i))
+            .filter(|i| !self.is_due(i, now))
             .map(|i| self.as_reported(i))
             .collect())
     }
@@ -1010,13 +1019,11 @@ impl Desk {
             .map(|i| self.as_reported(i))
             .ok_or_else(|| ApprovalError::NoSuch(id.to_string()))?;
         match &item.state {
-            ApprovalState::Pending if now_ms() >= self.expires(&item) => {
-                Err(ApprovalError::Expired {
-                    id: item.id.clone(),
-                    at: format_ms(self.expires(&item)),
-                }
-                .into())
+            ApprovalState::Pending if self.is_due(&item, now_ms()) => Err(ApprovalError::Expired {
+                id: item.id.clone(),
+                at: format_ms(self.expires(&item)),
             }
+            .into()),
             ApprovalState::Pending => Ok(item),
             ApprovalState::Expired => Err(ApprovalError::Expired {
                 id: item.id.clone(),
@@ -1165,9 +1172,9 @@ impl Desk {
     /// any more as pending).
     fn as_seen_at(&self, item: &ApprovalItem, now: u64) -> ApprovalItem {
         let mut item = self.as_reported(item);
-        if item.state == ApprovalState::Pending && now >= item.expires_ms {
+        if item.state == ApprovalState::Pending && self.is_due(&item, now) {
             item.state = ApprovalState::Expired;
-            item.resolved_ms = Some(item.expires_ms);
+            item.resolved_ms = Some(item.expires_ms.min(now));
         }
         item
     }

@@ -1350,16 +1350,18 @@ impl Journal {
                     at > hour_ago && at <= hour_ahead && an_advisors(id)
                 })
                 .count() as u32;
-            // A clock stepped back (a VM restored, NTP correcting a clock that ran ahead) puts a
-            // quarantine's end further ahead: it lasts at most its own length from now.
+            // One that begins more than its own length ahead is taken for one from before the
+            // clock stepped back (a VM restored, NTP correcting a clock that ran ahead), which
+            // would otherwise last as long as the step too (docs/policy.md, Clocks).
             ctx.quarantined_until = p
                 .quarantine
                 .iter()
                 .filter(|q| &q.value == value)
-                .map(|q| {
-                    let length = Duration::from_millis(q.until_ms.saturating_sub(q.since_ms));
-                    to_time(q.until_ms).min(now + length)
+                .filter(|q| {
+                    let length = q.until_ms.saturating_sub(q.since_ms);
+                    to_time(q.since_ms) <= now + Duration::from_millis(length)
                 })
+                .map(|q| to_time(q.until_ms))
                 .max();
         }
         ctx

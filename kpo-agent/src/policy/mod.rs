@@ -1053,10 +1053,14 @@ impl Policy {
             }
         }
         if p.source != Source::Operator {
-            if let Some(last) = ctx.last_change {
-                // A change the clock puts in the future (it stepped back since) was made no
-                // later than now: the cooldown lasts at most its length from now.
-                let ready = last.min(ctx.now) + rule.cooldown;
+            // A change the clock puts more than a cooldown ahead is taken for one made before
+            // the clock stepped back (docs/policy.md, Clocks): otherwise it would hold advisors
+            // off for as long as the step.
+            if let Some(last) = ctx
+                .last_change
+                .filter(|last| *last <= ctx.now + rule.cooldown)
+            {
+                let ready = last + rule.cooldown;
                 if ready > ctx.now {
                     let left = ready.duration_since(ctx.now).unwrap_or_default();
                     return Decision::Refused(Refusal::Cooldown {

@@ -810,18 +810,30 @@ fn sources_namespaces_pause_cooldown_rate_and_quarantine() {
         Decision::Apply,
         "an operator is not held by the cooldown"
     );
-    // The clock stepped back a day since the change: the cooldown lasts its length from now.
+    // The clock stepped back since the change: by less than the cooldown (5m), it holds until
+    // the change's time and the cooldown after; by more, it is over.
     let c = Context {
-        last_change: Some(now + Duration::from_secs(86_400)),
+        last_change: Some(now + Duration::from_secs(240)),
         ..Context::new(now)
     };
     match p.decide(
         &proposal("net.core.somaxconn", Value::Int(200), Source::Rules),
         &c,
     ) {
-        Decision::Refused(Refusal::Cooldown { remaining_s }) => assert_eq!(remaining_s, 300.0),
+        Decision::Refused(Refusal::Cooldown { remaining_s }) => assert_eq!(remaining_s, 540.0),
         other => panic!("{other:?}"),
     }
+    let c = Context {
+        last_change: Some(now + Duration::from_secs(86_400)),
+        ..Context::new(now)
+    };
+    assert_eq!(
+        p.decide(
+            &proposal("net.core.somaxconn", Value::Int(200), Source::Rules),
+            &c
+        ),
+        Decision::Apply
+    );
     let c = Context {
         changes_last_hour: 3,
         ..Context::new(now)

@@ -228,6 +228,22 @@ fn explain_shows_an_approval_past_its_expiry_as_expired() {
     assert_eq!(approval.state, ApprovalState::Pending);
 }
 
+/// A clock stepped back since the advice: by less than `expire_after` (1h), the approval waits
+/// until its time; by more (a day), it has expired rather than wait a day longer.
+#[test]
+fn an_approval_a_clock_stepped_back_puts_far_ahead_has_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let item = s.desk.pending().unwrap()[0].clone();
+    let hour = 3_600_000;
+    assert!(!s.desk.is_due(&item, item.updated_ms - hour + 1));
+    assert!(!s.desk.is_due(&item, item.updated_ms + hour - 1));
+    assert!(s.desk.is_due(&item, item.updated_ms + hour));
+    assert!(s.desk.is_due(&item, item.updated_ms - hour - 1));
+    assert!(s.desk.is_due(&item, item.updated_ms - 24 * hour));
+}
+
 #[test]
 fn an_expired_approval_cannot_be_approved() {
     let dir = tempfile::tempdir().unwrap();
