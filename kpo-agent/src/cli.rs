@@ -191,7 +191,7 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "PATH|INODE")]
     pub netns: Option<String>,
     /// Why, for the journal.
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", value_parser = reason_arg)]
     pub reason: Option<String>,
     #[command(flatten)]
     pub state: StateArgs,
@@ -466,6 +466,23 @@ fn open(state: &StateArgs, access: Access) -> anyhow::Result<Box<dyn Control>> {
         eprintln!("kpo: reconciled: {}", r.describe());
     }
     Ok(Box::new(path))
+}
+
+/// The longest `--reason`, in bytes: a request to the agent holds at most
+/// [`crate::api::MAX_REQUEST_BYTES`], and a reason is a line of the journal and of `kpo journal`,
+/// not a document.
+pub const MAX_REASON_BYTES: usize = 4096;
+
+/// `--reason TEXT`: at most [`MAX_REASON_BYTES`] (s46 storyK K9: a 64 KiB reason was refused
+/// by the agent in its protocol's words, "request longer than 65536 bytes").
+pub fn reason_arg(text: &str) -> Result<String, String> {
+    if text.len() > MAX_REASON_BYTES {
+        return Err(format!(
+            "at most {MAX_REASON_BYTES} bytes (this one has {}): it is one line of the journal",
+            text.len()
+        ));
+    }
+    Ok(text.to_string())
 }
 
 /// `PARAM=VALUE` and `--netns` into a request.
@@ -918,6 +935,26 @@ mod tests {
         assert_eq!(r.value, Value::Word("8080,9000-9100".into()));
         let r = parse_assignment("net.ipv4.tcp_rmem=4096 131072 6291456", None, None).unwrap();
         assert_eq!(r.value, Value::Ints(vec![4096, 131072, 6291456]));
+    }
+
+    #[test]
+    fn a_reason_longer_than_a_journal_line_is_refused_by_the_cli() {
+        use clap::Parser as _;
+        let long = "x".repeat(MAX_REASON_BYTES + 1);
+        for args in [
+            vec!["kpo", "apply", "net.core.somaxconn=8192", "--reason", &long],
+            vec!["kpo", "reject", "3", "--reason", &long],
+        ] {
+            let e = Cli::try_parse_from(&args).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(
+                    "at most {MAX_REASON_BYTES} bytes (this one has 4097)"
+                )),
+                "{e}"
+            );
+        }
+        let fits = "x".repeat(MAX_REASON_BYTES);
+        assert!(Cli::try_parse_from(["kpo", "apply", "a.b=1", "--reason", &fits]).is_ok());
     }
 
     #[test]
