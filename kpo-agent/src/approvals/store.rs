@@ -448,7 +448,12 @@ impl ApprovalStore {
     /// Whether a rejection still keeps the same advice from asking again (the desk's
     /// `rejected_lately`): forgetting it would ask the operator again the question just refused.
     pub fn rejection_in_force(&self, item: &ApprovalItem, now: u64) -> bool {
-        matches!(item.state, ApprovalState::Rejected { .. }) && self.asks_again(item) > now
+        let made = item.resolved_ms.unwrap_or(item.updated_ms);
+        let again = self.asks_again(item);
+        // One made more than its hold ahead is taken for one from before the clock stepped
+        // back, which would otherwise hold as long as the step (docs/policy.md, Clocks).
+        let from_before_a_step = made > now.saturating_add(again.saturating_sub(made));
+        matches!(item.state, ApprovalState::Rejected { .. }) && again > now && !from_before_a_step
     }
 
     /// When a rejected approval's advice may ask again: its hold after the rejection (the
@@ -706,6 +711,11 @@ pub(crate) mod tests {
         let s = ApprovalStore::open_in(dir.path(), short, false).unwrap();
         assert!(held(&s)[0], "kept by the mark and compaction");
         assert_eq!(s.unannounced().count(), 0);
+        // The clock stepped back since the rejection (made a minute before `now`): by less than
+        // its hour, it holds; by more (a day), it is over, not held a day longer.
+        let ap1 = s.item("ap-1").unwrap();
+        assert!(s.rejection_in_force(ap1, now - 3_000_000));
+        assert!(!s.rejection_in_force(ap1, now - 24 * 3_600_000));
     }
 
     /// Opened with a journal that is read-only (a read-only state directory, for `kpo pending`
