@@ -18,7 +18,7 @@
 //!   [`cli`]: command-line definitions.
 //!
 //! Shared by the stages: [`kernel_file`] (bounded reads of kernel files), [`counter`] (deltas
-//! of counters, by what a fall means), [`http`] (the HTTP clients' proxy rules), [`logging`]
+//! of counters, by what a fall means), [`clock`] (periods judged by the wall clock), [`http`] (the HTTP clients' proxy rules), [`logging`]
 //! (standard error, never blocking) and [`shown`] (text other users choose, made safe to show).
 pub mod actuate;
 pub mod advise;
@@ -27,6 +27,7 @@ pub mod approvals;
 pub mod change;
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod collect;
 pub mod config;
 pub mod control;

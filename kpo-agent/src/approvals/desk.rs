@@ -241,7 +241,7 @@ impl Desk {
             .store
             .history()
             .filter(|h| h.done == Done::Advice && !h.recommendation.is_change())
-            .filter(|h| now.saturating_sub(h.ts_ms) < bound)
+            .filter(|h| crate::clock::runs(h.ts_ms, bound, now))
             .map(|h| (advice_key(&h.recommendation), h.ts_ms))
             .collect();
         for (key, at) in made {
@@ -462,7 +462,8 @@ impl Desk {
     fn advise(&mut self, rec: &Recommendation) {
         let now = now_ms();
         let bound = self.settings.expire_after.as_millis() as u64;
-        self.advised.retain(|_, at| now.saturating_sub(*at) < bound);
+        self.advised
+            .retain(|_, at| crate::clock::runs(*at, bound, now));
         if self.advised.insert(advice_key(rec), now).is_none() {
             self.post(Payload::advice(&self.host, rec, &self.command_flags));
         }
@@ -960,11 +961,10 @@ impl Desk {
     }
 
     /// Whether a pending `item` has expired at `now`: its time ran out, or it was last advised
-    /// more than `expire_after` ahead of `now`, which is taken for advice from before the clock
-    /// stepped back (docs/policy.md, Clocks): otherwise it would wait as long as the step too.
+    /// before the clock stepped back ([`crate::clock`]), more than `expire_after` ahead of `now`.
     fn is_due(&self, item: &ApprovalItem, now: u64) -> bool {
         let length = self.settings.expire_after.as_millis() as u64;
-        now >= self.expires(item) || item.updated_ms > now.saturating_add(length)
+        !crate::clock::runs(item.updated_ms, length, now)
     }
 
     /// `item` as it is reported: a pending one with the expiry in force ([`Desk::expires`]); a

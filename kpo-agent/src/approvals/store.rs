@@ -449,11 +449,9 @@ impl ApprovalStore {
     /// `rejected_lately`): forgetting it would ask the operator again the question just refused.
     pub fn rejection_in_force(&self, item: &ApprovalItem, now: u64) -> bool {
         let made = item.resolved_ms.unwrap_or(item.updated_ms);
-        let again = self.asks_again(item);
-        // One made more than its hold ahead is taken for one from before the clock stepped
-        // back, which would otherwise hold as long as the step (docs/policy.md, Clocks).
-        let from_before_a_step = made > now.saturating_add(again.saturating_sub(made));
-        matches!(item.state, ApprovalState::Rejected { .. }) && again > now && !from_before_a_step
+        let hold = self.asks_again(item).saturating_sub(made);
+        // One made before the clock stepped back is over ([`crate::clock`]).
+        matches!(item.state, ApprovalState::Rejected { .. }) && crate::clock::runs(made, hold, now)
     }
 
     /// When a rejected approval's advice may ask again: its hold after the rejection (the

@@ -1331,35 +1331,26 @@ impl Journal {
             ctx.yielded = p.yielded.is_some();
             let writes = || p.applied.iter().chain(&p.put_back);
             ctx.last_change = writes().map(|(_, ts)| to_time(*ts)).max();
-            let hour_ago = now
-                .checked_sub(Duration::from_secs(3600))
-                .unwrap_or(UNIX_EPOCH);
             // The hourly limit stops advisors from oscillating: an operator's own changes
             // (`kpo apply`) are not theirs to count against it.
             let an_advisors = |id: &u64| {
                 self.intent(*id)
                     .is_none_or(|i| i.source != Source::Operator)
             };
-            // A change up to an hour in the future (the clock stepped back since) may have been
-            // made within the hour; one further ahead is taken for one that was not, so that a
-            // clock stepped back by a day does not hold advisors off for that day.
-            let hour_ahead = now + Duration::from_secs(3600);
+            // A change in the last hour, by the rule of [`crate::clock`] for a clock stepped back.
+            let now_ms = crate::clock::ms(now);
             ctx.changes_last_hour = writes()
-                .filter(|(id, ts)| {
-                    let at = to_time(*ts);
-                    at > hour_ago && at <= hour_ahead && an_advisors(id)
-                })
+                .filter(|(id, ts)| crate::clock::runs(*ts, 3_600_000, now_ms) && an_advisors(id))
                 .count() as u32;
-            // One that begins more than its own length ahead is taken for one from before the
-            // clock stepped back (a VM restored, NTP correcting a clock that ran ahead), which
-            // would otherwise last as long as the step too (docs/policy.md, Clocks).
+            // One from before the clock stepped back ([`crate::clock`]) is over, however far
+            // ahead its end lies.
             ctx.quarantined_until = p
                 .quarantine
                 .iter()
                 .filter(|q| &q.value == value)
                 .filter(|q| {
                     let length = q.until_ms.saturating_sub(q.since_ms);
-                    to_time(q.since_ms) <= now + Duration::from_millis(length)
+                    !crate::clock::from_before_a_step(q.since_ms, length, now_ms)
                 })
                 .map(|q| to_time(q.until_ms))
                 .max();

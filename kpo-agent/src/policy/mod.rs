@@ -1053,12 +1053,12 @@ impl Policy {
             }
         }
         if p.source != Source::Operator {
-            // A change the clock puts more than a cooldown ahead is taken for one made before
-            // the clock stepped back (docs/policy.md, Clocks): otherwise it would hold advisors
-            // off for as long as the step.
+            // One from before the clock stepped back is over ([`crate::clock`]).
+            let cooldown = rule.cooldown.as_millis() as u64;
+            let now = crate::clock::ms(ctx.now);
             if let Some(last) = ctx
                 .last_change
-                .filter(|last| *last <= ctx.now + rule.cooldown)
+                .filter(|last| crate::clock::runs(crate::clock::ms(*last), cooldown, now))
             {
                 let ready = last + rule.cooldown;
                 if ready > ctx.now {
