@@ -70,7 +70,7 @@ pub enum ApiError {
 
 /// Whether a socket answered by `peer` may be the agent: it runs as root. A CLI run by the same
 /// (non-root) user as the listener, as in a developer's own test, is talking to itself.
-fn may_be_the_agent(peer: u32, own: u32) -> bool {
+pub(crate) fn may_be_the_agent(peer: u32, own: u32) -> bool {
     peer == 0 || peer == own
 }
 

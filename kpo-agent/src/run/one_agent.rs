@@ -17,8 +17,13 @@ use std::{
         linux::net::SocketAddrExt,
         unix::net::{SocketAddr, UnixListener},
     },
-    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
 };
+
+use tracing::{error, info, warn};
+
+use crate::api::client::may_be_the_agent;
 
 use nix::sys::socket::{
     connect, getsockopt, socket, sockopt::PeerCredentials, AddressFamily, SockFlag, SockType,
@@ -46,21 +51,106 @@ pub enum ClaimError {
 /// Held for the agent's life.
 #[derive(Debug)]
 pub struct Claim {
-    _listener: Option<UnixListener>,
+    name: String,
+    /// The name, once held. Shared with the thread that takes it once a squatter lets go.
+    listener: Arc<Mutex<Option<UnixListener>>>,
     /// Set when the name is held by a process that cannot be a kpo agent, which the agent
     /// starts beside (see [`claim`]): what to warn of.
     pub squatted: Option<String>,
 }
 
+/// How often an agent started beside a squatter tries to take the name.
+const RETRY: Duration = Duration::from_secs(5);
+
+impl Claim {
+    /// Whether the name is held.
+    pub fn holds(&self) -> bool {
+        self.listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Tries once to take the name; true when it is held (now or already). A kpo agent found
+    /// holding it meanwhile (the squatter let go, and another agent took it first) is logged as
+    /// an error: two agents run.
+    pub fn try_take(&self) -> bool {
+        let mut held = self.listener.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_some() {
+            return true;
+        }
+        let Ok(addr) = SocketAddr::from_abstract_name(self.name.as_bytes()) else {
+            return false;
+        };
+        match UnixListener::bind_addr(&addr) {
+            Ok(listener) => {
+                *held = Some(listener);
+                info!(
+                    "the abstract socket @{} is free again and held now: a second agent in \
+                     this network namespace is refused from here on",
+                    self.name
+                );
+                true
+            }
+            Err(_) => {
+                if let Some((uid, pid)) = peer_credentials(&self.name) {
+                    if may_be_the_agent(uid, nix::unistd::Uid::effective().as_raw()) {
+                        error!(
+                            "another kpo agent{} took the abstract socket @{} that this one, \
+                             started beside a process that held it, was waiting for: two \
+                             agents run in this network namespace and change the same \
+                             parameters; stop one",
+                            describe(pid),
+                            self.name
+                        );
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// Tries to take the name every [`RETRY`] until it is held, or until the claim is dropped.
+    fn keep_trying(&self) {
+        let claim = Claim {
+            name: self.name.clone(),
+            listener: Arc::clone(&self.listener),
+            squatted: None,
+        };
+        let spawned = std::thread::Builder::new()
+            .name("kpo-claim".into())
+            .spawn(move || loop {
+                std::thread::sleep(RETRY);
+                // Only this thread's copy left: the agent's claim was dropped.
+                if Arc::strong_count(&claim.listener) == 1 || claim.try_take() {
+                    return;
+                }
+            });
+        if let Err(e) = spawned {
+            warn!(
+                "the abstract socket @{} will not be taken later: {e}",
+                self.name
+            );
+        }
+    }
+}
+
 /// Claims this network namespace for this agent.
 ///
 /// Abstract names have no permissions: any process in the namespace may take this one first.
-/// One that is neither root nor this process's user cannot be a kpo agent (`kpo run` needs
-/// root), and refusing to start beside it would let any user keep the node's agent from
-/// running, so the agent starts without the claim and says so: a second agent started while
-/// that process holds the name is not seen.
+/// One whose credentials (given to a connection, across PID namespaces) are neither root's nor
+/// this process's user's cannot be a kpo agent (`kpo run` needs root), and refusing to start
+/// beside it would let any user keep the node's agent from running: the agent starts without
+/// the claim, says so, and takes the name as soon as it is free. A holder that gives no
+/// credentials (it does not listen, or its queue of connections is full) cannot be told from an
+/// agent, so the start is refused as for an agent: starting beside it could be starting beside
+/// one.
 pub fn claim() -> Result<Claim, ClaimError> {
-    claim_name(NAME)
+    let claim = claim_name(NAME)?;
+    if !claim.holds() {
+        claim.keep_trying();
+    }
+    Ok(claim)
 }
 
 /// Whether a kpo agent holds the name in this network namespace now (the claim is taken and
@@ -76,31 +166,24 @@ fn claim_name(name: &str) -> Result<Claim, ClaimError> {
         source,
     };
     let addr = SocketAddr::from_abstract_name(name.as_bytes()).map_err(io)?;
+    let claim = |listener, squatted| Claim {
+        name: name.to_string(),
+        listener: Arc::new(Mutex::new(listener)),
+        squatted,
+    };
     match UnixListener::bind_addr(&addr) {
-        Ok(listener) => Ok(Claim {
-            _listener: Some(listener),
-            squatted: None,
-        }),
+        Ok(listener) => Ok(claim(Some(listener), None)),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             let me = nix::unistd::Uid::effective().as_raw();
-            match holder(name) {
-                Holder::Process { uid, text } if uid != 0 && uid != me => Ok(Claim {
-                    _listener: None,
-                    squatted: Some(squatted_warning(name, &format!("{text}, uid {uid}"))),
-                }),
-                Holder::NotListening { text } => Ok(Claim {
-                    _listener: None,
-                    squatted: Some(squatted_warning(
-                        name,
-                        &format!("{text}, which does not listen on it as an agent does"),
-                    )),
-                }),
-                Holder::Process { text, .. } | Holder::Unknown { text } => {
-                    Err(ClaimError::AnotherAgent {
-                        name: name.to_string(),
-                        holder: text,
-                    })
+            match peer_credentials(name) {
+                Some((uid, pid)) if !may_be_the_agent(uid, me) => {
+                    let holder = format!("{}, uid {uid}", describe(pid));
+                    Ok(claim(None, Some(squatted_warning(name, &holder))))
                 }
+                found => Err(ClaimError::AnotherAgent {
+                    name: name.to_string(),
+                    holder: found.map(|(_, pid)| describe(pid)).unwrap_or_default(),
+                }),
             }
         }
         Err(e) => Err(io(e)),
@@ -110,48 +193,16 @@ fn claim_name(name: &str) -> Result<Claim, ClaimError> {
 fn squatted_warning(name: &str, holder: &str) -> String {
     format!(
         "the abstract socket @{name} that marks the running kpo agent is held by a process that \
-         cannot be one{holder}; starting without it: another agent started in this network \
-         namespace meanwhile would not be seen (stop that process)"
+         cannot be one{holder}; starting without it, and taking it once it is free: another \
+         agent started in this network namespace meanwhile would not be seen"
     )
 }
 
-/// Who holds the name, as far as this process can tell.
-enum Holder {
-    /// The credentials the kernel gives a connection, or the process owning the socket.
-    Process { uid: u32, text: String },
-    /// Bound but not listening: a kpo agent listens.
-    NotListening { text: String },
-    /// Listening, and no process seen (another PID namespace, or its queue of unaccepted
-    /// connections is full and the owner is out of sight): taken for an agent.
-    Unknown { text: String },
-}
-
-/// First the credentials the kernel gives a connection (the holder need not accept it, and
-/// they are given across PID namespaces). A connection fails when the holder does not listen,
-/// or its queue of unaccepted connections is full (it does not wait for room, since the agent
-/// never accepts; every refused start leaves one there until it exits): then /proc/net/unix
-/// says whether the socket listens, and the processes' descriptors who holds it.
-fn holder(name: &str) -> Holder {
-    if let Some((uid, pid)) = peer_credentials(name) {
-        return Holder::Process {
-            uid,
-            text: describe(pid),
-        };
-    }
-    let Some((inode, listening)) = bound_socket(Path::new("/proc/self/net/unix"), name) else {
-        return Holder::Unknown {
-            text: String::new(),
-        };
-    };
-    let owner = socket_owner(Path::new("/proc"), inode);
-    let text = owner.map(|(pid, _)| describe(pid)).unwrap_or_default();
-    match owner {
-        _ if !listening => Holder::NotListening { text },
-        Some((_, uid)) => Holder::Process { uid, text },
-        None => Holder::Unknown { text },
-    }
-}
-
+/// The uid and pid the kernel gives a connection to `@name`: of whoever called listen() on it
+/// (the holder need not accept, and they are given across PID namespaces). None when the holder
+/// does not listen, or its queue of unaccepted connections is full (a connection does not wait
+/// for room, since the agent never accepts; every refused start leaves one there until it
+/// exits).
 fn peer_credentials(name: &str) -> Option<(u32, i32)> {
     let fd = socket(
         AddressFamily::Unix,
@@ -169,56 +220,6 @@ fn peer_credentials(name: &str) -> Option<(u32, i32)> {
     Some((cred.uid(), cred.pid()))
 }
 
-/// The inode of the socket bound to `@name` in `unix_table` (/proc/net/unix), and whether it
-/// listens (`__SO_ACCEPTCON` in its flags). The server end of each connection made to it is
-/// listed under the same name, so a listening one is taken first.
-fn bound_socket(unix_table: &Path, name: &str) -> Option<(u64, bool)> {
-    const SO_ACCEPTCON: u32 = 1 << 16;
-    let table = std::fs::read_to_string(unix_table).ok()?;
-    let path = format!("@{name}");
-    let bound = table.lines().skip(1).filter_map(|line| {
-        // Num RefCount Protocol Flags Type St Inode Path
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        (fields.len() == 8 && fields[7] == path).then_some(())?;
-        let flags = u32::from_str_radix(fields[3], 16).ok()?;
-        let inode = fields[6].parse().ok()?;
-        Some((inode, flags & SO_ACCEPTCON != 0))
-    });
-    bound.max_by_key(|&(_, listening)| listening)
-}
-
-/// The first process under `proc_root` with a descriptor on socket `inode`, and its uid.
-fn socket_owner(proc_root: &Path, inode: u64) -> Option<(i32, u32)> {
-    let target = format!("socket:[{inode}]");
-    for entry in std::fs::read_dir(proc_root).ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        let holds = fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str())
-        });
-        if holds {
-            return Some((pid, effective_uid(&entry.path().join("status"))?));
-        }
-    }
-    None
-}
-
-/// The effective uid in a /proc/PID/status (its directory's owner is root's while a process
-/// that changed its user is not dumpable).
-fn effective_uid(status: &Path) -> Option<u32> {
-    let status = std::fs::read_to_string(status).ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
 /// ` (pid N: its command line)`; empty when the holder is in a PID namespace this one does not
 /// see (pid 0).
 fn describe(pid: i32) -> String {
@@ -234,6 +235,12 @@ fn describe(pid: i32) -> String {
                 .join(" ")
         })
         .unwrap_or_default();
+    // A command line may be as long as ARG_MAX: what names the process is at its start.
+    const SHOWN_CHARS: usize = 200;
+    let mut command: String = command.chars().take(SHOWN_CHARS + 1).collect();
+    if command.chars().count() > SHOWN_CHARS {
+        command = command.chars().take(SHOWN_CHARS).collect::<String>() + "…";
+    }
     if command.is_empty() {
         format!(" (pid {pid})")
     } else {
@@ -321,12 +328,13 @@ mod tests {
     }
 
     /// Defect (s46 storyI F4): any user could keep the agent from starting by binding its
-    /// abstract name first. A holder that cannot be an agent (not root, not this user, or not
-    /// listening) is started beside, with a warning naming it: whether it listens, does not,
-    /// or listens with its queue full, so that the kernel gives no credentials to a connection
-    /// and the holder is found through /proc.
+    /// abstract name first. A holder whose credentials are neither root's nor this user's is
+    /// started beside, with a warning naming it, and the name is taken once it is free. One that
+    /// gives no credentials (it does not listen, or listens with its queue full) cannot be told
+    /// from an agent: the start is refused (s47 review H1: /proc/net/unix, read instead, let any
+    /// user forge the holder and start a second agent beside a running one).
     #[test]
-    fn a_holder_that_cannot_be_an_agent_is_started_beside_and_named() {
+    fn a_holder_that_cannot_be_an_agent_is_started_beside_and_given_back_later() {
         if !nix::unistd::Uid::effective().is_root() {
             kpo_test_skip::skip(
                 "a holder of another user's is made by becoming that user, as root",
@@ -334,61 +342,71 @@ mod tests {
             return;
         }
         let _forks = FORKS.lock().unwrap_or_else(|e| e.into_inner());
-        for (what, backlog, says) in [
-            ("listening", Some(8), "uid 65534"),
-            ("bound", None, "which does not listen on it"),
-            ("full", Some(0), "uid 65534"),
-        ] {
+        let name = test_name("listening");
+        let squatter = Squatter::spawn(&name, Some(8));
+        let claim = claim_name(&name).expect("started beside it");
+        assert!(!claim.holds());
+        let warning = claim.squatted.clone().expect("a warning");
+        let pid = squatter.0.id();
+        assert!(
+            warning.contains(&format!("cannot be one (pid {pid}: sleep 60), uid 65534")),
+            "{warning}"
+        );
+        assert!(warning.contains(&format!("@{name}")), "{warning}");
+        assert!(!claim.try_take(), "still held");
+        drop(squatter);
+        assert!(claim.try_take(), "free once the squatter is gone");
+        assert!(claim.holds());
+        assert!(
+            matches!(claim_name(&name), Err(ClaimError::AnotherAgent { .. })),
+            "held now"
+        );
+
+        for (what, backlog) in [("bound", None), ("full", Some(0))] {
             let name = test_name(what);
-            let squatter = Squatter::spawn(&name, backlog);
+            let _squatter = Squatter::spawn(&name, backlog);
             // Fills its queue: a connection the kernel refuses gives no credentials.
             let mut queued = Vec::new();
-            if backlog == Some(0) {
-                loop {
-                    let fd = socket(
-                        AddressFamily::Unix,
-                        SockType::Stream,
-                        SockFlag::SOCK_NONBLOCK,
-                        None,
-                    )
-                    .unwrap();
-                    let address = UnixAddr::new_abstract(name.as_bytes()).unwrap();
-                    if connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &address).is_err() {
-                        break;
-                    }
-                    queued.push(fd);
+            while backlog == Some(0) {
+                let fd = socket(
+                    AddressFamily::Unix,
+                    SockType::Stream,
+                    SockFlag::SOCK_NONBLOCK,
+                    None,
+                )
+                .unwrap();
+                let address = UnixAddr::new_abstract(name.as_bytes()).unwrap();
+                if connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &address).is_err() {
+                    break;
                 }
-                assert!(peer_credentials(&name).is_none(), "the queue is full");
+                queued.push(fd);
             }
-            let claim = claim_name(&name).expect("started beside it");
-            let warning = claim.squatted.clone().expect("a warning");
-            let pid = squatter.0.id();
-            assert!(
-                warning.contains(&format!("cannot be one (pid {pid}: sleep 60)")),
-                "{what}: {warning}"
-            );
-            assert!(warning.contains(says), "{what}: {warning}");
-            assert!(warning.contains(&format!("@{name}")), "{what}: {warning}");
-            drop(squatter);
-            drop(queued);
+            assert!(peer_credentials(&name).is_none(), "{what}");
+            match claim_name(&name) {
+                Err(ClaimError::AnotherAgent { holder, .. }) => assert_eq!(holder, "", "{what}"),
+                other => panic!("{what}: expected a refusal, got {other:?}"),
+            }
         }
     }
 
+    /// s47 review L1: a holder's whole command line (up to ARG_MAX) went into one log line.
     #[test]
-    fn the_bound_socket_and_whether_it_listens_are_read_from_proc_net_unix() {
-        let dir = tempfile::tempdir().unwrap();
-        let table = dir.path().join("unix");
-        std::fs::write(
-            &table,
-            "Num       RefCount Protocol Flags    Type St Inode Path\n\
-             0000000000000000: 00000003 00000000 00000000 0001 03 28337 @kpo-agent\n\
-             0000000000000000: 00000002 00000000 00010000 0001 01 28334 @kpo-agent\n\
-             0000000000000000: 00000002 00000000 00000000 0001 01 28335 @kpo-agent-x\n\
-             0000000000000000: 00000002 00000000 00000000 0002 01 28336 /run/x.sock\n",
-        )
-        .unwrap();
-        assert_eq!(bound_socket(&table, "kpo-agent"), Some((28334, true)));
-        assert_eq!(bound_socket(&table, "kpo-agent-x"), Some((28335, false)));
-        assert_eq!(bound_socket(&table, "kpo-agent-y"), None);
+    fn a_long_command_line_is_cut() {
+        let long = "x".repeat(5000);
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 60", "sh", &long])
+            .spawn()
+            .unwrap();
+        let text = describe(child.id() as i32);
+        let _ = child.kill();
+        let _ = child.wait();
+        let head = format!(" (pid {}: ", child.id());
+        assert!(
+            text.starts_with(&format!("{head}sh -c sleep 60 sh x")),
+            "{text}"
+        );
+        assert!(text.ends_with("x…)"), "{text}");
+        // 200 characters of the command line, the ellipsis and the closing parenthesis.
+        assert_eq!(text.chars().count(), head.len() + 200 + 2, "{text}");
     }
 }
