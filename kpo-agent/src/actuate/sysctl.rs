@@ -623,7 +623,7 @@ pub fn open_netns(netns: &NetnsRef) -> Result<File, ActuateError> {
 /// Opens a file that should be a namespace's, never waiting: the path is checked to be on nsfs
 /// before it is opened, but may be replaced in between, and a FIFO opened without `O_NONBLOCK`
 /// waits for a writer. A namespace file ignores the flag.
-fn open_namespace_file(path: &Path) -> io::Result<File> {
+pub(crate) fn open_namespace_file(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .read(true)
