@@ -770,7 +770,9 @@ mod tests {
         }
     }
 
-    fn admission(others_cap: usize) -> Admission<fn(u64, &Path) -> Option<Owner>, fn() -> u64> {
+    type TestAdmission = Admission<fn(u64, &Path) -> Option<Owner>, fn() -> u64>;
+
+    fn admission(others_cap: usize) -> TestAdmission {
         Admission {
             owner_of: owner_in_path,
             files_free: || u64::MAX,
