@@ -1021,7 +1021,8 @@ impl Desk {
         match &item.state {
             ApprovalState::Pending if self.is_due(&item, now_ms()) => Err(ApprovalError::Expired {
                 id: item.id.clone(),
-                at: format_ms(self.expires(&item)),
+                // Not in the future when the clock stepped back ([`Desk::is_due`]).
+                at: format_ms(self.expires(&item).min(now_ms())),
             }
             .into()),
             ApprovalState::Pending => Ok(item),
