@@ -1520,9 +1520,15 @@ mod tests {
             &[Source::Rules],
             ParamLimits::new(Mode::Auto).bounds(128, 4096),
         );
-        assert!(AcceptQueueRule::default()
-            .evaluate(&at(1), &w, &mut kernel(4096), &at_max)
-            .is_empty());
+        // At the policy's max: no value, the operator's word only.
+        let r = AcceptQueueRule::default().evaluate(&at(1), &w, &mut kernel(4096), &at_max);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].recommended_value, None);
+        assert!(
+            r[0].reason.contains("refuses anything above its max 4096"),
+            "{}",
+            r[0].reason
+        );
         let none = StaticPolicy::new();
         let r = AcceptQueueRule::default().evaluate(&at(1), &w, &mut kernel(4096), &none);
         assert!(!r[0].can_auto_apply);

@@ -430,10 +430,11 @@ mod tests {
 
     /// Defect: every rule latched its advice before working out the step, so at the policy's
     /// max it recorded advice it never gave, and a policy widened by a reload was answered only
-    /// `repeat_windows` later while the drops went on. Now no step is no advice, and the next
-    /// tick or window under the wider policy advises.
+    /// `repeat_windows` later while the drops went on. Now no step is no value to apply (only
+    /// the operator's word, s47 storyN N-1: it was silence), and the next tick or window under
+    /// the wider policy advises.
     #[test]
-    fn no_step_at_the_policys_bound_is_no_advice_and_a_wider_policy_advises_at_once() {
+    fn no_step_at_the_policys_bound_is_said_without_a_value_and_a_wider_policy_advises_at_once() {
         use crate::window::NetnsWindow;
         let ns_key = "net.core.somaxconn@netns:4026532281";
         let syn_key = "net.ipv4.tcp_max_syn_backlog@netns:4026532281";
@@ -463,7 +464,7 @@ mod tests {
         let mut rules = RuleSet::default();
         let burst = window(vec![listener(NS, 128, 128, 9)]);
         let p = at_bound("net.core.somaxconn", 0, 128);
-        assert!(rules.on_tick(&at(1), &burst, &mut k, &p).is_empty());
+        assert_eq!(values(rules.on_tick(&at(1), &burst, &mut k, &p)), [None]);
         assert_eq!(
             values(rules.on_tick(&at(1), &burst, &mut k, &wide)),
             [Some(256)]
@@ -480,7 +481,7 @@ mod tests {
             syn_queue_full_cookies: Some(0),
         }];
         let p = at_bound("net.ipv4.tcp_max_syn_backlog", 0, 128);
-        assert!(rules.on_tick(&at(1), &syn, &mut k, &p).is_empty());
+        assert_eq!(values(rules.on_tick(&at(1), &syn, &mut k, &p)), [None]);
         assert_eq!(
             values(rules.on_tick(&at(1), &syn, &mut k, &wide)),
             [Some(256)]
@@ -491,7 +492,7 @@ mod tests {
         let mut drops = window(vec![]);
         drops.system.softnet_dropped = Some(5);
         let p = at_bound(receive_path::MAX_BACKLOG, 0, 1000);
-        assert!(rules.on_tick(&at(1), &drops, &mut k, &p).is_empty());
+        assert_eq!(values(rules.on_tick(&at(1), &drops, &mut k, &p)), [None]);
         assert_eq!(
             values(rules.on_tick(&at(1), &drops, &mut k, &wide)),
             [Some(2000)]
@@ -505,7 +506,10 @@ mod tests {
             ParamLimits::new(Mode::Auto).bounds(0, 2000),
         );
         assert!(rules.on_window(&at(1), &squeezed, &mut k, &p).is_empty());
-        assert!(rules.on_window(&at(2), &squeezed, &mut k, &p).is_empty());
+        assert_eq!(
+            values(rules.on_window(&at(2), &squeezed, &mut k, &p)),
+            [None, None]
+        );
         assert_eq!(
             values(rules.on_window(&at(3), &squeezed, &mut k, &wide)),
             [Some(600), Some(4000)]
@@ -516,7 +520,7 @@ mod tests {
         let lower = swapping_window();
         let p = at_bound(memory::SWAPPINESS, 60, 100);
         assert!(rules.on_window(&at(1), &lower, &mut k, &p).is_empty());
-        assert!(rules.on_window(&at(2), &lower, &mut k, &p).is_empty());
+        assert_eq!(values(rules.on_window(&at(2), &lower, &mut k, &p)), [None]);
         assert_eq!(
             values(rules.on_window(&at(3), &lower, &mut k, &wide)),
             [Some(30)]

@@ -141,6 +141,15 @@ fn raised(
     let mut next = target
         .max(min.unwrap_or(i64::MIN))
         .min(max.unwrap_or(ceiling));
+    // The policy's max, not the rule's own ceiling, stands between the value and the target:
+    // a dead end the operator made (a reload that narrowed max, or max reached), said as the
+    // min side's is (s47 storyN N-1: the rules went silent while the drops went on).
+    if let Some(max) = max.filter(|max| *max <= current && target > current && *max < ceiling) {
+        return Err(format!(
+            "the policy refuses anything above its max {max}, and the value is {current} now: \
+             raise max"
+        ));
+    }
     if next <= current {
         return Ok(None);
     }
@@ -173,9 +182,15 @@ fn lowered(
     limits: Option<&ParamLimits>,
 ) -> Result<Option<i64>, String> {
     let max = narrow(limits.and_then(|l| l.max));
-    let mut next = target
-        .max(floor)
-        .max(narrow(limits.and_then(|l| l.min)).unwrap_or(i64::MIN));
+    let min = narrow(limits.and_then(|l| l.min));
+    let mut next = target.max(floor).max(min.unwrap_or(i64::MIN));
+    // The policy's min, not the rule's own floor, stands in the way: said, as for the max.
+    if let Some(min) = min.filter(|min| *min >= current && target < current && *min > floor) {
+        return Err(format!(
+            "the policy refuses anything below its min {min}, and the value is {current} now: \
+             lower min"
+        ));
+    }
     if next >= current {
         return Ok(None);
     }
@@ -357,10 +372,27 @@ mod tests {
             try_raise(&addr, 1000, 2000, 16384, Some(&bounded)),
             Ok(Some(1500))
         );
+        // At the policy's max (or above it, after a reload that narrowed it): said, as a step
+        // the min keeps out of reach is (s47 storyN N-1).
+        for current in [1500, 1600] {
+            assert_eq!(
+                try_raise(&addr, current, 3000, 16384, Some(&bounded)),
+                Err(OutOfReach(format!(
+                    "the policy refuses anything above its max 1500, and the value is {current} \
+                     now: raise max"
+                ))),
+                "at max"
+            );
+        }
+        // No raise wanted, or the rule's own ceiling reached: nothing to say.
         assert_eq!(
-            try_raise(&addr, 1500, 3000, 16384, Some(&bounded)),
-            Ok(None),
-            "at max"
+            try_raise(&addr, 1500, 1400, 16384, Some(&bounded)),
+            Ok(None)
+        );
+        let at_ceiling = ParamLimits::new(Mode::Auto).bounds(100, 16384);
+        assert_eq!(
+            try_raise(&addr, 16384, 99999, 16384, Some(&at_ceiling)),
+            Ok(None)
         );
         assert_eq!(
             try_raise(&addr, 16, 32, 16384, Some(&bounded)),

@@ -427,10 +427,10 @@ mod tests {
             rule.on_window(&at(i), &calm, &mut k, &p);
         }
         assert_eq!(rule.on_tick(&at(5), &bad, &mut k, &p).len(), 1, "re-armed");
-        // A value at the policy's max is no advice.
+        // A value at the policy's max is no step: the operator's word only, without a value.
         let capped = policy(ParamLimits::new(Mode::Auto).bounds(128, 1000));
-        assert!(SynBacklogRule::default()
-            .on_tick(&at(1), &bad, &mut k, &capped)
-            .is_empty());
+        let r = SynBacklogRule::default().on_tick(&at(1), &bad, &mut k, &capped);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].recommended_value, None);
     }
 }
