@@ -327,6 +327,10 @@ impl<H> NetnsSet<H> {
                         );
                     }
                     self.handles.insert(inum, handle);
+                    // Kept for every one watched, an unknown owner as such: it counts against
+                    // the caps for as long as it is watched (s47 review2 N2: one admitted while
+                    // unknown was never counted again).
+                    self.owners.entry(inum).or_insert(owner);
                     free -= FILES_PER_NAMESPACE;
                     if let Owner::Other(uid) = owner {
                         others += 1;
@@ -872,8 +876,21 @@ mod tests {
         assert!(!set.owners.contains_key(&2000), "unknown is not kept");
         // The kernel says at the next refresh: the agent's own, watched.
         found.insert(2000, PathBuf::from("own/2000"));
-        set.refresh_admitting(found, admission(6), open);
+        set.refresh_admitting(found.clone(), admission(6), open);
         assert!(set.handles.contains_key(&2000));
+
+        // s47 review2 N2: one admitted while its owner is unknown counts against the caps as
+        // long as it is watched, whatever the kernel says of its file later.
+        let mut set: NetnsSet<u64> = NetnsSet::default();
+        let unknown = made_by("unknown", [3000]);
+        set.refresh_admitting(unknown.clone(), admission(1), open);
+        assert_eq!(watched(&set), [3000]);
+        let mut more = unknown;
+        more.extend(made_by("4000", [3001]));
+        more.insert(3000, PathBuf::from("own/3000"));
+        set.refresh_admitting(more, admission(1), open);
+        assert_eq!(watched(&set), [3000]);
+        assert_eq!(set.held_back.get(&3001), Some(&HeldBack::Others));
     }
 
     #[test]

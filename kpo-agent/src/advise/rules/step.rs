@@ -182,15 +182,12 @@ fn lowered(
     limits: Option<&ParamLimits>,
 ) -> Result<Option<i64>, String> {
     let max = narrow(limits.and_then(|l| l.max));
-    let min = narrow(limits.and_then(|l| l.min));
-    let mut next = target.max(floor).max(min.unwrap_or(i64::MIN));
-    // The policy's min, not the rule's own floor, stands in the way: said, as for the max.
-    if let Some(min) = min.filter(|min| *min >= current && target < current && *min > floor) {
-        return Err(format!(
-            "the policy refuses anything below its min {min}, and the value is {current} now: \
-             lower min"
-        ));
-    }
+    // At the policy's min, a lowering (a step back after calm, less swapping) is no advice and
+    // no word: unlike a raise against drops, nothing is lost by not taking it, and an operator
+    // who pinned min would be told to lower it every `repeat_windows` (s47 review2 N6).
+    let mut next = target
+        .max(floor)
+        .max(narrow(limits.and_then(|l| l.min)).unwrap_or(i64::MIN));
     if next >= current {
         return Ok(None);
     }
