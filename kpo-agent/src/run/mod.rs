@@ -26,6 +26,7 @@ pub mod one_agent;
 mod open_files;
 mod rules_state;
 mod second_signal;
+mod unix_holder;
 mod yielding;
 
 use std::{process::ExitCode, time::Duration};

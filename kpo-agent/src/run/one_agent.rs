@@ -23,6 +23,7 @@ use std::{
 
 use tracing::{error, info, warn};
 
+use super::unix_holder;
 use crate::api::client::may_be_the_agent;
 
 use nix::sys::socket::{
@@ -71,16 +72,18 @@ impl Claim {
             .is_some()
     }
 
-    /// Tries once to take the name; true when it is held (now or already). A kpo agent found
-    /// holding it meanwhile (the squatter let go, and another agent took it first) is logged as
-    /// an error: two agents run.
+    /// Tries once to take the name; true when it is held (now or already).
     pub fn try_take(&self) -> bool {
+        self.take() == Taken::Held
+    }
+
+    fn take(&self) -> Taken {
         let mut held = self.listener.lock().unwrap_or_else(|e| e.into_inner());
         if held.is_some() {
-            return true;
+            return Taken::Held;
         }
         let Ok(addr) = SocketAddr::from_abstract_name(self.name.as_bytes()) else {
-            return false;
+            return Taken::Waiting;
         };
         match UnixListener::bind_addr(&addr) {
             Ok(listener) => {
@@ -90,27 +93,26 @@ impl Claim {
                      this network namespace is refused from here on",
                     self.name
                 );
-                true
+                Taken::Held
             }
-            Err(_) => {
-                if let Some((uid, pid)) = peer_credentials(&self.name) {
-                    if may_be_the_agent(uid, nix::unistd::Uid::effective().as_raw()) {
-                        error!(
-                            "another kpo agent{} took the abstract socket @{} that this one, \
-                             started beside a process that held it, was waiting for: two \
-                             agents run in this network namespace and change the same \
-                             parameters; stop one",
-                            describe(pid),
-                            self.name
-                        );
-                    }
+            Err(_) => match judge(&self.name) {
+                Judged::Squatter(_) | Judged::Unknown => Taken::Waiting,
+                Judged::Agent(holder) => {
+                    error!(
+                        "another kpo agent{holder} took the abstract socket @{} that this one, \
+                         started beside a process that held it, was waiting for: two agents \
+                         run in this network namespace and change the same parameters; stop \
+                         one (this one no longer tries to take it)",
+                        self.name
+                    );
+                    Taken::AnotherAgent
                 }
-                false
-            }
+            },
         }
     }
 
-    /// Tries to take the name every [`RETRY`] until it is held, or until the claim is dropped.
+    /// Tries to take the name every [`RETRY`] until it is held, another agent is found to hold
+    /// it (said once), or the claim is dropped.
     fn keep_trying(&self) {
         let claim = Claim {
             name: self.name.clone(),
@@ -122,7 +124,7 @@ impl Claim {
             .spawn(move || loop {
                 std::thread::sleep(RETRY);
                 // Only this thread's copy left: the agent's claim was dropped.
-                if Arc::strong_count(&claim.listener) == 1 || claim.try_take() {
+                if Arc::strong_count(&claim.listener) == 1 || claim.take() != Taken::Waiting {
                     return;
                 }
             });
@@ -135,16 +137,47 @@ impl Claim {
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
+enum Taken {
+    Held,
+    Waiting,
+    AnotherAgent,
+}
+
+/// What holds the name, by the kernel's word.
+enum Judged {
+    /// Root's or this user's (listening, or bound by an agent that has not listened yet):
+    /// ` (pid N: command)` when a connection gives the pid.
+    Agent(String),
+    /// Another user's, whatever it does with the name: not an agent. Its description.
+    Squatter(String),
+    /// The kernel did not say (no sock_diag for unix sockets): taken for an agent.
+    Unknown,
+}
+
+fn judge(name: &str) -> Judged {
+    let me = nix::unistd::Uid::effective().as_raw();
+    let pid = peer_credentials(name).map(|(_, pid)| pid);
+    let shown = pid.map(describe).unwrap_or_default();
+    match unix_holder::stream_holder(name) {
+        Ok(Some(h)) if !may_be_the_agent(h.uid, me) => {
+            let listens = if h.listening { "" } else { ", not listening" };
+            Judged::Squatter(format!("{shown}, uid {}{listens}", h.uid))
+        }
+        Ok(Some(_)) => Judged::Agent(shown),
+        // Gone meanwhile, or no answer: the conservative reading.
+        Ok(None) | Err(_) => Judged::Unknown,
+    }
+}
+
 /// Claims this network namespace for this agent.
 ///
 /// Abstract names have no permissions: any process in the namespace may take this one first.
-/// One whose credentials (given to a connection, across PID namespaces) are neither root's nor
-/// this process's user's cannot be a kpo agent (`kpo run` needs root), and refusing to start
-/// beside it would let any user keep the node's agent from running: the agent starts without
-/// the claim, says so, and takes the name as soon as it is free. A holder that gives no
-/// credentials (it does not listen, or its queue of connections is full) cannot be told from an
-/// agent, so the start is refused as for an agent: starting beside it could be starting beside
-/// one.
+/// One whose socket the kernel says is neither root's nor this process's user's (sock_diag,
+/// [`unix_holder`]) cannot be a kpo agent (`kpo run` needs root), whether it listens or only
+/// bound the name, and refusing to start beside it would let any user keep the node's agent from
+/// running: the agent starts without the claim, says so, and takes the name as soon as it is
+/// free. Root's, or one the kernel does not describe, is taken for an agent.
 pub fn claim() -> Result<Claim, ClaimError> {
     let claim = claim_name(NAME)?;
     if !claim.holds() {
@@ -173,19 +206,17 @@ fn claim_name(name: &str) -> Result<Claim, ClaimError> {
     };
     match UnixListener::bind_addr(&addr) {
         Ok(listener) => Ok(claim(Some(listener), None)),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            let me = nix::unistd::Uid::effective().as_raw();
-            match peer_credentials(name) {
-                Some((uid, pid)) if !may_be_the_agent(uid, me) => {
-                    let holder = format!("{}, uid {uid}", describe(pid));
-                    Ok(claim(None, Some(squatted_warning(name, &holder))))
-                }
-                found => Err(ClaimError::AnotherAgent {
-                    name: name.to_string(),
-                    holder: found.map(|(_, pid)| describe(pid)).unwrap_or_default(),
-                }),
-            }
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => match judge(name) {
+            Judged::Squatter(holder) => Ok(claim(None, Some(squatted_warning(name, &holder)))),
+            Judged::Agent(holder) => Err(ClaimError::AnotherAgent {
+                name: name.to_string(),
+                holder,
+            }),
+            Judged::Unknown => Err(ClaimError::AnotherAgent {
+                name: name.to_string(),
+                holder: String::new(),
+            }),
+        },
         Err(e) => Err(io(e)),
     }
 }
@@ -328,11 +359,11 @@ mod tests {
     }
 
     /// Defect (s46 storyI F4): any user could keep the agent from starting by binding its
-    /// abstract name first. A holder whose credentials are neither root's nor this user's is
-    /// started beside, with a warning naming it, and the name is taken once it is free. One that
-    /// gives no credentials (it does not listen, or listens with its queue full) cannot be told
-    /// from an agent: the start is refused (s47 review H1: /proc/net/unix, read instead, let any
-    /// user forge the holder and start a second agent beside a running one).
+    /// abstract name first. A holder the kernel says is neither root's nor this user's is started
+    /// beside, with a warning naming it, whether it listens, only bound the name, or listens
+    /// with its queue full (so that a connection gives no credentials: s47 review2 N1), and the
+    /// name is taken once it is free. (s47 review H1: /proc/net/unix, read at first, let any user
+    /// forge the holder.)
     #[test]
     fn a_holder_that_cannot_be_an_agent_is_started_beside_and_given_back_later() {
         if !nix::unistd::Uid::effective().is_root() {
@@ -342,29 +373,13 @@ mod tests {
             return;
         }
         let _forks = FORKS.lock().unwrap_or_else(|e| e.into_inner());
-        let name = test_name("listening");
-        let squatter = Squatter::spawn(&name, Some(8));
-        let claim = claim_name(&name).expect("started beside it");
-        assert!(!claim.holds());
-        let warning = claim.squatted.clone().expect("a warning");
-        let pid = squatter.0.id();
-        assert!(
-            warning.contains(&format!("cannot be one (pid {pid}: sleep 60), uid 65534")),
-            "{warning}"
-        );
-        assert!(warning.contains(&format!("@{name}")), "{warning}");
-        assert!(!claim.try_take(), "still held");
-        drop(squatter);
-        assert!(claim.try_take(), "free once the squatter is gone");
-        assert!(claim.holds());
-        assert!(
-            matches!(claim_name(&name), Err(ClaimError::AnotherAgent { .. })),
-            "held now"
-        );
-
-        for (what, backlog) in [("bound", None), ("full", Some(0))] {
+        for (what, backlog, says) in [
+            ("listening", Some(8), "uid 65534"),
+            ("bound", None, "uid 65534, not listening"),
+            ("full", Some(0), "uid 65534"),
+        ] {
             let name = test_name(what);
-            let _squatter = Squatter::spawn(&name, backlog);
+            let squatter = Squatter::spawn(&name, backlog);
             // Fills its queue: a connection the kernel refuses gives no credentials.
             let mut queued = Vec::new();
             while backlog == Some(0) {
@@ -381,12 +396,55 @@ mod tests {
                 }
                 queued.push(fd);
             }
-            assert!(peer_credentials(&name).is_none(), "{what}");
-            match claim_name(&name) {
-                Err(ClaimError::AnotherAgent { holder, .. }) => assert_eq!(holder, "", "{what}"),
-                other => panic!("{what}: expected a refusal, got {other:?}"),
+            if backlog != Some(8) {
+                assert!(peer_credentials(&name).is_none(), "{what}");
             }
+            let claim = claim_name(&name).expect("started beside it");
+            assert!(!claim.holds(), "{what}");
+            let warning = claim.squatted.clone().expect("a warning");
+            assert!(warning.contains(says), "{what}: {warning}");
+            assert!(warning.contains(&format!("@{name}")), "{what}: {warning}");
+            if backlog == Some(8) {
+                let pid = squatter.0.id();
+                assert!(
+                    warning.contains(&format!("cannot be one (pid {pid}: sleep 60), uid 65534")),
+                    "{warning}"
+                );
+            }
+            assert!(!claim.try_take(), "{what}: still held");
+            drop(squatter);
+            drop(queued);
+            assert!(claim.try_take(), "{what}: free once the squatter is gone");
+            assert!(claim.holds());
+            assert!(
+                matches!(claim_name(&name), Err(ClaimError::AnotherAgent { .. })),
+                "{what}: held now"
+            );
         }
+    }
+
+    /// s47 review2 N3: an agent waiting for the name that finds another agent holding it says
+    /// so once and stops trying, instead of an error (and a connection queued at that agent)
+    /// every 5 s.
+    #[test]
+    fn a_waiting_claim_that_finds_an_agent_stops_trying() {
+        let _forks = FORKS.lock().unwrap_or_else(|e| e.into_inner());
+        let name = test_name("waiting");
+        let waiting = Claim {
+            name: name.clone(),
+            listener: Arc::new(Mutex::new(None)),
+            squatted: None,
+        };
+        assert_eq!(waiting.take(), Taken::Held, "free: taken");
+        let agent = claim_name(&test_name("agent")).unwrap();
+        let waiting = Claim {
+            name: test_name("agent"),
+            listener: Arc::new(Mutex::new(None)),
+            squatted: None,
+        };
+        // This process's own user holds it: an agent.
+        assert_eq!(waiting.take(), Taken::AnotherAgent);
+        drop(agent);
     }
 
     /// s47 review L1: a holder's whole command line (up to ARG_MAX) went into one log line.
