@@ -258,25 +258,30 @@ fn describe(pid: i32) -> String {
         return String::new();
     }
     let command = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| {
-            raw.split(|&b| b == 0)
-                .filter(|arg| !arg.is_empty())
-                .map(String::from_utf8_lossy)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(|raw| shown_command(&raw))
         .unwrap_or_default();
-    // A command line may be as long as ARG_MAX: what names the process is at its start.
-    const SHOWN_CHARS: usize = 200;
-    let mut command: String = command.chars().take(SHOWN_CHARS + 1).collect();
-    if command.chars().count() > SHOWN_CHARS {
-        command = command.chars().take(SHOWN_CHARS).collect::<String>() + "…";
-    }
     if command.is_empty() {
         format!(" (pid {pid})")
     } else {
-        format!(" (pid {pid}: {})", crate::shown::escaped(&command))
+        format!(" (pid {pid}: {command})")
     }
+}
+
+/// A /proc/PID/cmdline as one line to show: its arguments joined, cut at 200 characters (it
+/// may be as long as ARG_MAX; what names the process is at its start), escaped.
+fn shown_command(raw: &[u8]) -> String {
+    const SHOWN_CHARS: usize = 200;
+    let command = raw
+        .split(|&b| b == 0)
+        .filter(|arg| !arg.is_empty())
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut shown: String = command.chars().take(SHOWN_CHARS).collect();
+    if command.chars().count() > SHOWN_CHARS {
+        shown.push('…');
+    }
+    crate::shown::escaped(&shown).into_owned()
 }
 
 #[cfg(test)]
@@ -450,21 +455,14 @@ mod tests {
     /// s47 review L1: a holder's whole command line (up to ARG_MAX) went into one log line.
     #[test]
     fn a_long_command_line_is_cut() {
-        let long = "x".repeat(5000);
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 60", "sh", &long])
-            .spawn()
-            .unwrap();
-        let text = describe(child.id() as i32);
-        let _ = child.kill();
-        let _ = child.wait();
-        let head = format!(" (pid {}: ", child.id());
-        assert!(
-            text.starts_with(&format!("{head}sh -c sleep 60 sh x")),
-            "{text}"
-        );
-        assert!(text.ends_with("x…)"), "{text}");
-        // 200 characters of the command line, the ellipsis and the closing parenthesis.
-        assert_eq!(text.chars().count(), head.len() + 200 + 2, "{text}");
+        let mut raw = b"sh\0-c\0sleep 60\0".to_vec();
+        raw.extend(std::iter::repeat_n(b'x', 5000));
+        raw.push(0);
+        let shown = shown_command(&raw);
+        assert!(shown.starts_with("sh -c sleep 60 xxx"), "{shown}");
+        assert!(shown.ends_with("x…"), "{shown}");
+        assert_eq!(shown.chars().count(), 201);
+        assert_eq!(shown_command(b"sleep\x0060\x00"), "sleep 60");
+        assert_eq!(shown_command(b"a\x1b[2J\0"), "a\\u{001b}[2J");
     }
 }
