@@ -346,7 +346,51 @@ impl<H> NetnsSet<H> {
                 }
             }
         }
+        self.make_room_for_the_held_back_first();
         self.warn_held_back();
+    }
+
+    /// The order of admission holds over time, not only within one refresh (s47 review2 N4):
+    /// for each namespace held back that comes before a watched one (the agent's held back for
+    /// files while another user namespace's is watched; a root-made user namespace's, a pod's,
+    /// held back for the cap while a user's is watched), the last watched in that order is let
+    /// go, held back in its turn; the next refresh admits the one that comes first.
+    fn make_room_for_the_held_back_first(&mut self) {
+        let rank = |owner: Owner| match owner {
+            Owner::Agents => 0,
+            Owner::Other(0) => 1,
+            Owner::Other(_) => 2,
+        };
+        let mut waiting: Vec<u8> = self
+            .held_back
+            .iter()
+            .filter(|(_, why)| matches!(why, HeldBack::Files | HeldBack::Others))
+            .filter_map(|(inum, _)| self.owners.get(inum).map(|o| rank(*o)))
+            .collect();
+        waiting.sort_unstable();
+        let mut watched: Vec<(u8, u64)> = self
+            .handles
+            .keys()
+            .filter_map(|inum| self.owners.get(inum).map(|o| (rank(*o), *inum)))
+            .collect();
+        // Last in admission order first.
+        watched.sort_unstable_by(|a, b| b.cmp(a));
+        let mut watched = watched.into_iter().peekable();
+        for first in waiting {
+            let Some(&(last, inum)) = watched.peek() else {
+                break;
+            };
+            if last <= first {
+                break;
+            }
+            watched.next();
+            self.handles.remove(&inum);
+            self.held_back.insert(inum, HeldBack::Others);
+            debug!(
+                netns = inum,
+                "let go to watch a namespace that comes before it"
+            );
+        }
     }
 
     /// One warning for all the namespaces held back for one reason, when there are more than
@@ -891,6 +935,41 @@ mod tests {
         set.refresh_admitting(more, admission(1), open);
         assert_eq!(watched(&set), [3000]);
         assert_eq!(set.held_back.get(&3001), Some(&HeldBack::Others));
+    }
+
+    /// s47 review2 N4: the order of admission held only within one refresh: user namespaces
+    /// watched first kept their places for good, and pods' and the node's own that came later
+    /// went unwatched. A later one that comes first takes the place of the last watched.
+    #[test]
+    fn a_namespace_that_comes_first_takes_the_place_of_one_watched_before_it() {
+        let mut set: NetnsSet<u64> = NetnsSet::default();
+        let mut found = made_by("1000", [10, 11]);
+        set.refresh_admitting(found.clone(), admission(2), open);
+        assert_eq!(watched(&set), [10, 11]);
+        // A pod's comes: the user's last one is let go, and the pod's is watched next.
+        found.extend(made_by("0", [20]));
+        set.refresh_admitting(found.clone(), admission(2), open);
+        assert_eq!(watched(&set), [10]);
+        assert_eq!(held_back(&set), [11, 20]);
+        set.refresh_admitting(found.clone(), admission(2), open);
+        assert_eq!(watched(&set), [10, 20]);
+        assert_eq!(held_back(&set), [11]);
+        // The node's own, held back for files: a user's is let go for it.
+        found.extend(made_by("own", [30]));
+        let no_files = Admission {
+            owner_of: owner_in_path,
+            files_free: || 0,
+            others_cap: 2,
+        };
+        set.refresh_admitting(found.clone(), no_files, open);
+        assert_eq!(watched(&set), [20]);
+        let files = Admission {
+            owner_of: owner_in_path,
+            files_free: || FILES_KEPT_FREE + FILES_PER_NAMESPACE,
+            others_cap: 2,
+        };
+        set.refresh_admitting(found, files, open);
+        assert_eq!(watched(&set), [20, 30]);
     }
 
     #[test]
