@@ -255,6 +255,8 @@ pub struct ChangePath {
     /// yet: its first change records this namespace as the journal's (`agent-netns`) before its
     /// intent ([`crate::control::open_offline_kernel`]).
     pub(crate) netns_unrecorded: bool,
+    /// An operator's approval is being proposed: its refusal is the operator's, journaled.
+    approving: bool,
 }
 
 impl std::fmt::Debug for ChangePath {
@@ -275,6 +277,7 @@ impl ChangePath {
             sink: Box::new(|_| {}),
             before_write: None,
             netns_unrecorded: false,
+            approving: false,
         }
     }
 
@@ -390,7 +393,10 @@ impl ChangePath {
         p: &Proposal,
         advised_in: Option<u64>,
     ) -> Result<ChangeReport, ChangeError> {
-        self.propose_inner(p, Approval::Approved(advised_in), None, None)
+        self.approving = true;
+        let report = self.propose_inner(p, Approval::Approved(advised_in), None, None);
+        self.approving = false;
+        report
     }
 
     /// As [`ChangePath::propose`] for advice its advisor did not allow to apply automatically: a
@@ -748,8 +754,9 @@ impl ChangePath {
         r: Refusal,
         mut report: ChangeReport,
     ) -> Result<ChangeReport, ChangeError> {
-        // An operator's refusals are journaled; an advisor's would flood it (events carry them).
-        let recorded = if p.source == Source::Operator {
+        // An operator's refusals are journaled, an approval's included (s47 storyN N-3: a refused
+        // `kpo approve` left no record); an advisor's would flood it (events carry them).
+        let recorded = if p.source == Source::Operator || self.approving {
             self.journal
                 .record_refusal(
                     &p.address,

@@ -1836,6 +1836,35 @@ fn a_reloaded_expire_after_is_the_expiry_reported_everywhere() {
     assert_eq!(events[0].expires_ms, pending.updated_ms, "{:?}", events[0]);
 }
 
+/// s47 storyN N-3: a `kpo approve` the policy refused left no journal record (a refused `kpo
+/// apply` leaves one): the operator's act was only in the event stream.
+#[test]
+fn a_refused_approval_is_journaled_as_an_operators_refusal() {
+    use crate::control::Control as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    s.path.pause("test").unwrap();
+    let refusals = |s: &Setup| {
+        s.path
+            .journal
+            .records()
+            .iter()
+            .filter(|r| matches!(r, crate::journal::Record::Refused { .. }))
+            .count()
+    };
+    assert_eq!(refusals(&s), 0);
+    let outcome = s.desk.approve(&mut s.path, "ap-1", "op");
+    assert!(
+        outcome.is_err() || format!("{outcome:?}").contains("Refused"),
+        "{outcome:?}"
+    );
+    assert_eq!(refusals(&s), 1);
+    // An advisor's refusal is not journaled (events carry them).
+    s.consider(vec![rec(Source::Rules, 48, true)]);
+    assert_eq!(refusals(&s), 1);
+}
+
 /// A reloaded policy that refuses a pending approval for good (narrowed bounds, observe only)
 /// clears it at the next window, saying why: left pending, it looked approvable and every
 /// `kpo approve` was refused until it expired. A refusal that passes (a pause) leaves it.
