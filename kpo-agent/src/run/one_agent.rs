@@ -47,6 +47,15 @@ pub enum ClaimError {
         name: String,
         source: std::io::Error,
     },
+    #[error(
+        "cannot tell whether another kpo agent runs in this network namespace: a process that \
+         cannot be one holds the abstract socket @{name}, and the kernel's list of unix sockets, \
+         where an agent started beside it shows, could not be read: {source}"
+    )]
+    Unseen {
+        name: String,
+        source: std::io::Error,
+    },
 }
 
 /// Held for the agent's life.
@@ -55,6 +64,9 @@ pub struct Claim {
     name: String,
     /// The name, once held. Shared with the thread that takes it once a squatter lets go.
     listener: Arc<Mutex<Option<UnixListener>>>,
+    /// While a squatter holds the name: this agent's own name, `@NAME.standby.COOKIE`, by which
+    /// another agent started meanwhile finds it ([`stand_by`]). Given back once the name is held.
+    standby: Arc<Mutex<Option<UnixListener>>>,
     /// Set when the name is held by a process that cannot be a kpo agent, which the agent
     /// starts beside (see [`claim`]): what to warn of.
     pub squatted: Option<String>,
@@ -88,6 +100,7 @@ impl Claim {
         match UnixListener::bind_addr(&addr) {
             Ok(listener) => {
                 *held = Some(listener);
+                *self.standby.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 info!(
                     "the abstract socket @{} is free again and held now: a second agent in \
                      this network namespace is refused from here on",
@@ -117,6 +130,7 @@ impl Claim {
         let claim = Claim {
             name: self.name.clone(),
             listener: Arc::clone(&self.listener),
+            standby: Arc::clone(&self.standby),
             squatted: None,
         };
         let spawned = std::thread::Builder::new()
@@ -177,7 +191,8 @@ fn judge(name: &str) -> Judged {
 /// [`unix_holder`]) cannot be a kpo agent (`kpo run` needs root), whether it listens or only
 /// bound the name, and refusing to start beside it would let any user keep the node's agent from
 /// running: the agent starts without the claim, says so, and takes the name as soon as it is
-/// free. Root's, or one the kernel does not describe, is taken for an agent.
+/// free; meanwhile it holds a name of its own, by which a second agent finds it ([`stand_by`]).
+/// Root's, or one the kernel does not describe, is taken for an agent.
 pub fn claim() -> Result<Claim, ClaimError> {
     let claim = claim_name(NAME)?;
     if !claim.holds() {
@@ -199,15 +214,29 @@ fn claim_name(name: &str) -> Result<Claim, ClaimError> {
         source,
     };
     let addr = SocketAddr::from_abstract_name(name.as_bytes()).map_err(io)?;
-    let claim = |listener, squatted| Claim {
+    let claim = |listener, standby, squatted| Claim {
         name: name.to_string(),
         listener: Arc::new(Mutex::new(listener)),
+        standby: Arc::new(Mutex::new(standby)),
         squatted,
     };
     match UnixListener::bind_addr(&addr) {
-        Ok(listener) => Ok(claim(Some(listener), None)),
+        // The name may be free while an agent started beside a squatter that has let go since
+        // has not taken it yet (it tries every RETRY). When the kernel's list cannot be read,
+        // the name is what there is to go by.
+        Ok(listener) => match standing_by(name, u64::MAX) {
+            Ok(Some(other)) => Err(ClaimError::AnotherAgent {
+                name: other.name,
+                holder: other.holder,
+            }),
+            Ok(None) | Err(_) => Ok(claim(Some(listener), None, None)),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => match judge(name) {
-            Judged::Squatter(holder) => Ok(claim(None, Some(squatted_warning(name, &holder)))),
+            Judged::Squatter(holder) => {
+                let (standby, standby_name) = stand_by(name)?;
+                let warning = squatted_warning(name, &holder, &standby_name);
+                Ok(claim(None, Some(standby), Some(warning)))
+            }
             Judged::Agent(holder) => Err(ClaimError::AnotherAgent {
                 name: name.to_string(),
                 holder,
@@ -221,12 +250,98 @@ fn claim_name(name: &str) -> Result<Claim, ClaimError> {
     }
 }
 
-fn squatted_warning(name: &str, holder: &str) -> String {
+fn squatted_warning(name: &str, holder: &str, standby: &str) -> String {
     format!(
         "the abstract socket @{name} that marks the running kpo agent is held by a process that \
-         cannot be one{holder}; starting without it, and taking it once it is free: another \
-         agent started in this network namespace meanwhile would not be seen"
+         cannot be one{holder}; starting without it, and taking it once it is free (meanwhile \
+         this agent holds @{standby}, where another agent started in this network namespace \
+         finds it)"
     )
+}
+
+/// Where agents started beside a squatter stand by: `@NAME.standby.` and a socket cookie.
+fn standby_prefix(name: &str) -> String {
+    format!("{name}.standby.")
+}
+
+/// An agent found standing by: the name it holds, and ` (pid N: command)` when it tells.
+#[derive(Debug, PartialEq, Eq)]
+struct StandingBy {
+    name: String,
+    holder: String,
+}
+
+/// The agent that stood by first, among those (root's or this user's) whose cookies are below
+/// `below`.
+fn standing_by(name: &str, below: u64) -> std::io::Result<Option<StandingBy>> {
+    let me = nix::unistd::Uid::effective().as_raw();
+    let first = unix_holder::listening_with_prefix(&standby_prefix(name))?
+        .into_iter()
+        .filter(|l| may_be_the_agent(l.uid, me) && l.cookie < below)
+        .min_by_key(|l| l.cookie);
+    Ok(first.map(|l| StandingBy {
+        holder: peer_credentials(&l.name)
+            .map(|(_, pid)| describe(pid))
+            .unwrap_or_default(),
+        name: l.name,
+    }))
+}
+
+/// Binds this agent's standby name, unless an agent stands by already.
+///
+/// Each agent takes its socket's cookie before binding and looks for one with a smaller cookie
+/// once bound. Cookies come from one counter, in the order they are first asked for (by their
+/// socket or by anyone's dump), so of two agents started at once, the one that looked second
+/// sees the other with a smaller cookie and gives way, and the first never sees a smaller one:
+/// had it been bound before the first looked, its cookie, taken before it was bound, would be
+/// the smaller.
+fn stand_by(name: &str) -> Result<(UnixListener, String), ClaimError> {
+    let (listener, cookie, standby) = bind_standby(name)?;
+    match standing_by(name, cookie) {
+        Ok(None) => Ok((listener, standby)),
+        Ok(Some(other)) => Err(ClaimError::AnotherAgent {
+            name: other.name,
+            holder: other.holder,
+        }),
+        Err(source) => Err(ClaimError::Unseen {
+            name: name.to_string(),
+            source,
+        }),
+    }
+}
+
+/// A listening socket bound to `@NAME.standby.COOKIE`, its cookie and its name.
+fn bind_standby(name: &str) -> Result<(UnixListener, u64, String), ClaimError> {
+    let io = |source| ClaimError::Io {
+        name: format!("{}…", standby_prefix(name)),
+        source,
+    };
+    // Anyone may bind the next cookies' names first; each try is a new socket with a new cookie.
+    const TRIES: usize = 8;
+    for _ in 0..TRIES {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| io(e.into()))?;
+        let cookie = unix_holder::cookie_of(&fd).map_err(io)?;
+        let standby = format!("{}{cookie}", standby_prefix(name));
+        let address = UnixAddr::new_abstract(standby.as_bytes()).map_err(|e| io(e.into()))?;
+        match nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &address) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EADDRINUSE) => continue,
+            Err(e) => return Err(io(e.into())),
+        }
+        let backlog = nix::sys::socket::Backlog::new(128).map_err(|e| io(e.into()))?;
+        nix::sys::socket::listen(&fd, backlog).map_err(|e| io(e.into()))?;
+        return Ok((UnixListener::from(fd), cookie, standby));
+    }
+    Err(io(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("{TRIES} names in a row were held by others"),
+    )))
 }
 
 /// The uid and pid the kernel gives a connection to `@name`: of whoever called listen() on it
@@ -428,6 +543,83 @@ mod tests {
         }
     }
 
+    /// s47, noticed: an agent started beside a squatter held no name, so a second agent started
+    /// meanwhile did not see it, nor it the second, and both ran. It stands by under a name of
+    /// its own: the second is refused, before and after the squatter lets go, and the name is
+    /// given back once the first holds the real one.
+    #[test]
+    fn an_agent_started_beside_a_squatter_is_seen_by_the_next() {
+        if !nix::unistd::Uid::effective().is_root() {
+            kpo_test_skip::skip(
+                "a holder of another user's is made by becoming that user, as root",
+            );
+            return;
+        }
+        let _forks = FORKS.lock().unwrap_or_else(|e| e.into_inner());
+        let name = test_name("standby");
+        let squatter = Squatter::spawn(&name, Some(8));
+        let first = claim_name(&name).expect("started beside it");
+        assert!(!first.holds());
+        let warning = first.squatted.clone().unwrap();
+        let standing: Vec<_> = unix_holder::listening_with_prefix(&standby_prefix(&name))
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        assert_eq!(standing.len(), 1, "{standing:?}");
+        assert!(
+            warning.contains(&format!("this agent holds @{}, where", standing[0])),
+            "{warning}"
+        );
+        let me = format!("another kpo agent (pid {}: ", std::process::id());
+        let refused = |when: &str| match claim_name(&name) {
+            Err(e @ ClaimError::AnotherAgent { .. }) => {
+                let text = e.to_string();
+                assert!(text.starts_with(&me), "{when}: {text}");
+                assert!(
+                    text.contains(&format!("(it holds the abstract socket @{})", standing[0])),
+                    "{when}: {text}"
+                );
+            }
+            other => panic!("{when}: expected a refusal, got {other:?}"),
+        };
+        refused("the squatter holds the name");
+        drop(squatter);
+        refused("the name is free, the first has not taken it yet");
+        assert!(first.try_take());
+        assert!(
+            unix_holder::listening_with_prefix(&standby_prefix(&name))
+                .unwrap()
+                .is_empty(),
+            "given back once the name is held"
+        );
+        drop(first);
+        claim_name(&name).expect("free once the first is gone");
+    }
+
+    /// Two agents standing by at once: the one whose cookie is the larger gives way, and the
+    /// other sees none before it.
+    #[test]
+    fn of_two_agents_standing_by_the_later_cookie_gives_way() {
+        let _forks = FORKS.lock().unwrap_or_else(|e| e.into_inner());
+        let name = test_name("race");
+        let (_earlier, earlier, earlier_name) = bind_standby(&name).unwrap();
+        let (_later, later, _) = bind_standby(&name).unwrap();
+        assert!(earlier < later);
+        assert_eq!(standing_by(&name, earlier).unwrap(), None);
+        let seen = standing_by(&name, later).unwrap().expect("the earlier");
+        assert_eq!(seen.name, earlier_name);
+        assert!(
+            seen.holder
+                .starts_with(&format!(" (pid {}: ", std::process::id())),
+            "{seen:?}"
+        );
+        assert!(matches!(
+            stand_by(&name),
+            Err(ClaimError::AnotherAgent { name: n, .. }) if n == earlier_name
+        ));
+    }
+
     /// s47 review2 N3: an agent waiting for the name that finds another agent holding it says
     /// so once and stops trying, instead of an error (and a connection queued at that agent)
     /// every 5 s.
@@ -438,6 +630,7 @@ mod tests {
         let waiting = Claim {
             name: name.clone(),
             listener: Arc::new(Mutex::new(None)),
+            standby: Arc::new(Mutex::new(None)),
             squatted: None,
         };
         assert_eq!(waiting.take(), Taken::Held, "free: taken");
@@ -445,6 +638,7 @@ mod tests {
         let waiting = Claim {
             name: test_name("agent"),
             listener: Arc::new(Mutex::new(None)),
+            standby: Arc::new(Mutex::new(None)),
             squatted: None,
         };
         // This process's own user holds it: an agent.
