@@ -8,9 +8,10 @@
 //!
 //! A change made in another network namespace is judged by that namespace's own listeners and
 //! services (request p99, listen overflows, SYN-ACK retransmits), so that load elsewhere cannot
-//! revert it. Run-queue p99 and softnet drops exist only for the whole host and are judged
-//! host-wide for every change; TCP retransmits are counted in the agent's own namespace, so they
-//! judge only changes there. With several changes watched at once, a regression that begins after
+//! revert it; so is a net.* key of the agent's own namespace when that is not the machine's
+//! first (the key is then that namespace's alone). Run-queue p99 and softnet drops exist only for
+//! the whole host and are judged host-wide for every change; TCP retransmits are counted in the
+//! agent's own namespace, so they judge only changes there. With several changes watched at once, a regression that begins after
 //! a later change, once an earlier one had a clean window, is blamed on the later one alone while
 //! it is watched ([`Guard::judge`]).
 //!
@@ -32,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::policy::HealthSignal;
 use crate::{
-    actuate::param::{NetnsRef, ParamAddress, Target, Value},
+    actuate::param::{NetnsRef, ParamAddress, ParamKind, Target, Value},
     policy::GuardSettings,
     window::Window,
 };
@@ -68,8 +69,23 @@ impl Scope {
     /// A parameter addressed to another network namespace is scoped to it. Everything else (the
     /// agent's own namespace, however addressed, global keys, NICs, cpufreq) is judged host-wide:
     /// a key of the agent's namespace may be global in the kernel, and then it affects every
-    /// namespace.
+    /// namespace; except a net.* key when the agent's namespace is not the machine's first,
+    /// which can only be that namespace's own (the kernel shows host-wide net keys in the first
+    /// namespace only): it is scoped to the agent's namespace, so that load in the others it
+    /// watches cannot revert it.
     pub fn of(address: &ParamAddress) -> Scope {
+        let inode = |path: &std::path::Path| std::fs::metadata(path).ok().map(|m| m.ino());
+        let own = inode(std::path::Path::new("/proc/self/ns/net"));
+        let in_first = crate::actuate::sysctl::outside_the_first_netns(
+            "net.core.netdev_budget",
+            std::path::Path::new("/proc/sys"),
+        )
+        .is_none();
+        Scope::of_in(address, own, in_first)
+    }
+
+    /// [`Scope::of`], given the agent's own namespace and whether it is the machine's first.
+    fn of_in(address: &ParamAddress, own: Option<u64>, in_first: bool) -> Scope {
         let inode = |path: &std::path::Path| std::fs::metadata(path).ok().map(|m| m.ino());
         let netns = match &address.target {
             Target::Netns {
@@ -81,10 +97,15 @@ impl Scope {
             } => inode(path),
             _ => None,
         };
-        match netns {
-            Some(n) if Some(n) != inode(std::path::Path::new("/proc/self/ns/net")) => {
-                Scope::Netns(n)
-            }
+        let in_own = match &address.target {
+            Target::Host => true,
+            Target::Netns { .. } => netns.is_some() && netns == own,
+            Target::Nic { .. } | Target::Cpufreq { .. } => false,
+        };
+        let net_key = address.kind() == ParamKind::Sysctl && address.name.starts_with("net.");
+        match (netns, own) {
+            (Some(n), _) if Some(n) != own => Scope::Netns(n),
+            (_, Some(own)) if in_own && net_key && !in_first => Scope::Netns(own),
             _ => Scope::Host,
         }
     }
@@ -158,7 +179,12 @@ impl Health {
             h.insert(HealthSignal::SoftnetDrops, v);
         }
         // Counted in the agent's own namespace only (/proc/net/snmp): nothing to say of another.
-        if let (Scope::Host, Some(v)) = (scope, w.system.tcp_retrans_segs_per_s) {
+        let own = || std::fs::metadata("/proc/self/ns/net").ok().map(|m| m.ino());
+        let in_own = match scope {
+            Scope::Host => true,
+            Scope::Netns(n) => Some(n) == own(),
+        };
+        if let (true, Some(v)) = (in_own, w.system.tcp_retrans_segs_per_s) {
             h.insert(HealthSignal::TcpRetransmits, v);
         }
         Health(h)
@@ -1731,7 +1757,9 @@ mod tests {
 
     #[test]
     fn a_change_in_another_namespace_is_scoped_to_it() {
-        let at = |s: &str| Scope::of(&s.parse::<ParamAddress>().unwrap());
+        let own = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        // The machine's first namespace (the agent's, as the README asks); Scope::of asks.
+        let at = |s: &str| Scope::of_in(&s.parse::<ParamAddress>().unwrap(), Some(own), true);
         assert_eq!(
             at(&format!("net.core.somaxconn@netns:{OTHER_NETNS}")),
             Scope::Netns(OTHER_NETNS)
@@ -1742,7 +1770,6 @@ mod tests {
         assert_eq!(at("ethtool:eth0:rx-usecs"), Scope::Host);
         // The agent's own namespace, named by path or by inode, is the host; a path that no
         // longer resolves is judged host-wide.
-        let own = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
         assert_eq!(
             at("net.core.somaxconn@netns:/proc/self/ns/net"),
             Scope::Host
@@ -1752,6 +1779,49 @@ mod tests {
             at("net.core.somaxconn@netns:/run/netns/kpo-no-such-ns"),
             Scope::Host
         );
+    }
+
+    /// s46 storyL L5: an agent outside the machine's first network namespace judged a change of
+    /// its own namespace's net.* key by every namespace's listeners and services it watches, so
+    /// load in another could revert it. There such a key is its namespace's own: scoped to it.
+    #[test]
+    fn outside_the_first_namespace_an_own_net_key_is_scoped_to_the_agents_namespace() {
+        let own = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        let at = |s: &str, in_first| {
+            Scope::of_in(&s.parse::<ParamAddress>().unwrap(), Some(own), in_first)
+        };
+        for key in [
+            "net.core.somaxconn".to_string(),
+            "net.core.somaxconn@netns:/proc/self/ns/net".to_string(),
+            format!("net.ipv4.tcp_max_syn_backlog@netns:{own}"),
+        ] {
+            assert_eq!(at(&key, false), Scope::Netns(own), "{key}");
+            assert_eq!(at(&key, true), Scope::Host, "{key}");
+        }
+        // Not a net key, not a sysctl, another namespace, or one that no longer resolves: as in
+        // the first namespace.
+        for (key, scope) in [
+            ("vm.swappiness".to_string(), Scope::Host),
+            ("ethtool:eth0:rx-usecs".to_string(), Scope::Host),
+            ("cpufreq:policy0:scaling_max_freq".to_string(), Scope::Host),
+            (
+                format!("net.core.somaxconn@netns:{OTHER_NETNS}"),
+                Scope::Netns(OTHER_NETNS),
+            ),
+            (
+                "net.core.somaxconn@netns:/run/netns/kpo-no-such-ns".to_string(),
+                Scope::Host,
+            ),
+        ] {
+            assert_eq!(at(&key, false), scope, "{key}");
+        }
+        // Its own namespace's TCP retransmits judge it, as they judge the host's changes.
+        let mut w = window(&[(own, 10, 900.0), (OTHER_NETNS, 4, 300.0)]);
+        w.system.tcp_retrans_segs_per_s = Some(3.0);
+        let h = Health::from_window_in(&w, Scope::Netns(own));
+        assert_eq!(h.0.get(&HealthSignal::TcpRetransmits), Some(&3.0));
+        assert_eq!(h.0.get(&HealthSignal::ListenOverflows), Some(&10.0));
+        assert_eq!(h.0.get(&HealthSignal::RequestP99), Some(&900.0));
     }
 
     #[test]
