@@ -43,6 +43,8 @@ pub mod policy;
 pub mod run;
 pub mod sensors;
 pub mod shown;
+#[cfg(test)]
+mod test_child;
 pub mod trusted_path;
 pub mod who;
 pub mod window;

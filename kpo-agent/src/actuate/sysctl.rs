@@ -1081,23 +1081,19 @@ fn nsfs_mounted_net_inodes(mountinfo: &str) -> impl Iterator<Item = u64> + '_ {
 /// A process in a network namespace of its own, which lives as long as it does (tests that need
 /// a namespace alive, then gone).
 #[cfg(test)]
-pub(crate) struct ProcessInOtherNetns(std::process::Child);
+pub(crate) struct ProcessInOtherNetns(crate::test_child::Sleeper);
 
 #[cfg(test)]
 impl ProcessInOtherNetns {
     /// Starts one (root only).
     pub(crate) fn spawn() -> Self {
-        use std::os::unix::process::CommandExt;
-        let mut sleep = std::process::Command::new("sleep");
-        sleep.arg("600");
         // SAFETY: unshare(2) alone between fork and exec.
-        unsafe {
-            sleep.pre_exec(|| {
+        let sleeper = unsafe {
+            crate::test_child::Sleeper::spawn(600, || {
                 nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(Into::into)
-            });
-        }
-        // In its namespace once spawned: spawn returns after the exec.
-        Self(sleep.spawn().unwrap())
+            })
+        };
+        Self(sleeper.unwrap())
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -1109,15 +1105,6 @@ impl ProcessInOtherNetns {
         std::fs::metadata(format!("/proc/{}/ns/net", self.0.id()))
             .unwrap()
             .ino()
-    }
-}
-
-#[cfg(test)]
-impl Drop for ProcessInOtherNetns {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        // Reaped: its namespace is gone with it.
-        let _ = self.0.wait();
     }
 }
 

@@ -1024,12 +1024,11 @@ mod tests {
 
     /// Processes that each hold a user and network namespace made by a user other than root;
     /// killed when dropped.
-    struct Unprivileged(Vec<std::process::Child>, u32);
+    struct Unprivileged(Vec<crate::test_child::Sleeper>, u32);
 
     impl Unprivileged {
         /// None (and the test skipped) where user namespaces cannot be made.
         fn spawn(count: usize) -> Option<Self> {
-            use std::os::unix::process::CommandExt;
             let root = nix::unistd::Uid::effective().is_root();
             let uid = if root {
                 64123
@@ -1038,24 +1037,20 @@ mod tests {
             };
             let mut made = Unprivileged(Vec::new(), uid);
             for _ in 0..count {
-                let mut command = std::process::Command::new("sleep");
-                command.arg("60");
                 // SAFETY: only async-signal-safe calls between fork and exec.
-                unsafe {
-                    command.pre_exec(move || {
+                let spawned = unsafe {
+                    crate::test_child::Sleeper::spawn(60, move || {
                         if root {
-                            nix::unistd::setgroups(&[])?;
-                            nix::unistd::setgid(nix::unistd::Gid::from_raw(uid))?;
-                            nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))?;
+                            crate::test_child::become_user(uid)?;
                         }
                         nix::sched::unshare(
                             nix::sched::CloneFlags::CLONE_NEWUSER
                                 | nix::sched::CloneFlags::CLONE_NEWNET,
                         )?;
                         Ok(())
-                    });
-                }
-                match command.spawn() {
+                    })
+                };
+                match spawned {
                     Ok(child) => made.0.push(child),
                     Err(e) => {
                         kpo_test_skip::skip(&format!(
@@ -1066,15 +1061,6 @@ mod tests {
                 }
             }
             Some(made)
-        }
-    }
-
-    impl Drop for Unprivileged {
-        fn drop(&mut self) {
-            for child in &mut self.0 {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
         }
     }
 

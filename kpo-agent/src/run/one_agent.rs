@@ -436,21 +436,15 @@ mod tests {
 
     /// `sleep 60` as uid 65534 holding `@name` (bound in the child before it runs sleep), and
     /// listening with `backlog` unless None; killed when dropped.
-    struct Squatter(std::process::Child);
+    struct Squatter(crate::test_child::Sleeper);
 
     impl Squatter {
         fn spawn(name: &str, backlog: Option<i32>) -> Self {
-            use std::os::unix::process::CommandExt;
             let address = UnixAddr::new_abstract(name.as_bytes()).unwrap();
-            let mut command = std::process::Command::new("sleep");
-            command.arg("60");
             // SAFETY: only async-signal-safe calls between fork and exec.
-            unsafe {
-                command.pre_exec(move || {
-                    let nobody = 65534;
-                    nix::unistd::setgroups(&[])?;
-                    nix::unistd::setgid(nix::unistd::Gid::from_raw(nobody))?;
-                    nix::unistd::setuid(nix::unistd::Uid::from_raw(nobody))?;
+            let sleeper = unsafe {
+                crate::test_child::Sleeper::spawn(60, move || {
+                    crate::test_child::become_user(65534)?;
                     // Not close-on-exec: sleep holds it.
                     let fd = socket(
                         AddressFamily::Unix,
@@ -465,16 +459,9 @@ mod tests {
                     }
                     std::mem::forget(fd);
                     Ok(())
-                });
-            }
-            Squatter(command.spawn().expect("the squatter starts"))
-        }
-    }
-
-    impl Drop for Squatter {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+                })
+            };
+            Squatter(sleeper.expect("the squatter starts"))
         }
     }
 
