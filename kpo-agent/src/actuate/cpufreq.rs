@@ -494,7 +494,19 @@ impl CpufreqActuator {
         } else {
             None
         };
-        std::fs::write(&path, format!("{}\n", value.kernel_text()))
+        // Never created: an attribute gone since it was read (a policy unplugged) is a failed
+        // write, not a new file that reads back as written on a tree that is not sysfs.
+        // Truncated for such trees; sysfs ignores it.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .and_then(|mut file| {
+                std::io::Write::write_all(
+                    &mut file,
+                    format!("{}\n", value.kernel_text()).as_bytes(),
+                )
+            })
             .map_err(|e| sysfs_error(&param, &path, e, Some(value)))?;
         let back = settled_read_back(value, before.as_ref(), read)?;
         if &back != value {
@@ -899,6 +911,24 @@ mod tests {
         std::fs::write(p.join("scaling_driver"), "intel_pstate\n").unwrap();
         std::fs::remove_file(p.join("scaling_governor")).unwrap();
         epp.validate(&Value::Word("power".into())).unwrap();
+    }
+
+    /// s48 storyP P-3: the write created the attribute (O_CREAT) when it was gone since it was
+    /// read, and the new regular file read back as written.
+    #[test]
+    fn an_attribute_gone_before_the_write_is_not_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = full_policy(tmp.path(), 0);
+        let max = act("cpufreq:policy0:scaling_max_freq", tmp.path()).unwrap();
+        max.write_verify(&Value::Int(2_000_000)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(p.join("scaling_max_freq")).unwrap(),
+            "2000000\n"
+        );
+        std::fs::remove_file(p.join("scaling_max_freq")).unwrap();
+        let err = max.write_verify(&Value::Int(2_500_000)).unwrap_err();
+        assert!(err.to_string().contains("No such file"), "{err}");
+        assert!(!p.join("scaling_max_freq").exists());
     }
 
     #[test]
