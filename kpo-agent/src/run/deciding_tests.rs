@@ -1095,6 +1095,20 @@ fn a_knob_in_mode_recommend_is_left_out_with_the_reason() {
     rig.assert_schema();
 }
 
+/// s48 storyP P-2: a knob left out because its device cannot be read was named by the device
+/// alone, which its rx-usecs and tx-usecs entries share.
+#[test]
+fn a_knob_left_out_is_named_by_its_address() {
+    let text = format!(
+        "{}\n[params.\"ethtool:eth9:rx-usecs\"]\nmode = \"auto\"\nmin = 0\nmax = 100\nsources = [\"optimizer\"]\n",
+        policy("")
+    );
+    let mut rig = Rig::new(&text, true, "");
+    rig.window();
+    let left_out = rig.left_out_of_start_over(&[MAX_FREQ, RX]);
+    assert!(left_out.contains("\"ethtool:eth9:rx-usecs: "), "{left_out}");
+}
+
 #[test]
 fn an_estimated_energy_is_not_optimized_on_unless_allowed() {
     let mut rig = Rig::new(&policy(""), true, "");

@@ -240,7 +240,9 @@ impl AgentOptimizer {
                         "{address} is {}, not one integer",
                         other.described()
                     )),
-                    Err(e) => problems.push(e.to_string()),
+                    // Named by its address: an actuator's error may name the device alone,
+                    // which two entries (rx-usecs, tx-usecs) share.
+                    Err(e) => problems.push(named(&address, e.to_string())),
                 }
             }
             let Some(&first) = values.first() else {
@@ -656,6 +658,16 @@ impl AgentOptimizer {
 
 /// The knobs (min, max) that hold one cpufreq policy's `scaling_min_freq` and
 /// `scaling_max_freq`.
+/// `why`, led by `address` unless it names it already.
+fn named(address: &ParamAddress, why: String) -> String {
+    let address = address.to_string();
+    if why.contains(&address) {
+        why
+    } else {
+        format!("{address}: {why}")
+    }
+}
+
 fn min_max_pairs(knobs: &[Knob]) -> Vec<(usize, usize)> {
     let policies = |k: &Knob, attr: &str| -> Vec<String> {
         k.members
