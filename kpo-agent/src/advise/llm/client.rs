@@ -294,6 +294,11 @@ impl LlmClient {
         &self.inner.cfg
     }
 
+    /// `text` with the API key redacted.
+    pub fn redact(&self, text: &str) -> String {
+        self.inner.key.redact(text)
+    }
+
     pub fn breaker_state(&self) -> BreakerState {
         let st = self.lock();
         match st.breaker {

@@ -67,12 +67,44 @@ impl ApiKey {
     }
 
     /// `text` with every occurrence of the key replaced by `[redacted]` (for anything that came
-    /// back from the network and might echo it).
+    /// back from the network and might echo it), also one with format characters inside it (a
+    /// zero-width space, a bidi mark, a soft hyphen): invisible, and removed when a text is
+    /// cleaned for showing, which would give the key back whole (s48 storyO O-1).
     pub fn redact(&self, text: &str) -> String {
         if self.0.len() < 4 {
             return text.to_string();
         }
-        text.replace(&self.0, "[redacted]")
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(c) = rest.chars().next() {
+            match self.length_at_start_of(rest) {
+                Some(len) => {
+                    out.push_str("[redacted]");
+                    rest = &rest[len..];
+                }
+                None => {
+                    out.push(c);
+                    rest = &rest[c.len_utf8()..];
+                }
+            }
+        }
+        out
+    }
+
+    /// The length in bytes of the key at the start of `text`, format characters after its first
+    /// character included.
+    fn length_at_start_of(&self, text: &str) -> Option<usize> {
+        let mut at = text.char_indices().peekable();
+        for (n, wanted) in self.0.chars().enumerate() {
+            while n > 0 && at.peek().is_some_and(|&(_, c)| crate::shown::is_format(c)) {
+                at.next();
+            }
+            match at.next() {
+                Some((_, c)) if c == wanted => {}
+                _ => return None,
+            }
+        }
+        Some(at.peek().map_or(text.len(), |&(i, _)| i))
     }
 }
 
@@ -1097,6 +1129,19 @@ mod tests {
         assert_eq!(
             r.api_key.redact("bad key sk-very-secret given"),
             "bad key [redacted] given"
+        );
+        // s48 storyO O-1: format characters inside the key, which cleaning a text for showing
+        // removes, do not hide it.
+        assert_eq!(
+            r.api_key.redact(
+                "zw sk-\u{200b}very-secret, bidi sk-very\u{202a}-secret, shy sk-ve\u{ad}ry-secret\u{200b}!"
+            ),
+            "zw [redacted], bidi [redacted], shy [redacted]\u{200b}!"
+        );
+        assert_eq!(
+            r.api_key
+                .redact("sk-very-secre sk-very-secretsk-very-secret é"),
+            "sk-very-secre [redacted][redacted] é"
         );
     }
 

@@ -352,7 +352,9 @@ pub async fn consult(
     out.total_tokens = c.usage.total_tokens;
     out.breaker = client.breaker_state();
     if let (Outcome::Ok, Some(content)) = (c.outcome, c.content) {
-        take_reply(&mut out, &content, offered, policy);
+        take_reply(&mut out, &content, offered, policy, &|text| {
+            client.redact(text)
+        });
     }
     out.latency_ms = started.elapsed().as_millis() as u64;
     log_outcome(&out);
@@ -383,6 +385,24 @@ fn log_outcome(out: &Consultation) {
     }
 }
 
+/// Every string in `value`, field names included, through `redact`.
+fn redact_json(value: &mut serde_json::Value, redact: &dyn Fn(&str) -> String) {
+    match value {
+        serde_json::Value::String(s) => *s = redact(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| redact_json(v, redact)),
+        serde_json::Value::Object(fields) => {
+            *fields = std::mem::take(fields)
+                .into_iter()
+                .map(|(name, mut v)| {
+                    redact_json(&mut v, redact);
+                    (redact(&name), v)
+                })
+                .collect();
+        }
+        serde_json::Value::Number(_) | serde_json::Value::Bool(_) | serde_json::Value::Null => {}
+    }
+}
+
 /// Where a suggestion's current value is read: the agent's own namespace's sysctls.
 const PROC_SYS: &str = "/proc/sys";
 
@@ -395,9 +415,20 @@ fn take_reply(
     content: &str,
     offered: &[ParamContext],
     policy: &dyn AdvicePolicy,
+    redact: &dyn Fn(&str) -> String,
 ) {
     match parse::extract_items(content) {
-        Ok(advice) => {
+        Ok(mut advice) => {
+            // The client redacted the key from the content as it came, but parsing decodes the
+            // JSON escapes of the model's strings (`\u0073k-...`): every string the advice holds,
+            // and every field name, which a dropped item's echo shows.
+            advice
+                .items
+                .iter_mut()
+                .for_each(|item| redact_json(item, redact));
+            if let Some(suggestions) = &mut advice.suggestions {
+                redact_json(suggestions, redact);
+            }
             let mut v = validate::validate(advice.items, offered, policy, &out.window);
             if !advice.found.may_auto_apply() && v.auto().next().is_some() {
                 tracing::info!(
@@ -421,7 +452,7 @@ fn take_reply(
         }
         Err(e) => {
             out.outcome = Outcome::ParseError;
-            out.error = Some(e.to_string());
+            out.error = Some(redact(&e.to_string()));
         }
     }
 }
@@ -518,7 +549,7 @@ mod tests {
         }
         content.push(']');
         let mut out = empty_consultation();
-        take_reply(&mut out, &content, &offered, &policy);
+        take_reply(&mut out, &content, &offered, &policy, &|t| t.to_string());
         assert_eq!(out.outcome, Outcome::Ok, "{:?}", out.error);
         assert_eq!(out.dropped.len(), MAX_ITEMS + 1);
         let event = serde_json::to_string(&out).unwrap();
@@ -537,6 +568,7 @@ mod tests {
             &format!(r#"{{"{key}": 1, "{key}": 2}}"#),
             &offered,
             &policy,
+            &|t| t.to_string(),
         );
         assert_eq!(out.outcome, Outcome::ParseError);
         assert_eq!(
@@ -550,6 +582,40 @@ mod tests {
                 .as_str()
             )
         );
+    }
+
+    /// s48 storyO O-1: the client redacts the key from the reply's content as it comes, but a
+    /// JSON escape in the model's strings (`\u0073k-...`) is decoded by parsing, and the key
+    /// came back whole in reasons, dropped items' echoes and parse errors.
+    #[test]
+    fn the_key_is_redacted_from_the_advice_as_parsed() {
+        let key = crate::advise::llm::config::ApiKey::new("sk-QASECRET-0123");
+        let redact = |t: &str| key.redact(t);
+        let (offered, policy) = somaxconn_auto();
+        let escaped = r"\u0073k-QASECRET-0123";
+        let zero_width = r"sk-QA\u200bSECRET-0123";
+        let content = format!(
+            r#"{{"recommendations": [
+                {{"parameter": "net.core.somaxconn", "value": 8192, "reason": "a {escaped} b {zero_width} c"}},
+                {{"parameter": "net.{escaped}", "value": "{escaped}", "{escaped}": 1}}
+            ], "suggestions": [{{"parameter": "net.core.{escaped}", "reason": "{escaped}"}}]}}"#
+        );
+        let mut out = empty_consultation();
+        take_reply(&mut out, &content, &offered, &policy, &redact);
+        assert_eq!(out.outcome, Outcome::Ok, "{:?}", out.error);
+        assert_eq!(out.recommendations.len(), 1);
+        assert_eq!(out.recommendations[0].reason, "a [redacted] b [redacted] c");
+        let event = serde_json::to_string(&out).unwrap();
+        assert!(!event.contains("QASECRET"), "{event}");
+        assert!(event.contains("net.[redacted]"), "{event}");
+        assert_eq!(out.dropped.len(), 1, "{event}");
+        assert_eq!(out.dropped_suggestions.len(), 1, "{event}");
+        let mut out = empty_consultation();
+        let repeated = format!(r#"{{"{escaped}": 1, "{escaped}": 2}}"#);
+        take_reply(&mut out, &repeated, &offered, &policy, &redact);
+        assert_eq!(out.outcome, Outcome::ParseError);
+        let error = out.error.unwrap();
+        assert!(error.contains("\"[redacted]\""), "{error}");
     }
 
     fn somaxconn_auto() -> (Vec<ParamContext>, StaticPolicy) {
@@ -571,7 +637,7 @@ mod tests {
     fn took(content: &str) -> Consultation {
         let (offered, policy) = somaxconn_auto();
         let mut out = empty_consultation();
-        take_reply(&mut out, content, &offered, &policy);
+        take_reply(&mut out, content, &offered, &policy, &|t| t.to_string());
         out
     }
 
