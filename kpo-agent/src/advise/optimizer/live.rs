@@ -43,7 +43,47 @@ pub const MAX_LIVE_CANDIDATES: usize = 50_000;
 pub const MAX_SET_ASIDE_PER_STEP: usize = 3;
 
 /// Ends an `apply_failed` error whose configuration is tried again (docs/events.md).
-const FAILED_FOR_A_WHILE: &str = "(not the value's fault: tried again next window)";
+const FAILED_FOR_A_WHILE: &str = "(not the value's fault: tried again later)";
+
+/// The longest wait between two tries of a configuration whose write failed for a while: ten
+/// minutes at the default 10 s window.
+pub(crate) const MAX_RETRY_WAIT_WINDOWS: u32 = 64;
+
+/// Waits between the tries of a configuration whose write failed for a while (a file system
+/// read-only, a device busy): the next window, then after a wait that doubles up to
+/// [`MAX_RETRY_WAIT_WINDOWS`]. Each try writes (a group's earlier members are written and undone)
+/// and journals, and a file read-only for good (a container's /sys) would otherwise do so every
+/// window, taking the hourly limit of changes with it (s48 storyP P-1).
+#[derive(Debug, Clone, PartialEq)]
+struct RetryWait {
+    /// Windows still to wait before the next try.
+    left: u32,
+    /// The wait after the next failed try.
+    next: u32,
+}
+
+impl Default for RetryWait {
+    fn default() -> Self {
+        RetryWait { left: 0, next: 1 }
+    }
+}
+
+impl RetryWait {
+    /// One try more failed for a while.
+    fn failed(&mut self) {
+        self.left = self.next;
+        self.next = (self.next * 2).min(MAX_RETRY_WAIT_WINDOWS);
+    }
+
+    /// Whether to try now; counts a window off the wait when not.
+    fn due(&mut self) -> bool {
+        if self.left == 0 {
+            return true;
+        }
+        self.left -= 1;
+        false
+    }
+}
 
 /// What trying a configuration came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -450,6 +490,9 @@ pub struct LiveOptimizer {
     /// The proposal refused for now, asked again as it is while nothing else changed: asking
     /// the model anew could break a tie the other way each window.
     waited_for: Option<Proposal>,
+    /// How long the waited-for proposal or the converged best waits after its write failed for
+    /// a while; reset by any other outcome.
+    retry_wait: RetryWait,
     /// The configuration last told to the model: told once, however many trials it is held
     /// (a start that breaks the SLO with nothing better known stays where it is).
     last_told: Option<Vec<f64>>,
@@ -526,6 +569,7 @@ impl LiveOptimizer {
             hold_sum: 0.0,
             restarts: 0,
             waiting: false,
+            retry_wait: RetryWait::default(),
             waited_for: None,
             last_told: None,
             just_went_back: false,
@@ -581,6 +625,7 @@ impl LiveOptimizer {
         self.current = config;
         self.waiting = false;
         self.waited_for = None;
+        self.retry_wait = RetryWait::default();
         // Not over someone else's values: a best still to apply waits for the next search.
         self.pending_best = None;
         if self.phase == Phase::Holding {
@@ -615,6 +660,7 @@ impl LiveOptimizer {
         };
         self.waiting = false;
         self.waited_for = None;
+        self.retry_wait = RetryWait::default();
         let writes_unread = best
             .iter()
             .zip(&self.current)
@@ -639,6 +685,7 @@ impl LiveOptimizer {
         self.restarts += 1;
         self.waiting = false;
         self.waited_for = None;
+        self.retry_wait = RetryWait::default();
         self.last_told = None;
         self.pending_best = None;
         ev.push(LiveEvent::Restarted {
@@ -779,6 +826,7 @@ impl LiveOptimizer {
             && self.learnable(&current);
         if learned {
             self.waited_for = None;
+            self.retry_wait = RetryWait::default();
             // A configuration this search measured before (the best, or the start, the loop went
             // back to after a breach) is learned again but is no trial of the budget's.
             let revisit = self.opt.observations().iter().any(|o| o.point == current);
@@ -841,6 +889,7 @@ impl LiveOptimizer {
         // trial's as much: step_inner), and learned.
         self.waiting = false;
         self.waited_for = None;
+        self.retry_wait = RetryWait::default();
         self.start_broke_slo |= self.current == self.start;
         ev.push(LiveEvent::SloBreach {
             config: self.current.clone(),
@@ -869,6 +918,7 @@ impl LiveOptimizer {
         self.give_up_untested(index);
         self.waiting = false;
         self.waited_for = None;
+        self.retry_wait = RetryWait::default();
         ev.push(LiveEvent::NoRequests { config: point });
         self.go_back_because(knobs, &mut ev, GoBack::NoRequests);
         ev
@@ -1102,6 +1152,11 @@ impl LiveOptimizer {
                 return self.converge(knobs, ev);
             }
             let p = match self.waited_for.take() {
+                Some(p) if !self.retry_wait.due() => {
+                    self.waiting = true;
+                    self.waited_for = Some(p);
+                    return Ok(());
+                }
                 Some(p) => p,
                 None => match self.opt.ask()? {
                     Some(p) => p,
@@ -1115,7 +1170,11 @@ impl LiveOptimizer {
             {
                 return self.converge(knobs, ev);
             }
-            match knobs.try_config(&self.current, &p.point, ChangeReason::Explore) {
+            let tried = knobs.try_config(&self.current, &p.point, ChangeReason::Explore);
+            if !matches!(tried, Tried::Failed { retry: true, .. }) {
+                self.retry_wait = RetryWait::default();
+            }
+            match tried {
                 Tried::Applied => {
                     ev.push(LiveEvent::Applied {
                         config: p.point.clone(),
@@ -1149,6 +1208,7 @@ impl LiveOptimizer {
                         config: p.point.clone(),
                         error: format!("{error} {FAILED_FOR_A_WHILE}"),
                     });
+                    self.retry_wait.failed();
                     if rolled_back {
                         // As a refusal that passes: the proposal stays open for the next trial.
                         self.waiting = true;
@@ -1222,7 +1282,11 @@ impl LiveOptimizer {
         knobs: &mut dyn Knobs,
         ev: &mut Vec<LiveEvent>,
     ) {
-        match knobs.try_config(&self.current, &best, ChangeReason::Converge) {
+        let tried = knobs.try_config(&self.current, &best, ChangeReason::Converge);
+        if !matches!(tried, Tried::Failed { retry: true, .. }) {
+            self.retry_wait = RetryWait::default();
+        }
+        match tried {
             Tried::Applied => {
                 ev.push(LiveEvent::Applied {
                     config: best.clone(),
@@ -1253,6 +1317,7 @@ impl LiveOptimizer {
                     config: best.clone(),
                     error: format!("{error} {FAILED_FOR_A_WHILE}"),
                 });
+                self.retry_wait.failed();
                 // As a refusal that passes: the best waits to be applied.
                 self.pending_best = Some((best, objective));
                 self.held = Some((self.current.clone(), None));
@@ -1287,7 +1352,11 @@ impl LiveOptimizer {
     ) -> Result<(), LiveError> {
         if let Some((best, expected)) = self.pending_best.take() {
             // Converged, but the best was refused for now: the last trial is still applied.
-            self.go_to_best(best, expected, knobs, ev);
+            if self.retry_wait.due() {
+                self.go_to_best(best, expected, knobs, ev);
+            } else {
+                self.pending_best = Some((best, expected));
+            }
             return Ok(());
         }
         let objective = self.config.objective.value(m);
