@@ -300,6 +300,14 @@ impl ChangePath {
         self.actuators.open(address).and_then(|mut a| a.read())
     }
 
+    /// Whether the kernel could take `value` for `address` now, by its actuator's own checks
+    /// (a cpufreq limit within the hardware's range and the other limit as it is), writing
+    /// nothing: an advisor whose change spans several parameters checks each before writing
+    /// any, as [`ChangePath::preview`] asks the policy.
+    pub fn check_value(&self, address: &ParamAddress, value: &Value) -> Result<(), ActuateError> {
+        self.actuators.open(address)?.validate(value)
+    }
+
     /// [`ChangePath::read`] with the cookie of the network namespace the value was read in
     /// ([`ChangePath::netns_cookie`]), both through one open of it: an advisor that acts on the
     /// value later hands the cookie to [`ChangePath::propose_advice`].

@@ -2990,6 +2990,49 @@ sources = ["optimizer"]
     );
 }
 
+/// s48 storyP P-4: a trial one member of a group cannot take (below its `scaling_min_freq`, or
+/// beyond its hardware range) passed the preview, which asked the policy only: it was written to
+/// the members before, refused at that member, and taken back, up to three times a window. The
+/// kernel's own checks are made before anything is written, and the value is refused through
+/// the path as invalid.
+#[test]
+fn a_value_one_member_cannot_take_is_not_written_to_the_others() {
+    let cpufreq_only = policy("");
+    let cpufreq_only = cpufreq_only.split("[params.\"ethtool").next().unwrap();
+    let rig = Rig::new(cpufreq_only, true, "");
+    let base = rig.more_policies(2);
+    std::fs::write(base.join("policy1/scaling_min_freq"), "2000000\n").unwrap();
+    let mut rig = rig.restarted();
+    for _ in 0..12 {
+        rig.window();
+    }
+    let intents = rig.intents();
+    let lowered_below = intents.iter().filter(|i| {
+        i.kind == IntentKind::Change && matches!(i.after, Value::Int(v) if v < 2_000_000)
+    });
+    assert_eq!(lowered_below.count(), 0, "{intents:#?}");
+    let refused_invalid = rig.json.iter().filter(|e| {
+        e["kind"] == "change"
+            && e["phase"] == "refused"
+            && e["target"] == "cpufreq:policy1:scaling_max_freq"
+            && e["refusal"] == "invalid"
+    });
+    assert!(refused_invalid.count() > 0, "{:#?}", rig.json);
+    let set_aside = rig.live.iter().filter(|e| {
+        matches!(e, LiveEvent::Refused { retry: false, reason, .. }
+            if reason.contains("below scaling_min_freq (2000000 kHz)"))
+    });
+    assert!(set_aside.count() > 0, "{:?}", rig.live);
+    assert!(
+        !rig.live
+            .iter()
+            .any(|e| matches!(e, LiveEvent::ApplyFailed { .. })),
+        "{:?}",
+        rig.live
+    );
+    rig.assert_schema();
+}
+
 /// Each policy's `scaling_max_freq` in the temporary tree `base`, policy0 to policy`n-1`.
 fn max_freqs(base: &Path, n: usize) -> Vec<i64> {
     (0..n)

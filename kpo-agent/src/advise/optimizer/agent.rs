@@ -15,7 +15,8 @@
 //!   port, or without energy, is not a measurement; the trial simply continues.
 //! - **Every change goes through the change path** ([`ChangePath::propose`], source `optimizer`),
 //!   knob by knob, all or none: the policy is asked about every knob first
-//!   ([`ChangePath::preview`]); a configuration with one knob refused is proposed no further (the
+//!   ([`ChangePath::preview`]), and its actuator checks the value ([`ChangePath::check_value`]);
+//!   a configuration with one knob refused is proposed no further (the
 //!   refused knob's proposal goes through the path, which refuses it and says so) and nothing of
 //!   it is applied. Applied changes are watched by the guard. An SLO breach goes back through the
 //!   journal ([`ChangePath::revert`] of the changes that left the configuration returned to).

@@ -152,16 +152,36 @@ impl Knobs for PathKnobs<'_> {
     fn try_config(&mut self, from: &[f64], to: &[f64], why: ChangeReason) -> Tried {
         let reason = format!("optimizer {}: trial {to:?}", why.as_str());
         let moving = write_order(self.knobs, from, to);
-        // All or none: the policy is asked about every parameter before any is changed.
+        let pairs = min_max_pairs(self.knobs);
+        // The other cpufreq limit of a knob's policies moves in this configuration too: checked
+        // against the other limit as it is now, a value could be refused that the write order
+        // lets through (the min lowered first).
+        let pair_moves = |i: usize| {
+            pairs.iter().any(|&(min, max)| {
+                (min == i && moving.contains(&max)) || (max == i && moving.contains(&min))
+            })
+        };
+        // All or none: the policy is asked about every parameter before any is changed, and the
+        // kernel's own checks are made (a member's hardware range, its other limit), so that a
+        // value one member cannot take is not written to the others first and taken back
+        // (s48 storyP P-4).
         for &i in &moving {
             for address in &self.knobs[i].members {
                 let p = Self::proposal(address, to[i], &reason);
                 let decision = self.path.preview(&p);
-                if decision == Decision::Apply {
+                let invalid = decision == Decision::Apply
+                    && !pair_moves(i)
+                    && self.path.check_value(address, &p.value).is_err();
+                if decision == Decision::Apply && !invalid {
                     continue;
                 }
                 // Through the path, which refuses it and says so.
                 let report = self.path.propose(&p);
+                if invalid && matches!(&report, Ok(r) if r.status != ChangeStatus::Refused) {
+                    // The check passed by the time of the proposal (the other limit moved
+                    // meanwhile), which went through: the configuration goes on.
+                    continue;
+                }
                 let detail = match &report {
                     Ok(r) => r.describe(),
                     Err(e) => e.to_string(),
