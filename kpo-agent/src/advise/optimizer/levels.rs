@@ -183,18 +183,40 @@ fn spread_by_index(sorted: &[i64], levels: usize) -> Vec<i64> {
 /// with a table (a member without one takes any value, so it narrows nothing).
 fn common_table(members: &[ParamAddress], sys: &Path) -> Result<Option<Vec<i64>>, String> {
     let mut common: Option<Vec<i64>> = None;
+    let mut unreadable = Vec::new();
     for address in members {
         let Target::Cpufreq { policy } = &address.target else {
             continue;
         };
-        let Some(table) = frequency_table(&policy_dir(sys, policy))? else {
-            continue;
+        let table = match frequency_table(&policy_dir(sys, policy)) {
+            Ok(Some(table)) => table,
+            Ok(None) => continue,
+            Err(e) => {
+                unreadable.push(e.to_string());
+                continue;
+            }
         };
         common = Some(match common {
             None => table,
             Some(c) => c.into_iter().filter(|khz| table.contains(khz)).collect(),
         });
     }
+    if unreadable.is_empty() {
+        return Ok(common);
+    }
+    // A member whose table cannot be read narrows nothing, as one without the file: the others'
+    // tables still say what their drivers take (s48 storyP P-5: one unreadable table threw the
+    // group's readable ones away, and their members were tried at values off them).
+    let unreadable = unreadable.join("; ");
+    if common.is_none() {
+        return Err(unreadable);
+    }
+    warn!(
+        "optimizer: {}: cannot read the cpufreq driver's frequency table of every policy \
+         ({unreadable}); the levels are the frequencies of the tables that can be read, which \
+         those policies may round",
+        members_named(members)
+    );
     Ok(common)
 }
 
@@ -321,6 +343,44 @@ mod tests {
                 tmp.path()
             ),
             [1_200_000.0, 1_600_000.0, 2_000_000.0, 2_400_000.0]
+        );
+    }
+
+    /// s48 storyP P-5: one member's unreadable table made the whole group use the even grid,
+    /// so the members with a table were tried at values off it.
+    #[test]
+    fn a_member_whose_table_cannot_be_read_narrows_nothing() {
+        let tmp = tree(&[
+            ("policy0", Some("800000 abc 3000000 -5\n")),
+            ("policy1", Some("3000000 2400000 1800000 1200000 800000\n")),
+        ]);
+        assert_eq!(
+            knob_levels(
+                &max_freq(&["policy0", "policy1"]),
+                800_000,
+                3_000_000,
+                8,
+                tmp.path()
+            ),
+            [
+                800_000.0,
+                1_200_000.0,
+                1_800_000.0,
+                2_400_000.0,
+                3_000_000.0
+            ]
+        );
+        // None readable: the even grid, as before.
+        let tmp = tree(&[("policy0", Some("abc\n")), ("policy1", None)]);
+        assert_eq!(
+            knob_levels(
+                &max_freq(&["policy0", "policy1"]),
+                800_000,
+                3_000_000,
+                3,
+                tmp.path()
+            ),
+            [800_000.0, 1_900_000.0, 3_000_000.0]
         );
     }
 
