@@ -90,6 +90,10 @@ pub struct Deciding {
     hz: Option<u32>,
     /// The optimizer's live loop, when the policy gives it knobs (advise/optimizer/agent.rs).
     optimizer: Option<AgentOptimizer>,
+    /// The loop is off only because the parameters of its groups differ: the configuration to
+    /// start it with once they agree (an operator's `kpo apply`), tried at each window, and the
+    /// reason last said (not said again while it holds).
+    optimizer_when_alike: Option<(Config, String)>,
     /// The rules' proposals the policy refused for a reason that passes (`Refusal::passes`), by
     /// target: until it has passed, the rules keep the advice as given and do not repeat it (a
     /// refusal per tick); then they are told, and may give it again at once. With the window
@@ -342,6 +346,7 @@ impl Deciding {
                 .unwrap_or(0),
             hz,
             optimizer: None,
+            optimizer_when_alike: None,
             held_back: BTreeMap::new(),
             unjournaled: BTreeMap::new(),
             journal_unwritable_said: false,
@@ -378,6 +383,13 @@ impl Deciding {
     /// A trial a stopped agent left half-applied over a group knob is taken back first: its
     /// `change` events (and a yield to a value a person wrote since) come before `started`.
     pub(crate) fn start_optimizer(&mut self, config: &Config) -> Vec<Event> {
+        self.optimizer_when_alike = None;
+        self.start_optimizer_unless_said(config, None)
+    }
+
+    /// [`Deciding::start_optimizer`], where an `off` whose reason is `said` is not said again
+    /// (the loop is still off for groups apart, asked again at a window).
+    fn start_optimizer_unless_said(&mut self, config: &Config, said: Option<&str>) -> Vec<Event> {
         let mut skipped = Vec::new();
         let started = AgentOptimizer::start(
             &mut self.path,
@@ -390,20 +402,42 @@ impl Deciding {
         events.extend(self.yield_after_the_loops_reverts(&skipped));
         let off = match (started, slo_unmeasured(config)) {
             (Ok(None), _) => None,
-            (Ok(Some(_)), Some(unmeasured)) => Some(unmeasured),
+            (Ok(Some(_)), Some(unmeasured)) => Some((unmeasured, false)),
             (Ok(Some((optimizer, started))), None) => {
                 info!(knobs = ?optimizer.knobs(), "optimizer: live loop on");
                 events.push(optimizer_event(optimizer.knobs(), started));
                 self.optimizer = Some(optimizer);
                 None
             }
-            (Err(off), _) => Some(off.0),
+            (Err(off), _) => Some((off.0, off.1)),
         };
-        if let Some(reason) = off {
-            warn!("optimizer: off: {reason}");
-            events.push(optimizer_event(Vec::new(), LiveEvent::Off { reason }));
+        self.optimizer_when_alike = None;
+        if let Some((reason, apart)) = off {
+            if said != Some(reason.as_str()) {
+                warn!("optimizer: off: {reason}");
+                events.push(optimizer_event(
+                    Vec::new(),
+                    LiveEvent::Off {
+                        reason: reason.clone(),
+                    },
+                ));
+            }
+            if apart {
+                self.optimizer_when_alike = Some((config.clone(), reason));
+            }
         }
         events
+    }
+
+    /// The loop was off for groups apart: started once they agree (s48 storyP P-7: an operator
+    /// who set them alike, as the reason asks, had to restart the agent).
+    fn start_optimizer_if_alike(&mut self) -> Vec<Event> {
+        match self.optimizer_when_alike.take() {
+            Some((config, said)) if self.optimizer.is_none() => {
+                self.start_optimizer_unless_said(&config, Some(&said))
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// The LLM answered a consultation that offered `offered`: a pending approval of its advice
@@ -844,6 +878,8 @@ impl Deciding {
         self.approvals.on_window(&self.path);
         events.extend(self.take_events());
         events.extend(self.optimize(window));
+        // After it: the window that closed was not the new loop's start's, nor learned by it.
+        events.extend(self.start_optimizer_if_alike());
         // Changes from now on are made inside the next window, and judged from the one after.
         self.guard.window_under_way();
         events

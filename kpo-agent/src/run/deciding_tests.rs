@@ -3033,6 +3033,62 @@ fn a_value_one_member_cannot_take_is_not_written_to_the_others() {
     rig.assert_schema();
 }
 
+/// s48 storyP P-7: a loop off at start because a group's parameters differed stayed off for
+/// good, though its reason asked the operator to set them alike: it starts at the window after
+/// they agree, and its reason is said once meanwhile.
+#[test]
+fn a_loop_off_for_a_group_apart_starts_once_they_agree() {
+    let cpufreq_only = policy("");
+    let cpufreq_only = cpufreq_only.split("[params.\"ethtool").next().unwrap();
+    let rig = Rig::new(cpufreq_only, true, "");
+    let base = rig.more_policies(2);
+    std::fs::write(base.join("policy1/scaling_max_freq"), "2000000\n").unwrap();
+    let mut rig = rig.restarted();
+    let offs = |rig: &Rig| {
+        rig.json
+            .iter()
+            .filter(|e| e["event"] == "off")
+            .map(|e| e["reason"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let off = offs(&rig);
+    assert_eq!(off.len(), 1, "{off:?}");
+    assert!(
+        off[0].contains("its parameters differ")
+            && off[0].ends_with("(asked again at each window: the loop starts once they agree)"),
+        "{off:?}"
+    );
+    for _ in 0..3 {
+        rig.window();
+    }
+    assert_eq!(offs(&rig).len(), 1, "said once");
+    assert!(rig.deciding.optimizer_for_tests().is_none());
+    std::fs::write(base.join("policy1/scaling_max_freq"), "3000000\n").unwrap();
+    let seen = rig.json.len();
+    rig.window();
+    let started: Vec<_> = rig.json[seen..]
+        .iter()
+        .filter(|e| e["event"] == "started")
+        .collect();
+    assert_eq!(started.len(), 1, "{:?}", &rig.json[seen..]);
+    assert_eq!(
+        started[0]["knobs"],
+        serde_json::json!(["cpufreq:*:scaling_max_freq"])
+    );
+    assert_eq!(started[0]["config"], serde_json::json!([3000000.0]));
+    // And it searches from the next window on.
+    rig.window();
+    rig.window();
+    assert!(
+        rig.live
+            .iter()
+            .any(|e| matches!(e, LiveEvent::Applied { .. })),
+        "{:?}",
+        rig.live
+    );
+    rig.assert_schema();
+}
+
 /// Each policy's `scaling_max_freq` in the temporary tree `base`, policy0 to policy`n-1`.
 fn max_freqs(base: &Path, n: usize) -> Vec<i64> {
     (0..n)

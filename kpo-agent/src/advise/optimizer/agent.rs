@@ -192,9 +192,17 @@ impl Owed {
     }
 }
 
-/// Why the loop does not run although the policy gives it knobs.
+/// Why the loop does not run although the policy gives it knobs. `.1`: only because the
+/// parameters of a group differ, which an operator's `kpo apply` can mend while the agent runs:
+/// the caller tries to start the loop again at each window.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Off(pub String);
+pub struct Off(pub String, pub bool);
+
+impl Off {
+    fn because(reason: impl Into<String>) -> Off {
+        Off(reason.into(), false)
+    }
+}
 
 impl AgentOptimizer {
     /// The knobs the policy gives the optimizer, read through the path. `Ok(None)`: the policy
@@ -218,15 +226,15 @@ impl AgentOptimizer {
             return Ok(None);
         }
         let (Some(port), Some(max_us)) = (settings.slo_port, settings.slo_max_us) else {
-            return Err(Off(
+            return Err(Off::because(
                 "the policy gives the optimizer knobs but the agent configuration has no SLO: \
-                 set [optimizer] slo_port and slo_max_us"
-                    .into(),
+                 set [optimizer] slo_port and slo_max_us",
             ));
         };
         let mut specs = Vec::new();
         let mut start = Vec::new();
         let mut knobs = Vec::new();
+        let mut apart = 0;
         for mut group in candidates {
             let mut members = Vec::new();
             let mut values = Vec::new();
@@ -257,6 +265,7 @@ impl AgentOptimizer {
                 match take_back_a_half_applied_trial(path, guard, &knob, &values, skipped) {
                     Ok(Some(agreed)) => now = agreed,
                     Ok(None) => {
+                        apart += 1;
                         problems.push(format!(
                             "{}: its parameters differ ({}); the optimizer moves them together \
                              from one value: set them alike, or give each its own policy entry",
@@ -286,15 +295,25 @@ impl AgentOptimizer {
             knobs.push(knob);
         }
         if knobs.is_empty() {
-            return Err(Off(format!(
-                "no knob the policy gives the optimizer can be used here: {}",
-                problems.join("; ")
-            )));
+            // Apart only: the loop starts at the first window they agree (the caller asks again).
+            let only_apart = apart > 0 && apart == problems.len();
+            return Err(Off(
+                format!(
+                    "no knob the policy gives the optimizer can be used here: {}{}",
+                    problems.join("; "),
+                    if only_apart {
+                        " (asked again at each window: the loop starts once they agree)"
+                    } else {
+                        ""
+                    }
+                ),
+                only_apart,
+            ));
         }
         for p in &problems {
             warn!("optimizer: left out: {p}");
         }
-        let space = Space::new(specs.clone()).map_err(|e| Off(e.to_string()))?;
+        let space = Space::new(specs.clone()).map_err(|e| Off::because(e.to_string()))?;
         let pairs = min_max_pairs(&knobs);
         let config = LiveConfig {
             slo: Slo {
@@ -311,7 +330,7 @@ impl AgentOptimizer {
         };
         let mut live =
             LiveOptimizer::new_where(space, start.clone(), config, |p| possible(&pairs, p))
-                .map_err(|e| Off(e.to_string()))?;
+                .map_err(|e| Off::because(e.to_string()))?;
         let (before_trials, made) = before_the_loops_trials(path, &knobs, &start);
         if before_trials != start {
             info!(
@@ -1539,7 +1558,7 @@ mod tests {
             sys.path(),
             &mut Vec::new(),
         );
-        let Err(Off(reason)) = started else {
+        let Err(Off(reason, _)) = started else {
             panic!("not off: {:?}", started.map(|s| s.map(|(_, ev)| ev)));
         };
         assert_eq!(
