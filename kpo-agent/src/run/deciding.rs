@@ -1210,6 +1210,16 @@ impl Deciding {
     pub fn on_exit(&mut self) -> Vec<Event> {
         // No agent is left to take a failing journal up again: its error says what is.
         self.path.journal.set_stopping();
+        // Edited since the last window's check (or since a warning the operator read as done):
+        // what follows is the policy in force, not the file (noticed in s47).
+        if self.path.policy.changed_on_disk().is_some() {
+            warn!(
+                "on exit: the policy file differs from the policy the agent loaded ({}), which \
+                 its on_exit and bounds follow now: send SIGHUP and wait for its policy event \
+                 before stopping to follow the file",
+                self.path.policy.origin
+            );
+        }
         // The optimizer's trial first: what it settles on is then kept or reverted as below.
         let mut events = Vec::new();
         if let Some(optimizer) = self.optimizer.as_mut() {

@@ -1942,6 +1942,32 @@ fn on_exit_says_which_values_it_leaves_to_people() {
     }
 }
 
+/// Noticed in s47: a policy file edited less than a window before SIGTERM was not what `on_exit`
+/// followed, and nothing said so. The exit says it follows the policy loaded.
+#[test]
+fn on_exit_says_when_the_policy_file_differs_from_the_one_followed() {
+    let mut rig = Rig::new(OPERATOR_MAX_FREQ_REVERTED_AT_EXIT, true, "");
+    rig.policy_from_file();
+    rig.operator_sets_max_freq(2_000_000);
+    rig.window();
+    let edited = OPERATOR_MAX_FREQ_REVERTED_AT_EXIT.replace("\"revert\"", "\"keep\"");
+    assert_ne!(edited, OPERATOR_MAX_FREQ_REVERTED_AT_EXIT);
+    std::fs::write(rig._tmp.path().join("policy.toml"), edited).unwrap();
+    let (events, log) = crate::logging::logged(|| rig.deciding.on_exit());
+    rig.record(&events);
+    assert!(
+        log.contains("on exit: the policy file differs from the policy the agent loaded ("),
+        "{log}"
+    );
+    // The policy loaded is followed: its on_exit reverts.
+    assert_eq!(rig.max_freq(), 3_000_000);
+    // Unchanged: not said.
+    let mut rig = Rig::new(OPERATOR_MAX_FREQ_REVERTED_AT_EXIT, true, "");
+    rig.policy_from_file();
+    let (_, log) = crate::logging::logged(|| rig.deciding.on_exit());
+    assert!(!log.contains("differs from the policy"), "{log}");
+}
+
 /// A change of KPO's that failed leaves no value of KPO's either, but was never handed back:
 /// on_exit does not say it was (s40 review R2: it did).
 #[test]
