@@ -64,7 +64,7 @@ pub struct Claim {
     name: String,
     /// The name, once held. Shared with the thread that takes it once a squatter lets go.
     listener: Arc<Mutex<Option<UnixListener>>>,
-    /// While a squatter holds the name: this agent's own name, `@NAME.standby.COOKIE`, by which
+    /// While a squatter holds the name: this agent's own name, `@NAME.standby.N` (N random), by which
     /// another agent started meanwhile finds it ([`stand_by`]). Given back once the name is held.
     standby: Arc<Mutex<Option<UnixListener>>>,
     /// Set when the name is held by a process that cannot be a kpo agent, which the agent
@@ -108,24 +108,21 @@ impl Claim {
                 );
                 Taken::Held
             }
-            Err(_) => match judge(&self.name) {
-                Judged::Squatter(_) | Judged::Unknown => Taken::Waiting,
-                Judged::Agent(holder) => {
-                    error!(
-                        "another kpo agent{holder} took the abstract socket @{} that this one, \
-                         started beside a process that held it, was waiting for: two agents \
-                         run in this network namespace and change the same parameters; stop \
-                         one (this one no longer tries to take it)",
-                        self.name
-                    );
+            // Judged by the kernel's word alone: a connection to learn its pid would stay in
+            // that agent's queue, which nobody accepts, at every try.
+            Err(_) => match unix_holder::stream_holder(&self.name) {
+                Ok(Some(h)) if may_be_the_agent(h.uid, nix::unistd::Uid::effective().as_raw()) => {
                     Taken::AnotherAgent
                 }
+                _ => Taken::Waiting,
             },
         }
     }
 
-    /// Tries to take the name every [`RETRY`] until it is held, another agent is found to hold
-    /// it (said once), or the claim is dropped.
+    /// Tries to take the name every [`RETRY`] until it is held or the claim is dropped. Another
+    /// agent found holding it is said once: one started meanwhile finds this one's standby name
+    /// and gives the name back as it stops (s48 review L6: taken for good, this one stopped
+    /// trying), and one that keeps it runs beside this one.
     fn keep_trying(&self) {
         let claim = Claim {
             name: self.name.clone(),
@@ -135,11 +132,34 @@ impl Claim {
         };
         let spawned = std::thread::Builder::new()
             .name("kpo-claim".into())
-            .spawn(move || loop {
-                std::thread::sleep(RETRY);
-                // Only this thread's copy left: the agent's claim was dropped.
-                if Arc::strong_count(&claim.listener) == 1 || claim.take() != Taken::Waiting {
-                    return;
+            .spawn(move || {
+                let mut said = false;
+                loop {
+                    std::thread::sleep(RETRY);
+                    // Only this thread's copy left: the agent's claim was dropped.
+                    if Arc::strong_count(&claim.listener) == 1 {
+                        return;
+                    }
+                    match claim.take() {
+                        Taken::Held => return,
+                        Taken::Waiting => {}
+                        Taken::AnotherAgent if said => {}
+                        Taken::AnotherAgent => {
+                            said = true;
+                            let holder = match judge(&claim.name) {
+                                Judged::Agent(holder) => holder,
+                                Judged::Squatter(_) | Judged::Unknown => String::new(),
+                            };
+                            error!(
+                                "another kpo agent{holder} holds the abstract socket @{} that \
+                                 this one, started beside a process that held it, waits for: \
+                                 if it keeps it, two agents run in this network namespace and \
+                                 change the same parameters; stop one (this one keeps trying \
+                                 to take it)",
+                                claim.name
+                            );
+                        }
+                    }
                 }
             });
         if let Err(e) = spawned {
@@ -224,7 +244,7 @@ fn claim_name(name: &str) -> Result<Claim, ClaimError> {
         // The name may be free while an agent started beside a squatter that has let go since
         // has not taken it yet (it tries every RETRY). When the kernel's list cannot be read,
         // the name is what there is to go by.
-        Ok(listener) => match standing_by(name, u64::MAX) {
+        Ok(listener) => match standing_by(name, None) {
             Ok(Some(other)) => Err(ClaimError::AnotherAgent {
                 name: other.name,
                 holder: other.holder,
@@ -259,7 +279,7 @@ fn squatted_warning(name: &str, holder: &str, standby: &str) -> String {
     )
 }
 
-/// Where agents started beside a squatter stand by: `@NAME.standby.` and a socket cookie.
+/// Where agents started beside a squatter stand by: `@NAME.standby.` and a random number.
 fn standby_prefix(name: &str) -> String {
     format!("{name}.standby.")
 }
@@ -271,15 +291,13 @@ struct StandingBy {
     holder: String,
 }
 
-/// The agent that stood by first, among those (root's or this user's) whose cookies are below
-/// `below`.
-fn standing_by(name: &str, below: u64) -> std::io::Result<Option<StandingBy>> {
+/// An agent (root's or this user's) standing by under a name other than `except`.
+fn standing_by(name: &str, except: Option<&str>) -> std::io::Result<Option<StandingBy>> {
     let me = nix::unistd::Uid::effective().as_raw();
-    let first = unix_holder::listening_with_prefix(&standby_prefix(name))?
+    let other = unix_holder::listening_with_prefix(&standby_prefix(name))?
         .into_iter()
-        .filter(|l| may_be_the_agent(l.uid, me) && l.cookie < below)
-        .min_by_key(|l| l.cookie);
-    Ok(first.map(|l| StandingBy {
+        .find(|l| may_be_the_agent(l.uid, me) && Some(l.name.as_str()) != except);
+    Ok(other.map(|l| StandingBy {
         holder: peer_credentials(&l.name)
             .map(|(_, pid)| describe(pid))
             .unwrap_or_default(),
@@ -287,56 +305,62 @@ fn standing_by(name: &str, below: u64) -> std::io::Result<Option<StandingBy>> {
     }))
 }
 
-/// Binds this agent's standby name, unless an agent stands by already.
+/// How many times an agent binds its standby name and looks for another's before it gives way.
+const STANDBY_TRIES: u32 = 4;
+
+/// Binds this agent's standby name, unless another agent stands by.
 ///
-/// Each agent takes its socket's cookie before binding and looks for one with a smaller cookie
-/// once bound. Cookies come from one counter, in the order they are first asked for (by their
-/// socket or by anyone's dump), so of two agents started at once, the one that looked second
-/// sees the other with a smaller cookie and gives way, and the first never sees a smaller one:
-/// had it been bound before the first looked, its cookie, taken before it was bound, would be
-/// the smaller.
+/// The kernel gives no order between two sockets to rank agents by (socket cookies come from
+/// per-CPU batches: s48 review H1), so none is sought: an agent that finds another standing by
+/// once its own name is bound gives way. Of two, the one that looks second sees the first, which
+/// was bound before it looked. Started at once, each may see the other: each lets its name go,
+/// waits a random moment and tries again, and refuses only when another still stands by at the
+/// last try, so that one that has run for a while refuses the newcomer at once but for the waits.
 fn stand_by(name: &str) -> Result<(UnixListener, String), ClaimError> {
-    let (listener, cookie, standby) = bind_standby(name)?;
-    match standing_by(name, cookie) {
-        Ok(None) => Ok((listener, standby)),
-        Ok(Some(other)) => Err(ClaimError::AnotherAgent {
-            name: other.name,
-            holder: other.holder,
-        }),
-        Err(source) => Err(ClaimError::Unseen {
-            name: name.to_string(),
-            source,
-        }),
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (listener, standby) = bind_standby(name)?;
+        match standing_by(name, Some(&standby)) {
+            Ok(None) => return Ok((listener, standby)),
+            Ok(Some(other)) if attempt >= STANDBY_TRIES => {
+                return Err(ClaimError::AnotherAgent {
+                    name: other.name,
+                    holder: other.holder,
+                })
+            }
+            Ok(Some(_)) => {
+                drop(listener);
+                let wait = rand::Rng::gen_range(&mut rand::thread_rng(), 20..200);
+                std::thread::sleep(Duration::from_millis(wait));
+            }
+            Err(source) => {
+                return Err(ClaimError::Unseen {
+                    name: name.to_string(),
+                    source,
+                })
+            }
+        }
     }
 }
 
-/// A listening socket bound to `@NAME.standby.COOKIE`, its cookie and its name.
-fn bind_standby(name: &str) -> Result<(UnixListener, u64, String), ClaimError> {
+/// A listening socket bound to `@NAME.standby.N`, N random (a name anyone could foresee, anyone
+/// could bind first: s48 review M1), and its name.
+fn bind_standby(name: &str) -> Result<(UnixListener, String), ClaimError> {
     let io = |source| ClaimError::Io {
         name: format!("{}…", standby_prefix(name)),
         source,
     };
-    // Anyone may bind the next cookies' names first; each try is a new socket with a new cookie.
-    const TRIES: usize = 8;
+    // Taken already only by chance (one in 2^64): a new number then.
+    const TRIES: usize = 4;
     for _ in 0..TRIES {
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .map_err(|e| io(e.into()))?;
-        let cookie = unix_holder::cookie_of(&fd).map_err(io)?;
-        let standby = format!("{}{cookie}", standby_prefix(name));
-        let address = UnixAddr::new_abstract(standby.as_bytes()).map_err(|e| io(e.into()))?;
-        match nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &address) {
-            Ok(()) => {}
-            Err(nix::errno::Errno::EADDRINUSE) => continue,
-            Err(e) => return Err(io(e.into())),
+        let standby = format!("{}{:016x}", standby_prefix(name), rand::random::<u64>());
+        let addr = SocketAddr::from_abstract_name(standby.as_bytes()).map_err(io)?;
+        match UnixListener::bind_addr(&addr) {
+            Ok(listener) => return Ok((listener, standby)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(io(e)),
         }
-        let backlog = nix::sys::socket::Backlog::new(128).map_err(|e| io(e.into()))?;
-        nix::sys::socket::listen(&fd, backlog).map_err(|e| io(e.into()))?;
-        return Ok((UnixListener::from(fd), cookie, standby));
     }
     Err(io(std::io::Error::new(
         std::io::ErrorKind::AddrInUse,
@@ -584,34 +608,62 @@ mod tests {
         claim_name(&name).expect("free once the first is gone");
     }
 
-    /// Two agents standing by at once: the one whose cookie is the larger gives way, and the
-    /// other sees none before it.
+    /// s48 review H1: agents were ranked by socket cookie, which the kernel hands out in per-CPU
+    /// batches, so a later agent on another CPU could rank first and run beside the one standing
+    /// by. Any other agent standing by is given way to, whatever its name, however long it has
+    /// run.
     #[test]
-    fn of_two_agents_standing_by_the_later_cookie_gives_way() {
+    fn an_agent_standing_by_is_given_way_to_whatever_its_name() {
         let _forks = FORKS.lock().unwrap_or_else(|e| e.into_inner());
         let name = test_name("race");
-        let (_earlier, earlier, earlier_name) = bind_standby(&name).unwrap();
-        let (_later, later, _) = bind_standby(&name).unwrap();
-        assert!(earlier < later);
-        assert_eq!(standing_by(&name, earlier).unwrap(), None);
-        let seen = standing_by(&name, later).unwrap().expect("the earlier");
-        assert_eq!(seen.name, earlier_name);
-        assert!(
-            seen.holder
-                .starts_with(&format!(" (pid {}: ", std::process::id())),
-            "{seen:?}"
-        );
-        assert!(matches!(
-            stand_by(&name),
-            Err(ClaimError::AnotherAgent { name: n, .. }) if n == earlier_name
-        ));
+        let me = format!(" (pid {}: ", std::process::id());
+        // Names that sort before and after any random one the newcomer picks.
+        for suffix in ["0000000000000000", "ffffffffffffffff"] {
+            let first_name = format!("{}{suffix}", standby_prefix(&name));
+            let first = UnixListener::bind_addr(
+                &SocketAddr::from_abstract_name(first_name.as_bytes()).unwrap(),
+            )
+            .unwrap();
+            let seen = standing_by(&name, None).unwrap().expect("the first");
+            assert_eq!(seen.name, first_name);
+            assert!(seen.holder.starts_with(&me), "{seen:?}");
+            assert_eq!(standing_by(&name, Some(&first_name)).unwrap(), None);
+            match stand_by(&name) {
+                Err(ClaimError::AnotherAgent { name: n, holder }) => {
+                    assert_eq!(n, first_name);
+                    assert!(holder.starts_with(&me), "{holder}");
+                }
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+            // The newcomer let its own name go.
+            let left: Vec<_> = unix_holder::listening_with_prefix(&standby_prefix(&name))
+                .unwrap()
+                .into_iter()
+                .map(|l| l.name)
+                .collect();
+            assert_eq!(left, std::slice::from_ref(&first_name));
+            drop(first);
+        }
+        // Two at once: one stands by, the other gives way.
+        let outcomes: Vec<_> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..2).map(|_| scope.spawn(|| stand_by(&name))).collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let standing = outcomes.iter().filter(|o| o.is_ok()).count();
+        let refused = outcomes
+            .iter()
+            .filter(|o| matches!(o, Err(ClaimError::AnotherAgent { .. })))
+            .count();
+        assert_eq!((standing, refused), (1, 1), "{outcomes:?}");
     }
 
-    /// s47 review2 N3: an agent waiting for the name that finds another agent holding it says
-    /// so once and stops trying, instead of an error (and a connection queued at that agent)
-    /// every 5 s.
+    /// s47 review2 N3: an agent waiting for the name that finds another agent holding it said
+    /// an error (and queued a connection at that agent) every 5 s. s48 review L6: it then
+    /// stopped trying for good, though an agent that finds this one's standby name gives the
+    /// name back as it stops. The kernel's word says it is an agent, with no connection; the
+    /// name is taken once it is free.
     #[test]
-    fn a_waiting_claim_that_finds_an_agent_stops_trying() {
+    fn a_waiting_claim_that_finds_an_agent_takes_the_name_once_it_is_free() {
         let _forks = FORKS.lock().unwrap_or_else(|e| e.into_inner());
         let name = test_name("waiting");
         let waiting = Claim {
@@ -621,16 +673,22 @@ mod tests {
             squatted: None,
         };
         assert_eq!(waiting.take(), Taken::Held, "free: taken");
-        let agent = claim_name(&test_name("agent")).unwrap();
+        let agent = UnixListener::bind_addr(
+            &SocketAddr::from_abstract_name(test_name("agent").as_bytes()).unwrap(),
+        )
+        .unwrap();
         let waiting = Claim {
             name: test_name("agent"),
             listener: Arc::new(Mutex::new(None)),
             standby: Arc::new(Mutex::new(None)),
             squatted: None,
         };
-        // This process's own user holds it: an agent.
+        // This process's own user holds it: an agent, and no connection was queued at it.
         assert_eq!(waiting.take(), Taken::AnotherAgent);
+        agent.set_nonblocking(true).unwrap();
+        assert!(agent.accept().is_err(), "nothing queued");
         drop(agent);
+        assert_eq!(waiting.take(), Taken::Held);
     }
 
     /// s47 review L1: a holder's whole command line (up to ARG_MAX) went into one log line.

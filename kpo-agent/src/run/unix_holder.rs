@@ -50,9 +50,6 @@ pub struct Listening {
     /// The name without its leading NUL.
     pub name: String,
     pub uid: u32,
-    /// The socket's cookie: a number the kernel hands out from one counter, the first time
-    /// anyone asks for it (`SO_COOKIE`, or a sock_diag dump), never twice.
-    pub cookie: u64,
 }
 
 /// The listening stream sockets whose abstract names start with `prefix`, with their uids.
@@ -66,37 +63,15 @@ pub fn listening_with_prefix(prefix: &str) -> std::io::Result<Vec<Listening>> {
             name.starts_with(prefix).then(|| Listening {
                 name: name.to_string(),
                 uid,
-                cookie: s.cookie,
             })
         })
         .collect())
-}
-
-/// A socket's cookie (`SO_COOKIE`), given it now if it had none: the one a dump shows for it.
-pub fn cookie_of(fd: &impl std::os::fd::AsRawFd) -> std::io::Result<u64> {
-    let mut cookie = 0u64;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into `cookie`, which is that large.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(cookie)
 }
 
 #[derive(Debug)]
 struct Seen {
     kind: u8,
     state: u8,
-    cookie: u64,
     name: Option<Vec<u8>>,
     uid: Option<u32>,
 }
@@ -178,9 +153,6 @@ fn socket(msg: &[u8]) -> std::io::Result<Seen> {
     let mut s = Seen {
         kind: msg[1],
         state: msg[2],
-        // udiag_cookie: two u32, the low half first.
-        cookie: u64::from(u32_at(msg, 8).unwrap_or(0))
-            | (u64::from(u32_at(msg, 12).unwrap_or(0)) << 32),
         name: None,
         uid: None,
     };
@@ -253,10 +225,10 @@ mod tests {
         drop(dgram);
     }
 
-    /// Listeners found by the start of their names, with the cookie `SO_COOKIE` gives them; one
-    /// that only bound its name is not listed.
+    /// Listeners found by the start of their names; one that only bound its name is not
+    /// listed.
     #[test]
-    fn listeners_are_found_by_prefix_with_their_cookies() {
+    fn listeners_are_found_by_prefix() {
         let me = nix::unistd::Uid::effective().as_raw();
         let prefix = format!("kpo-unix-prefix-test-{}.", std::process::id());
         let listen = |suffix: &str| {
@@ -267,8 +239,6 @@ mod tests {
             std::os::unix::net::UnixListener::bind_addr(&addr).unwrap()
         };
         let (a, b) = (listen("a"), listen("b"));
-        let (cookie_a, cookie_b) = (cookie_of(&a).unwrap(), cookie_of(&b).unwrap());
-        assert_ne!(cookie_a, cookie_b);
         let fd = nix::sys::socket::socket(
             nix::sys::socket::AddressFamily::Unix,
             nix::sys::socket::SockType::Stream,
@@ -287,12 +257,10 @@ mod tests {
                 Listening {
                     name: format!("{prefix}a"),
                     uid: me,
-                    cookie: cookie_a
                 },
                 Listening {
                     name: format!("{prefix}b"),
                     uid: me,
-                    cookie: cookie_b
                 },
             ]
         );
