@@ -64,8 +64,9 @@ pub struct Claim {
     name: String,
     /// The name, once held. Shared with the thread that takes it once a squatter lets go.
     listener: Arc<Mutex<Option<UnixListener>>>,
-    /// While a squatter holds the name: this agent's own name, `@NAME.standby.N` (N random), by which
-    /// another agent started meanwhile finds it ([`stand_by`]). Given back once the name is held.
+    /// While a squatter holds the name: this agent's own name, `@NAME.standby.N` (N random), by
+    /// which another agent started meanwhile finds it ([`stand_by`]). Given back once the name is
+    /// held.
     standby: Arc<Mutex<Option<UnixListener>>>,
     /// Set when the name is held by a process that cannot be a kpo agent, which the agent
     /// starts beside (see [`claim`]): what to warn of.
