@@ -805,6 +805,19 @@ impl ChangePath {
     /// value the parameter cannot take, a namespace gone): its `proposed` event first, decision
     /// `refused`, as the policy's own refusals have, so that a reader of the stream sees every
     /// refusal's proposal (s45 storyF: an `invalid` one had no `proposed`).
+    /// Refuses `p` as invalid for `why` (an advisor's own check of it failed, writing nothing),
+    /// with the events of a proposal refused before the policy's decision.
+    pub fn refuse_invalid(&mut self, p: &Proposal, why: String) -> ChangeReport {
+        let report = ChangeReport::new(&p.address, &p.value, ChangeStatus::Refused);
+        let before = self.read(&p.address).ok();
+        let refused = self.refuse_undecided(p, before.as_ref(), Refusal::Invalid { why }, report);
+        refused.unwrap_or_else(|e| {
+            let mut report = ChangeReport::new(&p.address, &p.value, ChangeStatus::Refused);
+            report.detail = Some(e.to_string());
+            report
+        })
+    }
+
     fn refuse_undecided(
         &mut self,
         p: &Proposal,

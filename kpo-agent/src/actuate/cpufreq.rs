@@ -354,20 +354,8 @@ impl CpufreqActuator {
                 let Value::Int(khz) = value else {
                     return Err(shape("a frequency in kHz (one integer)"));
                 };
-                let khz = *khz;
-                let lo = read_int(&param, &self.dir.join("cpuinfo_min_freq"))?;
-                let hi = read_int(&param, &self.dir.join("cpuinfo_max_freq"))?;
-                if khz < lo || khz > hi {
-                    return Err(ActuateError::OutOfRange {
-                        param,
-                        value: khz,
-                        min: lo,
-                        max: hi,
-                        why: "the hardware range, cpuinfo_min_freq..cpuinfo_max_freq, in kHz"
-                            .into(),
-                    });
-                }
-                self.check_against_the_other_limit(khz)
+                self.check_hardware_range(*khz)?;
+                self.check_against_the_other_limit(*khz)
             }
             "scaling_governor" => {
                 let Value::Word(w) = value else {
@@ -435,6 +423,22 @@ impl CpufreqActuator {
     /// QoS requests take such a write and resolve the limits in force with the min clamped to the
     /// max, so the write would show another value than its own (the min), or move the other limit
     /// with no write of its own (the max); older kernels return EINVAL.
+    fn check_hardware_range(&self, khz: i128) -> Result<(), ActuateError> {
+        let param = self.param();
+        let lo = read_int(&param, &self.dir.join("cpuinfo_min_freq"))?;
+        let hi = read_int(&param, &self.dir.join("cpuinfo_max_freq"))?;
+        if khz < lo || khz > hi {
+            return Err(ActuateError::OutOfRange {
+                param,
+                value: khz,
+                min: lo,
+                max: hi,
+                why: "the hardware range, cpuinfo_min_freq..cpuinfo_max_freq, in kHz".into(),
+            });
+        }
+        Ok(())
+    }
+
     fn check_against_the_other_limit(&self, khz: i128) -> Result<(), ActuateError> {
         let param = self.param();
         let other = other_limit_attr(&self.attr);
@@ -689,6 +693,13 @@ impl Actuator for CpufreqActuator {
 
     fn validate(&mut self, value: &Value) -> Result<(), ActuateError> {
         self.check(value)
+    }
+
+    fn validate_alone(&mut self, value: &Value) -> Result<(), ActuateError> {
+        match (is_limit(&self.attr), value) {
+            (true, Value::Int(khz)) => self.check_hardware_range(*khz),
+            _ => self.check(value),
+        }
     }
 
     fn apply(&mut self, value: &Value) -> Result<Value, ActuateError> {

@@ -204,6 +204,11 @@ pub trait Actuator: Send {
     /// Whether the kernel or hardware could take `value` (shape, range the driver or cpufreq
     /// reports, available governors), without writing anything.
     fn validate(&mut self, value: &param::Value) -> Result<(), ActuateError>;
+    /// [`Actuator::validate`] less what depends on another parameter that may change first (a
+    /// cpufreq limit's other limit): for a change written together with that one.
+    fn validate_alone(&mut self, value: &param::Value) -> Result<(), ActuateError> {
+        self.validate(value)
+    }
     /// Write `value`, read it back, and return what was read back. A read-back that differs is an
     /// error ([`ActuateError::Mismatch`]) after which the caller reverts.
     fn apply(&mut self, value: &param::Value) -> Result<param::Value, ActuateError>;

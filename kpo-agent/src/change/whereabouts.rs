@@ -303,9 +303,20 @@ impl ChangePath {
     /// Whether the kernel could take `value` for `address` now, by its actuator's own checks
     /// (a cpufreq limit within the hardware's range and the other limit as it is), writing
     /// nothing: an advisor whose change spans several parameters checks each before writing
-    /// any, as [`ChangePath::preview`] asks the policy.
-    pub fn check_value(&self, address: &ParamAddress, value: &Value) -> Result<(), ActuateError> {
-        self.actuators.open(address)?.validate(value)
+    /// any, as [`ChangePath::preview`] asks the policy. `with_others`: written together with
+    /// the parameters its checks depend on (a cpufreq policy's other limit), which are left out.
+    pub fn check_value(
+        &self,
+        address: &ParamAddress,
+        value: &Value,
+        with_others: bool,
+    ) -> Result<(), ActuateError> {
+        let mut actuator = self.actuators.open(address)?;
+        if with_others {
+            actuator.validate_alone(value)
+        } else {
+            actuator.validate(value)
+        }
     }
 
     /// [`ChangePath::read`] with the cookie of the network namespace the value was read in

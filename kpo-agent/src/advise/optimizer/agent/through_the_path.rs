@@ -155,7 +155,8 @@ impl Knobs for PathKnobs<'_> {
         let pairs = min_max_pairs(self.knobs);
         // The other cpufreq limit of a knob's policies moves in this configuration too: checked
         // against the other limit as it is now, a value could be refused that the write order
-        // lets through (the min lowered first).
+        // lets through (the min lowered first), so that check is left out (the search space
+        // holds no min above its max); the hardware range is checked all the same.
         let pair_moves = |i: usize| {
             pairs.iter().any(|&(min, max)| {
                 (min == i && moving.contains(&max)) || (max == i && moving.contains(&min))
@@ -169,19 +170,21 @@ impl Knobs for PathKnobs<'_> {
             for address in &self.knobs[i].members {
                 let p = Self::proposal(address, to[i], &reason);
                 let decision = self.path.preview(&p);
-                let invalid = decision == Decision::Apply
-                    && !pair_moves(i)
-                    && self.path.check_value(address, &p.value).is_err();
-                if decision == Decision::Apply && !invalid {
-                    continue;
+                if decision == Decision::Apply {
+                    let Err(invalid) = self.path.check_value(address, &p.value, pair_moves(i))
+                    else {
+                        continue;
+                    };
+                    // Refused as the path refuses it, without a second check that could pass
+                    // and write this member out of the configuration's order.
+                    let report = self.path.refuse_invalid(&p, invalid.to_string());
+                    return Tried::Refused {
+                        reason: report.describe(),
+                        retry: false,
+                    };
                 }
                 // Through the path, which refuses it and says so.
                 let report = self.path.propose(&p);
-                if invalid && matches!(&report, Ok(r) if r.status != ChangeStatus::Refused) {
-                    // The check passed by the time of the proposal (the other limit moved
-                    // meanwhile), which went through: the configuration goes on.
-                    continue;
-                }
                 let detail = match &report {
                     Ok(r) => r.describe(),
                     Err(e) => e.to_string(),
