@@ -6065,23 +6065,19 @@ fn a_trial_that_fails_for_a_while_is_tried_again_not_given_up() {
         }
         assert_eq!(rig.config_now(), start);
     }
-    // Waits of 1, 2 and 4 windows between the tries.
-    assert_eq!(tried_in, [2, 5, 10]);
+    // At the next trial (a window each here), then after waits of 1, 2 and 4.
+    assert_eq!(tried_in, [1, 3, 6]);
     drop(read_only);
-    // Then 8: the file writable again is found at the next try.
-    for window in 11..=19 {
-        let seen = rig.live.len();
-        rig.window();
-        let applied = rig.live[seen..]
+    // The file writable again is found at the next try, window 11.
+    let seen = rig.live.len();
+    rig.window();
+    assert!(
+        rig.live[seen..]
             .iter()
-            .any(|e| matches!(e, LiveEvent::Applied { config, .. } if *config == first[0]));
-        assert_eq!(
-            applied,
-            window == 19,
-            "window {window}: {:?}",
-            &rig.live[seen..]
-        );
-    }
+            .any(|e| matches!(e, LiveEvent::Applied { config, .. } if *config == first[0])),
+        "{:?}",
+        &rig.live[seen..]
+    );
     assert_eq!(rig.config_now(), first[0]);
     rig.assert_schema();
 }

@@ -45,37 +45,44 @@ pub const MAX_SET_ASIDE_PER_STEP: usize = 3;
 /// Ends an `apply_failed` error whose configuration is tried again (docs/events.md).
 const FAILED_FOR_A_WHILE: &str = "(not the value's fault: tried again later)";
 
-/// The longest wait between two tries of a configuration whose write failed for a while: ten
-/// minutes at the default 10 s window.
-pub(crate) const MAX_RETRY_WAIT_WINDOWS: u32 = 64;
+/// The longest wait between two tries of a configuration whose write failed for a while, in the
+/// loop's steps (trials): ten minutes at the default 10 s window and one window per trial.
+pub(crate) const MAX_RETRY_WAIT_TRIALS: u32 = 64;
 
 /// Waits between the tries of a configuration whose write failed for a while (a file system
-/// read-only, a device busy): the next window, then after a wait that doubles up to
-/// [`MAX_RETRY_WAIT_WINDOWS`]. Each try writes (a group's earlier members are written and undone)
+/// read-only, a device busy): the next trial, then after waits of 1, 2, 4 ... trials up to
+/// [`MAX_RETRY_WAIT_TRIALS`]. Each try writes (a group's earlier members are written and undone)
 /// and journals, and a file read-only for good (a container's /sys) would otherwise do so every
-/// window, taking the hourly limit of changes with it (s48 storyP P-1).
-#[derive(Debug, Clone, PartialEq)]
+/// trial, taking the hourly limit of changes with it (s48 storyP P-1).
+#[derive(Debug, Clone, PartialEq, Default)]
 struct RetryWait {
-    /// Windows still to wait before the next try.
+    /// Trials still to wait before the next try.
     left: u32,
     /// The wait after the next failed try.
     next: u32,
-}
-
-impl Default for RetryWait {
-    fn default() -> Self {
-        RetryWait { left: 0, next: 1 }
-    }
 }
 
 impl RetryWait {
     /// One try more failed for a while.
     fn failed(&mut self) {
         self.left = self.next;
-        self.next = (self.next * 2).min(MAX_RETRY_WAIT_WINDOWS);
+        self.next = (self.next * 2).clamp(1, MAX_RETRY_WAIT_TRIALS);
     }
 
-    /// Whether to try now; counts a window off the wait when not.
+    /// Whether what a try came to ends the waits: applied, or given up. A refusal for now (a
+    /// cooldown, the hourly limit) says nothing of the write, and leaves them as they are
+    /// (s48 review M3: it started them over, and a read-only file took the hourly limit again
+    /// every hour).
+    fn settled_by(tried: &Tried) -> bool {
+        matches!(
+            tried,
+            Tried::Applied
+                | Tried::Refused { retry: false, .. }
+                | Tried::Failed { retry: false, .. }
+        )
+    }
+
+    /// Whether to try now; counts a trial off the wait when not.
     fn due(&mut self) -> bool {
         if self.left == 0 {
             return true;
@@ -660,13 +667,13 @@ impl LiveOptimizer {
         };
         self.waiting = false;
         self.waited_for = None;
-        self.retry_wait = RetryWait::default();
         let writes_unread = best
             .iter()
             .zip(&self.current)
             .zip(as_one)
             .any(|((b, c), one)| b != c && !one);
-        if retry && !writes_unread && best.len() == as_one.len() {
+        // The waits after a write that failed for a while hold here too (s48 review L2).
+        if retry && !writes_unread && best.len() == as_one.len() && self.retry_wait.due() {
             self.go_to_best(best, objective, knobs, &mut ev);
         } else {
             self.pending_best = Some((best, objective));
@@ -1171,7 +1178,7 @@ impl LiveOptimizer {
                 return self.converge(knobs, ev);
             }
             let tried = knobs.try_config(&self.current, &p.point, ChangeReason::Explore);
-            if !matches!(tried, Tried::Failed { retry: true, .. }) {
+            if RetryWait::settled_by(&tried) {
                 self.retry_wait = RetryWait::default();
             }
             match tried {
@@ -1283,7 +1290,7 @@ impl LiveOptimizer {
         ev: &mut Vec<LiveEvent>,
     ) {
         let tried = knobs.try_config(&self.current, &best, ChangeReason::Converge);
-        if !matches!(tried, Tried::Failed { retry: true, .. }) {
+        if RetryWait::settled_by(&tried) {
             self.retry_wait = RetryWait::default();
         }
         match tried {
@@ -1412,6 +1419,44 @@ impl LiveOptimizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// s48 storyP P-1, review M3 and L1: tries of a write that failed for a while come at the
+    /// next trial, then after 1, 2, 4 ... up to 64 trials; a refusal for now leaves the waits as
+    /// they are, an apply or a give-up starts them over.
+    #[test]
+    fn retry_waits_double_and_only_an_outcome_of_the_write_ends_them() {
+        let mut wait = RetryWait::default();
+        let mut tried = Vec::new();
+        for trial in 0..200 {
+            if wait.due() {
+                tried.push(trial);
+                wait.failed();
+            }
+        }
+        assert_eq!(&tried[..8], [0, 1, 3, 6, 11, 20, 37, 70]);
+        assert_eq!(
+            tried[8] - tried[7],
+            65,
+            "at most 64 trials between two tries"
+        );
+        let refused = |retry| Tried::Refused {
+            reason: String::new(),
+            retry,
+        };
+        let failed = |retry| Tried::Failed {
+            error: String::new(),
+            rolled_back: true,
+            retry,
+        };
+        assert!(RetryWait::settled_by(&Tried::Applied));
+        assert!(RetryWait::settled_by(&refused(false)));
+        assert!(RetryWait::settled_by(&failed(false)));
+        assert!(
+            !RetryWait::settled_by(&refused(true)),
+            "a cooldown or the hourly limit"
+        );
+        assert!(!RetryWait::settled_by(&failed(true)));
+    }
 
     #[test]
     fn config_and_slo_from_json() {
