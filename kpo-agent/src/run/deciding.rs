@@ -91,9 +91,9 @@ pub struct Deciding {
     /// The optimizer's live loop, when the policy gives it knobs (advise/optimizer/agent.rs).
     optimizer: Option<AgentOptimizer>,
     /// The loop is off only because the parameters of its groups differ: the configuration to
-    /// start it with once they agree (an operator's `kpo apply`), tried at each window, and the
-    /// reason last said (not said again while it holds).
-    optimizer_when_alike: Option<(Config, String)>,
+    /// start it with once they agree (an operator's `kpo apply`), tried at each window (the
+    /// reason is not said again while that holds, whatever values it names).
+    optimizer_when_alike: Option<Config>,
     /// The rules' proposals the policy refused for a reason that passes (`Refusal::passes`), by
     /// target: until it has passed, the rules keep the advice as given and do not repeat it (a
     /// refusal per tick); then they are told, and may give it again at once. With the window
@@ -384,12 +384,12 @@ impl Deciding {
     /// `change` events (and a yield to a value a person wrote since) come before `started`.
     pub(crate) fn start_optimizer(&mut self, config: &Config) -> Vec<Event> {
         self.optimizer_when_alike = None;
-        self.start_optimizer_unless_said(config, None)
+        self.start_optimizer_unless_said(config, false)
     }
 
-    /// [`Deciding::start_optimizer`], where an `off` whose reason is `said` is not said again
-    /// (the loop is still off for groups apart, asked again at a window).
-    fn start_optimizer_unless_said(&mut self, config: &Config, said: Option<&str>) -> Vec<Event> {
+    /// [`Deciding::start_optimizer`], where an `off` for groups apart is not said when `said`
+    /// (the loop was off for them already, asked again at a window).
+    fn start_optimizer_unless_said(&mut self, config: &Config, said: bool) -> Vec<Event> {
         let mut skipped = Vec::new();
         let started = AgentOptimizer::start(
             &mut self.path,
@@ -413,7 +413,7 @@ impl Deciding {
         };
         self.optimizer_when_alike = None;
         if let Some((reason, apart)) = off {
-            if said != Some(reason.as_str()) {
+            if !(said && apart) {
                 warn!("optimizer: off: {reason}");
                 events.push(optimizer_event(
                     Vec::new(),
@@ -423,7 +423,7 @@ impl Deciding {
                 ));
             }
             if apart {
-                self.optimizer_when_alike = Some((config.clone(), reason));
+                self.optimizer_when_alike = Some(config.clone());
             }
         }
         events
@@ -433,8 +433,8 @@ impl Deciding {
     /// who set them alike, as the reason asks, had to restart the agent).
     fn start_optimizer_if_alike(&mut self) -> Vec<Event> {
         match self.optimizer_when_alike.take() {
-            Some((config, said)) if self.optimizer.is_none() => {
-                self.start_optimizer_unless_said(&config, Some(&said))
+            Some(config) if self.optimizer.is_none() => {
+                self.start_optimizer_unless_said(&config, true)
             }
             _ => Vec::new(),
         }
