@@ -68,8 +68,9 @@ impl ApiKey {
 
     /// `text` with every occurrence of the key replaced by `[redacted]` (for anything that came
     /// back from the network and might echo it), also one with format characters inside it (a
-    /// zero-width space, a bidi mark, a soft hyphen): invisible, and removed when a text is
-    /// cleaned for showing, which would give the key back whole (s48 storyO O-1).
+    /// zero-width space, a bidi mark, a soft hyphen: invisible, and removed when a text is
+    /// cleaned for showing, which would give the key back whole: s48 storyO O-1) or control
+    /// characters (a tab, which a shown redirect's location drops: s48 review L5).
     pub fn redact(&self, text: &str) -> String {
         if self.0.len() < 4 {
             return text.to_string();
@@ -91,12 +92,16 @@ impl ApiKey {
         out
     }
 
-    /// The length in bytes of the key at the start of `text`, format characters after its first
-    /// character included.
+    /// The length in bytes of the key at the start of `text`, format and control characters
+    /// after its first character included.
     fn length_at_start_of(&self, text: &str) -> Option<usize> {
         let mut at = text.char_indices().peekable();
         for (n, wanted) in self.0.chars().enumerate() {
-            while n > 0 && at.peek().is_some_and(|&(_, c)| crate::shown::is_format(c)) {
+            while n > 0
+                && at
+                    .peek()
+                    .is_some_and(|&(_, c)| crate::shown::is_format(c) || c.is_control())
+            {
                 at.next();
             }
             match at.next() {
@@ -1137,6 +1142,11 @@ mod tests {
                 "zw sk-\u{200b}very-secret, bidi sk-very\u{202a}-secret, shy sk-ve\u{ad}ry-secret\u{200b}!"
             ),
             "zw [redacted], bidi [redacted], shy [redacted]\u{200b}!"
+        );
+        assert_eq!(
+            r.api_key
+                .redact("tab sk-very\t-secret, nul sk-\0very-secret"),
+            "tab [redacted], nul [redacted]"
         );
         assert_eq!(
             r.api_key
