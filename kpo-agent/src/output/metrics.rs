@@ -70,6 +70,9 @@ struct VerdictLabels {
     verdict: String,
 }
 
+/// The event stream's schema, whose enums name the label values of the counters of events.
+const EVENT_SCHEMA: &str = include_str!("../../../docs/events.schema.json");
+
 /// Windows after which a listener no longer listed loses its `kpo_listener_overflows_total`
 /// series (long enough for a scrape or several to see its last increase).
 pub const FORGET_LISTENER_AFTER_WINDOWS: u64 = 60;
@@ -200,7 +203,51 @@ impl Metrics {
             "LLM advisor consultations (the llm events) by outcome and the breaker's state after it",
             m.llm.clone(),
         );
+        m.born_at_zero();
         Metrics { registry, ..m }
+    }
+
+    /// Every series of a counter whose labels the event schema lists, created at 0 at the start:
+    /// Prometheus takes a series' first sample as its base, so one born at its first count would
+    /// hide that count from `increase()` and `rate()`, and an alert on the first refused change,
+    /// guard revert or failing consultation would never fire (s48 storyQ Q-7).
+    fn born_at_zero(&self) {
+        let schema: serde_json::Value = serde_json::from_str(EVENT_SCHEMA).unwrap_or_default();
+        let words = |kind: Option<&str>, field: &str| -> Vec<String> {
+            let properties = match kind {
+                None => Some(&schema["properties"]),
+                Some(kind) => schema["oneOf"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|k| k["properties"]["kind"]["const"] == kind)
+                    .map(|k| &k["properties"]),
+            };
+            properties
+                .and_then(|p| p[field]["enum"].as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|w| w.as_str().map(str::to_string))
+                .collect()
+        };
+        for kind in words(None, "kind") {
+            self.events.get_or_create(&KindLabels { kind });
+        }
+        for source in words(Some("change"), "source") {
+            for phase in words(Some("change"), "phase") {
+                let (source, phase) = (source.clone(), phase);
+                self.changes.get_or_create(&ChangeLabels { source, phase });
+            }
+        }
+        for verdict in words(Some("guard"), "verdict") {
+            self.guard.get_or_create(&VerdictLabels { verdict });
+        }
+        for outcome in words(Some("llm"), "outcome") {
+            for breaker in words(Some("llm"), "breaker") {
+                let outcome = outcome.clone();
+                self.llm.get_or_create(&LlmLabels { outcome, breaker });
+            }
+        }
     }
 
     /// The event stream's count of lost events (its queue's drops and failed writes), kept by the
@@ -290,19 +337,14 @@ impl Metrics {
             self.listener_backlog_limit
                 .get_or_create(&labels)
                 .set(l.backlog_limit.into());
-            // Only listeners that dropped something get a series: listeners come and go with
-            // pods and ephemeral ports.
-            if let Some(dropped) = l.overflows.filter(|&n| n > 0) {
-                self.listener_overflows
-                    .get_or_create(&labels)
-                    .inc_by(dropped);
-            }
-            if let Some(seen) = self.listener_overflows_seen.get_mut(&labels) {
-                *seen = self.windows.get();
-            } else if l.overflows.is_some_and(|n| n > 0) {
-                self.listener_overflows_seen
-                    .insert(labels, self.windows.get());
-            }
+            // Every listener listed gets its series, at 0 when it dropped nothing yet: one born
+            // at its first drops would hide them from `increase()` (s48 storyQ Q-7). Only the
+            // drops of the window a listener is first listed in are its base so, unseen by rates.
+            self.listener_overflows
+                .get_or_create(&labels)
+                .inc_by(l.overflows.unwrap_or(0));
+            self.listener_overflows_seen
+                .insert(labels, self.windows.get());
         }
         // A listener gone for a while loses its series, so that a node's churn of pods and
         // ports does not grow the exposition (and Prometheus) for the agent's life, and a
@@ -692,6 +734,36 @@ mod tests {
         );
     }
 
+    /// s48 storyQ Q-7: a counter's series was born at its first count, which Prometheus takes
+    /// for its base: `increase()` never saw a listener's first drops, the first refused change,
+    /// guard revert, failing consultation or energy_source event. The schema's label values are
+    /// there at 0 from the start, and a listener's series from the first window that lists it.
+    #[test]
+    fn counters_are_born_at_zero() {
+        let mut m = Metrics::new();
+        for series in [
+            r#"kpo_events_total{kind="energy_source"} 0"#,
+            r#"kpo_events_total{kind="listener_full"} 0"#,
+            r#"kpo_changes_total{source="operator",phase="refused"} 0"#,
+            r#"kpo_changes_total{source="guard",phase="reverted"} 0"#,
+            r#"kpo_guard_verdicts_total{verdict="revert"} 0"#,
+            r#"kpo_llm_consultations_total{outcome="parse_error",breaker="closed"} 0"#,
+        ] {
+            has(&m, series);
+        }
+        let l = r#"{netns="7",port="8080",family="ipv4"}"#;
+        m.observe(&Event::Window {
+            partial: false,
+            window: Box::new(window(vec![listener(7, 128, 3, 0)])),
+        });
+        has(&m, &format!("kpo_listener_overflows_total{l} 0"));
+        m.observe(&Event::Window {
+            partial: false,
+            window: Box::new(window(vec![listener(7, 128, 128, 9)])),
+        });
+        has(&m, &format!("kpo_listener_overflows_total{l} 9"));
+    }
+
     #[test]
     fn windows_become_gauges_and_counters() {
         let mut m = Metrics::new();
@@ -733,10 +805,13 @@ mod tests {
         has(&m, "kpo_listener_full_lost_total 7");
         // 2026-12-01T03:01:00Z, the test windows' end.
         has(&m, "kpo_last_window_end_seconds 1796094060.0");
+        let gone = r#"{netns="7",port="9090",family="ipv4"}"#;
         assert!(
-            !m.encode().contains(r#"port="9090""#),
-            "a listener absent from the last window and without overflows is gone"
+            !m.encode().contains(&format!("kpo_listener_backlog{gone}")),
+            "a listener absent from the last window has no gauges"
         );
+        // Its counter stays, for FORGET_LISTENER_AFTER_WINDOWS windows.
+        has(&m, &format!("kpo_listener_overflows_total{gone} 0"));
         has(&m, r#"kpo_events_total{kind="window"} 2"#);
         has(&m, &format!("kpo_listener_overflows_total{l} 14"));
         has(&m, &format!("kpo_listener_backlog_max{l} 64"));
@@ -776,12 +851,8 @@ mod tests {
         has(&first, &format!("kpo_listener_backlog{l} 33"));
         let quiet = r#"{netns="7",port="9090",family="ipv4"}"#;
         has(&first, &format!("kpo_listener_backlog_limit{quiet} 64"));
-        assert!(
-            !first
-                .encode()
-                .contains(&format!("kpo_listener_overflows_total{quiet}")),
-            "no series for a listener that never dropped"
-        );
+        // A listener that never dropped has its series at 0 (s48 storyQ Q-7).
+        has(&first, &format!("kpo_listener_overflows_total{quiet} 0"));
         assert_eq!(lines(&first).last().map(String::as_str), Some("# EOF"));
 
         // A window without the accept-queue sensor adds nothing; the counter is there from 0.
