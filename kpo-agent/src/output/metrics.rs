@@ -231,21 +231,27 @@ impl Metrics {
                 .collect()
         };
         for kind in words(None, "kind") {
-            self.events.get_or_create(&KindLabels { kind });
+            self.events.get_or_create(&KindLabels { kind }).inc_by(0);
         }
         for source in words(Some("change"), "source") {
             for phase in words(Some("change"), "phase") {
                 let (source, phase) = (source.clone(), phase);
-                self.changes.get_or_create(&ChangeLabels { source, phase });
+                self.changes
+                    .get_or_create(&ChangeLabels { source, phase })
+                    .inc_by(0);
             }
         }
         for verdict in words(Some("guard"), "verdict") {
-            self.guard.get_or_create(&VerdictLabels { verdict });
+            self.guard
+                .get_or_create(&VerdictLabels { verdict })
+                .inc_by(0);
         }
         for outcome in words(Some("llm"), "outcome") {
             for breaker in words(Some("llm"), "breaker") {
                 let outcome = outcome.clone();
-                self.llm.get_or_create(&LlmLabels { outcome, breaker });
+                self.llm
+                    .get_or_create(&LlmLabels { outcome, breaker })
+                    .inc_by(0);
             }
         }
     }
