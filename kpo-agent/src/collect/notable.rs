@@ -29,7 +29,9 @@ fn full_listeners(sample: &Sample) -> Vec<ListenerFull> {
     sample
         .listeners
         .iter()
-        .filter(|(_, l)| l.limit > 0 && l.depth >= l.limit)
+        // A limit of 0 (`listen(fd, 0)`, or somaxconn 0) still queues one connection, and drops
+        // the next (the kernel's queue is full above its limit): full at one (s48 storyQ Q-5).
+        .filter(|(_, l)| l.depth >= l.limit.max(1))
         .map(|(key, l)| ListenerFull {
             key: *key,
             backlog: l.depth,
@@ -143,6 +145,9 @@ mod tests {
     #[test]
     fn full_queues_are_reported_from_sock_diag() {
         assert!(full_listeners(&sample(8, 9, 0)).is_empty());
+        // listen(0): empty is not full, one queued is.
+        assert!(full_listeners(&sample(0, 0, 0)).is_empty());
+        assert_eq!(full_listeners(&sample(1, 0, 0)).len(), 1);
         let full = full_listeners(&sample(9, 9, 0));
         assert!(matches!(
             full.as_slice(),
