@@ -143,7 +143,8 @@ impl Claim {
                     }
                     match claim.take() {
                         Taken::Held => return,
-                        Taken::Waiting => {}
+                        // Held by a squatter again: an agent found later is said again.
+                        Taken::Waiting => said = false,
                         Taken::AnotherAgent if said => {}
                         Taken::AnotherAgent => {
                             said = true;
@@ -255,6 +256,9 @@ fn claim_name(name: &str) -> Result<Claim, ClaimError> {
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => match judge(name) {
             Judged::Squatter(holder) => {
                 let (standby, standby_name) = stand_by(name)?;
+                if let Some(listener) = the_name_again(name)? {
+                    return Ok(claim(Some(listener), None, None));
+                }
                 let warning = squatted_warning(name, &holder, &standby_name);
                 Ok(claim(None, Some(standby), Some(warning)))
             }
@@ -316,7 +320,8 @@ const STANDBY_TRIES: u32 = 4;
 /// once its own name is bound gives way. Of two, the one that looks second sees the first, which
 /// was bound before it looked. Started at once, each may see the other: each lets its name go,
 /// waits a random moment and tries again, and refuses only when another still stands by at the
-/// last try, so that one that has run for a while refuses the newcomer at once but for the waits.
+/// last try, so that one that has run for a while refuses the newcomer at once but for the waits
+/// (two that keep meeting both refuse: safe, and rare). The caller then looks at the name itself.
 fn stand_by(name: &str) -> Result<(UnixListener, String), ClaimError> {
     let mut attempt = 0;
     loop {
@@ -342,6 +347,28 @@ fn stand_by(name: &str) -> Result<(UnixListener, String), ClaimError> {
                 })
             }
         }
+    }
+}
+
+/// The name itself, looked at once more by an agent now standing by: free since the squatter let
+/// go (held now: the standby name can go), or taken meanwhile by an agent that did not see this
+/// one standing by yet, which refuses this one (s48 review2 N1: both ran). `None`: still not an
+/// agent's.
+fn the_name_again(name: &str) -> Result<Option<UnixListener>, ClaimError> {
+    let addr =
+        SocketAddr::from_abstract_name(name.as_bytes()).map_err(|source| ClaimError::Io {
+            name: name.to_string(),
+            source,
+        })?;
+    match UnixListener::bind_addr(&addr) {
+        Ok(listener) => Ok(Some(listener)),
+        Err(_) => match judge(name) {
+            Judged::Agent(holder) => Err(ClaimError::AnotherAgent {
+                name: name.to_string(),
+                holder,
+            }),
+            Judged::Squatter(_) | Judged::Unknown => Ok(None),
+        },
     }
 }
 
@@ -372,8 +399,8 @@ fn bind_standby(name: &str) -> Result<(UnixListener, String), ClaimError> {
 /// The uid and pid the kernel gives a connection to `@name`: of whoever called listen() on it
 /// (the holder need not accept, and they are given across PID namespaces). None when the holder
 /// does not listen, or its queue of unaccepted connections is full (a connection does not wait
-/// for room, since the agent never accepts; every refused start leaves one there until it
-/// exits).
+/// for room, since the agent never accepts; every refused start leaves one there for the
+/// agent's life).
 fn peer_credentials(name: &str) -> Option<(u32, i32)> {
     let fd = socket(
         AddressFamily::Unix,
@@ -656,6 +683,27 @@ mod tests {
             .filter(|o| matches!(o, Err(ClaimError::AnotherAgent { .. })))
             .count();
         assert_eq!((standing, refused), (1, 1), "{outcomes:?}");
+    }
+
+    /// s48 review2 N1: an agent that stood by looks at the name once more: free, it is taken; an
+    /// agent's since, this one is refused.
+    #[test]
+    fn once_standing_by_the_name_is_looked_at_again() {
+        let _forks = FORKS.lock().unwrap_or_else(|e| e.into_inner());
+        let name = test_name("again");
+        let held = the_name_again(&name).unwrap().expect("free: taken");
+        assert!(matches!(
+            the_name_again(&name),
+            Err(ClaimError::AnotherAgent { .. })
+        ));
+        drop(held);
+        if nix::unistd::Uid::effective().is_root() {
+            let _squatter = Squatter::spawn(&name, Some(8));
+            assert!(
+                the_name_again(&name).unwrap().is_none(),
+                "still a squatter's"
+            );
+        }
     }
 
     /// s47 review2 N3: an agent waiting for the name that finds another agent holding it said
