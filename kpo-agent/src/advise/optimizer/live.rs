@@ -497,8 +497,11 @@ pub struct LiveOptimizer {
     /// The proposal refused for now, asked again as it is while nothing else changed: asking
     /// the model anew could break a tie the other way each window.
     waited_for: Option<Proposal>,
-    /// How long the waited-for proposal or the converged best waits after its write failed for
-    /// a while; reset by any other outcome.
+    /// How long the next try waits after a write that failed for a while: the waited-for
+    /// proposal's, a new proposal's (any configuration would fail the same way), or the converged
+    /// best's. Ended by an outcome that settles it ([`RetryWait::settled_by`]) or a restart of
+    /// the search; a resync keeps it (s48 review2 N3: a knob unreadable every other window
+    /// brought a try every two windows back).
     retry_wait: RetryWait,
     /// The configuration last told to the model: told once, however many trials it is held
     /// (a start that breaks the SLO with nothing better known stays where it is).
@@ -632,7 +635,6 @@ impl LiveOptimizer {
         self.current = config;
         self.waiting = false;
         self.waited_for = None;
-        self.retry_wait = RetryWait::default();
         // Not over someone else's values: a best still to apply waits for the next search.
         self.pending_best = None;
         if self.phase == Phase::Holding {
@@ -833,7 +835,6 @@ impl LiveOptimizer {
             && self.learnable(&current);
         if learned {
             self.waited_for = None;
-            self.retry_wait = RetryWait::default();
             // A configuration this search measured before (the best, or the start, the loop went
             // back to after a breach) is learned again but is no trial of the budget's.
             let revisit = self.opt.observations().iter().any(|o| o.point == current);
@@ -896,7 +897,6 @@ impl LiveOptimizer {
         // trial's as much: step_inner), and learned.
         self.waiting = false;
         self.waited_for = None;
-        self.retry_wait = RetryWait::default();
         self.start_broke_slo |= self.current == self.start;
         ev.push(LiveEvent::SloBreach {
             config: self.current.clone(),
@@ -925,7 +925,6 @@ impl LiveOptimizer {
         self.give_up_untested(index);
         self.waiting = false;
         self.waited_for = None;
-        self.retry_wait = RetryWait::default();
         ev.push(LiveEvent::NoRequests { config: point });
         self.go_back_because(knobs, &mut ev, GoBack::NoRequests);
         ev
@@ -1165,6 +1164,7 @@ impl LiveOptimizer {
                     return Ok(());
                 }
                 Some(p) => p,
+                None if !self.retry_wait.due() => return Ok(()),
                 None => match self.opt.ask()? {
                     Some(p) => p,
                     None => return self.converge(knobs, ev),
