@@ -3165,6 +3165,50 @@ sources = ["optimizer"]
     rig.assert_schema();
 }
 
+/// s48 review2 N4: whether the other limit moves was asked per knob, not per member: with the
+/// min limits of every policy as one knob and only policy0's max as another, policy1's min was
+/// not checked against policy1's max, which no knob moves, and the group was written and taken
+/// back again.
+#[test]
+fn a_member_whose_own_other_limit_does_not_move_is_checked_against_it() {
+    let text = r#"
+[guard]
+max_changes_per_hour = 1000
+
+[params."cpufreq:policy0:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["optimizer"]
+
+[params."cpufreq:*:scaling_min_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["optimizer"]
+"#;
+    let rig = Rig::new(text, true, "");
+    let base = rig.more_policies(2);
+    std::fs::write(base.join("policy1/scaling_max_freq"), "2000000\n").unwrap();
+    let mut rig = rig.restarted();
+    for _ in 0..16 {
+        rig.window();
+    }
+    let intents = rig.intents();
+    let min_above = intents.iter().filter(|i| {
+        i.kind == IntentKind::Change
+            && i.address.name == "scaling_min_freq"
+            && matches!(i.after, Value::Int(v) if v > 2_000_000)
+    });
+    assert_eq!(min_above.count(), 0, "{intents:#?}");
+    let refused = rig.live.iter().filter(|e| {
+        matches!(e, LiveEvent::Refused { retry: false, reason, .. }
+            if reason.contains("cpufreq:policy1:scaling_min_freq"))
+    });
+    assert!(refused.count() > 0, "{:?}", rig.live);
+    rig.assert_schema();
+}
+
 /// Each policy's `scaling_max_freq` in the temporary tree `base`, policy0 to policy`n-1`.
 fn max_freqs(base: &Path, n: usize) -> Vec<i64> {
     (0..n)

@@ -152,14 +152,16 @@ impl Knobs for PathKnobs<'_> {
     fn try_config(&mut self, from: &[f64], to: &[f64], why: ChangeReason) -> Tried {
         let reason = format!("optimizer {}: trial {to:?}", why.as_str());
         let moving = write_order(self.knobs, from, to);
-        let pairs = min_max_pairs(self.knobs);
-        // The other cpufreq limit of a knob's policies moves in this configuration too: checked
-        // against the other limit as it is now, a value could be refused that the write order
-        // lets through (the min lowered first), so that check is left out (the search space
-        // holds no min above its max); the hardware range is checked all the same.
-        let pair_moves = |i: usize| {
-            pairs.iter().any(|&(min, max)| {
-                (min == i && moving.contains(&max)) || (max == i && moving.contains(&min))
+        // This member's other cpufreq limit (its own policy's) moves in this configuration too:
+        // checked against the other limit as it is now, a value could be refused that the write
+        // order lets through (the min lowered first), so that check is left out (the search
+        // space holds no min above its max); the hardware range is checked all the same. Per
+        // member: a knob's policies need not be those of the other limit's knob (s48 review2 N4).
+        let other_limit_moves = |address: &ParamAddress| {
+            crate::actuate::cpufreq::other_limit(address).is_some_and(|other| {
+                moving
+                    .iter()
+                    .any(|&j| self.knobs[j].members.contains(&other))
             })
         };
         // All or none: the policy is asked about every parameter before any is changed, and the
@@ -171,16 +173,19 @@ impl Knobs for PathKnobs<'_> {
                 let p = Self::proposal(address, to[i], &reason);
                 let decision = self.path.preview(&p);
                 if decision == Decision::Apply {
-                    let Err(invalid) = self.path.check_value(address, &p.value, pair_moves(i))
-                    else {
+                    let with_others = other_limit_moves(address);
+                    let Err(invalid) = self.path.check_value(address, &p.value, with_others) else {
                         continue;
                     };
                     // Refused as the path refuses it, without a second check that could pass
-                    // and write this member out of the configuration's order.
+                    // and write this member out of the configuration's order. A check that
+                    // failed for a while (a device busy) is waited for, as such a write is
+                    // (s48 review2 N6), not a reason to set the configuration aside.
+                    let retry = invalid.is_passing();
                     let report = self.path.refuse_invalid(&p, invalid.to_string());
                     return Tried::Refused {
                         reason: report.describe(),
-                        retry: false,
+                        retry,
                     };
                 }
                 // Through the path, which refuses it and says so.
