@@ -801,10 +801,6 @@ impl ChangePath {
         Ok(report)
     }
 
-    /// [`ChangePath::refuse`] of a proposal refused before the policy decided (the deny-list, a
-    /// value the parameter cannot take, a namespace gone): its `proposed` event first, decision
-    /// `refused`, as the policy's own refusals have, so that a reader of the stream sees every
-    /// refusal's proposal (s45 storyF: an `invalid` one had no `proposed`).
     /// Refuses `p` as invalid for `why` (an advisor's own check of it failed, writing nothing),
     /// with the events of a proposal refused before the policy's decision.
     pub fn refuse_invalid(&mut self, p: &Proposal, why: String) -> ChangeReport {
@@ -818,6 +814,10 @@ impl ChangePath {
         })
     }
 
+    /// [`ChangePath::refuse`] of a proposal refused before the policy decided (the deny-list, a
+    /// value the parameter cannot take, a namespace gone): its `proposed` event first, decision
+    /// `refused`, as the policy's own refusals have, so that a reader of the stream sees every
+    /// refusal's proposal (s45 storyF: an `invalid` one had no `proposed`).
     fn refuse_undecided(
         &mut self,
         p: &Proposal,
