@@ -150,7 +150,9 @@ impl Claim {
                             said = true;
                             let holder = match judge(&claim.name) {
                                 Judged::Agent(holder) => holder,
-                                Judged::Squatter(_) | Judged::Unknown => String::new(),
+                                Judged::Squatter(_) | Judged::Unknown | Judged::Gone => {
+                                    String::new()
+                                }
                             };
                             error!(
                                 "another kpo agent{holder} holds the abstract socket @{} that \
@@ -189,6 +191,8 @@ enum Judged {
     Squatter(String),
     /// The kernel did not say (no sock_diag for unix sockets): taken for an agent.
     Unknown,
+    /// Nobody holds it by the time the kernel was asked: let go meanwhile.
+    Gone,
 }
 
 fn judge(name: &str) -> Judged {
@@ -201,8 +205,9 @@ fn judge(name: &str) -> Judged {
             Judged::Squatter(format!("{shown}, uid {}{listens}", h.uid))
         }
         Ok(Some(_)) => Judged::Agent(shown),
-        // Gone meanwhile, or no answer: the conservative reading.
-        Ok(None) | Err(_) => Judged::Unknown,
+        Ok(None) => Judged::Gone,
+        // No answer: the conservative reading.
+        Err(_) => Judged::Unknown,
     }
 }
 
@@ -242,7 +247,47 @@ fn claim_name(name: &str) -> Result<Claim, ClaimError> {
         standby: Arc::new(Mutex::new(standby)),
         squatted,
     };
-    match UnixListener::bind_addr(&addr) {
+    // A holder gone by the time the kernel is asked is asked again: a squatter that binds and
+    // lets go in a rhythm made a start fail (s48 review2 N2).
+    let mut tries = 0;
+    let judged = loop {
+        tries += 1;
+        match UnixListener::bind_addr(&addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => match judge(name) {
+                Judged::Gone if tries < BIND_TRIES => {
+                    let wait = rand::Rng::gen_range(&mut rand::thread_rng(), 1..20);
+                    std::thread::sleep(Duration::from_millis(wait));
+                }
+                Judged::Gone => break Err(Judged::Unknown),
+                judged => break Err(judged),
+            },
+            bound => break Ok(bound),
+        }
+    };
+    let bound = match judged {
+        Ok(bound) => bound,
+        Err(Judged::Squatter(holder)) => {
+            let (standby, standby_name) = stand_by(name)?;
+            if let Some(listener) = the_name_again(name)? {
+                return Ok(claim(Some(listener), None, None));
+            }
+            let warning = squatted_warning(name, &holder, &standby_name);
+            return Ok(claim(None, Some(standby), Some(warning)));
+        }
+        Err(Judged::Agent(holder)) => {
+            return Err(ClaimError::AnotherAgent {
+                name: name.to_string(),
+                holder,
+            })
+        }
+        Err(Judged::Unknown | Judged::Gone) => {
+            return Err(ClaimError::AnotherAgent {
+                name: name.to_string(),
+                holder: String::new(),
+            })
+        }
+    };
+    match bound {
         // The name may be free while an agent started beside a squatter that has let go since
         // has not taken it yet (it tries every RETRY). When the kernel's list cannot be read,
         // the name is what there is to go by.
@@ -252,24 +297,6 @@ fn claim_name(name: &str) -> Result<Claim, ClaimError> {
                 holder: other.holder,
             }),
             Ok(None) | Err(_) => Ok(claim(Some(listener), None, None)),
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => match judge(name) {
-            Judged::Squatter(holder) => {
-                let (standby, standby_name) = stand_by(name)?;
-                if let Some(listener) = the_name_again(name)? {
-                    return Ok(claim(Some(listener), None, None));
-                }
-                let warning = squatted_warning(name, &holder, &standby_name);
-                Ok(claim(None, Some(standby), Some(warning)))
-            }
-            Judged::Agent(holder) => Err(ClaimError::AnotherAgent {
-                name: name.to_string(),
-                holder,
-            }),
-            Judged::Unknown => Err(ClaimError::AnotherAgent {
-                name: name.to_string(),
-                holder: String::new(),
-            }),
         },
         Err(e) => Err(io(e)),
     }
@@ -309,6 +336,9 @@ fn standing_by(name: &str, except: Option<&str>) -> std::io::Result<Option<Stand
         name: l.name,
     }))
 }
+
+/// How many times the name is bound while its holder is gone by the time the kernel is asked.
+const BIND_TRIES: u32 = 8;
 
 /// How many times an agent binds its standby name and looks for another's before it gives way.
 const STANDBY_TRIES: u32 = 4;
@@ -367,7 +397,7 @@ fn the_name_again(name: &str) -> Result<Option<UnixListener>, ClaimError> {
                 name: name.to_string(),
                 holder,
             }),
-            Judged::Squatter(_) | Judged::Unknown => Ok(None),
+            Judged::Squatter(_) | Judged::Unknown | Judged::Gone => Ok(None),
         },
     }
 }
@@ -683,6 +713,21 @@ mod tests {
             .filter(|o| matches!(o, Err(ClaimError::AnotherAgent { .. })))
             .count();
         assert_eq!((standing, refused), (1, 1), "{outcomes:?}");
+    }
+
+    /// s48 review2 N2: a holder gone by the time the kernel is asked was taken for an agent, so a
+    /// squatter that binds and lets go in a rhythm could make a start fail; it reads as gone,
+    /// and the name is bound again (claim_name, up to BIND_TRIES times).
+    #[test]
+    fn a_holder_gone_before_the_kernel_is_asked_is_gone() {
+        let name = test_name("gone");
+        assert!(matches!(judge(&name), Judged::Gone));
+        let held =
+            UnixListener::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
+                .unwrap();
+        assert!(matches!(judge(&name), Judged::Agent(_)));
+        drop(held);
+        assert!(matches!(judge(&name), Judged::Gone));
     }
 
     /// s48 review2 N1: an agent that stood by looks at the name once more: free, it is taken; an
