@@ -179,13 +179,21 @@ impl Knobs for PathKnobs<'_> {
                     };
                     // Refused as the path refuses it, without a second check that could pass
                     // and write this member out of the configuration's order. A check that
-                    // failed for a while (a device busy) is waited for, as such a write is
-                    // (s48 review2 N6), not a reason to set the configuration aside.
-                    let retry = invalid.is_passing();
+                    // failed for a while (a device busy) is waited for as such a write is, with
+                    // its waits (s48 review2 N6, review3 R3-1), not a reason to set the
+                    // configuration aside.
+                    let passing = invalid.is_passing();
                     let report = self.path.refuse_invalid(&p, invalid.to_string());
+                    if passing {
+                        return Tried::Failed {
+                            error: report.describe(),
+                            rolled_back: true,
+                            retry: true,
+                        };
+                    }
                     return Tried::Refused {
                         reason: report.describe(),
-                        retry,
+                        retry: false,
                     };
                 }
                 // Through the path, which refuses it and says so.
