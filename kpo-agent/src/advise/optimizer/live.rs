@@ -1821,6 +1821,61 @@ mod tests {
         }
     }
 
+    /// Every write fails for a while (a read-only /sys); counts the tries.
+    struct ReadOnly {
+        now: Vec<f64>,
+        tries: usize,
+    }
+
+    impl Knobs for ReadOnly {
+        fn try_config(&mut self, _from: &[f64], _to: &[f64], _why: ChangeReason) -> Tried {
+            self.tries += 1;
+            Tried::Failed {
+                error: "Read-only file system (os error 30)".into(),
+                rolled_back: true,
+                retry: true,
+            }
+        }
+
+        fn revert_to(
+            &mut self,
+            _from: &[f64],
+            to: &[f64],
+            _why: GoBack,
+        ) -> Result<Vec<f64>, String> {
+            self.now = to.to_vec();
+            Ok(to.to_vec())
+        }
+    }
+
+    /// s48 review2 N3, review3 R3-4: the waits between tries of a write that fails for a while
+    /// hold through a resync (someone else's values, or a knob unreadable for a window), which
+    /// dropped the waiting proposal and started them over, and a new proposal waits them out.
+    #[test]
+    fn a_resync_keeps_the_waits_of_a_write_that_fails_for_a_while() {
+        use crate::advise::optimizer::space::KnobSpec;
+        let space = Space::new(vec![KnobSpec::range("k", 0.0, 7.0, 1.0)]).unwrap();
+        let start = vec![0.0];
+        let mut live = LiveOptimizer::new(space, start.clone(), slo_300us(20)).unwrap();
+        let mut machine = ReadOnly {
+            now: start.clone(),
+            tries: 0,
+        };
+        let mut tried_at = Vec::new();
+        for step in 0..12 {
+            let before = machine.tries;
+            if step == 4 || step == 8 {
+                live.resync(start.clone());
+            }
+            live.step(&within_slo(), &mut machine).unwrap();
+            if machine.tries > before {
+                tried_at.push(step);
+            }
+        }
+        // At the next step, then after 1, 2 and 4 steps: as without the resyncs at 4 and 8.
+        assert_eq!(tried_at, [0, 1, 3, 6, 11]);
+    }
+
     /// The search converged while its best waited on the hourly limit, and the last trial, still
     /// in place, broke the SLO: the loop goes back to that best and holds it, the model kept. (It
     /// took the trial for a held best, dropped the model and went back to the start.)
