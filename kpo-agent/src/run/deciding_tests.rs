@@ -3020,6 +3020,29 @@ sources = ["optimizer"]
     );
 }
 
+/// A policy giving the optimizer each of `entries` (cpufreq limits, 1.2 to 3 GHz, mode auto).
+fn cpufreq_entries(entries: &[&str]) -> String {
+    let mut text = "[guard]\nmax_changes_per_hour = 1000\n".to_string();
+    for entry in entries {
+        text.push_str(&format!(
+            "\n[params.\"{entry}\"]\nmode = \"auto\"\nmin = 1200000\nmax = 3000000\n\
+             sources = [\"optimizer\"]\n"
+        ));
+    }
+    text
+}
+
+impl Rig {
+    /// A rig over `policy_text` on two cpufreq policies, `file` of policy1 holding `value`
+    /// before the agent starts.
+    fn over_two_policies(policy_text: &str, file: &str, value: &str) -> (Rig, PathBuf) {
+        let rig = Rig::new(policy_text, true, "");
+        let base = rig.more_policies(2);
+        std::fs::write(base.join("policy1").join(file), format!("{value}\n")).unwrap();
+        (rig.restarted(), base)
+    }
+}
+
 /// s48 storyP P-4: a trial one member of a group cannot take (below its `scaling_min_freq`, or
 /// beyond its hardware range) passed the preview, which asked the policy only: it was written to
 /// the members before, refused at that member, and taken back, up to three times a window. The
@@ -3027,12 +3050,11 @@ sources = ["optimizer"]
 /// the path as invalid.
 #[test]
 fn a_value_one_member_cannot_take_is_not_written_to_the_others() {
-    let cpufreq_only = policy("");
-    let cpufreq_only = cpufreq_only.split("[params.\"ethtool").next().unwrap();
-    let rig = Rig::new(cpufreq_only, true, "");
-    let base = rig.more_policies(2);
-    std::fs::write(base.join("policy1/scaling_min_freq"), "2000000\n").unwrap();
-    let mut rig = rig.restarted();
+    let (mut rig, _) = Rig::over_two_policies(
+        &cpufreq_entries(&["cpufreq:*:scaling_max_freq"]),
+        "scaling_min_freq",
+        "2000000",
+    );
     for _ in 0..12 {
         rig.window();
     }
@@ -3068,12 +3090,11 @@ fn a_value_one_member_cannot_take_is_not_written_to_the_others() {
 /// they agree, and its reason is said once meanwhile.
 #[test]
 fn a_loop_off_for_a_group_apart_starts_once_they_agree() {
-    let cpufreq_only = policy("");
-    let cpufreq_only = cpufreq_only.split("[params.\"ethtool").next().unwrap();
-    let rig = Rig::new(cpufreq_only, true, "");
-    let base = rig.more_policies(2);
-    std::fs::write(base.join("policy1/scaling_max_freq"), "2000000\n").unwrap();
-    let mut rig = rig.restarted();
+    let (mut rig, base) = Rig::over_two_policies(
+        &cpufreq_entries(&["cpufreq:*:scaling_max_freq"]),
+        "scaling_max_freq",
+        "2000000",
+    );
     let offs = |rig: &Rig| {
         rig.json
             .iter()
@@ -3129,26 +3150,11 @@ fn a_loop_off_for_a_group_apart_starts_once_they_agree() {
 /// range was written to the others first again.
 #[test]
 fn a_value_beyond_one_members_hardware_range_is_not_written_with_both_limits_moving() {
-    let both = r#"
-[guard]
-max_changes_per_hour = 1000
-
-[params."cpufreq:*:scaling_max_freq"]
-mode = "auto"
-min = 1200000
-max = 3000000
-sources = ["optimizer"]
-
-[params."cpufreq:*:scaling_min_freq"]
-mode = "auto"
-min = 1200000
-max = 3000000
-sources = ["optimizer"]
-"#;
-    let rig = Rig::new(both, true, "");
-    let base = rig.more_policies(2);
-    std::fs::write(base.join("policy1/cpuinfo_max_freq"), "2400000\n").unwrap();
-    let mut rig = rig.restarted();
+    let (mut rig, _) = Rig::over_two_policies(
+        &cpufreq_entries(&["cpufreq:*:scaling_max_freq", "cpufreq:*:scaling_min_freq"]),
+        "cpuinfo_max_freq",
+        "2400000",
+    );
     for _ in 0..16 {
         rig.window();
     }
@@ -3171,26 +3177,14 @@ sources = ["optimizer"]
 /// back again.
 #[test]
 fn a_member_whose_own_other_limit_does_not_move_is_checked_against_it() {
-    let text = r#"
-[guard]
-max_changes_per_hour = 1000
-
-[params."cpufreq:policy0:scaling_max_freq"]
-mode = "auto"
-min = 1200000
-max = 3000000
-sources = ["optimizer"]
-
-[params."cpufreq:*:scaling_min_freq"]
-mode = "auto"
-min = 1200000
-max = 3000000
-sources = ["optimizer"]
-"#;
-    let rig = Rig::new(text, true, "");
-    let base = rig.more_policies(2);
-    std::fs::write(base.join("policy1/scaling_max_freq"), "2000000\n").unwrap();
-    let mut rig = rig.restarted();
+    let (mut rig, _) = Rig::over_two_policies(
+        &cpufreq_entries(&[
+            "cpufreq:policy0:scaling_max_freq",
+            "cpufreq:*:scaling_min_freq",
+        ]),
+        "scaling_max_freq",
+        "2000000",
+    );
     for _ in 0..16 {
         rig.window();
     }
