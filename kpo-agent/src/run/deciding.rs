@@ -409,7 +409,7 @@ impl Deciding {
                 self.optimizer = Some(optimizer);
                 None
             }
-            (Err(off), _) => Some((off.0, off.1)),
+            (Err(off), _) => Some((off.reason, off.groups_apart)),
         };
         self.optimizer_when_alike = None;
         if let Some((reason, apart)) = off {

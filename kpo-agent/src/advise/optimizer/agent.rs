@@ -192,15 +192,21 @@ impl Owed {
     }
 }
 
-/// Why the loop does not run although the policy gives it knobs. `.1`: only because the
-/// parameters of a group differ, which an operator's `kpo apply` can mend while the agent runs:
-/// the caller tries to start the loop again at each window.
+/// Why the loop does not run although the policy gives it knobs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Off(pub String, pub bool);
+pub struct Off {
+    pub reason: String,
+    /// Only because the parameters of a group differ, which an operator's `kpo apply` can mend
+    /// while the agent runs: the caller tries to start the loop again at each window.
+    pub groups_apart: bool,
+}
 
 impl Off {
     fn because(reason: impl Into<String>) -> Off {
-        Off(reason.into(), false)
+        Off {
+            reason: reason.into(),
+            groups_apart: false,
+        }
     }
 }
 
@@ -303,8 +309,8 @@ impl AgentOptimizer {
             // Apart only (and members unreadable for now, s48 review L4): the loop starts at the
             // first window they agree (the caller asks again).
             let only_apart = apart > 0 && apart + unreadable == problems.len();
-            return Err(Off(
-                format!(
+            return Err(Off {
+                reason: format!(
                     "no knob the policy gives the optimizer can be used here: {}{}",
                     problems.join("; "),
                     if only_apart {
@@ -313,8 +319,8 @@ impl AgentOptimizer {
                         ""
                     }
                 ),
-                only_apart,
-            ));
+                groups_apart: only_apart,
+            });
         }
         for p in &problems {
             warn!("optimizer: left out: {p}");
@@ -682,8 +688,6 @@ impl AgentOptimizer {
     }
 }
 
-/// The knobs (min, max) that hold one cpufreq policy's `scaling_min_freq` and
-/// `scaling_max_freq`.
 /// `why`, led by `address` unless it names it already.
 fn named(address: &ParamAddress, why: String) -> String {
     let address = address.to_string();
@@ -694,6 +698,8 @@ fn named(address: &ParamAddress, why: String) -> String {
     }
 }
 
+/// The knobs (min, max) that hold one cpufreq policy's `scaling_min_freq` and
+/// `scaling_max_freq`.
 fn min_max_pairs(knobs: &[Knob]) -> Vec<(usize, usize)> {
     let policies = |k: &Knob, attr: &str| -> Vec<String> {
         k.members
@@ -1564,7 +1570,7 @@ mod tests {
             sys.path(),
             &mut Vec::new(),
         );
-        let Err(Off(reason, _)) = started else {
+        let Err(Off { reason, .. }) = started else {
             panic!("not off: {:?}", started.map(|s| s.map(|(_, ev)| ev)));
         };
         assert_eq!(
