@@ -11,9 +11,9 @@
 //! revert it; so is a net.* key of the agent's own namespace when that is not the machine's
 //! first (the key is then that namespace's alone). Run-queue p99 and softnet drops exist only for
 //! the whole host and are judged host-wide for every change; TCP retransmits are counted in the
-//! agent's own namespace, so they judge only changes there. With several changes watched at once, a regression that begins after
-//! a later change, once an earlier one had a clean window, is blamed on the later one alone while
-//! it is watched ([`Guard::judge`]).
+//! agent's own namespace, so they judge only changes there. With several changes watched at
+//! once, a regression that begins after a later change, once an earlier one had a clean window,
+//! is blamed on the later one alone while it is watched ([`Guard::judge`]).
 //!
 //! The open watches are kept in the state directory ([`WATCHES_FILE`]), so that a change made
 //! just before the agent was stopped or killed is still judged after it starts again; a change's
