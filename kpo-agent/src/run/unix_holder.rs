@@ -180,6 +180,20 @@ mod tests {
 
     use super::*;
 
+    /// A stream socket bound to `@name` that does not listen.
+    fn bound_only(name: &str) -> std::os::fd::OwnedFd {
+        let fd = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let unix = nix::sys::socket::UnixAddr::new_abstract(name.as_bytes()).unwrap();
+        nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &unix).unwrap();
+        fd
+    }
+
     /// The kernel's answer for a listener of this process's and a socket that only bound a name.
     #[test]
     fn the_holder_of_a_name_is_read_from_the_kernel() {
@@ -199,15 +213,7 @@ mod tests {
         );
         drop(listener);
         let bound = format!("{name}-bound");
-        let fd = nix::sys::socket::socket(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::Stream,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .unwrap();
-        let unix = nix::sys::socket::UnixAddr::new_abstract(bound.as_bytes()).unwrap();
-        nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &unix).unwrap();
+        let _fd = bound_only(&bound);
         assert_eq!(
             stream_holder(&bound).unwrap(),
             Some(Holder {
@@ -239,16 +245,7 @@ mod tests {
             std::os::unix::net::UnixListener::bind_addr(&addr).unwrap()
         };
         let (a, b) = (listen("a"), listen("b"));
-        let fd = nix::sys::socket::socket(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::Stream,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .unwrap();
-        let bound =
-            nix::sys::socket::UnixAddr::new_abstract(format!("{prefix}c").as_bytes()).unwrap();
-        nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &bound).unwrap();
+        let _fd = bound_only(&format!("{prefix}c"));
         let mut found = listening_with_prefix(&prefix).unwrap();
         found.sort_by(|x, y| x.name.cmp(&y.name));
         assert_eq!(
