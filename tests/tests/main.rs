@@ -521,6 +521,11 @@ fn main() {
             rules_react::somaxconn_is_raised_within_ticks_of_a_long_window,
         ),
         trial(
+            "rules_react::a_rule_change_the_agent_was_killed_making_is_explained_after_the_restart",
+            req(),
+            rules_react::a_rule_change_the_agent_was_killed_making_is_explained_after_the_restart,
+        ),
+        trial(
             "rules_react::a_listener_asking_for_less_gets_application_advice",
             req(),
             rules_react::a_listener_asking_for_less_gets_application_advice,

@@ -72,19 +72,42 @@ impl Agent {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("policy.toml"), policy(ns)).unwrap();
         let events = dir.path().join("events.ndjson");
-        let child = Command::new(kpo_binary())
-            .args(["run", "--tick", "1s", "--window", "30s", "--events"])
-            .arg(&events)
-            .args(state_args(dir.path()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let agent = Agent { child, dir, events };
-        wait_until("the agent started", Duration::from_secs(30), || {
-            agent.events().iter().any(|e| e["kind"] == "sensors")
-        });
+        let mut agent = Agent {
+            child: Command::new("true").spawn().unwrap(),
+            dir,
+            events,
+        };
+        agent.child.wait().unwrap();
+        agent.child = agent.spawn(None);
         agent
+    }
+
+    /// The agent again on the same state, or first: with `crash_at`, the test-only hook kills
+    /// it there (`KPO_TEST_CRASH_AT`, as `kill -9` would). Returns once its sensors are reported.
+    fn spawn(&self, crash_at: Option<&str>) -> std::process::Child {
+        let started = self.started();
+        let mut cmd = Command::new(kpo_binary());
+        cmd.args(["run", "--tick", "1s", "--window", "30s", "--events"])
+            .arg(&self.events)
+            .args(state_args(self.dir.path()))
+            .env_remove("KPO_TEST_CRASH_AT")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(at) = crash_at {
+            cmd.env("KPO_TEST_CRASH_AT", at);
+        }
+        let child = cmd.spawn().unwrap();
+        wait_until("the agent started", Duration::from_secs(30), || {
+            self.started() > started
+        });
+        child
+    }
+
+    fn started(&self) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| e["kind"] == "sensors")
+            .count()
     }
 
     fn events(&self) -> Vec<Value> {
@@ -297,5 +320,63 @@ pub fn a_listener_asking_for_less_gets_application_advice() {
     assert_eq!(ns_somaxconn(&ns), somaxconn);
     assert_eq!(host_somaxconn(), host_before);
     agent.all_match_the_schema();
+    drop(listener);
+}
+
+/// The agent is killed (the test-only hook, as `kill -9` would) after the kernel write of a
+/// rule's raise, before the change path returns (s48 storyR R5: the recommendation behind the
+/// change was then in no history). The restarted agent reconciles the change as applied and
+/// `kpo explain` shows the recommendation with what was done: applied, and the journal's id.
+pub fn a_rule_change_the_agent_was_killed_making_is_explained_after_the_restart() {
+    use std::os::unix::process::ExitStatusExt;
+    let host_before = host_somaxconn();
+    let ns = Netns::new();
+    ns.run(|| std::fs::write("/proc/sys/net/core/somaxconn", "16").unwrap());
+    let (listener, addr) = listener(&ns, 1024);
+    let mut agent = Agent::start(&ns);
+    agent.sigterm_and_wait();
+    agent.child = agent.spawn(Some("after_write"));
+    let clients = burst(&ns, addr, 40);
+    let status = agent.child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "{status}");
+    assert_eq!(ns_somaxconn(&ns), 32, "the write happened");
+    drop(clients);
+
+    agent.child = agent.spawn(None);
+    let ns_key = format!("net.core.somaxconn@netns:{}", ns.inum());
+    let out = Command::new(kpo_binary())
+        .args(["explain", &ns_key, "--json"])
+        .args(state_args(agent.dir.path()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let explained: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let journal = agent.journal();
+    let change = journal
+        .iter()
+        .find(|j| j["kind"] == "change" && j["after"] == 32)
+        .unwrap_or_else(|| panic!("{journal:#?}"));
+    assert_eq!(change["status"], "applied", "reconciled: {change}");
+    let raise = explained
+        .iter()
+        .find(|e| e["recommendation"]["recommended_value"] == 32)
+        .unwrap_or_else(|| panic!("the raise's recommendation: {explained:#?}"));
+    assert_eq!(raise["done"], "applied", "{raise:#}");
+    assert_eq!(raise["journal_id"], change["id"], "{raise:#}");
+    assert_eq!(raise["recommendation"]["source"], "rules");
+    let detail = raise["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("the agent stopped while making this change"),
+        "{detail}"
+    );
+    assert!(
+        raise["recommendation"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("listen() again"),
+        "{raise:#}"
+    );
+    agent.sigterm_and_wait();
+    assert_eq!(host_somaxconn(), host_before);
     drop(listener);
 }

@@ -23,6 +23,10 @@ use crate::{
     policy::{ApprovalSettings, Context, Decision, Proposal, Refusal},
 };
 
+/// The detail of a [`Done::UnderWay`] entry, for a reader who finds one.
+const UNDER_WAY: &str = "its change was being made: what was done replaces this entry once the \
+     change path returns, or at the next start from the journal if the agent stopped first";
+
 /// What considering a batch produced: the events in order, the changes applied (for the guard to
 /// watch), the proposals the policy refused, with why (for their advisor to know), and those the
 /// journal could not record (nothing was written: their advisor is to give them again).
@@ -136,6 +140,7 @@ impl Desk {
             desk.announce_what_the_cli_resolved();
         }
         desk.mark_approved_what_the_journal_applied(journal);
+        desk.settle_what_a_stop_left_under_way(journal);
         desk.remember_advice_made_lately();
         Ok(desk)
     }
@@ -284,6 +289,69 @@ impl Desk {
             if let Err(e) = self.resolve(item, approved) {
                 warn!("approvals: {id} was applied (journal #{journal_id}) but is still not marked approved: {e}");
             }
+        }
+    }
+
+    /// A recommendation still [`Done::UnderWay`] was being applied when its agent was killed:
+    /// what was done is the journal's change for it (the first for its parameter, value and
+    /// advisor made since), once reconciled; with no such change, nothing was written. One the
+    /// journal still has incomplete (a CLI reading the state directory before the agent's next
+    /// start reconciles it) stays under way.
+    fn settle_what_a_stop_left_under_way(&mut self, journal: &Journal) {
+        let under_way: Vec<HistoryEntry> = self
+            .store
+            .history()
+            .filter(|h| h.done == Done::UnderWay)
+            .cloned()
+            .collect();
+        if under_way.is_empty() {
+            return;
+        }
+        let entries = journal.entries();
+        for mut h in under_way {
+            let rec = &h.recommendation;
+            let source: crate::policy::Source = rec.source.into();
+            let change = entries.iter().find(|e| {
+                e.kind == "change"
+                    && e.ts_ms >= h.ts_ms
+                    && e.address == rec.parameter
+                    && Some(&e.after) == rec.recommended_value.as_ref()
+                    && e.source == source
+            });
+            match change {
+                Some(e) if e.status == "incomplete" => continue,
+                Some(e) => {
+                    h.done = if e.status == "applied" {
+                        Done::Applied
+                    } else {
+                        Done::Failed
+                    };
+                    h.journal_id = Some(e.id);
+                    let what = e
+                        .detail
+                        .as_deref()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default();
+                    h.detail = Some(format!(
+                        "the agent stopped while making this change; the journal has it {}{what}",
+                        e.status
+                    ));
+                }
+                None => {
+                    h.done = Done::Failed;
+                    h.detail = Some(
+                        "the agent stopped before this change was journaled: nothing was written"
+                            .into(),
+                    );
+                }
+            }
+            info!(
+                "approvals: {} for {}: {} (settled at start)",
+                h.recommendation.id,
+                h.recommendation.parameter,
+                h.detail.as_deref().unwrap_or_default()
+            );
+            self.remember(h);
         }
     }
 
@@ -496,6 +564,15 @@ impl Desk {
             Source::Llm => rec.current_value.as_ref(),
             _ => None,
         };
+        if !held {
+            // Durable before the kernel is written: a kill before the path returns must not
+            // lose the recommendation a change was made for.
+            self.remember(HistoryEntry {
+                done: Done::UnderWay,
+                detail: Some(UNDER_WAY.into()),
+                ..entry.clone()
+            });
+        }
         let result = path.propose_advice(&proposal, held, rec.netns_cookie, against);
         let report = match result {
             Ok(r) => r,

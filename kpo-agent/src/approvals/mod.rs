@@ -159,6 +159,11 @@ pub enum Done {
     SetAside,
     /// Advice for the application; nothing for KPO to change.
     Advice,
+    /// Recorded before its change is made, and replaced by what was done once the change path
+    /// returns: an agent killed in between leaves it, and its next start settles it from the
+    /// journal ([`desk::Desk`] at open; s48 storyR R5: the recommendation behind a change made
+    /// just before a kill was in no history).
+    UnderWay,
 }
 
 impl Done {
@@ -184,6 +189,7 @@ impl Done {
             Done::Failed => "failed",
             Done::SetAside => "set_aside",
             Done::Advice => "advice",
+            Done::UnderWay => "under_way",
         }
     }
 }

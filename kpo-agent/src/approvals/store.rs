@@ -17,7 +17,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::{ApprovalItem, ApprovalState, HistoryEntry};
+use super::{ApprovalItem, ApprovalState, Done, HistoryEntry};
 use crate::journal::{
     now_ms,
     store::{load_as_is, load_repairing, rewrite, Appender, Loaded},
@@ -312,6 +312,14 @@ impl ApprovalStore {
                 }
             }
             Record::History(h) => {
+                // What was done replaces the entry written before the change was made.
+                let under_way = self.history.iter().rposition(|e| {
+                    e.done == Done::UnderWay && e.recommendation.id == h.recommendation.id
+                });
+                if let Some(at) = under_way {
+                    self.history[at] = *h;
+                    return;
+                }
                 self.history.push_back(*h);
                 while self.history.len() > HISTORY_KEPT {
                     self.history.pop_front();

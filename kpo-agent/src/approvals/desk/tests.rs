@@ -2337,3 +2337,95 @@ fn two_advisors_values_do_not_supersede_each_other_in_turn() {
     assert_eq!((pending.len(), pending[0].id.as_str()), (1, "ap-4"));
     assert_eq!(pending[0].value, Value::Int(18));
 }
+
+/// A recommendation is in the history as under way before its change is made (s48 storyR R5: a
+/// kill between the kernel write and the path's return lost it from `kpo explain`), replaced by
+/// what was done once the path returns; one a stop left under way is settled at the next start
+/// from the journal: the change made for it, or nothing written.
+#[test]
+fn a_recommendation_a_stop_left_under_way_is_settled_from_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "auto");
+    let under_way = |s: &mut Setup, r: &Recommendation| {
+        s.desk
+            .store
+            .record(HistoryEntry {
+                ts_ms: now_ms(),
+                recommendation: r.clone(),
+                done: Done::UnderWay,
+                journal_id: None,
+                approval_id: None,
+                detail: Some(UNDER_WAY.into()),
+            })
+            .unwrap();
+    };
+    // As a kill after the write leaves it: the 32's entry under way and its change journaled
+    // (the path ran to its end, the desk never heard); the 64's entry under way, nothing
+    // journaled.
+    let made = rec(Source::Rules, 32, true);
+    under_way(&mut s, &made);
+    let proposal = Proposal {
+        address: made.parameter.clone(),
+        value: Value::Int(32),
+        source: made.source.into(),
+        reason: made.reason.clone(),
+    };
+    let report = s.path.propose_advice(&proposal, false, None, None).unwrap();
+    assert_eq!(report.status, ChangeStatus::Applied);
+    let journal_id = report.journal_id.unwrap();
+    let lost = Recommendation {
+        id: "rules-lost".into(),
+        ..rec(Source::Rules, 64, true)
+    };
+    under_way(&mut s, &lost);
+    assert_eq!(s.desk.explain(NS, 10)[0].entry.done, Done::UnderWay);
+    drop(s);
+
+    let mut s = setup(dir.path(), "auto");
+    let settled = s.desk.explain(NS, 10);
+    let done: Vec<_> = settled
+        .iter()
+        .map(|e| {
+            (
+                e.entry.recommendation.id.as_str(),
+                e.entry.done,
+                e.entry.journal_id,
+            )
+        })
+        .collect();
+    assert_eq!(
+        done,
+        [
+            ("rules-lost", Done::Failed, None),
+            (made.id.as_str(), Done::Applied, Some(journal_id))
+        ],
+        "newest first: {settled:#?}"
+    );
+    assert_eq!(
+        settled[0].entry.detail.as_deref(),
+        Some("the agent stopped before this change was journaled: nothing was written")
+    );
+    assert_eq!(
+        settled[1].entry.detail.as_deref(),
+        Some("the agent stopped while making this change; the journal has it applied")
+    );
+    // A recommendation the desk sees through is replaced by what was done, not added to.
+    let out = s.consider(vec![rec(Source::Rules, 48, true)]);
+    assert_eq!(out.refused.len(), 1, "{out:#?}");
+    let now = s.desk.explain(NS, 10);
+    assert_eq!(
+        (now.len(), now[0].entry.done),
+        (3, Done::Refused),
+        "{now:#?}"
+    );
+    drop(s);
+    // Settled for good: a later start reads the same.
+    let s = setup(dir.path(), "auto");
+    let again: Vec<_> = s
+        .desk
+        .explain(NS, 10)
+        .iter()
+        .map(|e| e.entry.done)
+        .collect();
+    assert_eq!(again, [Done::Refused, Done::Failed, Done::Applied]);
+}
