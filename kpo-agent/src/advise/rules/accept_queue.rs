@@ -626,6 +626,29 @@ impl AcceptQueueRule {
                 ))
             }
         };
+        // A listener keeps a limit it took before somaxconn was lowered; a listen() again at a
+        // somaxconn no higher than that gives it the same limit, so a step the policy cuts to
+        // there answers none of its drops (s48 storyR R4).
+        let lowest = pressed
+            .iter()
+            .map(|p| i64::from(p.l.backlog_limit))
+            .min()
+            .unwrap_or(current);
+        if target <= lowest {
+            let no = step::OutOfReach(format!(
+                "its largest step, to {target}, is no higher than the limit {lowest} the pressed \
+                 listener(s) already have: listening again at {target} would leave them that limit"
+            ));
+            tracing::warn!("rules: no step for {addr}: {}", no.0);
+            return Some(step::out_of_reach(
+                at,
+                addr,
+                current,
+                true,
+                limits.as_ref(),
+                &no,
+            ));
+        }
         let worst = pressed
             .iter()
             .max_by_key(|p| (p.l.known_overflows(), p.l.backlog_max))
@@ -1228,6 +1251,36 @@ mod tests {
         ] {
             assert!(reason.contains(needle), "{needle:?} not in {reason}");
         }
+    }
+
+    /// A listener holding a limit above a somaxconn lowered since (256 over 128): a raise the
+    /// policy cuts to 256 or below (max_step 100%, or max 200) would leave it 256 after a
+    /// listen() again, so no value is advised, only what the policy would need (s48 storyR R4).
+    #[test]
+    fn a_raise_cut_to_no_more_than_the_listeners_limit_is_no_step() {
+        let w = window(vec![listener(NS, 256, 256, 30)]);
+        let cut = |limits: ParamLimits| {
+            let policy = StaticPolicy::new().with(SOMAXCONN, &[Source::Rules], limits);
+            AcceptQueueRule::default().on_tick(&at(3), &w, &mut kernel(128), &policy)
+        };
+        let by_step = cut(ParamLimits::new(Mode::Auto)
+            .bounds(16, 65535)
+            .step(Step::Percent(Percent::whole(100))));
+        let by_max = cut(ParamLimits::new(Mode::Auto).bounds(16, 200));
+        for (r, to) in [(&by_step, 256), (&by_max, 200)] {
+            assert_eq!(r.len(), 1);
+            assert_eq!(r[0].recommended_value, None, "{}", r[0].reason);
+            let needle = format!(
+                "its largest step, to {to}, is no higher than the limit 256 the pressed \
+                 listener(s) already have"
+            );
+            assert!(r[0].reason.contains(&needle), "{}", r[0].reason);
+        }
+        // One step farther reaches past it: advised.
+        let r = cut(ParamLimits::new(Mode::Auto)
+            .bounds(16, 65535)
+            .step(Step::Percent(Percent::whole(150))));
+        assert_eq!(r[0].recommended_value, Some(Value::Int(320)));
     }
 
     /// What the rule remembers of a namespace goes with the namespace.
