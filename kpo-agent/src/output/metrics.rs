@@ -94,7 +94,9 @@ pub struct Metrics {
     listener_overflows_seen: HashMap<ListenerLabels, u64>,
     listener_full_lost: Counter,
     request_latency: Family<ServiceLatencyLabels, FloatGauge>,
+    request_latency_samples: Family<ListenerLabels, Gauge>,
     runq_latency: Family<QuantileLabels, FloatGauge>,
+    runq_latency_samples: Gauge,
     energy: Family<SourceLabels, FloatCounter>,
     power: Family<SourceLabels, FloatGauge>,
     changes: Family<ChangeLabels, Counter>,
@@ -123,7 +125,9 @@ impl Metrics {
             listener_overflows_seen: HashMap::new(),
             listener_full_lost: Counter::default(),
             request_latency: Family::default(),
+            request_latency_samples: Family::default(),
             runq_latency: Family::default(),
+            runq_latency_samples: Gauge::default(),
             energy: Family::default(),
             power: Family::default(),
             changes: Family::default(),
@@ -172,6 +176,18 @@ impl Metrics {
             "request_latency_microseconds",
             "A service's request latency quantile in the last window",
             m.request_latency.clone(),
+        );
+        // A quantile of five requests alerts like one of ten thousand without its count
+        // (s48 storyQ Q-6): an alert can ask for enough samples beside it.
+        registry.register(
+            "request_latency_samples",
+            "Requests a service's latency quantiles in the last window were measured over",
+            m.request_latency_samples.clone(),
+        );
+        registry.register(
+            "runq_latency_samples",
+            "Wake-ups the run-queue latency quantiles in the last window were measured over (0 when not measured)",
+            m.runq_latency_samples.clone(),
         );
         registry.register(
             "runq_latency_microseconds",
@@ -326,6 +342,7 @@ impl Metrics {
             family.clear();
         }
         self.request_latency.clear();
+        self.request_latency_samples.clear();
         self.listener_full_lost
             .inc_by(w.listener_full_lost.unwrap_or(0));
         for l in &w.listeners {
@@ -377,7 +394,20 @@ impl Metrics {
                 };
                 self.request_latency.get_or_create(&labels).set(v);
             }
+            let service = ListenerLabels {
+                netns: r.netns.to_string(),
+                port: r.port.to_string(),
+                family: r.family.to_string(),
+            };
+            self.request_latency_samples
+                .get_or_create(&service)
+                .set(i64::try_from(r.latency.samples).unwrap_or(i64::MAX));
         }
+        self.runq_latency_samples.set(
+            w.runq_latency
+                .as_ref()
+                .map_or(0, |s| i64::try_from(s.samples).unwrap_or(i64::MAX)),
+        );
         let runq = w.runq_latency.as_ref().map_or(
             [("0.5", f64::NAN), ("0.9", f64::NAN), ("0.99", f64::NAN)],
             quantiles,
@@ -744,6 +774,52 @@ mod tests {
     /// for its base: `increase()` never saw a listener's first drops, the first refused change,
     /// guard revert, failing consultation or energy_source event. The schema's label values are
     /// there at 0 from the start, and a listener's series from the first window that lists it.
+    /// Every family the agent exposes is in docs/metrics.md's table under the name a scrape
+    /// shows (a counter's with `_total`); `kpo_host_<field>` is documented as one row.
+    #[test]
+    fn every_metric_is_documented() {
+        const DOC: &str = include_str!("../../../docs/metrics.md");
+        let mut m = Metrics::new();
+        let mut w = window(vec![listener(7, 128, 120, 10)]);
+        w.request_latency = vec![RequestLatencyWindow {
+            netns: 7,
+            port: 8080,
+            family: "ipv4",
+            latency: latency(100.0, 400.0, 900.0),
+        }];
+        w.runq_latency = Some(latency(5.0, 8.0, 40.0));
+        w.energy = Some(WindowEnergy {
+            source: EnergySource::Rapl,
+            domains: vec!["package-0".into()],
+            joules: Some(1.0),
+            watts: Some(1.0),
+            joules_per_request: None,
+            error: None,
+        });
+        m.observe(&Event::Window {
+            partial: false,
+            window: Box::new(w),
+        });
+        let text = m.encode();
+        let families: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| match l.split_once(' ') {
+                Some((name, "counter")) => format!("{name}_total"),
+                Some((name, _)) => name.to_string(),
+                None => l.to_string(),
+            })
+            .filter(|name| !name.starts_with("kpo_host_"))
+            .collect();
+        assert_eq!(families.len(), 17, "{text}");
+        for name in &families {
+            assert!(
+                DOC.contains(&format!("| `{name}` |")),
+                "{name} is exposed but not in docs/metrics.md"
+            );
+        }
+    }
+
     #[test]
     fn counters_are_born_at_zero() {
         let mut m = Metrics::new();
@@ -781,7 +857,10 @@ mod tests {
             netns: 7,
             port: 8080,
             family: "ipv4",
-            latency: latency(100.0, 400.0, 900.0),
+            latency: LatencySummary {
+                samples: 439,
+                ..latency(100.0, 400.0, 900.0)
+            },
         }];
         w.runq_latency = Some(latency(5.0, 8.0, 40.0));
         w.energy = Some(WindowEnergy {
@@ -823,10 +902,16 @@ mod tests {
         has(&m, &format!("kpo_listener_backlog_max{l} 64"));
         has(&m, &format!("kpo_listener_backlog_limit{l} 128"));
         has(&m, &format!("kpo_listener_backlog{l} 0"));
-        assert!(
-            !m.encode().contains("kpo_request_latency_microseconds{"),
-            "a service absent from the last window is gone"
-        );
+        for family in [
+            "kpo_request_latency_microseconds{",
+            "kpo_request_latency_samples{",
+        ] {
+            assert!(
+                !m.encode().contains(family),
+                "a service absent from the last window is gone: {family}"
+            );
+        }
+        has(&m, "kpo_runq_latency_samples 0");
         has(&m, r#"kpo_runq_latency_microseconds{quantile="0.99"} NaN"#);
         has(&m, r#"kpo_energy_joules_total{source="rapl"} 241.0"#);
         has(&m, r#"kpo_power_watts{source="rapl"} 2.0"#);
@@ -851,6 +936,8 @@ mod tests {
             &first,
             r#"kpo_runq_latency_microseconds{quantile="0.99"} 40.0"#,
         );
+        has(&first, &format!("kpo_request_latency_samples{{{s}}} 439"));
+        has(&first, "kpo_runq_latency_samples 100");
         has(&first, "kpo_host_load1 0.75");
         has(&first, "kpo_host_tasks 412.0");
         has(&first, "# TYPE kpo_host_tasks gauge");
