@@ -1153,6 +1153,13 @@ mod tests {
                 .redact("sk-very-secre sk-very-secretsk-very-secret é"),
             "sk-very-secre [redacted][redacted] é"
         );
+        // The key for a server that needs none (docs/llm.md): under 4 characters, never
+        // replaced; a placeholder of 4 or more is, wherever it appears.
+        assert_eq!(ApiKey::new("-").redact("a-b - c"), "a-b - c");
+        assert_eq!(
+            ApiKey::new("ollama").redact("ollama listener"),
+            "[redacted] listener"
+        );
     }
 
     /// A key over plain http is only quiet for this host itself.
