@@ -468,6 +468,9 @@ impl Webhook {
             .build()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let shown = shown_url(&url);
+        if let Some(why) = in_clear(&url) {
+            warn!(url = %shown, "approval webhook: {why}");
+        }
         let ledger = Ledger::new(outcomes);
         let task = tokio::spawn(deliver(
             client,
@@ -640,8 +643,9 @@ fn refused_for_good(status: reqwest::StatusCode) -> bool {
 
 /// Queues `next` behind the others, in place of any queued notification of the same approval
 /// (the later one says what is true now), or of the same advice ([`Key`]: never an approval's);
-/// over [`QUEUE`], the oldest is dropped (logged): a notification that waited that long is the
-/// likeliest to be out of date. Returns whether `next` is about `current`, the approval (or
+/// over [`QUEUE`], the oldest that is not a pending approval's is dropped (logged), or with only
+/// those waiting the oldest: a notification that waited that long is the likeliest to be out of
+/// date. Returns whether `next` is about `current`, the approval (or
 /// advice) whose notification is being posted: that one then gives way if it has to be retried,
 /// even when `next` is itself dropped later.
 fn enqueue(
@@ -662,12 +666,39 @@ fn enqueue(
     });
     queued.push_back(next);
     if queued.len() > QUEUE {
-        if let Some(old) = queued.pop_front() {
+        // A pending approval's notice is what the receiver has to act on, and is not posted
+        // again while the agent runs: an end or advice makes way first, the oldest of them (s49
+        // storyT T1: the ends of approvals superseded in a storm, whose own notices they had
+        // replaced unsent, pushed out the only notice of two still pending).
+        let at = queued
+            .iter()
+            .position(|p| p.kpo.event != "approval_required")
+            .unwrap_or(0);
+        if let Some(old) = queued.remove(at) {
             warn!(url = %shown, "approval webhook: {} {} not sent: {QUEUE} newer notifications wait (the receiver is down or slow)", old.kpo.event, old.key());
             ledger.ended(Outcome::QueueFull);
         }
     }
     &id == current
+}
+
+/// Why what the URL carries crosses the network readable, if it does: plain http to a host that
+/// is not this one (s49 storyT T3). The path and query are often the credential (Slack's
+/// `/services/...`), and reqwest sends a user name and password as Basic authorization.
+fn in_clear(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    if parsed.scheme() != "http" || crate::http::is_loopback_url(url) {
+        return None;
+    }
+    let credentials = if parsed.username().is_empty() && parsed.password().is_none() {
+        ""
+    } else {
+        ", and its user name and password (sent as Basic authorization)"
+    };
+    Some(format!(
+        "posted over plain http to a host that is not this one: the URL's path and query{credentials} \
+         cross the network readable (and a proxy from HTTP_PROXY reads them); use https"
+    ))
 }
 
 /// reqwest's error with its causes (a bare "error sending request" says nothing).
@@ -1325,6 +1356,76 @@ pub(crate) mod tests {
         let mut done = item(id, 32);
         done.state = ApprovalState::Expired;
         Payload::new("approval_resolved", "web1", &done, "")
+    }
+
+    /// Plain http elsewhere is said at start; to this host, or over https, nothing is.
+    #[test]
+    fn a_url_in_clear_is_said() {
+        let said = |u: &str| in_clear(u);
+        assert_eq!(said("https://hooks.example/services/T/B/X"), None);
+        assert_eq!(said("http://127.0.0.1:9000/hook"), None);
+        assert_eq!(said("http://alice:pw@localhost:9000/hook"), None);
+        let path = said("http://10.0.0.9:9000/services/T/B/X").unwrap();
+        assert!(
+            path.contains("the URL's path and query cross the network"),
+            "{path}"
+        );
+        let user = said("http://alice:pw@hooks.example/hook").unwrap();
+        assert!(
+            user.contains("user name and password (sent as Basic authorization)"),
+            "{user}"
+        );
+        assert!(!user.contains("pw") && !user.contains("alice"), "{user}");
+    }
+
+    /// Over QUEUE, an end (or advice) makes way before a pending approval's notice, however old
+    /// that is; with only pending approvals' notices waiting, the oldest goes.
+    #[test]
+    fn a_full_queue_drops_an_end_before_a_pending_approvals_notice() {
+        let outcomes = Outcomes::default();
+        let ledger = Ledger::new(outcomes.clone());
+        let current = required("ap-0").key();
+        let mut queued = VecDeque::new();
+        enqueue(&mut queued, required("ap-1"), "h", &current, &ledger);
+        for n in 2..=QUEUE {
+            enqueue(
+                &mut queued,
+                resolved(&format!("ap-{n}")),
+                "h",
+                &current,
+                &ledger,
+            );
+        }
+        enqueue(&mut queued, required("ap-100"), "h", &current, &ledger);
+        let ids = |q: &VecDeque<Payload>| -> Vec<String> {
+            q.iter()
+                .map(|p| format!("{} {}", p.kpo.event, p.key()))
+                .collect()
+        };
+        let now = ids(&queued);
+        assert_eq!(now.len(), QUEUE);
+        assert_eq!(
+            now[0],
+            format!("approval_required {}", required("ap-1").key())
+        );
+        assert_eq!(
+            now[1],
+            format!("approval_resolved {}", resolved("ap-3").key()),
+            "ap-2's end went"
+        );
+        assert_eq!(
+            now[QUEUE - 1],
+            format!("approval_required {}", required("ap-100").key())
+        );
+        // Only pending approvals' notices: the oldest goes.
+        let mut queued: VecDeque<Payload> =
+            (1..=QUEUE).map(|n| required(&format!("ap-{n}"))).collect();
+        enqueue(&mut queued, required("ap-100"), "h", &current, &ledger);
+        assert_eq!(
+            ids(&queued)[0],
+            format!("approval_required {}", required("ap-2").key())
+        );
+        assert_eq!(counted(&outcomes), only(&[(Outcome::QueueFull, 2)]));
     }
 
     /// A notification delivered counts once, however many tries it took.
