@@ -456,8 +456,12 @@ impl ChangePath {
                 )));
             }
         }
-        let only_over = if only_ours { state.last_applied } else { None };
-        self.restore(
+        let only_over = if only_ours {
+            state.last_applied.clone()
+        } else {
+            None
+        };
+        let mut report = self.restore(
             &address,
             &original,
             source,
@@ -471,7 +475,35 @@ impl ChangePath {
             }),
             only_over,
             None,
-        )
+        )?;
+        // An operator's revert writes whatever the kernel has, but says so when that was not
+        // KPO's value: a person's write the agent was down for (or had no window to see) is not
+        // yielded to yet, and would go without a word (s47 storyM M-2).
+        let theirs = match (&state.last_applied, &report.before) {
+            (Some(ours), Some(before)) => {
+                report.status == ChangeStatus::Reverted
+                    && state.holding.is_some()
+                    && state.unsettled.is_none()
+                    && ours != before
+                    && !(crate::actuate::cpufreq::governor_of(&address).is_some()
+                        && self.moved_by_the_kernel(&address))
+            }
+            _ => false,
+        };
+        if theirs {
+            let note =
+                format!(
+                "the kernel had {}, not the {} KPO last applied: someone else's value, replaced \
+                 (a running agent yields to it at its next window)",
+                report.before.as_ref().map_or(String::new(), ToString::to_string),
+                state.last_applied.as_ref().map_or(String::new(), ToString::to_string),
+            );
+            report.detail = Some(match report.detail.take() {
+                Some(d) => format!("{d}; {note}"),
+                None => note,
+            });
+        }
+        Ok(report)
     }
 
     /// The report of the parameter a journal failure stopped `restore_originals` on: its

@@ -207,6 +207,12 @@ fn apply_journals_intent_then_outcome_and_revert_all_restores_the_original() {
     let all = p.revert_all("all").unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].status, ChangeStatus::Reverted);
+    assert_eq!(
+        all[0].detail,
+        None,
+        "KPO's own value: {}",
+        all[0].describe()
+    );
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
     // The original stays the original after all of that, across a reopen.
     drop(p);
@@ -861,6 +867,35 @@ fn interrupted_intents_are_reconciled_against_the_kernel() {
     assert_eq!(value(&k, a3), Value::Int(777));
     let reverted: Vec<String> = all.iter().map(|r| r.address.to_string()).collect();
     assert_eq!(reverted, vec![a1.to_string(), a4.to_string()]);
+}
+
+/// `kpo revert --all` writes over a value that is not KPO's (a person's, written while the agent
+/// was down), but says so (s47 storyM M-2: it went without a word).
+#[test]
+fn revert_all_says_when_it_replaces_someone_elses_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(SOMAX.into(), Value::Int(7001));
+    let all = p.revert_all("all").unwrap();
+    assert_eq!(all[0].status, ChangeStatus::Reverted);
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    assert_eq!(
+        all[0].detail.as_deref(),
+        Some(
+            "the kernel had 7001, not the 8192 KPO last applied: someone else's value, replaced \
+             (a running agent yields to it at its next window)"
+        )
+    );
+    assert!(
+        all[0].describe().contains("someone else's value"),
+        "{}",
+        all[0].describe()
+    );
 }
 
 /// Every intent records the parameter's original, even one the kernel refused (EINVAL) or whose
