@@ -4173,6 +4173,57 @@ fn after_a_revert_that_failed_on_an_unreadable_policy_the_loop_holds_what_the_ke
     rig.assert_schema();
 }
 
+/// A revert of the loop's that failed is owed, as a failed trial's roll-back is: tried again at
+/// the next window and after a wait that doubles, until it takes (s48 storyP P-6: the policy
+/// whose file was gone came back with the last trial's value, and the group stayed apart, every
+/// window `resynced` with "its parameters differ", until an operator set them alike).
+#[test]
+fn a_revert_that_failed_is_tried_again_until_it_takes() {
+    let (mut rig, base, best, last) = converged_with_the_best_waiting("unreadable");
+    let policy2 = base.join("policy2/scaling_max_freq");
+    std::fs::remove_file(&policy2).unwrap();
+    rig.extra_p99_us = SLO_US;
+    let seen = rig.live.len();
+    rig.window();
+    rig.extra_p99_us = 0.0;
+    let failed = rig.live[seen..].iter().find_map(|e| match e {
+        LiveEvent::RevertFailed { from, to, error } if *from == last && *to == best => {
+            Some(error.clone())
+        }
+        _ => None,
+    });
+    let error = failed.unwrap_or_else(|| panic!("{:?}", &rig.live[seen..]));
+    assert!(
+        error.ends_with(crate::advise::optimizer::live::OWED),
+        "{error}"
+    );
+    // Still gone at the next window: tried, and failed again (journaled), then waited for.
+    rig.window();
+    // Back, with the last trial's value, KPO's last applied there.
+    std::fs::write(&policy2, format!("{}\n", last[0] as i64)).unwrap();
+    for _ in 0..3 {
+        rig.window();
+    }
+    for i in 0..4 {
+        let limit = base.join(format!("policy{i}/scaling_max_freq"));
+        assert_eq!(
+            std::fs::read_to_string(limit).unwrap().trim(),
+            (best[0] as i64).to_string(),
+            "policy{i}: the group alike again, at the best's value"
+        );
+    }
+    let seen = rig.live.len();
+    rig.window();
+    assert!(
+        !rig.live[seen..]
+            .iter()
+            .any(|e| matches!(e, LiveEvent::Resynced { .. })),
+        "the windows are the loop's configuration again: {:?}",
+        &rig.live[seen..]
+    );
+    rig.assert_schema();
+}
+
 /// A window whose objective is not a positive number (0 J) is no measurement, but a breach in it
 /// still takes the trial back, as docs/events.md (`unmeasured`) says.
 #[test]

@@ -36,7 +36,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::live::{
-    ChangeReason, GoBack, Knobs, LiveConfig, LiveEvent, LiveOptimizer, Objective, Slo, Tried,
+    ChangeReason, GoBack, Knobs, LiveConfig, LiveEvent, LiveOptimizer, Objective, RevertFailure,
+    Slo, Tried,
 };
 use super::space::{KnobSpec, Space};
 use crate::{
@@ -172,6 +173,9 @@ pub struct AgentOptimizer {
 #[derive(Debug, Clone)]
 struct Owed {
     made: Made,
+    /// The change that held the parameter when the roll-back was owed: the trial's own, or
+    /// for a revert to an earlier value that failed, the later trial's over it.
+    holding: Option<u64>,
     /// Windows still to wait before the next try.
     wait: u32,
     /// The wait after the next failed try.
@@ -183,9 +187,10 @@ struct Owed {
 const MAX_OWED_WAIT_WINDOWS: u32 = 64;
 
 impl Owed {
-    fn new(made: Made) -> Self {
+    fn new(made: Made, holding: Option<u64>) -> Self {
         Owed {
             made,
+            holding,
             wait: 0,
             backoff: 1,
         }
@@ -528,10 +533,10 @@ impl AgentOptimizer {
                 .iter()
                 .position(|k| k.members.contains(address))
                 .map(|i| self.live.current()[i]);
-            if holding != Some(*id) || wanted != Some(*before as f64) {
+            if holding != owed.holding || wanted != Some(*before as f64) {
                 info!(
                     "optimizer: #{id} ({address}) no longer owes a roll-back: {}",
-                    if holding != Some(*id) {
+                    if holding != owed.holding {
                         "another change holds the parameter"
                     } else {
                         "the loop holds that value now"
@@ -1495,9 +1500,14 @@ mod tests {
                 );
             }
             let written = nic.history().len();
-            let error = loop_knobs
+            let failure = loop_knobs
                 .revert_to(&[20.0], &[50.0], GoBack::SloBreach)
                 .unwrap_err();
+            // Owed: tried again at later windows (where the journal settled the device as gone,
+            // the next try finds the change no longer holds and drops it).
+            assert_eq!(failure.owed, Some(vec![50.0]));
+            assert_eq!(loop_knobs.owed.len(), 1);
+            let error = failure.error;
             if comes_back {
                 assert!(
                     error.contains("is gone from under its name")

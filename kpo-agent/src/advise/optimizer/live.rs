@@ -122,7 +122,12 @@ pub trait Knobs {
     /// changes. `Ok`: the configuration reached, `to` but for a knob whose revert found someone
     /// else's value in place and left it there (at each of a group's members), which keeps its
     /// value in `from` (not reached: the next window reads the kernel's).
-    fn revert_to(&mut self, from: &[f64], to: &[f64], why: GoBack) -> Result<Vec<f64>, String>;
+    fn revert_to(
+        &mut self,
+        from: &[f64],
+        to: &[f64],
+        why: GoBack,
+    ) -> Result<Vec<f64>, RevertFailure>;
     /// Whether the loop may go back to `to` (in the agent: none of its values quarantined by the
     /// guard since it was measured).
     fn allowed(&mut self, _to: &[f64]) -> bool {
@@ -140,6 +145,32 @@ pub trait Knobs {
         true
     }
 }
+
+/// A revert of [`Knobs::revert_to`] that did not take at some knob.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RevertFailure {
+    pub error: String,
+    /// Each revert that did not take is owed, tried again at later windows (in the agent:
+    /// [`super::agent`]'s owed roll-backs): the loop takes this configuration, what it would
+    /// have reached, as its own. `None`: it stays at `from` (s48 storyP P-6: a revert of the
+    /// loop's that failed once left a group's members apart until an operator set them alike).
+    pub owed: Option<Vec<f64>>,
+}
+
+impl From<String> for RevertFailure {
+    fn from(error: String) -> Self {
+        RevertFailure { error, owed: None }
+    }
+}
+
+impl From<&str> for RevertFailure {
+    fn from(error: &str) -> Self {
+        error.to_string().into()
+    }
+}
+
+/// What a `revert_failed` whose reverts are owed says of them.
+pub const OWED: &str = "; tried again at the next window, then after a wait that doubles";
 
 /// Why the loop goes back to the best configuration it measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1069,15 +1100,21 @@ impl LiveOptimizer {
         match knobs.revert_to(&from, &target, GoBack::SloBreach) {
             Ok(reached) if reached == from => self.pending_best = waiting_best,
             Ok(reached) => {
-                self.current = reached.clone();
-                if self.phase == Phase::Holding {
-                    self.hold_current();
-                    self.hold_windows = 0;
-                    self.hold_sum = 0.0;
-                }
+                self.went_back_to(&reached);
                 ev.push(LiveEvent::Reverted { from, to: reached });
             }
-            Err(error) => {
+            Err(RevertFailure {
+                error,
+                owed: Some(reached),
+            }) => {
+                self.went_back_to(&reached);
+                ev.push(LiveEvent::RevertFailed {
+                    from,
+                    to: target,
+                    error: format!("{error}{OWED}"),
+                });
+            }
+            Err(RevertFailure { error, owed: None }) => {
                 self.pending_best = waiting_best;
                 ev.push(LiveEvent::RevertFailed {
                     from,
@@ -1111,12 +1148,33 @@ impl LiveOptimizer {
                     GoBack::Stopping | GoBack::Reload => LiveEvent::Settled { from, to: reached },
                 }
             }
-            Err(error) => LiveEvent::RevertFailed {
+            Err(RevertFailure {
+                error,
+                owed: Some(reached),
+            }) => {
+                self.current = reached;
+                LiveEvent::RevertFailed {
+                    from,
+                    to: target,
+                    error: format!("{error}{OWED}"),
+                }
+            }
+            Err(RevertFailure { error, owed: None }) => LiveEvent::RevertFailed {
                 from,
                 to: target,
                 error,
             },
         })
+    }
+
+    /// After a breach, the loop is at `reached`, a configuration it held before.
+    fn went_back_to(&mut self, reached: &[f64]) {
+        self.current = reached.to_vec();
+        if self.phase == Phase::Holding {
+            self.hold_current();
+            self.hold_windows = 0;
+            self.hold_sum = 0.0;
+        }
     }
 
     /// Where [`Self::back_to_best`] goes for `why`.
@@ -1487,7 +1545,7 @@ mod tests {
             _from: &[f64],
             to: &[f64],
             _why: GoBack,
-        ) -> Result<Vec<f64>, String> {
+        ) -> Result<Vec<f64>, RevertFailure> {
             self.now = to.to_vec();
             Ok(to.to_vec())
         }
@@ -1797,7 +1855,7 @@ mod tests {
             _from: &[f64],
             to: &[f64],
             _why: GoBack,
-        ) -> Result<Vec<f64>, String> {
+        ) -> Result<Vec<f64>, RevertFailure> {
             self.now = to.to_vec();
             Ok(to.to_vec())
         }
@@ -1842,7 +1900,7 @@ mod tests {
             _from: &[f64],
             to: &[f64],
             _why: GoBack,
-        ) -> Result<Vec<f64>, String> {
+        ) -> Result<Vec<f64>, RevertFailure> {
             self.now = to.to_vec();
             Ok(to.to_vec())
         }
@@ -2004,7 +2062,7 @@ mod tests {
             _from: &[f64],
             to: &[f64],
             _why: GoBack,
-        ) -> Result<Vec<f64>, String> {
+        ) -> Result<Vec<f64>, RevertFailure> {
             self.now = to.to_vec();
             Ok(to.to_vec())
         }
@@ -2225,7 +2283,7 @@ mod tests {
             from: &[f64],
             to: &[f64],
             _why: GoBack,
-        ) -> Result<Vec<f64>, String> {
+        ) -> Result<Vec<f64>, RevertFailure> {
             if self.failing {
                 return Err("write failed".into());
             }
@@ -2538,7 +2596,7 @@ mod tests {
                 _from: &[f64],
                 to: &[f64],
                 why: GoBack,
-            ) -> Result<Vec<f64>, String> {
+            ) -> Result<Vec<f64>, RevertFailure> {
                 self.why.push(why);
                 self.now = to.to_vec();
                 Ok(to.to_vec())
@@ -2584,7 +2642,7 @@ mod tests {
                 _from: &[f64],
                 to: &[f64],
                 _why: GoBack,
-            ) -> Result<Vec<f64>, String> {
+            ) -> Result<Vec<f64>, RevertFailure> {
                 self.now = to.to_vec();
                 Ok(to.to_vec())
             }
@@ -2647,7 +2705,7 @@ mod tests {
                 _from: &[f64],
                 to: &[f64],
                 _why: GoBack,
-            ) -> Result<Vec<f64>, String> {
+            ) -> Result<Vec<f64>, RevertFailure> {
                 self.now = to.to_vec();
                 Ok(to.to_vec())
             }

@@ -45,6 +45,19 @@ impl PathKnobs<'_> {
         }
     }
 
+    /// A revert of the loop's change `m` did not take: tried again at later windows, unless the
+    /// agent is stopping.
+    fn owe(&mut self, m: &Made) {
+        if !self.exiting && !self.owed.iter().any(|o| o.made.id == m.id) {
+            let holding = self
+                .path
+                .journal
+                .param_state(&m.address)
+                .and_then(|p| p.holding);
+            self.owed.push(Owed::new(m.clone(), holding));
+        }
+    }
+
     /// Undo this trial's changes made so far (a later one failed): whether every one was undone.
     /// One that failed is owed ([`Owed`]), tried again at the next window.
     fn roll_back(&mut self, done: &[Made]) -> bool {
@@ -71,7 +84,7 @@ impl PathKnobs<'_> {
                         m.id,
                         r.describe()
                     );
-                    self.owed.push(Owed::new(m.clone()));
+                    self.owed.push(Owed::new(m.clone(), Some(m.id)));
                     all = false;
                 }
                 Err(e) => {
@@ -79,7 +92,7 @@ impl PathKnobs<'_> {
                         "optimizer: rolling back #{} ({}): {e}; trying again at the next window",
                         m.id, m.address
                     );
-                    self.owed.push(Owed::new(m.clone()));
+                    self.owed.push(Owed::new(m.clone(), Some(m.id)));
                     all = false;
                 }
             }
@@ -267,8 +280,16 @@ impl Knobs for PathKnobs<'_> {
         Tried::Applied
     }
 
-    fn revert_to(&mut self, from: &[f64], to: &[f64], why: GoBack) -> Result<Vec<f64>, String> {
+    fn revert_to(
+        &mut self,
+        from: &[f64],
+        to: &[f64],
+        why: GoBack,
+    ) -> Result<Vec<f64>, RevertFailure> {
         let mut errors = Vec::new();
+        // Whether every revert that did not take is owed: tried again at later windows, as a
+        // failed trial's roll-back is (not at a stop, which has no later window).
+        let mut all_owed = !self.exiting;
         let mut reached = to.to_vec();
         let why = format!("optimizer: {}; back to {to:?}", why.as_str());
         let reverts_on_exit = |k: &Knob| {
@@ -304,6 +325,7 @@ impl Knobs for PathKnobs<'_> {
                     "{}: the journal has no change of the loop's from {}",
                     self.knobs[i].name, to[i]
                 ));
+                all_owed = false;
                 continue;
             }
             let mut left = 0;
@@ -319,8 +341,14 @@ impl Knobs for PathKnobs<'_> {
                         left += 1;
                         self.skipped.push(r);
                     }
-                    Ok(r) => errors.push(r.describe()),
-                    Err(e) => errors.push(e.to_string()),
+                    Ok(r) => {
+                        errors.push(r.describe());
+                        self.owe(m);
+                    }
+                    Err(e) => {
+                        errors.push(e.to_string());
+                        self.owe(m);
+                    }
                 }
             }
             // Every member left: the knob is not at `to`. A group with some members at `to`
@@ -333,7 +361,10 @@ impl Knobs for PathKnobs<'_> {
         if errors.is_empty() {
             Ok(reached)
         } else {
-            Err(errors.join("; "))
+            Err(RevertFailure {
+                error: errors.join("; "),
+                owed: all_owed.then_some(reached),
+            })
         }
     }
 }
