@@ -13,8 +13,8 @@
 use std::sync::{Arc, Mutex};
 
 use kpo_agent::advise::optimizer::live::{
-    ChangeReason, GoBack, Knobs, LiveConfig, LiveEvent, LiveOptimizer, Measurement, Phase, Slo,
-    Tried,
+    ChangeReason, GoBack, Knobs, LiveConfig, LiveEvent, LiveOptimizer, Measurement, Phase,
+    RevertFailure, Slo, Tried,
 };
 use kpo_agent::advise::optimizer::space::{KnobSpec, Space};
 use kpo_agent::energy::EnergySource;
@@ -89,7 +89,12 @@ impl Knobs for Machine {
     fn allowed(&mut self, to: &[f64]) -> bool {
         self.quarantined.lock().unwrap().as_deref() != Some(to)
     }
-    fn revert_to(&mut self, from: &[f64], to: &[f64], _why: GoBack) -> Result<Vec<f64>, String> {
+    fn revert_to(
+        &mut self,
+        from: &[f64],
+        to: &[f64],
+        _why: GoBack,
+    ) -> Result<Vec<f64>, RevertFailure> {
         assert_eq!(from, self.state.lock().unwrap().as_slice());
         assert!(
             self.allowed(to),
