@@ -991,17 +991,7 @@ impl Desk {
         for item in pending {
             let state = if self.is_due(&item, now) {
                 Some(ApprovalState::Expired)
-            } else if let NamespaceNow::Gone(why) = namespace_now(path, &item) {
-                Some(ApprovalState::Cleared { why })
-            } else if path.read(&item.parameter).ok().as_ref() == Some(&item.value) {
-                Some(ApprovalState::Cleared {
-                    why: format!("the kernel already has {}", item.value),
-                })
-            } else if let Some((was, now)) = moved_since_advised(path, &item) {
-                Some(ApprovalState::Cleared {
-                    why: format!("the kernel now has {now}, and the advice was made against {was}"),
-                })
-            } else if let Some(why) = policy_refuses_for_good(path, &item) {
+            } else if let Some(why) = no_longer_holds(path, &item) {
                 Some(ApprovalState::Cleared { why })
             } else if seen.contains(&item.id)
                 || (item.source == Source::Llm && !llm_answered.contains(&item.key))
@@ -1024,6 +1014,21 @@ impl Desk {
             };
             if let Some(state) = state {
                 if let Err(e) = self.resolve(item, state) {
+                    warn!("approvals: {e}");
+                }
+            }
+        }
+    }
+
+    /// At a stop, after `on_exit`'s reverts: a pending approval they took the ground from (the
+    /// value it was advised against is gone) is cleared now, as the next window would have, not
+    /// left listed by `kpo pending` while the agent is down for an approval that can no longer
+    /// be approved (s49 storyS S-1).
+    pub fn clear_what_no_longer_holds(&mut self, path: &ChangePath) {
+        let pending: Vec<ApprovalItem> = self.store.pending().cloned().collect();
+        for item in pending {
+            if let Some(why) = no_longer_holds(path, &item) {
+                if let Err(e) = self.resolve(item, ApprovalState::Cleared { why }) {
                     warn!("approvals: {e}");
                 }
             }
@@ -1349,6 +1354,24 @@ fn policy_refuses_for_good(path: &ChangePath, item: &ApprovalItem) -> Option<Str
 /// The value the advice was made against and the kernel's value now, when the kernel has moved
 /// to neither that nor the advised value (someone, or KPO for another reason, changed it since):
 /// approving it then would act on a situation that is gone, possibly in the opposite direction.
+/// Why a pending approval no longer stands, whatever its advice does: its namespace is gone, the
+/// kernel has its value, or moved from the value it was advised against, or the policy refuses
+/// it for good.
+fn no_longer_holds(path: &ChangePath, item: &ApprovalItem) -> Option<String> {
+    if let NamespaceNow::Gone(why) = namespace_now(path, item) {
+        return Some(why);
+    }
+    if path.read(&item.parameter).ok().as_ref() == Some(&item.value) {
+        return Some(format!("the kernel already has {}", item.value));
+    }
+    if let Some((was, now)) = moved_since_advised(path, item) {
+        return Some(format!(
+            "the kernel now has {now}, and the advice was made against {was}"
+        ));
+    }
+    policy_refuses_for_good(path, item)
+}
+
 fn moved_since_advised(path: &ChangePath, item: &ApprovalItem) -> Option<(Value, Value)> {
     let was = item.current_value.clone()?;
     if path.under_adaptive_moderation(&item.parameter) {

@@ -1302,6 +1302,7 @@ impl Deciding {
                 &r,
             ));
         }
+        self.approvals.clear_what_no_longer_holds(&self.path);
         events.extend(self.take_events());
         events
     }

@@ -1912,6 +1912,70 @@ fn on_exit_leaves_a_value_someone_else_wrote_since() {
     assert_eq!(rig.max_freq(), 3_000_000);
 }
 
+/// An approval pending for a value advised against the one `on_exit` puts back is cleared at
+/// the stop, as the next window would have, not left listed by `kpo pending` while the agent is
+/// down for an approval that can no longer be approved (s49 storyS S-1).
+#[test]
+fn on_exit_clears_an_approval_its_revert_took_the_ground_from() {
+    let policy = OPERATOR_MAX_FREQ_REVERTED_AT_EXIT.replace(
+        r#"sources = ["operator"]"#,
+        r#"sources = ["operator", "llm"]"#,
+    );
+    let mut rig = Rig::new(&policy, true, "");
+    rig.operator_sets_max_freq(2_000_000);
+    let parameter: ParamAddress = MAX_FREQ.parse().unwrap();
+    let value = Value::Int(2_400_000);
+    let rec = crate::advise::recommendation::Recommendation {
+        id: crate::advise::recommendation::Recommendation::make_id(
+            crate::advise::recommendation::Source::Llm,
+            1,
+            &parameter,
+            Some(&value),
+        ),
+        parameter: parameter.clone(),
+        current_value: Some(Value::Int(2_000_000)),
+        recommended_value: Some(value),
+        can_auto_apply: false,
+        reason: "the model's".into(),
+        confidence: 0.8,
+        source: crate::advise::recommendation::Source::Llm,
+        window: crate::advise::recommendation::WindowRef {
+            index: 1,
+            end: "2026-12-01T03:01:00Z".into(),
+        },
+        application: None,
+        netns_cookie: None,
+    };
+    let events = rig.deciding.consider(vec![rec]);
+    rig.record(&events);
+    assert!(
+        rig.json.iter().any(|e| e["kind"] == "approval_required"),
+        "{:#?}",
+        rig.json
+    );
+    let events = rig.deciding.on_exit();
+    rig.record(&events);
+    assert_eq!(rig.max_freq(), 3_000_000, "put back");
+    let resolved: Vec<_> = rig
+        .json
+        .iter()
+        .filter(|e| e["kind"] == "approval_resolved")
+        .collect();
+    assert_eq!(resolved.len(), 1, "{:#?}", rig.json);
+    assert_eq!(
+        (&resolved[0]["state"], &resolved[0]["why"]),
+        (
+            &serde_json::json!("cleared"),
+            &serde_json::json!(
+                "the kernel now has 3000000, and the advice was made against 2000000"
+            )
+        ),
+        "{}",
+        resolved[0]
+    );
+    rig.assert_schema();
+}
+
 /// `on_exit = "revert"` leaves a value a person set, yielded to or handed back with it, and the
 /// log says so, with the original it did not put back (s40 soak O4: the log said nothing).
 #[test]
