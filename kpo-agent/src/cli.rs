@@ -253,9 +253,15 @@ pub fn param_arg(text: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Whether the command running only shows something (`kpo journal`, `status`, `pending`,
+/// `explain`, `check`, `optimize`): one whose reader is gone (`kpo journal | head -1`) then ends
+/// quietly with status 0, as the Unix tools do (s49 storyS S-3).
+static ONLY_SHOWS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Writes the command's output. `println!` panics when standard output fails (a reader gone, as
 /// in `kpo journal | head -1`, or a full disk); a command ends instead with `kpo: error:` and
-/// exit status 2, like any other error.
+/// exit status 2, like any other error, except one that only shows something whose reader is
+/// gone ([`ONLY_SHOWS`]), which ends quietly.
 pub fn write_out(args: std::fmt::Arguments, newline: bool) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
@@ -270,7 +276,11 @@ pub fn write_out(args: std::fmt::Arguments, newline: bool) {
         })
         .and_then(|()| stdout.flush());
     if let Err(e) = written {
-        let why = if e.kind() == std::io::ErrorKind::BrokenPipe {
+        let gone = e.kind() == std::io::ErrorKind::BrokenPipe;
+        if gone && ONLY_SHOWS.load(std::sync::atomic::Ordering::Relaxed) {
+            std::process::exit(0);
+        }
+        let why = if gone {
             "its reader is gone".to_string()
         } else {
             e.to_string()
@@ -320,6 +330,18 @@ fn refuse_a_policy_that_is_not_a_file(command: &Command) -> Result<(), crate::po
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     refuse_a_policy_that_is_not_a_file(&cli.command)?;
+    ONLY_SHOWS.store(
+        matches!(
+            cli.command,
+            Command::Optimize { .. }
+                | Command::Journal(_)
+                | Command::Status(_)
+                | Command::Pending(_)
+                | Command::Explain(_)
+                | Command::Check(_)
+        ),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     match cli.command {
         Command::Run(args) => crate::run::run_blocking(args),
         Command::Optimize {

@@ -236,3 +236,45 @@ fn a_policy_that_does_not_load_names_the_way_to_act_meanwhile() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A command that only shows something ends quietly, status 0, when its reader is gone (`kpo
+/// journal | head -1`), as the Unix tools do; one that changes something says its report was
+/// lost (exit 2), the change done and journaled (s49 storyS S-3).
+#[test]
+fn a_reader_gone_ends_a_showing_command_quietly() {
+    use std::os::fd::OwnedFd;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let with_no_reader = |args: &[&str]| {
+        let (reader, writer): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
+        drop(reader);
+        Command::new(env!("CARGO_BIN_EXE_kpo"))
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--socket")
+            .arg(dir.path().join("nobody-listens.sock"))
+            .arg("--policy")
+            .arg(dir.path().join("policy.toml"))
+            .stdout(writer)
+            .output()
+            .unwrap()
+    };
+    for shows in [&["pending"][..], &["journal"], &["status"]] {
+        let out = with_no_reader(shows);
+        assert_eq!(out.status.code(), Some(0), "{shows:?}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{shows:?}");
+    }
+    let out = with_no_reader(&["pause"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "writing to standard output: its reader is gone (anything the command changed is \
+             done and journaled)"
+        ),
+        "{out:?}"
+    );
+}
