@@ -1015,6 +1015,26 @@ mod tests {
         assert!(Cli::try_parse_from(["kpo", "revert", "3", "--all"]).is_err());
     }
 
+    /// Only `ap-N` or `N` can name an approval: anything else is refused by the parser, not sent
+    /// to the agent to answer "no approval foo" (s49 storyS S-4).
+    #[test]
+    fn an_approval_id_is_ap_n_or_n() {
+        for id in ["ap-3", "3", "AP-03", " 7 "] {
+            for command in ["approve", "reject"] {
+                Cli::try_parse_from(["kpo", command, id]).unwrap_or_else(|e| panic!("{id}: {e}"));
+            }
+        }
+        for id in ["foo", "", "ap-", "ap-x", "-", "ap-3x", "3.0"] {
+            for command in ["approve", "reject"] {
+                let e = Cli::try_parse_from(["kpo", command, id])
+                    .err()
+                    .unwrap_or_else(|| panic!("{command} {id:?} parsed"))
+                    .to_string();
+                assert!(e.contains("an approval id is `ap-3` or `3`"), "{id:?}: {e}");
+            }
+        }
+    }
+
     /// `kpo optimize replay --budget 0` (or `--seeds 0`) says what is needed, not clap's range
     /// up to u64's maximum (seen by hand, qa-opt).
     #[test]

@@ -69,7 +69,13 @@ pub struct ExplainArgs {
 /// An approval id: not blank, which names none (the agent said `no approval  (kpo pending
 /// lists them)`, an empty name between two spaces).
 fn id_arg(text: &str) -> Result<String, String> {
-    if text.trim().is_empty() {
+    // Nothing else is ever an approval's id (the store sets any other aside): refused here,
+    // not sent to the agent to answer "no approval foo" (s49 storyS S-4).
+    let id = super::normalize_id(text);
+    let is_id = id
+        .strip_prefix("ap-")
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    if !is_id {
         return Err("an approval id is `ap-3` or `3`, as kpo pending lists it".into());
     }
     Ok(text.to_string())
