@@ -4288,6 +4288,71 @@ fn a_revert_that_failed_is_tried_again_until_it_takes() {
     rig.assert_schema();
 }
 
+/// An owed revert that keeps failing (the file stays gone) is given up after
+/// MAX_OWED_REVERT_TRIES tries, each journaled with the revert's own reason, and the loop goes on
+/// from the kernel's values (s49 review M2: one the kernel refuses for good held the loop in
+/// `resynced` windows).
+#[test]
+fn an_owed_revert_is_given_up_after_its_tries() {
+    let (mut rig, base, best, last) = converged_with_the_best_waiting("unreadable");
+    std::fs::remove_file(base.join("policy2/scaling_max_freq")).unwrap();
+    rig.extra_p99_us = SLO_US;
+    let seen = rig.live.len();
+    rig.window();
+    rig.extra_p99_us = 0.0;
+    assert!(
+        rig.live[seen..].iter().any(|e| matches!(e,
+            LiveEvent::RevertFailed { from, to, .. } if *from == last && *to == best)),
+        "{:?}",
+        &rig.live[seen..]
+    );
+    let owed = |rig: &Rig| rig.deciding.optimizer_for_tests().unwrap().owed_for_tests();
+    assert_eq!(owed(&rig), 1);
+    // Tried after waits of 0, 1, 2, 4 ... windows: the 7th try by window 70, the 8th and last
+    // at window 135.
+    for _ in 0..100 {
+        rig.window();
+    }
+    assert_eq!(owed(&rig), 1, "still owed after 7 tries");
+    for _ in 0..100 {
+        rig.window();
+    }
+    assert_eq!(owed(&rig), 0, "given up after 8");
+    rig.assert_schema();
+}
+
+/// A revert refused because someone else's other limit is in the way (a person's
+/// scaling_min_freq above the max it goes back to) would be refused at every try: it is not
+/// owed, and the loop stays where it was (s49 review M2).
+#[test]
+fn a_revert_someone_elses_limit_blocks_is_not_owed() {
+    let (mut rig, base, best, last) = converged_with_the_best_waiting("unreadable");
+    let min = base.join("policy2/scaling_min_freq");
+    std::fs::write(&min, format!("{}\n", best[0] as i64 + 80_000)).unwrap();
+    rig.extra_p99_us = SLO_US;
+    let seen = rig.live.len();
+    rig.window();
+    rig.extra_p99_us = 0.0;
+    let error = rig.live[seen..]
+        .iter()
+        .find_map(|e| match e {
+            LiveEvent::RevertFailed { from, error, .. } if *from == last => Some(error.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{:?}", &rig.live[seen..]));
+    assert!(
+        error.contains("below scaling_min_freq (2000000 kHz)"),
+        "{error}"
+    );
+    assert!(
+        !error.ends_with(crate::advise::optimizer::live::OWED),
+        "{error}"
+    );
+    let owed = rig.deciding.optimizer_for_tests().unwrap().owed_for_tests();
+    assert_eq!(owed, 0);
+    rig.assert_schema();
+}
+
 /// A window whose objective is not a positive number (0 J) is no measurement, but a breach in it
 /// still takes the trial back, as docs/events.md (`unmeasured`) says.
 #[test]

@@ -176,6 +176,11 @@ struct Owed {
     /// The change that held the parameter when the roll-back was owed: the trial's own, or
     /// for a revert to an earlier value that failed, the later trial's over it.
     holding: Option<u64>,
+    /// The journal's reason for each try.
+    reason: String,
+    /// Tries left before it is given up (a revert after a breach); `None`: tried until done (a
+    /// failed trial's roll-back, which would otherwise leave part of an unmeasured trial).
+    tries_left: Option<u32>,
     /// Windows still to wait before the next try.
     wait: u32,
     /// The wait after the next failed try.
@@ -186,11 +191,32 @@ struct Owed {
 /// window.
 const MAX_OWED_WAIT_WINDOWS: u32 = 64;
 
+/// How many times a revert of the loop's that did not take is tried again before it is given up
+/// (about two hours of windows with the doubling waits): one that the kernel keeps refusing
+/// would hold the loop, which takes the value it went back to as its own, in `resynced` windows.
+const MAX_OWED_REVERT_TRIES: u32 = 8;
+
 impl Owed {
-    fn new(made: Made, holding: Option<u64>) -> Self {
+    /// A failed trial's roll-back: tried until done.
+    fn roll_back(made: Made) -> Self {
+        Owed {
+            holding: Some(made.id),
+            made,
+            reason: "optimizer: undoing a trial that failed (its roll-back failed before)".into(),
+            tries_left: None,
+            wait: 0,
+            backoff: 1,
+        }
+    }
+
+    /// A revert of the loop's, back to `made`'s value before, that did not take, while
+    /// `holding` held the parameter; `reason` the revert's own.
+    fn revert(made: Made, holding: Option<u64>, reason: &str) -> Self {
         Owed {
             made,
             holding,
+            reason: format!("{reason} (its revert failed before)"),
+            tries_left: Some(MAX_OWED_REVERT_TRIES),
             wait: 0,
             backoff: 1,
         }
@@ -398,6 +424,12 @@ impl AgentOptimizer {
         std::mem::take(&mut self.skipped)
     }
 
+    /// How many roll-backs and reverts are owed.
+    #[cfg(test)]
+    pub(crate) fn owed_for_tests(&self) -> usize {
+        self.owed.len()
+    }
+
     /// The knobs, in the order of every configuration in the loop's events.
     pub fn knobs(&self) -> Vec<String> {
         self.knobs.iter().map(|k| k.name.clone()).collect()
@@ -549,8 +581,7 @@ impl AgentOptimizer {
                 self.owed.push(owed);
                 continue;
             }
-            let why = "optimizer: undoing a trial that failed (its roll-back failed before)";
-            let failed = match path.revert_own(*id, Source::Optimizer, why) {
+            let failed = match path.revert_own(*id, Source::Optimizer, &owed.reason) {
                 Ok(r) if undone(path, &r) => {
                     info!("optimizer: rolled back #{id} ({address}), owed since a trial failed");
                     guard.forget(address);
@@ -565,6 +596,17 @@ impl AgentOptimizer {
                 Ok(r) => r.describe(),
                 Err(e) => format!("{address}: {e}"),
             };
+            if let Some(left) = owed.tries_left.as_mut() {
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    warn!(
+                        "optimizer: rolling back #{id} failed again ({failed}); given up after \
+                         {MAX_OWED_REVERT_TRIES} tries: its value stays (kpo revert {id} puts the \
+                         value before it back), and the loop continues from the kernel's values"
+                    );
+                    continue;
+                }
+            }
             owed.wait = owed.backoff;
             owed.backoff = (owed.backoff * 2).min(MAX_OWED_WAIT_WINDOWS);
             warn!(

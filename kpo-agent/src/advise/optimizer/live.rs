@@ -976,7 +976,7 @@ impl LiveOptimizer {
         // The search had converged and its best waited to be applied (refused for now) under
         // the last trial: going back took the loop to that best (or, if the guard quarantined
         // it since, to the cheapest one still allowed), which it now holds. A revert that failed
-        // leaves the best pending.
+        // and is not owed leaves the best pending.
         if self.current != from {
             if let Some((best, objective)) = self.pending_best.take() {
                 self.hold_windows = 0;
@@ -1038,7 +1038,7 @@ impl LiveOptimizer {
     /// trial's low frequency limit, likely what broke the SLO, beside an operator's coalescing
     /// value). Under a configuration held (measured, or someone else's values found by a resync
     /// before), that step judges the mix, as it would any configuration held. A revert that
-    /// fails leaves the converged best waiting, as [`Self::go_back`] does.
+    /// fails, and is not owed, leaves the converged best waiting, as [`Self::go_back`] does.
     pub fn resync_after_breach(
         &mut self,
         now: Vec<f64>,
@@ -1110,7 +1110,7 @@ impl LiveOptimizer {
                 self.went_back_to(&reached);
                 ev.push(LiveEvent::RevertFailed {
                     from,
-                    to: target,
+                    to: reached,
                     error: format!("{error}{OWED}"),
                 });
             }
@@ -1152,10 +1152,10 @@ impl LiveOptimizer {
                 error,
                 owed: Some(reached),
             }) => {
-                self.current = reached;
+                self.current = reached.clone();
                 LiveEvent::RevertFailed {
                     from,
-                    to: target,
+                    to: reached,
                     error: format!("{error}{OWED}"),
                 }
             }

@@ -45,16 +45,16 @@ impl PathKnobs<'_> {
         }
     }
 
-    /// A revert of the loop's change `m` did not take: tried again at later windows, unless the
-    /// agent is stopping.
-    fn owe(&mut self, m: &Made) {
-        if !self.exiting && !self.owed.iter().any(|o| o.made.id == m.id) {
+    /// A revert of the loop's change `m` (for `reason`) did not take: tried again at later
+    /// windows.
+    fn owe(&mut self, m: &Made, reason: &str) {
+        if !self.owed.iter().any(|o| o.made.id == m.id) {
             let holding = self
                 .path
                 .journal
                 .param_state(&m.address)
                 .and_then(|p| p.holding);
-            self.owed.push(Owed::new(m.clone(), holding));
+            self.owed.push(Owed::revert(m.clone(), holding, reason));
         }
     }
 
@@ -84,7 +84,7 @@ impl PathKnobs<'_> {
                         m.id,
                         r.describe()
                     );
-                    self.owed.push(Owed::new(m.clone(), Some(m.id)));
+                    self.owed.push(Owed::roll_back(m.clone()));
                     all = false;
                 }
                 Err(e) => {
@@ -92,7 +92,7 @@ impl PathKnobs<'_> {
                         "optimizer: rolling back #{} ({}): {e}; trying again at the next window",
                         m.id, m.address
                     );
-                    self.owed.push(Owed::new(m.clone(), Some(m.id)));
+                    self.owed.push(Owed::roll_back(m.clone()));
                     all = false;
                 }
             }
@@ -288,8 +288,10 @@ impl Knobs for PathKnobs<'_> {
     ) -> Result<Vec<f64>, RevertFailure> {
         let mut errors = Vec::new();
         // Whether every revert that did not take is owed: tried again at later windows, as a
-        // failed trial's roll-back is (not at a stop, which has no later window).
-        let mut all_owed = !self.exiting;
+        // failed trial's roll-back is. Only going back within the loop's life: a stop has no
+        // later window, and a reload or regroup starts another loop from the kernel's values.
+        let owes = matches!(why, GoBack::SloBreach | GoBack::NoRequests) && !self.exiting;
+        let mut all_owed = owes;
         let mut reached = to.to_vec();
         let why = format!("optimizer: {}; back to {to:?}", why.as_str());
         let reverts_on_exit = |k: &Knob| {
@@ -343,11 +345,19 @@ impl Knobs for PathKnobs<'_> {
                     }
                     Ok(r) => {
                         errors.push(r.describe());
-                        self.owe(m);
+                        // One that needs someone else first (the other cpufreq limit, not
+                        // KPO's, in the way) would be refused at every try.
+                        if owes && self.path.revert_blocked_by_others(&r).is_none() {
+                            self.owe(m, &why);
+                        } else {
+                            all_owed = false;
+                        }
                     }
                     Err(e) => {
                         errors.push(e.to_string());
-                        self.owe(m);
+                        if owes {
+                            self.owe(m, &why);
+                        }
                     }
                 }
             }
