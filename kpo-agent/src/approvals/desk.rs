@@ -293,8 +293,9 @@ impl Desk {
     }
 
     /// A recommendation still [`Done::UnderWay`] was being applied when its agent was killed:
-    /// what was done is the journal's change for it (the first for its parameter, value and
-    /// advisor made since), once reconciled; with no such change, nothing was written. One the
+    /// what was done is the journal's change for it, the first for its parameter by its advisor
+    /// since, once reconciled; with none, nothing was written (an advisor's refusal is not
+    /// journaled either). One the
     /// journal still has incomplete (a CLI reading the state directory before the agent's next
     /// start reconciles it) stays under way.
     fn settle_what_a_stop_left_under_way(&mut self, journal: &Journal) {
@@ -311,11 +312,13 @@ impl Desk {
         for mut h in under_way {
             let rec = &h.recommendation;
             let source: crate::policy::Source = rec.source.into();
+            // The first of its advisor's for the parameter since: the entry was written just
+            // before the path was asked. Not by value, which the path may have journaled in
+            // another form (an LLM's list of words as integers; s49 review L1).
             let change = entries.iter().find(|e| {
                 e.kind == "change"
                     && e.ts_ms >= h.ts_ms
                     && e.address == rec.parameter
-                    && Some(&e.after) == rec.recommended_value.as_ref()
                     && e.source == source
             });
             match change {
@@ -1028,8 +1031,15 @@ impl Desk {
         let pending: Vec<ApprovalItem> = self.store.pending().cloned().collect();
         for item in pending {
             if let Some(why) = no_longer_holds(path, &item) {
+                let id = item.id.clone();
                 if let Err(e) = self.resolve(item, ApprovalState::Cleared { why }) {
                     warn!("approvals: {e}");
+                }
+                // Its post is queued as the agent stops and would be lost: left unannounced,
+                // the next start posts it (and reports it again), as an end the CLI made while
+                // the agent was down (s49 review M3).
+                if self.webhook.is_some() {
+                    self.announcing.remove(&id);
                 }
             }
         }
@@ -1351,9 +1361,6 @@ fn policy_refuses_for_good(path: &ChangePath, item: &ApprovalItem) -> Option<Str
     }
 }
 
-/// The value the advice was made against and the kernel's value now, when the kernel has moved
-/// to neither that nor the advised value (someone, or KPO for another reason, changed it since):
-/// approving it then would act on a situation that is gone, possibly in the opposite direction.
 /// Why a pending approval no longer stands, whatever its advice does: its namespace is gone, the
 /// kernel has its value, or moved from the value it was advised against, or the policy refuses
 /// it for good.
@@ -1372,6 +1379,9 @@ fn no_longer_holds(path: &ChangePath, item: &ApprovalItem) -> Option<String> {
     policy_refuses_for_good(path, item)
 }
 
+/// The value the advice was made against and the kernel's value now, when the kernel has moved
+/// to neither that nor the advised value (someone, or KPO for another reason, changed it since):
+/// approving it then would act on a situation that is gone, possibly in the opposite direction.
 fn moved_since_advised(path: &ChangePath, item: &ApprovalItem) -> Option<(Value, Value)> {
     let was = item.current_value.clone()?;
     if path.under_adaptive_moderation(&item.parameter) {

@@ -4,7 +4,8 @@
 //! the structured item.
 //!
 //! Never blocks the agent: notifications go into a bounded queue ([`QUEUE`]) drained by a task of
-//! its own, in order; when it is full the oldest is dropped and logged. Each POST is retried
+//! its own, in order; when it is full one is dropped and logged (the oldest end or advice before
+//! any pending approval's notice: [`enqueue`]). Each POST is retried
 //! with exponential backoff ([`ATTEMPTS`] tries, from [`FIRST_BACKOFF`] doubling up to
 //! [`MAX_BACKOFF`]) on a connection error, a timeout, a redirect, a 5xx, 408, 425 or 429; any other
 //! 4xx is not retried (the receiver refused it for good). One waiting to be retried is dropped

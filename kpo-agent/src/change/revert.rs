@@ -491,12 +491,17 @@ impl ChangePath {
             _ => false,
         };
         if theirs {
-            let note =
-                format!(
-                "the kernel had {}, not the {} KPO last applied: someone else's value, replaced \
-                 (a running agent yields to it at its next window)",
-                report.before.as_ref().map_or(String::new(), ToString::to_string),
-                state.last_applied.as_ref().map_or(String::new(), ToString::to_string),
+            let note = format!(
+                "the kernel had {}, not the {} KPO last applied: someone else's write, most \
+                 likely, replaced (a running agent would have yielded to it at its next window)",
+                report
+                    .before
+                    .as_ref()
+                    .map_or(String::new(), ToString::to_string),
+                state
+                    .last_applied
+                    .as_ref()
+                    .map_or(String::new(), ToString::to_string),
             );
             report.detail = Some(match report.detail.take() {
                 Some(d) => format!("{d}; {note}"),

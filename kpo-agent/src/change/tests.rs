@@ -887,12 +887,12 @@ fn revert_all_says_when_it_replaces_someone_elses_value() {
     assert_eq!(
         all[0].detail.as_deref(),
         Some(
-            "the kernel had 7001, not the 8192 KPO last applied: someone else's value, replaced \
-             (a running agent yields to it at its next window)"
+            "the kernel had 7001, not the 8192 KPO last applied: someone else's write, most \
+             likely, replaced (a running agent would have yielded to it at its next window)"
         )
     );
     assert!(
-        all[0].describe().contains("someone else's value"),
+        all[0].describe().contains("someone else's write"),
         "{}",
         all[0].describe()
     );

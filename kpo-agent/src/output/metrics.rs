@@ -770,10 +770,6 @@ mod tests {
         );
     }
 
-    /// s48 storyQ Q-7: a counter's series was born at its first count, which Prometheus takes
-    /// for its base: `increase()` never saw a listener's first drops, the first refused change,
-    /// guard revert, failing consultation or energy_source event. The schema's label values are
-    /// there at 0 from the start, and a listener's series from the first window that lists it.
     /// Every family the agent exposes is in docs/metrics.md's table under the name a scrape
     /// shows (a counter's with `_total`); `kpo_host_<field>` is documented as one row.
     #[test]
@@ -820,6 +816,10 @@ mod tests {
         }
     }
 
+    /// s48 storyQ Q-7: a counter's series was born at its first count, which Prometheus takes
+    /// for its base: `increase()` never saw a listener's first drops, the first refused change,
+    /// guard revert, failing consultation or energy_source event. The schema's label values are
+    /// there at 0 from the start, and a listener's series from the first window that lists it.
     #[test]
     fn counters_are_born_at_zero() {
         let mut m = Metrics::new();

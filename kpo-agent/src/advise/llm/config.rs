@@ -1153,8 +1153,8 @@ mod tests {
                 .redact("sk-very-secre sk-very-secretsk-very-secret é"),
             "sk-very-secre [redacted][redacted] é"
         );
-        // The key for a server that needs none (docs/llm.md): under 4 characters, never
-        // replaced; a placeholder of 4 or more is, wherever it appears.
+        // A key under 4 bytes is never replaced; a placeholder of 4 or more is, wherever it
+        // appears (docs/llm.md).
         assert_eq!(ApiKey::new("-").redact("a-b - c"), "a-b - c");
         assert_eq!(
             ApiKey::new("ollama").redact("ollama listener"),

@@ -637,7 +637,7 @@ impl AcceptQueueRule {
         if target <= lowest {
             let no = step::OutOfReach(format!(
                 "its largest step, to {target}, is no higher than the limit {lowest} the pressed \
-                 listener(s) already have: listening again at {target} would leave them that limit"
+                 listener(s) already have: listening again at {target} would not raise it"
             ));
             tracing::warn!("rules: no step for {addr}: {}", no.0);
             return Some(step::out_of_reach(

@@ -2377,6 +2377,9 @@ fn a_recommendation_a_stop_left_under_way_is_settled_from_the_journal() {
         id: "rules-lost".into(),
         ..rec(Source::Rules, 64, true)
     };
+    // Made after that change (a later millisecond), and killed before anything was journaled
+    // (a refusal of an advisor's is not journaled either).
+    std::thread::sleep(std::time::Duration::from_millis(2));
     under_way(&mut s, &lost);
     assert_eq!(s.desk.explain(NS, 10)[0].entry.done, Done::UnderWay);
     drop(s);
@@ -2428,4 +2431,41 @@ fn a_recommendation_a_stop_left_under_way_is_settled_from_the_journal() {
         .map(|e| e.entry.done)
         .collect();
     assert_eq!(again, [Done::Refused, Done::Failed, Done::Applied]);
+}
+
+/// An approval cleared at the stop, after `on_exit`'s reverts moved its value: in the event
+/// stream at once; with a webhook, left unannounced though the desk is dropped (its post, queued
+/// as the agent stops, would be lost), so the next start posts it (s49 review M3).
+#[test]
+fn an_approval_cleared_at_the_stop_is_posted_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_webhook = ApprovalSettings {
+        webhook: Some("http://127.0.0.1:9/kpo".into()),
+        ..settings()
+    };
+    let mut s = open(dir.path(), policy("recommend"), with_webhook.clone(), false);
+    let (webhook, _posted) = Webhook::to_channel();
+    s.desk.set_webhook(webhook);
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    s.desk.take_events();
+    // on_exit put 8 back where the advice was made against 16.
+    s.set_value(8);
+    s.desk.clear_what_no_longer_holds(&s.path);
+    let events = s.desk.take_events();
+    assert_eq!(kinds(&events), ["approval_resolved"]);
+    assert_eq!(
+        cleared_why(&s, "ap-1"),
+        "the kernel now has 8, and the advice was made against 16"
+    );
+    drop(s);
+    let mut s = open(dir.path(), policy("recommend"), with_webhook, false);
+    let (webhook, mut posted) = Webhook::to_channel();
+    s.desk.set_webhook(webhook);
+    let mut ends = Vec::new();
+    while let Ok(p) = posted.try_recv() {
+        if p.kpo.event == "approval_resolved" {
+            ends.push(p.kpo.approval().unwrap().id.clone());
+        }
+    }
+    assert_eq!(ends, ["ap-1"], "posted by the next start");
 }
