@@ -587,6 +587,8 @@ impl ChangePath {
             .context(&p.address, &p.value, SystemTime::now());
         ctx.yielded |= self.someone_elses(p, &before);
         ctx.before = Some(before.clone());
+        ctx.held = mode == Approval::Held;
+        ctx.approved = approved;
         let decision = match self.policy.decide(p, &ctx) {
             Decision::Apply if mode == Approval::Held => Decision::NeedsApproval,
             d => d,

@@ -3947,3 +3947,50 @@ fn the_hourly_limit_counts_advisors_changes_not_an_operators() {
     );
     assert_eq!(value(&k, SOMAX), Value::Int(9000));
 }
+
+/// Advice that waits for a person writes nothing: the hourly limit (and the cooldown) is asked
+/// when it is approved, and meanwhile it waits for approval rather than be refused unseen (s49
+/// storyS S-2: in mode recommend, two approved raises of the rules' used up the limit, and the
+/// rules' next advice was refused as rate-limited, in no `kpo pending`). Held advice in mode auto
+/// likewise.
+#[test]
+fn advice_that_waits_for_a_person_is_not_held_back_by_the_hourly_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    for mode in ["recommend", "auto"] {
+        let policy = format!(
+            "[guard]\nmax_changes_per_hour = 2\n[params.\"net.core.somaxconn\"]\nmode = \"{mode}\"\n"
+        );
+        let sub = dir.path().join(mode);
+        std::fs::create_dir(&sub).unwrap();
+        let (mut p, _) = path(&sub, &policy, &k);
+        let mut rules = op(SOMAX, Value::Int(8000));
+        rules.source = Source::Rules;
+        for v in [8000, 9000] {
+            rules.value = Value::Int(v);
+            let r = p.propose_approved(&rules, None).unwrap();
+            assert_eq!(r.status, ChangeStatus::Applied, "{mode}: {}", r.describe());
+        }
+        rules.value = Value::Int(10000);
+        let held = mode == "auto";
+        let r = p.propose_advice(&rules, held, None, None).unwrap();
+        assert_eq!(
+            r.status,
+            ChangeStatus::NeedsApproval,
+            "{mode}: {}",
+            r.describe()
+        );
+        let r = p.propose_approved(&rules, None).unwrap();
+        assert_eq!(
+            r.refusal.map(|r| r.to_string()),
+            Some("rate-limited: 2 changes in the last hour, the limit is 2".into()),
+            "{mode}: approved, it is written, and the limit holds"
+        );
+        assert_eq!(value(&k, SOMAX), Value::Int(9000), "{mode}");
+        // Its own value back for the next mode.
+        k.0.lock()
+            .unwrap()
+            .values
+            .insert(SOMAX.into(), Value::Int(4096));
+    }
+}

@@ -978,7 +978,8 @@ impl Policy {
     /// The decision for a proposed change, given what the journal knows of the parameter.
     ///
     /// Order: deny-list, the order of a TCP memory triple, sources, namespaces, yielded, paused, quarantine, bounds, step, then for
-    /// advisors (not an operator) cooldown and the hourly limit, then the mode. A revert to an
+    /// advisors (not an operator) cooldown and the hourly limit, unless the proposal waits for a
+    /// person (mode recommend, or held by its advisor, and not yet approved), then the mode. A revert to an
     /// original or earlier value is decided by [`Policy::decide_revert`] instead.
     pub fn decide(&self, p: &Proposal, ctx: &Context) -> Decision {
         let name = p.address.policy_name();
@@ -1052,7 +1053,13 @@ impl Policy {
                 }
             }
         }
-        if p.source != Source::Operator {
+        // Advice that waits for a person writes nothing until approved: the cooldown and the
+        // hourly limit bound what is written, so they are asked when it is approved, and the
+        // advice is shown meanwhile rather than refused unseen (s49 storyS S-2: in mode
+        // recommend, approvals of the rules' advice used up the hourly limit, and the rules' next
+        // advice was refused as rate-limited, in no `kpo pending` and no webhook).
+        let waits = !ctx.approved && (ctx.held || rule.mode_for(p.source) == Mode::Recommend);
+        if p.source != Source::Operator && !waits {
             // One from before the clock stepped back is over ([`crate::clock`]).
             let cooldown = rule.cooldown.as_millis() as u64;
             let now = crate::clock::ms(ctx.now);
@@ -1171,6 +1178,11 @@ pub struct Context {
     pub changes_last_hour: u32,
     /// This value is quarantined until then.
     pub quarantined_until: Option<SystemTime>,
+    /// Its advisor asked for a person's approval (`can_auto_apply` false): nothing is written
+    /// before someone approves it.
+    pub held: bool,
+    /// A person approved it: what is written now.
+    pub approved: bool,
 }
 
 impl Context {
@@ -1183,6 +1195,8 @@ impl Context {
             last_change: None,
             changes_last_hour: 0,
             quarantined_until: None,
+            held: false,
+            approved: false,
         }
     }
 }
