@@ -1199,6 +1199,7 @@ async fn many_overflowing_namespaces_are_capped_in_the_prompt() {
                 listen_drops: n + 1,
                 syn_queue_full_drops: None,
                 syn_queue_full_cookies: None,
+                cookie: None,
             })
             .collect();
         // One whose overflows did not grow: neither listed nor counted.

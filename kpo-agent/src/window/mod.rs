@@ -76,6 +76,10 @@ pub struct NetnsWindow {
     pub syn_queue_full_drops: Option<u64>,
     /// SYN cookies sent because a SYN queue was full (`TcpExtTCPReqQFullDoCookies`).
     pub syn_queue_full_cookies: Option<u64>,
+    /// The namespace's cookie at the window's end (None: unknown, before Linux 5.14): what the
+    /// rules remember of an inode is forgotten when another namespace has it. Not in the event.
+    #[serde(skip)]
+    pub cookie: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -686,6 +690,7 @@ fn netns(first: &Sample, last: &Sample) -> Vec<NetnsWindow> {
                 listen_drops: counter::monotonic(before.listen_drops, c.listen_drops),
                 syn_queue_full_drops: syn(|c| c.syn_queue_full_drops),
                 syn_queue_full_cookies: syn(|c| c.syn_queue_full_cookies),
+                cookie: c.cookie,
             })
         })
         .collect::<Vec<_>>();

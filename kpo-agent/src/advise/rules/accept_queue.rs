@@ -305,6 +305,15 @@ impl AcceptQueueRule {
         }
     }
 
+    /// Everything remembered of namespace `netns` (another namespace has its inode now).
+    pub fn forget_netns(&mut self, netns: u64) {
+        self.listeners.retain(|id, _| id.netns != netns);
+        self.futile.retain(|id, _| id.netns != netns);
+        self.calm.remove(&netns);
+        self.seen.remove(&netns);
+        self.raised.remove(&netns);
+    }
+
     /// A tick ended: a listener that dropped connections in it is advised at once (unless the
     /// same advice stands). Nothing is read from the kernel when no listener dropped.
     pub fn on_tick(
@@ -1199,6 +1208,7 @@ mod tests {
             listen_drops: 40,
             syn_queue_full_drops: qfull,
             syn_queue_full_cookies: Some(0),
+            cookie: None,
         };
         // The queue peaked at 10 of 128: nothing near the limit either.
         let mut w = window(vec![listener(NS, 128, 10, 40)]);
@@ -1298,6 +1308,7 @@ mod tests {
             listen_drops: 0,
             syn_queue_full_drops: Some(0),
             syn_queue_full_cookies: Some(0),
+            cookie: None,
         }];
         rule.evaluate(&at(2), &gone, &mut kernel(128), &auto_policy());
         assert!(!rule.seen.contains_key(&NS));
@@ -1972,6 +1983,7 @@ mod tests {
             listen_drops: 0,
             syn_queue_full_drops: Some(0),
             syn_queue_full_cookies: Some(0),
+            cookie: None,
         }];
         assert!(rule.evaluate(&at(2), &gap, &mut k, &p).is_empty());
         let relistened = window(vec![listener(NS, 256, 256, 1000)]);
@@ -2124,6 +2136,7 @@ mod tests {
             listen_drops: 0,
             syn_queue_full_drops: Some(0),
             syn_queue_full_cookies: Some(0),
+            cookie: None,
         }];
         rule.evaluate(&at(6), &gone, &mut k, &p);
         assert!(rule.futile().is_empty());

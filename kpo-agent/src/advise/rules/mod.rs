@@ -107,6 +107,9 @@ pub struct RuleSet {
     pub syn_backlog: syn_backlog::SynBacklogRule,
     pub receive_path: receive_path::ReceivePathRule,
     pub memory: memory::MemoryRule,
+    /// Each namespace's cookie as last seen, by inode: the kernel gives a dead namespace's
+    /// inode to the next one created, often within a second.
+    cookies: std::collections::BTreeMap<u64, u64>,
 }
 
 /// What each rule manages and why (for `kpo explain` and the docs).
@@ -129,10 +132,34 @@ impl RuleSet {
         kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
     ) -> Vec<Recommendation> {
+        self.forget_namespaces_replaced(tick);
         let mut out = self.accept_queue.on_tick(at, tick, kernel, policy);
         out.extend(self.syn_backlog.on_tick(at, tick, kernel, policy));
         out.extend(self.receive_path.on_tick(at, tick, kernel, policy));
         out
+    }
+
+    /// What the rules remember of a namespace (the somaxconn values it had, its listeners'
+    /// latches and raises, a raise judged futile, its SYN-backlog latch) belongs to that namespace,
+    /// not to the next one given its inode (s49 storyU U1: a new pod on a dead one's inode was
+    /// told to listen() again for the dead one's somaxconn, and its first drops went unadvised
+    /// under the dead one's latch). Told apart by the cookie, where the kernel gives one.
+    fn forget_namespaces_replaced(&mut self, w: &Window) {
+        for n in &w.netns {
+            let Some(cookie) = n.cookie else { continue };
+            match self.cookies.insert(n.netns, cookie) {
+                Some(was) if was != cookie => {
+                    tracing::debug!(
+                        "rules: namespace {} is another one now (cookie {was} -> {cookie}): \
+                         what they knew of the old one is forgotten",
+                        n.netns
+                    );
+                    self.accept_queue.forget_netns(n.netns);
+                    self.syn_backlog.forget_netns(n.netns);
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The policy refused a rule's advice for `address` for a reason that passes (a cooldown, the
@@ -155,6 +182,7 @@ impl RuleSet {
         kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
     ) -> Vec<Recommendation> {
+        self.forget_namespaces_replaced(window);
         let mut out = self.accept_queue.evaluate(at, window, kernel, policy);
         out.extend(self.syn_backlog.on_window(at, window, kernel, policy));
         out.extend(self.receive_path.on_window(at, window, kernel, policy));
@@ -305,6 +333,49 @@ mod tests {
 
     fn policy() -> StaticPolicy {
         StaticPolicy::new().with("*", &[Source::Rules], ParamLimits::new(Mode::Auto))
+    }
+
+    /// A pod's namespace dies and the next one created gets its inode (another cookie): what the
+    /// rules knew of the dead one (its listener's latched raise, the somaxconn values it had) is
+    /// not the new one's. Its first drops are advised at once, as a namespace never seen is
+    /// (s49 storyU U1: the next pod's drops waited out the dead one's latch).
+    #[test]
+    fn a_namespace_given_a_dead_ones_inode_starts_afresh() {
+        let ns_key = "net.core.somaxconn@netns:4026532281";
+        let with_cookie = |cookie: u64, drops: u64| {
+            let mut w = window(vec![listener(NS, 128, 128, drops)]);
+            w.netns = vec![crate::window::NetnsWindow {
+                netns: NS,
+                listen_overflows: drops,
+                listen_drops: drops,
+                syn_queue_full_drops: Some(0),
+                syn_queue_full_cookies: Some(0),
+                cookie: Some(cookie),
+            }];
+            w
+        };
+        let raised = |r: Vec<Recommendation>| -> Vec<Option<i64>> {
+            r.into_iter()
+                .filter(|r| r.parameter.to_string() == ns_key)
+                .map(|r| r.recommended_value.and_then(|v| v.as_int()))
+                .collect()
+        };
+        let mut k = FakeKernel::default().with(ns_key, 128);
+        let mut rules = RuleSet::default();
+        assert_eq!(
+            raised(rules.on_tick(&at(1), &with_cookie(7, 9), &mut k, &policy())),
+            [Some(256)]
+        );
+        // The same namespace again, its somaxconn as it was: latched.
+        assert_eq!(
+            raised(rules.on_tick(&at(2), &with_cookie(7, 9), &mut k, &policy())),
+            []
+        );
+        // Another namespace on the inode, its own somaxconn at 128: advised at once.
+        assert_eq!(
+            raised(rules.on_tick(&at(3), &with_cookie(8, 9), &mut k, &policy())),
+            [Some(256)]
+        );
     }
 
     /// A window of memory stalls from swapping in anonymous memory: the memory rule would lower
@@ -479,6 +550,7 @@ mod tests {
             listen_drops: 40,
             syn_queue_full_drops: Some(0),
             syn_queue_full_cookies: Some(0),
+            cookie: None,
         }];
         let p = at_bound("net.ipv4.tcp_max_syn_backlog", 0, 128);
         assert_eq!(values(rules.on_tick(&at(1), &syn, &mut k, &p)), [None]);
@@ -602,6 +674,7 @@ mod tests {
             listen_drops: 40,
             syn_queue_full_drops: Some(0),
             syn_queue_full_cookies: Some(0),
+            cookie: None,
         }];
         syn.system.softnet_dropped = Some(5);
         let p = out_of_reach("net.ipv4.tcp_max_syn_backlog").with(

@@ -73,6 +73,14 @@ pub struct SynBacklogRule {
     seen: BTreeMap<u64, DropsAtValue>,
 }
 
+impl SynBacklogRule {
+    /// Everything remembered of namespace `netns` (another namespace has its inode now).
+    pub fn forget_netns(&mut self, netns: u64) {
+        self.latches.remove(&netns);
+        self.seen.remove(&netns);
+    }
+}
+
 /// SYN drops a full accept queue or a full SYN queue do not explain; `None` when the full SYN
 /// queue's count is unknown (then nothing tells the two apart).
 fn unexplained(n: &NetnsWindow) -> Option<u64> {
@@ -290,6 +298,7 @@ mod tests {
             listen_drops: drops,
             syn_queue_full_drops: qfull,
             syn_queue_full_cookies: Some(0),
+            cookie: None,
         }];
         w
     }
