@@ -835,6 +835,16 @@ impl Guard {
             .retain(|r| r.change_id != change_id);
     }
 
+    /// Whether a change of this parameter is watched (as [`Guard::forget`] matches it).
+    pub fn watches(&self, address: &ParamAddress) -> bool {
+        let key = crate::journal::target_key(address);
+        self.watches.iter().any(|w| {
+            &w.address == address
+                || crate::journal::target_key(&w.address) == key
+                || &crate::journal::reach(&w.address, &key) == address
+        })
+    }
+
     /// Stops watching a parameter (reverted, yielded to a person, its namespace or device gone);
     /// returns the changes no longer watched.
     pub fn forget(&mut self, address: &ParamAddress) -> Vec<u64> {

@@ -220,11 +220,20 @@ fn forget_gone_namespaces(
         } = &address.target
         {
             // A namespace that does not exist now cannot be entered; it is looked at again
-            // when its inode is in use.
+            // when its inode is in use. A change watched there would be judged on nothing, and
+            // `kept`: its watch ends as for a namespace replaced, once the namespace is in use
+            // nowhere KPO looks (s49 storyU U3: pods deleted with no successor got `kept`
+            // verdicts that judged nothing). The journal keeps it (a revert is skipped then).
             if !live
                 .get_or_insert_with(crate::actuate::sysctl::live_netns_inodes)
                 .contains(inode)
             {
+                let key = crate::journal::target_key(&address);
+                if guard.watches(&address) && path.namespace_gone_for_certain(&address, &key) {
+                    for id in guard.forget(&address) {
+                        info!("guard: no longer watching #{id} ({address}): its network namespace is gone");
+                    }
+                }
                 continue;
             }
         }
@@ -323,6 +332,55 @@ mod tests {
                 assert_eq!(p.journal.param_state(&address).unwrap().original, None);
             }
         }
+    }
+
+    /// A change watched in a namespace that is gone with no successor (its inode in use nowhere
+    /// KPO looks) is no longer watched: it would be judged on nothing and `kept` (s49 storyU U3).
+    /// Where KPO cannot see every process (a PID namespace of its own), nothing is taken for
+    /// gone, and the watch stays.
+    #[test]
+    fn a_change_in_a_namespace_gone_for_good_is_no_longer_watched() {
+        // An inode no namespace of this machine has.
+        let address: ParamAddress = "net.core.somaxconn@netns:4026539991".parse().unwrap();
+        assert!(!crate::actuate::sysctl::netns_in_use(4026539991));
+        let policy = "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmin = 128\nmax = 65535\n";
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(&address.to_string(), Value::Int(4096))]);
+        k.0.lock().unwrap().netns_cookie = Some(7);
+        let (mut p, _) = path(dir.path(), policy, &k);
+        let r = p
+            .propose(&Proposal {
+                address: address.clone(),
+                value: Value::Int(8192),
+                source: Source::Operator,
+                reason: "test".into(),
+            })
+            .unwrap();
+        let mut guard = Guard::new(GuardConfig::default());
+        guard.watch(
+            r.journal_id.unwrap(),
+            address.clone(),
+            &Value::Int(8192),
+            Value::Int(8192),
+            None,
+            None,
+        );
+        assert!(guard.watches(&address));
+        // Deleted: it cannot be entered.
+        k.0.lock().unwrap().netns_gone = true;
+        let events = super::check_values(&mut p, &mut guard);
+        assert!(events.is_empty(), "{events:?}");
+        let sees_all = crate::actuate::sysctl::sees_every_process();
+        assert_eq!(
+            guard.watching(),
+            usize::from(!sees_all),
+            "sees every process: {sees_all}"
+        );
+        // The journal still has the change (a revert of it is skipped as gone).
+        assert_eq!(
+            p.journal.param_state(&address).unwrap().last_applied,
+            Some(Value::Int(8192))
+        );
     }
 
     /// A NIC KPO changed whose name names a new device now (a veth made again, a NIC replaced):
