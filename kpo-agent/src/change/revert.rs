@@ -485,8 +485,9 @@ impl ChangePath {
                     && state.holding.is_some()
                     && state.unsettled.is_none()
                     && ours != before
-                    && !(crate::actuate::cpufreq::governor_of(&address).is_some()
-                        && self.moved_by_the_kernel(&address))
+                    // Only a sysctl moves by a writer alone: a cpufreq attribute moves with its
+                    // governor, a coalescing value with adaptive moderation (s49 review2 N6).
+                    && address.kind() == crate::actuate::param::ParamKind::Sysctl
             }
             _ => false,
         };

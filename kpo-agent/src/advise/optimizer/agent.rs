@@ -192,7 +192,8 @@ struct Owed {
 const MAX_OWED_WAIT_WINDOWS: u32 = 64;
 
 /// How many times a revert of the loop's that did not take is tried again before it is given up
-/// (about two hours of windows with the doubling waits): one that the kernel keeps refusing
+/// (135 windows with the doubling waits, fewer when windows break the SLO, each of which tries at
+/// once): one that the kernel keeps refusing
 /// would hold the loop, which takes the value it went back to as its own, in `resynced` windows.
 const MAX_OWED_REVERT_TRIES: u32 = 8;
 
@@ -583,7 +584,10 @@ impl AgentOptimizer {
             }
             let failed = match path.revert_own(*id, Source::Optimizer, &owed.reason) {
                 Ok(r) if undone(path, &r) => {
-                    info!("optimizer: rolled back #{id} ({address}), owed since a trial failed");
+                    info!(
+                        "optimizer: taken back #{id} ({address}), owed: {}",
+                        owed.reason
+                    );
                     guard.forget(address);
                     took = true;
                     continue;
@@ -602,7 +606,7 @@ impl AgentOptimizer {
                     warn!(
                         "optimizer: rolling back #{id} failed again ({failed}); given up after \
                          {MAX_OWED_REVERT_TRIES} tries: its value stays (kpo revert {id} puts the \
-                         value before it back), and the loop continues from the kernel's values"
+                         value before it back)"
                     );
                     continue;
                 }
@@ -1545,6 +1549,15 @@ mod tests {
             let failure = loop_knobs
                 .revert_to(&[20.0], &[50.0], GoBack::SloBreach)
                 .unwrap_err();
+            if !comes_back {
+                // Going back for a reload (or a regroup) owes nothing more: another loop starts
+                // from the kernel's values (s49 review M1, L4).
+                for why in [GoBack::Reload, GoBack::Regroup] {
+                    let again = loop_knobs.revert_to(&[20.0], &[50.0], why).unwrap_err();
+                    assert_eq!(again.owed, None, "{why:?}");
+                    assert_eq!(loop_knobs.owed.len(), 1, "{why:?}: only the breach's");
+                }
+            }
             // Owed: tried again at later windows (where the journal settled the device as gone,
             // the next try finds the change no longer holds and drops it).
             assert_eq!(failure.owed, Some(vec![50.0]));

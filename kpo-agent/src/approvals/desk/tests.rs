@@ -2362,7 +2362,11 @@ fn a_recommendation_a_stop_left_under_way_is_settled_from_the_journal() {
     // As a kill after the write leaves it: the 32's entry under way and its change journaled
     // (the path ran to its end, the desk never heard); the 64's entry under way, nothing
     // journaled.
-    let made = rec(Source::Rules, 32, true);
+    // Its value as the advisor gave it, one word; the path journals the integer (s49 review L1).
+    let made = Recommendation {
+        recommended_value: Some(Value::Word("32".into())),
+        ..rec(Source::Rules, 32, true)
+    };
     under_way(&mut s, &made);
     let proposal = Proposal {
         address: made.parameter.clone(),

@@ -292,6 +292,10 @@ impl Knobs for PathKnobs<'_> {
         // later window, and a reload or regroup starts another loop from the kernel's values.
         let owes = matches!(why, GoBack::SloBreach | GoBack::NoRequests) && !self.exiting;
         let mut all_owed = owes;
+        // Owed only when every failure is: the loop then takes `to` as its own (s49 review2
+        // N1: one owed beside a failure that is not would be tried for a loop that stays at
+        // `from`).
+        let mut to_owe: Vec<Made> = Vec::new();
         let mut reached = to.to_vec();
         let why = format!("optimizer: {}; back to {to:?}", why.as_str());
         let reverts_on_exit = |k: &Knob| {
@@ -347,17 +351,15 @@ impl Knobs for PathKnobs<'_> {
                         errors.push(r.describe());
                         // One that needs someone else first (the other cpufreq limit, not
                         // KPO's, in the way) would be refused at every try.
-                        if owes && self.path.revert_blocked_by_others(&r).is_none() {
-                            self.owe(m, &why);
+                        if self.path.revert_blocked_by_others(&r).is_none() {
+                            to_owe.push(m.clone());
                         } else {
                             all_owed = false;
                         }
                     }
                     Err(e) => {
                         errors.push(e.to_string());
-                        if owes {
-                            self.owe(m, &why);
-                        }
+                        to_owe.push(m.clone());
                     }
                 }
             }
@@ -366,6 +368,11 @@ impl Knobs for PathKnobs<'_> {
             // (`read_knobs_partly`), which is `to`.
             if left == made.len() {
                 reached[i] = from[i];
+            }
+        }
+        if all_owed {
+            for m in &to_owe {
+                self.owe(m, &why);
             }
         }
         if errors.is_empty() {
