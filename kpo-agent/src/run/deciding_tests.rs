@@ -4338,31 +4338,39 @@ fn an_owed_revert_is_given_up_after_its_tries() {
 /// owed, and the loop stays where it was (s49 review M2).
 #[test]
 fn a_revert_someone_elses_limit_blocks_is_not_owed() {
-    let (mut rig, base, best, last) = converged_with_the_best_waiting("unreadable");
-    let min = base.join("policy2/scaling_min_freq");
-    std::fs::write(&min, format!("{}\n", best[0] as i64 + 80_000)).unwrap();
-    rig.extra_p99_us = SLO_US;
-    let seen = rig.live.len();
-    rig.window();
-    rig.extra_p99_us = 0.0;
-    let error = rig.live[seen..]
-        .iter()
-        .find_map(|e| match e {
-            LiveEvent::RevertFailed { from, error, .. } if *from == last => Some(error.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("{:?}", &rig.live[seen..]));
-    assert!(
-        error.contains("below scaling_min_freq (2000000 kHz)"),
-        "{error}"
-    );
-    assert!(
-        !error.ends_with(crate::advise::optimizer::live::OWED),
-        "{error}"
-    );
-    let owed = rig.deciding.optimizer_for_tests().unwrap().owed_for_tests();
-    assert_eq!(owed, 0);
-    rig.assert_schema();
+    // Alone, and beside a revert that fails on another policy whose file is gone: then that one
+    // is not owed either, since the loop stays where it was (s49 review2 N1).
+    for beside_a_failure in [false, true] {
+        let (mut rig, base, best, last) = converged_with_the_best_waiting("unreadable");
+        let min = base.join("policy2/scaling_min_freq");
+        std::fs::write(&min, format!("{}\n", best[0] as i64 + 80_000)).unwrap();
+        if beside_a_failure {
+            std::fs::remove_file(base.join("policy1/scaling_max_freq")).unwrap();
+        }
+        rig.extra_p99_us = SLO_US;
+        let seen = rig.live.len();
+        rig.window();
+        rig.extra_p99_us = 0.0;
+        let error = rig.live[seen..]
+            .iter()
+            .find_map(|e| match e {
+                LiveEvent::RevertFailed { from, error, .. } if *from == last => Some(error.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{:?}", &rig.live[seen..]));
+        assert!(
+            error.contains("below scaling_min_freq (2000000 kHz)"),
+            "{error}"
+        );
+        assert_eq!(error.contains("policy1"), beside_a_failure, "{error}");
+        assert!(
+            !error.ends_with(crate::advise::optimizer::live::OWED),
+            "{error}"
+        );
+        let owed = rig.deciding.optimizer_for_tests().unwrap().owed_for_tests();
+        assert_eq!(owed, 0, "beside a failure: {beside_a_failure}");
+        rig.assert_schema();
+    }
 }
 
 /// A window whose objective is not a positive number (0 J) is no measurement, but a breach in it
