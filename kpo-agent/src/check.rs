@@ -444,6 +444,9 @@ fn missing_namespaces(policy: &Policy) -> Vec<String> {
         let Namespaces::List(list) = &rule.namespaces else {
             continue;
         };
+        // One line for the paths of an entry that do not exist: pods come and go, and an entry
+        // naming forty of them said so in forty lines at every start and reload (s49 storyU U4).
+        let mut absent = Vec::new();
         for sel in list {
             let NamespaceSel::Path(path) = sel else {
                 continue;
@@ -451,13 +454,7 @@ fn missing_namespaces(policy: &Policy) -> Vec<String> {
             let missing =
                 std::fs::metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
             if missing {
-                found.push(format!(
-                    "{file}:{}: {entry}: namespaces names {}, which does not exist now: a \
-                     typo? Until it exists the entry covers no namespace there, and KPO \
-                     refuses every change it would cover",
-                    rule.line,
-                    path.display()
-                ));
+                absent.push(path.display().to_string());
             } else if let Err(why) = crate::policy::netns_path_inode(path) {
                 found.push(format!(
                     "{file}:{}: {entry}: namespaces names {}, {why}: it covers no namespace, \
@@ -466,6 +463,23 @@ fn missing_namespaces(policy: &Policy) -> Vec<String> {
                     path.display()
                 ));
             }
+        }
+        match absent.as_slice() {
+            [] => {}
+            [path] => found.push(format!(
+                "{file}:{}: {entry}: namespaces names {path}, which does not exist now: a \
+                 typo? Until it exists the entry covers no namespace there, and KPO refuses \
+                 every change it would cover",
+                rule.line
+            )),
+            paths => found.push(format!(
+                "{file}:{}: {entry}: namespaces names {} paths that do not exist now ({}): \
+                 typos? Until each exists the entry covers no namespace there, and KPO refuses \
+                 every change it would cover",
+                rule.line,
+                paths.len(),
+                paths.join(", ")
+            )),
         }
     }
     found
@@ -1098,6 +1112,25 @@ proc_root = \"/proc\"
                 said(1, "[defaults]"),
                 said(3, "params.\"net.core.somaxconn\"")
             ]
+        );
+        // Several of an entry's paths: one line (pods come and go; s49 storyU U4).
+        let p = Policy::parse(
+            &format!(
+                "[params.\"net.core.somaxconn\"]\nnamespaces = [\"{m}\", \"{t}\", \"{m}2\"]\n",
+                t = there.display(),
+                m = missing.display()
+            ),
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            warnings(&p, dir.path()),
+            vec![format!(
+                "p.toml:1: params.\"net.core.somaxconn\": namespaces names 2 paths that do not \
+                 exist now ({m}, {m}2): typos? Until each exists the entry covers no namespace \
+                 there, and KPO refuses every change it would cover",
+                m = missing.display()
+            )]
         );
     }
 
