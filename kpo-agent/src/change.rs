@@ -626,7 +626,22 @@ impl ChangePath {
             }
             Decision::NeedsApproval if !approved => {
                 report.status = ChangeStatus::NeedsApproval;
-                report.detail = Some("mode recommend: waits for an operator's approval".into());
+                // Said as it is (s49 storyV V2: `--recommend-only` and an advisor's own hold
+                // read "mode recommend" over an entry in mode auto).
+                let recommend = self.policy.rule_for(&p.address).mode_for(p.source)
+                    == crate::policy::Mode::Recommend;
+                report.detail = Some(
+                    if recommend && self.policy.forced_recommend() {
+                        "mode recommend (kpo run --recommend-only treats auto as recommend): \
+                         waits for an operator's approval"
+                    } else if recommend {
+                        "mode recommend: waits for an operator's approval"
+                    } else {
+                        "its advisor asked for a person (can_auto_apply false): waits for an \
+                         operator's approval"
+                    }
+                    .into(),
+                );
                 return Ok(report);
             }
             Decision::NeedsApproval | Decision::Apply => {}

@@ -28,7 +28,7 @@ pub struct CheckArgs {
     pub recommend_only: bool,
     /// As `kpo run --window` would run (over the configuration's `window`): the LLM advisor's
     /// consultation period, which the approvals' expiry is checked against, is counted in windows.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = crate::cli::duration_arg)]
     pub window: Option<std::time::Duration>,
     /// One JSON object instead of text.
     #[arg(long)]

@@ -202,7 +202,7 @@ pub struct ApplyArgs {
 #[command(group(clap::ArgGroup::new("what").required(true).args(["id", "all"])))]
 pub struct RevertArgs {
     /// The journal id of the change to undo.
-    #[arg(conflicts_with = "all")]
+    #[arg(conflicts_with = "all", value_parser = journal_id_arg)]
     pub id: Option<u64>,
     /// Every parameter back to its value before KPO.
     #[arg(long)]
@@ -242,6 +242,28 @@ pub struct ResumeArgs {
     pub param: Option<String>,
     #[command(flatten)]
     pub state: StateArgs,
+}
+
+/// `kpo revert ID`: a journal id, said so when it is not a number (s49 storyV V4: "invalid digit
+/// found in string").
+fn journal_id_arg(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| "a change's journal id, a number as kpo journal lists it (or --all)".into())
+}
+
+/// A duration flag (`--tick`, `--window`): humantime's, but a bare number is told the unit it
+/// lacks in the words the configuration file's keys use, not humantime's "time unit needed, for
+/// example 5sec or 5ms" (s49 storyV V3).
+pub fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| {
+        let t = text.trim();
+        if t.parse::<f64>().is_ok() {
+            format!("a duration needs its unit: \"{t}s\" or \"{t}ms\", say (a bare number could be either)")
+        } else {
+            format!("not a duration: {e} (1s, 500ms, 2m, ...)")
+        }
+    })
 }
 
 /// A parameter name or address given on the command line, as written, once it parses: `''` or
@@ -1013,6 +1035,43 @@ mod tests {
             .to_string();
         assert!(neither.contains("<ID|--all>"), "{neither}");
         assert!(Cli::try_parse_from(["kpo", "revert", "3", "--all"]).is_err());
+        let not_an_id = Cli::try_parse_from(["kpo", "revert", "abc"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            not_an_id
+                .contains("a change's journal id, a number as kpo journal lists it (or --all)"),
+            "{not_an_id}"
+        );
+    }
+
+    /// A bare number for a duration flag is told the unit it lacks (s49 storyV V3).
+    #[test]
+    fn a_duration_flag_without_a_unit_says_so() {
+        for args in [
+            vec!["kpo", "run", "--tick", "5"],
+            vec!["kpo", "run", "--window", "60"],
+            vec!["kpo", "check", "--window", "5"],
+        ] {
+            let e = Cli::try_parse_from(&args).err().unwrap().to_string();
+            let n = args[3];
+            assert!(
+                e.contains(&format!(
+                    "a duration needs its unit: \"{n}s\" or \"{n}ms\", say (a bare number could \
+                     be either)"
+                )),
+                "{args:?}: {e}"
+            );
+        }
+        let e = Cli::try_parse_from(["kpo", "run", "--tick", "soon"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("not a duration: ") && e.contains("(1s, 500ms, 2m, ...)"),
+            "{e}"
+        );
+        Cli::try_parse_from(["kpo", "run", "--tick", "500ms", "--window", "1m"]).unwrap();
     }
 
     /// Only `ap-N` or `N` can name an approval: anything else is refused by the parser, not sent

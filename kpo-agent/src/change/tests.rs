@@ -3994,3 +3994,38 @@ fn advice_that_waits_for_a_person_is_not_held_back_by_the_hourly_limit() {
             .insert(SOMAX.into(), Value::Int(4096));
     }
 }
+
+/// What a change waiting for approval says holds it, as it is (s49 storyV V2: an entry in mode
+/// auto read "mode recommend" under `kpo run --recommend-only` and when its advisor held it).
+#[test]
+fn a_held_change_says_what_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let mut rules = op(SOMAX, Value::Int(8192));
+    rules.source = Source::Rules;
+    let detail = |mode: &str, forced: bool, held: bool| {
+        let sub = dir.path().join(format!("{mode}{forced}{held}"));
+        std::fs::create_dir(&sub).unwrap();
+        let policy = format!("[params.\"net.core.somaxconn\"]\nmode = \"{mode}\"\n");
+        let (mut p, _) = path(&sub, &policy, &k);
+        if forced {
+            p.policy.force_recommend();
+        }
+        let r = p.propose_advice(&rules, held, None, None).unwrap();
+        assert_eq!(r.status, ChangeStatus::NeedsApproval);
+        r.detail.unwrap()
+    };
+    assert_eq!(
+        detail("recommend", false, false),
+        "mode recommend: waits for an operator's approval"
+    );
+    assert_eq!(
+        detail("auto", true, false),
+        "mode recommend (kpo run --recommend-only treats auto as recommend): waits for an \
+         operator's approval"
+    );
+    assert_eq!(
+        detail("auto", false, true),
+        "its advisor asked for a person (can_auto_apply false): waits for an operator's approval"
+    );
+}

@@ -794,6 +794,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         deny,
         loaded_text: None,
         missing_file: None,
+        forced_recommend: false,
     })
 }
 

@@ -632,6 +632,8 @@ pub struct Policy {
     /// The default file that was not there when the built-in default was taken instead: one
     /// created since is an edit like any other ([`Policy::changed_on_disk`]).
     missing_file: Option<PathBuf>,
+    /// `kpo run --recommend-only` lowered every entry in mode auto ([`Policy::force_recommend`]).
+    forced_recommend: bool,
 }
 
 impl fmt::Debug for Policy {
@@ -741,6 +743,7 @@ impl Policy {
             deny: deny::DenyList::new(),
             loaded_text: None,
             missing_file: None,
+            forced_recommend: false,
         }
     }
 
@@ -898,11 +901,17 @@ impl Policy {
     /// `kpo run --recommend-only`: every parameter in mode auto is treated as recommend, so nothing
     /// is applied without an operator's approval. Observe stays observe: this never loosens.
     pub fn force_recommend(&mut self) {
+        self.forced_recommend = true;
         for rule in std::iter::once(&mut self.defaults).chain(self.params.iter_mut()) {
             if rule.mode == Mode::Auto {
                 rule.mode = Mode::Recommend;
             }
         }
+    }
+
+    /// Whether `kpo run --recommend-only` lowered the entries in mode auto to recommend.
+    pub fn forced_recommend(&self) -> bool {
+        self.forced_recommend
     }
 
     pub fn deny_list(&self) -> &deny::DenyList {

@@ -9,10 +9,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// How often to read the kernel, e.g. 1s, 500ms (default 1s; 10ms to 30m).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = crate::cli::duration_arg)]
     pub tick: Option<Duration>,
     /// Window length, a whole number of ticks, e.g. 60s (default 60s; at most 30m).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = crate::cli::duration_arg)]
     pub window: Option<Duration>,
     /// Where to write NDJSON events: a file (appended; re-opened on SIGHUP) or - for standard
     /// output (the default).

@@ -256,7 +256,12 @@ pub fn change(
 ) -> Recommendation {
     reason.push_str(&shaped_by_the_policy(current, wanted, target, limits));
     if limits.is_none() {
-        reason.push_str(" The policy does not let rules change this parameter.");
+        // Its entry's `sources` or its `namespaces` (s49 storyV V1: an operator told only the
+        // first added `rules` to `sources` while `namespaces` left the pod's namespace out).
+        reason.push_str(
+            " The policy does not let rules change this parameter here: its entry leaves rules \
+             out of `sources`, or this namespace out of `namespaces`.",
+        );
     }
     Recommendation {
         id: Recommendation::make_id(
@@ -584,8 +589,9 @@ mod tests {
         );
         let none = change(&at, addr, 60, 30, 30, None, "why.".into(), 0.7);
         assert!(!none.can_auto_apply);
-        assert!(none
-            .reason
-            .ends_with("does not let rules change this parameter."));
+        assert!(none.reason.ends_with(
+            "The policy does not let rules change this parameter here: its entry leaves rules \
+             out of `sources`, or this namespace out of `namespaces`."
+        ));
     }
 }
