@@ -845,6 +845,13 @@ impl Guard {
         })
     }
 
+    /// The parameters watched, each once.
+    pub fn watched_addresses(&self) -> Vec<ParamAddress> {
+        let mut all: Vec<ParamAddress> = self.watches.iter().map(|w| w.address.clone()).collect();
+        all.dedup();
+        all
+    }
+
     /// Stops watching a parameter (reverted, yielded to a person, its namespace or device gone);
     /// returns the changes no longer watched.
     pub fn forget(&mut self, address: &ParamAddress) -> Vec<u64> {

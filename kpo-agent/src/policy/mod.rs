@@ -1187,8 +1187,8 @@ pub struct Context {
     pub changes_last_hour: u32,
     /// This value is quarantined until then.
     pub quarantined_until: Option<SystemTime>,
-    /// Its advisor asked for a person's approval (`can_auto_apply` false): nothing is written
-    /// before someone approves it.
+    /// Held for a person's approval whatever the mode (its advisor's `can_auto_apply` false, or
+    /// the same value rejected lately there): nothing is written before someone approves it.
     pub held: bool,
     /// A person approved it: what is written now.
     pub approved: bool,
