@@ -5415,9 +5415,10 @@ fn a_reload_with_an_entry_that_takes_a_knob_from_the_optimizer_restarts_its_loop
     rig.assert_schema();
 }
 
-/// A change in a network namespace that was deleted since: the guard's revert cannot reach it,
-/// and the watch ends there rather than give the same verdict, and fail again, in every window
-/// that regresses (here the host's run queue, which judges every change).
+/// A change in a network namespace that was deleted since: the window's check of KPO's values
+/// finds it gone for good (no namespace on its inode, in use nowhere KPO looks) and ends its
+/// watch without a verdict, before the regression of that window (here the host's run queue,
+/// which judges every change) could ask for a revert that cannot reach it (s49 storyU U3).
 #[test]
 fn a_watch_in_a_deleted_namespace_ends_when_its_revert_cannot_reach_it() {
     // Never the test's own namespace (inodes are 32-bit), so scoped to that namespace.
@@ -5471,26 +5472,24 @@ sources = ["operator"]
     assert_eq!(d.guard_watching(), 1);
     k.0.lock().unwrap().netns_gone = true;
     let reverts = |events: Vec<Event>| guard_reverts(&events);
-    // The window the change was made in, then the first regressing one.
-    assert_eq!(reverts(d.on_window(&runq(5_000.0))), 0);
-    assert_eq!(reverts(d.on_window(&runq(5_000.0))), 0);
+    let verdicts = |events: &[Event]| {
+        events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .filter(|e| e["kind"] == "guard")
+            .count()
+    };
     let events = d.on_window(&runq(5_000.0));
-    assert_eq!(guard_reverts(&events), 1);
-    let verdict = events
-        .iter()
-        .map(|e| serde_json::to_value(e).unwrap())
-        .find(|e| e["kind"] == "guard")
-        .unwrap();
-    assert_eq!(verdict["reverted"], false, "{verdict}");
-    assert!(
-        verdict["error"]
-            .as_str()
-            .unwrap()
-            .contains("network namespace is gone"),
-        "{verdict}"
-    );
+    if !crate::actuate::sysctl::sees_every_process() {
+        // In a PID namespace of its own nothing is taken for gone: the watch stays.
+        assert_eq!(d.guard_watching(), 1);
+        return;
+    }
+    assert_eq!(verdicts(&events), 0, "ended without a verdict");
     assert_eq!(d.guard_watching(), 0, "nothing left there to judge");
-    assert_eq!(reverts(d.on_window(&runq(5_000.0))), 0, "said once");
+    for _ in 0..3 {
+        assert_eq!(reverts(d.on_window(&runq(5_000.0))), 0);
+    }
 }
 
 /// Defect: once the guard reverted a step back of the rules (putting their raise back, its own
