@@ -934,11 +934,7 @@ fn another_writer_of_scaling_max_freq_is_yielded_to() {
     // Someone else writes a value off the optimizer's grid.
     std::fs::write(&rig.max_freq_file, "2000000\n").unwrap();
     let events = rig.window();
-    let overrides: Vec<_> = rig
-        .json
-        .iter()
-        .filter(|e| e["kind"] == "admin_override")
-        .collect();
+    let overrides = of_kind(&rig.json, "admin_override");
     assert_eq!(overrides.len(), 1, "{:#?}", rig.json);
     let o = overrides[0];
     assert_eq!(o["target"], MAX_FREQ);
@@ -1869,6 +1865,11 @@ sources = ["operator"]
 on_exit = "revert"
 "#;
 
+/// The events of `kind`, in order.
+fn of_kind<'a>(json: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    json.iter().filter(|e| e["kind"] == kind).collect()
+}
+
 #[test]
 fn on_exit_leaves_a_value_someone_else_wrote_since() {
     let policy = OPERATOR_MAX_FREQ_REVERTED_AT_EXIT;
@@ -1882,11 +1883,7 @@ fn on_exit_leaves_a_value_someone_else_wrote_since() {
     let events = rig.deciding.on_exit();
     rig.record(&events);
     assert_eq!(rig.max_freq(), 2_500_000, "their value stays");
-    let overrides: Vec<_> = rig
-        .json
-        .iter()
-        .filter(|e| e["kind"] == "admin_override")
-        .collect();
+    let overrides = of_kind(&rig.json, "admin_override");
     assert_eq!(overrides.len(), 1, "{:#?}", rig.json);
     assert_eq!(overrides[0]["value"], 2_500_000);
     assert_eq!(overrides[0]["kpo_value"], 2_000_000);
@@ -1956,11 +1953,7 @@ fn on_exit_clears_an_approval_its_revert_took_the_ground_from() {
     let events = rig.deciding.on_exit();
     rig.record(&events);
     assert_eq!(rig.max_freq(), 3_000_000, "put back");
-    let resolved: Vec<_> = rig
-        .json
-        .iter()
-        .filter(|e| e["kind"] == "approval_resolved")
-        .collect();
+    let resolved = of_kind(&rig.json, "approval_resolved");
     assert_eq!(resolved.len(), 1, "{:#?}", rig.json);
     assert_eq!(
         (&resolved[0]["state"], &resolved[0]["why"]),
@@ -4199,6 +4192,27 @@ fn a_best_that_waits_is_kept_while_a_group_knob_cannot_be_read_as_one() {
     }
 }
 
+/// The converged best waiting, policy2's limit file gone, and a window that breaks the SLO: the
+/// revert from the last trial to the best fails there (`revert_failed`, its `error` returned).
+fn breach_with_a_policy_gone() -> (Rig, PathBuf, Vec<f64>, Vec<f64>, String) {
+    let (mut rig, base, best, last) = converged_with_the_best_waiting("unreadable");
+    std::fs::remove_file(base.join("policy2/scaling_max_freq")).unwrap();
+    rig.extra_p99_us = SLO_US;
+    let seen = rig.live.len();
+    rig.window();
+    rig.extra_p99_us = 0.0;
+    let error = rig.live[seen..]
+        .iter()
+        .find_map(|e| match e {
+            LiveEvent::RevertFailed { from, to, error } if *from == last && *to == best => {
+                Some(error.clone())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{:?}", &rig.live[seen..]));
+    (rig, base, best, last, error)
+}
+
 /// A breach while a policy's limit cannot be read, with the converged best waiting: the revert
 /// to the best fails on that policy (`revert_failed`) and takes on the others and on rx-usecs.
 /// The loop's record then says what the kernel has where it can be read, the best's values, not
@@ -4207,18 +4221,7 @@ fn a_best_that_waits_is_kept_while_a_group_knob_cannot_be_read_as_one() {
 /// kernel holds, drop the best and hold that trial.
 #[test]
 fn after_a_revert_that_failed_on_an_unreadable_policy_the_loop_holds_what_the_kernel_has() {
-    let (mut rig, base, best, last) = converged_with_the_best_waiting("unreadable");
-    std::fs::remove_file(base.join("policy2/scaling_max_freq")).unwrap();
-    rig.extra_p99_us = SLO_US;
-    let seen = rig.live.len();
-    rig.window();
-    rig.extra_p99_us = 0.0;
-    assert!(
-        rig.live[seen..].iter().any(|e| matches!(e,
-            LiveEvent::RevertFailed { from, to, .. } if *from == last && *to == best)),
-        "{:?}",
-        &rig.live[seen..]
-    );
+    let (mut rig, _, best, _, _) = breach_with_a_policy_gone();
     assert_eq!(rig.config_now(), best);
     let intents = rig.intents().len();
     let seen = rig.live.len();
@@ -4243,20 +4246,8 @@ fn after_a_revert_that_failed_on_an_unreadable_policy_the_loop_holds_what_the_ke
 /// window `resynced` with "its parameters differ", until an operator set them alike).
 #[test]
 fn a_revert_that_failed_is_tried_again_until_it_takes() {
-    let (mut rig, base, best, last) = converged_with_the_best_waiting("unreadable");
+    let (mut rig, base, best, last, error) = breach_with_a_policy_gone();
     let policy2 = base.join("policy2/scaling_max_freq");
-    std::fs::remove_file(&policy2).unwrap();
-    rig.extra_p99_us = SLO_US;
-    let seen = rig.live.len();
-    rig.window();
-    rig.extra_p99_us = 0.0;
-    let failed = rig.live[seen..].iter().find_map(|e| match e {
-        LiveEvent::RevertFailed { from, to, error } if *from == last && *to == best => {
-            Some(error.clone())
-        }
-        _ => None,
-    });
-    let error = failed.unwrap_or_else(|| panic!("{:?}", &rig.live[seen..]));
     assert!(
         error.ends_with(crate::advise::optimizer::live::OWED),
         "{error}"
@@ -4308,18 +4299,7 @@ fn a_revert_that_failed_is_tried_again_until_it_takes() {
 /// the kernel refuses for good held the loop in `resynced` windows).
 #[test]
 fn an_owed_revert_is_given_up_after_its_tries() {
-    let (mut rig, base, best, last) = converged_with_the_best_waiting("unreadable");
-    std::fs::remove_file(base.join("policy2/scaling_max_freq")).unwrap();
-    rig.extra_p99_us = SLO_US;
-    let seen = rig.live.len();
-    rig.window();
-    rig.extra_p99_us = 0.0;
-    assert!(
-        rig.live[seen..].iter().any(|e| matches!(e,
-            LiveEvent::RevertFailed { from, to, .. } if *from == last && *to == best)),
-        "{:?}",
-        &rig.live[seen..]
-    );
+    let (mut rig, ..) = breach_with_a_policy_gone();
     let owed = |rig: &Rig| rig.deciding.optimizer_for_tests().unwrap().owed_for_tests();
     assert_eq!(owed(&rig), 1);
     // Tried at windows 1, 3, 6, 11, 20, 37, 70 (waits of 1, 2, 4 ... windows between), and the

@@ -286,6 +286,28 @@ mod tests {
         policy::{Proposal, Source},
     };
 
+    /// An operator's 8192 applied at `address`, and the guard watching it.
+    fn watched_operator_change(p: &mut crate::change::ChangePath, address: &ParamAddress) -> Guard {
+        let r = p
+            .propose(&Proposal {
+                address: address.clone(),
+                value: Value::Int(8192),
+                source: Source::Operator,
+                reason: "test".into(),
+            })
+            .unwrap();
+        let mut guard = Guard::new(GuardConfig::default());
+        guard.watch(
+            r.journal_id.unwrap(),
+            address.clone(),
+            &Value::Int(8192),
+            Value::Int(8192),
+            None,
+            None,
+        );
+        guard
+    }
+
     /// A parameter KPO changed in a namespace whose inode now names another namespace (another
     /// cookie) is not someone's change: no yield; the journal forgets it there, the guard stops
     /// watching it. In the same namespace, a value someone else wrote is still yielded to.
@@ -308,23 +330,7 @@ mod tests {
             let k = kernel(&[(&address.to_string(), Value::Int(4096))]);
             k.0.lock().unwrap().netns_cookie = Some(7);
             let (mut p, _) = path(dir.path(), policy, &k);
-            let r = p
-                .propose(&Proposal {
-                    address: address.clone(),
-                    value: Value::Int(8192),
-                    source: Source::Operator,
-                    reason: "test".into(),
-                })
-                .unwrap();
-            let mut guard = Guard::new(GuardConfig::default());
-            guard.watch(
-                r.journal_id.unwrap(),
-                address.clone(),
-                &Value::Int(8192),
-                Value::Int(8192),
-                None,
-                None,
-            );
+            let mut guard = watched_operator_change(&mut p, &address);
             assert_eq!(
                 p.journal.param_state(&address).unwrap().netns_cookie,
                 Some(7)
@@ -379,23 +385,7 @@ mod tests {
             let k = kernel(&[(&address.to_string(), Value::Int(4096))]);
             k.0.lock().unwrap().netns_cookie = cookie;
             let (mut p, _) = path(dir.path(), policy, &k);
-            let r = p
-                .propose(&Proposal {
-                    address: address.clone(),
-                    value: Value::Int(8192),
-                    source: Source::Operator,
-                    reason: "test".into(),
-                })
-                .unwrap();
-            let mut guard = Guard::new(GuardConfig::default());
-            guard.watch(
-                r.journal_id.unwrap(),
-                address.clone(),
-                &Value::Int(8192),
-                Value::Int(8192),
-                None,
-                None,
-            );
+            let mut guard = watched_operator_change(&mut p, &address);
             assert!(guard.watches(&address));
             // Deleted: it cannot be entered.
             k.0.lock().unwrap().netns_gone = true;

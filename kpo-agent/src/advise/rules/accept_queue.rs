@@ -621,19 +621,13 @@ impl AcceptQueueRule {
             .unwrap_or(current)
             .max(current);
         let wanted = base.saturating_mul(self.cfg.raise_factor.max(2));
+        let no_step = |no: &step::OutOfReach| {
+            step::out_of_reach(at, addr.clone(), current, true, limits.as_ref(), no)
+        };
         let target = match step::try_raise(&addr, current, wanted, DEFAULT_CEILING, limits.as_ref())
         {
             Ok(target) => target?,
-            Err(no) => {
-                return Some(step::out_of_reach(
-                    at,
-                    addr,
-                    current,
-                    true,
-                    limits.as_ref(),
-                    &no,
-                ))
-            }
+            Err(no) => return Some(no_step(&no)),
         };
         // A listener keeps a limit it took before somaxconn was lowered; a listen() again at a
         // somaxconn no higher than that gives it the same limit, so a step the policy cuts to
@@ -649,14 +643,7 @@ impl AcceptQueueRule {
                  listener(s) already have: listening again at {target} would not raise it"
             ));
             tracing::warn!("rules: no step for {addr}: {}", no.0);
-            return Some(step::out_of_reach(
-                at,
-                addr,
-                current,
-                true,
-                limits.as_ref(),
-                &no,
-            ));
+            return Some(no_step(&no));
         }
         let worst = pressed
             .iter()

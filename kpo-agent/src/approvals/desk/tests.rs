@@ -80,6 +80,19 @@ fn rec(source: Source, value: i64, auto: bool) -> Recommendation {
     }
 }
 
+/// The approvals whose end was posted to a webhook made by `Webhook::to_channel`, in order.
+fn posted_ends(
+    posted: &mut tokio::sync::mpsc::UnboundedReceiver<crate::approvals::webhook::Payload>,
+) -> Vec<String> {
+    let mut ends = Vec::new();
+    while let Ok(p) = posted.try_recv() {
+        if p.kpo.event == "approval_resolved" {
+            ends.push(p.kpo.approval().unwrap().id.clone());
+        }
+    }
+    ends
+}
+
 fn kinds(events: &[Event]) -> Vec<String> {
     events
         .iter()
@@ -717,16 +730,6 @@ fn what_the_agent_resolved_just_before_a_kill_is_announced_at_the_next_start() {
             })
             .collect()
     };
-    let posted_ends =
-        |posted: &mut tokio::sync::mpsc::UnboundedReceiver<crate::approvals::webhook::Payload>| {
-            let mut ends = Vec::new();
-            while let Ok(p) = posted.try_recv() {
-                if p.kpo.event == "approval_resolved" {
-                    ends.push(p.kpo.approval().unwrap().id.clone());
-                }
-            }
-            ends
-        };
     {
         let mut s = open(dir.path(), policy("recommend"), with_webhook.clone(), false);
         let (webhook, mut posted) = Webhook::to_channel();
@@ -2465,11 +2468,9 @@ fn an_approval_cleared_at_the_stop_is_posted_at_the_next_start() {
     let mut s = open(dir.path(), policy("recommend"), with_webhook, false);
     let (webhook, mut posted) = Webhook::to_channel();
     s.desk.set_webhook(webhook);
-    let mut ends = Vec::new();
-    while let Ok(p) = posted.try_recv() {
-        if p.kpo.event == "approval_resolved" {
-            ends.push(p.kpo.approval().unwrap().id.clone());
-        }
-    }
-    assert_eq!(ends, ["ap-1"], "posted by the next start");
+    assert_eq!(
+        posted_ends(&mut posted),
+        ["ap-1"],
+        "posted by the next start"
+    );
 }
