@@ -295,9 +295,8 @@ impl Desk {
     /// A recommendation still [`Done::UnderWay`] was being applied when its agent was killed:
     /// what was done is the journal's change for it, the first for its parameter by its advisor
     /// since, once reconciled; with none, nothing was written (an advisor's refusal is not
-    /// journaled either). One the
-    /// journal still has incomplete (a CLI reading the state directory before the agent's next
-    /// start reconciles it) stays under way.
+    /// journaled either). One the journal still has incomplete (a CLI reading the state
+    /// directory before the agent's next start reconciles it) stays under way.
     fn settle_what_a_stop_left_under_way(&mut self, journal: &Journal) {
         let under_way: Vec<HistoryEntry> = self
             .store

@@ -193,8 +193,8 @@ const MAX_OWED_WAIT_WINDOWS: u32 = 64;
 
 /// How many times a revert of the loop's that did not take is tried again before it is given up
 /// (135 windows with the doubling waits, fewer when windows break the SLO, each of which tries at
-/// once): one that the kernel keeps refusing
-/// would hold the loop, which takes the value it went back to as its own, in `resynced` windows.
+/// once): one that the kernel keeps refusing would hold the loop, which takes the value it went
+/// back to as its own, in `resynced` windows.
 const MAX_OWED_REVERT_TRIES: u32 = 8;
 
 impl Owed {
