@@ -444,6 +444,11 @@ fn missing_namespaces(policy: &Policy) -> Vec<String> {
         let Namespaces::List(list) = &rule.namespaces else {
             continue;
         };
+        // An entry that inherits `[defaults]`' list (or names the same) was said there (s49
+        // review3: each such entry repeated the defaults' paths, at its own line).
+        if !std::ptr::eq(rule, &policy.defaults) && rule.namespaces == policy.defaults.namespaces {
+            continue;
+        }
         // One line for the paths of an entry that do not exist: pods come and go, and an entry
         // naming forty of them said so in forty lines at every start and reload (s49 storyU U4).
         let mut absent = Vec::new();
@@ -1091,7 +1096,8 @@ proc_root = \"/proc\"
                 "[defaults]\nnamespaces = [\"{m}\"]\n\
                  [params.\"net.core.somaxconn\"]\nmode = \"auto\"\n\
                  namespaces = [\"host\", 4026532281, \"{t}\", \"{m}\"]\n\
-                 [params.\"net.core.netdev_*\"]\nnamespaces = [\"{t}\"]\n",
+                 [params.\"net.core.netdev_*\"]\nnamespaces = [\"{t}\"]\n\
+                 [params.\"net.core.netdev_budget\"]\nmode = \"auto\"\n",
                 t = there.display(),
                 m = missing.display()
             ),
