@@ -1833,34 +1833,6 @@ mod tests {
         assert_eq!(machine.now, before);
     }
 
-    /// A machine that refuses, for now, the move to the converged best (the hourly limit).
-    struct RefusesTheBest {
-        now: Vec<f64>,
-    }
-
-    impl Knobs for RefusesTheBest {
-        fn try_config(&mut self, _from: &[f64], to: &[f64], why: ChangeReason) -> Tried {
-            if why == ChangeReason::Converge {
-                return Tried::Refused {
-                    reason: "rate_limited".into(),
-                    retry: true,
-                };
-            }
-            self.now = to.to_vec();
-            Tried::Applied
-        }
-
-        fn revert_to(
-            &mut self,
-            _from: &[f64],
-            to: &[f64],
-            _why: GoBack,
-        ) -> Result<Vec<f64>, RevertFailure> {
-            self.now = to.to_vec();
-            Ok(to.to_vec())
-        }
-    }
-
     fn breach() -> Measurement {
         Measurement {
             latency_us: 500.0,
@@ -1943,7 +1915,10 @@ mod tests {
         let space = Space::new(vec![KnobSpec::range("k", 0.0, 3.0, 1.0)]).unwrap();
         let start = vec![0.0];
         let mut live = LiveOptimizer::new(space, start.clone(), slo_300us(3)).unwrap();
-        let mut machine = RefusesTheBest { now: start.clone() };
+        let mut machine = PausedForTheBest {
+            now: start.clone(),
+            paused: true,
+        };
         let at = |j: f64| Measurement {
             energy_j: j,
             ..within_slo()
@@ -2039,7 +2014,8 @@ mod tests {
         assert_ne!(machine.now, trial, "not the one that broke the SLO");
     }
 
-    /// A machine that refuses, for now, the move to the converged best while `paused`.
+    /// A machine that refuses, for now, the move to the converged best while `paused` (a pause,
+    /// the hourly limit).
     struct PausedForTheBest {
         now: Vec<f64>,
         paused: bool,
@@ -2215,8 +2191,9 @@ mod tests {
             energy_j: j,
             ..within_slo()
         };
-        let mut machine = RefusesTheBest {
+        let mut machine = PausedForTheBest {
             now: vec![0.0, 0.0],
+            paused: true,
         };
         let (mut live, first, last) = two_knobs_converged(&mut machine, |m| m.now.clone());
         // Someone else moves one knob, the trial's value of the other is the loop's own.
