@@ -157,18 +157,6 @@ pub struct RevertFailure {
     pub owed: Option<Vec<f64>>,
 }
 
-impl From<String> for RevertFailure {
-    fn from(error: String) -> Self {
-        RevertFailure { error, owed: None }
-    }
-}
-
-impl From<&str> for RevertFailure {
-    fn from(error: &str) -> Self {
-        error.to_string().into()
-    }
-}
-
 /// What a `revert_failed` whose reverts are owed says of them.
 pub const OWED: &str = "; tried again at the next window, then after a wait that doubles";
 
@@ -2262,7 +2250,10 @@ mod tests {
             _why: GoBack,
         ) -> Result<Vec<f64>, RevertFailure> {
             if self.failing {
-                return Err("write failed".into());
+                return Err(RevertFailure {
+                    error: "write failed".into(),
+                    owed: None,
+                });
             }
             let mut reached = to.to_vec();
             for (i, v) in to.iter().enumerate() {
