@@ -782,17 +782,30 @@ fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
     if !s.incomplete.is_empty() {
         crate::out!("incomplete (not yet reconciled): {:?}", s.incomplete);
     }
-    if s.params.is_empty() {
-        crate::out!("parameters: none changed by KPO");
+    for line in param_lines(&s.params) {
+        crate::out!("{line}");
     }
-    for p in &s.params {
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kpo status`'s line per parameter; those of namespaces gone, where KPO holds nothing, are
+/// counted on one line (`--json` lists them).
+fn param_lines(params: &[crate::control::ParamStatus]) -> Vec<String> {
+    let (history, shown): (Vec<_>, Vec<_>) = params
+        .iter()
+        .partition(|p| p.only_history_of_a_gone_namespace());
+    let mut lines = Vec::new();
+    if shown.is_empty() && history.is_empty() {
+        lines.push("parameters: none changed by KPO".to_string());
+    }
+    for p in shown {
         let show = |v: &Option<Value>| v.as_ref().map(|v| v.to_string()).unwrap_or("-".into());
         let now = match (&p.current, &p.current_error) {
             (Some(v), _) => v.to_string(),
             (None, Some(e)) => format!("unreadable ({e})"),
             _ => "-".into(),
         };
-        crate::out!(
+        lines.push(format!(
             "{}: original {}, last applied {}, now {}, {} change(s){}{}",
             p.address
                 .as_ref()
@@ -818,15 +831,68 @@ fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
                         .join(", ")
                 )
             }
-        );
+        ));
     }
-    Ok(ExitCode::SUCCESS)
+    if !history.is_empty() {
+        lines.push(format!(
+            "and {} parameter(s) of network namespaces gone since, where KPO holds nothing \
+             (kpo journal has their changes; kpo status --json lists them)",
+            history.len()
+        ));
+    }
+    lines
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::actuate::param::Target;
+
+    /// `kpo status` on a node whose pods come and go: a namespace's parameter that the journal
+    /// settled as gone is counted on one line, not listed with the kernel's value of whichever
+    /// namespace has the inode now (s49 storyU U2); one still held is listed.
+    #[test]
+    fn status_counts_the_parameters_of_gone_namespaces_on_one_line() {
+        use crate::change::tests::{kernel, path};
+        use crate::control::Control;
+        use crate::policy::{Proposal, Source};
+        let policy = "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmax_step = \"100%\"\n";
+        let (gone, live) = (
+            "net.core.somaxconn@netns:4026539981",
+            "net.core.somaxconn@netns:4026539982",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(gone, Value::Int(128)), (live, Value::Int(128))]);
+        let (mut p, _) = path(dir.path(), policy, &k);
+        for a in [gone, live] {
+            let r = p
+                .propose(&Proposal {
+                    address: a.parse().unwrap(),
+                    value: Value::Int(256),
+                    source: Source::Operator,
+                    reason: "test".into(),
+                })
+                .unwrap();
+            assert_eq!(r.status, crate::change::ChangeStatus::Applied);
+        }
+        let lines = |p: &mut crate::change::ChangePath| param_lines(&p.status().unwrap().params);
+        assert_eq!(lines(&mut p).len(), 2, "{:?}", lines(&mut p));
+        p.journal
+            .forget_gone_namespace(&gone.parse().unwrap(), "test")
+            .unwrap();
+        let shown = lines(&mut p);
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert!(
+            shown[0].starts_with(&format!("{live}: original 128, last applied 256, ")),
+            "{shown:?}"
+        );
+        assert_eq!(
+            shown[1],
+            "and 1 parameter(s) of network namespaces gone since, where KPO holds nothing \
+             (kpo journal has their changes; kpo status --json lists them)"
+        );
+        assert_eq!(p.status().unwrap().params.len(), 2, "--json lists both");
+    }
 
     /// `kpo journal` while the agent is down lets go of the state directory's lock before it
     /// prints: an agent started while the output waits on its reader (a pager) takes the lock at

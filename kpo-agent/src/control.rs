@@ -67,6 +67,22 @@ pub struct ParamStatus {
     pub quarantined: Vec<(Value, String)>,
 }
 
+impl ParamStatus {
+    /// Whether it is a parameter of a network namespace that is gone, of which KPO holds
+    /// nothing: the journal settled it (no original, no value of KPO's, no change, yield or
+    /// quarantine left) and keeps it only for its history. On a node whose pods come and go
+    /// these outnumber the rest, and the kernel's value on such a line is whatever namespace
+    /// was given the inode since (s49 storyU U2).
+    pub fn only_history_of_a_gone_namespace(&self) -> bool {
+        self.key.contains("@netns:")
+            && self.original.is_none()
+            && self.last_applied.is_none()
+            && self.changes_applied == 0
+            && self.yielded_to.is_none()
+            && self.quarantined.is_empty()
+    }
+}
+
 /// A stretch of the journal's entries, so that no reply outgrows what the socket carries
 /// (`kpo journal` pages through them).
 #[derive(Debug, Clone, Serialize, Deserialize)]
