@@ -115,8 +115,7 @@ impl RulesState {
             whole_ticks: Checked::Valid(hz.is_some()),
             accept_queue_futile: Checked::Valid(
                 rules
-                    .accept_queue
-                    .futile()
+                    .futile_listeners()
                     .into_iter()
                     .map(Checked::Valid)
                     .collect(),
@@ -175,7 +174,7 @@ impl RulesState {
                     .collect()
             })
             .unwrap_or_default();
-        left_out.extend(rules.accept_queue.restore_futile(&listeners));
+        left_out.extend(rules.restore_futile_listeners(&listeners));
         let backlog = self.receive_path_backlog_futile.as_ref().and_then(|mark| {
             mark.taken(
                 "receive_path_backlog_futile",
@@ -236,6 +235,7 @@ mod tests {
                 to: 256,
                 drops_before: 1200.0,
                 drops_after: 1150.0,
+                cookie: Some(20802),
             })]),
             receive_path_backlog_futile: Some(Checked::Valid(2000)),
         };
@@ -267,6 +267,7 @@ mod tests {
             to: 256,
             drops_before: 1200.0,
             drops_after: 1175.5,
+            cookie: None,
         };
         let mut rules = RuleSet::default();
         assert!(rules

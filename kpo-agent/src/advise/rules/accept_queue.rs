@@ -159,6 +159,12 @@ pub struct FutileRaise {
     /// Its drops per window before the raise and at the raised limit.
     pub drops_before: f64,
     pub drops_after: f64,
+    /// Its namespace's cookie when saved, where the kernel gives one: an agent started again
+    /// drops the mark when the inode names another namespace by then (a new pod given a dead
+    /// one's inode inherits nothing of it: [`super::RuleSet`]). Absent in files an earlier
+    /// version wrote, and then the mark stands as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<u64>,
 }
 
 /// A futile mark, and the windows in a row since without drops at its limit.
@@ -361,6 +367,7 @@ impl AcceptQueueRule {
                         to: raised.to,
                         drops_before: was,
                         drops_after: now,
+                        cookie: None,
                     };
                     self.futile.insert(id, Futile { mark, calm: 0 });
                 }
@@ -1910,6 +1917,7 @@ mod tests {
                 to: 256,
                 drops_before: 1200.0,
                 drops_after: 1175.0,
+                cookie: None,
             }]
         );
         // A raise of somaxconn there refused for a passing reason (another listener's) is

@@ -162,6 +162,28 @@ impl RuleSet {
         }
     }
 
+    /// The listeners' raises judged futile, each with its namespace's cookie as last seen, to
+    /// be saved.
+    pub fn futile_listeners(&self) -> Vec<accept_queue::FutileRaise> {
+        let mut marks = self.accept_queue.futile();
+        for m in &mut marks {
+            m.cookie = self.cookies.get(&m.netns).copied().or(m.cookie);
+        }
+        marks
+    }
+
+    /// Takes up the listeners' marks an earlier run saved (see [`accept_queue::AcceptQueueRule::restore_futile`]);
+    /// a mark's cookie is taken as its namespace's, so that the first window that sees another
+    /// namespace on the inode forgets it.
+    pub fn restore_futile_listeners(&mut self, marks: &[accept_queue::FutileRaise]) -> Vec<String> {
+        for m in marks {
+            if let Some(cookie) = m.cookie {
+                self.cookies.insert(m.netns, cookie);
+            }
+        }
+        self.accept_queue.restore_futile(marks)
+    }
+
     /// The policy refused a rule's advice for `address` for a reason that passes (a cooldown, the
     /// hourly limit, a pause, a yield: `Refusal::passes`), and that reason has now passed. The
     /// advice was not taken, so the rule that gave it may give it again as soon as its condition
@@ -376,6 +398,64 @@ mod tests {
             raised(rules.on_tick(&at(3), &with_cookie(8, 9), &mut k, &policy())),
             [Some(256)]
         );
+    }
+
+    /// A raise judged futile is saved with its namespace's cookie, and an agent started again
+    /// forgets it once the inode names another namespace (s49 review3: a new pod on a dead
+    /// one's inode was told at once to fix its application for the dead one's listener); a mark
+    /// saved without a cookie (an earlier version's) stands.
+    #[test]
+    fn a_futile_mark_taken_up_at_start_is_forgotten_when_its_inode_names_another_namespace() {
+        let with_cookie = |cookie: u64| {
+            let mut w = window(vec![listener(NS, 128, 5, 0)]);
+            w.netns = vec![crate::window::NetnsWindow {
+                netns: NS,
+                listen_overflows: 0,
+                listen_drops: 0,
+                syn_queue_full_drops: Some(0),
+                syn_queue_full_cookies: Some(0),
+                cookie: Some(cookie),
+            }];
+            w
+        };
+        let mark = accept_queue::FutileRaise {
+            netns: NS,
+            port: 8080,
+            family: "ipv4".into(),
+            from: 128,
+            to: 256,
+            drops_before: 1200.0,
+            drops_after: 1175.0,
+            cookie: None,
+        };
+        let mut k = FakeKernel::default().with("net.core.somaxconn@netns:4026532281", 256);
+        let mut judged = RuleSet::default();
+        judged
+            .accept_queue
+            .restore_futile(std::slice::from_ref(&mark));
+        judged.on_tick(&at(1), &with_cookie(7), &mut k, &policy());
+        let saved = judged.futile_listeners();
+        assert_eq!(
+            saved.iter().map(|m| m.cookie).collect::<Vec<_>>(),
+            [Some(7)]
+        );
+
+        // Its first window after the start sees the inode as the saved namespace, or another.
+        for (cookie, marks) in [(7, 1), (8, 0)] {
+            let mut restarted = RuleSet::default();
+            assert!(restarted.restore_futile_listeners(&saved).is_empty());
+            restarted.on_tick(&at(1), &with_cookie(cookie), &mut k, &policy());
+            assert_eq!(
+                restarted.accept_queue.futile().len(),
+                marks,
+                "cookie {cookie}"
+            );
+        }
+
+        let mut from_an_earlier_version = RuleSet::default();
+        from_an_earlier_version.restore_futile_listeners(std::slice::from_ref(&mark));
+        from_an_earlier_version.on_tick(&at(1), &with_cookie(8), &mut k, &policy());
+        assert_eq!(from_an_earlier_version.accept_queue.futile(), [mark]);
     }
 
     /// A window of memory stalls from swapping in anonymous memory: the memory rule would lower
