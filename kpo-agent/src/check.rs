@@ -436,6 +436,18 @@ fn names_an_optimizer_knob(name: &str) -> bool {
 /// namespace: a misspelt path covers no namespace, so every change there is refused as outside
 /// the policy, which an operator finds only at the first refusal. A namespace made later (a
 /// container starting) is covered from then on, so this is a warning.
+/// How many absent paths one warning names: an entry may name hundreds of pods' namespaces, and
+/// the warning is one line of the log at every start and reload.
+const PATHS_NAMED: usize = 8;
+
+/// The first `most` of `items`, and how many more.
+fn named_up_to(items: &[String], most: usize) -> String {
+    match items.len().checked_sub(most) {
+        Some(more) if more > 0 => format!("{} and {more} more", items[..most].join(", ")),
+        _ => items.join(", "),
+    }
+}
+
 fn missing_namespaces(policy: &Policy) -> Vec<String> {
     let file = origin(policy);
     let entries = entries_named(policy);
@@ -483,7 +495,7 @@ fn missing_namespaces(policy: &Policy) -> Vec<String> {
                  every change it would cover",
                 rule.line,
                 paths.len(),
-                paths.join(", ")
+                named_up_to(paths, PATHS_NAMED)
             )),
         }
     }
@@ -1136,6 +1148,30 @@ proc_root = \"/proc\"
                  exist now ({m}, {m}2): typos? Until each exists the entry covers no namespace \
                  there, and KPO refuses every change it would cover",
                 m = missing.display()
+            )]
+        );
+        // Many: the first eight named, then how many more (the log line stays a line).
+        let many: Vec<String> = (1..=11)
+            .map(|i| format!("{}{i}", missing.display()))
+            .collect();
+        let p = Policy::parse(
+            &format!(
+                "[params.\"net.core.somaxconn\"]\nnamespaces = [{}]\n",
+                many.iter()
+                    .map(|m| format!("\"{m}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            warnings(&p, dir.path()),
+            vec![format!(
+                "p.toml:1: params.\"net.core.somaxconn\": namespaces names 11 paths that do not \
+                 exist now ({} and 3 more): typos? Until each exists the entry covers no \
+                 namespace there, and KPO refuses every change it would cover",
+                many[..8].join(", ")
             )]
         );
     }
