@@ -428,6 +428,20 @@ impl ApprovalStore {
         }
     }
 
+    /// The highest journal id the approvals file in `dir` names (an approved approval's change,
+    /// or what a recommendation became), read as it is on disk: a witness of changes the journal
+    /// should hold ([`Journal::keep_ids_named_elsewhere`]). `None` without such an id, or a file
+    /// that cannot be read (its own open says why).
+    pub fn highest_journal_id_in(dir: &Path) -> Option<u64> {
+        let store = Self::open_in(dir, Duration::ZERO, true).ok()?;
+        let approved = store.items().filter_map(|i| match i.state {
+            ApprovalState::Approved { journal_id, .. } => journal_id,
+            _ => None,
+        });
+        let done = store.history().filter_map(|h| h.journal_id);
+        approved.chain(done).max()
+    }
+
     /// Makes a history entry durable.
     pub fn record(&mut self, entry: HistoryEntry) -> Result<(), JournalError> {
         self.append(Record::History(Box::new(entry)))
@@ -595,6 +609,77 @@ pub(crate) mod tests {
             refreshed: 0,
             resolved_ms: None,
             state: ApprovalState::Pending,
+        }
+    }
+
+    /// A journal that lost records (restored from an older copy, emptied, deleted) while the
+    /// approvals name a change of them: said at open, and the ids not handed out again (s50
+    /// storyW W2: the next change took #19 and #20 again, and ap-4's "journal #20" named it).
+    #[test]
+    fn a_journal_that_lost_the_changes_the_approvals_name_does_not_hand_their_ids_out_again() {
+        use crate::journal::{Holder, IntentKind};
+        let intent = |j: &mut Journal| {
+            j.record_intent(
+                &"net.core.somaxconn".parse().unwrap(),
+                &Value::Int(16),
+                &Value::Int(32),
+                crate::policy::Source::Operator,
+                "test",
+                IntentKind::Change,
+            )
+            .unwrap()
+        };
+        let lost = |last: &str| {
+            format!(
+                "approvals.log names change #3, and {last}: the journal has lost records \
+                 (restored from an older copy, cut short, emptied or deleted?). KPO does not \
+                 know the changes it lost: a value one of them left in the kernel reads as \
+                 someone else's, and kpo revert --all does not put it back; compare kpo journal \
+                 and kpo explain with the kernel. No id up to #3 is handed out again"
+            )
+        };
+        for kept in [0, 1] {
+            let dir = tempfile::tempdir().unwrap();
+            crate::journal::store::make_private(dir.path());
+            {
+                let mut j = Journal::open(dir.path(), Holder::Cli, Duration::ZERO).unwrap();
+                for _ in 0..3 {
+                    intent(&mut j);
+                }
+            }
+            let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
+            let mut approved = item(&s.new_id(), 32);
+            approved.state = ApprovalState::Approved {
+                by: "op".into(),
+                journal_id: Some(3),
+                status: crate::change::ChangeStatus::Applied,
+            };
+            s.put(approved).unwrap();
+            drop(s);
+            assert!(Journal::open(dir.path(), Holder::Cli, Duration::ZERO)
+                .unwrap()
+                .warnings()
+                .is_empty());
+            // The journal as a restore of an older copy leaves it: its first `kept` lines.
+            let journal = dir.path().join(crate::journal::store::JOURNAL_FILE);
+            let text = fs::read_to_string(&journal).unwrap();
+            let older: String = text.split_inclusive('\n').take(kept).collect();
+            fs::write(&journal, older).unwrap();
+            let said = lost(if kept == 0 {
+                "it has none"
+            } else {
+                "its last is #1"
+            });
+            let read_only = Journal::open_read_only(dir.path()).unwrap();
+            assert_eq!(read_only.warnings(), [said.as_str()]);
+            {
+                let mut j = Journal::open(dir.path(), Holder::Cli, Duration::ZERO).unwrap();
+                assert_eq!(j.warnings(), [said.as_str()]);
+                assert_eq!(intent(&mut j), 4, "kept {kept}");
+            }
+            let mut j = Journal::open(dir.path(), Holder::Cli, Duration::ZERO).unwrap();
+            assert!(j.warnings().is_empty(), "{:?}", j.warnings());
+            assert_eq!(intent(&mut j), 5);
         }
     }
 

@@ -231,6 +231,33 @@ fn reopening_does_not_archive_again() {
     assert_eq!(size(dir.path(), ARCHIVE_FILE), archive_bytes);
 }
 
+/// The live journal lost (deleted, emptied) beside its archive: the archive's ids are said and
+/// not handed out again (s50 storyW W2); a journal that says it was archived reads no archive.
+#[test]
+fn a_journal_lost_beside_its_archive_does_not_hand_the_archived_ids_out_again() {
+    let dir = private_tempdir();
+    history(dir.path());
+    drop(open(dir.path(), archiving(2)));
+    let highest = archived_records(dir.path())
+        .iter()
+        .filter_map(Record::id)
+        .max()
+        .unwrap();
+    assert!(open(dir.path(), never()).warnings().is_empty());
+    std::fs::write(dir.path().join(store::JOURNAL_FILE), "").unwrap();
+    let mut j = open(dir.path(), never());
+    assert_eq!(j.warnings().len(), 1, "{:?}", j.warnings());
+    assert!(
+        j.warnings()[0].starts_with(&format!(
+            "journal.archive.log names change #{highest}, and it has none: the journal has \
+             lost records"
+        )),
+        "{:?}",
+        j.warnings()
+    );
+    assert_eq!(change(&mut j, A, 1, 2), highest + 1);
+}
+
 /// An advisor's changes journaled by a clock that has stepped back since: those up to an hour
 /// ahead count against the hourly limit, those further ahead do not (a clock stepped back by a
 /// day held advisors off for the day).

@@ -815,7 +815,8 @@ impl Journal {
             holder,
             unwritable: None,
             stopping: false,
-        })
+        }
+        .keep_ids_named_elsewhere_at_open())
     }
 
     /// The journal in `dir` as it is on disk, for reading only, when the state directory cannot be
@@ -852,7 +853,65 @@ impl Journal {
             holder: Holder::Cli,
             unwritable: None,
             stopping: false,
-        })
+        }
+        .keep_ids_named_elsewhere_at_open())
+    }
+
+    /// Another file of the state directory (`named_by`) names change `highest`, past every
+    /// record the journal has: the journal lost records it had (restored from an older copy, cut
+    /// short at a line's end, emptied or deleted: s50 storyW W2), which its own recovery cannot
+    /// tell from a journal that never had them, and KPO's changes after its last record now read
+    /// as someone else's. Said as recovery's warnings are, and the ids up to `highest` are kept
+    /// from being handed out again (a `damaged` record, as for a lost line): a new change must
+    /// not take the number the approvals, the event stream and an operator's notes give an
+    /// older one. Opened to read only, it is said and kept in memory.
+    fn keep_ids_named_elsewhere(&mut self, highest: u64, named_by: &str) {
+        if highest < self.st.next_id || highest >= MAX_ID {
+            return;
+        }
+        let last = match self.st.next_id - 1 {
+            0 => "it has none".to_string(),
+            n => format!("its last is #{n}"),
+        };
+        let why = format!(
+            "{named_by} names change #{highest}, and {last}: the journal has lost records \
+             (restored from an older copy, cut short, emptied or deleted?). KPO does not know the \
+             changes it lost: a value one of them left in the kernel reads as someone else's, \
+             and kpo revert --all does not put it back; compare kpo journal and kpo explain with \
+             the kernel. No id up to #{highest} is handed out again"
+        );
+        self.st.warnings.push(why.clone());
+        let kept = Record::Damaged {
+            ts_ms: now_ms(),
+            id: Some(highest),
+            key: None,
+            why,
+        };
+        // Not written (read-only, a full disk): kept in memory, and the next open says it again.
+        if self.is_read_only() || self.append(kept).is_err() {
+            self.st.next_id = highest + 1;
+        }
+    }
+
+    /// [`Journal::keep_ids_named_elsewhere`] for what the approvals file names, and for the
+    /// archive when the journal no longer says it was archived (the `archived` record is among
+    /// what it lost; read only then: the archive only grows).
+    fn keep_ids_named_elsewhere_at_open(mut self) -> Self {
+        let named = crate::approvals::store::ApprovalStore::highest_journal_id_in(&self.dir);
+        if let Some(highest) = named {
+            self.keep_ids_named_elsewhere(highest, crate::approvals::store::APPROVALS_FILE);
+        }
+        let said_archived = (self.st.records.iter()).any(|r| matches!(r, Record::Archived { .. }));
+        let archived = (!said_archived)
+            .then(|| {
+                store::load_as_is::<Record, _>(&self.dir, archive::ARCHIVE_FILE, |_| Vec::new())
+            })
+            .and_then(Result::ok)
+            .and_then(|archive| archive.records.iter().filter_map(Record::id).max());
+        if let Some(highest) = archived {
+            self.keep_ids_named_elsewhere(highest, archive::ARCHIVE_FILE);
+        }
+        self
     }
 
     /// Whether this was opened to read only ([`Journal::open_read_only`]).
