@@ -117,6 +117,16 @@ pub enum JournalError {
          deleted journal held is lost: kpo revert --all no longer knows those originals)"
     )]
     Deleted { path: PathBuf },
+    /// The file's path names another file now: its state directory (or the file) was moved
+    /// aside under the process holding it open and a copy put in its place.
+    #[error(
+        "{path} is another file now: the state directory (or the file) was replaced under the \
+         agent (moved aside, and a copy put in its place?): a record written to the file KPO has \
+         open would be missing when the journal is read again, so KPO changes and records \
+         nothing; restart the agent to journal in the state directory as it is now (what KPO \
+         recorded since the copy was made is in the file moved aside, not in this one)"
+    )]
+    Replaced { path: PathBuf },
     #[error("no change #{0} in the journal or its archive (`kpo journal` lists the ids)")]
     NoSuchChange(u64),
     #[error("#{id} is not a change: {what}; nothing to revert")]

@@ -490,6 +490,11 @@ impl Appender {
                 path: self.path.clone(),
             });
         }
+        // Moved away with its state directory (a copy restored in its place), the file still has
+        // a name, but not the one read at the next start: a record would be acknowledged and
+        // missing then, the change taken for someone else's and its id handed out again (s50
+        // storyW W9).
+        self.still_named_by_its_path(&metadata)?;
         let length = metadata.len();
         let line = encode(record);
         match self.write_line(&line).and_then(|()| self.file.sync_data()) {
@@ -507,6 +512,21 @@ impl Appender {
                 }
                 Err(JournalError::io(&self.path, e))
             }
+        }
+    }
+
+    /// Whether the path it was opened by still names the open file (`open`: its metadata).
+    fn still_named_by_its_path(&self, open: &std::fs::Metadata) -> Result<(), JournalError> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(&self.path) {
+            Ok(named) if (named.dev(), named.ino()) == (open.dev(), open.ino()) => Ok(()),
+            Ok(_) => Err(JournalError::Replaced {
+                path: self.path.clone(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(JournalError::Deleted {
+                path: self.path.clone(),
+            }),
+            Err(e) => Err(JournalError::io(&self.path, e)),
         }
     }
 

@@ -394,6 +394,57 @@ fn an_append_to_a_deleted_journal_is_refused() {
     assert_eq!(j.records().len(), 1, "nothing recorded");
 }
 
+/// A state directory moved aside under the agent and a copy restored in its place: the file
+/// KPO has open still has a name, but not the one read at the next start, so the append is
+/// refused, saying why (s50 storyW W9); moved aside with nothing in its place, as deleted.
+#[test]
+fn an_append_to_a_journal_moved_aside_is_refused() {
+    for restored in [true, false] {
+        let parent = private_tempdir();
+        let (dir, aside) = (parent.path().join("state"), parent.path().join("state.old"));
+        store::ensure_dir(&dir).unwrap();
+        let a = addr("net.core.somaxconn@netns:4026539999");
+        let mut j = open(&dir);
+        let intent = |j: &mut Journal| {
+            j.record_intent(
+                &a,
+                &Value::Int(4096),
+                &Value::Int(8192),
+                Source::Operator,
+                "test",
+                IntentKind::Change,
+            )
+        };
+        assert_eq!(intent(&mut j).unwrap(), 1);
+        std::fs::rename(&dir, &aside).unwrap();
+        if restored {
+            store::ensure_dir(&dir).unwrap();
+            std::fs::copy(
+                aside.join(store::JOURNAL_FILE),
+                dir.join(store::JOURNAL_FILE),
+            )
+            .unwrap();
+        }
+        let err = intent(&mut j).unwrap_err();
+        match restored {
+            true => assert!(
+                err.to_string().contains("journal.log is another file now"),
+                "{err}"
+            ),
+            false => assert!(matches!(err, JournalError::Deleted { .. }), "{err:?}"),
+        }
+        assert_eq!(j.records().len(), 1, "nothing recorded");
+        assert_eq!(
+            std::fs::read_to_string(aside.join(store::JOURNAL_FILE))
+                .unwrap()
+                .lines()
+                .count(),
+            1,
+            "nothing written to the file moved aside"
+        );
+    }
+}
+
 #[test]
 fn an_outcome_whose_intent_line_was_lost_keeps_its_id_taken() {
     let dir = private_tempdir();
