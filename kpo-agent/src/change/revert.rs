@@ -11,7 +11,35 @@ impl ChangePath {
         source: Source,
         reason: &str,
     ) -> Result<ChangeReport, ChangeError> {
+        let known = self.journal.last_intent_id();
         self.revert_change(id, source, reason, false)
+            .or_else(|e| self.done_but_not_recorded(id, known, e))
+    }
+
+    /// `kpo revert ID` whose write was made, and whose outcome the journal could not record (a
+    /// full disk): done, and reported so, as `kpo revert --all` reports it. The journal's bare
+    /// error said that KPO "changes and records nothing", and an operator took the revert for
+    /// not made (s50 storyW W1). `known`: the last intent before the revert.
+    fn done_but_not_recorded(
+        &self,
+        of: u64,
+        known: Option<u64>,
+        error: ChangeError,
+    ) -> Result<ChangeReport, ChangeError> {
+        let made = (self.journal.intents_after(known)).find(|i| {
+            i.kind == IntentKind::Revert { of: Some(of) }
+                && matches!(self.journal.outcome(i.id), Some(Outcome::Reverted { .. }))
+        });
+        let Some(made) = made else {
+            return Err(error);
+        };
+        let mut report = self.stopped_at(&made.address, Some(made.after.clone()), &error);
+        if report.status != ChangeStatus::Reverted {
+            return Err(error);
+        }
+        report.journal_id = Some(made.id);
+        report.before = Some(made.before.clone());
+        Ok(report)
     }
 
     /// Reverts change `id` only while the kernel still has the value KPO last applied to that

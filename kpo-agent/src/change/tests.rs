@@ -1727,7 +1727,8 @@ fn an_outcome_the_journal_cannot_record_puts_the_value_back() {
     assert_eq!(applied.status, ChangeStatus::Applied);
     p.journal.fail_an_append(1, 10);
     let id = applied.journal_id.unwrap();
-    assert!(p.revert(id, Source::Operator, "test").is_err());
+    let reverted = p.revert(id, Source::Operator, "test").unwrap();
+    assert_eq!(reverted.status, ChangeStatus::Reverted, "{reverted:?}");
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
     // The running agent knows it was done: KPO holds nothing there now (no value check will take
     // the 4096 for a person's).
@@ -3501,10 +3502,25 @@ fn a_revert_whose_outcome_was_not_recorded_is_not_said_to_have_a_damaged_line() 
         .unwrap()
         .journal_id
         .unwrap();
-    // The revert's intent passes; its outcome does not.
+    // The revert's intent fails: nothing written, the journal's error.
+    p.journal.fail_an_append(0, 0);
+    let e = p.revert(id, Source::Operator, "t").unwrap_err();
+    assert!(e.to_string().starts_with("journal: "), "{e}");
+    assert_eq!(value(&k, SOMAX), Value::Int(8192), "not written");
+    // The revert's intent passes; its outcome does not. Done, and said so (s50 storyW W1: the
+    // journal's bare error read as "not done").
     p.journal.fail_an_append(1, 0);
-    assert!(p.revert(id, Source::Operator, "t").is_err());
-    let revert = id + 1;
+    let revert = p.journal.last_intent_id().unwrap() + 1;
+    let r = p.revert(id, Source::Operator, "t").unwrap();
+    assert_eq!(
+        (r.status, r.journal_id, r.read_back.clone()),
+        (ChangeStatus::Reverted, Some(revert), Some(Value::Int(4096)))
+    );
+    let detail = r.detail.unwrap();
+    assert!(
+        detail.starts_with("put back; the journal could not record it (journal: "),
+        "{detail}"
+    );
     assert_eq!(
         p.journal.intent(revert).unwrap().kind,
         IntentKind::Revert { of: Some(id) }

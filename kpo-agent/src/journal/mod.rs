@@ -1450,6 +1450,17 @@ impl Journal {
         self.st.intents.get(&id)
     }
 
+    /// The id of the latest intent in the live journal, if any.
+    pub fn last_intent_id(&self) -> Option<u64> {
+        self.st.intents.keys().next_back().copied()
+    }
+
+    /// The intents after intent `id` (all of them when `None`), oldest first.
+    pub fn intents_after(&self, id: Option<u64>) -> impl Iterator<Item = &Intent> {
+        let from = id.map_or(0, |id| id + 1);
+        self.st.intents.range(from..).map(|(_, i)| i)
+    }
+
     /// The value the kernel read back after change `id`'s write, when it was not the value asked
     /// for (journaled before the value before was put back).
     pub fn wrong_read_back(&self, id: u64) -> Option<&Value> {
