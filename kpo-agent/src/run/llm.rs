@@ -412,9 +412,10 @@ fn change_outcomes(entries: &[Entry], history: &[WindowHealth]) -> Vec<ChangeOut
         .filter_map(|e| {
             let before = history.iter().rev().find(|w| w.end_ms <= e.ts_ms)?;
             let after = history.last().filter(|w| w.end_ms > e.ts_ms);
-            let reverted = entries
-                .iter()
-                .any(|r| r.revert_of == Some(e.id) && r.status == "applied");
+            // A revert carried out is listed `reverted` (`applied` by earlier versions).
+            let reverted = entries.iter().any(|r| {
+                r.revert_of == Some(e.id) && matches!(r.status.as_str(), "reverted" | "applied")
+            });
             let effect = after
                 .map(|after| {
                     before
