@@ -32,7 +32,7 @@ use crate::{
     },
     change::ChangePath,
     config::ConfigError,
-    guard::Health,
+    guard::{Health, Scope},
     journal::Entry,
     output::events::Event,
     policy::{deny::DenyList, netns_inode, NamespaceSel, Namespaces, Policy},
@@ -69,7 +69,38 @@ const HEALTH_WINDOWS: usize = 64;
 struct WindowHealth {
     index: u64,
     end_ms: u64,
+    /// The whole host's: for a change the guard judges host-wide.
     health: Health,
+    /// Each network namespace's (its listeners and services, and the host-wide signals): for a
+    /// change the guard judges by one namespace, which other namespaces' load must not be shown
+    /// to the model as the effect of (s50 storyY F2: a pod's change in its own namespace was
+    /// followed, the model was told, by 6264.7 listen overflows/s, every one another pod's).
+    netns: std::collections::BTreeMap<u64, Health>,
+}
+
+impl WindowHealth {
+    fn of(index: u64, window: &Window) -> Self {
+        let namespaces: std::collections::BTreeSet<u64> = (window.netns.iter().map(|n| n.netns))
+            .chain(window.listeners.iter().map(|l| l.netns))
+            .collect();
+        WindowHealth {
+            index,
+            end_ms: end_ms(window),
+            health: Health::from_window(window),
+            netns: namespaces
+                .into_iter()
+                .map(|n| (n, Health::from_window_in(window, Scope::Netns(n))))
+                .collect(),
+        }
+    }
+
+    /// The health `scope` sees; `None` for a namespace the window did not see.
+    fn seen_by(&self, scope: Scope) -> Option<&Health> {
+        match scope {
+            Scope::Host => Some(&self.health),
+            Scope::Netns(n) => self.netns.get(&n),
+        }
+    }
 }
 
 pub struct LlmStage {
@@ -130,11 +161,7 @@ impl LlmStage {
         if self.health.len() == HEALTH_WINDOWS {
             self.health.pop_front();
         }
-        self.health.push_back(WindowHealth {
-            index,
-            end_ms: end_ms(window),
-            health: Health::from_window(window),
-        });
+        self.health.push_back(WindowHealth::of(index, window));
         if self.in_flight.is_some() {
             debug!(
                 window = index,
@@ -148,7 +175,7 @@ impl LlmStage {
         let path = deciding.change_path();
         let offered = offer(path, window, self.host_netns);
         let history: Vec<WindowHealth> = self.health.iter().cloned().collect();
-        let changes = change_outcomes(&path.journal.entries(), &history);
+        let changes = change_outcomes(&path.journal.entries(), &history, Scope::of);
         let policy = Arc::new(OfferedPolicy::new(&offered));
         let asked = Asked {
             offered: offered.iter().map(|p| p.address.clone()).collect(),
@@ -404,8 +431,14 @@ impl AdvicePolicy for OfferedPolicy {
 
 /// The most recent changes (journal entries of kind `change`, any source) made while the agent
 /// had windows to measure them with: the health of the last window before each change against
-/// that of the latest window after it. A change with no window after it yet has no `effect`.
-fn change_outcomes(entries: &[Entry], history: &[WindowHealth]) -> Vec<ChangeOutcome> {
+/// that of the latest window after it, as the guard reads it (`scope_of`: [`Scope::of`]). A
+/// change with no window after it yet, or in a namespace one of the two did not see, has no
+/// `effect`.
+fn change_outcomes(
+    entries: &[Entry],
+    history: &[WindowHealth],
+    scope_of: impl Fn(&ParamAddress) -> Scope,
+) -> Vec<ChangeOutcome> {
     let mut out: Vec<ChangeOutcome> = entries
         .iter()
         .filter(|e| e.kind == "change")
@@ -416,14 +449,15 @@ fn change_outcomes(entries: &[Entry], history: &[WindowHealth]) -> Vec<ChangeOut
             let reverted = entries.iter().any(|r| {
                 r.revert_of == Some(e.id) && matches!(r.status.as_str(), "reverted" | "applied")
             });
+            let scope = scope_of(&e.address);
             let effect = after
-                .map(|after| {
+                .and_then(|after| Some((before.seen_by(scope)?, after.seen_by(scope)?)))
+                .map(|(before, after)| {
                     before
-                        .health
                         .0
                         .iter()
                         .filter_map(|(signal, b)| {
-                            let a = after.health.0.get(signal)?;
+                            let a = after.0.get(signal)?;
                             Some(MetricChange {
                                 metric: signal.to_string(),
                                 before: round1(*b),

@@ -314,16 +314,19 @@ fn changes_are_measured_between_the_window_before_and_the_latest_after() {
             index: 4,
             end_ms: 1_000,
             health: health(90.0, Some(2000.0)),
+            netns: BTreeMap::new(),
         },
         WindowHealth {
             index: 5,
             end_ms: 2_000,
             health: health(80.04, None),
+            netns: BTreeMap::new(),
         },
         WindowHealth {
             index: 6,
             end_ms: 3_000,
             health: health(0.0, Some(900.0)),
+            netns: BTreeMap::new(),
         },
     ];
     let entries = vec![
@@ -343,13 +346,13 @@ fn changes_are_measured_between_the_window_before_and_the_latest_after() {
         // After the latest window: no effect yet.
         entry(5, 3_100, "change", "failed", None),
     ];
-    let got = change_outcomes(&entries, &history);
+    let got = change_outcomes(&entries, &history, |_| Scope::Host);
     assert_eq!(got.len(), 3, "{got:#?}");
     // An earlier version listed a revert carried out as `applied`.
     let mut listed_by_an_earlier_version = entries.clone();
     listed_by_an_earlier_version[3].status = "applied".into();
     assert_eq!(
-        change_outcomes(&listed_by_an_earlier_version, &history)[1].outcome,
+        change_outcomes(&listed_by_an_earlier_version, &history, |_| Scope::Host)[1].outcome,
         "reverted"
     );
     assert_eq!(got[0].window_index, 5);
@@ -373,8 +376,50 @@ fn changes_are_measured_between_the_window_before_and_the_latest_after() {
     let many: Vec<Entry> = (0..20)
         .map(|i| entry(i, 2_100 + i, "change", "applied", None))
         .collect();
-    let got = change_outcomes(&many, &history);
+    let got = change_outcomes(&many, &history, |_| Scope::Host);
     assert_eq!(got.len(), MAX_CHANGES);
+}
+
+/// A change the guard judges by one namespace is measured, for the model, by that namespace's
+/// listeners, not by every namespace's (s50 storyY F2); a namespace neither window saw gives no
+/// effect.
+#[test]
+fn a_change_in_one_namespace_is_measured_by_that_namespace_alone() {
+    let ending = |end: &str, elsewhere: u64| {
+        let mut w = window(vec![listener(7, 0, 128), listener(8, elsewhere, 128)]);
+        w.end = end.into();
+        w
+    };
+    let (before, after) = (
+        ending("2026-12-01T03:01:00Z", 0),
+        ending("2026-12-01T03:02:00Z", 6000),
+    );
+    let history = vec![WindowHealth::of(5, &before), WindowHealth::of(6, &after)];
+    let mut here = entry(1, end_ms(&before) + 1, "change", "applied", None);
+    let mut unseen = here.clone();
+    unseen.address = "net.core.somaxconn@netns:9".parse().unwrap();
+    here.address = "net.core.somaxconn@netns:7".parse().unwrap();
+    let overflows = |got: &[ChangeOutcome]| -> Vec<(f64, f64)> {
+        got[0]
+            .effect
+            .iter()
+            .filter(|m| m.metric == "listen_overflows")
+            .map(|m| (m.before, m.after))
+            .collect()
+    };
+    let entries = [here];
+    assert_eq!(Scope::of(&entries[0].address), Scope::Netns(7));
+    assert_eq!(
+        overflows(&change_outcomes(&entries, &history, Scope::of)),
+        [(0.0, 0.0)]
+    );
+    assert_eq!(
+        overflows(&change_outcomes(&entries, &history, |_| Scope::Host)),
+        [(0.0, 100.0)],
+        "host-wide: namespace 8's 6000 in 60 s"
+    );
+    let got = change_outcomes(&[unseen], &history, Scope::of);
+    assert!(got[0].effect.is_empty(), "{got:?}");
 }
 
 /// The status `kpo journal` gives a revert that was carried out, from a real one (s50 storyY F1:
