@@ -296,6 +296,10 @@ fn offer(path: &ChangePath, window: &Window, host_netns: u64) -> Vec<ParamContex
     let (drivable, observed): (Vec<_>, Vec<_>) = candidates(&path.policy, window, host_netns)
         .into_iter()
         .filter_map(|a| Some((path.policy.allowed(&a, Source::Llm)?.mode, a)))
+        // Yielded to a person, it is refused whatever the model says until `kpo resume`: like a
+        // parameter no value can satisfy, it would only invite advice that is then lost (s50
+        // storyY F7: offered as `auto`, each answer was refused as yielded).
+        .filter(|(_, a)| (path.journal.param_state(a)).is_none_or(|state| state.yielded.is_none()))
         .partition(|(mode, _)| *mode != crate::advise::limits::Mode::Observe);
     let readable: Vec<(ParamAddress, Value, Option<u64>)> = drivable
         .into_iter()

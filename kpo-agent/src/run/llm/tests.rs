@@ -246,6 +246,33 @@ fn a_parameter_no_value_can_satisfy_takes_no_place_in_the_offer() {
     assert_eq!(offered, expected);
 }
 
+/// A parameter yielded to a person is refused whatever the model says, until `kpo resume`: it
+/// is not offered (s50 storyY F7), and it is again once handed back.
+#[test]
+fn a_parameter_yielded_to_a_person_is_not_offered() {
+    let toml = "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nsources = [\"llm\"]\n";
+    let (host, pod) = ("net.core.somaxconn", "net.core.somaxconn@netns:1001");
+    let dir = tempfile::tempdir().unwrap();
+    let k = crate::change::tests::kernel(&[(host, Value::Int(128)), (pod, Value::Int(128))]);
+    let (mut path, _) = crate::change::tests::path(dir.path(), toml, &k);
+    let w = window(vec![listener(1001, 5, 10)]);
+    let offered = |path: &ChangePath| -> Vec<String> {
+        offer(path, &w, HOST)
+            .iter()
+            .map(|p| p.address.to_string())
+            .filter(|a| a.starts_with("net.core.somaxconn"))
+            .collect()
+    };
+    assert_eq!(offered(&path), [host, pod]);
+    let address: ParamAddress = pod.parse().unwrap();
+    (path.journal)
+        .set_yielded(&address, Some(Value::Int(4096)), "pid 42 (sysctl)")
+        .unwrap();
+    assert_eq!(offered(&path), [host]);
+    assert_eq!(path.journal.resume_param(pod).unwrap().len(), 1);
+    assert_eq!(offered(&path), [host, pod]);
+}
+
 #[test]
 fn the_offered_policy_allows_exactly_what_was_offered_to_the_llm() {
     let somaxconn: ParamAddress = "net.core.somaxconn@netns:7".parse().unwrap();
