@@ -273,7 +273,7 @@ pub fn reject(a: RejectArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// What was done, in words: `applied (journal #7)`, `pending ap-3: rejected by ...`.
-fn done(e: &Explained) -> String {
+pub(crate) fn done(e: &Explained) -> String {
     let h = &e.entry;
     let mut s = h.done.as_str().to_string();
     if let Some(id) = h.journal_id {
@@ -284,6 +284,9 @@ fn done(e: &Explained) -> String {
             ApprovalState::Pending => format!("pending approval {}", a.id),
             other => format!("approval {}: {}", a.id, other.describe()),
         };
+    }
+    if let Some(revert) = e.reverted_by {
+        s.push_str(&format!(", reverted since (journal #{revert})"));
     }
     if let Some(d) = &h.detail {
         // A recommendation held by a rejection says which one and when it may ask again: the
@@ -492,6 +495,7 @@ mod tests {
                 detail: (!detail.is_empty()).then(|| detail.to_string()),
             },
             approval: Some(rejected.clone()),
+            reverted_by: None,
         };
         let held = entry(
             Done::Rejected,

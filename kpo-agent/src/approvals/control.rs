@@ -51,7 +51,22 @@ impl ApprovalControl for AtDesk<'_> {
     }
 
     fn explain(&mut self, param: &str, limit: usize) -> Result<Vec<Explained>, ControlError> {
-        Ok(self.desk.explain(param, limit))
+        let mut explained = self.desk.explain(param, limit);
+        // Each change's revert carried out (listed `reverted`; `applied` by earlier versions).
+        let reverts: std::collections::BTreeMap<u64, u64> = (self.path.journal.entries())
+            .into_iter()
+            .filter(|e| matches!(e.status.as_str(), "reverted" | "applied"))
+            .filter_map(|e| Some((e.revert_of?, e.id)))
+            .collect();
+        for e in &mut explained {
+            let approved = e.approval.as_ref().and_then(|a| match a.state {
+                super::ApprovalState::Approved { journal_id, .. } => journal_id,
+                _ => None,
+            });
+            e.reverted_by =
+                (e.entry.journal_id.or(approved)).and_then(|id| reverts.get(&id).copied());
+        }
+        Ok(explained)
     }
 }
 
@@ -225,6 +240,61 @@ mod tests {
             Some(Reply::Error(
                 "explain: limit must be at least 1 (0 would show none)".into()
             ))
+        );
+    }
+
+    /// `kpo explain` of a recommendation whose change was reverted since says so: `approved
+    /// (journal #1)` alone read as a value still in place (s50 storyY F5).
+    #[test]
+    fn explain_says_a_change_was_reverted_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(NS, Value::Int(16))]);
+        let journal =
+            Journal::open(&dir.path().join("state"), Holder::Agent, Duration::ZERO).unwrap();
+        let policy = Policy::parse(
+            "[params.\"net.core.somaxconn\"]\nmode = \"recommend\"\nmax = 65535\n",
+            "t.toml",
+        )
+        .unwrap();
+        let mut desk = Desk::open(&journal, policy.approvals.clone(), false).unwrap();
+        let mut path = ChangePath::new(policy, journal, Box::new(k.clone()));
+        let parameter: crate::actuate::param::ParamAddress = NS.parse().unwrap();
+        let advice = Recommendation {
+            id: Recommendation::make_id(Source::Rules, 1, &parameter, Some(&Value::Int(32))),
+            parameter,
+            current_value: Some(Value::Int(16)),
+            recommended_value: Some(Value::Int(32)),
+            can_auto_apply: false,
+            reason: "listener dropped 24".into(),
+            confidence: 0.9,
+            source: Source::Rules,
+            window: WindowRef {
+                index: 1,
+                end: "2026-01-01T00:00:00Z".into(),
+            },
+            application: None,
+            netns_cookie: None,
+        };
+        desk.consider(&mut path, vec![advice], &mut Vec::new);
+        let mut at = AtDesk {
+            path: &mut path,
+            desk: &mut desk,
+        };
+        let applied = at.approve("ap-1", "op").unwrap().report.journal_id.unwrap();
+        let explained = at.explain("net.core.somaxconn", 10).unwrap();
+        assert_eq!(explained[0].reverted_by, None);
+        let revert = (at.path)
+            .revert(applied, crate::policy::Source::Operator, "test")
+            .unwrap();
+        let explained = at.explain("net.core.somaxconn", 10).unwrap();
+        assert_eq!(explained[0].reverted_by, revert.journal_id);
+        let said = crate::approvals::cli::done(&explained[0]);
+        assert!(
+            said.ends_with(&format!(
+                "(journal #{applied}), reverted since (journal #{})",
+                revert.journal_id.unwrap()
+            )),
+            "{said}"
         );
     }
 

@@ -1254,6 +1254,8 @@ impl Desk {
                     .as_ref()
                     .and_then(|id| self.store.item(id))
                     .map(|i| self.as_seen_at(i, now_ms())),
+                // Known to the change path ([`super::control::AtDesk`]).
+                reverted_by: None,
             })
             .collect()
     }

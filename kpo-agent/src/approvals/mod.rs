@@ -215,6 +215,10 @@ pub struct Explained {
     #[serde(flatten)]
     pub entry: HistoryEntry,
     pub approval: Option<ApprovalItem>,
+    /// The revert that put back the change the recommendation became, if one did: `applied
+    /// (journal #1)` alone read as a value still in place (s50 storyY F5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_by: Option<u64>,
 }
 
 /// `kpo approve`: the approval as it stands after, and the change path's report.
