@@ -287,6 +287,11 @@ pub struct GuardEvent {
     /// `revert` only, when it did not take: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `revert` only: the earlier changes of the parameter judged with it (made before it while
+    /// theirs were watched and not yet judged healthy), oldest first; the revert puts back the
+    /// value before the first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub judged_with: Vec<u64>,
 }
 
 impl GuardEvent {
@@ -296,6 +301,7 @@ impl GuardEvent {
             verdict,
             reverted: None,
             error: None,
+            judged_with: Vec::new(),
         }
     }
 }
@@ -354,6 +360,13 @@ struct Watch {
     /// The window in progress when the change was made inside it (by number in this run).
     #[serde(skip)]
     made_in: Option<u64>,
+    /// The changes of the same parameter this one was made on top of while they were watched
+    /// and had no clean window yet, oldest first: judged with this one, from the health before
+    /// the first of them, and a revert puts back the value before the first. Superseded alone,
+    /// the first was never judged, and a revert of the second left its value in place (s50
+    /// storyX F2: somaxconn 4096 -> 16 -> 12 reverted to 16, with ~1400 overflows/s).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    earlier: Vec<u64>,
 }
 
 /// A window (by number in this run) in which `change_id`, which the guard reverted, regressed
@@ -440,7 +453,26 @@ impl Watch {
             saved_ms: 0,
             strike_windows: Vec::new(),
             made_in: None,
+            earlier: Vec::new(),
         }
+    }
+
+    /// This watch made on top of `older`'s change, not yet judged (no clean window): judged
+    /// with it, from the health before it (each signal `older` has a baseline for).
+    fn on_top_of(mut self, older: &Watch) -> Watch {
+        self.earlier = older.earlier.clone();
+        self.earlier.push(older.change_id);
+        for (signal, value) in &older.baseline.0 {
+            self.baseline.0.insert(*signal, *value);
+            let windows = older.baseline_windows.get(signal).copied().unwrap_or(1);
+            self.baseline_windows.insert(*signal, windows);
+            match older.baseline_left_out.get(signal) {
+                Some(n) => self.baseline_left_out.insert(*signal, *n),
+                None => self.baseline_left_out.remove(signal),
+            };
+        }
+        self.baseline_tick = older.baseline_tick;
+        self
     }
 
     /// A change made inside a window (not `at_boundary`, or on a tick) is judged from the next
@@ -785,6 +817,12 @@ impl Guard {
     /// from now on on this change (while it is watched) rather than on itself: the host was
     /// healthy with the older change alone.
     fn start(&mut self, watch: Watch) {
+        let unjudged =
+            (self.watches.iter()).find(|w| w.address == watch.address && w.clean_windows == 0);
+        let watch = match unjudged {
+            Some(older) => watch.on_top_of(older),
+            None => watch,
+        };
         self.watches.retain(|w| w.address != watch.address);
         for w in &mut self.watches {
             if w.clean_windows > 0 && w.strikes == 0 {
@@ -822,6 +860,16 @@ impl Guard {
             self.watches.retain(|x| x.address != w.address);
             self.watches.push(w);
         }
+    }
+
+    /// The earlier changes of the parameter `change_id`, which the last window asked to revert,
+    /// was judged with ([`Watch::earlier`]), oldest first: the revert puts back the value before
+    /// the first.
+    pub fn judged_with(&self, change_id: u64) -> Vec<u64> {
+        (self.reverting.iter())
+            .find(|w| w.change_id == change_id)
+            .map(|w| w.earlier.clone())
+            .unwrap_or_default()
     }
 
     /// The revert of `change_id` the last window asked for did not take, and the change stays
@@ -1621,6 +1669,49 @@ mod tests {
         assert_eq!(guard.forget(&somaxconn()), [2]);
         assert_eq!(guard.watching(), 0);
         assert!(guard.forget(&somaxconn()).is_empty());
+    }
+
+    /// A change made on top of one not yet judged (no clean window) is judged with it, from the
+    /// health before the first: a first change that did the harm is not left in place unjudged
+    /// behind a second that only made it no worse (s50 storyX F2). One made on top of a change
+    /// already seen healthy is judged alone, from its own baseline.
+    #[test]
+    fn a_change_on_top_of_one_not_yet_judged_is_judged_with_it() {
+        let calm = health(&[(HealthSignal::ListenOverflows, 0.0)]);
+        let hurt = health(&[(HealthSignal::ListenOverflows, 1400.0)]);
+        let mut guard = Guard::new(GuardConfig::default());
+        watch(&mut guard, 14, Value::Int(16), calm.clone());
+        // The second's own baseline holds the first's harm already: alone, it is no worse.
+        watch(&mut guard, 15, Value::Int(12), hurt.clone());
+        assert_eq!(guard.watching(), 1);
+        assert!(observe(&mut guard, &hurt).is_empty(), "a first strike");
+        let verdicts = observe(&mut guard, &hurt);
+        assert!(
+            matches!(&verdicts[..], [Verdict::Revert { change_id: 15, before, .. }] if *before == 0.0),
+            "{verdicts:?}"
+        );
+        assert_eq!(guard.judged_with(15), [14]);
+        // A third on top of both: judged with both.
+        let mut guard = Guard::new(GuardConfig::default());
+        watch(&mut guard, 1, Value::Int(16), calm.clone());
+        watch(&mut guard, 2, Value::Int(12), hurt.clone());
+        watch(&mut guard, 3, Value::Int(10), hurt.clone());
+        observe(&mut guard, &hurt);
+        observe(&mut guard, &hurt);
+        assert_eq!(guard.judged_with(3), [1, 2]);
+
+        // Seen healthy for a window first: the next change is judged alone.
+        let mut guard = Guard::new(GuardConfig::default());
+        watch(&mut guard, 14, Value::Int(16), calm.clone());
+        assert!(observe(&mut guard, &calm).is_empty());
+        watch(&mut guard, 15, Value::Int(12), calm.clone());
+        observe(&mut guard, &hurt);
+        let verdicts = observe(&mut guard, &hurt);
+        assert!(
+            matches!(&verdicts[..], [Verdict::Revert { change_id: 15, .. }]),
+            "{verdicts:?}"
+        );
+        assert!(guard.judged_with(15).is_empty());
     }
 
     /// A watch file that cannot be read at start costs the previous run's watches only: this

@@ -719,7 +719,18 @@ impl Deciding {
                 continue;
             };
             let of = crate::guard::baseline_words(*before_windows, *before_tick, *before_left_out);
-            let why = revert_reason(*signal, *before, &of, *after);
+            let mut why = revert_reason(*signal, *before, &of, *after);
+            // Made on top of changes of the parameter not yet judged: judged with them, from the
+            // health before the first, whose value before goes back.
+            let judged_with = self.guard.judged_with(*change_id);
+            let target = judged_with.first().copied().unwrap_or(*change_id);
+            if !judged_with.is_empty() {
+                why.push_str(&format!(
+                    "; #{change_id} was made on top of {}, not yet judged, and was judged with \
+                     them from the health before #{target}: the value before #{target} goes back",
+                    ids_words(&judged_with)
+                ));
+            }
             // The revert first: killed between the two, the host is back to its value, never
             // quarantined while still applied, and the next start journals the quarantine
             // (`ChangePath::restore_guard_quarantines`).
@@ -727,7 +738,7 @@ impl Deciding {
             // value is in place (yielded to just below) leaves the journal holding no change,
             // like one that took.
             let mut blocked = None;
-            let failure = match self.path.revert_own(*change_id, Source::Guard, &why) {
+            let failure = match self.path.revert_own(target, Source::Guard, &why) {
                 Ok(r) => {
                     info!("guard: {}", r.describe());
                     events.extend(super::yielding::after_own_revert(
@@ -785,6 +796,7 @@ impl Deciding {
                 events.push(Event::Guard(GuardEvent {
                     verdict,
                     reverted: Some(false),
+                    judged_with: judged_with.clone(),
                     error: Some(
                         "its network namespace is gone: nothing can revert the change there; \
                          no longer watched"
@@ -808,6 +820,7 @@ impl Deciding {
                 events.push(Event::Guard(GuardEvent {
                     verdict,
                     reverted: Some(false),
+                    judged_with: judged_with.clone(),
                     error: failure.or_else(|| Some("its network device is gone".to_string())),
                 }));
                 continue;
@@ -825,6 +838,7 @@ impl Deciding {
                 events.push(Event::Guard(GuardEvent {
                     verdict,
                     reverted: Some(false),
+                    judged_with: judged_with.clone(),
                     error: Some(format!(
                         "{}; it cannot be reverted while {blocked}: no longer watched",
                         failure.unwrap_or_default()
@@ -840,6 +854,7 @@ impl Deciding {
                 events.push(Event::Guard(GuardEvent {
                     verdict,
                     reverted: Some(false),
+                    judged_with: judged_with.clone(),
                     error: failure.or_else(|| Some("the journal still holds the change".into())),
                 }));
                 continue;
@@ -853,15 +868,22 @@ impl Deciding {
                 let quarantine = self.path.policy.guard.quarantine;
                 // The value the change asked for, which an advisor would propose again (the
                 // watch's may be what a first, failed revert left). A change archived since it
-                // was watched (over a day old at a restart) falls back on the watch's.
+                // was watched (over a day old at a restart) falls back on the watch's. And the
+                // values of the changes judged with it.
                 let asked = self
                     .path
                     .journal
                     .intent(*change_id)
                     .map(|i| i.after.clone());
-                let value = asked.as_ref().unwrap_or(value);
-                if let Err(e) = self.path.journal.quarantine(&addr, value, quarantine, &why) {
-                    warn!("journal: quarantine of {address}: {e}");
+                let earlier = (judged_with.iter())
+                    .filter_map(|id| self.path.journal.intent(*id).map(|i| i.after.clone()));
+                let mut values: Vec<Value> = earlier.collect();
+                values.push(asked.unwrap_or_else(|| value.clone()));
+                values.dedup();
+                for value in &values {
+                    if let Err(e) = self.path.journal.quarantine(&addr, value, quarantine, &why) {
+                        warn!("journal: quarantine of {address}: {e}");
+                    }
                 }
             }
             events.extend(self.take_events());
@@ -869,6 +891,7 @@ impl Deciding {
                 verdict,
                 reverted: Some(failure.is_none()),
                 error: failure,
+                judged_with,
             }));
         }
         self.guard.window_closed(window);
@@ -1444,6 +1467,15 @@ fn warn_of_what_the_policy_names_in_vain(policy: &Policy, config: &Config) {
 /// The reason the guard's revert is journaled with, which `kpo journal` and `change` events show:
 /// a rate to three decimals, as in the window events, not the fifteen digits of a division (the
 /// `guard` event keeps the exact values).
+/// Changes named in words: `#3`, `#3 and #4`, `#3, #4 and #5`.
+fn ids_words(ids: &[u64]) -> String {
+    let named: Vec<String> = ids.iter().map(|id| format!("#{id}")).collect();
+    match named.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => named.join(""),
+    }
+}
+
 pub(super) fn revert_reason(
     signal: crate::policy::HealthSignal,
     before: f64,

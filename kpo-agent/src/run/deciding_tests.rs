@@ -1193,6 +1193,71 @@ sources = ["operator"]
     rig.assert_schema();
 }
 
+/// Two changes of one parameter in one window: the second is judged with the first, from the
+/// health before the first, and the guard puts back the value before the first, quarantining
+/// both (s50 storyX F2: each alone was within the tolerance of its own baseline, the first was
+/// never judged, and its value stayed).
+#[test]
+fn a_change_made_before_the_last_was_judged_is_reverted_with_it() {
+    let policy = r#"
+[guard]
+signals = ["request_p99"]
+max_changes_per_hour = 1000
+
+[params."cpufreq:*:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["operator"]
+"#;
+    let mut rig = Rig::new(policy, true, "");
+    // The baseline window at 3000 MHz: p99 152 µs; at 1500 MHz 224 µs, at 1200 MHz 260 µs. Each
+    // step alone is within 20% + 50 µs of the window before it; the two are not.
+    rig.window();
+    let applied = |reply: crate::api::Reply| match reply {
+        crate::api::Reply::Ok(report) => {
+            assert_eq!(report["status"], "applied", "{report}");
+            report["journal_id"].as_u64().unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    let first = applied(rig.operator_sets_max_freq(1_500_000));
+    let second = applied(rig.operator_sets_max_freq(1_200_000));
+    rig.until(4, |events| guard_reverts(events) > 0);
+    assert_eq!(rig.max_freq(), 3_000_000, "the value before the first");
+    let revert = rig.intents().pop().expect("a revert intent");
+    assert_eq!(revert.source, Source::Guard);
+    assert_eq!(revert.kind, IntentKind::Revert { of: Some(first) });
+    assert_eq!(
+        revert.reason,
+        format!(
+            "the guard saw request_p99 go from 152 (the window before the change) to 260; \
+             #{second} was made on top of #{first}, not yet judged, and was judged with them \
+             from the health before #{first}: the value before #{first} goes back"
+        )
+    );
+    let verdict = rig.json.iter().find(|e| e["kind"] == "guard").unwrap();
+    assert_eq!(verdict["change_id"], second, "{verdict}");
+    assert_eq!(
+        verdict["judged_with"],
+        serde_json::json!([first]),
+        "{verdict}"
+    );
+    assert_eq!(verdict["reverted"], true, "{verdict}");
+    for khz in [1_500_000, 1_200_000] {
+        match rig.operator_sets_max_freq(khz) {
+            crate::api::Reply::Ok(report) => {
+                assert_eq!(
+                    report["refusal"]["refusal"], "quarantined",
+                    "{khz}: {report}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    rig.assert_schema();
+}
+
 /// A guard revert that finds someone else's value in place (written after the window's check of
 /// the values, before the revert read the parameter) leaves it: the verdict says `"reverted":
 /// false` with the revert's report as `error`, the parameter is yielded to them, and the change's
