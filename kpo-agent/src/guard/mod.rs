@@ -565,6 +565,25 @@ pub struct Guard {
     /// The watches of the last window's `Revert` verdicts, until the caller knows whether the
     /// revert was carried out ([`Guard::keep_watching`]).
     reverting: Vec<Watch>,
+    /// The signals reverts were made for, to be seen again in the first window wholly after the
+    /// revert ([`Guard::window_closed`]).
+    unconfirmed: Vec<Unconfirmed>,
+}
+
+/// A signal the guard reverted `change_id` for: its windows are left out of later baselines as
+/// KPO's own regression, unless the signal is still past `bar` (what counted as a regression
+/// for the change) in window `seen_in`, the first wholly after the revert. Then the change was
+/// not its cause: the host's noise went on without it, and its windows are the host's noise,
+/// which later baselines must hold (s50 storyX F8: under a bursty load, each revert for noise
+/// left the next change a baseline without the noise, and 5 of 8 harmless changes were
+/// reverted, 3 of them only for that).
+#[derive(Debug, Clone)]
+struct Unconfirmed {
+    change_id: u64,
+    signal: HealthSignal,
+    scope: Scope,
+    bar: f64,
+    seen_in: u64,
 }
 
 /// What [`Guard::resume`] found in the state directory.
@@ -625,6 +644,30 @@ impl Guard {
         file.at_boundary = true;
         let oldest = file.closed + 1 - file.recent.len() as u64;
         file.regressed.retain(|r| r.window >= oldest);
+        let closed = file.closed;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unconfirmed)
+            .into_iter()
+            .partition(|u| u.seen_in <= closed);
+        self.unconfirmed = later;
+        for u in due.iter().filter(|u| u.seen_in == closed) {
+            let now = Health::from_window_in(window, u.scope)
+                .0
+                .get(&u.signal)
+                .copied();
+            if now.is_some_and(|now| now > u.bar) {
+                tracing::info!(
+                    "guard: {} is still at {} after #{}'s revert, past the {:.3} that counted as \
+                     its regression: the windows it was reverted for are counted in later \
+                     baselines, as the host's",
+                    u.signal,
+                    now.unwrap_or_default(),
+                    u.change_id,
+                    u.bar
+                );
+                file.regressed
+                    .retain(|r| !(r.change_id == u.change_id && r.signal == u.signal));
+            }
+        }
         if !file.ahead.is_empty() {
             file.ahead.clear();
             file.empty = false;
@@ -972,6 +1015,7 @@ impl Guard {
             file.closed + 1
         };
         let mut regressed_in = Vec::new();
+        let mut unconfirmed = Vec::new();
         // The watches open at the window's end, later changes included (a change reverted in
         // this window was still there through it).
         let open = self.watches.clone();
@@ -1075,6 +1119,23 @@ impl Guard {
                 if let (Some(made_in), 0) = (w.made_in, w.clean_windows) {
                     windows.push((made_in, all.into_iter().collect()));
                 }
+                // The revert is made in window `now + 1`; `now + 2` is wholly after it.
+                unconfirmed.extend(
+                    (w.strike_windows.iter())
+                        .flat_map(|(_, s)| s.iter().copied())
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .filter_map(|signal| {
+                            Some(Unconfirmed {
+                                change_id: w.change_id,
+                                signal,
+                                scope: w.scope,
+                                bar: w.baseline.0.get(&signal)? * (1.0 + config.tolerance)
+                                    + noise_floor(signal),
+                                seen_in: now + 2,
+                            })
+                        }),
+                );
                 for (window, signals) in windows {
                     regressed_in.extend(signals.into_iter().map(|signal| Regressed {
                         change_id: w.change_id,
@@ -1098,6 +1159,7 @@ impl Guard {
             }
             true
         });
+        self.unconfirmed.extend(unconfirmed);
         if !regressed_in.is_empty() {
             let mut file = self
                 .file
@@ -2594,6 +2656,49 @@ mod tests {
             (b.health.0[&s], b.windows[&s], b.left_out[&s]),
             (100.0, 2, 3)
         );
+    }
+
+    /// A signal still past what counted as the reverted change's regression in the first window
+    /// wholly after its revert was not the change's doing: the windows it was reverted for are
+    /// the host's noise, and count in later baselines again; one that came back is left out as
+    /// before (s50 storyX F8: each revert for noise lowered the next change's baseline).
+    #[test]
+    fn a_regression_that_outlasts_its_revert_counts_as_the_hosts() {
+        let calm = runq_window(Some(100.0));
+        let regressed = runq_window(Some(900.0));
+        let baseline_after = |after_revert: &Window| {
+            let mut guard = Guard::new(GuardConfig {
+                windows: 3,
+                ..GuardConfig::default()
+            });
+            for _ in 0..4 {
+                next_window(&mut guard, &calm);
+            }
+            guard.watch(
+                1,
+                somaxconn_host(),
+                &Value::Int(4096),
+                Value::Int(1024),
+                Some(&calm),
+                None,
+            );
+            // Made inside window 5, judged from 6: strikes in 6 and 7, reverted at 7's close.
+            next_window(&mut guard, &regressed);
+            assert!(next_window(&mut guard, &regressed).is_empty());
+            assert_eq!(next_window(&mut guard, &regressed).len(), 1);
+            // Window 8, the revert's, may still show it; window 9 is wholly after it.
+            next_window(&mut guard, &regressed);
+            next_window(&mut guard, after_revert);
+            let file = guard.file.lock().unwrap();
+            let b = file.baseline_of(Some(after_revert), Scope::Host);
+            let s = HealthSignal::RunqP99;
+            (b.health.0[&s], b.left_out.get(&s).copied().unwrap_or(0))
+        };
+        // Gone with the change: windows 5 to 8 left out (the change's, its strikes, its
+        // revert's), the baseline is window 9's.
+        assert_eq!(baseline_after(&calm), (100.0, 4));
+        // Still past 100 * 1.2 + 50 µs without it (at 300): the host's noise, 900 included.
+        assert_eq!(baseline_after(&runq_window(Some(300.0))), (900.0, 0));
     }
 
     /// KPO's regression in one namespace's listen overflows is left out of the baselines that
