@@ -114,7 +114,9 @@ pub enum JournalError {
         "{path}: the file was deleted while open (its state directory removed or replaced under \
          the agent): a record written there would be lost with it, so KPO changes and records \
          nothing; restart the agent to journal in the state directory as it is now (what the \
-         deleted journal held is lost: kpo revert --all no longer knows those originals)"
+         deleted journal held is lost: kpo revert --all no longer knows those originals; until \
+         the restart, kpo status asks the running agent, which still knows them: save its \
+         output, kpo status --json, to put them back by hand)"
     )]
     Deleted { path: PathBuf },
     /// The file's path names another file now: its state directory (or the file) was moved

@@ -391,6 +391,12 @@ fn an_append_to_a_deleted_journal_is_refused() {
             .contains("journal.log: the file was deleted while open"),
         "{err}"
     );
+    // The running agent still knows the originals the restart loses (s50 storyW W8).
+    assert!(
+        err.to_string()
+            .contains("save its output, kpo status --json, to put them back by hand"),
+        "{err}"
+    );
     assert_eq!(j.records().len(), 1, "nothing recorded");
 }
 
