@@ -227,7 +227,42 @@ impl ApprovalStore {
     /// on disk, not repaired, compacted nor appended to: what is recorded is folded in memory only
     /// ([`ApprovalStore::append`]).
     pub fn open(journal: &Journal, rejection_in_force: Duration) -> Result<Self, JournalError> {
-        Self::open_in(journal.dir(), rejection_in_force, journal.is_read_only())
+        let mut store = Self::open_in(journal.dir(), rejection_in_force, journal.is_read_only())?;
+        store.keep_ids_the_journal_names(journal)?;
+        Ok(store)
+    }
+
+    /// An approval the journal names (an approved change's reason, `approved by WHO (ap-4):
+    /// ...`) past every id this file has: the file lost records (emptied, deleted, restored from
+    /// an older copy), which its own recovery cannot tell. Said, and the ids up to it are not
+    /// handed out again (an `id_taken` record): an operator's `kpo approve ap-1` from an old
+    /// notification must not approve new advice (s50 storyW W4).
+    fn keep_ids_the_journal_names(&mut self, journal: &Journal) -> Result<(), JournalError> {
+        let named = (journal.intents_after(None))
+            .filter(|i| i.reason.starts_with("approved by "))
+            .filter_map(|i| approval_named_in(&i.reason))
+            .max();
+        let Some(highest) = named.filter(|&n| n >= self.next_id && n < crate::journal::MAX_ID)
+        else {
+            return Ok(());
+        };
+        let why = format!(
+            "the journal names approval ap-{highest}, and {} has {}: it has lost records \
+             (emptied, deleted, or restored from an older copy?); pending approvals it held are \
+             asked again when their advice comes back, and no id up to ap-{highest} is handed \
+             out again",
+            APPROVALS_FILE,
+            match self.next_id - 1 {
+                0 => "none".to_string(),
+                n => format!("ap-{n} at most"),
+            }
+        );
+        warn!("approvals: {why}");
+        self.warnings.push(why.clone());
+        self.append(Record::IdTaken {
+            id: format!("ap-{highest}"),
+            why,
+        })
     }
 
     fn open_in(
@@ -570,6 +605,13 @@ impl ApprovalStore {
     }
 }
 
+/// The approval an approved change's reason names: `approved by WHO (ap-4): ...`.
+fn approval_named_in(reason: &str) -> Option<u64> {
+    let at = reason.find("): ")?;
+    let open = reason[..at].rfind("(ap-")?;
+    reason[open + "(ap-".len()..at].parse().ok()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use std::{
@@ -610,6 +652,46 @@ pub(crate) mod tests {
             resolved_ms: None,
             state: ApprovalState::Pending,
         }
+    }
+
+    /// An approvals file emptied or deleted while the journal names an approved change's
+    /// approval: said, and its id not handed out again (s50 storyW W4: ap-1 was given to new
+    /// advice, and an old notification's `kpo approve ap-1` would have approved it).
+    #[test]
+    fn approvals_lost_while_the_journal_names_one_do_not_hand_its_id_out_again() {
+        use crate::journal::{Holder, IntentKind};
+        assert_eq!(
+            approval_named_in("approved by operator alice (uid 0, pid 7) (ap-4): dropped (24)"),
+            Some(4)
+        );
+        assert_eq!(approval_named_in("approved by (ap-x): y"), None);
+        let dir = tempfile::tempdir().unwrap();
+        crate::journal::store::make_private(dir.path());
+        let mut journal = Journal::open(dir.path(), Holder::Agent, Duration::ZERO).unwrap();
+        journal
+            .record_intent(
+                &"net.core.somaxconn".parse().unwrap(),
+                &Value::Int(16),
+                &Value::Int(32),
+                crate::policy::Source::Rules,
+                "approved by operator (uid 0, pid 7) (ap-4): listener dropped 24",
+                IntentKind::Change,
+            )
+            .unwrap();
+        let mut s = ApprovalStore::open(&journal, HOUR).unwrap();
+        assert_eq!(
+            s.warnings(),
+            [
+                "the journal names approval ap-4, and approvals.log has none: it has lost records \
+              (emptied, deleted, or restored from an older copy?); pending approvals it held are \
+              asked again when their advice comes back, and no id up to ap-4 is handed out again"
+            ]
+        );
+        assert_eq!(s.new_id(), "ap-5");
+        drop(s);
+        let mut s = ApprovalStore::open(&journal, HOUR).unwrap();
+        assert!(s.warnings().is_empty(), "{:?}", s.warnings());
+        assert_eq!(s.new_id(), "ap-5", "kept in the file");
     }
 
     /// A journal that lost records (restored from an older copy, emptied, deleted) while the
