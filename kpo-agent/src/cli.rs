@@ -606,12 +606,21 @@ fn cmd_apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
     let mut c = open(&a.state, Access::Starts)?;
     let report = c.apply(&req)?;
     crate::out!("{}", report.describe());
+    if report.status == ChangeStatus::Applied && !c.guards_changes() {
+        // The output was the same as the running agent's, which watches what it applies (s50
+        // storyX F5).
+        crate::out!("{}", UNGUARDED);
+    }
     // A change that was put back after a mismatch did not take: that is a failure here.
     Ok(match report.status {
         ChangeStatus::Applied | ChangeStatus::Unchanged => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
     })
 }
+
+/// What `kpo apply` adds when no agent runs to watch the change.
+const UNGUARDED: &str = "not watched by the guard: no agent is running, and a change made while \
+     it is down is not judged when it starts (kpo revert ID puts it back)";
 
 fn cmd_revert(a: RevertArgs) -> anyhow::Result<ExitCode> {
     let req = match a.id {

@@ -220,6 +220,11 @@ pub trait Control {
     fn detached_listing(&mut self) -> Option<crate::journal::archive::Listing<'static>> {
         None
     }
+    /// Whether a change made through it is watched by the guard: the running agent's are; one
+    /// made while it is down is not, even once it starts.
+    fn guards_changes(&self) -> bool {
+        false
+    }
     fn status(&mut self) -> Result<Status, ControlError>;
     /// True if this paused (false: already paused).
     fn pause(&mut self, by: &str) -> Result<bool, ControlError>;

@@ -79,6 +79,10 @@ pub fn another_writer_of_a_cpufreq_limit_is_yielded_to() {
 
     let out = kpo(dir.path(), &["apply", &format!("{MAX_FREQ}=2400000")]);
     assert!(out.starts_with("applied"), "{out}");
+    assert!(
+        !out.contains("not watched by the guard"),
+        "the agent watches it: {out}"
+    );
     assert_eq!(read(&max_freq), "2400000");
 
     // Someone else writes the limit: the agent sees it within a window and yields.

@@ -143,6 +143,11 @@ pub fn a_deleted_name_is_reverted_by_its_inode() {
             ],
         );
         assert!(out.starts_with("applied"), "{out}");
+        // No agent runs to watch it, and the output says so (s50 storyX F5).
+        assert!(
+            out.contains("\nnot watched by the guard: no agent is running"),
+            "{out}"
+        );
     }
     delete_name(&a);
     delete_name(&b);

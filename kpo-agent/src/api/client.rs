@@ -186,6 +186,10 @@ impl SocketControl {
 }
 
 impl Control for SocketControl {
+    fn guards_changes(&self) -> bool {
+        true
+    }
+
     fn apply(&mut self, req: &ApplyRequest) -> Result<ChangeReport, ControlError> {
         Ok(self.call(&Request::Apply(req.clone()))?)
     }
