@@ -946,9 +946,10 @@ impl Desk {
         // announced once its event and post are out (next window), unless no webhook hears of
         // it (the CLI's desk, or the agent's before its webhook started).
         let heard = !self.offline && (self.webhook.is_some() || self.settings.webhook.is_none());
-        // A rejection holds for the expire_after in force now, whatever a reload sets later.
+        // A rejection holds for the expire_after in force now, whatever a reload sets later;
+        // twice the last one's when the same advice was rejected within a day.
         let hold = matches!(item.state, ApprovalState::Rejected { .. })
-            .then_some(self.settings.expire_after);
+            .then(|| self.rejection_hold(&item));
         self.store.put_marked(item.clone(), true, hold)?;
         if heard {
             self.announcing.insert(item.id.clone());
@@ -1206,6 +1207,37 @@ impl Desk {
             _ => item,
         };
         Ok(ApproveOutcome { approval, report })
+    }
+
+    /// How long a rejection of `item` holds the same advice from asking again: `expire_after`,
+    /// or, when the same advice (parameter, target, value) was rejected before and that hold
+    /// ended less than a day ago, twice that one's, at most a week (or `expire_after` if
+    /// longer), as the guard's quarantines double. An advisor that keeps its view (the LLM is not
+    /// told of rejections) asked the operator again every `expire_after` (s50 storyY F6).
+    fn rejection_hold(&self, item: &ApprovalItem) -> std::time::Duration {
+        use std::time::Duration;
+        const DAY_MS: u64 = 24 * 3600 * 1000;
+        let base = self.settings.expire_after;
+        let longest = base.max(Duration::from_secs(7 * 24 * 3600));
+        let now = now_ms();
+        let before = self.store.items().rev().find(|i| {
+            i.id != item.id
+                && i.key == item.key
+                && i.value == item.value
+                && other_namespace(i.netns_cookie, item.netns_cookie).is_none()
+                && matches!(i.state, ApprovalState::Rejected { .. })
+        });
+        let Some(before) = before else {
+            return base;
+        };
+        let ended = self.store.asks_again(before);
+        if now.saturating_sub(ended) >= DAY_MS {
+            return base;
+        }
+        let held = ended.saturating_sub(before.resolved_ms.unwrap_or(before.updated_ms));
+        Duration::from_millis(held.saturating_mul(2))
+            .max(base)
+            .min(longest)
     }
 
     /// An operator rejects: recorded, never applied.

@@ -960,6 +960,31 @@ fn a_rejection_holds_for_the_expire_after_it_was_made_under_after_a_reload() {
     assert_eq!(asked(&mut s), held, "after a restart");
 }
 
+/// The same advice rejected again within a day of its last rejection's end is held twice as
+/// long as that one, so an advisor that keeps its view asks half as often each time (s50 storyY
+/// F6: asked again every `expire_after`); another value is another question, held for
+/// `expire_after`.
+#[test]
+fn a_rejection_of_advice_rejected_lately_holds_twice_as_long() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.desk.set_settings(ApprovalSettings {
+        expire_after: Duration::from_millis(20),
+        ..settings()
+    });
+    let mut held = Vec::new();
+    for value in [32, 32, 32, 64] {
+        // Past the last hold (each at most 80 ms here): asked again.
+        std::thread::sleep(Duration::from_millis(100));
+        s.consider(vec![rec(Source::Rules, value, false)]);
+        let pending = s.desk.pending().unwrap();
+        assert_eq!(pending.len(), 1, "{value}: {pending:?}");
+        let rejected = s.desk.reject(&pending[0].id, "op", None).unwrap();
+        held.push(s.desk.store().asks_again(&rejected) - rejected.resolved_ms.unwrap());
+    }
+    assert_eq!(held, [20, 40, 80, 20]);
+}
+
 /// A rejection holds the same advice in its own namespace only: a rule's advice (which carries
 /// no cookie) for a namespace that took the rejected one's inode is applied as the policy says.
 /// Defect: the dead namespace's rejection held it, and it became a new approval `held_by:
