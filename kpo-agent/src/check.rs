@@ -432,10 +432,6 @@ fn names_an_optimizer_knob(name: &str) -> bool {
     })
 }
 
-/// Entries whose `namespaces` name a path that does not exist, cannot be read, or is no network
-/// namespace: a misspelt path covers no namespace, so every change there is refused as outside
-/// the policy, which an operator finds only at the first refusal. A namespace made later (a
-/// container starting) is covered from then on, so this is a warning.
 /// How many absent paths one warning names: an entry may name hundreds of pods' namespaces, and
 /// the warning is one line of the log at every start and reload.
 const PATHS_NAMED: usize = 8;
@@ -448,6 +444,10 @@ fn named_up_to(items: &[String], most: usize) -> String {
     }
 }
 
+/// Entries whose `namespaces` name a path that does not exist, cannot be read, or is no network
+/// namespace: a misspelt path covers no namespace, so every change there is refused as outside
+/// the policy, which an operator finds only at the first refusal. A namespace made later (a
+/// container starting) is covered from then on, so this is a warning.
 fn missing_namespaces(policy: &Policy) -> Vec<String> {
     let file = origin(policy);
     let entries = entries_named(policy);

@@ -720,14 +720,15 @@ pub fn a_clean_structured_reply_is_applied() {
     assert_eq!(change["to"], 1024);
     assert_eq!(change["source"], "llm");
     assert_eq!(change["outcome"], "applied");
-    // Measured: the window before the change against a window after it (listen overflows are
-    // counted in every window, whatever sensors run).
+    // Measured: the window before the change against a window after it, as the guard reads it
+    // for a change in this namespace: its own listeners (it has none, so no listen overflows:
+    // other namespaces' are not its effect) and the host-wide signals (softnet drops are counted
+    // in every window, whatever sensors run).
     let effect = change["effect"].as_array().expect("an effect");
-    let overflows = effect
-        .iter()
-        .find(|m| m["metric"] == "listen_overflows")
-        .expect("listen_overflows measured");
-    assert!(overflows["before"].is_number() && overflows["after"].is_number());
+    let metric = |name: &str| effect.iter().find(|m| m["metric"] == name);
+    let drops = metric("softnet_drops").expect("softnet_drops measured");
+    assert!(drops["before"].is_number() && drops["after"].is_number());
+    assert!(metric("listen_overflows").is_none(), "{effect:?}");
     assert!(change["window_index"].as_u64().unwrap() >= 1, "{change}");
     assert_eq!(later.data()["parameters"][0]["current"], 1024);
     case.check_after();

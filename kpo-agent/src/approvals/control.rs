@@ -52,12 +52,7 @@ impl ApprovalControl for AtDesk<'_> {
 
     fn explain(&mut self, param: &str, limit: usize) -> Result<Vec<Explained>, ControlError> {
         let mut explained = self.desk.explain(param, limit);
-        // Each change's revert carried out (listed `reverted`; `applied` by earlier versions).
-        let reverts: std::collections::BTreeMap<u64, u64> = (self.path.journal.entries())
-            .into_iter()
-            .filter(|e| matches!(e.status.as_str(), "reverted" | "applied"))
-            .filter_map(|e| Some((e.revert_of?, e.id)))
-            .collect();
+        let reverts = crate::journal::reverted_by(&self.path.journal.entries());
         for e in &mut explained {
             let approved = e.approval.as_ref().and_then(|a| match a.state {
                 super::ApprovalState::Approved { journal_id, .. } => journal_id,

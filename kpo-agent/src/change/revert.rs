@@ -12,7 +12,7 @@ impl ChangePath {
         reason: &str,
     ) -> Result<ChangeReport, ChangeError> {
         let known = self.journal.last_intent_id();
-        self.revert_change(id, source, reason, false)
+        self.revert_change(id, source, reason, None)
             .or_else(|e| self.done_but_not_recorded(id, known, e))
     }
 
@@ -52,16 +52,32 @@ impl ChangePath {
         source: Source,
         reason: &str,
     ) -> Result<ChangeReport, ChangeError> {
-        self.revert_change(id, source, reason, true)
+        self.revert_change(id, source, reason, Some(id))
     }
 
+    /// [`ChangePath::revert_own`] of `first`, the first of the changes of one parameter the
+    /// guard judged together, up to `last`, which holds it: the value before `first` goes back,
+    /// whatever source each of them came from (they were judged as one; s50 review G1).
+    pub fn revert_own_through(
+        &mut self,
+        first: u64,
+        last: u64,
+        source: Source,
+        reason: &str,
+    ) -> Result<ChangeReport, ChangeError> {
+        self.revert_change(first, source, reason, Some(last))
+    }
+
+    /// `only_ours`: for the agent's own reverts, the latest change of the parameter the revert
+    /// answers for (`id` itself, or the last of a chain the guard judged with it).
     fn revert_change(
         &mut self,
         id: u64,
         source: Source,
         reason: &str,
-        only_ours: bool,
+        only_ours_through: Option<u64>,
     ) -> Result<ChangeReport, ChangeError> {
+        let only_ours = only_ours_through.is_some();
         // An archived change is history like a live one: reverting it is the same request,
         // read from the archive (docs/journal.md, "Archiving").
         let intent = match self.journal.intent(id) {
@@ -128,7 +144,7 @@ impl ChangePath {
                 Some("KPO has no value of its own there now; nothing to take back".into());
             return Ok(report);
         }
-        if let Some(why) = only_ours.then(|| self.held_by_another(&intent)).flatten() {
+        if let Some(why) = only_ours_through.and_then(|last| self.held_by_another(&intent, last)) {
             let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
             report.detail = Some(why);
             return Ok(report);
@@ -236,13 +252,15 @@ impl ChangePath {
     /// yielded to a person, or a later change of another source holds it (an operator's `kpo
     /// apply` after an optimizer trial). A later change of the same source is the same
     /// decision-maker's, as is a value a revert put back (no change holds it).
-    fn held_by_another(&self, intent: &Intent) -> Option<String> {
+    /// `through`: the latest change the revert answers for (see [`ChangePath::revert_own_through`]).
+    fn held_by_another(&self, intent: &Intent, through: u64) -> Option<String> {
         let p = self.journal.param_by_key(&intent.key)?;
         if p.yielded.is_some() {
             return Some("yielded to a person; left as it is".into());
         }
         let holder = self.journal.intent(p.holding?)?;
-        (holder.id != intent.id && holder.source != intent.source).then(|| {
+        let answered_for = holder.id == intent.id || holder.id == through;
+        (!answered_for && holder.source != intent.source).then(|| {
             format!(
                 "change #{} by {} holds it since; left as it is",
                 holder.id,

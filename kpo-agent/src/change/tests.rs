@@ -1271,6 +1271,38 @@ fn a_reboot_settles_the_journal_and_the_next_change_starts_a_new_original() {
     assert_eq!(value(&k, a), Value::Int(1024));
 }
 
+/// The guard's revert of changes it judged together, from the first up to the last, which
+/// holds the parameter: the value before the first goes back whatever source each came from;
+/// the revert of the first alone still leaves another source's later change (s50 review G1).
+#[test]
+fn the_guards_revert_of_changes_judged_together_goes_back_before_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let mut rules = op(SOMAX, Value::Int(8192));
+    rules.source = Source::Rules;
+    let first = p.propose(&rules).unwrap().journal_id.unwrap();
+    let last = p
+        .propose(&op(SOMAX, Value::Int(12000)))
+        .unwrap()
+        .journal_id
+        .unwrap();
+    let alone = p.revert_own(first, Source::Guard, "guard").unwrap();
+    assert_eq!(alone.status, ChangeStatus::Skipped, "{}", alone.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(12000));
+    let r = p
+        .revert_own_through(first, last, Source::Guard, "guard")
+        .unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    // Both changes are listed as taken out by it.
+    let reverts = crate::journal::reverted_by(&p.journal.entries());
+    assert_eq!(
+        (reverts.get(&first), reverts.get(&last)),
+        (r.journal_id.as_ref(), r.journal_id.as_ref())
+    );
+}
+
 /// A write into a namespace whose inode now names another one (another cookie), before any
 /// window noticed: a new change starts a new original there (the dead namespace's is not
 /// inherited), a revert of a change made in the dead one writes nothing, and an intent the dead

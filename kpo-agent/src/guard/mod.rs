@@ -367,6 +367,10 @@ struct Watch {
     /// storyX F2: somaxconn 4096 -> 16 -> 12 reverted to 16, with ~1400 overflows/s).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     earlier: Vec<u64>,
+    /// The value before the change (before the first of `earlier`, with them), where known: a
+    /// change back to it undoes the chain, and is not judged with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    before: Option<Value>,
 }
 
 /// A window (by number in this run) in which `change_id`, which the guard reverted, regressed
@@ -454,7 +458,14 @@ impl Watch {
             strike_windows: Vec::new(),
             made_in: None,
             earlier: Vec::new(),
+            before: None,
         }
+    }
+
+    /// The value the change replaced.
+    fn changed_from(mut self, before: &Value) -> Watch {
+        self.before = Some(before.clone());
+        self
     }
 
     /// This watch made on top of `older`'s change, not yet judged (no clean window): judged
@@ -462,6 +473,14 @@ impl Watch {
     fn on_top_of(mut self, older: &Watch) -> Watch {
         self.earlier = older.earlier.clone();
         self.earlier.push(older.change_id);
+        self.before = older.before.clone();
+        // By every signal any of them is judged by: a raise made on top of a cut is not judged by
+        // the drops, which the cut is (s50 review G2).
+        for signal in &older.signals {
+            if !self.signals.contains(signal) {
+                self.signals.push(*signal);
+            }
+        }
         for (signal, value) in &older.baseline.0 {
             self.baseline.0.insert(*signal, *value);
             let windows = older.baseline_windows.get(signal).copied().unwrap_or(1);
@@ -816,7 +835,8 @@ impl Guard {
                 self.config.windows,
             )
             .over_windows(baseline.windows, baseline.left_out)
-            .made(on_tick, at_boundary, in_progress),
+            .made(on_tick, at_boundary, in_progress)
+            .changed_from(from),
         );
     }
 
@@ -860,8 +880,13 @@ impl Guard {
     /// from now on on this change (while it is watched) rather than on itself: the host was
     /// healthy with the older change alone.
     fn start(&mut self, watch: Watch) {
-        let unjudged =
-            (self.watches.iter()).find(|w| w.address == watch.address && w.clean_windows == 0);
+        // A change back to the value before the older one (or its chain) undoes it: nothing is
+        // left of it to judge (s50 review G3).
+        let unjudged = (self.watches.iter()).find(|w| {
+            w.address == watch.address
+                && w.clean_windows == 0
+                && w.before.as_ref() != Some(&watch.value)
+        });
         let watch = match unjudged {
             Some(older) => watch.on_top_of(older),
             None => watch,
@@ -919,6 +944,7 @@ impl Guard {
     /// applied: the windows it regressed in are no longer left out of later baselines (its
     /// regression may go on; against a baseline without it, a later change would answer for it).
     pub fn not_reverted(&mut self, change_id: u64) {
+        self.unconfirmed.retain(|u| u.change_id != change_id);
         self.file
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -1774,6 +1800,33 @@ mod tests {
             "{verdicts:?}"
         );
         assert!(guard.judged_with(15).is_empty());
+    }
+
+    /// A chain is judged by every signal any of its changes is judged by (a raise on top of a
+    /// cut, by the cut's drops: s50 review G2); a change back to the value before the chain
+    /// undoes it, and is judged alone (review G3).
+    #[test]
+    fn a_chain_takes_every_signal_and_a_change_back_ends_it() {
+        let mut guard = Guard::new(GuardConfig::default());
+        let watch = |guard: &mut Guard, id, from: i64, to: i64| {
+            guard.watch(
+                id,
+                somaxconn(),
+                &Value::Int(from.into()),
+                Value::Int(to.into()),
+                None,
+                None,
+            )
+        };
+        watch(&mut guard, 1, 4096, 16);
+        watch(&mut guard, 2, 16, 64);
+        let chained = guard.watches.last().unwrap();
+        assert_eq!(chained.earlier, [1]);
+        assert!(chained.signals.contains(&HealthSignal::ListenOverflows));
+        watch(&mut guard, 3, 64, 4096);
+        let back = guard.watches.last().unwrap();
+        assert!(back.earlier.is_empty(), "{:?}", back.earlier);
+        assert_eq!(guard.watching(), 1);
     }
 
     /// A watch file that cannot be read at start costs the previous run's watches only: this

@@ -256,6 +256,43 @@ fn a_journal_lost_beside_its_archive_does_not_hand_the_archived_ids_out_again() 
         j.warnings()
     );
     assert_eq!(change(&mut j, A, 1, 2), highest + 1);
+    // Said once: the next open knows of the loss, and reads no archive.
+    drop(j);
+    assert!(open(dir.path(), never()).warnings().is_empty());
+}
+
+/// A journal restored from an older copy that was archived once already: its `archived` record
+/// names an archive shorter than the one there now, whose later pass it lost, and the ids of
+/// that pass are said and not handed out again (s50 review J1).
+#[test]
+fn a_journal_restored_from_before_an_archive_pass_does_not_hand_its_ids_out_again() {
+    let dir = private_tempdir();
+    history(dir.path());
+    drop(open(dir.path(), archiving(2)));
+    let older = std::fs::read(dir.path().join(store::JOURNAL_FILE)).unwrap();
+    {
+        let mut j = open(dir.path(), never());
+        for v in 5000..5005 {
+            change(&mut j, A, v, v + 1);
+        }
+    }
+    drop(open(dir.path(), archiving(4)));
+    let highest = archived_records(dir.path())
+        .iter()
+        .filter_map(Record::id)
+        .max()
+        .unwrap();
+    assert!(open(dir.path(), never()).warnings().is_empty());
+    std::fs::write(dir.path().join(store::JOURNAL_FILE), older).unwrap();
+    let mut j = open(dir.path(), never());
+    assert!(
+        j.warnings().iter().any(|w| w.starts_with(&format!(
+            "journal.archive.log names change #{highest}, and its last is"
+        ))),
+        "{:?}",
+        j.warnings()
+    );
+    assert_eq!(change(&mut j, A, 1, 2), highest + 1);
 }
 
 /// An advisor's changes journaled by a clock that has stepped back since: those up to an hour

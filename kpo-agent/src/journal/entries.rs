@@ -26,6 +26,28 @@ pub struct Entry {
     pub read_back: Option<Value>,
 }
 
+/// For each change in `entries` a revert carried out has taken out of the kernel, that
+/// revert's id: a revert of change X puts back the value before X, so it takes out every change
+/// of the same target from X on made before it (a later change an operator's `kpo revert` of an
+/// earlier one overwrote; the changes the guard judged together, reverted from the first: s50
+/// review G4). A revert carried out is listed `reverted` (`applied` by earlier versions).
+pub fn reverted_by(entries: &[Entry]) -> std::collections::BTreeMap<u64, u64> {
+    let target = |e: &Entry| e.key.clone().unwrap_or_else(|| target_key(&e.address));
+    let mut out = std::collections::BTreeMap::new();
+    for r in entries.iter().filter(|r| r.kind == "revert") {
+        let (Some(of), "reverted" | "applied") = (r.revert_of, r.status.as_str()) else {
+            continue;
+        };
+        let key = target(r);
+        for c in entries.iter().filter(|c| c.kind == "change") {
+            if (of..r.id).contains(&c.id) && target(c) == key {
+                out.entry(c.id).or_insert(r.id);
+            }
+        }
+    }
+    out
+}
+
 /// Intent or refusal `r` as `kpo journal` lists it, with the outcome of an intent (if any); or
 /// an outcome whose intent's line was lost, from the copy of it the outcome keeps
 /// ([`Record::can_stand_for_its_intent`]): its time is the outcome's, its reason

@@ -24,7 +24,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use entries::entry_of;
-pub use entries::Entry;
+pub use entries::{reverted_by, Entry};
 pub use keys::{key_netns_inode, names_param, own_namespace_as_host, reach, target_key};
 use keys::{key_without_alias, keys_without_alias, optional_key_without_alias};
 pub use lock::Holder;
@@ -125,10 +125,22 @@ pub enum JournalError {
         "{path} is another file now: the state directory (or the file) was replaced under the \
          agent (moved aside, and a copy put in its place?): a record written to the file KPO has \
          open would be missing when the journal is read again, so KPO changes and records \
-         nothing; restart the agent to journal in the state directory as it is now (what KPO \
-         recorded since the copy was made is in the file moved aside, not in this one)"
+         nothing; what KPO recorded since the copy was made is in the directory moved aside, not \
+         in this one: stop the agent, put that directory back in place of the copy, and start it \
+         again (started on the copy, KPO would not know those changes)"
     )]
     Replaced { path: PathBuf },
+    /// The file's path names nothing now, though the open file still has a name: its state
+    /// directory (or the file) was moved away under the process holding it open.
+    #[error(
+        "{path} is not there any more, though the file KPO has open still is, under another \
+         name: the state directory (or the file) was moved away under the agent, and a record \
+         written to it would not be read at the next start, so KPO changes and records nothing; \
+         move it back (KPO takes it up again at its next record), or stop the agent and start \
+         it on the state directory where it is now (started on an empty one, KPO would know \
+         none of its changes)"
+    )]
+    MovedAway { path: PathBuf },
     #[error("no change #{0} in the journal or its archive (`kpo journal` lists the ids)")]
     NoSuchChange(u64),
     #[error("#{id} is not a change: {what}; nothing to revert")]
@@ -906,15 +918,24 @@ impl Journal {
     }
 
     /// [`Journal::keep_ids_named_elsewhere`] for what the approvals file names, and for the
-    /// archive when the journal no longer says it was archived (the `archived` record is among
-    /// what it lost; read only then: the archive only grows).
+    /// archive when it is longer than the journal's latest `archived` record says (or the journal
+    /// has none): a pass the journal does not know of wrote it, so the journal lost the records
+    /// of it (restored from an older copy: s50 review J1; or emptied). Read only then, and not
+    /// once the loss is recorded: the archive only grows.
     fn keep_ids_named_elsewhere_at_open(mut self) -> Self {
         let named = crate::approvals::store::ApprovalStore::highest_journal_id_in(&self.dir);
         if let Some(highest) = named {
             self.keep_ids_named_elsewhere(highest, crate::approvals::store::APPROVALS_FILE);
         }
-        let said_archived = (self.st.records.iter()).any(|r| matches!(r, Record::Archived { .. }));
-        let archived = (!said_archived)
+        let marked = (self.st.records.iter().rev()).find_map(|r| match r {
+            Record::Archived { archive_bytes, .. } => Some(*archive_bytes),
+            _ => None,
+        });
+        let recorded = (self.st.records.iter()).any(
+            |r| matches!(r, Record::Damaged { why, .. } if why.starts_with(archive::ARCHIVE_FILE)),
+        );
+        let unknown_pass = self.st.archive_len > marked.unwrap_or(0) && !recorded;
+        let archived = unknown_pass
             .then(|| {
                 store::load_as_is::<Record, _>(&self.dir, archive::ARCHIVE_FILE, |_| Vec::new())
             })

@@ -523,7 +523,8 @@ impl Appender {
             Ok(_) => Err(JournalError::Replaced {
                 path: self.path.clone(),
             }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(JournalError::Deleted {
+            // Its open file still has a name (`nlink` above): moved away, not deleted.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(JournalError::MovedAway {
                 path: self.path.clone(),
             }),
             Err(e) => Err(JournalError::io(&self.path, e)),

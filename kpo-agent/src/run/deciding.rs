@@ -727,8 +727,9 @@ impl Deciding {
             if !judged_with.is_empty() {
                 why.push_str(&format!(
                     "; #{change_id} was made on top of {}, not yet judged, and was judged with \
-                     them from the health before #{target}: the value before #{target} goes back",
-                    ids_words(&judged_with)
+                     {} from the health before #{target}: the value before #{target} goes back",
+                    ids_words(&judged_with),
+                    if judged_with.len() == 1 { "it" } else { "them" }
                 ));
             }
             // The revert first: killed between the two, the host is back to its value, never
@@ -738,7 +739,14 @@ impl Deciding {
             // value is in place (yielded to just below) leaves the journal holding no change,
             // like one that took.
             let mut blocked = None;
-            let failure = match self.path.revert_own(target, Source::Guard, &why) {
+            let reverted = match judged_with.first() {
+                Some(&first) => {
+                    self.path
+                        .revert_own_through(first, *change_id, Source::Guard, &why)
+                }
+                None => self.path.revert_own(*change_id, Source::Guard, &why),
+            };
+            let failure = match reverted {
                 Ok(r) => {
                     info!("guard: {}", r.describe());
                     events.extend(super::yielding::after_own_revert(
@@ -877,9 +885,14 @@ impl Deciding {
                     .map(|i| i.after.clone());
                 let earlier = (judged_with.iter())
                     .filter_map(|id| self.path.journal.intent(*id).map(|i| i.after.clone()));
-                let mut values: Vec<Value> = earlier.collect();
-                values.push(asked.unwrap_or_else(|| value.clone()));
-                values.dedup();
+                // Each once, and never the value the revert put back (s50 review G3).
+                let put_back = self.path.journal.intent(target).map(|i| i.before.clone());
+                let mut values: Vec<Value> = Vec::new();
+                for v in earlier.chain(std::iter::once(asked.unwrap_or_else(|| value.clone()))) {
+                    if !values.contains(&v) && put_back.as_ref() != Some(&v) {
+                        values.push(v);
+                    }
+                }
                 for value in &values {
                     if let Err(e) = self.path.journal.quarantine(&addr, value, quarantine, &why) {
                         warn!("journal: quarantine of {address}: {e}");
@@ -1464,9 +1477,6 @@ fn warn_of_what_the_policy_names_in_vain(policy: &Policy, config: &Config) {
     }
 }
 
-/// The reason the guard's revert is journaled with, which `kpo journal` and `change` events show:
-/// a rate to three decimals, as in the window events, not the fifteen digits of a division (the
-/// `guard` event keeps the exact values).
 /// Changes named in words: `#3`, `#3 and #4`, `#3, #4 and #5`.
 fn ids_words(ids: &[u64]) -> String {
     let named: Vec<String> = ids.iter().map(|id| format!("#{id}")).collect();
@@ -1476,6 +1486,9 @@ fn ids_words(ids: &[u64]) -> String {
     }
 }
 
+/// The reason the guard's revert is journaled with, which `kpo journal` and `change` events show:
+/// a rate to three decimals, as in the window events, not the fifteen digits of a division (the
+/// `guard` event keeps the exact values).
 pub(super) fn revert_reason(
     signal: crate::policy::HealthSignal,
     before: f64,

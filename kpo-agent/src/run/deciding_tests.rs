@@ -1232,7 +1232,7 @@ sources = ["operator"]
         revert.reason,
         format!(
             "the guard saw request_p99 go from 152 (the window before the change) to 260; \
-             #{second} was made on top of #{first}, not yet judged, and was judged with them \
+             #{second} was made on top of #{first}, not yet judged, and was judged with it \
              from the health before #{first}: the value before #{first} goes back"
         )
     );

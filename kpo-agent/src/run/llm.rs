@@ -443,16 +443,14 @@ fn change_outcomes(
     history: &[WindowHealth],
     scope_of: impl Fn(&ParamAddress) -> Scope,
 ) -> Vec<ChangeOutcome> {
+    let reverts = crate::journal::reverted_by(entries);
     let mut out: Vec<ChangeOutcome> = entries
         .iter()
         .filter(|e| e.kind == "change")
         .filter_map(|e| {
             let before = history.iter().rev().find(|w| w.end_ms <= e.ts_ms)?;
             let after = history.last().filter(|w| w.end_ms > e.ts_ms);
-            // A revert carried out is listed `reverted` (`applied` by earlier versions).
-            let reverted = entries.iter().any(|r| {
-                r.revert_of == Some(e.id) && matches!(r.status.as_str(), "reverted" | "applied")
-            });
+            let reverted = reverts.contains_key(&e.id);
             let scope = scope_of(&e.address);
             let effect = after
                 .and_then(|after| Some((before.seen_by(scope)?, after.seen_by(scope)?)))
