@@ -174,8 +174,8 @@ impl LlmStage {
         }
         let path = deciding.change_path();
         let offered = offer(path, window, self.host_netns);
-        let history: Vec<WindowHealth> = self.health.iter().cloned().collect();
-        let changes = change_outcomes(&path.journal.entries(), &history, Scope::of);
+        let history = self.health.make_contiguous();
+        let changes = change_outcomes(&path.journal.entries(), history, Scope::of);
         let policy = Arc::new(OfferedPolicy::new(&offered));
         let asked = Asked {
             offered: offered.iter().map(|p| p.address.clone()).collect(),
