@@ -606,10 +606,11 @@ fn cmd_apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
     let mut c = open(&a.state, Access::Starts)?;
     let report = c.apply(&req)?;
     crate::out!("{}", report.describe());
-    if report.status == ChangeStatus::Applied && !c.guards_changes() {
+    if let (ChangeStatus::Applied, false) = (report.status, c.guards_changes()) {
         // The output was the same as the running agent's, which watches what it applies (s50
         // storyX F5).
-        crate::out!("{}", UNGUARDED);
+        let revert = report.journal_id.map_or("ID".into(), |id| id.to_string());
+        crate::out!("{UNGUARDED} (kpo revert {revert} puts it back)");
     }
     // A change that was put back after a mismatch did not take: that is a failure here.
     Ok(match report.status {
@@ -620,7 +621,7 @@ fn cmd_apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
 
 /// What `kpo apply` adds when no agent runs to watch the change.
 const UNGUARDED: &str = "not watched by the guard: no agent is running, and a change made while \
-     it is down is not judged when it starts (kpo revert ID puts it back)";
+     it is down is not judged when it starts";
 
 fn cmd_revert(a: RevertArgs) -> anyhow::Result<ExitCode> {
     let req = match a.id {

@@ -445,6 +445,11 @@ impl Desk {
         self.post_ends(unheard);
     }
 
+    #[cfg(test)]
+    pub(crate) fn store_mut(&mut self) -> &mut ApprovalStore {
+        &mut self.store
+    }
+
     pub fn store(&self) -> &ApprovalStore {
         &self.store
     }
@@ -1220,14 +1225,20 @@ impl Desk {
         let base = self.settings.expire_after;
         let longest = base.max(Duration::from_secs(7 * 24 * 3600));
         let now = now_ms();
+        // The operator's last word on the same advice: an approval since the last rejection
+        // starts over (s50 review2 N5).
         let before = self.store.items().rev().find(|i| {
             i.id != item.id
                 && i.key == item.key
                 && i.value == item.value
                 && other_namespace(i.netns_cookie, item.netns_cookie).is_none()
-                && matches!(i.state, ApprovalState::Rejected { .. })
+                && matches!(
+                    i.state,
+                    ApprovalState::Rejected { .. } | ApprovalState::Approved { .. }
+                )
         });
-        let Some(before) = before else {
+        let Some(before) = before.filter(|b| matches!(b.state, ApprovalState::Rejected { .. }))
+        else {
             return base;
         };
         let ended = self.store.asks_again(before);

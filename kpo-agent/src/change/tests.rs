@@ -1301,6 +1301,20 @@ fn the_guards_revert_of_changes_judged_together_goes_back_before_the_first() {
         (reverts.get(&first), reverts.get(&last)),
         (r.journal_id.as_ref(), r.journal_id.as_ref())
     );
+    // A change that failed left nothing to take out: not listed as reverted (s50 review2 N3).
+    let applied = p
+        .propose(&op(SOMAX, Value::Int(8000)))
+        .unwrap()
+        .journal_id
+        .unwrap();
+    k.0.lock().unwrap().refuse.push(SOMAX.into());
+    let failed = p.propose(&op(SOMAX, Value::Int(8100))).unwrap();
+    assert_eq!(failed.status, ChangeStatus::Failed, "{}", failed.describe());
+    k.0.lock().unwrap().refuse.clear();
+    let undo = p.revert(applied, Source::Operator, "test").unwrap();
+    let reverts = crate::journal::reverted_by(&p.journal.entries());
+    assert_eq!(reverts.get(&applied), undo.journal_id.as_ref());
+    assert_eq!(reverts.get(&failed.journal_id.unwrap()), None);
 }
 
 /// A write into a namespace whose inode now names another one (another cookie), before any

@@ -371,6 +371,11 @@ struct Watch {
     /// change back to it undoes the chain, and is not judged with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     before: Option<Value>,
+    /// The change put back the value before the one it was made on top of (and its chain): a
+    /// change made on top of it starts from that value, and is not chained to it (s50 review2
+    /// N1: chained, its revert put back the harmful value the undo had taken out).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    undid: bool,
 }
 
 /// A window (by number in this run) in which `change_id`, which the guard reverted, regressed
@@ -459,6 +464,7 @@ impl Watch {
             made_in: None,
             earlier: Vec::new(),
             before: None,
+            undid: false,
         }
     }
 
@@ -880,16 +886,17 @@ impl Guard {
     /// from now on on this change (while it is watched) rather than on itself: the host was
     /// healthy with the older change alone.
     fn start(&mut self, watch: Watch) {
-        // A change back to the value before the older one (or its chain) undoes it: nothing is
-        // left of it to judge (s50 review G3).
-        let unjudged = (self.watches.iter()).find(|w| {
-            w.address == watch.address
-                && w.clean_windows == 0
-                && w.before.as_ref() != Some(&watch.value)
-        });
+        let unjudged =
+            (self.watches.iter()).find(|w| w.address == watch.address && w.clean_windows == 0);
         let watch = match unjudged {
-            Some(older) => watch.on_top_of(older),
-            None => watch,
+            // A change back to the value before the older one (or its chain) undoes it: nothing
+            // is left of it to judge (s50 review G3). Nor is the undo anything to build on.
+            Some(older) if older.before.as_ref() == Some(&watch.value) => Watch {
+                undid: true,
+                ..watch
+            },
+            Some(older) if !older.undid => watch.on_top_of(older),
+            _ => watch,
         };
         self.watches.retain(|w| w.address != watch.address);
         for w in &mut self.watches {
@@ -1827,6 +1834,12 @@ mod tests {
         let back = guard.watches.last().unwrap();
         assert!(back.earlier.is_empty(), "{:?}", back.earlier);
         assert_eq!(guard.watching(), 1);
+        // A change made on top of the undo starts from the value before the chain: judged alone
+        // (s50 review2 N1: chained to the undo, its revert put back 16).
+        watch(&mut guard, 4, 4096, 128);
+        let after_undo = guard.watches.last().unwrap();
+        assert!(after_undo.earlier.is_empty(), "{:?}", after_undo.earlier);
+        assert_eq!(after_undo.before, Some(Value::Int(4096)));
     }
 
     /// A watch file that cannot be read at start costs the previous run's watches only: this

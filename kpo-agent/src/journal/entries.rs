@@ -39,7 +39,11 @@ pub fn reverted_by(entries: &[Entry]) -> std::collections::BTreeMap<u64, u64> {
             continue;
         };
         let key = target(r);
-        for c in entries.iter().filter(|c| c.kind == "change") {
+        // A change that took effect: a failed one left nothing to take out (review2 N3).
+        let took = |c: &&Entry| {
+            c.kind == "change" && matches!(c.status.as_str(), "applied" | "incomplete")
+        };
+        for c in entries.iter().filter(took) {
             if (of..r.id).contains(&c.id) && target(c) == key {
                 out.entry(c.id).or_insert(r.id);
             }

@@ -931,9 +931,12 @@ impl Journal {
             Record::Archived { archive_bytes, .. } => Some(*archive_bytes),
             _ => None,
         });
-        let recorded = (self.st.records.iter()).any(
-            |r| matches!(r, Record::Damaged { why, .. } if why.starts_with(archive::ARCHIVE_FILE)),
-        );
+        // Since the latest pass: an older loss says nothing of a later restore (review2 N2).
+        let recorded = (self.st.records.iter().rev())
+            .take_while(|r| !matches!(r, Record::Archived { .. }))
+            .any(|r| {
+                matches!(r, Record::Damaged { why, .. } if why.starts_with(archive::ARCHIVE_FILE))
+            });
         let unknown_pass = self.st.archive_len > marked.unwrap_or(0) && !recorded;
         let archived = unknown_pass
             .then(|| {

@@ -983,6 +983,26 @@ fn a_rejection_of_advice_rejected_lately_holds_twice_as_long() {
         held.push(s.desk.store().asks_again(&rejected) - rejected.resolved_ms.unwrap());
     }
     assert_eq!(held, [20, 40, 80, 20]);
+    // Approved since its last rejection (here the approval of 32 a person's write kept from
+    // being applied): the operator's last word on it was yes, and a rejection after that starts
+    // over (s50 review2 N5).
+    std::thread::sleep(Duration::from_millis(200));
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let pending = s.desk.pending().unwrap();
+    let mut approved = pending[0].clone();
+    approved.state = ApprovalState::Approved {
+        by: "op".into(),
+        journal_id: None,
+        status: ChangeStatus::Unchanged,
+    };
+    s.desk.store_mut().put(approved).unwrap();
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let pending = s.desk.pending().unwrap();
+    let rejected = s.desk.reject(&pending[0].id, "op", None).unwrap();
+    assert_eq!(
+        s.desk.store().asks_again(&rejected) - rejected.resolved_ms.unwrap(),
+        20
+    );
 }
 
 /// A rejection holds the same advice in its own namespace only: a rule's advice (which carries
