@@ -238,27 +238,34 @@ mod tests {
         );
     }
 
-    /// `kpo explain` of a recommendation whose change was reverted since says so: `approved
-    /// (journal #1)` alone read as a value still in place (s50 storyY F5).
-    #[test]
-    fn explain_says_a_change_was_reverted_since() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A desk and change path over a fresh state directory in `dir`, somaxconn in mode recommend
+    /// and at 16 in namespace [`NS`].
+    fn somaxconn_in_recommend(
+        dir: &std::path::Path,
+    ) -> (Desk, ChangePath, crate::change::tests::FakeActuators) {
         let k = kernel(&[(NS, Value::Int(16))]);
-        let journal =
-            Journal::open(&dir.path().join("state"), Holder::Agent, Duration::ZERO).unwrap();
+        let journal = Journal::open(&dir.join("state"), Holder::Agent, Duration::ZERO).unwrap();
         let policy = Policy::parse(
             "[params.\"net.core.somaxconn\"]\nmode = \"recommend\"\nmax = 65535\n",
             "t.toml",
         )
         .unwrap();
-        let mut desk = Desk::open(&journal, policy.approvals.clone(), false).unwrap();
-        let mut path = ChangePath::new(policy, journal, Box::new(k.clone()));
-        let parameter: crate::actuate::param::ParamAddress = NS.parse().unwrap();
-        let advice = Recommendation {
-            id: Recommendation::make_id(Source::Rules, 1, &parameter, Some(&Value::Int(32))),
+        let desk = Desk::open(&journal, policy.approvals.clone(), false).unwrap();
+        (
+            desk,
+            ChangePath::new(policy, journal, Box::new(k.clone())),
+            k,
+        )
+    }
+
+    /// The rules' advice to raise somaxconn at `address` from 16 to `value`.
+    fn rules_advice(address: &str, value: i128) -> Recommendation {
+        let parameter: crate::actuate::param::ParamAddress = address.parse().unwrap();
+        Recommendation {
+            id: Recommendation::make_id(Source::Rules, 1, &parameter, Some(&Value::Int(value))),
             parameter,
             current_value: Some(Value::Int(16)),
-            recommended_value: Some(Value::Int(32)),
+            recommended_value: Some(Value::Int(value)),
             can_auto_apply: false,
             reason: "listener dropped 24".into(),
             confidence: 0.9,
@@ -269,8 +276,16 @@ mod tests {
             },
             application: None,
             netns_cookie: None,
-        };
-        desk.consider(&mut path, vec![advice], &mut Vec::new);
+        }
+    }
+
+    /// `kpo explain` of a recommendation whose change was reverted since says so: `approved
+    /// (journal #1)` alone read as a value still in place (s50 storyY F5).
+    #[test]
+    fn explain_says_a_change_was_reverted_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut desk, mut path, _k) = somaxconn_in_recommend(dir.path());
+        desk.consider(&mut path, vec![rules_advice(NS, 32)], &mut Vec::new);
         let mut at = AtDesk {
             path: &mut path,
             desk: &mut desk,
@@ -299,41 +314,14 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        let k = kernel(&[(NS, Value::Int(16))]);
-        let journal =
-            Journal::open(&dir.path().join("state"), Holder::Agent, Duration::ZERO).unwrap();
-        let policy = Policy::parse(
-            "[params.\"net.core.somaxconn\"]\nmode = \"recommend\"\nmax = 65535\n",
-            "t.toml",
-        )
-        .unwrap();
-        let mut desk = Desk::open(&journal, policy.approvals.clone(), false).unwrap();
-        let mut path = ChangePath::new(policy, journal, Box::new(k.clone()));
+        let (mut desk, mut path, k) = somaxconn_in_recommend(dir.path());
         // Two namespaces, one approval each.
         const OTHER: &str = "net.core.somaxconn@netns:4026540015";
         k.0.lock()
             .unwrap()
             .values
             .insert(OTHER.into(), Value::Int(16));
-        let recs = [(NS, 32), (OTHER, 48)].map(|(address, v)| {
-            let parameter: crate::actuate::param::ParamAddress = address.parse().unwrap();
-            Recommendation {
-                id: Recommendation::make_id(Source::Rules, 1, &parameter, Some(&Value::Int(v))),
-                parameter,
-                current_value: Some(Value::Int(16)),
-                recommended_value: Some(Value::Int(v)),
-                can_auto_apply: false,
-                reason: "listener dropped 24".into(),
-                confidence: 0.9,
-                source: Source::Rules,
-                window: WindowRef {
-                    index: 1,
-                    end: "2026-01-01T00:00:00Z".into(),
-                },
-                application: None,
-                netns_cookie: None,
-            }
-        });
+        let recs = [(NS, 32), (OTHER, 48)].map(|(address, v)| rules_advice(address, v));
         desk.consider(&mut path, recs.to_vec(), &mut Vec::new);
 
         let socket = dir.path().join("kpo.sock");

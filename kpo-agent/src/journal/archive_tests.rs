@@ -231,6 +231,31 @@ fn reopening_does_not_archive_again() {
     assert_eq!(size(dir.path(), ARCHIVE_FILE), archive_bytes);
 }
 
+/// A copy of the journal as it is now; then three more changes of A, archived by a pass `days`
+/// days from now. Returns the copy and the highest id the archive holds after the pass.
+fn copied_then_archived_on(dir: &Path, days: u64) -> (Vec<u8>, u64) {
+    let older = std::fs::read(dir.join(store::JOURNAL_FILE)).unwrap();
+    {
+        let mut j = open(dir, never());
+        for v in 5000..5003 {
+            change(&mut j, A, v, v + 1);
+        }
+    }
+    drop(open(dir, archiving(days)));
+    let highest = archived_records(dir)
+        .iter()
+        .filter_map(Record::id)
+        .max()
+        .unwrap();
+    (older, highest)
+}
+
+/// Whether a warning says the archive names change `id` past the journal.
+fn archive_names(j: &Journal, id: u64) -> bool {
+    let said = format!("journal.archive.log names change #{id}, and ");
+    j.warnings().iter().any(|w| w.starts_with(&said))
+}
+
 /// The live journal lost (deleted, emptied) beside its archive: the archive's ids are said and
 /// not handed out again (s50 storyW W2); a journal that says it was archived reads no archive.
 #[test]
@@ -244,6 +269,7 @@ fn a_journal_lost_beside_its_archive_does_not_hand_the_archived_ids_out_again() 
         .max()
         .unwrap();
     assert!(open(dir.path(), never()).warnings().is_empty());
+    // Emptied.
     std::fs::write(dir.path().join(store::JOURNAL_FILE), "").unwrap();
     let mut j = open(dir.path(), never());
     assert_eq!(j.warnings().len(), 1, "{:?}", j.warnings());
@@ -262,28 +288,10 @@ fn a_journal_lost_beside_its_archive_does_not_hand_the_archived_ids_out_again() 
     // A pass since, then the journal restored from a copy made after it: the loss recorded
     // before that pass says nothing of this one (s50 review2 N2).
     drop(open(dir.path(), archiving(3)));
-    let older = std::fs::read(dir.path().join(store::JOURNAL_FILE)).unwrap();
-    {
-        let mut j = open(dir.path(), never());
-        for v in 7000..7003 {
-            change(&mut j, A, v, v + 1);
-        }
-    }
-    drop(open(dir.path(), archiving(5)));
-    let highest = archived_records(dir.path())
-        .iter()
-        .filter_map(Record::id)
-        .max()
-        .unwrap();
+    let (older, highest) = copied_then_archived_on(dir.path(), 5);
     std::fs::write(dir.path().join(store::JOURNAL_FILE), older).unwrap();
     let j = open(dir.path(), never());
-    assert!(
-        j.warnings()
-            .iter()
-            .any(|w| w.starts_with(&format!("journal.archive.log names change #{highest}"))),
-        "{:?}",
-        j.warnings()
-    );
+    assert!(archive_names(&j, highest), "{:?}", j.warnings());
 }
 
 /// A journal restored from an older copy that was archived once already: its `archived` record
@@ -294,29 +302,11 @@ fn a_journal_restored_from_before_an_archive_pass_does_not_hand_its_ids_out_agai
     let dir = private_tempdir();
     history(dir.path());
     drop(open(dir.path(), archiving(2)));
-    let older = std::fs::read(dir.path().join(store::JOURNAL_FILE)).unwrap();
-    {
-        let mut j = open(dir.path(), never());
-        for v in 5000..5005 {
-            change(&mut j, A, v, v + 1);
-        }
-    }
-    drop(open(dir.path(), archiving(4)));
-    let highest = archived_records(dir.path())
-        .iter()
-        .filter_map(Record::id)
-        .max()
-        .unwrap();
+    let (older, highest) = copied_then_archived_on(dir.path(), 4);
     assert!(open(dir.path(), never()).warnings().is_empty());
     std::fs::write(dir.path().join(store::JOURNAL_FILE), older).unwrap();
     let mut j = open(dir.path(), never());
-    assert!(
-        j.warnings().iter().any(|w| w.starts_with(&format!(
-            "journal.archive.log names change #{highest}, and its last is"
-        ))),
-        "{:?}",
-        j.warnings()
-    );
+    assert!(archive_names(&j, highest), "{:?}", j.warnings());
     assert_eq!(change(&mut j, A, 1, 2), highest + 1);
 }
 

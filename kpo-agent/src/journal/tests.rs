@@ -365,23 +365,25 @@ fn a_failed_append_is_taken_back_and_the_next_record_is_whole() {
     assert_eq!(reasons, vec![(1, "whole".to_string())]);
 }
 
+/// An operator's intent to raise somaxconn in a namespace, 4096 -> 8192.
+fn operators_intent(j: &mut Journal) -> Result<u64, JournalError> {
+    j.record_intent(
+        &addr("net.core.somaxconn@netns:4026539999"),
+        &Value::Int(4096),
+        &Value::Int(8192),
+        Source::Operator,
+        "test",
+        IntentKind::Change,
+    )
+}
+
 /// A state directory removed under the agent (`rm -rf`): records appended to the deleted file
 /// would be acknowledged and lost, so the append is refused, saying why, and nothing is changed.
 #[test]
 fn an_append_to_a_deleted_journal_is_refused() {
     let dir = private_tempdir();
-    let a = addr("net.core.somaxconn@netns:4026539999");
     let mut j = open(dir.path());
-    let intent = |j: &mut Journal| {
-        j.record_intent(
-            &a,
-            &Value::Int(4096),
-            &Value::Int(8192),
-            Source::Operator,
-            "test",
-            IntentKind::Change,
-        )
-    };
+    let intent = operators_intent;
     assert_eq!(intent(&mut j).unwrap(), 1);
     std::fs::remove_file(dir.path().join(store::JOURNAL_FILE)).unwrap();
     let err = intent(&mut j).unwrap_err();
@@ -410,18 +412,8 @@ fn an_append_to_a_journal_moved_aside_is_refused() {
         let parent = private_tempdir();
         let (dir, aside) = (parent.path().join("state"), parent.path().join("state.old"));
         store::ensure_dir(&dir).unwrap();
-        let a = addr("net.core.somaxconn@netns:4026539999");
         let mut j = open(&dir);
-        let intent = |j: &mut Journal| {
-            j.record_intent(
-                &a,
-                &Value::Int(4096),
-                &Value::Int(8192),
-                Source::Operator,
-                "test",
-                IntentKind::Change,
-            )
-        };
+        let intent = operators_intent;
         assert_eq!(intent(&mut j).unwrap(), 1);
         std::fs::rename(&dir, &aside).unwrap();
         if restored {

@@ -1140,12 +1140,8 @@ fn an_estimated_energy_is_not_optimized_on_unless_allowed() {
     rig.assert_schema();
 }
 
-/// The guard in the agent: an operator's change followed by windows whose request p99 regresses
-/// is reverted through the journal as source `guard`, and the value is quarantined (the same
-/// change asked again is refused).
-#[test]
-fn a_regression_after_a_change_is_reverted_by_the_guard_and_quarantined() {
-    let policy = r#"
+/// The operator may set the cpufreq max limit, and the guard judges by request p99 alone.
+const OPERATORS_MAX_FREQ_BY_P99: &str = r#"
 [guard]
 signals = ["request_p99"]
 max_changes_per_hour = 1000
@@ -1156,7 +1152,13 @@ min = 1200000
 max = 3000000
 sources = ["operator"]
 "#;
-    let mut rig = Rig::new(policy, true, "");
+
+/// The guard in the agent: an operator's change followed by windows whose request p99 regresses
+/// is reverted through the journal as source `guard`, and the value is quarantined (the same
+/// change asked again is refused).
+#[test]
+fn a_regression_after_a_change_is_reverted_by_the_guard_and_quarantined() {
+    let mut rig = Rig::new(OPERATORS_MAX_FREQ_BY_P99, true, "");
     assert!(rig.live.is_empty(), "the optimizer has no knobs here");
     // The baseline window: p99 = 80 + 216000 / 3000 = 152 µs.
     rig.window();
@@ -1199,18 +1201,7 @@ sources = ["operator"]
 /// never judged, and its value stayed).
 #[test]
 fn a_change_made_before_the_last_was_judged_is_reverted_with_it() {
-    let policy = r#"
-[guard]
-signals = ["request_p99"]
-max_changes_per_hour = 1000
-
-[params."cpufreq:*:scaling_max_freq"]
-mode = "auto"
-min = 1200000
-max = 3000000
-sources = ["operator"]
-"#;
-    let mut rig = Rig::new(policy, true, "");
+    let mut rig = Rig::new(OPERATORS_MAX_FREQ_BY_P99, true, "");
     // The baseline window at 3000 MHz: p99 152 µs; at 1500 MHz 224 µs, at 1200 MHz 260 µs. Each
     // step alone is within 20% + 50 µs of the window before it; the two are not.
     rig.window();
