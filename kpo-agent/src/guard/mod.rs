@@ -2699,22 +2699,7 @@ mod tests {
 
         // A made inside window 5, which shows it already: not judged, but left out with its
         // strikes (6, 7), since no window was clean in between.
-        let mut guard = Guard::new(GuardConfig::default());
-        for _ in 0..4 {
-            next_window(&mut guard, &calm);
-        }
-        guard.watch(
-            1,
-            somaxconn_host(),
-            &Value::Int(4096),
-            Value::Int(1024),
-            Some(&calm),
-            None,
-        );
-        for _ in 0..2 {
-            assert!(next_window(&mut guard, &regressed).is_empty());
-        }
-        assert_eq!(next_window(&mut guard, &regressed).len(), 1);
+        let guard = made_inside_a_window_and_reverted(&calm, &regressed);
         let file = guard.file.lock().unwrap();
         let b = file.baseline_of(Some(&regressed), Scope::Host);
         let s = HealthSignal::RunqP99;
@@ -2722,6 +2707,28 @@ mod tests {
             (b.health.0[&s], b.windows[&s], b.left_out[&s]),
             (100.0, 2, 3)
         );
+    }
+
+    /// Change 1 made inside window 5 after four `calm` ones, then `regressed` windows: judged
+    /// from 6, its strikes in 6 and 7, reverted at 7's close.
+    fn made_inside_a_window_and_reverted(calm: &Window, regressed: &Window) -> Guard {
+        let mut guard = Guard::new(GuardConfig::default());
+        for _ in 0..4 {
+            next_window(&mut guard, calm);
+        }
+        guard.watch(
+            1,
+            somaxconn_host(),
+            &Value::Int(4096),
+            Value::Int(1024),
+            Some(calm),
+            None,
+        );
+        for _ in 0..2 {
+            assert!(next_window(&mut guard, regressed).is_empty());
+        }
+        assert_eq!(next_window(&mut guard, regressed).len(), 1);
+        guard
     }
 
     /// A signal still past what counted as the reverted change's regression in the first window
@@ -2733,25 +2740,7 @@ mod tests {
         let calm = runq_window(Some(100.0));
         let regressed = runq_window(Some(900.0));
         let baseline_after = |after_revert: &Window| {
-            let mut guard = Guard::new(GuardConfig {
-                windows: 3,
-                ..GuardConfig::default()
-            });
-            for _ in 0..4 {
-                next_window(&mut guard, &calm);
-            }
-            guard.watch(
-                1,
-                somaxconn_host(),
-                &Value::Int(4096),
-                Value::Int(1024),
-                Some(&calm),
-                None,
-            );
-            // Made inside window 5, judged from 6: strikes in 6 and 7, reverted at 7's close.
-            next_window(&mut guard, &regressed);
-            assert!(next_window(&mut guard, &regressed).is_empty());
-            assert_eq!(next_window(&mut guard, &regressed).len(), 1);
+            let mut guard = made_inside_a_window_and_reverted(&calm, &regressed);
             // Window 8, the revert's, may still show it; window 9 is wholly after it.
             next_window(&mut guard, &regressed);
             next_window(&mut guard, after_revert);
