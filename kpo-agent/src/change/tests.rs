@@ -1311,10 +1311,29 @@ fn the_guards_revert_of_changes_judged_together_goes_back_before_the_first() {
     let failed = p.propose(&op(SOMAX, Value::Int(8100))).unwrap();
     assert_eq!(failed.status, ChangeStatus::Failed, "{}", failed.describe());
     k.0.lock().unwrap().refuse.clear();
+    // One that failed and left its value (the driver took another, and the put-back was
+    // refused): taken out like an applied one (s50 review3 R4).
+    {
+        let mut kernel = k.0.lock().unwrap();
+        kernel.clamp.insert(SOMAX.into(), Value::Int(8300));
+        kernel.refuse_revert.push(SOMAX.into());
+    }
+    let left = p.propose(&op(SOMAX, Value::Int(8200))).unwrap();
+    assert_eq!(left.status, ChangeStatus::Failed, "{}", left.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(8300));
+    {
+        let mut kernel = k.0.lock().unwrap();
+        kernel.clamp.clear();
+        kernel.refuse_revert.clear();
+    }
     let undo = p.revert(applied, Source::Operator, "test").unwrap();
     let reverts = crate::journal::reverted_by(&p.journal.entries());
     assert_eq!(reverts.get(&applied), undo.journal_id.as_ref());
     assert_eq!(reverts.get(&failed.journal_id.unwrap()), None);
+    assert_eq!(
+        reverts.get(&left.journal_id.unwrap()),
+        undo.journal_id.as_ref()
+    );
 }
 
 /// A write into a namespace whose inode now names another one (another cookie), before any

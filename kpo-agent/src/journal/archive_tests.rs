@@ -285,10 +285,17 @@ fn a_journal_lost_beside_its_archive_does_not_hand_the_archived_ids_out_again() 
     // Said once: the next open knows of the loss, and reads no archive.
     drop(j);
     assert!(open(dir.path(), never()).warnings().is_empty());
+    // A copy made now, with the loss recorded; a pass since; the copy restored: the loss it
+    // recorded was of the archive as it was then (s50 review3 R3).
+    let (backup, highest) = copied_then_archived_on(dir.path(), 3);
+    std::fs::write(dir.path().join(store::JOURNAL_FILE), backup).unwrap();
+    let j = open(dir.path(), never());
+    assert!(archive_names(&j, highest), "{:?}", j.warnings());
+    drop(j);
     // A pass since, then the journal restored from a copy made after it: the loss recorded
     // before that pass says nothing of this one (s50 review2 N2).
-    drop(open(dir.path(), archiving(3)));
-    let (older, highest) = copied_then_archived_on(dir.path(), 5);
+    drop(open(dir.path(), archiving(4)));
+    let (older, highest) = copied_then_archived_on(dir.path(), 6);
     std::fs::write(dir.path().join(store::JOURNAL_FILE), older).unwrap();
     let j = open(dir.path(), never());
     assert!(archive_names(&j, highest), "{:?}", j.warnings());
@@ -307,6 +314,7 @@ fn a_journal_restored_from_before_an_archive_pass_does_not_hand_its_ids_out_agai
     std::fs::write(dir.path().join(store::JOURNAL_FILE), older).unwrap();
     let mut j = open(dir.path(), never());
     assert!(archive_names(&j, highest), "{:?}", j.warnings());
+    assert!(j.warnings().iter().any(|w| w.contains("and its last is #")));
     assert_eq!(change(&mut j, A, 1, 2), highest + 1);
 }
 

@@ -39,9 +39,15 @@ pub fn reverted_by(entries: &[Entry]) -> std::collections::BTreeMap<u64, u64> {
             continue;
         };
         let key = target(r);
-        // A change that took effect: a failed one left nothing to take out (review2 N3).
+        // A change that took effect: a failed one left nothing to take out (review2 N3), unless
+        // its put-back failed too and left its value (review3 R4).
         let took = |c: &&Entry| {
-            c.kind == "change" && matches!(c.status.as_str(), "applied" | "incomplete")
+            c.kind == "change"
+                && match c.status.as_str() {
+                    "applied" | "incomplete" => true,
+                    "failed" => c.read_back.is_some(),
+                    _ => false,
+                }
         };
         for c in entries.iter().filter(took) {
             if (of..r.id).contains(&c.id) && target(c) == key {

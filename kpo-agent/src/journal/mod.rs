@@ -931,11 +931,19 @@ impl Journal {
             Record::Archived { archive_bytes, .. } => Some(*archive_bytes),
             _ => None,
         });
-        // Since the latest pass: an older loss says nothing of a later restore (review2 N2).
+        // Since the latest pass, and with the archive as it was then: an older loss says nothing
+        // of a later restore (review2 N2, review3 R3). Reading it again only costs: ids it holds
+        // at or below those kept already say nothing.
+        let archive_changed_ms = std::fs::metadata(self.dir.join(archive::ARCHIVE_FILE))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(u64::MAX, |d| d.as_millis() as u64);
         let recorded = (self.st.records.iter().rev())
             .take_while(|r| !matches!(r, Record::Archived { .. }))
             .any(|r| {
-                matches!(r, Record::Damaged { why, .. } if why.starts_with(archive::ARCHIVE_FILE))
+                matches!(r, Record::Damaged { why, ts_ms, .. }
+                    if why.starts_with(archive::ARCHIVE_FILE) && *ts_ms > archive_changed_ms)
             });
         let unknown_pass = self.st.archive_len > marked.unwrap_or(0) && !recorded;
         let archived = unknown_pass
