@@ -68,8 +68,8 @@ impl ChangePath {
         self.revert_change(first, source, reason, Some(last))
     }
 
-    /// `only_ours`: for the agent's own reverts, the latest change of the parameter the revert
-    /// answers for (`id` itself, or the last of a chain the guard judged with it).
+    /// `only_ours_through`: for the agent's own reverts, the latest change of the parameter the
+    /// revert answers for (`id` itself, or the last of a chain the guard judged with it).
     fn revert_change(
         &mut self,
         id: u64,

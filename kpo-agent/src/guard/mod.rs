@@ -881,7 +881,8 @@ impl Guard {
         ));
     }
 
-    /// Starts watching `watch`, superseding an older watch of its parameter. Every other watch
+    /// Starts watching `watch`, superseding an older watch of its parameter (judged with it when
+    /// that one had no clean window yet: [`Watch::on_top_of`]). Every other watch
     /// that has had a clean window and no strike since will blame a regression that begins
     /// from now on on this change (while it is watched) rather than on itself: the host was
     /// healthy with the older change alone.

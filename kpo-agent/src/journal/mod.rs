@@ -921,7 +921,7 @@ impl Journal {
     /// archive when it is longer than the journal's latest `archived` record says (or the journal
     /// has none): a pass the journal does not know of wrote it, so the journal lost the records
     /// of it (restored from an older copy: s50 review J1; or emptied). Read only then, and not
-    /// once the loss is recorded: the archive only grows.
+    /// once the loss is recorded since the archive last changed: the archive only grows.
     fn keep_ids_named_elsewhere_at_open(mut self) -> Self {
         let named = crate::approvals::store::ApprovalStore::highest_journal_id_in(&self.dir);
         if let Some(highest) = named {
