@@ -845,8 +845,9 @@ fn param_lines(params: &[crate::control::ParamStatus]) -> Vec<String> {
     }
     if !history.is_empty() {
         lines.push(format!(
-            "and {} parameter(s) of network namespaces gone since, where KPO holds nothing \
+            "{}{} parameter(s) of network namespaces gone since, where KPO holds nothing \
              (kpo journal has their changes; kpo status --json lists them)",
+            if lines.is_empty() { "" } else { "and " },
             history.len()
         ));
     }
@@ -902,6 +903,17 @@ mod tests {
              (kpo journal has their changes; kpo status --json lists them)"
         );
         assert_eq!(p.status().unwrap().params.len(), 2, "--json lists both");
+        // Only those: the line stands alone.
+        p.journal
+            .forget_gone_namespace(&live.parse().unwrap(), "test")
+            .unwrap();
+        assert_eq!(
+            lines(&mut p),
+            [
+                "2 parameter(s) of network namespaces gone since, where KPO holds nothing (kpo \
+              journal has their changes; kpo status --json lists them)"
+            ]
+        );
     }
 
     /// `kpo journal` while the agent is down lets go of the state directory's lock before it
