@@ -1,6 +1,6 @@
 //! The approval commands with no agent answering: they open the state directory themselves and
 //! say what its recovery found, each thing once. No privileges needed, and no kernel value is
-//! read or written (an empty journal, no approval).
+//! read or written (an empty journal, no approval; `kpo apply` writes a temporary cpufreq tree).
 use std::process::{Command, Output};
 
 fn kpo(dir: &std::path::Path, args: &[&str]) -> Output {
@@ -276,5 +276,61 @@ fn a_reader_gone_ends_a_showing_command_quietly() {
              done and journaled)"
         ),
         "{out:?}"
+    );
+}
+
+/// `kpo apply` with no agent running says that the guard does not watch the change, with the id
+/// that puts it back (s50 storyX F5: its output was the running agent's). Over a temporary
+/// cpufreq tree, the one the state directory names (`sysfs-root`), so it needs no root.
+#[test]
+fn an_apply_with_no_agent_says_the_guard_does_not_watch_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("sys/devices/system/cpu/cpufreq/policy0");
+    std::fs::create_dir_all(&policy).unwrap();
+    for (f, v) in [
+        ("cpuinfo_min_freq", "1200000"),
+        ("cpuinfo_max_freq", "3000000"),
+        ("scaling_min_freq", "1200000"),
+        ("scaling_max_freq", "3000000"),
+    ] {
+        std::fs::write(policy.join(f), format!("{v}\n")).unwrap();
+    }
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(
+        state.join("sysfs-root"),
+        dir.path().join("sys").as_os_str().as_encoded_bytes(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[params.\"cpufreq:*:scaling_max_freq\"]\nmode = \"auto\"\nmin = 1200000\nmax = 3000000\n",
+    )
+    .unwrap();
+    let out = kpo(
+        dir.path(),
+        &["apply", "cpufreq:policy0:scaling_max_freq=2400000"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("applied #1 "), "{stdout}");
+    assert_eq!(
+        lines[1],
+        "not watched by the guard: no agent is running, and a change made while it is down is \
+         not judged when it starts (kpo revert 1 puts it back)"
+    );
+    assert_eq!(
+        std::fs::read_to_string(policy.join("scaling_max_freq"))
+            .unwrap()
+            .trim(),
+        "2400000"
     );
 }

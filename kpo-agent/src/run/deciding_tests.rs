@@ -1249,6 +1249,28 @@ fn a_change_made_before_the_last_was_judged_is_reverted_with_it() {
     rig.assert_schema();
 }
 
+/// A change made on top of an undo (1500 MHz, back to 3000, then 1200, in one window) is judged
+/// alone, and its revert puts back 3000, not the 1500 the undo took out (s50 review2 N1).
+#[test]
+fn a_change_made_on_top_of_an_undo_is_reverted_alone() {
+    let mut rig = Rig::new(OPERATORS_MAX_FREQ_BY_P99, true, "");
+    rig.window();
+    let applied = |reply: crate::api::Reply| match reply {
+        crate::api::Reply::Ok(report) => report["journal_id"].as_u64().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    applied(rig.operator_sets_max_freq(1_500_000));
+    applied(rig.operator_sets_max_freq(3_000_000));
+    let last = applied(rig.operator_sets_max_freq(1_200_000));
+    rig.until(4, |events| guard_reverts(events) > 0);
+    assert_eq!(rig.max_freq(), 3_000_000);
+    let revert = rig.intents().pop().expect("a revert intent");
+    assert_eq!(revert.kind, IntentKind::Revert { of: Some(last) });
+    let verdict = rig.json.iter().find(|e| e["kind"] == "guard").unwrap();
+    assert!(verdict.get("judged_with").is_none(), "{verdict}");
+    rig.assert_schema();
+}
+
 /// A guard revert that finds someone else's value in place (written after the window's check of
 /// the values, before the revert read the parameter) leaves it: the verdict says `"reverted":
 /// false` with the revert's report as `error`, the parameter is yielded to them, and the change's
