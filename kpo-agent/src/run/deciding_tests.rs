@@ -464,6 +464,17 @@ impl Rig {
         self.operator_applies(MAX_FREQ, khz)
     }
 
+    /// [`Rig::operator_sets_max_freq`], which must apply: its journal id.
+    fn operator_applied_max_freq(&mut self, khz: i64) -> u64 {
+        match self.operator_sets_max_freq(khz) {
+            crate::api::Reply::Ok(report) => {
+                assert_eq!(report["status"], "applied", "{khz}: {report}");
+                report["journal_id"].as_u64().unwrap()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// `kpo apply ADDRESS=VALUE` through the agent's control socket, as an operator.
     fn operator_applies(&mut self, address: &str, value: i64) -> crate::api::Reply {
         self.operator(crate::api::Request::Apply(crate::control::ApplyRequest {
@@ -1205,15 +1216,8 @@ fn a_change_made_before_the_last_was_judged_is_reverted_with_it() {
     // The baseline window at 3000 MHz: p99 152 µs; at 1500 MHz 224 µs, at 1200 MHz 260 µs. Each
     // step alone is within 20% + 50 µs of the window before it; the two are not.
     rig.window();
-    let applied = |reply: crate::api::Reply| match reply {
-        crate::api::Reply::Ok(report) => {
-            assert_eq!(report["status"], "applied", "{report}");
-            report["journal_id"].as_u64().unwrap()
-        }
-        other => panic!("{other:?}"),
-    };
-    let first = applied(rig.operator_sets_max_freq(1_500_000));
-    let second = applied(rig.operator_sets_max_freq(1_200_000));
+    let first = rig.operator_applied_max_freq(1_500_000);
+    let second = rig.operator_applied_max_freq(1_200_000);
     rig.until(4, |events| guard_reverts(events) > 0);
     assert_eq!(rig.max_freq(), 3_000_000, "the value before the first");
     let revert = rig.intents().pop().expect("a revert intent");
@@ -1255,13 +1259,9 @@ fn a_change_made_before_the_last_was_judged_is_reverted_with_it() {
 fn a_change_made_on_top_of_an_undo_is_reverted_alone() {
     let mut rig = Rig::new(OPERATORS_MAX_FREQ_BY_P99, true, "");
     rig.window();
-    let applied = |reply: crate::api::Reply| match reply {
-        crate::api::Reply::Ok(report) => report["journal_id"].as_u64().unwrap(),
-        other => panic!("{other:?}"),
-    };
-    applied(rig.operator_sets_max_freq(1_500_000));
-    applied(rig.operator_sets_max_freq(3_000_000));
-    let last = applied(rig.operator_sets_max_freq(1_200_000));
+    rig.operator_applied_max_freq(1_500_000);
+    rig.operator_applied_max_freq(3_000_000);
+    let last = rig.operator_applied_max_freq(1_200_000);
     rig.until(4, |events| guard_reverts(events) > 0);
     assert_eq!(rig.max_freq(), 3_000_000);
     let revert = rig.intents().pop().expect("a revert intent");
