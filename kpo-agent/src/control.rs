@@ -188,11 +188,22 @@ pub enum ControlError {
     /// fails to open, and the first one's error would name a file, not the mistake.
     #[error("{0}: not a directory: --state-dir names the directory KPO keeps its journal in")]
     NotAStateDir(PathBuf),
+    /// `--state-dir` is a link that leads nowhere (a disk not mounted, a loop): told as such, not
+    /// as "File exists" from creating it, or as whatever its first file fails with.
+    #[error("{0}: not a state directory: {1}")]
+    BrokenStateDirLink(PathBuf, String),
 }
 
 /// [`ControlError::NoStateDir`] unless `state_dir` exists, [`ControlError::NotAStateDir`] when
-/// it is not a directory (opening it says what else is wrong).
+/// it is not a directory, [`ControlError::BrokenStateDirLink`] when it is a link to nothing
+/// (opening it says what else is wrong).
 pub fn require_state_dir(state_dir: &Path) -> Result<(), ControlError> {
+    if let Some(why) = crate::journal::store::broken_link(state_dir) {
+        return Err(ControlError::BrokenStateDirLink(
+            state_dir.to_path_buf(),
+            why,
+        ));
+    }
     match std::fs::symlink_metadata(state_dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Err(ControlError::NoStateDir(state_dir.to_path_buf()))

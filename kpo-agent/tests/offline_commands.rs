@@ -92,6 +92,63 @@ fn a_state_directory_that_is_a_file_is_named_so() {
     }
 }
 
+/// Seen by hand (s50 story W6): a `--state-dir` that is a link into a disk not mounted was refused
+/// with "File exists (os error 17)", and a link loop with advice about network namespaces. Every
+/// command, those that may start a state directory included, names the link and makes nothing at
+/// its end (the mount would later hide it).
+#[test]
+fn a_state_directory_link_to_nothing_is_named_so() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+    let state = dir.path().join("state");
+    let nowhere = dir.path().join("unmounted").join("kpo");
+    let other = dir.path().join("other");
+    for (target, why) in [
+        (
+            nowhere.clone(),
+            format!(
+                "it is a symbolic link to {}, which does not exist (a disk not mounted?); KPO \
+                 does not create a directory at the end of a link",
+                nowhere.display()
+            ),
+        ),
+        (
+            other.clone(),
+            format!(
+                "it is a symbolic link to {} that loops back on itself",
+                other.display()
+            ),
+        ),
+    ] {
+        std::fs::remove_file(&state).ok();
+        std::fs::remove_file(&other).ok();
+        std::os::unix::fs::symlink(&target, &state).unwrap();
+        if target == other {
+            std::os::unix::fs::symlink(&state, &other).unwrap();
+        }
+        for args in [
+            &["status"][..],
+            &["journal"],
+            &["pending"],
+            &["revert", "--all"],
+            &["pause"],
+            &["apply", "net.core.somaxconn=300"],
+        ] {
+            let out = kpo(dir.path(), args);
+            assert_eq!(out.status.code(), Some(2), "{args:?}");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stderr),
+                format!(
+                    "kpo: error: {}: not a state directory: {why}\n",
+                    state.display()
+                ),
+                "{args:?}"
+            );
+        }
+        assert!(!dir.path().join("unmounted").exists());
+    }
+}
+
 /// A state directory that does not exist is not made by a command that reads it or acts on what
 /// KPO did: a mistyped `--state-dir` would read as a host KPO never touched. `kpo pause` (like
 /// `kpo apply`) may start one.

@@ -76,6 +76,12 @@ fn find(line: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Creates the state directory (0700) if needed.
 pub fn ensure_dir(dir: &Path) -> Result<(), JournalError> {
+    if let Some(why) = broken_link(dir) {
+        return Err(JournalError::UnsafeDir {
+            dir: dir.to_path_buf(),
+            why,
+        });
+    }
     if !dir.exists() {
         fs::DirBuilder::new()
             .recursive(true)
@@ -88,6 +94,32 @@ pub fn ensure_dir(dir: &Path) -> Result<(), JournalError> {
         }
     }
     Ok(())
+}
+
+/// Why `dir` is a symbolic link that leads to no directory, if it is one: a link into a disk
+/// that is not mounted, or a loop. Creating the directory would fail with "File exists" (the
+/// link is there), and creating the link's target instead would put the journal where the
+/// mount will later hide it.
+pub fn broken_link(dir: &Path) -> Option<String> {
+    if !fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return None;
+    }
+    let target = fs::read_link(dir)
+        .map(|t| t.display().to_string())
+        .unwrap_or_else(|_| "?".into());
+    match fs::metadata(dir) {
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+            "it is a symbolic link to {target}, which does not exist (a disk not mounted?); KPO \
+             does not create a directory at the end of a link"
+        )),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => Some(format!(
+            "it is a symbolic link to {target} that loops back on itself"
+        )),
+        Err(e) => Some(format!(
+            "it is a symbolic link to {target}, which cannot be followed: {e}"
+        )),
+    }
 }
 
 /// Refuses a state directory someone other than this user can change, or one below a directory

@@ -610,6 +610,29 @@ fn a_state_directory_others_can_change_is_refused() {
     ));
 }
 
+/// `kpo run` makes its state directory with [`store::ensure_dir`]: at a link into a disk that is
+/// not mounted it said "File exists"; it names the link now, and makes nothing at its end, where
+/// the mount would later hide the journal.
+#[test]
+fn a_state_directory_link_to_nothing_is_not_created() {
+    let tmp = private_tempdir();
+    let (link, nowhere) = (tmp.path().join("state"), tmp.path().join("unmounted/kpo"));
+    std::os::unix::fs::symlink(&nowhere, &link).unwrap();
+    let err = store::ensure_dir(&link).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: refusing to keep the journal here: it is a symbolic link to {}, which does not \
+             exist (a disk not mounted?); KPO does not create a directory at the end of a link",
+            link.display(),
+            nowhere.display()
+        )
+    );
+    assert!(!tmp.path().join("unmounted").exists());
+    std::fs::create_dir_all(&nowhere).unwrap();
+    store::ensure_dir(&link).unwrap();
+}
+
 /// A state directory of another user's is refused, naming the owner, whatever its mode.
 #[test]
 fn a_state_directory_another_user_owns_is_refused() {
