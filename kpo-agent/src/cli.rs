@@ -795,7 +795,42 @@ fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
     for line in param_lines(&s.params) {
         crate::out!("{line}");
     }
+    for w in &s.watches {
+        crate::out!("{}", watch_line(w));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A change the guard is watching, on one line of `kpo status`.
+pub(crate) fn watch_line(w: &crate::control::WatchStatus) -> String {
+    let with = match w.judged_with.as_slice() {
+        [] => String::new(),
+        ids => format!(
+            " (with {})",
+            ids.iter()
+                .map(|id| format!("#{id}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let since = w
+        .since
+        .as_ref()
+        .map(|t| format!(" since {t}"))
+        .unwrap_or_default();
+    let signals = match w.signals.as_slice() {
+        [] => "nothing".to_string(),
+        signals => signals
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    format!(
+        "guard watching #{}{with}: {}{since}, judged by {signals}; {} window(s) to go, {} clean, \
+         {} strike(s)",
+        w.change_id, w.address, w.windows_left, w.clean_windows, w.strikes
+    )
 }
 
 /// `kpo status`'s line per parameter; those of namespaces gone, where KPO holds nothing, are
@@ -1293,6 +1328,7 @@ mod agent_flag_tests {
             incomplete: vec![],
             warnings: vec![],
             policy_file_differs: None,
+            watches: vec![],
         }
     }
 

@@ -142,6 +142,33 @@ pub struct Status {
     /// removed), if it does not: `policy` alone would name a file whose text is not obeyed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_file_differs: Option<String>,
+    /// The changes the running agent's guard is watching; none from a command run while the
+    /// agent is down (the watches it saved are taken up, or dropped, when it starts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watches: Vec<WatchStatus>,
+}
+
+/// A change the guard is watching, in `kpo status`: without it an operator could not tell
+/// whether a change is still to be judged, or by what (s50 storyX F6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchStatus {
+    /// The change's journal id.
+    pub change_id: u64,
+    /// Earlier changes of the parameter judged with it, oldest first: a revert takes them out
+    /// too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub judged_with: Vec<u64>,
+    pub address: String,
+    /// When the change (the first of `judged_with`, with them) was made, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    pub signals: Vec<crate::policy::HealthSignal>,
+    /// Windows still to be counted before it is kept.
+    pub windows_left: u32,
+    /// Windows counted so far without a regression.
+    pub clean_windows: u32,
+    /// Consecutive windows that regressed so far (two in a row revert it).
+    pub strikes: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -357,6 +384,7 @@ impl Control for ChangePath {
             incomplete: self.journal.incomplete().iter().map(|i| i.id).collect(),
             warnings: self.journal.warnings().to_vec(),
             policy_file_differs: self.policy.changed_on_disk(),
+            watches: Vec::new(),
         })
     }
 

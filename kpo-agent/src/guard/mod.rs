@@ -1210,6 +1210,25 @@ impl Guard {
     pub fn watching(&self) -> usize {
         self.watches.len()
     }
+
+    /// The open watches, for `kpo status`; `made_at` gives a change's time from the journal.
+    pub fn open_watches(
+        &self,
+        made_at: impl Fn(u64) -> Option<String>,
+    ) -> Vec<crate::control::WatchStatus> {
+        (self.watches.iter())
+            .map(|w| crate::control::WatchStatus {
+                change_id: w.change_id,
+                judged_with: w.earlier.clone(),
+                address: w.address.to_string(),
+                since: made_at(w.earlier.first().copied().unwrap_or(w.change_id)),
+                signals: w.signals.clone(),
+                windows_left: w.windows_left,
+                clean_windows: w.clean_windows,
+                strikes: w.strikes,
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

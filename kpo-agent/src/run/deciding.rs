@@ -42,9 +42,9 @@ use crate::{
     cli::StateArgs,
     collect::Sample,
     config::Config,
-    control::Control,
+    control::{Control, Status},
     guard::{Guard, GuardConfig, GuardEvent, Verdict},
-    journal::{Holder, Journal},
+    journal::{format_ms, Holder, Journal},
     output::{
         change_events::ChangePathEvent,
         events::{Event, OptimizerEvent},
@@ -482,6 +482,12 @@ impl Deciding {
                     self.watch_if_applied(report);
                 }
                 reply(result)
+            }
+            Request::Status => {
+                let journal = &self.path.journal;
+                let made_at = |id| journal.intent(id).map(|i| format_ms(i.ts_ms));
+                let watches = self.guard.open_watches(made_at);
+                reply(Control::status(&mut self.path).map(|s| Status { watches, ..s }))
             }
             Request::Approve { id, by } => {
                 let result = self.at_desk().approve(id, by);

@@ -23,7 +23,7 @@ use crate::{
     collect::procfs::{HostMetrics, HostSnapshot},
     config::Config,
     energy::EnergySource,
-    journal::{Holder, IntentKind, Journal, Outcome, Record},
+    journal::{format_ms, Holder, IntentKind, Journal, Outcome, Record},
     output::{change_events::ChangePhase, events::Event},
     policy::{HealthSignal, Policy, Source},
     window::{energy::WindowEnergy, hist::LatencySummary, RequestLatencyWindow, Window},
@@ -1251,6 +1251,58 @@ fn a_change_made_before_the_last_was_judged_is_reverted_with_it() {
         }
     }
     rig.assert_schema();
+}
+
+/// `kpo status` through the agent names the changes the guard is watching: what, since when,
+/// judged by what, with which earlier changes, and how far along (s50 storyX F6: nothing showed
+/// that a change was still to be judged).
+#[test]
+fn the_agents_status_names_the_open_watches() {
+    let mut rig = Rig::new(OPERATORS_MAX_FREQ_BY_P99, true, "");
+    rig.window();
+    let watches = |rig: &mut Rig| match rig.operator(crate::api::Request::Status) {
+        crate::api::Reply::Ok(status) => {
+            serde_json::from_value::<Vec<crate::control::WatchStatus>>(
+                status
+                    .get("watches")
+                    .cloned()
+                    .unwrap_or(serde_json::json!([])),
+            )
+            .unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(watches(&mut rig), [], "none before a change");
+    // p99 152 -> 157 -> 160 µs: within the tolerance, so each window counts clean.
+    let first = rig.operator_applied_max_freq(2_800_000);
+    let second = rig.operator_applied_max_freq(2_700_000);
+    let since = format_ms(rig.journal().intent(first).unwrap().ts_ms);
+    let mut want = crate::control::WatchStatus {
+        change_id: second,
+        judged_with: vec![first],
+        address: MAX_FREQ.into(),
+        since: Some(since.clone()),
+        signals: vec![HealthSignal::RequestP99],
+        windows_left: 3,
+        clean_windows: 0,
+        strikes: 0,
+    };
+    assert_eq!(watches(&mut rig), [want.clone()]);
+    rig.window(); // the window the changes were made in: not counted
+    rig.window();
+    (want.windows_left, want.clean_windows) = (2, 1);
+    let shown = watches(&mut rig);
+    assert_eq!(shown, [want]);
+    assert_eq!(
+        crate::cli::watch_line(&shown[0]),
+        format!(
+            "guard watching #{second} (with #{first}): {MAX_FREQ} since {since}, judged by \
+             request_p99; 2 window(s) to go, 1 clean, 0 strike(s)"
+        )
+    );
+    rig.window();
+    rig.window();
+    assert_eq!(watches(&mut rig), [], "kept after its windows");
 }
 
 /// A change made on top of an undo (1500 MHz, back to 3000, then 1200, in one window) is judged
