@@ -693,6 +693,28 @@ impl Desk {
         })
     }
 
+    /// The approvals of `parameter` that stand now, in the namespace of `cookie`: those pending
+    /// (any advisor's), and the rejections still in force with when each ends. For the LLM's
+    /// prompt, which tells the model what waits on the operator and what was refused.
+    pub fn standing_for(
+        &self,
+        parameter: &ParamAddress,
+        cookie: Option<u64>,
+    ) -> Vec<(&ApprovalItem, Option<u64>)> {
+        let key = target_key(parameter);
+        let now = now_ms();
+        (self.store.items())
+            .filter(|i| i.key == key && other_namespace(i.netns_cookie, cookie).is_none())
+            .filter_map(|i| match i.state {
+                ApprovalState::Pending => Some((i, None)),
+                ApprovalState::Rejected { .. } if self.store.rejection_in_force(i, now) => {
+                    Some((i, Some(self.store.asks_again(i))))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Whether an operator rejected `value` lately in the namespace the advice is for. Advice
     /// without a cookie (a rule's: it reads no namespace's cookie) would match a rejection made in
     /// a namespace that died and left its inode to the one there now, and be held for that; so

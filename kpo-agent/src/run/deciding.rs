@@ -361,6 +361,11 @@ impl Deciding {
         Ok((deciding, events))
     }
 
+    /// The approvals, for what the LLM is told of them.
+    pub(crate) fn desk(&self) -> &Desk {
+        &self.approvals
+    }
+
     /// How many changes the guard is watching.
     #[cfg(test)]
     pub(crate) fn guard_watching(&self) -> usize {

@@ -25,15 +25,18 @@ use crate::{
     advise::{
         limits::{AdvicePolicy, ParamLimits},
         llm::{
-            offered_params, ChangeOutcome, Consultation, LlmAdvisor, LlmConfig, LlmSetupError,
-            MetricChange, ParamContext,
+            offered_params,
+            prompt::{HeldStatus, HeldValue},
+            ChangeOutcome, Consultation, LlmAdvisor, LlmConfig, LlmSetupError, MetricChange,
+            ParamContext,
         },
         recommendation::{Source, WindowRef},
     },
+    approvals::{ApprovalState, Desk},
     change::ChangePath,
     config::ConfigError,
     guard::{Health, Scope},
-    journal::Entry,
+    journal::{format_ms, Entry},
     output::events::Event,
     policy::{deny::DenyList, netns_inode, NamespaceSel, Namespaces, Policy},
     window::Window,
@@ -173,7 +176,7 @@ impl LlmStage {
             return;
         }
         let path = deciding.change_path();
-        let offered = offer(path, window, self.host_netns);
+        let offered = offer_with_held(deciding, window, self.host_netns);
         let history = self.health.make_contiguous();
         let changes = change_outcomes(&path.journal.entries(), history, Scope::of);
         let policy = Arc::new(OfferedPolicy::new(&offered));
@@ -326,6 +329,77 @@ fn offer(path: &ChangePath, window: &Window, host_netns: u64) -> Vec<ParamContex
     }
     offered
 }
+
+/// [`offer`], each parameter with the values it holds for now ([`held_values`]).
+fn offer_with_held(deciding: &Deciding, window: &Window, host_netns: u64) -> Vec<ParamContext> {
+    let path = deciding.change_path();
+    let mut offered = offer(path, window, host_netns);
+    for p in &mut offered {
+        p.held = held_values(path, deciding.desk(), &p.address, p.netns_cookie);
+    }
+    offered
+}
+
+/// The values of `address` the model is told are decided for now, or wait on the operator:
+/// pending approvals, rejections in force (the latest first), quarantines in force, in that
+/// order, each value once (a rejected value that is also quarantined is named by the rejection,
+/// with the operator's reason), at most [`MAX_HELD`].
+fn held_values(
+    path: &ChangePath,
+    desk: &Desk,
+    address: &ParamAddress,
+    cookie: Option<u64>,
+) -> Vec<HeldValue> {
+    let standing = desk.standing_for(address, cookie);
+    let rejected = standing.iter().rev().filter_map(|(item, until)| {
+        let ApprovalState::Rejected { why, .. } = &item.state else {
+            return None;
+        };
+        Some(HeldValue {
+            value: item.value.clone(),
+            status: HeldStatus::Rejected,
+            until: until.map(format_ms),
+            reason: why.clone(),
+        })
+    });
+    let now = std::time::SystemTime::now();
+    let quarantined = (path.journal.param_state(address).into_iter())
+        .flat_map(|state| &state.quarantine)
+        .filter_map(|q| {
+            // In force now, by the rule the change path refuses it by.
+            let until = path
+                .journal
+                .context(address, &q.value, now)
+                .quarantined_until?;
+            Some(HeldValue {
+                value: q.value.clone(),
+                status: HeldStatus::Quarantined,
+                until: Some(format_ms(crate::clock::ms(until))),
+                reason: None,
+            })
+        });
+    let pending = standing
+        .iter()
+        .filter(|(item, _)| item.state == ApprovalState::Pending)
+        .map(|(item, _)| HeldValue {
+            value: item.value.clone(),
+            status: HeldStatus::PendingApproval,
+            until: None,
+            reason: None,
+        });
+    let mut held: Vec<HeldValue> = Vec::new();
+    for h in pending.chain(rejected).chain(quarantined) {
+        if !held.iter().any(|k| k.value == h.value) {
+            held.push(h);
+        }
+    }
+    held.truncate(MAX_HELD);
+    held
+}
+
+/// Values named per parameter in `held`: the prompt stays bounded however many values an
+/// operator rejected (a pending approval, at most one per parameter and target, comes first).
+const MAX_HELD: usize = 8;
 
 /// Every address the model could be offered, before the policy's say: the [`CATALOGUE`] and the
 /// policy's exactly named parameters; a per-namespace sysctl at the host and in each namespace

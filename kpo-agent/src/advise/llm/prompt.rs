@@ -276,6 +276,36 @@ pub struct ParamContext {
     /// target, or not read with one): the advice carries it to the change path, which refuses
     /// it in a namespace that has the inode by then but is another one. Not in the prompt.
     pub netns_cookie: Option<u64>,
+    /// Its values that are decided for now, or wait on the operator.
+    pub held: Vec<HeldValue>,
+}
+
+/// A value of an offered parameter that an operator or the guard has ruled out for now, or that
+/// waits on the operator: the model is told, so that it does not spend its advice on what KPO
+/// will not apply (s50 storyY F4: it proposed a rejected value and a quarantined one at every
+/// consultation, each one more line of `kpo explain`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeldValue {
+    pub value: Value,
+    pub status: HeldStatus,
+    /// When a rejection or a quarantine ends, RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// The operator's reason for a rejection, as data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldStatus {
+    /// An operator rejected it (`kpo reject`); the advice is not asked again before `until`.
+    Rejected,
+    /// Reverted after it regressed the host (by the guard, or an operator's `kpo revert` of an
+    /// advisor's change): refused before `until`.
+    Quarantined,
+    /// Advice waiting for an operator's approval; advice no longer made is withdrawn.
+    PendingApproval,
 }
 
 /// The parameters among `candidates` (address and current value, as the actuators read them)
@@ -298,6 +328,7 @@ pub fn offered_params(
                 current,
                 limits,
                 netns_cookie: None,
+                held: Vec::new(),
             })
         })
         .collect()
@@ -350,6 +381,8 @@ struct ParamView<'a> {
     max_change: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     words: Option<&'a Vec<String>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    held: &'a [HeldValue],
 }
 
 #[derive(Serialize)]
@@ -377,6 +410,10 @@ Rules:\n\
 within `min` and `max` (element by element within `min_each` and `max_each` where given), and \
 moves from `current` by at most `max_step` (`max_change` where given, element by element for a \
 list).\n\
+- `held` lists values of a parameter that are decided for now: `rejected` by the operator (with \
+their `reason`) or `quarantined` after a regression, until `until`. Do not recommend them: KPO \
+will not apply them. `pending_approval` is advice waiting for the operator: recommend it again \
+while the measurements still call for it (advice no longer made is withdrawn).\n\
 - If nothing needs to change, return an empty list.\n\
 - A listener's `backlog_limit` is the smaller of the backlog its program passed to listen() and \
 net.core.somaxconn in its namespace: when it is below that somaxconn's `current`, raising \
@@ -437,6 +474,7 @@ pub fn build_prompt(
                 max_step: p.limits.max_step.map(|s: Step| s.to_string()),
                 max_change: max_change(p.limits.max_step, &p.current),
                 words: p.limits.words.as_ref(),
+                held: &p.held,
             })
             .collect(),
         windows,
@@ -562,6 +600,7 @@ mod tests {
                 .bounds(0, 100)
                 .step(Step::Percent(Percent::whole(50))),
             netns_cookie: None,
+            held: vec![],
         }];
         let user = build_prompt(&params, &[], &[]).user;
         let data: serde_json::Value = serde_json::from_str(data_block(&user).unwrap()).unwrap();

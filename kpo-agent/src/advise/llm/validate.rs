@@ -799,12 +799,14 @@ mod tests {
                 current: Value::Int(4096),
                 limits: policy.allowed(&ns, Source::Llm).unwrap(),
                 netns_cookie: Some(7),
+                held: vec![],
             },
             ParamContext {
                 address: rmem.clone(),
                 current: Value::Ints(vec![4096, 131072, 6291456]),
                 limits: policy.allowed(&rmem, Source::Llm).unwrap(),
                 netns_cookie: None,
+                held: vec![],
             },
         ];
         let w = WindowRef {

@@ -282,6 +282,7 @@ fn the_offered_policy_allows_exactly_what_was_offered_to_the_llm() {
         current: Value::Int(256),
         limits: limits.clone(),
         netns_cookie: None,
+        held: vec![],
     }]);
     assert_eq!(p.allowed(&somaxconn, Source::Llm), Some(limits));
     assert_eq!(p.allowed(&somaxconn, Source::Rules), None);
@@ -704,6 +705,161 @@ sources = ["llm"]
     k.0.lock().unwrap().netns_cookie = Some(7);
     stage.settle(answered(same), &mut deciding);
     assert_eq!(k.0.lock().unwrap().values[NS], Value::Int(8192));
+}
+
+/// The model is told, with each parameter offered, which of its values an operator rejected
+/// (with their reason, until when), which are quarantined after a revert of an advisor's change,
+/// and which wait on an approval (s50 storyY F4: it was told none of it, and proposed the
+/// rejected and the quarantined values at every consultation).
+#[test]
+fn the_prompt_names_the_values_rejected_quarantined_and_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = r#"
+[params."net.core.somaxconn"]
+mode = "recommend"
+min = 128
+max = 65535
+max_step = "100%"
+sources = ["llm"]
+"#;
+    let (mut stage, mut deciding, k) = stage_and_deciding(
+        dir.path(),
+        policy,
+        &[("net.core.somaxconn", Value::Int(4096))],
+    );
+    let w = window(vec![]);
+    let at = WindowRef {
+        index: 3,
+        end: "2026-12-01T03:01:00Z".into(),
+    };
+    let advise = |stage: &mut LlmStage, deciding: &mut Deciding, value: i64| {
+        let offered = offer_with_held(deciding, &w, HOST);
+        let item = serde_json::json!({"parameter": "net.core.somaxconn", "value": value});
+        let v = crate::advise::llm::validate::validate(
+            vec![item],
+            &offered,
+            &OfferedPolicy::new(&offered),
+            &at,
+        );
+        assert_eq!(v.accepted.len(), 1, "{:?}", v.dropped);
+        let mut c = Consultation::task_failed(
+            stage.advisor.as_ref().unwrap(),
+            at.clone(),
+            offered.len(),
+            std::time::Duration::ZERO,
+            "",
+        );
+        c.outcome = crate::advise::llm::Outcome::Ok;
+        c.error = None;
+        c.recommendations = v.accepted;
+        stage.settle(answered(c), deciding);
+    };
+    let operator = |deciding: &mut Deciding, request| {
+        let (answer, mut reply) = tokio::sync::oneshot::channel();
+        deciding.serve(crate::api::server::Incoming {
+            request,
+            caller: "uid 0 (root)".into(),
+            answer,
+            connection: None,
+        });
+        match reply.try_recv().expect("answered") {
+            crate::api::Reply::Ok(v) => v,
+            other => panic!("{other:?}"),
+        }
+    };
+    let held = |deciding: &Deciding| offer_with_held(deciding, &w, HOST)[0].held.clone();
+    assert_eq!(held(&deciding), []);
+
+    advise(&mut stage, &mut deciding, 8192);
+    let rejected = operator(
+        &mut deciding,
+        crate::api::Request::Reject {
+            id: "ap-1".into(),
+            by: String::new(),
+            reason: Some("not during business hours".into()),
+        },
+    );
+    let rejected_at = rejected["resolved_ms"].as_u64().unwrap();
+    advise(&mut stage, &mut deciding, 6000);
+    let approved = operator(
+        &mut deciding,
+        crate::api::Request::Approve {
+            id: "ap-2".into(),
+            by: String::new(),
+        },
+    );
+    assert_eq!(approved["report"]["status"], "applied", "{approved}");
+    let applied = approved["report"]["journal_id"].as_u64().unwrap();
+    operator(
+        &mut deciding,
+        crate::api::Request::Revert {
+            revert: crate::control::RevertRequest::Id(applied),
+            by: None,
+        },
+    );
+    assert_eq!(
+        k.0.lock().unwrap().values["net.core.somaxconn"],
+        Value::Int(4096)
+    );
+    advise(&mut stage, &mut deciding, 5000);
+
+    let quarantine = deciding
+        .change_path()
+        .journal
+        .param_state(&"net.core.somaxconn".parse().unwrap())
+        .unwrap()
+        .quarantine[0]
+        .clone();
+    assert_eq!(quarantine.value, Value::Int(6000));
+    let want = [
+        HeldValue {
+            value: Value::Int(5000),
+            status: HeldStatus::PendingApproval,
+            until: None,
+            reason: None,
+        },
+        HeldValue {
+            value: Value::Int(8192),
+            status: HeldStatus::Rejected,
+            until: Some(format_ms(rejected_at + 3_600_000)),
+            reason: Some("not during business hours".into()),
+        },
+        HeldValue {
+            value: Value::Int(6000),
+            status: HeldStatus::Quarantined,
+            until: Some(format_ms(quarantine.until_ms)),
+            reason: None,
+        },
+    ];
+    assert_eq!(held(&deciding), want);
+    let offered = offer_with_held(&deciding, &w, HOST);
+    let user = crate::advise::llm::prompt::build_prompt(&offered, &[], &[]).user;
+    let json = serde_json::to_string(&want).unwrap();
+    assert!(user.contains(&format!(",\"held\":{json}}}")), "{user}");
+
+    // However many values an operator rejects, the prompt names the latest 8.
+    for value in 4200..4208 {
+        advise(&mut stage, &mut deciding, value);
+        let pending = operator(&mut deciding, crate::api::Request::Pending);
+        let id = pending[0]["id"].as_str().unwrap().to_string();
+        assert_eq!(pending[0]["value"], value, "{pending}");
+        operator(
+            &mut deciding,
+            crate::api::Request::Reject {
+                id,
+                by: String::new(),
+                reason: None,
+            },
+        );
+    }
+    let values: Vec<(Value, HeldStatus)> = (held(&deciding).into_iter())
+        .map(|h| (h.value, h.status))
+        .collect();
+    let newest: Vec<(Value, HeldStatus)> = (4200..4208)
+        .rev()
+        .map(|v| (Value::Int(v), HeldStatus::Rejected))
+        .collect();
+    assert_eq!(values, newest);
 }
 
 /// A suggestion of a parameter the policy lets another advisor change is dropped as `managed`
