@@ -3,6 +3,7 @@
 use std::{env, fs, path::PathBuf};
 
 fn main() -> anyhow::Result<()> {
+    emit_commit();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let object = out_dir.join("kpo");
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
@@ -48,5 +49,38 @@ fn main() -> anyhow::Result<()> {
     match toolchain.as_deref() {
         Some(name) => aya_build::build_ebpf([ebpf], aya_build::Toolchain::Custom(name)),
         None => aya_build::build_ebpf([ebpf], aya_build::Toolchain::default()),
+    }
+}
+
+/// `KPO_COMMIT`, the commit this is built from (`unknown` outside a git checkout), for
+/// `kpo --version`, the `start` event and `kpo status`: every build says version 0.1.0, and an
+/// operator who upgraded must be able to tell the agent that runs from the binary installed
+/// (s51 story Z3). Built again when the checkout's HEAD moves.
+fn emit_commit() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(&manifest_dir)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=KPO_COMMIT={commit}");
+    let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]).map(PathBuf::from) else {
+        return;
+    };
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    // Only files that exist: cargo runs a build script whose watched file is missing every time.
+    for file in ["HEAD", "packed-refs"]
+        .into_iter()
+        .map(|f| git_dir.join(f))
+        .chain(branch.map(|b| git_dir.join(b)))
+        .filter(|f| f.exists())
+    {
+        println!("cargo:rerun-if-changed={}", file.display());
     }
 }

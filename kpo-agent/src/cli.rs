@@ -18,7 +18,7 @@ use crate::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "kpo", version, about = "KPO: kernel parameter optimizer")]
+#[command(name = "kpo", version = crate::VERSION, about = "KPO: kernel parameter optimizer")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -775,7 +775,11 @@ fn print_journal_entry(e: &crate::journal::Entry) {
 fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
     // The state directory's lock, taken while the agent is down, is let go of before printing
     // (see list_journal).
-    let s = open(&a.state, Access::Reads)?.status()?;
+    let mut control = open(&a.state, Access::Reads)?;
+    let s = control.status()?;
+    if let Some(warning) = another_build(control.guards_changes(), s.version.as_deref()) {
+        eprintln!("kpo: warning: {warning}");
+    }
     if a.json {
         crate::out!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(ExitCode::SUCCESS);
@@ -785,6 +789,14 @@ fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
         crate::out!("policy file: not the policy in force: {why}");
     }
     crate::out!("state: {}", s.state_dir.display());
+    if let Some(version) = &s.version {
+        let who = if control.guards_changes() {
+            "agent"
+        } else {
+            "kpo"
+        };
+        crate::out!("{who}: kpo {version}");
+    }
     match &s.paused {
         Some((by, at)) => crate::out!("paused: yes, by {by} at {at}"),
         None => crate::out!("paused: no"),
@@ -799,6 +811,23 @@ fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
         crate::out!("{}", watch_line(w));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `kpo status` warns of when the running agent (`through_agent`) is another build than
+/// this command: the package was upgraded, or rolled back, and the agent not restarted since.
+fn another_build(through_agent: bool, agents: Option<&str>) -> Option<String> {
+    if !through_agent || agents == Some(crate::VERSION) {
+        return None;
+    }
+    let agent = match agents {
+        Some(v) => format!("kpo {v}"),
+        None => "an older kpo, which names no version".to_string(),
+    };
+    Some(format!(
+        "the running agent is {agent}, this command is kpo {}: restart the agent to run the \
+         version installed (docs/journal.md, \"Upgrading and rolling back\")",
+        crate::VERSION
+    ))
 }
 
 /// A change the guard is watching, on one line of `kpo status`.
@@ -948,6 +977,32 @@ mod tests {
                 "2 parameter(s) of network namespaces gone since, where KPO holds nothing (kpo \
               journal has their changes; kpo status --json lists them)"
             ]
+        );
+    }
+
+    /// `kpo status` through an agent of another build (the package upgraded, the agent not
+    /// restarted) says so; through its own build's agent, or reading the state directory itself,
+    /// it says nothing (s51 story Z3: nothing told the builds apart).
+    #[test]
+    fn status_warns_of_an_agent_of_another_build() {
+        assert_eq!(another_build(true, Some(crate::VERSION)), None);
+        assert_eq!(another_build(false, None), None);
+        let other = "0.1.0 (commit 000000000000)";
+        assert_eq!(
+            another_build(true, Some(other)),
+            Some(format!(
+                "the running agent is kpo {other}, this command is kpo {}: restart the agent \
+                 to run the version installed (docs/journal.md, \"Upgrading and rolling back\")",
+                crate::VERSION
+            ))
+        );
+        assert!(another_build(true, None)
+            .unwrap()
+            .starts_with("the running agent is an older kpo, which names no version, "));
+        assert!(
+            crate::VERSION.starts_with(concat!(env!("CARGO_PKG_VERSION"), " (commit ")),
+            "{}",
+            crate::VERSION
         );
     }
 
@@ -1329,6 +1384,7 @@ mod agent_flag_tests {
             warnings: vec![],
             policy_file_differs: None,
             watches: vec![],
+            version: None,
         }
     }
 

@@ -146,6 +146,10 @@ pub struct Status {
     /// agent is down (the watches it saved are taken up, or dropped, when it starts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub watches: Vec<WatchStatus>,
+    /// The version of the KPO that answered ([`crate::VERSION`]): the running agent's through its
+    /// socket, which may not be the binary installed since. `None` from an agent older than it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// A change the guard is watching, in `kpo status`: without it an operator could not tell
@@ -385,6 +389,7 @@ impl Control for ChangePath {
             warnings: self.journal.warnings().to_vec(),
             policy_file_differs: self.policy.changed_on_disk(),
             watches: Vec::new(),
+            version: Some(crate::VERSION.to_string()),
         })
     }
 

@@ -20,6 +20,15 @@
 //! Shared by the stages: [`kernel_file`] (bounded reads of kernel files), [`counter`] (deltas
 //! of counters, by what a fall means), [`clock`] (periods judged by the wall clock), [`http`] (the HTTP clients' proxy rules), [`logging`]
 //! (standard error, never blocking) and [`shown`] (text other users choose, made safe to show).
+/// The version and the commit built from (`0.1.0 (commit 1a2b3c4d5e6f)`): `kpo --version`, the
+/// `start` event and `kpo status` name it.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("KPO_COMMIT"),
+    ")"
+);
+
 pub mod actuate;
 pub mod advise;
 pub mod api;

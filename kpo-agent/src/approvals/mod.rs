@@ -164,6 +164,11 @@ pub enum Done {
     /// journal ([`desk::Desk`] at open; s48 storyR R5: the recommendation behind a change made
     /// just before a kill was in no history).
     UnderWay,
+    /// What a newer KPO wrote that this one does not know: read as such, not as a damaged line,
+    /// which would clear the approvals pending before it (s51 story Z1: a binary older than
+    /// `under_way` did, rolled back over a state directory the newer one wrote).
+    #[serde(other)]
+    Unknown,
 }
 
 impl Done {
@@ -190,6 +195,7 @@ impl Done {
             Done::SetAside => "set_aside",
             Done::Advice => "advice",
             Done::UnderWay => "under_way",
+            Done::Unknown => "unknown",
         }
     }
 }

@@ -1025,6 +1025,72 @@ pub(crate) mod tests {
         assert_eq!(s.item("ap-1").unwrap().state.name(), "cleared");
     }
 
+    /// A history line a newer KPO wrote, with an outcome this one does not know, is read as
+    /// `unknown`, not dropped as damage: that cleared every approval pending before it (s51
+    /// story Z1, a binary older than `under_way` rolled back over a newer one's file).
+    #[test]
+    fn a_newer_kpos_outcome_in_the_history_is_not_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(APPROVALS_FILE);
+        {
+            let mut s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
+            let id = s.new_id();
+            s.put(item(&id, 32)).unwrap();
+            let parameter: crate::actuate::param::ParamAddress =
+                "net.core.somaxconn".parse().unwrap();
+            s.record(HistoryEntry {
+                ts_ms: now_ms(),
+                recommendation: crate::advise::recommendation::Recommendation {
+                    id: "llm-1".into(),
+                    parameter,
+                    current_value: Some(Value::Int(16)),
+                    recommended_value: Some(Value::Int(64)),
+                    can_auto_apply: true,
+                    reason: "test".into(),
+                    confidence: 0.9,
+                    source: crate::advise::recommendation::Source::Llm,
+                    window: crate::advise::recommendation::WindowRef {
+                        index: 1,
+                        end: "2026-01-01T00:00:00Z".into(),
+                    },
+                    application: None,
+                    netns_cookie: None,
+                },
+                done: Done::Applied,
+                journal_id: Some(1),
+                approval_id: None,
+                detail: None,
+            })
+            .unwrap();
+        }
+        // The history line as a newer KPO would write it: an outcome unknown here, a checksum
+        // that holds.
+        let text = fs::read_to_string(&path).unwrap();
+        let newer: String = text
+            .lines()
+            .map(|line| match line.split_once(' ') {
+                Some((_, json)) if json.contains("\"done\":\"applied\"") => {
+                    let json: serde_json::Value =
+                        serde_json::from_str(&json.replace("\"applied\"", "\"a_newer_outcome\""))
+                            .unwrap();
+                    String::from_utf8(encode(&json)).unwrap()
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        assert_ne!(newer, text);
+        fs::write(&path, &newer).unwrap();
+        let s = ApprovalStore::open_in(dir.path(), HOUR, false).unwrap();
+        assert!(s.warnings().is_empty(), "{:?}", s.warnings());
+        assert_eq!(
+            s.pending().map(|i| i.id.clone()).collect::<Vec<_>>(),
+            ["ap-1"]
+        );
+        let done: Vec<Done> = s.history().map(|h| h.done).collect();
+        assert_eq!(done, [Done::Unknown]);
+        assert_eq!(fs::read_to_string(&path).unwrap(), newer, "left as it was");
+    }
+
     /// The damaged line is the only copy of the newest approval: its id is not handed out again
     /// (an operator acting on the webhook's text about it would approve another value), at this
     /// open nor the next, nor after a compaction.

@@ -18,6 +18,8 @@ pub enum Event {
     /// The agent started: its settings.
     Start {
         version: &'static str,
+        /// The commit the agent was built from (`unknown` outside a git checkout).
+        commit: &'static str,
         pid: u32,
         tick_s: f64,
         window_s: f64,

@@ -1273,6 +1273,10 @@ fn the_agents_status_names_the_open_watches() {
         other => panic!("{other:?}"),
     };
     assert_eq!(watches(&mut rig), [], "none before a change");
+    match rig.operator(crate::api::Request::Status) {
+        crate::api::Reply::Ok(status) => assert_eq!(status["version"], crate::VERSION),
+        other => panic!("{other:?}"),
+    }
     // p99 152 -> 157 -> 160 µs: within the tolerance, so each window counts clean.
     let first = rig.operator_applied_max_freq(2_800_000);
     let second = rig.operator_applied_max_freq(2_700_000);

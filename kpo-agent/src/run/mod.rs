@@ -247,6 +247,7 @@ pub async fn run(
     );
     sink.send(&Event::Start {
         version: env!("CARGO_PKG_VERSION"),
+        commit: env!("KPO_COMMIT"),
         pid: std::process::id(),
         tick_s: config.tick.as_secs_f64(),
         window_s: config.window.as_secs_f64(),
