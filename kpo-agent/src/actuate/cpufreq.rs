@@ -64,12 +64,13 @@ fn sysfs_error(param: &str, path: &Path, e: std::io::Error, value: Option<&Value
     sysfs_error_in(param, path, e, value, inactive)
 }
 
-/// Why writing a cpufreq file was refused: root is needed, and root itself is refused where /sys
-/// is mounted read-only (a container without write access to it) or the file is immutable.
+/// Why writing a cpufreq file was refused: root is needed, and root itself is refused where the
+/// file is immutable or a security module forbids the write (a /sys mounted read-only, in a
+/// container without write access to it, says EROFS instead: "Read-only file system").
 fn permission_hint() -> &'static str {
     if nix::unistd::Uid::effective().is_root() {
-        "refused to root: /sys mounted read-only (a container needs it writable) or the file made \
-         immutable"
+        "refused to root: the file made immutable (chattr +i) or a security module (SELinux, \
+         AppArmor) forbids the write"
     } else {
         "changing cpufreq limits needs root"
     }

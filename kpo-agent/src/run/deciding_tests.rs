@@ -4447,6 +4447,46 @@ fn an_owed_revert_is_given_up_after_its_tries() {
     rig.assert_schema();
 }
 
+/// Windows that break the SLO try an owed revert at once, without using up its tries: counted,
+/// eight breaking windows gave it up within a minute and the trial that broke the SLO stayed
+/// (s51 story AA F3). One given up is tried once more at the agent's stop, so that a limit the
+/// kernel takes again by then does not keep a trial's value with `on_exit = "keep"`.
+#[test]
+fn breaking_windows_do_not_use_up_an_owed_revert_and_the_stop_tries_it_again() {
+    let (mut rig, base, _, last, _) = breach_with_a_policy_gone();
+    let owed = |rig: &Rig| rig.deciding.optimizer_for_tests().unwrap().owed_for_tests();
+    rig.extra_p99_us = SLO_US;
+    for _ in 0..20 {
+        rig.window();
+    }
+    rig.extra_p99_us = 0.0;
+    assert_eq!(owed(&rig), 1, "still owed after 20 breaking windows");
+    for _ in 0..135 {
+        rig.window();
+    }
+    assert_eq!(owed(&rig), 0, "given up after its tries");
+    // Back, with the last trial's value: nothing tries it until the stop, which puts the
+    // group alike again, at the value the loop holds on the others.
+    let limit = |i: usize| {
+        let text = std::fs::read_to_string(base.join(format!("policy{i}/scaling_max_freq")));
+        text.unwrap().trim().to_string()
+    };
+    std::fs::write(
+        base.join("policy2/scaling_max_freq"),
+        format!("{}\n", last[0] as i64),
+    )
+    .unwrap();
+    rig.window();
+    assert_eq!(limit(2), (last[0] as i64).to_string());
+    let held = limit(0);
+    assert_ne!(held, limit(2));
+    rig.deciding.on_exit();
+    for i in 0..4 {
+        assert_eq!(limit(i), held, "policy{i}: taken back at the stop");
+    }
+    rig.assert_schema();
+}
+
 /// A revert refused because someone else's other limit is in the way (a person's
 /// scaling_min_freq above the max it goes back to) would be refused at every try: it is not
 /// owed, and the loop stays where it was (s49 review M2).
@@ -6382,15 +6422,72 @@ fn a_trial_that_fails_for_a_while_is_tried_again_not_given_up() {
         kpo_test_skip::skip("not root: a read-only bind mount needs CAP_SYS_ADMIN");
         return;
     }
+    a_trial_refused_for_a_while(
+        |file| Box::new(ReadOnlyBind::new(file)),
+        "Read-only file system",
+    );
+}
+
+/// s51 story AA F2: a limit file root cannot write (made immutable: EPERM) set aside every
+/// candidate written to it as its value's fault, and the search ended after 3 of its 10
+/// evaluations. It is waited for, as a read-only one is.
+#[test]
+fn a_trial_refused_to_root_is_tried_again_not_given_up() {
+    if !nix::unistd::geteuid().is_root() {
+        kpo_test_skip::skip("not root: root alone is refused by an immutable file");
+        return;
+    }
+    let probe = tempfile::NamedTempFile::new().unwrap();
+    if Immutable::new(probe.path()).is_none() {
+        kpo_test_skip::skip(
+            "chattr +i does not work here (no chattr, or a file system without the flag)",
+        );
+        return;
+    }
+    a_trial_refused_for_a_while(
+        |file| Box::new(Immutable::new(file).expect("chattr +i worked on the probe")),
+        "Operation not permitted",
+    );
+}
+
+/// `file` made immutable (`chattr +i`: root's writes fail with EPERM), made mutable again on
+/// drop, even after a panic. `None` when `chattr` fails.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn new(file: &Path) -> Option<Immutable> {
+        let done = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(file)
+            .stderr(std::process::Stdio::null())
+            .status();
+        done.is_ok_and(|s| s.success())
+            .then(|| Immutable(file.to_path_buf()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The loop's first trial fails on the max frequency file while `refuse` holds it (its error
+/// naming `error_text`): tried again after waits that double, not given up, and applied once the
+/// file can be written.
+fn a_trial_refused_for_a_while(refuse: impl Fn(&Path) -> Box<dyn std::any::Any>, error_text: &str) {
     let mut rig = Rig::new(&policy(""), true, "");
     let start = rig.config_now();
-    let read_only = ReadOnlyBind::new(&rig.max_freq_file);
+    let read_only = refuse(&rig.max_freq_file);
     let failed_config = |rig: &Rig, from: usize| -> Vec<Vec<f64>> {
         rig.live[from..]
             .iter()
             .filter_map(|e| match e {
                 LiveEvent::ApplyFailed { config, error } => {
-                    assert!(error.contains("Read-only file system"), "{error}");
+                    assert!(error.contains(error_text), "{error}");
                     assert!(error.ends_with("(not the value's fault: tried again later)"));
                     Some(config.clone())
                 }

@@ -160,6 +160,9 @@ pub struct AgentOptimizer {
     skipped: Vec<ChangeReport>,
     /// Roll-backs of failed trials that failed themselves, tried again at later windows.
     owed: Vec<Owed>,
+    /// Owed reverts given up after their tries: tried once more when the loop ends (the agent
+    /// stops, a reload), so that a value the kernel takes again by then does not outlive it.
+    given_up: Vec<Owed>,
 }
 
 /// A trial's change the loop could not take back when a later write of the trial failed (the
@@ -191,10 +194,12 @@ struct Owed {
 /// window.
 const MAX_OWED_WAIT_WINDOWS: u32 = 64;
 
-/// How many times a revert of the loop's that did not take is tried again before it is given up
-/// (135 windows with the doubling waits, fewer when windows break the SLO, each of which tries at
-/// once): one that the kernel keeps refusing would hold the loop, which takes the value it went
-/// back to as its own, in `resynced` windows.
+/// How many times a revert of the loop's that did not take is tried again, when its wait is over,
+/// before it is given up (135 windows with the doubling waits): one that the kernel keeps
+/// refusing would hold the loop, which takes the value it went back to as its own, in `resynced`
+/// windows. A window that breaks the SLO tries at once without counting: counted, 8 breaking
+/// windows used them up within a minute, when the revert matters most, and the trial that broke
+/// the SLO stayed (s51 story AA F3).
 const MAX_OWED_REVERT_TRIES: u32 = 8;
 
 impl Owed {
@@ -407,6 +412,7 @@ impl AgentOptimizer {
                 last_timed_rps: 0.0,
                 skipped: Vec::new(),
                 owed: Vec::new(),
+                given_up: Vec::new(),
             },
             started,
         )))
@@ -577,7 +583,10 @@ impl AgentOptimizer {
                 );
                 continue;
             }
-            if owed.wait > 0 && !now {
+            // Tried before its wait is over (a window broke the SLO, the loop ends): a try that
+            // does not count against its tries.
+            let early = owed.wait > 0;
+            if early && !now {
                 owed.wait -= 1;
                 self.owed.push(owed);
                 continue;
@@ -600,14 +609,33 @@ impl AgentOptimizer {
                 Ok(r) => r.describe(),
                 Err(e) => format!("{address}: {e}"),
             };
+            if early {
+                owed.wait -= 1;
+                warn!(
+                    "optimizer: rolling back #{id} failed again ({failed}); next try in {} windows",
+                    owed.wait + 1
+                );
+                self.owed.push(owed);
+                continue;
+            }
             if let Some(left) = owed.tries_left.as_mut() {
+                let given_up_before = *left == 0;
                 *left = left.saturating_sub(1);
                 if *left == 0 {
                     warn!(
-                        "optimizer: rolling back #{id} failed again ({failed}); given up after \
-                         {MAX_OWED_REVERT_TRIES} tries: its value stays (kpo revert {id} puts the \
-                         value before it back)"
+                        "optimizer: rolling back #{id} failed again ({failed}); {}: its value \
+                         stays (kpo revert {id} puts the value before it back)",
+                        if given_up_before {
+                            "it was given up before, and was tried once more as the loop ends"
+                                .to_string()
+                        } else {
+                            format!(
+                                "given up after {MAX_OWED_REVERT_TRIES} tries, and tried once \
+                                 more when the loop ends (the agent stops, a policy reload)"
+                            )
+                        }
                     );
+                    self.given_up.push(owed);
                     continue;
                 }
             }
@@ -1014,8 +1042,9 @@ impl AgentOptimizer {
     /// agent unwatched. Not
     /// when every knob's parameters go back to their originals anyway (`on_exit = "revert"`).
     pub fn on_exit(&mut self, path: &mut ChangePath, guard: &mut Guard) -> Vec<LiveEvent> {
-        // A roll-back still owed gets a last try, waits aside: left, it would stay until the next
-        // start, or for good if there is none.
+        // A roll-back still owed, or given up, gets a last try, waits aside: left, it would stay
+        // until the next start, or for good if there is none.
+        self.owed.append(&mut self.given_up);
         self.retry_owed_roll_backs(path, guard, true);
         let all_revert =
             self.knobs.iter().flat_map(|k| &k.members).all(|address| {
@@ -1033,7 +1062,8 @@ impl AgentOptimizer {
     /// follows), and judged by the policy now in `path`, the new one (`Deciding::reload_policy`
     /// says why): a configuration its bounds exclude does not stay.
     pub fn on_reload(&mut self, path: &mut ChangePath, guard: &mut Guard) -> Vec<LiveEvent> {
-        // This loop ends: what it still owes gets a last try, as at exit.
+        // This loop ends: what it still owes, or gave up on, gets a last try, as at exit.
+        self.owed.append(&mut self.given_up);
         self.retry_owed_roll_backs(path, guard, true);
         self.go_back(path, guard, GoBack::Reload)
     }
