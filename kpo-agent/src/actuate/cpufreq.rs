@@ -818,8 +818,9 @@ mod tests {
 
     use super::*;
 
-    /// A refused write says what would let it through: root, or for root a writable /sys and a
-    /// file without the immutable flag (s40 review: it said "needs root" to root).
+    /// A refused write says what would let it through: root, or for root a file without the
+    /// immutable flag and a security module's leave (s40 review: it said "needs root" to root;
+    /// s51 story AA F2: it blamed a read-only /sys, which says EROFS, not EPERM).
     #[test]
     fn a_refused_write_says_what_it_needs_for_who_runs_it() {
         let e = sysfs_error_in(
@@ -830,7 +831,7 @@ mod tests {
             None,
         );
         let expected = if nix::unistd::Uid::effective().is_root() {
-            "refused to root: /sys mounted read-only"
+            "refused to root: the file made immutable (chattr +i) or a security module"
         } else {
             "changing cpufreq limits needs root"
         };
