@@ -79,6 +79,9 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     if let Some(w) = approvals_expire_between_rules_repeats(&policy, &agent) {
         eprintln!("kpo: warning: {w}");
     }
+    for w in optimizer_held_back_by_the_limits(&policy, &agent) {
+        eprintln!("kpo: warning: {w}");
+    }
     if args.json {
         crate::out!("{}", to_json(&policy, config.as_deref()));
     } else {
@@ -354,6 +357,60 @@ pub(crate) fn approvals_expire_between_rules_repeats(
             shown_duration(config.window),
         )
     })
+}
+
+/// Limits that hold the optimizer's search back, given the agent's configuration: an entry's
+/// `max_step` too small to go from one bound to the other in one step (a proposal farther from
+/// the value in place is refused for good, and the search ends sooner), and a `[guard]
+/// max_changes_per_hour` below the search's budget (one change of each knob per trial, each
+/// revert counted too: the search waits on it, `rate_limited`, for the rest of the hour).
+/// docs/policy.md says both; nothing said so at load (s51 story AA F6: a search waited on the
+/// hourly limit window after window).
+pub(crate) fn optimizer_held_back_by_the_limits(policy: &Policy, config: &Config) -> Vec<String> {
+    use crate::policy::Source;
+    let file = origin(policy);
+    let searched: Vec<&ParamRule> = policy
+        .params
+        .iter()
+        .filter(|r| r.sources.contains(&Source::Optimizer) && r.mode == Mode::Auto)
+        .filter(|r| names_an_optimizer_knob(&r.name))
+        .collect();
+    let mut out: Vec<String> = searched
+        .iter()
+        .filter_map(|r| {
+            let (Some(Bound::All(lo)), Some(Bound::All(hi))) = (&r.min, &r.max) else {
+                return None;
+            };
+            let range = hi.checked_sub(*lo).filter(|r| *r > 0)?;
+            // The longest step the policy allows anywhere in the range: from the larger bound,
+            // for a percent.
+            let (reach, step) = match r.max_step? {
+                MaxStep::Absolute(n) => (n.saturating_abs(), n.to_string()),
+                MaxStep::Relative(p) => (p.of(lo.abs().max(hi.abs())), format!("{p}")),
+            };
+            (reach < range).then(|| {
+                format!(
+                    "{file}:{}: params.\"{}\": max_step {step} allows at most {reach} in one \
+                     step, less than the range {lo} to {hi} the optimizer searches: its proposals \
+                     farther than that from the value in place are refused for good, and its \
+                     search ends sooner; leave max_step out of an optimizer entry, or make it at \
+                     least {range}",
+                    r.line, r.name
+                )
+            })
+        })
+        .collect();
+    let limit = policy.guard.max_changes_per_hour;
+    let budget = config.optimizer.budget;
+    if !searched.is_empty() && (limit as usize) < budget {
+        out.push(format!(
+            "{file}: [guard] max_changes_per_hour {limit} is below the optimizer's budget of \
+             {budget} trials (optimizer.budget), each changing every knob once (and a revert \
+             each time a window breaks the SLO): the search waits on the limit (`rate_limited`) \
+             for the rest of each hour; make it at least {budget}"
+        ));
+    }
+    out
 }
 
 /// Entries of a knob the optimizer searches whose own `guard_signals` name a latency: the guard
@@ -1430,6 +1487,53 @@ proc_root = \"/proc\"
                     .to_string()
             ]
         );
+    }
+
+    /// s51 story AA F6: an optimizer entry whose max_step cannot cross its range in one step,
+    /// and an hourly limit below the search's budget, held the search back without a word at
+    /// load. Warned of; not for a step that crosses the range, an entry the optimizer may not
+    /// change or may only recommend, nor a limit at the budget.
+    #[test]
+    fn limits_that_hold_the_optimizer_back_are_warned_of() {
+        let text = "[guard]\nmax_changes_per_hour = 6\n\
+                    [params.\"cpufreq:*:scaling_max_freq\"]\nmode = \"auto\"\nmin = 1200000\n\
+                    max = 3000000\nmax_step = 500000\nsources = [\"optimizer\"]\n\
+                    [params.\"ethtool:eth0:rx-usecs\"]\nmode = \"auto\"\nmin = 0\nmax = 100\n\
+                    max_step = \"50%\"\nsources = [\"optimizer\"]\n\
+                    [params.\"ethtool:eth1:rx-usecs\"]\nmode = \"auto\"\nmin = 10\nmax = 100\n\
+                    max_step = 90\nsources = [\"optimizer\"]\n\
+                    [params.\"ethtool:eth2:rx-usecs\"]\nmode = \"auto\"\nmin = 0\nmax = 100\n\
+                    max_step = 1\nsources = [\"operator\"]\n\
+                    [params.\"ethtool:eth3:rx-usecs\"]\nmode = \"recommend\"\nmin = 0\n\
+                    max = 100\nmax_step = 1\nsources = [\"optimizer\"]\n";
+        let p = Policy::parse(text, "p.toml").unwrap();
+        let config = Config::default();
+        assert_eq!(config.optimizer.budget, 20, "the default the warning names");
+        assert_eq!(
+            optimizer_held_back_by_the_limits(&p, &config),
+            vec![
+                "p.toml:3: params.\"cpufreq:*:scaling_max_freq\": max_step 500000 allows at \
+                 most 500000 in one step, less than the range 1200000 to 3000000 the optimizer \
+                 searches: its proposals farther than that from the value in place are refused \
+                 for good, and its search ends sooner; leave max_step out of an optimizer \
+                 entry, or make it at least 1800000"
+                    .to_string(),
+                "p.toml:9: params.\"ethtool:eth0:rx-usecs\": max_step 50% allows at most 50 \
+                 in one step, less than the range 0 to 100 the optimizer searches: its \
+                 proposals farther than that from the value in place are refused for good, and \
+                 its search ends sooner; leave max_step out of an optimizer entry, or make it \
+                 at least 100"
+                    .to_string(),
+                "p.toml: [guard] max_changes_per_hour 6 is below the optimizer's budget of 20 \
+                 trials (optimizer.budget), each changing every knob once (and a revert each \
+                 time a window breaks the SLO): the search waits on the limit (`rate_limited`) \
+                 for the rest of each hour; make it at least 20"
+                    .to_string(),
+            ]
+        );
+        let at_the_budget = text.replace("max_changes_per_hour = 6", "max_changes_per_hour = 20");
+        let p = Policy::parse(&at_the_budget, "p.toml").unwrap();
+        assert_eq!(optimizer_held_back_by_the_limits(&p, &config).len(), 2);
     }
 
     /// Gap: an optimizer knob in mode auto without an integer min and max passed `kpo check`

@@ -1486,6 +1486,9 @@ fn warn_of_what_the_policy_names_in_vain(policy: &Policy, config: &Config) {
     if let Some(w) = crate::check::approvals_expire_between_rules_repeats(policy, config) {
         warn!("policy: {w}");
     }
+    for w in crate::check::optimizer_held_back_by_the_limits(policy, config) {
+        warn!("policy: {w}");
+    }
 }
 
 /// Changes named in words: `#3`, `#3 and #4`, `#3, #4 and #5`.
