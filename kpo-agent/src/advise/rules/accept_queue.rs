@@ -416,6 +416,17 @@ impl AcceptQueueRule {
                         .raised
                         .is_some_and(|r| at.index.saturating_sub(r.window) < waits))
         });
+        // A marked listener gone from a namespace that lives drops nothing: its windows count
+        // toward the calm that ends the mark. Kept for good, marks piled up with every port a
+        // futile raise ever met, and a later service on the port was told to listen with a
+        // larger backlog for a raise it never had (s51 story AB F1).
+        for (id, f) in &mut self.futile {
+            if !seen.contains(id) && live.contains(&id.netns) {
+                f.calm += 1;
+            }
+        }
+        let calm_windows = self.cfg.calm_windows;
+        self.futile.retain(|_, f| f.calm < calm_windows);
         let mut out = self.advise(at, pressed.iter(), kernel, policy);
         out.extend(self.step_back(at, window, kernel, policy));
         out
@@ -2135,5 +2146,17 @@ mod tests {
         }];
         rule.evaluate(&at(6), &gone, &mut k, &p);
         assert!(rule.futile().is_empty());
+
+        // The listener gone from a namespace that lives: its calm_windows windows without it
+        // end the mark, as windows without drops do.
+        let (mut rule, mut k, _) = raised_then([(257, 1150), (256, 1200)]);
+        let mut without_it = gone.clone();
+        without_it.netns[0].netns = NS;
+        for i in 6..65 {
+            rule.evaluate(&at(i), &without_it, &mut k, &p);
+        }
+        assert_eq!(rule.futile().len(), 1, "59 windows without it");
+        rule.evaluate(&at(65), &without_it, &mut k, &p);
+        assert!(rule.futile().is_empty(), "60 windows without it");
     }
 }
