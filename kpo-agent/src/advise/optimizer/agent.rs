@@ -160,9 +160,6 @@ pub struct AgentOptimizer {
     skipped: Vec<ChangeReport>,
     /// Roll-backs of failed trials that failed themselves, tried again at later windows.
     owed: Vec<Owed>,
-    /// Owed reverts given up after their tries: tried once more when the loop ends (the agent
-    /// stops, a reload), so that a value the kernel takes again by then does not outlive it.
-    given_up: Vec<Owed>,
 }
 
 /// A trial's change the loop could not take back when a later write of the trial failed (the
@@ -181,25 +178,38 @@ struct Owed {
     holding: Option<u64>,
     /// The journal's reason for each try.
     reason: String,
-    /// Tries left before it is given up (a revert after a breach); `None`: tried until done (a
+    /// Tries left before it slows down (a revert after a breach); `None`: tried until done (a
     /// failed trial's roll-back, which would otherwise leave part of an unmeasured trial).
     tries_left: Option<u32>,
+    /// Its tries are used up: it is tried only every [`MAX_OWED_WAIT_WINDOWS`] windows (not at
+    /// once at a window that breaks the SLO) and when the loop ends.
+    slowed: bool,
     /// Windows still to wait before the next try.
     wait: u32,
     /// The wait after the next failed try.
     backoff: u32,
 }
 
+/// When [`AgentOptimizer::retry_owed_roll_backs`] is called: at a window, at a window that broke
+/// the SLO (a trial value the loop still owes may be what broke it), or as the loop ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    Window,
+    Breach,
+    Ending,
+}
+
 /// The longest wait between two tries of an owed roll-back: ten minutes at the default 10 s
 /// window.
 const MAX_OWED_WAIT_WINDOWS: u32 = 64;
 
-/// How many times a revert of the loop's that did not take is tried again, when its wait is over,
-/// before it is given up (135 windows with the doubling waits): one that the kernel keeps
-/// refusing would hold the loop, which takes the value it went back to as its own, in `resynced`
-/// windows. A window that breaks the SLO tries at once without counting: counted, 8 breaking
-/// windows used them up within a minute, when the revert matters most, and the trial that broke
-/// the SLO stayed (s51 story AA F3).
+/// How many times a revert of the loop's that did not take is tried again (135 windows with the
+/// doubling waits, fewer when windows break the SLO, each of which tries at once and counts)
+/// before it slows down to one try every [`MAX_OWED_WAIT_WINDOWS`] windows and one when the loop
+/// ends. Given up for good instead, eight windows breaking the SLO used the tries up within a
+/// minute, and the trial that broke it stayed, through the agent's stop with `on_exit = "keep"`
+/// (s51 story AA F3); tried at once at every breaking window, a value the kernel keeps refusing
+/// journaled a failed change every window.
 const MAX_OWED_REVERT_TRIES: u32 = 8;
 
 impl Owed {
@@ -210,6 +220,7 @@ impl Owed {
             made,
             reason: "optimizer: undoing a trial that failed (its roll-back failed before)".into(),
             tries_left: None,
+            slowed: false,
             wait: 0,
             backoff: 1,
         }
@@ -223,6 +234,7 @@ impl Owed {
             holding,
             reason: format!("{reason} (its revert failed before)"),
             tries_left: Some(MAX_OWED_REVERT_TRIES),
+            slowed: false,
             wait: 0,
             backoff: 1,
         }
@@ -412,7 +424,6 @@ impl AgentOptimizer {
                 last_timed_rps: 0.0,
                 skipped: Vec::new(),
                 owed: Vec::new(),
-                given_up: Vec::new(),
             },
             started,
         )))
@@ -435,6 +446,12 @@ impl AgentOptimizer {
     #[cfg(test)]
     pub(crate) fn owed_for_tests(&self) -> usize {
         self.owed.len()
+    }
+
+    /// How many owed roll-backs used up their tries ([`Owed::slowed`]).
+    #[cfg(test)]
+    pub(crate) fn slowed_for_tests(&self) -> usize {
+        self.owed.iter().filter(|o| o.slowed).count()
     }
 
     /// The knobs, in the order of every configuration in the loop's events.
@@ -519,7 +536,12 @@ impl AgentOptimizer {
         window: &Window,
     ) -> Vec<(Vec<String>, LiveEvent)> {
         let timed = self.timed(window);
-        if self.retry_owed_roll_backs(path, guard, self.breaches_slo(&timed)) {
+        let when = if self.breaches_slo(&timed) {
+            Due::Breach
+        } else {
+            Due::Window
+        };
+        if self.retry_owed_roll_backs(path, guard, when) {
             // The window was not the loop's configuration (a trial's value was left), but the
             // kernel holds the loop's values again: a resync continues from those.
             if let (Some(now), Some(disturbed)) = (self.read(path).ok(), self.disturbed.as_mut()) {
@@ -545,14 +567,15 @@ impl AgentOptimizer {
         timed.as_ref().is_ok_and(|t| t.latency_us > max_us)
     }
 
-    /// Each owed roll-back ([`Owed`]) that is due, tried again. `now`: each at once, waits aside (the window broke the SLO, and a trial value the
-    /// loop still owes may be what broke it: the loop's own revert does not reach that member).
-    /// Whether one was taken back.
+    /// Each owed roll-back ([`Owed`]) that is due `when`, tried again: at a window that broke the
+    /// SLO each at once, waits aside (a trial value the loop still owes may be what broke it:
+    /// the loop's own revert does not reach that member), unless its tries are used up; as the
+    /// loop ends, each. Whether one was taken back.
     fn retry_owed_roll_backs(
         &mut self,
         path: &mut ChangePath,
         guard: &mut Guard,
-        now: bool,
+        when: Due,
     ) -> bool {
         let mut took = false;
         for mut owed in std::mem::take(&mut self.owed) {
@@ -583,10 +606,15 @@ impl AgentOptimizer {
                 );
                 continue;
             }
-            // Tried before its wait is over (a window broke the SLO, the loop ends): a try that
-            // does not count against its tries.
-            let early = owed.wait > 0;
-            if early && !now {
+            // Before its wait is over, tried at once when the window broke the SLO (unless its
+            // tries are used up) and when the loop ends.
+            let due = owed.wait == 0
+                || match when {
+                    Due::Window => false,
+                    Due::Breach => !owed.slowed,
+                    Due::Ending => true,
+                };
+            if !due {
                 owed.wait -= 1;
                 self.owed.push(owed);
                 continue;
@@ -609,33 +637,21 @@ impl AgentOptimizer {
                 Ok(r) => r.describe(),
                 Err(e) => format!("{address}: {e}"),
             };
-            if early {
-                owed.wait -= 1;
-                warn!(
-                    "optimizer: rolling back #{id} failed again ({failed}); next try in {} windows",
-                    owed.wait + 1
-                );
-                self.owed.push(owed);
-                continue;
-            }
             if let Some(left) = owed.tries_left.as_mut() {
-                let given_up_before = *left == 0;
                 *left = left.saturating_sub(1);
                 if *left == 0 {
-                    warn!(
-                        "optimizer: rolling back #{id} failed again ({failed}); {}: its value \
-                         stays (kpo revert {id} puts the value before it back)",
-                        if given_up_before {
-                            "it was given up before, and was tried once more as the loop ends"
-                                .to_string()
-                        } else {
-                            format!(
-                                "given up after {MAX_OWED_REVERT_TRIES} tries, and tried once \
-                                 more when the loop ends (the agent stops, a policy reload)"
-                            )
-                        }
-                    );
-                    self.given_up.push(owed);
+                    if !owed.slowed {
+                        warn!(
+                            "optimizer: rolling back #{id} failed again ({failed}); after \
+                             {MAX_OWED_REVERT_TRIES} tries, it is tried every \
+                             {MAX_OWED_WAIT_WINDOWS} windows and when the loop ends (the agent \
+                             stops, the optimizer's policy changes): meanwhile its value stays \
+                             (kpo revert {id} puts the value before it back)"
+                        );
+                    }
+                    owed.slowed = true;
+                    owed.wait = MAX_OWED_WAIT_WINDOWS - 1;
+                    self.owed.push(owed);
                     continue;
                 }
             }
@@ -1042,10 +1058,9 @@ impl AgentOptimizer {
     /// agent unwatched. Not
     /// when every knob's parameters go back to their originals anyway (`on_exit = "revert"`).
     pub fn on_exit(&mut self, path: &mut ChangePath, guard: &mut Guard) -> Vec<LiveEvent> {
-        // A roll-back still owed, or given up, gets a last try, waits aside: left, it would stay
-        // until the next start, or for good if there is none.
-        self.owed.append(&mut self.given_up);
-        self.retry_owed_roll_backs(path, guard, true);
+        // A roll-back still owed gets a last try, waits aside: left, it would stay until the next
+        // start, or for good if there is none.
+        self.retry_owed_roll_backs(path, guard, Due::Ending);
         let all_revert =
             self.knobs.iter().flat_map(|k| &k.members).all(|address| {
                 path.policy.rule_for(address).on_exit == crate::policy::OnExit::Revert
@@ -1062,9 +1077,8 @@ impl AgentOptimizer {
     /// follows), and judged by the policy now in `path`, the new one (`Deciding::reload_policy`
     /// says why): a configuration its bounds exclude does not stay.
     pub fn on_reload(&mut self, path: &mut ChangePath, guard: &mut Guard) -> Vec<LiveEvent> {
-        // This loop ends: what it still owes, or gave up on, gets a last try, as at exit.
-        self.owed.append(&mut self.given_up);
-        self.retry_owed_roll_backs(path, guard, true);
+        // This loop ends: what it still owes gets a last try, as at exit.
+        self.retry_owed_roll_backs(path, guard, Due::Ending);
         self.go_back(path, guard, GoBack::Reload)
     }
 
