@@ -969,24 +969,25 @@ fn a_rejection_of_advice_rejected_lately_holds_twice_as_long() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = setup(dir.path(), "recommend");
     s.desk.set_settings(ApprovalSettings {
-        expire_after: Duration::from_millis(20),
+        expire_after: Duration::from_millis(200),
         ..settings()
     });
     let mut held = Vec::new();
     for value in [32, 32, 32, 64] {
-        // Past the last hold (each at most 80 ms here): asked again.
-        std::thread::sleep(Duration::from_millis(100));
+        // Past the last hold (each at most 800 ms here): asked again. An approval expires after
+        // 200 ms: at 20 ms, a loaded machine expired it before `pending` read it.
+        std::thread::sleep(Duration::from_millis(820));
         s.consider(vec![rec(Source::Rules, value, false)]);
         let pending = s.desk.pending().unwrap();
         assert_eq!(pending.len(), 1, "{value}: {pending:?}");
         let rejected = s.desk.reject(&pending[0].id, "op", None).unwrap();
         held.push(s.desk.store().asks_again(&rejected) - rejected.resolved_ms.unwrap());
     }
-    assert_eq!(held, [20, 40, 80, 20]);
+    assert_eq!(held, [200, 400, 800, 200]);
     // Approved since its last rejection (here the approval of 32 a person's write kept from
     // being applied): the operator's last word on it was yes, and a rejection after that starts
     // over (s50 review2 N5).
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(1000));
     s.consider(vec![rec(Source::Rules, 32, false)]);
     let pending = s.desk.pending().unwrap();
     let mut approved = pending[0].clone();
@@ -1001,7 +1002,7 @@ fn a_rejection_of_advice_rejected_lately_holds_twice_as_long() {
     let rejected = s.desk.reject(&pending[0].id, "op", None).unwrap();
     assert_eq!(
         s.desk.store().asks_again(&rejected) - rejected.resolved_ms.unwrap(),
-        20
+        200
     );
 }
 
