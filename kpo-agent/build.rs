@@ -52,10 +52,11 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// `KPO_COMMIT`, the commit this is built from (`unknown` outside a git checkout), for
-/// `kpo --version`, the `start` event and `kpo status`: every build says version 0.1.0, and an
-/// operator who upgraded must be able to tell the agent that runs from the binary installed
-/// (s51 story Z3). Built again when the checkout's HEAD moves.
+/// `KPO_COMMIT`, the commit this is built from (`unknown` outside a git checkout of this
+/// workspace), for `kpo --version`, the `start` event and `kpo status`: every build says version
+/// 0.1.0, and an operator who upgraded must be able to tell the agent that runs from the binary
+/// installed (s51 story Z3). Built again when HEAD moves: `logs/HEAD`, the reflog, is appended to
+/// at every commit and checkout, packed refs or not, in the worktree's own git directory.
 fn emit_commit() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let git = |args: &[&str]| {
@@ -68,17 +69,26 @@ fn emit_commit() {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .filter(|s| !s.is_empty())
     };
-    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // A source tree without its own .git inside another repository would take that one's commit.
+    let workspace = manifest_dir.join("..").canonicalize().ok();
+    let ours = git(&["rev-parse", "--show-toplevel"])
+        .and_then(|top| PathBuf::from(top).canonicalize().ok())
+        .is_some_and(|top| Some(top) == workspace);
+    let commit = ours
+        .then(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .flatten()
+        .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=KPO_COMMIT={commit}");
+    if !ours {
+        return;
+    }
     let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]).map(PathBuf::from) else {
         return;
     };
-    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
     // Only files that exist: cargo runs a build script whose watched file is missing every time.
-    for file in ["HEAD", "packed-refs"]
+    for file in ["HEAD", "logs/HEAD"]
         .into_iter()
         .map(|f| git_dir.join(f))
-        .chain(branch.map(|b| git_dir.join(b)))
         .filter(|f| f.exists())
     {
         println!("cargo:rerun-if-changed={}", file.display());

@@ -849,11 +849,7 @@ pub(crate) fn watch_line(w: &crate::control::WatchStatus) -> String {
         .unwrap_or_default();
     let signals = match w.signals.as_slice() {
         [] => "nothing".to_string(),
-        signals => signals
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
+        signals => signals.join(", "),
     };
     format!(
         "guard watching #{}{with}: {}{since}, judged by {signals}; {} window(s) to go, {} clean, \

@@ -163,10 +163,13 @@ pub struct WatchStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub judged_with: Vec<u64>,
     pub address: String,
-    /// When the change (the first of `judged_with`, with them) was made, RFC 3339.
+    /// When the change (the first of `judged_with`, with them) was made, RFC 3339; `None` when
+    /// its intent is no longer in the live journal (archived).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
-    pub signals: Vec<crate::policy::HealthSignal>,
+    /// What it is judged by (`request_p99`, ...): words, so that a CLI older than a signal
+    /// still reads the reply.
+    pub signals: Vec<String>,
     /// Windows still to be counted before it is kept.
     pub windows_left: u32,
     /// Windows counted so far without a regression.

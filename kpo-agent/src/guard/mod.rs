@@ -1222,7 +1222,7 @@ impl Guard {
                 judged_with: w.earlier.clone(),
                 address: w.address.to_string(),
                 since: made_at(w.earlier.first().copied().unwrap_or(w.change_id)),
-                signals: w.signals.clone(),
+                signals: w.signals.iter().map(ToString::to_string).collect(),
                 windows_left: w.windows_left,
                 clean_windows: w.clean_windows,
                 strikes: w.strikes,

@@ -96,30 +96,48 @@ pub fn ensure_dir(dir: &Path) -> Result<(), JournalError> {
     Ok(())
 }
 
-/// Why `dir` is a symbolic link that leads to no directory, if it is one: a link into a disk
-/// that is not mounted, or a loop. Creating the directory would fail with "File exists" (the
-/// link is there), and creating the link's target instead would put the journal where the
-/// mount will later hide it.
+/// Why `dir` is a symbolic link that leads to no directory, or lies below one, if it does: a
+/// link into a disk that is not mounted, or a loop. Creating the directory would fail with "File
+/// exists" (the link is there), and creating the link's target instead would put the journal
+/// where the mount will later hide it. Each part of the path is looked at (`LINK/`, and
+/// `LINK/kpo` with the link higher up, were missed: s51 review L1).
 pub fn broken_link(dir: &Path) -> Option<String> {
-    if !fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
-        return None;
+    let mut at = std::path::PathBuf::new();
+    for part in dir.components() {
+        at.push(part);
+        if !fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+            continue;
+        }
+        let target = fs::read_link(&at)
+            .map(|t| t.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        let link = if at.as_os_str() == dir.components().collect::<std::path::PathBuf>().as_os_str()
+        {
+            "it".to_string()
+        } else {
+            at.display().to_string()
+        };
+        match fs::metadata(&at) {
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Some(format!(
+                    "{link} is a symbolic link to {target}, which does not exist (a disk not \
+                     mounted?); KPO does not create a directory at the end of a link"
+                ))
+            }
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return Some(format!(
+                    "{link} is a symbolic link to {target} that loops back on itself"
+                ))
+            }
+            Err(e) => {
+                return Some(format!(
+                    "{link} is a symbolic link to {target}, which cannot be followed: {e}"
+                ))
+            }
+        }
     }
-    let target = fs::read_link(dir)
-        .map(|t| t.display().to_string())
-        .unwrap_or_else(|_| "?".into());
-    match fs::metadata(dir) {
-        Ok(_) => None,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
-            "it is a symbolic link to {target}, which does not exist (a disk not mounted?); KPO \
-             does not create a directory at the end of a link"
-        )),
-        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => Some(format!(
-            "it is a symbolic link to {target} that loops back on itself"
-        )),
-        Err(e) => Some(format!(
-            "it is a symbolic link to {target}, which cannot be followed: {e}"
-        )),
-    }
+    None
 }
 
 /// Refuses a state directory someone other than this user can change, or one below a directory

@@ -629,8 +629,29 @@ fn a_state_directory_link_to_nothing_is_not_created() {
         )
     );
     assert!(!tmp.path().join("unmounted").exists());
+    // Written with a trailing slash, or with the link higher up the path (s51 review L1).
+    let slash = std::path::PathBuf::from(format!("{}/", link.display()));
+    let below = link.join("kpo");
+    let why = |dir: &std::path::Path| store::ensure_dir(dir).unwrap_err().to_string();
+    assert!(
+        why(&slash).contains(": refusing to keep the journal here: it is a symbolic link to "),
+        "{}",
+        why(&slash)
+    );
+    assert!(
+        why(&below).contains(&format!(
+            ": refusing to keep the journal here: {} is a symbolic link to {}, which does not \
+             exist",
+            link.display(),
+            nowhere.display()
+        )),
+        "{}",
+        why(&below)
+    );
+    assert!(!tmp.path().join("unmounted").exists());
     std::fs::create_dir_all(&nowhere).unwrap();
     store::ensure_dir(&link).unwrap();
+    store::ensure_dir(&below).unwrap();
 }
 
 /// A state directory of another user's is refused, naming the owner, whatever its mode.

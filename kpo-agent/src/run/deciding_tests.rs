@@ -1286,7 +1286,7 @@ fn the_agents_status_names_the_open_watches() {
         judged_with: vec![first],
         address: MAX_FREQ.into(),
         since: Some(since.clone()),
-        signals: vec![HealthSignal::RequestP99],
+        signals: vec!["request_p99".into()],
         windows_left: 3,
         clean_windows: 0,
         strikes: 0,

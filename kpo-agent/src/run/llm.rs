@@ -341,9 +341,15 @@ fn offer_with_held(deciding: &Deciding, window: &Window, host_netns: u64) -> Vec
 }
 
 /// The values of `address` the model is told are decided for now, or wait on the operator:
-/// pending approvals, rejections in force (the latest first), quarantines in force, in that
-/// order, each value once (a rejected value that is also quarantined is named by the rejection,
-/// with the operator's reason), at most [`MAX_HELD`].
+/// the LLM's own pending approval first, then rejections in force (the latest rejected first),
+/// then quarantines in force, each value once (a value rejected and quarantined is named by the
+/// rejection, with the operator's reason; one pending and quarantined by the quarantine, since
+/// its approval would be refused), at most [`MAX_HELD`].
+///
+/// Only the LLM's own pending approval: another advisor's is kept alive by that advisor, and the
+/// model repeating its value gained nothing but an `approval_not_asked` at every consultation.
+/// Quarantines as the change path reads them: in force now (an ended one's record stays a day),
+/// and none of a namespace that had the inode before the one there now (`cookie`).
 fn held_values(
     path: &ChangePath,
     desk: &Desk,
@@ -351,26 +357,31 @@ fn held_values(
     cookie: Option<u64>,
 ) -> Vec<HeldValue> {
     let standing = desk.standing_for(address, cookie);
-    let rejected = standing.iter().rev().filter_map(|(item, until)| {
-        let ApprovalState::Rejected { why, .. } = &item.state else {
-            return None;
-        };
-        Some(HeldValue {
-            value: item.value.clone(),
-            status: HeldStatus::Rejected,
-            until: until.map(format_ms),
-            reason: why.clone(),
+    let mut rejected: Vec<(u64, HeldValue)> = (standing.iter())
+        .filter_map(|(item, until)| {
+            let ApprovalState::Rejected { why, .. } = &item.state else {
+                return None;
+            };
+            let held = HeldValue {
+                value: item.value.clone(),
+                status: HeldStatus::Rejected,
+                until: until.map(format_ms),
+                reason: why.as_deref().map(|r| shorten(r, MAX_REASON_CHARS)),
+            };
+            Some((item.resolved_ms.unwrap_or(item.updated_ms), held))
         })
-    });
+        .collect();
+    rejected.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
     let now = std::time::SystemTime::now();
-    let quarantined = (path.journal.param_state(address).into_iter())
+    let state = path.journal.param_state(address);
+    let replaced = matches!((state.and_then(|s| s.netns_cookie), cookie),
+        (Some(was), Some(now)) if was != now);
+    let quarantined = (state.into_iter().filter(|_| !replaced))
         .flat_map(|state| &state.quarantine)
         .filter_map(|q| {
-            // In force now, by the rule the change path refuses it by.
-            let until = path
-                .journal
-                .context(address, &q.value, now)
-                .quarantined_until?;
+            let until = (path.journal.context(address, &q.value, now))
+                .quarantined_until
+                .filter(|until| *until > now)?;
             Some(HeldValue {
                 value: q.value.clone(),
                 status: HeldStatus::Quarantined,
@@ -378,9 +389,8 @@ fn held_values(
                 reason: None,
             })
         });
-    let pending = standing
-        .iter()
-        .filter(|(item, _)| item.state == ApprovalState::Pending)
+    let pending = (standing.iter())
+        .filter(|(item, _)| item.state == ApprovalState::Pending && item.source == Source::Llm)
         .map(|(item, _)| HeldValue {
             value: item.value.clone(),
             status: HeldStatus::PendingApproval,
@@ -388,11 +398,16 @@ fn held_values(
             reason: None,
         });
     let mut held: Vec<HeldValue> = Vec::new();
-    for h in pending.chain(rejected).chain(quarantined) {
+    for h in (rejected.into_iter().map(|(_, h)| h))
+        .chain(quarantined)
+        .chain(pending)
+    {
         if !held.iter().any(|k| k.value == h.value) {
             held.push(h);
         }
     }
+    // The pending one first, so that the cut never leaves it out.
+    held.sort_by_key(|h| h.status != HeldStatus::PendingApproval);
     held.truncate(MAX_HELD);
     held
 }
@@ -400,6 +415,18 @@ fn held_values(
 /// Values named per parameter in `held`: the prompt stays bounded however many values an
 /// operator rejected (a pending approval, at most one per parameter and target, comes first).
 const MAX_HELD: usize = 8;
+
+/// The longest operator's reason told to the model: a reason may be 4 KiB, and eight of them for
+/// each of 24 parameters would crowd the measurements out of the prompt.
+const MAX_REASON_CHARS: usize = 200;
+
+/// `text` cut to `max` characters, with `…` when cut.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
 
 /// Every address the model could be offered, before the policy's say: the [`CATALOGUE`] and the
 /// policy's exactly named parameters; a per-namespace sysctl at the host and in each namespace

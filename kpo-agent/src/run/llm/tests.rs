@@ -837,6 +837,35 @@ sources = ["llm"]
     let json = serde_json::to_string(&want).unwrap();
     assert!(user.contains(&format!(",\"held\":{json}}}")), "{user}");
 
+    // A quarantine that ended is not held (s51 review F1: its record stays a day), and a long
+    // reason is cut.
+    (deciding.path_for_tests_mut().journal)
+        .quarantine(
+            &"net.core.somaxconn".parse().unwrap(),
+            &Value::Int(7000),
+            std::time::Duration::from_millis(1),
+            "test",
+        )
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert_eq!(
+        held(&deciding),
+        want,
+        "the ended quarantine of 7000 is not held"
+    );
+    advise(&mut stage, &mut deciding, 7100);
+    let pending = operator(&mut deciding, crate::api::Request::Pending);
+    operator(
+        &mut deciding,
+        crate::api::Request::Reject {
+            id: pending[0]["id"].as_str().unwrap().to_string(),
+            by: String::new(),
+            reason: Some("é".repeat(300)),
+        },
+    );
+    let reason = held(&deciding)[0].reason.clone().unwrap();
+    assert_eq!(reason, format!("{}…", "é".repeat(200)));
+
     // However many values an operator rejects, the prompt names the latest 8.
     for value in 4200..4208 {
         advise(&mut stage, &mut deciding, value);
