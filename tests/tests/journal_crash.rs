@@ -456,9 +456,13 @@ pub fn a_read_only_state_directory_still_shows_the_journal() {
     let out = state.kpo_ok(&["status", "--json"]);
     assert_eq!(stderr(&out).lines().collect::<Vec<_>>(), [warning.as_str()]);
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The build that read it: this command's own, the agent being down.
+    let version = status["version"].as_str().unwrap_or_default();
+    assert!(version.starts_with("0.1.0 (commit "), "{status}");
     assert_eq!(
         status,
         serde_json::json!({
+            "version": version,
             "policy": state.dir.join("policy.toml").display().to_string(),
             "state_dir": state.dir.join("state"),
             "paused": null,
