@@ -382,11 +382,11 @@ pub(crate) fn optimizer_held_back_by_the_limits(policy: &Policy, config: &Config
                 return None;
             };
             let range = hi.checked_sub(*lo).filter(|r| *r > 0)?;
-            // The longest step the policy allows anywhere in the range: from the larger bound,
-            // for a percent.
+            // The step the policy allows from anywhere in the range: for a percent, of the
+            // value before it, so from the smaller bound (from 0, none).
             let (reach, step) = match r.max_step? {
                 MaxStep::Absolute(n) => (n.saturating_abs(), n.to_string()),
-                MaxStep::Relative(p) => (p.of(lo.abs().max(hi.abs())), format!("{p}")),
+                MaxStep::Relative(p) => (p.of(lo.abs().min(hi.abs())), format!("{p}")),
             };
             (reach < range).then(|| {
                 format!(
@@ -401,13 +401,19 @@ pub(crate) fn optimizer_held_back_by_the_limits(policy: &Policy, config: &Config
         })
         .collect();
     let limit = policy.guard.max_changes_per_hour;
+    // The changes of each knob an hour: one per trial, as many trials as the budget and an hour
+    // hold.
+    let trial = config.window.as_secs_f64() * f64::from(config.optimizer.windows_per_trial.max(1));
     let budget = config.optimizer.budget;
-    if !searched.is_empty() && (limit as usize) < budget {
+    let per_hour = budget.min((3600.0 / trial.max(1.0)).floor() as usize);
+    if !searched.is_empty() && (limit as usize) < per_hour {
         out.push(format!(
-            "{file}: [guard] max_changes_per_hour {limit} is below the optimizer's budget of \
-             {budget} trials (optimizer.budget), each changing every knob once (and a revert \
-             each time a window breaks the SLO): the search waits on the limit (`rate_limited`) \
-             for the rest of each hour; make it at least {budget}"
+            "{file}: [guard] max_changes_per_hour {limit} is below the {per_hour} changes an \
+             hour the optimizer's search makes of each knob (one a trial, budget {budget}, a \
+             trial every {}; and a revert each time a window breaks the SLO): the search waits \
+             on the limit (`rate_limited`) for the rest of each hour; make it at least \
+             {per_hour}",
+            shown_duration(std::time::Duration::from_secs_f64(trial))
         ));
     }
     out
@@ -1518,22 +1524,27 @@ proc_root = \"/proc\"
                  for good, and its search ends sooner; leave max_step out of an optimizer \
                  entry, or make it at least 1800000"
                     .to_string(),
-                "p.toml:9: params.\"ethtool:eth0:rx-usecs\": max_step 50% allows at most 50 \
+                "p.toml:9: params.\"ethtool:eth0:rx-usecs\": max_step 50% allows at most 0 \
                  in one step, less than the range 0 to 100 the optimizer searches: its \
                  proposals farther than that from the value in place are refused for good, and \
                  its search ends sooner; leave max_step out of an optimizer entry, or make it \
                  at least 100"
                     .to_string(),
-                "p.toml: [guard] max_changes_per_hour 6 is below the optimizer's budget of 20 \
-                 trials (optimizer.budget), each changing every knob once (and a revert each \
-                 time a window breaks the SLO): the search waits on the limit (`rate_limited`) \
-                 for the rest of each hour; make it at least 20"
+                "p.toml: [guard] max_changes_per_hour 6 is below the 20 changes an hour the \
+                 optimizer's search makes of each knob (one a trial, budget 20, a trial every \
+                 1m; and a revert each time a window breaks the SLO): the search waits on the \
+                 limit (`rate_limited`) for the rest of each hour; make it at least 20"
                     .to_string(),
             ]
         );
         let at_the_budget = text.replace("max_changes_per_hour = 6", "max_changes_per_hour = 20");
         let p = Policy::parse(&at_the_budget, "p.toml").unwrap();
         assert_eq!(optimizer_held_back_by_the_limits(&p, &config).len(), 2);
+        // Trials of 10 minutes make 6 changes an hour: a limit of 6 holds nothing back.
+        let p = Policy::parse(text, "p.toml").unwrap();
+        let mut slow = Config::default();
+        slow.window = std::time::Duration::from_secs(600);
+        assert_eq!(optimizer_held_back_by_the_limits(&p, &slow).len(), 2);
     }
 
     /// Gap: an optimizer knob in mode auto without an integer min and max passed `kpo check`

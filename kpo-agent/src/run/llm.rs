@@ -371,6 +371,9 @@ fn held_values(
             Some((item.resolved_ms.unwrap_or(item.updated_ms), held))
         })
         .collect();
+    // Newest first, by when rejected; rejected in the same millisecond, by approval (`standing`
+    // is in id order).
+    rejected.reverse();
     rejected.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
     let now = std::time::SystemTime::now();
     let state = path.journal.param_state(address);

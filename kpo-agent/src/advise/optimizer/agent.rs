@@ -507,11 +507,11 @@ impl AgentOptimizer {
     /// roll-back is owed: the value there is a failed trial's, not someone else's to continue
     /// from (the owed roll-back puts the loop's back).
     fn only_owed_differ(&self, now: &[f64]) -> bool {
-        let owes = |k: &Knob| {
-            self.owed
-                .iter()
-                .any(|o| k.members.contains(&o.made.address))
-        };
+        // Not one past its tries: the value it leaves is the kernel's to go on from, or the
+        // search would wait on it window after window, each `resynced` (s51 review3 N1; s49
+        // review M2).
+        let owes =
+            |k: &Knob| (self.owed.iter()).any(|o| !o.slowed && k.members.contains(&o.made.address));
         let mut differ = now
             .iter()
             .zip(self.live.current())
@@ -657,10 +657,17 @@ impl AgentOptimizer {
             }
             owed.wait = owed.backoff;
             owed.backoff = (owed.backoff * 2).min(MAX_OWED_WAIT_WINDOWS);
-            warn!(
-                "optimizer: rolling back #{id} failed again ({failed}); next try in {} windows",
-                owed.wait + 1
-            );
+            if when == Due::Ending {
+                warn!(
+                    "optimizer: rolling back #{id} failed again as the loop ends ({failed}): its \
+                     value stays (kpo revert {id} puts the value before it back)"
+                );
+            } else {
+                warn!(
+                    "optimizer: rolling back #{id} failed again ({failed}); next try in {} windows",
+                    owed.wait + 1
+                );
+            }
             self.owed.push(owed);
         }
         took
