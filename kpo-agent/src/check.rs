@@ -1542,8 +1542,10 @@ proc_root = \"/proc\"
         assert_eq!(optimizer_held_back_by_the_limits(&p, &config).len(), 2);
         // Trials of 10 minutes make 6 changes an hour: a limit of 6 holds nothing back.
         let p = Policy::parse(text, "p.toml").unwrap();
-        let mut slow = Config::default();
-        slow.window = std::time::Duration::from_secs(600);
+        let slow = Config {
+            window: std::time::Duration::from_secs(600),
+            ..Config::default()
+        };
         assert_eq!(optimizer_held_back_by_the_limits(&p, &slow).len(), 2);
     }
 
