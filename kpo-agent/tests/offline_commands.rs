@@ -61,6 +61,23 @@ fn recovery_warnings_are_printed_once() {
     }
 }
 
+/// Reading commands, and those that may start a state directory, each exit 2 with `error`
+/// alone on standard error.
+fn every_command_refuses(dir: &std::path::Path, error: &str) {
+    for args in [
+        &["status"][..],
+        &["journal"],
+        &["pending"],
+        &["revert", "--all"],
+        &["pause"],
+        &["apply", "net.core.somaxconn=300"],
+    ] {
+        let out = kpo(dir, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), error, "{args:?}");
+    }
+}
+
 /// Seen by hand (qa-cli): `--state-dir` naming a file was refused by the first file under it,
 /// `FILE/agent-netns cannot be read (Not a directory) ... removing FILE/agent-netns`, advice that
 /// could not be followed. Every command, those that may start a state directory included, says
@@ -71,25 +88,14 @@ fn a_state_directory_that_is_a_file_is_named_so() {
     std::fs::write(dir.path().join("policy.toml"), "").unwrap();
     let state = dir.path().join("state");
     std::fs::write(&state, "").unwrap();
-    for args in [
-        &["status"][..],
-        &["journal"],
-        &["revert", "--all"],
-        &["pause"],
-        &["apply", "net.core.somaxconn=300"],
-    ] {
-        let out = kpo(dir.path(), args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stderr),
-            format!(
-                "kpo: error: {}: not a directory: --state-dir names the directory KPO keeps its \
-                 journal in\n",
-                state.display()
-            ),
-            "{args:?}"
-        );
-    }
+    every_command_refuses(
+        dir.path(),
+        &format!(
+            "kpo: error: {}: not a directory: --state-dir names the directory KPO keeps its \
+             journal in\n",
+            state.display()
+        ),
+    );
 }
 
 /// Seen by hand (s50 story W6): a `--state-dir` that is a link into a disk not mounted was refused
@@ -126,25 +132,13 @@ fn a_state_directory_link_to_nothing_is_named_so() {
         if target == other {
             std::os::unix::fs::symlink(&state, &other).unwrap();
         }
-        for args in [
-            &["status"][..],
-            &["journal"],
-            &["pending"],
-            &["revert", "--all"],
-            &["pause"],
-            &["apply", "net.core.somaxconn=300"],
-        ] {
-            let out = kpo(dir.path(), args);
-            assert_eq!(out.status.code(), Some(2), "{args:?}");
-            assert_eq!(
-                String::from_utf8_lossy(&out.stderr),
-                format!(
-                    "kpo: error: {}: not a state directory: {why}\n",
-                    state.display()
-                ),
-                "{args:?}"
-            );
-        }
+        every_command_refuses(
+            dir.path(),
+            &format!(
+                "kpo: error: {}: not a state directory: {why}\n",
+                state.display()
+            ),
+        );
         assert!(!dir.path().join("unmounted").exists());
     }
 }

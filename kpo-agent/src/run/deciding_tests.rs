@@ -2167,25 +2167,10 @@ fn on_exit_says_when_the_policy_file_differs_from_the_one_followed() {
 /// on_exit does not say it was (s40 review R2: it did).
 #[test]
 fn on_exit_does_not_take_a_failed_change_for_a_hand_back() {
-    /// `chattr +i` for as long as it lives, taken off even when the test panics.
-    struct Immutable(std::path::PathBuf);
-    impl Drop for Immutable {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("chattr")
-                .arg("-i")
-                .arg(&self.0)
-                .status();
-        }
-    }
     let mut rig = Rig::new(OPERATOR_MAX_FREQ_REVERTED_AT_EXIT, true, "");
     let file = rig.max_freq_file.clone();
-    let made_immutable = std::process::Command::new("chattr")
-        .arg("+i")
-        .arg(&file)
-        .status()
-        .is_ok_and(|s| s.success());
     // Taken off again however the test ends, the probe below included.
-    let immutable = made_immutable.then(|| Immutable(file.clone()));
+    let immutable = Immutable::new(&file);
     if immutable.is_none() || std::fs::write(&file, "3000000\n").is_ok() {
         kpo_test_skip::skip("no chattr +i here (root on a file system with the immutable flag)");
         return;

@@ -611,6 +611,52 @@ fn answered(consultation: Consultation) -> Finished {
     }
 }
 
+/// A policy that lets the LLM alone drive `net.core.somaxconn` in `mode`, within 128 to 65535 and
+/// doubling at most.
+fn llms_somaxconn(mode: &str) -> String {
+    format!(
+        "[params.\"net.core.somaxconn\"]\nmode = \"{mode}\"\nmin = 128\nmax = 65535\n\
+         max_step = \"100%\"\nsources = [\"llm\"]\n"
+    )
+}
+
+/// The model's answer `item`, validated against what was offered, which must accept it.
+fn accepted_alone(
+    item: serde_json::Value,
+    offered: &[ParamContext],
+    at: &WindowRef,
+) -> Vec<crate::advise::recommendation::Recommendation> {
+    let v = crate::advise::llm::validate::validate(
+        vec![item],
+        offered,
+        &OfferedPolicy::new(offered),
+        at,
+    );
+    assert_eq!(v.accepted.len(), 1, "{:?}", v.dropped);
+    v.accepted
+}
+
+/// A consultation about window `at` that offered `offered` parameters and was answered with
+/// `recommendations` (validated already).
+fn ok_answer(
+    stage: &LlmStage,
+    at: &WindowRef,
+    offered: usize,
+    recommendations: Vec<crate::advise::recommendation::Recommendation>,
+) -> Consultation {
+    let mut c = Consultation::task_failed(
+        stage.advisor.as_ref().unwrap(),
+        at.clone(),
+        offered,
+        std::time::Duration::ZERO,
+        "",
+    );
+    c.outcome = crate::advise::llm::Outcome::Ok;
+    c.error = None;
+    c.recommendations = recommendations;
+    c
+}
+
 /// The namespace an offered value was read in is gone by the time the model answers, and the
 /// kernel gave its inode to another: the advice is refused there (a `change` event, refusal
 /// `invalid`), not applied to that other namespace.
@@ -618,14 +664,7 @@ fn answered(consultation: Consultation) -> Finished {
 fn advice_is_refused_in_a_namespace_that_replaced_the_one_read_while_the_model_thought() {
     const NS: &str = "net.core.somaxconn@netns:4026532999";
     let dir = tempfile::tempdir().unwrap();
-    let policy = r#"
-[params."net.core.somaxconn"]
-mode = "auto"
-min = 128
-max = 65535
-max_step = "100%"
-sources = ["llm"]
-"#;
+    let policy = &llms_somaxconn("auto");
     let (mut stage, mut deciding, k) = stage_and_deciding(
         dir.path(),
         policy,
@@ -653,28 +692,10 @@ sources = ["llm"]
         end: "2026-12-01T03:01:00Z".into(),
     };
     let item = serde_json::json!({"parameter": NS, "value": 8192, "can_auto_apply": true});
-    let v = crate::advise::llm::validate::validate(
-        vec![item],
-        &offered,
-        &OfferedPolicy::new(&offered),
-        &at,
-    );
-    assert_eq!(v.accepted.len(), 1, "{:?}", v.dropped);
-    assert_eq!(v.accepted[0].netns_cookie, Some(7));
-    let consultation = |recommendations| {
-        let mut c = Consultation::task_failed(
-            stage.advisor.as_ref().unwrap(),
-            at.clone(),
-            offered.len(),
-            std::time::Duration::ZERO,
-            "",
-        );
-        c.outcome = crate::advise::llm::Outcome::Ok;
-        c.error = None;
-        c.recommendations = recommendations;
-        c
-    };
-    let (replaced, same) = (consultation(v.accepted.clone()), consultation(v.accepted));
+    let accepted = accepted_alone(item, &offered, &at);
+    assert_eq!(accepted[0].netns_cookie, Some(7));
+    let consultation = |recommendations| ok_answer(&stage, &at, offered.len(), recommendations);
+    let (replaced, same) = (consultation(accepted.clone()), consultation(accepted));
 
     // While the model thought, the namespace died and its inode went to another (cookie 8).
     k.0.lock().unwrap().netns_cookie = Some(8);
@@ -714,14 +735,7 @@ sources = ["llm"]
 #[test]
 fn the_prompt_names_the_values_rejected_quarantined_and_pending() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = r#"
-[params."net.core.somaxconn"]
-mode = "recommend"
-min = 128
-max = 65535
-max_step = "100%"
-sources = ["llm"]
-"#;
+    let policy = &llms_somaxconn("recommend");
     let (mut stage, mut deciding, k) = stage_and_deciding(
         dir.path(),
         policy,
@@ -735,23 +749,12 @@ sources = ["llm"]
     let advise = |stage: &mut LlmStage, deciding: &mut Deciding, value: i64| {
         let offered = offer_with_held(deciding, &w, HOST);
         let item = serde_json::json!({"parameter": "net.core.somaxconn", "value": value});
-        let v = crate::advise::llm::validate::validate(
-            vec![item],
-            &offered,
-            &OfferedPolicy::new(&offered),
+        let c = ok_answer(
+            stage,
             &at,
-        );
-        assert_eq!(v.accepted.len(), 1, "{:?}", v.dropped);
-        let mut c = Consultation::task_failed(
-            stage.advisor.as_ref().unwrap(),
-            at.clone(),
             offered.len(),
-            std::time::Duration::ZERO,
-            "",
+            accepted_alone(item, &offered, &at),
         );
-        c.outcome = crate::advise::llm::Outcome::Ok;
-        c.error = None;
-        c.recommendations = v.accepted;
         stage.settle(answered(c), deciding);
     };
     let operator = |deciding: &mut Deciding, request| {
