@@ -1239,8 +1239,9 @@ impl Desk {
     /// How long a rejection of `item` holds the same advice from asking again: `expire_after`,
     /// or, when the same advice (parameter, target, value) was rejected before and that hold
     /// ended less than a day ago, twice that one's, at most a week (or `expire_after` if
-    /// longer), as the guard's quarantines double. An advisor that keeps its view (the LLM is not
-    /// told of rejections) asked the operator again every `expire_after` (s50 storyY F6).
+    /// longer), as the guard's quarantines double. An advisor that keeps its view (the rules; the
+    /// LLM, told of a rejection only while it holds) asked the operator again every
+    /// `expire_after` (s50 storyY F6).
     fn rejection_hold(&self, item: &ApprovalItem) -> std::time::Duration {
         use std::time::Duration;
         const DAY_MS: u64 = 24 * 3600 * 1000;
