@@ -2936,6 +2936,34 @@ fn a_roll_back_that_failed_is_tried_again_at_later_windows() {
     rig.assert_schema();
 }
 
+/// A roll-back the driver keeps refusing while every window breaks the SLO is tried at once at
+/// each such window for its 8 tries, then slows down to one try every 64 windows (s51 review3
+/// N2: tried and journaled at every window that broke the SLO, for as long as it failed).
+#[test]
+fn a_roll_back_refused_at_every_breaking_window_slows_down() {
+    let mut rig = two_nics_as_one_knob("");
+    rig.nic.fail_sets_after(1, 100_000);
+    until_the_nics_differ(&mut rig);
+    let owed_tries = |rig: &Rig| {
+        rig.intents()
+            .iter()
+            .filter(|i| i.reason.contains("failed before"))
+            .count()
+    };
+    rig.extra_p99_us = 1000.0;
+    for _ in 0..30 {
+        rig.window();
+    }
+    assert_eq!(owed_tries(&rig), 8, "{:#?}", rig.live);
+    assert_eq!(
+        rig.deciding
+            .optimizer_for_tests()
+            .unwrap()
+            .slowed_for_tests(),
+        1
+    );
+}
+
 /// A roll-back still owed when the agent stops gets a last try, waits aside: the members agree
 /// again at the exit, not only at the next start.
 #[test]

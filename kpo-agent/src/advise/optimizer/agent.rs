@@ -167,9 +167,9 @@ pub struct AgentOptimizer {
 /// it would keep the trial's value with no trial to measure it, and a group knob's members
 /// apart, so that no window reads as one configuration. Tried again at the next window, then
 /// after a wait that doubles up to [`MAX_OWED_WAIT_WINDOWS`] (each try is journaled; a window
-/// that breaks the SLO, the loop's end or a reload tries at once), until it is done, the value is
-/// someone else's, another change (the guard's revert) holds the parameter, or the loop no longer
-/// wants the value from before the trial there.
+/// that breaks the SLO, the loop's end or a reload tries at once, until [`MAX_OWED_REVERT_TRIES`]
+/// are used up), until it is done, the value is someone else's, another change (the guard's
+/// revert) holds the parameter, or the loop no longer wants the value from before the trial there.
 #[derive(Debug, Clone)]
 struct Owed {
     made: Made,
@@ -178,9 +178,9 @@ struct Owed {
     holding: Option<u64>,
     /// The journal's reason for each try.
     reason: String,
-    /// Tries left before it slows down (a revert after a breach); `None`: tried until done (a
-    /// failed trial's roll-back, which would otherwise leave part of an unmeasured trial).
-    tries_left: Option<u32>,
+    /// Tries left before it slows down: never given up, since left, a failed trial's value would
+    /// stay unmeasured, and a revert's would keep what broke the SLO.
+    tries_left: u32,
     /// Its tries are used up: it is tried only every [`MAX_OWED_WAIT_WINDOWS`] windows (not at
     /// once at a window that breaks the SLO) and when the loop ends.
     slowed: bool,
@@ -203,23 +203,25 @@ enum Due {
 /// window.
 const MAX_OWED_WAIT_WINDOWS: u32 = 64;
 
-/// How many times a revert of the loop's that did not take is tried again (135 windows with the
-/// doubling waits, fewer when windows break the SLO, each of which tries at once and counts)
-/// before it slows down to one try every [`MAX_OWED_WAIT_WINDOWS`] windows and one when the loop
-/// ends. Given up for good instead, eight windows breaking the SLO used the tries up within a
+/// How many times a roll-back or revert of the loop's that did not take is tried again (135
+/// windows with the doubling waits, fewer when windows break the SLO, each of which tries at once
+/// and counts) before it slows down to one try every [`MAX_OWED_WAIT_WINDOWS`] windows and one
+/// when the loop ends. Given up for good instead, eight windows breaking the SLO used the tries up within a
 /// minute, and the trial that broke it stayed, through the agent's stop with `on_exit = "keep"`
 /// (s51 story AA F3); tried at once at every breaking window, a value the kernel keeps refusing
 /// journaled a failed change every window.
 const MAX_OWED_REVERT_TRIES: u32 = 8;
 
 impl Owed {
-    /// A failed trial's roll-back: tried until done.
+    /// A failed trial's roll-back. Slowed like a revert after its tries (s51 review3 N2: tried
+    /// at once at every window that broke the SLO for as long as the kernel refused it, each try
+    /// journaled).
     fn roll_back(made: Made) -> Self {
         Owed {
             holding: Some(made.id),
             made,
             reason: "optimizer: undoing a trial that failed (its roll-back failed before)".into(),
-            tries_left: None,
+            tries_left: MAX_OWED_REVERT_TRIES,
             slowed: false,
             wait: 0,
             backoff: 1,
@@ -233,7 +235,7 @@ impl Owed {
             made,
             holding,
             reason: format!("{reason} (its revert failed before)"),
-            tries_left: Some(MAX_OWED_REVERT_TRIES),
+            tries_left: MAX_OWED_REVERT_TRIES,
             slowed: false,
             wait: 0,
             backoff: 1,
@@ -637,23 +639,21 @@ impl AgentOptimizer {
                 Ok(r) => r.describe(),
                 Err(e) => format!("{address}: {e}"),
             };
-            if let Some(left) = owed.tries_left.as_mut() {
-                *left = left.saturating_sub(1);
-                if *left == 0 {
-                    if !owed.slowed {
-                        warn!(
-                            "optimizer: rolling back #{id} failed again ({failed}); after \
-                             {MAX_OWED_REVERT_TRIES} tries, it is tried every \
-                             {MAX_OWED_WAIT_WINDOWS} windows and when the loop ends (the agent \
-                             stops, the optimizer's policy changes): meanwhile its value stays \
-                             (kpo revert {id} puts the value before it back)"
-                        );
-                    }
-                    owed.slowed = true;
-                    owed.wait = MAX_OWED_WAIT_WINDOWS - 1;
-                    self.owed.push(owed);
-                    continue;
+            owed.tries_left = owed.tries_left.saturating_sub(1);
+            if owed.tries_left == 0 {
+                if !owed.slowed {
+                    warn!(
+                        "optimizer: rolling back #{id} failed again ({failed}); after \
+                         {MAX_OWED_REVERT_TRIES} tries, it is tried every \
+                         {MAX_OWED_WAIT_WINDOWS} windows and when the loop ends (the agent \
+                         stops, the optimizer's policy changes): meanwhile its value stays (kpo \
+                         revert {id} puts the value before it back)"
+                    );
                 }
+                owed.slowed = true;
+                owed.wait = MAX_OWED_WAIT_WINDOWS - 1;
+                self.owed.push(owed);
+                continue;
             }
             owed.wait = owed.backoff;
             owed.backoff = (owed.backoff * 2).min(MAX_OWED_WAIT_WINDOWS);
