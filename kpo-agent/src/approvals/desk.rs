@@ -736,6 +736,21 @@ impl Desk {
         self.rejected_lately(&rec.parameter, value, now).is_some()
     }
 
+    /// An answer of the LLM's for `rec`'s parameter that validation dropped (`detail`: why, a
+    /// value outside the policy's bounds, say), kept in the history as refused: `kpo explain`
+    /// showed only what was accepted, and an operator could not see that the model asked for
+    /// more than the policy allows (s50 storyY F3).
+    pub fn remember_dropped(&mut self, rec: Recommendation, detail: String) {
+        self.remember(HistoryEntry {
+            ts_ms: now_ms(),
+            recommendation: rec,
+            done: Done::Refused,
+            journal_id: None,
+            approval_id: None,
+            detail: Some(detail),
+        });
+    }
+
     /// The history entry, durable; a store that cannot be written costs the entry, with a warning.
     fn remember(&mut self, entry: HistoryEntry) {
         match self.store.record(entry) {

@@ -445,6 +445,11 @@ impl Deciding {
         }
     }
 
+    /// An answer of the LLM's that validation dropped, in the history `kpo explain` reads.
+    pub fn llm_answer_dropped(&mut self, rec: Recommendation, detail: String) {
+        self.approvals.remember_dropped(rec, detail);
+    }
+
     /// The LLM answered a consultation that offered `offered`: a pending approval of its advice
     /// for one of those that this answer does not repeat counts one step towards being cleared.
     pub fn llm_answered(&mut self, offered: &[ParamAddress]) {

@@ -255,6 +255,9 @@ impl LlmStage {
         if consultation.outcome == crate::advise::llm::client::Outcome::Ok {
             deciding.llm_answered(&offered);
         }
+        for (rec, detail) in dropped_answers(&consultation, &offered) {
+            deciding.llm_answer_dropped(rec, detail);
+        }
         let mut events = vec![Event::Llm(Box::new(consultation))];
         events.extend(deciding.consider(recommendations));
         events
@@ -328,6 +331,58 @@ fn offer(path: &ChangePath, window: &Window, host_netns: u64) -> Vec<ParamContex
             .and_then(|(.., cookie)| *cookie);
     }
     offered
+}
+
+/// The answers validation dropped for a parameter that was offered, for a value the policy does
+/// not allow there (out of bounds, too large a step, a word or a type it does not take, a
+/// parameter no longer the LLM's), each as the recommendation it would have been and why it was
+/// dropped. Not a parameter that was not offered, nor an answer without a value: the first is
+/// the model's invention, the second no advice, and neither belongs in a parameter's history.
+fn dropped_answers(
+    consultation: &Consultation,
+    offered: &[ParamAddress],
+) -> Vec<(crate::advise::recommendation::Recommendation, String)> {
+    use crate::advise::llm::validate::DropKind;
+    (consultation.dropped.iter())
+        .filter(|d| {
+            matches!(
+                d.kind,
+                DropKind::OutOfBounds
+                    | DropKind::StepTooLarge
+                    | DropKind::WordNotAllowed
+                    | DropKind::WrongType
+                    | DropKind::NotAllowed
+            )
+        })
+        .filter_map(|d| {
+            let parameter: ParamAddress = d.parameter.as_deref()?.parse().ok()?;
+            let parameter = offered.iter().find(|a| **a == parameter)?.clone();
+            let value: Option<Value> =
+                (d.value.clone()).and_then(|v| serde_json::from_value(v).ok());
+            let rec = crate::advise::recommendation::Recommendation {
+                id: crate::advise::recommendation::Recommendation::make_id(
+                    Source::Llm,
+                    consultation.window.index,
+                    &parameter,
+                    value.as_ref(),
+                ),
+                parameter,
+                current_value: None,
+                recommended_value: value,
+                can_auto_apply: false,
+                reason: "the LLM's answer, dropped by validation".into(),
+                confidence: 0.0,
+                source: Source::Llm,
+                window: consultation.window.clone(),
+                application: None,
+                netns_cookie: None,
+            };
+            // The kind by its name in the `llm` event (`out_of_bounds`).
+            let kind = serde_json::to_value(d.kind).ok();
+            let kind = kind.as_ref().and_then(|k| k.as_str()).unwrap_or("dropped");
+            Some((rec, format!("dropped ({kind}): {}", d.detail)))
+        })
+        .collect()
 }
 
 /// [`offer`], each parameter with the values it holds for now ([`held_values`]).

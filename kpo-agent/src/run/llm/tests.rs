@@ -894,6 +894,53 @@ fn the_prompt_names_the_values_rejected_quarantined_and_pending() {
     assert_eq!(values, newest);
 }
 
+/// An answer for an offered parameter that validation drops for its value (outside the policy's
+/// bounds) is in the parameter's history, `kpo explain`, as refused with why (s50 storyY F3: it
+/// was only in the `llm` event); one for a parameter not offered is not anyone's history.
+#[test]
+fn an_answer_dropped_for_its_value_is_in_the_parameters_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut stage, mut deciding, _) = stage_and_deciding(
+        dir.path(),
+        &llms_somaxconn("auto"),
+        &[("net.core.somaxconn", Value::Int(4096))],
+    );
+    let at = WindowRef {
+        index: 3,
+        end: "2026-12-01T03:01:00Z".into(),
+    };
+    let offered = offer_with_held(&deciding, &window(vec![]), HOST);
+    let v = crate::advise::llm::validate::validate(
+        vec![
+            serde_json::json!({"parameter": "net.core.somaxconn", "value": 100000}),
+            serde_json::json!({"parameter": "vm.swappiness", "value": 10}),
+        ],
+        &offered,
+        &OfferedPolicy::new(&offered),
+        &at,
+    );
+    assert_eq!(v.accepted, []);
+    assert_eq!(v.dropped.len(), 2, "{:?}", v.dropped);
+    let mut c = ok_answer(&stage, &at, offered.len(), vec![]);
+    c.dropped = v.dropped.clone();
+    let mut finished = answered(c);
+    finished.asked.offered = offered.iter().map(|p| p.address.clone()).collect();
+    stage.settle(finished, &mut deciding);
+    let explained = deciding.desk().explain("net.core.somaxconn", 10);
+    assert_eq!(explained.len(), 1, "{explained:#?}");
+    let entry = &explained[0].entry;
+    assert_eq!(entry.done, crate::approvals::Done::Refused);
+    assert_eq!(
+        entry.recommendation.recommended_value,
+        Some(Value::Int(100000))
+    );
+    assert_eq!(
+        entry.detail.as_deref(),
+        Some(format!("dropped (out_of_bounds): {}", v.dropped[0].detail).as_str())
+    );
+    assert_eq!(deciding.desk().explain("vm.swappiness", 10), []);
+}
+
 /// A suggestion of a parameter the policy lets another advisor change is dropped as `managed`
 /// (docs/llm.md, Suggestions), in `kpo run` too: the consultation's task validates against the
 /// answers for what it offered alone ([`OfferedPolicy`]), by which nothing else is anyone's, so
