@@ -139,8 +139,42 @@ fn a_state_directory_link_to_nothing_is_named_so() {
                 state.display()
             ),
         );
+
         assert!(!dir.path().join("unmounted").exists());
     }
+}
+
+/// `kpo run` at a state directory that is a link to nothing refuses it as the journal's
+/// directory, naming it once (s51 review L2: "cannot create the state directory X: X: ..."),
+/// and makes nothing at its end.
+#[test]
+fn kpo_run_refuses_a_state_directory_link_to_nothing() {
+    if !nix::unistd::geteuid().is_root() {
+        kpo_test_skip::skip("not root: kpo run stops first for want of root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+    let (state, nowhere) = (dir.path().join("state"), dir.path().join("unmounted/kpo"));
+    std::os::unix::fs::symlink(&nowhere, &state).unwrap();
+    let out = kpo(dir.path(), &["run"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.lines().last(),
+        Some(
+            format!(
+                "kpo: error: {}: refusing to keep the journal here: it is a symbolic link to {}, \
+                 which does not exist (a disk not mounted?); KPO does not create a directory at \
+                 the end of a link",
+                state.display(),
+                nowhere.display()
+            )
+            .as_str()
+        ),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("unmounted").exists());
 }
 
 /// A state directory that does not exist is not made by a command that reads it or acts on what

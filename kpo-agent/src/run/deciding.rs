@@ -210,8 +210,10 @@ impl Deciding {
         }
         let dir = state.state_dir();
         // Created 0700 (with its parent's entry synced) by the journal's own helper.
-        crate::journal::store::ensure_dir(&dir).map_err(|e| {
-            anyhow::anyhow!("cannot create the state directory {}: {e}", dir.display())
+        crate::journal::store::ensure_dir(&dir).map_err(|e| match e {
+            // Refused on purpose (a link to nothing), and it names the directory itself.
+            e @ crate::journal::JournalError::UnsafeDir { .. } => anyhow::anyhow!(e),
+            e => anyhow::anyhow!("cannot create the state directory {}: {e}", dir.display()),
         })?;
         let journal = Journal::open(&dir, Holder::Agent, LOCK_WAIT)?;
         // Under the journal's lock, before anything is recorded or acted on: the journal's
