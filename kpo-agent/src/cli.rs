@@ -810,6 +810,14 @@ fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
     for w in &s.watches {
         crate::out!("{}", watch_line(w));
     }
+    if s.saved_watches > 0 {
+        crate::out!(
+            "guard: {} watch(es) saved by the agent, taken up at its next start (or dropped: \
+             their change no longer in place, or saved more than {} min before it)",
+            s.saved_watches,
+            crate::guard::RESUME_WITHIN.as_secs() / 60
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1380,6 +1388,7 @@ mod agent_flag_tests {
             warnings: vec![],
             policy_file_differs: None,
             watches: vec![],
+            saved_watches: 0,
             version: None,
         }
     }

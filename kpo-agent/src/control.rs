@@ -146,10 +146,18 @@ pub struct Status {
     /// agent is down (the watches it saved are taken up, or dropped, when it starts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub watches: Vec<WatchStatus>,
+    /// From a command run while the agent is down: how many watches the agent saved, which its
+    /// next start takes up (or drops, their change gone or saved too long ago).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub saved_watches: usize,
     /// The version of the KPO that answered ([`crate::VERSION`]): the running agent's through its
     /// socket, which may not be the binary installed since. `None` from an agent older than it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A change the guard is watching, in `kpo status`: without it an operator could not tell
@@ -392,6 +400,7 @@ impl Control for ChangePath {
             warnings: self.journal.warnings().to_vec(),
             policy_file_differs: self.policy.changed_on_disk(),
             watches: Vec::new(),
+            saved_watches: crate::guard::saved_watches(self.journal.dir()),
             version: Some(crate::VERSION.to_string()),
         })
     }

@@ -577,6 +577,21 @@ fn judged_by(
 /// format (docs/journal.md), replaced as a whole each time they change.
 pub const WATCHES_FILE: &str = "guard.log";
 
+/// How many watches `guard.log` in `dir` holds, read as it is on disk (nothing repaired): `kpo
+/// status` while the agent is down says they wait for its start (s51 review W3: it said nothing
+/// of them).
+pub fn saved_watches(dir: &std::path::Path) -> usize {
+    let path = dir.join(WATCHES_FILE);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return 0;
+    };
+    (crate::journal::store::parse::<Line>(&path, &bytes)
+        .records
+        .iter())
+    .filter(|line| matches!(line, Line::Watch(_)))
+    .count()
+}
+
 /// A watch saved longer ago than this is not taken up at start: the health before its change no
 /// longer describes the host, and judging against it would be judging the time that passed.
 pub const RESUME_WITHIN: std::time::Duration = std::time::Duration::from_secs(15 * 60);

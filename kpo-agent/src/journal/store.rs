@@ -307,7 +307,7 @@ fn read_or_empty(path: &Path) -> Result<Vec<u8>, JournalError> {
 }
 
 /// The intact records of a file's bytes, and what was dropped: a torn last line, damaged lines.
-fn parse<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Loaded<T> {
+pub(crate) fn parse<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Loaded<T> {
     let mut records = Vec::new();
     let mut warnings = Vec::new();
     let mut first_damage = None;

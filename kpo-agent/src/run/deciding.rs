@@ -499,7 +499,12 @@ impl Deciding {
                 let journal = &self.path.journal;
                 let made_at = |id| journal.intent(id).map(|i| format_ms(i.ts_ms));
                 let watches = self.guard.open_watches(made_at);
-                reply(Control::status(&mut self.path).map(|s| Status { watches, ..s }))
+                // The guard's own list, not the file it saves it in.
+                reply(Control::status(&mut self.path).map(|s| Status {
+                    watches,
+                    saved_watches: 0,
+                    ..s
+                }))
             }
             Request::Approve { id, by } => {
                 let result = self.at_desk().approve(id, by);

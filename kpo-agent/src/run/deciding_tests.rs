@@ -1292,6 +1292,16 @@ fn the_agents_status_names_the_open_watches() {
         strikes: 0,
     };
     assert_eq!(watches(&mut rig), [want.clone()]);
+    // What a command run while the agent is down reads: the watch the guard saved.
+    let offline =
+        |rig: &mut Rig| crate::control::Control::status(rig.deciding.path_for_tests_mut()).unwrap();
+    assert_eq!(
+        (
+            offline(&mut rig).watches.len(),
+            offline(&mut rig).saved_watches
+        ),
+        (0, 1)
+    );
     rig.window(); // the window the changes were made in: not counted
     rig.window();
     (want.windows_left, want.clean_windows) = (2, 1);
@@ -1307,6 +1317,7 @@ fn the_agents_status_names_the_open_watches() {
     rig.window();
     rig.window();
     assert_eq!(watches(&mut rig), [], "kept after its windows");
+    assert_eq!(offline(&mut rig).saved_watches, 0);
 }
 
 /// A change made on top of an undo (1500 MHz, back to 3000, then 1200, in one window) is judged
