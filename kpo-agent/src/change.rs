@@ -341,6 +341,16 @@ impl ChangePath {
     /// an advisor whose change spans several parameters asks about each before making any.
     /// The actuator's own validation is left to [`ChangePath::propose`].
     pub fn preview(&self, p: &Proposal) -> Decision {
+        self.preview_as(p, false)
+    }
+
+    /// [`ChangePath::preview`] of `p` approved by an operator now: what `kpo approve` would meet
+    /// (the cooldown and the hourly limit are asked at approval).
+    pub fn preview_approved(&self, p: &Proposal) -> Decision {
+        self.preview_as(p, true)
+    }
+
+    fn preview_as(&self, p: &Proposal, approved: bool) -> Decision {
         if let Decision::Refused(r) = self.policy.decide_revert(&p.address) {
             return Decision::Refused(r);
         }
@@ -368,6 +378,7 @@ impl ChangePath {
         if let Some(before) = ctx.before.as_ref().filter(|_| !replaced) {
             ctx.yielded |= self.someone_elses(p, before);
         }
+        ctx.approved = approved;
         self.policy.decide(p, &ctx)
     }
 

@@ -238,6 +238,9 @@ pub fn pending(a: PendingArgs) -> anyhow::Result<ExitCode> {
             format_ms(i.expires_ms),
             i.reason
         );
+        if let Some(why) = &i.approving_now {
+            crate::out!("    approving it now: {why}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

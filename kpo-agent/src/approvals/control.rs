@@ -34,7 +34,19 @@ pub struct AtDesk<'a> {
 
 impl ApprovalControl for AtDesk<'_> {
     fn pending(&mut self) -> Result<Vec<ApprovalItem>, ControlError> {
-        self.desk.pending()
+        let mut items = self.desk.pending()?;
+        for item in &mut items {
+            let proposal = crate::policy::Proposal {
+                address: item.parameter.clone(),
+                value: item.value.clone(),
+                source: item.source.into(),
+                reason: String::new(),
+            };
+            if let crate::policy::Decision::Refused(why) = self.path.preview_approved(&proposal) {
+                item.approving_now = Some(format!("refused for now: {why}"));
+            }
+        }
+        Ok(items)
     }
 
     fn approve(&mut self, id: &str, by: &str) -> Result<ApproveOutcome, ControlError> {

@@ -921,6 +921,7 @@ impl Desk {
             refreshed: 0,
             resolved_ms: None,
             state: ApprovalState::Pending,
+            approving_now: None,
         };
         // The new approval is durable before an older one names it as what superseded it: the
         // other way, a crash or failed write between the two would leave a name for an approval

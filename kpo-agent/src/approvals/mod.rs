@@ -69,6 +69,11 @@ pub struct ApprovalItem {
     pub resolved_ms: Option<u64>,
     #[serde(flatten)]
     pub state: ApprovalState,
+    /// In `kpo pending` alone, never stored: why approving it now would be refused (a cooldown,
+    /// the hourly limit, a pause, ...), which the policy asks only when it is approved (s49
+    /// storyS S-2: nothing said so before `kpo approve` was refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approving_now: Option<String>,
 }
 
 /// Where an approval stands.

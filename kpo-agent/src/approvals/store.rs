@@ -651,6 +651,7 @@ pub(crate) mod tests {
             refreshed: 0,
             resolved_ms: None,
             state: ApprovalState::Pending,
+            approving_now: None,
         }
     }
 

@@ -4053,6 +4053,12 @@ fn advice_that_waits_for_a_person_is_not_held_back_by_the_hourly_limit() {
             assert_eq!(r.status, ChangeStatus::Applied, "{mode}: {}", r.describe());
         }
         rules.value = Value::Int(10000);
+        // What `kpo approve` would meet now, which `kpo pending` shows.
+        assert!(
+            matches!(p.preview_approved(&rules), crate::policy::Decision::Refused(r)
+                if r.to_string() == "rate-limited: 2 changes in the last hour, the limit is 2"),
+            "{mode}"
+        );
         let held = mode == "auto";
         let r = p.propose_advice(&rules, held, None, None).unwrap();
         assert_eq!(

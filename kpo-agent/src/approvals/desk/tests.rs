@@ -1006,6 +1006,30 @@ fn a_rejection_of_advice_rejected_lately_holds_twice_as_long() {
     );
 }
 
+/// `kpo pending` says what approving an approval now would meet, which the policy asks only at
+/// approval: a pause, the hourly limit, a cooldown (s49 storyS S-2: only `kpo approve`'s refusal
+/// said so). Not stored with the approval.
+#[test]
+fn pending_says_when_approving_now_would_be_refused() {
+    use crate::approvals::control::{ApprovalControl, AtDesk};
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let mut at = AtDesk {
+        path: &mut s.path,
+        desk: &mut s.desk,
+    };
+    assert_eq!(at.pending().unwrap()[0].approving_now, None);
+    at.path.journal.set_paused(true, "op").unwrap();
+    assert_eq!(
+        at.pending().unwrap()[0].approving_now.as_deref(),
+        Some("refused for now: paused: all changes are paused (kpo resume)")
+    );
+    assert_eq!(s.desk.store().item("ap-1").unwrap().approving_now, None);
+    let text = std::fs::read_to_string(dir.path().join(crate::approvals::store::APPROVALS_FILE));
+    assert!(!text.unwrap().contains("approving_now"), "never stored");
+}
+
 /// A rejection holds the same advice in its own namespace only: a rule's advice (which carries
 /// no cookie) for a namespace that took the rejected one's inode is applied as the policy says.
 /// Defect: the dead namespace's rejection held it, and it became a new approval `held_by:
