@@ -153,6 +153,12 @@ fn kpo_run_refuses_a_state_directory_link_to_nothing() {
         kpo_test_skip::skip("not root: kpo run stops first for want of root");
         return;
     }
+    // An agent in this network namespace holds the claim, which kpo run meets first.
+    let unix = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    if unix.lines().any(|l| l.ends_with(" @kpo-agent")) {
+        kpo_test_skip::skip("a kpo agent runs in this network namespace: kpo run stops first");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.toml"), "").unwrap();
     let (state, nowhere) = (dir.path().join("state"), dir.path().join("unmounted/kpo"));

@@ -4454,8 +4454,7 @@ fn a_revert_that_failed_is_tried_again_until_it_takes() {
 
 /// An owed revert that keeps failing (the file stays gone, so no try is journaled: each fails
 /// before anything is written) slows down after MAX_OWED_REVERT_TRIES tries to one every 64
-/// windows (s49 review M2: tried at its doubling waits for good, one the kernel refuses for good
-/// held the loop in `resynced` windows; s51 story AA F3: given up, it left the trial's value).
+/// windows (s51 story AA F3: given up, as s49 review M2 had it, it left the trial's value).
 #[test]
 fn an_owed_revert_slows_down_after_its_tries() {
     let (mut rig, ..) = breach_with_a_policy_gone();

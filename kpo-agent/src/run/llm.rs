@@ -334,31 +334,37 @@ fn offer(path: &ChangePath, window: &Window, host_netns: u64) -> Vec<ParamContex
 }
 
 /// The answers validation dropped for a parameter that was offered, for a value the policy does
-/// not allow there (out of bounds, too large a step, a word or a type it does not take, a
-/// parameter no longer the LLM's), each as the recommendation it would have been and why it was
-/// dropped. Not a parameter that was not offered, nor an answer without a value: the first is
-/// the model's invention, the second no advice, and neither belongs in a parameter's history.
+/// not allow there (out of bounds, too large a step, a word it does not take), the first for each
+/// parameter, each as the recommendation it would have been and why it was dropped. Not a
+/// parameter that was not offered, nor an answer without such a value: the first is the model's
+/// invention, the second no advice, and neither belongs in a parameter's history.
 fn dropped_answers(
     consultation: &Consultation,
     offered: &[ParamAddress],
 ) -> Vec<(crate::advise::recommendation::Recommendation, String)> {
     use crate::advise::llm::validate::DropKind;
+    let mut seen: Vec<ParamAddress> = Vec::new();
     (consultation.dropped.iter())
-        .filter(|d| {
-            matches!(
-                d.kind,
-                DropKind::OutOfBounds
-                    | DropKind::StepTooLarge
-                    | DropKind::WordNotAllowed
-                    | DropKind::WrongType
-                    | DropKind::NotAllowed
-            )
-        })
         .filter_map(|d| {
             let parameter: ParamAddress = d.parameter.as_deref()?.parse().ok()?;
             let parameter = offered.iter().find(|a| **a == parameter)?.clone();
-            let value: Option<Value> =
-                (d.value.clone()).and_then(|v| serde_json::from_value(v).ok());
+            // The value as the event echoes it: kept only when it is one the kind speaks of (a
+            // number or numbers out of bounds or too far, a word not allowed); an echo cut short
+            // or of another type is not stored as a value the model never gave (s51 review4 B1).
+            let value: Value = serde_json::from_value(d.value.clone()?).ok()?;
+            let fits = match d.kind {
+                DropKind::OutOfBounds | DropKind::StepTooLarge => {
+                    matches!(value, Value::Int(_) | Value::Ints(_))
+                }
+                DropKind::WordNotAllowed => matches!(value, Value::Word(_)),
+                _ => false,
+            };
+            // One per parameter a reply: 32 dropped items could fill its history (review4 B2).
+            if !fits || seen.contains(&parameter) {
+                return None;
+            }
+            seen.push(parameter.clone());
+            let value = Some(value);
             let rec = crate::advise::recommendation::Recommendation {
                 id: crate::advise::recommendation::Recommendation::make_id(
                     Source::Llm,

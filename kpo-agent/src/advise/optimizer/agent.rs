@@ -509,11 +509,15 @@ impl AgentOptimizer {
     /// roll-back is owed: the value there is a failed trial's, not someone else's to continue
     /// from (the owed roll-back puts the loop's back).
     fn only_owed_differ(&self, now: &[f64]) -> bool {
-        // Not one past its tries: the value it leaves is the kernel's to go on from, or the
-        // search would wait on it window after window, each `resynced` (s51 review3 N1; s49
-        // review M2).
-        let owes =
-            |k: &Knob| (self.owed.iter()).any(|o| !o.slowed && k.members.contains(&o.made.address));
+        // One past its tries too: taken for the kernel's value to go on from, the trial's value
+        // was soon the loop's own, its roll-back dropped, and the next breach owed it anew with
+        // fresh tries, journaled at nearly every window that broke the SLO (s51 review4 C1). No
+        // trial is measured over a value the loop cannot put back: it holds until it takes.
+        let owes = |k: &Knob| {
+            self.owed
+                .iter()
+                .any(|o| k.members.contains(&o.made.address))
+        };
         let mut differ = now
             .iter()
             .zip(self.live.current())

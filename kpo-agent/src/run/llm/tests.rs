@@ -896,7 +896,8 @@ fn the_prompt_names_the_values_rejected_quarantined_and_pending() {
 
 /// An answer for an offered parameter that validation drops for its value (outside the policy's
 /// bounds) is in the parameter's history, `kpo explain`, as refused with why (s50 storyY F3: it
-/// was only in the `llm` event); one for a parameter not offered is not anyone's history.
+/// was only in the `llm` event), the first for the parameter in a reply; one for a parameter not
+/// offered, or of another type, is not in anyone's history.
 #[test]
 fn an_answer_dropped_for_its_value_is_in_the_parameters_history() {
     let dir = tempfile::tempdir().unwrap();
@@ -913,6 +914,8 @@ fn an_answer_dropped_for_its_value_is_in_the_parameters_history() {
     let v = crate::advise::llm::validate::validate(
         vec![
             serde_json::json!({"parameter": "net.core.somaxconn", "value": 100000}),
+            serde_json::json!({"parameter": "net.core.somaxconn", "value": 200000}),
+            serde_json::json!({"parameter": "net.core.somaxconn", "value": 1.5}),
             serde_json::json!({"parameter": "vm.swappiness", "value": 10}),
         ],
         &offered,
@@ -920,12 +923,13 @@ fn an_answer_dropped_for_its_value_is_in_the_parameters_history() {
         &at,
     );
     assert_eq!(v.accepted, []);
-    assert_eq!(v.dropped.len(), 2, "{:?}", v.dropped);
+    assert_eq!(v.dropped.len(), 4, "{:?}", v.dropped);
     let mut c = ok_answer(&stage, &at, offered.len(), vec![]);
     c.dropped = v.dropped.clone();
     let mut finished = answered(c);
     finished.asked.offered = offered.iter().map(|p| p.address.clone()).collect();
     stage.settle(finished, &mut deciding);
+    // The first for the parameter alone (s51 review4 B2), and not the one of another type (B1).
     let explained = deciding.desk().explain("net.core.somaxconn", 10);
     assert_eq!(explained.len(), 1, "{explained:#?}");
     let entry = &explained[0].entry;
