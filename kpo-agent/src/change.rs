@@ -344,8 +344,9 @@ impl ChangePath {
         self.preview_as(p, false)
     }
 
-    /// [`ChangePath::preview`] of `p` approved by an operator now: what `kpo approve` would meet
-    /// (the cooldown and the hourly limit are asked at approval).
+    /// [`ChangePath::preview`] of `p` approved by an operator now: the policy's decision `kpo
+    /// approve` would meet (the cooldown and the hourly limit are asked of advice that waits for
+    /// a person only at approval), not what only the write finds.
     pub fn preview_approved(&self, p: &Proposal) -> Decision {
         self.preview_as(p, true)
     }
