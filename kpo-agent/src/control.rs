@@ -330,79 +330,11 @@ impl Control for ChangePath {
         Some(self.journal.detached_listing())
     }
 
+    /// The journal's status, with the watches the agent saved (a command run while it is down:
+    /// the running agent answers with its guard's own, [`ChangePath::journal_status`]).
     fn status(&mut self) -> Result<Status, ControlError> {
-        let mut params = Vec::new();
-        let states: Vec<_> = self.journal.params().cloned().collect();
-        // The journal keeps the parameters of namespaces long gone; finding one by inode scans
-        // every process, so the namespaces alive are listed once, not once per parameter.
-        let mut live: Option<std::collections::HashSet<u64>> = None;
-        for p in states {
-            // A namespace whose path is deleted while it lives on is read by its inode.
-            let address = p.reach();
-            let gone = address.as_ref().and_then(|a| match &a.target {
-                crate::actuate::param::Target::Netns {
-                    netns: crate::actuate::param::NetnsRef::Inode(inode),
-                } => (!live
-                    .get_or_insert_with(crate::actuate::sysctl::live_netns_inodes)
-                    .contains(inode))
-                .then(|| crate::actuate::sysctl::netns_gone(*inode)),
-                _ => None,
-            });
-            let (current, current_error) = match (&address, gone) {
-                (Some(_), Some(gone)) => (None, Some(gone)),
-                (Some(a), None) => match self.read_with_cookie(a) {
-                    Ok((v, now)) => match (p.netns_cookie, now) {
-                        // An inode taken by a namespace made since: its value is not this
-                        // parameter's.
-                        (Some(was), Some(now)) if was != now => (
-                            None,
-                            Some(format!(
-                                "its network namespace is gone: the inode now names another \
-                                 namespace (cookie {now}, was {was})"
-                            )),
-                        ),
-                        _ => (Some(v), None),
-                    },
-                    Err(e) => (None, Some(e.to_string())),
-                },
-                (None, _) => (None, None),
-            };
-            params.push(ParamStatus {
-                key: p.key.clone(),
-                address,
-                original: p.original.clone(),
-                last_applied: p.last_applied.clone(),
-                current,
-                current_error,
-                // With those moved to the archive.
-                changes_applied: p.applied.len() + p.archived_changes,
-                yielded_to: p
-                    .yielded
-                    .as_ref()
-                    .map(|(by, ts)| format!("{by} at {}", format_ms(*ts))),
-                quarantined: p
-                    .quarantine
-                    .iter()
-                    .filter(|q| q.until_ms > crate::journal::now_ms())
-                    .map(|q| (q.value.clone(), format_ms(q.until_ms)))
-                    .collect(),
-            });
-        }
-        Ok(Status {
-            policy: self.policy.origin.to_string(),
-            state_dir: self.journal.dir().to_path_buf(),
-            paused: self
-                .journal
-                .paused()
-                .map(|(by, ts)| (by.clone(), format_ms(*ts))),
-            params,
-            incomplete: self.journal.incomplete().iter().map(|i| i.id).collect(),
-            warnings: self.journal.warnings().to_vec(),
-            policy_file_differs: self.policy.changed_on_disk(),
-            watches: Vec::new(),
-            saved_watches: crate::guard::saved_watches(self.journal.dir()),
-            version: Some(crate::VERSION.to_string()),
-        })
+        let saved_watches = crate::guard::saved_watches(self.journal.dir());
+        self.journal_status().map(|s| Status { saved_watches, ..s })
     }
 
     fn pause(&mut self, by: &str) -> Result<bool, ControlError> {
@@ -928,6 +860,84 @@ fn kernel_actuators(state_dir: &Path) -> Box<dyn Actuators> {
         actuators.roots.sys = std::path::PathBuf::from(sys);
     }
     Box::new(actuators)
+}
+
+impl ChangePath {
+    /// [`Control::status`] from the journal and the kernel alone: no watch of the guard's.
+    pub fn journal_status(&mut self) -> Result<Status, ControlError> {
+        let mut params = Vec::new();
+        let states: Vec<_> = self.journal.params().cloned().collect();
+        // The journal keeps the parameters of namespaces long gone; finding one by inode scans
+        // every process, so the namespaces alive are listed once, not once per parameter.
+        let mut live: Option<std::collections::HashSet<u64>> = None;
+        for p in states {
+            // A namespace whose path is deleted while it lives on is read by its inode.
+            let address = p.reach();
+            let gone = address.as_ref().and_then(|a| match &a.target {
+                crate::actuate::param::Target::Netns {
+                    netns: crate::actuate::param::NetnsRef::Inode(inode),
+                } => (!live
+                    .get_or_insert_with(crate::actuate::sysctl::live_netns_inodes)
+                    .contains(inode))
+                .then(|| crate::actuate::sysctl::netns_gone(*inode)),
+                _ => None,
+            });
+            let (current, current_error) = match (&address, gone) {
+                (Some(_), Some(gone)) => (None, Some(gone)),
+                (Some(a), None) => match self.read_with_cookie(a) {
+                    Ok((v, now)) => match (p.netns_cookie, now) {
+                        // An inode taken by a namespace made since: its value is not this
+                        // parameter's.
+                        (Some(was), Some(now)) if was != now => (
+                            None,
+                            Some(format!(
+                                "its network namespace is gone: the inode now names another \
+                                 namespace (cookie {now}, was {was})"
+                            )),
+                        ),
+                        _ => (Some(v), None),
+                    },
+                    Err(e) => (None, Some(e.to_string())),
+                },
+                (None, _) => (None, None),
+            };
+            params.push(ParamStatus {
+                key: p.key.clone(),
+                address,
+                original: p.original.clone(),
+                last_applied: p.last_applied.clone(),
+                current,
+                current_error,
+                // With those moved to the archive.
+                changes_applied: p.applied.len() + p.archived_changes,
+                yielded_to: p
+                    .yielded
+                    .as_ref()
+                    .map(|(by, ts)| format!("{by} at {}", format_ms(*ts))),
+                quarantined: p
+                    .quarantine
+                    .iter()
+                    .filter(|q| q.until_ms > crate::journal::now_ms())
+                    .map(|q| (q.value.clone(), format_ms(q.until_ms)))
+                    .collect(),
+            });
+        }
+        Ok(Status {
+            policy: self.policy.origin.to_string(),
+            state_dir: self.journal.dir().to_path_buf(),
+            paused: self
+                .journal
+                .paused()
+                .map(|(by, ts)| (by.clone(), format_ms(*ts))),
+            params,
+            incomplete: self.journal.incomplete().iter().map(|i| i.id).collect(),
+            warnings: self.journal.warnings().to_vec(),
+            policy_file_differs: self.policy.changed_on_disk(),
+            watches: Vec::new(),
+            saved_watches: 0,
+            version: Some(crate::VERSION.to_string()),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -377,16 +377,13 @@ fn a_reader_gone_ends_a_showing_command_quietly() {
 fn an_apply_with_no_agent_says_the_guard_does_not_watch_it() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("sys/devices/system/cpu/cpufreq/policy0");
-    std::fs::create_dir_all(&policy).unwrap();
-    for (f, v) in [
-        ("cpuinfo_min_freq", "1200000"),
-        ("cpuinfo_max_freq", "3000000"),
-        ("scaling_min_freq", "1200000"),
-        ("scaling_max_freq", "3000000"),
-    ] {
-        std::fs::write(policy.join(f), format!("{v}\n")).unwrap();
-    }
+    let policy = kpo_agent::actuate::cpufreq::fake_policy(
+        &dir.path().join("sys"),
+        0,
+        1_200_000,
+        3_000_000,
+        3_000_000,
+    );
     let state = dir.path().join("state");
     std::fs::create_dir(&state).unwrap();
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();

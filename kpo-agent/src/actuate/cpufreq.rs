@@ -809,8 +809,23 @@ pub fn passing_order(writes: &[Option<(&ParamAddress, bool)>]) -> Vec<usize> {
     order
 }
 
+/// For tests over a temporary sysfs-like tree: cpufreq policy `n` under `sys` (the tree's
+/// `/sys`), its hardware range `min` to `max` kHz and its limits `min` to `cur_max`; its
+/// directory.
+#[cfg(any(test, feature = "test-util"))]
+pub fn fake_policy(sys: &Path, n: u32, min: u64, max: u64, cur_max: u64) -> PathBuf {
+    let p = sys.join(format!("devices/system/cpu/cpufreq/policy{n}"));
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(p.join("cpuinfo_min_freq"), format!("{min}\n")).unwrap();
+    std::fs::write(p.join("cpuinfo_max_freq"), format!("{max}\n")).unwrap();
+    std::fs::write(p.join("scaling_min_freq"), format!("{min}\n")).unwrap();
+    std::fs::write(p.join("scaling_max_freq"), format!("{cur_max}\n")).unwrap();
+    p
+}
+
 #[cfg(test)]
 mod tests {
+    use super::fake_policy as policy;
     use std::sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -836,16 +851,6 @@ mod tests {
             "changing cpufreq limits needs root"
         };
         assert!(e.to_string().contains(expected), "{e}");
-    }
-
-    fn policy(root: &Path, n: u32, min: u64, max: u64, cur_max: u64) -> PathBuf {
-        let p = root.join(format!("devices/system/cpu/cpufreq/policy{n}"));
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::write(p.join("cpuinfo_min_freq"), format!("{min}\n")).unwrap();
-        std::fs::write(p.join("cpuinfo_max_freq"), format!("{max}\n")).unwrap();
-        std::fs::write(p.join("scaling_min_freq"), format!("{min}\n")).unwrap();
-        std::fs::write(p.join("scaling_max_freq"), format!("{cur_max}\n")).unwrap();
-        p
     }
 
     fn roots(tmp: &Path) -> Roots {

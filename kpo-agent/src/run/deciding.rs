@@ -500,11 +500,7 @@ impl Deciding {
                 let made_at = |id| journal.intent(id).map(|i| format_ms(i.ts_ms));
                 let watches = self.guard.open_watches(made_at);
                 // The guard's own list, not the file it saves it in.
-                reply(Control::status(&mut self.path).map(|s| Status {
-                    watches,
-                    saved_watches: 0,
-                    ..s
-                }))
+                reply(self.path.journal_status().map(|s| Status { watches, ..s }))
             }
             Request::Approve { id, by } => {
                 let result = self.at_desk().approve(id, by);

@@ -212,15 +212,7 @@ impl Rig {
         let sys = tmp.path().join("sys");
         let dir = sys.join("devices/system/cpu/cpufreq/policy0");
         if with_cpufreq {
-            std::fs::create_dir_all(&dir).unwrap();
-            for (f, v) in [
-                ("cpuinfo_min_freq", "1200000"),
-                ("cpuinfo_max_freq", "3000000"),
-                ("scaling_min_freq", "1200000"),
-                ("scaling_max_freq", "3000000"),
-            ] {
-                std::fs::write(dir.join(f), format!("{v}\n")).unwrap();
-            }
+            crate::actuate::cpufreq::fake_policy(&sys, 0, 1_200_000, 3_000_000, 3_000_000);
         } else {
             std::fs::create_dir_all(sys.join("devices/system/cpu")).unwrap();
         }
@@ -1274,7 +1266,13 @@ fn the_agents_status_names_the_open_watches() {
     };
     assert_eq!(watches(&mut rig), [], "none before a change");
     match rig.operator(crate::api::Request::Status) {
-        crate::api::Reply::Ok(status) => assert_eq!(status["version"], crate::VERSION),
+        crate::api::Reply::Ok(status) => {
+            assert_eq!(status["version"], crate::VERSION);
+            assert!(
+                status.get("saved_watches").is_none(),
+                "the agent's own list: {status}"
+            );
+        }
         other => panic!("{other:?}"),
     }
     // p99 152 -> 157 -> 160 µs: within the tolerance, so each window counts clean.
@@ -1292,6 +1290,10 @@ fn the_agents_status_names_the_open_watches() {
         strikes: 0,
     };
     assert_eq!(watches(&mut rig), [want.clone()]);
+    match rig.operator(crate::api::Request::Status) {
+        crate::api::Reply::Ok(status) => assert!(status.get("saved_watches").is_none()),
+        other => panic!("{other:?}"),
+    }
     // What a command run while the agent is down reads: the watch the guard saved.
     let offline =
         |rig: &mut Rig| crate::control::Control::status(rig.deciding.path_for_tests_mut()).unwrap();
