@@ -859,11 +859,29 @@ pub(crate) fn watch_line(w: &crate::control::WatchStatus) -> String {
         [] => "nothing".to_string(),
         signals => signals.join(", "),
     };
-    format!(
-        "guard watching #{}{with}: {}{since}, judged by {signals}; {} window(s) to go, {} clean, \
-         {} strike(s)",
-        w.change_id, w.address, w.windows_left, w.clean_windows, w.strikes
-    )
+    // A regression still to be confirmed keeps the watch open past its windows.
+    let to_go = match (w.windows_left, w.strikes) {
+        (0, 1..) => "open until its regression is confirmed or gone".to_string(),
+        (left, _) => format!("{left} window(s) to go"),
+    };
+    let mut line = format!(
+        "guard watching #{}{with}: {}{since}, judged by {signals}; {to_go}, {} clean, {} strike(s)",
+        w.change_id, w.address, w.clean_windows, w.strikes
+    );
+    if w.revert_failed {
+        line.push_str("; its revert failed: the next window that regresses tries it again");
+    }
+    if let Some(word) = &w.not_judged {
+        let why = match word.as_str() {
+            "made_within_it" => "the change was made within it",
+            "without_effect" => "the change had no effect in it (the governor holds it)",
+            "blamed_on_later" => "its regression was blamed on a later change",
+            "blind" => "a signal it is judged by was not measured",
+            other => other,
+        };
+        line.push_str(&format!("; last window not judged: {why}"));
+    }
+    line
 }
 
 /// `kpo status`'s line per parameter; those of namespaces gone, where KPO holds nothing, are
@@ -981,6 +999,29 @@ mod tests {
                 "2 parameter(s) of network namespaces gone since, where KPO holds nothing (kpo \
               journal has their changes; kpo status --json lists them)"
             ]
+        );
+    }
+
+    /// A watch past its windows but held open by a regression still to be confirmed does not
+    /// read "0 window(s) to go" (s51 review W2).
+    #[test]
+    fn a_watch_held_open_by_a_regression_says_so() {
+        let watch = crate::control::WatchStatus {
+            change_id: 4,
+            judged_with: Vec::new(),
+            address: "net.core.somaxconn".into(),
+            since: None,
+            signals: vec!["listen_overflows".into()],
+            windows_left: 0,
+            clean_windows: 2,
+            strikes: 1,
+            not_judged: None,
+            revert_failed: false,
+        };
+        assert_eq!(
+            watch_line(&watch),
+            "guard watching #4: net.core.somaxconn, judged by listen_overflows; open until its \
+             regression is confirmed or gone, 2 clean, 1 strike(s)"
         );
     }
 

@@ -376,6 +376,40 @@ struct Watch {
     /// N1: chained, its revert put back the harmful value the undo had taken out).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     undid: bool,
+    /// Why the last window closed over the watch was not judged for it, if it was not: what
+    /// `kpo status` shows, since such windows leave its counts as they were (s51 review W2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    not_judged: Option<NotJudged>,
+    /// The guard's revert of it did not take, and no window was clean since: the next window
+    /// that regresses asks for the revert again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    revert_failed: bool,
+}
+
+/// Why a window was not judged for a watch; its counts stay as they were.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotJudged {
+    /// The change was made inside the window, which holds the time before it too.
+    MadeWithinIt,
+    /// The change had no effect in it (a cpufreq preference the driver holds under a governor).
+    WithoutEffect,
+    /// Its only regressions were blamed on a later change still watched.
+    BlamedOnLater,
+    /// A signal it is judged by was not measured in it.
+    Blind,
+}
+
+impl NotJudged {
+    /// The word `kpo status --json` gives.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotJudged::MadeWithinIt => "made_within_it",
+            NotJudged::WithoutEffect => "without_effect",
+            NotJudged::BlamedOnLater => "blamed_on_later",
+            NotJudged::Blind => "blind",
+        }
+    }
 }
 
 /// A window (by number in this run) in which `change_id`, which the guard reverted, regressed
@@ -465,6 +499,8 @@ impl Watch {
             earlier: Vec::new(),
             before: None,
             undid: false,
+            not_judged: None,
+            revert_failed: false,
         }
     }
 
@@ -948,6 +984,7 @@ impl Guard {
             if let Some(held) = held {
                 w.value = held.clone();
             }
+            w.revert_failed = true;
             self.watches.retain(|x| x.address != w.address);
             self.watches.push(w);
         }
@@ -1069,11 +1106,14 @@ impl Guard {
         // this window was still there through it).
         let open = self.watches.clone();
         self.watches.retain_mut(|w| {
+            w.not_judged = None;
             if w.skip_windows > 0 {
                 w.skip_windows -= 1;
+                w.not_judged = Some(NotJudged::MadeWithinIt);
                 return true;
             }
             if without_effect(&w.address) {
+                w.not_judged = Some(NotJudged::WithoutEffect);
                 return true;
             }
             let health = health_in(w.scope);
@@ -1113,6 +1153,7 @@ impl Guard {
             // A window whose only regressions are a later change's says nothing of this one: not
             // judged for it, for as long as that change is watched.
             if regressed.is_none() && !excused.is_empty() {
+                w.not_judged = Some(NotJudged::BlamedOnLater);
                 return true;
             }
             // A window that saw no regression but could not see a signal it had a baseline for
@@ -1125,6 +1166,7 @@ impl Guard {
                     .any(|s| w.baseline.0.contains_key(s) && !health.0.contains_key(s));
             if blind {
                 w.blind_windows += 1;
+                w.not_judged = Some(NotJudged::Blind);
                 return true;
             }
             w.strikes = if regressed.is_some() {
@@ -1137,6 +1179,7 @@ impl Guard {
                 w.strike_windows.push((now, signals));
             } else {
                 w.strike_windows.clear();
+                w.revert_failed = false;
             }
             if regressed.is_none() && !measured.is_empty() {
                 w.clean_windows += 1;
@@ -1241,6 +1284,8 @@ impl Guard {
                 windows_left: w.windows_left,
                 clean_windows: w.clean_windows,
                 strikes: w.strikes,
+                not_judged: w.not_judged.map(|n| n.as_str().to_string()),
+                revert_failed: w.revert_failed,
             })
             .collect()
     }
@@ -1420,6 +1465,76 @@ mod tests {
             observe(&mut guard, &busy).as_slice(),
             [Verdict::Revert { change_id: 1, .. }]
         ));
+    }
+
+    /// `kpo status` says why a window left a watch's counts as they were, and that the guard's
+    /// revert of it failed, until a clean window (s51 review W2: frozen counts without a reason,
+    /// and "2 strike(s)" after a failed revert).
+    #[test]
+    fn the_open_watches_say_why_a_window_was_not_judged_and_that_a_revert_failed() {
+        let shown = |guard: &Guard| -> Vec<(u64, Option<String>, bool)> {
+            (guard.open_watches(|_| None).into_iter())
+                .map(|w| (w.change_id, w.not_judged, w.revert_failed))
+                .collect()
+        };
+        let word = |w: &str| Some(w.to_string());
+        let calm = health(&[(HealthSignal::RunqP99, 100.0)]);
+        let busy = health(&[(HealthSignal::RunqP99, 900.0)]);
+        // Windows enough that change 1 is still watched at the end.
+        let mut guard = Guard::new(GuardConfig {
+            windows: 8,
+            ..GuardConfig::default()
+        });
+        guard.watch_from(
+            1,
+            somaxconn_host(),
+            Scope::Host,
+            guard.config.signals.clone(),
+            Value::Int(1024),
+            calm.clone(),
+        );
+        assert!(observe(&mut guard, &calm).is_empty());
+        assert_eq!(shown(&guard), [(1, None, false)], "judged");
+        assert!(observe(&mut guard, &Health::default()).is_empty());
+        assert_eq!(shown(&guard), [(1, word("blind"), false)]);
+        assert!(guard.judge(|_| busy.clone(), |_| true).is_empty());
+        assert_eq!(shown(&guard), [(1, word("without_effect"), false)]);
+        guard.watch_from(
+            2,
+            "net.core.netdev_budget".parse().unwrap(),
+            Scope::Host,
+            guard.config.signals.clone(),
+            Value::Int(600),
+            calm.clone(),
+        );
+        guard.watches[1].skip_windows = 1;
+        assert!(observe(&mut guard, &calm).is_empty());
+        assert_eq!(
+            shown(&guard),
+            [(1, None, false), (2, word("made_within_it"), false)]
+        );
+        assert!(observe(&mut guard, &calm).is_empty());
+        assert!(observe(&mut guard, &busy).is_empty());
+        assert_eq!(
+            shown(&guard),
+            [(1, word("blamed_on_later"), false), (2, None, false)]
+        );
+        assert!(matches!(
+            observe(&mut guard, &busy).as_slice(),
+            [Verdict::Revert { change_id: 2, .. }]
+        ));
+        guard.keep_watching(2, None);
+        assert_eq!(
+            shown(&guard),
+            [(1, word("blamed_on_later"), false), (2, None, true)]
+        );
+        let line = crate::cli::watch_line(&guard.open_watches(|_| None)[1]);
+        assert!(
+            line.contains("; its revert failed: the next window that regresses tries it again"),
+            "{line}"
+        );
+        assert!(observe(&mut guard, &calm).is_empty());
+        assert_eq!(shown(&guard), [(1, None, false), (2, None, false)]);
     }
 
     /// Defect (review s29 third round #1): a later change without effect (a preference the

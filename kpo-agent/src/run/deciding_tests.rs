@@ -1288,6 +1288,8 @@ fn the_agents_status_names_the_open_watches() {
         windows_left: 3,
         clean_windows: 0,
         strikes: 0,
+        not_judged: None,
+        revert_failed: false,
     };
     assert_eq!(watches(&mut rig), [want.clone()]);
     match rig.operator(crate::api::Request::Status) {
@@ -1304,9 +1306,18 @@ fn the_agents_status_names_the_open_watches() {
         ),
         (0, 1)
     );
-    rig.window(); // the window the changes were made in: not counted
+    rig.window(); // the window the changes were made in: not counted, and said so
+    want.not_judged = Some("made_within_it".into());
+    let shown = watches(&mut rig);
+    assert_eq!(shown, [want.clone()]);
+    assert!(
+        crate::cli::watch_line(&shown[0])
+            .ends_with("; last window not judged: the change was made within it"),
+        "{}",
+        crate::cli::watch_line(&shown[0])
+    );
     rig.window();
-    (want.windows_left, want.clean_windows) = (2, 1);
+    (want.windows_left, want.clean_windows, want.not_judged) = (2, 1, None);
     let shown = watches(&mut rig);
     assert_eq!(shown, [want]);
     assert_eq!(
