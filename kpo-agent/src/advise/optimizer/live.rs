@@ -1223,6 +1223,13 @@ impl LiveOptimizer {
             {
                 return self.converge(knobs, ev);
             }
+            // A value the guard or an operator quarantined would be refused: set aside without
+            // asking, which journaled and reported a refusal once per search (s51 storyAA F5).
+            if p.point != self.current && !knobs.allowed(&p.point) {
+                self.opt.exclude(p.index);
+                set_aside += 1;
+                continue;
+            }
             let tried = knobs.try_config(&self.current, &p.point, ChangeReason::Explore);
             if RetryWait::settled_by(&tried) {
                 self.retry_wait = RetryWait::default();
@@ -2704,5 +2711,58 @@ mod tests {
         machine.paused = false;
         live.step(&within_slo(), &mut machine).unwrap();
         assert_eq!(machine.now, refused[0]);
+    }
+
+    /// A value quarantined (by the guard or an operator's revert) is never tried, not even once
+    /// to be refused: the search goes on over the others (s51 storyAA F5: one refused `change`
+    /// per search, journaled).
+    #[test]
+    fn a_quarantined_value_is_never_tried() {
+        use crate::advise::optimizer::space::KnobSpec;
+        struct Quarantine {
+            now: Vec<f64>,
+            tried: Vec<Vec<f64>>,
+        }
+        impl Knobs for Quarantine {
+            fn try_config(&mut self, _from: &[f64], to: &[f64], _why: ChangeReason) -> Tried {
+                self.tried.push(to.to_vec());
+                self.now = to.to_vec();
+                Tried::Applied
+            }
+            fn revert_to(
+                &mut self,
+                _from: &[f64],
+                to: &[f64],
+                _why: GoBack,
+            ) -> Result<Vec<f64>, RevertFailure> {
+                self.now = to.to_vec();
+                Ok(to.to_vec())
+            }
+            fn allowed(&mut self, to: &[f64]) -> bool {
+                to[0] != 2.0
+            }
+        }
+        let space = Space::new(vec![KnobSpec::range("a", 0.0, 4.0, 1.0)]).unwrap();
+        let config = LiveConfig {
+            budget: 5,
+            ..LiveConfig::default()
+        };
+        let mut live = LiveOptimizer::new(space, vec![0.0], config).unwrap();
+        let mut machine = Quarantine {
+            now: vec![0.0],
+            tried: Vec::new(),
+        };
+        let mut refused = 0;
+        for _ in 0..12 {
+            let events = live.step(&within_slo(), &mut machine).unwrap();
+            refused += (events.iter())
+                .filter(|e| matches!(e, LiveEvent::Refused { .. }))
+                .count();
+        }
+        let mut tried: Vec<f64> = machine.tried.iter().map(|c| c[0]).collect();
+        tried.sort_by(f64::total_cmp);
+        tried.dedup();
+        // Every level but the quarantined one, the start (0) when the search settles on it.
+        assert_eq!((tried, refused), (vec![0.0, 1.0, 3.0, 4.0], 0));
     }
 }
