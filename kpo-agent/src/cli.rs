@@ -207,6 +207,10 @@ pub struct RevertArgs {
     /// Every parameter back to its value before KPO.
     #[arg(long)]
     pub all: bool,
+    /// With ID: write the value back over someone else's too (one KPO did not write, which
+    /// `kpo revert ID` leaves).
+    #[arg(long, requires = "id")]
+    pub force: bool,
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -624,9 +628,10 @@ const UNGUARDED: &str = "not watched by the guard: no agent is running, and a ch
      it is down is not judged when it starts";
 
 fn cmd_revert(a: RevertArgs) -> anyhow::Result<ExitCode> {
-    let req = match a.id {
-        Some(id) => RevertRequest::Id(id),
-        None => RevertRequest::All,
+    let req = match (a.id, a.force) {
+        (Some(id), false) => RevertRequest::Id(id),
+        (Some(id), true) => RevertRequest::Forced(id),
+        (None, _) => RevertRequest::All,
     };
     let mut c = open(&a.state, Access::Acts)?;
     let reports = c.revert(&req, &who())?;

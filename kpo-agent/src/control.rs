@@ -45,6 +45,9 @@ fn reason_by(reason: &str, by: Option<&str>) -> String {
 #[serde(rename_all = "snake_case")]
 pub enum RevertRequest {
     Id(u64),
+    /// `kpo revert ID --force`: over someone else's value too (an agent older than this says
+    /// "unknown variant").
+    Forced(u64),
     All,
 }
 
@@ -313,6 +316,12 @@ impl Control for ChangePath {
                 *id,
                 Source::Operator,
                 &reason_by(&format!("kpo revert {id}"), Some(by)),
+            )?],
+            RevertRequest::Forced(id) => vec![ChangePath::revert_over_theirs(
+                self,
+                *id,
+                Source::Operator,
+                &reason_by(&format!("kpo revert {id} --force"), Some(by)),
             )?],
             RevertRequest::All => self.revert_all(&reason_by(
                 "kpo revert --all: back to the value before KPO",

@@ -5,6 +5,9 @@ use super::*;
 impl ChangePath {
     /// Puts back the value change `id` replaced: an operator's `kpo revert ID`, whatever the
     /// kernel has now.
+    /// A value someone else wrote since KPO's last write there (a person's fix the agent yielded
+    /// to, or one it was down for) stays: the revert is `Skipped`, saying how to write over it
+    /// ([`ChangePath::revert_over_theirs`]).
     pub fn revert(
         &mut self,
         id: u64,
@@ -12,7 +15,20 @@ impl ChangePath {
         reason: &str,
     ) -> Result<ChangeReport, ChangeError> {
         let known = self.journal.last_intent_id();
-        self.revert_change(id, source, reason, None)
+        self.revert_change(id, source, reason, None, false)
+            .or_else(|e| self.done_but_not_recorded(id, known, e))
+    }
+
+    /// [`ChangePath::revert`], written over whatever the kernel has now, someone else's value
+    /// too: `kpo revert ID --force`.
+    pub fn revert_over_theirs(
+        &mut self,
+        id: u64,
+        source: Source,
+        reason: &str,
+    ) -> Result<ChangeReport, ChangeError> {
+        let known = self.journal.last_intent_id();
+        self.revert_change(id, source, reason, None, true)
             .or_else(|e| self.done_but_not_recorded(id, known, e))
     }
 
@@ -52,7 +68,7 @@ impl ChangePath {
         source: Source,
         reason: &str,
     ) -> Result<ChangeReport, ChangeError> {
-        self.revert_change(id, source, reason, Some(id))
+        self.revert_change(id, source, reason, Some(id), false)
     }
 
     /// [`ChangePath::revert_own`] of `first`, the first of the changes of one parameter the
@@ -65,17 +81,19 @@ impl ChangePath {
         source: Source,
         reason: &str,
     ) -> Result<ChangeReport, ChangeError> {
-        self.revert_change(first, source, reason, Some(last))
+        self.revert_change(first, source, reason, Some(last), false)
     }
 
     /// `only_ours_through`: for the agent's own reverts, the latest change of the parameter the
     /// revert answers for (`id` itself, or the last of a chain the guard judged with it).
+    /// `over_theirs`: an operator's revert writes over someone else's value too.
     fn revert_change(
         &mut self,
         id: u64,
         source: Source,
         reason: &str,
         only_ours_through: Option<u64>,
+        over_theirs: bool,
     ) -> Result<ChangeReport, ChangeError> {
         let only_ours = only_ours_through.is_some();
         // An archived change is history like a live one: reverting it is the same request,
@@ -157,15 +175,52 @@ impl ChangePath {
         } else {
             None
         };
-        self.restore(
+        // An operator's revert leaves a value someone else wrote since KPO's last, unless told
+        // to write over it (s52 storyAC AC-2: `kpo revert 1`, superseded long before, wrote 64
+        // over the 300 a colleague had set by hand, without a word).
+        let mut only_over = ours;
+        if !only_ours && !over_theirs {
+            let state = self.journal.param_by_key(&intent.key);
+            if state.is_some_and(|p| p.yielded.is_some()) {
+                let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
+                report.read_back = self.read(&address).ok();
+                report.detail = Some(format!(
+                    "yielded to an administrator; their value stays (kpo revert {id} --force \
+                     writes {} over it)",
+                    intent.before
+                ));
+                return Ok(report);
+            }
+            // Only a sysctl moves by a writer alone (a cpufreq attribute moves with its
+            // governor, a coalescing value with adaptive moderation), and a journal that may
+            // have lost a change of KPO's cannot tell KPO's value from someone else's.
+            only_over = state
+                .filter(|p| p.unsettled.is_none())
+                .filter(|_| address.kind() == crate::actuate::param::ParamKind::Sysctl)
+                .and_then(|p| p.last_applied.clone());
+        }
+        let mut report = self.restore(
             &address,
             &intent.before,
             source,
             reason,
             Some((id, intent.netns_cookie)),
-            ours,
+            only_over.clone(),
             quarantine,
-        )
+        )?;
+        // Left for someone else's value (the only skip that reads the kernel back).
+        let left_theirs = only_over.is_some()
+            && report.status == ChangeStatus::Skipped
+            && report.read_back.is_some();
+        if !only_ours && left_theirs {
+            if let Some(detail) = report.detail.as_mut() {
+                detail.push_str(&format!(
+                    " (kpo revert {id} --force writes {} over it)",
+                    intent.before
+                ));
+            }
+        }
+        Ok(report)
     }
 
     /// Why change `id` left nothing of its own in the kernel, if it did not: the kernel refused
@@ -520,7 +575,11 @@ impl ChangePath {
                 (id, cookie)
             }),
             only_over,
-            None,
+            // As `kpo revert ID`: the advisor's value taken out is quarantined, or the advisor
+            // puts it back at its next chance (s52 storyAC AC-1: the rules, a second later).
+            (!only_ours && source == Source::Operator)
+                .then(|| self.advisors_value_held(&state.key))
+                .flatten(),
         )?;
         // An operator's revert writes whatever the kernel has, but says so when that was not
         // KPO's value: a person's write the agent was down for (or had no window to see) is not

@@ -1080,12 +1080,18 @@ fn the_original_stays_once_a_write_of_kpos_took_effect() {
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
 }
 
+/// `kpo revert --all` and `kpo revert ID` leave a parameter yielded to a person alone; `kpo
+/// revert ID --force` writes over it (s52 storyAC AC-2).
 #[test]
 fn revert_all_leaves_a_yielded_parameter_alone() {
     let dir = tempfile::tempdir().unwrap();
     let k = kernel(&[(SOMAX, Value::Int(4096))]);
     let (mut p, _) = path(dir.path(), POLICY, &k);
-    p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    let id = p
+        .propose(&op(SOMAX, Value::Int(8192)))
+        .unwrap()
+        .journal_id
+        .unwrap();
     k.0.lock()
         .unwrap()
         .values
@@ -1110,6 +1116,20 @@ fn revert_all_leaves_a_yielded_parameter_alone() {
     assert_eq!(value(&k, SOMAX), Value::Int(1000));
     let r = p.propose(&op(SOMAX, Value::Int(2000))).unwrap();
     assert_eq!(r.refusal.unwrap().code(), "yielded");
+    let r = p.revert(id, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(
+        r.describe(),
+        format!(
+            "skipped {SOMAX}: 4096 (read back 1000): yielded to an administrator; their value \
+             stays (kpo revert {id} --force writes 4096 over it)"
+        )
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(1000));
+    let r = p
+        .revert_over_theirs(id, Source::Operator, "kpo revert --force")
+        .unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
 }
 
 #[test]
@@ -1154,8 +1174,11 @@ fn the_agents_own_reverts_and_advisors_leave_a_value_someone_else_wrote() {
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
 }
 
+/// An operator's `kpo apply` acts over a value someone else wrote; `kpo revert ID` leaves it,
+/// saying how to write over it, and `--force` does (s52 storyAC AC-2: a revert of a change
+/// superseded long before wrote its old value over a colleague's fix, without a word).
 #[test]
-fn an_operators_revert_and_apply_act_over_a_value_someone_else_wrote() {
+fn an_operators_revert_leaves_a_value_someone_else_wrote_unless_forced() {
     let dir = tempfile::tempdir().unwrap();
     let k = kernel(&[(SOMAX, Value::Int(4096))]);
     let (mut p, _) = path(dir.path(), POLICY, &k);
@@ -1175,6 +1198,18 @@ fn an_operators_revert_and_apply_act_over_a_value_someone_else_wrote() {
         .values
         .insert(SOMAX.into(), Value::Int(1000));
     let r = p.revert(id, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(
+        r.describe(),
+        format!(
+            "skipped {SOMAX}: 1000 -> 4096 (read back 1000): the kernel has 1000, not the 2000 KPO \
+             applied: someone else changed it, and their value stays (kpo revert {id} --force \
+             writes 4096 over it)"
+        )
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(1000));
+    let r = p
+        .revert_over_theirs(id, Source::Operator, "kpo revert --force")
+        .unwrap();
     assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
 }
@@ -3997,6 +4032,47 @@ fn an_operators_revert_of_an_advisors_change_quarantines_its_value() {
         detail.contains("; 8000 is quarantined until "),
         "the words: {detail}"
     );
+}
+
+/// `kpo revert --all` quarantines the advisors' values it takes out, as `kpo revert ID` does:
+/// with the agent running, the rules applied the same value again a second later (s52 storyAC
+/// AC-1). An operator's own value is not quarantined.
+#[test]
+fn revert_all_quarantines_the_advisors_values_it_takes_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let quarantined = |p: &ChangePath, v: i128| {
+        p.journal
+            .context(&SOMAX.parse().unwrap(), &Value::Int(v), SystemTime::now())
+            .quarantined_until
+    };
+    let mut rules = op(SOMAX, Value::Int(8192));
+    rules.source = Source::Rules;
+    assert_eq!(p.propose(&rules).unwrap().status, ChangeStatus::Applied);
+    let reports = p.revert_all("all").unwrap();
+    assert_eq!(reports.len(), 1);
+    let detail = reports[0].detail.clone().unwrap_or_default();
+    assert!(
+        detail.starts_with("8192 is quarantined until "),
+        "{}",
+        reports[0].describe()
+    );
+    assert!(quarantined(&p, 8192).is_some());
+    assert_eq!(
+        p.propose(&rules).unwrap().refusal.map(|r| r.code()),
+        Some("quarantined")
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    assert_eq!(
+        p.propose(&op(SOMAX, Value::Int(6000))).unwrap().status,
+        ChangeStatus::Applied
+    );
+    assert_eq!(
+        p.revert_all("all").unwrap()[0].status,
+        ChangeStatus::Reverted
+    );
+    assert_eq!(quarantined(&p, 6000), None, "the operator's own");
 }
 
 /// s43 (found by hand): two `kpo apply` of the operator's own, with four changes of the rules,
