@@ -1493,7 +1493,8 @@ fn advice_key(rec: &Recommendation) -> String {
     }
     let reason = rec
         .reason
-        .replace(crate::advise::rules::accept_queue::DEPTH_NOT_SEEN_FULL, "");
+        .replace(crate::advise::rules::accept_queue::DEPTH_NOT_SEEN_FULL, "")
+        .replace(crate::advise::rules::accept_queue::SYN_QUEUE_FULL_TOO, "");
     let mut words = String::with_capacity(reason.len());
     let mut in_number = false;
     for c in reason.chars() {

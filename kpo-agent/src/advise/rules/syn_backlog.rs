@@ -11,6 +11,11 @@
 //!   SYN queue is past three quarters of it, SYNs from peers the host has not talked to before are
 //!   dropped. Those drops are counted in `TcpExtListenDrops` and in no specific counter.
 //!
+//! Other drops count in `TcpExtListenDrops` alone too (no route for the SYN-ACK, an LSM's
+//! refusal, no memory for the request sock), and no counter tells them from these; the SYN
+//! queue's length is not sampled (a burst fills and drains it between ticks), so the advice
+//! says so rather than judge (s52 storyAE F1).
+//!
 //! So: with `tcp_syncookies = 0` in the namespace, SYN drops that neither a full accept queue
 //! (`ListenOverflows`) nor a full SYN queue (`TCPReqQFullDrop`) explain lead to a higher
 //! `tcp_max_syn_backlog`, applied by the next SYN, up to ⌈4/3 × the namespace's largest listener
@@ -249,7 +254,9 @@ impl SynBacklogRule {
             let reason = format!(
                 "{drops} SYN(s) dropped in netns {}{} in window {} (up to {}) short of a full queue: TcpExtListenDrops {} - ListenOverflows {} - TCPReqQFullDrop {}. \
 With {SYNCOOKIES} = 0 the kernel drops SYNs from new peers once a listener's SYN queue is past three quarters of {MAX_SYN_BACKLOG} ({current}, so {}). \
-Raising it to {target} applies to the next SYN, no restart needed{}. (With SYN cookies on, the kernel default, this limit is not used at all.)",
+Raising it to {target} applies to the next SYN, no restart needed{}. \
+The kernel counts other SYNs it drops there too (no route back for the SYN-ACK, a security module's refusal, no memory for the request), which no value of it cures: drops that go on at the new value point there. \
+(With SYN cookies on, the kernel default, this limit is not used at all.)",
                 n.netns,
                 if narrowed { " at the current value" } else { "" },
                 at.index,
@@ -326,6 +333,8 @@ mod tests {
             "TCPReqQFullDrop 15",
             "(256, so 192)",
             "no restart",
+            // Not asserted as the only cause (s52 storyAE F1).
+            "no route back for the SYN-ACK",
         ] {
             assert!(
                 r[0].reason.contains(needle),

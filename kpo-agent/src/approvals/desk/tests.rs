@@ -2167,11 +2167,23 @@ fn the_same_advice_is_posted_once_per_situation() {
             "{}",
             unseen.reason
         );
-        s.consider(vec![unseen]);
+        s.consider(vec![unseen.clone()]);
         assert!(
             advice_posted(&mut posted).is_empty(),
             "the note is no new situation"
         );
+        // Nor the note on full SYN queues beside it.
+        unseen.reason = unseen.reason.replace(
+            crate::advise::rules::accept_queue::DEPTH_NOT_SEEN_FULL,
+            &format!(
+                "{}{}",
+                crate::advise::rules::accept_queue::DEPTH_NOT_SEEN_FULL,
+                crate::advise::rules::accept_queue::SYN_QUEUE_FULL_TOO
+            ),
+        );
+        unseen.id = "rec-syn-full".into();
+        s.consider(vec![unseen]);
+        assert!(advice_posted(&mut posted).is_empty(), "nor the SYN note");
         // It listened again with a larger backlog, and still drops: new advice.
         let larger = app_advice(61, 900, 1024);
         s.consider(vec![larger.clone()]);
